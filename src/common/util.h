@@ -1,0 +1,40 @@
+/* util: small helpers shared by every module: clocks, percent-encoding,
+ * base64, string checks. All functions are thread-safe and allocate with
+ * xalloc (results are owned by the caller). */
+#ifndef COMMON_UTIL_H
+#define COMMON_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/buf.h"
+
+/* Milliseconds on the monotonic clock (for timeouts and durations). */
+int64_t mono_ms(void);
+/* Wall clock, seconds and milliseconds since the epoch. */
+int64_t wall_s(void);
+int64_t wall_ms(void);
+/* Sleep for ms milliseconds (restarts on EINTR). */
+void sleep_ms(int64_t ms);
+
+/* Percent-decode s[0..n) into a new NUL-terminated string. With `plus`, '+'
+ * becomes a space (form encoding). Invalid escapes are kept literally, as
+ * Perl's uri_unescape does. *outlen (if given) receives the decoded length,
+ * which can be less than strlen() if the input encoded a NUL. */
+char *pct_decode(const char *s, size_t n, bool plus, size_t *outlen);
+/* Percent-encode everything but the unreserved set A-Z a-z 0-9 - _ . ~,
+ * and, with `js`, also ! * ' ( ) (JavaScript's encodeURIComponent). */
+void pct_encode(struct buf *out, const char *s, size_t n, bool js);
+
+/* Standard base64 with padding. */
+char *b64_encode(const unsigned char *p, size_t n);
+/* Hex of n bytes, lower case. */
+char *hex_encode(const unsigned char *p, size_t n);
+
+bool str_starts(const char *s, const char *prefix);
+bool str_ends(const char *s, const char *suffix);
+/* Parse a whole decimal integer (optional sign); false on any junk or overflow. */
+bool parse_i64(const char *s, int64_t *out);
+
+#endif

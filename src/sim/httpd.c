@@ -1,0 +1,1 @@
+/* placeholder until the httpd module lands */

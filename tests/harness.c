@@ -1,0 +1,196 @@
+#include "harness.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int h_free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    socklen_t l = sizeof a;
+    getsockname(fd, (struct sockaddr *)&a, &l);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+static bool port_open(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    bool ok = connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
+    close(fd);
+    return ok;
+}
+
+pid_t h_sim_start(int port, const char *const *args)
+{
+    const char *bin = getenv("PVESIM");
+    assert_non_null(bin);
+    char listen[64];
+    snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
+    const char *argv[64];
+    int n = 0;
+    argv[n++] = bin;
+    argv[n++] = "--listen";
+    argv[n++] = listen;
+    for (int i = 0; args && args[i] && n < 62; i++)
+        argv[n++] = args[i];
+    argv[n] = NULL;
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        execv(bin, (char *const *)argv);
+        _exit(127);
+    }
+    int64_t deadline = now_ms() + 20000;
+    while (!port_open(port)) {
+        int st;
+        if (waitpid(pid, &st, WNOHANG) == pid)
+            fail_msg("pvesim exited early (status %d)", st);
+        if (now_ms() > deadline)
+            fail_msg("pvesim did not open port %d", port);
+        usleep(10000);
+    }
+    return pid;
+}
+
+void h_sim_stop(pid_t pid, bool expect_clean)
+{
+    kill(pid, SIGTERM);
+    int64_t deadline = now_ms() + 10000;
+    int st = 0;
+    for (;;) {
+        pid_t r = waitpid(pid, &st, WNOHANG);
+        if (r == pid)
+            break;
+        if (now_ms() > deadline) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &st, 0);
+            fail_msg("pvesim did not stop on SIGTERM");
+        }
+        usleep(10000);
+    }
+    if (expect_clean)
+        assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
+struct sink {
+    char *p;
+    size_t n;
+};
+
+static size_t on_data(char *ptr, size_t size, size_t nmemb, void *ud)
+{
+    struct sink *s = ud;
+    size_t k = size * nmemb;
+    s->p = realloc(s->p, s->n + k + 1);
+    memcpy(s->p + s->n, ptr, k);
+    s->n += k;
+    s->p[s->n] = '\0';
+    return k;
+}
+
+static void parse_reason(const char *headers, char *out, size_t n)
+{
+    /* the last status line (after redirects/100-continue) */
+    const char *line = headers, *last = NULL;
+    while ((line = strstr(line, "HTTP/1.")) != NULL) {
+        last = line;
+        line++;
+    }
+    out[0] = '\0';
+    if (!last)
+        return;
+    const char *sp = strchr(last, ' ');
+    if (!sp || !(sp = strchr(sp + 1, ' ')))
+        return;
+    sp++;
+    size_t k = strcspn(sp, "\r\n");
+    if (k >= n)
+        k = n - 1;
+    memcpy(out, sp, k);
+    out[k] = '\0';
+}
+
+void h_request(int port, const char *method, const char *path, const char *ctype,
+               const char *body, const char *const *hdrs, struct h_resp *out)
+{
+    memset(out, 0, sizeof *out);
+    CURL *c = curl_easy_init();
+    char url[4096];
+    snprintf(url, sizeof url, "https://127.0.0.1:%d%s", port, path);
+    struct sink b = {0}, h = {0};
+    struct curl_slist *sl = NULL;
+    char ct[256];
+    if (body) {
+        snprintf(ct, sizeof ct, "Content-Type: %s",
+                 ctype ? ctype : "application/x-www-form-urlencoded");
+        sl = curl_slist_append(sl, ct);
+    }
+    for (int i = 0; hdrs && hdrs[i]; i++)
+        sl = curl_slist_append(sl, hdrs[i]);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 0L);
+    curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 0L);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
+    if (body) {
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
+    }
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, sl);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_data);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, &h);
+    CURLcode rc = curl_easy_perform(c);
+    if (rc != CURLE_OK)
+        fail_msg("request %s %s failed: %s", method, path, curl_easy_strerror(rc));
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &out->status);
+    out->body = b.p ? b.p : strdup("");
+    out->body_len = b.n;
+    out->headers = h.p ? h.p : strdup("");
+    parse_reason(out->headers, out->reason, sizeof out->reason);
+    out->json = json_loadb(out->body, out->body_len, 0, NULL);
+    curl_slist_free_all(sl);
+    curl_easy_cleanup(c);
+}
+
+void h_resp_free(struct h_resp *r)
+{
+    free(r->body);
+    free(r->headers);
+    json_decref(r->json);
+    memset(r, 0, sizeof *r);
+}
+
+bool h_wait(bool (*cond)(void *), void *arg, int deadline_ms)
+{
+    int64_t end = now_ms() + deadline_ms;
+    while (now_ms() < end) {
+        if (cond(arg))
+            return true;
+        usleep(10000);
+    }
+    return cond(arg);
+}
