@@ -1,1 +1,390 @@
-int main(void){return 0;}
+/* pvesim: a Proxmox VE API simulator for a fleet of nodes.
+ *
+ * Cluster mode (default): --listen is the cluster's entry point (think of a
+ * VIP in front of the cluster); it never goes down and proxies /nodes/<n>/...
+ * to node n. Node i (1-based) also answers on port+i, as itself.
+ * Standalone mode: node i is its own PVE host on port+i-1 (sv1 on --listen),
+ * each with its own VMID space; port+N is a control-only listener.
+ * See the README for the /_sim/ control API. */
+#include "common/log.h"
+#include "common/util.h"
+#include "common/xalloc.h"
+#include "sim/auth.h"
+#include "sim/sim.h"
+
+#include <getopt.h>
+#include <pcre2.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+void *sim_listener_ctx_new(struct sim *s, struct sim_node *n);
+
+static volatile sig_atomic_t g_stop;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    g_stop = 1;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: pvesim [options]\n"
+            "  --listen HOST:PORT      entry point (default 127.0.0.1:8006)\n"
+            "  --nodes a,b,c           node names (default sv1,sv2,sv3,sv4,sv5)\n"
+            "  --fleet FILE            JSON fleet description (nodes, storages, templates)\n"
+            "  --standalone            every node is its own PVE host on its own port\n"
+            "  --password PW           password of root@pam (ticket login)\n"
+            "  --token ID=SECRET       an API token, e.g. 'root@pam!ci=<uuid>' (repeatable)\n"
+            "  --pve-version 7|8|9     behaviour and schema to serve (default 9: 9.1.3;\n"
+            "                          8: 8.4.2; 7: 8.4.2 schema with PVE 7.4 behaviour)\n"
+            "  --schema FILE           the apidoc JSON to use instead of the built-in choice\n"
+            "  --time-scale F          real seconds per simulated second (default 1)\n"
+            "  --auth-delay SECONDS    delay of 401 answers (default 3)\n"
+            "  --ticket-lifetime SECS  ticket validity (default 7200)\n"
+            "  --state-dir DIR         keep the state in DIR/state.json across restarts\n"
+            "  --tls-cert FILE --tls-key FILE   serve this certificate (PEM)\n"
+            "  --check-returns         log every result that does not match the schema\n"
+            "  --log-level LEVEL       debug, info, warn, error (default info)\n");
+}
+
+static char *read_file(const char *path, char **err)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        *err = xasprintf("cannot open '%s'", path);
+        return NULL;
+    }
+    struct buf b = BUF_INIT(1 << 20);
+    char tmp[4096];
+    size_t n;
+    while ((n = fread(tmp, 1, sizeof tmp, f)) > 0) {
+        if (buf_add(&b, tmp, n)) {
+            *err = xasprintf("'%s' is larger than 1 MiB", path);
+            fclose(f);
+            buf_release(&b);
+            return NULL;
+        }
+    }
+    fclose(f);
+    return buf_take(&b);
+}
+
+static char *schema_path(struct sim *s)
+{
+    if (s->o.schema_path)
+        return xstrdup(s->o.schema_path);
+    const char *file = s->o.pve_version >= 9 ? "pve-docs-9.1.3.apidoc.json"
+                                             : "pve-docs-8.4.2.apidoc.json";
+    const char *env = getenv("PVESIM_SCHEMA_DIR");
+    char exe[4096];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    char *cands[3] = {NULL, NULL, NULL};
+    if (env)
+        cands[0] = xasprintf("%s/%s", env, file);
+    if (n > 0) {
+        exe[n] = '\0';
+        char *slash = strrchr(exe, '/');
+        if (slash)
+            *slash = '\0';
+        cands[1] = xasprintf("%s/share/pve-apidoc/%s", exe, file);
+    }
+    cands[2] = xasprintf("%s/%s", SCHEMA_DIR_DEFAULT, file);
+    char *found = NULL;
+    for (int i = 0; i < 3; i++) {
+        if (!found && cands[i] && access(cands[i], R_OK) == 0)
+            found = cands[i];
+        else
+            free(cands[i]);
+    }
+    return found ? found : xasprintf("%s/%s", SCHEMA_DIR_DEFAULT, file);
+}
+
+static int parse_args(struct sim *s, int argc, char **argv)
+{
+    enum { O_LISTEN = 1, O_NODES, O_FLEET, O_STANDALONE, O_PASSWORD, O_TOKEN, O_VERSION,
+           O_SCHEMA, O_SCALE, O_AUTHDELAY, O_LIFETIME, O_STATEDIR, O_CERT, O_KEY, O_CHECK,
+           O_LOGLEVEL, O_HELP };
+    static const struct option opts[] = {
+        {"listen", 1, 0, O_LISTEN},         {"nodes", 1, 0, O_NODES},
+        {"fleet", 1, 0, O_FLEET},           {"standalone", 0, 0, O_STANDALONE},
+        {"password", 1, 0, O_PASSWORD},     {"token", 1, 0, O_TOKEN},
+        {"pve-version", 1, 0, O_VERSION},   {"schema", 1, 0, O_SCHEMA},
+        {"time-scale", 1, 0, O_SCALE},      {"auth-delay", 1, 0, O_AUTHDELAY},
+        {"ticket-lifetime", 1, 0, O_LIFETIME}, {"state-dir", 1, 0, O_STATEDIR},
+        {"tls-cert", 1, 0, O_CERT},         {"tls-key", 1, 0, O_KEY},
+        {"check-returns", 0, 0, O_CHECK},   {"log-level", 1, 0, O_LOGLEVEL},
+        {"help", 0, 0, O_HELP},             {0, 0, 0, 0}};
+    struct sim_opts *o = &s->o;
+    o->listen = "127.0.0.1:8006";
+    o->pve_version = 9;
+    o->time_scale = 1.0;
+    o->auth_delay = 3.0;
+    o->ticket_lifetime = 7200;
+    int c;
+    char *end;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case O_LISTEN: o->listen = optarg; break;
+        case O_NODES: o->nodes_csv = optarg; break;
+        case O_FLEET: o->fleet_file = optarg; break;
+        case O_STANDALONE: o->standalone = true; break;
+        case O_PASSWORD: o->password = optarg; break;
+        case O_TOKEN:
+            if (o->ntokens >= SIM_MAX_TOKENS) {
+                fprintf(stderr, "pvesim: at most %d --token options\n", SIM_MAX_TOKENS);
+                return -1;
+            }
+            o->tokens[o->ntokens++] = optarg;
+            break;
+        case O_VERSION:
+            o->pve_version = atoi(optarg);
+            if (o->pve_version < 7 || o->pve_version > 9) {
+                fprintf(stderr, "pvesim: --pve-version must be 7, 8 or 9\n");
+                return -1;
+            }
+            break;
+        case O_SCHEMA: o->schema_path = optarg; break;
+        case O_SCALE:
+            o->time_scale = strtod(optarg, &end);
+            if (*end || o->time_scale <= 0 || o->time_scale > 100) {
+                fprintf(stderr, "pvesim: --time-scale must be a number in (0, 100]\n");
+                return -1;
+            }
+            break;
+        case O_AUTHDELAY:
+            o->auth_delay = strtod(optarg, &end);
+            if (*end || o->auth_delay < 0 || o->auth_delay > 60) {
+                fprintf(stderr, "pvesim: --auth-delay must be 0..60 seconds\n");
+                return -1;
+            }
+            break;
+        case O_LIFETIME:
+            o->ticket_lifetime = atoi(optarg);
+            if (o->ticket_lifetime < 1) {
+                fprintf(stderr, "pvesim: --ticket-lifetime must be positive\n");
+                return -1;
+            }
+            break;
+        case O_STATEDIR: o->state_dir = optarg; break;
+        case O_CERT: o->tls_cert = optarg; break;
+        case O_KEY: o->tls_key = optarg; break;
+        case O_CHECK: o->check_returns = true; break;
+        case O_LOGLEVEL: {
+            int l = log_level_parse(optarg);
+            if (l < 0) {
+                fprintf(stderr, "pvesim: --log-level: debug, info, warn or error\n");
+                return -1;
+            }
+            log_set_level((enum log_level)l);
+            break;
+        }
+        case O_HELP: usage(stdout); exit(0);
+        default: usage(stderr); return -1;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "pvesim: unexpected argument '%s'\n", argv[optind]);
+        return -1;
+    }
+    if (!!o->tls_cert != !!o->tls_key) {
+        fprintf(stderr, "pvesim: --tls-cert and --tls-key go together\n");
+        return -1;
+    }
+    return 0;
+}
+
+/* "host:port" -> host part and port; IPv6 as "[::1]:8006". */
+static int split_hostport(const char *hp, char *host, size_t hl, int *port)
+{
+    const char *colon = strrchr(hp, ':');
+    if (!colon)
+        return -1;
+    int64_t p;
+    if (!parse_i64(colon + 1, &p) || p < 0 || p > 65535)
+        return -1;
+    snprintf(host, hl, "%.*s", (int)(colon - hp), hp);
+    *port = (int)p;
+    return 0;
+}
+
+static int open_listeners(struct sim *s, char **err)
+{
+    char host[256];
+    int port;
+    if (split_hostport(s->o.listen, host, sizeof host, &port)) {
+        *err = xasprintf("--listen: expected HOST:PORT, got '%s'", s->o.listen);
+        return -1;
+    }
+    char addr[300];
+    int bound;
+    int base = port;
+    if (!s->o.standalone) {
+        s->gw_listener = httpd_listen(s->http, s->o.listen, sim_listener_ctx_new(s, NULL),
+                                      &bound, err);
+        if (s->gw_listener < 0)
+            return -1;
+        base = bound + 1;
+    }
+    for (int i = 0; i < s->nnodes; i++) {
+        struct sim_node *n = &s->nodes[i];
+        snprintf(addr, sizeof addr, "%s:%d", host, port == 0 ? 0 : base + i);
+        n->listener = httpd_listen(s->http, addr, sim_listener_ctx_new(s, n), &n->port, err);
+        if (n->listener < 0)
+            return -1;
+        if (s->o.standalone && i == 0 && port == 0)
+            base = n->port;
+    }
+    if (s->o.standalone) {
+        snprintf(addr, sizeof addr, "%s:%d", host, port == 0 ? 0 : base + s->nnodes);
+        s->gw_listener = httpd_listen(s->http, addr, sim_listener_ctx_new(s, NULL), &bound, err);
+        if (s->gw_listener < 0)
+            return -1;
+        printf("control %s:%d\n", host, bound);
+    } else {
+        printf("cluster %s\n", s->o.listen);
+    }
+    for (int i = 0; i < s->nnodes; i++)
+        printf("node %s %s:%d\n", s->nodes[i].name, host, s->nodes[i].port);
+    printf("fingerprint %s\n", s->fingerprint);
+    fflush(stdout);
+    return 0;
+}
+
+static int setup_tls(struct sim *s, char **err)
+{
+    if (s->o.tls_cert) {
+        if (!(s->cert_pem = read_file(s->o.tls_cert, err)) ||
+            !(s->key_pem = read_file(s->o.tls_key, err)))
+            return -1;
+    } else if (tls_selfsigned(s->nnodes ? s->nodes[0].name : "pvesim", &s->cert_pem, &s->key_pem,
+                              err)) {
+        return -1;
+    }
+    s->fingerprint = tls_fingerprint(s->cert_pem);
+    if (!s->fingerprint) {
+        *err = xstrdup("cannot compute the certificate's fingerprint");
+        return -1;
+    }
+    return 0;
+}
+
+/* Free the world, so that leak checkers see a clean exit. */
+static void sim_free(struct sim *s)
+{
+    while (s->vms)
+        sim_vm_unlink(s, s->vms);
+    while (s->tasks) {
+        struct sim_task *t = s->tasks;
+        s->tasks = t->next;
+        json_decref(t->log);
+        json_decref(t->args);
+        free(t->exitstatus);
+        free(t->fault_exit);
+        free(t);
+    }
+    while (s->faults) {
+        struct sim_fault *f = s->faults;
+        s->faults = f->next;
+        pcre2_code_free(f->re);
+        free(f->pattern);
+        free(f->message);
+        free(f);
+    }
+    json_decref(s->calls);
+    json_decref(s->node_calls);
+    schema_free(s->sch);
+    auth_free(s->auth);
+    free(s->cert_pem);
+    free(s->key_pem);
+    free(s->fingerprint);
+    free(s);
+}
+
+static void setup_auth(struct sim *s)
+{
+    s->auth = auth_new(s->o.ticket_lifetime);
+    if (s->o.password)
+        auth_add_user(s->auth, "root@pam", s->o.password);
+    for (int i = 0; i < s->o.ntokens; i++)
+        if (auth_add_token(s->auth, s->o.tokens[i]))
+            log_warn("sim", "ignoring malformed --token (expected USER@REALM!NAME=SECRET)");
+    if (!s->o.password && !s->o.ntokens)
+        log_warn("sim", "no --password and no --token: no client can authenticate");
+}
+
+int main(int argc, char **argv)
+{
+    struct sim *s = xcalloc(1, sizeof *s);
+    char *err = NULL;
+    int rc = 1;
+    signal(SIGPIPE, SIG_IGN);
+    if (parse_args(s, argc, argv))
+        return 2;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    s->t_origin = (double)ts.tv_sec + ts.tv_nsec / 1e9;
+    s->rng = (uint64_t)wall_ms() * 0x9E3779B97F4A7C15ULL | 1;
+    s->calls = json_object();
+    s->node_calls = json_object();
+    char *sp = schema_path(s);
+    s->sch = schema_load(sp, &err);
+    if (!s->sch) {
+        fprintf(stderr, "pvesim: cannot load the API schema %s: %s\n", sp, err ? err : "");
+        free(sp);
+        goto out;
+    }
+    free(sp);
+    if (sim_build_fleet(s, &err) || setup_tls(s, &err))
+        goto fail;
+    if (s->o.state_dir) {
+        mkdir(s->o.state_dir, 0755);
+        char *p = xasprintf("%s/state.json", s->o.state_dir);
+        if (access(p, R_OK) == 0 && sim_state_load(s, p, &err)) {
+            free(p);
+            goto fail;
+        }
+        free(p);
+    }
+    setup_auth(s);
+    s->http = httpd_new(sim_http_handler, s, s->cert_pem, s->key_pem, &err);
+    if (!s->http || open_listeners(s, &err))
+        goto fail;
+    for (int i = 0; i < s->nnodes; i++)
+        if (s->nodes[i].state != NODE_ONLINE)
+            sim_node_apply(s, &s->nodes[i]);
+    if (sim_engine_start(s))
+        goto fail;
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    log_info("sim", "pvesim serving %d nodes (%s, PVE %d, time scale %g)", s->nnodes,
+             s->o.standalone ? "standalone" : "cluster", s->o.pve_version, s->o.time_scale);
+    while (!g_stop)
+        sleep_ms(50);
+    log_info("sim", "stopping");
+    httpd_free(s->http);
+    sim_engine_stop(s);
+    if (s->o.state_dir) {
+        char *p = xasprintf("%s/state.json", s->o.state_dir);
+        sim_state_save(s, p);
+        free(p);
+    }
+    rc = 0;
+    goto out;
+fail:
+    fprintf(stderr, "pvesim: %s\n", err ? err : "start-up failed");
+out:
+    free(err);
+    if (rc == 0)
+        sim_free(s);
+    return rc;
+}

@@ -1,0 +1,558 @@
+/* api: the request pipeline of the simulated pveproxy, in the order the real
+ * one runs it (pve-api.md §1-3): method check, /api2/<format> split, path
+ * decoding, body rules, authentication and CSRF, routing by the official
+ * schema, parameter merging, proxying to the named node (595/596 for nodes
+ * that are down), parameter verification, injected faults, the handler, and
+ * the {"data": ...} envelope or the PVE-shaped error. */
+#include "common/log.h"
+#include "common/util.h"
+#include "common/xalloc.h"
+#include "sim/auth.h"
+#include "sim/sim.h"
+
+#include <pcre2.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PROXY_TIMEOUT 30.0 /* pveproxy's timeout toward another node, PVE seconds */
+
+struct listener_ctx {
+    struct sim *s;
+    struct sim_node *node; /* NULL: the cluster entry point */
+};
+
+/* ---- call helpers (declared in sim.h) ------------------------------- */
+
+void call_fail(struct sim_call *c, int status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    free(c->message);
+    c->message = xvasprintf(fmt, ap);
+    va_end(ap);
+    c->status = status;
+}
+
+void call_param_fail(struct sim_call *c, const char *param, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *m = xvasprintf(fmt, ap);
+    va_end(ap);
+    if (!c->errors)
+        c->errors = json_object();
+    json_object_set_new(c->errors, param, json_string(m));
+    free(m);
+    free(c->message);
+    c->message = xstrdup("Parameter verification failed.");
+    c->status = 400;
+}
+
+const char *call_str(struct sim_call *c, const char *name)
+{
+    json_t *v = json_object_get(c->params, name);
+    return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+int64_t call_int(struct sim_call *c, const char *name, int64_t dflt)
+{
+    json_t *v = json_object_get(c->params, name);
+    int64_t r;
+    if (json_is_integer(v))
+        return json_integer_value(v);
+    if (json_is_string(v) && parse_i64(json_string_value(v), &r))
+        return r;
+    return dflt;
+}
+
+bool call_bool(struct sim_call *c, const char *name, bool dflt)
+{
+    json_t *v = json_object_get(c->params, name);
+    if (!v)
+        return dflt;
+    if (json_is_boolean(v))
+        return json_is_true(v);
+    if (json_is_integer(v))
+        return json_integer_value(v) != 0;
+    const char *sv = json_string_value(v);
+    return sv && strcmp(sv, "1") == 0;
+}
+
+const char *call_owner(struct sim_call *c)
+{
+    return c->tokenid ? c->tokenid : c->user;
+}
+
+/* ---- responses -------------------------------------------------------- */
+
+/* An error produced by the HTTP layer: no JSON, the message as plain text. */
+static void plain_error(struct http_resp *r, int status, const char *msg)
+{
+    http_resp_status(r, status, msg);
+    buf_printf(&r->body, "%s\n", msg);
+    r->close = true;
+}
+
+static void json_reply(struct http_resp *r, json_t *body)
+{
+    char *s = json_dumps(body, JSON_COMPACT);
+    buf_adds(&r->body, s);
+    free(s);
+    free(r->content_type);
+    r->content_type = xstrdup("application/json;charset=UTF-8");
+}
+
+static void render_error(struct sim *s, struct http_resp *r, int status, const char *msg,
+                         json_t *errors)
+{
+    http_resp_status(r, status, msg);
+    json_t *body = json_object();
+    json_object_set_new(body, "data", json_null());
+    if (errors)
+        json_object_set(body, "errors", errors);
+    if (s->o.pve_version >= 8) /* http-server 5.2.0: the message in the body too */
+        json_object_set_new(body, "message", json_sprintf("%s\n", msg));
+    json_reply(r, body);
+    json_decref(body);
+    r->close = true;
+}
+
+/* ---- parameters --------------------------------------------------------- */
+
+static void param_add(json_t *params, const char *k, json_t *v)
+{
+    json_t *old = json_object_get(params, k);
+    if (!old) {
+        json_object_set_new(params, k, v);
+        return;
+    }
+    if (!json_is_array(old)) {
+        json_t *arr = json_array();
+        json_array_append(arr, old);
+        json_object_set_new(params, k, arr);
+        old = arr;
+    }
+    json_array_append_new(old, v);
+}
+
+/* Form decoding: pairs split on '&' and ';', '+' is a space. */
+static void parse_form(const char *q, size_t n, json_t *params)
+{
+    size_t i = 0;
+    while (i < n) {
+        size_t j = i;
+        while (j < n && q[j] != '&' && q[j] != ';')
+            j++;
+        if (j > i) {
+            const char *eq = memchr(q + i, '=', j - i);
+            size_t kl = eq ? (size_t)(eq - (q + i)) : j - i;
+            char *k = pct_decode(q + i, kl, true, NULL);
+            char *v = eq ? pct_decode(eq + 1, (size_t)(q + j - eq - 1), true, NULL) : xstrdup("");
+            if (*k && strcmp(k, "_dc") != 0)
+                param_add(params, k, json_string(v));
+            free(k);
+            free(v);
+        }
+        i = j + 1;
+    }
+}
+
+/* JSON bodies: scalars keep their JSON type, nested values stay as they are. */
+static int parse_json_body(const char *body, size_t n, json_t *params, char **err)
+{
+    json_error_t je;
+    json_t *o = json_loadb(body, n, JSON_REJECT_DUPLICATES, &je);
+    if (!o || !json_is_object(o)) {
+        *err = xasprintf("malformed JSON string, %s", o ? "not an object" : je.text);
+        json_decref(o);
+        return -1;
+    }
+    const char *k;
+    json_t *v;
+    json_object_foreach(o, k, v)
+    {
+        if (json_is_real(v)) {
+            /* keep numbers as their text so integer checks see "2" not 2.0 */
+            json_object_set_new(params, k, json_sprintf("%.17g", json_real_value(v)));
+        } else if (strcmp(k, "_dc") != 0) {
+            json_object_set(params, k, v);
+        }
+    }
+    json_decref(o);
+    return 0;
+}
+
+/* ---- faults ------------------------------------------------------------- */
+
+static struct sim_fault *fault_match(struct sim *s, const char *verb, const char *path,
+                                     const char *node)
+{
+    for (struct sim_fault *f = s->faults; f; f = f->next) {
+        if (f->remaining == 0)
+            continue;
+        if (f->method[0] && strcmp(f->method, verb) != 0)
+            continue;
+        if (f->node[0] && (!node || strcmp(f->node, node) != 0))
+            continue;
+        if (f->re) {
+            pcre2_match_data *md = pcre2_match_data_create(4, NULL);
+            int rc = pcre2_match(f->re, (PCRE2_SPTR)path, PCRE2_ZERO_TERMINATED, 0, 0, md, NULL);
+            pcre2_match_data_free(md);
+            if (rc < 0)
+                continue;
+        }
+        if (f->rate < 1.0 && sim_rand(s) >= f->rate)
+            continue;
+        if (f->remaining > 0)
+            f->remaining--;
+        f->hits++;
+        return f;
+    }
+    return NULL;
+}
+
+/* Apply a fault rule. Returns true if the call is answered by the fault. */
+static bool fault_apply(struct sim *s, struct sim_fault *f, struct sim_call *c,
+                        struct http_resp *r, long *delay_ms)
+{
+    if (strcmp(f->kind, "delay") == 0) {
+        *delay_ms += f->delay_ms;
+        return false;
+    }
+    if (strcmp(f->kind, "task_error") == 0) {
+        c->task_fault_exit = xstrdup(f->message ? f->message : "injected failure");
+        return false;
+    }
+    if (strcmp(f->kind, "hang") == 0) {
+        r->hang = true;
+        return true;
+    }
+    if (strcmp(f->kind, "595") == 0 || strcmp(f->kind, "596") == 0) {
+        http_resp_status(r, atoi(f->kind), f->message ? f->message : "Connection timed out");
+        r->close = true;
+        r->delay_ms = f->delay_ms;
+        return true;
+    }
+    if (strcmp(f->kind, "lock_timeout") == 0) {
+        json_t *id = json_object_get(c->params, "newid");
+        if (!id || strcmp(c->verb, "POST") != 0 || !strstr(c->path, "/clone"))
+            id = json_object_get(c->params, "vmid");
+        int vmid = json_is_integer(id) ? (int)json_integer_value(id)
+                                       : atoi(json_string_value(id) ? json_string_value(id) : "0");
+        char lf[96];
+        char *m = xasprintf("can't lock file '%s' - got timeout", sim_lockfile(vmid, lf));
+        render_error(s, r, 500, m, NULL);
+        free(m);
+        return true;
+    }
+    /* "error": a handler error with the given status and text */
+    render_error(s, r, f->status ? f->status : 500, f->message ? f->message : "injected error",
+                 NULL);
+    return true;
+}
+
+/* ---- routing ------------------------------------------------------------ */
+
+static sim_handler route_find(const char *verb, const char *path)
+{
+    static const struct sim_route *const tables[] = {sim_routes_nodes, sim_routes_cluster,
+                                                     sim_routes_qemu, sim_routes_power,
+                                                     sim_routes_tasks};
+    for (size_t t = 0; t < sizeof tables / sizeof *tables; t++)
+        for (const struct sim_route *r = tables[t]; r->verb; r++)
+            if (strcmp(r->verb, verb) == 0 && strcmp(r->path, path) == 0)
+                return r->fn;
+    return NULL;
+}
+
+static void count_call(struct sim *s, const char *verb, const char *tmpl, const char *node)
+{
+    char key[512];
+    snprintf(key, sizeof key, "%s %s", verb, tmpl);
+    json_t *v = json_object_get(s->calls, key);
+    json_object_set_new(s->calls, key, json_integer(v ? json_integer_value(v) + 1 : 1));
+    if (node) {
+        v = json_object_get(s->node_calls, node);
+        json_object_set_new(s->node_calls, node, json_integer(v ? json_integer_value(v) + 1 : 1));
+    }
+}
+
+/* Decide which node answers. Returns false when the response is already set
+ * (proxy errors). */
+static bool proxy(struct sim *s, struct sim_call *c, struct http_resp *r)
+{
+    const char *pt = schema_method_proxyto(c->m);
+    const char *target = pt ? call_str(c, pt) : NULL;
+    c->node = c->local;
+    if (!target || strcmp(target, "localhost") == 0) {
+        if (!c->node) /* the cluster entry point answers as its first online node */
+            for (int i = 0; i < s->nnodes && !c->node; i++)
+                if (s->nodes[i].state == NODE_ONLINE)
+                    c->node = &s->nodes[i];
+        if (!c->node)
+            c->node = &s->nodes[0];
+        return true;
+    }
+    struct sim_node *n = sim_node_find(s, target);
+    if (!n || (s->o.standalone && n != c->local)) {
+        char *m = xasprintf("hostname lookup '%s' failed - failed to get address info for: %s: "
+                            "Name or service not known",
+                            target, target);
+        render_error(s, r, 500, m, NULL);
+        free(m);
+        return false;
+    }
+    c->node = n;
+    if (n == c->local || n->state == NODE_ONLINE)
+        return true;
+    if (n->state == NODE_OFFLINE) {
+        http_resp_status(r, 595, "Connection refused");
+    } else {
+        http_resp_status(r, 596, "Connection timed out");
+        r->delay_ms = sim_real_ms(s, PROXY_TIMEOUT);
+    }
+    r->close = true;
+    return false;
+}
+
+static bool verify(struct sim *s, struct sim_call *c, struct http_resp *r, bool json_body)
+{
+    json_t *errors = json_object();
+    bool jb = json_body && s->o.pve_version >= 8;
+    int rc = schema_check_params(c->m, c->params, jb, errors);
+    if (rc == SCHEMA_OK && json_object_get(c->params, "skiplock") && !c->is_root)
+        json_object_set_new(errors, "skiplock", json_string("Only root may use this option."));
+    bool ok = json_object_size(errors) == 0;
+    if (!ok)
+        render_error(s, r, 400, "Parameter verification failed.", errors);
+    json_decref(errors);
+    return ok;
+}
+
+static void finish(struct sim *s, struct sim_call *c, struct http_resp *r)
+{
+    if (c->status && c->status != 200) {
+        render_error(s, r, c->status, c->message ? c->message : "error", c->errors);
+        return;
+    }
+    if (s->o.check_returns) {
+        char *err = NULL;
+        if (!schema_check_returns(c->m, c->data ? c->data : json_null(), &err)) {
+            log_error("sim", "%s %s: result does not match the schema: %s", c->verb, c->path, err);
+            free(err);
+        }
+    }
+    json_t *body = json_object();
+    json_object_set(body, "data", c->data ? c->data : json_null());
+    if (c->extra)
+        json_object_update(body, c->extra);
+    json_reply(r, body);
+    json_decref(body);
+}
+
+/* The body and content-type rules of pve-http-server. */
+static bool body_rules(const struct http_req *req, struct http_resp *r, bool *is_json)
+{
+    bool write = strcmp(req->method, "POST") == 0 || strcmp(req->method, "PUT") == 0;
+    *is_json = false;
+    if (!write && req->body_len > 0) {
+        char msg[64];
+        snprintf(msg, sizeof msg, "Unexpected content for method '%s'", req->method);
+        plain_error(r, 501, msg);
+        return false;
+    }
+    const char *ct = http_req_header(req, "Content-Type");
+    if (!write || !ct || req->body_len == 0)
+        return true;
+    size_t n = strcspn(ct, ";");
+    while (n > 0 && ct[n - 1] == ' ')
+        n--;
+    if (n == 16 && strncasecmp(ct, "application/json", 16) == 0) {
+        *is_json = true;
+        return true;
+    }
+    if (n == 33 && strncasecmp(ct, "application/x-www-form-urlencoded", 33) == 0)
+        return true;
+    char *msg = xasprintf("upload 'Content-Type '%.*s' not implemented", (int)n, ct);
+    plain_error(r, 506, msg);
+    free(msg);
+    return false;
+}
+
+static bool authenticate(struct sim *s, const struct http_req *req, struct http_resp *r,
+                         const char *path, struct sim_call *c, struct auth_who *who)
+{
+    bool login = strcmp(path, "/access/ticket") == 0 || strcmp(path, "/access/domains") == 0;
+    if (login) {
+        const char *az = http_req_header(req, "Authorization");
+        if (az && strstr(az, "PVEAPIToken") && strcmp(req->method, "POST") == 0) {
+            render_error(s, r, 403,
+                         "Permission check failed (URI '/access/ticket' not available with API "
+                         "token, need proper ticket.",
+                         NULL);
+            return false;
+        }
+        c->user = "";
+        return true;
+    }
+    char reason[512];
+    if (auth_check(s->auth, http_req_header(req, "Cookie"), http_req_header(req, "Authorization"),
+                   http_req_header(req, "CSRFPreventionToken"), strcmp(req->method, "GET") != 0,
+                   who, reason, sizeof reason) != 0) {
+        http_resp_status(r, 401, reason);
+        r->close = true;
+        r->delay_ms = (long)(s->o.auth_delay * 1000);
+        return false;
+    }
+    c->user = who->user;
+    c->tokenid = who->tokenid[0] ? who->tokenid : NULL;
+    c->is_root = strcmp(who->user, "root@pam") == 0 && !c->tokenid;
+    return true;
+}
+
+static void call_release(struct sim_call *c)
+{
+    json_decref(c->data);
+    json_decref(c->extra);
+    json_decref(c->errors);
+    free(c->message);
+    free(c->task_fault_exit);
+}
+
+/* Everything from routing on; `path` is decoded and relative to /api2/json. */
+static void dispatch(struct sim *s, struct listener_ctx *lc, const struct http_req *req,
+                     struct http_resp *r, const char *path)
+{
+    bool is_json;
+    struct sim_call c = {.s = s, .verb = req->method, .path = path, .local = lc->node};
+    struct auth_who who;
+    json_t *params = json_object();
+    long fault_delay = 0;
+    if (!body_rules(req, r, &is_json) || !authenticate(s, req, r, path, &c, &who))
+        goto out;
+    json_t *pathp = json_object();
+    int rc = schema_find(s->sch, req->method, path, &c.m, pathp);
+    if (rc != SCHEMA_OK) {
+        char *m = xasprintf("Method '%s %s' not implemented", req->method, path);
+        render_error(s, r, 501, m, NULL);
+        free(m);
+        json_decref(pathp);
+        goto out;
+    }
+    if (req->body_len > 0) {
+        char *err = NULL;
+        if (is_json && parse_json_body(req->body, req->body_len, params, &err)) {
+            render_error(s, r, 400, err, NULL);
+            free(err);
+            json_decref(pathp);
+            goto out;
+        }
+        if (!is_json)
+            parse_form(req->body, req->body_len, params);
+    }
+    if (req->query) {
+        json_t *q = json_object();
+        parse_form(req->query, strlen(req->query), q);
+        json_object_update(params, q); /* the query overrides the body */
+        json_decref(q);
+    }
+    const char *k;
+    json_t *v;
+    json_object_foreach(pathp, k, v)
+    {
+        json_t *old = json_object_get(params, k);
+        const char *os = json_string_value(old);
+        if (old && !(os && strcmp(os, json_string_value(v)) == 0) &&
+            !(json_is_integer(old) && atoll(json_string_value(v)) == json_integer_value(old))) {
+            json_t *e = json_pack("{s:s}", k,
+                                  "duplicate parameter (already defined in URI) with conflicting "
+                                  "values!");
+            render_error(s, r, 400, "Parameter verification failed.", e);
+            json_decref(e);
+            json_decref(pathp);
+            goto out;
+        }
+        json_object_set(params, k, v);
+    }
+    json_decref(pathp);
+    c.params = params;
+
+    pthread_mutex_lock(&s->mu);
+    sim_advance(s);
+    const char *pt = schema_method_proxyto(c.m);
+    count_call(s, req->method, schema_method_path(c.m), pt ? call_str(&c, pt) : NULL);
+    if (!proxy(s, &c, r) || !verify(s, &c, r, is_json)) {
+        pthread_mutex_unlock(&s->mu);
+        goto out;
+    }
+    struct sim_fault *f = fault_match(s, req->method, path, c.node ? c.node->name : NULL);
+    if (f && fault_apply(s, f, &c, r, &fault_delay)) {
+        pthread_mutex_unlock(&s->mu);
+        goto out;
+    }
+    sim_handler fn = route_find(req->method, schema_method_path(c.m));
+    if (!fn) {
+        pthread_mutex_unlock(&s->mu);
+        char *m = xasprintf("Method '%s %s' not implemented", req->method, path);
+        render_error(s, r, 501, m, NULL);
+        free(m);
+        goto out;
+    }
+    fn(&c);
+    finish(s, &c, r);
+    pthread_mutex_unlock(&s->mu);
+out:
+    r->delay_ms += fault_delay;
+    call_release(&c);
+    json_decref(params);
+}
+
+void sim_http_handler(void *ctx, const struct http_req *req, struct http_resp *r)
+{
+    struct sim *s = ctx;
+    struct listener_ctx *lc = req->listener_ctx;
+    if (str_starts(req->path, "/_sim/") || strcmp(req->path, "/_sim") == 0) {
+        sim_ctl_handle(s, req, r);
+        return;
+    }
+    const char *m = req->method;
+    if (strcmp(m, "GET") && strcmp(m, "POST") && strcmp(m, "PUT") && strcmp(m, "DELETE")) {
+        char msg[64];
+        snprintf(msg, sizeof msg, "method '%s' not available", m);
+        plain_error(r, 501, msg);
+        return;
+    }
+    char *path = pct_decode(req->path, strlen(req->path), false, NULL);
+    if (!str_starts(path, "/api2/")) {
+        plain_error(r, 501, "no such uri");
+        goto out;
+    }
+    const char *fmt = path + 6;
+    size_t fl = strcspn(fmt, "/");
+    if (fl == 0) {
+        plain_error(r, 501, "no such uri");
+        goto out;
+    }
+    if (fl != 4 || strncmp(fmt, "json", 4) != 0) {
+        char *msg = xasprintf("no formatter for uri %s, %.*s", path + 5 + fl + 1, (int)fl, fmt);
+        plain_error(r, 501, msg);
+        free(msg);
+        goto out;
+    }
+    const char *rest = fmt + fl;
+    dispatch(s, lc, req, r, *rest ? rest : "/");
+out:
+    free(path);
+}
+
+/* Exported for main.c: a listener context per node (NULL node: gateway). */
+void *sim_listener_ctx_new(struct sim *s, struct sim_node *n);
+void *sim_listener_ctx_new(struct sim *s, struct sim_node *n)
+{
+    struct listener_ctx *lc = xcalloc(1, sizeof *lc);
+    lc->s = s;
+    lc->node = n;
+    return lc;
+}

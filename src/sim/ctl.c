@@ -1,0 +1,378 @@
+/* ctl: the /_sim/ control API (documented in the README): node states, fault
+ * rules, VM tweaks (HA, ACPI, moves behind the back of clients), the whole
+ * state, call counters, reset. JSON in, JSON out, no authentication: it is a
+ * test tool's back door and listens where pvesim listens. */
+#include "common/log.h"
+#include "common/util.h"
+#include "common/xalloc.h"
+#include "sim/sim.h"
+
+#include <pcre2.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void reply(struct http_resp *r, int status, json_t *body)
+{
+    char *s = json_dumps(body, JSON_COMPACT);
+    http_resp_status(r, status, NULL);
+    buf_adds(&r->body, s);
+    buf_addc(&r->body, '\n');
+    free(s);
+    r->content_type = xstrdup("application/json");
+    json_decref(body);
+}
+
+static void bad(struct http_resp *r, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void bad(struct http_resp *r, int status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *m = xvasprintf(fmt, ap);
+    va_end(ap);
+    reply(r, status, json_pack("{s:s}", "error", m));
+    free(m);
+}
+
+static json_t *body_json(const struct http_req *req, struct http_resp *r)
+{
+    if (req->body_len == 0)
+        return json_object();
+    json_error_t je;
+    json_t *o = json_loadb(req->body, req->body_len, 0, &je);
+    if (!json_is_object(o)) {
+        bad(r, 400, "body must be a JSON object: %s", o ? "not an object" : je.text);
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
+void sim_node_apply(struct sim *s, struct sim_node *n)
+{
+    if (n->listener < 0)
+        return;
+    enum httpd_mode m = n->state == NODE_ONLINE    ? HTTPD_UP
+                        : n->state == NODE_OFFLINE ? HTTPD_REFUSE
+                                                   : HTTPD_BLACKHOLE;
+    if (httpd_set_mode(s->http, n->listener, m) != 0)
+        log_error("sim", "node %s: cannot switch its listener", n->name);
+}
+
+static int parse_state(const char *st, enum node_state *out)
+{
+    if (!st)
+        return -1;
+    if (strcmp(st, "online") == 0)
+        *out = NODE_ONLINE;
+    else if (strcmp(st, "offline") == 0)
+        *out = NODE_OFFLINE;
+    else if (strcmp(st, "blackhole") == 0)
+        *out = NODE_BLACKHOLE;
+    else
+        return -1;
+    return 0;
+}
+
+static void node_set(struct sim *s, const char *name, const struct http_req *req,
+                     struct http_resp *r)
+{
+    json_t *b = body_json(req, r);
+    if (!b)
+        return;
+    pthread_mutex_lock(&s->mu);
+    struct sim_node *n = sim_node_find(s, name);
+    enum node_state st = NODE_ONLINE;
+    const char *sv = json_string_value(json_object_get(b, "state"));
+    if (!n) {
+        pthread_mutex_unlock(&s->mu);
+        bad(r, 404, "no such node '%s'", name);
+        goto out;
+    }
+    if (json_object_get(b, "state") && parse_state(sv, &st)) {
+        pthread_mutex_unlock(&s->mu);
+        bad(r, 400, "state: must be online, offline or blackhole");
+        goto out;
+    }
+    bool changed = json_object_get(b, "state") && n->state != st;
+    if (changed) {
+        if (st == NODE_ONLINE)
+            n->boot = sim_now(s);
+        n->state = st;
+    }
+    json_t *v;
+    if ((v = json_object_get(b, "memory_gb")) && json_number_value(v) > 0)
+        n->mem_total = (int64_t)(json_number_value(v) * 1073741824.0);
+    if ((v = json_object_get(b, "bandwidth_mb")) && json_number_value(v) > 0)
+        n->bandwidth = json_number_value(v) * 1048576.0;
+    json_t *sts = json_object_get(b, "storage_gb"); /* {"local-lvm": 100} */
+    const char *k;
+    json_object_foreach(sts, k, v)
+    {
+        struct sim_storage *ss = sim_storage_find(n, k);
+        if (ss && json_number_value(v) >= 0)
+            ss->total = (int64_t)(json_number_value(v) * 1073741824.0);
+    }
+    s->dirty = true;
+    log_info("sim", "node %s is %s", n->name, sv ? sv : "unchanged");
+    pthread_mutex_unlock(&s->mu);
+    if (changed)
+        sim_node_apply(s, n); /* outside the lock: it may wait for connections */
+    reply(r, 200, json_pack("{s:s,s:s}", "node", name, "state",
+                            st == NODE_ONLINE ? "online" : st == NODE_OFFLINE ? "offline"
+                                                                              : "blackhole"));
+out:
+    json_decref(b);
+}
+
+static bool kind_ok(const char *k)
+{
+    static const char *const kinds[] = {"lock_timeout", "error", "595",  "596",
+                                        "delay",        "task_error", "hang", NULL};
+    for (int i = 0; kinds[i]; i++)
+        if (strcmp(kinds[i], k) == 0)
+            return true;
+    return false;
+}
+
+static json_t *fault_json(struct sim_fault *f)
+{
+    return json_pack("{s:i,s:s,s:s?,s:s,s:s,s:i,s:s?,s:I,s:f,s:i,s:i}", "id", f->id, "method",
+                     f->method, "path", f->pattern, "node", f->node, "kind", f->kind, "status",
+                     f->status, "message", f->message, "delay_ms", (json_int_t)f->delay_ms,
+                     "rate", f->rate, "count", f->remaining, "hits", f->hits);
+}
+
+static void fault_free(struct sim_fault *f)
+{
+    pcre2_code_free(f->re);
+    free(f->pattern);
+    free(f->message);
+    free(f);
+}
+
+static void fault_add(struct sim *s, const struct http_req *req, struct http_resp *r)
+{
+    json_t *b = body_json(req, r);
+    if (!b)
+        return;
+    const char *kind = json_string_value(json_object_get(b, "kind"));
+    const char *method = json_string_value(json_object_get(b, "method"));
+    const char *path = json_string_value(json_object_get(b, "path"));
+    const char *node = json_string_value(json_object_get(b, "node"));
+    const char *msg = json_string_value(json_object_get(b, "message"));
+    json_t *rate = json_object_get(b, "rate"), *count = json_object_get(b, "count");
+    struct sim_fault *f = NULL;
+    if (!kind || !kind_ok(kind)) {
+        bad(r, 400, "kind: one of lock_timeout, error, 595, 596, delay, task_error, hang");
+        goto out;
+    }
+    if (method && strlen(method) >= sizeof f->method) {
+        bad(r, 400, "method: GET, POST, PUT or DELETE");
+        goto out;
+    }
+    if (node && strlen(node) >= sizeof f->node) {
+        bad(r, 400, "node: name too long");
+        goto out;
+    }
+    if (rate && (!json_is_number(rate) || json_number_value(rate) < 0 ||
+                 json_number_value(rate) > 1)) {
+        bad(r, 400, "rate: a number from 0 to 1");
+        goto out;
+    }
+    if (count && (!json_is_integer(count) || json_integer_value(count) < -1)) {
+        bad(r, 400, "count: an integer, -1 for unlimited");
+        goto out;
+    }
+    f = xcalloc(1, sizeof *f);
+    if (path) {
+        int ec;
+        PCRE2_SIZE off;
+        f->re = pcre2_compile((PCRE2_SPTR)path, PCRE2_ZERO_TERMINATED, 0, &ec, &off, NULL);
+        if (!f->re) {
+            PCRE2_UCHAR m[256];
+            pcre2_get_error_message(ec, m, sizeof m);
+            bad(r, 400, "path: bad regular expression at %zu: %s", (size_t)off, (char *)m);
+            fault_free(f);
+            goto out;
+        }
+        f->pattern = xstrdup(path);
+    }
+    snprintf(f->kind, sizeof f->kind, "%s", kind);
+    snprintf(f->method, sizeof f->method, "%s", method ? method : "");
+    snprintf(f->node, sizeof f->node, "%s", node ? node : "");
+    f->message = msg ? xstrdup(msg) : NULL;
+    f->status = (int)json_integer_value(json_object_get(b, "status"));
+    f->delay_ms = (long)json_integer_value(json_object_get(b, "delay_ms"));
+    f->rate = rate ? json_number_value(rate) : 1.0;
+    f->remaining = count ? (int)json_integer_value(count) : -1;
+    pthread_mutex_lock(&s->mu);
+    f->id = ++s->fault_next;
+    /* append: rules are tried in the order they were added */
+    struct sim_fault **pp = &s->faults;
+    while (*pp)
+        pp = &(*pp)->next;
+    *pp = f;
+    json_t *out = fault_json(f);
+    pthread_mutex_unlock(&s->mu);
+    reply(r, 201, out);
+out:
+    json_decref(b);
+}
+
+static void faults_clear(struct sim *s, int id)
+{
+    for (struct sim_fault **pp = &s->faults; *pp;) {
+        struct sim_fault *f = *pp;
+        if (id == 0 || f->id == id) {
+            *pp = f->next;
+            fault_free(f);
+            continue;
+        }
+        pp = &f->next;
+    }
+}
+
+static void vm_set(struct sim *s, int vmid, const struct http_req *req, struct http_resp *r)
+{
+    json_t *b = body_json(req, r);
+    if (!b)
+        return;
+    pthread_mutex_lock(&s->mu);
+    struct sim_vm *vm = NULL;
+    const char *on = json_string_value(json_object_get(b, "at"));
+    vm = sim_vm_find(s, on ? sim_node_find(s, on) : NULL, vmid);
+    const char *to = json_string_value(json_object_get(b, "node"));
+    const char *power = json_string_value(json_object_get(b, "power"));
+    struct sim_node *dst = to ? sim_node_find(s, to) : NULL;
+    if (!vm) {
+        bad(r, 404, "no VM %d", vmid);
+    } else if (to && !dst) {
+        bad(r, 400, "node: no such node '%s'", to);
+    } else if (power && strcmp(power, "running") && strcmp(power, "stopped") &&
+               strcmp(power, "paused")) {
+        bad(r, 400, "power: running, stopped or paused");
+    } else {
+        json_t *v;
+        if ((v = json_object_get(b, "ha"))) {
+            vm->ha = json_is_true(v);
+            const char *hs = json_string_value(json_object_get(b, "ha_state"));
+            snprintf(vm->ha_state, sizeof vm->ha_state, "%s", vm->ha ? (hs ? hs : "started") : "");
+        }
+        if ((v = json_object_get(b, "acpi")))
+            vm->acpi = json_is_true(v);
+        if (dst) /* a migration behind the clients' back (HA, an operator) */
+            vm->node = dst;
+        if (power) {
+            vm->power = strcmp(power, "running") == 0  ? VM_RUNNING
+                        : strcmp(power, "paused") == 0 ? VM_PAUSED
+                                                       : VM_STOPPED;
+            vm->started = sim_now(s);
+        }
+        json_t *conf = json_object_get(b, "conf");
+        if (json_is_object(conf))
+            json_object_update(vm->conf, conf);
+        s->dirty = true;
+        reply(r, 200, json_pack("{s:i,s:s}", "vmid", vmid, "node", vm->node->name));
+    }
+    pthread_mutex_unlock(&s->mu);
+    json_decref(b);
+}
+
+static void reset(struct sim *s, struct http_resp *r)
+{
+    pthread_mutex_lock(&s->mu);
+    while (s->vms)
+        sim_vm_unlink(s, s->vms);
+    while (s->tasks) {
+        struct sim_task *t = s->tasks;
+        s->tasks = t->next;
+        json_decref(t->log);
+        json_decref(t->args);
+        free(t->exitstatus);
+        free(t->fault_exit);
+        free(t);
+    }
+    faults_clear(s, 0);
+    json_object_clear(s->calls);
+    json_object_clear(s->node_calls);
+    int n = s->nnodes;
+    struct sim_node saved[SIM_MAX_NODES];
+    memcpy(saved, s->nodes, sizeof saved);
+    s->nnodes = 0;
+    char *err = NULL;
+    if (sim_build_fleet(s, &err)) {
+        log_error("sim", "reset: %s", err);
+        free(err);
+    }
+    for (int i = 0; i < n && i < s->nnodes; i++) {
+        s->nodes[i].listener = saved[i].listener;
+        s->nodes[i].port = saved[i].port;
+        s->nodes[i].boot = sim_now(s);
+    }
+    s->dirty = true;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    for (int i = 0; i < s->nnodes; i++)
+        sim_node_apply(s, &s->nodes[i]);
+    reply(r, 200, json_pack("{s:b}", "reset", 1));
+}
+
+void sim_ctl_handle(struct sim *s, const struct http_req *req, struct http_resp *r)
+{
+    const char *p = req->path + 5; /* after "/_sim" */
+    const char *m = req->method;
+    bool get = strcmp(m, "GET") == 0, post = strcmp(m, "POST") == 0,
+         del = strcmp(m, "DELETE") == 0;
+    if (get && strcmp(p, "/state") == 0) {
+        pthread_mutex_lock(&s->mu);
+        sim_advance(s);
+        json_t *st = sim_state_json(s);
+        pthread_mutex_unlock(&s->mu);
+        reply(r, 200, st);
+    } else if (get && strcmp(p, "/calls") == 0) {
+        pthread_mutex_lock(&s->mu);
+        json_t *c = json_pack("{s:O,s:O}", "calls", s->calls, "nodes", s->node_calls);
+        pthread_mutex_unlock(&s->mu);
+        reply(r, 200, c);
+    } else if (del && strcmp(p, "/calls") == 0) {
+        pthread_mutex_lock(&s->mu);
+        json_object_clear(s->calls);
+        json_object_clear(s->node_calls);
+        pthread_mutex_unlock(&s->mu);
+        reply(r, 200, json_object());
+    } else if (post && strcmp(p, "/reset") == 0) {
+        reset(s, r);
+    } else if (post && str_starts(p, "/nodes/")) {
+        node_set(s, p + 7, req, r);
+    } else if (get && strcmp(p, "/faults") == 0) {
+        pthread_mutex_lock(&s->mu);
+        json_t *a = json_array();
+        for (struct sim_fault *f = s->faults; f; f = f->next)
+            json_array_append_new(a, fault_json(f));
+        pthread_mutex_unlock(&s->mu);
+        reply(r, 200, a);
+    } else if (post && strcmp(p, "/faults") == 0) {
+        fault_add(s, req, r);
+    } else if (del && (strcmp(p, "/faults") == 0 || str_starts(p, "/faults/"))) {
+        int64_t id = 0;
+        if (p[7] == '/' && (!parse_i64(p + 8, &id) || id <= 0)) {
+            bad(r, 400, "fault id: a positive integer");
+            return;
+        }
+        pthread_mutex_lock(&s->mu);
+        faults_clear(s, (int)id);
+        pthread_mutex_unlock(&s->mu);
+        reply(r, 200, json_object());
+    } else if (post && str_starts(p, "/vms/")) {
+        int64_t vmid;
+        if (!parse_i64(p + 5, &vmid) || vmid < 100) {
+            bad(r, 400, "vmid: an integer of at least 100");
+            return;
+        }
+        vm_set(s, (int)vmid, req, r);
+    } else {
+        bad(r, 404, "no such control endpoint: %s %s", m, req->path);
+    }
+}

@@ -1,0 +1,706 @@
+/* engine: tasks (UPIDs, logs, exit statuses) and the clock that moves them.
+ *
+ * A task is a small state machine stepped by sim_advance(), which runs on
+ * every request and on the engine thread's 5 ms tick. Phases mirror what the
+ * real worker does: fork, take file locks (with PVE's timeouts: 1 s for
+ * clone and create workers, 10 s for the rest), do the work for a realistic
+ * time, write the result, release the locks. Full clones share the node's
+ * storage bandwidth among the clones running on it. */
+#include "common/log.h"
+#include "common/util.h"
+#include "common/xalloc.h"
+#include "sim/qemu_ops.h"
+#include "sim/sim.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define FORK_DELAY 0.05   /* PVE seconds between the POST's answer and the worker */
+#define LOCK_TIMEOUT 10.0 /* lock_config */
+#define CLONE_LOCK_TIMEOUT 1.0
+
+enum { PH_FORK = 0, PH_LOCK, PH_WORK, PH_WORK2, PH_DONE };
+
+struct sim_task *sim_task_new(struct sim *s, struct sim_node *n, const char *type, const char *id,
+                              const char *user, enum task_kind kind)
+{
+    struct sim_task *t = xcalloc(1, sizeof *t);
+    t->node = n;
+    snprintf(t->type, sizeof t->type, "%s", type);
+    snprintf(t->id, sizeof t->id, "%s", id);
+    snprintf(t->user, sizeof t->user, "%s", user);
+    t->pid = n->pid_next++;
+    t->pstart = (unsigned)(0x100000 + (unsigned)(sim_now(s) * 100));
+    t->starttime = wall_s();
+    t->running = true;
+    t->log = json_array();
+    t->kind = kind;
+    t->t0 = sim_now(s);
+    snprintf(t->upid, sizeof t->upid, "UPID:%s:%08X:%08X:%08llX:%s:%s:%s:", n->name, t->pid,
+             t->pstart, (unsigned long long)t->starttime, type, id, user);
+    t->next = s->tasks;
+    s->tasks = t;
+    s->dirty = true;
+    return t;
+}
+
+void sim_task_log(struct sim_task *t, const char *fmt, ...)
+{
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    if (json_array_size(t->log) < 10000)
+        json_array_append_new(t->log, json_string(line));
+}
+
+void sim_task_finish(struct sim *s, struct sim_task *t, const char *exitstatus)
+{
+    if (!t->running)
+        return;
+    t->running = false;
+    t->endtime = wall_s();
+    if (strcmp(exitstatus, "OK") == 0)
+        sim_task_log(t, "TASK OK");
+    else if (str_starts(exitstatus, "WARNINGS"))
+        sim_task_log(t, "TASK %s", exitstatus);
+    else
+        sim_task_log(t, "TASK ERROR: %s", exitstatus);
+    t->exitstatus = xstrdup(exitstatus);
+    s->dirty = true;
+    pthread_cond_broadcast(&s->cv);
+    log_debug("sim", "task %s ended: %s", t->upid, exitstatus);
+}
+
+struct sim_task *sim_task_find(struct sim *s, const char *upid)
+{
+    for (struct sim_task *t = s->tasks; t; t = t->next)
+        if (strcmp(t->upid, upid) == 0)
+            return t;
+    return NULL;
+}
+
+/* Fail with a formatted message. */
+static void task_fail(struct sim *s, struct sim_task *t, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void task_fail(struct sim *s, struct sim_task *t, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    sim_task_finish(s, t, msg);
+}
+
+static struct sim_vm *task_vm(struct sim *s, struct sim_task *t)
+{
+    return sim_vm_find(s, t->node, t->vmid);
+}
+
+static void unlock_vm(struct sim *s, struct sim_task *t)
+{
+    struct sim_vm *vm = task_vm(s, t);
+    if (vm && t->locked_dst) {
+        sim_flock_release(s, vm, true);
+        t->locked_dst = false;
+    }
+}
+
+/* Take the VM's exclusive flock, waiting up to LOCK_TIMEOUT from when the
+ * phase began. Returns 1 when taken, 0 to keep waiting, -1 when failed. */
+static int lock_vm(struct sim *s, struct sim_task *t, double now, double timeout)
+{
+    struct sim_vm *vm = task_vm(s, t);
+    if (!vm) {
+        char *m = qemu_noconf_msg(t->node, t->vmid);
+        sim_task_finish(s, t, m);
+        free(m);
+        return -1;
+    }
+    if (t->deadline == 0) {
+        t->deadline = now + timeout;
+    }
+    if (sim_flock_try(vm, true)) {
+        t->locked_dst = true;
+        t->deadline = 0;
+        return 1;
+    }
+    if (t->phase == PH_LOCK && json_array_size(t->log) == 0)
+        sim_task_log(t, "trying to acquire lock...");
+    if (now >= t->deadline) {
+        char lf[96];
+        task_fail(s, t, "can't lock file '%s' - got timeout", sim_lockfile(t->vmid, lf));
+        return -1;
+    }
+    return 0;
+}
+
+/* End a task: the injected fault's exit status wins over success. */
+static void task_ok(struct sim *s, struct sim_task *t)
+{
+    unlock_vm(s, t);
+    sim_task_finish(s, t, t->fault_exit ? t->fault_exit : "OK");
+}
+
+/* ---- clone ------------------------------------------------------------ */
+
+static void clone_cleanup(struct sim *s, struct sim_task *t)
+{
+    struct sim_vm *src = task_vm(s, t);
+    struct sim_vm *dst = sim_vm_find(s, t->node, t->newid);
+    if (src && t->locked_src)
+        sim_flock_release(s, src, src->power != VM_STOPPED);
+    t->locked_src = false;
+    if (dst && t->locked_dst) {
+        sim_flock_release(s, dst, true);
+        t->locked_dst = false;
+    }
+}
+
+static bool clone_fail_and_remove(struct sim *s, struct sim_task *t, const char *msg)
+{
+    struct sim_vm *dst = sim_vm_find(s, t->node, t->newid);
+    clone_cleanup(s, t);
+    if (dst && t->phase >= PH_WORK)
+        sim_vm_unlink(s, dst);
+    task_fail(s, t, "clone failed: %s", msg);
+    return true;
+}
+
+static void clone_locks(struct sim *s, struct sim_task *t, double now)
+{
+    struct sim_vm *src = task_vm(s, t);
+    char lf[96];
+    if (!src) {
+        task_fail(s, t, "unable to find configuration file for VM %d on node '%s'", t->vmid,
+                  t->node->name);
+        return;
+    }
+    if (t->deadline == 0)
+        t->deadline = now + CLONE_LOCK_TIMEOUT;
+    if (!t->locked_src)
+        t->locked_src = sim_flock_try(src, src->power != VM_STOPPED);
+    if (!t->locked_src) {
+        if (now >= t->deadline)
+            task_fail(s, t, "can't lock file '%s' - got timeout", sim_lockfile(t->vmid, lf));
+        return;
+    }
+    /* the new VM's config may only be created if the ID is still free */
+    if (sim_vmid_used(s, t->node, t->newid)) {
+        struct sim_vm *other = sim_vm_find(s, s->o.standalone ? t->node : NULL, t->newid);
+        clone_cleanup(s, t);
+        if (other && other->node == t->node)
+            task_fail(s, t, "unable to create VM %d: config file already exists", t->newid);
+        else
+            task_fail(s, t,
+                      "clone failed: close (rename) atomic file "
+                      "'/etc/pve/nodes/%s/qemu-server/%d.conf' failed: File exists",
+                      t->node->name, t->newid);
+        return;
+    }
+    struct sim_vm *dst = sim_vm_new(s, t->node, t->newid);
+    dst->fl.exclusive = true;
+    t->locked_dst = true;
+    json_object_set_new(dst->conf, "lock", json_string("clone"));
+    sim_task_log(t, "create %s clone of drive scsi0 (%s)",
+                 json_is_true(json_object_get(t->args, "_full")) ? "full" : "linked",
+                 json_string_value(json_object_get(src->conf, "scsi0")));
+    t->phase = PH_WORK;
+    t->deadline = 0;
+}
+
+static void clone_start_copy(struct sim *s, struct sim_task *t, double now)
+{
+    struct sim_vm *src = task_vm(s, t);
+    struct sim_vm *dst = sim_vm_find(s, t->node, t->newid);
+    if (!src || !dst) {
+        clone_fail_and_remove(s, t, "source VM vanished");
+        return;
+    }
+    bool full = json_is_true(json_object_get(t->args, "_full"));
+    const char *storage = json_string_value(json_object_get(t->args, "storage"));
+    qemu_clone_conf(s, src, dst, t->args, storage, full);
+    json_object_set_new(dst->conf, "lock", json_string("clone"));
+    /* space check on the target storage(s) */
+    char *sid = sim_disk_storage(json_string_value(json_object_get(dst->conf, "scsi0")));
+    struct sim_storage *st = sid ? sim_storage_find(t->node, sid) : NULL;
+    int64_t disk = sim_disk_size(json_string_value(json_object_get(src->conf, "scsi0")));
+    if (st && full && sim_storage_used(s, t->node, st->id) > st->total) {
+        int64_t free_ext = (st->total - (sim_storage_used(s, t->node, st->id) - disk)) / (4 << 20);
+        char msg[512];
+        snprintf(msg, sizeof msg,
+                 "lvcreate 'pve/vm-%d-disk-0' error:   Volume group \"pve\" has insufficient "
+                 "free space (%lld extents): %lld required.",
+                 t->newid, (long long)(free_ext < 0 ? 0 : free_ext),
+                 (long long)(disk / (4 << 20)));
+        free(sid);
+        clone_fail_and_remove(s, t, msg);
+        return;
+    }
+    free(sid);
+    t->bytes_total = full ? (double)disk : 0;
+    t->bytes_done = 0;
+    t->dur = full ? 0.5 : 1.0; /* setup time besides the copy */
+    t->t0 = now;
+    t->phase = PH_WORK2;
+}
+
+static void clone_progress(struct sim *s, struct sim_task *t, double now, double share)
+{
+    if (t->bytes_done < t->bytes_total) {
+        double before = t->bytes_done;
+        t->bytes_done += share;
+        if (t->bytes_done > t->bytes_total)
+            t->bytes_done = t->bytes_total;
+        int p0 = (int)(before * 10 / t->bytes_total), p1 = (int)(t->bytes_done * 10 / t->bytes_total);
+        if (p1 > p0)
+            sim_task_log(t, "transferred %.1f GiB of %.1f GiB (%d.00%%)",
+                         t->bytes_done / 1073741824.0, t->bytes_total / 1073741824.0, p1 * 10);
+        return;
+    }
+    if (now < t->t0 + t->dur)
+        return;
+    struct sim_vm *dst = sim_vm_find(s, t->node, t->newid);
+    if (t->fault_exit) {
+        sim_task_log(t, "%s", t->fault_exit);
+        struct sim_vm *d = dst;
+        clone_cleanup(s, t);
+        if (d)
+            sim_vm_unlink(s, d);
+        sim_task_finish(s, t, t->fault_exit);
+        return;
+    }
+    if (dst)
+        json_object_del(dst->conf, "lock");
+    clone_cleanup(s, t);
+    sim_task_finish(s, t, "OK");
+}
+
+static void step_clone(struct sim *s, struct sim_task *t, double now, double share)
+{
+    switch (t->phase) {
+    case PH_FORK:
+        if (now - t->t0 >= FORK_DELAY) {
+            sim_task_log(t, "creating a clone of VM %d with ID %d", t->vmid, t->newid);
+            t->phase = PH_LOCK;
+        }
+        break;
+    case PH_LOCK:
+        clone_locks(s, t, now);
+        break;
+    case PH_WORK:
+        clone_start_copy(s, t, now);
+        break;
+    case PH_WORK2:
+        clone_progress(s, t, now, share);
+        break;
+    }
+}
+
+/* ---- power and the rest ----------------------------------------------- */
+
+/* Common shape: fork, lock (10 s), wait `dur`, then finish(). */
+static int generic_phases(struct sim *s, struct sim_task *t, double now)
+{
+    if (t->phase == PH_FORK) {
+        if (now - t->t0 < FORK_DELAY)
+            return 0;
+        t->phase = PH_LOCK;
+    }
+    if (t->phase == PH_LOCK) {
+        int r = lock_vm(s, t, now, LOCK_TIMEOUT);
+        if (r <= 0)
+            return 0;
+        t->phase = PH_WORK;
+        t->t0 = now;
+        return 1; /* just locked: the caller checks preconditions */
+    }
+    return 2; /* working */
+}
+
+static const char *conf_lock(struct sim_vm *vm)
+{
+    return json_string_value(json_object_get(vm->conf, "lock"));
+}
+
+static void step_start(struct sim *s, struct sim_task *t, double now)
+{
+    int g = generic_phases(s, t, now);
+    if (g == 0)
+        return;
+    struct sim_vm *vm = task_vm(s, t);
+    if (g == 1) {
+        const char *lk = conf_lock(vm);
+        if (json_is_true(json_object_get(vm->conf, "template"))) {
+            unlock_vm(s, t);
+            task_fail(s, t, "you can't start a vm if it's a template");
+        } else if (lk && strcmp(lk, "suspended") != 0) {
+            unlock_vm(s, t);
+            task_fail(s, t, "VM is locked (%s)", lk);
+        } else if (vm->power != VM_STOPPED) {
+            unlock_vm(s, t);
+            task_fail(s, t, "VM %d already running", vm->vmid);
+        } else if (sim_node_mem_used(s, vm->node) + sim_vm_maxmem(vm) > vm->node->mem_total) {
+            sim_task_log(t, "kvm: cannot set up guest memory 'pc.ram': Cannot allocate memory");
+            unlock_vm(s, t);
+            task_fail(s, t, "start failed: QEMU exited with code 1");
+        } else {
+            t->dur = 1.5;
+        }
+        return;
+    }
+    if (now - t->t0 < t->dur)
+        return;
+    if (!t->fault_exit) {
+        qemu_apply_pending(vm);
+        vm->power = VM_RUNNING;
+        vm->started = now;
+        s->dirty = true;
+    }
+    task_ok(s, t);
+}
+
+static void do_stop(struct sim *s, struct sim_vm *vm)
+{
+    vm->power = VM_STOPPED;
+    qemu_apply_pending(vm);
+    s->dirty = true;
+}
+
+static void step_stop(struct sim *s, struct sim_task *t, double now)
+{
+    int g = generic_phases(s, t, now);
+    if (g == 0)
+        return;
+    struct sim_vm *vm = task_vm(s, t);
+    if (g == 1) {
+        const char *lk = conf_lock(vm);
+        bool skiplock = json_is_true(json_object_get(t->args, "_skiplock"));
+        if (vm->power == VM_STOPPED) {
+            task_ok(s, t); /* already stopped: a no-op that succeeds */
+        } else if (lk && !skiplock) {
+            unlock_vm(s, t);
+            task_fail(s, t, "VM is locked (%s)", lk);
+        } else {
+            t->dur = 0.8;
+        }
+        return;
+    }
+    if (now - t->t0 < t->dur)
+        return;
+    if (!t->fault_exit)
+        do_stop(s, vm);
+    task_ok(s, t);
+}
+
+/* Shutdown (and the first half of reboot): ACPI, wait for the guest up to
+ * `timeout`, then either force a stop or fail. */
+static void step_shutdown(struct sim *s, struct sim_task *t, double now)
+{
+    int g = generic_phases(s, t, now);
+    if (g == 0)
+        return;
+    struct sim_vm *vm = task_vm(s, t);
+    if (g == 1) {
+        const char *lk = conf_lock(vm);
+        if (vm->power == VM_STOPPED) {
+            if (t->kind == TK_REBOOT) {
+                unlock_vm(s, t);
+                task_fail(s, t, "VM %d not running", vm->vmid);
+            } else {
+                task_ok(s, t);
+            }
+            return;
+        }
+        if (lk) {
+            unlock_vm(s, t);
+            task_fail(s, t, "VM is locked (%s)", lk);
+            return;
+        }
+        json_t *to = json_object_get(t->args, "timeout");
+        double timeout = to ? (double)json_integer_value(to) : 60.0;
+        t->deadline = now + timeout; /* the guest's time to power off */
+        t->dur = vm->acpi ? 3.0 : 1e18;
+        return;
+    }
+    if (t->phase == PH_WORK) {
+        if (now - t->t0 >= t->dur) {
+            do_stop(s, vm);
+            if (t->kind == TK_REBOOT) {
+                t->phase = PH_WORK2;
+                t->t0 = now;
+                return;
+            }
+            task_ok(s, t);
+        } else if (now >= t->deadline) {
+            if (json_is_true(json_object_get(t->args, "forceStop"))) {
+                sim_task_log(t, "VM still running - terminating now with SIGTERM");
+                do_stop(s, vm);
+                task_ok(s, t);
+            } else {
+                unlock_vm(s, t);
+                task_fail(s, t, "VM quit/powerdown failed - got timeout");
+            }
+        }
+        return;
+    }
+    /* reboot: start again, pending changes applied */
+    if (now - t->t0 >= 1.5) {
+        qemu_apply_pending(vm);
+        vm->power = VM_RUNNING;
+        vm->started = now;
+        task_ok(s, t);
+    }
+}
+
+static void step_simple_power(struct sim *s, struct sim_task *t, double now)
+{
+    int g = generic_phases(s, t, now);
+    if (g == 0)
+        return;
+    struct sim_vm *vm = task_vm(s, t);
+    if (g == 1) {
+        const char *lk = conf_lock(vm);
+        bool skiplock = json_is_true(json_object_get(t->args, "_skiplock"));
+        if (lk && !skiplock && strcmp(lk, "suspended") != 0) {
+            unlock_vm(s, t);
+            task_fail(s, t, "VM is locked (%s)", lk);
+        } else if (vm->power == VM_STOPPED) {
+            unlock_vm(s, t);
+            task_fail(s, t, "VM %d not running", vm->vmid);
+        } else {
+            t->dur = 0.3;
+        }
+        return;
+    }
+    if (now - t->t0 < t->dur)
+        return;
+    if (!t->fault_exit) {
+        if (t->kind == TK_SUSPEND)
+            vm->power = VM_PAUSED;
+        else if (t->kind == TK_RESUME)
+            vm->power = VM_RUNNING;
+        s->dirty = true;
+    }
+    task_ok(s, t);
+}
+
+static void step_destroy(struct sim *s, struct sim_task *t, double now)
+{
+    int g = generic_phases(s, t, now);
+    if (g == 0)
+        return;
+    struct sim_vm *vm = task_vm(s, t);
+    if (g == 1) {
+        const char *lk = conf_lock(vm);
+        bool skiplock = json_is_true(json_object_get(t->args, "_skiplock"));
+        if (lk && !skiplock && strcmp(lk, "suspended") != 0) {
+            unlock_vm(s, t);
+            task_fail(s, t, "VM is locked (%s)", lk);
+        } else if (vm->power != VM_STOPPED) {
+            unlock_vm(s, t);
+            task_fail(s, t, "VM %d is running - destroy failed", vm->vmid);
+        } else {
+            json_object_set_new(vm->conf, "lock", json_string("destroyed"));
+            t->dur = 1.0;
+        }
+        return;
+    }
+    if (now - t->t0 < t->dur)
+        return;
+    if (t->fault_exit) {
+        json_object_del(vm->conf, "lock");
+        task_ok(s, t);
+        return;
+    }
+    sim_task_log(t, "Removing image: 100%% complete...done.");
+    t->locked_dst = false;
+    qemu_destroy(s, vm);
+    sim_task_finish(s, t, "OK");
+}
+
+static void step_config(struct sim *s, struct sim_task *t, double now)
+{
+    int g = generic_phases(s, t, now);
+    if (g == 0)
+        return;
+    struct sim_vm *vm = task_vm(s, t);
+    if (g == 1) {
+        t->dur = t->kind == TK_RESIZE ? 0.5 : 0.2;
+        return;
+    }
+    if (now - t->t0 < t->dur)
+        return;
+    if (t->fault_exit) {
+        task_ok(s, t);
+        return;
+    }
+    char *err = NULL;
+    int rc = t->kind == TK_RESIZE
+                 ? qemu_apply_resize(s, vm, json_string_value(json_object_get(t->args, "disk")),
+                                     json_string_value(json_object_get(t->args, "size")), &err)
+                 : qemu_apply_config(s, vm, t->args, &err);
+    unlock_vm(s, t);
+    if (rc) {
+        sim_task_finish(s, t, err);
+        free(err);
+        return;
+    }
+    task_ok(s, t);
+}
+
+static void step_create(struct sim *s, struct sim_task *t, double now)
+{
+    if (now - t->t0 < 0.8)
+        return;
+    struct sim_vm *vm = task_vm(s, t);
+    if (!vm) {
+        task_fail(s, t, "unable to create VM %d - config vanished", t->vmid);
+        return;
+    }
+    if (t->fault_exit) {
+        sim_vm_unlink(s, vm);
+        task_fail(s, t, "unable to create VM %d - %s", t->vmid, t->fault_exit);
+        return;
+    }
+    json_t *conf = json_object_get(t->args, "_conf");
+    if (conf)
+        json_object_update(vm->conf, conf);
+    json_object_del(vm->conf, "lock");
+    if (vm->fl.exclusive)
+        sim_flock_release(s, vm, true);
+    sim_task_finish(s, t, "OK");
+}
+
+/* HA: the request only asks the HA manager; the LRM runs the real task. */
+static void step_ha(struct sim *s, struct sim_task *t, double now)
+{
+    if (now - t->t0 < 0.3)
+        return;
+    struct sim_vm *vm = task_vm(s, t);
+    bool start = t->kind == TK_HASTART;
+    sim_task_log(t, "Requesting HA %s for VM %d", start ? "start" : "stop", t->vmid);
+    sim_task_finish(s, t, t->fault_exit ? t->fault_exit : "OK");
+    if (!vm || t->fault_exit)
+        return;
+    snprintf(vm->ha_state, sizeof vm->ha_state, "%s", start ? "started" : "stopped");
+    char id[16];
+    snprintf(id, sizeof id, "%d", vm->vmid);
+    struct sim_task *lrm = sim_task_new(s, vm->node, start ? "qmstart" : "qmstop", id, "root@pam",
+                                        start ? TK_START : TK_STOP);
+    lrm->vmid = vm->vmid;
+    lrm->args = json_object();
+    lrm->t0 = now + 0.5;
+}
+
+static void step(struct sim *s, struct sim_task *t, double now, double share)
+{
+    switch (t->kind) {
+    case TK_CLONE: step_clone(s, t, now, share); break;
+    case TK_CREATE: step_create(s, t, now); break;
+    case TK_START: step_start(s, t, now); break;
+    case TK_STOP: step_stop(s, t, now); break;
+    case TK_SHUTDOWN:
+    case TK_REBOOT: step_shutdown(s, t, now); break;
+    case TK_SUSPEND:
+    case TK_RESUME:
+    case TK_RESET: step_simple_power(s, t, now); break;
+    case TK_DESTROY: step_destroy(s, t, now); break;
+    case TK_CONFIG:
+    case TK_RESIZE: step_config(s, t, now); break;
+    case TK_HASTART:
+    case TK_HASTOP: step_ha(s, t, now); break;
+    case TK_GENERIC:
+        if (now - t->t0 >= t->dur)
+            task_ok(s, t);
+        break;
+    }
+}
+
+/* Drop finished tasks beyond what listing needs, oldest first. */
+static void trim_tasks(struct sim *s)
+{
+    int kept = 0;
+    for (struct sim_task **pp = &s->tasks; *pp;) {
+        struct sim_task *t = *pp;
+        if (!t->running && ++kept > SIM_TASKS_KEPT * s->nnodes) {
+            *pp = t->next;
+            json_decref(t->log);
+            json_decref(t->args);
+            free(t->exitstatus);
+            free(t->fault_exit);
+            free(t);
+            continue;
+        }
+        pp = &t->next;
+    }
+}
+
+void sim_advance(struct sim *s)
+{
+    double now = sim_now(s);
+    double dt = now - s->last_adv;
+    if (dt < 0)
+        dt = 0;
+    s->last_adv = now;
+    /* bandwidth share: full clones copying on each node */
+    int copying[SIM_MAX_NODES] = {0};
+    for (struct sim_task *t = s->tasks; t; t = t->next)
+        if (t->running && t->kind == TK_CLONE && t->phase == PH_WORK2 &&
+            t->bytes_done < t->bytes_total)
+            copying[t->node->idx]++;
+    for (struct sim_task *t = s->tasks; t; t = t->next) {
+        if (!t->running || t->t0 > now)
+            continue;
+        double share = copying[t->node->idx] ? t->node->bandwidth * dt / copying[t->node->idx] : 0;
+        step(s, t, now, share);
+    }
+    static int tick;
+    if (++tick % 256 == 0)
+        trim_tasks(s);
+}
+
+static void *engine_main(void *arg)
+{
+    struct sim *s = arg;
+    int64_t last_save = mono_ms();
+    for (;;) {
+        pthread_mutex_lock(&s->mu);
+        if (s->stopping) {
+            pthread_mutex_unlock(&s->mu);
+            break;
+        }
+        sim_advance(s);
+        bool save = s->o.state_dir && s->dirty && mono_ms() - last_save > 500;
+        if (save) {
+            char *p = xasprintf("%s/state.json", s->o.state_dir);
+            sim_state_save(s, p);
+            free(p);
+            s->dirty = false;
+            last_save = mono_ms();
+        }
+        pthread_mutex_unlock(&s->mu);
+        sleep_ms(5);
+    }
+    return NULL;
+}
+
+int sim_engine_start(struct sim *s)
+{
+    s->last_adv = sim_now(s);
+    return pthread_create(&s->engine, NULL, engine_main, s);
+}
+
+void sim_engine_stop(struct sim *s)
+{
+    pthread_mutex_lock(&s->mu);
+    s->stopping = true;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    pthread_join(s->engine, NULL);
+}

@@ -1,0 +1,221 @@
+/* h_cluster: /cluster/resources, /cluster/nextid, /cluster/status and the HA
+ * resource list. In standalone mode every host is its own one-node world. */
+#include "common/util.h"
+#include "common/xalloc.h"
+#include "sim/sim.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+json_t *sim_node_entry(struct sim *s, struct sim_node *n, bool with_fp);
+json_t *sim_storage_entry(struct sim *s, struct sim_node *n, struct sim_storage *st, bool frac);
+json_t *sim_vm_list_entry(struct sim *s, struct sim_vm *v);
+
+static bool visible(struct sim_call *c, struct sim_node *n)
+{
+    return !c->s->o.standalone || n == c->node;
+}
+
+static const char *vm_status(struct sim_vm *v)
+{
+    if (v->node->state == NODE_OFFLINE)
+        return "unknown";
+    return v->power == VM_STOPPED ? "stopped" : "running";
+}
+
+static json_t *vm_resource(struct sim *s, struct sim_vm *v)
+{
+    json_t *e = sim_vm_list_entry(s, v);
+    json_object_del(e, "cpus");
+    json_object_del(e, "pid");
+    json_object_set_new(e, "id", json_sprintf("qemu/%d", v->vmid));
+    json_object_set_new(e, "node", json_string(v->node->name));
+    json_object_set_new(e, "type", json_string("qemu"));
+    json_object_set_new(e, "status", json_string(vm_status(v)));
+    json_object_set_new(e, "maxcpu", json_integer(sim_vm_cpus(v)));
+    json_object_set_new(e, "template",
+                        json_integer(json_is_true(json_object_get(v->conf, "template")) ||
+                                     json_integer_value(json_object_get(v->conf, "template"))));
+    json_object_set_new(e, "diskread", json_integer(0));
+    json_object_set_new(e, "diskwrite", json_integer(0));
+    if (v->ha)
+        json_object_set_new(e, "hastate", json_string(v->ha_state[0] ? v->ha_state : "started"));
+    return e;
+}
+
+static void h_resources(struct sim_call *c)
+{
+    struct sim *s = c->s;
+    const char *type = call_str(c, "type");
+    c->data = json_array();
+    if (!type || strcmp(type, "vm") == 0)
+        for (struct sim_vm *v = s->vms; v; v = v->next)
+            if (!v->gone && visible(c, v->node))
+                json_array_append_new(c->data, vm_resource(s, v));
+    for (int i = 0; i < s->nnodes; i++) {
+        struct sim_node *n = &s->nodes[i];
+        if (!visible(c, n))
+            continue;
+        if (!type || strcmp(type, "node") == 0) {
+            json_t *e = sim_node_entry(s, n, false);
+            json_object_set_new(e, "cgroup-mode", json_integer(2));
+            json_array_append_new(c->data, e);
+        }
+        if (type && strcmp(type, "storage") != 0)
+            continue;
+        for (int j = 0; j < n->nst; j++) {
+            struct sim_storage *st = &n->st[j];
+            json_t *se = sim_storage_entry(s, n, st, false);
+            json_t *e = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:i,s:s,s:O,s:O}", "id", "",
+                                  "storage", st->id, "node", n->name, "type", "storage",
+                                  "plugintype", st->type, "status",
+                                  n->state == NODE_OFFLINE ? "unknown" : "available", "shared",
+                                  st->shared, "content", st->content, "maxdisk",
+                                  json_object_get(se, "total"), "disk",
+                                  json_object_get(se, "used"));
+            json_object_set_new(e, "id", json_sprintf("storage/%s/%s", n->name, st->id));
+            json_decref(se);
+            json_array_append_new(c->data, e);
+        }
+    }
+}
+
+static void h_nextid(struct sim_call *c)
+{
+    struct sim *s = c->s;
+    struct sim_node *space = s->o.standalone ? c->node : NULL;
+    if (json_object_get(c->params, "vmid")) {
+        int64_t id = call_int(c, "vmid", 0);
+        if (sim_vmid_used(s, space ? space : c->node, (int)id)) {
+            call_param_fail(c, "vmid", "VM %lld already exists", (long long)id);
+            return;
+        }
+        c->data = json_sprintf("%lld", (long long)id);
+        return;
+    }
+    for (int id = 100; id < 1000000; id++) {
+        if (!sim_vmid_used(s, c->node, id)) {
+            c->data = json_sprintf("%d", id);
+            return;
+        }
+    }
+    call_fail(c, 500, "unable to get any free VMID in range [100, 1000000]");
+}
+
+static void h_status(struct sim_call *c)
+{
+    struct sim *s = c->s;
+    c->data = json_array();
+    if (s->o.standalone) {
+        json_array_append_new(c->data,
+                              json_pack("{s:s,s:s,s:s,s:s,s:i,s:i,s:i,s:s}", "type", "node", "id",
+                                        "", "name", c->node->name, "ip", "127.0.0.1", "local", 1,
+                                        "nodeid", 0, "online", 1, "level", ""));
+        json_object_set_new(json_array_get(c->data, 0), "id",
+                            json_sprintf("node/%s", c->node->name));
+        return;
+    }
+    int online = 0;
+    for (int i = 0; i < s->nnodes; i++)
+        online += s->nodes[i].state != NODE_OFFLINE;
+    json_array_append_new(c->data, json_pack("{s:s,s:s,s:s,s:i,s:i,s:i}", "type", "cluster", "id",
+                                             "cluster", "name", "pvesim", "nodes", s->nnodes,
+                                             "version", s->nnodes, "quorate",
+                                             online * 2 > s->nnodes));
+    for (int i = 0; i < s->nnodes; i++) {
+        struct sim_node *n = &s->nodes[i];
+        json_t *e = json_pack("{s:s,s:s,s:s,s:i,s:s,s:i,s:i,s:s}", "type", "node", "id", "",
+                              "name", n->name, "nodeid", i + 1, "ip", "", "local",
+                              n == c->node, "online", n->state != NODE_OFFLINE, "level", "");
+        json_object_set_new(e, "id", json_sprintf("node/%s", n->name));
+        json_object_set_new(e, "ip", json_sprintf("10.0.0.%d", i + 11));
+        json_array_append_new(c->data, e);
+    }
+}
+
+/* ---- HA resources ------------------------------------------------------- */
+
+static struct sim_vm *ha_vm(struct sim_call *c, const char *sid)
+{
+    const char *p = sid;
+    if (str_starts(p, "vm:"))
+        p += 3;
+    int64_t id;
+    if (!parse_i64(p, &id))
+        return NULL;
+    struct sim_vm *v = sim_vm_find(c->s, c->s->o.standalone ? c->node : NULL, (int)id);
+    return v && v->ha ? v : NULL;
+}
+
+static json_t *ha_entry(struct sim_vm *v)
+{
+    json_t *e = json_pack("{s:s,s:s,s:s,s:s}", "sid", "", "type", "vm", "state",
+                          v->ha_state[0] ? v->ha_state : "started", "digest",
+                          "2c7d6b1e9f0a3d4c5b6a7e8f9d0c1b2a3e4f5d6c");
+    json_object_set_new(e, "sid", json_sprintf("vm:%d", v->vmid));
+    return e;
+}
+
+static void h_ha_list(struct sim_call *c)
+{
+    c->data = json_array();
+    for (struct sim_vm *v = c->s->vms; v; v = v->next)
+        if (!v->gone && v->ha && visible(c, v->node))
+            json_array_append_new(c->data, ha_entry(v));
+}
+
+static void h_ha_get(struct sim_call *c)
+{
+    struct sim_vm *v = ha_vm(c, call_str(c, "sid"));
+    if (!v) {
+        call_fail(c, 500, "no such resource '%s'", call_str(c, "sid"));
+        return;
+    }
+    c->data = ha_entry(v);
+}
+
+static void h_ha_delete(struct sim_call *c)
+{
+    struct sim_vm *v = ha_vm(c, call_str(c, "sid"));
+    if (!v) {
+        call_fail(c, 500, "cannot delete service '%s', not HA managed!", call_str(c, "sid"));
+        return;
+    }
+    v->ha = false;
+    v->ha_state[0] = '\0';
+    c->s->dirty = true;
+    c->data = json_null();
+}
+
+static void h_ha_add(struct sim_call *c)
+{
+    const char *sid = call_str(c, "sid");
+    const char *p = str_starts(sid, "vm:") ? sid + 3 : sid;
+    int64_t id = 0;
+    struct sim_vm *v = parse_i64(p, &id) ? sim_vm_find(c->s, NULL, (int)id) : NULL;
+    if (!v) {
+        call_fail(c, 500, "unable to find configuration file for VM %lld", (long long)id);
+        return;
+    }
+    if (v->ha) {
+        call_fail(c, 500, "resource ID 'vm:%d' already defined", v->vmid);
+        return;
+    }
+    v->ha = true;
+    const char *st = call_str(c, "state");
+    snprintf(v->ha_state, sizeof v->ha_state, "%s", st ? st : "started");
+    c->s->dirty = true;
+    c->data = json_null();
+}
+
+const struct sim_route sim_routes_cluster[] = {
+    {"GET", "/cluster/resources", h_resources},
+    {"GET", "/cluster/nextid", h_nextid},
+    {"GET", "/cluster/status", h_status},
+    {"GET", "/cluster/ha/resources", h_ha_list},
+    {"POST", "/cluster/ha/resources", h_ha_add},
+    {"GET", "/cluster/ha/resources/{sid}", h_ha_get},
+    {"DELETE", "/cluster/ha/resources/{sid}", h_ha_delete},
+    {NULL, NULL, NULL},
+};

@@ -1,0 +1,226 @@
+/* h_nodes: /version, /access/ticket, /nodes, node status and storage. */
+#include "common/util.h"
+#include "common/xalloc.h"
+#include "sim/auth.h"
+#include "sim/sim.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define GiB (1024LL * 1024 * 1024)
+
+static void h_version(struct sim_call *c)
+{
+    int v = c->s->o.pve_version;
+    const char *ver = v >= 9 ? "9.1.3" : v == 8 ? "8.4.2" : "7.4-3";
+    const char *rel = v >= 9 ? "9.1" : v == 8 ? "8.4" : "7.4";
+    const char *repo = v >= 8 ? "a3c1f9e5d2b80c47" : "9002ab8a";
+    c->data = json_pack("{s:s,s:s,s:s,s:s}", "version", ver, "release", rel, "repoid", repo,
+                        "console", "html5");
+}
+
+static void h_ticket_get(struct sim_call *c)
+{
+    c->data = json_null();
+}
+
+static void h_ticket_post(struct sim_call *c)
+{
+    char *user = NULL, *ticket = NULL, *csrf = NULL;
+    const char *pw = call_str(c, "password");
+    if (auth_login(c->s->auth, call_str(c, "username"), call_str(c, "realm"), pw ? pw : "", &user,
+                   &ticket, &csrf) != 0) {
+        call_fail(c, 401, "authentication failure");
+        return;
+    }
+    json_t *cap = json_pack("{s:{s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i},s:{s:i,s:i},"
+                            "s:{s:i,s:i,s:i},s:{s:i,s:i,s:i},s:{s:i,s:i},s:{},s:{}}",
+                            "vms", "VM.Allocate", 1, "VM.Clone", 1, "VM.Audit", 1, "VM.PowerMgmt",
+                            1, "VM.Config.CPU", 1, "VM.Config.Memory", 1, "VM.Config.Disk", 1,
+                            "VM.Config.Options", 1, "VM.Config.Cloudinit", 1, "VM.Config.Network",
+                            1, "access", "User.Modify", 1, "Permissions.Modify", 1, "storage",
+                            "Datastore.Allocate", 1, "Datastore.AllocateSpace", 1,
+                            "Datastore.Audit", 1, "nodes", "Sys.Audit", 1, "Sys.Modify", 1,
+                            "Sys.PowerMgmt", 1, "dc", "Sys.Audit", 1, "SDN.Audit", 1, "sdn",
+                            "mapping");
+    c->data = json_pack("{s:s,s:s,s:s,s:o}", "username", user, "ticket", ticket,
+                        "CSRFPreventionToken", csrf, "cap", cap);
+    if (!c->s->o.standalone)
+        json_object_set_new(c->data, "clustername", json_string("pvesim"));
+    free(user);
+    free(ticket);
+    free(csrf);
+}
+
+/* Nodes a request can see: all in a cluster, only itself when standalone. */
+static bool visible(struct sim_call *c, struct sim_node *n)
+{
+    return !c->s->o.standalone || n == c->node;
+}
+
+static double node_cpu(struct sim *s, struct sim_node *n)
+{
+    int busy = 0;
+    for (struct sim_vm *v = s->vms; v; v = v->next)
+        if (v->node == n && !v->gone && v->power == VM_RUNNING)
+            busy += sim_vm_cpus(v);
+    double f = 0.01 + 0.05 * busy / (n->cpus ? n->cpus : 1);
+    return f > 1 ? 1 : f;
+}
+
+static long long uptime(struct sim *s, struct sim_node *n)
+{
+    return 86400 + (long long)(sim_now(s) - n->boot);
+}
+
+json_t *sim_node_entry(struct sim *s, struct sim_node *n, bool with_fp);
+json_t *sim_node_entry(struct sim *s, struct sim_node *n, bool with_fp)
+{
+    bool online = n->state != NODE_OFFLINE;
+    json_t *e = json_pack("{s:s,s:s,s:s,s:s,s:s,s:i,s:I,s:I}", "node", n->name, "id", "", "type",
+                          "node", "status", online ? "online" : "offline", "level", "", "maxcpu",
+                          n->cpus, "maxmem", (json_int_t)n->mem_total, "maxdisk",
+                          (json_int_t)(100 * GiB));
+    json_object_set_new(e, "id", json_sprintf("node/%s", n->name));
+    if (with_fp)
+        json_object_set_new(e, "ssl_fingerprint", json_string(s->fingerprint));
+    if (online) {
+        json_object_set_new(e, "uptime", json_integer(uptime(s, n)));
+        json_object_set_new(e, "cpu", json_real(node_cpu(s, n)));
+        json_object_set_new(e, "mem", json_integer(sim_node_mem_used(s, n)));
+        json_object_set_new(e, "disk", json_integer(12 * GiB));
+    }
+    return e;
+}
+
+static void h_nodes(struct sim_call *c)
+{
+    c->data = json_array();
+    for (int i = 0; i < c->s->nnodes; i++)
+        if (visible(c, &c->s->nodes[i]))
+            json_array_append_new(c->data, sim_node_entry(c->s, &c->s->nodes[i], true));
+}
+
+static void h_node_status(struct sim_call *c)
+{
+    struct sim *s = c->s;
+    struct sim_node *n = c->node;
+    int64_t used = sim_node_mem_used(s, n);
+    const char *ver = s->o.pve_version >= 9 ? "9.1.3" : s->o.pve_version == 8 ? "8.4.2" : "7.4-3";
+    c->data = json_pack(
+        "{s:I,s:i,s:[s,s,s],s:s,s:f,s:f,"
+        "s:{s:i,s:i,s:i,s:s,s:s,s:i,s:s,s:s,s:s,s:s},"
+        "s:{s:I,s:I,s:I,s:I},s:{s:I,s:I,s:I},s:{s:I},s:{s:I,s:I,s:I,s:I},s:s}",
+        "uptime", (json_int_t)uptime(s, n), "idle", 0, "loadavg", "0.12", "0.20", "0.18",
+        "kversion", "Linux 6.8.12-4-pve #1 SMP PREEMPT_DYNAMIC", "cpu", node_cpu(s, n), "wait",
+        0.001, "cpuinfo", "cpus", n->cpus, "cores", n->cpus / 2 ? n->cpus / 2 : 1, "sockets", 1,
+        "model", "AMD EPYC 7402P 24-Core Processor", "mhz", "2800.000", "user_hz", 100, "vendor",
+        "AuthenticAMD", "family", "23", "flags", "fpu vme de pse tsc msr pae svm", "hvm", "1",
+        "memory", "total", (json_int_t)n->mem_total, "used", (json_int_t)used, "free",
+        (json_int_t)(n->mem_total - used), "available", (json_int_t)(n->mem_total - used), "swap",
+        "total", (json_int_t)(8 * GiB), "used", (json_int_t)0, "free", (json_int_t)(8 * GiB),
+        "ksm", "shared", (json_int_t)0, "rootfs", "total", (json_int_t)(100 * GiB), "used",
+        (json_int_t)(12 * GiB), "avail", (json_int_t)(88 * GiB), "free", (json_int_t)(88 * GiB),
+        "pveversion", "");
+    json_object_set_new(c->data, "pveversion", json_sprintf("pve-manager/%s/%s", ver,
+                                                            s->o.pve_version >= 8
+                                                                ? "a3c1f9e5d2b80c47"
+                                                                : "9002ab8a"));
+    if (s->o.pve_version < 8)
+        json_object_del(json_object_get(c->data, "memory"), "available");
+    if (s->o.pve_version >= 8) {
+        json_object_set_new(c->data, "current-kernel",
+                            json_pack("{s:s,s:s,s:s,s:s}", "sysname", "Linux", "release",
+                                      "6.8.12-4-pve", "version", "#1 SMP PREEMPT_DYNAMIC",
+                                      "machine", "x86_64"));
+        json_object_set_new(c->data, "boot-info", json_pack("{s:s,s:i}", "mode", "efi",
+                                                            "secureboot", 0));
+    }
+}
+
+json_t *sim_storage_entry(struct sim *s, struct sim_node *n, struct sim_storage *st, bool frac);
+json_t *sim_storage_entry(struct sim *s, struct sim_node *n, struct sim_storage *st, bool frac)
+{
+    int64_t used = sim_storage_used(s, n, st->id);
+    int64_t avail = st->total - used;
+    if (avail < 0)
+        avail = 0;
+    json_t *e = json_pack("{s:s,s:s,s:i,s:i,s:i,s:I,s:I,s:I}", "type", st->type, "content",
+                          st->content, "shared", st->shared, "enabled", 1, "active", 1, "total",
+                          (json_int_t)st->total, "used", (json_int_t)used, "avail",
+                          (json_int_t)avail);
+    if (frac && st->total > 0)
+        json_object_set_new(e, "used_fraction", json_real((double)used / (double)st->total));
+    return e;
+}
+
+static bool content_match(const char *have, const char *want)
+{
+    if (!want)
+        return true;
+    char *w = xstrdup(want), *save = NULL;
+    bool ok = false;
+    for (char *t = strtok_r(w, ",", &save); t && !ok; t = strtok_r(NULL, ",", &save)) {
+        size_t l = strlen(t);
+        for (const char *p = have; *p && !ok;) {
+            size_t n = strcspn(p, ",");
+            ok = n == l && strncmp(p, t, l) == 0;
+            p += n;
+            if (*p)
+                p++;
+        }
+    }
+    free(w);
+    return ok;
+}
+
+static void h_storage_list(struct sim_call *c)
+{
+    struct sim_node *n = c->node;
+    const char *only = call_str(c, "storage"), *content = call_str(c, "content");
+    if (only && !sim_storage_find(n, only)) {
+        call_param_fail(c, "storage", "No such storage.");
+        return;
+    }
+    c->data = json_array();
+    for (int i = 0; i < n->nst; i++) {
+        struct sim_storage *st = &n->st[i];
+        if ((only && strcmp(only, st->id) != 0) || !content_match(st->content, content))
+            continue;
+        if (call_str(c, "target") && !st->shared)
+            continue;
+        json_t *e = sim_storage_entry(c->s, n, st, true);
+        json_object_set_new(e, "storage", json_string(st->id));
+        json_array_append_new(c->data, e);
+    }
+}
+
+static void h_storage_status(struct sim_call *c)
+{
+    struct sim_storage *st = sim_storage_find(c->node, call_str(c, "storage"));
+    if (!st) {
+        call_param_fail(c, "storage", "No such storage.");
+        return;
+    }
+    c->data = sim_storage_entry(c->s, c->node, st, false);
+}
+
+static void h_access_domains(struct sim_call *c)
+{
+    c->data = json_pack("[{s:s,s:s,s:s},{s:s,s:s,s:s}]", "realm", "pam", "type", "pam", "comment",
+                        "Linux PAM standard authentication", "realm", "pve", "type", "pve",
+                        "comment", "Proxmox VE authentication server");
+}
+
+const struct sim_route sim_routes_nodes[] = {
+    {"GET", "/version", h_version},
+    {"GET", "/access/ticket", h_ticket_get},
+    {"POST", "/access/ticket", h_ticket_post},
+    {"GET", "/access/domains", h_access_domains},
+    {"GET", "/nodes", h_nodes},
+    {"GET", "/nodes/{node}/status", h_node_status},
+    {"GET", "/nodes/{node}/storage", h_storage_list},
+    {"GET", "/nodes/{node}/storage/{storage}/status", h_storage_status},
+    {NULL, NULL, NULL},
+};

@@ -1,0 +1,870 @@
+/* h_qemu: VM list, create, clone, config (GET, PUT sync, POST async),
+ * pending, resize and destroy — the synchronous checks with PVE's texts
+ * (pve-api.md §6), and the VM operations the task engine completes. */
+#include "common/util.h"
+#include "common/xalloc.h"
+#include "sim/qemu_ops.h"
+#include "sim/sim.h"
+
+#include <ctype.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CONFIG_LOCK_TIMEOUT 10.0
+#define CREATE_LOCK_TIMEOUT 5.0
+
+/* Parameters that steer a request but are not config options. */
+static const char *const control_params[] = {
+    "node",   "vmid",  "digest",  "skiplock", "delete", "revert", "force", "background_delay",
+    "storage", "start", "archive", "pool",    "unique", "bwlimit", "live-restore",
+    "import-working-storage", "ha-managed", NULL};
+
+static bool is_control(const char *k)
+{
+    for (int i = 0; control_params[i]; i++)
+        if (strcmp(control_params[i], k) == 0)
+            return true;
+    return false;
+}
+
+/* Options stored as JSON numbers in GET config (integer and boolean types). */
+static bool int_option(const char *k)
+{
+    static const char *const ints[] = {"cores", "sockets", "vcpus", "balloon", "cpuunits",
+                                       "shares", "onboot", "protection", "template", "numa",
+                                       "tablet", "kvm", "acpi", "localtime", "freeze", "reboot",
+                                       "autostart", NULL};
+    for (int i = 0; ints[i]; i++)
+        if (strcmp(ints[i], k) == 0)
+            return true;
+    return false;
+}
+
+/* Options that a running VM takes only at its next start (default hotplug
+ * is network,disk,usb: CPU and memory changes stay pending). */
+static bool needs_restart(const char *k)
+{
+    static const char *const cold[] = {"cores", "sockets", "vcpus", "memory", "cpu", "numa",
+                                       "machine", "bios", "ostype", "scsihw", NULL};
+    for (int i = 0; cold[i]; i++)
+        if (strcmp(cold[i], k) == 0)
+            return true;
+    return false;
+}
+
+static json_t *conf_value(struct sim *s, const char *k, json_t *v)
+{
+    if (json_is_boolean(v))
+        return json_integer(json_is_true(v));
+    const char *sv = json_string_value(v);
+    if (int_option(k)) {
+        int64_t n = 0;
+        if (json_is_integer(v))
+            return json_integer(json_integer_value(v));
+        return json_integer(sv && parse_i64(sv, &n) ? n : 0);
+    }
+    if (strcmp(k, "memory") == 0 && s->o.pve_version < 8) {
+        int64_t n = json_is_integer(v) ? json_integer_value(v) : atoll(sv ? sv : "0");
+        return json_integer(n);
+    }
+    if (json_is_integer(v))
+        return json_sprintf("%lld", (long long)json_integer_value(v));
+    if (json_is_real(v))
+        return json_sprintf("%g", json_real_value(v));
+    return json_string(sv ? sv : "");
+}
+
+char *qemu_noconf_msg(struct sim_node *n, int vmid)
+{
+    return xasprintf("Configuration file 'nodes/%s/qemu-server/%d.conf' does not exist", n->name,
+                     vmid);
+}
+
+static struct sim_vm *load_vm(struct sim_call *c)
+{
+    int vmid = (int)call_int(c, "vmid", 0);
+    struct sim_vm *vm = sim_vm_find(c->s, c->node, vmid);
+    if (!vm) {
+        char *m = qemu_noconf_msg(c->node, vmid);
+        call_fail(c, 500, "%s", m);
+        free(m);
+    }
+    return vm;
+}
+
+static const char *vm_lock(struct sim_vm *vm)
+{
+    return json_string_value(json_object_get(vm->conf, "lock"));
+}
+
+/* The UPID of a new task, as the call's result. */
+static struct sim_task *start_task(struct sim_call *c, const char *type, int vmid,
+                                   enum task_kind kind)
+{
+    char id[16];
+    snprintf(id, sizeof id, "%d", vmid);
+    struct sim_task *t = sim_task_new(c->s, c->node, type, id, call_owner(c), kind);
+    t->vmid = vmid;
+    t->args = json_deep_copy(c->params);
+    if (json_object_get(c->params, "skiplock") && call_bool(c, "skiplock", false))
+        json_object_set_new(t->args, "_skiplock", json_true());
+    if (c->task_fault_exit)
+        t->fault_exit = xstrdup(c->task_fault_exit);
+    c->data = json_string(t->upid);
+    return t;
+}
+
+/* ---- list and status entries ---------------------------------------- */
+
+json_t *sim_vm_list_entry(struct sim *s, struct sim_vm *v);
+json_t *sim_vm_list_entry(struct sim *s, struct sim_vm *v)
+{
+    const char *name = json_string_value(json_object_get(v->conf, "name"));
+    const char *boot = sim_vm_bootdisk(v);
+    int64_t maxdisk = boot ? sim_disk_size(json_string_value(json_object_get(v->conf, boot))) : 0;
+    bool running = v->power != VM_STOPPED;
+    int cpus = sim_vm_cpus(v);
+    if (cpus > v->node->cpus)
+        cpus = v->node->cpus;
+    json_t *e = json_pack("{s:i,s:s,s:s,s:i,s:I,s:I,s:i,s:I,s:f,s:I,s:I,s:I}", "vmid", v->vmid,
+                          "status", running ? "running" : "stopped", "name", "", "cpus", cpus,
+                          "maxmem", (json_int_t)sim_vm_maxmem(v), "maxdisk", (json_int_t)maxdisk,
+                          "disk", 0, "mem",
+                          (json_int_t)(running ? sim_vm_maxmem(v) / 3 : 0), "cpu",
+                          running ? 0.02 : 0.0, "uptime",
+                          (json_int_t)(running ? (long long)(sim_now(s) - v->started) : 0),
+                          "netin", (json_int_t)(running ? 123456 : 0), "netout",
+                          (json_int_t)(running ? 65432 : 0));
+    if (name)
+        json_object_set_new(e, "name", json_string(name));
+    else
+        json_object_set_new(e, "name", json_sprintf("VM %d", v->vmid));
+    if (running)
+        json_object_set_new(e, "pid", json_integer(100000 + v->vmid));
+    if (json_integer_value(json_object_get(v->conf, "template")))
+        json_object_set_new(e, "template", json_integer(1));
+    if (vm_lock(v))
+        json_object_set_new(e, "lock", json_string(vm_lock(v)));
+    json_t *tags = json_object_get(v->conf, "tags");
+    if (tags)
+        json_object_set(e, "tags", tags);
+    if (s->o.pve_version < 8) {
+        json_object_set_new(e, "diskread", json_integer(0));
+        json_object_set_new(e, "diskwrite", json_integer(0));
+    }
+    return e;
+}
+
+static void h_list(struct sim_call *c)
+{
+    c->data = json_array();
+    for (struct sim_vm *v = c->s->vms; v; v = v->next)
+        if (!v->gone && v->node == c->node)
+            json_array_append_new(c->data, sim_vm_list_entry(c->s, v));
+}
+
+/* ---- ssh keys ---------------------------------------------------------- */
+
+static bool b64_decode(const char *s, size_t n, unsigned char **out, size_t *outlen)
+{
+    if (n == 0 || n % 4 != 0 || n > 65536)
+        return false;
+    unsigned char *buf = xmalloc(n);
+    int r = EVP_DecodeBlock(buf, (const unsigned char *)s, (int)n);
+    if (r < 0) {
+        free(buf);
+        return false;
+    }
+    size_t pad = (s[n - 1] == '=') + (s[n - 2] == '=');
+    *out = buf;
+    *outlen = (size_t)r - pad;
+    return true;
+}
+
+/* One OpenSSH public key line: "<type> <base64 blob> [comment]" where the
+ * blob starts with the length-prefixed type name (what ssh-keygen -l checks). */
+static bool ssh_key_valid(const char *line, size_t n)
+{
+    static const char *const types[] = {"ssh-rsa", "ssh-ed25519", "ssh-dss",
+                                        "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
+                                        "ecdsa-sha2-nistp521", "sk-ssh-ed25519@openssh.com",
+                                        "sk-ecdsa-sha2-nistp256@openssh.com", NULL};
+    size_t tl = 0;
+    while (tl < n && line[tl] != ' ')
+        tl++;
+    bool known = false;
+    for (int i = 0; types[i] && !known; i++)
+        known = strlen(types[i]) == tl && strncmp(types[i], line, tl) == 0;
+    if (!known || tl >= n)
+        return false;
+    const char *b = line + tl + 1;
+    size_t bl = 0;
+    while (b + bl < line + n && b[bl] != ' ')
+        bl++;
+    unsigned char *blob = NULL;
+    size_t blen = 0;
+    if (!b64_decode(b, bl, &blob, &blen))
+        return false;
+    bool ok = blen >= 4 + tl;
+    if (ok) {
+        uint32_t l = (uint32_t)blob[0] << 24 | (uint32_t)blob[1] << 16 | (uint32_t)blob[2] << 8 |
+                     blob[3];
+        ok = l == tl && memcmp(blob + 4, line, tl) == 0;
+    }
+    free(blob);
+    return ok;
+}
+
+/* sshkeys arrive URL-encoded (the schema checked the charset); decode once
+ * more and validate every non-empty line. */
+static bool check_sshkeys(struct sim_call *c)
+{
+    const char *enc = call_str(c, "sshkeys");
+    if (!enc)
+        return true;
+    char *keys = pct_decode(enc, strlen(enc), false, NULL);
+    bool ok = true;
+    for (char *p = keys; *p && ok;) {
+        size_t n = strcspn(p, "\n");
+        size_t m = n;
+        while (m > 0 && (p[m - 1] == '\r' || p[m - 1] == ' '))
+            m--;
+        if (m > 0)
+            ok = ssh_key_valid(p, m);
+        p += n;
+        if (*p)
+            p++;
+    }
+    free(keys);
+    if (!ok)
+        call_fail(c, 500, "SSH public key validation error");
+    return ok;
+}
+
+/* ---- config ------------------------------------------------------------ */
+
+/* Is `k` a config option of this method's schema (indexed families too)? */
+static bool known_option(struct sim_call *c, const char *k)
+{
+    json_t *props = json_object_get(schema_method_parameters(c->m), "properties");
+    if (json_object_get(props, k))
+        return !is_control(k);
+    size_t l = strlen(k);
+    while (l > 0 && isdigit((unsigned char)k[l - 1]))
+        l--;
+    if (l == strlen(k) || l == 0)
+        return false;
+    char fam[64];
+    snprintf(fam, sizeof fam, "%.*s[n]", (int)l, k);
+    return json_object_get(props, fam) != NULL;
+}
+
+/* Split a pve-configid-list (',' ';' or spaces). */
+static json_t *split_list(const char *s)
+{
+    json_t *a = json_array();
+    while (s && *s) {
+        size_t n = strcspn(s, ",; \t");
+        if (n)
+            json_array_append_new(a, json_stringn(s, n));
+        s += n;
+        if (*s)
+            s++;
+    }
+    return a;
+}
+
+static int count_options(struct sim_call *c)
+{
+    int n = 0;
+    const char *k;
+    json_t *v;
+    json_object_foreach(c->params, k, v) n += !is_control(k);
+    return n;
+}
+
+/* The synchronous checks shared by PUT and POST config, in PVE's order. */
+static struct sim_vm *config_checks(struct sim_call *c)
+{
+    if (!check_sshkeys(c))
+        return NULL;
+    json_t *del = split_list(call_str(c, "delete"));
+    size_t i;
+    json_t *d;
+    struct sim_vm *vm = NULL;
+    if (count_options(c) == 0 && json_array_size(del) == 0 && !call_str(c, "revert")) {
+        call_fail(c, 500, "no options specified");
+        goto out;
+    }
+    json_array_foreach(del, i, d)
+    {
+        const char *k = json_string_value(d);
+        if (strcmp(k, "cdrom") != 0 && !known_option(c, k) && strcmp(k, "lock") != 0) {
+            call_param_fail(c, "delete", "unknown option '%s'", k);
+            goto out;
+        }
+        if (json_object_get(c->params, k)) {
+            call_param_fail(c, "delete", "you can't use '-%s' and -delete %s' at the same time",
+                            k, k);
+            goto out;
+        }
+    }
+    if (!(vm = load_vm(c)))
+        goto out;
+    const char *digest = call_str(c, "digest");
+    if (digest) {
+        char *cur = sim_vm_digest(vm);
+        bool same = strcmp(cur, digest) == 0;
+        free(cur);
+        if (!same) {
+            call_fail(c, 500, "checksum %s (file change by other user?)",
+                      c->s->o.pve_version >= 9 ? "mismatch" : "missmatch");
+            vm = NULL;
+            goto out;
+        }
+    }
+    if (vm_lock(vm) && !call_bool(c, "skiplock", false)) {
+        call_fail(c, 500, "VM is locked (%s)", vm_lock(vm));
+        vm = NULL;
+        goto out;
+    }
+    json_t *balloon = json_object_get(c->params, "balloon");
+    if (balloon) {
+        json_t *bv = conf_value(c->s, "balloon", balloon);
+        int64_t mem_mb = sim_vm_maxmem(vm) / (1024 * 1024);
+        json_t *m = json_object_get(c->params, "memory");
+        if (m) {
+            json_t *mv = conf_value(c->s, "memory", m);
+            const char *ms = json_string_value(mv);
+            mem_mb = json_is_integer(mv) ? json_integer_value(mv)
+                                         : atoll(str_starts(ms, "current=") ? ms + 8 : ms);
+            json_decref(mv);
+        }
+        if (json_integer_value(bv) > mem_mb) {
+            call_fail(c, 500, "balloon value too large (must be smaller than assigned memory)");
+            vm = NULL;
+        }
+        json_decref(bv);
+    }
+out:
+    json_decref(del);
+    return vm;
+}
+
+/* "virtio,bridge=vmbr0" or "model=virtio,..." -> "virtio=<mac>,bridge=vmbr0";
+ * a value that already names its MAC is kept. */
+static json_t *fill_mac(struct sim *s, const char *net)
+{
+    const char *rest = strchr(net, ',');
+    size_t first = rest ? (size_t)(rest - net) : strlen(net);
+    const char *model = net;
+    size_t ml = first;
+    if (str_starts(net, "model=")) {
+        model = net + 6;
+        ml = first - 6;
+    } else if (memchr(net, '=', first)) {
+        return json_string(net); /* "<model>=<mac>" */
+    }
+    if (strstr(net, "macaddr=") || ml == 0)
+        return json_string(net);
+    char mac[18];
+    sim_new_mac(s, mac);
+    return json_sprintf("%.*s=%s%s", (int)ml, model, mac, rest ? rest : "");
+}
+
+static json_t *alloc_disk(struct sim *s, struct sim_vm *vm, const char *k, const char *spec)
+{
+    /* "<storage>:<GiB>[,opts]" allocates a new volume */
+    const char *colon = strchr(spec, ':');
+    if (!colon)
+        return json_string(spec);
+    const char *num = colon + 1;
+    size_t nl = strcspn(num, ",");
+    int64_t gib;
+    char tmp[32];
+    if (nl == 0 || nl >= sizeof tmp)
+        return json_string(spec);
+    memcpy(tmp, num, nl);
+    tmp[nl] = '\0';
+    if (!parse_i64(tmp, &gib) || gib <= 0)
+        return json_string(spec);
+    int idx = 0;
+    for (;; idx++) {
+        char probe[64];
+        snprintf(probe, sizeof probe, "vm-%d-disk-%d", vm->vmid, idx);
+        bool used = false;
+        const char *kk;
+        json_t *vv;
+        json_object_foreach(vm->conf, kk, vv) used |=
+            json_is_string(vv) && strstr(json_string_value(vv), probe) != NULL;
+        if (!used)
+            break;
+    }
+    (void)s;
+    (void)k;
+    return json_sprintf("%.*s:vm-%d-disk-%d,size=%lldG%s", (int)(colon - spec), spec, vm->vmid,
+                        idx, (long long)gib, num[nl] ? num + nl : "");
+}
+
+static bool is_disk(const char *k)
+{
+    return (str_starts(k, "scsi") && isdigit((unsigned char)k[4])) ||
+           (str_starts(k, "virtio") && isdigit((unsigned char)k[6])) ||
+           (str_starts(k, "sata") && isdigit((unsigned char)k[4])) ||
+           (str_starts(k, "ide") && isdigit((unsigned char)k[3]));
+}
+
+int qemu_apply_config(struct sim *s, struct sim_vm *vm, json_t *params, char **err)
+{
+    bool running = vm->power != VM_STOPPED;
+    const char *k;
+    json_t *v;
+    json_object_foreach(params, k, v)
+    {
+        if (is_control(k) || k[0] == '_')
+            continue;
+        json_t *val = conf_value(s, k, v);
+        const char *sv = json_string_value(val);
+        if (sv && str_starts(k, "net") && isdigit((unsigned char)k[3])) {
+            json_t *m = fill_mac(s, sv);
+            json_decref(val);
+            val = m;
+        } else if (sv && is_disk(k)) {
+            json_t *d = alloc_disk(s, vm, k, sv);
+            json_decref(val);
+            val = d;
+        }
+        if (running && needs_restart(k)) {
+            json_object_set_new(vm->pending, k, val);
+        } else {
+            json_object_set_new(vm->conf, k, val);
+            json_object_del(vm->pending, k);
+        }
+    }
+    json_t *del = split_list(json_string_value(json_object_get(params, "delete")));
+    size_t i;
+    json_t *d;
+    json_array_foreach(del, i, d)
+    {
+        const char *key = json_string_value(d);
+        if (strcmp(key, "cdrom") == 0)
+            key = "ide2";
+        if (running && needs_restart(key))
+            json_array_append_new(vm->pending_delete, json_string(key));
+        else
+            json_object_del(vm->conf, key);
+    }
+    json_decref(del);
+    s->dirty = true;
+    (void)err;
+    return 0;
+}
+
+void qemu_apply_pending(struct sim_vm *vm)
+{
+    json_object_update(vm->conf, vm->pending);
+    json_object_clear(vm->pending);
+    size_t i;
+    json_t *d;
+    json_array_foreach(vm->pending_delete, i, d) json_object_del(vm->conf, json_string_value(d));
+    json_array_clear(vm->pending_delete);
+}
+
+static void h_config_get(struct sim_call *c)
+{
+    struct sim_vm *vm = load_vm(c);
+    if (!vm)
+        return;
+    if (call_str(c, "snapshot")) {
+        call_fail(c, 500, "snapshot '%s' does not exist", call_str(c, "snapshot"));
+        return;
+    }
+    c->data = json_deep_copy(vm->conf);
+    if (!call_bool(c, "current", false)) {
+        json_object_update(c->data, vm->pending);
+        size_t i;
+        json_t *d;
+        json_array_foreach(vm->pending_delete, i, d)
+            json_object_del(c->data, json_string_value(d));
+    }
+    char *dg = sim_vm_digest(vm);
+    json_object_set_new(c->data, "digest", json_string(dg));
+    free(dg);
+}
+
+static void h_pending(struct sim_call *c)
+{
+    struct sim_vm *vm = load_vm(c);
+    if (!vm)
+        return;
+    c->data = json_array();
+    const char *k;
+    json_t *v;
+    json_object_foreach(vm->conf, k, v)
+    {
+        json_t *e = json_pack("{s:s,s:O}", "key", k, "value", v);
+        json_t *p = json_object_get(vm->pending, k);
+        if (p)
+            json_object_set(e, "pending", p);
+        size_t i;
+        json_t *d;
+        json_array_foreach(vm->pending_delete, i, d) if (strcmp(json_string_value(d), k) == 0)
+            json_object_set_new(e, "delete", json_integer(1));
+        json_array_append_new(c->data, e);
+    }
+    json_object_foreach(vm->pending, k, v)
+    {
+        if (!json_object_get(vm->conf, k))
+            json_array_append_new(c->data, json_pack("{s:s,s:O}", "key", k, "pending", v));
+    }
+}
+
+static void h_config_put(struct sim_call *c)
+{
+    struct sim_vm *vm = config_checks(c);
+    if (!vm)
+        return;
+    if (!sim_flock_wait(c->s, vm, true, CONFIG_LOCK_TIMEOUT)) {
+        char lf[96];
+        call_fail(c, 500, "can't lock file '%s' - got timeout", sim_lockfile(vm->vmid, lf));
+        return;
+    }
+    vm = sim_vm_find(c->s, c->node, vm->vmid);
+    char *err = NULL;
+    if (qemu_apply_config(c->s, vm, c->params, &err)) {
+        call_fail(c, 500, "%s", err);
+        free(err);
+    } else {
+        c->data = json_null();
+    }
+    sim_flock_release(c->s, vm, true);
+}
+
+static void h_config_post(struct sim_call *c)
+{
+    struct sim_vm *vm = config_checks(c);
+    if (!vm)
+        return;
+    start_task(c, "qmconfig", vm->vmid, TK_CONFIG);
+}
+
+/* ---- resize ------------------------------------------------------------- */
+
+int qemu_apply_resize(struct sim *s, struct sim_vm *vm, const char *disk, const char *size,
+                      char **err)
+{
+    const char *drive = json_string_value(json_object_get(vm->conf, disk));
+    if (!drive) {
+        *err = xasprintf("disk '%s' does not exist", disk);
+        return -1;
+    }
+    if (strstr(drive, "media=cdrom")) {
+        *err = xstrdup("you can't resize a cdrom");
+        return -1;
+    }
+    int64_t cur = sim_disk_size(drive), val;
+    if (!sim_parse_size(size, &val)) {
+        *err = xasprintf("invalid size '%s'", size);
+        return -1;
+    }
+    int64_t target = size[0] == '+' ? cur + val : val;
+    if (target < cur) {
+        *err = xstrdup("shrinking disks is not supported");
+        return -1;
+    }
+    if (target == cur)
+        return 0;
+    char *sid = sim_disk_storage(drive);
+    struct sim_storage *st = sid ? sim_storage_find(vm->node, sid) : NULL;
+    free(sid);
+    if (st) {
+        int64_t avail = st->total - sim_storage_used(s, vm->node, st->id);
+        if (target - cur > avail) {
+            *err = xasprintf("lvextend 'pve/vm-%d-disk-0' error:   Insufficient free space: "
+                             "%lld extents needed, but only %lld available",
+                             vm->vmid, (long long)((target - cur) >> 22),
+                             (long long)(avail > 0 ? avail >> 22 : 0));
+            return -1;
+        }
+    }
+    /* rewrite size= in the drive string */
+    struct buf b = BUF_INIT(BUF_UNLIMITED);
+    const char *p = strstr(drive, "size=");
+    char *fs = sim_fmt_size(target);
+    if (p) {
+        buf_add(&b, drive, (size_t)(p - drive));
+        buf_printf(&b, "size=%s", fs);
+        buf_adds(&b, p + 5 + strcspn(p + 5, ","));
+    } else {
+        buf_printf(&b, "%s,size=%s", drive, fs);
+    }
+    free(fs);
+    json_object_set_new(vm->conf, disk, json_string(buf_str(&b)));
+    buf_release(&b);
+    s->dirty = true;
+    return 0;
+}
+
+static void h_resize(struct sim_call *c)
+{
+    struct sim_vm *vm = load_vm(c);
+    if (!vm)
+        return;
+    if (c->s->o.pve_version >= 8) {
+        start_task(c, "resize", vm->vmid, TK_RESIZE);
+        return;
+    }
+    /* PVE 7: everything in the request */
+    const char *digest = call_str(c, "digest");
+    if (digest) {
+        char *cur = sim_vm_digest(vm);
+        bool same = strcmp(cur, digest) == 0;
+        free(cur);
+        if (!same) {
+            call_fail(c, 500, "checksum missmatch (file change by other user?)");
+            return;
+        }
+    }
+    if (!sim_flock_wait(c->s, vm, true, CONFIG_LOCK_TIMEOUT)) {
+        char lf[96];
+        call_fail(c, 500, "can't lock file '%s' - got timeout", sim_lockfile(vm->vmid, lf));
+        return;
+    }
+    vm = sim_vm_find(c->s, c->node, (int)call_int(c, "vmid", 0));
+    char *err = NULL;
+    if (vm_lock(vm) && !call_bool(c, "skiplock", false))
+        call_fail(c, 500, "VM is locked (%s)", vm_lock(vm));
+    else if (qemu_apply_resize(c->s, vm, call_str(c, "disk"), call_str(c, "size"), &err))
+        call_fail(c, 500, "%s", err);
+    else
+        c->data = json_null();
+    free(err);
+    sim_flock_release(c->s, vm, true);
+}
+
+/* ---- create -------------------------------------------------------------- */
+
+static void h_create(struct sim_call *c)
+{
+    if (!check_sshkeys(c))
+        return;
+    int vmid = (int)call_int(c, "vmid", 0);
+    struct sim_vm *other = sim_vm_find(c->s, c->s->o.standalone ? c->node : NULL, vmid);
+    if (other) {
+        call_fail(c, 500, "unable to create VM %d - VM %d already exists on node '%s'", vmid,
+                  vmid, other->node->name);
+        return;
+    }
+    struct sim_vm *vm = sim_vm_new(c->s, c->node, vmid);
+    vm->fl.exclusive = true;
+    json_object_set_new(vm->conf, "lock", json_string("create"));
+    struct sim_task *t = start_task(c, "qmcreate", vmid, TK_CREATE);
+    /* the full config is written by the worker; prepare it now, keep it hidden */
+    struct sim_vm tmp = *vm;
+    tmp.conf = json_object();
+    tmp.pending = json_object();
+    tmp.pending_delete = json_array();
+    tmp.power = VM_STOPPED;
+    qemu_apply_config(c->s, &tmp, c->params, NULL);
+    json_object_set_new(t->args, "_conf", tmp.conf);
+    json_decref(tmp.pending);
+    json_decref(tmp.pending_delete);
+}
+
+/* ---- clone --------------------------------------------------------------- */
+
+static bool clone_checks(struct sim_call *c, struct sim_vm **src_out, bool *full_out)
+{
+    struct sim *s = c->s;
+    int vmid = (int)call_int(c, "vmid", 0), newid = (int)call_int(c, "newid", 0);
+    struct sim_vm *src = sim_vm_find(s, c->node, vmid);
+    if (!src) {
+        call_fail(c, 500, "unable to find configuration file for VM %d on node '%s'", vmid,
+                  c->node->name);
+        return false;
+    }
+    const char *target = call_str(c, "target");
+    if (target && !sim_node_find(s, target)) {
+        call_fail(c, 500, "no such cluster node '%s'", target);
+        return false;
+    }
+    const char *storage = call_str(c, "storage");
+    if (storage) {
+        struct sim_storage *st = sim_storage_find(c->node, storage);
+        if (!st) {
+            call_fail(c, 500, "storage '%s' does not exist", storage);
+            return false;
+        }
+        if (!strstr(st->content, "images")) {
+            call_param_fail(c, "storage", "storage '%s' does not support vm images", storage);
+            return false;
+        }
+    }
+    if (vm_lock(src)) {
+        call_fail(c, 500, "VM is locked (%s)", vm_lock(src));
+        return false;
+    }
+    bool is_tpl = json_integer_value(json_object_get(src->conf, "template")) != 0;
+    bool full = call_bool(c, "full", !is_tpl);
+    if (!full && storage) {
+        call_fail(c, 500, "parameter 'storage' not allowed for linked clones");
+        return false;
+    }
+    if (!full && call_str(c, "format")) {
+        call_fail(c, 500, "parameter 'format' not allowed for linked clones");
+        return false;
+    }
+    if (target && strcmp(target, c->node->name) != 0) {
+        call_fail(c, 500, "can't clone VM to node '%s' (VM uses local storage)", target);
+        return false;
+    }
+    const char *boot = sim_vm_bootdisk(src);
+    if (!full && !is_tpl) {
+        const char *drive = json_string_value(json_object_get(src->conf, boot ? boot : "scsi0"));
+        call_fail(c, 500, "Linked clone feature is not supported for '%.*s' (%s)",
+                  (int)strcspn(drive ? drive : "", ","), drive ? drive : "",
+                  boot ? boot : "scsi0");
+        return false;
+    }
+    if (sim_vm_find(s, c->node, newid)) {
+        call_fail(c, 500, "unable to create VM %d: config file already exists", newid);
+        return false;
+    }
+    *src_out = src;
+    *full_out = full;
+    return true;
+}
+
+static void h_clone(struct sim_call *c)
+{
+    struct sim_vm *src;
+    bool full;
+    if (!clone_checks(c, &src, &full))
+        return;
+    struct sim_task *t = start_task(c, "qmclone", src->vmid, TK_CLONE);
+    t->newid = (int)call_int(c, "newid", 0);
+    json_object_set_new(t->args, "_full", json_boolean(full));
+}
+
+/* Rename every volume of the source for the new VM. */
+static json_t *clone_drive(const char *drive, int newid, int idx, const char *storage, bool full,
+                           bool cloudinit)
+{
+    const char *colon = strchr(drive, ':');
+    const char *comma = strchr(drive, ',');
+    const char *opts = comma ? comma : "";
+    char *sid = colon ? xstrndup(drive, (size_t)(colon - drive)) : xstrdup("local-lvm");
+    const char *st = storage && !cloudinit ? storage : sid;
+    json_t *r;
+    if (cloudinit)
+        r = json_sprintf("%s:vm-%d-cloudinit%s", st, newid, opts);
+    else if (full)
+        r = json_sprintf("%s:vm-%d-disk-%d%s", st, newid, idx, opts);
+    else
+        r = json_sprintf("%s:%.*s/vm-%d-disk-%d%s", sid,
+                         (int)((comma ? comma : drive + strlen(drive)) - colon - 1), colon + 1,
+                         newid, idx, opts);
+    free(sid);
+    return r;
+}
+
+void qemu_clone_conf(struct sim *s, struct sim_vm *src, struct sim_vm *dst, json_t *args,
+                     const char *storage, bool full)
+{
+    json_object_clear(dst->conf);
+    const char *k;
+    json_t *v;
+    int idx = 0;
+    json_object_foreach(src->conf, k, v)
+    {
+        if (strcmp(k, "template") == 0 || strcmp(k, "lock") == 0)
+            continue;
+        const char *sv = json_string_value(v);
+        if (sv && is_disk(k) && strstr(sv, "cloudinit"))
+            json_object_set_new(dst->conf, k, clone_drive(sv, dst->vmid, 0, storage, true, true));
+        else if (sv && is_disk(k) && !strstr(sv, "media=cdrom"))
+            json_object_set_new(dst->conf, k,
+                                clone_drive(sv, dst->vmid, idx++, storage, full, false));
+        else if (sv && str_starts(k, "net") && isdigit((unsigned char)k[3])) {
+            char mac[18];
+            sim_new_mac(s, mac);
+            const char *eq = strchr(sv, '=');
+            const char *rest = strchr(sv, ',');
+            json_object_set_new(dst->conf, k,
+                                json_sprintf("%.*s=%s%s", (int)(eq ? eq - sv : 6), sv, mac,
+                                             rest ? rest : ""));
+        } else if (strcmp(k, "smbios1") == 0) {
+            json_object_set_new(dst->conf, k,
+                                json_sprintf("uuid=%08x-%04x-4%03x-8000-%012lld",
+                                             (unsigned)(sim_rand(s) * 4e9),
+                                             (unsigned)(sim_rand(s) * 65535),
+                                             (unsigned)(sim_rand(s) * 4095), (long long)dst->vmid));
+        } else {
+            json_object_set(dst->conf, k, v);
+        }
+    }
+    const char *name = json_string_value(json_object_get(args, "name"));
+    if (name)
+        json_object_set_new(dst->conf, "name", json_string(name));
+    else {
+        const char *sname = json_string_value(json_object_get(src->conf, "name"));
+        if (sname)
+            json_object_set_new(dst->conf, "name", json_sprintf("Copy-of-VM-%s", sname));
+        else
+            json_object_set_new(dst->conf, "name", json_sprintf("Copy-of-VM-%d", src->vmid));
+    }
+    const char *desc = json_string_value(json_object_get(args, "description"));
+    if (desc)
+        json_object_set_new(dst->conf, "description", json_string(desc));
+}
+
+/* ---- destroy -------------------------------------------------------------- */
+
+void qemu_destroy(struct sim *s, struct sim_vm *vm)
+{
+    vm->gone = true;
+    pthread_cond_broadcast(&s->cv);
+    sim_vm_unlink(s, vm);
+}
+
+static void h_destroy(struct sim_call *c)
+{
+    struct sim_vm *vm = load_vm(c);
+    if (!vm)
+        return;
+    if (json_integer_value(json_object_get(vm->conf, "protection"))) {
+        call_fail(c, 500, "can't remove VM %d - protection mode enabled", vm->vmid);
+        return;
+    }
+    bool purge = call_bool(c, "purge", false);
+    if (vm->ha && !purge) {
+        call_fail(c, 500,
+                  "unable to remove VM %d - used in HA resources and purge parameter not set.",
+                  vm->vmid);
+        return;
+    }
+    if (vm->power != VM_STOPPED) {
+        call_fail(c, 500, "VM %d is running - destroy failed", vm->vmid);
+        return;
+    }
+    if (purge && vm->ha) {
+        vm->ha = false;
+        vm->ha_state[0] = '\0';
+    }
+    start_task(c, "qmdestroy", vm->vmid, TK_DESTROY);
+}
+
+const struct sim_route sim_routes_qemu[] = {
+    {"GET", "/nodes/{node}/qemu", h_list},
+    {"POST", "/nodes/{node}/qemu", h_create},
+    {"POST", "/nodes/{node}/qemu/{vmid}/clone", h_clone},
+    {"GET", "/nodes/{node}/qemu/{vmid}/config", h_config_get},
+    {"PUT", "/nodes/{node}/qemu/{vmid}/config", h_config_put},
+    {"POST", "/nodes/{node}/qemu/{vmid}/config", h_config_post},
+    {"GET", "/nodes/{node}/qemu/{vmid}/pending", h_pending},
+    {"PUT", "/nodes/{node}/qemu/{vmid}/resize", h_resize},
+    {"DELETE", "/nodes/{node}/qemu/{vmid}", h_destroy},
+    {NULL, NULL, NULL},
+};

@@ -1,0 +1,173 @@
+/* h_tasks: task list, status, log and stop (pve-api.md §7). The node in the
+ * path must be the node named in the UPID, as on a real cluster. */
+#include "common/util.h"
+#include "common/xalloc.h"
+#include "sim/sim.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static bool upid_parses(const char *u)
+{
+    /* UPID:node:pid:pstart:starttime:type:id:user: */
+    int colons = 0;
+    for (const char *p = u; *p; p++)
+        colons += *p == ':';
+    if (!str_starts(u, "UPID:") || colons != 8 || !str_ends(u, ":"))
+        return false;
+    const char *f = u + 5;
+    size_t nl = strcspn(f, ":");
+    if (nl == 0)
+        return false;
+    f += nl + 1;
+    for (int i = 0; i < 3; i++) {
+        size_t l = strcspn(f, ":");
+        if (l < 8 || l > 9)
+            return false;
+        for (size_t j = 0; j < l; j++)
+            if (!strchr("0123456789ABCDEFabcdef", f[j]))
+                return false;
+        f += l + 1;
+    }
+    return true;
+}
+
+static struct sim_task *find(struct sim_call *c)
+{
+    const char *upid = call_str(c, "upid");
+    if (!upid || !upid_parses(upid)) {
+        call_param_fail(c, "upid", "unable to parse worker upid");
+        return NULL;
+    }
+    struct sim_task *t = sim_task_find(c->s, upid);
+    if (!t || t->node != c->node) {
+        call_param_fail(c, "upid", "no such task");
+        return NULL;
+    }
+    return t;
+}
+
+static json_t *task_entry(struct sim_task *t, bool status_style)
+{
+    const char *user = t->user;
+    char ubuf[128];
+    const char *tokenid = NULL;
+    const char *bang = strchr(user, '!');
+    if (bang && status_style) {
+        snprintf(ubuf, sizeof ubuf, "%.*s", (int)(bang - user), user);
+        user = ubuf;
+        tokenid = bang + 1;
+    }
+    json_t *e = json_pack("{s:s,s:s,s:i,s:i,s:I,s:s,s:s,s:s}", "upid", t->upid, "node",
+                          t->node->name, "pid", t->pid, "pstart", (int)t->pstart, "starttime",
+                          (json_int_t)t->starttime, "type", t->type, "id", t->id, "user", user);
+    if (tokenid)
+        json_object_set_new(e, "tokenid", json_string(tokenid));
+    return e;
+}
+
+static void h_status(struct sim_call *c)
+{
+    struct sim_task *t = find(c);
+    if (!t)
+        return;
+    c->data = task_entry(t, true);
+    json_object_set_new(c->data, "status", json_string(t->running ? "running" : "stopped"));
+    if (!t->running)
+        json_object_set_new(c->data, "exitstatus", json_string(t->exitstatus));
+}
+
+static void h_log(struct sim_call *c)
+{
+    const char *upid = call_str(c, "upid");
+    if (!upid || !upid_parses(upid)) {
+        call_param_fail(c, "upid", "unable to parse worker upid");
+        return;
+    }
+    struct sim_task *t = sim_task_find(c->s, upid);
+    c->data = json_array();
+    if (!t || t->node != c->node) {
+        json_array_append_new(c->data, json_pack("{s:i,s:s}", "n", 1, "t",
+                                                 "unable to open file - No such file or directory"));
+        c->extra = json_pack("{s:i}", "total", 1);
+        return;
+    }
+    int64_t start = call_int(c, "start", 0), limit = call_int(c, "limit", 50);
+    size_t n = json_array_size(t->log);
+    if (n == 0) {
+        json_array_append_new(c->data, json_pack("{s:i,s:s}", "n", 1, "t", "no content"));
+        c->extra = json_pack("{s:i}", "total", 1);
+        return;
+    }
+    for (size_t i = (size_t)start; i < n && (limit == 0 || (int64_t)(i - (size_t)start) < limit);
+         i++)
+        json_array_append_new(c->data, json_pack("{s:I,s:O}", "n", (json_int_t)(i + 1), "t",
+                                                 json_array_get(t->log, i)));
+    c->extra = json_pack("{s:I}", "total", (json_int_t)n);
+}
+
+static void h_stop_task(struct sim_call *c)
+{
+    struct sim_task *t = find(c);
+    if (!t)
+        return;
+    if (t->running)
+        sim_task_finish(c->s, t, "unexpected status");
+    c->data = json_null();
+}
+
+static bool filter(struct sim_call *c, struct sim_task *t)
+{
+    const char *src = call_str(c, "source");
+    if (src && strcmp(src, "active") == 0 && !t->running)
+        return false;
+    if ((!src || strcmp(src, "archive") == 0) && t->running && src)
+        return false;
+    int64_t vmid = call_int(c, "vmid", 0);
+    if (vmid && atoll(t->id) != vmid)
+        return false;
+    const char *tf = call_str(c, "typefilter");
+    if (tf && strcmp(tf, t->type) != 0)
+        return false;
+    const char *uf = call_str(c, "userfilter");
+    if (uf && !strstr(t->user, uf))
+        return false;
+    if (call_bool(c, "errors", false) && (t->running || strcmp(t->exitstatus, "OK") == 0))
+        return false;
+    int64_t since = call_int(c, "since", 0), until = call_int(c, "until", 0);
+    if ((since && t->starttime < since) || (until && t->starttime > until))
+        return false;
+    return true;
+}
+
+static void h_list(struct sim_call *c)
+{
+    int64_t start = call_int(c, "start", 0), limit = call_int(c, "limit", 50);
+    int64_t total = 0;
+    c->data = json_array();
+    for (struct sim_task *t = c->s->tasks; t; t = t->next) {
+        if (t->node != c->node || !filter(c, t))
+            continue;
+        if (total >= start && (int64_t)json_array_size(c->data) < limit) {
+            json_t *e = task_entry(t, false);
+            if (t->running) {
+                json_object_set_new(e, "status", json_string("RUNNING"));
+            } else {
+                json_object_set_new(e, "status", json_string(t->exitstatus));
+                json_object_set_new(e, "endtime", json_integer(t->endtime));
+            }
+            json_array_append_new(c->data, e);
+        }
+        total++;
+    }
+    c->extra = json_pack("{s:I}", "total", (json_int_t)total);
+}
+
+const struct sim_route sim_routes_tasks[] = {
+    {"GET", "/nodes/{node}/tasks", h_list},
+    {"GET", "/nodes/{node}/tasks/{upid}/status", h_status},
+    {"GET", "/nodes/{node}/tasks/{upid}/log", h_log},
+    {"DELETE", "/nodes/{node}/tasks/{upid}", h_stop_task},
+    {NULL, NULL, NULL},
+};

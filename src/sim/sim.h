@@ -1,0 +1,318 @@
+/* sim: pvesim's world — the simulated fleet, its VMs, tasks and locks — and
+ * the internal contract between the simulator's files.
+ *
+ * One mutex (sim->mu) guards the whole world. Handlers run with it held,
+ * except while they wait for a file lock (sim_flock_wait releases it through
+ * the condition variable). The engine thread (engine.c) advances running
+ * tasks on a short tick; every request also advances the world first, so what
+ * a client sees never lags the clock.
+ *
+ * Time: every duration in here is in "PVE seconds", what a real node would
+ * take. --time-scale F turns one PVE second into F real seconds, so tests run
+ * a 20 GB full clone, a 10 s lock timeout or a 60 s shutdown timeout quickly
+ * while keeping their proportions. sim_now() returns PVE seconds since start.
+ *
+ * This header is internal to src/sim/. */
+#ifndef SIM_SIM_H
+#define SIM_SIM_H
+
+#include <jansson.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/buf.h"
+#include "sim/httpd.h"
+#include "sim/schema.h"
+
+#define SIM_MAX_NODES 64
+#define SIM_MAX_STORAGES 8
+#define SIM_MAX_TEMPLATES 16
+#define SIM_MAX_TOKENS 16
+#define SIM_TASKS_KEPT 4000 /* finished tasks kept per node for listing */
+
+struct sim;
+
+enum node_state { NODE_ONLINE = 0, NODE_OFFLINE = 1, NODE_BLACKHOLE = 2 };
+
+struct sim_storage {
+    char id[64];
+    char type[16];    /* lvmthin, dir, ... */
+    char content[64]; /* "images,rootdir" */
+    int shared;
+    int64_t total;     /* bytes */
+    int64_t base_used; /* bytes used by things other than our VM disks */
+};
+
+struct sim_template {
+    char os[32];
+    int vmid;
+    int64_t disk; /* bytes of scsi0 */
+    int64_t memory_mb;
+    int cores;
+};
+
+struct sim_node {
+    char name[64];
+    int idx; /* 0-based position in the fleet */
+    enum node_state state;
+    int cpus;
+    int64_t mem_total;     /* bytes */
+    int64_t mem_base_used; /* host's own use, bytes */
+    double bandwidth;      /* storage copy bandwidth, bytes per PVE second */
+    struct sim_storage st[SIM_MAX_STORAGES];
+    int nst;
+    int listener; /* httpd listener id, -1 if none */
+    int port;
+    int pid_next; /* next worker pid for UPIDs */
+    double boot;  /* sim_now() when it last came online */
+};
+
+enum vm_power { VM_STOPPED = 0, VM_RUNNING = 1, VM_PAUSED = 2 };
+
+/* The per-VM file lock (/var/lock/qemu-server/lock-<vmid>.conf): a holder
+ * count for shared holders and a flag for an exclusive one. */
+struct sim_flock {
+    int shared;
+    bool exclusive;
+};
+
+struct sim_vm {
+    int vmid;
+    struct sim_node *node;
+    json_t *conf;    /* the config as GET config returns it (without digest) */
+    json_t *pending; /* pending values (object), may be empty */
+    json_t *pending_delete; /* array of keys */
+    enum vm_power power;
+    double started; /* sim_now() at start */
+    bool ha;
+    char ha_state[16]; /* "started", "stopped", ... */
+    bool acpi;         /* the guest answers ACPI shutdown (default true) */
+    struct sim_flock fl;
+    bool gone; /* destroyed; unlinked at the next sweep */
+    struct sim_vm *next;
+};
+
+enum task_kind {
+    TK_GENERIC = 0, /* ends after `dur` */
+    TK_CLONE,
+    TK_CREATE,
+    TK_START,
+    TK_STOP,
+    TK_SHUTDOWN,
+    TK_REBOOT,
+    TK_SUSPEND,
+    TK_RESUME,
+    TK_RESET,
+    TK_DESTROY,
+    TK_CONFIG,
+    TK_RESIZE,
+    TK_HASTART,
+    TK_HASTOP,
+};
+
+struct sim_task {
+    char upid[160];
+    struct sim_node *node;
+    char type[24];
+    char id[24];
+    char user[128];
+    int pid;
+    unsigned pstart;
+    int64_t starttime; /* wall clock, unix seconds */
+    int64_t endtime;
+    bool running;
+    char *exitstatus; /* set when stopped */
+    json_t *log;      /* array of strings */
+    /* engine state */
+    enum task_kind kind;
+    int phase;
+    double t0;       /* sim_now() at start */
+    double deadline; /* phase deadline (lock waits, shutdown timeout) */
+    double dur;
+    int vmid;    /* subject VM */
+    int newid;   /* clone target */
+    bool locked_src, locked_dst;
+    double bytes_total, bytes_done;
+    json_t *args;       /* the request's parameters */
+    char *fault_exit;   /* injected exit status, if a fault rule said so */
+    struct sim_task *next;
+};
+
+struct sim_token {
+    char tokenid[128]; /* user@realm!name */
+    char secret[64];
+};
+
+struct sim_fault {
+    int id;
+    char method[8]; /* "" = any */
+    char *pattern;  /* PCRE2 on the decoded path without /api2/json */
+    void *re;       /* compiled pattern */
+    char node[64];  /* "" = any */
+    char kind[16];  /* lock_timeout, error, 595, 596, delay, task_error, hang */
+    int status;
+    char *message;
+    long delay_ms;
+    double rate;   /* 0..1, probability per matching call */
+    int remaining; /* -1 unlimited */
+    int hits;
+    struct sim_fault *next;
+};
+
+struct sim_opts {
+    char *listen;
+    char *nodes_csv;
+    char *fleet_file;
+    char *password;
+    char *tokens[SIM_MAX_TOKENS];
+    int ntokens;
+    bool standalone;
+    int pve_version; /* 7, 8 or 9 */
+    double time_scale;
+    double auth_delay; /* real seconds */
+    int ticket_lifetime;
+    char *state_dir;
+    char *schema_path;
+    char *tls_cert, *tls_key;
+    bool check_returns;
+};
+
+struct sim {
+    pthread_mutex_t mu;
+    pthread_cond_t cv; /* broadcast whenever a lock is released or a task ends */
+    struct sim_opts o;
+    schema *sch;
+    httpd *http;
+    char *cert_pem, *key_pem, *fingerprint;
+    struct auth *auth;
+    struct sim_node nodes[SIM_MAX_NODES];
+    int nnodes;
+    struct sim_template tpl[SIM_MAX_TEMPLATES];
+    int ntpl;
+    int gw_listener; /* cluster mode: the --listen entry point */
+    struct sim_vm *vms;
+    struct sim_task *tasks; /* newest first */
+    struct sim_fault *faults;
+    int fault_next;
+    json_t *calls;      /* {"GET /nodes/{node}/qemu": n, ...} */
+    json_t *node_calls; /* {"sv1": n, ...} */
+    double t_origin;    /* real monotonic seconds at start */
+    double last_adv;    /* sim_now() of the last sim_advance */
+    uint64_t rng;
+    bool dirty;
+    bool stopping;
+    pthread_t engine;
+    int64_t vm_seq; /* for MAC addresses, UUIDs */
+};
+
+/* --- world (state.c) ------------------------------------------------ */
+double sim_now(const struct sim *s);
+/* Real milliseconds for `pve_seconds` at the current time scale. */
+long sim_real_ms(const struct sim *s, double pve_seconds);
+double sim_rand(struct sim *s); /* uniform [0,1) */
+struct sim_node *sim_node_find(struct sim *s, const char *name);
+/* The VM with this ID on node n (standalone) or anywhere (cluster, n NULL). */
+struct sim_vm *sim_vm_find(struct sim *s, struct sim_node *n, int vmid);
+/* Is vmid used in the VMID space that node n belongs to? */
+bool sim_vmid_used(struct sim *s, struct sim_node *n, int vmid);
+struct sim_vm *sim_vm_new(struct sim *s, struct sim_node *n, int vmid);
+void sim_vm_unlink(struct sim *s, struct sim_vm *vm);
+/* Config digest: SHA-1 hex of the config as a PVE config file. */
+char *sim_vm_digest(const struct sim_vm *vm);
+/* Bytes of a disk config value "local-lvm:vm-100-disk-0,size=32G". */
+int64_t sim_disk_size(const char *drive);
+char *sim_disk_storage(const char *drive); /* caller frees */
+/* The boot disk key (scsi0 unless the config says otherwise) or NULL. */
+const char *sim_vm_bootdisk(const struct sim_vm *vm);
+int64_t sim_storage_used(struct sim *s, struct sim_node *n, const char *storage);
+struct sim_storage *sim_storage_find(struct sim_node *n, const char *id);
+int64_t sim_node_mem_used(struct sim *s, struct sim_node *n);
+int64_t sim_vm_maxmem(const struct sim_vm *vm); /* bytes */
+int sim_vm_cpus(const struct sim_vm *vm);
+char *sim_fmt_size(int64_t bytes); /* "32G", "512M", ... caller frees */
+bool sim_parse_size(const char *s, int64_t *bytes); /* "32G", "+10G"->10G, "1024" */
+void sim_new_mac(struct sim *s, char out[18]);
+/* Build the initial fleet from the options; 0 or -1 with *err. */
+int sim_build_fleet(struct sim *s, char **err);
+/* Full state as JSON (for /_sim/state and --state-dir). */
+json_t *sim_state_json(struct sim *s);
+int sim_state_load(struct sim *s, const char *path, char **err);
+int sim_state_save(struct sim *s, const char *path);
+
+/* --- file locks (state.c) -------------------------------------------- */
+const char *sim_lockfile(int vmid, char out[96]);
+/* Wait up to `timeout` PVE seconds for the flock; with s->mu held.
+ * Returns true when taken. */
+bool sim_flock_wait(struct sim *s, struct sim_vm *vm, bool exclusive, double timeout);
+bool sim_flock_try(struct sim_vm *vm, bool exclusive);
+void sim_flock_release(struct sim *s, struct sim_vm *vm, bool exclusive);
+
+/* --- tasks (engine.c) ------------------------------------------------ */
+struct sim_task *sim_task_new(struct sim *s, struct sim_node *n, const char *type, const char *id,
+                              const char *user, enum task_kind kind);
+void sim_task_log(struct sim_task *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void sim_task_finish(struct sim *s, struct sim_task *t, const char *exitstatus);
+struct sim_task *sim_task_find(struct sim *s, const char *upid);
+/* Advance every running task to now. With s->mu held. */
+void sim_advance(struct sim *s);
+int sim_engine_start(struct sim *s);
+void sim_engine_stop(struct sim *s);
+
+/* --- request context (api.c) ----------------------------------------- */
+struct sim_call {
+    struct sim *s;
+    const schema_method *m;
+    const char *verb;
+    const char *path; /* decoded, without /api2/json */
+    struct sim_node *node; /* the node that answers (after proxying) */
+    struct sim_node *local; /* the node whose endpoint was called (NULL: gateway) */
+    json_t *params;         /* merged, verified parameters (borrowed) */
+    const char *user;       /* authenticated user id, "root@pam" */
+    const char *tokenid;    /* "root@pam!ci" for token auth, else NULL */
+    bool is_root;           /* user is root@pam and not a token */
+    char *task_fault_exit;  /* exit status for a task started by this call */
+    /* result */
+    json_t *data; /* owned */
+    json_t *extra; /* extra envelope members ("total"), owned, may be NULL */
+    int status;   /* 0 = 200 */
+    char *message;
+    json_t *errors; /* owned */
+};
+
+typedef void (*sim_handler)(struct sim_call *c);
+
+/* Fail the call: status and message (formatted; PVE messages end in "\n"
+ * in the body's `message`; pass the text without the newline). */
+void call_fail(struct sim_call *c, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* 400 Parameter verification failed. with one error. */
+void call_param_fail(struct sim_call *c, const char *param, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Parameter accessors: NULL/default when absent. */
+const char *call_str(struct sim_call *c, const char *name);
+int64_t call_int(struct sim_call *c, const char *name, int64_t dflt);
+bool call_bool(struct sim_call *c, const char *name, bool dflt);
+/* The task-owner user string for UPIDs: user or full token id. */
+const char *call_owner(struct sim_call *c);
+
+/* Handler tables, one per file. Each entry: verb, schema path, function. */
+struct sim_route {
+    const char *verb;
+    const char *path;
+    sim_handler fn;
+};
+extern const struct sim_route sim_routes_nodes[];   /* h_nodes.c */
+extern const struct sim_route sim_routes_cluster[]; /* h_cluster.c */
+extern const struct sim_route sim_routes_qemu[];    /* h_qemu.c */
+extern const struct sim_route sim_routes_power[];   /* h_power.c */
+extern const struct sim_route sim_routes_tasks[];   /* h_tasks.c */
+
+/* api.c: the HTTP handler for every listener. */
+void sim_http_handler(void *ctx, const struct http_req *req, struct http_resp *resp);
+/* ctl.c: /_sim/ control API. */
+void sim_ctl_handle(struct sim *s, const struct http_req *req, struct http_resp *resp);
+/* Apply a node's state to its listener (standalone/offline/blackhole). */
+void sim_node_apply(struct sim *s, struct sim_node *n);
+
+#endif
