@@ -142,8 +142,15 @@ static bool undefined(const json_t *v)
 /* How Perl prints a scalar: strings as is, numbers like "%.15g". */
 static char *perl_str(const json_t *v)
 {
-    if (json_is_string(v))
-        return xstrndup(json_string_value(v), json_string_length(v));
+    if (json_is_string(v)) {
+        /* memcpy, not strndup: the value may hold NUL bytes and callers use
+         * json_string_length() as its length */
+        size_t len = json_string_length(v);
+        char *s = xmalloc(len + 1);
+        memcpy(s, json_string_value(v), len);
+        s[len] = '\0';
+        return s;
+    }
     if (json_is_integer(v))
         return xasprintf("%" JSON_INTEGER_FORMAT, json_integer_value(v));
     if (json_is_real(v))
@@ -213,10 +220,10 @@ static const struct {
     const char *base;
     unsigned count;
 } families[] = {
-    {"net", 32},      {"ipconfig", 32}, {"scsi", 31},   {"virtio", 16},   {"sata", 6},
-    {"ide", 4},       {"unused", 256},  {"hostpci", 16}, {"usb", 14},     {"serial", 4},
-    {"parallel", 3},  {"numa", 8},      {"virtiofs", 10}, {"link", 8},    {"mp", 256},
-    {"dev", 256},     {"acmedomain", 5},
+    {"net", 32},     {"ipconfig", 32},  {"scsi", 31},     {"virtio", 16}, {"sata", 6},
+    {"ide", 4},      {"unused", 256},   {"hostpci", 16},  {"usb", 14},    {"serial", 4},
+    {"parallel", 3}, {"numa", 8},       {"virtiofs", 10}, {"link", 8},    {"mp", 256},
+    {"dev", 256},    {"acmedomain", 5},
 };
 
 /* The `x[n]` member of props that key ("net3") belongs to, or NULL. */
@@ -248,7 +255,8 @@ static bool is_family_key(const char *key)
 /* get_instance_type: the value of the sibling named by `type-property`. */
 static const char *instance_type_of(json_t *props, const char *key, json_t *value)
 {
-    const char *tp = json_string_value(json_object_get(json_object_get(props, key), "type-property"));
+    const char *tp =
+        json_string_value(json_object_get(json_object_get(props, key), "type-property"));
     if (!tp)
         return NULL;
     return json_string_value(json_object_get(value, tp));
@@ -308,7 +316,8 @@ static void check_object(const char *path, json_t *props, json_t *value, json_t 
     json_object_foreach(value, k, v)
     {
         char *child = join_path(path, k);
-        sub = json_object_get(props, k);
+        /* "net[n]" itself is no parameter name, only net0, net1, ... are */
+        sub = is_family_key(k) ? NULL : json_object_get(props, k);
         if (!sub && (sub = family_lookup(props, k)))
             check_prop(v, sub, child, errors, cx, NULL);
         bool matched = sub != NULL;
@@ -332,8 +341,9 @@ static void check_object(const char *path, json_t *props, json_t *value, json_t 
         }
         if (!matched) {
             if (addl && !json_is_null(addl) && !ptrue(addl))
-                add_error(errors, child, "property is not defined in schema and the schema "
-                                         "does not allow additional properties");
+                add_error(errors, child,
+                          "property is not defined in schema and the schema "
+                          "does not allow additional properties");
             else if (json_is_object(addl))
                 check_prop(v, addl, child, errors, cx, NULL);
         }
@@ -437,8 +447,7 @@ static char *parse_property_string(json_t *format, const char *data, const char 
     char *copy = xstrdup(data);
     char *save = NULL;
 
-    for (char *part = strtok_r(copy, ",", &save); part && !err;
-         part = strtok_r(NULL, ",", &save)) {
+    for (char *part = strtok_r(copy, ",", &save); part && !err; part = strtok_r(NULL, ",", &save)) {
         if (schema_regex_match("\\s*", part, strlen(part)) == 1)
             continue;
         char *eq = strchr(part, '=');
@@ -480,8 +489,8 @@ static char *parse_property_string(json_t *format, const char *data, const char 
             free(v);
         } else if (!eq) {
             if (default_key) {
-                err = xasprintf("duplicate key in comma-separated list property: %s\n",
-                                default_key);
+                err =
+                    xasprintf("duplicate key in comma-separated list property: %s\n", default_key);
                 break;
             }
             const char *key;
@@ -493,8 +502,8 @@ static char *parse_property_string(json_t *format, const char *data, const char 
                     if (!ptrue(json_object_get(res, key)))
                         json_object_set_new(res, key, jstr(part));
                     else
-                        err = xasprintf("duplicate key in comma-separated list property: %s\n",
-                                        key);
+                        err =
+                            xasprintf("duplicate key in comma-separated list property: %s\n", key);
                     break;
                 }
             }
@@ -525,7 +534,8 @@ static char *parse_property_string(json_t *format, const char *data, const char 
         qsort(keys, n, sizeof(*keys), cmp_str);
         buf_adds(&b, "format error\n");
         for (i = 0; i < n; i++)
-            buf_printf(&b, "%s: %s\n", keys[i], json_string_value(json_object_get(errors, keys[i])));
+            buf_printf(&b, "%s: %s\n", keys[i],
+                       json_string_value(json_object_get(errors, keys[i])));
         free(keys);
         err = buf_take(&b);
     }
@@ -759,9 +769,8 @@ static void check_prop(json_t *value, json_t *sch, const char *path, json_t *err
     if (undefined(value)) {
         if (type && strcmp(type, "null") == 0)
             return;
-        if (!ptrue(json_object_get(sch, "optional")) &&
-            !ptrue(json_object_get(sch, "alias")) && !ptrue(json_object_get(sch, "group")) &&
-            !optional_for_type)
+        if (!ptrue(json_object_get(sch, "optional")) && !ptrue(json_object_get(sch, "alias")) &&
+            !ptrue(json_object_get(sch, "group")) && !optional_for_type)
             add_error(errors, path, "property is missing and it is not optional");
         return;
     }
@@ -923,8 +932,7 @@ static int verb_index(const char *verb)
     return -1;
 }
 
-static void add_method(schema *s, struct route *r, const char *path, const char *verb,
-                       json_t *info)
+static void add_method(schema *s, struct route *r, const char *path, const char *verb, json_t *info)
 {
     int vi = verb_index(verb);
     if (vi < 0 || !json_is_object(info))

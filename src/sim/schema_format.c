@@ -44,7 +44,7 @@
  * distinct ones in an apidoc file, and sharing them across schemas and
  * threads makes schema_check_value (which has no schema handle) cheap. */
 struct rx_entry {
-    char *src; /* the pattern as written in the schema */
+    char *src;        /* the pattern as written in the schema */
     pcre2_code *code; /* NULL if it did not compile */
     struct rx_entry *next;
 };
@@ -104,9 +104,9 @@ static pcre2_code *rx_get(const char *pat)
         /* UTF+UCP: PVE matches decoded character strings, where \w, \d and
          * \s are Unicode-aware; invalid UTF-8 input must not make matching
          * fail with an error. */
-        e->code = pcre2_compile((PCRE2_SPTR)src, PCRE2_ZERO_TERMINATED,
-                                PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF, &errcode, &erroff,
-                                NULL);
+        e->code =
+            pcre2_compile((PCRE2_SPTR)src, PCRE2_ZERO_TERMINATED,
+                          PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF, &errcode, &erroff, NULL);
         free(src);
         e->next = rx_table[h];
         rx_table[h] = e;
@@ -242,54 +242,108 @@ struct rx_format {
 static const struct rx_format rx_formats[] = {
     {"urlencoded", "[-%a-zA-Z0-9_.!~*'()]*", "invalid urlencoded string: %s\n"},
     {"pve-configid", "(?i:[a-z][a-z0-9_-]+)", "invalid configuration ID '%s'\n"},
-    {"pve-storage-id", "(?i:[a-z][a-z0-9\\-\\_\\.]*[a-z0-9])", "storage ID '%s' contains illegal characters\n"},
+    {"pve-storage-id", "(?i:[a-z][a-z0-9\\-\\_\\.]*[a-z0-9])",
+     "storage ID '%s' contains illegal characters\n"},
     {"pve-bridge-id", "[-_.\\w\\d]+", "invalid bridge ID '%s'\n"},
     {"pve-vmid", "[1-9][0-9]{2,8}", "value does not look like a valid VM ID\n"},
-    {"pve-node", "(?:[a-zA-Z0-9](?:[a-zA-Z0-9\\-]*[a-zA-Z0-9])?)", "value does not look like a valid node name\n"},
-    {"mac-addr", "(?i:[a-f0-9][02468ace](?::[a-f0-9]{2}){5})", "value does not look like a valid unicast MAC address\n"},
+    {"pve-node", "(?:[a-zA-Z0-9](?:[a-zA-Z0-9\\-]*[a-zA-Z0-9])?)",
+     "value does not look like a valid node name\n"},
+    {"mac-addr", "(?i:[a-f0-9][02468ace](?::[a-f0-9]{2}){5})",
+     "value does not look like a valid unicast MAC address\n"},
     {"ipv4", IPV4RE, "value does not look like a valid IPv4 address\n"},
     {"ipv6", IPV6RE, "value does not look like a valid IPv6 address\n"},
     {"ip", "(?:" IPV4RE "|" IPV6RE ")", "value does not look like a valid IP address\n"},
     {"dns-name", "(?:" DNSNAME_RE ")", "value does not look like a valid DNS name\n"},
-    {"pve-iface", "(?i:[a-z][a-z0-9_]{1,20}(?:[:\\.]\\d+)?)", "invalid network interface name '%s'\n"},
-    {"disk-size", "(?:\\d+(?:\\.\\d+)?)[KMGT]?", "value does not look like a valid disk size: %s\n"},
+    {"pve-iface", "(?i:[a-z][a-z0-9_]{1,20}(?:[:\\.]\\d+)?)",
+     "invalid network interface name '%s'\n"},
+    {"disk-size", "(?:\\d+(?:\\.\\d+)?)[KMGT]?",
+     "value does not look like a valid disk size: %s\n"},
     {"pve-tag", "(?i:[a-z0-9_][a-z0-9_\\-\\+\\.]*)", "invalid characters in tag\n"},
     {"pve-task-status-type", "(?i:ok|error|warning|unknown)", "invalid status '%s'\n"},
     {"pve-poolid", "[A-Za-z0-9\\.\\-_]+", "pool name '%s' contains invalid characters\n"},
     {"pve-groupid", "[A-Za-z0-9\\.\\-_]+", "group name '%s' contains invalid characters\n"},
     {"pve-roleid", "[A-Za-z0-9\\.\\-_]+", "role name '%s' contains invalid characters\n"},
     {"pve-realm", REALM_RE, "value does not look like a valid realm\n"},
-    {"pve-tokenid", "(?:" USER_RE "@" REALM_RE ")!" REALM_RE, "value '%s' does not look like a valid token ID\n"},
-    {"pve-volume-id", "(?i:[a-z][a-z0-9\\-\\_\\.]*[a-z0-9]):.+", "unable to parse volume ID '%s'\n"},
-    {"ldap-simple-attr", "[a-zA-Z0-9]+", "value '%s' does not look like a simple ldap attribute name\n"},
+    {"pve-tokenid", "(?:" USER_RE "@" REALM_RE ")!" REALM_RE,
+     "value '%s' does not look like a valid token ID\n"},
+    {"pve-volume-id", "(?i:[a-z][a-z0-9\\-\\_\\.]*[a-z0-9]):.+",
+     "unable to parse volume ID '%s'\n"},
+    {"ldap-simple-attr", "[a-zA-Z0-9]+",
+     "value '%s' does not look like a simple ldap attribute name\n"},
 };
 
-static const char *const ipv4_masks[] = {
-    "0.0.0.0",         "128.0.0.0",       "192.0.0.0",       "224.0.0.0",       "240.0.0.0",
-    "248.0.0.0",       "252.0.0.0",       "254.0.0.0",       "255.0.0.0",       "255.128.0.0",
-    "255.192.0.0",     "255.224.0.0",     "255.240.0.0",     "255.248.0.0",     "255.252.0.0",
-    "255.254.0.0",     "255.255.0.0",     "255.255.128.0",   "255.255.192.0",   "255.255.224.0",
-    "255.255.240.0",   "255.255.248.0",   "255.255.252.0",   "255.255.254.0",   "255.255.255.0",
-    "255.255.255.128", "255.255.255.192", "255.255.255.224", "255.255.255.240", "255.255.255.248",
-    "255.255.255.252", "255.255.255.254", "255.255.255.255", NULL};
+static const char *const ipv4_masks[] = {"0.0.0.0",         "128.0.0.0",
+                                         "192.0.0.0",       "224.0.0.0",
+                                         "240.0.0.0",       "248.0.0.0",
+                                         "252.0.0.0",       "254.0.0.0",
+                                         "255.0.0.0",       "255.128.0.0",
+                                         "255.192.0.0",     "255.224.0.0",
+                                         "255.240.0.0",     "255.248.0.0",
+                                         "255.252.0.0",     "255.254.0.0",
+                                         "255.255.0.0",     "255.255.128.0",
+                                         "255.255.192.0",   "255.255.224.0",
+                                         "255.255.240.0",   "255.255.248.0",
+                                         "255.255.252.0",   "255.255.254.0",
+                                         "255.255.255.0",   "255.255.255.128",
+                                         "255.255.255.192", "255.255.255.224",
+                                         "255.255.255.240", "255.255.255.248",
+                                         "255.255.255.252", "255.255.255.254",
+                                         "255.255.255.255", NULL};
 
 /* valid_content_types('dir') of pve-storage, plus 'import' (PVE 8.2+). */
-static const char *const content_types[] = {"images", "rootdir", "vztmpl", "iso",
+static const char *const content_types[] = {"images", "rootdir",  "vztmpl", "iso",
                                             "backup", "snippets", "import", NULL};
 
 /* The union of PVE 8.x and 9.x privileges ($valid_privs of AccessControl.pm). */
-static const char *const privileges[] = {
-    "Datastore.Allocate", "Datastore.AllocateSpace", "Datastore.AllocateTemplate",
-    "Datastore.Audit", "Group.Allocate", "Mapping.Audit", "Mapping.Modify", "Mapping.Use",
-    "Permissions.Modify", "Pool.Allocate", "Pool.Audit", "Realm.Allocate", "Realm.AllocateUser",
-    "SDN.Allocate", "SDN.Audit", "SDN.Use", "Sys.AccessNetwork", "Sys.Audit", "Sys.Console",
-    "Sys.Incoming", "Sys.Modify", "Sys.PowerMgmt", "Sys.Syslog", "User.Modify", "VM.Allocate",
-    "VM.Audit", "VM.Backup", "VM.Clone", "VM.Config.CDROM", "VM.Config.CPU", "VM.Config.Cloudinit",
-    "VM.Config.Disk", "VM.Config.HWType", "VM.Config.Memory", "VM.Config.Network",
-    "VM.Config.Options", "VM.Console", "VM.GuestAgent.Audit", "VM.GuestAgent.FileRead",
-    "VM.GuestAgent.FileSystemMgmt", "VM.GuestAgent.FileWrite", "VM.GuestAgent.Unrestricted",
-    "VM.Migrate", "VM.Monitor", "VM.PowerMgmt", "VM.Replicate", "VM.Snapshot",
-    "VM.Snapshot.Rollback", NULL};
+static const char *const privileges[] = {"Datastore.Allocate",
+                                         "Datastore.AllocateSpace",
+                                         "Datastore.AllocateTemplate",
+                                         "Datastore.Audit",
+                                         "Group.Allocate",
+                                         "Mapping.Audit",
+                                         "Mapping.Modify",
+                                         "Mapping.Use",
+                                         "Permissions.Modify",
+                                         "Pool.Allocate",
+                                         "Pool.Audit",
+                                         "Realm.Allocate",
+                                         "Realm.AllocateUser",
+                                         "SDN.Allocate",
+                                         "SDN.Audit",
+                                         "SDN.Use",
+                                         "Sys.AccessNetwork",
+                                         "Sys.Audit",
+                                         "Sys.Console",
+                                         "Sys.Incoming",
+                                         "Sys.Modify",
+                                         "Sys.PowerMgmt",
+                                         "Sys.Syslog",
+                                         "User.Modify",
+                                         "VM.Allocate",
+                                         "VM.Audit",
+                                         "VM.Backup",
+                                         "VM.Clone",
+                                         "VM.Config.CDROM",
+                                         "VM.Config.CPU",
+                                         "VM.Config.Cloudinit",
+                                         "VM.Config.Disk",
+                                         "VM.Config.HWType",
+                                         "VM.Config.Memory",
+                                         "VM.Config.Network",
+                                         "VM.Config.Options",
+                                         "VM.Console",
+                                         "VM.GuestAgent.Audit",
+                                         "VM.GuestAgent.FileRead",
+                                         "VM.GuestAgent.FileSystemMgmt",
+                                         "VM.GuestAgent.FileWrite",
+                                         "VM.GuestAgent.Unrestricted",
+                                         "VM.Migrate",
+                                         "VM.Monitor",
+                                         "VM.PowerMgmt",
+                                         "VM.Replicate",
+                                         "VM.Snapshot",
+                                         "VM.Snapshot.Rollback",
+                                         NULL};
 
 static bool in_set(const char *const *set, const char *v)
 {

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <time.h>
 
 #include <cmocka.h>
@@ -15,6 +16,7 @@
 
 #include "common/xalloc.h"
 #include "sim/schema.h"
+#include "sim/schema_format.h"
 
 static schema *s9; /* pve-docs-9.1.3 */
 static schema *s8; /* pve-docs-8.4.2 */
@@ -143,8 +145,7 @@ static void test_route_basic(void **state)
     json_decref(pp);
 
     /* empty segments are ignored */
-    assert_int_equal(schema_find(s9, "GET", "//nodes/sv1//qemu/100/config/", &m, NULL),
-                     SCHEMA_OK);
+    assert_int_equal(schema_find(s9, "GET", "//nodes/sv1//qemu/100/config/", &m, NULL), SCHEMA_OK);
     assert_string_equal(schema_method_name(m), "vm_config");
     assert_int_equal(schema_find(s9, "PUT", "/nodes/sv1/qemu/100/config", &m, NULL), SCHEMA_OK);
     assert_string_equal(schema_method_name(m), "update_vm");
@@ -239,12 +240,12 @@ static void test_clone_newid(void **state)
     expect_ok(s9, "POST", clone, "{" BASE ",\"newid\":\"999999999\"}");
     expect_err(s9, "POST", clone, "{" BASE ",\"newid\":\"101\",\"name\":\"bad_name\"}", "name",
                "invalid format - value does not look like a valid DNS name\n");
-    expect_err(s9, "POST", clone, "{\"node\":\"-bad\",\"vmid\":\"100\",\"newid\":\"101\"}",
-               "node", "invalid format - value does not look like a valid node name\n");
+    expect_err(s9, "POST", clone, "{\"node\":\"-bad\",\"vmid\":\"100\",\"newid\":\"101\"}", "node",
+               "invalid format - value does not look like a valid node name\n");
     expect_err(s9, "POST", clone, "{" BASE ",\"newid\":\"101\",\"format\":\"qed\"}", "format",
                "value 'qed' does not have a value in the enumeration 'raw, qcow2, vmdk'");
-    expect_err(s9, "POST", clone, "{" BASE ",\"newid\":\"101\",\"storage\":\"1local\"}",
-               "storage", "invalid format - storage ID '1local' contains illegal characters\n");
+    expect_err(s9, "POST", clone, "{" BASE ",\"newid\":\"101\",\"storage\":\"1local\"}", "storage",
+               "invalid format - storage ID '1local' contains illegal characters\n");
     expect_err(s9, "POST", clone, "{" BASE ",\"newid\":\"101\",\"bwlimit\":\"-1\"}", "bwlimit",
                "value must have a minimum value of 0");
 }
@@ -263,11 +264,12 @@ static void test_resize(void **state)
                            false, SCHEMA_INVALID);
     const char *msg = json_string_value(json_object_get(errors, "disk"));
     assert_non_null(msg);
-    assert_true(strncmp(msg, "value 'scsi31' does not have a value in the enumeration 'ide0, ",
-                        62) == 0);
+    assert_true(
+        strncmp(msg, "value 'scsi31' does not have a value in the enumeration 'ide0, ", 62) == 0);
     json_decref(errors);
-    expect_err(s9, "PUT", resize, "{" BASE ",\"disk\":\"scsi0\",\"size\":\"1G\",\"digest\":"
-                                  "\"0123456789012345678901234567890123456789abcdefghijklmnopqrstuvwxyz\"}",
+    expect_err(s9, "PUT", resize,
+               "{" BASE ",\"disk\":\"scsi0\",\"size\":\"1G\",\"digest\":"
+               "\"0123456789012345678901234567890123456789abcdefghijklmnopqrstuvwxyz\"}",
                "digest", "value may only be 40 characters long");
 }
 
@@ -276,8 +278,7 @@ static void test_config_sshkeys(void **state)
     (void)state;
     expect_ok(s9, "PUT", CONFIG,
               "{" BASE ",\"sshkeys\":\"ssh-ed25519%20AAAAC3Nz%2Bx%2F%3D%20me%40host%0A\"}");
-    expect_err(s9, "PUT", CONFIG, "{" BASE ",\"sshkeys\":\"ssh-ed25519 AAAA me@host\"}",
-               "sshkeys",
+    expect_err(s9, "PUT", CONFIG, "{" BASE ",\"sshkeys\":\"ssh-ed25519 AAAA me@host\"}", "sshkeys",
                "invalid format - invalid urlencoded string: ssh-ed25519 AAAA me@host\n");
     expect_err(s9, "PUT", CONFIG, "{" BASE ",\"sshkeys\":\"ssh-ed25519+AAAA\"}", "sshkeys",
                "invalid format - invalid urlencoded string: ssh-ed25519+AAAA\n");
@@ -297,8 +298,7 @@ static void test_config_numbers_and_booleans(void **state)
                "type check ('boolean') failed - got JSON::PP::Boolean");
     json_decref(check(s9, "PUT", CONFIG, "{" BASE ",\"onboot\":true}", true, SCHEMA_OK));
     /* json_bools only concerns booleans */
-    json_t *errors =
-        check(s9, "PUT", CONFIG, "{" BASE ",\"cores\":true}", true, SCHEMA_INVALID);
+    json_t *errors = check(s9, "PUT", CONFIG, "{" BASE ",\"cores\":true}", true, SCHEMA_INVALID);
     assert_string_equal(json_string_value(json_object_get(errors, "cores")),
                         "type check ('integer') failed - got JSON::PP::Boolean");
     json_decref(errors);
@@ -334,8 +334,7 @@ static void test_config_net(void **state)
     expect_ok(s9, "PUT", CONFIG, "{" BASE ",\"net0\":\"virtio,bridge=vmbr0\"}");
     expect_ok(s9, "PUT", CONFIG,
               "{" BASE ",\"net1\":\"virtio=BC:24:11:00:00:01,bridge=vmbr0,firewall=true,tag=5\"}");
-    expect_ok(s9, "PUT", CONFIG,
-              "{" BASE ",\"net31\":\"model=e1000,macaddr=BC:24:11:00:00:02\"}");
+    expect_ok(s9, "PUT", CONFIG, "{" BASE ",\"net31\":\"model=e1000,macaddr=BC:24:11:00:00:02\"}");
     expect_err(s9, "PUT", CONFIG, "{" BASE ",\"net32\":\"virtio\"}", "net32",
                "property is not defined in schema and the schema does not allow additional "
                "properties");
@@ -346,8 +345,8 @@ static void test_config_net(void **state)
                "invalid format - format error\n"
                "net0.macaddr: invalid format - value does not look like a valid unicast MAC "
                "address\n\n");
-    expect_err(s9, "PUT", CONFIG, "{" BASE ",\"net0\":\"virtio,e1000=BC:24:11:00:00:01\"}",
-               "net0", "invalid format - key alias 'model' is already defined\n");
+    expect_err(s9, "PUT", CONFIG, "{" BASE ",\"net0\":\"virtio,e1000=BC:24:11:00:00:01\"}", "net0",
+               "invalid format - key alias 'model' is already defined\n");
     expect_err(s9, "PUT", CONFIG, "{" BASE ",\"net0\":\"bridge=vmbr0\"}", "net0",
                "invalid format - format error\n"
                "net0.model: property is missing and it is not optional\n");
@@ -359,6 +358,9 @@ static void test_config_net(void **state)
                "invalid format - format error\n"
                "scsi0.size: invalid format - value does not look like a valid disk size: 32X\n\n");
     expect_err(s9, "PUT", CONFIG, "{" BASE ",\"scsi31\":\"local-lvm:1\"}", "scsi31",
+               "property is not defined in schema and the schema does not allow additional "
+               "properties");
+    expect_err(s9, "PUT", CONFIG, "{" BASE ",\"net[n]\":\"virtio\"}", "net[n]",
                "property is not defined in schema and the schema does not allow additional "
                "properties");
     expect_err(s9, "PUT", CONFIG, "{" BASE ",\"net01\":\"virtio\"}", "net01",
@@ -475,8 +477,8 @@ static void test_returns(void **state)
     assert_null(err);
     json_decref(d);
 
-    d = json_loads("[{\"vmid\":100,\"status\":\"running\"},{\"vmid\":\"x\",\"status\":\"stopped\"}]",
-                   0, NULL);
+    d = json_loads(
+        "[{\"vmid\":100,\"status\":\"running\"},{\"vmid\":\"x\",\"status\":\"stopped\"}]", 0, NULL);
     assert_false(schema_check_returns(m, d, &err));
     assert_string_equal(err, "data[1].vmid: type check ('integer') failed - got 'x'");
     free(err);
@@ -516,8 +518,8 @@ static void test_returns(void **state)
 
     /* booleans: 0/1 or JSON booleans; object with nested checks */
     m = find(s9, "GET", "/nodes/{node}/qemu/{vmid}/status/current");
-    d = json_loads("{\"vmid\":100,\"status\":\"running\",\"ha\":{\"managed\":0},\"agent\":true}",
-                   0, NULL);
+    d = json_loads("{\"vmid\":100,\"status\":\"running\",\"ha\":{\"managed\":0},\"agent\":true}", 0,
+                   NULL);
     assert_true(schema_check_returns(m, d, &err));
     json_decref(d);
     d = json_loads("{\"vmid\":100,\"status\":\"sleeping\",\"ha\":{}}", 0, NULL);
@@ -526,6 +528,137 @@ static void test_returns(void **state)
                              "enumeration 'stopped, running'");
     free(err);
     json_decref(d);
+}
+
+/* Every `pattern` in both apidoc files compiles (Perl syntax such as (?^:
+ * and {,n} is translated), including those inside property-string formats. */
+static void count_patterns(json_t *node, size_t *n)
+{
+    const char *k;
+    json_t *v;
+    size_t i;
+    if (json_is_array(node)) {
+        json_array_foreach(node, i, v)
+        {
+            count_patterns(v, n);
+        }
+        return;
+    }
+    if (!json_is_object(node))
+        return;
+    json_t *p = json_object_get(node, "pattern");
+    if (json_is_string(p)) {
+        int rc = schema_regex_match(json_string_value(p), "", 0);
+        if (rc < 0)
+            fail_msg("pattern does not compile: %s", json_string_value(p));
+        (*n)++;
+    }
+    json_object_foreach(node, k, v)
+    {
+        count_patterns(v, n);
+    }
+}
+
+static void test_all_patterns_compile(void **state)
+{
+    (void)state;
+    const char *files[] = {"pve-docs-9.1.3.apidoc.json", "pve-docs-8.4.2.apidoc.json"};
+    for (size_t f = 0; f < 2; f++) {
+        const char *dir = getenv("SCHEMA_DIR");
+        char *path = xasprintf("%s/%s", dir ? dir : "../shared/pve-apidoc", files[f]);
+        json_t *doc = json_load_file(path, 0, NULL);
+        assert_non_null(doc);
+        size_t n = 0;
+        count_patterns(doc, &n);
+        assert_true(n > 200);
+        json_decref(doc);
+        free(path);
+    }
+    /* Perl semantics kept: {,n} is {0,n}; m/^a|b$/ binds the anchors */
+    assert_int_equal(schema_regex_match("[a-z]{,3}", "abc", 3), 1);
+    assert_int_equal(schema_regex_match("[a-z]{,3}", "abcd", 4), 0);
+    assert_int_equal(schema_regex_match("(?^i:ab)", "AB", 2), 1);
+    assert_int_equal(schema_regex_match("x|none", "xyz", 3), 1);
+    assert_int_equal(schema_regex_match("(", "", 0), -1);
+}
+
+static void test_ip_formats(void **state)
+{
+    (void)state;
+    const char *good6[] = {
+        "::1", "::", "fe80::1", "2001:db8::5", "2001:db8:0:0:0:0:0:1", "::ffff:10.0.0.1"};
+    const char *bad6[] = {"2001:db8:::1", "12345::1", "1:2:3:4:5:6:7:8:9", "10.0.0.1"};
+    for (size_t i = 0; i < sizeof(good6) / sizeof(good6[0]); i++)
+        assert_null(schema_format_verify("ipv6", good6[i], strlen(good6[i])));
+    for (size_t i = 0; i < sizeof(bad6) / sizeof(bad6[0]); i++) {
+        char *e = schema_format_verify("ipv6", bad6[i], strlen(bad6[i]));
+        assert_string_equal(e, "value does not look like a valid IPv6 address\n");
+        free(e);
+    }
+    char *e = schema_format_verify("ipv4", "10.0.0.01", 9);
+    assert_string_equal(e, "value does not look like a valid IPv4 address\n");
+    free(e);
+    assert_null(schema_format_verify("CIDR", "10.0.0.0/8", 10));
+    e = schema_format_verify("CIDR", "10.0.0.0/7", 10);
+    assert_string_equal(e, "value does not look like a valid CIDR network\n");
+    free(e);
+    assert_null(schema_format_verify("CIDRv6", "fd00::/64", 9));
+    assert_null(schema_format_verify("pve-userid", "root@pam", 8));
+    e = schema_format_verify("pve-userid", "ro", 2);
+    assert_string_equal(e, "user name 'ro' is too short\n");
+    free(e);
+    e = schema_format_verify("pve-userid", "root", 4);
+    assert_string_equal(e, "value 'root' does not look like a valid user name\n");
+    free(e);
+    assert_null(schema_format_verify("pve-tokenid", "root@pam!ci", 11));
+    e = schema_format_verify("pve-volume-id", "nocolon", 7);
+    assert_string_equal(e, "unable to parse volume ID 'nocolon'\n");
+    free(e);
+    assert_null(schema_format_verify("pve-volume-id", "local:iso/x.iso", 15));
+    assert_null(schema_format_verify("some-future-format", "anything", 8));
+}
+
+/* A loaded schema is shared by request threads without locking. */
+struct worker_arg {
+    int failures;
+};
+
+static void *worker(void *p)
+{
+    struct worker_arg *a = p;
+    const schema_method *m = NULL;
+    for (int i = 0; i < 200; i++) {
+        json_t *pp = json_object();
+        if (schema_find(s9, "PUT", "/nodes/pve1/qemu/100/config", &m, pp) != SCHEMA_OK) {
+            a->failures++;
+            json_decref(pp);
+            continue;
+        }
+        json_object_set_new(pp, "memory", json_string(i % 2 ? "8" : "current=2048"));
+        json_object_set_new(pp, "net0", json_string("virtio,bridge=vmbr0"));
+        json_object_set_new(pp, "tags", json_string("a;b"));
+        json_t *errors = json_object();
+        int rc = schema_check_params(m, pp, false, errors);
+        if (rc != (i % 2 ? SCHEMA_INVALID : SCHEMA_OK) ||
+            json_object_size(errors) != (size_t)(i % 2))
+            a->failures++;
+        json_decref(errors);
+        json_decref(pp);
+    }
+    return NULL;
+}
+
+static void test_concurrent_use(void **state)
+{
+    (void)state;
+    pthread_t t[4];
+    struct worker_arg args[4] = {{0}};
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, worker, &args[i]), 0);
+    for (int i = 0; i < 4; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(args[i].failures, 0);
+    }
 }
 
 int main(void)
@@ -550,6 +683,9 @@ int main(void)
         cmocka_unit_test(test_access_ticket),
         cmocka_unit_test(test_check_value),
         cmocka_unit_test(test_returns),
+        cmocka_unit_test(test_all_patterns_compile),
+        cmocka_unit_test(test_ip_formats),
+        cmocka_unit_test(test_concurrent_use),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
