@@ -341,6 +341,10 @@ static void finish(struct sim *s, struct sim_call *c, struct http_resp *r)
         char *err = NULL;
         if (!schema_check_returns(c->m, c->data ? c->data : json_null(), &err)) {
             log_error("sim", "%s %s: result does not match the schema: %s", c->verb, c->path, err);
+            if (json_array_size(s->violations) < 100)
+                json_array_append_new(s->violations,
+                                      json_pack("{s:s,s:s,s:s}", "method", c->verb, "path",
+                                                c->path, "error", err));
             free(err);
         }
     }

@@ -299,6 +299,7 @@ static void sim_free(struct sim *s)
     }
     json_decref(s->calls);
     json_decref(s->node_calls);
+    json_decref(s->violations);
     schema_free(s->sch);
     auth_free(s->auth);
     free(s->cert_pem);
@@ -335,6 +336,7 @@ int main(int argc, char **argv)
     s->rng = (uint64_t)wall_ms() * 0x9E3779B97F4A7C15ULL | 1;
     s->calls = json_object();
     s->node_calls = json_object();
+    s->violations = json_array();
     char *sp = schema_path(s);
     s->sch = schema_load(sp, &err);
     if (!s->sch) {
