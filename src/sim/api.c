@@ -558,5 +558,7 @@ void *sim_listener_ctx_new(struct sim *s, struct sim_node *n)
     struct listener_ctx *lc = xcalloc(1, sizeof *lc);
     lc->s = s;
     lc->node = n;
+    if (s->nlctx < SIM_MAX_NODES + 1)
+        s->lctx[s->nlctx++] = lc;
     return lc;
 }

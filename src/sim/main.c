@@ -305,6 +305,8 @@ static void sim_free(struct sim *s)
     free(s->cert_pem);
     free(s->key_pem);
     free(s->fingerprint);
+    for (int i = 0; i < s->nlctx; i++)
+        free(s->lctx[i]);
     free(s);
 }
 

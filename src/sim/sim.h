@@ -191,6 +191,8 @@ struct sim {
     struct sim_template tpl[SIM_MAX_TEMPLATES];
     int ntpl;
     int gw_listener; /* cluster mode: the --listen entry point */
+    void *lctx[SIM_MAX_NODES + 1]; /* listener contexts (api.c), freed at exit */
+    int nlctx;
     struct sim_vm *vms;
     struct sim_task *tasks; /* newest first */
     struct sim_fault *faults;
