@@ -800,7 +800,8 @@ static void serve(struct conn *c)
         serve_plain(c);
         return;
     }
-    if (tls_handshake(c, c->l->d->ssl))
+    /* a hung node does not even complete the handshake */
+    if (blackholed(c) || tls_handshake(c, c->l->d->ssl))
         return;
     for (int n = 1; n <= KEEPALIVE_MAX; n++) {
         struct rq q;

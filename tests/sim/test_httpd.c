@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/resource.h>
 #include <sys/time.h>
 #include <unistd.h>
 
@@ -75,6 +76,9 @@ static void handler(void *ctx, const struct http_req *req, struct http_resp *res
         resp->hang = true;
     } else if (strcmp(req->path, "/peer") == 0) {
         buf_adds(&resp->body, req->peer);
+    } else if (strcmp(req->path, "/ctx") == 0) {
+        buf_printf(&resp->body, "%d:%s", req->listener,
+                   req->listener_ctx ? (const char *)req->listener_ctx : "-");
     } else if (strcmp(req->path, "/echo") == 0) {
         http_resp_header(resp, "X-Body-Len", "set");
         buf_printf(&resp->body, "%zu:%s", req->body_len, http_req_header(req, "x-test") ?: "-");
@@ -193,10 +197,6 @@ static char *tls_exchange(int port, const void *data, size_t n)
     tls_close(&t);
     return buf_take(&out);
 }
-
-struct sink {
-    struct buf b;
-};
 
 static size_t sink_cb(char *p, size_t size, size_t nmemb, void *ud)
 {
@@ -409,7 +409,6 @@ static void test_keepalive(void **state)
 
     /* at most 100 requests per connection */
     total = 0;
-    curl_easy_reset(c);
     curl_easy_cleanup(c);
     c = cli_new();
     for (int i = 0; i < 101; i++) {
@@ -543,6 +542,23 @@ static void test_header_limits(void **state)
     buf_adds(&req, "\r\n");
     out = tls_exchange(g_port, req.data, req.len);
     assert_true(str_starts(out, "HTTP/1.1 200 OK\r\n"));
+    free(out);
+
+    /* an over-long request target counts against the same limit */
+    buf_reset(&req);
+    buf_adds(&req, "GET /json?");
+    for (int i = 0; i < 9 * 1024; i++)
+        buf_addc(&req, 'q');
+    buf_adds(&req, " HTTP/1.1\r\nHost: a\r\n\r\n");
+    out = tls_exchange(g_port, req.data, req.len);
+    assert_true(str_starts(out, "HTTP/1.1 400 "));
+    free(out);
+
+    /* an empty header value is an empty string, not a missing header */
+    const char empty[] = "POST /echo HTTP/1.1\r\nX-Test:\r\nContent-Length: 2\r\n"
+                         "Connection: close\r\n\r\nab";
+    out = tls_exchange(g_port, empty, sizeof empty - 1);
+    assert_true(str_ends(out, "\r\n\r\n2:"));
     free(out);
 
     /* a huge header on plain HTTP too */
@@ -798,6 +814,91 @@ static void test_ipv6(void **state)
     httpd_free(d);
 }
 
+/* Idle keep-alive connections are closed after 5 s, silently. */
+static void test_idle_timeout(void **state)
+{
+    (void)state;
+    struct tls_cli t;
+    tls_open(&t, g_port);
+    const char req[] = "GET /json HTTP/1.1\r\nHost: a\r\n\r\n";
+    SSL_write(t.ssl, req, sizeof req - 1);
+    char tmp[4096];
+    int r = SSL_read(t.ssl, tmp, sizeof tmp - 1);
+    assert_true(r > 0);
+    tmp[r] = '\0';
+    assert_true(str_starts(tmp, "HTTP/1.1 200 OK\r\n"));
+    int64_t t0 = mono_ms();
+    r = SSL_read(t.ssl, tmp, sizeof tmp); /* SO_RCVTIMEO 10 s caps this */
+    int64_t idle = mono_ms() - t0;
+    print_message("idle keep-alive connection closed after %lld ms\n", (long long)idle);
+    assert_true(r <= 0);
+    assert_true(idle >= 4500 && idle < 8000);
+    tls_close(&t);
+}
+
+/* Several listeners per server: own ids, contexts and modes. */
+static void test_two_listeners(void **state)
+{
+    (void)state;
+    char *err = NULL;
+    httpd *d = httpd_new(handler, NULL, g_cert, g_key, &err);
+    assert_non_null(d);
+    int p0 = 0, p1 = 0;
+    int l0 = httpd_listen(d, "127.0.0.1:0", "node1", &p0, &err);
+    int l1 = httpd_listen(d, "localhost:0", "node2", &p1, &err);
+    assert_int_equal(l0, 0);
+    assert_int_equal(l1, 1);
+    assert_int_not_equal(p0, p1);
+    struct h_resp r;
+    h_request(p1, "GET", "/ctx", NULL, NULL, NULL, &r);
+    assert_string_equal(r.body, "1:node2");
+    h_resp_free(&r);
+    assert_int_equal(httpd_set_mode(d, l1, HTTPD_REFUSE), 0);
+    assert_true(h_wait(refused, &p1, 2000));
+    h_request(p0, "GET", "/ctx", NULL, NULL, NULL, &r);
+    assert_string_equal(r.body, "0:node1");
+    h_resp_free(&r);
+    httpd_free(d);
+}
+
+/* Beyond 512 concurrent connections new ones are accepted and closed. */
+static void test_conn_limit(void **state)
+{
+    (void)state;
+    enum { LIMIT = 512 };
+    struct rlimit rl;
+    getrlimit(RLIMIT_NOFILE, &rl);
+    if (rl.rlim_cur < 3 * LIMIT) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+        getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (rl.rlim_cur < 3 * LIMIT)
+        skip();
+    char *err = NULL;
+    httpd *d = httpd_new(handler, NULL, g_cert, g_key, &err);
+    assert_non_null(d);
+    int port = 0;
+    assert_true(httpd_listen(d, "127.0.0.1:0", NULL, &port, &err) >= 0);
+    int fds[LIMIT];
+    for (int i = 0; i < LIMIT; i++)
+        assert_true((fds[i] = tcp_connect(port)) >= 0);
+    /* the next one is closed by the server at once */
+    int extra = tcp_connect(port);
+    assert_true(extra >= 0);
+    char b;
+    int64_t t0 = mono_ms();
+    assert_int_equal(recv(extra, &b, 1, 0), 0);
+    assert_true(mono_ms() - t0 < 3000);
+    close(extra);
+    /* the held ones are still open (waiting for their first byte) */
+    assert_int_equal(recv(fds[0], &b, 1, MSG_DONTWAIT), -1);
+    assert_int_equal(errno, EAGAIN);
+    for (int i = 0; i < LIMIT; i++)
+        close(fds[i]);
+    httpd_free(d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -809,7 +910,8 @@ int main(void)
         cmocka_unit_test(test_garbage),        cmocka_unit_test(test_refuse),
         cmocka_unit_test(test_blackhole),      cmocka_unit_test(test_delay),
         cmocka_unit_test(test_concurrency),    cmocka_unit_test(test_hang_and_free),
-        cmocka_unit_test(test_ipv6),
+        cmocka_unit_test(test_ipv6),           cmocka_unit_test(test_two_listeners),
+        cmocka_unit_test(test_conn_limit),     cmocka_unit_test(test_idle_timeout),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
