@@ -207,9 +207,11 @@ static void clone_locks(struct sim *s, struct sim_task *t, double now)
     dst->fl.exclusive = true;
     t->locked_dst = true;
     json_object_set_new(dst->conf, "lock", json_string("clone"));
-    sim_task_log(t, "create %s clone of drive scsi0 (%s)",
+    const char *drive = json_string_value(json_object_get(src->conf, "scsi0"));
+    drive = drive ? drive : "";
+    sim_task_log(t, "create %s clone of drive scsi0 (%.*s)",
                  json_is_true(json_object_get(t->args, "_full")) ? "full" : "linked",
-                 json_string_value(json_object_get(src->conf, "scsi0")));
+                 (int)strcspn(drive, ","), drive);
     t->phase = PH_WORK;
     t->deadline = 0;
 }

@@ -532,13 +532,8 @@ static void h_config_put(struct sim_call *c)
         return;
     }
     vm = sim_vm_find(c->s, c->node, vm->vmid);
-    char *err = NULL;
-    if (qemu_apply_config(c->s, vm, c->params, &err)) {
-        call_fail(c, 500, "%s", err);
-        free(err);
-    } else {
-        c->data = json_null();
-    }
+    qemu_apply_config(c->s, vm, c->params, NULL);
+    c->data = json_null();
     sim_flock_release(c->s, vm, true);
 }
 
