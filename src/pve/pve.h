@@ -1,0 +1,201 @@
+/* libpve: the Proxmox VE API client proxd uses, and the only way it reaches
+ * Proxmox.
+ *
+ * A pve_client talks to one Proxmox "world": a cluster (reachable through
+ * one or more of its members' hosts, with failover between them) or one
+ * standalone host. It owns the credentials (API token, or user and password
+ * with tickets renewed before their 2 h expiry and one re-login on a 401),
+ * the TLS trust (system CAs, a CA file such as pve-root-ca.pem, or a pin of
+ * the certificate's SHA-256 fingerprint as the Proxmox GUI shows it), the
+ * connections (kept alive and reused), the retry policy and task waiting.
+ *
+ * Threads: a pve_client may be used from any number of threads at once; it
+ * keeps a pool of connections and serialises only the ticket renewal. Call
+ * pve_global_init() once in main() before starting threads. Secrets
+ * (passwords, tickets, token secrets) never appear in logs or error texts.
+ *
+ * Errors: every call returns 0 on success or a `enum pve_class` value (> 0)
+ * and fills the optional `struct pve_error` with the details. Strings in
+ * result structs are bounded copies (truncated if longer, always
+ * NUL-terminated); arrays are allocated and freed with the matching _free.
+ *
+ * Retries: only the lock and network classes are retried, with exponential
+ * backoff, jitter, a cap, a bounded count and total time. A call that got a
+ * UPID back is never sent again; a task-starting call whose answer was lost
+ * after it was sent is recognised on retry (clone/create: "already exists"
+ * for the VM it created itself) instead of being done twice. */
+#ifndef PVE_PVE_H
+#define PVE_PVE_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct pve_client pve_client;
+
+/* Error classes; zero is success. Never renumbered. */
+enum pve_class {
+    PVE_OK = 0,
+    PVE_E_LOCK = 1,       /* VM is locked (...), can't lock file ... got timeout */
+    PVE_E_NETWORK = 2,    /* refused, timed out, 595, 596, 502, 503, connection reset */
+    PVE_E_AUTH = 3,       /* 401, login failed */
+    PVE_E_NOTFOUND = 4,   /* "... does not exist", no such task, unable to find configuration */
+    PVE_E_EXISTS = 5,     /* "... already exists" */
+    PVE_E_INVALID = 6,    /* 400 Parameter verification failed, bad arguments to libpve */
+    PVE_E_PERMISSION = 7, /* 403 */
+    PVE_E_TLS = 8,        /* certificate not trusted, fingerprint mismatch */
+    PVE_E_TIMEOUT = 9,    /* a task did not end before its deadline */
+    PVE_E_OTHER = 10,     /* anything else, e.g. a 500 with another text */
+};
+
+const char *pve_class_name(enum pve_class c); /* "lock", "network", ... */
+
+#define PVE_MSG_MAX 1024
+
+struct pve_error {
+    enum pve_class cls;
+    int http_status;          /* 0 when no HTTP answer came back */
+    char message[PVE_MSG_MAX]; /* PVE's message (reason phrase or body), or ours */
+    char params[PVE_MSG_MAX];  /* per-parameter errors "name: text; name: text" */
+    char upid[256];            /* the task, when the failure is a task's */
+    int attempts;              /* how many times the request was sent */
+    bool maybe_sent;           /* a network failure after the request was sent: the
+                                  server may have acted on it (see PVE_CALL_ONCE) */
+    char host[128];            /* the host that gave the final answer */
+};
+
+/* Human-readable one-liner: "<class>: <http status> <message> [<params>]". */
+const char *pve_strerror(const struct pve_error *e, char *buf, size_t len);
+
+/* ---- set-up --------------------------------------------------------- */
+
+struct pve_retry {
+    int max_attempts;   /* total sends, default 5 */
+    long base_ms;       /* first backoff, default 200 */
+    long cap_ms;        /* largest single backoff, default 5000 */
+    long total_ms;      /* give up when this much time has passed, default 30000 */
+};
+
+struct pve_config {
+    /* "host:port" of every member to try, in order (at least one). A
+     * standalone host has one. Port defaults to 8006 when omitted. */
+    const char *const *hosts;
+    size_t nhosts;
+    /* Credentials: token "user@realm!name=secret" (preferred), or user and
+     * password (password_file: the first line of that file). */
+    const char *token;
+    const char *user;
+    const char *password;
+    const char *password_file;
+    /* TLS: by default verified against the system CAs. ca_file: a PEM bundle
+     * (a copy of the cluster's pve-root-ca.pem). fingerprint: the
+     * certificate's SHA-256 "AA:BB:..." as the GUI shows it; when set, the
+     * certificate must match it (and need not chain to a CA). insecure: no
+     * verification at all (logged as a warning at every client creation). */
+    const char *ca_file;
+    const char *fingerprint;
+    bool insecure;
+    long connect_timeout_ms; /* default 3000 (covers TCP and the TLS handshake) */
+    long timeout_ms;         /* whole request, default 30000 */
+    struct pve_retry retry;  /* zeros: defaults */
+    bool json_bodies;        /* send POST/PUT bodies as JSON (PVE >= 8) instead of forms */
+    long ticket_renew_s;     /* renew tickets this old, default 3600 */
+    const char *name;        /* for log lines, e.g. the cluster's name */
+};
+
+/* Once per process, before threads start (curl_global_init). */
+int pve_global_init(void);
+
+/* Validate the configuration and create a client. No network traffic yet:
+ * a host is checked (GET /version) when first used or after it failed.
+ * Returns NULL with *err filled (PVE_E_INVALID, PVE_E_AUTH for an unreadable
+ * password file) on bad configuration. */
+pve_client *pve_client_new(const struct pve_config *cfg, struct pve_error *err);
+void pve_client_free(pve_client *c);
+
+/* Counters for benchmarks and metrics (monotonic, thread-safe). */
+struct pve_stats {
+    uint64_t requests;   /* HTTP requests sent, all kinds */
+    uint64_t task_polls; /* of which task status/log polls */
+    uint64_t retries;    /* re-sends after a retriable error */
+    uint64_t failovers;  /* switches to another host */
+    uint64_t logins;     /* ticket logins and renewals */
+};
+void pve_client_stats(pve_client *c, struct pve_stats *out);
+
+/* ---- the raw call ------------------------------------------------------ */
+
+/* Parameters: a JSON object of name -> string, integer or boolean (borrowed).
+ * GET and DELETE send them in the query string; POST and PUT in a form (or
+ * JSON) body. `path` is relative to /api2/json and already encoded; build it
+ * with pve_path(). *data receives the response's `data` (new reference,
+ * may be JSON null); pass NULL to ignore it. Retries per the policy. */
+int pve_call(pve_client *c, const char *method, const char *path, json_t *params, json_t **data,
+             struct pve_error *err);
+
+enum pve_call_flags {
+    /* The call starts a task or creates something: never re-send it after a
+     * failure that may have reached the server (a timeout or reset after the
+     * request was sent); return PVE_E_NETWORK with err->maybe_sent set so the
+     * caller can check what happened. Failures before sending (refused,
+     * connect timeout, TLS) and 595/596 are still retried. */
+    PVE_CALL_ONCE = 1 << 0,
+};
+
+int pve_call_ex(pve_client *c, const char *method, const char *path, json_t *params,
+                unsigned flags, json_t **data, struct pve_error *err);
+
+/* Build an encoded path: each %s argument is percent-encoded as one path
+ * segment; %d as a decimal. pve_path(buf, sizeof buf, "/nodes/%s/tasks/%s/status",
+ * node, upid). Returns 0, or -1 if it does not fit. */
+int pve_path(char *out, size_t len, const char *fmt, ...);
+
+/* Encode SSH public keys (one per line) as PVE's sshkeys parameter wants
+ * them before the transport encoding: every byte outside A-Z a-z 0-9 - _ .
+ * ! ~ * ' ( ) as %XX (so a space is %20 and a newline %0A). Caller frees. */
+char *pve_sshkeys_encode(const char *keys);
+
+/* ---- tasks -------------------------------------------------------------- */
+
+struct pve_task {
+    char upid[256];
+    char node[64];
+    char type[32];
+    char id[64];
+    char user[128];
+    bool running;
+    char exitstatus[512]; /* when stopped: "OK", "WARNINGS: n" or the error */
+    int warnings;         /* n of "WARNINGS: n" */
+    int64_t starttime, endtime;
+};
+
+/* Parse a UPID's fields (node, type, id, user, starttime). 0 or PVE_E_INVALID. */
+int pve_upid_parse(const char *upid, struct pve_task *out);
+
+int pve_task_status(pve_client *c, const char *upid, struct pve_task *out,
+                    struct pve_error *err);
+
+/* Called while waiting with each new task log line. */
+typedef void (*pve_progress_fn)(void *ud, const char *upid, const char *line);
+
+/* Wait until the task stops, polling fast first (50 ms) and backing off to
+ * 1 s, until deadline_ms of waiting (0: 1 hour). Success: exitstatus OK, or
+ * WARNINGS (out->warnings set). A failed task returns its class (from its
+ * text: a lock text gives PVE_E_LOCK, ...) with the last lines of its log
+ * in err->message; a passed deadline gives PVE_E_TIMEOUT. With a progress
+ * callback the log is read as it grows. Works with any UPID, e.g. one stored
+ * before a restart. */
+int pve_task_wait(pve_client *c, const char *upid, long deadline_ms, pve_progress_fn progress,
+                  void *ud, struct pve_task *out, struct pve_error *err);
+
+/* Lines of a task's log, from line `start` (0-based), at most `limit`
+ * (0: all). *lines is a JSON array of strings (new reference). */
+int pve_task_log(pve_client *c, const char *upid, int start, int limit, json_t **lines,
+                 struct pve_error *err);
+
+/* Tasks on a node, newest first; filters may be 0/NULL. Free with free(). */
+int pve_task_list(pve_client *c, const char *node, int vmid, const char *typefilter, int limit,
+                  struct pve_task **out, size_t *n, struct pve_error *err);
+
+#endif
