@@ -1,0 +1,62 @@
+#include "pve/api_json.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void pj_str(char *dst, size_t len, json_t *obj, const char *key)
+{
+    json_t *v = json_object_get(obj, key);
+    if (json_is_string(v))
+        snprintf(dst, len, "%s", json_string_value(v));
+    else if (json_is_integer(v))
+        snprintf(dst, len, "%lld", (long long)json_integer_value(v));
+    else if (json_is_real(v))
+        snprintf(dst, len, "%g", json_real_value(v));
+    else if (len)
+        dst[0] = '\0';
+}
+
+int64_t pj_int(json_t *obj, const char *key, int64_t dflt)
+{
+    json_t *v = json_object_get(obj, key);
+    if (json_is_integer(v))
+        return json_integer_value(v);
+    if (json_is_real(v))
+        return (int64_t)json_real_value(v);
+    if (json_is_string(v)) {
+        const char *s = json_string_value(v);
+        char *end;
+        long long n = strtoll(s, &end, 10);
+        if (end != s && *end == '\0')
+            return n;
+    }
+    if (json_is_boolean(v))
+        return json_is_true(v);
+    return dflt;
+}
+
+double pj_num(json_t *obj, const char *key, double dflt)
+{
+    json_t *v = json_object_get(obj, key);
+    if (json_is_number(v))
+        return json_number_value(v);
+    if (json_is_string(v)) {
+        char *end;
+        double d = strtod(json_string_value(v), &end);
+        if (end != json_string_value(v) && *end == '\0')
+            return d;
+    }
+    return dflt;
+}
+
+bool pj_bool(json_t *obj, const char *key)
+{
+    json_t *v = json_object_get(obj, key);
+    if (json_is_boolean(v))
+        return json_is_true(v);
+    if (json_is_number(v))
+        return json_number_value(v) != 0;
+    const char *s = json_string_value(v);
+    return s && strcmp(s, "1") == 0;
+}

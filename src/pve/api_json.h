@@ -1,0 +1,20 @@
+/* api_json: lenient readers for PVE's JSON results, which send numbers as
+ * strings now and then (nextid, memory, cpulimit) and booleans as 0/1.
+ * Internal to src/pve/. */
+#ifndef PVE_API_JSON_H
+#define PVE_API_JSON_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Copy a string member (numbers are formatted) into dst, truncated. */
+void pj_str(char *dst, size_t len, json_t *obj, const char *key);
+/* An integer member given as a number or a numeric string; dflt otherwise. */
+int64_t pj_int(json_t *obj, const char *key, int64_t dflt);
+double pj_num(json_t *obj, const char *key, double dflt);
+/* 1/0, true/false, "1"/"0". */
+bool pj_bool(json_t *obj, const char *key);
+
+#endif

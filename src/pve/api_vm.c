@@ -1,0 +1,489 @@
+/* api_vm: VM list, clone (with recognition of a clone whose answer was
+ * lost), create, config, pending, resize, status, power actions, delete. */
+#include "common/util.h"
+#include "common/xalloc.h"
+#include "pve/api_json.h"
+#include "pve/pve_api.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int invalid(struct pve_error *err, const char *fmt, const char *arg)
+{
+    if (err) {
+        memset(err, 0, sizeof *err);
+        err->cls = PVE_E_INVALID;
+        snprintf(err->message, sizeof err->message, fmt, arg ? arg : "");
+    }
+    return PVE_E_INVALID;
+}
+
+static int vm_path(char *out, size_t len, const char *node, int vmid, const char *suffix)
+{
+    char id[16];
+    snprintf(id, sizeof id, "%d", vmid);
+    return pve_path(out, len, "/nodes/%s/qemu/%s%s", node, id, suffix ? suffix : "");
+}
+
+/* A call whose result is a UPID string. */
+static int upid_call(pve_client *c, const char *method, const char *path, json_t *params,
+                     unsigned flags, char upid[PVE_UPID_MAX], struct pve_error *err)
+{
+    json_t *d = NULL;
+    int rc = pve_call_ex(c, method, path, params, flags, &d, err);
+    if (rc)
+        return rc;
+    upid[0] = '\0';
+    if (json_is_string(d))
+        snprintf(upid, PVE_UPID_MAX, "%s", json_string_value(d));
+    json_decref(d);
+    return 0;
+}
+
+int pve_vm_list(pve_client *c, const char *node, struct pve_vm **out, size_t *n,
+                struct pve_error *err)
+{
+    char path[256];
+    if (pve_path(path, sizeof path, "/nodes/%s/qemu", node))
+        return invalid(err, "bad node name", NULL);
+    json_t *a = NULL, *e;
+    size_t i;
+    int rc = pve_call(c, "GET", path, NULL, &a, err);
+    if (rc)
+        return rc;
+    if (!json_is_array(a)) {
+        json_decref(a);
+        return invalid(err, "unexpected result for %s", path);
+    }
+    struct pve_vm *v = xcalloc(json_array_size(a) + 1, sizeof *v);
+    json_array_foreach(a, i, e)
+    {
+        v[i].vmid = (int)pj_int(e, "vmid", 0);
+        pj_str(v[i].name, sizeof v[i].name, e, "name");
+        pj_str(v[i].status, sizeof v[i].status, e, "status");
+        v[i].tmpl = pj_bool(e, "template");
+        v[i].cpus = (int)pj_int(e, "cpus", 0);
+        v[i].maxmem = pj_int(e, "maxmem", 0);
+        v[i].mem = pj_int(e, "mem", 0);
+        v[i].maxdisk = pj_int(e, "maxdisk", 0);
+        v[i].uptime = pj_int(e, "uptime", 0);
+        pj_str(v[i].lock, sizeof v[i].lock, e, "lock");
+        pj_str(v[i].tags, sizeof v[i].tags, e, "tags");
+    }
+    *n = json_array_size(a);
+    *out = v;
+    json_decref(a);
+    return 0;
+}
+
+/* ---- clone ---------------------------------------------------------------- */
+
+/* Look on `node` for a qmclone task of `vmid` started at or after `since`
+ * whose log names `newid`: the clone we asked for when its answer was lost. */
+static bool find_clone_task(pve_client *c, const char *node, int vmid, int newid, int64_t since,
+                            char upid[PVE_UPID_MAX])
+{
+    struct pve_task *tasks = NULL;
+    size_t n = 0;
+    struct pve_error e;
+    bool found = false;
+    if (pve_task_list(c, node, vmid, "qmclone", 20, &tasks, &n, &e))
+        return false;
+    char want[64];
+    snprintf(want, sizeof want, "with ID %d", newid);
+    for (size_t i = 0; i < n && !found; i++) {
+        if (tasks[i].starttime < since - 5)
+            continue;
+        json_t *lines = NULL;
+        if (pve_task_log(c, tasks[i].upid, 0, 3, &lines, &e))
+            continue;
+        size_t j;
+        json_t *l;
+        json_array_foreach(lines, j, l)
+        {
+            const char *s = json_string_value(l);
+            if (s && strstr(s, want)) {
+                const char *end = s + strlen(s);
+                const char *p = strstr(s, want) + strlen(want);
+                if (p == end || !isdigit((unsigned char)*p)) {
+                    snprintf(upid, PVE_UPID_MAX, "%s", tasks[i].upid);
+                    found = true;
+                    break;
+                }
+            }
+        }
+        json_decref(lines);
+    }
+    free(tasks);
+    return found;
+}
+
+static json_t *clone_params(const struct pve_clone *o)
+{
+    json_t *p = json_pack("{s:i}", "newid", o->newid);
+    if (o->name)
+        json_object_set_new(p, "name", json_string(o->name));
+    if (o->description)
+        json_object_set_new(p, "description", json_string(o->description));
+    if (o->target)
+        json_object_set_new(p, "target", json_string(o->target));
+    if (o->storage)
+        json_object_set_new(p, "storage", json_string(o->storage));
+    if (o->pool)
+        json_object_set_new(p, "pool", json_string(o->pool));
+    if (o->format)
+        json_object_set_new(p, "format", json_string(o->format));
+    if (o->full >= 0)
+        json_object_set_new(p, "full", json_integer(o->full ? 1 : 0));
+    return p;
+}
+
+int pve_vm_clone(pve_client *c, const char *node, int vmid, const struct pve_clone *opts,
+                 char upid[PVE_UPID_MAX], struct pve_error *err)
+{
+    char path[256];
+    struct pve_error local;
+    if (!err)
+        err = &local;
+    if (opts->newid < 100)
+        return invalid(err, "newid: a VM ID of at least 100 is required", NULL);
+    if (vm_path(path, sizeof path, node, vmid, "/clone"))
+        return invalid(err, "bad node name", NULL);
+    json_t *params = clone_params(opts);
+    int64_t t0 = wall_s();
+    int rc = upid_call(c, "POST", path, params, PVE_CALL_ONCE, upid, err);
+    if (rc == PVE_E_NETWORK && err->maybe_sent) {
+        /* the request may have started a clone: adopt it rather than clone twice */
+        if (find_clone_task(c, node, vmid, opts->newid, t0, upid)) {
+            rc = 0;
+            goto out;
+        }
+        rc = upid_call(c, "POST", path, params, PVE_CALL_ONCE, upid, err);
+        if (rc == PVE_E_EXISTS && find_clone_task(c, node, vmid, opts->newid, t0, upid))
+            rc = 0;
+    }
+out:
+    json_decref(params);
+    if (rc == 0 && err)
+        err->cls = PVE_OK;
+    return rc;
+}
+
+int pve_vm_create(pve_client *c, const char *node, int vmid, json_t *options,
+                  char upid[PVE_UPID_MAX], struct pve_error *err)
+{
+    char path[256];
+    if (pve_path(path, sizeof path, "/nodes/%s/qemu", node))
+        return invalid(err, "bad node name", NULL);
+    json_t *params = options ? json_deep_copy(options) : json_object();
+    json_object_set_new(params, "vmid", json_integer(vmid));
+    int rc = upid_call(c, "POST", path, params, PVE_CALL_ONCE, upid, err);
+    json_decref(params);
+    return rc;
+}
+
+/* ---- config ---------------------------------------------------------------- */
+
+/* "local-lvm:vm-100-disk-0,size=32G" -> volume, storage, size in bytes */
+static void parse_drive(const char *drive, struct pve_vm_config *out)
+{
+    size_t vl = strcspn(drive, ",");
+    snprintf(out->bootdisk_volume, sizeof out->bootdisk_volume, "%.*s", (int)vl, drive);
+    size_t sl = strcspn(drive, ":,");
+    if (drive[sl] == ':')
+        snprintf(out->bootdisk_storage, sizeof out->bootdisk_storage, "%.*s", (int)sl, drive);
+    const char *sz = strstr(drive, "size=");
+    if (!sz)
+        return;
+    char *end;
+    double v = strtod(sz + 5, &end);
+    double mul = 1;
+    switch (*end) {
+    case 'K': mul = 1024.0; break;
+    case 'M': mul = 1048576.0; break;
+    case 'G': mul = 1073741824.0; break;
+    case 'T': mul = 1099511627776.0; break;
+    default: break;
+    }
+    out->bootdisk_size = (int64_t)(v * mul);
+}
+
+static void find_bootdisk(json_t *conf, struct pve_vm_config *out)
+{
+    const char *boot = json_string_value(json_object_get(conf, "boot"));
+    char key[32] = "";
+    if (boot && str_starts(boot, "order="))
+        snprintf(key, sizeof key, "%.*s", (int)strcspn(boot + 6, ";,"), boot + 6);
+    else if (json_is_string(json_object_get(conf, "bootdisk")))
+        snprintf(key, sizeof key, "%s", json_string_value(json_object_get(conf, "bootdisk")));
+    static const char *const cands[] = {"scsi0", "virtio0", "sata0", "ide0"};
+    for (size_t i = 0; !json_is_string(json_object_get(conf, key)) && i < 4; i++)
+        snprintf(key, sizeof key, "%s", cands[i]);
+    const char *drive = json_string_value(json_object_get(conf, key));
+    if (!drive)
+        return;
+    snprintf(out->bootdisk, sizeof out->bootdisk, "%s", key);
+    parse_drive(drive, out);
+}
+
+int pve_vm_config_get(pve_client *c, const char *node, int vmid, bool current,
+                      struct pve_vm_config *out, struct pve_error *err)
+{
+    char path[256];
+    memset(out, 0, sizeof *out);
+    if (vm_path(path, sizeof path, node, vmid, "/config"))
+        return invalid(err, "bad node name", NULL);
+    json_t *params = current ? json_pack("{s:i}", "current", 1) : NULL;
+    json_t *d = NULL;
+    int rc = pve_call(c, "GET", path, params, &d, err);
+    json_decref(params);
+    if (rc)
+        return rc;
+    if (!json_is_object(d)) {
+        json_decref(d);
+        return invalid(err, "unexpected result for %s", path);
+    }
+    out->cores = (int)pj_int(d, "cores", 1);
+    out->sockets = (int)pj_int(d, "sockets", 1);
+    /* memory: an integer before PVE 8.1, "[current=]<MiB>" since */
+    json_t *m = json_object_get(d, "memory");
+    const char *ms = json_string_value(m);
+    if (ms && str_starts(ms, "current="))
+        out->memory_mb = atoll(ms + 8);
+    else
+        out->memory_mb = pj_int(d, "memory", 512);
+    pj_str(out->name, sizeof out->name, d, "name");
+    pj_str(out->lock, sizeof out->lock, d, "lock");
+    pj_str(out->tags, sizeof out->tags, d, "tags");
+    pj_str(out->description, sizeof out->description, d, "description");
+    pj_str(out->digest, sizeof out->digest, d, "digest");
+    pj_str(out->ciuser, sizeof out->ciuser, d, "ciuser");
+    pj_str(out->ipconfig0, sizeof out->ipconfig0, d, "ipconfig0");
+    out->tmpl = pj_bool(d, "template");
+    find_bootdisk(d, out);
+    out->raw = d;
+    return 0;
+}
+
+void pve_vm_config_release(struct pve_vm_config *cfg)
+{
+    json_decref(cfg->raw);
+    cfg->raw = NULL;
+}
+
+static json_t *config_params(const struct pve_config_set *s)
+{
+    json_t *p = json_object();
+    if (s->cores > 0)
+        json_object_set_new(p, "cores", json_integer(s->cores));
+    if (s->sockets > 0)
+        json_object_set_new(p, "sockets", json_integer(s->sockets));
+    if (s->memory_mb > 0)
+        json_object_set_new(p, "memory", json_integer(s->memory_mb));
+    if (s->name)
+        json_object_set_new(p, "name", json_string(s->name));
+    if (s->sshkeys) {
+        char *enc = pve_sshkeys_encode(s->sshkeys);
+        json_object_set_new(p, "sshkeys", json_string(enc));
+        free(enc);
+    }
+    if (s->ciuser)
+        json_object_set_new(p, "ciuser", json_string(s->ciuser));
+    if (s->ipconfig0)
+        json_object_set_new(p, "ipconfig0", json_string(s->ipconfig0));
+    if (s->net0)
+        json_object_set_new(p, "net0", json_string(s->net0));
+    if (s->tags)
+        json_object_set_new(p, "tags", json_string(s->tags));
+    if (s->description)
+        json_object_set_new(p, "description", json_string(s->description));
+    if (s->delete_keys)
+        json_object_set_new(p, "delete", json_string(s->delete_keys));
+    if (s->digest)
+        json_object_set_new(p, "digest", json_string(s->digest));
+    if (s->skiplock)
+        json_object_set_new(p, "skiplock", json_integer(1));
+    return p;
+}
+
+int pve_vm_config_set(pve_client *c, const char *node, int vmid, const struct pve_config_set *s,
+                      struct pve_error *err)
+{
+    char path[256];
+    if (vm_path(path, sizeof path, node, vmid, "/config"))
+        return invalid(err, "bad node name", NULL);
+    json_t *params = config_params(s);
+    int rc = pve_call(c, "PUT", path, params, NULL, err);
+    json_decref(params);
+    return rc;
+}
+
+int pve_vm_config_set_async(pve_client *c, const char *node, int vmid,
+                            const struct pve_config_set *s, char upid[PVE_UPID_MAX],
+                            struct pve_error *err)
+{
+    char path[256];
+    if (vm_path(path, sizeof path, node, vmid, "/config"))
+        return invalid(err, "bad node name", NULL);
+    json_t *params = config_params(s);
+    int rc = upid_call(c, "POST", path, params, 0, upid, err);
+    json_decref(params);
+    return rc;
+}
+
+int pve_vm_pending(pve_client *c, const char *node, int vmid, struct pve_pending **out, size_t *n,
+                   struct pve_error *err)
+{
+    char path[256];
+    if (vm_path(path, sizeof path, node, vmid, "/pending"))
+        return invalid(err, "bad node name", NULL);
+    json_t *a = NULL, *e;
+    size_t i, k = 0;
+    int rc = pve_call(c, "GET", path, NULL, &a, err);
+    if (rc)
+        return rc;
+    struct pve_pending *v = xcalloc(json_array_size(a) + 1, sizeof *v);
+    json_array_foreach(a, i, e)
+    {
+        bool has = json_object_get(e, "pending") != NULL;
+        bool del = pj_int(e, "delete", 0) != 0;
+        if (!has && !del)
+            continue;
+        pj_str(v[k].key, sizeof v[k].key, e, "key");
+        pj_str(v[k].value, sizeof v[k].value, e, "value");
+        pj_str(v[k].pending, sizeof v[k].pending, e, "pending");
+        v[k].has_pending = has;
+        v[k].del = del;
+        k++;
+    }
+    *n = k;
+    *out = v;
+    json_decref(a);
+    return 0;
+}
+
+/* ---- resize ---------------------------------------------------------------- */
+
+/* PVE's pattern: \+?\d+(\.\d+)?[KMGT]? */
+static bool size_ok(const char *s)
+{
+    if (*s == '+')
+        s++;
+    if (!isdigit((unsigned char)*s))
+        return false;
+    while (isdigit((unsigned char)*s))
+        s++;
+    if (*s == '.') {
+        s++;
+        if (!isdigit((unsigned char)*s))
+            return false;
+        while (isdigit((unsigned char)*s))
+            s++;
+    }
+    if (*s && strchr("KMGT", *s))
+        s++;
+    return *s == '\0';
+}
+
+int pve_vm_resize(pve_client *c, const char *node, int vmid, const char *disk, const char *size,
+                  char upid[PVE_UPID_MAX], struct pve_error *err)
+{
+    char path[256];
+    if (!size || !size_ok(size))
+        return invalid(err, "size: '%s' is not a size such as 50G or +10G", size);
+    if (!disk || !*disk)
+        return invalid(err, "disk: a drive name such as scsi0 is required", NULL);
+    if (vm_path(path, sizeof path, node, vmid, "/resize"))
+        return invalid(err, "bad node name", NULL);
+    json_t *params = json_pack("{s:s,s:s}", "disk", disk, "size", size);
+    int rc = upid_call(c, "PUT", path, params, 0, upid, err);
+    json_decref(params);
+    return rc;
+}
+
+/* ---- status and power ------------------------------------------------------- */
+
+int pve_vm_status(pve_client *c, const char *node, int vmid, struct pve_vm_status *out,
+                  struct pve_error *err)
+{
+    char path[256];
+    memset(out, 0, sizeof *out);
+    if (vm_path(path, sizeof path, node, vmid, "/status/current"))
+        return invalid(err, "bad node name", NULL);
+    json_t *d = NULL;
+    int rc = pve_call(c, "GET", path, NULL, &d, err);
+    if (rc)
+        return rc;
+    out->vmid = (int)pj_int(d, "vmid", vmid);
+    pj_str(out->status, sizeof out->status, d, "status");
+    pj_str(out->qmpstatus, sizeof out->qmpstatus, d, "qmpstatus");
+    if (!out->qmpstatus[0])
+        snprintf(out->qmpstatus, sizeof out->qmpstatus, "%s", out->status);
+    pj_str(out->name, sizeof out->name, d, "name");
+    pj_str(out->lock, sizeof out->lock, d, "lock");
+    json_t *ha = json_object_get(d, "ha");
+    out->ha_managed = pj_bool(ha, "managed");
+    pj_str(out->ha_state, sizeof out->ha_state, ha, "state");
+    out->cpus = (int)pj_int(d, "cpus", 0);
+    out->maxmem = pj_int(d, "maxmem", 0);
+    out->mem = pj_int(d, "mem", 0);
+    out->maxdisk = pj_int(d, "maxdisk", 0);
+    out->uptime = pj_int(d, "uptime", 0);
+    out->tmpl = pj_bool(d, "template");
+    out->agent = pj_bool(d, "agent");
+    json_decref(d);
+    return 0;
+}
+
+const char *pve_power_name(enum pve_power p)
+{
+    static const char *const names[] = {"start",   "stop",   "shutdown", "suspend",
+                                        "resume",  "reboot", "reset"};
+    return (unsigned)p < sizeof names / sizeof *names ? names[p] : "?";
+}
+
+int pve_vm_power(pve_client *c, const char *node, int vmid, enum pve_power action,
+                 const struct pve_power_opts *opts, char upid[PVE_UPID_MAX],
+                 struct pve_error *err)
+{
+    char path[256], suffix[32];
+    if ((unsigned)action > PVE_POWER_RESET)
+        return invalid(err, "unknown power action", NULL);
+    snprintf(suffix, sizeof suffix, "/status/%s", pve_power_name(action));
+    if (vm_path(path, sizeof path, node, vmid, suffix))
+        return invalid(err, "bad node name", NULL);
+    json_t *params = json_object();
+    bool timeout_ok = action == PVE_POWER_STOP || action == PVE_POWER_SHUTDOWN ||
+                      action == PVE_POWER_REBOOT || action == PVE_POWER_START;
+    if (opts && opts->timeout > 0 && timeout_ok)
+        json_object_set_new(params, "timeout", json_integer(opts->timeout));
+    if (opts && opts->force_stop && action == PVE_POWER_SHUTDOWN)
+        json_object_set_new(params, "forceStop", json_integer(1));
+    if (opts && opts->skiplock && action != PVE_POWER_REBOOT && action != PVE_POWER_SHUTDOWN)
+        json_object_set_new(params, "skiplock", json_integer(1));
+    /* power actions are idempotent in effect (a second start fails, a second
+     * stop is a no-op), but a second task would confuse the caller's wait */
+    int rc = upid_call(c, "POST", path, params, PVE_CALL_ONCE, upid, err);
+    json_decref(params);
+    return rc;
+}
+
+int pve_vm_delete(pve_client *c, const char *node, int vmid, const struct pve_delete_opts *opts,
+                  char upid[PVE_UPID_MAX], struct pve_error *err)
+{
+    char path[256];
+    if (vm_path(path, sizeof path, node, vmid, NULL))
+        return invalid(err, "bad node name", NULL);
+    json_t *params = json_object();
+    if (opts && opts->purge)
+        json_object_set_new(params, "purge", json_integer(1));
+    if (opts && opts->destroy_unreferenced)
+        json_object_set_new(params, "destroy-unreferenced-disks", json_integer(1));
+    if (opts && opts->skiplock)
+        json_object_set_new(params, "skiplock", json_integer(1));
+    int rc = upid_call(c, "DELETE", path, params, PVE_CALL_ONCE, upid, err);
+    json_decref(params);
+    return rc;
+}

@@ -1,0 +1,254 @@
+/* pve_api: typed calls for everything proxd asks of Proxmox VE, on top of
+ * pve_call (pve.h). Results come back as C structs with the fields proxd
+ * uses; lists are arrays the caller frees with free(). Every function
+ * returns 0 or an enum pve_class and fills the optional *err.
+ *
+ * Encoding is done here: node names, UPIDs and sizes go into paths and
+ * bodies correctly encoded, SSH keys get PVE's extra percent-encoding, and
+ * IDs that PVE sends as strings or numbers are accepted in both forms.
+ * Thread-safety: as pve.h (any thread, concurrently). */
+#ifndef PVE_PVE_API_H
+#define PVE_PVE_API_H
+
+#include "pve/pve.h"
+
+#define PVE_UPID_MAX 256
+
+/* ---- version, nodes, storage, cluster ---------------------------------- */
+
+struct pve_version {
+    char version[32]; /* "9.1.3", "8.4.2", "7.4-3" */
+    char release[16]; /* "9.1" */
+    char repoid[32];
+    int major, minor;
+};
+int pve_get_version(pve_client *c, struct pve_version *out, struct pve_error *err);
+
+struct pve_node {
+    char name[64];
+    bool online;
+    int maxcpu;
+    double cpu; /* 0..1 */
+    int64_t maxmem, mem, maxdisk, disk, uptime;
+};
+int pve_nodes(pve_client *c, struct pve_node **out, size_t *n, struct pve_error *err);
+
+struct pve_node_status {
+    int cpus;
+    double cpu;
+    int64_t mem_total, mem_used, mem_free, uptime;
+    char pveversion[96];
+};
+int pve_node_status(pve_client *c, const char *node, struct pve_node_status *out,
+                    struct pve_error *err);
+
+struct pve_storage {
+    char storage[64];
+    char type[32];
+    char content[128];
+    bool shared, enabled, active;
+    int64_t total, used, avail;
+};
+/* content: a filter such as "images", or NULL. */
+int pve_storage_list(pve_client *c, const char *node, const char *content,
+                     struct pve_storage **out, size_t *n, struct pve_error *err);
+int pve_storage_status(pve_client *c, const char *node, const char *storage,
+                       struct pve_storage *out, struct pve_error *err);
+
+enum pve_res_type { PVE_RES_OTHER = 0, PVE_RES_VM, PVE_RES_NODE, PVE_RES_STORAGE };
+
+struct pve_resource {
+    enum pve_res_type type;
+    char id[96];   /* "qemu/100", "node/sv1", "storage/sv1/local-lvm" */
+    char node[64];
+    int vmid;      /* VMs */
+    char name[128];
+    char status[16]; /* VMs: running|stopped|unknown; nodes: online|offline */
+    bool tmpl;
+    int maxcpu;
+    int64_t maxmem, mem, maxdisk, disk, uptime;
+    char lock[32];
+    char tags[256];
+    char hastate[32];
+    char storage[64]; /* storages */
+    bool shared;
+};
+/* type: "vm", "node", "storage" or NULL for all. */
+int pve_cluster_resources(pve_client *c, const char *type, struct pve_resource **out, size_t *n,
+                          struct pve_error *err);
+
+#define PVE_MAX_MEMBERS 64
+struct pve_member {
+    char name[64];
+    int nodeid;
+    bool online, local;
+    char ip[64];
+};
+struct pve_cluster_status {
+    bool is_cluster; /* false: a standalone host */
+    char name[64];
+    bool quorate;
+    int nmembers;
+    struct pve_member members[PVE_MAX_MEMBERS];
+};
+int pve_cluster_status(pve_client *c, struct pve_cluster_status *out, struct pve_error *err);
+
+/* want == 0: the lowest free ID; else check `want` (PVE_E_EXISTS if used).
+ * PVE sends the ID as a string; both forms are accepted. */
+int pve_nextid(pve_client *c, int want, int *out, struct pve_error *err);
+
+/* ---- VMs -------------------------------------------------------------- */
+
+struct pve_vm {
+    int vmid;
+    char name[128];
+    char status[16];
+    bool tmpl;
+    int cpus;
+    int64_t maxmem, mem, maxdisk, uptime;
+    char lock[32];
+    char tags[256];
+};
+int pve_vm_list(pve_client *c, const char *node, struct pve_vm **out, size_t *n,
+                struct pve_error *err);
+
+struct pve_clone {
+    int newid;
+    const char *name; /* a DNS label */
+    const char *description;
+    const char *target;  /* node, NULL: same node */
+    const char *storage; /* full clones only */
+    const char *pool;
+    const char *format;
+    int full; /* -1: PVE's default (linked for templates), 0: linked, 1: full */
+};
+/* Start a clone; *upid receives the task. If the answer was lost after the
+ * request was sent, the clone task is looked for on the node (a qmclone of
+ * `vmid` whose log says "with ID <newid>") and adopted, so a retry never
+ * makes a second VM; an "already exists" for newid that turns out to be this
+ * very clone is recognised the same way. */
+int pve_vm_clone(pve_client *c, const char *node, int vmid, const struct pve_clone *opts,
+                 char upid[PVE_UPID_MAX], struct pve_error *err);
+
+/* Create a VM from options (borrowed JSON object of config options). */
+int pve_vm_create(pve_client *c, const char *node, int vmid, json_t *options,
+                  char upid[PVE_UPID_MAX], struct pve_error *err);
+
+struct pve_vm_config {
+    int cores, sockets;
+    int64_t memory_mb;
+    char name[128];
+    char lock[32];
+    char tags[256];
+    char description[512];
+    char digest[48];
+    char ciuser[64];
+    char ipconfig0[256];
+    bool tmpl;
+    char bootdisk[16];         /* "scsi0" unless boot order says otherwise */
+    char bootdisk_volume[256]; /* "local-lvm:vm-100-disk-0" */
+    char bootdisk_storage[64]; /* "local-lvm" */
+    int64_t bootdisk_size;     /* bytes */
+    json_t *raw;               /* the whole config; owned, release with
+                                  pve_vm_config_release */
+};
+/* current: without pending values. */
+int pve_vm_config_get(pve_client *c, const char *node, int vmid, bool current,
+                      struct pve_vm_config *out, struct pve_error *err);
+void pve_vm_config_release(struct pve_vm_config *cfg);
+
+/* A config change; zero/NULL fields are not sent. */
+struct pve_config_set {
+    int cores, sockets;
+    int64_t memory_mb;
+    const char *name;
+    const char *sshkeys; /* raw OpenSSH public keys, one per line; encoded here */
+    const char *ciuser;
+    const char *ipconfig0;
+    const char *net0;
+    const char *tags;
+    const char *description;
+    const char *delete_keys; /* "a,b" */
+    const char *digest;
+    bool skiplock;
+};
+/* Synchronous (PUT). */
+int pve_vm_config_set(pve_client *c, const char *node, int vmid, const struct pve_config_set *s,
+                      struct pve_error *err);
+/* Asynchronous (POST): a qmconfig task. */
+int pve_vm_config_set_async(pve_client *c, const char *node, int vmid,
+                            const struct pve_config_set *s, char upid[PVE_UPID_MAX],
+                            struct pve_error *err);
+
+struct pve_pending {
+    char key[64];
+    char value[256];   /* current value, "" if none */
+    char pending[256]; /* pending value, "" if none */
+    bool has_pending;
+    bool del; /* pending deletion */
+};
+/* Options with pending changes only (has_pending or del). */
+int pve_vm_pending(pve_client *c, const char *node, int vmid, struct pve_pending **out, size_t *n,
+                   struct pve_error *err);
+
+/* Grow a disk: size "50G" (absolute) or "+10G" (relative), units K M G T,
+ * none = bytes. On PVE >= 8 *upid receives the resize task; on PVE 7 the
+ * resize is done when this returns and *upid is "". */
+int pve_vm_resize(pve_client *c, const char *node, int vmid, const char *disk, const char *size,
+                  char upid[PVE_UPID_MAX], struct pve_error *err);
+
+struct pve_vm_status {
+    int vmid;
+    char status[16];    /* running|stopped */
+    char qmpstatus[16]; /* running|paused|stopped|... */
+    char name[128];
+    char lock[32];
+    bool ha_managed;
+    char ha_state[32];
+    int cpus;
+    int64_t maxmem, mem, maxdisk, uptime;
+    bool tmpl;
+    bool agent;
+};
+int pve_vm_status(pve_client *c, const char *node, int vmid, struct pve_vm_status *out,
+                  struct pve_error *err);
+
+enum pve_power {
+    PVE_POWER_START = 0,
+    PVE_POWER_STOP,
+    PVE_POWER_SHUTDOWN,
+    PVE_POWER_SUSPEND,
+    PVE_POWER_RESUME,
+    PVE_POWER_REBOOT,
+    PVE_POWER_RESET,
+};
+const char *pve_power_name(enum pve_power p); /* "start", ... */
+
+struct pve_power_opts {
+    int timeout; /* seconds; 0: PVE's default */
+    bool force_stop; /* shutdown: stop hard when the timeout passes */
+    bool skiplock;
+};
+int pve_vm_power(pve_client *c, const char *node, int vmid, enum pve_power action,
+                 const struct pve_power_opts *opts, char upid[PVE_UPID_MAX],
+                 struct pve_error *err);
+
+struct pve_delete_opts {
+    bool purge;                /* also from HA, replication, backup jobs */
+    bool destroy_unreferenced; /* destroy-unreferenced-disks */
+    bool skiplock;
+};
+int pve_vm_delete(pve_client *c, const char *node, int vmid, const struct pve_delete_opts *opts,
+                  char upid[PVE_UPID_MAX], struct pve_error *err);
+
+/* ---- HA ----------------------------------------------------------------- */
+
+struct pve_ha_resource {
+    char sid[32]; /* "vm:100" */
+    int vmid;
+    char state[32];
+};
+int pve_ha_list(pve_client *c, struct pve_ha_resource **out, size_t *n, struct pve_error *err);
+int pve_ha_remove(pve_client *c, const char *sid, struct pve_error *err);
+
+#endif
