@@ -1,0 +1,110 @@
+/* config: proxd's configuration, one INI file (docs/proxd.conf.example is
+ * the fully commented reference). Parsing is table-driven: every key has a
+ * type, a default, bounds and a validator in one table (config.c), which
+ * also drives `proxd --check-config FILE` and the example.
+ *
+ * Errors name the file, line, section and key: "proxd.conf:12: [node sv1]
+ * storage: must not be empty". Unknown sections and keys are errors, so
+ * typos do not pass silently.
+ *
+ * Ownership: config_load returns a struct the caller frees with
+ * config_free. Read-only after loading; safe to share between threads. */
+#ifndef CORE_CONFIG_H
+#define CORE_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define CFG_MAX_NODES 64
+#define CFG_MAX_OS 32
+#define CFG_MAX_HOSTS 8
+#define CFG_MAX_OWNERS 64
+
+enum placement { PLACE_ORDERED = 0, PLACE_SPREAD = 1 };
+
+struct cfg_os {
+    char name[32];   /* section "[os ubuntu]" */
+    int range_lo, range_hi; /* vmid_range = 1000-1999 */
+};
+
+struct cfg_template {
+    char os[32];
+    int vmid;
+};
+
+struct cfg_node {
+    char name[64];                 /* section "[node sv1]": the PVE node name */
+    char hosts[CFG_MAX_HOSTS][128]; /* host = 127.0.0.1:8006[, 10.0.0.2:8006] */
+    int nhosts;
+    char cluster[64]; /* cluster = name: nodes with the same cluster share one
+                         API endpoint set and one VMID space; "" = standalone */
+    char storage[64]; /* storage = local-lvm: where VM disks land */
+    struct cfg_template templates[CFG_MAX_OS]; /* template.ubuntu = 9000 */
+    int ntemplates;
+    int max_clones; /* concurrent clones on this node (default: [limits] clones_per_node) */
+};
+
+struct cfg_quota {
+    char owner[64]; /* section "[quota alice]" or "[quota default]" */
+    int vms, cores;
+    int64_t memory_mb, disk_gb; /* 0: unlimited */
+};
+
+struct proxd_config {
+    char path[512];
+    /* [proxd] */
+    char listen[128];     /* 127.0.0.1:8080 */
+    char database[512];   /* sqlite:/var/lib/proxd/proxd.db | postgresql://... */
+    enum placement placement;
+    char log_format[8];   /* text | json */
+    char log_level[8];
+    int workers;          /* job worker threads, default 8 */
+    int reconcile_interval_s; /* default 60 */
+    bool delete_orphans;  /* reconciler deletes tagged VMs without a record */
+    char tag[32];         /* the tag that marks proxd's VMs, default "proxd" */
+    int64_t quarantine_s; /* released VMIDs rest this long, default 300 */
+    int fallback_lo, fallback_hi; /* fallback_range = 9000-9999 */
+    /* [proxmox] */
+    char token[256];
+    char user[128];
+    char password[256];
+    char password_file[512];
+    bool verify_tls;
+    char ca_file[512];
+    char fingerprint[128];
+    int connect_timeout_s; /* default 3 */
+    int timeout_s;         /* default 30 */
+    bool json_bodies;
+    /* [limits] */
+    int cores_min, cores_max;
+    int64_t memory_min_mb, memory_max_mb;
+    int64_t disk_min_gb, disk_max_gb;
+    int64_t memory_margin_mb; /* safety margins kept free on every node */
+    int64_t disk_margin_gb;
+    int clones_per_node;   /* default 2 */
+    int jobs_max;          /* global concurrent jobs, default 32 */
+    int name_max;          /* longest VM name, default 63 */
+    /* [os NAME], [node NAME], [quota OWNER] */
+    struct cfg_os os[CFG_MAX_OS];
+    int nos;
+    struct cfg_node nodes[CFG_MAX_NODES];
+    int nnodes;
+    struct cfg_quota quotas[CFG_MAX_OWNERS];
+    int nquotas;
+};
+
+/* Load and validate. On failure returns NULL and writes one message per
+ * problem (each "file:line: [section] key: what is wrong") into err, which is
+ * NUL-terminated and truncated to errlen. */
+struct proxd_config *config_load(const char *path, char *err, size_t errlen);
+void config_free(struct proxd_config *c);
+
+const struct cfg_os *config_os(const struct proxd_config *c, const char *name);
+const struct cfg_node *config_node(const struct proxd_config *c, const char *name);
+/* The template VMID of `os` on `node`, or 0 when the node has none. */
+int config_template(const struct cfg_node *n, const char *os);
+/* The quota of `owner` (its own section, else [quota default], else NULL). */
+const struct cfg_quota *config_quota(const struct proxd_config *c, const char *owner);
+
+#endif

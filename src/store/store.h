@@ -1,0 +1,198 @@
+/* store: proxd's persistence, behind one interface with two backends
+ * (SQLite by default, PostgreSQL when several proxd instances share the
+ * work). Nothing outside src/store/ includes sqlite3.h or libpq-fe.h.
+ *
+ * What is stored:
+ *  - VM records (one per request; kept after deletion for audit),
+ *  - jobs (durable state machines: kind, step, node, UPID, attempts), with a
+ *    lease so that exactly one proxd instance runs a job at a time,
+ *  - job events (the steps a job went through, for progress streams),
+ *  - VMID allocations (reserved / used / foreign / quarantined), the single
+ *    source of truth that keeps two creations from ever sharing an ID,
+ *  - capacity reservations of in-flight creations per node,
+ *  - API tokens (hashes only) and idempotency keys.
+ *
+ * Threads: a `store` handle is shared by all threads; each thread gets its
+ * own database connection internally (SQLite: a connection per thread, WAL,
+ * BEGIN IMMEDIATE for every writing transaction, busy retries; PostgreSQL: a
+ * connection per thread). Every function is one transaction.
+ *
+ * Errors: 0 (STORE_OK) or an enum store_err; details in the optional
+ * struct store_error. Strings in records are bounded copies. */
+#ifndef STORE_STORE_H
+#define STORE_STORE_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct store store;
+
+enum store_err {
+    STORE_OK = 0,
+    STORE_E_NOTFOUND = 1,
+    STORE_E_CONFLICT = 2, /* unique key taken, lease held by another, state changed */
+    STORE_E_FULL = 3,     /* no free VMID in the ranges given */
+    STORE_E_DB = 4,       /* the database failed (I/O, corruption, connection) */
+    STORE_E_INVALID = 5,  /* bad arguments or URL */
+};
+
+struct store_error {
+    enum store_err code;
+    char message[512];
+};
+
+const char *store_strerror(enum store_err e);
+
+/* url: "sqlite:/path/to/proxd.db" or "postgresql://user@host/db" (also
+ * "postgres://"). Creates the schema or migrates it (versioned migrations). */
+store *store_open(const char *url, struct store_error *err);
+void store_close(store *s);
+
+/* ---- VM records -------------------------------------------------------- */
+
+enum vm_state {
+    VMS_CREATING = 0,
+    VMS_ENABLED,
+    VMS_FAILED,
+    VMS_DELETING,
+    VMS_DELETED,
+    VMS_LOST, /* deleted outside proxd */
+};
+const char *vm_state_name(enum vm_state s);
+int vm_state_parse(const char *s); /* -1 when unknown */
+
+struct vm_rec {
+    int64_t id; /* record id */
+    int vmid;
+    char os[32];
+    char name[64];
+    char owner[64];
+    char node[64];     /* "" until placed */
+    enum vm_state state;
+    char power[16];    /* running, stopped, paused, unknown */
+    int cores;
+    int64_t memory_mb;
+    int64_t disk_gb;
+    char job[40];      /* the job that last acted on it */
+    char error[1024];  /* why it failed */
+    json_t *pending;   /* pending changes (object) or NULL; owned by the record */
+    int64_t created_at, updated_at; /* unix ms */
+};
+void vm_rec_release(struct vm_rec *r);
+
+/* Insert a record; r->id is set. */
+int store_vm_insert(store *s, struct vm_rec *r, struct store_error *err);
+/* Update every mutable field of the record with r->id. */
+int store_vm_update(store *s, const struct vm_rec *r, struct store_error *err);
+/* The live record of a VMID (not deleted/failed), or STORE_E_NOTFOUND. */
+int store_vm_get(store *s, int vmid, struct vm_rec *out, struct store_error *err);
+int store_vm_get_id(store *s, int64_t id, struct vm_rec *out, struct store_error *err);
+
+struct vm_filter {
+    const char *owner, *node, *os; /* NULL: any */
+    int state;                      /* -1: any */
+    bool include_gone;              /* deleted and failed records too */
+    int64_t after_id;               /* pagination: records with id > after_id */
+    int limit;                      /* 0: 100 */
+};
+/* Records ordered by id. *out is an array of *n records; free each with
+ * vm_rec_release, then free(*out). */
+int store_vm_list(store *s, const struct vm_filter *f, struct vm_rec **out, size_t *n,
+                  struct store_error *err);
+
+/* ---- jobs --------------------------------------------------------------- */
+
+enum job_state { JOB_QUEUED = 0, JOB_RUNNING, JOB_DONE, JOB_FAILED };
+const char *job_state_name(enum job_state s);
+
+struct job_rec {
+    char id[40];     /* UUID */
+    char kind[16];   /* create, start, stop, shutdown, pause, resume, reboot, update, resize, delete */
+    enum job_state state;
+    int vmid;
+    char owner[64];
+    char step[32];   /* the step reached (written before each Proxmox call) */
+    char node[64];   /* the node the job is working on */
+    char upid[256];  /* the task it started, if any */
+    int progress;    /* percent */
+    json_t *request; /* the request (owned) */
+    json_t *attempts; /* [{"node":..,"error":..}] (owned) */
+    char error[1024];
+    char lease_owner[64];
+    int64_t lease_until; /* unix ms */
+    int64_t created_at, updated_at, finished_at;
+};
+void job_rec_release(struct job_rec *j);
+
+int store_job_insert(store *s, struct job_rec *j, struct store_error *err);
+/* Write step, node, upid, progress, attempts, state, error (all fields). */
+int store_job_update(store *s, const struct job_rec *j, struct store_error *err);
+int store_job_get(store *s, const char *id, struct job_rec *out, struct store_error *err);
+
+/* Claim one job that is queued, or running with an expired lease (its runner
+ * died), for `owner` until now+lease_ms; oldest first. Jobs for a VMID that
+ * another unfinished job holds (with a live lease) are skipped, so operations
+ * on one VM are serialised. STORE_E_NOTFOUND when there is none. */
+int store_job_claim(store *s, const char *owner, int64_t lease_ms, struct job_rec *out,
+                    struct store_error *err);
+/* Extend the lease; STORE_E_CONFLICT if another owner took the job. */
+int store_job_renew(store *s, const char *id, const char *owner, int64_t lease_ms,
+                    struct store_error *err);
+/* Unfinished jobs (queued or running) count, per kind if kind != NULL. */
+int store_job_count_active(store *s, const char *kind, int *n, struct store_error *err);
+
+struct job_event {
+    int64_t seq;
+    int64_t ts; /* unix ms */
+    char step[32];
+    int progress;
+    char message[512];
+};
+int store_job_event_add(store *s, const char *job, const char *step, int progress,
+                        const char *message, struct store_error *err);
+/* Events with seq > after, oldest first; free(*out). */
+int store_job_events(store *s, const char *job, int64_t after, struct job_event **out, size_t *n,
+                     struct store_error *err);
+
+/* ---- VMID allocation ------------------------------------------------------ */
+
+struct vmid_range {
+    int lo, hi; /* inclusive */
+};
+
+/* Atomically reserve the first VMID in the ranges (tried in order) that is
+ * not allocated (reserved, used, foreign, or quarantined until after now)
+ * and not in `taken` (IDs Proxmox reports; sorted ascending, may be NULL),
+ * for `job`. STORE_E_FULL when none is free. */
+int store_vmid_reserve(store *s, const struct vmid_range *ranges, size_t nranges, const int *taken,
+                       size_t ntaken, const char *job, int *vmid, struct store_error *err);
+/* The reserved ID now has a VM. */
+int store_vmid_mark_used(store *s, int vmid, struct store_error *err);
+/* Proxmox says the ID exists but not because of us: never hand it out
+ * while it does. */
+int store_vmid_mark_foreign(store *s, int vmid, struct store_error *err);
+/* Give the ID back, quarantined for quarantine_ms (0: free at once). */
+int store_vmid_release(store *s, int vmid, int64_t quarantine_ms, struct store_error *err);
+/* How many IDs of [lo, hi] are allocated (for range fill metrics). */
+int store_vmid_count(store *s, int lo, int hi, int *n, struct store_error *err);
+
+/* ---- capacity reservations --------------------------------------------- */
+
+int store_reserve_capacity(store *s, const char *job, const char *node, int64_t mem_bytes,
+                           int64_t disk_bytes, struct store_error *err);
+int store_release_capacity(store *s, const char *job, struct store_error *err);
+/* Sum of reservations on a node, excluding `except_job` (may be NULL). */
+int store_reserved_on(store *s, const char *node, const char *except_job, int64_t *mem,
+                      int64_t *disk, struct store_error *err);
+
+/* ---- small key-value and idempotency ---------------------------------------- */
+
+/* Remember the answer to an idempotent request under key (per owner). When
+ * the key exists already, STORE_E_CONFLICT and *existing gets the stored
+ * answer (new reference). */
+int store_idem_put(store *s, const char *owner, const char *key, json_t *answer,
+                   json_t **existing, struct store_error *err);
+
+#endif
