@@ -82,8 +82,8 @@ int pve_vm_list(pve_client *c, const char *node, struct pve_vm **out, size_t *n,
 
 /* Look on `node` for a qmclone task of `vmid` started at or after `since`
  * whose log names `newid`: the clone we asked for when its answer was lost. */
-static bool find_clone_task(pve_client *c, const char *node, int vmid, int newid, int64_t since,
-                            char upid[PVE_UPID_MAX])
+bool pve_find_clone_task(pve_client *c, const char *node, int vmid, int newid, int64_t since,
+                         char upid[PVE_UPID_MAX])
 {
     struct pve_task *tasks = NULL;
     size_t n = 0;
@@ -156,12 +156,12 @@ int pve_vm_clone(pve_client *c, const char *node, int vmid, const struct pve_clo
     int rc = upid_call(c, "POST", path, params, PVE_CALL_ONCE, upid, err);
     if (rc == PVE_E_NETWORK && err->maybe_sent) {
         /* the request may have started a clone: adopt it rather than clone twice */
-        if (find_clone_task(c, node, vmid, opts->newid, t0, upid)) {
+        if (pve_find_clone_task(c, node, vmid, opts->newid, t0, upid)) {
             rc = 0;
             goto out;
         }
         rc = upid_call(c, "POST", path, params, PVE_CALL_ONCE, upid, err);
-        if (rc == PVE_E_EXISTS && find_clone_task(c, node, vmid, opts->newid, t0, upid))
+        if (rc == PVE_E_EXISTS && pve_find_clone_task(c, node, vmid, opts->newid, t0, upid))
             rc = 0;
     }
 out:

@@ -130,6 +130,11 @@ struct pve_clone {
 int pve_vm_clone(pve_client *c, const char *node, int vmid, const struct pve_clone *opts,
                  char upid[PVE_UPID_MAX], struct pve_error *err);
 
+/* Find the qmclone task of `vmid` on `node`, started at or after `since`
+ * (unix seconds), whose log says it clones to `newid`; copy its UPID. */
+bool pve_find_clone_task(pve_client *c, const char *node, int vmid, int newid, int64_t since,
+                         char upid[PVE_UPID_MAX]);
+
 /* Create a VM from options (borrowed JSON object of config options). */
 int pve_vm_create(pve_client *c, const char *node, int vmid, json_t *options,
                   char upid[PVE_UPID_MAX], struct pve_error *err);

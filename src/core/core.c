@@ -1,0 +1,348 @@
+/* core: requests into jobs, and the workers that run them. */
+#include "common/log.h"
+#include "common/util.h"
+#include "common/xalloc.h"
+#include "core/core_int.h"
+
+#include <openssl/rand.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define IDLE_WAIT_MS 200
+#define REFRESH_MS 5000
+
+static void uuid4(char out[40])
+{
+    unsigned char b[16];
+    if (RAND_bytes(b, sizeof b) != 1)
+        abort();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    snprintf(out, 40, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+             b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12],
+             b[13], b[14], b[15]);
+}
+
+struct core *core_new(const struct proxd_config *cfg, store *st, struct fleet *fl,
+                      const char *instance)
+{
+    struct core *k = xcalloc(1, sizeof *k);
+    k->cfg = cfg;
+    k->st = st;
+    k->fl = fl;
+    snprintf(k->instance, sizeof k->instance, "%s", instance);
+    pthread_mutex_init(&k->mu, NULL);
+    pthread_cond_init(&k->cv, NULL);
+    return k;
+}
+
+void core_free(struct core *k)
+{
+    if (!k)
+        return;
+    if (k->started)
+        core_stop(k, 0);
+    pthread_mutex_destroy(&k->mu);
+    pthread_cond_destroy(&k->cv);
+    free(k);
+}
+
+/* ---- checkpoints ------------------------------------------------------- */
+
+void job_checkpoint(struct core *k, struct job_rec *j, const char *step, int progress,
+                    const char *fmt, ...)
+{
+    char msg[512] = "";
+    if (fmt) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof msg, fmt, ap);
+        va_end(ap);
+    }
+    if (step)
+        snprintf(j->step, sizeof j->step, "%s", step);
+    if (progress >= 0)
+        j->progress = progress;
+    j->lease_until = wall_ms() + LEASE_MS;
+    struct store_error se;
+    /* the job row first: it is what a restart resumes from */
+    for (int tries = 0; store_job_update(k->st, j, &se) != 0; tries++) {
+        log_error("job", "job=%s cannot write step %s: %s", j->id, j->step, se.message);
+        if (tries >= 20)
+            abort(); /* a job we cannot checkpoint must not go on calling Proxmox */
+        sleep_ms(100 * (tries + 1));
+    }
+    if (msg[0]) {
+        store_job_event_add(k->st, j->id, j->step, j->progress, msg, &se);
+        log_info("job", "job=%s kind=%s vmid=%d node=%s step=%s %s", j->id, j->kind, j->vmid,
+                 j->node[0] ? j->node : "-", j->step, msg);
+    }
+}
+
+/* ---- clone slots ---------------------------------------------------------- */
+
+static int node_index(struct core *k, const char *node)
+{
+    for (int i = 0; i < k->cfg->nnodes; i++)
+        if (strcmp(k->cfg->nodes[i].name, node) == 0)
+            return i;
+    return -1;
+}
+
+bool clone_slot_take(struct core *k, const char *node)
+{
+    int i = node_index(k, node);
+    if (i < 0)
+        return false;
+    int limit = k->cfg->nodes[i].max_clones > 0 ? k->cfg->nodes[i].max_clones
+                                                 : k->cfg->clones_per_node;
+    if (limit <= 0)
+        limit = 2;
+    pthread_mutex_lock(&k->mu);
+    while (k->clones[i] >= limit && !k->stopping)
+        pthread_cond_wait(&k->cv, &k->mu);
+    bool ok = !k->stopping;
+    if (ok)
+        k->clones[i]++;
+    pthread_mutex_unlock(&k->mu);
+    return ok;
+}
+
+void clone_slot_give(struct core *k, const char *node)
+{
+    int i = node_index(k, node);
+    if (i < 0)
+        return;
+    pthread_mutex_lock(&k->mu);
+    if (k->clones[i] > 0)
+        k->clones[i]--;
+    pthread_cond_broadcast(&k->cv);
+    pthread_mutex_unlock(&k->mu);
+}
+
+/* ---- requests ------------------------------------------------------------ */
+
+static int fail(struct core_error *err, enum core_err code, const char *field, const char *msg)
+{
+    if (err) {
+        err->code = code;
+        snprintf(err->field, sizeof err->field, "%s", field ? field : "");
+        snprintf(err->message, sizeof err->message, "%s", msg);
+    }
+    return code;
+}
+
+static json_t *request_json(const struct vm_request *r)
+{
+    json_t *o = json_pack("{s:s,s:s,s:i,s:I,s:I,s:s}", "os", r->os, "name", r->name, "cores",
+                          r->cores, "memory_mb", (json_int_t)r->memory_mb, "disk_gb",
+                          (json_int_t)r->disk_gb, "owner", r->owner);
+    if (r->ssh_keys)
+        json_object_set_new(o, "ssh_keys", json_string(r->ssh_keys));
+    return o;
+}
+
+int core_create(struct core *k, const struct vm_request *r, char job_id[40], int *vmid,
+                struct core_error *err)
+{
+    char field[32], msg[512];
+    if (!validate_request(k->cfg, r, field, sizeof field, msg, sizeof msg))
+        return fail(err, CORE_E_INVALID, field, msg);
+    const struct cfg_os *os = config_os(k->cfg, r->os);
+    struct vmid_range ranges[2] = {{os->range_lo, os->range_hi},
+                                   {k->cfg->fallback_lo, k->cfg->fallback_hi}};
+    size_t ntaken;
+    int *taken = fleet_taken_vmids(k->fl, &ntaken);
+    struct store_error se;
+    uuid4(job_id);
+    int rc = store_vmid_reserve(k->st, ranges, k->cfg->fallback_lo ? 2 : 1, taken, ntaken,
+                                job_id, vmid, &se);
+    free(taken);
+    if (rc == STORE_E_FULL)
+        return fail(err, CORE_E_FULL, "os", se.message);
+    if (rc)
+        return fail(err, CORE_E_INTERNAL, NULL, se.message);
+    struct vm_rec v = {.vmid = *vmid, .state = VMS_CREATING, .cores = r->cores,
+                       .memory_mb = r->memory_mb, .disk_gb = r->disk_gb};
+    snprintf(v.os, sizeof v.os, "%s", r->os);
+    snprintf(v.name, sizeof v.name, "%s", r->name);
+    snprintf(v.owner, sizeof v.owner, "%s", r->owner);
+    snprintf(v.power, sizeof v.power, "unknown");
+    snprintf(v.job, sizeof v.job, "%s", job_id);
+    struct job_rec j = {.state = JOB_QUEUED, .vmid = *vmid};
+    snprintf(j.id, sizeof j.id, "%s", job_id);
+    snprintf(j.kind, sizeof j.kind, "create");
+    snprintf(j.owner, sizeof j.owner, "%s", r->owner);
+    snprintf(j.step, sizeof j.step, "queued");
+    j.request = request_json(r);
+    j.attempts = json_array();
+    if ((rc = store_vm_insert(k->st, &v, &se)) || (rc = store_job_insert(k->st, &j, &se))) {
+        store_vmid_release(k->st, *vmid, 0, NULL);
+        job_rec_release(&j);
+        return fail(err, CORE_E_INTERNAL, NULL, se.message);
+    }
+    store_job_event_add(k->st, job_id, "queued", 0, "creation queued", &se);
+    log_info("job", "job=%s kind=create vmid=%d os=%s name=%s owner=%s queued", job_id, *vmid,
+             r->os, r->name, r->owner);
+    job_rec_release(&j);
+    pthread_mutex_lock(&k->mu);
+    pthread_cond_broadcast(&k->cv);
+    pthread_mutex_unlock(&k->mu);
+    return CORE_OK;
+}
+
+int core_wait_job(struct core *k, const char *job_id, long timeout_ms, enum job_state *state)
+{
+    int64_t end = mono_ms() + timeout_ms;
+    for (;;) {
+        struct job_rec j;
+        struct store_error se;
+        if (store_job_get(k->st, job_id, &j, &se) == 0) {
+            enum job_state s = j.state;
+            job_rec_release(&j);
+            if (s == JOB_DONE || s == JOB_FAILED) {
+                if (state)
+                    *state = s;
+                return 0;
+            }
+        }
+        if (mono_ms() > end)
+            return -1;
+        sleep_ms(20);
+    }
+}
+
+/* ---- workers --------------------------------------------------------------- */
+
+static void hold(struct core *k, int slot, const char *id)
+{
+    pthread_mutex_lock(&k->mu);
+    snprintf(k->held[slot], sizeof k->held[slot], "%s", id ? id : "");
+    pthread_mutex_unlock(&k->mu);
+}
+
+static void run_job(struct core *k, struct job_rec *j)
+{
+    if (strcmp(j->kind, "create") == 0) {
+        create_run(k, j);
+        return;
+    }
+    j->state = JOB_FAILED;
+    snprintf(j->error, sizeof j->error, "unknown job kind '%s'", j->kind);
+    j->finished_at = wall_ms();
+    job_checkpoint(k, j, "failed", 100, "%s", j->error);
+}
+
+struct worker_arg {
+    struct core *k;
+    int slot;
+};
+
+static void *worker_main(void *arg)
+{
+    struct worker_arg *wa = arg;
+    struct core *k = wa->k;
+    int slot = wa->slot;
+    free(wa);
+    for (;;) {
+        pthread_mutex_lock(&k->mu);
+        bool stop = k->stopping;
+        pthread_mutex_unlock(&k->mu);
+        if (stop)
+            break;
+        struct job_rec j;
+        struct store_error se;
+        int rc = store_job_claim(k->st, k->instance, LEASE_MS, &j, &se);
+        if (rc == STORE_E_NOTFOUND || rc) {
+            if (rc && rc != STORE_E_NOTFOUND)
+                log_error("job", "claiming a job failed: %s", se.message);
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += IDLE_WAIT_MS * 1000000L;
+            ts.tv_sec += ts.tv_nsec / 1000000000L;
+            ts.tv_nsec %= 1000000000L;
+            pthread_mutex_lock(&k->mu);
+            if (!k->stopping)
+                pthread_cond_timedwait(&k->cv, &k->mu, &ts);
+            pthread_mutex_unlock(&k->mu);
+            continue;
+        }
+        hold(k, slot, j.id);
+        log_info("job", "job=%s kind=%s vmid=%d claimed at step %s by %s", j.id, j.kind, j.vmid,
+                 j.step, k->instance);
+        run_job(k, &j);
+        hold(k, slot, NULL);
+        job_rec_release(&j);
+    }
+    return NULL;
+}
+
+/* Renew the leases of the jobs we run and refresh the inventory. */
+static void *keeper_main(void *arg)
+{
+    struct core *k = arg;
+    int64_t last_refresh = 0;
+    for (;;) {
+        pthread_mutex_lock(&k->mu);
+        bool stop = k->stopping;
+        char held[CORE_MAX_WORKERS][40];
+        memcpy(held, k->held, sizeof held);
+        int n = k->nworkers;
+        pthread_mutex_unlock(&k->mu);
+        if (stop)
+            break;
+        for (int i = 0; i < n; i++) {
+            struct store_error se;
+            if (held[i][0] && store_job_renew(k->st, held[i], k->instance, LEASE_MS, &se))
+                log_warn("job", "job=%s lease renewal failed: %s", held[i], se.message);
+        }
+        if (mono_ms() - last_refresh >= REFRESH_MS) {
+            fleet_refresh(k->fl, false);
+            last_refresh = mono_ms();
+        }
+        for (int t = 0; t < 10; t++) {
+            pthread_mutex_lock(&k->mu);
+            stop = k->stopping;
+            pthread_mutex_unlock(&k->mu);
+            if (stop)
+                break;
+            sleep_ms(LEASE_MS / 60);
+        }
+    }
+    return NULL;
+}
+
+int core_start(struct core *k)
+{
+    fleet_refresh(k->fl, true);
+    int n = k->cfg->workers > 0 ? k->cfg->workers : 8;
+    if (n > CORE_MAX_WORKERS)
+        n = CORE_MAX_WORKERS;
+    k->nworkers = n;
+    for (int i = 0; i < n; i++) {
+        struct worker_arg *wa = xmalloc(sizeof *wa);
+        wa->k = k;
+        wa->slot = i;
+        if (pthread_create(&k->workers[i], NULL, worker_main, wa) != 0)
+            return -1;
+    }
+    if (pthread_create(&k->keeper, NULL, keeper_main, k) != 0)
+        return -1;
+    k->started = true;
+    return 0;
+}
+
+void core_stop(struct core *k, long grace_ms)
+{
+    (void)grace_ms;
+    pthread_mutex_lock(&k->mu);
+    k->stopping = true;
+    pthread_cond_broadcast(&k->cv);
+    pthread_mutex_unlock(&k->mu);
+    for (int i = 0; i < k->nworkers; i++)
+        pthread_join(k->workers[i], NULL);
+    pthread_join(k->keeper, NULL);
+    k->started = false;
+}

@@ -1,0 +1,42 @@
+/* core_int: what the core's files share (core.c runs jobs, create.c is the
+ * creation state machine). Internal to src/core/. */
+#ifndef CORE_CORE_INT_H
+#define CORE_CORE_INT_H
+
+#include <pthread.h>
+#include <stdbool.h>
+
+#include "core/core.h"
+
+#define CORE_MAX_WORKERS 64
+#define LEASE_MS 30000
+
+struct core {
+    const struct proxd_config *cfg;
+    store *st;
+    struct fleet *fl;
+    char instance[64];
+    pthread_mutex_t mu;
+    pthread_cond_t cv; /* new work, a clone slot freed, or stop */
+    bool stopping;
+    pthread_t workers[CORE_MAX_WORKERS];
+    int nworkers;
+    pthread_t keeper; /* renews leases, refreshes the inventory */
+    bool started;
+    char held[CORE_MAX_WORKERS][40]; /* jobs this instance runs, for lease renewal */
+    int clones[CFG_MAX_NODES];       /* clones running per node (index in cfg->nodes) */
+};
+
+/* Write the job (step, node, upid, progress...) and an event line. */
+void job_checkpoint(struct core *k, struct job_rec *j, const char *step, int progress,
+                    const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+/* Run one claimed create job until it is done, failed, or the core stops
+ * (then it returns with the job still running, to be resumed). */
+void create_run(struct core *k, struct job_rec *j);
+
+/* Per-node clone slots (limit: the node's max_clones or clones_per_node). */
+bool clone_slot_take(struct core *k, const char *node);
+void clone_slot_give(struct core *k, const char *node);
+
+#endif

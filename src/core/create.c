@@ -1,0 +1,669 @@
+/* create: the all-or-nothing creation of one VM, as a durable state machine.
+ *
+ *   queued/place -> clone -> wait_clone -> configure -> resize -> start
+ *     -> verify -> done
+ *   any failure after the clone request -> cleanup -> place (next node)
+ *   no node left -> failed (reasons per node, nothing left, VMID released)
+ *
+ * The step (and the node) is written before the Proxmox call it leads to,
+ * the UPID right after it comes back. A job resumed after a crash looks at
+ * Proxmox before acting: a clone that may have been requested is found by
+ * its marker (the description "proxd job <id>") or by its task, so one
+ * request never makes two VMs. */
+#include "common/log.h"
+#include "common/util.h"
+#include "common/xalloc.h"
+#include "core/core_int.h"
+#include "pve/pve_api.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define GiB (1024LL * 1024 * 1024)
+#define MiB (1024LL * 1024)
+#define WAIT_SLICE_MS 2000
+#define CLONE_DEADLINE_MS (3600 * 1000L)
+#define STEP_DEADLINE_MS (600 * 1000L)
+
+struct ctx {
+    struct core *k;
+    struct job_rec *j;
+    pve_client *pc;
+    const struct cfg_node *cn;
+    char os[32], name[64], owner[64];
+    int cores;
+    int64_t memory_mb, disk_gb;
+    const char *ssh_keys; /* borrowed from j->request */
+    bool resumed;         /* the job was claimed mid-way: look before acting */
+};
+
+static bool stopping(struct core *k)
+{
+    pthread_mutex_lock(&k->mu);
+    bool s = k->stopping;
+    pthread_mutex_unlock(&k->mu);
+    return s;
+}
+
+static void marker(const struct ctx *c, char *out, size_t len)
+{
+    snprintf(out, len, "proxd job %s", c->j->id);
+}
+
+/* Add {"node", "error"} to the job's attempts. */
+static void attempt(struct ctx *c, const char *node, const char *error)
+{
+    json_array_append_new(c->j->attempts,
+                          json_pack("{s:s,s:s,s:I}", "node", node, "error", error, "at",
+                                    (json_int_t)wall_ms()));
+}
+
+static bool tried(struct ctx *c, const char *node)
+{
+    size_t i;
+    json_t *a;
+    json_array_foreach(c->j->attempts, i, a)
+    {
+        const char *n = json_string_value(json_object_get(a, "node"));
+        if (n && strcmp(n, node) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Wait for a task in slices so that a stopping core is not held up; -1
+ * means "stopping, resume later". */
+static int wait_task(struct ctx *c, const char *upid, long deadline_ms, struct pve_error *err)
+{
+    int64_t end = mono_ms() + deadline_ms;
+    for (;;) {
+        struct pve_task t;
+        long slice = end - mono_ms();
+        if (slice > WAIT_SLICE_MS)
+            slice = WAIT_SLICE_MS;
+        if (slice <= 0)
+            slice = 1;
+        int rc = pve_task_wait(c->pc, upid, slice, NULL, NULL, &t, err);
+        if (rc != PVE_E_TIMEOUT)
+            return rc;
+        if (mono_ms() >= end)
+            return rc;
+        if (stopping(c->k))
+            return -1;
+        store_job_renew(c->k->st, c->j->id, c->k->instance, LEASE_MS, NULL);
+    }
+}
+
+/* ---- placement ------------------------------------------------------------ */
+
+static int64_t template_disk(const struct ctx *c)
+{
+    (void)c;
+    return 0; /* unknown until cloned; the request's size is what we reserve */
+}
+
+/* Can `node` take this VM now? Fills why when not. */
+static bool fits(struct ctx *c, const struct cfg_node *cn, char *why, size_t len)
+{
+    struct node_view v;
+    struct core *k = c->k;
+    if (!config_template(cn, c->os)) {
+        snprintf(why, len, "no %s template", c->os);
+        return false;
+    }
+    if (fleet_node_view(k->fl, cn->name, &v) || !v.up) {
+        snprintf(why, len, "down: %.200s", v.last_error[0] ? v.last_error : "not reachable");
+        return false;
+    }
+    int64_t rmem = 0, rdisk = 0;
+    store_reserved_on(k->st, cn->name, c->j->id, &rmem, &rdisk, NULL);
+    int64_t need_mem = c->memory_mb * MiB, need_disk = c->disk_gb * GiB;
+    int64_t free_mem = v.mem_total - v.mem_used - rmem - k->cfg->memory_margin_mb * MiB;
+    int64_t free_disk = v.st_avail - rdisk - k->cfg->disk_margin_gb * GiB;
+    if (free_mem < need_mem) {
+        snprintf(why, len, "not enough memory: %lld MiB free, %lld MiB needed",
+                 (long long)(free_mem / MiB), (long long)c->memory_mb);
+        return false;
+    }
+    if (free_disk < need_disk) {
+        snprintf(why, len, "not enough space on %s: %lld GiB free, %lld GiB needed", cn->storage,
+                 (long long)(free_disk / GiB), (long long)c->disk_gb);
+        return false;
+    }
+    return true;
+}
+
+/* Candidate nodes in placement order. */
+static int order(struct ctx *c, int *idx)
+{
+    const struct proxd_config *cfg = c->k->cfg;
+    int n = 0;
+    for (int i = 0; i < cfg->nnodes; i++)
+        idx[n++] = i;
+    if (cfg->placement != PLACE_SPREAD)
+        return n;
+    int64_t freemem[CFG_MAX_NODES];
+    for (int i = 0; i < n; i++) {
+        struct node_view v;
+        int64_t rmem = 0, rdisk = 0;
+        fleet_node_view(c->k->fl, cfg->nodes[i].name, &v);
+        store_reserved_on(c->k->st, cfg->nodes[i].name, NULL, &rmem, &rdisk, NULL);
+        freemem[i] = v.mem_total - v.mem_used - rmem;
+    }
+    for (int a = 1; a < n; a++) /* insertion sort: at most 64 nodes */
+        for (int b = a; b > 0 && freemem[idx[b]] > freemem[idx[b - 1]]; b--) {
+            int t = idx[b];
+            idx[b] = idx[b - 1];
+            idx[b - 1] = t;
+        }
+    return n;
+}
+
+static const struct cfg_node *pick_node(struct ctx *c)
+{
+    int idx[CFG_MAX_NODES];
+    int n = order(c, idx);
+    char why[256];
+    for (int i = 0; i < n; i++) {
+        const struct cfg_node *cn = &c->k->cfg->nodes[idx[i]];
+        if (tried(c, cn->name))
+            continue;
+        if (!fits(c, cn, why, sizeof why)) {
+            attempt(c, cn->name, why);
+            continue;
+        }
+        return cn;
+    }
+    return NULL;
+}
+
+/* ---- outcomes ----------------------------------------------------------------- */
+
+static void finish_failed(struct ctx *c)
+{
+    struct core *k = c->k;
+    struct buf b = BUF_INIT(1000);
+    size_t i;
+    json_t *a;
+    json_array_foreach(c->j->attempts, i, a)
+    {
+        buf_printf(&b, "%s%s: %s", i ? "; " : "", json_string_value(json_object_get(a, "node")),
+                   json_string_value(json_object_get(a, "error")));
+    }
+    if (b.len == 0)
+        buf_adds(&b, "no node is configured for this OS");
+    snprintf(c->j->error, sizeof c->j->error, "no node could create the VM: %s", buf_str(&b));
+    buf_release(&b);
+    store_release_capacity(k->st, c->j->id, NULL);
+    store_vmid_release(k->st, c->j->vmid, k->cfg->quarantine_s * 1000, NULL);
+    struct vm_rec v;
+    if (store_vm_get(k->st, c->j->vmid, &v, NULL) == 0) {
+        v.state = VMS_FAILED;
+        snprintf(v.error, sizeof v.error, "%s", c->j->error);
+        snprintf(v.node, sizeof v.node, "%s", "");
+        store_vm_update(k->st, &v, NULL);
+        vm_rec_release(&v);
+    }
+    c->j->state = JOB_FAILED;
+    c->j->finished_at = wall_ms();
+    c->j->node[0] = '\0';
+    job_checkpoint(k, c->j, "failed", 100, "%s", c->j->error);
+}
+
+static void finish_done(struct ctx *c)
+{
+    struct core *k = c->k;
+    store_release_capacity(k->st, c->j->id, NULL);
+    store_vmid_mark_used(k->st, c->j->vmid, NULL);
+    struct vm_rec v;
+    if (store_vm_get(k->st, c->j->vmid, &v, NULL) == 0) {
+        v.state = VMS_ENABLED;
+        snprintf(v.node, sizeof v.node, "%s", c->j->node);
+        snprintf(v.power, sizeof v.power, "running");
+        v.error[0] = '\0';
+        store_vm_update(k->st, &v, NULL);
+        vm_rec_release(&v);
+    }
+    fleet_vm_added(k->fl, c->j->vmid, c->j->node);
+    c->j->state = JOB_DONE;
+    c->j->finished_at = wall_ms();
+    job_checkpoint(k, c->j, "done", 100, "VM %d runs on %s", c->j->vmid, c->j->node);
+}
+
+/* The VMID is taken on Proxmox by something that is not ours: never use it
+ * again while it exists, take another one, and carry on. */
+static bool reallocate(struct ctx *c, const char *why)
+{
+    struct core *k = c->k;
+    int old = c->j->vmid;
+    store_vmid_mark_foreign(k->st, old, NULL);
+    fleet_vm_added(k->fl, old, c->j->node);
+    const struct cfg_os *os = config_os(k->cfg, c->os);
+    struct vmid_range ranges[2] = {{os->range_lo, os->range_hi},
+                                   {k->cfg->fallback_lo, k->cfg->fallback_hi}};
+    size_t ntaken;
+    int *taken = fleet_taken_vmids(k->fl, &ntaken);
+    int vmid;
+    struct store_error se;
+    int rc = store_vmid_reserve(k->st, ranges, k->cfg->fallback_lo ? 2 : 1, taken, ntaken,
+                                c->j->id, &vmid, &se);
+    free(taken);
+    if (rc) {
+        attempt(c, c->j->node, se.message);
+        return false;
+    }
+    struct vm_rec v;
+    if (store_vm_get(k->st, old, &v, NULL) == 0) {
+        v.vmid = vmid;
+        store_vm_update(k->st, &v, NULL);
+        vm_rec_release(&v);
+    }
+    c->j->vmid = vmid;
+    job_checkpoint(k, c->j, "clone", -1, "VMID %d exists outside proxd (%s); using %d", old, why,
+                   vmid);
+    return true;
+}
+
+/* ---- looking at Proxmox ------------------------------------------------------ */
+
+enum probe { PROBE_NONE, PROBE_OURS, PROBE_FOREIGN, PROBE_ERROR };
+
+/* Is there a VM with our VMID on the node, and is it ours? */
+static enum probe probe_vm(struct ctx *c, struct pve_vm_config *cfg, struct pve_error *err)
+{
+    int rc = pve_vm_config_get(c->pc, c->j->node, c->j->vmid, false, cfg, err);
+    if (rc == PVE_E_NOTFOUND)
+        return PROBE_NONE;
+    if (rc)
+        return PROBE_ERROR;
+    char m[96];
+    marker(c, m, sizeof m);
+    /* a clone's config only has `lock: clone` at first; it is ours if our
+     * clone task for it is running, which the caller checks */
+    if (strstr(cfg->description, m))
+        return PROBE_OURS;
+    if (strcmp(cfg->lock, "clone") == 0 && !cfg->name[0])
+        return PROBE_OURS;
+    return PROBE_FOREIGN;
+}
+
+/* Wait until the VM's config lock is gone (a clone's lock outlives its task
+ * for a moment on real nodes). */
+static int wait_unlocked(struct ctx *c, struct pve_error *err)
+{
+    int64_t end = mono_ms() + STEP_DEADLINE_MS;
+    long pause = 50;
+    for (;;) {
+        struct pve_vm_config cfg;
+        int rc = pve_vm_config_get(c->pc, c->j->node, c->j->vmid, false, &cfg, err);
+        if (rc)
+            return rc;
+        bool locked = cfg.lock[0] != '\0';
+        pve_vm_config_release(&cfg);
+        if (!locked)
+            return 0;
+        if (mono_ms() > end || stopping(c->k)) {
+            snprintf(err->message, sizeof err->message, "VM is still locked");
+            err->cls = PVE_E_LOCK;
+            return PVE_E_LOCK;
+        }
+        sleep_ms(pause);
+        pause = pause < 1000 ? pause * 2 : 1000;
+    }
+}
+
+/* ---- steps ------------------------------------------------------------------- */
+
+static int step_clone(struct ctx *c)
+{
+    struct pve_error e = {0};
+    char m[96];
+    marker(c, m, sizeof m);
+    if (c->resumed) {
+        /* the clone may have been requested before a crash: look first */
+        struct pve_vm_config cfg;
+        enum probe p = probe_vm(c, &cfg, &e);
+        if (p == PROBE_OURS) {
+            pve_vm_config_release(&cfg);
+            job_checkpoint(c->k, c->j, "wait_clone", 20, "found the clone from before");
+            return 0;
+        }
+        if (p == PROBE_OURS || p == PROBE_FOREIGN)
+            pve_vm_config_release(&cfg);
+        if (p == PROBE_FOREIGN)
+            return reallocate(c, "found at resume") ? 1 : -2;
+        /* no config yet: the clone's worker may not have taken its locks */
+        if (p == PROBE_NONE && pve_find_clone_task(c->pc, c->j->node, config_template(c->cn, c->os),
+                                                   c->j->vmid, c->j->created_at / 1000,
+                                                   c->j->upid)) {
+            job_checkpoint(c->k, c->j, "wait_clone", 20, "found the clone task from before (%s)",
+                           c->j->upid);
+            return 0;
+        }
+        c->resumed = false;
+    }
+    struct pve_clone opts = {.newid = c->j->vmid, .name = c->name, .description = m,
+                             .storage = c->cn->storage, .full = 1};
+    int tpl = config_template(c->cn, c->os);
+    int rc = pve_vm_clone(c->pc, c->j->node, tpl, &opts, c->j->upid, &e);
+    if (rc == PVE_E_EXISTS) {
+        struct pve_vm_config cfg;
+        struct pve_error e2;
+        enum probe p = probe_vm(c, &cfg, &e2);
+        if (p != PROBE_NONE && p != PROBE_ERROR)
+            pve_vm_config_release(&cfg);
+        if (p == PROBE_OURS) {
+            job_checkpoint(c->k, c->j, "wait_clone", 20, "the clone exists already");
+            return 0;
+        }
+        return reallocate(c, e.message) ? 1 : -2;
+    }
+    if (rc) {
+        if (rc == PVE_E_NETWORK)
+            fleet_node_failed(c->k->fl, c->j->node, e.message);
+        attempt(c, c->j->node, e.message);
+        return e.maybe_sent ? -1 : -2; /* -1: a VM may exist, clean up */
+    }
+    job_checkpoint(c->k, c->j, "wait_clone", 20, "cloning template %d (%s)", tpl, c->j->upid);
+    return 0;
+}
+
+static int step_wait_clone(struct ctx *c)
+{
+    struct pve_error e = {0};
+    if (c->j->upid[0]) {
+        int rc = wait_task(c, c->j->upid, CLONE_DEADLINE_MS, &e);
+        if (rc == -1)
+            return 2; /* stopping */
+        if (rc) {
+            attempt(c, c->j->node, e.message);
+            if (strstr(e.message, "already exists") || strstr(e.message, "File exists"))
+                return reallocate(c, e.message) ? 1 : -2;
+            return -1;
+        }
+    }
+    int rc = wait_unlocked(c, &e);
+    if (rc) {
+        attempt(c, c->j->node, e.message);
+        return -1;
+    }
+    c->j->upid[0] = '\0';
+    job_checkpoint(c->k, c->j, "configure", 60, "clone finished");
+    return 0;
+}
+
+static int step_configure(struct ctx *c)
+{
+    struct pve_error e = {0};
+    char m[96];
+    marker(c, m, sizeof m);
+    struct pve_config_set s = {.cores = c->cores, .sockets = 1, .memory_mb = c->memory_mb,
+                               .name = c->name, .sshkeys = c->ssh_keys, .tags = c->k->cfg->tag,
+                               .description = m};
+    int rc = pve_vm_config_set(c->pc, c->j->node, c->j->vmid, &s, &e);
+    if (rc) {
+        attempt(c, c->j->node, e.message);
+        return -1;
+    }
+    job_checkpoint(c->k, c->j, "resize", 70, "configured %d cores, %lld MiB", c->cores,
+                   (long long)c->memory_mb);
+    return 0;
+}
+
+static int step_resize(struct ctx *c)
+{
+    struct pve_error e = {0};
+    struct pve_vm_config cfg;
+    int rc = pve_vm_config_get(c->pc, c->j->node, c->j->vmid, false, &cfg, &e);
+    if (rc) {
+        attempt(c, c->j->node, e.message);
+        return -1;
+    }
+    int64_t want = c->disk_gb * GiB, have = cfg.bootdisk_size;
+    char disk[16];
+    snprintf(disk, sizeof disk, "%s", cfg.bootdisk[0] ? cfg.bootdisk : "scsi0");
+    pve_vm_config_release(&cfg);
+    if (want > have) { /* grow only: a template larger than the request stays */
+        char size[32];
+        snprintf(size, sizeof size, "%lldG", (long long)c->disk_gb);
+        rc = pve_vm_resize(c->pc, c->j->node, c->j->vmid, disk, size, c->j->upid, &e);
+        if (!rc && c->j->upid[0]) {
+            job_checkpoint(c->k, c->j, NULL, -1, "growing %s to %s (%s)", disk, size, c->j->upid);
+            rc = wait_task(c, c->j->upid, STEP_DEADLINE_MS, &e);
+            if (rc == -1)
+                return 2;
+        }
+        if (!rc) {
+            rc = pve_vm_config_get(c->pc, c->j->node, c->j->vmid, false, &cfg, &e);
+            if (!rc && cfg.bootdisk_size < want) {
+                snprintf(e.message, sizeof e.message, "%s is %lld bytes after the resize", disk,
+                         (long long)cfg.bootdisk_size);
+                rc = PVE_E_OTHER;
+            }
+            pve_vm_config_release(&cfg);
+        }
+        if (rc) {
+            attempt(c, c->j->node, e.message);
+            return -1;
+        }
+    }
+    c->j->upid[0] = '\0';
+    job_checkpoint(c->k, c->j, "start", 80, "disk %s is %lld GiB", disk, (long long)c->disk_gb);
+    return 0;
+}
+
+static int step_start(struct ctx *c)
+{
+    struct pve_error e = {0};
+    struct pve_vm_status st;
+    int rc = pve_vm_status(c->pc, c->j->node, c->j->vmid, &st, &e);
+    if (!rc && strcmp(st.status, "running") == 0) {
+        job_checkpoint(c->k, c->j, "verify", 90, "already running");
+        return 0;
+    }
+    if (!rc && !c->j->upid[0])
+        rc = pve_vm_power(c->pc, c->j->node, c->j->vmid, PVE_POWER_START, NULL, c->j->upid, &e);
+    if (!rc) {
+        job_checkpoint(c->k, c->j, NULL, -1, "starting (%s)", c->j->upid);
+        rc = wait_task(c, c->j->upid, STEP_DEADLINE_MS, &e);
+        if (rc == -1)
+            return 2;
+    }
+    if (rc) {
+        attempt(c, c->j->node, e.message);
+        return -1;
+    }
+    c->j->upid[0] = '\0';
+    job_checkpoint(c->k, c->j, "verify", 90, "started");
+    return 0;
+}
+
+static int step_verify(struct ctx *c)
+{
+    struct pve_error e = {0};
+    struct pve_vm_status st;
+    int rc = pve_vm_status(c->pc, c->j->node, c->j->vmid, &st, &e);
+    if (!rc && strcmp(st.status, "running") != 0) {
+        snprintf(e.message, sizeof e.message, "VM is %s after start", st.status);
+        rc = PVE_E_OTHER;
+    }
+    if (rc) {
+        attempt(c, c->j->node, e.message);
+        return -1;
+    }
+    finish_done(c);
+    return 0;
+}
+
+/* Remove what this attempt left on the node: stop, wait for locks, destroy
+ * with purge, confirm it is gone. Returns 0 when nothing is left. */
+static int step_cleanup(struct ctx *c)
+{
+    struct pve_error e = {0};
+    struct pve_vm_config cfg;
+    enum probe p = probe_vm(c, &cfg, &e);
+    if (p == PROBE_OURS || p == PROBE_FOREIGN)
+        pve_vm_config_release(&cfg);
+    if (p == PROBE_ERROR) {
+        /* the node cannot be reached: the partial VM waits for the reconciler;
+         * its VMID must not be handed out again meanwhile */
+        log_warn("job", "job=%s vmid=%d node=%s cannot clean up now (%s); leaving it to the "
+                        "reconciler",
+                 c->j->id, c->j->vmid, c->j->node, e.message);
+        fleet_node_failed(c->k->fl, c->j->node, e.message);
+        store_release_capacity(c->k->st, c->j->id, NULL);
+        return reallocate(c, "partial VM on an unreachable node") ? 0 : -2;
+    }
+    if (p == PROBE_FOREIGN)
+        return reallocate(c, "not ours") ? 0 : -2;
+    if (p == PROBE_OURS) {
+        struct pve_vm_status st;
+        char upid[PVE_UPID_MAX] = "";
+        if (pve_vm_status(c->pc, c->j->node, c->j->vmid, &st, &e) == 0 &&
+            strcmp(st.status, "stopped") != 0 &&
+            pve_vm_power(c->pc, c->j->node, c->j->vmid, PVE_POWER_STOP, NULL, upid, &e) == 0)
+            wait_task(c, upid, STEP_DEADLINE_MS, &e);
+        wait_unlocked(c, &e);
+        struct pve_delete_opts d = {.purge = true, .destroy_unreferenced = true};
+        int rc = pve_vm_delete(c->pc, c->j->node, c->j->vmid, &d, upid, &e);
+        if (!rc)
+            rc = wait_task(c, upid, STEP_DEADLINE_MS, &e);
+        if (rc && rc != PVE_E_NOTFOUND) {
+            log_warn("job", "job=%s vmid=%d node=%s cleanup failed: %s", c->j->id, c->j->vmid,
+                     c->j->node, e.message);
+            return -3; /* try again */
+        }
+        log_info("job", "job=%s vmid=%d node=%s partial VM removed", c->j->id, c->j->vmid,
+                 c->j->node);
+    }
+    fleet_vm_removed(c->k->fl, c->j->vmid);
+    store_release_capacity(c->k->st, c->j->id, NULL);
+    return 0;
+}
+
+/* ---- the machine -------------------------------------------------------------- */
+
+static bool load_request(struct ctx *c)
+{
+    json_t *r = c->j->request;
+    const char *os = json_string_value(json_object_get(r, "os"));
+    const char *name = json_string_value(json_object_get(r, "name"));
+    const char *owner = json_string_value(json_object_get(r, "owner"));
+    if (!os || !name || !owner)
+        return false;
+    snprintf(c->os, sizeof c->os, "%s", os);
+    snprintf(c->name, sizeof c->name, "%s", name);
+    snprintf(c->owner, sizeof c->owner, "%s", owner);
+    c->cores = (int)json_integer_value(json_object_get(r, "cores"));
+    c->memory_mb = json_integer_value(json_object_get(r, "memory_mb"));
+    c->disk_gb = json_integer_value(json_object_get(r, "disk_gb"));
+    c->ssh_keys = json_string_value(json_object_get(r, "ssh_keys"));
+    return true;
+}
+
+static bool enter_node(struct ctx *c)
+{
+    c->cn = config_node(c->k->cfg, c->j->node);
+    c->pc = c->cn ? fleet_client(c->k->fl, c->j->node) : NULL;
+    return c->pc != NULL;
+}
+
+static bool place(struct ctx *c)
+{
+    const struct cfg_node *cn = pick_node(c);
+    if (!cn)
+        return false;
+    snprintf(c->j->node, sizeof c->j->node, "%s", cn->name);
+    c->j->upid[0] = '\0';
+    store_reserve_capacity(c->k->st, c->j->id, cn->name, c->memory_mb * MiB, c->disk_gb * GiB,
+                           NULL);
+    enter_node(c);
+    job_checkpoint(c->k, c->j, "clone", 10, "placed on %s", cn->name);
+    return true;
+}
+
+void create_run(struct core *k, struct job_rec *j)
+{
+    struct ctx c = {.k = k, .j = j};
+    if (!j->attempts)
+        j->attempts = json_array();
+    if (!load_request(&c)) {
+        finish_failed(&c);
+        return;
+    }
+    (void)template_disk;
+    c.resumed = strcmp(j->step, "queued") != 0;
+    if (j->node[0] && !enter_node(&c)) {
+        attempt(&c, j->node, "node is no longer configured");
+        snprintf(j->step, sizeof j->step, "place");
+    }
+    bool slot = false;
+    while (!stopping(k)) {
+        int rc = 0;
+        const char *s = j->step;
+        if (strcmp(s, "queued") == 0 || strcmp(s, "place") == 0) {
+            if (!place(&c)) {
+                finish_failed(&c);
+                break;
+            }
+            continue;
+        }
+        if ((strcmp(s, "clone") == 0 || strcmp(s, "wait_clone") == 0) && !slot) {
+            if (!clone_slot_take(k, j->node))
+                break;
+            slot = true;
+        }
+        if (strcmp(s, "clone") == 0)
+            rc = step_clone(&c);
+        else if (strcmp(s, "wait_clone") == 0)
+            rc = step_wait_clone(&c);
+        else if (strcmp(s, "configure") == 0)
+            rc = step_configure(&c);
+        else if (strcmp(s, "resize") == 0)
+            rc = step_resize(&c);
+        else if (strcmp(s, "start") == 0)
+            rc = step_start(&c);
+        else if (strcmp(s, "verify") == 0)
+            rc = step_verify(&c);
+        else if (strcmp(s, "cleanup") == 0)
+            rc = step_cleanup(&c) == 0 ? 3 : -3;
+        else if (strcmp(s, "done") == 0 || strcmp(s, "failed") == 0)
+            break;
+        else
+            rc = -1;
+        if (slot && strcmp(j->step, "clone") != 0 && strcmp(j->step, "wait_clone") != 0) {
+            clone_slot_give(k, j->node);
+            slot = false;
+        }
+        if (j->state == JOB_DONE || j->state == JOB_FAILED || rc == 2)
+            break;
+        if (rc == 3) { /* cleaned up: next node */
+            job_checkpoint(k, j, "place", 10, "attempt on %s abandoned", j->node);
+            continue;
+        }
+        if (rc == -3) { /* cleanup must be retried */
+            sleep_ms(1000);
+            continue;
+        }
+        if (rc == -1) { /* something may be left on the node */
+            if (slot) {
+                clone_slot_give(k, j->node);
+                slot = false;
+            }
+            job_checkpoint(k, j, "cleanup", -1, "attempt on %s failed: %s", j->node,
+                           json_string_value(json_object_get(
+                               json_array_get(j->attempts, json_array_size(j->attempts) - 1),
+                               "error")));
+            continue;
+        }
+        if (rc == -2) { /* nothing was made on the node */
+            store_release_capacity(k->st, j->id, NULL);
+            job_checkpoint(k, j, "place", 10, "attempt on %s failed", j->node);
+            continue;
+        }
+        c.resumed = false;
+    }
+    if (slot)
+        clone_slot_give(k, j->node);
+}

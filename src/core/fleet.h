@@ -1,0 +1,79 @@
+/* fleet: the registry of Proxmox worlds and nodes, and proxd's live view of
+ * them (the inventory).
+ *
+ * A world is what one pve_client talks to: a cluster (its members' hosts,
+ * one VMID space, one cluster-wide /cluster/resources call) or a standalone
+ * host. The inventory keeps, per node: reachable or not, memory, the VM
+ * storage's space, and its VMs (VMID, power, tags). It is refreshed by
+ * fleet_refresh() — one call per world, worlds in parallel — which the core
+ * runs periodically and after operations.
+ *
+ * Health: a node that fails at the network level (refused, timed out,
+ * 595/596) is marked down at once and probed again with backoff (1 s
+ * doubling to 60 s), so placement skips it immediately instead of waiting
+ * out another timeout.
+ *
+ * Thread-safe: every function may be called from any thread. */
+#ifndef CORE_FLEET_H
+#define CORE_FLEET_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/config.h"
+#include "pve/pve.h"
+
+struct fleet;
+
+struct fleet *fleet_new(const struct proxd_config *cfg, char *err, size_t errlen);
+void fleet_free(struct fleet *f);
+
+/* The client for the world `node` belongs to (borrowed), or NULL. */
+pve_client *fleet_client(struct fleet *f, const char *node);
+
+/* Refresh every world whose probe is due (all when force), in parallel;
+ * returns when all have answered or failed. */
+void fleet_refresh(struct fleet *f, bool force);
+
+struct node_view {
+    char name[64];
+    bool known;  /* has been seen at least once */
+    bool up;     /* reachable and online, not in backoff */
+    int cpus;
+    int64_t mem_total, mem_used;
+    int64_t st_total, st_used, st_avail; /* the node's VM storage */
+    int nvms;
+    int64_t refreshed_at; /* unix ms */
+    char last_error[256];
+};
+int fleet_node_view(struct fleet *f, const char *node, struct node_view *out);
+
+/* Health reports from operations. */
+void fleet_node_failed(struct fleet *f, const char *node, const char *why);
+void fleet_node_ok(struct fleet *f, const char *node);
+bool fleet_node_up(struct fleet *f, const char *node);
+
+/* Where the inventory last saw `vmid`: 0 and node filled, or -1. */
+int fleet_vm_node(struct fleet *f, int vmid, char node[64]);
+
+struct fleet_vm {
+    int vmid;
+    char node[64];
+    char status[16];
+    char name[64];
+    char tags[128];
+    char lock[32];
+    bool tmpl;
+};
+/* Every VM the inventory knows (all worlds). Caller frees *out. */
+int fleet_vms(struct fleet *f, struct fleet_vm **out, size_t *n);
+/* Sorted VMIDs of every VM seen on any world (caller frees). */
+int *fleet_taken_vmids(struct fleet *f, size_t *n);
+
+/* Note a VM the core just made or removed, so the inventory is right before
+ * the next refresh. */
+void fleet_vm_added(struct fleet *f, int vmid, const char *node);
+void fleet_vm_removed(struct fleet *f, int vmid);
+
+#endif
