@@ -1,0 +1,310 @@
+/* proxd: the daemon, and the few administrative commands that work on its
+ * configuration and database directly.
+ *
+ *   proxd --config FILE                run: workers, inventory, jobs
+ *   proxd --check-config FILE          validate and exit (names bad key and line)
+ *   proxd create --config FILE --os OS --name NAME --cores N --memory MB
+ *         --disk GB --owner WHO [--ssh-key-file F] [--wait SECONDS]
+ *                                      queue a creation; prints {"job","vmid"}
+ *   proxd job --config FILE ID         print a job and its events as JSON
+ *   proxd vms --config FILE            print the VM records as JSON
+ */
+#include "common/log.h"
+#include "common/util.h"
+#include "common/xalloc.h"
+#include "core/core.h"
+#include "pve/pve.h"
+
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static volatile sig_atomic_t g_stop;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    g_stop = 1;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: proxd --config FILE            run the daemon\n"
+               "       proxd --check-config FILE      validate a configuration\n"
+               "       proxd create --config FILE --os OS --name NAME --cores N --memory MB\n"
+               "             --disk GB --owner WHO [--ssh-key-file F] [--wait SECONDS]\n"
+               "       proxd job --config FILE ID\n"
+               "       proxd vms --config FILE\n");
+}
+
+static struct proxd_config *load(const char *path)
+{
+    char err[8192];
+    struct proxd_config *c = config_load(path, err, sizeof err);
+    if (!c)
+        fprintf(stderr, "%s", err);
+    return c;
+}
+
+static char *slurp(const char *path, size_t max)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    struct buf b = BUF_INIT(max);
+    char tmp[4096];
+    size_t n;
+    bool ok = true;
+    while (ok && (n = fread(tmp, 1, sizeof tmp, f)) > 0)
+        ok = buf_add(&b, tmp, n) == BUF_OK;
+    fclose(f);
+    if (!ok) {
+        buf_release(&b);
+        return NULL;
+    }
+    return buf_take(&b);
+}
+
+static void instance_name(char *out, size_t len)
+{
+    char host[64] = "proxd";
+    gethostname(host, sizeof host - 1);
+    snprintf(out, len, "%.40s:%d", host, (int)getpid());
+}
+
+struct world {
+    struct proxd_config *cfg;
+    store *st;
+    struct fleet *fl;
+    struct core *k;
+};
+
+static int open_world(struct world *w, const char *path, bool with_fleet)
+{
+    memset(w, 0, sizeof *w);
+    if (!(w->cfg = load(path)))
+        return 1;
+    struct store_error se;
+    if (!(w->st = store_open(w->cfg->database, &se))) {
+        fprintf(stderr, "proxd: database %s: %s\n", w->cfg->database, se.message);
+        return 1;
+    }
+    if (with_fleet) {
+        char err[512];
+        if (!(w->fl = fleet_new(w->cfg, err, sizeof err))) {
+            fprintf(stderr, "proxd: %s\n", err);
+            return 1;
+        }
+    }
+    char inst[64];
+    instance_name(inst, sizeof inst);
+    if (w->fl)
+        w->k = core_new(w->cfg, w->st, w->fl, inst);
+    return 0;
+}
+
+static void close_world(struct world *w)
+{
+    core_free(w->k);
+    fleet_free(w->fl);
+    store_close(w->st);
+    config_free(w->cfg);
+}
+
+static int run_daemon(const char *path)
+{
+    struct world w;
+    int rc = open_world(&w, path, true);
+    if (rc)
+        goto out;
+    int lvl = log_level_parse(w.cfg->log_level[0] ? w.cfg->log_level : "info");
+    log_set_level(lvl < 0 ? LOG_INFO : (enum log_level)lvl);
+    log_set_format(strcmp(w.cfg->log_format, "json") == 0 ? LOG_FMT_JSON : LOG_FMT_TEXT);
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    if (core_start(w.k)) {
+        fprintf(stderr, "proxd: cannot start workers\n");
+        rc = 1;
+        goto out;
+    }
+    log_info("proxd", "running with %d nodes, database %s", w.cfg->nnodes, w.cfg->database);
+    while (!g_stop)
+        sleep_ms(50);
+    log_info("proxd", "stopping: no new jobs; running steps reach their checkpoint");
+    core_stop(w.k, 10000);
+out:
+    close_world(&w);
+    return rc;
+}
+
+static int cmd_create(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"config", 1, 0, 'c'}, {"os", 1, 0, 'o'},     {"name", 1, 0, 'n'},
+        {"cores", 1, 0, 'C'},  {"memory", 1, 0, 'm'}, {"disk", 1, 0, 'd'},
+        {"owner", 1, 0, 'u'},  {"ssh-key-file", 1, 0, 'k'}, {"wait", 1, 0, 'w'},
+        {0, 0, 0, 0}};
+    const char *config = NULL, *keyfile = NULL;
+    struct vm_request r = {.cores = 1, .memory_mb = 1024, .disk_gb = 10};
+    long wait_s = 0;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c': config = optarg; break;
+        case 'o': snprintf(r.os, sizeof r.os, "%s", optarg); break;
+        case 'n': snprintf(r.name, sizeof r.name, "%s", optarg); break;
+        case 'C': r.cores = atoi(optarg); break;
+        case 'm': r.memory_mb = atoll(optarg); break;
+        case 'd': r.disk_gb = atoll(optarg); break;
+        case 'u': snprintf(r.owner, sizeof r.owner, "%s", optarg); break;
+        case 'k': keyfile = optarg; break;
+        case 'w': wait_s = atol(optarg); break;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (!config) {
+        usage(stderr);
+        return 2;
+    }
+    if (keyfile && !(r.ssh_keys = slurp(keyfile, 16384))) {
+        fprintf(stderr, "proxd: ssh_keys: cannot read '%s' (or larger than 16 KiB)\n", keyfile);
+        return 2;
+    }
+    struct world w;
+    int rc = open_world(&w, config, true);
+    if (rc)
+        goto out;
+    fleet_refresh(w.fl, true);
+    char job[40];
+    int vmid;
+    struct core_error ce;
+    if (core_create(w.k, &r, job, &vmid, &ce)) {
+        fprintf(stderr, "proxd: %s%s%s\n", ce.field, ce.field[0] ? ": " : "", ce.message);
+        rc = ce.code == CORE_E_INVALID ? 2 : 1;
+        goto out;
+    }
+    printf("{\"job\":\"%s\",\"vmid\":%d}\n", job, vmid);
+    fflush(stdout);
+    if (wait_s > 0) {
+        enum job_state st;
+        if (core_wait_job(w.k, job, wait_s * 1000, &st)) {
+            fprintf(stderr, "proxd: job %s did not finish in %ld s\n", job, wait_s);
+            rc = 3;
+        } else {
+            rc = st == JOB_DONE ? 0 : 1;
+        }
+    }
+out:
+    vm_request_release(&r);
+    close_world(&w);
+    return rc;
+}
+
+static int cmd_job(const char *config, const char *id)
+{
+    struct world w;
+    int rc = open_world(&w, config, false);
+    if (rc)
+        goto out;
+    struct job_rec j;
+    struct store_error se;
+    if (store_job_get(w.st, id, &j, &se)) {
+        fprintf(stderr, "proxd: job %s: %s\n", id, se.message);
+        rc = 1;
+        goto out;
+    }
+    json_t *o = json_pack("{s:s,s:s,s:s,s:i,s:s,s:s,s:s,s:i,s:O,s:s}", "id", j.id, "kind", j.kind,
+                          "state", job_state_name(j.state), "vmid", j.vmid, "step", j.step,
+                          "node", j.node, "upid", j.upid, "progress", j.progress, "attempts",
+                          j.attempts ? j.attempts : json_array(), "error", j.error);
+    struct job_event *ev = NULL;
+    size_t n = 0;
+    json_t *evs = json_array();
+    if (store_job_events(w.st, id, 0, &ev, &n, &se) == 0)
+        for (size_t i = 0; i < n; i++)
+            json_array_append_new(evs, json_pack("{s:I,s:s,s:i,s:s}", "ts", (json_int_t)ev[i].ts,
+                                                 "step", ev[i].step, "progress", ev[i].progress,
+                                                 "message", ev[i].message));
+    free(ev);
+    json_object_set_new(o, "events", evs);
+    char *s = json_dumps(o, JSON_INDENT(2));
+    printf("%s\n", s);
+    free(s);
+    json_decref(o);
+    job_rec_release(&j);
+out:
+    close_world(&w);
+    return rc;
+}
+
+static int cmd_vms(const char *config)
+{
+    struct world w;
+    int rc = open_world(&w, config, false);
+    if (rc)
+        goto out;
+    json_t *a = json_array();
+    struct vm_filter f = {.state = -1, .include_gone = true, .limit = 1000};
+    for (;;) {
+        struct vm_rec *v = NULL;
+        size_t n = 0;
+        struct store_error se;
+        if (store_vm_list(w.st, &f, &v, &n, &se)) {
+            fprintf(stderr, "proxd: %s\n", se.message);
+            rc = 1;
+            break;
+        }
+        for (size_t i = 0; i < n; i++) {
+            json_array_append_new(
+                a, json_pack("{s:I,s:i,s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:s}", "id", (json_int_t)v[i].id,
+                             "vmid", v[i].vmid, "os", v[i].os, "name", v[i].name, "owner",
+                             v[i].owner, "node", v[i].node, "state", vm_state_name(v[i].state),
+                             "power", v[i].power, "job", v[i].job, "error", v[i].error));
+            f.after_id = v[i].id;
+            vm_rec_release(&v[i]);
+        }
+        free(v);
+        if (n == 0)
+            break;
+    }
+    char *s = json_dumps(a, JSON_INDENT(2));
+    printf("%s\n", s);
+    free(s);
+    json_decref(a);
+out:
+    close_world(&w);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    signal(SIGPIPE, SIG_IGN);
+    pve_global_init();
+    if (argc >= 2 && strcmp(argv[1], "create") == 0)
+        return cmd_create(argc - 1, argv + 1);
+    if (argc == 5 && strcmp(argv[1], "job") == 0 && strcmp(argv[2], "--config") == 0)
+        return cmd_job(argv[3], argv[4]);
+    if (argc == 4 && strcmp(argv[1], "vms") == 0 && strcmp(argv[2], "--config") == 0)
+        return cmd_vms(argv[3]);
+    if (argc == 3 && strcmp(argv[1], "--check-config") == 0) {
+        struct proxd_config *c = load(argv[2]);
+        if (!c)
+            return 1;
+        printf("%s: configuration OK (%d nodes, %d OS)\n", argv[2], c->nnodes, c->nos);
+        config_free(c);
+        return 0;
+    }
+    if (argc == 3 && strcmp(argv[1], "--config") == 0)
+        return run_daemon(argv[2]);
+    if (argc == 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+        usage(stdout);
+        return 0;
+    }
+    usage(stderr);
+    return 2;
+}
