@@ -1,0 +1,153 @@
+/* libpve internals shared by client.c, http.c, auth.c, error.c, retry.c and
+ * task.c. Not part of the public contract (pve.h). */
+#ifndef PVE_PVE_INT_H
+#define PVE_PVE_INT_H
+
+#include <curl/curl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "common/buf.h"
+#include "pve/pve.h"
+
+#define PVE_SUB "pve"
+#define PVE_BODY_MAX (16u << 20) /* responses larger than this are refused */
+#define PVE_FP_LEN 32            /* SHA-256 */
+#define PVE_MAX_PINS 16
+#define PVE_HOST_BACKOFF_MIN_MS 1000
+#define PVE_HOST_BACKOFF_MAX_MS 60000
+
+/* Internal call flags, above the public ones in pve.h. */
+enum {
+    PVE_F_NOAUTH = 1 << 8,    /* send no credentials (login) */
+    PVE_F_TASKPOLL = 1 << 9,  /* count in stats.task_polls */
+    PVE_F_NORELOGIN = 1 << 10 /* a 401 is final (renewal) */
+};
+
+struct pve_host {
+    char name[128];     /* "host:port", as in err->host */
+    char base[192];     /* "https://host:port/api2/json" */
+    int64_t down_until; /* monotonic ms; the host is skipped before this */
+    long backoff_ms;    /* next down period, doubles up to the max */
+    bool checked;       /* connectivity verified since it was last down */
+};
+
+/* One pooled easy handle; the TLS pin check reports through it. */
+struct pve_conn {
+    CURL *h;
+    struct pve_conn *next;
+    pve_client *c;
+    bool fp_mismatch;
+    char seen_fp[3 * PVE_FP_LEN];
+    char errbuf[CURL_ERROR_SIZE];
+};
+
+struct pve_auth_state {
+    pthread_mutex_t mu; /* serialises login and renewal */
+    char *token_hdr;    /* "Authorization: PVEAPIToken=..." or NULL */
+    char *user;
+    char *password;
+    char *ticket; /* current ticket and its CSRF token, or NULL */
+    char *csrf;
+    int64_t ticket_ms; /* monotonic time of the login/renewal */
+    unsigned gen;      /* bumped at every new ticket */
+};
+
+struct pve_client {
+    char *name;
+    long connect_timeout_ms, timeout_ms, ticket_renew_s;
+    struct pve_retry retry;
+    bool json_bodies, insecure;
+    char *ca_file;
+    unsigned char pins[PVE_MAX_PINS][PVE_FP_LEN];
+    size_t npins;
+
+    pthread_mutex_t host_mu; /* guards hosts[].down_until/backoff_ms/checked */
+    struct pve_host *hosts;
+    size_t nhosts;
+
+    pthread_mutex_t pool_mu;
+    struct pve_conn *pool; /* idle handles, LIFO so warm connections are reused */
+
+    struct pve_auth_state auth;
+
+    atomic_uint_least64_t requests, task_polls, retries, failovers, logins;
+};
+
+/* Credentials for one request, copied out of the auth state. */
+struct pve_creds {
+    char *auth_hdr; /* full header line or NULL */
+    char *cookie;   /* "PVEAuthCookie=<ticket>" or NULL */
+    char *csrf_hdr; /* "CSRFPreventionToken: <token>" or NULL */
+    unsigned gen;   /* ticket generation the request used */
+};
+
+/* ---- http.c ---- */
+struct pve_req {
+    const char *method;
+    const char *path; /* encoded, relative to /api2/json */
+    json_t *params;   /* may be NULL */
+    const struct pve_creds *creds;
+    bool json_body;
+};
+
+struct pve_resp {
+    long status;              /* 0 when no HTTP answer */
+    char reason[PVE_MSG_MAX]; /* status line reason phrase */
+    json_t *body;             /* parsed JSON body or NULL */
+    CURLcode cc;              /* transport result */
+    char curl_msg[CURL_ERROR_SIZE + 128];
+    bool host_failed; /* refused, connect timeout, reset before sending */
+    bool maybe_sent;  /* failed after the request went out */
+    bool tls_failed;  /* certificate refused */
+};
+
+/* Encode params as a query string / form body / JSON body. PVE_E_INVALID on
+ * values that are not string, integer, real or boolean (message in err). */
+int pve_encode_form(json_t *params, struct buf *out, struct pve_error *err);
+int pve_encode_json(json_t *params, struct buf *out, struct pve_error *err);
+/* One HTTP exchange with host h. Returns 0 when an HTTP answer came back
+ * (any status), -1 on a transport failure (rs->cc and flags set). */
+int pve_http_perform(pve_client *c, const struct pve_host *h, const struct pve_req *rq,
+                     struct pve_resp *rs);
+void pve_resp_clear(struct pve_resp *rs);
+struct pve_conn *pve_conn_get(pve_client *c);
+void pve_conn_put(pve_client *c, struct pve_conn *k);
+void pve_pool_free(pve_client *c);
+/* Parse "AA:BB:..." (colons optional) into 32 bytes; -1 if malformed. */
+int pve_fp_parse(const char *s, unsigned char out[PVE_FP_LEN]);
+void pve_fp_format(const unsigned char fp[PVE_FP_LEN], char *out, size_t len);
+
+/* ---- client.c ---- */
+/* The raw call with internal flags; *envelope receives the whole response
+ * body (new reference) when not NULL. */
+int pve_call_int(pve_client *c, const char *method, const char *path, json_t *params,
+                 unsigned flags, json_t **envelope, struct pve_error *err);
+
+/* ---- auth.c ---- */
+int pve_auth_init(pve_client *c, const struct pve_config *cfg, struct pve_error *err);
+void pve_auth_free(pve_client *c);
+bool pve_auth_is_ticket(const pve_client *c);
+/* Credentials for the next request, logging in or renewing first if due. */
+int pve_auth_get(pve_client *c, struct pve_creds *out, struct pve_error *err);
+/* A request made with generation `gen` got a 401: log in again unless
+ * another thread already did. */
+int pve_auth_relogin(pve_client *c, unsigned gen, struct pve_error *err);
+void pve_creds_clear(struct pve_creds *cr);
+
+/* ---- error.c ---- */
+enum pve_class pve_classify(long status, const char *text);
+/* Fill err (if not NULL) from an HTTP answer or transport failure. */
+void pve_error_from_resp(struct pve_error *err, const struct pve_resp *rs, const char *host);
+void pve_error_set(struct pve_error *err, enum pve_class cls, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void pve_error_clear(struct pve_error *err);
+void pve_strlcpy(char *dst, const char *src, size_t len);
+
+/* ---- retry.c ---- */
+void pve_retry_defaults(struct pve_retry *r);
+/* Full-jitter exponential backoff before retry number `retry` (1-based). */
+long pve_backoff_ms(const struct pve_retry *r, int retry);
+long pve_host_backoff_next(long cur_ms);
+
+#endif

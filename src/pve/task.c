@@ -1,0 +1,409 @@
+/* Tasks: UPIDs, status, logs, lists, and waiting for a task to end. */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/util.h"
+#include "common/xalloc.h"
+#include "pve/pve_int.h"
+
+#define WAIT_FIRST_MS 50
+#define WAIT_MAX_MS 1000
+#define WAIT_DEFAULT_MS (3600 * 1000L)
+#define NOTFOUND_GRACE_MS 5000 /* a proxied task may not be visible at once */
+#define TAIL_LINES 10
+#define LOG_PAGE 500
+
+/* ---- UPID ------------------------------------------------------------------------ */
+
+static bool all_hex(const char *s, size_t n, size_t min, size_t max)
+{
+    if (n < min || n > max)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!isxdigit((unsigned char)s[i]))
+            return false;
+    return true;
+}
+
+static bool node_ok(const char *s, size_t n)
+{
+    if (!n || !isalnum((unsigned char)s[0]) || !isalnum((unsigned char)s[n - 1]))
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)s[i]) && s[i] != '-')
+            return false;
+    return true;
+}
+
+static bool word_ok(const char *s, size_t n, bool may_be_empty)
+{
+    if (!n)
+        return may_be_empty;
+    for (size_t i = 0; i < n; i++)
+        if (isspace((unsigned char)s[i]) || s[i] == '/')
+            return false;
+    return true;
+}
+
+static void copy_n(char *dst, size_t cap, const char *s, size_t n)
+{
+    if (n >= cap)
+        n = cap - 1;
+    memcpy(dst, s, n);
+    dst[n] = '\0';
+}
+
+/* UPID:<node>:<pid>:<pstart>:<starttime>:<type>:<id>:<user>: */
+int pve_upid_parse(const char *upid, struct pve_task *out)
+{
+    enum { NODE, PID, PSTART, START, TYPE, ID, USER, NF };
+    const char *f[NF];
+    size_t len[NF];
+    if (!upid || !out || strncmp(upid, "UPID:", 5) != 0 || strlen(upid) >= sizeof out->upid)
+        return PVE_E_INVALID;
+    const char *p = upid + 5;
+    for (int i = 0; i < NF; i++) {
+        const char *colon = strchr(p, ':');
+        if (!colon)
+            return PVE_E_INVALID;
+        f[i] = p;
+        len[i] = (size_t)(colon - p);
+        p = colon + 1;
+    }
+    if (*p || !node_ok(f[NODE], len[NODE]) || !all_hex(f[PID], len[PID], 8, 8) ||
+        !all_hex(f[PSTART], len[PSTART], 8, 9) || !all_hex(f[START], len[START], 8, 8) ||
+        !word_ok(f[TYPE], len[TYPE], false) || !word_ok(f[ID], len[ID], true) ||
+        !word_ok(f[USER], len[USER], false) || len[NODE] >= sizeof out->node)
+        return PVE_E_INVALID;
+    memset(out, 0, sizeof *out);
+    pve_strlcpy(out->upid, upid, sizeof out->upid);
+    copy_n(out->node, sizeof out->node, f[NODE], len[NODE]);
+    copy_n(out->type, sizeof out->type, f[TYPE], len[TYPE]);
+    copy_n(out->id, sizeof out->id, f[ID], len[ID]);
+    copy_n(out->user, sizeof out->user, f[USER], len[USER]);
+    out->starttime = strtoll(f[START], NULL, 16);
+    return 0;
+}
+
+static int parse_or_fail(const char *upid, struct pve_task *t, struct pve_error *err)
+{
+    if (pve_upid_parse(upid, t) == 0)
+        return 0;
+    pve_error_set(err, PVE_E_INVALID, "not a UPID: '%.200s'", upid ? upid : "(null)");
+    return PVE_E_INVALID;
+}
+
+/* ---- status ------------------------------------------------------------------------ */
+
+static void set_exit(struct pve_task *t, const char *status)
+{
+    pve_strlcpy(t->exitstatus, status, sizeof t->exitstatus);
+    t->warnings = str_starts(status, "WARNINGS: ") ? atoi(status + 10) : 0;
+}
+
+int pve_task_status(pve_client *c, const char *upid, struct pve_task *out, struct pve_error *err)
+{
+    struct pve_task t = {0};
+    char path[1024];
+    json_t *env = NULL;
+    int rc = parse_or_fail(upid, &t, err);
+    if (rc)
+        goto out;
+    if (pve_path(path, sizeof path, "/nodes/%s/tasks/%s/status", t.node, upid) != 0) {
+        pve_error_set(err, PVE_E_INVALID, "UPID too long");
+        rc = PVE_E_INVALID;
+        goto out;
+    }
+    rc = pve_call_int(c, "GET", path, NULL, PVE_F_TASKPOLL, &env, err);
+    if (rc)
+        goto out;
+    json_t *d = json_object_get(env, "data");
+    const char *st = json_string_value(json_object_get(d, "status"));
+    const char *ex = json_string_value(json_object_get(d, "exitstatus"));
+    t.running = !st || strcmp(st, "running") == 0;
+    if (!t.running)
+        set_exit(&t, ex ? ex : "unexpected status");
+    json_t *et = json_object_get(d, "endtime");
+    if (json_is_integer(et))
+        t.endtime = json_integer_value(et);
+out:
+    if (rc && err)
+        pve_strlcpy(err->upid, upid ? upid : "", sizeof err->upid);
+    if (out)
+        *out = t;
+    json_decref(env);
+    return rc;
+}
+
+/* ---- log -------------------------------------------------------------------------- */
+
+/* One page of the log; *total from the envelope (0 when absent). */
+static int log_page(pve_client *c, const struct pve_task *t, int start, int limit, json_t *lines,
+                    int64_t *total, struct pve_error *err)
+{
+    char path[1024];
+    if (pve_path(path, sizeof path, "/nodes/%s/tasks/%s/log", t->node, t->upid) != 0) {
+        pve_error_set(err, PVE_E_INVALID, "UPID too long");
+        return PVE_E_INVALID;
+    }
+    json_t *params = json_pack("{s:i, s:i}", "start", start, "limit", limit);
+    json_t *env = NULL;
+    int rc = pve_call_int(c, "GET", path, params, PVE_F_TASKPOLL, &env, err);
+    json_decref(params);
+    if (rc == 0) {
+        json_t *d = json_object_get(env, "data"), *e;
+        size_t i;
+        json_array_foreach(d, i, e)
+        {
+            const char *s = json_string_value(json_object_get(e, "t"));
+            json_array_append_new(lines, json_string(s ? s : ""));
+        }
+        if (total)
+            *total = json_integer_value(json_object_get(env, "total"));
+    }
+    json_decref(env);
+    return rc;
+}
+
+/* PVE's placeholder for an empty log is not a line of the task's. */
+static bool is_placeholder(json_t *lines, int start)
+{
+    return start == 0 && json_array_size(lines) == 1 &&
+           strcmp(json_string_value(json_array_get(lines, 0)), "no content") == 0;
+}
+
+static int log_read(pve_client *c, const struct pve_task *t, int start, int limit, json_t **out,
+                    struct pve_error *err)
+{
+    json_t *lines = json_array();
+    int rc = 0;
+    for (;;) {
+        int want = limit > 0 ? limit - (int)json_array_size(lines) : LOG_PAGE;
+        if (limit > 0 && want <= 0)
+            break;
+        if (want > LOG_PAGE)
+            want = LOG_PAGE;
+        size_t before = json_array_size(lines);
+        rc = log_page(c, t, start + (int)before, want, lines, NULL, err);
+        if (rc || json_array_size(lines) - before < (size_t)want)
+            break;
+    }
+    if (rc == 0 && is_placeholder(lines, start))
+        json_array_clear(lines);
+    if (rc)
+        json_decref(lines);
+    else
+        *out = lines;
+    return rc;
+}
+
+int pve_task_log(pve_client *c, const char *upid, int start, int limit, json_t **lines,
+                 struct pve_error *err)
+{
+    struct pve_task t = {0};
+    *lines = NULL;
+    if (start < 0 || limit < 0) {
+        pve_error_set(err, PVE_E_INVALID, "negative start or limit");
+        return PVE_E_INVALID;
+    }
+    int rc = parse_or_fail(upid, &t, err);
+    return rc ? rc : log_read(c, &t, start, limit, lines, err);
+}
+
+/* ---- wait --------------------------------------------------------------------------- */
+
+struct tail {
+    char *line[TAIL_LINES];
+    size_t n; /* lines seen in total */
+};
+
+static void tail_add(struct tail *tl, const char *s)
+{
+    size_t i = tl->n++ % TAIL_LINES;
+    free(tl->line[i]);
+    tl->line[i] = xstrdup(s);
+}
+
+static void tail_free(struct tail *tl)
+{
+    for (size_t i = 0; i < TAIL_LINES; i++)
+        free(tl->line[i]);
+}
+
+/* Feed new log lines to the callback; returns the new read position. */
+static int feed_progress(pve_client *c, const struct pve_task *t, int pos, pve_progress_fn fn,
+                         void *ud, struct tail *tl)
+{
+    json_t *lines = NULL;
+    struct pve_error e;
+    if (log_read(c, t, pos, 0, &lines, &e) != 0)
+        return pos; /* progress is best effort; the status decides */
+    size_t i;
+    json_t *l;
+    json_array_foreach(lines, i, l)
+    {
+        fn(ud, t->upid, json_string_value(l));
+        tail_add(tl, json_string_value(l));
+    }
+    pos += (int)json_array_size(lines);
+    json_decref(lines);
+    return pos;
+}
+
+/* Without a progress callback, fetch only the tail of the log. */
+static void fetch_tail(pve_client *c, const struct pve_task *t, struct tail *tl)
+{
+    json_t *lines = json_array();
+    int64_t total = 0;
+    struct pve_error e;
+    if (log_page(c, t, 0, 1, lines, &total, &e) == 0 && total > 1) {
+        json_array_clear(lines);
+        int start = total > TAIL_LINES ? (int)(total - TAIL_LINES) : 0;
+        if (log_page(c, t, start, TAIL_LINES, lines, NULL, &e) != 0)
+            json_array_clear(lines);
+    }
+    size_t i;
+    json_t *l;
+    json_array_foreach(lines, i, l) tail_add(tl, json_string_value(l));
+    json_decref(lines);
+}
+
+/* The exit text of a failed task with the log's last lines, and its class:
+ * PVE::Exception texts start with the HTTP code ("400 Parameter ..."). */
+static int task_failed(const struct pve_task *t, struct tail *tl, struct pve_error *err)
+{
+    const char *ex = t->exitstatus;
+    long status = 500;
+    if (isdigit((unsigned char)ex[0]) && isdigit((unsigned char)ex[1]) &&
+        isdigit((unsigned char)ex[2]) && ex[3] == ' ')
+        status = strtol(ex, NULL, 10);
+    enum pve_class cls = pve_classify(status, ex);
+    if (cls == PVE_OK || cls == PVE_E_AUTH)
+        cls = PVE_E_OTHER;
+    struct buf b = BUF_INIT(PVE_MSG_MAX - 1);
+    buf_adds(&b, ex);
+    size_t n = tl->n < TAIL_LINES ? tl->n : TAIL_LINES, shown = 0;
+    for (size_t k = 0; k < n; k++) {
+        const char *l = tl->line[(tl->n - n + k) % TAIL_LINES];
+        if (str_starts(l, "TASK ERROR: ") || str_starts(l, "TASK OK"))
+            continue; /* repeats the exit status */
+        buf_adds(&b, shown++ ? " | " : " (task log: ");
+        buf_adds(&b, l);
+    }
+    if (shown && buf_adds(&b, ")") != BUF_OK && b.len > 5)
+        memcpy(b.data + b.len - 5, "...)", 5);
+    if (err) {
+        pve_error_clear(err);
+        err->cls = cls;
+        pve_strlcpy(err->message, buf_str(&b), sizeof err->message);
+        pve_strlcpy(err->upid, t->upid, sizeof err->upid);
+    }
+    buf_release(&b);
+    return cls;
+}
+
+int pve_task_wait(pve_client *c, const char *upid, long deadline_ms, pve_progress_fn progress,
+                  void *ud, struct pve_task *out, struct pve_error *err)
+{
+    struct pve_task t = {0};
+    struct tail tl = {0};
+    int rc = parse_or_fail(upid, &t, err);
+    if (rc)
+        goto out;
+    int64_t t0 = mono_ms(), limit = deadline_ms > 0 ? deadline_ms : WAIT_DEFAULT_MS;
+    long interval = WAIT_FIRST_MS;
+    int pos = 0;
+    for (;;) {
+        rc = pve_task_status(c, upid, &t, err);
+        if (rc == PVE_E_NOTFOUND && mono_ms() - t0 < NOTFOUND_GRACE_MS)
+            t.running = true;
+        else if (rc)
+            goto out;
+        if (progress)
+            pos = feed_progress(c, &t, pos, progress, ud, &tl);
+        if (!t.running)
+            break;
+        int64_t left = limit - (mono_ms() - t0);
+        if (left <= 0) {
+            pve_error_set(err, PVE_E_TIMEOUT, "task still running after %lld ms", (long long)limit);
+            if (err)
+                pve_strlcpy(err->upid, upid, sizeof err->upid);
+            rc = PVE_E_TIMEOUT;
+            goto out;
+        }
+        sleep_ms(interval < left ? interval : left);
+        interval = interval * 2 > WAIT_MAX_MS ? WAIT_MAX_MS : interval * 2;
+    }
+    if (strcmp(t.exitstatus, "OK") == 0 || str_starts(t.exitstatus, "WARNINGS: ")) {
+        pve_error_clear(err);
+        rc = 0;
+        goto out;
+    }
+    if (!progress)
+        fetch_tail(c, &t, &tl);
+    rc = task_failed(&t, &tl, err);
+out:
+    if (out)
+        *out = t;
+    tail_free(&tl);
+    return rc;
+}
+
+/* ---- list ------------------------------------------------------------------------------ */
+
+static void copy_field(char *dst, size_t cap, json_t *o, const char *key)
+{
+    const char *s = json_string_value(json_object_get(o, key));
+    pve_strlcpy(dst, s ? s : "", cap);
+}
+
+static void task_from_item(json_t *e, struct pve_task *t)
+{
+    memset(t, 0, sizeof *t);
+    copy_field(t->upid, sizeof t->upid, e, "upid");
+    copy_field(t->node, sizeof t->node, e, "node");
+    copy_field(t->type, sizeof t->type, e, "type");
+    copy_field(t->id, sizeof t->id, e, "id");
+    copy_field(t->user, sizeof t->user, e, "user");
+    t->starttime = json_integer_value(json_object_get(e, "starttime"));
+    t->endtime = json_integer_value(json_object_get(e, "endtime"));
+    const char *st = json_string_value(json_object_get(e, "status"));
+    t->running = !st || strcmp(st, "RUNNING") == 0 || !t->endtime;
+    if (!t->running)
+        set_exit(t, st);
+}
+
+int pve_task_list(pve_client *c, const char *node, int vmid, const char *typefilter, int limit,
+                  struct pve_task **out, size_t *n, struct pve_error *err)
+{
+    char path[256];
+    json_t *params = json_object(), *data = NULL;
+    *out = NULL;
+    *n = 0;
+    int rc = 0;
+    if (!node || pve_path(path, sizeof path, "/nodes/%s/tasks", node) != 0) {
+        pve_error_set(err, PVE_E_INVALID, "bad node name");
+        rc = PVE_E_INVALID;
+        goto out;
+    }
+    if (vmid > 0)
+        json_object_set_new(params, "vmid", json_integer(vmid));
+    if (typefilter && typefilter[0])
+        json_object_set_new(params, "typefilter", json_string(typefilter));
+    if (limit > 0)
+        json_object_set_new(params, "limit", json_integer(limit));
+    rc = pve_call(c, "GET", path, params, &data, err);
+    if (rc)
+        goto out;
+    size_t cnt = json_array_size(data);
+    *out = xcalloc(cnt ? cnt : 1, sizeof **out);
+    for (size_t i = 0; i < cnt; i++)
+        task_from_item(json_array_get(data, i), &(*out)[i]);
+    *n = cnt;
+out:
+    json_decref(params);
+    json_decref(data);
+    return rc;
+}
