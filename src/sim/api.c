@@ -317,6 +317,18 @@ static bool proxy(struct sim *s, struct sim_call *c, struct http_resp *r)
     return false;
 }
 
+/* Remember a request the schema refused, so that client tests can assert
+ * they never send one (GET /_sim/rejections). With s->mu held. */
+static void reject(struct sim *s, const char *verb, const char *path, json_t *errors)
+{
+    if (json_array_size(s->rejections) >= 100)
+        return;
+    json_t *e = json_pack("{s:s,s:s}", "method", verb, "path", path);
+    if (errors)
+        json_object_set(e, "errors", errors);
+    json_array_append_new(s->rejections, e);
+}
+
 static bool verify(struct sim *s, struct sim_call *c, struct http_resp *r, bool json_body)
 {
     json_t *errors = json_object();
@@ -325,8 +337,10 @@ static bool verify(struct sim *s, struct sim_call *c, struct http_resp *r, bool 
     if (rc == SCHEMA_OK && json_object_get(c->params, "skiplock") && !c->is_root)
         json_object_set_new(errors, "skiplock", json_string("Only root may use this option."));
     bool ok = json_object_size(errors) == 0;
-    if (!ok)
+    if (!ok) {
+        reject(s, c->verb, c->path, errors);
         render_error(s, r, 400, "Parameter verification failed.", errors);
+    }
     json_decref(errors);
     return ok;
 }
@@ -439,6 +453,9 @@ static void dispatch(struct sim *s, struct listener_ctx *lc, const struct http_r
     json_t *pathp = json_object();
     int rc = schema_find(s->sch, req->method, path, &c.m, pathp);
     if (rc != SCHEMA_OK) {
+        pthread_mutex_lock(&s->mu);
+        reject(s, req->method, path, NULL);
+        pthread_mutex_unlock(&s->mu);
         char *m = xasprintf("Method '%s %s' not implemented", req->method, path);
         render_error(s, r, 501, m, NULL);
         free(m);

@@ -347,6 +347,16 @@ void sim_ctl_handle(struct sim *s, const struct http_req *req, struct http_resp 
         json_t *v = json_deep_copy(s->violations);
         pthread_mutex_unlock(&s->mu);
         reply(r, 200, v);
+    } else if (get && strcmp(p, "/rejections") == 0) {
+        pthread_mutex_lock(&s->mu);
+        json_t *v = json_deep_copy(s->rejections);
+        pthread_mutex_unlock(&s->mu);
+        reply(r, 200, v);
+    } else if (del && strcmp(p, "/rejections") == 0) {
+        pthread_mutex_lock(&s->mu);
+        json_array_clear(s->rejections);
+        pthread_mutex_unlock(&s->mu);
+        reply(r, 200, json_object());
     } else if (post && strcmp(p, "/reset") == 0) {
         reset(s, r);
     } else if (post && str_starts(p, "/nodes/")) {

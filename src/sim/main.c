@@ -300,6 +300,7 @@ static void sim_free(struct sim *s)
     json_decref(s->calls);
     json_decref(s->node_calls);
     json_decref(s->violations);
+    json_decref(s->rejections);
     schema_free(s->sch);
     auth_free(s->auth);
     free(s->cert_pem);
@@ -339,6 +340,7 @@ int main(int argc, char **argv)
     s->calls = json_object();
     s->node_calls = json_object();
     s->violations = json_array();
+    s->rejections = json_array();
     char *sp = schema_path(s);
     s->sch = schema_load(sp, &err);
     if (!s->sch) {

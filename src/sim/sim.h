@@ -200,6 +200,7 @@ struct sim {
     json_t *calls;      /* {"GET /nodes/{node}/qemu": n, ...} */
     json_t *node_calls; /* {"sv1": n, ...} */
     json_t *violations; /* results that failed --check-returns (bounded) */
+    json_t *rejections; /* requests refused by the schema or unknown paths (bounded) */
     double t_origin;    /* real monotonic seconds at start */
     double last_adv;    /* sim_now() of the last sim_advance */
     uint64_t rng;
