@@ -381,6 +381,7 @@ static void node_defaults(struct sim_node *n, const char *name, int idx)
     n->bandwidth = 500.0 * MiB;
     n->listener = -1;
     n->pid_next = 0x1000 + idx * 0x10000;
+    n->boot = -86400; /* the fleet has been up for a day when pvesim starts */
     default_storages(n);
 }
 
