@@ -87,11 +87,13 @@ const char *call_owner(struct sim_call *c)
 
 /* ---- responses -------------------------------------------------------- */
 
-/* An error produced by the HTTP layer: no JSON, the message as plain text. */
-static void plain_error(struct http_resp *r, int status, const char *msg)
+/* An error produced by the HTTP layer: no JSON, the message as plain text
+ * (http-server >= 5.2.0; before it, PVE 7, the body was empty). */
+static void plain_error(const struct sim *s, struct http_resp *r, int status, const char *msg)
 {
     http_resp_status(r, status, msg);
-    buf_printf(&r->body, "%s\n", msg);
+    if (s->o.pve_version >= 8)
+        buf_printf(&r->body, "%s\n", msg);
     r->close = true;
 }
 
@@ -357,14 +359,15 @@ static void finish(struct sim *s, struct sim_call *c, struct http_resp *r)
 }
 
 /* The body and content-type rules of pve-http-server. */
-static bool body_rules(const struct http_req *req, struct http_resp *r, bool *is_json)
+static bool body_rules(const struct sim *s, const struct http_req *req, struct http_resp *r,
+                       bool *is_json)
 {
     bool write = strcmp(req->method, "POST") == 0 || strcmp(req->method, "PUT") == 0;
     *is_json = false;
     if (!write && req->body_len > 0) {
         char msg[64];
         snprintf(msg, sizeof msg, "Unexpected content for method '%s'", req->method);
-        plain_error(r, 501, msg);
+        plain_error(s, r, 501, msg);
         return false;
     }
     const char *ct = http_req_header(req, "Content-Type");
@@ -380,7 +383,7 @@ static bool body_rules(const struct http_req *req, struct http_resp *r, bool *is
     if (n == 33 && strncasecmp(ct, "application/x-www-form-urlencoded", 33) == 0)
         return true;
     char *msg = xasprintf("upload 'Content-Type '%.*s' not implemented", (int)n, ct);
-    plain_error(r, 506, msg);
+    plain_error(s, r, 506, msg);
     free(msg);
     return false;
 }
@@ -434,7 +437,7 @@ static void dispatch(struct sim *s, struct listener_ctx *lc, const struct http_r
     struct auth_who who;
     json_t *params = json_object();
     long fault_delay = 0;
-    if (!body_rules(req, r, &is_json) || !authenticate(s, req, r, path, &c, &who))
+    if (!body_rules(s, req, r, &is_json) || !authenticate(s, req, r, path, &c, &who))
         goto out;
     json_t *pathp = json_object();
     int rc = schema_find(s->sch, req->method, path, &c.m, pathp);
@@ -525,23 +528,23 @@ void sim_http_handler(void *ctx, const struct http_req *req, struct http_resp *r
     if (strcmp(m, "GET") && strcmp(m, "POST") && strcmp(m, "PUT") && strcmp(m, "DELETE")) {
         char msg[64];
         snprintf(msg, sizeof msg, "method '%s' not available", m);
-        plain_error(r, 501, msg);
+        plain_error(s, r, 501, msg);
         return;
     }
     char *path = pct_decode(req->path, strlen(req->path), false, NULL);
     if (!str_starts(path, "/api2/")) {
-        plain_error(r, 501, "no such uri");
+        plain_error(s, r, 501, "no such uri");
         goto out;
     }
     const char *fmt = path + 6;
     size_t fl = strcspn(fmt, "/");
     if (fl == 0) {
-        plain_error(r, 501, "no such uri");
+        plain_error(s, r, 501, "no such uri");
         goto out;
     }
     if (fl != 4 || strncmp(fmt, "json", 4) != 0) {
         char *msg = xasprintf("no formatter for uri %s, %.*s", path + 5 + fl + 1, (int)fl, fmt);
-        plain_error(r, 501, msg);
+        plain_error(s, r, 501, msg);
         free(msg);
         goto out;
     }
