@@ -339,7 +339,11 @@ static void finish(struct sim *s, struct sim_call *c, struct http_resp *r)
         render_error(s, r, c->status, c->message ? c->message : "error", c->errors);
         return;
     }
-    if (s->o.check_returns) {
+    /* --pve-version 7 serves the 8.4.2 schema, but PVE 7's resize returned
+     * null (its own schema said so; the UPID came with qemu-server 8.0.2) */
+    bool pve7_resize = s->o.pve_version < 8 && strcmp(c->verb, "PUT") == 0 &&
+                       strcmp(schema_method_path(c->m), "/nodes/{node}/qemu/{vmid}/resize") == 0;
+    if (s->o.check_returns && !pve7_resize) {
         char *err = NULL;
         if (!schema_check_returns(c->m, c->data ? c->data : json_null(), &err)) {
             log_error("sim", "%s %s: result does not match the schema: %s", c->verb, c->path, err);
