@@ -443,6 +443,18 @@ static void dispatch(struct sim *s, struct listener_ctx *lc, const struct http_r
     long fault_delay = 0;
     if (!body_rules(s, req, r, &is_json) || !authenticate(s, req, r, path, &c, &who))
         goto out;
+    if (strcmp(path, "/") == 0 && strcmp(req->method, "GET") == 0) {
+        /* the root index (manager PVE/API2.pm): not in the apidoc schema */
+        pthread_mutex_lock(&s->mu);
+        count_call(s, "GET", "/", NULL);
+        pthread_mutex_unlock(&s->mu);
+        json_t *body = json_pack("{s:[{s:s},{s:s},{s:s},{s:s},{s:s},{s:s}]}", "data", "subdir",
+                                 "version", "subdir", "cluster", "subdir", "nodes", "subdir",
+                                 "storage", "subdir", "access", "subdir", "pools");
+        json_reply(r, body);
+        json_decref(body);
+        goto out;
+    }
     json_t *pathp = json_object();
     int rc = schema_find(s->sch, req->method, path, &c.m, pathp);
     if (rc != SCHEMA_OK) {
