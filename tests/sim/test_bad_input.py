@@ -64,18 +64,21 @@ def exchange(port, data, tls=True, timeout=3.0, shut=True):
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
             sock = ctx.wrap_socket(sock)
-        sock.sendall(data)
-        if shut and not tls:
-            sock.shutdown(socket.SHUT_WR)
+        try:
+            sock.sendall(data)
+            if shut and not tls:
+                sock.shutdown(socket.SHUT_WR)
+        except OSError:  # the server already hung up on the garbage
+            pass
         out = b""
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             try:
                 chunk = sock.recv(65536)
-            except (ConnectionResetError, ssl.SSLError, BrokenPipeError):
-                break
             except socket.timeout:
                 raise AssertionError("the server neither answered nor closed: %r" % out[:200])
+            except (OSError, ssl.SSLError):  # reset or closed: the server hung up
+                break
             if not chunk:
                 break
             out += chunk
