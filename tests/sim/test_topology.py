@@ -255,6 +255,8 @@ def fleet_file():
                           {"id": "nfs1", "type": "nfs", "content": "images,iso", "total_gb": 2000,
                            "used_gb": 500, "shared": True}]},
             {"name": "beta", "cpus": 32, "memory_gb": 256},
+            {"name": "gamma", "storages": [{"id": "tank", "type": "zfspool", "content": "images",
+                                            "total_gb": 100}]},
         ],
         "templates": [{"os": "rocky", "vmid": 9000, "disk_gb": 20, "memory_mb": 1024, "cores": 1},
                       {"os": "alpine"}],
@@ -262,9 +264,9 @@ def fleet_file():
     with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
         json.dump(fleet, f)
         f.flush()
-        with Sim(nodes="alpha,beta", extra=["--fleet", f.name]) as s:
+        with Sim(nodes="alpha,beta,gamma", extra=["--fleet", f.name]) as s:
             nodes = by_name(s.data("GET", "/nodes"))
-            assert sorted(nodes) == ["alpha", "beta"]
+            assert sorted(nodes) == ["alpha", "beta", "gamma"]
             assert nodes["alpha"]["maxcpu"] == 8 and nodes["alpha"]["maxmem"] == 32 * GiB
             assert nodes["beta"]["maxcpu"] == 32 and nodes["beta"]["maxmem"] == 256 * GiB
             st = by_name(s.data("GET", "/nodes/alpha/storage"), "storage")
@@ -285,7 +287,18 @@ def fleet_file():
             assert conf["scsi0"].endswith(",size=20G") and conf["template"] == 1, conf
             res = s.data("GET", "/cluster/resources", params={"type": "storage"})
             assert {e["id"] for e in res} == {"storage/alpha/local-lvm", "storage/alpha/nfs1",
-                                              "storage/beta/local", "storage/beta/local-lvm"}
+                                              "storage/beta/local", "storage/beta/local-lvm",
+                                              "storage/gamma/tank"}
+            # without local-lvm, a node's templates live on its storage for images
+            conf = s.data("GET", "/nodes/gamma/qemu/8021/config")
+            assert conf["scsi0"] == "tank:base-8021-disk-0,size=10G", conf
+            assert conf["ide2"].startswith("tank:vm-8021-cloudinit,"), conf
+            upid = s.data("POST", "/nodes/gamma/qemu/8021/clone", data={"newid": 121, "full": 1})
+            assert s.wait_task("gamma", upid)["exitstatus"] == "OK"
+            assert s.data("GET", "/nodes/gamma/qemu/121/config")["scsi0"] == \
+                "tank:vm-121-disk-0,size=10G"
+            tank = s.data("GET", "/nodes/gamma/storage/tank/status")
+            assert 20 * GiB <= tank["used"] < 21 * GiB, tank
             # a full clone of the template onto the shared storage
             upid = s.data("POST", "/nodes/alpha/qemu/9000/clone",
                           data={"newid": 120, "full": 1, "storage": "nfs1"})
