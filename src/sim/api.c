@@ -87,11 +87,13 @@ const char *call_owner(struct sim_call *c)
 
 /* ---- responses -------------------------------------------------------- */
 
-/* An error produced by the HTTP layer: no JSON, the message as plain text. */
-static void plain_error(struct http_resp *r, int status, const char *msg)
+/* An error produced by the HTTP layer: no JSON, the message as plain text
+ * (http-server >= 5.2.0; before it, PVE 7, the body was empty). */
+static void plain_error(const struct sim *s, struct http_resp *r, int status, const char *msg)
 {
     http_resp_status(r, status, msg);
-    buf_printf(&r->body, "%s\n", msg);
+    if (s->o.pve_version >= 8)
+        buf_printf(&r->body, "%s\n", msg);
     r->close = true;
 }
 
@@ -351,7 +353,11 @@ static void finish(struct sim *s, struct sim_call *c, struct http_resp *r)
         render_error(s, r, c->status, c->message ? c->message : "error", c->errors);
         return;
     }
-    if (s->o.check_returns) {
+    /* --pve-version 7 serves the 8.4.2 schema, but PVE 7's resize returned
+     * null (its own schema said so; the UPID came with qemu-server 8.0.2) */
+    bool pve7_resize = s->o.pve_version < 8 && strcmp(c->verb, "PUT") == 0 &&
+                       strcmp(schema_method_path(c->m), "/nodes/{node}/qemu/{vmid}/resize") == 0;
+    if (s->o.check_returns && !pve7_resize) {
         char *err = NULL;
         if (!schema_check_returns(c->m, c->data ? c->data : json_null(), &err)) {
             log_error("sim", "%s %s: result does not match the schema: %s", c->verb, c->path, err);
@@ -371,14 +377,15 @@ static void finish(struct sim *s, struct sim_call *c, struct http_resp *r)
 }
 
 /* The body and content-type rules of pve-http-server. */
-static bool body_rules(const struct http_req *req, struct http_resp *r, bool *is_json)
+static bool body_rules(const struct sim *s, const struct http_req *req, struct http_resp *r,
+                       bool *is_json)
 {
     bool write = strcmp(req->method, "POST") == 0 || strcmp(req->method, "PUT") == 0;
     *is_json = false;
     if (!write && req->body_len > 0) {
         char msg[64];
         snprintf(msg, sizeof msg, "Unexpected content for method '%s'", req->method);
-        plain_error(r, 501, msg);
+        plain_error(s, r, 501, msg);
         return false;
     }
     const char *ct = http_req_header(req, "Content-Type");
@@ -394,7 +401,7 @@ static bool body_rules(const struct http_req *req, struct http_resp *r, bool *is
     if (n == 33 && strncasecmp(ct, "application/x-www-form-urlencoded", 33) == 0)
         return true;
     char *msg = xasprintf("upload 'Content-Type '%.*s' not implemented", (int)n, ct);
-    plain_error(r, 506, msg);
+    plain_error(s, r, 506, msg);
     free(msg);
     return false;
 }
@@ -448,8 +455,20 @@ static void dispatch(struct sim *s, struct listener_ctx *lc, const struct http_r
     struct auth_who who;
     json_t *params = json_object();
     long fault_delay = 0;
-    if (!body_rules(req, r, &is_json) || !authenticate(s, req, r, path, &c, &who))
+    if (!body_rules(s, req, r, &is_json) || !authenticate(s, req, r, path, &c, &who))
         goto out;
+    if (strcmp(path, "/") == 0 && strcmp(req->method, "GET") == 0) {
+        /* the root index (manager PVE/API2.pm): not in the apidoc schema */
+        pthread_mutex_lock(&s->mu);
+        count_call(s, "GET", "/", NULL);
+        pthread_mutex_unlock(&s->mu);
+        json_t *body = json_pack("{s:[{s:s},{s:s},{s:s},{s:s},{s:s},{s:s}]}", "data", "subdir",
+                                 "version", "subdir", "cluster", "subdir", "nodes", "subdir",
+                                 "storage", "subdir", "access", "subdir", "pools");
+        json_reply(r, body);
+        json_decref(body);
+        goto out;
+    }
     json_t *pathp = json_object();
     int rc = schema_find(s->sch, req->method, path, &c.m, pathp);
     if (rc != SCHEMA_OK) {
@@ -542,23 +561,23 @@ void sim_http_handler(void *ctx, const struct http_req *req, struct http_resp *r
     if (strcmp(m, "GET") && strcmp(m, "POST") && strcmp(m, "PUT") && strcmp(m, "DELETE")) {
         char msg[64];
         snprintf(msg, sizeof msg, "method '%s' not available", m);
-        plain_error(r, 501, msg);
+        plain_error(s, r, 501, msg);
         return;
     }
     char *path = pct_decode(req->path, strlen(req->path), false, NULL);
     if (!str_starts(path, "/api2/")) {
-        plain_error(r, 501, "no such uri");
+        plain_error(s, r, 501, "no such uri");
         goto out;
     }
     const char *fmt = path + 6;
     size_t fl = strcspn(fmt, "/");
     if (fl == 0) {
-        plain_error(r, 501, "no such uri");
+        plain_error(s, r, 501, "no such uri");
         goto out;
     }
     if (fl != 4 || strncmp(fmt, "json", 4) != 0) {
         char *msg = xasprintf("no formatter for uri %s, %.*s", path + 5 + fl + 1, (int)fl, fmt);
-        plain_error(r, 501, msg);
+        plain_error(s, r, 501, msg);
         free(msg);
         goto out;
     }

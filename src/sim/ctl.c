@@ -309,7 +309,7 @@ static void reset(struct sim *s, struct http_resp *r)
     for (int i = 0; i < n && i < s->nnodes; i++) {
         s->nodes[i].listener = saved[i].listener;
         s->nodes[i].port = saved[i].port;
-        s->nodes[i].boot = sim_now(s);
+        s->nodes[i].boot = sim_now(s) - 86400;
     }
     s->dirty = true;
     pthread_cond_broadcast(&s->cv);

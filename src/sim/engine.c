@@ -400,6 +400,25 @@ static void step_stop(struct sim *s, struct sim_task *t, double now)
     task_ok(s, t);
 }
 
+/* A task argument as the request sent it: a JSON number or boolean, or the
+ * string of a form-encoded parameter ("30", "1"). */
+static double arg_num(const struct sim_task *t, const char *k, double dflt)
+{
+    json_t *v = json_object_get(t->args, k);
+    int64_t i;
+    if (json_is_number(v))
+        return json_number_value(v);
+    if (json_is_string(v) && parse_i64(json_string_value(v), &i))
+        return (double)i;
+    return dflt;
+}
+
+static bool arg_bool(const struct sim_task *t, const char *k)
+{
+    json_t *v = json_object_get(t->args, k);
+    return json_is_true(v) || arg_num(t, k, 0) != 0;
+}
+
 /* Shutdown (and the first half of reboot): ACPI, wait for the guest up to
  * `timeout`, then either force a stop or fail. */
 static void step_shutdown(struct sim *s, struct sim_task *t, double now)
@@ -424,8 +443,7 @@ static void step_shutdown(struct sim *s, struct sim_task *t, double now)
             task_fail(s, t, "VM is locked (%s)", lk);
             return;
         }
-        json_t *to = json_object_get(t->args, "timeout");
-        double timeout = to ? (double)json_integer_value(to) : 60.0;
+        double timeout = arg_num(t, "timeout", 60.0);
         t->deadline = now + timeout; /* the guest's time to power off */
         t->dur = vm->acpi ? 3.0 : 1e18;
         return;
@@ -440,7 +458,7 @@ static void step_shutdown(struct sim *s, struct sim_task *t, double now)
             }
             task_ok(s, t);
         } else if (now >= t->deadline) {
-            if (json_is_true(json_object_get(t->args, "forceStop"))) {
+            if (arg_bool(t, "forceStop")) {
                 sim_task_log(t, "VM still running - terminating now with SIGTERM");
                 do_stop(s, vm);
                 task_ok(s, t);

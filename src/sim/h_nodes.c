@@ -71,7 +71,7 @@ static double node_cpu(struct sim *s, struct sim_node *n)
 
 static long long uptime(struct sim *s, struct sim_node *n)
 {
-    return 86400 + (long long)(sim_now(s) - n->boot);
+    return (long long)(sim_now(s) - n->boot);
 }
 
 json_t *sim_node_entry(struct sim *s, struct sim_node *n, bool with_fp);

@@ -381,6 +381,7 @@ static void node_defaults(struct sim_node *n, const char *name, int idx)
     n->bandwidth = 500.0 * MiB;
     n->listener = -1;
     n->pid_next = 0x1000 + idx * 0x10000;
+    n->boot = -86400; /* the fleet has been up for a day when pvesim starts */
     default_storages(n);
 }
 
@@ -422,12 +423,19 @@ static void make_template(struct sim *s, struct sim_node *n, int ti)
     } else {
         json_object_set_new(c, "memory", json_integer(t->memory_mb));
     }
+    /* the disks go on the node's first storage for images (local-lvm by default) */
+    const char *sid = "local-lvm";
+    for (int j = 0; j < n->nst; j++)
+        if (strstr(n->st[j].content, "images")) {
+            sid = n->st[j].id;
+            break;
+        }
     char *sz = sim_fmt_size(t->disk);
-    snprintf(buf, sizeof buf, "local-lvm:base-%d-disk-0,size=%s", vmid, sz);
+    snprintf(buf, sizeof buf, "%s:base-%d-disk-0,size=%s", sid, vmid, sz);
     free(sz);
     json_object_set_new(c, "scsi0", json_string(buf));
     json_object_set_new(c, "scsihw", json_string("virtio-scsi-pci"));
-    snprintf(buf, sizeof buf, "local-lvm:vm-%d-cloudinit,media=cdrom,size=4M", vmid);
+    snprintf(buf, sizeof buf, "%s:vm-%d-cloudinit,media=cdrom,size=4M", sid, vmid);
     json_object_set_new(c, "ide2", json_string(buf));
     snprintf(buf, sizeof buf, "virtio=%s,bridge=vmbr0", mac);
     json_object_set_new(c, "net0", json_string(buf));
