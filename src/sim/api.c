@@ -335,6 +335,8 @@ static void finish(struct sim *s, struct sim_call *c, struct http_resp *r)
 {
     if (c->status && c->status != 200) {
         render_error(s, r, c->status, c->message ? c->message : "error", c->errors);
+        if (c->status == 401) /* a failed login is delayed like any 401 (§2) */
+            r->delay_ms = (long)(s->o.auth_delay * 1000);
         return;
     }
     /* --pve-version 7 serves the 8.4.2 schema; the documented 7.x result
