@@ -323,6 +323,27 @@ static int generic_phases(struct sim *s, struct sim_task *t, double now)
     return 2; /* working */
 }
 
+/* A request parameter kept in t->args: form and query values are strings
+ * ("60", "1"), JSON bodies may carry numbers and booleans. */
+static double arg_num(struct sim_task *t, const char *name, double dflt)
+{
+    json_t *v = json_object_get(t->args, name);
+    if (json_is_number(v))
+        return json_number_value(v);
+    int64_t n;
+    if (json_is_string(v) && parse_i64(json_string_value(v), &n))
+        return (double)n;
+    return dflt;
+}
+
+static bool arg_bool(struct sim_task *t, const char *name)
+{
+    json_t *v = json_object_get(t->args, name);
+    if (json_is_boolean(v))
+        return json_is_true(v);
+    return arg_num(t, name, 0) != 0;
+}
+
 static const char *conf_lock(struct sim_vm *vm)
 {
     return json_string_value(json_object_get(vm->conf, "lock"));
@@ -422,8 +443,7 @@ static void step_shutdown(struct sim *s, struct sim_task *t, double now)
             task_fail(s, t, "VM is locked (%s)", lk);
             return;
         }
-        json_t *to = json_object_get(t->args, "timeout");
-        double timeout = to ? (double)json_integer_value(to) : 60.0;
+        double timeout = arg_num(t, "timeout", 60.0);
         t->deadline = now + timeout; /* the guest's time to power off */
         t->dur = vm->acpi ? 3.0 : 1e18;
         return;
@@ -438,7 +458,7 @@ static void step_shutdown(struct sim *s, struct sim_task *t, double now)
             }
             task_ok(s, t);
         } else if (now >= t->deadline) {
-            if (json_is_true(json_object_get(t->args, "forceStop"))) {
+            if (arg_bool(t, "forceStop")) {
                 sim_task_log(t, "VM still running - terminating now with SIGTERM");
                 do_stop(s, vm);
                 task_ok(s, t);
