@@ -357,7 +357,8 @@ static void step_start(struct sim *s, struct sim_task *t, double now)
     struct sim_vm *vm = task_vm(s, t);
     if (g == 1) {
         const char *lk = conf_lock(vm);
-        if (json_is_true(json_object_get(vm->conf, "template"))) {
+        json_t *tpl = json_object_get(vm->conf, "template");
+        if (json_is_true(tpl) || json_integer_value(tpl)) {
             unlock_vm(s, t);
             task_fail(s, t, "you can't start a vm if it's a template");
         } else if (lk && strcmp(lk, "suspended") != 0) {
