@@ -339,6 +339,63 @@ def resize_errors_are_http_errors_on_pve7():
 
 
 @case
+def more_handler_texts():
+    with Sim(time_scale=0.01) as s:
+        clone = "/nodes/sv1/qemu/8000/clone"
+        param_err(s.api("POST", clone, data={"newid": "100", "full": "1", "storage": "local"}),
+                  {"storage": "storage 'local' does not support vm images"})
+        expect(s.api("POST", clone, data={"newid": "100", "full": "1", "storage": "nope"}), 500,
+               "storage 'nope' does not exist")
+        expect(s.api("POST", clone, data={"newid": "100", "storage": "local-lvm"}), 500,
+               "parameter 'storage' not allowed for linked clones")
+        expect(s.api("POST", clone, data={"newid": "100", "format": "raw"}), 500,
+               "parameter 'format' not allowed for linked clones")
+        expect(s.api("POST", clone, data={"newid": "100", "target": "sv2"}), 500,
+               "can't clone VM to node 'sv2' (VM uses local storage)")
+        expect(s.api("POST", clone, data={"newid": "100", "target": "sv9"}), 500,
+               "no such cluster node 'sv9'")
+        expect(s.api("GET", "/nodes/sv9/qemu"), 500,
+               "hostname lookup 'sv9' failed - failed to get address info for: sv9: Name or service not known")
+        linked_clone(s, 100)
+        expect(s.api("POST", "/nodes/sv1/qemu/100/clone", data={"newid": "101", "full": "0"}), 500,
+               "Linked clone feature is not supported for 'local-lvm:base-8000-disk-0/vm-100-disk-0' (scsi0)")
+        expect(s.api("PUT", "/nodes/sv1/qemu/100/config", data={"balloon": "4096"}), 500,
+               "balloon value too large (must be smaller than assigned memory)")
+        # newid taken by a VM on another node: only the task fails
+        st = run_task(s, "POST", clone, data={"newid": "8010"})
+        assert st["exitstatus"] == ("clone failed: close (rename) atomic file "
+                                    "'/etc/pve/nodes/sv1/qemu-server/8010.conf' failed: File exists"), st
+        # create onto an existing id
+        expect(s.api("POST", "/nodes/sv1/qemu", data={"vmid": "8010"}), 500,
+               "unable to create VM 8010 - VM 8010 already exists on node 'sv2'")
+        # HA-only refusals
+        s.ctl("POST", "/vms/100", {"ha": True})
+        param_err(s.api("POST", "/nodes/sv1/qemu/100/status/stop", data={"overrule-shutdown": "1"}),
+                  {"overrule-shutdown": "Not applicable for HA resources."})
+        run_task(s, "POST", "/nodes/sv1/qemu/100/status/start")
+        wait_for(lambda: s.vm(100)["power"] == "running", 5, what="the HA start")
+        expect(s.api("POST", "/nodes/sv1/qemu/100/status/suspend", data={"todisk": "1"}), 500,
+               "Cannot suspend HA managed VM to disk")
+
+
+@case
+def task_endpoint_errors():
+    with Sim(time_scale=0.01) as s:
+        upid = s.data("POST", "/nodes/sv1/qemu/8000/clone", data={"newid": "100"})
+        s.wait_task("sv1", upid)
+        param_err(s.api("GET", "/nodes/sv1/tasks/nonsense/status"), {"upid": "unable to parse worker upid"})
+        param_err(s.api("GET", "/nodes/sv2/tasks/%s/status" % upid), {"upid": "no such task"})
+        param_err(s.api("GET", "/nodes/sv1/tasks/nonsense/log"), {"upid": "unable to parse worker upid"})
+        r = s.api("GET", "/nodes/sv2/tasks/%s/log" % upid)
+        assert r.status_code == 200 and r.json() == {
+            "data": [{"n": 1, "t": "unable to open file - No such file or directory"}], "total": 1}, r.text
+        # the %3A-encoded UPID works like the raw one
+        enc = upid.replace(":", "%3A")
+        assert s.data("GET", "/nodes/sv1/tasks/%s/status" % enc)["upid"] == upid
+
+
+
+@case
 def reason_phrase_is_first_line():
     with Sim(time_scale=0.01) as s:
         s.ctl("POST", "/faults", {"path": "^/version$", "kind": "error", "status": 500,

@@ -75,7 +75,7 @@ def clone_config_appears_after_the_fork():
     # config may not exist yet and nextid may still offer newid (no reservation).
     with Sim(time_scale=2) as s:
         observed = False
-        for newid in (100, 101, 102):
+        for newid in (100, 101, 102, 103, 104):
             upid = post(s, "/qemu/8000/clone", newid=str(newid))
             nid = s.data("GET", "/cluster/nextid")
             r = s.api("GET", "/nodes/sv1/qemu/%d/config" % newid)
