@@ -198,6 +198,23 @@ def power_state_rules():
 
 
 @case
+def power_actions_on_a_locked_vm():
+    with Sim(time_scale=0.01) as s:
+        running_vm(s, 100)
+        s.ctl("POST", "/vms/100", {"conf": {"lock": "backup"}})
+        for a in ("stop", "shutdown", "reset", "suspend"):
+            st = run(s, "/qemu/100/status/" + a)
+            assert st["exitstatus"] == "VM is locked (backup)", (a, st)
+        assert power(s, 100) == "running"
+        t = s.login()
+        for a, after in (("reset", "running"), ("shutdown", "stopped")):
+            st = s.wait_task("sv1", s.data("POST", "/nodes/sv1/qemu/100/status/" + a,
+                                           data={"skiplock": "1"}, auth=t))
+            assert st["exitstatus"] == "OK" and power(s, 100) == after, (a, st)
+        ok(run(s, "/qemu/100/status/stop"))  # stopped: the lock is not even looked at
+
+
+@case
 def shutdown_timeout():
     with Sim(time_scale=0.01) as s:
         running_vm(s, 100)
