@@ -491,21 +491,30 @@ static void step_simple_power(struct sim *s, struct sim_task *t, double now)
         if (lk && !skiplock && strcmp(lk, "suspended") != 0) {
             unlock_vm(s, t);
             task_fail(s, t, "VM is locked (%s)", lk);
-        } else if (vm->power == VM_STOPPED) {
+        } else if (vm->power == VM_STOPPED &&
+                   !(t->kind == TK_RESUME && lk && strcmp(lk, "suspended") == 0)) {
             unlock_vm(s, t);
             task_fail(s, t, "VM %d not running", vm->vmid);
         } else {
-            t->dur = 0.3;
+            t->dur = vm->power == VM_STOPPED ? 1.5 : 0.3; /* from disk: a start */
         }
         return;
     }
     if (now - t->t0 < t->dur)
         return;
     if (!t->fault_exit) {
-        if (t->kind == TK_SUSPEND)
+        if (t->kind == TK_SUSPEND) {
             vm->power = VM_PAUSED;
-        else if (t->kind == TK_RESUME)
+        } else if (t->kind == TK_RESUME && vm->power == VM_STOPPED) {
+            /* suspended to disk: resume starts it from the saved state */
+            json_object_del(vm->conf, "lock");
+            json_object_del(vm->conf, "vmstate");
+            qemu_apply_pending(vm);
             vm->power = VM_RUNNING;
+            vm->started = now;
+        } else if (t->kind == TK_RESUME) {
+            vm->power = VM_RUNNING;
+        }
         s->dirty = true;
     }
     task_ok(s, t);
