@@ -215,6 +215,19 @@ def power_actions_on_a_locked_vm():
 
 
 @case
+def resume_from_disk():
+    with Sim(time_scale=0.01) as s:
+        clone(s, 100)
+        s.ctl("POST", "/vms/100", {"conf": {"lock": "suspended"}})
+        # a VM suspended to disk is stopped with lock: suspended; resume starts it
+        for a in ("reset", "suspend"):
+            expect500(s.api("POST", "/nodes/sv1/qemu/100/status/" + a), "VM 100 not running")
+        expect500(s.api("PUT", "/nodes/sv1/qemu/100/config", data={"cores": "3"}), "VM is locked (suspended)")
+        ok(run(s, "/qemu/100/status/resume"))
+        assert power(s, 100) == "running" and "lock" not in config(s, 100)
+
+
+@case
 def shutdown_timeout():
     with Sim(time_scale=0.01) as s:
         running_vm(s, 100)
