@@ -168,12 +168,36 @@ static void fault_add(struct sim *s, const struct http_req *req, struct http_res
         bad(r, 400, "kind: one of lock_timeout, error, 595, 596, delay, task_error, hang");
         goto out;
     }
-    if (method && strlen(method) >= sizeof f->method) {
+    json_t *jm = json_object_get(b, "method");
+    if (jm && (!method || (strcmp(method, "GET") && strcmp(method, "POST") &&
+                           strcmp(method, "PUT") && strcmp(method, "DELETE")))) {
         bad(r, 400, "method: GET, POST, PUT or DELETE");
+        goto out;
+    }
+    if (json_object_get(b, "node") && !node) {
+        bad(r, 400, "node: a string");
         goto out;
     }
     if (node && strlen(node) >= sizeof f->node) {
         bad(r, 400, "node: name too long");
+        goto out;
+    }
+    if (json_object_get(b, "path") && !path) {
+        bad(r, 400, "path: a string (PCRE)");
+        goto out;
+    }
+    if (json_object_get(b, "message") && !msg) {
+        bad(r, 400, "message: a string");
+        goto out;
+    }
+    json_t *st = json_object_get(b, "status"), *dl = json_object_get(b, "delay_ms");
+    if (st && (!json_is_integer(st) || json_integer_value(st) < 100 ||
+               json_integer_value(st) > 599)) {
+        bad(r, 400, "status: an integer from 100 to 599");
+        goto out;
+    }
+    if (dl && (!json_is_integer(dl) || json_integer_value(dl) < 0)) {
+        bad(r, 400, "delay_ms: a non-negative integer");
         goto out;
     }
     if (rate && (!json_is_number(rate) || json_number_value(rate) < 0 ||

@@ -325,6 +325,27 @@ static int generic_phases(struct sim *s, struct sim_task *t, double now)
     return 2; /* working */
 }
 
+/* A request parameter kept in t->args: form and query values are strings
+ * ("60", "1"), JSON bodies may carry numbers and booleans. */
+static double arg_num(struct sim_task *t, const char *name, double dflt)
+{
+    json_t *v = json_object_get(t->args, name);
+    if (json_is_number(v))
+        return json_number_value(v);
+    int64_t n;
+    if (json_is_string(v) && parse_i64(json_string_value(v), &n))
+        return (double)n;
+    return dflt;
+}
+
+static bool arg_bool(struct sim_task *t, const char *name)
+{
+    json_t *v = json_object_get(t->args, name);
+    if (json_is_boolean(v))
+        return json_is_true(v);
+    return arg_num(t, name, 0) != 0;
+}
+
 static const char *conf_lock(struct sim_vm *vm)
 {
     return json_string_value(json_object_get(vm->conf, "lock"));
@@ -338,7 +359,8 @@ static void step_start(struct sim *s, struct sim_task *t, double now)
     struct sim_vm *vm = task_vm(s, t);
     if (g == 1) {
         const char *lk = conf_lock(vm);
-        if (json_is_true(json_object_get(vm->conf, "template"))) {
+        json_t *tpl = json_object_get(vm->conf, "template");
+        if (json_is_true(tpl) || json_integer_value(tpl)) {
             unlock_vm(s, t);
             task_fail(s, t, "you can't start a vm if it's a template");
         } else if (lk && strcmp(lk, "suspended") != 0) {
@@ -400,25 +422,6 @@ static void step_stop(struct sim *s, struct sim_task *t, double now)
     task_ok(s, t);
 }
 
-/* A task argument as the request sent it: a JSON number or boolean, or the
- * string of a form-encoded parameter ("30", "1"). */
-static double arg_num(const struct sim_task *t, const char *k, double dflt)
-{
-    json_t *v = json_object_get(t->args, k);
-    int64_t i;
-    if (json_is_number(v))
-        return json_number_value(v);
-    if (json_is_string(v) && parse_i64(json_string_value(v), &i))
-        return (double)i;
-    return dflt;
-}
-
-static bool arg_bool(const struct sim_task *t, const char *k)
-{
-    json_t *v = json_object_get(t->args, k);
-    return json_is_true(v) || arg_num(t, k, 0) != 0;
-}
-
 /* Shutdown (and the first half of reboot): ACPI, wait for the guest up to
  * `timeout`, then either force a stop or fail. */
 static void step_shutdown(struct sim *s, struct sim_task *t, double now)
@@ -438,7 +441,7 @@ static void step_shutdown(struct sim *s, struct sim_task *t, double now)
             }
             return;
         }
-        if (lk) {
+        if (lk && !json_is_true(json_object_get(t->args, "_skiplock"))) {
             unlock_vm(s, t);
             task_fail(s, t, "VM is locked (%s)", lk);
             return;
@@ -490,21 +493,30 @@ static void step_simple_power(struct sim *s, struct sim_task *t, double now)
         if (lk && !skiplock && strcmp(lk, "suspended") != 0) {
             unlock_vm(s, t);
             task_fail(s, t, "VM is locked (%s)", lk);
-        } else if (vm->power == VM_STOPPED) {
+        } else if (vm->power == VM_STOPPED &&
+                   !(t->kind == TK_RESUME && lk && strcmp(lk, "suspended") == 0)) {
             unlock_vm(s, t);
             task_fail(s, t, "VM %d not running", vm->vmid);
         } else {
-            t->dur = 0.3;
+            t->dur = vm->power == VM_STOPPED ? 1.5 : 0.3; /* from disk: a start */
         }
         return;
     }
     if (now - t->t0 < t->dur)
         return;
     if (!t->fault_exit) {
-        if (t->kind == TK_SUSPEND)
+        if (t->kind == TK_SUSPEND) {
             vm->power = VM_PAUSED;
-        else if (t->kind == TK_RESUME)
+        } else if (t->kind == TK_RESUME && vm->power == VM_STOPPED) {
+            /* suspended to disk: resume starts it from the saved state */
+            json_object_del(vm->conf, "lock");
+            json_object_del(vm->conf, "vmstate");
+            qemu_apply_pending(vm);
             vm->power = VM_RUNNING;
+            vm->started = now;
+        } else if (t->kind == TK_RESUME) {
+            vm->power = VM_RUNNING;
+        }
         s->dirty = true;
     }
     task_ok(s, t);

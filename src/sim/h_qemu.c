@@ -183,21 +183,48 @@ static bool b64_decode(const char *s, size_t n, unsigned char **out, size_t *out
     return true;
 }
 
-/* One OpenSSH public key line: "<type> <base64 blob> [comment]" where the
- * blob starts with the length-prefixed type name (what ssh-keygen -l checks). */
+/* Read one SSH wire-format string (uint32 length + bytes) at *off. */
+static bool ssh_string(const unsigned char *b, size_t n, size_t *off, size_t *len)
+{
+    if (n - *off < 4)
+        return false;
+    uint32_t l = (uint32_t)b[*off] << 24 | (uint32_t)b[*off + 1] << 16 |
+                 (uint32_t)b[*off + 2] << 8 | b[*off + 3];
+    if (l > n - *off - 4)
+        return false;
+    *off += 4;
+    *len = l;
+    *off += l;
+    return true;
+}
+
+/* One OpenSSH public key line: "<type> <base64 blob> [comment]". Like
+ * ssh-keygen -l, the blob must be a complete key of that type: the
+ * length-prefixed type name, then the type's fields (RSA: e, n; DSA: p, q,
+ * g, y; ECDSA: curve, point; Ed25519: a 32-byte key; the sk- variants add
+ * the application string) and nothing after them. */
 static bool ssh_key_valid(const char *line, size_t n)
 {
-    static const char *const types[] = {"ssh-rsa", "ssh-ed25519", "ssh-dss",
-                                        "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
-                                        "ecdsa-sha2-nistp521", "sk-ssh-ed25519@openssh.com",
-                                        "sk-ecdsa-sha2-nistp256@openssh.com", NULL};
+    static const struct {
+        const char *name;
+        int fields;
+    } types[] = {{"ssh-rsa", 2},
+                 {"ssh-ed25519", 1},
+                 {"ssh-dss", 4},
+                 {"ecdsa-sha2-nistp256", 2},
+                 {"ecdsa-sha2-nistp384", 2},
+                 {"ecdsa-sha2-nistp521", 2},
+                 {"sk-ssh-ed25519@openssh.com", 2},
+                 {"sk-ecdsa-sha2-nistp256@openssh.com", 3},
+                 {NULL, 0}};
     size_t tl = 0;
     while (tl < n && line[tl] != ' ')
         tl++;
-    bool known = false;
-    for (int i = 0; types[i] && !known; i++)
-        known = strlen(types[i]) == tl && strncmp(types[i], line, tl) == 0;
-    if (!known || tl >= n)
+    int ti = -1;
+    for (int i = 0; types[i].name && ti < 0; i++)
+        if (strlen(types[i].name) == tl && strncmp(types[i].name, line, tl) == 0)
+            ti = i;
+    if (ti < 0 || tl >= n)
         return false;
     const char *b = line + tl + 1;
     size_t bl = 0;
@@ -207,12 +234,15 @@ static bool ssh_key_valid(const char *line, size_t n)
     size_t blen = 0;
     if (!b64_decode(b, bl, &blob, &blen))
         return false;
-    bool ok = blen >= 4 + tl;
-    if (ok) {
-        uint32_t l = (uint32_t)blob[0] << 24 | (uint32_t)blob[1] << 16 | (uint32_t)blob[2] << 8 |
-                     blob[3];
-        ok = l == tl && memcmp(blob + 4, line, tl) == 0;
+    size_t off = 0, len = 0;
+    bool ok = ssh_string(blob, blen, &off, &len) && len == tl &&
+              memcmp(blob + 4, line, tl) == 0;
+    for (int f = 0; ok && f < types[ti].fields; f++) {
+        ok = ssh_string(blob, blen, &off, &len) && len > 0;
+        if (ok && f == 0 && strstr(types[ti].name, "ed25519"))
+            ok = len == 32;
     }
+    ok = ok && off == blen;
     free(blob);
     return ok;
 }

@@ -1,0 +1,225 @@
+"""Authentication rules of pvesim (pve-api.md §3): login, ticket and CSRF
+formats, the ways to present credentials, renewal, expiry, API tokens, the
+401 shapes and their delay, and the token id in task UPIDs."""
+import re
+import time
+import urllib.parse
+
+from simlib import PASSWORD, TOKEN_ID, TOKEN_SECRET, Sim, case, finish, wait_for
+
+TICKET_RE = re.compile(r"^PVE:root@pam:[0-9A-F]{8}::[A-Za-z0-9+/=]+$")
+CSRF_RE = re.compile(r"^[0-9A-F]{8}:[A-Za-z0-9+/]{43}$")
+
+
+def login_raw(s, **data):
+    return s.raw("POST", "/api2/json/access/ticket", data=data)
+
+
+def is_401(r, reason):
+    """An authentication failure: no JSON, no Content-Type, empty body, closed."""
+    assert r.status_code == 401, (r.status_code, r.reason, r.text)
+    assert r.reason == reason, (r.reason, reason)
+    assert r.text == "" and "Content-Type" not in r.headers, (r.headers, r.text)
+    assert r.headers.get("Connection", "").lower() == "close", r.headers
+
+
+def tok(value):
+    return {"Authorization": value}
+
+
+def cookie(ticket):
+    return {"Cookie": "PVEAuthCookie=" + ticket}
+
+
+@case
+def login_and_formats():
+    with Sim(time_scale=0.01) as s:
+        for data in ({"username": "root@pam", "password": PASSWORD},
+                     {"username": "root", "realm": "pam", "password": PASSWORD}):
+            r = login_raw(s, **data)
+            assert r.status_code == 200, (r.status_code, r.reason)
+            d = r.json()["data"]
+            assert d["username"] == "root@pam", d
+            assert TICKET_RE.match(d["ticket"]), d["ticket"]
+            assert CSRF_RE.match(d["CSRFPreventionToken"]), d["CSRFPreventionToken"]
+            assert isinstance(d["cap"], dict) and "vms" in d["cap"], d
+            # the ticket's time and the CSRF token's time are now (hex unix time)
+            t = int(d["ticket"].split(":")[2], 16)
+            assert abs(t - time.time()) < 5, t
+            assert abs(int(d["CSRFPreventionToken"][:8], 16) - time.time()) < 5
+            assert "Set-Cookie" not in r.headers
+        # a JSON body works too
+        r = s.raw("POST", "/api2/json/access/ticket", json={"username": "root@pam", "password": PASSWORD})
+        assert r.status_code == 200 and TICKET_RE.match(r.json()["data"]["ticket"])
+        # GET /access/ticket is a dummy
+        r = s.raw("GET", "/api2/json/access/ticket")
+        assert r.status_code == 200 and r.json() == {"data": None}, r.text
+
+
+@case
+def login_failures():
+    with Sim(time_scale=0.01) as s:
+        for data in ({"username": "root@pam", "password": "wrong"},
+                     {"username": "nobody@pam", "password": PASSWORD},
+                     {"username": "root", "realm": "pve", "password": PASSWORD},
+                     {"username": "root@pam", "password": ""}):
+            r = login_raw(s, **data)
+            assert r.status_code == 401 and r.reason == "authentication failure", (data, r.status_code, r.reason)
+            assert r.headers["Content-Type"] == "application/json;charset=UTF-8"
+            assert r.json() == {"data": None, "message": "authentication failure\n"}, r.text
+            assert r.headers["Connection"] == "close"
+        # missing password is a parameter error, not an authentication failure
+        r = login_raw(s, username="root@pam")
+        assert r.status_code == 400 and r.json()["errors"] == {
+            "password": "property is missing and it is not optional"}, r.text
+        # an API token may not log in
+        r = s.raw("POST", "/api2/json/access/ticket", data={"username": "root@pam", "password": PASSWORD},
+                  headers=tok("PVEAPIToken=%s=%s" % (TOKEN_ID, TOKEN_SECRET)))
+        msg = "Permission check failed (URI '/access/ticket' not available with API token, need proper ticket."
+        assert r.status_code == 403 and r.reason == msg, (r.status_code, r.reason)
+        assert r.json()["data"] is None
+
+
+@case
+def presenting_a_ticket():
+    with Sim(time_scale=0.01) as s:
+        d = s.login()
+        t, csrf = d["ticket"], d["CSRFPreventionToken"]
+        # Cookie, percent-encoded cookie, Authorization: PVEAuthCookie=
+        for h in (cookie(t), cookie(urllib.parse.quote(t, safe="")),
+                  {"Authorization": "PVEAuthCookie=" + t},
+                  {"Cookie": "foo=bar; PVEAuthCookie=" + t + "; x=y"}):
+            r = s.api("GET", "/version", headers=h, auth=None)
+            assert r.status_code == 200, (h, r.status_code, r.reason)
+        # writes need the CSRF token; GETs do not
+        cfg = "/nodes/sv1/qemu/8000/config"
+        is_401(s.api("PUT", cfg, data={"cores": "3"}, headers=cookie(t), auth=None),
+               "Permission denied - invalid csrf token")
+        is_401(s.api("PUT", cfg, data={"cores": "3"}, auth=None,
+                     headers=dict(cookie(t), CSRFPreventionToken=csrf[:-1] + ("A" if csrf[-1] != "A" else "B"))),
+               "Permission denied - invalid csrf token")
+        is_401(s.api("DELETE", "/nodes/sv1/qemu/8000", headers={"Authorization": "PVEAuthCookie=" + t}, auth=None),
+               "Permission denied - invalid csrf token")
+        assert s.data("GET", cfg, auth=d)["cores"] == 2
+        r = s.api("PUT", cfg, data={"cores": "3"}, headers=dict(cookie(t), CSRFPreventionToken=csrf), auth=None)
+        assert r.status_code == 200, (r.status_code, r.reason)
+        r = s.api("PUT", cfg, data={"cores": "4"}, auth=None,
+                  headers={"Authorization": "PVEAuthCookie=" + t, "CSRFPreventionToken": csrf})
+        assert r.status_code == 200, (r.status_code, r.reason)
+        assert s.data("GET", cfg, auth=d)["cores"] == 4
+        # a broken ticket; a ticket wins over a token that is also sent
+        bad = t[:-4] + ("AAAA" if not t.endswith("AAAA") else "BBBB")
+        is_401(s.api("GET", "/version", headers=cookie(bad), auth=None), "permission denied - invalid PVE ticket")
+        is_401(s.api("GET", "/version", headers=cookie("garbage"), auth=None), "permission denied - invalid PVE ticket")
+        is_401(s.api("GET", "/version", headers=cookie(bad)), "permission denied - invalid PVE ticket")
+        # a wrong key name or case is no credential at all
+        is_401(s.api("GET", "/version", headers={"Cookie": "pveauthcookie=" + t}, auth=None), "No ticket")
+        is_401(s.api("GET", "/version", headers={"Authorization": "Bearer " + t}, auth=None), "No ticket")
+
+
+@case
+def renewal():
+    with Sim(time_scale=0.01) as s:
+        d = s.login()
+        n = s.login(password=d["ticket"])
+        assert n["username"] == "root@pam" and TICKET_RE.match(n["ticket"])
+        assert s.api("GET", "/version", auth=n).status_code == 200
+        # a forged ticket does not renew
+        r = login_raw(s, username="root@pam", password=d["ticket"][:-4] + "AAAA")
+        assert r.status_code == 401 and r.reason == "authentication failure"
+
+
+@case
+def expiry():
+    with Sim(time_scale=0.01, extra=["--ticket-lifetime", "2"]) as s:
+        d = s.login()
+        t0 = time.monotonic()
+        assert s.api("GET", "/version", auth=d).status_code == 200
+
+        def refused():
+            r = s.api("GET", "/version", auth=d)
+            return [r] if r.status_code == 401 else None  # a 401 Response is falsy
+        r = wait_for(refused, 8, interval=0.2, what="the ticket to expire")[0]
+        assert time.monotonic() - t0 >= 1.0
+        is_401(r, "permission denied - invalid PVE ticket")
+        # an expired ticket no longer renews; the password still logs in
+        r = login_raw(s, username="root@pam", password=d["ticket"])
+        assert r.status_code == 401 and r.reason == "authentication failure"
+        assert s.api("GET", "/version", auth=s.login()).status_code == 200
+
+
+@case
+def api_tokens():
+    with Sim(time_scale=0.01) as s:
+        good = "%s=%s" % (TOKEN_ID, TOKEN_SECRET)
+        for h in ("PVEAPIToken=" + good, "PVEAPIToken " + good):
+            r = s.api("GET", "/version", headers=tok(h), auth=None)
+            assert r.status_code == 200, (h, r.status_code, r.reason)
+        # tokens need no CSRF token for writes
+        r = s.api("PUT", "/nodes/sv1/qemu/8000/config", data={"cores": "3"}, headers=tok("PVEAPIToken=" + good), auth=None)
+        assert r.status_code == 200, (r.status_code, r.reason)
+        is_401(s.api("GET", "/version", headers=tok("PVEAPIToken=%s=wrong" % TOKEN_ID), auth=None),
+               "invalid token value!")
+        is_401(s.api("GET", "/version", headers=tok("PVEAPIToken=root@pam!x=" + TOKEN_SECRET), auth=None),
+               "no such token 'x' for user 'root@pam'")
+        is_401(s.api("GET", "/version", headers=tok("PVEAPIToken=root@pam=" + TOKEN_SECRET), auth=None),
+               "'root@pam' is not a valid token ID - not able to split into user and token parts")
+        is_401(s.api("GET", "/version", headers=tok("PVEAPIToken=" + TOKEN_ID), auth=None),
+               "no tokenid specified")
+        # PBS's ':' separator is not PVE's
+        is_401(s.api("GET", "/version", headers=tok("PVEAPIToken=%s:%s" % (TOKEN_ID, TOKEN_SECRET)), auth=None),
+               "no tokenid specified")
+
+
+@case
+def no_credentials():
+    with Sim(time_scale=0.01) as s:
+        for m, p in (("GET", "/version"), ("GET", "/nodes"), ("POST", "/nodes/sv1/qemu/8000/clone"),
+                     ("GET", "/nodes/sv1/nothing")):
+            is_401(s.api(m, p, auth=None), "No ticket")
+        # unauthenticated calls that are allowed
+        assert s.api("GET", "/access/domains", auth=None).status_code == 200
+
+
+@case
+def auth_delay():
+    with Sim(time_scale=0.01, auth_delay=0.5) as s:
+        for fn in (lambda: s.api("GET", "/version", auth=None),
+                   lambda: s.api("GET", "/version", headers=tok("PVEAPIToken=%s=wrong" % TOKEN_ID), auth=None),
+                   lambda: s.api("GET", "/version", headers=cookie("PVE:root@pam:00000000::AAAA"), auth=None),
+                   lambda: login_raw(s, username="root@pam", password="wrong")):
+            t0 = time.monotonic()
+            r = fn()
+            el = time.monotonic() - t0
+            assert r.status_code == 401, r.status_code
+            assert el >= 0.5, (r.reason, el)
+        # successful requests are not delayed
+        t0 = time.monotonic()
+        assert s.api("GET", "/version").status_code == 200
+        assert time.monotonic() - t0 < 0.4
+    with Sim(time_scale=0.01, auth_delay=0) as s:
+        t0 = time.monotonic()
+        for _ in range(3):
+            assert s.api("GET", "/version", auth=None).status_code == 401
+            assert login_raw(s, username="root@pam", password="wrong").status_code == 401
+        assert time.monotonic() - t0 < 1.5
+
+
+@case
+def task_owner():
+    with Sim(time_scale=0.01) as s:
+        upid = s.data("POST", "/nodes/sv1/qemu/8000/clone", data={"newid": "100"})
+        assert upid.endswith(":qmclone:8000:%s:" % TOKEN_ID), upid
+        st = s.wait_task("sv1", upid)
+        assert st["user"] == "root@pam" and st["tokenid"] == "ci", st
+        lst = s.data("GET", "/nodes/sv1/tasks")
+        e = [t for t in lst if t["upid"] == upid][0]
+        assert e["user"] == TOKEN_ID, e
+        d = s.login()
+        upid = s.data("POST", "/nodes/sv1/qemu/8000/clone", data={"newid": "101"}, auth=d)
+        assert upid.endswith(":qmclone:8000:root@pam:"), upid
+        st = s.wait_task("sv1", upid)
+        assert st["user"] == "root@pam" and "tokenid" not in st, st
+
+
+finish()

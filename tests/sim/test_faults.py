@@ -1,0 +1,221 @@
+"""Injected faults (POST /_sim/faults): every kind, the count/rate/node/method
+filters, listing and deleting rules, and the validation of rule specs."""
+import time
+
+import requests
+
+from simlib import Sim, case, finish, wait_for
+
+
+def fault(s, **spec):
+    r = s.raw("POST", "/_sim/faults", json=spec)
+    assert r.status_code == 201, (r.status_code, r.text)
+    return r.json()
+
+
+def bad_spec(s, spec, field):
+    r = s.raw("POST", "/_sim/faults", json=spec)
+    assert r.status_code == 400, (spec, r.status_code, r.text)
+    err = r.json()["error"]
+    assert err.startswith(field + ":") or err.startswith(field + " "), (spec, err)
+    return err
+
+
+def expect(r, status, message):
+    assert r.status_code == status and r.reason == message.split("\n")[0], (r.status_code, r.reason)
+    assert r.headers.get("Connection", "").lower() == "close"
+    assert r.json() == {"data": None, "message": message + "\n"}, r.text
+
+
+def lockfile_timeout(vmid):
+    return "can't lock file '/var/lock/qemu-server/lock-%d.conf' - got timeout" % vmid
+
+
+@case
+def lock_timeout():
+    with Sim(time_scale=0.01) as s:
+        fault(s, path=r"/qemu/\d+/config$", method="PUT", kind="lock_timeout")
+        expect(s.api("PUT", "/nodes/sv1/qemu/8001/config", data={"cores": "3"}), 500, lockfile_timeout(8001))
+        assert s.data("GET", "/nodes/sv1/qemu/8001/config")["cores"] == 2  # nothing changed
+        fault(s, path=r"/clone$", kind="lock_timeout")
+        expect(s.api("POST", "/nodes/sv1/qemu/8000/clone", data={"newid": "123"}), 500, lockfile_timeout(123))
+        assert s.vm(123) is None
+
+
+@case
+def error_kind():
+    with Sim(time_scale=0.01) as s:
+        fault(s, path="^/nodes/sv1/qemu/8000/status/current$", kind="error", status=503,
+              message="service unavailable")
+        fault(s, path="^/cluster/nextid$", kind="error")
+        expect(s.api("GET", "/nodes/sv1/qemu/8000/status/current"), 503, "service unavailable")
+        expect(s.api("GET", "/cluster/nextid"), 500, "injected error")
+        # other paths are untouched
+        assert s.api("GET", "/nodes/sv1/qemu/8001/status/current").status_code == 200
+
+
+@case
+def proxy_statuses():
+    with Sim(time_scale=0.01) as s:
+        fault(s, path="^/nodes/sv2/", kind="595", message="Connection refused")
+        fault(s, path="^/nodes/sv3/", kind="596")
+        for node, status, reason in (("sv2", 595, "Connection refused"), ("sv3", 596, "Connection timed out")):
+            r = s.api("GET", "/nodes/%s/qemu" % node)
+            assert (r.status_code, r.reason) == (status, reason), (r.status_code, r.reason)
+            assert r.content == b"" and r.headers.get("Connection", "").lower() == "close", (r.headers, r.content)
+        assert s.api("GET", "/nodes/sv1/qemu").status_code == 200
+        # 595 with a delay: it takes that long
+        fault(s, path="^/nodes/sv4/", kind="595", delay_ms=300)
+        t0 = time.monotonic()
+        assert s.api("GET", "/nodes/sv4/qemu").status_code == 595
+        assert time.monotonic() - t0 >= 0.3
+
+
+@case
+def delay_kind():
+    with Sim(time_scale=0.01) as s:
+        fault(s, path="^/version$", kind="delay", delay_ms=400)
+        t0 = time.monotonic()
+        r = s.api("GET", "/version")
+        el = time.monotonic() - t0
+        assert r.status_code == 200 and r.json()["data"]["version"], r.text
+        assert el >= 0.4, el
+        t0 = time.monotonic()
+        assert s.api("GET", "/nodes").status_code == 200
+        assert time.monotonic() - t0 < 0.4
+
+
+@case
+def task_error_kind():
+    with Sim(time_scale=0.01) as s:
+        fault(s, path=r"/clone$", kind="task_error", message="clone failed: injected disk failure")
+        upid = s.data("POST", "/nodes/sv1/qemu/8000/clone", data={"newid": "100"})
+        st = s.wait_task("sv1", upid)
+        assert st["exitstatus"] == "clone failed: injected disk failure", st
+        log = [l["t"] for l in s.data("GET", "/nodes/sv1/tasks/%s/log" % upid)]
+        assert log[-1] == "TASK ERROR: clone failed: injected disk failure", log
+        assert s.vm(100) is None
+        assert s.api("GET", "/nodes/sv1/qemu/100/config").status_code == 500
+        assert s.data("GET", "/cluster/nextid") == "100"
+        # a start that fails in the task leaves the VM stopped
+        s.ctl("DELETE", "/faults")
+        assert s.wait_task("sv1", s.data("POST", "/nodes/sv1/qemu/8000/clone",
+                                         data={"newid": "100"}))["exitstatus"] == "OK"
+        fault(s, path=r"/status/start$", kind="task_error", message="start failed: boom")
+        st = s.wait_task("sv1", s.data("POST", "/nodes/sv1/qemu/100/status/start"))
+        assert st["exitstatus"] == "start failed: boom", st
+        assert s.vm(100)["power"] == "stopped"
+        # a synchronous call is not affected by task_error
+        fault(s, path=r"/config$", kind="task_error", message="nope")
+        assert s.api("PUT", "/nodes/sv1/qemu/100/config", data={"cores": "3"}).status_code == 200
+
+
+@case
+def hang_kind():
+    with Sim(time_scale=0.01) as s:
+        fault(s, path="^/nodes/sv1/qemu$", kind="hang")
+        t0 = time.monotonic()
+        try:
+            s.api("GET", "/nodes/sv1/qemu", timeout=0.5)
+            raise AssertionError("a hung request was answered")
+        except requests.exceptions.ReadTimeout:
+            pass
+        assert time.monotonic() - t0 >= 0.5
+        # the server keeps serving other requests (and the same path once cleared)
+        assert s.api("GET", "/version").status_code == 200
+        assert s.api("GET", "/nodes/sv2/qemu").status_code == 200
+        s.ctl("DELETE", "/faults")
+        assert s.api("GET", "/nodes/sv1/qemu").status_code == 200
+
+
+@case
+def count_and_rate():
+    with Sim(time_scale=0.01) as s:
+        f = fault(s, path="^/version$", kind="error", message="flaky", count=2)
+        assert f["count"] == 2 and f["hits"] == 0, f
+        codes = [s.api("GET", "/version").status_code for _ in range(4)]
+        assert codes == [500, 500, 200, 200], codes
+        lst = s.ctl("GET", "/faults")
+        assert lst[0]["hits"] == 2 and lst[0]["count"] == 0, lst
+        s.ctl("DELETE", "/faults")
+        fault(s, path="^/nodes$", kind="error", rate=0)
+        assert all(s.api("GET", "/nodes").status_code == 200 for _ in range(10))
+        fault(s, path="^/cluster/nextid$", kind="error", rate=1)
+        assert all(s.api("GET", "/cluster/nextid").status_code == 500 for _ in range(10))
+        lst = s.ctl("GET", "/faults")
+        assert [f["hits"] for f in lst] == [0, 10], lst
+        # rate 0.5 hits some and spares some (probability of failing this: 2 * 0.5^60)
+        s.ctl("DELETE", "/faults")
+        fault(s, path="^/version$", kind="error", rate=0.5)
+        codes = {s.api("GET", "/version").status_code for _ in range(60)}
+        assert codes == {200, 500}, codes
+
+
+@case
+def node_and_method_filters():
+    with Sim(time_scale=0.01) as s:
+        fault(s, node="sv2", kind="error", message="sv2 is sick")
+        assert s.api("GET", "/nodes/sv1/qemu").status_code == 200
+        expect(s.api("GET", "/nodes/sv2/qemu"), 500, "sv2 is sick")
+        # the node's own listener too
+        expect(s.api("GET", "/nodes/sv2/qemu", port=s.ports["sv2"]), 500, "sv2 is sick")
+        s.ctl("DELETE", "/faults")
+        fault(s, method="PUT", path=r"/config$", kind="error", message="read only")
+        assert s.api("GET", "/nodes/sv1/qemu/8000/config").status_code == 200
+        expect(s.api("PUT", "/nodes/sv1/qemu/8000/config", data={"cores": "3"}), 500, "read only")
+        upid = s.data("POST", "/nodes/sv1/qemu/8000/config", data={"cores": "3"})
+        assert s.wait_task("sv1", upid)["exitstatus"] == "OK"
+
+
+@case
+def list_and_delete():
+    with Sim(time_scale=0.01) as s:
+        assert s.ctl("GET", "/faults") == []
+        a = fault(s, path="^/version$", kind="error", status=502, message="a")
+        b = fault(s, path="^/nodes$", kind="delay", delay_ms=10, method="GET", node="sv1")
+        lst = s.ctl("GET", "/faults")
+        assert [f["id"] for f in lst] == [a["id"], b["id"]], lst
+        assert lst[0]["kind"] == "error" and lst[0]["status"] == 502 and lst[0]["message"] == "a"
+        assert lst[0]["count"] == -1 and lst[0]["rate"] == 1
+        assert lst[1]["method"] == "GET" and lst[1]["node"] == "sv1" and lst[1]["delay_ms"] == 10
+        assert lst[1]["path"] == "^/nodes$"
+        s.ctl("DELETE", "/faults/%d" % a["id"])
+        assert [f["id"] for f in s.ctl("GET", "/faults")] == [b["id"]]
+        assert s.api("GET", "/version").status_code == 200
+        s.ctl("DELETE", "/faults")
+        assert s.ctl("GET", "/faults") == []
+        r = s.raw("DELETE", "/_sim/faults/x")
+        assert r.status_code == 400 and r.json()["error"].startswith("fault id:"), r.text
+        # rules are tried in the order they were added
+        fault(s, path="^/version$", kind="error", message="first")
+        fault(s, path="^/version$", kind="error", message="second")
+        expect(s.api("GET", "/version"), 500, "first")
+
+
+@case
+def bad_specs():
+    with Sim(time_scale=0.01) as s:
+        bad_spec(s, {}, "kind")
+        bad_spec(s, {"kind": "explode"}, "kind")
+        bad_spec(s, {"kind": "error", "method": "PATCHES"}, "method")
+        bad_spec(s, {"kind": "error", "method": "get"}, "method")
+        bad_spec(s, {"kind": "error", "method": 1}, "method")
+        bad_spec(s, {"kind": "error", "node": "x" * 100}, "node")
+        bad_spec(s, {"kind": "error", "node": 7}, "node")
+        bad_spec(s, {"kind": "error", "rate": 2}, "rate")
+        bad_spec(s, {"kind": "error", "rate": "1"}, "rate")
+        bad_spec(s, {"kind": "error", "count": -2}, "count")
+        bad_spec(s, {"kind": "error", "count": 1.5}, "count")
+        bad_spec(s, {"kind": "error", "path": "(unclosed"}, "path")
+        bad_spec(s, {"kind": "error", "path": 42}, "path")
+        bad_spec(s, {"kind": "error", "status": 99}, "status")
+        bad_spec(s, {"kind": "error", "status": "500"}, "status")
+        bad_spec(s, {"kind": "error", "message": 5}, "message")
+        bad_spec(s, {"kind": "delay", "delay_ms": -1}, "delay_ms")
+        r = s.raw("POST", "/_sim/faults", data="not json")
+        assert r.status_code == 400 and r.json()["error"].startswith("body must be a JSON object"), r.text
+        assert s.ctl("GET", "/faults") == []
+        assert s.api("GET", "/version").status_code == 200
+
+
+finish()
