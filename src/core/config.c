@@ -33,7 +33,7 @@
 #define VMID_MIN 100       /* PVE reserves 0-99 */
 #define VMID_MAX 999999999 /* PVE's upper bound */
 #define PVE_PORT 8006
-#define ERR_MAX (64 * 1024) /* enough for hundreds of messages */
+#define ERRS_MAX 200 /* then stop: the file is probably not a config at all */
 
 /* ---- the key table --------------------------------------------------- */
 
@@ -179,6 +179,12 @@ struct seen {
     int line;
 };
 
+struct cfg_msg {
+    int line;
+    int seq; /* makes qsort stable */
+    char *text;
+};
+
 struct pstate {
     struct proxd_config *c;
     FILE *fp;
@@ -194,7 +200,7 @@ struct pstate {
     int os_line[CFG_MAX_OS], node_line[CFG_MAX_NODES], quota_line[CFG_MAX_OWNERS];
     struct seen *seen;
     size_t nseen, seencap;
-    struct buf err;
+    struct cfg_msg *errs; /* in the order found; sorted by line at the end */
     int nerr;
 };
 
@@ -203,21 +209,58 @@ struct pstate {
 static void __attribute__((format(printf, 5, 6)))
 cfg_err(struct pstate *st, int line, const char *label, const char *key, const char *fmt, ...)
 {
-    buf_adds(&st->err, st->c->path);
+    if (st->nerr > ERRS_MAX)
+        return;
+    if (!st->errs)
+        st->errs = xcalloc(ERRS_MAX + 1, sizeof *st->errs);
+    struct buf b = BUF_INIT(BUF_UNLIMITED);
+    if (st->nerr == ERRS_MAX) {
+        buf_printf(&b, "%s: too many errors, stopped here", st->c->path);
+        line = INT32_MAX; /* sorts last */
+        goto out;
+    }
+    buf_adds(&b, st->c->path);
     if (line > 0)
-        buf_printf(&st->err, ":%d", line);
-    buf_adds(&st->err, ":");
+        buf_printf(&b, ":%d", line);
+    buf_adds(&b, ":");
     if (label && *label)
-        buf_printf(&st->err, " %s%s", label, key ? "" : ":");
+        buf_printf(&b, " %s%s", label, key ? "" : ":");
     if (key)
-        buf_printf(&st->err, " %s:", key);
-    buf_adds(&st->err, " ");
+        buf_printf(&b, " %s:", key);
+    buf_adds(&b, " ");
     va_list ap;
     va_start(ap, fmt);
-    buf_vprintf(&st->err, fmt, ap);
+    buf_vprintf(&b, fmt, ap);
     va_end(ap);
-    buf_addc(&st->err, '\n');
+out:
+    st->errs[st->nerr] = (struct cfg_msg){line, st->nerr, buf_take(&b)};
     st->nerr++;
+}
+
+/* By line, so the report reads like the file; file-wide messages last. */
+static int msg_cmp(const void *a, const void *b)
+{
+    const struct cfg_msg *x = a, *y = b;
+    long lx = x->line > 0 ? x->line : INT32_MAX - 1, ly = y->line > 0 ? y->line : INT32_MAX - 1;
+    if (lx != ly)
+        return lx < ly ? -1 : 1;
+    return x->seq - y->seq;
+}
+
+/* Sort, join with newlines into err (truncated, NUL-terminated), free. */
+static void flush_errors(struct pstate *st, char *err, size_t errlen)
+{
+    struct buf all = BUF_INIT(BUF_UNLIMITED);
+    if (st->nerr)
+        qsort(st->errs, (size_t)st->nerr, sizeof *st->errs, msg_cmp);
+    for (int i = 0; i < st->nerr; i++) {
+        buf_printf(&all, "%s%s", i ? "\n" : "", st->errs[i].text);
+        free(st->errs[i].text);
+    }
+    if (err && errlen)
+        snprintf(err, errlen, "%s", buf_str(&all));
+    buf_release(&all);
+    FREE_AND_NULL(st->errs);
 }
 
 static void seen_add(struct pstate *st, const char *key)
@@ -744,9 +787,10 @@ static void section_begin(struct pstate *st, char *h)
         return;
     }
     if (sect_info[s].named != (*name != '\0')) {
-        cfg_err(st, st->lineno, st->label, NULL, "%s",
-                sect_info[s].named ? "this section needs a name, e.g. [node sv1]"
-                                   : "this section takes no name");
+        if (sect_info[s].named)
+            cfg_err(st, st->lineno, st->label, NULL, "this section needs a name: [%s NAME]", kind);
+        else
+            cfg_err(st, st->lineno, st->label, NULL, "this section takes no name");
         return;
     }
     int idx = 0;
@@ -851,6 +895,9 @@ static char *read_line(char *str, int num, void *stream)
     if (getline(&st->raw, &st->rawcap, st->fp) < 0)
         return NULL;
     st->lineno++;
+    /* a UTF-8 byte order mark, as some editors write; libinih allows it too */
+    if (st->lineno == 1 && str_starts(st->raw, "\xEF\xBB\xBF"))
+        memmove(st->raw, st->raw + 3, strlen(st->raw + 3) + 1);
     const char *s = normalise(st, num - 3);
     snprintf(str, (size_t)num, "%s\n", s);
     return str;
@@ -959,13 +1006,12 @@ static void check_ranges(struct pstate *st)
     for (int i = 0; i < c->nos; i++) {
         const struct cfg_os *o = &c->os[i];
         int line = seen_line(st, S_OS, i, "vmid_range");
-        if (!line)
-            continue; /* reported as missing */
+        if (!o->range_lo)
+            continue; /* missing or malformed: reported already */
         sect_label(a, sizeof a, S_OS, o->name);
         for (int j = 0; j < i; j++) {
             const struct cfg_os *p = &c->os[j];
-            if (seen_line(st, S_OS, j, "vmid_range") && o->range_lo <= p->range_hi &&
-                p->range_lo <= o->range_hi)
+            if (p->range_lo && o->range_lo <= p->range_hi && p->range_lo <= o->range_hi)
                 cfg_err(st, line, a, "vmid_range", "%d-%d overlaps %s vmid_range %d-%d (line %d)",
                         o->range_lo, o->range_hi, sect_label(b, sizeof b, S_OS, p->name),
                         p->range_lo, p->range_hi, seen_line(st, S_OS, j, "vmid_range"));
@@ -1084,25 +1130,10 @@ static void parse_file(struct pstate *st, const char *path)
         cfg_err(st, 0, NULL, NULL, "libinih failed (%d)", rc);
 }
 
-static void copy_errors(struct buf *b, char *err, size_t errlen)
-{
-    if (!err || !errlen)
-        return;
-    size_t n = b->len;
-    if (n && b->data[n - 1] == '\n')
-        n--;
-    if (n >= errlen)
-        n = errlen - 1;
-    if (n)
-        memcpy(err, b->data, n);
-    err[n] = '\0';
-}
-
 struct proxd_config *config_load(const char *path, char *err, size_t errlen)
 {
     struct pstate st = {0};
     st.c = xcalloc(1, sizeof *st.c);
-    buf_init(&st.err, ERR_MAX);
     if (!copy_str(st.c->path, sizeof st.c->path, path)) {
         snprintf(st.c->path, sizeof st.c->path, "%s", "config");
         cfg_err(&st, 0, NULL, NULL, "path too long (at most %zu characters)",
@@ -1115,13 +1146,9 @@ struct proxd_config *config_load(const char *path, char *err, size_t errlen)
     }
     free(st.raw);
     free(st.seen);
-    if (st.nerr) {
-        copy_errors(&st.err, err, errlen);
+    if (st.nerr)
         FREE_AND_NULL(st.c);
-    } else if (err && errlen) {
-        err[0] = '\0';
-    }
-    buf_release(&st.err);
+    flush_errors(&st, err, errlen);
     return st.c;
 }
 

@@ -14,6 +14,7 @@
 
 #include <cmocka.h>
 
+#include "common/buf.h"
 #include "common/xalloc.h"
 #include "core/config.h"
 
@@ -297,7 +298,7 @@ static void test_unknown(void **state)
     assert_null(strstr(err, "host"));
     EXPECT_ERR("listen = 1.2.3.4:80\n" MIN, ":1: listen: key outside any section");
     EXPECT_ERR(MIN "[proxd extra]\n", ":9: [proxd extra]: this section takes no name");
-    EXPECT_ERR(MIN "[node]\n", ":9: [node]: this section needs a name");
+    EXPECT_ERR(MIN "[node]\n", ":9: [node]: this section needs a name: [node NAME]");
     EXPECT_ERR(MIN "[node sv_1]\n", ":9: [node sv_1]: bad node name");
 }
 
@@ -444,6 +445,8 @@ static void test_syntax(void **state)
     EXPECT_ERR(MIN "timeout = 5\ntimeout = 6\n",
                ":10: [proxmox] timeout: set twice (first on line 9)");
     EXPECT_ERR("nonsense", ":1: expected 'key = value'");
+    /* a byte order mark before the first line is fine */
+    config_free(load_ok("\xEF\xBB\xBF" MIN));
 }
 
 /* libinih (as Debian builds it) cuts lines at 200 bytes and would read the
@@ -489,6 +492,31 @@ static void test_all_errors(void **state)
                ":10: [node sv1] template.suse: unknown OS",
                ":13: [proxmox] password:", ":14: [proxmox] verify_tls:");
     assert_int_equal(count_lines(err), 7);
+    /* reported in file order, although found in different passes */
+    const char *prev = err;
+    for (int line = 2; line <= 14; line++) {
+        char want[32];
+        snprintf(want, sizeof want, ":%d: [", line);
+        const char *at = strstr(err, want);
+        if (at) {
+            assert_true(at >= prev);
+            prev = at;
+        }
+    }
+}
+
+static void test_many_errors(void **state)
+{
+    (void)state;
+    struct buf b = BUF_INIT(BUF_UNLIMITED);
+    buf_adds(&b, MIN "[os a]\nvmid_range = x\n[os b]\nvmid_range = y\n"); /* lines 9-12 */
+    for (int i = 0; i < 300; i++)
+        buf_adds(&b, "bogus = 1\n");
+    EXPECT_ERR(buf_str(&b), ":10: [os a] vmid_range: 'x'", ":12: [os b] vmid_range: 'y'",
+               ": too many errors, stopped here");
+    assert_int_equal(count_lines(err), 201);
+    assert_null(strstr(err, "overlaps")); /* two bad ranges are not an overlap */
+    buf_release(&b);
 }
 
 static void test_errbuf(void **state)
@@ -513,7 +541,8 @@ int main(void)
         cmocka_unit_test(test_templates),   cmocka_unit_test(test_nodes),
         cmocka_unit_test(test_credentials), cmocka_unit_test(test_tls),
         cmocka_unit_test(test_syntax),      cmocka_unit_test(test_long_line),
-        cmocka_unit_test(test_all_errors),  cmocka_unit_test(test_errbuf),
+        cmocka_unit_test(test_all_errors),  cmocka_unit_test(test_many_errors),
+        cmocka_unit_test(test_errbuf),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
