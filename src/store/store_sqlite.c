@@ -285,6 +285,10 @@ static int tx(struct sq_store *s, enum tx_mode mode, tx_fn fn, void *ctx, struct
             rc = run(c, SQL_COMMIT, err);
         if (rc != STORE_OK && !sqlite3_get_autocommit(c->db))
             run(c, SQL_ROLLBACK, NULL); /* keeps the first error's message */
+        if (rc == STORE_OK && err && attempt > 1) {
+            err->code = STORE_OK; /* forget the busy message of the failed try */
+            err->message[0] = '\0';
+        }
         if (rc != SQ_RETRY)
             return rc;
         if (attempt == SQ_TX_ATTEMPTS)
