@@ -46,8 +46,14 @@ struct store_error {
 const char *store_strerror(enum store_err e);
 
 /* url: "sqlite:/path/to/proxd.db" or "postgresql://user@host/db" (also
- * "postgres://"). Creates the schema or migrates it (versioned migrations). */
+ * "postgres://"). Creates the schema or migrates it (versioned migrations).
+ * SQLite needs a file on a local filesystem ("sqlite:///abs/path" works too;
+ * ":memory:" is refused: each thread has its own connection). A handle must
+ * not be used across fork(): the child opens its own (the old one answers
+ * STORE_E_INVALID there). */
 store *store_open(const char *url, struct store_error *err);
+/* Closes every thread's connection: call it when no other thread uses the
+ * handle any more. */
 void store_close(store *s);
 
 /* ---- VM records -------------------------------------------------------- */
@@ -82,9 +88,12 @@ struct vm_rec {
 };
 void vm_rec_release(struct vm_rec *r);
 
-/* Insert a record; r->id is set. */
+/* Insert a record; r->id is set, and r->created_at (when 0) and
+ * r->updated_at. STORE_E_CONFLICT when the VMID has a live record. */
 int store_vm_insert(store *s, struct vm_rec *r, struct store_error *err);
-/* Update every mutable field of the record with r->id. */
+/* Update every mutable field of the record with r->id (all but vmid and
+ * created_at). STORE_E_CONFLICT when it would make a second live record of
+ * the VMID, STORE_E_NOTFOUND when there is no such id. */
 int store_vm_update(store *s, const struct vm_rec *r, struct store_error *err);
 /* The live record of a VMID (not deleted/failed), or STORE_E_NOTFOUND. */
 int store_vm_get(store *s, int vmid, struct vm_rec *out, struct store_error *err);
@@ -92,10 +101,10 @@ int store_vm_get_id(store *s, int64_t id, struct vm_rec *out, struct store_error
 
 struct vm_filter {
     const char *owner, *node, *os; /* NULL: any */
-    int state;                      /* -1: any */
-    bool include_gone;              /* deleted and failed records too */
+    int state;                      /* -1: any; a given state wins over include_gone */
+    bool include_gone;              /* deleted, failed and lost records too */
     int64_t after_id;               /* pagination: records with id > after_id */
-    int limit;                      /* 0: 100 */
+    int limit;                      /* 0: 100; at most 1000 */
 };
 /* Records ordered by id. *out is an array of *n records; free each with
  * vm_rec_release, then free(*out). */
@@ -126,8 +135,14 @@ struct job_rec {
 };
 void job_rec_release(struct job_rec *j);
 
+/* j->vmid 0: the job is not (yet) tied to a VM and is not serialised with
+ * others. An empty j->id gets a new UUID; created_at 0 becomes now. */
 int store_job_insert(store *s, struct job_rec *j, struct store_error *err);
-/* Write step, node, upid, progress, attempts, state, error (all fields). */
+/* Write step, node, upid, progress, attempts, state, error (all fields),
+ * and vmid; kind, owner, request and created_at are not rewritten. A
+ * terminal state sets finished_at (now, unless given). With j->lease_owner
+ * set, the write applies only while that owner holds the job, else
+ * STORE_E_CONFLICT (a runner that lost its lease cannot overwrite). */
 int store_job_update(store *s, const struct job_rec *j, struct store_error *err);
 int store_job_get(store *s, const char *id, struct job_rec *out, struct store_error *err);
 
@@ -168,22 +183,28 @@ struct vmid_range {
  * for `job`. STORE_E_FULL when none is free. */
 int store_vmid_reserve(store *s, const struct vmid_range *ranges, size_t nranges, const int *taken,
                        size_t ntaken, const char *job, int *vmid, struct store_error *err);
-/* The reserved ID now has a VM. */
+/* The reserved ID now has a VM (idempotent). STORE_E_NOTFOUND when it is
+ * not allocated, STORE_E_CONFLICT when foreign or quarantined. */
 int store_vmid_mark_used(store *s, int vmid, struct store_error *err);
 /* Proxmox says the ID exists but not because of us: never hand it out
  * while it does. */
 int store_vmid_mark_foreign(store *s, int vmid, struct store_error *err);
-/* Give the ID back, quarantined for quarantine_ms (0: free at once). */
+/* Give the ID back, quarantined for quarantine_ms (0: free at once).
+ * STORE_E_NOTFOUND when it is not allocated. */
 int store_vmid_release(store *s, int vmid, int64_t quarantine_ms, struct store_error *err);
 /* How many IDs of [lo, hi] are allocated (for range fill metrics). */
 int store_vmid_count(store *s, int lo, int hi, int *n, struct store_error *err);
 
 /* ---- capacity reservations --------------------------------------------- */
 
+/* One reservation per job (reserving again moves it); the job must exist
+ * (else STORE_E_NOTFOUND). */
 int store_reserve_capacity(store *s, const char *job, const char *node, int64_t mem_bytes,
                            int64_t disk_bytes, struct store_error *err);
+/* Releasing a job that holds nothing is not an error. */
 int store_release_capacity(store *s, const char *job, struct store_error *err);
-/* Sum of reservations on a node, excluding `except_job` (may be NULL). */
+/* Sum of reservations on a node, excluding `except_job` (may be NULL).
+ * Reservations of finished jobs are not counted. */
 int store_reserved_on(store *s, const char *node, const char *except_job, int64_t *mem,
                       int64_t *disk, struct store_error *err);
 

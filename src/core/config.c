@@ -1,0 +1,1199 @@
+/* config: load and validate proxd.conf (see config.h and
+ * docs/proxd.conf.example).
+ *
+ * Three stages:
+ *   1. read_line(), the line reader we hand to libinih, sees every physical
+ *      line first. It counts lines (Debian's libinih is built without
+ *      INI_HANDLER_LINENO, so the key handler never learns its line), strips
+ *      comments, catches lines libinih would silently truncate, rejects what
+ *      is not "[section]" or "key = value", and notes where sections start.
+ *   2. on_key() looks the key up in keys[], the one table that knows every
+ *      option (section, type, field, default, bounds, validator), and stores
+ *      the value. Defaults are set through the same table and setters.
+ *   3. check_*() do what no single key can: required keys, credentials,
+ *      overlapping VMID ranges, templates, shared endpoints.
+ * Every stage records errors and carries on, so one run reports them all. */
+#include "core/config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <ini.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "common/buf.h"
+#include "common/log.h"
+#include "common/util.h"
+#include "common/xalloc.h"
+
+#define VMID_MIN 100       /* PVE reserves 0-99 */
+#define VMID_MAX 999999999 /* PVE's upper bound */
+#define PVE_PORT 8006
+#define ERRS_MAX 200 /* then stop: the file is probably not a config at all */
+
+/* ---- the key table --------------------------------------------------- */
+
+enum sect { S_NONE, S_PROXD, S_PROXMOX, S_LIMITS, S_OS, S_NODE, S_QUOTA, S_SKIP };
+
+static const struct {
+    const char *name;
+    bool named; /* "[node NAME]" rather than "[proxd]" */
+} sect_info[] = {
+    [S_NONE] = {"", false},         [S_PROXD] = {"proxd", false}, [S_PROXMOX] = {"proxmox", false},
+    [S_LIMITS] = {"limits", false}, [S_OS] = {"os", true},        [S_NODE] = {"node", true},
+    [S_QUOTA] = {"quota", true},    [S_SKIP] = {"", false},
+};
+
+enum ktype {
+    K_STR,       /* bounded copy; size = field size */
+    K_NUM,       /* int or int64_t (size tells which), within [min, max] */
+    K_BOOL,      /* yes/no true/false on/off 1/0 */
+    K_RANGE,     /* "lo-hi" into two ints at off and off2 */
+    K_PLACEMENT, /* ordered | spread */
+    K_HOSTS,     /* "host[:port], ..." into cfg_node.hosts */
+    K_TEMPLATE,  /* "template.<os> = VMID" into cfg_node.templates */
+};
+
+enum kflags {
+    F_REQUIRED = 1 << 0, /* the section is incomplete without it */
+};
+
+/* Extra check of a value; false with the reason in why. */
+typedef bool (*validator)(const char *v, char *why, size_t whylen);
+
+struct key_def {
+    enum sect sect;
+    const char *key; /* for K_TEMPLATE a prefix: "template." */
+    enum ktype type;
+    size_t off;      /* offset of the field in the section's struct */
+    size_t off2;     /* K_STR, K_NUM: the field's size; K_RANGE: offset of hi */
+    const char *def; /* default, as one would write it in the file; NULL: none */
+    int64_t min, max;
+    validator check;
+    unsigned flags;
+};
+
+static bool v_listen(const char *v, char *why, size_t n);
+static bool v_database(const char *v, char *why, size_t n);
+static bool v_log_format(const char *v, char *why, size_t n);
+static bool v_log_level(const char *v, char *why, size_t n);
+static bool v_tag(const char *v, char *why, size_t n);
+static bool v_token(const char *v, char *why, size_t n);
+static bool v_user(const char *v, char *why, size_t n);
+static bool v_fingerprint(const char *v, char *why, size_t n);
+static bool v_storage(const char *v, char *why, size_t n);
+static bool v_cluster(const char *v, char *why, size_t n);
+
+#define FSIZE(T, f) sizeof(((T *)0)->f)
+#define KSTR(s, T, k, f, def, chk, fl)                                                             \
+    {                                                                                              \
+        s, k, K_STR, offsetof(T, f), FSIZE(T, f), def, 0, 0, chk, fl                               \
+    }
+#define KNUM(s, T, k, f, def, lo, hi)                                                              \
+    {                                                                                              \
+        s, k, K_NUM, offsetof(T, f), FSIZE(T, f), def, lo, hi, NULL, 0                             \
+    }
+#define KBOOL(s, T, k, f, def)                                                                     \
+    {                                                                                              \
+        s, k, K_BOOL, offsetof(T, f), 0, def, 0, 0, NULL, 0                                        \
+    }
+#define KRANGE(s, T, k, lo, hi, def, fl)                                                           \
+    {                                                                                              \
+        s, k, K_RANGE, offsetof(T, lo), offsetof(T, hi), def, VMID_MIN, VMID_MAX, NULL, fl         \
+    }
+
+#define PC struct proxd_config
+#define NODE struct cfg_node
+#define OS struct cfg_os
+#define QUOTA struct cfg_quota
+
+/* Every option, in the order of docs/proxd.conf.example. Durations are
+ * seconds and sizes carry their unit in the key name, so values are plain
+ * integers. Keep the example and config.h's comments in step with this. */
+static const struct key_def keys[] = {
+    KSTR(S_PROXD, PC, "listen", listen, "127.0.0.1:8080", v_listen, 0),
+    KSTR(S_PROXD, PC, "database", database, "sqlite:/var/lib/proxd/proxd.db", v_database, 0),
+    {S_PROXD, "placement", K_PLACEMENT, offsetof(PC, placement), 0, "ordered", 0, 0, NULL, 0},
+    KNUM(S_PROXD, PC, "workers", workers, "8", 1, 256),
+    KNUM(S_PROXD, PC, "reconcile_interval", reconcile_interval_s, "60", 1, 86400),
+    KBOOL(S_PROXD, PC, "delete_orphans", delete_orphans, "no"),
+    KSTR(S_PROXD, PC, "tag", tag, "proxd", v_tag, 0),
+    KNUM(S_PROXD, PC, "quarantine", quarantine_s, "300", 0, 30 * 86400),
+    KRANGE(S_PROXD, PC, "fallback_range", fallback_lo, fallback_hi, "9000-9999", 0),
+    KSTR(S_PROXD, PC, "log_format", log_format, "text", v_log_format, 0),
+    KSTR(S_PROXD, PC, "log_level", log_level, "info", v_log_level, 0),
+
+    KSTR(S_PROXMOX, PC, "token", token, NULL, v_token, 0),
+    KSTR(S_PROXMOX, PC, "user", user, NULL, v_user, 0),
+    KSTR(S_PROXMOX, PC, "password", password, NULL, NULL, 0),
+    KSTR(S_PROXMOX, PC, "password_file", password_file, NULL, NULL, 0),
+    KBOOL(S_PROXMOX, PC, "verify_tls", verify_tls, "yes"),
+    KSTR(S_PROXMOX, PC, "ca_file", ca_file, NULL, NULL, 0),
+    KSTR(S_PROXMOX, PC, "fingerprint", fingerprint, NULL, v_fingerprint, 0),
+    KNUM(S_PROXMOX, PC, "connect_timeout", connect_timeout_s, "3", 1, 300),
+    KNUM(S_PROXMOX, PC, "timeout", timeout_s, "30", 1, 3600),
+    KBOOL(S_PROXMOX, PC, "json_bodies", json_bodies, "no"),
+
+    KNUM(S_LIMITS, PC, "cores_min", cores_min, "1", 1, 1024),
+    KNUM(S_LIMITS, PC, "cores_max", cores_max, "32", 1, 1024),
+    KNUM(S_LIMITS, PC, "memory_min_mb", memory_min_mb, "512", 16, 16 * 1024 * 1024),
+    KNUM(S_LIMITS, PC, "memory_max_mb", memory_max_mb, "65536", 16, 16 * 1024 * 1024),
+    KNUM(S_LIMITS, PC, "disk_min_gb", disk_min_gb, "10", 1, 1024 * 1024),
+    KNUM(S_LIMITS, PC, "disk_max_gb", disk_max_gb, "1024", 1, 1024 * 1024),
+    KNUM(S_LIMITS, PC, "memory_margin_mb", memory_margin_mb, "2048", 0, 16 * 1024 * 1024),
+    KNUM(S_LIMITS, PC, "disk_margin_gb", disk_margin_gb, "20", 0, 1024 * 1024),
+    KNUM(S_LIMITS, PC, "clones_per_node", clones_per_node, "2", 1, 64),
+    KNUM(S_LIMITS, PC, "jobs_max", jobs_max, "32", 1, 4096),
+    KNUM(S_LIMITS, PC, "name_max", name_max, "63", 1, 63),
+
+    KRANGE(S_OS, OS, "vmid_range", range_lo, range_hi, NULL, F_REQUIRED),
+
+    {S_NODE, "host", K_HOSTS, offsetof(NODE, hosts), 0, NULL, 0, 0, NULL, F_REQUIRED},
+    KSTR(S_NODE, NODE, "cluster", cluster, NULL, v_cluster, 0),
+    KSTR(S_NODE, NODE, "storage", storage, NULL, v_storage, F_REQUIRED),
+    /* no default: it inherits [limits] clones_per_node, set in check_nodes() */
+    KNUM(S_NODE, NODE, "max_clones", max_clones, NULL, 1, 64),
+    {S_NODE, "template.", K_TEMPLATE, 0, 0, NULL, VMID_MIN, VMID_MAX, NULL, 0},
+
+    /* 0 means unlimited */
+    KNUM(S_QUOTA, QUOTA, "vms", vms, "0", 0, 1000000),
+    KNUM(S_QUOTA, QUOTA, "cores", cores, "0", 0, 1000000),
+    KNUM(S_QUOTA, QUOTA, "memory_mb", memory_mb, "0", 0, INT64_C(1) << 40),
+    KNUM(S_QUOTA, QUOTA, "disk_gb", disk_gb, "0", 0, INT64_C(1) << 40),
+};
+
+#define NKEYS (sizeof keys / sizeof keys[0])
+
+/* ---- parse state and errors --------------------------------------------- */
+
+/* Where a key was set, for duplicate detection and for pointing cross-key
+ * errors at the right line. */
+struct seen {
+    enum sect sect;
+    int idx; /* instance of a named section, 0 for the others */
+    char key[64];
+    int line;
+};
+
+struct cfg_msg {
+    int line;
+    int seq; /* makes qsort stable */
+    char *text;
+};
+
+struct pstate {
+    struct proxd_config *c;
+    FILE *fp;
+    char *raw; /* the current physical line (getline) */
+    size_t rawcap;
+    int lineno;
+    /* the section being read */
+    enum sect sect;
+    int idx;
+    char label[160]; /* "[node sv1]" */
+    /* where sections start: singletons, then one per named instance */
+    int single_line[S_QUOTA + 1];
+    int os_line[CFG_MAX_OS], node_line[CFG_MAX_NODES], quota_line[CFG_MAX_OWNERS];
+    struct seen *seen;
+    size_t nseen, seencap;
+    struct cfg_msg *errs; /* in the order found; sorted by line at the end */
+    int nerr;
+};
+
+/* One message: "file:line: [section] key: text". line 0 and NULL section or
+ * key leave those parts out. */
+static void __attribute__((format(printf, 5, 6)))
+cfg_err(struct pstate *st, int line, const char *label, const char *key, const char *fmt, ...)
+{
+    if (st->nerr > ERRS_MAX)
+        return;
+    if (!st->errs)
+        st->errs = xcalloc(ERRS_MAX + 1, sizeof *st->errs);
+    struct buf b = BUF_INIT(BUF_UNLIMITED);
+    if (st->nerr == ERRS_MAX) {
+        buf_printf(&b, "%s: too many errors, stopped here", st->c->path);
+        line = INT32_MAX; /* sorts last */
+        goto out;
+    }
+    buf_adds(&b, st->c->path);
+    if (line > 0)
+        buf_printf(&b, ":%d", line);
+    buf_adds(&b, ":");
+    if (label && *label)
+        buf_printf(&b, " %s%s", label, key ? "" : ":");
+    if (key)
+        buf_printf(&b, " %s:", key);
+    buf_adds(&b, " ");
+    va_list ap;
+    va_start(ap, fmt);
+    buf_vprintf(&b, fmt, ap);
+    va_end(ap);
+out:
+    st->errs[st->nerr] = (struct cfg_msg){line, st->nerr, buf_take(&b)};
+    st->nerr++;
+}
+
+/* By line, so the report reads like the file; file-wide messages last. */
+static int msg_cmp(const void *a, const void *b)
+{
+    const struct cfg_msg *x = a, *y = b;
+    long lx = x->line > 0 ? x->line : INT32_MAX - 1, ly = y->line > 0 ? y->line : INT32_MAX - 1;
+    if (lx != ly)
+        return lx < ly ? -1 : 1;
+    return x->seq - y->seq;
+}
+
+/* Sort, join with newlines into err (truncated, NUL-terminated), free. */
+static void flush_errors(struct pstate *st, char *err, size_t errlen)
+{
+    struct buf all = BUF_INIT(BUF_UNLIMITED);
+    if (st->nerr)
+        qsort(st->errs, (size_t)st->nerr, sizeof *st->errs, msg_cmp);
+    for (int i = 0; i < st->nerr; i++) {
+        buf_printf(&all, "%s%s", i ? "\n" : "", st->errs[i].text);
+        free(st->errs[i].text);
+    }
+    if (err && errlen)
+        snprintf(err, errlen, "%s", buf_str(&all));
+    buf_release(&all);
+    FREE_AND_NULL(st->errs);
+}
+
+static void seen_add(struct pstate *st, const char *key)
+{
+    if (st->nseen == st->seencap) {
+        st->seencap = st->seencap ? 2 * st->seencap : 64;
+        st->seen = xrealloc(st->seen, st->seencap * sizeof *st->seen);
+    }
+    struct seen *s = &st->seen[st->nseen++];
+    s->sect = st->sect;
+    s->idx = st->idx;
+    snprintf(s->key, sizeof s->key, "%s", key);
+    s->line = st->lineno;
+}
+
+/* The line where `key` was set in that section instance, 0 if it was not. */
+static int seen_line(const struct pstate *st, enum sect sect, int idx, const char *key)
+{
+    for (size_t i = 0; i < st->nseen; i++) {
+        const struct seen *s = &st->seen[i];
+        if (s->sect == sect && s->idx == idx && strcmp(s->key, key) == 0)
+            return s->line;
+    }
+    return 0;
+}
+
+static int *sect_line_slot(struct pstate *st, enum sect sect, int idx)
+{
+    switch (sect) {
+    case S_OS:
+        return &st->os_line[idx];
+    case S_NODE:
+        return &st->node_line[idx];
+    case S_QUOTA:
+        return &st->quota_line[idx];
+    default:
+        return &st->single_line[sect];
+    }
+}
+
+/* The line of `key`, else of its section's header: the best place to point
+ * at for a value that is wrong or missing. */
+static int key_or_sect_line(struct pstate *st, enum sect sect, int idx, const char *key)
+{
+    int l = key ? seen_line(st, sect, idx, key) : 0;
+    return l ? l : *sect_line_slot(st, sect, idx);
+}
+
+/* ---- small parsers ---------------------------------------------------- */
+
+static bool copy_str(char *dst, size_t size, const char *src)
+{
+    size_t n = strlen(src);
+    if (n >= size)
+        return false;
+    memcpy(dst, src, n + 1);
+    return true;
+}
+
+static bool parse_bool(const char *v, bool *out)
+{
+    static const char *const yes[] = {"yes", "true", "on", "1"};
+    static const char *const no[] = {"no", "false", "off", "0"};
+    for (size_t i = 0; i < 4; i++) {
+        if (strcasecmp(v, yes[i]) == 0 || strcasecmp(v, no[i]) == 0) {
+            *out = strcasecmp(v, yes[i]) == 0;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* A whole unsigned decimal, surrounding blanks allowed ("1000 - 1999"). */
+static bool parse_uint(const char *s, size_t len, int64_t *out)
+{
+    char tmp[32];
+    while (len && isspace((unsigned char)*s))
+        s++, len--;
+    while (len && isspace((unsigned char)s[len - 1]))
+        len--;
+    if (!len || len >= sizeof tmp || !isdigit((unsigned char)*s))
+        return false;
+    memcpy(tmp, s, len);
+    tmp[len] = '\0';
+    return parse_i64(tmp, out);
+}
+
+/* "lo-hi", each in [min, max], lo <= hi. */
+static bool parse_range(const char *v, int64_t min, int64_t max, int *lo, int *hi, char *why,
+                        size_t n)
+{
+    const char *dash = strchr(v, '-');
+    int64_t a, b;
+    if (!dash || !parse_uint(v, (size_t)(dash - v), &a) ||
+        !parse_uint(dash + 1, strlen(dash + 1), &b)) {
+        snprintf(why, n, "'%s' is not a range lo-hi (e.g. 1000-1999)", v);
+        return false;
+    }
+    if (a < min || b > max || a > b) {
+        snprintf(why, n, "'%s': need %lld <= lo <= hi <= %lld", v, (long long)min, (long long)max);
+        return false;
+    }
+    *lo = (int)a;
+    *hi = (int)b;
+    return true;
+}
+
+static bool host_char(char ch)
+{
+    return isalnum((unsigned char)ch) || ch == '.' || ch == '-' || ch == '_';
+}
+
+/* "host:port", "[v6]:port", and without the port when `port` is given (the
+ * port to assume). Writes the normalised "host:port" to out. */
+static bool parse_hostport(const char *v, int port, char *out, size_t outlen, char *why, size_t n)
+{
+    const char *h = v, *hend, *colon;
+    if (*v == '[') {
+        hend = strchr(v, ']');
+        if (!hend || hend == v + 1 ||
+            strspn(v + 1, "0123456789abcdefABCDEF:.") != (size_t)(hend - v - 1)) {
+            snprintf(why, n, "'%s': bad IPv6 address", v);
+            return false;
+        }
+        hend++;
+        colon = *hend == ':' ? hend : NULL;
+        if (*hend && !colon)
+            goto bad;
+    } else {
+        colon = strchr(v, ':');
+        hend = colon ? colon : v + strlen(v);
+        if (hend == h || *h == '-')
+            goto bad;
+        for (const char *p = h; p < hend; p++)
+            if (!host_char(*p))
+                goto bad;
+    }
+    if (colon) {
+        int64_t p;
+        if (!parse_i64(colon + 1, &p) || p < 1 || p > 65535 || !isdigit((unsigned char)colon[1]))
+            goto bad;
+        port = (int)p;
+    } else if (!port) {
+        goto bad;
+    }
+    if (snprintf(out, outlen, "%.*s:%d", (int)(hend - h), h, port) >= (int)outlen) {
+        snprintf(why, n, "'%s' is too long (at most %zu characters)", v, outlen - 1);
+        return false;
+    }
+    return true;
+bad:
+    snprintf(why, n, "'%s' is not host:port (e.g. 10.0.0.1:%d)", v, PVE_PORT);
+    return false;
+}
+
+/* ---- validators ------------------------------------------------------- */
+
+static bool v_listen(const char *v, char *why, size_t n)
+{
+    char tmp[160];
+    return parse_hostport(v, 0, tmp, sizeof tmp, why, n);
+}
+
+static bool v_database(const char *v, char *why, size_t n)
+{
+    if ((str_starts(v, "sqlite:") && v[7]) || str_starts(v, "postgresql://") ||
+        str_starts(v, "postgres://"))
+        return true;
+    snprintf(why, n, "'%s': expected sqlite:PATH or postgresql://...", v);
+    return false;
+}
+
+static bool v_log_format(const char *v, char *why, size_t n)
+{
+    if (strcmp(v, "text") == 0 || strcmp(v, "json") == 0)
+        return true;
+    snprintf(why, n, "'%s': expected text or json", v);
+    return false;
+}
+
+static bool v_log_level(const char *v, char *why, size_t n)
+{
+    if (log_level_parse(v) >= 0)
+        return true;
+    snprintf(why, n, "'%s': expected debug, info, warn, error or off", v);
+    return false;
+}
+
+/* Only the characters PVE accepts in a tag, or tagging VMs would fail. */
+static bool v_tag(const char *v, char *why, size_t n)
+{
+    bool ok = isalnum((unsigned char)v[0]) || v[0] == '_';
+    for (const char *p = v + 1; ok && *p; p++)
+        ok = isalnum((unsigned char)*p) || strchr("_-+.", *p);
+    if (!ok)
+        snprintf(why, n, "'%s': PVE tags are letters, digits and _ - + . only", v);
+    return ok;
+}
+
+static bool no_space(const char *s)
+{
+    for (; *s; s++)
+        if (isspace((unsigned char)*s))
+            return false;
+    return true;
+}
+
+/* user@realm!tokenid=secret; the secret is never echoed. */
+static bool v_token(const char *v, char *why, size_t n)
+{
+    const char *at = strchr(v, '@'), *bang = strchr(v, '!'), *eq = strchr(v, '=');
+    if (at && bang && eq && at > v && bang > at + 1 && eq > bang + 1 && eq[1] && no_space(v))
+        return true;
+    snprintf(why, n, "not an API token of the form user@realm!tokenid=secret");
+    return false;
+}
+
+static bool v_user(const char *v, char *why, size_t n)
+{
+    const char *at = strchr(v, '@');
+    if (at && at > v && at[1] && no_space(v) && !strchr(v, '!'))
+        return true;
+    snprintf(why, n, "'%s': expected user@realm (e.g. root@pam)", v);
+    return false;
+}
+
+/* SHA-256 as the PVE GUI shows it: 32 hex pairs joined by ':'. */
+static bool v_fingerprint(const char *v, char *why, size_t n)
+{
+    bool ok = strlen(v) == 32 * 3 - 1;
+    for (size_t i = 0; ok && v[i]; i++)
+        ok = i % 3 == 2 ? v[i] == ':' : isxdigit((unsigned char)v[i]) != 0;
+    if (!ok)
+        snprintf(why, n, "'%s': expected the SHA-256 fingerprint, 32 hex pairs AA:BB:...", v);
+    return ok;
+}
+
+/* PVE's storage ID format (pve-storage-id). */
+static bool v_storage(const char *v, char *why, size_t n)
+{
+    size_t len = strlen(v);
+    bool ok = islower((unsigned char)v[0]) &&
+              (islower((unsigned char)v[len - 1]) || isdigit((unsigned char)v[len - 1]));
+    for (size_t i = 0; ok && i < len; i++)
+        ok = islower((unsigned char)v[i]) || isdigit((unsigned char)v[i]) || strchr("-_.", v[i]);
+    if (!ok)
+        snprintf(why, n, "'%s' is not a PVE storage ID (e.g. local-lvm)", v);
+    return ok;
+}
+
+static bool v_cluster(const char *v, char *why, size_t n)
+{
+    bool ok = true;
+    for (const char *p = v; ok && *p; p++)
+        ok = host_char(*p);
+    if (!ok)
+        snprintf(why, n, "'%s': use letters, digits and . - _ only", v);
+    return ok;
+}
+
+/* ---- setting values --------------------------------------------------- */
+
+static bool set_num(const struct key_def *d, void *field, const char *v, char *why, size_t n)
+{
+    int64_t x;
+    if (!parse_i64(v, &x)) {
+        snprintf(why, n, "'%s' is not an integer", v);
+        return false;
+    }
+    if (x < d->min || x > d->max) {
+        snprintf(why, n, "%lld is out of bounds [%lld, %lld]", (long long)x, (long long)d->min,
+                 (long long)d->max);
+        return false;
+    }
+    if (d->off2 == sizeof(int))
+        *(int *)field = (int)x;
+    else
+        *(int64_t *)field = x;
+    return true;
+}
+
+static bool set_hosts(struct cfg_node *node, const char *v, char *why, size_t n)
+{
+    char *list = xstrdup(v), *save = NULL;
+    bool ok = true;
+    node->nhosts = 0;
+    for (char *h = strtok_r(list, ",", &save); ok && h; h = strtok_r(NULL, ",", &save)) {
+        while (isspace((unsigned char)*h))
+            h++;
+        for (char *e = h + strlen(h); e > h && isspace((unsigned char)e[-1]);)
+            *--e = '\0';
+        if (node->nhosts == CFG_MAX_HOSTS) {
+            snprintf(why, n, "more than %d hosts", CFG_MAX_HOSTS);
+            ok = false;
+        } else {
+            ok = parse_hostport(h, PVE_PORT, node->hosts[node->nhosts], sizeof node->hosts[0], why,
+                                n);
+            node->nhosts += ok;
+        }
+    }
+    free(list);
+    if (ok && node->nhosts == 0) {
+        snprintf(why, n, "no host in '%s'", v);
+        ok = false;
+    }
+    return ok;
+}
+
+static bool set_template(struct cfg_node *node, const char *os, const char *v, char *why, size_t n,
+                         const struct key_def *d)
+{
+    int64_t vmid;
+    if (!*os || strlen(os) >= sizeof node->templates[0].os) {
+        snprintf(why, n, "expected template.<os> with an OS name of 1 to %zu characters",
+                 sizeof node->templates[0].os - 1);
+        return false;
+    }
+    if (node->ntemplates == CFG_MAX_OS) {
+        snprintf(why, n, "more than %d templates", CFG_MAX_OS);
+        return false;
+    }
+    if (!parse_i64(v, &vmid) || vmid < d->min || vmid > d->max) {
+        snprintf(why, n, "'%s' is not a VMID (%lld-%lld)", v, (long long)d->min, (long long)d->max);
+        return false;
+    }
+    struct cfg_template *t = &node->templates[node->ntemplates++];
+    copy_str(t->os, sizeof t->os, os);
+    t->vmid = (int)vmid;
+    return true;
+}
+
+/* Store value v of key (d describes it) into base, the section's struct.
+ * False with the reason in why. */
+static bool set_value(const struct key_def *d, void *base, const char *key, const char *v,
+                      char *why, size_t n)
+{
+    char *field = (char *)base + d->off;
+    bool b;
+    switch (d->type) {
+    case K_STR:
+        if (d->check && !d->check(v, why, n))
+            return false;
+        if (!copy_str(field, d->off2, v)) {
+            snprintf(why, n, "too long (at most %zu characters)", d->off2 - 1);
+            return false;
+        }
+        return true;
+    case K_NUM:
+        return set_num(d, field, v, why, n);
+    case K_BOOL:
+        if (!parse_bool(v, &b)) {
+            snprintf(why, n, "'%s' is not a boolean (yes/no, true/false, on/off, 1/0)", v);
+            return false;
+        }
+        *(bool *)field = b;
+        return true;
+    case K_RANGE:
+        return parse_range(v, d->min, d->max, (int *)field, (int *)((char *)base + d->off2), why,
+                           n);
+    case K_PLACEMENT:
+        if (strcmp(v, "ordered") == 0 || strcmp(v, "spread") == 0) {
+            *(enum placement *)field = v[0] == 's' ? PLACE_SPREAD : PLACE_ORDERED;
+            return true;
+        }
+        snprintf(why, n, "'%s': expected ordered or spread", v);
+        return false;
+    case K_HOSTS:
+        return set_hosts(base, v, why, n);
+    case K_TEMPLATE:
+        return set_template(base, key + strlen(d->key), v, why, n, d);
+    }
+    return false;
+}
+
+static void apply_defaults(enum sect sect, void *base)
+{
+    char why[256];
+    for (size_t i = 0; i < NKEYS; i++) {
+        if (keys[i].sect != sect || !keys[i].def)
+            continue;
+        /* the defaults are ours: a bad one is a bug caught by the tests */
+        if (!set_value(&keys[i], base, keys[i].key, keys[i].def, why, sizeof why))
+            abort();
+    }
+}
+
+static const struct key_def *find_key(enum sect sect, const char *key)
+{
+    for (size_t i = 0; i < NKEYS; i++) {
+        if (keys[i].sect != sect)
+            continue;
+        if (keys[i].type == K_TEMPLATE ? str_starts(key, keys[i].key)
+                                       : strcmp(key, keys[i].key) == 0)
+            return &keys[i];
+    }
+    return NULL;
+}
+
+/* The struct that keys of the current section go into. */
+static void *sect_base(struct pstate *st)
+{
+    switch (st->sect) {
+    case S_OS:
+        return &st->c->os[st->idx];
+    case S_NODE:
+        return &st->c->nodes[st->idx];
+    case S_QUOTA:
+        return &st->c->quotas[st->idx];
+    default:
+        return st->c;
+    }
+}
+
+/* libinih's callback for every "key = value". Always returns 1: errors are
+ * collected here, and a 0 would only make ini_parse_stream() report a line
+ * number we already have. */
+static int on_key(void *user, const char *section, const char *key, const char *value)
+{
+    struct pstate *st = user;
+    (void)section; /* read_line() tracks sections with their lines */
+    if (st->sect == S_SKIP)
+        return 1;
+    if (st->sect == S_NONE) {
+        cfg_err(st, st->lineno, NULL, key, "key outside any section");
+        return 1;
+    }
+    const struct key_def *d = find_key(st->sect, key);
+    if (!d) {
+        cfg_err(st, st->lineno, st->label, key, "unknown key");
+        return 1;
+    }
+    int first = seen_line(st, st->sect, st->idx, key);
+    if (first) {
+        cfg_err(st, st->lineno, st->label, key, "set twice (first on line %d)", first);
+        return 1;
+    }
+    seen_add(st, key);
+    char why[256];
+    if (!*value)
+        cfg_err(st, st->lineno, st->label, key, "must not be empty");
+    else if (!set_value(d, sect_base(st), key, value, why, sizeof why))
+        cfg_err(st, st->lineno, st->label, key, "%s", why);
+    return 1;
+}
+
+/* ---- sections --------------------------------------------------------- */
+
+static bool valid_name(enum sect sect, const char *name, size_t max, char *why, size_t n)
+{
+    size_t len = strlen(name);
+    bool ok = len > 0 && len <= max;
+    for (size_t i = 0; ok && i < len; i++) {
+        unsigned char ch = (unsigned char)name[i];
+        if (sect == S_NODE) /* a DNS label, as PVE node names are */
+            ok = isalnum(ch) || (ch == '-' && i > 0 && i < len - 1);
+        else if (sect == S_OS)
+            ok = islower(ch) || isdigit(ch) || (i > 0 && strchr("._-", ch));
+        else
+            ok = isgraph(ch) && ch != '[' && ch != ']';
+    }
+    if (!ok)
+        snprintf(why, n, "bad %s name (%s, at most %zu characters)", sect_info[sect].name,
+                 sect == S_NODE ? "letters, digits and inner '-'"
+                 : sect == S_OS ? "lower-case letters, digits and . _ -"
+                                : "no spaces",
+                 max);
+    return ok;
+}
+
+/* Find or add the instance `name` of a named section; -1 when full. */
+static int named_instance(struct pstate *st, enum sect sect, const char *name, bool *dup)
+{
+    struct proxd_config *c = st->c;
+    int *count = sect == S_OS ? &c->nos : sect == S_NODE ? &c->nnodes : &c->nquotas;
+    int max = sect == S_OS ? CFG_MAX_OS : sect == S_NODE ? CFG_MAX_NODES : CFG_MAX_OWNERS;
+    for (int i = 0; i < *count; i++) {
+        const char *have = sect == S_OS     ? c->os[i].name
+                           : sect == S_NODE ? c->nodes[i].name
+                                            : c->quotas[i].owner;
+        if (strcmp(have, name) == 0) {
+            *dup = true;
+            return i;
+        }
+    }
+    *dup = false;
+    if (*count == max)
+        return -1;
+    int i = (*count)++;
+    char *dst = sect == S_OS     ? c->os[i].name
+                : sect == S_NODE ? c->nodes[i].name
+                                 : c->quotas[i].owner;
+    memcpy(dst, name, strlen(name) + 1); /* length checked by valid_name() */
+    apply_defaults(sect, sect == S_OS     ? (void *)&c->os[i]
+                         : sect == S_NODE ? (void *)&c->nodes[i]
+                                          : (void *)&c->quotas[i]);
+    return i;
+}
+
+static size_t name_max(enum sect sect)
+{
+    return sect == S_OS     ? FSIZE(OS, name) - 1
+           : sect == S_NODE ? FSIZE(NODE, name) - 1
+                            : FSIZE(QUOTA, owner) - 1;
+}
+
+/* A "[kind name]" header on the current line (inner text in h). Sets the
+ * current section; S_SKIP when it is bad, so its keys add no more noise. */
+static void section_begin(struct pstate *st, char *h)
+{
+    char *kind = h + strspn(h, " \t"), *name = kind + strcspn(kind, " \t");
+    if (*name)
+        *name++ = '\0';
+    name += strspn(name, " \t");
+    snprintf(st->label, sizeof st->label, "[%s%s%s]", kind, *name ? " " : "", name);
+    st->sect = S_SKIP;
+    st->idx = 0;
+    enum sect s = S_NONE;
+    for (int i = S_PROXD; i <= S_QUOTA; i++)
+        if (strcmp(kind, sect_info[i].name) == 0)
+            s = (enum sect)i;
+    char why[256];
+    if (s == S_NONE) {
+        cfg_err(st, st->lineno, st->label, NULL, "unknown section");
+        return;
+    }
+    if (sect_info[s].named != (*name != '\0')) {
+        if (sect_info[s].named)
+            cfg_err(st, st->lineno, st->label, NULL, "this section needs a name: [%s NAME]", kind);
+        else
+            cfg_err(st, st->lineno, st->label, NULL, "this section takes no name");
+        return;
+    }
+    int idx = 0;
+    bool dup = false;
+    if (sect_info[s].named) {
+        if (!valid_name(s, name, name_max(s), why, sizeof why)) {
+            cfg_err(st, st->lineno, st->label, NULL, "%s", why);
+            return;
+        }
+        idx = named_instance(st, s, name, &dup);
+        if (idx < 0) {
+            cfg_err(st, st->lineno, st->label, NULL, "too many [%s] sections (at most %d)", kind,
+                    s == S_OS     ? CFG_MAX_OS
+                    : s == S_NODE ? CFG_MAX_NODES
+                                  : CFG_MAX_OWNERS);
+            return;
+        }
+    } else {
+        dup = st->single_line[s] != 0;
+    }
+    int *line = sect_line_slot(st, s, idx);
+    if (dup) {
+        cfg_err(st, st->lineno, st->label, NULL, "duplicate section (first on line %d)", *line);
+        return;
+    }
+    *line = st->lineno;
+    st->sect = s;
+    st->idx = idx;
+}
+
+/* ---- the line reader -------------------------------------------------- */
+
+static char *trim(char *s)
+{
+    while (isspace((unsigned char)*s))
+        s++;
+    for (char *e = s + strlen(s); e > s && isspace((unsigned char)e[-1]);)
+        *--e = '\0';
+    return s;
+}
+
+/* Cut an inline comment: ';' or '#' after whitespace. libinih as Debian
+ * builds it knows only ';', and we want '#' to behave the same. */
+static void cut_comment(char *s)
+{
+    for (char *p = s + 1; *p; p++) {
+        if ((*p == ';' || *p == '#') && isspace((unsigned char)p[-1])) {
+            *p = '\0';
+            return;
+        }
+    }
+}
+
+/* What libinih gets for one physical line: "" for comments and for lines
+ * already reported, else the line stripped of comments and indentation.
+ * Stripping the indentation also turns off libinih's continuation lines,
+ * which would glue an indented "key = value" onto the previous value. */
+static const char *normalise(struct pstate *st, int limit)
+{
+    char *s = trim(st->raw);
+    if (*s == ';' || *s == '#' || !*s)
+        return "";
+    cut_comment(s);
+    s = trim(s);
+    if (strlen(s) > (size_t)limit) {
+        if (*s == '[')
+            st->sect = S_SKIP; /* keys below must not land in the previous section */
+        cfg_err(st, st->lineno, NULL, NULL,
+                "line too long (%zu characters, at most %d): libinih would cut it; "
+                "keep long values short or in a file",
+                strlen(s), limit);
+        return "";
+    }
+    if (*s == '[') {
+        size_t n = strlen(s);
+        if (s[n - 1] != ']' || n < 3) {
+            st->sect = S_SKIP;
+            cfg_err(st, st->lineno, NULL, NULL, "bad section header '%s': expected [kind name]", s);
+            return "";
+        }
+        char inner[256];
+        snprintf(inner, sizeof inner, "%.*s", (int)(n - 2), s + 1);
+        section_begin(st, inner);
+        return s;
+    }
+    /* libinih splits "name: value" too; we accept only '=' */
+    size_t k = strcspn(s, "=:");
+    if (s[k] != '=' || k == 0) {
+        cfg_err(st, st->lineno, st->label[0] ? st->label : NULL, NULL,
+                "expected 'key = value' or '[section]', got '%.40s'", s);
+        return "";
+    }
+    return s;
+}
+
+/* libinih's fgets-like reader: one physical line per call, so lineno is the
+ * line of whatever the handler is called for. `num` is libinih's own buffer
+ * size, which includes room for "\r\n\0". */
+static char *read_line(char *str, int num, void *stream)
+{
+    struct pstate *st = stream;
+    if (getline(&st->raw, &st->rawcap, st->fp) < 0)
+        return NULL;
+    st->lineno++;
+    /* a UTF-8 byte order mark, as some editors write; libinih allows it too */
+    if (st->lineno == 1 && str_starts(st->raw, "\xEF\xBB\xBF"))
+        memmove(st->raw, st->raw + 3, strlen(st->raw + 3) + 1);
+    const char *s = normalise(st, num - 3);
+    snprintf(str, (size_t)num, "%s\n", s);
+    return str;
+}
+
+/* ---- whole-file checks ------------------------------------------------ */
+
+static const char *sect_label(char *out, size_t n, enum sect sect, const char *name)
+{
+    snprintf(out, n, "[%s%s%s]", sect_info[sect].name, name ? " " : "", name ? name : "");
+    return out;
+}
+
+static void check_required(struct pstate *st, enum sect sect, int count)
+{
+    char label[160];
+    for (int i = 0; i < count; i++) {
+        const char *name = sect == S_OS ? st->c->os[i].name : st->c->nodes[i].name;
+        for (size_t k = 0; k < NKEYS; k++) {
+            if (keys[k].sect == sect && (keys[k].flags & F_REQUIRED) &&
+                !seen_line(st, sect, i, keys[k].key))
+                cfg_err(st, *sect_line_slot(st, sect, i),
+                        sect_label(label, sizeof label, sect, name), keys[k].key, "missing");
+        }
+    }
+}
+
+static void check_credentials(struct pstate *st)
+{
+    const struct proxd_config *c = st->c;
+    int line = st->single_line[S_PROXMOX];
+    bool tok = c->token[0], user = c->user[0], pw = c->password[0], pwf = c->password_file[0];
+    if (tok && (user || pw || pwf)) {
+        const char *other = pw ? "password" : pwf ? "password_file" : "user";
+        cfg_err(st, key_or_sect_line(st, S_PROXMOX, 0, other), "[proxmox]", other,
+                "set either token (line %d) or user with password/password_file, not both",
+                seen_line(st, S_PROXMOX, 0, "token"));
+    } else if (pw && pwf) {
+        cfg_err(st, seen_line(st, S_PROXMOX, 0, "password_file"), "[proxmox]", "password_file",
+                "set password (line %d) or password_file, not both",
+                seen_line(st, S_PROXMOX, 0, "password"));
+    } else if (user && !pw && !pwf) {
+        cfg_err(st, seen_line(st, S_PROXMOX, 0, "user"), "[proxmox]", "user",
+                "needs password or password_file");
+    } else if (!user && (pw || pwf)) {
+        const char *k = pw ? "password" : "password_file";
+        cfg_err(st, seen_line(st, S_PROXMOX, 0, k), "[proxmox]", k, "needs user");
+    } else if (!tok && !user) {
+        cfg_err(st, line, "[proxmox]", NULL,
+                "no credentials: set token, or user with password or password_file");
+    }
+    if (pwf && access(c->password_file, R_OK) != 0)
+        cfg_err(st, seen_line(st, S_PROXMOX, 0, "password_file"), "[proxmox]", "password_file",
+                "cannot read '%s': %s", c->password_file, strerror(errno));
+}
+
+static void check_tls(struct pstate *st)
+{
+    struct proxd_config *c = st->c;
+    int line;
+    if (!c->verify_tls && (c->ca_file[0] || c->fingerprint[0])) {
+        const char *k = c->ca_file[0] ? "ca_file" : "fingerprint";
+        cfg_err(st, seen_line(st, S_PROXMOX, 0, k), "[proxmox]", k,
+                "has no effect with verify_tls = no (line %d)",
+                seen_line(st, S_PROXMOX, 0, "verify_tls"));
+    } else if (c->ca_file[0] && c->fingerprint[0]) {
+        cfg_err(st, seen_line(st, S_PROXMOX, 0, "fingerprint"), "[proxmox]", "fingerprint",
+                "set ca_file (line %d) or fingerprint, not both: the pin replaces the CA check",
+                seen_line(st, S_PROXMOX, 0, "ca_file"));
+    }
+    if (c->ca_file[0] && access(c->ca_file, R_OK) != 0)
+        cfg_err(st, seen_line(st, S_PROXMOX, 0, "ca_file"), "[proxmox]", "ca_file",
+                "cannot read '%s': %s", c->ca_file, strerror(errno));
+    /* libpve compares pins as the GUI prints them: upper case */
+    for (char *p = c->fingerprint; *p; p++)
+        *p = (char)toupper((unsigned char)*p);
+    if (c->timeout_s < c->connect_timeout_s) {
+        line = key_or_sect_line(st, S_PROXMOX, 0, "timeout");
+        cfg_err(st, line, "[proxmox]", "timeout", "%d is shorter than connect_timeout %d",
+                c->timeout_s, c->connect_timeout_s);
+    }
+}
+
+static void check_min_max(struct pstate *st, const char *kmin, int64_t min, const char *kmax,
+                          int64_t max)
+{
+    if (min > max)
+        cfg_err(st, key_or_sect_line(st, S_LIMITS, 0, kmax), "[limits]", kmax,
+                "%lld is below %s %lld", (long long)max, kmin, (long long)min);
+}
+
+static void check_limits(struct pstate *st)
+{
+    const struct proxd_config *c = st->c;
+    check_min_max(st, "cores_min", c->cores_min, "cores_max", c->cores_max);
+    check_min_max(st, "memory_min_mb", c->memory_min_mb, "memory_max_mb", c->memory_max_mb);
+    check_min_max(st, "disk_min_gb", c->disk_min_gb, "disk_max_gb", c->disk_max_gb);
+}
+
+/* OS ranges are where proxd picks VMIDs: two OSes sharing VMIDs, or the
+ * fallback range reaching into one, would hand out one VMID twice. */
+static void check_ranges(struct pstate *st)
+{
+    const struct proxd_config *c = st->c;
+    char a[160], b[160];
+    for (int i = 0; i < c->nos; i++) {
+        const struct cfg_os *o = &c->os[i];
+        int line = seen_line(st, S_OS, i, "vmid_range");
+        if (!o->range_lo)
+            continue; /* missing or malformed: reported already */
+        sect_label(a, sizeof a, S_OS, o->name);
+        for (int j = 0; j < i; j++) {
+            const struct cfg_os *p = &c->os[j];
+            if (p->range_lo && o->range_lo <= p->range_hi && p->range_lo <= o->range_hi)
+                cfg_err(st, line, a, "vmid_range", "%d-%d overlaps %s vmid_range %d-%d (line %d)",
+                        o->range_lo, o->range_hi, sect_label(b, sizeof b, S_OS, p->name),
+                        p->range_lo, p->range_hi, seen_line(st, S_OS, j, "vmid_range"));
+        }
+        if (o->range_lo <= c->fallback_hi && c->fallback_lo <= o->range_hi)
+            cfg_err(st, line, a, "vmid_range", "%d-%d overlaps [proxd] fallback_range %d-%d%s",
+                    o->range_lo, o->range_hi, c->fallback_lo, c->fallback_hi,
+                    seen_line(st, S_PROXD, 0, "fallback_range") ? "" : " (the default)");
+    }
+}
+
+/* Nodes of one cluster share a VMID space; a standalone node has its own. */
+static bool same_vmid_space(const struct cfg_node *a, const struct cfg_node *b)
+{
+    return a == b || (a->cluster[0] && strcmp(a->cluster, b->cluster) == 0);
+}
+
+/* A template: its OS must exist, its VMID must not be one proxd could hand
+ * out from an OS range, and within one VMID space a VMID is one VM. */
+static void check_template(struct pstate *st, int ni, int ti)
+{
+    const struct proxd_config *c = st->c;
+    const struct cfg_node *n = &c->nodes[ni];
+    const struct cfg_template *t = &n->templates[ti];
+    char key[64], label[160], other[160];
+    snprintf(key, sizeof key, "template.%s", t->os);
+    int line = seen_line(st, S_NODE, ni, key);
+    sect_label(label, sizeof label, S_NODE, n->name);
+    if (!config_os(c, t->os))
+        cfg_err(st, line, label, key, "unknown OS '%s' (no [os %s] section)", t->os, t->os);
+    for (int i = 0; i < c->nos; i++)
+        if (t->vmid >= c->os[i].range_lo && t->vmid <= c->os[i].range_hi)
+            cfg_err(st, line, label, key, "VMID %d lies in %s vmid_range %d-%d (line %d)", t->vmid,
+                    sect_label(other, sizeof other, S_OS, c->os[i].name), c->os[i].range_lo,
+                    c->os[i].range_hi, seen_line(st, S_OS, i, "vmid_range"));
+    for (int nj = 0; nj <= ni; nj++) {
+        const struct cfg_node *m = &c->nodes[nj];
+        if (!same_vmid_space(n, m))
+            continue;
+        for (int tj = 0; tj < (nj == ni ? ti : m->ntemplates); tj++)
+            if (m->templates[tj].vmid == t->vmid)
+                cfg_err(st, line, label, key, "VMID %d is already %s template.%s%s%s", t->vmid,
+                        sect_label(other, sizeof other, S_NODE, m->name), m->templates[tj].os,
+                        n->cluster[0] ? " in cluster " : "", n->cluster);
+    }
+}
+
+/* Two nodes behind one endpoint are one VMID space, so they must say so. */
+static void check_endpoints(struct pstate *st, int ni)
+{
+    const struct proxd_config *c = st->c;
+    const struct cfg_node *n = &c->nodes[ni];
+    char label[160], other[160];
+    for (int nj = 0; nj < ni; nj++) {
+        const struct cfg_node *m = &c->nodes[nj];
+        if (same_vmid_space(n, m))
+            continue;
+        for (int h = 0; h < n->nhosts; h++)
+            for (int k = 0; k < m->nhosts; k++)
+                if (strcmp(n->hosts[h], m->hosts[k]) == 0)
+                    cfg_err(st, seen_line(st, S_NODE, ni, "host"),
+                            sect_label(label, sizeof label, S_NODE, n->name), "host",
+                            "%s is also a host of %s: nodes sharing an endpoint need the same "
+                            "cluster = NAME",
+                            n->hosts[h], sect_label(other, sizeof other, S_NODE, m->name));
+    }
+}
+
+static void check_nodes(struct pstate *st)
+{
+    struct proxd_config *c = st->c;
+    for (int i = 0; i < c->nnodes; i++) {
+        if (!c->nodes[i].max_clones)
+            c->nodes[i].max_clones = c->clones_per_node;
+        for (int t = 0; t < c->nodes[i].ntemplates; t++)
+            check_template(st, i, t);
+        check_endpoints(st, i);
+    }
+    if (c->nnodes == 0)
+        cfg_err(st, 0, NULL, NULL, "no [node NAME] section: proxd needs at least one node");
+    if (c->nos == 0)
+        cfg_err(st, 0, NULL, NULL, "no [os NAME] section: proxd needs at least one OS");
+}
+
+static void check_all(struct pstate *st)
+{
+    check_required(st, S_OS, st->c->nos);
+    check_required(st, S_NODE, st->c->nnodes);
+    check_credentials(st);
+    check_tls(st);
+    check_limits(st);
+    check_ranges(st);
+    check_nodes(st);
+}
+
+/* ---- public ----------------------------------------------------------- */
+
+static void parse_file(struct pstate *st, const char *path)
+{
+    st->fp = fopen(path, "r");
+    if (!st->fp) {
+        cfg_err(st, 0, NULL, NULL, "cannot open: %s", strerror(errno));
+        return;
+    }
+    int rc = ini_parse_stream(read_line, st, on_key, st);
+    fclose(st->fp);
+    if (rc == 0) {
+        check_all(st);
+        return;
+    }
+    /* read_line() hands libinih only lines it can parse, so this means the
+     * library and we disagree about the format: stop rather than guess */
+    if (rc > 0)
+        cfg_err(st, rc, NULL, NULL, "libinih cannot parse this line");
+    else
+        cfg_err(st, 0, NULL, NULL, "libinih failed (%d)", rc);
+}
+
+struct proxd_config *config_load(const char *path, char *err, size_t errlen)
+{
+    struct pstate st = {0};
+    st.c = xcalloc(1, sizeof *st.c);
+    if (!copy_str(st.c->path, sizeof st.c->path, path)) {
+        snprintf(st.c->path, sizeof st.c->path, "%s", "config");
+        cfg_err(&st, 0, NULL, NULL, "path too long (at most %zu characters)",
+                sizeof st.c->path - 1);
+    } else {
+        apply_defaults(S_PROXD, st.c);
+        apply_defaults(S_PROXMOX, st.c);
+        apply_defaults(S_LIMITS, st.c);
+        parse_file(&st, path);
+    }
+    free(st.raw);
+    free(st.seen);
+    if (st.nerr)
+        FREE_AND_NULL(st.c);
+    flush_errors(&st, err, errlen);
+    return st.c;
+}
+
+void config_free(struct proxd_config *c)
+{
+    /* secrets should not linger in freed memory */
+    if (c) {
+        explicit_bzero(c->token, sizeof c->token);
+        explicit_bzero(c->password, sizeof c->password);
+    }
+    free(c);
+}
+
+const struct cfg_os *config_os(const struct proxd_config *c, const char *name)
+{
+    for (int i = 0; c && name && i < c->nos; i++)
+        if (strcmp(c->os[i].name, name) == 0)
+            return &c->os[i];
+    return NULL;
+}
+
+const struct cfg_node *config_node(const struct proxd_config *c, const char *name)
+{
+    for (int i = 0; c && name && i < c->nnodes; i++)
+        if (strcmp(c->nodes[i].name, name) == 0)
+            return &c->nodes[i];
+    return NULL;
+}
+
+int config_template(const struct cfg_node *n, const char *os)
+{
+    for (int i = 0; n && os && i < n->ntemplates; i++)
+        if (strcmp(n->templates[i].os, os) == 0)
+            return n->templates[i].vmid;
+    return 0;
+}
+
+const struct cfg_quota *config_quota(const struct proxd_config *c, const char *owner)
+{
+    const struct cfg_quota *def = NULL;
+    for (int i = 0; c && i < c->nquotas; i++) {
+        if (owner && strcmp(c->quotas[i].owner, owner) == 0)
+            return &c->quotas[i];
+        if (strcmp(c->quotas[i].owner, "default") == 0)
+            def = &c->quotas[i];
+    }
+    return def;
+}

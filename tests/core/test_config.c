@@ -1,0 +1,548 @@
+/* Tests for core/config: the commented example loads with the expected
+ * values, defaults, the lookup helpers, and every kind of error names
+ * file:line, section and key. Configs are written to a private temp dir as
+ * t.conf so that messages can be matched exactly. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "common/buf.h"
+#include "common/xalloc.h"
+#include "core/config.h"
+
+static char tmpdir[] = "/tmp/proxd-config-XXXXXX";
+static char conf[64]; /* tmpdir/t.conf */
+static char err[16384];
+
+/* A valid config, 8 lines, so that the tests can append lines 9, 10, ...
+ * and know their numbers. */
+#define BASE                                                                                       \
+    "[os ubuntu]\n"                                                                                \
+    "vmid_range = 1000-1999\n"                                                                     \
+    "[node sv1]\n"                                                                                 \
+    "host = 10.0.0.1:8006\n"                                                                       \
+    "storage = local-lvm\n"                                                                        \
+    "template.ubuntu = 8000\n"
+#define CREDS                                                                                      \
+    "[proxmox]\n"                                                                                  \
+    "token = root@pam!t=secret\n"
+#define MIN BASE CREDS
+
+static int setup(void **state)
+{
+    (void)state;
+    if (!mkdtemp(tmpdir))
+        return -1;
+    snprintf(conf, sizeof conf, "%s/t.conf", tmpdir);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    unlink(conf);
+    rmdir(tmpdir);
+    return 0;
+}
+
+static struct proxd_config *load_text(const char *text)
+{
+    FILE *f = fopen(conf, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+    err[0] = 'x';
+    return config_load(conf, err, sizeof err);
+}
+
+static struct proxd_config *load_ok(const char *text)
+{
+    struct proxd_config *c = load_text(text);
+    if (!c)
+        fail_msg("unexpected errors:\n%s", err);
+    assert_string_equal(err, "");
+    return c;
+}
+
+/* Loading must fail and the messages include "<conf><what>" for each what
+ * (a NULL-terminated list), e.g. ":9: [proxd] bogus: unknown key". */
+static void expect_errs(const char *text, ...)
+{
+    struct proxd_config *c = load_text(text);
+    if (c) {
+        config_free(c);
+        fail_msg("loaded, expected errors");
+    }
+    va_list ap;
+    va_start(ap, text);
+    for (const char *what; (what = va_arg(ap, const char *));) {
+        static char want[1024];
+        snprintf(want, sizeof want, "%s%s", conf, what);
+        if (!strstr(err, want)) {
+            va_end(ap); /* fail_msg() does not return */
+            fail_msg("missing '%s' in:\n%s", want, err);
+        }
+    }
+    va_end(ap);
+}
+
+#define EXPECT_ERR(text, ...) expect_errs(text, __VA_ARGS__, (const char *)NULL)
+
+static int count_lines(const char *s)
+{
+    int n = 1;
+    for (; *s; s++)
+        n += *s == '\n';
+    return n;
+}
+
+/* ---- the example ------------------------------------------------------ */
+
+static void test_example(void **state)
+{
+    (void)state;
+    /* ctest sets SRC_DIR; run by hand, find the tree from this file's path */
+    const char *src = getenv("SRC_DIR");
+    char *path =
+        src ? xasprintf("%s/docs/proxd.conf.example", src)
+            : xasprintf("%.*s/docs/proxd.conf.example",
+                        (int)(strlen(__FILE__) - strlen("/tests/core/test_config.c")), __FILE__);
+    struct proxd_config *c = config_load(path, err, sizeof err);
+    if (!c)
+        fail_msg("example: %s", err);
+    free(path);
+
+    assert_string_equal(c->listen, "127.0.0.1:8080");
+    assert_string_equal(c->database, "sqlite:/var/lib/proxd/proxd.db");
+    assert_int_equal(c->placement, PLACE_ORDERED);
+    assert_int_equal(c->workers, 8);
+    assert_int_equal(c->reconcile_interval_s, 60);
+    assert_false(c->delete_orphans);
+    assert_string_equal(c->tag, "proxd");
+    assert_int_equal(c->quarantine_s, 300);
+    assert_int_equal(c->fallback_lo, 9000);
+    assert_int_equal(c->fallback_hi, 9999);
+    assert_string_equal(c->token, "root@pam!proxd=8a3c3c4e-0b8e-4a7b-9a52-1f0c2d3e4f50");
+    assert_string_equal(c->user, "");
+    assert_true(c->verify_tls);
+    assert_string_equal(c->fingerprint, "");
+    assert_int_equal(c->connect_timeout_s, 3);
+    assert_int_equal(c->timeout_s, 30);
+    assert_int_equal(c->cores_max, 32);
+    assert_int_equal(c->memory_max_mb, 65536);
+    assert_int_equal(c->clones_per_node, 2);
+
+    static const char *const os[] = {"ubuntu", "debian", "centos", "windows"};
+    static const int lo[] = {1000, 4000, 2000, 3000};
+    assert_int_equal(c->nos, 4);
+    for (int k = 0; k < 4; k++) {
+        const struct cfg_os *o = config_os(c, os[k]);
+        assert_non_null(o);
+        assert_int_equal(o->range_lo, lo[k]);
+        assert_int_equal(o->range_hi, lo[k] + 999);
+    }
+    assert_int_equal(c->nnodes, 5);
+    for (int i = 0; i < 5; i++) {
+        char name[8];
+        snprintf(name, sizeof name, "sv%d", i + 1);
+        const struct cfg_node *n = config_node(c, name);
+        assert_ptr_equal(n, &c->nodes[i]); /* file order is placement order */
+        assert_int_equal(n->nhosts, 1);
+        assert_string_equal(n->hosts[0], "127.0.0.1:8006");
+        assert_string_equal(n->cluster, "pvesim");
+        assert_string_equal(n->storage, "local-lvm");
+        assert_int_equal(n->max_clones, i == 4 ? 1 : 2);
+        for (int k = 0; k < 4; k++) /* pvesim's layout */
+            assert_int_equal(config_template(n, os[k]), 8000 + 10 * i + k);
+    }
+    assert_int_equal(config_quota(c, "alice")->vms, 10);
+    assert_string_equal(config_quota(c, "alice")->owner, "default");
+    assert_int_equal(config_quota(c, "ci")->vms, 100);
+    assert_int_equal(config_quota(c, "ci")->memory_mb, 0);
+    config_free(c);
+}
+
+/* ---- defaults and lookups --------------------------------------------- */
+
+static void test_defaults(void **state)
+{
+    (void)state;
+    struct proxd_config *c = load_ok(MIN);
+    assert_string_equal(c->path, conf);
+    assert_string_equal(c->listen, "127.0.0.1:8080");
+    assert_string_equal(c->database, "sqlite:/var/lib/proxd/proxd.db");
+    assert_int_equal(c->placement, PLACE_ORDERED);
+    assert_string_equal(c->log_format, "text");
+    assert_string_equal(c->log_level, "info");
+    assert_int_equal(c->workers, 8);
+    assert_int_equal(c->reconcile_interval_s, 60);
+    assert_false(c->delete_orphans);
+    assert_string_equal(c->tag, "proxd");
+    assert_int_equal(c->quarantine_s, 300);
+    assert_int_equal(c->fallback_lo, 9000);
+    assert_int_equal(c->fallback_hi, 9999);
+    assert_true(c->verify_tls);
+    assert_int_equal(c->connect_timeout_s, 3);
+    assert_int_equal(c->timeout_s, 30);
+    assert_false(c->json_bodies);
+    assert_int_equal(c->cores_min, 1);
+    assert_int_equal(c->cores_max, 32);
+    assert_int_equal(c->memory_min_mb, 512);
+    assert_int_equal(c->memory_max_mb, 65536);
+    assert_int_equal(c->disk_min_gb, 10);
+    assert_int_equal(c->disk_max_gb, 1024);
+    assert_int_equal(c->memory_margin_mb, 2048);
+    assert_int_equal(c->disk_margin_gb, 20);
+    assert_int_equal(c->clones_per_node, 2);
+    assert_int_equal(c->jobs_max, 32);
+    assert_int_equal(c->name_max, 63);
+    assert_int_equal(c->nodes[0].max_clones, 2);
+    assert_string_equal(c->nodes[0].cluster, "");
+    assert_int_equal(c->nquotas, 0);
+    assert_null(config_quota(c, "alice"));
+    config_free(c);
+}
+
+static void test_values(void **state)
+{
+    (void)state;
+    struct proxd_config *c =
+        load_ok("  [proxd]   # leading blanks and '#' comments are fine\n"
+                "  placement = spread ; indented keys are keys, not continuations\n"
+                "\tdelete_orphans = ON\n"
+                "fallback_range = 500 - 599\n"
+                "log_format = json\n"
+                "[limits]\n"
+                "clones_per_node = 3\n"
+                "cores_min = 4\n"
+                "cores_max = 4\n"
+                "[os ubuntu]\n"
+                "vmid_range = 1000-1999\n"
+                "[node sv1]\n"
+                "host = 10.0.0.1:8006, 10.0.0.2 ,[fd00::1]:8443\n"
+                "storage = local-lvm\n"
+                "template.ubuntu = 8000\n"
+                "[node sv2]\n" /* standalone: its own VMID space, so 8000 again is fine */
+                "host = 10.0.0.3\n"
+                "storage = ceph.pool-1\n"
+                "template.ubuntu = 8000\n"
+                "[proxmox]\n"
+                "user = root@pam\n"
+                "password = pa#ss;word\n"
+                "fingerprint = ab:cd:ef:01:23:45:67:89:ab:cd:ef:01:23:45:67:89:"
+                "ab:cd:ef:01:23:45:67:89:ab:cd:ef:01:23:45:67:89\n"
+                "[quota alice]\n"
+                "vms = 2\n");
+    assert_int_equal(c->placement, PLACE_SPREAD);
+    assert_true(c->delete_orphans);
+    assert_int_equal(c->fallback_lo, 500);
+    assert_int_equal(c->fallback_hi, 599);
+    assert_string_equal(c->log_format, "json");
+    const struct cfg_node *n = config_node(c, "sv1");
+    assert_int_equal(n->nhosts, 3);
+    assert_string_equal(n->hosts[0], "10.0.0.1:8006");
+    assert_string_equal(n->hosts[1], "10.0.0.2:8006");
+    assert_string_equal(n->hosts[2], "[fd00::1]:8443");
+    assert_int_equal(n->max_clones, 3); /* inherits clones_per_node */
+    assert_string_equal(config_node(c, "sv2")->storage, "ceph.pool-1");
+    assert_string_equal(c->user, "root@pam");
+    assert_string_equal(c->password, "pa#ss;word"); /* no blank before: not a comment */
+    assert_string_equal(c->fingerprint, "AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:"
+                                        "AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89");
+    assert_int_equal(config_quota(c, "alice")->vms, 2);
+    assert_int_equal(config_quota(c, "alice")->cores, 0);
+    assert_null(config_quota(c, "bob")); /* no [quota default] */
+    config_free(c);
+}
+
+static void test_lookups(void **state)
+{
+    (void)state;
+    struct proxd_config *c = load_ok(MIN "[quota default]\n"
+                                         "vms = 5\n"
+                                         "[quota bob@example.com]\n"
+                                         "vms = 7\n");
+    assert_string_equal(config_os(c, "ubuntu")->name, "ubuntu");
+    assert_null(config_os(c, "debian"));
+    assert_null(config_os(c, NULL));
+    assert_null(config_node(c, "sv9"));
+    const struct cfg_node *n = config_node(c, "sv1");
+    assert_int_equal(config_template(n, "ubuntu"), 8000);
+    assert_int_equal(config_template(n, "debian"), 0);
+    assert_int_equal(config_template(NULL, "ubuntu"), 0);
+    assert_int_equal(config_quota(c, "bob@example.com")->vms, 7);
+    assert_int_equal(config_quota(c, "carol")->vms, 5);
+    assert_int_equal(config_quota(c, NULL)->vms, 5);
+    config_free(c);
+    config_free(NULL);
+}
+
+/* ---- errors ----------------------------------------------------------- */
+
+static void test_unknown(void **state)
+{
+    (void)state;
+    EXPECT_ERR(MIN "[proxd]\nbogus = 1\n", ":10: [proxd] bogus: unknown key");
+    EXPECT_ERR(MIN "[node sv2]\nhost = 10.0.0.2:8006\nstorage = x\nport = 1\n",
+               ":12: [node sv2] port: unknown key");
+    /* keys of an unknown section are not reported one by one */
+    EXPECT_ERR(MIN "[nodes sv2]\nhost = 10.0.0.2\n", ":9: [nodes sv2]: unknown section");
+    assert_null(strstr(err, "host"));
+    EXPECT_ERR("listen = 1.2.3.4:80\n" MIN, ":1: listen: key outside any section");
+    EXPECT_ERR(MIN "[proxd extra]\n", ":9: [proxd extra]: this section takes no name");
+    EXPECT_ERR(MIN "[node]\n", ":9: [node]: this section needs a name: [node NAME]");
+    EXPECT_ERR(MIN "[node sv_1]\n", ":9: [node sv_1]: bad node name");
+}
+
+static void test_bool_and_numbers(void **state)
+{
+    (void)state;
+    EXPECT_ERR(MIN "[proxd]\ndelete_orphans = maybe\n",
+               ":10: [proxd] delete_orphans: 'maybe' is not a boolean");
+    EXPECT_ERR(MIN "[proxd]\nworkers = 0\n", ":10: [proxd] workers: 0 is out of bounds [1, 256]");
+    EXPECT_ERR(MIN "[proxd]\nworkers = 8k\n", ":10: [proxd] workers: '8k' is not an integer");
+    EXPECT_ERR(MIN "[limits]\nname_max = 64\n",
+               ":10: [limits] name_max: 64 is out of bounds [1, 63]");
+    EXPECT_ERR(MIN "[limits]\ncores_min = 8\ncores_max = 4\n",
+               ":11: [limits] cores_max: 4 is below cores_min 8");
+    EXPECT_ERR(MIN "[proxmox]\n", ":9: [proxmox]: duplicate section (first on line 7)");
+    EXPECT_ERR(MIN "connect_timeout = 10\ntimeout = 5\n",
+               ":10: [proxmox] timeout: 5 is shorter than connect_timeout 10");
+    EXPECT_ERR(MIN "[quota x]\nvms = -1\n", ":10: [quota x] vms: -1 is out of bounds");
+    EXPECT_ERR(MIN "[proxd]\nplacement = random\n",
+               ":10: [proxd] placement: 'random': expected ordered or spread");
+    EXPECT_ERR(MIN "[proxd]\nlisten = localhost\n",
+               ":10: [proxd] listen: 'localhost' is not host:port");
+    EXPECT_ERR(MIN "[proxd]\ndatabase = mysql://x\n", ":10: [proxd] database: 'mysql://x'");
+    EXPECT_ERR(MIN "[proxd]\ntag = a b\n", ":10: [proxd] tag: 'a b': PVE tags");
+    EXPECT_ERR(MIN "[proxd]\nlog_level = loud\n", ":10: [proxd] log_level: 'loud'");
+}
+
+static void test_ranges(void **state)
+{
+    (void)state;
+    EXPECT_ERR(MIN "[os centos]\nvmid_range = 2999-2000\n",
+               ":10: [os centos] vmid_range: '2999-2000': need 100 <= lo <= hi <= 999999999");
+    EXPECT_ERR(MIN "[os centos]\nvmid_range = 50-99\n", ":10: [os centos] vmid_range: '50-99'");
+    EXPECT_ERR(MIN "[os centos]\nvmid_range = 2000-1000000000\n",
+               ":10: [os centos] vmid_range: '2000-1000000000': need");
+    EXPECT_ERR(MIN "[os centos]\nvmid_range = 2000\n",
+               ":10: [os centos] vmid_range: '2000' is not a range lo-hi");
+    EXPECT_ERR(MIN "[os centos]\nvmid_range = -5-10\n", ":10: [os centos] vmid_range: '-5-10'");
+    EXPECT_ERR(MIN "[proxd]\nfallback_range = 9000-\n", ":10: [proxd] fallback_range: '9000-'");
+    EXPECT_ERR(MIN "[os centos]\n", ":9: [os centos] vmid_range: missing");
+}
+
+static void test_overlaps(void **state)
+{
+    (void)state;
+    EXPECT_ERR(MIN "[os centos]\nvmid_range = 1500-2500\n",
+               ":10: [os centos] vmid_range: 1500-2500 overlaps [os ubuntu] vmid_range 1000-1999 "
+               "(line 2)");
+    EXPECT_ERR(MIN "[os centos]\nvmid_range = 9500-10500\n",
+               ":10: [os centos] vmid_range: 9500-10500 overlaps [proxd] fallback_range "
+               "9000-9999 (the default)");
+    EXPECT_ERR(MIN "[proxd]\nfallback_range = 1900-2000\n",
+               ":2: [os ubuntu] vmid_range: 1000-1999 overlaps [proxd] fallback_range 1900-2000");
+    /* a template inside an OS range: proxd could hand its VMID out */
+    EXPECT_ERR(MIN "[os centos]\nvmid_range = 7000-8999\n",
+               ":6: [node sv1] template.ubuntu: VMID 8000 lies in [os centos] vmid_range "
+               "7000-8999 (line 10)");
+}
+
+static void test_templates(void **state)
+{
+    (void)state;
+    EXPECT_ERR(MIN "[node sv2]\nhost = 10.0.0.2\nstorage = local-lvm\ntemplate.suse = 8100\n",
+               ":12: [node sv2] template.suse: unknown OS 'suse'");
+    EXPECT_ERR(MIN "[node sv1]\n", ":9: [node sv1]: duplicate section (first on line 3)");
+    EXPECT_ERR(MIN "[os debian]\nvmid_range = 4000-4999\n[node sv1]\n",
+               ":11: [node sv1]: duplicate");
+    EXPECT_ERR(BASE "template.ubuntu = 8001\n" CREDS,
+               ":7: [node sv1] template.ubuntu: set twice (first on line 6)");
+    EXPECT_ERR(BASE "template. = 8001\n" CREDS, ":7: [node sv1] template.: expected template.<os>");
+    EXPECT_ERR(BASE "template.debian = 99\n" CREDS,
+               ":7: [node sv1] template.debian: '99' is not a VMID");
+    /* one cluster, one VMID space: a VMID is one VM */
+    EXPECT_ERR(
+        "[os ubuntu]\nvmid_range = 1000-1999\n"
+        "[node a]\nhost = 10.0.0.1\ncluster = c\nstorage = s1\ntemplate.ubuntu = 8000\n"
+        "[node b]\nhost = 10.0.0.2\ncluster = c\nstorage = s1\ntemplate.ubuntu = 8000\n" CREDS,
+        ":12: [node b] template.ubuntu: VMID 8000 is already [node a] template.ubuntu in "
+        "cluster c");
+    /* two nodes behind one endpoint are one cluster */
+    EXPECT_ERR(MIN "[node sv2]\nhost = 10.0.0.1:8006\nstorage = local-lvm\n",
+               ":10: [node sv2] host: 10.0.0.1:8006 is also a host of [node sv1]");
+}
+
+static void test_nodes(void **state)
+{
+    (void)state;
+    EXPECT_ERR(MIN "[node sv2]\nstorage = local-lvm\n", ":9: [node sv2] host: missing");
+    EXPECT_ERR(MIN "[node sv2]\nhost = 10.0.0.2\n", ":9: [node sv2] storage: missing");
+    EXPECT_ERR(MIN "[node sv2]\nhost = 10.0.0.2\nstorage =\n",
+               ":11: [node sv2] storage: must not be empty");
+    EXPECT_ERR(MIN "[node sv2]\nhost = 10.0.0.2:99999\nstorage = s\n",
+               ":10: [node sv2] host: '10.0.0.2:99999' is not host:port");
+    EXPECT_ERR(MIN "[node sv2]\nhost = a,b,c,d,e,f,g,h,i\nstorage = s\n",
+               ":10: [node sv2] host: more than 8 hosts");
+    EXPECT_ERR(MIN "[node sv2]\nhost = ,\nstorage = s\n", ":10: [node sv2] host: no host in ','");
+    EXPECT_ERR(MIN "[node sv2]\nhost = 10.0.0.2\nstorage = Local\n",
+               ":11: [node sv2] storage: 'Local' is not a PVE storage ID");
+    EXPECT_ERR(CREDS, ": no [node NAME] section", ": no [os NAME] section");
+}
+
+static void test_credentials(void **state)
+{
+    (void)state;
+    EXPECT_ERR(MIN "user = root@pam\npassword = x\n",
+               ":10: [proxmox] password: set either token (line 8) or user with "
+               "password/password_file, not both");
+    EXPECT_ERR(BASE "[proxmox]\nuser = root@pam\n", ":8: [proxmox] user: needs password");
+    EXPECT_ERR(BASE "[proxmox]\npassword = x\n", ":8: [proxmox] password: needs user");
+    EXPECT_ERR(BASE "[proxmox]\nuser = root@pam\npassword = x\npassword_file = /nonexistent\n",
+               ":10: [proxmox] password_file: set password (line 9) or password_file, not both",
+               ":10: [proxmox] password_file: cannot read '/nonexistent'");
+    EXPECT_ERR(BASE "[proxmox]\nverify_tls = no\n", ":7: [proxmox]: no credentials");
+    EXPECT_ERR(BASE, ": [proxmox]: no credentials");
+    /* a malformed token is reported without echoing the secret */
+    EXPECT_ERR(BASE "[proxmox]\ntoken = root@pam=topsecret\n",
+               ":8: [proxmox] token: not an API token");
+    assert_null(strstr(err, "topsecret"));
+    EXPECT_ERR(BASE "[proxmox]\nuser = root\npassword = x\n", ":8: [proxmox] user: 'root'");
+}
+
+static void test_tls(void **state)
+{
+    (void)state;
+    EXPECT_ERR(MIN "fingerprint = AA:BB:CC\n", ":9: [proxmox] fingerprint: 'AA:BB:CC': expected");
+    EXPECT_ERR(MIN "fingerprint = ZZ:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:"
+                   "AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89\n",
+               ":9: [proxmox] fingerprint: 'ZZ:");
+    EXPECT_ERR(MIN "verify_tls = no\nca_file = /etc/hostname\n",
+               ":10: [proxmox] ca_file: has no effect with verify_tls = no (line 9)");
+    EXPECT_ERR(MIN "ca_file = /nonexistent/ca.pem\n",
+               ":9: [proxmox] ca_file: cannot read '/nonexistent/ca.pem'");
+    struct proxd_config *c = load_ok(MIN "verify_tls = off\n");
+    assert_false(c->verify_tls); /* allowed: the client warns */
+    config_free(c);
+}
+
+static void test_syntax(void **state)
+{
+    (void)state;
+    EXPECT_ERR(MIN "just words\n", ":9: [proxmox]: expected 'key = value' or '[section]'");
+    EXPECT_ERR(MIN "timeout: 5\n", ":9: [proxmox]: expected 'key = value'");
+    EXPECT_ERR(MIN "[proxd\n", ":9: bad section header '[proxd'");
+    EXPECT_ERR(MIN "timeout = 5\ntimeout = 6\n",
+               ":10: [proxmox] timeout: set twice (first on line 9)");
+    EXPECT_ERR("nonsense", ":1: expected 'key = value'");
+    /* a byte order mark before the first line is fine */
+    config_free(load_ok("\xEF\xBB\xBF" MIN));
+}
+
+/* libinih (as Debian builds it) cuts lines at 200 bytes and would read the
+ * rest as another line; we refuse the line and keep counting right. */
+static void test_long_line(void **state)
+{
+    (void)state;
+    char *pad = xmalloc(251);
+    memset(pad, 'x', 250);
+    pad[250] = '\0';
+    char *text = xasprintf(MIN "[proxd]\ndatabase = sqlite:/%s\nbogus = 1\n", pad);
+    EXPECT_ERR(text, ":10: line too long", ":11: [proxd] bogus: unknown key");
+    /* the tail must not have been parsed as a line of its own */
+    assert_int_equal(count_lines(err), 2);
+    free(text);
+    /* long comments are harmless: they never reach libinih */
+    text = xasprintf(MIN "; %s\nverify_tls = yes   # %s\n", pad, pad);
+    config_free(load_ok(text));
+    free(text);
+    free(pad);
+}
+
+/* All problems in one run, not just the first. */
+static void test_all_errors(void **state)
+{
+    (void)state;
+    EXPECT_ERR("[proxd]\n"
+               "workers = many\n"
+               "colour = blue\n"
+               "[os ubuntu]\n"
+               "vmid_range = 1000-1999\n"
+               "[os centos]\n"
+               "vmid_range = 1999-2999\n"
+               "[node sv1]\n"
+               "storage = local-lvm\n"
+               "template.suse = 8000\n"
+               "[proxmox]\n"
+               "token = root@pam!t=s\n"
+               "password = x\n"
+               "verify_tls = perhaps\n",
+               ":2: [proxd] workers:", ":3: [proxd] colour: unknown key",
+               ":7: [os centos] vmid_range: 1999-2999 overlaps", ":8: [node sv1] host: missing",
+               ":10: [node sv1] template.suse: unknown OS",
+               ":13: [proxmox] password:", ":14: [proxmox] verify_tls:");
+    assert_int_equal(count_lines(err), 7);
+    /* reported in file order, although found in different passes */
+    const char *prev = err;
+    for (int line = 2; line <= 14; line++) {
+        char want[32];
+        snprintf(want, sizeof want, ":%d: [", line);
+        const char *at = strstr(err, want);
+        if (at) {
+            assert_true(at >= prev);
+            prev = at;
+        }
+    }
+}
+
+static void test_many_errors(void **state)
+{
+    (void)state;
+    struct buf b = BUF_INIT(BUF_UNLIMITED);
+    buf_adds(&b, MIN "[os a]\nvmid_range = x\n[os b]\nvmid_range = y\n"); /* lines 9-12 */
+    for (int i = 0; i < 300; i++)
+        buf_adds(&b, "bogus = 1\n");
+    EXPECT_ERR(buf_str(&b), ":10: [os a] vmid_range: 'x'", ":12: [os b] vmid_range: 'y'",
+               ": too many errors, stopped here");
+    assert_int_equal(count_lines(err), 201);
+    assert_null(strstr(err, "overlaps")); /* two bad ranges are not an overlap */
+    buf_release(&b);
+}
+
+static void test_errbuf(void **state)
+{
+    (void)state;
+    char small[24];
+    memset(small, 'x', sizeof small);
+    assert_null(config_load("/nonexistent/proxd.conf", small, sizeof small));
+    assert_int_equal(strlen(small), sizeof small - 1);
+    assert_null(config_load("/nonexistent/proxd.conf", err, sizeof err));
+    assert_string_equal(err, "/nonexistent/proxd.conf: cannot open: No such file or directory");
+    assert_null(config_load("/nonexistent/proxd.conf", NULL, 0));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_example),     cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_values),      cmocka_unit_test(test_lookups),
+        cmocka_unit_test(test_unknown),     cmocka_unit_test(test_bool_and_numbers),
+        cmocka_unit_test(test_ranges),      cmocka_unit_test(test_overlaps),
+        cmocka_unit_test(test_templates),   cmocka_unit_test(test_nodes),
+        cmocka_unit_test(test_credentials), cmocka_unit_test(test_tls),
+        cmocka_unit_test(test_syntax),      cmocka_unit_test(test_long_line),
+        cmocka_unit_test(test_all_errors),  cmocka_unit_test(test_many_errors),
+        cmocka_unit_test(test_errbuf),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

@@ -1,0 +1,834 @@
+/* Tests for store (SQLite backend): schema and migrations, VM records, jobs
+ * and leases, events, VMID allocation (including threads and processes
+ * racing for IDs), capacity, idempotency keys. Each test gets a fresh
+ * database in its own temporary directory. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <pthread.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <jansson.h>
+#include <sqlite3.h> /* white-box: to tamper with the schema version */
+
+#include "common/util.h"
+#include "common/xalloc.h"
+#include "store/store.h"
+
+struct fx {
+    char dir[64];
+    char *path; /* database file */
+    char *url;
+    store *s;
+};
+
+static int setup(void **state)
+{
+    struct fx *f = xcalloc(1, sizeof *f);
+    snprintf(f->dir, sizeof f->dir, "/tmp/proxd-store-XXXXXX");
+    if (!mkdtemp(f->dir))
+        return -1;
+    f->path = xasprintf("%s/proxd.db", f->dir);
+    f->url = xasprintf("sqlite:%s", f->path);
+    struct store_error e;
+    f->s = store_open(f->url, &e);
+    if (!f->s) {
+        fprintf(stderr, "store_open: %s\n", e.message);
+        return -1;
+    }
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fx *f = *state;
+    store_close(f->s);
+    const char *sfx[] = {"", "-wal", "-shm"};
+    for (size_t i = 0; i < 3; i++) {
+        char *p = xasprintf("%s%s", f->path, sfx[i]);
+        unlink(p);
+        free(p);
+    }
+    rmdir(f->dir);
+    free(f->path);
+    free(f->url);
+    free(f);
+    return 0;
+}
+
+#define OK(call)                                                                                   \
+    do {                                                                                           \
+        struct store_error e_;                                                                     \
+        int rc_ = (call);                                                                          \
+        if (rc_ != STORE_OK)                                                                       \
+            fail_msg("%s -> %d: %s", #call, rc_, e_.message);                                      \
+    } while (0)
+/* `call` must take `&e` as its error argument. */
+#define EXPECT(code, call)                                                                         \
+    do {                                                                                           \
+        int rc_ = (call);                                                                          \
+        if (rc_ != (code))                                                                         \
+            fail_msg("%s -> %d, expected %d: %s", #call, rc_, (code), e.message);                  \
+    } while (0)
+
+/* ---- open / migrate ----------------------------------------------------- */
+
+static void test_open_bad_urls(void **state)
+{
+    (void)state;
+    struct store_error e;
+    assert_null(store_open("postgresql://u@h/db", &e));
+    assert_int_equal(e.code, STORE_E_INVALID);
+    assert_string_equal(e.message, "PostgreSQL backend not built yet");
+    assert_null(store_open("postgres://u:secret@h/db", &e));
+    assert_int_equal(e.code, STORE_E_INVALID);
+    assert_null(store_open("mysql://u:secret@h/db", &e));
+    assert_int_equal(e.code, STORE_E_INVALID);
+    assert_null(strstr(e.message, "secret"));
+    assert_null(store_open("sqlite::memory:", &e));
+    assert_int_equal(e.code, STORE_E_INVALID);
+    assert_null(store_open("sqlite:/nonexistent-dir/x/y.db", &e));
+    assert_int_equal(e.code, STORE_E_DB);
+    assert_non_null(strstr(e.message, "/nonexistent-dir/x/y.db"));
+}
+
+static struct vm_rec vm_new(int vmid, const char *owner, const char *os)
+{
+    struct vm_rec r = {0};
+    r.vmid = vmid;
+    snprintf(r.os, sizeof r.os, "%s", os);
+    snprintf(r.name, sizeof r.name, "vm-%d", vmid);
+    snprintf(r.owner, sizeof r.owner, "%s", owner);
+    snprintf(r.power, sizeof r.power, "stopped");
+    r.state = VMS_CREATING;
+    r.cores = 2;
+    r.memory_mb = 2048;
+    r.disk_gb = 20;
+    return r;
+}
+
+static void test_reopen_and_versions(void **state)
+{
+    struct fx *f = *state;
+    struct store_error e;
+    struct vm_rec r = vm_new(100, "alice", "debian12");
+    OK(store_vm_insert(f->s, &r, &e_));
+    store_close(f->s);
+
+    /* Reopen: the schema is current, the data is there. */
+    f->s = store_open(f->url, &e);
+    assert_non_null(f->s);
+    struct vm_rec g;
+    OK(store_vm_get(f->s, 100, &g, &e_));
+    assert_int_equal(g.id, r.id);
+    vm_rec_release(&g);
+
+    /* The file records exactly one applied version. */
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(
+        sqlite3_prepare_v2(db, "SELECT count(*), max(version) FROM schema_version", -1, &st, NULL),
+        SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int(st, 0), 1);
+    assert_int_equal(sqlite3_column_int(st, 1), 1);
+    sqlite3_finalize(st);
+    /* A schema from the future is refused, not silently used. */
+    assert_int_equal(
+        sqlite3_exec(db, "INSERT INTO schema_version VALUES (99, 0)", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    store *s2 = store_open(f->url, &e);
+    assert_null(s2);
+    assert_int_equal(e.code, STORE_E_INVALID);
+    assert_non_null(strstr(e.message, "version 99"));
+}
+
+/* ---- VM records ---------------------------------------------------------- */
+
+static void test_vm_crud(void **state)
+{
+    struct fx *f = *state;
+    struct store_error e;
+    struct vm_rec r = vm_new(101, "alice", "debian12");
+    r.pending = json_pack("{s:i}", "cores", 4);
+    OK(store_vm_insert(f->s, &r, &e_));
+    assert_true(r.id > 0);
+    assert_true(r.created_at > 0);
+
+    struct vm_rec g;
+    OK(store_vm_get_id(f->s, r.id, &g, &e_));
+    assert_int_equal(g.vmid, 101);
+    assert_string_equal(g.name, "vm-101");
+    assert_string_equal(g.owner, "alice");
+    assert_int_equal(g.state, VMS_CREATING);
+    assert_int_equal(g.memory_mb, 2048);
+    assert_non_null(g.pending);
+    assert_int_equal(json_integer_value(json_object_get(g.pending, "cores")), 4);
+
+    /* Update every mutable field. */
+    g.state = VMS_ENABLED;
+    snprintf(g.node, sizeof g.node, "pve1");
+    snprintf(g.power, sizeof g.power, "running");
+    g.cores = 4;
+    json_decref(g.pending);
+    g.pending = NULL;
+    OK(store_vm_update(f->s, &g, &e_));
+    vm_rec_release(&g);
+    OK(store_vm_get(f->s, 101, &g, &e_));
+    assert_int_equal(g.state, VMS_ENABLED);
+    assert_string_equal(g.node, "pve1");
+    assert_string_equal(g.power, "running");
+    assert_int_equal(g.cores, 4);
+    assert_null(g.pending);
+    vm_rec_release(&g);
+
+    EXPECT(STORE_E_NOTFOUND, store_vm_get(f->s, 555, &g, &e));
+    EXPECT(STORE_E_NOTFOUND, store_vm_get_id(f->s, 999999, &g, &e));
+    g = r;
+    g.id = 424242;
+    g.pending = NULL;
+    EXPECT(STORE_E_NOTFOUND, store_vm_update(f->s, &g, &e));
+    vm_rec_release(&r);
+
+    /* Long strings are cut at a character boundary: "é" is two bytes. */
+    struct vm_rec u = vm_new(102, "bob", "debian12");
+    char big[200];
+    memset(big, 0, sizeof big);
+    for (size_t i = 0; i + 2 < sizeof big; i += 2)
+        memcpy(big + i, "\xc3\xa9", 2);
+    memcpy(u.error, big, sizeof big);
+    memcpy(u.name, big, sizeof u.name); /* no NUL in the field */
+    OK(store_vm_insert(f->s, &u, &e_));
+    OK(store_vm_get(f->s, 102, &g, &e_));
+    assert_int_equal(strlen(g.name), 62); /* 63 bytes would split a character */
+    assert_int_equal(strlen(g.error), strlen(big));
+    vm_rec_release(&g);
+}
+
+static void test_vm_live_unique(void **state)
+{
+    struct fx *f = *state;
+    struct store_error e;
+    struct vm_rec a = vm_new(200, "alice", "debian12");
+    OK(store_vm_insert(f->s, &a, &e_));
+    struct vm_rec b = vm_new(200, "bob", "debian12");
+    EXPECT(STORE_E_CONFLICT, store_vm_insert(f->s, &b, &e));
+    assert_non_null(strstr(e.message, "200"));
+
+    a.state = VMS_DELETED;
+    OK(store_vm_update(f->s, &a, &e_));
+    OK(store_vm_insert(f->s, &b, &e_));
+    struct vm_rec g;
+    OK(store_vm_get(f->s, 200, &g, &e_));
+    assert_int_equal(g.id, b.id);
+    assert_string_equal(g.owner, "bob");
+    vm_rec_release(&g);
+
+    /* Reviving the deleted record would make two live ones. */
+    a.state = VMS_ENABLED;
+    EXPECT(STORE_E_CONFLICT, store_vm_update(f->s, &a, &e));
+}
+
+static void test_vm_list(void **state)
+{
+    struct fx *f = *state;
+    struct store_error e;
+    for (int i = 0; i < 25; i++) {
+        struct vm_rec r = vm_new(300 + i, i % 2 ? "alice" : "bob", i % 3 ? "debian12" : "ubuntu24");
+        if (i % 5 == 0)
+            r.state = VMS_DELETED;
+        snprintf(r.node, sizeof r.node, "pve%d", i % 4);
+        OK(store_vm_insert(f->s, &r, &e_));
+    }
+    struct vm_rec *v = NULL;
+    size_t n = 0;
+    OK(store_vm_list(f->s, NULL, &v, &n, &e_));
+    assert_int_equal(n, 20); /* 5 deleted left out */
+    for (size_t i = 1; i < n; i++)
+        assert_true(v[i].id > v[i - 1].id);
+    for (size_t i = 0; i < n; i++)
+        vm_rec_release(&v[i]);
+    free(v);
+
+    struct vm_filter fl = {.state = -1, .include_gone = true};
+    OK(store_vm_list(f->s, &fl, &v, &n, &e_));
+    assert_int_equal(n, 25);
+    free(v);
+
+    fl = (struct vm_filter){.owner = "alice", .os = "debian12", .state = -1};
+    OK(store_vm_list(f->s, &fl, &v, &n, &e_));
+    size_t want = 0;
+    for (int i = 0; i < 25; i++)
+        want += (i % 2) && (i % 3) && (i % 5);
+    assert_int_equal(n, want);
+    for (size_t i = 0; i < n; i++) {
+        assert_string_equal(v[i].owner, "alice");
+        assert_string_equal(v[i].os, "debian12");
+    }
+    free(v);
+
+    fl = (struct vm_filter){.node = "pve1", .state = VMS_DELETED};
+    OK(store_vm_list(f->s, &fl, &v, &n, &e_));
+    assert_int_equal(n, 1); /* i = 5 */
+    assert_int_equal(v[0].vmid, 305);
+    free(v);
+
+    /* Pagination: pages of 7 over the 25, no gap, no repeat. */
+    fl = (struct vm_filter){.state = -1, .include_gone = true, .limit = 7};
+    int seen = 0, pages = 0, last = 0;
+    for (;;) {
+        OK(store_vm_list(f->s, &fl, &v, &n, &e_));
+        if (n == 0)
+            break;
+        pages++;
+        for (size_t i = 0; i < n; i++)
+            assert_int_equal(v[i].vmid, 300 + seen++);
+        last = v[n - 1].vmid;
+        fl.after_id = v[n - 1].id;
+        free(v);
+    }
+    free(v);
+    assert_int_equal(seen, 25);
+    assert_int_equal(pages, 4);
+    assert_int_equal(last, 324);
+
+    fl.limit = -1;
+    EXPECT(STORE_E_INVALID, store_vm_list(f->s, &fl, &v, &n, &e));
+}
+
+/* ---- jobs --------------------------------------------------------------- */
+
+static void job_add(store *s, const char *id, const char *kind, int vmid, int64_t created)
+{
+    struct job_rec j = {0};
+    snprintf(j.id, sizeof j.id, "%s", id);
+    snprintf(j.kind, sizeof j.kind, "%s", kind);
+    snprintf(j.owner, sizeof j.owner, "alice");
+    j.vmid = vmid;
+    j.created_at = created;
+    j.request = json_pack("{s:s}", "name", id);
+    OK(store_job_insert(s, &j, &e_));
+    job_rec_release(&j);
+}
+
+static void test_job_crud(void **state)
+{
+    struct fx *f = *state;
+    struct store_error e;
+    struct job_rec j = {0};
+    snprintf(j.kind, sizeof j.kind, "create");
+    j.vmid = 400;
+    j.request = json_pack("{s:s,s:i}", "os", "debian12", "cores", 2);
+    OK(store_job_insert(f->s, &j, &e_));
+    assert_int_equal(strlen(j.id), 36); /* a UUID was made */
+    EXPECT(STORE_E_CONFLICT, store_job_insert(f->s, &j, &e));
+
+    struct job_rec g;
+    OK(store_job_get(f->s, j.id, &g, &e_));
+    assert_string_equal(g.kind, "create");
+    assert_int_equal(g.state, JOB_QUEUED);
+    assert_true(json_equal(g.request, j.request));
+    assert_null(g.attempts);
+
+    g.state = JOB_DONE;
+    snprintf(g.step, sizeof g.step, "done");
+    snprintf(g.upid, sizeof g.upid, "UPID:pve1:00001:qmcreate");
+    g.progress = 100;
+    g.attempts = json_pack("[{s:s,s:s}]", "node", "pve2", "error", "no space");
+    OK(store_job_update(f->s, &g, &e_));
+    job_rec_release(&g);
+    OK(store_job_get(f->s, j.id, &g, &e_));
+    assert_int_equal(g.state, JOB_DONE);
+    assert_int_equal(g.progress, 100);
+    assert_string_equal(g.upid, "UPID:pve1:00001:qmcreate");
+    assert_int_equal(json_array_size(g.attempts), 1);
+    assert_true(g.finished_at > 0);
+    job_rec_release(&g);
+    job_rec_release(&j);
+
+    EXPECT(STORE_E_NOTFOUND, store_job_get(f->s, "nope", &g, &e));
+    int n = -1;
+    OK(store_job_count_active(f->s, NULL, &n, &e_));
+    assert_int_equal(n, 0);
+    job_add(f->s, "j-a", "start", 401, 0);
+    job_add(f->s, "j-b", "stop", 402, 0);
+    OK(store_job_count_active(f->s, NULL, &n, &e_));
+    assert_int_equal(n, 2);
+    OK(store_job_count_active(f->s, "stop", &n, &e_));
+    assert_int_equal(n, 1);
+}
+
+static void claim_expect(store *s, const char *owner, int64_t lease, const char *want)
+{
+    struct store_error e;
+    struct job_rec j;
+    int64_t before = wall_ms();
+    int rc = store_job_claim(s, owner, lease, &j, &e);
+    if (!want) {
+        if (rc != STORE_E_NOTFOUND)
+            fail_msg("claim: expected none, got %d (%s)", rc, rc ? e.message : j.id);
+        return;
+    }
+    if (rc != STORE_OK)
+        fail_msg("claim: expected %s, got %d: %s", want, rc, e.message);
+    assert_string_equal(j.id, want);
+    assert_int_equal(j.state, JOB_RUNNING);
+    assert_string_equal(j.lease_owner, owner);
+    assert_true(j.lease_until >= before + lease);
+    assert_non_null(j.request);
+    job_rec_release(&j);
+}
+
+static void job_finish(store *s, const char *id)
+{
+    struct job_rec j;
+    OK(store_job_get(s, id, &j, &e_));
+    j.state = JOB_DONE;
+    OK(store_job_update(s, &j, &e_));
+    job_rec_release(&j);
+}
+
+static void test_job_claim_order_and_lease(void **state)
+{
+    struct fx *f = *state;
+    struct store_error e;
+    int64_t t = wall_ms() - 10000;
+    job_add(f->s, "j3", "start", 503, t + 3);
+    job_add(f->s, "j1", "start", 501, t + 1);
+    job_add(f->s, "j2", "start", 502, t + 2);
+    claim_expect(f->s, "w1", 60000, "j1"); /* oldest first, not insertion order */
+    claim_expect(f->s, "w1", 60000, "j2");
+    claim_expect(f->s, "w2", 1, "j3"); /* a 1 ms lease */
+    sleep_ms(5);
+    /* j3's runner "died": its lease ran out, another worker takes it over. */
+    claim_expect(f->s, "w3", 60000, "j3");
+    claim_expect(f->s, "w1", 60000, NULL);
+
+    /* Renewal belongs to the lease holder only. */
+    OK(store_job_renew(f->s, "j3", "w3", 60000, &e_));
+    EXPECT(STORE_E_CONFLICT, store_job_renew(f->s, "j3", "w2", 60000, &e));
+    assert_non_null(strstr(e.message, "w3"));
+    EXPECT(STORE_E_NOTFOUND, store_job_renew(f->s, "zz", "w2", 60000, &e));
+
+    /* The old runner's writes are fenced off by its lease owner name. */
+    struct job_rec j;
+    OK(store_job_get(f->s, "j3", &j, &e_));
+    snprintf(j.lease_owner, sizeof j.lease_owner, "w2");
+    snprintf(j.step, sizeof j.step, "stale");
+    EXPECT(STORE_E_CONFLICT, store_job_update(f->s, &j, &e));
+    job_rec_release(&j);
+
+    job_finish(f->s, "j1");
+    EXPECT(STORE_E_CONFLICT, store_job_renew(f->s, "j1", "w1", 60000, &e));
+}
+
+static void test_job_claim_per_vm(void **state)
+{
+    struct fx *f = *state;
+    int64_t t = wall_ms() - 10000;
+    /* Three jobs on VM 600 and one on VM 601, interleaved in time. */
+    job_add(f->s, "a1", "start", 600, t + 1);
+    job_add(f->s, "a2", "stop", 600, t + 2);
+    job_add(f->s, "b1", "start", 601, t + 3);
+    job_add(f->s, "a3", "delete", 600, t + 4);
+    job_add(f->s, "n1", "create", 0, t + 5); /* not tied to a VM yet */
+
+    claim_expect(f->s, "w1", 60000, "a1");
+    /* a2 waits for a1 (live lease); b1 and n1 are free to go. */
+    claim_expect(f->s, "w2", 60000, "b1");
+    claim_expect(f->s, "w2", 60000, "n1");
+    claim_expect(f->s, "w2", 60000, NULL);
+    job_finish(f->s, "a1");
+    claim_expect(f->s, "w2", 60000, "a2"); /* then a2, before a3 */
+    claim_expect(f->s, "w2", 60000, NULL);
+    job_finish(f->s, "a2");
+    claim_expect(f->s, "w3", 60000, "a3");
+
+    /* An expired lease does not keep the runner's VM blocked: the job
+     * itself is reclaimed, and it is still first in line for its VM. */
+    job_add(f->s, "c1", "start", 700, t + 10);
+    job_add(f->s, "c2", "stop", 700, t + 11);
+    claim_expect(f->s, "w1", 1, "c1");
+    sleep_ms(5);
+    claim_expect(f->s, "w2", 60000, "c1");
+    claim_expect(f->s, "w2", 60000, NULL);
+}
+
+static void test_job_events(void **state)
+{
+    struct fx *f = *state;
+    struct store_error e;
+    job_add(f->s, "ev", "create", 800, 0);
+    OK(store_job_event_add(f->s, "ev", "reserve", 5, "VMID 800 reserved", &e_));
+    OK(store_job_event_add(f->s, "ev", "clone", 40, "cloning from template", &e_));
+    OK(store_job_event_add(f->s, "ev", "start", 90, NULL, &e_));
+    EXPECT(STORE_E_NOTFOUND, store_job_event_add(f->s, "nojob", "x", 0, "m", &e));
+
+    struct job_event *v = NULL;
+    size_t n = 0;
+    OK(store_job_events(f->s, "ev", 0, &v, &n, &e_));
+    assert_int_equal(n, 3);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(v[i].seq, (int64_t)i + 1);
+    assert_string_equal(v[0].step, "reserve");
+    assert_string_equal(v[1].message, "cloning from template");
+    assert_int_equal(v[2].progress, 90);
+    assert_true(v[0].ts <= v[2].ts);
+    free(v);
+    OK(store_job_events(f->s, "ev", 2, &v, &n, &e_));
+    assert_int_equal(n, 1);
+    assert_string_equal(v[0].step, "start");
+    free(v);
+}
+
+/* ---- VMID allocation ---------------------------------------------------- */
+
+static void test_vmid_reserve(void **state)
+{
+    struct fx *f = *state;
+    struct store_error e;
+    struct vmid_range r[] = {{1000, 1004}, {2000, 2001}};
+    int id = 0;
+    OK(store_vmid_reserve(f->s, r, 2, NULL, 0, "j1", &id, &e_));
+    assert_int_equal(id, 1000);
+    int taken[] = {1001, 1003};
+    OK(store_vmid_reserve(f->s, r, 2, taken, 2, "j2", &id, &e_));
+    assert_int_equal(id, 1002);
+    OK(store_vmid_reserve(f->s, r, 2, taken, 2, "j3", &id, &e_));
+    assert_int_equal(id, 1004);
+    /* First range exhausted (counting `taken`): the second one. */
+    OK(store_vmid_reserve(f->s, r, 2, taken, 2, "j4", &id, &e_));
+    assert_int_equal(id, 2000);
+    OK(store_vmid_reserve(f->s, r, 2, taken, 2, "j5", &id, &e_));
+    assert_int_equal(id, 2001);
+    EXPECT(STORE_E_FULL, store_vmid_reserve(f->s, r, 2, taken, 2, "j6", &id, &e));
+    assert_string_equal(e.message, "no free VMID in 1000-1004, 2000-2001");
+    /* Without `taken`, 1001 is free for us. */
+    OK(store_vmid_reserve(f->s, r, 2, NULL, 0, "j7", &id, &e_));
+    assert_int_equal(id, 1001);
+
+    int n = 0;
+    OK(store_vmid_count(f->s, 1000, 1004, &n, &e_));
+    assert_int_equal(n, 4);
+
+    int unsorted[] = {5, 3};
+    EXPECT(STORE_E_INVALID, store_vmid_reserve(f->s, r, 2, unsorted, 2, "j", &id, &e));
+    struct vmid_range bad = {50, 60};
+    EXPECT(STORE_E_INVALID, store_vmid_reserve(f->s, &bad, 1, NULL, 0, "j", &id, &e));
+
+    /* used: only from reserved. */
+    OK(store_vmid_mark_used(f->s, 1000, &e_));
+    OK(store_vmid_mark_used(f->s, 1000, &e_));
+    EXPECT(STORE_E_NOTFOUND, store_vmid_mark_used(f->s, 1003, &e));
+}
+
+static void test_vmid_quarantine_foreign(void **state)
+{
+    struct fx *f = *state;
+    struct store_error e;
+    struct vmid_range r = {3000, 3002};
+    int id = 0;
+    OK(store_vmid_reserve(f->s, &r, 1, NULL, 0, "j1", &id, &e_));
+    assert_int_equal(id, 3000);
+    /* Proxmox has 3001, not ours: never handed out while it is marked. */
+    OK(store_vmid_mark_foreign(f->s, 3001, &e_));
+    EXPECT(STORE_E_CONFLICT, store_vmid_mark_used(f->s, 3001, &e));
+
+    OK(store_vmid_release(f->s, 3000, 60000, &e_)); /* quarantined for a minute */
+    OK(store_vmid_reserve(f->s, &r, 1, NULL, 0, "j2", &id, &e_));
+    assert_int_equal(id, 3002);
+    EXPECT(STORE_E_FULL, store_vmid_reserve(f->s, &r, 1, NULL, 0, "j3", &id, &e));
+    int n = 0;
+    OK(store_vmid_count(f->s, 3000, 3002, &n, &e_));
+    assert_int_equal(n, 3);
+
+    /* A short quarantine runs out, and the ID is reused in place. */
+    OK(store_vmid_release(f->s, 3002, 1, &e_));
+    sleep_ms(5);
+    OK(store_vmid_count(f->s, 3000, 3002, &n, &e_));
+    assert_int_equal(n, 2);
+    OK(store_vmid_reserve(f->s, &r, 1, NULL, 0, "j4", &id, &e_));
+    assert_int_equal(id, 3002);
+
+    /* Release without quarantine frees it at once; the foreign ID too. */
+    OK(store_vmid_release(f->s, 3001, 0, &e_));
+    OK(store_vmid_reserve(f->s, &r, 1, NULL, 0, "j5", &id, &e_));
+    assert_int_equal(id, 3001);
+    EXPECT(STORE_E_NOTFOUND, store_vmid_release(f->s, 3999, 0, &e));
+}
+
+/* A nearly full range of 1000 IDs: the walk must stay one query. */
+static void test_vmid_big_range(void **state)
+{
+    struct fx *f = *state;
+    struct vmid_range r = {10000, 10999};
+    int *taken = xmalloc(500 * sizeof *taken);
+    for (int i = 0; i < 500; i++)
+        taken[i] = 10000 + 2 * i; /* the even IDs */
+    int id = 0;
+    int64_t t0 = mono_ms();
+    for (int i = 0; i < 498; i++) {
+        OK(store_vmid_reserve(f->s, &r, 1, taken, 500, "j", &id, &e_));
+        assert_int_equal(id, 10001 + 2 * i);
+    }
+    int64_t ms = mono_ms() - t0;
+    print_message("[ figures  ] 498 reservations in a 1000-ID range filling up: %lld ms "
+                  "(%.0f/s)\n",
+                  (long long)ms, 498.0 * 1000.0 / (double)(ms ? ms : 1));
+    OK(store_vmid_reserve(f->s, &r, 1, taken, 500, "j", &id, &e_));
+    OK(store_vmid_reserve(f->s, &r, 1, taken, 500, "j", &id, &e_));
+    assert_int_equal(id, 10999);
+    struct store_error e;
+    EXPECT(STORE_E_FULL, store_vmid_reserve(f->s, &r, 1, taken, 500, "j", &id, &e));
+    free(taken);
+}
+
+/* ---- concurrency -------------------------------------------------------- */
+
+#define NTHREADS 8
+#define PER_THREAD 50
+#define NPROCS 4
+#define PER_PROC 50
+
+struct worker {
+    store *s;
+    int ids[PER_THREAD];
+    int errors;
+    char msg[512];
+};
+
+static void *reserve_worker(void *arg)
+{
+    struct worker *w = arg;
+    struct vmid_range r[] = {{100, 299}, {5000, 5999}};
+    for (int i = 0; i < PER_THREAD; i++) {
+        struct store_error e;
+        char job[32];
+        snprintf(job, sizeof job, "t%p-%d", arg, i);
+        if (store_vmid_reserve(w->s, r, 2, NULL, 0, job, &w->ids[i], &e) != STORE_OK) {
+            w->errors++;
+            snprintf(w->msg, sizeof w->msg, "%s", e.message);
+        }
+    }
+    return NULL;
+}
+
+static int cmp_int(const void *a, const void *b)
+{
+    int x = *(const int *)a, y = *(const int *)b;
+    return (x > y) - (x < y);
+}
+
+static void assert_distinct(int *ids, size_t n)
+{
+    qsort(ids, n, sizeof *ids, cmp_int);
+    for (size_t i = 0; i < n; i++) {
+        assert_true(ids[i] >= 100);
+        if (i)
+            assert_true(ids[i] != ids[i - 1]);
+    }
+}
+
+static void test_vmid_threads(void **state)
+{
+    struct fx *f = *state;
+    struct worker w[NTHREADS];
+    pthread_t th[NTHREADS];
+    int64_t t0 = mono_ms();
+    for (int i = 0; i < NTHREADS; i++) {
+        memset(&w[i], 0, sizeof w[i]);
+        w[i].s = f->s;
+        assert_int_equal(pthread_create(&th[i], NULL, reserve_worker, &w[i]), 0);
+    }
+    int all[NTHREADS * PER_THREAD];
+    for (int i = 0; i < NTHREADS; i++) {
+        pthread_join(th[i], NULL);
+        if (w[i].errors)
+            fail_msg("thread %d: %d errors, last: %s", i, w[i].errors, w[i].msg);
+        memcpy(all + i * PER_THREAD, w[i].ids, sizeof w[i].ids);
+    }
+    int64_t ms = mono_ms() - t0;
+    print_message("[ figures  ] %d threads x %d reservations: %lld ms (%.0f/s)\n", NTHREADS,
+                  PER_THREAD, (long long)ms,
+                  NTHREADS * PER_THREAD * 1000.0 / (double)(ms ? ms : 1));
+    assert_distinct(all, NTHREADS * PER_THREAD);
+    int n = 0;
+    OK(store_vmid_count(f->s, 100, 5999, &n, &e_));
+    assert_int_equal(n, NTHREADS * PER_THREAD);
+    /* 200 from the first range, the rest spilled into the second. */
+    assert_int_equal(all[199], 299);
+    assert_int_equal(all[200], 5000);
+}
+
+static void test_vmid_processes(void **state)
+{
+    struct fx *f = *state;
+    /* The children open a fresh file concurrently (racing the migration
+     * too), so the parent's handle and file are not involved. */
+    char *url = xasprintf("sqlite:%s/procs.db", f->dir);
+    int fds[NPROCS][2];
+    pid_t pids[NPROCS];
+    int64_t t0 = mono_ms();
+    for (int p = 0; p < NPROCS; p++) {
+        assert_int_equal(pipe(fds[p]), 0);
+        pids[p] = fork();
+        assert_true(pids[p] >= 0);
+        if (pids[p] == 0) {
+            close(fds[p][0]);
+            struct store_error e;
+            /* The parent's handle must not be used here: refused. */
+            int n = 0;
+            if (store_vmid_count(f->s, 100, 999, &n, &e) != STORE_E_INVALID)
+                _exit(5);
+            store *s = store_open(url, &e);
+            if (!s) {
+                fprintf(stderr, "child %d: store_open: %s\n", p, e.message);
+                _exit(2);
+            }
+            struct vmid_range r = {100, 999};
+            int ids[PER_PROC];
+            for (int i = 0; i < PER_PROC; i++) {
+                char job[32];
+                snprintf(job, sizeof job, "p%d-%d", p, i);
+                if (store_vmid_reserve(s, &r, 1, NULL, 0, job, &ids[i], &e) != STORE_OK) {
+                    fprintf(stderr, "child %d: reserve: %s\n", p, e.message);
+                    _exit(3);
+                }
+            }
+            store_close(s);
+            ssize_t wr = write(fds[p][1], ids, sizeof ids);
+            _exit(wr == (ssize_t)sizeof ids ? 0 : 4);
+        }
+        close(fds[p][1]);
+    }
+    int all[NPROCS * PER_PROC];
+    for (int p = 0; p < NPROCS; p++) {
+        size_t got = 0;
+        char *dst = (char *)(all + p * PER_PROC);
+        while (got < sizeof(int) * PER_PROC) {
+            ssize_t r = read(fds[p][0], dst + got, sizeof(int) * PER_PROC - got);
+            if (r <= 0)
+                break;
+            got += (size_t)r;
+        }
+        close(fds[p][0]);
+        int st = 0;
+        assert_int_equal(waitpid(pids[p], &st, 0), pids[p]);
+        assert_true(WIFEXITED(st));
+        assert_int_equal(WEXITSTATUS(st), 0);
+        assert_int_equal(got, sizeof(int) * PER_PROC);
+    }
+    int64_t ms = mono_ms() - t0;
+    print_message("[ figures  ] %d processes x %d reservations (incl. open+migrate): %lld ms "
+                  "(%.0f/s)\n",
+                  NPROCS, PER_PROC, (long long)ms,
+                  NPROCS * PER_PROC * 1000.0 / (double)(ms ? ms : 1));
+    assert_distinct(all, NPROCS * PER_PROC);
+    assert_int_equal(all[0], 100);
+    assert_int_equal(all[NPROCS * PER_PROC - 1], 100 + NPROCS * PER_PROC - 1);
+
+    struct store_error e;
+    store *s = store_open(url, &e);
+    assert_non_null(s);
+    int n = 0;
+    OK(store_vmid_count(s, 100, 999, &n, &e_));
+    assert_int_equal(n, NPROCS * PER_PROC);
+    store_close(s);
+    const char *sfx[] = {"", "-wal", "-shm"};
+    for (size_t i = 0; i < 3; i++) {
+        char *p = xasprintf("%s/procs.db%s", f->dir, sfx[i]);
+        unlink(p);
+        free(p);
+    }
+    free(url);
+}
+
+/* ---- capacity, idempotency --------------------------------------------- */
+
+static void test_capacity(void **state)
+{
+    struct fx *f = *state;
+    struct store_error e;
+    job_add(f->s, "c1", "create", 0, 0);
+    job_add(f->s, "c2", "create", 0, 0);
+    job_add(f->s, "c3", "create", 0, 0);
+    OK(store_reserve_capacity(f->s, "c1", "pve1", 1000, 10, &e_));
+    OK(store_reserve_capacity(f->s, "c2", "pve1", 2000, 20, &e_));
+    OK(store_reserve_capacity(f->s, "c3", "pve2", 4000, 40, &e_));
+    EXPECT(STORE_E_NOTFOUND, store_reserve_capacity(f->s, "nojob", "pve1", 1, 1, &e));
+    int64_t mem = 0, disk = 0;
+    OK(store_reserved_on(f->s, "pve1", NULL, &mem, &disk, &e_));
+    assert_int_equal(mem, 3000);
+    assert_int_equal(disk, 30);
+    OK(store_reserved_on(f->s, "pve1", "c1", &mem, &disk, &e_));
+    assert_int_equal(mem, 2000);
+    /* Re-reserving moves a job's reservation. */
+    OK(store_reserve_capacity(f->s, "c2", "pve2", 500, 5, &e_));
+    OK(store_reserved_on(f->s, "pve2", NULL, &mem, &disk, &e_));
+    assert_int_equal(mem, 4500);
+    OK(store_release_capacity(f->s, "c3", &e_));
+    OK(store_release_capacity(f->s, "c3", &e_)); /* releasing twice is fine */
+    OK(store_reserved_on(f->s, "pve2", NULL, &mem, &disk, &e_));
+    assert_int_equal(mem, 500);
+    assert_int_equal(disk, 5);
+    /* A finished job's forgotten reservation no longer counts. */
+    job_finish(f->s, "c2");
+    OK(store_reserved_on(f->s, "pve2", NULL, &mem, &disk, &e_));
+    assert_int_equal(mem, 0);
+    OK(store_reserved_on(f->s, "nowhere", NULL, &mem, &disk, &e_));
+    assert_int_equal(mem, 0);
+    EXPECT(STORE_E_INVALID, store_reserve_capacity(f->s, "c1", "pve1", -1, 0, &e));
+}
+
+static void test_idem(void **state)
+{
+    struct fx *f = *state;
+    struct store_error e;
+    json_t *a1 = json_pack("{s:i,s:s}", "status", 202, "job", "j-1");
+    json_t *a2 = json_pack("{s:i,s:s}", "status", 202, "job", "j-2");
+    json_t *old = NULL;
+    OK(store_idem_put(f->s, "alice", "k1", a1, &old, &e_));
+    assert_null(old);
+    EXPECT(STORE_E_CONFLICT, store_idem_put(f->s, "alice", "k1", a2, &old, &e));
+    assert_non_null(old);
+    assert_true(json_equal(old, a1));
+    json_decref(old);
+    old = NULL;
+    /* Keys are per owner. */
+    OK(store_idem_put(f->s, "bob", "k1", a2, &old, &e_));
+    EXPECT(STORE_E_CONFLICT, store_idem_put(f->s, "bob", "k1", a1, NULL, &e));
+    json_decref(a1);
+    json_decref(a2);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_open_bad_urls),
+        cmocka_unit_test_setup_teardown(test_reopen_and_versions, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_vm_crud, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_vm_live_unique, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_vm_list, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_job_crud, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_job_claim_order_and_lease, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_job_claim_per_vm, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_job_events, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_vmid_reserve, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_vmid_quarantine_foreign, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_vmid_big_range, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_vmid_threads, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_vmid_processes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_capacity, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_idem, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
