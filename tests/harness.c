@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -41,6 +42,38 @@ static bool port_open(int port)
     return ok;
 }
 
+/* Simulators still running when a test fails are killed at exit, so that a
+ * failing test never leaves processes holding ctest's output pipe. */
+static pid_t g_pids[64];
+
+static void kill_leftovers(void)
+{
+    for (size_t i = 0; i < sizeof g_pids / sizeof *g_pids; i++)
+        if (g_pids[i] > 0) {
+            kill(g_pids[i], SIGKILL);
+            waitpid(g_pids[i], NULL, 0);
+        }
+}
+
+static void track(pid_t pid, bool add)
+{
+    static bool registered;
+    if (!registered) {
+        atexit(kill_leftovers);
+        registered = true;
+    }
+    for (size_t i = 0; i < sizeof g_pids / sizeof *g_pids; i++) {
+        if (add && g_pids[i] == 0) {
+            g_pids[i] = pid;
+            return;
+        }
+        if (!add && g_pids[i] == pid) {
+            g_pids[i] = 0;
+            return;
+        }
+    }
+}
+
 pid_t h_sim_start(int port, const char *const *args)
 {
     const char *bin = getenv("PVESIM");
@@ -58,9 +91,11 @@ pid_t h_sim_start(int port, const char *const *args)
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the test */
         execv(bin, (char *const *)argv);
         _exit(127);
     }
+    track(pid, true);
     int64_t deadline = now_ms() + 20000;
     while (!port_open(port)) {
         int st;
@@ -75,6 +110,7 @@ pid_t h_sim_start(int port, const char *const *args)
 
 void h_sim_stop(pid_t pid, bool expect_clean)
 {
+    track(pid, false);
     kill(pid, SIGTERM);
     int64_t deadline = now_ms() + 10000;
     int st = 0;

@@ -20,11 +20,17 @@ static int invalid(struct pve_error *err, const char *fmt, const char *arg)
     return PVE_E_INVALID;
 }
 
+/* "/nodes/<node>/qemu/<vmid><suffix>": the node is encoded, the suffix is
+ * a literal path tail such as "/status/start". */
 static int vm_path(char *out, size_t len, const char *node, int vmid, const char *suffix)
 {
-    char id[16];
-    snprintf(id, sizeof id, "%d", vmid);
-    return pve_path(out, len, "/nodes/%s/qemu/%s%s", node, id, suffix ? suffix : "");
+    if (pve_path(out, len, "/nodes/%s/qemu/%d", node, vmid))
+        return -1;
+    size_t l = strlen(out), sl = suffix ? strlen(suffix) : 0;
+    if (l + sl >= len)
+        return -1;
+    memcpy(out + l, suffix ? suffix : "", sl + 1);
+    return 0;
 }
 
 /* A call whose result is a UPID string. */
