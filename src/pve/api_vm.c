@@ -159,7 +159,9 @@ int pve_vm_clone(pve_client *c, const char *node, int vmid, const struct pve_clo
         return invalid(err, "bad node name", NULL);
     json_t *params = clone_params(opts);
     int64_t t0 = wall_s();
-    int rc = upid_call(c, "POST", path, params, PVE_CALL_ONCE, upid, err);
+    /* a node that is down behind the cluster's entry fails at once: the caller
+     * fails over to another node rather than waiting out retries */
+    int rc = upid_call(c, "POST", path, params, PVE_CALL_ONCE | PVE_CALL_FAILFAST, upid, err);
     if (rc == PVE_E_NETWORK && err->maybe_sent) {
         /* the request may have started a clone: adopt it rather than clone twice */
         if (pve_find_clone_task(c, node, vmid, opts->newid, t0, upid)) {

@@ -327,7 +327,8 @@ int pve_call_int(pve_client *c, const char *method, const char *path, json_t *pa
                 again = pve_auth_relogin(c, cr.gen, NULL) == 0;
             }
             retriable = (rc == PVE_E_LOCK || rc == PVE_E_NETWORK) &&
-                        !((flags & PVE_CALL_ONCE) && rs.maybe_sent);
+                        !((flags & PVE_CALL_ONCE) && rs.maybe_sent) &&
+                        !((flags & PVE_CALL_FAILFAST) && (rs.status == 595 || rs.status == 596));
         }
         pve_resp_clear(&rs);
         pve_creds_clear(&cr);
@@ -366,7 +367,8 @@ int pve_call_ex(pve_client *c, const char *method, const char *path, json_t *par
     json_t *env = NULL;
     if (data)
         *data = NULL;
-    int rc = pve_call_int(c, method, path, params, flags & PVE_CALL_ONCE, &env, err);
+    int rc = pve_call_int(c, method, path, params, flags & (PVE_CALL_ONCE | PVE_CALL_FAILFAST),
+                          &env, err);
     if (rc == 0 && data) {
         json_t *d = json_object_get(env, "data");
         *data = d ? json_incref(d) : json_null();

@@ -141,6 +141,10 @@ enum pve_call_flags {
      * caller can check what happened. Failures before sending (refused,
      * connect timeout, TLS) and 595/596 are still retried. */
     PVE_CALL_ONCE = 1 << 0,
+    /* A 595 or 596 (the node behind the answering host is down or hung) is
+     * final, not retried: the caller would rather fail over to another node
+     * at once. Used for the first call of an operation on a node. */
+    PVE_CALL_FAILFAST = 1 << 1,
 };
 
 int pve_call_ex(pve_client *c, const char *method, const char *path, json_t *params,
