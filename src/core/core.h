@@ -51,6 +51,47 @@ void core_free(struct core *k);
 int core_create(struct core *k, const struct vm_request *r, char job_id[40], int *vmid,
                 struct core_error *err);
 
+/* ---- VM operations (each a durable job, like creation) ----------------
+ * `owner`: the caller's identity; NULL for an administrator. A VM of another
+ * owner is CORE_E_NOTFOUND, exactly as a missing one. Requests that make no
+ * sense in the VM's recorded state (resume a running VM, reboot a stopped
+ * one, anything on a VM that is not enabled) are CORE_E_CONFLICT at once,
+ * without a job. */
+enum vm_action {
+    ACT_START = 0,
+    ACT_SHUTDOWN,
+    ACT_STOP,
+    ACT_PAUSE,
+    ACT_RESUME,
+    ACT_REBOOT,
+};
+const char *vm_action_name(enum vm_action a); /* "start", ... */
+int vm_action_parse(const char *s);           /* -1 when unknown */
+
+struct action_opts {
+    int timeout_s; /* shutdown: how long the guest may take (0: 60) */
+    bool force;    /* shutdown: stop hard when the timeout passes */
+};
+
+int core_vm_action(struct core *k, int vmid, const char *owner, enum vm_action a,
+                   const struct action_opts *o, char job_id[40], struct core_error *err);
+/* Change cores and/or memory (0: unchanged). */
+int core_vm_update(struct core *k, int vmid, const char *owner, int cores, int64_t memory_mb,
+                   char job_id[40], struct core_error *err);
+/* Grow the boot disk to disk_gb (never shrink: CORE_E_INVALID). */
+int core_vm_resize(struct core *k, int vmid, const char *owner, int64_t disk_gb,
+                   char job_id[40], struct core_error *err);
+int core_vm_delete(struct core *k, int vmid, const char *owner, char job_id[40],
+                   struct core_error *err);
+
+/* Quota left for an owner (for refusals and the API). */
+struct quota_use {
+    int vms, cores;
+    int64_t memory_mb, disk_gb;
+};
+int core_quota_use(struct core *k, const char *owner, struct quota_use *used,
+                   struct core_error *err);
+
 /* Wait until the job is finished or timeout_ms passes (tests, CLI). Returns
  * 0 when finished; *state receives its state. */
 int core_wait_job(struct core *k, const char *job_id, long timeout_ms, enum job_state *state);
