@@ -8,6 +8,9 @@
  *                                      queue a creation; prints {"job","vmid"}
  *   proxd job --config FILE ID         print a job and its events as JSON
  *   proxd vms --config FILE            print the VM records as JSON
+ *   proxd vm --config FILE VMID ACTION [ARG...] [--wait S]
+ *         ACTION: start|shutdown|stop|pause|resume|reboot|delete,
+ *                 resize GB, set CORES MEMORY_MB (0 keeps a value)
  */
 #include "common/log.h"
 #include "common/util.h"
@@ -37,7 +40,9 @@ static void usage(FILE *f)
                "       proxd create --config FILE --os OS --name NAME --cores N --memory MB\n"
                "             --disk GB --owner WHO [--ssh-key-file F] [--wait SECONDS]\n"
                "       proxd job --config FILE ID\n"
-               "       proxd vms --config FILE\n");
+               "       proxd vms --config FILE\n"
+               "       proxd vm --config FILE VMID start|shutdown|stop|pause|resume|reboot|delete\n"
+               "       proxd vm --config FILE VMID resize GB | set CORES MEMORY_MB\n");
 }
 
 static struct proxd_config *load(const char *path)
@@ -281,6 +286,58 @@ out:
     return rc;
 }
 
+/* An administrator's VM operation, queued like any request; --wait S as the
+ * last two arguments waits for the job (the daemon must be running). */
+static int cmd_vm(int argc, char **argv)
+{
+    long wait_s = 0;
+    if (argc >= 2 && strcmp(argv[argc - 2], "--wait") == 0) {
+        wait_s = atol(argv[argc - 1]);
+        argc -= 2;
+    }
+    if (argc < 5 || strcmp(argv[1], "--config") != 0) {
+        usage(stderr);
+        return 2;
+    }
+    int vmid = atoi(argv[3]);
+    const char *op = argv[4];
+    struct world w;
+    int rc = open_world(&w, argv[2], true);
+    if (rc)
+        goto out;
+    char job[40];
+    struct core_error ce = {0};
+    int a = vm_action_parse(op);
+    if (a >= 0) {
+        struct action_opts o = {.timeout_s = 0, .force = false};
+        rc = core_vm_action(w.k, vmid, NULL, (enum vm_action)a, &o, job, &ce);
+    } else if (strcmp(op, "delete") == 0) {
+        rc = core_vm_delete(w.k, vmid, NULL, job, &ce);
+    } else if (strcmp(op, "resize") == 0 && argc == 6) {
+        rc = core_vm_resize(w.k, vmid, NULL, atoll(argv[5]), job, &ce);
+    } else if (strcmp(op, "set") == 0 && argc == 7) {
+        rc = core_vm_update(w.k, vmid, NULL, atoi(argv[5]), atoll(argv[6]), job, &ce);
+    } else {
+        usage(stderr);
+        rc = 2;
+        goto out;
+    }
+    if (rc) {
+        fprintf(stderr, "proxd: %s%s%s\n", ce.field, ce.field[0] ? ": " : "", ce.message);
+        rc = ce.code == CORE_E_INVALID ? 2 : 1;
+        goto out;
+    }
+    printf("{\"job\":\"%s\",\"vmid\":%d}\n", job, vmid);
+    fflush(stdout);
+    if (wait_s > 0) {
+        enum job_state st;
+        rc = core_wait_job(w.k, job, wait_s * 1000, &st) ? 3 : st == JOB_DONE ? 0 : 1;
+    }
+out:
+    close_world(&w);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -289,6 +346,8 @@ int main(int argc, char **argv)
         return cmd_create(argc - 1, argv + 1);
     if (argc == 5 && strcmp(argv[1], "job") == 0 && strcmp(argv[2], "--config") == 0)
         return cmd_job(argv[3], argv[4]);
+    if (argc >= 2 && strcmp(argv[1], "vm") == 0)
+        return cmd_vm(argc - 1, argv + 1);
     if (argc == 4 && strcmp(argv[1], "vms") == 0 && strcmp(argv[2], "--config") == 0)
         return cmd_vms(argv[3]);
     if (argc == 3 && strcmp(argv[1], "--check-config") == 0) {
