@@ -282,7 +282,7 @@ static void *worker_main(void *arg)
 static void *keeper_main(void *arg)
 {
     struct core *k = arg;
-    int64_t last_refresh = 0;
+    int64_t last_refresh = mono_ms(), last_reconcile = 0;
     for (;;) {
         pthread_mutex_lock(&k->mu);
         bool stop = k->stopping;
@@ -297,7 +297,14 @@ static void *keeper_main(void *arg)
             if (held[i][0] && store_job_renew(k->st, held[i], k->instance, LEASE_MS, &se))
                 log_warn("job", "job=%s lease renewal failed: %s", held[i], se.message);
         }
-        if (mono_ms() - last_refresh >= REFRESH_MS) {
+        int64_t every = (int64_t)(k->cfg->reconcile_interval_s > 0 ? k->cfg->reconcile_interval_s
+                                                                    : 60) *
+                        1000;
+        if (last_reconcile == 0 || mono_ms() - last_reconcile >= every) {
+            struct reconcile_report rep;
+            core_reconcile(k, &rep); /* refreshes the inventory too */
+            last_reconcile = last_refresh = mono_ms();
+        } else if (mono_ms() - last_refresh >= REFRESH_MS) {
             fleet_refresh(k->fl, false);
             last_refresh = mono_ms();
         }

@@ -8,6 +8,7 @@
  *                                      queue a creation; prints {"job","vmid"}
  *   proxd job --config FILE ID         print a job and its events as JSON
  *   proxd vms --config FILE            print the VM records as JSON
+ *   proxd reconcile --config FILE      one reconciliation pass, prints what it repaired
  *   proxd vm --config FILE VMID ACTION [ARG...] [--wait S]
  *         ACTION: start|shutdown|stop|pause|resume|reboot|delete,
  *                 resize GB, set CORES MEMORY_MB (0 keeps a value)
@@ -41,6 +42,7 @@ static void usage(FILE *f)
                "             --disk GB --owner WHO [--ssh-key-file F] [--wait SECONDS]\n"
                "       proxd job --config FILE ID\n"
                "       proxd vms --config FILE\n"
+               "       proxd reconcile --config FILE\n"
                "       proxd vm --config FILE VMID start|shutdown|stop|pause|resume|reboot|delete\n"
                "       proxd vm --config FILE VMID resize GB | set CORES MEMORY_MB\n");
 }
@@ -348,6 +350,19 @@ int main(int argc, char **argv)
         return cmd_job(argv[3], argv[4]);
     if (argc >= 2 && strcmp(argv[1], "vm") == 0)
         return cmd_vm(argc - 1, argv + 1);
+    if (argc == 4 && strcmp(argv[1], "reconcile") == 0 && strcmp(argv[2], "--config") == 0) {
+        struct world w;
+        int rc = open_world(&w, argv[3], true);
+        if (!rc) {
+            struct reconcile_report r;
+            rc = core_reconcile(w.k, &r) ? 1 : 0;
+            printf("{\"moved\":%d,\"power\":%d,\"resized\":%d,\"lost\":%d,\"stuck\":%d,"
+                   "\"orphans\":%d,\"orphans_deleted\":%d}\n",
+                   r.moved, r.power, r.resized, r.lost, r.stuck, r.orphans, r.orphans_deleted);
+        }
+        close_world(&w);
+        return rc;
+    }
     if (argc == 4 && strcmp(argv[1], "vms") == 0 && strcmp(argv[2], "--config") == 0)
         return cmd_vms(argv[3]);
     if (argc == 3 && strcmp(argv[1], "--check-config") == 0) {
