@@ -410,7 +410,7 @@ int cmd_node(struct cli *c, int argc, char **argv)
         long long mu = num(mem ? mem : n, mem ? "used" : "mem_used");
         long long stt = num(stg ? stg : n, stg ? "total" : "storage_total");
         long long stu = num(stg ? stg : n, stg ? "used" : "storage_used");
-        char mb[16], sb[16], ms[32], ss[32];
+        char mb[16], sb[16], ms[64], ss[64];
         capbar(mu, mt, mb, sizeof mb);
         capbar(stu, stt, sb, sizeof sb);
         snprintf(ms, sizeof ms, "%s %lld/%lldG", mb, mu >> 30, mt >> 30);
