@@ -249,7 +249,7 @@ static int open_listeners(struct sim *s, char **err)
             return -1;
         printf("control %s:%d\n", host, bound);
     } else {
-        printf("cluster %s\n", s->o.listen);
+        printf("cluster %s:%d\n", host, base - 1);
     }
     for (int i = 0; i < s->nnodes; i++)
         printf("node %s %s:%d\n", s->nodes[i].name, host, s->nodes[i].port);
