@@ -19,6 +19,8 @@
 #include "core/core.h"
 #include "pve/pve.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -26,12 +28,28 @@
 #include <string.h>
 #include <unistd.h>
 
-static volatile sig_atomic_t g_stop;
+static volatile sig_atomic_t g_stop, g_reopen;
 
 static void on_signal(int sig)
 {
-    (void)sig;
-    g_stop = 1;
+    if (sig == SIGHUP)
+        g_reopen = 1;
+    else
+        g_stop = 1;
+}
+
+/* Point standard error (where every log line goes) at the log file; on
+ * SIGHUP this reopens it after rotation. */
+static int open_log(const char *path)
+{
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    if (fd < 0) {
+        log_error("proxd", "cannot open log file %s: %s", path, strerror(errno));
+        return -1;
+    }
+    dup2(fd, STDERR_FILENO);
+    close(fd);
+    return 0;
 }
 
 static void usage(FILE *f)
@@ -133,14 +151,25 @@ static int run_daemon(const char *path)
     struct sigaction sa = {.sa_handler = on_signal};
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    if (w.cfg->log_file[0] && open_log(w.cfg->log_file)) {
+        rc = 1;
+        goto out;
+    }
     if (core_start(w.k)) {
         fprintf(stderr, "proxd: cannot start workers\n");
         rc = 1;
         goto out;
     }
     log_info("proxd", "running with %d nodes, database %s", w.cfg->nnodes, w.cfg->database);
-    while (!g_stop)
+    while (!g_stop) {
         sleep_ms(50);
+        if (g_reopen) {
+            g_reopen = 0;
+            if (w.cfg->log_file[0] && open_log(w.cfg->log_file) == 0)
+                log_info("proxd", "log file reopened");
+        }
+    }
     log_info("proxd", "stopping: no new jobs; running steps reach their checkpoint");
     core_stop(w.k, 10000);
 out:
