@@ -5,7 +5,10 @@
 
 #include "harness.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -26,6 +29,31 @@ struct tsim {
     char host[64];
 };
 
+static inline bool port_free(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    bool ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
+    close(fd);
+    return ok;
+}
+
+/* A port whose next `n` ports are free too (pvesim listens on port+1..). */
+static inline int free_port_range(int n)
+{
+    for (int tries = 0; tries < 100; tries++) {
+        int p = h_free_port(), i = 1;
+        while (i <= n && p + i < 65536 && port_free(p + i))
+            i++;
+        if (i > n)
+            return p;
+    }
+    fail_msg("no free port range");
+    return -1;
+}
+
 /* Start pvesim fast and quiet with both credentials; extra args appended. */
 static inline void tsim_start(struct tsim *s, const char *const *extra)
 {
@@ -36,7 +64,7 @@ static inline void tsim_start(struct tsim *s, const char *const *extra)
     for (int i = 0; extra && extra[i] && n < 38; i++)
         args[n++] = extra[i];
     args[n] = NULL;
-    s->port = h_free_port();
+    s->port = free_port_range(3);
     /* the port map goes to stdout: keep test output short */
     fflush(stdout);
     int saved = dup(1), null = open("/dev/null", O_WRONLY);
@@ -51,7 +79,20 @@ static inline void tsim_start(struct tsim *s, const char *const *extra)
 
 static inline void tsim_stop(struct tsim *s)
 {
-    h_sim_stop(s->pid, false);
+    if (s->pid > 0)
+        h_sim_stop(s->pid, false);
+    s->pid = 0;
+}
+
+/* A simulator started by one test, stopped by its teardown even when the
+ * test fails. */
+static struct tsim t_own;
+
+static inline int t_own_teardown(void **state)
+{
+    (void)state;
+    tsim_stop(&t_own);
+    return 0;
 }
 
 /* A /_sim/ control call; returns the parsed answer (caller decrefs) or NULL. */

@@ -112,9 +112,10 @@ static void test_ticket_pve9(void **state)
 static void test_ticket_and_token_pve8(void **state)
 {
     (void)state;
-    struct tsim s;
+    struct tsim *sp = &t_own, s;
     const char *args[] = {"--pve-version", "8", NULL};
-    tsim_start(&s, args);
+    tsim_start(sp, args);
+    s = *sp;
     ticket_roundtrip(s.host);
     struct pve_config cfg;
     const char *hv[1];
@@ -126,7 +127,7 @@ static void test_ticket_and_token_pve8(void **state)
     assert_true(str_starts(json_string_value(json_object_get(d, "version")), "8."));
     json_decref(d);
     pve_client_free(c);
-    tsim_stop(&s);
+    tsim_stop(sp);
 }
 
 static void test_relogin_on_401(void **state)
@@ -162,9 +163,10 @@ static void test_relogin_on_401(void **state)
 static void test_ticket_renewal(void **state)
 {
     (void)state;
-    struct tsim s;
+    struct tsim *sp = &t_own, s;
     const char *args[] = {"--ticket-lifetime", "3", NULL};
-    tsim_start(&s, args);
+    tsim_start(sp, args);
+    s = *sp;
     struct pve_config cfg;
     const char *hv[1];
     tcfg_init(&cfg, hv, s.host);
@@ -185,7 +187,7 @@ static void test_ticket_renewal(void **state)
     /* renewals, not password logins: a 401 never happened */
     assert_int_equal(tsim_calls(&s, "POST /access/ticket"), (long)st.logins);
     pve_client_free(c);
-    tsim_stop(&s);
+    tsim_stop(sp);
 }
 
 /* ---- secrets stay out of logs and errors --------------------------------------- */
@@ -532,9 +534,9 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_token_raw_endpoints, reset_sim),
         cmocka_unit_test_setup(test_ticket_pve9, reset_sim),
-        cmocka_unit_test_setup(test_ticket_and_token_pve8, reset_sim),
+        cmocka_unit_test_setup_teardown(test_ticket_and_token_pve8, reset_sim, t_own_teardown),
         cmocka_unit_test_setup(test_relogin_on_401, reset_sim),
-        cmocka_unit_test_setup(test_ticket_renewal, reset_sim),
+        cmocka_unit_test_setup_teardown(test_ticket_renewal, reset_sim, t_own_teardown),
         cmocka_unit_test_setup(test_auth_failures_no_secret, reset_sim),
         cmocka_unit_test_setup(test_form_encoding, reset_sim),
         cmocka_unit_test_setup(test_json_bodies, reset_sim),

@@ -207,15 +207,17 @@ static void test_status_errors(void **state)
     (void)state;
     struct pve_task t;
     struct pve_error e;
-    assert_int_equal(pve_task_status(g_c, "UPID:sv1:0000FFFF:00000001:66F0A1B2:qmstart:100:"
-                                          "root@pam:",
+    assert_int_equal(pve_task_status(g_c,
+                                     "UPID:sv1:0000FFFF:00000001:66F0A1B2:qmstart:100:"
+                                     "root@pam:",
                                      &t, &e),
                      PVE_E_NOTFOUND);
     assert_int_equal(e.http_status, 400);
     assert_non_null(strstr(e.params, "no such task"));
     assert_int_equal(pve_task_status(g_c, "garbage", &t, &e), PVE_E_INVALID);
-    assert_int_equal(pve_task_status(g_c, "UPID:nosuchnode:0000FFFF:00000001:66F0A1B2:qmstart:"
-                                          "100:root@pam:",
+    assert_int_equal(pve_task_status(g_c,
+                                     "UPID:nosuchnode:0000FFFF:00000001:66F0A1B2:qmstart:"
+                                     "100:root@pam:",
                                      &t, &e),
                      PVE_E_OTHER); /* hostname lookup failed */
 }
