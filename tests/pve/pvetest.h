@@ -10,6 +10,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -36,6 +37,17 @@ static inline bool port_free(int port)
                             .sin_port = htons((uint16_t)port),
                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     bool ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
+    close(fd);
+    return ok;
+}
+
+static inline bool port_open(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    bool ok = connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
     close(fd);
     return ok;
 }
@@ -73,6 +85,15 @@ static inline void tsim_start(struct tsim *s, const char *const *extra)
     dup2(saved, 1);
     close(saved);
     close(null);
+    /* the node (and control) listeners come up after the entry point */
+    for (int i = 1; i <= 2; i++) {
+        int64_t end = mono_ms() + 5000;
+        while (port_free(s->port + i) || !port_open(s->port + i)) {
+            if (mono_ms() > end)
+                fail_msg("pvesim port %d did not open", s->port + i);
+            sleep_ms(10);
+        }
+    }
     s->ctl = s->port;
     snprintf(s->host, sizeof s->host, "127.0.0.1:%d", s->port);
 }
@@ -169,6 +190,36 @@ static inline int t_setup_global(void **state)
     (void)state;
     log_set_level(LOG_OFF);
     return pve_global_init();
+}
+
+/* Capture what libpve logs (stderr) at the given level. */
+static inline char *capture_begin(int *saved, enum log_level level)
+{
+    char *path = strdup("/tmp/pvetest-log-XXXXXX");
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    fflush(stderr);
+    *saved = dup(2);
+    dup2(fd, 2);
+    close(fd);
+    log_set_level(level);
+    return path;
+}
+
+static inline char *capture_end(int saved, char *path)
+{
+    log_set_level(LOG_OFF);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    FILE *f = fopen(path, "r");
+    static char text[1 << 16];
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    text[n] = '\0';
+    fclose(f);
+    unlink(path);
+    free(path);
+    return text;
 }
 
 #endif

@@ -192,40 +192,11 @@ static void test_ticket_renewal(void **state)
 
 /* ---- secrets stay out of logs and errors --------------------------------------- */
 
-static char *capture_begin(int *saved)
-{
-    char *path = strdup("/tmp/pvetest-log-XXXXXX");
-    int fd = mkstemp(path);
-    assert_true(fd >= 0);
-    fflush(stderr);
-    *saved = dup(2);
-    dup2(fd, 2);
-    close(fd);
-    log_set_level(LOG_DEBUG);
-    return path;
-}
-
-static char *capture_end(int saved, char *path)
-{
-    log_set_level(LOG_OFF);
-    fflush(stderr);
-    dup2(saved, 2);
-    close(saved);
-    FILE *f = fopen(path, "r");
-    static char text[1 << 16];
-    size_t n = fread(text, 1, sizeof text - 1, f);
-    text[n] = '\0';
-    fclose(f);
-    unlink(path);
-    free(path);
-    return text;
-}
-
 static void test_auth_failures_no_secret(void **state)
 {
     (void)state;
     int saved;
-    char *path = capture_begin(&saved);
+    char *path = capture_begin(&saved, LOG_DEBUG);
     struct pve_config cfg;
     const char *hv[1];
     struct pve_error e1, e2, e3;

@@ -152,7 +152,16 @@ static void test_insecure(void **state)
     struct pve_error e;
     tls_cfg(&cfg, hv);
     cfg.insecure = true;
-    assert_ok(try_call(&cfg, "GET", &e), &e);
+    int saved;
+    char *path = capture_begin(&saved, LOG_WARN);
+    int rc = try_call(&cfg, "GET", &e);
+    rc |= try_call(&cfg, "GET", &e);
+    char *log = capture_end(saved, path);
+    assert_ok(rc, &e);
+    /* warned at every client creation */
+    const char *w = strstr(log, "not verified (insecure)");
+    assert_non_null(w);
+    assert_non_null(strstr(w + 1, "not verified (insecure)"));
 }
 
 int main(void)
