@@ -190,20 +190,30 @@ static int check_host(pve_client *c, struct pve_host *h, const struct pve_creds 
     return rc;
 }
 
-/* The first host in order that is not in backoff, checked if needed.
- * Returns its index, -1 when none is up (*wait_ms: until the first one's
- * backoff ends), or -2 on a fatal error (err filled). */
-static int pick_host(pve_client *c, const struct pve_creds *cr, int64_t *wait_ms,
-                     struct pve_error *err)
+/* The first host in order that is not in backoff, checked if needed. When
+ * every host is in backoff and none was tried in this pick, the one whose
+ * backoff ends first is probed anyway: the caller is retrying, and waiting
+ * out the host backoff would make a single-host client stall for a minute.
+ * Returns its index, -1 when none is up (err filled) or -2 on a fatal
+ * error (TLS). */
+static int pick_host(pve_client *c, const struct pve_creds *cr, struct pve_error *err)
 {
     bool tried = false;
+    size_t first = 0;
+    int64_t first_until = INT64_MAX;
     for (size_t i = 0; i < c->nhosts; i++) {
         struct pve_host *h = &c->hosts[i];
         pthread_mutex_lock(&c->host_mu);
-        bool down = h->down_until > mono_ms(), checked = h->checked;
+        int64_t until = h->down_until;
+        bool checked = h->checked;
         pthread_mutex_unlock(&c->host_mu);
-        if (down)
+        if (until > mono_ms()) {
+            if (until < first_until) {
+                first_until = until;
+                first = i;
+            }
             continue;
+        }
         if (checked)
             return (int)i;
         tried = true;
@@ -213,18 +223,10 @@ static int pick_host(pve_client *c, const struct pve_creds *cr, int64_t *wait_ms
         if (rc > 1)
             return -2;
     }
-    int64_t now = mono_ms(), first = INT64_MAX;
-    pthread_mutex_lock(&c->host_mu);
-    for (size_t i = 0; i < c->nhosts; i++)
-        if (c->hosts[i].down_until < first)
-            first = c->hosts[i].down_until;
-    pthread_mutex_unlock(&c->host_mu);
-    *wait_ms = first > now ? first - now : 0;
-    if (!tried) {
-        pve_error_set(err, PVE_E_NETWORK, "no host reachable (all %zu in backoff)", c->nhosts);
-        err->http_status = 0;
-    }
-    return -1;
+    if (tried)
+        return -1;
+    int rc = check_host(c, &c->hosts[first], cr, err);
+    return rc == 0 ? (int)first : rc > 1 ? -2 : -1;
 }
 
 static bool any_host_up(pve_client *c)
@@ -300,11 +302,10 @@ int pve_call_int(pve_client *c, const char *method, const char *path, json_t *pa
     for (;;) {
         struct pve_creds cr = {0};
         struct pve_resp rs = {0};
-        int64_t wait = 0;
         bool retriable, again = false;
         if (!(flags & PVE_F_NOAUTH) && (rc = pve_auth_get(c, &cr, err)) != 0)
             break;
-        int hi = pick_host(c, &cr, &wait, err);
+        int hi = pick_host(c, &cr, err);
         if (hi == -2) {
             rc = err->cls;
             pve_creds_clear(&cr);
@@ -339,8 +340,6 @@ int pve_call_int(pve_client *c, const char *method, const char *path, json_t *pa
         if (!retriable || ++tries >= c->retry.max_attempts)
             break;
         long d = pve_backoff_ms(&c->retry, tries);
-        if (hi == -1 && wait > d)
-            d = (long)wait;
         if (mono_ms() - t0 + d > c->retry.total_ms)
             break;
         log_warn(PVE_SUB, "%s: %s %s failed (%s: %s), attempt %d of %d, retrying in %ld ms",

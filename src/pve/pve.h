@@ -55,7 +55,7 @@ const char *pve_class_name(enum pve_class c); /* "lock", "network", ... */
 
 struct pve_error {
     enum pve_class cls;
-    int http_status;          /* 0 when no HTTP answer came back */
+    int http_status;           /* 0 when no HTTP answer came back */
     char message[PVE_MSG_MAX]; /* PVE's message (reason phrase or body), or ours */
     char params[PVE_MSG_MAX];  /* per-parameter errors "name: text; name: text" */
     char upid[256];            /* the task, when the failure is a task's */
@@ -71,10 +71,10 @@ const char *pve_strerror(const struct pve_error *e, char *buf, size_t len);
 /* ---- set-up --------------------------------------------------------- */
 
 struct pve_retry {
-    int max_attempts;   /* total sends, default 5 */
-    long base_ms;       /* first backoff, default 200 */
-    long cap_ms;        /* largest single backoff, default 5000 */
-    long total_ms;      /* give up when this much time has passed, default 30000 */
+    int max_attempts; /* total sends, default 5 */
+    long base_ms;     /* first backoff, default 200 */
+    long cap_ms;      /* largest single backoff, default 5000 */
+    long total_ms;    /* give up when this much time has passed, default 30000 */
 };
 
 struct pve_config {
@@ -147,8 +147,8 @@ enum pve_call_flags {
     PVE_CALL_FAILFAST = 1 << 1,
 };
 
-int pve_call_ex(pve_client *c, const char *method, const char *path, json_t *params,
-                unsigned flags, json_t **data, struct pve_error *err);
+int pve_call_ex(pve_client *c, const char *method, const char *path, json_t *params, unsigned flags,
+                json_t **data, struct pve_error *err);
 
 /* Build an encoded path: each %s argument is percent-encoded as one path
  * segment; %d as a decimal. pve_path(buf, sizeof buf, "/nodes/%s/tasks/%s/status",
@@ -177,8 +177,7 @@ struct pve_task {
 /* Parse a UPID's fields (node, type, id, user, starttime). 0 or PVE_E_INVALID. */
 int pve_upid_parse(const char *upid, struct pve_task *out);
 
-int pve_task_status(pve_client *c, const char *upid, struct pve_task *out,
-                    struct pve_error *err);
+int pve_task_status(pve_client *c, const char *upid, struct pve_task *out, struct pve_error *err);
 
 /* Called while waiting with each new task log line. */
 typedef void (*pve_progress_fn)(void *ud, const char *upid, const char *line);

@@ -287,7 +287,7 @@ static int task_failed(const struct pve_task *t, struct tail *tl, struct pve_err
     size_t n = tl->n < TAIL_LINES ? tl->n : TAIL_LINES, shown = 0;
     for (size_t k = 0; k < n; k++) {
         const char *l = tl->line[(tl->n - n + k) % TAIL_LINES];
-        if (str_starts(l, "TASK ERROR: ") || str_starts(l, "TASK OK"))
+        if (str_starts(l, "TASK ERROR: ") || str_starts(l, "TASK OK") || strcmp(l, ex) == 0)
             continue; /* repeats the exit status */
         buf_adds(&b, shown++ ? " | " : " (task log: ");
         buf_adds(&b, l);

@@ -1,0 +1,225 @@
+/* Helpers shared by the libpve tests (header-only: every tests/pve/test_*.c
+ * is its own binary). */
+#ifndef TESTS_PVE_PVETEST_H
+#define TESTS_PVE_PVETEST_H
+
+#include "harness.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/util.h"
+#include "pve/pve.h"
+
+#define T_TOKEN_ID "root@pam!ci"
+#define T_SECRET "8a3c3c4e-0b8e-4a7b-9a52-1f0c2d3e4f50"
+#define T_TOKEN T_TOKEN_ID "=" T_SECRET
+#define T_PASSWORD "s3cr3t-Pa55word"
+
+struct tsim {
+    pid_t pid;
+    int port; /* entry (cluster) or sv1 (standalone) */
+    int ctl;  /* a port that serves /_sim/ */
+    char host[64];
+};
+
+static inline bool port_free(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    bool ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
+    close(fd);
+    return ok;
+}
+
+static inline bool port_open(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    bool ok = connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
+    close(fd);
+    return ok;
+}
+
+/* A port whose next `n` ports are free too (pvesim listens on port+1..). */
+static inline int free_port_range(int n)
+{
+    for (int tries = 0; tries < 100; tries++) {
+        int p = h_free_port(), i = 1;
+        while (i <= n && p + i < 65536 && port_free(p + i))
+            i++;
+        if (i > n)
+            return p;
+    }
+    fail_msg("no free port range");
+    return -1;
+}
+
+/* Start pvesim fast and quiet with both credentials; extra args appended. */
+static inline void tsim_start(struct tsim *s, const char *const *extra)
+{
+    const char *args[40] = {"--time-scale", "0.02",     "--auth-delay", "0",
+                            "--log-level",  "error",    "--token",      T_TOKEN,
+                            "--password",   T_PASSWORD, "--nodes",      "sv1,sv2"};
+    int n = 12;
+    for (int i = 0; extra && extra[i] && n < 38; i++)
+        args[n++] = extra[i];
+    args[n] = NULL;
+    s->port = free_port_range(3);
+    /* the port map goes to stdout: keep test output short */
+    fflush(stdout);
+    int saved = dup(1), null = open("/dev/null", O_WRONLY);
+    dup2(null, 1);
+    s->pid = h_sim_start(s->port, args);
+    dup2(saved, 1);
+    close(saved);
+    close(null);
+    /* the node (and control) listeners come up after the entry point */
+    for (int i = 1; i <= 2; i++) {
+        int64_t end = mono_ms() + 5000;
+        while (port_free(s->port + i) || !port_open(s->port + i)) {
+            if (mono_ms() > end)
+                fail_msg("pvesim port %d did not open", s->port + i);
+            sleep_ms(10);
+        }
+    }
+    s->ctl = s->port;
+    snprintf(s->host, sizeof s->host, "127.0.0.1:%d", s->port);
+}
+
+static inline void tsim_stop(struct tsim *s)
+{
+    if (s->pid > 0)
+        h_sim_stop(s->pid, false);
+    s->pid = 0;
+}
+
+/* A simulator started by one test, stopped by its teardown even when the
+ * test fails. */
+static struct tsim t_own;
+
+static inline int t_own_teardown(void **state)
+{
+    (void)state;
+    tsim_stop(&t_own);
+    return 0;
+}
+
+/* A /_sim/ control call; returns the parsed answer (caller decrefs) or NULL. */
+static inline json_t *tsim_ctl(struct tsim *s, const char *method, const char *path,
+                               const char *json)
+{
+    struct h_resp r;
+    h_request(s->ctl, method, path, json ? "application/json" : NULL, json, NULL, &r);
+    if (r.status < 200 || r.status > 299)
+        fail_msg("%s %s -> %ld %s", method, path, r.status, r.reason);
+    json_t *j = r.json ? json_incref(r.json) : NULL;
+    h_resp_free(&r);
+    return j;
+}
+
+static inline void tsim_ctl0(struct tsim *s, const char *method, const char *path, const char *json)
+{
+    json_decref(tsim_ctl(s, method, path, json));
+}
+
+/* How often `key` (e.g. "POST /nodes/{node}/qemu/{vmid}/clone") was called. */
+static inline long tsim_calls(struct tsim *s, const char *key)
+{
+    json_t *j = tsim_ctl(s, "GET", "/_sim/calls", NULL);
+    long n = (long)json_integer_value(json_object_get(json_object_get(j, "calls"), key));
+    json_decref(j);
+    return n;
+}
+
+static inline long tsim_node_calls(struct tsim *s, const char *node)
+{
+    json_t *j = tsim_ctl(s, "GET", "/_sim/calls", NULL);
+    long n = (long)json_integer_value(json_object_get(json_object_get(j, "nodes"), node));
+    json_decref(j);
+    return n;
+}
+
+/* A configuration for one host with sane test defaults (insecure TLS,
+ * token auth, fast retries). */
+static inline void tcfg_init(struct pve_config *cfg, const char **hostv, const char *host)
+{
+    memset(cfg, 0, sizeof *cfg);
+    hostv[0] = host;
+    cfg->hosts = hostv;
+    cfg->nhosts = 1;
+    cfg->token = T_TOKEN;
+    cfg->insecure = true;
+    cfg->connect_timeout_ms = 1000;
+    cfg->timeout_ms = 5000;
+    cfg->retry.base_ms = 10;
+    cfg->retry.cap_ms = 50;
+    cfg->name = "test";
+}
+
+static inline pve_client *tclient(const struct pve_config *cfg)
+{
+    struct pve_error e;
+    pve_client *c = pve_client_new(cfg, &e);
+    if (!c)
+        fail_msg("pve_client_new: %s", e.message);
+    return c;
+}
+
+static inline void assert_ok(int rc, const struct pve_error *e)
+{
+    if (rc) {
+        char b[2048];
+        fail_msg("call failed: %s", pve_strerror(e, b, sizeof b));
+    }
+}
+
+static inline int t_setup_global(void **state)
+{
+    (void)state;
+    log_set_level(LOG_OFF);
+    return pve_global_init();
+}
+
+/* Capture what libpve logs (stderr) at the given level. */
+static inline char *capture_begin(int *saved, enum log_level level)
+{
+    char *path = strdup("/tmp/pvetest-log-XXXXXX");
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    fflush(stderr);
+    *saved = dup(2);
+    dup2(fd, 2);
+    close(fd);
+    log_set_level(level);
+    return path;
+}
+
+static inline char *capture_end(int saved, char *path)
+{
+    log_set_level(LOG_OFF);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    FILE *f = fopen(path, "r");
+    static char text[1 << 16];
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    text[n] = '\0';
+    fclose(f);
+    unlink(path);
+    free(path);
+    return text;
+}
+
+#endif

@@ -1,0 +1,523 @@
+/* libpve against pvesim: credentials, raw calls, encoding, retries, the
+ * call-once rule and concurrency. */
+#include "pvetest.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+
+static struct tsim g_sim; /* PVE 9 cluster, shared by the tests of this file */
+
+static int group_setup(void **state)
+{
+    t_setup_global(state);
+    tsim_start(&g_sim, NULL);
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    tsim_stop(&g_sim);
+    return 0;
+}
+
+static int reset_sim(void **state)
+{
+    (void)state;
+    tsim_ctl0(&g_sim, "DELETE", "/_sim/faults", NULL);
+    tsim_ctl0(&g_sim, "DELETE", "/_sim/calls", NULL);
+    return 0;
+}
+
+static pve_client *token_client(struct pve_config *cfg, const char **hv)
+{
+    tcfg_init(cfg, hv, g_sim.host);
+    return tclient(cfg);
+}
+
+static void test_token_raw_endpoints(void **state)
+{
+    (void)state;
+    struct pve_config cfg;
+    const char *hv[1];
+    pve_client *c = token_client(&cfg, hv);
+    struct pve_error e;
+    json_t *d = NULL;
+
+    assert_ok(pve_call(c, "GET", "/version", NULL, &d, &e), &e);
+    assert_true(str_starts(json_string_value(json_object_get(d, "version")), "9."));
+    json_decref(d);
+
+    assert_ok(pve_call(c, "GET", "/nodes", NULL, &d, &e), &e);
+    assert_int_equal(json_array_size(d), 2);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(d, 0), "type")), "node");
+    json_decref(d);
+
+    json_t *p = json_pack("{s:s}", "type", "vm");
+    assert_ok(pve_call(c, "GET", "/cluster/resources", p, &d, &e), &e);
+    assert_true(json_array_size(d) >= 8); /* 4 templates per node */
+    size_t i;
+    json_t *r;
+    json_array_foreach(d, i, r)
+        assert_string_equal(json_string_value(json_object_get(r, "type")), "qemu");
+    json_decref(d);
+    json_decref(p);
+
+    /* a NULL data pointer is fine; not-found is classified */
+    assert_int_equal(pve_call(c, "GET", "/nodes/sv1/qemu/99999/config", NULL, NULL, &e),
+                     PVE_E_NOTFOUND);
+    assert_int_equal(e.http_status, 500);
+    assert_int_equal(e.attempts, 1);
+
+    struct pve_stats st;
+    pve_client_stats(c, &st);
+    assert_int_equal(st.requests, 5); /* connectivity check + 4 calls */
+    assert_int_equal(st.logins, 0);
+    pve_client_free(c);
+}
+
+/* Ticket login, CSRF on writes, on PVE 8 and 9 behaviour. */
+static void ticket_roundtrip(const char *host)
+{
+    struct pve_config cfg;
+    const char *hv[1];
+    tcfg_init(&cfg, hv, host);
+    cfg.token = NULL;
+    cfg.user = "root@pam";
+    cfg.password = T_PASSWORD;
+    pve_client *c = tclient(&cfg);
+    struct pve_error e;
+    json_t *d = NULL;
+    assert_ok(pve_call(c, "GET", "/version", NULL, &d, &e), &e);
+    json_decref(d);
+    /* a write needs the CSRF token with a ticket */
+    json_t *p = json_pack("{s:s}", "description", "ticket write");
+    assert_ok(pve_call(c, "PUT", "/nodes/sv1/qemu/8003/config", p, NULL, &e), &e);
+    json_decref(p);
+    assert_ok(pve_call(c, "GET", "/nodes/sv1/qemu/8003/config", NULL, &d, &e), &e);
+    assert_string_equal(json_string_value(json_object_get(d, "description")), "ticket write");
+    json_decref(d);
+    struct pve_stats st;
+    pve_client_stats(c, &st);
+    assert_int_equal(st.logins, 1);
+    pve_client_free(c);
+}
+
+static void test_ticket_pve9(void **state)
+{
+    (void)state;
+    ticket_roundtrip(g_sim.host);
+}
+
+static void test_ticket_and_token_pve8(void **state)
+{
+    (void)state;
+    struct tsim *sp = &t_own, s;
+    const char *args[] = {"--pve-version", "8", NULL};
+    tsim_start(sp, args);
+    s = *sp;
+    ticket_roundtrip(s.host);
+    struct pve_config cfg;
+    const char *hv[1];
+    tcfg_init(&cfg, hv, s.host);
+    pve_client *c = tclient(&cfg);
+    struct pve_error e;
+    json_t *d = NULL;
+    assert_ok(pve_call(c, "GET", "/version", NULL, &d, &e), &e);
+    assert_true(str_starts(json_string_value(json_object_get(d, "version")), "8."));
+    json_decref(d);
+    pve_client_free(c);
+    tsim_stop(sp);
+}
+
+static void test_relogin_on_401(void **state)
+{
+    (void)state;
+    struct pve_config cfg;
+    const char *hv[1];
+    tcfg_init(&cfg, hv, g_sim.host);
+    cfg.token = NULL;
+    cfg.user = "root@pam";
+    cfg.password = T_PASSWORD;
+    pve_client *c = tclient(&cfg);
+    struct pve_error e;
+    assert_ok(pve_call(c, "GET", "/nodes", NULL, NULL, &e), &e);
+    tsim_ctl0(&g_sim, "POST", "/_sim/faults",
+              "{\"method\":\"GET\",\"path\":\"^/nodes$\",\"kind\":\"error\",\"status\":401,"
+              "\"message\":\"permission denied - invalid PVE ticket\",\"count\":1}");
+    assert_ok(pve_call(c, "GET", "/nodes", NULL, NULL, &e), &e);
+    struct pve_stats st;
+    pve_client_stats(c, &st);
+    assert_int_equal(st.logins, 2);
+    /* only one re-login per call: two 401s in a row are final */
+    tsim_ctl0(&g_sim, "POST", "/_sim/faults",
+              "{\"method\":\"GET\",\"path\":\"^/nodes$\",\"kind\":\"error\",\"status\":401,"
+              "\"message\":\"permission denied - invalid PVE ticket\",\"count\":2}");
+    assert_int_equal(pve_call(c, "GET", "/nodes", NULL, NULL, &e), PVE_E_AUTH);
+    assert_int_equal(e.http_status, 401);
+    pve_client_stats(c, &st);
+    assert_int_equal(st.logins, 3);
+    pve_client_free(c);
+}
+
+static void test_ticket_renewal(void **state)
+{
+    (void)state;
+    struct tsim *sp = &t_own, s;
+    const char *args[] = {"--ticket-lifetime", "3", NULL};
+    tsim_start(sp, args);
+    s = *sp;
+    struct pve_config cfg;
+    const char *hv[1];
+    tcfg_init(&cfg, hv, s.host);
+    cfg.token = NULL;
+    cfg.user = "root@pam";
+    cfg.password = T_PASSWORD;
+    cfg.ticket_renew_s = 1;
+    pve_client *c = tclient(&cfg);
+    struct pve_error e;
+    int64_t end = mono_ms() + 4500;
+    while (mono_ms() < end) {
+        assert_ok(pve_call(c, "GET", "/version", NULL, NULL, &e), &e);
+        sleep_ms(250);
+    }
+    struct pve_stats st;
+    pve_client_stats(c, &st);
+    assert_true(st.logins >= 4); /* the login and a renewal about every second */
+    /* renewals, not password logins: a 401 never happened */
+    assert_int_equal(tsim_calls(&s, "POST /access/ticket"), (long)st.logins);
+    pve_client_free(c);
+    tsim_stop(sp);
+}
+
+/* ---- secrets stay out of logs and errors --------------------------------------- */
+
+static void test_auth_failures_no_secret(void **state)
+{
+    (void)state;
+    int saved;
+    char *path = capture_begin(&saved, LOG_DEBUG);
+    struct pve_config cfg;
+    const char *hv[1];
+    struct pve_error e1, e2, e3;
+
+    tcfg_init(&cfg, hv, g_sim.host);
+    cfg.token = NULL;
+    cfg.user = "root@pam";
+    cfg.password = "Wrong-Pa55word-xyzzy";
+    pve_client *c = tclient(&cfg);
+    int rc1 = pve_call(c, "GET", "/nodes", NULL, NULL, &e1);
+    pve_client_free(c);
+
+    tcfg_init(&cfg, hv, g_sim.host);
+    cfg.token = T_TOKEN_ID "=deadbeef-0000-4000-8000-0123456789ab";
+    c = tclient(&cfg);
+    int rc2 = pve_call(c, "GET", "/nodes", NULL, NULL, &e2);
+    pve_client_free(c);
+
+    /* a good ticket session with a logged write */
+    tcfg_init(&cfg, hv, g_sim.host);
+    cfg.token = NULL;
+    cfg.user = "root@pam";
+    cfg.password = T_PASSWORD;
+    c = tclient(&cfg);
+    json_t *p = json_pack("{s:s}", "description", "x");
+    int rc3 = pve_call(c, "PUT", "/nodes/sv1/qemu/8001/config", p, NULL, &e3);
+    json_decref(p);
+    pve_client_free(c);
+
+    char *log = capture_end(saved, path);
+    assert_int_equal(rc1, PVE_E_AUTH);
+    assert_int_equal(rc2, PVE_E_AUTH);
+    assert_ok(rc3, &e3);
+    assert_int_equal(e1.http_status, 401);
+    assert_non_null(strstr(log, "/access/ticket")); /* requests were logged */
+    assert_non_null(strstr(log, "PUT "));
+    const char *secrets[] = {"Wrong-Pa55word-xyzzy", "deadbeef-0000", T_PASSWORD,      T_SECRET,
+                             "PVE:root@pam",         "PVEAuthCookie", "CSRFPrevention"};
+    for (size_t i = 0; i < sizeof secrets / sizeof *secrets; i++) {
+        if (strstr(log, secrets[i]))
+            fail_msg("log contains secret %zu", i);
+        assert_null(strstr(e1.message, secrets[i]));
+        assert_null(strstr(e2.message, secrets[i]));
+        assert_null(strstr(e1.params, secrets[i]));
+    }
+}
+
+/* ---- encoding --------------------------------------------------------------------- */
+
+static void roundtrip_description(bool json_bodies)
+{
+    struct pve_config cfg;
+    const char *hv[1];
+    tcfg_init(&cfg, hv, g_sim.host);
+    cfg.json_bodies = json_bodies;
+    pve_client *c = tclient(&cfg);
+    const char *text = "a+b c&d=e;f%20g%zz/h?i#j\nsecond line: 100% \"quoted\" \xc3\xa9";
+    json_t *p = json_pack("{s:s}", "description", text), *d = NULL;
+    struct pve_error e;
+    assert_ok(pve_call(c, "PUT", "/nodes/sv2/qemu/8010/config", p, NULL, &e), &e);
+    assert_ok(pve_call(c, "GET", "/nodes/sv2/qemu/8010/config", NULL, &d, &e), &e);
+    const char *got = json_string_value(json_object_get(d, "description"));
+    assert_non_null(got);
+    /* PVE may add a trailing newline to descriptions; the content must match */
+    assert_int_equal(strncmp(got, text, strlen(text)), 0);
+    json_decref(d);
+    json_decref(p);
+    /* booleans as 1/0 and integers in a query string */
+    p = json_pack("{s:b, s:s}", "current", 1, "snapshot", "");
+    json_object_del(p, "snapshot");
+    assert_ok(pve_call(c, "GET", "/nodes/sv2/qemu/8010/config", p, &d, &e), &e);
+    json_decref(d);
+    json_decref(p);
+    pve_client_free(c);
+}
+
+static void test_form_encoding(void **state)
+{
+    (void)state;
+    roundtrip_description(false);
+}
+
+static void test_json_bodies(void **state)
+{
+    (void)state;
+    roundtrip_description(true);
+}
+
+static void test_bad_arguments(void **state)
+{
+    (void)state;
+    struct pve_config cfg;
+    const char *hv[1];
+    pve_client *c = token_client(&cfg, hv);
+    struct pve_error e;
+    json_t *p = json_pack("{s:[i]}", "net0", 1);
+    assert_int_equal(pve_call(c, "GET", "/nodes", p, NULL, &e), PVE_E_INVALID);
+    assert_non_null(strstr(e.message, "net0"));
+    json_decref(p);
+    assert_int_equal(pve_call(c, "PATCH", "/nodes", NULL, NULL, &e), PVE_E_INVALID);
+    assert_int_equal(pve_call(c, "GET", "nodes", NULL, NULL, &e), PVE_E_INVALID);
+    struct pve_stats st;
+    pve_client_stats(c, &st);
+    assert_int_equal(st.requests, 0);
+    /* PVE's own verification: 400 with per-parameter errors */
+    p = json_pack("{s:s}", "cores", "many");
+    assert_int_equal(pve_call(c, "PUT", "/nodes/sv1/qemu/8000/config", p, NULL, &e), PVE_E_INVALID);
+    assert_int_equal(e.http_status, 400);
+    assert_non_null(strstr(e.params, "cores: "));
+    char buf[2048];
+    assert_non_null(strstr(pve_strerror(&e, buf, sizeof buf), "invalid: 400 "));
+    json_decref(p);
+    pve_client_free(c);
+}
+
+static void test_config_validation(void **state)
+{
+    (void)state;
+    struct pve_config cfg;
+    const char *hv[1];
+    struct pve_error e;
+    tcfg_init(&cfg, hv, g_sim.host);
+    cfg.nhosts = 0;
+    assert_null(pve_client_new(&cfg, &e));
+    assert_int_equal(e.cls, PVE_E_INVALID);
+    tcfg_init(&cfg, hv, g_sim.host);
+    cfg.fingerprint = "AA:BB";
+    assert_null(pve_client_new(&cfg, &e));
+    assert_int_equal(e.cls, PVE_E_INVALID);
+    tcfg_init(&cfg, hv, g_sim.host);
+    cfg.token = "not-a-token";
+    assert_null(pve_client_new(&cfg, &e));
+    assert_int_equal(e.cls, PVE_E_INVALID);
+    tcfg_init(&cfg, hv, g_sim.host);
+    cfg.token = NULL;
+    cfg.user = "root@pam";
+    cfg.password_file = "/nonexistent/pw";
+    assert_null(pve_client_new(&cfg, &e));
+    assert_int_equal(e.cls, PVE_E_AUTH);
+
+    /* the password file's first line is the password */
+    char path[] = "/tmp/pvetest-pw-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, T_PASSWORD "\nignored\n", strlen(T_PASSWORD) + 9),
+                     (ssize_t)strlen(T_PASSWORD) + 9);
+    close(fd);
+    cfg.password_file = path;
+    pve_client *c = tclient(&cfg);
+    assert_ok(pve_call(c, "GET", "/version", NULL, NULL, &e), &e);
+    pve_client_free(c);
+    unlink(path);
+}
+
+/* ---- retries ------------------------------------------------------------------------ */
+
+static void test_lock_retried(void **state)
+{
+    (void)state;
+    struct pve_config cfg;
+    const char *hv[1];
+    pve_client *c = token_client(&cfg, hv);
+    tsim_ctl0(&g_sim, "POST", "/_sim/faults",
+              "{\"method\":\"PUT\",\"path\":\"^/nodes/sv1/qemu/8002/config$\","
+              "\"kind\":\"lock_timeout\",\"count\":2}");
+    json_t *p = json_pack("{s:s}", "description", "after lock");
+    struct pve_error e;
+    assert_ok(pve_call(c, "PUT", "/nodes/sv1/qemu/8002/config", p, NULL, &e), &e);
+    assert_int_equal(e.attempts, 3);
+    struct pve_stats st;
+    pve_client_stats(c, &st);
+    assert_int_equal(st.retries, 2);
+    json_decref(p);
+    pve_client_free(c);
+}
+
+static void test_lock_exhausted(void **state)
+{
+    (void)state;
+    struct pve_config cfg;
+    const char *hv[1];
+    tcfg_init(&cfg, hv, g_sim.host);
+    cfg.retry.max_attempts = 3;
+    pve_client *c = tclient(&cfg);
+    tsim_ctl0(&g_sim, "POST", "/_sim/faults",
+              "{\"method\":\"PUT\",\"path\":\"^/nodes/sv1/qemu/8002/config$\","
+              "\"kind\":\"lock_timeout\"}");
+    json_t *p = json_pack("{s:s}", "description", "never");
+    struct pve_error e;
+    assert_int_equal(pve_call(c, "PUT", "/nodes/sv1/qemu/8002/config", p, NULL, &e), PVE_E_LOCK);
+    assert_int_equal(e.attempts, 3);
+    assert_int_equal(e.http_status, 500);
+    assert_non_null(strstr(e.message, "can't lock file"));
+    assert_string_equal(e.host, g_sim.host);
+    assert_int_equal(tsim_calls(&g_sim, "PUT /nodes/{node}/qemu/{vmid}/config"), 3);
+    json_decref(p);
+    pve_client_free(c);
+}
+
+static void test_595_retried_then_failed(void **state)
+{
+    (void)state;
+    struct pve_config cfg;
+    const char *hv[1];
+    tcfg_init(&cfg, hv, g_sim.host);
+    cfg.retry.max_attempts = 3;
+    pve_client *c = tclient(&cfg);
+    tsim_ctl0(&g_sim, "POST", "/_sim/nodes/sv2", "{\"state\":\"offline\"}");
+    struct pve_error e;
+    assert_int_equal(pve_call(c, "GET", "/nodes/sv2/status", NULL, NULL, &e), PVE_E_NETWORK);
+    assert_int_equal(e.http_status, 595);
+    assert_int_equal(e.attempts, 3);
+    /* the entry host answered: it is not marked down, other calls go on */
+    assert_ok(pve_call(c, "GET", "/nodes/sv1/status", NULL, NULL, &e), &e);
+    struct pve_stats st;
+    pve_client_stats(c, &st);
+    assert_int_equal(st.retries, 2);
+    assert_int_equal(st.failovers, 0);
+    tsim_ctl0(&g_sim, "POST", "/_sim/nodes/sv2", "{\"state\":\"online\"}");
+    pve_client_free(c);
+}
+
+static bool clone_called(void *arg)
+{
+    return tsim_calls(arg, "POST /nodes/{node}/qemu/{vmid}/clone") >= 1;
+}
+
+/* A task-starting call whose answer is lost is not sent twice. */
+static void test_call_once(void **state)
+{
+    (void)state;
+    struct pve_config cfg;
+    const char *hv[1];
+    tcfg_init(&cfg, hv, g_sim.host);
+    cfg.timeout_ms = 400;
+    pve_client *c = tclient(&cfg);
+    struct pve_error e;
+    assert_ok(pve_call(c, "GET", "/version", NULL, NULL, &e), &e); /* warm up */
+    tsim_ctl0(&g_sim, "POST", "/_sim/faults",
+              "{\"method\":\"POST\",\"path\":\"^/nodes/sv1/qemu/8000/clone$\","
+              "\"kind\":\"delay\",\"delay_ms\":1200,\"count\":1}");
+    json_t *p = json_pack("{s:i, s:s}", "newid", 4321, "name", "once");
+    json_t *d = NULL;
+    int64_t t0 = mono_ms();
+    assert_int_equal(pve_call_ex(c, "POST", "/nodes/sv1/qemu/8000/clone", p, PVE_CALL_ONCE, &d, &e),
+                     PVE_E_NETWORK);
+    assert_true(mono_ms() - t0 < 1000);
+    assert_null(d);
+    assert_true(e.maybe_sent);
+    assert_int_equal(e.attempts, 1);
+    assert_true(h_wait(clone_called, &g_sim, 5000));
+    assert_int_equal(tsim_calls(&g_sim, "POST /nodes/{node}/qemu/{vmid}/clone"), 1);
+    json_decref(p);
+    pve_client_free(c);
+}
+
+/* ---- threads ------------------------------------------------------------------------- */
+
+struct worker {
+    pve_client *c;
+    int failures;
+};
+
+static void *work(void *arg)
+{
+    struct worker *w = arg;
+    for (int i = 0; i < 10; i++) {
+        struct pve_error e;
+        json_t *d = NULL;
+        if (pve_call(w->c, "GET", "/nodes", NULL, &d, &e) != 0 || json_array_size(d) != 2)
+            w->failures++;
+        json_decref(d);
+    }
+    return NULL;
+}
+
+static void test_concurrent_ticket_client(void **state)
+{
+    (void)state;
+    struct pve_config cfg;
+    const char *hv[1];
+    tcfg_init(&cfg, hv, g_sim.host);
+    cfg.token = NULL;
+    cfg.user = "root@pam";
+    cfg.password = T_PASSWORD;
+    pve_client *c = tclient(&cfg);
+    pthread_t th[8];
+    struct worker w[8];
+    for (int i = 0; i < 8; i++) {
+        w[i] = (struct worker){.c = c};
+        pthread_create(&th[i], NULL, work, &w[i]);
+    }
+    for (int i = 0; i < 8; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(w[i].failures, 0);
+    }
+    struct pve_stats st;
+    pve_client_stats(c, &st);
+    assert_int_equal(st.logins, 1); /* login is serialised */
+    assert_true(st.requests >= 81);
+    pve_client_free(c);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(test_token_raw_endpoints, reset_sim),
+        cmocka_unit_test_setup(test_ticket_pve9, reset_sim),
+        cmocka_unit_test_setup_teardown(test_ticket_and_token_pve8, reset_sim, t_own_teardown),
+        cmocka_unit_test_setup(test_relogin_on_401, reset_sim),
+        cmocka_unit_test_setup_teardown(test_ticket_renewal, reset_sim, t_own_teardown),
+        cmocka_unit_test_setup(test_auth_failures_no_secret, reset_sim),
+        cmocka_unit_test_setup(test_form_encoding, reset_sim),
+        cmocka_unit_test_setup(test_json_bodies, reset_sim),
+        cmocka_unit_test_setup(test_bad_arguments, reset_sim),
+        cmocka_unit_test_setup(test_config_validation, reset_sim),
+        cmocka_unit_test_setup(test_lock_retried, reset_sim),
+        cmocka_unit_test_setup(test_lock_exhausted, reset_sim),
+        cmocka_unit_test_setup(test_595_retried_then_failed, reset_sim),
+        cmocka_unit_test_setup(test_call_once, reset_sim),
+        cmocka_unit_test_setup(test_concurrent_ticket_client, reset_sim),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}

@@ -1,0 +1,237 @@
+/* Tasks against pvesim: UPIDs, status, waiting, logs, lists, failures. */
+#include "pvetest.h"
+
+#include <stdlib.h>
+
+static struct tsim g_sim;
+static pve_client *g_c;
+
+static int group_setup(void **state)
+{
+    t_setup_global(state);
+    tsim_start(&g_sim, NULL);
+    struct pve_config cfg;
+    static const char *hv[1];
+    tcfg_init(&cfg, hv, g_sim.host);
+    g_c = tclient(&cfg);
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    pve_client_free(g_c);
+    tsim_stop(&g_sim);
+    return 0;
+}
+
+static int reset_sim(void **state)
+{
+    (void)state;
+    tsim_ctl0(&g_sim, "DELETE", "/_sim/faults", NULL);
+    return 0;
+}
+
+/* POST a clone and return its UPID (static buffer). */
+static const char *start_clone(const char *node, int src, int newid)
+{
+    static char upid[256];
+    char path[128];
+    assert_int_equal(pve_path(path, sizeof path, "/nodes/%s/qemu/%d/clone", node, src), 0);
+    json_t *p = json_pack("{s:i, s:b}", "newid", newid, "full", 1), *d = NULL;
+    struct pve_error e;
+    assert_ok(pve_call_ex(g_c, "POST", path, p, PVE_CALL_ONCE, &d, &e), &e);
+    assert_true(json_is_string(d));
+    snprintf(upid, sizeof upid, "%s", json_string_value(d));
+    json_decref(d);
+    json_decref(p);
+    return upid;
+}
+
+static void test_upid_parse(void **state)
+{
+    (void)state;
+    struct pve_task t;
+    assert_int_equal(
+        pve_upid_parse("UPID:pve1:0001A2B3:00C0FFEE:66F0A1B2:qmclone:9000:root@pam:", &t), 0);
+    assert_string_equal(t.node, "pve1");
+    assert_string_equal(t.type, "qmclone");
+    assert_string_equal(t.id, "9000");
+    assert_string_equal(t.user, "root@pam");
+    assert_int_equal(t.starttime, 0x66F0A1B2);
+    /* token user, empty id, 9-digit pstart */
+    assert_int_equal(
+        pve_upid_parse("UPID:sv-2:0001A2B3:1C0FFEE00:66F0A1B2:startall::root@pam!ci:", &t), 0);
+    assert_string_equal(t.user, "root@pam!ci");
+    assert_string_equal(t.id, "");
+    const char *bad[] = {
+        "",
+        "UPID:pve1:0001A2B3:00C0FFEE:66F0A1B2:qmclone:9000:root@pam",  /* no trailing ':' */
+        "UPID:pve1:1A2B3:00C0FFEE:66F0A1B2:qmclone:9000:root@pam:",    /* short pid */
+        "UPID:-pve:0001A2B3:00C0FFEE:66F0A1B2:qmclone:9000:root@pam:", /* node */
+        "UPID:pve1:0001A2B3:00C0FFEE:66F0A1BZ:qmclone:9000:root@pam:", /* hex */
+        "UPID:pve1:0001A2B3:00C0FFEE:66F0A1B2::9000:root@pam:",        /* empty type */
+        "UPID:pve1:0001A2B3:00C0FFEE:66F0A1B2:qm clone:9000:root@pam:",
+        "UPID:pve1:0001A2B3:00C0FFEE:66F0A1B2:qmclone:9000:root@pam:x:",
+        "XPID:pve1:0001A2B3:00C0FFEE:66F0A1B2:qmclone:9000:root@pam:",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        if (pve_upid_parse(bad[i], &t) != PVE_E_INVALID)
+            fail_msg("accepted bad UPID %zu", i);
+    assert_int_equal(pve_upid_parse(NULL, &t), PVE_E_INVALID);
+}
+
+struct progress {
+    int lines;
+    bool saw_transfer, saw_end;
+};
+
+static void on_line(void *ud, const char *upid, const char *line)
+{
+    struct progress *p = ud;
+    assert_true(str_starts(upid, "UPID:sv1:"));
+    p->lines++;
+    p->saw_transfer |= strstr(line, "transferred") != NULL;
+    p->saw_end |= strcmp(line, "TASK OK") == 0;
+}
+
+static void test_clone_wait_progress(void **state)
+{
+    (void)state;
+    const char *upid = start_clone("sv1", 8000, 500);
+    struct pve_stats s0, s1;
+    pve_client_stats(g_c, &s0);
+    struct progress pr = {0};
+    struct pve_task t;
+    struct pve_error e;
+    assert_ok(pve_task_wait(g_c, upid, 20000, on_line, &pr, &t, &e), &e);
+    assert_false(t.running);
+    assert_string_equal(t.exitstatus, "OK");
+    assert_string_equal(t.type, "qmclone");
+    assert_string_equal(t.node, "sv1");
+    assert_true(pr.saw_transfer && pr.saw_end);
+    pve_client_stats(g_c, &s1);
+    assert_true(s1.task_polls - s0.task_polls >= 2);
+    assert_int_equal(s1.task_polls - s0.task_polls, s1.requests - s0.requests);
+
+    /* every line exactly once: the callback count equals the whole log */
+    json_t *lines = NULL;
+    assert_ok(pve_task_log(g_c, upid, 0, 0, &lines, &e), &e);
+    assert_int_equal((int)json_array_size(lines), pr.lines);
+    json_decref(lines);
+    assert_ok(pve_task_log(g_c, upid, 1, 2, &lines, &e), &e);
+    assert_int_equal(json_array_size(lines), 2);
+    assert_true(str_starts(json_string_value(json_array_get(lines, 0)), "create full clone"));
+    json_decref(lines);
+
+    /* status through a path with ':' '@' '!' encoded, and the list */
+    assert_ok(pve_task_status(g_c, upid, &t, &e), &e);
+    assert_false(t.running);
+    assert_string_equal(t.user, "root@pam!ci");
+    struct pve_task *list = NULL;
+    size_t n = 0;
+    assert_ok(pve_task_list(g_c, "sv1", 8000, "qmclone", 10, &list, &n, &e), &e);
+    assert_true(n >= 1);
+    bool found = false;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(list[i].upid, upid) == 0) {
+            found = true;
+            assert_false(list[i].running);
+            assert_string_equal(list[i].exitstatus, "OK");
+        }
+    assert_true(found);
+    free(list);
+}
+
+static void test_wait_without_progress(void **state)
+{
+    (void)state;
+    const char *upid = start_clone("sv2", 8010, 501);
+    struct pve_task t;
+    struct pve_error e;
+    assert_ok(pve_task_wait(g_c, upid, 20000, NULL, NULL, &t, &e), &e);
+    assert_string_equal(t.exitstatus, "OK");
+}
+
+static void task_error_case(const char *message, int newid, enum pve_class want)
+{
+    char rule[512];
+    snprintf(rule, sizeof rule,
+             "{\"method\":\"POST\",\"path\":\"^/nodes/sv1/qemu/8001/clone$\","
+             "\"kind\":\"task_error\",\"message\":\"%s\",\"count\":1}",
+             message);
+    tsim_ctl0(&g_sim, "POST", "/_sim/faults", rule);
+    const char *upid = start_clone("sv1", 8001, newid);
+    struct pve_task t;
+    struct pve_error e;
+    assert_int_equal(pve_task_wait(g_c, upid, 20000, NULL, NULL, &t, &e), want);
+    assert_int_equal(e.cls, want);
+    assert_string_equal(e.upid, upid);
+    assert_true(str_starts(e.message, message));
+    assert_non_null(strstr(e.message, " (task log: "));
+    if (!strstr(e.message, "transferred 10.0 GiB of 10.0 GiB"))
+        fail_msg("message: %s", e.message);
+    assert_string_equal(t.exitstatus, message);
+    assert_null(strstr(e.message + 1, message)); /* not repeated from the log */
+}
+
+static void test_task_error_lock(void **state)
+{
+    (void)state;
+    task_error_case("can't lock file '/var/lock/qemu-server/lock-8001.conf' - got timeout", 502,
+                    PVE_E_LOCK);
+}
+
+static void test_task_error_other(void **state)
+{
+    (void)state;
+    task_error_case("storage migration failed: disk full", 503, PVE_E_OTHER);
+}
+
+static void test_wait_deadline(void **state)
+{
+    (void)state;
+    /* the windows template has 40 GiB: about 80 simulated seconds */
+    const char *upid = start_clone("sv1", 8003, 504);
+    struct pve_task t;
+    struct pve_error e;
+    int64_t t0 = mono_ms();
+    assert_int_equal(pve_task_wait(g_c, upid, 300, NULL, NULL, &t, &e), PVE_E_TIMEOUT);
+    assert_true(mono_ms() - t0 < 1000);
+    assert_true(t.running);
+    assert_string_equal(e.upid, upid);
+}
+
+static void test_status_errors(void **state)
+{
+    (void)state;
+    struct pve_task t;
+    struct pve_error e;
+    assert_int_equal(pve_task_status(g_c,
+                                     "UPID:sv1:0000FFFF:00000001:66F0A1B2:qmstart:100:"
+                                     "root@pam:",
+                                     &t, &e),
+                     PVE_E_NOTFOUND);
+    assert_int_equal(e.http_status, 400);
+    assert_non_null(strstr(e.params, "no such task"));
+    assert_int_equal(pve_task_status(g_c, "garbage", &t, &e), PVE_E_INVALID);
+    assert_int_equal(pve_task_status(g_c,
+                                     "UPID:nosuchnode:0000FFFF:00000001:66F0A1B2:qmstart:"
+                                     "100:root@pam:",
+                                     &t, &e),
+                     PVE_E_OTHER); /* hostname lookup failed */
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_upid_parse),
+        cmocka_unit_test_setup(test_clone_wait_progress, reset_sim),
+        cmocka_unit_test_setup(test_wait_without_progress, reset_sim),
+        cmocka_unit_test_setup(test_task_error_lock, reset_sim),
+        cmocka_unit_test_setup(test_task_error_other, reset_sim),
+        cmocka_unit_test_setup(test_wait_deadline, reset_sim),
+        cmocka_unit_test_setup(test_status_errors, reset_sim),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
