@@ -108,6 +108,16 @@ pid_t h_sim_start(int port, const char *const *args)
     return pid;
 }
 
+void h_wait_port(int port)
+{
+    int64_t deadline = now_ms() + 20000;
+    while (!port_open(port)) {
+        if (now_ms() > deadline)
+            fail_msg("port %d never opened", port);
+        usleep(10000);
+    }
+}
+
 void h_sim_stop(pid_t pid, bool expect_clean)
 {
     track(pid, false);

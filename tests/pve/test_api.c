@@ -39,6 +39,8 @@ static void start(struct world *w, int version, bool ticket, bool standalone)
                           "--time-scale", "0.01", "--auth-delay", "0", "--pve-version", ver,
                           standalone ? "--standalone" : NULL, NULL};
     w->pid = h_sim_start(w->port, args);
+    h_wait_port(w->port + 1); /* every listener, not only the first */
+    h_wait_port(w->port + 2);
     /* standalone: sv2 is on port+1; cluster: the entry port proxies to sv2 */
     char host[64];
     snprintf(host, sizeof host, "127.0.0.1:%d", standalone ? w->port + 1 : w->port);
