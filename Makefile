@@ -3,7 +3,7 @@
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build asan test demo bench format clean
+.PHONY: all deps build asan test demo bench format clean install
 
 all: build
 
@@ -30,6 +30,22 @@ bench: build
 
 format:
 	@clang-format -i $$(git ls-files '*.c' '*.h')
+
+PREFIX ?= /usr/local
+DESTDIR ?=
+install: build
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 \
+	  $(DESTDIR)$(PREFIX)/share/man/man5 $(DESTDIR)$(PREFIX)/share/man/man8 \
+	  $(DESTDIR)$(PREFIX)/share/pvesim/pve-apidoc $(DESTDIR)$(PREFIX)/share/doc/proxd \
+	  $(DESTDIR)$(PREFIX)/lib/systemd/system
+	install -m 755 build/proxd build/proxctl build/pvesim $(DESTDIR)$(PREFIX)/bin/
+	install -m 644 docs/man/proxctl.1 $(DESTDIR)$(PREFIX)/share/man/man1/
+	install -m 644 docs/man/proxd.conf.5 $(DESTDIR)$(PREFIX)/share/man/man5/
+	install -m 644 docs/man/proxd.8 $(DESTDIR)$(PREFIX)/share/man/man8/
+	install -m 644 build/share/pve-apidoc/*.json $(DESTDIR)$(PREFIX)/share/pvesim/pve-apidoc/
+	install -m 644 docs/proxd.conf.example docs/openapi.yaml README.md $(DESTDIR)$(PREFIX)/share/doc/proxd/ 2>/dev/null || \
+	  install -m 644 docs/proxd.conf.example README.md $(DESTDIR)$(PREFIX)/share/doc/proxd/
+	sed 's#/usr/local#$(PREFIX)#g' dist/proxd.service > $(DESTDIR)$(PREFIX)/lib/systemd/system/proxd.service
 
 clean:
 	rm -rf build

@@ -126,6 +126,7 @@ static const struct key_def keys[] = {
     KRANGE(S_PROXD, PC, "fallback_range", fallback_lo, fallback_hi, "9000-9999", 0),
     KSTR(S_PROXD, PC, "log_format", log_format, "text", v_log_format, 0),
     KSTR(S_PROXD, PC, "log_level", log_level, "info", v_log_level, 0),
+    KSTR(S_PROXD, PC, "log_file", log_file, NULL, NULL, 0),
 
     KSTR(S_PROXMOX, PC, "token", token, NULL, v_token, 0),
     KSTR(S_PROXMOX, PC, "user", user, NULL, v_user, 0),

@@ -59,6 +59,7 @@ struct proxd_config {
     enum placement placement;
     char log_format[8];   /* text | json */
     char log_level[8];
+    char log_file[512];   /* "" = stderr; reopened on SIGHUP (log rotation) */
     int workers;          /* job worker threads, default 8 */
     int reconcile_interval_s; /* default 60 */
     bool delete_orphans;  /* reconciler deletes tagged VMs without a record */

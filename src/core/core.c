@@ -13,7 +13,7 @@
 #define IDLE_WAIT_MS 200
 #define REFRESH_MS 5000
 
-static void uuid4(char out[40])
+void core_uuid(char out[40])
 {
     unsigned char b[16];
     if (RAND_bytes(b, sizeof b) != 1)
@@ -150,13 +150,16 @@ int core_create(struct core *k, const struct vm_request *r, char job_id[40], int
     char field[32], msg[512];
     if (!validate_request(k->cfg, r, field, sizeof field, msg, sizeof msg))
         return fail(err, CORE_E_INVALID, field, msg);
+    int qrc = core_quota_check(k, r->owner, 1, r->cores, r->memory_mb, r->disk_gb, err);
+    if (qrc)
+        return qrc;
     const struct cfg_os *os = config_os(k->cfg, r->os);
     struct vmid_range ranges[2] = {{os->range_lo, os->range_hi},
                                    {k->cfg->fallback_lo, k->cfg->fallback_hi}};
     size_t ntaken;
     int *taken = fleet_taken_vmids(k->fl, &ntaken);
     struct store_error se;
-    uuid4(job_id);
+    core_uuid(job_id);
     int rc = store_vmid_reserve(k->st, ranges, k->cfg->fallback_lo ? 2 : 1, taken, ntaken,
                                 job_id, vmid, &se);
     free(taken);
@@ -225,14 +228,10 @@ static void hold(struct core *k, int slot, const char *id)
 
 static void run_job(struct core *k, struct job_rec *j)
 {
-    if (strcmp(j->kind, "create") == 0) {
+    if (strcmp(j->kind, "create") == 0)
         create_run(k, j);
-        return;
-    }
-    j->state = JOB_FAILED;
-    snprintf(j->error, sizeof j->error, "unknown job kind '%s'", j->kind);
-    j->finished_at = wall_ms();
-    job_checkpoint(k, j, "failed", 100, "%s", j->error);
+    else
+        control_run(k, j);
 }
 
 struct worker_arg {
@@ -283,7 +282,7 @@ static void *worker_main(void *arg)
 static void *keeper_main(void *arg)
 {
     struct core *k = arg;
-    int64_t last_refresh = 0;
+    int64_t last_refresh = mono_ms(), last_reconcile = 0;
     for (;;) {
         pthread_mutex_lock(&k->mu);
         bool stop = k->stopping;
@@ -298,7 +297,14 @@ static void *keeper_main(void *arg)
             if (held[i][0] && store_job_renew(k->st, held[i], k->instance, LEASE_MS, &se))
                 log_warn("job", "job=%s lease renewal failed: %s", held[i], se.message);
         }
-        if (mono_ms() - last_refresh >= REFRESH_MS) {
+        int64_t every = (int64_t)(k->cfg->reconcile_interval_s > 0 ? k->cfg->reconcile_interval_s
+                                                                    : 60) *
+                        1000;
+        if (last_reconcile == 0 || mono_ms() - last_reconcile >= every) {
+            struct reconcile_report rep;
+            core_reconcile(k, &rep); /* refreshes the inventory too */
+            last_reconcile = last_refresh = mono_ms();
+        } else if (mono_ms() - last_refresh >= REFRESH_MS) {
             fleet_refresh(k->fl, false);
             last_refresh = mono_ms();
         }

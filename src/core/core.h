@@ -92,6 +92,19 @@ struct quota_use {
 int core_quota_use(struct core *k, const char *owner, struct quota_use *used,
                    struct core_error *err);
 
+/* One reconciliation pass (see reconcile.c); the workers' keeper runs it at
+ * start and every reconcile_interval. Counts what it repaired. */
+struct reconcile_report {
+    int moved;   /* VMs found on another node */
+    int power;   /* power states taken over */
+    int resized; /* cores, memory or disk taken over */
+    int lost;    /* records whose VM was deleted outside proxd */
+    int stuck;   /* records driven out of a transient state */
+    int orphans; /* tagged VMs without a record */
+    int orphans_deleted;
+};
+int core_reconcile(struct core *k, struct reconcile_report *rep);
+
 /* Wait until the job is finished or timeout_ms passes (tests, CLI). Returns
  * 0 when finished; *state receives its state. */
 int core_wait_job(struct core *k, const char *job_id, long timeout_ms, enum job_state *state);

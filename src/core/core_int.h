@@ -35,6 +35,17 @@ void job_checkpoint(struct core *k, struct job_rec *j, const char *step, int pro
  * (then it returns with the job still running, to be resumed). */
 void create_run(struct core *k, struct job_rec *j);
 
+/* Run a claimed job of any other kind (control.c). */
+void control_run(struct core *k, struct job_rec *j);
+
+/* Would the deltas pass the owner's quota ([quota] sections)? CORE_E_FULL
+ * with a message saying what is left. */
+int core_quota_check(struct core *k, const char *owner, int dvms, int dcores, int64_t dmem,
+                     int64_t ddisk, struct core_error *err);
+
+/* A random (version 4) UUID. */
+void core_uuid(char out[40]);
+
 /* Per-node clone slots (limit: the node's max_clones or clones_per_node). */
 bool clone_slot_take(struct core *k, const char *node);
 void clone_slot_give(struct core *k, const char *node);

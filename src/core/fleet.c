@@ -208,6 +208,9 @@ static void vms_add(struct fleet *f, const struct pve_resource *r)
     snprintf(v->tags, sizeof v->tags, "%.127s", r->tags);
     snprintf(v->lock, sizeof v->lock, "%s", r->lock);
     v->tmpl = r->tmpl;
+    v->maxcpu = r->maxcpu;
+    v->maxmem = r->maxmem;
+    v->maxdisk = r->maxdisk;
 }
 
 static void mark_failed(struct nstate *n, const char *why, int64_t now)
@@ -353,6 +356,19 @@ void fleet_node_ok(struct fleet *f, const char *node)
         n->v.up = n->online;
     }
     pthread_mutex_unlock(&f->mu);
+}
+
+bool fleet_node_fresh(struct fleet *f, const char *node, int64_t since)
+{
+    pthread_mutex_lock(&f->mu);
+    struct nstate *n = find_node(f, node);
+    bool fresh = false;
+    if (n) {
+        struct world *w = &f->worlds[n->world];
+        fresh = w->backoff == 0 && n->v.refreshed_at >= since;
+    }
+    pthread_mutex_unlock(&f->mu);
+    return fresh;
 }
 
 bool fleet_node_up(struct fleet *f, const char *node)

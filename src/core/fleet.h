@@ -54,6 +54,10 @@ void fleet_node_failed(struct fleet *f, const char *node, const char *why);
 void fleet_node_ok(struct fleet *f, const char *node);
 bool fleet_node_up(struct fleet *f, const char *node);
 
+/* Was the world of `node` refreshed successfully at or after `since` (unix
+ * ms)? Only then may its absence of a VM be trusted. */
+bool fleet_node_fresh(struct fleet *f, const char *node, int64_t since);
+
 /* Where the inventory last saw `vmid`: 0 and node filled, or -1. */
 int fleet_vm_node(struct fleet *f, int vmid, char node[64]);
 
@@ -65,6 +69,8 @@ struct fleet_vm {
     char tags[128];
     char lock[32];
     bool tmpl;
+    int maxcpu;
+    int64_t maxmem, maxdisk; /* bytes */
 };
 /* Every VM the inventory knows (all worlds). Caller frees *out. */
 int fleet_vms(struct fleet *f, struct fleet_vm **out, size_t *n);

@@ -8,6 +8,10 @@
  *                                      queue a creation; prints {"job","vmid"}
  *   proxd job --config FILE ID         print a job and its events as JSON
  *   proxd vms --config FILE            print the VM records as JSON
+ *   proxd reconcile --config FILE      one reconciliation pass, prints what it repaired
+ *   proxd vm --config FILE VMID ACTION [ARG...] [--wait S]
+ *         ACTION: start|shutdown|stop|pause|resume|reboot|delete,
+ *                 resize GB, set CORES MEMORY_MB (0 keeps a value)
  *   proxd token create --config FILE --owner WHO [--role admin|user]
  *                                      make an API token; printed once
  *   proxd token list --config FILE     the tokens (never their secrets)
@@ -23,6 +27,8 @@
 #include "api/auth.h"
 #endif
 
+#include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -30,12 +36,28 @@
 #include <string.h>
 #include <unistd.h>
 
-static volatile sig_atomic_t g_stop;
+static volatile sig_atomic_t g_stop, g_reopen;
 
 static void on_signal(int sig)
 {
-    (void)sig;
-    g_stop = 1;
+    if (sig == SIGHUP)
+        g_reopen = 1;
+    else
+        g_stop = 1;
+}
+
+/* Point standard error (where every log line goes) at the log file; on
+ * SIGHUP this reopens it after rotation. */
+static int open_log(const char *path)
+{
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    if (fd < 0) {
+        log_error("proxd", "cannot open log file %s: %s", path, strerror(errno));
+        return -1;
+    }
+    dup2(fd, STDERR_FILENO);
+    close(fd);
+    return 0;
 }
 
 static void usage(FILE *f)
@@ -46,6 +68,9 @@ static void usage(FILE *f)
                "             --disk GB --owner WHO [--ssh-key-file F] [--wait SECONDS]\n"
                "       proxd job --config FILE ID\n"
                "       proxd vms --config FILE\n"
+               "       proxd reconcile --config FILE\n"
+               "       proxd vm --config FILE VMID start|shutdown|stop|pause|resume|reboot|delete\n"
+               "       proxd vm --config FILE VMID resize GB | set CORES MEMORY_MB\n"
                "       proxd token create --config FILE --owner WHO [--role admin|user]\n"
                "       proxd token list --config FILE\n"
                "       proxd token revoke --config FILE ID\n");
@@ -137,6 +162,11 @@ static int run_daemon(const char *path)
     struct sigaction sa = {.sa_handler = on_signal};
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    if (w.cfg->log_file[0] && open_log(w.cfg->log_file)) {
+        rc = 1;
+        goto out;
+    }
     if (core_start(w.k)) {
         fprintf(stderr, "proxd: cannot start workers\n");
         rc = 1;
@@ -153,8 +183,14 @@ static int run_daemon(const char *path)
     }
 #endif
     log_info("proxd", "running with %d nodes, database %s", w.cfg->nnodes, w.cfg->database);
-    while (!g_stop)
+    while (!g_stop) {
         sleep_ms(50);
+        if (g_reopen) {
+            g_reopen = 0;
+            if (w.cfg->log_file[0] && open_log(w.cfg->log_file) == 0)
+                log_info("proxd", "log file reopened");
+        }
+    }
     log_info("proxd", "stopping: no new jobs; running steps reach their checkpoint");
 #ifdef HAVE_API
     api_stop(api); /* first: no request may reach a stopping core */
@@ -305,6 +341,58 @@ out:
     return rc;
 }
 
+/* An administrator's VM operation, queued like any request; --wait S as the
+ * last two arguments waits for the job (the daemon must be running). */
+static int cmd_vm(int argc, char **argv)
+{
+    long wait_s = 0;
+    if (argc >= 2 && strcmp(argv[argc - 2], "--wait") == 0) {
+        wait_s = atol(argv[argc - 1]);
+        argc -= 2;
+    }
+    if (argc < 5 || strcmp(argv[1], "--config") != 0) {
+        usage(stderr);
+        return 2;
+    }
+    int vmid = atoi(argv[3]);
+    const char *op = argv[4];
+    struct world w;
+    int rc = open_world(&w, argv[2], true);
+    if (rc)
+        goto out;
+    char job[40];
+    struct core_error ce = {0};
+    int a = vm_action_parse(op);
+    if (a >= 0) {
+        struct action_opts o = {.timeout_s = 0, .force = false};
+        rc = core_vm_action(w.k, vmid, NULL, (enum vm_action)a, &o, job, &ce);
+    } else if (strcmp(op, "delete") == 0) {
+        rc = core_vm_delete(w.k, vmid, NULL, job, &ce);
+    } else if (strcmp(op, "resize") == 0 && argc == 6) {
+        rc = core_vm_resize(w.k, vmid, NULL, atoll(argv[5]), job, &ce);
+    } else if (strcmp(op, "set") == 0 && argc == 7) {
+        rc = core_vm_update(w.k, vmid, NULL, atoi(argv[5]), atoll(argv[6]), job, &ce);
+    } else {
+        usage(stderr);
+        rc = 2;
+        goto out;
+    }
+    if (rc) {
+        fprintf(stderr, "proxd: %s%s%s\n", ce.field, ce.field[0] ? ": " : "", ce.message);
+        rc = ce.code == CORE_E_INVALID ? 2 : 1;
+        goto out;
+    }
+    printf("{\"job\":\"%s\",\"vmid\":%d}\n", job, vmid);
+    fflush(stdout);
+    if (wait_s > 0) {
+        enum job_state st;
+        rc = core_wait_job(w.k, job, wait_s * 1000, &st) ? 3 : st == JOB_DONE ? 0 : 1;
+    }
+out:
+    close_world(&w);
+    return rc;
+}
+
 #ifdef HAVE_API
 static int token_create(struct world *w, const char *owner, const char *role)
 {
@@ -403,6 +491,21 @@ int main(int argc, char **argv)
         return cmd_create(argc - 1, argv + 1);
     if (argc == 5 && strcmp(argv[1], "job") == 0 && strcmp(argv[2], "--config") == 0)
         return cmd_job(argv[3], argv[4]);
+    if (argc >= 2 && strcmp(argv[1], "vm") == 0)
+        return cmd_vm(argc - 1, argv + 1);
+    if (argc == 4 && strcmp(argv[1], "reconcile") == 0 && strcmp(argv[2], "--config") == 0) {
+        struct world w;
+        int rc = open_world(&w, argv[3], true);
+        if (!rc) {
+            struct reconcile_report r;
+            rc = core_reconcile(w.k, &r) ? 1 : 0;
+            printf("{\"moved\":%d,\"power\":%d,\"resized\":%d,\"lost\":%d,\"stuck\":%d,"
+                   "\"orphans\":%d,\"orphans_deleted\":%d}\n",
+                   r.moved, r.power, r.resized, r.lost, r.stuck, r.orphans, r.orphans_deleted);
+        }
+        close_world(&w);
+        return rc;
+    }
     if (argc == 4 && strcmp(argv[1], "vms") == 0 && strcmp(argv[2], "--config") == 0)
         return cmd_vms(argv[3]);
     if (argc == 3 && strcmp(argv[1], "--check-config") == 0) {

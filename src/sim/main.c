@@ -85,7 +85,7 @@ static char *schema_path(struct sim *s)
     const char *env = getenv("PVESIM_SCHEMA_DIR");
     char exe[4096];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    char *cands[3] = {NULL, NULL, NULL};
+    char *cands[4] = {NULL, NULL, NULL, NULL};
     if (env)
         cands[0] = xasprintf("%s/%s", env, file);
     if (n > 0) {
@@ -94,10 +94,11 @@ static char *schema_path(struct sim *s)
         if (slash)
             *slash = '\0';
         cands[1] = xasprintf("%s/share/pve-apidoc/%s", exe, file);
+        cands[2] = xasprintf("%s/../share/pvesim/pve-apidoc/%s", exe, file); /* installed */
     }
-    cands[2] = xasprintf("%s/%s", SCHEMA_DIR_DEFAULT, file);
+    cands[3] = xasprintf("%s/%s", SCHEMA_DIR_DEFAULT, file);
     char *found = NULL;
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 4; i++) {
         if (!found && cands[i] && access(cands[i], R_OK) == 0)
             found = cands[i];
         else
@@ -248,7 +249,7 @@ static int open_listeners(struct sim *s, char **err)
             return -1;
         printf("control %s:%d\n", host, bound);
     } else {
-        printf("cluster %s\n", s->o.listen);
+        printf("cluster %s:%d\n", host, base - 1);
     }
     for (int i = 0; i < s->nnodes; i++)
         printf("node %s %s:%d\n", s->nodes[i].name, host, s->nodes[i].port);

@@ -1,0 +1,53 @@
+/* proxctl internals: the HTTP client of proxd's API, output helpers, and the
+ * command handlers. Exit codes scripts can rely on (also in proxctl(1)):
+ *   0 success, 1 the operation failed (a job ended failed), 2 usage or
+ *   invalid input (400), 3 not found (404), 4 not authorised (401/403),
+ *   5 server or network error, 6 conflict or quota (409). */
+#ifndef CLI_CLI_H
+#define CLI_CLI_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+enum {
+    EXIT_OK = 0,
+    EXIT_FAILED = 1,
+    EXIT_USAGE = 2,
+    EXIT_NOTFOUND = 3,
+    EXIT_AUTH = 4,
+    EXIT_SERVER = 5,
+    EXIT_CONFLICT = 6,
+};
+
+struct cli {
+    char server[512]; /* http://127.0.0.1:8080 */
+    char token[512];
+    bool json;  /* --json: print the API's JSON */
+    bool tty;   /* stdout is a terminal: progress bars */
+    bool quiet; /* --no-wait: return after queuing */
+};
+
+/* One API call. body may be NULL. *out receives the parsed JSON answer (or
+ * NULL). Returns the HTTP status, or -1 on a network error (message printed). */
+long cli_call(struct cli *c, const char *method, const char *path, json_t *body, json_t **out);
+/* Map an HTTP status to an exit code, printing the API's error to stderr. */
+int cli_fail(long status, json_t *answer);
+/* Stream /v1/jobs/<id>/events, calling fn(ev) per event; returns 0 when the
+ * stream ended, -1 when SSE is unavailable (the caller polls instead). */
+int cli_sse(struct cli *c, const char *job, void (*fn)(void *ud, json_t *ev), void *ud);
+
+/* Sizes: "2G", "512M", "40G", "1T", bare numbers in the unit given. */
+bool cli_size_mb(const char *s, int64_t *mb);
+bool cli_size_gb(const char *s, int64_t *gb);
+
+void cli_print_json(json_t *v);
+/* Follow a job to its end with progress; returns an exit code. */
+int cli_follow_job(struct cli *c, const char *job);
+
+int cmd_vm(struct cli *c, int argc, char **argv);
+int cmd_job(struct cli *c, int argc, char **argv);
+int cmd_node(struct cli *c, int argc, char **argv);
+int cmd_os(struct cli *c, int argc, char **argv);
+
+#endif

@@ -1,0 +1,171 @@
+/* client: proxctl's HTTP side (libcurl easy interface: a CLI makes one
+ * request at a time), error mapping, and the Server-Sent Events reader. */
+#include "cli/cli.h"
+#include "common/buf.h"
+#include "common/xalloc.h"
+
+#include <curl/curl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ANSWER_MAX (8u << 20)
+
+static size_t sink(char *p, size_t size, size_t n, void *ud)
+{
+    struct buf *b = ud;
+    return buf_add(b, p, size * n) == BUF_OK ? size * n : 0;
+}
+
+static struct curl_slist *headers(struct cli *c, bool json_body, bool sse)
+{
+    struct curl_slist *h = NULL;
+    char line[640];
+    if (c->token[0]) {
+        snprintf(line, sizeof line, "Authorization: Bearer %s", c->token);
+        h = curl_slist_append(h, line);
+    }
+    if (json_body)
+        h = curl_slist_append(h, "Content-Type: application/json");
+    h = curl_slist_append(h, sse ? "Accept: text/event-stream" : "Accept: application/json");
+    return h;
+}
+
+long cli_call(struct cli *c, const char *method, const char *path, json_t *body, json_t **out)
+{
+    *out = NULL;
+    CURL *h = curl_easy_init();
+    if (!h)
+        return -1;
+    char url[1024];
+    snprintf(url, sizeof url, "%s%s", c->server, path);
+    struct buf ans = BUF_INIT(ANSWER_MAX);
+    char *payload = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    struct curl_slist *hl = headers(c, payload != NULL, false);
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hl);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, sink);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &ans);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, 5000L);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 60000L);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    if (payload) {
+        curl_easy_setopt(h, CURLOPT_POSTFIELDS, payload);
+        curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)strlen(payload));
+    }
+    long status = -1;
+    CURLcode rc = curl_easy_perform(h);
+    if (rc != CURLE_OK) {
+        fprintf(stderr, "proxctl: cannot reach %s: %s\n", c->server, curl_easy_strerror(rc));
+    } else {
+        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+        if (ans.len)
+            *out = json_loadb(ans.data, ans.len, 0, NULL);
+    }
+    free(payload);
+    buf_release(&ans);
+    curl_slist_free_all(hl);
+    curl_easy_cleanup(h);
+    return status;
+}
+
+int cli_fail(long status, json_t *answer)
+{
+    if (status < 0)
+        return EXIT_SERVER;
+    json_t *e = json_object_get(answer, "error");
+    const char *msg = json_string_value(json_object_get(e, "message"));
+    const char *field = json_string_value(json_object_get(json_object_get(e, "details"), "field"));
+    fprintf(stderr, "proxctl: %s%s%s (HTTP %ld)\n", field ? field : "", field ? ": " : "",
+            msg ? msg : "request failed", status);
+    switch (status) {
+    case 400:
+    case 413:
+    case 415:
+    case 422: return EXIT_USAGE;
+    case 401:
+    case 403: return EXIT_AUTH;
+    case 404: return EXIT_NOTFOUND;
+    case 409: return EXIT_CONFLICT;
+    default: return status >= 500 ? EXIT_SERVER : EXIT_FAILED;
+    }
+}
+
+/* ---- Server-Sent Events -------------------------------------------------- */
+
+struct sse {
+    struct buf line;  /* the current, incomplete line */
+    struct buf data;  /* the current event's data */
+    void (*fn)(void *, json_t *);
+    void *ud;
+    int events;
+};
+
+static void sse_line(struct sse *s, const char *l)
+{
+    if (*l == '\0') { /* blank line: dispatch */
+        if (s->data.len) {
+            json_t *ev = json_loads(buf_str(&s->data), 0, NULL);
+            if (ev) {
+                s->fn(s->ud, ev);
+                json_decref(ev);
+                s->events++;
+            }
+        }
+        buf_reset(&s->data);
+        return;
+    }
+    if (strncmp(l, "data:", 5) == 0) {
+        const char *v = l + 5;
+        if (*v == ' ')
+            v++;
+        if (s->data.len)
+            buf_addc(&s->data, '\n');
+        buf_adds(&s->data, v);
+    }
+}
+
+static size_t sse_sink(char *p, size_t size, size_t n, void *ud)
+{
+    struct sse *s = ud;
+    size_t k = size * n;
+    for (size_t i = 0; i < k; i++) {
+        if (p[i] == '\n') {
+            if (s->line.len && s->line.data[s->line.len - 1] == '\r')
+                s->line.data[--s->line.len] = '\0';
+            sse_line(s, buf_str(&s->line));
+            buf_reset(&s->line);
+        } else if (buf_addc(&s->line, p[i]) != BUF_OK) {
+            return 0; /* a line over the cap: give up on this stream */
+        }
+    }
+    return k;
+}
+
+int cli_sse(struct cli *c, const char *job, void (*fn)(void *ud, json_t *ev), void *ud)
+{
+    CURL *h = curl_easy_init();
+    if (!h)
+        return -1;
+    char url[1024];
+    snprintf(url, sizeof url, "%s/v1/jobs/%s/events", c->server, job);
+    struct sse s = {BUF_INIT(1 << 20), BUF_INIT(1 << 20), fn, ud, 0};
+    struct curl_slist *hl = headers(c, false, true);
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hl);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, sse_sink);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &s);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, 5000L);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_FAILONERROR, 1L);
+    CURLcode rc = curl_easy_perform(h);
+    long status = 0;
+    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+    sse_line(&s, ""); /* an event not followed by a blank line */
+    buf_release(&s.line);
+    buf_release(&s.data);
+    curl_slist_free_all(hl);
+    curl_easy_cleanup(h);
+    return rc == CURLE_OK && status == 200 ? 0 : -1;
+}

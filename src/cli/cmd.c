@@ -1,0 +1,462 @@
+/* cmd: proxctl's commands over proxd's /v1 API. */
+#include "cli/cli.h"
+#include "common/buf.h"
+#include "common/xalloc.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* A list answer may be an array or an object holding one. */
+static json_t *items(json_t *ans, const char *key)
+{
+    if (json_is_array(ans))
+        return ans;
+    json_t *a = json_object_get(ans, key);
+    if (!a)
+        a = json_object_get(ans, "items");
+    return json_is_array(a) ? a : NULL;
+}
+
+static const char *str(json_t *o, const char *k)
+{
+    const char *s = json_string_value(json_object_get(o, k));
+    return s ? s : "-";
+}
+
+static long long num(json_t *o, const char *k)
+{
+    json_t *v = json_object_get(o, k);
+    return json_is_number(v) ? (long long)json_number_value(v) : 0;
+}
+
+static int usage_vm(void)
+{
+    fprintf(stderr,
+            "usage: proxctl vm create --os OS --name NAME [--cores N] [--memory SIZE] "
+            "[--disk SIZE]\n"
+            "                         [--ssh-key FILE]... [--owner WHO] [--no-wait]\n"
+            "       proxctl vm list [--owner WHO] [--state S] [--node N] [--os OS]\n"
+            "       proxctl vm show VMID\n"
+            "       proxctl vm start|stop|pause|resume|reboot|delete VMID [--no-wait]\n"
+            "       proxctl vm shutdown VMID [--timeout S] [--force] [--no-wait]\n"
+            "       proxctl vm set VMID [--cores N] [--memory SIZE] [--no-wait]\n"
+            "       proxctl vm resize VMID --disk SIZE [--no-wait]\n"
+            "SIZE: 2G, 512M, 40G (memory defaults to MiB, disk to GiB)\n");
+    return EXIT_USAGE;
+}
+
+/* After a 202: follow the job unless told not to. */
+static int accepted(struct cli *c, long st, json_t *ans)
+{
+    if (st != 202 && st != 200) {
+        int rc = cli_fail(st, ans);
+        json_decref(ans);
+        return rc;
+    }
+    const char *job = json_string_value(json_object_get(ans, "job"));
+    if (c->quiet || !job) {
+        if (c->json)
+            cli_print_json(ans);
+        else
+            printf("job %s queued\n", job ? job : "?");
+        json_decref(ans);
+        return EXIT_OK;
+    }
+    char id[64];
+    snprintf(id, sizeof id, "%s", job);
+    json_t *vmid = json_object_get(ans, "vmid");
+    int n = vmid ? (int)json_integer_value(vmid) : 0;
+    json_decref(ans);
+    int rc = cli_follow_job(c, id);
+    if (rc == EXIT_OK && !c->json && n) {
+        char path[64];
+        snprintf(path, sizeof path, "/v1/vms/%d", n);
+        json_t *vm = NULL;
+        if (cli_call(c, "GET", path, NULL, &vm) == 200)
+            printf("VM %d (%s) is %s on %s\n", n, str(vm, "name"), str(vm, "power"),
+                   str(vm, "node"));
+        json_decref(vm);
+    }
+    return rc;
+}
+
+static char *read_key(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    struct buf b = BUF_INIT(16384);
+    char tmp[4096];
+    size_t n;
+    bool ok = true;
+    while (ok && (n = fread(tmp, 1, sizeof tmp, f)) > 0)
+        ok = buf_add(&b, tmp, n) == BUF_OK;
+    fclose(f);
+    if (!ok) {
+        buf_release(&b);
+        return NULL;
+    }
+    while (b.len && (b.data[b.len - 1] == '\n' || b.data[b.len - 1] == '\r'))
+        b.data[--b.len] = '\0';
+    return buf_take(&b);
+}
+
+static int vm_create(struct cli *c, int argc, char **argv)
+{
+    static const struct option o[] = {{"os", 1, 0, 'o'},      {"name", 1, 0, 'n'},
+                                      {"cores", 1, 0, 'c'},   {"memory", 1, 0, 'm'},
+                                      {"disk", 1, 0, 'd'},    {"ssh-key", 1, 0, 'k'},
+                                      {"owner", 1, 0, 'u'},   {"no-wait", 0, 0, 'W'},
+                                      {0, 0, 0, 0}};
+    json_t *body = json_object(), *keys = json_array();
+    int opt, rc = EXIT_USAGE;
+    int64_t v;
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, "", o, NULL)) != -1) {
+        switch (opt) {
+        case 'o': json_object_set_new(body, "os", json_string(optarg)); break;
+        case 'n': json_object_set_new(body, "name", json_string(optarg)); break;
+        case 'u': json_object_set_new(body, "owner", json_string(optarg)); break;
+        case 'W': c->quiet = true; break;
+        case 'c': json_object_set_new(body, "cores", json_integer(atoi(optarg))); break;
+        case 'm':
+            if (!cli_size_mb(optarg, &v)) {
+                fprintf(stderr, "proxctl: --memory: '%s' is not a size like 2G or 2048\n", optarg);
+                goto out;
+            }
+            json_object_set_new(body, "memory_mb", json_integer(v));
+            break;
+        case 'd':
+            if (!cli_size_gb(optarg, &v)) {
+                fprintf(stderr, "proxctl: --disk: '%s' is not a size like 40G\n", optarg);
+                goto out;
+            }
+            json_object_set_new(body, "disk_gb", json_integer(v));
+            break;
+        case 'k': {
+            char *k = read_key(optarg);
+            if (!k) {
+                fprintf(stderr, "proxctl: --ssh-key: cannot read '%s'\n", optarg);
+                goto out;
+            }
+            json_array_append_new(keys, json_string(k));
+            free(k);
+            break;
+        }
+        default: rc = usage_vm(); goto out;
+        }
+    }
+    if (!json_object_get(body, "os") || !json_object_get(body, "name")) {
+        fprintf(stderr, "proxctl: vm create needs --os and --name\n");
+        goto out;
+    }
+    if (json_array_size(keys))
+        json_object_set(body, "ssh_keys", keys);
+    json_t *ans = NULL;
+    long st = cli_call(c, "POST", "/v1/vms", body, &ans);
+    rc = accepted(c, st, ans);
+out:
+    json_decref(keys);
+    json_decref(body);
+    return rc;
+}
+
+static void vm_row(json_t *v)
+{
+    printf("%-6lld %-20.20s %-8.8s %-10.10s %-6.6s %-9.9s %-8.8s %5lld %8lldM %6lldG\n",
+           num(v, "vmid"), str(v, "name"), str(v, "os"), str(v, "owner"), str(v, "node"),
+           str(v, "state"), str(v, "power"), num(v, "cores"), num(v, "memory_mb"),
+           num(v, "disk_gb"));
+}
+
+static int vm_list(struct cli *c, int argc, char **argv)
+{
+    static const struct option o[] = {{"owner", 1, 0, 'u'}, {"state", 1, 0, 's'},
+                                      {"node", 1, 0, 'n'},  {"os", 1, 0, 'o'},
+                                      {0, 0, 0, 0}};
+    struct buf q = BUF_INIT(2048);
+    int opt;
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, "", o, NULL)) != -1) {
+        const char *k = opt == 'u' ? "owner" : opt == 's' ? "state" : opt == 'n' ? "node" : "os";
+        if (opt == '?') {
+            buf_release(&q);
+            return usage_vm();
+        }
+        buf_printf(&q, "&%s=%s", k, optarg);
+    }
+    json_t *all = json_array();
+    char cursor[64] = "";
+    int rc = EXIT_OK;
+    for (int page = 0; page < 1000; page++) {
+        char path[2300];
+        snprintf(path, sizeof path, "/v1/vms?limit=100%s%s%s", buf_str(&q),
+                 cursor[0] ? "&after=" : "", cursor);
+        json_t *ans = NULL;
+        long st = cli_call(c, "GET", path, NULL, &ans);
+        if (st != 200) {
+            rc = cli_fail(st, ans);
+            json_decref(ans);
+            break;
+        }
+        json_array_extend(all, items(ans, "vms"));
+        json_t *next = json_object_get(ans, "next");
+        if (json_is_integer(next))
+            snprintf(cursor, sizeof cursor, "%lld", (long long)json_integer_value(next));
+        else if (json_is_string(next))
+            snprintf(cursor, sizeof cursor, "%s", json_string_value(next));
+        else
+            cursor[0] = '\0';
+        json_decref(ans);
+        if (!cursor[0])
+            break;
+    }
+    buf_release(&q);
+    if (rc == EXIT_OK) {
+        if (c->json) {
+            cli_print_json(all);
+        } else {
+            printf("%-6s %-20s %-8s %-10s %-6s %-9s %-8s %5s %9s %7s\n", "VMID", "NAME", "OS",
+                   "OWNER", "NODE", "STATE", "POWER", "CORES", "MEMORY", "DISK");
+            size_t i;
+            json_t *v;
+            json_array_foreach(all, i, v) vm_row(v);
+        }
+    }
+    json_decref(all);
+    return rc;
+}
+
+static int vm_show(struct cli *c, const char *vmid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/v1/vms/%s", vmid);
+    json_t *v = NULL;
+    long st = cli_call(c, "GET", path, NULL, &v);
+    int rc = st == 200 ? EXIT_OK : cli_fail(st, v);
+    if (rc == EXIT_OK && c->json) {
+        cli_print_json(v);
+    } else if (rc == EXIT_OK) {
+        const char *keys[] = {"vmid", "name", "os", "owner", "node", "state", "power",
+                              "cores", "memory_mb", "disk_gb", "created_at", "updated_at"};
+        for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) {
+            json_t *x = json_object_get(v, keys[i]);
+            if (json_is_string(x))
+                printf("%-11s %s\n", keys[i], json_string_value(x));
+            else if (x && !json_is_null(x))
+                printf("%-11s %lld\n", keys[i], (long long)json_number_value(x));
+        }
+        json_t *p = json_object_get(v, "pending");
+        if (json_object_size(p)) {
+            char *s = json_dumps(p, JSON_COMPACT | JSON_SORT_KEYS);
+            printf("%-11s %s (applies at the next reboot)\n", "pending", s);
+            free(s);
+        }
+    }
+    json_decref(v);
+    return rc;
+}
+
+static int vm_op(struct cli *c, const char *op, int argc, char **argv)
+{
+    static const struct option o[] = {{"timeout", 1, 0, 't'}, {"force", 0, 0, 'f'},
+                                      {"cores", 1, 0, 'c'},   {"memory", 1, 0, 'm'},
+                                      {"disk", 1, 0, 'd'},    {"no-wait", 0, 0, 'W'},
+                                      {0, 0, 0, 0}};
+    if (argc < 2)
+        return usage_vm();
+    char vmid[32];
+    snprintf(vmid, sizeof vmid, "%s", argv[1]);
+    json_t *body = json_object();
+    int opt;
+    int64_t v;
+    optind = 2;
+    while ((opt = getopt_long(argc, argv, "", o, NULL)) != -1) {
+        switch (opt) {
+        case 't': json_object_set_new(body, "timeout", json_integer(atoi(optarg))); break;
+        case 'f': json_object_set_new(body, "force", json_true()); break;
+        case 'c': json_object_set_new(body, "cores", json_integer(atoi(optarg))); break;
+        case 'W': c->quiet = true; break;
+        case 'm':
+            if (!cli_size_mb(optarg, &v)) {
+                fprintf(stderr, "proxctl: --memory: '%s' is not a size like 4G\n", optarg);
+                json_decref(body);
+                return EXIT_USAGE;
+            }
+            json_object_set_new(body, "memory_mb", json_integer(v));
+            break;
+        case 'd':
+            if (!cli_size_gb(optarg, &v)) {
+                fprintf(stderr, "proxctl: --disk: '%s' is not a size like 50G\n", optarg);
+                json_decref(body);
+                return EXIT_USAGE;
+            }
+            json_object_set_new(body, "disk_gb", json_integer(v));
+            break;
+        default: json_decref(body); return usage_vm();
+        }
+    }
+    char path[128];
+    const char *method = "POST";
+    if (strcmp(op, "delete") == 0) {
+        method = "DELETE";
+        snprintf(path, sizeof path, "/v1/vms/%s", vmid);
+    } else if (strcmp(op, "set") == 0) {
+        method = "PATCH";
+        snprintf(path, sizeof path, "/v1/vms/%s", vmid);
+    } else {
+        snprintf(path, sizeof path, "/v1/vms/%s/%s", vmid, op);
+    }
+    json_t *ans = NULL;
+    long st = cli_call(c, method, path, json_object_size(body) ? body : NULL, &ans);
+    json_decref(body);
+    return accepted(c, st, ans);
+}
+
+int cmd_vm(struct cli *c, int argc, char **argv)
+{
+    if (argc < 1)
+        return usage_vm();
+    const char *sub = argv[0];
+    if (strcmp(sub, "create") == 0)
+        return vm_create(c, argc, argv);
+    if (strcmp(sub, "list") == 0)
+        return vm_list(c, argc, argv);
+    if (strcmp(sub, "show") == 0 && argc == 2)
+        return vm_show(c, argv[1]);
+    static const char *const ops[] = {"start",  "shutdown", "stop", "pause", "resume",
+                                      "reboot", "set",      "resize", "delete"};
+    for (size_t i = 0; i < sizeof ops / sizeof *ops; i++)
+        if (strcmp(sub, ops[i]) == 0)
+            return vm_op(c, sub, argc, argv);
+    return usage_vm();
+}
+
+int cmd_job(struct cli *c, int argc, char **argv)
+{
+    if (argc != 2 || (strcmp(argv[0], "show") != 0 && strcmp(argv[0], "watch") != 0)) {
+        fprintf(stderr, "usage: proxctl job show|watch ID\n");
+        return EXIT_USAGE;
+    }
+    if (strcmp(argv[0], "watch") == 0)
+        return cli_follow_job(c, argv[1]);
+    char path[128];
+    snprintf(path, sizeof path, "/v1/jobs/%s", argv[1]);
+    json_t *j = NULL;
+    long st = cli_call(c, "GET", path, NULL, &j);
+    int rc = st == 200 ? EXIT_OK : cli_fail(st, j);
+    if (rc == EXIT_OK && c->json) {
+        cli_print_json(j);
+    } else if (rc == EXIT_OK) {
+        printf("job       %s\nkind      %s\nstate     %s\nstep      %s\nprogress  %lld%%\n",
+               str(j, "id"), str(j, "kind"), str(j, "state"), str(j, "step"),
+               num(j, "progress"));
+        if (json_object_get(j, "vmid"))
+            printf("vmid      %lld\n", num(j, "vmid"));
+        const char *e = json_string_value(json_object_get(j, "error"));
+        if (e && *e)
+            printf("error     %s\n", e);
+        size_t i;
+        json_t *a;
+        json_array_foreach(json_object_get(j, "attempts"), i, a)
+            printf("attempt   %s: %s\n", str(a, "node"), str(a, "error"));
+    }
+    json_decref(j);
+    return rc;
+}
+
+/* "[#####-----]" for used of total. */
+static void capbar(long long used, long long total, char *out, size_t len)
+{
+    int w = 10, full = total > 0 ? (int)(used * w / total) : 0;
+    if (full > w)
+        full = w;
+    size_t k = 0;
+    out[k++] = '[';
+    for (int i = 0; i < w && k + 2 < len; i++)
+        out[k++] = i < full ? '#' : '-';
+    out[k++] = ']';
+    out[k] = '\0';
+}
+
+int cmd_node(struct cli *c, int argc, char **argv)
+{
+    (void)argv;
+    if (argc != 1 || strcmp(argv[0], "list") != 0) {
+        fprintf(stderr, "usage: proxctl node list\n");
+        return EXIT_USAGE;
+    }
+    json_t *ans = NULL;
+    long st = cli_call(c, "GET", "/v1/nodes", NULL, &ans);
+    if (st != 200) {
+        int rc = cli_fail(st, ans);
+        json_decref(ans);
+        return rc;
+    }
+    if (c->json) {
+        cli_print_json(ans);
+        json_decref(ans);
+        return EXIT_OK;
+    }
+    printf("%-8s %-6s %-26s %-28s %4s\n", "NODE", "HEALTH", "MEMORY", "STORAGE", "VMS");
+    size_t i;
+    json_t *n;
+    json_array_foreach(items(ans, "nodes"), i, n)
+    {
+        json_t *mem = json_object_get(n, "memory"), *stg = json_object_get(n, "storage");
+        long long mt = num(mem ? mem : n, mem ? "total" : "mem_total");
+        long long mu = num(mem ? mem : n, mem ? "used" : "mem_used");
+        long long stt = num(stg ? stg : n, stg ? "total" : "storage_total");
+        long long stu = num(stg ? stg : n, stg ? "used" : "storage_used");
+        char mb[16], sb[16], ms[64], ss[64];
+        capbar(mu, mt, mb, sizeof mb);
+        capbar(stu, stt, sb, sizeof sb);
+        snprintf(ms, sizeof ms, "%s %lld/%lldG", mb, mu >> 30, mt >> 30);
+        snprintf(ss, sizeof ss, "%s %lld/%lldG", sb, stu >> 30, stt >> 30);
+        json_t *h = json_object_get(n, "health");
+        const char *health = json_is_string(h) ? json_string_value(h)
+                             : json_is_true(json_object_get(n, "up")) ? "up"
+                                                                      : "down";
+        printf("%-8s %-6s %-26s %-28s %4lld\n", str(n, "name"), health, ms, ss,
+               num(n, json_object_get(n, "vm_count") ? "vm_count" : "vms"));
+    }
+    json_decref(ans);
+    return EXIT_OK;
+}
+
+int cmd_os(struct cli *c, int argc, char **argv)
+{
+    if (argc != 1 || strcmp(argv[0], "list") != 0) {
+        fprintf(stderr, "usage: proxctl os list\n");
+        return EXIT_USAGE;
+    }
+    json_t *ans = NULL;
+    long st = cli_call(c, "GET", "/v1/os", NULL, &ans);
+    if (st != 200) {
+        int rc = cli_fail(st, ans);
+        json_decref(ans);
+        return rc;
+    }
+    if (c->json) {
+        cli_print_json(ans);
+    } else {
+        printf("%-10s %-13s %s\n", "OS", "RANGE", "USED");
+        size_t i;
+        json_t *o;
+        json_array_foreach(items(ans, "os"), i, o)
+        {
+            json_t *r = json_object_get(o, "range");
+            char range[32];
+            if (json_is_string(r))
+                snprintf(range, sizeof range, "%s", json_string_value(r));
+            else
+                snprintf(range, sizeof range, "%lld-%lld", num(r ? r : o, r ? "lo" : "range_lo"),
+                         num(r ? r : o, r ? "hi" : "range_hi"));
+            printf("%-10s %-13s %lld\n", str(o, "name"), range, num(o, "used"));
+        }
+    }
+    json_decref(ans);
+    return EXIT_OK;
+}

@@ -1,0 +1,150 @@
+/* output: sizes, JSON printing, and following a job with a progress bar on
+ * a terminal or plain lines when piped. */
+#include "cli/cli.h"
+#include "common/util.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static bool size_in(const char *s, int64_t unit_div, int64_t default_mul, int64_t *out)
+{
+    char *end;
+    if (!s || !isdigit((unsigned char)*s))
+        return false;
+    double v = strtod(s, &end);
+    int64_t mul = default_mul;
+    switch (toupper((unsigned char)*end)) {
+    case 'K': mul = 1024; end++; break;
+    case 'M': mul = 1024 * 1024; end++; break;
+    case 'G': mul = 1024LL * 1024 * 1024; end++; break;
+    case 'T': mul = 1024LL * 1024 * 1024 * 1024; end++; break;
+    default: break;
+    }
+    if (*end == 'i' || *end == 'I')
+        end++;
+    if (*end == 'B' || *end == 'b')
+        end++;
+    if (*end || v <= 0 || v > 1e15)
+        return false;
+    *out = (int64_t)(v * (double)mul / (double)unit_div);
+    return *out > 0;
+}
+
+bool cli_size_mb(const char *s, int64_t *mb)
+{
+    return size_in(s, 1024 * 1024, 1024 * 1024, mb);
+}
+
+bool cli_size_gb(const char *s, int64_t *gb)
+{
+    return size_in(s, 1024LL * 1024 * 1024, 1024LL * 1024 * 1024, gb);
+}
+
+void cli_print_json(json_t *v)
+{
+    char *s = json_dumps(v, JSON_INDENT(2) | JSON_SORT_KEYS);
+    printf("%s\n", s ? s : "null");
+    free(s);
+}
+
+struct follow {
+    struct cli *c;
+    char last_step[64];
+    int progress;
+};
+
+static void bar(int pct, char *out, size_t len)
+{
+    int w = 24, full = pct * w / 100;
+    size_t k = 0;
+    out[k++] = '[';
+    for (int i = 0; i < w && k + 2 < len; i++)
+        out[k++] = i < full ? '#' : '-';
+    out[k++] = ']';
+    out[k] = '\0';
+}
+
+static void show(struct follow *f, const char *step, int progress, const char *msg)
+{
+    if (f->c->json)
+        return;
+    if (progress >= 0)
+        f->progress = progress;
+    if (f->c->tty) {
+        char b[32];
+        bar(f->progress, b, sizeof b);
+        printf("\r\033[K%s %3d%% %-10s %.60s", b, f->progress, step, msg ? msg : "");
+        fflush(stdout);
+    } else if (strcmp(step, f->last_step) != 0 || (msg && *msg)) {
+        printf("%3d%% %s%s%s\n", f->progress, step, msg && *msg ? ": " : "", msg ? msg : "");
+        fflush(stdout);
+    }
+    snprintf(f->last_step, sizeof f->last_step, "%s", step);
+}
+
+static void on_event(void *ud, json_t *ev)
+{
+    struct follow *f = ud;
+    const char *step = json_string_value(json_object_get(ev, "step"));
+    json_t *p = json_object_get(ev, "progress");
+    show(f, step ? step : "", p ? (int)json_integer_value(p) : -1,
+         json_string_value(json_object_get(ev, "message")));
+}
+
+/* Poll GET /v1/jobs/<id> until it ends (when the server has no SSE). */
+static json_t *poll_job(struct follow *f, const char *job)
+{
+    char path[128];
+    snprintf(path, sizeof path, "/v1/jobs/%s", job);
+    for (long pause = 100;; pause = pause < 1000 ? pause * 2 : 1000) {
+        json_t *j = NULL;
+        long st = f->c ? cli_call(f->c, "GET", path, NULL, &j) : -1;
+        if (st != 200)
+            return j;
+        const char *state = json_string_value(json_object_get(j, "state"));
+        const char *step = json_string_value(json_object_get(j, "step"));
+        show(f, step ? step : "", (int)json_integer_value(json_object_get(j, "progress")), NULL);
+        if (state && (strcmp(state, "done") == 0 || strcmp(state, "failed") == 0))
+            return j;
+        json_decref(j);
+        sleep_ms(pause);
+    }
+}
+
+int cli_follow_job(struct cli *c, const char *job)
+{
+    struct follow f = {.c = c, .progress = 0};
+    if (cli_sse(c, job, on_event, &f) != 0) {
+        json_t *j = poll_job(&f, job);
+        json_decref(j);
+    }
+    char path[128];
+    snprintf(path, sizeof path, "/v1/jobs/%s", job);
+    json_t *j = NULL;
+    long st = cli_call(c, "GET", path, NULL, &j);
+    if (c->tty && !c->json)
+        printf("\n");
+    if (st != 200) {
+        int rc = cli_fail(st, j);
+        json_decref(j);
+        return rc;
+    }
+    if (c->json)
+        cli_print_json(j);
+    const char *state = json_string_value(json_object_get(j, "state"));
+    int rc = state && strcmp(state, "done") == 0 ? EXIT_OK : EXIT_FAILED;
+    if (!c->json && rc != EXIT_OK) {
+        const char *err = json_string_value(json_object_get(j, "error"));
+        fprintf(stderr, "proxctl: job %s failed: %s\n", job, err ? err : "(no reason given)");
+        json_t *att = json_object_get(j, "attempts");
+        size_t i;
+        json_t *a;
+        json_array_foreach(att, i, a)
+            fprintf(stderr, "  %s: %s\n", json_string_value(json_object_get(a, "node")),
+                    json_string_value(json_object_get(a, "error")));
+    }
+    json_decref(j);
+    return rc;
+}

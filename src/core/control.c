@@ -1,0 +1,717 @@
+/* control: everything done to a VM after its creation — power actions,
+ * resource updates, disk growth, deletion — as durable jobs, plus quotas.
+ *
+ * Requests are checked against the record at once (ownership, state, power,
+ * limits, quota, capacity) and refused without a job when they make no
+ * sense; the job then locates the VM (the inventory, refreshed when the VM
+ * is not where the record says: HA may have moved it), calls Proxmox, waits
+ * for the task and writes the result to the record. Steps and UPIDs are
+ * checkpointed like creation, so a restart resumes each job exactly once. */
+#include "common/log.h"
+#include "common/util.h"
+#include "common/xalloc.h"
+#include "core/core_int.h"
+#include "pve/pve_api.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define GiB (1024LL * 1024 * 1024)
+#define MiB (1024LL * 1024)
+#define STEP_DEADLINE_MS (600 * 1000L)
+#define WAIT_SLICE_MS 2000
+
+static const char *const action_names[] = {"start", "shutdown", "stop", "pause", "resume",
+                                           "reboot"};
+
+const char *vm_action_name(enum vm_action a)
+{
+    return (unsigned)a < sizeof action_names / sizeof *action_names ? action_names[a] : "?";
+}
+
+int vm_action_parse(const char *s)
+{
+    for (size_t i = 0; s && i < sizeof action_names / sizeof *action_names; i++)
+        if (strcmp(s, action_names[i]) == 0)
+            return (int)i;
+    return -1;
+}
+
+static int fail(struct core_error *err, enum core_err code, const char *field, const char *fmt,
+                ...) __attribute__((format(printf, 4, 5)));
+static int fail(struct core_error *err, enum core_err code, const char *field, const char *fmt,
+                ...)
+{
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        err->code = code;
+        snprintf(err->field, sizeof err->field, "%s", field ? field : "");
+        vsnprintf(err->message, sizeof err->message, fmt, ap);
+        va_end(ap);
+    }
+    return code;
+}
+
+/* ---- quotas ------------------------------------------------------------ */
+
+int core_quota_use(struct core *k, const char *owner, struct quota_use *used,
+                   struct core_error *err)
+{
+    memset(used, 0, sizeof *used);
+    struct vm_filter f = {.owner = owner, .state = -1, .limit = 1000};
+    for (;;) {
+        struct vm_rec *v = NULL;
+        size_t n = 0;
+        struct store_error se;
+        if (store_vm_list(k->st, &f, &v, &n, &se))
+            return fail(err, CORE_E_INTERNAL, NULL, "%s", se.message);
+        for (size_t i = 0; i < n; i++) {
+            if (v[i].state == VMS_CREATING || v[i].state == VMS_ENABLED ||
+                v[i].state == VMS_DELETING) {
+                used->vms++;
+                used->cores += v[i].cores;
+                used->memory_mb += v[i].memory_mb;
+                used->disk_gb += v[i].disk_gb;
+            }
+            f.after_id = v[i].id;
+            vm_rec_release(&v[i]);
+        }
+        free(v);
+        if (n == 0)
+            break;
+    }
+    return CORE_OK;
+}
+
+/* Would adding the deltas pass the owner's quota? */
+int core_quota_check(struct core *k, const char *owner, int dvms, int dcores, int64_t dmem,
+                     int64_t ddisk, struct core_error *err)
+{
+    const struct cfg_quota *q = config_quota(k->cfg, owner);
+    if (!q)
+        return CORE_OK;
+    struct quota_use u;
+    int rc = core_quota_use(k, owner, &u, err);
+    if (rc)
+        return rc;
+    if (q->vms > 0 && u.vms + dvms > q->vms)
+        return fail(err, CORE_E_FULL, "quota",
+                    "VM quota of '%s' reached: %d of %d VMs in use, %d left", owner, u.vms,
+                    q->vms, q->vms - u.vms);
+    if (q->cores > 0 && u.cores + dcores > q->cores)
+        return fail(err, CORE_E_FULL, "cores",
+                    "core quota of '%s': %d of %d cores in use, %d left", owner, u.cores,
+                    q->cores, q->cores - u.cores);
+    if (q->memory_mb > 0 && u.memory_mb + dmem > q->memory_mb)
+        return fail(err, CORE_E_FULL, "memory_mb",
+                    "memory quota of '%s': %lld of %lld MiB in use, %lld MiB left", owner,
+                    (long long)u.memory_mb, (long long)q->memory_mb,
+                    (long long)(q->memory_mb - u.memory_mb));
+    if (q->disk_gb > 0 && u.disk_gb + ddisk > q->disk_gb)
+        return fail(err, CORE_E_FULL, "disk_gb",
+                    "disk quota of '%s': %lld of %lld GiB in use, %lld GiB left", owner,
+                    (long long)u.disk_gb, (long long)q->disk_gb,
+                    (long long)(q->disk_gb - u.disk_gb));
+    return CORE_OK;
+}
+
+/* ---- requests ------------------------------------------------------------ */
+
+/* The caller's live record of vmid; another owner's VM is "not found". */
+static int load_owned(struct core *k, int vmid, const char *owner, struct vm_rec *v,
+                      struct core_error *err)
+{
+    struct store_error se;
+    int rc = store_vm_get(k->st, vmid, v, &se);
+    if (rc == STORE_E_NOTFOUND || (rc == 0 && owner && strcmp(owner, v->owner) != 0)) {
+        if (rc == 0)
+            vm_rec_release(v);
+        return fail(err, CORE_E_NOTFOUND, "vmid", "no VM %d", vmid);
+    }
+    if (rc)
+        return fail(err, CORE_E_INTERNAL, NULL, "%s", se.message);
+    if (v->state != VMS_ENABLED) {
+        enum vm_state st = v->state;
+        vm_rec_release(v);
+        return fail(err, CORE_E_CONFLICT, "vmid", "VM %d is %s", vmid, vm_state_name(st));
+    }
+    return CORE_OK;
+}
+
+/* Queue a job for a VM; `request` is stolen. */
+static int enqueue(struct core *k, struct vm_rec *v, const char *kind, json_t *request,
+                   char job_id[40], struct core_error *err)
+{
+    struct job_rec j = {.state = JOB_QUEUED, .vmid = v->vmid, .request = request,
+                        .attempts = json_array()};
+    core_uuid(job_id);
+    snprintf(j.id, sizeof j.id, "%s", job_id);
+    snprintf(j.kind, sizeof j.kind, "%s", kind);
+    snprintf(j.owner, sizeof j.owner, "%s", v->owner);
+    snprintf(j.step, sizeof j.step, "queued");
+    snprintf(j.node, sizeof j.node, "%s", v->node);
+    struct store_error se;
+    int rc = store_job_insert(k->st, &j, &se);
+    job_rec_release(&j);
+    if (rc)
+        return fail(err, CORE_E_INTERNAL, NULL, "%s", se.message);
+    store_job_event_add(k->st, job_id, "queued", 0, kind, &se);
+    log_info("job", "job=%s kind=%s vmid=%d node=%s queued", job_id, kind, v->vmid, v->node);
+    pthread_mutex_lock(&k->mu);
+    pthread_cond_broadcast(&k->cv);
+    pthread_mutex_unlock(&k->mu);
+    return CORE_OK;
+}
+
+/* Which actions make sense from a recorded power state. */
+static const char *action_refusal(enum vm_action a, const char *power)
+{
+    bool running = strcmp(power, "running") == 0, paused = strcmp(power, "paused") == 0,
+         stopped = strcmp(power, "stopped") == 0;
+    switch (a) {
+    case ACT_START:
+        return running ? "already running" : paused ? "paused: resume it instead" : NULL;
+    case ACT_SHUTDOWN:
+    case ACT_STOP: return stopped ? "already stopped" : NULL;
+    case ACT_PAUSE: return running ? NULL : "not running";
+    case ACT_RESUME: return paused ? NULL : running ? "not paused" : "not running";
+    case ACT_REBOOT: return running ? NULL : paused ? "paused: resume it first" : "not running";
+    }
+    return "unknown action";
+}
+
+int core_vm_action(struct core *k, int vmid, const char *owner, enum vm_action a,
+                   const struct action_opts *o, char job_id[40], struct core_error *err)
+{
+    if ((unsigned)a > ACT_REBOOT)
+        return fail(err, CORE_E_INVALID, "action", "unknown action");
+    if (o && (o->timeout_s < 0 || o->timeout_s > 3600))
+        return fail(err, CORE_E_INVALID, "timeout", "must be between 0 and 3600 seconds");
+    struct vm_rec v;
+    int rc = load_owned(k, vmid, owner, &v, err);
+    if (rc)
+        return rc;
+    const char *why = action_refusal(a, v.power);
+    if (why) {
+        rc = fail(err, CORE_E_CONFLICT, "action", "cannot %s VM %d: %s", vm_action_name(a), vmid,
+                  why);
+    } else {
+        json_t *req = json_pack("{s:s,s:i,s:b}", "action", vm_action_name(a), "timeout",
+                                o ? o->timeout_s : 0, "force", o && o->force);
+        rc = enqueue(k, &v, vm_action_name(a), req, job_id, err);
+    }
+    vm_rec_release(&v);
+    return rc;
+}
+
+int core_vm_update(struct core *k, int vmid, const char *owner, int cores, int64_t memory_mb,
+                   char job_id[40], struct core_error *err)
+{
+    char msg[256];
+    if (cores == 0 && memory_mb == 0)
+        return fail(err, CORE_E_INVALID, "cores", "give cores and/or memory_mb");
+    if (cores && !validate_cores(k->cfg, cores, msg, sizeof msg))
+        return fail(err, CORE_E_INVALID, "cores", "%s", msg);
+    if (memory_mb && !validate_memory(k->cfg, memory_mb, msg, sizeof msg))
+        return fail(err, CORE_E_INVALID, "memory_mb", "%s", msg);
+    struct vm_rec v;
+    int rc = load_owned(k, vmid, owner, &v, err);
+    if (rc)
+        return rc;
+    rc = core_quota_check(k, v.owner, 0, cores ? cores - v.cores : 0,
+                          memory_mb ? memory_mb - v.memory_mb : 0, 0, err);
+    if (!rc) {
+        json_t *req = json_object();
+        if (cores)
+            json_object_set_new(req, "cores", json_integer(cores));
+        if (memory_mb)
+            json_object_set_new(req, "memory_mb", json_integer(memory_mb));
+        rc = enqueue(k, &v, "update", req, job_id, err);
+    }
+    vm_rec_release(&v);
+    return rc;
+}
+
+int core_vm_resize(struct core *k, int vmid, const char *owner, int64_t disk_gb,
+                   char job_id[40], struct core_error *err)
+{
+    char msg[256];
+    if (!validate_disk(k->cfg, disk_gb, msg, sizeof msg))
+        return fail(err, CORE_E_INVALID, "disk_gb", "%s", msg);
+    struct vm_rec v;
+    int rc = load_owned(k, vmid, owner, &v, err);
+    if (rc)
+        return rc;
+    if (disk_gb <= v.disk_gb) {
+        rc = fail(err, CORE_E_INVALID, "disk_gb",
+                  "must be larger than the current %lld GiB: disks only grow",
+                  (long long)v.disk_gb);
+        goto out;
+    }
+    if ((rc = core_quota_check(k, v.owner, 0, 0, 0, disk_gb - v.disk_gb, err)))
+        goto out;
+    /* room on the node's VM storage, checked before any call */
+    struct node_view nv;
+    const struct cfg_node *cn = config_node(k->cfg, v.node);
+    if (cn && fleet_node_view(k->fl, v.node, &nv) == 0 && nv.known) {
+        int64_t rmem = 0, rdisk = 0;
+        store_reserved_on(k->st, v.node, NULL, &rmem, &rdisk, NULL);
+        int64_t avail = nv.st_avail - rdisk - k->cfg->disk_margin_gb * GiB;
+        int64_t need = (disk_gb - v.disk_gb) * GiB;
+        if (need > avail) {
+            rc = fail(err, CORE_E_FULL, "disk_gb",
+                      "not enough space on %s of %s: %lld GiB free, %lld GiB more needed",
+                      cn->storage, v.node, (long long)(avail > 0 ? avail / GiB : 0),
+                      (long long)(disk_gb - v.disk_gb));
+            goto out;
+        }
+    }
+    rc = enqueue(k, &v, "resize", json_pack("{s:I}", "disk_gb", (json_int_t)disk_gb), job_id,
+                 err);
+out:
+    vm_rec_release(&v);
+    return rc;
+}
+
+int core_vm_delete(struct core *k, int vmid, const char *owner, char job_id[40],
+                   struct core_error *err)
+{
+    struct vm_rec v;
+    int rc = load_owned(k, vmid, owner, &v, err);
+    if (rc)
+        return rc;
+    rc = enqueue(k, &v, "delete", json_object(), job_id, err);
+    if (!rc) {
+        v.state = VMS_DELETING;
+        snprintf(v.job, sizeof v.job, "%s", job_id);
+        store_vm_update(k->st, &v, NULL);
+    }
+    vm_rec_release(&v);
+    return rc;
+}
+
+/* ---- running the jobs ----------------------------------------------------------- */
+
+struct cctx {
+    struct core *k;
+    struct job_rec *j;
+    struct vm_rec v;
+    pve_client *pc;
+};
+
+static bool stopping(struct core *k)
+{
+    pthread_mutex_lock(&k->mu);
+    bool s = k->stopping;
+    pthread_mutex_unlock(&k->mu);
+    return s;
+}
+
+static int wait_task(struct cctx *c, const char *upid, struct pve_error *e)
+{
+    int64_t end = mono_ms() + STEP_DEADLINE_MS;
+    for (;;) {
+        struct pve_task t;
+        int rc = pve_task_wait(c->pc, upid, WAIT_SLICE_MS, NULL, NULL, &t, e);
+        if (rc != PVE_E_TIMEOUT || mono_ms() >= end)
+            return rc;
+        if (stopping(c->k))
+            return -1;
+        store_job_renew(c->k->st, c->j->id, c->k->instance, LEASE_MS, NULL);
+    }
+}
+
+static void job_fail(struct cctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void job_fail(struct cctx *c, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->j->error, sizeof c->j->error, fmt, ap);
+    va_end(ap);
+    c->j->state = JOB_FAILED;
+    c->j->finished_at = wall_ms();
+    job_checkpoint(c->k, c->j, "failed", 100, "%s", c->j->error);
+}
+
+static void job_done(struct cctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void job_done(struct cctx *c, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    c->j->state = JOB_DONE;
+    c->j->finished_at = wall_ms();
+    job_checkpoint(c->k, c->j, "done", 100, "%s", msg);
+}
+
+static void save_vm(struct cctx *c)
+{
+    struct store_error se;
+    if (store_vm_update(c->k->st, &c->v, &se))
+        log_error("job", "job=%s vmid=%d cannot update the record: %s", c->j->id, c->v.vmid,
+                  se.message);
+}
+
+/* Find the VM: where the record says, else where the (refreshed) inventory
+ * sees it. Returns 0, PVE_E_NOTFOUND when it is gone, or another error. */
+static int locate(struct cctx *c, struct pve_vm_status *st, struct pve_error *e)
+{
+    struct core *k = c->k;
+    for (int round = 0; round < 2; round++) {
+        c->pc = c->v.node[0] ? fleet_client(k->fl, c->v.node) : NULL;
+        if (c->pc) {
+            int rc = pve_vm_status(c->pc, c->v.node, c->v.vmid, st, e);
+            if (rc != PVE_E_NOTFOUND)
+                return rc;
+        }
+        if (round == 1)
+            break;
+        fleet_refresh(k->fl, true);
+        char node[64];
+        if (fleet_vm_node(k->fl, c->v.vmid, node) != 0) {
+            snprintf(e->message, sizeof e->message, "VM %d is on no node", c->v.vmid);
+            e->cls = PVE_E_NOTFOUND;
+            return PVE_E_NOTFOUND;
+        }
+        if (strcmp(node, c->v.node) != 0) {
+            log_info("job", "job=%s vmid=%d found on %s (was %s): moved behind our back",
+                     c->j->id, c->v.vmid, node, c->v.node);
+            snprintf(c->v.node, sizeof c->v.node, "%s", node);
+            snprintf(c->j->node, sizeof c->j->node, "%s", node);
+            save_vm(c);
+        }
+    }
+    return PVE_E_NOTFOUND;
+}
+
+static const char *power_of(const struct pve_vm_status *st)
+{
+    if (strcmp(st->status, "running") == 0 && strcmp(st->qmpstatus, "paused") == 0)
+        return "paused";
+    return strcmp(st->status, "running") == 0 ? "running" : "stopped";
+}
+
+/* Has the action reached its goal? (resumed jobs and drift) */
+static bool reached(enum vm_action a, const char *power, bool started_reboot)
+{
+    switch (a) {
+    case ACT_START:
+    case ACT_RESUME: return strcmp(power, "running") == 0;
+    case ACT_SHUTDOWN:
+    case ACT_STOP: return strcmp(power, "stopped") == 0;
+    case ACT_PAUSE: return strcmp(power, "paused") == 0;
+    case ACT_REBOOT: return started_reboot && strcmp(power, "running") == 0;
+    }
+    return false;
+}
+
+static enum pve_power pve_action(enum vm_action a)
+{
+    static const enum pve_power map[] = {PVE_POWER_START, PVE_POWER_SHUTDOWN, PVE_POWER_STOP,
+                                         PVE_POWER_SUSPEND, PVE_POWER_RESUME, PVE_POWER_REBOOT};
+    return map[a];
+}
+
+static void run_power(struct cctx *c, enum vm_action a)
+{
+    struct pve_error e = {0};
+    struct pve_vm_status st;
+    int rc;
+    json_t *r = c->j->request;
+    if (strcmp(c->j->step, "wait") == 0 && c->j->upid[0]) {
+        rc = wait_task(c, c->j->upid, &e);
+        if (rc == -1)
+            return;
+        goto done;
+    }
+    if ((rc = locate(c, &st, &e))) {
+        job_fail(c, "cannot find VM %d: %s", c->v.vmid, e.message);
+        return;
+    }
+    /* a step interrupted after its call may already have done the work */
+    bool resumed = strcmp(c->j->step, "call") == 0;
+    if (reached(a, power_of(&st), resumed && a == ACT_REBOOT) ||
+        (resumed && a != ACT_REBOOT && reached(a, power_of(&st), false))) {
+        snprintf(c->v.power, sizeof c->v.power, "%s", power_of(&st));
+        save_vm(c);
+        job_done(c, "VM %d is %s", c->v.vmid, c->v.power);
+        return;
+    }
+    struct pve_power_opts po = {.timeout = (int)json_integer_value(json_object_get(r, "timeout")),
+                                .force_stop = json_is_true(json_object_get(r, "force"))};
+    job_checkpoint(c->k, c->j, "call", 20, "%s VM %d on %s", vm_action_name(a), c->v.vmid,
+                   c->v.node);
+    rc = pve_vm_power(c->pc, c->v.node, c->v.vmid, pve_action(a), &po, c->j->upid, &e);
+    if (rc) {
+        job_fail(c, "%s failed: %s", vm_action_name(a), e.message);
+        return;
+    }
+    job_checkpoint(c->k, c->j, "wait", 50, "task %s", c->j->upid);
+    rc = wait_task(c, c->j->upid, &e);
+    if (rc == -1)
+        return;
+done:
+    if (rc) {
+        job_fail(c, "%s failed: %s", vm_action_name(a), e.message);
+        /* the record follows what Proxmox says, whatever happened */
+        if (locate(c, &st, &e) == 0) {
+            snprintf(c->v.power, sizeof c->v.power, "%s", power_of(&st));
+            save_vm(c);
+        }
+        return;
+    }
+    if (locate(c, &st, &e) == 0) {
+        snprintf(c->v.power, sizeof c->v.power, "%s", power_of(&st));
+        if (a == ACT_REBOOT || a == ACT_START) {
+            json_decref(c->v.pending); /* pending changes apply at (re)start */
+            c->v.pending = NULL;
+        }
+        save_vm(c);
+    }
+    job_done(c, "VM %d is %s", c->v.vmid, c->v.power);
+}
+
+/* Pending changes as {"cores": 4, "memory": "4096"} from Proxmox. */
+static json_t *pending_of(struct cctx *c, struct pve_error *e)
+{
+    struct pve_pending *p = NULL;
+    size_t n = 0;
+    if (pve_vm_pending(c->pc, c->v.node, c->v.vmid, &p, &n, e))
+        return NULL;
+    json_t *o = json_object();
+    for (size_t i = 0; i < n; i++)
+        json_object_set_new(o, p[i].key, p[i].del ? json_null() : json_string(p[i].pending));
+    free(p);
+    return o;
+}
+
+static void run_update(struct cctx *c)
+{
+    struct pve_error e = {0};
+    struct pve_vm_status st;
+    json_t *r = c->j->request;
+    int cores = (int)json_integer_value(json_object_get(r, "cores"));
+    int64_t mem = json_integer_value(json_object_get(r, "memory_mb"));
+    if (locate(c, &st, &e)) {
+        job_fail(c, "cannot find VM %d: %s", c->v.vmid, e.message);
+        return;
+    }
+    job_checkpoint(c->k, c->j, "call", 30, "set%s%s on VM %d", cores ? " cores" : "",
+                   mem ? " memory" : "", c->v.vmid);
+    struct pve_config_set s = {.cores = cores, .memory_mb = mem};
+    if (pve_vm_config_set(c->pc, c->v.node, c->v.vmid, &s, &e)) {
+        job_fail(c, "update failed: %s", e.message);
+        return;
+    }
+    json_t *pend = pending_of(c, &e);
+    if (cores)
+        c->v.cores = cores;
+    if (mem)
+        c->v.memory_mb = mem;
+    json_decref(c->v.pending);
+    c->v.pending = pend && json_object_size(pend) ? pend : NULL;
+    if (pend && !c->v.pending)
+        json_decref(pend);
+    save_vm(c);
+    job_done(c, "%s", c->v.pending ? "saved; applies at the next reboot (pending)"
+                                   : "applied live");
+}
+
+static void run_resize(struct cctx *c)
+{
+    struct pve_error e = {0};
+    struct pve_vm_status st;
+    int64_t want = json_integer_value(json_object_get(c->j->request, "disk_gb"));
+    if (strcmp(c->j->step, "wait") == 0 && c->j->upid[0]) {
+        if (locate(c, &st, &e) == 0) {
+            int rc = wait_task(c, c->j->upid, &e);
+            if (rc == -1)
+                return;
+        }
+    } else {
+        if (locate(c, &st, &e)) {
+            job_fail(c, "cannot find VM %d: %s", c->v.vmid, e.message);
+            return;
+        }
+        struct pve_vm_config cfg;
+        if (pve_vm_config_get(c->pc, c->v.node, c->v.vmid, false, &cfg, &e)) {
+            job_fail(c, "resize failed: %s", e.message);
+            return;
+        }
+        char disk[16];
+        snprintf(disk, sizeof disk, "%s", cfg.bootdisk[0] ? cfg.bootdisk : "scsi0");
+        int64_t have = cfg.bootdisk_size;
+        pve_vm_config_release(&cfg);
+        if (have < want * GiB) {
+            char size[32];
+            snprintf(size, sizeof size, "%lldG", (long long)want);
+            job_checkpoint(c->k, c->j, "call", 30, "grow %s of VM %d to %s", disk, c->v.vmid,
+                           size);
+            if (pve_vm_resize(c->pc, c->v.node, c->v.vmid, disk, size, c->j->upid, &e)) {
+                job_fail(c, "resize failed: %s", e.message);
+                return;
+            }
+            if (c->j->upid[0]) {
+                job_checkpoint(c->k, c->j, "wait", 50, "task %s", c->j->upid);
+                int rc = wait_task(c, c->j->upid, &e);
+                if (rc == -1)
+                    return;
+                if (rc) {
+                    job_fail(c, "resize failed: %s", e.message);
+                    return;
+                }
+            }
+        }
+    }
+    /* the new size, verified from the config */
+    struct pve_vm_config cfg;
+    if (pve_vm_config_get(c->pc, c->v.node, c->v.vmid, false, &cfg, &e)) {
+        job_fail(c, "cannot verify the new size: %s", e.message);
+        return;
+    }
+    int64_t now = cfg.bootdisk_size;
+    pve_vm_config_release(&cfg);
+    if (now < want * GiB) {
+        job_fail(c, "the disk is %lld GiB after the resize, %lld GiB asked", (long long)(now / GiB),
+                 (long long)want);
+        return;
+    }
+    c->v.disk_gb = now / GiB;
+    save_vm(c);
+    job_done(c, "disk is %lld GiB", (long long)c->v.disk_gb);
+}
+
+static bool tagged(const char *tags, const char *tag)
+{
+    size_t tl = strlen(tag);
+    for (const char *p = tags; *p;) {
+        size_t n = strcspn(p, ",; ");
+        if (n == tl && strncmp(p, tag, tl) == 0)
+            return true;
+        p += n;
+        if (*p)
+            p++;
+    }
+    return false;
+}
+
+static void mark_deleted(struct cctx *c, const char *how)
+{
+    c->v.state = VMS_DELETED;
+    snprintf(c->v.power, sizeof c->v.power, "stopped");
+    save_vm(c);
+    store_vmid_release(c->k->st, c->v.vmid, c->k->cfg->quarantine_s * 1000, NULL);
+    fleet_vm_removed(c->k->fl, c->v.vmid);
+    job_done(c, "VM %d deleted%s", c->v.vmid, how);
+}
+
+static void run_delete(struct cctx *c)
+{
+    struct pve_error e = {0};
+    struct pve_vm_status st;
+    char upid[PVE_UPID_MAX] = "";
+    int rc = locate(c, &st, &e);
+    if (rc == PVE_E_NOTFOUND) {
+        mark_deleted(c, " (it was gone already)");
+        return;
+    }
+    if (rc) {
+        job_fail(c, "cannot reach VM %d: %s", c->v.vmid, e.message);
+        return;
+    }
+    struct pve_vm_config cfg;
+    if (pve_vm_config_get(c->pc, c->v.node, c->v.vmid, false, &cfg, &e)) {
+        job_fail(c, "cannot read the config: %s", e.message);
+        return;
+    }
+    bool ours = tagged(cfg.tags, c->k->cfg->tag);
+    pve_vm_config_release(&cfg);
+    if (!ours) {
+        c->v.state = VMS_ENABLED;
+        save_vm(c);
+        job_fail(c, "VM %d does not carry the tag '%s': proxd does not delete it", c->v.vmid,
+                 c->k->cfg->tag);
+        return;
+    }
+    if (strcmp(st.status, "stopped") != 0) {
+        job_checkpoint(c->k, c->j, "stop", 20, "stopping VM %d", c->v.vmid);
+        if ((rc = pve_vm_power(c->pc, c->v.node, c->v.vmid, PVE_POWER_STOP, NULL, upid, &e)) ||
+            (rc = wait_task(c, upid, &e))) {
+            if (rc == -1)
+                return;
+            job_fail(c, "cannot stop VM %d: %s", c->v.vmid, e.message);
+            return;
+        }
+    }
+    /* locks (a backup, a migration) clear within minutes; wait for them */
+    int64_t end = mono_ms() + STEP_DEADLINE_MS;
+    for (long pause = 100;; pause = pause < 2000 ? pause * 2 : 2000) {
+        if (pve_vm_config_get(c->pc, c->v.node, c->v.vmid, false, &cfg, &e)) {
+            if (e.cls == PVE_E_NOTFOUND) {
+                mark_deleted(c, " (it vanished meanwhile)");
+                return;
+            }
+            job_fail(c, "cannot read the config: %s", e.message);
+            return;
+        }
+        bool locked = cfg.lock[0] != '\0';
+        pve_vm_config_release(&cfg);
+        if (!locked)
+            break;
+        if (mono_ms() > end || stopping(c->k)) {
+            if (!stopping(c->k))
+                job_fail(c, "VM %d stays locked", c->v.vmid);
+            return;
+        }
+        sleep_ms(pause);
+    }
+    job_checkpoint(c->k, c->j, "destroy", 50, "destroying VM %d on %s", c->v.vmid, c->v.node);
+    struct pve_delete_opts d = {.purge = true, .destroy_unreferenced = true};
+    rc = pve_vm_delete(c->pc, c->v.node, c->v.vmid, &d, upid, &e);
+    if (!rc)
+        rc = wait_task(c, upid, &e);
+    if (rc == -1)
+        return;
+    if (rc && rc != PVE_E_NOTFOUND) {
+        job_fail(c, "destroy failed: %s", e.message);
+        c->v.state = VMS_ENABLED;
+        save_vm(c);
+        return;
+    }
+    /* confirm it is gone before the record says so */
+    if (pve_vm_config_get(c->pc, c->v.node, c->v.vmid, false, &cfg, &e) == 0) {
+        pve_vm_config_release(&cfg);
+        job_fail(c, "VM %d still exists after its destroy task", c->v.vmid);
+        return;
+    }
+    mark_deleted(c, "");
+}
+
+void control_run(struct core *k, struct job_rec *j)
+{
+    struct cctx c = {.k = k, .j = j};
+    struct store_error se;
+    /* the record: live, or being deleted */
+    if (store_vm_get(k->st, j->vmid, &c.v, &se)) {
+        c.j = j;
+        job_fail(&c, "no record of VM %d", j->vmid);
+        return;
+    }
+    int a = vm_action_parse(j->kind);
+    if (a >= 0)
+        run_power(&c, (enum vm_action)a);
+    else if (strcmp(j->kind, "update") == 0)
+        run_update(&c);
+    else if (strcmp(j->kind, "resize") == 0)
+        run_resize(&c);
+    else if (strcmp(j->kind, "delete") == 0)
+        run_delete(&c);
+    else
+        job_fail(&c, "unknown job kind '%s'", j->kind);
+    vm_rec_release(&c.v);
+}

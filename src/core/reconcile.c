@@ -1,0 +1,258 @@
+/* reconcile: keep the database true to Proxmox.
+ *
+ * At start and every reconcile_interval, with a freshly refreshed inventory:
+ *  - VMs moved by HA (or by hand) get their new node;
+ *  - power states, cores, memory and disk sizes changed outside proxd are
+ *    taken over;
+ *  - VMs deleted outside proxd are marked "lost" (only when the world that
+ *    held them answered this round: an unreachable node is not a deletion);
+ *  - records stuck in "creating" or "deleting" with no job left to finish
+ *    them are driven to a final state;
+ *  - VMs that carry proxd's tag (or its creation marker) but have no record
+ *    are reported as orphans, and deleted only when delete_orphans is set.
+ * Jobs whose runner died are not handled here: their expired lease makes
+ * the workers claim and resume them. VMs without proxd's tag or marker are
+ * never touched. Every repair is logged. */
+#include "common/log.h"
+#include "common/util.h"
+#include "common/xalloc.h"
+#include "core/core_int.h"
+#include "pve/pve_api.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define GiB (1024LL * 1024 * 1024)
+#define MiB (1024LL * 1024)
+
+static const struct fleet_vm *find_vm(const struct fleet_vm *vms, size_t n, int vmid)
+{
+    for (size_t i = 0; i < n; i++)
+        if (vms[i].vmid == vmid && !vms[i].tmpl)
+            return &vms[i];
+    return NULL;
+}
+
+static bool has_tag(const char *tags, const char *tag)
+{
+    size_t tl = strlen(tag);
+    for (const char *p = tags; *p;) {
+        size_t n = strcspn(p, ",; ");
+        if (n == tl && strncmp(p, tag, tl) == 0)
+            return true;
+        p += n;
+        if (*p)
+            p++;
+    }
+    return false;
+}
+
+static const char *power_of(const char *status)
+{
+    return strcmp(status, "running") == 0 ? "running" : "stopped";
+}
+
+/* A job is still going to finish this record. */
+static bool job_alive(struct core *k, const char *job)
+{
+    struct job_rec j;
+    if (!job[0] || store_job_get(k->st, job, &j, NULL))
+        return false;
+    bool alive = j.state == JOB_QUEUED || j.state == JOB_RUNNING;
+    job_rec_release(&j);
+    return alive;
+}
+
+static void take_over(struct core *k, struct vm_rec *v, const struct fleet_vm *fv,
+                      struct reconcile_report *rep)
+{
+    bool changed = false;
+    if (strcmp(fv->node, v->node) != 0) {
+        log_info("reconcile", "vmid=%d moved from %s to %s outside proxd", v->vmid, v->node,
+                 fv->node);
+        snprintf(v->node, sizeof v->node, "%s", fv->node);
+        rep->moved++;
+        changed = true;
+    }
+    /* a pause is not visible in the inventory: keep "paused" while it runs */
+    const char *p = power_of(fv->status);
+    bool paused_ok = strcmp(v->power, "paused") == 0 && strcmp(p, "running") == 0;
+    if (strcmp(fv->status, "unknown") != 0 && strcmp(p, v->power) != 0 && !paused_ok) {
+        log_info("reconcile", "vmid=%d node=%s power %s -> %s (changed outside proxd)",
+                 v->vmid, v->node, v->power, p);
+        snprintf(v->power, sizeof v->power, "%s", p);
+        rep->power++;
+        changed = true;
+    }
+    int64_t mem = fv->maxmem / MiB, disk = fv->maxdisk / GiB;
+    bool sized = (fv->maxcpu > 0 && fv->maxcpu != v->cores && !v->pending) ||
+                 (mem > 0 && mem != v->memory_mb && !v->pending) || (disk > v->disk_gb);
+    if (sized) {
+        log_info("reconcile",
+                 "vmid=%d node=%s resources changed outside proxd: %d cores, %lld MiB, %lld GiB",
+                 v->vmid, v->node, fv->maxcpu, (long long)mem, (long long)disk);
+        if (!v->pending) {
+            v->cores = fv->maxcpu > 0 ? fv->maxcpu : v->cores;
+            v->memory_mb = mem > 0 ? mem : v->memory_mb;
+        }
+        if (disk > v->disk_gb)
+            v->disk_gb = disk;
+        rep->resized++;
+        changed = true;
+    }
+    if (changed)
+        store_vm_update(k->st, v, NULL);
+}
+
+static void check_record(struct core *k, struct vm_rec *v, const struct fleet_vm *vms, size_t n,
+                         int64_t t0, struct reconcile_report *rep)
+{
+    const struct fleet_vm *fv = find_vm(vms, n, v->vmid);
+    bool busy = job_alive(k, v->job);
+    if (v->state == VMS_CREATING || v->state == VMS_DELETING) {
+        if (busy)
+            return;
+        /* nobody will finish it: decide from what Proxmox shows */
+        enum vm_state to = v->state == VMS_CREATING ? (fv ? VMS_ENABLED : VMS_FAILED)
+                                                    : (fv ? VMS_ENABLED : VMS_DELETED);
+        log_warn("reconcile", "vmid=%d stuck in %s with no job: now %s", v->vmid,
+                 vm_state_name(v->state), vm_state_name(to));
+        if (to == VMS_FAILED)
+            snprintf(v->error, sizeof v->error, "its creation job ended without a result");
+        v->state = to;
+        if (fv)
+            snprintf(v->node, sizeof v->node, "%s", fv->node);
+        store_vm_update(k->st, v, NULL);
+        if (to == VMS_DELETED || to == VMS_FAILED)
+            store_vmid_release(k->st, v->vmid, k->cfg->quarantine_s * 1000, NULL);
+        rep->stuck++;
+        return;
+    }
+    if (v->state != VMS_ENABLED || busy)
+        return;
+    if (fv) {
+        take_over(k, v, fv, rep);
+        return;
+    }
+    if (!fleet_node_fresh(k->fl, v->node, t0))
+        return; /* its node did not answer: not a deletion */
+    log_warn("reconcile", "vmid=%d node=%s is gone: deleted outside proxd, marked lost", v->vmid,
+             v->node);
+    v->state = VMS_LOST;
+    snprintf(v->power, sizeof v->power, "unknown");
+    store_vm_update(k->st, v, NULL);
+    store_vmid_release(k->st, v->vmid, k->cfg->quarantine_s * 1000, NULL);
+    rep->lost++;
+}
+
+/* Is this VM one of ours (tag, or the creation marker of a clone that was
+ * never configured)? Reads the config only for candidates. */
+static bool is_ours(struct core *k, const struct fleet_vm *fv)
+{
+    if (has_tag(fv->tags, k->cfg->tag))
+        return true;
+    pve_client *pc = fleet_client(k->fl, fv->node);
+    struct pve_vm_config cfg;
+    struct pve_error e;
+    if (!pc || pve_vm_config_get(pc, fv->node, fv->vmid, false, &cfg, &e))
+        return false;
+    bool ours = strncmp(cfg.description, "proxd job ", 10) == 0;
+    pve_vm_config_release(&cfg);
+    return ours;
+}
+
+static bool in_our_ranges(struct core *k, int vmid)
+{
+    const struct proxd_config *c = k->cfg;
+    for (int i = 0; i < c->nos; i++)
+        if (vmid >= c->os[i].range_lo && vmid <= c->os[i].range_hi)
+            return true;
+    return c->fallback_lo && vmid >= c->fallback_lo && vmid <= c->fallback_hi;
+}
+
+static void delete_orphan(struct core *k, const struct fleet_vm *fv)
+{
+    pve_client *pc = fleet_client(k->fl, fv->node);
+    struct pve_error e;
+    char upid[PVE_UPID_MAX] = "";
+    struct pve_task t;
+    if (strcmp(fv->status, "running") == 0 &&
+        pve_vm_power(pc, fv->node, fv->vmid, PVE_POWER_STOP, NULL, upid, &e) == 0)
+        pve_task_wait(pc, upid, 120000, NULL, NULL, &t, &e);
+    struct pve_delete_opts d = {.purge = true, .destroy_unreferenced = true};
+    if (pve_vm_delete(pc, fv->node, fv->vmid, &d, upid, &e) == 0 &&
+        pve_task_wait(pc, upid, 300000, NULL, NULL, &t, &e) == 0) {
+        log_warn("reconcile", "vmid=%d node=%s orphan deleted (delete_orphans = yes)", fv->vmid,
+                 fv->node);
+        fleet_vm_removed(k->fl, fv->vmid);
+    } else {
+        log_error("reconcile", "vmid=%d node=%s orphan could not be deleted: %s", fv->vmid,
+                  fv->node, e.message);
+    }
+}
+
+static void check_orphans(struct core *k, const struct fleet_vm *vms, size_t n,
+                          struct reconcile_report *rep)
+{
+    for (size_t i = 0; i < n; i++) {
+        const struct fleet_vm *fv = &vms[i];
+        if (fv->tmpl || !in_our_ranges(k, fv->vmid))
+            continue;
+        struct vm_rec v;
+        if (store_vm_get(k->st, fv->vmid, &v, NULL) == 0) {
+            vm_rec_release(&v);
+            continue;
+        }
+        if (!is_ours(k, fv))
+            continue;
+        /* a creation may be about to record it; its job owns the VMID */
+        if (strcmp(fv->lock, "clone") == 0)
+            continue;
+        rep->orphans++;
+        log_warn("reconcile", "vmid=%d node=%s carries proxd's tag but has no record: orphan",
+                 fv->vmid, fv->node);
+        if (k->cfg->delete_orphans) {
+            delete_orphan(k, fv);
+            rep->orphans_deleted++;
+        }
+    }
+}
+
+int core_reconcile(struct core *k, struct reconcile_report *rep)
+{
+    memset(rep, 0, sizeof *rep);
+    int64_t t0 = wall_ms();
+    fleet_refresh(k->fl, true);
+    struct fleet_vm *vms;
+    size_t n;
+    fleet_vms(k->fl, &vms, &n);
+    struct vm_filter f = {.state = -1, .limit = 500};
+    for (;;) {
+        struct vm_rec *recs = NULL;
+        size_t m = 0;
+        struct store_error se;
+        if (store_vm_list(k->st, &f, &recs, &m, &se)) {
+            log_error("reconcile", "cannot list records: %s", se.message);
+            free(vms);
+            return -1;
+        }
+        for (size_t i = 0; i < m; i++) {
+            check_record(k, &recs[i], vms, n, t0, rep);
+            f.after_id = recs[i].id;
+            vm_rec_release(&recs[i]);
+        }
+        free(recs);
+        if (m == 0)
+            break;
+    }
+    check_orphans(k, vms, n, rep);
+    free(vms);
+    if (rep->moved || rep->power || rep->resized || rep->lost || rep->stuck || rep->orphans)
+        log_info("reconcile",
+                 "done: %d moved, %d power, %d resized, %d lost, %d stuck, %d orphans (%d "
+                 "deleted)",
+                 rep->moved, rep->power, rep->resized, rep->lost, rep->stuck, rep->orphans,
+                 rep->orphans_deleted);
+    return 0;
+}
