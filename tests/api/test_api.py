@@ -512,6 +512,8 @@ def many_parked_streams_do_not_block():
     assert wait_job(job)["state"] == "done"
 
 
-px.stop()
-sim.stop()
+try:
+    px.stop()
+finally:
+    sim.stop()
 finish()
