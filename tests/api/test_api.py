@@ -166,7 +166,7 @@ def auth_required_on_every_v1_route():
         r = call(method, path)
         err(r, 401, "unauthorized")
         assert r.headers["WWW-Authenticate"].startswith("Bearer")
-        for bad in ["nonsense", "pxd_0000000000000000_" + "0" * 64, ALICE[:-1] + "0",
+        for bad in ["nonsense", "pxd_0000000000000000_" + "0" * 64, ALICE[:-1] + ("1" if ALICE[-1] == "0" else "0"),
                     ALICE + "x"]:
             err(call(method, path, bad), 401, "unauthorized")
         err(call(method, path, headers={"Authorization": "Basic YTpi"}), 401, "unauthorized")
