@@ -124,6 +124,9 @@ struct sse_hub *sse_hub_new(struct api *a);
 /* End every stream and resume every parked connection (before
  * MHD_stop_daemon), then stop the timer thread. */
 void sse_hub_shutdown(struct sse_hub *h);
+/* Wait up to timeout_ms for every stream to be closed (after shutdown, so
+ * clients read their "end" before the server goes). */
+bool sse_hub_drain(struct sse_hub *h, int64_t timeout_ms);
 void sse_hub_free(struct sse_hub *h);
 /* How many streams are open and how many are parked (for /metrics). */
 void sse_hub_counts(struct sse_hub *h, int *open, int *parked);

@@ -25,6 +25,7 @@
 #define CONN_TIMEOUT_S 60
 #define CONN_MEMORY (64 * 1024)
 #define POOL_MAX 16
+#define STREAM_DRAIN_MS 2000
 
 /* ---- answers ---------------------------------------------------------------- */
 
@@ -269,8 +270,11 @@ void api_stop(struct api *a)
     if (!a)
         return;
     /* Suspended connections must all be resumed before MHD_stop_daemon. */
-    if (a->hub)
+    if (a->hub) {
         sse_hub_shutdown(a->hub);
+        if (!sse_hub_drain(a->hub, STREAM_DRAIN_MS))
+            log_warn("api", "event streams still open at shutdown: closing them");
+    }
     if (a->d)
         MHD_stop_daemon(a->d);
     sse_hub_free(a->hub);

@@ -277,6 +277,20 @@ void sse_hub_shutdown(struct sse_hub *h)
     pthread_mutex_unlock(&h->mu);
 }
 
+bool sse_hub_drain(struct sse_hub *h, int64_t timeout_ms)
+{
+    int64_t end = mono_ms() + timeout_ms;
+    for (;;) {
+        int open, parked;
+        sse_hub_counts(h, &open, &parked);
+        if (open == 0)
+            return true;
+        if (mono_ms() >= end)
+            return false;
+        sleep_ms(10);
+    }
+}
+
 void sse_hub_free(struct sse_hub *h)
 {
     if (!h)

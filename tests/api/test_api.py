@@ -79,7 +79,8 @@ class Proxd:
         return self
 
     def stop(self):
-        self.proc.terminate()
+        if self.proc.poll() is None:
+            self.proc.terminate()
         rc = self.proc.wait(30)
         self.log.seek(0)
         out = self.log.read()
@@ -512,8 +513,23 @@ def many_parked_streams_do_not_block():
     assert wait_job(job)["state"] == "done"
 
 
-try:
+@case
+def shutdown_ends_parked_streams():
+    """SIGTERM with streams parked: each gets its end, and proxd exits cleanly
+    (MHD_stop_daemon with a suspended connection would be undefined)."""
+    r = call("POST", "/v1/vms", ADMIN, spec("last-1"))
+    job = r.json()["job"]
+    streams = [call("GET", "/v1/jobs/%s/events" % job, ADMIN, stream=True) for _ in range(5)]
+    time.sleep(0.3)
+    px.proc.terminate()
+    for s in streams:
+        assert "event: end" in s.text, s.text
     px.stop()
+
+
+try:
+    if px.proc.poll() is None:
+        px.stop()
 finally:
     sim.stop()
 finish()
