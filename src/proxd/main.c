@@ -12,12 +12,20 @@
  *   proxd vm --config FILE VMID ACTION [ARG...] [--wait S]
  *         ACTION: start|shutdown|stop|pause|resume|reboot|delete,
  *                 resize GB, set CORES MEMORY_MB (0 keeps a value)
+ *   proxd token create --config FILE --owner WHO [--role admin|user]
+ *                                      make an API token; printed once
+ *   proxd token list --config FILE     the tokens (never their secrets)
+ *   proxd token revoke --config FILE ID
  */
 #include "common/log.h"
 #include "common/util.h"
 #include "common/xalloc.h"
 #include "core/core.h"
 #include "pve/pve.h"
+#ifdef HAVE_API
+#include "api/api.h"
+#include "api/auth.h"
+#endif
 
 #include <errno.h>
 #include <fcntl.h>
@@ -62,7 +70,10 @@ static void usage(FILE *f)
                "       proxd vms --config FILE\n"
                "       proxd reconcile --config FILE\n"
                "       proxd vm --config FILE VMID start|shutdown|stop|pause|resume|reboot|delete\n"
-               "       proxd vm --config FILE VMID resize GB | set CORES MEMORY_MB\n");
+               "       proxd vm --config FILE VMID resize GB | set CORES MEMORY_MB\n"
+               "       proxd token create --config FILE --owner WHO [--role admin|user]\n"
+               "       proxd token list --config FILE\n"
+               "       proxd token revoke --config FILE ID\n");
 }
 
 static struct proxd_config *load(const char *path)
@@ -161,6 +172,16 @@ static int run_daemon(const char *path)
         rc = 1;
         goto out;
     }
+#ifdef HAVE_API
+    char aerr[512];
+    struct api *api = api_start(w.cfg, w.k, w.st, w.fl, aerr, sizeof aerr);
+    if (!api) {
+        fprintf(stderr, "proxd: %s\n", aerr);
+        core_stop(w.k, 0);
+        rc = 1;
+        goto out;
+    }
+#endif
     log_info("proxd", "running with %d nodes, database %s", w.cfg->nnodes, w.cfg->database);
     while (!g_stop) {
         sleep_ms(50);
@@ -171,6 +192,9 @@ static int run_daemon(const char *path)
         }
     }
     log_info("proxd", "stopping: no new jobs; running steps reach their checkpoint");
+#ifdef HAVE_API
+    api_stop(api); /* first: no request may reach a stopping core */
+#endif
     core_stop(w.k, 10000);
 out:
     close_world(&w);
@@ -369,10 +393,100 @@ out:
     return rc;
 }
 
+#ifdef HAVE_API
+static int token_create(struct world *w, const char *owner, const char *role)
+{
+    unsigned char key[AUTH_KEY_BYTES];
+    char err[512], token[AUTH_TOKEN_MAX];
+    struct token_rec rec;
+    if (auth_init(w->st, key, err, sizeof err) ||
+        auth_token_create(w->st, key, owner, role, token, &rec, err, sizeof err)) {
+        fprintf(stderr, "proxd: %s\n", err);
+        return 1;
+    }
+    printf("%s\n", token);
+    fprintf(stderr, "token %s for %s (%s): shown once, store it now\n", rec.id, rec.owner,
+            rec.role);
+    return 0;
+}
+
+static int token_list(struct world *w)
+{
+    struct token_rec *t = NULL;
+    size_t n = 0;
+    struct store_error se;
+    if (store_token_list(w->st, &t, &n, &se)) {
+        fprintf(stderr, "proxd: %s\n", se.message);
+        return 1;
+    }
+    json_t *a = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(a, json_pack("{s:s,s:s,s:s,s:I,s:b}", "id", t[i].id, "owner",
+                                           t[i].owner, "role", t[i].role, "created_at",
+                                           (json_int_t)t[i].created_at, "revoked", t[i].revoked));
+    free(t);
+    char *s = json_dumps(a, JSON_INDENT(2));
+    printf("%s\n", s);
+    free(s);
+    json_decref(a);
+    return 0;
+}
+
+/* proxd token create|list|revoke --config FILE ... */
+static int cmd_token(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"config", 1, 0, 'c'}, {"owner", 1, 0, 'u'}, {"role", 1, 0, 'r'}, {0, 0, 0, 0}};
+    const char *config = NULL, *owner = NULL, *role = "user";
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *verb = argv[1];
+    int c;
+    optind = 2;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c': config = optarg; break;
+        case 'u': owner = optarg; break;
+        case 'r': role = optarg; break;
+        default: usage(stderr); return 2;
+        }
+    }
+    bool create = strcmp(verb, "create") == 0, list = strcmp(verb, "list") == 0,
+         revoke = strcmp(verb, "revoke") == 0;
+    if (!config || !(create || list || revoke) || (create && !owner) ||
+        (revoke && optind != argc - 1) || (!revoke && optind != argc)) {
+        usage(stderr);
+        return 2;
+    }
+    struct world w;
+    int rc = open_world(&w, config, false);
+    if (rc)
+        goto out;
+    if (create) {
+        rc = token_create(&w, owner, role);
+    } else if (list) {
+        rc = token_list(&w);
+    } else {
+        struct store_error se;
+        if ((rc = store_token_revoke(w.st, argv[optind], &se) ? 1 : 0))
+            fprintf(stderr, "proxd: %s\n", se.message);
+    }
+out:
+    close_world(&w);
+    return rc;
+}
+#endif
+
 int main(int argc, char **argv)
 {
     signal(SIGPIPE, SIG_IGN);
     pve_global_init();
+#ifdef HAVE_API
+    if (argc >= 2 && strcmp(argv[1], "token") == 0)
+        return cmd_token(argc - 1, argv + 1);
+#endif
     if (argc >= 2 && strcmp(argv[1], "create") == 0)
         return cmd_create(argc - 1, argv + 1);
     if (argc == 5 && strcmp(argv[1], "job") == 0 && strcmp(argv[2], "--config") == 0)

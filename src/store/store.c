@@ -434,3 +434,82 @@ int store_idem_put(store *s, const char *owner, const char *key, json_t *answer,
         *existing = NULL;
     return s->ops->idem_put(s, owner, key, answer, existing, err);
 }
+
+/* A backend without the call (a newer interface than it implements) says
+ * so instead of crashing. */
+#define NEED_OP(op)                                                                                \
+    CHECK(s->ops->op != NULL, "the %s store does not support " #op, s->ops->name)
+
+int store_idem_get(store *s, const char *owner, const char *key, json_t **answer,
+                   struct store_error *err)
+{
+    err_clear(err);
+    CHECK(s && owner && key && *key && answer, "store_idem_get: NULL or empty argument");
+    NEED_OP(idem_get);
+    *answer = NULL;
+    return s->ops->idem_get(s, owner, key, answer, err);
+}
+
+int store_kv_setdefault(store *s, const char *name, const char *value, char *out, size_t outlen,
+                        struct store_error *err)
+{
+    err_clear(err);
+    CHECK(s && name && *name && value && out && outlen, "store_kv_setdefault: NULL argument");
+    NEED_OP(kv_setdefault);
+    return s->ops->kv_setdefault(s, name, value, out, outlen, err);
+}
+
+static bool token_role_ok(const char *role)
+{
+    return strcmp(role, "admin") == 0 || strcmp(role, "user") == 0;
+}
+
+int store_token_insert(store *s, const struct token_rec *t, struct store_error *err)
+{
+    err_clear(err);
+    CHECK(s && t, "store_token_insert: NULL argument");
+    CHECK(t->id[0] && t->owner[0] && t->hash[0], "token id, owner and hash must not be empty");
+    CHECK(token_role_ok(t->role), "token role must be admin or user, not '%.16s'", t->role);
+    NEED_OP(token_insert);
+    return s->ops->token_insert(s, t, err);
+}
+
+int store_token_get(store *s, const char *id, struct token_rec *out, struct store_error *err)
+{
+    err_clear(err);
+    CHECK(s && id && out, "store_token_get: NULL argument");
+    NEED_OP(token_get);
+    memset(out, 0, sizeof *out);
+    return s->ops->token_get(s, id, out, err);
+}
+
+int store_token_list(store *s, struct token_rec **out, size_t *n, struct store_error *err)
+{
+    err_clear(err);
+    CHECK(s && out && n, "store_token_list: NULL argument");
+    NEED_OP(token_list);
+    *out = NULL;
+    *n = 0;
+    return s->ops->token_list(s, out, n, err);
+}
+
+int store_token_revoke(store *s, const char *id, struct store_error *err)
+{
+    err_clear(err);
+    CHECK(s && id, "store_token_revoke: NULL argument");
+    NEED_OP(token_revoke);
+    return s->ops->token_revoke(s, id, err);
+}
+
+const int64_t store_duration_bounds[STORE_DURATION_BUCKETS] = {
+    1000, 5000, 15000, 60000, 300000, 1800000, INT64_MAX};
+
+int store_job_stats(store *s, struct job_stat **out, size_t *n, struct store_error *err)
+{
+    err_clear(err);
+    CHECK(s && out && n, "store_job_stats: NULL argument");
+    NEED_OP(job_stats);
+    *out = NULL;
+    *n = 0;
+    return s->ops->job_stats(s, out, n, err);
+}

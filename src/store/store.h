@@ -216,4 +216,50 @@ int store_reserved_on(store *s, const char *node, const char *except_job, int64_
 int store_idem_put(store *s, const char *owner, const char *key, json_t *answer,
                    json_t **existing, struct store_error *err);
 
+/* Read the answer stored under key, or STORE_E_NOTFOUND (new reference). */
+int store_idem_get(store *s, const char *owner, const char *key, json_t **answer,
+                   struct store_error *err);
+
+/* A small named setting shared by every instance: when `name` has no value
+ * yet, `value` becomes it; either way *out receives the value that holds
+ * (so concurrent first starts agree on one, e.g. the API's token key). */
+int store_kv_setdefault(store *s, const char *name, const char *value, char *out, size_t outlen,
+                        struct store_error *err);
+
+/* ---- API tokens ------------------------------------------------------------ */
+
+/* Only a keyed hash of the secret is stored; the token itself is shown once. */
+struct token_rec {
+    char id[32];    /* the public part of the token, used to find the record */
+    char owner[64];
+    char role[16];  /* admin | user */
+    char hash[129]; /* hex of the keyed hash */
+    int64_t created_at; /* unix ms */
+    bool revoked;
+};
+/* STORE_E_CONFLICT when the id exists; created_at 0 becomes now. */
+int store_token_insert(store *s, const struct token_rec *t, struct store_error *err);
+int store_token_get(store *s, const char *id, struct token_rec *out, struct store_error *err);
+/* Every token, oldest first; free(*out). */
+int store_token_list(store *s, struct token_rec **out, size_t *n, struct store_error *err);
+/* STORE_E_NOTFOUND when there is no such token (revoking twice is fine). */
+int store_token_revoke(store *s, const char *id, struct store_error *err);
+
+/* ---- statistics (metrics) ------------------------------------------------------ */
+
+#define STORE_DURATION_BUCKETS 7
+/* Upper bounds of the job duration buckets, in ms (the last is +Inf). */
+extern const int64_t store_duration_bounds[STORE_DURATION_BUCKETS];
+
+struct job_stat {
+    char kind[16];
+    enum job_state state;
+    int64_t count;
+    /* finished jobs only: created -> finished, in ms */
+    int64_t duration_sum_ms;
+    int64_t buckets[STORE_DURATION_BUCKETS]; /* cumulative, as Prometheus wants */
+};
+/* Job counts per (kind, state); free(*out). */
+int store_job_stats(store *s, struct job_stat **out, size_t *n, struct store_error *err);
+
 #endif

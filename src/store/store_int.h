@@ -53,6 +53,16 @@ struct store_ops {
 
     int (*idem_put)(store *s, const char *owner, const char *key, json_t *answer, json_t **existing,
                     struct store_error *err);
+    int (*idem_get)(store *s, const char *owner, const char *key, json_t **answer,
+                    struct store_error *err);
+    int (*kv_setdefault)(store *s, const char *name, const char *value, char *out, size_t outlen,
+                         struct store_error *err);
+
+    int (*token_insert)(store *s, const struct token_rec *t, struct store_error *err);
+    int (*token_get)(store *s, const char *id, struct token_rec *out, struct store_error *err);
+    int (*token_list)(store *s, struct token_rec **out, size_t *n, struct store_error *err);
+    int (*token_revoke)(store *s, const char *id, struct store_error *err);
+    int (*job_stats)(store *s, struct job_stat **out, size_t *n, struct store_error *err);
 };
 
 struct store {

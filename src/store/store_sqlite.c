@@ -413,6 +413,21 @@ static const char *const MIGRATIONS[] = {
     "  created_at INTEGER NOT NULL,"
     "  PRIMARY KEY (owner, key)"
     ") STRICT;",
+    /* 2: API tokens (keyed hashes only) and small shared settings */
+    "CREATE TABLE tokens ("
+    "  id TEXT PRIMARY KEY,"
+    "  owner TEXT NOT NULL,"
+    "  role TEXT NOT NULL CHECK (role IN ('admin', 'user')),"
+    "  hash TEXT NOT NULL,"
+    "  created_at INTEGER NOT NULL,"
+    "  revoked INTEGER NOT NULL DEFAULT 0"
+    ") STRICT;"
+    "CREATE TABLE kv ("
+    "  name TEXT PRIMARY KEY,"
+    "  value TEXT NOT NULL,"
+    "  created_at INTEGER NOT NULL"
+    ") STRICT;"
+    "CREATE INDEX jobs_kind_state ON jobs (kind, state);",
 };
 #define NMIGRATIONS ((int)(sizeof MIGRATIONS / sizeof MIGRATIONS[0]))
 
@@ -1640,6 +1655,290 @@ static int sq_idem_put(store *s, const char *owner, const char *key, json_t *ans
     return rc;
 }
 
+static int sq_idem_get_fn(struct sq_conn *c, void *ctx, struct store_error *err)
+{
+    struct idem_ctx *k = ctx;
+    sqlite3_stmt *st = NULL;
+    json_decref(k->existing);
+    k->existing = NULL;
+    int rc = stmt(c, SQL_IDEM_GET, &st, err);
+    if (rc)
+        goto out;
+    bind_str(st, 1, k->owner);
+    bind_str(st, 2, k->key);
+    bool found = false;
+    rc = step_row(c, st, &found, err, "reading idempotency key");
+    if (rc)
+        goto out;
+    if (!found) {
+        rc = store_fail(err, STORE_E_NOTFOUND, "no idempotency key '%s'", k->key);
+        goto out;
+    }
+    rc =
+        store_json_load((const char *)sqlite3_column_text(st, 0), &k->existing, "idem.answer", err);
+out:
+    stmt_done(st);
+    return rc;
+}
+
+static int sq_idem_get(store *s, const char *owner, const char *key, json_t **answer,
+                       struct store_error *err)
+{
+    struct idem_ctx k = {owner, key, NULL, NULL};
+    int rc = tx(SQ(s), TX_READ, sq_idem_get_fn, &k, err);
+    if (rc == STORE_OK)
+        *answer = k.existing;
+    else
+        json_decref(k.existing);
+    return rc;
+}
+
+/* ---- shared settings ------------------------------------------------------- */
+
+static const char SQL_KV_PUT[] = "INSERT INTO kv (name, value, created_at) VALUES (?1, ?2, ?3)"
+                                 " ON CONFLICT (name) DO NOTHING";
+static const char SQL_KV_GET[] = "SELECT value FROM kv WHERE name = ?1";
+
+struct kv_ctx {
+    const char *name, *value;
+    char *out;
+    size_t outlen;
+};
+
+static int kv_setdefault_fn(struct sq_conn *c, void *ctx, struct store_error *err)
+{
+    struct kv_ctx *k = ctx;
+    sqlite3_stmt *st = NULL;
+    int rc = stmt(c, SQL_KV_PUT, &st, err);
+    if (rc)
+        goto out;
+    bind_str(st, 1, k->name);
+    bind_str(st, 2, k->value);
+    sqlite3_bind_int64(st, 3, wall_ms());
+    rc = step_done(c, st, err, "storing a setting");
+    stmt_done(st);
+    st = NULL;
+    if (rc || (rc = stmt(c, SQL_KV_GET, &st, err)))
+        goto out;
+    bind_str(st, 1, k->name);
+    bool found = false;
+    rc = step_row(c, st, &found, err, "reading a setting");
+    if (rc == STORE_OK && !found)
+        rc = store_fail(err, STORE_E_DB, "setting '%s' vanished", k->name);
+    if (rc == STORE_OK)
+        col_copy(st, 0, k->out, k->outlen);
+out:
+    stmt_done(st);
+    return rc;
+}
+
+static int sq_kv_setdefault(store *s, const char *name, const char *value, char *out,
+                            size_t outlen, struct store_error *err)
+{
+    struct kv_ctx k = {name, value, out, outlen};
+    return tx(SQ(s), TX_WRITE, kv_setdefault_fn, &k, err);
+}
+
+/* ---- API tokens -------------------------------------------------------------- */
+
+#define TOKEN_COLS "id, owner, role, hash, created_at, revoked"
+static const char SQL_TOKEN_INSERT[] = "INSERT INTO tokens (" TOKEN_COLS ")"
+                                       " VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+                                       " ON CONFLICT (id) DO NOTHING";
+static const char SQL_TOKEN_GET[] = "SELECT " TOKEN_COLS " FROM tokens WHERE id = ?1";
+static const char SQL_TOKEN_LIST[] = "SELECT " TOKEN_COLS " FROM tokens ORDER BY created_at, id";
+static const char SQL_TOKEN_REVOKE[] = "UPDATE tokens SET revoked = 1 WHERE id = ?1";
+
+static void row_to_token(sqlite3_stmt *st, struct token_rec *t)
+{
+    COL_FIELD(st, 0, t->id);
+    COL_FIELD(st, 1, t->owner);
+    COL_FIELD(st, 2, t->role);
+    COL_FIELD(st, 3, t->hash);
+    t->created_at = sqlite3_column_int64(st, 4);
+    t->revoked = sqlite3_column_int(st, 5) != 0;
+}
+
+struct token_ctx {
+    const char *id;
+    const struct token_rec *in;
+    struct token_rec *out; /* get: one record; list: the array */
+    size_t n;
+};
+
+static int token_insert_fn(struct sq_conn *c, void *ctx, struct store_error *err)
+{
+    const struct token_rec *t = ((struct token_ctx *)ctx)->in;
+    sqlite3_stmt *st = NULL;
+    int rc = stmt(c, SQL_TOKEN_INSERT, &st, err);
+    if (rc)
+        return rc;
+    BIND_FIELD(st, 1, t->id);
+    BIND_FIELD(st, 2, t->owner);
+    BIND_FIELD(st, 3, t->role);
+    BIND_FIELD(st, 4, t->hash);
+    sqlite3_bind_int64(st, 5, t->created_at ? t->created_at : wall_ms());
+    sqlite3_bind_int(st, 6, t->revoked);
+    rc = step_done(c, st, err, "storing a token");
+    if (rc == STORE_OK && sqlite3_changes(c->db) == 0)
+        rc = store_fail(err, STORE_E_CONFLICT, "token id '%.32s' exists", t->id);
+    stmt_done(st);
+    return rc;
+}
+
+static int sq_token_insert(store *s, const struct token_rec *t, struct store_error *err)
+{
+    struct token_ctx k = {.in = t};
+    return tx(SQ(s), TX_WRITE, token_insert_fn, &k, err);
+}
+
+static int token_get_fn(struct sq_conn *c, void *ctx, struct store_error *err)
+{
+    struct token_ctx *k = ctx;
+    sqlite3_stmt *st = NULL;
+    int rc = stmt(c, SQL_TOKEN_GET, &st, err);
+    if (rc)
+        return rc;
+    bind_str(st, 1, k->id);
+    bool found = false;
+    rc = step_row(c, st, &found, err, "reading a token");
+    if (rc == STORE_OK && !found)
+        rc = store_fail(err, STORE_E_NOTFOUND, "no token '%.32s'", k->id);
+    if (rc == STORE_OK)
+        row_to_token(st, k->out);
+    stmt_done(st);
+    return rc;
+}
+
+static int sq_token_get(store *s, const char *id, struct token_rec *out, struct store_error *err)
+{
+    struct token_ctx k = {.id = id, .out = out};
+    return tx(SQ(s), TX_READ, token_get_fn, &k, err);
+}
+
+static int token_list_fn(struct sq_conn *c, void *ctx, struct store_error *err)
+{
+    struct token_ctx *k = ctx;
+    sqlite3_stmt *st = NULL;
+    size_t cap = 0;
+    FREE_AND_NULL(k->out);
+    k->n = 0;
+    int rc = stmt(c, SQL_TOKEN_LIST, &st, err);
+    for (bool found = true; rc == STORE_OK && found;) {
+        rc = step_row(c, st, &found, err, "listing tokens");
+        if (rc || !found)
+            break;
+        if (k->n == cap) {
+            cap = cap ? cap * 2 : 16;
+            k->out = xrealloc(k->out, cap * sizeof *k->out);
+        }
+        memset(&k->out[k->n], 0, sizeof k->out[k->n]);
+        row_to_token(st, &k->out[k->n++]);
+    }
+    stmt_done(st);
+    return rc;
+}
+
+static int sq_token_list(store *s, struct token_rec **out, size_t *n, struct store_error *err)
+{
+    struct token_ctx k = {0};
+    int rc = tx(SQ(s), TX_READ, token_list_fn, &k, err);
+    if (rc) {
+        free(k.out);
+        return rc;
+    }
+    *out = k.out;
+    *n = k.n;
+    return STORE_OK;
+}
+
+static int token_revoke_fn(struct sq_conn *c, void *ctx, struct store_error *err)
+{
+    struct token_ctx *k = ctx;
+    sqlite3_stmt *st = NULL;
+    int rc = stmt(c, SQL_TOKEN_REVOKE, &st, err);
+    if (rc)
+        return rc;
+    bind_str(st, 1, k->id);
+    rc = step_done(c, st, err, "revoking a token");
+    if (rc == STORE_OK && sqlite3_changes(c->db) == 0)
+        rc = store_fail(err, STORE_E_NOTFOUND, "no token '%.32s'", k->id);
+    stmt_done(st);
+    return rc;
+}
+
+static int sq_token_revoke(store *s, const char *id, struct store_error *err)
+{
+    struct token_ctx k = {.id = id};
+    return tx(SQ(s), TX_WRITE, token_revoke_fn, &k, err);
+}
+
+/* ---- job statistics ------------------------------------------------------------ */
+
+/* Durations are bucketed in SQL so that metrics never load every job. */
+#define DUR "(finished_at - created_at)"
+#define BUCKET(i) "sum(CASE WHEN finished_at > 0 AND " DUR " <= ?" #i " THEN 1 ELSE 0 END), "
+static const char SQL_JOB_STATS[] =
+    "SELECT kind, state, count(*), coalesce(sum(CASE WHEN finished_at > 0 THEN " DUR
+    " END), 0), " BUCKET(1) BUCKET(2) BUCKET(3) BUCKET(4) BUCKET(5) BUCKET(6)
+    "sum(CASE WHEN finished_at > 0 THEN 1 ELSE 0 END)"
+    " FROM jobs GROUP BY kind, state ORDER BY kind, state";
+
+struct stats_ctx {
+    struct job_stat *v;
+    size_t n;
+};
+
+static int job_stats_fn(struct sq_conn *c, void *ctx, struct store_error *err)
+{
+    struct stats_ctx *k = ctx;
+    sqlite3_stmt *st = NULL;
+    size_t cap = 0;
+    FREE_AND_NULL(k->v);
+    k->n = 0;
+    int rc = stmt(c, SQL_JOB_STATS, &st, err);
+    if (rc)
+        return rc;
+    for (int i = 0; i < STORE_DURATION_BUCKETS - 1; i++)
+        sqlite3_bind_int64(st, i + 1, store_duration_bounds[i]);
+    for (bool found = true; rc == STORE_OK && found;) {
+        rc = step_row(c, st, &found, err, "counting jobs");
+        if (rc || !found)
+            break;
+        if (k->n == cap) {
+            cap = cap ? cap * 2 : 16;
+            k->v = xrealloc(k->v, cap * sizeof *k->v);
+        }
+        struct job_stat *j = &k->v[k->n];
+        memset(j, 0, sizeof *j);
+        COL_FIELD(st, 0, j->kind);
+        int state = job_state_parse((const char *)sqlite3_column_text(st, 1));
+        if (state < 0)
+            continue; /* the CHECK constraint rules this out */
+        j->state = (enum job_state)state;
+        j->count = sqlite3_column_int64(st, 2);
+        j->duration_sum_ms = sqlite3_column_int64(st, 3);
+        for (int i = 0; i < STORE_DURATION_BUCKETS; i++)
+            j->buckets[i] = sqlite3_column_int64(st, 4 + i);
+        k->n++;
+    }
+    stmt_done(st);
+    return rc;
+}
+
+static int sq_job_stats(store *s, struct job_stat **out, size_t *n, struct store_error *err)
+{
+    struct stats_ctx k = {0};
+    int rc = tx(SQ(s), TX_READ, job_stats_fn, &k, err);
+    if (rc) {
+        free(k.v);
+        return rc;
+    }
+    *out = k.v;
+    *n = k.n;
+    return STORE_OK;
+}
+
 /* ---- open / close ----------------------------------------------------------- */
 
 static void sq_close(store *base)
@@ -1686,6 +1985,13 @@ static const struct store_ops SQLITE_OPS = {
     .release_capacity = sq_release_capacity,
     .reserved_on = sq_reserved_on,
     .idem_put = sq_idem_put,
+    .idem_get = sq_idem_get,
+    .kv_setdefault = sq_kv_setdefault,
+    .token_insert = sq_token_insert,
+    .token_get = sq_token_get,
+    .token_list = sq_token_list,
+    .token_revoke = sq_token_revoke,
+    .job_stats = sq_job_stats,
 };
 
 /* path: a file name, or "//" + an absolute path (sqlite:///var/lib/x.db). */

@@ -1,0 +1,37 @@
+/* api: proxd's REST API (JSON under /v1, plus /healthz, /readyz, /metrics),
+ * served by libmicrohttpd from a small thread pool.
+ *
+ * Handlers never wait on Proxmox: they read the store and the inventory and
+ * call core_* functions, which validate, reserve and enqueue. Slow answers
+ * (the Server-Sent Events of a job) park their connection instead of holding
+ * a thread (sse.c).
+ *
+ * Threads: api_start and api_stop from one thread (the daemon's main). */
+#ifndef API_API_H
+#define API_API_H
+
+#include <stddef.h>
+
+#include "core/core.h"
+
+struct api;
+
+/* Start serving on cfg->listen. The core, store and fleet are borrowed and
+ * must outlive the server. NULL with a message in err on failure. */
+struct api *api_start(const struct proxd_config *cfg, struct core *k, store *st, struct fleet *fl,
+                      char *err, size_t errlen);
+/* Resume every parked stream, stop the server and free it. */
+void api_stop(struct api *a);
+/* The port actually bound (useful with port 0). */
+int api_port(const struct api *a);
+
+/* The routes the server serves, for the OpenAPI conformance test: method
+ * and path template ("/v1/vms/{vmid}"). */
+struct api_route_info {
+    const char *method;
+    const char *path;
+};
+size_t api_route_count(void);
+const struct api_route_info *api_route_at(size_t i);
+
+#endif

@@ -1,0 +1,138 @@
+/* api_int: what the files of src/api/ share. Internal to src/api/.
+ *
+ * A request goes: server.c (body into a capped buffer, limits) -> router.c
+ * (route table, authentication, path parameters) -> a handler in routes_*.c,
+ * which fills a struct resp that server.c sends. Handlers are small and never
+ * block on anything but the store. */
+#ifndef API_API_INT_H
+#define API_API_INT_H
+
+#include <jansson.h>
+#include <microhttpd.h>
+#include <pthread.h>
+#include <stdbool.h>
+
+#include "api/api.h"
+#include "api/auth.h"
+#include "common/buf.h"
+
+#define API_BODY_MAX (64 * 1024)
+#define API_IDEM_STRIPES 64
+#define API_PARAMS 2
+
+struct sse_hub;
+
+struct api {
+    const struct proxd_config *cfg;
+    struct core *k;
+    store *st;
+    struct fleet *fl;
+    unsigned char key[AUTH_KEY_BYTES];
+    struct MHD_Daemon *d;
+    int port;
+    struct sse_hub *hub;
+    /* Idempotent creations with the same key are serialised here, so that a
+     * burst of retries makes one VM (striped: one lock per key hash). */
+    pthread_mutex_t idem[API_IDEM_STRIPES];
+    int64_t started_ms;
+    /* counters for /metrics */
+    pthread_mutex_t mu;
+    uint64_t requests[6]; /* by status class: 1xx..5xx, index 1..5 */
+};
+
+struct req {
+    struct api *api;
+    struct MHD_Connection *conn;
+    const char *method;
+    const char *path;
+    struct buf body;
+    bool too_big;
+    bool started;
+    char params[API_PARAMS][64]; /* path parameters, in pattern order */
+    struct auth_identity who;
+};
+
+struct resp {
+    unsigned status;
+    json_t *body; /* JSON answer (owned), or NULL */
+    char *text;   /* or a text answer (owned) with its type */
+    const char *ctype;
+    char location[128];       /* Location header when set */
+    char allow[64];           /* Allow header (405) */
+    struct MHD_Response *raw; /* or a prepared response (SSE) */
+};
+
+typedef void (*route_fn)(struct req *rq, struct resp *rs);
+
+/* ---- router.c ---- */
+void router_dispatch(struct req *rq, struct resp *rs);
+
+/* ---- codec.c: JSON in and out ---- */
+/* Error answer {"error": {"code", "message", "details"}}; field may be NULL
+ * (details then is {}). */
+void resp_error(struct resp *rs, unsigned status, const char *code, const char *field,
+                const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+void resp_json(struct resp *rs, unsigned status, json_t *body);
+/* Map a core error to the HTTP answer. */
+void resp_core_error(struct resp *rs, const struct core_error *ce);
+/* "2026-11-23T23:40:01.123Z", or JSON null for 0. */
+json_t *json_time(int64_t unix_ms);
+json_t *vm_to_json(const struct vm_rec *v);
+json_t *job_to_json(const struct job_rec *j);
+
+enum field_type { FT_STRING, FT_INT, FT_BOOL, FT_STRINGS };
+struct field {
+    const char *name;
+    enum field_type type;
+    void *dst;  /* char[len] | int64_t | bool | char * (FT_STRINGS: joined by '\n', owned) */
+    size_t len; /* string buffer size; FT_STRINGS: the cap on the joined text */
+    bool *seen; /* set when present (may be NULL) */
+};
+/* Parse the request body as a JSON object of the given fields. An empty
+ * body counts as {} when empty_ok. Refuses (400, naming the field) unknown
+ * fields, wrong types, over-long strings; 415 a body that is not
+ * application/json. Returns 0, or -1 with rs filled. */
+int decode_body(struct req *rq, struct resp *rs, const struct field *f, size_t n, bool empty_ok,
+                json_t **raw);
+/* Query string: every argument must be one of `allowed` (NULL-terminated);
+ * -1 with a 400 naming the first that is not. */
+int check_query(struct req *rq, struct resp *rs, const char *const *allowed);
+const char *query(struct req *rq, const char *name);
+/* Parse a whole integer in [lo, hi] (query or path); -1 with a 400. */
+int parse_int_arg(struct resp *rs, const char *name, const char *s, int64_t lo, int64_t hi,
+                  int64_t *out);
+
+/* ---- routes ---- */
+void h_vms_create(struct req *rq, struct resp *rs);
+void h_vms_list(struct req *rq, struct resp *rs);
+void h_vm_get(struct req *rq, struct resp *rs);
+void h_vm_update(struct req *rq, struct resp *rs);
+void h_vm_delete(struct req *rq, struct resp *rs);
+void h_vm_resize(struct req *rq, struct resp *rs);
+void h_vm_action(struct req *rq, struct resp *rs);
+void h_job_get(struct req *rq, struct resp *rs);
+void h_job_events(struct req *rq, struct resp *rs);
+void h_nodes(struct req *rq, struct resp *rs);
+void h_os(struct req *rq, struct resp *rs);
+void h_quota(struct req *rq, struct resp *rs);
+void h_healthz(struct req *rq, struct resp *rs);
+void h_readyz(struct req *rq, struct resp *rs);
+void h_metrics(struct req *rq, struct resp *rs);
+
+/* ---- sse.c ---- */
+struct sse_hub *sse_hub_new(struct api *a);
+/* End every stream and resume every parked connection (before
+ * MHD_stop_daemon), then stop the timer thread. */
+void sse_hub_shutdown(struct sse_hub *h);
+/* Wait up to timeout_ms for every stream to be closed (after shutdown, so
+ * clients read their "end" before the server goes). */
+bool sse_hub_drain(struct sse_hub *h, int64_t timeout_ms);
+void sse_hub_free(struct sse_hub *h);
+/* How many streams are open and how many are parked (for /metrics). */
+void sse_hub_counts(struct sse_hub *h, int *open, int *parked);
+
+/* The job the caller may see (admins: any; users: their own), else a 404
+ * in rs and -1. */
+int job_visible(struct req *rq, struct resp *rs, const char *id, struct job_rec *out);
+
+#endif

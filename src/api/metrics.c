@@ -1,0 +1,149 @@
+/* metrics: GET /metrics in the Prometheus text format (version 0.0.4).
+ * Everything is read at scrape time from the store, the inventory and the
+ * libpve clients; nothing here keeps history. */
+#include "api/api_int.h"
+
+#include "common/xalloc.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define METRICS_MAX (1024 * 1024)
+
+static void help(struct buf *b, const char *name, const char *type, const char *text)
+{
+    buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, text, name, type);
+}
+
+static void jobs(struct api *a, struct buf *b)
+{
+    struct job_stat *v = NULL;
+    size_t n = 0;
+    struct store_error se;
+    if (store_job_stats(a->st, &v, &n, &se))
+        return;
+    help(b, "proxd_jobs", "gauge", "Jobs in the store by kind and state.");
+    for (size_t i = 0; i < n; i++)
+        buf_printf(b, "proxd_jobs{kind=\"%s\",state=\"%s\"} %lld\n", v[i].kind,
+                   job_state_name(v[i].state), (long long)v[i].count);
+    help(b, "proxd_job_duration_seconds", "histogram",
+         "Time from request to end of finished jobs, by kind.");
+    /* Rows come sorted by kind: sum the finished states of each kind. */
+    for (size_t i = 0; i < n;) {
+        int64_t bk[STORE_DURATION_BUCKETS] = {0}, sum = 0;
+        size_t k = i;
+        for (; k < n && strcmp(v[k].kind, v[i].kind) == 0; k++) {
+            for (int j = 0; j < STORE_DURATION_BUCKETS; j++)
+                bk[j] += v[k].buckets[j];
+            sum += v[k].duration_sum_ms;
+        }
+        for (int j = 0; j < STORE_DURATION_BUCKETS - 1; j++)
+            buf_printf(b, "proxd_job_duration_seconds_bucket{kind=\"%s\",le=\"%g\"} %lld\n",
+                       v[i].kind, store_duration_bounds[j] / 1000.0, (long long)bk[j]);
+        buf_printf(b, "proxd_job_duration_seconds_bucket{kind=\"%s\",le=\"+Inf\"} %lld\n",
+                   v[i].kind, (long long)bk[STORE_DURATION_BUCKETS - 1]);
+        buf_printf(b, "proxd_job_duration_seconds_sum{kind=\"%s\"} %.3f\n", v[i].kind,
+                   sum / 1000.0);
+        buf_printf(b, "proxd_job_duration_seconds_count{kind=\"%s\"} %lld\n", v[i].kind,
+                   (long long)bk[STORE_DURATION_BUCKETS - 1]);
+        i = k;
+    }
+    free(v);
+}
+
+static void nodes(struct api *a, struct buf *b)
+{
+    const struct proxd_config *c = a->cfg;
+    help(b, "proxd_node_up", "gauge", "1 when the node is reachable and online.");
+    for (int i = 0; i < c->nnodes; i++)
+        buf_printf(b, "proxd_node_up{node=\"%s\"} %d\n", c->nodes[i].name,
+                   fleet_node_up(a->fl, c->nodes[i].name) ? 1 : 0);
+    help(b, "proxd_node_vms", "gauge", "VMs the inventory sees on the node.");
+    for (int i = 0; i < c->nnodes; i++) {
+        struct node_view v;
+        memset(&v, 0, sizeof v);
+        fleet_node_view(a->fl, c->nodes[i].name, &v);
+        buf_printf(b, "proxd_node_vms{node=\"%s\"} %d\n", c->nodes[i].name, v.nvms);
+    }
+    help(b, "proxd_node_reserved_memory_bytes", "gauge",
+         "Memory reserved on the node by creations in flight.");
+    for (int i = 0; i < c->nnodes; i++) {
+        int64_t mem = 0, disk = 0;
+        struct store_error se;
+        store_reserved_on(a->st, c->nodes[i].name, NULL, &mem, &disk, &se);
+        buf_printf(b, "proxd_node_reserved_memory_bytes{node=\"%s\"} %lld\n", c->nodes[i].name,
+                   (long long)mem);
+    }
+}
+
+static void ranges(struct api *a, struct buf *b)
+{
+    const struct proxd_config *c = a->cfg;
+    help(b, "proxd_vmid_range_size", "gauge", "VMIDs in the OS's range.");
+    for (int i = 0; i < c->nos; i++)
+        buf_printf(b, "proxd_vmid_range_size{os=\"%s\"} %d\n", c->os[i].name,
+                   c->os[i].range_hi - c->os[i].range_lo + 1);
+    help(b, "proxd_vmid_range_allocated", "gauge", "VMIDs of the OS's range that are allocated.");
+    for (int i = 0; i < c->nos; i++) {
+        int n = 0;
+        struct store_error se;
+        store_vmid_count(a->st, c->os[i].range_lo, c->os[i].range_hi, &n, &se);
+        buf_printf(b, "proxd_vmid_range_allocated{os=\"%s\"} %d\n", c->os[i].name, n);
+    }
+}
+
+/* One line per libpve client (a world), named by its first node. */
+static void pve(struct api *a, struct buf *b)
+{
+    const struct proxd_config *c = a->cfg;
+    pve_client *seen[CFG_MAX_NODES];
+    int nseen = 0;
+    help(b, "proxd_pve_requests_total", "counter", "HTTP requests sent to Proxmox, per world.");
+    for (int i = 0; i < c->nnodes; i++) {
+        pve_client *pc = fleet_client(a->fl, c->nodes[i].name);
+        bool dup = !pc;
+        for (int k = 0; k < nseen && !dup; k++)
+            dup = seen[k] == pc;
+        if (dup)
+            continue;
+        seen[nseen++] = pc;
+        struct pve_stats st;
+        pve_client_stats(pc, &st);
+        const char *w = c->nodes[i].cluster[0] ? c->nodes[i].cluster : c->nodes[i].name;
+        buf_printf(b, "proxd_pve_requests_total{world=\"%s\"} %llu\n", w,
+                   (unsigned long long)st.requests);
+        buf_printf(b, "proxd_pve_retries_total{world=\"%s\"} %llu\n", w,
+                   (unsigned long long)st.retries);
+        buf_printf(b, "proxd_pve_failovers_total{world=\"%s\"} %llu\n", w,
+                   (unsigned long long)st.failovers);
+    }
+}
+
+static void server(struct api *a, struct buf *b)
+{
+    help(b, "proxd_http_responses_total", "counter", "HTTP answers by status class.");
+    pthread_mutex_lock(&a->mu);
+    for (int i = 1; i <= 5; i++)
+        buf_printf(b, "proxd_http_responses_total{class=\"%dxx\"} %llu\n", i,
+                   (unsigned long long)a->requests[i]);
+    pthread_mutex_unlock(&a->mu);
+    int open = 0, parked = 0;
+    sse_hub_counts(a->hub, &open, &parked);
+    help(b, "proxd_event_streams", "gauge", "Open job event streams (parked: waiting for news).");
+    buf_printf(b, "proxd_event_streams{parked=\"no\"} %d\n", open - parked);
+    buf_printf(b, "proxd_event_streams{parked=\"yes\"} %d\n", parked);
+}
+
+void h_metrics(struct req *rq, struct resp *rs)
+{
+    struct buf b = BUF_INIT(METRICS_MAX);
+    jobs(rq->api, &b);
+    nodes(rq->api, &b);
+    ranges(rq->api, &b);
+    pve(rq->api, &b);
+    server(rq->api, &b);
+    rs->status = MHD_HTTP_OK;
+    rs->ctype = "text/plain; version=0.0.4; charset=utf-8";
+    rs->text = buf_take(&b);
+}

@@ -1,0 +1,122 @@
+/* router: the route table, path matching, authentication.
+ *
+ * The table is the single list of what the server serves; api_route_at()
+ * exports it so a test can hold docs/openapi.yaml to it. Patterns are
+ * literal segments and "{name}" captures (at most API_PARAMS, in order). */
+#include "api/api_int.h"
+
+#include <stdio.h>
+#include <string.h>
+
+struct route {
+    struct api_route_info info;
+    route_fn fn;
+    bool auth; /* needs a bearer token */
+};
+
+static const struct route ROUTES[] = {
+    {{"GET", "/healthz"}, h_healthz, false},
+    {{"GET", "/readyz"}, h_readyz, false},
+    {{"GET", "/metrics"}, h_metrics, false},
+    {{"POST", "/v1/vms"}, h_vms_create, true},
+    {{"GET", "/v1/vms"}, h_vms_list, true},
+    {{"GET", "/v1/vms/{vmid}"}, h_vm_get, true},
+    {{"PATCH", "/v1/vms/{vmid}"}, h_vm_update, true},
+    {{"DELETE", "/v1/vms/{vmid}"}, h_vm_delete, true},
+    {{"POST", "/v1/vms/{vmid}/start"}, h_vm_action, true},
+    {{"POST", "/v1/vms/{vmid}/shutdown"}, h_vm_action, true},
+    {{"POST", "/v1/vms/{vmid}/stop"}, h_vm_action, true},
+    {{"POST", "/v1/vms/{vmid}/pause"}, h_vm_action, true},
+    {{"POST", "/v1/vms/{vmid}/resume"}, h_vm_action, true},
+    {{"POST", "/v1/vms/{vmid}/reboot"}, h_vm_action, true},
+    {{"POST", "/v1/vms/{vmid}/resize"}, h_vm_resize, true},
+    {{"GET", "/v1/jobs/{id}"}, h_job_get, true},
+    {{"GET", "/v1/jobs/{id}/events"}, h_job_events, true},
+    {{"GET", "/v1/nodes"}, h_nodes, true},
+    {{"GET", "/v1/os"}, h_os, true},
+    {{"GET", "/v1/quota"}, h_quota, true},
+};
+#define NROUTES (sizeof ROUTES / sizeof ROUTES[0])
+
+size_t api_route_count(void)
+{
+    return NROUTES;
+}
+
+const struct api_route_info *api_route_at(size_t i)
+{
+    return i < NROUTES ? &ROUTES[i].info : NULL;
+}
+
+/* Match path against pattern, capturing "{x}" segments into params. */
+static bool match(const char *pat, const char *path, char params[API_PARAMS][64])
+{
+    int np = 0;
+    while (*pat && *path) {
+        if (*pat != '/' || *path != '/')
+            return false;
+        pat++, path++;
+        size_t pl = strcspn(pat, "/"), sl = strcspn(path, "/");
+        if (pat[0] == '{') {
+            if (sl == 0 || sl >= 64 || np == API_PARAMS)
+                return false;
+            memcpy(params[np], path, sl);
+            params[np++][sl] = '\0';
+        } else if (pl != sl || memcmp(pat, path, pl) != 0) {
+            return false;
+        }
+        pat += pl, path += sl;
+    }
+    return !*pat && !*path;
+}
+
+static void authenticate(struct req *rq, struct resp *rs, const struct route *r)
+{
+    const char *h =
+        MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+    int rc = auth_check(rq->api->st, rq->api->key, h, &rq->who);
+    if (rc == -2) {
+        resp_error(rs, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable", NULL,
+                   "cannot check the token: the database is not answering");
+        return;
+    }
+    if (rc) {
+        resp_error(rs, MHD_HTTP_UNAUTHORIZED, "unauthorized", NULL,
+                   h ? "the bearer token is not valid"
+                     : "an Authorization: Bearer token is needed");
+        return;
+    }
+    r->fn(rq, rs);
+}
+
+void router_dispatch(struct req *rq, struct resp *rs)
+{
+    char params[API_PARAMS][64];
+    const struct route *found = NULL;
+    size_t nallow = 0;
+    rs->allow[0] = '\0';
+    for (size_t i = 0; i < NROUTES && !found; i++) {
+        if (!match(ROUTES[i].info.path, rq->path, params))
+            continue;
+        if (strcmp(ROUTES[i].info.method, rq->method) == 0) {
+            found = &ROUTES[i];
+            memcpy(rq->params, params, sizeof params);
+        } else {
+            size_t l = strlen(rs->allow);
+            snprintf(rs->allow + l, sizeof rs->allow - l, "%s%s", nallow++ ? ", " : "",
+                     ROUTES[i].info.method);
+        }
+    }
+    if (found) {
+        rs->allow[0] = '\0';
+        if (found->auth)
+            authenticate(rq, rs, found);
+        else
+            found->fn(rq, rs);
+    } else if (nallow) {
+        resp_error(rs, MHD_HTTP_METHOD_NOT_ALLOWED, "method_not_allowed", NULL,
+                   "%s is not allowed on %s (allowed: %s)", rq->method, rq->path, rs->allow);
+    } else {
+        resp_error(rs, MHD_HTTP_NOT_FOUND, "not_found", NULL, "no route %s", rq->path);
+    }
+}

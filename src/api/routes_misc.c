@@ -1,0 +1,131 @@
+/* routes_misc: the fleet (/v1/nodes), the OS catalogue (/v1/os), quotas
+ * (/v1/quota), and the probes (/healthz, /readyz). */
+#include "api/api_int.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define MIB (1024 * 1024LL)
+#define GIB (1024 * MIB)
+
+static json_t *node_json(struct api *a, const struct cfg_node *cn)
+{
+    struct node_view v;
+    memset(&v, 0, sizeof v);
+    fleet_node_view(a->fl, cn->name, &v);
+    int64_t mem = 0, disk = 0;
+    struct store_error se;
+    store_reserved_on(a->st, cn->name, NULL, &mem, &disk, &se);
+    json_t *o = json_pack("{s:s,s:s,s:b,s:b,s:i,s:i}", "name", cn->name, "cluster", cn->cluster,
+                          "known", v.known, "up", v.up, "cpus", v.cpus, "vms", v.nvms);
+    json_object_set_new(o, "health", json_string(!v.known ? "unknown" : v.up ? "up" : "down"));
+    json_object_set_new(o, "memory_mb",
+                        json_pack("{s:I,s:I,s:I}", "total", (json_int_t)(v.mem_total / MIB), "used",
+                                  (json_int_t)(v.mem_used / MIB), "reserved",
+                                  (json_int_t)(mem / MIB)));
+    json_object_set_new(o, "disk_gb",
+                        json_pack("{s:I,s:I,s:I,s:I}", "total", (json_int_t)(v.st_total / GIB),
+                                  "used", (json_int_t)(v.st_used / GIB), "available",
+                                  (json_int_t)(v.st_avail / GIB), "reserved",
+                                  (json_int_t)(disk / GIB)));
+    json_object_set_new(o, "storage", json_string(cn->storage));
+    json_object_set_new(o, "refreshed_at", json_time(v.refreshed_at));
+    json_object_set_new(o, "last_error", v.last_error[0] ? json_string(v.last_error) : json_null());
+    return o;
+}
+
+void h_nodes(struct req *rq, struct resp *rs)
+{
+    if (check_query(rq, rs, NULL))
+        return;
+    json_t *arr = json_array();
+    for (int i = 0; i < rq->api->cfg->nnodes; i++)
+        json_array_append_new(arr, node_json(rq->api, &rq->api->cfg->nodes[i]));
+    resp_json(rs, MHD_HTTP_OK, json_pack("{s:o}", "nodes", arr));
+}
+
+static json_t *range_json(store *st, int lo, int hi)
+{
+    int used = 0;
+    struct store_error se;
+    store_vmid_count(st, lo, hi, &used, &se);
+    int size = hi - lo + 1;
+    return json_pack("{s:i,s:i,s:i,s:i,s:f}", "lo", lo, "hi", hi, "size", size, "allocated", used,
+                     "fill", size > 0 ? (double)used / size : 0.0);
+}
+
+void h_os(struct req *rq, struct resp *rs)
+{
+    if (check_query(rq, rs, NULL))
+        return;
+    const struct proxd_config *c = rq->api->cfg;
+    json_t *arr = json_array();
+    for (int i = 0; i < c->nos; i++) {
+        json_t *nodes = json_array();
+        for (int n = 0; n < c->nnodes; n++)
+            if (config_template(&c->nodes[n], c->os[i].name))
+                json_array_append_new(nodes, json_string(c->nodes[n].name));
+        json_array_append_new(
+            arr, json_pack("{s:s,s:o,s:o}", "name", c->os[i].name, "range",
+                           range_json(rq->api->st, c->os[i].range_lo, c->os[i].range_hi), "nodes",
+                           nodes));
+    }
+    json_t *out = json_pack("{s:o}", "os", arr);
+    if (c->fallback_lo)
+        json_object_set_new(out, "fallback_range",
+                            range_json(rq->api->st, c->fallback_lo, c->fallback_hi));
+    else
+        json_object_set_new(out, "fallback_range", json_null());
+    resp_json(rs, MHD_HTTP_OK, out);
+}
+
+/* GET /v1/quota[?owner=]: the caller's quota (admins may name an owner). */
+void h_quota(struct req *rq, struct resp *rs)
+{
+    static const char *const allowed[] = {"owner", NULL};
+    if (check_query(rq, rs, allowed))
+        return;
+    const char *owner = query(rq, "owner");
+    if (!owner)
+        owner = rq->who.owner;
+    if (!rq->who.admin && strcmp(owner, rq->who.owner) != 0) {
+        resp_error(rs, MHD_HTTP_FORBIDDEN, "forbidden", "owner",
+                   "owner: a user sees its own quota only");
+        return;
+    }
+    struct quota_use used = {0};
+    struct core_error ce = {0};
+    if (core_quota_use(rq->api->k, owner, &used, &ce)) {
+        resp_core_error(rs, &ce);
+        return;
+    }
+    const struct cfg_quota *q = config_quota(rq->api->cfg, owner);
+    json_t *lim = q ? json_pack("{s:i,s:i,s:I,s:I}", "vms", q->vms, "cores", q->cores, "memory_mb",
+                                (json_int_t)q->memory_mb, "disk_gb", (json_int_t)q->disk_gb)
+                    : json_null();
+    resp_json(rs, MHD_HTTP_OK,
+              json_pack("{s:s,s:o,s:{s:i,s:i,s:I,s:I}}", "owner", owner, "limits", lim, "used",
+                        "vms", used.vms, "cores", used.cores, "memory_mb",
+                        (json_int_t)used.memory_mb, "disk_gb", (json_int_t)used.disk_gb));
+}
+
+void h_healthz(struct req *rq, struct resp *rs)
+{
+    resp_json(rs, MHD_HTTP_OK, json_pack("{s:s}", "status", "ok"));
+}
+
+/* Ready: the database answers and at least one node is up. */
+void h_readyz(struct req *rq, struct resp *rs)
+{
+    int n = 0, up = 0;
+    struct store_error se;
+    bool db = store_job_count_active(rq->api->st, NULL, &n, &se) == STORE_OK;
+    for (int i = 0; i < rq->api->cfg->nnodes; i++)
+        up += fleet_node_up(rq->api->fl, rq->api->cfg->nodes[i].name);
+    bool ok = db && up > 0;
+    json_t *o = json_pack("{s:s,s:b,s:i,s:i}", "status", ok ? "ready" : "not_ready", "database", db,
+                          "nodes_up", up, "nodes", rq->api->cfg->nnodes);
+    if (!db)
+        json_object_set_new(o, "database_error", json_string(se.message));
+    resp_json(rs, ok ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE, o);
+}

@@ -1,0 +1,438 @@
+/* routes_vms: /v1/vms and the operations on one VM.
+ *
+ * Visibility: a user sees and acts on its own VMs only; another owner's VM
+ * answers 404 exactly as a missing one (same code, same message), so VMIDs
+ * of others cannot be probed. Admins see all and act as the core's NULL
+ * owner. */
+#include "api/api_int.h"
+
+#include "common/log.h"
+#include "common/util.h"
+#include "common/xalloc.h"
+
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SSH_KEYS_MAX (16 * 1024)
+#define IDEM_KEY_MAX 128
+
+/* The owner the core checks against: NULL lets an admin act on any VM. */
+static const char *acting_owner(const struct req *rq)
+{
+    return rq->who.admin ? NULL : rq->who.owner;
+}
+
+static void not_found(struct resp *rs, const char *vmid)
+{
+    resp_error(rs, MHD_HTTP_NOT_FOUND, "not_found", NULL, "no VM %s", vmid);
+}
+
+/* The path's {vmid}: a malformed one is no VM at all. */
+static int path_vmid(struct req *rq, struct resp *rs, int *vmid)
+{
+    int64_t v;
+    if (!parse_i64(rq->params[0], &v) || v < 100 || v > 999999999) {
+        not_found(rs, rq->params[0]);
+        return -1;
+    }
+    *vmid = (int)v;
+    return 0;
+}
+
+/* {vmid} of an operation. Users are checked here as well as in the core, so
+ * that another owner's VM is a 404 before anything else is looked at. */
+static int target_vmid(struct req *rq, struct resp *rs, int *vmid)
+{
+    if (path_vmid(rq, rs, vmid))
+        return -1;
+    if (rq->who.admin)
+        return 0;
+    struct vm_rec v;
+    struct store_error se;
+    int rc = store_vm_get(rq->api->st, *vmid, &v, &se);
+    if (rc && rc != STORE_E_NOTFOUND) {
+        resp_error(rs, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable", NULL, "%s", se.message);
+        return -1;
+    }
+    bool mine = rc == STORE_OK && strcmp(v.owner, rq->who.owner) == 0;
+    if (rc == STORE_OK)
+        vm_rec_release(&v);
+    if (!mine) {
+        not_found(rs, rq->params[0]);
+        return -1;
+    }
+    return 0;
+}
+
+static void accepted(struct resp *rs, int vmid, const char *kind, const char *job)
+{
+    snprintf(rs->location, sizeof rs->location, "/v1/jobs/%s", job);
+    resp_json(
+        rs, MHD_HTTP_ACCEPTED,
+        json_pack("{s:i,s:s,s:s,s:s}", "vmid", vmid, "job", job, "kind", kind, "state", "queued"));
+}
+
+/* ---- POST /v1/vms --------------------------------------------------------------- */
+
+struct create_in {
+    struct vm_request r;
+    int64_t cores, memory_mb, disk_gb;
+    bool has_owner;
+};
+
+static int decode_create(struct req *rq, struct resp *rs, struct create_in *in, json_t **raw)
+{
+    const struct field f[] = {
+        {"os", FT_STRING, in->r.os, sizeof in->r.os, NULL},
+        {"name", FT_STRING, in->r.name, sizeof in->r.name, NULL},
+        {"cores", FT_INT, &in->cores, 0, NULL},
+        {"memory_mb", FT_INT, &in->memory_mb, 0, NULL},
+        {"disk_gb", FT_INT, &in->disk_gb, 0, NULL},
+        {"ssh_keys", FT_STRINGS, &in->r.ssh_keys, SSH_KEYS_MAX, NULL},
+        {"owner", FT_STRING, in->r.owner, sizeof in->r.owner, &in->has_owner},
+    };
+    if (decode_body(rq, rs, f, sizeof f / sizeof f[0], false, raw))
+        return -1;
+    static const char *const required[] = {"os", "name", "cores", "memory_mb", "disk_gb"};
+    for (size_t i = 0; i < sizeof required / sizeof required[0]; i++) {
+        if (!json_object_get(*raw, required[i]) ||
+            json_is_null(json_object_get(*raw, required[i]))) {
+            resp_error(rs, MHD_HTTP_BAD_REQUEST, "invalid", required[i], "%s: required",
+                       required[i]);
+            return -1;
+        }
+    }
+    if (in->cores < 0 || in->cores > 1 << 20) {
+        resp_error(rs, MHD_HTTP_BAD_REQUEST, "invalid", "cores", "cores: out of range");
+        return -1;
+    }
+    in->r.cores = (int)in->cores;
+    in->r.memory_mb = in->memory_mb;
+    in->r.disk_gb = in->disk_gb;
+    if (!in->has_owner || !in->r.owner[0]) {
+        snprintf(in->r.owner, sizeof in->r.owner, "%s", rq->who.owner);
+    } else if (!rq->who.admin && strcmp(in->r.owner, rq->who.owner) != 0) {
+        resp_error(rs, MHD_HTTP_FORBIDDEN, "forbidden", "owner",
+                   "owner: only an admin may create a VM for another owner");
+        return -1;
+    }
+    return 0;
+}
+
+/* Run the creation and build the answer (202 or an error) in rs. */
+static void create_now(struct req *rq, struct resp *rs, struct create_in *in)
+{
+    char job[40];
+    int vmid = 0;
+    struct core_error ce = {0};
+    if (core_create(rq->api->k, &in->r, job, &vmid, &ce)) {
+        resp_core_error(rs, &ce);
+        return;
+    }
+    accepted(rs, vmid, "create", job);
+}
+
+/* What makes two requests "the same" under one key: the decoded request,
+ * canonical JSON (sorted keys), hashed. */
+static void fingerprint(json_t *raw, const char *owner, char out[65])
+{
+    json_object_set_new(raw, "owner", json_string(owner));
+    char *t = json_dumps(raw, JSON_COMPACT | JSON_SORT_KEYS);
+    unsigned char h[32];
+    crypto_generichash(h, sizeof h, (const unsigned char *)t, strlen(t), NULL, 0);
+    sodium_bin2hex(out, 65, h, sizeof h);
+    free(t);
+}
+
+static void replay(struct resp *rs, json_t *stored, const char *fp)
+{
+    const char *old_fp = json_string_value(json_object_get(stored, "fingerprint"));
+    if (!old_fp || strcmp(old_fp, fp) != 0) {
+        resp_error(rs, MHD_HTTP_CONFLICT, "idempotency_key_reused", "Idempotency-Key",
+                   "this Idempotency-Key was used for a different request");
+        return;
+    }
+    json_t *body = json_object_get(stored, "body");
+    const char *job = json_string_value(json_object_get(body, "job"));
+    if (job)
+        snprintf(rs->location, sizeof rs->location, "/v1/jobs/%s", job);
+    resp_json(rs, (unsigned)json_integer_value(json_object_get(stored, "status")),
+              json_incref(body));
+}
+
+static bool idem_key_ok(const char *k)
+{
+    size_t n = strlen(k);
+    if (n == 0 || n > IDEM_KEY_MAX)
+        return false;
+    for (; *k; k++)
+        if (*k < 0x21 || *k > 0x7e)
+            return false;
+    return true;
+}
+
+/* One stripe lock per key hash: retries of one key run one after the
+ * other, so the second finds the first's answer instead of making a VM. */
+static pthread_mutex_t *idem_lock(struct api *a, const char *who, const char *key)
+{
+    unsigned char h[8];
+    crypto_generichash_state st;
+    crypto_generichash_init(&st, NULL, 0, sizeof h);
+    crypto_generichash_update(&st, (const unsigned char *)who, strlen(who) + 1);
+    crypto_generichash_update(&st, (const unsigned char *)key, strlen(key));
+    crypto_generichash_final(&st, h, sizeof h);
+    return &a->idem[h[0] % API_IDEM_STRIPES];
+}
+
+static void create_idempotent(struct req *rq, struct resp *rs, struct create_in *in, json_t *raw,
+                              const char *key)
+{
+    char fp[65];
+    fingerprint(raw, in->r.owner, fp);
+    /* Keys are per caller (the token's owner), whatever the VM's owner. */
+    const char *scope = rq->who.owner;
+    pthread_mutex_t *mu = idem_lock(rq->api, scope, key);
+    pthread_mutex_lock(mu);
+    json_t *stored = NULL;
+    struct store_error se;
+    int rc = store_idem_get(rq->api->st, scope, key, &stored, &se);
+    if (rc == STORE_OK) {
+        replay(rs, stored, fp);
+        goto out;
+    }
+    if (rc != STORE_E_NOTFOUND) {
+        resp_error(rs, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable", NULL, "%s", se.message);
+        goto out;
+    }
+    create_now(rq, rs, in);
+    if (rs->status != MHD_HTTP_ACCEPTED)
+        goto out; /* refusals are not remembered: the caller may fix and retry */
+    json_t *ans =
+        json_pack("{s:s,s:i,s:O}", "fingerprint", fp, "status", (int)rs->status, "body", rs->body);
+    json_t *existing = NULL;
+    rc = store_idem_put(rq->api->st, scope, key, ans, &existing, &se);
+    if (rc == STORE_E_CONFLICT) /* another proxd instance won the race */
+        replay(rs, existing, fp);
+    else if (rc)
+        log_error("api", "idempotency key not stored (a retry would create again): %s", se.message);
+    json_decref(existing);
+    json_decref(ans);
+out:
+    pthread_mutex_unlock(mu);
+    json_decref(stored);
+}
+
+void h_vms_create(struct req *rq, struct resp *rs)
+{
+    struct create_in in = {0};
+    json_t *raw = NULL;
+    if (check_query(rq, rs, NULL) || decode_create(rq, rs, &in, &raw))
+        goto out;
+    const char *key = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, "Idempotency-Key");
+    if (key && !idem_key_ok(key)) {
+        resp_error(rs, MHD_HTTP_BAD_REQUEST, "invalid", "Idempotency-Key",
+                   "Idempotency-Key: 1 to %d printable ASCII characters", IDEM_KEY_MAX);
+        goto out;
+    }
+    if (key)
+        create_idempotent(rq, rs, &in, raw, key);
+    else
+        create_now(rq, rs, &in);
+out:
+    json_decref(raw);
+    vm_request_release(&in.r);
+}
+
+/* ---- GET /v1/vms ------------------------------------------------------------------ */
+
+void h_vms_list(struct req *rq, struct resp *rs)
+{
+    static const char *const allowed[] = {"owner", "state", "node", "os", "limit", "after", NULL};
+    if (check_query(rq, rs, allowed))
+        return;
+    struct vm_filter f = {.state = -1, .limit = 100};
+    f.owner = query(rq, "owner");
+    f.node = query(rq, "node");
+    f.os = query(rq, "os");
+    int64_t v;
+    const char *s = query(rq, "state");
+    if (s && (f.state = vm_state_parse(s)) < 0) {
+        resp_error(rs, MHD_HTTP_BAD_REQUEST, "invalid", "state",
+                   "state: one of creating, enabled, failed, deleting, deleted, lost");
+        return;
+    }
+    if ((s = query(rq, "limit"))) {
+        if (parse_int_arg(rs, "limit", s, 1, 1000, &v))
+            return;
+        f.limit = (int)v;
+    }
+    if ((s = query(rq, "after"))) {
+        if (parse_int_arg(rs, "after", s, 0, INT64_MAX, &v))
+            return;
+        f.after_id = v;
+    }
+    /* A user's listing is its own VMs whatever it asks for. */
+    if (!rq->who.admin) {
+        if (f.owner && strcmp(f.owner, rq->who.owner) != 0) {
+            resp_json(rs, MHD_HTTP_OK, json_pack("{s:[],s:n}", "vms", "next"));
+            return;
+        }
+        f.owner = rq->who.owner;
+    }
+    struct vm_rec *recs = NULL;
+    size_t n = 0;
+    struct store_error se;
+    if (store_vm_list(rq->api->st, &f, &recs, &n, &se)) {
+        resp_error(rs, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable", NULL, "%s", se.message);
+        return;
+    }
+    json_t *arr = json_array();
+    for (size_t i = 0; i < n; i++) {
+        json_array_append_new(arr, vm_to_json(&recs[i]));
+        vm_rec_release(&recs[i]);
+    }
+    /* A full page may have more behind it: hand out the cursor. */
+    json_t *next =
+        n == (size_t)f.limit ? json_sprintf("%lld", (long long)recs[n - 1].id) : json_null();
+    free(recs);
+    resp_json(rs, MHD_HTTP_OK, json_pack("{s:o,s:o}", "vms", arr, "next", next));
+}
+
+/* ---- one VM ------------------------------------------------------------------------ */
+
+void h_vm_get(struct req *rq, struct resp *rs)
+{
+    int vmid;
+    if (check_query(rq, rs, NULL) || path_vmid(rq, rs, &vmid))
+        return;
+    struct vm_rec v;
+    struct store_error se;
+    int rc = store_vm_get(rq->api->st, vmid, &v, &se);
+    if (rc == STORE_E_NOTFOUND) {
+        not_found(rs, rq->params[0]);
+        return;
+    }
+    if (rc) {
+        resp_error(rs, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable", NULL, "%s", se.message);
+        return;
+    }
+    if (!rq->who.admin && strcmp(v.owner, rq->who.owner) != 0)
+        not_found(rs, rq->params[0]);
+    else
+        resp_json(rs, MHD_HTTP_OK, vm_to_json(&v));
+    vm_rec_release(&v);
+}
+
+/* The core answers NOTFOUND for another owner's VM too; make it the same
+ * message as a missing VM's. */
+static void op_error(struct req *rq, struct resp *rs, const struct core_error *ce)
+{
+    if (ce->code == CORE_E_NOTFOUND)
+        not_found(rs, rq->params[0]);
+    else
+        resp_core_error(rs, ce);
+}
+
+void h_vm_action(struct req *rq, struct resp *rs)
+{
+    int vmid;
+    if (check_query(rq, rs, NULL) || target_vmid(rq, rs, &vmid))
+        return;
+    const char *name = strrchr(rq->path, '/') + 1;
+    int act = vm_action_parse(name);
+    if (act < 0) { /* the route table lists only known actions */
+        not_found(rs, rq->params[0]);
+        return;
+    }
+    int64_t timeout = 0;
+    bool force = false, has_timeout = false;
+    const struct field f[] = {
+        {"timeout", FT_INT, &timeout, 0, &has_timeout},
+        {"force", FT_BOOL, &force, 0, NULL},
+    };
+    /* Only shutdown takes options; the others take an empty body or {}. */
+    if (decode_body(rq, rs, f, act == ACT_SHUTDOWN ? 2 : 0, true, NULL))
+        return;
+    if (has_timeout && (timeout < 1 || timeout > 3600)) {
+        resp_error(rs, MHD_HTTP_BAD_REQUEST, "invalid", "timeout",
+                   "timeout: seconds from 1 to 3600");
+        return;
+    }
+    struct action_opts o = {.timeout_s = (int)timeout, .force = force};
+    char job[40];
+    struct core_error ce = {0};
+    if (core_vm_action(rq->api->k, vmid, acting_owner(rq), (enum vm_action)act, &o, job, &ce))
+        op_error(rq, rs, &ce);
+    else
+        accepted(rs, vmid, vm_action_name((enum vm_action)act), job);
+}
+
+void h_vm_update(struct req *rq, struct resp *rs)
+{
+    int vmid;
+    if (check_query(rq, rs, NULL) || target_vmid(rq, rs, &vmid))
+        return;
+    int64_t cores = 0, memory = 0;
+    bool has_cores = false, has_memory = false;
+    const struct field f[] = {
+        {"cores", FT_INT, &cores, 0, &has_cores},
+        {"memory_mb", FT_INT, &memory, 0, &has_memory},
+    };
+    if (decode_body(rq, rs, f, 2, false, NULL))
+        return;
+    if (!has_cores && !has_memory) {
+        resp_error(rs, MHD_HTTP_BAD_REQUEST, "invalid", "cores", "give cores, memory_mb or both");
+        return;
+    }
+    if ((has_cores && (cores < 1 || cores > 1 << 20)) || (has_memory && memory < 1)) {
+        const char *bad = has_cores && (cores < 1 || cores > 1 << 20) ? "cores" : "memory_mb";
+        resp_error(rs, MHD_HTTP_BAD_REQUEST, "invalid", bad, "%s: must be a positive integer", bad);
+        return;
+    }
+    char job[40];
+    struct core_error ce = {0};
+    if (core_vm_update(rq->api->k, vmid, acting_owner(rq), (int)cores, memory, job, &ce))
+        op_error(rq, rs, &ce);
+    else
+        accepted(rs, vmid, "update", job);
+}
+
+void h_vm_resize(struct req *rq, struct resp *rs)
+{
+    int vmid;
+    if (check_query(rq, rs, NULL) || target_vmid(rq, rs, &vmid))
+        return;
+    int64_t disk = 0;
+    bool has_disk = false;
+    const struct field f[] = {{"disk_gb", FT_INT, &disk, 0, &has_disk}};
+    if (decode_body(rq, rs, f, 1, false, NULL))
+        return;
+    if (!has_disk || disk < 1) {
+        resp_error(rs, MHD_HTTP_BAD_REQUEST, "invalid", "disk_gb",
+                   "disk_gb: required, a positive integer");
+        return;
+    }
+    char job[40];
+    struct core_error ce = {0};
+    if (core_vm_resize(rq->api->k, vmid, acting_owner(rq), disk, job, &ce))
+        op_error(rq, rs, &ce);
+    else
+        accepted(rs, vmid, "resize", job);
+}
+
+void h_vm_delete(struct req *rq, struct resp *rs)
+{
+    int vmid;
+    if (check_query(rq, rs, NULL) || target_vmid(rq, rs, &vmid))
+        return;
+    if (decode_body(rq, rs, NULL, 0, true, NULL))
+        return;
+    char job[40];
+    struct core_error ce = {0};
+    if (core_vm_delete(rq->api->k, vmid, acting_owner(rq), job, &ce))
+        op_error(rq, rs, &ce);
+    else
+        accepted(rs, vmid, "delete", job);
+}

@@ -1,0 +1,285 @@
+/* server: the libmicrohttpd daemon, request bodies, answers.
+ *
+ * Mode: MHD_USE_AUTO_INTERNAL_THREAD (epoll on Linux; select() would cap us
+ * near 1,020 sockets) with a thread pool, and MHD_ALLOW_SUSPEND_RESUME so
+ * event streams park instead of holding a thread. Every resource a client
+ * can make us spend is bounded: connections (total and per IP), time per
+ * idle connection, header memory, and the body (API_BODY_MAX -> 413). */
+#include "api/api_int.h"
+
+#include "common/log.h"
+#include "common/util.h"
+#include "common/xalloc.h"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#define CONN_LIMIT 4096
+#define PER_IP_LIMIT 512
+#define CONN_TIMEOUT_S 60
+#define CONN_MEMORY (64 * 1024)
+#define POOL_MAX 16
+#define STREAM_DRAIN_MS 2000
+
+/* ---- answers ---------------------------------------------------------------- */
+
+static void count_status(struct api *a, unsigned status)
+{
+    unsigned cls = status / 100;
+    pthread_mutex_lock(&a->mu);
+    if (cls >= 1 && cls <= 5)
+        a->requests[cls]++;
+    pthread_mutex_unlock(&a->mu);
+}
+
+static enum MHD_Result send_resp(struct req *rq, struct resp *rs)
+{
+    struct MHD_Response *r = rs->raw;
+    if (!r) {
+        char *text;
+        if (rs->body) {
+            text = json_dumps(rs->body, JSON_COMPACT);
+            rs->ctype = "application/json";
+        } else {
+            text = rs->text ? rs->text : xstrdup("");
+            rs->text = NULL;
+        }
+        size_t len = strlen(text);
+        r = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
+        if (!r) {
+            free(text);
+            return MHD_NO;
+        }
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
+                                rs->ctype ? rs->ctype : "text/plain");
+    }
+    if (rs->location[0])
+        MHD_add_response_header(r, MHD_HTTP_HEADER_LOCATION, rs->location);
+    if (rs->allow[0])
+        MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, rs->allow);
+    if (rs->status == MHD_HTTP_UNAUTHORIZED)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"proxd\"");
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    enum MHD_Result ok = MHD_queue_response(rq->conn, rs->status, r);
+    MHD_destroy_response(r);
+    rs->raw = NULL;
+    count_status(rq->api, rs->status);
+    log_debug("api", "%s %s -> %u", rq->method, rq->path, rs->status);
+    return ok;
+}
+
+static void resp_release(struct resp *rs)
+{
+    json_decref(rs->body);
+    free(rs->text);
+    if (rs->raw)
+        MHD_destroy_response(rs->raw);
+}
+
+static enum MHD_Result answer(struct req *rq, struct resp *rs)
+{
+    enum MHD_Result ok = send_resp(rq, rs);
+    resp_release(rs);
+    return ok;
+}
+
+/* ---- requests ------------------------------------------------------------------ */
+
+static bool declared_too_big(struct MHD_Connection *c)
+{
+    const char *cl =
+        MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    int64_t n;
+    return cl && parse_i64(cl, &n) && n > API_BODY_MAX;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version, const char *data,
+                                  size_t *size, void **con_cls)
+{
+    struct api *a = cls;
+    struct req *rq = *con_cls;
+    if (!rq) {
+        rq = xcalloc(1, sizeof *rq);
+        rq->api = a;
+        rq->conn = conn;
+        rq->method = method;
+        rq->path = url;
+        buf_init(&rq->body, API_BODY_MAX);
+        *con_cls = rq;
+        /* Refuse a declared oversize body before reading any of it. */
+        if (declared_too_big(conn)) {
+            rq->started = true;
+            struct resp rs = {0};
+            resp_error(&rs, MHD_HTTP_CONTENT_TOO_LARGE, "too_large", NULL,
+                       "the body may have at most %d bytes", API_BODY_MAX);
+            return answer(rq, &rs);
+        }
+        return MHD_YES;
+    }
+    if (rq->started) {
+        *size = 0; /* an answer is queued already: drop what is left */
+        return MHD_YES;
+    }
+    if (*size) {
+        if (!rq->too_big && buf_add(&rq->body, data, *size) != BUF_OK)
+            rq->too_big = true; /* keep reading (and dropping) to answer cleanly */
+        *size = 0;
+        return MHD_YES;
+    }
+    rq->started = true;
+    struct resp rs = {.status = MHD_HTTP_OK};
+    if (rq->too_big)
+        resp_error(&rs, MHD_HTTP_CONTENT_TOO_LARGE, "too_large", NULL,
+                   "the body may have at most %d bytes", API_BODY_MAX);
+    else
+        router_dispatch(rq, &rs);
+    return answer(rq, &rs);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    struct req *rq = *con_cls;
+    if (!rq)
+        return;
+    buf_release(&rq->body);
+    free(rq);
+    *con_cls = NULL;
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    msg[strcspn(msg, "\n")] = '\0';
+    log_warn("api", "libmicrohttpd: %s", msg);
+}
+
+/* ---- start and stop ---------------------------------------------------------------- */
+
+/* systemd starts services with a soft limit of 1024 descriptors; with epoll
+ * nothing stops us from using the hard limit. */
+static void raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            log_warn("api", "cannot raise the open file limit to %llu",
+                     (unsigned long long)rl.rlim_max);
+    }
+}
+
+/* "host:port" or "[v6]:port" into a socket address. */
+static int resolve(const char *listen, struct sockaddr_storage *ss, char *err, size_t errlen)
+{
+    char host[128];
+    const char *port;
+    if (listen[0] == '[') {
+        const char *end = strchr(listen, ']');
+        if (!end || end[1] != ':' || (size_t)(end - listen - 1) >= sizeof host)
+            goto bad;
+        snprintf(host, sizeof host, "%.*s", (int)(end - listen - 1), listen + 1);
+        port = end + 2;
+    } else {
+        const char *c = strrchr(listen, ':');
+        if (!c || (size_t)(c - listen) >= sizeof host)
+            goto bad;
+        snprintf(host, sizeof host, "%.*s", (int)(c - listen), listen);
+        port = c + 1;
+    }
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *ai = NULL;
+    int rc = getaddrinfo(host[0] ? host : NULL, port, &hints, &ai);
+    if (rc != 0) {
+        snprintf(err, errlen, "listen %s: %s", listen, gai_strerror(rc));
+        return -1;
+    }
+    memcpy(ss, ai->ai_addr, ai->ai_addrlen);
+    freeaddrinfo(ai);
+    return 0;
+bad:
+    snprintf(err, errlen, "listen %s: expected host:port or [v6-address]:port", listen);
+    return -1;
+}
+
+static unsigned pool_size(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 2 ? 2 : n > POOL_MAX ? POOL_MAX : (unsigned)n;
+}
+
+struct api *api_start(const struct proxd_config *cfg, struct core *k, store *st, struct fleet *fl,
+                      char *err, size_t errlen)
+{
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    if (resolve(cfg->listen, &ss, err, errlen))
+        return NULL;
+    struct api *a = xcalloc(1, sizeof *a);
+    a->cfg = cfg;
+    a->k = k;
+    a->st = st;
+    a->fl = fl;
+    a->started_ms = wall_ms();
+    pthread_mutex_init(&a->mu, NULL);
+    for (int i = 0; i < API_IDEM_STRIPES; i++)
+        pthread_mutex_init(&a->idem[i], NULL);
+    if (auth_init(st, a->key, err, errlen))
+        goto fail;
+    raise_nofile();
+    a->hub = sse_hub_new(a);
+    unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    if (ss.ss_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    a->d = MHD_start_daemon(
+        flags, 0, NULL, NULL, on_request, a, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+        MHD_OPTION_THREAD_POOL_SIZE, pool_size(), MHD_OPTION_CONNECTION_LIMIT, (unsigned)CONN_LIMIT,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)PER_IP_LIMIT, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)CONN_TIMEOUT_S, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONN_MEMORY,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, a, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, a,
+        MHD_OPTION_END);
+    if (!a->d) {
+        snprintf(err, errlen, "listen %s: cannot start the HTTP server (address in use?)",
+                 cfg->listen);
+        goto fail;
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(a->d, MHD_DAEMON_INFO_BIND_PORT);
+    a->port = di ? di->port : 0;
+    log_info("api", "listening on %s (port %d, %u threads)", cfg->listen, a->port, pool_size());
+    return a;
+fail:
+    api_stop(a);
+    return NULL;
+}
+
+int api_port(const struct api *a)
+{
+    return a ? a->port : 0;
+}
+
+void api_stop(struct api *a)
+{
+    if (!a)
+        return;
+    /* Suspended connections must all be resumed before MHD_stop_daemon. */
+    if (a->hub) {
+        sse_hub_shutdown(a->hub);
+        if (!sse_hub_drain(a->hub, STREAM_DRAIN_MS))
+            log_warn("api", "event streams still open at shutdown: closing them");
+    }
+    if (a->d)
+        MHD_stop_daemon(a->d);
+    sse_hub_free(a->hub);
+    for (int i = 0; i < API_IDEM_STRIPES; i++)
+        pthread_mutex_destroy(&a->idem[i]);
+    pthread_mutex_destroy(&a->mu);
+    free(a);
+}

@@ -1,0 +1,354 @@
+/* sse: GET /v1/jobs/{id}/events as Server-Sent Events, without holding a
+ * thread per stream.
+ *
+ * A stream's content reader sends what the store has; when there is nothing
+ * new it suspends its connection and registers it in the hub ("parked").
+ * The hub's timer thread looks at the store every TICK_MS for each parked
+ * stream and resumes those with news, a ping due (which is also how a gone
+ * client is noticed: MHD does not see disconnects while suspended), or their
+ * deadline passed. Only the timer thread (or shutdown, after the timer has
+ * stopped) takes a stream out of the registry, so a parked stream's fields
+ * are stable while the timer reads them.
+ *
+ * The stream ends with an "end" event once the job is finished and its last
+ * event is out. The core writes a job's row before its event line, so a
+ * finished job may still get one event: the end waits SETTLE_MS after the
+ * finished state was first seen. */
+#include "api/api_int.h"
+
+#include "common/log.h"
+#include "common/util.h"
+#include "common/xalloc.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TICK_MS 100
+#define SETTLE_MS 300
+#define PING_MS 15000
+#define STREAM_MAX_MS (30 * 60 * 1000)
+#define STREAMS_MAX 2048
+#define OUT_MAX (1024 * 1024)
+
+struct sse {
+    struct sse_hub *hub;
+    struct MHD_Connection *conn;
+    char job[40];
+    int64_t last_seq;
+    struct buf out;
+    size_t off;
+    bool ended;          /* the end is in out: END_OF_STREAM once it is sent */
+    int64_t terminal_at; /* mono ms when the job was first seen finished */
+    int64_t deadline;    /* mono ms */
+    int64_t next_ping;   /* mono ms */
+    struct sse *next;    /* in hub->parked */
+};
+
+struct sse_hub {
+    struct api *api;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct sse *parked;
+    int open, nparked;
+    bool stopping;
+    bool timer_running;
+    pthread_t timer;
+};
+
+/* ---- formatting ---------------------------------------------------------------- */
+
+static void emit(struct sse *s, const char *event, const char *id, json_t *data)
+{
+    char *d = json_dumps(data, JSON_COMPACT);
+    if (id)
+        buf_printf(&s->out, "id: %s\n", id);
+    buf_printf(&s->out, "event: %s\ndata: %s\n\n", event, d);
+    free(d);
+    json_decref(data);
+}
+
+static void emit_end(struct sse *s, const char *why, const struct job_rec *j)
+{
+    json_t *d = json_pack("{s:s}", "reason", why);
+    if (j) {
+        json_object_set_new(d, "state", json_string(job_state_name(j->state)));
+        json_object_set_new(d, "error", j->error[0] ? json_string(j->error) : json_null());
+    }
+    emit(s, "end", NULL, d);
+    s->ended = true;
+}
+
+static bool job_finished(const struct job_rec *j)
+{
+    return j->state == JOB_DONE || j->state == JOB_FAILED;
+}
+
+/* Append what is new. The job's state is read before its events, so that
+ * "finished" observed here implies its events up to then are visible. */
+static void fill(struct sse *s)
+{
+    int64_t now = mono_ms();
+    struct api *a = s->hub->api;
+    if (s->hub->stopping) {
+        emit_end(s, "shutdown", NULL);
+        return;
+    }
+    struct job_rec j;
+    struct store_error se;
+    int rc = store_job_get(a->st, s->job, &j, &se);
+    if (rc == STORE_E_NOTFOUND) {
+        emit_end(s, "gone", NULL);
+        return;
+    }
+    bool finished = rc == STORE_OK && job_finished(&j);
+    struct job_event *ev = NULL;
+    size_t n = 0;
+    if (rc == STORE_OK && store_job_events(a->st, s->job, s->last_seq, &ev, &n, &se) == STORE_OK) {
+        for (size_t i = 0; i < n && s->out.len < OUT_MAX; i++) {
+            char id[24];
+            snprintf(id, sizeof id, "%lld", (long long)ev[i].seq);
+            emit(s, "step", id,
+                 json_pack("{s:I,s:o,s:s,s:i,s:s}", "seq", (json_int_t)ev[i].seq, "ts",
+                           json_time(ev[i].ts), "step", ev[i].step, "progress", ev[i].progress,
+                           "message", ev[i].message));
+            s->last_seq = ev[i].seq;
+        }
+        free(ev);
+    }
+    if (finished && !s->terminal_at)
+        s->terminal_at = now;
+    if (finished && n == 0 && now - s->terminal_at >= SETTLE_MS)
+        emit_end(s, "finished", &j);
+    else if (now >= s->deadline)
+        emit_end(s, "timeout", rc == STORE_OK ? &j : NULL);
+    else if (s->out.len == 0 && now >= s->next_ping)
+        buf_adds(&s->out, ": ping\n\n");
+    if (s->out.len)
+        s->next_ping = now + PING_MS;
+    if (rc == STORE_OK)
+        job_rec_release(&j);
+}
+
+/* ---- parking ----------------------------------------------------------------------- */
+
+/* Suspend under the hub lock: the timer cannot see (and resume) the stream
+ * before it is suspended. False when the hub is stopping. */
+static bool park(struct sse *s)
+{
+    struct sse_hub *h = s->hub;
+    pthread_mutex_lock(&h->mu);
+    bool ok = !h->stopping;
+    if (ok) {
+        s->next = h->parked;
+        h->parked = s;
+        h->nparked++;
+        MHD_suspend_connection(s->conn);
+    }
+    pthread_mutex_unlock(&h->mu);
+    return ok;
+}
+
+static ssize_t reader(void *cls, uint64_t pos, char *dst, size_t max)
+{
+    struct sse *s = cls;
+    if (s->off == s->out.len) {
+        buf_reset(&s->out);
+        s->off = 0;
+        if (!s->ended)
+            fill(s);
+        if (s->out.len == 0 && !s->ended && !park(s))
+            fill(s); /* stopping: fill() now writes the end */
+    }
+    if (s->off < s->out.len) {
+        size_t n = s->out.len - s->off < max ? s->out.len - s->off : max;
+        memcpy(dst, s->out.data + s->off, n);
+        s->off += n;
+        return (ssize_t)n;
+    }
+    return s->ended ? MHD_CONTENT_READER_END_OF_STREAM : 0;
+}
+
+static void stream_free(void *cls)
+{
+    struct sse *s = cls;
+    pthread_mutex_lock(&s->hub->mu);
+    s->hub->open--;
+    pthread_mutex_unlock(&s->hub->mu);
+    buf_release(&s->out);
+    free(s);
+}
+
+/* Anything for a parked stream? Reads the store, not the stream's buffer. */
+static bool has_news(struct sse_hub *h, struct sse *s, int64_t now)
+{
+    if (now >= s->deadline || now >= s->next_ping)
+        return true;
+    if (s->terminal_at)
+        return now - s->terminal_at >= SETTLE_MS;
+    struct job_event *ev = NULL;
+    size_t n = 0;
+    struct store_error se;
+    if (store_job_events(h->api->st, s->job, s->last_seq, &ev, &n, &se) == STORE_OK) {
+        free(ev);
+        if (n)
+            return true;
+    }
+    struct job_rec j;
+    if (store_job_get(h->api->st, s->job, &j, &se) != STORE_OK)
+        return true; /* gone, or the store failed: let the stream decide */
+    bool fin = job_finished(&j);
+    job_rec_release(&j);
+    return fin;
+}
+
+static void *timer_main(void *arg)
+{
+    struct sse_hub *h = arg;
+    pthread_mutex_lock(&h->mu);
+    while (!h->stopping) {
+        /* Check outside the lock: only this thread unlinks parked streams. */
+        struct sse *list = h->parked;
+        pthread_mutex_unlock(&h->mu);
+        int64_t now = mono_ms();
+        size_t cap = 0, n = 0;
+        struct sse **ready = NULL;
+        for (struct sse *s = list; s; s = s->next) {
+            if (!has_news(h, s, now))
+                continue;
+            if (n == cap)
+                ready = xrealloc(ready, (cap = cap ? cap * 2 : 16) * sizeof *ready);
+            ready[n++] = s;
+        }
+        pthread_mutex_lock(&h->mu);
+        for (size_t i = 0; i < n; i++) {
+            for (struct sse **pp = &h->parked; *pp; pp = &(*pp)->next) {
+                if (*pp == ready[i]) {
+                    *pp = ready[i]->next;
+                    h->nparked--;
+                    MHD_resume_connection(ready[i]->conn);
+                    break;
+                }
+            }
+        }
+        free(ready);
+        if (!h->stopping) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += TICK_MS * 1000000L;
+            ts.tv_sec += ts.tv_nsec / 1000000000L;
+            ts.tv_nsec %= 1000000000L;
+            pthread_cond_timedwait(&h->cv, &h->mu, &ts);
+        }
+    }
+    pthread_mutex_unlock(&h->mu);
+    return NULL;
+}
+
+struct sse_hub *sse_hub_new(struct api *a)
+{
+    struct sse_hub *h = xcalloc(1, sizeof *h);
+    h->api = a;
+    pthread_mutex_init(&h->mu, NULL);
+    pthread_cond_init(&h->cv, NULL);
+    h->timer_running = pthread_create(&h->timer, NULL, timer_main, h) == 0;
+    if (!h->timer_running)
+        log_error("api", "cannot start the event stream timer: streams will not progress");
+    return h;
+}
+
+void sse_hub_shutdown(struct sse_hub *h)
+{
+    pthread_mutex_lock(&h->mu);
+    h->stopping = true;
+    pthread_cond_broadcast(&h->cv);
+    pthread_mutex_unlock(&h->mu);
+    if (h->timer_running)
+        pthread_join(h->timer, NULL);
+    h->timer_running = false;
+    /* Every parked stream wakes to write its end ("shutdown"). */
+    pthread_mutex_lock(&h->mu);
+    while (h->parked) {
+        struct sse *s = h->parked;
+        h->parked = s->next;
+        h->nparked--;
+        MHD_resume_connection(s->conn);
+    }
+    pthread_mutex_unlock(&h->mu);
+}
+
+bool sse_hub_drain(struct sse_hub *h, int64_t timeout_ms)
+{
+    int64_t end = mono_ms() + timeout_ms;
+    for (;;) {
+        int open, parked;
+        sse_hub_counts(h, &open, &parked);
+        if (open == 0)
+            return true;
+        if (mono_ms() >= end)
+            return false;
+        sleep_ms(10);
+    }
+}
+
+void sse_hub_free(struct sse_hub *h)
+{
+    if (!h)
+        return;
+    if (h->timer_running)
+        sse_hub_shutdown(h);
+    pthread_mutex_destroy(&h->mu);
+    pthread_cond_destroy(&h->cv);
+    free(h);
+}
+
+void sse_hub_counts(struct sse_hub *h, int *open, int *parked)
+{
+    pthread_mutex_lock(&h->mu);
+    *open = h->open;
+    *parked = h->nparked;
+    pthread_mutex_unlock(&h->mu);
+}
+
+/* ---- the route ---------------------------------------------------------------------- */
+
+void h_job_events(struct req *rq, struct resp *rs)
+{
+    struct job_rec j;
+    if (check_query(rq, rs, NULL) || job_visible(rq, rs, rq->params[0], &j))
+        return;
+    job_rec_release(&j);
+    struct sse_hub *h = rq->api->hub;
+    pthread_mutex_lock(&h->mu);
+    bool room = !h->stopping && h->open < STREAMS_MAX;
+    if (room)
+        h->open++;
+    pthread_mutex_unlock(&h->mu);
+    if (!room) {
+        resp_error(rs, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable", NULL,
+                   "too many event streams are open; try again later");
+        return;
+    }
+    struct sse *s = xcalloc(1, sizeof *s);
+    s->hub = h;
+    s->conn = rq->conn;
+    snprintf(s->job, sizeof s->job, "%s", j.id);
+    buf_init(&s->out, BUF_UNLIMITED);
+    int64_t now = mono_ms();
+    s->deadline = now + STREAM_MAX_MS;
+    s->next_ping = now + PING_MS;
+    /* A client that reconnects goes on after the last event it saw. */
+    const char *last = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, "Last-Event-ID");
+    int64_t seq;
+    if (last && parse_i64(last, &seq) && seq > 0)
+        s->last_seq = seq;
+    rs->raw = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, reader, s, stream_free);
+    if (!rs->raw) {
+        stream_free(s);
+        resp_error(rs, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal", NULL, "cannot make a stream");
+        return;
+    }
+    MHD_add_response_header(rs->raw, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
+    MHD_add_response_header(rs->raw, "X-Accel-Buffering", "no");
+    rs->status = MHD_HTTP_OK;
+}

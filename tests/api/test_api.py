@@ -1,0 +1,535 @@
+"""proxd's REST API, black-box: a real proxd in front of a five-node pvesim.
+
+Covers every route with good and bad input, both roles, quotas, the 404
+that hides other owners' VMs, idempotent creation under concurrency, the
+job event stream, and the limits (401, 413, 415, unknown fields).
+"""
+import concurrent.futures
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import requests
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "sim"))
+from simlib import Sim, case, finish, wait_for  # noqa: E402
+
+BIN = os.environ.get("BIN_DIR", os.path.join(os.path.dirname(__file__), "../../build/asan"))
+PROXD = os.path.join(BIN, "proxd")
+TOKEN = "root@pam!ci=8a3c3c4e-0b8e-4a7b-9a52-1f0c2d3e4f50"
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def config_text(port, entry, db):
+    nodes = ""
+    for i in range(5):
+        nodes += ("[node sv%d]\nhost = 127.0.0.1:%d\ncluster = pvesim\nstorage = local-lvm\n"
+                  "template.ubuntu = %d\ntemplate.debian = %d\n\n" % (i + 1, entry, 8000 + 10 * i,
+                                                                      8001 + 10 * i))
+    return ("[proxd]\nlisten = 127.0.0.1:%d\ndatabase = sqlite:%s\nworkers = 8\nquarantine = 0\n\n"
+            "[proxmox]\ntoken = %s\nverify_tls = no\n\n"
+            "[os ubuntu]\nvmid_range = 1000-1999\n[os debian]\nvmid_range = 4000-4009\n\n%s"
+            "[quota default]\nvms = 100\ncores = 0\nmemory_mb = 0\ndisk_gb = 0\n"
+            "[quota bob]\nvms = 1\ncores = 2\nmemory_mb = 4096\ndisk_gb = 40\n"
+            % (port, db, TOKEN, nodes))
+
+
+class Proxd:
+    def __init__(self, sim):
+        self.dir = tempfile.mkdtemp(prefix="proxd-api-")
+        self.port = free_port()
+        self.conf = os.path.join(self.dir, "proxd.conf")
+        with open(self.conf, "w") as f:
+            f.write(config_text(self.port, sim.entry, os.path.join(self.dir, "proxd.db")))
+        self.base = "http://127.0.0.1:%d" % self.port
+        self.proc = None
+
+    def cli(self, *args, check=True):
+        r = subprocess.run([PROXD] + list(args), capture_output=True, text=True, timeout=60)
+        if check and r.returncode != 0:
+            raise AssertionError("proxd %s: %s" % (args, r.stderr))
+        return r
+
+    def token(self, owner, role="user"):
+        r = self.cli("token", "create", "--config", self.conf, "--owner", owner, "--role", role)
+        return r.stdout.strip()
+
+    def start(self):
+        self.log = open(os.path.join(self.dir, "proxd.log"), "w+")
+        self.proc = subprocess.Popen([PROXD, "--config", self.conf], stdout=self.log,
+                                     stderr=subprocess.STDOUT)
+
+        def up():
+            try:
+                return requests.get(self.base + "/readyz", timeout=1).status_code == 200
+            except requests.RequestException:
+                return False
+        wait_for(up, deadline=30, interval=0.1, what="proxd ready")
+        return self
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        rc = self.proc.wait(30)
+        self.log.seek(0)
+        out = self.log.read()
+        assert rc == 0, "proxd exited with %s:\n%s" % (rc, out[-4000:])
+        assert "ERROR: AddressSanitizer" not in out and "runtime error" not in out, out[-6000:]
+
+
+def start_sim():
+    """Other test programs race for loopback ports: try a few port blocks."""
+    for attempt in range(5):
+        try:
+            return Sim()
+        except RuntimeError:
+            if attempt == 4:
+                raise
+            time.sleep(0.2)
+
+
+sim = start_sim()
+px = Proxd(sim)
+ADMIN = px.token("ops", "admin")
+ALICE = px.token("alice")
+BOB = px.token("bob")
+CAROL = px.token("carol")
+px.start()
+
+
+def call(method, path, token=None, body=None, raw=None, headers=None, **kw):
+    h = dict(headers or {})
+    if token:
+        h["Authorization"] = "Bearer " + token
+    if body is not None:
+        raw = json.dumps(body)
+        h.setdefault("Content-Type", "application/json")
+    return requests.request(method, px.base + path, data=raw, headers=h, timeout=30, **kw)
+
+
+def err(r, status, code, field=None):
+    assert r.status_code == status, "want %d, got %d: %s" % (status, r.status_code, r.text)
+    e = r.json()["error"]
+    assert code is None or e["code"] == code, e
+    assert e["message"], e
+    if field is not None:
+        assert e["details"].get("field") == field, e
+    return e
+
+
+def spec(name="web", **kw):
+    b = {"os": "ubuntu", "name": name, "cores": 1, "memory_mb": 1024, "disk_gb": 10}
+    b.update(kw)
+    return b
+
+
+def wait_job(job, token=ADMIN, deadline=60):
+    def done():
+        j = call("GET", "/v1/jobs/" + job, ADMIN).json()
+        return j if j["state"] in ("done", "failed") else None
+    return wait_for(done, deadline=deadline, interval=0.1, what="job " + job)
+
+
+def create(token, name, **kw):
+    r = call("POST", "/v1/vms", token, spec(name, **kw))
+    assert r.status_code == 202, r.text
+    return r.json()
+
+
+VMS = {}  # name -> vmid of VMs made along the way
+
+
+@case
+def probes():
+    assert call("GET", "/healthz").json() == {"status": "ok"}
+    r = call("GET", "/readyz")
+    assert r.status_code == 200 and r.json()["nodes_up"] == 5, r.text
+
+
+@case
+def auth_required_on_every_v1_route():
+    for method, path in [("GET", "/v1/vms"), ("POST", "/v1/vms"), ("GET", "/v1/vms/1000"),
+                         ("PATCH", "/v1/vms/1000"), ("DELETE", "/v1/vms/1000"),
+                         ("POST", "/v1/vms/1000/start"), ("POST", "/v1/vms/1000/resize"),
+                         ("GET", "/v1/jobs/x"), ("GET", "/v1/jobs/x/events"), ("GET", "/v1/nodes"),
+                         ("GET", "/v1/os"), ("GET", "/v1/quota")]:
+        r = call(method, path)
+        err(r, 401, "unauthorized")
+        assert r.headers["WWW-Authenticate"].startswith("Bearer")
+        for bad in ["nonsense", "pxd_0000000000000000_" + "0" * 64, ALICE[:-1] + ("1" if ALICE[-1] == "0" else "0"),
+                    ALICE + "x"]:
+            err(call(method, path, bad), 401, "unauthorized")
+        err(call(method, path, headers={"Authorization": "Basic YTpi"}), 401, "unauthorized")
+
+
+@case
+def revoked_token_refused():
+    t = px.token("dave")
+    assert call("GET", "/v1/vms", t).status_code == 200
+    tid = t.split("_")[1]
+    listed = json.loads(px.cli("token", "list", "--config", px.conf).stdout)
+    assert any(x["id"] == tid and x["owner"] == "dave" for x in listed)
+    assert t.split("_")[2] not in json.dumps(listed)
+    px.cli("token", "revoke", "--config", px.conf, tid)
+    err(call("GET", "/v1/vms", t), 401, "unauthorized")
+    assert px.cli("token", "revoke", "--config", px.conf, "ffff", check=False).returncode != 0
+    bad = px.cli("token", "create", "--config", px.conf, "--owner", "x", "--role", "god",
+                 check=False)
+    assert bad.returncode != 0 and "role" in bad.stderr
+
+
+@case
+def create_and_follow_events_in_order():
+    r = call("POST", "/v1/vms", ALICE, spec("alice-1", ssh_keys=[
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHYoxIQ5i3JkV9B3J4Md4k0iSxqkVnF1Ecb8y2yq6ZJ7 a@b"]))
+    assert r.status_code == 202, r.text
+    b = r.json()
+    assert b["state"] == "queued" and b["kind"] == "create" and 1000 <= b["vmid"] <= 1999
+    assert r.headers["Location"] == "/v1/jobs/" + b["job"]
+    t0 = time.monotonic()
+    s = call("GET", "/v1/jobs/%s/events" % b["job"], ALICE, stream=True)
+    assert s.status_code == 200 and s.headers["Content-Type"] == "text/event-stream"
+    events, cur = [], {}
+    for line in s.iter_lines(decode_unicode=True):
+        if line == "":
+            if cur:
+                events.append(cur)
+            cur = {}
+        elif line.startswith(":"):
+            continue
+        else:
+            k, _, v = line.partition(": ")
+            cur[k] = v
+    assert time.monotonic() - t0 < 60
+    steps = [e for e in events if e["event"] == "step"]
+    assert events[-1]["event"] == "end", events
+    end = json.loads(events[-1]["data"])
+    assert end["state"] == "done", end
+    seqs = [int(e["id"]) for e in steps]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs), seqs
+    names = [json.loads(e["data"])["step"] for e in steps]
+    assert names[0] == "queued" and len(names) >= 4, names
+    # Every event the store has, exactly once, in order.
+    j = wait_job(b["job"])
+    assert j["state"] == "done" and j["progress"] == 100, j
+    # Resuming with Last-Event-ID sends only what came after.
+    s2 = call("GET", "/v1/jobs/%s/events" % b["job"], ALICE, stream=True,
+              headers={"Last-Event-ID": str(seqs[-2])})
+    body = s2.text
+    assert body.count("event: step") == 1 and "event: end" in body, body
+    VMS["alice-1"] = b["vmid"]
+    v = call("GET", "/v1/vms/%d" % b["vmid"], ALICE).json()
+    for k in ("vmid", "name", "os", "owner", "node", "state", "power", "cores", "memory_mb",
+              "disk_gb", "pending", "created_at", "updated_at"):
+        assert k in v, k
+    assert v["owner"] == "alice" and v["state"] == "enabled" and v["node"], v
+
+
+@case
+def job_view():
+    vmid = VMS["alice-1"]
+    v = call("GET", "/v1/vms/%d" % vmid, ALICE).json()
+    j = call("GET", "/v1/jobs/" + v["job"], ALICE).json()
+    for k in ("kind", "state", "step", "progress", "attempts", "created_at", "finished_at"):
+        assert k in j, k
+    assert j["kind"] == "create" and isinstance(j["attempts"], list)
+    err(call("GET", "/v1/jobs/00000000-0000-4000-8000-000000000000", ADMIN), 404, "not_found")
+    err(call("GET", "/v1/jobs/..%2f..", ADMIN), 404, "not_found")
+    err(call("GET", "/v1/jobs/" + v["job"] + "?x=1", ALICE), 400, "unknown_parameter", "x")
+
+
+@case
+def create_refusals_name_the_field():
+    cases = [
+        (spec(colour="red"), 400, "unknown_field", "colour"),
+        (spec(cores="2"), 400, "invalid", "cores"),
+        (spec(memory_mb=1.5), 400, "invalid", "memory_mb"),
+        (spec(name=7), 400, "invalid", "name"),
+        (spec(ssh_keys="ssh-ed25519 AAAA"), 400, "invalid", "ssh_keys"),
+        (spec(ssh_keys=["a\nb"]), 400, "invalid", "ssh_keys"),
+        (spec(ssh_keys=["not a key"]), 400, "invalid", "ssh_keys"),
+        ({"os": "ubuntu", "name": "x", "cores": 1, "memory_mb": 1024}, 400, "invalid", "disk_gb"),
+        (spec(os="plan9"), 400, "invalid", "os"),
+        (spec(name="-bad-"), 400, "invalid", "name"),
+        (spec(name="x" * 200), 400, "invalid", "name"),
+        (spec(cores=0), 400, "invalid", "cores"),
+        (spec(cores=100000), 400, "invalid", "cores"),
+        (spec(memory_mb=1), 400, "invalid", "memory_mb"),
+        (spec(disk_gb=1), 400, "invalid", "disk_gb"),
+        (spec(disk_gb=10 ** 15), 400, "invalid", "disk_gb"),
+        (spec(owner="bob"), 403, "forbidden", "owner"),
+    ]
+    for body, status, code, field in cases:
+        err(call("POST", "/v1/vms", ALICE, body), status, code, field)
+    err(call("POST", "/v1/vms", ALICE, raw="{not json", headers={"Content-Type":
+                                                                  "application/json"}),
+        400, "invalid_json")
+    err(call("POST", "/v1/vms", ALICE, raw="[1]", headers={"Content-Type": "application/json"}),
+        400, "invalid_json")
+    err(call("POST", "/v1/vms", ALICE, raw='{"os":"a","os":"b"}',
+             headers={"Content-Type": "application/json"}), 400, "invalid_json")
+    err(call("POST", "/v1/vms", ALICE, raw=json.dumps(spec()),
+             headers={"Content-Type": "text/plain"}), 415, "unsupported_media_type")
+    err(call("POST", "/v1/vms", ALICE), 400, "invalid")
+    big = json.dumps(spec(ssh_keys=["ssh-ed25519 " + "A" * 70000]))
+    err(call("POST", "/v1/vms", ALICE, raw=big, headers={"Content-Type": "application/json"}),
+        413, "too_large")
+
+    def chunks():  # no Content-Length: the cap applies while reading
+        for _ in range(100):
+            yield b" " * 1024
+    err(call("POST", "/v1/vms", ALICE, raw=chunks(), headers={"Content-Type": "application/json"}),
+        413, "too_large")
+
+
+@case
+def admin_creates_for_others_and_sees_all():
+    r = call("POST", "/v1/vms", ADMIN, spec("carol-1", owner="carol"))
+    assert r.status_code == 202, r.text
+    VMS["carol-1"] = r.json()["vmid"]
+    r = call("POST", "/v1/vms", ADMIN, spec("ops-1", os="debian"))
+    assert r.status_code == 202, r.text
+    VMS["ops-1"] = r.json()["vmid"]
+    assert 4000 <= VMS["ops-1"] <= 4009
+    wait_job(r.json()["job"])
+    assert call("GET", "/v1/vms/%d" % VMS["carol-1"], ADMIN).json()["owner"] == "carol"
+    assert call("GET", "/v1/vms/%d" % VMS["ops-1"], ADMIN).json()["owner"] == "ops"
+    assert call("GET", "/v1/vms/%d" % VMS["carol-1"], CAROL).status_code == 200
+
+
+@case
+def other_owners_vm_is_404_on_every_route():
+    vmid = VMS["alice-1"]
+    missing = 1999
+    job = call("GET", "/v1/vms/%d" % vmid, ALICE).json()["job"]
+    routes = [("GET", "/v1/vms/%d", None), ("PATCH", "/v1/vms/%d", {"cores": 2}),
+              ("DELETE", "/v1/vms/%d", None), ("POST", "/v1/vms/%d/resize", {"disk_gb": 30})]
+    routes += [("POST", "/v1/vms/%d/" + a, None)
+               for a in ("start", "shutdown", "stop", "pause", "resume", "reboot")]
+    for method, path, body in routes:
+        theirs = call(method, path % vmid, BOB, body)
+        none = call(method, path % missing, BOB, body)
+        err(theirs, 404, "not_found")
+        err(none, 404, "not_found")
+        # indistinguishable: same message shape with only the number changed
+        assert theirs.json()["error"]["message"].replace(str(vmid), "N") == \
+            none.json()["error"]["message"].replace(str(missing), "N")
+    err(call("GET", "/v1/jobs/" + job, BOB), 404, "not_found")
+    err(call("GET", "/v1/jobs/%s/events" % job, BOB), 404, "not_found")
+    err(call("GET", "/v1/vms/abc", BOB), 404, "not_found")
+    # the VM is untouched
+    v = call("GET", "/v1/vms/%d" % vmid, ADMIN).json()
+    assert v["state"] == "enabled" and v["cores"] == 1, v
+
+
+@case
+def list_filters_and_pagination():
+    mine = call("GET", "/v1/vms", ALICE).json()
+    assert mine["vms"] and all(v["owner"] == "alice" for v in mine["vms"])
+    assert call("GET", "/v1/vms?owner=carol", ALICE).json()["vms"] == []
+    allv = call("GET", "/v1/vms?limit=1000", ADMIN).json()["vms"]
+    assert {v["owner"] for v in allv} >= {"alice", "carol", "ops"}
+    assert all(v["os"] == "debian" for v in call("GET", "/v1/vms?os=debian", ADMIN).json()["vms"])
+    assert all(v["owner"] == "carol"
+               for v in call("GET", "/v1/vms?owner=carol", ADMIN).json()["vms"])
+    en = call("GET", "/v1/vms?state=enabled", ADMIN).json()["vms"]
+    assert en and all(v["state"] == "enabled" for v in en)
+    node = en[0]["node"]
+    assert all(v["node"] == node for v in call("GET", "/v1/vms?node=" + node, ADMIN).json()["vms"])
+    seen, after = [], None
+    while True:
+        q = "/v1/vms?limit=1" + ("&after=" + after if after else "")
+        page = call("GET", q, ADMIN).json()
+        seen += [v["vmid"] for v in page["vms"]]
+        after = page["next"]
+        if not after:
+            break
+    assert seen == [v["vmid"] for v in allv], (seen, allv)
+    for q, field in [("limit=0", "limit"), ("limit=x", "limit"), ("after=-1", "after"),
+                     ("state=happy", "state"), ("colour=red", "colour")]:
+        err(call("GET", "/v1/vms?" + q, ADMIN), 400, None, field)
+
+
+@case
+def idempotent_creation_under_concurrency():
+    key = "retry-" + str(time.time())
+    body = spec("idem-1")
+
+    def send(_):
+        return call("POST", "/v1/vms", ALICE, body, headers={"Idempotency-Key": key})
+    with concurrent.futures.ThreadPoolExecutor(20) as ex:
+        answers = list(ex.map(send, range(20)))
+    assert all(a.status_code == 202 for a in answers), [a.text for a in answers]
+    assert len({(a.json()["vmid"], a.json()["job"]) for a in answers}) == 1
+    assert len({a.headers["Location"] for a in answers}) == 1
+    named = [v for v in call("GET", "/v1/vms?limit=1000", ADMIN).json()["vms"]
+             if v["name"] == "idem-1"]
+    assert len(named) == 1, named
+    again = send(0)
+    assert again.json() == answers[0].json()
+    err(call("POST", "/v1/vms", ALICE, spec("idem-2"), headers={"Idempotency-Key": key}),
+        409, "idempotency_key_reused")
+    # keys are per caller: the same key from another user is a new request
+    r = call("POST", "/v1/vms", CAROL, body, headers={"Idempotency-Key": key})
+    assert r.status_code == 202 and r.json()["vmid"] != answers[0].json()["vmid"]
+    err(call("POST", "/v1/vms", ALICE, body, headers={"Idempotency-Key": "x" * 200}),
+        400, "invalid", "Idempotency-Key")
+    wait_job(answers[0].json()["job"])
+    wait_job(r.json()["job"])
+
+
+@case
+def quotas():
+    r = call("POST", "/v1/vms", BOB, spec("bob-1", cores=4))
+    e = err(r, 403, "quota_exceeded")
+    assert "left" in e["message"], e
+    r = call("POST", "/v1/vms", BOB, spec("bob-1", cores=2, memory_mb=2048))
+    assert r.status_code == 202, r.text
+    VMS["bob-1"] = r.json()["vmid"]
+    e = err(call("POST", "/v1/vms", BOB, spec("bob-2")), 403, "quota_exceeded")
+    assert "left" in e["message"], e
+    wait_job(r.json()["job"])
+    e = err(call("PATCH", "/v1/vms/%d" % VMS["bob-1"], BOB, {"memory_mb": 8192}), 403,
+            "quota_exceeded")
+    e = err(call("POST", "/v1/vms/%d/resize" % VMS["bob-1"], BOB, {"disk_gb": 100}), 403,
+            "quota_exceeded")
+    q = call("GET", "/v1/quota", BOB).json()
+    assert q["used"]["vms"] == 1 and q["limits"]["vms"] == 1, q
+    err(call("GET", "/v1/quota?owner=alice", BOB), 403, "forbidden", "owner")
+    assert call("GET", "/v1/quota?owner=bob", ADMIN).json()["owner"] == "bob"
+
+
+@case
+def power_actions():
+    vmid = VMS["alice-1"]
+
+    def do(action, body=None, token=ALICE):
+        r = call("POST", "/v1/vms/%d/%s" % (vmid, action), token, body)
+        assert r.status_code == 202, "%s: %s" % (action, r.text)
+        assert r.headers["Location"] == "/v1/jobs/" + r.json()["job"]
+        j = wait_job(r.json()["job"])
+        assert j["state"] == "done", j
+        assert j["kind"] == action, j
+        return j
+    do("stop")
+    err(call("POST", "/v1/vms/%d/reboot" % vmid, ALICE), 409, "conflict")
+    do("start")
+    do("pause")
+    do("resume")
+    do("reboot")
+    err(call("POST", "/v1/vms/%d/shutdown" % vmid, ALICE, {"timeout": 0}), 400, "invalid",
+        "timeout")
+    err(call("POST", "/v1/vms/%d/shutdown" % vmid, ALICE, {"timeout": "x"}), 400, "invalid",
+        "timeout")
+    err(call("POST", "/v1/vms/%d/start" % vmid, ALICE, {"force": True}), 400, "unknown_field",
+        "force")
+    do("shutdown", {"timeout": 30, "force": True})
+    assert call("GET", "/v1/vms/%d" % vmid, ALICE).json()["power"] == "stopped"
+    do("start", token=ADMIN)
+
+
+@case
+def update_resize_delete():
+    vmid = VMS["alice-1"]
+    err(call("PATCH", "/v1/vms/%d" % vmid, ALICE, {}), 400, "invalid")
+    err(call("PATCH", "/v1/vms/%d" % vmid, ALICE, {"disk_gb": 20}), 400, "unknown_field",
+        "disk_gb")
+    err(call("PATCH", "/v1/vms/%d" % vmid, ALICE, {"cores": -1}), 400, "invalid", "cores")
+    err(call("PATCH", "/v1/vms/%d" % vmid, ALICE, {"cores": 1000}), 400, "invalid", "cores")
+    r = call("PATCH", "/v1/vms/%d" % vmid, ALICE, {"cores": 2, "memory_mb": 2048})
+    assert r.status_code == 202, r.text
+    assert wait_job(r.json()["job"])["state"] == "done"
+    v = call("GET", "/v1/vms/%d" % vmid, ALICE).json()
+    assert v["cores"] == 2 and v["memory_mb"] == 2048, v
+    err(call("POST", "/v1/vms/%d/resize" % vmid, ALICE, {}), 400, "invalid", "disk_gb")
+    err(call("POST", "/v1/vms/%d/resize" % vmid, ALICE, {"disk_gb": 5}), 400, "invalid",
+        "disk_gb")
+    r = call("POST", "/v1/vms/%d/resize" % vmid, ALICE, {"disk_gb": 30})
+    assert r.status_code == 202, r.text
+    assert wait_job(r.json()["job"])["state"] == "done"
+    assert call("GET", "/v1/vms/%d" % vmid, ALICE).json()["disk_gb"] == 30
+    r = call("DELETE", "/v1/vms/%d" % vmid, ALICE)
+    assert r.status_code == 202 and r.json()["kind"] == "delete", r.text
+    assert wait_job(r.json()["job"])["state"] == "done"
+    err(call("GET", "/v1/vms/%d" % vmid, ALICE), 404, "not_found")
+    err(call("DELETE", "/v1/vms/%d" % vmid, ALICE), 404, "not_found")
+    gone = call("GET", "/v1/vms?state=deleted", ALICE).json()["vms"]
+    assert any(v["vmid"] == vmid for v in gone), gone
+
+
+@case
+def fleet_and_catalogue():
+    nodes = call("GET", "/v1/nodes", ALICE).json()["nodes"]
+    assert [n["name"] for n in nodes] == ["sv1", "sv2", "sv3", "sv4", "sv5"]
+    for n in nodes:
+        assert n["health"] == "up" and n["memory_mb"]["total"] > 0 and n["disk_gb"]["total"] > 0
+        assert "reserved" in n["memory_mb"] and "vms" in n
+    os_ = {o["name"]: o for o in call("GET", "/v1/os", ALICE).json()["os"]}
+    assert os_["debian"]["range"]["size"] == 10 and os_["debian"]["range"]["allocated"] >= 1
+    assert len(os_["ubuntu"]["nodes"]) == 5
+    err(call("GET", "/v1/nodes?x=1", ALICE), 400, "unknown_parameter", "x")
+
+
+@case
+def metrics():
+    r = call("GET", "/metrics")
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/plain")
+    t = r.text
+    for want in ['proxd_jobs{kind="create",state="done"}', 'proxd_node_up{node="sv1"} 1',
+                 'proxd_vmid_range_allocated{os="ubuntu"}', "proxd_job_duration_seconds_bucket",
+                 'le="+Inf"', "proxd_pve_requests_total", 'proxd_http_responses_total{class="4xx"}']:
+        assert want in t, want
+
+
+@case
+def unknown_routes_and_methods():
+    err(call("GET", "/v1/nothing", ADMIN), 404, "not_found")
+    r = call("PUT", "/v1/vms", ADMIN)
+    err(r, 405, "method_not_allowed")
+    assert "GET" in r.headers["Allow"] and "POST" in r.headers["Allow"]
+
+
+@case
+def many_parked_streams_do_not_block():
+    r = call("POST", "/v1/vms", ADMIN, spec("slow-1"))
+    job = r.json()["job"]
+    streams = [call("GET", "/v1/jobs/%s/events" % job, ADMIN, stream=True) for _ in range(40)]
+    t0 = time.monotonic()
+    assert call("GET", "/healthz").status_code == 200
+    assert time.monotonic() - t0 < 1.0
+    for s in streams:
+        assert "event: end" in s.text
+    assert wait_job(job)["state"] == "done"
+
+
+@case
+def shutdown_ends_parked_streams():
+    """SIGTERM with streams parked: each gets its end, and proxd exits cleanly
+    (MHD_stop_daemon with a suspended connection would be undefined)."""
+    r = call("POST", "/v1/vms", ADMIN, spec("last-1"))
+    job = r.json()["job"]
+    streams = [call("GET", "/v1/jobs/%s/events" % job, ADMIN, stream=True) for _ in range(5)]
+    time.sleep(0.3)
+    px.proc.terminate()
+    for s in streams:
+        assert "event: end" in s.text, s.text
+    px.stop()
+
+
+try:
+    if px.proc.poll() is None:
+        px.stop()
+finally:
+    sim.stop()
+finish()
