@@ -12,11 +12,11 @@ deps:
 
 build: deps
 	@cmake -S . -B build/.release -DCMAKE_BUILD_TYPE=RelWithDebInfo -DOUTDIR=$(CURDIR)/build $(CMAKE_FLAGS) >/dev/null
-	@cmake --build build/.release -j $(JOBS)
+	@cmake --build build/.release -j $(JOBS) --target pvesim proxd proxctl -- --no-print-directory -s
 
 asan: deps
 	@cmake -S . -B build/.asan -DCMAKE_BUILD_TYPE=Debug -DSANITIZE=ON -DOUTDIR=$(CURDIR)/build/asan $(CMAKE_FLAGS) >/dev/null
-	@cmake --build build/.asan -j $(JOBS)
+	@cmake --build build/.asan -j $(JOBS) -- --no-print-directory -s
 
 # The whole suite runs against the sanitizer build.
 test: asan

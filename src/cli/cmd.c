@@ -400,27 +400,22 @@ int cmd_node(struct cli *c, int argc, char **argv)
         json_decref(ans);
         return EXIT_OK;
     }
-    printf("%-8s %-6s %-26s %-28s %4s\n", "NODE", "HEALTH", "MEMORY", "STORAGE", "VMS");
+    printf("%-8s %-8s %-30s %-30s %4s\n", "NODE", "HEALTH", "MEMORY (GiB)", "STORAGE (GiB)",
+           "VMS");
     size_t i;
     json_t *n;
     json_array_foreach(items(ans, "nodes"), i, n)
     {
-        json_t *mem = json_object_get(n, "memory"), *stg = json_object_get(n, "storage");
-        long long mt = num(mem ? mem : n, mem ? "total" : "mem_total");
-        long long mu = num(mem ? mem : n, mem ? "used" : "mem_used");
-        long long stt = num(stg ? stg : n, stg ? "total" : "storage_total");
-        long long stu = num(stg ? stg : n, stg ? "used" : "storage_used");
-        char mb[16], sb[16], ms[64], ss[64];
+        json_t *mem = json_object_get(n, "memory_mb"), *dsk = json_object_get(n, "disk_gb");
+        long long mt = num(mem, "total") / 1024, mu = (num(mem, "used") + num(mem, "reserved")) / 1024;
+        long long dt = num(dsk, "total"), du = num(dsk, "used") + num(dsk, "reserved");
+        char mb[16], db[16], ms[64], ds[64];
         capbar(mu, mt, mb, sizeof mb);
-        capbar(stu, stt, sb, sizeof sb);
-        snprintf(ms, sizeof ms, "%s %lld/%lldG", mb, mu >> 30, mt >> 30);
-        snprintf(ss, sizeof ss, "%s %lld/%lldG", sb, stu >> 30, stt >> 30);
-        json_t *h = json_object_get(n, "health");
-        const char *health = json_is_string(h) ? json_string_value(h)
-                             : json_is_true(json_object_get(n, "up")) ? "up"
-                                                                      : "down";
-        printf("%-8s %-6s %-26s %-28s %4lld\n", str(n, "name"), health, ms, ss,
-               num(n, json_object_get(n, "vm_count") ? "vm_count" : "vms"));
+        capbar(du, dt, db, sizeof db);
+        snprintf(ms, sizeof ms, "%s %lld/%lld", mb, mu, mt);
+        snprintf(ds, sizeof ds, "%s %lld/%lld", db, du, dt);
+        printf("%-8s %-8s %-30s %-30s %4lld\n", str(n, "name"), str(n, "health"), ms, ds,
+               num(n, "vms"));
     }
     json_decref(ans);
     return EXIT_OK;
@@ -442,19 +437,22 @@ int cmd_os(struct cli *c, int argc, char **argv)
     if (c->json) {
         cli_print_json(ans);
     } else {
-        printf("%-10s %-13s %s\n", "OS", "RANGE", "USED");
+        printf("%-10s %-13s %9s %s\n", "OS", "RANGE", "USED", "NODES");
         size_t i;
         json_t *o;
         json_array_foreach(items(ans, "os"), i, o)
         {
             json_t *r = json_object_get(o, "range");
-            char range[32];
-            if (json_is_string(r))
-                snprintf(range, sizeof range, "%s", json_string_value(r));
-            else
-                snprintf(range, sizeof range, "%lld-%lld", num(r ? r : o, r ? "lo" : "range_lo"),
-                         num(r ? r : o, r ? "hi" : "range_hi"));
-            printf("%-10s %-13s %lld\n", str(o, "name"), range, num(o, "used"));
+            char range[32], used[32];
+            snprintf(range, sizeof range, "%lld-%lld", num(r, "lo"), num(r, "hi"));
+            snprintf(used, sizeof used, "%lld/%lld", num(r, "allocated"), num(r, "size"));
+            struct buf nodes = BUF_INIT(1024);
+            size_t k;
+            json_t *nn;
+            json_array_foreach(json_object_get(o, "nodes"), k, nn)
+                buf_printf(&nodes, "%s%s", k ? "," : "", json_string_value(nn));
+            printf("%-10s %-13s %9s %s\n", str(o, "name"), range, used, buf_str(&nodes));
+            buf_release(&nodes);
         }
     }
     json_decref(ans);

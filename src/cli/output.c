@@ -88,6 +88,8 @@ static void on_event(void *ud, json_t *ev)
 {
     struct follow *f = ud;
     const char *step = json_string_value(json_object_get(ev, "step"));
+    if (!step || !*step)
+        return; /* the stream's closing event carries no step */
     json_t *p = json_object_get(ev, "progress");
     show(f, step ? step : "", p ? (int)json_integer_value(p) : -1,
          json_string_value(json_object_get(ev, "message")));
@@ -135,6 +137,13 @@ int cli_follow_job(struct cli *c, const char *job)
         cli_print_json(j);
     const char *state = json_string_value(json_object_get(j, "state"));
     int rc = state && strcmp(state, "done") == 0 ? EXIT_OK : EXIT_FAILED;
+    if (!c->json && rc == EXIT_OK) {
+        size_t i;
+        json_t *a;
+        json_array_foreach(json_object_get(j, "attempts"), i, a)
+            printf("passed over %s: %s\n", json_string_value(json_object_get(a, "node")),
+                   json_string_value(json_object_get(a, "error")));
+    }
     if (!c->json && rc != EXIT_OK) {
         const char *err = json_string_value(json_object_get(j, "error"));
         fprintf(stderr, "proxctl: job %s failed: %s\n", job, err ? err : "(no reason given)");
