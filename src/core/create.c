@@ -253,9 +253,23 @@ static bool reallocate(struct ctx *c, const char *why)
         attempt(c, c->j->node, se.message);
         return false;
     }
+    /* store_vm_update never changes a record's VMID: the request goes on
+     * under a new record, and the old one is closed */
     struct vm_rec v;
     if (store_vm_get(k->st, old, &v, NULL) == 0) {
-        v.vmid = vmid;
+        struct vm_rec nv = v;
+        nv.id = 0;
+        nv.vmid = vmid;
+        nv.pending = NULL;
+        if (store_vm_insert(k->st, &nv, &se) != 0) {
+            vm_rec_release(&v);
+            store_vmid_release(k->st, vmid, 0, NULL);
+            attempt(c, c->j->node, se.message);
+            return false;
+        }
+        v.state = VMS_FAILED;
+        snprintf(v.error, sizeof v.error, "VMID %d exists outside proxd; the request went on as %d",
+                 old, vmid);
         store_vm_update(k->st, &v, NULL);
         vm_rec_release(&v);
     }
