@@ -583,15 +583,22 @@ static bool enter_node(struct ctx *c)
     return c->pc != NULL;
 }
 
+/* Choosing a node and reserving room on it is one step: two workers must
+ * not both see the last free slot of a node and both take it. */
+static pthread_mutex_t place_mu = PTHREAD_MUTEX_INITIALIZER;
+
 static bool place(struct ctx *c)
 {
+    pthread_mutex_lock(&place_mu);
     const struct cfg_node *cn = pick_node(c);
+    if (cn)
+        store_reserve_capacity(c->k->st, c->j->id, cn->name, c->memory_mb * MiB,
+                               c->disk_gb * GiB, NULL);
+    pthread_mutex_unlock(&place_mu);
     if (!cn)
         return false;
     snprintf(c->j->node, sizeof c->j->node, "%s", cn->name);
     c->j->upid[0] = '\0';
-    store_reserve_capacity(c->k->st, c->j->id, cn->name, c->memory_mb * MiB, c->disk_gb * GiB,
-                           NULL);
     enter_node(c);
     job_checkpoint(c->k, c->j, "clone", 10, "placed on %s", cn->name);
     return true;
