@@ -214,6 +214,8 @@ static void finish_failed(struct ctx *c)
 static void finish_done(struct ctx *c)
 {
     struct core *k = c->k;
+    /* the inventory counts the VM before its reservation goes */
+    fleet_node_charge(k->fl, c->j->node, c->memory_mb * MiB, c->disk_gb * GiB);
     store_release_capacity(k->st, c->j->id, NULL);
     store_vmid_mark_used(k->st, c->j->vmid, NULL);
     struct vm_rec v;
