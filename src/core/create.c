@@ -440,6 +440,14 @@ static int step_resize(struct ctx *c)
     char disk[16];
     snprintf(disk, sizeof disk, "%s", cfg.bootdisk[0] ? cfg.bootdisk : "scsi0");
     pve_vm_config_release(&cfg);
+    if (have > want) { /* the template is larger: the VM keeps it, and so does its record */
+        struct vm_rec v;
+        if (store_vm_get(c->k->st, c->j->vmid, &v, NULL) == 0) {
+            v.disk_gb = (have + GiB - 1) / GiB;
+            store_vm_update(c->k->st, &v, NULL);
+            vm_rec_release(&v);
+        }
+    }
     if (want > have) { /* grow only: a template larger than the request stays */
         char size[32];
         snprintf(size, sizeof size, "%lldG", (long long)c->disk_gb);
@@ -465,7 +473,8 @@ static int step_resize(struct ctx *c)
         }
     }
     c->j->upid[0] = '\0';
-    job_checkpoint(c->k, c->j, "start", 80, "disk %s is %lld GiB", disk, (long long)c->disk_gb);
+    job_checkpoint(c->k, c->j, "start", 80, "disk %s is %lld GiB", disk,
+                   (long long)((want > have ? want : have) + GiB - 1) / GiB);
     return 0;
 }
 
