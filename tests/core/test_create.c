@@ -44,6 +44,9 @@ static void check_vm(struct ch_env *e, json_t *state, int vmid, const char *node
     assert_string_equal(v.node, node);
     assert_string_equal(v.name, rq->name);
     assert_string_equal(v.os, rq->os);
+    if (v.disk_gb != want_disk_gb) /* the record says what the VM has */
+        fail_msg("VM %d: record says %lld GiB, want %lld", vmid, (long long)v.disk_gb,
+                 (long long)want_disk_gb);
     vm_rec_release(&v);
 
     json_t *vm = ch_state_vm(state, vmid);
