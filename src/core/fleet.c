@@ -299,6 +299,10 @@ static void apply_world(struct fleet *f, struct refresh_job *j, int64_t now)
             n->v.st_used += n->charges[c].disk;
             n->v.st_avail = n->v.st_avail > n->charges[c].disk ? n->v.st_avail - n->charges[c].disk : 0;
         }
+        if (!n->online) /* else placement's reason would be "not reachable" */
+            snprintf(n->v.last_error, sizeof n->v.last_error, "%s",
+                     n->v.known ? "offline (as the cluster reports it)"
+                                : "not among the cluster's nodes");
         n->v.up = n->online && !n->failed;
         n->v.refreshed_at = now;
     }
