@@ -139,7 +139,7 @@ static const struct failover FO[] = {
     /* the keeper's first refresh may see it offline (skipped as down) or not
      * (the clone is refused with 595): both are failovers */
     {"offline", AFTER_START, "{\"state\":\"offline\"}", NULL, NULL, NULL, NULL, NULL},
-    {"offline at start", BEFORE_START, "{\"state\":\"offline\"}", NULL, NULL, NULL, NULL, "down"},
+    {"offline at start", BEFORE_START, "{\"state\":\"offline\"}", NULL, NULL, NULL, NULL, "down: offline"},
     {"blackhole", AFTER_START, "{\"state\":\"blackhole\"}", NULL, NULL, NULL, NULL, "timed out"},
     {"full memory", BEFORE_START, "{\"memory_gb\":3}", NULL, NULL, NULL, NULL, "not enough memory"},
     {"full storage", BEFORE_START, "{\"storage_gb\":{\"local-lvm\":5}}", NULL, NULL, NULL, NULL,
