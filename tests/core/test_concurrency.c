@@ -48,6 +48,46 @@ static int cmp_int(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+struct edge {
+    int64_t t;
+    int d; /* +1 start, -1 end */
+};
+
+static int cmp_edge(const void *a, const void *b)
+{
+    const struct edge *x = a, *y = b;
+    if (x->t != y->t)
+        return (x->t > y->t) - (x->t < y->t);
+    return x->d - y->d; /* ends first: [start, end) */
+}
+
+/* The most qmclone tasks that ran at once on `node` (pvesim's task list,
+ * whole simulated seconds: it can only under-count). */
+static int max_parallel_clones(json_t *state, const char *node)
+{
+    size_t i, n = 0;
+    json_t *t;
+    struct edge *ev = calloc(2 * json_array_size(json_object_get(state, "tasks")) + 1, sizeof *ev);
+    json_array_foreach(json_object_get(state, "tasks"), i, t)
+    {
+        if (strcmp(json_string_value(json_object_get(t, "node")), node) != 0 ||
+            strcmp(json_string_value(json_object_get(t, "type")), "qmclone") != 0)
+            continue;
+        ev[n++] = (struct edge){json_integer_value(json_object_get(t, "starttime")), 1};
+        json_t *end = json_object_get(t, "endtime");
+        ev[n++] = (struct edge){end ? json_integer_value(end) : INT64_MAX, -1};
+    }
+    qsort(ev, n, sizeof *ev, cmp_edge);
+    int cur = 0, max = 0;
+    for (size_t k = 0; k < n; k++) {
+        cur += ev[k].d;
+        if (cur > max)
+            max = cur;
+    }
+    free(ev);
+    return max;
+}
+
 static void test_200_concurrent(void **unused)
 {
     (void)unused;
@@ -172,8 +212,13 @@ static void test_200_concurrent(void **unused)
         int64_t total = json_integer_value(json_object_get(vm, "mem_total"));
         int64_t used = json_integer_value(json_object_get(vm, "mem_used"));
         const char *node = json_string_value(json_object_get(vm, "name"));
-        print_message("%s: %d VMs, memory %lld of %lld MiB used\n", node, ch_count_vms(state, node),
-                      (long long)(used >> 20), (long long)(total >> 20));
+        int par = max_parallel_clones(state, node);
+        print_message("%s: %d VMs, memory %lld of %lld MiB used, at most %d clones at once\n",
+                      node, ch_count_vms(state, node), (long long)(used >> 20),
+                      (long long)(total >> 20), par);
+        if (par > e.cfg->clones_per_node)
+            fail_msg("%s ran %d clones at once (clones_per_node %d)", node, par,
+                     e.cfg->clones_per_node);
         if (total - used < e.cfg->memory_margin_mb * (1LL << 20))
             fail_msg("%s is over-committed: %lld of %lld MiB used, margin %lld MiB", node,
                      (long long)(used >> 20), (long long)(total >> 20),
