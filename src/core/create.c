@@ -214,6 +214,8 @@ static void finish_failed(struct ctx *c)
 static void finish_done(struct ctx *c)
 {
     struct core *k = c->k;
+    /* the inventory counts the VM before its reservation goes */
+    fleet_node_charge(k->fl, c->j->node, c->memory_mb * MiB, c->disk_gb * GiB);
     store_release_capacity(k->st, c->j->id, NULL);
     store_vmid_mark_used(k->st, c->j->vmid, NULL);
     struct vm_rec v;
@@ -253,9 +255,23 @@ static bool reallocate(struct ctx *c, const char *why)
         attempt(c, c->j->node, se.message);
         return false;
     }
+    /* store_vm_update never changes a record's VMID: the request goes on
+     * under a new record, and the old one is closed */
     struct vm_rec v;
     if (store_vm_get(k->st, old, &v, NULL) == 0) {
-        v.vmid = vmid;
+        struct vm_rec nv = v;
+        nv.id = 0;
+        nv.vmid = vmid;
+        nv.pending = NULL;
+        if (store_vm_insert(k->st, &nv, &se) != 0) {
+            vm_rec_release(&v);
+            store_vmid_release(k->st, vmid, 0, NULL);
+            attempt(c, c->j->node, se.message);
+            return false;
+        }
+        v.state = VMS_FAILED;
+        snprintf(v.error, sizeof v.error, "VMID %d exists outside proxd; the request went on as %d",
+                 old, vmid);
         store_vm_update(k->st, &v, NULL);
         vm_rec_release(&v);
     }
@@ -424,6 +440,14 @@ static int step_resize(struct ctx *c)
     char disk[16];
     snprintf(disk, sizeof disk, "%s", cfg.bootdisk[0] ? cfg.bootdisk : "scsi0");
     pve_vm_config_release(&cfg);
+    if (have > want) { /* the template is larger: the VM keeps it, and so does its record */
+        struct vm_rec v;
+        if (store_vm_get(c->k->st, c->j->vmid, &v, NULL) == 0) {
+            v.disk_gb = (have + GiB - 1) / GiB;
+            store_vm_update(c->k->st, &v, NULL);
+            vm_rec_release(&v);
+        }
+    }
     if (want > have) { /* grow only: a template larger than the request stays */
         char size[32];
         snprintf(size, sizeof size, "%lldG", (long long)c->disk_gb);
@@ -449,7 +473,8 @@ static int step_resize(struct ctx *c)
         }
     }
     c->j->upid[0] = '\0';
-    job_checkpoint(c->k, c->j, "start", 80, "disk %s is %lld GiB", disk, (long long)c->disk_gb);
+    job_checkpoint(c->k, c->j, "start", 80, "disk %s is %lld GiB", disk,
+                   (long long)((want > have ? want : have) + GiB - 1) / GiB);
     return 0;
 }
 
@@ -569,15 +594,22 @@ static bool enter_node(struct ctx *c)
     return c->pc != NULL;
 }
 
+/* Choosing a node and reserving room on it is one step: two workers must
+ * not both see the last free slot of a node and both take it. */
+static pthread_mutex_t place_mu = PTHREAD_MUTEX_INITIALIZER;
+
 static bool place(struct ctx *c)
 {
+    pthread_mutex_lock(&place_mu);
     const struct cfg_node *cn = pick_node(c);
+    if (cn)
+        store_reserve_capacity(c->k->st, c->j->id, cn->name, c->memory_mb * MiB,
+                               c->disk_gb * GiB, NULL);
+    pthread_mutex_unlock(&place_mu);
     if (!cn)
         return false;
     snprintf(c->j->node, sizeof c->j->node, "%s", cn->name);
     c->j->upid[0] = '\0';
-    store_reserve_capacity(c->k->st, c->j->id, cn->name, c->memory_mb * MiB, c->disk_gb * GiB,
-                           NULL);
     enter_node(c);
     job_checkpoint(c->k, c->j, "clone", 10, "placed on %s", cn->name);
     return true;

@@ -12,6 +12,14 @@
 #define BACKOFF_MIN_MS 1000
 #define BACKOFF_MAX_MS 60000
 #define WORLD_PERIOD_MS 0 /* worlds that answer are refreshed whenever asked */
+#define MAX_CHARGES 256
+
+/* What the core put on a node since the inventory last looked: counted on
+ * top of the node's reported use until a refresh that began later. */
+struct charge {
+    int64_t at; /* unix ms */
+    int64_t mem, disk;
+};
 
 struct world {
     char name[64];
@@ -32,6 +40,8 @@ struct nstate {
     bool failed;      /* an operation failed at the network level */
     int64_t retry_at; /* when a failed node is probed again */
     int64_t backoff;
+    struct charge charges[MAX_CHARGES];
+    int ncharges;
 };
 
 struct fleet {
@@ -156,6 +166,7 @@ pve_client *fleet_client(struct fleet *f, const char *node)
 struct refresh_job {
     struct fleet *f;
     int world;
+    int64_t started; /* unix ms, before the call */
     struct pve_resource *res;
     size_t nres;
     int rc;
@@ -244,6 +255,14 @@ static void apply_world(struct fleet *f, struct refresh_job *j, int64_t now)
     w->backoff = 0;
     w->next_try = 0;
     vms_remove_world(f, j->world);
+    for (int i = 0; i < w->nnodes; i++) { /* what this answer includes */
+        struct nstate *n = &f->nodes[w->nodes[i]];
+        int keep = 0;
+        for (int c = 0; c < n->ncharges; c++)
+            if (n->charges[c].at >= j->started)
+                n->charges[keep++] = n->charges[c];
+        n->ncharges = keep;
+    }
     for (int i = 0; i < w->nnodes; i++) {
         struct nstate *n = &f->nodes[w->nodes[i]];
         n->online = false;
@@ -278,6 +297,15 @@ static void apply_world(struct fleet *f, struct refresh_job *j, int64_t now)
     }
     for (int i = 0; i < w->nnodes; i++) {
         struct nstate *n = &f->nodes[w->nodes[i]];
+        for (int c = 0; c < n->ncharges; c++) {
+            n->v.mem_used += n->charges[c].mem;
+            n->v.st_used += n->charges[c].disk;
+            n->v.st_avail = n->v.st_avail > n->charges[c].disk ? n->v.st_avail - n->charges[c].disk : 0;
+        }
+        if (!n->online) /* else placement's reason would be "not reachable" */
+            snprintf(n->v.last_error, sizeof n->v.last_error, "%s",
+                     n->v.known ? "offline (as the cluster reports it)"
+                                : "not among the cluster's nodes");
         n->v.up = n->online && !n->failed;
         n->v.refreshed_at = now;
     }
@@ -298,6 +326,7 @@ void fleet_refresh(struct fleet *f, bool force)
         memset(j, 0, sizeof *j);
         j->f = f;
         j->world = i;
+        j->started = now;
         for (int k = 0; k < w->nnodes; k++) {
             struct nstate *n = &f->nodes[w->nodes[k]];
             j->probe[k] = n->failed && (force || n->retry_at <= now);
@@ -433,6 +462,23 @@ void fleet_vm_added(struct fleet *f, int vmid, const char *node)
         have = f->vms[i].vmid == vmid && strcmp(f->vms[i].node, node) == 0;
     if (!have)
         vms_add(f, &r);
+    pthread_mutex_unlock(&f->mu);
+}
+
+void fleet_node_charge(struct fleet *f, const char *node, int64_t mem_bytes, int64_t disk_bytes)
+{
+    pthread_mutex_lock(&f->mu);
+    struct nstate *n = find_node(f, node);
+    if (n) {
+        if (n->ncharges == MAX_CHARGES) { /* drop the oldest */
+            memmove(n->charges, n->charges + 1, (MAX_CHARGES - 1) * sizeof *n->charges);
+            n->ncharges--;
+        }
+        n->charges[n->ncharges++] = (struct charge){wall_ms(), mem_bytes, disk_bytes};
+        n->v.mem_used += mem_bytes;
+        n->v.st_used += disk_bytes;
+        n->v.st_avail = n->v.st_avail > disk_bytes ? n->v.st_avail - disk_bytes : 0;
+    }
     pthread_mutex_unlock(&f->mu);
 }
 

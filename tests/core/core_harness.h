@@ -1,0 +1,298 @@
+/* Shared helpers of the core's tests: a pvesim cluster (sv1..sv5), a config
+ * pointing at it, and a started core over a fresh SQLite store; plus
+ * look-ups in pvesim's /_sim/state and in the store. Static inline so that
+ * each test file takes what it uses (CMake links tests/harness.c only). */
+#ifndef TESTS_CORE_HARNESS_H
+#define TESTS_CORE_HARNESS_H
+
+#include "harness.h"
+
+#include "core/core.h"
+#include "pve/pve.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define CH_TOKEN "root@pam!proxd=8a3c3c4e-0b8e-4a7b-9a52-1f0c2d3e4f50"
+#define CH_KEY                                                                                     \
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFzq7NTAlFT4SImr0qHpVZ0HHVdVunThFP1ICflNG6d+ me@host"
+#define CH_NNODES 5
+
+struct ch_opts {
+    int workers;         /* 0: 8 */
+    int clones_per_node; /* 0: 2 */
+    int quarantine;      /* seconds */
+    int timeout;         /* [proxmox] timeout, 0: 4 */
+    int name_max;        /* 0: 63 */
+    bool no_start;       /* leave the core stopped (the test starts it) */
+};
+
+struct ch_env {
+    int port;
+    pid_t pid;
+    char dir[128];
+    struct proxd_config *cfg;
+    store *st;
+    struct fleet *fl;
+    struct core *k;
+};
+
+static inline int64_t ch_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A port p such that p..p+CH_NNODES are free (pvesim's cluster mode listens
+ * on port+i for node i). */
+static inline int ch_ports(void)
+{
+    for (int tries = 0; tries < 50; tries++) {
+        int p = h_free_port();
+        if (p + CH_NNODES > 65535)
+            continue;
+        bool ok = true;
+        for (int i = 1; i <= CH_NNODES && ok; i++) {
+            int fd = socket(AF_INET, SOCK_STREAM, 0);
+            struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)(p + i)),
+                                    .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+            ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
+            close(fd);
+        }
+        if (ok)
+            return p;
+    }
+    fail_msg("no free port range");
+    return 0;
+}
+
+static inline void ch_up(struct ch_env *e, const struct ch_opts *o)
+{
+    struct ch_opts d = {0};
+    if (!o)
+        o = &d;
+    memset(e, 0, sizeof *e);
+    e->port = ch_ports();
+    const char *args[] = {"--nodes", "sv1,sv2,sv3,sv4,sv5", "--token", CH_TOKEN, "--time-scale",
+                          "0.005", "--auth-delay", "0", NULL};
+    e->pid = h_sim_start(e->port, args);
+    snprintf(e->dir, sizeof e->dir, "/tmp/proxd-core-XXXXXX");
+    assert_non_null(mkdtemp(e->dir));
+    char path[256];
+    snprintf(path, sizeof path, "%s/proxd.conf", e->dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f,
+            "[proxd]\nlisten = 127.0.0.1:8080\ndatabase = sqlite:%s/proxd.db\n"
+            "placement = ordered\nworkers = %d\ntag = proxd\nquarantine = %d\n"
+            "fallback_range = 9000-9999\nlog_level = warn\n"
+            "[proxmox]\ntoken = %s\nverify_tls = no\nconnect_timeout = 1\ntimeout = %d\n"
+            "[limits]\nclones_per_node = %d\nname_max = %d\n"
+            "[os ubuntu]\nvmid_range = 1000-1999\n[os centos]\nvmid_range = 2000-2999\n"
+            "[os windows]\nvmid_range = 3000-3999\n[os debian]\nvmid_range = 4000-4999\n",
+            e->dir, o->workers ? o->workers : 8, o->quarantine, CH_TOKEN,
+            o->timeout ? o->timeout : 4, o->clones_per_node ? o->clones_per_node : 2,
+            o->name_max ? o->name_max : 63);
+    static const char *const oses[] = {"ubuntu", "debian", "centos", "windows"};
+    for (int i = 0; i < CH_NNODES; i++) {
+        fprintf(f, "[node sv%d]\nhost = 127.0.0.1:%d\ncluster = pvesim\nstorage = local-lvm\n", i + 1,
+                e->port);
+        for (int k = 0; k < 4; k++)
+            fprintf(f, "template.%s = %d\n", oses[k], 8000 + 10 * i + k);
+    }
+    fclose(f);
+    char err[4096];
+    e->cfg = config_load(path, err, sizeof err);
+    if (!e->cfg)
+        fail_msg("config: %s", err);
+    struct store_error se;
+    e->st = store_open(e->cfg->database, &se);
+    if (!e->st)
+        fail_msg("store: %s", se.message);
+    e->fl = fleet_new(e->cfg, err, sizeof err);
+    if (!e->fl)
+        fail_msg("fleet: %s", err);
+    e->k = core_new(e->cfg, e->st, e->fl, "test:1");
+    assert_non_null(e->k);
+    if (!o->no_start)
+        assert_int_equal(core_start(e->k), 0);
+}
+
+static inline void ch_down(struct ch_env *e)
+{
+    core_stop(e->k, 0);
+    core_free(e->k);
+    fleet_free(e->fl);
+    store_close(e->st);
+    config_free(e->cfg);
+    h_sim_stop(e->pid, true);
+    static const char *const files[] = {"proxd.conf", "proxd.db", "proxd.db-wal", "proxd.db-shm",
+                                        "proxd.db-journal"};
+    for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+        char p[256];
+        snprintf(p, sizeof p, "%s/%s", e->dir, files[i]);
+        unlink(p);
+    }
+    rmdir(e->dir);
+}
+
+/* ---- pvesim ---------------------------------------------------------------- */
+
+static inline void ch_sim(struct ch_env *e, const char *method, const char *path, const char *json)
+{
+    struct h_resp r;
+    h_request(e->port, method, path, json ? "application/json" : NULL, json, NULL, &r);
+    if (r.status < 200 || r.status > 299)
+        fail_msg("%s %s: %ld %s", method, path, r.status, r.body);
+    h_resp_free(&r);
+}
+
+/* A fault rule: kind error/task_error..., on `method` `path_re`. */
+static inline void ch_fault(struct ch_env *e, const char *method, const char *path_re,
+                            const char *kind, const char *message)
+{
+    json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:i}", "method", method, "path", path_re, "kind", kind,
+                          "message", message, "status", 500);
+    char *s = json_dumps(o, 0);
+    ch_sim(e, "POST", "/_sim/faults", s);
+    free(s);
+    json_decref(o);
+}
+
+static inline json_t *ch_state(struct ch_env *e)
+{
+    struct h_resp r;
+    h_request(e->port, "GET", "/_sim/state", NULL, NULL, NULL, &r);
+    assert_int_equal(r.status, 200);
+    json_t *j = json_incref(r.json);
+    h_resp_free(&r);
+    assert_non_null(j);
+    return j;
+}
+
+static inline bool ch_is_template(int vmid)
+{
+    return vmid >= 8000 && vmid <= 8049;
+}
+
+/* The VM `vmid` in a state (borrowed), or NULL. */
+static inline json_t *ch_state_vm(json_t *state, int vmid)
+{
+    size_t i;
+    json_t *v;
+    json_array_foreach(json_object_get(state, "vms"), i, v)
+    {
+        if (json_integer_value(json_object_get(v, "vmid")) == vmid)
+            return v;
+    }
+    return NULL;
+}
+
+/* Non-template VMs on `node` (NULL: anywhere). */
+static inline int ch_count_vms(json_t *state, const char *node)
+{
+    int n = 0;
+    size_t i;
+    json_t *v;
+    json_array_foreach(json_object_get(state, "vms"), i, v)
+    {
+        int vmid = (int)json_integer_value(json_object_get(v, "vmid"));
+        const char *nd = json_string_value(json_object_get(v, "node"));
+        if (!ch_is_template(vmid) && (!node || (nd && strcmp(nd, node) == 0)))
+            n++;
+    }
+    return n;
+}
+
+/* Size in GiB of "storage:vol,size=40G" (G or M or T suffix). */
+static inline int64_t ch_disk_gb(const char *spec)
+{
+    const char *s = spec ? strstr(spec, "size=") : NULL;
+    if (!s)
+        return -1;
+    char *end;
+    double v = strtod(s + 5, &end);
+    switch (*end) {
+    case 'T': return (int64_t)(v * 1024);
+    case 'G': return (int64_t)v;
+    case 'M': return (int64_t)(v / 1024);
+    case 'K': return (int64_t)(v / (1024 * 1024));
+    default: return (int64_t)(v / (1024.0 * 1024 * 1024));
+    }
+}
+
+static inline int ch_hex(int c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F'  ? c - 'A' + 10
+                                   : -1;
+}
+
+/* Percent-decode into a new string. */
+static inline char *ch_pct_decode(const char *s)
+{
+    char *o = malloc(strlen(s) + 1), *p = o;
+    for (; *s; s++) {
+        if (*s == '%' && ch_hex(s[1]) >= 0 && ch_hex(s[2]) >= 0) {
+            *p++ = (char)(ch_hex(s[1]) * 16 + ch_hex(s[2]));
+            s += 2;
+        } else {
+            *p++ = *s;
+        }
+    }
+    *p = '\0';
+    return o;
+}
+
+/* ---- the core -------------------------------------------------------------- */
+
+static inline void ch_request(struct vm_request *r, const char *os, const char *name, int cores,
+                              int64_t memory_mb, int64_t disk_gb)
+{
+    memset(r, 0, sizeof *r);
+    snprintf(r->os, sizeof r->os, "%s", os);
+    snprintf(r->name, sizeof r->name, "%s", name);
+    snprintf(r->owner, sizeof r->owner, "%s", "alice");
+    r->cores = cores;
+    r->memory_mb = memory_mb;
+    r->disk_gb = disk_gb;
+}
+
+/* Submit and wait; returns the job's end state, fills job id and vmid. */
+static inline enum job_state ch_create_wait(struct ch_env *e, const struct vm_request *r,
+                                            char job[40], int *vmid, long timeout_ms)
+{
+    struct core_error ce = {0};
+    int rc = core_create(e->k, r, job, vmid, &ce);
+    if (rc)
+        fail_msg("core_create: %d %s: %s", rc, ce.field, ce.message);
+    enum job_state st = JOB_QUEUED;
+    if (core_wait_job(e->k, job, timeout_ms, &st) != 0)
+        fail_msg("job %s (vmid %d) did not finish in %ld ms", job, *vmid, timeout_ms);
+    return st;
+}
+
+/* Does the job's attempts list have an entry for `node` whose error
+ * contains `what` (NULL: any)? */
+static inline bool ch_attempted(const struct job_rec *j, const char *node, const char *what)
+{
+    size_t i;
+    json_t *a;
+    json_array_foreach(j->attempts, i, a)
+    {
+        const char *n = json_string_value(json_object_get(a, "node"));
+        const char *m = json_string_value(json_object_get(a, "error"));
+        if (n && strcmp(n, node) == 0 && (!what || (m && strstr(m, what))))
+            return true;
+    }
+    return false;
+}
+
+#endif
