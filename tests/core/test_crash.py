@@ -3,8 +3,10 @@ VMs, and restarted, ten times; in the end every request has exactly one VM or
 a clean failure, and Proxmox and the database agree.
 
 Against pvesim (5 nodes, --time-scale 0.02: a 10 GiB clone takes ~0.4 s, a
-40 GiB one ~1.6 s, so many kills land in the middle of a clone; every other
-round waits until a clone is running before it kills). The RNG is seeded
+40 GiB one ~1.6 s, so many kills land in the middle of a clone). Rounds take
+turns: kill after a random delay; kill while a clone task runs; kill while a
+clone request is in flight (pvesim delays half of the clone calls by 300 ms,
+so a VM may appear after the kill with no UPID recorded). The RNG is seeded
 (CRASH_SEED overrides the seed) so the request mix and the kill delays repeat.
 
 A killed proxd leaves its jobs leased for LEASE_MS (30 s) to its dead
@@ -137,6 +139,8 @@ def main():
     try:
         write_config(conf, db, sim.entry)
         proxd("--check-config", conf)
+        sim.ctl("POST", "/faults", {"method": "POST", "path": r"^/nodes/[^/]+/qemu/\d+/clone$",
+                                    "kind": "delay", "delay_ms": 300, "rate": 0.5})
 
         def queue(i):
             o = OSES[i % len(OSES)] if i < 8 else rng.choice(OSES)
@@ -154,13 +158,24 @@ def main():
             # most requests are queued while proxd runs, one per round while it is down
             for _ in range(per_round - 1):
                 queue(len(requests_made))
-            if rnd % 2 == 1:
+            kind = rnd % 3
+            if kind == 1:
                 # land the kill in a clone: wait for one to run, then a little more
                 try:
                     wait_for(lambda: clone_running(sim), 20, 0.02, "a clone to run")
                 except AssertionError:
                     pass
                 time.sleep(rng.uniform(0, 0.3))
+            elif kind == 2:
+                # land it while a clone request is in flight (the step is written,
+                # the UPID not yet): pvesim holds half of the clone calls 300 ms
+                try:
+                    wait_for(lambda: any(j["step"] == "clone" and j["state"] == "running"
+                                         for j in db_jobs(db).values()),
+                             20, 0.01, "a clone request")
+                except AssertionError:
+                    pass
+                time.sleep(rng.uniform(0, 0.25))
             else:
                 time.sleep(rng.uniform(0.05, 2.5))
             during = clone_running(sim)
@@ -200,6 +215,17 @@ def main():
     all_db_jobs = db_jobs(db)
     sim_vms = [v for v in state["vms"] if v["vmid"] < TEMPLATE_BASE]
     ndone = sum(1 for j in jobs.values() if j["state"] == "done")
+    # what the resumed jobs found (for the log: which recovery paths ran)
+    seen = {}
+    for j in jobs.values():
+        for ev in j.get("events", []):
+            m = ev["message"]
+            for key in ("found the clone from before", "found the clone task from before",
+                        "the clone exists already", "exists outside proxd", "already running",
+                        "attempt on"):
+                if key in m:
+                    seen[key] = seen.get(key, 0) + 1
+    print("recovery paths: %s" % (json.dumps(seen, sort_keys=True) if seen else "none"), flush=True)
     print("%d done, %d failed, %d VMs on the nodes, %d records" % (
         ndone, len(jobs) - ndone, len(sim_vms), len(records)), flush=True)
 
