@@ -167,7 +167,7 @@ static int enqueue(struct core *k, struct vm_rec *v, const char *kind, json_t *r
 }
 
 /* Which actions make sense from a recorded power state. */
-static const char *action_refusal(enum vm_action a, const char *power)
+static const char *action_refusal(enum vm_action a, const char *power, bool force)
 {
     bool running = strcmp(power, "running") == 0, paused = strcmp(power, "paused") == 0,
          stopped = strcmp(power, "stopped") == 0;
@@ -175,6 +175,10 @@ static const char *action_refusal(enum vm_action a, const char *power)
     case ACT_START:
         return running ? "already running" : paused ? "paused: resume it instead" : NULL;
     case ACT_SHUTDOWN:
+        /* Proxmox refuses it ("VM is paused - cannot shutdown") unless forced */
+        return stopped  ? "already stopped"
+               : paused && !force ? "paused: resume it first, or force the shutdown"
+                                  : NULL;
     case ACT_STOP: return stopped ? "already stopped" : NULL;
     case ACT_PAUSE: return running ? NULL : "not running";
     case ACT_RESUME: return paused ? NULL : running ? "not paused" : "not running";
@@ -194,7 +198,7 @@ int core_vm_action(struct core *k, int vmid, const char *owner, enum vm_action a
     int rc = load_owned(k, vmid, owner, &v, err);
     if (rc)
         return rc;
-    const char *why = action_refusal(a, v.power);
+    const char *why = action_refusal(a, v.power, o && o->force);
     if (why) {
         rc = fail(err, CORE_E_CONFLICT, "action", "cannot %s VM %d: %s", vm_action_name(a), vmid,
                   why);
