@@ -141,13 +141,15 @@ static int load_owned(struct core *k, int vmid, const char *owner, struct vm_rec
     return CORE_OK;
 }
 
-/* Queue a job for a VM; `request` is stolen. */
+/* Queue a job for a VM; `request` is stolen. job_id: filled, or taken as
+ * is when have_id. */
 static int enqueue(struct core *k, struct vm_rec *v, const char *kind, json_t *request,
-                   char job_id[40], struct core_error *err)
+                   char job_id[40], bool have_id, struct core_error *err)
 {
     struct job_rec j = {.state = JOB_QUEUED, .vmid = v->vmid, .request = request,
                         .attempts = json_array()};
-    core_uuid(job_id);
+    if (!have_id)
+        core_uuid(job_id);
     snprintf(j.id, sizeof j.id, "%s", job_id);
     snprintf(j.kind, sizeof j.kind, "%s", kind);
     snprintf(j.owner, sizeof j.owner, "%s", v->owner);
@@ -205,7 +207,7 @@ int core_vm_action(struct core *k, int vmid, const char *owner, enum vm_action a
     } else {
         json_t *req = json_pack("{s:s,s:i,s:b}", "action", vm_action_name(a), "timeout",
                                 o ? o->timeout_s : 0, "force", o && o->force);
-        rc = enqueue(k, &v, vm_action_name(a), req, job_id, err);
+        rc = enqueue(k, &v, vm_action_name(a), req, job_id, false, err);
     }
     vm_rec_release(&v);
     return rc;
@@ -233,7 +235,7 @@ int core_vm_update(struct core *k, int vmid, const char *owner, int cores, int64
             json_object_set_new(req, "cores", json_integer(cores));
         if (memory_mb)
             json_object_set_new(req, "memory_mb", json_integer(memory_mb));
-        rc = enqueue(k, &v, "update", req, job_id, err);
+        rc = enqueue(k, &v, "update", req, job_id, false, err);
     }
     vm_rec_release(&v);
     return rc;
@@ -274,7 +276,7 @@ int core_vm_resize(struct core *k, int vmid, const char *owner, int64_t disk_gb,
         }
     }
     rc = enqueue(k, &v, "resize", json_pack("{s:I}", "disk_gb", (json_int_t)disk_gb), job_id,
-                 err);
+                 false, err);
 out:
     vm_rec_release(&v);
     return rc;
@@ -287,10 +289,23 @@ int core_vm_delete(struct core *k, int vmid, const char *owner, char job_id[40],
     int rc = load_owned(k, vmid, owner, &v, err);
     if (rc)
         return rc;
-    rc = enqueue(k, &v, "delete", json_object(), job_id, err);
-    if (!rc) {
-        v.state = VMS_DELETING;
-        snprintf(v.job, sizeof v.job, "%s", job_id);
+    /* the record says "deleting" (and which job) before a worker can see the
+     * job: a worker that loaded it earlier would write the old state back */
+    enum vm_state old_state = v.state;
+    char old_job[sizeof v.job];
+    snprintf(old_job, sizeof old_job, "%s", v.job);
+    core_uuid(job_id);
+    v.state = VMS_DELETING;
+    snprintf(v.job, sizeof v.job, "%s", job_id);
+    struct store_error se;
+    if (store_vm_update(k->st, &v, &se)) {
+        vm_rec_release(&v);
+        return fail(err, CORE_E_INTERNAL, NULL, "%s", se.message);
+    }
+    rc = enqueue(k, &v, "delete", json_object(), job_id, true, err);
+    if (rc) {
+        v.state = old_state;
+        snprintf(v.job, sizeof v.job, "%s", old_job);
         store_vm_update(k->st, &v, NULL);
     }
     vm_rec_release(&v);
