@@ -629,6 +629,36 @@ static void mark_deleted(struct cctx *c, const char *how)
     job_done(c, "VM %d deleted%s", c->v.vmid, how);
 }
 
+/* Locks (a backup, a migration) clear within minutes; wait for them. False
+ * when the job ended meanwhile (failed, or the VM vanished and the job is
+ * done) or the core is stopping. */
+static bool wait_unlocked(struct cctx *c)
+{
+    struct pve_error e = {0};
+    struct pve_vm_config cfg;
+    int64_t end = mono_ms() + STEP_DEADLINE_MS;
+    for (long pause = 100;; pause = pause < 2000 ? pause * 2 : 2000) {
+        if (pve_vm_config_get(c->pc, c->v.node, c->v.vmid, false, &cfg, &e)) {
+            if (e.cls == PVE_E_NOTFOUND) {
+                mark_deleted(c, " (it vanished meanwhile)");
+                return false;
+            }
+            job_fail(c, "cannot read the config: %s", e.message);
+            return false;
+        }
+        bool locked = cfg.lock[0] != '\0';
+        pve_vm_config_release(&cfg);
+        if (!locked)
+            return true;
+        if (mono_ms() > end || stopping(c->k)) {
+            if (!stopping(c->k))
+                job_fail(c, "VM %d stays locked", c->v.vmid);
+            return false;
+        }
+        sleep_ms(pause);
+    }
+}
+
 static void run_delete(struct cctx *c)
 {
     struct pve_error e = {0};
@@ -657,6 +687,9 @@ static void run_delete(struct cctx *c)
                  c->k->cfg->tag);
         return;
     }
+    /* a locked VM (a backup of a running VM) cannot even be stopped */
+    if (!wait_unlocked(c))
+        return;
     if (strcmp(st.status, "stopped") != 0) {
         job_checkpoint(c->k, c->j, "stop", 20, "stopping VM %d", c->v.vmid);
         if ((rc = pve_vm_power(c->pc, c->v.node, c->v.vmid, PVE_POWER_STOP, NULL, upid, &e)) ||
@@ -667,28 +700,8 @@ static void run_delete(struct cctx *c)
             return;
         }
     }
-    /* locks (a backup, a migration) clear within minutes; wait for them */
-    int64_t end = mono_ms() + STEP_DEADLINE_MS;
-    for (long pause = 100;; pause = pause < 2000 ? pause * 2 : 2000) {
-        if (pve_vm_config_get(c->pc, c->v.node, c->v.vmid, false, &cfg, &e)) {
-            if (e.cls == PVE_E_NOTFOUND) {
-                mark_deleted(c, " (it vanished meanwhile)");
-                return;
-            }
-            job_fail(c, "cannot read the config: %s", e.message);
-            return;
-        }
-        bool locked = cfg.lock[0] != '\0';
-        pve_vm_config_release(&cfg);
-        if (!locked)
-            break;
-        if (mono_ms() > end || stopping(c->k)) {
-            if (!stopping(c->k))
-                job_fail(c, "VM %d stays locked", c->v.vmid);
-            return;
-        }
-        sleep_ms(pause);
-    }
+    if (!wait_unlocked(c))
+        return;
     job_checkpoint(c->k, c->j, "destroy", 50, "destroying VM %d on %s", c->v.vmid, c->v.node);
     struct pve_delete_opts d = {.purge = true, .destroy_unreferenced = true};
     rc = pve_vm_delete(c->pc, c->v.node, c->v.vmid, &d, upid, &e);
