@@ -22,6 +22,7 @@
 #define MiB (1024LL * 1024)
 #define STEP_DEADLINE_MS (600 * 1000L)
 #define WAIT_SLICE_MS 2000
+#define HA_SETTLE_MS (120 * 1000L)
 
 static const char *const action_names[] = {"start", "shutdown", "stop", "pause", "resume",
                                            "reboot"};
@@ -429,6 +430,24 @@ static bool reached(enum vm_action a, const char *power, bool started_reboot)
     return false;
 }
 
+/* An HA-managed VM's start or stop is a hastart/hastop task that only asks
+ * the HA manager; the VM starts or stops in a task of its own a moment later.
+ * Locate the VM and, while it is HA-managed and not there yet, wait for it
+ * (up to HA_SETTLE_MS). 0 with *st filled, or locate's error. */
+static int settle(struct cctx *c, enum vm_action a, struct pve_vm_status *st,
+                  struct pve_error *e)
+{
+    int64_t end = mono_ms() + HA_SETTLE_MS;
+    for (long pause = 50;; pause = pause < 1000 ? pause * 2 : 1000) {
+        int rc = locate(c, st, e);
+        if (rc || !st->ha_managed || reached(a, power_of(st), true) || mono_ms() > end ||
+            stopping(c->k))
+            return rc;
+        store_job_renew(c->k->st, c->j->id, c->k->instance, LEASE_MS, NULL);
+        sleep_ms(pause);
+    }
+}
+
 static enum pve_power pve_action(enum vm_action a)
 {
     static const enum pve_power map[] = {PVE_POWER_START, PVE_POWER_SHUTDOWN, PVE_POWER_STOP,
@@ -484,7 +503,7 @@ done:
         }
         return;
     }
-    if (locate(c, &st, &e) == 0) {
+    if (settle(c, a, &st, &e) == 0) {
         snprintf(c->v.power, sizeof c->v.power, "%s", power_of(&st));
         if (a == ACT_REBOOT || a == ACT_START) {
             json_decref(c->v.pending); /* pending changes apply at (re)start */
@@ -697,6 +716,14 @@ static void run_delete(struct cctx *c)
             if (rc == -1)
                 return;
             job_fail(c, "cannot stop VM %d: %s", c->v.vmid, e.message);
+            return;
+        }
+        /* HA-managed: the stop task only asked the HA manager */
+        if ((rc = settle(c, ACT_STOP, &st, &e)) == 0 && strcmp(st.status, "stopped") != 0)
+            snprintf(e.message, sizeof e.message, "it is still %s", st.status);
+        if (rc || strcmp(st.status, "stopped") != 0) {
+            if (!stopping(c->k))
+                job_fail(c, "cannot stop VM %d: %s", c->v.vmid, e.message);
             return;
         }
     }
