@@ -33,6 +33,7 @@ struct opts {
     int pve_version;   /* 0: pvesim's default (9) */
     int quarantine;    /* seconds */
     const char *extra; /* appended to the config (quota sections) */
+    const char *time_scale; /* NULL: 0.005 */
 };
 
 struct env {
@@ -91,7 +92,7 @@ static void up(struct env *e, const struct opts *o)
     char ver[8];
     snprintf(ver, sizeof ver, "%d", o->pve_version ? o->pve_version : 9);
     const char *args[] = {"--nodes",      "sv1,sv2,sv3,sv4,sv5", "--token", TOKEN,
-                          "--time-scale", "0.005",               "--auth-delay", "0",
+                          "--time-scale", o->time_scale ? o->time_scale : "0.005",               "--auth-delay", "0",
                           "--pve-version", ver,                  NULL};
     e->pid = h_sim_start(e->port, args);
     snprintf(e->dir, sizeof e->dir, "/tmp/proxd-ctl-XXXXXX");
@@ -668,6 +669,32 @@ static void test_delete(void **unused)
     down(&e);
 }
 
+/* ---- 3b: HA-managed VMs ---------------------------------------------------------
+ * A stop or start of an HA-managed VM is a hastop/hastart task that only asks
+ * the HA manager; the VM stops (starts) in a later task of its own. At a
+ * slower time scale (0.1: hastop 30 ms, the stop 50..130 ms) a job that
+ * trusts the first task sees the VM still running. */
+static void test_ha(void **unused)
+{
+    (void)unused;
+    struct env e;
+    struct opts o = {.time_scale = "0.1", .quarantine = 300};
+    up(&e, &o);
+    int vm = mk_vm_owned(&e, "ubuntu", "ha-1", 1, 1024, 10, "alice");
+    char path[64], job[40];
+    snprintf(path, sizeof path, "/_sim/vms/%d", vm);
+    sim(e.port, "POST", path, "{\"ha\": true}");
+    act_ok(&e, vm, ACT_STOP, NULL, "stopped");
+    assert_int_equal(count_tasks(e.port, vm, "hastop"), 1);
+    act_ok(&e, vm, ACT_START, NULL, "running");
+    assert_int_equal(count_tasks(e.port, vm, "hastart"), 1);
+    /* deleted while running: stopped through HA, then destroyed with purge */
+    do_delete(&e, vm, job);
+    expect_deleted(&e, vm, job);
+    assert_int_equal(count_tasks(e.port, vm, "hastop"), 2);
+    down(&e);
+}
+
 /* ---- 4: resources and disk on PVE 7, 8, 9 ---------------------------------------- */
 
 static void update_ok(struct env *e, int vmid, int cores, int64_t mem, bool want_pending)
@@ -990,7 +1017,8 @@ int main(void)
     log_set_level(LOG_ERROR);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_power_matrix),   cmocka_unit_test(test_shutdown_timeout),
-        cmocka_unit_test(test_delete),         cmocka_unit_test(test_resources_pve7),
+        cmocka_unit_test(test_delete),         cmocka_unit_test(test_ha),
+        cmocka_unit_test(test_resources_pve7),
         cmocka_unit_test(test_resources_pve8), cmocka_unit_test(test_resources_pve9),
         cmocka_unit_test(test_refusals),       cmocka_unit_test(test_moved),
         cmocka_unit_test(test_drift),
