@@ -462,6 +462,8 @@ static void run_power(struct cctx *c, enum vm_action a)
     int rc;
     json_t *r = c->j->request;
     if (strcmp(c->j->step, "wait") == 0 && c->j->upid[0]) {
+        /* resumed after a restart: the task runs on the node the job called */
+        c->pc = fleet_client(c->k->fl, c->j->node[0] ? c->j->node : c->v.node);
         rc = wait_task(c, c->j->upid, &e);
         if (rc == -1)
             return;
