@@ -22,6 +22,7 @@
 #define MiB (1024LL * 1024)
 #define STEP_DEADLINE_MS (600 * 1000L)
 #define WAIT_SLICE_MS 2000
+#define HA_SETTLE_MS (120 * 1000L)
 
 static const char *const action_names[] = {"start", "shutdown", "stop", "pause", "resume",
                                            "reboot"};
@@ -141,13 +142,15 @@ static int load_owned(struct core *k, int vmid, const char *owner, struct vm_rec
     return CORE_OK;
 }
 
-/* Queue a job for a VM; `request` is stolen. */
+/* Queue a job for a VM; `request` is stolen. job_id: filled, or taken as
+ * is when have_id. */
 static int enqueue(struct core *k, struct vm_rec *v, const char *kind, json_t *request,
-                   char job_id[40], struct core_error *err)
+                   char job_id[40], bool have_id, struct core_error *err)
 {
     struct job_rec j = {.state = JOB_QUEUED, .vmid = v->vmid, .request = request,
                         .attempts = json_array()};
-    core_uuid(job_id);
+    if (!have_id)
+        core_uuid(job_id);
     snprintf(j.id, sizeof j.id, "%s", job_id);
     snprintf(j.kind, sizeof j.kind, "%s", kind);
     snprintf(j.owner, sizeof j.owner, "%s", v->owner);
@@ -167,7 +170,7 @@ static int enqueue(struct core *k, struct vm_rec *v, const char *kind, json_t *r
 }
 
 /* Which actions make sense from a recorded power state. */
-static const char *action_refusal(enum vm_action a, const char *power)
+static const char *action_refusal(enum vm_action a, const char *power, bool force)
 {
     bool running = strcmp(power, "running") == 0, paused = strcmp(power, "paused") == 0,
          stopped = strcmp(power, "stopped") == 0;
@@ -175,6 +178,10 @@ static const char *action_refusal(enum vm_action a, const char *power)
     case ACT_START:
         return running ? "already running" : paused ? "paused: resume it instead" : NULL;
     case ACT_SHUTDOWN:
+        /* Proxmox refuses it ("VM is paused - cannot shutdown") unless forced */
+        return stopped  ? "already stopped"
+               : paused && !force ? "paused: resume it first, or force the shutdown"
+                                  : NULL;
     case ACT_STOP: return stopped ? "already stopped" : NULL;
     case ACT_PAUSE: return running ? NULL : "not running";
     case ACT_RESUME: return paused ? NULL : running ? "not paused" : "not running";
@@ -194,14 +201,14 @@ int core_vm_action(struct core *k, int vmid, const char *owner, enum vm_action a
     int rc = load_owned(k, vmid, owner, &v, err);
     if (rc)
         return rc;
-    const char *why = action_refusal(a, v.power);
+    const char *why = action_refusal(a, v.power, o && o->force);
     if (why) {
         rc = fail(err, CORE_E_CONFLICT, "action", "cannot %s VM %d: %s", vm_action_name(a), vmid,
                   why);
     } else {
         json_t *req = json_pack("{s:s,s:i,s:b}", "action", vm_action_name(a), "timeout",
                                 o ? o->timeout_s : 0, "force", o && o->force);
-        rc = enqueue(k, &v, vm_action_name(a), req, job_id, err);
+        rc = enqueue(k, &v, vm_action_name(a), req, job_id, false, err);
     }
     vm_rec_release(&v);
     return rc;
@@ -229,7 +236,7 @@ int core_vm_update(struct core *k, int vmid, const char *owner, int cores, int64
             json_object_set_new(req, "cores", json_integer(cores));
         if (memory_mb)
             json_object_set_new(req, "memory_mb", json_integer(memory_mb));
-        rc = enqueue(k, &v, "update", req, job_id, err);
+        rc = enqueue(k, &v, "update", req, job_id, false, err);
     }
     vm_rec_release(&v);
     return rc;
@@ -270,7 +277,7 @@ int core_vm_resize(struct core *k, int vmid, const char *owner, int64_t disk_gb,
         }
     }
     rc = enqueue(k, &v, "resize", json_pack("{s:I}", "disk_gb", (json_int_t)disk_gb), job_id,
-                 err);
+                 false, err);
 out:
     vm_rec_release(&v);
     return rc;
@@ -283,10 +290,23 @@ int core_vm_delete(struct core *k, int vmid, const char *owner, char job_id[40],
     int rc = load_owned(k, vmid, owner, &v, err);
     if (rc)
         return rc;
-    rc = enqueue(k, &v, "delete", json_object(), job_id, err);
-    if (!rc) {
-        v.state = VMS_DELETING;
-        snprintf(v.job, sizeof v.job, "%s", job_id);
+    /* the record says "deleting" (and which job) before a worker can see the
+     * job: a worker that loaded it earlier would write the old state back */
+    enum vm_state old_state = v.state;
+    char old_job[sizeof v.job];
+    snprintf(old_job, sizeof old_job, "%s", v.job);
+    core_uuid(job_id);
+    v.state = VMS_DELETING;
+    snprintf(v.job, sizeof v.job, "%s", job_id);
+    struct store_error se;
+    if (store_vm_update(k->st, &v, &se)) {
+        vm_rec_release(&v);
+        return fail(err, CORE_E_INTERNAL, NULL, "%s", se.message);
+    }
+    rc = enqueue(k, &v, "delete", json_object(), job_id, true, err);
+    if (rc) {
+        v.state = old_state;
+        snprintf(v.job, sizeof v.job, "%s", old_job);
         store_vm_update(k->st, &v, NULL);
     }
     vm_rec_release(&v);
@@ -410,6 +430,24 @@ static bool reached(enum vm_action a, const char *power, bool started_reboot)
     return false;
 }
 
+/* An HA-managed VM's start or stop is a hastart/hastop task that only asks
+ * the HA manager; the VM starts or stops in a task of its own a moment later.
+ * Locate the VM and, while it is HA-managed and not there yet, wait for it
+ * (up to HA_SETTLE_MS). 0 with *st filled, or locate's error. */
+static int settle(struct cctx *c, enum vm_action a, struct pve_vm_status *st,
+                  struct pve_error *e)
+{
+    int64_t end = mono_ms() + HA_SETTLE_MS;
+    for (long pause = 50;; pause = pause < 1000 ? pause * 2 : 1000) {
+        int rc = locate(c, st, e);
+        if (rc || !st->ha_managed || reached(a, power_of(st), true) || mono_ms() > end ||
+            stopping(c->k))
+            return rc;
+        store_job_renew(c->k->st, c->j->id, c->k->instance, LEASE_MS, NULL);
+        sleep_ms(pause);
+    }
+}
+
 static enum pve_power pve_action(enum vm_action a)
 {
     static const enum pve_power map[] = {PVE_POWER_START, PVE_POWER_SHUTDOWN, PVE_POWER_STOP,
@@ -424,6 +462,8 @@ static void run_power(struct cctx *c, enum vm_action a)
     int rc;
     json_t *r = c->j->request;
     if (strcmp(c->j->step, "wait") == 0 && c->j->upid[0]) {
+        /* resumed after a restart: the task runs on the node the job called */
+        c->pc = fleet_client(c->k->fl, c->j->node[0] ? c->j->node : c->v.node);
         rc = wait_task(c, c->j->upid, &e);
         if (rc == -1)
             return;
@@ -465,7 +505,7 @@ done:
         }
         return;
     }
-    if (locate(c, &st, &e) == 0) {
+    if (settle(c, a, &st, &e) == 0) {
         snprintf(c->v.power, sizeof c->v.power, "%s", power_of(&st));
         if (a == ACT_REBOOT || a == ACT_START) {
             json_decref(c->v.pending); /* pending changes apply at (re)start */
@@ -610,6 +650,36 @@ static void mark_deleted(struct cctx *c, const char *how)
     job_done(c, "VM %d deleted%s", c->v.vmid, how);
 }
 
+/* Locks (a backup, a migration) clear within minutes; wait for them. False
+ * when the job ended meanwhile (failed, or the VM vanished and the job is
+ * done) or the core is stopping. */
+static bool wait_unlocked(struct cctx *c)
+{
+    struct pve_error e = {0};
+    struct pve_vm_config cfg;
+    int64_t end = mono_ms() + STEP_DEADLINE_MS;
+    for (long pause = 100;; pause = pause < 2000 ? pause * 2 : 2000) {
+        if (pve_vm_config_get(c->pc, c->v.node, c->v.vmid, false, &cfg, &e)) {
+            if (e.cls == PVE_E_NOTFOUND) {
+                mark_deleted(c, " (it vanished meanwhile)");
+                return false;
+            }
+            job_fail(c, "cannot read the config: %s", e.message);
+            return false;
+        }
+        bool locked = cfg.lock[0] != '\0';
+        pve_vm_config_release(&cfg);
+        if (!locked)
+            return true;
+        if (mono_ms() > end || stopping(c->k)) {
+            if (!stopping(c->k))
+                job_fail(c, "VM %d stays locked", c->v.vmid);
+            return false;
+        }
+        sleep_ms(pause);
+    }
+}
+
 static void run_delete(struct cctx *c)
 {
     struct pve_error e = {0};
@@ -638,6 +708,9 @@ static void run_delete(struct cctx *c)
                  c->k->cfg->tag);
         return;
     }
+    /* a locked VM (a backup of a running VM) cannot even be stopped */
+    if (!wait_unlocked(c))
+        return;
     if (strcmp(st.status, "stopped") != 0) {
         job_checkpoint(c->k, c->j, "stop", 20, "stopping VM %d", c->v.vmid);
         if ((rc = pve_vm_power(c->pc, c->v.node, c->v.vmid, PVE_POWER_STOP, NULL, upid, &e)) ||
@@ -647,29 +720,17 @@ static void run_delete(struct cctx *c)
             job_fail(c, "cannot stop VM %d: %s", c->v.vmid, e.message);
             return;
         }
-    }
-    /* locks (a backup, a migration) clear within minutes; wait for them */
-    int64_t end = mono_ms() + STEP_DEADLINE_MS;
-    for (long pause = 100;; pause = pause < 2000 ? pause * 2 : 2000) {
-        if (pve_vm_config_get(c->pc, c->v.node, c->v.vmid, false, &cfg, &e)) {
-            if (e.cls == PVE_E_NOTFOUND) {
-                mark_deleted(c, " (it vanished meanwhile)");
-                return;
-            }
-            job_fail(c, "cannot read the config: %s", e.message);
-            return;
-        }
-        bool locked = cfg.lock[0] != '\0';
-        pve_vm_config_release(&cfg);
-        if (!locked)
-            break;
-        if (mono_ms() > end || stopping(c->k)) {
+        /* HA-managed: the stop task only asked the HA manager */
+        if ((rc = settle(c, ACT_STOP, &st, &e)) == 0 && strcmp(st.status, "stopped") != 0)
+            snprintf(e.message, sizeof e.message, "it is still %s", st.status);
+        if (rc || strcmp(st.status, "stopped") != 0) {
             if (!stopping(c->k))
-                job_fail(c, "VM %d stays locked", c->v.vmid);
+                job_fail(c, "cannot stop VM %d: %s", c->v.vmid, e.message);
             return;
         }
-        sleep_ms(pause);
     }
+    if (!wait_unlocked(c))
+        return;
     job_checkpoint(c->k, c->j, "destroy", 50, "destroying VM %d on %s", c->v.vmid, c->v.node);
     struct pve_delete_opts d = {.purge = true, .destroy_unreferenced = true};
     rc = pve_vm_delete(c->pc, c->v.node, c->v.vmid, &d, upid, &e);

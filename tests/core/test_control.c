@@ -1,0 +1,1027 @@
+/* The core's VM operations after creation, in-process against pvesim (a
+ * five-node cluster sv1..sv5): every power action from every power state
+ * (refusals without a job included), shutdown timeouts with and without
+ * force, deletion in its awkward cases (running, locked, HA-managed, gone
+ * already, tag removed) with the VMID quarantined, resource updates (pending
+ * while running) and disk growth on PVE 7, 8 and 9, refusals for shrinking,
+ * space, limits and quotas, VMs moved behind proxd's back, and the
+ * reconciler taking over drift made through the Proxmox API directly. */
+#include "harness.h"
+
+#include "common/log.h"
+#include "core/core.h"
+#include "pve/pve.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define TOKEN "root@pam!proxd=8a3c3c4e-0b8e-4a7b-9a52-1f0c2d3e4f50"
+#define NNODES 5
+#define JOB_MS 30000
+
+/* ---- environment --------------------------------------------------------- */
+
+struct opts {
+    int pve_version;   /* 0: pvesim's default (9) */
+    int quarantine;    /* seconds */
+    const char *extra; /* appended to the config (quota sections) */
+    const char *time_scale; /* NULL: 0.005 */
+};
+
+struct env {
+    int port;
+    pid_t pid;
+    char dir[128];
+    struct proxd_config *cfg;
+    store *st;
+    struct fleet *fl;
+    struct core *k;
+};
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t wall_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* p such that p..p+NNODES are free (cluster mode: node i on port+i). */
+static int free_ports(void)
+{
+    for (int tries = 0; tries < 50; tries++) {
+        int p = h_free_port();
+        if (p + NNODES > 65535)
+            continue;
+        bool ok = true;
+        for (int i = 1; i <= NNODES && ok; i++) {
+            int fd = socket(AF_INET, SOCK_STREAM, 0);
+            struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)(p + i)),
+                                    .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+            ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
+            close(fd);
+        }
+        if (ok)
+            return p;
+    }
+    fail_msg("no free port range");
+    return 0;
+}
+
+static void up(struct env *e, const struct opts *o)
+{
+    struct opts d = {0};
+    if (!o)
+        o = &d;
+    memset(e, 0, sizeof *e);
+    e->port = free_ports();
+    char ver[8];
+    snprintf(ver, sizeof ver, "%d", o->pve_version ? o->pve_version : 9);
+    const char *args[] = {"--nodes",      "sv1,sv2,sv3,sv4,sv5", "--token", TOKEN,
+                          "--time-scale", o->time_scale ? o->time_scale : "0.005",               "--auth-delay", "0",
+                          "--pve-version", ver,                  NULL};
+    e->pid = h_sim_start(e->port, args);
+    snprintf(e->dir, sizeof e->dir, "/tmp/proxd-ctl-XXXXXX");
+    assert_non_null(mkdtemp(e->dir));
+    char path[256];
+    snprintf(path, sizeof path, "%s/proxd.conf", e->dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f,
+            "[proxd]\nlisten = 127.0.0.1:8080\ndatabase = sqlite:%s/proxd.db\n"
+            "placement = ordered\nworkers = 8\ntag = proxd\nquarantine = %d\n"
+            "reconcile_interval = 3600\nfallback_range = 9000-9999\nlog_level = warn\n"
+            "[proxmox]\ntoken = %s\nverify_tls = no\nconnect_timeout = 1\ntimeout = 4\n"
+            "[os ubuntu]\nvmid_range = 1000-1999\n[os centos]\nvmid_range = 2000-2999\n"
+            "[os windows]\nvmid_range = 3000-3999\n[os debian]\nvmid_range = 4000-4999\n",
+            e->dir, o->quarantine, TOKEN);
+    static const char *const oses[] = {"ubuntu", "debian", "centos", "windows"};
+    for (int i = 0; i < NNODES; i++) {
+        fprintf(f, "[node sv%d]\nhost = 127.0.0.1:%d\ncluster = pvesim\nstorage = local-lvm\n",
+                i + 1, e->port);
+        for (int k = 0; k < 4; k++)
+            fprintf(f, "template.%s = %d\n", oses[k], 8000 + 10 * i + k);
+    }
+    if (o->extra)
+        fputs(o->extra, f);
+    fclose(f);
+    char err[4096];
+    e->cfg = config_load(path, err, sizeof err);
+    if (!e->cfg)
+        fail_msg("config: %s", err);
+    struct store_error se;
+    e->st = store_open(e->cfg->database, &se);
+    if (!e->st)
+        fail_msg("store: %s", se.message);
+    e->fl = fleet_new(e->cfg, err, sizeof err);
+    if (!e->fl)
+        fail_msg("fleet: %s", err);
+    e->k = core_new(e->cfg, e->st, e->fl, "test:1");
+    assert_non_null(e->k);
+    assert_int_equal(core_start(e->k), 0);
+}
+
+static void down(struct env *e)
+{
+    core_stop(e->k, 0);
+    core_free(e->k);
+    fleet_free(e->fl);
+    store_close(e->st);
+    config_free(e->cfg);
+    h_sim_stop(e->pid, true);
+    static const char *const files[] = {"proxd.conf", "proxd.db", "proxd.db-wal", "proxd.db-shm",
+                                        "proxd.db-journal"};
+    for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+        char p[256];
+        snprintf(p, sizeof p, "%s/%s", e->dir, files[i]);
+        unlink(p);
+    }
+    rmdir(e->dir);
+}
+
+/* ---- pvesim -------------------------------------------------------------- */
+
+/* A control call (/_sim/...) with a JSON body; must succeed. */
+static void sim(int port, const char *method, const char *path, const char *json)
+{
+    struct h_resp r;
+    h_request(port, method, path, json ? "application/json" : NULL, json, NULL, &r);
+    if (r.status < 200 || r.status > 299)
+        fail_msg("%s %s: %ld %s", method, path, r.status, r.body);
+    h_resp_free(&r);
+}
+
+/* A Proxmox API call with proxd's token (form body); returns `data`
+ * (new reference) and asserts a 200. */
+static json_t *pve(int port, const char *method, const char *path, const char *form)
+{
+    static const char *const hdrs[] = {"Authorization: PVEAPIToken=" TOKEN, NULL};
+    char full[512];
+    snprintf(full, sizeof full, "/api2/json%s", path);
+    struct h_resp r;
+    h_request(port, method, full, NULL, form, hdrs, &r);
+    if (r.status != 200)
+        fail_msg("%s %s (%s): %ld %s %s", method, path, form ? form : "", r.status, r.reason,
+                 r.body);
+    json_t *d = json_incref(json_object_get(r.json, "data"));
+    h_resp_free(&r);
+    return d ? d : json_null();
+}
+
+static json_t *sim_state(int port)
+{
+    struct h_resp r;
+    h_request(port, "GET", "/_sim/state", NULL, NULL, NULL, &r);
+    assert_int_equal(r.status, 200);
+    json_t *j = json_incref(r.json);
+    h_resp_free(&r);
+    assert_non_null(j);
+    return j;
+}
+
+/* The VM in a state (borrowed), or NULL. */
+static json_t *state_vm(json_t *state, int vmid)
+{
+    size_t i;
+    json_t *v;
+    json_array_foreach(json_object_get(state, "vms"), i, v)
+    {
+        if (json_integer_value(json_object_get(v, "vmid")) == vmid)
+            return v;
+    }
+    return NULL;
+}
+
+/* Facts about one VM on pvesim, copied out of a fresh state. */
+struct simvm {
+    bool exists;
+    char node[16], power[16], lock[32], tags[64];
+    int cores, pending_cores;
+    int64_t memory, disk_gb;
+    bool ha;
+};
+
+static int64_t int_or_str(json_t *v)
+{
+    return json_is_integer(v) ? json_integer_value(v)
+           : json_is_string(v) ? atoll(json_string_value(v))
+                               : -1;
+}
+
+/* Size in GiB of "storage:vol,size=40G". */
+static int64_t size_gb(const char *spec)
+{
+    const char *s = spec ? strstr(spec, "size=") : NULL;
+    if (!s)
+        return -1;
+    char *end;
+    double v = strtod(s + 5, &end);
+    switch (*end) {
+    case 'T': return (int64_t)(v * 1024);
+    case 'G': return (int64_t)v;
+    case 'M': return (int64_t)(v / 1024);
+    default: return (int64_t)(v / (1024.0 * 1024 * 1024));
+    }
+}
+
+static struct simvm sim_vm(int port, int vmid)
+{
+    struct simvm s = {0};
+    json_t *st = sim_state(port);
+    json_t *v = state_vm(st, vmid);
+    if (v) {
+        s.exists = true;
+        json_t *conf = json_object_get(v, "conf");
+        snprintf(s.node, sizeof s.node, "%s", json_string_value(json_object_get(v, "node")));
+        snprintf(s.power, sizeof s.power, "%s", json_string_value(json_object_get(v, "power")));
+        const char *lk = json_string_value(json_object_get(conf, "lock"));
+        snprintf(s.lock, sizeof s.lock, "%s", lk ? lk : "");
+        const char *tg = json_string_value(json_object_get(conf, "tags"));
+        snprintf(s.tags, sizeof s.tags, "%s", tg ? tg : "");
+        s.cores = (int)int_or_str(json_object_get(conf, "cores"));
+        s.memory = int_or_str(json_object_get(conf, "memory"));
+        s.pending_cores = (int)int_or_str(json_object_get(json_object_get(v, "pending"), "cores"));
+        s.disk_gb = size_gb(json_string_value(json_object_get(conf, "scsi0")));
+        s.ha = json_is_true(json_object_get(v, "ha"));
+    }
+    json_decref(st);
+    return s;
+}
+
+/* Tasks of `type` for `vmid` in pvesim's task list. */
+static int count_tasks(int port, int vmid, const char *type)
+{
+    json_t *st = sim_state(port);
+    char id[16];
+    snprintf(id, sizeof id, "%d", vmid);
+    int n = 0;
+    size_t i;
+    json_t *t;
+    json_array_foreach(json_object_get(st, "tasks"), i, t)
+    {
+        if (strcmp(json_string_value(json_object_get(t, "id")), id) == 0 &&
+            strcmp(json_string_value(json_object_get(t, "type")), type) == 0)
+            n++;
+    }
+    json_decref(st);
+    return n;
+}
+
+/* How often pvesim served "METHOD /path/template" since the last reset. */
+static int calls_of(int port, const char *key)
+{
+    struct h_resp r;
+    h_request(port, "GET", "/_sim/calls", NULL, NULL, NULL, &r);
+    assert_int_equal(r.status, 200);
+    int n = (int)json_integer_value(json_object_get(json_object_get(r.json, "calls"), key));
+    h_resp_free(&r);
+    return n;
+}
+
+struct power_wait {
+    int port, vmid;
+    const char *power; /* NULL: gone */
+};
+
+static bool power_is(void *arg)
+{
+    struct power_wait *w = arg;
+    struct simvm s = sim_vm(w->port, w->vmid);
+    return w->power ? s.exists && strcmp(s.power, w->power) == 0 : !s.exists;
+}
+
+static void wait_sim_power(int port, int vmid, const char *power)
+{
+    struct power_wait w = {port, vmid, power};
+    if (!h_wait(power_is, &w, 10000))
+        fail_msg("VM %d did not become %s on pvesim", vmid, power ? power : "gone");
+}
+
+/* ---- the store ----------------------------------------------------------- */
+
+static int count_jobs(struct env *e)
+{
+    char path[256];
+    snprintf(path, sizeof path, "%s/proxd.db", e->dir);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    sqlite3_stmt *s;
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM jobs", -1, &s, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+    int n = sqlite3_column_int(s, 0);
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    return n;
+}
+
+/* The newest record of vmid, live or gone; false when there is none. */
+static bool record_of(struct env *e, int vmid, struct vm_rec *out)
+{
+    struct vm_filter f = {.state = -1, .include_gone = true, .limit = 1000};
+    bool found = false;
+    for (;;) {
+        struct vm_rec *v = NULL;
+        size_t n = 0;
+        assert_int_equal(store_vm_list(e->st, &f, &v, &n, NULL), 0);
+        for (size_t i = 0; i < n; i++) {
+            if (v[i].vmid == vmid) {
+                if (found)
+                    vm_rec_release(out);
+                *out = v[i];
+                found = true;
+            } else {
+                vm_rec_release(&v[i]);
+            }
+            f.after_id = v[i].id;
+        }
+        free(v);
+        if (n == 0)
+            break;
+    }
+    return found;
+}
+
+static struct vm_rec live(struct env *e, int vmid)
+{
+    struct vm_rec v;
+    struct store_error se;
+    if (store_vm_get(e->st, vmid, &v, &se))
+        fail_msg("no live record of VM %d: %s", vmid, se.message);
+    return v;
+}
+
+static void job_of(struct env *e, const char *id, struct job_rec *j)
+{
+    assert_int_equal(store_job_get(e->st, id, j, NULL), 0);
+}
+
+/* ---- the core ------------------------------------------------------------- */
+
+static int mk_vm_owned(struct env *e, const char *os, const char *name, int cores, int64_t mem,
+                       int64_t disk, const char *owner)
+{
+    struct vm_request r = {.cores = cores, .memory_mb = mem, .disk_gb = disk};
+    snprintf(r.os, sizeof r.os, "%s", os);
+    snprintf(r.name, sizeof r.name, "%s", name);
+    snprintf(r.owner, sizeof r.owner, "%s", owner);
+    char job[40];
+    int vmid = 0;
+    struct core_error ce = {0};
+    if (core_create(e->k, &r, job, &vmid, &ce))
+        fail_msg("core_create %s: %s: %s", name, ce.field, ce.message);
+    enum job_state st;
+    if (core_wait_job(e->k, job, JOB_MS, &st))
+        fail_msg("creation of %s did not finish", name);
+    if (st != JOB_DONE) {
+        struct job_rec j;
+        job_of(e, job, &j);
+        fail_msg("creation of %s: %s", name, j.error);
+    }
+    return vmid;
+}
+
+static int mk_vm(struct env *e, const char *name)
+{
+    return mk_vm_owned(e, "ubuntu", name, 2, 2048, 20, "alice");
+}
+
+/* Wait for a job; returns its final state; the job record in *j if given. */
+static enum job_state finish(struct env *e, const char *job, struct job_rec *j)
+{
+    enum job_state st;
+    if (core_wait_job(e->k, job, JOB_MS, &st))
+        fail_msg("job %s did not finish in %d ms", job, JOB_MS);
+    if (j)
+        job_of(e, job, j);
+    return st;
+}
+
+/* Run an action that must succeed, leaving the VM `want` in the record and
+ * on pvesim. */
+static void act_ok(struct env *e, int vmid, enum vm_action a, const struct action_opts *o,
+                   const char *want)
+{
+    char job[40];
+    struct core_error ce = {0};
+    int rc = core_vm_action(e->k, vmid, NULL, a, o, job, &ce);
+    if (rc)
+        fail_msg("%s of VM %d refused: %d %s", vm_action_name(a), vmid, rc, ce.message);
+    struct job_rec j;
+    if (finish(e, job, &j) != JOB_DONE)
+        fail_msg("%s of VM %d: %s", vm_action_name(a), vmid, j.error);
+    assert_string_equal(j.kind, vm_action_name(a));
+    job_rec_release(&j);
+    struct vm_rec v = live(e, vmid);
+    if (strcmp(v.power, want) != 0)
+        fail_msg("after %s: record says %s, want %s", vm_action_name(a), v.power, want);
+    vm_rec_release(&v);
+    struct simvm s = sim_vm(e->port, vmid);
+    if (strcmp(s.power, want) != 0)
+        fail_msg("after %s: pvesim says %s, want %s", vm_action_name(a), s.power, want);
+}
+
+/* An action refused at once (CORE_E_CONFLICT) without a job. */
+static void act_refused(struct env *e, int vmid, enum vm_action a, const struct action_opts *o)
+{
+    int before = count_jobs(e);
+    char job[40] = "untouched";
+    struct core_error ce = {0};
+    int rc = core_vm_action(e->k, vmid, NULL, a, o, job, &ce);
+    if (rc != CORE_E_CONFLICT)
+        fail_msg("%s of VM %d: rc %d (%s), want CORE_E_CONFLICT", vm_action_name(a), vmid, rc,
+                 ce.message);
+    assert_int_equal(ce.code, CORE_E_CONFLICT);
+    assert_true(ce.message[0] != '\0');
+    assert_string_equal(job, "untouched");
+    assert_int_equal(count_jobs(e), before);
+}
+
+/* ---- 1: power actions from every state ------------------------------------- */
+
+static void test_power_matrix(void **unused)
+{
+    (void)unused;
+    struct env e;
+    up(&e, NULL);
+    int vm = mk_vm(&e, "pw-1");
+    struct action_opts force = {.force = true};
+
+    /* running */
+    act_refused(&e, vm, ACT_START, NULL);
+    act_refused(&e, vm, ACT_RESUME, NULL);
+    act_ok(&e, vm, ACT_PAUSE, NULL, "paused");
+    /* paused */
+    act_refused(&e, vm, ACT_START, NULL);
+    act_refused(&e, vm, ACT_PAUSE, NULL);
+    act_refused(&e, vm, ACT_REBOOT, NULL);
+    act_refused(&e, vm, ACT_SHUTDOWN, NULL); /* a paused guest cannot power down */
+    act_ok(&e, vm, ACT_RESUME, NULL, "running");
+    act_ok(&e, vm, ACT_REBOOT, NULL, "running");
+    assert_int_equal(count_tasks(e.port, vm, "qmreboot"), 1);
+    act_ok(&e, vm, ACT_SHUTDOWN, NULL, "stopped");
+    /* stopped */
+    act_refused(&e, vm, ACT_SHUTDOWN, NULL);
+    act_refused(&e, vm, ACT_STOP, NULL);
+    act_refused(&e, vm, ACT_PAUSE, NULL);
+    act_refused(&e, vm, ACT_RESUME, NULL);
+    act_refused(&e, vm, ACT_REBOOT, NULL);
+    act_ok(&e, vm, ACT_START, NULL, "running");
+    act_ok(&e, vm, ACT_STOP, NULL, "stopped");
+    act_ok(&e, vm, ACT_START, NULL, "running");
+    /* from paused: a hard stop, and a forced shutdown */
+    act_ok(&e, vm, ACT_PAUSE, NULL, "paused");
+    act_ok(&e, vm, ACT_STOP, NULL, "stopped");
+    act_ok(&e, vm, ACT_START, NULL, "running");
+    act_ok(&e, vm, ACT_PAUSE, NULL, "paused");
+    act_ok(&e, vm, ACT_SHUTDOWN, &force, "stopped");
+
+    /* bad input and other owners */
+    char job[40];
+    struct core_error ce = {0};
+    struct action_opts bad = {.timeout_s = 5000};
+    assert_int_equal(core_vm_action(e.k, vm, NULL, ACT_START, &bad, job, &ce), CORE_E_INVALID);
+    assert_int_equal(core_vm_action(e.k, vm, NULL, (enum vm_action)17, NULL, job, &ce),
+                     CORE_E_INVALID);
+    assert_int_equal(core_vm_action(e.k, vm, "mallory", ACT_START, NULL, job, &ce),
+                     CORE_E_NOTFOUND);
+    assert_int_equal(core_vm_action(e.k, 1999, NULL, ACT_START, NULL, job, &ce), CORE_E_NOTFOUND);
+    assert_int_equal(core_vm_action(e.k, vm, "alice", ACT_START, NULL, job, &ce), CORE_OK);
+    assert_int_equal(finish(&e, job, NULL), JOB_DONE);
+    down(&e);
+}
+
+/* ---- 2: a guest that ignores ACPI ------------------------------------------------ */
+
+static void test_shutdown_timeout(void **unused)
+{
+    (void)unused;
+    struct env e;
+    up(&e, NULL);
+    int vm = mk_vm(&e, "acpi-1");
+    char path[64];
+    snprintf(path, sizeof path, "/_sim/vms/%d", vm);
+    sim(e.port, "POST", path, "{\"acpi\": false}");
+
+    /* without force: the job fails with Proxmox's words, the VM keeps running */
+    struct action_opts o = {.timeout_s = 2};
+    char job[40];
+    struct core_error ce = {0};
+    assert_int_equal(core_vm_action(e.k, vm, NULL, ACT_SHUTDOWN, &o, job, &ce), CORE_OK);
+    struct job_rec j;
+    assert_int_equal(finish(&e, job, &j), JOB_FAILED);
+    if (!strstr(j.error, "VM quit/powerdown failed - got timeout"))
+        fail_msg("job error lacks Proxmox's text: %s", j.error);
+    job_rec_release(&j);
+    struct vm_rec v = live(&e, vm);
+    assert_string_equal(v.power, "running");
+    assert_int_equal(v.state, VMS_ENABLED);
+    vm_rec_release(&v);
+    assert_string_equal(sim_vm(e.port, vm).power, "running");
+
+    /* with force: stopped hard when the timeout passes */
+    o.force = true;
+    act_ok(&e, vm, ACT_SHUTDOWN, &o, "stopped");
+    down(&e);
+}
+
+/* ---- 3: deletion ----------------------------------------------------------------- */
+
+static void expect_deleted(struct env *e, int vmid, const char *job)
+{
+    struct job_rec j;
+    if (finish(e, job, &j) != JOB_DONE)
+        fail_msg("delete of VM %d: %s", vmid, j.error);
+    job_rec_release(&j);
+    struct vm_rec v;
+    assert_int_equal(store_vm_get(e->st, vmid, &v, NULL), STORE_E_NOTFOUND);
+    assert_true(record_of(e, vmid, &v));
+    assert_int_equal(v.state, VMS_DELETED);
+    assert_string_equal(v.job, job);
+    vm_rec_release(&v);
+    assert_false(sim_vm(e->port, vmid).exists);
+}
+
+static int do_delete(struct env *e, int vmid, char job[40])
+{
+    struct core_error ce = {0};
+    int rc = core_vm_delete(e->k, vmid, NULL, job, &ce);
+    if (rc)
+        fail_msg("delete of VM %d refused: %s", vmid, ce.message);
+    return rc;
+}
+
+struct unlocker {
+    int port, vmid;
+    long after_ms;
+};
+
+static void *unlock_later(void *arg)
+{
+    struct unlocker *u = arg;
+    usleep((useconds_t)u->after_ms * 1000);
+    char path[64];
+    /* (what `qm unlock` does; a token may not skiplock, so behind the API) */
+    snprintf(path, sizeof path, "/_sim/vms/%d", u->vmid);
+    sim(u->port, "POST", path, "{\"conf\": {\"lock\": null}}");
+    return NULL;
+}
+
+static void test_delete(void **unused)
+{
+    (void)unused;
+    struct env e;
+    struct opts o = {.quarantine = 300};
+    up(&e, &o);
+    int running = mk_vm(&e, "del-running");
+    int locked = mk_vm(&e, "del-locked");
+    int ha = mk_vm(&e, "del-ha");
+    int gone = mk_vm(&e, "del-gone");
+    int untagged = mk_vm(&e, "del-untagged");
+    char job[40], path[96];
+
+    /* running: stopped first, then destroyed */
+    do_delete(&e, running, job);
+    expect_deleted(&e, running, job);
+    assert_int_equal(count_tasks(e.port, running, "qmstop"), 1);
+    assert_int_equal(count_tasks(e.port, running, "qmdestroy"), 1);
+    /* the record is kept: another delete or action is not possible */
+    struct core_error ce = {0};
+    assert_int_equal(core_vm_delete(e.k, running, NULL, job, &ce), CORE_E_NOTFOUND);
+
+    /* locked by a backup: the delete waits for the lock to go */
+    snprintf(path, sizeof path, "/_sim/vms/%d", locked);
+    sim(e.port, "POST", path, "{\"conf\": {\"lock\": \"backup\"}}");
+    static struct unlocker u;
+    u = (struct unlocker){e.port, locked, 600};
+    pthread_t th;
+    int64_t t0 = now_ms();
+    assert_int_equal(pthread_create(&th, NULL, unlock_later, &u), 0);
+    do_delete(&e, locked, job);
+    struct vm_rec v = live(&e, locked);
+    assert_int_equal(v.state, VMS_DELETING);
+    vm_rec_release(&v);
+    expect_deleted(&e, locked, job);
+    assert_true(now_ms() - t0 >= u.after_ms);
+    pthread_join(th, NULL);
+
+    /* HA-managed: purged from HA with the VM */
+    snprintf(path, sizeof path, "/_sim/vms/%d", ha);
+    sim(e.port, "POST", path, "{\"ha\": true}");
+    do_delete(&e, ha, job);
+    expect_deleted(&e, ha, job);
+
+    /* gone already: deleted through the Proxmox API */
+    snprintf(path, sizeof path, "/nodes/sv1/qemu/%d/status/stop", gone);
+    json_decref(pve(e.port, "POST", path, NULL));
+    wait_sim_power(e.port, gone, "stopped");
+    snprintf(path, sizeof path, "/nodes/sv1/qemu/%d", gone);
+    json_decref(pve(e.port, "DELETE", path, NULL));
+    wait_sim_power(e.port, gone, NULL);
+    do_delete(&e, gone, job);
+    expect_deleted(&e, gone, job);
+
+    /* tag removed outside proxd: not ours any more, never deleted */
+    snprintf(path, sizeof path, "/_sim/vms/%d", untagged);
+    sim(e.port, "POST", path, "{\"conf\": {\"tags\": \"customer\"}}");
+    do_delete(&e, untagged, job);
+    struct job_rec j;
+    assert_int_equal(finish(&e, job, &j), JOB_FAILED);
+    if (!strstr(j.error, "tag"))
+        fail_msg("job error does not name the tag: %s", j.error);
+    job_rec_release(&j);
+    struct simvm s = sim_vm(e.port, untagged);
+    assert_true(s.exists);
+    assert_string_equal(s.power, "running");
+    v = live(&e, untagged);
+    assert_int_equal(v.state, VMS_ENABLED);
+    vm_rec_release(&v);
+
+    /* quarantine (300 s here): the deleted VMIDs are not handed out again */
+    int next = mk_vm(&e, "after-delete");
+    assert_int_equal(next, untagged + 1);
+    /* ... until their quarantine passes: a short one for the next deletion */
+    e.cfg->quarantine_s = 2;
+    do_delete(&e, next, job);
+    expect_deleted(&e, next, job);
+    int64_t released_at = wall_now_ms();
+    int other = mk_vm(&e, "during-quarantine");
+    assert_true(wall_now_ms() - released_at < 2000); /* else the check above is moot */
+    assert_int_equal(other, next + 1);
+    while (wall_now_ms() < released_at + 2000 + 100)
+        usleep(20 * 1000);
+    assert_int_equal(mk_vm(&e, "after-quarantine"), next);
+    down(&e);
+}
+
+/* ---- 3b: HA-managed VMs ---------------------------------------------------------
+ * A stop or start of an HA-managed VM is a hastop/hastart task that only asks
+ * the HA manager; the VM stops (starts) in a later task of its own. At a
+ * slower time scale (0.1: hastop 30 ms, the stop 50..130 ms) a job that
+ * trusts the first task sees the VM still running. */
+static void test_ha(void **unused)
+{
+    (void)unused;
+    struct env e;
+    struct opts o = {.time_scale = "0.1", .quarantine = 300};
+    up(&e, &o);
+    int vm = mk_vm_owned(&e, "ubuntu", "ha-1", 1, 1024, 10, "alice");
+    char path[64], job[40];
+    snprintf(path, sizeof path, "/_sim/vms/%d", vm);
+    sim(e.port, "POST", path, "{\"ha\": true}");
+    act_ok(&e, vm, ACT_STOP, NULL, "stopped");
+    assert_int_equal(count_tasks(e.port, vm, "hastop"), 1);
+    act_ok(&e, vm, ACT_START, NULL, "running");
+    assert_int_equal(count_tasks(e.port, vm, "hastart"), 1);
+    /* deleted while running: stopped through HA, then destroyed with purge */
+    do_delete(&e, vm, job);
+    expect_deleted(&e, vm, job);
+    assert_int_equal(count_tasks(e.port, vm, "hastop"), 2);
+    down(&e);
+}
+
+/* ---- 4: resources and disk on PVE 7, 8, 9 ---------------------------------------- */
+
+static void update_ok(struct env *e, int vmid, int cores, int64_t mem, bool want_pending)
+{
+    char job[40];
+    struct core_error ce = {0};
+    if (core_vm_update(e->k, vmid, NULL, cores, mem, job, &ce))
+        fail_msg("update refused: %s: %s", ce.field, ce.message);
+    struct job_rec j;
+    if (finish(e, job, &j) != JOB_DONE)
+        fail_msg("update of VM %d: %s", vmid, j.error);
+    job_rec_release(&j);
+    struct vm_rec v = live(e, vmid);
+    if (cores)
+        assert_int_equal(v.cores, cores);
+    if (mem)
+        assert_int_equal(v.memory_mb, mem);
+    if (want_pending) {
+        if (!v.pending || (cores && !json_object_get(v.pending, "cores")))
+            fail_msg("VM %d: no pending cores in the record", vmid);
+    } else {
+        assert_null(v.pending);
+    }
+    vm_rec_release(&v);
+}
+
+static void resize_ok(struct env *e, int vmid, int64_t gb)
+{
+    char job[40];
+    struct core_error ce = {0};
+    if (core_vm_resize(e->k, vmid, NULL, gb, job, &ce))
+        fail_msg("resize refused: %s: %s", ce.field, ce.message);
+    struct job_rec j;
+    if (finish(e, job, &j) != JOB_DONE)
+        fail_msg("resize of VM %d: %s", vmid, j.error);
+    job_rec_release(&j);
+    struct vm_rec v = live(e, vmid);
+    assert_int_equal(v.disk_gb, gb);
+    vm_rec_release(&v);
+    assert_int_equal(sim_vm(e->port, vmid).disk_gb, gb);
+}
+
+static void run_resources(int version)
+{
+    struct env e;
+    struct opts o = {.pve_version = version};
+    up(&e, &o);
+    int vm = mk_vm(&e, "res-1");
+
+    /* running: saved as pending, shown in the record, applied by a reboot */
+    update_ok(&e, vm, 4, 4096, true);
+    struct simvm s = sim_vm(e.port, vm);
+    assert_int_equal(s.cores, 2);
+    assert_int_equal(s.pending_cores, 4);
+    act_ok(&e, vm, ACT_REBOOT, NULL, "running");
+    struct vm_rec v = live(&e, vm);
+    assert_null(v.pending);
+    vm_rec_release(&v);
+    s = sim_vm(e.port, vm);
+    assert_int_equal(s.cores, 4);
+    assert_int_equal(s.memory, 4096);
+
+    /* disk growth: synchronous on PVE 7, a task on 8 and 9 */
+    resize_ok(&e, vm, 30);
+    /* (the creation grew it from the template's 10 GiB to 20 once already) */
+    assert_int_equal(count_tasks(e.port, vm, "resize"), version >= 8 ? 2 : 0);
+    char job[40] = "untouched";
+    struct core_error ce = {0};
+    assert_int_equal(core_vm_resize(e.k, vm, NULL, 25, job, &ce), CORE_E_INVALID);
+    assert_string_equal(ce.field, "disk_gb");
+    assert_int_equal(core_vm_resize(e.k, vm, NULL, 30, job, &ce), CORE_E_INVALID);
+    assert_string_equal(ce.field, "disk_gb");
+    assert_string_equal(job, "untouched");
+
+    /* stopped: applied at once */
+    act_ok(&e, vm, ACT_STOP, NULL, "stopped");
+    update_ok(&e, vm, 3, 0, false);
+    assert_int_equal(sim_vm(e.port, vm).cores, 3);
+    update_ok(&e, vm, 0, 3072, false);
+    s = sim_vm(e.port, vm);
+    assert_int_equal(s.cores, 3);
+    assert_int_equal(s.memory, 3072);
+    resize_ok(&e, vm, 32);
+    act_ok(&e, vm, ACT_START, NULL, "running");
+    down(&e);
+}
+
+static void test_resources_pve7(void **unused)
+{
+    (void)unused;
+    run_resources(7);
+}
+
+static void test_resources_pve8(void **unused)
+{
+    (void)unused;
+    run_resources(8);
+}
+
+static void test_resources_pve9(void **unused)
+{
+    (void)unused;
+    run_resources(9);
+}
+
+/* ---- 5: refusals: space, limits, quotas ------------------------------------------- */
+
+static void test_refusals(void **unused)
+{
+    (void)unused;
+    struct env e;
+    struct opts o = {.extra = "[quota default]\nvms = 2\ncores = 6\nmemory_mb = 6144\n"
+                              "disk_gb = 50\n"};
+    up(&e, &o);
+    int a = mk_vm(&e, "q-1");
+    int b = mk_vm(&e, "q-2");
+    char job[40] = "untouched";
+    struct core_error ce = {0};
+    int jobs = count_jobs(&e);
+
+    /* out of space on sv1's storage: refused before any call */
+    sim(e.port, "POST", "/_sim/nodes/sv1", "{\"storage_gb\": {\"local-lvm\": 140}}");
+    fleet_refresh(e.fl, true);
+    sim(e.port, "DELETE", "/_sim/calls", NULL);
+    assert_int_equal(core_vm_resize(e.k, a, NULL, 30, job, &ce), CORE_E_FULL);
+    assert_string_equal(ce.field, "disk_gb");
+    if (!strstr(ce.message, "not enough space"))
+        fail_msg("message: %s", ce.message);
+    assert_int_equal(calls_of(e.port, "PUT /nodes/{node}/qemu/{vmid}/resize"), 0);
+    sim(e.port, "POST", "/_sim/nodes/sv1", "{\"storage_gb\": {\"local-lvm\": 2000}}");
+    fleet_refresh(e.fl, true);
+
+    /* limits */
+    assert_int_equal(core_vm_update(e.k, a, NULL, 0, 0, job, &ce), CORE_E_INVALID);
+    assert_int_equal(core_vm_update(e.k, a, NULL, 33, 0, job, &ce), CORE_E_INVALID);
+    assert_string_equal(ce.field, "cores");
+    assert_int_equal(core_vm_update(e.k, a, NULL, 0, 100, job, &ce), CORE_E_INVALID);
+    assert_string_equal(ce.field, "memory_mb");
+    assert_int_equal(core_vm_update(e.k, a, NULL, 0, 1 << 20, job, &ce), CORE_E_INVALID);
+    assert_string_equal(ce.field, "memory_mb");
+    assert_int_equal(core_vm_resize(e.k, a, NULL, 5000, job, &ce), CORE_E_INVALID);
+    assert_string_equal(ce.field, "disk_gb");
+
+    /* quotas (default: 2 VMs, 6 cores, 6144 MiB, 50 GiB; in use 2, 4, 4096, 40) */
+    struct vm_request r = {.cores = 1, .memory_mb = 512, .disk_gb = 10};
+    snprintf(r.os, sizeof r.os, "ubuntu");
+    snprintf(r.name, sizeof r.name, "q-3");
+    snprintf(r.owner, sizeof r.owner, "alice");
+    int vmid;
+    assert_int_equal(core_create(e.k, &r, job, &vmid, &ce), CORE_E_FULL);
+    if (!strstr(ce.message, "0 left"))
+        fail_msg("VM quota message: %s", ce.message);
+    assert_int_equal(core_vm_update(e.k, a, NULL, 5, 0, job, &ce), CORE_E_FULL);
+    assert_string_equal(ce.field, "cores");
+    if (!strstr(ce.message, "2 left"))
+        fail_msg("core quota message: %s", ce.message);
+    assert_int_equal(core_vm_update(e.k, a, NULL, 0, 5000, job, &ce), CORE_E_FULL);
+    assert_string_equal(ce.field, "memory_mb");
+    if (!strstr(ce.message, "2048 MiB left"))
+        fail_msg("memory quota message: %s", ce.message);
+    assert_int_equal(core_vm_resize(e.k, b, NULL, 31, job, &ce), CORE_E_FULL);
+    assert_string_equal(ce.field, "disk_gb");
+    if (!strstr(ce.message, "10 GiB left"))
+        fail_msg("disk quota message: %s", ce.message);
+    assert_string_equal(job, "untouched");
+    assert_int_equal(count_jobs(&e), jobs);
+
+    /* exactly up to the quota passes */
+    update_ok(&e, a, 4, 0, true);
+    resize_ok(&e, b, 30);
+    /* another owner's VM is not found */
+    assert_int_equal(core_vm_resize(e.k, b, "bob", 40, job, &ce), CORE_E_NOTFOUND);
+    assert_int_equal(core_vm_update(e.k, b, "bob", 2, 0, job, &ce), CORE_E_NOTFOUND);
+    assert_int_equal(core_vm_delete(e.k, b, "bob", job, &ce), CORE_E_NOTFOUND);
+    /* the quota is freed by a deletion */
+    do_delete(&e, b, job);
+    expect_deleted(&e, b, job);
+    struct core_error ce2 = {0};
+    assert_int_equal(core_create(e.k, &r, job, &vmid, &ce2), CORE_OK);
+    assert_int_equal(finish(&e, job, NULL), JOB_DONE);
+    down(&e);
+}
+
+/* ---- 6: moved behind proxd's back -------------------------------------------------- */
+
+static void test_moved(void **unused)
+{
+    (void)unused;
+    struct env e;
+    up(&e, NULL);
+    int a = mk_vm(&e, "mv-1");
+    int b = mk_vm(&e, "mv-2");
+    char path[64];
+    snprintf(path, sizeof path, "/_sim/vms/%d", a);
+    sim(e.port, "POST", path, "{\"node\": \"sv3\"}");
+
+    /* controlled where it is now */
+    act_ok(&e, a, ACT_STOP, NULL, "stopped");
+    struct vm_rec v = live(&e, a);
+    assert_string_equal(v.node, "sv3");
+    vm_rec_release(&v);
+    assert_string_equal(sim_vm(e.port, a).node, "sv3");
+    resize_ok(&e, a, 25);
+    act_ok(&e, a, ACT_START, NULL, "running");
+
+    /* moved again, then deleted there */
+    sim(e.port, "POST", path, "{\"node\": \"sv2\"}");
+    char job[40];
+    do_delete(&e, a, job);
+    expect_deleted(&e, a, job);
+    v.state = 0;
+    assert_true(record_of(&e, a, &v));
+    assert_string_equal(v.node, "sv2");
+    vm_rec_release(&v);
+
+    /* the reconciler finds a moved VM too */
+    snprintf(path, sizeof path, "/_sim/vms/%d", b);
+    sim(e.port, "POST", path, "{\"node\": \"sv4\"}");
+    struct reconcile_report rep;
+    assert_int_equal(core_reconcile(e.k, &rep), 0);
+    assert_int_equal(rep.moved, 1);
+    v = live(&e, b);
+    assert_string_equal(v.node, "sv4");
+    vm_rec_release(&v);
+    down(&e);
+}
+
+/* ---- 7: drift repaired by the reconciler ------------------------------------------- */
+
+static void test_drift(void **unused)
+{
+    (void)unused;
+    struct env e;
+    up(&e, NULL);
+    int powered = mk_vm(&e, "dr-power");
+    int sized = mk_vm(&e, "dr-size");
+    int deleted = mk_vm(&e, "dr-deleted");
+    int steady = mk_vm(&e, "dr-steady");
+    char path[96];
+
+    struct reconcile_report rep;
+    assert_int_equal(core_reconcile(e.k, &rep), 0);
+    assert_int_equal(rep.moved + rep.power + rep.resized + rep.lost + rep.stuck + rep.orphans, 0);
+
+    /* power: stopped through the API */
+    snprintf(path, sizeof path, "/nodes/sv1/qemu/%d/status/stop", powered);
+    json_decref(pve(e.port, "POST", path, NULL));
+    wait_sim_power(e.port, powered, "stopped");
+    /* cores: changed through the API on a stopped VM */
+    snprintf(path, sizeof path, "/nodes/sv1/qemu/%d/status/stop", sized);
+    json_decref(pve(e.port, "POST", path, NULL));
+    wait_sim_power(e.port, sized, "stopped");
+    snprintf(path, sizeof path, "/nodes/sv1/qemu/%d/config", sized);
+    json_decref(pve(e.port, "PUT", path, "cores=6&memory=3072"));
+    /* deletion through the API */
+    snprintf(path, sizeof path, "/nodes/sv1/qemu/%d/status/stop", deleted);
+    json_decref(pve(e.port, "POST", path, NULL));
+    wait_sim_power(e.port, deleted, "stopped");
+    snprintf(path, sizeof path, "/nodes/sv1/qemu/%d", deleted);
+    json_decref(pve(e.port, "DELETE", path, NULL));
+    wait_sim_power(e.port, deleted, NULL);
+    /* VMs made outside proxd in its range: one tagged (an orphan), one not */
+    json_decref(pve(e.port, "POST", "/nodes/sv2/qemu", "vmid=1500&name=orphan&tags=proxd&memory=512"));
+    json_decref(pve(e.port, "POST", "/nodes/sv2/qemu", "vmid=1501&name=foreign&tags=other&memory=512"));
+    wait_sim_power(e.port, 1500, "stopped");
+    wait_sim_power(e.port, 1501, "stopped");
+
+    assert_int_equal(core_reconcile(e.k, &rep), 0);
+    assert_int_equal(rep.power, 2); /* powered and sized */
+    assert_int_equal(rep.resized, 1);
+    assert_int_equal(rep.lost, 1);
+    assert_int_equal(rep.orphans, 1);
+    assert_int_equal(rep.orphans_deleted, 0);
+    assert_int_equal(rep.moved, 0);
+    struct vm_rec v = live(&e, powered);
+    assert_string_equal(v.power, "stopped");
+    vm_rec_release(&v);
+    v = live(&e, sized);
+    assert_string_equal(v.power, "stopped");
+    assert_int_equal(v.cores, 6);
+    assert_int_equal(v.memory_mb, 3072);
+    vm_rec_release(&v);
+    assert_int_equal(store_vm_get(e.st, deleted, &v, NULL), STORE_E_NOTFOUND);
+    assert_true(record_of(&e, deleted, &v));
+    assert_int_equal(v.state, VMS_LOST);
+    vm_rec_release(&v);
+    v = live(&e, steady);
+    assert_string_equal(v.power, "running");
+    assert_int_equal(v.cores, 2);
+    vm_rec_release(&v);
+    assert_true(sim_vm(e.port, 1500).exists); /* reported only */
+    assert_true(sim_vm(e.port, 1501).exists);
+
+    /* a second pass finds nothing new to repair but the orphan */
+    assert_int_equal(core_reconcile(e.k, &rep), 0);
+    assert_int_equal(rep.power + rep.resized + rep.lost + rep.moved, 0);
+    assert_int_equal(rep.orphans, 1);
+
+    /* control follows the taken-over state: start is allowed again */
+    act_ok(&e, powered, ACT_START, NULL, "running");
+
+    /* delete_orphans = yes: the tagged orphan goes, the untagged VM stays */
+    e.cfg->delete_orphans = true;
+    assert_int_equal(core_reconcile(e.k, &rep), 0);
+    assert_int_equal(rep.orphans, 1);
+    assert_int_equal(rep.orphans_deleted, 1);
+    assert_false(sim_vm(e.port, 1500).exists);
+    struct simvm f = sim_vm(e.port, 1501);
+    assert_true(f.exists);
+    assert_string_equal(f.tags, "other");
+    assert_int_equal(core_reconcile(e.k, &rep), 0);
+    assert_int_equal(rep.orphans, 0);
+    assert_true(sim_vm(e.port, 1501).exists);
+    assert_int_equal(store_vm_get(e.st, 1501, &v, NULL), STORE_E_NOTFOUND);
+    down(&e);
+}
+
+int main(void)
+{
+    log_set_level(LOG_ERROR);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_power_matrix),   cmocka_unit_test(test_shutdown_timeout),
+        cmocka_unit_test(test_delete),         cmocka_unit_test(test_ha),
+        cmocka_unit_test(test_resources_pve7),
+        cmocka_unit_test(test_resources_pve8), cmocka_unit_test(test_resources_pve9),
+        cmocka_unit_test(test_refusals),       cmocka_unit_test(test_moved),
+        cmocka_unit_test(test_drift),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
