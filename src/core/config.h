@@ -60,7 +60,7 @@ struct proxd_config {
     char log_format[8];   /* text | json */
     char log_level[8];
     char log_file[512];   /* "" = stderr; reopened on SIGHUP (log rotation) */
-    int workers;          /* job worker threads, default 8 */
+    int workers;          /* job worker threads; 0 (default): sized from the clone slots */
     int reconcile_interval_s; /* default 60 */
     bool delete_orphans;  /* reconciler deletes tagged VMs without a record */
     char tag[32];         /* the tag that marks proxd's VMs, default "proxd" */

@@ -4,7 +4,9 @@
 #include "common/xalloc.h"
 #include "core/core_int.h"
 
+#include <errno.h>
 #include <openssl/rand.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -320,10 +322,42 @@ static void *keeper_main(void *arg)
     return NULL;
 }
 
+/* Jobs leased by an earlier proxd on this host that is gone (killed, say)
+ * are taken over at once rather than after their lease runs out. Instances
+ * are named host:pid, so the pid tells whether the runner still lives. */
+static void adopt_dead_local_jobs(struct core *k)
+{
+    char owners[64][64];
+    size_t n = 0;
+    if (store_job_lease_owners(k->st, owners, 64, &n, NULL))
+        return;
+    const char *colon = strrchr(k->instance, ':');
+    size_t hl = colon ? (size_t)(colon - k->instance) : 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *oc = strrchr(owners[i], ':');
+        if (!colon || !oc || (size_t)(oc - owners[i]) != hl ||
+            strncmp(owners[i], k->instance, hl) != 0 || strcmp(owners[i], k->instance) == 0)
+            continue;
+        long pid = atol(oc + 1);
+        if (pid > 0 && (kill((pid_t)pid, 0) == 0 || errno == EPERM))
+            continue; /* still alive: a second proxd on this host */
+        log_info("job", "taking over the jobs of %s, which is gone", owners[i]);
+        store_job_expire_owner(k->st, owners[i], NULL);
+    }
+}
+
 int core_start(struct core *k)
 {
+    adopt_dead_local_jobs(k);
     fleet_refresh(k->fl, true);
-    int n = k->cfg->workers > 0 ? k->cfg->workers : 8;
+    int n = k->cfg->workers;
+    if (n <= 0) { /* enough workers to keep every clone slot busy, plus some */
+        n = 4;
+        for (int i = 0; i < k->cfg->nnodes; i++)
+            n += k->cfg->nodes[i].max_clones > 0 ? k->cfg->nodes[i].max_clones
+                                                 : k->cfg->clones_per_node;
+        n = n < 8 ? 8 : n;
+    }
     if (n > CORE_MAX_WORKERS)
         n = CORE_MAX_WORKERS;
     k->nworkers = n;

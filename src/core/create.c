@@ -36,6 +36,11 @@ struct ctx {
     int64_t memory_mb, disk_gb;
     const char *ssh_keys; /* borrowed from j->request */
     bool resumed;         /* the job was claimed mid-way: look before acting */
+    /* the boot disk as the post-clone config read showed it, so that the
+     * resize step needs no second read (a Proxmox call saved per creation) */
+    bool have_disk;
+    char disk[16];
+    int64_t disk_size;
 };
 
 static bool stopping(struct core *k)
@@ -228,6 +233,8 @@ static void finish_done(struct ctx *c)
         vm_rec_release(&v);
     }
     fleet_vm_added(k->fl, c->j->vmid, c->j->node);
+    fleet_node_charge(k->fl, c->j->node, c->memory_mb * MiB,
+                      (c->disk_size > c->disk_gb * GiB ? c->disk_size : c->disk_gb * GiB));
     c->j->state = JOB_DONE;
     c->j->finished_at = wall_ms();
     job_checkpoint(k, c->j, "done", 100, "VM %d runs on %s", c->j->vmid, c->j->node);
@@ -304,8 +311,8 @@ static enum probe probe_vm(struct ctx *c, struct pve_vm_config *cfg, struct pve_
     return PROBE_FOREIGN;
 }
 
-/* Wait until the VM's config lock is gone (a clone's lock outlives its task
- * for a moment on real nodes). */
+/* Wait until the VM's config lock is gone (other clients see a clone's lock
+ * outlive its task on busy nodes); remember the boot disk on the way. */
 static int wait_unlocked(struct ctx *c, struct pve_error *err)
 {
     int64_t end = mono_ms() + STEP_DEADLINE_MS;
@@ -316,6 +323,9 @@ static int wait_unlocked(struct ctx *c, struct pve_error *err)
         if (rc)
             return rc;
         bool locked = cfg.lock[0] != '\0';
+        c->have_disk = !locked;
+        snprintf(c->disk, sizeof c->disk, "%s", cfg.bootdisk[0] ? cfg.bootdisk : "scsi0");
+        c->disk_size = cfg.bootdisk_size;
         pve_vm_config_release(&cfg);
         if (!locked)
             return 0;
@@ -431,15 +441,20 @@ static int step_resize(struct ctx *c)
 {
     struct pve_error e = {0};
     struct pve_vm_config cfg;
-    int rc = pve_vm_config_get(c->pc, c->j->node, c->j->vmid, false, &cfg, &e);
-    if (rc) {
-        attempt(c, c->j->node, e.message);
-        return -1;
+    int rc;
+    if (!c->have_disk) { /* resumed here: read it */
+        rc = pve_vm_config_get(c->pc, c->j->node, c->j->vmid, false, &cfg, &e);
+        if (rc) {
+            attempt(c, c->j->node, e.message);
+            return -1;
+        }
+        snprintf(c->disk, sizeof c->disk, "%s", cfg.bootdisk[0] ? cfg.bootdisk : "scsi0");
+        c->disk_size = cfg.bootdisk_size;
+        pve_vm_config_release(&cfg);
     }
-    int64_t want = c->disk_gb * GiB, have = cfg.bootdisk_size;
+    int64_t want = c->disk_gb * GiB, have = c->disk_size;
     char disk[16];
-    snprintf(disk, sizeof disk, "%s", cfg.bootdisk[0] ? cfg.bootdisk : "scsi0");
-    pve_vm_config_release(&cfg);
+    snprintf(disk, sizeof disk, "%s", c->disk);
     if (have > want) { /* the template is larger: the VM keeps it, and so does its record */
         struct vm_rec v;
         if (store_vm_get(c->k->st, c->j->vmid, &v, NULL) == 0) {
@@ -482,10 +497,22 @@ static int step_start(struct ctx *c)
 {
     struct pve_error e = {0};
     struct pve_vm_status st;
-    int rc = pve_vm_status(c->pc, c->j->node, c->j->vmid, &st, &e);
-    if (!rc && strcmp(st.status, "running") == 0) {
-        job_checkpoint(c->k, c->j, "verify", 90, "already running");
-        return 0;
+    int rc = 0;
+    /* only a resumed step may find the VM started already */
+    if (c->resumed && !c->j->upid[0]) {
+        rc = pve_vm_status(c->pc, c->j->node, c->j->vmid, &st, &e);
+        if (!rc && strcmp(st.status, "running") == 0) {
+            job_checkpoint(c->k, c->j, "verify", 90, "already running");
+            return 0;
+        }
+        /* a start sent just before the crash: wait for it, do not send another */
+        struct pve_task *tasks = NULL;
+        size_t n = 0;
+        if (!rc && pve_task_list(c->pc, c->j->node, c->j->vmid, "qmstart", 5, &tasks, &n, &e) == 0)
+            for (size_t i = 0; i < n && !c->j->upid[0]; i++)
+                if (tasks[i].starttime >= c->j->created_at / 1000 - 5)
+                    snprintf(c->j->upid, sizeof c->j->upid, "%s", tasks[i].upid);
+        free(tasks);
     }
     if (!rc && !c->j->upid[0])
         rc = pve_vm_power(c->pc, c->j->node, c->j->vmid, PVE_POWER_START, NULL, c->j->upid, &e);

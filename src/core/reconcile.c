@@ -53,20 +53,43 @@ static const char *power_of(const char *status)
     return strcmp(status, "running") == 0 ? "running" : "stopped";
 }
 
-/* A job is still going to finish this record. */
+#define SETTLE_MS 30000 /* a finished job's record is left alone this long */
+
+/* A job is still going to finish this record (or has just finished it, and
+ * the record we hold may be older than what the job wrote). */
 static bool job_alive(struct core *k, const char *job)
 {
     struct job_rec j;
     if (!job[0] || store_job_get(k->st, job, &j, NULL))
         return false;
-    bool alive = j.state == JOB_QUEUED || j.state == JOB_RUNNING;
+    bool alive = j.state == JOB_QUEUED || j.state == JOB_RUNNING ||
+                 wall_ms() - j.finished_at < SETTLE_MS;
     job_rec_release(&j);
     return alive;
+}
+
+/* Write a repaired record only if nobody changed it since we read it: jobs
+ * run concurrently with the reconciler and their writes win. */
+static bool save_if_unchanged(struct core *k, struct vm_rec *v, int64_t read_at,
+                              enum vm_state read_state)
+{
+    struct vm_rec now;
+    if (store_vm_get_id(k->st, v->id, &now, NULL))
+        return false;
+    bool same = now.updated_at == read_at && now.state == read_state;
+    vm_rec_release(&now);
+    if (!same) {
+        log_debug("reconcile", "vmid=%d changed meanwhile; repair skipped this round", v->vmid);
+        return false;
+    }
+    return store_vm_update(k->st, v, NULL) == 0;
 }
 
 static void take_over(struct core *k, struct vm_rec *v, const struct fleet_vm *fv,
                       struct reconcile_report *rep)
 {
+    int64_t read_at = v->updated_at;
+    enum vm_state read_state = v->state;
     bool changed = false;
     if (strcmp(fv->node, v->node) != 0) {
         log_info("reconcile", "vmid=%d moved from %s to %s outside proxd", v->vmid, v->node,
@@ -102,7 +125,7 @@ static void take_over(struct core *k, struct vm_rec *v, const struct fleet_vm *f
         changed = true;
     }
     if (changed)
-        store_vm_update(k->st, v, NULL);
+        save_if_unchanged(k, v, read_at, read_state);
 }
 
 static void check_record(struct core *k, struct vm_rec *v, const struct fleet_vm *vms, size_t n,
@@ -110,6 +133,8 @@ static void check_record(struct core *k, struct vm_rec *v, const struct fleet_vm
 {
     const struct fleet_vm *fv = find_vm(vms, n, v->vmid);
     bool busy = job_alive(k, v->job);
+    int64_t read_at = v->updated_at;
+    enum vm_state read_state = v->state;
     if (v->state == VMS_CREATING || v->state == VMS_DELETING) {
         if (busy)
             return;
@@ -123,7 +148,8 @@ static void check_record(struct core *k, struct vm_rec *v, const struct fleet_vm
         v->state = to;
         if (fv)
             snprintf(v->node, sizeof v->node, "%s", fv->node);
-        store_vm_update(k->st, v, NULL);
+        if (!save_if_unchanged(k, v, read_at, read_state))
+            return;
         if (to == VMS_DELETED || to == VMS_FAILED)
             store_vmid_release(k->st, v->vmid, k->cfg->quarantine_s * 1000, NULL);
         rep->stuck++;
@@ -141,7 +167,8 @@ static void check_record(struct core *k, struct vm_rec *v, const struct fleet_vm
              v->node);
     v->state = VMS_LOST;
     snprintf(v->power, sizeof v->power, "unknown");
-    store_vm_update(k->st, v, NULL);
+    if (!save_if_unchanged(k, v, read_at, read_state))
+        return;
     store_vmid_release(k->st, v->vmid, k->cfg->quarantine_s * 1000, NULL);
     rep->lost++;
 }

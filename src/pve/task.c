@@ -334,7 +334,15 @@ int pve_task_wait(pve_client *c, const char *upid, long deadline_ms, pve_progres
             goto out;
         }
         sleep_ms(interval < left ? interval : left);
-        interval = interval * 2 > WAIT_MAX_MS ? WAIT_MAX_MS : interval * 2;
+        /* back off, but never sleep more than a fifth of the time waited so
+         * far: a task is noticed at most ~20% after it ends, however short */
+        long elapsed = (long)(mono_ms() - t0);
+        long cap = elapsed / 5 > WAIT_FIRST_MS ? elapsed / 5 : WAIT_FIRST_MS;
+        interval = interval * 2;
+        if (interval > cap)
+            interval = cap;
+        if (interval > WAIT_MAX_MS)
+            interval = WAIT_MAX_MS;
     }
     if (strcmp(t.exitstatus, "OK") == 0 || str_starts(t.exitstatus, "WARNINGS: ")) {
         pve_error_clear(err);

@@ -312,6 +312,25 @@ int store_job_renew(store *s, const char *id, const char *owner, int64_t lease_m
     return s->ops->job_renew(s, id, owner, lease_ms, err);
 }
 
+int store_job_lease_owners(store *s, char (*owners)[64], size_t max, size_t *n,
+                           struct store_error *err)
+{
+    CHECK(s && owners && n, "store_job_lease_owners: NULL argument");
+    if (!s->ops->job_lease_owners) {
+        *n = 0;
+        return STORE_OK;
+    }
+    return s->ops->job_lease_owners(s, owners, max, n, err);
+}
+
+int store_job_expire_owner(store *s, const char *owner, struct store_error *err)
+{
+    CHECK(s && owner && *owner, "store_job_expire_owner: NULL or empty argument");
+    if (!s->ops->job_expire_owner)
+        return STORE_OK;
+    return s->ops->job_expire_owner(s, owner, err);
+}
+
 int store_job_count_active(store *s, const char *kind, int *n, struct store_error *err)
 {
     err_clear(err);

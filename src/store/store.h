@@ -155,6 +155,12 @@ int store_job_claim(store *s, const char *owner, int64_t lease_ms, struct job_re
 /* Extend the lease; STORE_E_CONFLICT if another owner took the job. */
 int store_job_renew(store *s, const char *id, const char *owner, int64_t lease_ms,
                     struct store_error *err);
+/* The distinct owners of running jobs' leases (at most max). */
+int store_job_lease_owners(store *s, char (*owners)[64], size_t max, size_t *n,
+                           struct store_error *err);
+/* Expire the leases held by `owner` (a runner known to be dead), so that
+ * the jobs are claimed again at once instead of after the lease. */
+int store_job_expire_owner(store *s, const char *owner, struct store_error *err);
 /* Unfinished jobs (queued or running) count, per kind if kind != NULL. */
 int store_job_count_active(store *s, const char *kind, int *n, struct store_error *err);
 

@@ -33,6 +33,9 @@ struct store_ops {
     int (*job_renew)(store *s, const char *id, const char *owner, int64_t lease_ms,
                      struct store_error *err);
     int (*job_count_active)(store *s, const char *kind, int *n, struct store_error *err);
+    int (*job_lease_owners)(store *s, char (*owners)[64], size_t max, size_t *n,
+                            struct store_error *err);
+    int (*job_expire_owner)(store *s, const char *owner, struct store_error *err);
     int (*job_event_add)(store *s, const char *job, const char *step, int progress,
                          const char *message, struct store_error *err);
     int (*job_events)(store *s, const char *job, int64_t after, struct job_event **out, size_t *n,

@@ -1118,6 +1118,73 @@ static int sq_job_renew(store *s, const char *id, const char *owner, int64_t lea
     return tx(SQ(s), TX_WRITE, job_renew_fn, &r, err);
 }
 
+/* ---- leases of dead runners ------------------------------------------- */
+
+static const char SQL_JOB_OWNERS[] =
+    "SELECT DISTINCT lease_owner FROM jobs WHERE state = 'running' AND lease_owner IS NOT NULL"
+    " AND lease_owner <> '' LIMIT ?1";
+
+struct owners_ctx {
+    char (*out)[64];
+    size_t max, n;
+};
+
+static int job_owners_fn(struct sq_conn *c, void *ctx, struct store_error *err)
+{
+    struct owners_ctx *o = ctx;
+    sqlite3_stmt *st = NULL;
+    int rc = stmt(c, SQL_JOB_OWNERS, &st, err);
+    if (rc)
+        goto out;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)o->max);
+    o->n = 0;
+    for (;;) {
+        bool found = false;
+        rc = step_row(c, st, &found, err, "listing lease owners");
+        if (rc || !found)
+            break;
+        const char *v = (const char *)sqlite3_column_text(st, 0);
+        snprintf(o->out[o->n++], 64, "%s", v ? v : "");
+    }
+out:
+    stmt_done(st);
+    return rc;
+}
+
+static int sq_job_lease_owners(store *s, char (*owners)[64], size_t max, size_t *n,
+                               struct store_error *err)
+{
+    struct owners_ctx o = {owners, max, 0};
+    int rc = tx(SQ(s), TX_READ, job_owners_fn, &o, err);
+    *n = rc ? 0 : o.n;
+    return rc;
+}
+
+static const char SQL_JOB_EXPIRE[] =
+    "UPDATE jobs SET lease_until = 0 WHERE state = 'running' AND lease_owner = ?1";
+
+static int job_expire_fn(struct sq_conn *c, void *ctx, struct store_error *err)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = stmt(c, SQL_JOB_EXPIRE, &st, err);
+    if (rc)
+        goto out;
+    int b = bind_str(st, 1, ctx);
+    if (b) {
+        rc = bind_failed(c, b, err, "job expire");
+        goto out;
+    }
+    rc = step_done(c, st, err, "expiring leases");
+out:
+    stmt_done(st);
+    return rc;
+}
+
+static int sq_job_expire_owner(store *s, const char *owner, struct store_error *err)
+{
+    return tx(SQ(s), TX_WRITE, job_expire_fn, (void *)owner, err);
+}
+
 /* A scalar query: ?1.. bound by the caller through `bind`, one int64 back. */
 static int scalar_i64(struct sq_conn *c, sqlite3_stmt *st, int col, int64_t *out,
                       struct store_error *err, const char *what)
@@ -1973,6 +2040,8 @@ static const struct store_ops SQLITE_OPS = {
     .job_get = sq_job_get,
     .job_claim = sq_job_claim,
     .job_renew = sq_job_renew,
+    .job_lease_owners = sq_job_lease_owners,
+    .job_expire_owner = sq_job_expire_owner,
     .job_count_active = sq_job_count_active,
     .job_event_add = sq_job_event_add,
     .job_events = sq_job_events,

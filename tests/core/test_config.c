@@ -123,7 +123,7 @@ static void test_example(void **state)
     assert_string_equal(c->listen, "127.0.0.1:8080");
     assert_string_equal(c->database, "sqlite:/var/lib/proxd/proxd.db");
     assert_int_equal(c->placement, PLACE_ORDERED);
-    assert_int_equal(c->workers, 8);
+    assert_int_equal(c->workers, 0);
     assert_int_equal(c->reconcile_interval_s, 60);
     assert_false(c->delete_orphans);
     assert_string_equal(c->tag, "proxd");
@@ -182,7 +182,7 @@ static void test_defaults(void **state)
     assert_int_equal(c->placement, PLACE_ORDERED);
     assert_string_equal(c->log_format, "text");
     assert_string_equal(c->log_level, "info");
-    assert_int_equal(c->workers, 8);
+    assert_int_equal(c->workers, 0);
     assert_int_equal(c->reconcile_interval_s, 60);
     assert_false(c->delete_orphans);
     assert_string_equal(c->tag, "proxd");
@@ -307,7 +307,7 @@ static void test_bool_and_numbers(void **state)
     (void)state;
     EXPECT_ERR(MIN "[proxd]\ndelete_orphans = maybe\n",
                ":10: [proxd] delete_orphans: 'maybe' is not a boolean");
-    EXPECT_ERR(MIN "[proxd]\nworkers = 0\n", ":10: [proxd] workers: 0 is out of bounds [1, 256]");
+    EXPECT_ERR(MIN "[proxd]\nworkers = 300\n", ":10: [proxd] workers: 300 is out of bounds [0, 256]");
     EXPECT_ERR(MIN "[proxd]\nworkers = 8k\n", ":10: [proxd] workers: '8k' is not an integer");
     EXPECT_ERR(MIN "[limits]\nname_max = 64\n",
                ":10: [limits] name_max: 64 is out of bounds [1, 63]");
