@@ -233,8 +233,6 @@ static void finish_done(struct ctx *c)
         vm_rec_release(&v);
     }
     fleet_vm_added(k->fl, c->j->vmid, c->j->node);
-    fleet_node_charge(k->fl, c->j->node, c->memory_mb * MiB,
-                      (c->disk_size > c->disk_gb * GiB ? c->disk_size : c->disk_gb * GiB));
     c->j->state = JOB_DONE;
     c->j->finished_at = wall_ms();
     job_checkpoint(k, c->j, "done", 100, "VM %d runs on %s", c->j->vmid, c->j->node);

@@ -493,14 +493,3 @@ void fleet_vm_removed(struct fleet *f, int vmid)
     pthread_mutex_unlock(&f->mu);
 }
 
-void fleet_node_charge(struct fleet *f, const char *node, int64_t mem, int64_t disk)
-{
-    pthread_mutex_lock(&f->mu);
-    struct nstate *n = find_node(f, node);
-    if (n) {
-        n->v.mem_used += mem;
-        n->v.st_used += disk;
-        n->v.st_avail = n->v.st_avail > disk ? n->v.st_avail - disk : 0;
-    }
-    pthread_mutex_unlock(&f->mu);
-}

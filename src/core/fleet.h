@@ -81,9 +81,6 @@ int *fleet_taken_vmids(struct fleet *f, size_t *n);
  * the next refresh. */
 void fleet_vm_added(struct fleet *f, int vmid, const char *node);
 void fleet_vm_removed(struct fleet *f, int vmid);
-/* Count a VM that just started on `node` against its memory and storage
- * until the next refresh reports it (placement decides between refreshes). */
-void fleet_node_charge(struct fleet *f, const char *node, int64_t mem, int64_t disk);
 /* Count memory and disk the core just put on a node (a VM it started) as
  * used until a refresh that began afterwards reports it, so that placement
  * never sees the room twice between a job's end and the next refresh. */
