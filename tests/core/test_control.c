@@ -137,6 +137,12 @@ static void up(struct env *e, const struct opts *o)
 
 static void down(struct env *e)
 {
+    /* every request proxd made matched the schema */
+    struct h_resp r;
+    h_request(e->port, "GET", "/_sim/rejections", NULL, NULL, NULL, &r);
+    if (!json_is_array(r.json) || json_array_size(r.json) != 0)
+        fail_msg("pvesim refused requests as not matching the schema: %s", r.body);
+    h_resp_free(&r);
     core_stop(e->k, 0);
     core_free(e->k);
     fleet_free(e->fl);
