@@ -316,6 +316,8 @@ def main():
     say("git %s, %s" % (subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
                                        capture_output=True, text=True).stdout.strip(),
                         time.strftime("%Y-%m-%d %H:%M:%S")))
+    say("%d CPUs, load average at start %.2f (pvesim and proxd share the machine with whatever "
+        "else runs)" % (os.cpu_count(), os.getloadavg()[0]))
     say()
     runs = [throughput_run(i) for i in range(RUNS)]
     med = lambda k: statistics.median(r[k] for r in runs)  # noqa: E731
@@ -356,6 +358,7 @@ def main():
     say("  sv1 blackholed: first creation %.2fs; after it median %.2fs, max %.2fs; all up median "
         "%.2fs (target: no time lost after the first): %s" % (
             bh[0][0], bh_med, bh_max, base_med, "PASS" if ok3 else "FAIL"))
+    say("  load average at the end %.2f" % os.getloadavg()[0])
     os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
     with open(RESULTS, "w") as f:
         f.write("\n".join(out_lines) + "\n")
