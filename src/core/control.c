@@ -626,20 +626,6 @@ static void run_resize(struct cctx *c)
     job_done(c, "disk is %lld GiB", (long long)c->v.disk_gb);
 }
 
-static bool tagged(const char *tags, const char *tag)
-{
-    size_t tl = strlen(tag);
-    for (const char *p = tags; *p;) {
-        size_t n = strcspn(p, ",; ");
-        if (n == tl && strncmp(p, tag, tl) == 0)
-            return true;
-        p += n;
-        if (*p)
-            p++;
-    }
-    return false;
-}
-
 static void mark_deleted(struct cctx *c, const char *how)
 {
     c->v.state = VMS_DELETED;
@@ -699,7 +685,7 @@ static void run_delete(struct cctx *c)
         job_fail(c, "cannot read the config: %s", e.message);
         return;
     }
-    bool ours = tagged(cfg.tags, c->k->cfg->tag);
+    bool ours = core_has_tag(cfg.tags, c->k->cfg->tag);
     pve_vm_config_release(&cfg);
     if (!ours) {
         c->v.state = VMS_ENABLED;

@@ -15,6 +15,20 @@
 #define IDLE_WAIT_MS 200
 #define REFRESH_MS 5000
 
+bool core_has_tag(const char *tags, const char *tag)
+{
+    size_t tl = strlen(tag);
+    for (const char *p = tags; *p;) {
+        size_t n = strcspn(p, ",; ");
+        if (n == tl && strncmp(p, tag, tl) == 0)
+            return true;
+        p += n;
+        if (*p)
+            p++;
+    }
+    return false;
+}
+
 void core_uuid(char out[40])
 {
     unsigned char b[16];

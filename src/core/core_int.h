@@ -43,6 +43,9 @@ void control_run(struct core *k, struct job_rec *j);
 int core_quota_check(struct core *k, const char *owner, int dvms, int dcores, int64_t dmem,
                      int64_t ddisk, struct core_error *err);
 
+/* Does a PVE tag list ("a;b,c d") contain `tag`? */
+bool core_has_tag(const char *tags, const char *tag);
+
 /* A random (version 4) UUID. */
 void core_uuid(char out[40]);
 

@@ -34,20 +34,6 @@ static const struct fleet_vm *find_vm(const struct fleet_vm *vms, size_t n, int 
     return NULL;
 }
 
-static bool has_tag(const char *tags, const char *tag)
-{
-    size_t tl = strlen(tag);
-    for (const char *p = tags; *p;) {
-        size_t n = strcspn(p, ",; ");
-        if (n == tl && strncmp(p, tag, tl) == 0)
-            return true;
-        p += n;
-        if (*p)
-            p++;
-    }
-    return false;
-}
-
 static const char *power_of(const char *status)
 {
     return strcmp(status, "running") == 0 ? "running" : "stopped";
@@ -177,7 +163,7 @@ static void check_record(struct core *k, struct vm_rec *v, const struct fleet_vm
  * never configured)? Reads the config only for candidates. */
 static bool is_ours(struct core *k, const struct fleet_vm *fv)
 {
-    if (has_tag(fv->tags, k->cfg->tag))
+    if (core_has_tag(fv->tags, k->cfg->tag))
         return true;
     pve_client *pc = fleet_client(k->fl, fv->node);
     struct pve_vm_config cfg;

@@ -312,11 +312,7 @@ static void reset(struct sim *s, struct http_resp *r)
     while (s->tasks) {
         struct sim_task *t = s->tasks;
         s->tasks = t->next;
-        json_decref(t->log);
-        json_decref(t->args);
-        free(t->exitstatus);
-        free(t->fault_exit);
-        free(t);
+        sim_task_free(t);
     }
     faults_clear(s, 0);
     json_object_clear(s->calls);

@@ -76,6 +76,15 @@ void sim_task_finish(struct sim *s, struct sim_task *t, const char *exitstatus)
     log_debug("sim", "task %s ended: %s", t->upid, exitstatus);
 }
 
+void sim_task_free(struct sim_task *t)
+{
+    json_decref(t->log);
+    json_decref(t->args);
+    free(t->exitstatus);
+    free(t->fault_exit);
+    free(t);
+}
+
 struct sim_task *sim_task_find(struct sim *s, const char *upid)
 {
     for (struct sim_task *t = s->tasks; t; t = t->next)
@@ -662,11 +671,7 @@ static void trim_tasks(struct sim *s)
         struct sim_task *t = *pp;
         if (!t->running && ++kept > SIM_TASKS_KEPT * s->nnodes) {
             *pp = t->next;
-            json_decref(t->log);
-            json_decref(t->args);
-            free(t->exitstatus);
-            free(t->fault_exit);
-            free(t);
+            sim_task_free(t);
             continue;
         }
         pp = &t->next;

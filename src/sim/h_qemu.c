@@ -1,6 +1,7 @@
 /* h_qemu: VM list, create, clone, config (GET, PUT sync, POST async),
  * pending, resize and destroy — the synchronous checks with PVE's texts
  * (pve-api.md §6), and the VM operations the task engine completes. */
+#include "common/sshkey.h"
 #include "common/util.h"
 #include "common/xalloc.h"
 #include "sim/qemu_ops.h"
@@ -167,86 +168,6 @@ static void h_list(struct sim_call *c)
 
 /* ---- ssh keys ---------------------------------------------------------- */
 
-static bool b64_decode(const char *s, size_t n, unsigned char **out, size_t *outlen)
-{
-    if (n == 0 || n % 4 != 0 || n > 65536)
-        return false;
-    unsigned char *buf = xmalloc(n);
-    int r = EVP_DecodeBlock(buf, (const unsigned char *)s, (int)n);
-    if (r < 0) {
-        free(buf);
-        return false;
-    }
-    size_t pad = (s[n - 1] == '=') + (s[n - 2] == '=');
-    *out = buf;
-    *outlen = (size_t)r - pad;
-    return true;
-}
-
-/* Read one SSH wire-format string (uint32 length + bytes) at *off. */
-static bool ssh_string(const unsigned char *b, size_t n, size_t *off, size_t *len)
-{
-    if (n - *off < 4)
-        return false;
-    uint32_t l = (uint32_t)b[*off] << 24 | (uint32_t)b[*off + 1] << 16 |
-                 (uint32_t)b[*off + 2] << 8 | b[*off + 3];
-    if (l > n - *off - 4)
-        return false;
-    *off += 4;
-    *len = l;
-    *off += l;
-    return true;
-}
-
-/* One OpenSSH public key line: "<type> <base64 blob> [comment]". Like
- * ssh-keygen -l, the blob must be a complete key of that type: the
- * length-prefixed type name, then the type's fields (RSA: e, n; DSA: p, q,
- * g, y; ECDSA: curve, point; Ed25519: a 32-byte key; the sk- variants add
- * the application string) and nothing after them. */
-static bool ssh_key_valid(const char *line, size_t n)
-{
-    static const struct {
-        const char *name;
-        int fields;
-    } types[] = {{"ssh-rsa", 2},
-                 {"ssh-ed25519", 1},
-                 {"ssh-dss", 4},
-                 {"ecdsa-sha2-nistp256", 2},
-                 {"ecdsa-sha2-nistp384", 2},
-                 {"ecdsa-sha2-nistp521", 2},
-                 {"sk-ssh-ed25519@openssh.com", 2},
-                 {"sk-ecdsa-sha2-nistp256@openssh.com", 3},
-                 {NULL, 0}};
-    size_t tl = 0;
-    while (tl < n && line[tl] != ' ')
-        tl++;
-    int ti = -1;
-    for (int i = 0; types[i].name && ti < 0; i++)
-        if (strlen(types[i].name) == tl && strncmp(types[i].name, line, tl) == 0)
-            ti = i;
-    if (ti < 0 || tl >= n)
-        return false;
-    const char *b = line + tl + 1;
-    size_t bl = 0;
-    while (b + bl < line + n && b[bl] != ' ')
-        bl++;
-    unsigned char *blob = NULL;
-    size_t blen = 0;
-    if (!b64_decode(b, bl, &blob, &blen))
-        return false;
-    size_t off = 0, len = 0;
-    bool ok = ssh_string(blob, blen, &off, &len) && len == tl &&
-              memcmp(blob + 4, line, tl) == 0;
-    for (int f = 0; ok && f < types[ti].fields; f++) {
-        ok = ssh_string(blob, blen, &off, &len) && len > 0;
-        if (ok && f == 0 && strstr(types[ti].name, "ed25519"))
-            ok = len == 32;
-    }
-    ok = ok && off == blen;
-    free(blob);
-    return ok;
-}
-
 /* sshkeys arrive URL-encoded (the schema checked the charset); decode once
  * more and validate every non-empty line. */
 static bool check_sshkeys(struct sim_call *c)
@@ -255,18 +176,7 @@ static bool check_sshkeys(struct sim_call *c)
     if (!enc)
         return true;
     char *keys = pct_decode(enc, strlen(enc), false, NULL);
-    bool ok = true;
-    for (char *p = keys; *p && ok;) {
-        size_t n = strcspn(p, "\n");
-        size_t m = n;
-        while (m > 0 && (p[m - 1] == '\r' || p[m - 1] == ' '))
-            m--;
-        if (m > 0)
-            ok = ssh_key_valid(p, m);
-        p += n;
-        if (*p)
-            p++;
-    }
+    bool ok = sshkeys_valid(keys, NULL); /* what ssh-keygen -l accepts, line by line */
     free(keys);
     if (!ok)
         call_fail(c, 500, "SSH public key validation error");

@@ -284,11 +284,7 @@ static void sim_free(struct sim *s)
     while (s->tasks) {
         struct sim_task *t = s->tasks;
         s->tasks = t->next;
-        json_decref(t->log);
-        json_decref(t->args);
-        free(t->exitstatus);
-        free(t->fault_exit);
-        free(t);
+        sim_task_free(t);
     }
     while (s->faults) {
         struct sim_fault *f = s->faults;

@@ -258,6 +258,8 @@ struct sim_task *sim_task_new(struct sim *s, struct sim_node *n, const char *typ
 void sim_task_log(struct sim_task *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void sim_task_finish(struct sim *s, struct sim_task *t, const char *exitstatus);
 struct sim_task *sim_task_find(struct sim *s, const char *upid);
+/* Free a task that is no longer linked in s->tasks. */
+void sim_task_free(struct sim_task *t);
 /* Advance every running task to now. With s->mu held. */
 void sim_advance(struct sim *s);
 int sim_engine_start(struct sim *s);
