@@ -39,17 +39,14 @@ static const char *power_of(const char *status)
     return strcmp(status, "running") == 0 ? "running" : "stopped";
 }
 
-#define SETTLE_MS 30000 /* a finished job's record is left alone this long */
-
-/* A job is still going to finish this record (or has just finished it, and
- * the record we hold may be older than what the job wrote). */
+/* A job is still going to finish this record. (One that finished after we
+ * read the record has changed it: save_if_unchanged then skips the repair.) */
 static bool job_alive(struct core *k, const char *job)
 {
     struct job_rec j;
     if (!job[0] || store_job_get(k->st, job, &j, NULL))
         return false;
-    bool alive = j.state == JOB_QUEUED || j.state == JOB_RUNNING ||
-                 wall_ms() - j.finished_at < SETTLE_MS;
+    bool alive = j.state == JOB_QUEUED || j.state == JOB_RUNNING;
     job_rec_release(&j);
     return alive;
 }
@@ -142,6 +139,10 @@ static void check_record(struct core *k, struct vm_rec *v, const struct fleet_vm
         return;
     }
     if (v->state != VMS_ENABLED || busy)
+        return;
+    /* the inventory was read at t0: a record changed since is newer than what
+     * it says (a creation that just finished, a job's update); next round */
+    if (v->updated_at >= t0)
         return;
     if (fv) {
         take_over(k, v, fv, rep);

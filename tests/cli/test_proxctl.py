@@ -1,0 +1,174 @@
+"""proxctl end to end: a real proxd in front of a five-node pvesim, driven by
+proxctl with its output piped (plain lines) and on a terminal (a pty made by
+util-linux's `script`: progress bar). Checks outputs, tables, --json and the
+exit codes scripts rely on."""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "sim"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "api"))
+from simlib import Sim, case, finish  # noqa: E402
+from proxdlib import Proxd  # noqa: E402
+
+BIN = os.environ.get("BIN_DIR", os.path.join(os.path.dirname(__file__), "../../build/asan"))
+PROXCTL = os.path.join(BIN, "proxctl")
+KEY = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFzq7NTAlFT4SImr0qHpVZ0HHVdVunThFP1ICflNG6d+ "
+       "me@host")
+
+state = {}
+
+
+def ctl(*args, token=None, env=None):
+    e = dict(os.environ)
+    e.pop("PROXCTL_CONFIG", None)
+    e["HOME"] = state["home"]
+    e["PROXD_URL"] = state["px"].base
+    e["PROXD_TOKEN"] = token if token is not None else state["admin"]
+    e.update(env or {})
+    return subprocess.run([PROXCTL] + list(args), capture_output=True, text=True, timeout=120,
+                          env=e)
+
+
+def on_tty(*args):
+    """Run proxctl under a pseudo-terminal; returns (exit code, what the terminal saw)."""
+    cmd = " ".join([PROXCTL] + ["'%s'" % a for a in args])
+    e = dict(os.environ, HOME=state["home"], PROXD_URL=state["px"].base,
+             PROXD_TOKEN=state["admin"])
+    r = subprocess.run(["script", "-qefc", cmd, "/dev/null"], capture_output=True, timeout=120,
+                       env=e)  # bytes: text mode would turn the bar's \r into newlines
+    return r.returncode, r.stdout.decode(errors="replace")
+
+
+def main():
+    with Sim(time_scale=0.01) as sim:
+        px = Proxd(sim)
+        state["px"] = px
+        state["home"] = tempfile.mkdtemp(prefix="proxctl-home-")
+        state["admin"] = px.token("ops", "admin")
+        state["alice"] = px.token("alice", "user")
+        keyfile = os.path.join(state["home"], "id.pub")
+        with open(keyfile, "w") as f:
+            f.write(KEY + "\n")
+        state["key"] = keyfile
+        px.start()
+        try:
+            run_cases()
+        finally:
+            px.stop()
+
+
+def run_cases():
+    @case
+    def create_piped_shows_steps_and_result():
+        r = ctl("vm", "create", "--os", "ubuntu", "--name", "web-1", "--cores", "2", "--memory",
+                "2G", "--disk", "20G", "--ssh-key", state["key"], "--owner", "alice")
+        assert r.returncode == 0, (r.returncode, r.stdout, r.stderr)
+        lines = r.stdout.splitlines()
+        steps = [ln.split()[1].rstrip(":") for ln in lines if "%" in ln.split()[0]]
+        for s in ("queued", "clone", "wait_clone", "configure", "start", "done"):
+            assert s in steps, (s, lines)
+        assert "\r" not in r.stdout and "[#" not in r.stdout  # no bar when piped
+        assert lines[-1].startswith("VM 1000 (web-1) is running on sv1"), lines[-1]
+
+    @case
+    def create_on_a_terminal_draws_a_progress_bar():
+        code, out = on_tty("vm", "create", "--os", "debian", "--name", "db-1", "--cores", "1",
+                           "--memory", "1024", "--disk", "10")
+        assert code == 0, (code, out)
+        assert "\r" in out and "[########################] 100%" in out, out[-600:]
+        assert "VM 4000 (db-1) is running" in out
+
+    @case
+    def list_is_an_aligned_table_and_json():
+        r = ctl("vm", "list")
+        assert r.returncode == 0, r.stderr
+        lines = r.stdout.splitlines()
+        assert lines[0].split()[:4] == ["VMID", "NAME", "OS", "OWNER"], lines[0]
+        col = lines[0].index("NAME")
+        assert all(ln[col - 1] == " " for ln in lines[1:])
+        assert any(ln.startswith("1000 ") and "web-1" in ln for ln in lines[1:])
+        j = json.loads(ctl("--json", "vm", "list").stdout)
+        assert {v["vmid"] for v in j} == {1000, 4000}
+        j = json.loads(ctl("--json", "vm", "list", "--owner", "alice").stdout)
+        assert [v["vmid"] for v in j] == [1000]
+
+    @case
+    def node_list_has_capacity_bars():
+        r = ctl("node", "list")
+        assert r.returncode == 0, r.stderr
+        rows = r.stdout.splitlines()
+        assert rows[0].split()[0:2] == ["NODE", "HEALTH"]
+        assert len(rows) == 6 and all("[" in x and "]" in x for x in rows[1:]), rows
+        assert json.loads(ctl("--json", "node", "list").stdout)["nodes"][0]["name"] == "sv1"
+
+    @case
+    def lifecycle_and_show():
+        for args in (["vm", "pause", "1000"], ["vm", "resume", "1000"],
+                     ["vm", "resize", "1000", "--disk", "30G"],
+                     ["vm", "set", "1000", "--memory", "4G"]):
+            r = ctl(*args)
+            assert r.returncode == 0, (args, r.stdout, r.stderr)
+        v = json.loads(ctl("--json", "vm", "show", "1000").stdout)
+        assert v["disk_gb"] == 30 and v["memory_mb"] == 4096, v
+        r = ctl("vm", "show", "1000")
+        assert "pending" in r.stdout and "next reboot" in r.stdout, r.stdout
+        r = ctl("vm", "shutdown", "1000", "--timeout", "30", "--force")
+        assert r.returncode == 0 and "is stopped" in r.stdout, (r.stdout, r.stderr)
+        r = ctl("vm", "delete", "1000")
+        assert r.returncode == 0, r.stderr
+
+    @case
+    def job_show_and_watch():
+        r = ctl("--json", "vm", "stop", "4000")
+        assert r.returncode == 0, r.stderr
+        job = json.loads(r.stdout)
+        assert job["state"] == "done" and job["kind"] == "stop", job
+        r = ctl("job", "show", job["id"])
+        assert r.returncode == 0 and "state     done" in r.stdout, r.stdout
+        r = ctl("job", "watch", job["id"])
+        assert r.returncode == 0 and "done" in r.stdout
+
+    @case
+    def exit_codes():
+        assert ctl("vm", "show", "424242").returncode == 3  # not found
+        r = ctl("vm", "show", "4000", token=state["alice"])  # another owner's VM: 404 too
+        assert r.returncode == 3, (r.returncode, r.stderr)
+        assert ctl("vm", "list", token="pxd_bogus_token").returncode == 4
+        r = ctl("vm", "create", "--os", "ubuntu", "--name", "bad name", "--cores", "1",
+                "--memory", "1G", "--disk", "10G")
+        assert r.returncode == 2 and "name" in r.stderr, (r.returncode, r.stderr)
+        assert ctl("vm", "create", "--os", "ubuntu").returncode == 2  # usage
+        assert ctl("vm", "create", "--memory", "lots").returncode == 2
+        assert ctl("vm", "resume", "4000").returncode == 6  # conflict: it is stopped
+        r = ctl("vm", "list", env={"PROXD_URL": "http://127.0.0.1:1"})
+        assert r.returncode == 5 and "cannot reach" in r.stderr
+        assert ctl("frobnicate").returncode == 2
+        assert ctl("--help").returncode == 0
+
+    @case
+    def config_file_and_flags():
+        cfg = os.path.join(state["home"], "proxctl.conf")
+        with open(cfg, "w") as f:
+            f.write("# proxctl\nserver = %s\ntoken = %s\n" % (state["px"].base, state["alice"]))
+        e = dict(os.environ, HOME=state["home"])
+        e.pop("PROXD_URL", None)
+        e.pop("PROXD_TOKEN", None)
+        r = subprocess.run([PROXCTL, "--config", cfg, "--json", "vm", "list"], capture_output=True,
+                           text=True, env=e, timeout=60)
+        assert r.returncode == 0 and json.loads(r.stdout) == [], (r.stdout, r.stderr)
+        # a flag wins over the file
+        r = subprocess.run([PROXCTL, "--config", cfg, "--token", state["admin"], "--json", "vm",
+                            "list"], capture_output=True, text=True, env=e, timeout=60)
+        assert len(json.loads(r.stdout)) == 1
+        with open(cfg, "w") as f:
+            f.write("colour = blue\n")
+        r = subprocess.run([PROXCTL, "--config", cfg, "vm", "list"], capture_output=True,
+                           text=True, env=e, timeout=60)
+        assert r.returncode == 2 and "unknown key 'colour'" in r.stderr
+
+
+main()
+finish()
