@@ -18,8 +18,11 @@ asan: deps
 	@cmake -S . -B build/.asan -DCMAKE_BUILD_TYPE=Debug -DSANITIZE=ON -DOUTDIR=$(CURDIR)/build/asan $(CMAKE_FLAGS) >/dev/null
 	@cmake --build build/.asan -j $(JOBS) -- --no-print-directory -s
 
-# The whole suite runs against the sanitizer build.
-test: asan
+# The whole suite runs against the sanitizer build; libpve's tests also run
+# under valgrind, from the release build.
+test: asan build
+	@cmake --build build/.release -j $(JOBS) --target pve_test_encode pve_test_task \
+	  pve_test_clone_once -- --no-print-directory -s
 	@cd build/.asan && ctest --output-on-failure -j $(JOBS) --timeout 300
 
 demo: build

@@ -372,6 +372,8 @@ int core_start(struct core *k)
                                                  : k->cfg->clones_per_node;
         n = n < 8 ? 8 : n;
     }
+    if (k->cfg->jobs_max > 0 && n > k->cfg->jobs_max)
+        n = k->cfg->jobs_max; /* the global limit on jobs running at once */
     if (n > CORE_MAX_WORKERS)
         n = CORE_MAX_WORKERS;
     k->nworkers = n;

@@ -1,0 +1,117 @@
+/* A clone whose answer is lost after it was sent is found and adopted, not
+ * sent again: one POST, one VM, the caller gets the real UPID. And a clone
+ * that meets "already exists" for someone else's VM reports PVE_E_EXISTS. */
+#include "harness.h"
+#include "pve/pve_api.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TOKEN "root@pam!ci=8a3c3c4e-0b8e-4a7b-9a52-1f0c2d3e4f50"
+
+static int port;
+static pid_t pid;
+
+static int setup(void **st)
+{
+    (void)st;
+    port = h_free_port();
+    const char *args[] = {"--nodes", "sv1", "--token", TOKEN, "--time-scale", "0.01",
+                          "--auth-delay", "0", NULL};
+    pid = h_sim_start(port, args);
+    h_wait_port(port + 1);
+    return 0;
+}
+
+static int teardown(void **st)
+{
+    (void)st;
+    h_sim_stop(pid, true);
+    return 0;
+}
+
+static pve_client *client(long timeout_ms)
+{
+    char host[64];
+    snprintf(host, sizeof host, "127.0.0.1:%d", port);
+    const char *hosts[] = {host};
+    struct pve_config cfg = {.hosts = hosts, .nhosts = 1, .token = TOKEN, .insecure = true,
+                             .connect_timeout_ms = 2000, .timeout_ms = timeout_ms};
+    struct pve_error e;
+    pve_client *c = pve_client_new(&cfg, &e);
+    assert_non_null(c);
+    return c;
+}
+
+static long count_calls(const char *key)
+{
+    struct h_resp r;
+    h_request(port, "GET", "/_sim/calls", NULL, NULL, NULL, &r);
+    long n = (long)json_integer_value(json_object_get(json_object_get(r.json, "calls"), key));
+    h_resp_free(&r);
+    return n;
+}
+
+static void sim_post(const char *path, const char *body)
+{
+    struct h_resp r;
+    h_request(port, "POST", path, "application/json", body, NULL, &r);
+    assert_true(r.status == 200 || r.status == 201);
+    h_resp_free(&r);
+}
+
+static void lost_answer_is_adopted(void **st)
+{
+    (void)st;
+    pve_client *c = client(400);
+    struct pve_error e;
+    /* warm up: the connectivity check and first connection outside the fault */
+    struct pve_version v;
+    assert_int_equal(pve_get_version(c, &v, &e), 0);
+    /* the clone is done at once, but its answer comes after our 400 ms timeout */
+    sim_post("/_sim/faults", "{\"method\":\"POST\",\"path\":\"/clone$\",\"kind\":\"delay\","
+                             "\"delay_ms\":1500,\"count\":1}");
+    long before = count_calls("POST /nodes/{node}/qemu/{vmid}/clone");
+    char upid[PVE_UPID_MAX] = "";
+    struct pve_clone co = {.newid = 700, .name = "once", .full = 1};
+    int rc = pve_vm_clone(c, "sv1", 8000, &co, upid, &e);
+    char buf[1024];
+    if (rc)
+        fail_msg("clone: %s", pve_strerror(&e, buf, sizeof buf));
+    assert_non_null(strstr(upid, ":qmclone:8000:"));
+    assert_int_equal(count_calls("POST /nodes/{node}/qemu/{vmid}/clone") - before, 1);
+    struct pve_task t;
+    assert_int_equal(pve_task_wait(c, upid, 30000, NULL, NULL, &t, &e), 0);
+    struct pve_vm *vms;
+    size_t n;
+    assert_int_equal(pve_vm_list(c, "sv1", &vms, &n, &e), 0);
+    int copies = 0;
+    for (size_t i = 0; i < n; i++)
+        copies += vms[i].vmid == 700;
+    free(vms);
+    assert_int_equal(copies, 1);
+    pve_client_free(c);
+}
+
+static void someone_elses_vm_is_exists(void **st)
+{
+    (void)st;
+    pve_client *c = client(5000);
+    struct pve_error e;
+    char upid[PVE_UPID_MAX];
+    struct pve_clone co = {.newid = 8001, .name = "taken", .full = 1}; /* a template's ID */
+    assert_int_equal(pve_vm_clone(c, "sv1", 8000, &co, upid, &e), PVE_E_EXISTS);
+    assert_non_null(strstr(e.message, "already exists"));
+    pve_client_free(c);
+}
+
+int main(void)
+{
+    pve_global_init();
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(lost_answer_is_adopted),
+        cmocka_unit_test(someone_elses_vm_is_exists),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
