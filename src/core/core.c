@@ -400,5 +400,8 @@ void core_stop(struct core *k, long grace_ms)
     for (int i = 0; i < k->nworkers; i++)
         pthread_join(k->workers[i], NULL);
     pthread_join(k->keeper, NULL);
+    /* the jobs we were running stopped at a checkpoint: let the next proxd
+     * (or another instance) take them at once instead of after the lease */
+    store_job_expire_owner(k->st, k->instance, NULL);
     k->started = false;
 }

@@ -102,12 +102,6 @@ static int wait_task(struct ctx *c, const char *upid, long deadline_ms, struct p
 
 /* ---- placement ------------------------------------------------------------ */
 
-static int64_t template_disk(const struct ctx *c)
-{
-    (void)c;
-    return 0; /* unknown until cloned; the request's size is what we reserve */
-}
-
 /* Can `node` take this VM now? Fills why when not. */
 static bool fits(struct ctx *c, const struct cfg_node *cn, char *why, size_t len)
 {
@@ -649,7 +643,6 @@ void create_run(struct core *k, struct job_rec *j)
         finish_failed(&c);
         return;
     }
-    (void)template_disk;
     c.resumed = strcmp(j->step, "queued") != 0;
     if (j->node[0] && !enter_node(&c)) {
         attempt(&c, j->node, "node is no longer configured");

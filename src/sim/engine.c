@@ -384,11 +384,13 @@ static void step_start(struct sim *s, struct sim_task *t, double now)
             task_fail(s, t, "start failed: QEMU exited with code 1");
         } else {
             t->dur = 1.5;
+            vm->starting = true; /* its memory is taken from now on */
         }
         return;
     }
     if (now - t->t0 < t->dur)
         return;
+    vm->starting = false;
     if (!t->fault_exit) {
         qemu_apply_pending(vm);
         vm->power = VM_RUNNING;

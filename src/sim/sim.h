@@ -88,6 +88,7 @@ struct sim_vm {
     bool ha;
     char ha_state[16]; /* "started", "stopped", ... */
     bool acpi;         /* the guest answers ACPI shutdown (default true) */
+    bool starting;     /* a start task has claimed its memory */
     struct sim_flock fl;
     bool gone; /* destroyed; unlinked at the next sweep */
     struct sim_vm *next;

@@ -286,7 +286,7 @@ int64_t sim_node_mem_used(struct sim *s, struct sim_node *n)
 {
     int64_t used = n->mem_base_used;
     for (struct sim_vm *v = s->vms; v; v = v->next)
-        if (v->node == n && !v->gone && v->power != VM_STOPPED)
+        if (v->node == n && !v->gone && (v->power != VM_STOPPED || v->starting))
             used += sim_vm_maxmem(v);
     return used;
 }
