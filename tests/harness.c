@@ -21,15 +21,38 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-int h_free_port(void)
+static bool port_free(int port)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    socklen_t l = sizeof a;
-    getsockname(fd, (struct sockaddr *)&a, &l);
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    bool ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
     close(fd);
-    return ntohs(a.sin_port);
+    return ok;
+}
+
+/* A port whose next 8 neighbours are free too: pvesim listens on a block
+ * (entry, one port per node, control). */
+int h_free_port(void)
+{
+    for (int attempt = 0; attempt < 200; attempt++) {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+        socklen_t l = sizeof a;
+        getsockname(fd, (struct sockaddr *)&a, &l);
+        close(fd);
+        int p = ntohs(a.sin_port);
+        bool ok = p < 65000;
+        for (int k = 1; ok && k <= 8; k++)
+            ok = port_free(p + k);
+        if (ok)
+            return p;
+    }
+    fail_msg("no free block of ports");
+    return 0;
 }
 
 static bool port_open(int port)
