@@ -246,7 +246,7 @@ static void apply_world(struct fleet *f, struct refresh_job *j, int64_t now)
             struct nstate *n = &f->nodes[w->nodes[i]];
             n->online = false;
             n->v.up = false;
-            snprintf(n->v.last_error, sizeof n->v.last_error, "%s", j->err.message);
+            snprintf(n->v.last_error, sizeof n->v.last_error, "%.255s", j->err.message);
         }
         log_warn("fleet", "world %s unreachable: %s (next try in %lld ms)", w->name,
                  j->err.message, (long long)w->backoff);

@@ -232,7 +232,7 @@ static void find_bootdisk(json_t *conf, struct pve_vm_config *out)
     const char *drive = json_string_value(json_object_get(conf, key));
     if (!drive)
         return;
-    snprintf(out->bootdisk, sizeof out->bootdisk, "%s", key);
+    snprintf(out->bootdisk, sizeof out->bootdisk, "%.15s", key);
     parse_drive(drive, out);
 }
 
