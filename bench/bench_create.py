@@ -57,6 +57,16 @@ RESULTS = os.path.join(ROOT, "bench", "results", "create.txt")
 out_lines = []
 
 
+
+def _free_port():
+    """proxd serves its API too: each test's daemon needs its own port."""
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
 def say(line=""):
     print(line, flush=True)
     out_lines.append(line)
@@ -144,7 +154,7 @@ class Sim:
 
 
 def write_config(path, db, entry):
-    lines = ["[proxd]", "database = sqlite:%s" % db, "placement = spread", "log_level = info"]
+    lines = ["[proxd]", "listen = 127.0.0.1:%d" % _free_port(), "database = sqlite:%s" % db, "placement = spread", "log_level = info"]
     if WORKERS:
         lines.append("workers = %d" % WORKERS)
     lines += ["",

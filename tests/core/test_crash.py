@@ -42,8 +42,18 @@ rng = random.Random(SEED)
 print("seed %d" % SEED, flush=True)
 
 
+
+def _free_port():
+    """proxd serves its API too: each test's daemon needs its own port."""
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
 def write_config(path, db, entry):
-    lines = ["[proxd]", "database = sqlite:%s" % db, "placement = spread", "workers = 8",
+    lines = ["[proxd]", "listen = 127.0.0.1:%d" % _free_port(), "database = sqlite:%s" % db, "placement = spread", "workers = 8",
              "log_level = info", "",
              "[proxmox]", "token = %s=%s" % (TOKEN_ID, TOKEN_SECRET), "verify_tls = no",
              "connect_timeout = 3", "timeout = 30", ""]

@@ -87,7 +87,17 @@ class Sim:
         self.node_names = nodes.split(",")
         self.proc = None
         self.ports = {}
-        self.start()
+        # another test may take a port of our block between the check and the
+        # bind: pick a new block and try again
+        for attempt in range(5):
+            try:
+                self.start()
+                break
+            except RuntimeError:
+                if attempt == 4 or state_dir:
+                    raise
+                self.base = free_port_block(n + 2)
+                self.args[self.args.index("--listen") + 1] = "127.0.0.1:%d" % self.base
 
     def start(self):
         self.errlog = tempfile.TemporaryFile()
