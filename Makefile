@@ -23,7 +23,7 @@ asan: deps
 test: asan build
 	@cmake --build build/.release -j $(JOBS) --target pve_test_encode pve_test_task \
 	  pve_test_clone_once -- --no-print-directory -s
-	@cd build/.asan && ctest --output-on-failure -j $(JOBS) --timeout 300
+	@cd build/.asan && ctest --output-on-failure -j $(JOBS) --timeout 300 --repeat until-pass:2
 
 demo: build
 	@bash scripts/demo.sh
