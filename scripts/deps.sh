@@ -4,7 +4,8 @@
 set -eu
 PKGS="build-essential cmake pkg-config libssl-dev libcurl4-openssl-dev libjansson-dev
 libpcre2-dev libhttp-parser-dev libmicrohttpd-dev libsqlite3-dev libpq-dev libsodium-dev libinih-dev
-libcmocka-dev python3 python3-proxmoxer python3-requests openssl ca-certificates valgrind"
+libcmocka-dev python3 python3-proxmoxer python3-requests openssl ca-certificates valgrind
+openssh-client util-linux curl"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
