@@ -15,7 +15,7 @@ static json_t *node_json(struct api *a, const struct cfg_node *cn)
     fleet_node_view(a->fl, cn->name, &v);
     int64_t mem = 0, disk = 0;
     struct store_error se;
-    store_reserved_on(a->st, cn->name, NULL, &mem, &disk, &se);
+    store_reserved_on(a->st, cn->name, NULL, v.seen_since, &mem, &disk, &se);
     json_t *o = json_pack("{s:s,s:s,s:b,s:b,s:i,s:i}", "name", cn->name, "cluster", cn->cluster,
                           "known", v.known, "up", v.up, "cpus", v.cpus, "vms", v.nvms);
     json_object_set_new(o, "health", json_string(!v.known ? "unknown" : v.up ? "up" : "down"));

@@ -265,7 +265,7 @@ int core_vm_resize(struct core *k, int vmid, const char *owner, int64_t disk_gb,
     const struct cfg_node *cn = config_node(k->cfg, v.node);
     if (cn && fleet_node_view(k->fl, v.node, &nv) == 0 && nv.known) {
         int64_t rmem = 0, rdisk = 0;
-        store_reserved_on(k->st, v.node, NULL, &rmem, &rdisk, NULL);
+        store_reserved_on(k->st, v.node, NULL, nv.seen_since, &rmem, &rdisk, NULL);
         int64_t avail = nv.st_avail - rdisk - k->cfg->disk_margin_gb * GiB;
         int64_t need = (disk_gb - v.disk_gb) * GiB;
         if (need > avail) {

@@ -102,35 +102,52 @@ static int wait_task(struct ctx *c, const char *upid, long deadline_ms, struct p
 
 /* ---- placement ------------------------------------------------------------ */
 
-/* Can `node` take this VM now? Fills why when not. */
-static bool fits(struct ctx *c, const struct cfg_node *cn, char *why, size_t len)
+/* Disk the clone takes on the node's storage: the request, or the
+ * template's boot disk when that is larger (a clone is never shrunk). */
+static int64_t disk_need(struct ctx *c, const struct cfg_node *cn)
 {
-    struct node_view v;
-    struct core *k = c->k;
+    int64_t need = c->disk_gb * GiB;
+    struct fleet_vm t;
+    if (fleet_vm_find(c->k->fl, cn->name, config_template(cn, c->os), &t) == 0 && t.maxdisk > need)
+        need = t.maxdisk;
+    return need;
+}
+
+/* Could `node` take this VM at all (template, health)? Fills *v, or why. */
+static bool usable(struct ctx *c, const struct cfg_node *cn, struct node_view *v, char *why,
+                   size_t len)
+{
     if (!config_template(cn, c->os)) {
         snprintf(why, len, "no %s template", c->os);
         return false;
     }
-    if (fleet_node_view(k->fl, cn->name, &v) || !v.up) {
-        snprintf(why, len, "down: %.200s", v.last_error[0] ? v.last_error : "not reachable");
-        return false;
-    }
-    int64_t rmem = 0, rdisk = 0;
-    store_reserved_on(k->st, cn->name, c->j->id, &rmem, &rdisk, NULL);
-    int64_t need_mem = c->memory_mb * MiB, need_disk = c->disk_gb * GiB;
-    int64_t free_mem = v.mem_total - v.mem_used - rmem - k->cfg->memory_margin_mb * MiB;
-    int64_t free_disk = v.st_avail - rdisk - k->cfg->disk_margin_gb * GiB;
-    if (free_mem < need_mem) {
-        snprintf(why, len, "not enough memory: %lld MiB free, %lld MiB needed",
-                 (long long)(free_mem / MiB), (long long)c->memory_mb);
-        return false;
-    }
-    if (free_disk < need_disk) {
-        snprintf(why, len, "not enough space on %s: %lld GiB free, %lld GiB needed", cn->storage,
-                 (long long)(free_disk / GiB), (long long)c->disk_gb);
+    if (fleet_node_view(c->k->fl, cn->name, v) || !v->up) {
+        snprintf(why, len, "down: %.200s", v->last_error[0] ? v->last_error : "not reachable");
         return false;
     }
     return true;
+}
+
+/* Reserve room for this VM on `node` if it fits: the check against what
+ * every other in-flight creation (of any proxd sharing the database) holds
+ * and the reservation are one store transaction. Fills why when not. */
+static bool reserve_on(struct ctx *c, const struct cfg_node *cn, char *why, size_t len)
+{
+    struct node_view v;
+    const struct proxd_config *cfg = c->k->cfg;
+    if (!usable(c, cn, &v, why, len))
+        return false;
+    struct cap_room room = {.mem = v.mem_total - v.mem_used - cfg->memory_margin_mb * MiB,
+                            .disk = v.st_avail - cfg->disk_margin_gb * GiB,
+                            .seen_since = v.seen_since};
+    struct store_error se;
+    int rc = store_reserve_capacity(c->k->st, c->j->id, cn->name, c->memory_mb * MiB,
+                                    disk_need(c, cn), &room, &se);
+    if (rc == STORE_E_FULL && strncmp(se.message, "not enough disk", 15) == 0)
+        snprintf(why, len, "not enough space on %s%.200s", cn->storage, se.message + 20);
+    else if (rc)
+        snprintf(why, len, "%.250s", se.message);
+    return rc == 0;
 }
 
 /* Candidate nodes in placement order. */
@@ -147,7 +164,7 @@ static int order(struct ctx *c, int *idx)
         struct node_view v;
         int64_t rmem = 0, rdisk = 0;
         fleet_node_view(c->k->fl, cfg->nodes[i].name, &v);
-        store_reserved_on(c->k->st, cfg->nodes[i].name, NULL, &rmem, &rdisk, NULL);
+        store_reserved_on(c->k->st, cfg->nodes[i].name, NULL, v.seen_since, &rmem, &rdisk, NULL);
         freemem[i] = v.mem_total - v.mem_used - rmem;
     }
     for (int a = 1; a < n; a++) /* insertion sort: at most 64 nodes */
@@ -168,7 +185,7 @@ static const struct cfg_node *pick_node(struct ctx *c)
         const struct cfg_node *cn = &c->k->cfg->nodes[idx[i]];
         if (tried(c, cn->name))
             continue;
-        if (!fits(c, cn, why, sizeof why)) {
+        if (!reserve_on(c, cn, why, sizeof why)) {
             attempt(c, cn->name, why);
             continue;
         }
@@ -213,9 +230,8 @@ static void finish_failed(struct ctx *c)
 static void finish_done(struct ctx *c)
 {
     struct core *k = c->k;
-    /* the inventory counts the VM before its reservation goes */
-    fleet_node_charge(k->fl, c->j->node, c->memory_mb * MiB, c->disk_gb * GiB);
-    store_release_capacity(k->st, c->j->id, NULL);
+    /* the VM's room stays held until the inventory shows the VM */
+    store_settle_capacity(k->st, c->j->id, NULL);
     store_vmid_mark_used(k->st, c->j->vmid, NULL);
     struct vm_rec v;
     if (store_vm_get(k->st, c->j->vmid, &v, NULL) == 0) {
@@ -613,17 +629,15 @@ static bool enter_node(struct ctx *c)
     return c->pc != NULL;
 }
 
-/* Choosing a node and reserving room on it is one step: two workers must
- * not both see the last free slot of a node and both take it. */
+/* The store makes check-and-reserve atomic for every process sharing the
+ * database; this lock only serialises this process's workers so that, with
+ * spread placement, each orders the nodes after the previous reserved. */
 static pthread_mutex_t place_mu = PTHREAD_MUTEX_INITIALIZER;
 
 static bool place(struct ctx *c)
 {
     pthread_mutex_lock(&place_mu);
     const struct cfg_node *cn = pick_node(c);
-    if (cn)
-        store_reserve_capacity(c->k->st, c->j->id, cn->name, c->memory_mb * MiB,
-                               c->disk_gb * GiB, NULL);
     pthread_mutex_unlock(&place_mu);
     if (!cn)
         return false;

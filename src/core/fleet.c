@@ -12,15 +12,9 @@
 #define BACKOFF_MIN_MS 1000
 #define BACKOFF_MAX_MS 60000
 #define WORLD_PERIOD_MS 0 /* worlds that answer are refreshed whenever asked */
-#define MAX_CHARGES 256
 
 /* What the core put on a node since the inventory last looked: counted on
  * top of the node's reported use until a refresh that began later. */
-struct charge {
-    int64_t at; /* unix ms */
-    int64_t mem, disk;
-};
-
 struct world {
     char name[64];
     bool cluster;
@@ -40,8 +34,6 @@ struct nstate {
     bool failed;      /* an operation failed at the network level */
     int64_t retry_at; /* when a failed node is probed again */
     int64_t backoff;
-    struct charge charges[MAX_CHARGES];
-    int ncharges;
 };
 
 struct fleet {
@@ -255,14 +247,6 @@ static void apply_world(struct fleet *f, struct refresh_job *j, int64_t now)
     w->backoff = 0;
     w->next_try = 0;
     vms_remove_world(f, j->world);
-    for (int i = 0; i < w->nnodes; i++) { /* what this answer includes */
-        struct nstate *n = &f->nodes[w->nodes[i]];
-        int keep = 0;
-        for (int c = 0; c < n->ncharges; c++)
-            if (n->charges[c].at >= j->started)
-                n->charges[keep++] = n->charges[c];
-        n->ncharges = keep;
-    }
     for (int i = 0; i < w->nnodes; i++) {
         struct nstate *n = &f->nodes[w->nodes[i]];
         n->online = false;
@@ -297,17 +281,13 @@ static void apply_world(struct fleet *f, struct refresh_job *j, int64_t now)
     }
     for (int i = 0; i < w->nnodes; i++) {
         struct nstate *n = &f->nodes[w->nodes[i]];
-        for (int c = 0; c < n->ncharges; c++) {
-            n->v.mem_used += n->charges[c].mem;
-            n->v.st_used += n->charges[c].disk;
-            n->v.st_avail = n->v.st_avail > n->charges[c].disk ? n->v.st_avail - n->charges[c].disk : 0;
-        }
         if (!n->online) /* else placement's reason would be "not reachable" */
             snprintf(n->v.last_error, sizeof n->v.last_error, "%s",
                      n->v.known ? "offline (as the cluster reports it)"
                                 : "not among the cluster's nodes");
         n->v.up = n->online && !n->failed;
         n->v.refreshed_at = now;
+        n->v.seen_since = j->started;
     }
 }
 
@@ -465,21 +445,20 @@ void fleet_vm_added(struct fleet *f, int vmid, const char *node)
     pthread_mutex_unlock(&f->mu);
 }
 
-void fleet_node_charge(struct fleet *f, const char *node, int64_t mem_bytes, int64_t disk_bytes)
+int fleet_vm_find(struct fleet *f, const char *node, int vmid, struct fleet_vm *out)
 {
+    int rc = -1;
     pthread_mutex_lock(&f->mu);
     struct nstate *n = find_node(f, node);
-    if (n) {
-        if (n->ncharges == MAX_CHARGES) { /* drop the oldest */
-            memmove(n->charges, n->charges + 1, (MAX_CHARGES - 1) * sizeof *n->charges);
-            n->ncharges--;
+    for (size_t i = 0; n && i < f->nvms && rc; i++) {
+        struct nstate *on = f->vms[i].vmid == vmid ? find_node(f, f->vms[i].node) : NULL;
+        if (on && on->world == n->world) {
+            *out = f->vms[i];
+            rc = 0;
         }
-        n->charges[n->ncharges++] = (struct charge){wall_ms(), mem_bytes, disk_bytes};
-        n->v.mem_used += mem_bytes;
-        n->v.st_used += disk_bytes;
-        n->v.st_avail = n->v.st_avail > disk_bytes ? n->v.st_avail - disk_bytes : 0;
     }
     pthread_mutex_unlock(&f->mu);
+    return rc;
 }
 
 void fleet_vm_removed(struct fleet *f, int vmid)

@@ -45,6 +45,7 @@ struct node_view {
     int64_t st_total, st_used, st_avail; /* the node's VM storage */
     int nvms;
     int64_t refreshed_at; /* unix ms */
+    int64_t seen_since;   /* unix ms: when the refresh behind these figures began */
     char last_error[256];
 };
 int fleet_node_view(struct fleet *f, const char *node, struct node_view *out);
@@ -77,13 +78,15 @@ int fleet_vms(struct fleet *f, struct fleet_vm **out, size_t *n);
 /* Sorted VMIDs of every VM seen on any world (caller frees). */
 int *fleet_taken_vmids(struct fleet *f, size_t *n);
 
+/* The VM (or template) `vmid` as the inventory last saw it in the world of
+ * `node`: 0 and *out filled, or -1. */
+int fleet_vm_find(struct fleet *f, const char *node, int vmid, struct fleet_vm *out);
+
 /* Note a VM the core just made or removed, so the inventory is right before
- * the next refresh. */
+ * the next refresh. (The memory and disk a new VM takes are counted by its
+ * settled reservation in the store until a refresh shows them: see
+ * store_settle_capacity() and node_view.seen_since.) */
 void fleet_vm_added(struct fleet *f, int vmid, const char *node);
 void fleet_vm_removed(struct fleet *f, int vmid);
-/* Count memory and disk the core just put on a node (a VM it started) as
- * used until a refresh that began afterwards reports it, so that placement
- * never sees the room twice between a job's end and the next refresh. */
-void fleet_node_charge(struct fleet *f, const char *node, int64_t mem_bytes, int64_t disk_bytes);
 
 #endif

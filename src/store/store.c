@@ -420,12 +420,20 @@ int store_vmid_count(store *s, int lo, int hi, int *n, struct store_error *err)
 }
 
 int store_reserve_capacity(store *s, const char *job, const char *node, int64_t mem_bytes,
-                           int64_t disk_bytes, struct store_error *err)
+                           int64_t disk_bytes, const struct cap_room *room,
+                           struct store_error *err)
 {
     err_clear(err);
     CHECK(s && job && *job && node && *node, "store_reserve_capacity: NULL or empty argument");
     CHECK(mem_bytes >= 0 && disk_bytes >= 0, "negative capacity reservation");
-    return s->ops->reserve_capacity(s, job, node, mem_bytes, disk_bytes, err);
+    return s->ops->reserve_capacity(s, job, node, mem_bytes, disk_bytes, room, err);
+}
+
+int store_settle_capacity(store *s, const char *job, struct store_error *err)
+{
+    err_clear(err);
+    CHECK(s && job, "store_settle_capacity: NULL argument");
+    return s->ops->settle_capacity(s, job, err);
 }
 
 int store_release_capacity(store *s, const char *job, struct store_error *err)
@@ -435,13 +443,13 @@ int store_release_capacity(store *s, const char *job, struct store_error *err)
     return s->ops->release_capacity(s, job, err);
 }
 
-int store_reserved_on(store *s, const char *node, const char *except_job, int64_t *mem,
-                      int64_t *disk, struct store_error *err)
+int store_reserved_on(store *s, const char *node, const char *except_job, int64_t seen_since,
+                      int64_t *mem, int64_t *disk, struct store_error *err)
 {
     err_clear(err);
     CHECK(s && node && mem && disk, "store_reserved_on: NULL argument");
     *mem = *disk = 0;
-    return s->ops->reserved_on(s, node, except_job, mem, disk, err);
+    return s->ops->reserved_on(s, node, except_job, seen_since, mem, disk, err);
 }
 
 int store_idem_put(store *s, const char *owner, const char *key, json_t *answer, json_t **existing,

@@ -203,16 +203,37 @@ int store_vmid_count(store *s, int lo, int hi, int *n, struct store_error *err);
 
 /* ---- capacity reservations --------------------------------------------- */
 
+/* What the inventory says is free on a node, for a reservation that must
+ * fit: bytes free after the safety margins but before any reservation, and
+ * when the refresh that produced the figures began (unix ms). */
+struct cap_room {
+    int64_t mem, disk;
+    int64_t seen_since;
+};
+
 /* One reservation per job (reserving again moves it); the job must exist
- * (else STORE_E_NOTFOUND). */
+ * (else STORE_E_NOTFOUND). With `room`, the check and the reservation are
+ * one transaction: when the reservations counted by store_reserved_on()
+ * (at room->seen_since) plus this one exceed the room, nothing is written
+ * and STORE_E_FULL is returned with what is free in the message. Two
+ * creations, in one process or in several sharing the database, can never
+ * both take the last room on a node. room == NULL reserves unconditionally. */
 int store_reserve_capacity(store *s, const char *job, const char *node, int64_t mem_bytes,
-                           int64_t disk_bytes, struct store_error *err);
+                           int64_t disk_bytes, const struct cap_room *room,
+                           struct store_error *err);
+/* The job's VM now exists on its node: its reservation stops belonging to
+ * an in-flight creation but keeps counting, for callers that pass a
+ * seen_since at or before now, until an inventory refresh that began after
+ * now shows the VM (no process sees the room twice in between). Settled
+ * reservations older than an hour are pruned. */
+int store_settle_capacity(store *s, const char *job, struct store_error *err);
 /* Releasing a job that holds nothing is not an error. */
 int store_release_capacity(store *s, const char *job, struct store_error *err);
-/* Sum of reservations on a node, excluding `except_job` (may be NULL).
- * Reservations of finished jobs are not counted. */
-int store_reserved_on(store *s, const char *node, const char *except_job, int64_t *mem,
-                      int64_t *disk, struct store_error *err);
+/* Sum of reservations on a node, excluding `except_job` (may be NULL):
+ * those of in-flight creations, and settled ones from `seen_since` (unix
+ * ms) on. Reservations of jobs that ended otherwise are not counted. */
+int store_reserved_on(store *s, const char *node, const char *except_job, int64_t seen_since,
+                      int64_t *mem, int64_t *disk, struct store_error *err);
 
 /* ---- small key-value and idempotency ---------------------------------------- */
 

@@ -49,10 +49,11 @@ struct store_ops {
     int (*vmid_count)(store *s, int lo, int hi, int *n, struct store_error *err);
 
     int (*reserve_capacity)(store *s, const char *job, const char *node, int64_t mem, int64_t disk,
-                            struct store_error *err);
+                            const struct cap_room *room, struct store_error *err);
+    int (*settle_capacity)(store *s, const char *job, struct store_error *err);
     int (*release_capacity)(store *s, const char *job, struct store_error *err);
-    int (*reserved_on)(store *s, const char *node, const char *except_job, int64_t *mem,
-                       int64_t *disk, struct store_error *err);
+    int (*reserved_on)(store *s, const char *node, const char *except_job, int64_t seen_since,
+                       int64_t *mem, int64_t *disk, struct store_error *err);
 
     int (*idem_put)(store *s, const char *owner, const char *key, json_t *answer, json_t **existing,
                     struct store_error *err);

@@ -428,6 +428,9 @@ static const char *const MIGRATIONS[] = {
     "  created_at INTEGER NOT NULL"
     ") STRICT;"
     "CREATE INDEX jobs_kind_state ON jobs (kind, state);",
+    /* 3: a creation's reservation outlives it ("settled") until an inventory
+     * refresh that began afterwards shows its VM */
+    "ALTER TABLE capacity ADD COLUMN settled_at INTEGER;",
 };
 #define NMIGRATIONS ((int)(sizeof MIGRATIONS / sizeof MIGRATIONS[0]))
 
@@ -1559,30 +1562,77 @@ static int sq_vmid_count(store *s, int lo, int hi, int *n, struct store_error *e
 /* ---- capacity ------------------------------------------------------------- */
 
 /* One reservation per job; reserving again moves it (the job retries on
- * another node). */
+ * another node) and makes it in-flight again. */
 static const char SQL_CAP_RESERVE[] =
     "INSERT INTO capacity (job, node, mem, disk, created_at) VALUES (?1, ?2, ?3, ?4, ?5)"
     " ON CONFLICT (job) DO UPDATE SET node = excluded.node, mem = excluded.mem,"
-    "   disk = excluded.disk";
+    "   disk = excluded.disk, settled_at = NULL";
 static const char SQL_CAP_RELEASE[] = "DELETE FROM capacity WHERE job = ?1";
-/* Reservations of finished jobs are ignored: a runner that died before
- * releasing must not hold capacity forever. */
+static const char SQL_CAP_SETTLE[] = "UPDATE capacity SET settled_at = ?2 WHERE job = ?1";
+static const char SQL_CAP_PRUNE[] = "DELETE FROM capacity WHERE settled_at < ?1";
+/* In-flight reservations count while their job is active (a runner that
+ * died before releasing must not hold capacity forever); settled ones
+ * count until the caller's inventory has caught up with them. */
 static const char SQL_CAP_SUM[] =
     "SELECT coalesce(sum(mem), 0), coalesce(sum(disk), 0) FROM capacity"
     " WHERE node = ?1 AND (?2 IS NULL OR job <> ?2)"
-    " AND job IN (SELECT id FROM jobs WHERE state IN " ACTIVE_STATES ")";
+    " AND ((settled_at IS NULL AND job IN (SELECT id FROM jobs WHERE state IN " ACTIVE_STATES "))"
+    "   OR settled_at >= ?3)";
+
+#define SETTLED_KEEP_MS (3600 * 1000LL)
 
 struct cap_ctx {
     const char *job, *node;
     int64_t mem, disk;
+    const struct cap_room *room;
+    int64_t since;
 };
+
+static int cap_sum_fn(struct sq_conn *c, void *ctx, struct store_error *err)
+{
+    struct cap_ctx *k = ctx;
+    sqlite3_stmt *st = NULL;
+    int rc = stmt(c, SQL_CAP_SUM, &st, err);
+    if (rc)
+        return rc;
+    bind_str(st, 1, k->node);
+    bind_str(st, 2, k->job);
+    sqlite3_bind_int64(st, 3, k->since);
+    rc = scalar_i64(c, st, 0, &k->mem, err, "summing capacity");
+    if (rc == STORE_OK)
+        k->disk = sqlite3_column_int64(st, 1);
+    stmt_done(st);
+    return rc;
+}
+
+/* Inside the write transaction: does the request fit beside what others
+ * hold on the node? */
+static int cap_check(struct sq_conn *c, const struct cap_ctx *want, struct store_error *err)
+{
+    struct cap_ctx held = {want->job, want->node, 0, 0, NULL, want->room->seen_since};
+    int rc = cap_sum_fn(c, &held, err);
+    if (rc)
+        return rc;
+    int64_t free_mem = want->room->mem - held.mem, free_disk = want->room->disk - held.disk;
+    if (free_mem < want->mem)
+        return store_fail(err, STORE_E_FULL, "not enough memory: %lld MiB free, %lld MiB needed",
+                          (long long)(free_mem > 0 ? free_mem >> 20 : 0),
+                          (long long)((want->mem + (1 << 20) - 1) >> 20));
+    if (free_disk < want->disk)
+        return store_fail(err, STORE_E_FULL, "not enough disk space: %lld GiB free, %lld GiB needed",
+                          (long long)(free_disk > 0 ? free_disk >> 30 : 0),
+                          (long long)((want->disk + (1LL << 30) - 1) >> 30));
+    return STORE_OK;
+}
 
 static int cap_reserve_fn(struct sq_conn *c, void *ctx, struct store_error *err)
 {
     struct cap_ctx *k = ctx;
     sqlite3_stmt *st = NULL;
-    int rc = stmt(c, SQL_CAP_RESERVE, &st, err);
+    int rc = k->room ? cap_check(c, k, err) : STORE_OK;
     if (rc)
+        return rc;
+    if ((rc = stmt(c, SQL_CAP_RESERVE, &st, err)))
         return rc;
     int b = bind_str(st, 1, k->job);
     b = b ? b : bind_str(st, 2, k->node);
@@ -1600,52 +1650,70 @@ static int cap_reserve_fn(struct sq_conn *c, void *ctx, struct store_error *err)
 }
 
 static int sq_reserve_capacity(store *s, const char *job, const char *node, int64_t mem,
-                               int64_t disk, struct store_error *err)
+                               int64_t disk, const struct cap_room *room, struct store_error *err)
 {
-    struct cap_ctx k = {job, node, mem, disk};
+    struct cap_ctx k = {job, node, mem, disk, room, 0};
     return tx(SQ(s), TX_WRITE, cap_reserve_fn, &k, err);
+}
+
+/* One statement with a job id, then (for settling) the old settled rows go. */
+static int cap_job_stmt(struct sq_conn *c, const char *sql, const char *job, int64_t now,
+                        struct store_error *err)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = stmt(c, sql, &st, err);
+    if (rc)
+        return rc;
+    bind_str(st, 1, job);
+    if (now)
+        sqlite3_bind_int64(st, 2, now);
+    rc = step_done(c, st, err, "updating a capacity reservation");
+    stmt_done(st);
+    return rc;
+}
+
+static int cap_settle_fn(struct sq_conn *c, void *ctx, struct store_error *err)
+{
+    struct cap_ctx *k = ctx;
+    int64_t now = wall_ms();
+    int rc = cap_job_stmt(c, SQL_CAP_SETTLE, k->job, now, err);
+    if (rc == STORE_E_NOTFOUND) /* nothing reserved: nothing to settle */
+        rc = STORE_OK;
+    sqlite3_stmt *st = NULL;
+    if (rc == STORE_OK && (rc = stmt(c, SQL_CAP_PRUNE, &st, err)) == STORE_OK) {
+        sqlite3_bind_int64(st, 1, now - SETTLED_KEEP_MS);
+        rc = step_done(c, st, err, "pruning settled reservations");
+        if (rc == STORE_E_NOTFOUND)
+            rc = STORE_OK;
+        stmt_done(st);
+    }
+    return rc;
+}
+
+static int sq_settle_capacity(store *s, const char *job, struct store_error *err)
+{
+    struct cap_ctx k = {.job = job};
+    return tx(SQ(s), TX_WRITE, cap_settle_fn, &k, err);
 }
 
 /* Releasing nothing is not an error: failure paths release unconditionally. */
 static int cap_release_fn(struct sq_conn *c, void *ctx, struct store_error *err)
 {
     struct cap_ctx *k = ctx;
-    sqlite3_stmt *st = NULL;
-    int rc = stmt(c, SQL_CAP_RELEASE, &st, err);
-    if (rc)
-        return rc;
-    bind_str(st, 1, k->job);
-    rc = step_done(c, st, err, "releasing capacity");
-    stmt_done(st);
-    return rc;
+    int rc = cap_job_stmt(c, SQL_CAP_RELEASE, k->job, 0, err);
+    return rc == STORE_E_NOTFOUND ? STORE_OK : rc;
 }
 
 static int sq_release_capacity(store *s, const char *job, struct store_error *err)
 {
-    struct cap_ctx k = {job, NULL, 0, 0};
+    struct cap_ctx k = {.job = job};
     return tx(SQ(s), TX_WRITE, cap_release_fn, &k, err);
 }
 
-static int cap_sum_fn(struct sq_conn *c, void *ctx, struct store_error *err)
+static int sq_reserved_on(store *s, const char *node, const char *except_job, int64_t seen_since,
+                          int64_t *mem, int64_t *disk, struct store_error *err)
 {
-    struct cap_ctx *k = ctx;
-    sqlite3_stmt *st = NULL;
-    int rc = stmt(c, SQL_CAP_SUM, &st, err);
-    if (rc)
-        return rc;
-    bind_str(st, 1, k->node);
-    bind_str(st, 2, k->job);
-    rc = scalar_i64(c, st, 0, &k->mem, err, "summing capacity");
-    if (rc == STORE_OK)
-        k->disk = sqlite3_column_int64(st, 1);
-    stmt_done(st);
-    return rc;
-}
-
-static int sq_reserved_on(store *s, const char *node, const char *except_job, int64_t *mem,
-                          int64_t *disk, struct store_error *err)
-{
-    struct cap_ctx k = {except_job, node, 0, 0};
+    struct cap_ctx k = {except_job, node, 0, 0, NULL, seen_since};
     int rc = tx(SQ(s), TX_READ, cap_sum_fn, &k, err);
     if (rc == STORE_OK) {
         *mem = k.mem;
@@ -2051,6 +2119,7 @@ static const struct store_ops SQLITE_OPS = {
     .vmid_release = sq_vmid_release,
     .vmid_count = sq_vmid_count,
     .reserve_capacity = sq_reserve_capacity,
+    .settle_capacity = sq_settle_capacity,
     .release_capacity = sq_release_capacity,
     .reserved_on = sq_reserved_on,
     .idem_put = sq_idem_put,

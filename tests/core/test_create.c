@@ -435,6 +435,52 @@ static void test_collision_raced(void **unused)
     run_collision(true);
 }
 
+/* ---- 4b: a template larger than the request ---------------------------------------- */
+
+/* A clone is as large as its template: a node with room for the requested
+ * 30 GiB but not for the 40 GiB windows template is passed over, while an
+ * ubuntu VM (10 GiB template) of the same request fits there. */
+static void test_template_larger(void **unused)
+{
+    (void)unused;
+    struct ch_env e;
+    struct ch_opts o = {.no_start = true};
+    ch_up(&e, &o);
+    fleet_refresh(e.fl, true);
+    struct node_view v;
+    assert_int_equal(fleet_node_view(e.fl, "sv1", &v), 0);
+    const int64_t gib = 1LL << 30;
+    /* free after the 20 GiB margin: 35 GiB */
+    char body[128];
+    snprintf(body, sizeof body, "{\"storage_gb\":{\"local-lvm\":%lld}}",
+             (long long)((v.st_used + gib - 1) / gib + 20 + 35));
+    ch_sim(&e, "POST", "/_sim/nodes/sv1", body);
+    assert_int_equal(core_start(e.k), 0);
+
+    struct vm_request rq;
+    ch_request(&rq, "windows", "big-tpl", 2, 2048, 30);
+    char job[40];
+    int vmid;
+    assert_int_equal(ch_create_wait(&e, &rq, job, &vmid, JOB_MS), JOB_DONE);
+    struct job_rec j;
+    assert_int_equal(store_job_get(e.st, job, &j, NULL), 0);
+    assert_string_equal(j.node, "sv2");
+    if (!ch_attempted(&j, "sv1", "not enough space on local-lvm") ||
+        !ch_attempted(&j, "sv1", "40 GiB needed"))
+        fail_msg("sv1's attempt: %s", json_dumps(j.attempts, 0));
+    job_rec_release(&j);
+    vm_request_release(&rq);
+
+    ch_request(&rq, "ubuntu", "small-tpl", 2, 2048, 30);
+    assert_int_equal(ch_create_wait(&e, &rq, job, &vmid, JOB_MS), JOB_DONE);
+    assert_int_equal(store_job_get(e.st, job, &j, NULL), 0);
+    assert_string_equal(j.node, "sv1");
+    job_rec_release(&j);
+    vm_request_release(&rq);
+    check_no_rejections(&e);
+    ch_down(&e);
+}
+
 /* ---- 5: bad input ------------------------------------------------------------------ */
 
 static void test_bad_input(void **unused)
@@ -544,6 +590,7 @@ int main(void)
         cmocka_unit_test(test_all_nodes_fail),
         cmocka_unit_test(test_collision_inventory),
         cmocka_unit_test(test_collision_raced),
+        cmocka_unit_test(test_template_larger),
         cmocka_unit_test(test_bad_input),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

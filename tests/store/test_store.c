@@ -131,7 +131,8 @@ static void test_reopen_and_versions(void **state)
     assert_int_equal(g.id, r.id);
     vm_rec_release(&g);
 
-    /* The file records each migration once (2: tokens and settings). */
+    /* The file records each migration once (2: tokens and settings, 3:
+     * settled reservations). */
     sqlite3 *db = NULL;
     assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
     sqlite3_stmt *st = NULL;
@@ -139,8 +140,8 @@ static void test_reopen_and_versions(void **state)
         sqlite3_prepare_v2(db, "SELECT count(*), max(version) FROM schema_version", -1, &st, NULL),
         SQLITE_OK);
     assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-    assert_int_equal(sqlite3_column_int(st, 0), 2);
-    assert_int_equal(sqlite3_column_int(st, 1), 2);
+    assert_int_equal(sqlite3_column_int(st, 0), 3);
+    assert_int_equal(sqlite3_column_int(st, 1), 3);
     sqlite3_finalize(st);
     /* A schema from the future is refused, not silently used. */
     assert_int_equal(
@@ -761,32 +762,146 @@ static void test_capacity(void **state)
     job_add(f->s, "c1", "create", 0, 0);
     job_add(f->s, "c2", "create", 0, 0);
     job_add(f->s, "c3", "create", 0, 0);
-    OK(store_reserve_capacity(f->s, "c1", "pve1", 1000, 10, &e_));
-    OK(store_reserve_capacity(f->s, "c2", "pve1", 2000, 20, &e_));
-    OK(store_reserve_capacity(f->s, "c3", "pve2", 4000, 40, &e_));
-    EXPECT(STORE_E_NOTFOUND, store_reserve_capacity(f->s, "nojob", "pve1", 1, 1, &e));
+    OK(store_reserve_capacity(f->s, "c1", "pve1", 1000, 10, NULL, &e_));
+    OK(store_reserve_capacity(f->s, "c2", "pve1", 2000, 20, NULL, &e_));
+    OK(store_reserve_capacity(f->s, "c3", "pve2", 4000, 40, NULL, &e_));
+    EXPECT(STORE_E_NOTFOUND, store_reserve_capacity(f->s, "nojob", "pve1", 1, 1, NULL, &e));
     int64_t mem = 0, disk = 0;
-    OK(store_reserved_on(f->s, "pve1", NULL, &mem, &disk, &e_));
+    OK(store_reserved_on(f->s, "pve1", NULL, 0, &mem, &disk, &e_));
     assert_int_equal(mem, 3000);
     assert_int_equal(disk, 30);
-    OK(store_reserved_on(f->s, "pve1", "c1", &mem, &disk, &e_));
+    OK(store_reserved_on(f->s, "pve1", "c1", 0, &mem, &disk, &e_));
     assert_int_equal(mem, 2000);
     /* Re-reserving moves a job's reservation. */
-    OK(store_reserve_capacity(f->s, "c2", "pve2", 500, 5, &e_));
-    OK(store_reserved_on(f->s, "pve2", NULL, &mem, &disk, &e_));
+    OK(store_reserve_capacity(f->s, "c2", "pve2", 500, 5, NULL, &e_));
+    OK(store_reserved_on(f->s, "pve2", NULL, 0, &mem, &disk, &e_));
     assert_int_equal(mem, 4500);
     OK(store_release_capacity(f->s, "c3", &e_));
     OK(store_release_capacity(f->s, "c3", &e_)); /* releasing twice is fine */
-    OK(store_reserved_on(f->s, "pve2", NULL, &mem, &disk, &e_));
+    OK(store_reserved_on(f->s, "pve2", NULL, 0, &mem, &disk, &e_));
     assert_int_equal(mem, 500);
     assert_int_equal(disk, 5);
     /* A finished job's forgotten reservation no longer counts. */
     job_finish(f->s, "c2");
-    OK(store_reserved_on(f->s, "pve2", NULL, &mem, &disk, &e_));
+    OK(store_reserved_on(f->s, "pve2", NULL, 0, &mem, &disk, &e_));
     assert_int_equal(mem, 0);
-    OK(store_reserved_on(f->s, "nowhere", NULL, &mem, &disk, &e_));
+    OK(store_reserved_on(f->s, "nowhere", NULL, 0, &mem, &disk, &e_));
     assert_int_equal(mem, 0);
-    EXPECT(STORE_E_INVALID, store_reserve_capacity(f->s, "c1", "pve1", -1, 0, &e));
+    EXPECT(STORE_E_INVALID, store_reserve_capacity(f->s, "c1", "pve1", -1, 0, NULL, &e));
+}
+
+/* With a room, the check and the reservation are one: what does not fit
+ * beside the others is refused and nothing is written. */
+static void test_capacity_room(void **state)
+{
+    struct fx *f = *state;
+    struct store_error e;
+    job_add(f->s, "r1", "create", 0, 0);
+    job_add(f->s, "r2", "create", 0, 0);
+    job_add(f->s, "r3", "create", 0, 0);
+    struct cap_room room = {.mem = 3LL << 30, .disk = 100LL << 30, .seen_since = 0};
+    OK(store_reserve_capacity(f->s, "r1", "pve1", 2LL << 30, 40LL << 30, &room, &e_));
+    EXPECT(STORE_E_FULL, store_reserve_capacity(f->s, "r2", "pve1", 2LL << 30, 1, &room, &e));
+    assert_non_null(strstr(e.message, "not enough memory: 1024 MiB free, 2048 MiB needed"));
+    EXPECT(STORE_E_FULL, store_reserve_capacity(f->s, "r2", "pve1", 1, 61LL << 30, &room, &e));
+    assert_non_null(strstr(e.message, "not enough disk space: 60 GiB free, 61 GiB needed"));
+    int64_t mem = 0, disk = 0;
+    OK(store_reserved_on(f->s, "pve1", NULL, 0, &mem, &disk, &e_));
+    assert_int_equal(mem, 2LL << 30); /* the refusals wrote nothing */
+    /* exactly the rest fits; a job's own reservation does not count
+     * against its move */
+    OK(store_reserve_capacity(f->s, "r2", "pve1", 1LL << 30, 60LL << 30, &room, &e_));
+    OK(store_reserve_capacity(f->s, "r1", "pve1", 2LL << 30, 40LL << 30, &room, &e_));
+    EXPECT(STORE_E_FULL, store_reserve_capacity(f->s, "r3", "pve1", 1, 0, &room, &e));
+    OK(store_reserve_capacity(f->s, "r3", "pve2", 1, 0, &room, &e_));
+}
+
+/* A creation's room stays held after it succeeds until the inventory has
+ * been refreshed since: no process sees the room twice in between. */
+static void test_capacity_settle(void **state)
+{
+    struct fx *f = *state;
+    job_add(f->s, "s1", "create", 0, 0);
+    job_add(f->s, "s2", "create", 0, 0);
+    struct cap_room room = {.mem = 4000, .disk = 4000, .seen_since = 0};
+    OK(store_reserve_capacity(f->s, "s1", "pve1", 3000, 3000, &room, &e_));
+    int64_t before = wall_ms();
+    OK(store_settle_capacity(f->s, "s1", &e_));
+    job_finish(f->s, "s1");
+    int64_t mem = 0, disk = 0;
+    /* an inventory older than the VM: the room still counts as taken */
+    OK(store_reserved_on(f->s, "pve1", NULL, before, &mem, &disk, &e_));
+    assert_int_equal(mem, 3000);
+    room.seen_since = before;
+    struct store_error e;
+    EXPECT(STORE_E_FULL, store_reserve_capacity(f->s, "s2", "pve1", 3000, 1, &room, &e));
+    /* an inventory that began after it shows the VM itself */
+    int64_t later = wall_ms() + 1;
+    OK(store_reserved_on(f->s, "pve1", NULL, later, &mem, &disk, &e_));
+    assert_int_equal(mem, 0);
+    room.seen_since = later;
+    OK(store_reserve_capacity(f->s, "s2", "pve1", 3000, 1, &room, &e_));
+    /* settling nothing is fine; releasing a settled one removes it */
+    OK(store_settle_capacity(f->s, "nothing", &e_));
+    OK(store_release_capacity(f->s, "s1", &e_));
+    OK(store_reserved_on(f->s, "pve1", "s2", 0, &mem, &disk, &e_));
+    assert_int_equal(mem, 0);
+}
+
+/* Several processes on one database fill a node with room for exactly
+ * CAP_FIT reservations: exactly CAP_FIT succeed. */
+#define CAP_FIT 7
+static void test_capacity_processes(void **state)
+{
+    struct fx *f = *state;
+    char *url = xasprintf("sqlite:%s/cap.db", f->dir);
+    struct store_error e;
+    store *s = store_open(url, &e);
+    assert_non_null(s);
+    for (int p = 0; p < NPROCS; p++)
+        for (int i = 0; i < 4; i++) {
+            char job[32];
+            snprintf(job, sizeof job, "cp%d-%d", p, i);
+            job_add(s, job, "create", 0, 0);
+        }
+    pid_t pids[NPROCS];
+    for (int p = 0; p < NPROCS; p++) {
+        pids[p] = fork();
+        assert_true(pids[p] >= 0);
+        if (pids[p] == 0) {
+            store *cs = store_open(url, &e);
+            if (!cs)
+                _exit(100);
+            struct cap_room room = {.mem = CAP_FIT * 1000, .disk = 1LL << 40, .seen_since = 0};
+            int won = 0;
+            for (int i = 0; i < 4; i++) {
+                char job[32];
+                snprintf(job, sizeof job, "cp%d-%d", p, i);
+                int rc = store_reserve_capacity(cs, job, "pve1", 1000, 1, &room, &e);
+                if (rc == STORE_OK)
+                    won++;
+                else if (rc != STORE_E_FULL)
+                    _exit(101);
+            }
+            store_close(cs);
+            _exit(won);
+        }
+    }
+    int won = 0;
+    for (int p = 0; p < NPROCS; p++) {
+        int st = 0;
+        assert_int_equal(waitpid(pids[p], &st, 0), pids[p]);
+        assert_true(WIFEXITED(st));
+        assert_true(WEXITSTATUS(st) <= 4);
+        won += WEXITSTATUS(st);
+    }
+    assert_true(NPROCS * 4 > CAP_FIT);
+    assert_int_equal(won, CAP_FIT);
+    int64_t mem = 0, disk = 0;
+    OK(store_reserved_on(s, "pve1", NULL, 0, &mem, &disk, &e_));
+    assert_int_equal(mem, CAP_FIT * 1000);
+    store_close(s);
+    free(url);
 }
 
 static void test_idem(void **state)
@@ -828,6 +943,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_vmid_threads, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vmid_processes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_capacity, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_capacity_room, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_capacity_settle, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_capacity_processes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_idem, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
