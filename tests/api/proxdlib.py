@@ -31,7 +31,9 @@ def config_text(port, entry, db):
         nodes += ("[node sv%d]\nhost = 127.0.0.1:%d\ncluster = pvesim\nstorage = local-lvm\n"
                   "template.ubuntu = %d\ntemplate.debian = %d\n\n" % (i + 1, entry, 8000 + 10 * i,
                                                                       8001 + 10 * i))
-    return ("[proxd]\nlisten = 127.0.0.1:%d\ndatabase = sqlite:%s\nworkers = 8\nquarantine = 0\n\n"
+    # debug: the most proxd ever logs, so that stop() can check it for secrets
+    return ("[proxd]\nlisten = 127.0.0.1:%d\ndatabase = sqlite:%s\nworkers = 8\nquarantine = 0\n"
+            "log_level = debug\n\n"
             "[proxmox]\ntoken = %s\nverify_tls = no\n\n"
             "[os ubuntu]\nvmid_range = 1000-1999\n[os debian]\nvmid_range = 4000-4009\n\n%s"
             "[quota default]\nvms = 100\ncores = 0\nmemory_mb = 0\ndisk_gb = 0\n"
@@ -48,6 +50,8 @@ class Proxd:
             f.write(config_text(self.port, sim.entry, os.path.join(self.dir, "proxd.db")))
         self.base = "http://127.0.0.1:%d" % self.port
         self.proc = None
+        # never to appear in the log: the Proxmox token's secret, every API token
+        self.secrets = [TOKEN.split("=", 1)[1]]
 
     def cli(self, *args, check=True):
         r = subprocess.run([PROXD] + list(args), capture_output=True, text=True, timeout=60)
@@ -57,6 +61,7 @@ class Proxd:
 
     def token(self, owner, role="user"):
         r = self.cli("token", "create", "--config", self.conf, "--owner", owner, "--role", role)
+        self.secrets.append(r.stdout.strip())
         return r.stdout.strip()
 
     def start(self):
@@ -80,5 +85,7 @@ class Proxd:
         out = self.log.read()
         assert rc == 0, "proxd exited with %s:\n%s" % (rc, out[-4000:])
         assert "ERROR: AddressSanitizer" not in out and "runtime error" not in out, out[-6000:]
+        leaked = [sec[:6] + "..." for sec in self.secrets if sec and sec in out]
+        assert not leaked, "secrets in proxd's log: %s" % leaked
 
 

@@ -294,6 +294,12 @@ def main():
         assert not stray, "VMs without an enabled record: %s" % stray
 
     @case
+    def no_secret_in_the_logs():
+        for n in range(1, d.n + 1):
+            with open(os.path.join(tmp.name, "proxd.%02d.log" % n), errors="replace") as f:
+                assert TOKEN_SECRET not in f.read(), "the token secret is in proxd.%02d.log" % n
+
+    @case
     def no_record_stuck_creating():
         stuck = [(r["vmid"], r["job"]) for r in records if r["state"] == "creating"]
         assert not stuck, "records still creating: %s" % stuck
