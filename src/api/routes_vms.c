@@ -146,20 +146,18 @@ static void fingerprint(json_t *raw, const char *owner, char out[65])
     free(t);
 }
 
+/* The first request's answer again, from what was stored with its job:
+ * {"fingerprint", "job", "vmid"}. */
 static void replay(struct resp *rs, json_t *stored, const char *fp)
 {
     const char *old_fp = json_string_value(json_object_get(stored, "fingerprint"));
-    if (!old_fp || strcmp(old_fp, fp) != 0) {
+    const char *job = json_string_value(json_object_get(stored, "job"));
+    if (!old_fp || strcmp(old_fp, fp) != 0 || !job) {
         resp_error(rs, MHD_HTTP_CONFLICT, "idempotency_key_reused", "Idempotency-Key",
                    "this Idempotency-Key was used for a different request");
         return;
     }
-    json_t *body = json_object_get(stored, "body");
-    const char *job = json_string_value(json_object_get(body, "job"));
-    if (job)
-        snprintf(rs->location, sizeof rs->location, "/v1/jobs/%s", job);
-    resp_json(rs, (unsigned)json_integer_value(json_object_get(stored, "status")),
-              json_incref(body));
+    accepted(rs, (int)json_integer_value(json_object_get(stored, "vmid")), "create", job);
 }
 
 static bool idem_key_ok(const char *k)
@@ -173,8 +171,10 @@ static bool idem_key_ok(const char *k)
     return true;
 }
 
-/* One stripe lock per key hash: retries of one key run one after the
- * other, so the second finds the first's answer instead of making a VM. */
+/* One stripe lock per key hash: retries of one key in this process run one
+ * after the other, so the second finds the first's answer without taking a
+ * VMID for nothing. Across processes the store decides: the key is stored
+ * in the transaction that makes the job. */
 static pthread_mutex_t *idem_lock(struct api *a, const char *who, const char *key)
 {
     unsigned char h[8];
@@ -206,19 +206,18 @@ static void create_idempotent(struct req *rq, struct resp *rs, struct create_in 
         resp_error(rs, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable", NULL, "%s", se.message);
         goto out;
     }
-    create_now(rq, rs, in);
-    if (rs->status != MHD_HTTP_ACCEPTED)
-        goto out; /* refusals are not remembered: the caller may fix and retry */
-    json_t *ans =
-        json_pack("{s:s,s:i,s:O}", "fingerprint", fp, "status", (int)rs->status, "body", rs->body);
-    json_t *existing = NULL;
-    rc = store_idem_put(rq->api->st, scope, key, ans, &existing, &se);
-    if (rc == STORE_E_CONFLICT) /* another proxd instance won the race */
-        replay(rs, existing, fp);
-    else if (rc)
-        log_error("api", "idempotency key not stored (a retry would create again): %s", se.message);
-    json_decref(existing);
-    json_decref(ans);
+    /* refusals are not remembered: the caller may fix the request and retry */
+    struct core_idem ci = {scope, key, fp};
+    char job[40];
+    int vmid = 0;
+    struct core_error ce = {0};
+    rc = core_create_idem(rq->api->k, &in->r, &ci, job, &vmid, &stored, &ce);
+    if (rc == CORE_OK)
+        accepted(rs, vmid, "create", job);
+    else if (stored) /* another proxd instance stored the key first */
+        replay(rs, stored, fp);
+    else
+        resp_core_error(rs, &ce);
 out:
     pthread_mutex_unlock(mu);
     json_decref(stored);

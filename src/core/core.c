@@ -160,10 +160,12 @@ static json_t *request_json(const struct vm_request *r)
     return o;
 }
 
-int core_create(struct core *k, const struct vm_request *r, char job_id[40], int *vmid,
-                struct core_error *err)
+int core_create_idem(struct core *k, const struct vm_request *r, const struct core_idem *idem,
+                     char job_id[40], int *vmid, json_t **first, struct core_error *err)
 {
     char field[32], msg[512];
+    if (first)
+        *first = NULL;
     if (!validate_request(k->cfg, r, field, sizeof field, msg, sizeof msg))
         return fail(err, CORE_E_INVALID, field, msg);
     int qrc = core_quota_check(k, r->owner, 1, r->cores, r->memory_mb, r->disk_gb, err);
@@ -197,19 +199,39 @@ int core_create(struct core *k, const struct vm_request *r, char job_id[40], int
     snprintf(j.step, sizeof j.step, "queued");
     j.request = request_json(r);
     j.attempts = json_array();
-    if ((rc = store_vm_insert(k->st, &v, &se)) || (rc = store_job_insert(k->st, &j, &se))) {
+    json_t *answer = NULL, *existing = NULL;
+    struct store_idem si = {0};
+    if (idem) {
+        answer = json_pack("{s:s,s:s,s:i}", "fingerprint", idem->fingerprint, "job", job_id,
+                           "vmid", *vmid);
+        si = (struct store_idem){idem->scope, idem->key, answer};
+    }
+    rc = store_create_submit(k->st, &v, &j, "creation queued", idem ? &si : NULL, &existing, &se);
+    json_decref(answer);
+    job_rec_release(&j);
+    if (rc) {
         store_vmid_release(k->st, *vmid, 0, NULL);
-        job_rec_release(&j);
+        if (rc == STORE_E_CONFLICT && existing) {
+            if (first)
+                *first = existing;
+            else
+                json_decref(existing);
+            return fail(err, CORE_E_CONFLICT, "Idempotency-Key", "this key was used before");
+        }
         return fail(err, CORE_E_INTERNAL, NULL, se.message);
     }
-    store_job_event_add(k->st, job_id, "queued", 0, "creation queued", &se);
     log_info("job", "job=%s kind=create vmid=%d os=%s name=%s owner=%s queued", job_id, *vmid,
              r->os, r->name, r->owner);
-    job_rec_release(&j);
     pthread_mutex_lock(&k->mu);
     pthread_cond_broadcast(&k->cv);
     pthread_mutex_unlock(&k->mu);
     return CORE_OK;
+}
+
+int core_create(struct core *k, const struct vm_request *r, char job_id[40], int *vmid,
+                struct core_error *err)
+{
+    return core_create_idem(k, r, NULL, job_id, vmid, NULL, err);
 }
 
 int core_wait_job(struct core *k, const char *job_id, long timeout_ms, enum job_state *state)

@@ -46,10 +46,22 @@ int core_start(struct core *k);
 void core_stop(struct core *k, long grace_ms);
 void core_free(struct core *k);
 
-/* Validate, allocate a VMID, record the VM as "creating" and queue its job.
- * Fills job_id and *vmid. */
+/* Validate, allocate a VMID, record the VM as "creating" and queue its job
+ * (record, job and first event in one store transaction). Fills job_id and
+ * *vmid. */
 int core_create(struct core *k, const struct vm_request *r, char job_id[40], int *vmid,
                 struct core_error *err);
+
+/* An idempotent creation: `key` under `scope` (who asked) is stored with
+ * the new job, atomically, as {"fingerprint", "job", "vmid"}. When the key
+ * was used before (by this or any proxd sharing the database), nothing is
+ * created, CORE_E_CONFLICT is returned with field "Idempotency-Key", and
+ * *first gets the first request's stored answer (new reference). */
+struct core_idem {
+    const char *scope, *key, *fingerprint;
+};
+int core_create_idem(struct core *k, const struct vm_request *r, const struct core_idem *idem,
+                     char job_id[40], int *vmid, json_t **first, struct core_error *err);
 
 /* ---- VM operations (each a durable job, like creation) ----------------
  * `owner`: the caller's identity; NULL for an administrator. A VM of another

@@ -91,6 +91,21 @@ void vm_rec_release(struct vm_rec *r);
 /* Insert a record; r->id is set, and r->created_at (when 0) and
  * r->updated_at. STORE_E_CONFLICT when the VMID has a live record. */
 int store_vm_insert(store *s, struct vm_rec *r, struct store_error *err);
+/* A new creation, all or nothing, in one transaction: the VM record (r->id
+ * set as by store_vm_insert), its job, the job's first event `event`, and,
+ * with idem_key, the idempotency answer `idem_answer` under (idem_owner,
+ * idem_key). When that key is taken already nothing is written,
+ * STORE_E_CONFLICT is returned and *existing gets the stored answer (new
+ * reference): of concurrent requests with one key, in any number of
+ * processes sharing the database, exactly one makes a job. */
+struct store_idem {
+    const char *owner, *key;
+    json_t *answer; /* borrowed */
+};
+struct job_rec;
+int store_create_submit(store *s, struct vm_rec *v, struct job_rec *j, const char *event,
+                        const struct store_idem *idem, json_t **existing,
+                        struct store_error *err);
 /* Update every mutable field of the record with r->id (all but vmid and
  * created_at). STORE_E_CONFLICT when it would make a second live record of
  * the VMID, STORE_E_NOTFOUND when there is no such id. */

@@ -1790,6 +1790,48 @@ static int sq_idem_put(store *s, const char *owner, const char *key, json_t *ans
     return rc;
 }
 
+/* ---- a creation's submission ------------------------------------------------ */
+
+struct submit_ctx {
+    struct vm_rec *v;
+    struct job_rec *j;
+    const char *event;
+    const struct store_idem *idem;
+    json_t *existing; /* owned until handed over */
+};
+
+/* The key first: when it is taken, nothing else is written. */
+static int submit_fn(struct sq_conn *c, void *ctx, struct store_error *err)
+{
+    struct submit_ctx *k = ctx;
+    int rc = STORE_OK;
+    if (k->idem) {
+        struct idem_ctx ic = {k->idem->owner, k->idem->key, k->idem->answer, NULL};
+        rc = idem_put_fn(c, &ic, err);
+        json_decref(k->existing);
+        k->existing = ic.existing;
+        if (rc)
+            return rc;
+    }
+    if ((rc = vm_insert_fn(c, k->v, err)) || (rc = job_insert_fn(c, k->j, err)))
+        return rc;
+    struct event_add_ctx e = {k->j->id, k->j->step, k->event, 0};
+    return event_add_fn(c, &e, err);
+}
+
+static int sq_create_submit(store *s, struct vm_rec *v, struct job_rec *j, const char *event,
+                            const struct store_idem *idem, json_t **existing,
+                            struct store_error *err)
+{
+    struct submit_ctx k = {v, j, event, idem, NULL};
+    int rc = tx(SQ(s), TX_WRITE, submit_fn, &k, err);
+    if (rc == STORE_E_CONFLICT && k.existing && existing)
+        *existing = k.existing;
+    else
+        json_decref(k.existing);
+    return rc;
+}
+
 static int sq_idem_get_fn(struct sq_conn *c, void *ctx, struct store_error *err)
 {
     struct idem_ctx *k = ctx;
@@ -2122,6 +2164,7 @@ static const struct store_ops SQLITE_OPS = {
     .settle_capacity = sq_settle_capacity,
     .release_capacity = sq_release_capacity,
     .reserved_on = sq_reserved_on,
+    .create_submit = sq_create_submit,
     .idem_put = sq_idem_put,
     .idem_get = sq_idem_get,
     .kv_setdefault = sq_kv_setdefault,

@@ -42,12 +42,14 @@ def config_text(port, entry, db):
 
 
 class Proxd:
-    def __init__(self, sim):
+    def __init__(self, sim, share=None):
+        """share: another Proxd whose database this instance uses too."""
         self.dir = tempfile.mkdtemp(prefix="proxd-api-")
         self.port = free_port()
         self.conf = os.path.join(self.dir, "proxd.conf")
+        self.db = share.db if share else os.path.join(self.dir, "proxd.db")
         with open(self.conf, "w") as f:
-            f.write(config_text(self.port, sim.entry, os.path.join(self.dir, "proxd.db")))
+            f.write(config_text(self.port, sim.entry, self.db))
         self.base = "http://127.0.0.1:%d" % self.port
         self.proc = None
         # never to appear in the log: the Proxmox token's secret, every API token

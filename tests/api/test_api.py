@@ -324,6 +324,36 @@ def idempotent_creation_under_concurrency():
 
 
 @case
+def idempotent_creation_across_instances():
+    """Two proxd instances on one database: the same key sent 20 times at once,
+    half to each, makes one VM; every answer is the first one."""
+    px2 = Proxd(sim, share=px)
+    px2.secrets += px.secrets
+    px2.start()
+    try:
+        key = "two-" + str(time.time())
+        body = spec("idem-two")
+
+        def send(i):
+            base = (px, px2)[i % 2].base
+            return requests.post(base + "/v1/vms", data=json.dumps(body), timeout=30,
+                                 headers={"Authorization": "Bearer " + ALICE,
+                                          "Content-Type": "application/json",
+                                          "Idempotency-Key": key})
+        with concurrent.futures.ThreadPoolExecutor(20) as ex:
+            answers = list(ex.map(send, range(20)))
+        assert all(a.status_code == 202 for a in answers), [a.text for a in answers]
+        assert len({(a.json()["vmid"], a.json()["job"]) for a in answers}) == 1, \
+            [a.text for a in answers]
+        named = [v for v in call("GET", "/v1/vms?limit=1000", ADMIN).json()["vms"]
+                 if v["name"] == "idem-two"]
+        assert len(named) == 1, named
+        assert wait_job(answers[0].json()["job"])["state"] == "done"
+    finally:
+        px2.stop()
+
+
+@case
 def quotas():
     r = call("POST", "/v1/vms", BOB, spec("bob-1", cores=4))
     e = err(r, 403, "quota_exceeded")

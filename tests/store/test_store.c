@@ -904,6 +904,60 @@ static void test_capacity_processes(void **state)
     free(url);
 }
 
+/* A creation's record, job, first event and idempotency key land together;
+ * a taken key writes none of them. */
+static void test_create_submit(void **state)
+{
+    struct fx *f = *state;
+    struct store_error e;
+    json_t *ans = json_pack("{s:s,s:s,s:i}", "fingerprint", "fp1", "job", "sub-1", "vmid", 700);
+    struct store_idem key = {"alice", "k-sub", ans};
+    struct vm_rec v = {.vmid = 700, .state = VMS_CREATING};
+    snprintf(v.name, sizeof v.name, "sub");
+    struct job_rec j = {.state = JOB_QUEUED, .vmid = 700};
+    snprintf(j.id, sizeof j.id, "sub-1");
+    snprintf(j.kind, sizeof j.kind, "create");
+    snprintf(j.step, sizeof j.step, "queued");
+    json_t *first = NULL;
+    OK(store_create_submit(f->s, &v, &j, "creation queued", &key, &first, &e_));
+    assert_null(first);
+    assert_true(v.id > 0);
+    struct vm_rec g;
+    OK(store_vm_get(f->s, 700, &g, &e_));
+    vm_rec_release(&g);
+    struct job_event *ev = NULL;
+    size_t n = 0;
+    OK(store_job_events(f->s, "sub-1", 0, &ev, &n, &e_));
+    assert_int_equal(n, 1);
+    assert_string_equal(ev[0].message, "creation queued");
+    free(ev);
+
+    /* the same key again: the first answer, and nothing new */
+    struct vm_rec v2 = {.vmid = 701, .state = VMS_CREATING};
+    struct job_rec j2 = {.state = JOB_QUEUED, .vmid = 701};
+    snprintf(j2.id, sizeof j2.id, "sub-2");
+    snprintf(j2.kind, sizeof j2.kind, "create");
+    EXPECT(STORE_E_CONFLICT, store_create_submit(f->s, &v2, &j2, "x", &key, &first, &e));
+    assert_non_null(first);
+    assert_string_equal(json_string_value(json_object_get(first, "job")), "sub-1");
+    json_decref(first);
+    EXPECT(STORE_E_NOTFOUND, store_vm_get(f->s, 701, &g, &e));
+    struct job_rec jj;
+    EXPECT(STORE_E_NOTFOUND, store_job_get(f->s, "sub-2", &jj, &e));
+
+    /* a live record of the VMID: the key is not kept either */
+    struct store_idem key2 = {"alice", "k-sub-2", ans};
+    struct vm_rec v3 = {.vmid = 700, .state = VMS_CREATING};
+    struct job_rec j3 = {.state = JOB_QUEUED, .vmid = 700};
+    snprintf(j3.id, sizeof j3.id, "sub-3");
+    snprintf(j3.kind, sizeof j3.kind, "create");
+    EXPECT(STORE_E_CONFLICT, store_create_submit(f->s, &v3, &j3, "x", &key2, &first, &e));
+    assert_null(first);
+    json_t *got = NULL;
+    EXPECT(STORE_E_NOTFOUND, store_idem_get(f->s, "alice", "k-sub-2", &got, &e));
+    json_decref(ans);
+}
+
 static void test_idem(void **state)
 {
     struct fx *f = *state;
@@ -946,6 +1000,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_capacity_room, setup, teardown),
         cmocka_unit_test_setup_teardown(test_capacity_settle, setup, teardown),
         cmocka_unit_test_setup_teardown(test_capacity_processes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_create_submit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_idem, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
