@@ -87,6 +87,31 @@ int core_quota_use(struct core *k, const char *owner, struct quota_use *used,
     return CORE_OK;
 }
 
+/* Would adding the deltas to what the owner uses (u) pass quota q? */
+int core_quota_judge(const struct cfg_quota *q, const char *owner, const struct quota_use *u,
+                     int dvms, int dcores, int64_t dmem, int64_t ddisk, struct core_error *err)
+{
+    if (q->vms > 0 && u->vms + dvms > q->vms)
+        return fail(err, CORE_E_FULL, "quota",
+                    "VM quota of '%s' reached: %d of %d VMs in use, %d left", owner, u->vms,
+                    q->vms, q->vms - u->vms);
+    if (q->cores > 0 && u->cores + dcores > q->cores)
+        return fail(err, CORE_E_FULL, "cores",
+                    "core quota of '%s': %d of %d cores in use, %d left", owner, u->cores,
+                    q->cores, q->cores - u->cores);
+    if (q->memory_mb > 0 && u->memory_mb + dmem > q->memory_mb)
+        return fail(err, CORE_E_FULL, "memory_mb",
+                    "memory quota of '%s': %lld of %lld MiB in use, %lld MiB left", owner,
+                    (long long)u->memory_mb, (long long)q->memory_mb,
+                    (long long)(q->memory_mb - u->memory_mb));
+    if (q->disk_gb > 0 && u->disk_gb + ddisk > q->disk_gb)
+        return fail(err, CORE_E_FULL, "disk_gb",
+                    "disk quota of '%s': %lld of %lld GiB in use, %lld GiB left", owner,
+                    (long long)u->disk_gb, (long long)q->disk_gb,
+                    (long long)(q->disk_gb - u->disk_gb));
+    return CORE_OK;
+}
+
 /* Would adding the deltas pass the owner's quota? */
 int core_quota_check(struct core *k, const char *owner, int dvms, int dcores, int64_t dmem,
                      int64_t ddisk, struct core_error *err)
@@ -96,27 +121,7 @@ int core_quota_check(struct core *k, const char *owner, int dvms, int dcores, in
         return CORE_OK;
     struct quota_use u;
     int rc = core_quota_use(k, owner, &u, err);
-    if (rc)
-        return rc;
-    if (q->vms > 0 && u.vms + dvms > q->vms)
-        return fail(err, CORE_E_FULL, "quota",
-                    "VM quota of '%s' reached: %d of %d VMs in use, %d left", owner, u.vms,
-                    q->vms, q->vms - u.vms);
-    if (q->cores > 0 && u.cores + dcores > q->cores)
-        return fail(err, CORE_E_FULL, "cores",
-                    "core quota of '%s': %d of %d cores in use, %d left", owner, u.cores,
-                    q->cores, q->cores - u.cores);
-    if (q->memory_mb > 0 && u.memory_mb + dmem > q->memory_mb)
-        return fail(err, CORE_E_FULL, "memory_mb",
-                    "memory quota of '%s': %lld of %lld MiB in use, %lld MiB left", owner,
-                    (long long)u.memory_mb, (long long)q->memory_mb,
-                    (long long)(q->memory_mb - u.memory_mb));
-    if (q->disk_gb > 0 && u.disk_gb + ddisk > q->disk_gb)
-        return fail(err, CORE_E_FULL, "disk_gb",
-                    "disk quota of '%s': %lld of %lld GiB in use, %lld GiB left", owner,
-                    (long long)u.disk_gb, (long long)q->disk_gb,
-                    (long long)(q->disk_gb - u.disk_gb));
-    return CORE_OK;
+    return rc ? rc : core_quota_judge(q, owner, &u, dvms, dcores, dmem, ddisk, err);
 }
 
 /* ---- requests ------------------------------------------------------------ */

@@ -199,24 +199,38 @@ int core_create_idem(struct core *k, const struct vm_request *r, const struct co
     snprintf(j.step, sizeof j.step, "queued");
     j.request = request_json(r);
     j.attempts = json_array();
-    json_t *answer = NULL, *existing = NULL;
+    json_t *answer = NULL;
     struct store_idem si = {0};
     if (idem) {
         answer = json_pack("{s:s,s:s,s:i}", "fingerprint", idem->fingerprint, "job", job_id,
                            "vmid", *vmid);
         si = (struct store_idem){idem->scope, idem->key, answer};
     }
-    rc = store_create_submit(k->st, &v, &j, "creation queued", idem ? &si : NULL, &existing, &se);
+    /* the quota again inside the transaction: concurrent requests of one
+     * owner (in any proxd sharing the database) cannot both take the last */
+    const struct cfg_quota *q = config_quota(k->cfg, r->owner);
+    struct store_usage lim = {0};
+    if (q)
+        lim = (struct store_usage){q->vms, q->cores, q->memory_mb, q->disk_gb};
+    struct store_submit sub = {.vm = &v, .job = &j, .event = "creation queued",
+                               .idem = idem ? &si : NULL, .quota = q ? &lim : NULL};
+    rc = store_create_submit(k->st, &sub, &se);
     json_decref(answer);
     job_rec_release(&j);
     if (rc) {
         store_vmid_release(k->st, *vmid, 0, NULL);
-        if (rc == STORE_E_CONFLICT && existing) {
+        if (rc == STORE_E_CONFLICT && sub.first) {
             if (first)
-                *first = existing;
+                *first = sub.first;
             else
-                json_decref(existing);
+                json_decref(sub.first);
             return fail(err, CORE_E_CONFLICT, "Idempotency-Key", "this key was used before");
+        }
+        if (rc == STORE_E_FULL && q) {
+            struct quota_use u = {sub.used.vms, sub.used.cores, sub.used.memory_mb,
+                                  sub.used.disk_gb};
+            if (core_quota_judge(q, r->owner, &u, 1, r->cores, r->memory_mb, r->disk_gb, err))
+                return CORE_E_FULL;
         }
         return fail(err, CORE_E_INTERNAL, NULL, se.message);
     }

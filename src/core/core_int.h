@@ -40,6 +40,8 @@ void control_run(struct core *k, struct job_rec *j);
 
 /* Would the deltas pass the owner's quota ([quota] sections)? CORE_E_FULL
  * with a message saying what is left. */
+int core_quota_judge(const struct cfg_quota *q, const char *owner, const struct quota_use *u,
+                     int dvms, int dcores, int64_t dmem, int64_t ddisk, struct core_error *err);
 int core_quota_check(struct core *k, const char *owner, int dvms, int dcores, int64_t dmem,
                      int64_t ddisk, struct core_error *err);
 

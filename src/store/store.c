@@ -467,25 +467,25 @@ int store_idem_put(store *s, const char *owner, const char *key, json_t *answer,
 #define NEED_OP(op)                                                                                \
     CHECK(s->ops->op != NULL, "the %s store does not support " #op, s->ops->name)
 
-int store_create_submit(store *s, struct vm_rec *v, struct job_rec *j, const char *event,
-                        const struct store_idem *idem, json_t **existing,
-                        struct store_error *err)
+int store_create_submit(store *s, struct store_submit *sub, struct store_error *err)
 {
     err_clear(err);
-    CHECK(s && v && j && event, "store_create_submit: NULL argument");
+    CHECK(s && sub && sub->vm && sub->job && sub->event, "store_create_submit: NULL argument");
+    const struct store_idem *idem = sub->idem;
     CHECK(!idem || (idem->owner && idem->key && *idem->key && idem->answer),
           "store_create_submit: incomplete idempotency key");
     NEED_OP(create_submit);
+    struct job_rec *j = sub->job;
     CHECK(FIELD_LEN(j->kind) > 0, "job kind is empty");
     CHECK((unsigned)j->state <= JOB_FAILED, "job state %d unknown", (int)j->state);
-    if (existing)
-        *existing = NULL;
-    int rc = check_vm(v, err);
+    sub->first = NULL;
+    memset(&sub->used, 0, sizeof sub->used);
+    int rc = check_vm(sub->vm, err);
     if (rc)
         return rc;
     if (FIELD_LEN(j->id) == 0)
         store_uuid(j->id);
-    return s->ops->create_submit(s, v, j, event, idem, existing, err);
+    return s->ops->create_submit(s, sub, err);
 }
 
 int store_idem_get(store *s, const char *owner, const char *key, json_t **answer,

@@ -91,21 +91,40 @@ void vm_rec_release(struct vm_rec *r);
 /* Insert a record; r->id is set, and r->created_at (when 0) and
  * r->updated_at. STORE_E_CONFLICT when the VMID has a live record. */
 int store_vm_insert(store *s, struct vm_rec *r, struct store_error *err);
-/* A new creation, all or nothing, in one transaction: the VM record (r->id
- * set as by store_vm_insert), its job, the job's first event `event`, and,
- * with idem_key, the idempotency answer `idem_answer` under (idem_owner,
- * idem_key). When that key is taken already nothing is written,
- * STORE_E_CONFLICT is returned and *existing gets the stored answer (new
- * reference): of concurrent requests with one key, in any number of
- * processes sharing the database, exactly one makes a job. */
+/* What an owner's live VMs (creating, enabled, deleting) hold. */
+struct store_usage {
+    int vms, cores;
+    int64_t memory_mb, disk_gb;
+};
+
+/* A new creation, submitted all or nothing in one transaction: the VM
+ * record (vm->id set as by store_vm_insert), its job, the job's first event
+ * `event`, and optionally:
+ *  - idem: the idempotency answer stored under (owner, key). When that key
+ *    is taken already nothing is written, STORE_E_CONFLICT is returned and
+ *    `first` gets the stored answer (new reference): of concurrent requests
+ *    with one key, in any number of processes sharing the database, exactly
+ *    one makes a job;
+ *  - quota: limits on the owner's live VMs (0: unlimited), checked with the
+ *    new VM counted, inside the transaction. When the VM would exceed one,
+ *    nothing is written, STORE_E_FULL is returned and `used` says what the
+ *    owner's live VMs held (without the new one). */
 struct store_idem {
     const char *owner, *key;
     json_t *answer; /* borrowed */
 };
 struct job_rec;
-int store_create_submit(store *s, struct vm_rec *v, struct job_rec *j, const char *event,
-                        const struct store_idem *idem, json_t **existing,
-                        struct store_error *err);
+struct store_submit {
+    struct vm_rec *vm;
+    struct job_rec *job;
+    const char *event;
+    const struct store_idem *idem;
+    const struct store_usage *quota;
+    json_t *first;           /* out (STORE_E_CONFLICT by the key): owned by the caller */
+    struct store_usage used; /* out (STORE_E_FULL) */
+};
+int store_create_submit(store *s, struct store_submit *sub, struct store_error *err);
+
 /* Update every mutable field of the record with r->id (all but vmid and
  * created_at). STORE_E_CONFLICT when it would make a second live record of
  * the VMID, STORE_E_NOTFOUND when there is no such id. */

@@ -55,9 +55,7 @@ struct store_ops {
     int (*reserved_on)(store *s, const char *node, const char *except_job, int64_t seen_since,
                        int64_t *mem, int64_t *disk, struct store_error *err);
 
-    int (*create_submit)(store *s, struct vm_rec *v, struct job_rec *j, const char *event,
-                         const struct store_idem *idem, json_t **existing,
-                         struct store_error *err);
+    int (*create_submit)(store *s, struct store_submit *sub, struct store_error *err);
     int (*idem_put)(store *s, const char *owner, const char *key, json_t *answer, json_t **existing,
                     struct store_error *err);
     int (*idem_get)(store *s, const char *owner, const char *key, json_t **answer,

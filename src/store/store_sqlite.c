@@ -1792,43 +1792,67 @@ static int sq_idem_put(store *s, const char *owner, const char *key, json_t *ans
 
 /* ---- a creation's submission ------------------------------------------------ */
 
-struct submit_ctx {
-    struct vm_rec *v;
-    struct job_rec *j;
-    const char *event;
-    const struct store_idem *idem;
-    json_t *existing; /* owned until handed over */
-};
+static const char SQL_OWNER_USAGE[] =
+    "SELECT count(*), coalesce(sum(cores), 0), coalesce(sum(memory_mb), 0),"
+    " coalesce(sum(disk_gb), 0) FROM vms"
+    " WHERE owner = ?1 AND state IN ('creating', 'enabled', 'deleting')";
+
+/* Would the new VM exceed the owner's quota? Fills sub->used. */
+static int quota_fn(struct sq_conn *c, struct store_submit *sub, struct store_error *err)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = stmt(c, SQL_OWNER_USAGE, &st, err);
+    if (rc)
+        return rc;
+    bind_str(st, 1, sub->vm->owner);
+    int64_t n = 0;
+    rc = scalar_i64(c, st, 0, &n, err, "summing the owner's VMs");
+    if (rc == STORE_OK) {
+        struct store_usage *u = &sub->used;
+        u->vms = (int)n;
+        u->cores = sqlite3_column_int(st, 1);
+        u->memory_mb = sqlite3_column_int64(st, 2);
+        u->disk_gb = sqlite3_column_int64(st, 3);
+        const struct store_usage *q = sub->quota;
+        if ((q->vms > 0 && u->vms + 1 > q->vms) ||
+            (q->cores > 0 && u->cores + sub->vm->cores > q->cores) ||
+            (q->memory_mb > 0 && u->memory_mb + sub->vm->memory_mb > q->memory_mb) ||
+            (q->disk_gb > 0 && u->disk_gb + sub->vm->disk_gb > q->disk_gb))
+            rc = store_fail(err, STORE_E_FULL, "the quota of '%s' is reached", sub->vm->owner);
+    }
+    stmt_done(st);
+    return rc;
+}
 
 /* The key first: when it is taken, nothing else is written. */
 static int submit_fn(struct sq_conn *c, void *ctx, struct store_error *err)
 {
-    struct submit_ctx *k = ctx;
+    struct store_submit *sub = ctx;
     int rc = STORE_OK;
-    if (k->idem) {
-        struct idem_ctx ic = {k->idem->owner, k->idem->key, k->idem->answer, NULL};
+    json_decref(sub->first); /* a busy retry runs this again */
+    sub->first = NULL;
+    if (sub->idem) {
+        struct idem_ctx ic = {sub->idem->owner, sub->idem->key, sub->idem->answer, NULL};
         rc = idem_put_fn(c, &ic, err);
-        json_decref(k->existing);
-        k->existing = ic.existing;
+        sub->first = ic.existing;
         if (rc)
             return rc;
     }
-    if ((rc = vm_insert_fn(c, k->v, err)) || (rc = job_insert_fn(c, k->j, err)))
+    if (sub->quota && (rc = quota_fn(c, sub, err)))
         return rc;
-    struct event_add_ctx e = {k->j->id, k->j->step, k->event, 0};
+    if ((rc = vm_insert_fn(c, sub->vm, err)) || (rc = job_insert_fn(c, sub->job, err)))
+        return rc;
+    struct event_add_ctx e = {sub->job->id, sub->job->step, sub->event, 0};
     return event_add_fn(c, &e, err);
 }
 
-static int sq_create_submit(store *s, struct vm_rec *v, struct job_rec *j, const char *event,
-                            const struct store_idem *idem, json_t **existing,
-                            struct store_error *err)
+static int sq_create_submit(store *s, struct store_submit *sub, struct store_error *err)
 {
-    struct submit_ctx k = {v, j, event, idem, NULL};
-    int rc = tx(SQ(s), TX_WRITE, submit_fn, &k, err);
-    if (rc == STORE_E_CONFLICT && k.existing && existing)
-        *existing = k.existing;
-    else
-        json_decref(k.existing);
+    int rc = tx(SQ(s), TX_WRITE, submit_fn, sub, err);
+    if (rc != STORE_E_CONFLICT) {
+        json_decref(sub->first);
+        sub->first = NULL;
+    }
     return rc;
 }
 

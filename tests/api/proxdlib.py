@@ -38,6 +38,7 @@ def config_text(port, entry, db):
             "[os ubuntu]\nvmid_range = 1000-1999\n[os debian]\nvmid_range = 4000-4009\n\n%s"
             "[quota default]\nvms = 100\ncores = 0\nmemory_mb = 0\ndisk_gb = 0\n"
             "[quota bob]\nvms = 1\ncores = 2\nmemory_mb = 4096\ndisk_gb = 40\n"
+            "[quota dave]\nvms = 3\ncores = 0\nmemory_mb = 0\ndisk_gb = 0\n"
             % (port, db, TOKEN, nodes))
 
 

@@ -39,6 +39,7 @@ ADMIN = px.token("ops", "admin")
 ALICE = px.token("alice")
 BOB = px.token("bob")
 CAROL = px.token("carol")
+DAVE = px.token("dave")
 px.start()
 
 
@@ -324,9 +325,10 @@ def idempotent_creation_under_concurrency():
 
 
 @case
-def idempotent_creation_across_instances():
+def idempotency_and_quotas_across_instances():
     """Two proxd instances on one database: the same key sent 20 times at once,
-    half to each, makes one VM; every answer is the first one."""
+    half to each, makes one VM, every answer the first one; an owner's quota
+    holds against concurrent requests to both."""
     px2 = Proxd(sim, share=px)
     px2.secrets += px.secrets
     px2.start()
@@ -349,6 +351,25 @@ def idempotent_creation_across_instances():
                  if v["name"] == "idem-two"]
         assert len(named) == 1, named
         assert wait_job(answers[0].json()["job"])["state"] == "done"
+
+        # dave may hold 3 VMs: 12 requests at once, to both instances, make 3
+        def make(i):
+            base = (px, px2)[i % 2].base
+            return requests.post(base + "/v1/vms", data=json.dumps(spec("dave-%d" % i)),
+                                 timeout=30, headers={"Authorization": "Bearer " + DAVE,
+                                                      "Content-Type": "application/json"})
+        with concurrent.futures.ThreadPoolExecutor(12) as ex:
+            made = list(ex.map(make, range(12)))
+        ok = [a for a in made if a.status_code == 202]
+        assert len(ok) == 3, [a.text for a in made]
+        for a in made:
+            if a.status_code != 202:
+                e = err(a, 403, "quota_exceeded")
+                assert "0 left" in e["message"] or "3 of 3" in e["message"], e
+        mine = call("GET", "/v1/vms?owner=dave&limit=1000", ADMIN).json()["vms"]
+        assert len(mine) == 3, mine
+        for a in ok:
+            wait_job(a.json()["job"])
     finally:
         px2.stop()
 

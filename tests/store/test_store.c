@@ -905,22 +905,31 @@ static void test_capacity_processes(void **state)
 }
 
 /* A creation's record, job, first event and idempotency key land together;
- * a taken key writes none of them. */
+ * a taken key or a full quota writes none of them. */
+static void submit(struct vm_rec *v, struct job_rec *j, int vmid, const char *owner, int cores,
+                   const char *job)
+{
+    *v = (struct vm_rec){.vmid = vmid, .state = VMS_CREATING, .cores = cores, .memory_mb = 1024,
+                         .disk_gb = 10};
+    snprintf(v->owner, sizeof v->owner, "%s", owner);
+    *j = (struct job_rec){.state = JOB_QUEUED, .vmid = vmid};
+    snprintf(j->id, sizeof j->id, "%s", job);
+    snprintf(j->kind, sizeof j->kind, "create");
+    snprintf(j->step, sizeof j->step, "queued");
+}
+
 static void test_create_submit(void **state)
 {
     struct fx *f = *state;
     struct store_error e;
     json_t *ans = json_pack("{s:s,s:s,s:i}", "fingerprint", "fp1", "job", "sub-1", "vmid", 700);
     struct store_idem key = {"alice", "k-sub", ans};
-    struct vm_rec v = {.vmid = 700, .state = VMS_CREATING};
-    snprintf(v.name, sizeof v.name, "sub");
-    struct job_rec j = {.state = JOB_QUEUED, .vmid = 700};
-    snprintf(j.id, sizeof j.id, "sub-1");
-    snprintf(j.kind, sizeof j.kind, "create");
-    snprintf(j.step, sizeof j.step, "queued");
-    json_t *first = NULL;
-    OK(store_create_submit(f->s, &v, &j, "creation queued", &key, &first, &e_));
-    assert_null(first);
+    struct vm_rec v;
+    struct job_rec j;
+    submit(&v, &j, 700, "alice", 2, "sub-1");
+    struct store_submit sub = {.vm = &v, .job = &j, .event = "creation queued", .idem = &key};
+    OK(store_create_submit(f->s, &sub, &e_));
+    assert_null(sub.first);
     assert_true(v.id > 0);
     struct vm_rec g;
     OK(store_vm_get(f->s, 700, &g, &e_));
@@ -933,28 +942,38 @@ static void test_create_submit(void **state)
     free(ev);
 
     /* the same key again: the first answer, and nothing new */
-    struct vm_rec v2 = {.vmid = 701, .state = VMS_CREATING};
-    struct job_rec j2 = {.state = JOB_QUEUED, .vmid = 701};
-    snprintf(j2.id, sizeof j2.id, "sub-2");
-    snprintf(j2.kind, sizeof j2.kind, "create");
-    EXPECT(STORE_E_CONFLICT, store_create_submit(f->s, &v2, &j2, "x", &key, &first, &e));
-    assert_non_null(first);
-    assert_string_equal(json_string_value(json_object_get(first, "job")), "sub-1");
-    json_decref(first);
+    submit(&v, &j, 701, "alice", 2, "sub-2");
+    EXPECT(STORE_E_CONFLICT, store_create_submit(f->s, &sub, &e));
+    assert_non_null(sub.first);
+    assert_string_equal(json_string_value(json_object_get(sub.first, "job")), "sub-1");
+    json_decref(sub.first);
     EXPECT(STORE_E_NOTFOUND, store_vm_get(f->s, 701, &g, &e));
     struct job_rec jj;
     EXPECT(STORE_E_NOTFOUND, store_job_get(f->s, "sub-2", &jj, &e));
 
     /* a live record of the VMID: the key is not kept either */
     struct store_idem key2 = {"alice", "k-sub-2", ans};
-    struct vm_rec v3 = {.vmid = 700, .state = VMS_CREATING};
-    struct job_rec j3 = {.state = JOB_QUEUED, .vmid = 700};
-    snprintf(j3.id, sizeof j3.id, "sub-3");
-    snprintf(j3.kind, sizeof j3.kind, "create");
-    EXPECT(STORE_E_CONFLICT, store_create_submit(f->s, &v3, &j3, "x", &key2, &first, &e));
-    assert_null(first);
+    submit(&v, &j, 700, "alice", 2, "sub-3");
+    sub.idem = &key2;
+    EXPECT(STORE_E_CONFLICT, store_create_submit(f->s, &sub, &e));
+    assert_null(sub.first);
     json_t *got = NULL;
     EXPECT(STORE_E_NOTFOUND, store_idem_get(f->s, "alice", "k-sub-2", &got, &e));
+
+    /* a quota of 5 cores: alice holds 2, 3 more fit, then nothing */
+    struct store_usage q = {.cores = 5};
+    sub.idem = NULL;
+    sub.quota = &q;
+    submit(&v, &j, 702, "alice", 3, "sub-4");
+    OK(store_create_submit(f->s, &sub, &e_));
+    submit(&v, &j, 703, "alice", 1, "sub-5");
+    EXPECT(STORE_E_FULL, store_create_submit(f->s, &sub, &e));
+    assert_int_equal(sub.used.vms, 2);
+    assert_int_equal(sub.used.cores, 5);
+    assert_int_equal(sub.used.memory_mb, 2048);
+    EXPECT(STORE_E_NOTFOUND, store_vm_get(f->s, 703, &g, &e));
+    submit(&v, &j, 703, "bob", 5, "sub-6"); /* per owner */
+    OK(store_create_submit(f->s, &sub, &e_));
     json_decref(ans);
 }
 
