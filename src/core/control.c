@@ -671,7 +671,7 @@ static bool wait_unlocked(struct cctx *c)
     }
 }
 
-static void run_delete(struct cctx *c)
+static void delete_steps(struct cctx *c)
 {
     struct pve_error e = {0};
     struct pve_vm_status st;
@@ -693,8 +693,6 @@ static void run_delete(struct cctx *c)
     bool ours = core_has_tag(cfg.tags, c->k->cfg->tag);
     pve_vm_config_release(&cfg);
     if (!ours) {
-        c->v.state = VMS_ENABLED;
-        save_vm(c);
         job_fail(c, "VM %d does not carry the tag '%s': proxd does not delete it", c->v.vmid,
                  c->k->cfg->tag);
         return;
@@ -731,8 +729,6 @@ static void run_delete(struct cctx *c)
         return;
     if (rc && rc != PVE_E_NOTFOUND) {
         job_fail(c, "destroy failed: %s", e.message);
-        c->v.state = VMS_ENABLED;
-        save_vm(c);
         return;
     }
     /* confirm it is gone before the record says so */
@@ -742,6 +738,21 @@ static void run_delete(struct cctx *c)
         return;
     }
     mark_deleted(c, "");
+}
+
+/* A delete that failed before the destroy went through leaves the VM as it
+ * was: the record says "enabled" again (not "deleting" until the
+ * reconciler), so the owner sees it and may retry. A delete interrupted by a
+ * stop is resumed instead, and keeps "deleting". */
+static void run_delete(struct cctx *c)
+{
+    delete_steps(c);
+    if (c->j->state == JOB_FAILED && c->v.state == VMS_DELETING) {
+        c->v.state = VMS_ENABLED;
+        save_vm(c);
+        log_warn("job", "job=%s vmid=%d delete failed, the VM stays: %s", c->j->id, c->v.vmid,
+                 c->j->error);
+    }
 }
 
 void control_run(struct core *k, struct job_rec *j)

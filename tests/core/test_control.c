@@ -658,9 +658,29 @@ static void test_delete(void **unused)
     assert_int_equal(v.state, VMS_ENABLED);
     vm_rec_release(&v);
 
+    /* the stop fails: the delete fails, the VM stays and its record says
+     * "enabled" again; once the fault is gone, a second delete goes through */
+    int stubborn = mk_vm(&e, "del-stubborn");
+    sim(e.port, "POST", "/_sim/faults",
+        "{\"method\": \"POST\", \"path\": \"^/nodes/sv1/qemu/\\\\d+/status/stop$\", "
+        "\"kind\": \"error\", \"status\": 500, \"message\": \"stop refused by the test\"}");
+    do_delete(&e, stubborn, job);
+    assert_int_equal(finish(&e, job, &j), JOB_FAILED);
+    if (!strstr(j.error, "stop refused by the test"))
+        fail_msg("job error: %s", j.error);
+    job_rec_release(&j);
+    v = live(&e, stubborn);
+    assert_int_equal(v.state, VMS_ENABLED);
+    vm_rec_release(&v);
+    s = sim_vm(e.port, stubborn);
+    assert_true(s.exists);
+    sim(e.port, "DELETE", "/_sim/faults", NULL);
+    do_delete(&e, stubborn, job);
+    expect_deleted(&e, stubborn, job);
+
     /* quarantine (300 s here): the deleted VMIDs are not handed out again */
     int next = mk_vm(&e, "after-delete");
-    assert_int_equal(next, untagged + 1);
+    assert_int_equal(next, stubborn + 1);
     /* ... until their quarantine passes: a short one for the next deletion */
     e.cfg->quarantine_s = 2;
     do_delete(&e, next, job);
