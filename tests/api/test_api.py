@@ -7,17 +7,14 @@ job event stream, and the limits (401, 413, 415, unknown fields).
 import concurrent.futures
 import json
 import os
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 
 import requests
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "sim"))
 from simlib import Sim, case, finish, wait_for  # noqa: E402
-from proxdlib import Proxd, free_port, TOKEN  # noqa: E402,F401
+from proxdlib import Proxd  # noqa: E402
 
 BIN = os.environ.get("BIN_DIR", os.path.join(os.path.dirname(__file__), "../../build/asan"))
 

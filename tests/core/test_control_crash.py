@@ -21,106 +21,25 @@ import json
 import os
 import random
 import re
-import signal
-import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "sim"))
-from simlib import PVESIM, TOKEN_ID, TOKEN_SECRET, Sim, case, finish, wait_for  # noqa: E402
+from simlib import TOKEN_SECRET, Sim, case, finish, wait_for  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from crashlib import (OSES, TEMPLATE_BASE, Daemon, db_query, expire_leases, proxd,  # noqa: E402
+                      write_config)
 
-PROXD = os.path.join(os.path.dirname(PVESIM), "proxd")
 SEED = int(os.environ.get("CRASH_SEED", "20260125"))
 ROUNDS = 10
 VMS = 20
 JOBS = 100
 MAX_DELETES = 6
-OSES = ["ubuntu", "debian", "centos", "windows"]
-TEMPLATE_BASE = 8000
 
 rng = random.Random(SEED)
 print("seed %d" % SEED, flush=True)
 
-
-
-def _free_port():
-    """proxd serves its API too: each test's daemon needs its own port."""
-    import socket
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-def write_config(path, db, entry):
-    lines = ["[proxd]", "listen = 127.0.0.1:%d" % _free_port(), "database = sqlite:%s" % db, "placement = spread", "workers = 8",
-             "reconcile_interval = 3600", "log_level = info", "",
-             "[proxmox]", "token = %s=%s" % (TOKEN_ID, TOKEN_SECRET), "verify_tls = no",
-             "connect_timeout = 3", "timeout = 30", ""]
-    for k, os_name in enumerate(["ubuntu", "centos", "windows", "debian"]):
-        lines += ["[os %s]" % os_name, "vmid_range = %d-%d" % (1000 * (k + 1), 1000 * (k + 1) + 999), ""]
-    order = {"ubuntu": 0, "debian": 1, "centos": 2, "windows": 3}
-    for i in range(5):
-        lines += ["[node sv%d]" % (i + 1), "host = 127.0.0.1:%d" % entry, "cluster = pvesim",
-                  "storage = local-lvm"]
-        lines += ["template.%s = %d" % (o, TEMPLATE_BASE + 10 * i + order[o]) for o in OSES]
-        lines.append("")
-    with open(path, "w") as f:
-        f.write("\n".join(lines))
-
-
-class Daemon:
-    def __init__(self, conf, logdir):
-        self.conf, self.logdir, self.proc, self.n = conf, logdir, None, 0
-
-    def start(self):
-        self.n += 1
-        self.log = os.path.join(self.logdir, "proxd.%02d.log" % self.n)
-        with open(self.log, "wb") as out:
-            self.proc = subprocess.Popen([PROXD, "--config", self.conf], stdout=out,
-                                         stderr=subprocess.STDOUT)
-
-    def kill(self):
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-        rc = self.proc.returncode
-        assert rc == -signal.SIGKILL, "proxd ended by itself before the kill (rc %s):\n%s" % (
-            rc, self.tail())
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            rc = self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise AssertionError("proxd did not stop within 30 s of SIGTERM")
-        assert rc == 0, "proxd exited with %s on SIGTERM:\n%s" % (rc, self.tail())
-
-    def alive(self):
-        return self.proc is not None and self.proc.poll() is None
-
-    def tail(self, n=40):
-        with open(self.log, errors="replace") as f:
-            return "".join(f.readlines()[-n:])
-
-
-def proxd(*args, check=True):
-    r = subprocess.run([PROXD] + list(args), capture_output=True, text=True, timeout=60)
-    if check:
-        assert r.returncode == 0, "proxd %s -> %d\n%s%s" % (" ".join(args), r.returncode, r.stdout,
-                                                         r.stderr)
-    return r
-
-
-def db_query(db, sql, args=()):
-    c = sqlite3.connect(db, timeout=30)
-    try:
-        return c.execute(sql, args).fetchall()
-    finally:
-        c.close()
 
 
 def db_jobs(db):
@@ -133,16 +52,6 @@ def db_records(db):
                         "FROM vms ORDER BY id")
     return [dict(zip(("vmid", "node", "state", "power", "cores", "memory_mb", "disk_gb", "job",
                       "pending"), r)) for r in rows]
-
-
-def expire_leases(db):
-    """The dead instance's leases run out now instead of in 30 s."""
-    c = sqlite3.connect(db, timeout=30)
-    try:
-        with c:
-            return c.execute("UPDATE jobs SET lease_until = 0 WHERE state = 'running'").rowcount
-    finally:
-        c.close()
 
 
 def disk_gb(spec):
@@ -167,7 +76,7 @@ def main():
     d = Daemon(conf, tmp.name)
     t_start = time.monotonic()
     try:
-        write_config(conf, db, sim.entry)
+        write_config(conf, db, sim.entry, ["reconcile_interval = 3600"])
         proxd("--check-config", conf)
 
         # ~20 VMs to work on
@@ -344,6 +253,10 @@ def main():
         for jid, vmid, op in queued:
             if op == "delete" and jobs[jid]["state"] == "done":
                 assert vmid not in sim_vms, "delete job %s done, VM %d still there" % (jid, vmid)
+
+    @case
+    def no_secret_in_the_logs():
+        assert not d.logs_contain(TOKEN_SECRET), "the token secret is in proxd's log"
 
     @case
     def no_vm_without_a_record():
