@@ -6,7 +6,6 @@ Each test file is a plain script run by ctest (/usr/bin/python3, Debian's
 python3-requests and python3-proxmoxer). It prints one line per case and a
 closing `N passed, N failed` line; the exit status is non-zero on failure.
 """
-import json
 import os
 import socket
 import subprocess

@@ -4,7 +4,7 @@ import time
 
 import requests
 
-from simlib import Sim, case, finish, wait_for
+from simlib import Sim, case, finish
 
 
 def fault(s, **spec):

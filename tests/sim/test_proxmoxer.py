@@ -84,7 +84,7 @@ def life_cycle(s, how, newid, name):
     assert len(digest) == 40
 
     # a key in the form a naive client sends (not encoded) is refused by the schema
-    e = expect_error(lambda: node.qemu(newid).config.put(sshkeys=ED25519), 400,
+    expect_error(lambda: node.qemu(newid).config.put(sshkeys=ED25519), 400,
                      "Parameter verification failed.")
     # a wrong key, properly encoded, fails the validation
     bad = urllib.parse.quote("ssh-ed25519 AAAAnotakey me@host", safe="")

@@ -10,7 +10,7 @@ import time
 
 import requests
 
-from simlib import Sim, case, finish, wait_for
+from simlib import Sim, case, finish
 
 GiB = 1024 ** 3
 
