@@ -31,6 +31,10 @@ struct ch_opts {
     int timeout;         /* [proxmox] timeout, 0: 4 */
     int name_max;        /* 0: 63 */
     bool no_start;       /* leave the core stopped (the test starts it) */
+    int pve_version;     /* 0: pvesim's default (9) */
+    const char *time_scale;  /* NULL: 0.005 */
+    int reconcile_interval;  /* seconds; 0: 60 (proxd's default) */
+    const char *extra;       /* appended to the config (quota sections) */
 };
 
 struct ch_env {
@@ -80,8 +84,14 @@ static inline void ch_up(struct ch_env *e, const struct ch_opts *o)
         o = &d;
     memset(e, 0, sizeof *e);
     e->port = ch_ports();
-    const char *args[] = {"--nodes", "sv1,sv2,sv3,sv4,sv5", "--token", CH_TOKEN, "--time-scale",
-                          "0.005", "--auth-delay", "0", NULL};
+    char ver[8];
+    snprintf(ver, sizeof ver, "%d", o->pve_version ? o->pve_version : 9);
+    const char *args[] = {"--nodes",      "sv1,sv2,sv3,sv4,sv5",
+                          "--token",      CH_TOKEN,
+                          "--time-scale", o->time_scale ? o->time_scale : "0.005",
+                          "--auth-delay", "0",
+                          "--pve-version", ver,
+                          NULL};
     e->pid = h_sim_start(e->port, args);
     snprintf(e->dir, sizeof e->dir, "/tmp/proxd-core-XXXXXX");
     assert_non_null(mkdtemp(e->dir));
@@ -92,12 +102,13 @@ static inline void ch_up(struct ch_env *e, const struct ch_opts *o)
     fprintf(f,
             "[proxd]\nlisten = 127.0.0.1:8080\ndatabase = sqlite:%s/proxd.db\n"
             "placement = ordered\nworkers = %d\ntag = proxd\nquarantine = %d\n"
-            "fallback_range = 9000-9999\nlog_level = warn\n"
+            "fallback_range = 9000-9999\nlog_level = warn\nreconcile_interval = %d\n"
             "[proxmox]\ntoken = %s\nverify_tls = no\nconnect_timeout = 1\ntimeout = %d\n"
             "[limits]\nclones_per_node = %d\nname_max = %d\n"
             "[os ubuntu]\nvmid_range = 1000-1999\n[os centos]\nvmid_range = 2000-2999\n"
             "[os windows]\nvmid_range = 3000-3999\n[os debian]\nvmid_range = 4000-4999\n",
-            e->dir, o->workers ? o->workers : 8, o->quarantine, CH_TOKEN,
+            e->dir, o->workers ? o->workers : 8, o->quarantine,
+            o->reconcile_interval ? o->reconcile_interval : 60, CH_TOKEN,
             o->timeout ? o->timeout : 4, o->clones_per_node ? o->clones_per_node : 2,
             o->name_max ? o->name_max : 63);
     static const char *const oses[] = {"ubuntu", "debian", "centos", "windows"};
@@ -107,6 +118,8 @@ static inline void ch_up(struct ch_env *e, const struct ch_opts *o)
         for (int k = 0; k < 4; k++)
             fprintf(f, "template.%s = %d\n", oses[k], 8000 + 10 * i + k);
     }
+    if (o->extra)
+        fputs(o->extra, f);
     fclose(f);
     char err[4096];
     e->cfg = config_load(path, err, sizeof err);

@@ -6,51 +6,22 @@
  * while running) and disk growth on PVE 7, 8 and 9, refusals for shrinking,
  * space, limits and quotas, VMs moved behind proxd's back, and the
  * reconciler taking over drift made through the Proxmox API directly. */
-#include "harness.h"
+#include "core_harness.h"
 
 #include "common/log.h"
-#include "core/core.h"
-#include "pve/pve.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <sqlite3.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/socket.h>
-#include <time.h>
-#include <unistd.h>
 
-#define TOKEN "root@pam!proxd=8a3c3c4e-0b8e-4a7b-9a52-1f0c2d3e4f50"
-#define NNODES 5
+#define TOKEN CH_TOKEN
+#define NNODES CH_NNODES
 #define JOB_MS 30000
 
-/* ---- environment --------------------------------------------------------- */
-
-struct opts {
-    int pve_version;   /* 0: pvesim's default (9) */
-    int quarantine;    /* seconds */
-    const char *extra; /* appended to the config (quota sections) */
-    const char *time_scale; /* NULL: 0.005 */
-};
-
-struct env {
-    int port;
-    pid_t pid;
-    char dir[128];
-    struct proxd_config *cfg;
-    store *st;
-    struct fleet *fl;
-    struct core *k;
-};
+/* ---- environment: core_harness.h's, with the reconciler left to the tests */
 
 static int64_t now_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return ch_now_ms();
 }
 
 static int64_t wall_now_ms(void)
@@ -60,82 +31,14 @@ static int64_t wall_now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* p such that p..p+NNODES are free (cluster mode: node i on port+i). */
-static int free_ports(void)
+static void up(struct ch_env *e, const struct ch_opts *o)
 {
-    for (int tries = 0; tries < 50; tries++) {
-        int p = h_free_port();
-        if (p + NNODES > 65535)
-            continue;
-        bool ok = true;
-        for (int i = 1; i <= NNODES && ok; i++) {
-            int fd = socket(AF_INET, SOCK_STREAM, 0);
-            struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)(p + i)),
-                                    .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-            ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
-            close(fd);
-        }
-        if (ok)
-            return p;
-    }
-    fail_msg("no free port range");
-    return 0;
+    struct ch_opts c = o ? *o : (struct ch_opts){0};
+    c.reconcile_interval = 3600;
+    ch_up(e, &c);
 }
 
-static void up(struct env *e, const struct opts *o)
-{
-    struct opts d = {0};
-    if (!o)
-        o = &d;
-    memset(e, 0, sizeof *e);
-    e->port = free_ports();
-    char ver[8];
-    snprintf(ver, sizeof ver, "%d", o->pve_version ? o->pve_version : 9);
-    const char *args[] = {"--nodes",      "sv1,sv2,sv3,sv4,sv5", "--token", TOKEN,
-                          "--time-scale", o->time_scale ? o->time_scale : "0.005",               "--auth-delay", "0",
-                          "--pve-version", ver,                  NULL};
-    e->pid = h_sim_start(e->port, args);
-    snprintf(e->dir, sizeof e->dir, "/tmp/proxd-ctl-XXXXXX");
-    assert_non_null(mkdtemp(e->dir));
-    char path[256];
-    snprintf(path, sizeof path, "%s/proxd.conf", e->dir);
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fprintf(f,
-            "[proxd]\nlisten = 127.0.0.1:8080\ndatabase = sqlite:%s/proxd.db\n"
-            "placement = ordered\nworkers = 8\ntag = proxd\nquarantine = %d\n"
-            "reconcile_interval = 3600\nfallback_range = 9000-9999\nlog_level = warn\n"
-            "[proxmox]\ntoken = %s\nverify_tls = no\nconnect_timeout = 1\ntimeout = 4\n"
-            "[os ubuntu]\nvmid_range = 1000-1999\n[os centos]\nvmid_range = 2000-2999\n"
-            "[os windows]\nvmid_range = 3000-3999\n[os debian]\nvmid_range = 4000-4999\n",
-            e->dir, o->quarantine, TOKEN);
-    static const char *const oses[] = {"ubuntu", "debian", "centos", "windows"};
-    for (int i = 0; i < NNODES; i++) {
-        fprintf(f, "[node sv%d]\nhost = 127.0.0.1:%d\ncluster = pvesim\nstorage = local-lvm\n",
-                i + 1, e->port);
-        for (int k = 0; k < 4; k++)
-            fprintf(f, "template.%s = %d\n", oses[k], 8000 + 10 * i + k);
-    }
-    if (o->extra)
-        fputs(o->extra, f);
-    fclose(f);
-    char err[4096];
-    e->cfg = config_load(path, err, sizeof err);
-    if (!e->cfg)
-        fail_msg("config: %s", err);
-    struct store_error se;
-    e->st = store_open(e->cfg->database, &se);
-    if (!e->st)
-        fail_msg("store: %s", se.message);
-    e->fl = fleet_new(e->cfg, err, sizeof err);
-    if (!e->fl)
-        fail_msg("fleet: %s", err);
-    e->k = core_new(e->cfg, e->st, e->fl, "test:1");
-    assert_non_null(e->k);
-    assert_int_equal(core_start(e->k), 0);
-}
-
-static void down(struct env *e)
+static void down(struct ch_env *e)
 {
     /* every request proxd made matched the schema */
     struct h_resp r;
@@ -143,20 +46,7 @@ static void down(struct env *e)
     if (!json_is_array(r.json) || json_array_size(r.json) != 0)
         fail_msg("pvesim refused requests as not matching the schema: %s", r.body);
     h_resp_free(&r);
-    core_stop(e->k, 0);
-    core_free(e->k);
-    fleet_free(e->fl);
-    store_close(e->st);
-    config_free(e->cfg);
-    h_sim_stop(e->pid, true);
-    static const char *const files[] = {"proxd.conf", "proxd.db", "proxd.db-wal", "proxd.db-shm",
-                                        "proxd.db-journal"};
-    for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
-        char p[256];
-        snprintf(p, sizeof p, "%s/%s", e->dir, files[i]);
-        unlink(p);
-    }
-    rmdir(e->dir);
+    ch_down(e);
 }
 
 /* ---- pvesim -------------------------------------------------------------- */
@@ -228,22 +118,6 @@ static int64_t int_or_str(json_t *v)
                                : -1;
 }
 
-/* Size in GiB of "storage:vol,size=40G". */
-static int64_t size_gb(const char *spec)
-{
-    const char *s = spec ? strstr(spec, "size=") : NULL;
-    if (!s)
-        return -1;
-    char *end;
-    double v = strtod(s + 5, &end);
-    switch (*end) {
-    case 'T': return (int64_t)(v * 1024);
-    case 'G': return (int64_t)v;
-    case 'M': return (int64_t)(v / 1024);
-    default: return (int64_t)(v / (1024.0 * 1024 * 1024));
-    }
-}
-
 static struct simvm sim_vm(int port, int vmid)
 {
     struct simvm s = {0};
@@ -261,7 +135,7 @@ static struct simvm sim_vm(int port, int vmid)
         s.cores = (int)int_or_str(json_object_get(conf, "cores"));
         s.memory = int_or_str(json_object_get(conf, "memory"));
         s.pending_cores = (int)int_or_str(json_object_get(json_object_get(v, "pending"), "cores"));
-        s.disk_gb = size_gb(json_string_value(json_object_get(conf, "scsi0")));
+        s.disk_gb = ch_disk_gb(json_string_value(json_object_get(conf, "scsi0")));
         s.ha = json_is_true(json_object_get(v, "ha"));
     }
     json_decref(st);
@@ -319,7 +193,7 @@ static void wait_sim_power(int port, int vmid, const char *power)
 
 /* ---- the store ----------------------------------------------------------- */
 
-static int count_jobs(struct env *e)
+static int count_jobs(struct ch_env *e)
 {
     char path[256];
     snprintf(path, sizeof path, "%s/proxd.db", e->dir);
@@ -337,7 +211,7 @@ static int count_jobs(struct env *e)
 }
 
 /* The newest record of vmid, live or gone; false when there is none. */
-static bool record_of(struct env *e, int vmid, struct vm_rec *out)
+static bool record_of(struct ch_env *e, int vmid, struct vm_rec *out)
 {
     struct vm_filter f = {.state = -1, .include_gone = true, .limit = 1000};
     bool found = false;
@@ -363,7 +237,7 @@ static bool record_of(struct env *e, int vmid, struct vm_rec *out)
     return found;
 }
 
-static struct vm_rec live(struct env *e, int vmid)
+static struct vm_rec live(struct ch_env *e, int vmid)
 {
     struct vm_rec v;
     struct store_error se;
@@ -372,14 +246,14 @@ static struct vm_rec live(struct env *e, int vmid)
     return v;
 }
 
-static void job_of(struct env *e, const char *id, struct job_rec *j)
+static void job_of(struct ch_env *e, const char *id, struct job_rec *j)
 {
     assert_int_equal(store_job_get(e->st, id, j, NULL), 0);
 }
 
 /* ---- the core ------------------------------------------------------------- */
 
-static int mk_vm_owned(struct env *e, const char *os, const char *name, int cores, int64_t mem,
+static int mk_vm_owned(struct ch_env *e, const char *os, const char *name, int cores, int64_t mem,
                        int64_t disk, const char *owner)
 {
     struct vm_request r = {.cores = cores, .memory_mb = mem, .disk_gb = disk};
@@ -402,13 +276,13 @@ static int mk_vm_owned(struct env *e, const char *os, const char *name, int core
     return vmid;
 }
 
-static int mk_vm(struct env *e, const char *name)
+static int mk_vm(struct ch_env *e, const char *name)
 {
     return mk_vm_owned(e, "ubuntu", name, 2, 2048, 20, "alice");
 }
 
 /* Wait for a job; returns its final state; the job record in *j if given. */
-static enum job_state finish(struct env *e, const char *job, struct job_rec *j)
+static enum job_state finish(struct ch_env *e, const char *job, struct job_rec *j)
 {
     enum job_state st;
     if (core_wait_job(e->k, job, JOB_MS, &st))
@@ -420,7 +294,7 @@ static enum job_state finish(struct env *e, const char *job, struct job_rec *j)
 
 /* Run an action that must succeed, leaving the VM `want` in the record and
  * on pvesim. */
-static void act_ok(struct env *e, int vmid, enum vm_action a, const struct action_opts *o,
+static void act_ok(struct ch_env *e, int vmid, enum vm_action a, const struct action_opts *o,
                    const char *want)
 {
     char job[40];
@@ -443,7 +317,7 @@ static void act_ok(struct env *e, int vmid, enum vm_action a, const struct actio
 }
 
 /* An action refused at once (CORE_E_CONFLICT) without a job. */
-static void act_refused(struct env *e, int vmid, enum vm_action a, const struct action_opts *o)
+static void act_refused(struct ch_env *e, int vmid, enum vm_action a, const struct action_opts *o)
 {
     int before = count_jobs(e);
     char job[40] = "untouched";
@@ -463,7 +337,7 @@ static void act_refused(struct env *e, int vmid, enum vm_action a, const struct 
 static void test_power_matrix(void **unused)
 {
     (void)unused;
-    struct env e;
+    struct ch_env e;
     up(&e, NULL);
     int vm = mk_vm(&e, "pw-1");
     struct action_opts force = {.force = true};
@@ -517,7 +391,7 @@ static void test_power_matrix(void **unused)
 static void test_shutdown_timeout(void **unused)
 {
     (void)unused;
-    struct env e;
+    struct ch_env e;
     up(&e, NULL);
     int vm = mk_vm(&e, "acpi-1");
     char path[64];
@@ -548,7 +422,7 @@ static void test_shutdown_timeout(void **unused)
 
 /* ---- 3: deletion ----------------------------------------------------------------- */
 
-static void expect_deleted(struct env *e, int vmid, const char *job)
+static void expect_deleted(struct ch_env *e, int vmid, const char *job)
 {
     struct job_rec j;
     if (finish(e, job, &j) != JOB_DONE)
@@ -563,7 +437,7 @@ static void expect_deleted(struct env *e, int vmid, const char *job)
     assert_false(sim_vm(e->port, vmid).exists);
 }
 
-static int do_delete(struct env *e, int vmid, char job[40])
+static int do_delete(struct ch_env *e, int vmid, char job[40])
 {
     struct core_error ce = {0};
     int rc = core_vm_delete(e->k, vmid, NULL, job, &ce);
@@ -591,8 +465,8 @@ static void *unlock_later(void *arg)
 static void test_delete(void **unused)
 {
     (void)unused;
-    struct env e;
-    struct opts o = {.quarantine = 300};
+    struct ch_env e;
+    struct ch_opts o = {.quarantine = 300};
     up(&e, &o);
     int running = mk_vm(&e, "del-running");
     int locked = mk_vm(&e, "del-locked");
@@ -703,8 +577,8 @@ static void test_delete(void **unused)
 static void test_ha(void **unused)
 {
     (void)unused;
-    struct env e;
-    struct opts o = {.time_scale = "0.1", .quarantine = 300};
+    struct ch_env e;
+    struct ch_opts o = {.time_scale = "0.1", .quarantine = 300};
     up(&e, &o);
     int vm = mk_vm_owned(&e, "ubuntu", "ha-1", 1, 1024, 10, "alice");
     char path[64], job[40];
@@ -723,7 +597,7 @@ static void test_ha(void **unused)
 
 /* ---- 4: resources and disk on PVE 7, 8, 9 ---------------------------------------- */
 
-static void update_ok(struct env *e, int vmid, int cores, int64_t mem, bool want_pending)
+static void update_ok(struct ch_env *e, int vmid, int cores, int64_t mem, bool want_pending)
 {
     char job[40];
     struct core_error ce = {0};
@@ -747,7 +621,7 @@ static void update_ok(struct env *e, int vmid, int cores, int64_t mem, bool want
     vm_rec_release(&v);
 }
 
-static void resize_ok(struct env *e, int vmid, int64_t gb)
+static void resize_ok(struct ch_env *e, int vmid, int64_t gb)
 {
     char job[40];
     struct core_error ce = {0};
@@ -765,8 +639,8 @@ static void resize_ok(struct env *e, int vmid, int64_t gb)
 
 static void run_resources(int version)
 {
-    struct env e;
-    struct opts o = {.pve_version = version};
+    struct ch_env e;
+    struct ch_opts o = {.pve_version = version};
     up(&e, &o);
     int vm = mk_vm(&e, "res-1");
 
@@ -831,8 +705,8 @@ static void test_resources_pve9(void **unused)
 static void test_refusals(void **unused)
 {
     (void)unused;
-    struct env e;
-    struct opts o = {.extra = "[quota default]\nvms = 2\ncores = 6\nmemory_mb = 6144\n"
+    struct ch_env e;
+    struct ch_opts o = {.extra = "[quota default]\nvms = 2\ncores = 6\nmemory_mb = 6144\n"
                               "disk_gb = 50\n"};
     up(&e, &o);
     int a = mk_vm(&e, "q-1");
@@ -909,7 +783,7 @@ static void test_refusals(void **unused)
 static void test_moved(void **unused)
 {
     (void)unused;
-    struct env e;
+    struct ch_env e;
     up(&e, NULL);
     int a = mk_vm(&e, "mv-1");
     int b = mk_vm(&e, "mv-2");
@@ -953,7 +827,7 @@ static void test_moved(void **unused)
 static void test_drift(void **unused)
 {
     (void)unused;
-    struct env e;
+    struct ch_env e;
     up(&e, NULL);
     int powered = mk_vm(&e, "dr-power");
     int sized = mk_vm(&e, "dr-size");
