@@ -120,6 +120,40 @@ static void unlock_vm(struct sim *s, struct sim_task *t)
     }
 }
 
+static const char *conf_lock(struct sim_vm *vm)
+{
+    return json_string_value(json_object_get(vm->conf, "lock"));
+}
+
+/* A VM task that ends in failure gives its VM's flock back first. */
+static void vm_fail(struct sim *s, struct sim_task *t, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void vm_fail(struct sim *s, struct sim_task *t, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    unlock_vm(s, t);
+    sim_task_finish(s, t, msg);
+}
+
+/* A config lock (backup, migrate...) refuses the task, as qm does: "VM is
+ * locked (backup)". `skiplock` lets root pass it where the API offers it;
+ * the "suspended" lock (hibernated VM) is no obstacle where allowed.
+ * True when the task was failed. */
+static bool refused_by_lock(struct sim *s, struct sim_task *t, struct sim_vm *vm,
+                            bool honour_skiplock, bool suspended_ok)
+{
+    const char *lk = conf_lock(vm);
+    if (!lk || (suspended_ok && strcmp(lk, "suspended") == 0) ||
+        (honour_skiplock && json_is_true(json_object_get(t->args, "_skiplock"))))
+        return false;
+    vm_fail(s, t, "VM is locked (%s)", lk);
+    return true;
+}
+
 /* Take the VM's exclusive flock, waiting up to LOCK_TIMEOUT from when the
  * phase began. Returns 1 when taken, 0 to keep waiting, -1 when failed. */
 static int lock_vm(struct sim *s, struct sim_task *t, double now, double timeout)
@@ -355,10 +389,6 @@ static bool arg_bool(struct sim_task *t, const char *name)
     return arg_num(t, name, 0) != 0;
 }
 
-static const char *conf_lock(struct sim_vm *vm)
-{
-    return json_string_value(json_object_get(vm->conf, "lock"));
-}
 
 static void step_start(struct sim *s, struct sim_task *t, double now)
 {
@@ -367,21 +397,16 @@ static void step_start(struct sim *s, struct sim_task *t, double now)
         return;
     struct sim_vm *vm = task_vm(s, t);
     if (g == 1) {
-        const char *lk = conf_lock(vm);
         json_t *tpl = json_object_get(vm->conf, "template");
         if (json_is_true(tpl) || json_integer_value(tpl)) {
-            unlock_vm(s, t);
-            task_fail(s, t, "you can't start a vm if it's a template");
-        } else if (lk && strcmp(lk, "suspended") != 0) {
-            unlock_vm(s, t);
-            task_fail(s, t, "VM is locked (%s)", lk);
+            vm_fail(s, t, "you can't start a vm if it's a template");
+        } else if (refused_by_lock(s, t, vm, false, true)) {
+            return;
         } else if (vm->power != VM_STOPPED) {
-            unlock_vm(s, t);
-            task_fail(s, t, "VM %d already running", vm->vmid);
+            vm_fail(s, t, "VM %d already running", vm->vmid);
         } else if (sim_node_mem_used(s, vm->node) + sim_vm_maxmem(vm) > vm->node->mem_total) {
             sim_task_log(t, "kvm: cannot set up guest memory 'pc.ram': Cannot allocate memory");
-            unlock_vm(s, t);
-            task_fail(s, t, "start failed: QEMU exited with code 1");
+            vm_fail(s, t, "start failed: QEMU exited with code 1");
         } else {
             t->dur = 1.5;
             vm->starting = true; /* its memory is taken from now on */
@@ -414,16 +439,10 @@ static void step_stop(struct sim *s, struct sim_task *t, double now)
         return;
     struct sim_vm *vm = task_vm(s, t);
     if (g == 1) {
-        const char *lk = conf_lock(vm);
-        bool skiplock = json_is_true(json_object_get(t->args, "_skiplock"));
-        if (vm->power == VM_STOPPED) {
+        if (vm->power == VM_STOPPED)
             task_ok(s, t); /* already stopped: a no-op that succeeds */
-        } else if (lk && !skiplock) {
-            unlock_vm(s, t);
-            task_fail(s, t, "VM is locked (%s)", lk);
-        } else {
+        else if (!refused_by_lock(s, t, vm, true, false))
             t->dur = 0.8;
-        }
         return;
     }
     if (now - t->t0 < t->dur)
@@ -442,21 +461,15 @@ static void step_shutdown(struct sim *s, struct sim_task *t, double now)
         return;
     struct sim_vm *vm = task_vm(s, t);
     if (g == 1) {
-        const char *lk = conf_lock(vm);
         if (vm->power == VM_STOPPED) {
-            if (t->kind == TK_REBOOT) {
-                unlock_vm(s, t);
-                task_fail(s, t, "VM %d not running", vm->vmid);
-            } else {
+            if (t->kind == TK_REBOOT)
+                vm_fail(s, t, "VM %d not running", vm->vmid);
+            else
                 task_ok(s, t);
-            }
             return;
         }
-        if (lk && !json_is_true(json_object_get(t->args, "_skiplock"))) {
-            unlock_vm(s, t);
-            task_fail(s, t, "VM is locked (%s)", lk);
+        if (refused_by_lock(s, t, vm, true, false))
             return;
-        }
         double timeout = arg_num(t, "timeout", 60.0);
         t->deadline = now + timeout; /* the guest's time to power off */
         t->dur = vm->acpi ? 3.0 : 1e18;
@@ -477,8 +490,7 @@ static void step_shutdown(struct sim *s, struct sim_task *t, double now)
                 do_stop(s, vm);
                 task_ok(s, t);
             } else {
-                unlock_vm(s, t);
-                task_fail(s, t, "VM quit/powerdown failed - got timeout");
+                vm_fail(s, t, "VM quit/powerdown failed - got timeout");
             }
         }
         return;
@@ -500,14 +512,11 @@ static void step_simple_power(struct sim *s, struct sim_task *t, double now)
     struct sim_vm *vm = task_vm(s, t);
     if (g == 1) {
         const char *lk = conf_lock(vm);
-        bool skiplock = json_is_true(json_object_get(t->args, "_skiplock"));
-        if (lk && !skiplock && strcmp(lk, "suspended") != 0) {
-            unlock_vm(s, t);
-            task_fail(s, t, "VM is locked (%s)", lk);
+        if (refused_by_lock(s, t, vm, true, true)) {
+            return;
         } else if (vm->power == VM_STOPPED &&
                    !(t->kind == TK_RESUME && lk && strcmp(lk, "suspended") == 0)) {
-            unlock_vm(s, t);
-            task_fail(s, t, "VM %d not running", vm->vmid);
+            vm_fail(s, t, "VM %d not running", vm->vmid);
         } else {
             t->dur = vm->power == VM_STOPPED ? 1.5 : 0.3; /* from disk: a start */
         }
@@ -540,14 +549,10 @@ static void step_destroy(struct sim *s, struct sim_task *t, double now)
         return;
     struct sim_vm *vm = task_vm(s, t);
     if (g == 1) {
-        const char *lk = conf_lock(vm);
-        bool skiplock = json_is_true(json_object_get(t->args, "_skiplock"));
-        if (lk && !skiplock && strcmp(lk, "suspended") != 0) {
-            unlock_vm(s, t);
-            task_fail(s, t, "VM is locked (%s)", lk);
+        if (refused_by_lock(s, t, vm, true, true)) {
+            return;
         } else if (vm->power != VM_STOPPED) {
-            unlock_vm(s, t);
-            task_fail(s, t, "VM %d is running - destroy failed", vm->vmid);
+            vm_fail(s, t, "VM %d is running - destroy failed", vm->vmid);
         } else {
             json_object_set_new(vm->conf, "lock", json_string("destroyed"));
             t->dur = 1.0;
