@@ -460,6 +460,26 @@ static enum pve_power pve_action(enum vm_action a)
     return map[a];
 }
 
+/* A reboot interrupted after its call step was written: did the VM boot
+ * since? Its uptime must be shorter than the time since the call (2 s of
+ * slack for the clocks). Else the call never reached Proxmox, or its task
+ * has not brought the VM down yet: the reboot is asked (again), since a
+ * second reboot is harmless and a missing one leaves pending changes out. */
+static bool rebooted_since_call(struct cctx *c, const struct pve_vm_status *st)
+{
+    struct job_event *ev = NULL;
+    size_t n = 0;
+    int64_t call_ts = 0;
+    if (store_job_events(c->k->st, c->j->id, 0, &ev, &n, NULL) == 0)
+        for (size_t i = 0; i < n; i++)
+            if (strcmp(ev[i].step, "call") == 0)
+                call_ts = ev[i].ts;
+    free(ev);
+    if (!call_ts || strcmp(st->status, "running") != 0)
+        return false;
+    return st->uptime * 1000 <= wall_ms() - call_ts + 2000;
+}
+
 static void run_power(struct cctx *c, enum vm_action a)
 {
     struct pve_error e = {0};
@@ -480,7 +500,7 @@ static void run_power(struct cctx *c, enum vm_action a)
     }
     /* a step interrupted after its call may already have done the work */
     bool resumed = strcmp(c->j->step, "call") == 0;
-    if (reached(a, power_of(&st), resumed && a == ACT_REBOOT) ||
+    if (reached(a, power_of(&st), resumed && a == ACT_REBOOT && rebooted_since_call(c, &st)) ||
         (resumed && a != ACT_REBOOT && reached(a, power_of(&st), false))) {
         snprintf(c->v.power, sizeof c->v.power, "%s", power_of(&st));
         save_vm(c);

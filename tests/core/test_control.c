@@ -569,6 +569,59 @@ static void test_delete(void **unused)
     down(&e);
 }
 
+/* ---- 3a: a reboot whose proxd died after writing its call step ---------------
+ * The job is made as a dead instance would leave it: running, step "call",
+ * its "call" event `age_ms` old, the lease held until the test lets it go. */
+static void resume_reboot(struct ch_env *e, int vmid, int64_t age_ms, char job[40])
+{
+    struct job_rec j = {.state = JOB_RUNNING, .vmid = vmid, .lease_until = wall_now_ms() + 3600000};
+    snprintf(j.kind, sizeof j.kind, "reboot");
+    snprintf(j.owner, sizeof j.owner, "alice");
+    snprintf(j.step, sizeof j.step, "call");
+    snprintf(j.lease_owner, sizeof j.lease_owner, "gone:1");
+    j.request = json_object();
+    assert_int_equal(store_job_insert(e->st, &j, NULL), 0);
+    assert_int_equal(store_job_event_add(e->st, j.id, "call", 20, "reboot VM", NULL), 0);
+    snprintf(job, 40, "%s", j.id);
+    job_rec_release(&j);
+    char path[256], *sql;
+    snprintf(path, sizeof path, "%s/proxd.db", e->dir);
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    sql = sqlite3_mprintf("UPDATE job_events SET ts = ts - %lld WHERE job = '%q';"
+                          "UPDATE jobs SET lease_until = 0 WHERE id = '%q';",
+                          (long long)age_ms, job, job);
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_free(sql);
+    sqlite3_close(db);
+}
+
+/* Resumed at its call step, a reboot asks again unless the VM has booted
+ * since the call (its uptime is shorter than the time since): never "done"
+ * on the strength of the VM merely running. */
+static void test_reboot_resumed(void **unused)
+{
+    (void)unused;
+    struct ch_env e;
+    up(&e, NULL);
+    int vm = mk_vm(&e, "rb-resumed");
+    char job[40];
+    struct job_rec j;
+    /* the call step was written a moment ago, the VM has run far longer
+     * (pvesim's scaled clock): the reboot never happened */
+    resume_reboot(&e, vm, 0, job);
+    assert_int_equal(finish(&e, job, &j), JOB_DONE);
+    job_rec_release(&j);
+    assert_int_equal(count_tasks(e.port, vm, "qmreboot"), 1);
+    /* the call was a day ago and the VM booted since: done, no second one */
+    resume_reboot(&e, vm, 86400LL * 1000, job);
+    assert_int_equal(finish(&e, job, &j), JOB_DONE);
+    job_rec_release(&j);
+    assert_int_equal(count_tasks(e.port, vm, "qmreboot"), 1);
+    down(&e);
+}
+
 /* ---- 3b: HA-managed VMs ---------------------------------------------------------
  * A stop or start of an HA-managed VM is a hastop/hastart task that only asks
  * the HA manager; the VM stops (starts) in a later task of its own. At a
@@ -918,6 +971,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_power_matrix),   cmocka_unit_test(test_shutdown_timeout),
         cmocka_unit_test(test_delete),         cmocka_unit_test(test_ha),
+        cmocka_unit_test(test_reboot_resumed),
         cmocka_unit_test(test_resources_pve7),
         cmocka_unit_test(test_resources_pve8), cmocka_unit_test(test_resources_pve9),
         cmocka_unit_test(test_refusals),       cmocka_unit_test(test_moved),
