@@ -35,7 +35,8 @@
 # BENCH_API_SLOW_SCALE (1.0), PVESIM_SCHEMA_DIR, PROXD, PVESIM.
 # BENCH_API_ONLY=memory runs only part 2 (for iterating on memory): it prints
 # the memory lines (plus proxd's /proc/PID/smaps_rollup in flight) and
-# leaves bench/results/api.txt alone.
+# leaves bench/results/api.txt alone; BENCH_API_SMAPS=FILE also saves
+# proxd's whole /proc/PID/smaps there at that moment.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -294,7 +295,10 @@ for _ in $(seq 20); do
     [ "$rss" -gt "$RSS_MAX" ] && RSS_MAX=$rss
     [ "$inflight" -lt "$INFLIGHT_MIN" ] && INFLIGHT_MIN=$inflight
 done
-[ -n "$ONLY" ] && cp /proc/$PROXD_PID/smaps_rollup "$WORK/smaps_rollup" 2>/dev/null || true
+if [ -n "$ONLY" ]; then
+    cp /proc/$PROXD_PID/smaps_rollup "$WORK/smaps_rollup" 2>/dev/null || true
+    [ -z "${BENCH_API_SMAPS:-}" ] || cp /proc/$PROXD_PID/smaps "$BENCH_API_SMAPS" 2>/dev/null || true
+fi
 RUNNING=$(sqlite3 "$WORK/proxd.db" "SELECT count(*) FROM jobs WHERE kind = 'create' AND state = 'running'")
 HWM=$(awk '/VmHWM/ {print $2}' /proc/$PROXD_PID/status)
 stop_pid "$PROXD_PID"; PROXD_PID=
