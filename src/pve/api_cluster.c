@@ -215,6 +215,24 @@ static int each_resource(json_t *e, void *ud)
     return x->fn(&r, x->ud);
 }
 
+int pve_resources_parse(const char *body, size_t len, pve_resource_fn fn, void *ud,
+                        struct pve_error *err)
+{
+    struct each_ctx x = {fn, ud};
+    int rc = pj_each_data(body ? body : "", body ? len : 0, each_resource, &x);
+    if (rc == PJ_E_SYNTAX) {
+        pve_error_set(err, PVE_E_OTHER, "answer is not a JSON object");
+        return PVE_E_OTHER;
+    }
+    if (rc == PJ_E_SHAPE)
+        return bad_shape(err, "/cluster/resources");
+    if (rc) {
+        pve_error_set(err, PVE_E_OTHER, "/cluster/resources: stopped by the caller (%d)", rc);
+        return PVE_E_OTHER;
+    }
+    return 0;
+}
+
 int pve_cluster_resources_each(pve_client *c, const char *type, pve_resource_fn fn, void *ud,
                                struct pve_error *err)
 {
@@ -222,20 +240,8 @@ int pve_cluster_resources_each(pve_client *c, const char *type, pve_resource_fn 
     struct buf raw;
     int rc = pve_call_raw(c, "GET", "/cluster/resources", params, 0, &raw, err);
     json_decref(params);
-    if (rc)
-        goto out;
-    struct each_ctx x = {fn, ud};
-    rc = pj_each_data(raw.data, raw.len, each_resource, &x);
-    if (rc == PJ_E_SYNTAX) {
-        pve_error_set(err, PVE_E_OTHER, "answer is not a JSON object");
-        rc = PVE_E_OTHER;
-    } else if (rc == PJ_E_SHAPE) {
-        rc = bad_shape(err, "/cluster/resources");
-    } else if (rc) {
-        pve_error_set(err, PVE_E_OTHER, "/cluster/resources: stopped by the caller (%d)", rc);
-        rc = PVE_E_OTHER;
-    }
-out:
+    if (rc == 0)
+        rc = pve_resources_parse(raw.data, raw.len, fn, ud, err);
     buf_release(&raw);
     return rc;
 }

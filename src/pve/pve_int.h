@@ -9,6 +9,7 @@
 
 #include "common/buf.h"
 #include "pve/pve.h"
+#include "pve/pve_api.h"
 
 #define PVE_SUB "pve"
 #define PVE_BODY_MAX (16u << 20) /* responses larger than this are refused */
@@ -131,6 +132,12 @@ int pve_call_int(pve_client *c, const char *method, const char *path, json_t *pa
  * Error answers are parsed and classified as usual. */
 int pve_call_raw(pve_client *c, const char *method, const char *path, json_t *params,
                  unsigned flags, struct buf *raw, struct pve_error *err);
+
+/* ---- api_cluster.c ---- */
+/* The resources of a /cluster/resources answer body (p[0..len), the whole
+ * envelope), one at a time to fn, as pve_cluster_resources_each does. */
+int pve_resources_parse(const char *body, size_t len, pve_resource_fn fn, void *ud,
+                        struct pve_error *err);
 
 /* ---- auth.c ---- */
 int pve_auth_init(pve_client *c, const struct pve_config *cfg, struct pve_error *err);
