@@ -33,6 +33,10 @@
 # Environment: BENCH_API_N (10000), BENCH_API_JOBS (200), BENCH_API_RUNS (3),
 # BENCH_API_DURATION (10s), BENCH_API_THREADS (2), BENCH_API_CONNS (64),
 # BENCH_API_SLOW_SCALE (1.0), PVESIM_SCHEMA_DIR, PROXD, PVESIM.
+# BENCH_API_ONLY=memory runs only part 2 (for iterating on memory): it prints
+# the memory lines (plus proxd's /proc/PID/smaps_rollup in flight) and
+# leaves bench/results/api.txt alone; BENCH_API_SMAPS=FILE also saves
+# proxd's whole /proc/PID/smaps there at that moment.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -45,6 +49,8 @@ DURATION=${BENCH_API_DURATION:-10s}
 THREADS=${BENCH_API_THREADS:-2}
 CONNS=${BENCH_API_CONNS:-64}
 SLOW_SCALE=${BENCH_API_SLOW_SCALE:-1.0}
+ONLY=${BENCH_API_ONLY:-}
+case "$ONLY" in "" | memory) ;; *) echo "BENCH_API_ONLY: only 'memory' is known" >&2; exit 2 ;; esac
 FAST_SCALE=0.01
 VMID_LO=10000
 OWNERS=20
@@ -207,10 +213,11 @@ db.close()
 EOF
 
 # ---- throughput ------------------------------------------------------------
+API=http://127.0.0.1:$API_PORT
+if [ -z "$ONLY" ]; then
 start_sim $FAST_SCALE
 start_proxd
 sleep 3 # let the start-up reconciliation (10,000 records against the fleet) finish
-API=http://127.0.0.1:$API_PORT
 code=$(curl -s -o "$WORK/one.json" -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "$API/v1/vms/$VMID_LO")
 [ "$code" = 200 ] || { echo "GET /v1/vms/$VMID_LO answered $code: $(cat "$WORK/one.json")" >&2; exit 1; }
 curl -s -H "Authorization: Bearer $TOKEN" "$API/v1/vms?limit=100" > "$WORK/page.json"
@@ -263,6 +270,7 @@ THREADS_PROXD=$(awk '/Threads/ {print $2}' /proc/$PROXD_PID/status)
 stop_pid "$PROXD_PID"; PROXD_PID=
 stop_pid "$SIM_PID"; SIM_PID=
 CHANGED=$(sqlite3 "$WORK/proxd.db" "SELECT count(*) FROM vms WHERE state <> 'enabled' OR power <> 'stopped'")
+fi
 
 # ---- memory with JOBS creations in flight ---------------------------------------
 echo "== memory: pvesim at --time-scale $SLOW_SCALE, $JOBS creations queued with POST /v1/vms"
@@ -287,6 +295,10 @@ for _ in $(seq 20); do
     [ "$rss" -gt "$RSS_MAX" ] && RSS_MAX=$rss
     [ "$inflight" -lt "$INFLIGHT_MIN" ] && INFLIGHT_MIN=$inflight
 done
+if [ -n "$ONLY" ]; then
+    cp /proc/$PROXD_PID/smaps_rollup "$WORK/smaps_rollup" 2>/dev/null || true
+    [ -z "${BENCH_API_SMAPS:-}" ] || cp /proc/$PROXD_PID/smaps "$BENCH_API_SMAPS" 2>/dev/null || true
+fi
 RUNNING=$(sqlite3 "$WORK/proxd.db" "SELECT count(*) FROM jobs WHERE kind = 'create' AND state = 'running'")
 HWM=$(awk '/VmHWM/ {print $2}' /proc/$PROXD_PID/status)
 stop_pid "$PROXD_PID"; PROXD_PID=
@@ -295,6 +307,19 @@ stop_pid "$SIM_PID"; SIM_PID=
 # ---- report ----------------------------------------------------------------------
 mib() { python3 -c "print('%.1f' % ($1 / 1024))"; }
 pf() { python3 -c "import sys; print('PASS' if $1 else 'FAIL')"; }
+memory_report() {
+    say "memory ($N records, $accepted of $JOBS creations accepted, pvesim --time-scale $SLOW_SCALE):"
+    say "  VmRSS before the creations       $(mib "$RSS_IDLE") MiB"
+    say "  VmRSS max while in flight        $(mib "$RSS_MAX") MiB  (>= $INFLIGHT_MIN jobs queued or running, $RUNNING running at the end)  $(pf "$RSS_MAX <= $TARGET_RSS_MIB * 1024") (target <= $TARGET_RSS_MIB MiB)"
+    say "  VmHWM                            $(mib "$HWM") MiB  $(pf "$HWM <= $TARGET_RSS_MIB * 1024")"
+}
+if [ -n "$ONLY" ]; then
+    memory_report
+    echo "proxd's smaps_rollup at the end of the flight:"
+    grep -E '^(Rss|Anonymous|Private_Dirty|Shared_Clean|Private_Clean)' "$WORK/smaps_rollup" 2>/dev/null | sed 's/^/  /'
+    echo "(memory part only: bench/results/api.txt left alone)"
+    exit 0
+fi
 G=${RPS["GET /v1/vms/{vmid}"]}; L=${RPS["GET /v1/vms?limit=100"]}
 say "proxd API benchmark, $(date -u +%Y-%m-%dT%H:%M:%SZ), git $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- src 2>/dev/null || echo '+dirty')"
 say "machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')), shared and noisy;"
@@ -309,10 +334,7 @@ say "  answer sizes: one VM $ONE_BYTES bytes, a page of 100 $PAGE_BYTES bytes"
 say "  proxd after the wrk runs: VmRSS $(mib "$RSS_AFTER_WRK") MiB, VmHWM $(mib "$HWM_AFTER_WRK") MiB"
 say "  records changed by proxd during the run (reconciler): $CHANGED of $N"
 say ""
-say "memory ($N records, $accepted of $JOBS creations accepted, pvesim --time-scale $SLOW_SCALE):"
-say "  VmRSS before the creations       $(mib "$RSS_IDLE") MiB"
-say "  VmRSS max while in flight        $(mib "$RSS_MAX") MiB  (>= $INFLIGHT_MIN jobs queued or running, $RUNNING running at the end)  $(pf "$RSS_MAX <= $TARGET_RSS_MIB * 1024") (target <= $TARGET_RSS_MIB MiB)"
-say "  VmHWM                            $(mib "$HWM") MiB  $(pf "$HWM <= $TARGET_RSS_MIB * 1024")"
+memory_report
 mkdir -p "$(dirname "$RESULTS")"
 printf '%s\n' "${OUT[@]}" > "$RESULTS"
 echo "(written to bench/results/api.txt)"

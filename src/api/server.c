@@ -8,6 +8,7 @@
 #include "api/api_int.h"
 
 #include "common/log.h"
+#include "common/mem.h"
 #include "common/util.h"
 #include "common/xalloc.h"
 
@@ -244,8 +245,8 @@ struct api *api_start(const struct proxd_config *cfg, struct core *k, store *st,
         MHD_OPTION_THREAD_POOL_SIZE, pool_size(), MHD_OPTION_CONNECTION_LIMIT, (unsigned)CONN_LIMIT,
         MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)PER_IP_LIMIT, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)CONN_TIMEOUT_S, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONN_MEMORY,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, a, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, a,
-        MHD_OPTION_END);
+        MHD_OPTION_THREAD_STACK_SIZE, (size_t)MEM_THREAD_STACK, MHD_OPTION_NOTIFY_COMPLETED,
+        on_completed, a, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, a, MHD_OPTION_END);
     if (!a->d) {
         snprintf(err, errlen, "listen %s: cannot start the HTTP server (address in use?)",
                  cfg->listen);

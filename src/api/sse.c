@@ -17,6 +17,7 @@
 #include "api/api_int.h"
 
 #include "common/log.h"
+#include "common/mem.h"
 #include "common/util.h"
 #include "common/xalloc.h"
 
@@ -251,7 +252,7 @@ struct sse_hub *sse_hub_new(struct api *a)
     h->api = a;
     pthread_mutex_init(&h->mu, NULL);
     pthread_cond_init(&h->cv, NULL);
-    h->timer_running = pthread_create(&h->timer, NULL, timer_main, h) == 0;
+    h->timer_running = mem_thread_start(&h->timer, timer_main, h) == 0;
     if (!h->timer_running)
         log_error("api", "cannot start the event stream timer: streams will not progress");
     return h;

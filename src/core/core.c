@@ -1,5 +1,6 @@
 /* core: requests into jobs, and the workers that run them. */
 #include "common/log.h"
+#include "common/mem.h"
 #include "common/util.h"
 #include "common/xalloc.h"
 #include "core/core_int.h"
@@ -417,10 +418,10 @@ int core_start(struct core *k)
         struct worker_arg *wa = xmalloc(sizeof *wa);
         wa->k = k;
         wa->slot = i;
-        if (pthread_create(&k->workers[i], NULL, worker_main, wa) != 0)
+        if (mem_thread_start(&k->workers[i], worker_main, wa) != 0)
             return -1;
     }
-    if (pthread_create(&k->keeper, NULL, keeper_main, k) != 0)
+    if (mem_thread_start(&k->keeper, keeper_main, k) != 0)
         return -1;
     k->started = true;
     return 0;

@@ -1,5 +1,6 @@
 #include "core/fleet.h"
 #include "common/log.h"
+#include "common/mem.h"
 #include "common/util.h"
 #include "common/xalloc.h"
 #include "pve/pve_api.h"
@@ -36,14 +37,37 @@ struct nstate {
     int64_t backoff;
 };
 
+/* The inventory's VMs, compact (10,000 VMs take ~600 KB, not the 3.4 MB
+ * of as many struct fleet_vm): fixed fields in a 32-byte record, the node
+ * as an index into the fleet's node names, and the texts in the table's
+ * string pool, cut to the sizes of struct fleet_vm's fields. */
+struct vmrec {
+    int32_t vmid;
+    uint16_t node; /* < CFG_MAX_NODES: f->nodes[]; above: f->extra[] */
+    bool tmpl;
+    int32_t maxcpu;
+    uint32_t text; /* offset in the pool: status, name, tags, lock (NUL-ended) */
+    int64_t maxmem, maxdisk;
+};
+
+struct vmtab {
+    struct vmrec *v;
+    size_t n, cap;
+    struct buf pool;
+};
+
+#define MAX_EXTRA_NODES 64
+
 struct fleet {
     pthread_mutex_t mu;
     struct world worlds[CFG_MAX_NODES];
     int nworlds;
     struct nstate nodes[CFG_MAX_NODES];
     int nnodes;
-    struct fleet_vm *vms;
-    size_t nvms, capvms;
+    struct vmtab vms;
+    /* names of nodes proxd does not manage that fleet_vm_added was told of */
+    char extra[MAX_EXTRA_NODES][64];
+    int nextra;
 };
 
 /* ---- set-up ------------------------------------------------------------- */
@@ -104,10 +128,66 @@ static int make_client(struct fleet *f, const struct proxd_config *cfg, struct w
     return 0;
 }
 
+/* ---- the compact VM table -------------------------------------------------- */
+
+static void vmtab_init(struct vmtab *t)
+{
+    memset(t, 0, sizeof *t);
+    buf_init(&t->pool, BUF_UNLIMITED);
+}
+
+static void vmtab_free(struct vmtab *t)
+{
+    free(t->v);
+    buf_release(&t->pool);
+    vmtab_init(t);
+}
+
+/* Append a record whose texts are given separately (cut to the sizes of
+ * struct fleet_vm's fields, as the inventory always did). */
+static void vmtab_add(struct vmtab *t, const struct vmrec *r, const char *status, const char *name,
+                      const char *tags, const char *lock)
+{
+    if (t->n == t->cap) {
+        t->cap = t->cap ? t->cap * 2 : 256;
+        t->v = xrealloc(t->v, t->cap * sizeof *t->v);
+    }
+    struct vmrec *v = &t->v[t->n++];
+    *v = *r;
+    v->text = (uint32_t)t->pool.len;
+    const struct fleet_vm *fv = NULL;
+    const char *texts[4] = {status, name, tags, lock};
+    const size_t max[4] = {sizeof fv->status, sizeof fv->name, sizeof fv->tags, sizeof fv->lock};
+    for (int i = 0; i < 4; i++) {
+        size_t len = strnlen(texts[i] ? texts[i] : "", max[i] - 1);
+        buf_add(&t->pool, texts[i] ? texts[i] : "", len);
+        buf_addc(&t->pool, '\0');
+    }
+}
+
+/* The texts of t->v[i]: status, name, tags, lock. */
+static void vmtab_texts(const struct vmtab *t, size_t i, const char *out[4])
+{
+    const char *p = t->pool.data + t->v[i].text;
+    for (int k = 0; k < 4; k++) {
+        out[k] = p;
+        p += strlen(p) + 1;
+    }
+}
+
+/* Copy record i of `from` to the end of `to`. */
+static void vmtab_copy(struct vmtab *to, const struct vmtab *from, size_t i)
+{
+    const char *tx[4];
+    vmtab_texts(from, i, tx);
+    vmtab_add(to, &from->v[i], tx[0], tx[1], tx[2], tx[3]);
+}
+
 struct fleet *fleet_new(const struct proxd_config *cfg, char *err, size_t errlen)
 {
     struct fleet *f = xcalloc(1, sizeof *f);
     pthread_mutex_init(&f->mu, NULL);
+    vmtab_init(&f->vms);
     for (int i = 0; i < cfg->nnodes; i++) {
         const struct cfg_node *cn = &cfg->nodes[i];
         int wi = world_for(f, cn);
@@ -134,7 +214,7 @@ void fleet_free(struct fleet *f)
         return;
     for (int i = 0; i < f->nworlds; i++)
         pve_client_free(f->worlds[i].client);
-    free(f->vms);
+    vmtab_free(&f->vms);
     pthread_mutex_destroy(&f->mu);
     free(f);
 }
@@ -153,25 +233,85 @@ pve_client *fleet_client(struct fleet *f, const char *node)
     return n ? f->worlds[n->world].client : NULL;
 }
 
+/* Index of a node proxd manages, or -1. Node names and their worlds never
+ * change after fleet_new, so this needs no lock. */
+static int node_index(const struct fleet *f, const char *name)
+{
+    for (int i = 0; i < f->nnodes; i++)
+        if (strcmp(f->nodes[i].name, name) == 0)
+            return i;
+    return -1;
+}
+
+static const char *node_name(const struct fleet *f, unsigned idx)
+{
+    return idx < CFG_MAX_NODES ? f->nodes[idx].name : f->extra[idx - CFG_MAX_NODES];
+}
+
 /* ---- refresh ------------------------------------------------------------- */
+
+/* What one answer said about a node of the world it refreshes. */
+struct node_seen {
+    bool node, storage; /* its node and VM storage records were in the answer */
+    bool online;
+    int maxcpu;
+    int64_t maxmem, mem, st_total, st_used;
+    int nvms;
+};
 
 struct refresh_job {
     struct fleet *f;
     int world;
-    int64_t started; /* unix ms, before the call */
-    struct pve_resource *res;
-    size_t nres;
+    int64_t started;                      /* unix ms, before the call */
+    struct vmtab vms;                     /* the world's VMs, in the answer's order */
+    struct node_seen seen[CFG_MAX_NODES]; /* by index into f->nodes */
     int rc;
     struct pve_error err;
     bool probe[CFG_MAX_NODES]; /* failed nodes to probe in this world */
     bool probe_ok[CFG_MAX_NODES];
 };
 
+/* One resource of the answer, straight into the job's compact form: the
+ * answer is never held whole (see pve_cluster_resources_each). */
+static int on_resource(const struct pve_resource *r, void *ud)
+{
+    struct refresh_job *j = ud;
+    int ni = node_index(j->f, r->node);
+    if (ni < 0 || j->f->nodes[ni].world != j->world)
+        return 0; /* a node proxd does not manage */
+    struct node_seen *s = &j->seen[ni];
+    if (r->type == PVE_RES_NODE) {
+        s->node = true;
+        s->online = strcmp(r->status, "online") == 0;
+        s->maxcpu = r->maxcpu;
+        s->maxmem = r->maxmem;
+        s->mem = r->mem;
+    } else if (r->type == PVE_RES_STORAGE && strcmp(r->storage, j->f->nodes[ni].storage) == 0) {
+        s->storage = true;
+        s->st_total = r->maxdisk;
+        s->st_used = r->disk;
+    } else if (r->type == PVE_RES_VM) {
+        struct vmrec v = {.vmid = r->vmid,
+                          .node = (uint16_t)ni,
+                          .tmpl = r->tmpl,
+                          .maxcpu = r->maxcpu,
+                          .maxmem = r->maxmem,
+                          .maxdisk = r->maxdisk};
+        vmtab_add(&j->vms, &v, r->status, r->name, r->tags, r->lock);
+        s->nvms++;
+    }
+    return 0;
+}
+
 static void *refresh_thread(void *arg)
 {
     struct refresh_job *j = arg;
     struct world *w = &j->f->worlds[j->world];
-    j->rc = pve_cluster_resources(w->client, NULL, &j->res, &j->nres, &j->err);
+    j->rc = pve_cluster_resources_each(w->client, NULL, on_resource, j, &j->err);
+    if (j->rc) { /* whatever came before the failure is not an inventory */
+        vmtab_free(&j->vms);
+        memset(j->seen, 0, sizeof j->seen);
+    }
     /* a node that failed an operation is only trusted again after a direct
      * call through it works (a hung node still looks online to the cluster) */
     for (int i = 0; j->rc == 0 && i < w->nnodes; i++) {
@@ -184,36 +324,34 @@ static void *refresh_thread(void *arg)
     return NULL;
 }
 
-static void vms_remove_world(struct fleet *f, int world)
+/* The world's VMs become those of its answer; the other worlds' (and those
+ * on nodes proxd does not manage) stay, in their order, before them. */
+static void vms_replace_world(struct fleet *f, struct refresh_job *j)
 {
-    size_t k = 0;
-    for (size_t i = 0; i < f->nvms; i++) {
-        struct nstate *n = find_node(f, f->vms[i].node);
-        if (n && n->world == world)
-            continue;
-        f->vms[k++] = f->vms[i];
+    size_t kept = 0;
+    for (size_t i = 0; i < f->vms.n; i++) {
+        unsigned ni = f->vms.v[i].node;
+        kept += !(ni < CFG_MAX_NODES && f->nodes[ni].world == j->world);
     }
-    f->nvms = k;
-}
-
-static void vms_add(struct fleet *f, const struct pve_resource *r)
-{
-    if (f->nvms == f->capvms) {
-        f->capvms = f->capvms ? f->capvms * 2 : 256;
-        f->vms = xrealloc(f->vms, f->capvms * sizeof *f->vms);
+    if (kept == 0) { /* one world, the usual case: take the answer's table */
+        vmtab_free(&f->vms);
+        f->vms = j->vms;
+        vmtab_init(&j->vms);
+        return;
     }
-    struct fleet_vm *v = &f->vms[f->nvms++];
-    memset(v, 0, sizeof *v);
-    v->vmid = r->vmid;
-    snprintf(v->node, sizeof v->node, "%s", r->node);
-    snprintf(v->status, sizeof v->status, "%s", r->status);
-    snprintf(v->name, sizeof v->name, "%.63s", r->name);
-    snprintf(v->tags, sizeof v->tags, "%.127s", r->tags);
-    snprintf(v->lock, sizeof v->lock, "%s", r->lock);
-    v->tmpl = r->tmpl;
-    v->maxcpu = r->maxcpu;
-    v->maxmem = r->maxmem;
-    v->maxdisk = r->maxdisk;
+    struct vmtab t;
+    vmtab_init(&t);
+    t.cap = kept + j->vms.n + 1;
+    t.v = xmalloc(t.cap * sizeof *t.v);
+    for (size_t i = 0; i < f->vms.n; i++) {
+        unsigned ni = f->vms.v[i].node;
+        if (!(ni < CFG_MAX_NODES && f->nodes[ni].world == j->world))
+            vmtab_copy(&t, &f->vms, i);
+    }
+    for (size_t i = 0; i < j->vms.n; i++)
+        vmtab_copy(&t, &j->vms, i);
+    vmtab_free(&f->vms);
+    f->vms = t;
 }
 
 static void mark_failed(struct nstate *n, const char *why, int64_t now)
@@ -246,7 +384,7 @@ static void apply_world(struct fleet *f, struct refresh_job *j, int64_t now)
     }
     w->backoff = 0;
     w->next_try = 0;
-    vms_remove_world(f, j->world);
+    vms_replace_world(f, j);
     for (int i = 0; i < w->nnodes; i++) {
         struct nstate *n = &f->nodes[w->nodes[i]];
         n->online = false;
@@ -259,25 +397,22 @@ static void apply_world(struct fleet *f, struct refresh_job *j, int64_t now)
             mark_failed(n, "still unreachable", now);
         }
     }
-    for (size_t k = 0; k < j->nres; k++) {
-        struct pve_resource *r = &j->res[k];
-        struct nstate *n = find_node(f, r->node);
-        if (!n || n->world != j->world)
-            continue; /* a node proxd does not manage */
-        if (r->type == PVE_RES_NODE) {
-            n->online = strcmp(r->status, "online") == 0;
+    for (int i = 0; i < w->nnodes; i++) {
+        struct nstate *n = &f->nodes[w->nodes[i]];
+        const struct node_seen *s = &j->seen[w->nodes[i]];
+        if (s->node) {
+            n->online = s->online;
             n->v.known = true;
-            n->v.cpus = r->maxcpu;
-            n->v.mem_total = r->maxmem;
-            n->v.mem_used = r->mem;
-        } else if (r->type == PVE_RES_STORAGE && strcmp(r->storage, n->storage) == 0) {
-            n->v.st_total = r->maxdisk;
-            n->v.st_used = r->disk;
-            n->v.st_avail = r->maxdisk > r->disk ? r->maxdisk - r->disk : 0;
-        } else if (r->type == PVE_RES_VM) {
-            vms_add(f, r);
-            n->v.nvms++;
+            n->v.cpus = s->maxcpu;
+            n->v.mem_total = s->maxmem;
+            n->v.mem_used = s->mem;
         }
+        if (s->storage) {
+            n->v.st_total = s->st_total;
+            n->v.st_used = s->st_used;
+            n->v.st_avail = s->st_total > s->st_used ? s->st_total - s->st_used : 0;
+        }
+        n->v.nvms = s->nvms;
     }
     for (int i = 0; i < w->nnodes; i++) {
         struct nstate *n = &f->nodes[w->nodes[i]];
@@ -293,8 +428,9 @@ static void apply_world(struct fleet *f, struct refresh_job *j, int64_t now)
 
 void fleet_refresh(struct fleet *f, bool force)
 {
-    struct refresh_job jobs[CFG_MAX_NODES];
+    struct refresh_job *jobs = xcalloc((size_t)f->nworlds + 1, sizeof *jobs);
     pthread_t th[CFG_MAX_NODES];
+    bool started[CFG_MAX_NODES] = {false};
     int nj = 0;
     int64_t now = wall_ms();
     pthread_mutex_lock(&f->mu);
@@ -303,21 +439,25 @@ void fleet_refresh(struct fleet *f, bool force)
         if (!force && w->next_try > now)
             continue;
         struct refresh_job *j = &jobs[nj++];
-        memset(j, 0, sizeof *j);
         j->f = f;
         j->world = i;
         j->started = now;
+        vmtab_init(&j->vms);
         for (int k = 0; k < w->nnodes; k++) {
             struct nstate *n = &f->nodes[w->nodes[k]];
             j->probe[k] = n->failed && (force || n->retry_at <= now);
         }
     }
     pthread_mutex_unlock(&f->mu);
+    /* Worlds are asked in parallel, but the first on this thread: with a
+     * single cluster (the usual set-up) no thread is made at all. */
+    for (int i = 1; i < nj; i++)
+        started[i] = mem_thread_start(&th[i], refresh_thread, &jobs[i]) == 0;
     for (int i = 0; i < nj; i++)
-        if (pthread_create(&th[i], NULL, refresh_thread, &jobs[i]) != 0)
-            refresh_thread(&jobs[i]), th[i] = 0;
-    for (int i = 0; i < nj; i++)
-        if (th[i])
+        if (!started[i])
+            refresh_thread(&jobs[i]);
+    for (int i = 1; i < nj; i++)
+        if (started[i])
             pthread_join(th[i], NULL);
     now = wall_ms();
     pthread_mutex_lock(&f->mu);
@@ -325,7 +465,9 @@ void fleet_refresh(struct fleet *f, bool force)
         apply_world(f, &jobs[i], now);
     pthread_mutex_unlock(&f->mu);
     for (int i = 0; i < nj; i++)
-        free(jobs[i].res);
+        vmtab_free(&jobs[i].vms);
+    free(jobs);
+    mem_release();
 }
 
 /* ---- queries and reports -------------------------------------------------- */
@@ -393,9 +535,9 @@ int fleet_vm_node(struct fleet *f, int vmid, char node[64])
 {
     int rc = -1;
     pthread_mutex_lock(&f->mu);
-    for (size_t i = 0; i < f->nvms && rc; i++) {
-        if (f->vms[i].vmid == vmid) {
-            snprintf(node, 64, "%s", f->vms[i].node);
+    for (size_t i = 0; i < f->vms.n && rc; i++) {
+        if (f->vms.v[i].vmid == vmid) {
+            snprintf(node, 64, "%s", node_name(f, f->vms.v[i].node));
             rc = 0;
         }
     }
@@ -403,13 +545,33 @@ int fleet_vm_node(struct fleet *f, int vmid, char node[64])
     return rc;
 }
 
+/* Record i of the table as the header's struct. Under f->mu. */
+static void vm_out(struct fleet *f, size_t i, struct fleet_vm *v)
+{
+    const struct vmrec *r = &f->vms.v[i];
+    const char *tx[4];
+    vmtab_texts(&f->vms, i, tx);
+    v->vmid = r->vmid;
+    snprintf(v->node, sizeof v->node, "%s", node_name(f, r->node));
+    snprintf(v->status, sizeof v->status, "%s", tx[0]);
+    snprintf(v->name, sizeof v->name, "%s", tx[1]);
+    snprintf(v->tags, sizeof v->tags, "%s", tx[2]);
+    snprintf(v->lock, sizeof v->lock, "%s", tx[3]);
+    v->tmpl = r->tmpl;
+    v->maxcpu = r->maxcpu;
+    v->maxmem = r->maxmem;
+    v->maxdisk = r->maxdisk;
+}
+
 int fleet_vms(struct fleet *f, struct fleet_vm **out, size_t *n)
 {
     pthread_mutex_lock(&f->mu);
-    *n = f->nvms;
-    *out = xmalloc((f->nvms + 1) * sizeof **out);
-    memcpy(*out, f->vms, f->nvms * sizeof **out);
+    *n = f->vms.n;
+    struct fleet_vm *v = xcalloc(f->vms.n + 1, sizeof *v);
+    for (size_t i = 0; i < f->vms.n; i++)
+        vm_out(f, i, &v[i]);
     pthread_mutex_unlock(&f->mu);
+    *out = v;
     return 0;
 }
 
@@ -422,38 +584,57 @@ static int cmp_int(const void *a, const void *b)
 int *fleet_taken_vmids(struct fleet *f, size_t *n)
 {
     pthread_mutex_lock(&f->mu);
-    int *ids = xmalloc((f->nvms + 1) * sizeof *ids);
-    for (size_t i = 0; i < f->nvms; i++)
-        ids[i] = f->vms[i].vmid;
-    *n = f->nvms;
+    int *ids = xmalloc((f->vms.n + 1) * sizeof *ids);
+    for (size_t i = 0; i < f->vms.n; i++)
+        ids[i] = f->vms.v[i].vmid;
+    *n = f->vms.n;
     pthread_mutex_unlock(&f->mu);
     qsort(ids, *n, sizeof *ids, cmp_int);
     return ids;
 }
 
+/* The node index of a name for a VM record: a managed node's, else one of
+ * the extra names (-1 when they are all taken). Under f->mu. */
+static int intern_node(struct fleet *f, const char *node)
+{
+    int ni = node_index(f, node);
+    if (ni >= 0)
+        return ni;
+    for (int i = 0; i < f->nextra; i++)
+        if (strncmp(f->extra[i], node, sizeof f->extra[i] - 1) == 0)
+            return CFG_MAX_NODES + i;
+    if (f->nextra == MAX_EXTRA_NODES)
+        return -1;
+    snprintf(f->extra[f->nextra], sizeof f->extra[f->nextra], "%s", node);
+    return CFG_MAX_NODES + f->nextra++;
+}
+
 void fleet_vm_added(struct fleet *f, int vmid, const char *node)
 {
-    struct pve_resource r = {.type = PVE_RES_VM, .vmid = vmid};
-    snprintf(r.node, sizeof r.node, "%s", node);
-    snprintf(r.status, sizeof r.status, "unknown");
     pthread_mutex_lock(&f->mu);
-    bool have = false;
-    for (size_t i = 0; i < f->nvms && !have; i++)
-        have = f->vms[i].vmid == vmid && strcmp(f->vms[i].node, node) == 0;
-    if (!have)
-        vms_add(f, &r);
+    int ni = intern_node(f, node);
+    bool have = ni < 0;
+    for (size_t i = 0; i < f->vms.n && !have; i++)
+        have = f->vms.v[i].vmid == vmid && f->vms.v[i].node == ni;
+    if (!have) {
+        struct vmrec v = {.vmid = vmid, .node = (uint16_t)ni};
+        vmtab_add(&f->vms, &v, "unknown", "", "", "");
+    }
     pthread_mutex_unlock(&f->mu);
+    if (ni < 0)
+        log_warn("fleet", "VM %d on node %s not noted: too many unknown nodes", vmid, node);
 }
 
 int fleet_vm_find(struct fleet *f, const char *node, int vmid, struct fleet_vm *out)
 {
     int rc = -1;
     pthread_mutex_lock(&f->mu);
-    struct nstate *n = find_node(f, node);
-    for (size_t i = 0; n && i < f->nvms && rc; i++) {
-        struct nstate *on = f->vms[i].vmid == vmid ? find_node(f, f->vms[i].node) : NULL;
-        if (on && on->world == n->world) {
-            *out = f->vms[i];
+    int ni = node_index(f, node);
+    for (size_t i = 0; ni >= 0 && i < f->vms.n && rc; i++) {
+        int on = f->vms.v[i].node;
+        if (f->vms.v[i].vmid == vmid && on < f->nnodes &&
+            f->nodes[on].world == f->nodes[ni].world) {
+            vm_out(f, i, out);
             rc = 0;
         }
     }
@@ -461,14 +642,15 @@ int fleet_vm_find(struct fleet *f, const char *node, int vmid, struct fleet_vm *
     return rc;
 }
 
+/* Its texts stay in the pool until the next refresh rebuilds the table. */
 void fleet_vm_removed(struct fleet *f, int vmid)
 {
     pthread_mutex_lock(&f->mu);
     size_t k = 0;
-    for (size_t i = 0; i < f->nvms; i++)
-        if (f->vms[i].vmid != vmid)
-            f->vms[k++] = f->vms[i];
-    f->nvms = k;
+    for (size_t i = 0; i < f->vms.n; i++)
+        if (f->vms.v[i].vmid != vmid)
+            f->vms.v[k++] = f->vms.v[i];
+    f->vms.n = k;
     pthread_mutex_unlock(&f->mu);
 }
 

@@ -18,6 +18,7 @@
  *   proxd token revoke --config FILE ID
  */
 #include "common/log.h"
+#include "common/mem.h"
 #include "common/util.h"
 #include "common/xalloc.h"
 #include "core/core.h"
@@ -481,6 +482,7 @@ out:
 
 int main(int argc, char **argv)
 {
+    mem_tune(); /* before any thread: see common/mem.c */
     signal(SIGPIPE, SIG_IGN);
     pve_global_init();
 #ifdef HAVE_API

@@ -3,6 +3,7 @@
 #include "common/xalloc.h"
 #include "pve/api_json.h"
 #include "pve/pve_api.h"
+#include "pve/pve_int.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -194,31 +195,87 @@ static void resource_from(struct pve_resource *r, json_t *e)
     r->shared = pj_bool(e, "shared");
 }
 
+struct each_ctx {
+    pve_resource_fn fn;
+    void *ud;
+};
+
+static int each_resource(json_t *e, void *ud)
+{
+    struct each_ctx *x = ud;
+    struct pve_resource r;
+    if (!json_is_object(e))
+        return PJ_E_SHAPE;
+    /* containers are not ours to manage; keep the rest */
+    json_t *t = json_object_get(e, "type");
+    if (json_is_string(t) && strcmp(json_string_value(t), "lxc") == 0)
+        return 0;
+    memset(&r, 0, sizeof r);
+    resource_from(&r, e);
+    return x->fn(&r, x->ud);
+}
+
+int pve_resources_parse(const char *body, size_t len, pve_resource_fn fn, void *ud,
+                        struct pve_error *err)
+{
+    struct each_ctx x = {fn, ud};
+    int rc = pj_each_data(body ? body : "", body ? len : 0, each_resource, &x);
+    if (rc == PJ_E_SYNTAX) {
+        pve_error_set(err, PVE_E_OTHER, "answer is not a JSON object");
+        return PVE_E_OTHER;
+    }
+    if (rc == PJ_E_SHAPE)
+        return bad_shape(err, "/cluster/resources");
+    if (rc) {
+        pve_error_set(err, PVE_E_OTHER, "/cluster/resources: stopped by the caller (%d)", rc);
+        return PVE_E_OTHER;
+    }
+    return 0;
+}
+
+int pve_cluster_resources_each(pve_client *c, const char *type, pve_resource_fn fn, void *ud,
+                               struct pve_error *err)
+{
+    json_t *params = type ? json_pack("{s:s}", "type", type) : NULL;
+    struct buf raw;
+    int rc = pve_call_raw(c, "GET", "/cluster/resources", params, 0, &raw, err);
+    json_decref(params);
+    if (rc == 0)
+        rc = pve_resources_parse(raw.data, raw.len, fn, ud, err);
+    buf_release(&raw);
+    return rc;
+}
+
+struct collect {
+    struct pve_resource *v;
+    size_t n, cap;
+};
+
+static int collect_one(const struct pve_resource *r, void *ud)
+{
+    struct collect *k = ud;
+    if (k->n + 1 >= k->cap) {
+        k->cap = k->cap ? k->cap * 2 : 64;
+        k->v = xrealloc(k->v, k->cap * sizeof *k->v);
+    }
+    k->v[k->n++] = *r;
+    return 0;
+}
+
 int pve_cluster_resources(pve_client *c, const char *type, struct pve_resource **out, size_t *n,
                           struct pve_error *err)
 {
-    json_t *params = type ? json_pack("{s:s}", "type", type) : NULL;
-    json_t *a, *e;
-    size_t i, k = 0;
-    int rc = get_array(c, "/cluster/resources", params, &a, err);
-    json_decref(params);
-    if (rc)
+    struct collect k = {0};
+    int rc = pve_cluster_resources_each(c, type, collect_one, &k, err);
+    if (rc) {
+        free(k.v);
         return rc;
-    struct pve_resource *v = xcalloc(json_array_size(a) + 1, sizeof *v);
-    json_array_foreach(a, i, e)
-    {
-        resource_from(&v[k], e);
-        /* containers are not ours to manage; keep the rest */
-        char t[16];
-        pj_str(t, sizeof t, e, "type");
-        if (strcmp(t, "lxc") != 0)
-            k++;
-        else
-            memset(&v[k], 0, sizeof v[k]);
     }
-    *n = k;
-    *out = v;
-    json_decref(a);
+    if (!k.v)
+        k.v = xmalloc(sizeof *k.v);
+    memset(&k.v[k.n], 0, sizeof *k.v); /* one zeroed record past the end, as before */
+    *out = k.v;
+    *n = k.n;
     return 0;
 }
 

@@ -60,3 +60,101 @@ bool pj_bool(json_t *obj, const char *key)
     const char *s = json_string_value(v);
     return s && strcmp(s, "1") == 0;
 }
+
+/* ---- one element at a time ------------------------------------------------ */
+
+static size_t skip_ws(const char *p, size_t len, size_t i)
+{
+    while (i < len && (p[i] == ' ' || p[i] == '\t' || p[i] == '\n' || p[i] == '\r'))
+        i++;
+    return i;
+}
+
+/* Parse the one JSON value at p[*i..len) (any type) and move *i past it;
+ * NULL on a syntax error. jansson stops right after the value and says how
+ * far it read (error.position, exact for a buffer). */
+static json_t *value_at(const char *p, size_t len, size_t *i)
+{
+    json_error_t je;
+    json_t *v = json_loadb(p + *i, len - *i, JSON_DECODE_ANY | JSON_DISABLE_EOF_CHECK, &je);
+    if (v)
+        *i += (size_t)je.position;
+    return v;
+}
+
+/* The array at p[*i] ('[' already checked): every element to fn. */
+static int each_elem(const char *p, size_t len, size_t *i, pj_elem_fn fn, void *ud)
+{
+    size_t k = skip_ws(p, len, *i + 1);
+    if (k < len && p[k] == ']') {
+        *i = k + 1;
+        return 0;
+    }
+    for (;;) {
+        json_t *e = value_at(p, len, &k);
+        if (!e)
+            return PJ_E_SYNTAX;
+        int rc = fn(e, ud);
+        json_decref(e);
+        if (rc)
+            return rc;
+        k = skip_ws(p, len, k);
+        if (k < len && p[k] == ']') {
+            *i = k + 1;
+            return 0;
+        }
+        if (k >= len || p[k] != ',')
+            return PJ_E_SYNTAX;
+        k = skip_ws(p, len, k + 1);
+    }
+}
+
+int pj_each_data(const char *p, size_t len, pj_elem_fn fn, void *ud)
+{
+    bool seen = false;
+    size_t i = skip_ws(p, len, 0);
+    if (i >= len || p[i] != '{')
+        return PJ_E_SYNTAX;
+    i = skip_ws(p, len, i + 1);
+    if (i < len && p[i] == '}') {
+        i++;
+        goto end;
+    }
+    for (;;) {
+        json_t *key = value_at(p, len, &i);
+        bool is_data = json_is_string(key) && strcmp(json_string_value(key), "data") == 0;
+        bool is_key = json_is_string(key);
+        json_decref(key);
+        if (!is_key)
+            return PJ_E_SYNTAX;
+        i = skip_ws(p, len, i);
+        if (i >= len || p[i] != ':')
+            return PJ_E_SYNTAX;
+        i = skip_ws(p, len, i + 1);
+        if (is_data && !seen && i < len && p[i] == '[') {
+            seen = true;
+            int rc = each_elem(p, len, &i, fn, ud);
+            if (rc)
+                return rc;
+        } else { /* another member (message, errors, ...) or a second "data" */
+            json_t *v = value_at(p, len, &i);
+            if (!v)
+                return PJ_E_SYNTAX;
+            json_decref(v);
+            if (is_data)
+                return PJ_E_SHAPE; /* null, an object, or twice */
+        }
+        i = skip_ws(p, len, i);
+        if (i < len && p[i] == '}') {
+            i++;
+            break;
+        }
+        if (i >= len || p[i] != ',')
+            return PJ_E_SYNTAX;
+        i = skip_ws(p, len, i + 1);
+    }
+end:
+    if (skip_ws(p, len, i) != len)
+        return PJ_E_SYNTAX;
+    return seen ? 0 : PJ_E_SHAPE;
+}

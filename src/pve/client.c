@@ -264,24 +264,31 @@ static int check_args(const char *method, const char *path, json_t *params, stru
 
 /* One send to one host. Returns the class; *rs holds the answer. */
 static int send_once(pve_client *c, int hi, const char *method, const char *path, json_t *params,
-                     unsigned flags, const struct pve_creds *cr, struct pve_resp *rs,
+                     unsigned flags, bool raw_ok, const struct pve_creds *cr, struct pve_resp *rs,
                      struct pve_error *err)
 {
-    struct pve_req rq = {
-        .method = method, .path = path, .params = params, .creds = cr, .json_body = c->json_bodies};
+    struct pve_req rq = {.method = method,
+                         .path = path,
+                         .params = params,
+                         .creds = cr,
+                         .json_body = c->json_bodies,
+                         .raw_ok = raw_ok};
     if (flags & PVE_F_TASKPOLL)
         atomic_fetch_add(&c->task_polls, 1);
     pve_http_perform(c, &c->hosts[hi], &rq, rs);
     pve_error_from_resp(err, rs, c->hosts[hi].name);
-    if (err->cls == PVE_OK && !json_is_object(rs->body)) {
+    /* an unparsed body is checked by whoever parses it */
+    if (err->cls == PVE_OK && !rs->raw.len && !json_is_object(rs->body)) {
         pve_error_set(err, PVE_E_OTHER, "answer is not a JSON object");
         err->http_status = (int)rs->status;
     }
     return err->cls;
 }
 
-int pve_call_int(pve_client *c, const char *method, const char *path, json_t *params,
-                 unsigned flags, json_t **envelope, struct pve_error *err)
+/* The call loop behind pve_call_int and pve_call_raw: the answer goes to
+ * *envelope (parsed) or, with raw, to *raw (unparsed). */
+static int call_loop(pve_client *c, const char *method, const char *path, json_t *params,
+                     unsigned flags, json_t **envelope, struct buf *raw, struct pve_error *err)
 {
     struct pve_error scratch;
     if (!err)
@@ -316,9 +323,13 @@ int pve_call_int(pve_client *c, const char *method, const char *path, json_t *pa
             retriable = true;
         } else {
             sent++;
-            rc = send_once(c, hi, method, path, params, flags, &cr, &rs, err);
+            rc = send_once(c, hi, method, path, params, flags, raw != NULL, &cr, &rs, err);
             if (rc == PVE_OK && envelope)
                 *envelope = json_incref(rs.body);
+            if (rc == PVE_OK && raw) {
+                *raw = rs.raw;
+                buf_init(&rs.raw, PVE_BODY_MAX);
+            }
             if (rc != PVE_OK && rs.host_failed) {
                 host_down(c, &c->hosts[hi], rs.curl_msg);
                 again = any_host_up(c); /* fail over at once */
@@ -358,6 +369,19 @@ int pve_call_int(pve_client *c, const char *method, const char *path, json_t *pa
         pve_strlcpy(err->host, host, sizeof err->host);
     }
     return rc;
+}
+
+int pve_call_int(pve_client *c, const char *method, const char *path, json_t *params,
+                 unsigned flags, json_t **envelope, struct pve_error *err)
+{
+    return call_loop(c, method, path, params, flags, envelope, NULL, err);
+}
+
+int pve_call_raw(pve_client *c, const char *method, const char *path, json_t *params,
+                 unsigned flags, struct buf *raw, struct pve_error *err)
+{
+    buf_init(raw, PVE_BODY_MAX);
+    return call_loop(c, method, path, params, flags, NULL, raw, err);
 }
 
 int pve_call_ex(pve_client *c, const char *method, const char *path, json_t *params, unsigned flags,

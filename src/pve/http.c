@@ -385,6 +385,7 @@ static struct curl_slist *build_headers(const struct pve_req *rq, bool has_body,
 void pve_resp_clear(struct pve_resp *rs)
 {
     json_decref(rs->body);
+    buf_release(&rs->raw);
     memset(rs, 0, sizeof *rs);
 }
 
@@ -392,6 +393,7 @@ int pve_http_perform(pve_client *c, const struct pve_host *h, const struct pve_r
                      struct pve_resp *rs)
 {
     memset(rs, 0, sizeof *rs);
+    buf_init(&rs->raw, PVE_BODY_MAX);
     struct buf url = BUF_INIT(BUF_UNLIMITED), body = BUF_INIT(BUF_UNLIMITED);
     struct sink s = {.body = BUF_INIT(PVE_BODY_MAX), .reason = rs->reason};
     struct curl_slist *hdrs = NULL;
@@ -446,7 +448,12 @@ int pve_http_perform(pve_client *c, const struct pve_host *h, const struct pve_r
     rs->cc = curl_easy_perform(ch);
     if (rs->cc == CURLE_OK) {
         curl_easy_getinfo(ch, CURLINFO_RESPONSE_CODE, &rs->status);
-        rs->body = s.body.len ? json_loadb(s.body.data, s.body.len, 0, NULL) : NULL;
+        if (rq->raw_ok && rs->status >= 200 && rs->status < 300) {
+            rs->raw = s.body; /* the caller parses it piece by piece */
+            buf_init(&s.body, PVE_BODY_MAX);
+        } else {
+            rs->body = s.body.len ? json_loadb(s.body.data, s.body.len, 0, NULL) : NULL;
+        }
         rc = 0;
         log_debug(PVE_SUB, "%s %s%s -> %ld (%lld ms)", rq->method, h->name, rq->path, rs->status,
                   (long long)(mono_ms() - t0));

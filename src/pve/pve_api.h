@@ -73,9 +73,19 @@ struct pve_resource {
     char storage[64]; /* storages */
     bool shared;
 };
-/* type: "vm", "node", "storage" or NULL for all. */
+/* type: "vm", "node", "storage" or NULL for all. Containers (lxc) are left
+ * out. Strings longer than the fields are cut. */
 int pve_cluster_resources(pve_client *c, const char *type, struct pve_resource **out, size_t *n,
                           struct pve_error *err);
+/* The same resources, one at a time: the answer is parsed element by
+ * element (never as one JSON tree, which for 10,000 VMs is ~20 MB) and fn
+ * gets each as a record valid during the call. A non-zero return from fn
+ * stops the walk and the call fails (PVE_E_OTHER). fn may have seen
+ * resources of an answer that turns out malformed further on: when the call
+ * fails, discard what fn gathered. */
+typedef int (*pve_resource_fn)(const struct pve_resource *r, void *ud);
+int pve_cluster_resources_each(pve_client *c, const char *type, pve_resource_fn fn, void *ud,
+                               struct pve_error *err);
 
 #define PVE_MAX_MEMBERS 64
 struct pve_member {

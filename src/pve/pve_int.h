@@ -9,6 +9,7 @@
 
 #include "common/buf.h"
 #include "pve/pve.h"
+#include "pve/pve_api.h"
 
 #define PVE_SUB "pve"
 #define PVE_BODY_MAX (16u << 20) /* responses larger than this are refused */
@@ -89,12 +90,14 @@ struct pve_req {
     json_t *params;   /* may be NULL */
     const struct pve_creds *creds;
     bool json_body;
+    bool raw_ok; /* hand a 2xx body over unparsed (rs->raw) */
 };
 
 struct pve_resp {
     long status;              /* 0 when no HTTP answer */
     char reason[PVE_MSG_MAX]; /* status line reason phrase */
     json_t *body;             /* parsed JSON body or NULL */
+    struct buf raw;           /* with rq->raw_ok: a 2xx body, unparsed (body is NULL) */
     CURLcode cc;              /* transport result */
     char curl_msg[CURL_ERROR_SIZE + 128];
     bool host_failed; /* refused, connect timeout, reset before sending */
@@ -123,6 +126,18 @@ void pve_fp_format(const unsigned char fp[PVE_FP_LEN], char *out, size_t len);
  * body (new reference) when not NULL. */
 int pve_call_int(pve_client *c, const char *method, const char *path, json_t *params,
                  unsigned flags, json_t **envelope, struct pve_error *err);
+/* The same call, but a successful answer's body is handed over unparsed in
+ * *raw (which the caller releases with buf_release): for big answers that
+ * are parsed piece by piece (pj_each_data) instead of as one JSON tree.
+ * Error answers are parsed and classified as usual. */
+int pve_call_raw(pve_client *c, const char *method, const char *path, json_t *params,
+                 unsigned flags, struct buf *raw, struct pve_error *err);
+
+/* ---- api_cluster.c ---- */
+/* The resources of a /cluster/resources answer body (p[0..len), the whole
+ * envelope), one at a time to fn, as pve_cluster_resources_each does. */
+int pve_resources_parse(const char *body, size_t len, pve_resource_fn fn, void *ud,
+                        struct pve_error *err);
 
 /* ---- auth.c ---- */
 int pve_auth_init(pve_client *c, const struct pve_config *cfg, struct pve_error *err);

@@ -1,0 +1,124 @@
+/* The inventory against pvesim: what fleet_vms, fleet_vm_node,
+ * fleet_taken_vmids and the node views report after a refresh, with the
+ * compact records (texts cut to struct fleet_vm's sizes, notes of VMs the
+ * core made or removed, VMs on nodes proxd does not manage). */
+#include "core_harness.h"
+
+#include "core/fleet.h"
+
+static const struct fleet_vm *find_vm(const struct fleet_vm *v, size_t n, int vmid)
+{
+    for (size_t i = 0; i < n; i++)
+        if (v[i].vmid == vmid)
+            return &v[i];
+    return NULL;
+}
+
+static void test_inventory(void **state)
+{
+    (void)state;
+    struct ch_env e;
+    struct ch_opts o = {.no_start = true};
+    ch_up(&e, &o);
+    char name[101], tags[201], body[512];
+    memset(name, 'a', sizeof name - 1);
+    name[sizeof name - 1] = '\0';
+    memset(tags, 'b', sizeof tags - 1);
+    tags[sizeof tags - 1] = '\0';
+    snprintf(body, sizeof body, "{\"conf\":{\"name\":\"%s\",\"tags\":\"%s\"}}", name, tags);
+    ch_sim(&e, "POST", "/_sim/vms/8011", body);
+    fleet_refresh(e.fl, true);
+
+    struct fleet_vm *v;
+    size_t n;
+    assert_int_equal(fleet_vms(e.fl, &v, &n), 0);
+    assert_int_equal(n, 4 * CH_NNODES); /* the templates */
+    for (int i = 0; i < CH_NNODES; i++) {
+        char node[16];
+        snprintf(node, sizeof node, "sv%d", i + 1);
+        for (int k = 0; k < 4; k++) {
+            const struct fleet_vm *t = find_vm(v, n, 8000 + 10 * i + k);
+            assert_non_null(t);
+            assert_string_equal(t->node, node);
+            assert_true(t->tmpl);
+            assert_string_equal(t->status, "stopped");
+            assert_true(t->maxcpu > 0 && t->maxmem > 0 && t->maxdisk > 0);
+            assert_string_equal(t->lock, "");
+        }
+        struct node_view nv;
+        assert_int_equal(fleet_node_view(e.fl, node, &nv), 0);
+        assert_true(nv.known && nv.up);
+        assert_int_equal(nv.nvms, 4);
+        assert_true(nv.mem_total > 0 && nv.st_total > 0 && nv.cpus > 0);
+    }
+    const struct fleet_vm *t = find_vm(v, n, 8011);
+    assert_int_equal(strlen(t->name), sizeof t->name - 1); /* cut as before */
+    assert_int_equal(strlen(t->tags), sizeof t->tags - 1);
+    assert_int_equal(strncmp(t->name, name, sizeof t->name - 1), 0);
+    free(v);
+
+    /* notes of the core: a VM made on sv2, one on a node proxd does not
+     * manage; neither twice */
+    fleet_vm_added(e.fl, 1500, "sv2");
+    fleet_vm_added(e.fl, 1500, "sv2");
+    fleet_vm_added(e.fl, 1501, "elsewhere");
+    fleet_vm_added(e.fl, 1501, "elsewhere");
+    char node[64];
+    assert_int_equal(fleet_vm_node(e.fl, 1500, node), 0);
+    assert_string_equal(node, "sv2");
+    assert_int_equal(fleet_vm_node(e.fl, 1501, node), 0);
+    assert_string_equal(node, "elsewhere");
+    assert_int_equal(fleet_vm_node(e.fl, 1502, node), -1);
+    size_t nt;
+    int *taken = fleet_taken_vmids(e.fl, &nt);
+    assert_int_equal(nt, 4 * CH_NNODES + 2);
+    assert_int_equal(taken[0], 1500);
+    assert_int_equal(taken[1], 1501);
+    for (size_t i = 1; i < nt; i++)
+        assert_true(taken[i - 1] < taken[i]);
+    free(taken);
+    assert_int_equal(fleet_vms(e.fl, &v, &n), 0);
+    t = find_vm(v, n, 1500);
+    assert_non_null(t);
+    assert_string_equal(t->status, "unknown");
+    assert_string_equal(t->name, "");
+    assert_false(t->tmpl);
+    free(v);
+
+    /* a refresh replaces what the cluster reports (1500 is not there) and
+     * keeps the VM on the node it does not cover */
+    fleet_refresh(e.fl, true);
+    assert_int_equal(fleet_vm_node(e.fl, 1500, node), -1);
+    assert_int_equal(fleet_vm_node(e.fl, 1501, node), 0);
+    assert_string_equal(node, "elsewhere");
+    fleet_vm_removed(e.fl, 1501);
+    assert_int_equal(fleet_vm_node(e.fl, 1501, node), -1);
+    fleet_vm_removed(e.fl, 8000);
+    assert_int_equal(fleet_vm_node(e.fl, 8000, node), -1);
+    fleet_refresh(e.fl, true); /* and it comes back */
+    assert_int_equal(fleet_vm_node(e.fl, 8000, node), 0);
+    assert_string_equal(node, "sv1");
+    assert_int_equal(fleet_vms(e.fl, &v, &n), 0);
+    assert_int_equal(n, 4 * CH_NNODES);
+    t = find_vm(v, n, 8011);
+    assert_int_equal(strlen(t->name), sizeof t->name - 1);
+    free(v);
+
+    /* a node the cluster reports offline is no longer up */
+    ch_sim(&e, "POST", "/_sim/nodes/sv3", "{\"state\": \"offline\"}");
+    fleet_refresh(e.fl, true);
+    struct node_view nv;
+    assert_int_equal(fleet_node_view(e.fl, "sv3", &nv), 0);
+    assert_false(nv.up);
+    assert_false(fleet_node_up(e.fl, "sv3"));
+    assert_true(fleet_node_up(e.fl, "sv4"));
+    ch_down(&e);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_inventory),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
