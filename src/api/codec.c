@@ -2,6 +2,7 @@
  * Every refusal names the field it is about, in details.field. */
 #include "api/api_int.h"
 
+#include "common/jsonw.h"
 #include "common/util.h"
 #include "common/xalloc.h"
 
@@ -18,6 +19,17 @@ void resp_json(struct resp *rs, unsigned status, json_t *body)
     json_decref(rs->body);
     rs->status = status;
     rs->body = body;
+}
+
+void resp_json_text(struct resp *rs, unsigned status, struct buf *b)
+{
+    json_decref(rs->body);
+    rs->body = NULL;
+    free(rs->text);
+    rs->status = status;
+    rs->text_len = b->len;
+    rs->text = buf_take(b);
+    rs->ctype = "application/json";
 }
 
 void resp_error(struct resp *rs, unsigned status, const char *code, const char *field,
@@ -69,28 +81,45 @@ json_t *json_time(int64_t ms)
 {
     if (ms <= 0)
         return json_null();
-    time_t s = (time_t)(ms / 1000);
-    struct tm tm;
-    gmtime_r(&s, &tm);
-    char out[40];
-    size_t n = strftime(out, sizeof out, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out + n, sizeof out - n, ".%03dZ", (int)(ms % 1000));
-    return json_string(out);
+    char out[JSONW_TIME_MAX + 1];
+    size_t n = jsonw_fmt_time(out, ms);
+    return json_stringn(out, n);
 }
 
-json_t *vm_to_json(const struct vm_rec *v)
+/* Keys and punctuation as literals: "sizeof - 1" spares a strlen each. */
+#define LIT(b, s) jsonw_raw((b), (s), sizeof(s) - 1)
+#define FIELD_STR(b, key, f) (LIT(b, key) || jsonw_str((b), (f), strnlen((f), sizeof(f))))
+
+int vm_write_json(struct buf *b, const struct vm_rec *v)
 {
-    json_t *o =
-        json_pack("{s:i,s:s,s:s,s:s,s:s,s:s,s:s,s:i,s:I,s:I,s:s}", "vmid", v->vmid, "name", v->name,
-                  "os", v->os, "owner", v->owner, "node", v->node, "state", vm_state_name(v->state),
-                  "power", v->power, "cores", v->cores, "memory_mb", (json_int_t)v->memory_mb,
-                  "disk_gb", (json_int_t)v->disk_gb, "job", v->job);
-    json_object_set_new(o, "id", json_integer(v->id));
-    json_object_set_new(o, "pending", v->pending ? json_deep_copy(v->pending) : json_object());
-    json_object_set_new(o, "error", v->error[0] ? json_string(v->error) : json_null());
-    json_object_set_new(o, "created_at", json_time(v->created_at));
-    json_object_set_new(o, "updated_at", json_time(v->updated_at));
-    return o;
+    const char *state = vm_state_name(v->state);
+    int rc = LIT(b, "{\"vmid\":") || jsonw_int(b, v->vmid) || FIELD_STR(b, ",\"name\":", v->name) ||
+             FIELD_STR(b, ",\"os\":", v->os) || FIELD_STR(b, ",\"owner\":", v->owner) ||
+             FIELD_STR(b, ",\"node\":", v->node) || LIT(b, ",\"state\":") ||
+             jsonw_str(b, state, strlen(state)) || FIELD_STR(b, ",\"power\":", v->power) ||
+             LIT(b, ",\"cores\":") || jsonw_int(b, v->cores) || LIT(b, ",\"memory_mb\":") ||
+             jsonw_int(b, v->memory_mb) || LIT(b, ",\"disk_gb\":") || jsonw_int(b, v->disk_gb) ||
+             FIELD_STR(b, ",\"job\":", v->job) || LIT(b, ",\"id\":") || jsonw_int(b, v->id) ||
+             LIT(b, ",\"pending\":");
+    if (rc)
+        return BUF_TOOBIG;
+    if (v->pending) {
+        /* Rare (a change waiting for a reboot): jansson writes it. */
+        const size_t flags = JSON_COMPACT | JSON_ENCODE_ANY;
+        size_t n = json_dumpb(v->pending, NULL, 0, flags);
+        char *p = n ? buf_space(b, n) : NULL;
+        if (!p || json_dumpb(v->pending, p, n, flags) != n)
+            return BUF_TOOBIG;
+        buf_commit(b, n);
+    } else if (LIT(b, "{}")) {
+        return BUF_TOOBIG;
+    }
+    rc = LIT(b, ",\"error\":") ||
+         (v->error[0] ? jsonw_str(b, v->error, strnlen(v->error, sizeof v->error))
+                      : LIT(b, "null")) ||
+         LIT(b, ",\"created_at\":") || jsonw_time(b, v->created_at) || LIT(b, ",\"updated_at\":") ||
+         jsonw_time(b, v->updated_at) || LIT(b, "}");
+    return rc ? BUF_TOOBIG : BUF_OK;
 }
 
 json_t *job_to_json(const struct job_rec *j)

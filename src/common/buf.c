@@ -56,6 +56,14 @@ int buf_add(struct buf *b, const void *p, size_t n)
     return BUF_OK;
 }
 
+void buf_truncate(struct buf *b, size_t len)
+{
+    if (len < b->len) {
+        b->len = len;
+        b->data[len] = '\0';
+    }
+}
+
 char *buf_space(struct buf *b, size_t n)
 {
     if (grow(b, n))

@@ -42,6 +42,8 @@ int buf_adds(struct buf *b, const char *s);
 int buf_addc(struct buf *b, char c);
 int buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int buf_vprintf(struct buf *b, const char *fmt, va_list ap);
+/* Cut the contents back to their first len bytes (len <= b->len). */
+void buf_truncate(struct buf *b, size_t len);
 /* Room for n more bytes: where to write them (the buffer's end), or NULL
  * when n more would pass the cap. Then buf_commit(b, k) with k <= n, the
  * bytes actually written. For writers that fill memory directly (jsonw.h). */

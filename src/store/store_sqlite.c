@@ -29,7 +29,7 @@
 
 #define SQ_BUSY_TIMEOUT_MS 5000
 #define SQ_TX_ATTEMPTS 8
-#define SQ_STMT_CACHE 64
+#define SQ_STMT_CACHE 96
 /* Internal result: the transaction met SQLITE_BUSY/LOCKED; run it again. */
 #define SQ_RETRY 100
 
@@ -431,6 +431,11 @@ static const char *const MIGRATIONS[] = {
     /* 3: a creation's reservation outlives it ("settled") until an inventory
      * refresh that began afterwards shows its VM */
     "ALTER TABLE capacity ADD COLUMN settled_at INTEGER;",
+    /* 4: every filter of a VM listing has an index (owner has had one
+     * from the start); the rowid ends each, so they walk in id order. */
+    "CREATE INDEX vms_node ON vms (node);"
+    "CREATE INDEX vms_os ON vms (os);"
+    "CREATE INDEX vms_state ON vms (state);",
 };
 #define NMIGRATIONS ((int)(sizeof MIGRATIONS / sizeof MIGRATIONS[0]))
 
@@ -695,41 +700,70 @@ static int sq_vm_get_id(store *s, int64_t id, struct vm_rec *out, struct store_e
     return rc;
 }
 
-/* NULL parameters mean "any"; an explicit state wins over include_gone. */
-static const char SQL_VM_LIST[] =
-    "SELECT " VM_COLS " FROM vms WHERE id > ?1"
-    " AND (?2 IS NULL OR owner = ?2) AND (?3 IS NULL OR node = ?3) AND (?4 IS NULL OR os = ?4)"
-    " AND CASE WHEN ?5 IS NOT NULL THEN state = ?5"
-    "          WHEN ?6 THEN 1"
+/* Listing: NULL parameters mean "any"; an explicit state wins over
+ * include_gone. Parameters: ?1 after_id, ?2 owner, ?3 node, ?4 os, ?5 state,
+ * ?6 include_gone, ?7 limit. Which statement runs depends on the filters
+ * given, so that the most selective one is a plain equality that SQLite
+ * serves from its index (owner, node, os or state, each ordered by id
+ * since the rowid ends every index), walked from the cursor on: a page
+ * reads about `limit` rows whatever the table's size. "?N IS NULL OR ..."
+ * terms cannot use an index (the plan is made before binding), so they only
+ * filter the rows the index walk gives. Without filters the rowid range is
+ * the walk. */
+#define VM_LIST_SELECT "SELECT " VM_COLS " FROM vms WHERE "
+#define VM_LIST_OWNER " AND (?2 IS NULL OR owner = ?2)"
+#define VM_LIST_NODE " AND (?3 IS NULL OR node = ?3)"
+#define VM_LIST_OS " AND (?4 IS NULL OR os = ?4)"
+#define VM_LIST_STATE                                                                              \
+    " AND CASE WHEN ?5 IS NOT NULL THEN state = ?5"                                                \
+    "          WHEN ?6 THEN 1"                                                                     \
     "          ELSE state NOT IN " GONE_STATES " END"
-    " ORDER BY id LIMIT ?7";
+#define VM_LIST_END " ORDER BY id LIMIT ?7"
 
-struct vm_list_ctx {
-    const struct vm_filter *f;
-    struct vm_rec *v;
-    size_t n;
-};
+static const char SQL_VM_LIST[] =
+    VM_LIST_SELECT "id > ?1" VM_LIST_OWNER VM_LIST_NODE VM_LIST_OS VM_LIST_STATE VM_LIST_END;
+static const char SQL_VM_LIST_OWNER[] =
+    VM_LIST_SELECT "owner = ?2 AND id > ?1" VM_LIST_NODE VM_LIST_OS VM_LIST_STATE VM_LIST_END;
+static const char SQL_VM_LIST_NODE[] =
+    VM_LIST_SELECT "node = ?3 AND id > ?1" VM_LIST_OWNER VM_LIST_OS VM_LIST_STATE VM_LIST_END;
+static const char SQL_VM_LIST_OS[] =
+    VM_LIST_SELECT "os = ?4 AND id > ?1" VM_LIST_OWNER VM_LIST_NODE VM_LIST_STATE VM_LIST_END;
+static const char SQL_VM_LIST_STATE[] = VM_LIST_SELECT
+    "state = ?5 AND id > ?1" VM_LIST_OWNER VM_LIST_NODE VM_LIST_OS VM_LIST_STATE VM_LIST_END;
 
-static void vm_list_free(struct vm_rec *v, size_t n)
+static const char *vm_list_sql(const struct vm_filter *f)
 {
-    for (size_t i = 0; i < n; i++)
-        vm_rec_release(&v[i]);
-    free(v);
+    if (f->owner)
+        return SQL_VM_LIST_OWNER;
+    if (f->node)
+        return SQL_VM_LIST_NODE;
+    if (f->os)
+        return SQL_VM_LIST_OS;
+    if (f->state >= 0)
+        return SQL_VM_LIST_STATE;
+    return SQL_VM_LIST;
 }
 
-static int vm_list_fn(struct sq_conn *c, void *ctx, struct store_error *err)
+struct vm_scan_ctx {
+    const struct vm_filter *f;
+    store_vm_fn fn;
+    void *ctx;
+    bool started;
+};
+
+static int vm_scan_fn(struct sq_conn *c, void *ctx, struct store_error *err)
 {
-    struct vm_list_ctx *l = ctx;
+    struct vm_scan_ctx *l = ctx;
     const struct vm_filter *f = l->f;
     sqlite3_stmt *st = NULL;
-    size_t cap = 0;
+    struct vm_rec r = {0};
     int limit = f->limit == 0 ? STORE_LIST_DEFAULT : f->limit;
     if (limit > STORE_LIST_MAX)
         limit = STORE_LIST_MAX;
-    vm_list_free(l->v, l->n); /* a retried attempt starts over */
-    l->v = NULL;
-    l->n = 0;
-    int rc = stmt(c, SQL_VM_LIST, &st, err);
+    if (l->started)
+        l->fn(l->ctx, NULL); /* a retried attempt starts over */
+    l->started = true;
+    int rc = stmt(c, vm_list_sql(f), &st, err);
     if (rc)
         goto out;
     int b = sqlite3_bind_int64(st, 1, f->after_id);
@@ -748,35 +782,25 @@ static int vm_list_fn(struct sq_conn *c, void *ctx, struct store_error *err)
         rc = step_row(c, st, &found, err, "listing VM records");
         if (rc || !found)
             break;
-        if (l->n == cap) {
-            cap = cap ? cap * 2 : 16;
-            l->v = xrealloc(l->v, cap * sizeof *l->v);
-        }
-        rc = row_to_vm(st, &l->v[l->n], err);
-        l->n++; /* counted even on failure: row_to_vm leaves it releasable */
+        rc = row_to_vm(st, &r, err);
         if (rc)
+            break;
+        int stop = l->fn(l->ctx, &r);
+        vm_rec_release(&r);
+        if (stop)
             break;
     }
 out:
+    vm_rec_release(&r);
     stmt_done(st);
-    if (rc) {
-        vm_list_free(l->v, l->n);
-        l->v = NULL;
-        l->n = 0;
-    }
     return rc;
 }
 
-static int sq_vm_list(store *s, const struct vm_filter *f, struct vm_rec **out, size_t *n,
+static int sq_vm_scan(store *s, const struct vm_filter *f, store_vm_fn fn, void *ctx,
                       struct store_error *err)
 {
-    struct vm_list_ctx l = {f, NULL, 0};
-    int rc = tx(SQ(s), TX_READ, vm_list_fn, &l, err);
-    if (rc == STORE_OK) {
-        *out = l.v;
-        *n = l.n;
-    }
-    return rc;
+    struct vm_scan_ctx l = {f, fn, ctx, false};
+    return tx(SQ(s), TX_READ, vm_scan_fn, &l, err);
 }
 
 /* ---- jobs ----------------------------------------------------------------- */
@@ -2168,7 +2192,7 @@ static const struct store_ops SQLITE_OPS = {
     .vm_update = sq_vm_update,
     .vm_get = sq_vm_get,
     .vm_get_id = sq_vm_get_id,
-    .vm_list = sq_vm_list,
+    .vm_scan = sq_vm_scan,
     .job_insert = sq_job_insert,
     .job_update = sq_job_update,
     .job_get = sq_job_get,
