@@ -86,40 +86,58 @@ json_t *json_time(int64_t ms)
     return json_stringn(out, n);
 }
 
-/* Keys and punctuation as literals: "sizeof - 1" spares a strlen each. */
-#define LIT(b, s) jsonw_raw((b), (s), sizeof(s) - 1)
-#define FIELD_STR(b, key, f) (LIT(b, key) || jsonw_str((b), (f), strnlen((f), sizeof(f))))
+/* The fixed text of a record: keys, punctuation, "null" and "{}". */
+#define VM_JSON_FIXED 256
+#define PUT(p, lit) JSONW_PUT_LIT(p, lit)
+#define PUT_FIELD(p, f) jsonw_put_str((p), (f), strnlen((f), sizeof(f)))
 
 int vm_write_json(struct buf *b, const struct vm_rec *v)
 {
+    /* Reserve the worst case once, then write without checks: the strings'
+     * bytes escaped at most 6 times over, the numbers, the times and the
+     * pending changes (jansson writes them: rare, a change waiting for a
+     * reboot). */
+    const size_t pflags = JSON_COMPACT | JSON_ENCODE_ANY;
+    size_t pending = v->pending ? json_dumpb(v->pending, NULL, 0, pflags) : 0;
+    if (v->pending && !pending)
+        return BUF_TOOBIG;
     const char *state = vm_state_name(v->state);
-    int rc = LIT(b, "{\"vmid\":") || jsonw_int(b, v->vmid) || FIELD_STR(b, ",\"name\":", v->name) ||
-             FIELD_STR(b, ",\"os\":", v->os) || FIELD_STR(b, ",\"owner\":", v->owner) ||
-             FIELD_STR(b, ",\"node\":", v->node) || LIT(b, ",\"state\":") ||
-             jsonw_str(b, state, strlen(state)) || FIELD_STR(b, ",\"power\":", v->power) ||
-             LIT(b, ",\"cores\":") || jsonw_int(b, v->cores) || LIT(b, ",\"memory_mb\":") ||
-             jsonw_int(b, v->memory_mb) || LIT(b, ",\"disk_gb\":") || jsonw_int(b, v->disk_gb) ||
-             FIELD_STR(b, ",\"job\":", v->job) || LIT(b, ",\"id\":") || jsonw_int(b, v->id) ||
-             LIT(b, ",\"pending\":");
-    if (rc)
+    size_t strs = strnlen(v->name, sizeof v->name) + strnlen(v->os, sizeof v->os) +
+                  strnlen(v->owner, sizeof v->owner) + strnlen(v->node, sizeof v->node) +
+                  strlen(state) + strnlen(v->power, sizeof v->power) +
+                  strnlen(v->job, sizeof v->job) + strnlen(v->error, sizeof v->error);
+    char *start = buf_space(b, VM_JSON_FIXED + JSONW_ESC_MAX(strs) + 5 * JSONW_INT_MAX +
+                                   2 * JSONW_TIME_LIT_MAX + pending);
+    if (!start)
         return BUF_TOOBIG;
+    char *p = PUT(start, "{\"vmid\":");
+    p = jsonw_put_int(p, v->vmid);
+    p = PUT_FIELD(PUT(p, ",\"name\":"), v->name);
+    p = PUT_FIELD(PUT(p, ",\"os\":"), v->os);
+    p = PUT_FIELD(PUT(p, ",\"owner\":"), v->owner);
+    p = PUT_FIELD(PUT(p, ",\"node\":"), v->node);
+    p = jsonw_put_str(PUT(p, ",\"state\":"), state, strlen(state));
+    p = PUT_FIELD(PUT(p, ",\"power\":"), v->power);
+    p = jsonw_put_int(PUT(p, ",\"cores\":"), v->cores);
+    p = jsonw_put_int(PUT(p, ",\"memory_mb\":"), v->memory_mb);
+    p = jsonw_put_int(PUT(p, ",\"disk_gb\":"), v->disk_gb);
+    p = PUT_FIELD(PUT(p, ",\"job\":"), v->job);
+    p = jsonw_put_int(PUT(p, ",\"id\":"), v->id);
+    p = PUT(p, ",\"pending\":");
     if (v->pending) {
-        /* Rare (a change waiting for a reboot): jansson writes it. */
-        const size_t flags = JSON_COMPACT | JSON_ENCODE_ANY;
-        size_t n = json_dumpb(v->pending, NULL, 0, flags);
-        char *p = n ? buf_space(b, n) : NULL;
-        if (!p || json_dumpb(v->pending, p, n, flags) != n)
-            return BUF_TOOBIG;
-        buf_commit(b, n);
-    } else if (LIT(b, "{}")) {
-        return BUF_TOOBIG;
+        if (json_dumpb(v->pending, p, pending, pflags) != pending)
+            return BUF_TOOBIG; /* nothing committed: the buffer is unchanged */
+        p += pending;
+    } else {
+        p = PUT(p, "{}");
     }
-    rc = LIT(b, ",\"error\":") ||
-         (v->error[0] ? jsonw_str(b, v->error, strnlen(v->error, sizeof v->error))
-                      : LIT(b, "null")) ||
-         LIT(b, ",\"created_at\":") || jsonw_time(b, v->created_at) || LIT(b, ",\"updated_at\":") ||
-         jsonw_time(b, v->updated_at) || LIT(b, "}");
-    return rc ? BUF_TOOBIG : BUF_OK;
+    p = PUT(p, ",\"error\":");
+    p = v->error[0] ? PUT_FIELD(p, v->error) : PUT(p, "null");
+    p = jsonw_put_time(PUT(p, ",\"created_at\":"), v->created_at);
+    p = jsonw_put_time(PUT(p, ",\"updated_at\":"), v->updated_at);
+    p = PUT(p, "}");
+    buf_commit(b, (size_t)(p - start));
+    return BUF_OK;
 }
 
 json_t *job_to_json(const struct job_rec *j)

@@ -103,26 +103,28 @@ int jsonw_raw(struct buf *b, const char *s, size_t n)
     return buf_add(b, s, n);
 }
 
+char *jsonw_put_str(char *p, const char *s, size_t n)
+{
+    *p++ = '"';
+    p += jsonw_escape(p, s, n);
+    *p++ = '"';
+    return p;
+}
+
 int jsonw_str(struct buf *b, const char *s, size_t n)
 {
     if (n > (BUF_UNLIMITED - 2) / 6)
         return BUF_TOOBIG;
-    char *p = buf_space(b, JSONW_ESC_MAX(n) + 2);
+    char *p = buf_space(b, JSONW_STR_MAX(n));
     if (!p) {
         /* The worst case passes the cap, the real text may not: escape
          * into scratch memory and append what it really is. */
-        char *t = xmalloc(JSONW_ESC_MAX(n) + 2);
-        t[0] = '"';
-        size_t k = jsonw_escape(t + 1, s, n);
-        t[k + 1] = '"';
-        int rc = buf_add(b, t, k + 2);
+        char *t = xmalloc(JSONW_STR_MAX(n));
+        int rc = buf_add(b, t, (size_t)(jsonw_put_str(t, s, n) - t));
         free(t);
         return rc;
     }
-    p[0] = '"';
-    size_t k = jsonw_escape(p + 1, s, n);
-    p[k + 1] = '"';
-    buf_commit(b, k + 2);
+    buf_commit(b, (size_t)(jsonw_put_str(p, s, n) - p));
     return BUF_OK;
 }
 
@@ -137,15 +139,23 @@ static char *u64_digits(char *end, uint64_t v)
     return p;
 }
 
-int jsonw_int(struct buf *b, int64_t v)
+char *jsonw_put_int(char *p, int64_t v)
 {
-    char tmp[21];
+    char tmp[JSONW_INT_MAX];
     char *end = tmp + sizeof tmp;
     uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
-    char *p = u64_digits(end, u);
+    char *d = u64_digits(end, u);
     if (v < 0)
-        *--p = '-';
-    return buf_add(b, p, (size_t)(end - p));
+        *--d = '-';
+    size_t n = (size_t)(end - d);
+    memcpy(p, d, n);
+    return p + n;
+}
+
+int jsonw_int(struct buf *b, int64_t v)
+{
+    char tmp[JSONW_INT_MAX];
+    return buf_add(b, tmp, (size_t)(jsonw_put_int(tmp, v) - tmp));
 }
 
 /* Days since 1970-01-01 into a proleptic Gregorian date (H. Hinnant's
@@ -202,13 +212,21 @@ size_t jsonw_fmt_time(char out[JSONW_TIME_MAX + 1], int64_t ms)
     return (size_t)(p - out);
 }
 
-int jsonw_time(struct buf *b, int64_t ms)
+char *jsonw_put_time(char *p, int64_t ms)
 {
     if (ms <= 0)
-        return buf_add(b, "null", 4);
-    char t[JSONW_TIME_MAX + 3];
-    t[0] = '"';
-    size_t n = jsonw_fmt_time(t + 1, ms);
-    t[n + 1] = '"';
-    return buf_add(b, t, n + 2);
+        return JSONW_PUT_LIT(p, "null");
+    char t[JSONW_TIME_MAX + 1];
+    size_t n = jsonw_fmt_time(t, ms);
+    *p++ = '"';
+    memcpy(p, t, n);
+    p += n;
+    *p++ = '"';
+    return p;
+}
+
+int jsonw_time(struct buf *b, int64_t ms)
+{
+    char t[JSONW_TIME_LIT_MAX];
+    return buf_add(b, t, (size_t)(jsonw_put_time(t, ms) - t));
 }

@@ -18,6 +18,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 /* Characters jsonw_time writes, without NUL: "2026-11-23T23:40:01.123Z". */
 #define JSONW_TIME_MAX 32
@@ -31,6 +32,19 @@ int jsonw_int(struct buf *b, int64_t v);
 /* A time in unix milliseconds as an RFC 3339 UTC string with milliseconds
  * ("2026-11-23T23:40:01.123Z"), or null when ms <= 0. */
 int jsonw_time(struct buf *b, int64_t ms);
+
+/* The same values written into memory the caller reserved (buf_space with
+ * the bound given, then buf_commit of what was written): for encoders that
+ * reserve a whole record's worst case once instead of checking each piece.
+ * Each returns the end of what it wrote. */
+#define JSONW_STR_MAX(n) ((n)*6 + 2) /* a string of n bytes, quotes included */
+#define JSONW_INT_MAX 20             /* "-9223372036854775808" */
+#define JSONW_TIME_LIT_MAX (JSONW_TIME_MAX + 2)
+char *jsonw_put_str(char *p, const char *s, size_t n);
+char *jsonw_put_int(char *p, int64_t v);
+char *jsonw_put_time(char *p, int64_t ms);
+/* A literal: JSONW_PUT_LIT(p, "{\"id\":") */
+#define JSONW_PUT_LIT(p, lit) ((char *)memcpy((p), (lit), sizeof(lit) - 1) + sizeof(lit) - 1)
 
 /* The text of jsonw_time's string (no quotes) in out, NUL-terminated;
  * returns its length. ms must be > 0. */

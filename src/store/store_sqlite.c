@@ -526,9 +526,12 @@ static int wal_fn(struct sq_conn *c, void *ctx, struct store_error *err)
     "pending, created_at, updated_at"
 #define GONE_STATES "('deleted', 'failed', 'lost')"
 
+/* Every field is written (no memset of the whole record: a page reads a
+ * hundred of them); strings are NUL-terminated, the bytes after the NUL
+ * are not cleared. */
 static int row_to_vm(sqlite3_stmt *st, struct vm_rec *r, struct store_error *err)
 {
-    memset(r, 0, sizeof *r);
+    r->pending = NULL;
     r->id = sqlite3_column_int64(st, 0);
     r->vmid = sqlite3_column_int(st, 1);
     COL_FIELD(st, 2, r->os);
@@ -700,48 +703,65 @@ static int sq_vm_get_id(store *s, int64_t id, struct vm_rec *out, struct store_e
     return rc;
 }
 
-/* Listing: NULL parameters mean "any"; an explicit state wins over
- * include_gone. Parameters: ?1 after_id, ?2 owner, ?3 node, ?4 os, ?5 state,
- * ?6 include_gone, ?7 limit. Which statement runs depends on the filters
- * given, so that the most selective one is a plain equality that SQLite
- * serves from its index (owner, node, os or state, each ordered by id
- * since the rowid ends every index), walked from the cursor on: a page
- * reads about `limit` rows whatever the table's size. "?N IS NULL OR ..."
- * terms cannot use an index (the plan is made before binding), so they only
- * filter the rows the index walk gives. Without filters the rowid range is
- * the walk. */
-#define VM_LIST_SELECT "SELECT " VM_COLS " FROM vms WHERE "
-#define VM_LIST_OWNER " AND (?2 IS NULL OR owner = ?2)"
-#define VM_LIST_NODE " AND (?3 IS NULL OR node = ?3)"
-#define VM_LIST_OS " AND (?4 IS NULL OR os = ?4)"
-#define VM_LIST_STATE                                                                              \
-    " AND CASE WHEN ?5 IS NOT NULL THEN state = ?5"                                                \
-    "          WHEN ?6 THEN 1"                                                                     \
-    "          ELSE state NOT IN " GONE_STATES " END"
-#define VM_LIST_END " ORDER BY id LIMIT ?7"
+/* Listing. The statement is made for the filters given (one per
+ * combination of owner, node, os and the state condition), so that no row
+ * pays for conditions that were not asked for, and one filter drives the
+ * walk: a plain equality that SQLite serves from its index, which ends
+ * with the rowid, so the walk is in id order and starts at the cursor. A
+ * page then reads about `limit` rows whatever the table's size, unless the
+ * other filters (written "+col = ?": a unary + keeps SQLite from choosing
+ * their index, which without statistics it might) drop most of them. The
+ * driver is the most selective filter given, in this order: owner (a
+ * tenant's VMs), node, state, os. Without filters the rowid range is the
+ * walk. The live-state condition is spelled as inequalities: "NOT IN
+ * (list)" makes SQLite probe a temporary index for every row. Parameters
+ * keep their numbers in every variant: ?1 after_id, ?2 owner, ?3 node, ?4
+ * os, ?5 state, ?7 limit (?6 is not used). */
+#define VM_LIST_OWNER 1
+#define VM_LIST_NODE 2
+#define VM_LIST_OS 4
+enum { VM_LIST_LIVE, VM_LIST_STATE, VM_LIST_ALL }; /* the state condition */
+#define VM_LIST_VARIANTS (8 * 3)
+#define VM_LIST_SQL_MAX 512
 
-static const char SQL_VM_LIST[] =
-    VM_LIST_SELECT "id > ?1" VM_LIST_OWNER VM_LIST_NODE VM_LIST_OS VM_LIST_STATE VM_LIST_END;
-static const char SQL_VM_LIST_OWNER[] =
-    VM_LIST_SELECT "owner = ?2 AND id > ?1" VM_LIST_NODE VM_LIST_OS VM_LIST_STATE VM_LIST_END;
-static const char SQL_VM_LIST_NODE[] =
-    VM_LIST_SELECT "node = ?3 AND id > ?1" VM_LIST_OWNER VM_LIST_OS VM_LIST_STATE VM_LIST_END;
-static const char SQL_VM_LIST_OS[] =
-    VM_LIST_SELECT "os = ?4 AND id > ?1" VM_LIST_OWNER VM_LIST_NODE VM_LIST_STATE VM_LIST_END;
-static const char SQL_VM_LIST_STATE[] = VM_LIST_SELECT
-    "state = ?5 AND id > ?1" VM_LIST_OWNER VM_LIST_NODE VM_LIST_OS VM_LIST_STATE VM_LIST_END;
+static char vm_list_sql_text[VM_LIST_VARIANTS][VM_LIST_SQL_MAX];
+static pthread_once_t vm_list_once = PTHREAD_ONCE_INIT;
 
+static void vm_list_sql_init(void)
+{
+    for (int i = 0; i < VM_LIST_VARIANTS; i++) {
+        int mask = i % 8, cond = i / 8;
+        /* the driver: the first of owner, node, state, os that is given */
+        bool by_owner = mask & VM_LIST_OWNER;
+        bool by_node = !by_owner && (mask & VM_LIST_NODE);
+        bool by_state = !by_owner && !by_node && cond == VM_LIST_STATE;
+        bool by_os = !by_owner && !by_node && !by_state;
+        snprintf(vm_list_sql_text[i], VM_LIST_SQL_MAX,
+                 "SELECT " VM_COLS " FROM vms WHERE id > ?1%s%s%s%s ORDER BY id LIMIT ?7",
+                 !(mask & VM_LIST_OWNER) ? ""
+                 : by_owner              ? " AND owner = ?2"
+                                         : " AND +owner = ?2",
+                 !(mask & VM_LIST_NODE) ? ""
+                 : by_node              ? " AND node = ?3"
+                                        : " AND +node = ?3",
+                 !(mask & VM_LIST_OS) ? ""
+                 : by_os              ? " AND os = ?4"
+                                      : " AND +os = ?4",
+                 cond == VM_LIST_STATE  ? (by_state ? " AND state = ?5" : " AND +state = ?5")
+                 : cond == VM_LIST_LIVE ? " AND state <> 'deleted' AND state <> 'failed'"
+                                          " AND state <> 'lost'"
+                                        : "");
+    }
+}
+
+/* The statement text for f: a static string, as the statement cache wants. */
 static const char *vm_list_sql(const struct vm_filter *f)
 {
-    if (f->owner)
-        return SQL_VM_LIST_OWNER;
-    if (f->node)
-        return SQL_VM_LIST_NODE;
-    if (f->os)
-        return SQL_VM_LIST_OS;
-    if (f->state >= 0)
-        return SQL_VM_LIST_STATE;
-    return SQL_VM_LIST;
+    pthread_once(&vm_list_once, vm_list_sql_init);
+    int mask =
+        (f->owner ? VM_LIST_OWNER : 0) | (f->node ? VM_LIST_NODE : 0) | (f->os ? VM_LIST_OS : 0);
+    int cond = f->state >= 0 ? VM_LIST_STATE : f->include_gone ? VM_LIST_ALL : VM_LIST_LIVE;
+    return vm_list_sql_text[cond * 8 + mask];
 }
 
 struct vm_scan_ctx {
@@ -771,7 +791,6 @@ static int vm_scan_fn(struct sq_conn *c, void *ctx, struct store_error *err)
     b = b ? b : bind_str(st, 3, f->node);
     b = b ? b : bind_str(st, 4, f->os);
     b = b ? b : bind_str(st, 5, f->state >= 0 ? vm_state_name((enum vm_state)f->state) : NULL);
-    b = b ? b : sqlite3_bind_int(st, 6, f->include_gone);
     b = b ? b : sqlite3_bind_int(st, 7, limit);
     if (b) {
         rc = bind_failed(c, b, err, "VM list");
@@ -1957,8 +1976,8 @@ out:
     return rc;
 }
 
-static int sq_kv_setdefault(store *s, const char *name, const char *value, char *out,
-                            size_t outlen, struct store_error *err)
+static int sq_kv_setdefault(store *s, const char *name, const char *value, char *out, size_t outlen,
+                            struct store_error *err)
 {
     struct kv_ctx k = {name, value, out, outlen};
     return tx(SQ(s), TX_WRITE, kv_setdefault_fn, &k, err);
@@ -2105,9 +2124,9 @@ static int sq_token_revoke(store *s, const char *id, struct store_error *err)
 #define BUCKET(i) "sum(CASE WHEN finished_at > 0 AND " DUR " <= ?" #i " THEN 1 ELSE 0 END), "
 static const char SQL_JOB_STATS[] =
     "SELECT kind, state, count(*), coalesce(sum(CASE WHEN finished_at > 0 THEN " DUR
-    " END), 0), " BUCKET(1) BUCKET(2) BUCKET(3) BUCKET(4) BUCKET(5) BUCKET(6)
-    "sum(CASE WHEN finished_at > 0 THEN 1 ELSE 0 END)"
-    " FROM jobs GROUP BY kind, state ORDER BY kind, state";
+    " END), 0), " BUCKET(1) BUCKET(2) BUCKET(3) BUCKET(4) BUCKET(5)
+        BUCKET(6) "sum(CASE WHEN finished_at > 0 THEN 1 ELSE 0 END)"
+                  " FROM jobs GROUP BY kind, state ORDER BY kind, state";
 
 struct stats_ctx {
     struct job_stat *v;
