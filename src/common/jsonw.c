@@ -2,6 +2,7 @@
 
 #include "common/xalloc.h"
 
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -40,12 +41,34 @@ static size_t utf8_seq(const unsigned char *s, size_t n)
     return len;
 }
 
+/* Whether none of the 8 bytes in w needs a look: all ASCII (< 0x80), none
+ * a control character (< 0x20), a quote or a backslash. Word-at-a-time
+ * tests for "some byte < k" (Hacker's Delight 6-1 style), exact here
+ * because bytes >= 0x80 are refused first. */
+#define ONES 0x0101010101010101ull
+#define HIGHS 0x8080808080808080ull
+static bool plain8(uint64_t w)
+{
+    uint64_t quote = w ^ (ONES * '"'), bslash = w ^ (ONES * '\\');
+    uint64_t bad = w | (w - ONES * 0x20) | ((quote - ONES) & ~quote) | ((bslash - ONES) & ~bslash);
+    return (bad & HIGHS) == 0;
+}
+
 size_t jsonw_escape(char *dst, const char *src, size_t n)
 {
     const unsigned char *s = (const unsigned char *)src;
     size_t o = 0;
     size_t i = 0;
     while (i < n) {
+        /* runs of plain ASCII, 8 bytes at a time */
+        uint64_t w;
+        while (n - i >= 8 && (memcpy(&w, s + i, 8), plain8(w))) {
+            memcpy(dst + o, &w, 8);
+            o += 8;
+            i += 8;
+        }
+        if (i == n)
+            break;
         unsigned char c = s[i];
         if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
             dst[o++] = (char)c;

@@ -101,6 +101,61 @@ static void test_same_as_jansson(void **state)
     }
 }
 
+/* Longer strings (the word-at-a-time path): random mixes of plain ASCII,
+ * quotes, backslashes, control characters, UTF-8 and stray bytes at every
+ * alignment; same text as jansson for the valid ones, valid JSON always. */
+static void test_long_strings(void **state)
+{
+    static const char *const pieces[] = {"abcdefgh",
+                                         "0123456789",
+                                         " ",
+                                         "\"",
+                                         "\\",
+                                         "\n",
+                                         "\x01",
+                                         "\x1f",
+                                         "\x7f",
+                                         "\xc3\xa9",
+                                         "\xe2\x82\xac",
+                                         "\xf0\x9f\x96\xa5",
+                                         "\xff",
+                                         "\x80",
+                                         "~",
+                                         "/",
+                                         "}"};
+    const size_t np = sizeof pieces / sizeof pieces[0];
+    uint64_t x = 0x9E3779B97F4A7C15ull;
+    char s[256];
+    for (int round = 0; round < 5000; round++) {
+        size_t n = 0;
+        while (n < 200) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            /* mostly plain runs, sometimes a special piece */
+            const char *p = pieces[x % 4 ? x % 3 : (x >> 8) % np];
+            size_t k = strlen(p);
+            if ((x >> 20) % 5 == 0)
+                k = 1 + (x >> 24) % k; /* a cut piece: stray bytes */
+            memcpy(s + n, p, k);
+            n += k;
+        }
+        size_t len = 1 + (x >> 32) % n;
+        char *got = enc(s, len);
+        json_t *ref = json_stringn(s, len);
+        if (ref) {
+            char *want = json_dumps(ref, JSON_COMPACT | JSON_ENCODE_ANY);
+            assert_string_equal(got, want);
+            free(want);
+            json_decref(ref);
+        }
+        json_t *back = json_loads(got, JSON_DECODE_ANY, NULL);
+        assert_non_null(back);
+        json_decref(back);
+        free(got);
+    }
+}
+
 static void test_cap(void **state)
 {
     struct buf b = BUF_INIT(8);
@@ -185,6 +240,7 @@ int main(void)
         cmocka_unit_test(test_utf8_passthrough),
         cmocka_unit_test(test_invalid_utf8_replaced),
         cmocka_unit_test(test_same_as_jansson),
+        cmocka_unit_test(test_long_strings),
         cmocka_unit_test(test_cap),
         cmocka_unit_test(test_ints),
         cmocka_unit_test(test_times),
