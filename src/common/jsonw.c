@@ -211,12 +211,16 @@ size_t jsonw_fmt_time(char out[JSONW_TIME_MAX + 1], int64_t ms)
     unsigned mo, d;
     civil_from_days(days, &y, &mo, &d);
     /* ms > 0, so the year is 1970 or later: at least four digits. */
-    char yd[20];
-    char *ys = u64_digits(yd + sizeof yd, (uint64_t)y);
-    size_t yl = (size_t)(yd + sizeof yd - ys);
     char *p = out;
-    memcpy(p, ys, yl);
-    p += yl;
+    if (y < 10000) {
+        p = two(two(p, (unsigned)y / 100), (unsigned)y % 100);
+    } else {
+        char yd[20];
+        char *ys = u64_digits(yd + sizeof yd, (uint64_t)y);
+        size_t yl = (size_t)(yd + sizeof yd - ys);
+        memcpy(p, ys, yl);
+        p += yl;
+    }
     *p++ = '-';
     p = two(p, mo);
     *p++ = '-';
@@ -239,11 +243,9 @@ char *jsonw_put_time(char *p, int64_t ms)
 {
     if (ms <= 0)
         return JSONW_PUT_LIT(p, "null");
-    char t[JSONW_TIME_MAX + 1];
-    size_t n = jsonw_fmt_time(t, ms);
+    /* The NUL jsonw_fmt_time ends with falls where the closing quote goes. */
     *p++ = '"';
-    memcpy(p, t, n);
-    p += n;
+    p += jsonw_fmt_time(p, ms);
     *p++ = '"';
     return p;
 }
