@@ -54,8 +54,9 @@ struct req {
 
 struct resp {
     unsigned status;
-    json_t *body; /* JSON answer (owned), or NULL */
-    char *text;   /* or a text answer (owned) with its type */
+    json_t *body;    /* JSON answer (owned), or NULL */
+    char *text;      /* or a text answer (owned) with its type */
+    size_t text_len; /* its length, or 0: strlen(text) */
     const char *ctype;
     char location[128];       /* Location header when set */
     char allow[64];           /* Allow header (405) */
@@ -73,11 +74,18 @@ void router_dispatch(struct req *rq, struct resp *rs);
 void resp_error(struct resp *rs, unsigned status, const char *code, const char *field,
                 const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 void resp_json(struct resp *rs, unsigned status, json_t *body);
+/* A JSON answer already written as text (jsonw.h): takes b's contents. */
+void resp_json_text(struct resp *rs, unsigned status, struct buf *b);
 /* Map a core error to the HTTP answer. */
 void resp_core_error(struct resp *rs, const struct core_error *ce);
 /* "2026-11-23T23:40:01.123Z", or JSON null for 0. */
 json_t *json_time(int64_t unix_ms);
-json_t *vm_to_json(const struct vm_rec *v);
+/* A VM record's JSON object appended to b: the one encoder of
+ * GET /v1/vms and GET /v1/vms/{vmid}. BUF_OK or BUF_TOOBIG (b's cap). */
+int vm_write_json(struct buf *b, const struct vm_rec *v);
+/* Cap on a JSON answer written as text: a page of 1000 records whose
+ * strings are all full of escapes stays below it. */
+#define API_ANSWER_MAX (16 * 1024 * 1024)
 json_t *job_to_json(const struct job_rec *j);
 
 enum field_type { FT_STRING, FT_INT, FT_BOOL, FT_STRINGS };

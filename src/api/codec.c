@@ -2,6 +2,7 @@
  * Every refusal names the field it is about, in details.field. */
 #include "api/api_int.h"
 
+#include "common/jsonw.h"
 #include "common/util.h"
 #include "common/xalloc.h"
 
@@ -18,6 +19,17 @@ void resp_json(struct resp *rs, unsigned status, json_t *body)
     json_decref(rs->body);
     rs->status = status;
     rs->body = body;
+}
+
+void resp_json_text(struct resp *rs, unsigned status, struct buf *b)
+{
+    json_decref(rs->body);
+    rs->body = NULL;
+    free(rs->text);
+    rs->status = status;
+    rs->text_len = b->len;
+    rs->text = buf_take(b);
+    rs->ctype = "application/json";
 }
 
 void resp_error(struct resp *rs, unsigned status, const char *code, const char *field,
@@ -69,28 +81,63 @@ json_t *json_time(int64_t ms)
 {
     if (ms <= 0)
         return json_null();
-    time_t s = (time_t)(ms / 1000);
-    struct tm tm;
-    gmtime_r(&s, &tm);
-    char out[40];
-    size_t n = strftime(out, sizeof out, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out + n, sizeof out - n, ".%03dZ", (int)(ms % 1000));
-    return json_string(out);
+    char out[JSONW_TIME_MAX + 1];
+    size_t n = jsonw_fmt_time(out, ms);
+    return json_stringn(out, n);
 }
 
-json_t *vm_to_json(const struct vm_rec *v)
+/* The fixed text of a record: keys, punctuation, "null" and "{}". */
+#define VM_JSON_FIXED 256
+#define PUT(p, lit) JSONW_PUT_LIT(p, lit)
+#define PUT_FIELD(p, f) jsonw_put_str((p), (f), strnlen((f), sizeof(f)))
+
+int vm_write_json(struct buf *b, const struct vm_rec *v)
 {
-    json_t *o =
-        json_pack("{s:i,s:s,s:s,s:s,s:s,s:s,s:s,s:i,s:I,s:I,s:s}", "vmid", v->vmid, "name", v->name,
-                  "os", v->os, "owner", v->owner, "node", v->node, "state", vm_state_name(v->state),
-                  "power", v->power, "cores", v->cores, "memory_mb", (json_int_t)v->memory_mb,
-                  "disk_gb", (json_int_t)v->disk_gb, "job", v->job);
-    json_object_set_new(o, "id", json_integer(v->id));
-    json_object_set_new(o, "pending", v->pending ? json_deep_copy(v->pending) : json_object());
-    json_object_set_new(o, "error", v->error[0] ? json_string(v->error) : json_null());
-    json_object_set_new(o, "created_at", json_time(v->created_at));
-    json_object_set_new(o, "updated_at", json_time(v->updated_at));
-    return o;
+    /* Reserve the worst case once, then write without checks: the strings'
+     * bytes escaped at most 6 times over, the numbers, the times and the
+     * pending changes (jansson writes them: rare, a change waiting for a
+     * reboot). */
+    const size_t pflags = JSON_COMPACT | JSON_ENCODE_ANY;
+    size_t pending = v->pending ? json_dumpb(v->pending, NULL, 0, pflags) : 0;
+    if (v->pending && !pending)
+        return BUF_TOOBIG;
+    const char *state = vm_state_name(v->state);
+    size_t strs = strnlen(v->name, sizeof v->name) + strnlen(v->os, sizeof v->os) +
+                  strnlen(v->owner, sizeof v->owner) + strnlen(v->node, sizeof v->node) +
+                  strlen(state) + strnlen(v->power, sizeof v->power) +
+                  strnlen(v->job, sizeof v->job) + strnlen(v->error, sizeof v->error);
+    char *start = buf_space(b, VM_JSON_FIXED + JSONW_ESC_MAX(strs) + 5 * JSONW_INT_MAX +
+                                   2 * JSONW_TIME_LIT_MAX + pending);
+    if (!start)
+        return BUF_TOOBIG;
+    char *p = PUT(start, "{\"vmid\":");
+    p = jsonw_put_int(p, v->vmid);
+    p = PUT_FIELD(PUT(p, ",\"name\":"), v->name);
+    p = PUT_FIELD(PUT(p, ",\"os\":"), v->os);
+    p = PUT_FIELD(PUT(p, ",\"owner\":"), v->owner);
+    p = PUT_FIELD(PUT(p, ",\"node\":"), v->node);
+    p = jsonw_put_str(PUT(p, ",\"state\":"), state, strlen(state));
+    p = PUT_FIELD(PUT(p, ",\"power\":"), v->power);
+    p = jsonw_put_int(PUT(p, ",\"cores\":"), v->cores);
+    p = jsonw_put_int(PUT(p, ",\"memory_mb\":"), v->memory_mb);
+    p = jsonw_put_int(PUT(p, ",\"disk_gb\":"), v->disk_gb);
+    p = PUT_FIELD(PUT(p, ",\"job\":"), v->job);
+    p = jsonw_put_int(PUT(p, ",\"id\":"), v->id);
+    p = PUT(p, ",\"pending\":");
+    if (v->pending) {
+        if (json_dumpb(v->pending, p, pending, pflags) != pending)
+            return BUF_TOOBIG; /* nothing committed: the buffer is unchanged */
+        p += pending;
+    } else {
+        p = PUT(p, "{}");
+    }
+    p = PUT(p, ",\"error\":");
+    p = v->error[0] ? PUT_FIELD(p, v->error) : PUT(p, "null");
+    p = jsonw_put_time(PUT(p, ",\"created_at\":"), v->created_at);
+    p = jsonw_put_time(PUT(p, ",\"updated_at\":"), v->updated_at);
+    p = PUT(p, "}");
+    buf_commit(b, (size_t)(p - start));
+    return BUF_OK;
 }
 
 json_t *job_to_json(const struct job_rec *j)

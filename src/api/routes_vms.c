@@ -6,6 +6,7 @@
  * owner. */
 #include "api/api_int.h"
 
+#include "common/jsonw.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "common/xalloc.h"
@@ -246,6 +247,31 @@ out:
 
 /* ---- GET /v1/vms ------------------------------------------------------------------ */
 
+#define LIT(b, s) jsonw_raw((b), (s), sizeof(s) - 1)
+
+/* A page written as the store reads it: no array of records, no tree. */
+struct page {
+    struct buf *b;
+    size_t start; /* where the first record goes */
+    size_t n;
+    int64_t last_id;
+    int rc; /* BUF_TOOBIG stops the scan */
+};
+
+static int page_add(void *ctx, const struct vm_rec *r)
+{
+    struct page *pg = ctx;
+    if (!r) { /* the store reads again from the start */
+        buf_truncate(pg->b, pg->start);
+        pg->n = 0;
+        return 0;
+    }
+    pg->rc = (pg->n && LIT(pg->b, ",")) || vm_write_json(pg->b, r) ? BUF_TOOBIG : BUF_OK;
+    pg->n++;
+    pg->last_id = r->id;
+    return pg->rc;
+}
+
 void h_vms_list(struct req *rq, struct resp *rs)
 {
     static const char *const allowed[] = {"owner", "state", "node", "os", "limit", "after", NULL};
@@ -280,26 +306,49 @@ void h_vms_list(struct req *rq, struct resp *rs)
         }
         f.owner = rq->who.owner;
     }
-    struct vm_rec *recs = NULL;
-    size_t n = 0;
+    struct buf b = BUF_INIT(API_ANSWER_MAX);
+    struct page pg = {&b, 0, 0, 0, BUF_OK};
+    /* About 280 bytes a record: one allocation for most pages. */
+    if (!buf_space(&b, (size_t)f.limit * 320 + 64))
+        goto too_big;
+    LIT(&b, "{\"vms\":[");
+    pg.start = b.len;
     struct store_error se;
-    if (store_vm_list(rq->api->st, &f, &recs, &n, &se)) {
+    if (store_vm_scan(rq->api->st, &f, page_add, &pg, &se)) {
         resp_error(rs, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable", NULL, "%s", se.message);
-        return;
+        goto out;
     }
-    json_t *arr = json_array();
-    for (size_t i = 0; i < n; i++) {
-        json_array_append_new(arr, vm_to_json(&recs[i]));
-        vm_rec_release(&recs[i]);
-    }
+    if (pg.rc)
+        goto too_big;
     /* A full page may have more behind it: hand out the cursor. */
-    json_t *next =
-        n == (size_t)f.limit ? json_sprintf("%lld", (long long)recs[n - 1].id) : json_null();
-    free(recs);
-    resp_json(rs, MHD_HTTP_OK, json_pack("{s:o,s:o}", "vms", arr, "next", next));
+    int rc = LIT(&b, "],\"next\":");
+    if (!rc && pg.n == (size_t)f.limit)
+        rc = LIT(&b, "\"") || jsonw_int(&b, pg.last_id) || LIT(&b, "\"");
+    else if (!rc)
+        rc = LIT(&b, "null");
+    if (rc || LIT(&b, "}"))
+        goto too_big;
+    resp_json_text(rs, MHD_HTTP_OK, &b);
+    goto out;
+too_big:
+    resp_error(rs, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal", NULL,
+               "the answer would pass %d bytes: ask for a smaller page (limit)", API_ANSWER_MAX);
+out:
+    buf_release(&b);
 }
 
 /* ---- one VM ------------------------------------------------------------------------ */
+
+static void vm_answer(struct resp *rs, const struct vm_rec *v)
+{
+    struct buf b = BUF_INIT(API_ANSWER_MAX);
+    if (vm_write_json(&b, v))
+        resp_error(rs, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal", NULL,
+                   "the answer would pass %d bytes", API_ANSWER_MAX);
+    else
+        resp_json_text(rs, MHD_HTTP_OK, &b);
+    buf_release(&b);
+}
 
 void h_vm_get(struct req *rq, struct resp *rs)
 {
@@ -320,7 +369,7 @@ void h_vm_get(struct req *rq, struct resp *rs)
     if (!rq->who.admin && strcmp(v.owner, rq->who.owner) != 0)
         not_found(rs, rq->params[0]);
     else
-        resp_json(rs, MHD_HTTP_OK, vm_to_json(&v));
+        vm_answer(rs, &v);
     vm_rec_release(&v);
 }
 

@@ -51,7 +51,7 @@ static enum MHD_Result send_resp(struct req *rq, struct resp *rs)
             text = rs->text ? rs->text : xstrdup("");
             rs->text = NULL;
         }
-        size_t len = strlen(text);
+        size_t len = rs->body || !rs->text_len ? strlen(text) : rs->text_len;
         r = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
         if (!r) {
             free(text);

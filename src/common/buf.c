@@ -56,6 +56,27 @@ int buf_add(struct buf *b, const void *p, size_t n)
     return BUF_OK;
 }
 
+void buf_truncate(struct buf *b, size_t len)
+{
+    if (len < b->len) {
+        b->len = len;
+        b->data[len] = '\0';
+    }
+}
+
+char *buf_space(struct buf *b, size_t n)
+{
+    if (grow(b, n))
+        return NULL;
+    return b->data + b->len;
+}
+
+void buf_commit(struct buf *b, size_t k)
+{
+    b->len += k;
+    b->data[b->len] = '\0';
+}
+
 int buf_adds(struct buf *b, const char *s)
 {
     return buf_add(b, s, strlen(s));

@@ -27,7 +27,10 @@ struct buf {
 };
 
 #define BUF_UNLIMITED ((size_t)-1 / 2)
-#define BUF_INIT(maxlen) {NULL, 0, 0, (maxlen)}
+#define BUF_INIT(maxlen)                                                                           \
+    {                                                                                              \
+        NULL, 0, 0, (maxlen)                                                                       \
+    }
 
 void buf_init(struct buf *b, size_t max);
 /* Free the contents; the buffer can be used again (empty, same cap). */
@@ -39,6 +42,13 @@ int buf_adds(struct buf *b, const char *s);
 int buf_addc(struct buf *b, char c);
 int buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int buf_vprintf(struct buf *b, const char *fmt, va_list ap);
+/* Cut the contents back to their first len bytes (len <= b->len). */
+void buf_truncate(struct buf *b, size_t len);
+/* Room for n more bytes: where to write them (the buffer's end), or NULL
+ * when n more would pass the cap. Then buf_commit(b, k) with k <= n, the
+ * bytes actually written. For writers that fill memory directly (jsonw.h). */
+char *buf_space(struct buf *b, size_t n);
+void buf_commit(struct buf *b, size_t k);
 /* Hand the heap string to the caller (who frees it) and reset the buffer.
  * Never returns NULL: an empty buffer yields "". */
 char *buf_take(struct buf *b);

@@ -250,6 +250,54 @@ int store_vm_get_id(store *s, int64_t id, struct vm_rec *out, struct store_error
     return s->ops->vm_get_id(s, id, out, err);
 }
 
+static int vm_filter_check(const struct vm_filter *f, struct store_error *err)
+{
+    CHECK(f->limit >= 0, "list limit %d is negative", f->limit);
+    CHECK(f->state >= -1 && f->state <= VMS_LOST, "VM state %d unknown", f->state);
+    return STORE_OK;
+}
+
+int store_vm_scan(store *s, const struct vm_filter *f, store_vm_fn fn, void *ctx,
+                  struct store_error *err)
+{
+    err_clear(err);
+    CHECK(s && fn, "store_vm_scan: NULL argument");
+    struct vm_filter def = {.state = -1};
+    if (!f)
+        f = &def;
+    int rc = vm_filter_check(f, err);
+    return rc ? rc : s->ops->vm_scan(s, f, fn, ctx, err);
+}
+
+struct vm_list_ctx {
+    struct vm_rec *v;
+    size_t n, cap;
+};
+
+static void vm_list_clear(struct vm_list_ctx *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        vm_rec_release(&l->v[i]);
+    l->n = 0;
+}
+
+static int vm_list_add(void *ctx, const struct vm_rec *r)
+{
+    struct vm_list_ctx *l = ctx;
+    if (!r) { /* the backend starts over */
+        vm_list_clear(l);
+        return 0;
+    }
+    if (l->n == l->cap) {
+        l->cap = l->cap ? l->cap * 2 : 16;
+        l->v = xrealloc(l->v, l->cap * sizeof *l->v);
+    }
+    l->v[l->n] = *r;
+    json_incref(r->pending); /* the backend releases its own reference */
+    l->n++;
+    return 0;
+}
+
 int store_vm_list(store *s, const struct vm_filter *f, struct vm_rec **out, size_t *n,
                   struct store_error *err)
 {
@@ -257,12 +305,16 @@ int store_vm_list(store *s, const struct vm_filter *f, struct vm_rec **out, size
     CHECK(s && out && n, "store_vm_list: NULL argument");
     *out = NULL;
     *n = 0;
-    struct vm_filter def = {.state = -1};
-    if (!f)
-        f = &def;
-    CHECK(f->limit >= 0, "list limit %d is negative", f->limit);
-    CHECK(f->state >= -1 && f->state <= VMS_LOST, "VM state %d unknown", f->state);
-    return s->ops->vm_list(s, f, out, n, err);
+    struct vm_list_ctx l = {NULL, 0, 0};
+    int rc = store_vm_scan(s, f, vm_list_add, &l, err);
+    if (rc) {
+        vm_list_clear(&l);
+        free(l.v);
+        return rc;
+    }
+    *out = l.v;
+    *n = l.n;
+    return STORE_OK;
 }
 
 int store_job_insert(store *s, struct job_rec *j, struct store_error *err)

@@ -144,6 +144,18 @@ struct vm_filter {
  * vm_rec_release, then free(*out). */
 int store_vm_list(store *s, const struct vm_filter *f, struct vm_rec **out, size_t *n,
                   struct store_error *err);
+/* The records store_vm_list would return, handed to fn one at a time
+ * without copying them into an array (for pages that are encoded as they
+ * are read). The record is valid only during the call: its storage is reused
+ * for the next, and its `pending` released. fn returns 0 to go on, anything
+ * else to stop early (the scan still answers STORE_OK). fn must not call
+ * the store. When the backend has to run the read again (SQLite busy), it
+ * first calls fn with r == NULL: forget every record seen so far. Every
+ * filter is served by an index (owner, node, os, state) together with the
+ * `after_id` cursor. */
+typedef int (*store_vm_fn)(void *ctx, const struct vm_rec *r);
+int store_vm_scan(store *s, const struct vm_filter *f, store_vm_fn fn, void *ctx,
+                  struct store_error *err);
 
 /* ---- jobs --------------------------------------------------------------- */
 

@@ -22,7 +22,7 @@ struct store_ops {
     int (*vm_update)(store *s, const struct vm_rec *r, struct store_error *err);
     int (*vm_get)(store *s, int vmid, struct vm_rec *out, struct store_error *err);
     int (*vm_get_id)(store *s, int64_t id, struct vm_rec *out, struct store_error *err);
-    int (*vm_list)(store *s, const struct vm_filter *f, struct vm_rec **out, size_t *n,
+    int (*vm_scan)(store *s, const struct vm_filter *f, store_vm_fn fn, void *ctx,
                    struct store_error *err);
 
     int (*job_insert)(store *s, struct job_rec *j, struct store_error *err);

@@ -29,7 +29,7 @@
 
 #define SQ_BUSY_TIMEOUT_MS 5000
 #define SQ_TX_ATTEMPTS 8
-#define SQ_STMT_CACHE 64
+#define SQ_STMT_CACHE 96
 #define SQ_CACHE_KIB "512" /* page cache per connection (see conn_open) */
 /* Internal result: the transaction met SQLITE_BUSY/LOCKED; run it again. */
 #define SQ_RETRY 100
@@ -439,6 +439,11 @@ static const char *const MIGRATIONS[] = {
     /* 3: a creation's reservation outlives it ("settled") until an inventory
      * refresh that began afterwards shows its VM */
     "ALTER TABLE capacity ADD COLUMN settled_at INTEGER;",
+    /* 4: every filter of a VM listing has an index (owner has had one
+     * from the start); the rowid ends each, so they walk in id order. */
+    "CREATE INDEX vms_node ON vms (node);"
+    "CREATE INDEX vms_os ON vms (os);"
+    "CREATE INDEX vms_state ON vms (state);",
 };
 #define NMIGRATIONS ((int)(sizeof MIGRATIONS / sizeof MIGRATIONS[0]))
 
@@ -529,9 +534,12 @@ static int wal_fn(struct sq_conn *c, void *ctx, struct store_error *err)
     "pending, created_at, updated_at"
 #define GONE_STATES "('deleted', 'failed', 'lost')"
 
+/* Every field is written (no memset of the whole record: a page reads a
+ * hundred of them); strings are NUL-terminated, the bytes after the NUL
+ * are not cleared. */
 static int row_to_vm(sqlite3_stmt *st, struct vm_rec *r, struct store_error *err)
 {
-    memset(r, 0, sizeof *r);
+    r->pending = NULL;
     r->id = sqlite3_column_int64(st, 0);
     r->vmid = sqlite3_column_int(st, 1);
     COL_FIELD(st, 2, r->os);
@@ -703,41 +711,87 @@ static int sq_vm_get_id(store *s, int64_t id, struct vm_rec *out, struct store_e
     return rc;
 }
 
-/* NULL parameters mean "any"; an explicit state wins over include_gone. */
-static const char SQL_VM_LIST[] =
-    "SELECT " VM_COLS " FROM vms WHERE id > ?1"
-    " AND (?2 IS NULL OR owner = ?2) AND (?3 IS NULL OR node = ?3) AND (?4 IS NULL OR os = ?4)"
-    " AND CASE WHEN ?5 IS NOT NULL THEN state = ?5"
-    "          WHEN ?6 THEN 1"
-    "          ELSE state NOT IN " GONE_STATES " END"
-    " ORDER BY id LIMIT ?7";
+/* Listing. The statement is made for the filters given (one per
+ * combination of owner, node, os and the state condition), so that no row
+ * pays for conditions that were not asked for, and one filter drives the
+ * walk: a plain equality that SQLite serves from its index, which ends
+ * with the rowid, so the walk is in id order and starts at the cursor. A
+ * page then reads about `limit` rows whatever the table's size, unless the
+ * other filters (written "+col = ?": a unary + keeps SQLite from choosing
+ * their index, which without statistics it might) drop most of them. The
+ * driver is the most selective filter given, in this order: owner (a
+ * tenant's VMs), node, state, os. Without filters the rowid range is the
+ * walk. The live-state condition is spelled as inequalities: "NOT IN
+ * (list)" makes SQLite probe a temporary index for every row. Parameters
+ * keep their numbers in every variant: ?1 after_id, ?2 owner, ?3 node, ?4
+ * os, ?5 state, ?7 limit (?6 is not used). */
+#define VM_LIST_OWNER 1
+#define VM_LIST_NODE 2
+#define VM_LIST_OS 4
+enum { VM_LIST_LIVE, VM_LIST_STATE, VM_LIST_ALL }; /* the state condition */
+#define VM_LIST_VARIANTS (8 * 3)
+#define VM_LIST_SQL_MAX 512
 
-struct vm_list_ctx {
-    const struct vm_filter *f;
-    struct vm_rec *v;
-    size_t n;
-};
+static char vm_list_sql_text[VM_LIST_VARIANTS][VM_LIST_SQL_MAX];
+static pthread_once_t vm_list_once = PTHREAD_ONCE_INIT;
 
-static void vm_list_free(struct vm_rec *v, size_t n)
+static void vm_list_sql_init(void)
 {
-    for (size_t i = 0; i < n; i++)
-        vm_rec_release(&v[i]);
-    free(v);
+    for (int i = 0; i < VM_LIST_VARIANTS; i++) {
+        int mask = i % 8, cond = i / 8;
+        /* the driver: the first of owner, node, state, os that is given */
+        bool by_owner = mask & VM_LIST_OWNER;
+        bool by_node = !by_owner && (mask & VM_LIST_NODE);
+        bool by_state = !by_owner && !by_node && cond == VM_LIST_STATE;
+        bool by_os = !by_owner && !by_node && !by_state;
+        snprintf(vm_list_sql_text[i], VM_LIST_SQL_MAX,
+                 "SELECT " VM_COLS " FROM vms WHERE id > ?1%s%s%s%s ORDER BY id LIMIT ?7",
+                 !(mask & VM_LIST_OWNER) ? ""
+                 : by_owner              ? " AND owner = ?2"
+                                         : " AND +owner = ?2",
+                 !(mask & VM_LIST_NODE) ? ""
+                 : by_node              ? " AND node = ?3"
+                                        : " AND +node = ?3",
+                 !(mask & VM_LIST_OS) ? ""
+                 : by_os              ? " AND os = ?4"
+                                      : " AND +os = ?4",
+                 cond == VM_LIST_STATE  ? (by_state ? " AND state = ?5" : " AND +state = ?5")
+                 : cond == VM_LIST_LIVE ? " AND state <> 'deleted' AND state <> 'failed'"
+                                          " AND state <> 'lost'"
+                                        : "");
+    }
 }
 
-static int vm_list_fn(struct sq_conn *c, void *ctx, struct store_error *err)
+/* The statement text for f: a static string, as the statement cache wants. */
+static const char *vm_list_sql(const struct vm_filter *f)
 {
-    struct vm_list_ctx *l = ctx;
+    pthread_once(&vm_list_once, vm_list_sql_init);
+    int mask =
+        (f->owner ? VM_LIST_OWNER : 0) | (f->node ? VM_LIST_NODE : 0) | (f->os ? VM_LIST_OS : 0);
+    int cond = f->state >= 0 ? VM_LIST_STATE : f->include_gone ? VM_LIST_ALL : VM_LIST_LIVE;
+    return vm_list_sql_text[cond * 8 + mask];
+}
+
+struct vm_scan_ctx {
+    const struct vm_filter *f;
+    store_vm_fn fn;
+    void *ctx;
+    bool started;
+};
+
+static int vm_scan_fn(struct sq_conn *c, void *ctx, struct store_error *err)
+{
+    struct vm_scan_ctx *l = ctx;
     const struct vm_filter *f = l->f;
     sqlite3_stmt *st = NULL;
-    size_t cap = 0;
+    struct vm_rec r = {0};
     int limit = f->limit == 0 ? STORE_LIST_DEFAULT : f->limit;
     if (limit > STORE_LIST_MAX)
         limit = STORE_LIST_MAX;
-    vm_list_free(l->v, l->n); /* a retried attempt starts over */
-    l->v = NULL;
-    l->n = 0;
-    int rc = stmt(c, SQL_VM_LIST, &st, err);
+    if (l->started)
+        l->fn(l->ctx, NULL); /* a retried attempt starts over */
+    l->started = true;
+    int rc = stmt(c, vm_list_sql(f), &st, err);
     if (rc)
         goto out;
     int b = sqlite3_bind_int64(st, 1, f->after_id);
@@ -745,7 +799,6 @@ static int vm_list_fn(struct sq_conn *c, void *ctx, struct store_error *err)
     b = b ? b : bind_str(st, 3, f->node);
     b = b ? b : bind_str(st, 4, f->os);
     b = b ? b : bind_str(st, 5, f->state >= 0 ? vm_state_name((enum vm_state)f->state) : NULL);
-    b = b ? b : sqlite3_bind_int(st, 6, f->include_gone);
     b = b ? b : sqlite3_bind_int(st, 7, limit);
     if (b) {
         rc = bind_failed(c, b, err, "VM list");
@@ -756,35 +809,25 @@ static int vm_list_fn(struct sq_conn *c, void *ctx, struct store_error *err)
         rc = step_row(c, st, &found, err, "listing VM records");
         if (rc || !found)
             break;
-        if (l->n == cap) {
-            cap = cap ? cap * 2 : 16;
-            l->v = xrealloc(l->v, cap * sizeof *l->v);
-        }
-        rc = row_to_vm(st, &l->v[l->n], err);
-        l->n++; /* counted even on failure: row_to_vm leaves it releasable */
+        rc = row_to_vm(st, &r, err);
         if (rc)
+            break;
+        int stop = l->fn(l->ctx, &r);
+        vm_rec_release(&r);
+        if (stop)
             break;
     }
 out:
+    vm_rec_release(&r);
     stmt_done(st);
-    if (rc) {
-        vm_list_free(l->v, l->n);
-        l->v = NULL;
-        l->n = 0;
-    }
     return rc;
 }
 
-static int sq_vm_list(store *s, const struct vm_filter *f, struct vm_rec **out, size_t *n,
+static int sq_vm_scan(store *s, const struct vm_filter *f, store_vm_fn fn, void *ctx,
                       struct store_error *err)
 {
-    struct vm_list_ctx l = {f, NULL, 0};
-    int rc = tx(SQ(s), TX_READ, vm_list_fn, &l, err);
-    if (rc == STORE_OK) {
-        *out = l.v;
-        *n = l.n;
-    }
-    return rc;
+    struct vm_scan_ctx l = {f, fn, ctx, false};
+    return tx(SQ(s), TX_READ, vm_scan_fn, &l, err);
 }
 
 /* ---- jobs ----------------------------------------------------------------- */
@@ -1941,8 +1984,8 @@ out:
     return rc;
 }
 
-static int sq_kv_setdefault(store *s, const char *name, const char *value, char *out,
-                            size_t outlen, struct store_error *err)
+static int sq_kv_setdefault(store *s, const char *name, const char *value, char *out, size_t outlen,
+                            struct store_error *err)
 {
     struct kv_ctx k = {name, value, out, outlen};
     return tx(SQ(s), TX_WRITE, kv_setdefault_fn, &k, err);
@@ -2089,9 +2132,9 @@ static int sq_token_revoke(store *s, const char *id, struct store_error *err)
 #define BUCKET(i) "sum(CASE WHEN finished_at > 0 AND " DUR " <= ?" #i " THEN 1 ELSE 0 END), "
 static const char SQL_JOB_STATS[] =
     "SELECT kind, state, count(*), coalesce(sum(CASE WHEN finished_at > 0 THEN " DUR
-    " END), 0), " BUCKET(1) BUCKET(2) BUCKET(3) BUCKET(4) BUCKET(5) BUCKET(6)
-    "sum(CASE WHEN finished_at > 0 THEN 1 ELSE 0 END)"
-    " FROM jobs GROUP BY kind, state ORDER BY kind, state";
+    " END), 0), " BUCKET(1) BUCKET(2) BUCKET(3) BUCKET(4) BUCKET(5)
+        BUCKET(6) "sum(CASE WHEN finished_at > 0 THEN 1 ELSE 0 END)"
+                  " FROM jobs GROUP BY kind, state ORDER BY kind, state";
 
 struct stats_ctx {
     struct job_stat *v;
@@ -2176,7 +2219,7 @@ static const struct store_ops SQLITE_OPS = {
     .vm_update = sq_vm_update,
     .vm_get = sq_vm_get,
     .vm_get_id = sq_vm_get_id,
-    .vm_list = sq_vm_list,
+    .vm_scan = sq_vm_scan,
     .job_insert = sq_job_insert,
     .job_update = sq_job_update,
     .job_get = sq_job_get,

@@ -1,8 +1,10 @@
-/* api unit tests: the route table against docs/openapi.yaml, and tokens
- * (create, check, revoke) on a scratch SQLite store. */
+/* api unit tests: the route table against docs/openapi.yaml, tokens
+ * (create, check, revoke) on a scratch SQLite store, and the VM record
+ * encoder (vm_write_json) against the jansson tree it replaced. */
 #include "harness.h"
 
 #include "api/api.h"
+#include "api/api_int.h"
 #include "api/auth.h"
 
 #include <stdio.h>
@@ -193,12 +195,193 @@ static void test_token_refusals(void **state)
     assert_int_equal(store_token_insert(x->st, &rec, NULL), STORE_E_CONFLICT);
 }
 
+/* ---- the VM record encoder ----------------------------------------------------- */
+
+/* The encoder before vm_write_json: a jansson tree, dumped compact. The
+ * answers must stay byte for byte the same. */
+static char *vm_ref_json(const struct vm_rec *v)
+{
+    json_t *o =
+        json_pack("{s:i,s:s,s:s,s:s,s:s,s:s,s:s,s:i,s:I,s:I,s:s}", "vmid", v->vmid, "name", v->name,
+                  "os", v->os, "owner", v->owner, "node", v->node, "state", vm_state_name(v->state),
+                  "power", v->power, "cores", v->cores, "memory_mb", (json_int_t)v->memory_mb,
+                  "disk_gb", (json_int_t)v->disk_gb, "job", v->job);
+    assert_non_null(o);
+    json_object_set_new(o, "id", json_integer(v->id));
+    json_object_set_new(o, "pending", v->pending ? json_deep_copy(v->pending) : json_object());
+    json_object_set_new(o, "error", v->error[0] ? json_string(v->error) : json_null());
+    json_object_set_new(o, "created_at", json_time(v->created_at));
+    json_object_set_new(o, "updated_at", json_time(v->updated_at));
+    char *t = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    return t;
+}
+
+static struct vm_rec vm_sample(void)
+{
+    struct vm_rec v = {0};
+    v.id = 42;
+    v.vmid = 10042;
+    snprintf(v.os, sizeof v.os, "ubuntu");
+    snprintf(v.name, sizeof v.name, "web-1");
+    snprintf(v.owner, sizeof v.owner, "tenant07");
+    snprintf(v.node, sizeof v.node, "sv3");
+    v.state = VMS_ENABLED;
+    snprintf(v.power, sizeof v.power, "running");
+    v.cores = 2;
+    v.memory_mb = 4096;
+    v.disk_gb = 40;
+    snprintf(v.job, sizeof v.job, "5f0c2d3e-0b8e-4a7b-9a52-1f0c2d3e4f50");
+    v.created_at = 1795477201123;
+    v.updated_at = 1795477262001;
+    return v;
+}
+
+static char *vm_new_json(const struct vm_rec *v)
+{
+    struct buf b = BUF_INIT(API_ANSWER_MAX);
+    assert_int_equal(vm_write_json(&b, v), BUF_OK);
+    assert_int_equal(strlen(b.data), b.len);
+    return buf_take(&b);
+}
+
+static void expect_same_as_ref(const struct vm_rec *v)
+{
+    char *got = vm_new_json(v), *want = vm_ref_json(v);
+    assert_non_null(want);
+    assert_string_equal(got, want);
+    free(got);
+    free(want);
+}
+
+static void test_vm_json_fields(void **state)
+{
+    struct vm_rec v = vm_sample();
+    char *got = vm_new_json(&v);
+    assert_string_equal(
+        got, "{\"vmid\":10042,\"name\":\"web-1\",\"os\":\"ubuntu\",\"owner\":\"tenant07\","
+             "\"node\":\"sv3\",\"state\":\"enabled\",\"power\":\"running\",\"cores\":2,"
+             "\"memory_mb\":4096,\"disk_gb\":40,\"job\":\"5f0c2d3e-0b8e-4a7b-9a52-1f0c2d3e4f50\","
+             "\"id\":42,\"pending\":{},\"error\":null,\"created_at\":\"2026-11-23T23:40:01.123Z\","
+             "\"updated_at\":\"2026-11-23T23:41:02.001Z\"}");
+    free(got);
+    expect_same_as_ref(&v);
+    /* every state, big numbers */
+    for (int s = VMS_CREATING; s <= VMS_LOST; s++) {
+        v.state = (enum vm_state)s;
+        v.memory_mb = INT64_MAX;
+        v.disk_gb = -1;
+        v.id = INT64_MAX;
+        expect_same_as_ref(&v);
+    }
+}
+
+static void test_vm_json_nulls(void **state)
+{
+    struct vm_rec v = vm_sample();
+    /* no node, job, error, times: "", "", null, null, null */
+    v.node[0] = v.job[0] = v.error[0] = '\0';
+    v.created_at = 0;
+    v.updated_at = -1;
+    char *got = vm_new_json(&v);
+    assert_non_null(strstr(got, "\"node\":\"\","));
+    assert_non_null(strstr(got, "\"job\":\"\","));
+    assert_non_null(strstr(got, "\"error\":null,\"created_at\":null,\"updated_at\":null}"));
+    free(got);
+    expect_same_as_ref(&v);
+    /* pending changes: written as they are */
+    v.pending = json_pack("{s:i,s:s,s:[i]}", "cores", 4, "note", "a\"b\n", "list", 1);
+    got = vm_new_json(&v);
+    assert_non_null(strstr(got, "\"pending\":{\"cores\":4,\"note\":\"a\\\"b\\n\",\"list\":[1]}"));
+    free(got);
+    expect_same_as_ref(&v);
+    json_decref(v.pending);
+    v.pending = json_object();
+    expect_same_as_ref(&v);
+    json_decref(v.pending);
+}
+
+static void test_vm_json_escaping(void **state)
+{
+    struct vm_rec v = vm_sample();
+    snprintf(v.name, sizeof v.name, "say \"hi\" \\ back\\slash");
+    snprintf(v.owner, sizeof v.owner,
+             "Ren\xc3\xa9"
+             "e \xe2\x82\xac \xf0\x9f\x96\xa5"); /* UTF-8 passes */
+    snprintf(v.error, sizeof v.error, "line 1\nline 2\r\n\ttab \x01\x1f\b\f end");
+    snprintf(v.node, sizeof v.node, "</script>");
+    char *got = vm_new_json(&v);
+    assert_non_null(strstr(got, "\"name\":\"say \\\"hi\\\" \\\\ back\\\\slash\""));
+    assert_non_null(strstr(got, "\"owner\":\"Ren\xc3\xa9"
+                                "e \xe2\x82\xac \xf0\x9f\x96\xa5\""));
+    assert_non_null(
+        strstr(got, "\"error\":\"line 1\\nline 2\\r\\n\\ttab \\u0001\\u001F\\b\\f end\""));
+    assert_non_null(strstr(got, "\"node\":\"</script>\""));
+    /* and it decodes back to the same strings */
+    json_error_t je;
+    json_t *o = json_loads(got, 0, &je);
+    assert_non_null(o);
+    assert_string_equal(json_string_value(json_object_get(o, "name")), v.name);
+    assert_string_equal(json_string_value(json_object_get(o, "owner")), v.owner);
+    assert_string_equal(json_string_value(json_object_get(o, "error")), v.error);
+    json_decref(o);
+    free(got);
+    expect_same_as_ref(&v);
+
+    /* Invalid UTF-8 (jansson would refuse the string): U+FFFD, valid JSON. */
+    snprintf(v.error, sizeof v.error, "bad \xff\xc0\xaf end");
+    got = vm_new_json(&v);
+    assert_non_null(strstr(got, "\"error\":\"bad \xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd end\""));
+    o = json_loads(got, 0, &je);
+    assert_non_null(o);
+    json_decref(o);
+    free(got);
+}
+
+/* Every string field full (no NUL inside the array) of bytes that escape
+ * to six: the reserved worst case holds (ASan watches the writes). */
+static void test_vm_json_worst_case(void **state)
+{
+    struct vm_rec v = vm_sample();
+    memset(v.os, 0x01, sizeof v.os);
+    memset(v.name, 0x02, sizeof v.name);
+    memset(v.owner, 0x03, sizeof v.owner);
+    memset(v.node, 0x04, sizeof v.node);
+    memset(v.power, 0x05, sizeof v.power);
+    memset(v.job, 0x06, sizeof v.job);
+    memset(v.error, 0x07, sizeof v.error);
+    v.vmid = INT32_MIN;
+    v.id = INT64_MIN;
+    v.created_at = INT64_MAX;
+    char *got = vm_new_json(&v);
+    size_t strs = sizeof v.os + sizeof v.name + sizeof v.owner + sizeof v.node + sizeof v.power +
+                  sizeof v.job + sizeof v.error;
+    assert_true(strlen(got) > strs * 6);
+    json_t *o = json_loads(got, 0, NULL);
+    assert_non_null(o);
+    assert_int_equal(json_string_length(json_object_get(o, "error")), sizeof v.error);
+    assert_int_equal(json_integer_value(json_object_get(o, "id")), INT64_MIN);
+    json_decref(o);
+    free(got);
+
+    /* past the buffer's cap: BUF_TOOBIG, the buffer as it was */
+    struct buf b = BUF_INIT(64);
+    assert_int_equal(buf_add(&b, "[", 1), BUF_OK);
+    assert_int_equal(vm_write_json(&b, &v), BUF_TOOBIG);
+    assert_string_equal(b.data, "[");
+    buf_release(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_openapi_matches_routes),
         cmocka_unit_test_setup_teardown(test_token_roundtrip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_token_refusals, setup, teardown),
+        cmocka_unit_test(test_vm_json_fields),
+        cmocka_unit_test(test_vm_json_nulls),
+        cmocka_unit_test(test_vm_json_escaping),
+        cmocka_unit_test(test_vm_json_worst_case),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

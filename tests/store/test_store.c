@@ -132,7 +132,7 @@ static void test_reopen_and_versions(void **state)
     vm_rec_release(&g);
 
     /* The file records each migration once (2: tokens and settings, 3:
-     * settled reservations). */
+     * settled reservations, 4: an index for every VM listing filter). */
     sqlite3 *db = NULL;
     assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
     sqlite3_stmt *st = NULL;
@@ -140,8 +140,8 @@ static void test_reopen_and_versions(void **state)
         sqlite3_prepare_v2(db, "SELECT count(*), max(version) FROM schema_version", -1, &st, NULL),
         SQLITE_OK);
     assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-    assert_int_equal(sqlite3_column_int(st, 0), 3);
-    assert_int_equal(sqlite3_column_int(st, 1), 3);
+    assert_int_equal(sqlite3_column_int(st, 0), 4);
+    assert_int_equal(sqlite3_column_int(st, 1), 4);
     sqlite3_finalize(st);
     /* A schema from the future is refused, not silently used. */
     assert_int_equal(
@@ -304,6 +304,94 @@ static void test_vm_list(void **state)
 
     fl.limit = -1;
     EXPECT(STORE_E_INVALID, store_vm_list(f->s, &fl, &v, &n, &e));
+}
+
+/* store_vm_scan under every combination of filters, page by page (a
+ * cursor and a small limit), against a plain filter over all records; and
+ * a scan stopped early. */
+struct scan_ids {
+    int64_t ids[64];
+    size_t n;
+    size_t stop_after; /* 0: never */
+};
+
+static int scan_collect(void *ctx, const struct vm_rec *r)
+{
+    struct scan_ids *s = ctx;
+    if (!r) {
+        s->n = 0;
+        return 0;
+    }
+    assert_true(s->n < 64);
+    s->ids[s->n++] = r->id;
+    return s->stop_after && s->n == s->stop_after;
+}
+
+static void test_vm_scan_filters(void **state)
+{
+    struct fx *f = *state;
+    struct store_error e;
+    const char *owners[] = {"alice", "bob", "carol"}, *oses[] = {"debian12", "ubuntu24"};
+    for (int i = 0; i < 40; i++) {
+        struct vm_rec r = vm_new(400 + i, owners[i % 3], oses[i % 2]);
+        r.state = (enum vm_state)(i % 7 % 6); /* every state, gone ones too */
+        snprintf(r.node, sizeof r.node, "pve%d", i % 4);
+        OK(store_vm_insert(f->s, &r, &e_));
+        vm_rec_release(&r);
+    }
+    struct vm_filter all = {.state = -1, .include_gone = true, .limit = 1000};
+    struct vm_rec *v = NULL;
+    size_t n = 0;
+    OK(store_vm_list(f->s, &all, &v, &n, &e_));
+    assert_int_equal(n, 40);
+    const char *owner_q[] = {NULL, "bob"}, *node_q[] = {NULL, "pve2"}, *os_q[] = {NULL, "ubuntu24"};
+    for (int combo = 0; combo < 8 * 4; combo++) {
+        struct vm_filter q = {.owner = owner_q[combo & 1],
+                              .node = node_q[(combo >> 1) & 1],
+                              .os = os_q[(combo >> 2) & 1],
+                              .state = combo / 8 == 1   ? VMS_ENABLED
+                                       : combo / 8 == 3 ? VMS_LOST
+                                                        : -1,
+                              .include_gone = combo / 8 == 2,
+                              .limit = 3};
+        struct scan_ids want = {0}, got = {0};
+        for (size_t i = 0; i < n; i++) {
+            const struct vm_rec *r = &v[i];
+            bool ok = (!q.owner || strcmp(r->owner, q.owner) == 0) &&
+                      (!q.node || strcmp(r->node, q.node) == 0) &&
+                      (!q.os || strcmp(r->os, q.os) == 0) &&
+                      (q.state >= 0
+                           ? (int)r->state == q.state
+                           : q.include_gone || !(r->state == VMS_DELETED ||
+                                                 r->state == VMS_FAILED || r->state == VMS_LOST));
+            if (ok)
+                want.ids[want.n++] = r->id;
+        }
+        /* page by page: each page starts after the last id of the one before */
+        for (;;) {
+            struct scan_ids page = {0};
+            OK(store_vm_scan(f->s, &q, scan_collect, &page, &e_));
+            assert_true(page.n <= 3);
+            for (size_t i = 0; i < page.n; i++)
+                got.ids[got.n++] = page.ids[i];
+            if (page.n < 3)
+                break;
+            q.after_id = page.ids[page.n - 1];
+        }
+        if (got.n != want.n)
+            fail_msg("combination %d: %zu records, expected %zu", combo, got.n, want.n);
+        assert_memory_equal(got.ids, want.ids, want.n * sizeof want.ids[0]);
+    }
+    /* fn stops the scan: no more calls, still STORE_OK */
+    struct scan_ids some = {.stop_after = 2};
+    all.limit = 0;
+    OK(store_vm_scan(f->s, &all, scan_collect, &some, &e_));
+    assert_int_equal(some.n, 2);
+    assert_int_equal(some.ids[0], v[0].id);
+    EXPECT(STORE_E_INVALID, store_vm_scan(f->s, &all, NULL, NULL, &e));
+    for (size_t i = 0; i < n; i++)
+        vm_rec_release(&v[i]);
+    free(v);
 }
 
 /* ---- jobs --------------------------------------------------------------- */
@@ -1006,6 +1094,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_vm_crud, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vm_live_unique, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vm_list, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_vm_scan_filters, setup, teardown),
         cmocka_unit_test_setup_teardown(test_job_crud, setup, teardown),
         cmocka_unit_test_setup_teardown(test_job_claim_order_and_lease, setup, teardown),
         cmocka_unit_test_setup_teardown(test_job_claim_per_vm, setup, teardown),
