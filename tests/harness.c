@@ -26,7 +26,8 @@ static bool port_free(int port)
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port),
                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     bool ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
     close(fd);
@@ -58,7 +59,8 @@ int h_free_port(void)
 static bool port_open(int port)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port),
                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     bool ok = connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
     close(fd);
@@ -200,8 +202,8 @@ static void parse_reason(const char *headers, char *out, size_t n)
     out[k] = '\0';
 }
 
-void h_request(int port, const char *method, const char *path, const char *ctype,
-               const char *body, const char *const *hdrs, struct h_resp *out)
+void h_request(int port, const char *method, const char *path, const char *ctype, const char *body,
+               const char *const *hdrs, struct h_resp *out)
 {
     memset(out, 0, sizeof *out);
     CURL *c = curl_easy_init();

@@ -39,8 +39,8 @@ struct h_resp {
 /* One HTTPS request to 127.0.0.1:<port><path> (TLS not verified). `body`
  * may be NULL; `ctype` defaults to form encoding. `hdrs` is a NULL-terminated
  * list of extra header lines ("Name: value"), may be NULL. */
-void h_request(int port, const char *method, const char *path, const char *ctype,
-               const char *body, const char *const *hdrs, struct h_resp *out);
+void h_request(int port, const char *method, const char *path, const char *ctype, const char *body,
+               const char *const *hdrs, struct h_resp *out);
 void h_resp_free(struct h_resp *r);
 
 /* Poll `cond(arg)` every 10 ms until it is true or `deadline_ms` passes. */

@@ -83,20 +83,25 @@ int cli_fail(long status, json_t *answer)
     case 400:
     case 413:
     case 415:
-    case 422: return EXIT_USAGE;
+    case 422:
+        return EXIT_USAGE;
     case 401:
-    case 403: return EXIT_AUTH;
-    case 404: return EXIT_NOTFOUND;
-    case 409: return EXIT_CONFLICT;
-    default: return status >= 500 ? EXIT_SERVER : EXIT_FAILED;
+    case 403:
+        return EXIT_AUTH;
+    case 404:
+        return EXIT_NOTFOUND;
+    case 409:
+        return EXIT_CONFLICT;
+    default:
+        return status >= 500 ? EXIT_SERVER : EXIT_FAILED;
     }
 }
 
 /* ---- Server-Sent Events -------------------------------------------------- */
 
 struct sse {
-    struct buf line;  /* the current, incomplete line */
-    struct buf data;  /* the current event's data */
+    struct buf line; /* the current, incomplete line */
+    struct buf data; /* the current event's data */
     void (*fn)(void *, json_t *);
     void *ud;
     int events;

@@ -33,17 +33,16 @@ static long long num(json_t *o, const char *k)
 
 static int usage_vm(void)
 {
-    fprintf(stderr,
-            "usage: proxctl vm create --os OS --name NAME [--cores N] [--memory SIZE] "
-            "[--disk SIZE]\n"
-            "                         [--ssh-key FILE]... [--owner WHO] [--no-wait]\n"
-            "       proxctl vm list [--owner WHO] [--state S] [--node N] [--os OS]\n"
-            "       proxctl vm show VMID\n"
-            "       proxctl vm start|stop|pause|resume|reboot|delete VMID [--no-wait]\n"
-            "       proxctl vm shutdown VMID [--timeout S] [--force] [--no-wait]\n"
-            "       proxctl vm set VMID [--cores N] [--memory SIZE] [--no-wait]\n"
-            "       proxctl vm resize VMID --disk SIZE [--no-wait]\n"
-            "SIZE: 2G, 512M, 40G (memory defaults to MiB, disk to GiB)\n");
+    fprintf(stderr, "usage: proxctl vm create --os OS --name NAME [--cores N] [--memory SIZE] "
+                    "[--disk SIZE]\n"
+                    "                         [--ssh-key FILE]... [--owner WHO] [--no-wait]\n"
+                    "       proxctl vm list [--owner WHO] [--state S] [--node N] [--os OS]\n"
+                    "       proxctl vm show VMID\n"
+                    "       proxctl vm start|stop|pause|resume|reboot|delete VMID [--no-wait]\n"
+                    "       proxctl vm shutdown VMID [--timeout S] [--force] [--no-wait]\n"
+                    "       proxctl vm set VMID [--cores N] [--memory SIZE] [--no-wait]\n"
+                    "       proxctl vm resize VMID --disk SIZE [--no-wait]\n"
+                    "SIZE: 2G, 512M, 40G (memory defaults to MiB, disk to GiB)\n");
     return EXIT_USAGE;
 }
 
@@ -105,22 +104,31 @@ static char *read_key(const char *path)
 
 static int vm_create(struct cli *c, int argc, char **argv)
 {
-    static const struct option o[] = {{"os", 1, 0, 'o'},      {"name", 1, 0, 'n'},
-                                      {"cores", 1, 0, 'c'},   {"memory", 1, 0, 'm'},
-                                      {"disk", 1, 0, 'd'},    {"ssh-key", 1, 0, 'k'},
-                                      {"owner", 1, 0, 'u'},   {"no-wait", 0, 0, 'W'},
-                                      {0, 0, 0, 0}};
+    static const struct option o[] = {
+        {"os", 1, 0, 'o'},     {"name", 1, 0, 'n'},    {"cores", 1, 0, 'c'},
+        {"memory", 1, 0, 'm'}, {"disk", 1, 0, 'd'},    {"ssh-key", 1, 0, 'k'},
+        {"owner", 1, 0, 'u'},  {"no-wait", 0, 0, 'W'}, {0, 0, 0, 0}};
     json_t *body = json_object(), *keys = json_array();
     int opt, rc = EXIT_USAGE;
     int64_t v;
     optind = 1;
     while ((opt = getopt_long(argc, argv, "", o, NULL)) != -1) {
         switch (opt) {
-        case 'o': json_object_set_new(body, "os", json_string(optarg)); break;
-        case 'n': json_object_set_new(body, "name", json_string(optarg)); break;
-        case 'u': json_object_set_new(body, "owner", json_string(optarg)); break;
-        case 'W': c->quiet = true; break;
-        case 'c': json_object_set_new(body, "cores", json_integer(atoi(optarg))); break;
+        case 'o':
+            json_object_set_new(body, "os", json_string(optarg));
+            break;
+        case 'n':
+            json_object_set_new(body, "name", json_string(optarg));
+            break;
+        case 'u':
+            json_object_set_new(body, "owner", json_string(optarg));
+            break;
+        case 'W':
+            c->quiet = true;
+            break;
+        case 'c':
+            json_object_set_new(body, "cores", json_integer(atoi(optarg)));
+            break;
         case 'm':
             if (!cli_size_mb(optarg, &v)) {
                 fprintf(stderr, "proxctl: --memory: '%s' is not a size like 2G or 2048\n", optarg);
@@ -145,7 +153,9 @@ static int vm_create(struct cli *c, int argc, char **argv)
             free(k);
             break;
         }
-        default: rc = usage_vm(); goto out;
+        default:
+            rc = usage_vm();
+            goto out;
         }
     }
     if (!json_object_get(body, "os") || !json_object_get(body, "name")) {
@@ -173,8 +183,10 @@ static void vm_row(json_t *v)
 
 static int vm_list(struct cli *c, int argc, char **argv)
 {
-    static const struct option o[] = {{"owner", 1, 0, 'u'}, {"state", 1, 0, 's'},
-                                      {"node", 1, 0, 'n'},  {"os", 1, 0, 'o'},
+    static const struct option o[] = {{"owner", 1, 0, 'u'},
+                                      {"state", 1, 0, 's'},
+                                      {"node", 1, 0, 'n'},
+                                      {"os", 1, 0, 'o'},
                                       {0, 0, 0, 0}};
     struct buf q = BUF_INIT(2048);
     int opt;
@@ -239,8 +251,8 @@ static int vm_show(struct cli *c, const char *vmid)
     if (rc == EXIT_OK && c->json) {
         cli_print_json(v);
     } else if (rc == EXIT_OK) {
-        const char *keys[] = {"vmid", "name", "os", "owner", "node", "state", "power",
-                              "cores", "memory_mb", "disk_gb", "created_at", "updated_at"};
+        const char *keys[] = {"vmid",  "name",  "os",        "owner",   "node",       "state",
+                              "power", "cores", "memory_mb", "disk_gb", "created_at", "updated_at"};
         for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) {
             json_t *x = json_object_get(v, keys[i]);
             if (json_is_string(x))
@@ -261,10 +273,9 @@ static int vm_show(struct cli *c, const char *vmid)
 
 static int vm_op(struct cli *c, const char *op, int argc, char **argv)
 {
-    static const struct option o[] = {{"timeout", 1, 0, 't'}, {"force", 0, 0, 'f'},
-                                      {"cores", 1, 0, 'c'},   {"memory", 1, 0, 'm'},
-                                      {"disk", 1, 0, 'd'},    {"no-wait", 0, 0, 'W'},
-                                      {0, 0, 0, 0}};
+    static const struct option o[] = {
+        {"timeout", 1, 0, 't'}, {"force", 0, 0, 'f'},   {"cores", 1, 0, 'c'}, {"memory", 1, 0, 'm'},
+        {"disk", 1, 0, 'd'},    {"no-wait", 0, 0, 'W'}, {0, 0, 0, 0}};
     if (argc < 2)
         return usage_vm();
     char vmid[32];
@@ -275,10 +286,18 @@ static int vm_op(struct cli *c, const char *op, int argc, char **argv)
     optind = 2;
     while ((opt = getopt_long(argc, argv, "", o, NULL)) != -1) {
         switch (opt) {
-        case 't': json_object_set_new(body, "timeout", json_integer(atoi(optarg))); break;
-        case 'f': json_object_set_new(body, "force", json_true()); break;
-        case 'c': json_object_set_new(body, "cores", json_integer(atoi(optarg))); break;
-        case 'W': c->quiet = true; break;
+        case 't':
+            json_object_set_new(body, "timeout", json_integer(atoi(optarg)));
+            break;
+        case 'f':
+            json_object_set_new(body, "force", json_true());
+            break;
+        case 'c':
+            json_object_set_new(body, "cores", json_integer(atoi(optarg)));
+            break;
+        case 'W':
+            c->quiet = true;
+            break;
         case 'm':
             if (!cli_size_mb(optarg, &v)) {
                 fprintf(stderr, "proxctl: --memory: '%s' is not a size like 4G\n", optarg);
@@ -295,7 +314,9 @@ static int vm_op(struct cli *c, const char *op, int argc, char **argv)
             }
             json_object_set_new(body, "disk_gb", json_integer(v));
             break;
-        default: json_decref(body); return usage_vm();
+        default:
+            json_decref(body);
+            return usage_vm();
         }
     }
     char path[128];
@@ -326,7 +347,7 @@ int cmd_vm(struct cli *c, int argc, char **argv)
         return vm_list(c, argc, argv);
     if (strcmp(sub, "show") == 0 && argc == 2)
         return vm_show(c, argv[1]);
-    static const char *const ops[] = {"start",  "shutdown", "stop", "pause", "resume",
+    static const char *const ops[] = {"start",  "shutdown", "stop",   "pause", "resume",
                                       "reboot", "set",      "resize", "delete"};
     for (size_t i = 0; i < sizeof ops / sizeof *ops; i++)
         if (strcmp(sub, ops[i]) == 0)
@@ -351,8 +372,7 @@ int cmd_job(struct cli *c, int argc, char **argv)
         cli_print_json(j);
     } else if (rc == EXIT_OK) {
         printf("job       %s\nkind      %s\nstate     %s\nstep      %s\nprogress  %lld%%\n",
-               str(j, "id"), str(j, "kind"), str(j, "state"), str(j, "step"),
-               num(j, "progress"));
+               str(j, "id"), str(j, "kind"), str(j, "state"), str(j, "step"), num(j, "progress"));
         if (json_object_get(j, "vmid"))
             printf("vmid      %lld\n", num(j, "vmid"));
         const char *e = json_string_value(json_object_get(j, "error"));
@@ -400,14 +420,14 @@ int cmd_node(struct cli *c, int argc, char **argv)
         json_decref(ans);
         return EXIT_OK;
     }
-    printf("%-8s %-8s %-30s %-30s %4s\n", "NODE", "HEALTH", "MEMORY (GiB)", "STORAGE (GiB)",
-           "VMS");
+    printf("%-8s %-8s %-30s %-30s %4s\n", "NODE", "HEALTH", "MEMORY (GiB)", "STORAGE (GiB)", "VMS");
     size_t i;
     json_t *n;
     json_array_foreach(items(ans, "nodes"), i, n)
     {
         json_t *mem = json_object_get(n, "memory_mb"), *dsk = json_object_get(n, "disk_gb");
-        long long mt = num(mem, "total") / 1024, mu = (num(mem, "used") + num(mem, "reserved")) / 1024;
+        long long mt = num(mem, "total") / 1024,
+                  mu = (num(mem, "used") + num(mem, "reserved")) / 1024;
         long long dt = num(dsk, "total"), du = num(dsk, "used") + num(dsk, "reserved");
         char mb[16], db[16], ms[64], ds[64];
         capbar(mu, mt, mb, sizeof mb);

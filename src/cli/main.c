@@ -14,20 +14,19 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: proxctl [--server URL] [--token TOKEN] [--config FILE] [--json] COMMAND\n"
-            "commands:\n"
-            "  vm create --os OS --name NAME [--cores N] [--memory 2G] [--disk 40G]\n"
-            "            [--ssh-key FILE]... [--owner WHO] [--no-wait]\n"
-            "  vm list [--owner WHO] [--state S] [--node N] [--os OS]\n"
-            "  vm show VMID\n"
-            "  vm start|shutdown|stop|pause|resume|reboot|delete VMID [--no-wait]\n"
-            "  vm set VMID [--cores N] [--memory SIZE]     vm resize VMID --disk SIZE\n"
-            "  job show ID | job watch ID\n"
-            "  node list | os list\n"
-            "environment: PROXD_URL, PROXD_TOKEN, PROXCTL_CONFIG\n"
-            "exit codes: 0 ok, 1 operation failed, 2 bad input, 3 not found, 4 not authorised,\n"
-            "            5 server or network error, 6 conflict or quota\n");
+    fprintf(f, "usage: proxctl [--server URL] [--token TOKEN] [--config FILE] [--json] COMMAND\n"
+               "commands:\n"
+               "  vm create --os OS --name NAME [--cores N] [--memory 2G] [--disk 40G]\n"
+               "            [--ssh-key FILE]... [--owner WHO] [--no-wait]\n"
+               "  vm list [--owner WHO] [--state S] [--node N] [--os OS]\n"
+               "  vm show VMID\n"
+               "  vm start|shutdown|stop|pause|resume|reboot|delete VMID [--no-wait]\n"
+               "  vm set VMID [--cores N] [--memory SIZE]     vm resize VMID --disk SIZE\n"
+               "  job show ID | job watch ID\n"
+               "  node list | os list\n"
+               "environment: PROXD_URL, PROXD_TOKEN, PROXCTL_CONFIG\n"
+               "exit codes: 0 ok, 1 operation failed, 2 bad input, 3 not found, 4 not authorised,\n"
+               "            5 server or network error, 6 conflict or quota\n");
 }
 
 static void trim(char *s)
@@ -71,8 +70,7 @@ static int read_config(struct cli *c, const char *path, bool must)
         else if (strcmp(k, "token") == 0 && !c->token[0])
             snprintf(c->token, sizeof c->token, "%s", v);
         else if (strcmp(k, "server") != 0 && strcmp(k, "token") != 0) {
-            fprintf(stderr, "proxctl: %s:%d: unknown key '%s' (server, token)\n", path, lineno,
-                    k);
+            fprintf(stderr, "proxctl: %s:%d: unknown key '%s' (server, token)\n", path, lineno, k);
             fclose(f);
             return -1;
         }

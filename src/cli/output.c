@@ -16,11 +16,24 @@ static bool size_in(const char *s, int64_t unit_div, int64_t default_mul, int64_
     double v = strtod(s, &end);
     int64_t mul = default_mul;
     switch (toupper((unsigned char)*end)) {
-    case 'K': mul = 1024; end++; break;
-    case 'M': mul = 1024 * 1024; end++; break;
-    case 'G': mul = 1024LL * 1024 * 1024; end++; break;
-    case 'T': mul = 1024LL * 1024 * 1024 * 1024; end++; break;
-    default: break;
+    case 'K':
+        mul = 1024;
+        end++;
+        break;
+    case 'M':
+        mul = 1024 * 1024;
+        end++;
+        break;
+    case 'G':
+        mul = 1024LL * 1024 * 1024;
+        end++;
+        break;
+    case 'T':
+        mul = 1024LL * 1024 * 1024 * 1024;
+        end++;
+        break;
+    default:
+        break;
     }
     if (*end == 'i' || *end == 'I')
         end++;

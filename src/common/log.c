@@ -79,8 +79,8 @@ void log_write(enum log_level lvl, const char *sub, const char *fmt, ...)
 
     struct buf b = BUF_INIT(8192);
     if (g_format == LOG_FMT_JSON) {
-        json_t *o = json_pack("{s:s,s:s,s:s,s:s}", "ts", ts, "level", level_names[lvl], "sub",
-                              sub, "msg", msg);
+        json_t *o = json_pack("{s:s,s:s,s:s,s:s}", "ts", ts, "level", level_names[lvl], "sub", sub,
+                              "msg", msg);
         char *s = json_dumps(o, JSON_COMPACT);
         buf_adds(&b, s);
         free(s);

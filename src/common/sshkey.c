@@ -12,10 +12,10 @@ struct keytype {
 };
 
 static const struct keytype types[] = {
-    {"ssh-rsa", 2},                            /* e, n */
-    {"ssh-ed25519", 1},                        /* 32-byte key */
-    {"ssh-dss", 4},                            /* p, q, g, y */
-    {"ecdsa-sha2-nistp256", 2},                /* curve, point */
+    {"ssh-rsa", 2},             /* e, n */
+    {"ssh-ed25519", 1},         /* 32-byte key */
+    {"ssh-dss", 4},             /* p, q, g, y */
+    {"ecdsa-sha2-nistp256", 2}, /* curve, point */
     {"ecdsa-sha2-nistp384", 2},
     {"ecdsa-sha2-nistp521", 2},
     {"sk-ssh-ed25519@openssh.com", 2},         /* key, application */

@@ -24,7 +24,7 @@
 enum placement { PLACE_ORDERED = 0, PLACE_SPREAD = 1 };
 
 struct cfg_os {
-    char name[32];   /* section "[os ubuntu]" */
+    char name[32];          /* section "[os ubuntu]" */
     int range_lo, range_hi; /* vmid_range = 1000-1999 */
 };
 
@@ -34,7 +34,7 @@ struct cfg_template {
 };
 
 struct cfg_node {
-    char name[64];                 /* section "[node sv1]": the PVE node name */
+    char name[64];                  /* section "[node sv1]": the PVE node name */
     char hosts[CFG_MAX_HOSTS][128]; /* host = 127.0.0.1:8006[, 10.0.0.2:8006] */
     int nhosts;
     char cluster[64]; /* cluster = name: nodes with the same cluster share one
@@ -54,17 +54,17 @@ struct cfg_quota {
 struct proxd_config {
     char path[512];
     /* [proxd] */
-    char listen[128];     /* 127.0.0.1:8080 */
-    char database[512];   /* sqlite:/var/lib/proxd/proxd.db | postgresql://... */
+    char listen[128];   /* 127.0.0.1:8080 */
+    char database[512]; /* sqlite:/var/lib/proxd/proxd.db | postgresql://... */
     enum placement placement;
-    char log_format[8];   /* text | json */
+    char log_format[8]; /* text | json */
     char log_level[8];
-    char log_file[512];   /* "" = stderr; reopened on SIGHUP (log rotation) */
-    int workers;          /* job worker threads; 0 (default): sized from the clone slots */
-    int reconcile_interval_s; /* default 60 */
-    bool delete_orphans;  /* reconciler deletes tagged VMs without a record */
-    char tag[32];         /* the tag that marks proxd's VMs, default "proxd" */
-    int64_t quarantine_s; /* released VMIDs rest this long, default 300 */
+    char log_file[512];           /* "" = stderr; reopened on SIGHUP (log rotation) */
+    int workers;                  /* job worker threads; 0 (default): sized from the clone slots */
+    int reconcile_interval_s;     /* default 60 */
+    bool delete_orphans;          /* reconciler deletes tagged VMs without a record */
+    char tag[32];                 /* the tag that marks proxd's VMs, default "proxd" */
+    int64_t quarantine_s;         /* released VMIDs rest this long, default 300 */
     int fallback_lo, fallback_hi; /* fallback_range = 9000-9999 */
     /* [proxmox] */
     char token[256];
@@ -83,9 +83,9 @@ struct proxd_config {
     int64_t disk_min_gb, disk_max_gb;
     int64_t memory_margin_mb; /* safety margins kept free on every node */
     int64_t disk_margin_gb;
-    int clones_per_node;   /* default 2 */
-    int jobs_max;          /* global concurrent jobs, default 32 */
-    int name_max;          /* longest VM name, default 63 */
+    int clones_per_node; /* default 2 */
+    int jobs_max;        /* global concurrent jobs, default 32 */
+    int name_max;        /* longest VM name, default 63 */
     /* [os NAME], [node NAME], [quota OWNER] */
     struct cfg_os os[CFG_MAX_OS];
     int nos;

@@ -24,8 +24,8 @@
 #define WAIT_SLICE_MS 2000
 #define HA_SETTLE_MS (120 * 1000L)
 
-static const char *const action_names[] = {"start", "shutdown", "stop", "pause", "resume",
-                                           "reboot"};
+static const char *const action_names[] = {"start", "shutdown", "stop",
+                                           "pause", "resume",   "reboot"};
 
 const char *vm_action_name(enum vm_action a)
 {
@@ -40,10 +40,9 @@ int vm_action_parse(const char *s)
     return -1;
 }
 
-static int fail(struct core_error *err, enum core_err code, const char *field, const char *fmt,
-                ...) __attribute__((format(printf, 4, 5)));
-static int fail(struct core_error *err, enum core_err code, const char *field, const char *fmt,
-                ...)
+static int fail(struct core_error *err, enum core_err code, const char *field, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int fail(struct core_error *err, enum core_err code, const char *field, const char *fmt, ...)
 {
     if (err) {
         va_list ap;
@@ -93,12 +92,11 @@ int core_quota_judge(const struct cfg_quota *q, const char *owner, const struct 
 {
     if (q->vms > 0 && u->vms + dvms > q->vms)
         return fail(err, CORE_E_FULL, "quota",
-                    "VM quota of '%s' reached: %d of %d VMs in use, %d left", owner, u->vms,
-                    q->vms, q->vms - u->vms);
+                    "VM quota of '%s' reached: %d of %d VMs in use, %d left", owner, u->vms, q->vms,
+                    q->vms - u->vms);
     if (q->cores > 0 && u->cores + dcores > q->cores)
-        return fail(err, CORE_E_FULL, "cores",
-                    "core quota of '%s': %d of %d cores in use, %d left", owner, u->cores,
-                    q->cores, q->cores - u->cores);
+        return fail(err, CORE_E_FULL, "cores", "core quota of '%s': %d of %d cores in use, %d left",
+                    owner, u->cores, q->cores, q->cores - u->cores);
     if (q->memory_mb > 0 && u->memory_mb + dmem > q->memory_mb)
         return fail(err, CORE_E_FULL, "memory_mb",
                     "memory quota of '%s': %lld of %lld MiB in use, %lld MiB left", owner,
@@ -152,8 +150,8 @@ static int load_owned(struct core *k, int vmid, const char *owner, struct vm_rec
 static int enqueue(struct core *k, struct vm_rec *v, const char *kind, json_t *request,
                    char job_id[40], bool have_id, struct core_error *err)
 {
-    struct job_rec j = {.state = JOB_QUEUED, .vmid = v->vmid, .request = request,
-                        .attempts = json_array()};
+    struct job_rec j = {
+        .state = JOB_QUEUED, .vmid = v->vmid, .request = request, .attempts = json_array()};
     if (!have_id)
         core_uuid(job_id);
     snprintf(j.id, sizeof j.id, "%s", job_id);
@@ -184,13 +182,17 @@ static const char *action_refusal(enum vm_action a, const char *power, bool forc
         return running ? "already running" : paused ? "paused: resume it instead" : NULL;
     case ACT_SHUTDOWN:
         /* Proxmox refuses it ("VM is paused - cannot shutdown") unless forced */
-        return stopped  ? "already stopped"
+        return stopped            ? "already stopped"
                : paused && !force ? "paused: resume it first, or force the shutdown"
                                   : NULL;
-    case ACT_STOP: return stopped ? "already stopped" : NULL;
-    case ACT_PAUSE: return running ? NULL : "not running";
-    case ACT_RESUME: return paused ? NULL : running ? "not paused" : "not running";
-    case ACT_REBOOT: return running ? NULL : paused ? "paused: resume it first" : "not running";
+    case ACT_STOP:
+        return stopped ? "already stopped" : NULL;
+    case ACT_PAUSE:
+        return running ? NULL : "not running";
+    case ACT_RESUME:
+        return paused ? NULL : running ? "not paused" : "not running";
+    case ACT_REBOOT:
+        return running ? NULL : paused ? "paused: resume it first" : "not running";
     }
     return "unknown action";
 }
@@ -247,8 +249,8 @@ int core_vm_update(struct core *k, int vmid, const char *owner, int cores, int64
     return rc;
 }
 
-int core_vm_resize(struct core *k, int vmid, const char *owner, int64_t disk_gb,
-                   char job_id[40], struct core_error *err)
+int core_vm_resize(struct core *k, int vmid, const char *owner, int64_t disk_gb, char job_id[40],
+                   struct core_error *err)
 {
     char msg[256];
     if (!validate_disk(k->cfg, disk_gb, msg, sizeof msg))
@@ -258,9 +260,9 @@ int core_vm_resize(struct core *k, int vmid, const char *owner, int64_t disk_gb,
     if (rc)
         return rc;
     if (disk_gb <= v.disk_gb) {
-        rc = fail(err, CORE_E_INVALID, "disk_gb",
-                  "must be larger than the current %lld GiB: disks only grow",
-                  (long long)v.disk_gb);
+        rc =
+            fail(err, CORE_E_INVALID, "disk_gb",
+                 "must be larger than the current %lld GiB: disks only grow", (long long)v.disk_gb);
         goto out;
     }
     if ((rc = core_quota_check(k, v.owner, 0, 0, 0, disk_gb - v.disk_gb, err)))
@@ -281,8 +283,8 @@ int core_vm_resize(struct core *k, int vmid, const char *owner, int64_t disk_gb,
             goto out;
         }
     }
-    rc = enqueue(k, &v, "resize", json_pack("{s:I}", "disk_gb", (json_int_t)disk_gb), job_id,
-                 false, err);
+    rc = enqueue(k, &v, "resize", json_pack("{s:I}", "disk_gb", (json_int_t)disk_gb), job_id, false,
+                 err);
 out:
     vm_rec_release(&v);
     return rc;
@@ -404,8 +406,8 @@ static int locate(struct cctx *c, struct pve_vm_status *st, struct pve_error *e)
             return PVE_E_NOTFOUND;
         }
         if (strcmp(node, c->v.node) != 0) {
-            log_info("job", "job=%s vmid=%d found on %s (was %s): moved behind our back",
-                     c->j->id, c->v.vmid, node, c->v.node);
+            log_info("job", "job=%s vmid=%d found on %s (was %s): moved behind our back", c->j->id,
+                     c->v.vmid, node, c->v.node);
             snprintf(c->v.node, sizeof c->v.node, "%s", node);
             snprintf(c->j->node, sizeof c->j->node, "%s", node);
             save_vm(c);
@@ -426,11 +428,15 @@ static bool reached(enum vm_action a, const char *power, bool started_reboot)
 {
     switch (a) {
     case ACT_START:
-    case ACT_RESUME: return strcmp(power, "running") == 0;
+    case ACT_RESUME:
+        return strcmp(power, "running") == 0;
     case ACT_SHUTDOWN:
-    case ACT_STOP: return strcmp(power, "stopped") == 0;
-    case ACT_PAUSE: return strcmp(power, "paused") == 0;
-    case ACT_REBOOT: return started_reboot && strcmp(power, "running") == 0;
+    case ACT_STOP:
+        return strcmp(power, "stopped") == 0;
+    case ACT_PAUSE:
+        return strcmp(power, "paused") == 0;
+    case ACT_REBOOT:
+        return started_reboot && strcmp(power, "running") == 0;
     }
     return false;
 }
@@ -439,8 +445,7 @@ static bool reached(enum vm_action a, const char *power, bool started_reboot)
  * the HA manager; the VM starts or stops in a task of its own a moment later.
  * Locate the VM and, while it is HA-managed and not there yet, wait for it
  * (up to HA_SETTLE_MS). 0 with *st filled, or locate's error. */
-static int settle(struct cctx *c, enum vm_action a, struct pve_vm_status *st,
-                  struct pve_error *e)
+static int settle(struct cctx *c, enum vm_action a, struct pve_vm_status *st, struct pve_error *e)
 {
     int64_t end = mono_ms() + HA_SETTLE_MS;
     for (long pause = 50;; pause = pause < 1000 ? pause * 2 : 1000) {
@@ -455,8 +460,8 @@ static int settle(struct cctx *c, enum vm_action a, struct pve_vm_status *st,
 
 static enum pve_power pve_action(enum vm_action a)
 {
-    static const enum pve_power map[] = {PVE_POWER_START, PVE_POWER_SHUTDOWN, PVE_POWER_STOP,
-                                         PVE_POWER_SUSPEND, PVE_POWER_RESUME, PVE_POWER_REBOOT};
+    static const enum pve_power map[] = {PVE_POWER_START,   PVE_POWER_SHUTDOWN, PVE_POWER_STOP,
+                                         PVE_POWER_SUSPEND, PVE_POWER_RESUME,   PVE_POWER_REBOOT};
     return map[a];
 }
 
@@ -583,8 +588,8 @@ static void run_update(struct cctx *c)
     if (pend && !c->v.pending)
         json_decref(pend);
     save_vm(c);
-    job_done(c, "%s", c->v.pending ? "saved; applies at the next reboot (pending)"
-                                   : "applied live");
+    job_done(c, "%s",
+             c->v.pending ? "saved; applies at the next reboot (pending)" : "applied live");
 }
 
 static void run_resize(struct cctx *c)
@@ -615,8 +620,7 @@ static void run_resize(struct cctx *c)
         if (have < want * GiB) {
             char size[32];
             snprintf(size, sizeof size, "%lldG", (long long)want);
-            job_checkpoint(c->k, c->j, "call", 30, "grow %s of VM %d to %s", disk, c->v.vmid,
-                           size);
+            job_checkpoint(c->k, c->j, "call", 30, "grow %s of VM %d to %s", disk, c->v.vmid, size);
             if (pve_vm_resize(c->pc, c->v.node, c->v.vmid, disk, size, c->j->upid, &e)) {
                 job_fail(c, "resize failed: %s", e.message);
                 return;

@@ -37,9 +37,9 @@ void core_uuid(char out[40])
         abort();
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    snprintf(out, 40, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
-             b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12],
-             b[13], b[14], b[15]);
+    snprintf(out, 40, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
+             b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
+             b[14], b[15]);
 }
 
 struct core *core_new(const struct proxd_config *cfg, store *st, struct fleet *fl,
@@ -113,8 +113,8 @@ bool clone_slot_take(struct core *k, const char *node)
     int i = node_index(k, node);
     if (i < 0)
         return false;
-    int limit = k->cfg->nodes[i].max_clones > 0 ? k->cfg->nodes[i].max_clones
-                                                 : k->cfg->clones_per_node;
+    int limit =
+        k->cfg->nodes[i].max_clones > 0 ? k->cfg->nodes[i].max_clones : k->cfg->clones_per_node;
     if (limit <= 0)
         limit = 2;
     pthread_mutex_lock(&k->mu);
@@ -179,15 +179,18 @@ int core_create_idem(struct core *k, const struct vm_request *r, const struct co
     int *taken = fleet_taken_vmids(k->fl, &ntaken);
     struct store_error se;
     core_uuid(job_id);
-    int rc = store_vmid_reserve(k->st, ranges, k->cfg->fallback_lo ? 2 : 1, taken, ntaken,
-                                job_id, vmid, &se);
+    int rc = store_vmid_reserve(k->st, ranges, k->cfg->fallback_lo ? 2 : 1, taken, ntaken, job_id,
+                                vmid, &se);
     free(taken);
     if (rc == STORE_E_FULL)
         return fail(err, CORE_E_FULL, "os", se.message);
     if (rc)
         return fail(err, CORE_E_INTERNAL, NULL, se.message);
-    struct vm_rec v = {.vmid = *vmid, .state = VMS_CREATING, .cores = r->cores,
-                       .memory_mb = r->memory_mb, .disk_gb = r->disk_gb};
+    struct vm_rec v = {.vmid = *vmid,
+                       .state = VMS_CREATING,
+                       .cores = r->cores,
+                       .memory_mb = r->memory_mb,
+                       .disk_gb = r->disk_gb};
     snprintf(v.os, sizeof v.os, "%s", r->os);
     snprintf(v.name, sizeof v.name, "%s", r->name);
     snprintf(v.owner, sizeof v.owner, "%s", r->owner);
@@ -203,8 +206,8 @@ int core_create_idem(struct core *k, const struct vm_request *r, const struct co
     json_t *answer = NULL;
     struct store_idem si = {0};
     if (idem) {
-        answer = json_pack("{s:s,s:s,s:i}", "fingerprint", idem->fingerprint, "job", job_id,
-                           "vmid", *vmid);
+        answer = json_pack("{s:s,s:s,s:i}", "fingerprint", idem->fingerprint, "job", job_id, "vmid",
+                           *vmid);
         si = (struct store_idem){idem->scope, idem->key, answer};
     }
     /* the quota again inside the transaction: concurrent requests of one
@@ -213,8 +216,11 @@ int core_create_idem(struct core *k, const struct vm_request *r, const struct co
     struct store_usage lim = {0};
     if (q)
         lim = (struct store_usage){q->vms, q->cores, q->memory_mb, q->disk_gb};
-    struct store_submit sub = {.vm = &v, .job = &j, .event = "creation queued",
-                               .idem = idem ? &si : NULL, .quota = q ? &lim : NULL};
+    struct store_submit sub = {.vm = &v,
+                               .job = &j,
+                               .event = "creation queued",
+                               .idem = idem ? &si : NULL,
+                               .quota = q ? &lim : NULL};
     rc = store_create_submit(k->st, &sub, &se);
     json_decref(answer);
     job_rec_release(&j);
@@ -350,9 +356,8 @@ static void *keeper_main(void *arg)
             if (held[i][0] && store_job_renew(k->st, held[i], k->instance, LEASE_MS, &se))
                 log_warn("job", "job=%s lease renewal failed: %s", held[i], se.message);
         }
-        int64_t every = (int64_t)(k->cfg->reconcile_interval_s > 0 ? k->cfg->reconcile_interval_s
-                                                                    : 60) *
-                        1000;
+        int64_t every =
+            (int64_t)(k->cfg->reconcile_interval_s > 0 ? k->cfg->reconcile_interval_s : 60) * 1000;
         if (last_reconcile == 0 || mono_ms() - last_reconcile >= every) {
             struct reconcile_report rep;
             core_reconcile(k, &rep); /* refreshes the inventory too */

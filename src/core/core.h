@@ -91,8 +91,8 @@ int core_vm_action(struct core *k, int vmid, const char *owner, enum vm_action a
 int core_vm_update(struct core *k, int vmid, const char *owner, int cores, int64_t memory_mb,
                    char job_id[40], struct core_error *err);
 /* Grow the boot disk to disk_gb (never shrink: CORE_E_INVALID). */
-int core_vm_resize(struct core *k, int vmid, const char *owner, int64_t disk_gb,
-                   char job_id[40], struct core_error *err);
+int core_vm_resize(struct core *k, int vmid, const char *owner, int64_t disk_gb, char job_id[40],
+                   struct core_error *err);
 int core_vm_delete(struct core *k, int vmid, const char *owner, char job_id[40],
                    struct core_error *err);
 

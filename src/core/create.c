@@ -59,9 +59,8 @@ static void marker(const struct ctx *c, char *out, size_t len)
 /* Add {"node", "error"} to the job's attempts. */
 static void attempt(struct ctx *c, const char *node, const char *error)
 {
-    json_array_append_new(c->j->attempts,
-                          json_pack("{s:s,s:s,s:I}", "node", node, "error", error, "at",
-                                    (json_int_t)wall_ms()));
+    json_array_append_new(c->j->attempts, json_pack("{s:s,s:s,s:I}", "node", node, "error", error,
+                                                    "at", (json_int_t)wall_ms()));
 }
 
 static bool tried(struct ctx *c, const char *node)
@@ -263,8 +262,8 @@ static bool reallocate(struct ctx *c, const char *why)
     int *taken = fleet_taken_vmids(k->fl, &ntaken);
     int vmid;
     struct store_error se;
-    int rc = store_vmid_reserve(k->st, ranges, k->cfg->fallback_lo ? 2 : 1, taken, ntaken,
-                                c->j->id, &vmid, &se);
+    int rc = store_vmid_reserve(k->st, ranges, k->cfg->fallback_lo ? 2 : 1, taken, ntaken, c->j->id,
+                                &vmid, &se);
     free(taken);
     if (rc) {
         attempt(c, c->j->node, se.message);
@@ -368,17 +367,20 @@ static int step_clone(struct ctx *c)
         if (p == PROBE_FOREIGN)
             return reallocate(c, "found at resume") ? 1 : -2;
         /* no config yet: the clone's worker may not have taken its locks */
-        if (p == PROBE_NONE && pve_find_clone_task(c->pc, c->j->node, config_template(c->cn, c->os),
-                                                   c->j->vmid, c->j->created_at / 1000,
-                                                   c->j->upid)) {
+        if (p == PROBE_NONE &&
+            pve_find_clone_task(c->pc, c->j->node, config_template(c->cn, c->os), c->j->vmid,
+                                c->j->created_at / 1000, c->j->upid)) {
             job_checkpoint(c->k, c->j, "wait_clone", 20, "found the clone task from before (%s)",
                            c->j->upid);
             return 0;
         }
         c->resumed = false;
     }
-    struct pve_clone opts = {.newid = c->j->vmid, .name = c->name, .description = m,
-                             .storage = c->cn->storage, .full = 1};
+    struct pve_clone opts = {.newid = c->j->vmid,
+                             .name = c->name,
+                             .description = m,
+                             .storage = c->cn->storage,
+                             .full = 1};
     int tpl = config_template(c->cn, c->os);
     int rc = pve_vm_clone(c->pc, c->j->node, tpl, &opts, c->j->upid, &e);
     if (rc == PVE_E_EXISTS) {
@@ -432,8 +434,12 @@ static int step_configure(struct ctx *c)
     struct pve_error e = {0};
     char m[96];
     marker(c, m, sizeof m);
-    struct pve_config_set s = {.cores = c->cores, .sockets = 1, .memory_mb = c->memory_mb,
-                               .name = c->name, .sshkeys = c->ssh_keys, .tags = c->k->cfg->tag,
+    struct pve_config_set s = {.cores = c->cores,
+                               .sockets = 1,
+                               .memory_mb = c->memory_mb,
+                               .name = c->name,
+                               .sshkeys = c->ssh_keys,
+                               .tags = c->k->cfg->tag,
                                .description = m};
     int rc = pve_vm_config_set(c->pc, c->j->node, c->j->vmid, &s, &e);
     if (rc) {
@@ -568,8 +574,9 @@ static int step_cleanup(struct ctx *c)
     if (p == PROBE_ERROR) {
         /* the node cannot be reached: the partial VM waits for the reconciler;
          * its VMID must not be handed out again meanwhile */
-        log_warn("job", "job=%s vmid=%d node=%s cannot clean up now (%s); leaving it to the "
-                        "reconciler",
+        log_warn("job",
+                 "job=%s vmid=%d node=%s cannot clean up now (%s); leaving it to the "
+                 "reconciler",
                  c->j->id, c->j->vmid, c->j->node, e.message);
         fleet_node_failed(c->k->fl, c->j->node, e.message);
         store_release_capacity(c->k->st, c->j->id, NULL);
@@ -715,10 +722,10 @@ void create_run(struct core *k, struct job_rec *j)
                 clone_slot_give(k, j->node);
                 slot = false;
             }
-            job_checkpoint(k, j, "cleanup", -1, "attempt on %s failed: %s", j->node,
-                           json_string_value(json_object_get(
-                               json_array_get(j->attempts, json_array_size(j->attempts) - 1),
-                               "error")));
+            job_checkpoint(
+                k, j, "cleanup", -1, "attempt on %s failed: %s", j->node,
+                json_string_value(json_object_get(
+                    json_array_get(j->attempts, json_array_size(j->attempts) - 1), "error")));
             continue;
         }
         if (rc == -2) { /* nothing was made on the node */

@@ -96,8 +96,8 @@ static void add_hosts(const char **hosts, size_t *nh, const struct cfg_node *cn)
     }
 }
 
-static int make_client(struct fleet *f, const struct proxd_config *cfg, struct world *w,
-                       char *err, size_t errlen)
+static int make_client(struct fleet *f, const struct proxd_config *cfg, struct world *w, char *err,
+                       size_t errlen)
 {
     const char *hosts[CFG_MAX_NODES * CFG_MAX_HOSTS];
     size_t nh = 0;
@@ -378,8 +378,8 @@ static void apply_world(struct fleet *f, struct refresh_job *j, int64_t now)
             n->v.up = false;
             snprintf(n->v.last_error, sizeof n->v.last_error, "%.255s", j->err.message);
         }
-        log_warn("fleet", "world %s unreachable: %s (next try in %lld ms)", w->name,
-                 j->err.message, (long long)w->backoff);
+        log_warn("fleet", "world %s unreachable: %s (next try in %lld ms)", w->name, j->err.message,
+                 (long long)w->backoff);
         return;
     }
     w->backoff = 0;
@@ -653,4 +653,3 @@ void fleet_vm_removed(struct fleet *f, int vmid)
     f->vms.n = k;
     pthread_mutex_unlock(&f->mu);
 }
-

@@ -38,8 +38,8 @@ void fleet_refresh(struct fleet *f, bool force);
 
 struct node_view {
     char name[64];
-    bool known;  /* has been seen at least once */
-    bool up;     /* reachable and online, not in backoff */
+    bool known; /* has been seen at least once */
+    bool up;    /* reachable and online, not in backoff */
     int cpus;
     int64_t mem_total, mem_used;
     int64_t st_total, st_used, st_avail; /* the node's VM storage */

@@ -101,8 +101,8 @@ static void take_over(struct core *k, struct vm_rec *v, const struct fleet_vm *f
     const char *p = power_of(fv->status);
     bool paused_ok = strcmp(v->power, "paused") == 0 && strcmp(p, "running") == 0;
     if (strcmp(fv->status, "unknown") != 0 && strcmp(p, v->power) != 0 && !paused_ok) {
-        log_info("reconcile", "vmid=%d node=%s power %s -> %s (changed outside proxd)",
-                 v->vmid, v->node, v->power, p);
+        log_info("reconcile", "vmid=%d node=%s power %s -> %s (changed outside proxd)", v->vmid,
+                 v->node, v->power, p);
         snprintf(v->power, sizeof v->power, "%s", p);
         rep->power++;
         changed = true;

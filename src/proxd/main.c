@@ -204,11 +204,11 @@ out:
 
 static int cmd_create(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"config", 1, 0, 'c'}, {"os", 1, 0, 'o'},     {"name", 1, 0, 'n'},
-        {"cores", 1, 0, 'C'},  {"memory", 1, 0, 'm'}, {"disk", 1, 0, 'd'},
-        {"owner", 1, 0, 'u'},  {"ssh-key-file", 1, 0, 'k'}, {"wait", 1, 0, 'w'},
-        {0, 0, 0, 0}};
+    static const struct option opts[] = {{"config", 1, 0, 'c'}, {"os", 1, 0, 'o'},
+                                         {"name", 1, 0, 'n'},   {"cores", 1, 0, 'C'},
+                                         {"memory", 1, 0, 'm'}, {"disk", 1, 0, 'd'},
+                                         {"owner", 1, 0, 'u'},  {"ssh-key-file", 1, 0, 'k'},
+                                         {"wait", 1, 0, 'w'},   {0, 0, 0, 0}};
     const char *config = NULL, *keyfile = NULL;
     struct vm_request r = {.cores = 1, .memory_mb = 1024, .disk_gb = 10};
     long wait_s = 0;
@@ -216,16 +216,36 @@ static int cmd_create(int argc, char **argv)
     optind = 1;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
-        case 'c': config = optarg; break;
-        case 'o': snprintf(r.os, sizeof r.os, "%s", optarg); break;
-        case 'n': snprintf(r.name, sizeof r.name, "%s", optarg); break;
-        case 'C': r.cores = atoi(optarg); break;
-        case 'm': r.memory_mb = atoll(optarg); break;
-        case 'd': r.disk_gb = atoll(optarg); break;
-        case 'u': snprintf(r.owner, sizeof r.owner, "%s", optarg); break;
-        case 'k': keyfile = optarg; break;
-        case 'w': wait_s = atol(optarg); break;
-        default: usage(stderr); return 2;
+        case 'c':
+            config = optarg;
+            break;
+        case 'o':
+            snprintf(r.os, sizeof r.os, "%s", optarg);
+            break;
+        case 'n':
+            snprintf(r.name, sizeof r.name, "%s", optarg);
+            break;
+        case 'C':
+            r.cores = atoi(optarg);
+            break;
+        case 'm':
+            r.memory_mb = atoll(optarg);
+            break;
+        case 'd':
+            r.disk_gb = atoll(optarg);
+            break;
+        case 'u':
+            snprintf(r.owner, sizeof r.owner, "%s", optarg);
+            break;
+        case 'k':
+            keyfile = optarg;
+            break;
+        case 'w':
+            wait_s = atol(optarg);
+            break;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     if (!config) {
@@ -280,8 +300,8 @@ static int cmd_job(const char *config, const char *id)
         goto out;
     }
     json_t *o = json_pack("{s:s,s:s,s:s,s:i,s:s,s:s,s:s,s:i,s:O,s:s}", "id", j.id, "kind", j.kind,
-                          "state", job_state_name(j.state), "vmid", j.vmid, "step", j.step,
-                          "node", j.node, "upid", j.upid, "progress", j.progress, "attempts",
+                          "state", job_state_name(j.state), "vmid", j.vmid, "step", j.step, "node",
+                          j.node, "upid", j.upid, "progress", j.progress, "attempts",
                           j.attempts ? j.attempts : json_array(), "error", j.error);
     struct job_event *ev = NULL;
     size_t n = 0;
@@ -448,10 +468,18 @@ static int cmd_token(int argc, char **argv)
     optind = 2;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
-        case 'c': config = optarg; break;
-        case 'u': owner = optarg; break;
-        case 'r': role = optarg; break;
-        default: usage(stderr); return 2;
+        case 'c':
+            config = optarg;
+            break;
+        case 'u':
+            owner = optarg;
+            break;
+        case 'r':
+            role = optarg;
+            break;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     bool create = strcmp(verb, "create") == 0, list = strcmp(verb, "list") == 0,

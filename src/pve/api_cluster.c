@@ -130,8 +130,8 @@ static void storage_from(struct pve_storage *s, json_t *e)
     s->avail = pj_int(e, "avail", 0);
 }
 
-int pve_storage_list(pve_client *c, const char *node, const char *content,
-                     struct pve_storage **out, size_t *n, struct pve_error *err)
+int pve_storage_list(pve_client *c, const char *node, const char *content, struct pve_storage **out,
+                     size_t *n, struct pve_error *err)
 {
     char path[256];
     if (pve_path(path, sizeof path, "/nodes/%s/storage", node))

@@ -209,11 +209,20 @@ static void parse_drive(const char *drive, struct pve_vm_config *out)
     double v = strtod(sz + 5, &end);
     double mul = 1;
     switch (*end) {
-    case 'K': mul = 1024.0; break;
-    case 'M': mul = 1048576.0; break;
-    case 'G': mul = 1073741824.0; break;
-    case 'T': mul = 1099511627776.0; break;
-    default: break;
+    case 'K':
+        mul = 1024.0;
+        break;
+    case 'M':
+        mul = 1048576.0;
+        break;
+    case 'G':
+        mul = 1073741824.0;
+        break;
+    case 'T':
+        mul = 1099511627776.0;
+        break;
+    default:
+        break;
     }
     out->bootdisk_size = (int64_t)(v * mul);
 }
@@ -447,14 +456,13 @@ int pve_vm_status(pve_client *c, const char *node, int vmid, struct pve_vm_statu
 
 const char *pve_power_name(enum pve_power p)
 {
-    static const char *const names[] = {"start",   "stop",   "shutdown", "suspend",
-                                        "resume",  "reboot", "reset"};
+    static const char *const names[] = {"start",  "stop",   "shutdown", "suspend",
+                                        "resume", "reboot", "reset"};
     return (unsigned)p < sizeof names / sizeof *names ? names[p] : "?";
 }
 
 int pve_vm_power(pve_client *c, const char *node, int vmid, enum pve_power action,
-                 const struct pve_power_opts *opts, char upid[PVE_UPID_MAX],
-                 struct pve_error *err)
+                 const struct pve_power_opts *opts, char upid[PVE_UPID_MAX], struct pve_error *err)
 {
     char path[256], suffix[32];
     if ((unsigned)action > PVE_POWER_RESET)

@@ -50,8 +50,8 @@ struct pve_storage {
     int64_t total, used, avail;
 };
 /* content: a filter such as "images", or NULL. */
-int pve_storage_list(pve_client *c, const char *node, const char *content,
-                     struct pve_storage **out, size_t *n, struct pve_error *err);
+int pve_storage_list(pve_client *c, const char *node, const char *content, struct pve_storage **out,
+                     size_t *n, struct pve_error *err);
 int pve_storage_status(pve_client *c, const char *node, const char *storage,
                        struct pve_storage *out, struct pve_error *err);
 
@@ -59,9 +59,9 @@ enum pve_res_type { PVE_RES_OTHER = 0, PVE_RES_VM, PVE_RES_NODE, PVE_RES_STORAGE
 
 struct pve_resource {
     enum pve_res_type type;
-    char id[96];   /* "qemu/100", "node/sv1", "storage/sv1/local-lvm" */
+    char id[96]; /* "qemu/100", "node/sv1", "storage/sv1/local-lvm" */
     char node[64];
-    int vmid;      /* VMs */
+    int vmid; /* VMs */
     char name[128];
     char status[16]; /* VMs: running|stopped|unknown; nodes: online|offline */
     bool tmpl;
@@ -240,13 +240,12 @@ enum pve_power {
 const char *pve_power_name(enum pve_power p); /* "start", ... */
 
 struct pve_power_opts {
-    int timeout; /* seconds; 0: PVE's default */
+    int timeout;     /* seconds; 0: PVE's default */
     bool force_stop; /* shutdown: stop hard when the timeout passes */
     bool skiplock;
 };
 int pve_vm_power(pve_client *c, const char *node, int vmid, enum pve_power action,
-                 const struct pve_power_opts *opts, char upid[PVE_UPID_MAX],
-                 struct pve_error *err);
+                 const struct pve_power_opts *opts, char upid[PVE_UPID_MAX], struct pve_error *err);
 
 struct pve_delete_opts {
     bool purge;                /* also from HA, replication, backup jobs */

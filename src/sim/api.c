@@ -216,8 +216,8 @@ static struct sim_fault *fault_match(struct sim *s, const char *verb, const char
 }
 
 /* Apply a fault rule. Returns true if the call is answered by the fault. */
-static bool fault_apply(struct sim *s, struct sim_fault *f, struct sim_call *c,
-                        struct http_resp *r, long *delay_ms)
+static bool fault_apply(struct sim *s, struct sim_fault *f, struct sim_call *c, struct http_resp *r,
+                        long *delay_ms)
 {
     if (strcmp(f->kind, "delay") == 0) {
         *delay_ms += f->delay_ms;
@@ -259,9 +259,8 @@ static bool fault_apply(struct sim *s, struct sim_fault *f, struct sim_call *c,
 
 static sim_handler route_find(const char *verb, const char *path)
 {
-    static const struct sim_route *const tables[] = {sim_routes_nodes, sim_routes_cluster,
-                                                     sim_routes_qemu, sim_routes_power,
-                                                     sim_routes_tasks};
+    static const struct sim_route *const tables[] = {
+        sim_routes_nodes, sim_routes_cluster, sim_routes_qemu, sim_routes_power, sim_routes_tasks};
     for (size_t t = 0; t < sizeof tables / sizeof *tables; t++)
         for (const struct sim_route *r = tables[t]; r->verb; r++)
             if (strcmp(r->verb, verb) == 0 && strcmp(r->path, path) == 0)
@@ -364,9 +363,8 @@ static void finish(struct sim *s, struct sim_call *c, struct http_resp *r)
         if (!schema_check_returns(c->m, c->data ? c->data : json_null(), &err)) {
             log_error("sim", "%s %s: result does not match the schema: %s", c->verb, c->path, err);
             if (json_array_size(s->violations) < 100)
-                json_array_append_new(s->violations,
-                                      json_pack("{s:s,s:s,s:s}", "method", c->verb, "path",
-                                                c->path, "error", err));
+                json_array_append_new(s->violations, json_pack("{s:s,s:s,s:s}", "method", c->verb,
+                                                               "path", c->path, "error", err));
             free(err);
         }
     }

@@ -262,7 +262,9 @@ static int token_check(struct auth *a, const char *value, struct auth_who *who, 
     snprintf(id, sizeof id, "%.*s", (int)(eq - value), value);
     const char *bang = strchr(id, '!');
     if (!bang || !strchr(id, '@') || strchr(id, '@') > bang)
-        return fail(rb, rl, "'%s' is not a valid token ID - not able to split into user and token parts", id);
+        return fail(rb, rl,
+                    "'%s' is not a valid token ID - not able to split into user and token parts",
+                    id);
     for (int i = 0; i < a->ntokens; i++) {
         if (strcmp(a->tokens[i].id, id) != 0)
             continue;

@@ -119,16 +119,18 @@ static void node_set(struct sim *s, const char *name, const struct http_req *req
     pthread_mutex_unlock(&s->mu);
     if (changed)
         sim_node_apply(s, n); /* outside the lock: it may wait for connections */
-    reply(r, 200, json_pack("{s:s,s:s}", "node", name, "state",
-                            st == NODE_ONLINE ? "online" : st == NODE_OFFLINE ? "offline"
-                                                                              : "blackhole"));
+    reply(r, 200,
+          json_pack("{s:s,s:s}", "node", name, "state",
+                    st == NODE_ONLINE    ? "online"
+                    : st == NODE_OFFLINE ? "offline"
+                                         : "blackhole"));
 out:
     json_decref(b);
 }
 
 static bool kind_ok(const char *k)
 {
-    static const char *const kinds[] = {"lock_timeout", "error", "595",  "596",
+    static const char *const kinds[] = {"lock_timeout", "error",      "595",  "596",
                                         "delay",        "task_error", "hang", NULL};
     for (int i = 0; kinds[i]; i++)
         if (strcmp(kinds[i], k) == 0)
@@ -140,8 +142,8 @@ static json_t *fault_json(struct sim_fault *f)
 {
     return json_pack("{s:i,s:s,s:s?,s:s,s:s,s:i,s:s?,s:I,s:f,s:i,s:i}", "id", f->id, "method",
                      f->method, "path", f->pattern, "node", f->node, "kind", f->kind, "status",
-                     f->status, "message", f->message, "delay_ms", (json_int_t)f->delay_ms,
-                     "rate", f->rate, "count", f->remaining, "hits", f->hits);
+                     f->status, "message", f->message, "delay_ms", (json_int_t)f->delay_ms, "rate",
+                     f->rate, "count", f->remaining, "hits", f->hits);
 }
 
 static void fault_free(struct sim_fault *f)
@@ -191,8 +193,8 @@ static void fault_add(struct sim *s, const struct http_req *req, struct http_res
         goto out;
     }
     json_t *st = json_object_get(b, "status"), *dl = json_object_get(b, "delay_ms");
-    if (st && (!json_is_integer(st) || json_integer_value(st) < 100 ||
-               json_integer_value(st) > 599)) {
+    if (st &&
+        (!json_is_integer(st) || json_integer_value(st) < 100 || json_integer_value(st) > 599)) {
         bad(r, 400, "status: an integer from 100 to 599");
         goto out;
     }
@@ -200,8 +202,8 @@ static void fault_add(struct sim *s, const struct http_req *req, struct http_res
         bad(r, 400, "delay_ms: a non-negative integer");
         goto out;
     }
-    if (rate && (!json_is_number(rate) || json_number_value(rate) < 0 ||
-                 json_number_value(rate) > 1)) {
+    if (rate &&
+        (!json_is_number(rate) || json_number_value(rate) < 0 || json_number_value(rate) > 1)) {
         bad(r, 400, "rate: a number from 0 to 1");
         goto out;
     }
@@ -343,8 +345,7 @@ void sim_ctl_handle(struct sim *s, const struct http_req *req, struct http_resp 
 {
     const char *p = req->path + 5; /* after "/_sim" */
     const char *m = req->method;
-    bool get = strcmp(m, "GET") == 0, post = strcmp(m, "POST") == 0,
-         del = strcmp(m, "DELETE") == 0;
+    bool get = strcmp(m, "GET") == 0, post = strcmp(m, "POST") == 0, del = strcmp(m, "DELETE") == 0;
     if (get && strcmp(p, "/state") == 0) {
         pthread_mutex_lock(&s->mu);
         sim_advance(s);

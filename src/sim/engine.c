@@ -281,8 +281,7 @@ static void clone_start_copy(struct sim *s, struct sim_task *t, double now)
         snprintf(msg, sizeof msg,
                  "lvcreate 'pve/vm-%d-disk-0' error:   Volume group \"pve\" has insufficient "
                  "free space (%lld extents): %lld required.",
-                 t->newid, (long long)(free_ext < 0 ? 0 : free_ext),
-                 (long long)(disk / (4 << 20)));
+                 t->newid, (long long)(free_ext < 0 ? 0 : free_ext), (long long)(disk / (4 << 20)));
         free(sid);
         clone_fail_and_remove(s, t, msg);
         return;
@@ -302,7 +301,8 @@ static void clone_progress(struct sim *s, struct sim_task *t, double now, double
         t->bytes_done += share;
         if (t->bytes_done > t->bytes_total)
             t->bytes_done = t->bytes_total;
-        int p0 = (int)(before * 10 / t->bytes_total), p1 = (int)(t->bytes_done * 10 / t->bytes_total);
+        int p0 = (int)(before * 10 / t->bytes_total),
+            p1 = (int)(t->bytes_done * 10 / t->bytes_total);
         if (p1 > p0)
             sim_task_log(t, "transferred %.1f GiB of %.1f GiB (%d.00%%)",
                          t->bytes_done / 1073741824.0, t->bytes_total / 1073741824.0, p1 * 10);
@@ -388,7 +388,6 @@ static bool arg_bool(struct sim_task *t, const char *name)
         return json_is_true(v);
     return arg_num(t, name, 0) != 0;
 }
-
 
 static void step_start(struct sim *s, struct sim_task *t, double now)
 {
@@ -649,20 +648,38 @@ static void step_ha(struct sim *s, struct sim_task *t, double now)
 static void step(struct sim *s, struct sim_task *t, double now, double share)
 {
     switch (t->kind) {
-    case TK_CLONE: step_clone(s, t, now, share); break;
-    case TK_CREATE: step_create(s, t, now); break;
-    case TK_START: step_start(s, t, now); break;
-    case TK_STOP: step_stop(s, t, now); break;
+    case TK_CLONE:
+        step_clone(s, t, now, share);
+        break;
+    case TK_CREATE:
+        step_create(s, t, now);
+        break;
+    case TK_START:
+        step_start(s, t, now);
+        break;
+    case TK_STOP:
+        step_stop(s, t, now);
+        break;
     case TK_SHUTDOWN:
-    case TK_REBOOT: step_shutdown(s, t, now); break;
+    case TK_REBOOT:
+        step_shutdown(s, t, now);
+        break;
     case TK_SUSPEND:
     case TK_RESUME:
-    case TK_RESET: step_simple_power(s, t, now); break;
-    case TK_DESTROY: step_destroy(s, t, now); break;
+    case TK_RESET:
+        step_simple_power(s, t, now);
+        break;
+    case TK_DESTROY:
+        step_destroy(s, t, now);
+        break;
     case TK_CONFIG:
-    case TK_RESIZE: step_config(s, t, now); break;
+    case TK_RESIZE:
+        step_config(s, t, now);
+        break;
     case TK_HASTART:
-    case TK_HASTOP: step_ha(s, t, now); break;
+    case TK_HASTOP:
+        step_ha(s, t, now);
+        break;
     case TK_GENERIC:
         if (now - t->t0 >= t->dur)
             task_ok(s, t);

@@ -67,13 +67,12 @@ static void h_resources(struct sim_call *c)
         for (int j = 0; j < n->nst; j++) {
             struct sim_storage *st = &n->st[j];
             json_t *se = sim_storage_entry(s, n, st, false);
-            json_t *e = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:i,s:s,s:O,s:O}", "id", "",
-                                  "storage", st->id, "node", n->name, "type", "storage",
-                                  "plugintype", st->type, "status",
-                                  n->state == NODE_OFFLINE ? "unknown" : "available", "shared",
-                                  st->shared, "content", st->content, "maxdisk",
-                                  json_object_get(se, "total"), "disk",
-                                  json_object_get(se, "used"));
+            json_t *e =
+                json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:i,s:s,s:O,s:O}", "id", "", "storage", st->id,
+                          "node", n->name, "type", "storage", "plugintype", st->type, "status",
+                          n->state == NODE_OFFLINE ? "unknown" : "available", "shared", st->shared,
+                          "content", st->content, "maxdisk", json_object_get(se, "total"), "disk",
+                          json_object_get(se, "used"));
             json_object_set_new(e, "id", json_sprintf("storage/%s/%s", n->name, st->id));
             json_decref(se);
             json_array_append_new(c->data, e);
@@ -119,15 +118,15 @@ static void h_status(struct sim_call *c)
     int online = 0;
     for (int i = 0; i < s->nnodes; i++)
         online += s->nodes[i].state != NODE_OFFLINE;
-    json_array_append_new(c->data, json_pack("{s:s,s:s,s:s,s:i,s:i,s:i}", "type", "cluster", "id",
-                                             "cluster", "name", "pvesim", "nodes", s->nnodes,
-                                             "version", s->nnodes, "quorate",
-                                             online * 2 > s->nnodes));
+    json_array_append_new(c->data,
+                          json_pack("{s:s,s:s,s:s,s:i,s:i,s:i}", "type", "cluster", "id", "cluster",
+                                    "name", "pvesim", "nodes", s->nnodes, "version", s->nnodes,
+                                    "quorate", online * 2 > s->nnodes));
     for (int i = 0; i < s->nnodes; i++) {
         struct sim_node *n = &s->nodes[i];
-        json_t *e = json_pack("{s:s,s:s,s:s,s:i,s:s,s:i,s:i,s:s}", "type", "node", "id", "",
-                              "name", n->name, "nodeid", i + 1, "ip", "", "local",
-                              n == c->node, "online", n->state != NODE_OFFLINE, "level", "");
+        json_t *e = json_pack("{s:s,s:s,s:s,s:i,s:s,s:i,s:i,s:s}", "type", "node", "id", "", "name",
+                              n->name, "nodeid", i + 1, "ip", "", "local", n == c->node, "online",
+                              n->state != NODE_OFFLINE, "level", "");
         json_object_set_new(e, "id", json_sprintf("node/%s", n->name));
         json_object_set_new(e, "ip", json_sprintf("10.0.0.%d", i + 11));
         json_array_append_new(c->data, e);

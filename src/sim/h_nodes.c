@@ -34,16 +34,15 @@ static void h_ticket_post(struct sim_call *c)
         call_fail(c, 401, "authentication failure");
         return;
     }
-    json_t *cap = json_pack("{s:{s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i},s:{s:i,s:i},"
-                            "s:{s:i,s:i,s:i},s:{s:i,s:i,s:i},s:{s:i,s:i},s:{},s:{}}",
-                            "vms", "VM.Allocate", 1, "VM.Clone", 1, "VM.Audit", 1, "VM.PowerMgmt",
-                            1, "VM.Config.CPU", 1, "VM.Config.Memory", 1, "VM.Config.Disk", 1,
-                            "VM.Config.Options", 1, "VM.Config.Cloudinit", 1, "VM.Config.Network",
-                            1, "access", "User.Modify", 1, "Permissions.Modify", 1, "storage",
-                            "Datastore.Allocate", 1, "Datastore.AllocateSpace", 1,
-                            "Datastore.Audit", 1, "nodes", "Sys.Audit", 1, "Sys.Modify", 1,
-                            "Sys.PowerMgmt", 1, "dc", "Sys.Audit", 1, "SDN.Audit", 1, "sdn",
-                            "mapping");
+    json_t *cap = json_pack(
+        "{s:{s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i},s:{s:i,s:i},"
+        "s:{s:i,s:i,s:i},s:{s:i,s:i,s:i},s:{s:i,s:i},s:{},s:{}}",
+        "vms", "VM.Allocate", 1, "VM.Clone", 1, "VM.Audit", 1, "VM.PowerMgmt", 1, "VM.Config.CPU",
+        1, "VM.Config.Memory", 1, "VM.Config.Disk", 1, "VM.Config.Options", 1,
+        "VM.Config.Cloudinit", 1, "VM.Config.Network", 1, "access", "User.Modify", 1,
+        "Permissions.Modify", 1, "storage", "Datastore.Allocate", 1, "Datastore.AllocateSpace", 1,
+        "Datastore.Audit", 1, "nodes", "Sys.Audit", 1, "Sys.Modify", 1, "Sys.PowerMgmt", 1, "dc",
+        "Sys.Audit", 1, "SDN.Audit", 1, "sdn", "mapping");
     c->data = json_pack("{s:s,s:s,s:s,s:o}", "username", user, "ticket", ticket,
                         "CSRFPreventionToken", csrf, "cap", cap);
     if (!c->s->o.standalone)
@@ -78,10 +77,10 @@ json_t *sim_node_entry(struct sim *s, struct sim_node *n, bool with_fp);
 json_t *sim_node_entry(struct sim *s, struct sim_node *n, bool with_fp)
 {
     bool online = n->state != NODE_OFFLINE;
-    json_t *e = json_pack("{s:s,s:s,s:s,s:s,s:s,s:i,s:I,s:I}", "node", n->name, "id", "", "type",
-                          "node", "status", online ? "online" : "offline", "level", "", "maxcpu",
-                          n->cpus, "maxmem", (json_int_t)n->mem_total, "maxdisk",
-                          (json_int_t)(100 * GiB));
+    json_t *e =
+        json_pack("{s:s,s:s,s:s,s:s,s:s,s:i,s:I,s:I}", "node", n->name, "id", "", "type", "node",
+                  "status", online ? "online" : "offline", "level", "", "maxcpu", n->cpus, "maxmem",
+                  (json_int_t)n->mem_total, "maxdisk", (json_int_t)(100 * GiB));
     json_object_set_new(e, "id", json_sprintf("node/%s", n->name));
     if (with_fp)
         json_object_set_new(e, "ssl_fingerprint", json_string(s->fingerprint));
@@ -119,14 +118,13 @@ static void h_node_status(struct sim_call *c)
         "AuthenticAMD", "family", "23", "flags", "fpu vme de pse tsc msr pae svm", "hvm", "1",
         "memory", "total", (json_int_t)n->mem_total, "used", (json_int_t)used, "free",
         (json_int_t)(n->mem_total - used), "available", (json_int_t)(n->mem_total - used), "swap",
-        "total", (json_int_t)(8 * GiB), "used", (json_int_t)0, "free", (json_int_t)(8 * GiB),
-        "ksm", "shared", (json_int_t)0, "rootfs", "total", (json_int_t)(100 * GiB), "used",
+        "total", (json_int_t)(8 * GiB), "used", (json_int_t)0, "free", (json_int_t)(8 * GiB), "ksm",
+        "shared", (json_int_t)0, "rootfs", "total", (json_int_t)(100 * GiB), "used",
         (json_int_t)(12 * GiB), "avail", (json_int_t)(88 * GiB), "free", (json_int_t)(88 * GiB),
         "pveversion", "");
-    json_object_set_new(c->data, "pveversion", json_sprintf("pve-manager/%s/%s", ver,
-                                                            s->o.pve_version >= 8
-                                                                ? "a3c1f9e5d2b80c47"
-                                                                : "9002ab8a"));
+    json_object_set_new(c->data, "pveversion",
+                        json_sprintf("pve-manager/%s/%s", ver,
+                                     s->o.pve_version >= 8 ? "a3c1f9e5d2b80c47" : "9002ab8a"));
     if (s->o.pve_version < 8)
         json_object_del(json_object_get(c->data, "memory"), "available");
     if (s->o.pve_version >= 8) {
@@ -134,8 +132,8 @@ static void h_node_status(struct sim_call *c)
                             json_pack("{s:s,s:s,s:s,s:s}", "sysname", "Linux", "release",
                                       "6.8.12-4-pve", "version", "#1 SMP PREEMPT_DYNAMIC",
                                       "machine", "x86_64"));
-        json_object_set_new(c->data, "boot-info", json_pack("{s:s,s:i}", "mode", "efi",
-                                                            "secureboot", 0));
+        json_object_set_new(c->data, "boot-info",
+                            json_pack("{s:s,s:i}", "mode", "efi", "secureboot", 0));
     }
 }
 
@@ -146,10 +144,10 @@ json_t *sim_storage_entry(struct sim *s, struct sim_node *n, struct sim_storage 
     int64_t avail = st->total - used;
     if (avail < 0)
         avail = 0;
-    json_t *e = json_pack("{s:s,s:s,s:i,s:i,s:i,s:I,s:I,s:I}", "type", st->type, "content",
-                          st->content, "shared", st->shared, "enabled", 1, "active", 1, "total",
-                          (json_int_t)st->total, "used", (json_int_t)used, "avail",
-                          (json_int_t)avail);
+    json_t *e =
+        json_pack("{s:s,s:s,s:i,s:i,s:i,s:I,s:I,s:I}", "type", st->type, "content", st->content,
+                  "shared", st->shared, "enabled", 1, "active", 1, "total", (json_int_t)st->total,
+                  "used", (json_int_t)used, "avail", (json_int_t)avail);
     if (frac && st->total > 0)
         json_object_set_new(e, "used_fraction", json_real((double)used / (double)st->total));
     return e;

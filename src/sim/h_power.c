@@ -50,7 +50,7 @@ static void h_current(struct sim_call *c)
     if (!vm)
         return;
     c->data = sim_vm_list_entry(c->s, vm);
-    const char *qmp = vm->power == VM_RUNNING ? "running"
+    const char *qmp = vm->power == VM_RUNNING  ? "running"
                       : vm->power == VM_PAUSED ? "paused"
                                                : "stopped";
     json_object_set_new(c->data, "qmpstatus", json_string(qmp));

@@ -18,9 +18,11 @@
 
 /* Parameters that steer a request but are not config options. */
 static const char *const control_params[] = {
-    "node",   "vmid",  "digest",  "skiplock", "delete", "revert", "force", "background_delay",
-    "storage", "start", "archive", "pool",    "unique", "bwlimit", "live-restore",
-    "import-working-storage", "ha-managed", NULL};
+    "node",       "vmid",    "digest",       "skiplock",
+    "delete",     "revert",  "force",        "background_delay",
+    "storage",    "start",   "archive",      "pool",
+    "unique",     "bwlimit", "live-restore", "import-working-storage",
+    "ha-managed", NULL};
 
 static bool is_control(const char *k)
 {
@@ -33,10 +35,10 @@ static bool is_control(const char *k)
 /* Options stored as JSON numbers in GET config (integer and boolean types). */
 static bool int_option(const char *k)
 {
-    static const char *const ints[] = {"cores", "sockets", "vcpus", "balloon", "cpuunits",
-                                       "shares", "onboot", "protection", "template", "numa",
-                                       "tablet", "kvm", "acpi", "localtime", "freeze", "reboot",
-                                       "autostart", NULL};
+    static const char *const ints[] = {"cores",  "sockets",   "vcpus",      "balloon",   "cpuunits",
+                                       "shares", "onboot",    "protection", "template",  "numa",
+                                       "tablet", "kvm",       "acpi",       "localtime", "freeze",
+                                       "reboot", "autostart", NULL};
     for (int i = 0; ints[i]; i++)
         if (strcmp(ints[i], k) == 0)
             return true;
@@ -47,8 +49,8 @@ static bool int_option(const char *k)
  * is network,disk,usb: CPU and memory changes stay pending). */
 static bool needs_restart(const char *k)
 {
-    static const char *const cold[] = {"cores", "sockets", "vcpus", "memory", "cpu", "numa",
-                                       "machine", "bios", "ostype", "scsihw", NULL};
+    static const char *const cold[] = {"cores",   "sockets", "vcpus",  "memory", "cpu", "numa",
+                                       "machine", "bios",    "ostype", "scsihw", NULL};
     for (int i = 0; cold[i]; i++)
         if (strcmp(cold[i], k) == 0)
             return true;
@@ -129,15 +131,13 @@ json_t *sim_vm_list_entry(struct sim *s, struct sim_vm *v)
     int cpus = sim_vm_cpus(v);
     if (cpus > v->node->cpus)
         cpus = v->node->cpus;
-    json_t *e = json_pack("{s:i,s:s,s:s,s:i,s:I,s:I,s:i,s:I,s:f,s:I,s:I,s:I}", "vmid", v->vmid,
-                          "status", running ? "running" : "stopped", "name", "", "cpus", cpus,
-                          "maxmem", (json_int_t)sim_vm_maxmem(v), "maxdisk", (json_int_t)maxdisk,
-                          "disk", 0, "mem",
-                          (json_int_t)(running ? sim_vm_maxmem(v) / 3 : 0), "cpu",
-                          running ? 0.02 : 0.0, "uptime",
-                          (json_int_t)(running ? (long long)(sim_now(s) - v->started) : 0),
-                          "netin", (json_int_t)(running ? 123456 : 0), "netout",
-                          (json_int_t)(running ? 65432 : 0));
+    json_t *e = json_pack(
+        "{s:i,s:s,s:s,s:i,s:I,s:I,s:i,s:I,s:f,s:I,s:I,s:I}", "vmid", v->vmid, "status",
+        running ? "running" : "stopped", "name", "", "cpus", cpus, "maxmem",
+        (json_int_t)sim_vm_maxmem(v), "maxdisk", (json_int_t)maxdisk, "disk", 0, "mem",
+        (json_int_t)(running ? sim_vm_maxmem(v) / 3 : 0), "cpu", running ? 0.02 : 0.0, "uptime",
+        (json_int_t)(running ? (long long)(sim_now(s) - v->started) : 0), "netin",
+        (json_int_t)(running ? 123456 : 0), "netout", (json_int_t)(running ? 65432 : 0));
     if (name)
         json_object_set_new(e, "name", json_string(name));
     else
@@ -246,8 +246,8 @@ static struct sim_vm *config_checks(struct sim_call *c)
             goto out;
         }
         if (json_object_get(c->params, k)) {
-            call_param_fail(c, "delete", "you can't use '-%s' and -delete %s' at the same time",
-                            k, k);
+            call_param_fail(c, "delete", "you can't use '-%s' and -delete %s' at the same time", k,
+                            k);
             goto out;
         }
     }
@@ -344,8 +344,8 @@ static json_t *alloc_disk(struct sim *s, struct sim_vm *vm, const char *k, const
     }
     (void)s;
     (void)k;
-    return json_sprintf("%.*s:vm-%d-disk-%d,size=%lldG%s", (int)(colon - spec), spec, vm->vmid,
-                        idx, (long long)gib, num[nl] ? num + nl : "");
+    return json_sprintf("%.*s:vm-%d-disk-%d,size=%lldG%s", (int)(colon - spec), spec, vm->vmid, idx,
+                        (long long)gib, num[nl] ? num + nl : "");
 }
 
 static bool is_disk(const char *k)
@@ -426,8 +426,7 @@ static void h_config_get(struct sim_call *c)
         json_object_update(c->data, vm->pending);
         size_t i;
         json_t *d;
-        json_array_foreach(vm->pending_delete, i, d)
-            json_object_del(c->data, json_string_value(d));
+        json_array_foreach(vm->pending_delete, i, d) json_object_del(c->data, json_string_value(d));
     }
     char *dg = sim_vm_digest(vm);
     json_object_set_new(c->data, "digest", json_string(dg));
@@ -588,8 +587,8 @@ static void h_create(struct sim_call *c)
     int vmid = (int)call_int(c, "vmid", 0);
     struct sim_vm *other = sim_vm_find(c->s, c->s->o.standalone ? c->node : NULL, vmid);
     if (other) {
-        call_fail(c, 500, "unable to create VM %d - VM %d already exists on node '%s'", vmid,
-                  vmid, other->node->name);
+        call_fail(c, 500, "unable to create VM %d - VM %d already exists on node '%s'", vmid, vmid,
+                  other->node->name);
         return;
     }
     struct sim_vm *vm = sim_vm_new(c->s, c->node, vmid);
@@ -659,8 +658,7 @@ static bool clone_checks(struct sim_call *c, struct sim_vm **src_out, bool *full
     if (!full && !is_tpl) {
         const char *drive = json_string_value(json_object_get(src->conf, boot ? boot : "scsi0"));
         call_fail(c, 500, "Linked clone feature is not supported for '%.*s' (%s)",
-                  (int)strcspn(drive ? drive : "", ","), drive ? drive : "",
-                  boot ? boot : "scsi0");
+                  (int)strcspn(drive ? drive : "", ","), drive ? drive : "", boot ? boot : "scsi0");
         return false;
     }
     if (sim_vm_find(s, c->node, newid)) {
@@ -727,9 +725,9 @@ void qemu_clone_conf(struct sim *s, struct sim_vm *src, struct sim_vm *dst, json
             sim_new_mac(s, mac);
             const char *eq = strchr(sv, '=');
             const char *rest = strchr(sv, ',');
-            json_object_set_new(dst->conf, k,
-                                json_sprintf("%.*s=%s%s", (int)(eq ? eq - sv : 6), sv, mac,
-                                             rest ? rest : ""));
+            json_object_set_new(
+                dst->conf, k,
+                json_sprintf("%.*s=%s%s", (int)(eq ? eq - sv : 6), sv, mac, rest ? rest : ""));
         } else if (strcmp(k, "smbios1") == 0) {
             json_object_set_new(dst->conf, k,
                                 json_sprintf("uuid=%08x-%04x-4%03x-8000-%012lld",

@@ -88,8 +88,9 @@ static void h_log(struct sim_call *c)
     struct sim_task *t = sim_task_find(c->s, upid);
     c->data = json_array();
     if (!t || t->node != c->node) {
-        json_array_append_new(c->data, json_pack("{s:i,s:s}", "n", 1, "t",
-                                                 "unable to open file - No such file or directory"));
+        json_array_append_new(
+            c->data,
+            json_pack("{s:i,s:s}", "n", 1, "t", "unable to open file - No such file or directory"));
         c->extra = json_pack("{s:i}", "total", 1);
         return;
     }

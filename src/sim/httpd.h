@@ -63,10 +63,10 @@ struct http_resp {
     char *content_type; /* owned; NULL: no Content-Type header */
     struct buf headers; /* extra header lines, each "Name: value\r\n" */
     struct buf body;
-    bool close;       /* close the connection after this response */
-    long delay_ms;    /* wait this long before answering (PVE's 3 s 401 delay) */
-    bool hang;        /* never answer; hold the connection until the client leaves
-                         or the listener is switched back (a hung node) */
+    bool close;    /* close the connection after this response */
+    long delay_ms; /* wait this long before answering (PVE's 3 s 401 delay) */
+    bool hang;     /* never answer; hold the connection until the client leaves
+                      or the listener is switched back (a hung node) */
 };
 
 /* Set status and reason (the reason is copied; only its first line is used,

@@ -34,24 +34,23 @@ static void on_signal(int sig)
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: pvesim [options]\n"
-            "  --listen HOST:PORT      entry point (default 127.0.0.1:8006)\n"
-            "  --nodes a,b,c           node names (default sv1,sv2,sv3,sv4,sv5)\n"
-            "  --fleet FILE            JSON fleet description (nodes, storages, templates)\n"
-            "  --standalone            every node is its own PVE host on its own port\n"
-            "  --password PW           password of root@pam (ticket login)\n"
-            "  --token ID=SECRET       an API token, e.g. 'root@pam!ci=<uuid>' (repeatable)\n"
-            "  --pve-version 7|8|9     behaviour and schema to serve (default 9: 9.1.3;\n"
-            "                          8: 8.4.2; 7: 8.4.2 schema with PVE 7.4 behaviour)\n"
-            "  --schema FILE           the apidoc JSON to use instead of the built-in choice\n"
-            "  --time-scale F          real seconds per simulated second (default 1)\n"
-            "  --auth-delay SECONDS    delay of 401 answers (default 3)\n"
-            "  --ticket-lifetime SECS  ticket validity (default 7200)\n"
-            "  --state-dir DIR         keep the state in DIR/state.json across restarts\n"
-            "  --tls-cert FILE --tls-key FILE   serve this certificate (PEM)\n"
-            "  --check-returns         log every result that does not match the schema\n"
-            "  --log-level LEVEL       debug, info, warn, error (default info)\n");
+    fprintf(f, "usage: pvesim [options]\n"
+               "  --listen HOST:PORT      entry point (default 127.0.0.1:8006)\n"
+               "  --nodes a,b,c           node names (default sv1,sv2,sv3,sv4,sv5)\n"
+               "  --fleet FILE            JSON fleet description (nodes, storages, templates)\n"
+               "  --standalone            every node is its own PVE host on its own port\n"
+               "  --password PW           password of root@pam (ticket login)\n"
+               "  --token ID=SECRET       an API token, e.g. 'root@pam!ci=<uuid>' (repeatable)\n"
+               "  --pve-version 7|8|9     behaviour and schema to serve (default 9: 9.1.3;\n"
+               "                          8: 8.4.2; 7: 8.4.2 schema with PVE 7.4 behaviour)\n"
+               "  --schema FILE           the apidoc JSON to use instead of the built-in choice\n"
+               "  --time-scale F          real seconds per simulated second (default 1)\n"
+               "  --auth-delay SECONDS    delay of 401 answers (default 3)\n"
+               "  --ticket-lifetime SECS  ticket validity (default 7200)\n"
+               "  --state-dir DIR         keep the state in DIR/state.json across restarts\n"
+               "  --tls-cert FILE --tls-key FILE   serve this certificate (PEM)\n"
+               "  --check-returns         log every result that does not match the schema\n"
+               "  --log-level LEVEL       debug, info, warn, error (default info)\n");
 }
 
 static char *read_file(const char *path, char **err)
@@ -80,8 +79,8 @@ static char *schema_path(struct sim *s)
 {
     if (s->o.schema_path)
         return xstrdup(s->o.schema_path);
-    const char *file = s->o.pve_version >= 9 ? "pve-docs-9.1.3.apidoc.json"
-                                             : "pve-docs-8.4.2.apidoc.json";
+    const char *file =
+        s->o.pve_version >= 9 ? "pve-docs-9.1.3.apidoc.json" : "pve-docs-8.4.2.apidoc.json";
     const char *env = getenv("PVESIM_SCHEMA_DIR");
     char exe[4096];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
@@ -109,19 +108,43 @@ static char *schema_path(struct sim *s)
 
 static int parse_args(struct sim *s, int argc, char **argv)
 {
-    enum { O_LISTEN = 1, O_NODES, O_FLEET, O_STANDALONE, O_PASSWORD, O_TOKEN, O_VERSION,
-           O_SCHEMA, O_SCALE, O_AUTHDELAY, O_LIFETIME, O_STATEDIR, O_CERT, O_KEY, O_CHECK,
-           O_LOGLEVEL, O_HELP };
-    static const struct option opts[] = {
-        {"listen", 1, 0, O_LISTEN},         {"nodes", 1, 0, O_NODES},
-        {"fleet", 1, 0, O_FLEET},           {"standalone", 0, 0, O_STANDALONE},
-        {"password", 1, 0, O_PASSWORD},     {"token", 1, 0, O_TOKEN},
-        {"pve-version", 1, 0, O_VERSION},   {"schema", 1, 0, O_SCHEMA},
-        {"time-scale", 1, 0, O_SCALE},      {"auth-delay", 1, 0, O_AUTHDELAY},
-        {"ticket-lifetime", 1, 0, O_LIFETIME}, {"state-dir", 1, 0, O_STATEDIR},
-        {"tls-cert", 1, 0, O_CERT},         {"tls-key", 1, 0, O_KEY},
-        {"check-returns", 0, 0, O_CHECK},   {"log-level", 1, 0, O_LOGLEVEL},
-        {"help", 0, 0, O_HELP},             {0, 0, 0, 0}};
+    enum {
+        O_LISTEN = 1,
+        O_NODES,
+        O_FLEET,
+        O_STANDALONE,
+        O_PASSWORD,
+        O_TOKEN,
+        O_VERSION,
+        O_SCHEMA,
+        O_SCALE,
+        O_AUTHDELAY,
+        O_LIFETIME,
+        O_STATEDIR,
+        O_CERT,
+        O_KEY,
+        O_CHECK,
+        O_LOGLEVEL,
+        O_HELP
+    };
+    static const struct option opts[] = {{"listen", 1, 0, O_LISTEN},
+                                         {"nodes", 1, 0, O_NODES},
+                                         {"fleet", 1, 0, O_FLEET},
+                                         {"standalone", 0, 0, O_STANDALONE},
+                                         {"password", 1, 0, O_PASSWORD},
+                                         {"token", 1, 0, O_TOKEN},
+                                         {"pve-version", 1, 0, O_VERSION},
+                                         {"schema", 1, 0, O_SCHEMA},
+                                         {"time-scale", 1, 0, O_SCALE},
+                                         {"auth-delay", 1, 0, O_AUTHDELAY},
+                                         {"ticket-lifetime", 1, 0, O_LIFETIME},
+                                         {"state-dir", 1, 0, O_STATEDIR},
+                                         {"tls-cert", 1, 0, O_CERT},
+                                         {"tls-key", 1, 0, O_KEY},
+                                         {"check-returns", 0, 0, O_CHECK},
+                                         {"log-level", 1, 0, O_LOGLEVEL},
+                                         {"help", 0, 0, O_HELP},
+                                         {0, 0, 0, 0}};
     struct sim_opts *o = &s->o;
     o->listen = "127.0.0.1:8006";
     o->pve_version = 9;
@@ -132,11 +155,21 @@ static int parse_args(struct sim *s, int argc, char **argv)
     char *end;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
-        case O_LISTEN: o->listen = optarg; break;
-        case O_NODES: o->nodes_csv = optarg; break;
-        case O_FLEET: o->fleet_file = optarg; break;
-        case O_STANDALONE: o->standalone = true; break;
-        case O_PASSWORD: o->password = optarg; break;
+        case O_LISTEN:
+            o->listen = optarg;
+            break;
+        case O_NODES:
+            o->nodes_csv = optarg;
+            break;
+        case O_FLEET:
+            o->fleet_file = optarg;
+            break;
+        case O_STANDALONE:
+            o->standalone = true;
+            break;
+        case O_PASSWORD:
+            o->password = optarg;
+            break;
         case O_TOKEN:
             if (o->ntokens >= SIM_MAX_TOKENS) {
                 fprintf(stderr, "pvesim: at most %d --token options\n", SIM_MAX_TOKENS);
@@ -151,7 +184,9 @@ static int parse_args(struct sim *s, int argc, char **argv)
                 return -1;
             }
             break;
-        case O_SCHEMA: o->schema_path = optarg; break;
+        case O_SCHEMA:
+            o->schema_path = optarg;
+            break;
         case O_SCALE:
             o->time_scale = strtod(optarg, &end);
             if (*end || o->time_scale <= 0 || o->time_scale > 100) {
@@ -173,10 +208,18 @@ static int parse_args(struct sim *s, int argc, char **argv)
                 return -1;
             }
             break;
-        case O_STATEDIR: o->state_dir = optarg; break;
-        case O_CERT: o->tls_cert = optarg; break;
-        case O_KEY: o->tls_key = optarg; break;
-        case O_CHECK: o->check_returns = true; break;
+        case O_STATEDIR:
+            o->state_dir = optarg;
+            break;
+        case O_CERT:
+            o->tls_cert = optarg;
+            break;
+        case O_KEY:
+            o->tls_key = optarg;
+            break;
+        case O_CHECK:
+            o->check_returns = true;
+            break;
         case O_LOGLEVEL: {
             int l = log_level_parse(optarg);
             if (l < 0) {
@@ -186,8 +229,12 @@ static int parse_args(struct sim *s, int argc, char **argv)
             log_set_level((enum log_level)l);
             break;
         }
-        case O_HELP: usage(stdout); exit(0);
-        default: usage(stderr); return -1;
+        case O_HELP:
+            usage(stdout);
+            exit(0);
+        default:
+            usage(stderr);
+            return -1;
         }
     }
     if (optind < argc) {
@@ -227,8 +274,8 @@ static int open_listeners(struct sim *s, char **err)
     int bound;
     int base = port;
     if (!s->o.standalone) {
-        s->gw_listener = httpd_listen(s->http, s->o.listen, sim_listener_ctx_new(s, NULL),
-                                      &bound, err);
+        s->gw_listener =
+            httpd_listen(s->http, s->o.listen, sim_listener_ctx_new(s, NULL), &bound, err);
         if (s->gw_listener < 0)
             return -1;
         base = bound + 1;

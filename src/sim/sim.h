@@ -80,8 +80,8 @@ struct sim_flock {
 struct sim_vm {
     int vmid;
     struct sim_node *node;
-    json_t *conf;    /* the config as GET config returns it (without digest) */
-    json_t *pending; /* pending values (object), may be empty */
+    json_t *conf;           /* the config as GET config returns it (without digest) */
+    json_t *pending;        /* pending values (object), may be empty */
     json_t *pending_delete; /* array of keys */
     enum vm_power power;
     double started; /* sim_now() at start */
@@ -131,12 +131,12 @@ struct sim_task {
     double t0;       /* sim_now() at start */
     double deadline; /* phase deadline (lock waits, shutdown timeout) */
     double dur;
-    int vmid;    /* subject VM */
-    int newid;   /* clone target */
+    int vmid;  /* subject VM */
+    int newid; /* clone target */
     bool locked_src, locked_dst;
     double bytes_total, bytes_done;
-    json_t *args;       /* the request's parameters */
-    char *fault_exit;   /* injected exit status, if a fault rule said so */
+    json_t *args;     /* the request's parameters */
+    char *fault_exit; /* injected exit status, if a fault rule said so */
     struct sim_task *next;
 };
 
@@ -191,7 +191,7 @@ struct sim {
     int nnodes;
     struct sim_template tpl[SIM_MAX_TEMPLATES];
     int ntpl;
-    int gw_listener; /* cluster mode: the --listen entry point */
+    int gw_listener;               /* cluster mode: the --listen entry point */
     void *lctx[SIM_MAX_NODES + 1]; /* listener contexts (api.c), freed at exit */
     int nlctx;
     struct sim_vm *vms;
@@ -235,7 +235,7 @@ struct sim_storage *sim_storage_find(struct sim_node *n, const char *id);
 int64_t sim_node_mem_used(struct sim *s, struct sim_node *n);
 int64_t sim_vm_maxmem(const struct sim_vm *vm); /* bytes */
 int sim_vm_cpus(const struct sim_vm *vm);
-char *sim_fmt_size(int64_t bytes); /* "32G", "512M", ... caller frees */
+char *sim_fmt_size(int64_t bytes);                  /* "32G", "512M", ... caller frees */
 bool sim_parse_size(const char *s, int64_t *bytes); /* "32G", "+10G"->10G, "1024" */
 void sim_new_mac(struct sim *s, char out[18]);
 /* Build the initial fleet from the options; 0 or -1 with *err. */
@@ -271,8 +271,8 @@ struct sim_call {
     struct sim *s;
     const schema_method *m;
     const char *verb;
-    const char *path; /* decoded, without /api2/json */
-    struct sim_node *node; /* the node that answers (after proxying) */
+    const char *path;       /* decoded, without /api2/json */
+    struct sim_node *node;  /* the node that answers (after proxying) */
     struct sim_node *local; /* the node whose endpoint was called (NULL: gateway) */
     json_t *params;         /* merged, verified parameters (borrowed) */
     const char *user;       /* authenticated user id, "root@pam" */
@@ -280,9 +280,9 @@ struct sim_call {
     bool is_root;           /* user is root@pam and not a token */
     char *task_fault_exit;  /* exit status for a task started by this call */
     /* result */
-    json_t *data; /* owned */
+    json_t *data;  /* owned */
     json_t *extra; /* extra envelope members ("total"), owned, may be NULL */
-    int status;   /* 0 = 200 */
+    int status;    /* 0 = 200 */
     char *message;
     json_t *errors; /* owned */
 };

@@ -149,11 +149,24 @@ bool sim_parse_size(const char *s, int64_t *bytes)
         return false;
     double mul = 1;
     switch (*end) {
-    case 'K': mul = 1024.0; end++; break;
-    case 'M': mul = (double)MiB; end++; break;
-    case 'G': mul = (double)GiB; end++; break;
-    case 'T': mul = (double)GiB * 1024; end++; break;
-    default: break;
+    case 'K':
+        mul = 1024.0;
+        end++;
+        break;
+    case 'M':
+        mul = (double)MiB;
+        end++;
+        break;
+    case 'G':
+        mul = (double)GiB;
+        end++;
+        break;
+    case 'T':
+        mul = (double)GiB * 1024;
+        end++;
+        break;
+    default:
+        break;
     }
     if (*end || v * mul > 9.0e18)
         return false;
@@ -462,8 +475,7 @@ static int load_fleet_file(struct sim *s, const char *path, char **err)
     json_t *jn;
     if (!json_is_array(nodes) || json_array_size(nodes) == 0 ||
         json_array_size(nodes) > SIM_MAX_NODES) {
-        *err = xasprintf("%s: 'nodes' must be a non-empty array (at most %d)", path,
-                         SIM_MAX_NODES);
+        *err = xasprintf("%s: 'nodes' must be a non-empty array (at most %d)", path, SIM_MAX_NODES);
         goto out;
     }
     json_array_foreach(nodes, i, jn)
@@ -594,30 +606,29 @@ json_t *sim_state_json(struct sim *s)
                                                  (json_int_t)st->base_used, "used",
                                                  (json_int_t)sim_storage_used(s, n, st->id)));
         }
-        json_array_append_new(
-            nodes, json_pack("{s:s,s:s,s:i,s:I,s:I,s:f,s:i,s:o}", "name", n->name, "state",
-                             node_state_name(n->state), "cpus", n->cpus, "mem_total",
-                             (json_int_t)n->mem_total, "mem_used",
-                             (json_int_t)sim_node_mem_used(s, n), "bandwidth", n->bandwidth,
-                             "port", n->port, "storages", sts));
+        json_array_append_new(nodes, json_pack("{s:s,s:s,s:i,s:I,s:I,s:f,s:i,s:o}", "name", n->name,
+                                               "state", node_state_name(n->state), "cpus", n->cpus,
+                                               "mem_total", (json_int_t)n->mem_total, "mem_used",
+                                               (json_int_t)sim_node_mem_used(s, n), "bandwidth",
+                                               n->bandwidth, "port", n->port, "storages", sts));
     }
     for (struct sim_vm *v = s->vms; v; v = v->next) {
         if (v->gone)
             continue;
         json_array_append_new(
-            vms, json_pack("{s:i,s:s,s:s,s:O,s:O,s:O,s:b,s:s,s:b,s:i,s:i}", "vmid", v->vmid,
-                           "node", v->node->name, "power", power_name(v->power), "conf", v->conf,
-                           "pending", v->pending, "pending_delete", v->pending_delete, "ha",
-                           v->ha, "ha_state", v->ha_state, "acpi", v->acpi, "flock_shared",
-                           v->fl.shared, "flock_exclusive", (int)v->fl.exclusive));
+            vms, json_pack("{s:i,s:s,s:s,s:O,s:O,s:O,s:b,s:s,s:b,s:i,s:i}", "vmid", v->vmid, "node",
+                           v->node->name, "power", power_name(v->power), "conf", v->conf, "pending",
+                           v->pending, "pending_delete", v->pending_delete, "ha", v->ha, "ha_state",
+                           v->ha_state, "acpi", v->acpi, "flock_shared", v->fl.shared,
+                           "flock_exclusive", (int)v->fl.exclusive));
     }
     json_t *tasks = json_array();
     int kept = 0;
     for (struct sim_task *t = s->tasks; t && kept < 2000; t = t->next, kept++) {
-        json_t *jt = json_pack("{s:s,s:s,s:s,s:s,s:s,s:I,s:b,s:O}", "upid", t->upid, "node",
-                               t->node->name, "type", t->type, "id", t->id, "user", t->user,
-                               "starttime", (json_int_t)t->starttime, "running", t->running,
-                               "log", t->log);
+        json_t *jt =
+            json_pack("{s:s,s:s,s:s,s:s,s:s,s:I,s:b,s:O}", "upid", t->upid, "node", t->node->name,
+                      "type", t->type, "id", t->id, "user", t->user, "starttime",
+                      (json_int_t)t->starttime, "running", t->running, "log", t->log);
         if (t->exitstatus) {
             json_object_set_new(jt, "exitstatus", json_string(t->exitstatus));
             json_object_set_new(jt, "endtime", json_integer(t->endtime));

@@ -472,8 +472,7 @@ int store_vmid_count(store *s, int lo, int hi, int *n, struct store_error *err)
 }
 
 int store_reserve_capacity(store *s, const char *job, const char *node, int64_t mem_bytes,
-                           int64_t disk_bytes, const struct cap_room *room,
-                           struct store_error *err)
+                           int64_t disk_bytes, const struct cap_room *room, struct store_error *err)
 {
     err_clear(err);
     CHECK(s && job && *job && node && *node, "store_reserve_capacity: NULL or empty argument");
@@ -516,8 +515,7 @@ int store_idem_put(store *s, const char *owner, const char *key, json_t *answer,
 
 /* A backend without the call (a newer interface than it implements) says
  * so instead of crashing. */
-#define NEED_OP(op)                                                                                \
-    CHECK(s->ops->op != NULL, "the %s store does not support " #op, s->ops->name)
+#define NEED_OP(op) CHECK(s->ops->op != NULL, "the %s store does not support " #op, s->ops->name)
 
 int store_create_submit(store *s, struct store_submit *sub, struct store_error *err)
 {
@@ -601,8 +599,8 @@ int store_token_revoke(store *s, const char *id, struct store_error *err)
     return s->ops->token_revoke(s, id, err);
 }
 
-const int64_t store_duration_bounds[STORE_DURATION_BUCKETS] = {
-    1000, 5000, 15000, 60000, 300000, 1800000, INT64_MAX};
+const int64_t store_duration_bounds[STORE_DURATION_BUCKETS] = {1000,   5000,    15000,    60000,
+                                                               300000, 1800000, INT64_MAX};
 
 int store_job_stats(store *s, struct job_stat **out, size_t *n, struct store_error *err)
 {

@@ -75,15 +75,15 @@ struct vm_rec {
     char os[32];
     char name[64];
     char owner[64];
-    char node[64];     /* "" until placed */
+    char node[64]; /* "" until placed */
     enum vm_state state;
-    char power[16];    /* running, stopped, paused, unknown */
+    char power[16]; /* running, stopped, paused, unknown */
     int cores;
     int64_t memory_mb;
     int64_t disk_gb;
-    char job[40];      /* the job that last acted on it */
-    char error[1024];  /* why it failed */
-    json_t *pending;   /* pending changes (object) or NULL; owned by the record */
+    char job[40];                   /* the job that last acted on it */
+    char error[1024];               /* why it failed */
+    json_t *pending;                /* pending changes (object) or NULL; owned by the record */
     int64_t created_at, updated_at; /* unix ms */
 };
 void vm_rec_release(struct vm_rec *r);
@@ -135,10 +135,10 @@ int store_vm_get_id(store *s, int64_t id, struct vm_rec *out, struct store_error
 
 struct vm_filter {
     const char *owner, *node, *os; /* NULL: any */
-    int state;                      /* -1: any; a given state wins over include_gone */
-    bool include_gone;              /* deleted, failed and lost records too */
-    int64_t after_id;               /* pagination: records with id > after_id */
-    int limit;                      /* 0: 100; at most 1000 */
+    int state;                     /* -1: any; a given state wins over include_gone */
+    bool include_gone;             /* deleted, failed and lost records too */
+    int64_t after_id;              /* pagination: records with id > after_id */
+    int limit;                     /* 0: 100; at most 1000 */
 };
 /* Records ordered by id. *out is an array of *n records; free each with
  * vm_rec_release, then free(*out). */
@@ -163,16 +163,17 @@ enum job_state { JOB_QUEUED = 0, JOB_RUNNING, JOB_DONE, JOB_FAILED };
 const char *job_state_name(enum job_state s);
 
 struct job_rec {
-    char id[40];     /* UUID */
-    char kind[16];   /* create, start, stop, shutdown, pause, resume, reboot, update, resize, delete */
+    char id[40]; /* UUID */
+    char
+        kind[16]; /* create, start, stop, shutdown, pause, resume, reboot, update, resize, delete */
     enum job_state state;
     int vmid;
     char owner[64];
-    char step[32];   /* the step reached (written before each Proxmox call) */
-    char node[64];   /* the node the job is working on */
-    char upid[256];  /* the task it started, if any */
-    int progress;    /* percent */
-    json_t *request; /* the request (owned) */
+    char step[32];    /* the step reached (written before each Proxmox call) */
+    char node[64];    /* the node the job is working on */
+    char upid[256];   /* the task it started, if any */
+    int progress;     /* percent */
+    json_t *request;  /* the request (owned) */
     json_t *attempts; /* [{"node":..,"error":..}] (owned) */
     char error[1024];
     char lease_owner[64];
@@ -286,8 +287,8 @@ int store_reserved_on(store *s, const char *node, const char *except_job, int64_
 /* Remember the answer to an idempotent request under key (per owner). When
  * the key exists already, STORE_E_CONFLICT and *existing gets the stored
  * answer (new reference). */
-int store_idem_put(store *s, const char *owner, const char *key, json_t *answer,
-                   json_t **existing, struct store_error *err);
+int store_idem_put(store *s, const char *owner, const char *key, json_t *answer, json_t **existing,
+                   struct store_error *err);
 
 /* Read the answer stored under key, or STORE_E_NOTFOUND (new reference). */
 int store_idem_get(store *s, const char *owner, const char *key, json_t **answer,
@@ -303,10 +304,10 @@ int store_kv_setdefault(store *s, const char *name, const char *value, char *out
 
 /* Only a keyed hash of the secret is stored; the token itself is shown once. */
 struct token_rec {
-    char id[32];    /* the public part of the token, used to find the record */
+    char id[32]; /* the public part of the token, used to find the record */
     char owner[64];
-    char role[16];  /* admin | user */
-    char hash[129]; /* hex of the keyed hash */
+    char role[16];      /* admin | user */
+    char hash[129];     /* hex of the keyed hash */
     int64_t created_at; /* unix ms */
     bool revoked;
 };

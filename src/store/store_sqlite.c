@@ -1670,7 +1670,8 @@ static int cap_check(struct sq_conn *c, const struct cap_ctx *want, struct store
                           (long long)(free_mem > 0 ? free_mem >> 20 : 0),
                           (long long)((want->mem + (1 << 20) - 1) >> 20));
     if (free_disk < want->disk)
-        return store_fail(err, STORE_E_FULL, "not enough disk space: %lld GiB free, %lld GiB needed",
+        return store_fail(err, STORE_E_FULL,
+                          "not enough disk space: %lld GiB free, %lld GiB needed",
                           (long long)(free_disk > 0 ? free_disk >> 30 : 0),
                           (long long)((want->disk + (1LL << 30) - 1) >> 30));
     return STORE_OK;

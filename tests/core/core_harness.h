@@ -25,16 +25,16 @@
 #define CH_NNODES 5
 
 struct ch_opts {
-    int workers;         /* 0: 8 */
-    int clones_per_node; /* 0: 2 */
-    int quarantine;      /* seconds */
-    int timeout;         /* [proxmox] timeout, 0: 4 */
-    int name_max;        /* 0: 63 */
-    bool no_start;       /* leave the core stopped (the test starts it) */
-    int pve_version;     /* 0: pvesim's default (9) */
-    const char *time_scale;  /* NULL: 0.005 */
-    int reconcile_interval;  /* seconds; 0: 60 (proxd's default) */
-    const char *extra;       /* appended to the config (quota sections) */
+    int workers;            /* 0: 8 */
+    int clones_per_node;    /* 0: 2 */
+    int quarantine;         /* seconds */
+    int timeout;            /* [proxmox] timeout, 0: 4 */
+    int name_max;           /* 0: 63 */
+    bool no_start;          /* leave the core stopped (the test starts it) */
+    int pve_version;        /* 0: pvesim's default (9) */
+    const char *time_scale; /* NULL: 0.005 */
+    int reconcile_interval; /* seconds; 0: 60 (proxd's default) */
+    const char *extra;      /* appended to the config (quota sections) */
 };
 
 struct ch_env {
@@ -65,7 +65,8 @@ static inline int ch_ports(void)
         bool ok = true;
         for (int i = 1; i <= CH_NNODES && ok; i++) {
             int fd = socket(AF_INET, SOCK_STREAM, 0);
-            struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)(p + i)),
+            struct sockaddr_in a = {.sin_family = AF_INET,
+                                    .sin_port = htons((uint16_t)(p + i)),
                                     .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
             ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
             close(fd);
@@ -86,11 +87,16 @@ static inline void ch_up(struct ch_env *e, const struct ch_opts *o)
     e->port = ch_ports();
     char ver[8];
     snprintf(ver, sizeof ver, "%d", o->pve_version ? o->pve_version : 9);
-    const char *args[] = {"--nodes",      "sv1,sv2,sv3,sv4,sv5",
-                          "--token",      CH_TOKEN,
-                          "--time-scale", o->time_scale ? o->time_scale : "0.005",
-                          "--auth-delay", "0",
-                          "--pve-version", ver,
+    const char *args[] = {"--nodes",
+                          "sv1,sv2,sv3,sv4,sv5",
+                          "--token",
+                          CH_TOKEN,
+                          "--time-scale",
+                          o->time_scale ? o->time_scale : "0.005",
+                          "--auth-delay",
+                          "0",
+                          "--pve-version",
+                          ver,
                           NULL};
     e->pid = h_sim_start(e->port, args);
     snprintf(e->dir, sizeof e->dir, "/tmp/proxd-core-XXXXXX");
@@ -113,8 +119,8 @@ static inline void ch_up(struct ch_env *e, const struct ch_opts *o)
             o->name_max ? o->name_max : 63);
     static const char *const oses[] = {"ubuntu", "debian", "centos", "windows"};
     for (int i = 0; i < CH_NNODES; i++) {
-        fprintf(f, "[node sv%d]\nhost = 127.0.0.1:%d\ncluster = pvesim\nstorage = local-lvm\n", i + 1,
-                e->port);
+        fprintf(f, "[node sv%d]\nhost = 127.0.0.1:%d\ncluster = pvesim\nstorage = local-lvm\n",
+                i + 1, e->port);
         for (int k = 0; k < 4; k++)
             fprintf(f, "template.%s = %d\n", oses[k], 8000 + 10 * i + k);
     }
@@ -233,19 +239,25 @@ static inline int64_t ch_disk_gb(const char *spec)
     char *end;
     double v = strtod(s + 5, &end);
     switch (*end) {
-    case 'T': return (int64_t)(v * 1024);
-    case 'G': return (int64_t)v;
-    case 'M': return (int64_t)(v / 1024);
-    case 'K': return (int64_t)(v / (1024 * 1024));
-    default: return (int64_t)(v / (1024.0 * 1024 * 1024));
+    case 'T':
+        return (int64_t)(v * 1024);
+    case 'G':
+        return (int64_t)v;
+    case 'M':
+        return (int64_t)(v / 1024);
+    case 'K':
+        return (int64_t)(v / (1024 * 1024));
+    default:
+        return (int64_t)(v / (1024.0 * 1024 * 1024));
     }
 }
 
 static inline int ch_hex(int c)
 {
-    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
-           : c >= 'A' && c <= 'F'  ? c - 'A' + 10
-                                   : -1;
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
 }
 
 /* Percent-decode into a new string. */

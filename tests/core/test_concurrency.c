@@ -216,9 +216,9 @@ static void test_200_concurrent(void **unused)
         int64_t used = json_integer_value(json_object_get(vm, "mem_used"));
         const char *node = json_string_value(json_object_get(vm, "name"));
         int par = max_parallel_clones(state, node);
-        print_message("%s: %d VMs, memory %lld of %lld MiB used, at most %d clones at once\n",
-                      node, ch_count_vms(state, node), (long long)(used >> 20),
-                      (long long)(total >> 20), par);
+        print_message("%s: %d VMs, memory %lld of %lld MiB used, at most %d clones at once\n", node,
+                      ch_count_vms(state, node), (long long)(used >> 20), (long long)(total >> 20),
+                      par);
         if (par > e.cfg->clones_per_node)
             fail_msg("%s ran %d clones at once (clones_per_node %d)", node, par,
                      e.cfg->clones_per_node);

@@ -307,7 +307,8 @@ static void test_bool_and_numbers(void **state)
     (void)state;
     EXPECT_ERR(MIN "[proxd]\ndelete_orphans = maybe\n",
                ":10: [proxd] delete_orphans: 'maybe' is not a boolean");
-    EXPECT_ERR(MIN "[proxd]\nworkers = 300\n", ":10: [proxd] workers: 300 is out of bounds [0, 256]");
+    EXPECT_ERR(MIN "[proxd]\nworkers = 300\n",
+               ":10: [proxd] workers: 300 is out of bounds [0, 256]");
     EXPECT_ERR(MIN "[proxd]\nworkers = 8k\n", ":10: [proxd] workers: '8k' is not an integer");
     EXPECT_ERR(MIN "[limits]\nname_max = 64\n",
                ":10: [limits] name_max: 64 is out of bounds [1, 63]");

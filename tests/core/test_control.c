@@ -113,7 +113,7 @@ struct simvm {
 
 static int64_t int_or_str(json_t *v)
 {
-    return json_is_integer(v) ? json_integer_value(v)
+    return json_is_integer(v)  ? json_integer_value(v)
            : json_is_string(v) ? atoll(json_string_value(v))
                                : -1;
 }
@@ -201,8 +201,7 @@ static int count_jobs(struct ch_env *e)
     assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
     sqlite3_busy_timeout(db, 5000);
     sqlite3_stmt *s;
-    assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM jobs", -1, &s, NULL),
-                     SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM jobs", -1, &s, NULL), SQLITE_OK);
     assert_int_equal(sqlite3_step(s), SQLITE_ROW);
     int n = sqlite3_column_int(s, 0);
     sqlite3_finalize(s);
@@ -760,7 +759,7 @@ static void test_refusals(void **unused)
     (void)unused;
     struct ch_env e;
     struct ch_opts o = {.extra = "[quota default]\nvms = 2\ncores = 6\nmemory_mb = 6144\n"
-                              "disk_gb = 50\n"};
+                                 "disk_gb = 50\n"};
     up(&e, &o);
     int a = mk_vm(&e, "q-1");
     int b = mk_vm(&e, "q-2");
@@ -910,8 +909,10 @@ static void test_drift(void **unused)
     json_decref(pve(e.port, "DELETE", path, NULL));
     wait_sim_power(e.port, deleted, NULL);
     /* VMs made outside proxd in its range: one tagged (an orphan), one not */
-    json_decref(pve(e.port, "POST", "/nodes/sv2/qemu", "vmid=1500&name=orphan&tags=proxd&memory=512"));
-    json_decref(pve(e.port, "POST", "/nodes/sv2/qemu", "vmid=1501&name=foreign&tags=other&memory=512"));
+    json_decref(
+        pve(e.port, "POST", "/nodes/sv2/qemu", "vmid=1500&name=orphan&tags=proxd&memory=512"));
+    json_decref(
+        pve(e.port, "POST", "/nodes/sv2/qemu", "vmid=1501&name=foreign&tags=other&memory=512"));
     wait_sim_power(e.port, 1500, "stopped");
     wait_sim_power(e.port, 1501, "stopped");
 
@@ -971,8 +972,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_power_matrix),   cmocka_unit_test(test_shutdown_timeout),
         cmocka_unit_test(test_delete),         cmocka_unit_test(test_ha),
-        cmocka_unit_test(test_reboot_resumed),
-        cmocka_unit_test(test_resources_pve7),
+        cmocka_unit_test(test_reboot_resumed), cmocka_unit_test(test_resources_pve7),
         cmocka_unit_test(test_resources_pve8), cmocka_unit_test(test_resources_pve9),
         cmocka_unit_test(test_refusals),       cmocka_unit_test(test_moved),
         cmocka_unit_test(test_drift),

@@ -63,7 +63,8 @@ static void check_vm(struct ch_env *e, json_t *state, int vmid, const char *node
     assert_non_null(strstr(tags, "proxd"));
     assert_null(json_object_get(json_object_get(vm, "conf"), "lock"));
     if (rq->ssh_keys) {
-        const char *enc = json_string_value(json_object_get(json_object_get(vm, "conf"), "sshkeys"));
+        const char *enc =
+            json_string_value(json_object_get(json_object_get(vm, "conf"), "sshkeys"));
         assert_non_null(enc);
         char *dec = ch_pct_decode(enc);
         if (!strstr(dec, rq->ssh_keys))
@@ -130,16 +131,17 @@ enum setup { BEFORE_START, AFTER_START };
 struct failover {
     const char *label;
     enum setup when;
-    const char *node_json;                   /* POST /_sim/nodes/sv1, or NULL */
+    const char *node_json;                  /* POST /_sim/nodes/sv1, or NULL */
     const char *method, *path, *kind, *msg; /* a fault, or NULL */
-    const char *reason;                      /* expected in sv1's attempt */
+    const char *reason;                     /* expected in sv1's attempt */
 };
 
 static const struct failover FO[] = {
     /* the keeper's first refresh may see it offline (skipped as down) or not
      * (the clone is refused with 595): both are failovers */
     {"offline", AFTER_START, "{\"state\":\"offline\"}", NULL, NULL, NULL, NULL, NULL},
-    {"offline at start", BEFORE_START, "{\"state\":\"offline\"}", NULL, NULL, NULL, NULL, "down: offline"},
+    {"offline at start", BEFORE_START, "{\"state\":\"offline\"}", NULL, NULL, NULL, NULL,
+     "down: offline"},
     {"blackhole", AFTER_START, "{\"state\":\"blackhole\"}", NULL, NULL, NULL, NULL, "timed out"},
     {"full memory", BEFORE_START, "{\"memory_gb\":3}", NULL, NULL, NULL, NULL, "not enough memory"},
     {"full storage", BEFORE_START, "{\"storage_gb\":{\"local-lvm\":5}}", NULL, NULL, NULL, NULL,
@@ -371,7 +373,8 @@ static void run_collision(bool raced)
     if (!raced)
         assert_int_equal(core_start(e.k), 0); /* the inventory sees 1000 */
     json_t *before = ch_state(&e);
-    char *conf_before = json_dumps(json_object_get(ch_state_vm(before, 1000), "conf"), JSON_SORT_KEYS);
+    char *conf_before =
+        json_dumps(json_object_get(ch_state_vm(before, 1000), "conf"), JSON_SORT_KEYS);
     json_decref(before);
 
     struct vm_request rq;
@@ -505,8 +508,8 @@ static void test_bad_input(void **unused)
         {"ubuntu", "trail-", NULL, NULL, 2, 2048, 20, "name"},
         {"ubuntu", "under_score", NULL, NULL, 2, 2048, 20, "name"},
         {"ubuntu", "a123456789b123456789c", NULL, NULL, 2, 2048, 20, "name"}, /* name_max 20 */
-        {"ubuntu", "a123456789b123456789c123456789d123456789e123456789f123456789g12", NULL, NULL,
-         2, 2048, 20, "name"},
+        {"ubuntu", "a123456789b123456789c123456789d123456789e123456789f123456789g12", NULL, NULL, 2,
+         2048, 20, "name"},
         {"ubuntu", "ok", NULL, NULL, 0, 2048, 20, "cores"},
         {"ubuntu", "ok", NULL, NULL, -4, 2048, 20, "cores"},
         {"ubuntu", "ok", NULL, NULL, 100000, 2048, 20, "cores"},

@@ -35,9 +35,20 @@ static void start(struct world *w, int version, bool ticket, bool standalone)
     w->port = h_free_port();
     char ver[8];
     snprintf(ver, sizeof ver, "%d", version);
-    const char *args[] = {"--nodes", "sv1,sv2", "--password", "SECRET", "--token", TOKEN,
-                          "--time-scale", "0.01", "--auth-delay", "0", "--pve-version", ver,
-                          standalone ? "--standalone" : NULL, NULL};
+    const char *args[] = {"--nodes",
+                          "sv1,sv2",
+                          "--password",
+                          "SECRET",
+                          "--token",
+                          TOKEN,
+                          "--time-scale",
+                          "0.01",
+                          "--auth-delay",
+                          "0",
+                          "--pve-version",
+                          ver,
+                          standalone ? "--standalone" : NULL,
+                          NULL};
     w->pid = h_sim_start(w->port, args);
     h_wait_port(w->port + 1); /* every listener, not only the first */
     h_wait_port(w->port + 2);
@@ -45,8 +56,11 @@ static void start(struct world *w, int version, bool ticket, bool standalone)
     char host[64];
     snprintf(host, sizeof host, "127.0.0.1:%d", standalone ? w->port + 1 : w->port);
     const char *hosts[] = {host};
-    struct pve_config cfg = {.hosts = hosts, .nhosts = 1, .insecure = true,
-                             .connect_timeout_ms = 2000, .timeout_ms = 20000};
+    struct pve_config cfg = {.hosts = hosts,
+                             .nhosts = 1,
+                             .insecure = true,
+                             .connect_timeout_ms = 2000,
+                             .timeout_ms = 20000};
     if (ticket) {
         cfg.user = "root@pam";
         cfg.password = "SECRET";
@@ -144,8 +158,11 @@ static void vm_calls(struct world *w)
 {
     struct pve_error e;
     char upid[PVE_UPID_MAX];
-    struct pve_clone co = {.newid = 1000, .name = "web-1", .description = "proxd test",
-                           .storage = "local-lvm", .full = 1};
+    struct pve_clone co = {.newid = 1000,
+                           .name = "web-1",
+                           .description = "proxd test",
+                           .storage = "local-lvm",
+                           .full = 1};
     ok(pve_vm_clone(w->c, w->node, w->tpl, &co, upid, &e), &e);
     assert_non_null(strstr(upid, ":qmclone:"));
     wait_ok(w, upid);
@@ -162,9 +179,13 @@ static void vm_calls(struct world *w)
     free(vms);
 
     /* config: keys with '+', '/', '=', '@' and spaces, two lines */
-    struct pve_config_set s = {.cores = 3, .memory_mb = 3072, .sshkeys = KEY1 "\n" KEY2,
-                               .ciuser = "admin", .ipconfig0 = "ip=10.1.2.3/24,gw=10.1.2.1",
-                               .tags = "proxd;web", .description = "a & b = c + d\nline 2"};
+    struct pve_config_set s = {.cores = 3,
+                               .memory_mb = 3072,
+                               .sshkeys = KEY1 "\n" KEY2,
+                               .ciuser = "admin",
+                               .ipconfig0 = "ip=10.1.2.3/24,gw=10.1.2.1",
+                               .tags = "proxd;web",
+                               .description = "a & b = c + d\nline 2"};
     ok(pve_vm_config_set(w->c, w->node, 1000, &s, &e), &e);
     struct pve_vm_config cfg;
     ok(pve_vm_config_get(w->c, w->node, 1000, false, &cfg, &e), &e);
@@ -184,7 +205,7 @@ static void vm_calls(struct world *w)
 
     /* async config with a stale digest fails; with the right one works */
     struct pve_config_set s2 = {.name = "web-2",
-                               .digest = "0123456789abcdef0123456789abcdef01234567"};
+                                .digest = "0123456789abcdef0123456789abcdef01234567"};
     assert_int_equal(pve_vm_config_set(w->c, w->node, 1000, &s2, &e), PVE_E_OTHER);
     assert_non_null(strstr(e.message, "checksum"));
     s2.digest = digest;
@@ -206,8 +227,7 @@ static void vm_calls(struct world *w)
     assert_int_equal(cfg.bootdisk_size, 20LL << 30);
     assert_string_equal(cfg.name, "web-2");
     pve_vm_config_release(&cfg);
-    assert_int_equal(pve_vm_resize(w->c, w->node, 1000, "scsi0", "1 G", upid, &e),
-                     PVE_E_INVALID);
+    assert_int_equal(pve_vm_resize(w->c, w->node, 1000, "scsi0", "1 G", upid, &e), PVE_E_INVALID);
 
     /* power */
     struct pve_vm_status vs;
@@ -227,8 +247,8 @@ static void vm_calls(struct world *w)
     assert_string_equal(p[0].pending, "4");
     free(p);
 
-    enum pve_power seq[] = {PVE_POWER_SUSPEND, PVE_POWER_RESUME, PVE_POWER_REBOOT,
-                            PVE_POWER_RESET, PVE_POWER_SHUTDOWN};
+    enum pve_power seq[] = {PVE_POWER_SUSPEND, PVE_POWER_RESUME, PVE_POWER_REBOOT, PVE_POWER_RESET,
+                            PVE_POWER_SHUTDOWN};
     for (size_t i = 0; i < sizeof seq / sizeof *seq; i++) {
         struct pve_power_opts po = {.timeout = 30, .force_stop = true};
         ok(pve_vm_power(w->c, w->node, 1000, seq[i], &po, upid, &e), &e);
@@ -280,8 +300,7 @@ static void vm_calls(struct world *w)
     json_decref(lines);
 
     /* create from scratch */
-    json_t *opts = json_pack("{s:s,s:i,s:s}", "name", "raw-1", "cores", 1, "scsi0",
-                             "local-lvm:4");
+    json_t *opts = json_pack("{s:s,s:i,s:s}", "name", "raw-1", "cores", 1, "scsi0", "local-lvm:4");
     ok(pve_vm_create(w->c, w->node, 1001, opts, upid, &e), &e);
     json_decref(opts);
     wait_ok(w, upid);

@@ -17,8 +17,8 @@ static int setup(void **st)
 {
     (void)st;
     port = h_free_port();
-    const char *args[] = {"--nodes", "sv1", "--token", TOKEN, "--time-scale", "0.01",
-                          "--auth-delay", "0", NULL};
+    const char *args[] = {"--nodes", "sv1",          "--token", TOKEN, "--time-scale",
+                          "0.01",    "--auth-delay", "0",       NULL};
     pid = h_sim_start(port, args);
     h_wait_port(port + 1);
     return 0;
@@ -36,8 +36,12 @@ static pve_client *client(long timeout_ms)
     char host[64];
     snprintf(host, sizeof host, "127.0.0.1:%d", port);
     const char *hosts[] = {host};
-    struct pve_config cfg = {.hosts = hosts, .nhosts = 1, .token = TOKEN, .insecure = true,
-                             .connect_timeout_ms = 2000, .timeout_ms = timeout_ms};
+    struct pve_config cfg = {.hosts = hosts,
+                             .nhosts = 1,
+                             .token = TOKEN,
+                             .insecure = true,
+                             .connect_timeout_ms = 2000,
+                             .timeout_ms = timeout_ms};
     struct pve_error e;
     pve_client *c = pve_client_new(&cfg, &e);
     assert_non_null(c);

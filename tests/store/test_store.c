@@ -997,8 +997,8 @@ static void test_capacity_processes(void **state)
 static void submit(struct vm_rec *v, struct job_rec *j, int vmid, const char *owner, int cores,
                    const char *job)
 {
-    *v = (struct vm_rec){.vmid = vmid, .state = VMS_CREATING, .cores = cores, .memory_mb = 1024,
-                         .disk_gb = 10};
+    *v = (struct vm_rec){
+        .vmid = vmid, .state = VMS_CREATING, .cores = cores, .memory_mb = 1024, .disk_gb = 10};
     snprintf(v->owner, sizeof v->owner, "%s", owner);
     *j = (struct job_rec){.state = JOB_QUEUED, .vmid = vmid};
     snprintf(j->id, sizeof j->id, "%s", job);
