@@ -5,6 +5,7 @@
 
 #include "common/xalloc.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -93,31 +94,121 @@ static void ranges(struct api *a, struct buf *b)
     }
 }
 
-/* One line per libpve client (a world), named by its first node. */
-static void pve(struct api *a, struct buf *b)
+/* The libpve clients, one per world (a cluster, or a standalone node),
+ * named as the configuration names the world. */
+struct world_stats {
+    const char *name;
+    struct pve_stats st;
+    struct pve_callstat *calls;
+    size_t ncalls;
+};
+
+static int worlds(struct api *a, struct world_stats *out)
 {
     const struct proxd_config *c = a->cfg;
     pve_client *seen[CFG_MAX_NODES];
-    int nseen = 0;
-    help(b, "proxd_pve_requests_total", "counter", "HTTP requests sent to Proxmox, per world.");
+    int n = 0;
     for (int i = 0; i < c->nnodes; i++) {
         pve_client *pc = fleet_client(a->fl, c->nodes[i].name);
         bool dup = !pc;
-        for (int k = 0; k < nseen && !dup; k++)
+        for (int k = 0; k < n && !dup; k++)
             dup = seen[k] == pc;
         if (dup)
             continue;
-        seen[nseen++] = pc;
-        struct pve_stats st;
-        pve_client_stats(pc, &st);
-        const char *w = c->nodes[i].cluster[0] ? c->nodes[i].cluster : c->nodes[i].name;
-        buf_printf(b, "proxd_pve_requests_total{world=\"%s\"} %llu\n", w,
-                   (unsigned long long)st.requests);
-        buf_printf(b, "proxd_pve_retries_total{world=\"%s\"} %llu\n", w,
-                   (unsigned long long)st.retries);
-        buf_printf(b, "proxd_pve_failovers_total{world=\"%s\"} %llu\n", w,
-                   (unsigned long long)st.failovers);
+        seen[n] = pc;
+        out[n].name = c->nodes[i].cluster[0] ? c->nodes[i].cluster : c->nodes[i].name;
+        pve_client_stats(pc, &out[n].st);
+        pve_client_callstats(pc, &out[n].calls, &out[n].ncalls);
+        n++;
     }
+    return n;
+}
+
+static void call_labels(struct buf *b, const char *world, const struct pve_callstat *s)
+{
+    buf_printf(b, "world=\"%s\",node=\"%s\",method=\"%s\",endpoint=\"%s\"", world, s->node,
+               s->method, s->endpoint);
+}
+
+/* Per endpoint: calls, errors and the latency histogram. Each family's
+ * lines stay together, as the text format requires. */
+static void pve_calls(struct buf *b, const struct world_stats *w, int n)
+{
+    help(b, "proxd_pve_calls_total", "counter",
+         "HTTP requests sent to Proxmox, by world, node, method and endpoint.");
+    for (int i = 0; i < n; i++)
+        for (size_t k = 0; k < w[i].ncalls; k++) {
+            buf_adds(b, "proxd_pve_calls_total{");
+            call_labels(b, w[i].name, &w[i].calls[k]);
+            buf_printf(b, "} %llu\n", (unsigned long long)w[i].calls[k].calls);
+        }
+    help(b, "proxd_pve_call_errors_total", "counter",
+         "Requests to Proxmox that failed (error answer or network), by endpoint.");
+    for (int i = 0; i < n; i++)
+        for (size_t k = 0; k < w[i].ncalls; k++) {
+            buf_adds(b, "proxd_pve_call_errors_total{");
+            call_labels(b, w[i].name, &w[i].calls[k]);
+            buf_printf(b, "} %llu\n", (unsigned long long)w[i].calls[k].errors);
+        }
+    help(b, "proxd_pve_call_duration_seconds", "histogram",
+         "Latency of requests to Proxmox, by endpoint.");
+    for (int i = 0; i < n; i++)
+        for (size_t k = 0; k < w[i].ncalls; k++) {
+            const struct pve_callstat *s = &w[i].calls[k];
+            uint64_t cum = 0;
+            for (int j = 0; j <= PVE_LAT_NBOUNDS; j++) {
+                cum += s->le[j];
+                buf_adds(b, "proxd_pve_call_duration_seconds_bucket{");
+                call_labels(b, w[i].name, s);
+                if (j < PVE_LAT_NBOUNDS)
+                    buf_printf(b, ",le=\"%g\"} %llu\n", pve_latency_bounds[j],
+                               (unsigned long long)cum);
+                else
+                    buf_printf(b, ",le=\"+Inf\"} %llu\n", (unsigned long long)cum);
+            }
+            buf_adds(b, "proxd_pve_call_duration_seconds_sum{");
+            call_labels(b, w[i].name, s);
+            buf_printf(b, "} %.6f\n", s->seconds);
+            buf_adds(b, "proxd_pve_call_duration_seconds_count{");
+            call_labels(b, w[i].name, s);
+            buf_printf(b, "} %llu\n", (unsigned long long)s->calls);
+        }
+}
+
+static void pve(struct api *a, struct buf *b)
+{
+    struct world_stats w[CFG_MAX_NODES];
+    int n = worlds(a, w);
+    static const struct {
+        const char *name, *text;
+        size_t off;
+    } totals[] = {
+        {"proxd_pve_requests_total", "HTTP requests sent to Proxmox, per world.",
+         offsetof(struct pve_stats, requests)},
+        {"proxd_pve_retries_total", "Re-sends after a lock or network error, per world.",
+         offsetof(struct pve_stats, retries)},
+        {"proxd_pve_host_failovers_total",
+         "Switches to another host of a world after one failed, per world.",
+         offsetof(struct pve_stats, failovers)},
+    };
+    for (size_t t = 0; t < sizeof totals / sizeof *totals; t++) {
+        help(b, totals[t].name, "counter", totals[t].text);
+        for (int i = 0; i < n; i++)
+            buf_printf(
+                b, "%s{world=\"%s\"} %llu\n", totals[t].name, w[i].name,
+                (unsigned long long)*(const uint64_t *)((const char *)&w[i].st + totals[t].off));
+    }
+    pve_calls(b, w, n);
+    for (int i = 0; i < n; i++)
+        free(w[i].calls);
+    /* creations that left a node after a failure there */
+    uint64_t fo[CFG_MAX_NODES];
+    core_failovers(a->k, fo);
+    help(b, "proxd_creation_failovers_total", "counter",
+         "Creations that moved on to another node after a failure, by the node they left.");
+    for (int i = 0; i < a->cfg->nnodes; i++)
+        buf_printf(b, "proxd_creation_failovers_total{node=\"%s\"} %llu\n", a->cfg->nodes[i].name,
+                   (unsigned long long)fo[i]);
 }
 
 static void server(struct api *a, struct buf *b)

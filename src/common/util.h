@@ -12,6 +12,8 @@
 
 /* Milliseconds on the monotonic clock (for timeouts and durations). */
 int64_t mono_ms(void);
+/* Microseconds on the monotonic clock (for latencies). */
+int64_t mono_us(void);
 /* Wall clock, seconds and milliseconds since the epoch. */
 int64_t wall_s(void);
 int64_t wall_ms(void);

@@ -255,6 +255,23 @@ int core_create(struct core *k, const struct vm_request *r, char job_id[40], int
     return core_create_idem(k, r, NULL, job_id, vmid, NULL, err);
 }
 
+void core_note_failover(struct core *k, const char *node)
+{
+    for (int i = 0; i < k->cfg->nnodes; i++)
+        if (strcmp(k->cfg->nodes[i].name, node) == 0) {
+            pthread_mutex_lock(&k->mu);
+            k->failovers[i]++;
+            pthread_mutex_unlock(&k->mu);
+        }
+}
+
+void core_failovers(struct core *k, uint64_t out[CFG_MAX_NODES])
+{
+    pthread_mutex_lock(&k->mu);
+    memcpy(out, k->failovers, sizeof k->failovers);
+    pthread_mutex_unlock(&k->mu);
+}
+
 int core_wait_job(struct core *k, const char *job_id, long timeout_ms, enum job_state *state)
 {
     int64_t end = mono_ms() + timeout_ms;

@@ -104,6 +104,10 @@ struct quota_use {
 int core_quota_use(struct core *k, const char *owner, struct quota_use *used,
                    struct core_error *err);
 
+/* Creations that left each node (index in cfg->nodes) after a failure
+ * there, since start (thread-safe). */
+void core_failovers(struct core *k, uint64_t out[CFG_MAX_NODES]);
+
 /* One reconciliation pass (see reconcile.c); the workers' keeper runs it at
  * start and every reconcile_interval. Counts what it repaired. */
 struct reconcile_report {

@@ -23,9 +23,13 @@ struct core {
     int nworkers;
     pthread_t keeper; /* renews leases, refreshes the inventory */
     bool started;
-    char held[CORE_MAX_WORKERS][40]; /* jobs this instance runs, for lease renewal */
-    int clones[CFG_MAX_NODES];       /* clones running per node (index in cfg->nodes) */
+    char held[CORE_MAX_WORKERS][40];   /* jobs this instance runs, for lease renewal */
+    int clones[CFG_MAX_NODES];         /* clones running per node (index in cfg->nodes) */
+    uint64_t failovers[CFG_MAX_NODES]; /* under mu: creations that left the node failed */
 };
+
+/* A creation leaves `node` after a failure there (for the metrics). */
+void core_note_failover(struct core *k, const char *node);
 
 /* Write the job (step, node, upid, progress...) and an event line. */
 void job_checkpoint(struct core *k, struct job_rec *j, const char *step, int progress,

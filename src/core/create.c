@@ -710,6 +710,9 @@ void create_run(struct core *k, struct job_rec *j)
         if (j->state == JOB_DONE || j->state == JOB_FAILED || rc == 2)
             break;
         if (rc == 3) { /* cleaned up: next node */
+            core_note_failover(k, j->node);
+            log_warn("job", "job=%s vmid=%d node=%s failover: the creation moves on", j->id,
+                     j->vmid, j->node);
             job_checkpoint(k, j, "place", 10, "attempt on %s abandoned", j->node);
             continue;
         }
@@ -729,6 +732,9 @@ void create_run(struct core *k, struct job_rec *j)
             continue;
         }
         if (rc == -2) { /* nothing was made on the node */
+            core_note_failover(k, j->node);
+            log_warn("job", "job=%s vmid=%d node=%s failover: the creation moves on", j->id,
+                     j->vmid, j->node);
             store_release_capacity(k->st, j->id, NULL);
             job_checkpoint(k, j, "place", 10, "attempt on %s failed", j->node);
             continue;

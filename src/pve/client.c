@@ -113,6 +113,7 @@ pve_client *pve_client_new(const struct pve_config *cfg, struct pve_error *err)
     pve_client *c = xcalloc(1, sizeof *c);
     pthread_mutex_init(&c->host_mu, NULL);
     pthread_mutex_init(&c->pool_mu, NULL);
+    pthread_mutex_init(&c->stats_mu, NULL);
     if (configure(c, cfg, err) != 0) {
         pve_client_free(c);
         return NULL;
@@ -130,6 +131,8 @@ void pve_client_free(pve_client *c)
     pve_auth_free(c);
     pthread_mutex_destroy(&c->pool_mu);
     pthread_mutex_destroy(&c->host_mu);
+    pthread_mutex_destroy(&c->stats_mu);
+    free(c->calls);
     free(c->hosts);
     free(c->ca_file);
     free(c->name);
@@ -275,13 +278,16 @@ static int send_once(pve_client *c, int hi, const char *method, const char *path
                          .raw_ok = raw_ok};
     if (flags & PVE_F_TASKPOLL)
         atomic_fetch_add(&c->task_polls, 1);
+    int64_t t0 = mono_us();
     pve_http_perform(c, &c->hosts[hi], &rq, rs);
+    double took = (double)(mono_us() - t0) / 1e6;
     pve_error_from_resp(err, rs, c->hosts[hi].name);
     /* an unparsed body is checked by whoever parses it */
     if (err->cls == PVE_OK && !rs->raw.len && !json_is_object(rs->body)) {
         pve_error_set(err, PVE_E_OTHER, "answer is not a JSON object");
         err->http_status = (int)rs->status;
     }
+    pve_callstat_note(c, method, path, took, err->cls != PVE_OK);
     return err->cls;
 }
 

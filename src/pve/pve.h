@@ -124,6 +124,30 @@ struct pve_stats {
 };
 void pve_client_stats(pve_client *c, struct pve_stats *out);
 
+/* Per endpoint: every HTTP request sent, by the node its path names (""
+ * for cluster-wide paths), method and endpoint (the path with its variable
+ * parts as {node}, {vmid}, {upid}, {storage}, {id}), with its errors (any
+ * answer that is not a success, network failures included) and a latency
+ * histogram. At most PVE_CALLSTAT_MAX entries per client; later ones are
+ * counted under the endpoint "(other)". */
+#define PVE_CALLSTAT_MAX 256
+#define PVE_LAT_NBOUNDS 11
+extern const double pve_latency_bounds[PVE_LAT_NBOUNDS]; /* seconds, ascending */
+struct pve_callstat {
+    char node[64];
+    char method[8];
+    char endpoint[96];
+    uint64_t calls, errors;
+    uint64_t le[PVE_LAT_NBOUNDS + 1]; /* le[i]: calls of at most bounds[i]; last: the rest */
+    double seconds;                   /* sum of latencies */
+};
+/* A copy of the client's table (caller frees *out); thread-safe. */
+void pve_client_callstats(pve_client *c, struct pve_callstat **out, size_t *n);
+
+/* The endpoint of an (encoded) API path, as pve_callstat names it, and the
+ * node it names, for tests and metrics. */
+void pve_endpoint_of(const char *path, char *endpoint, size_t elen, char *node, size_t nlen);
+
 /* ---- the raw call ------------------------------------------------------ */
 
 /* Parameters: a JSON object of name -> string, integer or boolean (borrowed).

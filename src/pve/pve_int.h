@@ -73,7 +73,15 @@ struct pve_client {
     struct pve_auth_state auth;
 
     atomic_uint_least64_t requests, task_polls, retries, failovers, logins;
+
+    pthread_mutex_t stats_mu; /* guards calls */
+    struct pve_callstat *calls;
+    size_t ncalls;
 };
+
+/* ---- callstats.c ---- */
+void pve_callstat_note(pve_client *c, const char *method, const char *path, double seconds,
+                       bool error);
 
 /* Credentials for one request, copied out of the auth state. */
 struct pve_creds {

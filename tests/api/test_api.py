@@ -470,8 +470,43 @@ def metrics():
     t = r.text
     for want in ['proxd_jobs{kind="create",state="done"}', 'proxd_node_up{node="sv1"} 1',
                  'proxd_vmid_range_allocated{os="ubuntu"}', "proxd_job_duration_seconds_bucket",
-                 'le="+Inf"', "proxd_pve_requests_total", 'proxd_http_responses_total{class="4xx"}']:
+                 'le="+Inf"', "proxd_pve_requests_total", 'proxd_http_responses_total{class="4xx"}',
+                 'proxd_pve_retries_total{world="pvesim"}',
+                 'proxd_pve_host_failovers_total{world="pvesim"}',
+                 'proxd_creation_failovers_total{node="sv1"}',
+                 'proxd_pve_calls_total{world="pvesim",node="sv1",method="POST",'
+                 'endpoint="/nodes/{node}/qemu/{vmid}/clone"}',
+                 'proxd_pve_call_errors_total{world="pvesim",node="",method="GET",'
+                 'endpoint="/cluster/resources"} 0',
+                 'proxd_pve_call_duration_seconds_bucket{world="pvesim",node="sv1",method="POST",'
+                 'endpoint="/nodes/{node}/qemu/{vmid}/status/start",le="0.005"}',
+                 'proxd_pve_call_duration_seconds_count{world="pvesim",node="",method="GET",'
+                 'endpoint="/cluster/resources"}']:
         assert want in t, want
+    # the text format: each family's samples together, after its TYPE line,
+    # histogram buckets cumulative and ending in +Inf = _count
+    families, current = set(), None
+    buckets = {}
+    for line in t.splitlines():
+        if line.startswith("# TYPE "):
+            current = line.split()[2]
+            assert current not in families, "family %s appears twice" % current
+            families.add(current)
+            continue
+        if not line or line.startswith("#"):
+            continue
+        name = line.split("{", 1)[0].split(" ")[0]
+        assert current and (name == current or name in (current + "_bucket", current + "_sum",
+                                                         current + "_count")), \
+            "%s outside its family (in %s)" % (name, current)
+        if name.endswith("_bucket"):
+            key = line.rsplit(",le=", 1)[0]  # the series: name and labels but le
+            v = float(line.rsplit(" ", 1)[1])
+            assert v >= buckets.get(key, 0), line
+            buckets[key] = v
+        elif name.endswith("_count") and name[:-6] + "_bucket" in t:
+            series = name[:-6] + "_bucket" + line.split(" ")[0][len(name):].rstrip("}")
+            assert buckets.get(series) == float(line.rsplit(" ", 1)[1]), (line, series)
 
 
 @case

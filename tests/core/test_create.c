@@ -217,6 +217,16 @@ static void run_failover(const struct failover *f)
     check_vm(&e, state, vmid, "sv2", &rq, 20);
     json_decref(state);
     print_message("[%s] failed over in %lld ms\n", f->label, (long long)(ch_now_ms() - t0));
+    /* a failure on sv1 after placement counts as a failover from sv1 (a
+     * node skipped at placement is not one) */
+    uint64_t fo[CFG_MAX_NODES];
+    core_failovers(e.k, fo);
+    if (f->kind && fo[0] != 1)
+        fail_msg("[%s] %llu failovers from sv1 counted, want 1", f->label,
+                 (unsigned long long)fo[0]);
+    if (strncmp(f->label, "full", 4) == 0 && fo[0] != 0)
+        fail_msg("[%s] a full sv1 counted as a failover", f->label);
+    assert_int_equal(fo[1], 0);
 
     if (f->node_json && strstr(f->node_json, "blackhole")) {
         /* sv1 is known to hang now: the next creation goes to sv2 without

@@ -369,6 +369,25 @@ static void test_lock_retried(void **state)
     struct pve_stats st;
     pve_client_stats(c, &st);
     assert_int_equal(st.retries, 2);
+    /* per endpoint: three sends, two of them errors, each timed */
+    struct pve_callstat *cs = NULL;
+    size_t n = 0;
+    pve_client_callstats(c, &cs, &n);
+    const struct pve_callstat *put = NULL;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(cs[i].method, "PUT") == 0 &&
+            strcmp(cs[i].endpoint, "/nodes/{node}/qemu/{vmid}/config") == 0)
+            put = &cs[i];
+    assert_non_null(put);
+    assert_string_equal(put->node, "sv1");
+    assert_int_equal(put->calls, 3);
+    assert_int_equal(put->errors, 2);
+    uint64_t in_buckets = 0;
+    for (int b = 0; b <= PVE_LAT_NBOUNDS; b++)
+        in_buckets += put->le[b];
+    assert_int_equal(in_buckets, 3);
+    assert_true(put->seconds > 0);
+    free(cs);
     json_decref(p);
     pve_client_free(c);
 }

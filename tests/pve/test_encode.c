@@ -156,6 +156,40 @@ static void test_error_from_resp(void **state)
     assert_int_equal(e.cls, PVE_E_TLS);
 }
 
+/* Paths reduced to endpoint templates for the call statistics. */
+static void test_endpoint(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *path, *endpoint, *node;
+    } cases[] = {
+        {"/version", "/version", ""},
+        {"/cluster/resources", "/cluster/resources", ""},
+        {"/nodes/sv1/qemu/1000/clone", "/nodes/{node}/qemu/{vmid}/clone", "sv1"},
+        {"/nodes/sv2/qemu/9000/status/current", "/nodes/{node}/qemu/{vmid}/status/current", "sv2"},
+        {"/nodes/pve-a/tasks/UPID%3Apve-a%3A0000%3A%3A/status", "/nodes/{node}/tasks/{upid}/status",
+         "pve-a"},
+        {"/nodes/sv1/storage/local-lvm/status", "/nodes/{node}/storage/{storage}/status", "sv1"},
+        {"/cluster/ha/resources/vm%3A100", "/cluster/ha/resources/{sid}", ""},
+        {"/nodes/sv1/qemu", "/nodes/{node}/qemu", "sv1"},
+        {"/pools/42", "/pools/{id}", ""},
+        {"/", "/", ""},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char ep[96], node[64];
+        pve_endpoint_of(cases[i].path, ep, sizeof ep, node, sizeof node);
+        assert_string_equal(ep, cases[i].endpoint);
+        assert_string_equal(node, cases[i].node);
+    }
+    /* bounded: a long path is cut, never overrun */
+    char longp[600], ep[32], node[8];
+    memset(longp, 'a', sizeof longp);
+    longp[0] = '/';
+    longp[sizeof longp - 1] = '\0';
+    pve_endpoint_of(longp, ep, sizeof ep, node, sizeof node);
+    assert_int_equal(strlen(ep), sizeof ep - 1);
+}
+
 static void test_backoff(void **state)
 {
     (void)state;
@@ -183,7 +217,7 @@ int main(void)
         cmocka_unit_test(test_path),          cmocka_unit_test(test_sshkeys),
         cmocka_unit_test(test_form_and_json), cmocka_unit_test(test_fingerprint_parse),
         cmocka_unit_test(test_classify),      cmocka_unit_test(test_error_from_resp),
-        cmocka_unit_test(test_backoff),
+        cmocka_unit_test(test_backoff),       cmocka_unit_test(test_endpoint),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
