@@ -23,7 +23,6 @@
 
 #define CONN_LIMIT 4096
 #define PER_IP_LIMIT 512
-#define CONN_TIMEOUT_S 60
 #define CONN_MEMORY (64 * 1024)
 #define POOL_MAX 16
 #define STREAM_DRAIN_MS 2000
@@ -244,7 +243,7 @@ struct api *api_start(const struct proxd_config *cfg, struct core *k, store *st,
         flags, 0, NULL, NULL, on_request, a, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
         MHD_OPTION_THREAD_POOL_SIZE, pool_size(), MHD_OPTION_CONNECTION_LIMIT, (unsigned)CONN_LIMIT,
         MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)PER_IP_LIMIT, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)CONN_TIMEOUT_S, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONN_MEMORY,
+        (unsigned)cfg->idle_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONN_MEMORY,
         MHD_OPTION_THREAD_STACK_SIZE, (size_t)MEM_THREAD_STACK, MHD_OPTION_NOTIFY_COMPLETED,
         on_completed, a, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, a, MHD_OPTION_END);
     if (!a->d) {

@@ -120,6 +120,7 @@ static const struct key_def keys[] = {
     {S_PROXD, "placement", K_PLACEMENT, offsetof(PC, placement), 0, "ordered", 0, 0, NULL, 0},
     KNUM(S_PROXD, PC, "workers", workers, "0", 0, 256),
     KNUM(S_PROXD, PC, "reconcile_interval", reconcile_interval_s, "60", 1, 86400),
+    KNUM(S_PROXD, PC, "idle_timeout", idle_timeout_s, "60", 1, 3600),
     KBOOL(S_PROXD, PC, "delete_orphans", delete_orphans, "no"),
     KSTR(S_PROXD, PC, "tag", tag, "proxd", v_tag, 0),
     KNUM(S_PROXD, PC, "quarantine", quarantine_s, "300", 0, 30 * 86400),

@@ -62,6 +62,7 @@ struct proxd_config {
     char log_file[512];           /* "" = stderr; reopened on SIGHUP (log rotation) */
     int workers;                  /* job worker threads; 0 (default): sized from the clone slots */
     int reconcile_interval_s;     /* default 60 */
+    int idle_timeout_s;           /* API connections idle this long are closed; default 60 */
     bool delete_orphans;          /* reconciler deletes tagged VMs without a record */
     char tag[32];                 /* the tag that marks proxd's VMs, default "proxd" */
     int64_t quarantine_s;         /* released VMIDs rest this long, default 300 */

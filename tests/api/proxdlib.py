@@ -25,7 +25,7 @@ def free_port():
     return p
 
 
-def config_text(port, entry, db):
+def config_text(port, entry, db, proxd_extra=""):
     nodes = ""
     for i in range(5):
         nodes += ("[node sv%d]\nhost = 127.0.0.1:%d\ncluster = pvesim\nstorage = local-lvm\n"
@@ -33,24 +33,25 @@ def config_text(port, entry, db):
                                                                       8001 + 10 * i))
     # debug: the most proxd ever logs, so that stop() can check it for secrets
     return ("[proxd]\nlisten = 127.0.0.1:%d\ndatabase = sqlite:%s\nworkers = 8\nquarantine = 0\n"
-            "log_level = debug\n\n"
+            "log_level = debug\n%s\n"
             "[proxmox]\ntoken = %s\nverify_tls = no\n\n"
             "[os ubuntu]\nvmid_range = 1000-1999\n[os debian]\nvmid_range = 4000-4009\n\n%s"
             "[quota default]\nvms = 100\ncores = 0\nmemory_mb = 0\ndisk_gb = 0\n"
             "[quota bob]\nvms = 1\ncores = 2\nmemory_mb = 4096\ndisk_gb = 40\n"
             "[quota dave]\nvms = 3\ncores = 0\nmemory_mb = 0\ndisk_gb = 0\n"
-            % (port, db, TOKEN, nodes))
+            % (port, db, proxd_extra, TOKEN, nodes))
 
 
 class Proxd:
-    def __init__(self, sim, share=None):
-        """share: another Proxd whose database this instance uses too."""
+    def __init__(self, sim, share=None, proxd_extra=""):
+        """share: another Proxd whose database this instance uses too;
+        proxd_extra: lines for the [proxd] section."""
         self.dir = tempfile.mkdtemp(prefix="proxd-api-")
         self.port = free_port()
         self.conf = os.path.join(self.dir, "proxd.conf")
         self.db = share.db if share else os.path.join(self.dir, "proxd.db")
         with open(self.conf, "w") as f:
-            f.write(config_text(self.port, sim.entry, self.db))
+            f.write(config_text(self.port, sim.entry, self.db, proxd_extra))
         self.base = "http://127.0.0.1:%d" % self.port
         self.proc = None
         # never to appear in the log: the Proxmox token's secret, every API token
