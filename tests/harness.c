@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/select.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -68,41 +69,77 @@ static bool port_open(int port)
 }
 
 /* Simulators still running when a test fails are killed at exit, so that a
- * failing test never leaves processes holding ctest's output pipe. */
-static pid_t g_pids[64];
+ * failing test never leaves processes holding ctest's output pipe. Each
+ * keeps the read end of its stdout pipe here (pvesim writes only its port
+ * map there, so the pipe never fills). */
+static struct {
+    pid_t pid;
+    int out;
+} g_sims[64];
 
 static void kill_leftovers(void)
 {
-    for (size_t i = 0; i < sizeof g_pids / sizeof *g_pids; i++)
-        if (g_pids[i] > 0) {
-            kill(g_pids[i], SIGKILL);
-            waitpid(g_pids[i], NULL, 0);
+    for (size_t i = 0; i < sizeof g_sims / sizeof *g_sims; i++)
+        if (g_sims[i].pid > 0) {
+            kill(g_sims[i].pid, SIGKILL);
+            waitpid(g_sims[i].pid, NULL, 0);
         }
 }
 
-static void track(pid_t pid, bool add)
+static void track(pid_t pid, int out)
 {
     static bool registered;
     if (!registered) {
         atexit(kill_leftovers);
         registered = true;
     }
-    for (size_t i = 0; i < sizeof g_pids / sizeof *g_pids; i++) {
-        if (add && g_pids[i] == 0) {
-            g_pids[i] = pid;
+    for (size_t i = 0; i < sizeof g_sims / sizeof *g_sims; i++) {
+        if (out >= 0 && g_sims[i].pid == 0) {
+            g_sims[i].pid = pid;
+            g_sims[i].out = out;
             return;
         }
-        if (!add && g_pids[i] == pid) {
-            g_pids[i] = 0;
+        if (out < 0 && g_sims[i].pid == pid) {
+            close(g_sims[i].out);
+            g_sims[i].pid = 0;
             return;
         }
     }
 }
 
-pid_t h_sim_start(int port, const char *const *args)
+/* Read pvesim's stdout until its last port-map line ("fingerprint ...").
+ * True when it got there; false when pvesim ended first. */
+static bool sim_ready(int fd, int64_t deadline)
 {
-    const char *bin = getenv("PVESIM");
-    assert_non_null(bin);
+    char acc[4096];
+    size_t len = 0;
+    while (now_ms() < deadline) {
+        struct timeval tv = {0, 100000};
+        fd_set r;
+        FD_ZERO(&r);
+        FD_SET(fd, &r);
+        int n = select(fd + 1, &r, NULL, NULL, &tv);
+        if (n < 0 && errno != EINTR)
+            return false;
+        if (n <= 0)
+            continue;
+        ssize_t got = read(fd, acc + len, sizeof acc - 1 - len);
+        if (got <= 0)
+            return false;
+        len += (size_t)got;
+        acc[len] = '\0';
+        if (strstr(acc, "fingerprint "))
+            return true;
+        if (len == sizeof acc - 1) /* keep the tail: the line may straddle */
+            len = 0;
+    }
+    fail_msg("pvesim did not start within 20 s");
+    return false;
+}
+
+/* One start on `port`: the pid, or -1 when pvesim exited before it was up. */
+static pid_t sim_try(const char *bin, int port, const char *const *args)
+{
     char listen[64];
     snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
     const char *argv[64];
@@ -113,24 +150,42 @@ pid_t h_sim_start(int port, const char *const *args)
     for (int i = 0; args && args[i] && n < 62; i++)
         argv[n++] = args[i];
     argv[n] = NULL;
+    int p[2];
+    assert_int_equal(pipe(p), 0);
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the test */
+        dup2(p[1], 1);
+        close(p[0]);
+        close(p[1]);
         execv(bin, (char *const *)argv);
         _exit(127);
     }
-    track(pid, true);
-    int64_t deadline = now_ms() + 20000;
-    while (!port_open(port)) {
-        int st;
-        if (waitpid(pid, &st, WNOHANG) == pid)
-            fail_msg("pvesim exited early (status %d)", st);
-        if (now_ms() > deadline)
-            fail_msg("pvesim did not open port %d", port);
-        usleep(10000);
+    close(p[1]);
+    track(pid, p[0]);
+    if (sim_ready(p[0], now_ms() + 20000))
+        return pid;
+    int st = 0;
+    waitpid(pid, &st, 0);
+    track(pid, -1);
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 127)
+        fail_msg("cannot run %s", bin);
+    return -1;
+}
+
+pid_t h_sim_start(int *port, const char *const *args)
+{
+    const char *bin = getenv("PVESIM");
+    assert_non_null(bin);
+    for (int attempt = 0; attempt < 5; attempt++) {
+        pid_t pid = sim_try(bin, *port, args);
+        if (pid > 0)
+            return pid;
+        *port = h_free_port(); /* a port of the block was taken meanwhile */
     }
-    return pid;
+    fail_msg("pvesim could not start on five port blocks");
+    return -1;
 }
 
 void h_wait_port(int port)
@@ -145,7 +200,7 @@ void h_wait_port(int port)
 
 void h_sim_stop(pid_t pid, bool expect_clean)
 {
-    track(pid, false);
+    track(pid, -1);
     kill(pid, SIGTERM);
     int64_t deadline = now_ms() + 10000;
     int st = 0;

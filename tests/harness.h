@@ -17,10 +17,13 @@
 int h_free_port(void);
 
 /* Start build/.../pvesim (path from $PVESIM) with the given extra arguments
- * (NULL-terminated), `--listen 127.0.0.1:<port>` added; waits until the
- * port accepts connections (deadline 20 s). Returns the pid; fails the test
- * on error. */
-pid_t h_sim_start(int port, const char *const *args);
+ * (NULL-terminated), `--listen 127.0.0.1:<*port>` added; waits until
+ * pvesim says every listener is up (its port map on stdout, deadline 20 s).
+ * When another program took a port of the block meanwhile (pvesim exits
+ * with "cannot listen"), it starts again on a fresh block from
+ * h_free_port() and updates *port. Returns the pid; fails the test on
+ * error. */
+pid_t h_sim_start(int *port, const char *const *args);
 /* Wait until 127.0.0.1:<port> accepts connections (deadline 20 s). */
 void h_wait_port(int port);
 /* SIGTERM, wait (deadline 10 s, then SIGKILL); asserts a clean exit status

@@ -98,7 +98,7 @@ static inline void ch_up(struct ch_env *e, const struct ch_opts *o)
                           "--pve-version",
                           ver,
                           NULL};
-    e->pid = h_sim_start(e->port, args);
+    e->pid = h_sim_start(&e->port, args);
     snprintf(e->dir, sizeof e->dir, "/tmp/proxd-core-XXXXXX");
     assert_non_null(mkdtemp(e->dir));
     char path[256];

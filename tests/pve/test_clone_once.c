@@ -19,7 +19,7 @@ static int setup(void **st)
     port = h_free_port();
     const char *args[] = {"--nodes", "sv1",          "--token", TOKEN, "--time-scale",
                           "0.01",    "--auth-delay", "0",       NULL};
-    pid = h_sim_start(port, args);
+    pid = h_sim_start(&port, args);
     h_wait_port(port + 1);
     return 0;
 }
