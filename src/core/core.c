@@ -108,7 +108,11 @@ static int node_index(struct core *k, const char *node)
     return -1;
 }
 
-bool clone_slot_take(struct core *k, const char *node)
+/* A clone slot on `node` for job `job`: first among this process's
+ * workers, then in the store, where every proxd sharing the database
+ * counts (Proxmox storage locks time out when too many clones run on a
+ * node, whoever started them). Waits; false when the core stops. */
+bool clone_slot_take(struct core *k, const char *node, const char *job)
 {
     int i = node_index(k, node);
     if (i < 0)
@@ -124,11 +128,41 @@ bool clone_slot_take(struct core *k, const char *node)
     if (ok)
         k->clones[i]++;
     pthread_mutex_unlock(&k->mu);
+    bool waited = false;
+    while (ok) {
+        struct store_error se;
+        int rc = store_clone_slot_take(k->st, job, node, limit, &se);
+        if (rc == STORE_OK)
+            break;
+        if (rc != STORE_E_FULL) { /* the store failed: the local limit still holds */
+            log_warn("job", "job=%s node=%s clone slot not recorded: %s", job, node, se.message);
+            break;
+        }
+        if (!waited)
+            log_info("job", "job=%s node=%s waits for a clone slot: %s", job, node, se.message);
+        waited = true;
+        pthread_mutex_lock(&k->mu);
+        if (!k->stopping) {
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_nsec += 250 * 1000000L;
+            if (until.tv_nsec >= 1000000000L) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&k->cv, &k->mu, &until);
+        }
+        ok = !k->stopping;
+        pthread_mutex_unlock(&k->mu);
+        if (!ok)
+            clone_slot_give(k, node, job);
+    }
     return ok;
 }
 
-void clone_slot_give(struct core *k, const char *node)
+void clone_slot_give(struct core *k, const char *node, const char *job)
 {
+    store_clone_slot_give(k->st, job, NULL);
     int i = node_index(k, node);
     if (i < 0)
         return;

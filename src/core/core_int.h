@@ -56,7 +56,7 @@ bool core_has_tag(const char *tags, const char *tag);
 void core_uuid(char out[40]);
 
 /* Per-node clone slots (limit: the node's max_clones or clones_per_node). */
-bool clone_slot_take(struct core *k, const char *node);
-void clone_slot_give(struct core *k, const char *node);
+bool clone_slot_take(struct core *k, const char *node, const char *job);
+void clone_slot_give(struct core *k, const char *node, const char *job);
 
 #endif

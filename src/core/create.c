@@ -681,7 +681,7 @@ void create_run(struct core *k, struct job_rec *j)
             continue;
         }
         if ((strcmp(s, "clone") == 0 || strcmp(s, "wait_clone") == 0) && !slot) {
-            if (!clone_slot_take(k, j->node))
+            if (!clone_slot_take(k, j->node, j->id))
                 break;
             slot = true;
         }
@@ -704,7 +704,7 @@ void create_run(struct core *k, struct job_rec *j)
         else
             rc = -1;
         if (slot && strcmp(j->step, "clone") != 0 && strcmp(j->step, "wait_clone") != 0) {
-            clone_slot_give(k, j->node);
+            clone_slot_give(k, j->node, j->id);
             slot = false;
         }
         if (j->state == JOB_DONE || j->state == JOB_FAILED || rc == 2)
@@ -722,7 +722,7 @@ void create_run(struct core *k, struct job_rec *j)
         }
         if (rc == -1) { /* something may be left on the node */
             if (slot) {
-                clone_slot_give(k, j->node);
+                clone_slot_give(k, j->node, j->id);
                 slot = false;
             }
             job_checkpoint(
@@ -742,5 +742,5 @@ void create_run(struct core *k, struct job_rec *j)
         c.resumed = false;
     }
     if (slot)
-        clone_slot_give(k, j->node);
+        clone_slot_give(k, j->node, j->id);
 }

@@ -538,6 +538,24 @@ int store_create_submit(store *s, struct store_submit *sub, struct store_error *
     return s->ops->create_submit(s, sub, err);
 }
 
+int store_clone_slot_take(store *s, const char *job, const char *node, int limit,
+                          struct store_error *err)
+{
+    err_clear(err);
+    CHECK(s && job && *job && node && *node, "store_clone_slot_take: NULL or empty argument");
+    CHECK(limit > 0, "clone slot limit %d must be positive", limit);
+    NEED_OP(clone_slot_take);
+    return s->ops->clone_slot_take(s, job, node, limit, err);
+}
+
+int store_clone_slot_give(store *s, const char *job, struct store_error *err)
+{
+    err_clear(err);
+    CHECK(s && job, "store_clone_slot_give: NULL argument");
+    NEED_OP(clone_slot_give);
+    return s->ops->clone_slot_give(s, job, err);
+}
+
 int store_idem_get(store *s, const char *owner, const char *key, json_t **answer,
                    struct store_error *err)
 {

@@ -282,6 +282,18 @@ int store_release_capacity(store *s, const char *job, struct store_error *err);
 int store_reserved_on(store *s, const char *node, const char *except_job, int64_t seen_since,
                       int64_t *mem, int64_t *disk, struct store_error *err);
 
+/* ---- clone slots ----------------------------------------------------------- */
+
+/* A slot for `job` to run a clone on `node`, if fewer than `limit` jobs of
+ * any proxd sharing the database hold one there (count and take are one
+ * transaction); else STORE_E_FULL. Slots of jobs that are not running under
+ * a live lease do not count, so a dead runner's slot frees itself when its
+ * lease runs out. Taking again (same job) moves the slot. */
+int store_clone_slot_take(store *s, const char *job, const char *node, int limit,
+                          struct store_error *err);
+/* Giving back a slot the job does not hold is not an error. */
+int store_clone_slot_give(store *s, const char *job, struct store_error *err);
+
 /* ---- small key-value and idempotency ---------------------------------------- */
 
 /* Remember the answer to an idempotent request under key (per owner). When

@@ -444,6 +444,13 @@ static const char *const MIGRATIONS[] = {
     "CREATE INDEX vms_node ON vms (node);"
     "CREATE INDEX vms_os ON vms (os);"
     "CREATE INDEX vms_state ON vms (state);",
+    /* 5: clone slots held per node, shared by every proxd on the database */
+    "CREATE TABLE clone_slots ("
+    "  job TEXT PRIMARY KEY REFERENCES jobs (id) ON DELETE CASCADE,"
+    "  node TEXT NOT NULL,"
+    "  taken_at INTEGER NOT NULL"
+    ") STRICT;"
+    "CREATE INDEX clone_slots_node ON clone_slots (node);",
 };
 #define NMIGRATIONS ((int)(sizeof MIGRATIONS / sizeof MIGRATIONS[0]))
 
@@ -1842,6 +1849,71 @@ static int sq_idem_put(store *s, const char *owner, const char *key, json_t *ans
     return rc;
 }
 
+/* ---- clone slots ----------------------------------------------------------- */
+
+/* Slots of jobs that are not running under a live lease (their runner died,
+ * or they ended without giving the slot back) are not counted. */
+static const char SQL_SLOT_COUNT[] =
+    "SELECT count(*) FROM clone_slots s JOIN jobs j ON j.id = s.job"
+    " WHERE s.node = ?1 AND s.job <> ?2 AND j.state = 'running' AND j.lease_until >= ?3";
+static const char SQL_SLOT_TAKE[] =
+    "INSERT INTO clone_slots (job, node, taken_at) VALUES (?1, ?2, ?3)"
+    " ON CONFLICT (job) DO UPDATE SET node = excluded.node, taken_at = excluded.taken_at";
+static const char SQL_SLOT_GIVE[] = "DELETE FROM clone_slots WHERE job = ?1";
+
+struct slot_ctx {
+    const char *job, *node;
+    int limit;
+};
+
+static int slot_take_fn(struct sq_conn *c, void *ctx, struct store_error *err)
+{
+    struct slot_ctx *k = ctx;
+    sqlite3_stmt *st = NULL;
+    int64_t now = wall_ms(), held = 0;
+    int rc = stmt(c, SQL_SLOT_COUNT, &st, err);
+    if (rc)
+        return rc;
+    bind_str(st, 1, k->node);
+    bind_str(st, 2, k->job);
+    sqlite3_bind_int64(st, 3, now);
+    rc = scalar_i64(c, st, 0, &held, err, "counting clone slots");
+    stmt_done(st);
+    if (rc)
+        return rc;
+    if (held >= k->limit)
+        return store_fail(err, STORE_E_FULL, "%lld of %d clone slots on %s are taken",
+                          (long long)held, k->limit, k->node);
+    if ((rc = stmt(c, SQL_SLOT_TAKE, &st, err)))
+        return rc;
+    bind_str(st, 1, k->job);
+    bind_str(st, 2, k->node);
+    sqlite3_bind_int64(st, 3, now);
+    rc = step_done(c, st, err, "taking a clone slot");
+    stmt_done(st);
+    return rc;
+}
+
+static int sq_clone_slot_take(store *s, const char *job, const char *node, int limit,
+                              struct store_error *err)
+{
+    struct slot_ctx k = {job, node, limit};
+    return tx(SQ(s), TX_WRITE, slot_take_fn, &k, err);
+}
+
+static int slot_give_fn(struct sq_conn *c, void *ctx, struct store_error *err)
+{
+    struct slot_ctx *k = ctx;
+    return cap_job_stmt(c, SQL_SLOT_GIVE, k->job, 0, err);
+}
+
+static int sq_clone_slot_give(store *s, const char *job, struct store_error *err)
+{
+    struct slot_ctx k = {job, NULL, 0};
+    int rc = tx(SQ(s), TX_WRITE, slot_give_fn, &k, err);
+    return rc == STORE_E_NOTFOUND ? STORE_OK : rc;
+}
+
 /* ---- a creation's submission ------------------------------------------------ */
 
 static const char SQL_OWNER_USAGE[] =
@@ -2241,6 +2313,8 @@ static const struct store_ops SQLITE_OPS = {
     .release_capacity = sq_release_capacity,
     .reserved_on = sq_reserved_on,
     .create_submit = sq_create_submit,
+    .clone_slot_take = sq_clone_slot_take,
+    .clone_slot_give = sq_clone_slot_give,
     .idem_put = sq_idem_put,
     .idem_get = sq_idem_get,
     .kv_setdefault = sq_kv_setdefault,

@@ -8,6 +8,7 @@
 #include <setjmp.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <pthread.h>
@@ -51,13 +52,17 @@ static int teardown(void **state)
 {
     struct fx *f = *state;
     store_close(f->s);
+    /* the fixture's database and those the process tests made beside it */
+    const char *dbs[] = {"proxd.db", "procs.db", "cap.db", "slots.db"};
     const char *sfx[] = {"", "-wal", "-shm"};
-    for (size_t i = 0; i < 3; i++) {
-        char *p = xasprintf("%s%s", f->path, sfx[i]);
-        unlink(p);
-        free(p);
-    }
-    rmdir(f->dir);
+    for (size_t d = 0; d < sizeof dbs / sizeof *dbs; d++)
+        for (size_t i = 0; i < 3; i++) {
+            char *p = xasprintf("%s/%s%s", f->dir, dbs[d], sfx[i]);
+            unlink(p);
+            free(p);
+        }
+    if (rmdir(f->dir) != 0)
+        print_message("[ warning  ] %s not removed: %s\n", f->dir, strerror(errno));
     free(f->path);
     free(f->url);
     free(f);
@@ -140,8 +145,8 @@ static void test_reopen_and_versions(void **state)
         sqlite3_prepare_v2(db, "SELECT count(*), max(version) FROM schema_version", -1, &st, NULL),
         SQLITE_OK);
     assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-    assert_int_equal(sqlite3_column_int(st, 0), 4);
-    assert_int_equal(sqlite3_column_int(st, 1), 4);
+    assert_int_equal(sqlite3_column_int(st, 0), 5);
+    assert_int_equal(sqlite3_column_int(st, 1), 5);
     sqlite3_finalize(st);
     /* A schema from the future is refused, not silently used. */
     assert_int_equal(
@@ -992,6 +997,88 @@ static void test_capacity_processes(void **state)
     free(url);
 }
 
+/* Clone slots: at most `limit` per node across processes; a job that is not
+ * running under a live lease holds none. */
+static void running_job(store *s, const char *path, const char *id, int64_t lease_until)
+{
+    job_add(s, id, "create", 0, 0);
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    char *sql = sqlite3_mprintf("UPDATE jobs SET state = 'running', lease_owner = 't:1',"
+                                " lease_until = %lld WHERE id = '%q'",
+                                (long long)lease_until, id);
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_free(sql);
+    sqlite3_close(db);
+}
+
+static void test_clone_slots(void **state)
+{
+    struct fx *f = *state;
+    struct store_error e;
+    int64_t live = wall_ms() + 3600000;
+    running_job(f->s, f->path, "k1", live);
+    running_job(f->s, f->path, "k2", live);
+    running_job(f->s, f->path, "k3", live);
+    running_job(f->s, f->path, "dead", wall_ms() - 1000);
+    OK(store_clone_slot_take(f->s, "dead", "pve1", 2, &e_)); /* its lease is over */
+    OK(store_clone_slot_take(f->s, "k1", "pve1", 2, &e_));
+    OK(store_clone_slot_take(f->s, "k2", "pve1", 2, &e_)); /* the dead one does not count */
+    EXPECT(STORE_E_FULL, store_clone_slot_take(f->s, "k3", "pve1", 2, &e));
+    assert_non_null(strstr(e.message, "2 of 2 clone slots on pve1"));
+    OK(store_clone_slot_take(f->s, "k1", "pve1", 2, &e_)); /* again: still one */
+    OK(store_clone_slot_take(f->s, "k3", "pve2", 2, &e_)); /* per node */
+    OK(store_clone_slot_give(f->s, "k1", &e_));
+    OK(store_clone_slot_give(f->s, "k1", &e_));            /* twice is fine */
+    OK(store_clone_slot_take(f->s, "k3", "pve1", 2, &e_)); /* moved from pve2 */
+    EXPECT(STORE_E_INVALID, store_clone_slot_take(f->s, "k3", "pve1", 0, &e));
+
+    /* processes racing for 3 slots on one node: exactly 3 win */
+    char *url = xasprintf("sqlite:%s/slots.db", f->dir);
+    char *path = url + strlen("sqlite:");
+    store *s = store_open(url, &e);
+    assert_non_null(s);
+    for (int p = 0; p < NPROCS; p++)
+        for (int i = 0; i < 4; i++) {
+            char job[32];
+            snprintf(job, sizeof job, "sp%d-%d", p, i);
+            running_job(s, path, job, live);
+        }
+    pid_t pids[NPROCS];
+    for (int p = 0; p < NPROCS; p++) {
+        pids[p] = fork();
+        assert_true(pids[p] >= 0);
+        if (pids[p] == 0) {
+            store *cs = store_open(url, &e);
+            if (!cs)
+                _exit(100);
+            int won = 0;
+            for (int i = 0; i < 4; i++) {
+                char job[32];
+                snprintf(job, sizeof job, "sp%d-%d", p, i);
+                int rc = store_clone_slot_take(cs, job, "pve1", 3, &e);
+                if (rc == STORE_OK)
+                    won++;
+                else if (rc != STORE_E_FULL)
+                    _exit(101);
+            }
+            store_close(cs);
+            _exit(won);
+        }
+    }
+    int won = 0;
+    for (int p = 0; p < NPROCS; p++) {
+        int st = 0;
+        assert_int_equal(waitpid(pids[p], &st, 0), pids[p]);
+        assert_true(WIFEXITED(st) && WEXITSTATUS(st) <= 4);
+        won += WEXITSTATUS(st);
+    }
+    assert_int_equal(won, 3);
+    store_close(s);
+    free(url);
+}
+
 /* A creation's record, job, first event and idempotency key land together;
  * a taken key or a full quota writes none of them. */
 static void submit(struct vm_rec *v, struct job_rec *j, int vmid, const char *owner, int cores,
@@ -1109,6 +1196,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_capacity_settle, setup, teardown),
         cmocka_unit_test_setup_teardown(test_capacity_processes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_create_submit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_clone_slots, setup, teardown),
         cmocka_unit_test_setup_teardown(test_idem, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
