@@ -356,8 +356,8 @@ def main():
     # "loses no time": no creation after the first is slower than the slowest
     # creation with all nodes up, give or take the daemon's 200 ms claim tick
     ok3 = bh_max <= max(x[0] for x in base) + 0.25 and all(x[1] == "done" for x in bh)
-    say("RESULTS (median of %d runs, proxd's default workers = %s)" % (
-        len(runs), WORKERS or 8))
+    say("RESULTS (median of %d runs, workers = %s)" % (
+        len(runs), WORKERS or "proxd's default (sized from the clone slots)"))
     say("  makespan %.2fs, lower bound %.2fs, ratio %.3f (target <= %.2f): %s" % (
         med("makespan"), med("lb"), ratio, TARGET_MAKESPAN, "PASS" if ok1 else "FAIL"))
     say("  Proxmox calls per creation: %.2f task polls, %.2f other (target other <= %d): %s" % (
