@@ -147,8 +147,18 @@ static int load_owned(struct core *k, int vmid, const char *owner, struct vm_rec
 
 /* Queue a job for a VM; `request` is stolen. job_id: filled, or taken as
  * is when have_id. */
+/* What a job would add to its owner's use (update, resize), or NULL. */
+struct quota_delta {
+    int cores;
+    int64_t memory_mb, disk_gb;
+};
+
+/* Queue a job on v: the job and its first event in one store transaction,
+ * and with `d`, the owner's quota checked in it too (the earlier check
+ * gives the message; this one holds against concurrent requests). */
 static int enqueue(struct core *k, struct vm_rec *v, const char *kind, json_t *request,
-                   char job_id[40], bool have_id, struct core_error *err)
+                   char job_id[40], bool have_id, const struct quota_delta *d,
+                   struct core_error *err)
 {
     struct job_rec j = {
         .state = JOB_QUEUED, .vmid = v->vmid, .request = request, .attempts = json_array()};
@@ -159,12 +169,22 @@ static int enqueue(struct core *k, struct vm_rec *v, const char *kind, json_t *r
     snprintf(j.owner, sizeof j.owner, "%s", v->owner);
     snprintf(j.step, sizeof j.step, "queued");
     snprintf(j.node, sizeof j.node, "%s", v->node);
+    const struct cfg_quota *q = d ? config_quota(k->cfg, v->owner) : NULL;
+    struct store_usage lim = {0}, used;
+    if (q)
+        lim = (struct store_usage){q->vms, q->cores, q->memory_mb, q->disk_gb};
     struct store_error se;
-    int rc = store_job_insert(k->st, &j, &se);
+    int rc = store_job_submit(k->st, &j, kind, q ? &lim : NULL, &used, &se);
     job_rec_release(&j);
+    if (rc == STORE_E_FULL && q) {
+        struct quota_use u = {used.vms, used.cores, used.memory_mb, used.disk_gb};
+        if (core_quota_judge(q, v->owner, &u, 0, d->cores, d->memory_mb, d->disk_gb, err))
+            return CORE_E_FULL;
+        return fail(err, CORE_E_FULL, "quota", "the quota of '%s' is taken by changes under way",
+                    v->owner);
+    }
     if (rc)
         return fail(err, CORE_E_INTERNAL, NULL, "%s", se.message);
-    store_job_event_add(k->st, job_id, "queued", 0, kind, &se);
     log_info("job", "job=%s kind=%s vmid=%d node=%s queued", job_id, kind, v->vmid, v->node);
     pthread_mutex_lock(&k->mu);
     pthread_cond_broadcast(&k->cv);
@@ -215,7 +235,7 @@ int core_vm_action(struct core *k, int vmid, const char *owner, enum vm_action a
     } else {
         json_t *req = json_pack("{s:s,s:i,s:b}", "action", vm_action_name(a), "timeout",
                                 o ? o->timeout_s : 0, "force", o && o->force);
-        rc = enqueue(k, &v, vm_action_name(a), req, job_id, false, err);
+        rc = enqueue(k, &v, vm_action_name(a), req, job_id, false, NULL, err);
     }
     vm_rec_release(&v);
     return rc;
@@ -243,7 +263,9 @@ int core_vm_update(struct core *k, int vmid, const char *owner, int cores, int64
             json_object_set_new(req, "cores", json_integer(cores));
         if (memory_mb)
             json_object_set_new(req, "memory_mb", json_integer(memory_mb));
-        rc = enqueue(k, &v, "update", req, job_id, false, err);
+        struct quota_delta d = {cores ? cores - v.cores : 0,
+                                memory_mb ? memory_mb - v.memory_mb : 0, 0};
+        rc = enqueue(k, &v, "update", req, job_id, false, &d, err);
     }
     vm_rec_release(&v);
     return rc;
@@ -283,8 +305,9 @@ int core_vm_resize(struct core *k, int vmid, const char *owner, int64_t disk_gb,
             goto out;
         }
     }
+    struct quota_delta d = {0, 0, disk_gb - v.disk_gb};
     rc = enqueue(k, &v, "resize", json_pack("{s:I}", "disk_gb", (json_int_t)disk_gb), job_id, false,
-                 err);
+                 &d, err);
 out:
     vm_rec_release(&v);
     return rc;
@@ -310,7 +333,7 @@ int core_vm_delete(struct core *k, int vmid, const char *owner, char job_id[40],
         vm_rec_release(&v);
         return fail(err, CORE_E_INTERNAL, NULL, "%s", se.message);
     }
-    rc = enqueue(k, &v, "delete", json_object(), job_id, true, err);
+    rc = enqueue(k, &v, "delete", json_object(), job_id, true, NULL, err);
     if (rc) {
         v.state = old_state;
         snprintf(v.job, sizeof v.job, "%s", old_job);

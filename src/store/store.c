@@ -538,6 +538,22 @@ int store_create_submit(store *s, struct store_submit *sub, struct store_error *
     return s->ops->create_submit(s, sub, err);
 }
 
+int store_job_submit(store *s, struct job_rec *j, const char *event,
+                     const struct store_usage *quota, struct store_usage *used,
+                     struct store_error *err)
+{
+    err_clear(err);
+    CHECK(s && j && event, "store_job_submit: NULL argument");
+    CHECK(FIELD_LEN(j->kind) > 0, "job kind is empty");
+    CHECK((unsigned)j->state <= JOB_FAILED, "job state %d unknown", (int)j->state);
+    NEED_OP(job_submit);
+    if (used)
+        memset(used, 0, sizeof *used);
+    if (FIELD_LEN(j->id) == 0)
+        store_uuid(j->id);
+    return s->ops->job_submit(s, j, event, quota, used, err);
+}
+
 int store_clone_slot_take(store *s, const char *job, const char *node, int limit,
                           struct store_error *err)
 {

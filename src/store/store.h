@@ -282,6 +282,20 @@ int store_release_capacity(store *s, const char *job, struct store_error *err);
 int store_reserved_on(store *s, const char *node, const char *except_job, int64_t seen_since,
                       int64_t *mem, int64_t *disk, struct store_error *err);
 
+/* A job on an existing VM (an update, a resize...) and its first event
+ * `event`, in one transaction. With `quota` (limits on j->owner's live
+ * VMs, 0: unlimited), the owner's use is summed inside the transaction with
+ * each VM counted at the larger of its record and what its queued or
+ * running update/resize jobs ask (cores, memory_mb; disk_gb), this job
+ * included: when that passes a limit the job raises, nothing is written,
+ * STORE_E_FULL is returned and *used (may be NULL) gets the use without
+ * this job. Concurrent changes of one owner, in any number of processes,
+ * cannot pass the quota together. (store_create_submit counts queued
+ * changes the same way.) */
+int store_job_submit(store *s, struct job_rec *j, const char *event,
+                     const struct store_usage *quota, struct store_usage *used,
+                     struct store_error *err);
+
 /* ---- clone slots ----------------------------------------------------------- */
 
 /* A slot for `job` to run a clone on `node`, if fewer than `limit` jobs of

@@ -56,6 +56,9 @@ struct store_ops {
                        int64_t *mem, int64_t *disk, struct store_error *err);
 
     int (*create_submit)(store *s, struct store_submit *sub, struct store_error *err);
+    int (*job_submit)(store *s, struct job_rec *j, const char *event,
+                      const struct store_usage *quota, struct store_usage *used,
+                      struct store_error *err);
     int (*clone_slot_take)(store *s, const char *job, const char *node, int limit,
                            struct store_error *err);
     int (*clone_slot_give)(store *s, const char *job, struct store_error *err);

@@ -1916,35 +1916,105 @@ static int sq_clone_slot_give(store *s, const char *job, struct store_error *err
 
 /* ---- a creation's submission ------------------------------------------------ */
 
-static const char SQL_OWNER_USAGE[] =
-    "SELECT count(*), coalesce(sum(cores), 0), coalesce(sum(memory_mb), 0),"
-    " coalesce(sum(disk_gb), 0) FROM vms"
-    " WHERE owner = ?1 AND state IN ('creating', 'enabled', 'deleting')";
+/* What an owner's live VMs hold, each counted at the larger of its record
+ * and what its queued or running update/resize jobs ask for: a change on
+ * its way counts before it lands. */
+#define TARGET(key, kind)                                                                          \
+    "coalesce((SELECT max(json_extract(j.request, '$." key "')) FROM jobs j"                       \
+    " WHERE j.vmid = v.vmid AND j.kind = '" kind "' AND j.state IN ('queued', 'running')), 0)"
+static const char SQL_OWNER_USAGE[] = "SELECT count(*), coalesce(sum(max(v.cores, " TARGET(
+    "cores", "update") ")), 0),"
+                       " coalesce(sum(max(v.memory_mb, " TARGET(
+                           "memory_mb",
+                           "update") ")), 0),"
+                                     " coalesce(sum(max(v.disk_gb, " TARGET(
+                                         "disk_gb",
+                                         "resize") ")), 0)"
+                                                   " FROM vms v WHERE v.owner = ?1 AND v.state IN "
+                                                   "('creating', 'enabled', 'deleting')";
+#undef TARGET
 
-/* Would the new VM exceed the owner's quota? Fills sub->used. */
-static int quota_fn(struct sq_conn *c, struct store_submit *sub, struct store_error *err)
+static int owner_usage(struct sq_conn *c, const char *owner, struct store_usage *u,
+                       struct store_error *err)
 {
     sqlite3_stmt *st = NULL;
     int rc = stmt(c, SQL_OWNER_USAGE, &st, err);
     if (rc)
         return rc;
-    bind_str(st, 1, sub->vm->owner);
+    bind_str(st, 1, owner);
     int64_t n = 0;
     rc = scalar_i64(c, st, 0, &n, err, "summing the owner's VMs");
     if (rc == STORE_OK) {
-        struct store_usage *u = &sub->used;
         u->vms = (int)n;
         u->cores = sqlite3_column_int(st, 1);
         u->memory_mb = sqlite3_column_int64(st, 2);
         u->disk_gb = sqlite3_column_int64(st, 3);
-        const struct store_usage *q = sub->quota;
-        if ((q->vms > 0 && u->vms + 1 > q->vms) ||
-            (q->cores > 0 && u->cores + sub->vm->cores > q->cores) ||
-            (q->memory_mb > 0 && u->memory_mb + sub->vm->memory_mb > q->memory_mb) ||
-            (q->disk_gb > 0 && u->disk_gb + sub->vm->disk_gb > q->disk_gb))
-            rc = store_fail(err, STORE_E_FULL, "the quota of '%s' is reached", sub->vm->owner);
     }
     stmt_done(st);
+    return rc;
+}
+
+static bool over_quota(const struct store_usage *q, const struct store_usage *u)
+{
+    return (q->vms > 0 && u->vms > q->vms) || (q->cores > 0 && u->cores > q->cores) ||
+           (q->memory_mb > 0 && u->memory_mb > q->memory_mb) ||
+           (q->disk_gb > 0 && u->disk_gb > q->disk_gb);
+}
+
+/* Would the new VM exceed the owner's quota? Fills sub->used. */
+static int quota_fn(struct sq_conn *c, struct store_submit *sub, struct store_error *err)
+{
+    int rc = owner_usage(c, sub->vm->owner, &sub->used, err);
+    if (rc)
+        return rc;
+    struct store_usage with = sub->used;
+    with.vms++;
+    with.cores += sub->vm->cores;
+    with.memory_mb += sub->vm->memory_mb;
+    with.disk_gb += sub->vm->disk_gb;
+    if (over_quota(sub->quota, &with))
+        return store_fail(err, STORE_E_FULL, "the quota of '%s' is reached", sub->vm->owner);
+    return STORE_OK;
+}
+
+/* ---- a job on an existing VM ------------------------------------------------ */
+
+struct jsub_ctx {
+    struct job_rec *j;
+    const char *event;
+    const struct store_usage *quota;
+    struct store_usage used;
+};
+
+static int job_submit_fn(struct sq_conn *c, void *ctx, struct store_error *err)
+{
+    struct jsub_ctx *k = ctx;
+    int rc;
+    if (k->quota && (rc = owner_usage(c, k->j->owner, &k->used, err)))
+        return rc;
+    if ((rc = job_insert_fn(c, k->j, err)))
+        return rc;
+    if (k->quota) { /* with the job counted: its target is in the sums now */
+        struct store_usage with;
+        if ((rc = owner_usage(c, k->j->owner, &with, err)))
+            return rc;
+        if (over_quota(k->quota, &with) &&
+            (with.cores > k->used.cores || with.memory_mb > k->used.memory_mb ||
+             with.disk_gb > k->used.disk_gb))
+            return store_fail(err, STORE_E_FULL, "the quota of '%s' is reached", k->j->owner);
+    }
+    struct event_add_ctx e = {k->j->id, k->j->step, k->event, 0};
+    return event_add_fn(c, &e, err);
+}
+
+static int sq_job_submit(store *s, struct job_rec *j, const char *event,
+                         const struct store_usage *quota, struct store_usage *used,
+                         struct store_error *err)
+{
+    struct jsub_ctx k = {j, event, quota, {0}};
+    int rc = tx(SQ(s), TX_WRITE, job_submit_fn, &k, err);
+    if (used)
+        *used = k.used;
     return rc;
 }
 
@@ -2313,6 +2383,7 @@ static const struct store_ops SQLITE_OPS = {
     .release_capacity = sq_release_capacity,
     .reserved_on = sq_reserved_on,
     .create_submit = sq_create_submit,
+    .job_submit = sq_job_submit,
     .clone_slot_take = sq_clone_slot_take,
     .clone_slot_give = sq_clone_slot_give,
     .idem_put = sq_idem_put,

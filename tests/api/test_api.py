@@ -38,6 +38,7 @@ ALICE = px.token("alice")
 BOB = px.token("bob")
 CAROL = px.token("carol")
 DAVE = px.token("dave")
+ERIN = px.token("erin")
 px.start()
 
 
@@ -368,6 +369,27 @@ def idempotency_and_quotas_across_instances():
         assert len(mine) == 3, mine
         for a in ok:
             wait_job(a.json()["job"])
+
+        # erin may use 6 cores and holds 2 + 2: growing both to 4 at once, one
+        # request to each instance, passes the quota for one of them only
+        vms = [create(ERIN, "erin-%d" % i, cores=2) for i in range(2)]
+        for v in vms:
+            assert wait_job(v["job"])["state"] == "done"
+
+        def grow(i):
+            base = (px, px2)[i].base
+            return requests.patch(base + "/v1/vms/%d" % vms[i]["vmid"], timeout=30,
+                                  data=json.dumps({"cores": 4}),
+                                  headers={"Authorization": "Bearer " + ERIN,
+                                           "Content-Type": "application/json"})
+        with concurrent.futures.ThreadPoolExecutor(2) as ex:
+            grown = list(ex.map(grow, range(2)))
+        assert sorted(g.status_code for g in grown) == [202, 403], [g.text for g in grown]
+        for g in grown:
+            if g.status_code == 202:
+                assert wait_job(g.json()["job"])["state"] == "done"
+        cores = sorted(call("GET", "/v1/vms/%d" % v["vmid"], ERIN).json()["cores"] for v in vms)
+        assert cores == [2, 4], cores
     finally:
         px2.stop()
 

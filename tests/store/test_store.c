@@ -1152,6 +1152,67 @@ static void test_create_submit(void **state)
     json_decref(ans);
 }
 
+/* A change on its way counts against the quota before it lands: two
+ * updates that each fit alone cannot pass it together. */
+static void test_job_submit_quota(void **state)
+{
+    struct fx *f = *state;
+    struct store_error e;
+    struct vm_rec v;
+    struct job_rec j;
+    struct store_submit sub = {.vm = &v, .job = &j, .event = "creation queued"};
+    submit(&v, &j, 800, "erin", 2, "q-c1");
+    OK(store_create_submit(f->s, &sub, &e_));
+    submit(&v, &j, 801, "erin", 2, "q-c2");
+    OK(store_create_submit(f->s, &sub, &e_));
+    struct store_usage q = {.cores = 6}, used;
+    struct job_rec u = {.state = JOB_QUEUED, .vmid = 800};
+    snprintf(u.kind, sizeof u.kind, "update");
+    snprintf(u.owner, sizeof u.owner, "erin");
+    u.request = json_pack("{s:i}", "cores", 4);
+    OK(store_job_submit(f->s, &u, "update", &q, &used, &e_));
+    assert_int_equal(used.cores, 4);
+    json_decref(u.request);
+    struct job_rec u2 = {.state = JOB_QUEUED, .vmid = 801};
+    snprintf(u2.kind, sizeof u2.kind, "update");
+    snprintf(u2.owner, sizeof u2.owner, "erin");
+    u2.request = json_pack("{s:i}", "cores", 4);
+    EXPECT(STORE_E_FULL, store_job_submit(f->s, &u2, "update", &q, &used, &e));
+    assert_int_equal(used.cores, 6); /* 800 counted at its queued 4 */
+    struct job_rec got;
+    EXPECT(STORE_E_NOTFOUND, store_job_get(f->s, u2.id, &got, &e));
+    /* a change that lowers nothing further is taken even at the limit */
+    json_decref(u2.request);
+    u2.request = json_pack("{s:i}", "cores", 1);
+    memset(u2.id, 0, sizeof u2.id);
+    OK(store_job_submit(f->s, &u2, "update", &q, &used, &e_));
+    json_decref(u2.request);
+    /* once the first update has ended, its target no longer counts */
+    job_finish(f->s, u.id);
+    struct job_rec u3 = {.state = JOB_QUEUED, .vmid = 800};
+    snprintf(u3.kind, sizeof u3.kind, "resize");
+    snprintf(u3.owner, sizeof u3.owner, "erin");
+    u3.request = json_pack("{s:i}", "disk_gb", 30);
+    struct store_usage qd = {.disk_gb = 40};
+    OK(store_job_submit(f->s, &u3, "resize", &qd, &used, &e_)); /* 30 + 10 */
+    /* the same target again on the same VM adds nothing (targets are sizes) */
+    memset(u3.id, 0, sizeof u3.id);
+    OK(store_job_submit(f->s, &u3, "resize", &qd, &used, &e_));
+    json_decref(u3.request);
+    struct job_rec u4 = {.state = JOB_QUEUED, .vmid = 801};
+    snprintf(u4.kind, sizeof u4.kind, "resize");
+    snprintf(u4.owner, sizeof u4.owner, "erin");
+    u4.request = json_pack("{s:i}", "disk_gb", 11);
+    EXPECT(STORE_E_FULL, store_job_submit(f->s, &u4, "resize", &qd, &used, &e)); /* 30 + 11 */
+    assert_int_equal(used.disk_gb, 40);
+    json_decref(u4.request);
+    /* no quota: always queued */
+    struct job_rec p = {.state = JOB_QUEUED, .vmid = 800};
+    snprintf(p.kind, sizeof p.kind, "start");
+    snprintf(p.owner, sizeof p.owner, "erin");
+    OK(store_job_submit(f->s, &p, "start", NULL, NULL, &e_));
+}
+
 static void test_idem(void **state)
 {
     struct fx *f = *state;
@@ -1197,6 +1258,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_capacity_processes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_create_submit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_clone_slots, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_job_submit_quota, setup, teardown),
         cmocka_unit_test_setup_teardown(test_idem, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
