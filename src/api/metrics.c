@@ -130,26 +130,30 @@ static void call_labels(struct buf *b, const char *world, const struct pve_calls
                s->method, s->endpoint);
 }
 
+/* One counter family over every world's endpoints. */
+static void call_counter(struct buf *b, const struct world_stats *w, int n, const char *name,
+                         const char *text, size_t off)
+{
+    help(b, name, "counter", text);
+    for (int i = 0; i < n; i++)
+        for (size_t k = 0; k < w[i].ncalls; k++) {
+            buf_printf(b, "%s{", name);
+            call_labels(b, w[i].name, &w[i].calls[k]);
+            buf_printf(b, "} %llu\n",
+                       (unsigned long long)*(const uint64_t *)((const char *)&w[i].calls[k] + off));
+        }
+}
+
 /* Per endpoint: calls, errors and the latency histogram. Each family's
  * lines stay together, as the text format requires. */
 static void pve_calls(struct buf *b, const struct world_stats *w, int n)
 {
-    help(b, "proxd_pve_calls_total", "counter",
-         "HTTP requests sent to Proxmox, by world, node, method and endpoint.");
-    for (int i = 0; i < n; i++)
-        for (size_t k = 0; k < w[i].ncalls; k++) {
-            buf_adds(b, "proxd_pve_calls_total{");
-            call_labels(b, w[i].name, &w[i].calls[k]);
-            buf_printf(b, "} %llu\n", (unsigned long long)w[i].calls[k].calls);
-        }
-    help(b, "proxd_pve_call_errors_total", "counter",
-         "Requests to Proxmox that failed (error answer or network), by endpoint.");
-    for (int i = 0; i < n; i++)
-        for (size_t k = 0; k < w[i].ncalls; k++) {
-            buf_adds(b, "proxd_pve_call_errors_total{");
-            call_labels(b, w[i].name, &w[i].calls[k]);
-            buf_printf(b, "} %llu\n", (unsigned long long)w[i].calls[k].errors);
-        }
+    call_counter(b, w, n, "proxd_pve_calls_total",
+                 "HTTP requests sent to Proxmox, by world, node, method and endpoint.",
+                 offsetof(struct pve_callstat, calls));
+    call_counter(b, w, n, "proxd_pve_call_errors_total",
+                 "Requests to Proxmox that failed (error answer or network), by endpoint.",
+                 offsetof(struct pve_callstat, errors));
     help(b, "proxd_pve_call_duration_seconds", "histogram",
          "Latency of requests to Proxmox, by endpoint.");
     for (int i = 0; i < n; i++)

@@ -93,17 +93,26 @@ struct sim_task *sim_task_find(struct sim *s, const char *upid)
     return NULL;
 }
 
-/* Fail with a formatted message. */
+/* Fail with a formatted message; with `unlock`, the VM's flock is given
+ * back first (see unlock_vm). */
+static void unlock_vm(struct sim *s, struct sim_task *t);
+static void task_vfail(struct sim *s, struct sim_task *t, bool unlock, const char *fmt, va_list ap)
+{
+    char msg[1024];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    if (unlock)
+        unlock_vm(s, t);
+    sim_task_finish(s, t, msg);
+}
+
 static void task_fail(struct sim *s, struct sim_task *t, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void task_fail(struct sim *s, struct sim_task *t, const char *fmt, ...)
 {
-    char msg[1024];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    task_vfail(s, t, false, fmt, ap);
     va_end(ap);
-    sim_task_finish(s, t, msg);
 }
 
 static struct sim_vm *task_vm(struct sim *s, struct sim_task *t)
@@ -130,13 +139,10 @@ static void vm_fail(struct sim *s, struct sim_task *t, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void vm_fail(struct sim *s, struct sim_task *t, const char *fmt, ...)
 {
-    char msg[1024];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    task_vfail(s, t, true, fmt, ap);
     va_end(ap);
-    unlock_vm(s, t);
-    sim_task_finish(s, t, msg);
 }
 
 /* A config lock (backup, migrate...) refuses the task, as qm does: "VM is
