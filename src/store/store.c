@@ -183,10 +183,8 @@ store *store_open(const char *url, struct store_error *err)
     }
     if (str_starts(url, "sqlite:"))
         return store_sqlite_open(url + strlen("sqlite:"), err);
-    if (str_starts(url, "postgresql://") || str_starts(url, "postgres://")) {
-        store_fail(err, STORE_E_INVALID, "PostgreSQL backend not built yet");
-        return NULL;
-    }
+    if (str_starts(url, "postgresql://") || str_starts(url, "postgres://"))
+        return store_pg_open(url, err);
     /* Name the scheme only: the rest of a URL may hold a password. */
     const char *colon = strchr(url, ':');
     int len = colon ? (int)(colon - url) : (int)strlen(url);

@@ -87,8 +87,10 @@ struct store {
 #define STORE_LIST_DEFAULT 100
 #define STORE_LIST_MAX 1000
 
-/* Backends. `path`/`url` is what follows the scheme. */
+/* Backends. SQLite gets what follows "sqlite:"; PostgreSQL the whole URL
+ * (a libpq connection URI). */
 store *store_sqlite_open(const char *path, struct store_error *err);
+store *store_pg_open(const char *url, struct store_error *err);
 
 /* Fill *err (may be NULL) and return `code`. */
 int store_fail(struct store_error *err, enum store_err code, const char *fmt, ...)
