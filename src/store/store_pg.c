@@ -241,6 +241,14 @@ static const char *conn_msg(PGconn *db, char *buf, size_t n)
     return buf;
 }
 
+/* Server notices ("relation ... already exists, skipping") are not for
+ * proxd's log. */
+static void notice_ignore(void *arg, const char *message)
+{
+    (void)arg;
+    (void)message;
+}
+
 static int conn_setup(struct pg_conn *c, struct store_error *err)
 {
     char m[256];
@@ -250,6 +258,7 @@ static int conn_setup(struct pg_conn *c, struct store_error *err)
     if (PQsetClientEncoding(c->db, "UTF8") != 0)
         return store_fail(err, STORE_E_DB, "setting the client encoding: %s",
                           conn_msg(c->db, m, sizeof m));
+    PQsetNoticeProcessor(c->db, notice_ignore, NULL);
     c->ncache = 0; /* prepared statements live in the server session */
     c->broken = false;
     return STORE_OK;

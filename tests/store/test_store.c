@@ -1,7 +1,16 @@
-/* Tests for store (SQLite backend): schema and migrations, VM records, jobs
- * and leases, events, VMID allocation (including threads and processes
- * racing for IDs), capacity, idempotency keys. Each test gets a fresh
- * database in its own temporary directory. */
+/* Tests for store, run against both backends with the same test cases:
+ * schema and migrations, VM records, jobs and leases, events, VMID
+ * allocation (including threads and processes racing for IDs), capacity,
+ * clone slots, idempotency keys.
+ *
+ * SQLite: each test gets a fresh database file in its own temporary
+ * directory. PostgreSQL: the run starts one private server (initdb +
+ * pg_ctl from /usr/lib/postgresql/<version>/bin, as the postgres user when
+ * run as root, since initdb refuses root) in a temporary directory,
+ * listening on 127.0.0.1 only (no Unix socket), and each test gets a fresh
+ * database (CREATE DATABASE). Missing server binaries fail the PostgreSQL
+ * half: they are a test dependency (scripts/deps.sh installs them).
+ * STORE_TEST_BACKEND=sqlite|postgresql runs one half only. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -11,24 +20,122 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <glob.h>
 #include <pthread.h>
+#include <pwd.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 #include <jansson.h>
-#include <sqlite3.h> /* white-box: to tamper with the schema version */
+#include <libpq-fe.h> /* white-box: to tamper with the schema version, start jobs */
+#include <sqlite3.h>
 
 #include "common/util.h"
 #include "common/xalloc.h"
+#include "harness.h"
 #include "store/store.h"
+
+enum backend { BK_SQLITE, BK_PG };
+static enum backend g_bk;
+
+/* The private PostgreSQL server of this run. */
+static struct {
+    char dir[64]; /* data/, server.log */
+    char bin[256];
+    int port;
+    bool up;
+    PGconn *admin; /* to the postgres database, for CREATE/DROP DATABASE */
+    int seq;       /* database names */
+} g_pg;
+
+#define PG_MAX_DBS 4
 
 struct fx {
     char dir[64];
-    char *path; /* database file */
     char *url;
     store *s;
+    char dbs[PG_MAX_DBS][32]; /* PostgreSQL: the databases this test made */
+    int ndbs;
 };
+
+static bool admin_exec(const char *sql)
+{
+    PGresult *r = PQexec(g_pg.admin, sql);
+    bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    if (!ok)
+        print_message("[ pg       ] %s: %s", sql, PQerrorMessage(g_pg.admin));
+    PQclear(r);
+    return ok;
+}
+
+/* The URL of a database named `name` for this test: a file beside the
+ * fixture's (SQLite) or a new database (PostgreSQL). */
+static char *fx_url(struct fx *f, const char *name)
+{
+    if (g_bk == BK_SQLITE)
+        return xasprintf("sqlite:%s/%s.db", f->dir, name);
+    assert_true(f->ndbs < PG_MAX_DBS);
+    char *db = f->dbs[f->ndbs];
+    snprintf(db, sizeof f->dbs[0], "t%d_%s", ++g_pg.seq, name);
+    char *sql = xasprintf("CREATE DATABASE %s", db);
+    bool ok = admin_exec(sql);
+    free(sql);
+    if (!ok)
+        return NULL;
+    f->ndbs++;
+    return xasprintf("postgresql://proxd@127.0.0.1:%d/%s", g_pg.port, db);
+}
+
+/* Run SQL on a store's database behind its back (white-box). */
+static void db_exec(const char *url, const char *sql)
+{
+    if (str_starts(url, "sqlite:")) {
+        sqlite3 *db = NULL;
+        assert_int_equal(sqlite3_open(url + strlen("sqlite:"), &db), SQLITE_OK);
+        sqlite3_busy_timeout(db, 5000);
+        int rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+        if (rc != SQLITE_OK)
+            fail_msg("%s: %s", sql, sqlite3_errmsg(db));
+        sqlite3_close(db);
+        return;
+    }
+    PGconn *c = PQconnectdb(url);
+    assert_int_equal(PQstatus(c), CONNECTION_OK);
+    PGresult *r = PQexec(c, sql);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK)
+        fail_msg("%s: %s", sql, PQerrorMessage(c));
+    PQclear(r);
+    PQfinish(c);
+}
+
+/* Two integers of the first row of a query. */
+static void db_query2(const char *url, const char *sql, int *a, int *b)
+{
+    if (str_starts(url, "sqlite:")) {
+        sqlite3 *db = NULL;
+        assert_int_equal(sqlite3_open(url + strlen("sqlite:"), &db), SQLITE_OK);
+        sqlite3_stmt *st = NULL;
+        assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+        assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+        *a = sqlite3_column_int(st, 0);
+        *b = sqlite3_column_int(st, 1);
+        sqlite3_finalize(st);
+        sqlite3_close(db);
+        return;
+    }
+    PGconn *c = PQconnectdb(url);
+    assert_int_equal(PQstatus(c), CONNECTION_OK);
+    PGresult *r = PQexec(c, sql);
+    assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+    assert_int_equal(PQntuples(r), 1);
+    *a = atoi(PQgetvalue(r, 0, 0));
+    *b = atoi(PQgetvalue(r, 0, 1));
+    PQclear(r);
+    PQfinish(c);
+}
 
 static int setup(void **state)
 {
@@ -36,8 +143,10 @@ static int setup(void **state)
     snprintf(f->dir, sizeof f->dir, "/tmp/proxd-store-XXXXXX");
     if (!mkdtemp(f->dir))
         return -1;
-    f->path = xasprintf("%s/proxd.db", f->dir);
-    f->url = xasprintf("sqlite:%s", f->path);
+    *state = f; /* teardown cleans up after a failed setup too */
+    f->url = fx_url(f, "proxd");
+    if (!f->url)
+        return -1;
     struct store_error e;
     f->s = store_open(f->url, &e);
     if (!f->s) {
@@ -52,6 +161,12 @@ static int teardown(void **state)
 {
     struct fx *f = *state;
     store_close(f->s);
+    for (int i = 0; i < f->ndbs; i++) {
+        /* FORCE: children of the process tests may have left sessions */
+        char *sql = xasprintf("DROP DATABASE IF EXISTS %s WITH (FORCE)", f->dbs[i]);
+        admin_exec(sql);
+        free(sql);
+    }
     /* the fixture's database and those the process tests made beside it */
     const char *dbs[] = {"proxd.db", "procs.db", "cap.db", "slots.db"};
     const char *sfx[] = {"", "-wal", "-shm"};
@@ -63,7 +178,6 @@ static int teardown(void **state)
         }
     if (rmdir(f->dir) != 0)
         print_message("[ warning  ] %s not removed: %s\n", f->dir, strerror(errno));
-    free(f->path);
     free(f->url);
     free(f);
     return 0;
@@ -90,11 +204,15 @@ static void test_open_bad_urls(void **state)
 {
     (void)state;
     struct store_error e;
-    assert_null(store_open("postgresql://u@h/db", &e));
-    assert_int_equal(e.code, STORE_E_INVALID);
-    assert_string_equal(e.message, "PostgreSQL backend not built yet");
-    assert_null(store_open("postgres://u:secret@h/db", &e));
-    assert_int_equal(e.code, STORE_E_INVALID);
+    /* nothing listens on port 1: a connection error, without the password */
+    assert_null(store_open("postgresql://u@127.0.0.1:1/db", &e));
+    assert_int_equal(e.code, STORE_E_DB);
+    assert_non_null(strstr(e.message, "cannot connect to PostgreSQL"));
+    assert_null(store_open("postgres://u:secret@127.0.0.1:1/db?connect_timeout=2", &e));
+    assert_int_equal(e.code, STORE_E_DB);
+    assert_null(strstr(e.message, "secret"));
+    assert_null(store_open("postgresql://u@127.0.0.1:1/db?bogus_option=1", &e));
+    assert_int_equal(e.code, STORE_E_DB);
     assert_null(store_open("mysql://u:secret@h/db", &e));
     assert_int_equal(e.code, STORE_E_INVALID);
     assert_null(strstr(e.message, "secret"));
@@ -136,22 +254,16 @@ static void test_reopen_and_versions(void **state)
     assert_int_equal(g.id, r.id);
     vm_rec_release(&g);
 
-    /* The file records each migration once (2: tokens and settings, 3:
-     * settled reservations, 4: an index for every VM listing filter). */
-    sqlite3 *db = NULL;
-    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
-    sqlite3_stmt *st = NULL;
-    assert_int_equal(
-        sqlite3_prepare_v2(db, "SELECT count(*), max(version) FROM schema_version", -1, &st, NULL),
-        SQLITE_OK);
-    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-    assert_int_equal(sqlite3_column_int(st, 0), 5);
-    assert_int_equal(sqlite3_column_int(st, 1), 5);
-    sqlite3_finalize(st);
+    /* The database records each migration once (SQLite 2: tokens and
+     * settings, 3: settled reservations, 4: an index for every VM listing
+     * filter, 5: clone slots; PostgreSQL started at SQLite's version 5 as
+     * its version 1). */
+    int count = 0, max = 0, want = g_bk == BK_SQLITE ? 5 : 1;
+    db_query2(f->url, "SELECT count(*), max(version) FROM schema_version", &count, &max);
+    assert_int_equal(count, want);
+    assert_int_equal(max, want);
     /* A schema from the future is refused, not silently used. */
-    assert_int_equal(
-        sqlite3_exec(db, "INSERT INTO schema_version VALUES (99, 0)", NULL, NULL, NULL), SQLITE_OK);
-    sqlite3_close(db);
+    db_exec(f->url, "INSERT INTO schema_version VALUES (99, 0)");
     store *s2 = store_open(f->url, &e);
     assert_null(s2);
     assert_int_equal(e.code, STORE_E_INVALID);
@@ -768,7 +880,8 @@ static void test_vmid_processes(void **state)
     struct fx *f = *state;
     /* The children open a fresh file concurrently (racing the migration
      * too), so the parent's handle and file are not involved. */
-    char *url = xasprintf("sqlite:%s/procs.db", f->dir);
+    char *url = fx_url(f, "procs");
+    assert_non_null(url);
     int fds[NPROCS][2];
     pid_t pids[NPROCS];
     int64_t t0 = mono_ms();
@@ -947,7 +1060,8 @@ static void test_capacity_settle(void **state)
 static void test_capacity_processes(void **state)
 {
     struct fx *f = *state;
-    char *url = xasprintf("sqlite:%s/cap.db", f->dir);
+    char *url = fx_url(f, "cap");
+    assert_non_null(url);
     struct store_error e;
     store *s = store_open(url, &e);
     assert_non_null(s);
@@ -999,18 +1113,15 @@ static void test_capacity_processes(void **state)
 
 /* Clone slots: at most `limit` per node across processes; a job that is not
  * running under a live lease holds none. */
-static void running_job(store *s, const char *path, const char *id, int64_t lease_until)
+static void running_job(store *s, const char *url, const char *id, int64_t lease_until)
 {
     job_add(s, id, "create", 0, 0);
-    sqlite3 *db = NULL;
-    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-    sqlite3_busy_timeout(db, 5000);
-    char *sql = sqlite3_mprintf("UPDATE jobs SET state = 'running', lease_owner = 't:1',"
-                                " lease_until = %lld WHERE id = '%q'",
-                                (long long)lease_until, id);
-    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
-    sqlite3_free(sql);
-    sqlite3_close(db);
+    /* ids are the tests' own: no quoting needed */
+    char *sql = xasprintf("UPDATE jobs SET state = 'running', lease_owner = 't:1',"
+                          " lease_until = %lld WHERE id = '%s'",
+                          (long long)lease_until, id);
+    db_exec(url, sql);
+    free(sql);
 }
 
 static void test_clone_slots(void **state)
@@ -1018,10 +1129,10 @@ static void test_clone_slots(void **state)
     struct fx *f = *state;
     struct store_error e;
     int64_t live = wall_ms() + 3600000;
-    running_job(f->s, f->path, "k1", live);
-    running_job(f->s, f->path, "k2", live);
-    running_job(f->s, f->path, "k3", live);
-    running_job(f->s, f->path, "dead", wall_ms() - 1000);
+    running_job(f->s, f->url, "k1", live);
+    running_job(f->s, f->url, "k2", live);
+    running_job(f->s, f->url, "k3", live);
+    running_job(f->s, f->url, "dead", wall_ms() - 1000);
     OK(store_clone_slot_take(f->s, "dead", "pve1", 2, &e_)); /* its lease is over */
     OK(store_clone_slot_take(f->s, "k1", "pve1", 2, &e_));
     OK(store_clone_slot_take(f->s, "k2", "pve1", 2, &e_)); /* the dead one does not count */
@@ -1035,15 +1146,15 @@ static void test_clone_slots(void **state)
     EXPECT(STORE_E_INVALID, store_clone_slot_take(f->s, "k3", "pve1", 0, &e));
 
     /* processes racing for 3 slots on one node: exactly 3 win */
-    char *url = xasprintf("sqlite:%s/slots.db", f->dir);
-    char *path = url + strlen("sqlite:");
+    char *url = fx_url(f, "slots");
+    assert_non_null(url);
     store *s = store_open(url, &e);
     assert_non_null(s);
     for (int p = 0; p < NPROCS; p++)
         for (int i = 0; i < 4; i++) {
             char job[32];
             snprintf(job, sizeof job, "sp%d-%d", p, i);
-            running_job(s, path, job, live);
+            running_job(s, url, job, live);
         }
     pid_t pids[NPROCS];
     for (int p = 0; p < NPROCS; p++) {
@@ -1234,6 +1345,173 @@ static void test_idem(void **state)
     json_decref(a2);
 }
 
+/* ---- the private PostgreSQL server ---------------------------------------- */
+
+/* Run argv (as the postgres user when we are root), output to `log`;
+ * its exit status, or -1. */
+static int pg_run(const char *const *argv, const char *log)
+{
+    const char *full[16];
+    size_t n = 0;
+    if (geteuid() == 0) {
+        full[n++] = "runuser";
+        full[n++] = "-u";
+        full[n++] = "postgres";
+        full[n++] = "--";
+    }
+    for (size_t i = 0; argv[i] && n < 15; i++)
+        full[n++] = argv[i];
+    full[n] = NULL;
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+            close(fd);
+        }
+        int nul = open("/dev/null", O_RDONLY);
+        if (nul >= 0)
+            dup2(nul, 0);
+        execvp(full[0], (char *const *)full);
+        _exit(127);
+    }
+    int st = 0;
+    if (waitpid(pid, &st, 0) != pid)
+        return -1;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void pg_show_log(const char *name)
+{
+    char *p = xasprintf("%s/%s", g_pg.dir, name);
+    FILE *fp = fopen(p, "r");
+    free(p);
+    if (!fp)
+        return;
+    char line[512];
+    while (fgets(line, sizeof line, fp))
+        print_message("[ pg log   ] %s", line);
+    fclose(fp);
+}
+
+static int pg_group_setup(void **state)
+{
+    (void)state;
+    int64_t t0 = mono_ms();
+    /* the newest installed server, unless PROXD_TEST_PG_BIN says where */
+    const char *bin = getenv("PROXD_TEST_PG_BIN");
+    glob_t g = {0};
+    if (bin) {
+        snprintf(g_pg.bin, sizeof g_pg.bin, "%s", bin);
+    } else if (glob("/usr/lib/postgresql/*/bin/initdb", 0, NULL, &g) == 0 && g.gl_pathc > 0) {
+        snprintf(g_pg.bin, sizeof g_pg.bin, "%.*s", (int)(strlen(g.gl_pathv[g.gl_pathc - 1]) - 7),
+                 g.gl_pathv[g.gl_pathc - 1]);
+    }
+    globfree(&g);
+    char *initdb = xasprintf("%s/initdb", g_pg.bin);
+    char *pg_ctl = xasprintf("%s/pg_ctl", g_pg.bin);
+    char *data = NULL, *opts = NULL;
+    int rc = -1;
+    if (!g_pg.bin[0] || access(initdb, X_OK) != 0 || access(pg_ctl, X_OK) != 0) {
+        print_message("[ pg       ] no PostgreSQL server binaries (initdb, pg_ctl) in "
+                      "/usr/lib/postgresql/*/bin: install the postgresql package "
+                      "(scripts/deps.sh)\n");
+        goto out;
+    }
+    snprintf(g_pg.dir, sizeof g_pg.dir, "/tmp/proxd-pg-XXXXXX");
+    if (!mkdtemp(g_pg.dir))
+        goto out;
+    if (geteuid() == 0) {
+        /* initdb refuses root: the server runs as Debian's postgres user */
+        struct passwd *pw = getpwnam("postgres");
+        if (!pw || chown(g_pg.dir, pw->pw_uid, pw->pw_gid) != 0) {
+            print_message("[ pg       ] running as root needs the postgres user\n");
+            goto out;
+        }
+    }
+    data = xasprintf("%s/data", g_pg.dir);
+    char *ilog = xasprintf("%s/initdb.log", g_pg.dir);
+    const char *iargv[] = {initdb,  "-D", data,   "-U",        "proxd", "-A",
+                           "trust", "-E", "UTF8", "--no-sync", NULL};
+    int st = pg_run(iargv, ilog);
+    free(ilog);
+    if (st != 0) {
+        print_message("[ pg       ] initdb failed (%d)\n", st);
+        pg_show_log("initdb.log");
+        goto out;
+    }
+    char *slog = xasprintf("%s/server.log", g_pg.dir);
+    char *clog = xasprintf("%s/pg_ctl.log", g_pg.dir);
+    /* A port taken between h_free_port and the server's bind: try another. */
+    for (int attempt = 0; attempt < 3 && !g_pg.up; attempt++) {
+        g_pg.port = h_free_port();
+        free(opts);
+        /* TCP on loopback only, no Unix socket; durability is not tested */
+        opts = xasprintf("-c listen_addresses=127.0.0.1 -p %d -c unix_socket_directories='' "
+                         "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+                         "-c max_connections=200",
+                         g_pg.port);
+        const char *sargv[] = {pg_ctl, "-D", data, "-l", slog,    "-w",
+                               "-t",   "60", "-o", opts, "start", NULL};
+        g_pg.up = pg_run(sargv, clog) == 0;
+    }
+    free(slog);
+    free(clog);
+    if (!g_pg.up) {
+        print_message("[ pg       ] the server did not start\n");
+        pg_show_log("pg_ctl.log");
+        pg_show_log("server.log");
+        goto out;
+    }
+    char *url = xasprintf("postgresql://proxd@127.0.0.1:%d/postgres", g_pg.port);
+    g_pg.admin = PQconnectdb(url);
+    free(url);
+    if (PQstatus(g_pg.admin) != CONNECTION_OK) {
+        print_message("[ pg       ] cannot connect: %s", PQerrorMessage(g_pg.admin));
+        goto out;
+    }
+    print_message("[ figures  ] PostgreSQL server (initdb + start) on 127.0.0.1:%d: %lld ms\n",
+                  g_pg.port, (long long)(mono_ms() - t0));
+    rc = 0;
+out:
+    free(initdb);
+    free(pg_ctl);
+    free(data);
+    free(opts);
+    return rc;
+}
+
+static int pg_group_teardown(void **state)
+{
+    (void)state;
+    PQfinish(g_pg.admin);
+    g_pg.admin = NULL;
+    if (g_pg.up) {
+        char *pg_ctl = xasprintf("%s/pg_ctl", g_pg.bin);
+        char *data = xasprintf("%s/data", g_pg.dir);
+        const char *argv[] = {pg_ctl, "-D", data, "-m", "immediate", "-w", "stop", NULL};
+        if (pg_run(argv, "/dev/null") != 0)
+            print_message("[ warning  ] pg_ctl stop failed\n");
+        g_pg.up = false;
+        free(pg_ctl);
+        free(data);
+    }
+    if (g_pg.dir[0]) {
+        const char *argv[] = {"rm", "-rf", g_pg.dir, NULL};
+        pid_t pid = fork();
+        if (pid == 0) {
+            execvp(argv[0], (char *const *)argv);
+            _exit(127);
+        }
+        if (pid > 0)
+            waitpid(pid, NULL, 0);
+    }
+    return 0;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1261,5 +1539,21 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_job_submit_quota, setup, teardown),
         cmocka_unit_test_setup_teardown(test_idem, setup, teardown),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    const char *only = getenv("STORE_TEST_BACKEND");
+    int failed = 0;
+    int64_t t0 = mono_ms();
+    if (!only || strcmp(only, "sqlite") == 0) {
+        g_bk = BK_SQLITE;
+        failed += cmocka_run_group_tests_name("store/sqlite", tests, NULL, NULL);
+        print_message("[ figures  ] SQLite half: %lld ms\n", (long long)(mono_ms() - t0));
+    }
+    if (!only || strcmp(only, "postgresql") == 0) {
+        t0 = mono_ms();
+        g_bk = BK_PG;
+        failed += cmocka_run_group_tests_name("store/postgresql", tests, pg_group_setup,
+                                              pg_group_teardown);
+        print_message("[ figures  ] PostgreSQL half (server start and stop included): %lld ms\n",
+                      (long long)(mono_ms() - t0));
+    }
+    return failed;
 }
