@@ -161,12 +161,9 @@ static int teardown(void **state)
 {
     struct fx *f = *state;
     store_close(f->s);
-    for (int i = 0; i < f->ndbs; i++) {
-        /* FORCE: children of the process tests may have left sessions */
-        char *sql = xasprintf("DROP DATABASE IF EXISTS %s WITH (FORCE)", f->dbs[i]);
-        admin_exec(sql);
-        free(sql);
-    }
+    /* PostgreSQL: the test's databases stay until the private server and
+     * its directory go at the end of the run (dropping each costs more
+     * than it saves). */
     /* the fixture's database and those the process tests made beside it */
     const char *dbs[] = {"proxd.db", "procs.db", "cap.db", "slots.db"};
     const char *sfx[] = {"", "-wal", "-shm"};
@@ -1345,6 +1342,160 @@ static void test_idem(void **state)
     json_decref(a2);
 }
 
+/* ---- guarantees across processes ------------------------------------------- */
+
+/* Fork NPROCS children running fn(url, p) (its result is the exit status,
+ * 0..200); their statuses in st[]. */
+static void run_children(const char *url, int (*fn)(const char *url, int p), int st[NPROCS])
+{
+    pid_t pids[NPROCS];
+    for (int p = 0; p < NPROCS; p++) {
+        pids[p] = fork();
+        assert_true(pids[p] >= 0);
+        if (pids[p] == 0)
+            _exit(fn(url, p));
+    }
+    for (int p = 0; p < NPROCS; p++) {
+        int w = 0;
+        assert_int_equal(waitpid(pids[p], &w, 0), pids[p]);
+        assert_true(WIFEXITED(w));
+        st[p] = WEXITSTATUS(w);
+    }
+}
+
+#define CLAIM_JOBS 24
+/* Claim until nothing is left; write the claimed ids' numbers to a file. */
+static int claim_child(const char *url, int p)
+{
+    struct store_error e;
+    store *s = store_open(url, &e);
+    if (!s)
+        return 200;
+    char owner[16], path[64];
+    snprintf(owner, sizeof owner, "proc:%d", p);
+    int won = 0;
+    snprintf(path, sizeof path, "/tmp/proxd-claims-%d-%d", (int)getppid(), p);
+    FILE *fp = fopen(path, "w");
+    for (;;) {
+        struct job_rec j;
+        int rc = store_job_claim(s, owner, 60000, &j, &e);
+        if (rc == STORE_E_NOTFOUND)
+            break;
+        if (rc != STORE_OK) {
+            fprintf(stderr, "child %d: claim: %s\n", p, e.message);
+            won = 201;
+            break;
+        }
+        if (fp)
+            fprintf(fp, "%s\n", j.id);
+        job_rec_release(&j);
+        won++;
+    }
+    if (fp)
+        fclose(fp);
+    store_close(s);
+    return won;
+}
+
+/* Processes claiming at once: every job is claimed once, and of a VM's
+ * jobs only the oldest (the others wait until it ends). */
+static void test_claim_processes(void **state)
+{
+    struct fx *f = *state;
+    int64_t t = wall_ms() - 10000;
+    /* 16 jobs without a VM, 4 VMs with 2 jobs each */
+    for (int i = 0; i < CLAIM_JOBS; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "cj%02d", i);
+        job_add(f->s, id, "start", i < 16 ? 0 : 1000 + (i - 16) % 4, t + i);
+    }
+    int st[NPROCS], total = 0;
+    run_children(f->url, claim_child, st);
+    bool seen[CLAIM_JOBS] = {false};
+    for (int p = 0; p < NPROCS; p++) {
+        assert_true(st[p] <= CLAIM_JOBS);
+        total += st[p];
+        char path[64], line[64];
+        snprintf(path, sizeof path, "/tmp/proxd-claims-%d-%d", (int)getpid(), p);
+        FILE *fp = fopen(path, "r");
+        assert_non_null(fp);
+        while (fgets(line, sizeof line, fp)) {
+            int i = atoi(line + 2);
+            assert_true(i >= 0 && i < CLAIM_JOBS);
+            assert_false(seen[i]); /* never claimed twice */
+            seen[i] = true;
+        }
+        fclose(fp);
+        unlink(path);
+    }
+    assert_int_equal(total, 16 + 4);
+    for (int i = 0; i < CLAIM_JOBS; i++)
+        assert_int_equal(seen[i], i < 20); /* 20..23: second jobs of the VMs */
+}
+
+/* Every child submits with the same idempotency key (exactly one creation
+ * in all), then two VMs of its own for an owner whose quota is 3 VMs
+ * (exactly 3 in all). Exit status: bit 0 the keyed one won, then the
+ * number of quota wins times 2. */
+static int submit_child(const char *url, int p)
+{
+    struct store_error e;
+    store *s = store_open(url, &e);
+    if (!s)
+        return 200;
+    int status = 0;
+    json_t *ans = json_pack("{s:i}", "proc", p);
+    struct store_idem key = {"alice", "same-key", ans};
+    struct vm_rec v;
+    struct job_rec j;
+    char job[32];
+    snprintf(job, sizeof job, "key-%d", p);
+    submit(&v, &j, 2000 + p, "alice", 1, job);
+    struct store_submit sub = {.vm = &v, .job = &j, .event = "queued", .idem = &key};
+    int rc = store_create_submit(s, &sub, &e);
+    if (rc == STORE_OK)
+        status |= 1;
+    else if (rc != STORE_E_CONFLICT || !sub.first)
+        status = 201;
+    json_decref(sub.first);
+    json_decref(ans);
+    struct store_usage quota = {.vms = 3};
+    for (int i = 0; i < 2 && status < 200; i++) {
+        snprintf(job, sizeof job, "quota-%d-%d", p, i);
+        submit(&v, &j, 3000 + p * 10 + i, "bob", 1, job);
+        struct store_submit qs = {.vm = &v, .job = &j, .event = "queued", .quota = &quota};
+        rc = store_create_submit(s, &qs, &e);
+        if (rc == STORE_OK)
+            status += 2;
+        else if (rc != STORE_E_FULL)
+            status = 202;
+    }
+    store_close(s);
+    return status;
+}
+
+static void test_submit_processes(void **state)
+{
+    struct fx *f = *state;
+    int st[NPROCS], keyed = 0, quota = 0;
+    run_children(f->url, submit_child, st);
+    for (int p = 0; p < NPROCS; p++) {
+        assert_true(st[p] < 200);
+        keyed += st[p] & 1;
+        quota += st[p] >> 1;
+    }
+    assert_int_equal(keyed, 1);
+    assert_int_equal(quota, 3);
+    struct vm_filter fl = {.owner = "bob", .state = -1};
+    struct vm_rec *v = NULL;
+    size_t n = 0;
+    OK(store_vm_list(f->s, &fl, &v, &n, &e_));
+    assert_int_equal(n, 3);
+    for (size_t i = 0; i < n; i++)
+        vm_rec_release(&v[i]);
+    free(v);
+}
+
 /* ---- the private PostgreSQL server ---------------------------------------- */
 
 /* Run argv (as the postgres user when we are root), output to `log`;
@@ -1538,6 +1689,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_clone_slots, setup, teardown),
         cmocka_unit_test_setup_teardown(test_job_submit_quota, setup, teardown),
         cmocka_unit_test_setup_teardown(test_idem, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_claim_processes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_submit_processes, setup, teardown),
     };
     const char *only = getenv("STORE_TEST_BACKEND");
     int failed = 0;
