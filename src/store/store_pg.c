@@ -269,8 +269,13 @@ static int conn_open(struct pg_store *s, struct pg_conn **out, struct store_erro
     struct pg_conn *c = xcalloc(1, sizeof *c);
     c->s = s;
     /* The URL is a libpq connection URI; it may hold a password, which
-     * libpq's messages never repeat. */
-    c->db = PQconnectdb(s->url);
+     * libpq's messages never repeat. It is expanded after the defaults
+     * below, so its own parameters win: without a connect_timeout an
+     * unreachable server would block the thread for the kernel's TCP
+     * timeout. */
+    const char *const keys[] = {"connect_timeout", "application_name", "dbname", NULL};
+    const char *const vals[] = {"10", "proxd", s->url, NULL};
+    c->db = PQconnectdbParams(keys, vals, 1 /* expand dbname */);
     int rc = conn_setup(c, err);
     if (rc) {
         conn_close(c);

@@ -1342,6 +1342,36 @@ static void test_idem(void **state)
     json_decref(a2);
 }
 
+/* ---- connections ------------------------------------------------------------ */
+
+/* A connection the server ended (restart, failover, idle kill) is made
+ * again: the next call succeeds, in every thread. PostgreSQL only (SQLite
+ * has no server). */
+static void test_reconnect(void **state)
+{
+    struct fx *f = *state;
+    if (g_bk != BK_PG)
+        skip();
+    struct vm_rec r = vm_new(900, "alice", "debian12");
+    OK(store_vm_insert(f->s, &r, &e_));
+    char *sql = xasprintf("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                          " WHERE datname = '%s'",
+                          f->dbs[0]);
+    PGresult *res = PQexec(g_pg.admin, sql);
+    assert_int_equal(PQresultStatus(res), PGRES_TUPLES_OK);
+    assert_true(atoi(PQgetvalue(res, 0, 0)) >= 1);
+    PQclear(res);
+    free(sql);
+    /* a read, then a write, on the connection that was cut */
+    struct vm_rec g;
+    OK(store_vm_get(f->s, 900, &g, &e_));
+    vm_rec_release(&g);
+    r = vm_new(901, "alice", "debian12");
+    OK(store_vm_insert(f->s, &r, &e_));
+    int n = 0;
+    OK(store_vmid_count(f->s, 100, 999, &n, &e_));
+}
+
 /* ---- guarantees across processes ------------------------------------------- */
 
 /* Fork NPROCS children running fn(url, p) (its result is the exit status,
@@ -1690,6 +1720,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_job_submit_quota, setup, teardown),
         cmocka_unit_test_setup_teardown(test_idem, setup, teardown),
         cmocka_unit_test_setup_teardown(test_claim_processes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reconnect, setup, teardown),
         cmocka_unit_test_setup_teardown(test_submit_processes, setup, teardown),
     };
     const char *only = getenv("STORE_TEST_BACKEND");
