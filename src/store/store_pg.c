@@ -1082,7 +1082,9 @@ static int pg_job_get(store *s, const char *id, struct job_rec *out, struct stor
  * order (ties on created_at: insertion order, seq). The row is locked with
  * SKIP LOCKED: a job another claimer is taking is passed over, not waited
  * for, and since only the oldest job of a VMID qualifies, the next one of
- * the same VM is never picked instead. */
+ * the same VM is never picked instead. NO KEY UPDATE: rows that refer to
+ * the job (events, reservations, slots, which take KEY SHARE locks) do not
+ * make it look taken. */
 static const char SQL_JOB_PICK[] =
     "SELECT j.id FROM jobs j"
     " WHERE j.state IN " ACTIVE_STATES " AND (j.state = 'queued' OR j.lease_until < $1)"
@@ -1091,7 +1093,7 @@ static const char SQL_JOB_PICK[] =
     "   AND ((k.state = 'running' AND k.lease_until >= $1)"
     "        OR k.created_at < j.created_at"
     "        OR (k.created_at = j.created_at AND k.seq < j.seq))))"
-    " ORDER BY j.created_at, j.seq LIMIT 1 FOR UPDATE OF j SKIP LOCKED";
+    " ORDER BY j.created_at, j.seq LIMIT 1 FOR NO KEY UPDATE OF j SKIP LOCKED";
 static const char SQL_JOB_TAKE[] =
     "UPDATE jobs SET state = 'running', lease_owner = $2, lease_until = $3, updated_at = $4"
     " WHERE id = $1 RETURNING " JOB_COLS;
