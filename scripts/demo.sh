@@ -5,7 +5,7 @@
 # one through its lifecycle. Everything started here is stopped at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-B=$PWD/build
+B=${DEMO_BIN:-$PWD/build}
 SIM_PORT=${DEMO_SIM_PORT:-18006}
 API_PORT=${DEMO_API_PORT:-18080}
 WORK=$(mktemp -d /tmp/proxd-demo.XXXXXX)
@@ -36,7 +36,7 @@ step "proxd: configuration (TLS pinned to pvesim's certificate), token, daemon"
 {
     echo "[proxd]"
     echo "listen = 127.0.0.1:$API_PORT"
-    echo "database = sqlite:$WORK/proxd.db"
+    echo "database = ${DEMO_DATABASE:-sqlite:$WORK/proxd.db}"
     echo "reconcile_interval = 30"
     echo "[proxmox]"
     echo "token = root@pam!proxd=$TOKEN_SECRET"
