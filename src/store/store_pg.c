@@ -1886,36 +1886,115 @@ static int pg_clone_slot_give(store *s, const char *job, struct store_error *err
 
 /* ---- a creation's submission ------------------------------------------------ */
 
-static const char SQL_OWNER_USAGE[] =
-    "SELECT count(*), coalesce(sum(cores), 0), coalesce(sum(memory_mb), 0),"
-    " coalesce(sum(disk_gb), 0) FROM vms"
-    " WHERE owner = $1 AND state IN ('creating', 'enabled', 'deleting')";
+/* What an owner's live VMs hold, each counted at the larger of its record
+ * and what its queued or running update/resize jobs ask for: a change on
+ * its way counts before it lands. Requests are JSON text; a target that is
+ * not a number does not count. */
+#define TARGET(key, kind)                                                                          \
+    "coalesce((SELECT max(CASE WHEN jsonb_typeof(j.request::jsonb -> '" key "') = 'number'"        \
+    " THEN (j.request::jsonb ->> '" key "')::numeric END) FROM jobs j"                             \
+    " WHERE j.vmid = v.vmid AND j.kind = '" kind "' AND j.state IN ('queued', 'running')), 0)"
+static const char SQL_OWNER_USAGE[] = "SELECT count(*), coalesce(sum(greatest(v.cores, " TARGET(
+    "cores", "update") ")), 0),"
+                       " coalesce(sum(greatest(v.memory_mb, " TARGET(
+                           "memory_mb",
+                           "update") ")), 0),"
+                                     " coalesce(sum(greatest(v.disk_gb, " TARGET(
+                                         "disk_gb",
+                                         "resize") ")), 0)"
+                                                   " FROM vms v WHERE v.owner = $1 AND v.state IN "
+                                                   "('creating', 'enabled', 'deleting')";
+#undef TARGET
 
-/* Under the owner's quota lock: would the new VM exceed the quota? Fills
- * sub->used. */
-static int quota_fn(struct pg_conn *c, struct store_submit *sub, struct store_error *err)
+static int owner_usage(struct pg_conn *c, const char *owner, struct store_usage *u,
+                       struct store_error *err)
 {
     PGresult *res = NULL;
     struct pa p = {0};
-    PA_FIELD(&p, sub->vm->owner);
-    int rc = xlock(c, PG_LOCK_QUOTA, p.v[0], err);
-    if (rc == STORE_OK)
-        rc = q(c, SQL_OWNER_USAGE, &p, &res, err, "summing the owner's VMs");
+    pa_str(&p, owner);
+    int rc = q(c, SQL_OWNER_USAGE, &p, &res, err, "summing the owner's VMs");
     if (rc == STORE_OK) {
-        struct store_usage *u = &sub->used;
         u->vms = (int)ci64(res, 0, 0);
         u->cores = (int)ci64(res, 0, 1);
         u->memory_mb = ci64(res, 0, 2);
         u->disk_gb = ci64(res, 0, 3);
-        const struct store_usage *qt = sub->quota;
-        if ((qt->vms > 0 && u->vms + 1 > qt->vms) ||
-            (qt->cores > 0 && u->cores + sub->vm->cores > qt->cores) ||
-            (qt->memory_mb > 0 && u->memory_mb + sub->vm->memory_mb > qt->memory_mb) ||
-            (qt->disk_gb > 0 && u->disk_gb + sub->vm->disk_gb > qt->disk_gb))
-            rc = store_fail(err, STORE_E_FULL, "the quota of '%s' is reached", p.v[0]);
     }
     pa_free(&p);
     PQclear(res);
+    return rc;
+}
+
+static bool over_quota(const struct store_usage *qt, const struct store_usage *u)
+{
+    return (qt->vms > 0 && u->vms > qt->vms) || (qt->cores > 0 && u->cores > qt->cores) ||
+           (qt->memory_mb > 0 && u->memory_mb > qt->memory_mb) ||
+           (qt->disk_gb > 0 && u->disk_gb > qt->disk_gb);
+}
+
+/* Under the owner's quota lock (every decision on one owner's quota, in
+ * creations and changes alike, takes it): would the new VM exceed the
+ * quota? Fills sub->used. */
+static int quota_fn(struct pg_conn *c, struct store_submit *sub, struct store_error *err)
+{
+    char owner[sizeof sub->vm->owner + 1];
+    store_copy(owner, sizeof owner, sub->vm->owner, FIELD_LEN(sub->vm->owner));
+    int rc = xlock(c, PG_LOCK_QUOTA, owner, err);
+    if (rc == STORE_OK)
+        rc = owner_usage(c, owner, &sub->used, err);
+    if (rc)
+        return rc;
+    struct store_usage with = sub->used;
+    with.vms++;
+    with.cores += sub->vm->cores;
+    with.memory_mb += sub->vm->memory_mb;
+    with.disk_gb += sub->vm->disk_gb;
+    if (over_quota(sub->quota, &with))
+        return store_fail(err, STORE_E_FULL, "the quota of '%s' is reached", owner);
+    return STORE_OK;
+}
+
+/* ---- a job on an existing VM ------------------------------------------------ */
+
+struct jsub_ctx {
+    struct job_rec *j;
+    const char *event;
+    const struct store_usage *quota;
+    struct store_usage used;
+};
+
+static int job_submit_fn(struct pg_conn *c, void *ctx, struct store_error *err)
+{
+    struct jsub_ctx *k = ctx;
+    char owner[sizeof k->j->owner + 1];
+    store_copy(owner, sizeof owner, k->j->owner, FIELD_LEN(k->j->owner));
+    memset(&k->used, 0, sizeof k->used);
+    int rc;
+    if (k->quota &&
+        ((rc = xlock(c, PG_LOCK_QUOTA, owner, err)) || (rc = owner_usage(c, owner, &k->used, err))))
+        return rc;
+    if ((rc = job_insert_fn(c, k->j, err)))
+        return rc;
+    if (k->quota) { /* with the job counted: its target is in the sums now */
+        struct store_usage with;
+        if ((rc = owner_usage(c, owner, &with, err)))
+            return rc;
+        if (over_quota(k->quota, &with) &&
+            (with.cores > k->used.cores || with.memory_mb > k->used.memory_mb ||
+             with.disk_gb > k->used.disk_gb))
+            return store_fail(err, STORE_E_FULL, "the quota of '%s' is reached", owner);
+    }
+    struct event_add_ctx e = {k->j->id, k->j->step, k->event, 0};
+    return event_add_fn(c, &e, err);
+}
+
+static int pg_job_submit(store *s, struct job_rec *j, const char *event,
+                         const struct store_usage *quota, struct store_usage *used,
+                         struct store_error *err)
+{
+    struct jsub_ctx k = {j, event, quota, {0}};
+    int rc = tx(PG(s), TX_WRITE, job_submit_fn, &k, err);
+    if (used)
+        *used = k.used;
     return rc;
 }
 
@@ -2227,6 +2306,7 @@ static const struct store_ops PG_OPS = {
     .release_capacity = pg_release_capacity,
     .reserved_on = pg_reserved_on,
     .create_submit = pg_create_submit,
+    .job_submit = pg_job_submit,
     .clone_slot_take = pg_clone_slot_take,
     .clone_slot_give = pg_clone_slot_give,
     .idem_put = pg_idem_put,
