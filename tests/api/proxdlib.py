@@ -32,7 +32,8 @@ def config_text(port, entry, db, proxd_extra=""):
                   "template.ubuntu = %d\ntemplate.debian = %d\n\n" % (i + 1, entry, 8000 + 10 * i,
                                                                       8001 + 10 * i))
     # debug: the most proxd ever logs, so that stop() can check it for secrets
-    return ("[proxd]\nlisten = 127.0.0.1:%d\ndatabase = sqlite:%s\nworkers = 8\nquarantine = 0\n"
+    db = db if "://" in db else "sqlite:" + db
+    return ("[proxd]\nlisten = 127.0.0.1:%d\ndatabase = %s\nworkers = 8\nquarantine = 0\n"
             "log_level = debug\n%s\n"
             "[proxmox]\ntoken = %s\nverify_tls = no\n\n"
             "[os ubuntu]\nvmid_range = 1000-1999\n[os debian]\nvmid_range = 4000-4009\n\n%s"
@@ -44,13 +45,14 @@ def config_text(port, entry, db, proxd_extra=""):
 
 
 class Proxd:
-    def __init__(self, sim, share=None, proxd_extra=""):
+    def __init__(self, sim, share=None, proxd_extra="", database=None):
         """share: another Proxd whose database this instance uses too;
-        proxd_extra: lines for the [proxd] section."""
+        proxd_extra: lines for the [proxd] section; database: a store URL
+        (postgresql://...) instead of a SQLite file of its own."""
         self.dir = tempfile.mkdtemp(prefix="proxd-api-")
         self.port = free_port()
         self.conf = os.path.join(self.dir, "proxd.conf")
-        self.db = share.db if share else os.path.join(self.dir, "proxd.db")
+        self.db = share.db if share else database or os.path.join(self.dir, "proxd.db")
         with open(self.conf, "w") as f:
             f.write(config_text(self.port, sim.entry, self.db, proxd_extra))
         self.base = "http://127.0.0.1:%d" % self.port
