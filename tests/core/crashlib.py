@@ -26,7 +26,8 @@ def free_port():
 
 
 def write_config(path, db, entry, proxd_extra=()):
-    lines = ["[proxd]", "listen = 127.0.0.1:%d" % free_port(), "database = sqlite:%s" % db,
+    url = db if "://" in db else "sqlite:" + db
+    lines = ["[proxd]", "listen = 127.0.0.1:%d" % free_port(), "database = %s" % url,
              "placement = spread", "workers = 8", "log_level = info"] + list(proxd_extra) + [
              "", "[proxmox]", "token = %s=%s" % (TOKEN_ID, TOKEN_SECRET), "verify_tls = no",
              "connect_timeout = 3", "timeout = 30", ""]
@@ -95,7 +96,26 @@ def proxd(*args, check=True):
     return r
 
 
+def _psql(url, sql):
+    """Rows of a statement through psql (no driver needed): tab-separated,
+    NULL as \\N, integers as int."""
+    r = subprocess.run(["psql", "-X", "-q", "-A", "-t", "-F", "\t", "-P", "null=\\N",
+                        "-v", "ON_ERROR_STOP=1", url, "-c", sql],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, "psql: %s" % r.stderr
+
+    def value(v):
+        if v == "\\N":
+            return None
+        return int(v) if v.lstrip("-").isdigit() else v
+    return [tuple(value(v) for v in line.split("\t")) for line in r.stdout.splitlines() if line]
+
+
 def db_query(db, sql, args=()):
+    """db: a SQLite file or a postgresql:// URL (then without args)."""
+    if "://" in db:
+        assert not args, "no parameters through psql"
+        return _psql(db, sql)
     c = sqlite3.connect(db, timeout=30)
     try:
         return c.execute(sql, args).fetchall()
@@ -105,9 +125,12 @@ def db_query(db, sql, args=()):
 
 def expire_leases(db):
     """The dead instance's leases run out now instead of in 30 s."""
+    sql = "UPDATE jobs SET lease_until = 0 WHERE state = 'running'"
+    if "://" in db:
+        return len(_psql(db, sql + " RETURNING id"))
     c = sqlite3.connect(db, timeout=30)
     try:
         with c:
-            return c.execute("UPDATE jobs SET lease_until = 0 WHERE state = 'running'").rowcount
+            return c.execute(sql).rowcount
     finally:
         c.close()

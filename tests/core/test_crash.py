@@ -50,9 +50,10 @@ def clone_running(sim):
     return any(t["type"] == "qmclone" and t["running"] for t in tasks)
 
 
-def main():
+def main(db=None):
+    """db: a postgresql:// URL, or None for a SQLite file of its own."""
     tmp = tempfile.TemporaryDirectory(prefix="proxd-crash-")
-    db = os.path.join(tmp.name, "proxd.db")
+    db = db or os.path.join(tmp.name, "proxd.db")
     conf = os.path.join(tmp.name, "proxd.conf")
     sim = Sim(time_scale=0.02)
     requests_made = []  # (job id, os, name)
