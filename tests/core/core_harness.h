@@ -78,6 +78,26 @@ static inline int ch_ports(void)
     return 0;
 }
 
+/* The store the core runs on: a SQLite file in the test's directory, or,
+ * when $PROXD_TEST_PG names a PostgreSQL database (test_core_pg.py starts a
+ * private server), a fresh schema in it. */
+static inline void ch_database(const struct ch_env *e, char *url, size_t len)
+{
+    const char *pg = getenv("PROXD_TEST_PG");
+    if (!pg || !*pg) {
+        snprintf(url, len, "sqlite:%s/proxd.db", e->dir);
+        return;
+    }
+    static int seq;
+    char schema[64], cmd[1024];
+    snprintf(schema, sizeof schema, "core_%d_%d", (int)getpid(), ++seq);
+    snprintf(cmd, sizeof cmd, "psql -X -q -v ON_ERROR_STOP=1 '%s' -c 'CREATE SCHEMA %s'", pg,
+             schema);
+    if (system(cmd) != 0)
+        fail_msg("cannot create schema %s in %s", schema, pg);
+    snprintf(url, len, "%s?options=-csearch_path%%3D%s", pg, schema);
+}
+
 static inline void ch_up(struct ch_env *e, const struct ch_opts *o)
 {
     struct ch_opts d = {0};
@@ -103,17 +123,19 @@ static inline void ch_up(struct ch_env *e, const struct ch_opts *o)
     assert_non_null(mkdtemp(e->dir));
     char path[256];
     snprintf(path, sizeof path, "%s/proxd.conf", e->dir);
+    char db[512];
+    ch_database(e, db, sizeof db);
     FILE *f = fopen(path, "w");
     assert_non_null(f);
     fprintf(f,
-            "[proxd]\nlisten = 127.0.0.1:8080\ndatabase = sqlite:%s/proxd.db\n"
+            "[proxd]\nlisten = 127.0.0.1:8080\ndatabase = %s\n"
             "placement = ordered\nworkers = %d\ntag = proxd\nquarantine = %d\n"
             "fallback_range = 9000-9999\nlog_level = warn\nreconcile_interval = %d\n"
             "[proxmox]\ntoken = %s\nverify_tls = no\nconnect_timeout = 1\ntimeout = %d\n"
             "[limits]\nclones_per_node = %d\nname_max = %d\n"
             "[os ubuntu]\nvmid_range = 1000-1999\n[os centos]\nvmid_range = 2000-2999\n"
             "[os windows]\nvmid_range = 3000-3999\n[os debian]\nvmid_range = 4000-4999\n",
-            e->dir, o->workers ? o->workers : 8, o->quarantine,
+            db, o->workers ? o->workers : 8, o->quarantine,
             o->reconcile_interval ? o->reconcile_interval : 60, CH_TOKEN,
             o->timeout ? o->timeout : 4, o->clones_per_node ? o->clones_per_node : 2,
             o->name_max ? o->name_max : 63);

@@ -1,0 +1,27 @@
+"""The in-process core tests that work through the store only
+(test_create: every OS, failover from each failing step, all nodes
+failing, VMID collisions, bad input; test_concurrency: 200 creations at
+once) run again with the core's database on a private PostgreSQL server,
+each test case in a fresh schema."""
+import os
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "api"))
+from pglib import PrivatePG  # noqa: E402
+
+TESTS_DIR = os.environ["TESTS_DIR"]
+pg = PrivatePG()
+failed = []
+try:
+    for name in ("core_test_create", "core_test_concurrency"):
+        env = dict(os.environ, PROXD_TEST_PG=pg.url)
+        r = subprocess.run([os.path.join(TESTS_DIR, name)], env=env, timeout=280)
+        print("%s on PostgreSQL: exit %d" % (name, r.returncode), flush=True)
+        if r.returncode != 0:
+            failed.append(name)
+finally:
+    pg.stop()
+print("%d passed, %d failed" % (2 - len(failed), len(failed)), flush=True)
+sys.exit(1 if failed else 0)
