@@ -11,6 +11,7 @@
 #include "pve/pve.h"
 
 #include <arpa/inet.h>
+#include <sqlite3.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -96,6 +97,49 @@ static inline void ch_database(const struct ch_env *e, char *url, size_t len)
     if (system(cmd) != 0)
         fail_msg("cannot create schema %s in %s", schema, pg);
     snprintf(url, len, "%s?options=-csearch_path%%3D%s", pg, schema);
+}
+
+/* Run SQL on the core's database behind its back (white-box): through
+ * SQLite, or psql for PostgreSQL. The first column of the last row that
+ * has one, as an integer (0 when none). */
+static inline int64_t ch_sql(const struct ch_env *e, const char *sql)
+{
+    const char *url = e->cfg->database;
+    int64_t v = 0;
+    if (strncmp(url, "sqlite:", 7) == 0) {
+        sqlite3 *db = NULL;
+        assert_int_equal(sqlite3_open(url + 7, &db), SQLITE_OK);
+        sqlite3_busy_timeout(db, 5000);
+        const char *tail = sql;
+        while (tail && *tail) {
+            sqlite3_stmt *st = NULL;
+            assert_int_equal(sqlite3_prepare_v2(db, tail, -1, &st, &tail), SQLITE_OK);
+            if (!st)
+                break;
+            int rc;
+            while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+                v = sqlite3_column_int64(st, 0);
+            assert_int_equal(rc, SQLITE_DONE);
+            sqlite3_finalize(st);
+        }
+        sqlite3_close(db);
+        return v;
+    }
+    char path[160], cmd[1024], line[256];
+    snprintf(path, sizeof path, "%s/query.sql", e->dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(sql, f);
+    fclose(f);
+    snprintf(cmd, sizeof cmd, "psql -X -q -A -t -v ON_ERROR_STOP=1 '%s' -f %s", url, path);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    while (fgets(line, sizeof line, p))
+        if (line[0] >= '0' && line[0] <= '9')
+            v = strtoll(line, NULL, 10);
+    assert_int_equal(pclose(p), 0);
+    unlink(path);
+    return v;
 }
 
 static inline void ch_up(struct ch_env *e, const struct ch_opts *o)

@@ -195,18 +195,7 @@ static void wait_sim_power(int port, int vmid, const char *power)
 
 static int count_jobs(struct ch_env *e)
 {
-    char path[256];
-    snprintf(path, sizeof path, "%s/proxd.db", e->dir);
-    sqlite3 *db;
-    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
-    sqlite3_busy_timeout(db, 5000);
-    sqlite3_stmt *s;
-    assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM jobs", -1, &s, NULL), SQLITE_OK);
-    assert_int_equal(sqlite3_step(s), SQLITE_ROW);
-    int n = sqlite3_column_int(s, 0);
-    sqlite3_finalize(s);
-    sqlite3_close(db);
-    return n;
+    return (int)ch_sql(e, "SELECT count(*) FROM jobs");
 }
 
 /* The newest record of vmid, live or gone; false when there is none. */
@@ -583,17 +572,11 @@ static void resume_reboot(struct ch_env *e, int vmid, int64_t age_ms, char job[4
     assert_int_equal(store_job_event_add(e->st, j.id, "call", 20, "reboot VM", NULL), 0);
     snprintf(job, 40, "%s", j.id);
     job_rec_release(&j);
-    char path[256], *sql;
-    snprintf(path, sizeof path, "%s/proxd.db", e->dir);
-    sqlite3 *db = NULL;
-    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-    sqlite3_busy_timeout(db, 5000);
-    sql = sqlite3_mprintf("UPDATE job_events SET ts = ts - %lld WHERE job = '%q';"
-                          "UPDATE jobs SET lease_until = 0 WHERE id = '%q';",
-                          (long long)age_ms, job, job);
-    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    char *sql = sqlite3_mprintf("UPDATE job_events SET ts = ts - %lld WHERE job = '%q';"
+                                "UPDATE jobs SET lease_until = 0 WHERE id = '%q';",
+                                (long long)age_ms, job, job);
+    ch_sql(e, sql);
     sqlite3_free(sql);
-    sqlite3_close(db);
 }
 
 /* Resumed at its call step, a reboot asks again unless the VM has booted
