@@ -57,17 +57,6 @@ int h_free_port(void)
     return 0;
 }
 
-static bool port_open(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET,
-                            .sin_port = htons((uint16_t)port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    bool ok = connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
-    close(fd);
-    return ok;
-}
-
 /* Simulators still running when a test fails are killed at exit, so that a
  * failing test never leaves processes holding ctest's output pipe. Each
  * keeps the read end of its stdout pipe here (pvesim writes only its port
@@ -186,16 +175,6 @@ pid_t h_sim_start(int *port, const char *const *args)
     }
     fail_msg("pvesim could not start on five port blocks");
     return -1;
-}
-
-void h_wait_port(int port)
-{
-    int64_t deadline = now_ms() + 20000;
-    while (!port_open(port)) {
-        if (now_ms() > deadline)
-            fail_msg("port %d never opened", port);
-        usleep(10000);
-    }
 }
 
 void h_sim_stop(pid_t pid, bool expect_clean)

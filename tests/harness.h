@@ -24,8 +24,6 @@ int h_free_port(void);
  * h_free_port() and updates *port. Returns the pid; fails the test on
  * error. */
 pid_t h_sim_start(int *port, const char *const *args);
-/* Wait until 127.0.0.1:<port> accepts connections (deadline 20 s). */
-void h_wait_port(int port);
 /* SIGTERM, wait (deadline 10 s, then SIGKILL); asserts a clean exit status
  * when `expect_clean` is set. */
 void h_sim_stop(pid_t pid, bool expect_clean);

@@ -643,3 +643,42 @@ int store_job_stats(store *s, struct job_stat **out, size_t *n, struct store_err
     *n = 0;
     return s->ops->job_stats(s, out, n, err);
 }
+
+/* ---- decisions shared by the backends ------------------------------------- */
+
+int store_room_check(const struct cap_room *room, int64_t held_mem, int64_t held_disk, int64_t mem,
+                     int64_t disk, struct store_error *err)
+{
+    int64_t free_mem = room->mem - held_mem, free_disk = room->disk - held_disk;
+    if (free_mem < mem)
+        return store_fail(err, STORE_E_FULL, "not enough memory: %lld MiB free, %lld MiB needed",
+                          (long long)(free_mem > 0 ? free_mem >> 20 : 0),
+                          (long long)((mem + (1 << 20) - 1) >> 20));
+    if (free_disk < disk)
+        return store_fail(err, STORE_E_FULL,
+                          "not enough disk space: %lld GiB free, %lld GiB needed",
+                          (long long)(free_disk > 0 ? free_disk >> 30 : 0),
+                          (long long)((disk + (1LL << 30) - 1) >> 30));
+    return STORE_OK;
+}
+
+int store_slots_check(int64_t held, int limit, const char *node, struct store_error *err)
+{
+    if (held >= limit)
+        return store_fail(err, STORE_E_FULL, "%lld of %d clone slots on %s are taken",
+                          (long long)held, limit, node);
+    return STORE_OK;
+}
+
+int store_quota_check(const struct store_usage *q, const struct store_usage *before,
+                      const struct store_usage *with, const char *owner, struct store_error *err)
+{
+    bool over = (q->vms > 0 && with->vms > q->vms) || (q->cores > 0 && with->cores > q->cores) ||
+                (q->memory_mb > 0 && with->memory_mb > q->memory_mb) ||
+                (q->disk_gb > 0 && with->disk_gb > q->disk_gb);
+    bool raises = !before || with->cores > before->cores || with->memory_mb > before->memory_mb ||
+                  with->disk_gb > before->disk_gb;
+    if (over && raises)
+        return store_fail(err, STORE_E_FULL, "the quota of '%s' is reached", owner);
+    return STORE_OK;
+}

@@ -115,4 +115,19 @@ int store_json_load(const char *text, json_t **out, const char *what, struct sto
 /* A random (version 4) UUID in out[37]. */
 void store_uuid(char out[37]);
 
+/* The decisions every backend takes the same way, on sums it read inside
+ * its transaction. */
+/* Does a reservation of mem/disk bytes fit in `room` beside what others hold
+ * on the node (held_mem, held_disk)? STORE_OK, or STORE_E_FULL saying what
+ * is free. */
+int store_room_check(const struct cap_room *room, int64_t held_mem, int64_t held_disk, int64_t mem,
+                     int64_t disk, struct store_error *err);
+/* Is `held` of `limit` clone slots on node all of them? STORE_E_FULL then. */
+int store_slots_check(int64_t held, int limit, const char *node, struct store_error *err);
+/* Would an owner's use `with` (the new VM or change counted) exceed quota
+ * q? A change that raises nothing over `before` (NULL: a new VM, which
+ * always does) is let through even over the quota. STORE_E_FULL then. */
+int store_quota_check(const struct store_usage *q, const struct store_usage *before,
+                      const struct store_usage *with, const char *owner, struct store_error *err);
+
 #endif

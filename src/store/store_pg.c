@@ -1628,17 +1628,7 @@ static int cap_check(struct pg_conn *c, const struct cap_ctx *want, struct store
     int rc = cap_sum_fn(c, &held, err);
     if (rc)
         return rc;
-    int64_t free_mem = want->room->mem - held.mem, free_disk = want->room->disk - held.disk;
-    if (free_mem < want->mem)
-        return store_fail(err, STORE_E_FULL, "not enough memory: %lld MiB free, %lld MiB needed",
-                          (long long)(free_mem > 0 ? free_mem >> 20 : 0),
-                          (long long)((want->mem + (1 << 20) - 1) >> 20));
-    if (free_disk < want->disk)
-        return store_fail(err, STORE_E_FULL,
-                          "not enough disk space: %lld GiB free, %lld GiB needed",
-                          (long long)(free_disk > 0 ? free_disk >> 30 : 0),
-                          (long long)((want->disk + (1LL << 30) - 1) >> 30));
-    return STORE_OK;
+    return store_room_check(want->room, held.mem, held.disk, want->mem, want->disk, err);
 }
 
 static int cap_reserve_fn(struct pg_conn *c, void *ctx, struct store_error *err)
@@ -1852,9 +1842,8 @@ static int slot_take_fn(struct pg_conn *c, void *ctx, struct store_error *err)
     PQclear(res);
     if (rc)
         return rc;
-    if (held >= k->limit)
-        return store_fail(err, STORE_E_FULL, "%lld of %d clone slots on %s are taken",
-                          (long long)held, k->limit, k->node);
+    if ((rc = store_slots_check(held, k->limit, k->node, err)))
+        return rc;
     pa_str(&p, k->job);
     pa_str(&p, k->node);
     pa_i64(&p, now);
@@ -1924,13 +1913,6 @@ static int owner_usage(struct pg_conn *c, const char *owner, struct store_usage 
     return rc;
 }
 
-static bool over_quota(const struct store_usage *qt, const struct store_usage *u)
-{
-    return (qt->vms > 0 && u->vms > qt->vms) || (qt->cores > 0 && u->cores > qt->cores) ||
-           (qt->memory_mb > 0 && u->memory_mb > qt->memory_mb) ||
-           (qt->disk_gb > 0 && u->disk_gb > qt->disk_gb);
-}
-
 /* Under the owner's quota lock (every decision on one owner's quota, in
  * creations and changes alike, takes it): would the new VM exceed the
  * quota? Fills sub->used. */
@@ -1948,9 +1930,7 @@ static int quota_fn(struct pg_conn *c, struct store_submit *sub, struct store_er
     with.cores += sub->vm->cores;
     with.memory_mb += sub->vm->memory_mb;
     with.disk_gb += sub->vm->disk_gb;
-    if (over_quota(sub->quota, &with))
-        return store_fail(err, STORE_E_FULL, "the quota of '%s' is reached", owner);
-    return STORE_OK;
+    return store_quota_check(sub->quota, NULL, &with, owner, err);
 }
 
 /* ---- a job on an existing VM ------------------------------------------------ */
@@ -1978,10 +1958,8 @@ static int job_submit_fn(struct pg_conn *c, void *ctx, struct store_error *err)
         struct store_usage with;
         if ((rc = owner_usage(c, owner, &with, err)))
             return rc;
-        if (over_quota(k->quota, &with) &&
-            (with.cores > k->used.cores || with.memory_mb > k->used.memory_mb ||
-             with.disk_gb > k->used.disk_gb))
-            return store_fail(err, STORE_E_FULL, "the quota of '%s' is reached", owner);
+        if ((rc = store_quota_check(k->quota, &k->used, &with, owner, err)))
+            return rc;
     }
     struct event_add_ctx e = {k->j->id, k->j->step, k->event, 0};
     return event_add_fn(c, &e, err);

@@ -1671,17 +1671,7 @@ static int cap_check(struct sq_conn *c, const struct cap_ctx *want, struct store
     int rc = cap_sum_fn(c, &held, err);
     if (rc)
         return rc;
-    int64_t free_mem = want->room->mem - held.mem, free_disk = want->room->disk - held.disk;
-    if (free_mem < want->mem)
-        return store_fail(err, STORE_E_FULL, "not enough memory: %lld MiB free, %lld MiB needed",
-                          (long long)(free_mem > 0 ? free_mem >> 20 : 0),
-                          (long long)((want->mem + (1 << 20) - 1) >> 20));
-    if (free_disk < want->disk)
-        return store_fail(err, STORE_E_FULL,
-                          "not enough disk space: %lld GiB free, %lld GiB needed",
-                          (long long)(free_disk > 0 ? free_disk >> 30 : 0),
-                          (long long)((want->disk + (1LL << 30) - 1) >> 30));
-    return STORE_OK;
+    return store_room_check(want->room, held.mem, held.disk, want->mem, want->disk, err);
 }
 
 static int cap_reserve_fn(struct sq_conn *c, void *ctx, struct store_error *err)
@@ -1881,9 +1871,8 @@ static int slot_take_fn(struct sq_conn *c, void *ctx, struct store_error *err)
     stmt_done(st);
     if (rc)
         return rc;
-    if (held >= k->limit)
-        return store_fail(err, STORE_E_FULL, "%lld of %d clone slots on %s are taken",
-                          (long long)held, k->limit, k->node);
+    if ((rc = store_slots_check(held, k->limit, k->node, err)))
+        return rc;
     if ((rc = stmt(c, SQL_SLOT_TAKE, &st, err)))
         return rc;
     bind_str(st, 1, k->job);
@@ -1954,13 +1943,6 @@ static int owner_usage(struct sq_conn *c, const char *owner, struct store_usage 
     return rc;
 }
 
-static bool over_quota(const struct store_usage *q, const struct store_usage *u)
-{
-    return (q->vms > 0 && u->vms > q->vms) || (q->cores > 0 && u->cores > q->cores) ||
-           (q->memory_mb > 0 && u->memory_mb > q->memory_mb) ||
-           (q->disk_gb > 0 && u->disk_gb > q->disk_gb);
-}
-
 /* Would the new VM exceed the owner's quota? Fills sub->used. */
 static int quota_fn(struct sq_conn *c, struct store_submit *sub, struct store_error *err)
 {
@@ -1972,9 +1954,7 @@ static int quota_fn(struct sq_conn *c, struct store_submit *sub, struct store_er
     with.cores += sub->vm->cores;
     with.memory_mb += sub->vm->memory_mb;
     with.disk_gb += sub->vm->disk_gb;
-    if (over_quota(sub->quota, &with))
-        return store_fail(err, STORE_E_FULL, "the quota of '%s' is reached", sub->vm->owner);
-    return STORE_OK;
+    return store_quota_check(sub->quota, NULL, &with, sub->vm->owner, err);
 }
 
 /* ---- a job on an existing VM ------------------------------------------------ */
@@ -1998,10 +1978,8 @@ static int job_submit_fn(struct sq_conn *c, void *ctx, struct store_error *err)
         struct store_usage with;
         if ((rc = owner_usage(c, k->j->owner, &with, err)))
             return rc;
-        if (over_quota(k->quota, &with) &&
-            (with.cores > k->used.cores || with.memory_mb > k->used.memory_mb ||
-             with.disk_gb > k->used.disk_gb))
-            return store_fail(err, STORE_E_FULL, "the quota of '%s' is reached", k->j->owner);
+        if ((rc = store_quota_check(k->quota, &k->used, &with, k->j->owner, err)))
+            return rc;
     }
     struct event_add_ctx e = {k->j->id, k->j->step, k->event, 0};
     return event_add_fn(c, &e, err);

@@ -55,30 +55,6 @@ static inline int64_t ch_now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* A port p such that p..p+CH_NNODES are free (pvesim's cluster mode listens
- * on port+i for node i). */
-static inline int ch_ports(void)
-{
-    for (int tries = 0; tries < 50; tries++) {
-        int p = h_free_port();
-        if (p + CH_NNODES > 65535)
-            continue;
-        bool ok = true;
-        for (int i = 1; i <= CH_NNODES && ok; i++) {
-            int fd = socket(AF_INET, SOCK_STREAM, 0);
-            struct sockaddr_in a = {.sin_family = AF_INET,
-                                    .sin_port = htons((uint16_t)(p + i)),
-                                    .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-            ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
-            close(fd);
-        }
-        if (ok)
-            return p;
-    }
-    fail_msg("no free port range");
-    return 0;
-}
-
 /* The store the core runs on: a SQLite file in the test's directory, or,
  * when $PROXD_TEST_PG names a PostgreSQL database (test_core_pg.py starts a
  * private server), a fresh schema in it. */
@@ -148,7 +124,7 @@ static inline void ch_up(struct ch_env *e, const struct ch_opts *o)
     if (!o)
         o = &d;
     memset(e, 0, sizeof *e);
-    e->port = ch_ports();
+    e->port = h_free_port(); /* with the block after it: one port per node */
     char ver[8];
     snprintf(ver, sizeof ver, "%d", o->pve_version ? o->pve_version : 9);
     const char *args[] = {"--nodes",

@@ -123,6 +123,12 @@ def db_query(db, sql, args=()):
         c.close()
 
 
+def db_rows(db, table, cols, key="id"):
+    """{key: {col: value}} of a table, read behind proxd's back."""
+    rows = db_query(db, "SELECT %s, %s FROM %s" % (key, ", ".join(cols), table))
+    return {r[0]: dict(zip(cols, r[1:])) for r in rows}
+
+
 def expire_leases(db):
     """The dead instance's leases run out now instead of in 30 s."""
     sql = "UPDATE jobs SET lease_until = 0 WHERE state = 'running'"

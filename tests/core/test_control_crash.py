@@ -28,7 +28,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "sim"))
 from simlib import TOKEN_SECRET, Sim, case, finish, wait_for  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from crashlib import (OSES, TEMPLATE_BASE, Daemon, db_query, expire_leases, proxd,  # noqa: E402
+from crashlib import (OSES, TEMPLATE_BASE, Daemon, db_query, db_rows, expire_leases, proxd,  # noqa: E402
                       write_config)
 
 SEED = int(os.environ.get("CRASH_SEED", "20260125"))
@@ -41,10 +41,8 @@ rng = random.Random(SEED)
 print("seed %d" % SEED, flush=True)
 
 
-
 def db_jobs(db):
-    return {row[0]: {"kind": row[1], "state": row[2], "step": row[3], "vmid": row[4]}
-            for row in db_query(db, "SELECT id, kind, state, step, vmid FROM jobs")}
+    return db_rows(db, "jobs", ("kind", "state", "step", "vmid"))
 
 
 def db_records(db):

@@ -30,42 +30,6 @@ struct tsim {
     char host[64];
 };
 
-static inline bool port_free(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET,
-                            .sin_port = htons((uint16_t)port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    bool ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
-    close(fd);
-    return ok;
-}
-
-static inline bool port_open(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET,
-                            .sin_port = htons((uint16_t)port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    bool ok = connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
-    close(fd);
-    return ok;
-}
-
-/* A port whose next `n` ports are free too (pvesim listens on port+1..). */
-static inline int free_port_range(int n)
-{
-    for (int tries = 0; tries < 100; tries++) {
-        int p = h_free_port(), i = 1;
-        while (i <= n && p + i < 65536 && port_free(p + i))
-            i++;
-        if (i > n)
-            return p;
-    }
-    fail_msg("no free port range");
-    return -1;
-}
-
 /* Start pvesim fast and quiet with both credentials; extra args appended. */
 static inline void tsim_start(struct tsim *s, const char *const *extra)
 {
@@ -76,17 +40,8 @@ static inline void tsim_start(struct tsim *s, const char *const *extra)
     for (int i = 0; extra && extra[i] && n < 38; i++)
         args[n++] = extra[i];
     args[n] = NULL;
-    s->port = free_port_range(3);
-    s->pid = h_sim_start(&s->port, args);
-    /* the node (and control) listeners come up after the entry point */
-    for (int i = 1; i <= 2; i++) {
-        int64_t end = mono_ms() + 5000;
-        while (port_free(s->port + i) || !port_open(s->port + i)) {
-            if (mono_ms() > end)
-                fail_msg("pvesim port %d did not open", s->port + i);
-            sleep_ms(10);
-        }
-    }
+    s->port = h_free_port();              /* with the block after it: entry, sv1, sv2 */
+    s->pid = h_sim_start(&s->port, args); /* returns once every listener is up */
     s->ctl = s->port;
     snprintf(s->host, sizeof s->host, "127.0.0.1:%d", s->port);
 }

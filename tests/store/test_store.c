@@ -1055,6 +1055,58 @@ static void test_capacity_settle(void **state)
 /* Several processes on one database fill a node with room for exactly
  * CAP_FIT reservations: exactly CAP_FIT succeed. */
 #define CAP_FIT 7
+/* Processes racing for a limited thing: NPROCS children, each opening its
+ * own store on url and calling take() for its jobs "<prefix><p>-0..3";
+ * the total of successes (STORE_OK). Any other result than STORE_OK or
+ * STORE_E_FULL fails the test. */
+static void run_children(const char *url, int (*fn)(const char *url, int p), int st[NPROCS]);
+static int (*g_race_take)(store *s, const char *job);
+static const char *g_race_prefix;
+
+static int race_child(const char *url, int p)
+{
+    struct store_error e;
+    store *cs = store_open(url, &e);
+    if (!cs)
+        return 100;
+    int won = 0;
+    for (int i = 0; i < 4; i++) {
+        char job[32];
+        snprintf(job, sizeof job, "%s%d-%d", g_race_prefix, p, i);
+        int rc = g_race_take(cs, job);
+        if (rc == STORE_OK)
+            won++;
+        else if (rc != STORE_E_FULL)
+            return 101;
+    }
+    store_close(cs);
+    return won;
+}
+
+static int race(const char *url, const char *prefix, int (*take)(store *s, const char *job))
+{
+    g_race_take = take;
+    g_race_prefix = prefix;
+    int st[NPROCS], won = 0;
+    run_children(url, race_child, st);
+    for (int p = 0; p < NPROCS; p++) {
+        assert_true(st[p] <= 4);
+        won += st[p];
+    }
+    return won;
+}
+
+static int take_capacity(store *s, const char *job)
+{
+    struct cap_room room = {.mem = CAP_FIT * 1000, .disk = 1LL << 40, .seen_since = 0};
+    return store_reserve_capacity(s, job, "pve1", 1000, 1, &room, NULL);
+}
+
+static int take_slot(store *s, const char *job)
+{
+    return store_clone_slot_take(s, job, "pve1", 3, NULL);
+}
+
 static void test_capacity_processes(void **state)
 {
     struct fx *f = *state;
@@ -1069,37 +1121,7 @@ static void test_capacity_processes(void **state)
             snprintf(job, sizeof job, "cp%d-%d", p, i);
             job_add(s, job, "create", 0, 0);
         }
-    pid_t pids[NPROCS];
-    for (int p = 0; p < NPROCS; p++) {
-        pids[p] = fork();
-        assert_true(pids[p] >= 0);
-        if (pids[p] == 0) {
-            store *cs = store_open(url, &e);
-            if (!cs)
-                _exit(100);
-            struct cap_room room = {.mem = CAP_FIT * 1000, .disk = 1LL << 40, .seen_since = 0};
-            int won = 0;
-            for (int i = 0; i < 4; i++) {
-                char job[32];
-                snprintf(job, sizeof job, "cp%d-%d", p, i);
-                int rc = store_reserve_capacity(cs, job, "pve1", 1000, 1, &room, &e);
-                if (rc == STORE_OK)
-                    won++;
-                else if (rc != STORE_E_FULL)
-                    _exit(101);
-            }
-            store_close(cs);
-            _exit(won);
-        }
-    }
-    int won = 0;
-    for (int p = 0; p < NPROCS; p++) {
-        int st = 0;
-        assert_int_equal(waitpid(pids[p], &st, 0), pids[p]);
-        assert_true(WIFEXITED(st));
-        assert_true(WEXITSTATUS(st) <= 4);
-        won += WEXITSTATUS(st);
-    }
+    int won = race(url, "cp", take_capacity);
     assert_true(NPROCS * 4 > CAP_FIT);
     assert_int_equal(won, CAP_FIT);
     int64_t mem = 0, disk = 0;
@@ -1154,35 +1176,7 @@ static void test_clone_slots(void **state)
             snprintf(job, sizeof job, "sp%d-%d", p, i);
             running_job(s, url, job, live);
         }
-    pid_t pids[NPROCS];
-    for (int p = 0; p < NPROCS; p++) {
-        pids[p] = fork();
-        assert_true(pids[p] >= 0);
-        if (pids[p] == 0) {
-            store *cs = store_open(url, &e);
-            if (!cs)
-                _exit(100);
-            int won = 0;
-            for (int i = 0; i < 4; i++) {
-                char job[32];
-                snprintf(job, sizeof job, "sp%d-%d", p, i);
-                int rc = store_clone_slot_take(cs, job, "pve1", 3, &e);
-                if (rc == STORE_OK)
-                    won++;
-                else if (rc != STORE_E_FULL)
-                    _exit(101);
-            }
-            store_close(cs);
-            _exit(won);
-        }
-    }
-    int won = 0;
-    for (int p = 0; p < NPROCS; p++) {
-        int st = 0;
-        assert_int_equal(waitpid(pids[p], &st, 0), pids[p]);
-        assert_true(WIFEXITED(st) && WEXITSTATUS(st) <= 4);
-        won += WEXITSTATUS(st);
-    }
+    int won = race(url, "sp", take_slot);
     assert_int_equal(won, 3);
     store_close(s);
     free(url);
@@ -1361,6 +1355,22 @@ static void test_reconnect(void **state)
     assert_int_equal(PQresultStatus(res), PGRES_TUPLES_OK);
     assert_true(atoi(PQgetvalue(res, 0, 0)) >= 1);
     PQclear(res);
+    /* termination is asynchronous: wait until the store's backend is gone,
+     * so the read below surely meets a cut connection */
+    const char *left = "SELECT count(*) FROM pg_stat_activity"
+                       " WHERE datname = 'proxd_test' AND pid <> pg_backend_pid()";
+    int64_t deadline = mono_ms() + 10000;
+    for (;;) {
+        res = PQexec(g_pg.admin, left);
+        assert_int_equal(PQresultStatus(res), PGRES_TUPLES_OK);
+        int n = atoi(PQgetvalue(res, 0, 0));
+        PQclear(res);
+        if (n == 0)
+            break;
+        if (mono_ms() > deadline)
+            fail_msg("%d backends still there 10 s after pg_terminate_backend", n);
+        usleep(10000);
+    }
     /* a read, then a write, on the connection that was cut */
     struct vm_rec g;
     OK(store_vm_get(f->s, 900, &g, &e_));
