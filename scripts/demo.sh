@@ -3,6 +3,10 @@
 # nodes (sv1 is offline), proxd runs on SQLite with a generated configuration
 # and token, and proxctl creates VMs (watch them fail over past sv1) and walks
 # one through its lifecycle. Everything started here is stopped at the end.
+# Environment: DEMO_BIN (where proxd, proxctl, pvesim are; default build/),
+# DEMO_DATABASE (proxd's store URL, e.g. postgresql://...; default a SQLite
+# file in the demo's temporary directory), DEMO_SIM_PORT and DEMO_API_PORT
+# (pvesim's first port and proxd's API port; default 18006 and 18080).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=${DEMO_BIN:-$PWD/build}
