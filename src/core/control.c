@@ -21,7 +21,6 @@
 #define GiB (1024LL * 1024 * 1024)
 #define MiB (1024LL * 1024)
 #define STEP_DEADLINE_MS (600 * 1000L)
-#define WAIT_SLICE_MS 2000
 #define HA_SETTLE_MS (120 * 1000L)
 
 static const char *const action_names[] = {"start", "shutdown", "stop",
@@ -362,16 +361,7 @@ static bool stopping(struct core *k)
 
 static int wait_task(struct cctx *c, const char *upid, struct pve_error *e)
 {
-    int64_t end = mono_ms() + STEP_DEADLINE_MS;
-    for (;;) {
-        struct pve_task t;
-        int rc = pve_task_wait(c->pc, upid, WAIT_SLICE_MS, NULL, NULL, &t, e);
-        if (rc != PVE_E_TIMEOUT || mono_ms() >= end)
-            return rc;
-        if (stopping(c->k))
-            return -1;
-        store_job_renew(c->k->st, c->j->id, c->k->instance, LEASE_MS, NULL);
-    }
+    return core_wait_task(c->k, c->pc, upid, STEP_DEADLINE_MS, e);
 }
 
 static void job_fail(struct cctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

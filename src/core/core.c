@@ -289,6 +289,25 @@ int core_create(struct core *k, const struct vm_request *r, char job_id[40], int
     return core_create_idem(k, r, NULL, job_id, vmid, NULL, err);
 }
 
+static int stop_tick(void *ud)
+{
+    struct core *k = ud;
+    pthread_mutex_lock(&k->mu);
+    bool s = k->stopping;
+    pthread_mutex_unlock(&k->mu);
+    return s;
+}
+
+int core_wait_task(struct core *k, pve_client *pc, const char *upid, long deadline_ms,
+                   struct pve_error *err)
+{
+    struct pve_wait_opts o = {
+        .deadline_ms = deadline_ms, .tick = stop_tick, .tick_ms = 500, .ud = k};
+    struct pve_task t;
+    int rc = pve_task_wait_opts(pc, upid, &o, &t, err);
+    return rc == PVE_E_TIMEOUT && stop_tick(k) ? -1 : rc;
+}
+
 void core_note_failover(struct core *k, const char *node)
 {
     for (int i = 0; i < k->cfg->nnodes; i++)

@@ -7,6 +7,7 @@
 #include <stdbool.h>
 
 #include "core/core.h"
+#include "pve/pve.h"
 
 #define CORE_MAX_WORKERS 64
 #define LEASE_MS 30000
@@ -54,6 +55,13 @@ bool core_has_tag(const char *tags, const char *tag);
 
 /* A random (version 4) UUID. */
 void core_uuid(char out[40]);
+
+/* Wait for a Proxmox task (pve_task_wait's schedule over the whole wait,
+ * however long) until deadline_ms; -1 when the core is stopping (the job
+ * resumes later), else pve_task_wait's result. Leases are renewed by the
+ * keeper thread meanwhile. */
+int core_wait_task(struct core *k, pve_client *pc, const char *upid, long deadline_ms,
+                   struct pve_error *err);
 
 /* Per-node clone slots (limit: the node's max_clones or clones_per_node). */
 bool clone_slot_take(struct core *k, const char *node, const char *job);

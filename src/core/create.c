@@ -22,7 +22,6 @@
 
 #define GiB (1024LL * 1024 * 1024)
 #define MiB (1024LL * 1024)
-#define WAIT_SLICE_MS 2000
 #define CLONE_DEADLINE_MS (3600 * 1000L)
 #define STEP_DEADLINE_MS (600 * 1000L)
 
@@ -76,27 +75,9 @@ static bool tried(struct ctx *c, const char *node)
     return false;
 }
 
-/* Wait for a task in slices so that a stopping core is not held up; -1
- * means "stopping, resume later". */
 static int wait_task(struct ctx *c, const char *upid, long deadline_ms, struct pve_error *err)
 {
-    int64_t end = mono_ms() + deadline_ms;
-    for (;;) {
-        struct pve_task t;
-        long slice = end - mono_ms();
-        if (slice > WAIT_SLICE_MS)
-            slice = WAIT_SLICE_MS;
-        if (slice <= 0)
-            slice = 1;
-        int rc = pve_task_wait(c->pc, upid, slice, NULL, NULL, &t, err);
-        if (rc != PVE_E_TIMEOUT)
-            return rc;
-        if (mono_ms() >= end)
-            return rc;
-        if (stopping(c->k))
-            return -1;
-        store_job_renew(c->k->st, c->j->id, c->k->instance, LEASE_MS, NULL);
-    }
+    return core_wait_task(c->k, c->pc, upid, deadline_ms, err);
 }
 
 /* ---- placement ------------------------------------------------------------ */

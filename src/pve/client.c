@@ -114,6 +114,7 @@ pve_client *pve_client_new(const struct pve_config *cfg, struct pve_error *err)
     pthread_mutex_init(&c->host_mu, NULL);
     pthread_mutex_init(&c->pool_mu, NULL);
     pthread_mutex_init(&c->stats_mu, NULL);
+    pthread_mutex_init(&c->expect_mu, NULL);
     if (configure(c, cfg, err) != 0) {
         pve_client_free(c);
         return NULL;
@@ -132,6 +133,7 @@ void pve_client_free(pve_client *c)
     pthread_mutex_destroy(&c->pool_mu);
     pthread_mutex_destroy(&c->host_mu);
     pthread_mutex_destroy(&c->stats_mu);
+    pthread_mutex_destroy(&c->expect_mu);
     free(c->calls);
     free(c->hosts);
     free(c->ca_file);

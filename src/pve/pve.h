@@ -206,15 +206,39 @@ int pve_task_status(pve_client *c, const char *upid, struct pve_task *out, struc
 /* Called while waiting with each new task log line. */
 typedef void (*pve_progress_fn)(void *ud, const char *upid, const char *line);
 
-/* Wait until the task stops, polling fast first (50 ms) and backing off to
- * 1 s, until deadline_ms of waiting (0: 1 hour). Success: exitstatus OK, or
- * WARNINGS (out->warnings set). A failed task returns its class (from its
- * text: a lock text gives PVE_E_LOCK, ...) with the last lines of its log
- * in err->message; a passed deadline gives PVE_E_TIMEOUT. With a progress
- * callback the log is read as it grows. Works with any UPID, e.g. one stored
- * before a restart. */
+/* Wait until the task stops, until deadline_ms of waiting (0: 1 hour).
+ * Success: exitstatus OK, or WARNINGS (out->warnings set). A failed task
+ * returns its class (from its text: a lock text gives PVE_E_LOCK, ...) with
+ * the last lines of its log in err->message; a passed deadline gives
+ * PVE_E_TIMEOUT. With a progress callback the log is read as it grows.
+ * Works with any UPID, e.g. one stored before a restart. Polls follow
+ * pve_task_poll_delay() over the whole wait, with the duration the client
+ * has seen for tasks of the same kind (node, type, clone source) as the
+ * expectation; each task that ends OK updates it. */
 int pve_task_wait(pve_client *c, const char *upid, long deadline_ms, pve_progress_fn progress,
                   void *ud, struct pve_task *out, struct pve_error *err);
+
+/* Called while waiting, at least every tick_ms, on the waiting thread;
+ * a nonzero return ends the wait at once with PVE_E_TIMEOUT and
+ * err->message "interrupted". */
+typedef int (*pve_tick_fn)(void *ud);
+
+struct pve_wait_opts {
+    long deadline_ms;         /* 0: 1 hour */
+    pve_progress_fn progress; /* may be NULL */
+    pve_tick_fn tick;         /* may be NULL */
+    long tick_ms;             /* 0: 2000 */
+    void *ud;                 /* passed to progress and tick */
+};
+int pve_task_wait_opts(pve_client *c, const char *upid, const struct pve_wait_opts *o,
+                       struct pve_task *out, struct pve_error *err);
+
+/* The poll schedule: how long to sleep before the next status poll when
+ * elapsed_ms have been waited, the previous sleep was prev_ms (0 before the
+ * first) and tasks like this one took expect_ms (0: unknown). Dense for the
+ * first 1.5 s, then aimed at the expected end, then every quarter of the
+ * time waited (at most 30 s). Pure; exported for tests. */
+long pve_task_poll_delay(long elapsed_ms, long prev_ms, long expect_ms);
 
 /* Lines of a task's log, from line `start` (0-based), at most `limit`
  * (0: all). *lines is a JSON array of strings (new reference). */

@@ -54,6 +54,15 @@ struct pve_auth_state {
     unsigned gen;      /* bumped at every new ticket */
 };
 
+/* How long tasks of one kind took (poll.c). */
+#define PVE_EXPECT_MAX 64
+#define PVE_EXPECT_KEY 168
+struct pve_expect {
+    char key[PVE_EXPECT_KEY]; /* node:type[:template]; "" = free */
+    double ms;                /* EWMA of observed durations */
+    uint64_t used;            /* expect_clock at last use: LRU */
+};
+
 struct pve_client {
     char *name;
     long connect_timeout_ms, timeout_ms, ticket_renew_s;
@@ -77,7 +86,17 @@ struct pve_client {
     pthread_mutex_t stats_mu; /* guards calls */
     struct pve_callstat *calls;
     size_t ncalls;
+
+    pthread_mutex_t expect_mu; /* guards expect, expect_clock */
+    struct pve_expect expect[PVE_EXPECT_MAX];
+    uint64_t expect_clock;
 };
+
+/* ---- poll.c ---- */
+/* Expected duration of a task like t (0: none seen yet), and a new
+ * observation of one that ended OK after ms. Thread-safe. */
+long pve_task_expect(pve_client *c, const struct pve_task *t);
+void pve_task_observed(pve_client *c, const struct pve_task *t, long ms);
 
 /* ---- callstats.c ---- */
 void pve_callstat_note(pve_client *c, const char *method, const char *path, double seconds,

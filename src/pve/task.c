@@ -8,8 +8,6 @@
 #include "common/xalloc.h"
 #include "pve/pve_int.h"
 
-#define WAIT_FIRST_MS 50
-#define WAIT_MAX_MS 1000
 #define WAIT_DEFAULT_MS (3600 * 1000L)
 #define NOTFOUND_GRACE_MS 5000 /* a proxied task may not be visible at once */
 #define TAIL_LINES 10
@@ -304,16 +302,31 @@ static int task_failed(const struct pve_task *t, struct tail *tl, struct pve_err
     return cls;
 }
 
-int pve_task_wait(pve_client *c, const char *upid, long deadline_ms, pve_progress_fn progress,
-                  void *ud, struct pve_task *out, struct pve_error *err)
+/* Sleep ms, calling the tick at least every tick_ms; nonzero: interrupted. */
+static int nap(const struct pve_wait_opts *o, long ms)
+{
+    long step = o->tick_ms > 0 ? o->tick_ms : 2000;
+    while (ms > 0) {
+        long s = ms < step ? ms : step;
+        sleep_ms(s);
+        ms -= s;
+        if (o->tick && o->tick(o->ud))
+            return 1;
+    }
+    return 0;
+}
+
+int pve_task_wait_opts(pve_client *c, const char *upid, const struct pve_wait_opts *o,
+                       struct pve_task *out, struct pve_error *err)
 {
     struct pve_task t = {0};
     struct tail tl = {0};
     int rc = parse_or_fail(upid, &t, err);
     if (rc)
         goto out;
-    int64_t t0 = mono_ms(), limit = deadline_ms > 0 ? deadline_ms : WAIT_DEFAULT_MS;
-    long interval = WAIT_FIRST_MS;
+    int64_t t0 = mono_ms(), last_running = t0;
+    int64_t limit = o->deadline_ms > 0 ? o->deadline_ms : WAIT_DEFAULT_MS;
+    long expect = pve_task_expect(c, &t), delay = 0;
     int pos = 0;
     for (;;) {
         rc = pve_task_status(c, upid, &t, err);
@@ -321,11 +334,12 @@ int pve_task_wait(pve_client *c, const char *upid, long deadline_ms, pve_progres
             t.running = true;
         else if (rc)
             goto out;
-        if (progress)
-            pos = feed_progress(c, &t, pos, progress, ud, &tl);
+        if (o->progress)
+            pos = feed_progress(c, &t, pos, o->progress, o->ud, &tl);
         if (!t.running)
             break;
-        int64_t left = limit - (mono_ms() - t0);
+        int64_t now = mono_ms(), left = limit - (now - t0);
+        last_running = now;
         if (left <= 0) {
             pve_error_set(err, PVE_E_TIMEOUT, "task still running after %lld ms", (long long)limit);
             if (err)
@@ -333,23 +347,21 @@ int pve_task_wait(pve_client *c, const char *upid, long deadline_ms, pve_progres
             rc = PVE_E_TIMEOUT;
             goto out;
         }
-        sleep_ms(interval < left ? interval : left);
-        /* back off, but never sleep more than a fifth of the time waited so
-         * far: a task is noticed at most ~20% after it ends, however short */
-        long elapsed = (long)(mono_ms() - t0);
-        long cap = elapsed / 5 > WAIT_FIRST_MS ? elapsed / 5 : WAIT_FIRST_MS;
-        interval = interval * 2;
-        if (interval > cap)
-            interval = cap;
-        if (interval > WAIT_MAX_MS)
-            interval = WAIT_MAX_MS;
+        delay = pve_task_poll_delay((long)(now - t0), delay, expect);
+        if (nap(o, delay < left ? delay : (long)left)) {
+            pve_error_set(err, PVE_E_TIMEOUT, "interrupted");
+            rc = PVE_E_TIMEOUT;
+            goto out;
+        }
     }
     if (strcmp(t.exitstatus, "OK") == 0 || str_starts(t.exitstatus, "WARNINGS: ")) {
+        /* it ended between the last two looks: count the middle */
+        pve_task_observed(c, &t, (long)((last_running + mono_ms()) / 2 - t0));
         pve_error_clear(err);
         rc = 0;
         goto out;
     }
-    if (!progress)
+    if (!o->progress)
         fetch_tail(c, &t, &tl);
     rc = task_failed(&t, &tl, err);
 out:
@@ -357,6 +369,13 @@ out:
         *out = t;
     tail_free(&tl);
     return rc;
+}
+
+int pve_task_wait(pve_client *c, const char *upid, long deadline_ms, pve_progress_fn progress,
+                  void *ud, struct pve_task *out, struct pve_error *err)
+{
+    struct pve_wait_opts o = {.deadline_ms = deadline_ms, .progress = progress, .ud = ud};
+    return pve_task_wait_opts(c, upid, &o, out, err);
 }
 
 /* ---- list ------------------------------------------------------------------------------ */

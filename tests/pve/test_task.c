@@ -3,6 +3,8 @@
 
 #include <stdlib.h>
 
+#include "pve/pve_int.h"
+
 static struct tsim g_sim;
 static pve_client *g_c;
 
@@ -153,6 +155,49 @@ static void test_wait_without_progress(void **state)
     assert_string_equal(t.exitstatus, "OK");
 }
 
+/* A clone that ended OK teaches the client how long such clones take (per
+ * node, type and template); others stay unknown. */
+static void test_wait_learns(void **state)
+{
+    (void)state;
+    const char *upid = start_clone("sv2", 8010, 505);
+    struct pve_task t, other;
+    struct pve_error e;
+    assert_ok(pve_task_wait(g_c, upid, 20000, NULL, NULL, &t, &e), &e);
+    long ms = pve_task_expect(g_c, &t);
+    assert_true(ms > 0 && ms < 20000);
+    assert_int_equal(
+        pve_upid_parse("UPID:sv2:00001000:0010851D:6B04CF4B:qmclone:8003:root@pam:", &other), 0);
+    assert_int_equal(pve_task_expect(g_c, &other), 0); /* another template */
+    assert_int_equal(
+        pve_upid_parse("UPID:sv1:00001000:0010851D:6B04CF4B:qmclone:8010:root@pam:", &other), 0);
+    assert_int_equal(pve_task_expect(g_c, &other), 0); /* another node */
+}
+
+static int ticks;
+static int tick_three(void *ud)
+{
+    (void)ud;
+    return ++ticks >= 3;
+}
+
+/* The tick runs while the wait sleeps, and stops it. */
+static void test_wait_tick_interrupts(void **state)
+{
+    (void)state;
+    const char *upid = start_clone("sv1", 8003, 506); /* about 80 simulated seconds */
+    struct pve_wait_opts o = {.deadline_ms = 60000, .tick = tick_three, .tick_ms = 20};
+    struct pve_task t;
+    struct pve_error e;
+    ticks = 0;
+    int64_t t0 = mono_ms();
+    assert_int_equal(pve_task_wait_opts(g_c, upid, &o, &t, &e), PVE_E_TIMEOUT);
+    assert_string_equal(e.message, "interrupted");
+    assert_int_equal(ticks, 3);
+    assert_true(t.running);
+    assert_true(mono_ms() - t0 < 1000);
+}
+
 static void task_error_case(const char *message, int newid, enum pve_class want)
 {
     char rule[512];
@@ -228,6 +273,8 @@ int main(void)
         cmocka_unit_test(test_upid_parse),
         cmocka_unit_test_setup(test_clone_wait_progress, reset_sim),
         cmocka_unit_test_setup(test_wait_without_progress, reset_sim),
+        cmocka_unit_test_setup(test_wait_learns, reset_sim),
+        cmocka_unit_test_setup(test_wait_tick_interrupts, reset_sim),
         cmocka_unit_test_setup(test_task_error_lock, reset_sim),
         cmocka_unit_test_setup(test_task_error_other, reset_sim),
         cmocka_unit_test_setup(test_wait_deadline, reset_sim),
