@@ -117,7 +117,7 @@ static bool v_cluster(const char *v, char *why, size_t n);
 static const struct key_def keys[] = {
     KSTR(S_PROXD, PC, "listen", listen, "127.0.0.1:8080", v_listen, 0),
     KSTR(S_PROXD, PC, "database", database, "sqlite:/var/lib/proxd/proxd.db", v_database, 0),
-    {S_PROXD, "placement", K_PLACEMENT, offsetof(PC, placement), 0, "ordered", 0, 0, NULL, 0},
+    {S_PROXD, "placement", K_PLACEMENT, offsetof(PC, placement), 0, "spread", 0, 0, NULL, 0},
     KNUM(S_PROXD, PC, "workers", workers, "0", 0, 256),
     KNUM(S_PROXD, PC, "reconcile_interval", reconcile_interval_s, "60", 1, 86400),
     KNUM(S_PROXD, PC, "idle_timeout", idle_timeout_s, "60", 1, 3600),

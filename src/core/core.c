@@ -52,6 +52,7 @@ struct core *core_new(const struct proxd_config *cfg, store *st, struct fleet *f
     snprintf(k->instance, sizeof k->instance, "%s", instance);
     pthread_mutex_init(&k->mu, NULL);
     pthread_cond_init(&k->cv, NULL);
+    k->pl = place_new(cfg->nnodes);
     return k;
 }
 
@@ -63,6 +64,7 @@ void core_free(struct core *k)
         core_stop(k, 0);
     pthread_mutex_destroy(&k->mu);
     pthread_cond_destroy(&k->cv);
+    place_free(k->pl);
     free(k);
 }
 

@@ -7,6 +7,7 @@
 #include <stdbool.h>
 
 #include "core/core.h"
+#include "core/place.h"
 #include "pve/pve.h"
 
 #define CORE_MAX_WORKERS 64
@@ -27,6 +28,7 @@ struct core {
     char held[CORE_MAX_WORKERS][40];   /* jobs this instance runs, for lease renewal */
     int clones[CFG_MAX_NODES];         /* clones running per node (index in cfg->nodes) */
     uint64_t failovers[CFG_MAX_NODES]; /* under mu: creations that left the node failed */
+    place *pl;                         /* expected clone finish times (own lock) */
 };
 
 /* A creation leaves `node` after a failure there (for the metrics). */

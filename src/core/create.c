@@ -123,36 +123,47 @@ static bool reserve_on(struct ctx *c, const struct cfg_node *cn, char *why, size
     struct store_error se;
     int rc = store_reserve_capacity(c->k->st, c->j->id, cn->name, c->memory_mb * MiB,
                                     disk_need(c, cn), &room, &se);
-    if (rc == STORE_E_FULL && strncmp(se.message, "not enough disk", 15) == 0)
-        snprintf(why, len, "not enough space on %s%.200s", cn->storage, se.message + 20);
+    const char *detail = strchr(se.message, ':');
+    if (rc == STORE_E_FULL && strncmp(se.message, "not enough disk", 15) == 0 && detail)
+        snprintf(why, len, "not enough space on %s%.200s", cn->storage, detail);
     else if (rc)
         snprintf(why, len, "%.250s", se.message);
     return rc == 0;
 }
 
-/* Candidate nodes in placement order. */
+/* Bytes a clone copies on the node: the template's disk (the request's
+ * size when the template is not in the inventory yet). */
+static int64_t copy_bytes(struct ctx *c, const struct cfg_node *cn)
+{
+    struct fleet_vm t;
+    if (fleet_vm_find(c->k->fl, cn->name, config_template(cn, c->os), &t) == 0 && t.maxdisk > 0)
+        return t.maxdisk;
+    return c->disk_gb * GiB;
+}
+
+/* Candidate nodes in placement order: the configuration's (ordered), or
+ * by when a clone there would finish (spread; see place.h). */
 static int order(struct ctx *c, int *idx)
 {
     const struct proxd_config *cfg = c->k->cfg;
-    int n = 0;
-    for (int i = 0; i < cfg->nnodes; i++)
-        idx[n++] = i;
+    int n = cfg->nnodes;
+    for (int i = 0; i < n; i++)
+        idx[i] = i;
     if (cfg->placement != PLACE_SPREAD)
         return n;
-    int64_t freemem[CFG_MAX_NODES];
+    struct place_cand cand[CFG_MAX_NODES];
     for (int i = 0; i < n; i++) {
         struct node_view v;
         int64_t rmem = 0, rdisk = 0;
         fleet_node_view(c->k->fl, cfg->nodes[i].name, &v);
         store_reserved_on(c->k->st, cfg->nodes[i].name, NULL, v.seen_since, &rmem, &rdisk, NULL);
-        freemem[i] = v.mem_total - v.mem_used - rmem;
+        cand[i] = (struct place_cand){.node = i,
+                                      .bytes = copy_bytes(c, &cfg->nodes[i]),
+                                      .free_mem = v.mem_total - v.mem_used - rmem};
     }
-    for (int a = 1; a < n; a++) /* insertion sort: at most 64 nodes */
-        for (int b = a; b > 0 && freemem[idx[b]] > freemem[idx[b - 1]]; b--) {
-            int t = idx[b];
-            idx[b] = idx[b - 1];
-            idx[b - 1] = t;
-        }
+    place_order(c->k->pl, cand, n);
+    for (int i = 0; i < n; i++)
+        idx[i] = cand[i].node;
     return n;
 }
 
@@ -382,6 +393,7 @@ static int step_clone(struct ctx *c)
         attempt(c, c->j->node, e.message);
         return e.maybe_sent ? -1 : -2; /* -1: a VM may exist, clean up */
     }
+    place_copy_begin(c->k->pl, c->j->id, mono_ms());
     job_checkpoint(c->k, c->j, "wait_clone", 20, "cloning template %d (%s)", tpl, c->j->upid);
     return 0;
 }
@@ -393,6 +405,7 @@ static int step_wait_clone(struct ctx *c)
         int rc = wait_task(c, c->j->upid, CLONE_DEADLINE_MS, &e);
         if (rc == -1)
             return 2; /* stopping */
+        place_copy_end(c->k->pl, c->j->id, rc == 0, mono_ms());
         if (rc) {
             attempt(c, c->j->node, e.message);
             if (strstr(e.message, "already exists") || strstr(e.message, "File exists"))
@@ -622,10 +635,12 @@ static bool enter_node(struct ctx *c)
  * spread placement, each orders the nodes after the previous reserved. */
 static pthread_mutex_t place_mu = PTHREAD_MUTEX_INITIALIZER;
 
-static bool place(struct ctx *c)
+static bool place_job(struct ctx *c)
 {
     pthread_mutex_lock(&place_mu);
     const struct cfg_node *cn = pick_node(c);
+    if (cn) /* counted before the next worker orders the nodes */
+        place_assign(c->k->pl, c->j->id, (int)(cn - c->k->cfg->nodes), copy_bytes(c, cn));
     pthread_mutex_unlock(&place_mu);
     if (!cn)
         return false;
@@ -655,7 +670,7 @@ void create_run(struct core *k, struct job_rec *j)
         int rc = 0;
         const char *s = j->step;
         if (strcmp(s, "queued") == 0 || strcmp(s, "place") == 0) {
-            if (!place(&c)) {
+            if (!place_job(&c)) {
                 finish_failed(&c);
                 break;
             }
@@ -724,4 +739,5 @@ void create_run(struct core *k, struct job_rec *j)
     }
     if (slot)
         clone_slot_give(k, j->node, j->id);
+    place_forget(k->pl, j->id, mono_ms());
 }

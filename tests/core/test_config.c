@@ -122,7 +122,7 @@ static void test_example(void **state)
 
     assert_string_equal(c->listen, "127.0.0.1:8080");
     assert_string_equal(c->database, "sqlite:/var/lib/proxd/proxd.db");
-    assert_int_equal(c->placement, PLACE_ORDERED);
+    assert_int_equal(c->placement, PLACE_SPREAD);
     assert_int_equal(c->workers, 0);
     assert_int_equal(c->reconcile_interval_s, 60);
     assert_false(c->delete_orphans);
@@ -179,7 +179,7 @@ static void test_defaults(void **state)
     assert_string_equal(c->path, conf);
     assert_string_equal(c->listen, "127.0.0.1:8080");
     assert_string_equal(c->database, "sqlite:/var/lib/proxd/proxd.db");
-    assert_int_equal(c->placement, PLACE_ORDERED);
+    assert_int_equal(c->placement, PLACE_SPREAD); /* the default */
     assert_string_equal(c->log_format, "text");
     assert_string_equal(c->log_level, "info");
     assert_int_equal(c->workers, 0);
