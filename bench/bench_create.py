@@ -3,17 +3,23 @@
 the build). `make bench` runs it against the release build (build/pvesim,
 build/proxd); results go to stdout and bench/results/create.txt.
 
-1. Throughput: pvesim with 5 nodes at --time-scale TS; 200 creations of
-   ubuntu VMs with a 20 GB disk, placement = spread, queued before the
-   daemon starts. Makespan (daemon start -> last job finished) against the
-   lower bound the storage bandwidth allows: every full clone copies its
+1. Throughput: pvesim with 5 nodes at --time-scale TS; N creations of
+   ubuntu VMs with a 20 GB disk, proxd's default placement, queued before
+   the daemon starts. Makespan (daemon start -> last job finished) against
+   the lower bound the storage bandwidth allows: every full clone copies its
    template's disk, so no schedule beats
        sum(template bytes) / sum(node bandwidths) * TS   (real seconds).
    Proxmox calls per creation (GET /_sim/calls before/after), split into task
    polls (GET .../tasks/{upid}/status and /log) and the rest; proxd's CPU time
-   per creation (utime+stime of the daemon from /proc/<pid>/stat). Median of
-   RUNS runs.
-2. A blackholed node: sequential creations (one at a time) with all nodes
+   per creation (utime+stime of the daemon from /proc/<pid>/stat); the time
+   to queue the creations (proxd create, 4 at a time); time to running per
+   creation (daemon start -> job done), p50 and p99. Median of RUNS runs,
+   on identical nodes and on an uneven fleet (1000/500/500/250/250 MiB/s,
+   the same total), then one run with a mix of templates (ubuntu, windows).
+2. Real speed: TS = 1 with N_REAL creations: task polls per creation per
+   10 s of task time (task durations from the nodes' task lists), and CPU
+   per creation against the fast runs.
+3. A blackholed node: sequential creations (one at a time) with all nodes
    up, then with sv1 blackholed (every call to it hangs for pveproxy's 30 s);
    per-creation latency (job created_at -> finished_at from the database).
    The first creation after the blackhole may pay for finding out; the ones
@@ -21,7 +27,7 @@ build/proxd); results go to stdout and bench/results/create.txt.
 
 Environment: PVESIM, PROXD (default build/pvesim, build/proxd),
 PVESIM_SCHEMA_DIR, BENCH_TIME_SCALE (0.02), BENCH_N (200), BENCH_RUNS (3),
-BENCH_WORKERS (proxd's default).
+BENCH_WORKERS (proxd's default), BENCH_N_REAL (20; 0 skips part 2).
 """
 import json
 import os
@@ -50,8 +56,12 @@ WORKERS = int(os.environ.get("BENCH_WORKERS", "0"))  # 0: proxd's default
 NODES = ["sv1", "sv2", "sv3", "sv4", "sv5"]
 TOKEN = "root@pam!bench=8a3c3c4e-0b8e-4a7b-9a52-1f0c2d3e4f50"
 OS_INDEX = {"ubuntu": 0, "debian": 1, "centos": 2, "windows": 3}
-TARGET_MAKESPAN = 1.25
+N_REAL = int(os.environ.get("BENCH_N_REAL", "20"))
+UNEVEN = [1000, 500, 500, 250, 250]  # MiB/s, the same total as 5 x 500
+TARGET_MAKESPAN = 1.10
+TARGET_UNEVEN = 1.15
 TARGET_CALLS = 8
+TARGET_REAL_POLLS = 2.0  # per creation per 10 s of task time
 RESULTS = os.path.join(ROOT, "bench", "results", "create.txt")
 
 out_lines = []
@@ -120,12 +130,13 @@ def wait_for(cond, deadline, interval, what):
 
 
 class Sim:
-    def __init__(self):
+    def __init__(self, ts=None):
+        ts = TS if ts is None else ts
         self.base = free_port_block(len(NODES) + 2)
         self.errlog = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
             [PVESIM, "--listen", "127.0.0.1:%d" % self.base, "--nodes", ",".join(NODES),
-             "--token", TOKEN, "--time-scale", str(TS), "--auth-delay", "0", "--log-level", "error"],
+             "--token", TOKEN, "--time-scale", str(ts), "--auth-delay", "0", "--log-level", "error"],
             stdout=subprocess.PIPE, stderr=self.errlog, text=True, env=schema_env())
         while True:
             line = self.proc.stdout.readline()
@@ -142,6 +153,12 @@ class Sim:
         assert r.status_code in (200, 201), (method, path, r.status_code, r.text)
         return r.json()
 
+    def api(self, path):
+        r = self.s.get("https://127.0.0.1:%d/api2/json%s" % (self.base, path), verify=False,
+                       timeout=30, headers={"Authorization": "PVEAPIToken=" + TOKEN})
+        assert r.status_code == 200, (path, r.status_code, r.text)
+        return r.json()["data"]
+
     def stop(self):
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -153,8 +170,11 @@ class Sim:
         self.proc.stdout.close()
 
 
-def write_config(path, db, entry):
-    lines = ["[proxd]", "listen = 127.0.0.1:%d" % _free_port(), "database = sqlite:%s" % db, "placement = spread", "log_level = info"]
+def write_config(path, db, entry, placement=None):
+    lines = ["[proxd]", "listen = 127.0.0.1:%d" % _free_port(), "database = sqlite:%s" % db,
+             "log_level = info"]
+    if placement:
+        lines.append("placement = " + placement)
     if WORKERS:
         lines.append("workers = %d" % WORKERS)
     lines += ["",
@@ -173,12 +193,14 @@ def write_config(path, db, entry):
 class World:
     """A pvesim, a config and a database; the daemon is started on demand."""
 
-    def __init__(self):
+    def __init__(self, ts=None, placement=None, bandwidths=None):
         self.tmp = tempfile.TemporaryDirectory(prefix="proxd-bench-")
         self.db = os.path.join(self.tmp.name, "proxd.db")
         self.conf = os.path.join(self.tmp.name, "proxd.conf")
-        self.sim = Sim()
-        write_config(self.conf, self.db, self.sim.base)
+        self.sim = Sim(ts)
+        for n, mb in zip(NODES, bandwidths or []):
+            self.sim.ctl("POST", "/nodes/" + n, {"bandwidth_mb": mb})
+        write_config(self.conf, self.db, self.sim.base, placement)
         self.daemon = None
 
     def create(self, name, os_name="ubuntu", disk=20):
@@ -261,34 +283,56 @@ def template_sizes(state):
     return sizes
 
 
-def throughput_run(run):
-    w = World()
+def pct(xs, p):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100.0 * (len(xs) - 1))))]
+
+
+def throughput_run(run, label="", n=None, bandwidths=None, oses=("ubuntu",), ts=None,
+                   placement=None):
+    n = n or N
+    ts = TS if ts is None else ts
+    w = World(ts, placement, bandwidths)
     try:
+        q0 = time.time()
         with ThreadPoolExecutor(4) as ex:
-            ids = list(ex.map(lambda i: w.create("bench-%03d" % i), range(N)))
+            ids = list(ex.map(lambda i: w.create("bench-%03d" % i, oses[i % len(oses)]), range(n)))
+        queue_s = time.time() - q0
+        os_of = {jid: oses[i % len(oses)] for i, jid in enumerate(ids)}
         before = w.sim.ctl("GET", "/calls")
         t0 = time.time()
         w.start()
         cpu0 = w.cpu_s()
-        js = w.wait_jobs(set(ids), 600)
+        js = w.wait_jobs(set(ids), 600 + 30 * n * ts)
         cpu1 = w.cpu_s()
         after = w.sim.ctl("GET", "/calls")
         state = w.sim.ctl("GET", "/state")
-        done = [j for j in js.values() if j["state"] == "done"]
+        done = {k: j for k, j in js.items() if j["state"] == "done"}
         makespan = (max(j["finished"] for j in js.values()) / 1000.0) - t0
         sizes = template_sizes(state)
-        total = sum(sizes[(j["node"], "ubuntu")] for j in done)
-        bw = sum(n["bandwidth"] for n in state["nodes"])
-        lb = total / bw * TS
+        total = sum(sizes[(j["node"], os_of[k])] for k, j in done.items())
+        bw = sum(nd["bandwidth"] for nd in state["nodes"])
+        lb = total / bw * ts
         polls, rest, per = calls_diff(before, after)
-        spread = {n: sum(1 for j in done if j["node"] == n) for n in NODES}
+        spread = {nd: sum(1 for j in done.values() if j["node"] == nd) for nd in NODES}
+        ttr = [j["finished"] / 1000.0 - t0 for j in done.values()]
+        task_s = 0.0
+        for nd in NODES:
+            for t in w.sim.api("/nodes/%s/tasks?limit=%d" % (nd, 10 * n)):
+                if t.get("endtime") and t.get("type") in ("qmclone", "qmresize", "resize",
+                                                           "qmstart", "qmconfig"):
+                    task_s += t["endtime"] - t["starttime"]
         r = {"makespan": makespan, "lb": lb, "ratio": makespan / lb, "done": len(done),
              "polls": polls / len(ids), "rest": rest / len(ids), "cpu": (cpu1 - cpu0) / len(ids),
-             "per": per, "spread": spread, "bytes": total, "bw": bw}
-        say("run %d: %d/%d done in %.2fs, lower bound %.2fs (%.1f GiB over %.0f MiB/s x %g), "
-            "ratio %.3f; calls/creation %.2f polls + %.2f other; CPU %.2f ms/creation; per node %s" % (
-                run + 1, len(done), len(ids), makespan, lb, total / 2**30, bw / 2**20, TS,
-                r["ratio"], r["polls"], r["rest"], r["cpu"] * 1000, spread))
+             "per": per, "spread": spread, "bytes": total, "bw": bw, "queue": queue_s,
+             "ttr50": pct(ttr, 50) if ttr else 0, "ttr99": pct(ttr, 99) if ttr else 0,
+             "task_s": task_s / len(ids)}
+        say("%srun %d: %d/%d done in %.2fs, lower bound %.2fs (%.1f GiB over %.0f MiB/s x %g), "
+            "ratio %.3f; calls/creation %.2f polls + %.2f other; CPU %.2f ms/creation; per node %s; "
+            "queued in %.1fs; to running p50 %.2fs p99 %.2fs" % (
+                label, run + 1, len(done), len(ids), makespan, lb, total / 2**30, bw / 2**20, ts,
+                r["ratio"], r["polls"], r["rest"], r["cpu"] * 1000, spread, queue_s, r["ttr50"],
+                r["ttr99"]))
         return r
     finally:
         w.close()
@@ -321,16 +365,20 @@ def main():
     for p in (PVESIM, PROXD):
         if not os.access(p, os.X_OK):
             sys.exit("bench: %s is missing (make build)" % p)
-    say("proxd creation benchmark: %d x ubuntu (20 GB disk), 5 pvesim nodes, placement = spread, "
-        "--time-scale %g" % (N, TS))
+    say("proxd creation benchmark: %d x ubuntu (20 GB disk), 5 pvesim nodes, proxd's default "
+        "placement, --time-scale %g" % (N, TS))
     say("git %s, %s" % (subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
                                        capture_output=True, text=True).stdout.strip(),
                         time.strftime("%Y-%m-%d %H:%M:%S")))
     say("%d CPUs, load average at start %.2f (pvesim and proxd share the machine with whatever "
         "else runs)" % (os.cpu_count(), os.getloadavg()[0]))
     say()
-    runs = [throughput_run(i) for i in range(RUNS)]
-    med = lambda k: statistics.median(r[k] for r in runs)  # noqa: E731
+    runs = [throughput_run(i, "identical ") for i in range(RUNS)]
+    med = lambda k, rs=runs: statistics.median(r[k] for r in rs)  # noqa: E731
+    uneven = [throughput_run(i, "uneven ", bandwidths=UNEVEN) for i in range(RUNS)]
+    say()
+    mixed = throughput_run(0, "mixed ubuntu+windows ", oses=("ubuntu", "windows"))
+    ordered = throughput_run(0, "identical, placement = ordered ", placement="ordered")
     extra = None
     if not WORKERS and os.environ.get("BENCH_EXTRA", "1") == "1":
         # one run with more workers than clone slots (5 nodes x 2), for comparison
@@ -338,8 +386,11 @@ def main():
         say("with workers = 16 (one run, for comparison):")
         extra = throughput_run(0)
         globals()["WORKERS"] = 0
+    real = throughput_run(0, "time scale 1 ", n=N_REAL, ts=1.0) if N_REAL else None
     say()
     say("calls in run 1 (all creations): %s" % json.dumps(runs[0]["per"], sort_keys=True))
+    if real:
+        say("calls at time scale 1: %s" % json.dumps(real["per"], sort_keys=True))
     say()
     base, bh = latency_phase()
     fmt = lambda xs: ", ".join("%.2fs%s" % (x[0], "" if x[1] == "done" else " " + x[1]) + "@" + x[2]  # noqa: E731
@@ -350,21 +401,37 @@ def main():
     after_first = [x[0] for x in bh[1:]]
     bh_med, bh_max = statistics.median(after_first), max(after_first)
     say()
-    ratio = med("ratio")
+    ratio, uratio = med("ratio"), med("ratio", uneven)
     ok1 = ratio <= TARGET_MAKESPAN
+    ok1u = uratio <= TARGET_UNEVEN
     ok2 = med("rest") <= TARGET_CALLS
     # "loses no time": no creation after the first is slower than the slowest
     # creation with all nodes up, give or take the daemon's 200 ms claim tick
     ok3 = bh_max <= max(x[0] for x in base) + 0.25 and all(x[1] == "done" for x in bh)
     say("RESULTS (median of %d runs, workers = %s)" % (
         len(runs), WORKERS or "proxd's default (sized from the clone slots)"))
-    say("  makespan %.2fs, lower bound %.2fs, ratio %.3f (target <= %.2f): %s" % (
+    say("  identical nodes: makespan %.2fs, lower bound %.2fs, ratio %.3f (target <= %.2f): %s" % (
         med("makespan"), med("lb"), ratio, TARGET_MAKESPAN, "PASS" if ok1 else "FAIL"))
+    say("  uneven fleet %s MiB/s: makespan %.2fs, lower bound %.2fs, ratio %.3f (target <= %.2f): "
+        "%s; per node %s" % ("/".join(map(str, UNEVEN)), med("makespan", uneven),
+                              med("lb", uneven), uratio, TARGET_UNEVEN, "PASS" if ok1u else "FAIL",
+                              uneven[0]["spread"]))
+    say("  mixed templates: ratio %.3f; placement = ordered: ratio %.3f" % (
+        mixed["ratio"], ordered["ratio"]))
     say("  Proxmox calls per creation: %.2f task polls, %.2f other (target other <= %d): %s" % (
         med("polls"), med("rest"), TARGET_CALLS, "PASS" if ok2 else "FAIL"))
     if extra:
         say("  (workers = 16: ratio %.3f)" % extra["ratio"])
     say("  proxd CPU time per creation: %.2f ms" % (med("cpu") * 1000))
+    say("  queueing %d creations (proxd create, 4 at a time): %.1fs; to running p50 %.2fs, p99 "
+        "%.2fs" % (N, med("queue"), med("ttr50"), med("ttr99")))
+    if real:
+        per10 = real["polls"] / (real["task_s"] / 10.0) if real["task_s"] else float("inf")
+        say("  time scale 1 (%d creations): %.2f task polls per creation over %.1f s of task time "
+            "= %.2f per 10 s (target <= %.1f): %s; CPU %.2f ms/creation (fast scale %.2f)" % (
+                N_REAL, real["polls"], real["task_s"], per10, TARGET_REAL_POLLS,
+                "PASS" if per10 <= TARGET_REAL_POLLS else "FAIL", real["cpu"] * 1000,
+                med("cpu") * 1000))
     say("  sv1 blackholed: first creation %.2fs; after it median %.2fs, max %.2fs; all up median "
         "%.2fs (target: no time lost after the first): %s" % (
             bh[0][0], bh_med, bh_max, base_med, "PASS" if ok3 else "FAIL"))
