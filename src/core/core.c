@@ -393,12 +393,25 @@ static void *worker_main(void *arg)
             ts.tv_nsec += IDLE_WAIT_MS * 1000000L;
             ts.tv_sec += ts.tv_nsec / 1000000000L;
             ts.tv_nsec %= 1000000000L;
+            /* One idle worker looks at the store on a timer, for jobs that
+             * other processes queued; the others sleep until this process
+             * queues work, frees a clone slot or stops (an idle daemon
+             * with 60 workers would otherwise claim 300 times a second). */
             pthread_mutex_lock(&k->mu);
-            if (!k->stopping)
+            if (!k->stopping && !k->watcher) {
+                k->watcher = true;
                 pthread_cond_timedwait(&k->cv, &k->mu, &ts);
+                k->watcher = false;
+            } else if (!k->stopping) {
+                pthread_cond_wait(&k->cv, &k->mu);
+            }
             pthread_mutex_unlock(&k->mu);
             continue;
         }
+        /* there may be more: wake the idle ones (one of them watches) */
+        pthread_mutex_lock(&k->mu);
+        pthread_cond_broadcast(&k->cv);
+        pthread_mutex_unlock(&k->mu);
         hold(k, slot, j.id);
         log_info("job", "job=%s kind=%s vmid=%d claimed at step %s by %s", j.id, j.kind, j.vmid,
                  j.step, k->instance);

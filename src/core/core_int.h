@@ -21,6 +21,7 @@ struct core {
     pthread_mutex_t mu;
     pthread_cond_t cv; /* new work, a clone slot freed, or stop */
     bool stopping;
+    bool watcher; /* an idle worker polls the store on a timer (the others wait) */
     pthread_t workers[CORE_MAX_WORKERS];
     int nworkers;
     pthread_t keeper; /* renews leases, refreshes the inventory */

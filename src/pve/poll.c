@@ -1,61 +1,54 @@
 /* poll: when to look at a running task again, and how long tasks of a kind
  * usually take.
  *
- * Every status poll is a request a real pveproxy has to serve, and one
- * creation waits on a clone that may copy for minutes. The schedule is:
- *   - dense for the first 1.5 s (50, 100, 200, 400, 800 ms): most failures
- *     and every short task end there, and a failing clone must fail over
- *     at once;
- *   - then, when tasks of this kind have been seen before, aim at the end
- *     they are expected at, halving the distance each time (a few polls
- *     bracket it), never waiting longer than has already passed (a task
- *     that ends far earlier than expected is noticed at most 2x late);
- *   - past the expected end, every 5% to 25% of the time waited as the
- *     overrun grows; with no expectation, every third of the time waited
- *     (at most a third late);
+ * Every status poll is a request a real pveproxy has to serve, and a
+ * creation waits on a clone that may copy for minutes, then on a resize and
+ * a start of a second or two. The first look comes after the first delay
+ * (a task just started has not ended), then:
+ *   - when tasks of this kind have been seen before (expect > 0): the first
+ *     look at the expected end, but within 1 s (a failing clone must fail
+ *     over at once); then straight at the expected end, in steps of at most
+ *     3x the time waited (a task that ends far earlier than expected is
+ *     seen at most 3x late); past it, every 5% to 25% of the time waited
+ *     as the overrun grows. A task as long as expected costs 1 poll under a
+ *     second, 2 under 4 s, 4 for a 40 s clone.
+ *   - with no expectation: 50 ms, then doubling (seen at most 2x late).
  *   - never more than 30 s between two polls.
- * The expectations are per client: an EWMA of observed durations per
- * node, task type and, for clones, source template (the UPID's id), in a
- * small table with the least recently used entry replaced. */
+ * Expectations are per client: an EWMA of observed durations per node,
+ * task type and, for clones, source template (the UPID's id), in a small
+ * table with the least recently used entry replaced. */
 #include <stdio.h>
 #include <string.h>
 
 #include "common/util.h"
 #include "pve/pve_int.h"
 
-#define DENSE_MS 1500
-#define FIRST_MS 50
+#define FIRST_MS 50   /* the first look at a task of an unknown kind */
+#define EARLY_MS 1000 /* the first look at a known kind comes within this */
+#define MIN_MS 10
 #define MAX_MS 30000
 #define EWMA_NEW 0.3 /* weight of the newest observation */
 
 long pve_task_poll_delay(long elapsed_ms, long prev_ms, long expect_ms)
 {
     long d;
-    if (elapsed_ms < DENSE_MS) {
+    if (expect_ms <= 0) {
         d = prev_ms > 0 ? prev_ms * 2 : FIRST_MS;
-        /* a short task with a known length: look right when it should end */
-        if (expect_ms > elapsed_ms && expect_ms - elapsed_ms < d)
-            d = expect_ms - elapsed_ms + FIRST_MS / 5;
-    } else if (expect_ms > elapsed_ms) {
-        /* halve the distance to the expected end, in steps no finer than
-         * 2% of the time waited and no longer than the time waited */
-        d = (expect_ms - elapsed_ms) / 2;
-        if (d < elapsed_ms / 50)
-            d = elapsed_ms / 50;
-        if (d > elapsed_ms)
-            d = elapsed_ms;
-    } else if (expect_ms > 0) {
-        /* overdue: back off as the overrun grows, from 5% to 25% */
-        d = elapsed_ms - expect_ms;
+    } else if (prev_ms == 0) {
+        d = expect_ms < EARLY_MS ? expect_ms : EARLY_MS;
+    } else if (elapsed_ms < expect_ms) {
+        d = expect_ms - elapsed_ms;
+        if (d > 3 * elapsed_ms)
+            d = 3 * elapsed_ms;
+    } else {
+        d = elapsed_ms - expect_ms; /* overdue: back off as the overrun grows */
         if (d > elapsed_ms / 4)
             d = elapsed_ms / 4;
         if (d < elapsed_ms / 20)
             d = elapsed_ms / 20;
-    } else {
-        d = elapsed_ms / 3;
     }
-    if (d < FIRST_MS / 5)
-        d = FIRST_MS / 5;
+    if (d < MIN_MS)
+        d = MIN_MS;
     return d > MAX_MS ? MAX_MS : d;
 }
 

@@ -212,9 +212,10 @@ typedef void (*pve_progress_fn)(void *ud, const char *upid, const char *line);
  * the last lines of its log in err->message; a passed deadline gives
  * PVE_E_TIMEOUT. With a progress callback the log is read as it grows.
  * Works with any UPID, e.g. one stored before a restart. Polls follow
- * pve_task_poll_delay() over the whole wait, with the duration the client
- * has seen for tasks of the same kind (node, type, clone source) as the
- * expectation; each task that ends OK updates it. */
+ * pve_task_poll_delay() over the whole wait (the first after the first
+ * delay), with the duration the client has seen for tasks of the same kind
+ * (node, type, clone source) as the expectation; each task that ends OK
+ * updates it. */
 int pve_task_wait(pve_client *c, const char *upid, long deadline_ms, pve_progress_fn progress,
                   void *ud, struct pve_task *out, struct pve_error *err);
 
@@ -235,9 +236,10 @@ int pve_task_wait_opts(pve_client *c, const char *upid, const struct pve_wait_op
 
 /* The poll schedule: how long to sleep before the next status poll when
  * elapsed_ms have been waited, the previous sleep was prev_ms (0 before the
- * first) and tasks like this one took expect_ms (0: unknown). Dense for the
- * first 1.5 s, then aimed at the expected end, then every quarter of the
- * time waited (at most 30 s). Pure; exported for tests. */
+ * first) and tasks like this one took expect_ms (0: unknown). Unknown: 50
+ * ms, doubling. Known: the first look within 1 s, then at the expected end
+ * (steps of at most 3x the time waited), then backing off from 5% to 25% of
+ * the time waited; at most 30 s. Pure; exported for tests. */
 long pve_task_poll_delay(long elapsed_ms, long prev_ms, long expect_ms);
 
 /* Lines of a task's log, from line `start` (0-based), at most `limit`

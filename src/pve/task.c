@@ -324,22 +324,14 @@ int pve_task_wait_opts(pve_client *c, const char *upid, const struct pve_wait_op
     int rc = parse_or_fail(upid, &t, err);
     if (rc)
         goto out;
+    t.running = true; /* until a look says otherwise */
     int64_t t0 = mono_ms(), last_running = t0;
     int64_t limit = o->deadline_ms > 0 ? o->deadline_ms : WAIT_DEFAULT_MS;
     long expect = pve_task_expect(c, &t), delay = 0;
     int pos = 0;
     for (;;) {
-        rc = pve_task_status(c, upid, &t, err);
-        if (rc == PVE_E_NOTFOUND && mono_ms() - t0 < NOTFOUND_GRACE_MS)
-            t.running = true;
-        else if (rc)
-            goto out;
-        if (o->progress)
-            pos = feed_progress(c, &t, pos, o->progress, o->ud, &tl);
-        if (!t.running)
-            break;
+        /* a task just started has not ended: sleep first, then look */
         int64_t now = mono_ms(), left = limit - (now - t0);
-        last_running = now;
         if (left <= 0) {
             pve_error_set(err, PVE_E_TIMEOUT, "task still running after %lld ms", (long long)limit);
             if (err)
@@ -353,6 +345,16 @@ int pve_task_wait_opts(pve_client *c, const char *upid, const struct pve_wait_op
             rc = PVE_E_TIMEOUT;
             goto out;
         }
+        rc = pve_task_status(c, upid, &t, err);
+        if (rc == PVE_E_NOTFOUND && mono_ms() - t0 < NOTFOUND_GRACE_MS)
+            t.running = true;
+        else if (rc)
+            goto out;
+        if (o->progress)
+            pos = feed_progress(c, &t, pos, o->progress, o->ud, &tl);
+        if (!t.running)
+            break;
+        last_running = mono_ms();
     }
     if (strcmp(t.exitstatus, "OK") == 0 || str_starts(t.exitstatus, "WARNINGS: ")) {
         /* it ended between the last two looks: count the middle */
