@@ -60,6 +60,7 @@ struct resp {
     const char *ctype;
     char location[128];       /* Location header when set */
     char allow[64];           /* Allow header (405) */
+    unsigned retry_after;     /* Retry-After header in seconds when > 0 */
     struct MHD_Response *raw; /* or a prepared response (SSE) */
 };
 
@@ -70,9 +71,16 @@ void router_dispatch(struct req *rq, struct resp *rs);
 
 /* ---- codec.c: JSON in and out ---- */
 /* Error answer {"error": {"code", "message", "details"}}; field may be NULL
- * (details then is {}). */
+ * (details then is {}). Any text may come from the network: bytes that are
+ * not UTF-8 become U+FFFD, so the answer is always this JSON shape. */
 void resp_error(struct resp *rs, unsigned status, const char *code, const char *field,
                 const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+/* The same with details.node too (a node that is down). */
+void resp_error_node(struct resp *rs, unsigned status, const char *code, const char *field,
+                     const char *node, const char *msg);
+/* The error text of every refusal that proxd sends outside a handler
+ * (libmicrohttpd's own refusals): a whole JSON document, NUL-terminated. */
+char *error_json_text(const char *code, const char *field, const char *node, const char *msg);
 void resp_json(struct resp *rs, unsigned status, json_t *body);
 /* A JSON answer already written as text (jsonw.h): takes b's contents. */
 void resp_json_text(struct resp *rs, unsigned status, struct buf *b);
@@ -82,7 +90,7 @@ void resp_core_error(struct resp *rs, const struct core_error *ce);
 json_t *json_time(int64_t unix_ms);
 /* A VM record's JSON object appended to b: the one encoder of
  * GET /v1/vms and GET /v1/vms/{vmid}. BUF_OK or BUF_TOOBIG (b's cap). */
-int vm_write_json(struct buf *b, const struct vm_rec *v);
+int vm_write_json(struct buf *b, const struct vm_rec *v, struct fleet *fl);
 /* Cap on a JSON answer written as text: a page of 1000 records whose
  * strings are all full of escapes stays below it. */
 #define API_ANSWER_MAX (16 * 1024 * 1024)

@@ -43,9 +43,17 @@ static enum MHD_Result send_resp(struct req *rq, struct resp *rs)
     struct MHD_Response *r = rs->raw;
     if (!r) {
         char *text;
-        if (rs->body) {
-            text = json_dumps(rs->body, JSON_COMPACT);
+        if (rs->body && (text = json_dumps(rs->body, JSON_COMPACT)) != NULL) {
             rs->ctype = "application/json";
+        } else if (rs->body || (!rs->text && rs->status >= 400)) {
+            /* a body jansson could not write (it refuses text that is not
+             * UTF-8), or an error with none: still the documented shape */
+            text = error_json_text("internal", NULL, NULL, "the answer could not be encoded");
+            json_decref(rs->body);
+            rs->body = NULL;
+            rs->status = MHD_HTTP_INTERNAL_SERVER_ERROR;
+            rs->ctype = "application/json";
+            rs->text_len = 0;
         } else {
             text = rs->text ? rs->text : xstrdup("");
             rs->text = NULL;
@@ -63,6 +71,11 @@ static enum MHD_Result send_resp(struct req *rq, struct resp *rs)
         MHD_add_response_header(r, MHD_HTTP_HEADER_LOCATION, rs->location);
     if (rs->allow[0])
         MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, rs->allow);
+    if (rs->retry_after) {
+        char ra[16];
+        snprintf(ra, sizeof ra, "%u", rs->retry_after);
+        MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, ra);
+    }
     if (rs->status == MHD_HTTP_UNAUTHORIZED)
         MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"proxd\"");
     MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");

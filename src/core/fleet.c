@@ -24,6 +24,7 @@ struct world {
     int nnodes;
     int64_t next_try; /* unix ms: when a failed world may be asked again */
     int64_t backoff;
+    bool asked; /* one refresh of it has ended, answered or failed */
 };
 
 struct nstate {
@@ -96,6 +97,20 @@ static void add_hosts(const char **hosts, size_t *nh, const struct cfg_node *cn)
     }
 }
 
+/* Set on the threads of a refresh: its own failed reads and probes are
+ * judged by apply_world, not by the client's failure hook. */
+static _Thread_local bool tl_refreshing;
+
+/* libpve's hook: a call on a node failed at the network level (an
+ * operation of any job, a task poll, a read): the node is down at once
+ * rather than at the next refresh, which in a cluster could still show it
+ * online while every call to it hangs. */
+static void on_node_failure(void *ud, const char *node, const struct pve_error *e)
+{
+    if (!tl_refreshing)
+        fleet_node_failed(ud, node, e->message);
+}
+
 static int make_client(struct fleet *f, const struct proxd_config *cfg, struct world *w, char *err,
                        size_t errlen)
 {
@@ -117,6 +132,8 @@ static int make_client(struct fleet *f, const struct proxd_config *cfg, struct w
         .timeout_ms = cfg->timeout_s * 1000L,
         .json_bodies = cfg->json_bodies,
         .name = w->name,
+        .on_node_failure = on_node_failure,
+        .hook_ud = f,
     };
     struct pve_error pe;
     w->client = pve_client_new(&pc, &pe);
@@ -124,7 +141,6 @@ static int make_client(struct fleet *f, const struct proxd_config *cfg, struct w
         snprintf(err, errlen, "world '%s': %s", w->name, pe.message);
         return -1;
     }
-    (void)f;
     return 0;
 }
 
@@ -307,7 +323,11 @@ static void *refresh_thread(void *arg)
 {
     struct refresh_job *j = arg;
     struct world *w = &j->f->worlds[j->world];
-    j->rc = pve_cluster_resources_each(w->client, NULL, on_resource, j, &j->err);
+    tl_refreshing = true;
+    /* one send: a world that does not answer is marked down now and asked
+     * again by a later refresh (backoff), never waited on five times */
+    j->rc =
+        pve_cluster_resources_each_ex(w->client, NULL, PVE_CALL_NORETRY, on_resource, j, &j->err);
     if (j->rc) { /* whatever came before the failure is not an inventory */
         vmtab_free(&j->vms);
         memset(j->seen, 0, sizeof j->seen);
@@ -317,10 +337,12 @@ static void *refresh_thread(void *arg)
     for (int i = 0; j->rc == 0 && i < w->nnodes; i++) {
         if (!j->probe[i])
             continue;
-        struct pve_node_status st;
+        char path[128];
         struct pve_error e;
-        j->probe_ok[i] = pve_node_status(w->client, j->f->nodes[w->nodes[i]].name, &st, &e) == 0;
+        pve_path(path, sizeof path, "/nodes/%s/status", j->f->nodes[w->nodes[i]].name);
+        j->probe_ok[i] = pve_call_ex(w->client, "GET", path, NULL, PVE_CALL_NORETRY, NULL, &e) == 0;
     }
+    tl_refreshing = false;
     return NULL;
 }
 
@@ -367,6 +389,7 @@ static void mark_failed(struct nstate *n, const char *why, int64_t now)
 static void apply_world(struct fleet *f, struct refresh_job *j, int64_t now)
 {
     struct world *w = &f->worlds[j->world];
+    w->asked = true;
     if (j->rc) {
         w->backoff = w->backoff ? w->backoff * 2 : BACKOFF_MIN_MS;
         if (w->backoff > BACKOFF_MAX_MS)
@@ -471,6 +494,16 @@ void fleet_refresh(struct fleet *f, bool force)
 }
 
 /* ---- queries and reports -------------------------------------------------- */
+
+bool fleet_ready(struct fleet *f)
+{
+    pthread_mutex_lock(&f->mu);
+    bool ready = true;
+    for (int i = 0; i < f->nworlds && ready; i++)
+        ready = f->worlds[i].asked;
+    pthread_mutex_unlock(&f->mu);
+    return ready;
+}
 
 int fleet_node_view(struct fleet *f, const char *node, struct node_view *out)
 {

@@ -1,0 +1,130 @@
+"""What a user sees while a node is down, from proxd's start on.
+
+A standalone fleet (every node its own host) with sv1 blackholed before
+proxd starts: the listener accepts TCP and never answers TLS. proxd must
+answer at once anyway, mark sv1 down after one failed read, and place on
+the others. Then a VM's node dies under it: the node shows down, the VM's
+record says so, and actions on it are refused with 503 naming the node
+until it is back.
+"""
+import json
+import os
+import sys
+import time
+
+import requests
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "sim"))
+from simlib import Sim, case, finish, wait_for  # noqa: E402
+from proxdlib import Proxd  # noqa: E402
+
+BIN = os.environ.get("BIN_DIR", os.path.join(os.path.dirname(__file__), "../../build/asan"))
+PROXCTL = os.path.join(BIN, "proxctl")
+
+sim = Sim(nodes="sv1,sv2,sv3", standalone=True)
+sim.ctl("POST", "/nodes/sv1", {"state": "blackhole"})
+px = Proxd(sim, proxmox_extra="connect_timeout = 1\ntimeout = 3\n")
+ADMIN = px.token("ops", "admin")
+
+
+def call(method, path, body=None, timeout=10):
+    h = {"Authorization": "Bearer " + ADMIN}
+    if body is not None:
+        h["Content-Type"] = "application/json"
+    return requests.request(method, px.base + path, headers=h, timeout=timeout,
+                            data=json.dumps(body) if body is not None else None)
+
+
+def nodes():
+    return {n["name"]: n for n in call("GET", "/v1/nodes").json()["nodes"]}
+
+
+def wait_job(job, deadline=60):
+    def done():
+        j = call("GET", "/v1/jobs/" + job).json()
+        return j if j["state"] in ("done", "failed") else None
+    return wait_for(done, deadline=deadline, interval=0.1, what="job " + job)
+
+
+def create(name):
+    r = call("POST", "/v1/vms", {"os": "ubuntu", "name": name, "cores": 1, "memory_mb": 512,
+                                 "disk_gb": 10})
+    assert r.status_code == 202, r.text
+    j = wait_job(r.json()["job"])
+    assert j["state"] == "done", j
+    return r.json()["vmid"], j["node"]
+
+
+@case
+def a_blackholed_node_does_not_hold_the_start():
+    t0 = time.monotonic()
+    px.spawn()
+
+    def health():
+        try:
+            return requests.get(px.base + "/healthz", timeout=0.5).status_code == 200
+        except requests.RequestException:
+            return False
+    wait_for(health, deadline=30, interval=0.02, what="/healthz")
+    first = time.monotonic() - t0
+    print("  first /healthz answer %.2f s after start" % first)
+    assert first < 1.5, "the API answered %.2f s after start" % first
+    # one failed read (connect_timeout 1 s) marks sv1 down; the others serve
+    ns = wait_for(lambda: (lambda n: n if n["sv1"]["health"] == "down" and n["sv2"]["up"]
+                           and n["sv3"]["up"] else None)(nodes()),
+                  deadline=6, interval=0.1, what="sv1 down, sv2 and sv3 up")
+    print("  sv1 down %.2f s after start: %s" % (time.monotonic() - t0, ns["sv1"]["last_error"]))
+    assert ns["sv1"]["last_error"], ns["sv1"]
+    assert requests.get(px.base + "/readyz", timeout=5).status_code == 200
+    vmid, node = create("early")
+    assert node in ("sv2", "sv3"), node
+
+
+@case
+def a_vm_on_a_dead_node_says_so_and_actions_are_refused():
+    vmid, node = create("victim")
+    v = call("GET", "/v1/vms/%d" % vmid).json()
+    assert v["node_status"] == "up" and v["node_error"] is None, v
+    sim.ctl("POST", "/nodes/" + node, {"state": "blackhole"})
+    t0 = time.monotonic()
+    wait_for(lambda: nodes()[node]["health"] == "down", deadline=15, interval=0.1,
+             what=node + " down")
+    print("  %s down %.2f s after it stopped answering" % (node, time.monotonic() - t0))
+    v = call("GET", "/v1/vms/%d" % vmid).json()
+    assert v["node_status"] == "down" and v["node_error"], v
+    page = call("GET", "/v1/vms").json()
+    assert [x for x in page["vms"] if x["vmid"] == vmid][0]["node_status"] == "down", page
+    for method, path, body in [("POST", "/v1/vms/%d/stop" % vmid, None),
+                               ("POST", "/v1/vms/%d/reboot" % vmid, None),
+                               ("POST", "/v1/vms/%d/resize" % vmid, {"disk_gb": 20}),
+                               ("PATCH", "/v1/vms/%d" % vmid, {"cores": 2}),
+                               ("DELETE", "/v1/vms/%d" % vmid, None)]:
+        r = call(method, path, body)
+        assert r.status_code == 503, "%s %s: %d %s" % (method, path, r.status_code, r.text)
+        e = r.json()["error"]
+        assert e["code"] == "node_down" and e["details"]["node"] == node, e
+        assert node in e["message"], e
+        assert int(r.headers["Retry-After"]) >= 1, r.headers
+    # proxctl shows it too
+    env = dict(os.environ, PROXD_URL=px.base, PROXD_TOKEN=ADMIN)
+    import subprocess
+    out = subprocess.run([PROXCTL, "vm", "show", str(vmid)], capture_output=True, text=True,
+                         env=env, timeout=30)
+    assert "down" in out.stdout, out.stdout + out.stderr
+    # back: the node is up again and the VM can be acted on
+    sim.ctl("POST", "/nodes/" + node, {"state": "online"})
+    wait_for(lambda: nodes()[node]["health"] == "up", deadline=90, interval=0.2,
+             what=node + " up again")
+    v = call("GET", "/v1/vms/%d" % vmid).json()
+    assert v["node_status"] == "up", v
+    r = call("POST", "/v1/vms/%d/stop" % vmid)
+    assert r.status_code == 202, r.text
+    assert wait_job(r.json()["job"])["state"] == "done"
+
+
+try:
+    if px.proc and px.proc.poll() is None:
+        px.stop()
+finally:
+    sim.stop()
+finish()
