@@ -21,6 +21,7 @@
 #define API_PARAMS 2
 
 struct sse_hub;
+struct deadlines;
 
 struct api {
     const struct proxd_config *cfg;
@@ -31,6 +32,7 @@ struct api {
     struct MHD_Daemon *d;
     int port;
     struct sse_hub *hub;
+    struct deadlines *dl;
     /* Idempotent creations with the same key are serialised here, so that a
      * burst of retries makes one VM (striped: one lock per key hash). */
     pthread_mutex_t idem[API_IDEM_STRIPES];
@@ -65,6 +67,16 @@ struct resp {
 };
 
 typedef void (*route_fn)(struct req *rq, struct resp *rs);
+
+/* ---- deadline.c: hard limits on the request line and the headers ---- */
+struct deadlines *deadlines_new(int idle_s, int header_s);
+void deadlines_free(struct deadlines *d); /* after MHD_stop_daemon */
+/* MHD_OPTION_NOTIFY_CONNECTION and MHD_OPTION_URI_LOG_CALLBACK (cls: d) */
+void deadlines_on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                             enum MHD_ConnectionNotificationCode toe);
+void *deadlines_on_request_line(void *cls, const char *uri, struct MHD_Connection *conn);
+void deadlines_headers_done(struct deadlines *d, struct MHD_Connection *conn);
+void deadlines_answered(struct deadlines *d, struct MHD_Connection *conn);
 
 /* ---- router.c ---- */
 void router_dispatch(struct req *rq, struct resp *rs);
