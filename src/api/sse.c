@@ -383,7 +383,7 @@ void h_job_events(struct req *rq, struct resp *rs)
         return;
     job_rec_release(&j);
     struct sse_hub *h = rq->api->hub;
-    int limit = rq->api->cfg->streams_per_owner > 0 ? rq->api->cfg->streams_per_owner : 32;
+    int limit = rq->api->cfg->streams_per_owner > 0 ? rq->api->cfg->streams_per_owner : 64;
     pthread_mutex_lock(&h->mu);
     bool room = !h->stopping && h->open < STREAMS_MAX;
     bool mine = room && owner_slot(h, rq->who.owner, 1, limit);

@@ -156,7 +156,10 @@ void url_redact(const char *url, char *out, size_t n)
     if (auth) {
         auth += 3;
         size_t alen = strcspn(auth, "/?#"); /* the authority: [user[:pw]@]host */
-        const char *at = memchr(auth, '@', alen);
+        const char *at = NULL;              /* the last '@': a password may hold one unencoded */
+        for (const char *q = auth; q < auth + alen; q++)
+            if (*q == '@')
+                at = q;
         const char *colon = at ? memchr(auth, ':', (size_t)(at - auth)) : NULL;
         if (colon) {
             buf_add(&b, url, (size_t)(colon - url) + 1);

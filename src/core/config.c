@@ -122,7 +122,7 @@ static const struct key_def keys[] = {
     KNUM(S_PROXD, PC, "reconcile_interval", reconcile_interval_s, "60", 1, 86400),
     KNUM(S_PROXD, PC, "idle_timeout", idle_timeout_s, "60", 1, 3600),
     KNUM(S_PROXD, PC, "header_timeout", header_timeout_s, "10", 1, 3600),
-    KNUM(S_PROXD, PC, "streams_per_owner", streams_per_owner, "32", 1, 2048),
+    KNUM(S_PROXD, PC, "streams_per_owner", streams_per_owner, "64", 1, 2048),
     KBOOL(S_PROXD, PC, "delete_orphans", delete_orphans, "no"),
     KSTR(S_PROXD, PC, "tag", tag, "proxd", v_tag, 0),
     KNUM(S_PROXD, PC, "quarantine", quarantine_s, "300", 0, 30 * 86400),

@@ -64,7 +64,7 @@ struct proxd_config {
     int reconcile_interval_s; /* default 60 */
     int idle_timeout_s;       /* API connections idle this long are closed; default 60 */
     int header_timeout_s;     /* a request's line and headers must arrive within this; default 10 */
-    int streams_per_owner;    /* event streams one owner may hold open at once; default 32 */
+    int streams_per_owner;    /* event streams one owner may hold open at once; default 64 */
     bool delete_orphans;      /* reconciler deletes tagged VMs without a record */
     char tag[32];             /* the tag that marks proxd's VMs, default "proxd" */
     int64_t quarantine_s;     /* released VMIDs rest this long, default 300 */

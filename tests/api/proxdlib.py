@@ -81,7 +81,7 @@ class Proxd:
 
     def spawn(self):
         """Start the process without waiting for it to be ready."""
-        self.log = open(os.path.join(self.dir, "proxd.log"), "w+")
+        self.log = open(os.path.join(self.dir, "proxd.log"), "w+", errors="replace")
         self.proc = subprocess.Popen([PROXD, "--config", self.conf], stdout=self.log,
                                      stderr=subprocess.STDOUT)
         return self
