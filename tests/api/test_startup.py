@@ -122,6 +122,57 @@ def a_vm_on_a_dead_node_says_so_and_actions_are_refused():
     assert wait_job(r.json()["job"])["state"] == "done"
 
 
+@case
+def in_a_cluster_a_failed_call_marks_the_node_down():
+    """The cluster keeps reporting a blackholed node online; the first call
+    that times out on it marks it down at once (libpve's failure hook), and
+    the next request on its VMs is refused instead of hanging."""
+    csim = Sim()
+    cpx = Proxd(csim, proxmox_extra="connect_timeout = 1\ntimeout = 3\n")
+    tok = cpx.token("ops", "admin")
+
+    def ccall(method, path, body=None):
+        h = {"Authorization": "Bearer " + tok}
+        if body is not None:
+            h["Content-Type"] = "application/json"
+        return requests.request(method, cpx.base + path, headers=h, timeout=30,
+                                data=json.dumps(body) if body is not None else None)
+
+    def cwait(job):
+        def done():
+            j = ccall("GET", "/v1/jobs/" + job).json()
+            return j if j["state"] in ("done", "failed") else None
+        return wait_for(done, deadline=60, interval=0.1, what="job " + job)
+    try:
+        cpx.start()
+        r = ccall("POST", "/v1/vms", {"os": "ubuntu", "name": "c1", "cores": 1,
+                                      "memory_mb": 512, "disk_gb": 10})
+        assert r.status_code == 202, r.text
+        j = cwait(r.json()["job"])
+        assert j["state"] == "done", j
+        vmid, node = r.json()["vmid"], j["node"]
+        csim.ctl("POST", "/nodes/" + node, {"state": "blackhole"})
+        # the cluster still says online: the request is taken, its job fails
+        r = ccall("POST", "/v1/vms/%d/stop" % vmid)
+        assert r.status_code in (202, 503), r.text
+        if r.status_code == 202:
+            j = cwait(r.json()["job"])
+            assert j["state"] == "failed", j
+        cnodes = {n["name"]: n for n in ccall("GET", "/v1/nodes").json()["nodes"]}
+        assert cnodes[node]["health"] == "down", cnodes[node]
+        v = ccall("GET", "/v1/vms/%d" % vmid).json()
+        assert v["node_status"] == "down" and v["node_error"], v
+        r = ccall("POST", "/v1/vms/%d/stop" % vmid)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "node_down", r.text
+        csim.ctl("POST", "/nodes/" + node, {"state": "online"})
+        wait_for(lambda: ccall("GET", "/v1/vms/%d" % vmid).json()["node_status"] == "up",
+                 deadline=90, interval=0.2, what=node + " up again")
+    finally:
+        if cpx.proc and cpx.proc.poll() is None:
+            cpx.stop()
+        csim.stop()
+
+
 try:
     if px.proc and px.proc.poll() is None:
         px.stop()
