@@ -12,7 +12,9 @@
 
 #define BACKOFF_MIN_MS 1000
 #define BACKOFF_MAX_MS 60000
-#define WORLD_PERIOD_MS 0 /* worlds that answer are refreshed whenever asked */
+#define WORLD_PERIOD_MS 0     /* worlds that answer are refreshed whenever asked */
+#define QUICK_FAILURE_MS 1000 /* an inventory read that failed faster is tried again */
+#define QUICK_RETRY_MS 250
 
 /* What the core put on a node since the inventory last looked: counted on
  * top of the node's reported use until a refresh that began later. */
@@ -326,8 +328,19 @@ static void *refresh_thread(void *arg)
     tl_refreshing = true;
     /* one send: a world that does not answer is marked down now and asked
      * again by a later refresh (backoff), never waited on five times */
+    int64_t t0 = mono_ms();
     j->rc =
         pve_cluster_resources_each_ex(w->client, NULL, PVE_CALL_NORETRY, on_resource, j, &j->err);
+    if (j->rc == PVE_E_NETWORK && mono_ms() - t0 < QUICK_FAILURE_MS) {
+        /* a quick failure (a reset, a refused connection, a 502) may be a
+         * blip: one more try before the whole world counts as down; a
+         * timeout is not tried again */
+        vmtab_free(&j->vms);
+        memset(j->seen, 0, sizeof j->seen);
+        sleep_ms(QUICK_RETRY_MS);
+        j->rc = pve_cluster_resources_each_ex(w->client, NULL, PVE_CALL_NORETRY, on_resource, j,
+                                              &j->err);
+    }
     if (j->rc) { /* whatever came before the failure is not an inventory */
         vmtab_free(&j->vms);
         memset(j->seen, 0, sizeof j->seen);
