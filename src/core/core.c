@@ -200,9 +200,13 @@ static json_t *request_json(const struct vm_request *r)
 
 int core_node_check(struct core *k, int vmid, const char *node, struct core_error *err)
 {
+    /* where the inventory last saw it in its node's world (HA may have
+     * moved it; standalone hosts each have their own VMIDs) */
     char where[64];
-    if (fleet_vm_node(k->fl, vmid, where) != 0) /* HA may have moved it */
-        snprintf(where, sizeof where, "%s", node);
+    struct fleet_vm fv;
+    snprintf(where, sizeof where, "%s", node);
+    if (node[0] && fleet_vm_find(k->fl, node, vmid, &fv) == 0)
+        snprintf(where, sizeof where, "%s", fv.node);
     struct node_view v;
     if (!where[0] || !fleet_ready(k->fl) || fleet_node_view(k->fl, where, &v) != 0 || v.up)
         return CORE_OK;
