@@ -14,6 +14,7 @@
 #define BACKOFF_MAX_MS 60000
 #define WORLD_PERIOD_MS 0     /* worlds that answer are refreshed whenever asked */
 #define QUICK_FAILURE_MS 1000 /* an inventory read that failed faster is tried again */
+/* (and faster than half the connect timeout: a timeout is never quick) */
 #define QUICK_RETRY_MS 250
 
 /* What the core put on a node since the inventory last looked: counted on
@@ -71,6 +72,7 @@ struct fleet {
     /* names of nodes proxd does not manage that fleet_vm_added was told of */
     char extra[MAX_EXTRA_NODES][64];
     int nextra;
+    int64_t quick_ms; /* see QUICK_FAILURE_MS */
 };
 
 /* ---- set-up ------------------------------------------------------------- */
@@ -206,6 +208,9 @@ struct fleet *fleet_new(const struct proxd_config *cfg, char *err, size_t errlen
     struct fleet *f = xcalloc(1, sizeof *f);
     pthread_mutex_init(&f->mu, NULL);
     vmtab_init(&f->vms);
+    f->quick_ms = cfg->connect_timeout_s * 1000L / 2;
+    if (f->quick_ms <= 0 || f->quick_ms > QUICK_FAILURE_MS)
+        f->quick_ms = QUICK_FAILURE_MS;
     for (int i = 0; i < cfg->nnodes; i++) {
         const struct cfg_node *cn = &cfg->nodes[i];
         int wi = world_for(f, cn);
@@ -331,7 +336,7 @@ static void *refresh_thread(void *arg)
     int64_t t0 = mono_ms();
     j->rc =
         pve_cluster_resources_each_ex(w->client, NULL, PVE_CALL_NORETRY, on_resource, j, &j->err);
-    if (j->rc == PVE_E_NETWORK && mono_ms() - t0 < QUICK_FAILURE_MS) {
+    if (j->rc == PVE_E_NETWORK && mono_ms() - t0 < j->f->quick_ms) {
         /* a quick failure (a reset, a refused connection, a 502) may be a
          * blip: one more try before the whole world counts as down; a
          * timeout is not tried again */

@@ -9,6 +9,7 @@ until it is back.
 """
 import json
 import os
+import subprocess
 import sys
 import time
 
@@ -69,6 +70,24 @@ def a_blackholed_node_does_not_hold_the_start():
     first = time.monotonic() - t0
     print("  first /healthz answer %.2f s after start" % first)
     assert first < 1.5, "the API answered %.2f s after start" % first
+    # sv1's read takes a connect timeout (1 s): until it has ended, a
+    # creation is refused with 503 starting (no VMID picked blind)
+    r = call("POST", "/v1/vms", {"os": "ubuntu", "name": "too-early", "cores": 1,
+                                 "memory_mb": 512, "disk_gb": 10})
+    asked = time.monotonic() - t0
+    if r.status_code == 503:
+        assert r.json()["error"]["code"] == "starting", r.text
+        assert r.headers["Retry-After"] == "1", r.headers
+        rz = requests.get(px.base + "/readyz", timeout=5)
+        assert rz.status_code == 503 or time.monotonic() - t0 > 1.0, rz.text
+    else:
+        assert asked > 1.0, "accepted %.2f s after start: %s" % (asked, r.text)
+    # proxctl waits through "starting" by itself
+    env = dict(os.environ, PROXD_URL=px.base, PROXD_TOKEN=ADMIN)
+    out = subprocess.run([PROXCTL, "vm", "create", "--os", "ubuntu", "--name", "patient",
+                          "--cores", "1", "--memory", "512M", "--disk", "10G"],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
     # one failed read (connect_timeout 1 s) marks sv1 down; the others serve
     ns = wait_for(lambda: (lambda n: n if n["sv1"]["health"] == "down" and n["sv2"]["up"]
                            and n["sv3"]["up"] else None)(nodes()),
@@ -107,7 +126,6 @@ def a_vm_on_a_dead_node_says_so_and_actions_are_refused():
         assert int(r.headers["Retry-After"]) >= 1, r.headers
     # proxctl shows it too
     env = dict(os.environ, PROXD_URL=px.base, PROXD_TOKEN=ADMIN)
-    import subprocess
     out = subprocess.run([PROXCTL, "vm", "show", str(vmid)], capture_output=True, text=True,
                          env=env, timeout=30)
     assert "down" in out.stdout, out.stdout + out.stderr
