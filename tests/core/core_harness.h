@@ -123,11 +123,13 @@ static inline bool ch_fleet_ready(void *fl)
     return fleet_ready(fl);
 }
 
-/* Start the core and wait until its first inventory read has ended (the
- * keeper reads it in the background; creations are refused before). */
+/* Start the core with the inventory read now, as the keeper's first read
+ * would: a test that changed pvesim before the start (or read the
+ * inventory itself earlier) must not race that read. */
 static inline void ch_start(struct ch_env *e)
 {
     assert_int_equal(core_start(e->k), 0);
+    fleet_refresh(e->fl, true);
     assert_true(h_wait(ch_fleet_ready, e->fl, 30000));
 }
 
