@@ -69,7 +69,8 @@ export PROXD_TOKEN
 echo "token for 'demo' (admin) created; proxd keeps only its hash"
 "$B/proxd" --config "$WORK/proxd.conf" 2> "$WORK/proxd.log" &
 PIDS+=($!)
-for _ in $(seq 100); do curl -s "$PROXD_URL/healthz" >/dev/null && break; sleep 0.1; done
+# ready: the inventory has been read (creations answer 503 "starting" before)
+for _ in $(seq 100); do curl -sf "$PROXD_URL/readyz" >/dev/null && break; sleep 0.1; done
 run "$B/proxctl" node list
 
 step "create three VMs: sv1 is down, so they land on the next nodes"

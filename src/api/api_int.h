@@ -21,6 +21,7 @@
 #define API_PARAMS 2
 
 struct sse_hub;
+struct deadlines;
 
 struct api {
     const struct proxd_config *cfg;
@@ -31,6 +32,7 @@ struct api {
     struct MHD_Daemon *d;
     int port;
     struct sse_hub *hub;
+    struct deadlines *dl;
     /* Idempotent creations with the same key are serialised here, so that a
      * burst of retries makes one VM (striped: one lock per key hash). */
     pthread_mutex_t idem[API_IDEM_STRIPES];
@@ -60,19 +62,37 @@ struct resp {
     const char *ctype;
     char location[128];       /* Location header when set */
     char allow[64];           /* Allow header (405) */
+    unsigned retry_after;     /* Retry-After header in seconds when > 0 */
     struct MHD_Response *raw; /* or a prepared response (SSE) */
 };
 
 typedef void (*route_fn)(struct req *rq, struct resp *rs);
+
+/* ---- deadline.c: hard limits on the request line and the headers ---- */
+struct deadlines *deadlines_new(int idle_s, int header_s);
+void deadlines_free(struct deadlines *d); /* after MHD_stop_daemon */
+/* MHD_OPTION_NOTIFY_CONNECTION and MHD_OPTION_URI_LOG_CALLBACK (cls: d) */
+void deadlines_on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                             enum MHD_ConnectionNotificationCode toe);
+void *deadlines_on_request_line(void *cls, const char *uri, struct MHD_Connection *conn);
+void deadlines_headers_done(struct deadlines *d, struct MHD_Connection *conn);
+void deadlines_answered(struct deadlines *d, struct MHD_Connection *conn);
 
 /* ---- router.c ---- */
 void router_dispatch(struct req *rq, struct resp *rs);
 
 /* ---- codec.c: JSON in and out ---- */
 /* Error answer {"error": {"code", "message", "details"}}; field may be NULL
- * (details then is {}). */
+ * (details then is {}). Any text may come from the network: bytes that are
+ * not UTF-8 become U+FFFD, so the answer is always this JSON shape. */
 void resp_error(struct resp *rs, unsigned status, const char *code, const char *field,
                 const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+/* The same with details.node too (a node that is down). */
+void resp_error_node(struct resp *rs, unsigned status, const char *code, const char *field,
+                     const char *node, const char *msg);
+/* The error text of every refusal that proxd sends outside a handler
+ * (libmicrohttpd's own refusals): a whole JSON document, NUL-terminated. */
+char *error_json_text(const char *code, const char *field, const char *node, const char *msg);
 void resp_json(struct resp *rs, unsigned status, json_t *body);
 /* A JSON answer already written as text (jsonw.h): takes b's contents. */
 void resp_json_text(struct resp *rs, unsigned status, struct buf *b);
@@ -82,7 +102,7 @@ void resp_core_error(struct resp *rs, const struct core_error *ce);
 json_t *json_time(int64_t unix_ms);
 /* A VM record's JSON object appended to b: the one encoder of
  * GET /v1/vms and GET /v1/vms/{vmid}. BUF_OK or BUF_TOOBIG (b's cap). */
-int vm_write_json(struct buf *b, const struct vm_rec *v);
+int vm_write_json(struct buf *b, const struct vm_rec *v, struct fleet *fl);
 /* Cap on a JSON answer written as text: a page of 1000 records whose
  * strings are all full of escapes stays below it. */
 #define API_ANSWER_MAX (16 * 1024 * 1024)

@@ -32,6 +32,46 @@ void resp_json_text(struct resp *rs, unsigned status, struct buf *b)
     rs->ctype = "application/json";
 }
 
+/* Written with jsonw, not jansson: the message often quotes the request
+ * (a path, a field name, a parser's "near '...'"), which may be any bytes,
+ * and jansson refuses a string that is not UTF-8. */
+static void error_write(struct buf *b, const char *code, const char *field, const char *node,
+                        const char *msg)
+{
+    jsonw_raw(b, "{\"error\":{\"code\":", 17);
+    jsonw_str(b, code, strlen(code));
+    jsonw_raw(b, ",\"message\":", 11);
+    jsonw_str(b, msg, strlen(msg));
+    jsonw_raw(b, ",\"details\":{", 12);
+    if (field && *field) {
+        jsonw_raw(b, "\"field\":", 8);
+        jsonw_str(b, field, strlen(field));
+    }
+    if (node && *node) {
+        if (field && *field)
+            jsonw_raw(b, ",", 1);
+        jsonw_raw(b, "\"node\":", 7);
+        jsonw_str(b, node, strlen(node));
+    }
+    jsonw_raw(b, "}}}", 3);
+}
+
+char *error_json_text(const char *code, const char *field, const char *node, const char *msg)
+{
+    struct buf b = BUF_INIT(64 * 1024);
+    error_write(&b, code, field, node, msg);
+    return buf_take(&b);
+}
+
+void resp_error_node(struct resp *rs, unsigned status, const char *code, const char *field,
+                     const char *node, const char *msg)
+{
+    struct buf b = BUF_INIT(64 * 1024);
+    error_write(&b, code, field, node, msg);
+    resp_json_text(rs, status, &b);
+    buf_release(&b);
+}
+
 void resp_error(struct resp *rs, unsigned status, const char *code, const char *field,
                 const char *fmt, ...)
 {
@@ -40,12 +80,7 @@ void resp_error(struct resp *rs, unsigned status, const char *code, const char *
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    json_t *details = json_object();
-    if (field && *field)
-        json_object_set_new(details, "field", json_string(field));
-    resp_json(
-        rs, status,
-        json_pack("{s:{s:s,s:s,s:o}}", "error", "code", code, "message", msg, "details", details));
+    resp_error_node(rs, status, code, field, NULL, msg);
 }
 
 void resp_core_error(struct resp *rs, const struct core_error *ce)
@@ -70,6 +105,11 @@ void resp_core_error(struct resp *rs, const struct core_error *ce)
         else
             resp_error(rs, MHD_HTTP_FORBIDDEN, "quota_exceeded", f, "%s", ce->message);
         return;
+    case CORE_E_UNAVAILABLE:
+        rs->retry_after = ce->node[0] ? 5 : 1;
+        resp_error_node(rs, MHD_HTTP_SERVICE_UNAVAILABLE, ce->node[0] ? "node_down" : "starting", f,
+                        ce->node, ce->message);
+        return;
     case CORE_OK:
     case CORE_E_INTERNAL:
         break;
@@ -87,12 +127,25 @@ json_t *json_time(int64_t ms)
 }
 
 /* The fixed text of a record: keys, punctuation, "null" and "{}". */
-#define VM_JSON_FIXED 256
+#define VM_JSON_FIXED 320
 #define PUT(p, lit) JSONW_PUT_LIT(p, lit)
 #define PUT_FIELD(p, f) jsonw_put_str((p), (f), strnlen((f), sizeof(f)))
 
-int vm_write_json(struct buf *b, const struct vm_rec *v)
+/* "up", "down" or "unknown" (not read yet, no fleet), or NULL for a record
+ * with no node (being created, failed). Fills *nv when there is one. */
+static const char *node_health(const struct vm_rec *v, struct fleet *fl, struct node_view *nv)
 {
+    memset(nv, 0, sizeof *nv);
+    if (!v->node[0])
+        return NULL;
+    if (!fl || !fleet_ready(fl) || fleet_node_view(fl, v->node, nv) != 0)
+        return "unknown";
+    return nv->up ? "up" : "down";
+}
+
+int vm_write_json(struct buf *b, const struct vm_rec *v, struct fleet *fl)
+{
+    struct node_view nv;
     /* Reserve the worst case once, then write without checks: the strings'
      * bytes escaped at most 6 times over, the numbers, the times and the
      * pending changes (jansson writes them: rare, a change waiting for a
@@ -105,7 +158,8 @@ int vm_write_json(struct buf *b, const struct vm_rec *v)
     size_t strs = strnlen(v->name, sizeof v->name) + strnlen(v->os, sizeof v->os) +
                   strnlen(v->owner, sizeof v->owner) + strnlen(v->node, sizeof v->node) +
                   strlen(state) + strnlen(v->power, sizeof v->power) +
-                  strnlen(v->job, sizeof v->job) + strnlen(v->error, sizeof v->error);
+                  strnlen(v->job, sizeof v->job) + strnlen(v->error, sizeof v->error) +
+                  sizeof nv.last_error;
     char *start = buf_space(b, VM_JSON_FIXED + JSONW_ESC_MAX(strs) + 5 * JSONW_INT_MAX +
                                    2 * JSONW_TIME_LIT_MAX + pending);
     if (!start)
@@ -135,6 +189,13 @@ int vm_write_json(struct buf *b, const struct vm_rec *v)
     p = v->error[0] ? PUT_FIELD(p, v->error) : PUT(p, "null");
     p = jsonw_put_time(PUT(p, ",\"created_at\":"), v->created_at);
     p = jsonw_put_time(PUT(p, ",\"updated_at\":"), v->updated_at);
+    /* the node's health as the inventory knows it: a VM on a node that is
+     * down says so (and why) instead of looking enabled and running */
+    const char *health = node_health(v, fl, &nv);
+    p = PUT(p, ",\"node_status\":");
+    p = health ? jsonw_put_str(p, health, strlen(health)) : PUT(p, "null");
+    p = PUT(p, ",\"node_error\":");
+    p = health && strcmp(health, "down") == 0 ? PUT_FIELD(p, nv.last_error) : PUT(p, "null");
     p = PUT(p, "}");
     buf_commit(b, (size_t)(p - start));
     return BUF_OK;

@@ -18,7 +18,12 @@ static json_t *node_json(struct api *a, const struct cfg_node *cn)
     store_reserved_on(a->st, cn->name, NULL, v.seen_since, &mem, &disk, &se);
     json_t *o = json_pack("{s:s,s:s,s:b,s:b,s:i,s:i}", "name", cn->name, "cluster", cn->cluster,
                           "known", v.known, "up", v.up, "cpus", v.cpus, "vms", v.nvms);
-    json_object_set_new(o, "health", json_string(!v.known ? "unknown" : v.up ? "up" : "down"));
+    /* once the inventory was read, a node that is not up is down, seen
+     * before or not (a host that never answered since start) */
+    json_object_set_new(o, "health",
+                        json_string(v.up                 ? "up"
+                                    : fleet_ready(a->fl) ? "down"
+                                                         : "unknown"));
     json_object_set_new(o, "memory_mb",
                         json_pack("{s:I,s:I,s:I}", "total", (json_int_t)(v.mem_total / MIB), "used",
                                   (json_int_t)(v.mem_used / MIB), "reserved",

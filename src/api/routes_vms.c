@@ -255,7 +255,8 @@ struct page {
     size_t start; /* where the first record goes */
     size_t n;
     int64_t last_id;
-    int rc; /* BUF_TOOBIG stops the scan */
+    int rc;           /* BUF_TOOBIG stops the scan */
+    struct fleet *fl; /* node health for each record */
 };
 
 static int page_add(void *ctx, const struct vm_rec *r)
@@ -266,7 +267,7 @@ static int page_add(void *ctx, const struct vm_rec *r)
         pg->n = 0;
         return 0;
     }
-    pg->rc = (pg->n && LIT(pg->b, ",")) || vm_write_json(pg->b, r) ? BUF_TOOBIG : BUF_OK;
+    pg->rc = (pg->n && LIT(pg->b, ",")) || vm_write_json(pg->b, r, pg->fl) ? BUF_TOOBIG : BUF_OK;
     pg->n++;
     pg->last_id = r->id;
     return pg->rc;
@@ -307,7 +308,7 @@ void h_vms_list(struct req *rq, struct resp *rs)
         f.owner = rq->who.owner;
     }
     struct buf b = BUF_INIT(API_ANSWER_MAX);
-    struct page pg = {&b, 0, 0, 0, BUF_OK};
+    struct page pg = {&b, 0, 0, 0, BUF_OK, rq->api->fl};
     /* About 280 bytes a record: one allocation for most pages. */
     if (!buf_space(&b, (size_t)f.limit * 320 + 64))
         goto too_big;
@@ -339,10 +340,10 @@ out:
 
 /* ---- one VM ------------------------------------------------------------------------ */
 
-static void vm_answer(struct resp *rs, const struct vm_rec *v)
+static void vm_answer(struct req *rq, struct resp *rs, const struct vm_rec *v)
 {
     struct buf b = BUF_INIT(API_ANSWER_MAX);
-    if (vm_write_json(&b, v))
+    if (vm_write_json(&b, v, rq->api->fl))
         resp_error(rs, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal", NULL,
                    "the answer would pass %d bytes", API_ANSWER_MAX);
     else
@@ -369,7 +370,7 @@ void h_vm_get(struct req *rq, struct resp *rs)
     if (!rq->who.admin && strcmp(v.owner, rq->who.owner) != 0)
         not_found(rs, rq->params[0]);
     else
-        vm_answer(rs, &v);
+        vm_answer(rq, rs, &v);
     vm_rec_release(&v);
 }
 

@@ -7,6 +7,7 @@
  * idle connection, header memory, and the body (API_BODY_MAX -> 413). */
 #include "api/api_int.h"
 
+#include "common/jsonw.h"
 #include "common/log.h"
 #include "common/mem.h"
 #include "common/util.h"
@@ -24,6 +25,10 @@
 #define CONN_LIMIT 4096
 #define PER_IP_LIMIT 512
 #define CONN_MEMORY (64 * 1024)
+/* proxd's own limits, well below what a connection may hold, so that
+ * proxd answers (in JSON) before libmicrohttpd has to (in HTML) */
+#define URI_MAX (8 * 1024)
+#define HEADERS_MAX (16 * 1024)
 #define POOL_MAX 16
 #define STREAM_DRAIN_MS 2000
 
@@ -43,9 +48,17 @@ static enum MHD_Result send_resp(struct req *rq, struct resp *rs)
     struct MHD_Response *r = rs->raw;
     if (!r) {
         char *text;
-        if (rs->body) {
-            text = json_dumps(rs->body, JSON_COMPACT);
+        if (rs->body && (text = json_dumps(rs->body, JSON_COMPACT)) != NULL) {
             rs->ctype = "application/json";
+        } else if (rs->body || (!rs->text && rs->status >= 400)) {
+            /* a body jansson could not write (it refuses text that is not
+             * UTF-8), or an error with none: still the documented shape */
+            text = error_json_text("internal", NULL, NULL, "the answer could not be encoded");
+            json_decref(rs->body);
+            rs->body = NULL;
+            rs->status = MHD_HTTP_INTERNAL_SERVER_ERROR;
+            rs->ctype = "application/json";
+            rs->text_len = 0;
         } else {
             text = rs->text ? rs->text : xstrdup("");
             rs->text = NULL;
@@ -63,6 +76,11 @@ static enum MHD_Result send_resp(struct req *rq, struct resp *rs)
         MHD_add_response_header(r, MHD_HTTP_HEADER_LOCATION, rs->location);
     if (rs->allow[0])
         MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, rs->allow);
+    if (rs->retry_after) {
+        char ra[16];
+        snprintf(ra, sizeof ra, "%u", rs->retry_after);
+        MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, ra);
+    }
     if (rs->status == MHD_HTTP_UNAUTHORIZED)
         MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"proxd\"");
     MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
@@ -99,6 +117,45 @@ static bool declared_too_big(struct MHD_Connection *c)
     return cl && parse_i64(cl, &n) && n > API_BODY_MAX;
 }
 
+/* Handlers may put a query argument into a JSON answer: one that is not
+ * UTF-8 is refused here (the refusal's text replaces the bad bytes). */
+static enum MHD_Result utf8_arg(void *cls, enum MHD_ValueKind kind, const char *key,
+                                const char *value)
+{
+    (void)kind;
+    const char **bad = cls;
+    if (jsonw_utf8_valid(key, strlen(key)) && (!value || jsonw_utf8_valid(value, strlen(value))))
+        return MHD_YES;
+    *bad = key;
+    return MHD_NO;
+}
+
+static enum MHD_Result add_len(void *cls, enum MHD_ValueKind kind, const char *key,
+                               const char *value)
+{
+    (void)kind;
+    *(size_t *)cls += strlen(key) + (value ? strlen(value) : 0) + 4;
+    return MHD_YES;
+}
+
+/* 414 or 431 with the JSON error when the request line or the headers
+ * pass proxd's limits; 0 when they do not. */
+static unsigned oversize(struct MHD_Connection *c, const char *url, const char **what)
+{
+    size_t uri = strlen(url), hdr = 0;
+    MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, add_len, &uri);
+    MHD_get_connection_values(c, MHD_HEADER_KIND, add_len, &hdr);
+    if (uri > URI_MAX) {
+        *what = "the request's path and query";
+        return MHD_HTTP_URI_TOO_LONG;
+    }
+    if (hdr > HEADERS_MAX) {
+        *what = "the request's headers";
+        return MHD_HTTP_REQUEST_HEADER_FIELDS_TOO_LARGE;
+    }
+    return 0;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version, const char *data,
                                   size_t *size, void **con_cls)
@@ -106,6 +163,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     struct api *a = cls;
     struct req *rq = *con_cls;
     if (!rq) {
+        deadlines_headers_done(a->dl, conn);
         rq = xcalloc(1, sizeof *rq);
         rq->api = a;
         rq->conn = conn;
@@ -113,6 +171,17 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         rq->path = url;
         buf_init(&rq->body, API_BODY_MAX);
         *con_cls = rq;
+        const char *what = NULL;
+        unsigned big = oversize(conn, url, &what);
+        if (big) {
+            rq->started = true;
+            struct resp rs = {0};
+            resp_error(&rs, big,
+                       big == MHD_HTTP_URI_TOO_LONG ? "uri_too_long" : "headers_too_large", NULL,
+                       "%s may have at most %d bytes", what,
+                       big == MHD_HTTP_URI_TOO_LONG ? URI_MAX : HEADERS_MAX);
+            return answer(rq, &rs);
+        }
         /* Refuse a declared oversize body before reading any of it. */
         if (declared_too_big(conn)) {
             rq->started = true;
@@ -135,9 +204,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     }
     rq->started = true;
     struct resp rs = {.status = MHD_HTTP_OK};
+    const char *bad = NULL;
     if (rq->too_big)
         resp_error(&rs, MHD_HTTP_CONTENT_TOO_LARGE, "too_large", NULL,
                    "the body may have at most %d bytes", API_BODY_MAX);
+    else if (MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, utf8_arg, &bad) >= 0 && bad)
+        resp_error(&rs, MHD_HTTP_BAD_REQUEST, "invalid", bad,
+                   "%s: the query string must be UTF-8 once percent-decoded", bad);
     else
         router_dispatch(rq, &rs);
     return answer(rq, &rs);
@@ -146,6 +219,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
+    struct api *a = cls;
+    deadlines_answered(a->dl, conn); /* the next request line is awaited */
     struct req *rq = *con_cls;
     if (!rq)
         return;
@@ -236,6 +311,8 @@ struct api *api_start(const struct proxd_config *cfg, struct core *k, store *st,
         goto fail;
     raise_nofile();
     a->hub = sse_hub_new(a);
+    a->dl =
+        deadlines_new(cfg->idle_timeout_s, cfg->header_timeout_s > 0 ? cfg->header_timeout_s : 10);
     unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     if (ss.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
@@ -245,7 +322,9 @@ struct api *api_start(const struct proxd_config *cfg, struct core *k, store *st,
         MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)PER_IP_LIMIT, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)cfg->idle_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONN_MEMORY,
         MHD_OPTION_THREAD_STACK_SIZE, (size_t)MEM_THREAD_STACK, MHD_OPTION_NOTIFY_COMPLETED,
-        on_completed, a, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, a, MHD_OPTION_END);
+        on_completed, a, MHD_OPTION_NOTIFY_CONNECTION, deadlines_on_connection, a->dl,
+        MHD_OPTION_URI_LOG_CALLBACK, deadlines_on_request_line, a->dl, MHD_OPTION_EXTERNAL_LOGGER,
+        mhd_log, a, MHD_OPTION_END);
     if (!a->d) {
         snprintf(err, errlen, "listen %s: cannot start the HTTP server (address in use?)",
                  cfg->listen);
@@ -278,6 +357,7 @@ void api_stop(struct api *a)
     if (a->d)
         MHD_stop_daemon(a->d);
     sse_hub_free(a->hub);
+    deadlines_free(a->dl);
     for (int i = 0; i < API_IDEM_STRIPES; i++)
         pthread_mutex_destroy(&a->idem[i]);
     pthread_mutex_destroy(&a->mu);

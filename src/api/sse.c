@@ -4,16 +4,22 @@
  * A stream's content reader sends what the store has; when there is nothing
  * new it suspends its connection and registers it in the hub ("parked").
  * The hub's timer thread looks at the store every TICK_MS for each parked
- * stream and resumes those with news, a ping due (which is also how a gone
- * client is noticed: MHD does not see disconnects while suspended), or their
- * deadline passed. Only the timer thread (or shutdown, after the timer has
- * stopped) takes a stream out of the registry, so a parked stream's fields
- * are stable while the timer reads them.
+ * stream and resumes those with news, a ping due, or their deadline
+ * passed. MHD does not see disconnects while a connection is suspended, so
+ * the timer also looks at each parked stream's socket (poll, POLLRDHUP): a
+ * client that is gone is resumed to end with an error, which frees its
+ * slot within a tick or two rather than at the next ping.
+ *
+ * Slots: at most STREAMS_MAX streams in all, and streams_per_owner for one
+ * owner (429 past it), so one tenant cannot take every slot. Only the timer thread (or shutdown,
+ * after the timer has stopped) takes a stream out of the registry, so a parked stream's fields are
+ * stable while the timer reads them.
  *
  * The stream ends with an "end" event once the job is finished and its last
  * event is out. The core writes a job's row before its event line, so a
  * finished job may still get one event: the end waits SETTLE_MS after the
  * finished state was first seen. */
+#define _GNU_SOURCE /* POLLRDHUP */
 #include "api/api_int.h"
 
 #include "common/log.h"
@@ -21,6 +27,7 @@
 #include "common/util.h"
 #include "common/xalloc.h"
 
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,7 +50,15 @@ struct sse {
     int64_t terminal_at; /* mono ms when the job was first seen finished */
     int64_t deadline;    /* mono ms */
     int64_t next_ping;   /* mono ms */
+    bool gone;           /* the client closed its end: end with an error */
+    char owner[64];      /* whose slot it takes */
     struct sse *next;    /* in hub->parked */
+};
+
+/* Open streams of one owner (the table holds owners with at least one). */
+struct owner_count {
+    char owner[64];
+    int n;
 };
 
 struct sse_hub {
@@ -52,6 +67,8 @@ struct sse_hub {
     pthread_cond_t cv;
     struct sse *parked;
     int open, nparked;
+    struct owner_count *owners; /* under mu */
+    size_t nowners, capowners;
     bool stopping;
     bool timer_running;
     pthread_t timer;
@@ -153,6 +170,8 @@ static bool park(struct sse *s)
 static ssize_t reader(void *cls, uint64_t pos, char *dst, size_t max)
 {
     struct sse *s = cls;
+    if (s->gone)
+        return MHD_CONTENT_READER_END_WITH_ERROR; /* MHD closes it: the slot frees */
     if (s->off == s->out.len) {
         buf_reset(&s->out);
         s->off = 0;
@@ -170,19 +189,62 @@ static ssize_t reader(void *cls, uint64_t pos, char *dst, size_t max)
     return s->ended ? MHD_CONTENT_READER_END_OF_STREAM : 0;
 }
 
+/* Take (delta 1, if the owner has room under `limit`) or give back (-1)
+ * one of an owner's slots. Under h->mu. */
+static bool owner_slot(struct sse_hub *h, const char *owner, int delta, int limit)
+{
+    size_t i = 0;
+    while (i < h->nowners && strcmp(h->owners[i].owner, owner) != 0)
+        i++;
+    if (delta > 0) {
+        if (i < h->nowners && h->owners[i].n >= limit)
+            return false;
+        if (i == h->nowners) {
+            if (h->nowners == h->capowners)
+                h->owners =
+                    xrealloc(h->owners, (h->capowners = h->capowners ? h->capowners * 2 : 16) *
+                                            sizeof *h->owners);
+            snprintf(h->owners[i].owner, sizeof h->owners[i].owner, "%s", owner);
+            h->owners[i].n = 0;
+            h->nowners++;
+        }
+        h->owners[i].n++;
+        return true;
+    }
+    if (i < h->nowners && --h->owners[i].n <= 0)
+        h->owners[i] = h->owners[--h->nowners];
+    return true;
+}
+
 static void stream_free(void *cls)
 {
     struct sse *s = cls;
     pthread_mutex_lock(&s->hub->mu);
     s->hub->open--;
+    owner_slot(s->hub, s->owner, -1, 0);
     pthread_mutex_unlock(&s->hub->mu);
     buf_release(&s->out);
     free(s);
 }
 
+/* Has the client closed its end (or the socket failed)? */
+static bool client_gone(struct sse *s)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(s->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!ci)
+        return false;
+    struct pollfd p = {.fd = ci->connect_fd, .events = POLLRDHUP};
+    return poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL));
+}
+
 /* Anything for a parked stream? Reads the store, not the stream's buffer. */
 static bool has_news(struct sse_hub *h, struct sse *s, int64_t now)
 {
+    if (client_gone(s)) {
+        s->gone = true; /* only the timer writes it while the stream is parked */
+        return true;
+    }
     if (now >= s->deadline || now >= s->next_ping)
         return true;
     if (s->terminal_at)
@@ -300,6 +362,7 @@ void sse_hub_free(struct sse_hub *h)
         sse_hub_shutdown(h);
     pthread_mutex_destroy(&h->mu);
     pthread_cond_destroy(&h->cv);
+    free(h->owners);
     free(h);
 }
 
@@ -320,9 +383,11 @@ void h_job_events(struct req *rq, struct resp *rs)
         return;
     job_rec_release(&j);
     struct sse_hub *h = rq->api->hub;
+    int limit = rq->api->cfg->streams_per_owner > 0 ? rq->api->cfg->streams_per_owner : 64;
     pthread_mutex_lock(&h->mu);
     bool room = !h->stopping && h->open < STREAMS_MAX;
-    if (room)
+    bool mine = room && owner_slot(h, rq->who.owner, 1, limit);
+    if (mine)
         h->open++;
     pthread_mutex_unlock(&h->mu);
     if (!room) {
@@ -330,8 +395,17 @@ void h_job_events(struct req *rq, struct resp *rs)
                    "too many event streams are open; try again later");
         return;
     }
+    if (!mine) {
+        rs->retry_after = 5;
+        resp_error(rs, MHD_HTTP_TOO_MANY_REQUESTS, "too_many_streams", NULL,
+                   "'%s' has %d event streams open, the most one owner may have "
+                   "(streams_per_owner); close one or try again later",
+                   rq->who.owner, limit);
+        return;
+    }
     struct sse *s = xcalloc(1, sizeof *s);
     s->hub = h;
+    snprintf(s->owner, sizeof s->owner, "%s", rq->who.owner);
     s->conn = rq->conn;
     snprintf(s->job, sizeof s->job, "%s", j.id);
     buf_init(&s->out, BUF_UNLIMITED);

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define ANSWER_MAX (8u << 20)
 
@@ -31,7 +32,29 @@ static struct curl_slist *headers(struct cli *c, bool json_body, bool sse)
     return h;
 }
 
+static long call_once(struct cli *c, const char *method, const char *path, json_t *body,
+                      json_t **out);
+
+/* proxd answers 503 "starting" for the second or so after its start in
+ * which it reads the inventory (nothing was done): wait and ask again, up
+ * to STARTING_WAIT_MS in all. Any other answer is the caller's. */
+#define STARTING_WAIT_MS 15000
 long cli_call(struct cli *c, const char *method, const char *path, json_t *body, json_t **out)
+{
+    long status;
+    for (long waited = 0;; waited += 500) {
+        status = call_once(c, method, path, body, out);
+        json_t *code = json_object_get(json_object_get(*out, "error"), "code");
+        if (status != 503 || !json_is_string(code) ||
+            strcmp(json_string_value(code), "starting") != 0 || waited >= STARTING_WAIT_MS)
+            return status;
+        json_decref(*out);
+        usleep(500 * 1000);
+    }
+}
+
+static long call_once(struct cli *c, const char *method, const char *path, json_t *body,
+                      json_t **out)
 {
     *out = NULL;
     CURL *h = curl_easy_init();

@@ -251,8 +251,9 @@ static int vm_show(struct cli *c, const char *vmid)
     if (rc == EXIT_OK && c->json) {
         cli_print_json(v);
     } else if (rc == EXIT_OK) {
-        const char *keys[] = {"vmid",  "name",  "os",        "owner",   "node",       "state",
-                              "power", "cores", "memory_mb", "disk_gb", "created_at", "updated_at"};
+        const char *keys[] = {"vmid",        "name",       "os",         "owner",     "node",
+                              "node_status", "node_error", "state",      "power",     "cores",
+                              "memory_mb",   "disk_gb",    "created_at", "updated_at"};
         for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) {
             json_t *x = json_object_get(v, keys[i]);
             if (json_is_string(x))
@@ -260,6 +261,9 @@ static int vm_show(struct cli *c, const char *vmid)
             else if (x && !json_is_null(x))
                 printf("%-11s %lld\n", keys[i], (long long)json_number_value(x));
         }
+        if (strcmp(str(v, "node_status"), "down") == 0)
+            printf("note        its node is down: power and state are as last known, and\n"
+                   "            actions are refused until the node answers again\n");
         json_t *p = json_object_get(v, "pending");
         if (json_object_size(p)) {
             char *s = json_dumps(p, JSON_COMPACT | JSON_SORT_KEYS);

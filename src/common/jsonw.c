@@ -41,6 +41,22 @@ static size_t utf8_seq(const unsigned char *s, size_t n)
     return len;
 }
 
+bool jsonw_utf8_valid(const char *s, size_t n)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    for (size_t i = 0; i < n;) {
+        if (u[i] < 0x80) {
+            i++;
+            continue;
+        }
+        size_t len = utf8_seq(u + i, n - i);
+        if (!len)
+            return false;
+        i += len;
+    }
+    return true;
+}
+
 /* Whether none of the 8 bytes in w needs a look: all ASCII (< 0x80), none
  * a control character (< 0x20), a quote or a backslash. Word-at-a-time
  * tests for "some byte < k" (Hacker's Delight 6-1 style), exact here

@@ -16,6 +16,7 @@
 
 #include "common/buf.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -53,5 +54,7 @@ size_t jsonw_fmt_time(char out[JSONW_TIME_MAX + 1], int64_t ms);
  * JSONW_ESC_MAX(n) bytes; returns the bytes written. */
 #define JSONW_ESC_MAX(n) ((n)*6)
 size_t jsonw_escape(char *dst, const char *s, size_t n);
+/* Are the n bytes of s valid UTF-8 (the same rules as the encoder's)? */
+bool jsonw_utf8_valid(const char *s, size_t n);
 
 #endif

@@ -1,7 +1,7 @@
 #include "common/log.h"
 #include "common/buf.h"
+#include "common/jsonw.h"
 
-#include <jansson.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -48,22 +48,51 @@ static void timestamp(char *out, size_t n)
     snprintf(out + k, n - k, ".%03dZ", (int)(tv.tv_usec / 1000));
 }
 
-/* logfmt quoting: quote when the value has spaces, quotes or '='. */
+/* logfmt quoting: quote when the value has spaces, quotes, '=' or bytes
+ * that are not printable ASCII. Log lines often quote the network (paths,
+ * header values, Proxmox's texts): control characters are escaped (\n,
+ * \xHH) so a line is always one line, and bytes that are not UTF-8 are
+ * written as \xHH too. */
 static void add_logfmt_value(struct buf *b, const char *v)
 {
-    if (*v && !strpbrk(v, " \"=\t\n\\")) {
+    bool plain = *v != '\0';
+    for (const unsigned char *p = (const unsigned char *)v; *p && plain; p++)
+        plain = *p > ' ' && *p < 0x7f && *p != '"' && *p != '=' && *p != '\\';
+    if (plain) {
         buf_adds(b, v);
         return;
     }
     buf_addc(b, '"');
-    for (; *v; v++) {
-        if (*v == '"' || *v == '\\')
+    size_t n = strlen(v);
+    for (size_t i = 0; i < n;) {
+        unsigned char c = (unsigned char)v[i];
+        if (c == '"' || c == '\\') {
             buf_addc(b, '\\');
-        if (*v == '\n') {
+            buf_addc(b, (char)c);
+            i++;
+        } else if (c == '\n') {
             buf_adds(b, "\\n");
-            continue;
+            i++;
+        } else if (c < ' ' || c == 0x7f) {
+            buf_printf(b, "\\x%02x", c);
+            i++;
+        } else if (c < 0x80) {
+            buf_addc(b, (char)c);
+            i++;
+        } else {
+            size_t k = 1; /* a whole valid UTF-8 sequence passes as it is */
+            while (k < 4 && i + k < n && ((unsigned char)v[i + k] & 0xC0) == 0x80)
+                k++;
+            while (k > 0 && !jsonw_utf8_valid(v + i, k))
+                k--;
+            if (k) {
+                buf_add(b, v + i, k);
+                i += k;
+            } else {
+                buf_printf(b, "\\x%02x", c);
+                i++;
+            }
         }
-        buf_addc(b, *v);
     }
     buf_addc(b, '"');
 }
@@ -77,14 +106,19 @@ void log_write(enum log_level lvl, const char *sub, const char *fmt, ...)
     va_end(ap);
     timestamp(ts, sizeof ts);
 
-    struct buf b = BUF_INIT(8192);
+    struct buf b = BUF_INIT(32768); /* a 2 KiB message escaped 6 times over fits */
     if (g_format == LOG_FMT_JSON) {
-        json_t *o = json_pack("{s:s,s:s,s:s,s:s}", "ts", ts, "level", level_names[lvl], "sub", sub,
-                              "msg", msg);
-        char *s = json_dumps(o, JSON_COMPACT);
-        buf_adds(&b, s);
-        free(s);
-        json_decref(o);
+        /* jsonw, not jansson: a message that is not UTF-8 (a request's
+         * bytes, a cut multi-byte character) gets U+FFFD, not a NULL */
+        buf_adds(&b, "{\"ts\":");
+        jsonw_str(&b, ts, strlen(ts));
+        buf_adds(&b, ",\"level\":");
+        jsonw_str(&b, level_names[lvl], strlen(level_names[lvl]));
+        buf_adds(&b, ",\"sub\":");
+        jsonw_str(&b, sub, strlen(sub));
+        buf_adds(&b, ",\"msg\":");
+        jsonw_str(&b, msg, strlen(msg));
+        buf_addc(&b, '}');
     } else {
         buf_printf(&b, "ts=%s level=%s sub=%s msg=", ts, level_names[lvl], sub);
         add_logfmt_value(&b, msg);

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -146,4 +147,41 @@ bool parse_i64(const char *s, int64_t *out)
         return false;
     *out = v;
     return true;
+}
+
+void url_redact(const char *url, char *out, size_t n)
+{
+    struct buf b = BUF_INIT(BUF_UNLIMITED);
+    const char *p = url, *auth = strstr(url, "://");
+    if (auth) {
+        auth += 3;
+        size_t alen = strcspn(auth, "/?#"); /* the authority: [user[:pw]@]host */
+        const char *at = NULL;              /* the last '@': a password may hold one unencoded */
+        for (const char *q = auth; q < auth + alen; q++)
+            if (*q == '@')
+                at = q;
+        const char *colon = at ? memchr(auth, ':', (size_t)(at - auth)) : NULL;
+        if (colon) {
+            buf_add(&b, url, (size_t)(colon - url) + 1);
+            buf_adds(&b, "***");
+            p = at;
+        }
+    }
+    /* password=VALUE in a query string or a key=value list */
+    for (;;) {
+        const char *k = strstr(p, "password=");
+        if (!k)
+            break;
+        bool start = k == url || strchr("?&; \t", k[-1]);
+        k += strlen("password=");
+        buf_add(&b, p, (size_t)(k - p));
+        if (start) {
+            buf_adds(&b, "***");
+            k += strcspn(k, "&; \t#");
+        }
+        p = k;
+    }
+    buf_adds(&b, p);
+    snprintf(out, n, "%s", b.len ? buf_str(&b) : "");
+    buf_release(&b);
 }

@@ -36,6 +36,11 @@ char *hex_encode(const unsigned char *p, size_t n);
 
 bool str_starts(const char *s, const char *prefix);
 bool str_ends(const char *s, const char *suffix);
+/* A URL fit to print: the password of "scheme://user:PASSWORD@host..." and
+ * the value of any "password=" parameter replaced by "***" (a database URL
+ * may hold one). Always NUL-terminates out (cut to n - 1). */
+void url_redact(const char *url, char *out, size_t n);
+
 /* Parse a whole decimal integer (optional sign); false on any junk or overflow. */
 bool parse_i64(const char *s, int64_t *out);
 

@@ -121,6 +121,8 @@ static const struct key_def keys[] = {
     KNUM(S_PROXD, PC, "workers", workers, "0", 0, 256),
     KNUM(S_PROXD, PC, "reconcile_interval", reconcile_interval_s, "60", 1, 86400),
     KNUM(S_PROXD, PC, "idle_timeout", idle_timeout_s, "60", 1, 3600),
+    KNUM(S_PROXD, PC, "header_timeout", header_timeout_s, "10", 1, 3600),
+    KNUM(S_PROXD, PC, "streams_per_owner", streams_per_owner, "64", 1, 2048),
     KBOOL(S_PROXD, PC, "delete_orphans", delete_orphans, "no"),
     KSTR(S_PROXD, PC, "tag", tag, "proxd", v_tag, 0),
     KNUM(S_PROXD, PC, "quarantine", quarantine_s, "300", 0, 30 * 86400),
@@ -431,7 +433,9 @@ static bool v_database(const char *v, char *why, size_t n)
     if ((str_starts(v, "sqlite:") && v[7]) || str_starts(v, "postgresql://") ||
         str_starts(v, "postgres://"))
         return true;
-    snprintf(why, n, "'%s': expected sqlite:PATH or postgresql://...", v);
+    char shown[512];
+    url_redact(v, shown, sizeof shown);
+    snprintf(why, n, "'%s': expected sqlite:PATH or postgresql://...", shown);
     return false;
 }
 

@@ -59,13 +59,15 @@ struct proxd_config {
     enum placement placement;
     char log_format[8]; /* text | json */
     char log_level[8];
-    char log_file[512];           /* "" = stderr; reopened on SIGHUP (log rotation) */
-    int workers;                  /* job worker threads; 0 (default): sized from the clone slots */
-    int reconcile_interval_s;     /* default 60 */
-    int idle_timeout_s;           /* API connections idle this long are closed; default 60 */
-    bool delete_orphans;          /* reconciler deletes tagged VMs without a record */
-    char tag[32];                 /* the tag that marks proxd's VMs, default "proxd" */
-    int64_t quarantine_s;         /* released VMIDs rest this long, default 300 */
+    char log_file[512];       /* "" = stderr; reopened on SIGHUP (log rotation) */
+    int workers;              /* job worker threads; 0 (default): sized from the clone slots */
+    int reconcile_interval_s; /* default 60 */
+    int idle_timeout_s;       /* API connections idle this long are closed; default 60 */
+    int header_timeout_s;     /* a request's line and headers must arrive within this; default 10 */
+    int streams_per_owner;    /* event streams one owner may hold open at once; default 64 */
+    bool delete_orphans;      /* reconciler deletes tagged VMs without a record */
+    char tag[32];             /* the tag that marks proxd's VMs, default "proxd" */
+    int64_t quarantine_s;     /* released VMIDs rest this long, default 300 */
     int fallback_lo, fallback_hi; /* fallback_range = 9000-9999 */
     /* [proxmox] */
     char token[256];

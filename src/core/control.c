@@ -141,6 +141,10 @@ static int load_owned(struct core *k, int vmid, const char *owner, struct vm_rec
         vm_rec_release(v);
         return fail(err, CORE_E_CONFLICT, "vmid", "VM %d is %s", vmid, vm_state_name(st));
     }
+    if (core_node_check(k, vmid, v->node, err)) { /* refused now, not failed later */
+        vm_rec_release(v);
+        return CORE_E_UNAVAILABLE;
+    }
     return CORE_OK;
 }
 

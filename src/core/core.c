@@ -181,6 +181,7 @@ static int fail(struct core_error *err, enum core_err code, const char *field, c
 {
     if (err) {
         err->code = code;
+        err->node[0] = '\0';
         snprintf(err->field, sizeof err->field, "%s", field ? field : "");
         snprintf(err->message, sizeof err->message, "%s", msg);
     }
@@ -197,6 +198,29 @@ static json_t *request_json(const struct vm_request *r)
     return o;
 }
 
+int core_node_check(struct core *k, int vmid, const char *node, struct core_error *err)
+{
+    /* where the inventory last saw it in its node's world (HA may have
+     * moved it; standalone hosts each have their own VMIDs) */
+    char where[64];
+    struct fleet_vm fv;
+    snprintf(where, sizeof where, "%s", node);
+    if (node[0] && fleet_vm_find(k->fl, node, vmid, &fv) == 0)
+        snprintf(where, sizeof where, "%s", fv.node);
+    struct node_view v;
+    if (!where[0] || !fleet_ready(k->fl) || fleet_node_view(k->fl, where, &v) != 0 || v.up)
+        return CORE_OK;
+    if (err) {
+        err->code = CORE_E_UNAVAILABLE;
+        snprintf(err->field, sizeof err->field, "node");
+        snprintf(err->node, sizeof err->node, "%s", where);
+        snprintf(err->message, sizeof err->message,
+                 "node %s is down (%.300s): VM %d cannot be acted on until it answers again", where,
+                 v.last_error[0] ? v.last_error : "not reachable", vmid);
+    }
+    return CORE_E_UNAVAILABLE;
+}
+
 int core_create_idem(struct core *k, const struct vm_request *r, const struct core_idem *idem,
                      char job_id[40], int *vmid, json_t **first, struct core_error *err)
 {
@@ -205,6 +229,9 @@ int core_create_idem(struct core *k, const struct vm_request *r, const struct co
         *first = NULL;
     if (!validate_request(k->cfg, r, field, sizeof field, msg, sizeof msg))
         return fail(err, CORE_E_INVALID, field, msg);
+    if (!fleet_ready(k->fl)) /* a VMID must not be picked before the fleet's are known */
+        return fail(err, CORE_E_UNAVAILABLE, NULL,
+                    "proxd has just started and is reading the inventory: retry in a second");
     int qrc = core_quota_check(k, r->owner, 1, r->cores, r->memory_mb, r->disk_gb, err);
     if (qrc)
         return qrc;
@@ -384,7 +411,10 @@ static void *worker_main(void *arg)
             break;
         struct job_rec j;
         struct store_error se;
-        int rc = store_job_claim(k->st, k->instance, LEASE_MS, &j, &se);
+        /* no job before the inventory is read once: placement and locating
+         * a VM need it (the keeper reads it first thing) */
+        int rc = fleet_ready(k->fl) ? store_job_claim(k->st, k->instance, LEASE_MS, &j, &se)
+                                    : STORE_E_NOTFOUND;
         if (rc == STORE_E_NOTFOUND || rc) {
             if (rc && rc != STORE_E_NOTFOUND)
                 log_error("job", "claiming a job failed: %s", se.message);
@@ -426,6 +456,12 @@ static void *worker_main(void *arg)
 static void *keeper_main(void *arg)
 {
     struct core *k = arg;
+    /* first the inventory, on this thread: the API is already answering,
+     * and a world that does not answer is marked down after one try */
+    fleet_refresh(k->fl, true);
+    pthread_mutex_lock(&k->mu);
+    pthread_cond_broadcast(&k->cv); /* workers may claim jobs now */
+    pthread_mutex_unlock(&k->mu);
     int64_t last_refresh = mono_ms(), last_reconcile = 0;
     for (;;) {
         pthread_mutex_lock(&k->mu);
@@ -490,7 +526,6 @@ static void adopt_dead_local_jobs(struct core *k)
 int core_start(struct core *k)
 {
     adopt_dead_local_jobs(k);
-    fleet_refresh(k->fl, true);
     int n = k->cfg->workers;
     if (n <= 0) { /* enough workers to keep every clone slot busy, plus some */
         n = 4;

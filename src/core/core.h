@@ -27,12 +27,16 @@ enum core_err {
     CORE_E_CONFLICT = 3, /* not possible in the VM's current state */
     CORE_E_FULL = 4,     /* no VMID left, or quota exhausted */
     CORE_E_INTERNAL = 5, /* the store failed */
+    /* not now, maybe in a moment: the VM's node is down (node names it),
+     * or proxd has just started and has not read the inventory yet */
+    CORE_E_UNAVAILABLE = 6,
 };
 
 struct core_error {
     enum core_err code;
     char field[32];
     char message[512];
+    char node[64]; /* CORE_E_UNAVAILABLE: the node that is down, or "" */
 };
 
 /* Borrowed: cfg, st and fl must outlive the core. instance: a name unique
@@ -48,7 +52,8 @@ void core_free(struct core *k);
 
 /* Validate, allocate a VMID, record the VM as "creating" and queue its job
  * (record, job and first event in one store transaction). Fills job_id and
- * *vmid. */
+ * *vmid. CORE_E_UNAVAILABLE until the inventory has been read once after
+ * start (the VMID must not be one Proxmox already has). */
 int core_create(struct core *k, const struct vm_request *r, char job_id[40], int *vmid,
                 struct core_error *err);
 
@@ -68,7 +73,9 @@ int core_create_idem(struct core *k, const struct vm_request *r, const struct co
  * owner is CORE_E_NOTFOUND, exactly as a missing one. Requests that make no
  * sense in the VM's recorded state (resume a running VM, reboot a stopped
  * one, anything on a VM that is not enabled) are CORE_E_CONFLICT at once,
- * without a job. */
+ * without a job. A VM whose node is down (where the inventory last saw it,
+ * else its record's node) is CORE_E_UNAVAILABLE with err->node set: the
+ * request is refused, not queued, until the node answers again. */
 enum vm_action {
     ACT_START = 0,
     ACT_SHUTDOWN,
@@ -95,6 +102,12 @@ int core_vm_resize(struct core *k, int vmid, const char *owner, int64_t disk_gb,
                    struct core_error *err);
 int core_vm_delete(struct core *k, int vmid, const char *owner, char job_id[40],
                    struct core_error *err);
+
+/* Is `node` (where VM vmid is, per the inventory or else the record) down
+ * as far as the inventory knows? CORE_E_UNAVAILABLE with err filled, or
+ * CORE_OK (also while the inventory is not read yet, and for a node proxd
+ * does not manage: the job finds out). */
+int core_node_check(struct core *k, int vmid, const char *node, struct core_error *err);
 
 /* Quota left for an owner (for refusals and the API). */
 struct quota_use {

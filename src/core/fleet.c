@@ -12,7 +12,10 @@
 
 #define BACKOFF_MIN_MS 1000
 #define BACKOFF_MAX_MS 60000
-#define WORLD_PERIOD_MS 0 /* worlds that answer are refreshed whenever asked */
+#define WORLD_PERIOD_MS 0     /* worlds that answer are refreshed whenever asked */
+#define QUICK_FAILURE_MS 1000 /* an inventory read that failed faster is tried again */
+/* (and faster than half the connect timeout: a timeout is never quick) */
+#define QUICK_RETRY_MS 250
 
 /* What the core put on a node since the inventory last looked: counted on
  * top of the node's reported use until a refresh that began later. */
@@ -24,6 +27,7 @@ struct world {
     int nnodes;
     int64_t next_try; /* unix ms: when a failed world may be asked again */
     int64_t backoff;
+    bool asked; /* one refresh of it has ended, answered or failed */
 };
 
 struct nstate {
@@ -68,6 +72,7 @@ struct fleet {
     /* names of nodes proxd does not manage that fleet_vm_added was told of */
     char extra[MAX_EXTRA_NODES][64];
     int nextra;
+    int64_t quick_ms; /* see QUICK_FAILURE_MS */
 };
 
 /* ---- set-up ------------------------------------------------------------- */
@@ -96,6 +101,20 @@ static void add_hosts(const char **hosts, size_t *nh, const struct cfg_node *cn)
     }
 }
 
+/* Set on the threads of a refresh: its own failed reads and probes are
+ * judged by apply_world, not by the client's failure hook. */
+static _Thread_local bool tl_refreshing;
+
+/* libpve's hook: a call on a node failed at the network level (an
+ * operation of any job, a task poll, a read): the node is down at once
+ * rather than at the next refresh, which in a cluster could still show it
+ * online while every call to it hangs. */
+static void on_node_failure(void *ud, const char *node, const struct pve_error *e)
+{
+    if (!tl_refreshing)
+        fleet_node_failed(ud, node, e->message);
+}
+
 static int make_client(struct fleet *f, const struct proxd_config *cfg, struct world *w, char *err,
                        size_t errlen)
 {
@@ -117,6 +136,8 @@ static int make_client(struct fleet *f, const struct proxd_config *cfg, struct w
         .timeout_ms = cfg->timeout_s * 1000L,
         .json_bodies = cfg->json_bodies,
         .name = w->name,
+        .on_node_failure = on_node_failure,
+        .hook_ud = f,
     };
     struct pve_error pe;
     w->client = pve_client_new(&pc, &pe);
@@ -124,7 +145,6 @@ static int make_client(struct fleet *f, const struct proxd_config *cfg, struct w
         snprintf(err, errlen, "world '%s': %s", w->name, pe.message);
         return -1;
     }
-    (void)f;
     return 0;
 }
 
@@ -188,6 +208,9 @@ struct fleet *fleet_new(const struct proxd_config *cfg, char *err, size_t errlen
     struct fleet *f = xcalloc(1, sizeof *f);
     pthread_mutex_init(&f->mu, NULL);
     vmtab_init(&f->vms);
+    f->quick_ms = cfg->connect_timeout_s * 1000L / 2;
+    if (f->quick_ms <= 0 || f->quick_ms > QUICK_FAILURE_MS)
+        f->quick_ms = QUICK_FAILURE_MS;
     for (int i = 0; i < cfg->nnodes; i++) {
         const struct cfg_node *cn = &cfg->nodes[i];
         int wi = world_for(f, cn);
@@ -307,7 +330,22 @@ static void *refresh_thread(void *arg)
 {
     struct refresh_job *j = arg;
     struct world *w = &j->f->worlds[j->world];
-    j->rc = pve_cluster_resources_each(w->client, NULL, on_resource, j, &j->err);
+    tl_refreshing = true;
+    /* one send: a world that does not answer is marked down now and asked
+     * again by a later refresh (backoff), never waited on five times */
+    int64_t t0 = mono_ms();
+    j->rc =
+        pve_cluster_resources_each_ex(w->client, NULL, PVE_CALL_NORETRY, on_resource, j, &j->err);
+    if (j->rc == PVE_E_NETWORK && mono_ms() - t0 < j->f->quick_ms) {
+        /* a quick failure (a reset, a refused connection, a 502) may be a
+         * blip: one more try before the whole world counts as down; a
+         * timeout is not tried again */
+        vmtab_free(&j->vms);
+        memset(j->seen, 0, sizeof j->seen);
+        sleep_ms(QUICK_RETRY_MS);
+        j->rc = pve_cluster_resources_each_ex(w->client, NULL, PVE_CALL_NORETRY, on_resource, j,
+                                              &j->err);
+    }
     if (j->rc) { /* whatever came before the failure is not an inventory */
         vmtab_free(&j->vms);
         memset(j->seen, 0, sizeof j->seen);
@@ -317,10 +355,12 @@ static void *refresh_thread(void *arg)
     for (int i = 0; j->rc == 0 && i < w->nnodes; i++) {
         if (!j->probe[i])
             continue;
-        struct pve_node_status st;
+        char path[128];
         struct pve_error e;
-        j->probe_ok[i] = pve_node_status(w->client, j->f->nodes[w->nodes[i]].name, &st, &e) == 0;
+        pve_path(path, sizeof path, "/nodes/%s/status", j->f->nodes[w->nodes[i]].name);
+        j->probe_ok[i] = pve_call_ex(w->client, "GET", path, NULL, PVE_CALL_NORETRY, NULL, &e) == 0;
     }
+    tl_refreshing = false;
     return NULL;
 }
 
@@ -367,6 +407,7 @@ static void mark_failed(struct nstate *n, const char *why, int64_t now)
 static void apply_world(struct fleet *f, struct refresh_job *j, int64_t now)
 {
     struct world *w = &f->worlds[j->world];
+    w->asked = true;
     if (j->rc) {
         w->backoff = w->backoff ? w->backoff * 2 : BACKOFF_MIN_MS;
         if (w->backoff > BACKOFF_MAX_MS)
@@ -471,6 +512,16 @@ void fleet_refresh(struct fleet *f, bool force)
 }
 
 /* ---- queries and reports -------------------------------------------------- */
+
+bool fleet_ready(struct fleet *f)
+{
+    pthread_mutex_lock(&f->mu);
+    bool ready = true;
+    for (int i = 0; i < f->nworlds && ready; i++)
+        ready = f->worlds[i].asked;
+    pthread_mutex_unlock(&f->mu);
+    return ready;
+}
 
 int fleet_node_view(struct fleet *f, const char *node, struct node_view *out)
 {

@@ -9,9 +9,10 @@
  * runs periodically and after operations.
  *
  * Health: a node that fails at the network level (refused, timed out,
- * 595/596) is marked down at once and probed again with backoff (1 s
- * doubling to 60 s), so placement skips it immediately instead of waiting
- * out another timeout.
+ * 595/596) in any call through the world's client (libpve's failure hook)
+ * is marked down at once and probed again with backoff (1 s doubling to
+ * 60 s), so placement skips it immediately instead of waiting out another
+ * timeout, and requests on its VMs are refused while it is down.
  *
  * Thread-safe: every function may be called from any thread. */
 #ifndef CORE_FLEET_H
@@ -33,8 +34,14 @@ void fleet_free(struct fleet *f);
 pve_client *fleet_client(struct fleet *f, const char *node);
 
 /* Refresh every world whose probe is due (all when force), in parallel;
- * returns when all have answered or failed. */
+ * returns when all have answered or failed. Each world is asked once (no
+ * retry): one that does not answer within the connect timeout is marked
+ * down at once with its nodes, and asked again after its backoff. */
 void fleet_refresh(struct fleet *f, bool force);
+
+/* Has every world been asked once (answered or failed) since fleet_new?
+ * Before that the inventory is empty: placement and VMID choice wait. */
+bool fleet_ready(struct fleet *f);
 
 struct node_view {
     char name[64];

@@ -126,7 +126,9 @@ static int open_world(struct world *w, const char *path, bool with_fleet)
         return 1;
     struct store_error se;
     if (!(w->st = store_open(w->cfg->database, &se))) {
-        fprintf(stderr, "proxd: database %s: %s\n", w->cfg->database, se.message);
+        char shown[512];
+        url_redact(w->cfg->database, shown, sizeof shown);
+        fprintf(stderr, "proxd: database %s: %s\n", shown, se.message);
         return 1;
     }
     if (with_fleet) {
@@ -183,7 +185,9 @@ static int run_daemon(const char *path)
         goto out;
     }
 #endif
-    log_info("proxd", "running with %d nodes, database %s", w.cfg->nnodes, w.cfg->database);
+    char shown[512];
+    url_redact(w.cfg->database, shown, sizeof shown);
+    log_info("proxd", "running with %d nodes, database %s", w.cfg->nnodes, shown);
     while (!g_stop) {
         sleep_ms(50);
         if (g_reopen) {

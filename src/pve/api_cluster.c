@@ -236,9 +236,17 @@ int pve_resources_parse(const char *body, size_t len, pve_resource_fn fn, void *
 int pve_cluster_resources_each(pve_client *c, const char *type, pve_resource_fn fn, void *ud,
                                struct pve_error *err)
 {
+    return pve_cluster_resources_each_ex(c, type, 0, fn, ud, err);
+}
+
+int pve_cluster_resources_each_ex(pve_client *c, const char *type, unsigned flags,
+                                  pve_resource_fn fn, void *ud, struct pve_error *err)
+{
     json_t *params = type ? json_pack("{s:s}", "type", type) : NULL;
     struct buf raw;
-    int rc = pve_call_raw(c, "GET", "/cluster/resources", params, 0, &raw, err);
+    int rc =
+        pve_call_raw(c, "GET", "/cluster/resources", params,
+                     flags & (PVE_CALL_ONCE | PVE_CALL_FAILFAST | PVE_CALL_NORETRY), &raw, err);
     json_decref(params);
     if (rc == 0)
         rc = pve_resources_parse(raw.data, raw.len, fn, ud, err);

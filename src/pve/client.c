@@ -83,6 +83,8 @@ static int configure(pve_client *c, const struct pve_config *cfg, struct pve_err
     c->timeout_ms = cfg->timeout_ms > 0 ? cfg->timeout_ms : 30000;
     c->ticket_renew_s = cfg->ticket_renew_s > 0 ? cfg->ticket_renew_s : 3600;
     c->retry = cfg->retry;
+    c->on_node_failure = cfg->on_node_failure;
+    c->hook_ud = cfg->hook_ud;
     pve_retry_defaults(&c->retry);
     c->json_bodies = cfg->json_bodies;
     c->insecure = cfg->insecure;
@@ -293,6 +295,16 @@ static int send_once(pve_client *c, int hi, const char *method, const char *path
     return err->cls;
 }
 
+/* A network failure on a path that names a node: the caller's health
+ * tracking hears of it (cluster-wide paths name none). */
+static void tell_node_failure(pve_client *c, const char *path, const struct pve_error *err)
+{
+    char ep[96], node[64];
+    pve_endpoint_of(path, ep, sizeof ep, node, sizeof node);
+    if (node[0])
+        c->on_node_failure(c->hook_ud, node, err);
+}
+
 /* The call loop behind pve_call_int and pve_call_raw: the answer goes to
  * *envelope (parsed) or, with raw, to *raw (unparsed). */
 static int call_loop(pve_client *c, const char *method, const char *path, json_t *params,
@@ -356,7 +368,7 @@ static int call_loop(pve_client *c, const char *method, const char *path, json_t
             break;
         if (again)
             continue;
-        if (!retriable || ++tries >= c->retry.max_attempts)
+        if (!retriable || (flags & PVE_CALL_NORETRY) || ++tries >= c->retry.max_attempts)
             break;
         long d = pve_backoff_ms(&c->retry, tries);
         if (mono_ms() - t0 + d > c->retry.total_ms)
@@ -368,6 +380,8 @@ static int call_loop(pve_client *c, const char *method, const char *path, json_t
         sleep_ms(d);
     }
     err->attempts = sent;
+    if (rc == PVE_E_NETWORK && c->on_node_failure)
+        tell_node_failure(c, path, err);
     if (rc == PVE_OK) {
         int a = err->attempts;
         char host[sizeof err->host];
@@ -398,8 +412,9 @@ int pve_call_ex(pve_client *c, const char *method, const char *path, json_t *par
     json_t *env = NULL;
     if (data)
         *data = NULL;
-    int rc = pve_call_int(c, method, path, params, flags & (PVE_CALL_ONCE | PVE_CALL_FAILFAST),
-                          &env, err);
+    int rc =
+        pve_call_int(c, method, path, params,
+                     flags & (PVE_CALL_ONCE | PVE_CALL_FAILFAST | PVE_CALL_NORETRY), &env, err);
     if (rc == 0 && data) {
         json_t *d = json_object_get(env, "data");
         *data = d ? json_incref(d) : json_null();

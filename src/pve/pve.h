@@ -102,6 +102,12 @@ struct pve_config {
     bool json_bodies;        /* send POST/PUT bodies as JSON (PVE >= 8) instead of forms */
     long ticket_renew_s;     /* renew tickets this old, default 3600 */
     const char *name;        /* for log lines, e.g. the cluster's name */
+    /* Told of every call on a path naming a node (/nodes/{node}/...) that
+     * failed at the network level (refused, timed out, 595, 596, ...) once
+     * its retries are spent: the caller's node health. Called on the
+     * calling thread with no lock of the client held; may be NULL. */
+    void (*on_node_failure)(void *ud, const char *node, const struct pve_error *e);
+    void *hook_ud;
 };
 
 /* Once per process, before threads start (curl_global_init). */
@@ -169,6 +175,11 @@ enum pve_call_flags {
      * final, not retried: the caller would rather fail over to another node
      * at once. Used for the first call of an operation on a node. */
     PVE_CALL_FAILFAST = 1 << 1,
+    /* Send once (another host of the world may still be tried): no retry
+     * with backoff. For reads whose caller asks again on its own schedule,
+     * such as the inventory, which must not wait out five timeouts of a
+     * host that does not answer. */
+    PVE_CALL_NORETRY = 1 << 2,
 };
 
 int pve_call_ex(pve_client *c, const char *method, const char *path, json_t *params, unsigned flags,

@@ -86,6 +86,9 @@ int pve_cluster_resources(pve_client *c, const char *type, struct pve_resource *
 typedef int (*pve_resource_fn)(const struct pve_resource *r, void *ud);
 int pve_cluster_resources_each(pve_client *c, const char *type, pve_resource_fn fn, void *ud,
                                struct pve_error *err);
+/* The same with call flags (PVE_CALL_NORETRY for the inventory). */
+int pve_cluster_resources_each_ex(pve_client *c, const char *type, unsigned flags,
+                                  pve_resource_fn fn, void *ud, struct pve_error *err);
 
 #define PVE_MAX_MEMBERS 64
 struct pve_member {

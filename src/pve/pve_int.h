@@ -68,6 +68,8 @@ struct pve_client {
     long connect_timeout_ms, timeout_ms, ticket_renew_s;
     struct pve_retry retry;
     bool json_bodies, insecure;
+    void (*on_node_failure)(void *ud, const char *node, const struct pve_error *e);
+    void *hook_ud;
     char *ca_file;
     unsigned char pins[PVE_MAX_PINS][PVE_FP_LEN];
     size_t npins;

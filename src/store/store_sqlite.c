@@ -17,14 +17,18 @@
  * its own consistent snapshot. */
 #include "store/store_int.h"
 
+#include "common/log.h"
 #include "common/util.h"
 #include "common/xalloc.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define SQ_BUSY_TIMEOUT_MS 5000
@@ -2375,6 +2379,29 @@ static const struct store_ops SQLITE_OPS = {
 };
 
 /* path: a file name, or "//" + an absolute path (sqlite:///var/lib/x.db). */
+/* The database holds owners, SSH keys, token hashes and the key they are
+ * hashed with: a new file is made 0600 whatever the umask, before SQLite
+ * opens it (SQLite gives its -wal and -shm files the database's mode). A
+ * file that exists keeps its mode; one others may read is reported. */
+static int create_private(const char *path, struct store_error *err)
+{
+    int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd >= 0) {
+        fchmod(fd, 0600); /* open's mode went through the umask */
+        close(fd);
+        return STORE_OK;
+    }
+    struct stat st;
+    if (errno == EEXIST && stat(path, &st) == 0) {
+        if (st.st_mode & S_IROTH)
+            log_warn("store", "database %s may be read by anyone (mode %03o): chmod 600 it", path,
+                     (unsigned)(st.st_mode & 0777));
+        return STORE_OK;
+    }
+    return store_fail(err, STORE_E_DB, "cannot create SQLite database %s: %s", path,
+                      strerror(errno));
+}
+
 store *store_sqlite_open(const char *path, struct store_error *err)
 {
     if (str_starts(path, "//"))
@@ -2385,6 +2412,8 @@ store *store_sqlite_open(const char *path, struct store_error *err)
         store_fail(err, STORE_E_INVALID, "SQLite store needs a file path, got '%s'", path);
         return NULL;
     }
+    if (create_private(path, err))
+        return NULL;
     struct sq_store *s = xcalloc(1, sizeof *s);
     s->base.ops = &SQLITE_OPS;
     s->path = xstrdup(path);

@@ -25,36 +25,44 @@ def free_port():
     return p
 
 
-def config_text(port, entry, db, proxd_extra=""):
+def config_text(port, entry, db, proxd_extra="", standalone=None, proxmox_extra=""):
+    """standalone: the sim's {node: port} map, every node its own host;
+    else five nodes of one cluster behind `entry`."""
     nodes = ""
-    for i in range(5):
-        nodes += ("[node sv%d]\nhost = 127.0.0.1:%d\ncluster = pvesim\nstorage = local-lvm\n"
-                  "template.ubuntu = %d\ntemplate.debian = %d\n\n" % (i + 1, entry, 8000 + 10 * i,
+    names = list(standalone) if standalone else ["sv%d" % (i + 1) for i in range(5)]
+    for i, name in enumerate(names):
+        where = ("host = 127.0.0.1:%d\n" % standalone[name] if standalone else
+                 "host = 127.0.0.1:%d\ncluster = pvesim\n" % entry)
+        nodes += ("[node %s]\n%sstorage = local-lvm\n"
+                  "template.ubuntu = %d\ntemplate.debian = %d\n\n" % (name, where, 8000 + 10 * i,
                                                                       8001 + 10 * i))
     # debug: the most proxd ever logs, so that stop() can check it for secrets
     db = db if "://" in db else "sqlite:" + db
     return ("[proxd]\nlisten = 127.0.0.1:%d\ndatabase = %s\nworkers = 8\nquarantine = 0\n"
             "log_level = debug\n%s\n"
-            "[proxmox]\ntoken = %s\nverify_tls = no\n\n"
+            "[proxmox]\ntoken = %s\nverify_tls = no\n%s\n"
             "[os ubuntu]\nvmid_range = 1000-1999\n[os debian]\nvmid_range = 4000-4009\n\n%s"
             "[quota default]\nvms = 100\ncores = 0\nmemory_mb = 0\ndisk_gb = 0\n"
             "[quota bob]\nvms = 1\ncores = 2\nmemory_mb = 4096\ndisk_gb = 40\n"
             "[quota dave]\nvms = 3\ncores = 0\nmemory_mb = 0\ndisk_gb = 0\n"
             "[quota erin]\nvms = 0\ncores = 6\nmemory_mb = 0\ndisk_gb = 0\n"
-            % (port, db, proxd_extra, TOKEN, nodes))
+            % (port, db, proxd_extra, TOKEN, proxmox_extra, nodes))
 
 
 class Proxd:
-    def __init__(self, sim, share=None, proxd_extra="", database=None):
+    def __init__(self, sim, share=None, proxd_extra="", database=None, proxmox_extra=""):
         """share: another Proxd whose database this instance uses too;
-        proxd_extra: lines for the [proxd] section; database: a store URL
-        (postgresql://...) instead of a SQLite file of its own."""
+        proxd_extra, proxmox_extra: lines for the [proxd] and [proxmox]
+        sections; database: a store URL (postgresql://...) instead of a
+        SQLite file of its own. A standalone sim gives one host per node."""
         self.dir = tempfile.mkdtemp(prefix="proxd-api-")
         self.port = free_port()
         self.conf = os.path.join(self.dir, "proxd.conf")
         self.db = share.db if share else database or os.path.join(self.dir, "proxd.db")
         with open(self.conf, "w") as f:
-            f.write(config_text(self.port, sim.entry, self.db, proxd_extra))
+            f.write(config_text(self.port, sim.entry, self.db, proxd_extra,
+                                standalone=sim.ports if sim.standalone else None,
+                                proxmox_extra=proxmox_extra))
         self.base = "http://127.0.0.1:%d" % self.port
         self.proc = None
         # never to appear in the log: the Proxmox token's secret, every API token
@@ -71,10 +79,19 @@ class Proxd:
         self.secrets.append(r.stdout.strip())
         return r.stdout.strip()
 
-    def start(self):
-        self.log = open(os.path.join(self.dir, "proxd.log"), "w+")
+    def spawn(self):
+        """Start the process without waiting for it to be ready."""
+        self.log = open(os.path.join(self.dir, "proxd.log"), "w+", errors="replace")
         self.proc = subprocess.Popen([PROXD, "--config", self.conf], stdout=self.log,
                                      stderr=subprocess.STDOUT)
+        return self
+
+    def log_text(self):
+        self.log.seek(0)
+        return self.log.read()
+
+    def start(self):
+        self.spawn()
 
         def up():
             try:

@@ -212,6 +212,9 @@ static char *vm_ref_json(const struct vm_rec *v)
     json_object_set_new(o, "error", v->error[0] ? json_string(v->error) : json_null());
     json_object_set_new(o, "created_at", json_time(v->created_at));
     json_object_set_new(o, "updated_at", json_time(v->updated_at));
+    /* no fleet here: a record with a node says "unknown" */
+    json_object_set_new(o, "node_status", v->node[0] ? json_string("unknown") : json_null());
+    json_object_set_new(o, "node_error", json_null());
     char *t = json_dumps(o, JSON_COMPACT);
     json_decref(o);
     return t;
@@ -240,7 +243,7 @@ static struct vm_rec vm_sample(void)
 static char *vm_new_json(const struct vm_rec *v)
 {
     struct buf b = BUF_INIT(API_ANSWER_MAX);
-    assert_int_equal(vm_write_json(&b, v), BUF_OK);
+    assert_int_equal(vm_write_json(&b, v, NULL), BUF_OK);
     assert_int_equal(strlen(b.data), b.len);
     return buf_take(&b);
 }
@@ -263,7 +266,8 @@ static void test_vm_json_fields(void **state)
              "\"node\":\"sv3\",\"state\":\"enabled\",\"power\":\"running\",\"cores\":2,"
              "\"memory_mb\":4096,\"disk_gb\":40,\"job\":\"5f0c2d3e-0b8e-4a7b-9a52-1f0c2d3e4f50\","
              "\"id\":42,\"pending\":{},\"error\":null,\"created_at\":\"2026-11-23T23:40:01.123Z\","
-             "\"updated_at\":\"2026-11-23T23:41:02.001Z\"}");
+             "\"updated_at\":\"2026-11-23T23:41:02.001Z\",\"node_status\":\"unknown\","
+             "\"node_error\":null}");
     free(got);
     expect_same_as_ref(&v);
     /* every state, big numbers */
@@ -286,7 +290,8 @@ static void test_vm_json_nulls(void **state)
     char *got = vm_new_json(&v);
     assert_non_null(strstr(got, "\"node\":\"\","));
     assert_non_null(strstr(got, "\"job\":\"\","));
-    assert_non_null(strstr(got, "\"error\":null,\"created_at\":null,\"updated_at\":null}"));
+    assert_non_null(strstr(got, "\"error\":null,\"created_at\":null,\"updated_at\":null,"
+                                "\"node_status\":null,\"node_error\":null}"));
     free(got);
     expect_same_as_ref(&v);
     /* pending changes: written as they are */
@@ -367,7 +372,7 @@ static void test_vm_json_worst_case(void **state)
     /* past the buffer's cap: BUF_TOOBIG, the buffer as it was */
     struct buf b = BUF_INIT(64);
     assert_int_equal(buf_add(&b, "[", 1), BUF_OK);
-    assert_int_equal(vm_write_json(&b, &v), BUF_TOOBIG);
+    assert_int_equal(vm_write_json(&b, &v, NULL), BUF_TOOBIG);
     assert_string_equal(b.data, "[");
     buf_release(&b);
 }

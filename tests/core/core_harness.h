@@ -118,6 +118,21 @@ static inline int64_t ch_sql(const struct ch_env *e, const char *sql)
     return v;
 }
 
+static inline bool ch_fleet_ready(void *fl)
+{
+    return fleet_ready(fl);
+}
+
+/* Start the core with the inventory read now, as the keeper's first read
+ * would: a test that changed pvesim before the start (or read the
+ * inventory itself earlier) must not race that read. */
+static inline void ch_start(struct ch_env *e)
+{
+    assert_int_equal(core_start(e->k), 0);
+    fleet_refresh(e->fl, true);
+    assert_true(h_wait(ch_fleet_ready, e->fl, 30000));
+}
+
 static inline void ch_up(struct ch_env *e, const struct ch_opts *o)
 {
     struct ch_opts d = {0};
@@ -183,7 +198,7 @@ static inline void ch_up(struct ch_env *e, const struct ch_opts *o)
     e->k = core_new(e->cfg, e->st, e->fl, "test:1");
     assert_non_null(e->k);
     if (!o->no_start)
-        assert_int_equal(core_start(e->k), 0);
+        ch_start(e);
 }
 
 static inline void ch_down(struct ch_env *e)

@@ -189,7 +189,7 @@ static void run_failover(const struct failover *f)
     ch_up(&e, &o);
     arrange(&e, f);
     if (o.no_start)
-        assert_int_equal(core_start(e.k), 0);
+        ch_start(&e);
 
     struct vm_request rq;
     ch_request(&rq, "ubuntu", "fo-1", 2, 2048, 20);
@@ -378,10 +378,10 @@ static void run_collision(bool raced)
     struct ch_opts o = {.no_start = true};
     ch_up(&e, &o);
     if (raced)
-        assert_int_equal(core_start(e.k), 0); /* the inventory has no 1000 */
+        ch_start(&e); /* the inventory has no 1000 */
     make_outside_vm(&e);
     if (!raced)
-        assert_int_equal(core_start(e.k), 0); /* the inventory sees 1000 */
+        ch_start(&e); /* the inventory sees 1000 */
     json_t *before = ch_state(&e);
     char *conf_before =
         json_dumps(json_object_get(ch_state_vm(before, 1000), "conf"), JSON_SORT_KEYS);
@@ -468,7 +468,7 @@ static void test_template_larger(void **unused)
     snprintf(body, sizeof body, "{\"storage_gb\":{\"local-lvm\":%lld}}",
              (long long)((v.st_used + gib - 1) / gib + 20 + 35));
     ch_sim(&e, "POST", "/_sim/nodes/sv1", body);
-    assert_int_equal(core_start(e.k), 0);
+    ch_start(&e);
 
     struct vm_request rq;
     ch_request(&rq, "windows", "big-tpl", 2, 2048, 30);

@@ -1,0 +1,233 @@
+"""Hostile and broken clients: bytes that are not UTF-8, requests
+libmicrohttpd itself refuses, headers that never end, one owner holding
+every event stream; and the secrets a file or a log could give away
+(database file mode, the systemd unit's umask, a PostgreSQL password).
+"""
+import json
+import os
+import socket
+import stat
+import subprocess
+import sys
+import time
+
+import requests
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "sim"))
+from simlib import Sim, case, finish, wait_for  # noqa: E402
+from proxdlib import PROXD, Proxd  # noqa: E402
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+
+sim = Sim()
+px = Proxd(sim, proxd_extra="log_format = json\nheader_timeout = 2\nstreams_per_owner = 4\n")
+ADMIN = px.token("ops", "admin")
+ALICE = px.token("alice")
+BOB = px.token("bob")
+px.start()
+
+
+def raw(data, port=None, deadline=10):
+    """Send bytes, read until the server closes or answers one request."""
+    s = socket.create_connection(("127.0.0.1", port or px.port), timeout=deadline)
+    s.sendall(data)
+    got = b""
+    try:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+            head, sep, body = got.partition(b"\r\n\r\n")
+            if sep:
+                cl = [h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length:")]
+                if cl and len(body) >= int(cl[0].split(b":")[1]):
+                    break
+    except (ConnectionResetError, socket.timeout):
+        pass
+    s.close()
+    return got
+
+
+def json_error(got, status):
+    """The answer is `status` with the documented JSON error shape."""
+    head, _, body = got.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    assert lines[0].split(b" ")[1] == str(status).encode(), got[:300]
+    ctype = [h for h in lines if h.lower().startswith(b"content-type:")]
+    assert ctype and b"application/json" in ctype[0], got[:300]
+    e = json.loads(body.decode("utf-8"))["error"]
+    assert e["code"] and e["message"] and isinstance(e["details"], dict), e
+    return e
+
+
+def alive():
+    assert px.proc.poll() is None, "proxd died:\n" + px.log_text()[-3000:]
+    assert requests.get(px.base + "/healthz", timeout=5).status_code == 200
+
+
+@case
+def not_utf8_in_a_json_log_does_not_crash():
+    json_error(raw(b"GET /%ff HTTP/1.1\r\nHost: x\r\n\r\n"), 404)
+    alive()
+    # pipelined, several at once, with raw bytes in the path too
+    raw(b"GET /%ff HTTP/1.1\r\nHost: x\r\n\r\n" * 3 + b"GET /\xff\xfe HTTP/1.1\r\nHost: x\r\n\r\n")
+    alive()
+    for line in px.log_text().splitlines():
+        if line.startswith("{"):
+            json.loads(line)  # every log line is valid JSON
+
+
+@case
+def every_refusal_is_the_json_error():
+    auth = b"Authorization: Bearer " + ADMIN.encode() + b"\r\n"
+    json_error(raw(b"GET /v1/%ff HTTP/1.1\r\nHost: x\r\n" + auth + b"\r\n"), 404)
+    e = json_error(raw(b"GET /v1/vms?%ff=1 HTTP/1.1\r\nHost: x\r\n" + auth + b"\r\n"), 400)
+    e = json_error(raw(b"GET /v1/vms?state=%ff HTTP/1.1\r\nHost: x\r\n" + auth + b"\r\n"), 400)
+    body = b'{"os": "ubuntu", "name": "\xe2\x82'
+    e = json_error(raw(b"POST /v1/vms HTTP/1.1\r\nHost: x\r\n" + auth +
+                       b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+                       + body), 400)
+    body = b'{"os": "ubuntu"}'
+    e = json_error(raw(b"POST /v1/vms HTTP/1.1\r\nHost: x\r\n" + auth +
+                       b"Content-Type: text/\xff\xfe\r\nContent-Length: %d\r\n\r\n" % len(body)
+                       + body), 415)
+    assert "\ufffd" in e["message"] or "text/" in e["message"], e
+    # sizes proxd answers before libmicrohttpd would (with its own HTML)
+    json_error(raw(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n"),
+               431)
+    json_error(raw(b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"), 414)
+    json_error(raw(b"POST /v1/vms HTTP/1.1\r\nHost: x\r\n" + auth +
+                   b"Content-Length: 999999999\r\n\r\n"), 413)
+    # left to libmicrohttpd, which answers them before proxd sees a request
+    # and offers no hook (README, "Errors"): the status is right, the body
+    # is its HTML
+    for req, status in [(b"GET /healthz HTTP/2.0\r\nHost: x\r\n\r\n", b"505"),
+                        (b"GET /healthz HTTP/1.1\r\nHost: x\r\nNoColon\r\n\r\n", b"400"),
+                        (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100000 +
+                         b"\r\n\r\n", b"431")]:
+        got = raw(req)
+        assert got.split(b" ")[1] == status, got[:200]
+    alive()
+
+
+@case
+def headers_must_be_done_within_header_timeout():
+    """A client sending one header line every second never finishes its
+    headers: it is cut off after header_timeout (2 s), idle or not."""
+    socks = []
+    for _ in range(20):
+        s = socket.create_connection(("127.0.0.1", px.port), timeout=10)
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        socks.append(s)
+    t0 = time.monotonic()
+    closed = set()
+    while len(closed) < len(socks) and time.monotonic() - t0 < 12:
+        for i, s in enumerate(socks):
+            if i in closed:
+                continue
+            try:
+                s.sendall(b"X-Slow-%d: y\r\n" % int(time.monotonic() * 1000))
+                s.settimeout(0.01)
+                if s.recv(4096) == b"":
+                    closed.add(i)
+            except socket.timeout:
+                pass
+            except OSError:
+                closed.add(i)
+        time.sleep(0.5)
+    took = time.monotonic() - t0
+    for s in socks:
+        s.close()
+    print("  %d of %d slow connections cut after %.1f s" % (len(closed), len(socks), took))
+    assert len(closed) == len(socks), "%d of %d cut" % (len(closed), len(socks))
+    assert took < 6, took
+    alive()
+
+
+def stream(token, job):
+    s = socket.create_connection(("127.0.0.1", px.port), timeout=10)
+    s.sendall(b"GET /v1/jobs/%s/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n"
+              % (job.encode(), token.encode()))
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        head += chunk
+    return s, int(head.split(b" ")[1])
+
+
+@case
+def event_streams_are_capped_per_owner_and_freed_when_gone():
+    # a job that stays open: its stream parks until the job ends
+    sim.ctl("POST", "/faults", {"method": "POST", "path": "/clone$", "kind": "delay",
+                                "delay_ms": 20000, "count": 1})
+    r = requests.post(px.base + "/v1/vms", timeout=10,
+                      headers={"Authorization": "Bearer " + ALICE},
+                      json={"os": "ubuntu", "name": "s", "cores": 1, "memory_mb": 512,
+                            "disk_gb": 10})
+    assert r.status_code == 202, r.text
+    job = r.json()["job"]
+    mine = [stream(ALICE, job) for _ in range(4)]
+    assert all(st == 200 for _, st in mine), [st for _, st in mine]
+    s5, st = stream(ALICE, job)
+    assert st == 429, st
+    s5.close()
+    rb = requests.get(px.base + "/v1/jobs/" + job, timeout=5,
+                      headers={"Authorization": "Bearer " + ADMIN})
+    assert rb.status_code == 200
+    other, st = stream(ADMIN, job)
+    assert st == 200, "another owner is not held back"
+    other.close()
+    mine[0][0].close()  # gone: its slot is free within a couple of seconds
+    t0 = time.monotonic()
+
+    def again():
+        s, st = stream(ALICE, job)
+        if st == 200:
+            mine[0] = (s, st)
+            return True
+        s.close()
+        return False
+    wait_for(again, deadline=3, interval=0.2, what="a freed stream slot")
+    print("  slot freed %.2f s after the client left" % (time.monotonic() - t0))
+    for s, _ in mine:
+        s.close()
+    sim.ctl("DELETE", "/faults")
+    alive()
+
+
+@case
+def the_database_and_the_unit_keep_secrets_private():
+    for suffix in ("", "-wal", "-shm"):
+        p = px.db + suffix
+        if os.path.exists(p):
+            mode = stat.S_IMODE(os.stat(p).st_mode)
+            assert mode == 0o600, "%s is %o" % (p, mode)
+    unit = open(os.path.join(ROOT, "dist", "proxd.service")).read()
+    assert "\nUMask=0077\n" in unit, unit
+
+
+@case
+def a_postgresql_password_is_never_printed():
+    conf = os.path.join(px.dir, "pg.conf")
+    text = open(px.conf).read()
+    url = "postgresql://proxd:Sup3rS3cretPw@127.0.0.1:1/proxd?connect_timeout=2"
+    text = text.replace("database = sqlite:" + px.db, "database = " + url)
+    assert url in text
+    with open(conf, "w") as f:
+        f.write(text)
+    for args in (["--config", conf], ["vms", "--config", conf], ["--check-config", conf]):
+        r = subprocess.run([PROXD] + args, capture_output=True, text=True, timeout=60)
+        assert "Sup3rS3cretPw" not in r.stdout + r.stderr, (args, r.stdout + r.stderr)
+    r = subprocess.run([PROXD, "--config", conf], capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "127.0.0.1" in r.stderr, r.stderr
+
+
+try:
+    if px.proc.poll() is None:
+        px.stop()
+finally:
+    sim.stop()
+finish()
