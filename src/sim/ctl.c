@@ -297,8 +297,17 @@ static void vm_set(struct sim *s, int vmid, const struct http_req *req, struct h
             vm->started = sim_now(s);
         }
         json_t *conf = json_object_get(b, "conf");
-        if (json_is_object(conf))
-            json_object_update(vm->conf, conf);
+        if (json_is_object(conf)) {
+            const char *ck;
+            json_t *cv;
+            json_object_foreach(conf, ck, cv)
+            {
+                if (json_is_null(cv)) /* null removes the key */
+                    json_object_del(vm->conf, ck);
+                else
+                    json_object_set(vm->conf, ck, cv);
+            }
+        }
         s->dirty = true;
         reply(r, 200, json_pack("{s:i,s:s}", "vmid", vmid, "node", vm->node->name));
     }

@@ -11,6 +11,7 @@
 #include "common/xalloc.h"
 #include "sim/qemu_ops.h"
 #include "sim/sim.h"
+#include "sim/vmops.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -685,6 +686,14 @@ static void step(struct sim *s, struct sim_task *t, double now, double share)
     case TK_HASTART:
     case TK_HASTOP:
         step_ha(s, t, now);
+        break;
+    case TK_SNAPSHOT:
+    case TK_DELSNAPSHOT:
+    case TK_ROLLBACK:
+    case TK_TEMPLATE:
+    case TK_MIGRATE:
+    case TK_HAMIGRATE:
+        vmops_step(s, t, now);
         break;
     case TK_GENERIC:
         if (now - t->t0 >= t->dur)

@@ -6,6 +6,7 @@
 #include "common/xalloc.h"
 #include "sim/qemu_ops.h"
 #include "sim/sim.h"
+#include "sim/vmops.h"
 
 #include <ctype.h>
 #include <openssl/evp.h>
@@ -417,8 +418,22 @@ static void h_config_get(struct sim_call *c)
     struct sim_vm *vm = load_vm(c);
     if (!vm)
         return;
-    if (call_str(c, "snapshot")) {
-        call_fail(c, 500, "snapshot '%s' does not exist", call_str(c, "snapshot"));
+    const char *snapname = call_str(c, "snapshot");
+    if (snapname && call_bool(c, "current", false)) {
+        call_param_fail(c, "snapshot", "cannot use 'snapshot' parameter with 'current'");
+        call_param_fail(c, "current", "cannot use 'snapshot' parameter with 'current'");
+        return;
+    }
+    if (snapname) { /* load_snapshot_config: the section and the file's digest */
+        json_t *snap = vmops_snap_find(vm, snapname);
+        if (!snap) {
+            call_fail(c, 500, "snapshot '%s' does not exist", snapname);
+            return;
+        }
+        c->data = json_deep_copy(snap);
+        char *sdg = sim_vm_digest(vm);
+        json_object_set_new(c->data, "digest", json_string(sdg));
+        free(sdg);
         return;
     }
     c->data = json_deep_copy(vm->conf);
@@ -712,8 +727,10 @@ void qemu_clone_conf(struct sim *s, struct sim_vm *src, struct sim_vm *dst, json
     int idx = 0;
     json_object_foreach(src->conf, k, v)
     {
-        if (strcmp(k, "template") == 0 || strcmp(k, "lock") == 0)
-            continue;
+        if (strcmp(k, "template") == 0 || strcmp(k, "lock") == 0 || strcmp(k, "parent") == 0 ||
+            strcmp(k, "runningmachine") == 0 || strcmp(k, "runningcpu") == 0 ||
+            strcmp(k, "snaptime") == 0 || strcmp(k, "vmstate") == 0 || strcmp(k, "snapstate") == 0)
+            continue; /* no snapshot related info */
         const char *sv = json_string_value(v);
         if (sv && is_disk(k) && strstr(sv, "cloudinit"))
             json_object_set_new(dst->conf, k, clone_drive(sv, dst->vmid, 0, storage, true, true));

@@ -90,7 +90,8 @@ struct sim_vm {
     bool acpi;         /* the guest answers ACPI shutdown (default true) */
     bool starting;     /* a start task has claimed its memory */
     struct sim_flock fl;
-    bool gone; /* destroyed; unlinked at the next sweep */
+    bool gone;     /* destroyed; unlinked at the next sweep */
+    json_t *snaps; /* snapshots (vmops.c): {"<name>": {config..., snaptime, ...}}, NULL if none */
     struct sim_vm *next;
 };
 
@@ -110,6 +111,13 @@ enum task_kind {
     TK_RESIZE,
     TK_HASTART,
     TK_HASTOP,
+    /* vmops.c */
+    TK_SNAPSHOT,
+    TK_DELSNAPSHOT,
+    TK_ROLLBACK,
+    TK_TEMPLATE,
+    TK_MIGRATE,
+    TK_HAMIGRATE,
 };
 
 struct sim_task {
@@ -314,6 +322,9 @@ extern const struct sim_route sim_routes_cluster[]; /* h_cluster.c */
 extern const struct sim_route sim_routes_qemu[];    /* h_qemu.c */
 extern const struct sim_route sim_routes_power[];   /* h_power.c */
 extern const struct sim_route sim_routes_tasks[];   /* h_tasks.c */
+extern const struct sim_route sim_routes_vmops[];   /* h_snapshot.c: snapshots, template */
+extern const struct sim_route sim_routes_migrate[]; /* h_migrate.c */
+extern const struct sim_route sim_routes_agent[];   /* h_agent.c */
 
 /* api.c: the HTTP handler for every listener. */
 void sim_http_handler(void *ctx, const struct http_req *req, struct http_resp *resp);

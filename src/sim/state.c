@@ -1,6 +1,7 @@
 /* state: the simulated fleet — nodes, storages, VMs and their configs, file
  * locks — and its JSON form for /_sim/state and --state-dir. */
 #include "sim/sim.h"
+#include "sim/vmops.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "common/xalloc.h"
@@ -90,6 +91,7 @@ void sim_vm_unlink(struct sim *s, struct sim_vm *vm)
             json_decref(vm->conf);
             json_decref(vm->pending);
             json_decref(vm->pending_delete);
+            json_decref(vm->snaps);
             free(vm);
             s->dirty = true;
             return;
@@ -123,6 +125,7 @@ static void conf_text(const struct sim_vm *vm, struct buf *b)
         else if (json_is_integer(v))
             buf_printf(b, "%s: %lld\n", k, (long long)json_integer_value(v));
     }
+    vmops_snap_text(vm, b); /* the snapshot sections */
 }
 
 char *sim_vm_digest(const struct sim_vm *vm)
@@ -260,6 +263,7 @@ int64_t sim_storage_used(struct sim *s, struct sim_node *n, const char *storage)
                 used += sim_disk_size(json_string_value(val));
             free(sid);
         }
+        used += vmops_snap_storage(v, storage);
     }
     return used;
 }
@@ -621,6 +625,8 @@ json_t *sim_state_json(struct sim *s)
                            v->pending, "pending_delete", v->pending_delete, "ha", v->ha, "ha_state",
                            v->ha_state, "acpi", v->acpi, "flock_shared", v->fl.shared,
                            "flock_exclusive", (int)v->fl.exclusive));
+        if (v->snaps && json_object_size(v->snaps))
+            json_object_set(json_array_get(vms, json_array_size(vms) - 1), "snapshots", v->snaps);
     }
     json_t *tasks = json_array();
     int kept = 0;
@@ -711,6 +717,9 @@ int sim_state_load(struct sim *s, const char *path, char **err)
         const char *hs = json_string_value(json_object_get(jv, "ha_state"));
         snprintf(v->ha_state, sizeof v->ha_state, "%s", hs ? hs : "");
         v->acpi = !json_is_false(json_object_get(jv, "acpi"));
+        json_t *sn = json_object_get(jv, "snapshots");
+        if (json_is_object(sn) && json_object_size(sn))
+            v->snaps = json_deep_copy(sn);
         v->started = sim_now(s);
         /* a config lock left by a task that died with the process stays, as on
          * a real node after a crash; clone placeholders are kept too */

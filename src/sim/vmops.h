@@ -1,0 +1,51 @@
+/* vmops: snapshots, template conversion and migration of VMs — the model
+ * shared by their handlers (h_snapshot.c, h_migrate.c, h_agent.c), the task
+ * steps the engine calls for their task kinds, and the hooks state.c uses to
+ * count snapshot volumes and write snapshot sections into the config text.
+ *
+ * Snapshots live in vm->snaps, an object keyed by name whose values are the
+ * snapshot sections of a PVE config: a copy of the config at that time (with
+ * its own `parent`), `snaptime`, `description`, `vmstate` (the RAM state
+ * volume) and `snapstate` while a task works on it. The VM's config holds
+ * `parent`, the snapshot it was taken after or rolled back to.
+ *
+ * Everything here runs with s->mu held. Errors are PVE's texts. */
+#ifndef SIM_VMOPS_H
+#define SIM_VMOPS_H
+
+#include "sim/sim.h"
+
+/* Step a TK_SNAPSHOT, TK_DELSNAPSHOT, TK_ROLLBACK, TK_TEMPLATE, TK_MIGRATE
+ * or TK_HAMIGRATE task (engine.c calls it). */
+void vmops_step(struct sim *s, struct sim_task *t, double now);
+/* The qmigrate and hamigrate steps (h_migrate.c). */
+void vmops_step_migrate(struct sim *s, struct sim_task *t, double now);
+
+/* The snapshot sections of the VM's config file ("[name]\nkey: value..."),
+ * appended to `b` (for the config digest). */
+void vmops_snap_text(const struct sim_vm *vm, struct buf *b);
+/* Bytes the VM's snapshots hold on `storage` beyond its current disks: RAM
+ * state volumes, and volumes that only snapshots still reference. */
+int64_t vmops_snap_storage(const struct sim_vm *vm, const char *storage);
+/* The snapshot `name` (borrowed) or NULL. */
+json_t *vmops_snap_find(const struct sim_vm *vm, const char *name);
+/* Does the storage of `drive` offer snapshots (lvmthin, zfspool, rbd, qcow2
+ * files)? */
+bool vmops_drive_can_snapshot(struct sim_node *n, const char *drive);
+/* Config keys that hold volumes (scsi0, virtio1, ide2, efidisk0, unused0...). */
+bool vmops_is_volume_key(const char *k);
+/* Is the drive a CD-ROM (media=cdrom, including cloud-init drives)? */
+bool vmops_is_cdrom(const char *drive);
+
+/* Why the VM cannot become a template (the template API's load_and_check),
+ * or NULL. Caller frees. */
+char *vmops_template_refusal(struct sim_vm *vm, const char *disk);
+
+/* A new task for the call's node and VM, its UPID as the call's result
+ * (the request's parameters copied to t->args). */
+struct sim_task *vmops_task(struct sim_call *c, const char *type, int vmid, enum task_kind kind);
+/* Load the VM named by the call's vmid or fail the call with PVE's
+ * "Configuration file ... does not exist". */
+struct sim_vm *vmops_load(struct sim_call *c);
+
+#endif
