@@ -247,12 +247,10 @@ static void h_precondition(struct sim_call *c)
             continue;
         json_t *e = json_pack("{s:s%,s:I,s:s,s:i}", "volid", d, strcspn(d, ","), "size",
                               (json_int_t)sim_disk_size(d), "drivename", k, "is_attached", 1);
-        if (vmops_is_cdrom(d))
-            json_object_set_new(e, "cdrom", json_integer(1));
+        json_object_set_new(e, "cdrom", json_integer(vmops_is_cdrom(d)));
+        json_object_set_new(e, "is_unused", json_integer(strncmp(k, "unused", 6) == 0));
         if (strstr(d, "-cloudinit"))
             json_object_set_new(e, "is_cloudinit", json_integer(1));
-        if (strncmp(k, "unused", 6) == 0)
-            json_object_set_new(e, "is_unused", json_integer(1));
         json_array_append_new(disks, e);
     }
     c->data =

@@ -1,0 +1,278 @@
+"""Migration inside a pvesim cluster as qemu-server does it: GET .../migrate
+preconditions, offline and online (qmigrate) migration with local disks copied
+over the link in a time that follows their size, target storages
+(targetstorage), the VM's node changing at the end, the hamigrate path of
+HA-managed VMs, and PVE's refusals (running without online, attached local
+disks without with-local-disks, linked clones, snapshots, local devices,
+missing storages, target offline, standalone hosts, bad input)."""
+import json
+import os
+import tempfile
+import time
+
+from simlib import Sim, case, finish, wait_for
+
+PVF = "Parameter verification failed."
+GiB = 1024 ** 3
+
+
+def expect500(r, message):
+    assert r.status_code == 500 and r.reason == message, (r.status_code, r.reason, message)
+    assert r.json() == {"data": None, "message": message + "\n"}, r.text
+
+
+def expect400(r, errors):
+    assert r.status_code == 400 and r.reason == PVF, (r.status_code, r.text)
+    assert r.json()["errors"] == errors, r.json()
+
+
+def run(s, method, path, node="sv1", deadline=30, **kw):
+    return s.wait_task(node, s.data(method, "/nodes/%s%s" % (node, path), **kw), deadline=deadline)
+
+
+def ok(st):
+    assert st["exitstatus"] == "OK", st
+    return st
+
+
+def log(s, st, node="sv1"):
+    return [l["t"] for l in s.data("GET", "/nodes/%s/tasks/%s/log" % (node, st["upid"]))]
+
+
+def has_line(lines, text):
+    """Migration log lines carry a local timestamp: 'YYYY-MM-DD HH:MM:SS <text>'."""
+    return any(l[20:] == text for l in lines)
+
+
+def clone(s, newid, src=8000, node="sv1", full=True):
+    return ok(run(s, "POST", "/qemu/%d/clone" % src, node,
+                  data={"newid": str(newid), "full": "1" if full else "0"}))
+
+
+def migrate(s, vmid, node="sv1", **data):
+    return s.api("POST", "/nodes/%s/qemu/%d/migrate" % (node, vmid), data=data)
+
+
+def used(s, node, storage="local-lvm"):
+    n = [n for n in s.state()["nodes"] if n["name"] == node][0]
+    return [st for st in n["storages"] if st["id"] == storage][0]["used"]
+
+
+def aborted(s, st, reason):
+    assert st["exitstatus"] == "migration aborted", st
+    lines = log(s, st)
+    assert any(" ERROR: migration aborted (duration " in l and l.endswith("): " + reason)
+               for l in lines), (reason, lines)
+    return lines
+
+
+@case
+def offline_migration_moves_the_vm_and_its_disks():
+    with Sim(time_scale=0.01) as s:
+        for n in ("sv1", "sv2"):  # 10 GiB + 4 MiB at 200 MiB/s: ~51 PVE s
+            s.ctl("POST", "/nodes/" + n, {"bandwidth_mb": 200})
+        clone(s, 100)
+        pre = s.data("GET", "/nodes/sv1/qemu/100/migrate")
+        assert pre["running"] == 0 and pre["allowed_nodes"] == ["sv2", "sv3", "sv4", "sv5"], pre
+        assert pre["not_allowed_nodes"] == {} and pre["local_resources"] == [], pre
+        vols = {d["volid"]: d for d in pre["local_disks"]}
+        assert vols["local-lvm:vm-100-disk-0"]["size"] == 10 * GiB, vols
+        assert vols["local-lvm:vm-100-cloudinit"]["cdrom"] == 1, vols
+        u1, u2 = used(s, "sv1"), used(s, "sv2")
+        t0 = time.monotonic()
+        upid = s.data("POST", "/nodes/sv1/qemu/100/migrate", data={"target": "sv2"})
+        assert ":qmigrate:100:root@pam!ci:" in upid, upid
+        wait_for(lambda: s.data("GET", "/nodes/sv1/qemu/100/config").get("lock") == "migrate",
+                 10, what="lock: migrate")
+        st = ok(s.wait_task("sv1", upid))
+        elapsed = time.monotonic() - t0
+        assert elapsed >= (10 * GiB / (200 * 1024 * 1024)) * 0.01, elapsed  # never faster than the link
+        lines = log(s, st)
+        for text in ("starting migration of VM 100 to node 'sv2' (10.10.10.2)",
+                     "found local disk 'local-lvm:vm-100-disk-0' (attached)",
+                     "found generated disk 'local-lvm:vm-100-cloudinit' (in current VM config)",
+                     "copying local disk images"):
+            assert has_line(lines, text), (text, lines)
+        assert " migration finished successfully (duration 00:00:5" in lines[-2], lines
+        assert lines[-1] == "TASK OK", lines
+        assert s.vm(100)["node"] == "sv2" and s.vm(100)["power"] == "stopped"
+        expect500(s.api("GET", "/nodes/sv1/qemu/100/config"),
+                  "Configuration file 'nodes/sv1/qemu-server/100.conf' does not exist")
+        c = s.data("GET", "/nodes/sv2/qemu/100/config")
+        assert "lock" not in c and c["scsi0"].startswith("local-lvm:vm-100-disk-0,"), c
+        moved = 10 * GiB + 4 * 1024 * 1024
+        assert used(s, "sv1") == u1 - moved and used(s, "sv2") == u2 + moved
+        res = [r for r in s.data("GET", "/cluster/resources", params={"type": "vm"})
+               if r["vmid"] == 100]
+        assert res[0]["node"] == "sv2", res
+        # time follows the size: the 40 GiB Windows template takes about four times as long
+        clone(s, 101, src=8003)
+        t0 = time.monotonic()
+        ok(run(s, "POST", "/qemu/101/migrate", data={"target": "sv2"}, deadline=60))
+        assert time.monotonic() - t0 >= (40 * GiB / (200 * 1024 * 1024)) * 0.01
+        assert s.ctl("GET", "/rejections") == []
+
+
+@case
+def online_migration_needs_online_and_local_disks():
+    with Sim(time_scale=0.01) as s:
+        clone(s, 100)
+        ok(run(s, "POST", "/qemu/100/status/start"))
+        assert s.data("GET", "/nodes/sv1/qemu/100/migrate")["running"] == 1
+        expect500(migrate(s, 100, target="sv2"), "can't migrate running VM without --online")
+        st = run(s, "POST", "/qemu/100/migrate", data={"target": "sv2", "online": "1"})
+        lines = aborted(s, st, "Problem found while scanning volumes - can't migrate VM - check log")
+        assert has_line(lines, "can't migrate local disk 'local-lvm:vm-100-disk-0': can't live "
+                               "migrate attached local disks without with-local-disks option"), lines
+        assert has_line(lines, "aborting phase 1 - cleanup resources"), lines
+        assert s.vm(100)["node"] == "sv1" and "lock" not in s.vm(100)["conf"]
+        st = ok(run(s, "POST", "/qemu/100/migrate",
+                    data={"target": "sv3", "online": "1", "with-local-disks": "1"}))
+        assert has_line(log(s, st), "starting storage migration"), log(s, st)
+        assert has_line(log(s, st), "migration status: completed"), log(s, st)
+        v = s.vm(100)
+        assert v["node"] == "sv3" and v["power"] == "running", v
+        st = s.data("GET", "/nodes/sv3/qemu/100/status/current")
+        assert st["status"] == "running", st
+        assert s.ctl("GET", "/rejections") == []
+
+
+FLEET = {"nodes": [
+    {"name": "sv1"}, {"name": "sv2", "storages": [
+        {"id": "local", "type": "dir", "content": "iso,vztmpl,backup", "total_gb": 100},
+        {"id": "fast", "type": "lvmthin", "content": "images,rootdir", "total_gb": 2048}]},
+    {"name": "sv3"}]}
+
+
+def fleet_file():
+    fd, path = tempfile.mkstemp(suffix=".json")
+    with os.fdopen(fd, "w") as f:
+        json.dump(FLEET, f)
+    return path
+
+
+@case
+def target_storages():
+    with Sim(nodes="sv1,sv2,sv3", time_scale=0.01, extra=["--fleet", fleet_file()]) as s:
+        clone(s, 100)
+        pre = s.data("GET", "/nodes/sv1/qemu/100/migrate")
+        assert pre["allowed_nodes"] == ["sv3"], pre
+        assert pre["not_allowed_nodes"] == {"sv2": {"unavailable_storages": ["local-lvm"]}}, pre
+        expect500(migrate(s, 100, target="sv2"), "storage 'local-lvm' is not available on node 'sv2'")
+        expect500(migrate(s, 100, target="sv2", targetstorage="nope"), "storage 'nope' does not exist")
+        expect500(migrate(s, 100, target="sv2", targetstorage="local"),
+                  "storage 'local' does not support vm images")
+        expect500(migrate(s, 100, target="sv2", targetstorage="local-lvm:local-lvm"),
+                  "storage 'local-lvm' is not available on node 'sv2'")
+        expect400(migrate(s, 100, target="sv2", targetstorage="fast,1"),
+                  {"targetstorage": "failed to parse storage map: identity mapping cannot be "
+                                    "combined with other mappings"})
+        fast0 = used(s, "sv2", "fast")
+        st = ok(run(s, "POST", "/qemu/100/migrate", data={"target": "sv2", "targetstorage": "fast"}))
+        assert has_line(log(s, st), "volume 'local-lvm:vm-100-disk-0' is 'fast:vm-100-disk-0' on "
+                                    "the target"), log(s, st)
+        c = s.data("GET", "/nodes/sv2/qemu/100/config")
+        assert c["scsi0"].startswith("fast:vm-100-disk-0,") and c["ide2"].startswith("fast:vm-100-cloudinit,"), c
+        assert used(s, "sv2", "fast") - fast0 == 10 * GiB + 4 * 1024 * 1024
+        assert s.ctl("GET", "/rejections") == []
+
+
+@case
+def refusals():
+    with Sim(time_scale=0.01) as s:
+        clone(s, 100)
+        expect400(migrate(s, 100, target="sv1"), {"target": "target is local node."})
+        expect500(migrate(s, 100, target="sv9"), "no such cluster node 'sv9'")
+        expect500(migrate(s, 999, target="sv2"),
+                  "Configuration file 'nodes/sv1/qemu-server/999.conf' does not exist")
+        expect400(migrate(s, 100, target="sv2", force="1"), {"force": "Only root may use this option."})
+        expect400(migrate(s, 100, target="sv2", migration_type="insecure"),
+                  {"migration_type": "Only root may use this option."})
+        s.ctl("POST", "/vms/100", {"conf": {"lock": "backup"}})
+        expect500(migrate(s, 100, target="sv2"), "VM is locked (backup)")
+        expect500(s.api("GET", "/nodes/sv1/qemu/100/migrate"), "VM is locked (backup)")
+        s.ctl("POST", "/vms/100", {"conf": {"lock": None, "usb0": "host=1234:5678"}})
+        assert s.data("GET", "/nodes/sv1/qemu/100/migrate")["local_resources"] == ["usb0"]
+        aborted(s, run(s, "POST", "/qemu/100/migrate", data={"target": "sv2"}),
+                "can't migrate VM which uses local devices: usb0")
+        s.ctl("POST", "/vms/100", {"conf": {"usb0": None}})
+        # snapshots on lvmthin cannot move
+        ok(run(s, "POST", "/qemu/100/snapshot", data={"snapname": "s1"}))
+        lines = aborted(s, run(s, "POST", "/qemu/100/migrate", data={"target": "sv2"}),
+                        "Problem found while scanning volumes - can't migrate VM - check log")
+        assert has_line(lines, "can't migrate local disk 'local-lvm:vm-100-disk-0': non-migratable "
+                               "snapshot exists"), lines
+        # a linked clone on local storage cannot leave its base
+        clone(s, 101, full=False)
+        aborted(s, run(s, "POST", "/qemu/101/migrate", data={"target": "sv2"}),
+                "Problem found while scanning volumes - can't migrate "
+                "'local-lvm:base-8000-disk-0/vm-101-disk-0' as it's a clone of 'base-8000-disk-0' "
+                "at /usr/share/perl5/PVE/QemuMigrate.pm line 586.")
+        # ... nor a template with linked clones
+        lines = aborted(s, run(s, "POST", "/qemu/8000/migrate", data={"target": "sv2"}),
+                        "Problem found while scanning volumes - can't migrate VM - check log")
+        assert has_line(lines, "can't migrate local disk 'local-lvm:base-8000-disk-0': referenced "
+                               "by linked clone(s)"), lines
+        # the target is down: ssh cannot reach it
+        s.ctl("POST", "/nodes/sv3", {"state": "offline"})
+        s.ctl("POST", "/vms/100", {"conf": {"parent": None}})
+        clone(s, 102)
+        st = run(s, "POST", "/qemu/102/migrate", data={"target": "sv3"})
+        aborted(s, st, "Can't connect to destination address using public key")
+        assert s.vm(102)["node"] == "sv1" and "lock" not in s.vm(102)["conf"]
+        # bad input
+        expect400(migrate(s, 100, target="sv2", online="yes"),
+                  {"online": "type check ('boolean') failed - got 'yes'"})
+        expect400(migrate(s, 100, target="sv2", migration_type="fast"),
+                  {"migration_type": "value 'fast' does not have a value in the enumeration "
+                                     "'secure, insecure'"})
+        expect400(migrate(s, 100, target="sv2", bwlimit="-1"),
+                  {"bwlimit": "value must have a minimum value of 0"})
+        expect400(migrate(s, 100), {"target": "property is missing and it is not optional"})
+        assert len(s.ctl("GET", "/rejections")) == 4
+
+
+@case
+def ha_managed_vms_go_through_the_ha_manager():
+    with Sim(time_scale=0.01) as s:
+        clone(s, 100)
+        ok(run(s, "POST", "/qemu/100/status/start"))
+        s.ctl("POST", "/vms/100", {"ha": True})
+        st = ok(run(s, "POST", "/qemu/100/migrate", data={"target": "sv2", "online": "1"}))
+        assert st["type"] == "hamigrate", st
+        assert has_line(log(s, st), "Requesting HA migration for VM 100 to node sv2") or \
+            any(l.endswith("Requesting HA migration for VM 100 to node sv2") for l in log(s, st))
+
+        def lrm_task():
+            return [t for t in s.data("GET", "/nodes/sv1/tasks", params={"typefilter": "qmigrate"})
+                    if t["id"] == "100"]
+        t = wait_for(lrm_task, 10, what="the LRM's qmigrate")[0]
+        assert t["user"] == "root@pam", t
+        st = s.wait_task("sv1", t["upid"])
+        # the LRM migrates online without with-local-disks: local disks stop it
+        assert st["exitstatus"] == "migration aborted", st
+        # a stopped HA VM moves offline; a request to an offline node is ignored
+        s.ctl("POST", "/vms/100", {"power": "stopped", "ha_state": "stopped", "ha": True})
+        s.ctl("POST", "/nodes/sv3", {"state": "offline"})
+        ok(run(s, "POST", "/qemu/100/migrate", data={"target": "sv3"}))
+        assert len(lrm_task()) == 1  # no new qmigrate
+        ok(run(s, "POST", "/qemu/100/migrate", data={"target": "sv2"}))
+        t = wait_for(lambda: len(lrm_task()) == 2 and lrm_task()[0], 10, what="second qmigrate")
+        ok(s.wait_task("sv1", t["upid"]))
+        assert s.vm(100)["node"] == "sv2"
+
+
+@case
+def standalone_hosts_have_no_other_node():
+    with Sim(standalone=True, time_scale=0.01) as s:
+        p1 = s.ports["sv1"]
+        st = s.wait_task("sv1", s.data("POST", "/nodes/sv1/qemu/8000/clone", port=p1,
+                                       data={"newid": "100"}), port=p1)
+        ok(st)
+        pre = s.data("GET", "/nodes/sv1/qemu/100/migrate", port=p1)
+        assert pre["allowed_nodes"] == [] and pre["not_allowed_nodes"] == {}, pre
+        expect500(s.api("POST", "/nodes/sv1/qemu/100/migrate", port=p1, data={"target": "sv2"}),
+                  "no such cluster node 'sv2'")
+
+
+finish()
