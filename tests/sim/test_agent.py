@@ -1,0 +1,90 @@
+"""The QEMU guest agent in pvesim (qemu-server API2/Qemu/Agent.pm): ping and
+network-get-interfaces answer like the agent of a booted guest, with the
+addresses of the VM's cloud-init ipconfigN and the MACs of its netN, and the
+refusals of Agent::assert_agent_available (no agent configured, VM not
+running, agent not answering: disabled, guest still booting, VM paused)."""
+from simlib import Sim, case, finish, wait_for
+
+PVF = "Parameter verification failed."
+
+
+def expect500(r, message):
+    assert r.status_code == 500 and r.reason == message, (r.status_code, r.reason, r.text, message)
+    assert r.json() == {"data": None, "message": message + "\n"}, r.text
+
+
+def run(s, method, path, node="sv1", **kw):
+    st = s.wait_task(node, s.data(method, "/nodes/%s%s" % (node, path), **kw))
+    assert st["exitstatus"] == "OK", st
+    return st
+
+
+def ping(s, vmid=100):
+    return s.api("POST", "/nodes/sv1/qemu/%d/agent/ping" % vmid)
+
+
+def ifaces(s, vmid=100):
+    return s.api("GET", "/nodes/sv1/qemu/%d/agent/network-get-interfaces" % vmid)
+
+
+@case
+def agent_answers_after_boot():
+    with Sim(time_scale=0.1) as s:  # the guest's agent starts 15 PVE s (1.5 s) after boot
+        run(s, "POST", "/qemu/8000/clone", data={"newid": "100"})
+        expect500(ping(s), "VM 100 is not running")
+        expect500(ifaces(s), "VM 100 is not running")
+        s.data("PUT", "/nodes/sv1/qemu/100/config",
+               data={"ipconfig0": "ip=192.168.10.5/24,gw=192.168.10.1,ip6=2001:db8::5/64",
+                     "net1": "virtio=BC:24:11:00:01:02,bridge=vmbr1", "ipconfig1": "ip=dhcp"})
+        run(s, "POST", "/qemu/100/status/start")
+        expect500(ping(s), "QEMU guest agent is not running")
+        wait_for(lambda: ping(s).status_code == 200, 10, what="the agent")
+        assert ping(s).json() == {"data": {"result": {}}}
+        res = ifaces(s).json()["data"]["result"]
+        names = [i["name"] for i in res]
+        assert names == ["lo", "ens18", "ens19"], names
+        lo, e0, e1 = res
+        assert {a["ip-address"] for a in lo["ip-addresses"]} == {"127.0.0.1", "::1"}, lo
+        mac0 = s.data("GET", "/nodes/sv1/qemu/100/config")["net0"].split("=")[1].split(",")[0]
+        assert e0["hardware-address"] == mac0.lower(), (e0, mac0)
+        a0 = {(a["ip-address"], a["ip-address-type"], a["prefix"]) for a in e0["ip-addresses"]}
+        assert ("192.168.10.5", "ipv4", 24) in a0 and ("2001:db8::5", "ipv6", 64) in a0, a0
+        assert any(a[0].startswith("fe80::") and a[2] == 64 for a in a0), a0
+        assert e1["hardware-address"] == "bc:24:11:00:01:02", e1
+        v4 = [a for a in e1["ip-addresses"] if a["ip-address-type"] == "ipv4"]
+        assert len(v4) == 1 and v4[0]["ip-address"].startswith("10.100.") and v4[0]["prefix"] == 16
+        assert e0["statistics"]["rx-bytes"] >= 0 and "tx-packets" in e0["statistics"], e0
+        # paused: the agent does not answer
+        run(s, "POST", "/qemu/100/status/suspend")
+        expect500(ping(s), "QEMU guest agent is not running")
+        run(s, "POST", "/qemu/100/status/resume")
+        assert ping(s).status_code == 200
+        assert s.ctl("GET", "/rejections") == []
+
+
+@case
+def agent_refusals_and_bad_input():
+    with Sim(time_scale=0.01) as s:
+        run(s, "POST", "/qemu/8000/clone", data={"newid": "100"})
+        run(s, "POST", "/qemu/100/status/start")
+        wait_for(lambda: ping(s).status_code == 200, 10, what="the agent")
+        # agent=0: QEMU has no agent channel, so the agent never answers
+        s.data("PUT", "/nodes/sv1/qemu/100/config", data={"agent": "enabled=0"})
+        expect500(ping(s), "QEMU guest agent is not running")
+        s.data("PUT", "/nodes/sv1/qemu/100/config", data={"delete": "agent"})
+        expect500(ping(s), "No QEMU guest agent configured")
+        expect500(ifaces(s), "No QEMU guest agent configured")
+        expect500(ping(s, 999), "Configuration file 'nodes/sv1/qemu-server/999.conf' does not exist")
+        r = s.api("POST", "/nodes/sv1/qemu/100/agent/ping", data={"timeout": "5"})
+        assert r.status_code == 400 and r.json()["errors"] == {
+            "timeout": "property is not defined in schema and the schema does not allow "
+                       "additional properties"}, r.text
+        r = s.api("GET", "/nodes/sv1/qemu/abc/agent/network-get-interfaces")
+        assert r.status_code == 400 and r.json()["errors"] == {
+            "vmid": "type check ('integer') failed - got 'abc'"}, r.text
+        r = s.api("GET", "/nodes/sv1/qemu/100/agent/ping")
+        assert r.status_code == 501, r.text
+        assert len(s.ctl("GET", "/rejections")) == 3
+
+
+finish()
