@@ -1,12 +1,13 @@
 #!/bin/sh
 # Installs the Debian packages proxd needs to build and test, only those missing
-# (postgresql: the server the store tests start privately; not needed at run time).
+# (postgresql: the server the store tests start privately; ansible and packer: third-party
+# clients the pvesim tests drive; none of these is needed at run time).
 # Called by make (demo, test, all); needs root (or sudo) when something is missing.
 set -eu
 PKGS="build-essential cmake pkg-config libssl-dev libcurl4-openssl-dev libjansson-dev
 libpcre2-dev libhttp-parser-dev libmicrohttpd-dev libsqlite3-dev libpq-dev libsodium-dev libinih-dev
 libcmocka-dev postgresql python3 python3-proxmoxer python3-requests openssl ca-certificates valgrind
-openssh-client util-linux curl"
+openssh-client util-linux curl ansible packer"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

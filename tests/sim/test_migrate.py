@@ -263,6 +263,21 @@ def ha_managed_vms_go_through_the_ha_manager():
 
 
 @case
+def pve8_shapes():
+    # PVE 8.4's schema: no has-dbus-vmstate; snapshots and migration otherwise alike
+    with Sim(time_scale=0.01, pve_version=8) as s:
+        clone(s, 100)
+        pre = s.data("GET", "/nodes/sv1/qemu/100/migrate")
+        assert "has-dbus-vmstate" not in pre and pre["running"] == 0, pre
+        ok(run(s, "POST", "/qemu/100/snapshot", data={"snapname": "s1", "vmstate": "1"}))
+        names = [x["name"] for x in s.data("GET", "/nodes/sv1/qemu/100/snapshot")]
+        assert names == ["s1", "current"], names
+        ok(run(s, "DELETE", "/qemu/100/snapshot/s1"))
+        ok(run(s, "POST", "/qemu/100/migrate", data={"target": "sv2"}))
+        assert s.vm(100)["node"] == "sv2"
+
+
+@case
 def standalone_hosts_have_no_other_node():
     with Sim(standalone=True, time_scale=0.01) as s:
         p1 = s.ports["sv1"]
