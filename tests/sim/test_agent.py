@@ -29,7 +29,7 @@ def ifaces(s, vmid=100):
 
 @case
 def agent_answers_after_boot():
-    with Sim(time_scale=0.1) as s:  # the guest's agent starts 15 PVE s (1.5 s) after boot
+    with Sim(time_scale=0.2) as s:  # the guest's agent starts 15 PVE s (3 s) after boot
         run(s, "POST", "/qemu/8000/clone", data={"newid": "100"})
         expect500(ping(s), "VM 100 is not running")
         expect500(ifaces(s), "VM 100 is not running")
