@@ -658,9 +658,13 @@ static void finish_migration(struct sim *s, struct sim_task *t, struct sim_vm *v
              link_bw(vm->node, target) / (1024 * 1024));
         mlog(t, false, "migration status: completed");
     }
-    if (t->fault_exit) {
+    if (t->fault_exit) { /* an injected failure: phase 1's cleanup, the rule's exit status */
         mlog(t, true, "%s", t->fault_exit);
-        abort_migration(s, t, true, t->fault_exit);
+        mlog(t, false, "aborting phase 1 - cleanup resources");
+        json_object_del(vm->conf, "lock");
+        release(s, t, vm);
+        s->dirty = true;
+        sim_task_finish(s, t, t->fault_exit);
         return;
     }
     map_volumes(t, vm);

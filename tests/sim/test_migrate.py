@@ -237,6 +237,22 @@ def refusals():
 
 
 @case
+def injected_failure_keeps_the_vm_on_its_node():
+    with Sim(time_scale=0.01) as s:
+        clone(s, 100)
+        s.ctl("POST", "/faults", {"method": "POST", "path": "^/nodes/sv1/qemu/100/migrate$",
+                                  "kind": "task_error", "count": 1,
+                                  "message": "migration aborted"})
+        st = run(s, "POST", "/qemu/100/migrate", data={"target": "sv2"})
+        assert st["exitstatus"] == "migration aborted", st
+        assert has_line(log(s, st), "aborting phase 1 - cleanup resources"), log(s, st)
+        v = s.vm(100)
+        assert v["node"] == "sv1" and "lock" not in v["conf"] and v["flock_exclusive"] == 0, v
+        ok(run(s, "POST", "/qemu/100/migrate", data={"target": "sv2"}))
+        assert s.vm(100)["node"] == "sv2"
+
+
+@case
 def ha_managed_vms_go_through_the_ha_manager():
     with Sim(time_scale=0.01) as s:
         clone(s, 100)

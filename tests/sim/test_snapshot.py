@@ -283,6 +283,31 @@ def template_conversion():
 
 
 @case
+def injected_task_failures_leave_no_half_snapshot():
+    with Sim(time_scale=0.01) as s:
+        clone(s, 100)
+        rule = {"method": "POST", "path": "^/nodes/sv1/qemu/100/snapshot$", "kind": "task_error",
+                "message": "lvcreate 'pve/snap_vm-100-disk-0_s1' error: out of space", "count": 1}
+        s.ctl("POST", "/faults", rule)
+        st = failed(snap(s, 100, "s1"), rule["message"])
+        log = [l["t"] for l in s.data("GET", "/nodes/sv1/tasks/%s/log" % st["upid"])]
+        assert "snapshot create failed: starting cleanup" in log, log
+        assert list(snaps(s, 100)) == ["current"] and "lock" not in config(s, 100)
+        ok(snap(s, 100, "s1"))
+        rule.update(path="^/nodes/sv1/qemu/100/snapshot/s1$", method="DELETE", message="boom")
+        s.ctl("POST", "/faults", rule)
+        failed(run(s, "DELETE", "/qemu/100/snapshot/s1"), "boom")
+        assert "snapstate" not in snaps(s, 100)["s1"] and "lock" not in config(s, 100)
+        rule.update(path="^/nodes/sv1/qemu/100/template$", method="POST", message="rename failed")
+        s.ctl("POST", "/faults", rule)
+        ok(run(s, "DELETE", "/qemu/100/snapshot/s1"))
+        failed(run(s, "POST", "/qemu/100/template"), "rename failed")
+        c = config(s, 100)
+        assert "template" not in c and c["scsi0"].startswith("local-lvm:vm-100-disk-0,"), c
+        clean(s)
+
+
+@case
 def snapshots_survive_a_restart():
     d = tempfile.mkdtemp()
     with Sim(time_scale=0.01, state_dir=d) as s:
