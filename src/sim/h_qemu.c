@@ -655,6 +655,12 @@ static bool clone_checks(struct sim_call *c, struct sim_vm **src_out, bool *full
         call_fail(c, 500, "VM is locked (%s)", vm_lock(src));
         return false;
     }
+    const char *snapname = call_str(c, "snapname");
+    json_t *from = snapname ? vmops_snap_find(src, snapname) : src->conf;
+    if (!from) {
+        call_fail(c, 500, "snapshot '%s' does not exist", snapname);
+        return false;
+    }
     bool is_tpl = json_integer_value(json_object_get(src->conf, "template")) != 0;
     bool full = call_bool(c, "full", !is_tpl);
     if (!full && storage) {
@@ -670,10 +676,14 @@ static bool clone_checks(struct sim_call *c, struct sim_vm **src_out, bool *full
         return false;
     }
     const char *boot = sim_vm_bootdisk(src);
-    if (!full && !is_tpl) {
-        const char *drive = json_string_value(json_object_get(src->conf, boot ? boot : "scsi0"));
-        call_fail(c, 500, "Linked clone feature is not supported for '%.*s' (%s)",
-                  (int)strcspn(drive ? drive : "", ","), drive ? drive : "", boot ? boot : "scsi0");
+    const char *bdrive = json_string_value(json_object_get(from, boot ? boot : "scsi0"));
+    /* linked clones need a base volume, or a snapshot on lvmthin/rbd/zfs */
+    if (!full && !is_tpl &&
+        !(snapname && bdrive && vmops_drive_can_snapshot(src->node, bdrive) &&
+          !strstr(bdrive, ".qcow2"))) {
+        call_fail(c, 500, "Linked clone feature is not supported for %s'%.*s' (%s)",
+                  snapname ? "a snapshot of " : "", (int)strcspn(bdrive ? bdrive : "", ","),
+                  bdrive ? bdrive : "", boot ? boot : "scsi0");
         return false;
     }
     if (sim_vm_find(s, c->node, newid)) {
@@ -710,6 +720,8 @@ static json_t *clone_drive(const char *drive, int newid, int idx, const char *st
         r = json_sprintf("%s:vm-%d-cloudinit%s", st, newid, opts);
     else if (full)
         r = json_sprintf("%s:vm-%d-disk-%d%s", st, newid, idx, opts);
+    else if (!colon || strncmp(colon + 1, "base-", 5) != 0) /* a thin snapshot's clone */
+        r = json_sprintf("%s:vm-%d-disk-%d%s", sid, newid, idx, opts);
     else
         r = json_sprintf("%s:%.*s/vm-%d-disk-%d%s", sid,
                          (int)((comma ? comma : drive + strlen(drive)) - colon - 1), colon + 1,
@@ -722,11 +734,17 @@ void qemu_clone_conf(struct sim *s, struct sim_vm *src, struct sim_vm *dst, json
                      const char *storage, bool full)
 {
     json_object_clear(dst->conf);
+    /* a clone of a snapshot copies the snapshot's config */
+    json_t *from = vmops_snap_find(src, json_string_value(json_object_get(args, "snapname")));
+    if (!from)
+        from = src->conf;
     const char *k;
     json_t *v;
     int idx = 0;
-    json_object_foreach(src->conf, k, v)
+    json_object_foreach(from, k, v)
     {
+        if (str_starts(k, "unused")) /* their owner changes anyway */
+            continue;
         if (strcmp(k, "template") == 0 || strcmp(k, "lock") == 0 || strcmp(k, "parent") == 0 ||
             strcmp(k, "runningmachine") == 0 || strcmp(k, "runningcpu") == 0 ||
             strcmp(k, "snaptime") == 0 || strcmp(k, "vmstate") == 0 || strcmp(k, "snapstate") == 0)

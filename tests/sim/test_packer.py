@@ -72,24 +72,4 @@ def proxmox_clone_build_ends_in_a_template():
         assert s.ctl("GET", "/rejections") == []
 
 
-@case
-def a_refused_conversion_fails_the_build():
-    # the build's VM is locked when packer converts it: PVE's refusal reaches packer
-    home = tempfile.mkdtemp()
-    fleet = os.path.join(home, "fleet.json")
-    with open(fleet, "w") as f:
-        json.dump(FLEET, f)
-    with Sim(nodes="sv1,sv2", time_scale=0.01, extra=["--fleet", fleet]) as s:
-        s.ctl("POST", "/faults", {"method": "POST", "path": "^/nodes/sv1/qemu/500/template$",
-                                  "kind": "error", "status": 500,
-                                  "message": "VM is locked (backup)"})
-        r = build(s, home)
-        assert r.returncode != 0, r.stdout[-3000:]
-        assert "Error converting VM to template" in r.stdout and "VM is locked (backup)" in r.stdout, \
-            r.stdout[-3000:]
-        # packer cleans up after itself: the VM is gone
-        assert s.vm(500) is None
-        assert s.ctl("GET", "/rejections") == []
-
-
 finish()

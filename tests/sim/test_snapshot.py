@@ -308,6 +308,31 @@ def injected_task_failures_leave_no_half_snapshot():
 
 
 @case
+def clones_of_a_snapshot():
+    with Sim(time_scale=0.01) as s:
+        clone(s, 100)
+        assert s.data("PUT", "/nodes/sv1/qemu/100/config", data={"cores": "3"}) is None
+        ok(snap(s, 100, "gold", description="golden image"))
+        assert s.data("PUT", "/nodes/sv1/qemu/100/config", data={"cores": "8"}) is None
+        cl = "/nodes/sv1/qemu/100/clone"
+        expect500(s.api("POST", cl, data={"newid": "101", "snapname": "nope"}),
+                  "snapshot 'nope' does not exist")
+        expect500(s.api("POST", cl, data={"newid": "101", "full": "0"}),
+                  "Linked clone feature is not supported for 'local-lvm:vm-100-disk-0' (scsi0)")
+        # a full clone of the snapshot has the snapshot's config, no snapshot keys
+        ok(run(s, "POST", "/qemu/100/clone", data={"newid": "101", "snapname": "gold"}))
+        c = config(s, 101)
+        assert c["cores"] == 3 and c["scsi0"].startswith("local-lvm:vm-101-disk-0,"), c
+        assert "parent" not in c and "snaptime" not in c, c
+        # thin snapshots give linked clones too
+        ok(run(s, "POST", "/qemu/100/clone", data={"newid": "102", "snapname": "gold", "full": "0"}))
+        c = config(s, 102)
+        assert c["cores"] == 3 and c["scsi0"].startswith("local-lvm:vm-102-disk-0,"), c
+        assert list(snaps(s, 101)) == ["current"]
+        clean(s)
+
+
+@case
 def snapshots_survive_a_restart():
     d = tempfile.mkdtemp()
     with Sim(time_scale=0.01, state_dir=d) as s:
