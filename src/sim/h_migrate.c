@@ -344,9 +344,8 @@ static void h_migrate(struct sim_call *c)
     }
     if (!storage_checks(c, vm, target))
         return;
-    struct sim_task *t = vmops_task(c, vm->ha ? "hamigrate" : "qmigrate", vm->vmid,
-                                    vm->ha ? TK_HAMIGRATE : TK_MIGRATE);
-    json_object_set_new(t->args, "_online", json_boolean(running));
+    /* HA-managed VMs: the request only asks the HA manager (ha-manager migrate) */
+    vmops_task(c, vm->ha ? "hamigrate" : "qmigrate", vm->vmid, vm->ha ? TK_HAMIGRATE : TK_MIGRATE);
 }
 
 const struct sim_route sim_routes_migrate[] = {
@@ -626,6 +625,17 @@ static double link_bw(struct sim_node *a, struct sim_node *b)
     return a->bandwidth < b->bandwidth ? a->bandwidth : b->bandwidth;
 }
 
+/* The link, or the request's bwlimit (KiB/s) if lower. */
+static double task_bw(struct sim_task *t, struct sim_node *a, struct sim_node *b)
+{
+    double bw = link_bw(a, b);
+    json_t *v = json_object_get(t->args, "bwlimit");
+    double lim = json_is_integer(v)  ? (double)json_integer_value(v)
+                 : json_is_string(v) ? atof(json_string_value(v))
+                                     : 0;
+    return lim > 0 && lim * 1024 < bw ? lim * 1024 : bw;
+}
+
 /* Rename the moved volumes for the storage map. */
 static void map_volumes(struct sim_task *t, struct sim_vm *vm)
 {
@@ -681,7 +691,7 @@ static void finish_migration(struct sim *s, struct sim_task *t, struct sim_vm *v
 static void copy_progress(struct sim *s, struct sim_task *t, struct sim_vm *vm,
                           struct sim_node *target, double now)
 {
-    double bw = link_bw(vm->node, target);
+    double bw = task_bw(t, vm->node, target);
     double total = t->bytes_total;
     double done = (now - t->t0) * bw;
     if (done > total)

@@ -293,7 +293,10 @@ def pve8_shapes():
         names = [x["name"] for x in s.data("GET", "/nodes/sv1/qemu/100/snapshot")]
         assert names == ["s1", "current"], names
         ok(run(s, "DELETE", "/qemu/100/snapshot/s1"))
-        ok(run(s, "POST", "/qemu/100/migrate", data={"target": "sv2"}))
+        # bwlimit (KiB/s) caps the link: 10 GiB at 100 MiB/s instead of 500
+        st = ok(run(s, "POST", "/qemu/100/migrate", data={"target": "sv2", "bwlimit": "102400"}))
+        m = re.search(r"\(duration (\d\d):(\d\d):(\d\d)\)$", log(s, st)[-2])
+        assert m and int(m[1]) * 3600 + int(m[2]) * 60 + int(m[3]) >= 102, log(s, st)
         assert s.vm(100)["node"] == "sv2"
 
 
