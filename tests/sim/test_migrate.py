@@ -233,7 +233,9 @@ def refusals():
         expect400(migrate(s, 100, target="sv2", bwlimit="-1"),
                   {"bwlimit": "value must have a minimum value of 0"})
         expect400(migrate(s, 100), {"target": "property is missing and it is not optional"})
-        assert len(s.ctl("GET", "/rejections")) == 4
+        r = s.api("GET", "/nodes/sv1/qemu/100/migrate", params={"target": "bad node"})
+        assert r.status_code == 400 and list(r.json()["errors"]) == ["target"], r.text
+        assert len(s.ctl("GET", "/rejections")) == 5
 
 
 @case

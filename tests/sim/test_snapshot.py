@@ -204,8 +204,19 @@ def synchronous_errors_and_bad_input():
                            "virtio2, virtio3, virtio4, virtio5, virtio6, virtio7, virtio8, "
                            "virtio9, virtio10, virtio11, virtio12, virtio13, virtio14, virtio15, "
                            "sata0, sata1, sata2, sata3, sata4, sata5, efidisk0, tpmstate0'"})
+        expect400(s.api("GET", sp + "/1bad"),
+                  {"snapname": "invalid format - invalid configuration ID '1bad'\n"})
+        expect400(s.api("PUT", sp + "/xx/config", data={"descr": "x"}),
+                  {"descr": "property is not defined in schema and the schema does not allow "
+                            "additional properties"})
+        expect400(s.api("GET", sp + "/xx/config", params={"full": "1"}),
+                  {"full": "property is not defined in schema and the schema does not allow "
+                           "additional properties"})
+        expect400(s.api("GET", "/nodes/sv1/qemu/100/snapshot", params={"vmstate": "1"}),
+                  {"vmstate": "property is not defined in schema and the schema does not allow "
+                              "additional properties"})
         rej = s.ctl("GET", "/rejections")
-        assert len(rej) == 7, rej
+        assert len(rej) == 11, rej
         # PUT without description does nothing, even for a missing snapshot
         assert s.data("PUT", sp + "/nope/config") is None
 
