@@ -155,15 +155,34 @@ json_t *sim_vm_list_entry(struct sim *s, struct sim_vm *v)
         json_object_set_new(e, "diskread", json_integer(0));
         json_object_set_new(e, "diskwrite", json_integer(0));
     }
+    if (s->o.pve_version >= 9)
+        json_object_set(e, "memhost", json_object_get(e, "mem"));
     return e;
+}
+
+/* PVE 9's vmstatus: the cgroup's pressure stall averages of a running VM
+ * (not in /cluster/resources, which reads the RRD). */
+void sim_vm_pressure(struct sim *s, struct sim_vm *v, json_t *e);
+void sim_vm_pressure(struct sim *s, struct sim_vm *v, json_t *e)
+{
+    if (s->o.pve_version < 9 || v->power == VM_STOPPED)
+        return;
+    static const char *const keys[] = {"pressurecpusome",    "pressurecpufull",
+                                       "pressureiosome",     "pressureiofull",
+                                       "pressurememorysome", "pressurememoryfull"};
+    for (size_t i = 0; i < sizeof keys / sizeof *keys; i++)
+        json_object_set_new(e, keys[i], json_real(i % 2 ? 0.0 : 0.12));
 }
 
 static void h_list(struct sim_call *c)
 {
     c->data = json_array();
     for (struct sim_vm *v = c->s->vms; v; v = v->next)
-        if (!v->gone && v->node == c->node)
-            json_array_append_new(c->data, sim_vm_list_entry(c->s, v));
+        if (!v->gone && v->node == c->node) {
+            json_t *e = sim_vm_list_entry(c->s, v);
+            sim_vm_pressure(c->s, v, e);
+            json_array_append_new(c->data, e);
+        }
 }
 
 /* ---- ssh keys ---------------------------------------------------------- */
@@ -260,7 +279,7 @@ static struct sim_vm *config_checks(struct sim_call *c)
         free(cur);
         if (!same) {
             call_fail(c, 500, "checksum %s (file change by other user?)",
-                      c->s->o.pve_version >= 9 ? "mismatch" : "missmatch");
+                      c->s->o.pve_version >= 8 ? "mismatch" : "missmatch");
             vm = NULL;
             goto out;
         }

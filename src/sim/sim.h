@@ -266,6 +266,14 @@ void sim_advance(struct sim *s);
 int sim_engine_start(struct sim *s);
 void sim_engine_stop(struct sim *s);
 
+/* --- the PVE release pvesim poses as (h_nodes.c) ---------------------- */
+struct sim_release {
+    const char *version, *release, *repoid; /* GET /version */
+    const char *kernel, *kbuild;            /* "6.17.2-1-pve", "#1 SMP PREEMPT_DYNAMIC ..." */
+    const char *qemu, *machine;             /* running-qemu, running-machine */
+};
+const struct sim_release *sim_release(const struct sim *s);
+
 /* --- request context (api.c) ----------------------------------------- */
 struct sim_call {
     struct sim *s;
