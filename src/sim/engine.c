@@ -300,6 +300,14 @@ static void clone_start_copy(struct sim *s, struct sim_task *t, double now)
     t->phase = PH_WORK2;
 }
 
+/* add_vm_to_pool, the last step of a successful clone or create. */
+static void join_pool(struct sim *s, struct sim_task *t, int vmid)
+{
+    const char *pool = json_string_value(json_object_get(t->args, "pool"));
+    if (pool)
+        sim_pool_add_vm(s, pool, vmid);
+}
+
 static void clone_progress(struct sim *s, struct sim_task *t, double now, double share)
 {
     if (t->bytes_done < t->bytes_total) {
@@ -329,6 +337,7 @@ static void clone_progress(struct sim *s, struct sim_task *t, double now, double
     if (dst)
         json_object_del(dst->conf, "lock");
     clone_cleanup(s, t);
+    join_pool(s, t, t->newid);
     sim_task_finish(s, t, "OK");
 }
 
@@ -646,6 +655,7 @@ static void step_create(struct sim *s, struct sim_task *t, double now)
     json_object_del(vm->conf, "lock");
     if (vm->fl.exclusive)
         sim_flock_release(s, vm, true);
+    join_pool(s, t, t->vmid);
     sim_task_finish(s, t, "OK");
 }
 

@@ -599,9 +599,19 @@ static void h_resize(struct sim_call *c)
 
 /* ---- create -------------------------------------------------------------- */
 
+/* check_pool_exist: a raise_perm_exc, before anything else is looked at. */
+static bool pool_ok(struct sim_call *c)
+{
+    const char *pool = call_str(c, "pool");
+    if (!pool || sim_pool_exists(c->s, pool))
+        return true;
+    call_fail(c, 403, "Permission check failed (pool '%s' does not exist)", pool);
+    return false;
+}
+
 static void h_create(struct sim_call *c)
 {
-    if (!check_sshkeys(c))
+    if (!pool_ok(c) || !check_sshkeys(c))
         return;
     int vmid = (int)call_int(c, "vmid", 0);
     struct sim_vm *other = sim_vm_find(c->s, c->s->o.standalone ? c->node : NULL, vmid);
@@ -632,6 +642,8 @@ static bool clone_checks(struct sim_call *c, struct sim_vm **src_out, bool *full
 {
     struct sim *s = c->s;
     int vmid = (int)call_int(c, "vmid", 0), newid = (int)call_int(c, "newid", 0);
+    if (!pool_ok(c))
+        return false;
     struct sim_vm *src = sim_vm_find(s, c->node, vmid);
     if (!src) {
         call_fail(c, 500, "unable to find configuration file for VM %d on node '%s'", vmid,

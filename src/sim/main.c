@@ -331,6 +331,7 @@ static void sim_free(struct sim *s)
 {
     while (s->vms)
         sim_vm_unlink(s, s->vms);
+    sim_cts_free(s);
     while (s->tasks) {
         struct sim_task *t = s->tasks;
         s->tasks = t->next;
@@ -388,6 +389,7 @@ int main(int argc, char **argv)
     s->node_calls = json_object();
     s->violations = json_array();
     s->rejections = json_array();
+    s->pools = json_object();
     char *sp = schema_path(s);
     s->sch = schema_load(sp, &err);
     if (!s->sch) {
