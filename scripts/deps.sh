@@ -6,7 +6,7 @@ set -eu
 PKGS="build-essential cmake pkg-config libssl-dev libcurl4-openssl-dev libjansson-dev
 libpcre2-dev libhttp-parser-dev libmicrohttpd-dev libsqlite3-dev libpq-dev libsodium-dev libinih-dev
 libcmocka-dev postgresql python3 python3-proxmoxer python3-requests openssl ca-certificates valgrind
-openssh-client util-linux curl"
+openssh-client util-linux curl ansible"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

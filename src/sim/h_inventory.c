@@ -49,6 +49,7 @@ static json_t *storage_cfg_entry(struct sim_call *c, const char *id)
         e = json_pack("{s:s,s:s,s:s,s:s}", "storage", id, "type", first->type, "content",
                       first->content, "digest", STORAGE_CFG_DIGEST);
         if (strcmp(first->type, "dir") == 0) {
+            json_object_set_new(e, "prune-backups", json_string("keep-all=1"));
             json_object_set_new(
                 e, "path", json_string(strcmp(id, "local") == 0 ? "/var/lib/vz" : "/mnt/data"));
         } else if (strcmp(first->type, "lvmthin") == 0) {
