@@ -788,6 +788,7 @@ void qemu_clone_conf(struct sim *s, struct sim_vm *src, struct sim_vm *dst, json
 
 void qemu_destroy(struct sim *s, struct sim_vm *vm)
 {
+    sim_pool_add_vm(s, NULL, vm->vmid); /* remove_vm_from_pool */
     vm->gone = true;
     pthread_cond_broadcast(&s->cv);
     sim_vm_unlink(s, vm);

@@ -182,7 +182,7 @@ void sim_pool_add_vm(struct sim *s, const char *pool, int vmid)
             }
         }
     }
-    json_t *p = json_object_get(s->pools, pool);
+    json_t *p = pool ? json_object_get(s->pools, pool) : NULL;
     if (p)
         json_array_append_new(json_object_get(p, "vms"), json_integer(vmid));
     s->dirty = true;

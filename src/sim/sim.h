@@ -268,7 +268,8 @@ void sim_cts_free(struct sim *s);
 /* Pool membership (user.cfg): the pool a guest is in, or NULL. */
 const char *sim_pool_of(struct sim *s, int vmid);
 bool sim_pool_exists(struct sim *s, const char *pool);
-/* Add vmid to pool (leaving any other pool), as add_vm_to_pool. */
+/* Add vmid to pool (leaving any other pool), as add_vm_to_pool; a NULL
+ * pool only removes it (a destroyed guest). */
 void sim_pool_add_vm(struct sim *s, const char *pool, int vmid);
 /* A container's entry in GET /nodes/{node}/lxc. */
 json_t *sim_ct_list_entry(struct sim *s, struct sim_ct *ct);

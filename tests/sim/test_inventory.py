@@ -127,6 +127,10 @@ def pools_and_membership_from_clone():
         st = s.wait_task("sv2", s.data("POST", "/nodes/sv2/qemu", data={"vmid": "150", "pool": "db"}))
         assert st["exitstatus"] == "OK", st
         assert [m["id"] for m in s.data("GET", "/pools/db")["members"]] == ["qemu/150"]
+        # destroying a member takes it out of its pool: a new VM 150 is in none
+        assert s.wait_task("sv2", s.data("DELETE", "/nodes/sv2/qemu/150"))["exitstatus"] == "OK"
+        st = s.wait_task("sv2", s.data("POST", "/nodes/sv2/qemu", data={"vmid": "150"}))
+        assert st["exitstatus"] == "OK" and s.data("GET", "/pools/db")["members"] == [], st
         # a new pool; the refusals
         assert s.data("POST", "/pools", data={"poolid": "batch", "comment": "x"}) is None
         assert s.data("GET", "/pools/batch") == {"members": [], "comment": "x"}
