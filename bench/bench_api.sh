@@ -63,12 +63,6 @@ if ! command -v wrk >/dev/null 2>&1; then
     echo "== wrk is missing: installing it (apt-get install -y wrk)"
     DEBIAN_FRONTEND=noninteractive apt-get install -y wrk >/dev/null
 fi
-if [ -z "${PVESIM_SCHEMA_DIR:-}" ]; then
-    for d in "$(dirname "$PVESIM")/share/pve-apidoc" "$ROOT/../shared/pve-apidoc" /work/shared/pve-apidoc; do
-        if [ -d "$d" ]; then PVESIM_SCHEMA_DIR=$(cd "$d" && pwd); export PVESIM_SCHEMA_DIR; break; fi
-    done
-fi
-
 WORK=$(mktemp -d /tmp/proxd-bench-api.XXXXXX)
 SIM_PID=
 PROXD_PID=

@@ -83,15 +83,9 @@ def say(line=""):
 
 
 def schema_env():
-    env = dict(os.environ)
-    if env.get("PVESIM_SCHEMA_DIR"):
-        return env
-    for d in (os.path.join(os.path.dirname(PVESIM), "share", "pve-apidoc"),
-              os.path.join(ROOT, "..", "shared", "pve-apidoc"), "/work/shared/pve-apidoc"):
-        if os.path.isdir(d):
-            env["PVESIM_SCHEMA_DIR"] = os.path.abspath(d)
-            break
-    return env
+    # pvesim finds its bundled schema data itself (beside the binary, or
+    # PVESIM_SCHEMA_DIR when set); nothing outside the repository is read.
+    return dict(os.environ)
 
 
 def free_port_block(n):

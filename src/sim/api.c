@@ -89,11 +89,13 @@ const char *call_owner(struct sim_call *c)
 
 /* An error produced by the HTTP layer: no JSON, the message as plain text
  * (http-server >= 5.2.0; before it, PVE 7, the body was empty). */
+/* AnyEvent.pm error(): the body is the message as is (no newline), since
+ * http-server 5.2.0; empty before. */
 static void plain_error(const struct sim *s, struct http_resp *r, int status, const char *msg)
 {
     http_resp_status(r, status, msg);
     if (s->o.pve_version >= 8)
-        buf_printf(&r->body, "%s\n", msg);
+        buf_adds(&r->body, msg);
     r->close = true;
 }
 
@@ -106,8 +108,10 @@ static void json_reply(struct http_resp *r, json_t *body)
     r->content_type = xstrdup("application/json;charset=UTF-8");
 }
 
-static void render_error(struct sim *s, struct http_resp *r, int status, const char *msg,
-                         json_t *errors)
+/* `nl`: the message came from a die "...\n" (handlers, exceptions); the
+ * rest_handler's own 501 text has none. */
+static void render_error_nl(struct sim *s, struct http_resp *r, int status, const char *msg,
+                            json_t *errors, bool nl)
 {
     http_resp_status(r, status, msg);
     json_t *body = json_object();
@@ -115,10 +119,24 @@ static void render_error(struct sim *s, struct http_resp *r, int status, const c
     if (errors)
         json_object_set(body, "errors", errors);
     if (s->o.pve_version >= 8) /* http-server 5.2.0: the message in the body too */
-        json_object_set_new(body, "message", json_sprintf("%s\n", msg));
+        json_object_set_new(body, "message", json_sprintf("%s%s", msg, nl ? "\n" : ""));
     json_reply(r, body);
     json_decref(body);
     r->close = true;
+}
+
+static void render_error(struct sim *s, struct http_resp *r, int status, const char *msg,
+                         json_t *errors)
+{
+    render_error_nl(s, r, status, msg, errors, true);
+}
+
+/* PVE's rest_handler answer for a path or verb it has no handler for. */
+static void not_implemented(struct sim *s, struct http_resp *r, const char *verb, const char *path)
+{
+    char *m = xasprintf("Method '%s %s' not implemented", verb, path);
+    render_error_nl(s, r, 501, m, NULL, false);
+    free(m);
 }
 
 /* ---- parameters --------------------------------------------------------- */
@@ -260,8 +278,9 @@ static bool fault_apply(struct sim *s, struct sim_fault *f, struct sim_call *c, 
 static sim_handler route_find(const char *verb, const char *path)
 {
     static const struct sim_route *const tables[] = {
-        sim_routes_nodes, sim_routes_cluster, sim_routes_qemu,    sim_routes_power,
-        sim_routes_tasks, sim_routes_vmops,   sim_routes_migrate, sim_routes_agent};
+        sim_routes_nodes, sim_routes_cluster,  sim_routes_qemu,    sim_routes_power,
+        sim_routes_tasks, sim_routes_vmops,    sim_routes_migrate, sim_routes_agent,
+        sim_routes_lxc,   sim_routes_inventory};
     for (size_t t = 0; t < sizeof tables / sizeof *tables; t++)
         for (const struct sim_route *r = tables[t]; r->verb; r++)
             if (strcmp(r->verb, verb) == 0 && strcmp(r->path, path) == 0)
@@ -356,9 +375,13 @@ static void finish(struct sim *s, struct sim_call *c, struct http_resp *r)
         return;
     }
     /* --pve-version 7 serves the 8.4.2 schema; the documented 7.x result
-     * shapes that differ from it are not violations (resize: null, §10) */
-    bool pve7_shape = s->o.pve_version < 8 && json_is_null(c->data ? c->data : json_null()) &&
-                      strcmp(schema_method_path(c->m), "/nodes/{node}/qemu/{vmid}/resize") == 0;
+     * shapes that differ from it are not violations (§10: resize returns
+     * null; node status has no boot-info before 8.1) */
+    const char *mp = schema_method_path(c->m);
+    bool pve7_shape =
+        s->o.pve_version < 8 && ((json_is_null(c->data ? c->data : json_null()) &&
+                                  strcmp(mp, "/nodes/{node}/qemu/{vmid}/resize") == 0) ||
+                                 strcmp(mp, "/nodes/{node}/status") == 0);
     if (s->o.check_returns && !pve7_shape) {
         char *err = NULL;
         if (!schema_check_returns(c->m, c->data ? c->data : json_null(), &err)) {
@@ -407,19 +430,28 @@ static bool body_rules(const struct sim *s, const struct http_req *req, struct h
     return false;
 }
 
+/* An API token in the Authorization header (as the HTTP server parses it). */
+static bool api_token_header(const struct http_req *req)
+{
+    const char *az = http_req_header(req, "Authorization");
+    return az && strstr(az, "PVEAPIToken") != NULL;
+}
+
+/* The calls HTTPServer.pm's auth_handler lets through without credentials. */
+static bool auth_exempt(const char *verb, const char *path)
+{
+    bool get = strcmp(verb, "GET") == 0, post = strcmp(verb, "POST") == 0;
+    return (get && strcmp(path, "/access/domains") == 0) ||
+           ((get || post) && strcmp(path, "/access/ticket") == 0) ||
+           (post &&
+            (strcmp(path, "/access/vncticket") == 0 || strcmp(path, "/access/openid/login") == 0 ||
+             strcmp(path, "/access/openid/auth-url") == 0));
+}
+
 static bool authenticate(struct sim *s, const struct http_req *req, struct http_resp *r,
                          const char *path, struct sim_call *c, struct auth_who *who)
 {
-    bool login = strcmp(path, "/access/ticket") == 0 || strcmp(path, "/access/domains") == 0;
-    if (login) {
-        const char *az = http_req_header(req, "Authorization");
-        if (az && strstr(az, "PVEAPIToken") && strcmp(req->method, "POST") == 0) {
-            render_error(s, r, 403,
-                         "Permission check failed (URI '/access/ticket' not available with API "
-                         "token, need proper ticket.",
-                         NULL);
-            return false;
-        }
+    if (auth_exempt(req->method, path)) {
         c->user = "";
         return true;
     }
@@ -476,9 +508,7 @@ static void dispatch(struct sim *s, struct listener_ctx *lc, const struct http_r
         pthread_mutex_lock(&s->mu);
         reject(s, req->method, path, NULL);
         pthread_mutex_unlock(&s->mu);
-        char *m = xasprintf("Method '%s %s' not implemented", req->method, path);
-        render_error(s, r, 501, m, NULL);
-        free(m);
+        not_implemented(s, r, req->method, path);
         json_decref(pathp);
         goto out;
     }
@@ -519,6 +549,16 @@ static void dispatch(struct sim *s, struct listener_ctx *lc, const struct http_r
     }
     json_decref(pathp);
     c.params = params;
+    if (!schema_method_allowtoken(c.m) && api_token_header(req)) {
+        /* rest_handler: a token (even unverified, on an exempt path) may not
+         * call an allowtoken => 0 method; the message names the called URI */
+        char *m = xasprintf("Permission check failed (URI '%s' not available with API token, "
+                            "need proper ticket.",
+                            path);
+        render_error(s, r, 403, m, NULL);
+        free(m);
+        goto out;
+    }
 
     pthread_mutex_lock(&s->mu);
     sim_advance(s);
@@ -536,9 +576,7 @@ static void dispatch(struct sim *s, struct listener_ctx *lc, const struct http_r
     sim_handler fn = route_find(req->method, schema_method_path(c.m));
     if (!fn) {
         pthread_mutex_unlock(&s->mu);
-        char *m = xasprintf("Method '%s %s' not implemented", req->method, path);
-        render_error(s, r, 501, m, NULL);
-        free(m);
+        not_implemented(s, r, req->method, path);
         goto out;
     }
     fn(&c);
@@ -562,7 +600,8 @@ void sim_http_handler(void *ctx, const struct http_req *req, struct http_resp *r
     if (strcmp(m, "GET") && strcmp(m, "POST") && strcmp(m, "PUT") && strcmp(m, "DELETE")) {
         char msg[64];
         snprintf(msg, sizeof msg, "method '%s' not available", m);
-        plain_error(s, r, 501, msg);
+        http_resp_status(r, 501, msg); /* a bare HTTP::Response: no body */
+        r->close = true;
         return;
     }
     char *path = pct_decode(req->path, strlen(req->path), false, NULL);

@@ -320,6 +320,8 @@ static void reset(struct sim *s, struct http_resp *r)
     pthread_mutex_lock(&s->mu);
     while (s->vms)
         sim_vm_unlink(s, s->vms);
+    sim_cts_free(s);
+    s->pools = json_object();
     while (s->tasks) {
         struct sim_task *t = s->tasks;
         s->tasks = t->next;

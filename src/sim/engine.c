@@ -248,7 +248,7 @@ static void clone_locks(struct sim *s, struct sim_task *t, double now)
             task_fail(s, t, "unable to create VM %d: config file already exists", t->newid);
         else
             task_fail(s, t,
-                      "clone failed: close (rename) atomic file "
+                      "close (rename) atomic file "
                       "'/etc/pve/nodes/%s/qemu-server/%d.conf' failed: File exists",
                       t->node->name, t->newid);
         return;
@@ -301,6 +301,14 @@ static void clone_start_copy(struct sim *s, struct sim_task *t, double now)
     t->phase = PH_WORK2;
 }
 
+/* add_vm_to_pool, the last step of a successful clone or create. */
+static void join_pool(struct sim *s, struct sim_task *t, int vmid)
+{
+    const char *pool = json_string_value(json_object_get(t->args, "pool"));
+    if (pool)
+        sim_pool_add_vm(s, pool, vmid);
+}
+
 static void clone_progress(struct sim *s, struct sim_task *t, double now, double share)
 {
     if (t->bytes_done < t->bytes_total) {
@@ -330,6 +338,7 @@ static void clone_progress(struct sim *s, struct sim_task *t, double now, double
     if (dst)
         json_object_del(dst->conf, "lock");
     clone_cleanup(s, t);
+    join_pool(s, t, t->newid);
     sim_task_finish(s, t, "OK");
 }
 
@@ -578,6 +587,23 @@ static void step_destroy(struct sim *s, struct sim_task *t, double now)
     sim_task_finish(s, t, "OK");
 }
 
+/* resize_vm's worker (PVE 8+), under the config lock: a stale `digest`
+ * ("mismatch" since qemu-server 8.2.5), then the config lock unless skiplock. */
+static bool resize_refused(struct sim *s, struct sim_task *t, struct sim_vm *vm)
+{
+    const char *digest = json_string_value(json_object_get(t->args, "digest"));
+    if (digest && *digest) {
+        char *cur = sim_vm_digest(vm);
+        bool same = strcmp(cur, digest) == 0;
+        free(cur);
+        if (!same) {
+            vm_fail(s, t, "checksum mismatch (file change by other user?)");
+            return true;
+        }
+    }
+    return refused_by_lock(s, t, vm, true, false);
+}
+
 static void step_config(struct sim *s, struct sim_task *t, double now)
 {
     int g = generic_phases(s, t, now);
@@ -585,6 +611,8 @@ static void step_config(struct sim *s, struct sim_task *t, double now)
         return;
     struct sim_vm *vm = task_vm(s, t);
     if (g == 1) {
+        if (t->kind == TK_RESIZE && resize_refused(s, t, vm))
+            return;
         t->dur = t->kind == TK_RESIZE ? 0.5 : 0.2;
         return;
     }
@@ -628,6 +656,7 @@ static void step_create(struct sim *s, struct sim_task *t, double now)
     json_object_del(vm->conf, "lock");
     if (vm->fl.exclusive)
         sim_flock_release(s, vm, true);
+    join_pool(s, t, t->vmid);
     sim_task_finish(s, t, "OK");
 }
 

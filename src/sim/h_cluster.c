@@ -78,6 +78,7 @@ static void h_resources(struct sim_call *c)
             json_array_append_new(c->data, e);
         }
     }
+    sim_resources_extra(c, type); /* containers and pools (h_inventory.c) */
 }
 
 static void h_nextid(struct sim_call *c)

@@ -10,14 +10,39 @@
 
 #define GiB (1024LL * 1024 * 1024)
 
+/* What each release shipped by default: PVE 9.1 kernel 6.17 and QEMU 10.1,
+ * 8.4 kernel 6.8 and QEMU 9.2, 7.4 kernel 5.15 and QEMU 7.2. */
+const struct sim_release *sim_release(const struct sim *s)
+{
+    static const struct sim_release r9 = {"9.1.3",
+                                          "9.1",
+                                          "a3c1f9e5d2b80c47",
+                                          "6.17.2-1-pve",
+                                          "#1 SMP PREEMPT_DYNAMIC PMX 6.17.2-1 (2025-10-21T11:55Z)",
+                                          "10.1.2",
+                                          "pc-i440fx-10.1+pve0"};
+    static const struct sim_release r8 = {"8.4.2",
+                                          "8.4",
+                                          "a3c1f9e5d2b80c47",
+                                          "6.8.12-9-pve",
+                                          "#1 SMP PREEMPT_DYNAMIC PMX 6.8.12-9 (2025-03-16T19:18Z)",
+                                          "9.2.0",
+                                          "pc-i440fx-9.2+pve1"};
+    static const struct sim_release r7 = {"7.4-3",
+                                          "7.4",
+                                          "9002ab8a",
+                                          "5.15.102-1-pve",
+                                          "#1 SMP PVE 5.15.102-1 (2023-03-14T13:48Z)",
+                                          "7.2.0",
+                                          "pc-i440fx-7.2+pve0"};
+    return s->o.pve_version >= 9 ? &r9 : s->o.pve_version == 8 ? &r8 : &r7;
+}
+
 static void h_version(struct sim_call *c)
 {
-    int v = c->s->o.pve_version;
-    const char *ver = v >= 9 ? "9.1.3" : v == 8 ? "8.4.2" : "7.4-3";
-    const char *rel = v >= 9 ? "9.1" : v == 8 ? "8.4" : "7.4";
-    const char *repo = v >= 8 ? "a3c1f9e5d2b80c47" : "9002ab8a";
-    c->data = json_pack("{s:s,s:s,s:s,s:s}", "version", ver, "release", rel, "repoid", repo,
-                        "console", "html5");
+    const struct sim_release *r = sim_release(c->s);
+    c->data = json_pack("{s:s,s:s,s:s,s:s}", "version", r->version, "release", r->release, "repoid",
+                        r->repoid, "console", "html5");
 }
 
 static void h_ticket_get(struct sim_call *c)
@@ -106,32 +131,30 @@ static void h_node_status(struct sim_call *c)
     struct sim *s = c->s;
     struct sim_node *n = c->node;
     int64_t used = sim_node_mem_used(s, n);
-    const char *ver = s->o.pve_version >= 9 ? "9.1.3" : s->o.pve_version == 8 ? "8.4.2" : "7.4-3";
+    const struct sim_release *rel = sim_release(s);
     c->data = json_pack(
         "{s:I,s:i,s:[s,s,s],s:s,s:f,s:f,"
         "s:{s:i,s:i,s:i,s:s,s:s,s:i,s:s,s:s,s:s,s:s},"
         "s:{s:I,s:I,s:I,s:I},s:{s:I,s:I,s:I},s:{s:I},s:{s:I,s:I,s:I,s:I},s:s}",
         "uptime", (json_int_t)uptime(s, n), "idle", 0, "loadavg", "0.12", "0.20", "0.18",
-        "kversion", "Linux 6.8.12-4-pve #1 SMP PREEMPT_DYNAMIC", "cpu", node_cpu(s, n), "wait",
-        0.001, "cpuinfo", "cpus", n->cpus, "cores", n->cpus / 2 ? n->cpus / 2 : 1, "sockets", 1,
-        "model", "AMD EPYC 7402P 24-Core Processor", "mhz", "2800.000", "user_hz", 100, "vendor",
-        "AuthenticAMD", "family", "23", "flags", "fpu vme de pse tsc msr pae svm", "hvm", "1",
-        "memory", "total", (json_int_t)n->mem_total, "used", (json_int_t)used, "free",
-        (json_int_t)(n->mem_total - used), "available", (json_int_t)(n->mem_total - used), "swap",
-        "total", (json_int_t)(8 * GiB), "used", (json_int_t)0, "free", (json_int_t)(8 * GiB), "ksm",
-        "shared", (json_int_t)0, "rootfs", "total", (json_int_t)(100 * GiB), "used",
-        (json_int_t)(12 * GiB), "avail", (json_int_t)(88 * GiB), "free", (json_int_t)(88 * GiB),
-        "pveversion", "");
+        "kversion", "", "cpu", node_cpu(s, n), "wait", 0.001, "cpuinfo", "cpus", n->cpus, "cores",
+        n->cpus / 2 ? n->cpus / 2 : 1, "sockets", 1, "model", "AMD EPYC 7402P 24-Core Processor",
+        "mhz", "2800.000", "user_hz", 100, "vendor", "AuthenticAMD", "family", "23", "flags",
+        "fpu vme de pse tsc msr pae svm", "hvm", "1", "memory", "total", (json_int_t)n->mem_total,
+        "used", (json_int_t)used, "free", (json_int_t)(n->mem_total - used), "available",
+        (json_int_t)(n->mem_total - used), "swap", "total", (json_int_t)(8 * GiB), "used",
+        (json_int_t)0, "free", (json_int_t)(8 * GiB), "ksm", "shared", (json_int_t)0, "rootfs",
+        "total", (json_int_t)(100 * GiB), "used", (json_int_t)(12 * GiB), "avail",
+        (json_int_t)(88 * GiB), "free", (json_int_t)(88 * GiB), "pveversion", "");
+    json_object_set_new(c->data, "kversion", json_sprintf("Linux %s %s", rel->kernel, rel->kbuild));
     json_object_set_new(c->data, "pveversion",
-                        json_sprintf("pve-manager/%s/%s", ver,
-                                     s->o.pve_version >= 8 ? "a3c1f9e5d2b80c47" : "9002ab8a"));
+                        json_sprintf("pve-manager/%s/%s", rel->version, rel->repoid));
     if (s->o.pve_version < 8)
         json_object_del(json_object_get(c->data, "memory"), "available");
     if (s->o.pve_version >= 8) {
         json_object_set_new(c->data, "current-kernel",
                             json_pack("{s:s,s:s,s:s,s:s}", "sysname", "Linux", "release",
-                                      "6.8.12-4-pve", "version", "#1 SMP PREEMPT_DYNAMIC",
-                                      "machine", "x86_64"));
+                                      rel->kernel, "version", rel->kbuild, "machine", "x86_64"));
         json_object_set_new(c->data, "boot-info",
                             json_pack("{s:s,s:i}", "mode", "efi", "secureboot", 0));
     }

@@ -12,6 +12,7 @@
 #include <string.h>
 
 json_t *sim_vm_list_entry(struct sim *s, struct sim_vm *v);
+void sim_vm_pressure(struct sim *s, struct sim_vm *v, json_t *e);
 
 static struct sim_vm *vm_or_fail(struct sim_call *c, bool noconf_style)
 {
@@ -50,6 +51,7 @@ static void h_current(struct sim_call *c)
     if (!vm)
         return;
     c->data = sim_vm_list_entry(c->s, vm);
+    sim_vm_pressure(c->s, vm, c->data);
     const char *qmp = vm->power == VM_RUNNING  ? "running"
                       : vm->power == VM_PAUSED ? "paused"
                                                : "stopped";
@@ -67,8 +69,8 @@ static void h_current(struct sim_call *c)
     if (agent && (agent[0] == '1' || strstr(agent, "enabled=1")))
         json_object_set_new(c->data, "agent", json_integer(1));
     if (vm->power != VM_STOPPED) {
-        json_object_set_new(c->data, "running-machine", json_string("pc-i440fx-9.0+pve0"));
-        json_object_set_new(c->data, "running-qemu", json_string("9.0.2"));
+        json_object_set_new(c->data, "running-machine", json_string(sim_release(c->s)->machine));
+        json_object_set_new(c->data, "running-qemu", json_string(sim_release(c->s)->qemu));
     }
 }
 

@@ -156,15 +156,34 @@ json_t *sim_vm_list_entry(struct sim *s, struct sim_vm *v)
         json_object_set_new(e, "diskread", json_integer(0));
         json_object_set_new(e, "diskwrite", json_integer(0));
     }
+    if (s->o.pve_version >= 9)
+        json_object_set(e, "memhost", json_object_get(e, "mem"));
     return e;
+}
+
+/* PVE 9's vmstatus: the cgroup's pressure stall averages of a running VM
+ * (not in /cluster/resources, which reads the RRD). */
+void sim_vm_pressure(struct sim *s, struct sim_vm *v, json_t *e);
+void sim_vm_pressure(struct sim *s, struct sim_vm *v, json_t *e)
+{
+    if (s->o.pve_version < 9 || v->power == VM_STOPPED)
+        return;
+    static const char *const keys[] = {"pressurecpusome",    "pressurecpufull",
+                                       "pressureiosome",     "pressureiofull",
+                                       "pressurememorysome", "pressurememoryfull"};
+    for (size_t i = 0; i < sizeof keys / sizeof *keys; i++)
+        json_object_set_new(e, keys[i], json_real(i % 2 ? 0.0 : 0.12));
 }
 
 static void h_list(struct sim_call *c)
 {
     c->data = json_array();
     for (struct sim_vm *v = c->s->vms; v; v = v->next)
-        if (!v->gone && v->node == c->node)
-            json_array_append_new(c->data, sim_vm_list_entry(c->s, v));
+        if (!v->gone && v->node == c->node) {
+            json_t *e = sim_vm_list_entry(c->s, v);
+            sim_vm_pressure(c->s, v, e);
+            json_array_append_new(c->data, e);
+        }
 }
 
 /* ---- ssh keys ---------------------------------------------------------- */
@@ -261,7 +280,7 @@ static struct sim_vm *config_checks(struct sim_call *c)
         free(cur);
         if (!same) {
             call_fail(c, 500, "checksum %s (file change by other user?)",
-                      c->s->o.pve_version >= 9 ? "mismatch" : "missmatch");
+                      c->s->o.pve_version >= 8 ? "mismatch" : "missmatch");
             vm = NULL;
             goto out;
         }
@@ -595,9 +614,19 @@ static void h_resize(struct sim_call *c)
 
 /* ---- create -------------------------------------------------------------- */
 
+/* check_pool_exist: a raise_perm_exc, before anything else is looked at. */
+static bool pool_ok(struct sim_call *c)
+{
+    const char *pool = call_str(c, "pool");
+    if (!pool || sim_pool_exists(c->s, pool))
+        return true;
+    call_fail(c, 403, "Permission check failed (pool '%s' does not exist)", pool);
+    return false;
+}
+
 static void h_create(struct sim_call *c)
 {
-    if (!check_sshkeys(c))
+    if (!pool_ok(c) || !check_sshkeys(c))
         return;
     int vmid = (int)call_int(c, "vmid", 0);
     struct sim_vm *other = sim_vm_find(c->s, c->s->o.standalone ? c->node : NULL, vmid);
@@ -628,6 +657,8 @@ static bool clone_checks(struct sim_call *c, struct sim_vm **src_out, bool *full
 {
     struct sim *s = c->s;
     int vmid = (int)call_int(c, "vmid", 0), newid = (int)call_int(c, "newid", 0);
+    if (!pool_ok(c))
+        return false;
     struct sim_vm *src = sim_vm_find(s, c->node, vmid);
     if (!src) {
         call_fail(c, 500, "unable to find configuration file for VM %d on node '%s'", vmid,
@@ -792,6 +823,7 @@ void qemu_clone_conf(struct sim *s, struct sim_vm *src, struct sim_vm *dst, json
 
 void qemu_destroy(struct sim *s, struct sim_vm *vm)
 {
+    sim_pool_add_vm(s, NULL, vm->vmid); /* remove_vm_from_pool */
     vm->gone = true;
     pthread_cond_broadcast(&s->cv);
     sim_vm_unlink(s, vm);

@@ -657,7 +657,7 @@ static void send_error(struct conn *c, const struct rq *q)
     struct http_resp r;
     resp_init(&r);
     http_resp_status(&r, q->err, q->errmsg);
-    buf_printf(&r.body, "%s\n", q->errmsg ? q->errmsg : "");
+    buf_adds(&r.body, q->errmsg ? q->errmsg : ""); /* as is, as AnyEvent error() */
     send_response(c, &r, minor_of(q), false, false);
     c->linger = true;
     resp_free(&r);

@@ -43,7 +43,8 @@ static void usage(FILE *f)
                "  --token ID=SECRET       an API token, e.g. 'root@pam!ci=<uuid>' (repeatable)\n"
                "  --pve-version 7|8|9     behaviour and schema to serve (default 9: 9.1.3;\n"
                "                          8: 8.4.2; 7: 8.4.2 schema with PVE 7.4 behaviour)\n"
-               "  --schema FILE           the apidoc JSON to use instead of the built-in choice\n"
+               "  --schema FILE           an apidoc JSON (full or compact) instead of the\n"
+               "                          bundled data (share/pve-apidoc/pve-VERSION.schema.json)\n"
                "  --time-scale F          real seconds per simulated second (default 1)\n"
                "  --auth-delay SECONDS    delay of 401 answers (default 3)\n"
                "  --ticket-lifetime SECS  ticket validity (default 7200)\n"
@@ -75,12 +76,14 @@ static char *read_file(const char *path, char **err)
     return buf_take(&b);
 }
 
+/* The bundled compact schema (data/pve-apidoc, made by scripts/gen-apidoc.py):
+ * $PVESIM_SCHEMA_DIR, beside the binary (build/share), installed
+ * (PREFIX/share/pvesim), then the source tree it was built from. */
 static char *schema_path(struct sim *s)
 {
     if (s->o.schema_path)
         return xstrdup(s->o.schema_path);
-    const char *file =
-        s->o.pve_version >= 9 ? "pve-docs-9.1.3.apidoc.json" : "pve-docs-8.4.2.apidoc.json";
+    const char *file = s->o.pve_version >= 9 ? "pve-9.1.3.schema.json" : "pve-8.4.2.schema.json";
     const char *env = getenv("PVESIM_SCHEMA_DIR");
     char exe[4096];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
@@ -328,6 +331,7 @@ static void sim_free(struct sim *s)
 {
     while (s->vms)
         sim_vm_unlink(s, s->vms);
+    sim_cts_free(s);
     while (s->tasks) {
         struct sim_task *t = s->tasks;
         s->tasks = t->next;
@@ -385,6 +389,7 @@ int main(int argc, char **argv)
     s->node_calls = json_object();
     s->violations = json_array();
     s->rejections = json_array();
+    s->pools = json_object();
     char *sp = schema_path(s);
     s->sch = schema_load(sp, &err);
     if (!s->sch) {

@@ -32,6 +32,7 @@
 #define SIM_TASKS_KEPT 4000 /* finished tasks kept per node for listing */
 
 struct sim;
+struct sim_call;
 
 enum node_state { NODE_ONLINE = 0, NODE_OFFLINE = 1, NODE_BLACKHOLE = 2 };
 
@@ -93,6 +94,17 @@ struct sim_vm {
     bool gone;     /* destroyed; unlinked at the next sweep */
     json_t *snaps; /* snapshots (vmops.c): {"<name>": {config..., snaptime, ...}}, NULL if none */
     struct sim_vm *next;
+};
+
+/* A container (pve-container): listed and inspected, no lifecycle yet.
+ * Containers share the VMID space with VMs. */
+struct sim_ct {
+    int vmid;
+    struct sim_node *node;
+    json_t *conf; /* as GET .../lxc/{vmid}/config returns it, without digest */
+    bool running;
+    double started; /* sim_now() at start */
+    struct sim_ct *next;
 };
 
 enum task_kind {
@@ -203,6 +215,8 @@ struct sim {
     void *lctx[SIM_MAX_NODES + 1]; /* listener contexts (api.c), freed at exit */
     int nlctx;
     struct sim_vm *vms;
+    struct sim_ct *cts;     /* containers (lxc.c) */
+    json_t *pools;          /* {"poolid": {"comment": s?, "vms": [vmid...]}} (lxc.c) */
     struct sim_task *tasks; /* newest first */
     struct sim_fault *faults;
     int fault_next;
@@ -253,6 +267,23 @@ json_t *sim_state_json(struct sim *s);
 int sim_state_load(struct sim *s, const char *path, char **err);
 int sim_state_save(struct sim *s, const char *path);
 
+/* --- containers and pools (lxc.c) ------------------------------------ */
+/* The container with this ID on node n (standalone) or anywhere (n NULL). */
+struct sim_ct *sim_ct_find(struct sim *s, struct sim_node *n, int vmid);
+/* The fleet file's "containers" and "pools"; 0 or -1 with *err. */
+int sim_fleet_extras(struct sim *s, json_t *fleet, const char *path, char **err);
+void sim_cts_free(struct sim *s);
+/* Pool membership (user.cfg): the pool a guest is in, or NULL. */
+const char *sim_pool_of(struct sim *s, int vmid);
+bool sim_pool_exists(struct sim *s, const char *pool);
+/* Add vmid to pool (leaving any other pool), as add_vm_to_pool; a NULL
+ * pool only removes it (a destroyed guest). */
+void sim_pool_add_vm(struct sim *s, const char *pool, int vmid);
+/* A container's entry in GET /nodes/{node}/lxc. */
+json_t *sim_ct_list_entry(struct sim *s, struct sim_ct *ct);
+/* /cluster/resources additions: lxc entries, `pool` on guests, pool entries. */
+void sim_resources_extra(struct sim_call *c, const char *type);
+
 /* --- file locks (state.c) -------------------------------------------- */
 const char *sim_lockfile(int vmid, char out[96]);
 /* Wait up to `timeout` PVE seconds for the flock; with s->mu held.
@@ -273,6 +304,14 @@ void sim_task_free(struct sim_task *t);
 void sim_advance(struct sim *s);
 int sim_engine_start(struct sim *s);
 void sim_engine_stop(struct sim *s);
+
+/* --- the PVE release pvesim poses as (h_nodes.c) ---------------------- */
+struct sim_release {
+    const char *version, *release, *repoid; /* GET /version */
+    const char *kernel, *kbuild;            /* "6.17.2-1-pve", "#1 SMP PREEMPT_DYNAMIC ..." */
+    const char *qemu, *machine;             /* running-qemu, running-machine */
+};
+const struct sim_release *sim_release(const struct sim *s);
 
 /* --- request context (api.c) ----------------------------------------- */
 struct sim_call {
@@ -317,14 +356,16 @@ struct sim_route {
     const char *path;
     sim_handler fn;
 };
-extern const struct sim_route sim_routes_nodes[];   /* h_nodes.c */
-extern const struct sim_route sim_routes_cluster[]; /* h_cluster.c */
-extern const struct sim_route sim_routes_qemu[];    /* h_qemu.c */
-extern const struct sim_route sim_routes_power[];   /* h_power.c */
-extern const struct sim_route sim_routes_tasks[];   /* h_tasks.c */
-extern const struct sim_route sim_routes_vmops[];   /* h_snapshot.c: snapshots, template */
-extern const struct sim_route sim_routes_migrate[]; /* h_migrate.c */
-extern const struct sim_route sim_routes_agent[];   /* h_agent.c */
+extern const struct sim_route sim_routes_nodes[];     /* h_nodes.c */
+extern const struct sim_route sim_routes_cluster[];   /* h_cluster.c */
+extern const struct sim_route sim_routes_qemu[];      /* h_qemu.c */
+extern const struct sim_route sim_routes_power[];     /* h_power.c */
+extern const struct sim_route sim_routes_tasks[];     /* h_tasks.c */
+extern const struct sim_route sim_routes_vmops[];     /* h_snapshot.c: snapshots, template */
+extern const struct sim_route sim_routes_migrate[];   /* h_migrate.c */
+extern const struct sim_route sim_routes_agent[];     /* h_agent.c */
+extern const struct sim_route sim_routes_lxc[];       /* h_lxc.c */
+extern const struct sim_route sim_routes_inventory[]; /* h_inventory.c */
 
 /* api.c: the HTTP handler for every listener. */
 void sim_http_handler(void *ctx, const struct http_req *req, struct http_resp *resp);

@@ -65,7 +65,8 @@ struct sim_vm *sim_vm_find(struct sim *s, struct sim_node *n, int vmid)
 
 bool sim_vmid_used(struct sim *s, struct sim_node *n, int vmid)
 {
-    return sim_vm_find(s, s->o.standalone ? n : NULL, vmid) != NULL;
+    struct sim_node *space = s->o.standalone ? n : NULL;
+    return sim_vm_find(s, space, vmid) != NULL || sim_ct_find(s, space, vmid) != NULL;
 }
 
 struct sim_vm *sim_vm_new(struct sim *s, struct sim_node *n, int vmid)
@@ -430,7 +431,13 @@ static void make_template(struct sim *s, struct sim_node *n, int ti)
     char mac[18], buf[256];
     sim_new_mac(s, mac);
     json_t *c = v->conf;
-    snprintf(buf, sizeof buf, "tpl-%s", t->os);
+    /* names unique across the fleet: name-based clients (Packer, Terraform,
+     * Ansible) take the first match, and a per-node copy named alike would
+     * have them clone across nodes from local storage */
+    if (t->vmid >= 100)
+        snprintf(buf, sizeof buf, "tpl-%s", t->os);
+    else
+        snprintf(buf, sizeof buf, "tpl-%s-%s", t->os, n->name);
     json_object_set_new(c, "name", json_string(buf));
     json_object_set_new(c, "cores", json_integer(t->cores));
     json_object_set_new(c, "sockets", json_integer(1));
@@ -542,7 +549,7 @@ static int load_fleet_file(struct sim *s, const char *path, char **err)
             t->cores = c ? (int)json_integer_value(c) : 2;
         }
     }
-    rc = 0;
+    rc = sim_fleet_extras(s, f, path, err);
 out:
     json_decref(f);
     return rc;

@@ -63,7 +63,7 @@ def clone_lock_on_new_vm():
         ok(st)
         assert "clone" in seen, seen
         c = config(s, 100)
-        assert "lock" not in c and c["name"] == "Copy-of-VM-tpl-ubuntu", c
+        assert "lock" not in c and c["name"] == "Copy-of-VM-tpl-ubuntu-sv1", c
         # the source config was never locked
         assert "lock" not in config(s, 8000)
         assert s.vm(100)["flock_exclusive"] == 0 and s.vm(8000)["flock_shared"] == 0
@@ -83,7 +83,7 @@ def clone_config_appears_after_the_fork():
                 assert r.reason == "Configuration file 'nodes/sv1/qemu-server/%d.conf' does not exist" % newid
                 observed = True
             ok(s.wait_task("sv1", upid, deadline=15))
-            assert config(s, newid)["name"] == "Copy-of-VM-tpl-ubuntu"
+            assert config(s, newid)["name"] == "Copy-of-VM-tpl-ubuntu-sv1"
             if observed:
                 break
         assert observed, "the fork window was never observed"

@@ -18,13 +18,13 @@
 #include "sim/schema.h"
 #include "sim/schema_format.h"
 
-static schema *s9; /* pve-docs-9.1.3 */
-static schema *s8; /* pve-docs-8.4.2 */
+static schema *s9; /* pve-9.1.3.schema.json (data/pve-apidoc) */
+static schema *s8; /* pve-8.4.2.schema.json */
 
 static schema *load_version(const char *file)
 {
     const char *dir = getenv("SCHEMA_DIR");
-    char *path = xasprintf("%s/%s", dir ? dir : "../shared/pve-apidoc", file);
+    char *path = xasprintf("%s/%s", dir ? dir : "data/pve-apidoc", file);
     char *err = NULL;
     schema *s = schema_load(path, &err);
     if (!s)
@@ -37,8 +37,8 @@ static schema *load_version(const char *file)
 static int setup(void **state)
 {
     (void)state;
-    s9 = load_version("pve-docs-9.1.3.apidoc.json");
-    s8 = load_version("pve-docs-8.4.2.apidoc.json");
+    s9 = load_version("pve-9.1.3.schema.json");
+    s8 = load_version("pve-8.4.2.schema.json");
     return (s9 && s8) ? 0 : -1;
 }
 
@@ -116,7 +116,7 @@ static void test_load_speed(void **state)
     (void)state;
     struct timespec a, b;
     clock_gettime(CLOCK_MONOTONIC, &a);
-    schema *s = load_version("pve-docs-9.1.3.apidoc.json");
+    schema *s = load_version("pve-9.1.3.schema.json");
     clock_gettime(CLOCK_MONOTONIC, &b);
     assert_non_null(s);
     schema_free(s);
@@ -562,10 +562,10 @@ static void count_patterns(json_t *node, size_t *n)
 static void test_all_patterns_compile(void **state)
 {
     (void)state;
-    const char *files[] = {"pve-docs-9.1.3.apidoc.json", "pve-docs-8.4.2.apidoc.json"};
+    const char *files[] = {"pve-9.1.3.schema.json", "pve-8.4.2.schema.json"};
     for (size_t f = 0; f < 2; f++) {
         const char *dir = getenv("SCHEMA_DIR");
-        char *path = xasprintf("%s/%s", dir ? dir : "../shared/pve-apidoc", files[f]);
+        char *path = xasprintf("%s/%s", dir ? dir : "data/pve-apidoc", files[f]);
         json_t *doc = json_load_file(path, 0, NULL);
         assert_non_null(doc);
         size_t n = 0;

@@ -61,7 +61,7 @@ def entry_and_node_ports_answer():
         # a VM is served by its node, asked through any port
         clone(s, "sv1", 8000, 300, port=s.ports["sv3"])
         assert s.data("GET", "/nodes/sv1/qemu/300/config", port=s.ports["sv2"])["name"] == \
-            "Copy-of-VM-tpl-ubuntu"
+            "Copy-of-VM-tpl-ubuntu-sv1"
         r = s.api("GET", "/nodes/sv2/qemu/300/config", port=s.ports["sv1"])
         assert r.status_code == 500 and \
             r.reason == "Configuration file 'nodes/sv2/qemu-server/300.conf' does not exist", r.reason
@@ -111,7 +111,7 @@ def offline_node():
         assert st["uptime"] < 60, st["uptime"]  # it has just booted
         assert by_name(s.data("GET", "/nodes"))["sv3"]["uptime"] >= 86400
         assert s.data("GET", "/version", port=s.ports["sv1"])["release"] == "9.1"
-        assert s.data("GET", "/nodes/sv1/qemu/301/config")["name"] == "Copy-of-VM-tpl-ubuntu"
+        assert s.data("GET", "/nodes/sv1/qemu/301/config")["name"] == "Copy-of-VM-tpl-ubuntu-sv1"
         assert by_name(s.data("GET", "/nodes"))["sv1"]["status"] == "online"
         # unknown node, bad state
         r = s.raw("POST", "/_sim/nodes/sv9", json={"state": "offline"})

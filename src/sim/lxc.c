@@ -1,0 +1,236 @@
+/* lxc: containers and resource pools, the parts of the world that
+ * inventories read: containers (listed, inspected; they take VMIDs) and
+ * pools (user.cfg: which guests a pool holds). Both come from the fleet file
+ * ("containers", "pools"); pools also from POST /pools, and members from the
+ * `pool` parameter of clone and create. */
+#include "common/util.h"
+#include "common/xalloc.h"
+#include "sim/sim.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MiB (1024LL * 1024)
+#define GiB (1024LL * MiB)
+
+struct sim_ct *sim_ct_find(struct sim *s, struct sim_node *n, int vmid)
+{
+    for (struct sim_ct *ct = s->cts; ct; ct = ct->next)
+        if (ct->vmid == vmid && (!n || ct->node == n))
+            return ct;
+    return NULL;
+}
+
+void sim_cts_free(struct sim *s)
+{
+    while (s->cts) {
+        struct sim_ct *ct = s->cts;
+        s->cts = ct->next;
+        json_decref(ct->conf);
+        free(ct);
+    }
+    json_decref(s->pools);
+    s->pools = NULL;
+}
+
+/* The config pct writes for a container made from a Debian template. */
+static void ct_default_conf(struct sim *s, struct sim_ct *ct, json_t *spec)
+{
+    const char *host = json_string_value(json_object_get(spec, "hostname"));
+    json_t *mem = json_object_get(spec, "memory_mb"), *cores = json_object_get(spec, "cores");
+    json_t *disk = json_object_get(spec, "disk_gb");
+    char mac[18], buf[256];
+    sim_new_mac(s, mac);
+    json_t *c = ct->conf;
+    json_object_set_new(c, "arch", json_string("amd64"));
+    json_object_set_new(c, "cores", json_integer(cores ? json_integer_value(cores) : 1));
+    json_object_set_new(c, "features", json_string("nesting=1"));
+    if (host)
+        json_object_set_new(c, "hostname", json_string(host));
+    json_object_set_new(c, "memory", json_integer(mem ? json_integer_value(mem) : 512));
+    snprintf(buf, sizeof buf, "name=eth0,bridge=vmbr0,hwaddr=%s,ip=dhcp,type=veth", mac);
+    json_object_set_new(c, "net0", json_string(buf));
+    json_object_set_new(c, "ostype", json_string("debian"));
+    snprintf(buf, sizeof buf, "local-lvm:vm-%d-disk-0,size=%lldG", ct->vmid,
+             disk ? (long long)json_number_value(disk) : 8LL);
+    json_object_set_new(c, "rootfs", json_string(buf));
+    json_object_set_new(c, "swap", json_integer(512));
+    json_object_set_new(c, "unprivileged", json_integer(1));
+    json_t *tags = json_object_get(spec, "tags");
+    if (json_is_string(tags))
+        json_object_set(c, "tags", tags);
+}
+
+static int add_container(struct sim *s, json_t *spec, size_t i, const char *path, char **err)
+{
+    int vmid = (int)json_integer_value(json_object_get(spec, "vmid"));
+    const char *node = json_string_value(json_object_get(spec, "node"));
+    struct sim_node *n = node ? sim_node_find(s, node) : &s->nodes[0];
+    const char *host = json_string_value(json_object_get(spec, "hostname"));
+    const char *status = json_string_value(json_object_get(spec, "status"));
+    if (vmid < 100 || vmid > 999999999) {
+        *err = xasprintf("%s: containers[%zu].vmid must be 100..999999999", path, i);
+        return -1;
+    }
+    if (!n) {
+        *err = xasprintf("%s: containers[%zu].node: no such node '%s'", path, i, node);
+        return -1;
+    }
+    if (host && (strlen(host) > 63 || !*host)) {
+        *err = xasprintf("%s: containers[%zu].hostname: 1 to 63 characters", path, i);
+        return -1;
+    }
+    if (status && strcmp(status, "running") && strcmp(status, "stopped")) {
+        *err = xasprintf("%s: containers[%zu].status: running or stopped", path, i);
+        return -1;
+    }
+    if (sim_vmid_used(s, n, vmid)) {
+        *err = xasprintf("%s: containers[%zu].vmid %d is taken", path, i, vmid);
+        return -1;
+    }
+    struct sim_ct *ct = xcalloc(1, sizeof *ct);
+    ct->vmid = vmid;
+    ct->node = n;
+    ct->conf = json_object();
+    ct->running = status && strcmp(status, "running") == 0;
+    ct->started = 0;
+    ct_default_conf(s, ct, spec);
+    ct->next = s->cts;
+    s->cts = ct;
+    const char *pool = json_string_value(json_object_get(spec, "pool"));
+    if (pool) {
+        if (!sim_pool_exists(s, pool)) {
+            *err = xasprintf("%s: containers[%zu].pool: no pool '%s'", path, i, pool);
+            return -1;
+        }
+        sim_pool_add_vm(s, pool, vmid);
+    }
+    return 0;
+}
+
+int sim_fleet_extras(struct sim *s, json_t *fleet, const char *path, char **err)
+{
+    json_t *pools = json_object_get(fleet, "pools"), *cts = json_object_get(fleet, "containers");
+    size_t i;
+    json_t *j;
+    if (pools && !json_is_array(pools)) {
+        *err = xasprintf("%s: 'pools' must be an array", path);
+        return -1;
+    }
+    json_array_foreach(pools, i, j)
+    {
+        const char *id = json_string_value(json_object_get(j, "poolid"));
+        const char *comment = json_string_value(json_object_get(j, "comment"));
+        if (!id || !*id || strlen(id) > 64 || json_object_get(s->pools, id)) {
+            *err = xasprintf("%s: pools[%zu].poolid missing, too long or repeated", path, i);
+            return -1;
+        }
+        json_t *p = json_pack("{s:[]}", "vms");
+        if (comment)
+            json_object_set_new(p, "comment", json_string(comment));
+        json_object_set_new(s->pools, id, p);
+    }
+    if (cts && (!json_is_array(cts) || json_array_size(cts) > 100000)) {
+        *err = xasprintf("%s: 'containers' must be an array (at most 100000)", path);
+        return -1;
+    }
+    json_array_foreach(cts, i, j)
+    {
+        if (add_container(s, j, i, path, err))
+            return -1;
+    }
+    return 0;
+}
+
+/* ---- pools ---------------------------------------------------------------- */
+
+const char *sim_pool_of(struct sim *s, int vmid)
+{
+    const char *id;
+    json_t *p;
+    json_object_foreach(s->pools, id, p)
+    {
+        size_t i;
+        json_t *v;
+        json_array_foreach(json_object_get(p, "vms"), i, v)
+        {
+            if (json_integer_value(v) == vmid)
+                return id;
+        }
+    }
+    return NULL;
+}
+
+bool sim_pool_exists(struct sim *s, const char *pool)
+{
+    return json_object_get(s->pools, pool) != NULL;
+}
+
+void sim_pool_add_vm(struct sim *s, const char *pool, int vmid)
+{
+    const char *old = sim_pool_of(s, vmid);
+    if (old) {
+        json_t *vms = json_object_get(json_object_get(s->pools, old), "vms");
+        size_t i;
+        json_t *v;
+        json_array_foreach(vms, i, v)
+        {
+            if (json_integer_value(v) == vmid) {
+                json_array_remove(vms, i);
+                break;
+            }
+        }
+    }
+    json_t *p = pool ? json_object_get(s->pools, pool) : NULL;
+    if (p)
+        json_array_append_new(json_object_get(p, "vms"), json_integer(vmid));
+    s->dirty = true;
+}
+
+/* ---- list entries ------------------------------------------------------- */
+
+/* pve-container's vmstatus: name is the hostname (or "CT<vmid>"), cpus the
+ * cores (or the host's), sizes in bytes; PVE 9 adds pressure stall averages
+ * for running containers. */
+json_t *sim_ct_list_entry(struct sim *s, struct sim_ct *ct)
+{
+    const char *host = json_string_value(json_object_get(ct->conf, "hostname"));
+    json_int_t cores = json_integer_value(json_object_get(ct->conf, "cores"));
+    int64_t maxmem = json_integer_value(json_object_get(ct->conf, "memory")) * MiB;
+    int64_t maxswap = json_integer_value(json_object_get(ct->conf, "swap")) * MiB;
+    int64_t maxdisk = sim_disk_size(json_string_value(json_object_get(ct->conf, "rootfs")));
+    bool on = ct->running && ct->node->state != NODE_OFFLINE;
+    json_t *e =
+        json_pack("{s:i,s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:I,s:I,s:I,s:I,s:I}", "vmid",
+                  ct->vmid, "status", on ? "running" : "stopped", "type", "lxc", "name", "", "cpus",
+                  cores ? cores : (json_int_t)ct->node->cpus, "maxmem", (json_int_t)maxmem,
+                  "maxswap", (json_int_t)maxswap, "maxdisk", (json_int_t)maxdisk, "mem",
+                  (json_int_t)(on ? maxmem / 4 : 0), "swap", (json_int_t)0, "cpu", on ? 0.01 : 0.0,
+                  "disk", (json_int_t)(on ? maxdisk / 5 : 0), "uptime",
+                  (json_int_t)(on ? (long long)(sim_now(s) - ct->started) : 0), "netin",
+                  (json_int_t)(on ? 4096 : 0), "netout", (json_int_t)(on ? 2048 : 0), "diskread",
+                  (json_int_t)0);
+    json_object_set_new(e, "diskwrite", json_integer(0));
+    if (host)
+        json_object_set_new(e, "name", json_string(host));
+    else
+        json_object_set_new(e, "name", json_sprintf("CT%d", ct->vmid));
+    if (on)
+        json_object_set_new(e, "pid", json_integer(200000 + ct->vmid));
+    json_t *v;
+    if ((v = json_object_get(ct->conf, "lock")))
+        json_object_set(e, "lock", v);
+    if ((v = json_object_get(ct->conf, "tags")))
+        json_object_set(e, "tags", v);
+    if (json_integer_value(json_object_get(ct->conf, "template")))
+        json_object_set_new(e, "template", json_integer(1));
+    if (s->o.pve_version >= 9 && on) {
+        static const char *const keys[] = {"pressurecpusome",    "pressurecpufull",
+                                           "pressureiosome",     "pressureiofull",
+                                           "pressurememorysome", "pressurememoryfull"};
+        for (size_t i = 0; i < sizeof keys / sizeof *keys; i++)
+            json_object_set_new(e, keys[i], json_real(0.0));
+    }
+    return e;
+}
