@@ -417,6 +417,9 @@ static void job_done(struct cctx *c, const char *fmt, ...)
 static void save_vm(struct cctx *c)
 {
     struct store_error se;
+    /* the record names the job that last acted on it (the reconciler looks
+     * at it: a pause or resume makes it read the VM's run state) */
+    snprintf(c->v.job, sizeof c->v.job, "%s", c->j->id);
     if (store_vm_update(c->k->st, &c->v, &se))
         log_error("job", "job=%s vmid=%d cannot update the record: %s", c->j->id, c->v.vmid,
                   se.message);
