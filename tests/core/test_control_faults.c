@@ -359,9 +359,8 @@ static void test_resize_verify(void **unused)
     vm_rec_release(&v);
     json_t *st = ch_state(&e);
     json_t *sv = ch_state_vm(st, vm);
-    assert_int_equal(ch_disk_gb(json_string_value(json_object_get(json_object_get(sv, "conf"),
-                                                                  "scsi0"))),
-                     25);
+    assert_int_equal(
+        ch_disk_gb(json_string_value(json_object_get(json_object_get(sv, "conf"), "scsi0"))), 25);
     json_decref(st);
     ch_down(&e);
 }
