@@ -91,6 +91,26 @@ class Api:
             time.sleep(0.1)
 
 
+# What makes sense from a recorded power state (proxd refuses the rest at
+# once, without a job): mostly those, sometimes anything.
+SENSIBLE = {"running": ["shutdown", "stop", "pause", "reboot"],
+            "paused": ["resume", "stop", "shutdown"],
+            "stopped": ["start"]}
+
+
+def pick(rng, power):
+    r = rng.random()
+    if r < 0.10:
+        return "update"
+    if r < 0.20:
+        return "resize"
+    if r < 0.25:
+        return "delete"
+    if r < 0.30:
+        return rng.choice(ACTIONS)
+    return rng.choice(SENSIBLE.get(power, ACTIONS))
+
+
 def run_seed(seed):
     rng = random.Random(seed)
     tmp = tempfile.TemporaryDirectory(prefix="proxd-faults-")
@@ -165,8 +185,7 @@ def run_seed(seed):
                 v = v.json()
                 if v["state"] != "enabled":
                     return
-                op = wrng.choices(ACTIONS + ["update", "resize", "delete"],
-                                  weights=[3, 2, 2, 3, 3, 2, 2, 2, 1])[0]
+                op = pick(wrng, v["power"])
                 if op in ACTIONS:
                     r = api.call("POST", "/v1/vms/%d/%s" % (vmid, op),
                                  {"force": True} if op == "shutdown" else None)
