@@ -46,6 +46,7 @@ RATE = float(os.environ.get("FAULT_RATE", "0.07"))
 CREATE = os.environ.get("FAULT_CREATE", "0") == "1"
 REPORT = os.environ.get("FAULT_REPORT")
 JOB_BOUND_S = 120  # no job may take longer than this, faults or not
+READ_FAILURES = ("cannot find VM", "cannot verify the new size", "cannot read the config")
 ACTIONS = ["start", "shutdown", "stop", "pause", "resume", "reboot"]
 
 
@@ -238,9 +239,21 @@ def run_seed(seed):
     stats["total_s"] = round(time.monotonic() - t0, 1)
     state = sim.state()
     sim.stop()
+    why = {}
+    for (err,) in db_query(db, "SELECT error FROM jobs WHERE state = 'failed'"):
+        key = err.split(":")[0][:40]
+        why[key] = why.get(key, 0) + 1
+    stats["failed_why"] = why
     durs = db_query(db, "SELECT finished_at - created_at FROM jobs WHERE finished_at > 0")
     stats["max_job_s"] = round(max([r[0] for r in durs] or [0]) / 1000.0, 1)
     check(db, state, problems)
+    if problems:  # keep proxd's log for the post-mortem
+        keep = os.path.join(tempfile.gettempdir(), "proxd-faults-seed-%d.log" % seed)
+        with open(keep, "w") as out:
+            for n in range(1, d.n + 1):
+                with open(os.path.join(tmp.name, "proxd.%02d.log" % n), errors="replace") as f:
+                    out.write(f.read())
+        problems.append("proxd's log: %s" % keep)
     return stats, problems
 
 
@@ -263,6 +276,11 @@ def check(db, state, problems):
             problems.append("job %s (%s) is %s without its terminal event" % (jid, kind, st))
         elif fin and (fin - created) / 1000.0 > JOB_BOUND_S:
             problems.append("job %s (%s) took %.0f s" % (jid, kind, (fin - created) / 1000.0))
+    # a read changes nothing and is made again when it fails transiently: a
+    # job never fails because one read did
+    for jid, kind, err in db_query(db, "SELECT id, kind, error FROM jobs WHERE state = 'failed'"):
+        if any(err.startswith(p) for p in READ_FAILURES):
+            problems.append("job %s (%s) failed on a read: %s" % (jid, kind, err))
     recs = db_query(db, "SELECT vmid, node, state, power, disk_gb, job FROM vms")
     live = {}
     for vmid, node, st, power, disk, job in recs:
