@@ -39,9 +39,9 @@ from simlib import Sim, case, finish, wait_for  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from crashlib import TEMPLATE_BASE, Daemon, db_query, proxd, write_config  # noqa: E402
 
-SEEDS = [int(s) for s in os.environ.get("FAULT_SEEDS", "11,22,33").split(",") if s]
-NVMS = int(os.environ.get("FAULT_VMS", "6"))
-NOPS = int(os.environ.get("FAULT_OPS", "6"))
+SEEDS = [int(s) for s in os.environ.get("FAULT_SEEDS", "11,22,33,44").split(",") if s]
+NVMS = int(os.environ.get("FAULT_VMS", "10"))
+NOPS = int(os.environ.get("FAULT_OPS", "10"))
 RATE = float(os.environ.get("FAULT_RATE", "0.07"))
 CREATE = os.environ.get("FAULT_CREATE", "0") == "1"
 REPORT = os.environ.get("FAULT_REPORT")
