@@ -420,6 +420,17 @@ static void save_vm(struct cctx *c)
     /* the record names the job that last acted on it (the reconciler looks
      * at it: a pause or resume makes it read the VM's run state) */
     snprintf(c->v.job, sizeof c->v.job, "%s", c->j->id);
+    /* only a delete changes the record's state: any other job keeps the one
+     * stored now (a DELETE may have marked it deleting, naming its job,
+     * since this job read it) */
+    struct vm_rec now;
+    if (strcmp(c->j->kind, "delete") != 0 && store_vm_get_id(c->k->st, c->v.id, &now, NULL) == 0) {
+        if (now.state != VMS_ENABLED) {
+            c->v.state = now.state;
+            snprintf(c->v.job, sizeof c->v.job, "%s", now.job);
+        }
+        vm_rec_release(&now);
+    }
     if (store_vm_update(c->k->st, &c->v, &se))
         log_error("job", "job=%s vmid=%d cannot update the record: %s", c->j->id, c->v.vmid,
                   se.message);

@@ -252,6 +252,49 @@ static void test_delete_twice(void **unused)
     ch_down(&e);
 }
 
+/* A DELETE that arrives while another job runs on the VM: the record says
+ * deleting from then on (the running job must not write "enabled" back when
+ * it ends), so a second DELETE is refused. */
+static void test_delete_during_job(void **unused)
+{
+    (void)unused;
+    struct ch_env e;
+    up(&e);
+    int vm = mk_vm(&e, "dj-1");
+    char pause[40], del[40], del2[40] = "", rule[512];
+    snprintf(rule, sizeof rule,
+             "{\"method\":\"POST\",\"path\":\"/qemu/%d/status/suspend$\",\"kind\":\"delay\","
+             "\"delay_ms\":600,\"count\":1}",
+             vm);
+    fault(&e, rule);
+    action(&e, vm, ACT_PAUSE, pause);
+    wait_step(&e, pause, "call");
+    struct core_error ce = {0};
+    if (core_vm_delete(e.k, vm, NULL, del, &ce))
+        fail_msg("delete refused: %s", ce.message);
+    /* hold the delete job at its config read once it runs */
+    snprintf(rule, sizeof rule,
+             "{\"method\":\"GET\",\"path\":\"/qemu/%d/config$\",\"kind\":\"delay\","
+             "\"delay_ms\":1500,\"count\":1}",
+             vm);
+    fault(&e, rule);
+    struct job_rec j;
+    assert_int_equal(finish(&e, pause, &j), JOB_DONE);
+    job_rec_release(&j);
+    struct vm_rec v;
+    assert_int_equal(store_vm_get(e.st, vm, &v, NULL), 0);
+    if (v.state != VMS_DELETING || strcmp(v.job, del) != 0)
+        fail_msg("after the pause ended the record is %s (job %s), want deleting (job %s)",
+                 vm_state_name(v.state), v.job, del);
+    vm_rec_release(&v);
+    assert_int_equal(core_vm_delete(e.k, vm, NULL, del2, &ce), CORE_E_CONFLICT);
+    assert_int_equal(finish(&e, del, &j), JOB_DONE);
+    job_rec_release(&j);
+    char pw[16];
+    assert_string_equal(sim_power(&e, vm, pw), "gone");
+    ch_down(&e);
+}
+
 /* ---- 7: a terminal state comes with its event ---------------------------------- */
 
 static bool is_pg(struct ch_env *e)
@@ -419,9 +462,9 @@ static void test_record_changed(void **unused)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_power_reads),    cmocka_unit_test(test_delete_twice),
-        cmocka_unit_test(test_terminal_event), cmocka_unit_test(test_resize_verify),
-        cmocka_unit_test(test_record_changed),
+        cmocka_unit_test(test_power_reads),       cmocka_unit_test(test_delete_twice),
+        cmocka_unit_test(test_delete_during_job), cmocka_unit_test(test_terminal_event),
+        cmocka_unit_test(test_resize_verify),     cmocka_unit_test(test_record_changed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
