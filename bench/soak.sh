@@ -45,9 +45,11 @@ for part in control create; do
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 for r in rows:
-    print("seed %(seed)d: %(jobs)d jobs, %(done)d done, %(failed)d failed, %(fault_hits)d faults hit, "
-          "longest job %(max_job_s).1f s, %(total_s).1f s; failures: %(failed_why)s" % r)
-tot = {k: sum(r[k] for r in rows) for k in ("jobs", "done", "failed", "fault_hits")}
+    r["frac"] = 100.0 * r["fault_hits"] / max(1, r["calls"] + r["fault_hits"])
+    print("seed %(seed)d: %(jobs)d jobs (%(created)d of %(creations)d creations done), %(done)d done, "
+          "%(failed)d failed; %(fault_hits)d of %(calls)d Proxmox calls failed (%(frac).1f%%); "
+          "longest job %(max_job_s).1f s; %(total_s).1f s; failures: %(failed_why)s" % r)
+tot = {k: sum(r[k] for r in rows) for k in ("jobs", "done", "failed", "fault_hits", "calls")}
 print("total: %(jobs)d jobs, %(done)d done, %(failed)d failed, %(fault_hits)d faults hit" % tot)
 PY
   } | tee "$TMP/$part.sum"

@@ -51,20 +51,27 @@ ACTIONS = ["start", "shutdown", "stop", "pause", "resume", "reboot"]
 
 
 def fault_rules(rate):
-    """Rules whose draws add up to about `rate` of the calls, every kind
-    on every path (pvesim tries them in order, each with its own draw)."""
-    share = {"error": 0.30, "lock_timeout": 0.15, "596": 0.10, "task_error": 0.25,
-             "delay": 0.15, "hang": 0.05}
-    rules = [{"kind": "error", "path": "^/(nodes|cluster)/", "rate": rate * share["error"]},
-             {"kind": "596", "path": "^/nodes/", "rate": rate * share["596"]},
-             {"kind": "delay", "path": "^/(nodes|cluster)/", "delay_ms": 400,
-              "rate": rate * share["delay"]},
-             {"kind": "hang", "path": "^/nodes/", "rate": rate * share["hang"]}]
-    for m in ("POST", "PUT", "DELETE"):
-        rules.append({"kind": "lock_timeout", "method": m, "path": r"/qemu/\d+",
-                      "rate": rate * share["lock_timeout"]})
-        rules.append({"kind": "task_error", "method": m, "path": r"/qemu/\d+",
-                      "message": "injected task failure", "rate": rate * share["task_error"]})
+    """Rules whose draws add up to about `rate` of the calls of each method,
+    every kind on every path (pvesim tries them in order, each with its own
+    draw, so the later rules' rates are raised by what the earlier ones
+    took). Reads get the kinds that apply to them (no lock timeouts or
+    failing tasks: they start none)."""
+    kinds = {"GET": [("error", 0.45), ("596", 0.20), ("delay", 0.25), ("hang", 0.10)],
+             "write": [("error", 0.25), ("lock_timeout", 0.15), ("596", 0.10),
+                       ("task_error", 0.30), ("delay", 0.15), ("hang", 0.05)]}
+    rules = []
+    for method in ("GET", "POST", "PUT", "DELETE"):
+        left = 1.0
+        for kind, share in kinds["GET" if method == "GET" else "write"]:
+            p = rate * share
+            r = {"kind": kind, "method": method, "path": "^/(nodes|cluster)/",
+                 "rate": min(1.0, p / left)}
+            left -= p
+            if kind == "delay":
+                r["delay_ms"] = 400
+            if kind == "task_error":
+                r["message"] = "injected task failure"
+            rules.append(r)
     return rules
 
 
@@ -142,6 +149,7 @@ def run_seed(seed):
         wait_for(lambda: _ready(api), 30, 0.1, "proxd ready")
 
         def faults_on():
+            sim.ctl("DELETE", "/calls")
             for r in fault_rules(RATE):
                 sim.ctl("POST", "/faults", r)
 
@@ -217,6 +225,7 @@ def run_seed(seed):
         for t in threads:
             t.join()
         stats["fault_hits"] = sum(f.get("hits", 0) for f in sim.ctl("GET", "/faults"))
+        stats["calls"] = sum(sim.ctl("GET", "/calls")["calls"].values())
         sim.ctl("DELETE", "/faults")
         stats["busy_s"] = round(time.monotonic() - t0, 1)
 
