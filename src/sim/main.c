@@ -394,9 +394,8 @@ int main(int argc, char **argv)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     s->t_origin = (double)ts.tv_sec + ts.tv_nsec / 1e9;
-    s->rng = ((s->o.seeded ? (uint64_t)s->o.seed + 1 : (uint64_t)wall_ms()) *
-              0x9E3779B97F4A7C15ULL) |
-             1;
+    s->rng =
+        ((s->o.seeded ? (uint64_t)s->o.seed + 1 : (uint64_t)wall_ms()) * 0x9E3779B97F4A7C15ULL) | 1;
     s->calls = json_object();
     s->node_calls = json_object();
     s->violations = json_array();
