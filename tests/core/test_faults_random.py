@@ -172,7 +172,12 @@ def run_seed(seed):
             body = {"os": rng.choice(["ubuntu", "debian"]), "name": "f%d-%02d" % (seed, i),
                     "cores": rng.choice([1, 2]), "memory_mb": rng.choice([512, 1024]),
                     "disk_gb": 20}
-            r = api.call("POST", "/v1/vms", body)
+            end = time.monotonic() + 30
+            while True:  # 503 while proxd reads the inventory first, or a node is down
+                r = api.call("POST", "/v1/vms", body)
+                if r.status_code != 503 or time.monotonic() > end:
+                    break
+                time.sleep(0.2)
             assert r.status_code == 202, (r.status_code, r.text)
             creations.append(r.json())
         for c in creations:
@@ -208,6 +213,13 @@ def run_seed(seed):
                 if r.status_code in (400, 409):
                     with lock:
                         stats["refused"] += 1
+                    continue
+                if r.status_code == 503 and "node_down" in r.text:
+                    # a failed call (a 596) marked the VM's node down for a
+                    # moment: proxd refuses at once rather than fail later
+                    with lock:
+                        stats["node_down"] = stats.get("node_down", 0) + 1
+                    time.sleep(0.2)
                     continue
                 if r.status_code != 202:
                     with lock:
