@@ -3,7 +3,7 @@
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build asan test demo bench format clean install
+.PHONY: all deps build asan test demo bench soak format clean install
 
 all: build
 
@@ -34,6 +34,12 @@ demo: build
 bench: build
 	@/usr/bin/python3 bench/bench_create.py
 	@bash bench/bench_api.sh || echo "bench_api.sh did not complete (see above)"
+
+# The randomized fault test, longer (many seeds, more VMs and jobs, with and
+# without creations under faults), against the release build; figures in
+# bench/results/soak.txt. Exit status 1 when a promise broke.
+soak: build
+	@bash bench/soak.sh
 
 format:
 	@clang-format -i $$(git ls-files '*.c' '*.h')

@@ -148,25 +148,27 @@ static int load_owned(struct core *k, int vmid, const char *owner, struct vm_rec
     return CORE_OK;
 }
 
-/* Queue a job for a VM; `request` is stolen. job_id: filled, or taken as
- * is when have_id. */
 /* What a job would add to its owner's use (update, resize), or NULL. */
 struct quota_delta {
     int cores;
     int64_t memory_mb, disk_gb;
 };
 
-/* Queue a job on v: the job and its first event in one store transaction,
- * and with `d`, the owner's quota checked in it too (the earlier check
- * gives the message; this one holds against concurrent requests). */
+/* Queue a job on v (`request` is stolen; job_id is filled): the job and its
+ * first event in one store transaction, and with `d`, the owner's quota
+ * checked in it too (the earlier check gives the message; this one holds
+ * against concurrent requests). A delete moves the record from enabled to
+ * deleting in that transaction: of two concurrent deletes one gets a job.
+ * The request names the record (its id) the job is for, so that a job never
+ * acts on a later record of the same VMID. */
 static int enqueue(struct core *k, struct vm_rec *v, const char *kind, json_t *request,
-                   char job_id[40], bool have_id, const struct quota_delta *d,
-                   struct core_error *err)
+                   char job_id[40], const struct quota_delta *d, struct core_error *err)
 {
+    json_object_set_new(request, "record", json_integer(v->id));
     struct job_rec j = {
         .state = JOB_QUEUED, .vmid = v->vmid, .request = request, .attempts = json_array()};
-    if (!have_id)
-        core_uuid(job_id);
+    bool del = strcmp(kind, "delete") == 0;
+    core_uuid(job_id);
     snprintf(j.id, sizeof j.id, "%s", job_id);
     snprintf(j.kind, sizeof j.kind, "%s", kind);
     snprintf(j.owner, sizeof j.owner, "%s", v->owner);
@@ -177,8 +179,11 @@ static int enqueue(struct core *k, struct vm_rec *v, const char *kind, json_t *r
     if (q)
         lim = (struct store_usage){q->vms, q->cores, q->memory_mb, q->disk_gb};
     struct store_error se;
-    int rc = store_job_submit(k->st, &j, kind, q ? &lim : NULL, &used, &se);
+    int rc = del ? store_job_submit_move(k->st, &j, kind, v->id, VMS_ENABLED, VMS_DELETING, &se)
+                 : store_job_submit(k->st, &j, kind, q ? &lim : NULL, &used, &se);
     job_rec_release(&j);
+    if (rc == STORE_E_CONFLICT && del)
+        return fail(err, CORE_E_CONFLICT, "vmid", "VM %d is being deleted already", v->vmid);
     if (rc == STORE_E_FULL && q) {
         struct quota_use u = {used.vms, used.cores, used.memory_mb, used.disk_gb};
         if (core_quota_judge(q, v->owner, &u, 0, d->cores, d->memory_mb, d->disk_gb, err))
@@ -238,7 +243,7 @@ int core_vm_action(struct core *k, int vmid, const char *owner, enum vm_action a
     } else {
         json_t *req = json_pack("{s:s,s:i,s:b}", "action", vm_action_name(a), "timeout",
                                 o ? o->timeout_s : 0, "force", o && o->force);
-        rc = enqueue(k, &v, vm_action_name(a), req, job_id, false, NULL, err);
+        rc = enqueue(k, &v, vm_action_name(a), req, job_id, NULL, err);
     }
     vm_rec_release(&v);
     return rc;
@@ -268,7 +273,7 @@ int core_vm_update(struct core *k, int vmid, const char *owner, int cores, int64
             json_object_set_new(req, "memory_mb", json_integer(memory_mb));
         struct quota_delta d = {cores ? cores - v.cores : 0,
                                 memory_mb ? memory_mb - v.memory_mb : 0, 0};
-        rc = enqueue(k, &v, "update", req, job_id, false, &d, err);
+        rc = enqueue(k, &v, "update", req, job_id, &d, err);
     }
     vm_rec_release(&v);
     return rc;
@@ -309,8 +314,8 @@ int core_vm_resize(struct core *k, int vmid, const char *owner, int64_t disk_gb,
         }
     }
     struct quota_delta d = {0, 0, disk_gb - v.disk_gb};
-    rc = enqueue(k, &v, "resize", json_pack("{s:I}", "disk_gb", (json_int_t)disk_gb), job_id, false,
-                 &d, err);
+    rc = enqueue(k, &v, "resize", json_pack("{s:I}", "disk_gb", (json_int_t)disk_gb), job_id, &d,
+                 err);
 out:
     vm_rec_release(&v);
     return rc;
@@ -323,25 +328,9 @@ int core_vm_delete(struct core *k, int vmid, const char *owner, char job_id[40],
     int rc = load_owned(k, vmid, owner, &v, err);
     if (rc)
         return rc;
-    /* the record says "deleting" (and which job) before a worker can see the
-     * job: a worker that loaded it earlier would write the old state back */
-    enum vm_state old_state = v.state;
-    char old_job[sizeof v.job];
-    snprintf(old_job, sizeof old_job, "%s", v.job);
-    core_uuid(job_id);
-    v.state = VMS_DELETING;
-    snprintf(v.job, sizeof v.job, "%s", job_id);
-    struct store_error se;
-    if (store_vm_update(k->st, &v, &se)) {
-        vm_rec_release(&v);
-        return fail(err, CORE_E_INTERNAL, NULL, "%s", se.message);
-    }
-    rc = enqueue(k, &v, "delete", json_object(), job_id, true, NULL, err);
-    if (rc) {
-        v.state = old_state;
-        snprintf(v.job, sizeof v.job, "%s", old_job);
-        store_vm_update(k->st, &v, NULL);
-    }
+    /* the record says "deleting" (and which job) in the transaction that
+     * queues the job: before a worker can see it, and once */
+    rc = enqueue(k, &v, "delete", json_object(), job_id, NULL, err);
     vm_rec_release(&v);
     return rc;
 }
@@ -355,6 +344,10 @@ struct cctx {
     pve_client *pc;
 };
 
+#define READ_TRIES 5
+static bool transient(int rc);
+static void read_pause(struct cctx *c, int n);
+
 static bool stopping(struct core *k)
 {
     pthread_mutex_lock(&k->mu);
@@ -363,9 +356,37 @@ static bool stopping(struct core *k)
     return s;
 }
 
+static int stop_tick(void *ud)
+{
+    return stopping(ud);
+}
+
+/* Wait for a task. A failed poll of its status (no exit status came back)
+ * is not the task's failure: it is polled again, up to READ_TRIES times in
+ * a row. -1 when the core is stopping. */
 static int wait_task(struct cctx *c, const char *upid, struct pve_error *e)
 {
-    return core_wait_task(c->k, c->pc, upid, STEP_DEADLINE_MS, e);
+    int64_t end = mono_ms() + STEP_DEADLINE_MS;
+    for (int bad_polls = 0;;) {
+        struct pve_task t;
+        memset(&t, 0, sizeof t);
+        int64_t left = end - mono_ms();
+        struct pve_wait_opts o = {.deadline_ms = left > 1 ? (long)left : 1,
+                                  .tick = stop_tick,
+                                  .tick_ms = 500,
+                                  .ud = c->k};
+        int rc = pve_task_wait_opts(c->pc, upid, &o, &t, e);
+        if (rc == PVE_E_TIMEOUT && stopping(c->k))
+            return -1;
+        bool poll_failed = rc && rc != PVE_E_TIMEOUT && !t.exitstatus[0] && transient(rc);
+        if (!poll_failed || ++bad_polls >= READ_TRIES || mono_ms() >= end)
+            return rc;
+        log_warn("job", "job=%s task %s: status read failed (%s), polling again", c->j->id, upid,
+                 e->message);
+        read_pause(c, bad_polls);
+        if (stopping(c->k))
+            return -1;
+    }
 }
 
 static void job_fail(struct cctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -396,9 +417,68 @@ static void job_done(struct cctx *c, const char *fmt, ...)
 static void save_vm(struct cctx *c)
 {
     struct store_error se;
+    /* the record names the job that last acted on it (the reconciler looks
+     * at it: a pause or resume makes it read the VM's run state) */
+    snprintf(c->v.job, sizeof c->v.job, "%s", c->j->id);
+    /* only a delete changes the record's state: any other job keeps the one
+     * stored now (a DELETE may have marked it deleting, naming its job,
+     * since this job read it) */
+    struct vm_rec now;
+    if (strcmp(c->j->kind, "delete") != 0 && store_vm_get_id(c->k->st, c->v.id, &now, NULL) == 0) {
+        if (now.state != VMS_ENABLED) {
+            c->v.state = now.state;
+            snprintf(c->v.job, sizeof c->v.job, "%s", now.job);
+        }
+        vm_rec_release(&now);
+    }
     if (store_vm_update(c->k->st, &c->v, &se))
         log_error("job", "job=%s vmid=%d cannot update the record: %s", c->j->id, c->v.vmid,
                   se.message);
+}
+
+/* May an error pass if the call is made again? (A 500, a lock timeout, a
+ * network error or no answer may; "no such VM", a refused parameter, a
+ * permission or TLS error will not.) */
+static bool transient(int rc)
+{
+    return rc == PVE_E_LOCK || rc == PVE_E_NETWORK || rc == PVE_E_OTHER || rc == PVE_E_TIMEOUT;
+}
+
+/* The pause before try n (1, 2, ...) of a read: 250 ms doubling to 2 s. */
+static void read_pause(struct cctx *c, int n)
+{
+    long ms = 250L << (n < 4 ? n - 1 : 3);
+    store_job_renew(c->k->st, c->j->id, c->k->instance, LEASE_MS, NULL);
+    sleep_ms(ms);
+}
+
+/* Reads change nothing, so one that fails transiently is made again, up to
+ * READ_TRIES times (about 4 s of pauses beside the calls): a single failed
+ * read must not decide a job's outcome. */
+
+static int read_status(struct cctx *c, struct pve_vm_status *st, struct pve_error *e)
+{
+    int rc = 0;
+    for (int n = 1; n <= READ_TRIES; n++) {
+        if (n > 1)
+            read_pause(c, n - 1);
+        if (!transient(rc = pve_vm_status(c->pc, c->v.node, c->v.vmid, st, e)) || stopping(c->k))
+            break;
+    }
+    return rc;
+}
+
+static int read_config(struct cctx *c, struct pve_vm_config *cfg, struct pve_error *e)
+{
+    int rc = 0;
+    for (int n = 1; n <= READ_TRIES; n++) {
+        if (n > 1)
+            read_pause(c, n - 1);
+        if (!transient(rc = pve_vm_config_get(c->pc, c->v.node, c->v.vmid, false, cfg, e)) ||
+            stopping(c->k))
+            break;
+    }
+    return rc;
 }
 
 /* Find the VM: where the record says, else where the (refreshed) inventory
@@ -409,7 +489,7 @@ static int locate(struct cctx *c, struct pve_vm_status *st, struct pve_error *e)
     for (int round = 0; round < 2; round++) {
         c->pc = c->v.node[0] ? fleet_client(k->fl, c->v.node) : NULL;
         if (c->pc) {
-            int rc = pve_vm_status(c->pc, c->v.node, c->v.vmid, st, e);
+            int rc = read_status(c, st, e);
             if (rc != PVE_E_NOTFOUND)
                 return rc;
         }
@@ -502,6 +582,38 @@ static bool rebooted_since_call(struct cctx *c, const struct pve_vm_status *st)
     return st->uptime * 1000 <= wall_ms() - call_ts + 2000;
 }
 
+/* The power an action leaves the VM in once its task ended well. */
+static const char *goal_of(enum vm_action a)
+{
+    return a == ACT_PAUSE ? "paused" : a == ACT_SHUTDOWN || a == ACT_STOP ? "stopped" : "running";
+}
+
+/* Make the power call; a call that fails transiently (nothing done: a 500,
+ * a timeout) is made again, up to READ_TRIES times, unless the VM reached
+ * the goal meanwhile (*reached_now). */
+static int power_call(struct cctx *c, enum vm_action a, const struct pve_power_opts *po,
+                      bool *reached_now, struct pve_error *e)
+{
+    *reached_now = false;
+    int rc = 0;
+    for (int n = 1; n <= READ_TRIES; n++) {
+        rc = pve_vm_power(c->pc, c->v.node, c->v.vmid, pve_action(a), po, c->j->upid, e);
+        if (!rc || !transient(rc) || n == READ_TRIES || stopping(c->k))
+            return rc;
+        struct pve_error e2 = {0};
+        struct pve_vm_status st;
+        read_pause(c, n);
+        if (a != ACT_REBOOT && read_status(c, &st, &e2) == 0 && reached(a, power_of(&st), false)) {
+            *reached_now = true;
+            snprintf(c->v.power, sizeof c->v.power, "%s", power_of(&st));
+            return 0;
+        }
+        log_warn("job", "job=%s vmid=%d %s call failed (%s), trying again", c->j->id, c->v.vmid,
+                 vm_action_name(a), e->message);
+    }
+    return rc;
+}
+
 static void run_power(struct cctx *c, enum vm_action a)
 {
     struct pve_error e = {0};
@@ -533,9 +645,15 @@ static void run_power(struct cctx *c, enum vm_action a)
                                 .force_stop = json_is_true(json_object_get(r, "force"))};
     job_checkpoint(c->k, c->j, "call", 20, "%s VM %d on %s", vm_action_name(a), c->v.vmid,
                    c->v.node);
-    rc = pve_vm_power(c->pc, c->v.node, c->v.vmid, pve_action(a), &po, c->j->upid, &e);
+    bool already = false;
+    rc = power_call(c, a, &po, &already, &e);
     if (rc) {
         job_fail(c, "%s failed: %s", vm_action_name(a), e.message);
+        return;
+    }
+    if (already) {
+        save_vm(c);
+        job_done(c, "VM %d is %s", c->v.vmid, c->v.power);
         return;
     }
     job_checkpoint(c->k, c->j, "wait", 50, "task %s", c->j->upid);
@@ -552,15 +670,22 @@ done:
         }
         return;
     }
+    if (a == ACT_REBOOT || a == ACT_START) {
+        json_decref(c->v.pending); /* pending changes apply at (re)start */
+        c->v.pending = NULL;
+    }
     if (settle(c, a, &st, &e) == 0) {
         snprintf(c->v.power, sizeof c->v.power, "%s", power_of(&st));
-        if (a == ACT_REBOOT || a == ACT_START) {
-            json_decref(c->v.pending); /* pending changes apply at (re)start */
-            c->v.pending = NULL;
-        }
         save_vm(c);
+        job_done(c, "VM %d is %s", c->v.vmid, c->v.power);
+        return;
     }
-    job_done(c, "VM %d is %s", c->v.vmid, c->v.power);
+    /* the task ended well but the VM cannot be read now: it is where the
+     * task left it (the reconciler checks it on its next pass) */
+    snprintf(c->v.power, sizeof c->v.power, "%s", goal_of(a));
+    save_vm(c);
+    job_done(c, "VM %d is %s (task ended well; its status could not be read: %s)", c->v.vmid,
+             c->v.power, e.message);
 }
 
 /* Pending changes as {"cores": 4, "memory": "4096"} from Proxmox. */
@@ -568,8 +693,14 @@ static json_t *pending_of(struct cctx *c, struct pve_error *e)
 {
     struct pve_pending *p = NULL;
     size_t n = 0;
-    if (pve_vm_pending(c->pc, c->v.node, c->v.vmid, &p, &n, e))
-        return NULL;
+    for (int k = 1;; k++) {
+        int rc = pve_vm_pending(c->pc, c->v.node, c->v.vmid, &p, &n, e);
+        if (!rc)
+            break;
+        if (!transient(rc) || k == READ_TRIES || stopping(c->k))
+            return NULL;
+        read_pause(c, k);
+    }
     json_t *o = json_object();
     for (size_t i = 0; i < n; i++)
         json_object_set_new(o, p[i].key, p[i].del ? json_null() : json_string(p[i].pending));
@@ -609,6 +740,47 @@ static void run_update(struct cctx *c)
              c->v.pending ? "saved; applies at the next reboot (pending)" : "applied live");
 }
 
+/* The boot disk's size in bytes (retried reads), or -1 with *e filled. */
+static int64_t disk_size(struct cctx *c, struct pve_error *e)
+{
+    struct pve_vm_config cfg;
+    if (read_config(c, &cfg, e))
+        return -1;
+    int64_t have = cfg.bootdisk_size;
+    pve_vm_config_release(&cfg);
+    return have;
+}
+
+/* Grow the disk to `size` (want GiB) and wait for the task. A call or task
+ * poll that failed transiently may have grown the disk all the same (its
+ * answer was lost): the size read decides, and the call, which asks for an
+ * absolute size, is made again when it did not. 0, -1 when the core is
+ * stopping, or the error. */
+static int grow(struct cctx *c, const char *disk, const char *size, int64_t want,
+                struct pve_error *e)
+{
+    int rc = 0;
+    for (int n = 1; n <= READ_TRIES; n++) {
+        c->j->upid[0] = '\0';
+        rc = pve_vm_resize(c->pc, c->v.node, c->v.vmid, disk, size, c->j->upid, e);
+        if (!rc && c->j->upid[0]) {
+            job_checkpoint(c->k, c->j, "wait", 50, "task %s", c->j->upid);
+            rc = wait_task(c, c->j->upid, e);
+        }
+        if (rc == 0 || rc == -1 || !transient(rc) || stopping(c->k))
+            return rc;
+        struct pve_error e2 = {0};
+        if (disk_size(c, &e2) >= want * GiB)
+            return 0;
+        if (n < READ_TRIES) {
+            log_warn("job", "job=%s vmid=%d resize failed (%s), trying again", c->j->id, c->v.vmid,
+                     e->message);
+            read_pause(c, n);
+        }
+    }
+    return rc;
+}
+
 static void run_resize(struct cctx *c)
 {
     struct pve_error e = {0};
@@ -626,7 +798,7 @@ static void run_resize(struct cctx *c)
             return;
         }
         struct pve_vm_config cfg;
-        if (pve_vm_config_get(c->pc, c->v.node, c->v.vmid, false, &cfg, &e)) {
+        if (read_config(c, &cfg, &e)) {
             job_fail(c, "resize failed: %s", e.message);
             return;
         }
@@ -638,25 +810,18 @@ static void run_resize(struct cctx *c)
             char size[32];
             snprintf(size, sizeof size, "%lldG", (long long)want);
             job_checkpoint(c->k, c->j, "call", 30, "grow %s of VM %d to %s", disk, c->v.vmid, size);
-            if (pve_vm_resize(c->pc, c->v.node, c->v.vmid, disk, size, c->j->upid, &e)) {
+            int rc = grow(c, disk, size, want, &e);
+            if (rc == -1)
+                return;
+            if (rc) {
                 job_fail(c, "resize failed: %s", e.message);
                 return;
-            }
-            if (c->j->upid[0]) {
-                job_checkpoint(c->k, c->j, "wait", 50, "task %s", c->j->upid);
-                int rc = wait_task(c, c->j->upid, &e);
-                if (rc == -1)
-                    return;
-                if (rc) {
-                    job_fail(c, "resize failed: %s", e.message);
-                    return;
-                }
             }
         }
     }
     /* the new size, verified from the config */
     struct pve_vm_config cfg;
-    if (pve_vm_config_get(c->pc, c->v.node, c->v.vmid, false, &cfg, &e)) {
+    if (read_config(c, &cfg, &e)) {
         job_fail(c, "cannot verify the new size: %s", e.message);
         return;
     }
@@ -691,7 +856,7 @@ static bool wait_unlocked(struct cctx *c)
     struct pve_vm_config cfg;
     int64_t end = mono_ms() + STEP_DEADLINE_MS;
     for (long pause = 100;; pause = pause < 2000 ? pause * 2 : 2000) {
-        if (pve_vm_config_get(c->pc, c->v.node, c->v.vmid, false, &cfg, &e)) {
+        if (read_config(c, &cfg, &e)) {
             if (e.cls == PVE_E_NOTFOUND) {
                 mark_deleted(c, " (it vanished meanwhile)");
                 return false;
@@ -727,7 +892,7 @@ static void delete_steps(struct cctx *c)
         return;
     }
     struct pve_vm_config cfg;
-    if (pve_vm_config_get(c->pc, c->v.node, c->v.vmid, false, &cfg, &e)) {
+    if (read_config(c, &cfg, &e)) {
         job_fail(c, "cannot read the config: %s", e.message);
         return;
     }
@@ -768,13 +933,17 @@ static void delete_steps(struct cctx *c)
         rc = wait_task(c, upid, &e);
     if (rc == -1)
         return;
-    if (rc && rc != PVE_E_NOTFOUND) {
+    /* confirm it is gone before the record says so; a destroy whose answer
+     * or task status was lost may have gone through: the config decides */
+    struct pve_error e2 = {0};
+    int gone = read_config(c, &cfg, &e2);
+    if (gone == 0)
+        pve_vm_config_release(&cfg);
+    if (rc && rc != PVE_E_NOTFOUND && !(transient(rc) && gone == PVE_E_NOTFOUND)) {
         job_fail(c, "destroy failed: %s", e.message);
         return;
     }
-    /* confirm it is gone before the record says so */
-    if (pve_vm_config_get(c->pc, c->v.node, c->v.vmid, false, &cfg, &e) == 0) {
-        pve_vm_config_release(&cfg);
+    if (gone == 0) {
         job_fail(c, "VM %d still exists after its destroy task", c->v.vmid);
         return;
     }
@@ -796,6 +965,24 @@ static void run_delete(struct cctx *c)
     }
 }
 
+/* Is the live record of the job's VMID the one the job was queued for? A
+ * VMID is given to a new VM once the old one is deleted (after the
+ * quarantine): a job queued before must not act on the new one. The job
+ * names its record; jobs from before that was written are checked by
+ * owner and creation time. A delete also finds the record naming it. */
+static bool same_record(struct cctx *c)
+{
+    json_t *rec = json_object_get(c->j->request, "record");
+    if (json_is_integer(rec) && json_integer_value(rec) != c->v.id)
+        return false;
+    if (strcmp(c->j->owner, c->v.owner) != 0 || c->v.created_at > c->j->created_at)
+        return false;
+    if (strcmp(c->j->kind, "delete") == 0 && c->v.state == VMS_DELETING &&
+        strcmp(c->v.job, c->j->id) != 0)
+        return false;
+    return true;
+}
+
 void control_run(struct core *k, struct job_rec *j)
 {
     struct cctx c = {.k = k, .j = j};
@@ -804,6 +991,14 @@ void control_run(struct core *k, struct job_rec *j)
     if (store_vm_get(k->st, j->vmid, &c.v, &se)) {
         c.j = j;
         job_fail(&c, "no record of VM %d", j->vmid);
+        return;
+    }
+    if (!same_record(&c)) {
+        job_fail(&c,
+                 "the record of VM %d changed since the job was queued (it was deleted and "
+                 "its VMID given to another VM): nothing done",
+                 j->vmid);
+        vm_rec_release(&c.v);
         return;
     }
     int a = vm_action_parse(j->kind);

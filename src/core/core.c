@@ -86,15 +86,15 @@ void job_checkpoint(struct core *k, struct job_rec *j, const char *step, int pro
         j->progress = progress;
     j->lease_until = wall_ms() + LEASE_MS;
     struct store_error se;
-    /* the job row first: it is what a restart resumes from */
-    for (int tries = 0; store_job_update(k->st, j, &se) != 0; tries++) {
+    /* the job row (what a restart resumes from) and its event in one
+     * transaction: a job never ends without the event that says so */
+    for (int tries = 0; store_job_checkpoint(k->st, j, msg, &se) != 0; tries++) {
         log_error("job", "job=%s cannot write step %s: %s", j->id, j->step, se.message);
         if (tries >= 20)
             abort(); /* a job we cannot checkpoint must not go on calling Proxmox */
         sleep_ms(100 * (tries + 1));
     }
     if (msg[0]) {
-        store_job_event_add(k->st, j->id, j->step, j->progress, msg, &se);
         log_info("job", "job=%s kind=%s vmid=%d node=%s step=%s %s", j->id, j->kind, j->vmid,
                  j->node[0] ? j->node : "-", j->step, msg);
     }

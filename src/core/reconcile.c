@@ -57,14 +57,34 @@ static const char *power_of(const char *status)
 
 /* A job is still going to finish this record. (One that finished after we
  * read the record has changed it: save_if_unchanged then skips the repair.) */
-static bool job_alive(struct core *k, const char *job)
+static bool job_alive(struct core *k, const char *job, char kind[16])
 {
     struct job_rec j;
+    kind[0] = '\0';
     if (!job[0] || store_job_get(k->st, job, &j, NULL))
         return false;
     bool alive = j.state == JOB_QUEUED || j.state == JOB_RUNNING;
+    snprintf(kind, 16, "%s", j.kind);
     job_rec_release(&j);
     return alive;
+}
+
+/* The inventory says "running" for a paused VM too: only the VM's own
+ * status (qmpstatus) tells. It is read for the records where a pause is in
+ * question (recorded paused, or last touched by a pause or resume job),
+ * not for every running VM. */
+static const char *running_or_paused(struct core *k, const struct vm_rec *v,
+                                     const struct fleet_vm *fv, const char *last_kind)
+{
+    if (strcmp(v->power, "paused") != 0 && strcmp(last_kind, "pause") != 0 &&
+        strcmp(last_kind, "resume") != 0)
+        return NULL;
+    pve_client *pc = fleet_client(k->fl, fv->node);
+    struct pve_vm_status st;
+    struct pve_error e;
+    if (!pc || pve_vm_status(pc, fv->node, fv->vmid, &st, &e) || strcmp(st.status, "running"))
+        return NULL;
+    return strcmp(st.qmpstatus, "paused") == 0 ? "paused" : "running";
 }
 
 /* Write a repaired record only if nobody changed it since we read it: jobs
@@ -85,7 +105,7 @@ static bool save_if_unchanged(struct core *k, struct vm_rec *v, int64_t read_at,
 }
 
 static void take_over(struct core *k, struct vm_rec *v, const struct fleet_vm *fv,
-                      struct reconcile_report *rep)
+                      const char *last_kind, struct reconcile_report *rep)
 {
     int64_t read_at = v->updated_at;
     enum vm_state read_state = v->state;
@@ -97,9 +117,13 @@ static void take_over(struct core *k, struct vm_rec *v, const struct fleet_vm *f
         rep->moved++;
         changed = true;
     }
-    /* a pause is not visible in the inventory: keep "paused" while it runs */
+    /* a pause is not visible in the inventory: the VM's status tells, when
+     * it can be read (else "paused" is kept while it runs) */
     const char *p = power_of(fv->status);
-    bool paused_ok = strcmp(v->power, "paused") == 0 && strcmp(p, "running") == 0;
+    const char *rp = strcmp(p, "running") == 0 ? running_or_paused(k, v, fv, last_kind) : NULL;
+    if (rp)
+        p = rp;
+    bool paused_ok = !rp && strcmp(v->power, "paused") == 0 && strcmp(p, "running") == 0;
     if (strcmp(fv->status, "unknown") != 0 && strcmp(p, v->power) != 0 && !paused_ok) {
         log_info("reconcile", "vmid=%d node=%s power %s -> %s (changed outside proxd)", v->vmid,
                  v->node, v->power, p);
@@ -131,7 +155,8 @@ static void check_record(struct core *k, struct vm_rec *v, const struct fleet_vm
                          int64_t t0, struct reconcile_report *rep)
 {
     const struct fleet_vm *fv = find_vm(vms, n, v->vmid);
-    bool busy = job_alive(k, v->job);
+    char last_kind[16];
+    bool busy = job_alive(k, v->job, last_kind);
     int64_t read_at = v->updated_at;
     enum vm_state read_state = v->state;
     if (v->state == VMS_CREATING || v->state == VMS_DELETING) {
@@ -161,7 +186,7 @@ static void check_record(struct core *k, struct vm_rec *v, const struct fleet_vm
     if (v->updated_at >= t0)
         return;
     if (fv) {
-        take_over(k, v, fv, rep);
+        take_over(k, v, fv, last_kind, rep);
         return;
     }
     if (!fleet_node_fresh(k->fl, v->node, t0))

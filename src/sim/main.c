@@ -51,6 +51,8 @@ static void usage(FILE *f)
                "  --state-dir DIR         keep the state in DIR/state.json across restarts\n"
                "  --tls-cert FILE --tls-key FILE   serve this certificate (PEM)\n"
                "  --check-returns         log every result that does not match the schema\n"
+               "  --seed N                seed of the random numbers (fault rates, MACs;\n"
+               "                          default: the clock)\n"
                "  --log-level LEVEL       debug, info, warn, error (default info)\n");
 }
 
@@ -127,6 +129,7 @@ static int parse_args(struct sim *s, int argc, char **argv)
         O_CERT,
         O_KEY,
         O_CHECK,
+        O_SEED,
         O_LOGLEVEL,
         O_HELP
     };
@@ -145,6 +148,7 @@ static int parse_args(struct sim *s, int argc, char **argv)
                                          {"tls-cert", 1, 0, O_CERT},
                                          {"tls-key", 1, 0, O_KEY},
                                          {"check-returns", 0, 0, O_CHECK},
+                                         {"seed", 1, 0, O_SEED},
                                          {"log-level", 1, 0, O_LOGLEVEL},
                                          {"help", 0, 0, O_HELP},
                                          {0, 0, 0, 0}};
@@ -204,6 +208,16 @@ static int parse_args(struct sim *s, int argc, char **argv)
                 return -1;
             }
             break;
+        case O_SEED: {
+            unsigned long long seed = strtoull(optarg, &end, 10);
+            if (*end || !*optarg || optarg[0] == '-') {
+                fprintf(stderr, "pvesim: --seed must be a non-negative integer\n");
+                return -1;
+            }
+            o->seed = seed;
+            o->seeded = true;
+            break;
+        }
         case O_LIFETIME:
             o->ticket_lifetime = atoi(optarg);
             if (o->ticket_lifetime < 1) {
@@ -384,7 +398,8 @@ int main(int argc, char **argv)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     s->t_origin = (double)ts.tv_sec + ts.tv_nsec / 1e9;
-    s->rng = (uint64_t)wall_ms() * 0x9E3779B97F4A7C15ULL | 1;
+    s->rng =
+        ((s->o.seeded ? (uint64_t)s->o.seed + 1 : (uint64_t)wall_ms()) * 0x9E3779B97F4A7C15ULL) | 1;
     s->calls = json_object();
     s->node_calls = json_object();
     s->violations = json_array();

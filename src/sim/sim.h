@@ -197,6 +197,8 @@ struct sim_opts {
     char *schema_path;
     char *tls_cert, *tls_key;
     bool check_returns;
+    bool seeded; /* --seed given: the random numbers repeat from run to run */
+    unsigned long long seed;
 };
 
 struct sim {

@@ -335,6 +335,19 @@ int store_job_update(store *s, const struct job_rec *j, struct store_error *err)
     return s->ops->job_update(s, j, err);
 }
 
+#define NEED_OP(op) CHECK(s->ops->op != NULL, "the %s store does not support " #op, s->ops->name)
+
+int store_job_checkpoint(store *s, const struct job_rec *j, const char *event,
+                         struct store_error *err)
+{
+    err_clear(err);
+    CHECK(s && j, "store_job_checkpoint: NULL argument");
+    CHECK(FIELD_LEN(j->id) > 0, "job id is empty");
+    CHECK((unsigned)j->state <= JOB_FAILED, "job state %d unknown", (int)j->state);
+    NEED_OP(job_checkpoint);
+    return s->ops->job_checkpoint(s, j, event && *event ? event : NULL, err);
+}
+
 int store_job_get(store *s, const char *id, struct job_rec *out, struct store_error *err)
 {
     err_clear(err);
@@ -513,8 +526,6 @@ int store_idem_put(store *s, const char *owner, const char *key, json_t *answer,
 
 /* A backend without the call (a newer interface than it implements) says
  * so instead of crashing. */
-#define NEED_OP(op) CHECK(s->ops->op != NULL, "the %s store does not support " #op, s->ops->name)
-
 int store_create_submit(store *s, struct store_submit *sub, struct store_error *err)
 {
     err_clear(err);
@@ -550,6 +561,20 @@ int store_job_submit(store *s, struct job_rec *j, const char *event,
     if (FIELD_LEN(j->id) == 0)
         store_uuid(j->id);
     return s->ops->job_submit(s, j, event, quota, used, err);
+}
+
+int store_job_submit_move(store *s, struct job_rec *j, const char *event, int64_t vm_id,
+                          enum vm_state from, enum vm_state to, struct store_error *err)
+{
+    err_clear(err);
+    CHECK(s && j && event, "store_job_submit_move: NULL argument");
+    CHECK(FIELD_LEN(j->kind) > 0, "job kind is empty");
+    CHECK((unsigned)j->state <= JOB_FAILED, "job state %d unknown", (int)j->state);
+    CHECK((unsigned)from <= VMS_LOST && (unsigned)to <= VMS_LOST, "VM state unknown");
+    NEED_OP(job_submit_move);
+    if (FIELD_LEN(j->id) == 0)
+        store_uuid(j->id);
+    return s->ops->job_submit_move(s, j, event, vm_id, from, to, err);
 }
 
 int store_clone_slot_take(store *s, const char *job, const char *node, int limit,

@@ -192,6 +192,12 @@ int store_job_insert(store *s, struct job_rec *j, struct store_error *err);
  * STORE_E_CONFLICT (a runner that lost its lease cannot overwrite). */
 int store_job_update(store *s, const struct job_rec *j, struct store_error *err);
 int store_job_get(store *s, const char *id, struct job_rec *out, struct store_error *err);
+/* store_job_update and, when `event` is not NULL or empty, an event line
+ * (j->step, j->progress, event) in one transaction: a job's state and the
+ * event that tells it (its terminal "done" or "failed" above all) are
+ * written together or not at all. */
+int store_job_checkpoint(store *s, const struct job_rec *j, const char *event,
+                         struct store_error *err);
 
 /* Claim one job that is queued, or running with an expired lease (its runner
  * died), for `owner` until now+lease_ms; oldest first. Jobs for a VMID that
@@ -295,6 +301,15 @@ int store_reserved_on(store *s, const char *node, const char *except_job, int64_
 int store_job_submit(store *s, struct job_rec *j, const char *event,
                      const struct store_usage *quota, struct store_usage *used,
                      struct store_error *err);
+
+/* A job that moves the VM record `vm_id` from state `from` to state `to`
+ * (and names the job in the record), submitted with its first event in one
+ * transaction: when the record is not in `from` any more, nothing is
+ * written and STORE_E_CONFLICT says which state it is in. Of concurrent
+ * submissions for one record (two DELETEs), in any number of processes,
+ * exactly one gets its job. */
+int store_job_submit_move(store *s, struct job_rec *j, const char *event, int64_t vm_id,
+                          enum vm_state from, enum vm_state to, struct store_error *err);
 
 /* ---- clone slots ----------------------------------------------------------- */
 

@@ -28,6 +28,8 @@ struct store_ops {
     int (*job_insert)(store *s, struct job_rec *j, struct store_error *err);
     int (*job_update)(store *s, const struct job_rec *j, struct store_error *err);
     int (*job_get)(store *s, const char *id, struct job_rec *out, struct store_error *err);
+    int (*job_checkpoint)(store *s, const struct job_rec *j, const char *event,
+                          struct store_error *err);
     int (*job_claim)(store *s, const char *owner, int64_t lease_ms, struct job_rec *out,
                      struct store_error *err);
     int (*job_renew)(store *s, const char *id, const char *owner, int64_t lease_ms,
@@ -59,6 +61,8 @@ struct store_ops {
     int (*job_submit)(store *s, struct job_rec *j, const char *event,
                       const struct store_usage *quota, struct store_usage *used,
                       struct store_error *err);
+    int (*job_submit_move)(store *s, struct job_rec *j, const char *event, int64_t vm_id,
+                           enum vm_state from, enum vm_state to, struct store_error *err);
     int (*clone_slot_take)(store *s, const char *job, const char *node, int limit,
                            struct store_error *err);
     int (*clone_slot_give)(store *s, const char *job, struct store_error *err);

@@ -1043,6 +1043,37 @@ static int pg_job_update(store *s, const struct job_rec *j, struct store_error *
     return tx(PG(s), TX_WRITE, job_update_fn, (void *)j, err);
 }
 
+struct checkpoint_ctx {
+    const struct job_rec *j;
+    const char *event;
+};
+
+struct event_add_ctx {
+    const char *job, *step, *message;
+    int progress;
+};
+static int event_add_fn(struct pg_conn *c, void *ctx, struct store_error *err);
+
+static int checkpoint_fn(struct pg_conn *c, void *ctx, struct store_error *err)
+{
+    struct checkpoint_ctx *k = ctx;
+    int rc = job_update_fn(c, (void *)k->j, err);
+    if (rc || !k->event)
+        return rc;
+    char id[sizeof k->j->id + 1], step[sizeof k->j->step + 1];
+    store_copy(id, sizeof id, k->j->id, FIELD_LEN(k->j->id));
+    store_copy(step, sizeof step, k->j->step, FIELD_LEN(k->j->step));
+    struct event_add_ctx e = {id, step, k->event, k->j->progress};
+    return event_add_fn(c, &e, err);
+}
+
+static int pg_job_checkpoint(store *s, const struct job_rec *j, const char *event,
+                             struct store_error *err)
+{
+    struct checkpoint_ctx k = {j, event};
+    return tx(PG(s), TX_WRITE, checkpoint_fn, &k, err);
+}
+
 static const char SQL_JOB_GET[] = "SELECT " JOB_COLS " FROM jobs WHERE id = $1";
 
 struct job_get_ctx {
@@ -1270,11 +1301,6 @@ static const char SQL_EVENT_ADD[] =
     "INSERT INTO job_events (job, seq, ts, step, progress, message)"
     " SELECT $1::text, coalesce(max(seq), 0) + 1, $2, $3, $4, $5 FROM job_events"
     " WHERE job = $1::text";
-
-struct event_add_ctx {
-    const char *job, *step, *message;
-    int progress;
-};
 
 static int event_add_fn(struct pg_conn *c, void *ctx, struct store_error *err)
 {
@@ -1965,6 +1991,68 @@ static int job_submit_fn(struct pg_conn *c, void *ctx, struct store_error *err)
     return event_add_fn(c, &e, err);
 }
 
+/* ---- a job that moves its VM record from one state to another --------------- */
+
+/* Under READ COMMITTED a concurrent mover waits for the row lock, then
+ * sees the new state and changes nothing. */
+static const char SQL_VM_MOVE[] = "UPDATE vms SET state = $3, job = $4, updated_at = $5"
+                                  " WHERE id = $1 AND state = $2";
+static const char SQL_VM_STATE_OF[] = "SELECT state FROM vms WHERE id = $1";
+
+struct jmove_ctx {
+    struct job_rec *j;
+    const char *event;
+    int64_t vm_id;
+    enum vm_state from, to;
+};
+
+/* Why the record did not move: it is gone, or in another state. */
+static int vm_move_why_not(struct pg_conn *c, int64_t id, struct store_error *err)
+{
+    PGresult *res = NULL;
+    struct pa p = {0};
+    pa_i64(&p, id);
+    int rc = q(c, SQL_VM_STATE_OF, &p, &res, err, "reading the VM record's state");
+    if (rc == STORE_OK && PQntuples(res) == 0)
+        rc = store_fail(err, STORE_E_NOTFOUND, "no VM record with id %lld", (long long)id);
+    else if (rc == STORE_OK)
+        rc = store_fail(err, STORE_E_CONFLICT, "the VM record is %s", PQgetvalue(res, 0, 0));
+    pa_free(&p);
+    PQclear(res);
+    return rc;
+}
+
+static int job_move_fn(struct pg_conn *c, void *ctx, struct store_error *err)
+{
+    struct jmove_ctx *k = ctx;
+    PGresult *res = NULL;
+    struct pa p = {0};
+    pa_i64(&p, k->vm_id);
+    pa_str(&p, vm_state_name(k->from));
+    pa_str(&p, vm_state_name(k->to));
+    PA_FIELD(&p, k->j->id);
+    pa_i64(&p, wall_ms());
+    int rc = q(c, SQL_VM_MOVE, &p, &res, err, "moving the VM record");
+    bool moved = rc == STORE_OK && changes(res) > 0;
+    pa_free(&p);
+    PQclear(res);
+    if (rc)
+        return rc;
+    if (!moved)
+        return vm_move_why_not(c, k->vm_id, err);
+    if ((rc = job_insert_fn(c, k->j, err)))
+        return rc;
+    struct event_add_ctx e = {k->j->id, k->j->step, k->event, 0};
+    return event_add_fn(c, &e, err);
+}
+
+static int pg_job_submit_move(store *s, struct job_rec *j, const char *event, int64_t vm_id,
+                              enum vm_state from, enum vm_state to, struct store_error *err)
+{
+    struct jmove_ctx k = {j, event, vm_id, from, to};
+    return tx(PG(s), TX_WRITE, job_move_fn, &k, err);
+}
+
 static int pg_job_submit(store *s, struct job_rec *j, const char *event,
                          const struct store_usage *quota, struct store_usage *used,
                          struct store_error *err)
@@ -2285,6 +2373,8 @@ static const struct store_ops PG_OPS = {
     .reserved_on = pg_reserved_on,
     .create_submit = pg_create_submit,
     .job_submit = pg_job_submit,
+    .job_submit_move = pg_job_submit_move,
+    .job_checkpoint = pg_job_checkpoint,
     .clone_slot_take = pg_clone_slot_take,
     .clone_slot_give = pg_clone_slot_give,
     .idem_put = pg_idem_put,

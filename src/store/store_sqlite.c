@@ -1022,6 +1022,37 @@ static int sq_job_update(store *s, const struct job_rec *j, struct store_error *
     return tx(SQ(s), TX_WRITE, job_update_fn, (void *)j, err);
 }
 
+struct checkpoint_ctx {
+    const struct job_rec *j;
+    const char *event;
+};
+
+static int event_add_fn(struct sq_conn *c, void *ctx, struct store_error *err);
+struct event_add_ctx {
+    const char *job, *step, *message;
+    int progress;
+};
+
+static int checkpoint_fn(struct sq_conn *c, void *ctx, struct store_error *err)
+{
+    struct checkpoint_ctx *k = ctx;
+    int rc = job_update_fn(c, (void *)k->j, err);
+    if (rc || !k->event)
+        return rc;
+    char id[sizeof k->j->id + 1], step[sizeof k->j->step + 1];
+    store_copy(id, sizeof id, k->j->id, FIELD_LEN(k->j->id));
+    store_copy(step, sizeof step, k->j->step, FIELD_LEN(k->j->step));
+    struct event_add_ctx e = {id, step, k->event, k->j->progress};
+    return event_add_fn(c, &e, err);
+}
+
+static int sq_job_checkpoint(store *s, const struct job_rec *j, const char *event,
+                             struct store_error *err)
+{
+    struct checkpoint_ctx k = {j, event};
+    return tx(SQ(s), TX_WRITE, checkpoint_fn, &k, err);
+}
+
 static const char SQL_JOB_GET[] = "SELECT " JOB_COLS " FROM jobs WHERE id = ?1";
 
 struct job_get_ctx {
@@ -1296,11 +1327,6 @@ static int sq_job_count_active(store *s, const char *kind, int *n, struct store_
 static const char SQL_EVENT_ADD[] =
     "INSERT INTO job_events (job, seq, ts, step, progress, message)"
     " SELECT ?1, coalesce(max(seq), 0) + 1, ?2, ?3, ?4, ?5 FROM job_events WHERE job = ?1";
-
-struct event_add_ctx {
-    const char *job, *step, *message;
-    int progress;
-};
 
 static int event_add_fn(struct sq_conn *c, void *ctx, struct store_error *err)
 {
@@ -1989,6 +2015,75 @@ static int job_submit_fn(struct sq_conn *c, void *ctx, struct store_error *err)
     return event_add_fn(c, &e, err);
 }
 
+/* ---- a job that moves its VM record from one state to another --------------- */
+
+static const char SQL_VM_MOVE[] =
+    "UPDATE vms SET state = ?3, job = ?4, updated_at = ?5 WHERE id = ?1 AND state = ?2";
+static const char SQL_VM_STATE_OF[] = "SELECT state FROM vms WHERE id = ?1";
+
+struct jmove_ctx {
+    struct job_rec *j;
+    const char *event;
+    int64_t vm_id;
+    enum vm_state from, to;
+};
+
+/* Why the record did not move: it is gone, or in another state. */
+static int vm_move_why_not(struct sq_conn *c, int64_t id, struct store_error *err)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = stmt(c, SQL_VM_STATE_OF, &st, err);
+    if (rc)
+        return rc;
+    sqlite3_bind_int64(st, 1, id);
+    bool found = false;
+    rc = step_row(c, st, &found, err, "reading the VM record's state");
+    if (rc == STORE_OK && !found)
+        rc = store_fail(err, STORE_E_NOTFOUND, "no VM record with id %lld", (long long)id);
+    else if (rc == STORE_OK)
+        rc = store_fail(err, STORE_E_CONFLICT, "the VM record is %s",
+                        (const char *)sqlite3_column_text(st, 0));
+    stmt_done(st);
+    return rc;
+}
+
+static int job_move_fn(struct sq_conn *c, void *ctx, struct store_error *err)
+{
+    struct jmove_ctx *k = ctx;
+    sqlite3_stmt *st = NULL;
+    int rc = stmt(c, SQL_VM_MOVE, &st, err);
+    if (rc)
+        return rc;
+    int b = sqlite3_bind_int64(st, 1, k->vm_id);
+    b = b ? b : bind_str(st, 2, vm_state_name(k->from));
+    b = b ? b : bind_str(st, 3, vm_state_name(k->to));
+    b = b ? b : BIND_FIELD(st, 4, k->j->id);
+    b = b ? b : sqlite3_bind_int64(st, 5, wall_ms());
+    if (b) {
+        rc = bind_failed(c, b, err, "VM move");
+        stmt_done(st);
+        return rc;
+    }
+    rc = step_done(c, st, err, "moving the VM record");
+    bool moved = rc == STORE_OK && sqlite3_changes(c->db) > 0;
+    stmt_done(st);
+    if (rc)
+        return rc;
+    if (!moved)
+        return vm_move_why_not(c, k->vm_id, err);
+    if ((rc = job_insert_fn(c, k->j, err)))
+        return rc;
+    struct event_add_ctx e = {k->j->id, k->j->step, k->event, 0};
+    return event_add_fn(c, &e, err);
+}
+
+static int sq_job_submit_move(store *s, struct job_rec *j, const char *event, int64_t vm_id,
+                              enum vm_state from, enum vm_state to, struct store_error *err)
+{
+    struct jmove_ctx k = {j, event, vm_id, from, to};
+    return tx(SQ(s), TX_WRITE, job_move_fn, &k, err);
+}
+
 static int sq_job_submit(store *s, struct job_rec *j, const char *event,
                          const struct store_usage *quota, struct store_usage *used,
                          struct store_error *err)
@@ -2366,6 +2461,8 @@ static const struct store_ops SQLITE_OPS = {
     .reserved_on = sq_reserved_on,
     .create_submit = sq_create_submit,
     .job_submit = sq_job_submit,
+    .job_submit_move = sq_job_submit_move,
+    .job_checkpoint = sq_job_checkpoint,
     .clone_slot_take = sq_clone_slot_take,
     .clone_slot_give = sq_clone_slot_give,
     .idem_put = sq_idem_put,

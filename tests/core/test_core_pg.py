@@ -2,7 +2,8 @@
 failing step, all nodes failing, VMID collisions, bad input;
 test_concurrency: 200 creations at once; test_control: power matrix,
 shutdown timeouts, deletion, updates and resizes on PVE 7/8/9, refusals,
-moves, drift and the reconciler) run again with the core's database on a
+moves, drift and the reconciler; test_control_faults: control jobs under
+placed faults) run again with the core's database on a
 private PostgreSQL server, each test case in a fresh schema."""
 import os
 import subprocess
@@ -16,7 +17,9 @@ TESTS_DIR = os.environ["TESTS_DIR"]
 pg = PrivatePG()
 failed = []
 try:
-    for name in ("core_test_create", "core_test_concurrency", "core_test_control"):
+    names = ("core_test_create", "core_test_concurrency", "core_test_control",
+             "core_test_control_faults")
+    for name in names:
         env = dict(os.environ, PROXD_TEST_PG=pg.url)
         r = subprocess.run([os.path.join(TESTS_DIR, name)], env=env, timeout=280)
         print("%s on PostgreSQL: exit %d" % (name, r.returncode), flush=True)
@@ -24,5 +27,5 @@ try:
             failed.append(name)
 finally:
     pg.stop()
-print("%d passed, %d failed" % (3 - len(failed), len(failed)), flush=True)
+print("%d passed, %d failed" % (len(names) - len(failed), len(failed)), flush=True)
 sys.exit(1 if failed else 0)

@@ -1316,6 +1316,158 @@ static void test_job_submit_quota(void **state)
     OK(store_job_submit(f->s, &p, "start", NULL, NULL, &e_));
 }
 
+/* A job and its record's move (a delete: enabled -> deleting) are one
+ * transaction: a second move of the same record gets STORE_E_CONFLICT and
+ * writes nothing. */
+static void test_job_submit_move(void **state)
+{
+    struct fx *f = *state;
+    struct store_error e;
+    struct vm_rec v;
+    struct job_rec j;
+    submit(&v, &j, 810, "frank", 1, "mv-c");
+    struct store_submit sub = {.vm = &v, .job = &j, .event = "creation queued"};
+    OK(store_create_submit(f->s, &sub, &e_));
+    v.state = VMS_ENABLED;
+    OK(store_vm_update(f->s, &v, &e_));
+    struct job_rec d = {.state = JOB_QUEUED, .vmid = 810};
+    snprintf(d.id, sizeof d.id, "mv-d1");
+    snprintf(d.kind, sizeof d.kind, "delete");
+    snprintf(d.owner, sizeof d.owner, "frank");
+    snprintf(d.step, sizeof d.step, "queued");
+    OK(store_job_submit_move(f->s, &d, "delete", v.id, VMS_ENABLED, VMS_DELETING, &e_));
+    struct vm_rec g;
+    OK(store_vm_get_id(f->s, v.id, &g, &e_));
+    assert_int_equal(g.state, VMS_DELETING);
+    assert_string_equal(g.job, "mv-d1");
+    int64_t at = g.updated_at;
+    vm_rec_release(&g);
+    struct job_event *ev = NULL;
+    size_t n = 0;
+    OK(store_job_events(f->s, "mv-d1", 0, &ev, &n, &e_));
+    assert_int_equal(n, 1);
+    assert_string_equal(ev[0].message, "delete");
+    free(ev);
+    /* a second delete: refused, nothing written */
+    snprintf(d.id, sizeof d.id, "mv-d2");
+    EXPECT(STORE_E_CONFLICT,
+           store_job_submit_move(f->s, &d, "delete", v.id, VMS_ENABLED, VMS_DELETING, &e));
+    assert_non_null(strstr(e.message, "deleting"));
+    struct job_rec got;
+    EXPECT(STORE_E_NOTFOUND, store_job_get(f->s, "mv-d2", &got, &e));
+    OK(store_vm_get_id(f->s, v.id, &g, &e_));
+    assert_string_equal(g.job, "mv-d1");
+    assert_int_equal(g.updated_at, at);
+    vm_rec_release(&g);
+    /* no such record */
+    snprintf(d.id, sizeof d.id, "mv-d3");
+    EXPECT(STORE_E_NOTFOUND,
+           store_job_submit_move(f->s, &d, "delete", v.id + 1000, VMS_ENABLED, VMS_DELETING, &e));
+    EXPECT(STORE_E_NOTFOUND, store_job_get(f->s, "mv-d3", &got, &e));
+}
+
+/* Every child moves the same record: exactly one wins, in all. */
+static int64_t g_move_vm;
+static int g_move_round;
+
+static int move_child(const char *url, int p)
+{
+    struct store_error e;
+    store *s = store_open(url, &e);
+    if (!s)
+        return 100;
+    struct job_rec d = {.state = JOB_QUEUED, .vmid = 820};
+    snprintf(d.id, sizeof d.id, "mvp-%d-%d", g_move_round, p);
+    snprintf(d.kind, sizeof d.kind, "delete");
+    snprintf(d.owner, sizeof d.owner, "frank");
+    int rc = store_job_submit_move(s, &d, "delete", g_move_vm, VMS_ENABLED, VMS_DELETING, &e);
+    store_close(s);
+    return rc == STORE_OK ? 1 : rc == STORE_E_CONFLICT ? 0 : 102;
+}
+
+static void test_move_processes(void **state)
+{
+    struct fx *f = *state;
+    for (int round = 0; round < 3; round++) {
+        struct vm_rec v;
+        struct job_rec j;
+        char id[16];
+        snprintf(id, sizeof id, "mvp-c%d", round);
+        submit(&v, &j, 820, "frank", 1, id);
+        v.state = VMS_ENABLED;
+        struct store_submit sub = {.vm = &v, .job = &j, .event = "creation queued"};
+        OK(store_create_submit(f->s, &sub, &e_));
+        g_move_vm = v.id;
+        g_move_round = round;
+        int st[NPROCS], won = 0;
+        run_children(f->url, move_child, st);
+        for (int p = 0; p < NPROCS; p++) {
+            assert_true(st[p] <= 1);
+            won += st[p];
+        }
+        assert_int_equal(won, 1);
+        char del[16];
+        int jobs = 0;
+        for (int p = 0; p < NPROCS; p++) {
+            struct job_rec got;
+            struct store_error e;
+            snprintf(del, sizeof del, "mvp-%d-%d", round, p);
+            if (store_job_get(f->s, del, &got, &e) == STORE_OK) {
+                jobs++;
+                job_rec_release(&got);
+                job_finish(f->s, del);
+            }
+        }
+        assert_int_equal(jobs, 1);
+        /* the record leaves the VMID for the next round */
+        OK(store_vm_get_id(f->s, g_move_vm, &v, &e_));
+        v.state = VMS_DELETED;
+        OK(store_vm_update(f->s, &v, &e_));
+        vm_rec_release(&v);
+    }
+}
+
+/* A checkpoint writes the job and its event together, or neither. */
+static void test_job_checkpoint(void **state)
+{
+    struct fx *f = *state;
+    struct store_error e;
+    job_add(f->s, "cp-1", "stop", 0, wall_ms());
+    struct job_rec j;
+    OK(store_job_get(f->s, "cp-1", &j, &e_));
+    j.state = JOB_DONE;
+    snprintf(j.step, sizeof j.step, "done");
+    j.progress = 100;
+    OK(store_job_checkpoint(f->s, &j, "VM 100 is stopped", &e_));
+    struct job_rec g;
+    OK(store_job_get(f->s, "cp-1", &g, &e_));
+    assert_int_equal(g.state, JOB_DONE);
+    job_rec_release(&g);
+    struct job_event *ev = NULL;
+    size_t n = 0;
+    OK(store_job_events(f->s, "cp-1", 0, &ev, &n, &e_));
+    assert_true(n >= 1);
+    assert_string_equal(ev[n - 1].step, "done");
+    assert_int_equal(ev[n - 1].progress, 100);
+    assert_string_equal(ev[n - 1].message, "VM 100 is stopped");
+    free(ev);
+    /* no event: the job only */
+    snprintf(j.step, sizeof j.step, "after");
+    OK(store_job_checkpoint(f->s, &j, NULL, &e_));
+    size_t n2 = 0;
+    OK(store_job_events(f->s, "cp-1", 0, &ev, &n2, &e_));
+    assert_int_equal(n2, n);
+    free(ev);
+    /* a runner that lost its lease writes neither */
+    snprintf(j.lease_owner, sizeof j.lease_owner, "someone-else");
+    snprintf(j.step, sizeof j.step, "stale");
+    EXPECT(STORE_E_CONFLICT, store_job_checkpoint(f->s, &j, "stale step", &e));
+    OK(store_job_events(f->s, "cp-1", 0, &ev, &n2, &e_));
+    assert_int_equal(n2, n);
+    free(ev);
+    job_rec_release(&j);
+}
+
 static void test_idem(void **state)
 {
     struct fx *f = *state;
@@ -1739,6 +1891,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_clone_slots, setup, teardown),
         cmocka_unit_test_setup_teardown(test_job_submit_quota, setup, teardown),
         cmocka_unit_test_setup_teardown(test_idem, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_job_submit_move, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_move_processes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_job_checkpoint, setup, teardown),
         cmocka_unit_test_setup_teardown(test_claim_processes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reconnect, setup, teardown),
         cmocka_unit_test_setup_teardown(test_submit_processes, setup, teardown),

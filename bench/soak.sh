@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Fault soak (not part of `make test`): the randomized fault test
+# (tests/core/test_faults_random.py) run longer, against the release build:
+# SOAK_SEEDS seeds, SOAK_VMS VMs each with SOAK_OPS jobs per VM, about
+# SOAK_RATE of the Proxmox calls failing (every kind of fault). Two parts:
+#  1. control jobs under faults (the VMs are created before the faults);
+#  2. creations under faults too (FAULT_CREATE=1).
+# Each part reports per seed: jobs done/failed (and why), fault hits, the
+# longest job, the time taken, and any broken promise. Results go to stdout
+# and bench/results/soak.txt ("faulted" counts every fault rule hit, delays
+# included). Exit status: 0 when both parts kept every
+# promise.
+set -u
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+SEEDS=${SOAK_SEEDS:-101,102,103,104,105,106,107,108,109,110}
+VMS=${SOAK_VMS:-20}
+OPS=${SOAK_OPS:-15}
+RATE=${SOAK_RATE:-0.07}
+OUT=bench/results/soak.txt
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+export PVESIM=$ROOT/build/pvesim BIN_DIR=$ROOT/build SCHEMA_DIR=$ROOT/build/share/pve-apidoc
+{
+  echo "proxd fault soak: seeds $SEEDS, $VMS VMs x $OPS jobs per seed, fault rate $RATE, release build"
+  echo "git $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(date -u '+%Y-%m-%d %H:%M:%S') UTC"
+  echo "$(nproc) CPUs, load average at start $(cut -d' ' -f1 /proc/loadavg)"
+} | tee "$TMP/head"
+status=0
+for part in control create; do
+  create=0
+  [ "$part" = create ] && create=1
+  t0=$(date +%s.%N)
+  FAULT_SEEDS=$SEEDS FAULT_VMS=$VMS FAULT_OPS=$OPS FAULT_RATE=$RATE FAULT_CREATE=$create \
+    FAULT_REPORT="$TMP/$part.jsonl" /usr/bin/python3 tests/core/test_faults_random.py \
+    >"$TMP/$part.log" 2>&1
+  rc=$?
+  t1=$(date +%s.%N)
+  [ $rc -ne 0 ] && status=1
+  {
+    echo
+    echo "part $part (FAULT_CREATE=$create): exit $rc, $(echo "$t1 - $t0" | bc) s"
+    grep -E '^(ok|FAIL) |^[0-9]+ passed' "$TMP/$part.log"
+    grep -E '^  (VM|VMID|job|record|jobs|proxd)' "$TMP/$part.log" | head -40
+    [ -f "$TMP/$part.jsonl" ] && /usr/bin/python3 - "$TMP/$part.jsonl" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+for r in rows:
+    r["frac"] = 100.0 * r["fault_hits"] / max(1, r["calls"])
+    print("seed %(seed)d: %(jobs)d jobs (%(created)d of %(creations)d creations done), %(done)d done, "
+          "%(failed)d failed; %(fault_hits)d of %(calls)d Proxmox calls faulted (%(frac).1f%%); "
+          "longest job %(max_job_s).1f s; %(total_s).1f s; failures: %(failed_why)s" % r)
+tot = {k: sum(r[k] for r in rows) for k in ("jobs", "done", "failed", "fault_hits", "calls")}
+print("total: %(jobs)d jobs, %(done)d done, %(failed)d failed, %(fault_hits)d of %(calls)d calls faulted" % tot)
+PY
+  } | tee "$TMP/$part.sum"
+done
+cat "$TMP/head" "$TMP/control.sum" "$TMP/create.sum" >"$OUT"
+echo "load average at the end $(cut -d' ' -f1 /proc/loadavg)" | tee -a "$OUT"
+exit $status

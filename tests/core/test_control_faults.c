@@ -1,0 +1,470 @@
+/* The control jobs under single, placed Proxmox faults, in-process against
+ * pvesim (issue 10, items 5 to 8 and the record check):
+ *  - a status read that fails after a pause went through (the record must
+ *    say paused), one failed read before a power call, one failed task
+ *    poll: none decides the job; the reconciler tells paused from running;
+ *  - two DELETEs of one VM at once: exactly one gets a job;
+ *  - a job's terminal state is never written without its terminal event;
+ *  - a resize whose size check fails once is not reported failed;
+ *  - a job queued for a VM whose record was replaced (the VMID given to
+ *    another VM) does nothing.
+ * A fault is placed on one call by holding the call before it (a "delay"
+ * rule) until the job's step says it is there, then adding the rule. */
+#include "core_harness.h"
+
+#include <pthread.h>
+#include <sqlite3.h>
+
+#define JOB_MS 30000
+
+static int64_t wall_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void up(struct ch_env *e)
+{
+    struct ch_opts c = {.reconcile_interval = 3600};
+    ch_up(e, &c);
+}
+
+/* A fault rule from a JSON text. */
+static void fault(struct ch_env *e, const char *json)
+{
+    ch_sim(e, "POST", "/_sim/faults", json);
+}
+
+static void faults_off(struct ch_env *e)
+{
+    ch_sim(e, "DELETE", "/_sim/faults", NULL);
+}
+
+static char *sim_power(struct ch_env *e, int vmid, char out[16])
+{
+    json_t *st = ch_state(e);
+    json_t *v = ch_state_vm(st, vmid);
+    snprintf(out, 16, "%s", v ? json_string_value(json_object_get(v, "power")) : "gone");
+    json_decref(st);
+    return out;
+}
+
+static int mk_vm(struct ch_env *e, const char *name)
+{
+    struct vm_request r = {.cores = 1, .memory_mb = 1024, .disk_gb = 10};
+    snprintf(r.os, sizeof r.os, "ubuntu");
+    snprintf(r.name, sizeof r.name, "%s", name);
+    snprintf(r.owner, sizeof r.owner, "alice");
+    char job[40];
+    int vmid = 0;
+    struct core_error ce = {0};
+    if (core_create(e->k, &r, job, &vmid, &ce))
+        fail_msg("core_create %s: %s", name, ce.message);
+    enum job_state st;
+    if (core_wait_job(e->k, job, JOB_MS, &st) || st != JOB_DONE)
+        fail_msg("creation of %s did not end well", name);
+    return vmid;
+}
+
+static enum job_state finish(struct ch_env *e, const char *job, struct job_rec *j)
+{
+    enum job_state st;
+    if (core_wait_job(e->k, job, JOB_MS, &st))
+        fail_msg("job %s did not finish in %d ms", job, JOB_MS);
+    assert_int_equal(store_job_get(e->st, job, j, NULL), 0);
+    return st;
+}
+
+static struct vm_rec live(struct ch_env *e, int vmid)
+{
+    struct vm_rec v;
+    if (store_vm_get(e->st, vmid, &v, NULL))
+        fail_msg("no live record of VM %d", vmid);
+    return v;
+}
+
+struct step_wait {
+    struct ch_env *e;
+    const char *job, *step;
+};
+
+static bool at_step(void *arg)
+{
+    struct step_wait *w = arg;
+    struct job_rec j;
+    if (store_job_get(w->e->st, w->job, &j, NULL))
+        return false;
+    bool at = strcmp(j.step, w->step) == 0;
+    job_rec_release(&j);
+    return at;
+}
+
+static void wait_step(struct ch_env *e, const char *job, const char *step)
+{
+    struct step_wait w = {e, job, step};
+    if (!h_wait(at_step, &w, 10000))
+        fail_msg("job %s never reached step %s", job, step);
+}
+
+static void action(struct ch_env *e, int vmid, enum vm_action a, char job[40])
+{
+    struct core_error ce = {0};
+    if (core_vm_action(e->k, vmid, NULL, a, NULL, job, &ce))
+        fail_msg("%s of VM %d refused: %s", vm_action_name(a), vmid, ce.message);
+}
+
+/* ---- 5: power jobs and failed reads ----------------------------------------- */
+
+static void test_power_reads(void **unused)
+{
+    (void)unused;
+    struct ch_env e;
+    up(&e);
+    int vm = mk_vm(&e, "pr-1");
+    char job[40], rule[512], pw[16];
+    struct job_rec j;
+
+    /* the pause goes through, then every status read fails for a while */
+    snprintf(rule, sizeof rule,
+             "{\"method\":\"POST\",\"path\":\"/qemu/%d/status/suspend$\",\"kind\":\"delay\","
+             "\"delay_ms\":600,\"count\":1}",
+             vm);
+    fault(&e, rule);
+    action(&e, vm, ACT_PAUSE, job);
+    wait_step(&e, job, "call");
+    snprintf(rule, sizeof rule,
+             "{\"method\":\"GET\",\"path\":\"/qemu/%d/status/current$\",\"kind\":\"error\","
+             "\"count\":12}",
+             vm);
+    fault(&e, rule);
+    if (finish(&e, job, &j) != JOB_DONE)
+        fail_msg("pause: %s", j.error);
+    job_rec_release(&j);
+    faults_off(&e);
+    assert_string_equal(sim_power(&e, vm, pw), "paused");
+    struct vm_rec v = live(&e, vm);
+    if (strcmp(v.power, "paused") != 0)
+        fail_msg("after the pause the record says %s", v.power);
+    vm_rec_release(&v);
+
+    /* the reconciler tells paused from running (the inventory cannot) */
+    char sql[128];
+    snprintf(sql, sizeof sql, "UPDATE vms SET power = 'running', updated_at = 1 WHERE vmid = %d",
+             vm);
+    ch_sql(&e, sql);
+    struct reconcile_report rep;
+    assert_int_equal(core_reconcile(e.k, &rep), 0);
+    v = live(&e, vm);
+    if (strcmp(v.power, "paused") != 0)
+        fail_msg("the reconciler left a paused VM recorded %s", v.power);
+    vm_rec_release(&v);
+    assert_int_equal(rep.power, 1);
+
+    /* one failed read before the call does not fail the job */
+    snprintf(rule, sizeof rule,
+             "{\"method\":\"GET\",\"path\":\"/qemu/%d/status/current$\",\"kind\":\"error\","
+             "\"count\":1}",
+             vm);
+    fault(&e, rule);
+    action(&e, vm, ACT_RESUME, job);
+    if (finish(&e, job, &j) != JOB_DONE)
+        fail_msg("resume after one failed read: %s", j.error);
+    job_rec_release(&j);
+    assert_string_equal(sim_power(&e, vm, pw), "running");
+
+    /* one failed task poll does not either */
+    fault(&e, "{\"method\":\"GET\",\"path\":\"/tasks/[^/]+/status$\",\"kind\":\"error\","
+              "\"count\":1}");
+    action(&e, vm, ACT_STOP, job);
+    if (finish(&e, job, &j) != JOB_DONE)
+        fail_msg("stop after one failed task poll: %s", j.error);
+    job_rec_release(&j);
+    assert_string_equal(sim_power(&e, vm, pw), "stopped");
+    v = live(&e, vm);
+    assert_string_equal(v.power, "stopped");
+    vm_rec_release(&v);
+    faults_off(&e);
+    ch_down(&e);
+}
+
+/* ---- 6: two DELETEs at once -------------------------------------------------- */
+
+struct deleter {
+    struct ch_env *e;
+    int vmid;
+    pthread_barrier_t *go;
+    int rc;
+    char job[40];
+};
+
+static void *delete_one(void *arg)
+{
+    struct deleter *d = arg;
+    struct core_error ce = {0};
+    pthread_barrier_wait(d->go);
+    d->rc = core_vm_delete(d->e->k, d->vmid, NULL, d->job, &ce);
+    return NULL;
+}
+
+static void test_delete_twice(void **unused)
+{
+    (void)unused;
+    struct ch_env e;
+    up(&e);
+    enum { ROUNDS = 8 };
+    int vms[ROUNDS];
+    for (int i = 0; i < ROUNDS; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "dd-%d", i);
+        vms[i] = mk_vm(&e, name);
+    }
+    int both = 0;
+    for (int i = 0; i < ROUNDS; i++) {
+        pthread_barrier_t go;
+        pthread_barrier_init(&go, NULL, 2);
+        struct deleter d[2] = {{&e, vms[i], &go, -1, ""}, {&e, vms[i], &go, -1, ""}};
+        pthread_t t[2];
+        for (int k = 0; k < 2; k++)
+            pthread_create(&t[k], NULL, delete_one, &d[k]);
+        for (int k = 0; k < 2; k++)
+            pthread_join(t[k], NULL);
+        pthread_barrier_destroy(&go);
+        int ok = (d[0].rc == 0) + (d[1].rc == 0);
+        both += ok == 2;
+        assert_true(ok >= 1);
+        for (int k = 0; k < 2; k++)
+            if (d[k].rc)
+                assert_int_equal(d[k].rc, CORE_E_CONFLICT);
+        for (int k = 0; k < 2; k++) {
+            struct job_rec j;
+            if (d[k].rc == 0) {
+                finish(&e, d[k].job, &j);
+                job_rec_release(&j);
+            }
+        }
+    }
+    if (both)
+        fail_msg("%d of %d pairs of concurrent DELETEs both got a job", both, ROUNDS);
+    char sql[128];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM jobs WHERE kind = 'delete'");
+    assert_int_equal(ch_sql(&e, sql), ROUNDS);
+    ch_down(&e);
+}
+
+/* A DELETE that arrives while another job runs on the VM: the record says
+ * deleting from then on (the running job must not write "enabled" back when
+ * it ends), so a second DELETE is refused. */
+static void test_delete_during_job(void **unused)
+{
+    (void)unused;
+    struct ch_env e;
+    up(&e);
+    int vm = mk_vm(&e, "dj-1");
+    char pause[40], del[40], del2[40] = "", rule[512];
+    snprintf(rule, sizeof rule,
+             "{\"method\":\"POST\",\"path\":\"/qemu/%d/status/suspend$\",\"kind\":\"delay\","
+             "\"delay_ms\":600,\"count\":1}",
+             vm);
+    fault(&e, rule);
+    action(&e, vm, ACT_PAUSE, pause);
+    wait_step(&e, pause, "call");
+    struct core_error ce = {0};
+    if (core_vm_delete(e.k, vm, NULL, del, &ce))
+        fail_msg("delete refused: %s", ce.message);
+    /* hold the delete job at its config read once it runs */
+    snprintf(rule, sizeof rule,
+             "{\"method\":\"GET\",\"path\":\"/qemu/%d/config$\",\"kind\":\"delay\","
+             "\"delay_ms\":1500,\"count\":1}",
+             vm);
+    fault(&e, rule);
+    struct job_rec j;
+    assert_int_equal(finish(&e, pause, &j), JOB_DONE);
+    job_rec_release(&j);
+    struct vm_rec v;
+    assert_int_equal(store_vm_get(e.st, vm, &v, NULL), 0);
+    if (v.state != VMS_DELETING || strcmp(v.job, del) != 0)
+        fail_msg("after the pause ended the record is %s (job %s), want deleting (job %s)",
+                 vm_state_name(v.state), v.job, del);
+    vm_rec_release(&v);
+    assert_int_equal(core_vm_delete(e.k, vm, NULL, del2, &ce), CORE_E_CONFLICT);
+    assert_int_equal(finish(&e, del, &j), JOB_DONE);
+    job_rec_release(&j);
+    char pw[16];
+    assert_string_equal(sim_power(&e, vm, pw), "gone");
+    ch_down(&e);
+}
+
+/* ---- 7: a terminal state comes with its event ---------------------------------- */
+
+static bool is_pg(struct ch_env *e)
+{
+    return strncmp(e->cfg->database, "sqlite:", 7) != 0;
+}
+
+/* Terminal events fail to be written while block_events has a row. */
+static void block_terminal_events(struct ch_env *e)
+{
+    if (is_pg(e))
+        ch_sql(e, "CREATE TABLE block_events (x int); INSERT INTO block_events VALUES (1);"
+                  "CREATE FUNCTION block_end() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                  "IF NEW.step IN ('done', 'failed') AND EXISTS (SELECT 1 FROM block_events) "
+                  "THEN RAISE EXCEPTION 'blocked by the test'; END IF; RETURN NEW; END $$;"
+                  "CREATE TRIGGER block_end BEFORE INSERT ON job_events FOR EACH ROW "
+                  "EXECUTE FUNCTION block_end();");
+    else
+        ch_sql(e, "CREATE TABLE block_events (x int); INSERT INTO block_events VALUES (1);"
+                  "CREATE TRIGGER block_end BEFORE INSERT ON job_events "
+                  "WHEN NEW.step IN ('done', 'failed') AND EXISTS (SELECT 1 FROM block_events) "
+                  "BEGIN SELECT RAISE(ABORT, 'blocked by the test'); END;");
+}
+
+struct ended_wait {
+    struct ch_env *e;
+    const char *job;
+};
+
+/* The job is in a terminal state without a terminal event. */
+static bool ended_silently(void *arg)
+{
+    struct ended_wait *w = arg;
+    struct job_rec j;
+    if (store_job_get(w->e->st, w->job, &j, NULL))
+        return false;
+    bool ended = j.state == JOB_DONE || j.state == JOB_FAILED;
+    job_rec_release(&j);
+    if (!ended)
+        return false;
+    struct job_event *ev = NULL;
+    size_t n = 0;
+    bool told = false;
+    if (store_job_events(w->e->st, w->job, 0, &ev, &n, NULL) == 0)
+        for (size_t i = 0; i < n; i++)
+            told |= strcmp(ev[i].step, "done") == 0 || strcmp(ev[i].step, "failed") == 0;
+    free(ev);
+    return !told;
+}
+
+static void test_terminal_event(void **unused)
+{
+    (void)unused;
+    struct ch_env e;
+    up(&e);
+    int vm = mk_vm(&e, "te-1");
+    char job[40], pw[16];
+    block_terminal_events(&e);
+    action(&e, vm, ACT_STOP, job);
+    struct ended_wait w = {&e, job};
+    /* the stop happens; the job must not end while its event cannot be written */
+    int64_t t0 = wall_now_ms();
+    while (strcmp(sim_power(&e, vm, pw), "stopped") != 0 && wall_now_ms() - t0 < 10000)
+        usleep(20000);
+    assert_string_equal(pw, "stopped");
+    if (h_wait(ended_silently, &w, 1500))
+        fail_msg("job %s ended without its terminal event", job);
+    ch_sql(&e, "DELETE FROM block_events");
+    struct job_rec j;
+    assert_int_equal(finish(&e, job, &j), JOB_DONE);
+    job_rec_release(&j);
+    assert_false(ended_silently(&w));
+    ch_down(&e);
+}
+
+/* ---- 8: a resize whose size check fails once ------------------------------------ */
+
+static void test_resize_verify(void **unused)
+{
+    (void)unused;
+    struct ch_env e;
+    up(&e);
+    int vm = mk_vm(&e, "rs-1");
+    char job[40], rule[512];
+    snprintf(rule, sizeof rule,
+             "{\"method\":\"PUT\",\"path\":\"/qemu/%d/resize$\",\"kind\":\"delay\","
+             "\"delay_ms\":600,\"count\":1}",
+             vm);
+    fault(&e, rule);
+    struct core_error ce = {0};
+    if (core_vm_resize(e.k, vm, NULL, 25, job, &ce))
+        fail_msg("resize refused: %s", ce.message);
+    wait_step(&e, job, "call");
+    snprintf(rule, sizeof rule,
+             "{\"method\":\"GET\",\"path\":\"/qemu/%d/config$\",\"kind\":\"error\",\"count\":2}",
+             vm);
+    fault(&e, rule);
+    struct job_rec j;
+    if (finish(&e, job, &j) != JOB_DONE)
+        fail_msg("resize: %s", j.error);
+    job_rec_release(&j);
+    faults_off(&e);
+    struct vm_rec v = live(&e, vm);
+    assert_int_equal(v.disk_gb, 25);
+    vm_rec_release(&v);
+    json_t *st = ch_state(&e);
+    json_t *sv = ch_state_vm(st, vm);
+    assert_int_equal(
+        ch_disk_gb(json_string_value(json_object_get(json_object_get(sv, "conf"), "scsi0"))), 25);
+    json_decref(st);
+    ch_down(&e);
+}
+
+/* ---- the record a job acts on ----------------------------------------------------- */
+
+/* A pause queued for alice's VM waits behind another job; meanwhile the
+ * VM's record is replaced by bob's (the VMID deleted and given again): the
+ * pause must not touch bob's VM. */
+static void test_record_changed(void **unused)
+{
+    (void)unused;
+    struct ch_env e;
+    up(&e);
+    int vm = mk_vm(&e, "rc-1");
+    /* a job of another instance holds the VMID */
+    struct job_rec b = {.state = JOB_RUNNING, .vmid = vm, .lease_until = wall_now_ms() + 3600000};
+    snprintf(b.kind, sizeof b.kind, "update");
+    snprintf(b.owner, sizeof b.owner, "alice");
+    snprintf(b.step, sizeof b.step, "call");
+    snprintf(b.lease_owner, sizeof b.lease_owner, "elsewhere:1");
+    b.request = json_object();
+    assert_int_equal(store_job_insert(e.st, &b, NULL), 0);
+    char job[40], pw[16];
+    action(&e, vm, ACT_PAUSE, job);
+    /* the record is replaced */
+    struct vm_rec old = live(&e, vm);
+    old.state = VMS_DELETED;
+    assert_int_equal(store_vm_update(e.st, &old, NULL), 0);
+    struct vm_rec nw = old;
+    nw.pending = NULL;
+    nw.id = 0;
+    nw.created_at = 0;
+    nw.state = VMS_ENABLED;
+    snprintf(nw.owner, sizeof nw.owner, "bob");
+    usleep(5000); /* a later creation time than the job's */
+    assert_int_equal(store_vm_insert(e.st, &nw, NULL), 0);
+    vm_rec_release(&old);
+    /* the blocker ends */
+    b.state = JOB_DONE;
+    b.lease_owner[0] = '\0';
+    assert_int_equal(store_job_update(e.st, &b, NULL), 0);
+    job_rec_release(&b);
+    struct job_rec j;
+    assert_int_equal(finish(&e, job, &j), JOB_FAILED);
+    assert_non_null(strstr(j.error, "changed since the job was queued"));
+    job_rec_release(&j);
+    assert_string_equal(sim_power(&e, vm, pw), "running");
+    struct vm_rec v = live(&e, vm);
+    assert_string_equal(v.owner, "bob");
+    assert_string_equal(v.power, "running");
+    vm_rec_release(&v);
+    ch_down(&e);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_power_reads),       cmocka_unit_test(test_delete_twice),
+        cmocka_unit_test(test_delete_during_job), cmocka_unit_test(test_terminal_event),
+        cmocka_unit_test(test_resize_verify),     cmocka_unit_test(test_record_changed),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
