@@ -665,10 +665,19 @@ void create_run(struct core *k, struct job_rec *j)
         attempt(&c, j->node, "node is no longer configured");
         snprintf(j->step, sizeof j->step, "place");
     }
+    /* the clone slot this run holds, and on which node: a slot is for the
+     * clone and its wait only, and always goes back to the node it came
+     * from (a failover moves j->node before the next slot is taken) */
     bool slot = false;
+    char slot_node[sizeof j->node] = "";
     while (!stopping(k)) {
         int rc = 0;
         const char *s = j->step;
+        if (slot && (strcmp(slot_node, j->node) != 0 ||
+                     (strcmp(s, "clone") != 0 && strcmp(s, "wait_clone") != 0))) {
+            clone_slot_give(k, slot_node, j->id);
+            slot = false;
+        }
         if (strcmp(s, "queued") == 0 || strcmp(s, "place") == 0) {
             if (!place_job(&c)) {
                 finish_failed(&c);
@@ -680,6 +689,7 @@ void create_run(struct core *k, struct job_rec *j)
             if (!clone_slot_take(k, j->node, j->id))
                 break;
             slot = true;
+            snprintf(slot_node, sizeof slot_node, "%s", j->node);
         }
         if (strcmp(s, "clone") == 0)
             rc = step_clone(&c);
@@ -699,8 +709,9 @@ void create_run(struct core *k, struct job_rec *j)
             break;
         else
             rc = -1;
-        if (slot && strcmp(j->step, "clone") != 0 && strcmp(j->step, "wait_clone") != 0) {
-            clone_slot_give(k, j->node, j->id);
+        if (slot && (strcmp(slot_node, j->node) != 0 ||
+                     (strcmp(j->step, "clone") != 0 && strcmp(j->step, "wait_clone") != 0))) {
+            clone_slot_give(k, slot_node, j->id);
             slot = false;
         }
         if (j->state == JOB_DONE || j->state == JOB_FAILED || rc == 2)
@@ -718,7 +729,7 @@ void create_run(struct core *k, struct job_rec *j)
         }
         if (rc == -1) { /* something may be left on the node */
             if (slot) {
-                clone_slot_give(k, j->node, j->id);
+                clone_slot_give(k, slot_node, j->id);
                 slot = false;
             }
             job_checkpoint(
@@ -727,7 +738,11 @@ void create_run(struct core *k, struct job_rec *j)
                     json_array_get(j->attempts, json_array_size(j->attempts) - 1), "error")));
             continue;
         }
-        if (rc == -2) { /* nothing was made on the node */
+        if (rc == -2) { /* nothing was made on the node: its slot goes back first */
+            if (slot) {
+                clone_slot_give(k, slot_node, j->id);
+                slot = false;
+            }
             core_note_failover(k, j->node);
             log_warn("job", "job=%s vmid=%d node=%s failover: the creation moves on", j->id,
                      j->vmid, j->node);
@@ -738,6 +753,6 @@ void create_run(struct core *k, struct job_rec *j)
         c.resumed = false;
     }
     if (slot)
-        clone_slot_give(k, j->node, j->id);
+        clone_slot_give(k, slot_node, j->id);
     place_forget(k->pl, j->id, mono_ms());
 }
