@@ -764,6 +764,13 @@ static int step_cleanup(struct ctx *c)
 {
     struct pve_error e = {0};
     struct pve_vm_config cfg;
+    if (!fleet_node_up(c->k->fl, c->j->node)) {
+        /* it just failed at the network level (or is known down): another
+         * round of timeouts would only delay the failover */
+        snprintf(e.message, sizeof e.message, "node %s is down", c->j->node);
+        e.cls = PVE_E_OTHER;
+        return leave(c, "its node does not answer", &e);
+    }
     enum probe p = probe_again(c, &cfg, &e);
     if (p == PROBE_OURS || p == PROBE_FOREIGN) {
         bool cloning = strcmp(cfg.lock, "clone") == 0;

@@ -525,6 +525,8 @@ static void test_node_death(void **unused)
             fail_msg("sv1 is not used again");
         sleep_ms(50);
     }
+    /* placed there for sure: sv1 first in file order */
+    e.cfg->placement = PLACE_ORDERED;
     submit_n(&e, "after", AFTER_N, djobs + DEATH_N);
     int on_sv1 = 0;
     for (int i = 1 + DEATH_N; i < 1 + DEATH_N + AFTER_N; i++) {
@@ -539,7 +541,7 @@ static void test_node_death(void **unused)
     print_message("[ figures  ] sv1 cleaned %lld ms after it came back; %d of %d later creations "
                   "placed there\n",
                   (long long)(t_back - (end - DEATH_MS)), on_sv1, AFTER_N);
-    assert_true(on_sv1 > 0);
+    assert_int_equal(on_sv1, AFTER_N);
     check_world(&e, jobs, 1 + DEATH_N + AFTER_N);
     ch_down(&e);
 }
