@@ -395,6 +395,8 @@ static int wait_unlocked(struct ctx *c, long deadline_ms, struct pve_error *err)
             return rc;
         fails = 0;
         bool locked = cfg.lock[0] != '\0';
+        char cfg_lock[32];
+        snprintf(cfg_lock, sizeof cfg_lock, "%s", cfg.lock);
         c->have_disk = !locked;
         snprintf(c->disk, sizeof c->disk, "%s", cfg.bootdisk[0] ? cfg.bootdisk : "scsi0");
         c->disk_size = cfg.bootdisk_size;
@@ -402,9 +404,10 @@ static int wait_unlocked(struct ctx *c, long deadline_ms, struct pve_error *err)
         if (!locked)
             return 0;
         if (mono_ms() > end || stopping(c->k)) {
-            snprintf(err->message, sizeof err->message, "VM is still locked");
-            err->cls = PVE_E_LOCK;
-            return PVE_E_LOCK;
+            /* a deadline passed, not a lock timeout to try again at once */
+            snprintf(err->message, sizeof err->message, "VM is still locked (%s)", cfg_lock);
+            err->cls = PVE_E_TIMEOUT;
+            return PVE_E_TIMEOUT;
         }
         sleep_ms(pause);
         pause = pause < 1000 ? pause * 2 : 1000;
