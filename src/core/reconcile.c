@@ -191,8 +191,7 @@ static void marker_job(const char *description, char job[40])
     const char *m = strstr(description, MARKER);
     job[0] = '\0';
     if (m)
-        snprintf(job, 40, "%.*s", (int)strcspn(m + strlen(MARKER), " \n\r\t"),
-                 m + strlen(MARKER));
+        snprintf(job, 40, "%.*s", (int)strcspn(m + strlen(MARKER), " \n\r\t"), m + strlen(MARKER));
 }
 
 /* Is `job` a creation this database knows? */
@@ -257,8 +256,9 @@ static bool clone_running(struct core *k, const struct leftover *l)
     char upid[PVE_UPID_MAX];
     struct pve_task t;
     struct pve_error e;
-    bool running = tpl && pve_find_clone_task(fleet_client(k->fl, l->node), l->node, tpl, l->vmid,
-                                              j.created_at / 1000, upid) &&
+    bool running = tpl &&
+                   pve_find_clone_task(fleet_client(k->fl, l->node), l->node, tpl, l->vmid,
+                                       j.created_at / 1000, upid) &&
                    (pve_task_status(fleet_client(k->fl, l->node), upid, &t, &e) != 0 || t.running);
     job_rec_release(&j);
     return running;
@@ -277,8 +277,8 @@ static void settle_leftover(struct core *k, const struct leftover *l, struct rec
     if (rc == PVE_E_NOTFOUND) {
         if (clone_running(k, l))
             return; /* its config has not appeared yet */
-        log_info("reconcile", "vmid=%d node=%s leftover of job %s was never made", l->vmid,
-                 l->node, l->job);
+        log_info("reconcile", "vmid=%d node=%s leftover of job %s was never made", l->vmid, l->node,
+                 l->job);
         store_leftover_done(k->st, l->vmid, l->node, q, NULL);
         return;
     }
@@ -306,8 +306,7 @@ static void settle_leftover(struct core *k, const struct leftover *l, struct rec
                  l->node, l->job, e.message);
         return;
     }
-    log_warn("reconcile", "vmid=%d node=%s partial VM of job %s removed", l->vmid, l->node,
-             l->job);
+    log_warn("reconcile", "vmid=%d node=%s partial VM of job %s removed", l->vmid, l->node, l->job);
     store_leftover_done(k->st, l->vmid, l->node, q, NULL);
     rep->partial_removed++;
 }
