@@ -31,6 +31,11 @@
 
 #define GiB (1024LL * 1024 * 1024)
 #define MiB (1024LL * 1024)
+/* The reconciler runs on the keeper thread, which also renews the leases
+ * of running jobs (30 s): a removal that takes longer is given up and
+ * tried again on the next pass. */
+#define DESTROY_STOP_MS 15000
+#define DESTROY_DELETE_MS 15000
 
 static int cmp_vmid(const void *a, const void *b)
 {
@@ -229,13 +234,13 @@ static int destroy(struct core *k, const char *node, int vmid, struct pve_error 
     if (rc == 0 && strcmp(st.status, "stopped") != 0) {
         rc = pve_vm_power(pc, node, vmid, PVE_POWER_STOP, NULL, upid, e);
         if (rc == 0)
-            rc = pve_task_wait(pc, upid, 120000, NULL, NULL, &t, e);
+            rc = pve_task_wait(pc, upid, DESTROY_STOP_MS, NULL, NULL, &t, e);
     }
     if (rc == 0) {
         struct pve_delete_opts d = {.purge = true, .destroy_unreferenced = true};
         rc = pve_vm_delete(pc, node, vmid, &d, upid, e);
         if (rc == 0)
-            rc = pve_task_wait(pc, upid, 300000, NULL, NULL, &t, e);
+            rc = pve_task_wait(pc, upid, DESTROY_DELETE_MS, NULL, NULL, &t, e);
     }
     if (rc == PVE_E_NOTFOUND)
         rc = 0;
