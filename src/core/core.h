@@ -129,8 +129,9 @@ struct reconcile_report {
     int resized; /* cores, memory or disk taken over */
     int lost;    /* records whose VM was deleted outside proxd */
     int stuck;   /* records driven out of a transient state */
-    int orphans; /* tagged VMs without a record */
+    int orphans; /* tagged VMs without a record and without a known creation */
     int orphans_deleted;
+    int partial_removed; /* half-made VMs of proxd's own creations removed */
 };
 int core_reconcile(struct core *k, struct reconcile_report *rep);
 

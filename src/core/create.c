@@ -24,6 +24,12 @@
 #define MiB (1024LL * 1024)
 #define CLONE_DEADLINE_MS (3600 * 1000L)
 #define STEP_DEADLINE_MS (600 * 1000L)
+/* A call that fails transiently (a 500, a lock timeout) is made again this
+ * many times in all, 250 ms, 500 ms, 1 s apart, before the attempt gives
+ * up; a network failure is not (libpve retried it already: the node does
+ * not answer, and the creation should fail over now). */
+#define TRIES 4
+#define UNLOCK_WAIT_MS (30 * 1000L) /* cleanup's wait for a VM's lock to go */
 
 struct ctx {
     struct core *k;
@@ -40,7 +46,18 @@ struct ctx {
     bool have_disk;
     char disk[16];
     int64_t disk_size;
+    bool keep_vmid; /* failing: the VMID is held by a leftover or is foreign */
 };
+
+static bool transient(const struct pve_error *e)
+{
+    return e->cls == PVE_E_OTHER || e->cls == PVE_E_LOCK;
+}
+
+static void backoff(int attempt)
+{
+    sleep_ms(250L << (attempt < 3 ? attempt : 2));
+}
 
 static bool stopping(struct core *k)
 {
@@ -75,9 +92,42 @@ static bool tried(struct ctx *c, const char *node)
     return false;
 }
 
-static int wait_task(struct ctx *c, const char *upid, long deadline_ms, struct pve_error *err)
+static int tick_stopping(void *ud)
 {
-    return core_wait_task(c->k, c->pc, upid, deadline_ms, err);
+    return stopping(ud);
+}
+
+/* Wait for a task (pve_task_wait's schedule over the whole wait); -1 when
+ * the core is stopping (the job resumes later). A status read that fails
+ * transiently is made again (TRIES in a row). *ended (may be NULL) tells
+ * whether the task was seen to end: when not, it may still be running. */
+static int wait_task(struct ctx *c, const char *upid, long deadline_ms, bool *ended,
+                     struct pve_error *err)
+{
+    int64_t end = mono_ms() + deadline_ms;
+    int fails = 0;
+    if (ended)
+        *ended = false;
+    for (;;) {
+        struct pve_task t = {0};
+        long left = (long)(end - mono_ms());
+        struct pve_wait_opts o = {
+            .deadline_ms = left > 0 ? left : 1, .tick = tick_stopping, .tick_ms = 500, .ud = c->k};
+        int rc = pve_task_wait_opts(c->pc, upid, &o, &t, err);
+        if (rc == 0 || t.exitstatus[0]) { /* it ended, well or not */
+            if (ended)
+                *ended = true;
+            return rc;
+        }
+        if (stopping(c->k))
+            return -1;
+        if (rc == PVE_E_TIMEOUT || !transient(err) || ++fails >= TRIES || mono_ms() >= end)
+            return rc;
+        /* its status could not be read: again, a few times */
+        log_warn("job", "job=%s task %s: status not read (%s); again", c->j->id, upid,
+                 err->message);
+        backoff(fails - 1);
+    }
 }
 
 /* ---- placement ------------------------------------------------------------ */
@@ -203,7 +253,8 @@ static void finish_failed(struct ctx *c)
     snprintf(c->j->error, sizeof c->j->error, "no node could create the VM: %s", buf_str(&b));
     buf_release(&b);
     store_release_capacity(k->st, c->j->id, NULL);
-    store_vmid_release(k->st, c->j->vmid, k->cfg->quarantine_s * 1000, NULL);
+    if (!c->keep_vmid)
+        store_vmid_release(k->st, c->j->vmid, k->cfg->quarantine_s * 1000, NULL);
     struct vm_rec v;
     if (store_vm_get(k->st, c->j->vmid, &v, NULL) == 0) {
         v.state = VMS_FAILED;
@@ -239,14 +290,14 @@ static void finish_done(struct ctx *c)
     job_checkpoint(k, c->j, "done", 100, "VM %d runs on %s", c->j->vmid, c->j->node);
 }
 
-/* The VMID is taken on Proxmox by something that is not ours: never use it
- * again while it exists, take another one, and carry on. */
-static bool reallocate(struct ctx *c, const char *why)
+/* The request goes on under a new VMID (the old one is foreign, or held by
+ * a leftover): a new record, the old one closed with `record_error`, and
+ * the job moved to `step` with no task. When no VMID is left the job fails,
+ * keeping the old VMID out of circulation. */
+static bool move_vmid(struct ctx *c, const char *step, const char *record_error, const char *event)
 {
     struct core *k = c->k;
     int old = c->j->vmid;
-    store_vmid_mark_foreign(k->st, old, NULL);
-    fleet_vm_added(k->fl, old, c->j->node);
     const struct cfg_os *os = config_os(k->cfg, c->os);
     struct vmid_range ranges[2] = {{os->range_lo, os->range_hi},
                                    {k->cfg->fallback_lo, k->cfg->fallback_hi}};
@@ -259,6 +310,8 @@ static bool reallocate(struct ctx *c, const char *why)
     free(taken);
     if (rc) {
         attempt(c, c->j->node, se.message);
+        c->keep_vmid = true;
+        finish_failed(c);
         return false;
     }
     /* store_vm_update never changes a record's VMID: the request goes on
@@ -273,18 +326,31 @@ static bool reallocate(struct ctx *c, const char *why)
             vm_rec_release(&v);
             store_vmid_release(k->st, vmid, 0, NULL);
             attempt(c, c->j->node, se.message);
+            c->keep_vmid = true;
+            finish_failed(c);
             return false;
         }
         v.state = VMS_FAILED;
-        snprintf(v.error, sizeof v.error, "VMID %d exists outside proxd; the request went on as %d",
-                 old, vmid);
+        snprintf(v.error, sizeof v.error, "%s; the request went on as %d", record_error, vmid);
         store_vm_update(k->st, &v, NULL);
         vm_rec_release(&v);
     }
     c->j->vmid = vmid;
-    job_checkpoint(k, c->j, "clone", -1, "VMID %d exists outside proxd (%s); using %d", old, why,
-                   vmid);
+    c->j->upid[0] = '\0';
+    job_checkpoint(k, c->j, step, -1, "%s; using %d", event, vmid);
     return true;
+}
+
+/* The VMID is taken on Proxmox by something that is not ours: never use it
+ * again while it exists, take another one, and carry on. */
+static bool reallocate(struct ctx *c, const char *why)
+{
+    char rec[128], ev[700];
+    store_vmid_mark_foreign(c->k->st, c->j->vmid, NULL);
+    fleet_vm_added(c->k->fl, c->j->vmid, c->j->node);
+    snprintf(rec, sizeof rec, "VMID %d exists outside proxd", c->j->vmid);
+    snprintf(ev, sizeof ev, "VMID %d exists outside proxd (%.500s)", c->j->vmid, why);
+    return move_vmid(c, "clone", rec, ev);
 }
 
 /* ---- looking at Proxmox ------------------------------------------------------ */
@@ -311,17 +377,26 @@ static enum probe probe_vm(struct ctx *c, struct pve_vm_config *cfg, struct pve_
 }
 
 /* Wait until the VM's config lock is gone (other clients see a clone's lock
- * outlive its task on busy nodes); remember the boot disk on the way. */
-static int wait_unlocked(struct ctx *c, struct pve_error *err)
+ * outlive its task on busy nodes); remember the boot disk on the way. A
+ * read that fails transiently is made again (TRIES in a row). */
+static int wait_unlocked(struct ctx *c, long deadline_ms, struct pve_error *err)
 {
-    int64_t end = mono_ms() + STEP_DEADLINE_MS;
+    int64_t end = mono_ms() + deadline_ms;
     long pause = 50;
+    int fails = 0;
     for (;;) {
         struct pve_vm_config cfg;
         int rc = pve_vm_config_get(c->pc, c->j->node, c->j->vmid, false, &cfg, err);
+        if (rc && transient(err) && ++fails < TRIES && !stopping(c->k)) {
+            backoff(fails - 1);
+            continue;
+        }
         if (rc)
             return rc;
+        fails = 0;
         bool locked = cfg.lock[0] != '\0';
+        char cfg_lock[32];
+        snprintf(cfg_lock, sizeof cfg_lock, "%s", cfg.lock);
         c->have_disk = !locked;
         snprintf(c->disk, sizeof c->disk, "%s", cfg.bootdisk[0] ? cfg.bootdisk : "scsi0");
         c->disk_size = cfg.bootdisk_size;
@@ -329,9 +404,10 @@ static int wait_unlocked(struct ctx *c, struct pve_error *err)
         if (!locked)
             return 0;
         if (mono_ms() > end || stopping(c->k)) {
-            snprintf(err->message, sizeof err->message, "VM is still locked");
-            err->cls = PVE_E_LOCK;
-            return PVE_E_LOCK;
+            /* a deadline passed, not a lock timeout to try again at once */
+            snprintf(err->message, sizeof err->message, "VM is still locked (%s)", cfg_lock);
+            err->cls = PVE_E_TIMEOUT;
+            return PVE_E_TIMEOUT;
         }
         sleep_ms(pause);
         pause = pause < 1000 ? pause * 2 : 1000;
@@ -402,10 +478,21 @@ static int step_wait_clone(struct ctx *c)
 {
     struct pve_error e = {0};
     if (c->j->upid[0]) {
-        int rc = wait_task(c, c->j->upid, CLONE_DEADLINE_MS, &e);
+        bool ended;
+        int rc = wait_task(c, c->j->upid, CLONE_DEADLINE_MS, &ended, &e);
         if (rc == -1)
             return 2; /* stopping */
         place_copy_end(c->k->pl, c->j->id, rc == 0, mono_ms());
+        if (rc && !ended) {
+            /* the clone may still run: cleanup will not take "no config"
+             * for "nothing made" (its config appears only once it runs) */
+            char m[PVE_MSG_MAX + 64];
+            snprintf(m, sizeof m, "clone task not seen to end: %s", e.message);
+            if (e.cls == PVE_E_NETWORK)
+                fleet_node_failed(c->k->fl, c->j->node, e.message);
+            attempt(c, c->j->node, m);
+            return -1;
+        }
         if (rc) {
             attempt(c, c->j->node, e.message);
             if (strstr(e.message, "already exists") || strstr(e.message, "File exists"))
@@ -413,8 +500,10 @@ static int step_wait_clone(struct ctx *c)
             return -1;
         }
     }
-    int rc = wait_unlocked(c, &e);
+    int rc = wait_unlocked(c, STEP_DEADLINE_MS, &e);
     if (rc) {
+        if (e.cls == PVE_E_NETWORK)
+            fleet_node_failed(c->k->fl, c->j->node, e.message);
         attempt(c, c->j->node, e.message);
         return -1;
     }
@@ -477,7 +566,7 @@ static int step_resize(struct ctx *c)
         rc = pve_vm_resize(c->pc, c->j->node, c->j->vmid, disk, size, c->j->upid, &e);
         if (!rc && c->j->upid[0]) {
             job_checkpoint(c->k, c->j, NULL, -1, "growing %s to %s (%s)", disk, size, c->j->upid);
-            rc = wait_task(c, c->j->upid, STEP_DEADLINE_MS, &e);
+            rc = wait_task(c, c->j->upid, STEP_DEADLINE_MS, NULL, &e);
             if (rc == -1)
                 return 2;
         }
@@ -526,7 +615,7 @@ static int step_start(struct ctx *c)
         rc = pve_vm_power(c->pc, c->j->node, c->j->vmid, PVE_POWER_START, NULL, c->j->upid, &e);
     if (!rc) {
         job_checkpoint(c->k, c->j, NULL, -1, "starting (%s)", c->j->upid);
-        rc = wait_task(c, c->j->upid, STEP_DEADLINE_MS, &e);
+        rc = wait_task(c, c->j->upid, STEP_DEADLINE_MS, NULL, &e);
         if (rc == -1)
             return 2;
     }
@@ -556,51 +645,166 @@ static int step_verify(struct ctx *c)
     return 0;
 }
 
-/* Remove what this attempt left on the node: stop, wait for locks, destroy
- * with purge, confirm it is gone. Returns 0 when nothing is left. */
+/* ---- cleanup ----------------------------------------------------------------- */
+
+/* Did the clone this attempt sent end? Right after the request its VM's
+ * config does not exist yet, so "no config" means "nothing made" only once
+ * the clone task is seen to have ended (or was never sent). */
+enum clone_seen { CLONE_ENDED, CLONE_RUNNING, CLONE_UNSEEN };
+
+static enum clone_seen clone_seen(struct ctx *c, struct pve_error *e)
+{
+    char upid[PVE_UPID_MAX];
+    struct pve_task t;
+    snprintf(upid, sizeof upid, "%s", c->j->upid);
+    if (!upid[0]) {
+        /* a clone request whose answer was lost (or one before a crash) */
+        if (!pve_find_clone_task(c->pc, c->j->node, config_template(c->cn, c->os), c->j->vmid,
+                                 c->j->created_at / 1000, upid))
+            return CLONE_ENDED;
+    } else if (pve_upid_parse(upid, &t) != 0 || strcmp(t.type, "qmclone") != 0) {
+        return CLONE_ENDED; /* the clone ended before a later step's task */
+    }
+    for (int i = 0; i < TRIES; i++) {
+        if (i)
+            backoff(i - 1);
+        if (pve_task_status(c->pc, upid, &t, e) == 0)
+            return t.running ? CLONE_RUNNING : CLONE_ENDED;
+        if (!transient(e))
+            break;
+    }
+    return CLONE_UNSEEN;
+}
+
+/* Is there a VM with our VMID on the node, and is it ours? Reads that fail
+ * transiently are made again (TRIES). */
+static enum probe probe_again(struct ctx *c, struct pve_vm_config *cfg, struct pve_error *e)
+{
+    for (int i = 0;; i++) {
+        enum probe p = probe_vm(c, cfg, e);
+        if (p != PROBE_ERROR || !transient(e) || i + 1 >= TRIES || stopping(c->k))
+            return p;
+        backoff(i);
+    }
+}
+
+/* Stop and destroy our half-made VM (wait for its lock, destroy with
+ * purge), each try after a transient failure starting over. 0 when gone. */
+static int remove_ours(struct ctx *c, struct pve_error *e)
+{
+    const char *node = c->j->node;
+    int vmid = c->j->vmid, rc = 0;
+    for (int i = 0; i < TRIES; i++) {
+        if (i)
+            backoff(i - 1);
+        struct pve_vm_status st;
+        char upid[PVE_UPID_MAX] = "";
+        rc = pve_vm_status(c->pc, node, vmid, &st, e);
+        if (rc == 0 && strcmp(st.status, "stopped") != 0) {
+            rc = pve_vm_power(c->pc, node, vmid, PVE_POWER_STOP, NULL, upid, e);
+            if (rc == 0)
+                rc = wait_task(c, upid, UNLOCK_WAIT_MS, NULL, e);
+        }
+        if (rc == 0)
+            rc = wait_unlocked(c, UNLOCK_WAIT_MS, e);
+        if (rc == 0) {
+            struct pve_delete_opts d = {.purge = true, .destroy_unreferenced = true};
+            rc = pve_vm_delete(c->pc, node, vmid, &d, upid, e);
+            if (rc == 0)
+                rc = wait_task(c, upid, STEP_DEADLINE_MS, NULL, e);
+        }
+        if (rc == 0 || rc == PVE_E_NOTFOUND)
+            return 0;
+        if (rc == -1) { /* stopping */
+            snprintf(e->message, sizeof e->message, "proxd is stopping");
+            e->cls = PVE_E_OTHER;
+            return rc;
+        }
+        log_warn("job", "job=%s vmid=%d node=%s removing the partial VM failed: %s", c->j->id, vmid,
+                 node, e->message);
+        if (!transient(e) || stopping(c->k))
+            break;
+    }
+    return rc;
+}
+
+/* What this attempt made cannot be removed now (the node does not answer,
+ * keeps failing, or its clone may still run): record it as a leftover, the
+ * durable work that the reconciler finishes once the node answers, and let
+ * the request go on under another VMID (this one stays reserved to the job
+ * until the leftover is gone). Returns 3 (next node), or 0 with the job
+ * failed when no VMID is left. */
+static int leave(struct ctx *c, const char *what, const struct pve_error *e)
+{
+    struct core *k = c->k;
+    int old = c->j->vmid;
+    struct store_error se;
+    log_warn("job", "job=%s vmid=%d node=%s %s (%s): left for the reconciler to remove", c->j->id,
+             old, c->j->node, what, e->message);
+    if (e->cls == PVE_E_NETWORK)
+        fleet_node_failed(k->fl, c->j->node, e->message);
+    store_release_capacity(k->st, c->j->id, NULL);
+    if (store_leftover_add(k->st, old, c->j->node, c->j->id, &se) != 0) {
+        /* never hand the VMID out again; the reconciler still finds the VM
+         * by its creation marker */
+        log_error("job", "job=%s vmid=%d leftover not recorded (%s): VMID set aside", c->j->id, old,
+                  se.message);
+        store_vmid_mark_foreign(k->st, old, NULL);
+    }
+    char rec[256], ev[PVE_MSG_MAX + 256];
+    snprintf(rec, sizeof rec, "a partial VM %d on %s is left for the reconciler to remove", old,
+             c->j->node);
+    snprintf(ev, sizeof ev,
+             "VM %d on %s could not be removed now (%s: %.600s): left for the reconciler", old,
+             c->j->node, what, e->message);
+    return move_vmid(c, "place", rec, ev) ? 3 : 0;
+}
+
+/* Remove what this attempt left on the node. Returns 3 when the creation
+ * may move on (nothing is left, or what is left is recorded), 2 when the
+ * core stops (resume here), 0 when the job ended. */
 static int step_cleanup(struct ctx *c)
 {
     struct pve_error e = {0};
     struct pve_vm_config cfg;
-    enum probe p = probe_vm(c, &cfg, &e);
-    if (p == PROBE_OURS || p == PROBE_FOREIGN)
-        pve_vm_config_release(&cfg);
-    if (p == PROBE_ERROR) {
-        /* the node cannot be reached: the partial VM waits for the reconciler;
-         * its VMID must not be handed out again meanwhile */
-        log_warn("job",
-                 "job=%s vmid=%d node=%s cannot clean up now (%s); leaving it to the "
-                 "reconciler",
-                 c->j->id, c->j->vmid, c->j->node, e.message);
-        fleet_node_failed(c->k->fl, c->j->node, e.message);
-        store_release_capacity(c->k->st, c->j->id, NULL);
-        return reallocate(c, "partial VM on an unreachable node") ? 0 : -2;
+    if (!fleet_node_up(c->k->fl, c->j->node)) {
+        /* it just failed at the network level (or is known down): another
+         * round of timeouts would only delay the failover */
+        snprintf(e.message, sizeof e.message, "node %s is down", c->j->node);
+        e.cls = PVE_E_OTHER;
+        return leave(c, "its node does not answer", &e);
     }
-    if (p == PROBE_FOREIGN)
-        return reallocate(c, "not ours") ? 0 : -2;
-    if (p == PROBE_OURS) {
-        struct pve_vm_status st;
-        char upid[PVE_UPID_MAX] = "";
-        if (pve_vm_status(c->pc, c->j->node, c->j->vmid, &st, &e) == 0 &&
-            strcmp(st.status, "stopped") != 0 &&
-            pve_vm_power(c->pc, c->j->node, c->j->vmid, PVE_POWER_STOP, NULL, upid, &e) == 0)
-            wait_task(c, upid, STEP_DEADLINE_MS, &e);
-        wait_unlocked(c, &e);
-        struct pve_delete_opts d = {.purge = true, .destroy_unreferenced = true};
-        int rc = pve_vm_delete(c->pc, c->j->node, c->j->vmid, &d, upid, &e);
-        if (!rc)
-            rc = wait_task(c, upid, STEP_DEADLINE_MS, &e);
-        if (rc && rc != PVE_E_NOTFOUND) {
-            log_warn("job", "job=%s vmid=%d node=%s cleanup failed: %s", c->j->id, c->j->vmid,
-                     c->j->node, e.message);
-            return -3; /* try again */
+    enum probe p = probe_again(c, &cfg, &e);
+    if (p == PROBE_OURS || p == PROBE_FOREIGN) {
+        bool cloning = strcmp(cfg.lock, "clone") == 0;
+        pve_vm_config_release(&cfg);
+        if (p == PROBE_FOREIGN)
+            return reallocate(c, "not ours") ? 3 : 0;
+        if (cloning && clone_seen(c, &e) != CLONE_ENDED) {
+            if (!e.message[0])
+                snprintf(e.message, sizeof e.message, "its clone is still running");
+            return leave(c, "the clone is still running", &e);
         }
+        if (remove_ours(c, &e) != 0)
+            return stopping(c->k) ? 2 : leave(c, "removing it failed", &e);
         log_info("job", "job=%s vmid=%d node=%s partial VM removed", c->j->id, c->j->vmid,
                  c->j->node);
+    } else if (p == PROBE_ERROR) {
+        if (stopping(c->k))
+            return 2;
+        return leave(c, "its config cannot be read", &e);
+    } else { /* no config: proven nothing only if the clone is seen to have ended */
+        enum clone_seen cs = clone_seen(c, &e);
+        if (cs == CLONE_RUNNING) {
+            snprintf(e.message, sizeof e.message, "clone task %.200s still running", c->j->upid);
+            return leave(c, "the clone may still make it", &e);
+        }
+        if (cs == CLONE_UNSEEN)
+            return leave(c, "the clone task cannot be seen", &e);
     }
     fleet_vm_removed(c->k->fl, c->j->vmid);
     store_release_capacity(c->k->st, c->j->id, NULL);
-    return 0;
+    return 3;
 }
 
 /* ---- the machine -------------------------------------------------------------- */
@@ -665,10 +869,19 @@ void create_run(struct core *k, struct job_rec *j)
         attempt(&c, j->node, "node is no longer configured");
         snprintf(j->step, sizeof j->step, "place");
     }
+    /* the clone slot this run holds, and on which node: a slot is for the
+     * clone and its wait only, and always goes back to the node it came
+     * from (a failover moves j->node before the next slot is taken) */
     bool slot = false;
+    char slot_node[sizeof j->node] = "";
     while (!stopping(k)) {
         int rc = 0;
         const char *s = j->step;
+        if (slot && (strcmp(slot_node, j->node) != 0 ||
+                     (strcmp(s, "clone") != 0 && strcmp(s, "wait_clone") != 0))) {
+            clone_slot_give(k, slot_node, j->id);
+            slot = false;
+        }
         if (strcmp(s, "queued") == 0 || strcmp(s, "place") == 0) {
             if (!place_job(&c)) {
                 finish_failed(&c);
@@ -680,6 +893,7 @@ void create_run(struct core *k, struct job_rec *j)
             if (!clone_slot_take(k, j->node, j->id))
                 break;
             slot = true;
+            snprintf(slot_node, sizeof slot_node, "%s", j->node);
         }
         if (strcmp(s, "clone") == 0)
             rc = step_clone(&c);
@@ -694,13 +908,14 @@ void create_run(struct core *k, struct job_rec *j)
         else if (strcmp(s, "verify") == 0)
             rc = step_verify(&c);
         else if (strcmp(s, "cleanup") == 0)
-            rc = step_cleanup(&c) == 0 ? 3 : -3;
+            rc = step_cleanup(&c);
         else if (strcmp(s, "done") == 0 || strcmp(s, "failed") == 0)
             break;
         else
             rc = -1;
-        if (slot && strcmp(j->step, "clone") != 0 && strcmp(j->step, "wait_clone") != 0) {
-            clone_slot_give(k, j->node, j->id);
+        if (slot && (strcmp(slot_node, j->node) != 0 ||
+                     (strcmp(j->step, "clone") != 0 && strcmp(j->step, "wait_clone") != 0))) {
+            clone_slot_give(k, slot_node, j->id);
             slot = false;
         }
         if (j->state == JOB_DONE || j->state == JOB_FAILED || rc == 2)
@@ -712,13 +927,9 @@ void create_run(struct core *k, struct job_rec *j)
             job_checkpoint(k, j, "place", 10, "attempt on %s abandoned", j->node);
             continue;
         }
-        if (rc == -3) { /* cleanup must be retried */
-            sleep_ms(1000);
-            continue;
-        }
         if (rc == -1) { /* something may be left on the node */
             if (slot) {
-                clone_slot_give(k, j->node, j->id);
+                clone_slot_give(k, slot_node, j->id);
                 slot = false;
             }
             job_checkpoint(
@@ -727,7 +938,11 @@ void create_run(struct core *k, struct job_rec *j)
                     json_array_get(j->attempts, json_array_size(j->attempts) - 1), "error")));
             continue;
         }
-        if (rc == -2) { /* nothing was made on the node */
+        if (rc == -2) { /* nothing was made on the node: its slot goes back first */
+            if (slot) {
+                clone_slot_give(k, slot_node, j->id);
+                slot = false;
+            }
             core_note_failover(k, j->node);
             log_warn("job", "job=%s vmid=%d node=%s failover: the creation moves on", j->id,
                      j->vmid, j->node);
@@ -738,6 +953,6 @@ void create_run(struct core *k, struct job_rec *j)
         c.resumed = false;
     }
     if (slot)
-        clone_slot_give(k, j->node, j->id);
+        clone_slot_give(k, slot_node, j->id);
     place_forget(k->pl, j->id, mono_ms());
 }

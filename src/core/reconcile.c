@@ -8,8 +8,14 @@
  *    held them answered this round: an unreachable node is not a deletion);
  *  - records stuck in "creating" or "deleting" with no job left to finish
  *    them are driven to a final state;
- *  - VMs that carry proxd's tag (or its creation marker) but have no record
- *    are reported as orphans, and deleted only when delete_orphans is set.
+ *  - half-made VMs of proxd's own creations are removed: the leftovers a
+ *    creation recorded when it could not remove them itself (the node did
+ *    not answer, kept failing, or the clone could not be seen to end), and
+ *    any VM without a record whose creation marker ("proxd job <id>") names
+ *    a creation job proxd knows;
+ *  - VMs that carry proxd's tag (or a marker) but have no record and no
+ *    known creation are reported as orphans, and deleted only when
+ *    delete_orphans is set.
  * Jobs whose runner died are not handled here: their expired lease makes
  * the workers claim and resume them. VMs without proxd's tag or marker are
  * never touched. Every repair is logged. */
@@ -25,6 +31,11 @@
 
 #define GiB (1024LL * 1024 * 1024)
 #define MiB (1024LL * 1024)
+/* The reconciler runs on the keeper thread, which also renews the leases
+ * of running jobs (30 s): a removal that takes longer is given up and
+ * tried again on the next pass. */
+#define DESTROY_STOP_MS 15000
+#define DESTROY_DELETE_MS 15000
 
 static int cmp_vmid(const void *a, const void *b)
 {
@@ -201,20 +212,27 @@ static void check_record(struct core *k, struct vm_rec *v, const struct fleet_vm
     rep->lost++;
 }
 
-/* Is this VM one of ours (tag, or the creation marker of a clone that was
- * never configured)? Reads the config only for candidates. */
-static bool is_ours(struct core *k, const struct fleet_vm *fv)
+#define MARKER "proxd job "
+
+/* The creation job named by a VM's marker ("proxd job <id>" in its
+ * description), or "" when it has none. */
+static void marker_job(const char *description, char job[40])
 {
-    if (core_has_tag(fv->tags, k->cfg->tag))
-        return true;
-    pve_client *pc = fleet_client(k->fl, fv->node);
-    struct pve_vm_config cfg;
-    struct pve_error e;
-    if (!pc || pve_vm_config_get(pc, fv->node, fv->vmid, false, &cfg, &e))
+    const char *m = strstr(description, MARKER);
+    job[0] = '\0';
+    if (m)
+        snprintf(job, 40, "%.*s", (int)strcspn(m + strlen(MARKER), " \n\r\t"), m + strlen(MARKER));
+}
+
+/* Is `job` a creation this database knows? */
+static bool known_creation(struct core *k, const char *job)
+{
+    struct job_rec j;
+    if (!job[0] || store_job_get(k->st, job, &j, NULL))
         return false;
-    bool ours = strncmp(cfg.description, "proxd job ", 10) == 0;
-    pve_vm_config_release(&cfg);
-    return ours;
+    bool create = strcmp(j.kind, "create") == 0;
+    job_rec_release(&j);
+    return create;
 }
 
 static bool in_our_ranges(struct core *k, int vmid)
@@ -226,21 +244,162 @@ static bool in_our_ranges(struct core *k, int vmid)
     return c->fallback_lo && vmid >= c->fallback_lo && vmid <= c->fallback_hi;
 }
 
-static void delete_orphan(struct core *k, const struct fleet_vm *fv)
+/* Stop (if it runs) and destroy a VM of ours with purge. 0 when it is gone. */
+static int destroy(struct core *k, const char *node, int vmid, struct pve_error *e)
 {
-    pve_client *pc = fleet_client(k->fl, fv->node);
-    struct pve_error e;
+    pve_client *pc = fleet_client(k->fl, node);
     char upid[PVE_UPID_MAX] = "";
     struct pve_task t;
-    if (strcmp(fv->status, "running") == 0 &&
-        pve_vm_power(pc, fv->node, fv->vmid, PVE_POWER_STOP, NULL, upid, &e) == 0)
-        pve_task_wait(pc, upid, 120000, NULL, NULL, &t, &e);
-    struct pve_delete_opts d = {.purge = true, .destroy_unreferenced = true};
-    if (pve_vm_delete(pc, fv->node, fv->vmid, &d, upid, &e) == 0 &&
-        pve_task_wait(pc, upid, 300000, NULL, NULL, &t, &e) == 0) {
+    struct pve_vm_status st;
+    if (!pc) {
+        snprintf(e->message, sizeof e->message, "node %s is not configured", node);
+        return -1;
+    }
+    int rc = pve_vm_status(pc, node, vmid, &st, e);
+    if (rc == 0 && strcmp(st.status, "stopped") != 0) {
+        rc = pve_vm_power(pc, node, vmid, PVE_POWER_STOP, NULL, upid, e);
+        if (rc == 0)
+            rc = pve_task_wait(pc, upid, DESTROY_STOP_MS, NULL, NULL, &t, e);
+    }
+    if (rc == 0) {
+        struct pve_delete_opts d = {.purge = true, .destroy_unreferenced = true};
+        rc = pve_vm_delete(pc, node, vmid, &d, upid, e);
+        if (rc == 0)
+            rc = pve_task_wait(pc, upid, DESTROY_DELETE_MS, NULL, NULL, &t, e);
+    }
+    if (rc == PVE_E_NOTFOUND)
+        rc = 0;
+    if (rc == 0)
+        fleet_vm_removed(k->fl, vmid);
+    return rc;
+}
+
+/* Is a clone to `vmid` of the job's template still running on the node? */
+static bool clone_running(struct core *k, const struct leftover *l)
+{
+    struct job_rec j;
+    if (store_job_get(k->st, l->job, &j, NULL))
+        return false;
+    const struct cfg_node *cn = config_node(k->cfg, l->node);
+    const char *os = json_string_value(json_object_get(j.request, "os"));
+    int tpl = cn && os ? config_template(cn, os) : 0;
+    char upid[PVE_UPID_MAX];
+    struct pve_task t;
+    struct pve_error e;
+    bool running = tpl &&
+                   pve_find_clone_task(fleet_client(k->fl, l->node), l->node, tpl, l->vmid,
+                                       j.created_at / 1000, upid) &&
+                   (pve_task_status(fleet_client(k->fl, l->node), upid, &t, &e) != 0 || t.running);
+    job_rec_release(&j);
+    return running;
+}
+
+/* One leftover: removed, proven never made, or left for the next pass. */
+static void settle_leftover(struct core *k, const struct leftover *l, struct reconcile_report *rep)
+{
+    pve_client *pc = fleet_client(k->fl, l->node);
+    if (!pc || !fleet_node_up(k->fl, l->node))
+        return; /* its node is down (or gone from the configuration): later */
+    struct pve_vm_config cfg;
+    struct pve_error e;
+    int64_t q = (int64_t)k->cfg->quarantine_s * 1000;
+    int rc = pve_vm_config_get(pc, l->node, l->vmid, false, &cfg, &e);
+    if (rc == PVE_E_NOTFOUND) {
+        if (clone_running(k, l))
+            return; /* its config has not appeared yet */
+        log_info("reconcile", "vmid=%d node=%s leftover of job %s was never made", l->vmid, l->node,
+                 l->job);
+        store_leftover_done(k->st, l->vmid, l->node, q, NULL);
+        return;
+    }
+    if (rc) {
+        log_warn("reconcile", "vmid=%d node=%s leftover of job %s not checked: %s", l->vmid,
+                 l->node, l->job, e.message);
+        return;
+    }
+    char job[40];
+    marker_job(cfg.description, job);
+    bool ours = strcmp(job, l->job) == 0 || (strcmp(cfg.lock, "clone") == 0 && !cfg.name[0]);
+    bool locked = cfg.lock[0] != '\0';
+    pve_vm_config_release(&cfg);
+    if (!ours) { /* something else has the VMID now: never hand it out */
+        log_warn("reconcile", "vmid=%d node=%s is no longer job %s's VM: left alone", l->vmid,
+                 l->node, l->job);
+        store_leftover_done(k->st, l->vmid, l->node, q, NULL);
+        store_vmid_mark_foreign(k->st, l->vmid, NULL);
+        return;
+    }
+    if (locked)
+        return; /* its clone (or another task) still runs: next pass */
+    if (destroy(k, l->node, l->vmid, &e) != 0) {
+        log_warn("reconcile", "vmid=%d node=%s partial VM of job %s not removed yet: %s", l->vmid,
+                 l->node, l->job, e.message);
+        return;
+    }
+    log_warn("reconcile", "vmid=%d node=%s partial VM of job %s removed", l->vmid, l->node, l->job);
+    store_leftover_done(k->st, l->vmid, l->node, q, NULL);
+    rep->partial_removed++;
+}
+
+static void check_leftovers(struct core *k, struct leftover *ls, size_t n,
+                            struct reconcile_report *rep)
+{
+    for (size_t i = 0; i < n; i++)
+        settle_leftover(k, &ls[i], rep);
+}
+
+static bool is_leftover(const struct leftover *ls, size_t n, const struct fleet_vm *fv)
+{
+    for (size_t i = 0; i < n; i++)
+        if (ls[i].vmid == fv->vmid && strcmp(ls[i].node, fv->node) == 0)
+            return true;
+    return false;
+}
+
+/* A VM without a record in our ranges: a half-made VM of one of our
+ * creations (removed), a tagged orphan (reported; deleted with
+ * delete_orphans), or not ours (left alone). */
+static void check_unrecorded(struct core *k, const struct fleet_vm *fv,
+                             struct reconcile_report *rep)
+{
+    bool tagged = core_has_tag(fv->tags, k->cfg->tag);
+    pve_client *pc = fleet_client(k->fl, fv->node);
+    struct pve_vm_config cfg;
+    struct pve_error e;
+    char job[40] = "";
+    if (!pc || !fleet_node_up(k->fl, fv->node))
+        return;
+    int rc = pve_vm_config_get(pc, fv->node, fv->vmid, false, &cfg, &e);
+    if (rc)
+        return; /* gone meanwhile, or not readable now: next pass */
+    marker_job(cfg.description, job);
+    bool locked = cfg.lock[0] != '\0';
+    pve_vm_config_release(&cfg);
+    if (!tagged && !job[0])
+        return;
+    /* a creation may be about to record it; its job owns the VMID */
+    if (locked)
+        return;
+    if (known_creation(k, job)) {
+        if (destroy(k, fv->node, fv->vmid, &e) == 0) {
+            log_warn("reconcile", "vmid=%d node=%s partial VM of job %s removed", fv->vmid,
+                     fv->node, job);
+            rep->partial_removed++;
+        } else {
+            log_warn("reconcile", "vmid=%d node=%s partial VM of job %s not removed yet: %s",
+                     fv->vmid, fv->node, job, e.message);
+        }
+        return;
+    }
+    rep->orphans++;
+    log_warn("reconcile", "vmid=%d node=%s carries proxd's tag but has no record: orphan", fv->vmid,
+             fv->node);
+    if (!k->cfg->delete_orphans)
+        return;
+    if (destroy(k, fv->node, fv->vmid, &e) == 0) {
         log_warn("reconcile", "vmid=%d node=%s orphan deleted (delete_orphans = yes)", fv->vmid,
                  fv->node);
-        fleet_vm_removed(k->fl, fv->vmid);
+        rep->orphans_deleted++;
     } else {
         log_error("reconcile", "vmid=%d node=%s orphan could not be deleted: %s", fv->vmid,
                   fv->node, e.message);
@@ -248,29 +407,18 @@ static void delete_orphan(struct core *k, const struct fleet_vm *fv)
 }
 
 static void check_orphans(struct core *k, const struct fleet_vm *vms, size_t n,
-                          struct reconcile_report *rep)
+                          const struct leftover *ls, size_t nls, struct reconcile_report *rep)
 {
     for (size_t i = 0; i < n; i++) {
         const struct fleet_vm *fv = &vms[i];
-        if (fv->tmpl || !in_our_ranges(k, fv->vmid))
+        if (fv->tmpl || !in_our_ranges(k, fv->vmid) || is_leftover(ls, nls, fv))
             continue;
         struct vm_rec v;
         if (store_vm_get(k->st, fv->vmid, &v, NULL) == 0) {
             vm_rec_release(&v);
             continue;
         }
-        if (!is_ours(k, fv))
-            continue;
-        /* a creation may be about to record it; its job owns the VMID */
-        if (strcmp(fv->lock, "clone") == 0)
-            continue;
-        rep->orphans++;
-        log_warn("reconcile", "vmid=%d node=%s carries proxd's tag but has no record: orphan",
-                 fv->vmid, fv->node);
-        if (k->cfg->delete_orphans) {
-            delete_orphan(k, fv);
-            rep->orphans_deleted++;
-        }
+        check_unrecorded(k, fv, rep);
     }
 }
 
@@ -302,13 +450,23 @@ int core_reconcile(struct core *k, struct reconcile_report *rep)
         if (m == 0)
             break;
     }
-    check_orphans(k, vms, n, rep);
+    /* leftovers first: they are listed before the orphan pass so that a VM
+     * removed as a leftover is not looked at again as an orphan */
+    struct leftover *ls = NULL;
+    size_t nls = 0;
+    struct store_error se;
+    if (store_leftover_list(k->st, &ls, &nls, &se))
+        log_error("reconcile", "cannot list leftovers: %s", se.message);
+    check_leftovers(k, ls, nls, rep);
+    check_orphans(k, vms, n, ls, nls, rep);
+    free(ls);
     free(vms);
-    if (rep->moved || rep->power || rep->resized || rep->lost || rep->stuck || rep->orphans)
+    if (rep->moved || rep->power || rep->resized || rep->lost || rep->stuck || rep->orphans ||
+        rep->partial_removed)
         log_info("reconcile",
-                 "done: %d moved, %d power, %d resized, %d lost, %d stuck, %d orphans (%d "
-                 "deleted)",
-                 rep->moved, rep->power, rep->resized, rep->lost, rep->stuck, rep->orphans,
-                 rep->orphans_deleted);
+                 "done: %d moved, %d power, %d resized, %d lost, %d stuck, %d partial VMs "
+                 "removed, %d orphans (%d deleted)",
+                 rep->moved, rep->power, rep->resized, rep->lost, rep->stuck, rep->partial_removed,
+                 rep->orphans, rep->orphans_deleted);
     return 0;
 }

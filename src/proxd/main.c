@@ -534,8 +534,9 @@ int main(int argc, char **argv)
             struct reconcile_report r;
             rc = core_reconcile(w.k, &r) ? 1 : 0;
             printf("{\"moved\":%d,\"power\":%d,\"resized\":%d,\"lost\":%d,\"stuck\":%d,"
-                   "\"orphans\":%d,\"orphans_deleted\":%d}\n",
-                   r.moved, r.power, r.resized, r.lost, r.stuck, r.orphans, r.orphans_deleted);
+                   "\"partial_removed\":%d,\"orphans\":%d,\"orphans_deleted\":%d}\n",
+                   r.moved, r.power, r.resized, r.lost, r.stuck, r.partial_removed, r.orphans,
+                   r.orphans_deleted);
         }
         close_world(&w);
         return rc;

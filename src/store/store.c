@@ -595,6 +595,36 @@ int store_clone_slot_give(store *s, const char *job, struct store_error *err)
     return s->ops->clone_slot_give(s, job, err);
 }
 
+int store_leftover_add(store *s, int vmid, const char *node, const char *job,
+                       struct store_error *err)
+{
+    err_clear(err);
+    CHECK(s && node && *node && job, "store_leftover_add: NULL or empty argument");
+    CHECK(vmid >= STORE_VMID_MIN && vmid <= STORE_VMID_MAX, "VMID %d out of range", vmid);
+    NEED_OP(leftover_add);
+    return s->ops->leftover_add(s, vmid, node, job, err);
+}
+
+int store_leftover_list(store *s, struct leftover **out, size_t *n, struct store_error *err)
+{
+    err_clear(err);
+    CHECK(s && out && n, "store_leftover_list: NULL argument");
+    NEED_OP(leftover_list);
+    *out = NULL;
+    *n = 0;
+    return s->ops->leftover_list(s, out, n, err);
+}
+
+int store_leftover_done(store *s, int vmid, const char *node, int64_t quarantine_ms,
+                        struct store_error *err)
+{
+    err_clear(err);
+    CHECK(s && node && *node, "store_leftover_done: NULL or empty argument");
+    CHECK(quarantine_ms >= 0, "negative quarantine");
+    NEED_OP(leftover_done);
+    return s->ops->leftover_done(s, vmid, node, quarantine_ms, err);
+}
+
 int store_idem_get(store *s, const char *owner, const char *key, json_t **answer,
                    struct store_error *err)
 {

@@ -323,6 +323,31 @@ int store_clone_slot_take(store *s, const char *job, const char *node, int limit
 /* Giving back a slot the job does not hold is not an error. */
 int store_clone_slot_give(store *s, const char *job, struct store_error *err);
 
+/* ---- leftovers -------------------------------------------------------------- */
+
+/* A half-made VM that a creation could not remove at once (its node did not
+ * answer, kept failing, or its clone task could not be seen to end): durable
+ * work that the reconciler finishes. While it is recorded, the VMID stays
+ * allocated (reserved to the creation's job), so no other creation takes it
+ * before the VM is proven gone. */
+struct leftover {
+    int vmid;
+    char node[64];
+    char job[40];       /* the creation that made it */
+    int64_t created_at; /* unix ms */
+};
+/* Record one (again: the job is updated). */
+int store_leftover_add(store *s, int vmid, const char *node, const char *job,
+                       struct store_error *err);
+/* Every recorded leftover, oldest first; free(*out). */
+int store_leftover_list(store *s, struct leftover **out, size_t *n, struct store_error *err);
+/* The VM is gone (removed, or proven never made): forget it and, when no
+ * other leftover has the VMID and its creation's job still holds it
+ * reserved, release the VMID, quarantined for quarantine_ms. Forgetting one
+ * that is not recorded is not an error. */
+int store_leftover_done(store *s, int vmid, const char *node, int64_t quarantine_ms,
+                        struct store_error *err);
+
 /* ---- small key-value and idempotency ---------------------------------------- */
 
 /* Remember the answer to an idempotent request under key (per owner). When

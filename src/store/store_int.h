@@ -66,6 +66,11 @@ struct store_ops {
     int (*clone_slot_take)(store *s, const char *job, const char *node, int limit,
                            struct store_error *err);
     int (*clone_slot_give)(store *s, const char *job, struct store_error *err);
+    int (*leftover_add)(store *s, int vmid, const char *node, const char *job,
+                        struct store_error *err);
+    int (*leftover_list)(store *s, struct leftover **out, size_t *n, struct store_error *err);
+    int (*leftover_done)(store *s, int vmid, const char *node, int64_t quarantine_ms,
+                         struct store_error *err);
     int (*idem_put)(store *s, const char *owner, const char *key, json_t *answer, json_t **existing,
                     struct store_error *err);
     int (*idem_get)(store *s, const char *owner, const char *key, json_t **answer,

@@ -563,6 +563,14 @@ static const char *const MIGRATIONS[] = {
     "  taken_at BIGINT NOT NULL"
     ");"
     "CREATE INDEX clone_slots_node ON clone_slots (node);",
+    /* 2: half-made VMs of creations, left for the reconciler to remove */
+    "CREATE TABLE leftovers ("
+    "  vmid INTEGER NOT NULL,"
+    "  node TEXT NOT NULL,"
+    "  job TEXT NOT NULL DEFAULT '',"
+    "  created_at BIGINT NOT NULL,"
+    "  PRIMARY KEY (vmid, node)"
+    ");",
 };
 #define NMIGRATIONS ((int)(sizeof MIGRATIONS / sizeof MIGRATIONS[0]))
 
@@ -1899,6 +1907,119 @@ static int pg_clone_slot_give(store *s, const char *job, struct store_error *err
     return tx(PG(s), TX_WRITE, slot_give_fn, &k, err);
 }
 
+/* ---- leftovers -------------------------------------------------------------- */
+
+static const char SQL_LEFT_ADD[] =
+    "INSERT INTO leftovers (vmid, node, job, created_at) VALUES ($1, $2, $3, $4)"
+    " ON CONFLICT (vmid, node) DO UPDATE SET job = excluded.job";
+static const char SQL_LEFT_LIST[] =
+    "SELECT vmid, node, job, created_at FROM leftovers ORDER BY created_at, vmid";
+static const char SQL_LEFT_DEL[] =
+    "DELETE FROM leftovers WHERE vmid = $1 AND node = $2 RETURNING job";
+/* the VMID goes back only if its creation still holds it and no other
+ * leftover has it (standalone hosts each have their own VMID space) */
+static const char SQL_LEFT_RELEASE[] =
+    "UPDATE vmid_alloc SET state = 'quarantine', job = '', until = $2, updated_at = $3"
+    " WHERE vmid = $1 AND state = 'reserved' AND job = $4"
+    " AND NOT EXISTS (SELECT 1 FROM leftovers WHERE vmid = $1)";
+
+struct left_ctx {
+    int vmid;
+    const char *node, *job;
+    int64_t quarantine_ms;
+    struct leftover *out;
+    size_t n;
+};
+
+static int left_add_fn(struct pg_conn *c, void *ctx, struct store_error *err)
+{
+    struct left_ctx *k = ctx;
+    struct pa p = {0};
+    pa_i64(&p, k->vmid);
+    pa_str(&p, k->node);
+    pa_str(&p, k->job);
+    pa_i64(&p, wall_ms());
+    int rc = q(c, SQL_LEFT_ADD, &p, NULL, err, "recording a leftover");
+    pa_free(&p);
+    return rc;
+}
+
+static int pg_leftover_add(store *s, int vmid, const char *node, const char *job,
+                           struct store_error *err)
+{
+    struct left_ctx k = {.vmid = vmid, .node = node, .job = job};
+    return tx(PG(s), TX_WRITE, left_add_fn, &k, err);
+}
+
+static int left_list_fn(struct pg_conn *c, void *ctx, struct store_error *err)
+{
+    struct left_ctx *k = ctx;
+    PGresult *res = NULL;
+    FREE_AND_NULL(k->out);
+    k->n = 0;
+    int rc = q(c, SQL_LEFT_LIST, NULL, &res, err, "listing leftovers");
+    int rows = rc ? 0 : PQntuples(res);
+    if (rows > 0)
+        k->out = xcalloc((size_t)rows, sizeof *k->out);
+    for (int i = 0; i < rows; i++) {
+        struct leftover *l = &k->out[k->n++];
+        l->vmid = (int)ci64(res, i, 0);
+        COL_FIELD(res, i, 1, l->node);
+        COL_FIELD(res, i, 2, l->job);
+        l->created_at = ci64(res, i, 3);
+    }
+    PQclear(res);
+    return rc == STORE_E_NOTFOUND ? STORE_OK : rc;
+}
+
+static int pg_leftover_list(store *s, struct leftover **out, size_t *n, struct store_error *err)
+{
+    struct left_ctx k = {0};
+    int rc = tx(PG(s), TX_READ, left_list_fn, &k, err);
+    if (rc) {
+        free(k.out);
+        return rc;
+    }
+    *out = k.out;
+    *n = k.n;
+    return STORE_OK;
+}
+
+static int left_done_fn(struct pg_conn *c, void *ctx, struct store_error *err)
+{
+    struct left_ctx *k = ctx;
+    PGresult *res = NULL;
+    struct pa p = {0};
+    int64_t now = wall_ms();
+    char job[40] = "";
+    pa_i64(&p, k->vmid);
+    pa_str(&p, k->node);
+    int rc = q(c, SQL_LEFT_DEL, &p, &res, err, "forgetting a leftover");
+    pa_free(&p);
+    bool found = rc == STORE_OK && PQntuples(res) > 0;
+    if (found)
+        COL_FIELD(res, 0, 0, job);
+    PQclear(res);
+    if (rc == STORE_E_NOTFOUND)
+        return STORE_OK;
+    if (rc || !found)
+        return rc;
+    pa_i64(&p, k->vmid);
+    pa_i64(&p, now + k->quarantine_ms);
+    pa_i64(&p, now);
+    pa_str(&p, job);
+    rc = q(c, SQL_LEFT_RELEASE, &p, NULL, err, "releasing a leftover's VMID");
+    pa_free(&p);
+    return rc == STORE_E_NOTFOUND ? STORE_OK : rc;
+}
+
+static int pg_leftover_done(store *s, int vmid, const char *node, int64_t quarantine_ms,
+                            struct store_error *err)
+{
+    struct left_ctx k = {.vmid = vmid, .node = node, .quarantine_ms = quarantine_ms};
+    return tx(PG(s), TX_WRITE, left_done_fn, &k, err);
+}
+
 /* ---- a creation's submission ------------------------------------------------ */
 
 /* What an owner's live VMs hold, each counted at the larger of its record
@@ -2377,6 +2498,9 @@ static const struct store_ops PG_OPS = {
     .job_checkpoint = pg_job_checkpoint,
     .clone_slot_take = pg_clone_slot_take,
     .clone_slot_give = pg_clone_slot_give,
+    .leftover_add = pg_leftover_add,
+    .leftover_list = pg_leftover_list,
+    .leftover_done = pg_leftover_done,
     .idem_put = pg_idem_put,
     .idem_get = pg_idem_get,
     .kv_setdefault = pg_kv_setdefault,

@@ -455,6 +455,14 @@ static const char *const MIGRATIONS[] = {
     "  taken_at INTEGER NOT NULL"
     ") STRICT;"
     "CREATE INDEX clone_slots_node ON clone_slots (node);",
+    /* 6: half-made VMs of creations, left for the reconciler to remove */
+    "CREATE TABLE leftovers ("
+    "  vmid INTEGER NOT NULL,"
+    "  node TEXT NOT NULL,"
+    "  job TEXT NOT NULL DEFAULT '',"
+    "  created_at INTEGER NOT NULL,"
+    "  PRIMARY KEY (vmid, node)"
+    ") STRICT;",
 };
 #define NMIGRATIONS ((int)(sizeof MIGRATIONS / sizeof MIGRATIONS[0]))
 
@@ -1933,6 +1941,136 @@ static int sq_clone_slot_give(store *s, const char *job, struct store_error *err
     return rc == STORE_E_NOTFOUND ? STORE_OK : rc;
 }
 
+/* ---- leftovers -------------------------------------------------------------- */
+
+static const char SQL_LEFT_ADD[] =
+    "INSERT INTO leftovers (vmid, node, job, created_at) VALUES (?1, ?2, ?3, ?4)"
+    " ON CONFLICT (vmid, node) DO UPDATE SET job = excluded.job";
+static const char SQL_LEFT_LIST[] =
+    "SELECT vmid, node, job, created_at FROM leftovers ORDER BY created_at, vmid";
+static const char SQL_LEFT_JOB[] = "SELECT job FROM leftovers WHERE vmid = ?1 AND node = ?2";
+static const char SQL_LEFT_DEL[] = "DELETE FROM leftovers WHERE vmid = ?1 AND node = ?2";
+/* the VMID goes back only if its creation still holds it and no other
+ * leftover has it (standalone hosts each have their own VMID space) */
+static const char SQL_LEFT_RELEASE[] =
+    "UPDATE vmid_alloc SET state = 'quarantine', job = '', until = ?2, updated_at = ?3"
+    " WHERE vmid = ?1 AND state = 'reserved' AND job = ?4"
+    " AND NOT EXISTS (SELECT 1 FROM leftovers WHERE vmid = ?1)";
+
+struct left_ctx {
+    int vmid;
+    const char *node, *job;
+    int64_t quarantine_ms;
+    struct leftover *out;
+    size_t n;
+};
+
+static int left_add_fn(struct sq_conn *c, void *ctx, struct store_error *err)
+{
+    struct left_ctx *k = ctx;
+    sqlite3_stmt *st = NULL;
+    int rc = stmt(c, SQL_LEFT_ADD, &st, err);
+    if (rc)
+        return rc;
+    sqlite3_bind_int(st, 1, k->vmid);
+    bind_str(st, 2, k->node);
+    bind_str(st, 3, k->job);
+    sqlite3_bind_int64(st, 4, wall_ms());
+    rc = step_done(c, st, err, "recording a leftover");
+    stmt_done(st);
+    return rc;
+}
+
+static int sq_leftover_add(store *s, int vmid, const char *node, const char *job,
+                           struct store_error *err)
+{
+    struct left_ctx k = {.vmid = vmid, .node = node, .job = job};
+    return tx(SQ(s), TX_WRITE, left_add_fn, &k, err);
+}
+
+static int left_list_fn(struct sq_conn *c, void *ctx, struct store_error *err)
+{
+    struct left_ctx *k = ctx;
+    sqlite3_stmt *st = NULL;
+    size_t cap = 0;
+    FREE_AND_NULL(k->out);
+    k->n = 0;
+    int rc = stmt(c, SQL_LEFT_LIST, &st, err);
+    for (bool found = true; rc == STORE_OK && found;) {
+        rc = step_row(c, st, &found, err, "listing leftovers");
+        if (rc || !found)
+            break;
+        if (k->n == cap) {
+            cap = cap ? cap * 2 : 16;
+            k->out = xrealloc(k->out, cap * sizeof *k->out);
+        }
+        struct leftover *l = &k->out[k->n++];
+        memset(l, 0, sizeof *l);
+        l->vmid = sqlite3_column_int(st, 0);
+        COL_FIELD(st, 1, l->node);
+        COL_FIELD(st, 2, l->job);
+        l->created_at = sqlite3_column_int64(st, 3);
+    }
+    stmt_done(st);
+    return rc;
+}
+
+static int sq_leftover_list(store *s, struct leftover **out, size_t *n, struct store_error *err)
+{
+    struct left_ctx k = {0};
+    int rc = tx(SQ(s), TX_READ, left_list_fn, &k, err);
+    if (rc) {
+        free(k.out);
+        return rc;
+    }
+    *out = k.out;
+    *n = k.n;
+    return STORE_OK;
+}
+
+static int left_done_fn(struct sq_conn *c, void *ctx, struct store_error *err)
+{
+    struct left_ctx *k = ctx;
+    sqlite3_stmt *st = NULL;
+    char job[40] = "";
+    bool found = false;
+    int64_t now = wall_ms();
+    int rc = stmt(c, SQL_LEFT_JOB, &st, err);
+    if (rc)
+        return rc;
+    sqlite3_bind_int(st, 1, k->vmid);
+    bind_str(st, 2, k->node);
+    rc = step_row(c, st, &found, err, "reading a leftover");
+    if (rc == STORE_OK && found)
+        COL_FIELD(st, 0, job);
+    stmt_done(st);
+    if (rc || !found)
+        return rc;
+    static const char *const sql[] = {SQL_LEFT_DEL, SQL_LEFT_RELEASE};
+    for (int i = 0; i < 2 && rc == STORE_OK; i++) {
+        if ((rc = stmt(c, sql[i], &st, err)))
+            break;
+        sqlite3_bind_int(st, 1, k->vmid);
+        if (i == 0) {
+            bind_str(st, 2, k->node);
+        } else {
+            sqlite3_bind_int64(st, 2, now + k->quarantine_ms);
+            sqlite3_bind_int64(st, 3, now);
+            bind_str(st, 4, job);
+        }
+        rc = step_done(c, st, err, "forgetting a leftover");
+        stmt_done(st);
+    }
+    return rc;
+}
+
+static int sq_leftover_done(store *s, int vmid, const char *node, int64_t quarantine_ms,
+                            struct store_error *err)
+{
+    struct left_ctx k = {.vmid = vmid, .node = node, .quarantine_ms = quarantine_ms};
+    return tx(SQ(s), TX_WRITE, left_done_fn, &k, err);
+}
+
 /* ---- a creation's submission ------------------------------------------------ */
 
 /* What an owner's live VMs hold, each counted at the larger of its record
@@ -2465,6 +2603,9 @@ static const struct store_ops SQLITE_OPS = {
     .job_checkpoint = sq_job_checkpoint,
     .clone_slot_take = sq_clone_slot_take,
     .clone_slot_give = sq_clone_slot_give,
+    .leftover_add = sq_leftover_add,
+    .leftover_list = sq_leftover_list,
+    .leftover_done = sq_leftover_done,
     .idem_put = sq_idem_put,
     .idem_get = sq_idem_get,
     .kv_setdefault = sq_kv_setdefault,

@@ -254,9 +254,9 @@ static void test_reopen_and_versions(void **state)
 
     /* The database records each migration once (SQLite 2: tokens and
      * settings, 3: settled reservations, 4: an index for every VM listing
-     * filter, 5: clone slots; PostgreSQL started at SQLite's version 5 as
-     * its version 1). */
-    int count = 0, max = 0, want = g_bk == BK_SQLITE ? 5 : 1;
+     * filter, 5: clone slots, 6: leftovers; PostgreSQL started at
+     * SQLite's version 5 as its version 1, 2: leftovers). */
+    int count = 0, max = 0, want = g_bk == BK_SQLITE ? 6 : 2;
     db_query2(f->url, "SELECT count(*), max(version) FROM schema_version", &count, &max);
     assert_int_equal(count, want);
     assert_int_equal(max, want);
@@ -768,6 +768,54 @@ static void test_vmid_quarantine_foreign(void **state)
     OK(store_vmid_reserve(f->s, &r, 1, NULL, 0, "j5", &id, &e_));
     assert_int_equal(id, 3001);
     EXPECT(STORE_E_NOTFOUND, store_vmid_release(f->s, 3999, 0, &e));
+}
+
+/* A half-made VM left for the reconciler keeps its VMID reserved to its
+ * creation until it is forgotten; only then does the ID go back, and only
+ * if that creation still holds it and no other node has a leftover of it. */
+static void test_leftovers(void **state)
+{
+    struct fx *f = *state;
+    struct vmid_range r = {5000, 5009};
+    int a = 0, b = 0;
+    OK(store_vmid_reserve(f->s, &r, 1, NULL, 0, "job-a", &a, &e_));
+    OK(store_vmid_reserve(f->s, &r, 1, NULL, 0, "job-b", &b, &e_));
+    assert_int_equal(a, 5000);
+    OK(store_leftover_add(f->s, a, "sv1", "job-a", &e_));
+    OK(store_leftover_add(f->s, a, "sv1", "job-a", &e_)); /* again: one row */
+    OK(store_leftover_add(f->s, a, "sv3", "job-a", &e_));
+    OK(store_leftover_add(f->s, b, "sv2", "job-other", &e_));
+    struct leftover *l = NULL;
+    size_t n = 0;
+    OK(store_leftover_list(f->s, &l, &n, &e_));
+    assert_int_equal(n, 3);
+    int seen_a = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (l[i].vmid == a) {
+            seen_a++;
+            assert_string_equal(l[i].job, "job-a");
+            assert_true(l[i].created_at > 0);
+        }
+    }
+    assert_int_equal(seen_a, 2);
+    free(l);
+    int id = 0;
+    /* still reserved: never handed out */
+    OK(store_leftover_done(f->s, a, "sv1", 0, &e_));
+    OK(store_vmid_reserve(f->s, &r, 1, NULL, 0, "job-c", &id, &e_));
+    assert_int_equal(id, 5002); /* sv3 still has a leftover of 5000 */
+    OK(store_leftover_done(f->s, a, "sv3", 0, &e_));
+    OK(store_leftover_done(f->s, a, "sv3", 0, &e_)); /* not recorded: fine */
+    OK(store_vmid_reserve(f->s, &r, 1, NULL, 0, "job-d", &id, &e_));
+    assert_int_equal(id, 5000); /* released at once (no quarantine) */
+    /* a leftover whose VMID is held by another job does not release it */
+    OK(store_leftover_done(f->s, b, "sv2", 60000, &e_));
+    OK(store_vmid_reserve(f->s, &r, 1, NULL, 0, "job-e", &id, &e_));
+    assert_int_equal(id, 5003);
+    OK(store_vmid_mark_used(f->s, b, &e_)); /* job-b's reservation is intact */
+    OK(store_leftover_list(f->s, &l, &n, &e_));
+    assert_int_equal(n, 0);
+    free(l);
 }
 
 /* A nearly full range of 1000 IDs: the walk must stay one query. */
@@ -1881,6 +1929,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_vmid_reserve, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vmid_quarantine_foreign, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vmid_big_range, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_leftovers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vmid_threads, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vmid_processes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_capacity, setup, teardown),
