@@ -133,17 +133,13 @@ def inventory_plugin_and_storage_info():
 @case
 def inventory_with_facts():
     """want_facts: status, config and snapshots of every guest, and the guest
-    agent's interfaces of agent-enabled VMs (the VM snapshot list and the agent
-    endpoints come with the snapshot/agent work; until pvesim serves them this
-    case says so and checks nothing)."""
+    agent's interfaces of agent-enabled VMs."""
     with fleet_sim() as s, tempfile.TemporaryDirectory() as home:
         clone(s, "sv1", 8000, 100, name="web1", pool="web")
         served = [s.api("GET", p).status_code != 501 for p in
                   ("/nodes/sv1/qemu/100/snapshot", "/nodes/sv1/qemu/100/agent/network-get-interfaces")]
+        assert all(served), served
         s.ctl("DELETE", "/rejections")
-        if not all(served):
-            print("     (not yet: pvesim does not serve the VM snapshot list and guest agent)")
-            return
         inv = inventory(s, home, "password: %s\n" % PASSWORD, facts=True)
         hv = inv["_meta"]["hostvars"]
         assert hv["web1"]["proxmox_vmtype"] == "qemu" and hv["web1"]["proxmox_status"] == "stopped", hv["web1"]
