@@ -453,6 +453,42 @@ static void *worker_main(void *arg)
 }
 
 /* Renew the leases of the jobs we run and refresh the inventory. */
+/* Sleep up to ms in short naps; true when the core stops. */
+static bool nap_or_stop(struct core *k, long ms)
+{
+    for (long t = 0; t < ms; t += 500) {
+        pthread_mutex_lock(&k->mu);
+        bool stop = k->stopping;
+        pthread_mutex_unlock(&k->mu);
+        if (stop)
+            return true;
+        sleep_ms(ms - t < 500 ? ms - t : 500);
+    }
+    return false;
+}
+
+/* Renew the leases of the jobs this process runs, on a thread of its own:
+ * nothing that waits on Proxmox (a reconcile pass on a hung node) may hold
+ * up a renewal, or another instance would take over a running job. */
+static void *leaser_main(void *arg)
+{
+    struct core *k = arg;
+    do {
+        pthread_mutex_lock(&k->mu);
+        char held[CORE_MAX_WORKERS][40];
+        memcpy(held, k->held, sizeof held);
+        int n = k->nworkers;
+        pthread_mutex_unlock(&k->mu);
+        for (int i = 0; i < n; i++) {
+            struct store_error se;
+            if (held[i][0] && store_job_renew(k->st, held[i], k->instance, LEASE_MS, &se))
+                log_warn("job", "job=%s lease renewal failed: %s", held[i], se.message);
+        }
+    } while (!nap_or_stop(k, LEASE_MS / 6));
+    return NULL;
+}
+
+/* Refresh the inventory and run the reconciler. */
 static void *keeper_main(void *arg)
 {
     struct core *k = arg;
@@ -463,20 +499,7 @@ static void *keeper_main(void *arg)
     pthread_cond_broadcast(&k->cv); /* workers may claim jobs now */
     pthread_mutex_unlock(&k->mu);
     int64_t last_refresh = mono_ms(), last_reconcile = 0;
-    for (;;) {
-        pthread_mutex_lock(&k->mu);
-        bool stop = k->stopping;
-        char held[CORE_MAX_WORKERS][40];
-        memcpy(held, k->held, sizeof held);
-        int n = k->nworkers;
-        pthread_mutex_unlock(&k->mu);
-        if (stop)
-            break;
-        for (int i = 0; i < n; i++) {
-            struct store_error se;
-            if (held[i][0] && store_job_renew(k->st, held[i], k->instance, LEASE_MS, &se))
-                log_warn("job", "job=%s lease renewal failed: %s", held[i], se.message);
-        }
+    do {
         int64_t every =
             (int64_t)(k->cfg->reconcile_interval_s > 0 ? k->cfg->reconcile_interval_s : 60) * 1000;
         if (last_reconcile == 0 || mono_ms() - last_reconcile >= every) {
@@ -487,15 +510,7 @@ static void *keeper_main(void *arg)
             fleet_refresh(k->fl, false);
             last_refresh = mono_ms();
         }
-        for (int t = 0; t < 10; t++) {
-            pthread_mutex_lock(&k->mu);
-            stop = k->stopping;
-            pthread_mutex_unlock(&k->mu);
-            if (stop)
-                break;
-            sleep_ms(LEASE_MS / 60);
-        }
-    }
+    } while (!nap_or_stop(k, LEASE_MS / 6));
     return NULL;
 }
 
@@ -546,7 +561,8 @@ int core_start(struct core *k)
         if (mem_thread_start(&k->workers[i], worker_main, wa) != 0)
             return -1;
     }
-    if (mem_thread_start(&k->keeper, keeper_main, k) != 0)
+    if (mem_thread_start(&k->keeper, keeper_main, k) != 0 ||
+        mem_thread_start(&k->leaser, leaser_main, k) != 0)
         return -1;
     k->started = true;
     return 0;
@@ -562,6 +578,7 @@ void core_stop(struct core *k, long grace_ms)
     for (int i = 0; i < k->nworkers; i++)
         pthread_join(k->workers[i], NULL);
     pthread_join(k->keeper, NULL);
+    pthread_join(k->leaser, NULL);
     /* the jobs we were running stopped at a checkpoint: let the next proxd
      * (or another instance) take them at once instead of after the lease */
     store_job_expire_owner(k->st, k->instance, NULL);

@@ -24,7 +24,8 @@ struct core {
     bool watcher; /* an idle worker polls the store on a timer (the others wait) */
     pthread_t workers[CORE_MAX_WORKERS];
     int nworkers;
-    pthread_t keeper; /* renews leases, refreshes the inventory */
+    pthread_t keeper; /* refreshes the inventory, reconciles */
+    pthread_t leaser; /* renews the leases of held jobs */
     bool started;
     char held[CORE_MAX_WORKERS][40];   /* jobs this instance runs, for lease renewal */
     int clones[CFG_MAX_NODES];         /* clones running per node (index in cfg->nodes) */
@@ -62,7 +63,7 @@ void core_uuid(char out[40]);
 /* Wait for a Proxmox task (pve_task_wait's schedule over the whole wait,
  * however long) until deadline_ms; -1 when the core is stopping (the job
  * resumes later), else pve_task_wait's result. Leases are renewed by the
- * keeper thread meanwhile. */
+ * leaser thread meanwhile. */
 int core_wait_task(struct core *k, pve_client *pc, const char *upid, long deadline_ms,
                    struct pve_error *err);
 

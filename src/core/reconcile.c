@@ -31,9 +31,9 @@
 
 #define GiB (1024LL * 1024 * 1024)
 #define MiB (1024LL * 1024)
-/* The reconciler runs on the keeper thread, which also renews the leases
- * of running jobs (30 s): a removal that takes longer is given up and
- * tried again on the next pass. */
+/* The reconciler runs on the keeper thread, which also refreshes the
+ * inventory: a removal that takes longer is given up and tried again on
+ * the next pass (leases are renewed on a thread of their own). */
 #define DESTROY_STOP_MS 15000
 #define DESTROY_DELETE_MS 15000
 
