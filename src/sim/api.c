@@ -9,6 +9,7 @@
 #include "common/xalloc.h"
 #include "sim/auth.h"
 #include "sim/sim.h"
+#include "sim/sjson.h"
 
 #include <pcre2.h>
 #include <stdarg.h>
@@ -366,6 +367,57 @@ static bool verify(struct sim *s, struct sim_call *c, struct http_resp *r, bool 
     return ok;
 }
 
+/* --check-returns: a result that does not match the schema is logged and
+ * remembered for /_sim/violations. With s->mu held. */
+static void check_returns(struct sim *s, struct sim_call *c, json_t *data)
+{
+    char *err = NULL;
+    if (schema_check_returns(c->m, data, &err))
+        return;
+    log_error("sim", "%s %s: result does not match the schema: %s", c->verb, c->path, err);
+    if (json_array_size(s->violations) < 100)
+        json_array_append_new(s->violations, json_pack("{s:s,s:s,s:s}", "method", c->verb, "path",
+                                                       c->path, "error", err));
+    free(err);
+}
+
+/* Streamed answers (big lists) under --check-returns: parsing and checking
+ * 100,000 records costs more than writing them, so an answer up to 256 KiB
+ * is always checked and a bigger one on the 1st, 2nd, 4th, 8th... call of
+ * its method (a handful per run; the records all come from the same
+ * writer). Runs without the lock, which it takes only to count and to
+ * record a violation. */
+#define CHECK_ALWAYS_BELOW (256 * 1024)
+static void check_raw(struct sim *s, struct sim_call *c)
+{
+    if (!s->o.check_returns || !c->raw_set || (c->status && c->status != 200))
+        return;
+    if (c->raw.len >= CHECK_ALWAYS_BELOW) {
+        pthread_mutex_lock(&s->mu);
+        char key[512];
+        snprintf(key, sizeof key, "%s %s", c->verb, schema_method_path(c->m));
+        json_t *slot = json_object_get(s->big_checks, key);
+        json_int_t n = slot ? json_integer_value(slot) + 1 : 1;
+        json_object_set_new(s->big_checks, key, json_integer(n));
+        pthread_mutex_unlock(&s->mu);
+        if (n & (n - 1))
+            return;
+    }
+    json_error_t je;
+    json_t *data = json_loadb(c->raw.data, c->raw.len, JSON_DECODE_ANY, &je);
+    pthread_mutex_lock(&s->mu);
+    if (!data) {
+        log_error("sim", "%s %s: streamed result is not JSON: %s", c->verb, c->path, je.text);
+        if (json_array_size(s->violations) < 100)
+            json_array_append_new(s->violations, json_pack("{s:s,s:s,s:s}", "method", c->verb,
+                                                           "path", c->path, "error", je.text));
+    } else {
+        check_returns(s, c, data);
+    }
+    pthread_mutex_unlock(&s->mu);
+    json_decref(data);
+}
+
 static void finish(struct sim *s, struct sim_call *c, struct http_resp *r)
 {
     if (c->status && c->status != 200) {
@@ -377,21 +429,32 @@ static void finish(struct sim *s, struct sim_call *c, struct http_resp *r)
     /* --pve-version 7 serves the 8.4.2 schema; the documented 7.x result
      * shapes that differ from it are not violations (§10: resize returns
      * null; node status has no boot-info before 8.1) */
+    if (c->raw_set) { /* a streamed answer: checked by check_raw, after the lock */
+        sj_lit(&r->body, "{\"data\":");
+        buf_add(&r->body, c->raw.data, c->raw.len);
+        if (c->extra) {
+            const char *k;
+            json_t *v;
+            json_object_foreach(c->extra, k, v)
+            {
+                buf_addc(&r->body, ',');
+                sj_str(&r->body, k);
+                buf_addc(&r->body, ':');
+                sj_json(&r->body, v);
+            }
+        }
+        buf_addc(&r->body, '}');
+        free(r->content_type);
+        r->content_type = xstrdup("application/json;charset=UTF-8");
+        return;
+    }
     const char *mp = schema_method_path(c->m);
     bool pve7_shape =
         s->o.pve_version < 8 && ((json_is_null(c->data ? c->data : json_null()) &&
                                   strcmp(mp, "/nodes/{node}/qemu/{vmid}/resize") == 0) ||
                                  strcmp(mp, "/nodes/{node}/status") == 0);
-    if (s->o.check_returns && !pve7_shape) {
-        char *err = NULL;
-        if (!schema_check_returns(c->m, c->data ? c->data : json_null(), &err)) {
-            log_error("sim", "%s %s: result does not match the schema: %s", c->verb, c->path, err);
-            if (json_array_size(s->violations) < 100)
-                json_array_append_new(s->violations, json_pack("{s:s,s:s,s:s}", "method", c->verb,
-                                                               "path", c->path, "error", err));
-            free(err);
-        }
-    }
+    if (s->o.check_returns && !pve7_shape)
+        check_returns(s, c, c->data ? c->data : json_null());
     json_t *body = json_object();
     json_object_set(body, "data", c->data ? c->data : json_null());
     if (c->extra)
@@ -472,6 +535,7 @@ static bool authenticate(struct sim *s, const struct http_req *req, struct http_
 
 static void call_release(struct sim_call *c)
 {
+    buf_release(&c->raw);
     json_decref(c->data);
     json_decref(c->extra);
     json_decref(c->errors);
@@ -484,7 +548,11 @@ static void dispatch(struct sim *s, struct listener_ctx *lc, const struct http_r
                      struct http_resp *r, const char *path)
 {
     bool is_json;
-    struct sim_call c = {.s = s, .verb = req->method, .path = path, .local = lc->node};
+    struct sim_call c = {.s = s,
+                         .verb = req->method,
+                         .path = path,
+                         .local = lc->node,
+                         .raw = BUF_INIT(BUF_UNLIMITED)};
     struct auth_who who;
     json_t *params = json_object();
     long fault_delay = 0;
@@ -579,9 +647,17 @@ static void dispatch(struct sim *s, struct listener_ctx *lc, const struct http_r
         not_implemented(s, r, req->method, path);
         goto out;
     }
+    /* a write may change the world: caches of derived values step aside
+     * while it runs and are stale after it (sim->gen) */
+    bool write = strcmp(req->method, "GET") != 0;
+    if (write)
+        sim_world_begin(s);
     fn(&c);
+    if (write)
+        sim_world_end(s);
     finish(s, &c, r);
     pthread_mutex_unlock(&s->mu);
+    check_raw(s, &c);
 out:
     r->delay_ms += fault_delay;
     call_release(&c);

@@ -346,6 +346,7 @@ static void sim_free(struct sim *s)
     while (s->vms)
         sim_vm_unlink(s, s->vms);
     sim_cts_free(s);
+    free(s->vm_index);
     while (s->tasks) {
         struct sim_task *t = s->tasks;
         s->tasks = t->next;
@@ -362,6 +363,7 @@ static void sim_free(struct sim *s)
     json_decref(s->calls);
     json_decref(s->node_calls);
     json_decref(s->violations);
+    json_decref(s->big_checks);
     json_decref(s->rejections);
     schema_free(s->sch);
     auth_free(s->auth);
@@ -403,6 +405,7 @@ int main(int argc, char **argv)
     s->calls = json_object();
     s->node_calls = json_object();
     s->violations = json_array();
+    s->big_checks = json_object();
     s->rejections = json_array();
     s->pools = json_object();
     char *sp = schema_path(s);
@@ -418,9 +421,12 @@ int main(int argc, char **argv)
     if (s->o.state_dir) {
         mkdir(s->o.state_dir, 0755);
         char *p = xasprintf("%s/state.json", s->o.state_dir);
-        if (access(p, R_OK) == 0 && sim_state_load(s, p, &err)) {
-            free(p);
-            goto fail;
+        if (access(p, R_OK) == 0) {
+            if (sim_state_load(s, p, &err)) {
+                free(p);
+                goto fail;
+            }
+            s->dirty = false; /* the file holds what we just read */
         }
         free(p);
     }

@@ -20,12 +20,13 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "common/buf.h"
 #include "sim/httpd.h"
 #include "sim/schema.h"
 
-#define SIM_MAX_NODES 64
+#define SIM_MAX_NODES 128 /* a 100-node fleet fits (issue 16) */
 #define SIM_MAX_STORAGES 8
 #define SIM_MAX_TEMPLATES 16
 #define SIM_MAX_TOKENS 16
@@ -64,12 +65,31 @@ struct sim_node {
     struct sim_storage st[SIM_MAX_STORAGES];
     int nst;
     int listener; /* httpd listener id, -1 if none */
+    struct {      /* state.c: sim_node_agg's cache */
+        uint64_t gen;
+        int64_t mem_used; /* host + running (or starting) VMs, bytes */
+        int busy_cpus;    /* vCPUs of running VMs */
+        int64_t st_used[SIM_MAX_STORAGES];
+    } agg;
     int port;
     int pid_next; /* next worker pid for UPIDs */
     double boot;  /* sim_now() when it last came online */
 };
 
 enum vm_power { VM_STOPPED = 0, VM_RUNNING = 1, VM_PAUSED = 2 };
+
+/* What the list answers need from a VM's config, derived once per world
+ * generation (sim_vm_derive) instead of parsed again for every VM of every
+ * answer. The strings are borrowed from the config: valid until the world
+ * changes (the generation moves on). */
+struct sim_vm_derived {
+    uint64_t gen;            /* s->gen when derived; 0: never */
+    int64_t maxmem, maxdisk; /* bytes */
+    int cpus;
+    bool template;
+    const char *name, *lock, *tags;    /* NULL when absent */
+    int64_t st_used[SIM_MAX_STORAGES]; /* bytes of its disks on each storage of its node */
+};
 
 /* The per-VM file lock (/var/lock/qemu-server/lock-<vmid>.conf): a holder
  * count for shared holders and a flag for an exclusive one. */
@@ -94,6 +114,9 @@ struct sim_vm {
     bool gone;     /* destroyed; unlinked at the next sweep */
     json_t *snaps; /* snapshots (vmops.c): {"<name>": {config..., snaptime, ...}}, NULL if none */
     struct sim_vm *next;
+    struct sim_vm *prev;     /* state.c: O(1) unlink */
+    struct sim_vm *hnext;    /* state.c: the VMID index's chain */
+    struct sim_vm_derived d; /* state.c: sim_vm_derive's cache */
 };
 
 /* A container (pve-container): listed and inspected, no lifecycle yet.
@@ -217,14 +240,26 @@ struct sim {
     void *lctx[SIM_MAX_NODES + 1]; /* listener contexts (api.c), freed at exit */
     int nlctx;
     struct sim_vm *vms;
-    struct sim_ct *cts;     /* containers (lxc.c) */
-    json_t *pools;          /* {"poolid": {"comment": s?, "vms": [vmid...]}} (lxc.c) */
+    struct sim_ct *cts;       /* containers (lxc.c) */
+    json_t *pools;            /* {"poolid": {"comment": s?, "vms": [vmid...]}} (lxc.c) */
+    struct sim_vm **vm_index; /* state.c: VMID hash, chains through hnext */
+    size_t vm_index_cap;      /* buckets, a power of two */
+    size_t nvms;              /* VMs linked in s->vms */
+    /* World generation: moves on whenever the world may change (a write
+     * request, a control call, a running task's step, a state load); caches
+     * of derived values (sim_vm_derive, sim_node_agg) are valid for one
+     * generation. While `changing` is set (inside a write), nothing is
+     * cached: a handler that changes a VM and then asks for a node's
+     * totals sees its own change. */
+    uint64_t gen;
+    int changing;
     struct sim_task *tasks; /* newest first */
     struct sim_fault *faults;
     int fault_next;
     json_t *calls;      /* {"GET /nodes/{node}/qemu": n, ...} */
     json_t *node_calls; /* {"sv1": n, ...} */
     json_t *violations; /* results that failed --check-returns (bounded) */
+    json_t *big_checks; /* api.c: {"GET /cluster/resources": n} big streamed answers seen */
     json_t *rejections; /* requests refused by the schema or unknown paths (bounded) */
     double t_origin;    /* real monotonic seconds at start */
     double last_adv;    /* sim_now() of the last sim_advance */
@@ -257,6 +292,17 @@ const char *sim_vm_bootdisk(const struct sim_vm *vm);
 int64_t sim_storage_used(struct sim *s, struct sim_node *n, const char *storage);
 struct sim_storage *sim_storage_find(struct sim_node *n, const char *id);
 int64_t sim_node_mem_used(struct sim *s, struct sim_node *n);
+/* The VM's derived values (see struct sim_vm_derived), recomputed when the
+ * generation moved on. With s->mu held. */
+const struct sim_vm_derived *sim_vm_derive(struct sim *s, struct sim_vm *vm);
+/* Node totals (memory and vCPUs in use, bytes per storage) for every node in
+ * one pass over the VMs, cached for the generation. With s->mu held. */
+void sim_node_agg(struct sim *s);
+/* The world is about to change / has changed: see sim->gen. Pairs, with
+ * s->mu held; sim_world_touch is both at once. */
+void sim_world_begin(struct sim *s);
+void sim_world_end(struct sim *s);
+void sim_world_touch(struct sim *s);
 int64_t sim_vm_maxmem(const struct sim_vm *vm); /* bytes */
 int sim_vm_cpus(const struct sim_vm *vm);
 char *sim_fmt_size(int64_t bytes);                  /* "32G", "512M", ... caller frees */
@@ -264,8 +310,11 @@ bool sim_parse_size(const char *s, int64_t *bytes); /* "32G", "+10G"->10G, "1024
 void sim_new_mac(struct sim *s, char out[18]);
 /* Build the initial fleet from the options; 0 or -1 with *err. */
 int sim_build_fleet(struct sim *s, char **err);
-/* Full state as JSON (for /_sim/state and --state-dir). */
-json_t *sim_state_json(struct sim *s);
+/* Full state as JSON text (for /_sim/state and --state-dir), written
+ * record by record into b, one VM per line, never as one tree. With f, the
+ * text goes on to f in pieces of about 1 MiB (b ends empty); without, it
+ * all stays in b. With s->mu held. */
+void sim_state_write(struct sim *s, struct buf *b, FILE *f);
 int sim_state_load(struct sim *s, const char *path, char **err);
 int sim_state_save(struct sim *s, const char *path);
 
@@ -329,7 +378,11 @@ struct sim_call {
     bool is_root;           /* user is root@pam and not a token */
     char *task_fault_exit;  /* exit status for a task started by this call */
     /* result */
-    json_t *data;  /* owned */
+    json_t *data; /* owned */
+    /* or: the data as JSON text, written by the handler (big lists are
+     * streamed with jsonw instead of built as a tree); used when raw_set */
+    struct buf raw;
+    bool raw_set;
     json_t *extra; /* extra envelope members ("total"), owned, may be NULL */
     int status;    /* 0 = 200 */
     char *message;
@@ -368,6 +421,10 @@ extern const struct sim_route sim_routes_migrate[];   /* h_migrate.c */
 extern const struct sim_route sim_routes_agent[];     /* h_agent.c */
 extern const struct sim_route sim_routes_lxc[];       /* h_lxc.c */
 extern const struct sim_route sim_routes_inventory[]; /* h_inventory.c */
+
+/* h_qemu.c: one VM of GET /nodes/{node}/qemu as JSON text into b (the
+ * list and /cluster/resources stream their answers); now: sim_now(). */
+void sim_vm_list_write(struct buf *b, struct sim *s, struct sim_vm *v, double now);
 
 /* api.c: the HTTP handler for every listener. */
 void sim_http_handler(void *ctx, const struct http_req *req, struct http_resp *resp);
