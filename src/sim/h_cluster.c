@@ -34,22 +34,14 @@ static void res_qemu(struct buf *b, struct sim *s, struct sim_vm *v, double now)
 {
     const struct sim_vm_derived *d = sim_vm_derive(s, v);
     bool running = v->power != VM_STOPPED;
-    char id[32];
-    snprintf(id, sizeof id, "qemu/%d", v->vmid);
-    sj_lit(b, "{\"id\":");
-    sj_str(b, id);
-    sj_lit(b, ",\"type\":\"qemu\",\"node\":");
+    sj_lit(b, "{\"id\":\"qemu/");
+    sj_int(b, v->vmid);
+    sj_lit(b, "\",\"type\":\"qemu\",\"node\":");
     sj_str(b, v->node->name);
     sj_lit(b, ",\"vmid\":");
     sj_int(b, v->vmid);
     sj_lit(b, ",\"name\":");
-    if (d->name) {
-        sj_str(b, d->name);
-    } else {
-        char nm[32];
-        snprintf(nm, sizeof nm, "VM %d", v->vmid);
-        sj_str(b, nm);
-    }
+    buf_add(b, d->name, d->name_len);
     sj_lit(b, ",\"status\":");
     sj_str(b, vm_status(v));
     sj_lit(b, ",\"maxcpu\":");
@@ -67,11 +59,11 @@ static void res_qemu(struct buf *b, struct sim *s, struct sim_vm *v, double now)
     sj_lit(b, d->template ? ",\"template\":1" : ",\"template\":0");
     if (d->lock) {
         sj_lit(b, ",\"lock\":");
-        sj_str(b, d->lock);
+        buf_add(b, d->lock, d->lock_len);
     }
     if (d->tags) {
         sj_lit(b, ",\"tags\":");
-        sj_str(b, d->tags);
+        buf_add(b, d->tags, d->tags_len);
     }
     if (v->ha) {
         sj_lit(b, ",\"hastate\":");

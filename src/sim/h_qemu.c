@@ -134,13 +134,7 @@ void sim_vm_list_write(struct buf *b, struct sim *s, struct sim_vm *v, double no
     sj_lit(b, "{\"vmid\":");
     sj_int(b, v->vmid);
     sj_lit(b, running ? ",\"status\":\"running\",\"name\":" : ",\"status\":\"stopped\",\"name\":");
-    if (d->name) {
-        sj_str(b, d->name);
-    } else {
-        char nm[32];
-        snprintf(nm, sizeof nm, "VM %d", v->vmid);
-        sj_str(b, nm);
-    }
+    buf_add(b, d->name, d->name_len);
     sj_lit(b, ",\"cpus\":");
     sj_int(b, cpus);
     sj_lit(b, ",\"maxmem\":");
@@ -160,11 +154,11 @@ void sim_vm_list_write(struct buf *b, struct sim *s, struct sim_vm *v, double no
         sj_lit(b, ",\"template\":1");
     if (d->lock) {
         sj_lit(b, ",\"lock\":");
-        sj_str(b, d->lock);
+        buf_add(b, d->lock, d->lock_len);
     }
     if (d->tags) {
         sj_lit(b, ",\"tags\":");
-        sj_str(b, d->tags);
+        buf_add(b, d->tags, d->tags_len);
     }
     if (s->o.pve_version < 8)
         sj_lit(b, ",\"diskread\":0,\"diskwrite\":0");

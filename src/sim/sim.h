@@ -87,7 +87,13 @@ struct sim_vm_derived {
     int64_t maxmem, maxdisk; /* bytes */
     int cpus;
     bool template;
-    const char *name, *lock, *tags;    /* NULL when absent */
+    /* name (or "VM <vmid>"), lock and tags as JSON string literals, quotes
+     * included, in `text` (owned, freed with the VM): writing them is a
+     * copy, not a walk through the config's memory. lock/tags: NULL when
+     * absent. */
+    char *text;
+    const char *name, *lock, *tags;
+    unsigned short name_len, lock_len, tags_len;
     int64_t st_used[SIM_MAX_STORAGES]; /* bytes of its disks on each storage of its node */
 };
 
@@ -381,10 +387,11 @@ struct sim_call {
     json_t *data; /* owned */
     /* or: the data as JSON text, written by the handler (big lists are
      * streamed with jsonw instead of built as a tree); used when raw_set */
-    struct buf raw;
+    struct buf raw; /* api.c seeds it with the envelope's head: append only */
     bool raw_set;
-    json_t *extra; /* extra envelope members ("total"), owned, may be NULL */
-    int status;    /* 0 = 200 */
+    size_t raw_end; /* api.c: where the data's text ends in raw */
+    json_t *extra;  /* extra envelope members ("total"), owned, may be NULL */
+    int status;     /* 0 = 200 */
     char *message;
     json_t *errors; /* owned */
 };

@@ -5,6 +5,7 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "common/xalloc.h"
+#include "common/jsonw.h"
 #include "sim/sjson.h"
 
 #include <ctype.h>
@@ -134,6 +135,7 @@ void sim_vm_unlink(struct sim *s, struct sim_vm *vm)
             break;
         }
     s->nvms--;
+    free(vm->d.text);
     json_decref(vm->conf);
     json_decref(vm->pending);
     json_decref(vm->pending_delete);
@@ -387,6 +389,41 @@ static int drive_storage(const struct sim_node *n, const char *drive)
     return -1;
 }
 
+/* The string members of d as JSON literals (see struct sim_vm_derived). A
+ * value too long for the lengths' type is cut (never in practice: PVE
+ * bounds names to 128 characters and tags to a few hundred). */
+static void derive_text(struct sim_vm *vm, struct sim_vm_derived *d)
+{
+    struct buf b = BUF_INIT(BUF_UNLIMITED);
+    const char *name = json_string_value(json_object_get(vm->conf, "name"));
+    const char *lock = json_string_value(json_object_get(vm->conf, "lock"));
+    const char *tags = json_string_value(json_object_get(vm->conf, "tags"));
+    size_t at[4];
+    at[0] = 0;
+    if (name) {
+        jsonw_str(&b, name, strnlen(name, 4096));
+    } else {
+        char nm[32];
+        snprintf(nm, sizeof nm, "VM %d", vm->vmid);
+        sj_str(&b, nm);
+    }
+    at[1] = b.len;
+    if (lock)
+        jsonw_str(&b, lock, strnlen(lock, 4096));
+    at[2] = b.len;
+    if (tags)
+        jsonw_str(&b, tags, strnlen(tags, 8192));
+    at[3] = b.len;
+    free(d->text);
+    d->text = buf_take(&b);
+    d->name = d->text;
+    d->name_len = (unsigned short)(at[1] - at[0]);
+    d->lock = lock ? d->text + at[1] : NULL;
+    d->lock_len = (unsigned short)(at[2] - at[1]);
+    d->tags = tags ? d->text + at[2] : NULL;
+    d->tags_len = (unsigned short)(at[3] - at[2]);
+}
+
 static void derive(struct sim_vm *vm, struct sim_vm_derived *d)
 {
     json_t *c = vm->conf;
@@ -397,9 +434,7 @@ static void derive(struct sim_vm *vm, struct sim_vm_derived *d)
     json_t *t = json_object_get(c, "template");
     d->template = json_is_true(t) || json_integer_value(t) != 0 ||
                   (json_is_string(t) && strcmp(json_string_value(t), "1") == 0);
-    d->name = json_string_value(json_object_get(c, "name"));
-    d->lock = json_string_value(json_object_get(c, "lock"));
-    d->tags = json_string_value(json_object_get(c, "tags"));
+    derive_text(vm, d);
     memset(d->st_used, 0, sizeof d->st_used);
     const char *k;
     json_t *val;
