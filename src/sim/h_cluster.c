@@ -34,45 +34,55 @@ static void res_qemu(struct buf *b, struct sim *s, struct sim_vm *v, double now)
 {
     const struct sim_vm_derived *d = sim_vm_derive(s, v);
     bool running = v->power != VM_STOPPED;
-    sj_lit(b, "{\"id\":\"qemu/");
-    sj_int(b, v->vmid);
-    sj_lit(b, "\",\"type\":\"qemu\",\"node\":");
-    sj_str(b, v->node->name);
-    sj_lit(b, ",\"vmid\":");
-    sj_int(b, v->vmid);
-    sj_lit(b, ",\"name\":");
-    buf_add(b, d->name, d->name_len);
-    sj_lit(b, ",\"status\":");
-    sj_str(b, vm_status(v));
-    sj_lit(b, ",\"maxcpu\":");
-    sj_int(b, d->cpus);
-    sj_lit(b, ",\"maxmem\":");
-    sj_int(b, d->maxmem);
-    sj_lit(b, ",\"maxdisk\":");
-    sj_int(b, d->maxdisk);
-    sj_lit(b, ",\"disk\":0,\"mem\":");
-    sj_int(b, running ? d->maxmem / 3 : 0);
-    sj_lit(b, running ? ",\"cpu\":0.02,\"uptime\":" : ",\"cpu\":0.0,\"uptime\":");
-    sj_int(b, running ? (int64_t)(now - v->started) : 0);
-    sj_lit(b, running ? ",\"netin\":123456,\"netout\":65432" : ",\"netin\":0,\"netout\":0");
-    sj_lit(b, ",\"diskread\":0,\"diskwrite\":0");
-    sj_lit(b, d->template ? ",\"template\":1" : ",\"template\":0");
+    const char *node = v->node->name, *status = vm_status(v);
+    const char *ha = v->ha_state[0] ? v->ha_state : "started";
+    size_t worst = 512 + JSONW_STR_MAX(strlen(node)) + d->name_len + d->lock_len + d->tags_len +
+                   JSONW_STR_MAX(sizeof v->ha_state);
+    char *p0 = sj_reserve(b, worst), *p = p0;
+    p = SJ_LIT(p, "{\"id\":\"qemu/");
+    p = jsonw_put_int(p, v->vmid);
+    p = SJ_LIT(p, "\",\"type\":\"qemu\",\"node\":");
+    p = jsonw_put_str(p, node, strlen(node));
+    p = SJ_LIT(p, ",\"vmid\":");
+    p = jsonw_put_int(p, v->vmid);
+    p = SJ_LIT(p, ",\"name\":");
+    p = sj_put_mem(p, d->name, d->name_len);
+    p = SJ_LIT(p, ",\"status\":");
+    p = jsonw_put_str(p, status, strlen(status));
+    p = SJ_LIT(p, ",\"maxcpu\":");
+    p = jsonw_put_int(p, d->cpus);
+    p = SJ_LIT(p, ",\"maxmem\":");
+    p = jsonw_put_int(p, d->maxmem);
+    p = SJ_LIT(p, ",\"maxdisk\":");
+    p = jsonw_put_int(p, d->maxdisk);
+    p = SJ_LIT(p, ",\"disk\":0,\"mem\":");
+    p = jsonw_put_int(p, running ? d->maxmem / 3 : 0);
+    if (running) {
+        p = SJ_LIT(p, ",\"cpu\":0.02,\"uptime\":");
+        p = jsonw_put_int(p, (int64_t)(now - v->started));
+        p = SJ_LIT(p, ",\"netin\":123456,\"netout\":65432");
+    } else {
+        p = SJ_LIT(p, ",\"cpu\":0.0,\"uptime\":0,\"netin\":0,\"netout\":0");
+    }
+    p = SJ_LIT(p, ",\"diskread\":0,\"diskwrite\":0");
+    p = d->template ? SJ_LIT(p, ",\"template\":1") : SJ_LIT(p, ",\"template\":0");
     if (d->lock) {
-        sj_lit(b, ",\"lock\":");
-        buf_add(b, d->lock, d->lock_len);
+        p = SJ_LIT(p, ",\"lock\":");
+        p = sj_put_mem(p, d->lock, d->lock_len);
     }
     if (d->tags) {
-        sj_lit(b, ",\"tags\":");
-        buf_add(b, d->tags, d->tags_len);
+        p = SJ_LIT(p, ",\"tags\":");
+        p = sj_put_mem(p, d->tags, d->tags_len);
     }
     if (v->ha) {
-        sj_lit(b, ",\"hastate\":");
-        sj_str(b, v->ha_state[0] ? v->ha_state : "started");
+        p = SJ_LIT(p, ",\"hastate\":");
+        p = jsonw_put_str(p, ha, strlen(ha));
     }
     if (s->o.pve_version >= 9) { /* the host's view of its memory; = mem here */
-        sj_lit(b, ",\"memhost\":");
-        sj_int(b, running ? d->maxmem / 3 : 0);
+        p = SJ_LIT(p, ",\"memhost\":");
+        p = jsonw_put_int(p, running ? d->maxmem / 3 : 0);
     }
+    sj_commit(b, p0, p);
     const char *pool = json_object_size(s->pools) ? sim_pool_of(s, v->vmid) : NULL;
     if (pool) {
         sj_lit(b, ",\"pool\":");

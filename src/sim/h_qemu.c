@@ -131,42 +131,46 @@ void sim_vm_list_write(struct buf *b, struct sim *s, struct sim_vm *v, double no
     const struct sim_vm_derived *d = sim_vm_derive(s, v);
     bool running = v->power != VM_STOPPED;
     int cpus = d->cpus > v->node->cpus ? v->node->cpus : d->cpus;
-    sj_lit(b, "{\"vmid\":");
-    sj_int(b, v->vmid);
-    sj_lit(b, running ? ",\"status\":\"running\",\"name\":" : ",\"status\":\"stopped\",\"name\":");
-    buf_add(b, d->name, d->name_len);
-    sj_lit(b, ",\"cpus\":");
-    sj_int(b, cpus);
-    sj_lit(b, ",\"maxmem\":");
-    sj_int(b, d->maxmem);
-    sj_lit(b, ",\"maxdisk\":");
-    sj_int(b, d->maxdisk);
-    sj_lit(b, ",\"disk\":0,\"mem\":");
-    sj_int(b, running ? d->maxmem / 3 : 0);
-    sj_lit(b, running ? ",\"cpu\":0.02,\"uptime\":" : ",\"cpu\":0.0,\"uptime\":");
-    sj_int(b, running ? (int64_t)(now - v->started) : 0);
-    sj_lit(b, running ? ",\"netin\":123456,\"netout\":65432" : ",\"netin\":0,\"netout\":0");
+    char *p0 = sj_reserve(b, 512 + d->name_len + d->lock_len + d->tags_len), *p = p0;
+    p = SJ_LIT(p, "{\"vmid\":");
+    p = jsonw_put_int(p, v->vmid);
+    p = running ? SJ_LIT(p, ",\"status\":\"running\",\"name\":")
+                : SJ_LIT(p, ",\"status\":\"stopped\",\"name\":");
+    p = sj_put_mem(p, d->name, d->name_len);
+    p = SJ_LIT(p, ",\"cpus\":");
+    p = jsonw_put_int(p, cpus);
+    p = SJ_LIT(p, ",\"maxmem\":");
+    p = jsonw_put_int(p, d->maxmem);
+    p = SJ_LIT(p, ",\"maxdisk\":");
+    p = jsonw_put_int(p, d->maxdisk);
+    p = SJ_LIT(p, ",\"disk\":0,\"mem\":");
+    p = jsonw_put_int(p, running ? d->maxmem / 3 : 0);
     if (running) {
-        sj_lit(b, ",\"pid\":");
-        sj_int(b, 100000 + v->vmid);
+        p = SJ_LIT(p, ",\"cpu\":0.02,\"uptime\":");
+        p = jsonw_put_int(p, (int64_t)(now - v->started));
+        p = SJ_LIT(p, ",\"netin\":123456,\"netout\":65432,\"pid\":");
+        p = jsonw_put_int(p, 100000 + v->vmid);
+    } else {
+        p = SJ_LIT(p, ",\"cpu\":0.0,\"uptime\":0,\"netin\":0,\"netout\":0");
     }
     if (d->template)
-        sj_lit(b, ",\"template\":1");
+        p = SJ_LIT(p, ",\"template\":1");
     if (d->lock) {
-        sj_lit(b, ",\"lock\":");
-        buf_add(b, d->lock, d->lock_len);
+        p = SJ_LIT(p, ",\"lock\":");
+        p = sj_put_mem(p, d->lock, d->lock_len);
     }
     if (d->tags) {
-        sj_lit(b, ",\"tags\":");
-        buf_add(b, d->tags, d->tags_len);
+        p = SJ_LIT(p, ",\"tags\":");
+        p = sj_put_mem(p, d->tags, d->tags_len);
     }
     if (s->o.pve_version < 8)
-        sj_lit(b, ",\"diskread\":0,\"diskwrite\":0");
-    if (s->o.pve_version >= 9) {
-        sj_lit(b, ",\"memhost\":");
-        sj_int(b, running ? d->maxmem / 3 : 0);
+        p = SJ_LIT(p, ",\"diskread\":0,\"diskwrite\":0");
+    if (s->o.pve_version >= 9) { /* the host's view of its memory; = mem here */
+        p = SJ_LIT(p, ",\"memhost\":");
+        p = jsonw_put_int(p, running ? d->maxmem / 3 : 0);
     }
-    buf_addc(b, '}');
+    *p++ = '}';
+    sj_commit(b, p0, p);
 }
 
 /* The same entry as a jansson object (status/current builds on it). */

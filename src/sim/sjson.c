@@ -103,3 +103,19 @@ void sj_json(struct buf *b, const json_t *v)
         break;
     }
 }
+
+char *sj_reserve(struct buf *b, size_t worst)
+{
+    return buf_space(b, worst); /* never NULL: the buffers here have no cap */
+}
+
+void sj_commit(struct buf *b, char *start, char *end)
+{
+    buf_commit(b, (size_t)(end - start));
+}
+
+char *sj_put_mem(char *p, const char *s, size_t n)
+{
+    memcpy(p, s, n);
+    return p + n;
+}
