@@ -383,11 +383,11 @@ static void check_returns(struct sim *s, struct sim_call *c, json_t *data)
 
 /* Streamed answers (big lists) under --check-returns: checking 10,000
  * records costs 50 times more than writing them (0.5 s), so an answer up to
- * 256 KiB is always checked and a bigger one on the first call of its
+ * 64 KiB is always checked and a bigger one on the first call of its
  * method and every 1024th after it (the records all come from the same
  * writers, which the small answers of the tests exercise fully). Runs without the lock, which it
  * takes only to count and to record a violation. */
-#define CHECK_ALWAYS_BELOW (256 * 1024)
+#define CHECK_ALWAYS_BELOW (64 * 1024)
 #define RAW_HEAD "{\"data\":" /* c->raw starts with it: the answer is built in place */
 #define RAW_HEAD_LEN (sizeof RAW_HEAD - 1)
 static void check_raw(struct sim *s, struct sim_call *c, const struct buf *body)
