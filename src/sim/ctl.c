@@ -329,6 +329,7 @@ static void reset(struct sim *s, struct http_resp *r)
         s->tasks = t->next;
         sim_task_free(t);
     }
+    s->ntasks_running = 0;
     faults_clear(s, 0);
     json_object_clear(s->calls);
     json_object_clear(s->node_calls);

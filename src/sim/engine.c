@@ -44,6 +44,7 @@ struct sim_task *sim_task_new(struct sim *s, struct sim_node *n, const char *typ
              t->pstart, (unsigned long long)t->starttime, type, id, user);
     t->next = s->tasks;
     s->tasks = t;
+    s->ntasks_running++;
     s->dirty = true;
     return t;
 }
@@ -59,6 +60,24 @@ void sim_task_log(struct sim_task *t, const char *fmt, ...)
         json_array_append_new(t->log, json_string(line));
 }
 
+/* The task's line goes into its node's "index"; past SIM_TASK_INDEX_MAX
+ * bytes that file becomes index.1 and the old index.1 drops out. */
+static void archive(struct sim_task *t)
+{
+    struct sim_node *n = t->node;
+    t->arch_gen = n->arch_gen;
+    n->arch_bytes += (int)(strlen(t->upid) + 10 + strlen(t->exitstatus) + 1);
+    if (n->arch_bytes > SIM_TASK_INDEX_MAX) {
+        n->arch_gen++;
+        n->arch_bytes = 0;
+    }
+}
+
+bool sim_task_archived(const struct sim_task *t)
+{
+    return !t->running && t->arch_gen >= t->node->arch_gen - 1;
+}
+
 void sim_task_finish(struct sim *s, struct sim_task *t, const char *exitstatus)
 {
     if (!t->running)
@@ -72,6 +91,8 @@ void sim_task_finish(struct sim *s, struct sim_task *t, const char *exitstatus)
     else
         sim_task_log(t, "TASK ERROR: %s", exitstatus);
     t->exitstatus = xstrdup(exitstatus);
+    s->ntasks_running--;
+    archive(t);
     s->dirty = true;
     pthread_cond_broadcast(&s->cv);
     log_debug("sim", "task %s ended: %s", t->upid, exitstatus);
@@ -732,12 +753,12 @@ static void step(struct sim *s, struct sim_task *t, double now, double share)
 }
 
 /* Drop finished tasks beyond what listing needs, oldest first. */
+/* Forget finished tasks that fell out of their node's archive. */
 static void trim_tasks(struct sim *s)
 {
-    int kept = 0;
     for (struct sim_task **pp = &s->tasks; *pp;) {
         struct sim_task *t = *pp;
-        if (!t->running && ++kept > SIM_TASKS_KEPT * s->nnodes) {
+        if (!t->running && !sim_task_archived(t)) {
             *pp = t->next;
             sim_task_free(t);
             continue;
@@ -753,6 +774,11 @@ void sim_advance(struct sim *s)
     if (dt < 0)
         dt = 0;
     s->last_adv = now;
+    static int tick;
+    if (++tick % 256 == 0)
+        trim_tasks(s);
+    if (s->ntasks_running <= 0) /* nothing to step: skip the walks over the archive */
+        return;
     /* bandwidth share: full clones copying on each node */
     int copying[SIM_MAX_NODES] = {0};
     for (struct sim_task *t = s->tasks; t; t = t->next)
@@ -772,9 +798,6 @@ void sim_advance(struct sim *s)
     }
     if (stepping)
         sim_world_end(s);
-    static int tick;
-    if (++tick % 256 == 0)
-        trim_tasks(s);
 }
 
 static void *engine_main(void *arg)

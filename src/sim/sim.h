@@ -30,7 +30,12 @@
 #define SIM_MAX_STORAGES 8
 #define SIM_MAX_TEMPLATES 16
 #define SIM_MAX_TOKENS 16
-#define SIM_TASKS_KEPT 4000 /* finished tasks kept per node for listing */
+/* A node's finished tasks are listed from its task archive: PVE appends
+ * "UPID ENDTIME STATUS" lines to /var/log/pve/tasks/index and renames it to
+ * index.1 once it passes 50,000 bytes (about 500 to 1,000 tasks); the task
+ * list reads index and index.1 (pve-common RESTEnvironment active_workers,
+ * pve-manager API2/Tasks.pm). pvesim keeps the same two files' worth. */
+#define SIM_TASK_INDEX_MAX 50000
 
 struct sim;
 struct sim_call;
@@ -72,8 +77,10 @@ struct sim_node {
         int64_t st_used[SIM_MAX_STORAGES];
     } agg;
     int port;
-    int pid_next; /* next worker pid for UPIDs */
-    double boot;  /* sim_now() when it last came online */
+    int pid_next;   /* next worker pid for UPIDs */
+    int arch_gen;   /* engine.c: tasks archived into "index" carry this; older: index.1, gone */
+    int arch_bytes; /* engine.c: bytes in the current "index" */
+    double boot;    /* sim_now() when it last came online */
 };
 
 enum vm_power { VM_STOPPED = 0, VM_RUNNING = 1, VM_PAUSED = 2 };
@@ -173,6 +180,7 @@ struct sim_task {
     int64_t endtime;
     bool running;
     char *exitstatus; /* set when stopped */
+    int arch_gen;     /* the node's arch_gen when it stopped (see SIM_TASK_INDEX_MAX) */
     json_t *log;      /* array of strings */
     /* engine state */
     enum task_kind kind;
@@ -260,6 +268,7 @@ struct sim {
     uint64_t gen;
     int changing;
     struct sim_task *tasks; /* newest first */
+    int ntasks_running;     /* engine.c: tasks in s->tasks still running */
     struct sim_fault *faults;
     int fault_next;
     json_t *calls;      /* {"GET /nodes/{node}/qemu": n, ...} */
@@ -354,6 +363,8 @@ struct sim_task *sim_task_new(struct sim *s, struct sim_node *n, const char *typ
                               const char *user, enum task_kind kind);
 void sim_task_log(struct sim_task *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void sim_task_finish(struct sim *s, struct sim_task *t, const char *exitstatus);
+/* Is this finished task still in its node's task archive (index, index.1)? */
+bool sim_task_archived(const struct sim_task *t);
 struct sim_task *sim_task_find(struct sim *s, const char *upid);
 /* Free a task that is no longer linked in s->tasks. */
 void sim_task_free(struct sim_task *t);
