@@ -271,7 +271,16 @@ def part_big(work):
         sim.stop()
 
 
+def ensure_wrk():
+    if shutil.which("wrk"):
+        return
+    print("== wrk is missing: installing it (apt-get install -y wrk)", flush=True)
+    subprocess.run(["apt-get", "install", "-y", "wrk"], check=True, stdout=subprocess.DEVNULL,
+                   env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+
+
 def main():
+    ensure_wrk()
     git = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
                          text=True).stdout.strip()
     say("pvesim fleet-scale benchmark, %s, git %s" % (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), git))
