@@ -41,7 +41,8 @@ def expected(i):
          "maxcpu": 1 + i % 4, "maxmem": mem, "maxdisk": 10 * (1 + i % 4) * 1024 ** 3,
          "mem": mem // 3 if running else 0, "cpu": 0.02 if running else 0, "disk": 0,
          "netin": 123456 if running else 0, "netout": 65432 if running else 0,
-         "diskread": 0, "diskwrite": 0, "template": 0, "tags": "proxd"}
+         "diskread": 0, "diskwrite": 0, "template": 0, "tags": "proxd",
+         "memhost": mem // 3 if running else 0}  # PVE 9 (pvesim's default)
     if i % 97 == 0:
         e["lock"] = "backup"
     if i % 50 == 0:
