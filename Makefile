@@ -28,12 +28,13 @@ test: asan build
 demo: build
 	@bash scripts/demo.sh
 
-# Creation benchmark against pvesim, then the API benchmark (both report
-# their targets, never fail the build); results also in
-# bench/results/create.txt and bench/results/api.txt.
+# Creation benchmark against pvesim, then the API benchmark, then pvesim at
+# fleet scale (all report their targets, never fail the build); results also
+# in bench/results/create.txt, api.txt and sim.txt.
 bench: build
 	@/usr/bin/python3 bench/bench_create.py
 	@bash bench/bench_api.sh || echo "bench_api.sh did not complete (see above)"
+	@/usr/bin/python3 bench/bench_sim.py || echo "bench_sim.py did not complete (see above)"
 
 # The randomized fault test, longer (many seeds, more VMs and jobs, with and
 # without creations under faults), against the release build; figures in

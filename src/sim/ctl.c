@@ -115,6 +115,7 @@ static void node_set(struct sim *s, const char *name, const struct http_req *req
             ss->total = (int64_t)(json_number_value(v) * 1073741824.0);
     }
     s->dirty = true;
+    sim_world_touch(s);
     log_info("sim", "node %s is %s", n->name, sv ? sv : "unchanged");
     pthread_mutex_unlock(&s->mu);
     if (changed)
@@ -309,6 +310,7 @@ static void vm_set(struct sim *s, int vmid, const struct http_req *req, struct h
             }
         }
         s->dirty = true;
+        sim_world_touch(s); /* its config, node or power changed: derived values are stale */
         reply(r, 200, json_pack("{s:i,s:s}", "vmid", vmid, "node", vm->node->name));
     }
     pthread_mutex_unlock(&s->mu);
@@ -327,6 +329,7 @@ static void reset(struct sim *s, struct http_resp *r)
         s->tasks = t->next;
         sim_task_free(t);
     }
+    s->ntasks_running = 0;
     faults_clear(s, 0);
     json_object_clear(s->calls);
     json_object_clear(s->node_calls);
@@ -345,6 +348,7 @@ static void reset(struct sim *s, struct http_resp *r)
         s->nodes[i].boot = sim_now(s) - 86400;
     }
     s->dirty = true;
+    sim_world_touch(s);
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
     for (int i = 0; i < s->nnodes; i++)
@@ -358,11 +362,14 @@ void sim_ctl_handle(struct sim *s, const struct http_req *req, struct http_resp 
     const char *m = req->method;
     bool get = strcmp(m, "GET") == 0, post = strcmp(m, "POST") == 0, del = strcmp(m, "DELETE") == 0;
     if (get && strcmp(p, "/state") == 0) {
+        /* written straight into the answer: a tree of 100,000 VMs would
+         * cost a second and hundreds of MiB for a moment */
+        http_resp_status(r, 200, NULL);
+        r->content_type = xstrdup("application/json");
         pthread_mutex_lock(&s->mu);
         sim_advance(s);
-        json_t *st = sim_state_json(s);
+        sim_state_write(s, &r->body, NULL);
         pthread_mutex_unlock(&s->mu);
-        reply(r, 200, st);
     } else if (get && strcmp(p, "/calls") == 0) {
         pthread_mutex_lock(&s->mu);
         json_t *c = json_pack("{s:O,s:O}", "calls", s->calls, "nodes", s->node_calls);

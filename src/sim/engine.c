@@ -44,6 +44,7 @@ struct sim_task *sim_task_new(struct sim *s, struct sim_node *n, const char *typ
              t->pstart, (unsigned long long)t->starttime, type, id, user);
     t->next = s->tasks;
     s->tasks = t;
+    s->ntasks_running++;
     s->dirty = true;
     return t;
 }
@@ -59,6 +60,24 @@ void sim_task_log(struct sim_task *t, const char *fmt, ...)
         json_array_append_new(t->log, json_string(line));
 }
 
+/* The task's line goes into its node's "index"; past SIM_TASK_INDEX_MAX
+ * bytes that file becomes index.1 and the old index.1 drops out. */
+static void archive(struct sim_task *t)
+{
+    struct sim_node *n = t->node;
+    t->arch_gen = n->arch_gen;
+    n->arch_bytes += (int)(strlen(t->upid) + 10 + strlen(t->exitstatus) + 1);
+    if (n->arch_bytes > SIM_TASK_INDEX_MAX) {
+        n->arch_gen++;
+        n->arch_bytes = 0;
+    }
+}
+
+bool sim_task_archived(const struct sim_task *t)
+{
+    return !t->running && t->arch_gen >= t->node->arch_gen - 1;
+}
+
 void sim_task_finish(struct sim *s, struct sim_task *t, const char *exitstatus)
 {
     if (!t->running)
@@ -72,6 +91,8 @@ void sim_task_finish(struct sim *s, struct sim_task *t, const char *exitstatus)
     else
         sim_task_log(t, "TASK ERROR: %s", exitstatus);
     t->exitstatus = xstrdup(exitstatus);
+    s->ntasks_running--;
+    archive(t);
     s->dirty = true;
     pthread_cond_broadcast(&s->cv);
     log_debug("sim", "task %s ended: %s", t->upid, exitstatus);
@@ -732,12 +753,12 @@ static void step(struct sim *s, struct sim_task *t, double now, double share)
 }
 
 /* Drop finished tasks beyond what listing needs, oldest first. */
+/* Forget finished tasks that fell out of their node's archive. */
 static void trim_tasks(struct sim *s)
 {
-    int kept = 0;
     for (struct sim_task **pp = &s->tasks; *pp;) {
         struct sim_task *t = *pp;
-        if (!t->running && ++kept > SIM_TASKS_KEPT * s->nnodes) {
+        if (!t->running && !sim_task_archived(t)) {
             *pp = t->next;
             sim_task_free(t);
             continue;
@@ -753,27 +774,36 @@ void sim_advance(struct sim *s)
     if (dt < 0)
         dt = 0;
     s->last_adv = now;
+    static int tick;
+    if (++tick % 256 == 0)
+        trim_tasks(s);
+    if (s->ntasks_running <= 0) /* nothing to step: skip the walks over the archive */
+        return;
     /* bandwidth share: full clones copying on each node */
     int copying[SIM_MAX_NODES] = {0};
     for (struct sim_task *t = s->tasks; t; t = t->next)
         if (t->running && t->kind == TK_CLONE && t->phase == PH_WORK2 &&
             t->bytes_done < t->bytes_total)
             copying[t->node->idx]++;
+    bool stepping = false;
     for (struct sim_task *t = s->tasks; t; t = t->next) {
         if (!t->running || t->t0 > now)
             continue;
+        if (!stepping) { /* a step may change VMs: no cached derived values meanwhile */
+            sim_world_begin(s);
+            stepping = true;
+        }
         double share = copying[t->node->idx] ? t->node->bandwidth * dt / copying[t->node->idx] : 0;
         step(s, t, now, share);
     }
-    static int tick;
-    if (++tick % 256 == 0)
-        trim_tasks(s);
+    if (stepping)
+        sim_world_end(s);
 }
 
 static void *engine_main(void *arg)
 {
     struct sim *s = arg;
-    int64_t last_save = mono_ms();
+    int64_t last_save = mono_ms(), save_gap = 500;
     for (;;) {
         pthread_mutex_lock(&s->mu);
         if (s->stopping) {
@@ -781,13 +811,19 @@ static void *engine_main(void *arg)
             break;
         }
         sim_advance(s);
-        bool save = s->o.state_dir && s->dirty && mono_ms() - last_save > 500;
+        bool save = s->o.state_dir && s->dirty && mono_ms() - last_save > save_gap;
         if (save) {
+            int64_t t0 = mono_ms();
             char *p = xasprintf("%s/state.json", s->o.state_dir);
             sim_state_save(s, p);
             free(p);
             s->dirty = false;
             last_save = mono_ms();
+            /* a save holds the world's lock: with 100,000 VMs it takes a few
+             * hundred ms, so space saves to keep it under 5 % of the time */
+            save_gap = 20 * (last_save - t0);
+            if (save_gap < 500)
+                save_gap = 500;
         }
         pthread_mutex_unlock(&s->mu);
         sleep_ms(5);

@@ -3,6 +3,7 @@
 #include "common/util.h"
 #include "common/xalloc.h"
 #include "sim/sim.h"
+#include "sim/sjson.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,12 +11,17 @@
 
 json_t *sim_node_entry(struct sim *s, struct sim_node *n, bool with_fp);
 json_t *sim_storage_entry(struct sim *s, struct sim_node *n, struct sim_storage *st, bool frac);
-json_t *sim_vm_list_entry(struct sim *s, struct sim_vm *v);
 
 static bool visible(struct sim_call *c, struct sim_node *n)
 {
     return !c->s->o.standalone || n == c->node;
 }
+
+/* ---- /cluster/resources -------------------------------------------------
+ * One writer per resource type, straight into the answer's text (with
+ * 100,000 VMs a jansson tree per request cost seconds and fragmented the
+ * heap). The fields are PVE's (PVE::API2Tools::extract_vm_stats and
+ * friends); new ones go into the writer of their type. */
 
 static const char *vm_status(struct sim_vm *v)
 {
@@ -24,61 +30,136 @@ static const char *vm_status(struct sim_vm *v)
     return v->power == VM_STOPPED ? "stopped" : "running";
 }
 
-static json_t *vm_resource(struct sim *s, struct sim_vm *v)
+static void res_qemu(struct buf *b, struct sim *s, struct sim_vm *v, double now)
 {
-    json_t *e = sim_vm_list_entry(s, v);
-    json_object_del(e, "cpus");
-    json_object_del(e, "pid");
-    json_object_set_new(e, "id", json_sprintf("qemu/%d", v->vmid));
-    json_object_set_new(e, "node", json_string(v->node->name));
-    json_object_set_new(e, "type", json_string("qemu"));
-    json_object_set_new(e, "status", json_string(vm_status(v)));
-    json_object_set_new(e, "maxcpu", json_integer(sim_vm_cpus(v)));
-    json_object_set_new(e, "template",
-                        json_integer(json_is_true(json_object_get(v->conf, "template")) ||
-                                     json_integer_value(json_object_get(v->conf, "template"))));
-    json_object_set_new(e, "diskread", json_integer(0));
-    json_object_set_new(e, "diskwrite", json_integer(0));
-    if (v->ha)
-        json_object_set_new(e, "hastate", json_string(v->ha_state[0] ? v->ha_state : "started"));
-    return e;
+    const struct sim_vm_derived *d = sim_vm_derive(s, v);
+    bool running = v->power != VM_STOPPED;
+    const char *node = v->node->name, *status = vm_status(v);
+    const char *ha = v->ha_state[0] ? v->ha_state : "started";
+    size_t worst = 512 + JSONW_STR_MAX(strlen(node)) + d->name_len + d->lock_len + d->tags_len +
+                   JSONW_STR_MAX(sizeof v->ha_state);
+    char *p0 = sj_reserve(b, worst), *p = p0;
+    p = SJ_LIT(p, "{\"id\":\"qemu/");
+    p = jsonw_put_int(p, v->vmid);
+    p = SJ_LIT(p, "\",\"type\":\"qemu\",\"node\":");
+    p = jsonw_put_str(p, node, strlen(node));
+    p = SJ_LIT(p, ",\"vmid\":");
+    p = jsonw_put_int(p, v->vmid);
+    p = SJ_LIT(p, ",\"name\":");
+    p = sj_put_mem(p, d->name, d->name_len);
+    p = SJ_LIT(p, ",\"status\":");
+    p = jsonw_put_str(p, status, strlen(status));
+    p = SJ_LIT(p, ",\"maxcpu\":");
+    p = jsonw_put_int(p, d->cpus);
+    p = SJ_LIT(p, ",\"maxmem\":");
+    p = jsonw_put_int(p, d->maxmem);
+    p = SJ_LIT(p, ",\"maxdisk\":");
+    p = jsonw_put_int(p, d->maxdisk);
+    p = SJ_LIT(p, ",\"disk\":0,\"mem\":");
+    p = jsonw_put_int(p, running ? d->maxmem / 3 : 0);
+    if (running) {
+        p = SJ_LIT(p, ",\"cpu\":0.02,\"uptime\":");
+        p = jsonw_put_int(p, (int64_t)(now - v->started));
+        p = SJ_LIT(p, ",\"netin\":123456,\"netout\":65432");
+    } else {
+        p = SJ_LIT(p, ",\"cpu\":0.0,\"uptime\":0,\"netin\":0,\"netout\":0");
+    }
+    p = SJ_LIT(p, ",\"diskread\":0,\"diskwrite\":0");
+    p = d->template ? SJ_LIT(p, ",\"template\":1") : SJ_LIT(p, ",\"template\":0");
+    if (d->lock) {
+        p = SJ_LIT(p, ",\"lock\":");
+        p = sj_put_mem(p, d->lock, d->lock_len);
+    }
+    if (d->tags) {
+        p = SJ_LIT(p, ",\"tags\":");
+        p = sj_put_mem(p, d->tags, d->tags_len);
+    }
+    if (v->ha) {
+        p = SJ_LIT(p, ",\"hastate\":");
+        p = jsonw_put_str(p, ha, strlen(ha));
+    }
+    if (s->o.pve_version >= 9) { /* the host's view of its memory; = mem here */
+        p = SJ_LIT(p, ",\"memhost\":");
+        p = jsonw_put_int(p, running ? d->maxmem / 3 : 0);
+    }
+    sj_commit(b, p0, p);
+    const char *pool = json_object_size(s->pools) ? sim_pool_of(s, v->vmid) : NULL;
+    if (pool) {
+        sj_lit(b, ",\"pool\":");
+        sj_str(b, pool);
+    }
+    buf_addc(b, '}');
+}
+
+static void res_node(struct buf *b, struct sim *s, struct sim_node *n)
+{
+    json_t *e = sim_node_entry(s, n, false);
+    json_object_set_new(e, "cgroup-mode", json_integer(2));
+    sj_json(b, e);
+    json_decref(e);
+}
+
+static void res_storage(struct buf *b, struct sim *s, struct sim_node *n, struct sim_storage *st)
+{
+    json_t *se = sim_storage_entry(s, n, st, false);
+    json_t *e = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:i,s:s,s:O,s:O}", "id", "", "storage", st->id,
+                          "node", n->name, "type", "storage", "plugintype", st->type, "status",
+                          n->state == NODE_OFFLINE ? "unknown" : "available", "shared", st->shared,
+                          "content", st->content, "maxdisk", json_object_get(se, "total"), "disk",
+                          json_object_get(se, "used"));
+    json_object_set_new(e, "id", json_sprintf("storage/%s/%s", n->name, st->id));
+    json_decref(se);
+    sj_json(b, e);
+    json_decref(e);
 }
 
 static void h_resources(struct sim_call *c)
 {
     struct sim *s = c->s;
     const char *type = call_str(c, "type");
-    c->data = json_array();
-    if (!type || strcmp(type, "vm") == 0)
+    bool vms = !type || strcmp(type, "vm") == 0, nodes = !type || strcmp(type, "node") == 0,
+         storages = !type || strcmp(type, "storage") == 0;
+    double now = sim_now(s);
+    struct buf *b = &c->raw;
+    bool first = true;
+    c->raw_set = true;
+    /* about 330 bytes a VM: one allocation instead of a dozen doublings */
+    buf_space(b, vms ? s->nvms * 340 + 4096 : 4096);
+    buf_addc(b, '[');
+#define SEP() (first ? (void)(first = false) : (void)buf_addc(b, ','))
+    if (vms)
         for (struct sim_vm *v = s->vms; v; v = v->next)
-            if (!v->gone && visible(c, v->node))
-                json_array_append_new(c->data, vm_resource(s, v));
+            if (!v->gone && visible(c, v->node)) {
+                SEP();
+                res_qemu(b, s, v, now);
+            }
     for (int i = 0; i < s->nnodes; i++) {
         struct sim_node *n = &s->nodes[i];
         if (!visible(c, n))
             continue;
-        if (!type || strcmp(type, "node") == 0) {
-            json_t *e = sim_node_entry(s, n, false);
-            json_object_set_new(e, "cgroup-mode", json_integer(2));
-            json_array_append_new(c->data, e);
+        if (nodes) {
+            SEP();
+            res_node(b, s, n);
         }
-        if (type && strcmp(type, "storage") != 0)
-            continue;
-        for (int j = 0; j < n->nst; j++) {
-            struct sim_storage *st = &n->st[j];
-            json_t *se = sim_storage_entry(s, n, st, false);
-            json_t *e =
-                json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:i,s:s,s:O,s:O}", "id", "", "storage", st->id,
-                          "node", n->name, "type", "storage", "plugintype", st->type, "status",
-                          n->state == NODE_OFFLINE ? "unknown" : "available", "shared", st->shared,
-                          "content", st->content, "maxdisk", json_object_get(se, "total"), "disk",
-                          json_object_get(se, "used"));
-            json_object_set_new(e, "id", json_sprintf("storage/%s/%s", n->name, st->id));
-            json_decref(se);
-            json_array_append_new(c->data, e);
+        for (int j = 0; storages && j < n->nst; j++) {
+            SEP();
+            res_storage(b, s, n, &n->st[j]);
         }
     }
-    sim_resources_extra(c, type); /* containers and pools (h_inventory.c) */
+    /* containers and pools (h_inventory.c), written after ours */
+    c->data = json_array();
+    sim_resources_extra(c, type);
+    size_t i;
+    json_t *e;
+    json_array_foreach(c->data, i, e)
+    {
+        SEP();
+        sj_json(b, e);
+    }
+    json_decref(c->data);
+    c->data = NULL;
+#undef SEP
+    buf_addc(b, ']');
 }
 
 static void h_nextid(struct sim_call *c)

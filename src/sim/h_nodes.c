@@ -85,10 +85,8 @@ static bool visible(struct sim_call *c, struct sim_node *n)
 
 static double node_cpu(struct sim *s, struct sim_node *n)
 {
-    int busy = 0;
-    for (struct sim_vm *v = s->vms; v; v = v->next)
-        if (v->node == n && !v->gone && v->power == VM_RUNNING)
-            busy += sim_vm_cpus(v);
+    sim_node_agg(s);
+    int busy = n->agg.busy_cpus;
     double f = 0.01 + 0.05 * busy / (n->cpus ? n->cpus : 1);
     return f > 1 ? 1 : f;
 }

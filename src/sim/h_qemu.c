@@ -6,6 +6,7 @@
 #include "common/xalloc.h"
 #include "sim/qemu_ops.h"
 #include "sim/sim.h"
+#include "sim/sjson.h"
 #include "sim/vmops.h"
 
 #include <ctype.h>
@@ -122,42 +123,64 @@ static struct sim_task *start_task(struct sim_call *c, const char *type, int vmi
 
 /* ---- list and status entries ---------------------------------------- */
 
+/* One VM of GET /nodes/{node}/qemu (PVE::QemuServer::vmstatus): written as
+ * JSON text, from the derived values (no config parsing per answer). now:
+ * sim_now(), read once per answer. */
+void sim_vm_list_write(struct buf *b, struct sim *s, struct sim_vm *v, double now)
+{
+    const struct sim_vm_derived *d = sim_vm_derive(s, v);
+    bool running = v->power != VM_STOPPED;
+    int cpus = d->cpus > v->node->cpus ? v->node->cpus : d->cpus;
+    char *p0 = sj_reserve(b, 512 + d->name_len + d->lock_len + d->tags_len), *p = p0;
+    p = SJ_LIT(p, "{\"vmid\":");
+    p = jsonw_put_int(p, v->vmid);
+    p = running ? SJ_LIT(p, ",\"status\":\"running\",\"name\":")
+                : SJ_LIT(p, ",\"status\":\"stopped\",\"name\":");
+    p = sj_put_mem(p, d->name, d->name_len);
+    p = SJ_LIT(p, ",\"cpus\":");
+    p = jsonw_put_int(p, cpus);
+    p = SJ_LIT(p, ",\"maxmem\":");
+    p = jsonw_put_int(p, d->maxmem);
+    p = SJ_LIT(p, ",\"maxdisk\":");
+    p = jsonw_put_int(p, d->maxdisk);
+    p = SJ_LIT(p, ",\"disk\":0,\"mem\":");
+    p = jsonw_put_int(p, running ? d->maxmem / 3 : 0);
+    if (running) {
+        p = SJ_LIT(p, ",\"cpu\":0.02,\"uptime\":");
+        p = jsonw_put_int(p, (int64_t)(now - v->started));
+        p = SJ_LIT(p, ",\"netin\":123456,\"netout\":65432,\"pid\":");
+        p = jsonw_put_int(p, 100000 + v->vmid);
+    } else {
+        p = SJ_LIT(p, ",\"cpu\":0.0,\"uptime\":0,\"netin\":0,\"netout\":0");
+    }
+    if (d->template)
+        p = SJ_LIT(p, ",\"template\":1");
+    if (d->lock) {
+        p = SJ_LIT(p, ",\"lock\":");
+        p = sj_put_mem(p, d->lock, d->lock_len);
+    }
+    if (d->tags) {
+        p = SJ_LIT(p, ",\"tags\":");
+        p = sj_put_mem(p, d->tags, d->tags_len);
+    }
+    if (s->o.pve_version < 8)
+        p = SJ_LIT(p, ",\"diskread\":0,\"diskwrite\":0");
+    if (s->o.pve_version >= 9) { /* the host's view of its memory; = mem here */
+        p = SJ_LIT(p, ",\"memhost\":");
+        p = jsonw_put_int(p, running ? d->maxmem / 3 : 0);
+    }
+    *p++ = '}';
+    sj_commit(b, p0, p);
+}
+
+/* The same entry as a jansson object (status/current builds on it). */
 json_t *sim_vm_list_entry(struct sim *s, struct sim_vm *v);
 json_t *sim_vm_list_entry(struct sim *s, struct sim_vm *v)
 {
-    const char *name = json_string_value(json_object_get(v->conf, "name"));
-    const char *boot = sim_vm_bootdisk(v);
-    int64_t maxdisk = boot ? sim_disk_size(json_string_value(json_object_get(v->conf, boot))) : 0;
-    bool running = v->power != VM_STOPPED;
-    int cpus = sim_vm_cpus(v);
-    if (cpus > v->node->cpus)
-        cpus = v->node->cpus;
-    json_t *e = json_pack(
-        "{s:i,s:s,s:s,s:i,s:I,s:I,s:i,s:I,s:f,s:I,s:I,s:I}", "vmid", v->vmid, "status",
-        running ? "running" : "stopped", "name", "", "cpus", cpus, "maxmem",
-        (json_int_t)sim_vm_maxmem(v), "maxdisk", (json_int_t)maxdisk, "disk", 0, "mem",
-        (json_int_t)(running ? sim_vm_maxmem(v) / 3 : 0), "cpu", running ? 0.02 : 0.0, "uptime",
-        (json_int_t)(running ? (long long)(sim_now(s) - v->started) : 0), "netin",
-        (json_int_t)(running ? 123456 : 0), "netout", (json_int_t)(running ? 65432 : 0));
-    if (name)
-        json_object_set_new(e, "name", json_string(name));
-    else
-        json_object_set_new(e, "name", json_sprintf("VM %d", v->vmid));
-    if (running)
-        json_object_set_new(e, "pid", json_integer(100000 + v->vmid));
-    if (json_integer_value(json_object_get(v->conf, "template")))
-        json_object_set_new(e, "template", json_integer(1));
-    if (vm_lock(v))
-        json_object_set_new(e, "lock", json_string(vm_lock(v)));
-    json_t *tags = json_object_get(v->conf, "tags");
-    if (tags)
-        json_object_set(e, "tags", tags);
-    if (s->o.pve_version < 8) {
-        json_object_set_new(e, "diskread", json_integer(0));
-        json_object_set_new(e, "diskwrite", json_integer(0));
-    }
-    if (s->o.pve_version >= 9)
-        json_object_set(e, "memhost", json_object_get(e, "mem"));
+    struct buf b = BUF_INIT(BUF_UNLIMITED);
+    sim_vm_list_write(&b, s, v, sim_now(s));
+    json_t *e = json_loadb(b.data, b.len, 0, NULL);
+    buf_release(&b);
     return e;
 }
 
@@ -177,13 +200,26 @@ void sim_vm_pressure(struct sim *s, struct sim_vm *v, json_t *e)
 
 static void h_list(struct sim_call *c)
 {
-    c->data = json_array();
-    for (struct sim_vm *v = c->s->vms; v; v = v->next)
-        if (!v->gone && v->node == c->node) {
-            json_t *e = sim_vm_list_entry(c->s, v);
-            sim_vm_pressure(c->s, v, e);
-            json_array_append_new(c->data, e);
+    struct sim *s = c->s;
+    double now = sim_now(s);
+    bool first = true;
+    c->raw_set = true;
+    buf_addc(&c->raw, '[');
+    for (struct sim_vm *v = s->vms; v; v = v->next) {
+        if (v->gone || v->node != c->node)
+            continue;
+        if (!first)
+            buf_addc(&c->raw, ',');
+        first = false;
+        sim_vm_list_write(&c->raw, s, v, now);
+        if (s->o.pve_version >= 9 && v->power != VM_STOPPED) { /* sim_vm_pressure's fields */
+            buf_truncate(&c->raw, c->raw.len - 1);
+            sj_lit(&c->raw, ",\"pressurecpusome\":0.12,\"pressurecpufull\":0.0,"
+                            "\"pressureiosome\":0.12,\"pressureiofull\":0.0,"
+                            "\"pressurememorysome\":0.12,\"pressurememoryfull\":0.0}");
         }
+    }
+    buf_addc(&c->raw, ']');
 }
 
 /* ---- ssh keys ---------------------------------------------------------- */

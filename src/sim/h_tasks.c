@@ -148,7 +148,7 @@ static void h_list(struct sim_call *c)
     int64_t total = 0;
     c->data = json_array();
     for (struct sim_task *t = c->s->tasks; t; t = t->next) {
-        if (t->node != c->node || !filter(c, t))
+        if (t->node != c->node || (!t->running && !sim_task_archived(t)) || !filter(c, t))
             continue;
         if (total >= start && (int64_t)json_array_size(c->data) < limit) {
             json_t *e = task_entry(t, false);

@@ -623,9 +623,14 @@ static int send_response(struct conn *c, const struct http_resp *r, int minor, b
             buf_adds(&o, "\r\n");
     }
     buf_adds(&o, "\r\n");
-    if (!head_only && r->body.len)
+    /* a big body (a whole fleet's /cluster/resources) goes out from where
+     * it is, not copied behind the head first */
+    bool apart = !head_only && r->body.len > 65536;
+    if (!head_only && r->body.len && !apart)
         buf_add(&o, r->body.data, r->body.len);
     int rc = conn_write(c, o.data, o.len, mono_ms() + WRITE_MS);
+    if (rc == 0 && apart)
+        rc = conn_write(c, r->body.data, r->body.len, mono_ms() + WRITE_MS);
     buf_release(&o);
     return rc;
 }

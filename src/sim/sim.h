@@ -20,16 +20,22 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "common/buf.h"
 #include "sim/httpd.h"
 #include "sim/schema.h"
 
-#define SIM_MAX_NODES 64
+#define SIM_MAX_NODES 128 /* a 100-node fleet fits (issue 16) */
 #define SIM_MAX_STORAGES 8
 #define SIM_MAX_TEMPLATES 16
 #define SIM_MAX_TOKENS 16
-#define SIM_TASKS_KEPT 4000 /* finished tasks kept per node for listing */
+/* A node's finished tasks are listed from its task archive: PVE appends
+ * "UPID ENDTIME STATUS" lines to /var/log/pve/tasks/index and renames it to
+ * index.1 once it passes 50,000 bytes (about 500 to 1,000 tasks); the task
+ * list reads index and index.1 (pve-common RESTEnvironment active_workers,
+ * pve-manager API2/Tasks.pm). pvesim keeps the same two files' worth. */
+#define SIM_TASK_INDEX_MAX 50000
 
 struct sim;
 struct sim_call;
@@ -64,12 +70,39 @@ struct sim_node {
     struct sim_storage st[SIM_MAX_STORAGES];
     int nst;
     int listener; /* httpd listener id, -1 if none */
+    struct {      /* state.c: sim_node_agg's cache */
+        uint64_t gen;
+        int64_t mem_used; /* host + running (or starting) VMs, bytes */
+        int busy_cpus;    /* vCPUs of running VMs */
+        int64_t st_used[SIM_MAX_STORAGES];
+    } agg;
     int port;
-    int pid_next; /* next worker pid for UPIDs */
-    double boot;  /* sim_now() when it last came online */
+    int pid_next;   /* next worker pid for UPIDs */
+    int arch_gen;   /* engine.c: tasks archived into "index" carry this; older: index.1, gone */
+    int arch_bytes; /* engine.c: bytes in the current "index" */
+    double boot;    /* sim_now() when it last came online */
 };
 
 enum vm_power { VM_STOPPED = 0, VM_RUNNING = 1, VM_PAUSED = 2 };
+
+/* What the list answers need from a VM's config, derived once per world
+ * generation (sim_vm_derive) instead of parsed again for every VM of every
+ * answer. The strings are borrowed from the config: valid until the world
+ * changes (the generation moves on). */
+struct sim_vm_derived {
+    uint64_t gen;            /* s->gen when derived; 0: never */
+    int64_t maxmem, maxdisk; /* bytes */
+    int cpus;
+    bool template;
+    /* name (or "VM <vmid>"), lock and tags as JSON string literals, quotes
+     * included, in `text` (owned, freed with the VM): writing them is a
+     * copy, not a walk through the config's memory. lock/tags: NULL when
+     * absent. */
+    char *text;
+    const char *name, *lock, *tags;
+    unsigned short name_len, lock_len, tags_len;
+    int64_t st_used[SIM_MAX_STORAGES]; /* bytes of its disks on each storage of its node */
+};
 
 /* The per-VM file lock (/var/lock/qemu-server/lock-<vmid>.conf): a holder
  * count for shared holders and a flag for an exclusive one. */
@@ -94,6 +127,9 @@ struct sim_vm {
     bool gone;     /* destroyed; unlinked at the next sweep */
     json_t *snaps; /* snapshots (vmops.c): {"<name>": {config..., snaptime, ...}}, NULL if none */
     struct sim_vm *next;
+    struct sim_vm *prev;     /* state.c: O(1) unlink */
+    struct sim_vm *hnext;    /* state.c: the VMID index's chain */
+    struct sim_vm_derived d; /* state.c: sim_vm_derive's cache */
 };
 
 /* A container (pve-container): listed and inspected, no lifecycle yet.
@@ -144,6 +180,7 @@ struct sim_task {
     int64_t endtime;
     bool running;
     char *exitstatus; /* set when stopped */
+    int arch_gen;     /* the node's arch_gen when it stopped (see SIM_TASK_INDEX_MAX) */
     json_t *log;      /* array of strings */
     /* engine state */
     enum task_kind kind;
@@ -217,14 +254,27 @@ struct sim {
     void *lctx[SIM_MAX_NODES + 1]; /* listener contexts (api.c), freed at exit */
     int nlctx;
     struct sim_vm *vms;
-    struct sim_ct *cts;     /* containers (lxc.c) */
-    json_t *pools;          /* {"poolid": {"comment": s?, "vms": [vmid...]}} (lxc.c) */
+    struct sim_ct *cts;       /* containers (lxc.c) */
+    json_t *pools;            /* {"poolid": {"comment": s?, "vms": [vmid...]}} (lxc.c) */
+    struct sim_vm **vm_index; /* state.c: VMID hash, chains through hnext */
+    size_t vm_index_cap;      /* buckets, a power of two */
+    size_t nvms;              /* VMs linked in s->vms */
+    /* World generation: moves on whenever the world may change (a write
+     * request, a control call, a running task's step, a state load); caches
+     * of derived values (sim_vm_derive, sim_node_agg) are valid for one
+     * generation. While `changing` is set (inside a write), nothing is
+     * cached: a handler that changes a VM and then asks for a node's
+     * totals sees its own change. */
+    uint64_t gen;
+    int changing;
     struct sim_task *tasks; /* newest first */
+    int ntasks_running;     /* engine.c: tasks in s->tasks still running */
     struct sim_fault *faults;
     int fault_next;
     json_t *calls;      /* {"GET /nodes/{node}/qemu": n, ...} */
     json_t *node_calls; /* {"sv1": n, ...} */
     json_t *violations; /* results that failed --check-returns (bounded) */
+    json_t *big_checks; /* api.c: {"GET /cluster/resources": n} big streamed answers seen */
     json_t *rejections; /* requests refused by the schema or unknown paths (bounded) */
     double t_origin;    /* real monotonic seconds at start */
     double last_adv;    /* sim_now() of the last sim_advance */
@@ -257,6 +307,17 @@ const char *sim_vm_bootdisk(const struct sim_vm *vm);
 int64_t sim_storage_used(struct sim *s, struct sim_node *n, const char *storage);
 struct sim_storage *sim_storage_find(struct sim_node *n, const char *id);
 int64_t sim_node_mem_used(struct sim *s, struct sim_node *n);
+/* The VM's derived values (see struct sim_vm_derived), recomputed when the
+ * generation moved on. With s->mu held. */
+const struct sim_vm_derived *sim_vm_derive(struct sim *s, struct sim_vm *vm);
+/* Node totals (memory and vCPUs in use, bytes per storage) for every node in
+ * one pass over the VMs, cached for the generation. With s->mu held. */
+void sim_node_agg(struct sim *s);
+/* The world is about to change / has changed: see sim->gen. Pairs, with
+ * s->mu held; sim_world_touch is both at once. */
+void sim_world_begin(struct sim *s);
+void sim_world_end(struct sim *s);
+void sim_world_touch(struct sim *s);
 int64_t sim_vm_maxmem(const struct sim_vm *vm); /* bytes */
 int sim_vm_cpus(const struct sim_vm *vm);
 char *sim_fmt_size(int64_t bytes);                  /* "32G", "512M", ... caller frees */
@@ -264,8 +325,11 @@ bool sim_parse_size(const char *s, int64_t *bytes); /* "32G", "+10G"->10G, "1024
 void sim_new_mac(struct sim *s, char out[18]);
 /* Build the initial fleet from the options; 0 or -1 with *err. */
 int sim_build_fleet(struct sim *s, char **err);
-/* Full state as JSON (for /_sim/state and --state-dir). */
-json_t *sim_state_json(struct sim *s);
+/* Full state as JSON text (for /_sim/state and --state-dir), written
+ * record by record into b, one VM per line, never as one tree. With f, the
+ * text goes on to f in pieces of about 1 MiB (b ends empty); without, it
+ * all stays in b. With s->mu held. */
+void sim_state_write(struct sim *s, struct buf *b, FILE *f);
 int sim_state_load(struct sim *s, const char *path, char **err);
 int sim_state_save(struct sim *s, const char *path);
 
@@ -299,6 +363,8 @@ struct sim_task *sim_task_new(struct sim *s, struct sim_node *n, const char *typ
                               const char *user, enum task_kind kind);
 void sim_task_log(struct sim_task *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void sim_task_finish(struct sim *s, struct sim_task *t, const char *exitstatus);
+/* Is this finished task still in its node's task archive (index, index.1)? */
+bool sim_task_archived(const struct sim_task *t);
 struct sim_task *sim_task_find(struct sim *s, const char *upid);
 /* Free a task that is no longer linked in s->tasks. */
 void sim_task_free(struct sim_task *t);
@@ -329,9 +395,14 @@ struct sim_call {
     bool is_root;           /* user is root@pam and not a token */
     char *task_fault_exit;  /* exit status for a task started by this call */
     /* result */
-    json_t *data;  /* owned */
-    json_t *extra; /* extra envelope members ("total"), owned, may be NULL */
-    int status;    /* 0 = 200 */
+    json_t *data; /* owned */
+    /* or: the data as JSON text, written by the handler (big lists are
+     * streamed with jsonw instead of built as a tree); used when raw_set */
+    struct buf raw; /* api.c seeds it with the envelope's head: append only */
+    bool raw_set;
+    size_t raw_end; /* api.c: where the data's text ends in raw */
+    json_t *extra;  /* extra envelope members ("total"), owned, may be NULL */
+    int status;     /* 0 = 200 */
     char *message;
     json_t *errors; /* owned */
 };
@@ -368,6 +439,10 @@ extern const struct sim_route sim_routes_migrate[];   /* h_migrate.c */
 extern const struct sim_route sim_routes_agent[];     /* h_agent.c */
 extern const struct sim_route sim_routes_lxc[];       /* h_lxc.c */
 extern const struct sim_route sim_routes_inventory[]; /* h_inventory.c */
+
+/* h_qemu.c: one VM of GET /nodes/{node}/qemu as JSON text into b (the
+ * list and /cluster/resources stream their answers); now: sim_now(). */
+void sim_vm_list_write(struct buf *b, struct sim *s, struct sim_vm *v, double now);
 
 /* api.c: the HTTP handler for every listener. */
 void sim_http_handler(void *ctx, const struct http_req *req, struct http_resp *resp);

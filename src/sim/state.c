@@ -5,6 +5,8 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "common/xalloc.h"
+#include "common/jsonw.h"
+#include "sim/sjson.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -55,9 +57,31 @@ struct sim_node *sim_node_find(struct sim *s, const char *name)
     return NULL;
 }
 
+/* ---- VMID index ---------------------------------------------------- */
+
+static size_t vm_bucket(const struct sim *s, int vmid)
+{
+    return ((uint32_t)vmid * 2654435761u) & (s->vm_index_cap - 1);
+}
+
+static void index_grow(struct sim *s)
+{
+    size_t cap = s->vm_index_cap ? s->vm_index_cap * 2 : 1024;
+    free(s->vm_index);
+    s->vm_index = xcalloc(cap, sizeof *s->vm_index);
+    s->vm_index_cap = cap;
+    for (struct sim_vm *v = s->vms; v; v = v->next) {
+        size_t b = vm_bucket(s, v->vmid);
+        v->hnext = s->vm_index[b];
+        s->vm_index[b] = v;
+    }
+}
+
 struct sim_vm *sim_vm_find(struct sim *s, struct sim_node *n, int vmid)
 {
-    for (struct sim_vm *v = s->vms; v; v = v->next)
+    if (!s->vm_index_cap)
+        return NULL;
+    for (struct sim_vm *v = s->vm_index[vm_bucket(s, vmid)]; v; v = v->hnext)
         if (v->vmid == vmid && !v->gone && (!n || v->node == n))
             return v;
     return NULL;
@@ -79,25 +103,46 @@ struct sim_vm *sim_vm_new(struct sim *s, struct sim_node *n, int vmid)
     v->pending_delete = json_array();
     v->acpi = true;
     v->next = s->vms;
+    if (s->vms)
+        s->vms->prev = v;
     s->vms = v;
+    s->nvms++;
+    if (s->nvms > s->vm_index_cap) {
+        index_grow(s); /* links v too */
+    } else {
+        size_t b = vm_bucket(s, vmid);
+        v->hnext = s->vm_index[b];
+        s->vm_index[b] = v;
+    }
     s->dirty = true;
+    s->gen++;
     return v;
 }
 
 void sim_vm_unlink(struct sim *s, struct sim_vm *vm)
 {
-    for (struct sim_vm **pp = &s->vms; *pp; pp = &(*pp)->next) {
+    if (vm->prev)
+        vm->prev->next = vm->next;
+    else if (s->vms == vm)
+        s->vms = vm->next;
+    else
+        return; /* not linked */
+    if (vm->next)
+        vm->next->prev = vm->prev;
+    for (struct sim_vm **pp = &s->vm_index[vm_bucket(s, vm->vmid)]; *pp; pp = &(*pp)->hnext)
         if (*pp == vm) {
-            *pp = vm->next;
-            json_decref(vm->conf);
-            json_decref(vm->pending);
-            json_decref(vm->pending_delete);
-            json_decref(vm->snaps);
-            free(vm);
-            s->dirty = true;
-            return;
+            *pp = vm->hnext;
+            break;
         }
-    }
+    s->nvms--;
+    free(vm->d.text);
+    json_decref(vm->conf);
+    json_decref(vm->pending);
+    json_decref(vm->pending_delete);
+    json_decref(vm->snaps);
+    free(vm);
+    s->dirty = true;
+    s->gen++;
 }
 
 /* The config as PVE writes it to /etc/pve: "key: value" lines, the
@@ -249,7 +294,12 @@ const char *sim_vm_bootdisk(const struct sim_vm *vm)
 int64_t sim_storage_used(struct sim *s, struct sim_node *n, const char *storage)
 {
     struct sim_storage *st = sim_storage_find(n, storage);
-    int64_t used = st ? st->base_used : 0;
+    if (st) {
+        sim_node_agg(s);
+        return st->base_used + n->agg.st_used[st - n->st];
+    }
+    /* not one of the node's storages: what its VMs' disks name anyway */
+    int64_t used = 0;
     for (struct sim_vm *v = s->vms; v; v = v->next) {
         if (v->node != n || v->gone)
             continue;
@@ -302,11 +352,138 @@ int sim_vm_cpus(const struct sim_vm *vm)
 
 int64_t sim_node_mem_used(struct sim *s, struct sim_node *n)
 {
-    int64_t used = n->mem_base_used;
-    for (struct sim_vm *v = s->vms; v; v = v->next)
-        if (v->node == n && !v->gone && (v->power != VM_STOPPED || v->starting))
-            used += sim_vm_maxmem(v);
-    return used;
+    sim_node_agg(s);
+    return n->agg.mem_used;
+}
+
+/* ---- derived values and the world generation ------------------------- */
+
+void sim_world_begin(struct sim *s)
+{
+    s->gen++;
+    s->changing++;
+}
+
+void sim_world_end(struct sim *s)
+{
+    if (s->changing > 0)
+        s->changing--;
+    s->gen++;
+}
+
+void sim_world_touch(struct sim *s)
+{
+    s->gen++;
+}
+
+/* The node's storage a drive value ("local-lvm:vm-100-disk-0,size=32G")
+ * lives on: its index in n->st, or -1. */
+static int drive_storage(const struct sim_node *n, const char *drive)
+{
+    size_t l = strcspn(drive, ":,");
+    if (drive[l] != ':')
+        return -1;
+    for (int i = 0; i < n->nst; i++)
+        if (strlen(n->st[i].id) == l && memcmp(n->st[i].id, drive, l) == 0)
+            return i;
+    return -1;
+}
+
+/* The string members of d as JSON literals (see struct sim_vm_derived). A
+ * value too long for the lengths' type is cut (never in practice: PVE
+ * bounds names to 128 characters and tags to a few hundred). */
+static void derive_text(struct sim_vm *vm, struct sim_vm_derived *d)
+{
+    struct buf b = BUF_INIT(BUF_UNLIMITED);
+    const char *name = json_string_value(json_object_get(vm->conf, "name"));
+    const char *lock = json_string_value(json_object_get(vm->conf, "lock"));
+    const char *tags = json_string_value(json_object_get(vm->conf, "tags"));
+    size_t at[4];
+    at[0] = 0;
+    if (name) {
+        jsonw_str(&b, name, strnlen(name, 4096));
+    } else {
+        char nm[32];
+        snprintf(nm, sizeof nm, "VM %d", vm->vmid);
+        sj_str(&b, nm);
+    }
+    at[1] = b.len;
+    if (lock)
+        jsonw_str(&b, lock, strnlen(lock, 4096));
+    at[2] = b.len;
+    if (tags)
+        jsonw_str(&b, tags, strnlen(tags, 8192));
+    at[3] = b.len;
+    free(d->text);
+    d->text = buf_take(&b);
+    d->name = d->text;
+    d->name_len = (unsigned short)(at[1] - at[0]);
+    d->lock = lock ? d->text + at[1] : NULL;
+    d->lock_len = (unsigned short)(at[2] - at[1]);
+    d->tags = tags ? d->text + at[2] : NULL;
+    d->tags_len = (unsigned short)(at[3] - at[2]);
+}
+
+static void derive(struct sim_vm *vm, struct sim_vm_derived *d)
+{
+    json_t *c = vm->conf;
+    const char *boot = sim_vm_bootdisk(vm);
+    d->maxmem = sim_vm_maxmem(vm);
+    d->cpus = sim_vm_cpus(vm);
+    d->maxdisk = boot ? sim_disk_size(json_string_value(json_object_get(c, boot))) : 0;
+    json_t *t = json_object_get(c, "template");
+    d->template = json_is_true(t) || json_integer_value(t) != 0 ||
+                  (json_is_string(t) && strcmp(json_string_value(t), "1") == 0);
+    derive_text(vm, d);
+    memset(d->st_used, 0, sizeof d->st_used);
+    const char *k;
+    json_t *val;
+    json_object_foreach(c, k, val)
+    {
+        if (!is_disk_key(k) || !json_is_string(val))
+            continue;
+        int i = drive_storage(vm->node, json_string_value(val));
+        if (i >= 0)
+            d->st_used[i] += sim_disk_size(json_string_value(val));
+    }
+    if (vm->snaps) /* snapshot volumes take room too */
+        for (int i = 0; i < vm->node->nst; i++)
+            d->st_used[i] += vmops_snap_storage(vm, vm->node->st[i].id);
+}
+
+const struct sim_vm_derived *sim_vm_derive(struct sim *s, struct sim_vm *vm)
+{
+    if (vm->d.gen == s->gen && !s->changing)
+        return &vm->d;
+    derive(vm, &vm->d);
+    vm->d.gen = s->changing ? 0 : s->gen;
+    return &vm->d;
+}
+
+void sim_node_agg(struct sim *s)
+{
+    if (s->nnodes && s->nodes[0].agg.gen == s->gen && !s->changing)
+        return;
+    for (int i = 0; i < s->nnodes; i++) {
+        struct sim_node *n = &s->nodes[i];
+        memset(&n->agg, 0, sizeof n->agg);
+        n->agg.mem_used = n->mem_base_used;
+    }
+    for (struct sim_vm *v = s->vms; v; v = v->next) {
+        if (v->gone)
+            continue;
+        const struct sim_vm_derived *d = sim_vm_derive(s, v);
+        struct sim_node *n = v->node;
+        if (v->power != VM_STOPPED || v->starting)
+            n->agg.mem_used += d->maxmem;
+        if (v->power == VM_RUNNING)
+            n->agg.busy_cpus += d->cpus;
+        for (int i = 0; i < n->nst; i++)
+            n->agg.st_used[i] += d->st_used[i];
+    }
+    uint64_t g = s->changing ? 0 : s->gen;
+    for (int i = 0; i < s->nnodes; i++)
+        s->nodes[i].agg.gen = g;
 }
 
 void sim_new_mac(struct sim *s, char out[18])
@@ -603,58 +780,131 @@ static const char *node_state_name(enum node_state st)
     return st == NODE_ONLINE ? "online" : st == NODE_OFFLINE ? "offline" : "blackhole";
 }
 
-json_t *sim_state_json(struct sim *s)
+/* One VM of the state file. */
+static void state_vm(struct buf *b, const struct sim_vm *v)
 {
-    json_t *root = json_object(), *nodes = json_array(), *vms = json_array();
+    sj_lit(b, "{\"vmid\":");
+    sj_int(b, v->vmid);
+    sj_lit(b, ",\"node\":");
+    sj_str(b, v->node->name);
+    sj_lit(b, ",\"power\":");
+    sj_str(b, power_name(v->power));
+    sj_lit(b, ",\"conf\":");
+    sj_json(b, v->conf);
+    sj_lit(b, ",\"pending\":");
+    sj_json(b, v->pending);
+    sj_lit(b, ",\"pending_delete\":");
+    sj_json(b, v->pending_delete);
+    sj_lit(b, v->ha ? ",\"ha\":true,\"ha_state\":" : ",\"ha\":false,\"ha_state\":");
+    sj_str(b, v->ha_state);
+    sj_lit(b, v->acpi ? ",\"acpi\":true,\"flock_shared\":" : ",\"acpi\":false,\"flock_shared\":");
+    sj_int(b, v->fl.shared);
+    sj_lit(b, ",\"flock_exclusive\":");
+    sj_int(b, v->fl.exclusive);
+    if (v->snaps && json_object_size(v->snaps)) {
+        sj_lit(b, ",\"snapshots\":");
+        sj_json(b, v->snaps);
+    }
+    buf_addc(b, '}');
+}
+
+static void state_task(struct buf *b, const struct sim_task *t)
+{
+    sj_lit(b, "{\"upid\":");
+    sj_str(b, t->upid);
+    sj_lit(b, ",\"node\":");
+    sj_str(b, t->node->name);
+    sj_lit(b, ",\"type\":");
+    sj_str(b, t->type);
+    sj_lit(b, ",\"id\":");
+    sj_str(b, t->id);
+    sj_lit(b, ",\"user\":");
+    sj_str(b, t->user);
+    sj_lit(b, ",\"starttime\":");
+    sj_int(b, t->starttime);
+    sj_lit(b, t->running ? ",\"running\":true,\"log\":" : ",\"running\":false,\"log\":");
+    sj_json(b, t->log);
+    if (t->exitstatus) {
+        sj_lit(b, ",\"exitstatus\":");
+        sj_str(b, t->exitstatus);
+        sj_lit(b, ",\"endtime\":");
+        sj_int(b, t->endtime);
+    }
+    buf_addc(b, '}');
+}
+
+/* Hand what b holds to f once it is big (f NULL: keep it all in b). */
+static void state_flush(struct buf *b, FILE *f, size_t above)
+{
+    if (f && b->len > above) {
+        fwrite(b->data, 1, b->len, f);
+        buf_reset(b);
+    }
+}
+
+void sim_state_write(struct sim *s, struct buf *b, FILE *f)
+{
+    sj_lit(b, "{\"mode\":");
+    sj_str(b, s->o.standalone ? "standalone" : "cluster");
+    sj_lit(b, ",\"pve_version\":");
+    sj_int(b, s->o.pve_version);
+    sj_lit(b, ",\"time_scale\":");
+    sj_real(b, s->o.time_scale);
+    sj_lit(b, ",\"nodes\":[");
     for (int i = 0; i < s->nnodes; i++) {
         struct sim_node *n = &s->nodes[i];
-        json_t *sts = json_array();
+        sj_lit(b, i ? ",\n{\"name\":" : "\n{\"name\":");
+        sj_str(b, n->name);
+        sj_lit(b, ",\"state\":");
+        sj_str(b, node_state_name(n->state));
+        sj_lit(b, ",\"cpus\":");
+        sj_int(b, n->cpus);
+        sj_lit(b, ",\"mem_total\":");
+        sj_int(b, n->mem_total);
+        sj_lit(b, ",\"mem_used\":");
+        sj_int(b, sim_node_mem_used(s, n));
+        sj_lit(b, ",\"bandwidth\":");
+        sj_real(b, n->bandwidth);
+        sj_lit(b, ",\"port\":");
+        sj_int(b, n->port);
+        sj_lit(b, ",\"storages\":[");
         for (int j = 0; j < n->nst; j++) {
             struct sim_storage *st = &n->st[j];
-            json_array_append_new(sts, json_pack("{s:s,s:s,s:s,s:I,s:I,s:I}", "id", st->id, "type",
-                                                 st->type, "content", st->content, "total",
-                                                 (json_int_t)st->total, "base_used",
-                                                 (json_int_t)st->base_used, "used",
-                                                 (json_int_t)sim_storage_used(s, n, st->id)));
+            sj_lit(b, j ? ",{\"id\":" : "{\"id\":");
+            sj_str(b, st->id);
+            sj_lit(b, ",\"type\":");
+            sj_str(b, st->type);
+            sj_lit(b, ",\"content\":");
+            sj_str(b, st->content);
+            sj_lit(b, ",\"total\":");
+            sj_int(b, st->total);
+            sj_lit(b, ",\"base_used\":");
+            sj_int(b, st->base_used);
+            sj_lit(b, ",\"used\":");
+            sj_int(b, sim_storage_used(s, n, st->id));
+            buf_addc(b, '}');
         }
-        json_array_append_new(nodes, json_pack("{s:s,s:s,s:i,s:I,s:I,s:f,s:i,s:o}", "name", n->name,
-                                               "state", node_state_name(n->state), "cpus", n->cpus,
-                                               "mem_total", (json_int_t)n->mem_total, "mem_used",
-                                               (json_int_t)sim_node_mem_used(s, n), "bandwidth",
-                                               n->bandwidth, "port", n->port, "storages", sts));
+        sj_lit(b, "]}");
     }
+    sj_lit(b, "],\n\"vms\":[");
+    bool first = true;
     for (struct sim_vm *v = s->vms; v; v = v->next) {
         if (v->gone)
             continue;
-        json_array_append_new(
-            vms, json_pack("{s:i,s:s,s:s,s:O,s:O,s:O,s:b,s:s,s:b,s:i,s:i}", "vmid", v->vmid, "node",
-                           v->node->name, "power", power_name(v->power), "conf", v->conf, "pending",
-                           v->pending, "pending_delete", v->pending_delete, "ha", v->ha, "ha_state",
-                           v->ha_state, "acpi", v->acpi, "flock_shared", v->fl.shared,
-                           "flock_exclusive", (int)v->fl.exclusive));
-        if (v->snaps && json_object_size(v->snaps))
-            json_object_set(json_array_get(vms, json_array_size(vms) - 1), "snapshots", v->snaps);
+        sj_lit(b, first ? "\n" : ",\n");
+        first = false;
+        state_vm(b, v);
+        state_flush(b, f, 1 << 20);
     }
-    json_t *tasks = json_array();
+    sj_lit(b, "],\n\"tasks\":[");
     int kept = 0;
     for (struct sim_task *t = s->tasks; t && kept < 2000; t = t->next, kept++) {
-        json_t *jt =
-            json_pack("{s:s,s:s,s:s,s:s,s:s,s:I,s:b,s:O}", "upid", t->upid, "node", t->node->name,
-                      "type", t->type, "id", t->id, "user", t->user, "starttime",
-                      (json_int_t)t->starttime, "running", t->running, "log", t->log);
-        if (t->exitstatus) {
-            json_object_set_new(jt, "exitstatus", json_string(t->exitstatus));
-            json_object_set_new(jt, "endtime", json_integer(t->endtime));
-        }
-        json_array_append_new(tasks, jt);
+        sj_lit(b, kept ? ",\n" : "\n");
+        state_task(b, t);
+        state_flush(b, f, 1 << 20);
     }
-    json_object_set_new(root, "mode", json_string(s->o.standalone ? "standalone" : "cluster"));
-    json_object_set_new(root, "pve_version", json_integer(s->o.pve_version));
-    json_object_set_new(root, "time_scale", json_real(s->o.time_scale));
-    json_object_set_new(root, "nodes", nodes);
-    json_object_set_new(root, "vms", vms);
-    json_object_set_new(root, "tasks", tasks);
-    return root;
+    sj_lit(b, "]}\n");
+    state_flush(b, f, 0);
 }
 
 static enum vm_power power_parse(const char *p)
@@ -668,69 +918,179 @@ static enum vm_power power_parse(const char *p)
 
 int sim_state_save(struct sim *s, const char *path)
 {
-    json_t *st = sim_state_json(s);
     char *tmp = xasprintf("%s.tmp", path);
-    int rc = json_dump_file(st, tmp, JSON_INDENT(1));
+    struct buf b = BUF_INIT(BUF_UNLIMITED);
+    int rc = -1;
+    FILE *f = fopen(tmp, "w");
+    if (f) {
+        sim_state_write(s, &b, f);
+        rc = ferror(f) ? -1 : 0;
+        if (fclose(f) != 0)
+            rc = -1;
+    }
     if (rc == 0 && rename(tmp, path) != 0)
         rc = -1;
     if (rc)
         log_error("sim", "cannot save state to %s: %s", path, strerror(errno));
+    buf_release(&b);
     free(tmp);
-    json_decref(st);
     return rc;
 }
 
 /* Restore node states and VMs (tasks that were running are not resumed: a
  * restarted node has lost its workers, and their VMs keep their last state). */
-int sim_state_load(struct sim *s, const char *path, char **err)
+static void load_node(struct sim *s, json_t *jn)
+{
+    struct sim_node *n = sim_node_find(s, json_string_value(json_object_get(jn, "name")));
+    const char *state = json_string_value(json_object_get(jn, "state"));
+    if (!n || !state)
+        return;
+    n->state = strcmp(state, "offline") == 0     ? NODE_OFFLINE
+               : strcmp(state, "blackhole") == 0 ? NODE_BLACKHOLE
+                                                 : NODE_ONLINE;
+}
+
+static void load_vm(struct sim *s, json_t *jv)
+{
+    struct sim_node *n = sim_node_find(s, json_string_value(json_object_get(jv, "node")));
+    int vmid = (int)json_integer_value(json_object_get(jv, "vmid"));
+    if (!n || vmid < 100)
+        return;
+    struct sim_vm *v = sim_vm_new(s, n, vmid);
+    json_t *conf = json_object_get(jv, "conf");
+    if (json_is_object(conf)) { /* take the parsed config as it is */
+        json_decref(v->conf);
+        v->conf = json_incref(conf);
+    }
+    json_t *p = json_object_get(jv, "pending");
+    if (json_is_object(p))
+        json_object_update(v->pending, p);
+    json_t *pd = json_object_get(jv, "pending_delete");
+    if (json_is_array(pd))
+        json_array_extend(v->pending_delete, pd);
+    v->power = power_parse(json_string_value(json_object_get(jv, "power")));
+    v->ha = json_is_true(json_object_get(jv, "ha"));
+    const char *hs = json_string_value(json_object_get(jv, "ha_state"));
+    snprintf(v->ha_state, sizeof v->ha_state, "%s", hs ? hs : "");
+    v->acpi = !json_is_false(json_object_get(jv, "acpi"));
+    json_t *sn = json_object_get(jv, "snapshots");
+    if (json_is_object(sn) && json_object_size(sn))
+        v->snaps = json_incref(sn);
+    v->started = sim_now(s);
+    /* a config lock left by a task that died with the process stays, as on
+     * a real node after a crash; clone placeholders are kept too */
+}
+
+static const char *skip_ws(const char *p, const char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t'))
+        p++;
+    return p;
+}
+
+/* One JSON value at *p (jansson stops after it); NULL with *err on error. */
+static json_t *load_one(const char **p, const char *base, const char *end, const char *path,
+                        char **err)
 {
     json_error_t je;
-    json_t *st = json_load_file(path, 0, &je);
-    if (!st) {
-        *err = xasprintf("%s:%d: %s", path, je.line, je.text);
+    json_t *v = json_loadb(*p, (size_t)(end - *p), JSON_DECODE_ANY | JSON_DISABLE_EOF_CHECK, &je);
+    if (!v) {
+        *err = xasprintf("%s: byte %ld: %s", path, (long)(*p - base) + je.position, je.text);
+        return NULL;
+    }
+    *p += je.position;
+    return v;
+}
+
+/* The whole file, NUL-terminated; NULL with errno. */
+static char *slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    struct buf b = BUF_INIT(BUF_UNLIMITED);
+    char chunk[1 << 16];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
+        buf_add(&b, chunk, n);
+    bool bad = ferror(f);
+    fclose(f);
+    if (bad) {
+        buf_release(&b);
+        errno = EIO;
+        return NULL;
+    }
+    buf_add(&b, "", 0);
+    *len = b.len;
+    return buf_take(&b);
+}
+
+/* The state file is read member by member and its "vms" array VM by VM, so
+ * that a fleet of 100,000 VMs never exists as one jansson tree: the peak is
+ * the file's text plus one VM. */
+int sim_state_load(struct sim *s, const char *path, char **err)
+{
+    size_t len = 0;
+    char *text = slurp(path, &len);
+    if (!text) {
+        *err = xasprintf("%s: %s", path, strerror(errno));
         return -1;
     }
+    int rc = -1;
+    const char *p = text, *end = text + len;
     while (s->vms)
         sim_vm_unlink(s, s->vms);
-    size_t i;
-    json_t *jn;
-    json_array_foreach(json_object_get(st, "nodes"), i, jn)
-    {
-        struct sim_node *n = sim_node_find(s, json_string_value(json_object_get(jn, "name")));
-        const char *state = json_string_value(json_object_get(jn, "state"));
-        if (!n || !state)
-            continue;
-        n->state = strcmp(state, "offline") == 0     ? NODE_OFFLINE
-                   : strcmp(state, "blackhole") == 0 ? NODE_BLACKHOLE
-                                                     : NODE_ONLINE;
+    p = skip_ws(p, end);
+    if (p == end || *p != '{') {
+        *err = xasprintf("%s: not a JSON object", path);
+        goto out;
     }
-    json_t *jv;
-    json_array_foreach(json_object_get(st, "vms"), i, jv)
-    {
-        struct sim_node *n = sim_node_find(s, json_string_value(json_object_get(jv, "node")));
-        int vmid = (int)json_integer_value(json_object_get(jv, "vmid"));
-        if (!n || vmid < 100)
-            continue;
-        struct sim_vm *v = sim_vm_new(s, n, vmid);
-        json_object_update(v->conf, json_object_get(jv, "conf"));
-        json_t *p = json_object_get(jv, "pending");
-        if (json_is_object(p))
-            json_object_update(v->pending, p);
-        json_t *pd = json_object_get(jv, "pending_delete");
-        if (json_is_array(pd))
-            json_array_extend(v->pending_delete, pd);
-        v->power = power_parse(json_string_value(json_object_get(jv, "power")));
-        v->ha = json_is_true(json_object_get(jv, "ha"));
-        const char *hs = json_string_value(json_object_get(jv, "ha_state"));
-        snprintf(v->ha_state, sizeof v->ha_state, "%s", hs ? hs : "");
-        v->acpi = !json_is_false(json_object_get(jv, "acpi"));
-        json_t *sn = json_object_get(jv, "snapshots");
-        if (json_is_object(sn) && json_object_size(sn))
-            v->snaps = json_deep_copy(sn);
-        v->started = sim_now(s);
-        /* a config lock left by a task that died with the process stays, as on
-         * a real node after a crash; clone placeholders are kept too */
+    p = skip_ws(p + 1, end);
+    while (p < end && *p != '}') {
+        json_t *k = load_one(&p, text, end, path, err);
+        if (!k)
+            goto out;
+        bool vms = json_is_string(k) && strcmp(json_string_value(k), "vms") == 0;
+        bool nodes = json_is_string(k) && strcmp(json_string_value(k), "nodes") == 0;
+        bool is_key = json_is_string(k);
+        json_decref(k);
+        p = skip_ws(p, end);
+        if (!is_key || p == end || *p != ':') {
+            *err =
+                xasprintf("%s: byte %ld: expected a member name and ':'", path, (long)(p - text));
+            goto out;
+        }
+        p = skip_ws(p + 1, end);
+        if (vms && p < end && *p == '[') {
+            p = skip_ws(p + 1, end);
+            while (p < end && *p != ']') {
+                json_t *jv = load_one(&p, text, end, path, err);
+                if (!jv)
+                    goto out;
+                load_vm(s, jv);
+                json_decref(jv);
+                p = skip_ws(p, end);
+                if (p < end && *p == ',')
+                    p = skip_ws(p + 1, end);
+            }
+            p++;
+        } else {
+            json_t *v = load_one(&p, text, end, path, err);
+            if (!v)
+                goto out;
+            size_t i;
+            json_t *jn;
+            if (nodes)
+                json_array_foreach(v, i, jn) load_node(s, jn);
+            json_decref(v);
+        }
+        p = skip_ws(p, end);
+        if (p < end && *p == ',')
+            p = skip_ws(p + 1, end);
     }
-    json_decref(st);
-    return 0;
+    sim_world_touch(s);
+    rc = 0;
+out:
+    free(text);
+    return rc;
 }

@@ -1,0 +1,305 @@
+#!/usr/bin/python3
+"""Benchmark of pvesim at fleet scale (issue 16; not a test: it reports its
+targets and never fails the build). `make bench` runs it against the release
+build (build/pvesim); results go to stdout and bench/results/sim.txt.
+
+The fleets come from tests/sim/simfleet.py (a fleet file and a state file
+read at start, the fast way to seed pvesim). pvesim runs with
+--check-returns, as in the tests.
+
+1. 10,000 VMs on 5 nodes: start-up time (exec -> port map printed, which
+   includes loading the state file); GET /cluster/resources (all types, and
+   type=vm), GET /nodes/sv1/qemu and GET /nodes/sv1/tasks driven by wrk
+   (-t THREADS -c CONNS -d DURATION --latency over keep-alive, token auth),
+   median of RUNS runs: requests/s and p99. Target for /cluster/resources:
+   >= 200 requests/s on 2 cores with p99 < 50 ms (wrk shares the 2 cores).
+2. 100,000 VMs on 100 nodes: start-up time (target < 5 s); time per answer
+   of /cluster/resources and type=vm (median of SEQ sequential requests,
+   target < 1 s); /nodes/sv1/qemu; GET /_sim/state (time and size).
+3. Memory at both sizes: VmRSS after start, after 10 answers of
+   /cluster/resources and after 1,000 (MEM_REQS), over 2 keep-alive
+   connections. Target: < 1 GiB at 100,000 VMs and no growth from 10 to
+   1,000 answers (we report the ratio; up to 10 % is noise).
+4. /_sim/violations stays empty.
+
+Environment: PVESIM, PVESIM_SCHEMA_DIR, BENCH_SIM_RUNS (3),
+BENCH_SIM_DURATION (10s), BENCH_SIM_THREADS (2), BENCH_SIM_CONNS (16),
+BENCH_SIM_SEQ (5), BENCH_SIM_MEM_REQS (1000), BENCH_SIM_BIG (100000),
+BENCH_SIM_BIG_NODES (100), BENCH_SIM_SMALL (10000), BENCH_SIM_ONLY
+(small|big: one part), BENCH_SIM_NO_RESULTS=1 (do not write the file).
+"""
+import http.client
+import json
+import os
+import re
+import shutil
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tests", "sim"))
+import simfleet  # noqa: E402
+
+PVESIM = os.environ.get("PVESIM", os.path.join(ROOT, "build", "pvesim"))
+RUNS = int(os.environ.get("BENCH_SIM_RUNS", "3"))
+DURATION = os.environ.get("BENCH_SIM_DURATION", "10s")
+THREADS = int(os.environ.get("BENCH_SIM_THREADS", "2"))
+CONNS = int(os.environ.get("BENCH_SIM_CONNS", "16"))
+SEQ = int(os.environ.get("BENCH_SIM_SEQ", "5"))
+MEM_REQS = int(os.environ.get("BENCH_SIM_MEM_REQS", "1000"))
+BIG = int(os.environ.get("BENCH_SIM_BIG", "100000"))
+BIG_NODES = int(os.environ.get("BENCH_SIM_BIG_NODES", "100"))
+SMALL = int(os.environ.get("BENCH_SIM_SMALL", "10000"))
+ONLY = os.environ.get("BENCH_SIM_ONLY", "")
+RESULTS = os.path.join(ROOT, "bench", "results", "sim.txt")
+TOKEN_ID = "root@pam!bench"
+TOKEN_SECRET = "8a3c3c4e-0b8e-4a7b-9a52-1f0c2d3e4f50"
+AUTH = "PVEAPIToken=%s=%s" % (TOKEN_ID, TOKEN_SECRET)
+MiB = 1024 * 1024
+
+out_lines = []
+
+
+def say(line=""):
+    print(line, flush=True)
+    out_lines.append(line)
+
+
+def schema_env():
+    env = dict(os.environ)
+    if "PVESIM_SCHEMA_DIR" not in env:
+        for d in (os.path.join(os.path.dirname(PVESIM), "share", "pve-apidoc"),
+                  os.path.join(ROOT, "..", "shared", "pve-apidoc")):
+            if os.path.isdir(d):
+                env["PVESIM_SCHEMA_DIR"] = os.path.abspath(d)
+                break
+    return env
+
+
+class Sim:
+    def __init__(self, fleet, state_dir, n_nodes):
+        self.errlog = tempfile.TemporaryFile()
+        t0 = time.monotonic()
+        self.proc = subprocess.Popen(
+            [PVESIM, "--listen", "127.0.0.1:0", "--fleet", fleet, "--state-dir", state_dir,
+             "--token", "%s=%s" % (TOKEN_ID, TOKEN_SECRET), "--time-scale", "0.02",
+             "--check-returns"],
+            stdout=subprocess.PIPE, stderr=self.errlog, text=True, env=schema_env())
+        self.port = None
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                self.errlog.seek(0)
+                raise RuntimeError("pvesim exited early: " + self.errlog.read().decode()[-2000:])
+            parts = line.split()
+            if parts[0] == "cluster":
+                self.port = int(parts[1].rsplit(":", 1)[1])
+            if parts[0] == "fingerprint":
+                break
+        self.startup = time.monotonic() - t0
+
+    def rss(self):
+        with open("/proc/%d/status" % self.proc.pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        return 0
+
+    def cpu_s(self):
+        with open("/proc/%d/stat" % self.proc.pid) as f:
+            st = f.read().rsplit(")", 1)[1].split()
+        return (int(st[11]) + int(st[12])) / os.sysconf("SC_CLK_TCK")
+
+    def conn(self):
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        return http.client.HTTPSConnection("127.0.0.1", self.port, context=ctx, timeout=120)
+
+    def get(self, c, path, api=True):
+        c.request("GET", ("/api2/json" if api else "") + path, headers={"Authorization": AUTH})
+        r = c.getresponse()
+        body = r.read()
+        if r.status != 200:
+            raise RuntimeError("GET %s -> %d %s" % (path, r.status, body[:300]))
+        return body
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc.stdout.close()
+
+
+def wrk(sim, path):
+    """Median requests/s and p99 (ms) of RUNS wrk runs."""
+    rps, p99 = [], []
+    url = "https://127.0.0.1:%d/api2/json%s" % (sim.port, path)
+    for _ in range(RUNS):
+        out = subprocess.run(["nice", "-n", "0", "wrk", "-t%d" % THREADS, "-c%d" % CONNS, "-d" + DURATION,
+                              "--latency", "--timeout", "30s", "-H", "Authorization: " + AUTH, url],
+                             capture_output=True, text=True, check=True).stdout
+        m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+        rps.append(float(m.group(1)))
+        m = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", out)
+        v = float(m.group(1))
+        p99.append(v / 1000 if m.group(2) == "us" else v * 1000 if m.group(2) == "s" else v)
+        if "Non-2xx" in out:
+            raise RuntimeError("wrk saw errors on %s:\n%s" % (path, out))
+    return statistics.median(rps), statistics.median(p99)
+
+
+def secs(d):
+    m = re.fullmatch(r"(\d+)([smh]?)", d)
+    return int(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+
+
+def seq_time(sim, path, n=SEQ):
+    """Median wall time per answer, pvesim CPU per answer, answer size."""
+    c = sim.conn()
+    ts, size = [], 0
+    cpu0 = sim.cpu_s()
+    for _ in range(n):
+        t0 = time.monotonic()
+        size = len(sim.get(c, path))
+        ts.append(time.monotonic() - t0)
+    cpu = (sim.cpu_s() - cpu0) / n
+    c.close()
+    return statistics.median(ts), cpu, size
+
+
+def hammer(sim, path, n, conns=2):
+    """n GETs over `conns` keep-alive connections."""
+    errs = []
+
+    def run(k):
+        try:
+            c = sim.conn()
+            for _ in range(k):
+                sim.get(c, path)
+            c.close()
+        except Exception as e:  # reported below
+            errs.append(e)
+    ths = [threading.Thread(target=run, args=(n // conns + (i < n % conns),)) for i in range(conns)]
+    for t in ths:
+        t.start()
+    for t in ths:
+        t.join()
+    if errs:
+        raise errs[0]
+
+
+def memory(sim, label, path="/cluster/resources"):
+    r0 = sim.rss()
+    hammer(sim, path, 10)
+    r10 = sim.rss()
+    t0 = time.monotonic()
+    hammer(sim, path, MEM_REQS)
+    dt = time.monotonic() - t0
+    r1k = sim.rss()
+    ok = r1k <= r10 * 1.10
+    say("  memory (%s): VmRSS after start %.0f MiB, after 10 answers %.0f MiB, after %d more %.0f MiB"
+        " (x%.2f, %.1f s)  %s" % (label, r0 / MiB, r10 / MiB, MEM_REQS, r1k / MiB, r1k / r10, dt,
+                                 "PASS" if ok else "FAIL (target: no growth)"))
+    return r1k
+
+
+def violations(sim):
+    c = sim.conn()
+    v = json.loads(sim.get(c, "/_sim/violations", api=False))
+    c.close()
+    say("  /_sim/violations: %s" % ("empty  PASS" if v == [] else "%d  FAIL %s" % (len(v), v[:1])))
+
+
+def part_small(work):
+    fleet, state_dir, nodes = simfleet.write(os.path.join(work, "small"), SMALL, 5)
+    sim = Sim(fleet, state_dir, 5)
+    try:
+        say("%d VMs on %d nodes: start-up %.2f s (pvesim CPU %.2f s), VmRSS %.0f MiB" % (
+            SMALL, len(nodes), sim.startup, sim.cpu_s(), sim.rss() / MiB))
+        c = sim.conn()
+        sizes = {p: len(sim.get(c, p)) for p in ("/cluster/resources", "/cluster/resources?type=vm",
+                                                 "/nodes/sv1/qemu", "/nodes/sv1/tasks")}
+        c.close()
+        for p in ("/cluster/resources", "/cluster/resources?type=vm", "/nodes/sv1/qemu", "/nodes/sv1/tasks"):
+            cpu0 = sim.cpu_s()
+            rps, p99 = wrk(sim, p)
+            cpu = sim.cpu_s() - cpu0
+            target = p.startswith("/cluster/resources")
+            verdict = ("PASS" if rps >= 200 and p99 < 50 else "FAIL") + " (target >= 200 req/s, p99 < 50 ms)"
+            say("  GET %-30s %8.1f req/s  p99 %8.2f ms  %7d bytes  pvesim CPU %.2f ms/answer  %s"
+                % (p, rps, p99, sizes[p], 1000 * cpu / max(1.0, rps * RUNS * secs(DURATION)),
+                   verdict if target else ""))
+        memory(sim, "%d VMs" % SMALL)
+        violations(sim)
+    finally:
+        sim.stop()
+
+
+def part_big(work):
+    fleet, state_dir, nodes = simfleet.write(os.path.join(work, "big"), BIG, BIG_NODES)
+    sim = Sim(fleet, state_dir, BIG_NODES)
+    try:
+        say("%d VMs on %d nodes: start-up %.2f s (pvesim CPU %.2f s)  %s, VmRSS %.0f MiB" % (
+            BIG, len(nodes), sim.startup, sim.cpu_s(), "PASS" if sim.startup < 5 else "FAIL (target < 5 s)",
+            sim.rss() / MiB))
+        for p in ("/cluster/resources", "/cluster/resources?type=vm"):
+            t, cpu, size = seq_time(sim, p)
+            say("  GET %-30s %8.3f s per answer (median of %d, pvesim CPU %.3f s)  %9d bytes  %s"
+                % (p, t, SEQ, cpu, size, "PASS" if t < 1 else "FAIL (target < 1 s)"))
+        for p in ("/nodes/sv1/qemu", "/nodes/sv1/tasks"):
+            t, cpu, size = seq_time(sim, p, 20)
+            say("  GET %-30s %8.4f s per answer (median of 20, pvesim CPU %.4f s)  %9d bytes"
+                % (p, t, cpu, size))
+        c = sim.conn()
+        t0 = time.monotonic()
+        size = len(sim.get(c, "/_sim/state", api=False))
+        say("  GET /_sim/state %.3f s, %d bytes" % (time.monotonic() - t0, size))
+        c.close()
+        rss = memory(sim, "%d VMs" % BIG)
+        say("  VmRSS at %d VMs: %.0f MiB  %s" % (BIG, rss / MiB, "PASS" if rss < 1024 * MiB else "FAIL (target < 1 GiB)"))
+        violations(sim)
+    finally:
+        sim.stop()
+
+
+def ensure_wrk():
+    if shutil.which("wrk"):
+        return
+    print("== wrk is missing: installing it (apt-get install -y wrk)", flush=True)
+    subprocess.run(["apt-get", "install", "-y", "wrk"], check=True, stdout=subprocess.DEVNULL,
+                   env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+
+
+def main():
+    ensure_wrk()
+    git = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
+                         text=True).stdout.strip()
+    say("pvesim fleet-scale benchmark, %s, git %s" % (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), git))
+    say("machine: %d CPUs, shared; wrk (-t%d -c%d -d%s --latency) and pvesim on the same cores;"
+        " load average before: %s" % (os.cpu_count(), THREADS, CONNS, DURATION,
+                                      open("/proc/loadavg").read().split()[:3]))
+    work = tempfile.mkdtemp(prefix="pvesim-bench-")
+    try:
+        if ONLY in ("", "small"):
+            part_small(work)
+        if ONLY in ("", "big"):
+            part_big(work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if not ONLY and not os.environ.get("BENCH_SIM_NO_RESULTS"):
+        os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
+        with open(RESULTS, "w") as f:
+            f.write("\n".join(out_lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
