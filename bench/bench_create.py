@@ -193,7 +193,11 @@ class World:
         self.conf = os.path.join(self.tmp.name, "proxd.conf")
         self.sim = Sim(ts)
         for n, mb in zip(NODES, bandwidths or []):
-            self.sim.ctl("POST", "/nodes/" + n, {"bandwidth_mb": mb})
+            # room for every VM on any node: this scenario is about bandwidth,
+            # room for every VM on any node (memory, storage): this scenario is
+            # about bandwidth, and a fast node must not fill up at 46 VMs
+            self.sim.ctl("POST", "/nodes/" + n, {"bandwidth_mb": mb, "memory_gb": 256,
+                                                 "storage_gb": {"local-lvm": 4096}})
         write_config(self.conf, self.db, self.sim.base, placement)
         self.daemon = None
 
