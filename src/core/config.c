@@ -29,6 +29,7 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "common/xalloc.h"
+#include "core/config_ippool.h"
 
 #define VMID_MIN 100       /* PVE reserves 0-99 */
 #define VMID_MAX 999999999 /* PVE's upper bound */
@@ -37,15 +38,15 @@
 
 /* ---- the key table --------------------------------------------------- */
 
-enum sect { S_NONE, S_PROXD, S_PROXMOX, S_LIMITS, S_OS, S_NODE, S_QUOTA, S_SKIP };
+enum sect { S_NONE, S_PROXD, S_PROXMOX, S_LIMITS, S_OS, S_NODE, S_QUOTA, S_IPPOOL, S_SKIP };
 
 static const struct {
     const char *name;
     bool named; /* "[node NAME]" rather than "[proxd]" */
 } sect_info[] = {
-    [S_NONE] = {"", false},         [S_PROXD] = {"proxd", false}, [S_PROXMOX] = {"proxmox", false},
-    [S_LIMITS] = {"limits", false}, [S_OS] = {"os", true},        [S_NODE] = {"node", true},
-    [S_QUOTA] = {"quota", true},    [S_SKIP] = {"", false},
+    [S_NONE] = {"", false},         [S_PROXD] = {"proxd", false},  [S_PROXMOX] = {"proxmox", false},
+    [S_LIMITS] = {"limits", false}, [S_OS] = {"os", true},         [S_NODE] = {"node", true},
+    [S_QUOTA] = {"quota", true},    [S_IPPOOL] = {"ippool", true}, [S_SKIP] = {"", false},
 };
 
 enum ktype {
@@ -56,6 +57,7 @@ enum ktype {
     K_PLACEMENT, /* ordered | spread */
     K_HOSTS,     /* "host[:port], ..." into cfg_node.hosts */
     K_TEMPLATE,  /* "template.<os> = VMID" into cfg_node.templates */
+    K_FUNC,      /* parsed by key_def.set (config_ippool.c) */
 };
 
 enum kflags {
@@ -75,6 +77,7 @@ struct key_def {
     int64_t min, max;
     validator check;
     unsigned flags;
+    bool (*set)(void *base, const char *v, char *why, size_t n); /* K_FUNC */
 };
 
 static bool v_listen(const char *v, char *why, size_t n);
@@ -91,25 +94,31 @@ static bool v_cluster(const char *v, char *why, size_t n);
 #define FSIZE(T, f) sizeof(((T *)0)->f)
 #define KSTR(s, T, k, f, def, chk, fl)                                                             \
     {                                                                                              \
-        s, k, K_STR, offsetof(T, f), FSIZE(T, f), def, 0, 0, chk, fl                               \
+        s, k, K_STR, offsetof(T, f), FSIZE(T, f), def, 0, 0, chk, fl, NULL                         \
     }
 #define KNUM(s, T, k, f, def, lo, hi)                                                              \
     {                                                                                              \
-        s, k, K_NUM, offsetof(T, f), FSIZE(T, f), def, lo, hi, NULL, 0                             \
+        s, k, K_NUM, offsetof(T, f), FSIZE(T, f), def, lo, hi, NULL, 0, NULL                       \
     }
 #define KBOOL(s, T, k, f, def)                                                                     \
     {                                                                                              \
-        s, k, K_BOOL, offsetof(T, f), 0, def, 0, 0, NULL, 0                                        \
+        s, k, K_BOOL, offsetof(T, f), 0, def, 0, 0, NULL, 0, NULL                                  \
     }
 #define KRANGE(s, T, k, lo, hi, def, fl)                                                           \
     {                                                                                              \
-        s, k, K_RANGE, offsetof(T, lo), offsetof(T, hi), def, VMID_MIN, VMID_MAX, NULL, fl         \
+        s, k, K_RANGE, offsetof(T, lo), offsetof(T, hi), def, VMID_MIN, VMID_MAX, NULL, fl, NULL   \
+    }
+
+#define KFUNC(s, k, fn, fl)                                                                        \
+    {                                                                                              \
+        s, k, K_FUNC, 0, 0, NULL, 0, 0, NULL, fl, fn                                               \
     }
 
 #define PC struct proxd_config
 #define NODE struct cfg_node
 #define OS struct cfg_os
 #define QUOTA struct cfg_quota
+#define POOL struct cfg_ippool
 
 /* Every option, in the order of docs/proxd.conf.example. Durations are
  * seconds and sizes carry their unit in the key name, so values are plain
@@ -117,7 +126,7 @@ static bool v_cluster(const char *v, char *why, size_t n);
 static const struct key_def keys[] = {
     KSTR(S_PROXD, PC, "listen", listen, "127.0.0.1:8080", v_listen, 0),
     KSTR(S_PROXD, PC, "database", database, "sqlite:/var/lib/proxd/proxd.db", v_database, 0),
-    {S_PROXD, "placement", K_PLACEMENT, offsetof(PC, placement), 0, "spread", 0, 0, NULL, 0},
+    {S_PROXD, "placement", K_PLACEMENT, offsetof(PC, placement), 0, "spread", 0, 0, NULL, 0, NULL},
     KNUM(S_PROXD, PC, "workers", workers, "0", 0, 256),
     KNUM(S_PROXD, PC, "reconcile_interval", reconcile_interval_s, "60", 1, 86400),
     KNUM(S_PROXD, PC, "idle_timeout", idle_timeout_s, "60", 1, 3600),
@@ -155,19 +164,33 @@ static const struct key_def keys[] = {
     KNUM(S_LIMITS, PC, "name_max", name_max, "63", 1, 63),
 
     KRANGE(S_OS, OS, "vmid_range", range_lo, range_hi, NULL, F_REQUIRED),
+    KSTR(S_OS, OS, "ippools", pools_raw, NULL, NULL, 0),
 
-    {S_NODE, "host", K_HOSTS, offsetof(NODE, hosts), 0, NULL, 0, 0, NULL, F_REQUIRED},
+    {S_NODE, "host", K_HOSTS, offsetof(NODE, hosts), 0, NULL, 0, 0, NULL, F_REQUIRED, NULL},
     KSTR(S_NODE, NODE, "cluster", cluster, NULL, v_cluster, 0),
     KSTR(S_NODE, NODE, "storage", storage, NULL, v_storage, F_REQUIRED),
     /* no default: it inherits [limits] clones_per_node, set in check_nodes() */
     KNUM(S_NODE, NODE, "max_clones", max_clones, NULL, 1, 64),
-    {S_NODE, "template.", K_TEMPLATE, 0, 0, NULL, VMID_MIN, VMID_MAX, NULL, 0},
+    {S_NODE, "template.", K_TEMPLATE, 0, 0, NULL, VMID_MIN, VMID_MAX, NULL, 0, NULL},
 
     /* 0 means unlimited */
     KNUM(S_QUOTA, QUOTA, "vms", vms, "0", 0, 1000000),
     KNUM(S_QUOTA, QUOTA, "cores", cores, "0", 0, 1000000),
     KNUM(S_QUOTA, QUOTA, "memory_mb", memory_mb, "0", 0, INT64_C(1) << 40),
     KNUM(S_QUOTA, QUOTA, "disk_gb", disk_gb, "0", 0, INT64_C(1) << 40),
+
+    KFUNC(S_IPPOOL, "cidr", cfgpool_set_cidr, F_REQUIRED),
+    KFUNC(S_IPPOOL, "gateway", cfgpool_set_gateway, 0),
+    KFUNC(S_IPPOOL, "ranges", cfgpool_set_ranges, 0),
+    KFUNC(S_IPPOOL, "reserved", cfgpool_set_reserved, 0),
+    KFUNC(S_IPPOOL, "dns", cfgpool_set_dns, 0),
+    KSTR(S_IPPOOL, POOL, "searchdomain", searchdomain, NULL, cfgpool_check_searchdomain, 0),
+    KSTR(S_IPPOOL, POOL, "bridge", bridge, NULL, cfgpool_check_bridge, F_REQUIRED),
+    KNUM(S_IPPOOL, POOL, "vlan", vlan, "0", 0, 4094),
+    KSTR(S_IPPOOL, POOL, "nodes", nodes_raw, NULL, NULL, 0),
+    KSTR(S_IPPOOL, POOL, "clusters", clusters_raw, NULL, NULL, 0),
+    /* no default: it inherits [proxd] quarantine, set in cfgpool_check() */
+    KNUM(S_IPPOOL, POOL, "quarantine", quarantine_s, NULL, 0, 30 * 86400),
 };
 
 #define NKEYS (sizeof keys / sizeof keys[0])
@@ -200,8 +223,9 @@ struct pstate {
     int idx;
     char label[160]; /* "[node sv1]" */
     /* where sections start: singletons, then one per named instance */
-    int single_line[S_QUOTA + 1];
+    int single_line[S_SKIP + 1];
     int os_line[CFG_MAX_OS], node_line[CFG_MAX_NODES], quota_line[CFG_MAX_OWNERS];
+    int pool_line[CFG_MAX_POOLS];
     struct seen *seen;
     size_t nseen, seencap;
     struct cfg_msg *errs; /* in the order found; sorted by line at the end */
@@ -300,6 +324,8 @@ static int *sect_line_slot(struct pstate *st, enum sect sect, int idx)
         return &st->node_line[idx];
     case S_QUOTA:
         return &st->quota_line[idx];
+    case S_IPPOOL:
+        return &st->pool_line[idx];
     default:
         return &st->single_line[sect];
     }
@@ -637,6 +663,8 @@ static bool set_value(const struct key_def *d, void *base, const char *key, cons
         return set_hosts(base, v, why, n);
     case K_TEMPLATE:
         return set_template(base, key + strlen(d->key), v, why, n, d);
+    case K_FUNC:
+        return d->set(base, v, why, n);
     }
     return false;
 }
@@ -675,6 +703,8 @@ static void *sect_base(struct pstate *st)
         return &st->c->nodes[st->idx];
     case S_QUOTA:
         return &st->c->quotas[st->idx];
+    case S_IPPOOL:
+        return &st->c->pools[st->idx];
     default:
         return st->c;
     }
@@ -722,54 +752,96 @@ static bool valid_name(enum sect sect, const char *name, size_t max, char *why, 
         unsigned char ch = (unsigned char)name[i];
         if (sect == S_NODE) /* a DNS label, as PVE node names are */
             ok = isalnum(ch) || (ch == '-' && i > 0 && i < len - 1);
-        else if (sect == S_OS)
+        else if (sect == S_OS || sect == S_IPPOOL) /* both appear in API paths */
             ok = islower(ch) || isdigit(ch) || (i > 0 && strchr("._-", ch));
         else
             ok = isgraph(ch) && ch != '[' && ch != ']';
     }
     if (!ok)
         snprintf(why, n, "bad %s name (%s, at most %zu characters)", sect_info[sect].name,
-                 sect == S_NODE ? "letters, digits and inner '-'"
-                 : sect == S_OS ? "lower-case letters, digits and . _ -"
-                                : "no spaces",
+                 sect == S_NODE                     ? "letters, digits and inner '-'"
+                 : sect == S_OS || sect == S_IPPOOL ? "lower-case letters, digits and . _ -"
+                                                    : "no spaces",
                  max);
     return ok;
+}
+
+/* The instances of a named section: their count, capacity and names. */
+struct named {
+    int *count;
+    int max;
+    char *(*name)(struct proxd_config *c, int i);
+    void *(*base)(struct proxd_config *c, int i);
+    size_t name_max;
+};
+
+static char *os_name(struct proxd_config *c, int i)
+{
+    return c->os[i].name;
+}
+static void *os_base(struct proxd_config *c, int i)
+{
+    return &c->os[i];
+}
+static char *node_name(struct proxd_config *c, int i)
+{
+    return c->nodes[i].name;
+}
+static void *node_base(struct proxd_config *c, int i)
+{
+    return &c->nodes[i];
+}
+static char *quota_name(struct proxd_config *c, int i)
+{
+    return c->quotas[i].owner;
+}
+static void *quota_base(struct proxd_config *c, int i)
+{
+    return &c->quotas[i];
+}
+static char *pool_name(struct proxd_config *c, int i)
+{
+    return c->pools[i].name;
+}
+static void *pool_base(struct proxd_config *c, int i)
+{
+    return &c->pools[i];
+}
+
+static struct named named_of(struct proxd_config *c, enum sect sect)
+{
+    switch (sect) {
+    case S_OS:
+        return (struct named){&c->nos, CFG_MAX_OS, os_name, os_base, FSIZE(OS, name) - 1};
+    case S_NODE:
+        return (struct named){&c->nnodes, CFG_MAX_NODES, node_name, node_base,
+                              FSIZE(NODE, name) - 1};
+    case S_IPPOOL:
+        return (struct named){&c->npools, CFG_MAX_POOLS, pool_name, pool_base,
+                              FSIZE(POOL, name) - 1};
+    default:
+        return (struct named){&c->nquotas, CFG_MAX_OWNERS, quota_name, quota_base,
+                              FSIZE(QUOTA, owner) - 1};
+    }
 }
 
 /* Find or add the instance `name` of a named section; -1 when full. */
 static int named_instance(struct pstate *st, enum sect sect, const char *name, bool *dup)
 {
-    struct proxd_config *c = st->c;
-    int *count = sect == S_OS ? &c->nos : sect == S_NODE ? &c->nnodes : &c->nquotas;
-    int max = sect == S_OS ? CFG_MAX_OS : sect == S_NODE ? CFG_MAX_NODES : CFG_MAX_OWNERS;
-    for (int i = 0; i < *count; i++) {
-        const char *have = sect == S_OS     ? c->os[i].name
-                           : sect == S_NODE ? c->nodes[i].name
-                                            : c->quotas[i].owner;
-        if (strcmp(have, name) == 0) {
+    struct named nm = named_of(st->c, sect);
+    for (int i = 0; i < *nm.count; i++) {
+        if (strcmp(nm.name(st->c, i), name) == 0) {
             *dup = true;
             return i;
         }
     }
     *dup = false;
-    if (*count == max)
+    if (*nm.count == nm.max)
         return -1;
-    int i = (*count)++;
-    char *dst = sect == S_OS     ? c->os[i].name
-                : sect == S_NODE ? c->nodes[i].name
-                                 : c->quotas[i].owner;
-    memcpy(dst, name, strlen(name) + 1); /* length checked by valid_name() */
-    apply_defaults(sect, sect == S_OS     ? (void *)&c->os[i]
-                         : sect == S_NODE ? (void *)&c->nodes[i]
-                                          : (void *)&c->quotas[i]);
+    int i = (*nm.count)++;
+    memcpy(nm.name(st->c, i), name, strlen(name) + 1); /* length checked by valid_name() */
+    apply_defaults(sect, nm.base(st->c, i));
     return i;
-}
-
-static size_t name_max(enum sect sect)
-{
-    return sect == S_OS     ? FSIZE(OS, name) - 1
-           : sect == S_NODE ? FSIZE(NODE, name) - 1
-                            : FSIZE(QUOTA, owner) - 1;
 }
 
 /* A "[kind name]" header on the current line (inner text in h). Sets the
@@ -784,7 +856,7 @@ static void section_begin(struct pstate *st, char *h)
     st->sect = S_SKIP;
     st->idx = 0;
     enum sect s = S_NONE;
-    for (int i = S_PROXD; i <= S_QUOTA; i++)
+    for (int i = S_PROXD; i <= S_IPPOOL; i++)
         if (strcmp(kind, sect_info[i].name) == 0)
             s = (enum sect)i;
     char why[256];
@@ -802,16 +874,14 @@ static void section_begin(struct pstate *st, char *h)
     int idx = 0;
     bool dup = false;
     if (sect_info[s].named) {
-        if (!valid_name(s, name, name_max(s), why, sizeof why)) {
+        if (!valid_name(s, name, named_of(st->c, s).name_max, why, sizeof why)) {
             cfg_err(st, st->lineno, st->label, NULL, "%s", why);
             return;
         }
         idx = named_instance(st, s, name, &dup);
         if (idx < 0) {
             cfg_err(st, st->lineno, st->label, NULL, "too many [%s] sections (at most %d)", kind,
-                    s == S_OS     ? CFG_MAX_OS
-                    : s == S_NODE ? CFG_MAX_NODES
-                                  : CFG_MAX_OWNERS);
+                    named_of(st->c, s).max);
             return;
         }
     } else {
@@ -921,7 +991,7 @@ static void check_required(struct pstate *st, enum sect sect, int count)
 {
     char label[160];
     for (int i = 0; i < count; i++) {
-        const char *name = sect == S_OS ? st->c->os[i].name : st->c->nodes[i].name;
+        const char *name = named_of(st->c, sect).name(st->c, i);
         for (size_t k = 0; k < NKEYS; k++) {
             if (keys[k].sect == sect && (keys[k].flags & F_REQUIRED) &&
                 !seen_line(st, sect, i, keys[k].key))
@@ -1102,15 +1172,36 @@ static void check_nodes(struct pstate *st)
         cfg_err(st, 0, NULL, NULL, "no [os NAME] section: proxd needs at least one OS");
 }
 
+static enum sect pool_sect(enum cfgpool_sect s)
+{
+    return s == CFGPOOL_POOL ? S_IPPOOL : S_OS;
+}
+
+static int pool_line(void *stv, enum cfgpool_sect s, int idx, const char *key)
+{
+    return seen_line(stv, pool_sect(s), idx, key);
+}
+
+static void pool_err(void *stv, enum cfgpool_sect s, int idx, const char *key, const char *msg)
+{
+    struct pstate *st = stv;
+    char label[160];
+    enum sect sect = pool_sect(s);
+    sect_label(label, sizeof label, sect, named_of(st->c, sect).name(st->c, idx));
+    cfg_err(st, key_or_sect_line(st, sect, idx, key), label, key, "%s", msg);
+}
+
 static void check_all(struct pstate *st)
 {
     check_required(st, S_OS, st->c->nos);
     check_required(st, S_NODE, st->c->nnodes);
+    check_required(st, S_IPPOOL, st->c->npools);
     check_credentials(st);
     check_tls(st);
     check_limits(st);
     check_ranges(st);
     check_nodes(st);
+    cfgpool_check(st->c, &(struct cfgpool_ctx){st, pool_line, pool_err});
 }
 
 /* ---- public ----------------------------------------------------------- */
@@ -1190,6 +1281,20 @@ int config_template(const struct cfg_node *n, const char *os)
         if (strcmp(n->templates[i].os, os) == 0)
             return n->templates[i].vmid;
     return 0;
+}
+
+const struct cfg_ippool *config_ippool(const struct proxd_config *c, const char *name)
+{
+    for (int i = 0; c && name && i < c->npools; i++)
+        if (strcmp(c->pools[i].name, name) == 0)
+            return &c->pools[i];
+    return NULL;
+}
+
+bool config_ippool_reachable(const struct proxd_config *c, const struct cfg_ippool *p,
+                             const struct cfg_node *n)
+{
+    return c && p && n && n >= c->nodes && n < c->nodes + c->nnodes && p->on_node[n - c->nodes];
 }
 
 const struct cfg_quota *config_quota(const struct proxd_config *c, const char *owner)

@@ -16,16 +16,26 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/ippool.h"
+
 #define CFG_MAX_NODES 64
 #define CFG_MAX_OS 32
 #define CFG_MAX_HOSTS 8
 #define CFG_MAX_OWNERS 64
+#define CFG_MAX_POOLS 32
+#define CFG_OS_POOLS 2 /* an OS names at most one IPv4 and one IPv6 pool */
+#define CFG_POOL_DNS 4 /* nameservers per pool */
 
 enum placement { PLACE_ORDERED = 0, PLACE_SPREAD = 1 };
 
 struct cfg_os {
     char name[32];          /* section "[os ubuntu]" */
     int range_lo, range_hi; /* vmid_range = 1000-1999 */
+    /* ippools = v4pool, v6pool: the pools a VM of this OS gets an address
+     * from when the request names none; indices into proxd_config.pools */
+    int pools[CFG_OS_POOLS];
+    int npools;
+    char pools_raw[80]; /* as written, resolved after the whole file is read */
 };
 
 struct cfg_template {
@@ -49,6 +59,21 @@ struct cfg_quota {
     char owner[64]; /* section "[quota alice]" or "[quota default]" */
     int vms, cores;
     int64_t memory_mb, disk_gb; /* 0: unlimited */
+};
+
+/* [ippool NAME]: an address pool (docs/proxd.conf.example, docs/design/ippool.md). */
+struct cfg_ippool {
+    char name[32];
+    struct ippool plan; /* cidr, gateway, ranges, reserved; prepared */
+    struct ippool_addr dns[CFG_POOL_DNS];
+    int ndns;
+    char searchdomain[256]; /* "" = none */
+    char bridge[16];        /* the Linux bridge net0 goes on (IFNAMSIZ) */
+    int vlan;               /* 802.1Q tag on net0, 0 = untagged */
+    int64_t quarantine_s;   /* released addresses rest this long (default: [proxd] quarantine) */
+    bool on_node[CFG_MAX_NODES]; /* reachable on nodes[i]: from nodes = and clusters =, or all */
+    char nodes_raw[512];         /* as written, resolved after the whole file is read */
+    char clusters_raw[256];
 };
 
 struct proxd_config {
@@ -96,6 +121,9 @@ struct proxd_config {
     int nnodes;
     struct cfg_quota quotas[CFG_MAX_OWNERS];
     int nquotas;
+    /* [ippool NAME] */
+    struct cfg_ippool pools[CFG_MAX_POOLS];
+    int npools;
 };
 
 /* Load and validate. On failure returns NULL and writes one message per
@@ -110,5 +138,10 @@ const struct cfg_node *config_node(const struct proxd_config *c, const char *nam
 int config_template(const struct cfg_node *n, const char *os);
 /* The quota of `owner` (its own section, else [quota default], else NULL). */
 const struct cfg_quota *config_quota(const struct proxd_config *c, const char *owner);
+/* The pool `name`, or NULL. */
+const struct cfg_ippool *config_ippool(const struct proxd_config *c, const char *name);
+/* Whether pool p is reachable on node n (both from c). */
+bool config_ippool_reachable(const struct proxd_config *c, const struct cfg_ippool *p,
+                             const struct cfg_node *n);
 
 #endif

@@ -170,6 +170,151 @@ static void test_example(void **state)
     config_free(c);
 }
 
+/* ---- [ippool NAME] ---------------------------------------------------- */
+
+#define POOLS                                                                                      \
+    CREDS                                                /* 1-2 */                                 \
+        "[os ubuntu]\n"                                  /* 3 */                                   \
+        "vmid_range = 1000-1999\n"                       /* 4 */                                   \
+        "ippools = lan, lan6\n"                          /* 5 */                                   \
+        "[node sv1]\n"                                   /* 6 */                                   \
+        "host = 10.0.0.1\n"                              /* 7 */                                   \
+        "storage = local-lvm\n"                          /* 8 */                                   \
+        "template.ubuntu = 8000\n"                       /* 9 */                                   \
+        "cluster = east\n"                               /* 10 */                                  \
+        "[node sv2]\n"                                   /* 11 */                                  \
+        "host = 10.0.0.2\n"                              /* 12 */                                  \
+        "storage = local-lvm\n"                          /* 13 */                                  \
+        "template.ubuntu = 8010\n"                       /* 14 */                                  \
+        "[ippool lan]\n"                                 /* 15 */                                  \
+        "cidr = 192.168.10.0/24\n"                       /* 16 */                                  \
+        "gateway = 192.168.10.1\n"                       /* 17 */                                  \
+        "ranges = 192.168.10.100-192.168.10.199\n"       /* 18 */                                  \
+        "reserved = 192.168.10.150, 192.168.10.160/30\n" /* 19 */                                  \
+        "dns = 192.168.10.53 2001:db8::53\n"             /* 20 */                                  \
+        "searchdomain = example.com corp.example.com\n"  /* 21 */                                  \
+        "bridge = vmbr1\n"                               /* 22 */                                  \
+        "vlan = 42\n"                                    /* 23 */                                  \
+        "clusters = east\n"                              /* 24 */                                  \
+        "[ippool lan6]\n"                                /* 25 */                                  \
+        "cidr = 2001:db8:10::/64\n"                      /* 26 */                                  \
+        "gateway = 2001:db8:10::1\n"                     /* 27 */                                  \
+        "bridge = vmbr1\n"                               /* 28 */                                  \
+        "vlan = 42\n"                                    /* 29 */                                  \
+        "quarantine = 60\n"                              /* 30 */                                  \
+        "[ippool dmz]\n"                                 /* 31 */                                  \
+        "cidr = 10.20.0.0/16\n"                          /* 32 */                                  \
+        "bridge = vmbr0\n"                               /* 33 */                                  \
+        "nodes = sv2\n"                                  /* 34 */
+
+static void test_ippools(void **state)
+{
+    (void)state;
+    struct proxd_config *c = load_ok(POOLS);
+    assert_int_equal(c->npools, 3);
+    const struct cfg_ippool *lan = config_ippool(c, "lan"), *lan6 = config_ippool(c, "lan6"),
+                            *dmz = config_ippool(c, "dmz");
+    assert_non_null(lan);
+    assert_non_null(lan6);
+    assert_non_null(dmz);
+    assert_null(config_ippool(c, "wan"));
+    assert_int_equal(lan->plan.size, 100 - 1 - 4);
+    assert_int_equal(lan->plan.net.prefix, 24);
+    assert_true(lan->plan.has_gateway);
+    assert_int_equal(lan->ndns, 2);
+    assert_int_equal(lan->dns[1].family, 6);
+    assert_string_equal(lan->searchdomain, "example.com corp.example.com");
+    assert_string_equal(lan->bridge, "vmbr1");
+    assert_int_equal(lan->vlan, 42);
+    assert_int_equal(lan->quarantine_s, 300); /* [proxd] quarantine */
+    assert_int_equal(lan6->quarantine_s, 60);
+    assert_true(lan6->plan.size == UINT64_MAX - 1); /* a /64 less anycast and gateway */
+    assert_int_equal(dmz->vlan, 0);
+    assert_int_equal(dmz->plan.size, 65536 - 2);
+    /* reachability: clusters = east is sv1; nodes = sv2; neither: all */
+    const struct cfg_node *sv1 = config_node(c, "sv1"), *sv2 = config_node(c, "sv2");
+    assert_true(config_ippool_reachable(c, lan, sv1));
+    assert_false(config_ippool_reachable(c, lan, sv2));
+    assert_false(config_ippool_reachable(c, dmz, sv1));
+    assert_true(config_ippool_reachable(c, dmz, sv2));
+    assert_true(config_ippool_reachable(c, lan6, sv1) && config_ippool_reachable(c, lan6, sv2));
+    const struct cfg_os *o = config_os(c, "ubuntu");
+    assert_int_equal(o->npools, 2);
+    assert_ptr_equal(&c->pools[o->pools[0]], lan);
+    assert_ptr_equal(&c->pools[o->pools[1]], lan6);
+    config_free(c);
+}
+
+static void test_ippool_errors(void **state)
+{
+    (void)state;
+#define P MIN "[ippool a]\n" /* line 9; its keys from line 10 */
+    EXPECT_ERR(
+        P "cidr = 10.0.0.5/24\n", ":9: [ippool a] bridge: missing",
+        ":10: [ippool a] cidr: '10.0.0.5/24' has host bits set (the network is 10.0.0.0/24)");
+    EXPECT_ERR(P "bridge = vmbr0\n", ":9: [ippool a] cidr: missing");
+    EXPECT_ERR(P "cidr = 10.0.0.0/4\nbridge = vmbr0\n",
+               ":10: [ippool a] cidr: '10.0.0.0/4': the prefix must be 8 to 32 (what PVE's "
+               "ipconfig accepts)");
+    EXPECT_ERR(P "cidr = 10.0.0.0/24\nbridge = vmbr0\ngateway = 10.0.1.1\n",
+               ":12: [ippool a] gateway: 10.0.1.1 is outside the cidr 10.0.0.0/24");
+    EXPECT_ERR(P "cidr = 10.0.0.0/24\nbridge = vmbr0\ngateway = 10.0.0.0\n",
+               ":12: [ippool a] gateway: 10.0.0.0 is the network address of the cidr");
+    EXPECT_ERR(P "cidr = 2001:db8::/64\nbridge = vmbr0\ngateway = 10.0.0.1\n",
+               ":12: [ippool a] gateway: 10.0.0.1 is IPv4, the pool's cidr 2001:db8::/64 is IPv6");
+    EXPECT_ERR(P "cidr = 10.0.0.0/24\nbridge = vmbr0\ngateway = 10.0.0\n",
+               ":12: [ippool a] gateway: '10.0.0' is not an IP address");
+    EXPECT_ERR(P "cidr = 10.0.0.0/24\nbridge = vmbr0\nranges = 10.0.0.10-10.0.1.10\n",
+               ":12: [ippool a] ranges: 10.0.0.10-10.0.1.10 is outside the cidr 10.0.0.0/24");
+    EXPECT_ERR(P "cidr = 10.0.0.0/24\nbridge = vmbr0\nreserved = 10.0.0.1, bogus\n",
+               ":12: [ippool a] reserved: 'bogus' is not an address, a range FIRST-LAST "
+               "(FIRST <= LAST) or a CIDR");
+    EXPECT_ERR(P "cidr = 10.0.0.0/30\nbridge = vmbr0\ngateway = 10.0.0.1\nreserved = 10.0.0.2\n",
+               ":10: [ippool a] cidr: no address is left to hand out");
+    EXPECT_ERR(P "cidr = 10.0.0.0/24\nbridge = vmbr0\ndns = 10.0.0.53, resolver\n",
+               ":12: [ippool a] dns: 'resolver' is not an IP address");
+    EXPECT_ERR(
+        P "cidr = 10.0.0.0/24\nbridge = vmbr0\ndns = 1.1.1.1 1.0.0.1 8.8.8.8 8.8.4.4 9.9.9.9\n",
+        ":12: [ippool a] dns: more than 4 nameservers");
+    EXPECT_ERR(P "cidr = 10.0.0.0/24\nbridge = vm/br0\n",
+               ":11: [ippool a] bridge: 'vm/br0' is not a bridge name");
+    EXPECT_ERR(P "cidr = 10.0.0.0/24\nbridge = averyverylongbridge\n",
+               ":11: [ippool a] bridge: too long (at most 15 characters)");
+    EXPECT_ERR(P "cidr = 10.0.0.0/24\nbridge = vmbr0\nvlan = 4095\n",
+               ":12: [ippool a] vlan: 4095 is out of bounds [0, 4094]");
+    EXPECT_ERR(P "cidr = 10.0.0.0/24\nbridge = vmbr0\nsearchdomain = example.com -bad.org\n",
+               ":12: [ippool a] searchdomain: '-bad.org' is not a DNS domain name");
+    EXPECT_ERR(P "cidr = 10.0.0.0/24\nbridge = vmbr0\nnodes = sv1, sv9\nclusters = west\n",
+               ":12: [ippool a] nodes: unknown node 'sv9' (no [node sv9] section)",
+               ":13: [ippool a] clusters: unknown cluster 'west' (no [node] has cluster = west)");
+    EXPECT_ERR(P "cidr = 10.0.0.0/24\nbridge = vmbr0\nquarantine = -1\n",
+               ":12: [ippool a] quarantine: -1 is out of bounds");
+    EXPECT_ERR(
+        P "cidr = 10.0.0.0/16\nbridge = vmbr0\n[ippool b]\ncidr = 10.0.5.0/24\nbridge = vmbr0\n",
+        ":13: [ippool b] cidr: 10.0.5.0/24 overlaps [ippool a] cidr 10.0.0.0/16 (line 10)");
+    EXPECT_ERR(MIN "[ippool LAN]\n", ":9: [ippool LAN]: bad ippool name");
+    EXPECT_ERR(MIN "[ippool]\n", ":9: [ippool]: this section needs a name: [ippool NAME]");
+    /* the pools an OS names */
+#define O MIN "[os centos]\nvmid_range = 2000-2999\n" /* ippools on line 11 */
+    EXPECT_ERR(O "ippools = nope\n",
+               ":11: [os centos] ippools: unknown pool 'nope' (no [ippool nope] section)");
+    EXPECT_ERR(O "ippools = a\n[ippool a]\ncidr = 10.0.0.0/24\nbridge = vmbr0\n",
+               ":11: [os centos] ippools: no node has template.centos and reaches every pool "
+               "named here");
+    EXPECT_ERR(O "ippools = a, b\n[ippool a]\ncidr = 10.0.0.0/24\nbridge = vmbr0\n"
+                 "[ippool b]\ncidr = 10.1.0.0/24\nbridge = vmbr0\n",
+               ":11: [os centos] ippools: names two IPv4 pools (a, b): a VM gets at most one "
+               "address of each family");
+    EXPECT_ERR(O "ippools = a, a\n[ippool a]\ncidr = 10.0.0.0/24\nbridge = vmbr0\n",
+               ":11: [os centos] ippools: names pool 'a' twice");
+    EXPECT_ERR(O "ippools = a, b\n[ippool a]\ncidr = 10.0.0.0/24\nbridge = vmbr0\n"
+                 "[ippool b]\ncidr = 2001:db8::/64\nbridge = vmbr1\n",
+               ":11: [os centos] ippools: pools a and b put the NIC on different networks "
+               "(bridge vmbr0 tag 0, bridge vmbr1 tag 0)");
+#undef O
+#undef P
+}
+
 /* ---- defaults and lookups --------------------------------------------- */
 
 static void test_defaults(void **state)
@@ -535,15 +680,16 @@ static void test_errbuf(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_example),     cmocka_unit_test(test_defaults),
-        cmocka_unit_test(test_values),      cmocka_unit_test(test_lookups),
-        cmocka_unit_test(test_unknown),     cmocka_unit_test(test_bool_and_numbers),
-        cmocka_unit_test(test_ranges),      cmocka_unit_test(test_overlaps),
-        cmocka_unit_test(test_templates),   cmocka_unit_test(test_nodes),
-        cmocka_unit_test(test_credentials), cmocka_unit_test(test_tls),
-        cmocka_unit_test(test_syntax),      cmocka_unit_test(test_long_line),
-        cmocka_unit_test(test_all_errors),  cmocka_unit_test(test_many_errors),
-        cmocka_unit_test(test_errbuf),
+        cmocka_unit_test(test_example),       cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_values),        cmocka_unit_test(test_lookups),
+        cmocka_unit_test(test_unknown),       cmocka_unit_test(test_bool_and_numbers),
+        cmocka_unit_test(test_ranges),        cmocka_unit_test(test_overlaps),
+        cmocka_unit_test(test_templates),     cmocka_unit_test(test_nodes),
+        cmocka_unit_test(test_credentials),   cmocka_unit_test(test_tls),
+        cmocka_unit_test(test_syntax),        cmocka_unit_test(test_long_line),
+        cmocka_unit_test(test_all_errors),    cmocka_unit_test(test_many_errors),
+        cmocka_unit_test(test_errbuf),        cmocka_unit_test(test_ippools),
+        cmocka_unit_test(test_ippool_errors),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
