@@ -167,6 +167,18 @@ static void test_example(void **state)
     assert_string_equal(config_quota(c, "alice")->owner, "default");
     assert_int_equal(config_quota(c, "ci")->vms, 100);
     assert_int_equal(config_quota(c, "ci")->memory_mb, 0);
+    const struct cfg_ippool *lan = config_ippool(c, "lan"), *lan6 = config_ippool(c, "lan6");
+    assert_int_equal(c->npools, 2);
+    assert_int_equal(lan->plan.size, 150 - 10 - 0);
+    assert_int_equal(lan->ndns, 2);
+    assert_string_equal(lan->bridge, "vmbr0");
+    assert_int_equal(lan->quarantine_s, 300);
+    assert_int_equal(lan6->quarantine_s, 3600);
+    for (int i = 0; i < 5; i++)
+        assert_true(config_ippool_reachable(c, lan, &c->nodes[i]) &&
+                    config_ippool_reachable(c, lan6, &c->nodes[i]));
+    assert_int_equal(config_os(c, "ubuntu")->npools, 2);
+    assert_int_equal(config_os(c, "debian")->npools, 0);
     config_free(c);
 }
 
