@@ -5,6 +5,7 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "common/xalloc.h"
+#include "sim/guestnet.h"
 #include "sim/sim.h"
 
 #include <pcre2.h>
@@ -299,6 +300,7 @@ static void vm_set(struct sim *s, int vmid, const struct http_req *req, struct h
         }
         json_t *conf = json_object_get(b, "conf");
         if (json_is_object(conf)) {
+            guestnet_keep(vm); /* a change behind PVE's back reaches the guest at its next boot */
             const char *ck;
             json_t *cv;
             json_object_foreach(conf, ck, cv)

@@ -2,10 +2,12 @@
  * network-get-interfaces — with qemu-server's refusals
  * (Agent::assert_agent_available): no `agent` in the config, VM not
  * running, agent not answering (disabled, guest still booting, VM paused).
- * Addresses come from the VM's cloud-init ipconfigN (DHCP leases are made
- * up from the MAC). */
+ * Addresses come from the cloud-init ipconfigN the guest booted with
+ * (guestnet.c: a change while it runs shows at the next boot; DHCP leases
+ * are made up from the MAC), MACs from the current netN (NICs hotplug). */
 #include "common/util.h"
 #include "common/xalloc.h"
+#include "sim/guestnet.h"
 #include "sim/vmops.h"
 
 #include <ctype.h>
@@ -97,10 +99,9 @@ static json_t *nic_entry(struct sim *s, struct sim_vm *vm, int idx, const char *
     lmac[i] = '\0';
     unsigned b[6] = {0};
     sscanf(lmac, "%x:%x:%x:%x:%x:%x", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5]);
-    char key[16], name[16], buf[64];
-    snprintf(key, sizeof key, "ipconfig%d", idx);
+    char name[16], buf[64];
     snprintf(name, sizeof name, "ens%d", 18 + idx);
-    const char *ipc = json_string_value(json_object_get(vm->conf, key));
+    const char *ipc = guestnet_ipconfig(vm, idx); /* as the guest booted */
     json_t *ips = json_array();
     char *ip4 = ipc ? ipconf_get(ipc, "ip") : NULL;
     if (ip4 && strcmp(ip4, "dhcp") == 0) { /* a lease from the node's subnet */

@@ -4,6 +4,7 @@
 #include "common/sshkey.h"
 #include "common/util.h"
 #include "common/xalloc.h"
+#include "sim/guestnet.h"
 #include "sim/qemu_ops.h"
 #include "sim/sim.h"
 #include "sim/sjson.h"
@@ -414,6 +415,7 @@ static bool is_disk(const char *k)
 
 int qemu_apply_config(struct sim *s, struct sim_vm *vm, json_t *params, char **err)
 {
+    guestnet_keep(vm); /* the guest keeps its booted network until the next start */
     bool running = vm->power != VM_STOPPED;
     const char *k;
     json_t *v;

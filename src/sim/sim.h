@@ -126,6 +126,8 @@ struct sim_vm {
     struct sim_flock fl;
     bool gone;     /* destroyed; unlinked at the next sweep */
     json_t *snaps; /* snapshots (vmops.c): {"<name>": {config..., snaptime, ...}}, NULL if none */
+    json_t *boot_net;   /* guestnet.c: the ipconfigN the guest booted with, NULL if unchanged */
+    double boot_net_at; /* ... valid for the boot that started then */
     struct sim_vm *next;
     struct sim_vm *prev;     /* state.c: O(1) unlink */
     struct sim_vm *hnext;    /* state.c: the VMID index's chain */

@@ -1,6 +1,7 @@
 /* state: the simulated fleet — nodes, storages, VMs and their configs, file
  * locks — and its JSON form for /_sim/state and --state-dir. */
 #include "sim/sim.h"
+#include "sim/guestnet.h"
 #include "sim/vmops.h"
 #include "common/log.h"
 #include "common/util.h"
@@ -140,6 +141,7 @@ void sim_vm_unlink(struct sim *s, struct sim_vm *vm)
     json_decref(vm->pending);
     json_decref(vm->pending_delete);
     json_decref(vm->snaps);
+    guestnet_free(vm);
     free(vm);
     s->dirty = true;
     s->gen++;

@@ -2,7 +2,9 @@
 network-get-interfaces answer like the agent of a booted guest, with the
 addresses of the VM's cloud-init ipconfigN and the MACs of its netN, and the
 refusals of Agent::assert_agent_available (no agent configured, VM not
-running, agent not answering: disabled, guest still booting, VM paused)."""
+running, agent not answering: disabled, guest still booting, VM paused).
+cloud-init applies ipconfigN at boot, so the agent reports the addresses the
+guest booted with until it boots again."""
 from simlib import Sim, case, finish, wait_for
 
 PVF = "Parameter verification failed."
@@ -85,6 +87,55 @@ def agent_refusals_and_bad_input():
         r = s.api("GET", "/nodes/sv1/qemu/100/agent/ping")
         assert r.status_code == 501, r.text
         assert len(s.ctl("GET", "/rejections")) == 3
+
+
+def addrs(s, vmid=100, nic="ens18"):
+    res = ifaces(s, vmid).json()["data"]["result"]
+    e = [i for i in res if i["name"] == nic][0]
+    return e["hardware-address"], sorted(
+        (a["ip-address"], a["prefix"]) for a in e["ip-addresses"]
+        if not a["ip-address"].startswith("fe80:"))
+
+
+@case
+def agent_reports_the_booted_network():
+    """What proxd's address pools set (net0 with a locally administered MAC
+    on a tagged bridge, ipconfig0 with both families, nameserver,
+    searchdomain) is accepted, read back, and shown by the agent after boot;
+    a change while the VM runs (through the API or behind PVE's back)
+    reaches the guest at its next boot only."""
+    with Sim(time_scale=0.05) as s:
+        run(s, "POST", "/qemu/8000/clone", data={"newid": "100"})
+        conf = {"net0": "virtio=02:5A:00:11:22:33,bridge=vmbr1,tag=42",
+                "ipconfig0": "ip=192.168.10.5/24,gw=192.168.10.1,ip6=2001:db8:10::5/64,"
+                             "gw6=2001:db8:10::1",
+                "nameserver": "192.168.10.53 2001:db8:10::53", "searchdomain": "example.com"}
+        s.data("PUT", "/nodes/sv1/qemu/100/config", data=conf)
+        got = s.data("GET", "/nodes/sv1/qemu/100/config")
+        for k, v in conf.items():
+            assert got[k] == v, (k, got[k], v)
+        run(s, "POST", "/qemu/100/status/start")
+        wait_for(lambda: ping(s).status_code == 200, 10, what="the agent")
+        booted = ("02:5a:00:11:22:33", [("192.168.10.5", 24), ("2001:db8:10::5", 64)])
+        assert addrs(s) == booted, addrs(s)
+        # changed through the API while running: in the config at once, not in the guest
+        s.data("PUT", "/nodes/sv1/qemu/100/config", data={"ipconfig0": "ip=192.168.10.6/24"})
+        assert s.data("GET", "/nodes/sv1/qemu/100/config")["ipconfig0"] == "ip=192.168.10.6/24"
+        assert addrs(s) == booted, addrs(s)
+        # ... and again behind PVE's back (an operator editing the file)
+        s.ctl("POST", "/vms/100", {"conf": {"ipconfig0": "ip=192.168.10.7/24"}})
+        assert addrs(s) == booted, addrs(s)
+        run(s, "POST", "/qemu/100/status/reboot")
+        wait_for(lambda: ping(s).status_code == 200, 10, what="the agent after the reboot")
+        assert addrs(s) == ("02:5a:00:11:22:33", [("192.168.10.7", 24)]), addrs(s)
+        # stopped, changed, started: the new address
+        run(s, "POST", "/qemu/100/status/stop")
+        s.data("PUT", "/nodes/sv1/qemu/100/config", data={"delete": "ipconfig0"})
+        s.data("PUT", "/nodes/sv1/qemu/100/config", data={"ipconfig0": "ip6=2001:db8:10::9/64"})
+        run(s, "POST", "/qemu/100/status/start")
+        wait_for(lambda: ping(s).status_code == 200, 10, what="the agent after the start")
+        assert addrs(s) == ("02:5a:00:11:22:33", [("2001:db8:10::9", 64)]), addrs(s)
+        assert s.ctl("GET", "/rejections") == []
 
 
 finish()
