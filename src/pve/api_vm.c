@@ -312,6 +312,10 @@ static json_t *config_params(const struct pve_config_set *s)
         json_object_set_new(p, "ipconfig0", json_string(s->ipconfig0));
     if (s->net0)
         json_object_set_new(p, "net0", json_string(s->net0));
+    if (s->nameserver)
+        json_object_set_new(p, "nameserver", json_string(s->nameserver));
+    if (s->searchdomain)
+        json_object_set_new(p, "searchdomain", json_string(s->searchdomain));
     if (s->tags)
         json_object_set_new(p, "tags", json_string(s->tags));
     if (s->description)

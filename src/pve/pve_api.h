@@ -184,6 +184,8 @@ struct pve_config_set {
     const char *ciuser;
     const char *ipconfig0;
     const char *net0;
+    const char *nameserver;   /* cloud-init DNS: addresses separated by blanks */
+    const char *searchdomain; /* cloud-init DNS search domains */
     const char *tags;
     const char *description;
     const char *delete_keys; /* "a,b" */
