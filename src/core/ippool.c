@@ -160,6 +160,30 @@ void ippool_addr_format(const struct ippool_addr *a, char out[IPPOOL_ADDRSTRLEN]
     inet_ntop(AF_INET6, b, out, IPPOOL_ADDRSTRLEN);
 }
 
+void ippool_addr_key(const struct ippool_addr *a, char out[IPPOOL_KEYLEN])
+{
+    snprintf(out, IPPOOL_KEYLEN, "%d%016llx%016llx", a->family, (unsigned long long)a->hi,
+             (unsigned long long)a->lo);
+}
+
+enum ippool_err ippool_addr_from_key(const char *key, struct ippool_addr *out)
+{
+    if (strlen(key) != IPPOOL_KEYLEN - 1 || (key[0] != '4' && key[0] != '6'))
+        return IPPOOL_EINVAL;
+    for (const char *p = key + 1; *p; p++)
+        if (!isdigit((unsigned char)*p) && !(*p >= 'a' && *p <= 'f'))
+            return IPPOOL_EINVAL;
+    char half[17];
+    memcpy(half, key + 1, 16);
+    half[16] = '\0';
+    out->hi = strtoull(half, NULL, 16);
+    out->lo = strtoull(key + 17, NULL, 16);
+    out->family = key[0] - '0';
+    if (out->family == 4 && (out->hi || out->lo > UINT32_MAX))
+        return IPPOOL_EINVAL;
+    return IPPOOL_OK;
+}
+
 /* "ADDR/N" with min_prefix <= N <= the family's width; host bits zero. */
 static enum ippool_err net_parse(const char *s, int min_prefix, struct ippool_net *out,
                                  struct ippool_errinfo *e, const char *field)
@@ -569,4 +593,83 @@ void ippool_fmt_nameserver(struct buf *b, const struct ippool_addr *dns, int n)
         ippool_addr_format(&dns[i], a);
         buf_printf(b, "%s%s", i ? " " : "", a);
     }
+}
+
+/* ---- reading Proxmox VE config values ----------------------------------- */
+
+#define PVE_VALUE_MAX 1024
+
+/* "ADDR/N" of an ipconfig item into a, *prefix; family 0 for the keywords. */
+static enum ippool_err ipconfig_item(const char *v, size_t len, int family, struct ippool_addr *a,
+                                     int *prefix)
+{
+    char item[IPPOOL_NETSTRLEN];
+    memset(a, 0, sizeof *a);
+    *prefix = 0;
+    if (len >= sizeof item)
+        return IPPOOL_EINVAL;
+    snprintf(item, sizeof item, "%.*s", (int)len, v);
+    if (!strcmp(item, "dhcp") || !strcmp(item, "manual") || (family == 6 && !strcmp(item, "auto")))
+        return IPPOOL_OK;
+    char *slash = strchr(item, '/');
+    int64_t p;
+    if (!slash || !isdigit((unsigned char)slash[1]) || !parse_i64(slash + 1, &p))
+        return IPPOOL_EINVAL;
+    *slash = '\0';
+    if (ippool_addr_parse(item, a) != IPPOOL_OK || a->family != family || p < 0 ||
+        p > bits_of(family)) {
+        memset(a, 0, sizeof *a);
+        return IPPOOL_EINVAL;
+    }
+    *prefix = (int)p;
+    return IPPOOL_OK;
+}
+
+enum ippool_err ippool_ipconfig_parse(const char *s, struct ippool_addr *v4, int *p4,
+                                      struct ippool_addr *v6, int *p6)
+{
+    memset(v4, 0, sizeof *v4);
+    memset(v6, 0, sizeof *v6);
+    *p4 = *p6 = 0;
+    if (strlen(s) > PVE_VALUE_MAX)
+        return IPPOOL_EINVAL;
+    for (const char *p = s; *p;) {
+        size_t n = strcspn(p, ",");
+        enum ippool_err r = IPPOOL_OK;
+        if (n > 3 && !strncmp(p, "ip=", 3))
+            r = ipconfig_item(p + 3, n - 3, 4, v4, p4);
+        else if (n > 4 && !strncmp(p, "ip6=", 4))
+            r = ipconfig_item(p + 4, n - 4, 6, v6, p6);
+        if (r)
+            return r;
+        p += n;
+        if (*p)
+            p++;
+    }
+    return IPPOOL_OK;
+}
+
+enum ippool_err ippool_net_mac(const char *net, struct ippool_mac *out)
+{
+    char mac[IPPOOL_MACSTRLEN];
+    if (strlen(net) > PVE_VALUE_MAX)
+        return IPPOOL_EINVAL;
+    for (const char *p = net; *p;) {
+        size_t n = strcspn(p, ",");
+        const char *eq = memchr(p, '=', n);
+        /* "macaddr=MAC", or the first item "<model>=MAC" (not "model=...") */
+        bool is_mac = eq && ((eq - p == 7 && !strncmp(p, "macaddr", 7)) ||
+                             (p == net && strncmp(p, "model=", 6) && strncmp(p, "bridge=", 7)));
+        if (is_mac) {
+            size_t ml = n - (size_t)(eq + 1 - p);
+            if (ml >= sizeof mac)
+                return IPPOOL_EINVAL;
+            snprintf(mac, sizeof mac, "%.*s", (int)ml, eq + 1);
+            return ippool_mac_parse(mac, out);
+        }
+        p += n;
+        if (*p)
+            p++;
+    }
+    return IPPOOL_EINVAL;
 }

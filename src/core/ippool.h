@@ -48,6 +48,7 @@
 #define IPPOOL_ADDRSTRLEN 46 /* INET6_ADDRSTRLEN */
 #define IPPOOL_NETSTRLEN (IPPOOL_ADDRSTRLEN + 4)
 #define IPPOOL_MACSTRLEN 18
+#define IPPOOL_KEYLEN 34 /* ippool_addr_key: family digit, 32 hex digits, NUL */
 
 enum ippool_err {
     IPPOOL_OK = 0,
@@ -114,6 +115,12 @@ void ippool_addr_format(const struct ippool_addr *a, char out[IPPOOL_ADDRSTRLEN]
 int ippool_addr_cmp(const struct ippool_addr *a, const struct ippool_addr *b);
 /* a + 1 within its family; false (a unchanged) at the family's last address. */
 bool ippool_addr_inc(struct ippool_addr *a);
+/* A fixed-width text key whose byte order is the address order (IPv4
+ * first): "4" or "6" and the 128-bit value in 32 lower-case hex digits.
+ * What the store keeps, so both SQL backends sort and compare addresses
+ * as text. */
+void ippool_addr_key(const struct ippool_addr *a, char out[IPPOOL_KEYLEN]);
+enum ippool_err ippool_addr_from_key(const char *key, struct ippool_addr *out);
 /* "10.0.0.0/24", "2001:db8::/64". Host bits must be zero (a typo check:
  * "10.0.0.5/24" is refused, naming 10.0.0.0/24). e: field "cidr". */
 enum ippool_err ippool_net_parse(const char *s, struct ippool_net *out, struct ippool_errinfo *e);
@@ -185,5 +192,16 @@ void ippool_fmt_ipconfig(struct buf *b, const struct ippool_lease *v4,
                          const struct ippool_lease *v6);
 /* nameserver: the addresses separated by blanks, as the PVE GUI writes them. */
 void ippool_fmt_nameserver(struct buf *b, const struct ippool_addr *dns, int n);
+
+/* What a VM's config says, for the inventory (any VM's, proxd's or not) and
+ * drift checks. The static addresses of an ipconfigN value: ip= into v4
+ * and ip6= into v6 with their prefixes; family 0 where the value has none
+ * or says dhcp, auto or manual. IPPOOL_EINVAL for a malformed ip/ip6 item
+ * or a value longer than 1024 characters (PVE's own are far shorter). */
+enum ippool_err ippool_ipconfig_parse(const char *s, struct ippool_addr *v4, int *p4,
+                                      struct ippool_addr *v6, int *p6);
+/* The MAC of a netN value: "virtio=MAC,..." or "model=virtio,macaddr=MAC,...".
+ * IPPOOL_EINVAL when it names none or a malformed one. */
+enum ippool_err ippool_net_mac(const char *net, struct ippool_mac *out);
 
 #endif

@@ -452,6 +452,85 @@ static void test_pve_strings(void **state)
     buf_release(&b);
 }
 
+static void test_keys(void **state)
+{
+    (void)state;
+    const char *order[] = {"0.0.0.1",
+                           "10.0.0.9",
+                           "10.0.0.10",
+                           "255.255.255.255",
+                           "::",
+                           "::ffff:1.2.3.4",
+                           "2001:db8::1",
+                           "2001:db8:0:1::",
+                           "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"};
+    char prev[IPPOOL_KEYLEN] = "", k[IPPOOL_KEYLEN];
+    for (size_t i = 0; i < sizeof order / sizeof *order; i++) {
+        struct ippool_addr a = A(order[i]), back;
+        ippool_addr_key(&a, k);
+        assert_int_equal(strlen(k), IPPOOL_KEYLEN - 1);
+        assert_true(strcmp(prev, k) < 0); /* text order is address order */
+        assert_int_equal(ippool_addr_from_key(k, &back), IPPOOL_OK);
+        assert_int_equal(ippool_addr_cmp(&a, &back), 0);
+        snprintf(prev, sizeof prev, "%s", k);
+    }
+    struct ippool_addr a = A("10.0.0.1");
+    ippool_addr_key(&a, k);
+    assert_string_equal(k, "4"
+                           "0000000000000000"
+                           "000000000a000001");
+    struct ippool_addr x;
+    assert_int_equal(ippool_addr_from_key("50000000000000000000000000a000001", &x), IPPOOL_EINVAL);
+    assert_int_equal(ippool_addr_from_key("40000000000000000000000000a00000", &x), IPPOOL_EINVAL);
+    assert_int_equal(ippool_addr_from_key("40000000000000000000000000a00000g", &x), IPPOOL_EINVAL);
+    assert_int_equal(ippool_addr_from_key("400000000000000000000000100000000", &x), IPPOOL_EINVAL);
+}
+
+static void test_read_pve_values(void **state)
+{
+    (void)state;
+    struct ippool_addr v4, v6;
+    int p4, p6;
+    assert_int_equal(ippool_ipconfig_parse("ip=192.168.10.5/24,gw=192.168.10.1,"
+                                           "ip6=2001:db8::5/64,gw6=2001:db8::1",
+                                           &v4, &p4, &v6, &p6),
+                     IPPOOL_OK);
+    assert_string_equal(F(&v4), "192.168.10.5");
+    assert_int_equal(p4, 24);
+    assert_string_equal(F(&v6), "2001:db8::5");
+    assert_int_equal(p6, 64);
+    assert_int_equal(ippool_ipconfig_parse("gw=10.0.0.1,ip=dhcp,ip6=auto", &v4, &p4, &v6, &p6),
+                     IPPOOL_OK);
+    assert_int_equal(v4.family, 0);
+    assert_int_equal(v6.family, 0);
+    assert_int_equal(ippool_ipconfig_parse("", &v4, &p4, &v6, &p6), IPPOOL_OK);
+    assert_int_equal(v4.family, 0);
+    const char *bad[] = {"ip=10.0.0.5",     "ip=10.0.0.5/33", "ip=2001:db8::5/64",
+                         "ip6=10.0.0.5/24", "ip=10.0.0.x/24", "ip6=auto6",
+                         "ip=/24"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        if (ippool_ipconfig_parse(bad[i], &v4, &p4, &v6, &p6) != IPPOOL_EINVAL)
+            fail_msg("'%s' parsed", bad[i]);
+    char *big = calloc(1, 2000);
+    memset(big, 'a', 1999);
+    assert_int_equal(ippool_ipconfig_parse(big, &v4, &p4, &v6, &p6), IPPOOL_EINVAL);
+    assert_int_equal(ippool_net_mac(big, &(struct ippool_mac){{0}}), IPPOOL_EINVAL);
+    free(big);
+
+    struct ippool_mac m;
+    char s[IPPOOL_MACSTRLEN];
+    assert_int_equal(ippool_net_mac("virtio=BC:24:11:0A:0B:0C,bridge=vmbr0,tag=5", &m), IPPOOL_OK);
+    ippool_mac_format(&m, s);
+    assert_string_equal(s, "BC:24:11:0A:0B:0C");
+    assert_int_equal(ippool_net_mac("model=e1000,bridge=vmbr0,macaddr=02:00:00:00:00:01", &m),
+                     IPPOOL_OK);
+    ippool_mac_format(&m, s);
+    assert_string_equal(s, "02:00:00:00:00:01");
+    assert_int_equal(ippool_net_mac("virtio,bridge=vmbr0", &m), IPPOOL_EINVAL);
+    assert_int_equal(ippool_net_mac("bridge=vmbr0,firewall=1", &m), IPPOOL_EINVAL);
+    assert_int_equal(ippool_net_mac("virtio=01:00:5E:00:00:01,bridge=vmbr0", &m), IPPOOL_EINVAL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -464,6 +543,8 @@ int main(void)
         cmocka_unit_test(test_bad_plans),
         cmocka_unit_test(test_mac),
         cmocka_unit_test(test_pve_strings),
+        cmocka_unit_test(test_keys),
+        cmocka_unit_test(test_read_pve_values),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
