@@ -5,6 +5,7 @@
 #include "common/util.h"
 #include "common/xalloc.h"
 #include "sim/guestnet.h"
+#include "sim/netconf.h"
 #include "sim/qemu_ops.h"
 #include "sim/sim.h"
 #include "sim/sjson.h"
@@ -350,25 +351,15 @@ out:
     return vm;
 }
 
-/* "virtio,bridge=vmbr0" or "model=virtio,..." -> "virtio=<mac>,bridge=vmbr0";
- * a value that already names its MAC is kept. */
-static json_t *fill_mac(struct sim *s, const char *net)
+/* netN as qemu-server stores it (netconf.c): "virtio,bridge=vmbr0" or
+ * "bridge=vmbr0,model=virtio" -> "virtio=<mac>,bridge=vmbr0"; new_mac (a
+ * clone) replaces the MAC it names. */
+static json_t *net_value(struct sim *s, const char *net, bool new_mac)
 {
-    const char *rest = strchr(net, ',');
-    size_t first = rest ? (size_t)(rest - net) : strlen(net);
-    const char *model = net;
-    size_t ml = first;
-    if (str_starts(net, "model=")) {
-        model = net + 6;
-        ml = first - 6;
-    } else if (memchr(net, '=', first)) {
-        return json_string(net); /* "<model>=<mac>" */
-    }
-    if (strstr(net, "macaddr=") || ml == 0)
-        return json_string(net);
-    char mac[18];
-    sim_new_mac(s, mac);
-    return json_sprintf("%.*s=%s%s", (int)ml, model, mac, rest ? rest : "");
+    char *canon = netconf_canonical(s, net, new_mac);
+    json_t *v = json_string(canon ? canon : net);
+    free(canon);
+    return v;
 }
 
 static json_t *alloc_disk(struct sim *s, struct sim_vm *vm, const char *k, const char *spec)
@@ -426,7 +417,7 @@ int qemu_apply_config(struct sim *s, struct sim_vm *vm, json_t *params, char **e
         json_t *val = conf_value(s, k, v);
         const char *sv = json_string_value(val);
         if (sv && str_starts(k, "net") && isdigit((unsigned char)k[3])) {
-            json_t *m = fill_mac(s, sv);
+            json_t *m = net_value(s, sv, false);
             json_decref(val);
             val = m;
         } else if (sv && is_disk(k)) {
@@ -825,13 +816,7 @@ void qemu_clone_conf(struct sim *s, struct sim_vm *src, struct sim_vm *dst, json
             json_object_set_new(dst->conf, k,
                                 clone_drive(sv, dst->vmid, idx++, storage, full, false));
         else if (sv && str_starts(k, "net") && isdigit((unsigned char)k[3])) {
-            char mac[18];
-            sim_new_mac(s, mac);
-            const char *eq = strchr(sv, '=');
-            const char *rest = strchr(sv, ',');
-            json_object_set_new(
-                dst->conf, k,
-                json_sprintf("%.*s=%s%s", (int)(eq ? eq - sv : 6), sv, mac, rest ? rest : ""));
+            json_object_set_new(dst->conf, k, net_value(s, sv, true));
         } else if (strcmp(k, "smbios1") == 0) {
             json_object_set_new(dst->conf, k,
                                 json_sprintf("uuid=%08x-%04x-4%03x-8000-%012lld",

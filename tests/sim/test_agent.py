@@ -138,4 +138,35 @@ def agent_reports_the_booted_network():
         assert s.ctl("GET", "/rejections") == []
 
 
+@case
+def net_values_stored_canonically():
+    """qemu-server re-prints every netN it is given (parse_net + print_net):
+    "<model>=<MAC>" first, a missing MAC made up, the other keys sorted by
+    name; a clone gets new MACs. The agent reads the MAC from that form."""
+    import re
+    with Sim(time_scale=0.01) as s:
+        run(s, "POST", "/qemu/8000/clone", data={"newid": "100"})
+        s.data("PUT", "/nodes/sv1/qemu/100/config", data={
+            "net0": "virtio=02:5A:00:11:22:33,tag=5,bridge=vmbr0",
+            "net1": "bridge=vmbr2,firewall=1,model=e1000,tag=7",
+            "net2": "model=virtio,macaddr=02:00:00:00:00:09,bridge=vmbr0,mtu=1400"})
+        conf = s.data("GET", "/nodes/sv1/qemu/100/config")
+        assert conf["net0"] == "virtio=02:5A:00:11:22:33,bridge=vmbr0,tag=5", conf["net0"]
+        assert re.fullmatch(r"e1000=BC:24:11(:[0-9A-F]{2}){3},bridge=vmbr2,firewall=1,tag=7",
+                            conf["net1"]), conf["net1"]
+        assert conf["net2"] == "virtio=02:00:00:00:00:09,bridge=vmbr0,mtu=1400", conf["net2"]
+        run(s, "POST", "/qemu/100/clone", data={"newid": "101"})
+        c2 = s.data("GET", "/nodes/sv1/qemu/101/config")
+        for k in ("net0", "net1", "net2"):
+            mac, rest = c2[k].split(",", 1)
+            assert mac.split("=")[0] == conf[k].split("=")[0], (k, c2[k])
+            assert mac != conf[k].split(",")[0] and rest == conf[k].split(",", 1)[1], (k, c2[k])
+        run(s, "POST", "/qemu/100/status/start")
+        wait_for(lambda: ping(s).status_code == 200, 10, what="the agent")
+        macs = [i["hardware-address"] for i in ifaces(s).json()["data"]["result"]]
+        assert macs[1:] == [c.split(",")[0].split("=")[1].lower()
+                            for c in (conf["net0"], conf["net1"], conf["net2"])], macs
+        assert s.ctl("GET", "/rejections") == []
+
+
 finish()
