@@ -64,6 +64,7 @@ struct resp {
     char allow[64];           /* Allow header (405) */
     unsigned retry_after;     /* Retry-After header in seconds when > 0 */
     struct MHD_Response *raw; /* or a prepared response (SSE) */
+    bool close;               /* Connection: close (the request's framing is not trusted) */
 };
 
 typedef void (*route_fn)(struct req *rq, struct resp *rs);

@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -84,6 +85,8 @@ static enum MHD_Result send_resp(struct req *rq, struct resp *rs)
     if (rs->status == MHD_HTTP_UNAUTHORIZED)
         MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"proxd\"");
     MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    if (rs->close) /* libmicrohttpd then closes the connection after the answer */
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result ok = MHD_queue_response(rq->conn, rs->status, r);
     MHD_destroy_response(r);
     rs->raw = NULL;
@@ -138,6 +141,63 @@ static enum MHD_Result add_len(void *cls, enum MHD_ValueKind kind, const char *k
     return MHD_YES;
 }
 
+/* How the body is framed, checked before libmicrohttpd reads any of it.
+ *
+ * A Transfer-Encoding is refused (411): libmicrohttpd 0.9.75 parses chunked
+ * bodies after proxd's first look at the request, and answers a malformed
+ * chunk with its own HTML page, which proxd cannot replace; any other coding
+ * it would read until the client closes. Bodies come with a Content-Length
+ * (proxctl, curl and every HTTP library send one for a JSON body).
+ *
+ * A header name with a space or tab before its colon, or two Content-Length
+ * headers that differ, are refused (400): libmicrohttpd keeps "Content-Length "
+ * as another header and takes the first of two lengths, where a proxy in
+ * front of proxd may read the request differently (request smuggling).
+ *
+ * Each refusal closes the connection: what follows the headers is never
+ * read as another request. 0 when the framing is fine. */
+struct framing {
+    const char *te, *cl;
+    bool cl_differ;
+    const char *bad_name;
+};
+
+static enum MHD_Result framing_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                      const char *value)
+{
+    (void)kind;
+    struct framing *f = cls;
+    if (!f->bad_name && strpbrk(key, " \t"))
+        f->bad_name = key;
+    if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0)
+        f->te = value ? value : "";
+    if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
+        if (f->cl && strcmp(f->cl, value ? value : "") != 0)
+            f->cl_differ = true;
+        f->cl = value ? value : "";
+    }
+    return MHD_YES;
+}
+
+static unsigned bad_framing(struct MHD_Connection *c, struct resp *rs)
+{
+    struct framing f = {0};
+    MHD_get_connection_values(c, MHD_HEADER_KIND, framing_header, &f);
+    if (f.te)
+        resp_error(rs, MHD_HTTP_LENGTH_REQUIRED, "length_required", "Transfer-Encoding",
+                   "Transfer-Encoding is not accepted: send the body with a Content-Length");
+    else if (f.bad_name)
+        resp_error(rs, MHD_HTTP_BAD_REQUEST, "invalid", "headers",
+                   "a header name may not contain spaces or tabs");
+    else if (f.cl_differ)
+        resp_error(rs, MHD_HTTP_BAD_REQUEST, "invalid", "Content-Length",
+                   "Content-Length is given twice with different values");
+    else
+        return 0;
+    rs->close = true;
+    return rs->status;
+}
+
 /* 414 or 431 with the JSON error when the request line or the headers
  * pass proxd's limits; 0 when they do not. */
 static unsigned oversize(struct MHD_Connection *c, const char *url, const char **what)
@@ -181,6 +241,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                        "%s may have at most %d bytes", what,
                        big == MHD_HTTP_URI_TOO_LONG ? URI_MAX : HEADERS_MAX);
             return answer(rq, &rs);
+        }
+        struct resp fr = {0};
+        if (bad_framing(conn, &fr)) {
+            rq->started = true;
+            return answer(rq, &fr);
         }
         /* Refuse a declared oversize body before reading any of it. */
         if (declared_too_big(conn)) {
