@@ -133,6 +133,7 @@ static const struct key_def keys[] = {
     KNUM(S_PROXD, PC, "header_timeout", header_timeout_s, "10", 1, 3600),
     KNUM(S_PROXD, PC, "streams_per_owner", streams_per_owner, "64", 1, 2048),
     KBOOL(S_PROXD, PC, "delete_orphans", delete_orphans, "no"),
+    KNUM(S_PROXD, PC, "leftover_grace", leftover_grace_s, "86400", 0, 365 * 86400),
     KSTR(S_PROXD, PC, "tag", tag, "proxd", v_tag, 0),
     KNUM(S_PROXD, PC, "quarantine", quarantine_s, "300", 0, 30 * 86400),
     KRANGE(S_PROXD, PC, "fallback_range", fallback_lo, fallback_hi, "9000-9999", 0),
@@ -149,6 +150,7 @@ static const struct key_def keys[] = {
     KSTR(S_PROXMOX, PC, "fingerprint", fingerprint, NULL, v_fingerprint, 0),
     KNUM(S_PROXMOX, PC, "connect_timeout", connect_timeout_s, "3", 1, 300),
     KNUM(S_PROXMOX, PC, "timeout", timeout_s, "30", 1, 3600),
+    KNUM(S_PROXMOX, PC, "probe_interval", probe_interval_s, "10", 0, 3600),
     KBOOL(S_PROXMOX, PC, "json_bodies", json_bodies, "no"),
 
     KNUM(S_LIMITS, PC, "cores_min", cores_min, "1", 1, 1024),

@@ -91,6 +91,7 @@ struct proxd_config {
     int header_timeout_s;     /* a request's line and headers must arrive within this; default 10 */
     int streams_per_owner;    /* event streams one owner may hold open at once; default 64 */
     bool delete_orphans;      /* reconciler deletes tagged VMs without a record */
+    int64_t leftover_grace_s; /* a leftover on a node gone from the config is released after */
     char tag[32];             /* the tag that marks proxd's VMs, default "proxd" */
     int64_t quarantine_s;     /* released VMIDs rest this long, default 300 */
     int fallback_lo, fallback_hi; /* fallback_range = 9000-9999 */
@@ -104,6 +105,7 @@ struct proxd_config {
     char fingerprint[128];
     int connect_timeout_s; /* default 3 */
     int timeout_s;         /* default 30 */
+    int probe_interval_s;  /* each up node is probed this often (0: never); default 10 */
     bool json_bodies;
     /* [limits] */
     int cores_min, cores_max;

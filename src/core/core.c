@@ -52,6 +52,7 @@ struct core *core_new(const struct proxd_config *cfg, store *st, struct fleet *f
     snprintf(k->instance, sizeof k->instance, "%s", instance);
     pthread_mutex_init(&k->mu, NULL);
     pthread_cond_init(&k->cv, NULL);
+    pthread_cond_init(&k->ccv, NULL);
     k->pl = place_new(cfg->nnodes);
     return k;
 }
@@ -64,6 +65,7 @@ void core_free(struct core *k)
         core_stop(k, 0);
     pthread_mutex_destroy(&k->mu);
     pthread_cond_destroy(&k->cv);
+    pthread_cond_destroy(&k->ccv);
     place_free(k->pl);
     free(k);
 }
@@ -504,7 +506,8 @@ static void *keeper_main(void *arg)
             (int64_t)(k->cfg->reconcile_interval_s > 0 ? k->cfg->reconcile_interval_s : 60) * 1000;
         if (last_reconcile == 0 || mono_ms() - last_reconcile >= every) {
             struct reconcile_report rep;
-            core_reconcile(k, &rep); /* refreshes the inventory too */
+            /* refreshes the inventory too; removals go to the cleaner */
+            reconcile_pass(k, &rep, false);
             last_reconcile = last_refresh = mono_ms();
         } else if (mono_ms() - last_refresh >= REFRESH_MS) {
             fleet_refresh(k->fl, false);
@@ -561,7 +564,7 @@ int core_start(struct core *k)
         if (mem_thread_start(&k->workers[i], worker_main, wa) != 0)
             return -1;
     }
-    if (mem_thread_start(&k->keeper, keeper_main, k) != 0 ||
+    if (reconcile_cleaner_start(k) != 0 || mem_thread_start(&k->keeper, keeper_main, k) != 0 ||
         mem_thread_start(&k->leaser, leaser_main, k) != 0)
         return -1;
     k->started = true;
@@ -579,6 +582,7 @@ void core_stop(struct core *k, long grace_ms)
         pthread_join(k->workers[i], NULL);
     pthread_join(k->keeper, NULL);
     pthread_join(k->leaser, NULL);
+    reconcile_cleaner_stop(k);
     /* the jobs we were running stopped at a checkpoint: let the next proxd
      * (or another instance) take them at once instead of after the lease */
     store_job_expire_owner(k->st, k->instance, NULL);

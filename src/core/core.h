@@ -131,7 +131,9 @@ struct reconcile_report {
     int stuck;   /* records driven out of a transient state */
     int orphans; /* tagged VMs without a record and without a known creation */
     int orphans_deleted;
-    int partial_removed; /* half-made VMs of proxd's own creations removed */
+    int partial_removed;    /* half-made VMs of proxd's own creations removed */
+    int unmanaged;          /* leftovers on nodes no longer in the configuration (reported) */
+    int unmanaged_released; /* of which forgotten, their VMID released (leftover_grace) */
 };
 int core_reconcile(struct core *k, struct reconcile_report *rep);
 

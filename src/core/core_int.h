@@ -31,7 +31,25 @@ struct core {
     int clones[CFG_MAX_NODES];         /* clones running per node (index in cfg->nodes) */
     uint64_t failovers[CFG_MAX_NODES]; /* under mu: creations that left the node failed */
     place *pl;                         /* expected clone finish times (own lock) */
+    pthread_t cleaner;                 /* removals the reconciler hands over (reconcile.c) */
+    bool cleaner_started;
+    pthread_cond_t ccv;    /* a removal queued, or stop */
+    struct clean_item *cq; /* under mu: queued removals, the first one under way */
+    int ncq;
 };
+
+/* A removal the reconciler hands to the cleaner thread. */
+struct clean_item {
+    bool leftover; /* a recorded leftover (l), else a VM without a record (fv) */
+    struct leftover l;
+    struct fleet_vm fv;
+};
+
+/* One reconcile pass; with removals_now the removals are made in the pass
+ * (core_reconcile), else handed to the cleaner thread (the keeper). */
+int reconcile_pass(struct core *k, struct reconcile_report *rep, bool removals_now);
+int reconcile_cleaner_start(struct core *k);
+void reconcile_cleaner_stop(struct core *k); /* after k->stopping is set */
 
 /* A creation leaves `node` after a failure there (for the metrics). */
 void core_note_failover(struct core *k, const char *node);

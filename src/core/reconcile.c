@@ -16,10 +16,20 @@
  *  - VMs that carry proxd's tag (or a marker) but have no record and no
  *    known creation are reported as orphans, and deleted only when
  *    delete_orphans is set.
+ *  - a leftover whose node is no longer in the configuration is reported
+ *    every pass and, once the node has been missing for leftover_grace (the
+ *    first pass that saw it missing is remembered in the database), its
+ *    VMID is released: proxd cannot remove a VM on a node it does not
+ *    manage, and Proxmox itself refuses a clone onto a VMID still in use.
+ * Removals (and the reads that decide them) do not run on the keeper
+ * thread, which also refreshes the inventory: the pass hands them to the
+ * cleaner, a thread of their own, so a hung or slow delete holds up nothing
+ * else. core_reconcile (proxd reconcile, tests) does them in the pass.
  * Jobs whose runner died are not handled here: their expired lease makes
  * the workers claim and resume them. VMs without proxd's tag or marker are
  * never touched. Every repair is logged. */
 #include "common/log.h"
+#include "common/mem.h"
 #include "common/util.h"
 #include "common/xalloc.h"
 #include "core/core_int.h"
@@ -31,11 +41,11 @@
 
 #define GiB (1024LL * 1024 * 1024)
 #define MiB (1024LL * 1024)
-/* The reconciler runs on the keeper thread, which also refreshes the
- * inventory: a removal that takes longer is given up and tried again on
- * the next pass (leases are renewed on a thread of their own). */
+/* A removal's task that takes longer is given up and tried again later. */
 #define DESTROY_STOP_MS 15000
 #define DESTROY_DELETE_MS 15000
+/* Removals waiting for the cleaner; more wait for a later pass. */
+#define CLEAN_MAX 256
 
 static int cmp_vmid(const void *a, const void *b)
 {
@@ -249,7 +259,6 @@ static int destroy(struct core *k, const char *node, int vmid, struct pve_error 
 {
     pve_client *pc = fleet_client(k->fl, node);
     char upid[PVE_UPID_MAX] = "";
-    struct pve_task t;
     struct pve_vm_status st;
     if (!pc) {
         snprintf(e->message, sizeof e->message, "node %s is not configured", node);
@@ -259,13 +268,13 @@ static int destroy(struct core *k, const char *node, int vmid, struct pve_error 
     if (rc == 0 && strcmp(st.status, "stopped") != 0) {
         rc = pve_vm_power(pc, node, vmid, PVE_POWER_STOP, NULL, upid, e);
         if (rc == 0)
-            rc = pve_task_wait(pc, upid, DESTROY_STOP_MS, NULL, NULL, &t, e);
+            rc = core_wait_task(k, pc, upid, DESTROY_STOP_MS, e);
     }
     if (rc == 0) {
         struct pve_delete_opts d = {.purge = true, .destroy_unreferenced = true};
         rc = pve_vm_delete(pc, node, vmid, &d, upid, e);
         if (rc == 0)
-            rc = pve_task_wait(pc, upid, DESTROY_DELETE_MS, NULL, NULL, &t, e);
+            rc = core_wait_task(k, pc, upid, DESTROY_DELETE_MS, e);
     }
     if (rc == PVE_E_NOTFOUND)
         rc = 0;
@@ -341,11 +350,146 @@ static void settle_leftover(struct core *k, const struct leftover *l, struct rec
     rep->partial_removed++;
 }
 
-static void check_leftovers(struct core *k, struct leftover *ls, size_t n,
+/* ---- the cleaner: removals off the keeper thread ----------------------------- */
+
+static void check_unrecorded(struct core *k, const struct fleet_vm *fv,
+                             struct reconcile_report *rep);
+
+static bool clean_same(const struct clean_item *c, int vmid, const char *node)
+{
+    int v = c->leftover ? c->l.vmid : c->fv.vmid;
+    return v == vmid && strcmp(c->leftover ? c->l.node : c->fv.node, node) == 0;
+}
+
+/* Is a removal of vmid on node queued for the cleaner or under way? */
+static bool clean_busy(struct core *k, int vmid, const char *node)
+{
+    bool busy = false;
+    pthread_mutex_lock(&k->mu);
+    for (int i = 0; i < k->ncq && !busy; i++)
+        busy = clean_same(&k->cq[i], vmid, node);
+    pthread_mutex_unlock(&k->mu);
+    return busy;
+}
+
+/* Hand one to the cleaner, once; when its queue is full, a later pass
+ * finds the VM again. */
+static void clean_post(struct core *k, const struct clean_item *it)
+{
+    int vmid = it->leftover ? it->l.vmid : it->fv.vmid;
+    const char *node = it->leftover ? it->l.node : it->fv.node;
+    if (clean_busy(k, vmid, node))
+        return;
+    pthread_mutex_lock(&k->mu);
+    if (k->ncq < CLEAN_MAX && !k->stopping) {
+        k->cq[k->ncq++] = *it;
+        pthread_cond_broadcast(&k->ccv);
+    }
+    pthread_mutex_unlock(&k->mu);
+}
+
+static void *cleaner_main(void *arg)
+{
+    struct core *k = arg;
+    pthread_mutex_lock(&k->mu);
+    for (;;) {
+        while (!k->stopping && k->ncq == 0)
+            pthread_cond_wait(&k->ccv, &k->mu);
+        if (k->stopping)
+            break;
+        /* the item stays first in the queue while it runs (clean_busy) */
+        struct clean_item it = k->cq[0];
+        pthread_mutex_unlock(&k->mu);
+        struct reconcile_report rep = {0};
+        if (it.leftover)
+            settle_leftover(k, &it.l, &rep);
+        else
+            check_unrecorded(k, &it.fv, &rep);
+        pthread_mutex_lock(&k->mu);
+        memmove(k->cq, k->cq + 1, (size_t)(k->ncq - 1) * sizeof *k->cq);
+        k->ncq--;
+    }
+    pthread_mutex_unlock(&k->mu);
+    return NULL;
+}
+
+int reconcile_cleaner_start(struct core *k)
+{
+    k->cq = xcalloc(CLEAN_MAX, sizeof *k->cq);
+    k->ncq = 0;
+    if (mem_thread_start(&k->cleaner, cleaner_main, k) != 0)
+        return -1;
+    k->cleaner_started = true;
+    return 0;
+}
+
+void reconcile_cleaner_stop(struct core *k)
+{
+    if (!k->cleaner_started)
+        return;
+    pthread_mutex_lock(&k->mu);
+    pthread_cond_broadcast(&k->ccv); /* k->stopping is set */
+    pthread_mutex_unlock(&k->mu);
+    pthread_join(k->cleaner, NULL);
+    k->cleaner_started = false;
+    free(k->cq);
+    k->cq = NULL;
+    k->ncq = 0;
+}
+
+/* A leftover on a node that is no longer in the configuration: proxd
+ * cannot look at it or remove it. Reported every pass; once the node has
+ * been missing for leftover_grace (counted from the first pass of any proxd
+ * on this database that saw it missing, kept in the database), the
+ * leftover is forgotten and its VMID released (quarantined as usual).
+ * Releasing cannot make two VMs share an ID: Proxmox refuses a clone onto
+ * an ID its cluster still has, and proxd then marks it foreign. */
+static void unmanaged_leftover(struct core *k, const struct leftover *l,
+                               struct reconcile_report *rep)
+{
+    char name[192], now[32], first[32];
+    struct store_error se;
+    snprintf(name, sizeof name, "leftover_unmanaged:%d:%s:%lld", l->vmid, l->node,
+             (long long)l->created_at);
+    snprintf(now, sizeof now, "%lld", (long long)wall_ms());
+    if (store_kv_setdefault(k->st, name, now, first, sizeof first, &se)) {
+        log_error("reconcile", "vmid=%d node=%s leftover not checked: %s", l->vmid, l->node,
+                  se.message);
+        return;
+    }
+    rep->unmanaged++;
+    int64_t missing = wall_ms() - atoll(first), grace = k->cfg->leftover_grace_s * 1000;
+    if (missing < grace) {
+        log_warn("reconcile",
+                 "vmid=%d node=%s leftover of job %s: node %s is not in the configuration; its "
+                 "VMID stays reserved for %lld s more (leftover_grace)",
+                 l->vmid, l->node, l->job, l->node, (long long)((grace - missing) / 1000));
+        return;
+    }
+    log_warn("reconcile",
+             "vmid=%d node=%s leftover of job %s: node %s has not been in the configuration for "
+             "%lld s: VMID released; if the VM is still there, remove it by hand",
+             l->vmid, l->node, l->job, l->node, (long long)(missing / 1000));
+    store_leftover_done(k->st, l->vmid, l->node, (int64_t)k->cfg->quarantine_s * 1000, NULL);
+    rep->unmanaged_released++;
+}
+
+static void check_leftovers(struct core *k, struct leftover *ls, size_t n, bool now,
                             struct reconcile_report *rep)
 {
-    for (size_t i = 0; i < n; i++)
-        settle_leftover(k, &ls[i], rep);
+    for (size_t i = 0; i < n; i++) {
+        if (!config_node(k->cfg, ls[i].node)) {
+            unmanaged_leftover(k, &ls[i], rep);
+        } else if (!fleet_node_up(k->fl, ls[i].node)) {
+            continue; /* its node is down: later */
+        } else if (now) {
+            if (!clean_busy(k, ls[i].vmid, ls[i].node))
+                settle_leftover(k, &ls[i], rep);
+        } else {
+            struct clean_item it = {.leftover = true, .l = ls[i]};
+            clean_post(k, &it);
+        }
+    }
 }
 
 static bool is_leftover(const struct leftover *ls, size_t n, const struct fleet_vm *fv)
@@ -407,7 +551,8 @@ static void check_unrecorded(struct core *k, const struct fleet_vm *fv,
 }
 
 static void check_orphans(struct core *k, const struct fleet_vm *vms, size_t n,
-                          const struct leftover *ls, size_t nls, struct reconcile_report *rep)
+                          const struct leftover *ls, size_t nls, bool now,
+                          struct reconcile_report *rep)
 {
     for (size_t i = 0; i < n; i++) {
         const struct fleet_vm *fv = &vms[i];
@@ -418,11 +563,19 @@ static void check_orphans(struct core *k, const struct fleet_vm *vms, size_t n,
             vm_rec_release(&v);
             continue;
         }
-        check_unrecorded(k, fv, rep);
+        if (!fleet_node_up(k->fl, fv->node)) {
+            continue;
+        } else if (now) {
+            if (!clean_busy(k, fv->vmid, fv->node))
+                check_unrecorded(k, fv, rep);
+        } else {
+            struct clean_item it = {.leftover = false, .fv = *fv};
+            clean_post(k, &it);
+        }
     }
 }
 
-int core_reconcile(struct core *k, struct reconcile_report *rep)
+int reconcile_pass(struct core *k, struct reconcile_report *rep, bool removals_now)
 {
     memset(rep, 0, sizeof *rep);
     int64_t t0 = wall_ms();
@@ -457,16 +610,22 @@ int core_reconcile(struct core *k, struct reconcile_report *rep)
     struct store_error se;
     if (store_leftover_list(k->st, &ls, &nls, &se))
         log_error("reconcile", "cannot list leftovers: %s", se.message);
-    check_leftovers(k, ls, nls, rep);
-    check_orphans(k, vms, n, ls, nls, rep);
+    check_leftovers(k, ls, nls, removals_now, rep);
+    check_orphans(k, vms, n, ls, nls, removals_now, rep);
     free(ls);
     free(vms);
     if (rep->moved || rep->power || rep->resized || rep->lost || rep->stuck || rep->orphans ||
-        rep->partial_removed)
+        rep->partial_removed || rep->unmanaged)
         log_info("reconcile",
                  "done: %d moved, %d power, %d resized, %d lost, %d stuck, %d partial VMs "
-                 "removed, %d orphans (%d deleted)",
+                 "removed, %d orphans (%d deleted), %d leftovers on unconfigured nodes (%d "
+                 "released)",
                  rep->moved, rep->power, rep->resized, rep->lost, rep->stuck, rep->partial_removed,
-                 rep->orphans, rep->orphans_deleted);
+                 rep->orphans, rep->orphans_deleted, rep->unmanaged, rep->unmanaged_released);
     return 0;
+}
+
+int core_reconcile(struct core *k, struct reconcile_report *rep)
+{
+    return reconcile_pass(k, rep, true);
 }

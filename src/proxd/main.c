@@ -534,9 +534,10 @@ int main(int argc, char **argv)
             struct reconcile_report r;
             rc = core_reconcile(w.k, &r) ? 1 : 0;
             printf("{\"moved\":%d,\"power\":%d,\"resized\":%d,\"lost\":%d,\"stuck\":%d,"
-                   "\"partial_removed\":%d,\"orphans\":%d,\"orphans_deleted\":%d}\n",
+                   "\"partial_removed\":%d,\"orphans\":%d,\"orphans_deleted\":%d,"
+                   "\"unmanaged\":%d,\"unmanaged_released\":%d}\n",
                    r.moved, r.power, r.resized, r.lost, r.stuck, r.partial_removed, r.orphans,
-                   r.orphans_deleted);
+                   r.orphans_deleted, r.unmanaged, r.unmanaged_released);
         }
         close_world(&w);
         return rc;
