@@ -564,7 +564,8 @@ int core_start(struct core *k)
         if (mem_thread_start(&k->workers[i], worker_main, wa) != 0)
             return -1;
     }
-    if (reconcile_cleaner_start(k) != 0 || mem_thread_start(&k->keeper, keeper_main, k) != 0 ||
+    if (fleet_probe_start(k->fl, k->cfg->probe_interval_s * 1000) != 0 ||
+        reconcile_cleaner_start(k) != 0 || mem_thread_start(&k->keeper, keeper_main, k) != 0 ||
         mem_thread_start(&k->leaser, leaser_main, k) != 0)
         return -1;
     k->started = true;
@@ -583,6 +584,7 @@ void core_stop(struct core *k, long grace_ms)
     pthread_join(k->keeper, NULL);
     pthread_join(k->leaser, NULL);
     reconcile_cleaner_stop(k);
+    fleet_probe_stop(k->fl);
     /* the jobs we were running stopped at a checkpoint: let the next proxd
      * (or another instance) take them at once instead of after the lease */
     store_job_expire_owner(k->st, k->instance, NULL);

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define BACKOFF_MIN_MS 1000
 #define BACKOFF_MAX_MS 60000
@@ -23,6 +24,7 @@ struct world {
     char name[64];
     bool cluster;
     pve_client *client;
+    pve_client *probe;        /* the same hosts with the probe's short timeout */
     int nodes[CFG_MAX_NODES]; /* indexes into fleet->nodes */
     int nnodes;
     int64_t next_try; /* unix ms: when a failed world may be asked again */
@@ -73,6 +75,12 @@ struct fleet {
     char extra[MAX_EXTRA_NODES][64];
     int nextra;
     int64_t quick_ms; /* see QUICK_FAILURE_MS */
+    /* the active probe (fleet_probe_start): one thread per node */
+    pthread_cond_t probe_cv;
+    bool probe_stop;
+    int probe_every_ms;
+    int nprobes;
+    pthread_t probes[CFG_MAX_NODES];
 };
 
 /* ---- set-up ------------------------------------------------------------- */
@@ -115,8 +123,16 @@ static void on_node_failure(void *ud, const char *node, const struct pve_error *
         fleet_node_failed(ud, node, e->message);
 }
 
-static int make_client(struct fleet *f, const struct proxd_config *cfg, struct world *w, char *err,
-                       size_t errlen)
+/* The probe's timeout: a node that does not answer a status read within
+ * twice the connect timeout (at most the operation timeout) is hung. */
+static long probe_timeout_ms(const struct proxd_config *cfg)
+{
+    long t = cfg->connect_timeout_s * 2000L;
+    return t < cfg->timeout_s * 1000L ? t : cfg->timeout_s * 1000L;
+}
+
+static int make_client(struct fleet *f, const struct proxd_config *cfg, struct world *w, bool probe,
+                       char *err, size_t errlen)
 {
     const char *hosts[CFG_MAX_NODES * CFG_MAX_HOSTS];
     size_t nh = 0;
@@ -133,15 +149,19 @@ static int make_client(struct fleet *f, const struct proxd_config *cfg, struct w
         .fingerprint = cfg->fingerprint[0] ? cfg->fingerprint : NULL,
         .insecure = !cfg->verify_tls && !cfg->fingerprint[0] && !cfg->ca_file[0],
         .connect_timeout_ms = cfg->connect_timeout_s * 1000L,
-        .timeout_ms = cfg->timeout_s * 1000L,
+        .timeout_ms = probe ? probe_timeout_ms(cfg) : cfg->timeout_s * 1000L,
         .json_bodies = cfg->json_bodies,
         .name = w->name,
-        .on_node_failure = on_node_failure,
+        .on_node_failure = probe ? NULL : on_node_failure, /* a probe judges for itself */
         .hook_ud = f,
     };
     struct pve_error pe;
-    w->client = pve_client_new(&pc, &pe);
-    if (!w->client) {
+    pve_client *c = pve_client_new(&pc, &pe);
+    if (probe)
+        w->probe = c;
+    else
+        w->client = c;
+    if (!c) {
         snprintf(err, errlen, "world '%s': %s", w->name, pe.message);
         return -1;
     }
@@ -207,6 +227,7 @@ struct fleet *fleet_new(const struct proxd_config *cfg, char *err, size_t errlen
 {
     struct fleet *f = xcalloc(1, sizeof *f);
     pthread_mutex_init(&f->mu, NULL);
+    pthread_cond_init(&f->probe_cv, NULL);
     vmtab_init(&f->vms);
     f->quick_ms = cfg->connect_timeout_s * 1000L / 2;
     if (f->quick_ms <= 0 || f->quick_ms > QUICK_FAILURE_MS)
@@ -223,7 +244,8 @@ struct fleet *fleet_new(const struct proxd_config *cfg, char *err, size_t errlen
         n->world = wi;
     }
     for (int i = 0; i < f->nworlds; i++) {
-        if (make_client(f, cfg, &f->worlds[i], err, errlen)) {
+        if (make_client(f, cfg, &f->worlds[i], false, err, errlen) ||
+            make_client(f, cfg, &f->worlds[i], true, err, errlen)) {
             fleet_free(f);
             return NULL;
         }
@@ -235,9 +257,13 @@ void fleet_free(struct fleet *f)
 {
     if (!f)
         return;
-    for (int i = 0; i < f->nworlds; i++)
+    fleet_probe_stop(f);
+    for (int i = 0; i < f->nworlds; i++) {
         pve_client_free(f->worlds[i].client);
+        pve_client_free(f->worlds[i].probe);
+    }
     vmtab_free(&f->vms);
+    pthread_cond_destroy(&f->probe_cv);
     pthread_mutex_destroy(&f->mu);
     free(f);
 }
@@ -358,7 +384,7 @@ static void *refresh_thread(void *arg)
         char path[128];
         struct pve_error e;
         pve_path(path, sizeof path, "/nodes/%s/status", j->f->nodes[w->nodes[i]].name);
-        j->probe_ok[i] = pve_call_ex(w->client, "GET", path, NULL, PVE_CALL_NORETRY, NULL, &e) == 0;
+        j->probe_ok[i] = pve_call_ex(w->probe, "GET", path, NULL, PVE_CALL_NORETRY, NULL, &e) == 0;
     }
     tl_refreshing = false;
     return NULL;
@@ -703,4 +729,83 @@ void fleet_vm_removed(struct fleet *f, int vmid)
             f->vms.v[k++] = f->vms.v[i];
     f->vms.n = k;
     pthread_mutex_unlock(&f->mu);
+}
+
+/* ---- the active probe -------------------------------------------------------- */
+
+/* A node that the cluster still shows online may hang (it takes TCP
+ * connections and never answers, or the cluster's proxy to it times out):
+ * without calls to it, nothing would notice. Every probe_interval, each up
+ * node is asked for its status, once, with the probe's short timeout, on a
+ * thread of its own (a hung node holds up only its own probe); a network
+ * failure marks it down at once. Down nodes are probed again by the
+ * refresh's backoff, which also brings them back. */
+struct probe_arg {
+    struct fleet *f;
+    int node;
+};
+
+static void *probe_main(void *arg)
+{
+    struct probe_arg pa = *(struct probe_arg *)arg;
+    free(arg);
+    struct fleet *f = pa.f;
+    struct nstate *n = &f->nodes[pa.node];
+    pve_client *pc = f->worlds[n->world].probe;
+    char path[128];
+    pve_path(path, sizeof path, "/nodes/%s/status", n->name);
+    pthread_mutex_lock(&f->mu);
+    while (!f->probe_stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        int64_t ns = ts.tv_nsec + (int64_t)f->probe_every_ms * 1000000;
+        ts.tv_sec += ns / 1000000000;
+        ts.tv_nsec = ns % 1000000000;
+        while (!f->probe_stop && pthread_cond_timedwait(&f->probe_cv, &f->mu, &ts) == 0)
+            ;
+        if (f->probe_stop || !f->worlds[n->world].asked || !n->online || n->failed)
+            continue;
+        pthread_mutex_unlock(&f->mu);
+        struct pve_error e;
+        int rc = pve_call_ex(pc, "GET", path, NULL, PVE_CALL_NORETRY, NULL, &e);
+        if (rc == PVE_E_NETWORK) {
+            char why[300];
+            snprintf(why, sizeof why, "does not answer a status probe: %.250s", e.message);
+            fleet_node_failed(f, n->name, why);
+        }
+        pthread_mutex_lock(&f->mu);
+    }
+    pthread_mutex_unlock(&f->mu);
+    return NULL;
+}
+
+int fleet_probe_start(struct fleet *f, int interval_ms)
+{
+    if (interval_ms <= 0 || f->nprobes)
+        return 0;
+    f->probe_every_ms = interval_ms;
+    f->probe_stop = false;
+    for (int i = 0; i < f->nnodes; i++) {
+        struct probe_arg *pa = xmalloc(sizeof *pa);
+        pa->f = f;
+        pa->node = i;
+        if (mem_thread_start(&f->probes[i], probe_main, pa) != 0) {
+            free(pa);
+            fleet_probe_stop(f);
+            return -1;
+        }
+        f->nprobes++;
+    }
+    return 0;
+}
+
+void fleet_probe_stop(struct fleet *f)
+{
+    pthread_mutex_lock(&f->mu);
+    f->probe_stop = true;
+    pthread_cond_broadcast(&f->probe_cv);
+    pthread_mutex_unlock(&f->mu);
+    for (int i = 0; i < f->nprobes; i++)
+        pthread_join(f->probes[i], NULL);
+    f->nprobes = 0;
 }

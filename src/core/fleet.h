@@ -14,6 +14,13 @@
  * 60 s), so placement skips it immediately instead of waiting out another
  * timeout, and requests on its VMs are refused while it is down.
  *
+ * Active probe (fleet_probe_start): a node the cluster still reports online
+ * may hang; every probe interval each up node is asked for its status on a
+ * thread of its own, with a short timeout (twice the connect timeout, at
+ * most the operation timeout), and one that fails at the network level is
+ * marked down at once, so a hung node nobody calls is seen within the
+ * interval plus that timeout.
+ *
  * Thread-safe: every function may be called from any thread. */
 #ifndef CORE_FLEET_H
 #define CORE_FLEET_H
@@ -56,6 +63,11 @@ struct node_view {
     char last_error[256];
 };
 int fleet_node_view(struct fleet *f, const char *node, struct node_view *out);
+
+/* Start the active probe (interval_ms <= 0: none); stop it (also done by
+ * fleet_free; stopping waits for a probe under way, at most its timeout). */
+int fleet_probe_start(struct fleet *f, int interval_ms);
+void fleet_probe_stop(struct fleet *f);
 
 /* Health reports from operations. */
 void fleet_node_failed(struct fleet *f, const char *node, const char *why);

@@ -179,6 +179,68 @@ static void test_unmanaged_leftover_released(void **unused)
     ch_down(&e);
 }
 
+/* ---- a hung node nobody calls ------------------------------------------------------ */
+
+static void test_hung_node_probed(void **unused)
+{
+    (void)unused;
+    struct ch_env e;
+    struct ch_opts o = {.no_start = true}; /* connect_timeout 1: probe timeout 2 s */
+    ch_up(&e, &o);
+    e.cfg->probe_interval_s = 1;
+    ch_start(&e);
+    assert_true(fleet_node_up(e.fl, "sv1"));
+    /* sv1 hangs: its listener takes connections and answers nothing, the
+     * cluster's proxy to it times out, /cluster/resources still shows it
+     * online; no job calls it */
+    ch_sim(&e, "POST", "/_sim/nodes/sv1", "{\"state\":\"blackhole\"}");
+    int64_t t0 = ch_now_ms();
+    while (fleet_node_up(e.fl, "sv1")) {
+        /* interval 1 s + probe timeout 2 s, with room for a loaded machine */
+        if (ch_now_ms() - t0 > 8000)
+            fail_msg("sv1 still up %lld ms after it hung", (long long)(ch_now_ms() - t0));
+        sleep_ms(20);
+    }
+    int64_t seen = ch_now_ms() - t0;
+    struct node_view v;
+    assert_int_equal(fleet_node_view(e.fl, "sv1", &v), 0);
+    assert_false(v.up); /* what GET /v1/nodes shows */
+    assert_non_null(strstr(v.last_error, "status probe"));
+    /* placement (ordered: sv1 first) avoids it: no attempt there at all */
+    struct vm_request rq;
+    ch_request(&rq, "ubuntu", "avoid", 1, 512, 10);
+    char job[40];
+    int vmid;
+    assert_int_equal(ch_create_wait(&e, &rq, job, &vmid, JOB_MS), JOB_DONE);
+    vm_request_release(&rq);
+    struct job_rec j;
+    assert_int_equal(store_job_get(e.st, job, &j, NULL), 0);
+    assert_string_equal(j.node, "sv2");
+    /* sv1 appears only as skipped ("down: <why>"), never as a call made */
+    size_t i;
+    json_t *a;
+    json_array_foreach(j.attempts, i, a)
+    {
+        const char *n = json_string_value(json_object_get(a, "node"));
+        const char *m = json_string_value(json_object_get(a, "error"));
+        if (n && strcmp(n, "sv1") == 0 && (!m || strncmp(m, "down: ", 6) != 0))
+            fail_msg("tried on sv1: %s", m ? m : "?");
+    }
+    job_rec_release(&j);
+    /* it comes back: up again after the refresh's re-probe */
+    ch_sim(&e, "POST", "/_sim/nodes/sv1", "{\"state\":\"online\"}");
+    t0 = ch_now_ms();
+    while (!fleet_node_up(e.fl, "sv1")) {
+        if (ch_now_ms() - t0 > 30000)
+            fail_msg("sv1 never up again");
+        sleep_ms(50);
+    }
+    print_message("[ figures  ] hung sv1 marked down %lld ms after it hung, up again %lld ms "
+                  "after it returned\n",
+                  (long long)seen, (long long)(ch_now_ms() - t0));
+    ch_down(&e);
+}
+
 int main(void)
 {
     pve_global_init();
@@ -187,6 +249,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hung_removal_holds_nothing),
         cmocka_unit_test(test_unmanaged_leftover_released),
+        cmocka_unit_test(test_hung_node_probed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
