@@ -330,7 +330,9 @@ int core_vm_delete(struct core *k, int vmid, const char *owner, char job_id[40],
         return rc;
     /* the record says "deleting" (and which job) in the transaction that
      * queues the job: before a worker can see it, and once */
+    core_vm_lock(k, vmid);
     rc = enqueue(k, &v, "delete", json_object(), job_id, NULL, err);
+    core_vm_unlock(k, vmid);
     vm_rec_release(&v);
     return rc;
 }
@@ -424,6 +426,7 @@ static void save_vm(struct cctx *c)
      * stored now (a DELETE may have marked it deleting, naming its job,
      * since this job read it) */
     struct vm_rec now;
+    core_vm_lock(c->k, c->v.vmid); /* no DELETE's move between the read and the write */
     if (strcmp(c->j->kind, "delete") != 0 && store_vm_get_id(c->k->st, c->v.id, &now, NULL) == 0) {
         if (now.state != VMS_ENABLED) {
             c->v.state = now.state;
@@ -431,7 +434,9 @@ static void save_vm(struct cctx *c)
         }
         vm_rec_release(&now);
     }
-    if (store_vm_update(c->k->st, &c->v, &se))
+    int rc = store_vm_update(c->k->st, &c->v, &se);
+    core_vm_unlock(c->k, c->v.vmid);
+    if (rc)
         log_error("job", "job=%s vmid=%d cannot update the record: %s", c->j->id, c->v.vmid,
                   se.message);
 }

@@ -53,6 +53,8 @@ struct core *core_new(const struct proxd_config *cfg, store *st, struct fleet *f
     pthread_mutex_init(&k->mu, NULL);
     pthread_cond_init(&k->cv, NULL);
     pthread_cond_init(&k->ccv, NULL);
+    for (int i = 0; i < CORE_VM_LOCKS; i++)
+        pthread_mutex_init(&k->vm_locks[i], NULL);
     k->pl = place_new(cfg->nnodes);
     return k;
 }
@@ -66,8 +68,20 @@ void core_free(struct core *k)
     pthread_mutex_destroy(&k->mu);
     pthread_cond_destroy(&k->cv);
     pthread_cond_destroy(&k->ccv);
+    for (int i = 0; i < CORE_VM_LOCKS; i++)
+        pthread_mutex_destroy(&k->vm_locks[i]);
     place_free(k->pl);
     free(k);
+}
+
+void core_vm_lock(struct core *k, int vmid)
+{
+    pthread_mutex_lock(&k->vm_locks[(unsigned)vmid % CORE_VM_LOCKS]);
+}
+
+void core_vm_unlock(struct core *k, int vmid)
+{
+    pthread_mutex_unlock(&k->vm_locks[(unsigned)vmid % CORE_VM_LOCKS]);
 }
 
 /* ---- checkpoints ------------------------------------------------------- */

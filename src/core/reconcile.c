@@ -114,15 +114,17 @@ static bool save_if_unchanged(struct core *k, struct vm_rec *v, int64_t read_at,
                               enum vm_state read_state)
 {
     struct vm_rec now;
-    if (store_vm_get_id(k->st, v->id, &now, NULL))
-        return false;
-    bool same = now.updated_at == read_at && now.state == read_state;
-    vm_rec_release(&now);
-    if (!same) {
-        log_debug("reconcile", "vmid=%d changed meanwhile; repair skipped this round", v->vmid);
-        return false;
+    core_vm_lock(k, v->vmid); /* no DELETE's move between the check and the write */
+    bool same = false, saved = false;
+    if (store_vm_get_id(k->st, v->id, &now, NULL) == 0) {
+        same = now.updated_at == read_at && now.state == read_state;
+        vm_rec_release(&now);
+        saved = same && store_vm_update(k->st, v, NULL) == 0;
     }
-    return store_vm_update(k->st, v, NULL) == 0;
+    core_vm_unlock(k, v->vmid);
+    if (!same)
+        log_debug("reconcile", "vmid=%d changed meanwhile; repair skipped this round", v->vmid);
+    return saved;
 }
 
 static void take_over(struct core *k, struct vm_rec *v, const struct fleet_vm *fv,
