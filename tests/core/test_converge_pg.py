@@ -19,8 +19,9 @@ try:
     # test_keeper: removals beside the keeper, leftovers of unconfigured
     # nodes (their first sighting kept in the database), the probe;
     # test_delete_race: the record lock against a DELETE
-    for name in ("core_test_converge", "core_test_keeper", "core_test_delete_race"):
-        r = subprocess.run([os.path.join(TESTS_DIR, name)], env=env, timeout=140)
+    for name, limit in (("core_test_converge", 200), ("core_test_keeper", 120),
+                        ("core_test_delete_race", 60)):
+        r = subprocess.run([os.path.join(TESTS_DIR, name)], env=env, timeout=limit)
         print("%s on PostgreSQL: exit %d" % (name, r.returncode), flush=True)
         failed += r.returncode != 0
 finally:
