@@ -233,8 +233,11 @@ static void test_delete_twice(void **unused)
         int ok = (d[0].rc == 0) + (d[1].rc == 0);
         both += ok == 2;
         assert_true(ok >= 1);
+        /* the other is refused: the VM is being deleted, or (a thread that
+         * a loaded machine held back until the delete job had finished) no
+         * longer there */
         for (int k = 0; k < 2; k++)
-            if (d[k].rc)
+            if (d[k].rc && d[k].rc != CORE_E_NOTFOUND)
                 assert_int_equal(d[k].rc, CORE_E_CONFLICT);
         for (int k = 0; k < 2; k++) {
             struct job_rec j;
