@@ -103,7 +103,9 @@ static const char *running_or_paused(struct core *k, const struct vm_rec *v,
     pve_client *pc = fleet_client(k->fl, fv->node);
     struct pve_vm_status st;
     struct pve_error e;
-    if (!pc || pve_vm_status(pc, fv->node, fv->vmid, &st, &e) || strcmp(st.status, "running"))
+    /* not on a node that is down: the keeper would wait out its timeout */
+    if (!pc || !fleet_node_up(k->fl, fv->node) || pve_vm_status(pc, fv->node, fv->vmid, &st, &e) ||
+        strcmp(st.status, "running"))
         return NULL;
     return strcmp(st.qmpstatus, "paused") == 0 ? "paused" : "running";
 }
