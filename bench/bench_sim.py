@@ -3,7 +3,7 @@
 targets and never fails the build). `make bench` runs it against the release
 build (build/pvesim); results go to stdout and bench/results/sim.txt.
 
-The fleets come from tests/sim/simfleet.py (a fleet file and a state file
+The fleets come from tests/lib/fleet.py (a fleet file and a state file
 read at start, the fast way to seed pvesim). pvesim runs with
 --check-returns, as in the tests.
 
@@ -42,8 +42,8 @@ import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tests", "sim"))
-import simfleet  # noqa: E402
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+from lib import fleet as simfleet  # noqa: E402
 
 PVESIM = os.environ.get("PVESIM", os.path.join(ROOT, "build", "pvesim"))
 RUNS = int(os.environ.get("BENCH_SIM_RUNS", "3"))

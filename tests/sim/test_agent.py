@@ -5,7 +5,9 @@ refusals of Agent::assert_agent_available (no agent configured, VM not
 running, agent not answering: disabled, guest still booting, VM paused).
 cloud-init applies ipconfigN at boot, so the agent reports the addresses the
 guest booted with until it boots again."""
-from simlib import Sim, case, finish, wait_for
+from lib.cases import case, finish
+from lib.sim import Sim
+from lib.wait import wait_for
 
 PVF = "Parameter verification failed."
 

@@ -9,7 +9,9 @@ import os
 import subprocess
 import tempfile
 
-from simlib import Sim, case, finish, PASSWORD, TOKEN_SECRET
+from lib.cases import case, finish
+from lib.env import PASSWORD, TOKEN_SECRET
+from lib.sim import Sim
 
 FLEET = {
     "nodes": [{"name": "sv1"}, {"name": "sv2"},

@@ -7,7 +7,9 @@ import shutil
 import subprocess
 import tempfile
 
-from simlib import PASSWORD, TOKEN_SECRET, Sim, case, finish
+from lib.cases import case, finish
+from lib.env import PASSWORD, TOKEN_SECRET
+from lib.sim import Sim
 
 PLAYBOOK = """
 - hosts: localhost

@@ -5,7 +5,10 @@ import re
 import time
 import urllib.parse
 
-from simlib import PASSWORD, TOKEN_ID, TOKEN_SECRET, Sim, case, finish, wait_for
+from lib.cases import case, finish
+from lib.env import PASSWORD, TOKEN_ID, TOKEN_SECRET
+from lib.sim import Sim
+from lib.wait import wait_for
 
 TICKET_RE = re.compile(r"^PVE:root@pam:[0-9A-F]{8}::[A-Za-z0-9+/=]+$")
 CSRF_RE = re.compile(r"^[0-9A-F]{8}:[A-Za-z0-9+/]{43}$")

@@ -12,7 +12,10 @@ import time
 
 import requests
 
-from simlib import TOKEN_ID, TOKEN_SECRET, Sim, case, finish, wait_for
+from lib.cases import case, finish
+from lib.env import TOKEN_ID, TOKEN_SECRET
+from lib.sim import Sim
+from lib.wait import wait_for
 
 AUTH = {"Authorization": "PVEAPIToken=%s=%s" % (TOKEN_ID, TOKEN_SECRET)}
 

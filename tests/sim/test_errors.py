@@ -4,7 +4,9 @@ import socket
 import ssl
 import urllib.parse
 
-from simlib import Sim, case, finish, wait_for
+from lib.cases import case, finish
+from lib.sim import Sim
+from lib.wait import wait_for
 
 PVF = "Parameter verification failed."
 

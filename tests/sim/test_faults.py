@@ -4,7 +4,8 @@ import time
 
 import requests
 
-from simlib import Sim, case, finish
+from lib.cases import case, finish
+from lib.sim import Sim
 
 
 def fault(s, **spec):

@@ -8,7 +8,8 @@ import json
 import os
 import tempfile
 
-from simlib import Sim, case, finish, wait_for
+from lib.cases import case, finish
+from lib.sim import Sim
 
 GiB = 1024 ** 3
 FLEET = {

@@ -3,7 +3,9 @@ config locks (clone, others), file locks and their timeouts, shared source locks
 of clones, power-state refusals, pending changes, resource exhaustion, HA."""
 import time
 
-from simlib import Sim, case, finish, wait_for
+from lib.cases import case, finish
+from lib.sim import Sim
+from lib.wait import wait_for
 
 
 def expect500(r, message):

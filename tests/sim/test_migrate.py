@@ -11,7 +11,9 @@ import re
 import tempfile
 import time
 
-from simlib import Sim, case, finish, wait_for
+from lib.cases import case, finish
+from lib.sim import Sim
+from lib.wait import wait_for
 
 PVF = "Parameter verification failed."
 GiB = 1024 ** 3

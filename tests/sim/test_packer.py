@@ -9,7 +9,9 @@ import shutil
 import subprocess
 import tempfile
 
-from simlib import PASSWORD, Sim, case, finish
+from lib.cases import case, finish
+from lib.env import PASSWORD
+from lib.sim import Sim
 
 # one template in the cluster (an explicit VMID exists on the first node only),
 # so that packer's look-up by name finds it on the node it builds on

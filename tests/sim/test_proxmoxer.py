@@ -8,7 +8,10 @@ import urllib.parse
 import proxmoxer
 from proxmoxer.core import ResourceException
 
-from simlib import PASSWORD, TOKEN_SECRET, Sim, case, finish, wait_for
+from lib.cases import case, finish
+from lib.env import PASSWORD, TOKEN_SECRET
+from lib.sim import Sim
+from lib.wait import wait_for
 
 # real keys (ssh-keygen), both with the comment 'me@host'
 ED25519 = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKLvUisgGmPEnolX7BDaNtI/eDjLlJHK3zFxaGxyZU/q "

@@ -3,7 +3,9 @@ each checked against qemu-server / pve-manager / pve-http-server sources:
 resize with a stale digest, a clone onto an ID on another node, PVE 9's
 memhost and pressure fields, 501 bodies, the credential-free calls, the
 "missmatch" typo and the release banner of each version."""
-from simlib import Sim, case, finish, wait_for, TOKEN_ID, TOKEN_SECRET
+from lib.cases import case, finish
+from lib.env import TOKEN_ID, TOKEN_SECRET
+from lib.sim import Sim
 
 MISMATCH = "checksum mismatch (file change by other user?)"
 PRESSURE = ["pressurecpusome", "pressurecpufull", "pressureiosome", "pressureiofull",

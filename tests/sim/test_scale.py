@@ -1,5 +1,5 @@
 """pvesim at fleet scale (issue 16), at a size that fits CI: 20,000 VMs on 5
-nodes, seeded from a state file (simfleet.py). The big answers must hold
+nodes, seeded from a state file (lib/fleet.py). The big answers must hold
 every VM exactly once with the right fields, follow changes made through the
 API and the control API (the per-VM values are cached per world
 generation), pass --check-returns (checked by Sim on exit), and serving
@@ -11,8 +11,10 @@ import os
 import ssl
 import tempfile
 
-import simfleet
-from simlib import TOKEN_ID, TOKEN_SECRET, Sim, case, finish, wait_for
+from lib import fleet as simfleet
+from lib.cases import case, finish
+from lib.env import TOKEN_ID, TOKEN_SECRET
+from lib.sim import Sim
 
 N = int(os.environ.get("SCALE_VMS", "20000"))
 NODES = 5

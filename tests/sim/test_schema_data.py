@@ -16,7 +16,8 @@ import re
 import subprocess
 import tempfile
 
-from simlib import Sim, case, finish
+from lib.cases import case, finish
+from lib.sim import Sim
 
 SRC = os.environ.get("SRC_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
 DATA = os.path.join(SRC, "data", "pve-apidoc")

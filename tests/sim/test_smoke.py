@@ -1,5 +1,6 @@
 """Smoke test: pvesim starts, authenticates, serves the basic endpoints and stops cleanly."""
-from simlib import Sim, case, finish
+from lib.cases import case, finish
+from lib.sim import Sim
 
 
 @case

@@ -8,7 +8,9 @@ import json
 import os
 import tempfile
 
-from simlib import Sim, case, finish, wait_for
+from lib.cases import case, finish
+from lib.sim import Sim
+from lib.wait import wait_for
 
 PVF = "Parameter verification failed."
 MiB = 1024 * 1024

@@ -10,7 +10,8 @@ import time
 
 import requests
 
-from simlib import Sim, case, finish
+from lib.cases import case, finish
+from lib.sim import Sim
 
 GiB = 1024 ** 3
 

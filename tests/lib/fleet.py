@@ -9,7 +9,7 @@ cores, 1-8 GiB, a 10-40 GiB scsi0 on local-lvm, a cloud-init drive, a NIC,
 tag "proxd"; a deterministic share of them run (every third), are HA
 managed (every 50th) or carry a config lock (every 97th, "backup").
 
-As a program: simfleet.py DIR N_VMS [N_NODES] writes DIR/fleet.json and
+As a program: python3 -m lib.fleet DIR N_VMS [N_NODES] writes DIR/fleet.json and
 DIR/state/state.json.
 """
 import json
@@ -97,5 +97,5 @@ def write(dirpath, n_vms, n_nodes=5, first_vmid=10000, pve_version=9):
 
 if __name__ == "__main__":
     if len(sys.argv) < 3:
-        sys.exit("usage: simfleet.py DIR N_VMS [N_NODES]")
+        sys.exit("usage: python3 -m lib.fleet DIR N_VMS [N_NODES]")
     write(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else 5)

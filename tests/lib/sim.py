@@ -1,80 +1,48 @@
-"""Helpers for pvesim's black-box tests: start a simulator on free loopback
-ports, talk to its API with plain `requests`, and check at the end that every
-result it served matched the official schema (pvesim --check-returns).
-
-Each test file is a plain script run by ctest (/usr/bin/python3, Debian's
-python3-requests and python3-proxmoxer). It prints one line per case and a
-closing `N passed, N failed` line; the exit status is non-zero on failure.
-"""
-import os
-import socket
+"""A running pvesim for tests and benchmarks: started on a free block of
+loopback ports, ready once it has printed its port map on stdout (one line
+per listener, then "fingerprint ..."), talked to with plain `requests`, and
+on a clean exit from `with Sim() as s:` checked for results that did not
+match the official schema (--check-returns)."""
 import subprocess
-import sys
 import tempfile
-import time
-import traceback
 
 import requests
 import urllib3
 
+from .env import PASSWORD, PVESIM, TOKEN_ID, TOKEN_SECRET
+from .ports import free_port_block
+from .wait import wait_for
+
 urllib3.disable_warnings()
-
-PVESIM = os.environ.get("PVESIM", os.path.join(os.path.dirname(__file__), "../../build/asan/pvesim"))
-TOKEN_ID = "root@pam!ci"
-TOKEN_SECRET = "8a3c3c4e-0b8e-4a7b-9a52-1f0c2d3e4f50"
-PASSWORD = "SECRET"
-
-
-def free_port_block(n):
-    """A base port such that base..base+n-1 are free on 127.0.0.1 (best effort)."""
-    for _ in range(200):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        base = s.getsockname()[1]
-        s.close()
-        if base + n >= 65000:
-            continue
-        ok = True
-        for p in range(base, base + n):
-            t = socket.socket()
-            t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                t.bind(("127.0.0.1", p))
-            except OSError:
-                ok = False
-            finally:
-                t.close()
-            if not ok:
-                break
-        if ok:
-            return base
-    raise RuntimeError("no free port block")
-
-
-def wait_for(cond, deadline=10.0, interval=0.01, what="condition"):
-    """Poll cond() until it returns a truthy value or the deadline passes."""
-    end = time.monotonic() + deadline
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() > end:
-            raise AssertionError("timed out waiting for " + what)
-        time.sleep(interval)
 
 
 class Sim:
-    """A running pvesim. Use as a context manager."""
+    """A running pvesim. Use as a context manager.
+
+    nodes: comma-separated node names; standalone: every node its own host;
+    token_id/token_secret, password (None: no password login); check_returns:
+    pvesim checks every result against the schema (off in benchmarks, it
+    costs CPU); log_level: pvesim's, None for its default; extra: more
+    arguments."""
 
     def __init__(self, nodes="sv1,sv2,sv3,sv4,sv5", standalone=False, time_scale=0.02,
-                 pve_version=None, extra=None, state_dir=None, auth_delay=0):
-        n = len(nodes.split(","))
+                 pve_version=None, extra=None, state_dir=None, auth_delay=0,
+                 token_id=TOKEN_ID, token_secret=TOKEN_SECRET, password=PASSWORD,
+                 check_returns=True, log_level=None):
+        self.node_names = nodes.split(",")
+        n = len(self.node_names)
         self.base = free_port_block(n + 2)
         self.standalone = standalone
-        args = [PVESIM, "--listen", "127.0.0.1:%d" % self.base, "--nodes", nodes,
-                "--password", PASSWORD, "--token", "%s=%s" % (TOKEN_ID, TOKEN_SECRET),
-                "--time-scale", str(time_scale), "--auth-delay", str(auth_delay),
-                "--check-returns"]
+        self.token_id, self.token_secret = token_id, token_secret
+        args = [PVESIM, "--listen", "127.0.0.1:%d" % self.base, "--nodes", nodes]
+        if password is not None:
+            args += ["--password", password]
+        args += ["--token", "%s=%s" % (token_id, token_secret),
+                 "--time-scale", str(time_scale), "--auth-delay", str(auth_delay)]
+        if check_returns:
+            args.append("--check-returns")
+        if log_level:
+            args += ["--log-level", log_level]
         if standalone:
             args.append("--standalone")
         if pve_version:
@@ -83,11 +51,10 @@ class Sim:
             args += ["--state-dir", state_dir]
         args += extra or []
         self.args = args
-        self.node_names = nodes.split(",")
         self.proc = None
         self.ports = {}
-        # another test may take a port of our block between the check and the
-        # bind: pick a new block and try again
+        # another program may take a port of our block between the check and
+        # the bind (pvesim then exits): pick a new block and try again
         for attempt in range(5):
             try:
                 self.start()
@@ -99,9 +66,10 @@ class Sim:
                 self.args[self.args.index("--listen") + 1] = "127.0.0.1:%d" % self.base
 
     def start(self):
+        """Start pvesim and read its port map: self.ports {node: port},
+        self.entry (the cluster's or control port), self.fingerprint."""
         self.errlog = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=self.errlog, text=True)
-        # pvesim prints its port map, one line per listener, then "fingerprint ..."
         self.ports = {}
         while True:
             line = self.proc.stdout.readline()
@@ -122,6 +90,8 @@ class Sim:
         return self.errlog.read().decode(errors="replace")
 
     def stop(self, check_clean=True):
+        """SIGTERM; a pvesim that does not stop within 15 s is killed and is
+        an error, and so is (with check_clean) a non-zero exit status."""
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -160,7 +130,7 @@ class Sim:
         """Call /api2/json<path>; returns the requests.Response."""
         h = dict(headers or {})
         if auth == "token":
-            h["Authorization"] = "PVEAPIToken=%s=%s" % (TOKEN_ID, TOKEN_SECRET)
+            h["Authorization"] = "PVEAPIToken=%s=%s" % (self.token_id, self.token_secret)
         elif isinstance(auth, dict):  # a login result
             h["Cookie"] = "PVEAuthCookie=" + auth["ticket"]
             if method != "GET":
@@ -180,6 +150,7 @@ class Sim:
         return r.json()["data"]
 
     def ctl(self, method, path, body=None, port=None):
+        """A /_sim<path> control call; the parsed answer (asserts 200/201)."""
         r = self.raw(method, "/_sim" + path, port=port, json=body)
         assert r.status_code in (200, 201), "%s /_sim%s -> %d %s" % (method, path, r.status_code, r.text)
         return r.json()
@@ -199,26 +170,3 @@ class Sim:
             if v["vmid"] == vmid and (node is None or v["node"] == node):
                 return v
         return None
-
-
-_results = {"passed": 0, "failed": 0}
-
-
-def case(fn):
-    """Run one test case, report it, keep going."""
-    name = fn.__name__
-    t0 = time.monotonic()
-    try:
-        fn()
-        _results["passed"] += 1
-        print("ok   %-50s %.2fs" % (name, time.monotonic() - t0), flush=True)
-    except Exception:
-        _results["failed"] += 1
-        print("FAIL %s" % name, flush=True)
-        traceback.print_exc()
-    return fn
-
-
-def finish():
-    print("%d passed, %d failed" % (_results["passed"], _results["failed"]), flush=True)
-    sys.exit(1 if _results["failed"] else 0)

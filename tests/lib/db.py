@@ -1,0 +1,51 @@
+"""proxd's database read (and poked) behind its back: a SQLite file through
+Python's sqlite3, or a postgresql:// URL through psql (no driver needed)."""
+import sqlite3
+import subprocess
+
+
+def _psql(url, sql):
+    """Rows of a statement through psql: tab-separated, NULL as \\N,
+    integers as int."""
+    r = subprocess.run(["psql", "-X", "-q", "-A", "-t", "-F", "\t", "-P", "null=\\N",
+                        "-v", "ON_ERROR_STOP=1", url, "-c", sql],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, "psql: %s" % r.stderr
+
+    def value(v):
+        if v == "\\N":
+            return None
+        return int(v) if v.lstrip("-").isdigit() else v
+    return [tuple(value(v) for v in line.split("\t")) for line in r.stdout.splitlines() if line]
+
+
+def query(db, sql, args=()):
+    """The rows of sql. db: a SQLite file or a postgresql:// URL (then
+    without args)."""
+    if "://" in db:
+        assert not args, "no parameters through psql"
+        return _psql(db, sql)
+    c = sqlite3.connect(db, timeout=30)
+    try:
+        return c.execute(sql, args).fetchall()
+    finally:
+        c.close()
+
+
+def rows(db, table, cols, key="id"):
+    """{key: {col: value}} of a table."""
+    got = query(db, "SELECT %s, %s FROM %s" % (key, ", ".join(cols), table))
+    return {r[0]: dict(zip(cols, r[1:])) for r in got}
+
+
+def expire_leases(db):
+    """A dead instance's leases run out now instead of in 30 s; how many."""
+    sql = "UPDATE jobs SET lease_until = 0 WHERE state = 'running'"
+    if "://" in db:
+        return len(_psql(db, sql + " RETURNING id"))
+    c = sqlite3.connect(db, timeout=30)
+    try:
+        with c:
+            return c.execute(sql).rowcount
+    finally:
+        c.close()

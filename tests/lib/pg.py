@@ -1,0 +1,117 @@
+"""A private PostgreSQL server for tests: initdb + pg_ctl from
+/usr/lib/postgresql/<newest>/bin (or $PROXD_TEST_PG_BIN) in a temporary
+directory, TCP on 127.0.0.1 only, no Unix socket, trust authentication for
+the user "proxd", durability off (it is not what is tested). As root the
+server runs as Debian's postgres user (initdb refuses root). Missing
+binaries are an error: CI installs them (scripts/deps.sh).
+
+As a program, for the C tests (tests/store):
+    python3 -m lib.pg start      prints the URL, then the server's directory
+    python3 -m lib.pg stop DIR   stops that server and removes DIR
+"""
+import glob
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import tempfile
+
+from .ports import free_port
+
+
+def _bindir():
+    bindir = os.environ.get("PROXD_TEST_PG_BIN")
+    if bindir:
+        return bindir
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+                   key=lambda p: int(p.split("/")[4]) if p.split("/")[4].isdigit() else 0)
+    return os.path.dirname(found[-1]) if found else ""
+
+
+class PrivatePG:
+    """Started by the constructor; self.url names the database "postgres";
+    stop() ends it and removes its directory. PrivatePG(dir=D) is a handle
+    on a server started earlier in D (for stop)."""
+
+    def __init__(self, dir=None):
+        bindir = _bindir()
+        self.initdb = os.path.join(bindir, "initdb")
+        self.pg_ctl = os.path.join(bindir, "pg_ctl")
+        self.as_root = os.geteuid() == 0
+        if dir:
+            self.dir, self.data = dir, os.path.join(dir, "data")
+            return
+        if not (bindir and os.access(self.initdb, os.X_OK) and os.access(self.pg_ctl, os.X_OK)):
+            raise RuntimeError("no PostgreSQL server binaries in /usr/lib/postgresql/*/bin: "
+                               "install the postgresql package (scripts/deps.sh)")
+        self.dir = tempfile.mkdtemp(prefix="proxd-pg-")
+        self.data = os.path.join(self.dir, "data")
+        if self.as_root:
+            pw = pwd.getpwnam("postgres")
+            os.chown(self.dir, pw.pw_uid, pw.pw_gid)
+        self._run([self.initdb, "-D", self.data, "-U", "proxd", "-A", "trust", "-E", "UTF8",
+                   "--no-sync"], "initdb.log")
+        self.port = None
+        for _ in range(3):  # a port taken between the probe and the bind: another
+            port = free_port()
+            opts = ("-c listen_addresses=127.0.0.1 -p %d -c unix_socket_directories='' "
+                    "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+                    "-c max_connections=200" % port)
+            try:
+                self._run([self.pg_ctl, "-D", self.data, "-l", os.path.join(self.dir, "server.log"),
+                           "-w", "-t", "60", "-o", opts, "start"], "pg_ctl.log")
+                self.port = port
+                break
+            except RuntimeError:
+                continue
+        if self.port is None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            raise RuntimeError("PostgreSQL did not start:\n" + self._log("server.log"))
+        self.url = "postgresql://proxd@127.0.0.1:%d/postgres" % self.port
+
+    def _run(self, argv, log):
+        name = argv[0]
+        if self.as_root:
+            argv = ["runuser", "-u", "postgres", "--"] + argv
+        with open(os.path.join(self.dir, log), "ab") as out:
+            r = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=out,
+                               stderr=subprocess.STDOUT, timeout=120)
+        if r.returncode != 0:
+            raise RuntimeError("%s failed (%d):\n%s" % (name, r.returncode, self._log(log)))
+
+    def _log(self, name):
+        try:
+            with open(os.path.join(self.dir, name), errors="replace") as f:
+                return f.read()[-3000:]
+        except OSError:
+            return ""
+
+    def stop(self):
+        try:
+            self._run([self.pg_ctl, "-D", self.data, "-m", "immediate", "-w", "stop"],
+                      "pg_ctl.log")
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def main(argv):
+    if argv[:1] == ["start"] and len(argv) == 1:
+        try:
+            pg = PrivatePG()
+        except RuntimeError as e:
+            sys.exit(str(e))
+        print(pg.url)
+        print(pg.dir, flush=True)
+        return
+    if argv[:1] == ["stop"] and len(argv) == 2:
+        try:
+            PrivatePG(dir=argv[1]).stop()
+        except RuntimeError as e:
+            sys.exit(str(e))
+        return
+    sys.exit("usage: python3 -m lib.pg start | stop DIR")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,205 @@
+"""A real proxd for black-box tests: its configuration in front of a pvesim,
+the daemon (started with one log file per run, killed, stopped cleanly), and
+the admin command line (`proxd create|job|token ...`)."""
+import os
+import signal
+import subprocess
+import tempfile
+
+import requests
+
+from .env import PROXD, TOKEN
+from .ports import free_port
+from .wait import wait_for
+
+OSES = ["ubuntu", "debian", "centos", "windows"]
+TEMPLATE_BASE = 8000  # pvesim's templates are 8000 + 10*i + k, k the index in OSES
+
+
+def run(*args, check=True):
+    """`proxd ARGS...`; the CompletedProcess (asserts exit 0 with check)."""
+    r = subprocess.run([PROXD] + list(args), capture_output=True, text=True, timeout=60)
+    if check:
+        assert r.returncode == 0, "proxd %s -> %d\n%s%s" % (" ".join(args), r.returncode,
+                                                         r.stdout, r.stderr)
+    return r
+
+
+def _url(db):
+    return db if "://" in db else "sqlite:" + db
+
+
+def _nodes(names, where, oses):
+    """[node ...] sections: where(i, name) gives the host lines; templates
+    of `oses` by pvesim's numbering."""
+    text = ""
+    for i, name in enumerate(names):
+        text += "[node %s]\n%sstorage = local-lvm\n" % (name, where(i, name))
+        text += "".join("template.%s = %d\n" % (o, TEMPLATE_BASE + 10 * i + OSES.index(o))
+                        for o in oses)
+        text += "\n"
+    return text
+
+
+def api_config(port, entry, db, proxd_extra="", standalone=None, proxmox_extra=""):
+    """The API tests' configuration (quotas for bob, dave, erin): standalone,
+    the sim's {node: port} map, every node its own host; else five nodes of
+    one cluster behind `entry`. log_level debug: the most proxd ever logs,
+    so that stop() can check it for secrets."""
+    names = list(standalone) if standalone else ["sv%d" % (i + 1) for i in range(5)]
+    if standalone:
+        nodes = _nodes(names, lambda i, n: "host = 127.0.0.1:%d\n" % standalone[n],
+                       ["ubuntu", "debian"])
+    else:
+        nodes = _nodes(names, lambda i, n: "host = 127.0.0.1:%d\ncluster = pvesim\n" % entry,
+                       ["ubuntu", "debian"])
+    return ("[proxd]\nlisten = 127.0.0.1:%d\ndatabase = %s\nworkers = 8\nquarantine = 0\n"
+            "log_level = debug\n%s\n"
+            "[proxmox]\ntoken = %s\nverify_tls = no\n%s\n"
+            "[os ubuntu]\nvmid_range = 1000-1999\n[os debian]\nvmid_range = 4000-4009\n\n%s"
+            "[quota default]\nvms = 100\ncores = 0\nmemory_mb = 0\ndisk_gb = 0\n"
+            "[quota bob]\nvms = 1\ncores = 2\nmemory_mb = 4096\ndisk_gb = 40\n"
+            "[quota dave]\nvms = 3\ncores = 0\nmemory_mb = 0\ndisk_gb = 0\n"
+            "[quota erin]\nvms = 0\ncores = 6\nmemory_mb = 0\ndisk_gb = 0\n"
+            % (port, _url(db), proxd_extra, TOKEN, proxmox_extra, nodes))
+
+
+def cluster_config(path, db, entry, proxd_extra=(), token=TOKEN, log_level="info",
+                   placement="spread", workers=8, proxmox_extra=("connect_timeout = 3",
+                                                                 "timeout = 30")):
+    """The crash tests' and benchmarks' configuration: five nodes of one
+    cluster behind `entry`, all four OSes (a VMID range of 1000 each),
+    proxd_extra/proxmox_extra lines appended to [proxd]/[proxmox]; placement
+    or workers None: proxd's default. Written to `path`."""
+    lines = ["[proxd]", "listen = 127.0.0.1:%d" % free_port(), "database = %s" % _url(db)]
+    if placement:
+        lines.append("placement = " + placement)
+    if workers:
+        lines.append("workers = %d" % workers)
+    lines += ["log_level = " + log_level] + list(proxd_extra)
+    lines += ["", "[proxmox]", "token = " + token, "verify_tls = no"] + list(proxmox_extra) + [""]
+    for k, os_name in enumerate(["ubuntu", "centos", "windows", "debian"]):
+        lines += ["[os %s]" % os_name,
+                  "vmid_range = %d-%d" % (1000 * (k + 1), 1000 * (k + 1) + 999), ""]
+    text = "\n".join(lines) + "\n"
+    text += _nodes(["sv%d" % (i + 1) for i in range(5)],
+                   lambda i, n: "host = 127.0.0.1:%d\ncluster = pvesim\n" % entry, OSES)
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def wait_answer(url, deadline=30, interval=0.1, timeout=1):
+    """Until GET url answers 200 (proxd's /readyz or /healthz)."""
+    def up():
+        try:
+            return requests.get(url, timeout=timeout).status_code == 200
+        except requests.RequestException:
+            return False
+    wait_for(up, deadline=deadline, interval=interval, what=url)
+
+
+class Daemon:
+    """proxd on a configuration; each start() writes its own log,
+    logdir/proxd.NN.log (NN from 01), so that a killed run's log stays."""
+
+    def __init__(self, conf, logdir):
+        self.conf, self.logdir, self.proc, self.n = conf, logdir, None, 0
+
+    def log_path(self, n=None):
+        return os.path.join(self.logdir, "proxd.%02d.log" % (n or self.n))
+
+    def start(self):
+        """Start the process without waiting for it to be ready."""
+        self.n += 1
+        self.log = self.log_path()
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen([PROXD, "--config", self.conf], stdout=out,
+                                         stderr=subprocess.STDOUT)
+        return self
+
+    def kill(self):
+        """SIGKILL; it is an error when proxd had already ended by itself."""
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+        rc = self.proc.returncode
+        assert rc == -signal.SIGKILL, "proxd ended by itself before the kill (rc %s):\n%s" % (
+            rc, self.tail())
+
+    def stop(self):
+        """SIGTERM; proxd must exit 0 within 30 s (else it is killed, an error)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError("proxd did not stop within 30 s of SIGTERM")
+        assert rc == 0, "proxd exited with %s on SIGTERM:\n%s" % (rc, self.tail())
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_text(self, n=None):
+        """The log of run n (default: the latest)."""
+        with open(self.log_path(n), errors="replace") as f:
+            return f.read()
+
+    def tail(self, n=40):
+        return "".join(self.log_text().splitlines(True)[-n:])
+
+    def logs_contain(self, text):
+        """Does any run's log contain text?"""
+        return any(text in self.log_text(n) for n in range(1, self.n + 1))
+
+
+class Proxd(Daemon):
+    """proxd in front of a Sim with the API tests' configuration (api_config)
+    in a directory of its own; tokens made with `proxd token create`; stop()
+    also asserts a log free of sanitizer reports and of every secret."""
+
+    def __init__(self, sim, share=None, proxd_extra="", database=None, proxmox_extra=""):
+        """share: another Proxd whose database this instance uses too;
+        proxd_extra, proxmox_extra: lines for the [proxd] and [proxmox]
+        sections; database: a store URL (postgresql://...) instead of a
+        SQLite file of its own. A standalone sim gives one host per node."""
+        self.dir = tempfile.mkdtemp(prefix="proxd-api-")
+        super().__init__(os.path.join(self.dir, "proxd.conf"), self.dir)
+        self.port = free_port()
+        self.db = share.db if share else database or os.path.join(self.dir, "proxd.db")
+        with open(self.conf, "w") as f:
+            f.write(api_config(self.port, sim.entry, self.db, proxd_extra,
+                               standalone=sim.ports if sim.standalone else None,
+                               proxmox_extra=proxmox_extra))
+        self.base = "http://127.0.0.1:%d" % self.port
+        # never to appear in the log: the Proxmox token's secret, every API token
+        self.secrets = [TOKEN.split("=", 1)[1]]
+
+    def cli(self, *args, check=True):
+        r = run(*args, check=False)
+        if check and r.returncode != 0:
+            raise AssertionError("proxd %s: %s" % (args, r.stderr))
+        return r
+
+    def token(self, owner, role="user"):
+        r = self.cli("token", "create", "--config", self.conf, "--owner", owner, "--role", role)
+        self.secrets.append(r.stdout.strip())
+        return r.stdout.strip()
+
+    def spawn(self):
+        return Daemon.start(self)
+
+    def start(self):
+        self.spawn()
+        wait_answer(self.base + "/readyz")
+        return self
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        rc = self.proc.wait(30)
+        out = self.log_text()
+        assert rc == 0, "proxd exited with %s:\n%s" % (rc, out[-4000:])
+        assert "ERROR: AddressSanitizer" not in out and "runtime error" not in out, out[-6000:]
+        leaked = [sec[:6] + "..." for sec in self.secrets if sec and sec in out]
+        assert not leaked, "secrets in proxd's log: %s" % leaked
