@@ -8,31 +8,16 @@ import concurrent.futures
 import http.client
 import socket
 import json
-import os
-import sys
 import time
 
 import requests
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "sim"))
-from simlib import Sim, case, finish, wait_for  # noqa: E402
-from proxdlib import Proxd  # noqa: E402
+from lib.cases import case, finish
+from lib.proxd import Proxd
+from lib.sim import Sim
+from lib.wait import wait_for
 
-BIN = os.environ.get("BIN_DIR", os.path.join(os.path.dirname(__file__), "../../build/asan"))
-
-
-def start_sim():
-    """Other test programs race for loopback ports: try a few port blocks."""
-    for attempt in range(5):
-        try:
-            return Sim()
-        except RuntimeError:
-            if attempt == 4:
-                raise
-            time.sleep(0.2)
-
-
-sim = start_sim()
+sim = Sim()  # on a fresh port block when another program took one of its ports
 px = Proxd(sim)
 ADMIN = px.token("ops", "admin")
 ALICE = px.token("alice")

@@ -8,16 +8,16 @@ import os
 import socket
 import stat
 import subprocess
-import sys
 import time
 
 import requests
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "sim"))
-from simlib import Sim, case, finish, wait_for  # noqa: E402
-from proxdlib import PROXD, Proxd  # noqa: E402
+from lib.cases import case, finish
+from lib.env import PROXD, ROOT
+from lib.proxd import Proxd
+from lib.sim import Sim
+from lib.wait import wait_for
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
 
 sim = Sim()
 px = Proxd(sim, proxd_extra="log_format = json\nheader_timeout = 2\nstreams_per_owner = 4\n")

@@ -9,15 +9,14 @@ deleted through the other; both stop cleanly and never log a secret.
 """
 import concurrent.futures
 import json
-import os
-import sys
 
 import requests
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "sim"))
-from simlib import Sim, case, finish, wait_for  # noqa: E402
-from proxdlib import Proxd  # noqa: E402
-from pglib import PrivatePG  # noqa: E402
+from lib.cases import case, finish
+from lib.pg import PrivatePG
+from lib.proxd import Proxd
+from lib.sim import Sim
+from lib.wait import wait_for
 
 pg = PrivatePG()
 try:

@@ -10,17 +10,16 @@ until it is back.
 import json
 import os
 import subprocess
-import sys
 import time
 
 import requests
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "sim"))
-from simlib import Sim, case, finish, wait_for  # noqa: E402
-from proxdlib import Proxd  # noqa: E402
+from lib.cases import case, finish
+from lib.env import PROXCTL
+from lib.proxd import Proxd, wait_answer
+from lib.sim import Sim
+from lib.wait import wait_for
 
-BIN = os.environ.get("BIN_DIR", os.path.join(os.path.dirname(__file__), "../../build/asan"))
-PROXCTL = os.path.join(BIN, "proxctl")
 
 sim = Sim(nodes="sv1,sv2,sv3", standalone=True)
 sim.ctl("POST", "/nodes/sv1", {"state": "blackhole"})
@@ -60,13 +59,7 @@ def create(name):
 def a_blackholed_node_does_not_hold_the_start():
     t0 = time.monotonic()
     px.spawn()
-
-    def health():
-        try:
-            return requests.get(px.base + "/healthz", timeout=0.5).status_code == 200
-        except requests.RequestException:
-            return False
-    wait_for(health, deadline=30, interval=0.02, what="/healthz")
+    wait_answer(px.base + "/healthz", deadline=30, interval=0.02, timeout=0.5)
     first = time.monotonic() - t0
     print("  first /healthz answer %.2f s after start" % first)
     assert first < 1.5, "the API answered %.2f s after start" % first

@@ -5,16 +5,13 @@ exit codes scripts rely on."""
 import json
 import os
 import subprocess
-import sys
 import tempfile
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "sim"))
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "api"))
-from simlib import Sim, case, finish  # noqa: E402
-from proxdlib import Proxd  # noqa: E402
+from lib.cases import case, finish
+from lib.env import PROXCTL
+from lib.proxd import Proxd
+from lib.sim import Sim
 
-BIN = os.environ.get("BIN_DIR", os.path.join(os.path.dirname(__file__), "../../build/asan"))
-PROXCTL = os.path.join(BIN, "proxctl")
 KEY = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFzq7NTAlFT4SImr0qHpVZ0HHVdVunThFP1ICflNG6d+ "
        "me@host")
 
