@@ -219,7 +219,7 @@ def template_names_are_unique_across_the_fleet():
 @case
 def bad_fleet_files_name_the_field():
     import subprocess
-    from simlib import PVESIM
+    from lib.env import PVESIM
     for extra, want in (({"containers": [{"vmid": 5}]}, "containers[0].vmid"),
                         ({"containers": [{"vmid": 300, "node": "zz"}]}, "containers[0].node"),
                         ({"containers": [{"vmid": 300, "pool": "none"}]}, "containers[0].pool"),
