@@ -32,7 +32,7 @@ for part in control create; do
   [ "$part" = create ] && create=1
   t0=$(date +%s.%N)
   FAULT_SEEDS=$SEEDS FAULT_VMS=$VMS FAULT_OPS=$OPS FAULT_RATE=$RATE FAULT_CREATE=$create \
-    FAULT_REPORT="$TMP/$part.jsonl" /usr/bin/python3 tests/core/test_faults_random.py \
+    FAULT_REPORT="$TMP/$part.jsonl" PYTHONPATH=tests /usr/bin/python3 tests/core/test_faults_random.py \
     >"$TMP/$part.log" 2>&1
   rc=$?
   t1=$(date +%s.%N)

@@ -1,7 +1,7 @@
 """Two proxd instances on one PostgreSQL database, in front of one pvesim:
 the service as it runs when several instances share the work.
 
-A private PostgreSQL server (pglib) on 127.0.0.1; both instances take
+A private PostgreSQL server (lib.pg) on 127.0.0.1; both instances take
 requests at once. Checks: concurrent creations through both make distinct
 VMs that all run; one Idempotency-Key sent to both makes one VM; an owner's
 quota holds across both; a VM made through one is shut down, grown and

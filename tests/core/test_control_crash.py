@@ -21,15 +21,15 @@ import json
 import os
 import random
 import re
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "sim"))
-from simlib import TOKEN_SECRET, Sim, case, finish, wait_for  # noqa: E402
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from crashlib import (OSES, TEMPLATE_BASE, Daemon, db_query, db_rows, expire_leases, proxd,  # noqa: E402
-                      write_config)
+from lib.cases import case, finish
+from lib.db import expire_leases, query as db_query, rows as db_rows
+from lib.env import TOKEN_SECRET
+from lib.proxd import cluster_config as write_config, Daemon, OSES, run as proxd, TEMPLATE_BASE
+from lib.sim import Sim
+from lib.wait import wait_for
 
 SEED = int(os.environ.get("CRASH_SEED", "20260125"))
 ROUNDS = 10
@@ -164,9 +164,7 @@ def main():
             print("all jobs settled after %.1fs" % (time.monotonic() - t_start), flush=True)
             d.stop()
     except Exception:
-        if d.alive():
-            d.proc.kill()
-            d.proc.wait()
+        d.abort()
         sim.stop(check_clean=False)
         raise
 

@@ -27,17 +27,17 @@ the per-seed figures are appended to).
 import json
 import os
 import random
-import sys
 import tempfile
 import threading
 import time
 
 import requests
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "sim"))
-from simlib import Sim, case, finish, wait_for  # noqa: E402
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from crashlib import TEMPLATE_BASE, Daemon, db_query, proxd, write_config  # noqa: E402
+from lib.cases import finish, run_case
+from lib.db import query as db_query
+from lib.proxd import cluster_config as write_config, Daemon, run as proxd, TEMPLATE_BASE, wait_answer
+from lib.sim import Sim
+from lib.wait import wait_for
 
 SEEDS = [int(s) for s in os.environ.get("FAULT_SEEDS", "11,22,33,44").split(",") if s]
 NVMS = int(os.environ.get("FAULT_VMS", "10"))
@@ -125,14 +125,9 @@ def run_seed(seed):
     db = os.path.join(tmp.name, "proxd.db")
     conf = os.path.join(tmp.name, "proxd.conf")
     sim = Sim(time_scale=0.005, extra=["--seed", str(seed)])
-    write_config(conf, db, sim.entry, ["reconcile_interval = 3600", "quarantine = 0"])
-    with open(conf) as f:
-        text = f.read()
     # a hung call costs the request timeout: keep it short
-    text = text.replace("connect_timeout = 3", "connect_timeout = 1").replace(
-        "timeout = 30", "timeout = 3")
-    with open(conf, "w") as f:
-        f.write(text)
+    port = write_config(conf, db, sim.entry, ["reconcile_interval = 3600", "quarantine = 0"],
+                        proxmox_extra=["connect_timeout = 1", "timeout = 3"])
     d = Daemon(conf, tmp.name)
     stats = {"seed": seed, "jobs": 0, "done": 0, "failed": 0, "refused": 0, "creations": 0,
              "created": 0, "max_job_s": 0.0}
@@ -143,10 +138,8 @@ def run_seed(seed):
         token = proxd("token", "create", "--config", conf, "--owner", "ci", "--role",
                       "user").stdout.strip()
         d.start()
-        api = Api("http://127.0.0.1:%s" % [ln.split("=")[1].strip().split(":")[1]
-                                             for ln in text.splitlines()
-                                             if ln.startswith("listen")][0], token)
-        wait_for(lambda: _ready(api), 30, 0.1, "proxd ready")
+        api = Api("http://127.0.0.1:%d" % port, token)
+        wait_answer(api.base + "/readyz")
 
         def faults_on():
             sim.ctl("DELETE", "/calls")
@@ -252,9 +245,7 @@ def run_seed(seed):
         d.stop()
         proxd("reconcile", "--config", conf)
     except Exception:
-        if d.alive():
-            d.proc.kill()
-            d.proc.wait()
+        d.abort()
         sim.stop(check_clean=False)
         raise
     stats["total_s"] = round(time.monotonic() - t0, 1)
@@ -272,17 +263,9 @@ def run_seed(seed):
         keep = os.path.join(tempfile.gettempdir(), "proxd-faults-seed-%d.log" % seed)
         with open(keep, "w") as out:
             for n in range(1, d.n + 1):
-                with open(os.path.join(tmp.name, "proxd.%02d.log" % n), errors="replace") as f:
-                    out.write(f.read())
+                out.write(d.log_text(n))
         problems.append("proxd's log: %s" % keep)
     return stats, problems
-
-
-def _ready(api):
-    try:
-        return requests.get(api.base + "/readyz", timeout=1).status_code == 200
-    except requests.RequestException:
-        return False
 
 
 def check(db, state, problems):
@@ -350,8 +333,7 @@ def main():
             holder["stats"] = stats
             print("seed %d: %s" % (seed, json.dumps(stats, sort_keys=True)), flush=True)
             assert not problems, "seed %d:\n  %s" % (seed, "\n  ".join(problems))
-        one.__name__ = "seed_%d%s" % (seed, "_with_creations" if CREATE else "")
-        case(one)
+        run_case("seed_%d%s" % (seed, "_with_creations" if CREATE else ""), one)
         if "stats" in holder:
             all_stats.append(holder["stats"])
     if REPORT and all_stats:

@@ -95,6 +95,28 @@ class PrivatePG:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def run_c_tests(names, timeout=280):
+    """Run the C test binaries `names` (in $TESTS_DIR; a name or a pair
+    (name, its time limit in seconds)) once each as a case, with
+    PROXD_TEST_PG naming a private server (each of their cases makes a
+    schema of its own in it); then finish() (summary, exit status)."""
+    from .cases import finish, run_case
+    pg = PrivatePG()
+    try:
+        for item in names:
+            name, limit = item if isinstance(item, tuple) else (item, timeout)
+
+            def one(name=name, limit=limit):
+                env = dict(os.environ, PROXD_TEST_PG=pg.url)
+                r = subprocess.run([os.path.join(os.environ["TESTS_DIR"], name)], env=env,
+                                   timeout=limit)
+                assert r.returncode == 0, "%s on PostgreSQL: exit %d" % (name, r.returncode)
+            run_case(name + "_on_postgresql", one)
+    finally:
+        pg.stop()
+    finish()
+
+
 def main(argv):
     if argv[:1] == ["start"] and len(argv) == 1:
         try:

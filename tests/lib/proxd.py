@@ -70,8 +70,10 @@ def cluster_config(path, db, entry, proxd_extra=(), token=TOKEN, log_level="info
     """The crash tests' and benchmarks' configuration: five nodes of one
     cluster behind `entry`, all four OSes (a VMID range of 1000 each),
     proxd_extra/proxmox_extra lines appended to [proxd]/[proxmox]; placement
-    or workers None: proxd's default. Written to `path`."""
-    lines = ["[proxd]", "listen = 127.0.0.1:%d" % free_port(), "database = %s" % _url(db)]
+    or workers None: proxd's default. Written to `path`; returns the API's
+    port."""
+    port = free_port()
+    lines = ["[proxd]", "listen = 127.0.0.1:%d" % port, "database = %s" % _url(db)]
     if placement:
         lines.append("placement = " + placement)
     if workers:
@@ -86,6 +88,7 @@ def cluster_config(path, db, entry, proxd_extra=(), token=TOKEN, log_level="info
                    lambda i, n: "host = 127.0.0.1:%d\ncluster = pvesim\n" % entry, OSES)
     with open(path, "w") as f:
         f.write(text)
+    return port
 
 
 def wait_answer(url, deadline=30, interval=0.1, timeout=1):
@@ -136,6 +139,12 @@ class Daemon:
             self.proc.wait()
             raise AssertionError("proxd did not stop within 30 s of SIGTERM")
         assert rc == 0, "proxd exited with %s on SIGTERM:\n%s" % (rc, self.tail())
+
+    def abort(self):
+        """On an error path: SIGKILL when still running, nothing checked."""
+        if self.alive():
+            self.proc.kill()
+            self.proc.wait()
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
