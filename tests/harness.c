@@ -15,11 +15,21 @@
 #include <time.h>
 #include <unistd.h>
 
-static int64_t now_ms(void)
+static int64_t clock_ms(clockid_t id)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(id, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t h_now_ms(void)
+{
+    return clock_ms(CLOCK_MONOTONIC);
+}
+
+int64_t h_wall_ms(void)
+{
+    return clock_ms(CLOCK_REALTIME);
 }
 
 static bool port_free(int port)
@@ -35,8 +45,6 @@ static bool port_free(int port)
     return ok;
 }
 
-/* A port whose next 8 neighbours are free too: pvesim listens on a block
- * (entry, one port per node, control). */
 int h_free_port(void)
 {
     for (int attempt = 0; attempt < 200; attempt++) {
@@ -102,7 +110,7 @@ static bool sim_ready(int fd, int64_t deadline)
 {
     char acc[4096];
     size_t len = 0;
-    while (now_ms() < deadline) {
+    while (h_now_ms() < deadline) {
         struct timeval tv = {0, 100000};
         fd_set r;
         FD_ZERO(&r);
@@ -153,7 +161,7 @@ static pid_t sim_try(const char *bin, int port, const char *const *args)
     }
     close(p[1]);
     track(pid, p[0]);
-    if (sim_ready(p[0], now_ms() + 20000))
+    if (sim_ready(p[0], h_now_ms() + 20000))
         return pid;
     int st = 0;
     waitpid(pid, &st, 0);
@@ -181,13 +189,13 @@ void h_sim_stop(pid_t pid, bool expect_clean)
 {
     track(pid, -1);
     kill(pid, SIGTERM);
-    int64_t deadline = now_ms() + 10000;
+    int64_t deadline = h_now_ms() + 10000;
     int st = 0;
     for (;;) {
         pid_t r = waitpid(pid, &st, WNOHANG);
         if (r == pid)
             break;
-        if (now_ms() > deadline) {
+        if (h_now_ms() > deadline) {
             kill(pid, SIGKILL);
             waitpid(pid, &st, 0);
             fail_msg("pvesim did not stop on SIGTERM");
@@ -196,6 +204,48 @@ void h_sim_stop(pid_t pid, bool expect_clean)
     }
     if (expect_clean)
         assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
+pid_t h_sim_up(int *port, const struct h_sim_opts *o)
+{
+    char ver[16];
+    snprintf(ver, sizeof ver, "%d", o->pve_version);
+    const char *args[64];
+    int n = 0;
+    args[n++] = "--nodes";
+    args[n++] = o->nodes ? o->nodes : "sv1,sv2";
+    args[n++] = "--time-scale";
+    args[n++] = o->time_scale ? o->time_scale : "0.02";
+    args[n++] = "--auth-delay";
+    args[n++] = "0";
+    const char *pairs[][2] = {{"--token", o->token},
+                              {"--password", o->password},
+                              {"--log-level", o->log_level},
+                              {"--pve-version", o->pve_version ? ver : NULL}};
+    for (size_t i = 0; i < sizeof pairs / sizeof *pairs; i++)
+        if (pairs[i][1]) {
+            args[n++] = pairs[i][0];
+            args[n++] = pairs[i][1];
+        }
+    for (int i = 0; o->extra && o->extra[i]; i++) {
+        if (n >= 63)
+            fail_msg("too many pvesim arguments");
+        args[n++] = o->extra[i];
+    }
+    args[n] = NULL;
+    *port = h_free_port();
+    return h_sim_start(port, args); /* returns once every listener is up */
+}
+
+json_t *h_sim_ctl(int port, const char *method, const char *path, const char *json)
+{
+    struct h_resp r;
+    h_request(port, method, path, json ? "application/json" : NULL, json, NULL, &r);
+    if (r.status < 200 || r.status > 299)
+        fail_msg("%s %s -> %ld %s %s", method, path, r.status, r.reason, r.body);
+    json_t *j = r.json ? json_incref(r.json) : NULL;
+    h_resp_free(&r);
+    return j;
 }
 
 struct sink {
@@ -291,11 +341,44 @@ void h_resp_free(struct h_resp *r)
 
 bool h_wait(bool (*cond)(void *), void *arg, int deadline_ms)
 {
-    int64_t end = now_ms() + deadline_ms;
-    while (now_ms() < end) {
+    int64_t end = h_now_ms() + deadline_ms;
+    while (h_now_ms() < end) {
         if (cond(arg))
             return true;
         usleep(10000);
     }
     return cond(arg);
+}
+
+/* The first line of `f` into buf without its newline; false at EOF. */
+static bool read_line(FILE *f, char *buf, size_t len)
+{
+    if (!fgets(buf, (int)len, f))
+        return false;
+    buf[strcspn(buf, "\r\n")] = '\0';
+    return buf[0] != '\0';
+}
+
+bool h_pg_start(char *url, size_t url_len, char *dir, size_t dir_len)
+{
+    /* stderr passes through: the reason when the server does not start */
+    FILE *p = popen("/usr/bin/python3 -m lib.pg start", "r");
+    if (!p)
+        return false;
+    bool ok = read_line(p, url, url_len) && read_line(p, dir, dir_len);
+    int st = pclose(p);
+    return ok && st == 0 && strncmp(url, "postgresql://", 13) == 0;
+}
+
+bool h_pg_stop(const char *dir)
+{
+    pid_t pid = fork();
+    if (pid < 0)
+        return false;
+    if (pid == 0) {
+        execl("/usr/bin/python3", "python3", "-m", "lib.pg", "stop", dir, (char *)NULL);
+        _exit(127);
+    }
+    int st = 0;
+    return waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0;
 }

@@ -1,7 +1,8 @@
-/* Shared helpers of the core's tests: a pvesim cluster (sv1..sv5), a config
- * pointing at it, and a started core over a fresh SQLite store; plus
- * look-ups in pvesim's /_sim/state and in the store. Static inline so that
- * each test file takes what it uses (CMake links tests/harness.c only). */
+/* The core's test helpers, on the C harness (tests/harness.h): a pvesim
+ * cluster (sv1..sv5), a config pointing at it, and a started core over a
+ * fresh store (SQLite, or a schema in $PROXD_TEST_PG); plus look-ups in
+ * pvesim's /_sim/state and in the store. Static inline so that each test
+ * file takes what it uses (CMake links tests/harness.c only). */
 #ifndef TESTS_CORE_HARNESS_H
 #define TESTS_CORE_HARNESS_H
 
@@ -20,7 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define CH_TOKEN "root@pam!proxd=8a3c3c4e-0b8e-4a7b-9a52-1f0c2d3e4f50"
+#define CH_TOKEN "root@pam!proxd=" H_TOKEN_SECRET
 #define CH_KEY                                                                                     \
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFzq7NTAlFT4SImr0qHpVZ0HHVdVunThFP1ICflNG6d+ me@host"
 #define CH_NNODES 5
@@ -47,13 +48,6 @@ struct ch_env {
     struct fleet *fl;
     struct core *k;
 };
-
-static inline int64_t ch_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* The store the core runs on: a SQLite file in the test's directory, or,
  * when $PROXD_TEST_PG names a PostgreSQL database (test_core_pg.py starts a
@@ -139,21 +133,11 @@ static inline void ch_up(struct ch_env *e, const struct ch_opts *o)
     if (!o)
         o = &d;
     memset(e, 0, sizeof *e);
-    e->port = h_free_port(); /* with the block after it: one port per node */
-    char ver[8];
-    snprintf(ver, sizeof ver, "%d", o->pve_version ? o->pve_version : 9);
-    const char *args[] = {"--nodes",
-                          "sv1,sv2,sv3,sv4,sv5",
-                          "--token",
-                          CH_TOKEN,
-                          "--time-scale",
-                          o->time_scale ? o->time_scale : "0.005",
-                          "--auth-delay",
-                          "0",
-                          "--pve-version",
-                          ver,
-                          NULL};
-    e->pid = h_sim_start(&e->port, args);
+    struct h_sim_opts so = {.nodes = "sv1,sv2,sv3,sv4,sv5",
+                            .token = CH_TOKEN,
+                            .time_scale = o->time_scale ? o->time_scale : "0.005",
+                            .pve_version = o->pve_version ? o->pve_version : 9};
+    e->pid = h_sim_up(&e->port, &so);
     snprintf(e->dir, sizeof e->dir, "/tmp/proxd-core-XXXXXX");
     assert_non_null(mkdtemp(e->dir));
     char path[256];
@@ -223,11 +207,7 @@ static inline void ch_down(struct ch_env *e)
 
 static inline void ch_sim(struct ch_env *e, const char *method, const char *path, const char *json)
 {
-    struct h_resp r;
-    h_request(e->port, method, path, json ? "application/json" : NULL, json, NULL, &r);
-    if (r.status < 200 || r.status > 299)
-        fail_msg("%s %s: %ld %s", method, path, r.status, r.body);
-    h_resp_free(&r);
+    json_decref(h_sim_ctl(e->port, method, path, json));
 }
 
 /* A fault rule: kind error/task_error..., on `method` `path_re`. */
@@ -244,11 +224,7 @@ static inline void ch_fault(struct ch_env *e, const char *method, const char *pa
 
 static inline json_t *ch_state(struct ch_env *e)
 {
-    struct h_resp r;
-    h_request(e->port, "GET", "/_sim/state", NULL, NULL, NULL, &r);
-    assert_int_equal(r.status, 200);
-    json_t *j = json_incref(r.json);
-    h_resp_free(&r);
+    json_t *j = h_sim_ctl(e->port, "GET", "/_sim/state", NULL);
     assert_non_null(j);
     return j;
 }

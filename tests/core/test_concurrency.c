@@ -91,7 +91,7 @@ static int max_parallel_clones(json_t *state, const char *node)
 static void test_200_concurrent(void **unused)
 {
     (void)unused;
-    int64_t t0 = ch_now_ms();
+    int64_t t0 = h_now_ms();
     struct ch_env e;
     /* quarantine: a job that fails while others are still being submitted
      * (a loaded machine times calls out) must not hand its VMID to a later
@@ -115,7 +115,7 @@ static void test_200_concurrent(void **unused)
     }
     for (int t = 0; t < THREADS; t++)
         pthread_join(th[t], NULL);
-    int64_t t_submit = ch_now_ms();
+    int64_t t_submit = h_now_ms();
 
     /* distinct VMIDs at submission, each from its OS's range */
     int ids[TOTAL];
@@ -134,12 +134,12 @@ static void test_200_concurrent(void **unused)
 
     /* every job ends, enabled or failed with a reason */
     int done = 0, failed = 0;
-    int64_t deadline = ch_now_ms() + 90000;
+    int64_t deadline = h_now_ms() + 90000;
     for (int t = 0; t < THREADS; t++)
         for (int i = 0; i < PER_THREAD; i++) {
             struct submitted *s = &subs[t].out[i];
             enum job_state st;
-            long left = (long)(deadline - ch_now_ms());
+            long left = (long)(deadline - h_now_ms());
             if (core_wait_job(e.k, s->job, left > 0 ? left : 1, &st) != 0)
                 fail_msg("job %s (VMID %d) did not finish", s->job, s->vmid);
             struct job_rec j;
@@ -160,7 +160,7 @@ static void test_200_concurrent(void **unused)
             }
             job_rec_release(&j);
         }
-    int64_t t_done = ch_now_ms();
+    int64_t t_done = h_now_ms();
     assert_int_equal(done + failed, TOTAL);
     assert_true(done > TOTAL / 2);
 

@@ -19,18 +19,6 @@
 
 /* ---- environment: core_harness.h's, with the reconciler left to the tests */
 
-static int64_t now_ms(void)
-{
-    return ch_now_ms();
-}
-
-static int64_t wall_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void up(struct ch_env *e, const struct ch_opts *o)
 {
     struct ch_opts c = o ? *o : (struct ch_opts){0};
@@ -478,14 +466,14 @@ static void test_delete(void **unused)
     static struct unlocker u;
     u = (struct unlocker){e.port, locked, 600};
     pthread_t th;
-    int64_t t0 = now_ms();
+    int64_t t0 = h_now_ms();
     assert_int_equal(pthread_create(&th, NULL, unlock_later, &u), 0);
     do_delete(&e, locked, job);
     struct vm_rec v = live(&e, locked);
     assert_int_equal(v.state, VMS_DELETING);
     vm_rec_release(&v);
     expect_deleted(&e, locked, job);
-    assert_true(now_ms() - t0 >= u.after_ms);
+    assert_true(h_now_ms() - t0 >= u.after_ms);
     pthread_join(th, NULL);
 
     /* HA-managed: purged from HA with the VM */
@@ -547,11 +535,11 @@ static void test_delete(void **unused)
     e.cfg->quarantine_s = 2;
     do_delete(&e, next, job);
     expect_deleted(&e, next, job);
-    int64_t released_at = wall_now_ms();
+    int64_t released_at = h_wall_ms();
     int other = mk_vm(&e, "during-quarantine");
-    assert_true(wall_now_ms() - released_at < 2000); /* else the check above is moot */
+    assert_true(h_wall_ms() - released_at < 2000); /* else the check above is moot */
     assert_int_equal(other, next + 1);
-    while (wall_now_ms() < released_at + 2000 + 100)
+    while (h_wall_ms() < released_at + 2000 + 100)
         usleep(20 * 1000);
     assert_int_equal(mk_vm(&e, "after-quarantine"), next);
     down(&e);
@@ -562,7 +550,7 @@ static void test_delete(void **unused)
  * its "call" event `age_ms` old, the lease held until the test lets it go. */
 static void resume_reboot(struct ch_env *e, int vmid, int64_t age_ms, char job[40])
 {
-    struct job_rec j = {.state = JOB_RUNNING, .vmid = vmid, .lease_until = wall_now_ms() + 3600000};
+    struct job_rec j = {.state = JOB_RUNNING, .vmid = vmid, .lease_until = h_wall_ms() + 3600000};
     snprintf(j.kind, sizeof j.kind, "reboot");
     snprintf(j.owner, sizeof j.owner, "alice");
     snprintf(j.step, sizeof j.step, "call");

@@ -17,13 +17,6 @@
 
 #define JOB_MS 30000
 
-static int64_t wall_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void up(struct ch_env *e)
 {
     struct ch_opts c = {.reconcile_interval = 3600};
@@ -359,8 +352,8 @@ static void test_terminal_event(void **unused)
     action(&e, vm, ACT_STOP, job);
     struct ended_wait w = {&e, job};
     /* the stop happens; the job must not end while its event cannot be written */
-    int64_t t0 = wall_now_ms();
-    while (strcmp(sim_power(&e, vm, pw), "stopped") != 0 && wall_now_ms() - t0 < 10000)
+    int64_t t0 = h_wall_ms();
+    while (strcmp(sim_power(&e, vm, pw), "stopped") != 0 && h_wall_ms() - t0 < 10000)
         usleep(20000);
     assert_string_equal(pw, "stopped");
     if (h_wait(ended_silently, &w, 1500))
@@ -423,7 +416,7 @@ static void test_record_changed(void **unused)
     up(&e);
     int vm = mk_vm(&e, "rc-1");
     /* a job of another instance holds the VMID */
-    struct job_rec b = {.state = JOB_RUNNING, .vmid = vm, .lease_until = wall_now_ms() + 3600000};
+    struct job_rec b = {.state = JOB_RUNNING, .vmid = vm, .lease_until = h_wall_ms() + 3600000};
     snprintf(b.kind, sizeof b.kind, "update");
     snprintf(b.owner, sizeof b.owner, "alice");
     snprintf(b.step, sizeof b.step, "call");

@@ -105,7 +105,7 @@ static void test_slot_given_back(void **unused)
 /* Wait until the job's step is `step` and its UPID contains `upid_part`. */
 static void wait_step(struct ch_env *e, const char *id, const char *step, const char *upid_part)
 {
-    int64_t end = ch_now_ms() + JOB_MS;
+    int64_t end = h_now_ms() + JOB_MS;
     for (;;) {
         struct job_rec j;
         job_of(e, id, &j);
@@ -114,7 +114,7 @@ static void wait_step(struct ch_env *e, const char *id, const char *step, const 
         job_rec_release(&j);
         if (there)
             return;
-        if (st == JOB_DONE || st == JOB_FAILED || ch_now_ms() > end)
+        if (st == JOB_DONE || st == JOB_FAILED || h_now_ms() > end)
             fail_job(e, "wait_step", id);
         sleep_ms(5);
     }
@@ -447,13 +447,13 @@ static void test_node_death(void **unused)
     int64_t one = solo.finished_at - solo.created_at, sequential = one * DEATH_N;
     job_rec_release(&solo);
 
-    int64_t t0 = ch_now_ms();
+    int64_t t0 = h_now_ms();
     char(*djobs)[40] = jobs + 1;
     submit_n(&e, "death", DEATH_N, djobs);
     /* sv1 dies while clones run on it: refused first, then hanging */
     int64_t end = t0 + JOB_MS;
     while (running_clones(&e, "sv1") == 0) {
-        if (ch_now_ms() > end)
+        if (h_now_ms() > end)
             fail_msg("no clone ever ran on sv1");
         sleep_ms(5);
     }
@@ -466,7 +466,7 @@ static void test_node_death(void **unused)
         if (core_wait_job(e.k, djobs[i], DEATH_MS, &st) != 0)
             fail_job(&e, "never ended", djobs[i]);
     }
-    int64_t run_ms = ch_now_ms() - t0;
+    int64_t run_ms = h_now_ms() - t0;
     /* every creation ended done (other nodes have room); those caught on sv1
      * left it within the timeouts, not after a task that never ends */
     int64_t worst_failover = 0;
@@ -506,7 +506,7 @@ static void test_node_death(void **unused)
     /* sv1 comes back: what proxd made there for the creations that left
      * goes (the reconciler, every second here), and sv1 takes creations again */
     node_state(&e, "sv1", "online");
-    end = ch_now_ms() + DEATH_MS;
+    end = h_now_ms() + DEATH_MS;
     for (;;) {
         json_t *st = ch_state(&e);
         int on_sv1 = ch_count_vms(st, "sv1"),
@@ -515,13 +515,13 @@ static void test_node_death(void **unused)
         json_decref(st);
         if (on_sv1 == recorded && ch_sql(&e, "SELECT count(*) FROM leftovers") == 0)
             break;
-        if (ch_now_ms() > end)
+        if (h_now_ms() > end)
             fail_msg("sv1 still holds %d VMs, %d recorded", on_sv1, recorded);
         sleep_ms(100);
     }
-    int64_t t_back = ch_now_ms();
+    int64_t t_back = h_now_ms();
     while (!fleet_node_up(e.fl, "sv1")) {
-        if (ch_now_ms() > end)
+        if (h_now_ms() > end)
             fail_msg("sv1 is not used again");
         sleep_ms(50);
     }

@@ -196,7 +196,7 @@ static void run_failover(const struct failover *f)
     rq.ssh_keys = strdup(CH_KEY);
     char job[40];
     int vmid;
-    int64_t t0 = ch_now_ms();
+    int64_t t0 = h_now_ms();
     enum job_state st = ch_create_wait(&e, &rq, job, &vmid, JOB_MS);
     struct job_rec j;
     assert_int_equal(store_job_get(e.st, job, &j, NULL), 0);
@@ -216,7 +216,7 @@ static void run_failover(const struct failover *f)
     assert_int_equal(ch_count_vms(state, NULL), 1);
     check_vm(&e, state, vmid, "sv2", &rq, 20);
     json_decref(state);
-    print_message("[%s] failed over in %lld ms\n", f->label, (long long)(ch_now_ms() - t0));
+    print_message("[%s] failed over in %lld ms\n", f->label, (long long)(h_now_ms() - t0));
     /* a failure on sv1 after placement counts as a failover from sv1 (a
      * node skipped at placement is not one) */
     uint64_t fo[CFG_MAX_NODES];
@@ -233,7 +233,7 @@ static void run_failover(const struct failover *f)
          * sending anything to sv1 */
         struct vm_request rq2;
         ch_request(&rq2, "ubuntu", "fo-2", 1, 1024, 10);
-        t0 = ch_now_ms();
+        t0 = h_now_ms();
         st = ch_create_wait(&e, &rq2, job, &vmid, JOB_MS);
         assert_int_equal(store_job_get(e.st, job, &j, NULL), 0);
         if (st != JOB_DONE || strcmp(j.node, "sv2") != 0)
@@ -253,7 +253,7 @@ static void run_failover(const struct failover *f)
         assert_int_equal(ch_count_vms(state, "sv1"), 0);
         assert_int_equal(ch_count_vms(state, "sv2"), 2);
         json_decref(state);
-        print_message("[blackhole, 2nd] done in %lld ms\n", (long long)(ch_now_ms() - t0));
+        print_message("[blackhole, 2nd] done in %lld ms\n", (long long)(h_now_ms() - t0));
     }
     vm_request_release(&rq);
     ch_down(&e);

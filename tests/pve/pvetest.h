@@ -1,5 +1,6 @@
-/* Helpers shared by the libpve tests (header-only: every tests/pve/test_*.c
- * is its own binary). */
+/* libpve's test helpers, on the C harness (tests/harness.h): a two-node
+ * pvesim with both credentials, client configurations, log capture.
+ * Header-only: every tests/pve/test_*.c is its own binary. */
 #ifndef TESTS_PVE_PVETEST_H
 #define TESTS_PVE_PVETEST_H
 
@@ -19,7 +20,7 @@
 #include "pve/pve.h"
 
 #define T_TOKEN_ID "root@pam!ci"
-#define T_SECRET "8a3c3c4e-0b8e-4a7b-9a52-1f0c2d3e4f50"
+#define T_SECRET H_TOKEN_SECRET
 #define T_TOKEN T_TOKEN_ID "=" T_SECRET
 #define T_PASSWORD "s3cr3t-Pa55word"
 
@@ -33,15 +34,13 @@ struct tsim {
 /* Start pvesim fast and quiet with both credentials; extra args appended. */
 static inline void tsim_start(struct tsim *s, const char *const *extra)
 {
-    const char *args[40] = {"--time-scale", "0.02",     "--auth-delay", "0",
-                            "--log-level",  "error",    "--token",      T_TOKEN,
-                            "--password",   T_PASSWORD, "--nodes",      "sv1,sv2"};
-    int n = 12;
-    for (int i = 0; extra && extra[i] && n < 38; i++)
-        args[n++] = extra[i];
-    args[n] = NULL;
-    s->port = h_free_port();              /* with the block after it: entry, sv1, sv2 */
-    s->pid = h_sim_start(&s->port, args); /* returns once every listener is up */
+    struct h_sim_opts o = {.nodes = "sv1,sv2", /* with entry: a block of three */
+                           .token = T_TOKEN,
+                           .password = T_PASSWORD,
+                           .time_scale = "0.02",
+                           .log_level = "error",
+                           .extra = extra};
+    s->pid = h_sim_up(&s->port, &o);
     s->ctl = s->port;
     snprintf(s->host, sizeof s->host, "127.0.0.1:%d", s->port);
 }
@@ -68,13 +67,7 @@ static inline int t_own_teardown(void **state)
 static inline json_t *tsim_ctl(struct tsim *s, const char *method, const char *path,
                                const char *json)
 {
-    struct h_resp r;
-    h_request(s->ctl, method, path, json ? "application/json" : NULL, json, NULL, &r);
-    if (r.status < 200 || r.status > 299)
-        fail_msg("%s %s -> %ld %s", method, path, r.status, r.reason);
-    json_t *j = r.json ? json_incref(r.json) : NULL;
-    h_resp_free(&r);
-    return j;
+    return h_sim_ctl(s->ctl, method, path, json);
 }
 
 static inline void tsim_ctl0(struct tsim *s, const char *method, const char *path, const char *json)

@@ -10,7 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#define TOKEN "root@pam!ci=8a3c3c4e-0b8e-4a7b-9a52-1f0c2d3e4f50"
+#define TOKEN "root@pam!ci=" H_TOKEN_SECRET
 #define KEY1                                                                                       \
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFzq7NTAlFT4SImr0qHpVZ0HHVdVunThFP1ICflNG6d+ me@host"
 #define KEY2                                                                                       \
@@ -32,24 +32,14 @@ static void start(struct world *w, int version, bool ticket, bool standalone)
 {
     memset(w, 0, sizeof *w);
     w->version = version;
-    w->port = h_free_port();
-    char ver[8];
-    snprintf(ver, sizeof ver, "%d", version);
-    const char *args[] = {"--nodes",
-                          "sv1,sv2",
-                          "--password",
-                          "SECRET",
-                          "--token",
-                          TOKEN,
-                          "--time-scale",
-                          "0.01",
-                          "--auth-delay",
-                          "0",
-                          "--pve-version",
-                          ver,
-                          standalone ? "--standalone" : NULL,
-                          NULL};
-    w->pid = h_sim_start(&w->port, args); /* returns once every listener is up */
+    const char *standalone_arg[] = {"--standalone", NULL};
+    struct h_sim_opts o = {.nodes = "sv1,sv2",
+                           .token = TOKEN,
+                           .password = "SECRET",
+                           .time_scale = "0.01",
+                           .pve_version = version,
+                           .extra = standalone ? standalone_arg : NULL};
+    w->pid = h_sim_up(&w->port, &o);
     /* standalone: sv2 is on port+1; cluster: the entry port proxies to sv2 */
     char host[64];
     snprintf(host, sizeof host, "127.0.0.1:%d", standalone ? w->port + 1 : w->port);

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define TOKEN "root@pam!ci=8a3c3c4e-0b8e-4a7b-9a52-1f0c2d3e4f50"
+#define TOKEN "root@pam!ci=" H_TOKEN_SECRET
 
 static int port;
 static pid_t pid;
@@ -16,10 +16,8 @@ static pid_t pid;
 static int setup(void **st)
 {
     (void)st;
-    port = h_free_port();
-    const char *args[] = {"--nodes", "sv1",          "--token", TOKEN, "--time-scale",
-                          "0.01",    "--auth-delay", "0",       NULL};
-    pid = h_sim_start(&port, args); /* returns once every listener is up */
+    struct h_sim_opts o = {.nodes = "sv1", .token = TOKEN, .time_scale = "0.01"};
+    pid = h_sim_up(&port, &o);
     return 0;
 }
 
