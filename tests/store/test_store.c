@@ -1737,128 +1737,21 @@ static void test_submit_processes(void **state)
 
 /* ---- the private PostgreSQL server ---------------------------------------- */
 
-/* Run argv (as the postgres user when we are root), output to `log`;
- * its exit status, or -1. */
-static int pg_run(const char *const *argv, const char *log)
-{
-    const char *full[16];
-    size_t n = 0;
-    if (geteuid() == 0) {
-        full[n++] = "runuser";
-        full[n++] = "-u";
-        full[n++] = "postgres";
-        full[n++] = "--";
-    }
-    for (size_t i = 0; argv[i] && n < 15; i++)
-        full[n++] = argv[i];
-    full[n] = NULL;
-    pid_t pid = fork();
-    if (pid < 0)
-        return -1;
-    if (pid == 0) {
-        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-            close(fd);
-        }
-        int nul = open("/dev/null", O_RDONLY);
-        if (nul >= 0)
-            dup2(nul, 0);
-        execvp(full[0], (char *const *)full);
-        _exit(127);
-    }
-    int st = 0;
-    if (waitpid(pid, &st, 0) != pid)
-        return -1;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-static void pg_show_log(const char *name)
-{
-    char *p = xasprintf("%s/%s", g_pg.dir, name);
-    FILE *fp = fopen(p, "r");
-    free(p);
-    if (!fp)
-        return;
-    char line[512];
-    while (fgets(line, sizeof line, fp))
-        print_message("[ pg log   ] %s", line);
-    fclose(fp);
-}
-
+/* The private server is tests/lib/pg.py's (h_pg_start), the one every
+ * test uses; here it gets one database, and each test a schema in it. */
 static int pg_group_setup(void **state)
 {
     (void)state;
     int64_t t0 = mono_ms();
-    /* the newest installed server, unless PROXD_TEST_PG_BIN says where */
-    const char *bin = getenv("PROXD_TEST_PG_BIN");
-    glob_t g = {0};
-    if (bin) {
-        snprintf(g_pg.bin, sizeof g_pg.bin, "%s", bin);
-    } else if (glob("/usr/lib/postgresql/*/bin/initdb", 0, NULL, &g) == 0 && g.gl_pathc > 0) {
-        snprintf(g_pg.bin, sizeof g_pg.bin, "%.*s", (int)(strlen(g.gl_pathv[g.gl_pathc - 1]) - 7),
-                 g.gl_pathv[g.gl_pathc - 1]);
-    }
-    globfree(&g);
-    char *initdb = xasprintf("%s/initdb", g_pg.bin);
-    char *pg_ctl = xasprintf("%s/pg_ctl", g_pg.bin);
-    char *data = NULL, *opts = NULL;
-    int rc = -1;
-    if (!g_pg.bin[0] || access(initdb, X_OK) != 0 || access(pg_ctl, X_OK) != 0) {
-        print_message("[ pg       ] no PostgreSQL server binaries (initdb, pg_ctl) in "
-                      "/usr/lib/postgresql/*/bin: install the postgresql package "
-                      "(scripts/deps.sh)\n");
-        goto out;
-    }
-    snprintf(g_pg.dir, sizeof g_pg.dir, "/tmp/proxd-pg-XXXXXX");
-    if (!mkdtemp(g_pg.dir))
-        goto out;
-    if (geteuid() == 0) {
-        /* initdb refuses root: the server runs as Debian's postgres user */
-        struct passwd *pw = getpwnam("postgres");
-        if (!pw || chown(g_pg.dir, pw->pw_uid, pw->pw_gid) != 0) {
-            print_message("[ pg       ] running as root needs the postgres user\n");
-            goto out;
-        }
-    }
-    data = xasprintf("%s/data", g_pg.dir);
-    char *ilog = xasprintf("%s/initdb.log", g_pg.dir);
-    const char *iargv[] = {initdb,  "-D", data,   "-U",        "proxd", "-A",
-                           "trust", "-E", "UTF8", "--no-sync", NULL};
-    int st = pg_run(iargv, ilog);
-    free(ilog);
-    if (st != 0) {
-        print_message("[ pg       ] initdb failed (%d)\n", st);
-        pg_show_log("initdb.log");
-        goto out;
-    }
-    char *slog = xasprintf("%s/server.log", g_pg.dir);
-    char *clog = xasprintf("%s/pg_ctl.log", g_pg.dir);
-    /* A port taken between h_free_port and the server's bind: try another. */
-    for (int attempt = 0; attempt < 3 && !g_pg.up; attempt++) {
-        g_pg.port = h_free_port();
-        free(opts);
-        /* TCP on loopback only, no Unix socket; durability is not tested */
-        opts = xasprintf("-c listen_addresses=127.0.0.1 -p %d -c unix_socket_directories='' "
-                         "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-                         "-c max_connections=200",
-                         g_pg.port);
-        const char *sargv[] = {pg_ctl, "-D", data, "-l", slog,    "-w",
-                               "-t",   "60", "-o", opts, "start", NULL};
-        g_pg.up = pg_run(sargv, clog) == 0;
-    }
-    free(slog);
-    free(clog);
+    char url[256];
+    g_pg.up = h_pg_start(url, sizeof url, g_pg.dir, sizeof g_pg.dir);
     if (!g_pg.up) {
-        print_message("[ pg       ] the server did not start\n");
-        pg_show_log("pg_ctl.log");
-        pg_show_log("server.log");
-        goto out;
+        print_message("[ pg       ] the server did not start (python3 -m lib.pg start)\n");
+        return -1;
     }
-    char *url = xasprintf("postgresql://proxd@127.0.0.1:%d/postgres", g_pg.port);
+    const char *colon = strrchr(url, ':');
+    g_pg.port = colon ? atoi(colon + 1) : 0;
     PGconn *pc = PQconnectdb(url);
-    free(url);
     PGresult *res = PQexec(pc, "CREATE DATABASE proxd_test");
     bool made = PQresultStatus(res) == PGRES_COMMAND_OK;
     if (!made)
@@ -1866,23 +1759,17 @@ static int pg_group_setup(void **state)
     PQclear(res);
     PQfinish(pc);
     if (!made)
-        goto out;
-    url = xasprintf("postgresql://proxd@127.0.0.1:%d/proxd_test", g_pg.port);
-    g_pg.admin = PQconnectdb(url);
-    free(url);
+        return -1;
+    char *db = xasprintf("postgresql://proxd@127.0.0.1:%d/proxd_test", g_pg.port);
+    g_pg.admin = PQconnectdb(db);
+    free(db);
     if (PQstatus(g_pg.admin) != CONNECTION_OK) {
         print_message("[ pg       ] cannot connect: %s", PQerrorMessage(g_pg.admin));
-        goto out;
+        return -1;
     }
     print_message("[ figures  ] PostgreSQL server (initdb + start) on 127.0.0.1:%d: %lld ms\n",
                   g_pg.port, (long long)(mono_ms() - t0));
-    rc = 0;
-out:
-    free(initdb);
-    free(pg_ctl);
-    free(data);
-    free(opts);
-    return rc;
+    return 0;
 }
 
 static int pg_group_teardown(void **state)
@@ -1890,26 +1777,9 @@ static int pg_group_teardown(void **state)
     (void)state;
     PQfinish(g_pg.admin);
     g_pg.admin = NULL;
-    if (g_pg.up) {
-        char *pg_ctl = xasprintf("%s/pg_ctl", g_pg.bin);
-        char *data = xasprintf("%s/data", g_pg.dir);
-        const char *argv[] = {pg_ctl, "-D", data, "-m", "immediate", "-w", "stop", NULL};
-        if (pg_run(argv, "/dev/null") != 0)
-            print_message("[ warning  ] pg_ctl stop failed\n");
-        g_pg.up = false;
-        free(pg_ctl);
-        free(data);
-    }
-    if (g_pg.dir[0]) {
-        const char *argv[] = {"rm", "-rf", g_pg.dir, NULL};
-        pid_t pid = fork();
-        if (pid == 0) {
-            execvp(argv[0], (char *const *)argv);
-            _exit(127);
-        }
-        if (pid > 0)
-            waitpid(pid, NULL, 0);
-    }
+    if (g_pg.up && !h_pg_stop(g_pg.dir))
+        print_message("[ warning  ] stopping the PostgreSQL server failed\n");
+    g_pg.up = false;
     return 0;
 }
 
