@@ -3,8 +3,11 @@ loopback ports, ready once it has printed its port map on stdout (one line
 per listener, then "fingerprint ..."), talked to with plain `requests`, and
 on a clean exit from `with Sim() as s:` checked for results that did not
 match the official schema (--check-returns)."""
+import json
+import os
 import subprocess
 import tempfile
+import weakref
 
 import requests
 import urllib3
@@ -22,13 +25,14 @@ class Sim:
     nodes: comma-separated node names; standalone: every node its own host;
     token_id/token_secret, password (None: no password login); check_returns:
     pvesim checks every result against the schema (off in benchmarks, it
-    costs CPU); log_level: pvesim's, None for its default; extra: more
-    arguments."""
+    costs CPU); log_level: pvesim's, None for its default; fleet: a fleet
+    file's content (a dict: nodes, storages, templates...), written to a
+    temporary file for --fleet; extra: more arguments."""
 
     def __init__(self, nodes="sv1,sv2,sv3,sv4,sv5", standalone=False, time_scale=0.02,
                  pve_version=None, extra=None, state_dir=None, auth_delay=0,
                  token_id=TOKEN_ID, token_secret=TOKEN_SECRET, password=PASSWORD,
-                 check_returns=True, log_level=None):
+                 check_returns=True, log_level=None, fleet=None):
         self.node_names = nodes.split(",")
         n = len(self.node_names)
         self.base = free_port_block(n + 2)
@@ -49,6 +53,8 @@ class Sim:
             args += ["--pve-version", str(pve_version)]
         if state_dir:
             args += ["--state-dir", state_dir]
+        if fleet is not None:
+            args += ["--fleet", self._fleet_file(fleet)]
         args += extra or []
         self.args = args
         self.proc = None
@@ -64,6 +70,13 @@ class Sim:
                     raise
                 self.base = free_port_block(n + 2)
                 self.args[self.args.index("--listen") + 1] = "127.0.0.1:%d" % self.base
+
+    def _fleet_file(self, fleet):
+        fd, path = tempfile.mkstemp(prefix="pvesim-fleet-", suffix=".json")
+        with os.fdopen(fd, "w") as f:
+            json.dump(fleet, f)
+        weakref.finalize(self, os.unlink, path)  # kept for restarts, gone with the Sim
+        return path
 
     def start(self):
         """Start pvesim and read its port map: self.ports {node: port},

@@ -55,12 +55,7 @@ def inventory(s, home, auth, facts=False):
 
 
 def fleet_sim():
-    f = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)
-    json.dump(FLEET, f)
-    f.close()
-    s = Sim(nodes="sv1,sv2,sv3", time_scale=0.01, extra=["--fleet", f.name])
-    os.unlink(f.name)
-    return s
+    return Sim(nodes="sv1,sv2,sv3", time_scale=0.01, fleet=FLEET)
 
 
 def clone(s, node, src, newid, **extra):

@@ -5,7 +5,6 @@ configuration and a storage's volumes, pools and membership from clone's
 template names. Good and bad input; every answer checked against the schema
 (--check-returns) and nothing refused."""
 import json
-import os
 import tempfile
 
 from lib.cases import case, finish
@@ -28,12 +27,7 @@ FLEET = {
 
 
 def fleet_sim(version=9, **kw):
-    f = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)
-    json.dump(FLEET, f)
-    f.close()
-    s = Sim(nodes="sv1,sv2,sv3", time_scale=0.01, pve_version=version, extra=["--fleet", f.name], **kw)
-    os.unlink(f.name)
-    return s
+    return Sim(nodes="sv1,sv2,sv3", time_scale=0.01, pve_version=version, fleet=FLEET, **kw)
 
 
 def expect500(r, msg):

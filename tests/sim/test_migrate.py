@@ -5,10 +5,7 @@ over the link in a time that follows their size, target storages
 HA-managed VMs, and PVE's refusals (running without online, attached local
 disks without with-local-disks, linked clones, snapshots, local devices,
 missing storages, target offline, standalone hosts, bad input)."""
-import json
-import os
 import re
-import tempfile
 import time
 
 from lib.cases import case, finish
@@ -150,16 +147,9 @@ FLEET = {"nodes": [
     {"name": "sv3"}]}
 
 
-def fleet_file():
-    fd, path = tempfile.mkstemp(suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(FLEET, f)
-    return path
-
-
 @case
 def target_storages():
-    with Sim(nodes="sv1,sv2,sv3", time_scale=0.01, extra=["--fleet", fleet_file()]) as s:
+    with Sim(nodes="sv1,sv2,sv3", time_scale=0.01, fleet=FLEET) as s:
         clone(s, 100)
         pre = s.data("GET", "/nodes/sv1/qemu/100/migrate")
         assert pre["allowed_nodes"] == ["sv3"], pre

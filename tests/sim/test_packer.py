@@ -43,10 +43,7 @@ def build(s, home, extra=None):
 def proxmox_clone_build_ends_in_a_template():
     assert shutil.which("packer"), "packer missing (scripts/deps.sh installs it)"
     home = tempfile.mkdtemp()
-    fleet = os.path.join(home, "fleet.json")
-    with open(fleet, "w") as f:
-        json.dump(FLEET, f)
-    with Sim(nodes="sv1,sv2", time_scale=0.01, extra=["--fleet", fleet]) as s:
+    with Sim(nodes="sv1,sv2", time_scale=0.01, fleet=FLEET) as s:
         r = build(s, home)
         assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-3000:]
         assert "Converting VM to template" in r.stdout, r.stdout[-3000:]

@@ -5,7 +5,6 @@ PVE's errors (reserved and duplicate names, missing snapshots, locked VMs),
 snapshot configs, bad input refused by the schema, and snapshots kept across a
 restart with --state-dir. Also the conversion to a template (qmtemplate)."""
 import json
-import os
 import tempfile
 
 from lib.cases import case, finish
@@ -130,16 +129,9 @@ FLEET = {"nodes": [{"name": "sv1", "storages": [
     {"id": "thick", "type": "lvm", "content": "images,rootdir", "total_gb": 512}]}]}
 
 
-def fleet_file():
-    fd, path = tempfile.mkstemp(suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(FLEET, f)
-    return path
-
-
 @case
 def task_errors():
-    with Sim(nodes="sv1", time_scale=0.01, extra=["--fleet", fleet_file()]) as s:
+    with Sim(nodes="sv1", time_scale=0.01, fleet=FLEET) as s:
         clone(s, 100)
         ok(snap(s, 100, "s1"))
         failed(snap(s, 100, "s1"), "snapshot name 's1' already used")

@@ -262,59 +262,53 @@ def fleet_file():
         "templates": [{"os": "rocky", "vmid": 9000, "disk_gb": 20, "memory_mb": 1024, "cores": 1},
                       {"os": "alpine"}],
     }
-    with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
-        json.dump(fleet, f)
-        f.flush()
-        with Sim(nodes="alpha,beta,gamma", extra=["--fleet", f.name]) as s:
-            nodes = by_name(s.data("GET", "/nodes"))
-            assert sorted(nodes) == ["alpha", "beta", "gamma"]
-            assert nodes["alpha"]["maxcpu"] == 8 and nodes["alpha"]["maxmem"] == 32 * GiB
-            assert nodes["beta"]["maxcpu"] == 32 and nodes["beta"]["maxmem"] == 256 * GiB
-            st = by_name(s.data("GET", "/nodes/alpha/storage"), "storage")
-            assert sorted(st) == ["local-lvm", "nfs1"], st
-            assert st["nfs1"]["total"] == 2000 * GiB and st["nfs1"]["shared"] == 1
-            assert st["nfs1"]["type"] == "nfs" and st["nfs1"]["used"] == 500 * GiB
-            assert st["local-lvm"]["total"] == 200 * GiB
-            # beta has the default storages
-            assert sorted(by_name(s.data("GET", "/nodes/beta/storage"), "storage")) == \
-                ["local", "local-lvm"]
-            assert s.data("GET", "/nodes/alpha/storage/nfs1/status")["total"] == 2000 * GiB
-            # the explicit template VMID exists once, on the first node; the other per node
-            alpha = {v["vmid"]: v for v in s.data("GET", "/nodes/alpha/qemu")}
-            beta = {v["vmid"]: v for v in s.data("GET", "/nodes/beta/qemu")}
-            assert sorted(alpha) == [8001, 9000] and sorted(beta) == [8011], (alpha, beta)
-            conf = s.data("GET", "/nodes/alpha/qemu/9000/config")
-            assert conf["name"] == "tpl-rocky" and conf["cores"] == 1 and conf["memory"] == "1024"
-            assert conf["scsi0"].endswith(",size=20G") and conf["template"] == 1, conf
-            res = s.data("GET", "/cluster/resources", params={"type": "storage"})
-            assert {e["id"] for e in res} == {"storage/alpha/local-lvm", "storage/alpha/nfs1",
-                                              "storage/beta/local", "storage/beta/local-lvm",
-                                              "storage/gamma/tank"}
-            # without local-lvm, a node's templates live on its storage for images
-            conf = s.data("GET", "/nodes/gamma/qemu/8021/config")
-            assert conf["scsi0"] == "tank:base-8021-disk-0,size=10G", conf
-            assert conf["ide2"].startswith("tank:vm-8021-cloudinit,"), conf
-            upid = s.data("POST", "/nodes/gamma/qemu/8021/clone", data={"newid": 121, "full": 1})
-            assert s.wait_task("gamma", upid)["exitstatus"] == "OK"
-            assert s.data("GET", "/nodes/gamma/qemu/121/config")["scsi0"] == \
-                "tank:vm-121-disk-0,size=10G"
-            tank = s.data("GET", "/nodes/gamma/storage/tank/status")
-            assert 20 * GiB <= tank["used"] < 21 * GiB, tank
-            # a full clone of the template onto the shared storage
-            upid = s.data("POST", "/nodes/alpha/qemu/9000/clone",
-                          data={"newid": 120, "full": 1, "storage": "nfs1"})
-            assert s.wait_task("alpha", upid)["exitstatus"] == "OK"
-            assert s.data("GET", "/nodes/alpha/qemu/120/config")["scsi0"].startswith("nfs1:")
-            assert s.data("GET", "/nodes/alpha/storage/nfs1/status")["used"] == 520 * GiB
+    with Sim(nodes="alpha,beta,gamma", fleet=fleet) as s:
+        nodes = by_name(s.data("GET", "/nodes"))
+        assert sorted(nodes) == ["alpha", "beta", "gamma"]
+        assert nodes["alpha"]["maxcpu"] == 8 and nodes["alpha"]["maxmem"] == 32 * GiB
+        assert nodes["beta"]["maxcpu"] == 32 and nodes["beta"]["maxmem"] == 256 * GiB
+        st = by_name(s.data("GET", "/nodes/alpha/storage"), "storage")
+        assert sorted(st) == ["local-lvm", "nfs1"], st
+        assert st["nfs1"]["total"] == 2000 * GiB and st["nfs1"]["shared"] == 1
+        assert st["nfs1"]["type"] == "nfs" and st["nfs1"]["used"] == 500 * GiB
+        assert st["local-lvm"]["total"] == 200 * GiB
+        # beta has the default storages
+        assert sorted(by_name(s.data("GET", "/nodes/beta/storage"), "storage")) == \
+            ["local", "local-lvm"]
+        assert s.data("GET", "/nodes/alpha/storage/nfs1/status")["total"] == 2000 * GiB
+        # the explicit template VMID exists once, on the first node; the other per node
+        alpha = {v["vmid"]: v for v in s.data("GET", "/nodes/alpha/qemu")}
+        beta = {v["vmid"]: v for v in s.data("GET", "/nodes/beta/qemu")}
+        assert sorted(alpha) == [8001, 9000] and sorted(beta) == [8011], (alpha, beta)
+        conf = s.data("GET", "/nodes/alpha/qemu/9000/config")
+        assert conf["name"] == "tpl-rocky" and conf["cores"] == 1 and conf["memory"] == "1024"
+        assert conf["scsi0"].endswith(",size=20G") and conf["template"] == 1, conf
+        res = s.data("GET", "/cluster/resources", params={"type": "storage"})
+        assert {e["id"] for e in res} == {"storage/alpha/local-lvm", "storage/alpha/nfs1",
+                                          "storage/beta/local", "storage/beta/local-lvm",
+                                          "storage/gamma/tank"}
+        # without local-lvm, a node's templates live on its storage for images
+        conf = s.data("GET", "/nodes/gamma/qemu/8021/config")
+        assert conf["scsi0"] == "tank:base-8021-disk-0,size=10G", conf
+        assert conf["ide2"].startswith("tank:vm-8021-cloudinit,"), conf
+        upid = s.data("POST", "/nodes/gamma/qemu/8021/clone", data={"newid": 121, "full": 1})
+        assert s.wait_task("gamma", upid)["exitstatus"] == "OK"
+        assert s.data("GET", "/nodes/gamma/qemu/121/config")["scsi0"] == \
+            "tank:vm-121-disk-0,size=10G"
+        tank = s.data("GET", "/nodes/gamma/storage/tank/status")
+        assert 20 * GiB <= tank["used"] < 21 * GiB, tank
+        # a full clone of the template onto the shared storage
+        upid = s.data("POST", "/nodes/alpha/qemu/9000/clone",
+                      data={"newid": 120, "full": 1, "storage": "nfs1"})
+        assert s.wait_task("alpha", upid)["exitstatus"] == "OK"
+        assert s.data("GET", "/nodes/alpha/qemu/120/config")["scsi0"].startswith("nfs1:")
+        assert s.data("GET", "/nodes/alpha/storage/nfs1/status")["used"] == 520 * GiB
     # a broken fleet file: pvesim refuses to start with a clear error
-    with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
-        f.write('{"nodes": []}')
-        f.flush()
-        try:
-            Sim(nodes="x", extra=["--fleet", f.name])
-            raise AssertionError("pvesim started with an empty fleet")
-        except RuntimeError as e:
-            assert "'nodes' must be a non-empty array" in str(e), str(e)
+    try:
+        Sim(nodes="x", fleet={"nodes": []})
+        raise AssertionError("pvesim started with an empty fleet")
+    except RuntimeError as e:
+        assert "'nodes' must be a non-empty array" in str(e), str(e)
 
 
 @case
