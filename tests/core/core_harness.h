@@ -8,6 +8,7 @@
 
 #include "harness.h"
 
+#include "common/log.h"
 #include "core/core.h"
 #include "pve/pve.h"
 
@@ -110,6 +111,15 @@ static inline int64_t ch_sql(const struct ch_env *e, const char *sql)
     assert_int_equal(pclose(p), 0);
     unlink(path);
     return v;
+}
+
+/* A test binary's start: libpve's global state, and the log level from
+ * $PROXD_TEST_LOG (default warn). */
+static inline void ch_main_init(void)
+{
+    pve_global_init();
+    const char *lvl = getenv("PROXD_TEST_LOG");
+    log_set_level(lvl ? (enum log_level)log_level_parse(lvl) : LOG_WARN);
 }
 
 static inline bool ch_fleet_ready(void *fl)

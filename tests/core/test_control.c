@@ -77,19 +77,6 @@ static json_t *sim_state(int port)
     return j;
 }
 
-/* The VM in a state (borrowed), or NULL. */
-static json_t *state_vm(json_t *state, int vmid)
-{
-    size_t i;
-    json_t *v;
-    json_array_foreach(json_object_get(state, "vms"), i, v)
-    {
-        if (json_integer_value(json_object_get(v, "vmid")) == vmid)
-            return v;
-    }
-    return NULL;
-}
-
 /* Facts about one VM on pvesim, copied out of a fresh state. */
 struct simvm {
     bool exists;
@@ -110,7 +97,7 @@ static struct simvm sim_vm(int port, int vmid)
 {
     struct simvm s = {0};
     json_t *st = sim_state(port);
-    json_t *v = state_vm(st, vmid);
+    json_t *v = ch_state_vm(st, vmid);
     if (v) {
         s.exists = true;
         json_t *conf = json_object_get(v, "conf");

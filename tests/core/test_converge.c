@@ -548,9 +548,7 @@ static void test_node_death(void **unused)
 
 int main(void)
 {
-    pve_global_init();
-    const char *lvl = getenv("PROXD_TEST_LOG");
-    log_set_level(lvl ? (enum log_level)log_level_parse(lvl) : LOG_WARN);
+    ch_main_init();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_slot_given_back),      cmocka_unit_test(test_cleanup_read_retried),
         cmocka_unit_test(test_cleanup_left_durable), cmocka_unit_test(test_clone_status_unseen),
