@@ -31,9 +31,6 @@ BENCH_WORKERS (proxd's default), BENCH_N_REAL (20; 0 skips part 2).
 """
 import json
 import os
-import signal
-import socket
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -41,14 +38,15 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import requests
-import urllib3
-
-urllib3.disable_warnings()
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PVESIM = os.environ.get("PVESIM", os.path.join(ROOT, "build", "pvesim"))
-PROXD = os.environ.get("PROXD", os.path.join(os.path.dirname(PVESIM), "proxd"))
+os.environ.setdefault("PVESIM", os.path.join(ROOT, "build", "pvesim"))
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+from lib import db as dbq  # noqa: E402
+from lib.env import PROXD, PVESIM  # noqa: E402
+from lib.proxd import Daemon, cluster_config  # noqa: E402
+from lib.sim import Sim  # noqa: E402
+from lib.wait import wait_for  # noqa: E402
+
 TS = float(os.environ.get("BENCH_TIME_SCALE", "0.02"))
 N = int(os.environ.get("BENCH_N", "200"))
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
@@ -67,121 +65,22 @@ RESULTS = os.path.join(ROOT, "bench", "results", "create.txt")
 out_lines = []
 
 
-
-def _free_port():
-    """proxd serves its API too: each test's daemon needs its own port."""
-    import socket
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
 def say(line=""):
     print(line, flush=True)
     out_lines.append(line)
 
 
-def schema_env():
-    # pvesim finds its bundled schema data itself (beside the binary, or
-    # PVESIM_SCHEMA_DIR when set); nothing outside the repository is read.
-    return dict(os.environ)
-
-
-def free_port_block(n):
-    for _ in range(200):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        base = s.getsockname()[1]
-        s.close()
-        if base + n >= 65000:
-            continue
-        ok = True
-        for p in range(base, base + n):
-            t = socket.socket()
-            try:
-                t.bind(("127.0.0.1", p))
-            except OSError:
-                ok = False
-            finally:
-                t.close()
-            if not ok:
-                break
-        if ok:
-            return base
-    raise RuntimeError("no free port block")
-
-
-def wait_for(cond, deadline, interval, what):
-    end = time.monotonic() + deadline
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() > end:
-            raise RuntimeError("timed out waiting for " + what)
-        time.sleep(interval)
-
-
-class Sim:
-    def __init__(self, ts=None):
-        ts = TS if ts is None else ts
-        self.base = free_port_block(len(NODES) + 2)
-        self.errlog = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(
-            [PVESIM, "--listen", "127.0.0.1:%d" % self.base, "--nodes", ",".join(NODES),
-             "--token", TOKEN, "--time-scale", str(ts), "--auth-delay", "0", "--log-level", "error"],
-            stdout=subprocess.PIPE, stderr=self.errlog, text=True, env=schema_env())
-        while True:
-            line = self.proc.stdout.readline()
-            if not line:
-                self.errlog.seek(0)
-                raise RuntimeError("pvesim exited early: " + self.errlog.read().decode()[-2000:])
-            if line.startswith("fingerprint"):
-                break
-        self.s = requests.Session()
-
-    def ctl(self, method, path, body=None):
-        r = self.s.request(method, "https://127.0.0.1:%d/_sim%s" % (self.base, path), json=body,
-                           verify=False, timeout=30)
-        assert r.status_code in (200, 201), (method, path, r.status_code, r.text)
-        return r.json()
-
-    def api(self, path):
-        r = self.s.get("https://127.0.0.1:%d/api2/json%s" % (self.base, path), verify=False,
-                       timeout=30, headers={"Authorization": "PVEAPIToken=" + TOKEN})
-        assert r.status_code == 200, (path, r.status_code, r.text)
-        return r.json()["data"]
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc.stdout.close()
-
-
 def write_config(path, db, entry, placement=None):
-    lines = ["[proxd]", "listen = 127.0.0.1:%d" % _free_port(), "database = sqlite:%s" % db,
-             "log_level = info"]
-    if placement:
-        lines.append("placement = " + placement)
-    if WORKERS:
-        lines.append("workers = %d" % WORKERS)
-    lines += ["",
-             "[proxmox]", "token = " + TOKEN, "verify_tls = no", "",
-             "[os ubuntu]", "vmid_range = 1000-1999", "", "[os centos]", "vmid_range = 2000-2999", "",
-             "[os windows]", "vmid_range = 3000-3999", "", "[os debian]", "vmid_range = 4000-4999", ""]
-    for i, n in enumerate(NODES):
-        lines += ["[node %s]" % n, "host = 127.0.0.1:%d" % entry, "cluster = pvesim",
-                  "storage = local-lvm"]
-        lines += ["template.%s = %d" % (o, 8000 + 10 * i + k) for o, k in OS_INDEX.items()]
-        lines.append("")
-    with open(path, "w") as f:
-        f.write("\n".join(lines))
+    cluster_config(path, db, entry, token=TOKEN, placement=placement, workers=WORKERS or None,
+                   proxmox_extra=())
+
+
+def start_sim(ts=None):
+    """pvesim as fast and quiet as it goes: no schema check of results, no
+    password, log level error."""
+    return Sim(nodes=",".join(NODES), time_scale=TS if ts is None else ts,
+               token_id=TOKEN.split("=")[0], token_secret=TOKEN.split("=")[1], password=None,
+               check_returns=False, log_level="error")
 
 
 class World:
@@ -191,15 +90,15 @@ class World:
         self.tmp = tempfile.TemporaryDirectory(prefix="proxd-bench-")
         self.db = os.path.join(self.tmp.name, "proxd.db")
         self.conf = os.path.join(self.tmp.name, "proxd.conf")
-        self.sim = Sim(ts)
+        self.sim = start_sim(ts)
         for n, mb in zip(NODES, bandwidths or []):
             # room for every VM on any node: this scenario is about bandwidth,
             # room for every VM on any node (memory, storage): this scenario is
             # about bandwidth, and a fast node must not fill up at 46 VMs
             self.sim.ctl("POST", "/nodes/" + n, {"bandwidth_mb": mb, "memory_gb": 256,
                                                  "storage_gb": {"local-lvm": 4096}})
-        write_config(self.conf, self.db, self.sim.base, placement)
-        self.daemon = None
+        write_config(self.conf, self.db, self.sim.entry, placement)
+        self.daemon = Daemon(self.conf, self.tmp.name)
 
     def create(self, name, os_name="ubuntu", disk=20):
         r = subprocess.run([PROXD, "create", "--config", self.conf, "--os", os_name, "--name", name,
@@ -210,22 +109,16 @@ class World:
         return json.loads(r.stdout)["job"]
 
     def start(self):
-        self.log = open(os.path.join(self.tmp.name, "proxd.log"), "ab")
-        self.daemon = subprocess.Popen([PROXD, "--config", self.conf], stdout=self.log,
-                                       stderr=subprocess.STDOUT)
+        self.daemon.start()
 
     def cpu_s(self):
-        with open("/proc/%d/stat" % self.daemon.pid) as f:
+        with open("/proc/%d/stat" % self.daemon.proc.pid) as f:
             fields = f.read().rsplit(")", 1)[1].split()
         # fields[0] is field 3 (state): utime is field 14, stime 15
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def jobs(self, ids=None):
-        c = sqlite3.connect(self.db, timeout=30)
-        try:
-            rows = c.execute("SELECT id, state, node, created_at, finished_at FROM jobs").fetchall()
-        finally:
-            c.close()
+        rows = dbq.query(self.db, "SELECT id, state, node, created_at, finished_at FROM jobs")
         js = {r[0]: {"state": r[1], "node": r[2], "created": r[3], "finished": r[4]} for r in rows}
         return {k: v for k, v in js.items() if ids is None or k in ids}
 
@@ -236,14 +129,12 @@ class World:
         return wait_for(done, deadline, 0.05, "%d jobs" % len(ids))
 
     def close(self):
-        if self.daemon and self.daemon.poll() is None:
-            self.daemon.send_signal(signal.SIGTERM)
+        if self.daemon.alive():
             try:
-                self.daemon.wait(60)
-            except subprocess.TimeoutExpired:
-                self.daemon.kill()
-                self.daemon.wait()
-        self.sim.stop()
+                self.daemon.stop()
+            except AssertionError as e:
+                say("warning: %s" % str(e).splitlines()[0])
+        self.sim.stop(check_clean=False)
         self.tmp.cleanup()
 
 
@@ -316,7 +207,7 @@ def throughput_run(run, label="", n=None, bandwidths=None, oses=("ubuntu",), ts=
         ttr = [j["finished"] / 1000.0 - t0 for j in done.values()]
         task_s = 0.0
         for nd in NODES:
-            for t in w.sim.api("/nodes/%s/tasks?limit=%d" % (nd, 10 * n)):
+            for t in w.sim.data("GET", "/nodes/%s/tasks?limit=%d" % (nd, 10 * n)):
                 if t.get("endtime") and t.get("type") in ("qmclone", "qmresize", "resize",
                                                            "qmstart", "qmconfig"):
                     task_s += t["endtime"] - t["starttime"]

@@ -42,10 +42,11 @@ import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+os.environ.setdefault("PVESIM", os.path.join(ROOT, "build", "pvesim"))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 from lib import fleet as simfleet  # noqa: E402
+from lib.sim import Sim  # noqa: E402
 
-PVESIM = os.environ.get("PVESIM", os.path.join(ROOT, "build", "pvesim"))
 RUNS = int(os.environ.get("BENCH_SIM_RUNS", "3"))
 DURATION = os.environ.get("BENCH_SIM_DURATION", "10s")
 THREADS = int(os.environ.get("BENCH_SIM_THREADS", "2"))
@@ -70,38 +71,17 @@ def say(line=""):
     out_lines.append(line)
 
 
-def schema_env():
-    env = dict(os.environ)
-    if "PVESIM_SCHEMA_DIR" not in env:
-        for d in (os.path.join(os.path.dirname(PVESIM), "share", "pve-apidoc"),
-                  os.path.join(ROOT, "..", "shared", "pve-apidoc")):
-            if os.path.isdir(d):
-                env["PVESIM_SCHEMA_DIR"] = os.path.abspath(d)
-                break
-    return env
+class BenchSim(Sim):
+    """lib.sim's pvesim on a fleet and state file, timed from exec to its
+    port map (self.startup), with the process's memory and CPU, and GETs
+    through http.client."""
 
-
-class Sim:
-    def __init__(self, fleet, state_dir, n_nodes):
-        self.errlog = tempfile.TemporaryFile()
+    def __init__(self, fleet, state_dir):
         t0 = time.monotonic()
-        self.proc = subprocess.Popen(
-            [PVESIM, "--listen", "127.0.0.1:0", "--fleet", fleet, "--state-dir", state_dir,
-             "--token", "%s=%s" % (TOKEN_ID, TOKEN_SECRET), "--time-scale", "0.02",
-             "--check-returns"],
-            stdout=subprocess.PIPE, stderr=self.errlog, text=True, env=schema_env())
-        self.port = None
-        while True:
-            line = self.proc.stdout.readline()
-            if not line:
-                self.errlog.seek(0)
-                raise RuntimeError("pvesim exited early: " + self.errlog.read().decode()[-2000:])
-            parts = line.split()
-            if parts[0] == "cluster":
-                self.port = int(parts[1].rsplit(":", 1)[1])
-            if parts[0] == "fingerprint":
-                break
+        super().__init__(nodes=None, time_scale=0.02, state_dir=state_dir, token_id=TOKEN_ID,
+                         token_secret=TOKEN_SECRET, password=None, extra=["--fleet", fleet])
         self.startup = time.monotonic() - t0
+        self.port = self.entry
 
     def rss(self):
         with open("/proc/%d/status" % self.proc.pid) as f:
@@ -130,13 +110,7 @@ class Sim:
         return body
 
     def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc.stdout.close()
+        Sim.stop(self, check_clean=False, timeout=60)
 
 
 def wrk(sim, path):
@@ -221,7 +195,7 @@ def violations(sim):
 
 def part_small(work):
     fleet, state_dir, nodes = simfleet.write(os.path.join(work, "small"), SMALL, 5)
-    sim = Sim(fleet, state_dir, 5)
+    sim = BenchSim(fleet, state_dir)
     try:
         say("%d VMs on %d nodes: start-up %.2f s (pvesim CPU %.2f s), VmRSS %.0f MiB" % (
             SMALL, len(nodes), sim.startup, sim.cpu_s(), sim.rss() / MiB))
@@ -246,7 +220,7 @@ def part_small(work):
 
 def part_big(work):
     fleet, state_dir, nodes = simfleet.write(os.path.join(work, "big"), BIG, BIG_NODES)
-    sim = Sim(fleet, state_dir, BIG_NODES)
+    sim = BenchSim(fleet, state_dir)
     try:
         say("%d VMs on %d nodes: start-up %.2f s (pvesim CPU %.2f s)  %s, VmRSS %.0f MiB" % (
             BIG, len(nodes), sim.startup, sim.cpu_s(), "PASS" if sim.startup < 5 else "FAIL (target < 5 s)",

@@ -22,7 +22,9 @@ urllib3.disable_warnings()
 class Sim:
     """A running pvesim. Use as a context manager.
 
-    nodes: comma-separated node names; standalone: every node its own host;
+    nodes: comma-separated node names, or None for the fleet file's (then
+    pvesim picks its ports itself, --listen 127.0.0.1:0); standalone: every
+    node its own host;
     token_id/token_secret, password (None: no password login); check_returns:
     pvesim checks every result against the schema (off in benchmarks, it
     costs CPU); log_level: pvesim's, None for its default; fleet: a fleet
@@ -33,12 +35,14 @@ class Sim:
                  pve_version=None, extra=None, state_dir=None, auth_delay=0,
                  token_id=TOKEN_ID, token_secret=TOKEN_SECRET, password=PASSWORD,
                  check_returns=True, log_level=None, fleet=None):
-        self.node_names = nodes.split(",")
+        self.node_names = nodes.split(",") if nodes else []
         n = len(self.node_names)
-        self.base = free_port_block(n + 2)
+        self.base = free_port_block(n + 2) if nodes else 0
         self.standalone = standalone
         self.token_id, self.token_secret = token_id, token_secret
-        args = [PVESIM, "--listen", "127.0.0.1:%d" % self.base, "--nodes", nodes]
+        args = [PVESIM, "--listen", "127.0.0.1:%d" % self.base]
+        if nodes:
+            args += ["--nodes", nodes]
         if password is not None:
             args += ["--password", password]
         args += ["--token", "%s=%s" % (token_id, token_secret),
@@ -66,7 +70,7 @@ class Sim:
                 self.start()
                 break
             except RuntimeError:
-                if attempt == 4 or state_dir:
+                if attempt == 4 or state_dir or not nodes:
                     raise
                 self.base = free_port_block(n + 2)
                 self.args[self.args.index("--listen") + 1] = "127.0.0.1:%d" % self.base
@@ -102,13 +106,14 @@ class Sim:
         self.errlog.seek(0)
         return self.errlog.read().decode(errors="replace")
 
-    def stop(self, check_clean=True):
-        """SIGTERM; a pvesim that does not stop within 15 s is killed and is
-        an error, and so is (with check_clean) a non-zero exit status."""
+    def stop(self, check_clean=True, timeout=15):
+        """SIGTERM; a pvesim that does not stop within timeout seconds is
+        killed and is an error, and so is (with check_clean) a non-zero exit
+        status."""
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(15)
+                self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
