@@ -29,18 +29,19 @@ class Sim:
     pvesim checks every result against the schema (off in benchmarks, it
     costs CPU); log_level: pvesim's, None for its default; fleet: a fleet
     file's content (a dict: nodes, storages, templates...), written to a
-    temporary file for --fleet; extra: more arguments."""
+    temporary file for --fleet; binary: another pvesim (a benchmark's
+    baseline); extra: more arguments."""
 
     def __init__(self, nodes="sv1,sv2,sv3,sv4,sv5", standalone=False, time_scale=0.02,
                  pve_version=None, extra=None, state_dir=None, auth_delay=0,
                  token_id=TOKEN_ID, token_secret=TOKEN_SECRET, password=PASSWORD,
-                 check_returns=True, log_level=None, fleet=None):
+                 check_returns=True, log_level=None, fleet=None, binary=PVESIM):
         self.node_names = nodes.split(",") if nodes else []
         n = len(self.node_names)
         self.base = free_port_block(n + 2) if nodes else 0
         self.standalone = standalone
         self.token_id, self.token_secret = token_id, token_secret
-        args = [PVESIM, "--listen", "127.0.0.1:%d" % self.base]
+        args = [binary, "--listen", "127.0.0.1:%d" % self.base]
         if nodes:
             args += ["--nodes", nodes]
         if password is not None:
