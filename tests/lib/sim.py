@@ -18,6 +18,27 @@ from .wait import wait_for
 
 urllib3.disable_warnings()
 
+PVF = "Parameter verification failed."  # the reason of Proxmox's 400 answers
+
+
+def expect500(r, message):
+    """A Proxmox error answer: 500 with `message` as the reason and as the
+    body's message (with its newline)."""
+    assert r.status_code == 500 and r.reason == message, (r.status_code, r.reason, r.text, message)
+    assert r.json() == {"data": None, "message": message + "\n"}, r.text
+
+
+def expect400(r, errors):
+    """A parameter verification failure with exactly these field errors."""
+    assert r.status_code == 400 and r.reason == PVF, (r.status_code, r.text)
+    assert r.json()["errors"] == errors, r.json()
+
+
+def task_ok(st):
+    """A stopped task's status that ended OK; returned."""
+    assert st["exitstatus"] == "OK", st
+    return st
+
 
 class Sim:
     """A running pvesim. Use as a context manager.

@@ -6,15 +6,8 @@ running, agent not answering: disabled, guest still booting, VM paused).
 cloud-init applies ipconfigN at boot, so the agent reports the addresses the
 guest booted with until it boots again."""
 from lib.cases import case, finish
-from lib.sim import Sim
+from lib.sim import expect500, Sim
 from lib.wait import wait_for
-
-PVF = "Parameter verification failed."
-
-
-def expect500(r, message):
-    assert r.status_code == 500 and r.reason == message, (r.status_code, r.reason, r.text, message)
-    assert r.json() == {"data": None, "message": message + "\n"}, r.text
 
 
 def run(s, method, path, node="sv1", **kw):

@@ -4,13 +4,8 @@ of clones, power-state refusals, pending changes, resource exhaustion, HA."""
 import time
 
 from lib.cases import case, finish
-from lib.sim import Sim
+from lib.sim import expect500, Sim, task_ok as ok
 from lib.wait import wait_for
-
-
-def expect500(r, message):
-    assert r.status_code == 500 and r.reason == message, (r.status_code, r.reason, message)
-    assert r.json() == {"data": None, "message": message + "\n"}, r.text
 
 
 def post(s, path, node="sv1", **data):
@@ -19,11 +14,6 @@ def post(s, path, node="sv1", **data):
 
 def run(s, path, node="sv1", **data):
     return s.wait_task(node, post(s, path, node, **data))
-
-
-def ok(st):
-    assert st["exitstatus"] == "OK", st
-    return st
 
 
 def clone(s, newid, src=8000, node="sv1", **kw):

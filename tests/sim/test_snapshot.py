@@ -8,30 +8,14 @@ import json
 import tempfile
 
 from lib.cases import case, finish
-from lib.sim import Sim
+from lib.sim import expect400, expect500, Sim, task_ok as ok
 from lib.wait import wait_for
 
-PVF = "Parameter verification failed."
 MiB = 1024 * 1024
-
-
-def expect500(r, message):
-    assert r.status_code == 500 and r.reason == message, (r.status_code, r.reason, message)
-    assert r.json() == {"data": None, "message": message + "\n"}, r.text
-
-
-def expect400(r, errors):
-    assert r.status_code == 400 and r.reason == PVF, (r.status_code, r.text)
-    assert r.json()["errors"] == errors, r.json()
 
 
 def run(s, method, path, node="sv1", **kw):
     return s.wait_task(node, s.data(method, "/nodes/%s%s" % (node, path), **kw))
-
-
-def ok(st):
-    assert st["exitstatus"] == "OK", st
-    return st
 
 
 def failed(st, message):
