@@ -25,7 +25,7 @@ import tempfile
 import time
 
 from lib.cases import case, finish
-from lib.db import expire_leases, query as db_query, rows as db_rows
+from lib.db import expire_leases, query as db_query, rows as db_rows, wait_settled
 from lib.env import TOKEN_SECRET
 from lib.proxd import cluster_config as write_config, Daemon, OSES, run as proxd, TEMPLATE_BASE
 from lib.sim import Sim
@@ -156,10 +156,8 @@ def main():
 
         d.start()
 
-        def all_finished():
-            return all(j["state"] in ("done", "failed") for j in db_jobs(db).values())
         try:
-            wait_for(all_finished, 60, 0.25, "every job to finish")
+            wait_settled(db, 60)
         finally:
             print("all jobs settled after %.1fs" % (time.monotonic() - t_start), flush=True)
             d.stop()

@@ -24,7 +24,7 @@ import tempfile
 import time
 
 from lib.cases import case, finish
-from lib.db import expire_leases, rows as db_rows
+from lib.db import expire_leases, rows as db_rows, wait_settled
 from lib.env import TOKEN_SECRET
 from lib.proxd import cluster_config as write_config, Daemon, OSES, run as proxd, TEMPLATE_BASE
 from lib.sim import Sim
@@ -113,11 +113,8 @@ def main(db=None):
         # let it finish
         d.start()
 
-        def all_finished():
-            js = db_jobs(db)
-            return all(j["state"] in ("done", "failed") for j in js.values())
         try:
-            wait_for(all_finished, 100, 0.25, "every job to finish")
+            wait_settled(db, 100)
         finally:
             print("all jobs settled after %.1fs" % (time.monotonic() - t_start), flush=True)
             d.stop()

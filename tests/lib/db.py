@@ -3,6 +3,8 @@ Python's sqlite3, or a postgresql:// URL through psql (no driver needed)."""
 import sqlite3
 import subprocess
 
+from .wait import wait_for
+
 
 def _psql(url, sql):
     """Rows of a statement through psql: tab-separated, NULL as \\N,
@@ -49,3 +51,9 @@ def expire_leases(db):
             return c.execute(sql).rowcount
     finally:
         c.close()
+
+
+def wait_settled(db, deadline, interval=0.25):
+    """Until every job is done or failed (AssertionError at the deadline)."""
+    wait_for(lambda: not query(db, "SELECT id FROM jobs WHERE state NOT IN ('done', 'failed')"),
+             deadline, interval, "every job to finish")
