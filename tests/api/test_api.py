@@ -28,14 +28,7 @@ ERIN = px.token("erin")
 px.start()
 
 
-def call(method, path, token=None, body=None, raw=None, headers=None, **kw):
-    h = dict(headers or {})
-    if token:
-        h["Authorization"] = "Bearer " + token
-    if body is not None:
-        raw = json.dumps(body)
-        h.setdefault("Content-Type", "application/json")
-    return requests.request(method, px.base + path, data=raw, headers=h, timeout=30, **kw)
+call = px.call
 
 
 def err(r, status, code, field=None):
@@ -55,10 +48,7 @@ def spec(name="web", **kw):
 
 
 def wait_job(job, token=ADMIN, deadline=60):
-    def done():
-        j = call("GET", "/v1/jobs/" + job, ADMIN).json()
-        return j if j["state"] in ("done", "failed") else None
-    return wait_for(done, deadline=deadline, interval=0.1, what="job " + job)
+    return px.wait_job(job, ADMIN, deadline)
 
 
 def create(token, name, **kw):

@@ -8,15 +8,11 @@ quota holds across both; a VM made through one is shut down, grown and
 deleted through the other; both stop cleanly and never log a secret.
 """
 import concurrent.futures
-import json
-
-import requests
 
 from lib.cases import case, finish
 from lib.pg import PrivatePG
 from lib.proxd import Proxd
 from lib.sim import Sim
-from lib.wait import wait_for
 
 pg = PrivatePG()
 try:
@@ -35,11 +31,7 @@ PX = (px1, px2)
 
 
 def call(i, method, path, token=ADMIN, body=None, headers=None):
-    h = dict(headers or {}, Authorization="Bearer " + token)
-    if body is not None:
-        h["Content-Type"] = "application/json"
-    return requests.request(method, PX[i % 2].base + path, headers=h, timeout=30,
-                            data=json.dumps(body) if body is not None else None)
+    return PX[i % 2].call(method, path, token, body, headers=headers)
 
 
 def spec(name, **kw):
@@ -49,10 +41,7 @@ def spec(name, **kw):
 
 
 def wait_job(job, via=0):
-    def done():
-        j = call(via, "GET", "/v1/jobs/" + job).json()
-        return j if j["state"] in ("done", "failed") else None
-    return wait_for(done, deadline=90, interval=0.1, what="job " + job)
+    return PX[via % 2].wait_job(job, ADMIN, deadline=90)
 
 
 def in_parallel(fn, n):

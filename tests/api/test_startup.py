@@ -7,7 +7,6 @@ the others. Then a VM's node dies under it: the node shows down, the VM's
 record says so, and actions on it are refused with 503 naming the node
 until it is back.
 """
-import json
 import os
 import subprocess
 import time
@@ -28,11 +27,7 @@ ADMIN = px.token("ops", "admin")
 
 
 def call(method, path, body=None, timeout=10):
-    h = {"Authorization": "Bearer " + ADMIN}
-    if body is not None:
-        h["Content-Type"] = "application/json"
-    return requests.request(method, px.base + path, headers=h, timeout=timeout,
-                            data=json.dumps(body) if body is not None else None)
+    return px.call(method, path, ADMIN, body, timeout=timeout)
 
 
 def nodes():
@@ -40,10 +35,7 @@ def nodes():
 
 
 def wait_job(job, deadline=60):
-    def done():
-        j = call("GET", "/v1/jobs/" + job).json()
-        return j if j["state"] in ("done", "failed") else None
-    return wait_for(done, deadline=deadline, interval=0.1, what="job " + job)
+    return px.wait_job(job, ADMIN, deadline)
 
 
 def create(name):
@@ -143,17 +135,10 @@ def in_a_cluster_a_failed_call_marks_the_node_down():
     tok = cpx.token("ops", "admin")
 
     def ccall(method, path, body=None):
-        h = {"Authorization": "Bearer " + tok}
-        if body is not None:
-            h["Content-Type"] = "application/json"
-        return requests.request(method, cpx.base + path, headers=h, timeout=30,
-                                data=json.dumps(body) if body is not None else None)
+        return cpx.call(method, path, tok, body)
 
     def cwait(job):
-        def done():
-            j = ccall("GET", "/v1/jobs/" + job).json()
-            return j if j["state"] in ("done", "failed") else None
-        return wait_for(done, deadline=60, interval=0.1, what="job " + job)
+        return cpx.wait_job(job, tok)
     try:
         cpx.start()
         r = ccall("POST", "/v1/vms", {"os": "ubuntu", "name": "c1", "cores": 1,

@@ -1,6 +1,7 @@
 """A real proxd for black-box tests: its configuration in front of a pvesim,
 the daemon (started with one log file per run, killed, stopped cleanly), and
 the admin command line (`proxd create|job|token ...`)."""
+import json
 import os
 import signal
 import subprocess
@@ -189,6 +190,26 @@ class Proxd(Daemon):
         if check and r.returncode != 0:
             raise AssertionError("proxd %s: %s" % (args, r.stderr))
         return r
+
+    def call(self, method, path, token=None, body=None, raw=None, headers=None, timeout=30,
+             **kw):
+        """One request to the API: token as a Bearer token, body sent as
+        JSON (or raw as it is); the requests.Response."""
+        h = dict(headers or {})
+        if token:
+            h["Authorization"] = "Bearer " + token
+        if body is not None:
+            raw = json.dumps(body)
+            h.setdefault("Content-Type", "application/json")
+        return requests.request(method, self.base + path, data=raw, headers=h, timeout=timeout,
+                                **kw)
+
+    def wait_job(self, job, token, deadline=60):
+        """Poll the job until it is done or failed; the job."""
+        def done():
+            j = self.call("GET", "/v1/jobs/" + job, token).json()
+            return j if j["state"] in ("done", "failed") else None
+        return wait_for(done, deadline=deadline, interval=0.1, what="job " + job)
 
     def token(self, owner, role="user"):
         r = self.cli("token", "create", "--config", self.conf, "--owner", owner, "--role", role)
