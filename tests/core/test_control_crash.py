@@ -155,7 +155,6 @@ def main():
                  stats["refused"], time.monotonic() - t_start), flush=True)
 
         d.start()
-
         try:
             wait_settled(db, 60)
         finally:

@@ -112,7 +112,6 @@ def main(db=None):
 
         # let it finish
         d.start()
-
         try:
             wait_settled(db, 100)
         finally:
