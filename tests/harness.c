@@ -359,8 +359,22 @@ static bool read_line(FILE *f, char *buf, size_t len)
     return buf[0] != '\0';
 }
 
+/* lib.pg lives in tests/, this file's directory: ctest sets PYTHONPATH
+ * to it; a binary run by hand finds it too. */
+static void pg_pythonpath(void)
+{
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", __FILE__);
+    char *slash = strrchr(dir, '/');
+    if (slash) {
+        *slash = '\0';
+        setenv("PYTHONPATH", dir, 0);
+    }
+}
+
 bool h_pg_start(char *url, size_t url_len, char *dir, size_t dir_len)
 {
+    pg_pythonpath();
     /* stderr passes through: the reason when the server does not start */
     FILE *p = popen("/usr/bin/python3 -m lib.pg start", "r");
     if (!p)
@@ -372,6 +386,7 @@ bool h_pg_start(char *url, size_t url_len, char *dir, size_t dir_len)
 
 bool h_pg_stop(const char *dir)
 {
+    pg_pythonpath();
     pid_t pid = fork();
     if (pid < 0)
         return false;

@@ -83,8 +83,9 @@ void h_resp_free(struct h_resp *r);
 /* Poll `cond(arg)` every 10 ms until it is true or `deadline_ms` passes. */
 bool h_wait(bool (*cond)(void *), void *arg, int deadline_ms);
 
-/* A private PostgreSQL server (`python3 -m lib.pg start`, PYTHONPATH from
- * ctest): initdb + pg_ctl in a temporary directory, 127.0.0.1 only, trust
+/* A private PostgreSQL server (`python3 -m lib.pg start`; PYTHONPATH from
+ * ctest, else this tree's tests/, so that a binary run by hand finds it):
+ * initdb + pg_ctl in a temporary directory, 127.0.0.1 only, trust
  * authentication for the user proxd. Fills `url` (its database "postgres")
  * and `dir` (for h_pg_stop); false, with the reason printed, when it could
  * not start. */
