@@ -83,28 +83,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# A free block of ports: pvesim's entry point, its 5 nodes, proxd's API.
-read -r SIM_PORT API_PORT < <(python3 - <<'EOF'
-import socket
-for _ in range(200):
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); base = s.getsockname()[1]; s.close()
-    if base + 8 >= 65000:
-        continue
-    ok = True
-    for p in range(base, base + 8):
-        t = socket.socket()
-        try:
-            t.bind(("127.0.0.1", p))
-        except OSError:
-            ok = False
-        t.close()
-        if not ok:
-            break
-    if ok:
-        print(base, base + 7)
-        break
-EOF
-)
+# A free block of ports: pvesim's entry point, its 5 nodes, its control port,
+# proxd's API (tests/lib/ports.py, the tests' own).
+read -r SIM_PORT API_PORT < <(PYTHONPATH="$ROOT/tests" /usr/bin/python3 -c \
+    'from lib.ports import free_port_block; b = free_port_block(8); print(b, b + 7)')
 
 cat > "$WORK/fleet.json" <<EOF
 {"nodes": [
