@@ -608,7 +608,7 @@ def shutdown_ends_parked_streams():
 
 
 try:
-    if px.proc.poll() is None:
+    if px.alive():
         px.stop()
 finally:
     sim.stop()

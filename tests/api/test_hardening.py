@@ -62,7 +62,7 @@ def json_error(got, status):
 
 
 def alive():
-    assert px.proc.poll() is None, "proxd died:\n" + px.log_text()[-3000:]
+    assert px.alive(), "proxd died:\n" + px.log_text()[-3000:]
     assert requests.get(px.base + "/healthz", timeout=5).status_code == 200
 
 
@@ -285,7 +285,7 @@ def a_postgresql_password_is_never_printed():
 
 
 try:
-    if px.proc.poll() is None:
+    if px.alive():
         px.stop()
 finally:
     sim.stop()

@@ -118,8 +118,7 @@ def both_stop_cleanly():
 
 try:
     for p in PX:
-        if p.proc.poll() is None:
-            p.proc.kill()
+        p.abort()
 finally:
     sim.stop()
     pg.stop()

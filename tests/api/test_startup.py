@@ -164,13 +164,13 @@ def in_a_cluster_a_failed_call_marks_the_node_down():
         wait_for(lambda: ccall("GET", "/v1/vms/%d" % vmid).json()["node_status"] == "up",
                  deadline=90, interval=0.2, what=node + " up again")
     finally:
-        if cpx.proc and cpx.proc.poll() is None:
+        if cpx.alive():
             cpx.stop()
         csim.stop()
 
 
 try:
-    if px.proc and px.proc.poll() is None:
+    if px.alive():
         px.stop()
 finally:
     sim.stop()
