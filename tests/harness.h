@@ -3,9 +3,9 @@
  * its port map, a fresh port block when another program took one), HTTP
  * requests to it with libcurl, its /_sim control API, waits with deadlines,
  * and a private PostgreSQL server (tests/lib/pg.py, the same one the Python
- * tests use). Layer helpers (core/core_harness.h, pve/pvetest.h) build on
- * it. Every function fails the running test (cmocka's fail_msg) on error
- * unless it says otherwise. Not thread-safe: call from the test's thread. */
+ * tests use). Layer helpers (pvetest.h for tests that drive libpve,
+ * core/core_harness.h) build on it. Every function fails the running test (cmocka's fail_msg) on
+ * error unless it says otherwise. Not thread-safe: call from the test's thread. */
 #ifndef TESTS_HARNESS_H
 #define TESTS_HARNESS_H
 

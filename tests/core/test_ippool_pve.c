@@ -5,7 +5,7 @@
  * through libpve's config update (form and JSON bodies, PVE 8 and 9), read
  * back unchanged, and none is refused (/_sim/rejections stays empty). The
  * booted guest's agent then reports the address and the MAC. */
-#include "pve/pvetest.h"
+#include "pvetest.h"
 
 #include <strings.h>
 

@@ -1,8 +1,9 @@
-/* libpve's test helpers, on the C harness (tests/harness.h): a two-node
- * pvesim with both credentials, client configurations, log capture.
- * Header-only: every tests/pve/test_*.c is its own binary. */
-#ifndef TESTS_PVE_PVETEST_H
-#define TESTS_PVE_PVETEST_H
+/* Helpers of the tests that drive libpve (tests/pve, and core tests such as
+ * test_ippool_pve.c), on the C harness (tests/harness.h): a two-node pvesim
+ * with both credentials, client configurations, log capture. Header-only:
+ * every test_*.c is its own binary. */
+#ifndef TESTS_PVETEST_H
+#define TESTS_PVETEST_H
 
 #include "harness.h"
 
