@@ -7,16 +7,12 @@ each up node every probe_interval, with a short timeout, on threads of its
 own) can find it: /v1/nodes must show it down within the interval plus the
 probe's timeout, placement must avoid it, and it must come back.
 """
-import json
-import os
-import sys
 import time
 
-import requests
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "sim"))
-from simlib import Sim, case, finish, wait_for  # noqa: E402
-from proxdlib import Proxd  # noqa: E402
+from lib.cases import case, finish
+from lib.proxd import Proxd
+from lib.sim import Sim
+from lib.wait import wait_for
 
 sim = Sim()
 px = Proxd(sim, proxd_extra="placement = ordered\n",
@@ -26,11 +22,7 @@ px.start()
 
 
 def call(method, path, body=None):
-    h = {"Authorization": "Bearer " + ADMIN}
-    if body is not None:
-        h["Content-Type"] = "application/json"
-    return requests.request(method, px.base + path, headers=h, timeout=30,
-                            data=json.dumps(body) if body is not None else None)
+    return px.call(method, path, ADMIN, body)
 
 
 def nodes():
@@ -38,10 +30,7 @@ def nodes():
 
 
 def wait_job(job):
-    def done():
-        j = call("GET", "/v1/jobs/" + job).json()
-        return j if j["state"] in ("done", "failed") else None
-    return wait_for(done, deadline=60, interval=0.1, what="job " + job)
+    return px.wait_job(job, ADMIN)
 
 
 @case
@@ -72,7 +61,7 @@ def a_hung_node_nobody_calls_shows_down_and_is_avoided():
 
 
 try:
-    if px.proc and px.proc.poll() is None:
+    if px.alive():
         px.stop()
 finally:
     sim.stop()
