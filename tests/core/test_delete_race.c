@@ -107,9 +107,7 @@ static void test_delete_between_read_and_write(void **unused)
 
 int main(void)
 {
-    pve_global_init();
-    const char *lvl = getenv("PROXD_TEST_LOG");
-    log_set_level(lvl ? (enum log_level)log_level_parse(lvl) : LOG_WARN);
+    ch_main_init();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_delete_between_read_and_write),
     };

@@ -28,14 +28,12 @@ static void fault_json(struct ch_env *e, json_t *o)
 /* Hits of every fault rule so far. */
 static int fault_hits(struct ch_env *e)
 {
-    struct h_resp r;
-    h_request(e->port, "GET", "/_sim/faults", NULL, NULL, NULL, &r);
-    assert_int_equal(r.status, 200);
+    json_t *all = h_sim_ctl(e->port, "GET", "/_sim/faults", NULL);
     int hits = 0;
     size_t i;
-    json_t *f, *list = json_is_array(r.json) ? r.json : json_object_get(r.json, "faults");
+    json_t *f, *list = json_is_array(all) ? all : json_object_get(all, "faults");
     json_array_foreach(list, i, f) hits += (int)json_integer_value(json_object_get(f, "hits"));
-    h_resp_free(&r);
+    json_decref(all);
     return hits;
 }
 
@@ -81,15 +79,15 @@ static void test_hung_removal_holds_nothing(void **unused)
     fault_json(&e, json_pack("{s:s,s:s,s:s}", "method", "DELETE", "path", "^/nodes/sv1/qemu/1500$",
                              "kind", "hang"));
     make_halfmade(&e, 1500, job);
-    int64_t end = ch_now_ms() + 20000;
+    int64_t end = h_now_ms() + 20000;
     while (fault_hits(&e) == 0) {
-        if (ch_now_ms() > end)
+        if (h_now_ms() > end)
             fail_msg("the half-made VM's removal never began");
         sleep_ms(20);
     }
     /* while it hangs: the inventory is read again (the keeper's next pass,
      * at most 5 s away) and a creation runs to its end */
-    int64_t hung_at = wall_ms(), t0 = ch_now_ms();
+    int64_t hung_at = wall_ms(), t0 = h_now_ms();
     ch_request(&rq, "ubuntu", "meanwhile", 1, 512, 10);
     char job2[40];
     int vmid2;
@@ -97,27 +95,27 @@ static void test_hung_removal_holds_nothing(void **unused)
     assert_int_equal(core_create(e.k, &rq, job2, &vmid2, &ce), 0);
     vm_request_release(&rq);
     while (refreshed_at(&e, "sv2") <= hung_at) {
-        if (ch_now_ms() - t0 > 9000)
+        if (h_now_ms() - t0 > 9000)
             fail_msg("no inventory refresh for %lld ms while a removal hangs",
-                     (long long)(ch_now_ms() - t0));
+                     (long long)(h_now_ms() - t0));
         sleep_ms(20);
     }
     enum job_state st;
     if (core_wait_job(e.k, job2, 9000, &st) != 0 || st != JOB_DONE)
         fail_msg("a creation did not finish while a removal hangs");
     print_message("[ figures  ] inventory refreshed %lld ms into a hung removal\n",
-                  (long long)(ch_now_ms() - t0));
+                  (long long)(h_now_ms() - t0));
     assert_int_equal(fault_hits(&e), 1); /* still the one hung DELETE */
     /* the hang is over: the next try removes it */
     ch_sim(&e, "DELETE", "/_sim/faults", NULL);
-    end = ch_now_ms() + 40000;
+    end = h_now_ms() + 40000;
     for (;;) {
         json_t *state = ch_state(&e);
         bool gone = ch_state_vm(state, 1500) == NULL;
         json_decref(state);
         if (gone)
             break;
-        if (ch_now_ms() > end)
+        if (h_now_ms() > end)
             fail_msg("the half-made VM was never removed");
         sleep_ms(100);
     }
@@ -140,7 +138,7 @@ static void test_unmanaged_leftover_released(void **unused)
     assert_int_equal(store_leftover_add(e.st, vmid, "sv9", job, NULL), 0);
     int n = 0;
     struct reconcile_report rep;
-    int64_t t0 = ch_now_ms();
+    int64_t t0 = h_now_ms();
     assert_int_equal(core_reconcile(e.k, &rep), 0);
     assert_int_equal(rep.unmanaged, 1); /* reported */
     assert_int_equal(rep.unmanaged_released, 0);
@@ -151,12 +149,12 @@ static void test_unmanaged_leftover_released(void **unused)
         if (rep.unmanaged_released)
             break;
         assert_int_equal(rep.unmanaged, 1);
-        if (ch_now_ms() - t0 > 10000)
+        if (h_now_ms() - t0 > 10000)
             fail_msg("the leftover's VMID was never released");
         sleep_ms(100);
     }
-    if (ch_now_ms() - t0 < 2000)
-        fail_msg("released after %lld ms, before the grace", (long long)(ch_now_ms() - t0));
+    if (h_now_ms() - t0 < 2000)
+        fail_msg("released after %lld ms, before the grace", (long long)(h_now_ms() - t0));
     struct leftover *ls = NULL;
     size_t nls = 0;
     assert_int_equal(store_leftover_list(e.st, &ls, &nls, NULL), 0);
@@ -168,8 +166,8 @@ static void test_unmanaged_leftover_released(void **unused)
     assert_int_equal(store_vmid_reserve(e.st, &r, 1, NULL, 0, job, &vmid, NULL), 0);
     assert_int_equal(store_leftover_add(e.st, vmid, "sv5", job, NULL), 0);
     ch_sim(&e, "POST", "/_sim/nodes/sv5", "{\"state\":\"offline\"}");
-    t0 = ch_now_ms();
-    while (ch_now_ms() - t0 < 3000) {
+    t0 = h_now_ms();
+    while (h_now_ms() - t0 < 3000) {
         assert_int_equal(core_reconcile(e.k, &rep), 0);
         assert_int_equal(rep.unmanaged, 0);
         sleep_ms(200);
@@ -194,14 +192,14 @@ static void test_hung_node_probed(void **unused)
      * cluster's proxy to it times out, /cluster/resources still shows it
      * online; no job calls it */
     ch_sim(&e, "POST", "/_sim/nodes/sv1", "{\"state\":\"blackhole\"}");
-    int64_t t0 = ch_now_ms();
+    int64_t t0 = h_now_ms();
     while (fleet_node_up(e.fl, "sv1")) {
         /* interval 1 s + probe timeout 2 s, with room for a loaded machine */
-        if (ch_now_ms() - t0 > 8000)
-            fail_msg("sv1 still up %lld ms after it hung", (long long)(ch_now_ms() - t0));
+        if (h_now_ms() - t0 > 8000)
+            fail_msg("sv1 still up %lld ms after it hung", (long long)(h_now_ms() - t0));
         sleep_ms(20);
     }
-    int64_t seen = ch_now_ms() - t0;
+    int64_t seen = h_now_ms() - t0;
     struct node_view v;
     assert_int_equal(fleet_node_view(e.fl, "sv1", &v), 0);
     assert_false(v.up); /* what GET /v1/nodes shows */
@@ -229,23 +227,21 @@ static void test_hung_node_probed(void **unused)
     job_rec_release(&j);
     /* it comes back: up again after the refresh's re-probe */
     ch_sim(&e, "POST", "/_sim/nodes/sv1", "{\"state\":\"online\"}");
-    t0 = ch_now_ms();
+    t0 = h_now_ms();
     while (!fleet_node_up(e.fl, "sv1")) {
-        if (ch_now_ms() - t0 > 30000)
+        if (h_now_ms() - t0 > 30000)
             fail_msg("sv1 never up again");
         sleep_ms(50);
     }
     print_message("[ figures  ] hung sv1 marked down %lld ms after it hung, up again %lld ms "
                   "after it returned\n",
-                  (long long)seen, (long long)(ch_now_ms() - t0));
+                  (long long)seen, (long long)(h_now_ms() - t0));
     ch_down(&e);
 }
 
 int main(void)
 {
-    pve_global_init();
-    const char *lvl = getenv("PROXD_TEST_LOG");
-    log_set_level(lvl ? (enum log_level)log_level_parse(lvl) : LOG_WARN);
+    ch_main_init();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hung_removal_holds_nothing),
         cmocka_unit_test(test_unmanaged_leftover_released),
