@@ -11,6 +11,7 @@
 #include "common/log.h"
 #include "core/core.h"
 #include "pve/pve.h"
+#include "pve/pve_api.h"
 
 #include <arpa/inet.h>
 #include <sqlite3.h>
@@ -317,6 +318,27 @@ static inline char *ch_pct_decode(const char *s)
     }
     *p = '\0';
     return o;
+}
+
+/* A VM on sv1 as an earlier attempt of `job` would have left it (cloned
+ * with the creation marker), optionally tagged. */
+static inline void ch_make_halfmade(struct ch_env *e, int vmid, const char *job, bool tagged)
+{
+    pve_client *pc = fleet_client(e->fl, "sv1");
+    char m[96], upid[PVE_UPID_MAX];
+    snprintf(m, sizeof m, "proxd job %s", job);
+    struct pve_clone o = {.newid = vmid, .name = "half", .description = m, .full = 1};
+    struct pve_error pe;
+    if (pve_vm_clone(pc, "sv1", 8000, &o, upid, &pe) != 0)
+        fail_msg("clone: %s", pe.message);
+    struct pve_task t;
+    if (pve_task_wait(pc, upid, 20000, NULL, NULL, &t, &pe) != 0)
+        fail_msg("clone task: %s", pe.message);
+    if (tagged) {
+        struct pve_config_set cs = {.tags = "proxd", .description = m};
+        if (pve_vm_config_set(pc, "sv1", vmid, &cs, &pe) != 0)
+            fail_msg("config: %s", pe.message);
+    }
 }
 
 /* ---- the core -------------------------------------------------------------- */

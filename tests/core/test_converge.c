@@ -287,27 +287,6 @@ static void test_clone_status_unseen(void **unused)
 
 /* ---- 4: half-made VMs of proxd's own creations are removed by default --------------- */
 
-/* A VM on sv1 as an earlier attempt of `job` would have left it (cloned
- * with the creation marker), optionally tagged. */
-static void make_halfmade(struct ch_env *e, int vmid, const char *job, bool tagged)
-{
-    pve_client *pc = fleet_client(e->fl, "sv1");
-    char m[96], upid[PVE_UPID_MAX];
-    snprintf(m, sizeof m, "proxd job %s", job);
-    struct pve_clone o = {.newid = vmid, .name = "half", .description = m, .full = 1};
-    struct pve_error pe;
-    if (pve_vm_clone(pc, "sv1", 8000, &o, upid, &pe) != 0)
-        fail_msg("clone: %s", pe.message);
-    struct pve_task t;
-    if (pve_task_wait(pc, upid, 20000, NULL, NULL, &t, &pe) != 0)
-        fail_msg("clone task: %s", pe.message);
-    if (tagged) {
-        struct pve_config_set cs = {.tags = "proxd", .description = m};
-        if (pve_vm_config_set(pc, "sv1", vmid, &cs, &pe) != 0)
-            fail_msg("config: %s", pe.message);
-    }
-}
-
 static void test_halfmade_removed(void **unused)
 {
     (void)unused;
@@ -319,9 +298,9 @@ static void test_halfmade_removed(void **unused)
     int vmid;
     assert_int_equal(ch_create_wait(&e, &rq, job, &vmid, JOB_MS), JOB_DONE);
     vm_request_release(&rq);
-    make_halfmade(&e, 1500, job, false); /* clone of a known creation, never configured */
-    make_halfmade(&e, 1501, job, true);  /* configured and tagged, then abandoned */
-    make_halfmade(&e, 1502, "4f1c2a9e-0000-4000-8000-00000000dead", true); /* no such job */
+    ch_make_halfmade(&e, 1500, job, false); /* clone of a known creation, never configured */
+    ch_make_halfmade(&e, 1501, job, true);  /* configured and tagged, then abandoned */
+    ch_make_halfmade(&e, 1502, "4f1c2a9e-0000-4000-8000-00000000dead", true); /* no such job */
     struct reconcile_report rep;
     assert_int_equal(core_reconcile(e.k, &rep), 0);
     json_t *state = ch_state(&e);

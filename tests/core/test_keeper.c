@@ -37,22 +37,6 @@ static int fault_hits(struct ch_env *e)
     return hits;
 }
 
-/* A VM on sv1 as an earlier attempt of `job` would have left it: cloned
- * with the creation marker, no record. */
-static void make_halfmade(struct ch_env *e, int vmid, const char *job)
-{
-    pve_client *pc = fleet_client(e->fl, "sv1");
-    char m[96], upid[PVE_UPID_MAX];
-    snprintf(m, sizeof m, "proxd job %s", job);
-    struct pve_clone o = {.newid = vmid, .name = "half", .description = m, .full = 1};
-    struct pve_error pe;
-    if (pve_vm_clone(pc, "sv1", 8000, &o, upid, &pe) != 0)
-        fail_msg("clone: %s", pe.message);
-    struct pve_task t;
-    if (pve_task_wait(pc, upid, 20000, NULL, NULL, &t, &pe) != 0)
-        fail_msg("clone task: %s", pe.message);
-}
-
 static int64_t refreshed_at(struct ch_env *e, const char *node)
 {
     struct node_view v;
@@ -78,7 +62,7 @@ static void test_hung_removal_holds_nothing(void **unused)
     /* the removal's DELETE hangs until the client gives up */
     fault_json(&e, json_pack("{s:s,s:s,s:s}", "method", "DELETE", "path", "^/nodes/sv1/qemu/1500$",
                              "kind", "hang"));
-    make_halfmade(&e, 1500, job);
+    ch_make_halfmade(&e, 1500, job, false);
     int64_t end = h_now_ms() + 20000;
     while (fault_hits(&e) == 0) {
         if (h_now_ms() > end)
