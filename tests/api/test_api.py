@@ -13,7 +13,7 @@ import time
 import requests
 
 from lib.cases import case, finish
-from lib.proxd import Proxd
+from lib.proxd import Proxd, shutdown
 from lib.sim import Sim
 from lib.wait import wait_for
 
@@ -607,9 +607,5 @@ def shutdown_ends_parked_streams():
     px.stop()
 
 
-try:
-    if px.alive():
-        px.stop()
-finally:
-    sim.stop()
+shutdown(px, sim)
 finish()

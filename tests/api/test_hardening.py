@@ -14,7 +14,7 @@ import requests
 
 from lib.cases import case, finish
 from lib.env import PROXD, ROOT
-from lib.proxd import Proxd
+from lib.proxd import Proxd, shutdown
 from lib.sim import Sim
 from lib.wait import wait_for
 
@@ -284,9 +284,5 @@ def a_postgresql_password_is_never_printed():
     assert r.returncode != 0 and "127.0.0.1" in r.stderr, r.stderr
 
 
-try:
-    if px.alive():
-        px.stop()
-finally:
-    sim.stop()
+shutdown(px, sim)
 finish()

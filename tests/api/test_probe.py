@@ -10,7 +10,7 @@ probe's timeout, placement must avoid it, and it must come back.
 import time
 
 from lib.cases import case, finish
-from lib.proxd import Proxd
+from lib.proxd import Proxd, shutdown
 from lib.sim import Sim
 from lib.wait import wait_for
 
@@ -60,9 +60,5 @@ def a_hung_node_nobody_calls_shows_down_and_is_avoided():
     print("[ figures ] hung sv1 shown down after %.2f s" % took)
 
 
-try:
-    if px.alive():
-        px.stop()
-finally:
-    sim.stop()
+shutdown(px, sim)
 finish()

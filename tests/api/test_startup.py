@@ -15,7 +15,7 @@ import requests
 
 from lib.cases import case, finish
 from lib.env import PROXCTL
-from lib.proxd import Proxd, wait_answer
+from lib.proxd import Proxd, shutdown, wait_answer
 from lib.sim import Sim
 from lib.wait import wait_for
 
@@ -164,14 +164,8 @@ def in_a_cluster_a_failed_call_marks_the_node_down():
         wait_for(lambda: ccall("GET", "/v1/vms/%d" % vmid).json()["node_status"] == "up",
                  deadline=90, interval=0.2, what=node + " up again")
     finally:
-        if cpx.alive():
-            cpx.stop()
-        csim.stop()
+        shutdown(cpx, csim)
 
 
-try:
-    if px.alive():
-        px.stop()
-finally:
-    sim.stop()
+shutdown(px, sim)
 finish()

@@ -233,3 +233,13 @@ class Proxd(Daemon):
         assert "ERROR: AddressSanitizer" not in out and "runtime error" not in out, out[-6000:]
         leaked = [sec[:6] + "..." for sec in self.secrets if sec and sec in out]
         assert not leaked, "secrets in proxd's log: %s" % leaked
+
+
+def shutdown(px, sim):
+    """The end of a test on a Proxd and its Sim: proxd stopped (when still
+    running, with stop()'s checks), then pvesim, whatever happened."""
+    try:
+        if px.alive():
+            px.stop()
+    finally:
+        sim.stop()
