@@ -605,6 +605,8 @@ static int send_response(struct conn *c, const struct http_resp *r, int minor, b
     time_t now = time(NULL);
     struct tm tm;
     gmtime_r(&now, &tm);
+    const char *body = r->shared ? r->shared : r->body.data;
+    size_t blen = r->shared ? r->shared_len : r->body.len;
 
     if (rl)
         buf_printf(&o, "HTTP/1.%d %d %.*s\r\n", minor, status, (int)rl, r->reason);
@@ -615,7 +617,7 @@ static int send_response(struct conn *c, const struct http_resp *r, int minor, b
     buf_printf(&o, "Pragma: no-cache\r\nServer: %s\r\n", SERVER_HDR);
     if (clean_value(r->content_type))
         buf_printf(&o, "Content-Type: %s\r\n", r->content_type);
-    buf_printf(&o, "Content-Length: %zu\r\n", r->body.len);
+    buf_printf(&o, "Content-Length: %zu\r\n", blen);
     add_date(&o, "Expires", &tm);
     if (r->headers.len) {
         buf_add(&o, r->headers.data, r->headers.len);
@@ -625,12 +627,12 @@ static int send_response(struct conn *c, const struct http_resp *r, int minor, b
     buf_adds(&o, "\r\n");
     /* a big body (a whole fleet's /cluster/resources) goes out from where
      * it is, not copied behind the head first */
-    bool apart = !head_only && r->body.len > 65536;
-    if (!head_only && r->body.len && !apart)
-        buf_add(&o, r->body.data, r->body.len);
+    bool apart = !head_only && blen > 65536;
+    if (!head_only && blen && !apart)
+        buf_add(&o, body, blen);
     int rc = conn_write(c, o.data, o.len, mono_ms() + WRITE_MS);
     if (rc == 0 && apart)
-        rc = conn_write(c, r->body.data, r->body.len, mono_ms() + WRITE_MS);
+        rc = conn_write(c, body, blen, mono_ms() + WRITE_MS);
     buf_release(&o);
     return rc;
 }
@@ -649,6 +651,8 @@ static void resp_free(struct http_resp *r)
     free(r->content_type);
     buf_release(&r->headers);
     buf_release(&r->body);
+    if (r->shared_free)
+        r->shared_free(r->shared_ctx);
 }
 
 static int minor_of(const struct rq *q)

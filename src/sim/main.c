@@ -348,6 +348,8 @@ static void sim_free(struct sim *s)
         sim_vm_unlink(s, s->vms);
     sim_cts_free(s);
     free(s->vm_index);
+    for (size_t i = 0; i < sizeof s->res_cache / sizeof *s->res_cache; i++)
+        sim_blob_release(s->res_cache[i].body);
     while (s->tasks) {
         struct sim_task *t = s->tasks;
         s->tasks = t->next;

@@ -33,6 +33,11 @@ double sim_now(const struct sim *s)
     return (real_now() - s->t_origin) / s->o.time_scale;
 }
 
+double sim_rrd_now(const struct sim *s)
+{
+    return floor(sim_now(s) / SIM_RRD_STEP) * SIM_RRD_STEP;
+}
+
 long sim_real_ms(const struct sim *s, double pve_seconds)
 {
     double ms = pve_seconds * s->o.time_scale * 1000.0;
