@@ -11,12 +11,16 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #define GiB (1024LL * 1024 * 1024)
 #define MiB (1024LL * 1024)
@@ -1009,27 +1013,32 @@ static json_t *load_one(const char **p, const char *base, const char *end, const
     return v;
 }
 
-/* The whole file, NUL-terminated; NULL with errno. */
+/* The whole file mapped read-only (never copied: 50 MB at 100,000 VMs);
+ * NULL with errno. An empty file maps to a static "". Unmap with
+ * unslurp(text, len). */
 static char *slurp(const char *path, size_t *len)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
         return NULL;
-    struct buf b = BUF_INIT(BUF_UNLIMITED);
-    char chunk[1 << 16];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
-        buf_add(&b, chunk, n);
-    bool bad = ferror(f);
-    fclose(f);
-    if (bad) {
-        buf_release(&b);
-        errno = EIO;
-        return NULL;
+    struct stat st;
+    char *p = NULL;
+    if (fstat(fd, &st) == 0) {
+        *len = (size_t)st.st_size;
+        p = *len ? mmap(NULL, *len, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0) : (char *)"";
+        if (p == MAP_FAILED)
+            p = NULL;
     }
-    buf_add(&b, "", 0);
-    *len = b.len;
-    return buf_take(&b);
+    int e = errno;
+    close(fd);
+    errno = e;
+    return p;
+}
+
+static void unslurp(char *text, size_t len)
+{
+    if (len)
+        munmap(text, len);
 }
 
 /* The state file is read member by member and its "vms" array VM by VM, so
@@ -1098,6 +1107,6 @@ int sim_state_load(struct sim *s, const char *path, char **err)
     sim_world_touch(s);
     rc = 0;
 out:
-    free(text);
+    unslurp(text, len);
     return rc;
 }
