@@ -70,6 +70,10 @@ struct http_resp {
     size_t shared_len;
     void (*shared_free)(void *ctx);
     void *shared_ctx;
+    /* or a file's whole content (a big answer written aside, sent in pieces
+     * with its length known beforehand): used when body_fd >= 0; the
+     * response owns the descriptor and closes it */
+    int body_fd;
     bool close;    /* close the connection after this response */
     long delay_ms; /* wait this long before answering (PVE's 3 s 401 delay) */
     bool hang;     /* never answer; hold the connection until the client leaves

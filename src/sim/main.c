@@ -350,11 +350,7 @@ static void sim_free(struct sim *s)
     free(s->vm_index);
     for (size_t i = 0; i < sizeof s->res_cache / sizeof *s->res_cache; i++)
         sim_blob_release(s->res_cache[i].body);
-    while (s->tasks) {
-        struct sim_task *t = s->tasks;
-        s->tasks = t->next;
-        sim_task_free(t);
-    }
+    sim_tasks_clear(s);
     while (s->faults) {
         struct sim_fault *f = s->faults;
         s->faults = f->next;

@@ -197,6 +197,7 @@ struct sim_task {
     json_t *args;     /* the request's parameters */
     char *fault_exit; /* injected exit status, if a fault rule said so */
     struct sim_task *next;
+    struct sim_task *hnext; /* engine.c: next in its UPID hash bucket */
 };
 
 struct sim_token {
@@ -278,8 +279,11 @@ struct sim {
         int node;              /* the node whose view it is (standalone), else -1 */
         struct sim_blob *body; /* the whole answer, envelope included; NULL: none */
     } res_cache[4];
-    struct sim_task *tasks; /* newest first */
-    int ntasks_running;     /* engine.c: tasks in s->tasks still running */
+    struct sim_task *tasks;       /* newest first */
+    struct sim_task **task_index; /* engine.c: UPID hash, chains through hnext */
+    size_t task_index_cap;        /* buckets, a power of two */
+    size_t ntasks;                /* tasks linked in s->tasks */
+    int ntasks_running;           /* engine.c: tasks in s->tasks still running */
     struct sim_fault *faults;
     int fault_next;
     json_t *calls;      /* {"GET /nodes/{node}/qemu": n, ...} */
@@ -381,7 +385,11 @@ void sim_task_log(struct sim_task *t, const char *fmt, ...) __attribute__((forma
 void sim_task_finish(struct sim *s, struct sim_task *t, const char *exitstatus);
 /* Is this finished task still in its node's task archive (index, index.1)? */
 bool sim_task_archived(const struct sim_task *t);
+/* The task with this UPID (a hash lookup), or NULL once it fell out of its
+ * node's archive. With s->mu held. */
 struct sim_task *sim_task_find(struct sim *s, const char *upid);
+/* Forget every task (reset, exit). With s->mu held. */
+void sim_tasks_clear(struct sim *s);
 /* Free a task that is no longer linked in s->tasks. */
 void sim_task_free(struct sim_task *t);
 /* Advance every running task to now. With s->mu held. */
