@@ -69,7 +69,6 @@ def listed():
 def many_tasks_rotate_the_archive():
     # start the running VM again and again: each is a qmstart task that
     # ends at once; enough of them for three files' worth of lines
-    written = 0
     probe = start_tasks(1)[0]
     status = SIM.wait_task(NODE, probe)["exitstatus"]
     assert status != "OK", status  # it failed: the VM runs
