@@ -115,6 +115,31 @@ def results_match_the_schema():
     assert SIM.ctl("GET", "/violations") == []
 
 
+@case
+def a_state_file_that_misleads_the_parallel_parse_loads_whole():
+    # start-up parses the "vms" array on two threads, the second from a
+    # '{"vmid":' after a ',' near the middle; here every VM ends with such a
+    # text inside it: the second thread's work must be thrown away, and
+    # every VM still load once with its own fields
+    n = 5000  # > 2 MiB of text: the parse is split
+    with tempfile.TemporaryDirectory() as tmp:
+        fleet, state_dir, nodes = simfleet.write(tmp, n, 2, first_vmid=FIRST)
+        entries = list(simfleet.vm_entries(n, nodes, FIRST))
+        with open(os.path.join(state_dir, "state.json"), "w") as f:
+            f.write('{"nodes":%s,"vms":[' % json.dumps([{"name": x, "state": "online"} for x in nodes]))
+            f.write(",".join(json.dumps(e, separators=(",", ":"))[:-1] + ',"x":[1,{"vmid":1}]}'
+                             for e in entries))
+            f.write('],"tasks":[]}')
+        assert os.path.getsize(os.path.join(state_dir, "state.json")) > 2 << 20
+        with Sim(nodes=",".join(nodes), state_dir=state_dir, extra=["--fleet", fleet]) as sim:
+            vms = sim.state()["vms"]
+            assert sorted(v["vmid"] for v in vms) == list(range(FIRST, FIRST + n)), len(vms)
+            want = {e["vmid"]: e for e in entries}
+            for v in vms[::97]:
+                w = want[v["vmid"]]
+                assert (v["node"], v["power"], v["conf"]) == (w["node"], w["power"], w["conf"]), (v, w)
+
+
 SIM.stop()
 TMP.cleanup()
 finish()
