@@ -961,35 +961,77 @@ static void load_node(struct sim *s, json_t *jn)
                                                  : NODE_ONLINE;
 }
 
-static void load_vm(struct sim *s, json_t *jv)
+/* A VM of the state file: what its JSON object says, taken out of it (the
+ * object itself is freed where it was parsed, so that the parse's own
+ * memory is reused there; see load_vms). */
+struct vm_rec {
+    int vmid;
+    char node[64];
+    enum vm_power power;
+    bool ha, acpi;
+    char ha_state[16];
+    json_t *conf, *pending, *pending_delete, *snaps; /* references, or NULL */
+};
+
+static void vm_rec_take(json_t *jv, struct vm_rec *r)
 {
-    struct sim_node *n = sim_node_find(s, json_string_value(json_object_get(jv, "node")));
-    int vmid = (int)json_integer_value(json_object_get(jv, "vmid"));
-    if (!n || vmid < 100)
-        return;
-    struct sim_vm *v = sim_vm_new(s, n, vmid);
-    json_t *conf = json_object_get(jv, "conf");
-    if (json_is_object(conf)) { /* take the parsed config as it is */
-        json_decref(v->conf);
-        v->conf = json_incref(conf);
-    }
-    json_t *p = json_object_get(jv, "pending");
-    if (json_is_object(p))
-        json_object_update(v->pending, p);
-    json_t *pd = json_object_get(jv, "pending_delete");
-    if (json_is_array(pd))
-        json_array_extend(v->pending_delete, pd);
-    v->power = power_parse(json_string_value(json_object_get(jv, "power")));
-    v->ha = json_is_true(json_object_get(jv, "ha"));
+    memset(r, 0, sizeof *r);
+    const char *node = json_string_value(json_object_get(jv, "node"));
+    snprintf(r->node, sizeof r->node, "%s", node ? node : "");
+    r->vmid = (int)json_integer_value(json_object_get(jv, "vmid"));
+    r->power = power_parse(json_string_value(json_object_get(jv, "power")));
+    r->ha = json_is_true(json_object_get(jv, "ha"));
     const char *hs = json_string_value(json_object_get(jv, "ha_state"));
-    snprintf(v->ha_state, sizeof v->ha_state, "%s", hs ? hs : "");
-    v->acpi = !json_is_false(json_object_get(jv, "acpi"));
-    json_t *sn = json_object_get(jv, "snapshots");
-    if (json_is_object(sn) && json_object_size(sn))
-        v->snaps = json_incref(sn);
+    snprintf(r->ha_state, sizeof r->ha_state, "%s", hs ? hs : "");
+    r->acpi = !json_is_false(json_object_get(jv, "acpi"));
+    json_t *v;
+    if (json_is_object(v = json_object_get(jv, "conf")))
+        r->conf = json_incref(v);
+    if (json_is_object(v = json_object_get(jv, "pending")) && json_object_size(v))
+        r->pending = json_incref(v);
+    if (json_is_array(v = json_object_get(jv, "pending_delete")) && json_array_size(v))
+        r->pending_delete = json_incref(v);
+    if (json_is_object(v = json_object_get(jv, "snapshots")) && json_object_size(v))
+        r->snaps = json_incref(v);
+}
+
+static void vm_rec_drop(struct vm_rec *r)
+{
+    json_decref(r->conf);
+    json_decref(r->pending);
+    json_decref(r->pending_delete);
+    json_decref(r->snaps);
+    memset(r, 0, sizeof *r);
+}
+
+/* Make the VM (the record's references are used up). */
+static void vm_rec_load(struct sim *s, struct vm_rec *r)
+{
+    struct sim_node *n = sim_node_find(s, r->node);
+    if (!n || r->vmid < 100) {
+        vm_rec_drop(r);
+        return;
+    }
+    struct sim_vm *v = sim_vm_new(s, n, r->vmid);
+    if (r->conf) { /* take the parsed config as it is */
+        json_decref(v->conf);
+        v->conf = r->conf;
+    }
+    if (r->pending)
+        json_object_update(v->pending, r->pending);
+    if (r->pending_delete)
+        json_array_extend(v->pending_delete, r->pending_delete);
+    json_decref(r->pending);
+    json_decref(r->pending_delete);
+    v->power = r->power;
+    v->ha = r->ha;
+    snprintf(v->ha_state, sizeof v->ha_state, "%s", r->ha_state);
+    v->acpi = r->acpi;
+    v->snaps = r->snaps;
     v->started = sim_now(s);
     /* a config lock left by a task that died with the process stays, as on
      * a real node after a crash; clone placeholders are kept too */
+    memset(r, 0, sizeof *r);
 }
 
 static const char *skip_ws(const char *p, const char *end)
@@ -1051,7 +1093,7 @@ static void unslurp(char *text, size_t len)
 struct vm_half {
     const char *from, *end; /* in: where to start; the text's end */
     const char *stop;       /* out: just after the array's ']' */
-    json_t **v;             /* out: the VMs parsed, in order */
+    struct vm_rec *v;       /* out: the VMs parsed, in order */
     size_t n, cap;
     bool ok;
 };
@@ -1091,7 +1133,8 @@ static void *vm_half_main(void *arg)
             h->cap = h->cap ? h->cap * 2 : 1024;
             h->v = xrealloc(h->v, h->cap * sizeof *h->v);
         }
-        h->v[h->n++] = v;
+        vm_rec_take(v, &h->v[h->n++]);
+        json_decref(v);
         p = skip_ws(p + je.position, h->end);
         if (p < h->end && *p == ',') {
             p = skip_ws(p + 1, h->end);
@@ -1108,7 +1151,7 @@ static void *vm_half_main(void *arg)
 static void vm_half_free(struct vm_half *h)
 {
     for (size_t i = 0; i < h->n; i++)
-        json_decref(h->v[i]);
+        vm_rec_drop(&h->v[i]);
     free(h->v);
 }
 
@@ -1127,7 +1170,7 @@ static int load_vms(struct sim *s, const char **pp, const char *text, const char
             running = false;
             if (p == h.from && h.ok) { /* the other half, as parsed there */
                 for (size_t i = 0; i < h.n; i++)
-                    load_vm(s, h.v[i]);
+                    vm_rec_load(s, &h.v[i]);
                 p = h.stop;
                 rc = 0;
                 goto out;
@@ -1136,8 +1179,10 @@ static int load_vms(struct sim *s, const char **pp, const char *text, const char
         json_t *jv = load_one(&p, text, end, path, err);
         if (!jv)
             goto out;
-        load_vm(s, jv);
+        struct vm_rec r;
+        vm_rec_take(jv, &r);
         json_decref(jv);
+        vm_rec_load(s, &r);
         p = skip_ws(p, end);
         if (p < end && *p == ',')
             p = skip_ws(p + 1, end);
