@@ -121,10 +121,10 @@ static void res_storage(struct buf *b, struct sim *s, struct sim_node *n, struct
  * is set; false: build it, and finish() keeps it. */
 static bool res_cached(struct sim_call *c, const char *type, double now)
 {
-    static const char *const variants[] = {"", "vm", "node", "storage"};
+    static const char *const variants[SIM_RES_VARIANTS] = {"", "vm", "node", "storage"};
     struct sim *s = c->s;
     int k = -1;
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < SIM_RES_VARIANTS; i++)
         if (strcmp(type ? type : "", variants[i]) == 0)
             k = i;
     if (k < 0 || s->changing)

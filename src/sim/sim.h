@@ -36,6 +36,8 @@
  * list reads index and index.1 (pve-common RESTEnvironment active_workers,
  * pve-manager API2/Tasks.pm). pvesim keeps the same two files' worth. */
 #define SIM_TASK_INDEX_MAX 50000
+/* /cluster/resources answers kept: all types, type=vm, node, storage */
+#define SIM_RES_VARIANTS 4
 
 struct sim;
 struct sim_call;
@@ -278,7 +280,7 @@ struct sim {
         double rrd_t;
         int node;              /* the node whose view it is (standalone), else -1 */
         struct sim_blob *body; /* the whole answer, envelope included; NULL: none */
-    } res_cache[4];
+    } res_cache[SIM_RES_VARIANTS];
     struct sim_task *tasks;       /* newest first */
     struct sim_task **task_index; /* engine.c: UPID hash, chains through hnext */
     size_t task_index_cap;        /* buckets, a power of two */
