@@ -385,10 +385,13 @@ static int state_file(struct sim *s)
     sim_state_write(s, &b, f);
     pthread_mutex_unlock(&s->mu);
     buf_release(&b);
+    errno = 0;
     bool failed = ferror(f) != 0;
-    e = errno;
-    if (fclose(f) == 0 && !failed)
+    if (fclose(f) != 0)
+        failed = true;
+    if (!failed)
         return fd;
+    e = errno;
 fail:
     if (fd >= 0)
         close(fd);
