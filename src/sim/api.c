@@ -455,12 +455,12 @@ static json_t *sample_array(const char *text, size_t n, char **err)
     return sample;
 }
 
-static void check_raw(struct sim *s, struct sim_call *c, const struct buf *body)
+static void check_raw(struct sim *s, struct sim_call *c, const struct http_resp *r)
 {
     if (!s->o.check_returns || !c->raw_set || (c->status && c->status != 200) ||
         c->raw_end < RAW_HEAD_LEN)
         return;
-    const char *text = body->data + RAW_HEAD_LEN;
+    const char *text = (r->shared ? r->shared : r->body.data) + RAW_HEAD_LEN;
     size_t n = c->raw_end - RAW_HEAD_LEN;
     char *err = NULL;
     json_t *data = NULL;
@@ -502,6 +502,12 @@ static void finish(struct sim *s, struct sim_call *c, struct http_resp *r)
             r->delay_ms = (long)(s->o.auth_delay * 1000);
         return;
     }
+    if (c->answer) { /* already whole (a cached answer): checked when it was built */
+        sim_blob_send(c->answer, r);
+        free(r->content_type);
+        r->content_type = xstrdup("application/json;charset=UTF-8");
+        return;
+    }
     /* --pve-version 7 serves the 8.4.2 schema; the documented 7.x result
      * shapes that differ from it are not violations (§10: resize returns
      * null; node status has no boot-info before 8.1) */
@@ -520,10 +526,16 @@ static void finish(struct sim *s, struct sim_call *c, struct http_resp *r)
             }
         }
         buf_addc(b, '}');
-        /* the answer becomes the body as it is: no copy of megabytes */
-        struct buf t = r->body;
-        r->body = *b;
-        *b = t;
+        if (c->keep_answer) { /* kept for the next callers, and sent from there */
+            struct sim_blob *bl = sim_blob_take(b);
+            sim_blob_release(*c->keep_answer);
+            *c->keep_answer = bl;
+            sim_blob_send(bl, r);
+        } else { /* the answer becomes the body as it is: no copy of megabytes */
+            struct buf t = r->body;
+            r->body = *b;
+            *b = t;
+        }
         free(r->content_type);
         r->content_type = xstrdup("application/json;charset=UTF-8");
         return;
@@ -616,6 +628,7 @@ static bool authenticate(struct sim *s, const struct http_req *req, struct http_
 static void call_release(struct sim_call *c)
 {
     buf_release(&c->raw);
+    sim_blob_release(c->answer);
     json_decref(c->data);
     json_decref(c->extra);
     json_decref(c->errors);
@@ -738,7 +751,7 @@ static void dispatch(struct sim *s, struct listener_ctx *lc, const struct http_r
         sim_world_end(s);
     finish(s, &c, r);
     pthread_mutex_unlock(&s->mu);
-    check_raw(s, &c, &r->body);
+    check_raw(s, &c, r);
 out:
     r->delay_ms += fault_delay;
     call_release(&c);

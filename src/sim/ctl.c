@@ -8,10 +8,13 @@
 #include "sim/guestnet.h"
 #include "sim/sim.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <pcre2.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static void reply(struct http_resp *r, int status, json_t *body)
 {
@@ -326,12 +329,7 @@ static void reset(struct sim *s, struct http_resp *r)
         sim_vm_unlink(s, s->vms);
     sim_cts_free(s);
     s->pools = json_object();
-    while (s->tasks) {
-        struct sim_task *t = s->tasks;
-        s->tasks = t->next;
-        sim_task_free(t);
-    }
-    s->ntasks_running = 0;
+    sim_tasks_clear(s);
     faults_clear(s, 0);
     json_object_clear(s->calls);
     json_object_clear(s->node_calls);
@@ -358,20 +356,63 @@ static void reset(struct sim *s, struct http_resp *r)
     reply(r, 200, json_pack("{s:b}", "reset", 1));
 }
 
+/* The state (sim_state_write) in an unlinked temporary file ($TMPDIR or
+ * /tmp), written record by record under the lock in pieces of 1 MiB: the
+ * answer is then sent from the file with its length known, without the
+ * lock, and pvesim never holds more than a piece of it (54 MB at 100,000
+ * VMs). The descriptor, or -1 with errno. */
+static int state_file(struct sim *s)
+{
+    const char *dir = getenv("TMPDIR");
+    char *path = xasprintf("%s/pvesim-state-XXXXXX", dir && *dir ? dir : "/tmp");
+    int fd = mkstemp(path), e = 0;
+    if (fd >= 0) {
+        unlink(path);
+        fcntl(fd, F_SETFD, FD_CLOEXEC);
+    }
+    free(path);
+    int wfd = fd >= 0 ? dup(fd) : -1;
+    FILE *f = wfd >= 0 ? fdopen(wfd, "w") : NULL;
+    if (!f) {
+        e = errno;
+        if (wfd >= 0)
+            close(wfd);
+        goto fail;
+    }
+    struct buf b = BUF_INIT(BUF_UNLIMITED);
+    pthread_mutex_lock(&s->mu);
+    sim_advance(s);
+    sim_state_write(s, &b, f);
+    pthread_mutex_unlock(&s->mu);
+    buf_release(&b);
+    errno = 0;
+    bool failed = ferror(f) != 0;
+    if (fclose(f) != 0)
+        failed = true;
+    if (!failed)
+        return fd;
+    e = errno;
+fail:
+    if (fd >= 0)
+        close(fd);
+    errno = e ? e : EIO;
+    return -1;
+}
+
 void sim_ctl_handle(struct sim *s, const struct http_req *req, struct http_resp *r)
 {
     const char *p = req->path + 5; /* after "/_sim" */
     const char *m = req->method;
     bool get = strcmp(m, "GET") == 0, post = strcmp(m, "POST") == 0, del = strcmp(m, "DELETE") == 0;
     if (get && strcmp(p, "/state") == 0) {
-        /* written straight into the answer: a tree of 100,000 VMs would
-         * cost a second and hundreds of MiB for a moment */
+        int fd = state_file(s);
+        if (fd < 0) {
+            bad(r, 500, "cannot write the state aside: %s", strerror(errno));
+            return;
+        }
         http_resp_status(r, 200, NULL);
         r->content_type = xstrdup("application/json");
-        pthread_mutex_lock(&s->mu);
-        sim_advance(s);
-        sim_state_write(s, &r->body, NULL);
-        pthread_mutex_unlock(&s->mu);
+        r->body_fd = fd;
     } else if (get && strcmp(p, "/calls") == 0) {
         pthread_mutex_lock(&s->mu);
         json_t *c = json_pack("{s:O,s:O}", "calls", s->calls, "nodes", s->node_calls);

@@ -211,6 +211,10 @@ static json_t *ct_resource(struct sim *s, struct sim_ct *ct)
     json_object_set_new(e, "maxcpu", cpus);
     if (ct->node->state == NODE_OFFLINE)
         json_object_set_new(e, "status", json_string("unknown"));
+    double rrd = sim_rrd_now(s); /* as of pvestatd's last report (h_resources) */
+    if (json_integer_value(json_object_get(e, "uptime")))
+        json_object_set_new(e, "uptime",
+                            json_integer(rrd > ct->started ? (json_int_t)(rrd - ct->started) : 0));
     json_object_set_new(e, "template",
                         json_integer(json_integer_value(json_object_get(ct->conf, "template"))));
     if (s->o.pve_version >= 9)

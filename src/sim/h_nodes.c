@@ -96,8 +96,11 @@ static long long uptime(struct sim *s, struct sim_node *n)
     return (long long)(sim_now(s) - n->boot);
 }
 
-json_t *sim_node_entry(struct sim *s, struct sim_node *n, bool with_fp);
-json_t *sim_node_entry(struct sim *s, struct sim_node *n, bool with_fp)
+/* now: the time the entry is as of (sim_now, or sim_rrd_now for
+ * /cluster/resources) */
+
+json_t *sim_node_entry(struct sim *s, struct sim_node *n, bool with_fp, double now);
+json_t *sim_node_entry(struct sim *s, struct sim_node *n, bool with_fp, double now)
 {
     bool online = n->state != NODE_OFFLINE;
     json_t *e =
@@ -108,7 +111,8 @@ json_t *sim_node_entry(struct sim *s, struct sim_node *n, bool with_fp)
     if (with_fp)
         json_object_set_new(e, "ssl_fingerprint", json_string(s->fingerprint));
     if (online) {
-        json_object_set_new(e, "uptime", json_integer(uptime(s, n)));
+        json_object_set_new(e, "uptime",
+                            json_integer(now > n->boot ? (json_int_t)(now - n->boot) : 0));
         json_object_set_new(e, "cpu", json_real(node_cpu(s, n)));
         json_object_set_new(e, "mem", json_integer(sim_node_mem_used(s, n)));
         json_object_set_new(e, "disk", json_integer(12 * GiB));
@@ -121,7 +125,8 @@ static void h_nodes(struct sim_call *c)
     c->data = json_array();
     for (int i = 0; i < c->s->nnodes; i++)
         if (visible(c, &c->s->nodes[i]))
-            json_array_append_new(c->data, sim_node_entry(c->s, &c->s->nodes[i], true));
+            json_array_append_new(c->data,
+                                  sim_node_entry(c->s, &c->s->nodes[i], true, sim_now(c->s)));
 }
 
 static void h_node_status(struct sim_call *c)

@@ -42,6 +42,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -71,6 +72,7 @@ enum {
     TICK_MS = 50,         /* re-check period while sleeping or hanging */
     ACCEPT_TICK_MS = 250, /* accept thread: reap finished threads */
     INBUF = 16 * 1024,
+    FILE_PIECE = 256 * 1024, /* a file body is read and sent this much at a time */
     THREAD_STACK = 1024 * 1024,
 };
 
@@ -595,6 +597,27 @@ static void add_date(struct buf *o, const char *name, const struct tm *tm)
                tm->tm_sec);
 }
 
+/* Send the first len bytes of file fd, a piece at a time. */
+static int send_file(struct conn *c, int fd, size_t len, int64_t deadline)
+{
+    char *piece = xmalloc(FILE_PIECE);
+    int rc = 0;
+    for (off_t off = 0; rc == 0 && (size_t)off < len;) {
+        size_t want = len - (size_t)off < FILE_PIECE ? len - (size_t)off : FILE_PIECE;
+        ssize_t n = pread(fd, piece, want, off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) { /* the file shrank: the length sent cannot be kept */
+            rc = -1;
+            break;
+        }
+        rc = conn_write(c, piece, (size_t)n, deadline);
+        off += n;
+    }
+    free(piece);
+    return rc;
+}
+
 /* Serialise and send a response. keep: announce keep-alive. */
 static int send_response(struct conn *c, const struct http_resp *r, int minor, bool keep,
                          bool head_only)
@@ -605,6 +628,15 @@ static int send_response(struct conn *c, const struct http_resp *r, int minor, b
     time_t now = time(NULL);
     struct tm tm;
     gmtime_r(&now, &tm);
+    const char *body = r->shared ? r->shared : r->body.data;
+    size_t blen = r->shared ? r->shared_len : r->body.len;
+    struct stat st;
+    if (r->body_fd >= 0) {
+        if (fstat(r->body_fd, &st) != 0)
+            return -1;
+        body = NULL;
+        blen = (size_t)st.st_size;
+    }
 
     if (rl)
         buf_printf(&o, "HTTP/1.%d %d %.*s\r\n", minor, status, (int)rl, r->reason);
@@ -615,7 +647,7 @@ static int send_response(struct conn *c, const struct http_resp *r, int minor, b
     buf_printf(&o, "Pragma: no-cache\r\nServer: %s\r\n", SERVER_HDR);
     if (clean_value(r->content_type))
         buf_printf(&o, "Content-Type: %s\r\n", r->content_type);
-    buf_printf(&o, "Content-Length: %zu\r\n", r->body.len);
+    buf_printf(&o, "Content-Length: %zu\r\n", blen);
     add_date(&o, "Expires", &tm);
     if (r->headers.len) {
         buf_add(&o, r->headers.data, r->headers.len);
@@ -625,12 +657,13 @@ static int send_response(struct conn *c, const struct http_resp *r, int minor, b
     buf_adds(&o, "\r\n");
     /* a big body (a whole fleet's /cluster/resources) goes out from where
      * it is, not copied behind the head first */
-    bool apart = !head_only && r->body.len > 65536;
-    if (!head_only && r->body.len && !apart)
-        buf_add(&o, r->body.data, r->body.len);
-    int rc = conn_write(c, o.data, o.len, mono_ms() + WRITE_MS);
+    bool apart = !head_only && (blen > 65536 || !body);
+    if (!head_only && blen && !apart)
+        buf_add(&o, body, blen);
+    int64_t deadline = mono_ms() + WRITE_MS;
+    int rc = conn_write(c, o.data, o.len, deadline);
     if (rc == 0 && apart)
-        rc = conn_write(c, r->body.data, r->body.len, mono_ms() + WRITE_MS);
+        rc = body ? conn_write(c, body, blen, deadline) : send_file(c, r->body_fd, blen, deadline);
     buf_release(&o);
     return rc;
 }
@@ -641,6 +674,7 @@ static void resp_init(struct http_resp *r)
     r->status = 200;
     buf_init(&r->headers, BUF_UNLIMITED);
     buf_init(&r->body, BUF_UNLIMITED);
+    r->body_fd = -1;
 }
 
 static void resp_free(struct http_resp *r)
@@ -649,6 +683,10 @@ static void resp_free(struct http_resp *r)
     free(r->content_type);
     buf_release(&r->headers);
     buf_release(&r->body);
+    if (r->shared_free)
+        r->shared_free(r->shared_ctx);
+    if (r->body_fd >= 0)
+        close(r->body_fd);
 }
 
 static int minor_of(const struct rq *q)

@@ -63,6 +63,17 @@ struct http_resp {
     char *content_type; /* owned; NULL: no Content-Type header */
     struct buf headers; /* extra header lines, each "Name: value\r\n" */
     struct buf body;
+    /* or a body shared with other answers (a cached answer, sent as it is,
+     * never copied): used instead of `body` when `shared` is set;
+     * shared_free(shared_ctx) is called once the response is done with it */
+    const char *shared;
+    size_t shared_len;
+    void (*shared_free)(void *ctx);
+    void *shared_ctx;
+    /* or a file's whole content (a big answer written aside, sent in pieces
+     * with its length known beforehand): used when body_fd >= 0; the
+     * response owns the descriptor and closes it */
+    int body_fd;
     bool close;    /* close the connection after this response */
     long delay_ms; /* wait this long before answering (PVE's 3 s 401 delay) */
     bool hang;     /* never answer; hold the connection until the client leaves

@@ -348,11 +348,9 @@ static void sim_free(struct sim *s)
         sim_vm_unlink(s, s->vms);
     sim_cts_free(s);
     free(s->vm_index);
-    while (s->tasks) {
-        struct sim_task *t = s->tasks;
-        s->tasks = t->next;
-        sim_task_free(t);
-    }
+    for (size_t i = 0; i < sizeof s->res_cache / sizeof *s->res_cache; i++)
+        sim_blob_release(s->res_cache[i].body);
+    sim_tasks_clear(s);
     while (s->faults) {
         struct sim_fault *f = s->faults;
         s->faults = f->next;
@@ -388,11 +386,28 @@ static void setup_auth(struct sim *s)
         log_warn("sim", "no --password and no --token: no client can authenticate");
 }
 
+/* The node certificate and the ticket key are RSA keys: generating them
+ * (0.1 to 1 s, at random) runs beside the state load, not before it. */
+struct keys_job {
+    struct sim *s;
+    char *err;
+    int rc;
+};
+
+static void *keys_main(void *arg)
+{
+    struct keys_job *j = arg;
+    j->rc = setup_tls(j->s, &j->err);
+    setup_auth(j->s);
+    return NULL;
+}
+
 int main(int argc, char **argv)
 {
     struct sim *s = xcalloc(1, sizeof *s);
     char *err = NULL;
     int rc = 1;
+    bool keys_started = false;
     signal(SIGPIPE, SIG_IGN);
     /* Big answers (a fleet's /cluster/resources is 27 MB at 100,000 VMs)
      * always get their own mapping, given back when freed: glibc would
@@ -425,8 +440,14 @@ int main(int argc, char **argv)
         goto out;
     }
     free(sp);
-    if (sim_build_fleet(s, &err) || setup_tls(s, &err))
+    if (sim_build_fleet(s, &err))
         goto fail;
+    struct keys_job kj = {.s = s};
+    pthread_t kt;
+    if (pthread_create(&kt, NULL, keys_main, &kj))
+        keys_main(&kj);
+    else
+        keys_started = true;
     if (s->o.state_dir) {
         mkdir(s->o.state_dir, 0755);
         char *p = xasprintf("%s/state.json", s->o.state_dir);
@@ -439,7 +460,13 @@ int main(int argc, char **argv)
         }
         free(p);
     }
-    setup_auth(s);
+    if (keys_started)
+        pthread_join(kt, NULL);
+    keys_started = false;
+    if (kj.rc) {
+        err = kj.err;
+        goto fail;
+    }
     s->http = httpd_new(sim_http_handler, s, s->cert_pem, s->key_pem, &err);
     if (!s->http || open_listeners(s, &err))
         goto fail;
