@@ -6,28 +6,38 @@
  * a start of a second or two. The first look comes after the first delay
  * (a task just started has not ended), then:
  *   - when tasks of this kind have been seen before (expect > 0): the first
- *     look at the expected end, but within 1 s (a failing clone must fail
- *     over at once); then straight at the expected end, in steps of at most
- *     3x the time waited (a task that ends far earlier than expected is
- *     seen at most 3x late); past it, every 5% to 25% of the time waited
- *     as the overrun grows. A task as long as expected costs 1 poll under a
- *     second, 2 under 4 s, 4 for a 40 s clone.
- *   - with no expectation: 50 ms, then doubling (seen at most 2x late).
+ *     look at the expected end, but within 2 s; then straight at the
+ *     expected end, in steps of at most 3x the time waited (a task that
+ *     ends far earlier than expected is seen at most 3x late); past it,
+ *     every 5% to 25% of the time waited as the overrun grows. A task as
+ *     long as expected costs 1 poll under 2 s, 2 under 6 s, 4 for a 40 s
+ *     clone.
+ *   - with no expectation: 250 ms (no Proxmox task ends sooner: a worker
+ *     is forked, locks are taken), then doubling (seen at most 2x late).
  *   - never more than 30 s between two polls.
  * Expectations are per client: an EWMA of observed durations per node,
  * task type and, for clones, source template (the UPID's id), in a small
- * table with the least recently used entry replaced. */
+ * table with the least recently used entry replaced; a kind not seen on a
+ * node takes what the same type (not a clone) took on another.
+ *
+ * A clone's log tells more: qemu-img prints its progress every 1%, so two
+ * readings give the copy's rate and its end (pve_eta_*), even for the first
+ * clone of a template. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/util.h"
 #include "pve/pve_int.h"
 
-#define FIRST_MS 50   /* the first look at a task of an unknown kind */
-#define EARLY_MS 1000 /* the first look at a known kind comes within this */
+#define FIRST_MS 250  /* the first look at a task of an unknown kind */
+#define EARLY_MS 2000 /* the first look at a known kind comes within this */
 #define MIN_MS 10
 #define MAX_MS 30000
-#define EWMA_NEW 0.3 /* weight of the newest observation */
+#define EWMA_NEW 0.3      /* weight of the newest observation */
+#define LOG_FIRST_MS 1000 /* the first look through a clone's log within this */
+#define STEP_PCT 1.0      /* qemu-img prints its progress every 1% */
+#define RECENT_PCT 10.0   /* the rate over the last stretch of at least this */
 
 long pve_task_poll_delay(long elapsed_ms, long prev_ms, long expect_ms)
 {
@@ -59,18 +69,37 @@ static void expect_key(const struct pve_task *t, char *out, size_t len)
     snprintf(out, len, "%s:%s:%s", t->node, t->type, clone ? t->id : "");
 }
 
+/* key's "type:" part after the node equals want ("qmstart:") */
+static bool same_type(const char *key, const char *want)
+{
+    const char *colon = strchr(key, ':');
+    return colon && strcmp(colon + 1, want) == 0;
+}
+
 long pve_task_expect(pve_client *c, const struct pve_task *t)
 {
-    char key[PVE_EXPECT_KEY];
+    char key[PVE_EXPECT_KEY], type[sizeof t->type + 2];
     expect_key(t, key, sizeof key);
+    bool clone = strcmp(t->type, "qmclone") == 0 || strcmp(t->type, "vzclone") == 0;
+    snprintf(type, sizeof type, "%s:", t->type);
     long ms = 0;
+    uint64_t other_used = 0;
     pthread_mutex_lock(&c->expect_mu);
-    for (size_t i = 0; i < PVE_EXPECT_MAX; i++)
-        if (c->expect[i].key[0] && strcmp(c->expect[i].key, key) == 0) {
-            ms = (long)c->expect[i].ms;
-            c->expect[i].used = ++c->expect_clock;
+    for (size_t i = 0; i < PVE_EXPECT_MAX; i++) {
+        struct pve_expect *x = &c->expect[i];
+        if (!x->key[0])
+            continue;
+        if (strcmp(x->key, key) == 0) {
+            ms = (long)x->ms;
+            x->used = ++c->expect_clock;
             break;
         }
+        /* the same type on another node (a clone's length is its template's) */
+        if (!clone && x->used > other_used && same_type(x->key, type)) {
+            ms = (long)x->ms;
+            other_used = x->used;
+        }
+    }
     pthread_mutex_unlock(&c->expect_mu);
     return ms;
 }
@@ -95,4 +124,93 @@ void pve_task_observed(pve_client *c, const struct pve_task *t, long ms)
     c->expect[slot].used = ++c->expect_clock;
 out:
     pthread_mutex_unlock(&c->expect_mu);
+}
+
+/* ---- what a clone's log tells of its end ---------------------------------- */
+
+/* "transferred 1.0 GiB of 10.0 GiB (10.00%)": qemu-img convert's progress
+ * (every 1%) as qemu-server prints it; a drive mirror's lines have a
+ * "drive-scsi0: " before and " in 5s" after. */
+bool pve_progress_pct(const char *line, double *pct)
+{
+    const char *s = strstr(line, "transferred ");
+    if (!s || !strstr(s, " of "))
+        return false;
+    const char *open = strrchr(s, '(');
+    if (!open)
+        return false;
+    char *end;
+    double p = strtod(open + 1, &end);
+    if (end == open + 1 || strncmp(end, "%)", 2) != 0 || !(p >= 0 && p <= 100))
+        return false;
+    *pct = p;
+    return true;
+}
+
+void pve_eta_note(struct pve_eta *e, long elapsed_ms, double pct)
+{
+    if (e->n && pct < e->p[(e->n - 1) % PVE_ETA_READINGS])
+        e->n = 0; /* a new disk's copy starts from 0% */
+    if (e->n && pct == e->p[(e->n - 1) % PVE_ETA_READINGS])
+        return; /* not moved: the reading before is closer to its step */
+    if (!e->n) {
+        e->t_first = elapsed_ms;
+        e->p_first = pct;
+    }
+    e->t[e->n % PVE_ETA_READINGS] = elapsed_ms;
+    e->p[e->n % PVE_ETA_READINGS] = pct;
+    e->n++;
+}
+
+/* ms per percent between two readings, taken as slow as they allow: each
+ * is the last step printed, up to a step behind the copy */
+static double ms_per_pct(long ta, double pa, long tb, double pb)
+{
+    double moved = pb - pa;
+    if (moved > 2 * STEP_PCT)
+        moved -= STEP_PCT;
+    return (double)(tb - ta) / moved;
+}
+
+long pve_eta_end(const struct pve_eta *e)
+{
+    if (e->n == 0)
+        return 0;
+    long t1 = e->t[(e->n - 1) % PVE_ETA_READINGS];
+    double p1 = e->p[(e->n - 1) % PVE_ETA_READINGS], end;
+    if (e->n == 1) {
+        if (p1 <= 0 || t1 <= 0)
+            return 0;
+        end = t1 * 100 / p1; /* the copy started no earlier than the wait */
+    } else {
+        /* the rate over the last stretch of RECENT_PCT or more (it changes
+         * when a copy beside this one on the same storage ends or starts),
+         * or since the first reading */
+        long ta = e->t_first;
+        double pa = e->p_first;
+        int kept = e->n < PVE_ETA_READINGS ? e->n : PVE_ETA_READINGS;
+        for (int k = 2; k <= kept; k++) {
+            int i = (e->n - k) % PVE_ETA_READINGS;
+            if (p1 - e->p[i] >= RECENT_PCT) {
+                ta = e->t[i];
+                pa = e->p[i];
+                break;
+            }
+        }
+        if (t1 <= ta || p1 <= pa)
+            return 0;
+        end = t1 + (100 - p1) * ms_per_pct(ta, pa, t1, p1);
+    }
+    return end > 24 * 3600 * 1000.0 ? 24 * 3600 * 1000L : (long)end + 1;
+}
+
+long pve_task_next_delay(bool logged, long elapsed_ms, long prev_ms, long expect_ms,
+                         const struct pve_eta *eta)
+{
+    if (!logged)
+        return pve_task_poll_delay(elapsed_ms, prev_ms, expect_ms);
+    if (prev_ms == 0) /* a clone that fails does so at once; the first reading */
+        return expect_ms > 0 && expect_ms < LOG_FIRST_MS ? expect_ms : LOG_FIRST_MS;
+    long end = pve_eta_end(eta);
+    return pve_task_poll_delay(elapsed_ms, prev_ms, end ? end : expect_ms);
 }

@@ -100,6 +100,33 @@ struct pve_client {
 long pve_task_expect(pve_client *c, const struct pve_task *t);
 void pve_task_observed(pve_client *c, const struct pve_task *t, long ms);
 
+/* The copy progress in a task log line ("transferred X of Y (P%)"): true
+ * and *pct in 0..100 when the line is one. Pure. */
+bool pve_progress_pct(const char *line, double *pct);
+
+/* Progress readings of one copy (zero-initialised before the first): the
+ * first, and the last PVE_ETA_READINGS that moved, each when (ms into the
+ * wait) and at what percentage. A lower percentage starts a new copy (the
+ * next disk). Pure. */
+#define PVE_ETA_READINGS 8
+struct pve_eta {
+    long t_first, t[PVE_ETA_READINGS];
+    double p_first, p[PVE_ETA_READINGS];
+    int n; /* readings that moved since the copy started */
+};
+void pve_eta_note(struct pve_eta *e, long elapsed_ms, double pct);
+/* When the copy should end, in ms into the wait: from the rate over the
+ * last stretch (or since the first reading), or from one reading above 0%
+ * (the copy started no earlier than the wait); 0: not known yet. Taken a
+ * little late: a reading is the last step printed, behind the copy. */
+long pve_eta_end(const struct pve_eta *e);
+
+/* The sleep before the next look: pve_task_poll_delay() on the expectation,
+ * or for a task whose log is read (logged: a clone) on the copy's expected
+ * end once the readings tell it, the first look within 1 s. Pure. */
+long pve_task_next_delay(bool logged, long elapsed_ms, long prev_ms, long expect_ms,
+                         const struct pve_eta *eta);
+
 /* ---- callstats.c ---- */
 void pve_callstat_note(pve_client *c, const char *method, const char *path, double seconds,
                        bool error);

@@ -165,11 +165,13 @@ static int log_page(pve_client *c, const struct pve_task *t, int start, int limi
     return rc;
 }
 
-/* PVE's placeholder for an empty log is not a line of the task's. */
+/* PVE's placeholders for an empty log and for a log not (yet) there are
+ * not lines of the task's. */
 static bool is_placeholder(json_t *lines, int start)
 {
+    const char *l = json_string_value(json_array_get(lines, 0));
     return start == 0 && json_array_size(lines) == 1 &&
-           strcmp(json_string_value(json_array_get(lines, 0)), "no content") == 0;
+           (strcmp(l, "no content") == 0 || str_starts(l, "unable to open file - "));
 }
 
 static int log_read(pve_client *c, const struct pve_task *t, int start, int limit, json_t **out,
@@ -250,6 +252,57 @@ static int feed_progress(pve_client *c, const struct pve_task *t, int pos, pve_p
     return pos;
 }
 
+/* The status line a task's log ends with ("TASK OK", "TASK WARNINGS: n",
+ * "TASK ERROR: <message>"): what the status's exitstatus is made from. */
+static bool end_line(const char *l, struct pve_task *t)
+{
+    if (strcmp(l, "TASK OK") == 0)
+        set_exit(t, l + 5);
+    else if (str_starts(l, "TASK WARNINGS: "))
+        set_exit(t, l + 5);
+    else if (str_starts(l, "TASK ERROR: "))
+        set_exit(t, l + 12);
+    else
+        return false;
+    return true;
+}
+
+/* A look through the log (clones): the new lines show the copy's progress
+ * and, at the end, the task's exit status; one request where the status
+ * and the log would be two. Returns 1 when the lines said something (they
+ * moved, or the task ended: t->running tells), 0 when the status must be
+ * read instead (no new line: the task may have died silently; no log). */
+static int log_look(pve_client *c, struct pve_task *t, int *pos, const struct pve_wait_opts *o,
+                    struct tail *tl, struct pve_eta *eta, long elapsed_ms)
+{
+    json_t *lines = NULL;
+    struct pve_error e;
+    if (log_read(c, t, *pos, 0, &lines, &e) != 0)
+        return 0;
+    size_t i, n = json_array_size(lines);
+    json_t *l;
+    double pct, last = -1;
+    json_array_foreach(lines, i, l)
+    {
+        const char *s = json_string_value(l);
+        if (o->progress)
+            o->progress(o->ud, t->upid, s);
+        tail_add(tl, s);
+        if (pve_progress_pct(s, &pct)) {
+            if (pct < last) /* the next disk's copy began since the last look */
+                pve_eta_note(eta, elapsed_ms, last);
+            last = pct;
+        }
+    }
+    if (last >= 0) /* where the copy is now: the last line printed */
+        pve_eta_note(eta, elapsed_ms, last);
+    *pos += (int)n;
+    if (n && end_line(json_string_value(json_array_get(lines, n - 1)), t))
+        t->running = false;
+    json_decref(lines);
+    return n > 0;
+}
+
 /* Without a progress callback, fetch only the tail of the log. */
 static void fetch_tail(pve_client *c, const struct pve_task *t, struct tail *tl)
 {
@@ -316,11 +369,33 @@ static int nap(const struct pve_wait_opts *o, long ms)
     return 0;
 }
 
+/* Tasks whose log is read instead of their status: qemu-server prints a
+ * clone's copy progress there. */
+static bool log_kind(const struct pve_task *t)
+{
+    return strcmp(t->type, "qmclone") == 0;
+}
+
+/* What a wait teaches of the task's length: it ended after the last look
+ * that saw it running and by the look that saw it end. The later bound, so
+ * that the next first look comes at or after the end (one look, where one
+ * a little early costs a string of overdue ones). A task over at the first
+ * look may have been shorter: a little less then, so that the expectation
+ * follows tasks that get faster; far less when nothing was known (the first
+ * look of an unknown kind comes late for a fast task). */
+static long learned(long last_running_ms, long seen_ms, long expect_ms)
+{
+    if (last_running_ms > 0)
+        return seen_ms;
+    return expect_ms > 0 ? seen_ms * 4 / 5 : seen_ms / 5;
+}
+
 int pve_task_wait_opts(pve_client *c, const char *upid, const struct pve_wait_opts *o,
                        struct pve_task *out, struct pve_error *err)
 {
     struct pve_task t = {0};
     struct tail tl = {0};
+    struct pve_eta eta = {0};
     int rc = parse_or_fail(upid, &t, err);
     if (rc)
         goto out;
@@ -328,6 +403,7 @@ int pve_task_wait_opts(pve_client *c, const char *upid, const struct pve_wait_op
     int64_t t0 = mono_ms(), last_running = t0;
     int64_t limit = o->deadline_ms > 0 ? o->deadline_ms : WAIT_DEFAULT_MS;
     long expect = pve_task_expect(c, &t), delay = 0;
+    bool logged = log_kind(&t);
     int pos = 0;
     for (;;) {
         /* a task just started has not ended: sleep first, then look */
@@ -339,31 +415,35 @@ int pve_task_wait_opts(pve_client *c, const char *upid, const struct pve_wait_op
             rc = PVE_E_TIMEOUT;
             goto out;
         }
-        delay = pve_task_poll_delay((long)(now - t0), delay, expect);
+        delay = pve_task_next_delay(logged, (long)(now - t0), delay, expect, &eta);
         if (nap(o, delay < left ? delay : (long)left)) {
             pve_error_set(err, PVE_E_TIMEOUT, "interrupted");
             rc = PVE_E_TIMEOUT;
             goto out;
         }
-        rc = pve_task_status(c, upid, &t, err);
-        if (rc == PVE_E_NOTFOUND && mono_ms() - t0 < NOTFOUND_GRACE_MS)
-            t.running = true;
-        else if (rc)
-            goto out;
-        if (o->progress)
-            pos = feed_progress(c, &t, pos, o->progress, o->ud, &tl);
+        if (logged && log_look(c, &t, &pos, o, &tl, &eta, (long)(mono_ms() - t0))) {
+            rc = 0;
+        } else {
+            rc = pve_task_status(c, upid, &t, err);
+            if (rc == PVE_E_NOTFOUND && mono_ms() - t0 < NOTFOUND_GRACE_MS)
+                t.running = true;
+            else if (rc)
+                goto out;
+            if (o->progress && !logged)
+                pos = feed_progress(c, &t, pos, o->progress, o->ud, &tl);
+        }
         if (!t.running)
             break;
         last_running = mono_ms();
     }
     if (strcmp(t.exitstatus, "OK") == 0 || str_starts(t.exitstatus, "WARNINGS: ")) {
-        /* it ended between the last two looks: count the middle */
-        pve_task_observed(c, &t, (long)((last_running + mono_ms()) / 2 - t0));
+        pve_task_observed(c, &t,
+                          learned((long)(last_running - t0), (long)(mono_ms() - t0), expect));
         pve_error_clear(err);
         rc = 0;
         goto out;
     }
-    if (!o->progress)
+    if (!o->progress && !logged)
         fetch_tail(c, &t, &tl);
     rc = task_failed(&t, &tl, err);
 out:

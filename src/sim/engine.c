@@ -400,11 +400,12 @@ static void clone_progress(struct sim *s, struct sim_task *t, double now, double
         t->bytes_done += share;
         if (t->bytes_done > t->bytes_total)
             t->bytes_done = t->bytes_total;
-        int p0 = (int)(before * 10 / t->bytes_total),
-            p1 = (int)(t->bytes_done * 10 / t->bytes_total);
+        /* qemu-img convert -p prints every 1% */
+        int p0 = (int)(before * 100 / t->bytes_total),
+            p1 = (int)(t->bytes_done * 100 / t->bytes_total);
         if (p1 > p0)
             sim_task_log(t, "transferred %.1f GiB of %.1f GiB (%d.00%%)",
-                         t->bytes_done / 1073741824.0, t->bytes_total / 1073741824.0, p1 * 10);
+                         t->bytes_done / 1073741824.0, t->bytes_total / 1073741824.0, p1);
         return;
     }
     if (now < t->t0 + t->dur)

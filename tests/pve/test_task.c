@@ -113,7 +113,7 @@ static void test_clone_wait_progress(void **state)
     assert_string_equal(t.node, "sv1");
     assert_true(pr.saw_transfer && pr.saw_end);
     pve_client_stats(g_c, &s1);
-    assert_true(s1.task_polls - s0.task_polls >= 2);
+    assert_true(s1.task_polls - s0.task_polls >= 1);
     assert_int_equal(s1.task_polls - s0.task_polls, s1.requests - s0.requests);
 
     /* every line exactly once: the callback count equals the whole log */
@@ -172,6 +172,74 @@ static void test_wait_learns(void **state)
     assert_int_equal(
         pve_upid_parse("UPID:sv1:00001000:0010851D:6B04CF4B:qmclone:8010:root@pam:", &other), 0);
     assert_int_equal(pve_task_expect(g_c, &other), 0); /* another node */
+}
+
+/* Calls the client made to one task endpoint ("status", "log") so far. */
+static uint64_t task_calls(const char *what)
+{
+    struct pve_callstat *cs = NULL;
+    size_t n = 0;
+    uint64_t calls = 0;
+    char want[64];
+    snprintf(want, sizeof want, "/nodes/{node}/tasks/{upid}/%s", what);
+    pve_client_callstats(g_c, &cs, &n);
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(cs[i].method, "GET") == 0 && strcmp(cs[i].endpoint, want) == 0)
+            calls += cs[i].calls;
+    free(cs);
+    return calls;
+}
+
+/* A clone is watched through its log: the copy's progress lines tell its
+ * end, the log's last line ("TASK OK") its exit status; no status read is
+ * needed. When the log cannot be read, the status decides. */
+static void test_clone_wait_reads_log(void **state)
+{
+    (void)state;
+    uint64_t st0 = task_calls("status"), log0 = task_calls("log");
+    const char *upid = start_clone("sv2", 8010, 507);
+    struct pve_task t;
+    struct pve_error e;
+    assert_ok(pve_task_wait(g_c, upid, 20000, NULL, NULL, &t, &e), &e);
+    assert_string_equal(t.exitstatus, "OK");
+    assert_false(t.running);
+    assert_int_equal(task_calls("status"), st0);
+    assert_true(task_calls("log") > log0);
+
+    /* every log read fails: the status is read instead */
+    tsim_ctl0(&g_sim, "POST", "/_sim/faults",
+              "{\"method\":\"GET\",\"path\":\"/tasks/.*/log$\",\"kind\":\"error\","
+              "\"status\":500,\"message\":\"log gone\",\"count\":-1}");
+    st0 = task_calls("status");
+    upid = start_clone("sv2", 8010, 508);
+    assert_ok(pve_task_wait(g_c, upid, 20000, NULL, NULL, &t, &e), &e);
+    assert_string_equal(t.exitstatus, "OK");
+    assert_true(task_calls("status") > st0);
+}
+
+/* A kind not seen on a node takes what the same type took on another; a
+ * clone's length is its template's, never another node's. */
+static void test_expect_other_node(void **state)
+{
+    (void)state;
+    struct pve_task a, b, ca, cb;
+    assert_int_equal(
+        pve_upid_parse("UPID:sv4:00001000:0010851D:6B04CF4B:qmstart:600:root@pam:", &a), 0);
+    assert_int_equal(
+        pve_upid_parse("UPID:sv5:00001000:0010851D:6B04CF4B:qmstart:601:root@pam:", &b), 0);
+    assert_int_equal(
+        pve_upid_parse("UPID:sv4:00001000:0010851D:6B04CF4B:qmclone:8030:root@pam:", &ca), 0);
+    assert_int_equal(
+        pve_upid_parse("UPID:sv5:00001000:0010851D:6B04CF4B:qmclone:8040:root@pam:", &cb), 0);
+    assert_int_equal(pve_task_expect(g_c, &b), 0);
+    pve_task_observed(g_c, &a, 1500);
+    pve_task_observed(g_c, &ca, 40000);
+    assert_int_equal(pve_task_expect(g_c, &b), 1500);
+    assert_int_equal(pve_task_expect(g_c, &cb), 0);
+    /* its own node's, once seen, comes first */
+    pve_task_observed(g_c, &b, 3000);
+    assert_int_equal(pve_task_expect(g_c, &b), 3000);
+    assert_int_equal(pve_task_expect(g_c, &a), 1500);
 }
 
 static int ticks;
@@ -274,6 +342,8 @@ int main(void)
         cmocka_unit_test_setup(test_clone_wait_progress, reset_sim),
         cmocka_unit_test_setup(test_wait_without_progress, reset_sim),
         cmocka_unit_test_setup(test_wait_learns, reset_sim),
+        cmocka_unit_test_setup(test_clone_wait_reads_log, reset_sim),
+        cmocka_unit_test(test_expect_other_node),
         cmocka_unit_test_setup(test_wait_tick_interrupts, reset_sim),
         cmocka_unit_test_setup(test_task_error_lock, reset_sim),
         cmocka_unit_test_setup(test_task_error_other, reset_sim),
