@@ -225,8 +225,12 @@ typedef void (*pve_progress_fn)(void *ud, const char *upid, const char *line);
  * Works with any UPID, e.g. one stored before a restart. Polls follow
  * pve_task_poll_delay() over the whole wait (the first after the first
  * delay), with the duration the client has seen for tasks of the same kind
- * (node, type, clone source) as the expectation; each task that ends OK
- * updates it. */
+ * (node, type, clone source; a type seen only on another node: that) as the
+ * expectation; each task that ends OK updates it. A clone (qmclone) is
+ * watched through its log instead of its status: qemu-img's progress lines
+ * tell when the copy should end (also for the first clone of a template),
+ * the log's last line ("TASK OK", "TASK ERROR: ...") its exit status; the
+ * status is read when the log brought no new line or could not be read. */
 int pve_task_wait(pve_client *c, const char *upid, long deadline_ms, pve_progress_fn progress,
                   void *ud, struct pve_task *out, struct pve_error *err);
 
@@ -247,8 +251,8 @@ int pve_task_wait_opts(pve_client *c, const char *upid, const struct pve_wait_op
 
 /* The poll schedule: how long to sleep before the next status poll when
  * elapsed_ms have been waited, the previous sleep was prev_ms (0 before the
- * first) and tasks like this one took expect_ms (0: unknown). Unknown: 50
- * ms, doubling. Known: the first look within 1 s, then at the expected end
+ * first) and tasks like this one took expect_ms (0: unknown). Unknown: 250
+ * ms, doubling. Known: the first look within 2 s, then at the expected end
  * (steps of at most 3x the time waited), then backing off from 5% to 25% of
  * the time waited; at most 30 s. Pure; exported for tests. */
 long pve_task_poll_delay(long elapsed_ms, long prev_ms, long expect_ms);
