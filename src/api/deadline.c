@@ -61,6 +61,10 @@ static void *timer_main(void *arg)
         d->cut += (uint64_t)n;
         if (n)
             log_debug("api", "%d connections cut: request line or headers too slow", n);
+        if (!d->head) { /* nothing to time: sleep until a connection opens */
+            pthread_cond_wait(&d->cv, &d->mu);
+            continue;
+        }
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         ts.tv_nsec += TICK_MS * 1000000L;
@@ -121,6 +125,8 @@ void deadlines_on_connection(void *cls, struct MHD_Connection *conn, void **sock
         c->next = d->head;
         if (d->head)
             d->head->prev = c;
+        else
+            pthread_cond_signal(&d->cv); /* the timer sleeps while there is none */
         d->head = c;
         pthread_mutex_unlock(&d->mu);
         *socket_context = c;

@@ -158,6 +158,8 @@ static bool park(struct sse *s)
     pthread_mutex_lock(&h->mu);
     bool ok = !h->stopping;
     if (ok) {
+        if (!h->parked)
+            pthread_cond_signal(&h->cv); /* the timer sleeps while none is parked */
         s->next = h->parked;
         h->parked = s;
         h->nparked++;
@@ -295,7 +297,9 @@ static void *timer_main(void *arg)
             }
         }
         free(ready);
-        if (!h->stopping) {
+        if (!h->stopping && !h->parked) {
+            pthread_cond_wait(&h->cv, &h->mu); /* until a stream parks, or stop */
+        } else if (!h->stopping) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
             ts.tv_nsec += TICK_MS * 1000000L;

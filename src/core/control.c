@@ -358,11 +358,6 @@ static bool stopping(struct core *k)
     return s;
 }
 
-static int stop_tick(void *ud)
-{
-    return stopping(ud);
-}
-
 /* Wait for a task. A failed poll of its status (no exit status came back)
  * is not the task's failure: it is polled again, up to READ_TRIES times in
  * a row. -1 when the core is stopping. */
@@ -373,10 +368,7 @@ static int wait_task(struct cctx *c, const char *upid, struct pve_error *e)
         struct pve_task t;
         memset(&t, 0, sizeof t);
         int64_t left = end - mono_ms();
-        struct pve_wait_opts o = {.deadline_ms = left > 1 ? (long)left : 1,
-                                  .tick = stop_tick,
-                                  .tick_ms = 500,
-                                  .ud = c->k};
+        struct pve_wait_opts o = core_wait_opts(c->k, left > 1 ? (long)left : 1);
         int rc = pve_task_wait_opts(c->pc, upid, &o, &t, e);
         if (rc == PVE_E_TIMEOUT && stopping(c->k))
             return -1;

@@ -12,8 +12,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
-#define IDLE_WAIT_MS 200
+#define IDLE_WAIT_MS 200   /* the watcher's look at the store while busy */
+#define QUIET_WAIT_MS 1000 /* ... and once nothing ran for QUIET_AFTER_MS */
+#define QUIET_AFTER_MS 10000
 #define REFRESH_MS 5000
 
 bool core_has_tag(const char *tags, const char *tag)
@@ -55,6 +58,9 @@ struct core *core_new(const struct proxd_config *cfg, store *st, struct fleet *f
     pthread_cond_init(&k->ccv, NULL);
     for (int i = 0; i < CORE_VM_LOCKS; i++)
         pthread_mutex_init(&k->vm_locks[i], NULL);
+    pthread_cond_init(&k->stop_cv, NULL);
+    if (pipe(k->wake) != 0)
+        k->wake[0] = k->wake[1] = -1; /* task waits fall back to ticks */
     k->pl = place_new(cfg->nnodes);
     return k;
 }
@@ -70,6 +76,11 @@ void core_free(struct core *k)
     pthread_cond_destroy(&k->ccv);
     for (int i = 0; i < CORE_VM_LOCKS; i++)
         pthread_mutex_destroy(&k->vm_locks[i]);
+    pthread_cond_destroy(&k->stop_cv);
+    if (k->wake[0] >= 0) {
+        close(k->wake[0]);
+        close(k->wake[1]);
+    }
     place_free(k->pl);
     free(k);
 }
@@ -343,11 +354,20 @@ static int stop_tick(void *ud)
     return s;
 }
 
+struct pve_wait_opts core_wait_opts(struct core *k, long deadline_ms)
+{
+    struct pve_wait_opts o = {.deadline_ms = deadline_ms,
+                              .tick = stop_tick,
+                              .tick_ms = 500,
+                              .wake_fd = k->wake[0] >= 0 ? &k->wake[0] : NULL,
+                              .ud = k};
+    return o;
+}
+
 int core_wait_task(struct core *k, pve_client *pc, const char *upid, long deadline_ms,
                    struct pve_error *err)
 {
-    struct pve_wait_opts o = {
-        .deadline_ms = deadline_ms, .tick = stop_tick, .tick_ms = 500, .ud = k};
+    struct pve_wait_opts o = core_wait_opts(k, deadline_ms);
     struct pve_task t;
     int rc = pve_task_wait_opts(pc, upid, &o, &t, err);
     return rc == PVE_E_TIMEOUT && stop_tick(k) ? -1 : rc;
@@ -434,16 +454,19 @@ static void *worker_main(void *arg)
         if (rc == STORE_E_NOTFOUND || rc) {
             if (rc && rc != STORE_E_NOTFOUND)
                 log_error("job", "claiming a job failed: %s", se.message);
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += IDLE_WAIT_MS * 1000000L;
-            ts.tv_sec += ts.tv_nsec / 1000000000L;
-            ts.tv_nsec %= 1000000000L;
             /* One idle worker looks at the store on a timer, for jobs that
              * other processes queued; the others sleep until this process
              * queues work, frees a clone slot or stops (an idle daemon
-             * with 60 workers would otherwise claim 300 times a second). */
+             * with 60 workers would otherwise claim 300 times a second).
+             * A daemon quiet for a while looks less often: a job queued
+             * through this process's API wakes the workers at once. */
             pthread_mutex_lock(&k->mu);
+            long wait_ms = mono_ms() - k->busy_ms > QUIET_AFTER_MS ? QUIET_WAIT_MS : IDLE_WAIT_MS;
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += wait_ms * 1000000L;
+            ts.tv_sec += ts.tv_nsec / 1000000000L;
+            ts.tv_nsec %= 1000000000L;
             if (!k->stopping && !k->watcher) {
                 k->watcher = true;
                 pthread_cond_timedwait(&k->cv, &k->mu, &ts);
@@ -456,31 +479,39 @@ static void *worker_main(void *arg)
         }
         /* there may be more: wake the idle ones (one of them watches) */
         pthread_mutex_lock(&k->mu);
+        k->busy_ms = mono_ms();
         pthread_cond_broadcast(&k->cv);
         pthread_mutex_unlock(&k->mu);
         hold(k, slot, j.id);
         log_info("job", "job=%s kind=%s vmid=%d claimed at step %s by %s", j.id, j.kind, j.vmid,
                  j.step, k->instance);
         run_job(k, &j);
+        pthread_mutex_lock(&k->mu);
+        k->busy_ms = mono_ms();
+        pthread_mutex_unlock(&k->mu);
         hold(k, slot, NULL);
         job_rec_release(&j);
     }
     return NULL;
 }
 
-/* Renew the leases of the jobs we run and refresh the inventory. */
-/* Sleep up to ms in short naps; true when the core stops. */
+/* Sleep up to ms, woken only by a stop; true when the core stops. */
 static bool nap_or_stop(struct core *k, long ms)
 {
-    for (long t = 0; t < ms; t += 500) {
-        pthread_mutex_lock(&k->mu);
-        bool stop = k->stopping;
-        pthread_mutex_unlock(&k->mu);
-        if (stop)
-            return true;
-        sleep_ms(ms - t < 500 ? ms - t : 500);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += ms / 1000;
+    until.tv_nsec += (ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
     }
-    return false;
+    pthread_mutex_lock(&k->mu);
+    while (!k->stopping && pthread_cond_timedwait(&k->stop_cv, &k->mu, &until) != ETIMEDOUT)
+        ;
+    bool stop = k->stopping;
+    pthread_mutex_unlock(&k->mu);
+    return stop;
 }
 
 /* Renew the leases of the jobs this process runs, on a thread of its own:
@@ -500,7 +531,9 @@ static void *leaser_main(void *arg)
             if (held[i][0] && store_job_renew(k->st, held[i], k->instance, LEASE_MS, &se))
                 log_warn("job", "job=%s lease renewal failed: %s", held[i], se.message);
         }
-    } while (!nap_or_stop(k, LEASE_MS / 6));
+        /* a third of the lease: two renewals in a row may fail before it
+         * lapses (each is a database write per job held) */
+    } while (!nap_or_stop(k, LEASE_MS / 3));
     return NULL;
 }
 
@@ -558,6 +591,7 @@ static void adopt_dead_local_jobs(struct core *k)
 int core_start(struct core *k)
 {
     adopt_dead_local_jobs(k);
+    k->busy_ms = mono_ms(); /* look often at first: jobs may be queued meanwhile */
     int n = k->cfg->workers;
     if (n <= 0) { /* enough workers to keep every clone slot busy, plus some */
         n = 4;
@@ -592,7 +626,10 @@ void core_stop(struct core *k, long grace_ms)
     pthread_mutex_lock(&k->mu);
     k->stopping = true;
     pthread_cond_broadcast(&k->cv);
+    pthread_cond_broadcast(&k->stop_cv);
     pthread_mutex_unlock(&k->mu);
+    if (k->wake[1] >= 0 && write(k->wake[1], "s", 1) != 1)
+        log_warn("core", "stop not signalled to task waits: they see it at their next look");
     for (int i = 0; i < k->nworkers; i++)
         pthread_join(k->workers[i], NULL);
     pthread_join(k->keeper, NULL);

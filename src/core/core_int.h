@@ -20,9 +20,12 @@ struct core {
     struct fleet *fl;
     char instance[64];
     pthread_mutex_t mu;
-    pthread_cond_t cv; /* new work, a clone slot freed, or stop */
+    pthread_cond_t cv;      /* new work, a clone slot freed, or stop */
+    pthread_cond_t stop_cv; /* stop only: the keeper's and leaser's sleeps */
     bool stopping;
-    bool watcher; /* an idle worker polls the store on a timer (the others wait) */
+    int wake[2];     /* a pipe written at stop: task waits sleep on wake[0] */
+    bool watcher;    /* an idle worker polls the store on a timer (the others wait) */
+    int64_t busy_ms; /* mono ms a job was last claimed or ended here */
     pthread_t workers[CORE_MAX_WORKERS];
     int nworkers;
     pthread_t keeper; /* refreshes the inventory, reconciles */
@@ -62,6 +65,9 @@ void reconcile_cleaner_stop(struct core *k); /* after k->stopping is set */
  * this in one transaction (store.h), so the window stays there. */
 void core_vm_lock(struct core *k, int vmid);
 void core_vm_unlock(struct core *k, int vmid);
+
+/* Options for waiting on a task: stop ends the wait at once (core.c). */
+struct pve_wait_opts core_wait_opts(struct core *k, long deadline_ms);
 
 /* A creation leaves `node` after a failure there (for the metrics). */
 void core_note_failover(struct core *k, const char *node);

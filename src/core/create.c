@@ -92,11 +92,6 @@ static bool tried(struct ctx *c, const char *node)
     return false;
 }
 
-static int tick_stopping(void *ud)
-{
-    return stopping(ud);
-}
-
 /* Wait for a task (pve_task_wait's schedule over the whole wait); -1 when
  * the core is stopping (the job resumes later). A status read that fails
  * transiently is made again (TRIES in a row). *ended (may be NULL) tells
@@ -111,8 +106,7 @@ static int wait_task(struct ctx *c, const char *upid, long deadline_ms, bool *en
     for (;;) {
         struct pve_task t = {0};
         long left = (long)(end - mono_ms());
-        struct pve_wait_opts o = {
-            .deadline_ms = left > 0 ? left : 1, .tick = tick_stopping, .tick_ms = 500, .ud = c->k};
+        struct pve_wait_opts o = core_wait_opts(c->k, left > 0 ? left : 1);
         int rc = pve_task_wait_opts(c->pc, upid, &o, &t, err);
         if (rc == 0 || t.exitstatus[0]) { /* it ended, well or not */
             if (ended)

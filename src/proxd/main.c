@@ -37,16 +37,6 @@
 #include <string.h>
 #include <unistd.h>
 
-static volatile sig_atomic_t g_stop, g_reopen;
-
-static void on_signal(int sig)
-{
-    if (sig == SIGHUP)
-        g_reopen = 1;
-    else
-        g_stop = 1;
-}
-
 /* Point standard error (where every log line goes) at the log file; on
  * SIGHUP this reopens it after rotation. */
 static int open_log(const char *path)
@@ -156,16 +146,21 @@ static void close_world(struct world *w)
 static int run_daemon(const char *path)
 {
     struct world w;
+    /* SIGTERM, SIGINT and SIGHUP come to the sigwait below: blocked here,
+     * before any thread starts, so that every thread inherits the mask and
+     * the main thread sleeps until one comes (no wake-ups to look) */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     int rc = open_world(&w, path, true);
     if (rc)
         goto out;
     int lvl = log_level_parse(w.cfg->log_level[0] ? w.cfg->log_level : "info");
     log_set_level(lvl < 0 ? LOG_INFO : (enum log_level)lvl);
     log_set_format(strcmp(w.cfg->log_format, "json") == 0 ? LOG_FMT_JSON : LOG_FMT_TEXT);
-    struct sigaction sa = {.sa_handler = on_signal};
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGHUP, &sa, NULL);
     if (w.cfg->log_file[0] && open_log(w.cfg->log_file)) {
         rc = 1;
         goto out;
@@ -188,13 +183,12 @@ static int run_daemon(const char *path)
     char shown[512];
     url_redact(w.cfg->database, shown, sizeof shown);
     log_info("proxd", "running with %d nodes, database %s", w.cfg->nnodes, shown);
-    while (!g_stop) {
-        sleep_ms(50);
-        if (g_reopen) {
-            g_reopen = 0;
-            if (w.cfg->log_file[0] && open_log(w.cfg->log_file) == 0)
-                log_info("proxd", "log file reopened");
-        }
+    for (;;) {
+        int sig = 0;
+        if (sigwait(&sigs, &sig) != 0 || sig != SIGHUP)
+            break;
+        if (w.cfg->log_file[0] && open_log(w.cfg->log_file) == 0)
+            log_info("proxd", "log file reopened");
     }
     log_info("proxd", "stopping: no new jobs; running steps reach their checkpoint");
 #ifdef HAVE_API

@@ -234,9 +234,10 @@ typedef void (*pve_progress_fn)(void *ud, const char *upid, const char *line);
 int pve_task_wait(pve_client *c, const char *upid, long deadline_ms, pve_progress_fn progress,
                   void *ud, struct pve_task *out, struct pve_error *err);
 
-/* Called while waiting, at least every tick_ms, on the waiting thread;
- * a nonzero return ends the wait at once with PVE_E_TIMEOUT and
- * err->message "interrupted". */
+/* Called while waiting, at least every tick_ms (or, with a wake_fd, when
+ * that descriptor is readable), on the waiting thread; a nonzero return
+ * ends the wait at once with PVE_E_TIMEOUT and err->message
+ * "interrupted". */
 typedef int (*pve_tick_fn)(void *ud);
 
 struct pve_wait_opts {
@@ -244,6 +245,10 @@ struct pve_wait_opts {
     pve_progress_fn progress; /* may be NULL */
     pve_tick_fn tick;         /* may be NULL */
     long tick_ms;             /* 0: 2000 */
+    const int *wake_fd;       /* NULL, or a descriptor that turns readable
+                                 when the tick must be asked (a pipe written
+                                 at stop): then the wait sleeps until its
+                                 next look and asks the tick only then */
     void *ud;                 /* passed to progress and tick */
 };
 int pve_task_wait_opts(pve_client *c, const char *upid, const struct pve_wait_opts *o,

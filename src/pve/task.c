@@ -1,5 +1,7 @@
 /* Tasks: UPIDs, status, logs, lists, and waiting for a task to end. */
 #include <ctype.h>
+#include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -355,9 +357,21 @@ static int task_failed(const struct pve_task *t, struct tail *tl, struct pve_err
     return cls;
 }
 
-/* Sleep ms, calling the tick at least every tick_ms; nonzero: interrupted. */
+/* Sleep ms, calling the tick at least every tick_ms (with a wake_fd: when
+ * it turns readable, and at the end); nonzero: interrupted. */
 static int nap(const struct pve_wait_opts *o, long ms)
 {
+    if (o->wake_fd && o->tick) {
+        /* no wake-ups but the look: an idle wait costs nothing */
+        struct pollfd p = {.fd = *o->wake_fd, .events = POLLIN};
+        int64_t end = mono_ms() + ms;
+        for (;;) {
+            int64_t left = end - mono_ms();
+            int n = poll(&p, 1, left > 0 ? (int)left : 0);
+            if (n > 0 || left <= 0 || (n < 0 && errno != EINTR && errno != EAGAIN))
+                return o->tick(o->ud);
+        }
+    }
     long step = o->tick_ms > 0 ? o->tick_ms : 2000;
     while (ms > 0) {
         long s = ms < step ? ms : step;
