@@ -254,6 +254,9 @@ static void test_clone_status_unseen(void **unused)
      * config is not there yet when cleanup looks (as right after a clone) */
     fault_n(&e, "GET", "^/nodes/sv1/tasks/[^/]*qmclone[^/]*/status$", "error", 500,
             "task status failed by the test", 0);
+    /* nor its log (a clone is watched through its log) */
+    fault_n(&e, "GET", "^/nodes/sv1/tasks/[^/]*qmclone[^/]*/log$", "error", 500,
+            "task log failed by the test", 0);
     fault_n(&e, "GET", "^/nodes/sv1/qemu/\\d+/config$", "error", 500,
             "Configuration file 'nodes/sv1/qemu-server/1000.conf' does not exist", 1);
     struct vm_request rq;
