@@ -2,6 +2,7 @@
 #include "pvetest.h"
 
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "pve/pve_int.h"
 
@@ -288,6 +289,52 @@ static void task_error_case(const char *message, int newid, enum pve_class want)
     assert_null(strstr(e.message + 1, message)); /* not repeated from the log */
 }
 
+static int wake_ticks;
+static int tick_count(void *ud)
+{
+    (void)ud;
+    wake_ticks++;
+    return 0;
+}
+
+static int tick_stop_when_woken(void *ud)
+{
+    char b;
+    wake_ticks++;
+    return read(*(int *)ud, &b, 1) == 1; /* the pipe was written: stop */
+}
+
+/* With a wake_fd the wait sleeps until its next look (no tick every
+ * tick_ms), and a write to the descriptor asks the tick at once. */
+static void test_wait_wake_fd(void **state)
+{
+    (void)state;
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    const char *upid = start_clone("sv1", 8003, 509); /* about 80 simulated seconds */
+    struct pve_wait_opts o = {
+        .deadline_ms = 300, .tick = tick_count, .tick_ms = 10, .wake_fd = &p[0], .ud = NULL};
+    struct pve_task t;
+    struct pve_error e;
+    wake_ticks = 0;
+    assert_int_equal(pve_task_wait_opts(g_c, upid, &o, &t, &e), PVE_E_TIMEOUT);
+    assert_true(t.running);
+    assert_int_equal(wake_ticks, 1); /* once, when the sleep ended; not every 10 ms */
+
+    /* written before: the tick is asked at once and stops the wait */
+    assert_int_equal(write(p[1], "s", 1), 1);
+    o = (struct pve_wait_opts){
+        .deadline_ms = 60000, .tick = tick_stop_when_woken, .wake_fd = &p[0], .ud = &p[0]};
+    wake_ticks = 0;
+    int64_t t0 = mono_ms();
+    assert_int_equal(pve_task_wait_opts(g_c, upid, &o, &t, &e), PVE_E_TIMEOUT);
+    assert_string_equal(e.message, "interrupted");
+    assert_int_equal(wake_ticks, 1);
+    assert_true(mono_ms() - t0 < 1000); /* not at the first look (1 s) */
+    close(p[0]);
+    close(p[1]);
+}
+
 static void test_task_error_lock(void **state)
 {
     (void)state;
@@ -345,6 +392,7 @@ int main(void)
         cmocka_unit_test_setup(test_clone_wait_reads_log, reset_sim),
         cmocka_unit_test(test_expect_other_node),
         cmocka_unit_test_setup(test_wait_tick_interrupts, reset_sim),
+        cmocka_unit_test_setup(test_wait_wake_fd, reset_sim),
         cmocka_unit_test_setup(test_task_error_lock, reset_sim),
         cmocka_unit_test_setup(test_task_error_other, reset_sim),
         cmocka_unit_test_setup(test_wait_deadline, reset_sim),
