@@ -18,7 +18,8 @@
  * Expectations are per client: an EWMA of observed durations per node,
  * task type and, for clones, source template (the UPID's id), in a small
  * table with the least recently used entry replaced; a kind not seen on a
- * node takes what the same type (not a clone) took on another.
+ * node takes what the same type took on another (a clone: of any template,
+ * a hint for its first look; its log tells the rest).
  *
  * A clone's log tells more: qemu-img prints its progress every 1%, so two
  * readings give the copy's rate and its end (pve_eta_*), even for the first
@@ -69,18 +70,17 @@ static void expect_key(const struct pve_task *t, char *out, size_t len)
     snprintf(out, len, "%s:%s:%s", t->node, t->type, clone ? t->id : "");
 }
 
-/* key's "type:" part after the node equals want ("qmstart:") */
+/* key's part after the node starts with want ("qmstart:") */
 static bool same_type(const char *key, const char *want)
 {
     const char *colon = strchr(key, ':');
-    return colon && strcmp(colon + 1, want) == 0;
+    return colon && strncmp(colon + 1, want, strlen(want)) == 0;
 }
 
 long pve_task_expect(pve_client *c, const struct pve_task *t)
 {
     char key[PVE_EXPECT_KEY], type[sizeof t->type + 2];
     expect_key(t, key, sizeof key);
-    bool clone = strcmp(t->type, "qmclone") == 0 || strcmp(t->type, "vzclone") == 0;
     snprintf(type, sizeof type, "%s:", t->type);
     long ms = 0;
     uint64_t other_used = 0;
@@ -94,8 +94,9 @@ long pve_task_expect(pve_client *c, const struct pve_task *t)
             x->used = ++c->expect_clock;
             break;
         }
-        /* the same type on another node (a clone's length is its template's) */
-        if (!clone && x->used > other_used && same_type(x->key, type)) {
+        /* the same type on another node (for a clone, of another template:
+         * a hint for the first look; its log tells the rest) */
+        if (x->used > other_used && same_type(x->key, type)) {
             ms = (long)x->ms;
             other_used = x->used;
         }

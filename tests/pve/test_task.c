@@ -157,7 +157,8 @@ static void test_wait_without_progress(void **state)
 }
 
 /* A clone that ended OK teaches the client how long such clones take (per
- * node, type and template); others stay unknown. */
+ * node, type and template); a clone of another template or on another node
+ * takes that as a hint until it has its own. */
 static void test_wait_learns(void **state)
 {
     (void)state;
@@ -169,10 +170,11 @@ static void test_wait_learns(void **state)
     assert_true(ms > 0 && ms < 20000);
     assert_int_equal(
         pve_upid_parse("UPID:sv2:00001000:0010851D:6B04CF4B:qmclone:8003:root@pam:", &other), 0);
-    assert_int_equal(pve_task_expect(g_c, &other), 0); /* another template */
+    /* another template, another node: the clone seen last, as a hint */
+    assert_int_equal(pve_task_expect(g_c, &other), ms);
     assert_int_equal(
         pve_upid_parse("UPID:sv1:00001000:0010851D:6B04CF4B:qmclone:8010:root@pam:", &other), 0);
-    assert_int_equal(pve_task_expect(g_c, &other), 0); /* another node */
+    assert_int_equal(pve_task_expect(g_c, &other), ms);
 }
 
 /* Calls the client made to one task endpoint ("status", "log") so far. */
@@ -218,8 +220,9 @@ static void test_clone_wait_reads_log(void **state)
     assert_true(task_calls("status") > st0);
 }
 
-/* A kind not seen on a node takes what the same type took on another; a
- * clone's length is its template's, never another node's. */
+/* A kind not seen on a node takes what the same type took on another,
+ * for a clone of another template too (its first look; the log tells the
+ * rest); what the node itself has seen comes first. */
 static void test_expect_other_node(void **state)
 {
     (void)state;
@@ -236,7 +239,10 @@ static void test_expect_other_node(void **state)
     pve_task_observed(g_c, &a, 1500);
     pve_task_observed(g_c, &ca, 40000);
     assert_int_equal(pve_task_expect(g_c, &b), 1500);
-    assert_int_equal(pve_task_expect(g_c, &cb), 0);
+    assert_int_equal(pve_task_expect(g_c, &cb), 40000);
+    pve_task_observed(g_c, &cb, 20000);
+    assert_int_equal(pve_task_expect(g_c, &cb), 20000);
+    assert_int_equal(pve_task_expect(g_c, &ca), 40000);
     /* its own node's, once seen, comes first */
     pve_task_observed(g_c, &b, 3000);
     assert_int_equal(pve_task_expect(g_c, &b), 3000);
