@@ -1,0 +1,79 @@
+/* store_stats: job counts and durations per (kind, state) for metrics
+ * (store.h "statistics"). One read; the array is the caller's to free. */
+#include "store/store_int.h"
+
+#include "common/xalloc.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+
+const int64_t store_duration_bounds[STORE_DURATION_BUCKETS] = {1000,   5000,    15000,    60000,
+                                                               300000, 1800000, INT64_MAX};
+
+/* Durations are bucketed in SQL so that metrics never load every job. */
+#define DUR "(finished_at - created_at)"
+#define BUCKET(i)                                                                                  \
+    "sum(CASE WHEN finished_at > 0 AND " DUR " <= CAST(?" #i " AS BIGINT) THEN 1 ELSE 0 END), "
+static const char SQL_JOB_STATS[] =
+    "SELECT kind, state, count(*), coalesce(sum(CASE WHEN finished_at > 0 THEN " DUR
+    " END), 0), " BUCKET(1) BUCKET(2) BUCKET(3) BUCKET(4) BUCKET(5)
+        BUCKET(6) "sum(CASE WHEN finished_at > 0 THEN 1 ELSE 0 END)"
+                  " FROM jobs GROUP BY kind, state ORDER BY kind, state";
+
+struct stats_ctx {
+    struct job_stat *v;
+    size_t n;
+};
+
+static int job_stats_fn(db_conn *c, void *ctx, struct store_error *err)
+{
+    struct stats_ctx *k = ctx;
+    db_stmt *st = NULL;
+    size_t cap = 0;
+    FREE_AND_NULL(k->v);
+    k->n = 0;
+    int rc = db_prepare(c, SQL_JOB_STATS, &st, err);
+    if (rc)
+        return rc;
+    for (int i = 0; i < STORE_DURATION_BUCKETS - 1; i++)
+        db_bind_i64(st, i + 1, store_duration_bounds[i]);
+    for (bool found = true; rc == STORE_OK && found;) {
+        rc = db_step(st, &found, err, "counting jobs");
+        if (rc || !found)
+            break;
+        int state = job_state_parse(db_col_text(st, 1));
+        if (state < 0)
+            continue; /* the CHECK constraint rules this out */
+        if (k->n == cap) {
+            cap = cap ? cap * 2 : 16;
+            k->v = xrealloc(k->v, cap * sizeof *k->v);
+        }
+        struct job_stat *j = &k->v[k->n++];
+        memset(j, 0, sizeof *j);
+        DB_COL_FIELD(st, 0, j->kind);
+        j->state = (enum job_state)state;
+        j->count = db_col_i64(st, 2);
+        j->duration_sum_ms = db_col_i64(st, 3);
+        for (int i = 0; i < STORE_DURATION_BUCKETS; i++)
+            j->buckets[i] = db_col_i64(st, 4 + i);
+    }
+    db_done(st);
+    return rc;
+}
+
+int store_job_stats(store *s, struct job_stat **out, size_t *n, struct store_error *err)
+{
+    store_err_clear(err);
+    STORE_CHECK(s && out && n, "store_job_stats: NULL argument");
+    *out = NULL;
+    *n = 0;
+    struct stats_ctx k = {0};
+    int rc = db_tx(s->db, DB_READ, job_stats_fn, &k, err);
+    if (rc) {
+        free(k.v);
+        return rc;
+    }
+    *out = k.v;
+    *n = k.n;
+    return STORE_OK;
+}
