@@ -72,6 +72,18 @@ struct db {
     db_conn *conns;
 };
 
+/* A driver's table, from its primitives named p_open, p_close, ... */
+#define DB_DRIVER(p, drvname, toks, dollar)                                                        \
+    {                                                                                              \
+        .name = drvname, .tokens = toks, .dollar_params = dollar, .open = p##_open,                \
+        .close = p##_close, .conn_open = p##_conn_open, .conn_close = p##_conn_close,              \
+        .conn_ready = p##_conn_ready, .begin = p##_begin, .commit = p##_commit,                    \
+        .rollback = p##_rollback, .exec = p##_exec, .lock = p##_lock, .prepare = p##_prepare,      \
+        .finalize = p##_finalize, .reset = p##_reset, .bind_i64 = p##_bind_i64,                    \
+        .bind_text = p##_bind_text, .step = p##_step, .changes = p##_changes,                      \
+        .col_i64 = p##_col_i64, .col_text = p##_col_text,                                          \
+    }
+
 extern const struct db_driver db_sqlite_driver;
 extern const struct db_driver db_pg_driver;
 

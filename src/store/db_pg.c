@@ -148,13 +148,12 @@ static int pg_conn_open(db *d, db_conn **out, struct store_error *err)
     const char *const keys[] = {"connect_timeout", "application_name", "dbname", NULL};
     const char *const vals[] = {"10", "proxd", d->drv_data, NULL};
     c->db = PQconnectdbParams(keys, vals, 1 /* expand dbname */);
+    *out = NULL;
     int rc = conn_setup(c, err);
-    if (rc) {
-        PQfinish(c->db);
-        free(c);
-        c = NULL;
-    }
-    *out = c ? &c->base : NULL;
+    if (rc == STORE_OK)
+        *out = &c->base;
+    else
+        pg_conn_close(&c->base);
     return rc;
 }
 
@@ -366,27 +365,4 @@ static const struct db_token PG_TOKENS[] = {
     {NULL, NULL},
 };
 
-const struct db_driver db_pg_driver = {
-    .name = "postgresql",
-    .tokens = PG_TOKENS,
-    .dollar_params = true,
-    .open = pg_open,
-    .close = pg_close,
-    .conn_open = pg_conn_open,
-    .conn_close = pg_conn_close,
-    .conn_ready = pg_conn_ready,
-    .begin = pg_begin,
-    .commit = pg_commit,
-    .rollback = pg_rollback,
-    .exec = pg_exec,
-    .lock = pg_lock,
-    .prepare = pg_prepare,
-    .finalize = pg_finalize,
-    .reset = pg_reset,
-    .bind_i64 = pg_bind_i64,
-    .bind_text = pg_bind_text,
-    .step = pg_step,
-    .changes = pg_changes,
-    .col_i64 = pg_col_i64,
-    .col_text = pg_col_text,
-};
+const struct db_driver db_pg_driver = DB_DRIVER(pg, "postgresql", PG_TOKENS, true);

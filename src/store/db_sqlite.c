@@ -188,12 +188,9 @@ static int sq_conn_open(db *d, db_conn **out, struct store_error *err)
         rc = store_fail(err, STORE_E_DB, "setting up SQLite connection to %s: %s", path,
                         sqlite3_errmsg(c->db));
 out:
-    if (rc) {
-        sqlite3_close_v2(c->db);
-        free(c);
-        c = NULL;
-    }
-    *out = c ? &c->base : NULL;
+    if (rc)
+        sq_conn_close(&c->base);
+    *out = rc ? NULL : &c->base;
     return rc;
 }
 
@@ -331,27 +328,4 @@ static const struct db_token SQ_TOKENS[] = {
     {NULL, NULL},
 };
 
-const struct db_driver db_sqlite_driver = {
-    .name = "sqlite",
-    .tokens = SQ_TOKENS,
-    .dollar_params = false,
-    .open = sq_open,
-    .close = sq_close,
-    .conn_open = sq_conn_open,
-    .conn_close = sq_conn_close,
-    .conn_ready = sq_conn_ready,
-    .begin = sq_begin,
-    .commit = sq_commit,
-    .rollback = sq_rollback,
-    .exec = sq_exec,
-    .lock = sq_lock,
-    .prepare = sq_prepare,
-    .finalize = sq_finalize,
-    .reset = sq_reset,
-    .bind_i64 = sq_bind_i64,
-    .bind_text = sq_bind_text,
-    .step = sq_step,
-    .changes = sq_changes,
-    .col_i64 = sq_col_i64,
-    .col_text = sq_col_text,
-};
+const struct db_driver db_sqlite_driver = DB_DRIVER(sq, "sqlite", SQ_TOKENS, false);
