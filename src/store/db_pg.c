@@ -194,7 +194,7 @@ static int pg_exec(db_conn *base, const char *sql, struct store_error *err)
     PGresult *res = PQexec(c->db, sql);
     ExecStatusType st = PQresultStatus(res);
     int rc = STORE_OK;
-    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && st != PGRES_EMPTY_QUERY)
         rc = pg_err(c, res, err, "running SQL");
     PQclear(res);
     return rc;
