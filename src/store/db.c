@@ -354,6 +354,29 @@ int db_run(db_stmt *st, struct store_error *err, const char *what)
     return db_step(st, &row, err, what);
 }
 
+int db_collect(db_stmt *st, void **v, size_t *n, size_t size, db_row_fn fn, struct store_error *err,
+               const char *what)
+{
+    size_t cap = 0;
+    FREE_AND_NULL(*v);
+    *n = 0;
+    for (;;) {
+        bool row = false;
+        int rc = db_step(st, &row, err, what);
+        if (rc || !row)
+            return rc;
+        if (*n == cap) {
+            cap = cap ? cap * 2 : 16;
+            *v = xrealloc(*v, cap * size);
+        }
+        char *elem = (char *)*v + *n * size;
+        memset(elem, 0, size);
+        if ((rc = fn(st, elem, err)))
+            return rc;
+        (*n)++;
+    }
+}
+
 int64_t db_changes(db_stmt *st)
 {
     return st->c->d->drv->changes(st->c, st->h);

@@ -112,6 +112,14 @@ int db_run(db_stmt *st, struct store_error *err, const char *what);
 /* Rows the last step's statement inserted, updated or deleted. */
 int64_t db_changes(db_stmt *st);
 
+/* Step st to its end, one element of `size` bytes per row appended to the
+ * array *v (*n elements; freed and emptied first, since a retried
+ * transaction reads again; the caller frees it): fn fills the element
+ * (zeroed) from the row, and may fail, which stops the walk. */
+typedef int (*db_row_fn)(db_stmt *st, void *elem, struct store_error *err);
+int db_collect(db_stmt *st, void **v, size_t *n, size_t size, db_row_fn fn, struct store_error *err,
+               const char *what);
+
 /* Columns of the current row, numbered from 0. */
 int64_t db_col_i64(db_stmt *st, int col);
 const char *db_col_text(db_stmt *st, int col); /* NULL for SQL NULL */

@@ -3,7 +3,9 @@
  * writes: it runs under the node's lock (db_lock; SQLite's write lock
  * serialises it anyway), and the fit itself is the policy of store.c
  * (store_room_check, store_slots_check). Each public function is one
- * transaction. */
+ * transaction.
+ * Threads: any thread, on its own connection (db.h). Errors: store_err
+ * codes with details in *err, as store.h says. */
 #include "store/store_int.h"
 
 #include "common/util.h"

@@ -2,7 +2,9 @@
  * (store.h "jobs"). Each public function is one transaction; the _in
  * functions of store_int.h are the pieces that submissions run inside
  * theirs. Records returned own their JSON (job_rec_release); event arrays
- * are the caller's to free. */
+ * are the caller's to free.
+ * Threads: any thread, on its own connection (db.h). Errors: store_err
+ * codes with details in *err, as store.h says. */
 #include "store/store_int.h"
 
 #include "common/util.h"
@@ -267,13 +269,13 @@ int store_job_get(store *s, const char *id, struct job_rec *out, struct store_er
  * (ties on created_at: insertion order, seq). On PostgreSQL the row is
  * locked with SKIP LOCKED ({CLAIM_LOCK}): a job another claimer is taking
  * is passed over, and since only the oldest job of a VMID qualifies, the
- * next one of the same VM is never picked instead. The active states are
- * spelled out so the planner can use the partial indexes. */
+ * next one of the same VM is never picked instead. {ACTIVE} expands to the
+ * list the partial indexes name, so the planner can use them. */
 static const char SQL_JOB_PICK[] =
     "SELECT j.id FROM jobs j"
-    " WHERE j.state IN ('queued', 'running') AND (j.state = 'queued' OR j.lease_until < ?1)"
+    " WHERE j.state IN {ACTIVE} AND (j.state = 'queued' OR j.lease_until < ?1)"
     " AND (j.vmid = 0 OR NOT EXISTS (SELECT 1 FROM jobs k"
-    "   WHERE k.vmid = j.vmid AND k.state IN ('queued', 'running') AND k.id <> j.id"
+    "   WHERE k.vmid = j.vmid AND k.state IN {ACTIVE} AND k.id <> j.id"
     "   AND ((k.state = 'running' AND k.lease_until >= ?1)"
     "        OR k.created_at < j.created_at"
     "        OR (k.created_at = j.created_at AND k.seq < j.seq))))"
@@ -525,33 +527,29 @@ struct events_ctx {
     size_t n;
 };
 
+static int row_to_event(db_stmt *st, void *elem, struct store_error *err)
+{
+    (void)err;
+    struct job_event *ev = elem;
+    ev->seq = db_col_i64(st, 0);
+    ev->ts = db_col_i64(st, 1);
+    DB_COL_FIELD(st, 2, ev->step);
+    ev->progress = (int)db_col_i64(st, 3);
+    DB_COL_FIELD(st, 4, ev->message);
+    return STORE_OK;
+}
+
 static int events_fn(db_conn *c, void *ctx, struct store_error *err)
 {
     struct events_ctx *e = ctx;
     db_stmt *st = NULL;
-    size_t cap = 0;
-    FREE_AND_NULL(e->v);
-    e->n = 0;
     int rc = db_prepare(c, SQL_EVENTS, &st, err);
     if (rc)
         return rc;
     db_bind_text(st, 1, e->job);
     db_bind_i64(st, 2, e->after);
-    for (bool found = true; rc == STORE_OK && found;) {
-        rc = db_step(st, &found, err, "reading job events");
-        if (rc || !found)
-            break;
-        if (e->n == cap) {
-            cap = cap ? cap * 2 : 16;
-            e->v = xrealloc(e->v, cap * sizeof *e->v);
-        }
-        struct job_event *ev = &e->v[e->n++];
-        ev->seq = db_col_i64(st, 0);
-        ev->ts = db_col_i64(st, 1);
-        DB_COL_FIELD(st, 2, ev->step);
-        ev->progress = (int)db_col_i64(st, 3);
-        DB_COL_FIELD(st, 4, ev->message);
-    }
+    rc = db_collect(st, (void **)&e->v, &e->n, sizeof *e->v, row_to_event, err,
+                    "reading job events");
     db_done(st);
     return rc;
 }

@@ -1,7 +1,9 @@
 /* store_leftover: half-made VMs of creations, left for the reconciler
  * (store.h "leftovers"). While one is recorded its VMID stays reserved to
  * the creation's job. Each public function is one transaction; the list is
- * the caller's to free. */
+ * the caller's to free.
+ * Threads: any thread, on its own connection (db.h). Errors: store_err
+ * codes with details in *err, as store.h says. */
 #include "store/store_int.h"
 
 #include "common/util.h"
@@ -57,29 +59,26 @@ int store_leftover_add(store *s, int vmid, const char *node, const char *job,
     return db_tx(s->db, DB_WRITE, left_add_fn, &k, err);
 }
 
+static int row_to_leftover(db_stmt *st, void *elem, struct store_error *err)
+{
+    (void)err;
+    struct leftover *l = elem;
+    l->vmid = (int)db_col_i64(st, 0);
+    DB_COL_FIELD(st, 1, l->node);
+    DB_COL_FIELD(st, 2, l->job);
+    l->created_at = db_col_i64(st, 3);
+    return STORE_OK;
+}
+
 static int left_list_fn(db_conn *c, void *ctx, struct store_error *err)
 {
     struct left_ctx *k = ctx;
     db_stmt *st = NULL;
-    size_t cap = 0;
-    FREE_AND_NULL(k->out);
-    k->n = 0;
     int rc = db_prepare(c, SQL_LEFT_LIST, &st, err);
-    for (bool found = true; rc == STORE_OK && found;) {
-        rc = db_step(st, &found, err, "listing leftovers");
-        if (rc || !found)
-            break;
-        if (k->n == cap) {
-            cap = cap ? cap * 2 : 16;
-            k->out = xrealloc(k->out, cap * sizeof *k->out);
-        }
-        struct leftover *l = &k->out[k->n++];
-        memset(l, 0, sizeof *l);
-        l->vmid = (int)db_col_i64(st, 0);
-        DB_COL_FIELD(st, 1, l->node);
-        DB_COL_FIELD(st, 2, l->job);
-        l->created_at = db_col_i64(st, 3);
-    }
+    if (rc)
+        return rc;
+    rc = db_collect(st, (void **)&k->out, &k->n, sizeof *k->out, row_to_leftover, err,
+                    "listing leftovers");
     db_done(st);
     return rc;
 }

@@ -1,5 +1,7 @@
 /* store_stats: job counts and durations per (kind, state) for metrics
- * (store.h "statistics"). One read; the array is the caller's to free. */
+ * (store.h "statistics"). One read; the array is the caller's to free.
+ * Threads: any thread, on its own connection (db.h). Errors: store_err
+ * codes with details in *err, as store.h says. */
 #include "store/store_int.h"
 
 #include "common/xalloc.h"
@@ -25,38 +27,32 @@ struct stats_ctx {
     size_t n;
 };
 
+static int row_to_stat(db_stmt *st, void *elem, struct store_error *err)
+{
+    struct job_stat *j = elem;
+    const char *state = db_col_text(st, 1);
+    int sv = job_state_parse(state);
+    if (sv < 0) /* the CHECK constraint rules this out */
+        return store_fail(err, STORE_E_DB, "unknown job state '%s'", state ? state : "");
+    DB_COL_FIELD(st, 0, j->kind);
+    j->state = (enum job_state)sv;
+    j->count = db_col_i64(st, 2);
+    j->duration_sum_ms = db_col_i64(st, 3);
+    for (int i = 0; i < STORE_DURATION_BUCKETS; i++)
+        j->buckets[i] = db_col_i64(st, 4 + i);
+    return STORE_OK;
+}
+
 static int job_stats_fn(db_conn *c, void *ctx, struct store_error *err)
 {
     struct stats_ctx *k = ctx;
     db_stmt *st = NULL;
-    size_t cap = 0;
-    FREE_AND_NULL(k->v);
-    k->n = 0;
     int rc = db_prepare(c, SQL_JOB_STATS, &st, err);
     if (rc)
         return rc;
     for (int i = 0; i < STORE_DURATION_BUCKETS - 1; i++)
         db_bind_i64(st, i + 1, store_duration_bounds[i]);
-    for (bool found = true; rc == STORE_OK && found;) {
-        rc = db_step(st, &found, err, "counting jobs");
-        if (rc || !found)
-            break;
-        int state = job_state_parse(db_col_text(st, 1));
-        if (state < 0)
-            continue; /* the CHECK constraint rules this out */
-        if (k->n == cap) {
-            cap = cap ? cap * 2 : 16;
-            k->v = xrealloc(k->v, cap * sizeof *k->v);
-        }
-        struct job_stat *j = &k->v[k->n++];
-        memset(j, 0, sizeof *j);
-        DB_COL_FIELD(st, 0, j->kind);
-        j->state = (enum job_state)state;
-        j->count = db_col_i64(st, 2);
-        j->duration_sum_ms = db_col_i64(st, 3);
-        for (int i = 0; i < STORE_DURATION_BUCKETS; i++)
-            j->buckets[i] = db_col_i64(st, 4 + i);
-    }
+    rc = db_collect(st, (void **)&k->v, &k->n, sizeof *k->v, row_to_stat, err, "counting jobs");
     db_done(st);
     return rc;
 }

@@ -4,7 +4,9 @@
  * writes, or nothing. A quota decision reads before it writes: it runs
  * under the owner's lock (db_lock; SQLite's write lock serialises it
  * anyway), and the arithmetic is store.c's store_quota_check on the use
- * summed here. */
+ * summed here.
+ * Threads: any thread, on its own connection (db.h). Errors: store_err
+ * codes with details in *err, as store.h says. */
 #include "store/store_int.h"
 
 #include "common/util.h"

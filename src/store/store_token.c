@@ -1,6 +1,8 @@
 /* store_token: API tokens (store.h "API tokens"): only a keyed hash of the
  * secret is stored. Each public function is one transaction; lists are
- * the caller's to free. */
+ * the caller's to free.
+ * Threads: any thread, on its own connection (db.h). Errors: store_err
+ * codes with details in *err, as store.h says. */
 #include "store/store_int.h"
 
 #include "common/util.h"
@@ -16,8 +18,10 @@ static const char SQL_TOKEN_GET[] = "SELECT " TOKEN_COLS " FROM tokens WHERE id 
 static const char SQL_TOKEN_LIST[] = "SELECT " TOKEN_COLS " FROM tokens ORDER BY created_at, id";
 static const char SQL_TOKEN_REVOKE[] = "UPDATE tokens SET revoked = 1 WHERE id = ?1";
 
-static void row_to_token(db_stmt *st, struct token_rec *t)
+static int row_to_token(db_stmt *st, void *elem, struct store_error *err)
 {
+    (void)err;
+    struct token_rec *t = elem;
     memset(t, 0, sizeof *t);
     DB_COL_FIELD(st, 0, t->id);
     DB_COL_FIELD(st, 1, t->owner);
@@ -25,6 +29,7 @@ static void row_to_token(db_stmt *st, struct token_rec *t)
     DB_COL_FIELD(st, 3, t->hash);
     t->created_at = db_col_i64(st, 4);
     t->revoked = db_col_i64(st, 5) != 0;
+    return STORE_OK;
 }
 
 struct token_ctx {
@@ -83,7 +88,7 @@ static int token_get_fn(db_conn *c, void *ctx, struct store_error *err)
     if (rc == STORE_OK && !found)
         rc = store_fail(err, STORE_E_NOTFOUND, "no token '%.32s'", k->id);
     if (rc == STORE_OK)
-        row_to_token(st, k->out);
+        row_to_token(st, k->out, err);
     db_done(st);
     return rc;
 }
@@ -101,20 +106,11 @@ static int token_list_fn(db_conn *c, void *ctx, struct store_error *err)
 {
     struct token_ctx *k = ctx;
     db_stmt *st = NULL;
-    size_t cap = 0;
-    FREE_AND_NULL(k->out);
-    k->n = 0;
     int rc = db_prepare(c, SQL_TOKEN_LIST, &st, err);
-    for (bool found = true; rc == STORE_OK && found;) {
-        rc = db_step(st, &found, err, "listing tokens");
-        if (rc || !found)
-            break;
-        if (k->n == cap) {
-            cap = cap ? cap * 2 : 16;
-            k->out = xrealloc(k->out, cap * sizeof *k->out);
-        }
-        row_to_token(st, &k->out[k->n++]);
-    }
+    if (rc)
+        return rc;
+    rc = db_collect(st, (void **)&k->out, &k->n, sizeof *k->out, row_to_token, err,
+                    "listing tokens");
     db_done(st);
     return rc;
 }

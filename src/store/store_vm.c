@@ -2,7 +2,9 @@
  * the filtered, paged listing. Each public function is one transaction;
  * store_vm_insert_in is the insert inside a caller's (a creation's
  * submission). Errors as store.h says; records returned own their
- * `pending` (vm_rec_release). */
+ * `pending` (vm_rec_release).
+ * Threads: any thread, on its own connection (db.h). Errors: store_err
+ * codes with details in *err, as store.h says. */
 #include "store/store_int.h"
 
 #include "common/util.h"

@@ -3,7 +3,9 @@
  * reservation reads before it writes, so it runs under the VMID lock
  * (db_lock; SQLite's write lock serialises it anyway): reservations of
  * every process run one at a time and each sees what the previous took.
- * Each public function is one transaction. */
+ * Each public function is one transaction.
+ * Threads: any thread, on its own connection (db.h). Errors: store_err
+ * codes with details in *err, as store.h says. */
 #include "store/store_int.h"
 
 #include "common/buf.h"
