@@ -208,6 +208,44 @@ void store_close(store *s)
     free(s);
 }
 
+/* ---- reads of whole lists ----------------------------------------------------- */
+
+struct read_ctx {
+    const struct store_read *r;
+    void *v;
+    size_t n;
+};
+
+static int read_all_fn(db_conn *c, void *ctx, struct store_error *err)
+{
+    struct read_ctx *k = ctx;
+    db_stmt *st = NULL;
+    int rc = db_prepare(c, k->r->sql, &st, err);
+    if (rc)
+        return rc;
+    if (k->r->bind)
+        k->r->bind(st, k->r->arg);
+    rc = db_collect(st, &k->v, &k->n, k->r->size, k->r->row, err, k->r->what);
+    db_done(st);
+    return rc;
+}
+
+int store_read_all(store *s, const struct store_read *r, void **out, size_t *n,
+                   struct store_error *err)
+{
+    struct read_ctx k = {r, NULL, 0};
+    *out = NULL;
+    *n = 0;
+    int rc = db_tx(s->db, DB_READ, read_all_fn, &k, err);
+    if (rc) {
+        free(k.v);
+        return rc;
+    }
+    *out = k.v;
+    *n = k.n;
+    return STORE_OK;
+}
+
 /* ---- checks shared by several operations ------------------------------------ */
 
 int store_check_vm(const struct vm_rec *r, struct store_error *err)

@@ -86,6 +86,19 @@ int store_check_job(const struct job_rec *j, struct store_error *err);
 
 /* ---- pieces of transactions (inside one the caller opened) -------------------- */
 
+/* A read of every row of `sql` into an array (db_collect), as one
+ * transaction: bind (may be NULL) binds the parameters from arg. On
+ * success *out (the caller frees it) holds *n elements of `size` bytes. */
+struct store_read {
+    const char *sql, *what;
+    void (*bind)(db_stmt *st, const void *arg);
+    const void *arg;
+    size_t size;
+    db_row_fn row;
+};
+int store_read_all(store *s, const struct store_read *r, void **out, size_t *n,
+                   struct store_error *err);
+
 /* Bring the schema to the current version (store_schema.c). */
 int store_schema_migrate(db *d, struct store_error *err);
 

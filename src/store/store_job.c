@@ -520,12 +520,17 @@ int store_job_event_add(store *s, const char *job, const char *step, int progres
 static const char SQL_EVENTS[] = "SELECT seq, ts, step, progress, message FROM job_events"
                                  " WHERE job = ?1 AND seq > ?2 ORDER BY seq";
 
-struct events_ctx {
+struct events_arg {
     const char *job;
     int64_t after;
-    struct job_event *v;
-    size_t n;
 };
+
+static void bind_events(db_stmt *st, const void *arg)
+{
+    const struct events_arg *a = arg;
+    db_bind_text(st, 1, a->job);
+    db_bind_i64(st, 2, a->after);
+}
 
 static int row_to_event(db_stmt *st, void *elem, struct store_error *err)
 {
@@ -539,35 +544,13 @@ static int row_to_event(db_stmt *st, void *elem, struct store_error *err)
     return STORE_OK;
 }
 
-static int events_fn(db_conn *c, void *ctx, struct store_error *err)
-{
-    struct events_ctx *e = ctx;
-    db_stmt *st = NULL;
-    int rc = db_prepare(c, SQL_EVENTS, &st, err);
-    if (rc)
-        return rc;
-    db_bind_text(st, 1, e->job);
-    db_bind_i64(st, 2, e->after);
-    rc = db_collect(st, (void **)&e->v, &e->n, sizeof *e->v, row_to_event, err,
-                    "reading job events");
-    db_done(st);
-    return rc;
-}
-
 int store_job_events(store *s, const char *job, int64_t after, struct job_event **out, size_t *n,
                      struct store_error *err)
 {
     store_err_clear(err);
     STORE_CHECK(s && job && out && n, "store_job_events: NULL argument");
-    *out = NULL;
-    *n = 0;
-    struct events_ctx e = {job, after, NULL, 0};
-    int rc = db_tx(s->db, DB_READ, events_fn, &e, err);
-    if (rc) {
-        free(e.v);
-        return rc;
-    }
-    *out = e.v;
-    *n = e.n;
-    return STORE_OK;
+    struct events_arg a = {job, after};
+    const struct store_read r = {SQL_EVENTS, "reading job events", bind_events,
+                                 &a,         sizeof **out,         row_to_event};
+    return store_read_all(s, &r, (void **)out, n, err);
 }

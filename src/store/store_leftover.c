@@ -29,8 +29,6 @@ struct left_ctx {
     int vmid;
     const char *node, *job;
     int64_t quarantine_ms;
-    struct leftover *out;
-    size_t n;
 };
 
 static int left_add_fn(db_conn *c, void *ctx, struct store_error *err)
@@ -70,34 +68,13 @@ static int row_to_leftover(db_stmt *st, void *elem, struct store_error *err)
     return STORE_OK;
 }
 
-static int left_list_fn(db_conn *c, void *ctx, struct store_error *err)
-{
-    struct left_ctx *k = ctx;
-    db_stmt *st = NULL;
-    int rc = db_prepare(c, SQL_LEFT_LIST, &st, err);
-    if (rc)
-        return rc;
-    rc = db_collect(st, (void **)&k->out, &k->n, sizeof *k->out, row_to_leftover, err,
-                    "listing leftovers");
-    db_done(st);
-    return rc;
-}
-
 int store_leftover_list(store *s, struct leftover **out, size_t *n, struct store_error *err)
 {
     store_err_clear(err);
     STORE_CHECK(s && out && n, "store_leftover_list: NULL argument");
-    *out = NULL;
-    *n = 0;
-    struct left_ctx k = {0};
-    int rc = db_tx(s->db, DB_READ, left_list_fn, &k, err);
-    if (rc) {
-        free(k.out);
-        return rc;
-    }
-    *out = k.out;
-    *n = k.n;
-    return STORE_OK;
+    const struct store_read r = {SQL_LEFT_LIST, "listing leftovers", NULL,
+                                 NULL,          sizeof **out,        row_to_leftover};
+    return store_read_all(s, &r, (void **)out, n, err);
 }
 
 static int left_done_fn(db_conn *c, void *ctx, struct store_error *err)

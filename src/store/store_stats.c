@@ -22,11 +22,6 @@ static const char SQL_JOB_STATS[] =
         BUCKET(6) "sum(CASE WHEN finished_at > 0 THEN 1 ELSE 0 END)"
                   " FROM jobs GROUP BY kind, state ORDER BY kind, state";
 
-struct stats_ctx {
-    struct job_stat *v;
-    size_t n;
-};
-
 static int row_to_stat(db_stmt *st, void *elem, struct store_error *err)
 {
     struct job_stat *j = elem;
@@ -43,33 +38,18 @@ static int row_to_stat(db_stmt *st, void *elem, struct store_error *err)
     return STORE_OK;
 }
 
-static int job_stats_fn(db_conn *c, void *ctx, struct store_error *err)
+static void bind_bounds(db_stmt *st, const void *arg)
 {
-    struct stats_ctx *k = ctx;
-    db_stmt *st = NULL;
-    int rc = db_prepare(c, SQL_JOB_STATS, &st, err);
-    if (rc)
-        return rc;
+    (void)arg;
     for (int i = 0; i < STORE_DURATION_BUCKETS - 1; i++)
         db_bind_i64(st, i + 1, store_duration_bounds[i]);
-    rc = db_collect(st, (void **)&k->v, &k->n, sizeof *k->v, row_to_stat, err, "counting jobs");
-    db_done(st);
-    return rc;
 }
 
 int store_job_stats(store *s, struct job_stat **out, size_t *n, struct store_error *err)
 {
     store_err_clear(err);
     STORE_CHECK(s && out && n, "store_job_stats: NULL argument");
-    *out = NULL;
-    *n = 0;
-    struct stats_ctx k = {0};
-    int rc = db_tx(s->db, DB_READ, job_stats_fn, &k, err);
-    if (rc) {
-        free(k.v);
-        return rc;
-    }
-    *out = k.v;
-    *n = k.n;
-    return STORE_OK;
+    const struct store_read r = {SQL_JOB_STATS, "counting jobs", bind_bounds,
+                                 NULL,          sizeof **out,    row_to_stat};
+    return store_read_all(s, &r, (void **)out, n, err);
 }

@@ -35,8 +35,7 @@ static int row_to_token(db_stmt *st, void *elem, struct store_error *err)
 struct token_ctx {
     const char *id;
     const struct token_rec *in;
-    struct token_rec *out; /* get: one record; list: the array */
-    size_t n;
+    struct token_rec *out;
 };
 
 static int token_insert_fn(db_conn *c, void *ctx, struct store_error *err)
@@ -102,34 +101,13 @@ int store_token_get(store *s, const char *id, struct token_rec *out, struct stor
     return db_tx(s->db, DB_READ, token_get_fn, &k, err);
 }
 
-static int token_list_fn(db_conn *c, void *ctx, struct store_error *err)
-{
-    struct token_ctx *k = ctx;
-    db_stmt *st = NULL;
-    int rc = db_prepare(c, SQL_TOKEN_LIST, &st, err);
-    if (rc)
-        return rc;
-    rc = db_collect(st, (void **)&k->out, &k->n, sizeof *k->out, row_to_token, err,
-                    "listing tokens");
-    db_done(st);
-    return rc;
-}
-
 int store_token_list(store *s, struct token_rec **out, size_t *n, struct store_error *err)
 {
     store_err_clear(err);
     STORE_CHECK(s && out && n, "store_token_list: NULL argument");
-    *out = NULL;
-    *n = 0;
-    struct token_ctx k = {0};
-    int rc = db_tx(s->db, DB_READ, token_list_fn, &k, err);
-    if (rc) {
-        free(k.out);
-        return rc;
-    }
-    *out = k.out;
-    *n = k.n;
-    return STORE_OK;
+    const struct store_read r = {SQL_TOKEN_LIST, "listing tokens", NULL,
+                                 NULL,           sizeof **out,     row_to_token};
+    return store_read_all(s, &r, (void **)out, n, err);
 }
 
 static int token_revoke_fn(db_conn *c, void *ctx, struct store_error *err)
