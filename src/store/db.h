@@ -14,12 +14,13 @@
  * say what it becomes: {ID} an auto-increment key, {I64} a 64-bit integer
  * column, {STRICT} the table option, {NOIDX} SQLite's "+" that keeps the
  * planner off an index, {CLAIM_LOCK} PostgreSQL's row lock with SKIP LOCKED,
- * {JOB_SEQ} the next job insertion number), or one of the policy lists
- * {GONE} (VM states that hold no VMID, from vm_state_gone) and {LIVE}.
+ * {JOB_SEQ} the next job insertion number, {SEQ_TYPE} its column), or one
+ * of the policy lists made from store_int.h's functions: {GONE} (VM states
+ * that hold no VMID), {LIVE} (the others), {ACTIVE} (unfinished jobs).
  * Statement texts must be static: the cache is keyed by their address.
  *
  * Threads: a `db` handle is shared; each thread gets its own connection on
- * first use (db_conn_get), closed when the thread exits or at db_close. A
+ * first use (inside db_tx), closed when the thread exits or at db_close. A
  * db_conn and its statements belong to that thread alone. A handle does
  * not cross fork(): the child gets STORE_E_INVALID.
  *
