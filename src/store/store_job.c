@@ -8,10 +8,6 @@
 #include "store/store_int.h"
 
 #include "common/util.h"
-#include "common/xalloc.h"
-
-#include <stdio.h>
-#include <stdlib.h>
 
 #define JOB_COLS                                                                                   \
     "id, kind, state, vmid, owner, step, node, upid, progress, request, attempts, error, "         \

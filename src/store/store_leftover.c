@@ -7,9 +7,6 @@
 #include "store/store_int.h"
 
 #include "common/util.h"
-#include "common/xalloc.h"
-
-#include <stdlib.h>
 
 static const char SQL_LEFT_ADD[] =
     "INSERT INTO leftovers (vmid, node, job, created_at) VALUES (?1, ?2, ?3, ?4)"

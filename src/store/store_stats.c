@@ -4,10 +4,7 @@
  * codes with details in *err, as store.h says. */
 #include "store/store_int.h"
 
-#include "common/xalloc.h"
-
 #include <stdint.h>
-#include <stdlib.h>
 
 const int64_t store_duration_bounds[STORE_DURATION_BUCKETS] = {1000,   5000,    15000,    60000,
                                                                300000, 1800000, INT64_MAX};

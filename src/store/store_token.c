@@ -6,9 +6,6 @@
 #include "store/store_int.h"
 
 #include "common/util.h"
-#include "common/xalloc.h"
-
-#include <stdlib.h>
 
 #define TOKEN_COLS "id, owner, role, hash, created_at, revoked"
 static const char SQL_TOKEN_INSERT[] = "INSERT INTO tokens (" TOKEN_COLS ")"
