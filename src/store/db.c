@@ -382,6 +382,11 @@ int64_t db_changes(db_stmt *st)
     return st->c->d->drv->changes(st->c, st->h);
 }
 
+int64_t db_last_id(db_stmt *st)
+{
+    return st->c->d->drv->last_id(st->c, st->h);
+}
+
 int64_t db_col_i64(db_stmt *st, int col)
 {
     return st->c->d->drv->col_i64(st->h, col);

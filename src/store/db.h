@@ -14,7 +14,8 @@
  * say what it becomes: {ID} an auto-increment key, {I64} a 64-bit integer
  * column, {STRICT} the table option, {NOIDX} SQLite's "+" that keeps the
  * planner off an index, {CLAIM_LOCK} PostgreSQL's row lock with SKIP LOCKED,
- * {JOB_SEQ} the next job insertion number, {SEQ_TYPE} its column), or one
+ * {JOB_SEQ} the next job insertion number, {SEQ_TYPE} its column,
+ * {RETURNING_ID} what db_last_id needs), or one
  * of the policy lists made from store_int.h's functions: {GONE} (VM states
  * that hold no VMID), {LIVE} (the others), {ACTIVE} (unfinished jobs).
  * Statement texts must be static: the cache is keyed by their address.
@@ -112,6 +113,9 @@ int db_step(db_stmt *st, bool *row, struct store_error *err, const char *what);
 int db_run(db_stmt *st, struct store_error *err, const char *what);
 /* Rows the last step's statement inserted, updated or deleted. */
 int64_t db_changes(db_stmt *st);
+/* The key of the row an INSERT ending with {RETURNING_ID} made (SQLite:
+ * the rowid, without the cost of RETURNING; PostgreSQL: the returned id). */
+int64_t db_last_id(db_stmt *st);
 
 /* Step st to its end, one element of `size` bytes per row appended to the
  * array *v (*n elements; freed and emptied first, since a retried

@@ -59,6 +59,7 @@ struct db_driver {
     void (*bind_text)(void *h, int i, const char *s, size_t n); /* s NULL: SQL NULL */
     int (*step)(db_conn *c, void *h, bool *row, struct store_error *err, const char *what);
     int64_t (*changes)(db_conn *c, void *h);
+    int64_t (*last_id)(db_conn *c, void *h);
     int64_t (*col_i64)(void *h, int col);
     const char *(*col_text)(void *h, int col, size_t *len);
 };
@@ -81,7 +82,7 @@ struct db {
         .rollback = p##_rollback, .exec = p##_exec, .lock = p##_lock, .prepare = p##_prepare,      \
         .finalize = p##_finalize, .reset = p##_reset, .bind_i64 = p##_bind_i64,                    \
         .bind_text = p##_bind_text, .step = p##_step, .changes = p##_changes,                      \
-        .col_i64 = p##_col_i64, .col_text = p##_col_text,                                          \
+        .last_id = p##_last_id, .col_i64 = p##_col_i64, .col_text = p##_col_text,                  \
     }
 
 extern const struct db_driver db_sqlite_driver;

@@ -332,6 +332,15 @@ static int64_t pg_changes(db_conn *c, void *h)
     return st->res ? strtoll(PQcmdTuples(st->res), NULL, 10) : 0;
 }
 
+static int64_t pg_last_id(db_conn *c, void *h)
+{
+    (void)c;
+    struct pg_stmt *st = h;
+    if (!st->res || PQntuples(st->res) < 1 || PQgetisnull(st->res, 0, 0))
+        return 0;
+    return strtoll(PQgetvalue(st->res, 0, 0), NULL, 10);
+}
+
 static int64_t pg_col_i64(void *h, int col)
 {
     struct pg_stmt *st = h;
@@ -362,6 +371,7 @@ static const struct db_token PG_TOKENS[] = {
     {"CLAIM_LOCK", " FOR NO KEY UPDATE OF j SKIP LOCKED"},
     {"JOB_SEQ", "DEFAULT"},
     {"SEQ_TYPE", "BIGSERIAL NOT NULL"},
+    {"RETURNING_ID", " RETURNING id"},
     {NULL, NULL},
 };
 

@@ -303,6 +303,12 @@ static int64_t sq_changes(db_conn *c, void *h)
     return sqlite3_changes64(SQ(c));
 }
 
+static int64_t sq_last_id(db_conn *c, void *h)
+{
+    (void)h;
+    return sqlite3_last_insert_rowid(SQ(c));
+}
+
 static int64_t sq_col_i64(void *h, int col)
 {
     return sqlite3_column_int64(h, col);
@@ -325,6 +331,7 @@ static const struct db_token SQ_TOKENS[] = {
      * read from the b-tree's last entry */
     {"JOB_SEQ", "(SELECT coalesce(max(rowid), 0) + 1 FROM jobs)"},
     {"SEQ_TYPE", "INTEGER NOT NULL DEFAULT 0"},
+    {"RETURNING_ID", ""}, /* RETURNING costs an ephemeral table: the rowid is known */
     {NULL, NULL},
 };
 

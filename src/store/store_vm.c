@@ -68,7 +68,7 @@ static void bind_vm_fields(db_stmt *st, const struct vm_rec *r, int64_t now)
 static const char SQL_VM_INSERT[] =
     "INSERT INTO vms (vmid, os, name, owner, node, state, power, cores, memory_mb, disk_gb, "
     "job, error, pending, updated_at, created_at) "
-    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) RETURNING id";
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15){RETURNING_ID}";
 
 int store_vm_insert_in(db_conn *c, struct vm_rec *r, struct store_error *err)
 {
@@ -81,12 +81,11 @@ int store_vm_insert_in(db_conn *c, struct vm_rec *r, struct store_error *err)
     db_bind_i64(st, 1, r->vmid);
     bind_vm_fields(st, r, now);
     db_bind_i64(st, 15, created);
-    bool row = false;
-    rc = db_step(st, &row, err, "inserting VM record");
+    rc = db_run(st, err, "inserting VM record");
     if (rc == STORE_E_CONFLICT)
         rc = store_fail(err, STORE_E_CONFLICT, "VMID %d already has a live VM record", r->vmid);
     if (rc == STORE_OK) {
-        r->id = db_col_i64(st, 0);
+        r->id = db_last_id(st);
         r->created_at = created;
         r->updated_at = now;
     }
