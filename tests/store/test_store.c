@@ -34,6 +34,7 @@
 #include <libpq-fe.h> /* white-box: to tamper with the schema version, start jobs */
 #include <sqlite3.h>
 
+#include "common/buf.h"
 #include "common/util.h"
 #include "common/xalloc.h"
 #include "harness.h"
@@ -113,17 +114,22 @@ static void db_exec(const char *url, const char *sql)
     PQfinish(c);
 }
 
-/* Two integers of the first row of a query. */
-static void db_query2(const char *url, const char *sql, int *a, int *b)
+/* Rows of a query, as "a|b|c\n" lines: for a schema described as text and small reads. */
+static void db_rows(const char *url, const char *sql, struct buf *out)
 {
     if (str_starts(url, "sqlite:")) {
         sqlite3 *db = NULL;
         assert_int_equal(sqlite3_open(url + strlen("sqlite:"), &db), SQLITE_OK);
         sqlite3_stmt *st = NULL;
-        assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
-        assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-        *a = sqlite3_column_int(st, 0);
-        *b = sqlite3_column_int(st, 1);
+        if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+            fail_msg("%s: %s", sql, sqlite3_errmsg(db));
+        while (sqlite3_step(st) == SQLITE_ROW) {
+            for (int i = 0; i < sqlite3_column_count(st); i++) {
+                const char *v = (const char *)sqlite3_column_text(st, i);
+                buf_printf(out, "%s%s", i ? "|" : "", v ? v : "NULL");
+            }
+            buf_addc(out, '\n');
+        }
         sqlite3_finalize(st);
         sqlite3_close(db);
         return;
@@ -131,12 +137,25 @@ static void db_query2(const char *url, const char *sql, int *a, int *b)
     PGconn *c = PQconnectdb(url);
     assert_int_equal(PQstatus(c), CONNECTION_OK);
     PGresult *r = PQexec(c, sql);
-    assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
-    assert_int_equal(PQntuples(r), 1);
-    *a = atoi(PQgetvalue(r, 0, 0));
-    *b = atoi(PQgetvalue(r, 0, 1));
+    if (PQresultStatus(r) != PGRES_TUPLES_OK)
+        fail_msg("%s: %s", sql, PQerrorMessage(c));
+    for (int row = 0; row < PQntuples(r); row++) {
+        for (int i = 0; i < PQnfields(r); i++)
+            buf_printf(out, "%s%s", i ? "|" : "", PQgetvalue(r, row, i));
+        buf_addc(out, '\n');
+    }
     PQclear(r);
     PQfinish(c);
+}
+
+/* Two integers of the first row of a query. */
+static void db_query2(const char *url, const char *sql, int *a, int *b)
+{
+    struct buf out = BUF_INIT(BUF_UNLIMITED);
+    db_rows(url, sql, &out);
+    if (sscanf(buf_str(&out), "%d|%d", a, b) != 2)
+        fail_msg("%s: no row of two integers (%s)", sql, buf_str(&out));
+    buf_release(&out);
 }
 
 static int setup(void **state)
@@ -166,7 +185,7 @@ static int teardown(void **state)
     /* PostgreSQL: the test's schemas stay until the private server and its
      * directory go at the end of the run. */
     /* the fixture's database and those the process tests made beside it */
-    const char *dbs[] = {"proxd.db", "procs.db", "cap.db", "slots.db"};
+    const char *dbs[] = {"proxd.db", "procs.db", "cap.db", "slots.db", "old.db"};
     const char *sfx[] = {"", "-wal", "-shm"};
     for (size_t d = 0; d < sizeof dbs / sizeof *dbs; d++)
         for (size_t i = 0; i < 3; i++) {
@@ -252,20 +271,248 @@ static void test_reopen_and_versions(void **state)
     assert_int_equal(g.id, r.id);
     vm_rec_release(&g);
 
-    /* The database records each migration once (SQLite 2: tokens and
-     * settings, 3: settled reservations, 4: an index for every VM listing
-     * filter, 5: clone slots, 6: leftovers; PostgreSQL started at
-     * SQLite's version 5 as its version 1, 2: leftovers). */
-    int count = 0, max = 0, want = g_bk == BK_SQLITE ? 6 : 2;
+    /* The database records each migration once: both backends share one
+     * list, which starts at version 7 (a new database gets its schema in
+     * one step; see store_schema.c for the versions before it). */
+    int count = 0, max = 0;
     db_query2(f->url, "SELECT count(*), max(version) FROM schema_version", &count, &max);
-    assert_int_equal(count, want);
-    assert_int_equal(max, want);
+    assert_int_equal(count, 1);
+    assert_int_equal(max, 7);
     /* A schema from the future is refused, not silently used. */
     db_exec(f->url, "INSERT INTO schema_version VALUES (99, 0)");
     store *s2 = store_open(f->url, &e);
     assert_null(s2);
     assert_int_equal(e.code, STORE_E_INVALID);
     assert_non_null(strstr(e.message, "version 99"));
+}
+
+/* ---- databases of the previous release ------------------------------------ */
+
+/* A text file of the repository (the fixtures), whole; free it. */
+static char *read_fixture(const char *name)
+{
+    const char *src = getenv("SRC_DIR");
+    char *path = xasprintf("%s/tests/store/fixtures/%s", src ? src : ".", name);
+    FILE *fp = fopen(path, "r");
+    if (!fp)
+        fail_msg("cannot read %s: %s", path, strerror(errno));
+    free(path);
+    fseek(fp, 0, SEEK_END);
+    long n = ftell(fp);
+    fseek(fp, 0, SEEK_SET);
+    char *t = xmalloc((size_t)n + 1);
+    assert_int_equal(fread(t, 1, (size_t)n, fp), (size_t)n);
+    t[n] = '\0';
+    fclose(fp);
+    return t;
+}
+
+/* Tables, columns (name, type, NOT NULL, default or not) and indexes
+ * (columns, unique, partial): what must be the same however the schema was
+ * reached. Column order is not compared (ALTER TABLE appends). */
+static char *schema_of(const char *url)
+{
+    struct buf b = BUF_INIT(BUF_UNLIMITED);
+    if (str_starts(url, "sqlite:")) {
+        db_rows(url,
+                "SELECT m.name, p.name, p.type, p.\"notnull\", coalesce(p.dflt_value, ''), p.pk"
+                " FROM sqlite_master m, pragma_table_info(m.name) p WHERE m.type = 'table'"
+                " AND m.name NOT LIKE 'sqlite_%' ORDER BY 1, 2",
+                &b);
+        db_rows(url,
+                "SELECT m.name, il.name, il.\"unique\", il.partial, group_concat(ii.name)"
+                " FROM sqlite_master m, pragma_index_list(m.name) il,"
+                " pragma_index_info(il.name) ii WHERE m.type = 'table' GROUP BY 1, 2 ORDER BY 1, 2",
+                &b);
+    } else {
+        db_rows(url,
+                "SELECT table_name, column_name, data_type, is_nullable,"
+                " column_default IS NOT NULL FROM information_schema.columns"
+                " WHERE table_schema = current_schema() ORDER BY 1, 2",
+                &b);
+        db_rows(url,
+                "SELECT tablename, indexname, regexp_replace(indexdef, ' ON \\S+\\.', ' ON ')"
+                " FROM pg_indexes WHERE schemaname = current_schema() ORDER BY 1, 2",
+                &b);
+        db_rows(url,
+                "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(c.oid)"
+                " FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace"
+                " WHERE n.nspname = current_schema() ORDER BY 1, 2",
+                &b);
+    }
+    return buf_take(&b);
+}
+
+/* A database of the previous release, made from its fixture (an SQL dump
+ * of what that release's store wrote: scripts/gen-store-fixtures.sh). */
+static char *old_db(struct fx *f)
+{
+    char *url = fx_url(f, "old");
+    assert_non_null(url);
+    char *dump = read_fixture(g_bk == BK_SQLITE ? "old-sqlite.sql" : "old-pg.sql");
+    db_exec(url, dump);
+    free(dump);
+    if (g_bk == BK_SQLITE) /* as the release made it */
+        assert_int_equal(chmod(url + strlen("sqlite:"), 0600), 0);
+    return url;
+}
+
+#define T0 1700000000000LL /* the fixed times of the fixtures */
+
+static void claim_expect(store *s, const char *owner, int64_t lease, const char *want);
+static void job_finish(store *s, const char *id);
+
+/* The previous release's database migrates in place: the schema becomes
+ * the one a new database gets, and every row is there and usable. */
+static void test_migrate_old_format(void **state)
+{
+    struct fx *f = *state;
+    struct store_error e;
+    char *url = old_db(f);
+    store *s = store_open(url, &e);
+    if (!s)
+        fail_msg("store_open of the old database: %s", e.message);
+    int count = 0, max = 0;
+    db_query2(url, "SELECT count(*), max(version) FROM schema_version", &count, &max);
+    assert_int_equal(count, (g_bk == BK_SQLITE ? 6 : 2) + 1);
+    assert_int_equal(max, 7);
+    char *fresh = schema_of(f->url), *migrated = schema_of(url);
+    assert_string_equal(migrated, fresh);
+    free(fresh);
+    free(migrated);
+
+    /* VM records, live and gone */
+    struct vm_rec v;
+    OK(store_vm_get(s, 101, &v, &e_));
+    assert_string_equal(v.name, "vm-101");
+    assert_string_equal(v.owner, "alice");
+    assert_string_equal(v.node, "sv1");
+    assert_int_equal(v.state, VMS_ENABLED);
+    assert_int_equal(v.memory_mb, 2048);
+    assert_int_equal(v.created_at, T0 + 101);
+    assert_int_equal(json_integer_value(json_object_get(v.pending, "cores")), 4);
+    vm_rec_release(&v);
+    OK(store_vm_get(s, 104, &v, &e_));
+    assert_int_equal(v.id, 5);
+    vm_rec_release(&v);
+    struct vm_rec *list = NULL;
+    size_t n = 0;
+    struct vm_filter fl = {.owner = "bob", .state = -1, .include_gone = true};
+    OK(store_vm_list(s, &fl, &list, &n, &e_));
+    assert_int_equal(n, 3);
+    for (size_t i = 0; i < n; i++)
+        vm_rec_release(&list[i]);
+    free(list);
+    struct vm_rec nv = vm_new(105, "bob", "debian12");
+    OK(store_vm_insert(s, &nv, &e_));
+    assert_int_equal(nv.id, 6); /* the id sequence goes on */
+
+    /* jobs and events */
+    struct job_rec j;
+    OK(store_job_get(s, "job-done", &j, &e_));
+    assert_int_equal(j.state, JOB_DONE);
+    assert_int_equal(j.finished_at, T0 + 5010);
+    assert_string_equal(json_string_value(json_object_get(j.request, "os")), "debian12");
+    job_rec_release(&j);
+    struct job_event *ev = NULL;
+    OK(store_job_events(s, "job-done", 0, &ev, &n, &e_));
+    assert_int_equal(n, 2);
+    assert_string_equal(ev[1].message, "done");
+    free(ev);
+
+    /* job-z's reservation on sv1 counts while the job is unfinished */
+    int64_t mem = 0, disk = 0;
+    OK(store_reserved_on(s, "sv1", NULL, 0, &mem, &disk, &e_));
+    assert_int_equal(mem, 1LL << 30);
+    assert_int_equal(disk, 20LL << 30);
+
+    /* A quota counts the queued update of VM 102 (6 cores for its 2). */
+    struct job_rec up = {0};
+    snprintf(up.kind, sizeof up.kind, "update");
+    snprintf(up.owner, sizeof up.owner, "alice");
+    up.vmid = 101;
+    up.request = json_pack("{s:i}", "cores", 3);
+    struct store_usage q = {.cores = 1}, used = {0};
+    EXPECT(STORE_E_FULL, store_job_submit(s, &up, "queued", &q, &used, &e));
+    assert_int_equal(used.vms, 2);
+    assert_int_equal(used.cores, 2 + 6);
+    job_rec_release(&up);
+
+    /* Insertion order survives: job-z and job-a of VM 101 were made in one
+     * millisecond, job-z first; a job added now comes after both. */
+    struct job_rec nj = {0};
+    snprintf(nj.id, sizeof nj.id, "job-0");
+    snprintf(nj.kind, sizeof nj.kind, "reboot");
+    nj.vmid = 101;
+    nj.created_at = T0 + 1000;
+    nj.request = json_object();
+    OK(store_job_insert(s, &nj, &e_));
+    job_rec_release(&nj);
+    claim_expect(s, "t1", 60000, "job-z");
+    claim_expect(s, "t1", 60000, "job-upd");
+    claim_expect(s, "t1", 60000, NULL); /* job-a waits for job-z */
+    job_finish(s, "job-z");
+    claim_expect(s, "t1", 60000, "job-a");
+    job_finish(s, "job-a");
+    claim_expect(s, "t1", 60000, "job-0");
+
+    /* VMID allocations, reservations, slots, leftovers */
+    int cnt = 0, id = 0;
+    OK(store_vmid_count(s, 200, 299, &cnt, &e_));
+    assert_int_equal(cnt, 4);
+    struct vmid_range r = {200, 299};
+    OK(store_vmid_reserve(s, &r, 1, NULL, 0, "job-0", &id, &e_));
+    assert_int_equal(id, 204);
+    EXPECT(STORE_E_CONFLICT, store_vmid_mark_used(s, 202, &e));
+    OK(store_reserved_on(s, "sv1", NULL, 0, &mem, &disk, &e_));
+    assert_int_equal(mem, 0); /* job-z is done: its reservation no longer counts */
+    struct leftover *lo = NULL;
+    OK(store_leftover_list(s, &lo, &n, &e_));
+    assert_int_equal(n, 1);
+    assert_int_equal(lo[0].vmid, 201);
+    assert_string_equal(lo[0].job, "job-z");
+    free(lo);
+    OK(store_leftover_done(s, 201, "sv2", 1000, &e_));
+    OK(store_vmid_count(s, 201, 201, &cnt, &e_));
+    assert_int_equal(cnt, 1); /* quarantined, still allocated */
+
+    /* idempotency, tokens, settings */
+    json_t *a = NULL;
+    OK(store_idem_get(s, "alice", "key-1", &a, &e_));
+    assert_int_equal(json_integer_value(json_object_get(a, "vmid")), 101);
+    json_decref(a);
+    struct token_rec t;
+    OK(store_token_get(s, "tok1", &t, &e_));
+    assert_string_equal(t.owner, "alice");
+    assert_string_equal(t.role, "admin");
+    assert_string_equal(t.hash, "abcdef");
+    assert_int_equal(t.created_at, T0);
+    char val[64];
+    OK(store_kv_setdefault(s, "api_key", "other", val, sizeof val, &e_));
+    assert_string_equal(val, "secret-1");
+    store_close(s);
+
+    /* Opened again: nothing more to migrate. */
+    s = store_open(url, &e);
+    assert_non_null(s);
+    store_close(s);
+    db_query2(url, "SELECT count(*), max(version) FROM schema_version", &count, &max);
+    assert_int_equal(max, 7);
+    free(url);
+}
+
+/* A database older than the previous release is refused, not half-migrated. */
+static void test_migrate_too_old(void **state)
+{
+    struct fx *f = *state;
+    struct store_error e;
+    char *url = old_db(f);
+    db_exec(url, "DELETE FROM schema_version WHERE version > 1");
+    store *s = store_open(url, &e);
+    assert_null(s);
+    assert_int_equal(e.code, STORE_E_INVALID);
+    assert_non_null(strstr(e.message, "08db344"));
+    free(url);
 }
 
 /* ---- VM records ---------------------------------------------------------- */
@@ -1788,6 +2035,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_open_bad_urls),
         cmocka_unit_test_setup_teardown(test_reopen_and_versions, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_migrate_old_format, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_migrate_too_old, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vm_crud, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vm_live_unique, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vm_list, setup, teardown),

@@ -1,0 +1,94 @@
+/* db_int: what db.c shares with the two drivers, and nothing else uses.
+ *
+ * A driver fills a `struct db_driver` table of primitives (curl's vtls
+ * backends are the model: a small table, the common logic once in front of
+ * it). Its connection struct embeds `struct db_conn` as its first member;
+ * db.c keeps the per-thread connections, the statement cache and the
+ * transaction loop. Primitives report errors through db_fail() with a
+ * class; only the driver knows its native codes. */
+#ifndef STORE_DB_INT_H
+#define STORE_DB_INT_H
+
+#include "store/db.h"
+
+#include <pthread.h>
+#include <sys/types.h>
+
+#define DB_STMT_CACHE 128
+
+struct db_stmt {
+    const char *sql; /* identity: the address of a static SQL text */
+    db_conn *c;
+    void *h; /* the driver's statement */
+};
+
+struct db_conn {
+    db *d;
+    db_conn *prev, *next; /* on d->conns */
+    struct db_stmt cache[DB_STMT_CACHE];
+    size_t ncache;
+};
+
+struct db_token {
+    const char *name; /* without braces */
+    const char *text;
+};
+
+struct db_driver {
+    const char *name;
+    const struct db_token *tokens; /* ends with {NULL, NULL} */
+    bool dollar_params;            /* write ?N as $N */
+    /* The driver's part of a handle, from what follows the scheme (SQLite)
+     * or the whole URL (PostgreSQL): d->drv_data. */
+    int (*open)(db *d, const char *url, struct store_error *err);
+    void (*close)(db *d);
+    int (*conn_open)(db *d, db_conn **out, struct store_error *err);
+    void (*conn_close)(db_conn *c);
+    /* Before a transaction: make a broken connection usable again (and
+     * db_cache_drop its statements when they died with it). */
+    int (*conn_ready)(db_conn *c, struct store_error *err);
+    int (*begin)(db_conn *c, enum db_mode mode, struct store_error *err);
+    int (*commit)(db_conn *c, struct store_error *err);
+    void (*rollback)(db_conn *c); /* when a transaction is open; keeps *err */
+    int (*exec)(db_conn *c, const char *sql, struct store_error *err);
+    int (*lock)(db_conn *c, int purpose, const char *key, struct store_error *err);
+    int (*prepare)(db_conn *c, const char *text, void **h, struct store_error *err);
+    void (*finalize)(db_conn *c, void *h);
+    void (*reset)(void *h);
+    void (*bind_i64)(void *h, int i, int64_t v);
+    void (*bind_text)(void *h, int i, const char *s, size_t n); /* s NULL: SQL NULL */
+    int (*step)(db_conn *c, void *h, bool *row, struct store_error *err, const char *what);
+    int64_t (*changes)(db_conn *c, void *h);
+    int64_t (*last_id)(db_conn *c, void *h);
+    int64_t (*col_i64)(void *h, int col);
+    const char *(*col_text)(void *h, int col, size_t *len);
+};
+
+struct db {
+    const struct db_driver *drv;
+    void *drv_data;
+    pid_t pid;          /* connections must not cross fork() */
+    pthread_key_t key;  /* this thread's db_conn */
+    pthread_mutex_t mu; /* guards conns */
+    db_conn *conns;
+};
+
+/* A driver's table, from its primitives named p_open, p_close, ... */
+#define DB_DRIVER(p, drvname, toks, dollar)                                                        \
+    {                                                                                              \
+        .name = drvname, .tokens = toks, .dollar_params = dollar, .open = p##_open,                \
+        .close = p##_close, .conn_open = p##_conn_open, .conn_close = p##_conn_close,              \
+        .conn_ready = p##_conn_ready, .begin = p##_begin, .commit = p##_commit,                    \
+        .rollback = p##_rollback, .exec = p##_exec, .lock = p##_lock, .prepare = p##_prepare,      \
+        .finalize = p##_finalize, .reset = p##_reset, .bind_i64 = p##_bind_i64,                    \
+        .bind_text = p##_bind_text, .step = p##_step, .changes = p##_changes,                      \
+        .last_id = p##_last_id, .col_i64 = p##_col_i64, .col_text = p##_col_text,                  \
+    }
+
+extern const struct db_driver db_sqlite_driver;
+extern const struct db_driver db_pg_driver;
+
+/* Finalize every cached statement of c (its session is gone). */
+void db_cache_drop(db_conn *c);
+
+#endif

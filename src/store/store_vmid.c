@@ -1,0 +1,266 @@
+/* store_vmid: VMID allocation (store.h "VMID allocation"), the single
+ * source of truth that keeps two creations from ever sharing an ID. A
+ * reservation reads before it writes, so it runs under the VMID lock
+ * (db_lock; SQLite's write lock serialises it anyway): reservations of
+ * every process run one at a time and each sees what the previous took.
+ * Each public function is one transaction.
+ * Threads: any thread, on its own connection (db.h). Errors: store_err
+ * codes with details in *err, as store.h says. */
+#include "store/store_int.h"
+
+#include "common/buf.h"
+#include "common/util.h"
+
+/* The allocated IDs of a range, ascending: every row except quarantines
+ * that have run out (those count as free and are taken over in place). */
+static const char SQL_VMID_ALLOCATED[] =
+    "SELECT vmid FROM vmid_alloc WHERE vmid BETWEEN ?1 AND ?2"
+    " AND NOT (state = 'quarantine' AND until <= ?3) ORDER BY vmid";
+static const char SQL_VMID_TAKE[] =
+    "INSERT INTO vmid_alloc (vmid, state, job, until, updated_at)"
+    " VALUES (?1, 'reserved', ?2, 0, ?3)"
+    " ON CONFLICT (vmid) DO UPDATE SET state = 'reserved', job = excluded.job, until = 0,"
+    "   updated_at = excluded.updated_at"
+    " WHERE vmid_alloc.state = 'quarantine' AND vmid_alloc.until <= ?3";
+
+struct reserve_ctx {
+    const struct vmid_range *ranges;
+    size_t nranges;
+    const int *taken;
+    size_t ntaken;
+    const char *job;
+    int *vmid;
+};
+
+static bool in_sorted(const int *a, size_t n, int v)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (a[mid] < v)
+            lo = mid + 1;
+        else if (a[mid] > v)
+            hi = mid;
+        else
+            return true;
+    }
+    return false;
+}
+
+/* Merge-walk the range against its allocated IDs (one query, ascending):
+ * the first ID that is neither allocated nor in `taken`, or 0. */
+static int first_free(db_conn *c, const struct reserve_ctx *r, const struct vmid_range *rg,
+                      int64_t now, int *found_id, struct store_error *err)
+{
+    db_stmt *st = NULL;
+    int cand = rg->lo;
+    *found_id = 0;
+    int rc = db_prepare(c, SQL_VMID_ALLOCATED, &st, err);
+    if (rc)
+        return rc;
+    db_bind_i64(st, 1, rg->lo);
+    db_bind_i64(st, 2, rg->hi);
+    db_bind_i64(st, 3, now);
+    while (*found_id == 0) {
+        bool row = false;
+        rc = db_step(st, &row, err, "reading VMID allocations");
+        if (rc)
+            break;
+        int next_used = row ? (int)db_col_i64(st, 0) : rg->hi + 1;
+        for (; cand < next_used && *found_id == 0; cand++)
+            if (!in_sorted(r->taken, r->ntaken, cand))
+                *found_id = cand;
+        if (!row)
+            break;
+        cand = next_used + 1;
+    }
+    db_done(st);
+    return rc;
+}
+
+static int no_free_vmid(const struct reserve_ctx *r, struct store_error *err)
+{
+    struct buf msg = BUF_INIT(sizeof err->message);
+    buf_adds(&msg, "no free VMID in ");
+    for (size_t i = 0; i < r->nranges; i++)
+        buf_printf(&msg, "%s%d-%d", i ? ", " : "", r->ranges[i].lo, r->ranges[i].hi);
+    int rc = store_fail(err, STORE_E_FULL, "%s", buf_str(&msg));
+    buf_release(&msg);
+    return rc;
+}
+
+static int reserve_fn(db_conn *c, void *ctx, struct store_error *err)
+{
+    struct reserve_ctx *r = ctx;
+    db_stmt *st = NULL;
+    int64_t now = wall_ms();
+    int id = 0;
+    int rc = db_lock(c, DB_LOCK_VMID, "vmid", err);
+    for (size_t i = 0; rc == STORE_OK && i < r->nranges && id == 0; i++)
+        rc = first_free(c, r, &r->ranges[i], now, &id, err);
+    if (rc)
+        return rc;
+    if (id == 0)
+        return no_free_vmid(r, err);
+    if ((rc = db_prepare(c, SQL_VMID_TAKE, &st, err)))
+        return rc;
+    db_bind_i64(st, 1, id);
+    db_bind_text(st, 2, r->job);
+    db_bind_i64(st, 3, now);
+    rc = db_run(st, err, "reserving VMID");
+    if (rc == STORE_OK && db_changes(st) != 1)
+        /* marked foreign meanwhile (that write takes no lock): look again */
+        rc = db_fail(err, DB_C_RETRY, "VMID %d was allocated while reserving it", id);
+    if (rc == STORE_OK)
+        *r->vmid = id;
+    db_done(st);
+    return rc;
+}
+
+int store_vmid_reserve(store *s, const struct vmid_range *ranges, size_t nranges, const int *taken,
+                       size_t ntaken, const char *job, int *vmid, struct store_error *err)
+{
+    store_err_clear(err);
+    STORE_CHECK(s && job && *job && vmid && (ranges || nranges == 0),
+                "store_vmid_reserve: NULL or empty argument");
+    STORE_CHECK(nranges > 0, "no VMID range given");
+    STORE_CHECK(taken || ntaken == 0, "store_vmid_reserve: taken is NULL");
+    for (size_t i = 0; i < nranges; i++)
+        STORE_CHECK(ranges[i].lo >= STORE_VMID_MIN && ranges[i].hi <= STORE_VMID_MAX &&
+                        ranges[i].lo <= ranges[i].hi,
+                    "VMID range %d-%d is invalid (must be within %d-%d, lo <= hi)", ranges[i].lo,
+                    ranges[i].hi, STORE_VMID_MIN, STORE_VMID_MAX);
+    /* `taken` is binary-searched; unsorted input would hand out an ID
+     * Proxmox already uses. O(n) to check, so check. */
+    for (size_t i = 1; i < ntaken; i++)
+        STORE_CHECK(taken[i - 1] <= taken[i], "taken VMIDs are not sorted (%d before %d)",
+                    taken[i - 1], taken[i]);
+    *vmid = 0;
+    struct reserve_ctx r = {ranges, nranges, taken, ntaken, job, vmid};
+    return db_tx(s->db, DB_WRITE, reserve_fn, &r, err);
+}
+
+/* ---- marking and releasing ------------------------------------------------------ */
+
+static const char SQL_VMID_STATE[] = "SELECT state FROM vmid_alloc WHERE vmid = ?1";
+static const char SQL_VMID_USED[] = "UPDATE vmid_alloc SET state = 'used', until = 0,"
+                                    " updated_at = ?2 WHERE vmid = ?1"
+                                    " AND state IN ('reserved', 'used')";
+static const char SQL_VMID_FOREIGN[] =
+    "INSERT INTO vmid_alloc (vmid, state, job, until, updated_at) VALUES (?1, 'foreign', '', 0, ?2)"
+    " ON CONFLICT (vmid) DO UPDATE SET state = 'foreign', job = '', until = 0,"
+    "   updated_at = excluded.updated_at";
+static const char SQL_VMID_FREE[] = "DELETE FROM vmid_alloc WHERE vmid = ?1";
+static const char SQL_VMID_QUARANTINE[] = "UPDATE vmid_alloc SET state = 'quarantine', job = '',"
+                                          " until = ?2, updated_at = ?3 WHERE vmid = ?1";
+
+struct vmid_ctx {
+    const char *sql; /* one of the SQL_VMID_* writes above */
+    int vmid;
+    int64_t quarantine_ms;
+};
+
+/* After mark_used matched nothing: missing, or in a state that is not ours. */
+static int vmid_why_not(db_conn *c, int vmid, struct store_error *err)
+{
+    db_stmt *st = NULL;
+    int rc = db_prepare(c, SQL_VMID_STATE, &st, err);
+    if (rc)
+        return rc;
+    db_bind_i64(st, 1, vmid);
+    bool found = false;
+    rc = db_step(st, &found, err, "reading VMID state");
+    if (rc == STORE_OK && !found)
+        rc = store_fail(err, STORE_E_NOTFOUND, "VMID %d is not allocated", vmid);
+    else if (rc == STORE_OK)
+        rc = store_fail(err, STORE_E_CONFLICT, "VMID %d is %s, not reserved", vmid,
+                        db_col_text(st, 0));
+    db_done(st);
+    return rc;
+}
+
+static int vmid_write_fn(db_conn *c, void *ctx, struct store_error *err)
+{
+    struct vmid_ctx *v = ctx;
+    db_stmt *st = NULL;
+    int64_t now = wall_ms();
+    int rc = db_prepare(c, v->sql, &st, err);
+    if (rc)
+        return rc;
+    db_bind_i64(st, 1, v->vmid);
+    if (v->sql == SQL_VMID_QUARANTINE) {
+        db_bind_i64(st, 2, now + v->quarantine_ms);
+        db_bind_i64(st, 3, now);
+    } else if (v->sql != SQL_VMID_FREE) {
+        db_bind_i64(st, 2, now);
+    }
+    rc = db_run(st, err, "writing VMID allocation");
+    bool none = rc == STORE_OK && db_changes(st) == 0;
+    db_done(st);
+    if (!none)
+        return rc;
+    if (v->sql == SQL_VMID_USED)
+        return vmid_why_not(c, v->vmid, err);
+    return store_fail(err, STORE_E_NOTFOUND, "VMID %d is not allocated", v->vmid);
+}
+
+static int vmid_write(store *s, const char *sql, int vmid, int64_t quarantine_ms,
+                      struct store_error *err)
+{
+    store_err_clear(err);
+    STORE_CHECK(s, "store_vmid: NULL store");
+    STORE_CHECK(quarantine_ms >= 0, "quarantine of %lld ms is negative", (long long)quarantine_ms);
+    STORE_CHECK(vmid >= STORE_VMID_MIN && vmid <= STORE_VMID_MAX, "VMID %d out of range", vmid);
+    struct vmid_ctx v = {sql, vmid, quarantine_ms};
+    return db_tx(s->db, DB_WRITE, vmid_write_fn, &v, err);
+}
+
+int store_vmid_mark_used(store *s, int vmid, struct store_error *err)
+{
+    return vmid_write(s, SQL_VMID_USED, vmid, 0, err);
+}
+
+int store_vmid_mark_foreign(store *s, int vmid, struct store_error *err)
+{
+    return vmid_write(s, SQL_VMID_FOREIGN, vmid, 0, err);
+}
+
+int store_vmid_release(store *s, int vmid, int64_t quarantine_ms, struct store_error *err)
+{
+    return vmid_write(s, quarantine_ms ? SQL_VMID_QUARANTINE : SQL_VMID_FREE, vmid, quarantine_ms,
+                      err);
+}
+
+static const char SQL_VMID_COUNT[] = "SELECT count(*) FROM vmid_alloc WHERE vmid BETWEEN ?1 AND ?2"
+                                     " AND NOT (state = 'quarantine' AND until <= ?3)";
+
+struct vmid_count_ctx {
+    int lo, hi, *n;
+};
+
+static int vmid_count_fn(db_conn *c, void *ctx, struct store_error *err)
+{
+    struct vmid_count_ctx *k = ctx;
+    db_stmt *st = NULL;
+    int rc = db_prepare(c, SQL_VMID_COUNT, &st, err);
+    if (rc)
+        return rc;
+    db_bind_i64(st, 1, k->lo);
+    db_bind_i64(st, 2, k->hi);
+    db_bind_i64(st, 3, wall_ms());
+    bool row = false;
+    rc = db_step(st, &row, err, "counting VMIDs");
+    *k->n = row ? (int)db_col_i64(st, 0) : 0;
+    db_done(st);
+    return rc;
+}
+
+int store_vmid_count(store *s, int lo, int hi, int *n, struct store_error *err)
+{
+    store_err_clear(err);
+    STORE_CHECK(s && n, "store_vmid_count: NULL argument");
+    STORE_CHECK(lo <= hi, "VMID range %d-%d is empty", lo, hi);
+    *n = 0;
+    struct vmid_count_ctx k = {lo, hi, n};
+    return db_tx(s->db, DB_READ, vmid_count_fn, &k, err);
+}
