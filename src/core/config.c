@@ -38,7 +38,7 @@
 
 /* ---- the key table --------------------------------------------------- */
 
-enum sect { S_NONE, S_PROXD, S_PROXMOX, S_LIMITS, S_OS, S_NODE, S_QUOTA, S_IPPOOL, S_SKIP };
+enum sect { S_NONE, S_PROXD, S_PROXMOX, S_LIMITS, S_OS, S_NODE, S_QUOTA, S_IPPOOL, S_SNAP, S_SKIP };
 
 static const struct {
     const char *name;
@@ -46,7 +46,8 @@ static const struct {
 } sect_info[] = {
     [S_NONE] = {"", false},         [S_PROXD] = {"proxd", false},  [S_PROXMOX] = {"proxmox", false},
     [S_LIMITS] = {"limits", false}, [S_OS] = {"os", true},         [S_NODE] = {"node", true},
-    [S_QUOTA] = {"quota", true},    [S_IPPOOL] = {"ippool", true}, [S_SKIP] = {"", false},
+    [S_QUOTA] = {"quota", true},    [S_IPPOOL] = {"ippool", true}, [S_SNAP] = {"snapshots", false},
+    [S_SKIP] = {"", false},
 };
 
 enum ktype {
@@ -193,6 +194,13 @@ static const struct key_def keys[] = {
     KSTR(S_IPPOOL, POOL, "clusters", clusters_raw, NULL, NULL, 0),
     /* no default: it inherits [proxd] quarantine, set in cfgpool_check() */
     KNUM(S_IPPOOL, POOL, "quarantine", quarantine_s, NULL, 0, 30 * 86400),
+
+    /* 0 means unlimited (limits) or off (retention) */
+    KNUM(S_SNAP, PC, "max_per_vm", snap_max_per_vm, "0", 0, 1000),
+    KNUM(S_SNAP, PC, "max_per_owner", snap_max_per_owner, "0", 0, 1000000),
+    KNUM(S_SNAP, PC, "keep", snap_keep, "0", 0, 1000),
+    KNUM(S_SNAP, PC, "max_age", snap_max_age_s, "0", 0, INT64_C(10) * 365 * 86400),
+    KNUM(S_SNAP, PC, "sync_per_pass", snap_sync_per_pass, "8", 0, 1000),
 };
 
 #define NKEYS (sizeof keys / sizeof keys[0])
@@ -858,7 +866,7 @@ static void section_begin(struct pstate *st, char *h)
     st->sect = S_SKIP;
     st->idx = 0;
     enum sect s = S_NONE;
-    for (int i = S_PROXD; i <= S_IPPOOL; i++)
+    for (int i = S_PROXD; i <= S_SNAP; i++)
         if (strcmp(kind, sect_info[i].name) == 0)
             s = (enum sect)i;
     char why[256];
@@ -1241,6 +1249,7 @@ struct proxd_config *config_load(const char *path, char *err, size_t errlen)
         apply_defaults(S_PROXD, st.c);
         apply_defaults(S_PROXMOX, st.c);
         apply_defaults(S_LIMITS, st.c);
+        apply_defaults(S_SNAP, st.c);
         parse_file(&st, path);
     }
     free(st.raw);

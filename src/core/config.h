@@ -126,6 +126,12 @@ struct proxd_config {
     /* [ippool NAME] */
     struct cfg_ippool pools[CFG_MAX_POOLS];
     int npools;
+    /* [snapshots] (0: unlimited / off) */
+    int snap_max_per_vm;    /* snapshots one VM may hold */
+    int snap_max_per_owner; /* snapshots one owner's VMs may hold together */
+    int snap_keep;          /* retention: proxd-made snapshots kept per VM */
+    int64_t snap_max_age_s; /* retention: proxd-made snapshots older than this go */
+    int snap_sync_per_pass; /* VMs whose snapshots a reconcile pass reads; default 8 */
 };
 
 /* Load and validate. On failure returns NULL and writes one message per

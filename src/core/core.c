@@ -4,6 +4,7 @@
 #include "common/util.h"
 #include "common/xalloc.h"
 #include "core/core_int.h"
+#include "core/snapshot.h"
 
 #include <errno.h>
 #include <openssl/rand.h>
@@ -82,6 +83,7 @@ void core_free(struct core *k)
         close(k->wake[1]);
     }
     place_free(k->pl);
+    snap_cache_free(k);
     free(k);
 }
 
@@ -424,6 +426,8 @@ static void run_job(struct core *k, struct job_rec *j)
 {
     if (strcmp(j->kind, "create") == 0)
         create_run(k, j);
+    else if (snap_kind(j->kind))
+        snap_run(k, j);
     else
         control_run(k, j);
 }
@@ -555,6 +559,7 @@ static void *keeper_main(void *arg)
             struct reconcile_report rep;
             /* refreshes the inventory too; removals go to the cleaner */
             reconcile_pass(k, &rep, false);
+            snap_reconcile(k); /* queues a bounded snapshot check (a job) */
             last_reconcile = last_refresh = mono_ms();
         } else if (mono_ms() - last_refresh >= REFRESH_MS) {
             fleet_refresh(k->fl, false);

@@ -42,6 +42,7 @@ struct core {
     pthread_cond_t ccv;    /* a removal queued, or stop */
     struct clean_item *cq; /* under mu: queued removals, the first one under way */
     int ncq;
+    struct snapcache *snaps; /* snapshot.c: what proxd knows of snapshots */
 };
 
 /* A removal the reconciler hands to the cleaner thread. */

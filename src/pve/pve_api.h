@@ -270,4 +270,30 @@ struct pve_ha_resource {
 int pve_ha_list(pve_client *c, struct pve_ha_resource **out, size_t *n, struct pve_error *err);
 int pve_ha_remove(pve_client *c, const char *sid, struct pve_error *err);
 
+/* ---- snapshots (api_snap.c) ---------------------------------------------- */
+
+#define PVE_SNAP_LIST_MAX 4096 /* a longer list is refused as malformed */
+struct pve_snapshot {
+    char name[48]; /* pve-configid, at most 40 */
+    char description[1024];
+    char parent[48];
+    char snapstate[16]; /* "" when complete; "prepare"/"delete" when half-made */
+    int64_t snaptime;   /* unix seconds */
+    bool vmstate;       /* with RAM */
+};
+/* The snapshots (without PVE's "current" entry), in PVE's order. */
+int pve_snap_list(pve_client *c, const char *node, int vmid, struct pve_snapshot **out, size_t *n,
+                  struct pve_error *err);
+/* qmsnapshot, qmdelsnapshot and qmrollback tasks: *upid receives the task.
+ * Sent once: after a lost answer, the snapshot list tells what happened. */
+int pve_snap_create(pve_client *c, const char *node, int vmid, const char *name,
+                    const char *description, bool vmstate, char upid[PVE_UPID_MAX],
+                    struct pve_error *err);
+/* force: remove it from the config even when removing the disk snapshots
+ * fails (a half-made snapshot). */
+int pve_snap_delete(pve_client *c, const char *node, int vmid, const char *name, bool force,
+                    char upid[PVE_UPID_MAX], struct pve_error *err);
+int pve_snap_rollback(pve_client *c, const char *node, int vmid, const char *name,
+                      char upid[PVE_UPID_MAX], struct pve_error *err);
+
 #endif
