@@ -147,6 +147,12 @@ void h_quota(struct req *rq, struct resp *rs);
 void h_healthz(struct req *rq, struct resp *rs);
 void h_readyz(struct req *rq, struct resp *rs);
 void h_metrics(struct req *rq, struct resp *rs);
+/* routes_snap.c */
+void h_snap_list(struct req *rq, struct resp *rs);
+void h_snap_create(struct req *rq, struct resp *rs);
+void h_snap_delete(struct req *rq, struct resp *rs);
+void h_snap_rollback(struct req *rq, struct resp *rs);
+void snap_metrics(struct api *a, struct buf *b);
 
 /* ---- sse.c ---- */
 struct sse_hub *sse_hub_new(struct api *a);
