@@ -650,6 +650,17 @@ static const struct snap_info *lookup(const struct snap_info *s, size_t n, const
     return NULL;
 }
 
+/* A lock that waiting does not clear: Proxmox leaves "rollback" on a VM
+ * whose rollback failed, until an operator unlocks it. */
+static bool stuck_lock(const struct pve_error *e)
+{
+    return strstr(e->message, "VM is locked (rollback)") != NULL;
+}
+
+#define UNLOCK_HINT                                                                                \
+    "Proxmox keeps the VM locked (rollback) after a failed rollback: an operator must unlock it "  \
+    "(qm unlock %d) before anything else is done to it"
+
 /* Is the job's task (j->upid) still running? */
 static bool task_running(struct sctx *c)
 {
@@ -828,6 +839,10 @@ static void create_steps(struct sctx *c)
             &e);
         if (rc == -1)
             return;
+        if (rc && stuck_lock(&e)) {
+            end(c, false, "snapshot '%s' failed: %s; " UNLOCK_HINT, name, e.message, c->v.vmid);
+            return;
+        }
         if (rc && !transient(rc) && !e.upid[0]) {
             end(c, false, "snapshot '%s' refused: %s", name, e.message);
             return;
@@ -904,6 +919,11 @@ static void delete_steps(struct sctx *c)
             c, pve_snap_delete(c->pc, c->v.node, c->v.vmid, name, force, c->j->upid, &e), &e);
         if (rc == -1)
             return;
+        if (rc && stuck_lock(&e)) {
+            end(c, false, "deleting snapshot '%s' failed: %s; " UNLOCK_HINT, name, e.message,
+                c->v.vmid);
+            return;
+        }
         if (rc && !transient(rc) && !e.upid[0] && rc != PVE_E_NOTFOUND) {
             end(c, false, "deleting snapshot '%s' refused: %s", name, e.message);
             return;
@@ -914,8 +934,9 @@ static void delete_steps(struct sctx *c)
 
 /* The record follows Proxmox after a rollback: power, cores, memory, disk
  * (a snapshot holds the config it was taken with); identity stays. */
-static void take_over(struct sctx *c)
+static bool take_over(struct sctx *c)
 {
+    bool locked = false;
     struct pve_vm_status st;
     struct pve_vm_config cfg;
     struct pve_error e = {0};
@@ -956,8 +977,11 @@ static void take_over(struct sctx *c)
         }
         vm_rec_release(&now);
     }
-    if (have_cfg)
+    if (have_cfg) {
+        locked = strcmp(cfg.lock, "rollback") == 0;
         pve_vm_config_release(&cfg);
+    }
+    return locked;
 }
 
 static void rollback_steps(struct sctx *c)
@@ -997,12 +1021,15 @@ static void rollback_steps(struct sctx *c)
                           &e);
             if (rc == -1)
                 return;
-            if (!rc || !transient(rc) || (e.upid[0] && rc != PVE_E_LOCK))
+            if (!rc || !transient(rc) || (e.upid[0] && rc != PVE_E_LOCK) || stuck_lock(&e))
                 break;
         }
     }
-    take_over(c);
-    if (rc)
+    bool locked = take_over(c);
+    if (rc && locked)
+        end(c, false, "rollback to '%s' failed: %s (VM %d is %s); " UNLOCK_HINT, name, e.message,
+            c->v.vmid, c->v.power, c->v.vmid);
+    else if (rc)
         end(c, false, "rollback to '%s' failed: %s (VM %d is %s)", name, e.message, c->v.vmid,
             c->v.power);
     else
@@ -1037,16 +1064,32 @@ static void list_steps(struct sctx *c)
 
 /* Snapshots retention removes from a list: proxd's complete ones beyond
  * `keep` (oldest first) and older than max_age (the newest always stays). */
+/* How many parents up the chain a snapshot has (ties of snaptime, which
+ * has a resolution of seconds, are ordered by it). */
+static size_t depth(const struct snap_info *s, size_t n, const struct snap_info *x)
+{
+    size_t d = 0;
+    for (const struct snap_info *p = x; p && p->parent[0] && d < n; d++)
+        p = lookup(s, n, p->parent);
+    return d;
+}
+
+static bool older(const struct snap_info *s, size_t n, const struct snap_info *a,
+                  const struct snap_info *b)
+{
+    return a->snaptime != b->snaptime ? a->snaptime < b->snaptime : depth(s, n, a) < depth(s, n, b);
+}
+
 static size_t victims(const struct proxd_config *cfg, const struct snap_info *s, size_t n,
                       const struct snap_info **out)
 {
-    const struct snap_info *mine[PVE_SNAP_LIST_MAX];
+    const struct snap_info **mine = xcalloc(n + 1, sizeof *mine);
     size_t m = 0, k = 0;
     for (size_t i = 0; i < n; i++)
         if (s[i].proxd && !s[i].state[0])
             mine[m++] = &s[i];
-    for (size_t i = 1; i < m; i++) /* by time, oldest first (insertion: lists are short) */
-        for (size_t j = i; j > 0 && mine[j]->snaptime < mine[j - 1]->snaptime; j--) {
+    for (size_t i = 1; i < m; i++) /* oldest first (insertion sort: lists are short) */
+        for (size_t j = i; j > 0 && older(s, n, mine[j], mine[j - 1]); j--) {
             const struct snap_info *x = mine[j];
             mine[j] = mine[j - 1];
             mine[j - 1] = x;
@@ -1059,6 +1102,7 @@ static size_t victims(const struct proxd_config *cfg, const struct snap_info *s,
         if (beyond || aged)
             out[k++] = mine[i];
     }
+    free(mine);
     return k;
 }
 

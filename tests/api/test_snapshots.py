@@ -1,0 +1,454 @@
+"""Snapshots through proxd's API, black-box against pvesim (issue 14).
+
+A create/list/rollback/delete lifecycle with RAM state (the record's power
+follows Proxmox after a rollback), the per-VM and per-owner limits (409 from
+what proxd knows; the job enforces them against Proxmox's lists), another
+owner's 404 on every snapshot route, per-VM serialisation with a running
+control job, seeded random faults on the snapshot calls (every job ends, no
+snapshot half-made or doubled, record power true), and retention plus the
+sync pass that notices snapshots made or removed outside proxd.
+
+PROXD_TEST_DB=postgresql://... runs it on PostgreSQL (tests/api/pglib.py).
+"""
+import json
+import os
+import random
+import re
+import sys
+import time
+
+import requests
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "sim"))
+from simlib import Sim, case, finish, wait_for  # noqa: E402
+from proxdlib import Proxd  # noqa: E402
+
+DB = os.environ.get("PROXD_TEST_DB")  # a PostgreSQL URL, else SQLite
+
+
+def start_sim(**kw):
+    for attempt in range(5):
+        try:
+            return Sim(**kw)
+        except RuntimeError:
+            if attempt == 4:
+                raise
+            time.sleep(0.2)
+
+
+class Api:
+    def __init__(self, px):
+        self.px = px
+
+    def call(self, method, path, token, body=None, **kw):
+        h = {"Authorization": "Bearer " + token}
+        data = None
+        if body is not None:
+            data = json.dumps(body)
+            h["Content-Type"] = "application/json"
+        return requests.request(method, self.px.base + path, data=data, headers=h, timeout=30,
+                                **kw)
+
+    def job(self, token, job, deadline=90):
+        def done():
+            j = self.call("GET", "/v1/jobs/" + job, token).json()
+            return j if j["state"] in ("done", "failed") else None
+        return wait_for(done, deadline=deadline, interval=0.05, what="job " + job)
+
+    def create_vm(self, token, name):
+        r = self.call("POST", "/v1/vms", token, {"os": "ubuntu", "name": name, "cores": 1,
+                                                 "memory_mb": 1024, "disk_gb": 10})
+        assert r.status_code == 202, r.text
+        j = self.job(token, r.json()["job"])
+        assert j["state"] == "done", j
+        return r.json()["vmid"]
+
+    def vm(self, token, vmid):
+        r = self.call("GET", "/v1/vms/%d" % vmid, token)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def snap(self, token, vmid, name, vmstate=False, description=None, want="done"):
+        body = {"name": name, "vmstate": vmstate}
+        if description is not None:
+            body["description"] = description
+        r = self.call("POST", "/v1/vms/%d/snapshots" % vmid, token, body)
+        assert r.status_code == 202, r.text
+        j = self.job(token, r.json()["job"])
+        assert want is None or j["state"] == want, j
+        return j
+
+    def op(self, token, vmid, name, what, want="done"):
+        if what == "delete":
+            r = self.call("DELETE", "/v1/vms/%d/snapshots/%s" % (vmid, name), token)
+        else:
+            r = self.call("POST", "/v1/vms/%d/snapshots/%s/rollback" % (vmid, name), token)
+        assert r.status_code == 202, r.text
+        j = self.job(token, r.json()["job"])
+        assert want is None or j["state"] == want, j
+        return j
+
+    def snaps(self, token, vmid, refresh=True):
+        """The list, through a list job when proxd answers 202."""
+        r = self.call("GET", "/v1/vms/%d/snapshots%s" % (vmid, "?refresh=1" if refresh else ""),
+                      token)
+        if r.status_code == 202:
+            job = r.json()["job"]
+            assert r.headers["Location"].endswith("?job=" + job), r.headers
+            assert self.job(token, job)["state"] == "done"
+            r = self.call("GET", "/v1/vms/%d/snapshots?job=%s" % (vmid, job), token)
+        assert r.status_code == 200, r.text
+        return {s["name"]: s for s in r.json()["snapshots"]}
+
+
+# Proxmox's side is read from pvesim's control API (/_sim/state), which the
+# fault rules do not touch.
+def pve_snaps(sim, vmid):
+    return dict(sim.vm(vmid).get("snapshots") or {})
+
+
+def pve_power(sim, vmid):
+    return sim.vm(vmid)["power"]
+
+
+def pve_lock(sim, vmid):
+    return sim.vm(vmid)["conf"].get("lock")
+
+
+# ---- phase 1: limits (max_per_vm 3, max_per_owner 5), no sync pass after start ----
+SEED = int(os.environ.get("SNAP_SEED", "1414"))
+sim = start_sim(time_scale=0.005, extra=["--seed", str(SEED)])
+px = Proxd(sim, database=DB,
+           proxd_extra="reconcile_interval = 3600\n\n[snapshots]\nmax_per_vm = 3\n"
+                       "max_per_owner = 5\n")
+ALICE = px.token("alice")
+BOB = px.token("bob")
+CAROL = px.token("carol")
+FRANK = px.token("frank")
+ADMIN = px.token("ops", "admin")
+px.start()
+api = Api(px)
+VM = {}
+
+
+@case
+def lifecycle_with_ram_and_rollback():
+    vmid = VM["a"] = api.create_vm(ALICE, "snap-a")
+    assert api.vm(ALICE, vmid)["power"] == "running"
+    j = api.snap(ALICE, vmid, "disk-only", description="before the upgrade")
+    assert j["kind"] == "snap-create"
+    api.snap(ALICE, vmid, "with-ram", vmstate=True)
+    pv = pve_snaps(sim, vmid)
+    assert set(pv) == {"disk-only", "with-ram"}, pv
+    assert pv["with-ram"].get("vmstate") and not pv["disk-only"].get("vmstate"), pv
+    # proxd's marker names the job; the API shows the description without it
+    assert "proxd-snapshot job=" + j["id"] in pv["disk-only"]["description"], pv
+    ls = api.snaps(ALICE, vmid, refresh=False)  # known from the jobs: no list job
+    assert set(ls) == {"disk-only", "with-ram"}, ls
+    assert ls["disk-only"]["description"] == "before the upgrade", ls
+    assert ls["disk-only"]["proxd"] and ls["with-ram"]["vmstate"], ls
+    assert ls["with-ram"]["parent"] == "disk-only" and ls["disk-only"]["state"] == "complete"
+    # stop, then roll back to the RAM snapshot: running again, same identity
+    before = api.vm(ALICE, vmid)
+    r = api.call("POST", "/v1/vms/%d/stop" % vmid, ALICE)
+    assert r.status_code == 202 and api.job(ALICE, r.json()["job"])["state"] == "done"
+    assert api.vm(ALICE, vmid)["power"] == "stopped"
+    api.op(ALICE, vmid, "with-ram", "rollback")
+    after = api.vm(ALICE, vmid)
+    assert after["power"] == "running" == pve_power(sim, vmid), after
+    for k in ("vmid", "name", "owner", "node", "os", "state"):
+        assert after[k] == before[k], (k, before, after)
+    # a snapshot without RAM: the rollback leaves the VM stopped
+    api.op(ALICE, vmid, "disk-only", "rollback")
+    assert api.vm(ALICE, vmid)["power"] == "stopped" == pve_power(sim, vmid)
+    api.op(ALICE, vmid, "disk-only", "delete")
+    assert set(pve_snaps(sim, vmid)) == {"with-ram"}
+    assert set(api.snaps(ALICE, vmid)) == {"with-ram"}
+    assert pve_lock(sim, vmid) is None
+
+
+@case
+def bad_input_and_known_refusals():
+    vmid = VM["a"]
+    for name, why in (("1abc", "start with a letter"), ("a", "2 to 40"), ("x" * 41, None),
+                      ("bad name", "letters, digits"), ("current", "reserved"),
+                      ("Pending", "reserved")):
+        r = api.call("POST", "/v1/vms/%d/snapshots" % vmid, ALICE, {"name": name})
+        assert r.status_code == 400, (name, r.text)
+        e = r.json()["error"]
+        assert e["details"]["field"] == "name", e
+        assert why is None or why in e["message"], e
+    r = api.call("POST", "/v1/vms/%d/snapshots" % vmid, ALICE, {"name": "ok1", "vmstate": "yes"})
+    assert r.status_code == 400 and r.json()["error"]["details"]["field"] == "vmstate", r.text
+    r = api.call("POST", "/v1/vms/%d/snapshots" % vmid, ALICE, {"name": "ok1", "extra": 1})
+    assert r.status_code == 400, r.text
+    r = api.call("POST", "/v1/vms/%d/snapshots" % vmid, ALICE,
+                 {"name": "ok1", "description": "two\nlines"})
+    assert r.status_code == 400 and r.json()["error"]["details"]["field"] == "description"
+    r = api.call("POST", "/v1/vms/%d/snapshots" % vmid, ALICE, {})
+    assert r.status_code == 400 and r.json()["error"]["details"]["field"] == "name"
+    # proxd knows the list: a taken name is 409, a missing snapshot 404
+    r = api.call("POST", "/v1/vms/%d/snapshots" % vmid, ALICE, {"name": "with-ram"})
+    assert r.status_code == 409 and r.json()["error"]["details"]["field"] == "name", r.text
+    for m, p in (("DELETE", ""), ("POST", "/rollback")):
+        r = api.call(m, "/v1/vms/%d/snapshots/nosuch%s" % (vmid, p), ALICE)
+        assert r.status_code == 404, r.text
+    r = api.call("GET", "/v1/vms/%d/snapshots?refresh=maybe" % vmid, ALICE)
+    assert r.status_code == 400, r.text
+    r = api.call("GET", "/v1/vms/%d/snapshots?other=1" % vmid, ALICE)
+    assert r.status_code == 400, r.text
+    r = api.call("GET", "/v1/vms/%d/snapshots?job=%s" % (vmid, "0" * 36), ALICE)
+    assert r.status_code == 404, r.text
+    r = api.call("PUT", "/v1/vms/%d/snapshots" % vmid, ALICE)
+    assert r.status_code == 405, r.text
+
+
+@case
+def other_owners_get_404_on_every_route():
+    vmid = VM["a"]
+    r = api.call("GET", "/v1/vms/%d/snapshots" % vmid, ALICE)
+    assert r.status_code in (200, 202), r.text
+    listjob = api.call("GET", "/v1/vms/%d/snapshots?refresh=1" % vmid, ALICE).json()["job"]
+    api.job(ALICE, listjob)
+    routes = [("GET", "/v1/vms/%d/snapshots" % vmid, None),
+              ("GET", "/v1/vms/%d/snapshots?refresh=1" % vmid, None),
+              ("GET", "/v1/vms/%d/snapshots?job=%s" % (vmid, listjob), None),
+              ("POST", "/v1/vms/%d/snapshots" % vmid, {"name": "theirs"}),
+              ("POST", "/v1/vms/%d/snapshots" % vmid, {"name": "1bad"}),  # 404 before 400
+              ("DELETE", "/v1/vms/%d/snapshots/with-ram" % vmid, None),
+              ("POST", "/v1/vms/%d/snapshots/with-ram/rollback" % vmid, None)]
+    for m, p, b in routes:
+        r = api.call(m, p, BOB, b)
+        assert r.status_code == 404, (m, p, r.status_code, r.text)
+        assert r.json()["error"]["code"] == "not_found"
+        # a VM that does not exist answers the same
+        r2 = api.call(m, p.replace("/%d/" % vmid, "/999999/"), BOB, b)
+        assert r2.status_code == 404 and r2.json()["error"]["message"].startswith("no VM")
+    # the admin sees it; bob changed nothing
+    assert api.call("GET", "/v1/vms/%d/snapshots" % vmid, ADMIN).status_code in (200, 202)
+    assert set(pve_snaps(sim, vmid)) == {"with-ram"}
+    assert pve_power(sim, vmid) == "stopped"
+
+
+@case
+def per_vm_limit():
+    vmid = VM["a"]  # holds with-ram
+    api.snap(ALICE, vmid, "two")
+    api.snap(ALICE, vmid, "three")
+    r = api.call("POST", "/v1/vms/%d/snapshots" % vmid, ALICE, {"name": "four"})
+    assert r.status_code == 409, r.text
+    e = r.json()["error"]
+    assert e["details"]["field"] == "snapshots" and "max_per_vm is 3" in e["message"], e
+    # a VM proxd has no list of, filled outside proxd: the job enforces it
+    other = VM["b"] = api.create_vm(ALICE, "snap-b")
+    node = sim.vm(other)["node"]
+    for n in ("x1", "x2", "x3"):
+        up = sim.data("POST", "/nodes/%s/qemu/%d/snapshot" % (node, other), data={"snapname": n})
+        assert sim.wait_task(node, up)["exitstatus"] == "OK"
+    j = api.snap(ALICE, other, "four", want="failed")
+    assert "limit" in j["error"] and "max_per_vm is 3" in j["error"], j
+    assert set(pve_snaps(sim, other)) == {"x1", "x2", "x3"}
+    # now proxd knows: refused at once
+    r = api.call("POST", "/v1/vms/%d/snapshots" % other, ALICE, {"name": "five"})
+    assert r.status_code == 409, r.text
+    metrics = requests.get(px.base + "/metrics", timeout=10).text
+    assert re.search(r"^proxd_snapshot_limit_refusals_total [2-9]", metrics, re.M), metrics[-800:]
+
+
+@case
+def per_owner_limit():
+    a = api.create_vm(CAROL, "carol-a")
+    b = api.create_vm(CAROL, "carol-b")
+    for n in ("a1", "a2", "a3"):
+        api.snap(CAROL, a, n)
+    api.snap(CAROL, b, "b1")
+    api.snap(CAROL, b, "b2")  # five in all
+    r = api.call("POST", "/v1/vms/%d/snapshots" % b, CAROL, {"name": "b3"})
+    assert r.status_code == 409, r.text
+    e = r.json()["error"]
+    assert "max_per_owner is 5" in e["message"] and "carol" in e["message"], e
+    # another owner is not counted with carol
+    r = api.call("POST", "/v1/vms/%d/snapshots" % VM["b"], ALICE, {"name": "alice-ok"})
+    assert r.status_code == 409 and "max_per_vm" in r.text, r.text  # b is at its own limit
+    # a deletion makes room again
+    api.op(CAROL, a, "a1", "delete")
+    api.snap(CAROL, b, "b3")
+    assert len(pve_snaps(sim, a)) + len(pve_snaps(sim, b)) == 5
+
+
+@case
+def snapshot_waits_for_a_running_control_job():
+    vmid = api.create_vm(FRANK, "snap-wait")
+    node = sim.vm(vmid)["node"]
+    # the shutdown call is held for 3 s (by pvesim): the snapshot job must wait
+    sim.ctl("POST", "/faults", {"kind": "delay", "method": "POST", "delay_ms": 3000, "count": 1,
+                                "path": r"^/nodes/%s/qemu/%d/status/shutdown$" % (node, vmid)})
+    try:
+        r1 = api.call("POST", "/v1/vms/%d/shutdown" % vmid, FRANK, {"timeout": 30})
+        assert r1.status_code == 202, r1.text
+        r2 = api.call("POST", "/v1/vms/%d/snapshots" % vmid, FRANK, {"name": "after"})
+        assert r2.status_code == 202, r2.text
+        ctl, snap = r1.json()["job"], r2.json()["job"]
+        seen_running = False
+        while True:
+            c = api.call("GET", "/v1/jobs/" + ctl, FRANK).json()
+            s = api.call("GET", "/v1/jobs/" + snap, FRANK).json()
+            if c["state"] == "running":
+                seen_running = True
+            if c["state"] not in ("done", "failed"):
+                assert s["state"] == "queued" and s["step"] == "queued", (c, s)
+            if s["state"] in ("done", "failed"):
+                break
+            time.sleep(0.05)
+        assert seen_running
+        assert c["state"] == "done" and s["state"] == "done", (c, s)
+        assert s["finished_at"] > c["finished_at"]
+    finally:
+        sim.ctl("DELETE", "/faults")
+    snap_ = pve_snaps(sim, vmid)["after"]
+    assert not snap_.get("vmstate") and api.vm(FRANK, vmid)["power"] == "stopped"
+
+
+def fault_rules(rate):
+    rules = []
+    for kind, share in (("lock_timeout", 0.3), ("error", 0.25), ("task_error", 0.25),
+                        ("596", 0.1), ("delay", 0.1)):
+        r = {"kind": kind, "path": r"^/nodes/[^/]+/qemu/\d+/(snapshot|status/current)",
+             "rate": rate * share}
+        if kind in ("lock_timeout", "task_error"):
+            r["method"] = "POST" if kind == "task_error" else None
+        if r.get("method") is None:
+            r.pop("method", None)
+        if kind == "delay":
+            r["delay_ms"] = 300
+        if kind == "task_error":
+            r["message"] = "injected task failure"
+        rules.append(r)
+    # deletes fail their tasks too
+    rules.append({"kind": "task_error", "method": "DELETE", "rate": rate * 0.25,
+                  "path": r"^/nodes/[^/]+/qemu/\d+/snapshot/", "message": "injected task failure"})
+    return rules
+
+
+@case
+def random_faults_on_snapshot_calls():
+    seed = SEED
+    rng = random.Random(seed)
+    vms = [api.create_vm(ADMIN, "flt-%d" % i) for i in range(3)]
+    for r in fault_rules(0.35):
+        sim.ctl("POST", "/faults", r)
+    jobs = []
+    t0 = time.monotonic()
+    try:
+        for i in range(14):
+            vmid = rng.choice(vms)
+            known = [n for n in pve_snaps(sim, vmid)]
+            what = rng.choice(["create", "create", "rollback", "delete"]) if known else "create"
+            if what == "create":
+                name = "f%d" % i
+                r = api.call("POST", "/v1/vms/%d/snapshots" % vmid, ADMIN,
+                             {"name": name, "vmstate": rng.random() < 0.4})
+            elif what == "delete":
+                name = rng.choice(known)
+                r = api.call("DELETE", "/v1/vms/%d/snapshots/%s" % (vmid, name), ADMIN)
+            else:
+                name = rng.choice(known)
+                r = api.call("POST", "/v1/vms/%d/snapshots/%s/rollback" % (vmid, name), ADMIN)
+            if r.status_code in (404, 409):  # what proxd knows refused it
+                continue
+            assert r.status_code == 202, r.text
+            j = api.job(ADMIN, r.json()["job"], deadline=150)
+            jobs.append((what, vmid, name, j))
+            if pve_lock(sim, vmid):
+                # Proxmox keeps "rollback" on a VM whose rollback failed (nothing
+                # else ever stays): the job says so, and so does every job after
+                # it until an operator unlocks the VM (qm unlock)
+                assert pve_lock(sim, vmid) == "rollback", (pve_lock(sim, vmid), j)
+                assert what == "rollback" and j["state"] == "failed", j
+                assert "qm unlock %d" % vmid in j["error"], j
+                r = api.call("POST", "/v1/vms/%d/snapshots" % vmid, ADMIN, {"name": "z%d" % i})
+                t0j = time.monotonic()
+                j2 = api.job(ADMIN, r.json()["job"], deadline=150)
+                assert j2["state"] == "failed" and "qm unlock" in j2["error"], j2
+                assert time.monotonic() - t0j < 30, "a stuck lock is not waited for"
+                sim.ctl("POST", "/vms/%d" % vmid, {"conf": {"lock": None}})
+    finally:
+        hits = sum(f.get("hits", 0) for f in sim.ctl("GET", "/faults"))
+        sim.ctl("DELETE", "/faults")
+    assert hits > 0, "no fault was injected"
+    done = sum(1 for _, _, _, j in jobs if j["state"] == "done")
+    print("  seed %d: %d jobs (%d done), %d faults, %.1f s" % (seed, len(jobs), done, hits,
+                                                              time.monotonic() - t0))
+    assert done > 0
+    for what, vmid, name, j in jobs:
+        if what == "create" and j["state"] == "failed":
+            # a failed creation leaves nothing of itself behind
+            s = pve_snaps(sim, vmid).get(name)
+            assert s is None or "proxd-snapshot job=" + j["id"] not in s.get("description", ""), \
+                (j, s)
+    for vmid in vms:
+        pv = pve_snaps(sim, vmid)
+        for n, s in pv.items():
+            assert not s.get("snapstate"), ("half-made snapshot", vmid, n, s)
+        assert pve_lock(sim, vmid) is None, (vmid, pve_lock(sim, vmid), pv, [
+            (w, n, j["state"], j["error"]) for w, v, n, j in jobs if v == vmid])
+        # proxd's list is Proxmox's, and the record's power is what Proxmox shows
+        assert set(api.snaps(ADMIN, vmid)) == set(pv)
+        wait_for(lambda: api.vm(ADMIN, vmid)["power"] == pve_power(sim, vmid) or None, 5,
+                 what="record power of %d" % vmid)
+    # every done creation's snapshot is there unless a later job deleted it or rolled past it
+    for k, (what, vmid, name, j) in enumerate(jobs):
+        later = [x for x in jobs[k + 1:] if x[1] == vmid and x[2] == name and x[0] == "delete"
+                 and x[3]["state"] == "done"]
+        if what == "create" and j["state"] == "done" and not later:
+            assert name in pve_snaps(sim, vmid), (name, vmid)
+
+
+px.stop()
+sim.stop()
+
+# ---- phase 2: retention (keep 2) and the sync pass ----
+sim = start_sim(time_scale=0.005)
+px = Proxd(sim, database=DB,
+           proxd_extra="reconcile_interval = 1\n\n[snapshots]\nkeep = 2\nsync_per_pass = 4\n")
+DAN = px.token("dan")
+px.start()
+api = Api(px)
+
+
+def metric(name):
+    text = requests.get(px.base + "/metrics", timeout=10).text
+    m = re.search(r"^%s (\d+)$" % re.escape(name), text, re.M)
+    return int(m.group(1)) if m else 0
+
+
+@case
+def retention_removes_the_oldest_and_sync_sees_outside_changes():
+    vmid = api.create_vm(DAN, "keep-me")
+    others = [api.create_vm(DAN, "filler-%d" % i) for i in range(5)]  # more VMs than one pass
+    node = sim.vm(vmid)["node"]
+    # four proxd snapshots, in order (the sync pass runs meanwhile too)
+    for n in ("s1", "s2", "s3", "s4"):
+        api.snap(DAN, vmid, n)
+    # one made outside proxd is never removed by retention
+    up = sim.data("POST", "/nodes/%s/qemu/%d/snapshot" % (node, vmid), data={"snapname": "hand"})
+    assert sim.wait_task(node, up)["exitstatus"] == "OK"
+    wait_for(lambda: set(pve_snaps(sim, vmid)) == {"s3", "s4", "hand"} or None, 60, 0.2,
+             "retention to keep s3, s4 (and hand)")
+    assert metric("proxd_snapshot_retention_deletions_total") >= 2
+    wait_for(lambda: metric('proxd_snapshots_outside_total{change="added"}') >= 1 or None, 30,
+             0.2, "the sync pass to notice 'hand'")
+    # removed outside proxd: noticed too
+    up = sim.api("DELETE", "/nodes/%s/qemu/%d/snapshot/hand" % (node, vmid)).json()["data"]
+    assert sim.wait_task(node, up)["exitstatus"] == "OK"
+    wait_for(lambda: metric('proxd_snapshots_outside_total{change="removed"}') >= 1 or None, 30,
+             0.2, "the sync pass to notice 'hand' gone")
+    # retention jobs are ordinary snap-delete jobs; the sync reads the other VMs too
+    assert metric("proxd_snapshot_syncs_total") >= len(others) + 1
+    ls = api.snaps(DAN, vmid, refresh=False)
+    assert set(ls) == {"s3", "s4"}, ls
+
+
+px.stop()
+sim.stop()
+finish()
