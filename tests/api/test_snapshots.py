@@ -366,7 +366,8 @@ def random_faults_on_snapshot_calls():
                 assert pve_lock(sim, vmid) == "rollback", (pve_lock(sim, vmid), j)
                 assert what == "rollback" and j["state"] == "failed", j
                 assert "qm unlock %d" % vmid in j["error"], j
-                r = api.call("POST", "/v1/vms/%d/snapshots" % vmid, ADMIN, {"name": "z%d" % i})
+                r = api.call("POST", "/v1/vms/%d/snapshots/%s/rollback" % (vmid, name), ADMIN)
+                assert r.status_code == 202, r.text
                 t0j = time.monotonic()
                 j2 = api.job(ADMIN, r.json()["job"], deadline=150)
                 assert j2["state"] == "failed" and "qm unlock" in j2["error"], j2
