@@ -42,6 +42,9 @@ static int usage_vm(void)
                     "       proxctl vm shutdown VMID [--timeout S] [--force] [--no-wait]\n"
                     "       proxctl vm set VMID [--cores N] [--memory SIZE] [--no-wait]\n"
                     "       proxctl vm resize VMID --disk SIZE [--no-wait]\n"
+                    "       proxctl vm snapshot list VMID [--refresh]\n"
+                    "       proxctl vm snapshot create VMID NAME [--description TEXT] [--ram]\n"
+                    "       proxctl vm snapshot delete|rollback VMID NAME [--no-wait]\n"
                     "SIZE: 2G, 512M, 40G (memory defaults to MiB, disk to GiB)\n");
     return EXIT_USAGE;
 }
@@ -351,6 +354,8 @@ int cmd_vm(struct cli *c, int argc, char **argv)
         return vm_list(c, argc, argv);
     if (strcmp(sub, "show") == 0 && argc == 2)
         return vm_show(c, argv[1]);
+    if (strcmp(sub, "snapshot") == 0)
+        return cmd_snapshot(c, argc - 1, argv + 1);
     static const char *const ops[] = {"start",  "shutdown", "stop",   "pause", "resume",
                                       "reboot", "set",      "resize", "delete"};
     for (size_t i = 0; i < sizeof ops / sizeof *ops; i++)

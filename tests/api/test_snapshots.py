@@ -14,6 +14,7 @@ import json
 import os
 import random
 import re
+import subprocess
 import sys
 import time
 
@@ -307,6 +308,50 @@ def snapshot_waits_for_a_running_control_job():
         sim.ctl("DELETE", "/faults")
     snap_ = pve_snaps(sim, vmid)["after"]
     assert not snap_.get("vmstate") and api.vm(FRANK, vmid)["power"] == "stopped"
+
+
+PROXCTL = os.path.join(os.environ.get("BIN_DIR", os.path.join(os.path.dirname(__file__),
+                                                              "../../build/asan")), "proxctl")
+
+
+def ctl(token, *args):
+    e = dict(os.environ, PROXD_URL=px.base, PROXD_TOKEN=token)
+    e.pop("PROXCTL_CONFIG", None)
+    return subprocess.run([PROXCTL] + list(args), capture_output=True, text=True, timeout=120,
+                          env=e)
+
+
+@case
+def proxctl_snapshot_commands():
+    vmid = api.create_vm(FRANK, "ctl-snap")
+    v = str(vmid)
+    r = ctl(FRANK, "vm", "snapshot", "list", v)  # nothing known yet: a list job answers
+    assert r.returncode == 0 and "(no snapshots)" in r.stdout, (r.stdout, r.stderr)
+    r = ctl(FRANK, "vm", "snapshot", "create", v, "c1", "--description", "first one", "--ram")
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    assert "VM %d" % vmid in r.stdout and "running" in r.stdout, r.stdout
+    r = ctl(FRANK, "--json", "vm", "snapshot", "list", v, "--refresh")
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)["snapshots"]
+    assert [(x["name"], x["description"], x["vmstate"]) for x in got] == [
+        ("c1", "first one", True)], got
+    r = ctl(FRANK, "vm", "snapshot", "list", v)
+    assert r.returncode == 0 and "c1" in r.stdout and "first one" in r.stdout, r.stdout
+    r = ctl(FRANK, "vm", "snapshot", "create", v, "c1")  # taken: 409 -> exit 6
+    assert r.returncode == 6 and "c1" in r.stderr, (r.returncode, r.stderr)
+    r = ctl(FRANK, "vm", "snapshot", "create", v, "9bad")  # 400 -> exit 2
+    assert r.returncode == 2 and "name" in r.stderr, (r.returncode, r.stderr)
+    r = ctl(BOB, "vm", "snapshot", "list", v)  # another owner's: 404 -> exit 3
+    assert r.returncode == 3, (r.returncode, r.stderr)
+    r = ctl(FRANK, "vm", "snapshot", "rollback", v, "c1")
+    assert r.returncode == 0 and "running" in r.stdout, (r.stdout, r.stderr)
+    r = ctl(FRANK, "vm", "snapshot", "delete", v, "c1", "--no-wait")
+    assert r.returncode == 0 and "queued" in r.stdout, (r.stdout, r.stderr)
+    wait_for(lambda: not pve_snaps(sim, vmid) or None, 30, 0.1, "c1 deleted")
+    r = ctl(FRANK, "vm", "snapshot", "frobnicate", v)
+    assert r.returncode == 2 and "usage" in r.stderr
+    r = ctl(FRANK, "vm", "snapshot", "list", v, "--ram")
+    assert r.returncode == 2
 
 
 def fault_rules(rate):
