@@ -8,7 +8,8 @@ control job, seeded random faults on the snapshot calls (every job ends, no
 snapshot half-made or doubled, record power true), and retention plus the
 sync pass that notices snapshots made or removed outside proxd.
 
-PROXD_TEST_DB=postgresql://... runs it on PostgreSQL (tests/api/pglib.py).
+PROXD_TEST_DB=postgresql://... (and PROXD_TEST_DB2 for the second part, a
+database of its own) run it on PostgreSQL: test_snapshots_pg.py does.
 """
 import json
 import os
@@ -354,6 +355,28 @@ def proxctl_snapshot_commands():
     assert r.returncode == 2
 
 
+@case
+def a_list_jobs_answer_is_served_by_another_instance():
+    vmid = VM["a"]
+    r = api.call("GET", "/v1/vms/%d/snapshots?refresh=1" % vmid, ALICE)
+    assert r.status_code == 202, r.text
+    job = r.json()["job"]
+    assert api.job(ALICE, job)["state"] == "done"
+    other = Proxd(sim, share=px)
+    other.secrets += px.secrets
+    other.start()
+    try:
+        r = requests.get(other.base + "/v1/vms/%d/snapshots?job=%s" % (vmid, job),
+                         headers={"Authorization": "Bearer " + ALICE}, timeout=30)
+        assert r.status_code == 200, r.text
+        assert set(x["name"] for x in r.json()["snapshots"]) == set(pve_snaps(sim, vmid))
+        r = requests.get(other.base + "/v1/vms/%d/snapshots?job=%s" % (vmid, job),
+                         headers={"Authorization": "Bearer " + BOB}, timeout=30)
+        assert r.status_code == 404, r.text
+    finally:
+        other.stop()
+
+
 def fault_rules(rate):
     rules = []
     for kind, share in (("lock_timeout", 0.3), ("error", 0.25), ("task_error", 0.25),
@@ -455,7 +478,7 @@ sim.stop()
 
 # ---- phase 2: retention (keep 2) and the sync pass ----
 sim = start_sim(time_scale=0.005)
-px = Proxd(sim, database=DB,
+px = Proxd(sim, database=os.environ.get("PROXD_TEST_DB2"),
            proxd_extra="reconcile_interval = 1\n\n[snapshots]\nkeep = 2\nsync_per_pass = 4\n")
 DAN = px.token("dan")
 px.start()

@@ -1,0 +1,20 @@
+"""test_snapshots on PostgreSQL: two private servers (pglib), one per part
+of the test (each part needs a database of its own)."""
+import os
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from pglib import PrivatePG  # noqa: E402
+
+pgs = []
+try:
+    pgs.append(PrivatePG())
+    pgs.append(PrivatePG())
+    env = dict(os.environ, PROXD_TEST_DB=pgs[0].url, PROXD_TEST_DB2=pgs[1].url)
+    rc = subprocess.run([sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                      "test_snapshots.py")], env=env).returncode
+finally:
+    for p in pgs:
+        p.stop()
+sys.exit(rc)
