@@ -950,6 +950,7 @@ static bool take_over(struct sctx *c)
             pause_n(c, t);
     }
     struct vm_rec now;
+    core_vm_lock(c->k, c->v.vmid); /* no DELETE's move between the read and the write */
     if (store_vm_get_id(c->k->st, c->v.id, &now, NULL) == 0) {
         if (now.state == VMS_ENABLED) {
             if (have_st)
@@ -977,6 +978,7 @@ static bool take_over(struct sctx *c)
         }
         vm_rec_release(&now);
     }
+    core_vm_unlock(c->k, c->v.vmid);
     if (have_cfg) {
         locked = strcmp(cfg.lock, "rollback") == 0;
         pve_vm_config_release(&cfg);
