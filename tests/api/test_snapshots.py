@@ -8,8 +8,9 @@ control job, seeded random faults on the snapshot calls (every job ends, no
 snapshot half-made or doubled, record power true), and retention plus the
 sync pass that notices snapshots made or removed outside proxd.
 
-PROXD_TEST_DB=postgresql://... (and PROXD_TEST_DB2 for the second part, a
-database of its own) run it on PostgreSQL: test_snapshots_pg.py does.
+PROXD_TEST_DB=postgresql://... (and PROXD_TEST_DB2, PROXD_TEST_DB3 for the
+second and third parts, each a database of its own) run it on PostgreSQL:
+test_snapshots_pg.py does.
 """
 import json
 import os
@@ -293,12 +294,14 @@ def snapshot_waits_for_a_running_control_job():
         ctl, snap = r1.json()["job"], r2.json()["job"]
         seen_running = False
         while True:
-            c = api.call("GET", "/v1/jobs/" + ctl, FRANK).json()
+            # the snapshot job first: when it has left the queue, the control
+            # job (read after it) must have ended
             s = api.call("GET", "/v1/jobs/" + snap, FRANK).json()
+            c = api.call("GET", "/v1/jobs/" + ctl, FRANK).json()
             if c["state"] == "running":
                 seen_running = True
-            if c["state"] not in ("done", "failed"):
-                assert s["state"] == "queued" and s["step"] == "queued", (c, s)
+            if s["state"] != "queued":
+                assert c["state"] in ("done", "failed"), (c, s)
             if s["state"] in ("done", "failed"):
                 break
             time.sleep(0.05)
@@ -516,6 +519,81 @@ def retention_removes_the_oldest_and_sync_sees_outside_changes():
     assert metric("proxd_snapshot_syncs_total") >= len(others) + 1
     ls = api.snaps(DAN, vmid, refresh=False)
     assert set(ls) == {"s3", "s4"}, ls
+
+
+px.stop()
+sim.stop()
+
+# ---- phase 3: kill -9 at random points of snapshot jobs ----
+sim = start_sim(time_scale=0.5, extra=["--seed", str(SEED)])
+px = Proxd(sim, database=os.environ.get("PROXD_TEST_DB3"),
+           proxd_extra="reconcile_interval = 2\n")
+ERIN = px.token("gina")
+px.start()
+api = Api(px)
+
+
+def kill_and_restart():
+    px.proc.kill()
+    px.proc.wait()
+    px.start()
+
+
+@case
+def kill_9_during_snapshot_jobs():
+    rng = random.Random(SEED)
+    vms = [api.create_vm(ERIN, "crash-%d" % i) for i in range(2)]
+    jobs, killed_running = [], []
+    for i in range(8):
+        vmid = vms[i % 2]
+        have = list(pve_snaps(sim, vmid))
+        what = rng.choice(["create", "create", "rollback", "delete"]) if have else "create"
+        name = "k%d" % i if what == "create" else rng.choice(have)
+        if what == "create":
+            r = api.call("POST", "/v1/vms/%d/snapshots" % vmid, ERIN,
+                         {"name": name, "vmstate": rng.random() < 0.5})
+        elif what == "delete":
+            r = api.call("DELETE", "/v1/vms/%d/snapshots/%s" % (vmid, name), ERIN)
+        else:
+            r = api.call("POST", "/v1/vms/%d/snapshots/%s/rollback" % (vmid, name), ERIN)
+        if r.status_code in (404, 409):
+            continue
+        assert r.status_code == 202, r.text
+        job = r.json()["job"]
+        # the kill point: once a worker runs the job, a random moment of its
+        # steps (pvesim's snapshot tasks take a few hundred ms here)
+        st = wait_for(lambda: (lambda j: j if j["state"] != "queued" else None)(
+            api.call("GET", "/v1/jobs/" + job, ERIN).json()), 30, 0.005, "job claimed")
+        if st["state"] == "running":
+            time.sleep(rng.uniform(0.0, 0.3))
+        killed_running.append(api.call("GET", "/v1/jobs/" + job, ERIN).json()["state"]
+                              == "running")
+        kill_and_restart()
+        j = api.job(ERIN, job, deadline=120)  # resumed after the restart, and ended
+        jobs.append((what, vmid, name, j))
+    assert len(jobs) >= 4, jobs
+    assert sum(killed_running) >= 2, ("too few kills landed in a running job", killed_running)
+    for vmid in vms:
+        pv = pve_snaps(sim, vmid)
+        for n, sn in pv.items():
+            assert not sn.get("snapstate"), ("half-made", vmid, n, sn)
+        assert pve_lock(sim, vmid) in (None, "rollback"), pve_lock(sim, vmid)
+        assert set(api.snaps(ERIN, vmid)) == set(pv)
+        wait_for(lambda: api.vm(ERIN, vmid)["power"] == pve_power(sim, vmid) or None, 10,
+                 what="record power of %d" % vmid)
+        # one snapshot per creation job at most (the marker names the job)
+        marks = [sn.get("description", "") for sn in pv.values()]
+        ids = [m.split("proxd-snapshot job=")[1] for m in marks if "proxd-snapshot job=" in m]
+        assert len(ids) == len(set(ids)), marks
+    for k, (what, vmid, name, j) in enumerate(jobs):
+        later = [x for x in jobs[k + 1:] if x[1] == vmid and x[2] == name and x[0] == "delete"
+                 and x[3]["state"] == "done"]
+        if what == "create" and j["state"] == "done" and not later:
+            assert name in pve_snaps(sim, vmid), (name, vmid, j)
+        if what == "delete" and j["state"] == "done":
+            assert name not in pve_snaps(sim, vmid), (name, vmid, j)
+    print("  %d jobs through kill -9 (%d killed while running): %s" % (
+        len(jobs), sum(killed_running), [(w, j["state"]) for w, _, _, j in jobs]))
 
 
 px.stop()
