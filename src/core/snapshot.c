@@ -1082,8 +1082,8 @@ static bool older(const struct snap_info *s, size_t n, const struct snap_info *a
     return a->snaptime != b->snaptime ? a->snaptime < b->snaptime : depth(s, n, a) < depth(s, n, b);
 }
 
-static size_t victims(const struct proxd_config *cfg, const struct snap_info *s, size_t n,
-                      const struct snap_info **out)
+size_t snap_retention(const struct proxd_config *cfg, const struct snap_info *s, size_t n,
+                      int64_t now_s, const struct snap_info **out)
 {
     const struct snap_info **mine = xcalloc(n + 1, sizeof *mine);
     size_t m = 0, k = 0;
@@ -1096,7 +1096,7 @@ static size_t victims(const struct proxd_config *cfg, const struct snap_info *s,
             mine[j] = mine[j - 1];
             mine[j - 1] = x;
         }
-    int64_t now = wall_ms() / 1000;
+    int64_t now = now_s;
     for (size_t i = 0; i + 1 < m || (i < m && cfg->snap_keep > 0); i++) {
         bool beyond = cfg->snap_keep > 0 && m - i > (size_t)cfg->snap_keep;
         bool aged =
@@ -1135,7 +1135,7 @@ static void sync_one(struct sctx *c, int vmid, int *queued)
     count_stat(c->k, st_synced, 1);
     if (c->k->cfg->snap_keep > 0 || c->k->cfg->snap_max_age_s > 0) {
         const struct snap_info **vic = xcalloc(pn + 1, sizeof *vic);
-        size_t nv = victims(c->k->cfg, s, pn, vic);
+        size_t nv = snap_retention(c->k->cfg, s, pn, wall_ms() / 1000, vic);
         for (size_t i = 0; i < nv; i++) {
             char id[40];
             if (enqueue(c->k, &o.v, "snap-delete",

@@ -86,6 +86,14 @@ struct snap_stats {
 };
 void core_snap_stats(struct core *k, struct snap_stats *out);
 
+/* Retention: the snapshots of list s[n] that [snapshots] keep and max_age
+ * remove, oldest first, into out (room for n): proxd's complete snapshots
+ * beyond `keep` and those older than max_age at now_s (unix seconds), the
+ * newest of proxd's always kept. Ties of snaptime (seconds) are ordered by
+ * the parent chain. Pure (tests). */
+size_t snap_retention(const struct proxd_config *cfg, const struct snap_info *s, size_t n,
+                      int64_t now_s, const struct snap_info **out);
+
 /* ---- internal to src/core ---- */
 bool snap_kind(const char *kind);
 void snap_run(struct core *k, struct job_rec *j);
