@@ -17,26 +17,21 @@ import os
 import random
 import re
 import subprocess
-import sys
 import time
 
 import requests
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "sim"))
-from simlib import Sim, case, finish, wait_for  # noqa: E402
-from proxdlib import Proxd  # noqa: E402
+from lib.cases import case, finish
+from lib.env import PROXCTL
+from lib.proxd import Proxd, shutdown
+from lib.sim import Sim
+from lib.wait import wait_for
 
 DB = os.environ.get("PROXD_TEST_DB")  # a PostgreSQL URL, else SQLite
 
 
 def start_sim(**kw):
-    for attempt in range(5):
-        try:
-            return Sim(**kw)
-        except RuntimeError:
-            if attempt == 4:
-                raise
-            time.sleep(0.2)
+    return Sim(**kw)
 
 
 class Api:
@@ -314,10 +309,6 @@ def snapshot_waits_for_a_running_control_job():
     assert not snap_.get("vmstate") and api.vm(FRANK, vmid)["power"] == "stopped"
 
 
-PROXCTL = os.path.join(os.environ.get("BIN_DIR", os.path.join(os.path.dirname(__file__),
-                                                              "../../build/asan")), "proxctl")
-
-
 def ctl(token, *args):
     e = dict(os.environ, PROXD_URL=px.base, PROXD_TOKEN=token)
     e.pop("PROXCTL_CONFIG", None)
@@ -476,8 +467,7 @@ def random_faults_on_snapshot_calls():
             assert name in pve_snaps(sim, vmid), (name, vmid)
 
 
-px.stop()
-sim.stop()
+shutdown(px, sim)
 
 # ---- phase 2: retention (keep 2) and the sync pass ----
 sim = start_sim(time_scale=0.005)
@@ -521,8 +511,7 @@ def retention_removes_the_oldest_and_sync_sees_outside_changes():
     assert set(ls) == {"s3", "s4"}, ls
 
 
-px.stop()
-sim.stop()
+shutdown(px, sim)
 
 # ---- phase 3: kill -9 at random points of snapshot jobs ----
 sim = start_sim(time_scale=0.5, extra=["--seed", str(SEED)])
@@ -534,8 +523,7 @@ api = Api(px)
 
 
 def kill_and_restart():
-    px.proc.kill()
-    px.proc.wait()
+    px.kill()
     px.start()
 
 
@@ -596,6 +584,5 @@ def kill_9_during_snapshot_jobs():
         len(jobs), sum(killed_running), [(w, j["state"]) for w, _, _, j in jobs]))
 
 
-px.stop()
-sim.stop()
+shutdown(px, sim)
 finish()

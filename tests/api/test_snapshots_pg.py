@@ -4,8 +4,7 @@ import os
 import subprocess
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from pglib import PrivatePG  # noqa: E402
+from lib.pg import PrivatePG
 
 pgs = []
 try:
