@@ -41,6 +41,7 @@ struct snapcache {
     struct centry e[CACHE_MAX];
     size_t n;
     int64_t cursor; /* sync: the last record id read */
+    bool primed;    /* sync: the first reconcile pass after start went by */
     struct snap_stats stats;
     pthread_mutex_t owners[OWNER_STRIPES]; /* count-and-create per owner */
 };
@@ -1181,7 +1182,12 @@ void snap_reconcile(struct core *k)
     struct snapcache *sc = cache(k);
     pthread_mutex_lock(&sc->mu);
     int64_t after = sc->cursor;
+    bool primed = sc->primed;
+    sc->primed = true;
     pthread_mutex_unlock(&sc->mu);
+    if (!primed) /* right after start: nothing known to compare with, and a
+                  * restart loop must not leave a sync job per start */
+        return;
     struct vm_rec *v = NULL;
     size_t n = 0;
     struct vm_filter f = {.state = VMS_ENABLED, .after_id = after, .limit = per};

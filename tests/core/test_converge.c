@@ -399,7 +399,9 @@ static void check_world(struct ch_env *e, char (*jobs)[40], int n)
                      0);
     assert_int_equal(ch_sql(e, "SELECT count(*) FROM leftovers"), 0);
     assert_int_equal(ch_sql(e, "SELECT count(*) FROM vmid_alloc WHERE state = 'foreign'"), 0);
-    assert_int_equal(ch_sql(e, "SELECT count(*) FROM jobs WHERE state IN ('queued', 'running')"),
+    /* (the reconciler's snapshot sync, a job of its own, may be under way) */
+    assert_int_equal(ch_sql(e, "SELECT count(*) FROM jobs WHERE state IN ('queued', 'running')"
+                               " AND kind <> 'snap-sync'"),
                      0);
 }
 
