@@ -31,6 +31,7 @@ int db_fail(struct store_error *err, enum db_class cls, const char *fmt, ...)
         va_list ap;
         va_start(ap, fmt);
         err->code = cls == DB_C_RETRY ? STORE_E_DB : (enum store_err)code[cls];
+        err->field[0] = err->pool[0] = '\0';
         vsnprintf(err->message, sizeof err->message, fmt, ap);
         va_end(ap);
     }

@@ -66,6 +66,7 @@ enum db_lock {
     DB_LOCK_SLOTS,
     DB_LOCK_QUOTA,
     DB_LOCK_EVENTS,
+    DB_LOCK_ADDR, /* key: the pool name */
 };
 
 enum db_mode {

@@ -40,6 +40,7 @@ int store_fail(struct store_error *err, enum store_err code, const char *fmt, ..
         va_list ap;
         va_start(ap, fmt);
         err->code = code;
+        err->field[0] = err->pool[0] = '\0';
         vsnprintf(err->message, sizeof err->message, fmt, ap);
         va_end(ap);
     }
@@ -50,7 +51,7 @@ void store_err_clear(struct store_error *err)
 {
     if (err) {
         err->code = STORE_OK;
-        err->message[0] = '\0';
+        err->message[0] = err->field[0] = err->pool[0] = '\0';
     }
 }
 

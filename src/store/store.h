@@ -41,6 +41,11 @@ enum store_err {
 struct store_error {
     enum store_err code;
     char message[512];
+    /* For address operations: what the error is about ("ippool": the pool
+     * in `pool` is exhausted; "address": the wanted address is taken;
+     * "mac": the MAC is taken), else "". */
+    char field[16];
+    char pool[64];
 };
 
 const char *store_strerror(enum store_err e);
@@ -114,12 +119,31 @@ struct store_idem {
     json_t *answer; /* borrowed */
 };
 struct job_rec;
+struct vmid_range;
+struct store_addr_req;
+struct store_net;
 struct store_submit {
     struct vm_rec *vm;
     struct job_rec *job;
     const char *event;
     const struct store_idem *idem;
     const struct store_usage *quota;
+    /* Optional (all zero: the VMID is vm->vmid, as it was chosen before;
+     * nothing of an address is written). With nranges > 0, the VMID is
+     * reserved inside the transaction as store_vmid_reserve does (for the
+     * job, `taken` sorted) and written to vm->vmid and job->vmid. With
+     * naddrs > 0, each address is reserved (store_addr_reserve's rules,
+     * pools locked in name order) and bound to the new record as `used`;
+     * `net` (required then) is the record's vm_net row: a MAC of a live
+     * record already is STORE_E_CONFLICT with field "mac" (draw another).
+     * Any failure writes nothing. */
+    const struct vmid_range *ranges;
+    size_t nranges;
+    const int *taken_vmids;
+    size_t ntaken;
+    struct store_addr_req *addrs;
+    size_t naddrs;
+    const struct store_net *net;
     json_t *first;           /* out (STORE_E_CONFLICT by the key): owned by the caller */
     struct store_usage used; /* out (STORE_E_FULL) */
 };
@@ -253,6 +277,128 @@ int store_vmid_mark_foreign(store *s, int vmid, struct store_error *err);
 int store_vmid_release(store *s, int vmid, int64_t quarantine_ms, struct store_error *err);
 /* How many IDs of [lo, hi] are allocated (for range fill metrics). */
 int store_vmid_count(store *s, int lo, int hi, int *n, struct store_error *err);
+
+/* ---- IP addresses (docs/design/ippool.md) -------------------------------- */
+
+/* Addresses are keys (ippool_addr_key(): "4" or "6" and 32 hex digits, so
+ * that text order is address order); the store never parses them. The
+ * policy of pools (which addresses a pool hands out, which is next, how
+ * many are free) is the core's (ippool.h): the store keeps who holds what
+ * and makes every decision under the pool's lock, so that of any number of
+ * concurrent reservations in any number of processes sharing the database,
+ * no two ever hold one address.
+ * States: reserved (by a creation's job, no record yet), used (bound to a
+ * VM record), quarantine (released, until a time), foreign (seen in a VM
+ * that is not proxd's: never handed out), held (an admin's: never handed
+ * out). Expired quarantines count as free and are taken over in place. */
+#define STORE_ADDR_KEY 34 /* a key and its NUL */
+
+struct store_addr_req {
+    const char *pool;
+    const char *want; /* a key, or NULL: ask pick */
+    /* Called inside the transaction, under the pool's lock, with the
+     * pool's allocated keys (ascending; expired quarantines left out, but
+     * held and foreign ones of any pool in it counted too) and the pool's
+     * cursor ("" if none); writes the chosen key to out, or returns
+     * STORE_E_FULL. It may be called again (a retried transaction), must
+     * not call the store, and its choice must not be in `alloc`. */
+    int (*pick)(void *ctx, const char *const *alloc, size_t n, const char *cursor,
+                char out[STORE_ADDR_KEY]);
+    void *ctx;
+    char got[STORE_ADDR_KEY]; /* out: the reserved key */
+};
+
+/* A VM record's network identity (vm_net). */
+struct store_net {
+    char mac[18]; /* "02:AB:CD:EF:01:23", upper case */
+    char bridge[16];
+    int vlan;
+    char ipconfig0[256], nameserver[256], searchdomain[256];
+    int64_t seen_at; /* out: last guest-agent confirmation, unix ms (0: never) */
+};
+
+/* Reserve one address per request for `job`, in one transaction (pools
+ * locked in name order, so two creations asking for two pools never
+ * deadlock); the cursor of each pool moves to what it got. STORE_E_FULL
+ * (err->field "ippool", err->pool the pool) when a pool has nothing free;
+ * STORE_E_CONFLICT (field "address") when `want` is held, used or reserved;
+ * either way nothing is written. store_create_submit does the same inside
+ * a creation's transaction. */
+int store_addr_reserve(store *s, const char *job, struct store_addr_req *reqs, size_t n,
+                       struct store_error *err);
+/* The job's reserved addresses now belong to VM record vm_id (VMID vmid):
+ * used. STORE_E_NOTFOUND when the job holds none. */
+int store_addr_bind_job(store *s, const char *job, int64_t vm_id, int vmid,
+                        struct store_error *err);
+
+/* How long a pool's released addresses stay in quarantine. An entry with
+ * pool NULL applies to the pools not listed; without one, their addresses
+ * are free at once. */
+struct store_addr_quarantine {
+    const char *pool;
+    int64_t ms;
+};
+/* Release what a VM record holds (used) and mark its vm_net row not live;
+ * what a job holds reserved (a creation that failed before its record).
+ * Releasing nothing is not an error; *n (may be NULL) counts the rows. */
+int store_addr_release_vm(store *s, int64_t vm_id, const struct store_addr_quarantine *q, size_t nq,
+                          size_t *n, struct store_error *err);
+int store_addr_release_job(store *s, const char *job, const struct store_addr_quarantine *q,
+                           size_t nq, size_t *n, struct store_error *err);
+
+/* One row of addr_alloc. */
+struct store_addr {
+    char addr[STORE_ADDR_KEY];
+    char pool[64];
+    char state[16];
+    char job[40];
+    int64_t vm_id;
+    int vmid;
+    int64_t until, updated_at; /* unix ms */
+    char note[256];
+};
+/* The inventory saw these addresses in configs of VMs that are not
+ * proxd's (where: e.g. "vm 123 on sv1"): foreign, never handed out. An
+ * address proxd has used, reserved or held is not overwritten: it is a
+ * conflict, returned in *conflicts (*nconf rows; free(*conflicts)). */
+int store_addr_mark_foreign(store *s, const char *const *keys, size_t n, const char *where,
+                            struct store_addr **conflicts, size_t *nconf, struct store_error *err);
+/* Forget foreign addresses not seen since seen_before (unix ms). */
+int store_addr_forget_foreign(store *s, int64_t seen_before, size_t *n, struct store_error *err);
+/* An admin's hold: never handed out. STORE_E_CONFLICT (field "address")
+ * when the address is used or reserved; holding a foreign or quarantined
+ * one takes it over; holding again updates the note. Unhold:
+ * STORE_E_NOTFOUND when it is not held. */
+int store_addr_hold(store *s, const char *pool, const char *key, const char *note,
+                    struct store_error *err);
+int store_addr_unhold(store *s, const char *pool, const char *key, struct store_error *err);
+
+/* A pool's rows, by address, after `after` (a key, "" or NULL: from the
+ * start), of one state (NULL: any; "quarantine" includes expired ones),
+ * at most limit (0: 100; at most 1000). Foreign rows belong to pool "".
+ * free(*out). */
+int store_addr_list(store *s, const char *pool, const char *state, const char *after, int limit,
+                    struct store_addr **out, size_t *n, struct store_error *err);
+/* A pool's allocated keys as store_addr_req.pick sees them (ascending,
+ * expired quarantines left out), for the core's ippool_free; free(*out). */
+int store_addr_allocated(store *s, const char *pool, char (**out)[STORE_ADDR_KEY], size_t *n,
+                         struct store_error *err);
+struct store_addr_counts {
+    int64_t reserved, used, quarantined, held; /* quarantined: until after now */
+};
+int store_addr_counts(store *s, const char *pool, struct store_addr_counts *out,
+                      struct store_error *err);
+
+/* Crash recovery, at start-up and once per reconcile pass: an address
+ * reserved by a job that is finished or gone and never bound, and an
+ * address used by a VM record that is gone (deleted, failed, lost, or no
+ * record) while no leftover of its VMID remains, are released as
+ * store_addr_release_* does. *n (may be NULL) counts them. */
+int store_addr_sweep(store *s, const struct store_addr_quarantine *q, size_t nq, size_t *n,
+                     struct store_error *err);
+
+/* A record's vm_net row (live or not); STORE_E_NOTFOUND when none. */
+int store_vm_net_get(store *s, int64_t vm_id, struct store_net *out, struct store_error *err);
 
 /* ---- capacity reservations --------------------------------------------- */
 

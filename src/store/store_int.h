@@ -99,6 +99,26 @@ struct store_read {
 int store_read_all(store *s, const struct store_read *r, void **out, size_t *n,
                    struct store_error *err);
 
+/* VMID reservation inside a transaction (store_vmid.c), and the checks of
+ * its arguments (STORE_E_INVALID naming what is wrong). */
+int store_vmid_check_args(const struct vmid_range *ranges, size_t nranges, const int *taken,
+                          size_t ntaken, struct store_error *err);
+int store_vmid_reserve_in(db_conn *c, const struct vmid_range *ranges, size_t nranges,
+                          const int *taken, size_t ntaken, const char *job, int *vmid,
+                          struct store_error *err);
+/* Addresses inside a creation's transaction (store_addr.c): check the
+ * requests; reserve them for job (pools locked in name order); bind the
+ * job's reserved ones to a record; write the record's vm_net row
+ * (STORE_E_CONFLICT with field "mac" when the MAC is a live record's). */
+bool store_addr_key_ok(const char *key); /* "4"/"6" and 32 lower-case hex digits */
+int store_addr_check_reqs(const struct store_addr_req *reqs, size_t n, struct store_error *err);
+int store_addr_reserve_in(db_conn *c, const char *job, struct store_addr_req *reqs, size_t n,
+                          struct store_error *err);
+int store_addr_bind_in(db_conn *c, const char *job, int64_t vm_id, int vmid, int64_t *bound,
+                       struct store_error *err);
+int store_vm_net_insert_in(db_conn *c, int64_t vm_id, const struct store_net *net,
+                           struct store_error *err);
+
 /* Bring the schema to the current version (store_schema.c). */
 int store_schema_migrate(db *d, struct store_error *err);
 

@@ -149,9 +149,59 @@ static const char SCHEMA_7[] =
     "  PRIMARY KEY (vmid, node)"
     "){STRICT};";
 
+/* Version 8: IP address pools (docs/design/ippool.md section 2). Addresses
+ * are ippool_addr_key() texts ("4"/"6" + 32 hex digits, byte order = address
+ * order), so both backends compare and sort them as plain text. The key is
+ * global, not per pool: two pools can never hand out one address. */
+static const char SCHEMA_8_ADDR[] =
+    "CREATE TABLE addr_alloc ("
+    "  addr TEXT PRIMARY KEY,"
+    "  pool TEXT NOT NULL," /* '' for a foreign address */
+    "  state TEXT NOT NULL CHECK (state IN"
+    "    ('reserved', 'used', 'quarantine', 'foreign', 'held')),"
+    "  job TEXT NOT NULL DEFAULT '',"   /* the creation that reserved it */
+    "  vm_id {I64} NOT NULL DEFAULT 0," /* vms.id once bound */
+    "  vmid INTEGER NOT NULL DEFAULT 0,"
+    "  until {I64} NOT NULL DEFAULT 0," /* quarantine end, unix ms */
+    "  note TEXT NOT NULL DEFAULT '',"  /* held: who and why; foreign: where seen */
+    "  updated_at {I64} NOT NULL"
+    "){STRICT};"
+    "CREATE INDEX addr_alloc_pool ON addr_alloc (pool, addr);"
+    "CREATE INDEX addr_alloc_vm ON addr_alloc (vm_id) WHERE vm_id <> 0;"
+    "CREATE INDEX addr_alloc_job ON addr_alloc (job) WHERE state = 'reserved';"
+    ""
+    /* the network identity of a VM record (one NIC: net0) */
+    "CREATE TABLE vm_net ("
+    "  vm_id {I64} PRIMARY KEY REFERENCES vms (id) ON DELETE CASCADE,"
+    "  mac TEXT NOT NULL,"
+    "  bridge TEXT NOT NULL,"
+    "  vlan INTEGER NOT NULL DEFAULT 0,"
+    "  ipconfig0 TEXT NOT NULL,"
+    "  nameserver TEXT NOT NULL DEFAULT '',"
+    "  searchdomain TEXT NOT NULL DEFAULT '',"
+    "  live INTEGER NOT NULL DEFAULT 1," /* 0 once released: the MAC may come back */
+    "  seen_at {I64} NOT NULL DEFAULT 0,"
+    "  seen TEXT"
+    "){STRICT};"
+    "CREATE UNIQUE INDEX vm_net_live_mac ON vm_net (mac) WHERE live = 1;"
+    ""
+    /* where each pool's last hand-out ended, so addresses rotate */
+    "CREATE TABLE addr_cursor (pool TEXT PRIMARY KEY, addr TEXT NOT NULL){STRICT};"
+    ""
+    /* ranges added at run time, merged with the configured ones */
+    "CREATE TABLE addr_range ("
+    "  id {ID},"
+    "  pool TEXT NOT NULL,"
+    "  kind TEXT NOT NULL CHECK (kind IN ('ranges', 'reserved')),"
+    "  first TEXT NOT NULL,"
+    "  last TEXT NOT NULL,"
+    "  created_by TEXT NOT NULL DEFAULT '',"
+    "  created_at {I64} NOT NULL"
+    "){STRICT};";
+
 /* Migration i brings the schema from version SCHEMA_FIRST + i - 1 to
  * SCHEMA_FIRST + i; MIGRATIONS[0] makes a new database. */
-static const char *const MIGRATIONS[] = {SCHEMA_7};
+static const char *const MIGRATIONS[] = {SCHEMA_7, SCHEMA_8_ADDR};
 #define NMIGRATIONS ((int)(sizeof MIGRATIONS / sizeof MIGRATIONS[0]))
 #define SCHEMA_LAST (SCHEMA_FIRST + NMIGRATIONS - 1)
 

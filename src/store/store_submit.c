@@ -245,8 +245,25 @@ static int create_fn(db_conn *c, void *ctx, struct store_error *err)
     if (sub->idem && (rc = store_idem_put_in(c, sub->idem->owner, sub->idem->key, sub->idem->answer,
                                              &sub->first, err)))
         return rc;
+    /* locks in the one order: VMID, pools by name, the owner's quota */
+    if (sub->nranges) {
+        if ((rc = store_vmid_reserve_in(c, sub->ranges, sub->nranges, sub->taken_vmids, sub->ntaken,
+                                        j->id, &sub->vm->vmid, err)))
+            return rc;
+        j->vmid = sub->vm->vmid;
+    }
+    if (sub->naddrs && (rc = store_addr_reserve_in(c, j->id, sub->addrs, sub->naddrs, err)))
+        return rc;
     if ((sub->quota && (rc = create_quota(c, sub, err))) ||
-        (rc = store_vm_insert_in(c, sub->vm, err)) || (rc = store_job_insert_in(c, j, err)))
+        (rc = store_vm_insert_in(c, sub->vm, err)))
+        return rc;
+    if (sub->naddrs) {
+        int64_t bound = 0;
+        if ((rc = store_vm_net_insert_in(c, sub->vm->id, sub->net, err)) ||
+            (rc = store_addr_bind_in(c, j->id, sub->vm->id, sub->vm->vmid, &bound, err)))
+            return rc;
+    }
+    if ((rc = store_job_insert_in(c, j, err)))
         return rc;
     return store_event_add_in(c, j->id, FIELD_LEN(j->id), j->step, FIELD_LEN(j->step), 0,
                               sub->event, err);
@@ -262,12 +279,25 @@ int store_create_submit(store *s, struct store_submit *sub, struct store_error *
                 "store_create_submit: incomplete idempotency key");
     sub->first = NULL;
     memset(&sub->used, 0, sizeof sub->used);
+    if (sub->nranges) /* chosen in the transaction; a valid one passes the check */
+        sub->vm->vmid = sub->job->vmid = STORE_VMID_MIN;
     int rc = store_check_job(sub->job, err);
     if (rc || (rc = store_check_vm(sub->vm, err)))
         return rc;
+    if (sub->nranges &&
+        (rc = store_vmid_check_args(sub->ranges, sub->nranges, sub->taken_vmids, sub->ntaken, err)))
+        return rc;
+    if (sub->naddrs) {
+        STORE_CHECK(sub->net && FIELD_LEN(sub->net->mac) > 0,
+                    "store_create_submit: addresses without the VM's network (net, mac)");
+        if ((rc = store_addr_check_reqs(sub->addrs, sub->naddrs, err)))
+            return rc;
+    }
     if (FIELD_LEN(sub->job->id) == 0)
         store_uuid(sub->job->id);
     rc = db_tx(s->db, DB_WRITE, create_fn, sub, err);
+    if (rc && sub->nranges)
+        sub->vm->vmid = sub->job->vmid = 0;
     if (rc != STORE_E_CONFLICT) {
         json_decref(sub->first);
         sub->first = NULL;

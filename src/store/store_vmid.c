@@ -89,42 +89,49 @@ static int no_free_vmid(const struct reserve_ctx *r, struct store_error *err)
     return rc;
 }
 
-static int reserve_fn(db_conn *c, void *ctx, struct store_error *err)
+int store_vmid_reserve_in(db_conn *c, const struct vmid_range *ranges, size_t nranges,
+                          const int *taken, size_t ntaken, const char *job, int *vmid,
+                          struct store_error *err)
 {
-    struct reserve_ctx *r = ctx;
+    struct reserve_ctx r = {ranges, nranges, taken, ntaken, job, vmid};
     db_stmt *st = NULL;
     int64_t now = wall_ms();
     int id = 0;
     int rc = db_lock(c, DB_LOCK_VMID, "vmid", err);
-    for (size_t i = 0; rc == STORE_OK && i < r->nranges && id == 0; i++)
-        rc = first_free(c, r, &r->ranges[i], now, &id, err);
+    for (size_t i = 0; rc == STORE_OK && i < r.nranges && id == 0; i++)
+        rc = first_free(c, &r, &r.ranges[i], now, &id, err);
     if (rc)
         return rc;
     if (id == 0)
-        return no_free_vmid(r, err);
+        return no_free_vmid(&r, err);
     if ((rc = db_prepare(c, SQL_VMID_TAKE, &st, err)))
         return rc;
     db_bind_i64(st, 1, id);
-    db_bind_text(st, 2, r->job);
+    db_bind_text(st, 2, r.job);
     db_bind_i64(st, 3, now);
     rc = db_run(st, err, "reserving VMID");
     if (rc == STORE_OK && db_changes(st) != 1)
         /* marked foreign meanwhile (that write takes no lock): look again */
         rc = db_fail(err, DB_C_RETRY, "VMID %d was allocated while reserving it", id);
     if (rc == STORE_OK)
-        *r->vmid = id;
+        *r.vmid = id;
     db_done(st);
     return rc;
 }
 
-int store_vmid_reserve(store *s, const struct vmid_range *ranges, size_t nranges, const int *taken,
-                       size_t ntaken, const char *job, int *vmid, struct store_error *err)
+static int reserve_fn(db_conn *c, void *ctx, struct store_error *err)
 {
-    store_err_clear(err);
-    STORE_CHECK(s && job && *job && vmid && (ranges || nranges == 0),
-                "store_vmid_reserve: NULL or empty argument");
+    struct reserve_ctx *r = ctx;
+    return store_vmid_reserve_in(c, r->ranges, r->nranges, r->taken, r->ntaken, r->job, r->vmid,
+                                 err);
+}
+
+int store_vmid_check_args(const struct vmid_range *ranges, size_t nranges, const int *taken,
+                          size_t ntaken, struct store_error *err)
+{
+    STORE_CHECK(ranges || nranges == 0, "VMID ranges are NULL");
     STORE_CHECK(nranges > 0, "no VMID range given");
-    STORE_CHECK(taken || ntaken == 0, "store_vmid_reserve: taken is NULL");
+    STORE_CHECK(taken || ntaken == 0, "taken VMIDs are NULL");
     for (size_t i = 0; i < nranges; i++)
         STORE_CHECK(ranges[i].lo >= STORE_VMID_MIN && ranges[i].hi <= STORE_VMID_MAX &&
                         ranges[i].lo <= ranges[i].hi,
@@ -135,6 +142,17 @@ int store_vmid_reserve(store *s, const struct vmid_range *ranges, size_t nranges
     for (size_t i = 1; i < ntaken; i++)
         STORE_CHECK(taken[i - 1] <= taken[i], "taken VMIDs are not sorted (%d before %d)",
                     taken[i - 1], taken[i]);
+    return STORE_OK;
+}
+
+int store_vmid_reserve(store *s, const struct vmid_range *ranges, size_t nranges, const int *taken,
+                       size_t ntaken, const char *job, int *vmid, struct store_error *err)
+{
+    store_err_clear(err);
+    STORE_CHECK(s && job && *job && vmid, "store_vmid_reserve: NULL or empty argument");
+    int rc = store_vmid_check_args(ranges, nranges, taken, ntaken, err);
+    if (rc)
+        return rc;
     *vmid = 0;
     struct reserve_ctx r = {ranges, nranges, taken, ntaken, job, vmid};
     return db_tx(s->db, DB_WRITE, reserve_fn, &r, err);
