@@ -37,6 +37,7 @@
 #include "common/buf.h"
 #include "common/util.h"
 #include "common/xalloc.h"
+#include "core/ippool.h" /* the core's side of an address reservation */
 #include "harness.h"
 #include "store/store.h"
 
@@ -217,6 +218,10 @@ static int teardown(void **state)
 
 /* ---- open / migrate ----------------------------------------------------- */
 
+/* The schema version store_schema.c's MIGRATIONS ends at (the unified list
+ * starts at 7: a new database records 7 and each later step). */
+#define SCHEMA_LAST 8
+
 static void test_open_bad_urls(void **state)
 {
     (void)state;
@@ -276,8 +281,8 @@ static void test_reopen_and_versions(void **state)
      * one step; see store_schema.c for the versions before it). */
     int count = 0, max = 0;
     db_query2(f->url, "SELECT count(*), max(version) FROM schema_version", &count, &max);
-    assert_int_equal(count, 1);
-    assert_int_equal(max, 7);
+    assert_int_equal(count, SCHEMA_LAST - 6); /* 7, 8, ... */
+    assert_int_equal(max, SCHEMA_LAST);
     /* A schema from the future is refused, not silently used. */
     db_exec(f->url, "INSERT INTO schema_version VALUES (99, 0)");
     store *s2 = store_open(f->url, &e);
@@ -374,8 +379,8 @@ static void test_migrate_old_format(void **state)
         fail_msg("store_open of the old database: %s", e.message);
     int count = 0, max = 0;
     db_query2(url, "SELECT count(*), max(version) FROM schema_version", &count, &max);
-    assert_int_equal(count, (g_bk == BK_SQLITE ? 6 : 2) + 1);
-    assert_int_equal(max, 7);
+    assert_int_equal(count, (g_bk == BK_SQLITE ? 6 : 2) + SCHEMA_LAST - 6);
+    assert_int_equal(max, SCHEMA_LAST);
     char *fresh = schema_of(f->url), *migrated = schema_of(url);
     assert_string_equal(migrated, fresh);
     free(fresh);
@@ -497,7 +502,7 @@ static void test_migrate_old_format(void **state)
     assert_non_null(s);
     store_close(s);
     db_query2(url, "SELECT count(*), max(version) FROM schema_version", &count, &max);
-    assert_int_equal(max, 7);
+    assert_int_equal(max, SCHEMA_LAST);
     free(url);
 }
 
@@ -1984,6 +1989,526 @@ static void test_submit_processes(void **state)
 
 /* ---- the private PostgreSQL server ---------------------------------------- */
 
+/* ---- IP addresses ------------------------------------------------------------ */
+
+/* The core's side of a reservation, as docs/design/ippool.md section 4 has
+ * it: the store's allocated keys merged with the inventory's addresses, and
+ * ippool_pick on the pool's plan from the cursor. */
+struct picker {
+    const struct ippool *plan;
+    const char *const *inventory; /* keys seen in Proxmox configs, any order */
+    size_t ninv;
+    int calls;
+};
+
+static int cmp_addr(const void *a, const void *b)
+{
+    return ippool_addr_cmp(a, b);
+}
+
+static int pick_cb(void *ctx, const char *const *alloc, size_t n, const char *cursor,
+                   char out[STORE_ADDR_KEY])
+{
+    struct picker *p = ctx;
+    p->calls++;
+    size_t m = n + p->ninv;
+    struct ippool_addr *taken = xcalloc(m ? m : 1, sizeof *taken);
+    for (size_t i = 0; i < n; i++)
+        if (ippool_addr_from_key(alloc[i], &taken[i]) != IPPOOL_OK)
+            fail_msg("the store gave a bad key '%s'", alloc[i]);
+    for (size_t i = 0; i < p->ninv; i++)
+        assert_int_equal(ippool_addr_from_key(p->inventory[i], &taken[n + i]), IPPOOL_OK);
+    qsort(taken, m, sizeof *taken, cmp_addr);
+    struct ippool_addr cur, got;
+    bool has_cur = *cursor && ippool_addr_from_key(cursor, &cur) == IPPOOL_OK;
+    enum ippool_err r = ippool_pick(p->plan, taken, m, has_cur ? &cur : NULL, &got);
+    free(taken);
+    if (r == IPPOOL_EEXHAUSTED)
+        return STORE_E_FULL;
+    if (r != IPPOOL_OK)
+        return STORE_E_INVALID;
+    ippool_addr_key(&got, out);
+    return STORE_OK;
+}
+
+/* A pool 10.0.0.0/24 handing out first-last (last octets). */
+static void plan_make(struct ippool *p, int first, int last)
+{
+    struct ippool_errinfo e;
+    memset(p, 0, sizeof *p);
+    assert_int_equal(ippool_net_parse("10.0.0.0/24", &p->net, &e), IPPOOL_OK);
+    char lo[32], hi[32];
+    snprintf(lo, sizeof lo, "10.0.0.%d", first);
+    snprintf(hi, sizeof hi, "10.0.0.%d", last);
+    p->nranges = 1;
+    assert_int_equal(ippool_addr_parse(lo, &p->ranges[0].lo), IPPOOL_OK);
+    assert_int_equal(ippool_addr_parse(hi, &p->ranges[0].hi), IPPOOL_OK);
+    assert_int_equal(ippool_prepare(p, &e), IPPOOL_OK);
+}
+
+/* The key of 10.0.0.<octet>. */
+static const char *key4(int octet)
+{
+    static char keys[256][STORE_ADDR_KEY];
+    struct ippool_addr a = {.lo = (10u << 24) | (unsigned)octet, .family = 4};
+    ippool_addr_key(&a, keys[octet]);
+    return keys[octet];
+}
+
+static int reserve1(store *s, const char *job, struct picker *pk, const char *want,
+                    char got[STORE_ADDR_KEY], struct store_error *e)
+{
+    struct store_addr_req r = {.pool = "lan", .want = want, .pick = pick_cb, .ctx = pk};
+    int rc = store_addr_reserve(s, job, &r, 1, e);
+    if (got)
+        snprintf(got, STORE_ADDR_KEY, "%s", r.got);
+    return rc;
+}
+
+static int64_t pool_free(store *s, const struct ippool *plan)
+{
+    char(*keys)[STORE_ADDR_KEY] = NULL;
+    size_t n = 0;
+    OK(store_addr_allocated(s, "lan", &keys, &n, &e_));
+    struct ippool_addr *taken = xcalloc(n ? n : 1, sizeof *taken);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(ippool_addr_from_key(keys[i], &taken[i]), IPPOOL_OK);
+    uint64_t free_n = ippool_free(plan, taken, n);
+    free(taken);
+    free(keys);
+    return (int64_t)free_n;
+}
+
+/* Exhaustion names the pool and writes nothing; a wanted address that is
+ * taken is a conflict on "address"; holds are never handed out. */
+static void test_addr_reserve(void **state)
+{
+    struct fx *f = *state;
+    struct store_error e;
+    struct ippool plan;
+    plan_make(&plan, 10, 12);
+    struct picker pk = {.plan = &plan};
+    char got[STORE_ADDR_KEY];
+    assert_int_equal(pool_free(f->s, &plan), 3);
+    OK(reserve1(f->s, "j1", &pk, NULL, got, &e_));
+    assert_string_equal(got, key4(10));
+    OK(reserve1(f->s, "j2", &pk, NULL, got, &e_));
+    assert_string_equal(got, key4(11));
+    OK(reserve1(f->s, "j3", &pk, NULL, got, &e_));
+    assert_string_equal(got, key4(12));
+    EXPECT(STORE_E_FULL, reserve1(f->s, "j4", &pk, NULL, got, &e));
+    assert_string_equal(e.field, "ippool");
+    assert_string_equal(e.pool, "lan");
+    assert_non_null(strstr(e.message, "pool lan"));
+    assert_int_equal(pool_free(f->s, &plan), 0);
+    EXPECT(STORE_E_CONFLICT, reserve1(f->s, "j4", &pk, key4(11), got, &e));
+    assert_string_equal(e.field, "address");
+    struct store_addr_counts c;
+    OK(store_addr_counts(f->s, "lan", &c, &e_));
+    assert_int_equal(c.reserved, 3);
+    assert_int_equal(c.used + c.quarantined + c.held, 0);
+    /* a bad key is refused before anything is read */
+    EXPECT(STORE_E_INVALID, reserve1(f->s, "j4", &pk, "10.0.0.13", got, &e));
+
+    /* j3 failed before its record: its address is free again (no
+     * quarantine for this pool), and an admin holds it */
+    struct store_addr_quarantine none[] = {{NULL, 0}};
+    size_t n = 0;
+    OK(store_addr_release_job(f->s, "j3", none, 1, &n, &e_));
+    assert_int_equal(n, 1);
+    EXPECT(STORE_E_CONFLICT, store_addr_hold(f->s, "lan", key4(11), "router", &e));
+    assert_string_equal(e.field, "address");
+    OK(store_addr_hold(f->s, "lan", key4(12), "router", &e_));
+    EXPECT(STORE_E_FULL, reserve1(f->s, "j5", &pk, NULL, got, &e));
+    struct store_addr *rows = NULL;
+    OK(store_addr_list(f->s, "lan", "held", NULL, 0, &rows, &n, &e_));
+    assert_int_equal(n, 1);
+    assert_string_equal(rows[0].addr, key4(12));
+    assert_string_equal(rows[0].note, "router");
+    free(rows);
+    OK(store_addr_list(f->s, "lan", NULL, key4(10), 1, &rows, &n, &e_));
+    assert_int_equal(n, 1); /* after .10, one row: .11 */
+    assert_string_equal(rows[0].addr, key4(11));
+    assert_string_equal(rows[0].state, "reserved");
+    assert_string_equal(rows[0].job, "j2");
+    free(rows);
+    EXPECT(STORE_E_INVALID, store_addr_list(f->s, "lan", "gone", NULL, 0, &rows, &n, &e));
+    OK(store_addr_unhold(f->s, "lan", key4(12), &e_));
+    EXPECT(STORE_E_NOTFOUND, store_addr_unhold(f->s, "lan", key4(12), &e));
+    OK(reserve1(f->s, "j5", &pk, NULL, got, &e_));
+    assert_string_equal(got, key4(12));
+}
+
+/* A released address is not handed out before its quarantine ends, then
+ * is. Each look is a reservation attempt; the deadline bounds the wait. */
+static void test_addr_quarantine(void **state)
+{
+    struct fx *f = *state;
+    struct store_error e;
+    struct ippool plan;
+    plan_make(&plan, 10, 11);
+    struct picker pk = {.plan = &plan};
+    char got[STORE_ADDR_KEY];
+    OK(reserve1(f->s, "j1", &pk, NULL, got, &e_));
+    OK(reserve1(f->s, "j2", &pk, NULL, got, &e_));
+    struct store_addr_quarantine q[] = {{"other", 0}, {"lan", 600}, {NULL, 0}};
+    int64_t released = wall_ms();
+    OK(store_addr_release_job(f->s, "j1", q, 3, NULL, &e_));
+    struct store_addr_counts c;
+    OK(store_addr_counts(f->s, "lan", &c, &e_));
+    assert_int_equal(c.quarantined, 1);
+    assert_int_equal(pool_free(f->s, &plan), 0);
+    int64_t deadline = mono_ms() + 10000;
+    int rc;
+    while ((rc = reserve1(f->s, "j3", &pk, NULL, got, &e)) == STORE_E_FULL) {
+        assert_true(mono_ms() < deadline);
+        struct timespec ts = {0, 20 * 1000000};
+        nanosleep(&ts, NULL);
+    }
+    assert_int_equal(rc, STORE_OK);
+    assert_true(wall_ms() >= released + 600);
+    assert_string_equal(got, key4(10));
+    OK(store_addr_counts(f->s, "lan", &c, &e_));
+    assert_int_equal(c.quarantined, 0);
+    assert_int_equal(c.reserved, 2);
+}
+
+/* Addresses the inventory saw in VMs that are not proxd's are never handed
+ * out; one proxd holds is returned as a conflict, not overwritten. */
+static void test_addr_foreign(void **state)
+{
+    struct fx *f = *state;
+    struct store_error e;
+    struct ippool plan;
+    plan_make(&plan, 10, 14);
+    struct picker pk = {.plan = &plan};
+    char got[STORE_ADDR_KEY];
+    OK(reserve1(f->s, "j1", &pk, key4(13), got, &e_));
+    const char *seen[] = {key4(10), key4(11), key4(13)};
+    struct store_addr *conf = NULL;
+    size_t nconf = 0;
+    OK(store_addr_mark_foreign(f->s, seen, 3, "vm 900 on sv1", &conf, &nconf, &e_));
+    assert_int_equal(nconf, 1);
+    assert_string_equal(conf[0].addr, key4(13));
+    assert_string_equal(conf[0].state, "reserved");
+    assert_string_equal(conf[0].job, "j1");
+    free(conf);
+    /* the foreign rows are in no pool: the pick is told after each miss */
+    OK(reserve1(f->s, "j2", &pk, NULL, got, &e_));
+    assert_string_equal(got, key4(12));
+    assert_int_equal(pk.calls, 3);
+    OK(reserve1(f->s, "j3", &pk, NULL, got, &e_));
+    assert_string_equal(got, key4(14));
+    EXPECT(STORE_E_FULL, reserve1(f->s, "j4", &pk, NULL, got, &e));
+    EXPECT(STORE_E_CONFLICT, reserve1(f->s, "j4", &pk, key4(10), got, &e));
+    /* seen no more: forgotten, and handed out again */
+    size_t n = 0;
+    OK(store_addr_forget_foreign(f->s, wall_ms() + 1, &n, &e_));
+    assert_int_equal(n, 2);
+    OK(reserve1(f->s, "j4", &pk, NULL, got, &e_));
+    assert_string_equal(got, key4(10));
+    /* the inventory's own list (a walk newer than any mark) is skipped too */
+    const char *inv[] = {key4(11)};
+    struct picker pk2 = {.plan = &plan, .inventory = inv, .ninv = 1};
+    EXPECT(STORE_E_FULL, reserve1(f->s, "j5", &pk2, NULL, got, &e));
+}
+
+static void net_make(struct store_net *n, const char *mac)
+{
+    memset(n, 0, sizeof *n);
+    snprintf(n->mac, sizeof n->mac, "%s", mac);
+    snprintf(n->bridge, sizeof n->bridge, "vmbr1");
+    n->vlan = 42;
+    snprintf(n->ipconfig0, sizeof n->ipconfig0, "ip=10.0.0.10/24,gw=10.0.0.1");
+    snprintf(n->nameserver, sizeof n->nameserver, "10.0.0.53");
+}
+
+/* A creation with a pool: VMID, address, record, network and job in one
+ * transaction; any failure leaves nothing behind. */
+static void test_addr_submit(void **state)
+{
+    struct fx *f = *state;
+    struct store_error e;
+    struct ippool plan;
+    plan_make(&plan, 10, 10);
+    struct picker pk = {.plan = &plan};
+    struct vmid_range r = {100, 199};
+    struct store_addr_req req = {.pool = "lan", .pick = pick_cb, .ctx = &pk};
+    struct store_net net;
+    net_make(&net, "02:00:00:00:00:01");
+    struct vm_rec v;
+    struct job_rec j;
+    submit(&v, &j, 0, "alice", 1, "as-1");
+    struct store_submit sub = {.vm = &v, .job = &j, .event = "queued", .ranges = &r, .nranges = 1,
+                               .addrs = &req, .naddrs = 1, .net = &net};
+    OK(store_create_submit(f->s, &sub, &e_));
+    assert_int_equal(v.vmid, 100);
+    assert_string_equal(req.got, key4(10));
+    struct job_rec g;
+    OK(store_job_get(f->s, "as-1", &g, &e_));
+    assert_int_equal(g.vmid, 100);
+    job_rec_release(&g);
+    struct store_addr *rows = NULL;
+    size_t n = 0;
+    OK(store_addr_list(f->s, "lan", NULL, NULL, 0, &rows, &n, &e_));
+    assert_int_equal(n, 1);
+    assert_string_equal(rows[0].state, "used");
+    assert_int_equal(rows[0].vm_id, v.id);
+    assert_int_equal(rows[0].vmid, 100);
+    free(rows);
+    struct store_net got;
+    OK(store_vm_net_get(f->s, v.id, &got, &e_));
+    assert_string_equal(got.mac, "02:00:00:00:00:01");
+    assert_string_equal(got.ipconfig0, net.ipconfig0);
+    assert_int_equal(got.vlan, 42);
+    int64_t first_id = v.id;
+
+    /* the pool is empty: FULL naming it, and no VMID, record or job kept */
+    int nv = 0;
+    submit(&v, &j, 0, "alice", 1, "as-2");
+    net_make(&net, "02:00:00:00:00:02");
+    EXPECT(STORE_E_FULL, store_create_submit(f->s, &sub, &e));
+    assert_string_equal(e.field, "ippool");
+    assert_string_equal(e.pool, "lan");
+    assert_int_equal(v.vmid, 0);
+    OK(store_vmid_count(f->s, 100, 199, &nv, &e_));
+    assert_int_equal(nv, 1);
+    EXPECT(STORE_E_NOTFOUND, store_job_get(f->s, "as-2", &g, &e));
+
+    /* a wider pool, the MAC of a live record: a conflict on "mac", nothing kept */
+    plan_make(&plan, 10, 20);
+    submit(&v, &j, 0, "alice", 1, "as-3");
+    net_make(&net, "02:00:00:00:00:01");
+    EXPECT(STORE_E_CONFLICT, store_create_submit(f->s, &sub, &e));
+    assert_string_equal(e.field, "mac");
+    OK(store_vmid_count(f->s, 100, 199, &nv, &e_));
+    assert_int_equal(nv, 1);
+    struct store_addr_counts c;
+    OK(store_addr_counts(f->s, "lan", &c, &e_));
+    assert_int_equal(c.used, 1);
+    assert_int_equal(c.reserved, 0);
+
+    /* the first VM deleted: its address to quarantine, its MAC free */
+    struct store_addr_quarantine q[] = {{"lan", 3600 * 1000}};
+    OK(store_addr_release_vm(f->s, first_id, q, 1, &n, &e_));
+    assert_int_equal(n, 1);
+    OK(store_addr_counts(f->s, "lan", &c, &e_));
+    assert_int_equal(c.used, 0);
+    assert_int_equal(c.quarantined, 1);
+    OK(store_create_submit(f->s, &sub, &e_)); /* same MAC, record 1 is not live */
+    assert_string_equal(req.got, key4(11));
+    assert_int_equal(v.vmid, 101);
+
+    /* no pool asked: as before, the VMID the caller chose */
+    submit(&v, &j, 150, "alice", 1, "as-4");
+    struct store_submit plain = {.vm = &v, .job = &j, .event = "queued"};
+    OK(store_create_submit(f->s, &plain, &e_));
+    assert_int_equal(v.vmid, 150);
+    OK(store_addr_counts(f->s, "lan", &c, &e_));
+    assert_int_equal(c.used, 1);
+}
+
+/* Crash recovery: what a finished or vanished creation held, and what a
+ * gone record holds, goes back; a live job's, a live record's and a
+ * leftover's stay. */
+static void test_addr_sweep(void **state)
+{
+    struct fx *f = *state;
+    struct store_error e;
+    struct ippool plan;
+    plan_make(&plan, 10, 50);
+    struct picker pk = {.plan = &plan};
+    char got[STORE_ADDR_KEY];
+    struct job_rec j = {.state = JOB_QUEUED};
+    snprintf(j.kind, sizeof j.kind, "create");
+    snprintf(j.id, sizeof j.id, "live-1");
+    OK(store_job_insert(f->s, &j, &e_));
+    snprintf(j.id, sizeof j.id, "done-1");
+    j.state = JOB_FAILED;
+    OK(store_job_insert(f->s, &j, &e_));
+    OK(reserve1(f->s, "live-1", &pk, key4(10), got, &e_));
+    OK(reserve1(f->s, "done-1", &pk, key4(11), got, &e_));
+    OK(reserve1(f->s, "gone-1", &pk, key4(12), got, &e_)); /* no job: old */
+    OK(reserve1(f->s, "gone-2", &pk, key4(13), got, &e_)); /* no job: fresh */
+    db_exec(f->url, "UPDATE addr_alloc SET updated_at = 0 WHERE job = 'gone-1'");
+
+    /* two creations that made records; both fail, one leaves a leftover */
+    struct vmid_range r = {100, 199};
+    struct store_net net;
+    int64_t ids[2];
+    int vmids[2];
+    for (int i = 0; i < 2; i++) {
+        struct store_addr_req req = {.pool = "lan", .pick = pick_cb, .ctx = &pk};
+        char mac[18], job[16];
+        snprintf(mac, sizeof mac, "02:00:00:00:01:%02X", i);
+        snprintf(job, sizeof job, "mk-%d", i);
+        net_make(&net, mac);
+        struct vm_rec v;
+        struct job_rec jj;
+        submit(&v, &jj, 0, "alice", 1, job);
+        struct store_submit sub = {.vm = &v, .job = &jj, .event = "q", .ranges = &r,
+                                   .nranges = 1, .addrs = &req, .naddrs = 1, .net = &net};
+        OK(store_create_submit(f->s, &sub, &e_));
+        ids[i] = v.id;
+        vmids[i] = v.vmid;
+        v.state = VMS_FAILED;
+        OK(store_vm_update(f->s, &v, &e_));
+    }
+    OK(store_leftover_add(f->s, vmids[1], "sv1", "mk-1", &e_));
+    struct store_addr_quarantine q[] = {{NULL, 60000}};
+    size_t n = 0;
+    OK(store_addr_sweep(f->s, q, 1, &n, &e_));
+    assert_int_equal(n, 3); /* done-1, gone-1, mk-0's record */
+    struct store_addr_counts c;
+    OK(store_addr_counts(f->s, "lan", &c, &e_));
+    assert_int_equal(c.reserved, 2); /* live-1, gone-2 */
+    assert_int_equal(c.used, 1);     /* mk-1: its leftover */
+    assert_int_equal(c.quarantined, 3);
+    /* the failed records' MACs are not live any more: new records may take them */
+    int rows = 0, live = 0;
+    db_query2(f->url, "SELECT count(*), sum(live) FROM vm_net", &rows, &live);
+    assert_int_equal(rows, 2);
+    assert_int_equal(live, 0);
+    struct store_net nw;
+    OK(store_vm_net_get(f->s, ids[0], &nw, &e_));
+    assert_string_equal(nw.mac, "02:00:00:00:01:00");
+    OK(store_addr_sweep(f->s, q, 1, &n, &e_));
+    assert_int_equal(n, 0); /* idempotent */
+    OK(store_leftover_done(f->s, vmids[1], "sv1", 0, &e_));
+    OK(store_addr_sweep(f->s, q, 1, &n, &e_));
+    assert_int_equal(n, 1);
+    OK(store_addr_counts(f->s, "lan", &c, &e_));
+    assert_int_equal(c.used, 0);
+    assert_int_equal(c.quarantined, 4);
+    (void)e;
+}
+
+/* 4 processes race 50 creations each for a pool with 150 free addresses
+ * (the VMID in the same transaction): exactly 150 succeed with 150
+ * distinct addresses and VMIDs, 50 are STORE_E_FULL naming the pool, and
+ * the failures keep nothing. */
+#define ADDR_FREE 150
+static void test_addr_processes(void **state)
+{
+    struct fx *f = *state;
+    char *url = fx_url(f, "procs");
+    assert_non_null(url);
+    struct ippool plan;
+    plan_make(&plan, 20, 20 + ADDR_FREE + 9); /* 160, 10 of them held */
+    {
+        struct store_error e;
+        store *s = store_open(url, &e);
+        assert_non_null(s);
+        for (int i = 0; i < 10; i++)
+            OK(store_addr_hold(s, "lan", key4(20 + 3 * i), "test", &e_));
+        store_close(s);
+    }
+    struct result {
+        char key[STORE_ADDR_KEY];
+        int vmid;
+        int rc;
+    };
+    int fds[NPROCS][2];
+    pid_t pids[NPROCS];
+    int64_t t0 = mono_ms();
+    for (int p = 0; p < NPROCS; p++) {
+        assert_int_equal(pipe(fds[p]), 0);
+        pids[p] = fork();
+        assert_true(pids[p] >= 0);
+        if (pids[p] == 0) {
+            close(fds[p][0]);
+            struct store_error e;
+            store *s = store_open(url, &e);
+            if (!s)
+                _exit(2);
+            struct result res[PER_PROC];
+            struct picker pk = {.plan = &plan};
+            struct vmid_range r = {100, 999};
+            for (int i = 0; i < PER_PROC; i++) {
+                struct store_addr_req req = {.pool = "lan", .pick = pick_cb, .ctx = &pk};
+                struct store_net net;
+                char mac[18], job[32];
+                snprintf(mac, sizeof mac, "02:00:00:%02X:00:%02X", p, i);
+                snprintf(job, sizeof job, "ap%d-%d", p, i);
+                net_make(&net, mac);
+                struct vm_rec v;
+                struct job_rec j;
+                submit(&v, &j, 0, "alice", 1, job);
+                struct store_submit sub = {.vm = &v, .job = &j, .event = "q", .ranges = &r,
+                                           .nranges = 1, .addrs = &req, .naddrs = 1, .net = &net};
+                res[i].rc = store_create_submit(s, &sub, &e);
+                if (res[i].rc == STORE_E_FULL &&
+                    (strcmp(e.field, "ippool") != 0 || strcmp(e.pool, "lan") != 0))
+                    _exit(3);
+                if (res[i].rc != STORE_OK && res[i].rc != STORE_E_FULL) {
+                    fprintf(stderr, "child %d: %s\n", p, e.message);
+                    _exit(4);
+                }
+                snprintf(res[i].key, sizeof res[i].key, "%s", res[i].rc ? "" : req.got);
+                res[i].vmid = v.vmid;
+            }
+            store_close(s);
+            ssize_t wr = write(fds[p][1], res, sizeof res);
+            _exit(wr == (ssize_t)sizeof res ? 0 : 5);
+        }
+        close(fds[p][1]);
+    }
+    struct result all[NPROCS * PER_PROC];
+    for (int p = 0; p < NPROCS; p++) {
+        size_t got = 0, want = sizeof(struct result) * PER_PROC;
+        char *dst = (char *)(all + p * PER_PROC);
+        while (got < want) {
+            ssize_t r = read(fds[p][0], dst + got, want - got);
+            if (r <= 0)
+                break;
+            got += (size_t)r;
+        }
+        close(fds[p][0]);
+        int st = 0;
+        assert_int_equal(waitpid(pids[p], &st, 0), pids[p]);
+        assert_true(WIFEXITED(st));
+        assert_int_equal(WEXITSTATUS(st), 0);
+        assert_int_equal(got, want);
+    }
+    print_message("[ figures  ] %d processes x %d creations with an address: %lld ms\n", NPROCS,
+                  PER_PROC, (long long)(mono_ms() - t0));
+    int ok = 0, full = 0, vmids[NPROCS * PER_PROC];
+    char keys[NPROCS * PER_PROC][STORE_ADDR_KEY];
+    for (int i = 0; i < NPROCS * PER_PROC; i++) {
+        if (all[i].rc == STORE_E_FULL) {
+            full++;
+            continue;
+        }
+        vmids[ok] = all[i].vmid;
+        memcpy(keys[ok++], all[i].key, STORE_ADDR_KEY);
+    }
+    assert_int_equal(ok, ADDR_FREE);
+    assert_int_equal(full, NPROCS * PER_PROC - ADDR_FREE);
+    assert_distinct(vmids, (size_t)ok);
+    qsort(keys, (size_t)ok, STORE_ADDR_KEY, (int (*)(const void *, const void *))strcmp);
+    for (int i = 1; i < ok; i++)
+        if (strcmp(keys[i - 1], keys[i]) == 0)
+            fail_msg("address %s handed out twice", keys[i]);
+    for (int i = 0; i < 10; i++) /* held ones never */
+        for (int k = 0; k < ok; k++)
+            assert_string_not_equal(keys[k], key4(20 + 3 * i));
+
+    struct store_error e;
+    store *s = store_open(url, &e);
+    assert_non_null(s);
+    struct store_addr_counts c;
+    OK(store_addr_counts(s, "lan", &c, &e_));
+    assert_int_equal(c.used, ADDR_FREE);
+    assert_int_equal(c.reserved, 0);
+    assert_int_equal(c.held, 10);
+    int nv = 0;
+    OK(store_vmid_count(s, 100, 999, &nv, &e_));
+    assert_int_equal(nv, ADDR_FREE);
+    assert_int_equal(pool_free(s, &plan), 0);
+    store_close(s);
+    free(url);
+}
+
 /* The private server is tests/lib/pg.py's (h_pg_start), the one every
  * test uses; here it gets one database, and each test a schema in it. */
 static int pg_group_setup(void **state)
@@ -2065,6 +2590,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_claim_processes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reconnect, setup, teardown),
         cmocka_unit_test_setup_teardown(test_submit_processes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_addr_reserve, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_addr_quarantine, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_addr_foreign, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_addr_submit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_addr_sweep, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_addr_processes, setup, teardown),
     };
     const char *only = getenv("STORE_TEST_BACKEND");
     int failed = 0;
