@@ -389,6 +389,25 @@ struct store_addr_counts {
 int store_addr_counts(store *s, const char *pool, struct store_addr_counts *out,
                       struct store_error *err);
 
+/* Ranges of a pool added at run time ("ranges": handed out too,
+ * "reserved": never), merged by the core with the configured ones. The
+ * store checks keys, first <= last and one family; the core checks that
+ * the range lies in the pool's CIDR. add sets id and created_at; del:
+ * STORE_E_NOTFOUND when the pool has no such range; list: pool NULL for
+ * every pool, by id; free(*out). */
+struct store_addr_range {
+    int64_t id;
+    char pool[64];
+    char kind[16]; /* "ranges" or "reserved" */
+    char first[STORE_ADDR_KEY], last[STORE_ADDR_KEY];
+    char created_by[64];
+    int64_t created_at; /* unix ms */
+};
+int store_addr_range_add(store *s, struct store_addr_range *r, struct store_error *err);
+int store_addr_range_del(store *s, const char *pool, int64_t id, struct store_error *err);
+int store_addr_range_list(store *s, const char *pool, struct store_addr_range **out, size_t *n,
+                          struct store_error *err);
+
 /* Crash recovery, at start-up and once per reconcile pass: an address
  * reserved by a job that is finished or gone and never bound, and an
  * address used by a VM record that is gone (deleted, failed, lost, or no
@@ -399,6 +418,17 @@ int store_addr_sweep(store *s, const struct store_addr_quarantine *q, size_t nq,
 
 /* A record's vm_net row (live or not); STORE_E_NOTFOUND when none. */
 int store_vm_net_get(store *s, int64_t vm_id, struct store_net *out, struct store_error *err);
+/* What the guest agent reported (any JSON, stored compact) and when (now);
+ * read back as a new reference (NULL: never). STORE_E_NOTFOUND when the
+ * record has no network. */
+int store_vm_net_seen(store *s, int64_t vm_id, const json_t *seen, struct store_error *err);
+int store_vm_net_seen_get(store *s, int64_t vm_id, json_t **seen, struct store_error *err);
+/* A creation that goes on under a new record (another VMID, move_vmid):
+ * its used addresses and its vm_net row go with it, VMID new_vmid.
+ * (store_addr_rebind_in is the same inside store_vm_insert's transaction,
+ * the next step; moving nothing is not an error.) */
+int store_addr_rebind(store *s, int64_t old_vm_id, int64_t new_vm_id, int new_vmid,
+                      struct store_error *err);
 
 /* ---- capacity reservations --------------------------------------------- */
 

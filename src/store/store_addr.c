@@ -381,3 +381,124 @@ int store_vm_net_get(store *s, int64_t vm_id, struct store_net *out, struct stor
     struct net_ctx k = {vm_id, out};
     return db_tx(s->db, DB_READ, net_get_fn, &k, err);
 }
+
+static const char SQL_NET_SEEN[] = "UPDATE vm_net SET seen = ?2, seen_at = ?3 WHERE vm_id = ?1";
+static const char SQL_NET_SEEN_GET[] = "SELECT seen FROM vm_net WHERE vm_id = ?1";
+
+struct seen_ctx {
+    int64_t vm_id;
+    const json_t *seen;
+    json_t *out;
+};
+
+static int net_seen_fn(db_conn *c, void *ctx, struct store_error *err)
+{
+    struct seen_ctx *k = ctx;
+    db_stmt *st = NULL;
+    int rc = db_prepare(c, SQL_NET_SEEN, &st, err);
+    if (rc)
+        return rc;
+    db_bind_i64(st, 1, k->vm_id);
+    db_bind_json(st, 2, k->seen);
+    db_bind_i64(st, 3, wall_ms());
+    rc = db_run(st, err, "recording what the guest agent saw");
+    if (rc == STORE_OK && db_changes(st) == 0)
+        rc =
+            store_fail(err, STORE_E_NOTFOUND, "VM record %lld has no network", (long long)k->vm_id);
+    db_done(st);
+    return rc;
+}
+
+int store_vm_net_seen(store *s, int64_t vm_id, const json_t *seen, struct store_error *err)
+{
+    store_err_clear(err);
+    STORE_CHECK(s && seen, "store_vm_net_seen: NULL argument");
+    struct seen_ctx k = {vm_id, seen, NULL};
+    return db_tx(s->db, DB_WRITE, net_seen_fn, &k, err);
+}
+
+static int net_seen_get_fn(db_conn *c, void *ctx, struct store_error *err)
+{
+    struct seen_ctx *k = ctx;
+    db_stmt *st = NULL;
+    json_decref(k->out); /* a retry reads again */
+    k->out = NULL;
+    int rc = db_prepare(c, SQL_NET_SEEN_GET, &st, err);
+    if (rc)
+        return rc;
+    db_bind_i64(st, 1, k->vm_id);
+    bool row = false;
+    rc = db_step(st, &row, err, "reading what the guest agent saw");
+    if (rc == STORE_OK && !row)
+        rc =
+            store_fail(err, STORE_E_NOTFOUND, "VM record %lld has no network", (long long)k->vm_id);
+    if (rc == STORE_OK)
+        rc = db_col_json(st, 0, &k->out, "vm_net.seen", err);
+    db_done(st);
+    return rc;
+}
+
+int store_vm_net_seen_get(store *s, int64_t vm_id, json_t **seen, struct store_error *err)
+{
+    store_err_clear(err);
+    STORE_CHECK(s && seen, "store_vm_net_seen_get: NULL argument");
+    *seen = NULL;
+    struct seen_ctx k = {vm_id, NULL, NULL};
+    int rc = db_tx(s->db, DB_READ, net_seen_get_fn, &k, err);
+    if (rc == STORE_OK)
+        *seen = k.out;
+    else
+        json_decref(k.out);
+    return rc;
+}
+
+/* ---- a request that goes on under another record ---------------------------------- */
+
+static const char SQL_REBIND_ADDR[] = "UPDATE addr_alloc SET vm_id = ?2, vmid = ?3, updated_at = ?4"
+                                      " WHERE vm_id = ?1 AND state = 'used'";
+static const char SQL_REBIND_NET[] = "UPDATE vm_net SET vm_id = ?2 WHERE vm_id = ?1";
+
+int store_addr_rebind_in(db_conn *c, int64_t old_vm_id, int64_t new_vm_id, int new_vmid,
+                         struct store_error *err)
+{
+    db_stmt *st = NULL;
+    int rc = db_prepare(c, SQL_REBIND_ADDR, &st, err);
+    if (rc)
+        return rc;
+    db_bind_i64(st, 1, old_vm_id);
+    db_bind_i64(st, 2, new_vm_id);
+    db_bind_i64(st, 3, new_vmid);
+    db_bind_i64(st, 4, wall_ms());
+    rc = db_run(st, err, "moving addresses to the new record");
+    db_done(st);
+    if (rc || (rc = db_prepare(c, SQL_REBIND_NET, &st, err)))
+        return rc;
+    db_bind_i64(st, 1, old_vm_id);
+    db_bind_i64(st, 2, new_vm_id);
+    rc = db_run(st, err, "moving the network to the new record");
+    db_done(st);
+    return rc;
+}
+
+struct rebind_ctx {
+    int64_t from, to;
+    int vmid;
+};
+
+static int rebind_fn(db_conn *c, void *ctx, struct store_error *err)
+{
+    struct rebind_ctx *k = ctx;
+    return store_addr_rebind_in(c, k->from, k->to, k->vmid, err);
+}
+
+int store_addr_rebind(store *s, int64_t old_vm_id, int64_t new_vm_id, int new_vmid,
+                      struct store_error *err)
+{
+    store_err_clear(err);
+    STORE_CHECK(s && old_vm_id > 0 && new_vm_id > 0 && old_vm_id != new_vm_id,
+                "store_addr_rebind: NULL store or bad record ids");
+    STORE_CHECK(new_vmid >= STORE_VMID_MIN && new_vmid <= STORE_VMID_MAX, "VMID %d out of range",
+                new_vmid);
+    struct rebind_ctx k = {old_vm_id, new_vm_id, new_vmid};
+    return db_tx(s->db, DB_WRITE, rebind_fn, &k, err);
+}

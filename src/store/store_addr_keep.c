@@ -152,6 +152,16 @@ static int release(store *s, struct rel_ctx *k, size_t *n, struct store_error *e
     return rc;
 }
 
+int store_addr_release_vm_in(db_conn *c, int64_t vm_id, const struct store_addr_quarantine *q,
+                             size_t nq, size_t *n, struct store_error *err)
+{
+    struct rel_ctx k = {.sql = SQL_REL_VM_ROWS, .vm_id = vm_id, .q = q, .nq = nq};
+    int rc = release_fn(c, &k, err);
+    if (n)
+        *n = rc == STORE_OK ? k.released : 0;
+    return rc;
+}
+
 int store_addr_release_vm(store *s, int64_t vm_id, const struct store_addr_quarantine *q, size_t nq,
                           size_t *n, struct store_error *err)
 {

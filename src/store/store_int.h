@@ -116,6 +116,12 @@ int store_addr_reserve_in(db_conn *c, const char *job, struct store_addr_req *re
                           struct store_error *err);
 int store_addr_bind_in(db_conn *c, const char *job, int64_t vm_id, int vmid, int64_t *bound,
                        struct store_error *err);
+/* store_addr_release_vm inside the transaction that marks the record
+ * deleted or failed (the next step: store_vm_update's callers). */
+int store_addr_release_vm_in(db_conn *c, int64_t vm_id, const struct store_addr_quarantine *q,
+                             size_t nq, size_t *n, struct store_error *err);
+int store_addr_rebind_in(db_conn *c, int64_t old_vm_id, int64_t new_vm_id, int new_vmid,
+                         struct store_error *err);
 int store_vm_net_insert_in(db_conn *c, int64_t vm_id, const struct store_net *net,
                            struct store_error *err);
 

@@ -2393,6 +2393,94 @@ static void test_addr_sweep(void **state)
     assert_int_equal(c.quarantined, 4);
 }
 
+/* A creation that goes on under a new record takes its addresses and
+ * network along; the guest agent's report is kept; run-time ranges. */
+static void test_addr_extras(void **state)
+{
+    struct fx *f = *state;
+    struct store_error e;
+    struct ippool plan;
+    plan_make(&plan, 10, 20);
+    struct picker pk = {.plan = &plan};
+    struct vmid_range r = {100, 199};
+    struct store_addr_req req = {.pool = "lan", .pick = pick_cb, .ctx = &pk};
+    struct store_net net;
+    net_make(&net, "02:00:00:00:02:01");
+    struct vm_rec v;
+    struct job_rec j;
+    submit(&v, &j, 0, "alice", 1, "ex-1");
+    struct store_submit sub = {.vm = &v,
+                               .job = &j,
+                               .event = "queued",
+                               .ranges = &r,
+                               .nranges = 1,
+                               .addrs = &req,
+                               .naddrs = 1,
+                               .net = &net};
+    OK(store_create_submit(f->s, &sub, &e_));
+    int64_t old_id = v.id;
+    v.state = VMS_FAILED;
+    OK(store_vm_update(f->s, &v, &e_));
+    struct vm_rec v2 = {.vmid = 160, .state = VMS_CREATING, .cores = 1};
+    snprintf(v2.owner, sizeof v2.owner, "alice");
+    OK(store_vm_insert(f->s, &v2, &e_));
+    OK(store_addr_rebind(f->s, old_id, v2.id, 160, &e_));
+    struct store_addr *rows = NULL;
+    size_t n = 0;
+    OK(store_addr_list(f->s, "lan", "used", NULL, 0, &rows, &n, &e_));
+    assert_int_equal(n, 1);
+    assert_int_equal(rows[0].vm_id, v2.id);
+    assert_int_equal(rows[0].vmid, 160);
+    free(rows);
+    struct store_net got;
+    OK(store_vm_net_get(f->s, v2.id, &got, &e_));
+    assert_string_equal(got.mac, "02:00:00:00:02:01");
+    assert_int_equal(got.seen_at, 0);
+    EXPECT(STORE_E_NOTFOUND, store_vm_net_get(f->s, old_id, &got, &e));
+    /* the sweep leaves the new live record's address alone */
+    OK(store_addr_sweep(f->s, NULL, 0, &n, &e_));
+    assert_int_equal(n, 0);
+
+    json_t *seen = json_pack("[{s:s,s:[s]}]", "mac", "02:00:00:00:02:01", "ip", "10.0.0.10");
+    OK(store_vm_net_seen(f->s, v2.id, seen, &e_));
+    json_t *back = NULL;
+    OK(store_vm_net_seen_get(f->s, v2.id, &back, &e_));
+    assert_true(json_equal(seen, back));
+    json_decref(back);
+    EXPECT(STORE_E_NOTFOUND, store_vm_net_seen(f->s, old_id, seen, &e));
+    json_decref(seen);
+    OK(store_vm_net_get(f->s, v2.id, &got, &e_));
+    assert_true(got.seen_at > 0);
+
+    struct store_addr_range rg = {.kind = "reserved"};
+    snprintf(rg.pool, sizeof rg.pool, "lan");
+    snprintf(rg.first, sizeof rg.first, "%s", key4(30));
+    snprintf(rg.last, sizeof rg.last, "%s", key4(20));
+    EXPECT(STORE_E_INVALID, store_addr_range_add(f->s, &rg, &e));
+    assert_non_null(strstr(e.message, "first is after last"));
+    snprintf(rg.first, sizeof rg.first, "%s", key4(15));
+    OK(store_addr_range_add(f->s, &rg, &e_));
+    assert_true(rg.id > 0);
+    snprintf(rg.kind, sizeof rg.kind, "ranges");
+    snprintf(rg.pool, sizeof rg.pool, "wan");
+    OK(store_addr_range_add(f->s, &rg, &e_));
+    struct store_addr_range *ranges = NULL;
+    OK(store_addr_range_list(f->s, "lan", &ranges, &n, &e_));
+    assert_int_equal(n, 1);
+    assert_string_equal(ranges[0].kind, "reserved");
+    assert_string_equal(ranges[0].first, key4(15));
+    int64_t lan_id = ranges[0].id;
+    free(ranges);
+    OK(store_addr_range_list(f->s, NULL, &ranges, &n, &e_));
+    assert_int_equal(n, 2);
+    free(ranges);
+    EXPECT(STORE_E_NOTFOUND, store_addr_range_del(f->s, "wan", lan_id, &e));
+    OK(store_addr_range_del(f->s, "lan", lan_id, &e_));
+    OK(store_addr_range_list(f->s, "lan", &ranges, &n, &e_));
+    assert_int_equal(n, 0);
+    free(ranges);
+}
+
 /* 4 processes race 50 reservations each for a pool with 150 free
  * addresses, two of them through creations (the VMID in the same
  * transaction), two through store_addr_reserve: exactly 150 succeed with
@@ -2616,6 +2704,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_addr_foreign, setup, teardown),
         cmocka_unit_test_setup_teardown(test_addr_submit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_addr_sweep, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_addr_extras, setup, teardown),
         cmocka_unit_test_setup_teardown(test_addr_processes, setup, teardown),
     };
     const char *only = getenv("STORE_TEST_BACKEND");
