@@ -9,6 +9,8 @@
  *  - job events (the steps a job went through, for progress streams),
  *  - VMID allocations (reserved / used / foreign / quarantined), the single
  *    source of truth that keeps two creations from ever sharing an ID,
+ *  - IP addresses of pools (reserved / used / quarantined / foreign / held)
+ *    and each VM's network identity (MAC, bridge, ipconfig0),
  *  - capacity reservations of in-flight creations per node,
  *  - API tokens (hashes only) and idempotency keys.
  *
