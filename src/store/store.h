@@ -293,7 +293,8 @@ int store_vmid_count(store *s, int lo, int hi, int *n, struct store_error *err);
  * VM record), quarantine (released, until a time), foreign (seen in a VM
  * that is not proxd's: never handed out), held (an admin's: never handed
  * out). Expired quarantines count as free and are taken over in place. */
-#define STORE_ADDR_KEY 34 /* a key and its NUL */
+#define STORE_ADDR_KEY 34     /* a key and its NUL */
+#define STORE_ADDR_MAX_REQS 8 /* addresses in one reservation */
 
 struct store_addr_req {
     const char *pool;

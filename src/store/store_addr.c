@@ -68,6 +68,9 @@ static int addr_fail(struct store_error *err, enum store_err code, const char *f
 int store_addr_check_reqs(const struct store_addr_req *reqs, size_t n, struct store_error *err)
 {
     STORE_CHECK(reqs || n == 0, "address requests are NULL");
+    /* one address per family and NIC; the reservation sorts them on the stack */
+    STORE_CHECK(n <= STORE_ADDR_MAX_REQS, "%zu addresses requested, at most %d", n,
+                STORE_ADDR_MAX_REQS);
     for (size_t i = 0; i < n; i++) {
         const struct store_addr_req *r = &reqs[i];
         STORE_CHECK(r->pool && *r->pool && strlen(r->pool) < 64,

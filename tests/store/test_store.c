@@ -2452,6 +2452,26 @@ static void test_addr_extras(void **state)
     OK(store_vm_net_get(f->s, v2.id, &got, &e_));
     assert_true(got.seen_at > 0);
 
+    /* two pools in one reservation, asked out of name order; a third
+     * request over the bound is refused */
+    struct ippool plan2;
+    plan_make(&plan2, 100, 100);
+    struct picker pk2 = {.plan = &plan2};
+    struct store_addr_req two[] = {{.pool = "wan", .pick = pick_cb, .ctx = &pk2},
+                                   {.pool = "lan", .pick = pick_cb, .ctx = &pk}};
+    OK(store_addr_reserve(f->s, "ex-2", two, 2, &e_));
+    assert_string_equal(two[0].got, key4(100));
+    assert_string_equal(two[1].got, key4(11));
+    EXPECT(STORE_E_FULL, store_addr_reserve(f->s, "ex-3", two, 2, &e));
+    assert_string_equal(e.pool, "wan");
+    struct store_addr_counts c;
+    OK(store_addr_counts(f->s, "lan", &c, &e_));
+    assert_int_equal(c.reserved, 1); /* ex-3 kept nothing of lan */
+    struct store_addr_req many[STORE_ADDR_MAX_REQS + 1];
+    for (size_t i = 0; i <= STORE_ADDR_MAX_REQS; i++)
+        many[i] = two[1];
+    EXPECT(STORE_E_INVALID, store_addr_reserve(f->s, "ex-3", many, STORE_ADDR_MAX_REQS + 1, &e));
+
     struct store_addr_range rg = {.kind = "reserved"};
     snprintf(rg.pool, sizeof rg.pool, "lan");
     snprintf(rg.first, sizeof rg.first, "%s", key4(30));
