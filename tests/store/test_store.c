@@ -2598,8 +2598,9 @@ static void test_addr_processes(void **state)
         assert_int_equal(WEXITSTATUS(st), 0);
         assert_int_equal(got, want);
     }
-    print_message("[ figures  ] %d processes x %d creations with an address: %lld ms\n", NPROCS,
-                  PER_PROC, (long long)(mono_ms() - t0));
+    print_message(
+        "[ figures  ] %d processes x %d address reservations (half in creations): %lld ms\n",
+        NPROCS, PER_PROC, (long long)(mono_ms() - t0));
     int ok = 0, full = 0, nv = 0, vmids[NPROCS * PER_PROC];
     char keys[NPROCS * PER_PROC][STORE_ADDR_KEY];
     for (int i = 0; i < NPROCS * PER_PROC; i++) {
