@@ -155,6 +155,16 @@ int store_create_submit(store *s, struct store_submit *sub, struct store_error *
  * created_at). STORE_E_CONFLICT when it would make a second live record of
  * the VMID, STORE_E_NOTFOUND when there is no such id. */
 int store_vm_update(store *s, const struct vm_rec *r, struct store_error *err);
+/* store_vm_update, only while the stored record is still in state
+ * `expected` and, when read_at is not 0, its updated_at is still read_at
+ * (the value the caller read): the check and the write are one statement,
+ * so no other writer, in this process or in another proxd sharing the
+ * database, can land between them (a DELETE's move to "deleting" is not
+ * written over). Otherwise nothing is written and STORE_E_CONFLICT says
+ * what the record holds; STORE_E_NOTFOUND when there is no such id. The
+ * caller reads again and decides again (a compare-and-swap). */
+int store_vm_update_if(store *s, const struct vm_rec *r, enum vm_state expected, int64_t read_at,
+                       struct store_error *err);
 /* The live record of a VMID (not deleted/failed), or STORE_E_NOTFOUND. */
 int store_vm_get(store *s, int vmid, struct vm_rec *out, struct store_error *err);
 int store_vm_get_id(store *s, int64_t id, struct vm_rec *out, struct store_error *err);
@@ -234,6 +244,17 @@ int store_job_claim(store *s, const char *owner, int64_t lease_ms, struct job_re
 /* Extend the lease; STORE_E_CONFLICT if another owner took the job. */
 int store_job_renew(store *s, const char *id, const char *owner, int64_t lease_ms,
                     struct store_error *err);
+/* Extend, in one transaction, every lease `owner` holds on a running job
+ * (the leaser's one write per round, however many jobs it runs); *n (may
+ * be NULL) gets how many. The owner check is in the statement: a job that
+ * another owner took over is not renewed, nor a finished one, nor one
+ * whose lease was given up by store_job_expire_owner. A lease that ran out
+ * but that no one took over yet is renewed (like store_job_renew): so the
+ * caller must hold, under `owner`, only jobs it is running, and give up
+ * those of an earlier process that had its name (store_job_expire_owner
+ * before its first renewal). No jobs held: STORE_OK with *n = 0. */
+int store_job_renew_owner(store *s, const char *owner, int64_t lease_ms, int *n,
+                          struct store_error *err);
 /* The distinct owners of running jobs' leases (at most max). */
 int store_job_lease_owners(store *s, char (*owners)[64], size_t max, size_t *n,
                            struct store_error *err);
@@ -544,6 +565,9 @@ int store_idem_get(store *s, const char *owner, const char *key, json_t **answer
  * (so concurrent first starts agree on one, e.g. the API's token key). */
 int store_kv_setdefault(store *s, const char *name, const char *value, char *out, size_t outlen,
                         struct store_error *err);
+/* Forget the setting `name` (the next store_kv_setdefault sets it anew).
+ * Deleting a name that has no value is not an error. */
+int store_kv_delete(store *s, const char *name, struct store_error *err);
 
 /* ---- API tokens ------------------------------------------------------------ */
 

@@ -369,6 +369,55 @@ int store_job_renew(store *s, const char *id, const char *owner, int64_t lease_m
     return db_tx(s->db, DB_WRITE, job_renew_fn, &r, err);
 }
 
+/* Every lease of one owner at once. The owner check is in the WHERE: a job
+ * another instance took over (its lease_owner changed) is not renewed, nor
+ * a finished one, nor one given up by store_job_expire_owner (lease_until
+ * 0). A lease that ran out but that nobody took over yet is renewed, as
+ * store_job_renew does: its runner is still at work. {ACTIVE} lets the
+ * planner walk the partial index of unfinished jobs instead of the whole
+ * table with its history. */
+static const char SQL_JOB_RENEW_OWNER[] =
+    "UPDATE jobs SET lease_until = ?2, updated_at = ?3 WHERE state IN {ACTIVE}"
+    " AND state = 'running' AND lease_owner = ?1 AND lease_until > 0";
+
+struct renew_owner_ctx {
+    const char *owner;
+    int64_t lease_ms;
+    int n;
+};
+
+static int job_renew_owner_fn(db_conn *c, void *ctx, struct store_error *err)
+{
+    struct renew_owner_ctx *r = ctx;
+    db_stmt *st = NULL;
+    int64_t now = wall_ms();
+    r->n = 0;
+    int rc = db_prepare(c, SQL_JOB_RENEW_OWNER, &st, err);
+    if (rc)
+        return rc;
+    db_bind_text(st, 1, r->owner);
+    db_bind_i64(st, 2, now + r->lease_ms);
+    db_bind_i64(st, 3, now);
+    rc = db_run(st, err, "renewing an owner's leases");
+    if (rc == STORE_OK)
+        r->n = (int)db_changes(st);
+    db_done(st);
+    return rc;
+}
+
+int store_job_renew_owner(store *s, const char *owner, int64_t lease_ms, int *n,
+                          struct store_error *err)
+{
+    store_err_clear(err);
+    STORE_CHECK(s && owner && *owner, "store_job_renew_owner: NULL or empty argument");
+    STORE_CHECK(lease_ms > 0, "lease of %lld ms is not positive", (long long)lease_ms);
+    struct renew_owner_ctx r = {owner, lease_ms, 0};
+    int rc = db_tx(s->db, DB_WRITE, job_renew_owner_fn, &r, err);
+    if (n)
+        *n = rc ? 0 : r.n;
+    return rc;
+}
+
 static const char SQL_JOB_OWNERS[] =
     "SELECT DISTINCT lease_owner FROM jobs WHERE state = 'running' AND lease_owner IS NOT NULL"
     " AND lease_owner <> '' LIMIT ?1";

@@ -474,3 +474,24 @@ int store_kv_setdefault(store *s, const char *name, const char *value, char *out
     struct kv_ctx k = {name, value, out, outlen};
     return db_tx(s->db, DB_WRITE, kv_setdefault_fn, &k, err);
 }
+
+static const char SQL_KV_DEL[] = "DELETE FROM kv WHERE name = ?1";
+
+static int kv_delete_fn(db_conn *c, void *ctx, struct store_error *err)
+{
+    db_stmt *st = NULL;
+    int rc = db_prepare(c, SQL_KV_DEL, &st, err);
+    if (rc)
+        return rc;
+    db_bind_text(st, 1, ctx);
+    rc = db_run(st, err, "removing a setting");
+    db_done(st);
+    return rc;
+}
+
+int store_kv_delete(store *s, const char *name, struct store_error *err)
+{
+    store_err_clear(err);
+    STORE_CHECK(s && name && *name, "store_kv_delete: NULL or empty argument");
+    return db_tx(s->db, DB_WRITE, kv_delete_fn, (void *)name, err);
+}

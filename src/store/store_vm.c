@@ -3,6 +3,10 @@
  * store_vm_insert_in is the insert inside a caller's (a creation's
  * submission). Errors as store.h says; records returned own their
  * `pending` (vm_rec_release).
+ * store_vm_update_if is the same write made conditional on the record's
+ * state (and last write) in its own WHERE, so that no other writer, in this
+ * process or another sharing the database, lands between a check and the
+ * write.
  * Threads: any thread, on its own connection (db.h). Errors: store_err
  * codes with details in *err, as store.h says. */
 #include "store/store_int.h"
@@ -107,27 +111,76 @@ int store_vm_insert(store *s, struct vm_rec *r, struct store_error *err)
 }
 
 /* vmid and created_at are not mutable. */
-static const char SQL_VM_UPDATE[] =
-    "UPDATE vms SET os = ?2, name = ?3, owner = ?4, node = ?5, state = ?6, power = ?7, "
-    "cores = ?8, memory_mb = ?9, disk_gb = ?10, job = ?11, error = ?12, pending = ?13, "
-    "updated_at = ?14 WHERE id = ?1";
+#define SQL_VM_SET                                                                                 \
+    "UPDATE vms SET os = ?2, name = ?3, owner = ?4, node = ?5, state = ?6, power = ?7, "           \
+    "cores = ?8, memory_mb = ?9, disk_gb = ?10, job = ?11, error = ?12, pending = ?13, "           \
+    "updated_at = ?14 WHERE id = ?1"
+static const char SQL_VM_UPDATE[] = SQL_VM_SET;
+/* the same, while the record is in state ?15 and, unless ?16 is 0, was
+ * last written at ?16: the check and the write are one statement */
+static const char SQL_VM_UPDATE_IF[] =
+    SQL_VM_SET " AND state = ?15 AND (updated_at = ?16 OR CAST(?16 AS BIGINT) = 0)";
+static const char SQL_VM_STATE_OF[] = "SELECT state, updated_at FROM vms WHERE id = ?1";
+
+struct vm_update_ctx {
+    const struct vm_rec *r;
+    bool cond; /* store_vm_update_if: only from `expected` (and `read_at`) */
+    enum vm_state expected;
+    int64_t read_at;
+};
+
+/* After a conditional update matched no row: say whether the record is
+ * missing, or what it holds now. */
+static int vm_why_not(db_conn *c, const struct vm_update_ctx *u, struct store_error *err)
+{
+    db_stmt *st = NULL;
+    int rc = db_prepare(c, SQL_VM_STATE_OF, &st, err);
+    if (rc)
+        return rc;
+    db_bind_i64(st, 1, u->r->id);
+    bool found = false;
+    rc = db_step(st, &found, err, "reading VM record state");
+    if (rc == STORE_OK && !found) {
+        rc = store_fail(err, STORE_E_NOTFOUND, "no VM record with id %lld", (long long)u->r->id);
+    } else if (rc == STORE_OK) {
+        const char *state = db_col_text(st, 0);
+        if (vm_state_parse(state) != (int)u->expected)
+            rc = store_fail(err, STORE_E_CONFLICT, "VM record %lld is %s, not %s",
+                            (long long)u->r->id, state ? state : "?", vm_state_name(u->expected));
+        else
+            rc = store_fail(err, STORE_E_CONFLICT,
+                            "VM record %lld was written at %lld, after %lld when it was read",
+                            (long long)u->r->id, (long long)db_col_i64(st, 1),
+                            (long long)u->read_at);
+    }
+    db_done(st);
+    return rc;
+}
 
 static int vm_update_fn(db_conn *c, void *ctx, struct store_error *err)
 {
-    const struct vm_rec *r = ctx;
+    const struct vm_update_ctx *u = ctx;
+    const struct vm_rec *r = u->r;
     db_stmt *st = NULL;
-    int rc = db_prepare(c, SQL_VM_UPDATE, &st, err);
+    int rc = db_prepare(c, u->cond ? SQL_VM_UPDATE_IF : SQL_VM_UPDATE, &st, err);
     if (rc)
         return rc;
     db_bind_i64(st, 1, r->id);
     bind_vm_fields(st, r, wall_ms());
+    if (u->cond) {
+        db_bind_text(st, 15, vm_state_name(u->expected));
+        db_bind_i64(st, 16, u->read_at);
+    }
     rc = db_run(st, err, "updating VM record");
-    if (rc == STORE_E_CONFLICT)
-        rc = store_fail(err, STORE_E_CONFLICT, "VMID %d already has another live VM record",
-                        r->vmid);
-    else if (rc == STORE_OK && db_changes(st) == 0)
-        rc = store_fail(err, STORE_E_NOTFOUND, "no VM record with id %lld", (long long)r->id);
+    bool none = rc == STORE_OK && db_changes(st) == 0;
     db_done(st);
+    if (rc == STORE_E_CONFLICT)
+        return store_fail(err, STORE_E_CONFLICT, "VMID %d already has another live VM record",
+                          r->vmid);
+    if (none && u->cond)
+        return vm_why_not(c, u, err);
+    if (none)
+        return store_fail(err, STORE_E_NOTFOUND, "no VM record with id %lld", (long long)r->id);
     return rc;
 }
 
@@ -136,7 +189,20 @@ int store_vm_update(store *s, const struct vm_rec *r, struct store_error *err)
     store_err_clear(err);
     STORE_CHECK(s && r, "store_vm_update: NULL argument");
     int rc = store_check_vm(r, err);
-    return rc ? rc : db_tx(s->db, DB_WRITE, vm_update_fn, (void *)r, err);
+    struct vm_update_ctx u = {.r = r};
+    return rc ? rc : db_tx(s->db, DB_WRITE, vm_update_fn, &u, err);
+}
+
+int store_vm_update_if(store *s, const struct vm_rec *r, enum vm_state expected, int64_t read_at,
+                       struct store_error *err)
+{
+    store_err_clear(err);
+    STORE_CHECK(s && r, "store_vm_update_if: NULL argument");
+    STORE_CHECK((unsigned)expected <= VMS_LOST, "expected VM state %d unknown", (int)expected);
+    STORE_CHECK(read_at >= 0, "read_at %lld is negative", (long long)read_at);
+    int rc = store_check_vm(r, err);
+    struct vm_update_ctx u = {r, true, expected, read_at};
+    return rc ? rc : db_tx(s->db, DB_WRITE, vm_update_fn, &u, err);
 }
 
 struct vm_get_ctx {

@@ -887,6 +887,82 @@ static void test_job_claim_order_and_lease(void **state)
     EXPECT(STORE_E_CONFLICT, store_job_renew(f->s, "j1", "w1", 60000, &e));
 }
 
+static int64_t lease_of(store *s, const char *id, char owner[64])
+{
+    struct job_rec j;
+    OK(store_job_get(s, id, &j, &e_));
+    int64_t until = j.lease_until;
+    if (owner)
+        snprintf(owner, 64, "%s", j.lease_owner);
+    job_rec_release(&j);
+    return until;
+}
+
+/* One write renews every running job's lease an owner holds, and only
+ * those: not another owner's, not one taken over from it, not a finished
+ * or queued job, not one given up (expired on purpose). A lease that ran
+ * out but that nobody took over is still the owner's: renewed. */
+static void test_job_renew_owner(void **state)
+{
+    struct fx *f = *state;
+    struct store_error e;
+    int64_t t = wall_ms() - 10000;
+    for (int i = 1; i <= 7; i++) {
+        char id[8];
+        snprintf(id, sizeof id, "r%d", i);
+        job_add(f->s, id, "start", 600 + i, t + i);
+    }
+    claim_expect(f->s, "me", 60000, "r1");
+    claim_expect(f->s, "other", 60000, "r2");
+    claim_expect(f->s, "me", 60000, "r3");
+    claim_expect(f->s, "me", 1, "r4");
+    while (wall_ms() <= lease_of(f->s, "r4", NULL))
+        sleep_ms(1);
+    claim_expect(f->s, "thief", 60000, "r4"); /* taken over from "me" */
+    claim_expect(f->s, "me", 60000, "r5");
+    claim_expect(f->s, "me", 1, "r6");
+    while (wall_ms() <= lease_of(f->s, "r6", NULL))
+        sleep_ms(1);
+    job_finish(f->s, "r3");
+    /* r5 given up (what store_job_expire_owner writes), r7 stays queued */
+    db_exec(f->url, "UPDATE jobs SET lease_until = 0 WHERE id = 'r5'");
+    int64_t before[8];
+    char owner[8][64];
+    for (int i = 1; i <= 7; i++) {
+        char id[8];
+        snprintf(id, sizeof id, "r%d", i);
+        before[i] = lease_of(f->s, id, owner[i]);
+    }
+    int64_t t0 = wall_ms();
+    int n = -1;
+    OK(store_job_renew_owner(f->s, "me", 120000, &n, &e_));
+    assert_int_equal(n, 2);
+    const bool renewed[8] = {[1] = true, [6] = true};
+    for (int i = 1; i <= 7; i++) {
+        char id[8], now_owner[64];
+        snprintf(id, sizeof id, "r%d", i);
+        int64_t until = lease_of(f->s, id, now_owner);
+        assert_string_equal(now_owner, owner[i]); /* the owner is never changed */
+        if (renewed[i] && until < t0 + 120000)
+            fail_msg("%s (%s): lease until %lld, not renewed", id, owner[i], (long long)until);
+        if (!renewed[i] && until != before[i])
+            fail_msg("%s (%s): lease moved from %lld to %lld", id, owner[i], (long long)before[i],
+                     (long long)until);
+    }
+    assert_string_equal(owner[4], "thief");
+    assert_string_equal(owner[7], "");
+    /* the lease renewed is the claimer's own: nobody else claims r1 or r6 */
+    claim_expect(f->s, "other", 60000, "r5"); /* the given-up one is free */
+    claim_expect(f->s, "other", 60000, "r7");
+    claim_expect(f->s, "other", 60000, NULL);
+    /* an owner that holds nothing; bad arguments */
+    OK(store_job_renew_owner(f->s, "nobody", 1000, &n, &e_));
+    assert_int_equal(n, 0);
+    OK(store_job_renew_owner(f->s, "me", 1000, NULL, &e_));
+    EXPECT(STORE_E_INVALID, store_job_renew_owner(f->s, "", 1000, &n, &e));
+    EXPECT(STORE_E_INVALID, store_job_renew_owner(f->s, "me", 0, &n, &e));
+}
+
 static void test_job_claim_per_vm(void **state)
 {
     struct fx *f = *state;
@@ -1725,6 +1801,116 @@ static void test_move_processes(void **state)
         OK(store_vm_update(f->s, &v, &e_));
         vm_rec_release(&v);
     }
+}
+
+/* A conditional write lands only over the state (and last write) the
+ * writer read. The record is moved between the read and the write by
+ * another process sharing the database (a DELETE of another proxd): the
+ * write is refused and the move survives. */
+static int64_t g_cond_vm;
+
+static int cond_move_child(const char *url)
+{
+    struct store_error e;
+    store *s = store_open(url, &e);
+    if (!s)
+        return 100;
+    struct job_rec d = {.state = JOB_QUEUED, .vmid = 830};
+    snprintf(d.id, sizeof d.id, "cond-del");
+    snprintf(d.kind, sizeof d.kind, "delete");
+    snprintf(d.owner, sizeof d.owner, "gina");
+    int rc = store_job_submit_move(s, &d, "delete", g_cond_vm, VMS_ENABLED, VMS_DELETING, &e);
+    store_close(s);
+    return rc == STORE_OK ? 0 : 101;
+}
+
+static void test_vm_update_if(void **state)
+{
+    struct fx *f = *state;
+    struct store_error e;
+    struct vm_rec r = vm_new(830, "gina", "debian12");
+    r.state = VMS_ENABLED;
+    OK(store_vm_insert(f->s, &r, &e_));
+    g_cond_vm = r.id;
+    /* the state read holds: written */
+    snprintf(r.power, sizeof r.power, "running");
+    OK(store_vm_update_if(f->s, &r, VMS_ENABLED, 0, &e_));
+    struct vm_rec g;
+    OK(store_vm_get_id(f->s, r.id, &g, &e_));
+    assert_string_equal(g.power, "running");
+    vm_rec_release(&g);
+    /* read, then another process moves the record, then the write */
+    struct vm_rec read;
+    OK(store_vm_get_id(f->s, r.id, &read, &e_));
+    assert_int_equal(read.state, VMS_ENABLED);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0)
+        _exit(cond_move_child(f->url));
+    int st = 0;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+    snprintf(read.power, sizeof read.power, "stopped");
+    snprintf(read.job, sizeof read.job, "stop-job");
+    EXPECT(STORE_E_CONFLICT, store_vm_update_if(f->s, &read, VMS_ENABLED, 0, &e));
+    assert_non_null(strstr(e.message, "deleting"));
+    OK(store_vm_get_id(f->s, r.id, &g, &e_));
+    assert_int_equal(g.state, VMS_DELETING);
+    assert_string_equal(g.job, "cond-del");
+    assert_string_equal(g.power, "running"); /* nothing of the refused write */
+    int64_t at = g.updated_at;
+    vm_rec_release(&g);
+    /* reading again and writing over what was read: written */
+    read.state = VMS_DELETING;
+    snprintf(read.job, sizeof read.job, "cond-del");
+    OK(store_vm_update_if(f->s, &read, VMS_DELETING, at, &e_));
+    OK(store_vm_get_id(f->s, r.id, &g, &e_));
+    assert_int_equal(g.state, VMS_DELETING);
+    assert_string_equal(g.power, "stopped");
+    int64_t at2 = g.updated_at;
+    vm_rec_release(&g);
+    /* the state is the same but the record was written since `at`: refused
+     * (at2 differs from at: the write above waited for the clock) */
+    if (at2 == at) {
+        while (wall_ms() <= at2)
+            sleep_ms(1);
+        OK(store_vm_update(f->s, &read, &e_));
+    }
+    snprintf(read.power, sizeof read.power, "paused");
+    EXPECT(STORE_E_CONFLICT, store_vm_update_if(f->s, &read, VMS_DELETING, at, &e));
+    assert_non_null(strstr(e.message, "written at"));
+    OK(store_vm_get_id(f->s, r.id, &g, &e_));
+    assert_string_equal(g.power, "stopped");
+    vm_rec_release(&g);
+    /* no such record; a state that does not exist */
+    read.id = r.id + 1000;
+    EXPECT(STORE_E_NOTFOUND, store_vm_update_if(f->s, &read, VMS_DELETING, 0, &e));
+    read.id = r.id;
+    EXPECT(STORE_E_INVALID, store_vm_update_if(f->s, &read, (enum vm_state)42, 0, &e));
+    EXPECT(STORE_E_INVALID, store_vm_update_if(f->s, &read, VMS_DELETING, -1, &e));
+    vm_rec_release(&read);
+    vm_rec_release(&r);
+}
+
+/* A setting can be forgotten; the next setdefault sets it anew. */
+static void test_kv_delete(void **state)
+{
+    struct fx *f = *state;
+    struct store_error e;
+    char val[32];
+    OK(store_kv_setdefault(f->s, "leftover_unmanaged:900:gone:1", "111", val, sizeof val, &e_));
+    OK(store_kv_setdefault(f->s, "leftover_unmanaged:901:gone:1", "222", val, sizeof val, &e_));
+    OK(store_kv_delete(f->s, "leftover_unmanaged:900:gone:1", &e_));
+    OK(store_kv_setdefault(f->s, "leftover_unmanaged:900:gone:1", "333", val, sizeof val, &e_));
+    assert_string_equal(val, "333");
+    /* the other name is untouched */
+    OK(store_kv_setdefault(f->s, "leftover_unmanaged:901:gone:1", "444", val, sizeof val, &e_));
+    assert_string_equal(val, "222");
+    /* a name without a value: not an error */
+    OK(store_kv_delete(f->s, "never-set", &e_));
+    EXPECT(STORE_E_INVALID, store_kv_delete(f->s, "", &e));
+    EXPECT(STORE_E_INVALID, store_kv_delete(f->s, NULL, &e));
 }
 
 /* A checkpoint writes the job and its event together, or neither. */
@@ -2717,6 +2903,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_job_submit_move, setup, teardown),
         cmocka_unit_test_setup_teardown(test_move_processes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_job_checkpoint, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_vm_update_if, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_job_renew_owner, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_kv_delete, setup, teardown),
         cmocka_unit_test_setup_teardown(test_claim_processes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reconnect, setup, teardown),
         cmocka_unit_test_setup_teardown(test_submit_processes, setup, teardown),
