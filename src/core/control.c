@@ -329,10 +329,9 @@ int core_vm_delete(struct core *k, int vmid, const char *owner, char job_id[40],
     if (rc)
         return rc;
     /* the record says "deleting" (and which job) in the transaction that
-     * queues the job: before a worker can see it, and once */
-    core_vm_lock(k, vmid);
+     * queues the job: before a worker can see it, and once (a job saving
+     * its result meanwhile writes only over the state it read: save_vm) */
     rc = enqueue(k, &v, "delete", json_object(), job_id, NULL, err);
-    core_vm_unlock(k, vmid);
     vm_rec_release(&v);
     return rc;
 }
@@ -408,26 +407,44 @@ static void job_done(struct cctx *c, const char *fmt, ...)
     job_checkpoint(c->k, c->j, "done", 100, "%s", msg);
 }
 
+/* Tries of save_vm's read and conditional write: each lost try means
+ * another writer moved the record's state in between (a DELETE in
+ * another process); it cannot move it again and again. */
+#define SAVE_TRIES 5
+
 static void save_vm(struct cctx *c)
 {
     struct store_error se;
+    int rc = 0;
     /* the record names the job that last acted on it (the reconciler looks
      * at it: a pause or resume makes it read the VM's run state) */
     snprintf(c->v.job, sizeof c->v.job, "%s", c->j->id);
+    if (strcmp(c->j->kind, "delete") == 0) {
+        rc = store_vm_update(c->k->st, &c->v, &se);
+        goto out;
+    }
     /* only a delete changes the record's state: any other job keeps the one
      * stored now (a DELETE may have marked it deleting, naming its job,
-     * since this job read it) */
-    struct vm_rec now;
-    core_vm_lock(c->k, c->v.vmid); /* no DELETE's move between the read and the write */
-    if (strcmp(c->j->kind, "delete") != 0 && store_vm_get_id(c->k->st, c->v.id, &now, NULL) == 0) {
+     * since this job read it). The write applies only while the state is
+     * the one just read, so a DELETE from any proxd sharing the database
+     * that lands between the read and the write makes it read again. */
+    for (int tries = 1;; tries++) {
+        struct vm_rec now;
+        if ((rc = store_vm_get_id(c->k->st, c->v.id, &now, &se)))
+            break;
+        enum vm_state read = now.state;
         if (now.state != VMS_ENABLED) {
             c->v.state = now.state;
             snprintf(c->v.job, sizeof c->v.job, "%s", now.job);
         }
         vm_rec_release(&now);
+        rc = store_vm_update_if(c->k->st, &c->v, read, 0, &se);
+        if (rc != STORE_E_CONFLICT || tries == SAVE_TRIES)
+            break;
+        log_info("job", "job=%s vmid=%d record changed while saving it (%s): again", c->j->id,
+                 c->v.vmid, se.message);
     }
-    int rc = store_vm_update(c->k->st, &c->v, &se);
-    core_vm_unlock(c->k, c->v.vmid);
+out:
     if (rc)
         log_error("job", "job=%s vmid=%d cannot update the record: %s", c->j->id, c->v.vmid,
                   se.message);

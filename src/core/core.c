@@ -57,8 +57,6 @@ struct core *core_new(const struct proxd_config *cfg, store *st, struct fleet *f
     pthread_mutex_init(&k->mu, NULL);
     pthread_cond_init(&k->cv, NULL);
     pthread_cond_init(&k->ccv, NULL);
-    for (int i = 0; i < CORE_VM_LOCKS; i++)
-        pthread_mutex_init(&k->vm_locks[i], NULL);
     pthread_cond_init(&k->stop_cv, NULL);
     if (pipe(k->wake) != 0)
         k->wake[0] = k->wake[1] = -1; /* task waits fall back to ticks */
@@ -75,8 +73,6 @@ void core_free(struct core *k)
     pthread_mutex_destroy(&k->mu);
     pthread_cond_destroy(&k->cv);
     pthread_cond_destroy(&k->ccv);
-    for (int i = 0; i < CORE_VM_LOCKS; i++)
-        pthread_mutex_destroy(&k->vm_locks[i]);
     pthread_cond_destroy(&k->stop_cv);
     if (k->wake[0] >= 0) {
         close(k->wake[0]);
@@ -85,16 +81,6 @@ void core_free(struct core *k)
     place_free(k->pl);
     snap_cache_free(k);
     free(k);
-}
-
-void core_vm_lock(struct core *k, int vmid)
-{
-    pthread_mutex_lock(&k->vm_locks[(unsigned)vmid % CORE_VM_LOCKS]);
-}
-
-void core_vm_unlock(struct core *k, int vmid)
-{
-    pthread_mutex_unlock(&k->vm_locks[(unsigned)vmid % CORE_VM_LOCKS]);
 }
 
 /* ---- checkpoints ------------------------------------------------------- */

@@ -12,7 +12,6 @@
 
 #define CORE_MAX_WORKERS 64
 #define LEASE_MS 30000
-#define CORE_VM_LOCKS 64
 
 struct core {
     const struct proxd_config *cfg;
@@ -31,13 +30,11 @@ struct core {
     pthread_t keeper; /* refreshes the inventory, reconciles */
     pthread_t leaser; /* renews the leases of held jobs */
     bool started;
-    char held[CORE_MAX_WORKERS][40];   /* jobs this instance runs, for lease renewal */
+    char held[CORE_MAX_WORKERS][40];   /* jobs this instance runs (the leaser renews while any) */
     int clones[CFG_MAX_NODES];         /* clones running per node (index in cfg->nodes) */
     uint64_t failovers[CFG_MAX_NODES]; /* under mu: creations that left the node failed */
     place *pl;                         /* expected clone finish times (own lock) */
-    /* a record's check-and-write against a DELETE's move (core_vm_lock) */
-    pthread_mutex_t vm_locks[CORE_VM_LOCKS];
-    pthread_t cleaner; /* removals the reconciler hands over (reconcile.c) */
+    pthread_t cleaner;                 /* removals the reconciler hands over (reconcile.c) */
     bool cleaner_started;
     pthread_cond_t ccv;    /* a removal queued, or stop */
     struct clean_item *cq; /* under mu: queued removals, the first one under way */
@@ -57,15 +54,6 @@ struct clean_item {
 int reconcile_pass(struct core *k, struct reconcile_report *rep, bool removals_now);
 int reconcile_cleaner_start(struct core *k);
 void reconcile_cleaner_stop(struct core *k); /* after k->stopping is set */
-
-/* Held around a VM record's read-check-write (a job saving its result, a
- * reconciler repair) and around a DELETE's move to "deleting", so that a
- * DELETE never lands between another writer's read and its write (which
- * would write "enabled" back over "deleting"). Striped by VMID. Between
- * processes sharing a database the store has no conditional update to do
- * this in one transaction (store.h), so the window stays there. */
-void core_vm_lock(struct core *k, int vmid);
-void core_vm_unlock(struct core *k, int vmid);
 
 /* Options for waiting on a task: stop ends the wait at once (core.c). */
 struct pve_wait_opts core_wait_opts(struct core *k, long deadline_ms);

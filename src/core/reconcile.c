@@ -111,22 +111,20 @@ static const char *running_or_paused(struct core *k, const struct vm_rec *v,
 }
 
 /* Write a repaired record only if nobody changed it since we read it: jobs
- * run concurrently with the reconciler and their writes win. */
+ * run concurrently with the reconciler and their writes win. The check is
+ * in the write (store_vm_update_if), so it holds against a DELETE or a job
+ * of another proxd sharing the database too. */
 static bool save_if_unchanged(struct core *k, struct vm_rec *v, int64_t read_at,
                               enum vm_state read_state)
 {
-    struct vm_rec now;
-    core_vm_lock(k, v->vmid); /* no DELETE's move between the check and the write */
-    bool same = false, saved = false;
-    if (store_vm_get_id(k->st, v->id, &now, NULL) == 0) {
-        same = now.updated_at == read_at && now.state == read_state;
-        vm_rec_release(&now);
-        saved = same && store_vm_update(k->st, v, NULL) == 0;
-    }
-    core_vm_unlock(k, v->vmid);
-    if (!same)
-        log_debug("reconcile", "vmid=%d changed meanwhile; repair skipped this round", v->vmid);
-    return saved;
+    struct store_error se;
+    int rc = store_vm_update_if(k->st, v, read_state, read_at, &se);
+    if (rc == STORE_E_CONFLICT || rc == STORE_E_NOTFOUND)
+        log_debug("reconcile", "vmid=%d changed meanwhile (%s); repair skipped this round", v->vmid,
+                  se.message);
+    else if (rc)
+        log_error("reconcile", "vmid=%d repair not saved: %s", v->vmid, se.message);
+    return rc == 0;
 }
 
 static void take_over(struct core *k, struct vm_rec *v, const struct fleet_vm *fv,

@@ -950,8 +950,11 @@ static bool take_over(struct sctx *c)
         if (!(have_st && have_cfg) && t < 5)
             pause_n(c, t);
     }
+    /* written only while the record is still enabled (store_vm_update_if):
+     * a DELETE, of this proxd or another sharing the database, that lands
+     * between the read and the write wins */
     struct vm_rec now;
-    core_vm_lock(c->k, c->v.vmid); /* no DELETE's move between the read and the write */
+    struct store_error se;
     if (store_vm_get_id(c->k->st, c->v.id, &now, NULL) == 0) {
         if (now.state == VMS_ENABLED) {
             if (have_st)
@@ -973,13 +976,17 @@ static bool take_over(struct sctx *c)
             }
             snprintf(now.node, sizeof now.node, "%s", c->v.node);
             snprintf(now.job, sizeof now.job, "%s", c->j->id);
-            if (store_vm_update(c->k->st, &now, NULL))
-                log_error("job", "job=%s vmid=%d cannot update the record", c->j->id, c->v.vmid);
+            int rc = store_vm_update_if(c->k->st, &now, VMS_ENABLED, 0, &se);
+            if (rc == STORE_E_CONFLICT)
+                log_info("job", "job=%s vmid=%d record left as it is: %s", c->j->id, c->v.vmid,
+                         se.message);
+            else if (rc)
+                log_error("job", "job=%s vmid=%d cannot update the record: %s", c->j->id, c->v.vmid,
+                          se.message);
             snprintf(c->v.power, sizeof c->v.power, "%s", now.power);
         }
         vm_rec_release(&now);
     }
-    core_vm_unlock(c->k, c->v.vmid);
     if (have_cfg) {
         locked = strcmp(cfg.lock, "rollback") == 0;
         pve_vm_config_release(&cfg);

@@ -8,6 +8,7 @@ from lib.pg import run_c_tests
 
 # test_keeper: removals beside the keeper, leftovers of unconfigured nodes
 # (their first sighting kept in the database), the probe; test_delete_race:
-# the record lock against a DELETE. Each with its own time limit (seconds).
+# a DELETE (of this core, or of another instance) between a job's read and
+# its conditional write. Each with its own time limit (seconds).
 run_c_tests([("core_test_converge", 200), ("core_test_keeper", 120),
              ("core_test_delete_race", 60)])
