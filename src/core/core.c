@@ -506,23 +506,28 @@ static bool nap_or_stop(struct core *k, long ms)
 
 /* Renew the leases of the jobs this process runs, on a thread of its own:
  * nothing that waits on Proxmox (a reconcile pass on a hung node) may hold
- * up a renewal, or another instance would take over a running job. */
+ * up a renewal, or another instance would take over a running job. One
+ * write renews them all (store_job_renew_owner: every running job leased
+ * to this instance's name, none that another took over); none while no
+ * job is held. Every job leased to the name was claimed by this process:
+ * core_start gave up those of an earlier process of the same name. */
 static void *leaser_main(void *arg)
 {
     struct core *k = arg;
     do {
+        int held = 0;
         pthread_mutex_lock(&k->mu);
-        char held[CORE_MAX_WORKERS][40];
-        memcpy(held, k->held, sizeof held);
-        int n = k->nworkers;
+        for (int i = 0; i < k->nworkers; i++)
+            held += k->held[i][0] != '\0';
         pthread_mutex_unlock(&k->mu);
-        for (int i = 0; i < n; i++) {
-            struct store_error se;
-            if (held[i][0] && store_job_renew(k->st, held[i], k->instance, LEASE_MS, &se))
-                log_warn("job", "job=%s lease renewal failed: %s", held[i], se.message);
-        }
+        struct store_error se;
+        int n = 0;
+        if (held && store_job_renew_owner(k->st, k->instance, LEASE_MS, &n, &se))
+            log_warn("job", "lease renewal of %d jobs failed: %s", held, se.message);
+        else if (n < held) /* taken over, or finished since they were counted */
+            log_debug("job", "%d of %d held jobs' leases renewed", n, held);
         /* a third of the lease: two renewals in a row may fail before it
-         * lapses (each is a database write per job held) */
+         * lapses */
     } while (!nap_or_stop(k, LEASE_MS / 3));
     return NULL;
 }
@@ -557,11 +562,19 @@ static void *keeper_main(void *arg)
 
 /* Jobs leased by an earlier proxd on this host that is gone (killed, say)
  * are taken over at once rather than after their lease runs out. Instances
- * are named host:pid, so the pid tells whether the runner still lives. */
+ * are named host:pid, so the pid tells whether the runner still lives.
+ * Jobs leased under this very name are an earlier process's too (a pid
+ * reused after a restart, in a container where proxd is always pid 1; a
+ * core restarted in one process): nothing runs here yet. They are given up
+ * before the leaser starts, which renews every lease of the name. */
 static void adopt_dead_local_jobs(struct core *k)
 {
     char owners[64][64];
     size_t n = 0;
+    struct store_error se;
+    if (store_job_expire_owner(k->st, k->instance, &se))
+        log_warn("job", "the leases of an earlier %s are not given up: %s", k->instance,
+                 se.message);
     if (store_job_lease_owners(k->st, owners, 64, &n, NULL))
         return;
     const char *colon = strrchr(k->instance, ':');

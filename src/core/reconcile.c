@@ -439,11 +439,31 @@ void reconcile_cleaner_stop(struct core *k)
     k->ncq = 0;
 }
 
+/* The setting that keeps when a leftover's node was first seen missing. */
+static void unmanaged_name(const struct leftover *l, char name[192])
+{
+    snprintf(name, 192, "leftover_unmanaged:%d:%s:%lld", l->vmid, l->node,
+             (long long)l->created_at);
+}
+
+/* The leftover was released, or its node is configured again: its first
+ * sighting goes (a node that leaves again starts a new grace). */
+static void unmanaged_forget(struct core *k, const struct leftover *l)
+{
+    char name[192];
+    struct store_error se;
+    unmanaged_name(l, name);
+    if (store_kv_delete(k->st, name, &se))
+        log_warn("reconcile", "vmid=%d node=%s leftover's first sighting not removed: %s", l->vmid,
+                 l->node, se.message);
+}
+
 /* A leftover on a node that is no longer in the configuration: proxd
  * cannot look at it or remove it. Reported every pass; once the node has
  * been missing for leftover_grace (counted from the first pass of any proxd
- * on this database that saw it missing, kept in the database), the
- * leftover is forgotten and its VMID released (quarantined as usual).
+ * on this database that saw it missing, kept in the database until the
+ * leftover is released or its node is configured again), the leftover is
+ * forgotten and its VMID released (quarantined as usual).
  * Releasing cannot make two VMs share an ID: Proxmox refuses a clone onto
  * an ID its cluster still has, and proxd then marks it foreign. */
 static void unmanaged_leftover(struct core *k, const struct leftover *l,
@@ -451,8 +471,7 @@ static void unmanaged_leftover(struct core *k, const struct leftover *l,
 {
     char name[192], now[32], first[32];
     struct store_error se;
-    snprintf(name, sizeof name, "leftover_unmanaged:%d:%s:%lld", l->vmid, l->node,
-             (long long)l->created_at);
+    unmanaged_name(l, name);
     snprintf(now, sizeof now, "%lld", (long long)wall_ms());
     if (store_kv_setdefault(k->st, name, now, first, sizeof first, &se)) {
         log_error("reconcile", "vmid=%d node=%s leftover not checked: %s", l->vmid, l->node,
@@ -472,7 +491,12 @@ static void unmanaged_leftover(struct core *k, const struct leftover *l,
              "vmid=%d node=%s leftover of job %s: node %s has not been in the configuration for "
              "%lld s: VMID released; if the VM is still there, remove it by hand",
              l->vmid, l->node, l->job, l->node, (long long)(missing / 1000));
-    store_leftover_done(k->st, l->vmid, l->node, (int64_t)k->cfg->quarantine_s * 1000, NULL);
+    if (store_leftover_done(k->st, l->vmid, l->node, (int64_t)k->cfg->quarantine_s * 1000, &se)) {
+        log_error("reconcile", "vmid=%d node=%s leftover not released: %s", l->vmid, l->node,
+                  se.message);
+        return;
+    }
+    unmanaged_forget(k, l);
     rep->unmanaged_released++;
 }
 
@@ -482,9 +506,12 @@ static void check_leftovers(struct core *k, struct leftover *ls, size_t n, bool 
     for (size_t i = 0; i < n; i++) {
         if (!config_node(k->cfg, ls[i].node)) {
             unmanaged_leftover(k, &ls[i], rep);
-        } else if (!fleet_node_up(k->fl, ls[i].node)) {
+            continue;
+        }
+        unmanaged_forget(k, &ls[i]); /* its node may be back */
+        if (!fleet_node_up(k->fl, ls[i].node))
             continue; /* its node is down: later */
-        } else if (now) {
+        if (now) {
             if (!clean_busy(k, ls[i].vmid, ls[i].node))
                 settle_leftover(k, &ls[i], rep);
         } else {

@@ -108,6 +108,9 @@ static void test_hung_removal_holds_nothing(void **unused)
 
 /* ---- a leftover on a node gone from the configuration ------------------------------ */
 
+/* The first sightings of leftovers' missing nodes, kept in the database. */
+#define UNMANAGED_ROWS "SELECT count(*) FROM kv WHERE name LIKE 'leftover_unmanaged:%'"
+
 static void test_unmanaged_leftover_released(void **unused)
 {
     (void)unused;
@@ -127,7 +130,8 @@ static void test_unmanaged_leftover_released(void **unused)
     assert_int_equal(rep.unmanaged, 1); /* reported */
     assert_int_equal(rep.unmanaged_released, 0);
     assert_int_equal(store_vmid_count(e.st, vmid, vmid, &n, NULL), 0);
-    assert_int_equal(n, 1); /* still held within the grace */
+    assert_int_equal(n, 1);                          /* still held within the grace */
+    assert_int_equal(ch_sql(&e, UNMANAGED_ROWS), 1); /* its first sighting */
     for (;;) {
         assert_int_equal(core_reconcile(e.k, &rep), 0);
         if (rep.unmanaged_released)
@@ -146,14 +150,27 @@ static void test_unmanaged_leftover_released(void **unused)
     assert_int_equal(nls, 0);
     assert_int_equal(store_vmid_count(e.st, vmid, vmid, &n, NULL), 0);
     assert_int_equal(n, 0);
+    assert_int_equal(ch_sql(&e, UNMANAGED_ROWS), 0); /* released: its sighting went too */
     /* a leftover on a configured node that is down is never released so */
     assert_int_equal(store_vmid_reserve(e.st, &r, 1, NULL, 0, job, &vmid, NULL), 0);
     assert_int_equal(store_leftover_add(e.st, vmid, "sv5", job, NULL), 0);
     ch_sim(&e, "POST", "/_sim/nodes/sv5", "{\"state\":\"offline\"}");
+    /* sv5 was missing from the configuration of some proxd once (the
+     * sighting it kept): the node is back, its sighting goes, so that the
+     * grace starts again if it goes missing again */
+    assert_int_equal(store_leftover_list(e.st, &ls, &nls, NULL), 0);
+    assert_int_equal(nls, 1);
+    char name[192], first[32];
+    snprintf(name, sizeof name, "leftover_unmanaged:%d:sv5:%lld", vmid,
+             (long long)ls[0].created_at);
+    free(ls);
+    assert_int_equal(store_kv_setdefault(e.st, name, "1", first, sizeof first, NULL), 0);
+    assert_int_equal(ch_sql(&e, UNMANAGED_ROWS), 1);
     t0 = h_now_ms();
     while (h_now_ms() - t0 < 3000) {
         assert_int_equal(core_reconcile(e.k, &rep), 0);
         assert_int_equal(rep.unmanaged, 0);
+        assert_int_equal(ch_sql(&e, UNMANAGED_ROWS), 0);
         sleep_ms(200);
     }
     assert_int_equal(store_vmid_count(e.st, vmid, vmid, &n, NULL), 0);
