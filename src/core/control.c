@@ -428,11 +428,14 @@ static void save_vm(struct cctx *c)
      * since this job read it). The write applies only while the state is
      * the one just read, so a DELETE from any proxd sharing the database
      * that lands between the read and the write makes it read again. */
+    enum vm_state mine = c->v.state;
     for (int tries = 1;; tries++) {
         struct vm_rec now;
         if ((rc = store_vm_get_id(c->k->st, c->v.id, &now, &se)))
             break;
         enum vm_state read = now.state;
+        c->v.state = mine; /* decided again from each read */
+        snprintf(c->v.job, sizeof c->v.job, "%s", c->j->id);
         if (now.state != VMS_ENABLED) {
             c->v.state = now.state;
             snprintf(c->v.job, sizeof c->v.job, "%s", now.job);
