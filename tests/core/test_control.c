@@ -554,6 +554,37 @@ static void resume_reboot(struct ch_env *e, int vmid, int64_t age_ms, char job[4
     sqlite3_free(sql);
 }
 
+/* A job leased under this instance's own name before it started belongs to
+ * an earlier process that had the name (a pid reused after a restart, in a
+ * container where proxd is always pid 1): it is claimed at once, not
+ * renewed forever by the leaser (which renews every lease of the name) nor
+ * left until its lease runs out. */
+static void test_own_name_leases_given_up(void **unused)
+{
+    (void)unused;
+    struct ch_env e;
+    struct ch_opts o = {.no_start = true};
+    up(&e, &o);
+    /* a stop of a VM without a record: it fails as soon as it is claimed */
+    struct job_rec j = {.state = JOB_RUNNING, .vmid = 4242, .lease_until = h_wall_ms() + 3600000};
+    snprintf(j.kind, sizeof j.kind, "stop");
+    snprintf(j.owner, sizeof j.owner, "alice");
+    snprintf(j.step, sizeof j.step, "call");
+    snprintf(j.lease_owner, sizeof j.lease_owner, "test:1"); /* the core's name */
+    j.request = json_object();
+    assert_int_equal(store_job_insert(e.st, &j, NULL), 0);
+    ch_start(&e);
+    enum job_state st;
+    assert_int_equal(core_wait_job(e.k, j.id, 20000, &st), 0);
+    assert_int_equal(st, JOB_FAILED);
+    struct job_rec got;
+    assert_int_equal(store_job_get(e.st, j.id, &got, NULL), 0);
+    assert_non_null(strstr(got.error, "no record of VM 4242"));
+    job_rec_release(&got);
+    job_rec_release(&j);
+    down(&e);
+}
+
 /* Resumed at its call step, a reboot asks again unless the VM has booted
  * since the call (its uptime is shorter than the time since): never "done"
  * on the strength of the VM merely running. */
@@ -930,10 +961,10 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_power_matrix),   cmocka_unit_test(test_shutdown_timeout),
         cmocka_unit_test(test_delete),         cmocka_unit_test(test_ha),
-        cmocka_unit_test(test_reboot_resumed), cmocka_unit_test(test_resources_pve7),
-        cmocka_unit_test(test_resources_pve8), cmocka_unit_test(test_resources_pve9),
-        cmocka_unit_test(test_refusals),       cmocka_unit_test(test_moved),
-        cmocka_unit_test(test_drift),
+        cmocka_unit_test(test_reboot_resumed), cmocka_unit_test(test_own_name_leases_given_up),
+        cmocka_unit_test(test_resources_pve7), cmocka_unit_test(test_resources_pve8),
+        cmocka_unit_test(test_resources_pve9), cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_moved),          cmocka_unit_test(test_drift),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
