@@ -123,9 +123,9 @@ int core_quota_check(struct core *k, const char *owner, int dvms, int dcores, in
 
 /* ---- requests ------------------------------------------------------------ */
 
-/* The caller's live record of vmid; another owner's VM is "not found". */
-static int load_owned(struct core *k, int vmid, const char *owner, struct vm_rec *v,
-                      struct core_error *err)
+/* The caller's live record of vmid (core_int.h). */
+int core_vm_load_owned(struct core *k, int vmid, const char *owner, bool node_up, struct vm_rec *v,
+                       struct core_error *err)
 {
     struct store_error se;
     int rc = store_vm_get(k->st, vmid, v, &se);
@@ -141,7 +141,7 @@ static int load_owned(struct core *k, int vmid, const char *owner, struct vm_rec
         vm_rec_release(v);
         return fail(err, CORE_E_CONFLICT, "vmid", "VM %d is %s", vmid, vm_state_name(st));
     }
-    if (core_node_check(k, vmid, v->node, err)) { /* refused now, not failed later */
+    if (node_up && core_node_check(k, vmid, v->node, err)) { /* refused now, not failed later */
         vm_rec_release(v);
         return CORE_E_UNAVAILABLE;
     }
@@ -233,7 +233,7 @@ int core_vm_action(struct core *k, int vmid, const char *owner, enum vm_action a
     if (o && (o->timeout_s < 0 || o->timeout_s > 3600))
         return fail(err, CORE_E_INVALID, "timeout", "must be between 0 and 3600 seconds");
     struct vm_rec v;
-    int rc = load_owned(k, vmid, owner, &v, err);
+    int rc = core_vm_load_owned(k, vmid, owner, true, &v, err);
     if (rc)
         return rc;
     const char *why = action_refusal(a, v.power, o && o->force);
@@ -260,7 +260,7 @@ int core_vm_update(struct core *k, int vmid, const char *owner, int cores, int64
     if (memory_mb && !validate_memory(k->cfg, memory_mb, msg, sizeof msg))
         return fail(err, CORE_E_INVALID, "memory_mb", "%s", msg);
     struct vm_rec v;
-    int rc = load_owned(k, vmid, owner, &v, err);
+    int rc = core_vm_load_owned(k, vmid, owner, true, &v, err);
     if (rc)
         return rc;
     rc = core_quota_check(k, v.owner, 0, cores ? cores - v.cores : 0,
@@ -286,7 +286,7 @@ int core_vm_resize(struct core *k, int vmid, const char *owner, int64_t disk_gb,
     if (!validate_disk(k->cfg, disk_gb, msg, sizeof msg))
         return fail(err, CORE_E_INVALID, "disk_gb", "%s", msg);
     struct vm_rec v;
-    int rc = load_owned(k, vmid, owner, &v, err);
+    int rc = core_vm_load_owned(k, vmid, owner, true, &v, err);
     if (rc)
         return rc;
     if (disk_gb <= v.disk_gb) {
@@ -325,7 +325,7 @@ int core_vm_delete(struct core *k, int vmid, const char *owner, char job_id[40],
                    struct core_error *err)
 {
     struct vm_rec v;
-    int rc = load_owned(k, vmid, owner, &v, err);
+    int rc = core_vm_load_owned(k, vmid, owner, true, &v, err);
     if (rc)
         return rc;
     /* the record says "deleting" (and which job) in the transaction that

@@ -81,6 +81,12 @@ int core_quota_check(struct core *k, const char *owner, int dvms, int dcores, in
 
 /* Does a PVE tag list ("a;b,c d") contain `tag`? */
 bool core_has_tag(const char *tags, const char *tag);
+/* The caller's enabled record of vmid into *v (released by the caller on
+ * success): another owner's VM is CORE_E_NOTFOUND, a record not enabled
+ * CORE_E_CONFLICT; with node_up, a VM on a node known down is refused now
+ * (CORE_E_UNAVAILABLE) rather than failed later by its job. */
+int core_vm_load_owned(struct core *k, int vmid, const char *owner, bool node_up, struct vm_rec *v,
+                       struct core_error *err);
 
 /* A random (version 4) UUID. */
 void core_uuid(char out[40]);

@@ -295,27 +295,6 @@ static int fail(struct core_error *err, enum core_err code, const char *field, c
     return code;
 }
 
-/* The caller's enabled record of vmid; another owner's is "not found". */
-static int load_owned(struct core *k, int vmid, const char *owner, struct vm_rec *v,
-                      struct core_error *err)
-{
-    struct store_error se;
-    int rc = store_vm_get(k->st, vmid, v, &se);
-    if (rc == STORE_E_NOTFOUND || (rc == 0 && owner && strcmp(owner, v->owner) != 0)) {
-        if (rc == 0)
-            vm_rec_release(v);
-        return fail(err, CORE_E_NOTFOUND, "vmid", "no VM %d", vmid);
-    }
-    if (rc)
-        return fail(err, CORE_E_INTERNAL, NULL, "%s", se.message);
-    if (v->state != VMS_ENABLED) {
-        enum vm_state st = v->state;
-        vm_rec_release(v);
-        return fail(err, CORE_E_CONFLICT, "vmid", "VM %d is %s", vmid, vm_state_name(st));
-    }
-    return CORE_OK;
-}
-
 /* Queue a job of `kind` on v (request stolen). */
 static int enqueue(struct core *k, const struct vm_rec *v, const char *kind, json_t *request,
                    char job_id[40], struct core_error *err)
@@ -395,7 +374,7 @@ int core_snap_create(struct core *k, int vmid, const char *owner, const struct s
         return fail(err, CORE_E_INVALID, "description", "must be one line of at most %d bytes",
                     SNAP_DESC_MAX);
     struct vm_rec v;
-    int rc = load_owned(k, vmid, owner, &v, err);
+    int rc = core_vm_load_owned(k, vmid, owner, false, &v, err);
     if (rc)
         return rc;
     if ((rc = core_node_check(k, vmid, v.node, err)))
@@ -446,7 +425,7 @@ static int snap_named(struct core *k, int vmid, const char *owner, const char *n
     if (!snap_name_ok(name, why, sizeof why))
         return fail(err, CORE_E_NOTFOUND, "name", "no snapshot '%s' (a name %s)", name, why);
     struct vm_rec v;
-    int rc = load_owned(k, vmid, owner, &v, err);
+    int rc = core_vm_load_owned(k, vmid, owner, false, &v, err);
     if (rc)
         return rc;
     if ((rc = core_node_check(k, vmid, v.node, err)))
@@ -490,7 +469,7 @@ int core_snap_list(struct core *k, int vmid, const char *owner, bool refresh,
     *n = 0;
     *as_of = 0;
     job_id[0] = '\0';
-    int rc = load_owned(k, vmid, owner, &v, err);
+    int rc = core_vm_load_owned(k, vmid, owner, false, &v, err);
     if (rc)
         return rc;
     if (refresh || !cget(k, vmid, out, n, as_of)) {
