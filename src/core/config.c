@@ -181,6 +181,7 @@ static const struct key_def keys[] = {
     KNUM(S_QUOTA, QUOTA, "cores", cores, "0", 0, 1000000),
     KNUM(S_QUOTA, QUOTA, "memory_mb", memory_mb, "0", 0, INT64_C(1) << 40),
     KNUM(S_QUOTA, QUOTA, "disk_gb", disk_gb, "0", 0, INT64_C(1) << 40),
+    KNUM(S_QUOTA, QUOTA, "addresses", addresses, "0", 0, 1000000),
 
     KFUNC(S_IPPOOL, "cidr", cfgpool_set_cidr, F_REQUIRED),
     KFUNC(S_IPPOOL, "gateway", cfgpool_set_gateway, 0),

@@ -59,6 +59,7 @@ struct cfg_quota {
     char owner[64]; /* section "[quota alice]" or "[quota default]" */
     int vms, cores;
     int64_t memory_mb, disk_gb; /* 0: unlimited */
+    int addresses;              /* IP addresses of pools, 0: unlimited */
 };
 
 /* [ippool NAME]: an address pool (docs/proxd.conf.example, docs/design/ippool.md). */

@@ -177,7 +177,7 @@ static int enqueue(struct core *k, struct vm_rec *v, const char *kind, json_t *r
     const struct cfg_quota *q = d ? config_quota(k->cfg, v->owner) : NULL;
     struct store_usage lim = {0}, used;
     if (q)
-        lim = (struct store_usage){q->vms, q->cores, q->memory_mb, q->disk_gb};
+        lim = (struct store_usage){q->vms, q->cores, q->memory_mb, q->disk_gb, q->addresses};
     struct store_error se;
     int rc = del ? store_job_submit_move(k->st, &j, kind, v->id, VMS_ENABLED, VMS_DELETING, &se)
                  : store_job_submit(k->st, &j, kind, q ? &lim : NULL, &used, &se);

@@ -293,7 +293,7 @@ int core_create_idem(struct core *k, const struct vm_request *r, const struct co
     const struct cfg_quota *q = config_quota(k->cfg, r->owner);
     struct store_usage lim = {0};
     if (q)
-        lim = (struct store_usage){q->vms, q->cores, q->memory_mb, q->disk_gb};
+        lim = (struct store_usage){q->vms, q->cores, q->memory_mb, q->disk_gb, q->addresses};
     struct store_submit sub = {.vm = &v,
                                .job = &j,
                                .event = "creation queued",

@@ -206,6 +206,9 @@ void store_close(store *s)
     if (!s)
         return;
     db_close(s->db);
+    for (size_t i = 0; i < s->nq; i++)
+        free((char *)s->q[i].pool);
+    free(s->q);
     free(s);
 }
 
@@ -296,9 +299,10 @@ int store_quota_check(const struct store_usage *q, const struct store_usage *bef
 {
     bool over = (q->vms > 0 && with->vms > q->vms) || (q->cores > 0 && with->cores > q->cores) ||
                 (q->memory_mb > 0 && with->memory_mb > q->memory_mb) ||
-                (q->disk_gb > 0 && with->disk_gb > q->disk_gb);
+                (q->disk_gb > 0 && with->disk_gb > q->disk_gb) ||
+                (q->addresses > 0 && with->addresses > q->addresses);
     bool raises = !before || with->cores > before->cores || with->memory_mb > before->memory_mb ||
-                  with->disk_gb > before->disk_gb;
+                  with->disk_gb > before->disk_gb || with->addresses > before->addresses;
     if (over && raises)
         return store_fail(err, STORE_E_FULL, "the quota of '%s' is reached", owner);
     return STORE_OK;

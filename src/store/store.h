@@ -98,10 +98,15 @@ void vm_rec_release(struct vm_rec *r);
 /* Insert a record; r->id is set, and r->created_at (when 0) and
  * r->updated_at. STORE_E_CONFLICT when the VMID has a live record. */
 int store_vm_insert(store *s, struct vm_rec *r, struct store_error *err);
+/* store_vm_insert, and in the same transaction the used addresses and the
+ * vm_net row of record `adopt_from` (0: none) move to the new record (a
+ * creation that goes on under another VMID keeps its network identity). */
+int store_vm_insert_adopt(store *s, struct vm_rec *r, int64_t adopt_from, struct store_error *err);
 /* What an owner's live VMs (creating, enabled, deleting) hold. */
 struct store_usage {
     int vms, cores;
     int64_t memory_mb, disk_gb;
+    int addresses; /* used or reserved by the live records */
 };
 
 /* A new creation, submitted all or nothing in one transaction: the VM
@@ -133,7 +138,8 @@ struct store_submit {
     /* Optional (all zero: the VMID is vm->vmid, as it was chosen before;
      * nothing of an address is written). With nranges > 0, the VMID is
      * reserved inside the transaction as store_vmid_reserve does (for the
-     * job, `taken` sorted) and written to vm->vmid and job->vmid. With
+     * job, `taken` sorted) and written to vm->vmid and job->vmid (and to
+     * the member "vmid" of the idempotency answer when it is an object). With
      * naddrs > 0, each address is reserved (store_addr_reserve's rules,
      * pools locked in name order) and bound to the new record as `used`;
      * `net` (required then) is the record's vm_net row: a MAC of a live
@@ -146,6 +152,12 @@ struct store_submit {
     struct store_addr_req *addrs;
     size_t naddrs;
     const struct store_net *net;
+    /* Optional: called inside the transaction once every address is
+     * reserved (reqs[i].got set), before the vm_net row is written, with a
+     * copy of *net to complete (ipconfig0 names the addresses). Like pick,
+     * it may run again (a retried transaction) and must not call the store. */
+    void (*net_fill)(void *ctx, const struct store_addr_req *reqs, size_t n, struct store_net *net);
+    void *net_ctx;
     json_t *first;           /* out (STORE_E_CONFLICT by the key): owned by the caller */
     struct store_usage used; /* out (STORE_E_FULL) */
 };
@@ -153,7 +165,12 @@ int store_create_submit(store *s, struct store_submit *sub, struct store_error *
 
 /* Update every mutable field of the record with r->id (all but vmid and
  * created_at). STORE_E_CONFLICT when it would make a second live record of
- * the VMID, STORE_E_NOTFOUND when there is no such id. */
+ * the VMID, STORE_E_NOTFOUND when there is no such id. Once
+ * store_addr_policy was called, a write that moves the record to a gone
+ * state (failed, deleted, lost) releases its addresses (to quarantine,
+ * per-pool times) and marks its vm_net row not live in the same
+ * transaction, except addresses a leftover of their creation still holds
+ * (store_leftover_done releases those). */
 int store_vm_update(store *s, const struct vm_rec *r, struct store_error *err);
 /* store_vm_update, only while the stored record is still in state
  * `expected` and, when read_at is not 0, its updated_at is still read_at
@@ -362,6 +379,10 @@ struct store_addr_quarantine {
     const char *pool;
     int64_t ms;
 };
+/* The quarantine times that every release made by the store itself uses
+ * (store_vm_update/_if to a gone state, store_leftover_done); the list is
+ * copied. Call it before other threads use the handle (at start-up). */
+void store_addr_policy(store *s, const struct store_addr_quarantine *q, size_t nq);
 /* Release what a VM record holds (used) and mark its vm_net row not live;
  * what a job holds reserved (a creation that failed before its record).
  * Releasing nothing is not an error; *n (may be NULL) counts the rows. */
@@ -543,8 +564,11 @@ int store_leftover_add(store *s, int vmid, const char *node, const char *job,
 int store_leftover_list(store *s, struct leftover **out, size_t *n, struct store_error *err);
 /* The VM is gone (removed, or proven never made): forget it and, when no
  * other leftover has the VMID and its creation's job still holds it
- * reserved, release the VMID, quarantined for quarantine_ms. Forgetting one
- * that is not recorded is not an error. */
+ * reserved, release the VMID, quarantined for quarantine_ms. In the same
+ * transaction, when no other leftover of the creation remains, the
+ * addresses of that creation that no live record uses are released (the
+ * times of store_addr_policy). Forgetting one that is not recorded is not
+ * an error. */
 int store_leftover_done(store *s, int vmid, const char *node, int64_t quarantine_ms,
                         struct store_error *err);
 

@@ -21,8 +21,17 @@
 
 #define ADDR_COLS "addr, pool, state, job, vm_id, vmid, until, note, updated_at"
 
-static const char SQL_REL_VM_ROWS[] = "SELECT addr, pool FROM addr_alloc"
-                                      " WHERE vm_id = ?1 AND state IN ('used', 'reserved')";
+/* a leftover of the creation (a half-made VM that may carry the address
+ * in its config) keeps the address until store_leftover_done */
+static const char SQL_REL_VM_ROWS[] =
+    "SELECT a.addr, a.pool FROM addr_alloc a WHERE a.vm_id = ?1 AND a.state IN ('used', 'reserved')"
+    " AND NOT EXISTS (SELECT 1 FROM leftovers l WHERE l.job = a.job AND a.job <> '')";
+/* a leftover's creation: what no live record uses, once no leftover of it
+ * remains */
+static const char SQL_REL_LEFT_ROWS[] =
+    "SELECT a.addr, a.pool FROM addr_alloc a WHERE a.job = ?1 AND a.state IN ('used', 'reserved')"
+    " AND NOT EXISTS (SELECT 1 FROM vms v WHERE v.id = a.vm_id AND v.state IN {LIVE})"
+    " AND NOT EXISTS (SELECT 1 FROM leftovers l WHERE l.job = a.job)";
 static const char SQL_REL_JOB_ROWS[] = "SELECT addr, pool FROM addr_alloc"
                                        " WHERE job = ?1 AND state = 'reserved'";
 /* reserved and never bound, by a job that is finished, or that is missing
@@ -36,7 +45,8 @@ static const char SQL_SWEEP_RESERVED[] =
 static const char SQL_SWEEP_USED[] =
     "SELECT a.addr, a.pool FROM addr_alloc a WHERE a.state = 'used'"
     " AND NOT EXISTS (SELECT 1 FROM vms v WHERE v.id = a.vm_id AND v.state IN {LIVE})"
-    " AND NOT EXISTS (SELECT 1 FROM leftovers l WHERE l.vmid = a.vmid)";
+    " AND NOT EXISTS (SELECT 1 FROM leftovers l WHERE l.vmid = a.vmid"
+    "   OR (l.job = a.job AND a.job <> ''))";
 static const char SQL_SWEEP_NET[] =
     "UPDATE vm_net SET live = 0 WHERE live = 1"
     " AND NOT EXISTS (SELECT 1 FROM vms v WHERE v.id = vm_net.vm_id AND v.state IN {LIVE})";
@@ -117,7 +127,7 @@ static int release_fn(db_conn *c, void *ctx, struct store_error *err)
         return rc;
     if (k->sql == SQL_REL_VM_ROWS)
         db_bind_i64(st, 1, k->vm_id);
-    else if (k->sql == SQL_REL_JOB_ROWS)
+    else if (k->sql == SQL_REL_JOB_ROWS || k->sql == SQL_REL_LEFT_ROWS)
         db_bind_text(st, 1, k->job);
     else if (k->sql == SQL_SWEEP_RESERVED)
         db_bind_i64(st, 1, k->grace_before);
@@ -160,6 +170,26 @@ int store_addr_release_vm_in(db_conn *c, int64_t vm_id, const struct store_addr_
     if (n)
         *n = rc == STORE_OK ? k.released : 0;
     return rc;
+}
+
+int store_addr_release_left_in(db_conn *c, const char *job, const struct store_addr_quarantine *q,
+                               size_t nq, struct store_error *err)
+{
+    struct rel_ctx k = {.sql = SQL_REL_LEFT_ROWS, .job = job, .q = q, .nq = nq};
+    return release_fn(c, &k, err);
+}
+
+void store_addr_policy(store *s, const struct store_addr_quarantine *q, size_t nq)
+{
+    for (size_t i = 0; i < s->nq; i++)
+        free((char *)s->q[i].pool);
+    free(s->q);
+    s->q = nq ? xcalloc(nq, sizeof *s->q) : NULL;
+    s->nq = nq;
+    for (size_t i = 0; i < nq; i++)
+        s->q[i] = (struct store_addr_quarantine){q[i].pool ? xstrdup(q[i].pool) : NULL,
+                                                 q[i].ms > 0 ? q[i].ms : 0};
+    s->has_policy = true;
 }
 
 int store_addr_release_vm(store *s, int64_t vm_id, const struct store_addr_quarantine *q, size_t nq,

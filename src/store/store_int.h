@@ -24,6 +24,12 @@
 
 struct store {
     db *db;
+    /* store_addr_policy: quarantine times for the store's own releases
+     * (pool names owned); has_policy false: records going to a gone state
+     * keep their addresses until the sweep */
+    bool has_policy;
+    struct store_addr_quarantine *q;
+    size_t nq;
 };
 
 /* Proxmox accepts VMIDs 100 .. 999999999. */
@@ -121,6 +127,10 @@ int store_addr_bind_in(db_conn *c, const char *job, int64_t vm_id, int vmid, int
  * deleted or failed (the next step: store_vm_update's callers). */
 int store_addr_release_vm_in(db_conn *c, int64_t vm_id, const struct store_addr_quarantine *q,
                              size_t nq, size_t *n, struct store_error *err);
+/* The addresses of creation `job` that no live record uses, once no
+ * leftover of that job remains (store_leftover_done). */
+int store_addr_release_left_in(db_conn *c, const char *job, const struct store_addr_quarantine *q,
+                               size_t nq, struct store_error *err);
 int store_addr_rebind_in(db_conn *c, int64_t old_vm_id, int64_t new_vm_id, int new_vmid,
                          struct store_error *err);
 int store_vm_net_insert_in(db_conn *c, int64_t vm_id, const struct store_net *net,

@@ -23,6 +23,7 @@ static const char SQL_LEFT_RELEASE[] =
     " AND NOT EXISTS (SELECT 1 FROM leftovers WHERE vmid = ?1)";
 
 struct left_ctx {
+    const store *s;
     int vmid;
     const char *node, *job;
     int64_t quarantine_ms;
@@ -98,6 +99,8 @@ static int left_done_fn(db_conn *c, void *ctx, struct store_error *err)
     db_bind_text(st, 4, job);
     rc = db_run(st, err, "releasing a leftover's VMID");
     db_done(st);
+    if (rc == STORE_OK && k->s->has_policy && job[0])
+        rc = store_addr_release_left_in(c, job, k->s->q, k->s->nq, err);
     return rc;
 }
 
@@ -107,6 +110,6 @@ int store_leftover_done(store *s, int vmid, const char *node, int64_t quarantine
     store_err_clear(err);
     STORE_CHECK(s && node && *node, "store_leftover_done: NULL or empty argument");
     STORE_CHECK(quarantine_ms >= 0, "negative quarantine");
-    struct left_ctx k = {.vmid = vmid, .node = node, .quarantine_ms = quarantine_ms};
+    struct left_ctx k = {.s = s, .vmid = vmid, .node = node, .quarantine_ms = quarantine_ms};
     return db_tx(s->db, DB_WRITE, left_done_fn, &k, err);
 }

@@ -127,6 +127,9 @@ int store_idem_get(store *s, const char *owner, const char *key, json_t **answer
 static const char SQL_OWNER_USE[] =
     "SELECT count(*), coalesce(sum(cores), 0), coalesce(sum(memory_mb), 0),"
     " coalesce(sum(disk_gb), 0) FROM vms WHERE owner = ?1 AND state IN {LIVE}";
+static const char SQL_OWNER_ADDRS[] =
+    "SELECT count(*) FROM addr_alloc a JOIN vms v ON v.id = a.vm_id"
+    " WHERE v.owner = ?1 AND v.state IN {LIVE} AND a.state IN ('used', 'reserved')";
 static const char SQL_OWNER_CHANGES[] =
     "SELECT v.vmid, v.cores, v.memory_mb, v.disk_gb, j.kind, j.request"
     " FROM jobs j JOIN vms v ON v.vmid = j.vmid AND v.owner = ?1 AND v.state IN {LIVE}"
@@ -213,6 +216,13 @@ static int owner_usage(db_conn *c, const char *owner, struct store_usage *u,
         u->disk_gb = db_col_i64(st, 3);
     }
     db_done(st);
+    if (rc || (rc = db_prepare(c, SQL_OWNER_ADDRS, &st, err)))
+        return rc;
+    db_bind_text(st, 1, owner);
+    rc = db_step(st, &row, err, "counting the owner's addresses");
+    if (rc == STORE_OK && row)
+        u->addresses = (int)db_col_i64(st, 0);
+    db_done(st);
     return rc ? rc : owner_changes(c, owner, u, err);
 }
 
@@ -231,6 +241,7 @@ static int create_quota(db_conn *c, struct store_submit *sub, struct store_error
     with.cores += sub->vm->cores;
     with.memory_mb += sub->vm->memory_mb;
     with.disk_gb += sub->vm->disk_gb;
+    with.addresses += (int)sub->naddrs;
     return store_quota_check(sub->quota, NULL, &with, owner, err);
 }
 
@@ -242,16 +253,19 @@ static int create_fn(db_conn *c, void *ctx, struct store_error *err)
     int rc = STORE_OK;
     json_decref(sub->first); /* a retry runs this again */
     sub->first = NULL;
-    if (sub->idem && (rc = store_idem_put_in(c, sub->idem->owner, sub->idem->key, sub->idem->answer,
-                                             &sub->first, err)))
-        return rc;
     /* locks in the one order: VMID, pools by name, the owner's quota */
     if (sub->nranges) {
         if ((rc = store_vmid_reserve_in(c, sub->ranges, sub->nranges, sub->taken_vmids, sub->ntaken,
                                         j->id, &sub->vm->vmid, err)))
             return rc;
         j->vmid = sub->vm->vmid;
+        if (sub->idem && json_is_object(sub->idem->answer))
+            json_object_set_new(sub->idem->answer, "vmid", json_integer(j->vmid));
     }
+    /* a key taken: the transaction is rolled back, so nothing is written */
+    if (sub->idem && (rc = store_idem_put_in(c, sub->idem->owner, sub->idem->key, sub->idem->answer,
+                                             &sub->first, err)))
+        return rc;
     if (sub->naddrs && (rc = store_addr_reserve_in(c, j->id, sub->addrs, sub->naddrs, err)))
         return rc;
     if ((sub->quota && (rc = create_quota(c, sub, err))) ||
@@ -259,7 +273,10 @@ static int create_fn(db_conn *c, void *ctx, struct store_error *err)
         return rc;
     if (sub->naddrs) {
         int64_t bound = 0;
-        if ((rc = store_vm_net_insert_in(c, sub->vm->id, sub->net, err)) ||
+        struct store_net net = *sub->net;
+        if (sub->net_fill)
+            sub->net_fill(sub->net_ctx, sub->addrs, sub->naddrs, &net);
+        if ((rc = store_vm_net_insert_in(c, sub->vm->id, &net, err)) ||
             (rc = store_addr_bind_in(c, j->id, sub->vm->id, sub->vm->vmid, &bound, err)))
             return rc;
     }

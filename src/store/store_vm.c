@@ -97,17 +97,33 @@ int store_vm_insert_in(db_conn *c, struct vm_rec *r, struct store_error *err)
     return rc;
 }
 
+struct vm_insert_ctx {
+    struct vm_rec *r;
+    int64_t adopt_from;
+};
+
 static int vm_insert_fn(db_conn *c, void *ctx, struct store_error *err)
 {
-    return store_vm_insert_in(c, ctx, err);
+    struct vm_insert_ctx *k = ctx;
+    int rc = store_vm_insert_in(c, k->r, err);
+    if (rc == STORE_OK && k->adopt_from)
+        rc = store_addr_rebind_in(c, k->adopt_from, k->r->id, k->r->vmid, err);
+    return rc;
+}
+
+int store_vm_insert_adopt(store *s, struct vm_rec *r, int64_t adopt_from, struct store_error *err)
+{
+    store_err_clear(err);
+    STORE_CHECK(s && r, "store_vm_insert: NULL argument");
+    STORE_CHECK(adopt_from >= 0, "adopt_from %lld is negative", (long long)adopt_from);
+    int rc = store_check_vm(r, err);
+    struct vm_insert_ctx k = {r, adopt_from};
+    return rc ? rc : db_tx(s->db, DB_WRITE, vm_insert_fn, &k, err);
 }
 
 int store_vm_insert(store *s, struct vm_rec *r, struct store_error *err)
 {
-    store_err_clear(err);
-    STORE_CHECK(s && r, "store_vm_insert: NULL argument");
-    int rc = store_check_vm(r, err);
-    return rc ? rc : db_tx(s->db, DB_WRITE, vm_insert_fn, r, err);
+    return store_vm_insert_adopt(s, r, 0, err);
 }
 
 /* vmid and created_at are not mutable. */
@@ -124,7 +140,8 @@ static const char SQL_VM_STATE_OF[] = "SELECT state, updated_at FROM vms WHERE i
 
 struct vm_update_ctx {
     const struct vm_rec *r;
-    bool cond; /* store_vm_update_if: only from `expected` (and `read_at`) */
+    const store *s; /* its address policy */
+    bool cond;      /* store_vm_update_if: only from `expected` (and `read_at`) */
     enum vm_state expected;
     int64_t read_at;
 };
@@ -181,6 +198,10 @@ static int vm_update_fn(db_conn *c, void *ctx, struct store_error *err)
         return vm_why_not(c, u, err);
     if (none)
         return store_fail(err, STORE_E_NOTFOUND, "no VM record with id %lld", (long long)r->id);
+    /* gone: its addresses go back in this transaction (a crash cannot
+     * leave a gone record holding them, nor release them from a live one) */
+    if (rc == STORE_OK && u->s->has_policy && vm_state_gone(r->state))
+        rc = store_addr_release_vm_in(c, r->id, u->s->q, u->s->nq, NULL, err);
     return rc;
 }
 
@@ -189,7 +210,7 @@ int store_vm_update(store *s, const struct vm_rec *r, struct store_error *err)
     store_err_clear(err);
     STORE_CHECK(s && r, "store_vm_update: NULL argument");
     int rc = store_check_vm(r, err);
-    struct vm_update_ctx u = {.r = r};
+    struct vm_update_ctx u = {.r = r, .s = s};
     return rc ? rc : db_tx(s->db, DB_WRITE, vm_update_fn, &u, err);
 }
 
@@ -201,7 +222,7 @@ int store_vm_update_if(store *s, const struct vm_rec *r, enum vm_state expected,
     STORE_CHECK((unsigned)expected <= VMS_LOST, "expected VM state %d unknown", (int)expected);
     STORE_CHECK(read_at >= 0, "read_at %lld is negative", (long long)read_at);
     int rc = store_check_vm(r, err);
-    struct vm_update_ctx u = {r, true, expected, read_at};
+    struct vm_update_ctx u = {r, s, true, expected, read_at};
     return rc ? rc : db_tx(s->db, DB_WRITE, vm_update_fn, &u, err);
 }
 
