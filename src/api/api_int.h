@@ -91,6 +91,9 @@ void resp_error(struct resp *rs, unsigned status, const char *code, const char *
 /* The same with details.node too (a node that is down). */
 void resp_error_node(struct resp *rs, unsigned status, const char *code, const char *field,
                      const char *node, const char *msg);
+/* The same with details.pool (an exhausted address pool). */
+void resp_error_pool(struct resp *rs, unsigned status, const char *code, const char *field,
+                     const char *pool, const char *msg);
 /* The error text of every refusal that proxd sends outside a handler
  * (libmicrohttpd's own refusals): a whole JSON document, NUL-terminated. */
 char *error_json_text(const char *code, const char *field, const char *node, const char *msg);
@@ -109,11 +112,12 @@ int vm_write_json(struct buf *b, const struct vm_rec *v, struct fleet *fl);
 #define API_ANSWER_MAX (16 * 1024 * 1024)
 json_t *job_to_json(const struct job_rec *j);
 
-enum field_type { FT_STRING, FT_INT, FT_BOOL, FT_STRINGS };
+enum field_type { FT_STRING, FT_INT, FT_BOOL, FT_STRINGS, FT_ARRAY, FT_OBJECT };
 struct field {
     const char *name;
     enum field_type type;
-    void *dst;  /* char[len] | int64_t | bool | char * (FT_STRINGS: joined by '\n', owned) */
+    void *dst;  /* char[len] | int64_t | bool | char * (FT_STRINGS: joined by '\n', owned)
+                 * | json_t * (FT_ARRAY, FT_OBJECT: borrowed from the raw body) */
     size_t len; /* string buffer size; FT_STRINGS: the cap on the joined text */
     bool *seen; /* set when present (may be NULL) */
 };

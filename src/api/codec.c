@@ -35,8 +35,8 @@ void resp_json_text(struct resp *rs, unsigned status, struct buf *b)
 /* Written with jsonw, not jansson: the message often quotes the request
  * (a path, a field name, a parser's "near '...'"), which may be any bytes,
  * and jansson refuses a string that is not UTF-8. */
-static void error_write(struct buf *b, const char *code, const char *field, const char *node,
-                        const char *msg)
+static void error_write_x(struct buf *b, const char *code, const char *field, const char *xkey,
+                          const char *node, const char *msg)
 {
     jsonw_raw(b, "{\"error\":{\"code\":", 17);
     jsonw_str(b, code, strlen(code));
@@ -50,10 +50,27 @@ static void error_write(struct buf *b, const char *code, const char *field, cons
     if (node && *node) {
         if (field && *field)
             jsonw_raw(b, ",", 1);
-        jsonw_raw(b, "\"node\":", 7);
+        jsonw_raw(b, "\"", 1);
+        jsonw_raw(b, xkey, strlen(xkey));
+        jsonw_raw(b, "\":", 2);
         jsonw_str(b, node, strlen(node));
     }
     jsonw_raw(b, "}}}", 3);
+}
+
+static void error_write(struct buf *b, const char *code, const char *field, const char *node,
+                        const char *msg)
+{
+    error_write_x(b, code, field, "node", node, msg);
+}
+
+void resp_error_pool(struct resp *rs, unsigned status, const char *code, const char *field,
+                     const char *pool, const char *msg)
+{
+    struct buf b = BUF_INIT(64 * 1024);
+    error_write_x(&b, code, field, "pool", pool, msg);
+    resp_json_text(rs, status, &b);
+    buf_release(&b);
 }
 
 char *error_json_text(const char *code, const char *field, const char *node, const char *msg)
@@ -102,6 +119,8 @@ void resp_core_error(struct resp *rs, const struct core_error *ce)
          * caller's doing, so it is a conflict with the fleet's state. */
         if (f && strcmp(f, "os") == 0 && !strstr(ce->message, "quota"))
             resp_error(rs, MHD_HTTP_CONFLICT, "vmid_exhausted", f, "%s", ce->message);
+        else if (f && strcmp(f, "ippools") == 0 && ce->pool[0])
+            resp_error_pool(rs, MHD_HTTP_CONFLICT, "address_exhausted", f, ce->pool, ce->message);
         else
             resp_error(rs, MHD_HTTP_FORBIDDEN, "quota_exceeded", f, "%s", ce->message);
         return;
@@ -296,6 +315,15 @@ static int decode_field(struct resp *rs, const struct field *f, json_t *v)
         return 0;
     case FT_STRINGS:
         return decode_strings(rs, f, v);
+    case FT_ARRAY:
+    case FT_OBJECT:
+        if (f->type == FT_ARRAY ? !json_is_array(v) : !json_is_object(v)) {
+            resp_error(rs, MHD_HTTP_BAD_REQUEST, "invalid", f->name, "%s: must be an %s", f->name,
+                       f->type == FT_ARRAY ? "array" : "object");
+            return -1;
+        }
+        *(json_t **)f->dst = v;
+        return 0;
     }
     return -1;
 }

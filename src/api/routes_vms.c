@@ -79,9 +79,64 @@ static void accepted(struct resp *rs, int vmid, const char *kind, const char *jo
 
 struct create_in {
     struct vm_request r;
+    json_t *pools, *addrs; /* borrowed from the body */
     int64_t cores, memory_mb, disk_gb;
     bool has_owner;
 };
+
+/* "ippools": ["lan", "lan6"] and "addresses": {"lan": "192.0.2.7"}
+ * (admins only); the core checks the names and the addresses. */
+static int decode_net(struct req *rq, struct resp *rs, struct create_in *in)
+{
+    size_t i;
+    json_t *v;
+    if (in->pools) {
+        in->r.pools_given = true;
+        if (json_array_size(in->pools) > CFG_OS_POOLS) {
+            resp_error(rs, MHD_HTTP_BAD_REQUEST, "invalid", "ippools",
+                       "ippools: at most %d pools (one IPv4, one IPv6)", CFG_OS_POOLS);
+            return -1;
+        }
+        json_array_foreach(in->pools, i, v)
+        {
+            const char *p = json_string_value(v);
+            if (!p || !*p || strlen(p) >= sizeof in->r.pools[0]) {
+                resp_error(rs, MHD_HTTP_BAD_REQUEST, "invalid", "ippools",
+                           "ippools: pool names, 1 to %zu characters", sizeof in->r.pools[0] - 1);
+                return -1;
+            }
+            snprintf(in->r.pools[in->r.npools++], sizeof in->r.pools[0], "%s", p);
+        }
+    }
+    if (!in->addrs || json_object_size(in->addrs) == 0)
+        return 0;
+    if (!rq->who.admin) {
+        resp_error(rs, MHD_HTTP_FORBIDDEN, "forbidden", "addresses",
+                   "addresses: only an admin may ask for given addresses");
+        return -1;
+    }
+    if (json_object_size(in->addrs) > CFG_OS_POOLS) {
+        resp_error(rs, MHD_HTTP_BAD_REQUEST, "invalid", "addresses",
+                   "addresses: at most %d (one per pool)", CFG_OS_POOLS);
+        return -1;
+    }
+    const char *pool;
+    json_object_foreach(in->addrs, pool, v)
+    {
+        struct vm_request_addr *a = &in->r.addrs[in->r.naddrs];
+        const char *s = json_string_value(v);
+        if (strlen(pool) >= sizeof a->pool || !s || strlen(s) >= sizeof a->address) {
+            resp_error(rs, MHD_HTTP_BAD_REQUEST, "invalid", "addresses",
+                       "addresses: {\"POOL\": \"ADDRESS\"}, pool names up to %zu characters",
+                       sizeof a->pool - 1);
+            return -1;
+        }
+        snprintf(a->pool, sizeof a->pool, "%s", pool);
+        snprintf(a->address, sizeof a->address, "%s", s);
+        in->r.naddrs++;
+    }
+    return 0;
+}
 
 static int decode_create(struct req *rq, struct resp *rs, struct create_in *in, json_t **raw)
 {
@@ -93,6 +148,8 @@ static int decode_create(struct req *rq, struct resp *rs, struct create_in *in, 
         {"disk_gb", FT_INT, &in->disk_gb, 0, NULL},
         {"ssh_keys", FT_STRINGS, &in->r.ssh_keys, SSH_KEYS_MAX, NULL},
         {"owner", FT_STRING, in->r.owner, sizeof in->r.owner, &in->has_owner},
+        {"ippools", FT_ARRAY, &in->pools, 0, NULL},
+        {"addresses", FT_OBJECT, &in->addrs, 0, NULL},
     };
     if (decode_body(rq, rs, f, sizeof f / sizeof f[0], false, raw))
         return -1;
@@ -109,6 +166,8 @@ static int decode_create(struct req *rq, struct resp *rs, struct create_in *in, 
         resp_error(rs, MHD_HTTP_BAD_REQUEST, "invalid", "cores", "cores: out of range");
         return -1;
     }
+    if (decode_net(rq, rs, in))
+        return -1;
     in->r.cores = (int)in->cores;
     in->r.memory_mb = in->memory_mb;
     in->r.disk_gb = in->disk_gb;

@@ -4,6 +4,7 @@
 #include "common/util.h"
 #include "common/xalloc.h"
 #include "core/core_int.h"
+#include "core/create_net.h"
 #include "core/snapshot.h"
 
 #include <errno.h>
@@ -61,7 +62,22 @@ struct core *core_new(const struct proxd_config *cfg, store *st, struct fleet *f
     if (pipe(k->wake) != 0)
         k->wake[0] = k->wake[1] = -1; /* task waits fall back to ticks */
     k->pl = place_new(cfg->nnodes);
+    k->naddrq = cnet_quarantine(cfg, k->addrq);
+    store_addr_policy(st, k->addrq, k->naddrq);
     return k;
+}
+
+void core_addr_sweep(struct core *k)
+{
+    size_t n = 0;
+    struct store_error se;
+    if (store_addr_sweep(k->st, k->addrq, k->naddrq, &n, &se))
+        log_warn("ippool", "address sweep failed: %s", se.message);
+    else if (n)
+        log_warn("ippool",
+                 "address sweep released %zu address(es) that no live VM, job or "
+                 "leftover held",
+                 n);
 }
 
 void core_free(struct core *k)
@@ -236,10 +252,76 @@ int core_node_check(struct core *k, int vmid, const char *node, struct core_erro
     return CORE_E_UNAVAILABLE;
 }
 
+/* Is there a node that has the OS's template and reaches every pool? */
+static int pools_placeable(struct core *k, const struct vm_request *r, const struct cnet *n,
+                           struct core_error *err)
+{
+    char names[CFG_OS_POOLS][32], why[256] = "";
+    for (int i = 0; i < n->n; i++)
+        snprintf(names[i], sizeof names[i], "%s", n->pool[i]->name);
+    for (int i = 0; i < k->cfg->nnodes; i++) {
+        const struct cfg_node *cn = &k->cfg->nodes[i];
+        if (config_template(cn, r->os) && cnet_reachable(k->cfg, names, n->n, cn, why, sizeof why))
+            return CORE_OK;
+    }
+    return fail(err, CORE_E_CONFLICT, "ippools",
+                "no node with a template of this OS reaches every pool of the creation");
+}
+
+static json_t *request_pools(const struct cnet *n)
+{
+    json_t *a = json_array();
+    for (int i = 0; i < n->n; i++)
+        json_array_append_new(a, json_string(n->pool[i]->name));
+    return a;
+}
+
+/* What a refused submission means for the caller. */
+static int submit_error(struct core *k, const struct vm_request *r, struct store_submit *sub,
+                        const struct store_error *se, int rc, json_t **first,
+                        struct core_error *err)
+{
+    const struct cfg_quota *q = config_quota(k->cfg, r->owner);
+    if (rc == STORE_E_CONFLICT && sub->first) {
+        if (first)
+            *first = sub->first;
+        else
+            json_decref(sub->first);
+        return fail(err, CORE_E_CONFLICT, "Idempotency-Key", "this key was used before");
+    }
+    if (rc == STORE_E_FULL && strcmp(se->field, "ippool") == 0) {
+        fail(err, CORE_E_FULL, "ippools", se->message);
+        if (err)
+            snprintf(err->pool, sizeof err->pool, "%.31s", se->pool);
+        return CORE_E_FULL;
+    }
+    if (rc == STORE_E_CONFLICT && strcmp(se->field, "address") == 0) {
+        char f[48];
+        snprintf(f, sizeof f, "addresses.%.31s", se->pool);
+        return fail(err, CORE_E_CONFLICT, f, se->message);
+    }
+    if (rc == STORE_E_FULL && q && strstr(se->message, "quota")) {
+        struct quota_use u = {sub->used.vms, sub->used.cores, sub->used.memory_mb,
+                              sub->used.disk_gb};
+        if (core_quota_judge(q, r->owner, &u, 1, r->cores, r->memory_mb, r->disk_gb, err))
+            return CORE_E_FULL;
+        if (q->addresses > 0 && sub->used.addresses + (int)sub->naddrs > q->addresses) {
+            char m[256];
+            snprintf(m, sizeof m, "address quota of '%s': %d of %d addresses in use, %d left",
+                     r->owner, sub->used.addresses, q->addresses,
+                     q->addresses - sub->used.addresses);
+            return fail(err, CORE_E_FULL, "quota", m);
+        }
+    }
+    if (rc == STORE_E_FULL && !se->field[0])
+        return fail(err, CORE_E_FULL, "os", se->message);
+    return fail(err, CORE_E_INTERNAL, NULL, se->message);
+}
+
 int core_create_idem(struct core *k, const struct vm_request *r, const struct core_idem *idem,
                      char job_id[40], int *vmid, json_t **first, struct core_error *err)
 {
-    char field[32], msg[512];
+    char field[48], msg[512];
     if (first)
         *first = NULL;
     if (!validate_request(k->cfg, r, field, sizeof field, msg, sizeof msg))
@@ -247,45 +329,42 @@ int core_create_idem(struct core *k, const struct vm_request *r, const struct co
     if (!fleet_ready(k->fl)) /* a VMID must not be picked before the fleet's are known */
         return fail(err, CORE_E_UNAVAILABLE, NULL,
                     "proxd has just started and is reading the inventory: retry in a second");
-    int qrc = core_quota_check(k, r->owner, 1, r->cores, r->memory_mb, r->disk_gb, err);
-    if (qrc)
-        return qrc;
+    int rc = core_quota_check(k, r->owner, 1, r->cores, r->memory_mb, r->disk_gb, err);
+    if (rc)
+        return rc;
+    struct cnet *net = xmalloc(sizeof *net);
+    if ((rc = cnet_prepare(k, r, net, err)) || (net->n && (rc = pools_placeable(k, r, net, err)))) {
+        cnet_release(net);
+        free(net);
+        return rc;
+    }
     const struct cfg_os *os = config_os(k->cfg, r->os);
     struct vmid_range ranges[2] = {{os->range_lo, os->range_hi},
                                    {k->cfg->fallback_lo, k->cfg->fallback_hi}};
     size_t ntaken;
     int *taken = fleet_taken_vmids(k->fl, &ntaken);
-    struct store_error se;
     core_uuid(job_id);
-    int rc = store_vmid_reserve(k->st, ranges, k->cfg->fallback_lo ? 2 : 1, taken, ntaken, job_id,
-                                vmid, &se);
-    free(taken);
-    if (rc == STORE_E_FULL)
-        return fail(err, CORE_E_FULL, "os", se.message);
-    if (rc)
-        return fail(err, CORE_E_INTERNAL, NULL, se.message);
-    struct vm_rec v = {.vmid = *vmid,
-                       .state = VMS_CREATING,
-                       .cores = r->cores,
-                       .memory_mb = r->memory_mb,
-                       .disk_gb = r->disk_gb};
+    struct vm_rec v = {
+        .state = VMS_CREATING, .cores = r->cores, .memory_mb = r->memory_mb, .disk_gb = r->disk_gb};
     snprintf(v.os, sizeof v.os, "%s", r->os);
     snprintf(v.name, sizeof v.name, "%s", r->name);
     snprintf(v.owner, sizeof v.owner, "%s", r->owner);
     snprintf(v.power, sizeof v.power, "unknown");
     snprintf(v.job, sizeof v.job, "%s", job_id);
-    struct job_rec j = {.state = JOB_QUEUED, .vmid = *vmid};
+    struct job_rec j = {.state = JOB_QUEUED};
     snprintf(j.id, sizeof j.id, "%s", job_id);
     snprintf(j.kind, sizeof j.kind, "create");
     snprintf(j.owner, sizeof j.owner, "%s", r->owner);
     snprintf(j.step, sizeof j.step, "queued");
     j.request = request_json(r);
+    if (net->n)
+        json_object_set_new(j.request, "ippools", request_pools(net));
     j.attempts = json_array();
     json_t *answer = NULL;
     struct store_idem si = {0};
-    if (idem) {
-        answer = json_pack("{s:s,s:s,s:i}", "fingerprint", idem->fingerprint, "job", job_id, "vmid",
-                           *vmid);
+    if (idem) { /* "vmid" is set by the store once it is chosen */
+        answer =
+            json_pack("{s:s,s:s,s:i}", "fingerprint", idem->fingerprint, "job", job_id, "vmid", 0);
         si = (struct store_idem){idem->scope, idem->key, answer};
     }
     /* the quota again inside the transaction: concurrent requests of one
@@ -294,33 +373,50 @@ int core_create_idem(struct core *k, const struct vm_request *r, const struct co
     struct store_usage lim = {0};
     if (q)
         lim = (struct store_usage){q->vms, q->cores, q->memory_mb, q->disk_gb, q->addresses};
+    /* the VMID, the addresses, the record, its network and the job: one
+     * transaction, so a failure or a crash leaves nothing behind */
     struct store_submit sub = {.vm = &v,
                                .job = &j,
                                .event = "creation queued",
                                .idem = idem ? &si : NULL,
-                               .quota = q ? &lim : NULL};
-    rc = store_create_submit(k->st, &sub, &se);
+                               .quota = q ? &lim : NULL,
+                               .ranges = ranges,
+                               .nranges = k->cfg->fallback_lo ? 2 : 1,
+                               .taken_vmids = taken,
+                               .ntaken = ntaken,
+                               .addrs = net->req,
+                               .naddrs = (size_t)net->n,
+                               .net = net->n ? &net->net : NULL,
+                               .net_fill = cnet_fill,
+                               .net_ctx = net};
+    struct store_error se;
+    for (int tries = 0;; tries++) { /* a MAC of a live record: draw another (46 random bits) */
+        rc = store_create_submit(k->st, &sub, &se);
+        if (!(rc == STORE_E_CONFLICT && strcmp(se.field, "mac") == 0 && tries < 2))
+            break;
+        cnet_new_mac(net);
+    }
+    free(taken);
     json_decref(answer);
     job_rec_release(&j);
     if (rc) {
-        store_vmid_release(k->st, *vmid, 0, NULL);
-        if (rc == STORE_E_CONFLICT && sub.first) {
-            if (first)
-                *first = sub.first;
-            else
-                json_decref(sub.first);
-            return fail(err, CORE_E_CONFLICT, "Idempotency-Key", "this key was used before");
-        }
-        if (rc == STORE_E_FULL && q) {
-            struct quota_use u = {sub.used.vms, sub.used.cores, sub.used.memory_mb,
-                                  sub.used.disk_gb};
-            if (core_quota_judge(q, r->owner, &u, 1, r->cores, r->memory_mb, r->disk_gb, err))
-                return CORE_E_FULL;
-        }
-        return fail(err, CORE_E_INTERNAL, NULL, se.message);
+        rc = submit_error(k, r, &sub, &se, rc, first, err);
+        cnet_release(net);
+        free(net);
+        return rc;
     }
-    log_info("job", "job=%s kind=create vmid=%d os=%s name=%s owner=%s queued", job_id, *vmid,
-             r->os, r->name, r->owner);
+    *vmid = v.vmid;
+    char got[CFG_OS_POOLS][IPPOOL_ADDRSTRLEN + 2] = {"", ""};
+    for (int i = 0; i < net->n; i++) {
+        struct ippool_addr a;
+        if (ippool_addr_from_key(net->req[i].got, &a) == IPPOOL_OK)
+            ippool_addr_format(&a, got[i] + 1);
+        got[i][0] = ' ';
+    }
+    log_info("job", "job=%s kind=create vmid=%d os=%s name=%s owner=%s queued%s%s%s", job_id, *vmid,
+             r->os, r->name, r->owner, net->n ? " addresses" : "", got[0], got[1]);
+    cnet_release(net);
+    free(net);
     pthread_mutex_lock(&k->mu);
     pthread_cond_broadcast(&k->cv);
     pthread_mutex_unlock(&k->mu);
@@ -595,6 +691,7 @@ static void adopt_dead_local_jobs(struct core *k)
 int core_start(struct core *k)
 {
     adopt_dead_local_jobs(k);
+    core_addr_sweep(k);
     k->busy_ms = mono_ms(); /* look often at first: jobs may be queued meanwhile */
     int n = k->cfg->workers;
     if (n <= 0) { /* enough workers to keep every clone slot busy, plus some */

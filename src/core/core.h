@@ -34,7 +34,8 @@ enum core_err {
 
 struct core_error {
     enum core_err code;
-    char field[32];
+    char field[48];
+    char pool[32]; /* CORE_E_FULL with field "ippools": the exhausted pool */
     char message[512];
     char node[64]; /* CORE_E_UNAVAILABLE: the node that is down, or "" */
 };

@@ -40,7 +40,15 @@ struct core {
     struct clean_item *cq; /* under mu: queued removals, the first one under way */
     int ncq;
     struct snapcache *snaps; /* snapshot.c: what proxd knows of snapshots */
+    /* released addresses' quarantine per pool (create_net.c), also given
+     * to the store (store_addr_policy) at core_new */
+    struct store_addr_quarantine addrq[CFG_MAX_POOLS + 1];
+    size_t naddrq;
 };
+
+/* store_addr_sweep with the core's quarantine times, logged: at start-up
+ * and once per reconcile pass. */
+void core_addr_sweep(struct core *k);
 
 /* A removal the reconciler hands to the cleaner thread. */
 struct clean_item {

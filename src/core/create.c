@@ -14,6 +14,7 @@
 #include "common/util.h"
 #include "common/xalloc.h"
 #include "core/core_int.h"
+#include "core/create_net.h"
 #include "pve/pve_api.h"
 
 #include <stdio.h>
@@ -47,6 +48,8 @@ struct ctx {
     char disk[16];
     int64_t disk_size;
     bool keep_vmid; /* failing: the VMID is held by a leftover or is foreign */
+    int npools;     /* the pools the VM has addresses from (the request's "ippools") */
+    char pools[CFG_OS_POOLS][32];
 };
 
 static bool transient(const struct pve_error *e)
@@ -220,7 +223,10 @@ static const struct cfg_node *pick_node(struct ctx *c)
         const struct cfg_node *cn = &c->k->cfg->nodes[idx[i]];
         if (tried(c, cn->name))
             continue;
-        if (!reserve_on(c, cn, why, sizeof why)) {
+        /* the VM's addresses are on its pools' networks: only where they
+         * all reach (so a failover keeps the addresses) */
+        if (!cnet_reachable(c->k->cfg, c->pools, c->npools, cn, why, sizeof why) ||
+            !reserve_on(c, cn, why, sizeof why)) {
             attempt(c, cn->name, why);
             continue;
         }
@@ -316,7 +322,9 @@ static bool move_vmid(struct ctx *c, const char *step, const char *record_error,
         nv.id = 0;
         nv.vmid = vmid;
         nv.pending = NULL;
-        if (store_vm_insert(k->st, &nv, &se) != 0) {
+        /* its addresses and network go with the request, in the insert's
+         * transaction */
+        if (store_vm_insert_adopt(k->st, &nv, v.id, &se) != 0) {
             vm_rec_release(&v);
             store_vmid_release(k->st, vmid, 0, NULL);
             attempt(c, c->j->node, se.message);
@@ -506,6 +514,34 @@ static int step_wait_clone(struct ctx *c)
     return 0;
 }
 
+/* The network the creation recorded (vm_net), as PVE strings: 1 when the
+ * VM has one, 0 when not, -1 when the store cannot say (e says why). */
+static int load_net(struct ctx *c, struct store_net *net, struct buf *net0, struct pve_error *e)
+{
+    struct vm_rec v;
+    struct store_error se;
+    int rc = store_vm_get(c->k->st, c->j->vmid, &v, &se);
+    if (rc == STORE_OK) {
+        rc = store_vm_net_get(c->k->st, v.id, net, &se);
+        vm_rec_release(&v);
+    }
+    if (rc == STORE_E_NOTFOUND && c->npools == 0)
+        return 0;
+    struct ippool_mac mac;
+    if (rc == STORE_OK && ippool_mac_parse(net->mac, &mac) != IPPOOL_OK) {
+        snprintf(se.message, sizeof se.message, "recorded MAC '%s' is invalid", net->mac);
+        rc = STORE_E_INVALID;
+    }
+    if (rc) {
+        snprintf(e->message, sizeof e->message, "the VM's network is not readable: %.400s",
+                 se.message);
+        e->cls = PVE_E_OTHER;
+        return -1;
+    }
+    ippool_fmt_net(net0, &mac, net->bridge, net->vlan);
+    return 1;
+}
+
 static int step_configure(struct ctx *c)
 {
     struct pve_error e = {0};
@@ -518,7 +554,24 @@ static int step_configure(struct ctx *c)
                                .sshkeys = c->ssh_keys,
                                .tags = c->k->cfg->tag,
                                .description = m};
+    /* the recorded strings, sent again as they are after a resume: the
+     * same call twice leaves the same config */
+    struct store_net net;
+    struct buf net0 = BUF_INIT(256);
+    int has = load_net(c, &net, &net0, &e);
+    if (has < 0) {
+        buf_release(&net0);
+        attempt(c, c->j->node, e.message);
+        return -1;
+    }
+    if (has) {
+        s.net0 = buf_str(&net0);
+        s.ipconfig0 = net.ipconfig0;
+        s.nameserver = net.nameserver[0] ? net.nameserver : NULL;
+        s.searchdomain = net.searchdomain[0] ? net.searchdomain : NULL;
+    }
     int rc = pve_vm_config_set(c->pc, c->j->node, c->j->vmid, &s, &e);
+    buf_release(&net0);
     if (rc) {
         attempt(c, c->j->node, e.message);
         return -1;
@@ -818,6 +871,13 @@ static bool load_request(struct ctx *c)
     c->memory_mb = json_integer_value(json_object_get(r, "memory_mb"));
     c->disk_gb = json_integer_value(json_object_get(r, "disk_gb"));
     c->ssh_keys = json_string_value(json_object_get(r, "ssh_keys"));
+    size_t i;
+    json_t *p;
+    json_array_foreach(json_object_get(r, "ippools"), i, p)
+    {
+        if (c->npools < CFG_OS_POOLS && json_string_value(p))
+            snprintf(c->pools[c->npools++], sizeof c->pools[0], "%s", json_string_value(p));
+    }
     return true;
 }
 

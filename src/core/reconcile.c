@@ -642,6 +642,7 @@ int reconcile_pass(struct core *k, struct reconcile_report *rep, bool removals_n
     check_leftovers(k, ls, nls, removals_now, rep);
     check_orphans(k, vms, n, ls, nls, removals_now, rep);
     free(ls);
+    core_addr_sweep(k);
     free(vms);
     if (rep->moved || rep->power || rep->resized || rep->lost || rep->stuck || rep->orphans ||
         rep->partial_removed || rep->unmanaged)

@@ -69,6 +69,93 @@ static bool fail_field(char *field, size_t flen, const char *name)
     return false;
 }
 
+int validate_pools(const struct proxd_config *c, const struct vm_request *r,
+                   const struct cfg_ippool *out[CFG_OS_POOLS])
+{
+    int n = 0;
+    if (r->pools_given) {
+        for (int i = 0; i < r->npools && i < CFG_OS_POOLS; i++)
+            if ((out[n] = config_ippool(c, r->pools[i])))
+                n++;
+        return n;
+    }
+    const struct cfg_os *os = config_os(c, r->os);
+    for (int i = 0; os && i < os->npools && i < CFG_OS_POOLS; i++)
+        out[n++] = &c->pools[os->pools[i]];
+    return n;
+}
+
+/* ippools: known, at most one per family, one bridge and VLAN (one NIC). */
+static bool check_pools(const struct proxd_config *c, const struct vm_request *r, char *msg,
+                        size_t len)
+{
+    const struct cfg_ippool *p[CFG_OS_POOLS];
+    for (int i = 0; i < r->npools; i++) {
+        if (!(p[i] = config_ippool(c, r->pools[i]))) {
+            char names[512] = "";
+            for (int k = 0; k < c->npools; k++) {
+                size_t l = strlen(names);
+                snprintf(names + l, sizeof names - l, "%s%s", k ? ", " : "", c->pools[k].name);
+            }
+            snprintf(msg, len, "unknown pool '%.31s'; known: %s", r->pools[i],
+                     names[0] ? names : "(none)");
+            return false;
+        }
+        for (int k = 0; k < i; k++) {
+            if (p[k]->plan.net.base.family == p[i]->plan.net.base.family) {
+                snprintf(msg, len,
+                         "pools %s and %s are of one family: at most one IPv4 and one "
+                         "IPv6 pool",
+                         p[k]->name, p[i]->name);
+                return false;
+            }
+            if (strcmp(p[k]->bridge, p[i]->bridge) != 0 || p[k]->vlan != p[i]->vlan) {
+                snprintf(msg, len, "pools %s and %s are on different bridges or VLANs (one NIC)",
+                         p[k]->name, p[i]->name);
+                return false;
+            }
+        }
+    }
+    return true;
+}
+
+/* addresses: each of one of the creation's pools, a valid address of the
+ * pool's family inside its hand-out set. */
+static bool check_addrs(const struct proxd_config *c, const struct vm_request *r, char *field,
+                        size_t flen, char *msg, size_t len)
+{
+    const struct cfg_ippool *p[CFG_OS_POOLS];
+    int n = validate_pools(c, r, p);
+    for (int i = 0; i < r->naddrs; i++) {
+        const struct vm_request_addr *a = &r->addrs[i];
+        snprintf(field, flen, "addresses.%s", a->pool);
+        const struct cfg_ippool *pool = NULL;
+        for (int k = 0; k < n && !pool; k++)
+            if (strcmp(p[k]->name, a->pool) == 0)
+                pool = p[k];
+        if (!pool) {
+            snprintf(msg, len, "pool '%.31s' is not one this creation takes an address from",
+                     a->pool);
+            return false;
+        }
+        struct ippool_addr ad;
+        char net[IPPOOL_NETSTRLEN];
+        ippool_net_format(&pool->plan.net, net);
+        if (ippool_addr_parse(a->address, &ad) != IPPOOL_OK) {
+            snprintf(msg, len, "'%.47s' is not an IP address", a->address);
+            return false;
+        }
+        if (!ippool_contains(&pool->plan, &ad)) {
+            snprintf(msg, len,
+                     "%.47s is not an address pool %s hands out (%s, its ranges less "
+                     "the reserved ones and the gateway)",
+                     a->address, pool->name, net);
+            return false;
+        }
+    }
+    return true;
+}
+
 bool validate_request(const struct proxd_config *c, const struct vm_request *r, char *field,
                       size_t flen, char *msg, size_t len)
 {
@@ -105,5 +192,7 @@ bool validate_request(const struct proxd_config *c, const struct vm_request *r, 
             return fail_field(field, flen, "ssh_keys");
         }
     }
-    return true;
+    if (r->pools_given && !check_pools(c, r, msg, len))
+        return fail_field(field, flen, "ippools");
+    return check_addrs(c, r, field, flen, msg, len);
 }

@@ -11,6 +11,12 @@
 
 #include "core/config.h"
 
+/* An address a creation asks for (admins only): `address` from `pool`. */
+struct vm_request_addr {
+    char pool[32];
+    char address[48];
+};
+
 struct vm_request {
     char os[32];
     char name[64];
@@ -19,6 +25,12 @@ struct vm_request {
     int64_t disk_gb;
     char *ssh_keys; /* newline-separated OpenSSH public keys, owned; may be NULL */
     char owner[64];
+    /* the pools to take addresses from; pools_given false: the OS's */
+    bool pools_given;
+    int npools;
+    char pools[CFG_OS_POOLS][32];
+    int naddrs;
+    struct vm_request_addr addrs[CFG_OS_POOLS];
 };
 
 void vm_request_release(struct vm_request *r);
@@ -26,6 +38,9 @@ void vm_request_release(struct vm_request *r);
 /* Each returns true when valid; otherwise false with a message in msg. */
 bool validate_name(const struct proxd_config *c, const char *name, char *msg, size_t len);
 bool validate_owner(const char *owner, char *msg, size_t len);
+/* The pools of a valid request (its own, or its OS's) into out; how many. */
+int validate_pools(const struct proxd_config *c, const struct vm_request *r,
+                   const struct cfg_ippool *out[CFG_OS_POOLS]);
 bool validate_request(const struct proxd_config *c, const struct vm_request *r, char *field,
                       size_t flen, char *msg, size_t len);
 bool validate_cores(const struct proxd_config *c, int cores, char *msg, size_t len);

@@ -1,0 +1,202 @@
+/* create_net: a new VM's pools, addresses and MAC (create_net.h). */
+#include "core/create_net.h"
+
+#include "common/buf.h"
+#include "common/log.h"
+#include "common/xalloc.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Hook for the inventory's view of a pool (design section 5: the fleet's
+ * config walk, fleet_pool_addrs()): the addresses seen in VM configs on
+ * the pool's nodes, sorted, so that a pick skips them without a retry
+ * through the store. Until the walk exists, none: the store's keys (which
+ * hold the foreign addresses the reconciler marked) are all the pick sees. */
+static size_t inventory_addrs(struct core *k, const struct cfg_ippool *p, struct ippool_addr **out)
+{
+    (void)k;
+    (void)p;
+    *out = NULL;
+    return 0;
+}
+
+static int cmp_addr(const void *a, const void *b)
+{
+    return ippool_addr_cmp(a, b);
+}
+
+/* The store's allocated keys merged with the inventory's addresses, then
+ * ippool_pick from the cursor. */
+static int pick(void *ctx, const char *const *alloc, size_t n, const char *cursor,
+                char out[STORE_ADDR_KEY])
+{
+    const struct cnet_pick *p = ctx;
+    struct ippool_addr *taken = xcalloc(n + p->ninv + 1, sizeof *taken);
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++)
+        if (ippool_addr_from_key(alloc[i], &taken[m]) == IPPOOL_OK)
+            m++;
+    for (size_t i = 0; i < p->ninv; i++)
+        taken[m++] = p->inv[i];
+    if (p->ninv)
+        qsort(taken, m, sizeof *taken, cmp_addr);
+    struct ippool_addr cur, got;
+    bool has_cur = cursor && *cursor && ippool_addr_from_key(cursor, &cur) == IPPOOL_OK;
+    enum ippool_err r = ippool_pick(p->plan, taken, m, has_cur ? &cur : NULL, &got);
+    free(taken);
+    if (r == IPPOOL_EEXHAUSTED)
+        return STORE_E_FULL;
+    if (r != IPPOOL_OK)
+        return STORE_E_INVALID;
+    ippool_addr_key(&got, out);
+    return STORE_OK;
+}
+
+/* The pool's configured plan with the ranges added at run time (read now,
+ * every creation: an admin's POST .../ranges counts at once in every proxd;
+ * the table is small). A plan that the additions would break stays as
+ * configured (logged). */
+static void plan_now(struct core *k, const struct cfg_ippool *cp, struct ippool *out)
+{
+    *out = cp->plan;
+    struct store_addr_range *rs = NULL;
+    size_t n = 0;
+    struct store_error se;
+    if (store_addr_range_list(k->st, cp->name, &rs, &n, &se)) {
+        log_warn("ippool", "pool=%s run-time ranges not read (%s): the configured plan is used",
+                 cp->name, se.message);
+        return;
+    }
+    struct ippool p = cp->plan;
+    bool changed = false, ok = true;
+    for (size_t i = 0; i < n && ok; i++) {
+        struct ippool_range r;
+        if (ippool_addr_from_key(rs[i].first, &r.lo) || ippool_addr_from_key(rs[i].last, &r.hi))
+            continue;
+        if (strcmp(rs[i].kind, "reserved") == 0) {
+            ok = p.nreserved < IPPOOL_MAX_RESERVED;
+            if (ok)
+                p.reserved[p.nreserved++] = r;
+        } else if (p.nranges > 0) { /* none: the whole CIDR is handed out already */
+            ok = p.nranges < IPPOOL_MAX_RANGES;
+            if (ok)
+                p.ranges[p.nranges++] = r;
+        }
+        changed = changed || ok;
+    }
+    free(rs);
+    struct ippool_errinfo e = {0};
+    if (ok && changed && ippool_prepare(&p, &e) == IPPOOL_OK)
+        *out = p;
+    else if (changed || !ok)
+        log_warn("ippool", "pool=%s run-time ranges not applied (%s%s%s)", cp->name,
+                 ok ? e.field : "too many ranges", ok ? ": " : "", ok ? e.msg : "");
+}
+
+void cnet_new_mac(struct cnet *n)
+{
+    struct ippool_mac m;
+    ippool_mac_random(&m);
+    ippool_mac_format(&m, n->net.mac);
+}
+
+int cnet_prepare(struct core *k, const struct vm_request *r, struct cnet *n, struct core_error *err)
+{
+    memset(n, 0, sizeof *n);
+    n->n = validate_pools(k->cfg, r, n->pool);
+    for (int i = 0; i < n->n; i++) {
+        const struct cfg_ippool *cp = n->pool[i];
+        plan_now(k, cp, &n->plan[i]);
+        n->ninv[i] = inventory_addrs(k, cp, &n->inv[i]);
+        n->pick[i] = (struct cnet_pick){&n->plan[i], n->inv[i], n->ninv[i]};
+        n->req[i] = (struct store_addr_req){.pool = cp->name, .pick = pick, .ctx = &n->pick[i]};
+        for (int a = 0; a < r->naddrs; a++) {
+            if (strcmp(r->addrs[a].pool, cp->name) != 0)
+                continue;
+            struct ippool_addr ad;
+            if (ippool_addr_parse(r->addrs[a].address, &ad) != IPPOOL_OK ||
+                !ippool_contains(&n->plan[i], &ad)) {
+                err->code = CORE_E_INVALID;
+                snprintf(err->field, sizeof err->field, "addresses.%s", cp->name);
+                snprintf(err->message, sizeof err->message,
+                         "%.47s is not an address pool %s hands out", r->addrs[a].address,
+                         cp->name);
+                return CORE_E_INVALID;
+            }
+            ippool_addr_key(&ad, n->want[i]);
+            n->req[i].want = n->want[i];
+        }
+    }
+    if (n->n == 0)
+        return CORE_OK;
+    cnet_new_mac(n);
+    snprintf(n->net.bridge, sizeof n->net.bridge, "%s", n->pool[0]->bridge);
+    n->net.vlan = n->pool[0]->vlan;
+    /* DNS and search domain: the first pool that has them */
+    for (int i = 0; i < n->n; i++) {
+        if (!n->net.nameserver[0] && n->pool[i]->ndns) {
+            struct buf b = BUF_INIT(256);
+            ippool_fmt_nameserver(&b, n->pool[i]->dns, n->pool[i]->ndns);
+            snprintf(n->net.nameserver, sizeof n->net.nameserver, "%s", buf_str(&b));
+            buf_release(&b);
+        }
+        if (!n->net.searchdomain[0] && n->pool[i]->searchdomain[0])
+            snprintf(n->net.searchdomain, sizeof n->net.searchdomain, "%s",
+                     n->pool[i]->searchdomain);
+    }
+    return CORE_OK;
+}
+
+void cnet_fill(void *ctx, const struct store_addr_req *reqs, size_t nreqs, struct store_net *net)
+{
+    const struct cnet *n = ctx;
+    struct ippool_lease v4 = {0}, v6 = {0};
+    bool has4 = false, has6 = false;
+    for (size_t i = 0; i < nreqs && (int)i < n->n; i++) {
+        struct ippool_addr a;
+        if (ippool_addr_from_key(reqs[i].got, &a) != IPPOOL_OK)
+            continue;
+        struct ippool_lease *l = a.family == 4 ? &v4 : &v6;
+        *l = (struct ippool_lease){&n->plan[i], a};
+        if (a.family == 4)
+            has4 = true;
+        else
+            has6 = true;
+    }
+    struct buf b = BUF_INIT(256);
+    ippool_fmt_ipconfig(&b, has4 ? &v4 : NULL, has6 ? &v6 : NULL);
+    snprintf(net->ipconfig0, sizeof net->ipconfig0, "%s", buf_str(&b));
+    buf_release(&b);
+}
+
+void cnet_release(struct cnet *n)
+{
+    for (int i = 0; i < CFG_OS_POOLS; i++) {
+        free(n->inv[i]);
+        n->inv[i] = NULL;
+    }
+}
+
+bool cnet_reachable(const struct proxd_config *c, const char (*names)[32], int n,
+                    const struct cfg_node *cn, char *why, size_t len)
+{
+    for (int i = 0; i < n; i++) {
+        const struct cfg_ippool *p = config_ippool(c, names[i]);
+        if (!p || !config_ippool_reachable(c, p, cn)) {
+            snprintf(why, len, "pool %s is not reachable on %s", names[i], cn->name);
+            return false;
+        }
+    }
+    return true;
+}
+
+size_t cnet_quarantine(const struct proxd_config *c, struct store_addr_quarantine *q)
+{
+    size_t n = 0;
+    for (int i = 0; i < c->npools; i++)
+        q[n++] = (struct store_addr_quarantine){c->pools[i].name, c->pools[i].quarantine_s * 1000};
+    q[n++] = (struct store_addr_quarantine){NULL, c->quarantine_s * 1000};
+    return n;
+}
