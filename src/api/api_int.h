@@ -107,6 +107,14 @@ json_t *json_time(int64_t unix_ms);
 /* A VM record's JSON object appended to b: the one encoder of
  * GET /v1/vms and GET /v1/vms/{vmid}. BUF_OK or BUF_TOOBIG (b's cap). */
 int vm_write_json(struct buf *b, const struct vm_rec *v, struct fleet *fl);
+/* ,"network":{...} of a record's vm_net row (NULL: null) appended to b;
+ * addresses from its recorded ipconfig0, each with the configured pool
+ * holding it. vm_add_net: the same put inside the record that
+ * vm_write_json just wrote (it ends at b->len == end). BUF_OK or
+ * BUF_TOOBIG. */
+int vm_net_json(struct buf *b, const struct store_net *net, const struct proxd_config *cfg);
+int vm_add_net(struct buf *b, size_t end, const struct store_net *net,
+               const struct proxd_config *cfg);
 /* Cap on a JSON answer written as text: a page of 1000 records whose
  * strings are all full of escapes stays below it. */
 #define API_ANSWER_MAX (16 * 1024 * 1024)

@@ -149,6 +149,8 @@ json_t *json_time(int64_t ms)
 #define VM_JSON_FIXED 320
 #define PUT(p, lit) JSONW_PUT_LIT(p, lit)
 #define PUT_FIELD(p, f) jsonw_put_str((p), (f), strnlen((f), sizeof(f)))
+#define LIT_RC(b, s) jsonw_raw((b), (s), sizeof(s) - 1)
+#define PUT_STR(b, f) jsonw_str((b), (f), strnlen((f), sizeof(f)))
 
 /* "up", "down" or "unknown" (not read yet, no fleet), or NULL for a record
  * with no node (being created, failed). Fills *nv when there is one. */
@@ -218,6 +220,71 @@ int vm_write_json(struct buf *b, const struct vm_rec *v, struct fleet *fl)
     p = PUT(p, "}");
     buf_commit(b, (size_t)(p - start));
     return BUF_OK;
+}
+
+/* The pool of a configured address (pools do not overlap), or NULL. */
+static const struct cfg_ippool *pool_of(const struct proxd_config *cfg, const struct ippool_addr *a)
+{
+    for (int i = 0; cfg && i < cfg->npools; i++)
+        if (ippool_net_contains(&cfg->pools[i].plan.net, a))
+            return &cfg->pools[i];
+    return NULL;
+}
+
+/* One {"pool","address","prefix","gateway"} of the recorded ipconfig0. */
+static int addr_json(struct buf *b, const struct proxd_config *cfg, const struct ippool_addr *a,
+                     int prefix, bool first)
+{
+    char t[IPPOOL_ADDRSTRLEN];
+    const struct cfg_ippool *p = pool_of(cfg, a);
+    int rc = (!first && LIT_RC(b, ",")) || LIT_RC(b, "{\"pool\":");
+    rc = rc || (p ? jsonw_str(b, p->name, strlen(p->name)) : LIT_RC(b, "null"));
+    ippool_addr_format(a, t);
+    rc = rc || LIT_RC(b, ",\"address\":") || jsonw_str(b, t, strlen(t));
+    rc = rc || LIT_RC(b, ",\"prefix\":") || jsonw_int(b, prefix);
+    rc = rc || LIT_RC(b, ",\"gateway\":");
+    if (p && p->plan.has_gateway) {
+        ippool_addr_format(&p->plan.gateway, t);
+        rc = rc || jsonw_str(b, t, strlen(t));
+    } else {
+        rc = rc || LIT_RC(b, "null");
+    }
+    return rc || LIT_RC(b, "}");
+}
+
+int vm_net_json(struct buf *b, const struct store_net *net, const struct proxd_config *cfg)
+{
+    if (!net)
+        return LIT_RC(b, ",\"network\":null");
+    struct ippool_addr v4, v6;
+    int p4 = 0, p6 = 0;
+    if (ippool_ipconfig_parse(net->ipconfig0, &v4, &p4, &v6, &p6) != IPPOOL_OK)
+        v4.family = v6.family = 0;
+    int rc = LIT_RC(b, ",\"network\":{\"mac\":") || PUT_STR(b, net->mac);
+    rc = rc || LIT_RC(b, ",\"bridge\":") || PUT_STR(b, net->bridge);
+    rc = rc || LIT_RC(b, ",\"vlan\":") || jsonw_int(b, net->vlan);
+    rc = rc || LIT_RC(b, ",\"addresses\":[");
+    if (v4.family)
+        rc = rc || addr_json(b, cfg, &v4, p4, true);
+    if (v6.family)
+        rc = rc || addr_json(b, cfg, &v6, p6, !v4.family);
+    rc = rc || LIT_RC(b, "],\"confirmed\":");
+    if (net->seen_at)
+        rc = rc || LIT_RC(b, "true");
+    else
+        rc = rc || LIT_RC(b, "false");
+    rc = rc || LIT_RC(b, ",\"seen_at\":") || jsonw_time(b, net->seen_at);
+    return rc || LIT_RC(b, "}");
+}
+
+int vm_add_net(struct buf *b, size_t end, const struct store_net *net,
+               const struct proxd_config *cfg)
+{
+    /* the record's closing brace is the last byte: the block goes before it */
+    if (end == 0 || b->len != end || b->data[end - 1] != '}')
+        return BUF_TOOBIG;
+    buf_truncate(b, end - 1);
+    return vm_net_json(b, net, cfg) || LIT_RC(b, "}");
 }
 
 json_t *job_to_json(const struct job_rec *j)

@@ -313,6 +313,8 @@ struct page {
     struct buf *b;
     size_t start; /* where the first record goes */
     size_t n;
+    size_t *end;  /* where each record ends (its networks are put in after the scan) */
+    int64_t *ids; /* each record's id */
     int64_t last_id;
     int rc;           /* BUF_TOOBIG stops the scan */
     struct fleet *fl; /* node health for each record */
@@ -327,9 +329,48 @@ static int page_add(void *ctx, const struct vm_rec *r)
         return 0;
     }
     pg->rc = (pg->n && LIT(pg->b, ",")) || vm_write_json(pg->b, r, pg->fl) ? BUF_TOOBIG : BUF_OK;
+    pg->end[pg->n] = pg->b->len;
+    pg->ids[pg->n] = r->id;
     pg->n++;
     pg->last_id = r->id;
     return pg->rc;
+}
+
+/* The page's records get their "network" blocks: one read of the vm_net
+ * rows of the page's id range, then the page rewritten with each block
+ * put before its record's closing brace. A failed read leaves "network"
+ * out (the listing is still true). */
+static int add_nets(struct req *rq, struct page *pg, struct store_error *se)
+{
+    if (pg->n == 0)
+        return BUF_OK;
+    struct store_vm_net *nets = NULL;
+    size_t nn = 0;
+    if (store_vm_net_range(rq->api->st, pg->ids[0], pg->ids[pg->n - 1], &nets, &nn, se)) {
+        log_warn("api", "VM networks not read for a listing: %s", se->message);
+        return BUF_OK;
+    }
+    struct buf out = BUF_INIT(API_ANSWER_MAX);
+    int rc = buf_add(&out, pg->b->data, pg->start) ? BUF_TOOBIG : BUF_OK;
+    size_t from = pg->start, k = 0;
+    for (size_t i = 0; i < pg->n && rc == BUF_OK; i++) {
+        while (k < nn && nets[k].vm_id < pg->ids[i])
+            k++;
+        const struct store_net *net = k < nn && nets[k].vm_id == pg->ids[i] ? &nets[k].net : NULL;
+        if (buf_add(&out, pg->b->data + from, pg->end[i] - from))
+            rc = BUF_TOOBIG;
+        else
+            rc = vm_add_net(&out, out.len, net, rq->api->cfg);
+        from = pg->end[i];
+    }
+    free(nets);
+    if (rc == BUF_OK) {
+        buf_release(pg->b);
+        *pg->b = out;
+    } else {
+        buf_release(&out);
+    }
+    return rc;
 }
 
 void h_vms_list(struct req *rq, struct resp *rs)
@@ -367,7 +408,14 @@ void h_vms_list(struct req *rq, struct resp *rs)
         f.owner = rq->who.owner;
     }
     struct buf b = BUF_INIT(API_ANSWER_MAX);
-    struct page pg = {&b, 0, 0, 0, BUF_OK, rq->api->fl};
+    struct page pg = {&b,
+                      0,
+                      0,
+                      xcalloc((size_t)f.limit, sizeof(size_t)),
+                      xcalloc((size_t)f.limit, sizeof(int64_t)),
+                      0,
+                      BUF_OK,
+                      rq->api->fl};
     /* About 280 bytes a record: one allocation for most pages. */
     if (!buf_space(&b, (size_t)f.limit * 320 + 64))
         goto too_big;
@@ -378,7 +426,7 @@ void h_vms_list(struct req *rq, struct resp *rs)
         resp_error(rs, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable", NULL, "%s", se.message);
         goto out;
     }
-    if (pg.rc)
+    if (pg.rc || add_nets(rq, &pg, &se) == BUF_TOOBIG)
         goto too_big;
     /* A full page may have more behind it: hand out the cursor. */
     int rc = LIT(&b, "],\"next\":");
@@ -394,6 +442,8 @@ too_big:
     resp_error(rs, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal", NULL,
                "the answer would pass %d bytes: ask for a smaller page (limit)", API_ANSWER_MAX);
 out:
+    free(pg.end);
+    free(pg.ids);
     buf_release(&b);
 }
 
@@ -402,7 +452,10 @@ out:
 static void vm_answer(struct req *rq, struct resp *rs, const struct vm_rec *v)
 {
     struct buf b = BUF_INIT(API_ANSWER_MAX);
-    if (vm_write_json(&b, v, rq->api->fl))
+    struct store_net net;
+    bool has_net = store_vm_net_get(rq->api->st, v->id, &net, NULL) == STORE_OK;
+    if (vm_write_json(&b, v, rq->api->fl) ||
+        vm_add_net(&b, b.len, has_net ? &net : NULL, rq->api->cfg))
         resp_error(rs, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal", NULL,
                    "the answer would pass %d bytes", API_ANSWER_MAX);
     else

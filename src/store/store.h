@@ -463,6 +463,14 @@ int store_addr_sweep(store *s, const struct store_addr_quarantine *q, size_t nq,
 
 /* A record's vm_net row (live or not); STORE_E_NOTFOUND when none. */
 int store_vm_net_get(store *s, int64_t vm_id, struct store_net *out, struct store_error *err);
+/* The vm_net rows of records lo..hi (ids, inclusive), by record id, for a
+ * page of records (at most 1000 rows); free(*out). */
+struct store_vm_net {
+    int64_t vm_id;
+    struct store_net net;
+};
+int store_vm_net_range(store *s, int64_t lo, int64_t hi, struct store_vm_net **out, size_t *n,
+                       struct store_error *err);
 /* What the guest agent reported (any JSON, stored compact) and when (now);
  * read back as a new reference (NULL: never). STORE_E_NOTFOUND when the
  * record has no network. */

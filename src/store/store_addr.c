@@ -385,6 +385,47 @@ int store_vm_net_get(store *s, int64_t vm_id, struct store_net *out, struct stor
     return db_tx(s->db, DB_READ, net_get_fn, &k, err);
 }
 
+static const char SQL_NET_RANGE[] =
+    "SELECT vm_id, mac, bridge, vlan, ipconfig0, nameserver, searchdomain, seen_at FROM vm_net"
+    " WHERE vm_id BETWEEN ?1 AND ?2 ORDER BY vm_id LIMIT 1000";
+
+struct net_range {
+    int64_t lo, hi;
+};
+
+static void bind_range(db_stmt *st, const void *arg)
+{
+    const struct net_range *r = arg;
+    db_bind_i64(st, 1, r->lo);
+    db_bind_i64(st, 2, r->hi);
+}
+
+static int row_net(db_stmt *st, void *elem, struct store_error *err)
+{
+    (void)err;
+    struct store_vm_net *o = elem;
+    o->vm_id = db_col_i64(st, 0);
+    DB_COL_FIELD(st, 1, o->net.mac);
+    DB_COL_FIELD(st, 2, o->net.bridge);
+    o->net.vlan = (int)db_col_i64(st, 3);
+    DB_COL_FIELD(st, 4, o->net.ipconfig0);
+    DB_COL_FIELD(st, 5, o->net.nameserver);
+    DB_COL_FIELD(st, 6, o->net.searchdomain);
+    o->net.seen_at = db_col_i64(st, 7);
+    return STORE_OK;
+}
+
+int store_vm_net_range(store *s, int64_t lo, int64_t hi, struct store_vm_net **out, size_t *n,
+                       struct store_error *err)
+{
+    store_err_clear(err);
+    STORE_CHECK(s && out && n, "store_vm_net_range: NULL argument");
+    struct net_range r = {lo, hi};
+    const struct store_read rd = {
+        SQL_NET_RANGE, "reading VM networks", bind_range, &r, sizeof **out, row_net};
+    return store_read_all(s, &rd, (void **)out, n, err);
+}
+
 static const char SQL_NET_SEEN[] = "UPDATE vm_net SET seen = ?2, seen_at = ?3 WHERE vm_id = ?1";
 static const char SQL_NET_SEEN_GET[] = "SELECT seen FROM vm_net WHERE vm_id = ?1";
 
