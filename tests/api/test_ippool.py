@@ -96,12 +96,7 @@ def addr_of(key):
 
 def sim_configs(sim):
     """{vmid: config} of every VM in pvesim that is not a template."""
-    out = {}
-    for v in sim.state()["vms"]:
-        if v.get("template"):
-            continue
-        out[v["vmid"]] = sim.data("GET", "/nodes/%s/qemu/%d/config" % (v["node"], v["vmid"]))
-    return out
+    return {v["vmid"]: v["conf"] for v in sim.state()["vms"] if not v["conf"].get("template")}
 
 
 def sim_address(conf):
