@@ -1,13 +1,16 @@
 """Randomized fault test: pvesim fails a fraction of Proxmox calls of every
 kind at random (500s, lock timeouts, 596s, failing tasks, delays, hangs)
 while proxd runs mixed jobs on its VMs (start, shutdown, stop, pause,
-resume, reboot, update, resize, delete) and, with FAULT_CREATE=1, creations;
+resume, reboot, update, resize, delete) and, with FAULT_CREATE=1, creations
+(half of them with an address from an IP pool);
 then the faults stop and the promises are checked against pvesim's state
 and proxd's database:
   - every job ended by itself (done or failed, with its terminal event)
     within a bounded time;
   - no VM leaked: every VM on the nodes has one enabled record (proxd's or
     anyone's: nobody else makes VMs here), none is half made;
+  - every live record with a network has its address used by it and in its
+    config, no address twice, none left reserved;
   - no VMID held by two live records, no record stuck creating or deleting,
     none marked lost (nothing is deleted behind proxd's back here);
   - after a reconcile pass, every record's power (paused included), node and
@@ -128,6 +131,8 @@ def run_seed(seed):
     # a hung call costs the request timeout: keep it short
     port = write_config(conf, db, sim.entry, ["reconcile_interval = 3600", "quarantine = 0"],
                         proxmox_extra=["connect_timeout = 1", "timeout = 3"])
+    with open(conf, "a") as f:  # half the creations take an address from it
+        f.write(POOL)
     d = Daemon(conf, tmp.name)
     stats = {"seed": seed, "jobs": 0, "done": 0, "failed": 0, "refused": 0, "creations": 0,
              "created": 0, "max_job_s": 0.0}
@@ -165,6 +170,8 @@ def run_seed(seed):
             body = {"os": rng.choice(["ubuntu", "debian"]), "name": "f%d-%02d" % (seed, i),
                     "cores": rng.choice([1, 2]), "memory_mb": rng.choice([512, 1024]),
                     "disk_gb": 20}
+            if i % 2 == 0:
+                body["ippools"] = ["flt"]
             end = time.monotonic() + 30
             while True:  # 503 while proxd reads the inventory first, or a node is down
                 r = api.call("POST", "/v1/vms", body)
@@ -268,6 +275,51 @@ def run_seed(seed):
     return stats, problems
 
 
+POOL = "\n[ippool flt]\ncidr = 10.50.0.0/24\ngateway = 10.50.0.1\nbridge = vmbr0\nquarantine = 0\n"
+
+
+def check_addresses(db, state, problems):
+    """Every live record with a network has its address used by it, as
+    pvesim's config says; no address is used twice, by the store or on the
+    nodes; none is left reserved; no used address outlives its record
+    (unless a leftover of its creation remains)."""
+    rows = db_query(db, "SELECT addr, state, vm_id, job FROM addr_alloc WHERE pool = 'flt'")
+    live = dict(db_query(db, "SELECT id, vmid FROM vms WHERE state IN "
+                             "('creating', 'enabled', 'deleting')"))
+    left = {r[0] for r in db_query(db, "SELECT job FROM leftovers")}
+    nets = {r[0] for r in db_query(db, "SELECT vm_id FROM vm_net")}
+    used = {}
+    for addr, st, vm_id, job in rows:
+        v = int(addr[1:], 16)
+        ip = "%d.%d.%d.%d" % (v >> 24 & 255, v >> 16 & 255, v >> 8 & 255, v & 255)
+        if st == "reserved":
+            problems.append("address %s left reserved (job %s)" % (ip, job))
+        if st != "used":
+            continue
+        if vm_id not in live and job not in left:
+            problems.append("address %s used by gone record %s" % (ip, vm_id))
+        if vm_id in used:
+            problems.append("record %s uses %s and %s" % (vm_id, used[vm_id], ip))
+        used[vm_id] = ip
+    confs = {v["vmid"]: v.get("conf") or {} for v in state["vms"]}
+    seen = {}
+    for vm_id, vmid in live.items():
+        if vm_id not in nets:
+            continue
+        if vm_id not in used:
+            problems.append("VM %d has a network but no used address" % vmid)
+            continue
+        got = confs.get(vmid, {}).get("ipconfig0", "")
+        if not got.startswith("ip=%s/" % used[vm_id]):
+            problems.append("VM %d has ipconfig0 '%s', the store %s" % (vmid, got, used[vm_id]))
+    for vmid, c in confs.items():
+        ip = c.get("ipconfig0", "")
+        if ip.startswith("ip=10.50."):
+            if ip in seen:
+                problems.append("VMs %d and %d both have %s" % (seen[ip], vmid, ip))
+            seen[ip] = vmid
+
+
 def check(db, state, problems):
     """The invariants, against pvesim's state and the database."""
     jobs = db_query(db, "SELECT id, kind, state, created_at, finished_at FROM jobs")
@@ -285,6 +337,7 @@ def check(db, state, problems):
     for jid, kind, err in db_query(db, "SELECT id, kind, error FROM jobs WHERE state = 'failed'"):
         if any(err.startswith(p) for p in READ_FAILURES):
             problems.append("job %s (%s) failed on a read: %s" % (jid, kind, err))
+    check_addresses(db, state, problems)
     recs = db_query(db, "SELECT vmid, node, state, power, disk_gb, job FROM vms")
     live = {}
     for vmid, node, st, power, disk, job in recs:
