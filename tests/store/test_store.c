@@ -2579,6 +2579,146 @@ static void test_addr_sweep(void **state)
     assert_int_equal(c.quarantined, 4);
 }
 
+/* One creation with an address of lan for owner, VMID from 100-199; the
+ * record's id, or 0 and *rc when refused. */
+static int64_t made(store *s, struct picker *pk, const char *owner, const char *job,
+                    const char *mac, const struct store_usage *quota, json_t *answer,
+                    struct store_submit *out, int *rc)
+{
+    static const struct vmid_range r = {100, 199};
+    struct store_addr_req req = {.pool = "lan", .pick = pick_cb, .ctx = pk};
+    struct store_net net;
+    net_make(&net, mac);
+    struct vm_rec v;
+    struct job_rec j;
+    submit(&v, &j, 0, owner, 1, job);
+    struct store_idem idem = {owner, job, answer};
+    *out = (struct store_submit){.vm = &v,
+                                 .job = &j,
+                                 .event = "q",
+                                 .idem = answer ? &idem : NULL,
+                                 .quota = quota,
+                                 .ranges = &r,
+                                 .nranges = 1,
+                                 .addrs = &req,
+                                 .naddrs = 1,
+                                 .net = &net};
+    struct store_error e;
+    *rc = store_create_submit(s, out, &e);
+    json_decref(out->first);
+    out->first = NULL;
+    out->vm = NULL;
+    out->job = NULL;
+    return *rc ? 0 : v.id;
+}
+
+/* With the core's policy given to the store: a record that goes to a gone
+ * state releases its addresses in that write (store_vm_update and _if);
+ * a leftover of its creation keeps them until store_leftover_done, which
+ * releases them; store_vm_insert_adopt moves them to the new record in
+ * its insert; an owner's address quota holds inside the submit; the VMID
+ * chosen in the submit is in the idempotency answer. */
+static void test_addr_policy(void **state)
+{
+    struct fx *f = *state;
+    struct store_error e;
+    struct ippool plan;
+    plan_make(&plan, 10, 50);
+    struct picker pk = {.plan = &plan};
+    struct store_addr_quarantine q[] = {{"lan", 60000}, {NULL, 0}};
+    store_addr_policy(f->s, q, 2);
+    struct store_submit sub;
+    struct store_addr_counts c;
+    int rc;
+    struct vm_rec v;
+
+    /* failed: released at once, quarantined for lan's time */
+    int64_t a = made(f->s, &pk, "alice", "po-1", "02:00:00:00:03:01", NULL, NULL, &sub, &rc);
+    OK(rc);
+    OK(store_vm_get_id(f->s, a, &v, &e_));
+    v.state = VMS_FAILED;
+    OK(store_vm_update(f->s, &v, &e_));
+    vm_rec_release(&v);
+    OK(store_addr_counts(f->s, "lan", &c, &e_));
+    assert_int_equal(c.used, 0);
+    assert_int_equal(c.quarantined, 1);
+    int rows = 0, live = 0;
+    db_query2(f->url, "SELECT count(*), coalesce(sum(live), 0) FROM vm_net", &rows, &live);
+    assert_int_equal(live, 0);
+
+    /* a leftover of the creation keeps it until it is done */
+    int64_t b = made(f->s, &pk, "alice", "po-2", "02:00:00:00:03:02", NULL, NULL, &sub, &rc);
+    OK(rc);
+    OK(store_vm_get_id(f->s, b, &v, &e_));
+    int bvmid = v.vmid;
+    OK(store_leftover_add(f->s, bvmid, "sv1", "po-2", &e_));
+    v.state = VMS_FAILED;
+    OK(store_vm_update_if(f->s, &v, VMS_CREATING, 0, &e_));
+    vm_rec_release(&v);
+    OK(store_addr_counts(f->s, "lan", &c, &e_));
+    assert_int_equal(c.used, 1);
+    size_t n = 0;
+    OK(store_addr_sweep(f->s, q, 2, &n, &e_));
+    assert_int_equal(n, 0);
+    OK(store_leftover_done(f->s, bvmid, "sv1", 0, &e_));
+    OK(store_addr_counts(f->s, "lan", &c, &e_));
+    assert_int_equal(c.used, 0);
+    assert_int_equal(c.quarantined, 2);
+
+    /* adopted by a new record in its insert; the old one failing then
+     * releases nothing, the new one deleted releases it */
+    int64_t d = made(f->s, &pk, "alice", "po-3", "02:00:00:00:03:03", NULL, NULL, &sub, &rc);
+    OK(rc);
+    struct vm_rec nv = {.vmid = 170, .state = VMS_CREATING, .cores = 1};
+    snprintf(nv.owner, sizeof nv.owner, "alice");
+    OK(store_vm_insert_adopt(f->s, &nv, d, &e_));
+    struct store_net net;
+    OK(store_vm_net_get(f->s, nv.id, &net, &e_));
+    assert_string_equal(net.mac, "02:00:00:00:03:03");
+    OK(store_vm_get_id(f->s, d, &v, &e_));
+    v.state = VMS_FAILED;
+    OK(store_vm_update(f->s, &v, &e_));
+    vm_rec_release(&v);
+    struct store_addr *list = NULL;
+    OK(store_addr_list(f->s, "lan", "used", NULL, 0, &list, &n, &e_));
+    assert_int_equal(n, 1);
+    assert_int_equal(list[0].vm_id, nv.id);
+    assert_int_equal(list[0].vmid, 170);
+    free(list);
+    nv.state = VMS_DELETED;
+    OK(store_vm_update(f->s, &nv, &e_));
+    OK(store_addr_counts(f->s, "lan", &c, &e_));
+    assert_int_equal(c.used, 0);
+    assert_int_equal(c.quarantined, 3);
+    /* adopting from a record that does not exist moves nothing */
+    struct vm_rec lone = {.vmid = 171, .state = VMS_CREATING, .cores = 1};
+    snprintf(lone.owner, sizeof lone.owner, "alice");
+    OK(store_vm_insert_adopt(f->s, &lone, 999999, &e_));
+
+    /* quota: one address for bob */
+    struct store_usage quota = {.addresses = 1};
+    OK((made(f->s, &pk, "bob", "po-4", "02:00:00:00:03:04", &quota, NULL, &sub, &rc), rc));
+    assert_int_equal(made(f->s, &pk, "bob", "po-5", "02:00:00:00:03:05", &quota, NULL, &sub, &rc),
+                     0);
+    assert_int_equal(rc, STORE_E_FULL);
+    assert_int_equal(sub.used.addresses, 1);
+    assert_int_equal(sub.used.vms, 1);
+    EXPECT(STORE_E_NOTFOUND, store_job_get(f->s, "po-5", &(struct job_rec){0}, &e));
+
+    /* the idempotency answer gets the VMID chosen in the transaction */
+    json_t *ans = json_pack("{s:s,s:i}", "job", "po-6", "vmid", 0);
+    int64_t g = made(f->s, &pk, "carol", "po-6", "02:00:00:00:03:06", NULL, ans, &sub, &rc);
+    OK(rc);
+    OK(store_vm_get_id(f->s, g, &v, &e_));
+    json_t *stored = NULL;
+    OK(store_idem_get(f->s, "carol", "po-6", &stored, &e_));
+    assert_int_equal(json_integer_value(json_object_get(stored, "vmid")), v.vmid);
+    assert_true(v.vmid >= 100 && v.vmid <= 199);
+    vm_rec_release(&v);
+    json_decref(stored);
+    json_decref(ans);
+}
+
 /* A creation that goes on under a new record takes its addresses and
  * network along; the guest agent's report is kept; run-time ranges. */
 static void test_addr_extras(void **state)
@@ -2915,6 +3055,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_addr_submit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_addr_sweep, setup, teardown),
         cmocka_unit_test_setup_teardown(test_addr_extras, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_addr_policy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_addr_processes, setup, teardown),
     };
     const char *only = getenv("STORE_TEST_BACKEND");
