@@ -176,12 +176,45 @@ out:
     return rc;
 }
 
+/* The first address of a record's network, or "-". */
+static const char *first_address(json_t *v)
+{
+    json_t *a = json_array_get(json_object_get(json_object_get(v, "network"), "addresses"), 0);
+    const char *s = json_string_value(json_object_get(a, "address"));
+    return s ? s : "-";
+}
+
 static void vm_row(json_t *v)
 {
-    printf("%-6lld %-20.20s %-8.8s %-10.10s %-6.6s %-9.9s %-8.8s %5lld %8lldM %6lldG\n",
+    printf("%-6lld %-20.20s %-8.8s %-10.10s %-6.6s %-9.9s %-8.8s %5lld %8lldM %6lldG %s\n",
            num(v, "vmid"), str(v, "name"), str(v, "os"), str(v, "owner"), str(v, "node"),
            str(v, "state"), str(v, "power"), num(v, "cores"), num(v, "memory_mb"),
-           num(v, "disk_gb"));
+           num(v, "disk_gb"), first_address(v));
+}
+
+/* vm show: the network block, one line per address. */
+static void net_show(json_t *v)
+{
+    json_t *n = json_object_get(v, "network");
+    if (!json_is_object(n))
+        return;
+    printf("%-11s %s on %s", "mac", str(n, "mac"), str(n, "bridge"));
+    if (num(n, "vlan"))
+        printf(" vlan %lld", num(n, "vlan"));
+    printf("\n");
+    size_t i;
+    json_t *a;
+    json_array_foreach(json_object_get(n, "addresses"), i, a)
+    {
+        printf("%-11s %s/%lld", "address", str(a, "address"), num(a, "prefix"));
+        if (json_is_string(json_object_get(a, "gateway")))
+            printf(" gw %s", str(a, "gateway"));
+        if (json_is_string(json_object_get(a, "pool")))
+            printf(" (pool %s)", str(a, "pool"));
+        printf("\n");
+    }
+    printf("%-11s %s\n", "confirmed",
+           json_is_true(json_object_get(n, "confirmed")) ? str(n, "seen_at") : "no");
 }
 
 static int vm_list(struct cli *c, int argc, char **argv)
@@ -233,8 +266,8 @@ static int vm_list(struct cli *c, int argc, char **argv)
         if (c->json) {
             cli_print_json(all);
         } else {
-            printf("%-6s %-20s %-8s %-10s %-6s %-9s %-8s %5s %9s %7s\n", "VMID", "NAME", "OS",
-                   "OWNER", "NODE", "STATE", "POWER", "CORES", "MEMORY", "DISK");
+            printf("%-6s %-20s %-8s %-10s %-6s %-9s %-8s %5s %9s %7s %s\n", "VMID", "NAME", "OS",
+                   "OWNER", "NODE", "STATE", "POWER", "CORES", "MEMORY", "DISK", "ADDRESS");
             size_t i;
             json_t *v;
             json_array_foreach(all, i, v) vm_row(v);
@@ -264,6 +297,7 @@ static int vm_show(struct cli *c, const char *vmid)
             else if (x && !json_is_null(x))
                 printf("%-11s %lld\n", keys[i], (long long)json_number_value(x));
         }
+        net_show(v);
         if (strcmp(str(v, "node_status"), "down") == 0)
             printf("note        its node is down: power and state are as last known, and\n"
                    "            actions are refused until the node answers again\n");

@@ -20,12 +20,16 @@ or doubled by a crash.
 Each backend runs on a pvesim of its own (both databases would hand out the
 same VMIDs and addresses to one Proxmox otherwise)."""
 import concurrent.futures
+import os
 import random
 import re
+import subprocess
+import tempfile
 import time
 
 from lib.cases import case, finish
 from lib.db import expire_leases, query, wait_settled
+from lib.env import PROXCTL
 from lib.pg import PrivatePG
 from lib.proxd import Proxd, shutdown
 from lib.sim import Sim
@@ -303,16 +307,32 @@ try:
         c = done(r)
         assert address_of(c) == "10.30.0.2"
         check_invariants(px.db, sim, "tiny")
+        # proxctl shows it: vm show's network lines, vm list's ADDRESS column
+        env = dict(os.environ, HOME=tempfile.mkdtemp(prefix="proxctl-home-"),
+                   PROXD_URL=px.base, PROXD_TOKEN=ADMIN)
+        env.pop("PROXCTL_CONFIG", None)
+        out = subprocess.run([PROXCTL, "vm", "show", str(c)], capture_output=True, text=True,
+                             env=env, timeout=60).stdout
+        assert re.search(r"^mac +[0-9A-F:]{17} on vmbr1$", out, re.M), out
+        assert re.search(r"^address +10\.30\.0\.2/29 gw 10\.30\.0\.1 \(pool tiny\)$", out,
+                         re.M), out
+        out = subprocess.run([PROXCTL, "vm", "list"], capture_output=True, text=True, env=env,
+                             timeout=60).stdout.splitlines()
+        assert out[0].split()[-1] == "ADDRESS", out[0]
+        row = [x for x in out if x.split()[0] == str(c)]
+        assert row and row[0].split()[-1] == "10.30.0.2", out
 
     @case
     def kill_during_creations_loses_and_doubles_nothing():
         made = []
+        cut = 0  # creations the kills interrupted
         for rnd in range(3):
             answers = in_parallel(lambda i: create(spec("k%d-%02d" % (rnd, i),
                                                         ippools=["crash"])), 12, workers=12)
             assert all(a.status_code == 202 for a in answers), [a.text for a in answers]
             made += [a.json()["vmid"] for a in answers]
             time.sleep(rng.uniform(0.05, 1.0))  # a random moment of the creations
+            cut += len(query(px.db, "SELECT id FROM jobs WHERE state NOT IN ('done', 'failed')"))
             px.kill()
             expire_leases(px.db)
             px.start()
@@ -324,6 +344,8 @@ try:
         # the live records of the crash pool hold exactly its used addresses
         live = check_invariants(px.db, sim, "crash")
         assert len(live) == len([j for j in jobs if j[0] == "done"]), (len(live), jobs)
+        assert cut > 0, "no kill landed during a creation"
+        print("     %d creations interrupted by the kills, %d done" % (cut, len(live)))
 finally:
     shutdown(px, sim)
 
