@@ -323,6 +323,26 @@ try:
         assert row and row[0].split()[-1] == "10.30.0.2", out
 
     @case
+    def failover_keeps_the_address():
+        # the first configure fails: the creation moves to another node,
+        # with the address (and MAC) it took at submit
+        sim.ctl("POST", "/faults", {"kind": "error", "method": "PUT", "count": 1,
+                                    "path": r"^/nodes/[^/]+/qemu/\d+/config$"})
+        r = create(spec("fo-1", ippools=["crash"]))
+        assert r.status_code == 202, r.text
+        job = r.json()["job"]
+        before = query(px.db, "SELECT addr FROM addr_alloc WHERE job = '%s'" % job)
+        j = px.wait_job(job, ADMIN, deadline=90)
+        assert j["state"] == "done" and len(j["attempts"]) == 1, j
+        vmid = j["vmid"]
+        rec = px.call("GET", "/v1/vms/%d" % vmid, ADMIN).json()
+        assert rec["node"] != j["attempts"][0]["node"], (rec, j)
+        a = rec["network"]["addresses"][0]["address"]
+        assert [(key_of(a),)] == before, (a, before)
+        conf = sim_configs(sim)[vmid]
+        assert sim_address(conf) == a and rec["network"]["mac"] in conf["net0"], conf
+
+    @case
     def kill_during_creations_loses_and_doubles_nothing():
         made = []
         cut = 0  # creations the kills interrupted
