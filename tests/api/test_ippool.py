@@ -61,6 +61,9 @@ cidr = 10.40.0.0/24
 gateway = 10.40.0.1
 bridge = vmbr0
 quarantine = 0
+
+[quota frank]
+addresses = 1
 """
 
 
@@ -228,6 +231,7 @@ px = Proxd(sim)
 pooled(px)
 ADMIN = px.token("ops", "admin")
 USER = px.token("carol")
+FRANK = px.token("frank")
 px.start()
 
 
@@ -341,6 +345,15 @@ try:
         assert [(key_of(a),)] == before, (a, before)
         conf = sim_configs(sim)[vmid]
         assert sim_address(conf) == a and rec["network"]["mac"] in conf["net0"], conf
+
+    @case
+    def address_quota():
+        done(create(spec("fr-1", ippools=["crash"]), FRANK))
+        r = create(spec("fr-2", ippools=["crash"]), FRANK)
+        assert r.status_code == 403, r.text
+        e = r.json()["error"]
+        assert e["code"] == "quota_exceeded" and "1 of 1 addresses" in e["message"], r.text
+        done(create(spec("fr-3", ippools=[]), FRANK))  # no address: not counted
 
     @case
     def kill_during_creations_loses_and_doubles_nothing():
