@@ -105,13 +105,15 @@ void h_quota(struct req *rq, struct resp *rs)
         return;
     }
     const struct cfg_quota *q = config_quota(rq->api->cfg, owner);
-    json_t *lim = q ? json_pack("{s:i,s:i,s:I,s:I}", "vms", q->vms, "cores", q->cores, "memory_mb",
-                                (json_int_t)q->memory_mb, "disk_gb", (json_int_t)q->disk_gb)
+    json_t *lim = q ? json_pack("{s:i,s:i,s:I,s:I,s:i}", "vms", q->vms, "cores", q->cores,
+                                "memory_mb", (json_int_t)q->memory_mb, "disk_gb",
+                                (json_int_t)q->disk_gb, "addresses", q->addresses)
                     : json_null();
     resp_json(rs, MHD_HTTP_OK,
-              json_pack("{s:s,s:o,s:{s:i,s:i,s:I,s:I}}", "owner", owner, "limits", lim, "used",
+              json_pack("{s:s,s:o,s:{s:i,s:i,s:I,s:I,s:i}}", "owner", owner, "limits", lim, "used",
                         "vms", used.vms, "cores", used.cores, "memory_mb",
-                        (json_int_t)used.memory_mb, "disk_gb", (json_int_t)used.disk_gb));
+                        (json_int_t)used.memory_mb, "disk_gb", (json_int_t)used.disk_gb,
+                        "addresses", used.addresses));
 }
 
 void h_healthz(struct req *rq, struct resp *rs)

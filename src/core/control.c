@@ -82,6 +82,9 @@ int core_quota_use(struct core *k, const char *owner, struct quota_use *used,
         if (n == 0)
             break;
     }
+    struct store_error se;
+    if (store_addr_owner_count(k->st, owner, &used->addresses, &se))
+        return fail(err, CORE_E_INTERNAL, NULL, "%s", se.message);
     return CORE_OK;
 }
 
@@ -185,7 +188,7 @@ static int enqueue(struct core *k, struct vm_rec *v, const char *kind, json_t *r
     if (rc == STORE_E_CONFLICT && del)
         return fail(err, CORE_E_CONFLICT, "vmid", "VM %d is being deleted already", v->vmid);
     if (rc == STORE_E_FULL && q) {
-        struct quota_use u = {used.vms, used.cores, used.memory_mb, used.disk_gb};
+        struct quota_use u = {used.vms, used.cores, used.memory_mb, used.disk_gb, used.addresses};
         if (core_quota_judge(q, v->owner, &u, 0, d->cores, d->memory_mb, d->disk_gb, err))
             return CORE_E_FULL;
         return fail(err, CORE_E_FULL, "quota", "the quota of '%s' is taken by changes under way",

@@ -302,7 +302,7 @@ static int submit_error(struct core *k, const struct vm_request *r, struct store
     }
     if (rc == STORE_E_FULL && q && strstr(se->message, "quota")) {
         struct quota_use u = {sub->used.vms, sub->used.cores, sub->used.memory_mb,
-                              sub->used.disk_gb};
+                              sub->used.disk_gb, sub->used.addresses};
         if (core_quota_judge(q, r->owner, &u, 1, r->cores, r->memory_mb, r->disk_gb, err))
             return CORE_E_FULL;
         if (q->addresses > 0 && sub->used.addresses + (int)sub->naddrs > q->addresses) {

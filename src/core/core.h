@@ -114,6 +114,7 @@ int core_node_check(struct core *k, int vmid, const char *node, struct core_erro
 struct quota_use {
     int vms, cores;
     int64_t memory_mb, disk_gb;
+    int addresses; /* of IP pools, held by the live VMs */
 };
 int core_quota_use(struct core *k, const char *owner, struct quota_use *used,
                    struct core_error *err);

@@ -428,6 +428,8 @@ int store_addr_list(store *s, const char *pool, const char *state, const char *a
  * expired quarantines left out), for the core's ippool_free; free(*out). */
 int store_addr_allocated(store *s, const char *pool, char (**out)[STORE_ADDR_KEY], size_t *n,
                          struct store_error *err);
+/* Addresses (used or reserved) held by an owner's live records. */
+int store_addr_owner_count(store *s, const char *owner, int *n, struct store_error *err);
 struct store_addr_counts {
     int64_t reserved, used, quarantined, held; /* quarantined: until after now */
 };

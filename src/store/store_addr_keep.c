@@ -533,3 +533,33 @@ int store_addr_counts(store *s, const char *pool, struct store_addr_counts *out,
     free(rows);
     return rc;
 }
+
+static const char SQL_OWNER_ADDRS[] =
+    "SELECT count(*) FROM addr_alloc a JOIN vms v ON v.id = a.vm_id"
+    " WHERE v.owner = ?1 AND v.state IN {LIVE} AND a.state IN ('used', 'reserved')";
+
+static void bind_owner(db_stmt *st, const void *arg)
+{
+    db_bind_text(st, 1, arg);
+}
+
+static int row_int(db_stmt *st, void *elem, struct store_error *err)
+{
+    (void)err;
+    *(int *)elem = (int)db_col_i64(st, 0);
+    return STORE_OK;
+}
+
+int store_addr_owner_count(store *s, const char *owner, int *n, struct store_error *err)
+{
+    store_err_clear(err);
+    STORE_CHECK(s && owner && n, "store_addr_owner_count: NULL argument");
+    const struct store_read r = {
+        SQL_OWNER_ADDRS, "counting an owner's addresses", bind_owner, owner, sizeof(int), row_int};
+    int *out = NULL;
+    size_t m = 0;
+    int rc = store_read_all(s, &r, (void **)&out, &m, err);
+    *n = rc == STORE_OK && m ? out[0] : 0;
+    free(out);
+    return rc;
+}

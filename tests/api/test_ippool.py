@@ -354,6 +354,9 @@ try:
         e = r.json()["error"]
         assert e["code"] == "quota_exceeded" and "1 of 1 addresses" in e["message"], r.text
         done(create(spec("fr-3", ippools=[]), FRANK))  # no address: not counted
+        q = px.call("GET", "/v1/quota", FRANK).json()
+        assert q["limits"]["addresses"] == 1 and q["used"]["addresses"] == 1, q
+        assert q["used"]["vms"] == 2, q
 
     @case
     def kill_during_creations_loses_and_doubles_nothing():
