@@ -12,7 +12,9 @@ or doubled by a crash.
    use, a user asking for an address; each names the field.
 3. Quarantine: a deleted VM's address is not handed out before the pool's
    quarantine has passed, then it is.
-4. kill -9 during creations with a pool, three times: after each restart
+4. Placement only on the nodes a pool reaches (the skipped ones say why);
+   a failover keeps the address; an owner's address quota.
+5. kill -9 during creations with a pool, three times: after each restart
    every `used` address belongs to a live record (or a leftover), every
    live record's address is `used` by it, no address twice, none
    `reserved` once the jobs are settled.
@@ -61,6 +63,12 @@ cidr = 10.40.0.0/24
 gateway = 10.40.0.1
 bridge = vmbr0
 quarantine = 0
+
+[ippool only5]
+cidr = 10.60.0.0/24
+gateway = 10.60.0.1
+bridge = vmbr0
+nodes = sv5
 
 [quota frank]
 addresses = 1
@@ -345,6 +353,20 @@ try:
         assert [(key_of(a),)] == before, (a, before)
         conf = sim_configs(sim)[vmid]
         assert sim_address(conf) == a and rec["network"]["mac"] in conf["net0"], conf
+
+    @case
+    def placed_only_where_the_pool_reaches():
+        vmids = [done(create(spec("p5-%d" % i, ippools=["only5"]))) for i in range(3)]
+        skipped = 0
+        for vmid in vmids:
+            rec = px.call("GET", "/v1/vms/%d" % vmid, ADMIN).json()
+            assert rec["node"] == "sv5", rec
+            j = px.call("GET", "/v1/jobs/" + rec["job"], ADMIN).json()
+            for a in j["attempts"]:  # the nodes skipped say why
+                assert a["error"] == "pool only5 is not reachable on %s" % a["node"], j
+                skipped += 1
+        assert skipped > 0, "no creation looked at another node first"
+        assert sim_address(sim_configs(sim)[vmids[0]]).startswith("10.60.0."), vmids
 
     @case
     def address_quota():
