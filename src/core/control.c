@@ -385,6 +385,8 @@ static int wait_task(struct cctx *c, const char *upid, struct pve_error *e)
     }
 }
 
+static void save_vm(struct cctx *c);
+
 static void job_fail(struct cctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void job_fail(struct cctx *c, const char *fmt, ...)
 {
@@ -392,6 +394,17 @@ static void job_fail(struct cctx *c, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(c->j->error, sizeof c->j->error, fmt, ap);
     va_end(ap);
+    /* A delete that failed before the destroy went through leaves the VM as
+     * it was: the record says "enabled" again before the job says "failed",
+     * so whoever sees the failure and reads the VM finds it enabled. Only
+     * the record this delete marked (another delete's is not ours). */
+    if (strcmp(c->j->kind, "delete") == 0 && c->v.state == VMS_DELETING &&
+        strcmp(c->v.job, c->j->id) == 0) {
+        c->v.state = VMS_ENABLED;
+        save_vm(c);
+        log_warn("job", "job=%s vmid=%d delete failed, the VM stays: %s", c->j->id, c->v.vmid,
+                 c->j->error);
+    }
     c->j->state = JOB_FAILED;
     c->j->finished_at = wall_ms();
     job_checkpoint(c->k, c->j, "failed", 100, "%s", c->j->error);
@@ -970,19 +983,12 @@ static void delete_steps(struct cctx *c)
     mark_deleted(c, "");
 }
 
-/* A delete that failed before the destroy went through leaves the VM as it
- * was: the record says "enabled" again (not "deleting" until the
- * reconciler), so the owner sees it and may retry. A delete interrupted by a
- * stop is resumed instead, and keeps "deleting". */
+/* A delete that failed before the destroy went through makes the record
+ * "enabled" again (job_fail), so the owner sees it and may retry. A delete
+ * interrupted by a stop is resumed instead, and keeps "deleting". */
 static void run_delete(struct cctx *c)
 {
     delete_steps(c);
-    if (c->j->state == JOB_FAILED && c->v.state == VMS_DELETING) {
-        c->v.state = VMS_ENABLED;
-        save_vm(c);
-        log_warn("job", "job=%s vmid=%d delete failed, the VM stays: %s", c->j->id, c->v.vmid,
-                 c->j->error);
-    }
 }
 
 /* Is the live record of the job's VMID the one the job was queued for? A
