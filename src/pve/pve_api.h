@@ -252,6 +252,30 @@ struct pve_power_opts {
 int pve_vm_power(pve_client *c, const char *node, int vmid, enum pve_power action,
                  const struct pve_power_opts *opts, char upid[PVE_UPID_MAX], struct pve_error *err);
 
+/* The guest agent's network interfaces
+ * (GET .../agent/network-get-interfaces): one entry per NIC with its MAC
+ * (lower case, as the agent reports it) and up to PVE_AGENT_ADDRS
+ * addresses ("10.0.0.5", "2001:db8::5") with their prefixes. An answer over
+ * PVE_AGENT_ANSWER_MAX bytes is refused (PVE_E_INVALID). Not retried: the
+ * agent of a booting guest answers 500 "QEMU guest agent is not running"
+ * (PVE_E_OTHER, pve_agent_not_running() true), which the caller polls. */
+#define PVE_AGENT_ANSWER_MAX (256 * 1024)
+#define PVE_AGENT_NICS 16
+#define PVE_AGENT_ADDRS 8
+struct pve_agent_nic {
+    char name[32];
+    char mac[18];
+    int naddrs;
+    struct {
+        char ip[48];
+        int prefix;
+    } addrs[PVE_AGENT_ADDRS];
+};
+int pve_agent_interfaces(pve_client *c, const char *node, int vmid, struct pve_agent_nic *out,
+                         int max, int *n, struct pve_error *err);
+/* The error is the agent not answering yet (booting, disabled, paused). */
+bool pve_agent_not_running(const struct pve_error *e);
+
 struct pve_delete_opts {
     bool purge;                /* also from HA, replication, backup jobs */
     bool destroy_unreferenced; /* destroy-unreferenced-disks */
