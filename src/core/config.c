@@ -86,6 +86,7 @@ static bool v_database(const char *v, char *why, size_t n);
 static bool v_log_format(const char *v, char *why, size_t n);
 static bool v_log_level(const char *v, char *why, size_t n);
 static bool v_tag(const char *v, char *why, size_t n);
+static bool v_drift(const char *v, char *why, size_t n);
 static bool v_token(const char *v, char *why, size_t n);
 static bool v_user(const char *v, char *why, size_t n);
 static bool v_fingerprint(const char *v, char *why, size_t n);
@@ -130,6 +131,8 @@ static const struct key_def keys[] = {
     {S_PROXD, "placement", K_PLACEMENT, offsetof(PC, placement), 0, "spread", 0, 0, NULL, 0, NULL},
     KNUM(S_PROXD, PC, "workers", workers, "0", 0, 256),
     KNUM(S_PROXD, PC, "reconcile_interval", reconcile_interval_s, "60", 1, 86400),
+    KNUM(S_PROXD, PC, "config_reads", config_reads, "20", 1, 1000),
+    KSTR(S_PROXD, PC, "network_drift", network_drift, "report", v_drift, 0),
     KNUM(S_PROXD, PC, "idle_timeout", idle_timeout_s, "60", 1, 3600),
     KNUM(S_PROXD, PC, "header_timeout", header_timeout_s, "10", 1, 3600),
     KNUM(S_PROXD, PC, "streams_per_owner", streams_per_owner, "64", 1, 2048),
@@ -493,6 +496,14 @@ static bool v_log_level(const char *v, char *why, size_t n)
 }
 
 /* Only the characters PVE accepts in a tag, or tagging VMs would fail. */
+static bool v_drift(const char *v, char *why, size_t n)
+{
+    if (strcmp(v, "report") == 0 || strcmp(v, "restore") == 0 || strcmp(v, "adopt") == 0)
+        return true;
+    snprintf(why, n, "'%s': expected report, restore or adopt", v);
+    return false;
+}
+
 static bool v_tag(const char *v, char *why, size_t n)
 {
     bool ok = isalnum((unsigned char)v[0]) || v[0] == '_';

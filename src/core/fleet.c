@@ -81,7 +81,13 @@ struct fleet {
     int probe_every_ms;
     int nprobes;
     pthread_t probes[CFG_MAX_NODES];
+    struct fleet_seen *seen; /* fleet_addrs.c: addresses in VM configs */
 };
+
+struct fleet_seen *fleet_seen_of(struct fleet *f)
+{
+    return f->seen;
+}
 
 /* ---- set-up ------------------------------------------------------------- */
 
@@ -227,6 +233,7 @@ struct fleet *fleet_new(const struct proxd_config *cfg, char *err, size_t errlen
 {
     struct fleet *f = xcalloc(1, sizeof *f);
     pthread_mutex_init(&f->mu, NULL);
+    f->seen = fleet_seen_new();
     pthread_cond_init(&f->probe_cv, NULL);
     vmtab_init(&f->vms);
     f->quick_ms = cfg->connect_timeout_s * 1000L / 2;
@@ -263,6 +270,7 @@ void fleet_free(struct fleet *f)
         pve_client_free(f->worlds[i].probe);
     }
     vmtab_free(&f->vms);
+    fleet_seen_free(f->seen);
     pthread_cond_destroy(&f->probe_cv);
     pthread_mutex_destroy(&f->mu);
     free(f);

@@ -108,4 +108,36 @@ int fleet_vm_find(struct fleet *f, const char *node, int vmid, struct fleet_vm *
 void fleet_vm_added(struct fleet *f, int vmid, const char *node);
 void fleet_vm_removed(struct fleet *f, int vmid);
 
+/* ---- addresses in VM configs (the config walk, core/netwalk.c) ----------
+ *
+ * Per pool, the addresses the config walk found in the ipconfigN of VMs on
+ * the pool's nodes (proxd's or not), with the VM and its node: what an
+ * address pick must skip besides the store's rows. Published whole after
+ * each complete walk (fleet_pool_addrs_set) and grown in place for VMs read
+ * since (fleet_pool_addrs_add), so an address put on a VM is skipped from
+ * the read that saw it on. Pools are named; at most CFG_MAX_POOLS. */
+struct fleet_addr {
+    struct ippool_addr addr;
+    int vmid;
+    char node[64];
+};
+/* Replace pool's list (a[0..n), any order; copied and sorted). */
+void fleet_pool_addrs_set(struct fleet *f, const char *pool, const struct fleet_addr *a, size_t n);
+/* Add to pool's list (copied; kept sorted; an entry already there for the
+ * same address and VMID is not added twice). */
+void fleet_pool_addrs_add(struct fleet *f, const char *pool, const struct fleet_addr *a, size_t n);
+/* A copy of pool's list sorted by address (ippool_addr_cmp; one address may
+ * appear once per VM that has it), free(*out). 0, or -1 when no walk has
+ * published the pool yet (*out NULL, *n 0): its VMs were not read. */
+int fleet_pool_addrs(struct fleet *f, const char *pool, struct fleet_addr **out, size_t *n);
+/* The same as bare sorted addresses, as ippool_pick takes them (the
+ * pick callback merges them with the store's keys); free(*out). */
+int fleet_pool_taken(struct fleet *f, const char *pool, struct ippool_addr **out, size_t *n);
+
+/* Internal to fleet.c / fleet_addrs.c. */
+struct fleet_seen;
+struct fleet_seen *fleet_seen_new(void);
+void fleet_seen_free(struct fleet_seen *s);
+struct fleet_seen *fleet_seen_of(struct fleet *f);
+
 #endif
