@@ -5,6 +5,7 @@
 #include "common/xalloc.h"
 #include "core/core_int.h"
 #include "core/create_net.h"
+#include "core/netwalk.h"
 #include "core/snapshot.h"
 
 #include <errno.h>
@@ -64,6 +65,7 @@ struct core *core_new(const struct proxd_config *cfg, store *st, struct fleet *f
     k->pl = place_new(cfg->nnodes);
     k->naddrq = cnet_quarantine(cfg, k->addrq);
     store_addr_policy(st, k->addrq, k->naddrq);
+    k->nw = netwalk_new(k);
     return k;
 }
 
@@ -96,6 +98,7 @@ void core_free(struct core *k)
     }
     place_free(k->pl);
     snap_cache_free(k);
+    netwalk_free(k->nw);
     free(k);
 }
 
@@ -715,7 +718,7 @@ int core_start(struct core *k)
     }
     if (fleet_probe_start(k->fl, k->cfg->probe_interval_s * 1000) != 0 ||
         reconcile_cleaner_start(k) != 0 || mem_thread_start(&k->keeper, keeper_main, k) != 0 ||
-        mem_thread_start(&k->leaser, leaser_main, k) != 0)
+        mem_thread_start(&k->leaser, leaser_main, k) != 0 || netwalk_start(k->nw) != 0)
         return -1;
     k->started = true;
     return 0;
@@ -736,6 +739,7 @@ void core_stop(struct core *k, long grace_ms)
     pthread_join(k->keeper, NULL);
     pthread_join(k->leaser, NULL);
     reconcile_cleaner_stop(k);
+    netwalk_stop(k->nw);
     fleet_probe_stop(k->fl);
     /* the jobs we were running stopped at a checkpoint: let the next proxd
      * (or another instance) take them at once instead of after the lease */

@@ -139,6 +139,34 @@ struct reconcile_report {
 };
 int core_reconcile(struct core *k, struct reconcile_report *rep);
 
+/* ---- addresses in VM configs (netwalk.c: the config walk, the agent) ---- */
+
+/* One complete config walk now, unpaced, on the calling thread (tests and
+ * `proxd reconcile`); 0, or -1 when some VM could not be read. */
+int core_net_walk(struct core *k);
+/* The drift the last walk found on VM record vm_id ("ipconfig0 is ...,
+ * proxd set ..."): true and out filled (cut to len), else false. */
+bool core_net_drift(struct core *k, int64_t vm_id, char *out, size_t len);
+/* An address proxd holds for one VM (vmid, used or reserved) found in the
+ * config of another VM that is not proxd's. */
+struct core_ip_conflict {
+    char pool[64];
+    char address[46];
+    int vmid;       /* proxd's VM that holds it (0: a creation's reservation) */
+    int seen_vmid;  /* the VM whose config has it */
+    char seen_node[64];
+    int64_t first_seen; /* unix ms */
+};
+/* The conflicts of the last walk in pool (NULL: every pool), at most max
+ * copied into out; returns how many there are in all. */
+size_t core_ippool_conflicts(struct core *k, const char *pool, struct core_ip_conflict *out,
+                             size_t max);
+/* Conflicts found in pool since start (each address and VM counted once). */
+uint64_t core_ippool_conflicts_total(struct core *k, const char *pool);
+/* Ask for the guest agent's confirmation of VM record vm_id's address (after
+ * a start); nothing when it has no network or is confirmed already. */
+void core_net_confirm(struct core *k, int64_t vm_id);
+
 /* Wait until the job is finished or timeout_ms passes (tests, CLI). Returns
  * 0 when finished; *state receives its state. */
 int core_wait_job(struct core *k, const char *job_id, long timeout_ms, enum job_state *state);
