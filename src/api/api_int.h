@@ -159,6 +159,15 @@ void h_quota(struct req *rq, struct resp *rs);
 void h_healthz(struct req *rq, struct resp *rs);
 void h_readyz(struct req *rq, struct resp *rs);
 void h_metrics(struct req *rq, struct resp *rs);
+/* routes_ippool.c */
+void h_ippools(struct req *rq, struct resp *rs);
+void h_ippool_get(struct req *rq, struct resp *rs);
+void h_ippool_addrs(struct req *rq, struct resp *rs);
+void h_ippool_hold(struct req *rq, struct resp *rs);
+void h_ippool_unhold(struct req *rq, struct resp *rs);
+void h_ippool_range_add(struct req *rq, struct resp *rs);
+void h_ippool_range_del(struct req *rq, struct resp *rs);
+void ippool_metrics(struct api *a, struct buf *b);
 /* routes_snap.c */
 void h_snap_list(struct req *rq, struct resp *rs);
 void h_snap_create(struct req *rq, struct resp *rs);

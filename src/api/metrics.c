@@ -239,6 +239,7 @@ void h_metrics(struct req *rq, struct resp *rs)
     pve(rq->api, &b);
     server(rq->api, &b);
     snap_metrics(rq->api, &b);
+    ippool_metrics(rq->api, &b);
     rs->status = MHD_HTTP_OK;
     rs->ctype = "text/plain; version=0.0.4; charset=utf-8";
     rs->text = buf_take(&b);

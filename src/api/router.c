@@ -39,6 +39,13 @@ static const struct route ROUTES[] = {
     {{"GET", "/v1/nodes"}, h_nodes, true},
     {{"GET", "/v1/os"}, h_os, true},
     {{"GET", "/v1/quota"}, h_quota, true},
+    {{"GET", "/v1/ippools"}, h_ippools, true},
+    {{"GET", "/v1/ippools/{name}"}, h_ippool_get, true},
+    {{"GET", "/v1/ippools/{name}/addresses"}, h_ippool_addrs, true},
+    {{"POST", "/v1/ippools/{name}/addresses"}, h_ippool_hold, true},
+    {{"DELETE", "/v1/ippools/{name}/addresses/{address}"}, h_ippool_unhold, true},
+    {{"POST", "/v1/ippools/{name}/ranges"}, h_ippool_range_add, true},
+    {{"DELETE", "/v1/ippools/{name}/ranges/{id}"}, h_ippool_range_del, true},
 };
 #define NROUTES (sizeof ROUTES / sizeof ROUTES[0])
 

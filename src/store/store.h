@@ -436,6 +436,10 @@ struct store_addr_counts {
 int store_addr_counts(store *s, const char *pool, struct store_addr_counts *out,
                       struct store_error *err);
 
+/* Addresses of pool used or reserved by live records of owner. */
+int store_addr_count_owner(store *s, const char *pool, const char *owner, int64_t *n,
+                           struct store_error *err);
+
 /* Ranges of a pool added at run time ("ranges": handed out too,
  * "reserved": never), merged by the core with the configured ones. The
  * store checks keys, first <= last and one family; the core checks that

@@ -563,3 +563,45 @@ int store_addr_owner_count(store *s, const char *owner, int *n, struct store_err
     free(out);
     return rc;
 }
+
+/* ---- counts for the API's pool views ------------------------------------------ */
+
+static const char SQL_COUNT_OWNER[] =
+    "SELECT a.state, count(*) FROM addr_alloc a JOIN vms v ON v.id = a.vm_id"
+    " WHERE a.pool = ?1 AND v.owner = ?2 AND v.state IN {LIVE} AND a.state IN ('used', 'reserved')"
+    " GROUP BY a.state";
+
+struct span_args {
+    const char *a, *b;
+};
+
+static void bind_span(db_stmt *st, const void *arg)
+{
+    const struct span_args *x = arg;
+    db_bind_text(st, 1, x->a);
+    db_bind_text(st, 2, x->b);
+}
+
+static int count_read(store *s, const char *sql, const struct span_args *a, int64_t *out,
+                      struct store_error *err)
+{
+    struct store_read r = {sql, "counting addresses",     bind_span,
+                           a,   sizeof(struct count_row), row_count};
+    struct count_row *rows = NULL;
+    size_t n = 0;
+    *out = 0;
+    int rc = store_read_all(s, &r, (void **)&rows, &n, err);
+    for (size_t i = 0; rc == STORE_OK && i < n; i++)
+        *out += rows[i].n;
+    free(rows);
+    return rc;
+}
+
+int store_addr_count_owner(store *s, const char *pool, const char *owner, int64_t *n,
+                           struct store_error *err)
+{
+    store_err_clear(err);
+    STORE_CHECK(s && pool && owner && n, "store_addr_count_owner: NULL argument");
+    struct span_args a = {pool, owner};
+    return count_read(s, SQL_COUNT_OWNER, &a, n, err);
+}
