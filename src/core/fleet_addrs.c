@@ -78,7 +78,8 @@ void fleet_pool_addrs_set(struct fleet *f, const char *pool, const struct fleet_
         if (n)
             memcpy(p->a, a, n * sizeof *a);
         p->n = n;
-        qsort(p->a, p->n, sizeof *p->a, cmp_fa);
+        if (n)
+            qsort(p->a, p->n, sizeof *p->a, cmp_fa);
         p->published = true;
     }
     pthread_mutex_unlock(&s->mu);

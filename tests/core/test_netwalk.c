@@ -1,0 +1,507 @@
+/* The config walk and the guest agent's confirmation (core/netwalk.c,
+ * core/netconfirm.c; docs/design/ippool.md sections 4 "Verify" and 5) on a
+ * pvesim cluster. proxd's VMs get their network the way the creation's
+ * configure step gives it (an address bound in the store, the vm_net row,
+ * net0 and ipconfig0 in the VM's config), so these tests do not depend on
+ * the creation flow. One pvesim and core serve every case of a group. */
+#include "core_harness.h"
+
+#include "core/fleet.h"
+#include "core/ippool.h"
+#include "core/netwalk.h"
+#include "store/store.h"
+
+#define POOLS                                                                                      \
+    "[ippool lan]\ncidr = 10.9.0.0/24\ngateway = 10.9.0.1\nranges = 10.9.0.50-10.9.0.69\n"         \
+    "bridge = vmbr1\nvlan = 42\n"                                                                  \
+    "[ippool tiny]\ncidr = 10.9.1.0/24\nranges = 10.9.1.50-10.9.1.51\nbridge = vmbr1\n"
+
+static struct ch_env env;
+
+/* ---- helpers ----------------------------------------------------------------- */
+
+static void key_of(const char *ip, char key[IPPOOL_KEYLEN])
+{
+    struct ippool_addr a;
+    assert_int_equal(ippool_addr_parse(ip, &a), IPPOOL_OK);
+    ippool_addr_key(&a, key);
+}
+
+static pve_client *pc(void)
+{
+    return fleet_client(env.fl, "sv1");
+}
+
+static void conf_set(const char *node, int vmid, const struct pve_config_set *cs)
+{
+    struct pve_error pe;
+    if (pve_vm_config_set(fleet_client(env.fl, node), node, vmid, cs, &pe))
+        fail_msg("config of %d: %s", vmid, pe.message);
+}
+
+static char *conf_get(const char *node, int vmid, const char *key)
+{
+    struct pve_vm_config vc;
+    struct pve_error pe;
+    if (pve_vm_config_get(fleet_client(env.fl, node), node, vmid, false, &vc, &pe))
+        fail_msg("config of %d: %s", vmid, pe.message);
+    const char *v = json_string_value(json_object_get(vc.raw, key));
+    char *out = strdup(v ? v : "");
+    pve_vm_config_release(&vc);
+    return out;
+}
+
+/* A VM that is not proxd's: cloned on sv1 behind proxd's back. */
+static void foreign_vm(int vmid, const char *ipconfig0)
+{
+    char upid[PVE_UPID_MAX];
+    struct pve_clone o = {.newid = vmid, .name = "foreign", .full = 1};
+    struct pve_error pe;
+    if (pve_vm_clone(pc(), "sv1", 8000, &o, upid, &pe) != 0)
+        fail_msg("clone: %s", pe.message);
+    struct pve_task t;
+    if (pve_task_wait(pc(), upid, 20000, NULL, NULL, &t, &pe) != 0)
+        fail_msg("clone task: %s", pe.message);
+    struct pve_config_set cs = {.ipconfig0 = ipconfig0};
+    conf_set("sv1", vmid, &cs);
+    fleet_refresh(env.fl, true);
+}
+
+struct ourvm {
+    int vmid;
+    int64_t id;
+    char node[64];
+    char mac[18], ipconfig0[128], net0[128];
+};
+
+/* One of proxd's VMs with address ip of pool lan, configured as the
+ * creation's configure step does it. */
+static void our_vm(const char *name, const char *ip, const char *mac, struct ourvm *v)
+{
+    struct vm_request r;
+    ch_request(&r, "ubuntu", name, 1, 512, 10);
+    char job[40];
+    memset(v, 0, sizeof *v);
+    assert_int_equal(ch_create_wait(&env, &r, job, &v->vmid, 60000), JOB_DONE);
+    struct vm_rec rec;
+    assert_int_equal(store_vm_get(env.st, v->vmid, &rec, NULL), STORE_OK);
+    v->id = rec.id;
+    snprintf(v->node, sizeof v->node, "%s", rec.node);
+    vm_rec_release(&rec);
+    char key[IPPOOL_KEYLEN], njob[48];
+    key_of(ip, key);
+    snprintf(njob, sizeof njob, "net-%d", v->vmid);
+    struct store_addr_req q = {.pool = "lan", .want = key};
+    struct store_error se;
+    if (store_addr_reserve(env.st, njob, &q, 1, &se) ||
+        store_addr_bind_job(env.st, njob, v->id, v->vmid, &se))
+        fail_msg("address %s: %s", ip, se.message);
+    snprintf(v->mac, sizeof v->mac, "%s", mac);
+    snprintf(v->ipconfig0, sizeof v->ipconfig0, "ip=%s/24,gw=10.9.0.1", ip);
+    snprintf(v->net0, sizeof v->net0, "virtio=%s,bridge=vmbr1,tag=42", mac);
+    char sql[512];
+    snprintf(sql, sizeof sql,
+             "INSERT INTO vm_net (vm_id, mac, bridge, vlan, ipconfig0, nameserver, searchdomain,"
+             " live) VALUES (%lld, '%s', 'vmbr1', 42, '%s', '', '', 1)",
+             (long long)v->id, mac, v->ipconfig0);
+    ch_sql(&env, sql);
+    struct pve_config_set cs = {.ipconfig0 = v->ipconfig0, .net0 = v->net0};
+    conf_set(v->node, v->vmid, &cs);
+}
+
+static int64_t sql_i(const char *fmt, const char *a, long long b)
+{
+    char sql[512];
+    snprintf(sql, sizeof sql, fmt, a, b);
+    return ch_sql(&env, sql);
+}
+
+/* The store's row of ip: state == want, held for vmid (0: any). */
+static bool row_is(const char *ip, const char *state, int vmid)
+{
+    char key[IPPOOL_KEYLEN], f[256];
+    key_of(ip, key);
+    snprintf(f, sizeof f, "SELECT count(*) FROM addr_alloc WHERE addr = '%%s' AND state = '%s'%s",
+             state, vmid ? " AND vmid = %lld" : " AND %lld = 0");
+    return sql_i(f, key, vmid) == 1;
+}
+
+static bool seen_in_pool(const char *pool, const char *ip, int vmid, const char *node)
+{
+    struct fleet_addr *a;
+    size_t n;
+    struct ippool_addr want;
+    assert_int_equal(ippool_addr_parse(ip, &want), IPPOOL_OK);
+    fleet_pool_addrs(env.fl, pool, &a, &n);
+    bool found = false;
+    for (size_t i = 0; i < n && !found; i++)
+        found = ippool_addr_cmp(&a[i].addr, &want) == 0 && a[i].vmid == vmid &&
+                (!node || strcmp(a[i].node, node) == 0);
+    free(a);
+    return found;
+}
+
+struct pickctx {
+    const struct ippool *plan;
+    bool with_inventory;
+    const char *pool;
+};
+
+/* The core's pick as section 4 specifies it: store keys merged with the
+ * walk's addresses. */
+static int pick(void *ctx, const char *const *alloc, size_t n, const char *cursor,
+                char out[STORE_ADDR_KEY])
+{
+    struct pickctx *p = ctx;
+    struct ippool_addr *inv = NULL;
+    size_t ni = 0;
+    if (p->with_inventory)
+        fleet_pool_taken(env.fl, p->pool, &inv, &ni);
+    struct ippool_addr *t = calloc(n + ni + 1, sizeof *t);
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++)
+        ippool_addr_from_key(alloc[i], &t[m++]);
+    for (size_t i = 0; i < ni; i++)
+        t[m++] = inv[i];
+    for (size_t i = 1; i < m; i++) /* insertion sort: a handful */
+        for (size_t j = i; j > 0 && ippool_addr_cmp(&t[j - 1], &t[j]) > 0; j--) {
+            struct ippool_addr x = t[j];
+            t[j] = t[j - 1];
+            t[j - 1] = x;
+        }
+    struct ippool_addr c, got;
+    bool hasc = cursor && *cursor && ippool_addr_from_key(cursor, &c) == IPPOOL_OK;
+    enum ippool_err e = ippool_pick(p->plan, t, m, hasc ? &c : NULL, &got);
+    free(t);
+    free(inv);
+    if (e != IPPOOL_OK)
+        return STORE_E_FULL;
+    ippool_addr_key(&got, out);
+    return 0;
+}
+
+static void walk(void)
+{
+    assert_int_equal(core_net_walk(env.k), 0);
+}
+
+static bool net_seen(const struct ourvm *v)
+{
+    return sql_i("SELECT count(*) FROM vm_net WHERE seen_at > 0 AND vm_id = %s%lld", "",
+                 (long long)v->id) == 1;
+}
+
+static bool seen_cb(void *v)
+{
+    return net_seen(v);
+}
+
+static void wait_job(const char *job)
+{
+    enum job_state st;
+    assert_int_equal(core_wait_job(env.k, job, 60000, &st), 0);
+    assert_int_equal(st, JOB_DONE);
+}
+
+/* ---- the rate bound (pure) ------------------------------------------------------ */
+
+static void test_pace(void **state)
+{
+    (void)state;
+    unsigned seed = 7;
+    for (int per_s = 1; per_s <= 1000; per_s *= 5) {
+        struct netwalk_pacer p = {.per_s = per_s};
+        int64_t now = 1000000, starts[4000];
+        int n = 0;
+        /* a reader that asks at random moments, often too early */
+        while (n < 4000 && now < 1000000 + 20000) {
+            int64_t w = netwalk_pace(&p, now);
+            if (w == 0)
+                starts[n++] = now;
+            now += w ? (rand_r(&seed) % (w + 1)) : rand_r(&seed) % 3;
+        }
+        /* no second (half-open window) ever holds more than per_s starts */
+        for (int i = 0, j = 0; i < n; i++) {
+            while (starts[i] - starts[j] >= 1000)
+                j++;
+            assert_true(i - j + 1 <= per_s);
+        }
+        /* and a reader that keeps asking gets close to the rate (waits are
+         * whole ms, rounded up: at most 1 ms lost per read) */
+        double secs = (starts[n - 1] - starts[0]) / 1000.0;
+        if (n > 10 && per_s <= 125)
+            assert_true(n - 1 >= 0.9 * per_s * secs);
+    }
+}
+
+/* ---- the walk -------------------------------------------------------------------- */
+
+/* Design section 7 item 2: an address in a foreign VM's ipconfig0 (made
+ * behind proxd's back) is never handed out after one walk, and a forgotten
+ * one comes back. */
+static void test_foreign(void **state)
+{
+    (void)state;
+    foreign_vm(600, "ip=10.9.1.50/24,gw=10.9.1.1");
+    walk();
+    assert_true(row_is("10.9.1.50", "foreign", 0));
+    assert_true(seen_in_pool("tiny", "10.9.1.50", 600, "sv1"));
+    const struct cfg_ippool *tiny = config_ippool(env.cfg, "tiny");
+    /* the store alone, and with the walk's addresses: .51 either way */
+    for (int inv = 0; inv < 2; inv++) {
+        struct pickctx pc = {&tiny->plan, inv, "tiny"};
+        struct store_addr_req q = {.pool = "tiny", .pick = pick, .ctx = &pc};
+        struct store_error se;
+        char job[16];
+        snprintf(job, sizeof job, "j%d", inv);
+        assert_int_equal(store_addr_reserve(env.st, job, &q, 1, &se), STORE_OK);
+        char want[IPPOOL_KEYLEN];
+        key_of("10.9.1.51", want);
+        assert_string_equal(q.got, want);
+        struct store_addr_req q2 = {.pool = "tiny", .pick = pick, .ctx = &pc};
+        assert_int_equal(store_addr_reserve(env.st, "j2", &q2, 1, &se), STORE_E_FULL);
+        assert_string_equal(se.field, "ippool");
+        assert_int_equal(store_addr_release_job(env.st, job, NULL, 0, NULL, &se), STORE_OK);
+    }
+    /* gone from the config: forgotten once unseen (reconcile_interval 1 s
+     * here: two intervals), then handed out again */
+    struct pve_config_set cs = {.delete_keys = "ipconfig0"};
+    conf_set("sv1", 600, &cs);
+    int64_t until = h_now_ms() + 20000;
+    while (row_is("10.9.1.50", "foreign", 0) && h_now_ms() < until) {
+        struct timespec ts = {0, 200 * 1000000L};
+        nanosleep(&ts, NULL);
+        walk();
+    }
+    assert_false(row_is("10.9.1.50", "foreign", 0));
+    assert_false(seen_in_pool("tiny", "10.9.1.50", 600, NULL));
+}
+
+/* An address proxd uses for A found on a foreign VM: a conflict, listed and
+ * counted once, never fixed. */
+static void test_conflict(void **state)
+{
+    (void)state;
+    struct ourvm a;
+    our_vm("conf-a", "10.9.0.52", "02:00:00:00:0A:52", &a);
+    foreign_vm(601, "ip=10.9.0.52/24");
+    walk();
+    walk();
+    struct core_ip_conflict c[4];
+    assert_int_equal(core_ippool_conflicts(env.k, "lan", c, 4), 1);
+    assert_string_equal(c[0].address, "10.9.0.52");
+    assert_int_equal(c[0].vmid, a.vmid);
+    assert_int_equal(c[0].seen_vmid, 601);
+    assert_string_equal(c[0].seen_node, "sv1");
+    assert_int_equal(core_ippool_conflicts_total(env.k, "lan"), 1);
+    assert_true(row_is("10.9.0.52", "used", a.vmid)); /* not fixed */
+    char *ipc = conf_get("sv1", 601, "ipconfig0");
+    assert_string_equal(ipc, "ip=10.9.0.52/24");
+    free(ipc);
+    /* resolved by hand: gone from the list at the next walk, still counted */
+    struct pve_config_set cs = {.ipconfig0 = "ip=10.77.0.5/24"};
+    conf_set("sv1", 601, &cs);
+    walk();
+    assert_int_equal(core_ippool_conflicts(env.k, "lan", c, 4), 0);
+    assert_int_equal(core_ippool_conflicts_total(env.k, "lan"), 1);
+}
+
+/* Design section 7 item 4: the address stays through an HA move, a cores
+ * change, a disk growth and a reconcile pass; a GUI change is drift. */
+static void test_keeps_address(void **state)
+{
+    (void)state;
+    struct ourvm v;
+    our_vm("keep", "10.9.0.53", "02:00:00:00:0A:53", &v);
+    walk();
+    char d[256];
+    assert_false(core_net_drift(env.k, v.id, d, sizeof d));
+    /* HA moves it */
+    const char *to = strcmp(v.node, "sv2") == 0 ? "sv3" : "sv2";
+    char path[64], body[64];
+    snprintf(path, sizeof path, "/_sim/vms/%d", v.vmid);
+    snprintf(body, sizeof body, "{\"node\": \"%s\"}", to);
+    ch_sim(&env, "POST", path, body);
+    struct reconcile_report rep;
+    assert_int_equal(core_reconcile(env.k, &rep), 0);
+    struct vm_rec r;
+    assert_int_equal(store_vm_get(env.st, v.vmid, &r, NULL), STORE_OK);
+    assert_string_equal(r.node, to);
+    vm_rec_release(&r);
+    snprintf(v.node, sizeof v.node, "%s", to);
+    /* cores, disk */
+    char job[40];
+    struct core_error ce = {0};
+    assert_int_equal(core_vm_update(env.k, v.vmid, "alice", 2, 0, job, &ce), 0);
+    wait_job(job);
+    assert_int_equal(core_vm_resize(env.k, v.vmid, "alice", 12, job, &ce), 0);
+    wait_job(job);
+    assert_int_equal(core_reconcile(env.k, &rep), 0);
+    walk();
+    char *ipc = conf_get(v.node, v.vmid, "ipconfig0"), *net0 = conf_get(v.node, v.vmid, "net0");
+    assert_string_equal(ipc, v.ipconfig0);
+    assert_string_equal(net0, v.net0);
+    free(ipc);
+    free(net0);
+    assert_false(core_net_drift(env.k, v.id, d, sizeof d));
+    assert_true(row_is("10.9.0.53", "used", v.vmid));
+    assert_true(seen_in_pool("lan", "10.9.0.53", v.vmid, to));
+    /* someone changes ipconfig0 in the GUI: reported, nothing changed */
+    struct pve_config_set cs = {.ipconfig0 = "ip=10.9.0.66/24,gw=10.9.0.1"};
+    conf_set(v.node, v.vmid, &cs);
+    walk();
+    assert_true(core_net_drift(env.k, v.id, d, sizeof d));
+    assert_non_null(strstr(d, "ipconfig0 is 'ip=10.9.0.66/24,gw=10.9.0.1'"));
+    assert_non_null(strstr(d, v.ipconfig0));
+    ipc = conf_get(v.node, v.vmid, "ipconfig0");
+    assert_string_equal(ipc, "ip=10.9.0.66/24,gw=10.9.0.1");
+    free(ipc);
+    /* and the bridge */
+    struct pve_config_set cn = {.net0 = "virtio=02:00:00:00:0A:53,bridge=vmbr0,tag=42"};
+    conf_set(v.node, v.vmid, &cn);
+    walk();
+    assert_true(core_net_drift(env.k, v.id, d, sizeof d));
+    assert_non_null(strstr(d, "net0 bridge is 'vmbr0' (proxd set 'vmbr1')"));
+    /* put back by hand: no drift */
+    struct pve_config_set back = {.ipconfig0 = v.ipconfig0, .net0 = v.net0};
+    conf_set(v.node, v.vmid, &back);
+    walk();
+    assert_false(core_net_drift(env.k, v.id, d, sizeof d));
+}
+
+/* ---- the guest agent (design section 7 item 7) ---------------------------------- */
+
+static void test_agent(void **state)
+{
+    (void)state;
+    /* the agent answers late: "not running" for its first looks */
+    struct ourvm v;
+    our_vm("agent", "10.9.0.54", "02:00:00:00:0A:54", &v);
+    char path[128];
+    snprintf(path, sizeof path, "^/nodes/[^/]+/qemu/%d/agent/", v.vmid);
+    json_t *o =
+        json_pack("{s:s,s:s,s:s,s:s,s:i,s:i}", "method", "GET", "path", path, "kind", "error",
+                  "message", "QEMU guest agent is not running", "status", 500, "count", 2);
+    char *s = json_dumps(o, 0);
+    ch_sim(&env, "POST", "/_sim/faults", s);
+    free(s);
+    json_decref(o);
+    int64_t t0 = h_now_ms();
+    core_net_confirm(env.k, v.id);
+    assert_true(h_wait(seen_cb, &v, 20000));
+    assert_true(h_now_ms() - t0 >= 2 * 2000 - 200); /* asked three times, 2 s apart */
+    json_t *seen = NULL;
+    assert_int_equal(store_vm_net_seen_get(env.st, v.id, &seen, NULL), STORE_OK);
+    char *txt = json_dumps(seen, 0);
+    assert_non_null(strstr(txt, "\"address\": \"10.9.0.54\""));
+    assert_non_null(strstr(txt, "02:00:00:00:0a:54"));
+    free(txt);
+    json_decref(seen);
+
+    /* ipconfig0 changed while it runs: the guest keeps the address it
+     * booted with, which is proxd's: confirmed; the walk reports drift */
+    struct ourvm w;
+    our_vm("agent-chg", "10.9.0.55", "02:00:00:00:0A:55", &w);
+    char job[40];
+    struct core_error ce = {0};
+    assert_int_equal(core_vm_action(env.k, w.vmid, "alice", ACT_REBOOT, NULL, job, &ce), 0);
+    wait_job(job); /* booted with 10.9.0.55 */
+    struct pve_config_set cs = {.ipconfig0 = "ip=10.9.0.67/24"};
+    conf_set(w.node, w.vmid, &cs);
+    core_net_confirm(env.k, w.id);
+    assert_true(h_wait(seen_cb, &w, 20000));
+    walk();
+    char d[256];
+    assert_true(core_net_drift(env.k, w.id, d, sizeof d));
+
+    /* agent disabled, and no agent: never confirmed, never failed */
+    struct ourvm x, y;
+    our_vm("agent-off", "10.9.0.56", "02:00:00:00:0A:56", &x);
+    our_vm("agent-none", "10.9.0.57", "02:00:00:00:0A:57", &y);
+    struct pve_error pe;
+    json_t *p = json_pack("{s:s}", "agent", "enabled=0");
+    char ppath[128];
+    snprintf(ppath, sizeof ppath, "/nodes/%s/qemu/%d/config", x.node, x.vmid);
+    assert_int_equal(pve_call(fleet_client(env.fl, x.node), "PUT", ppath, p, NULL, &pe), 0);
+    json_decref(p);
+    struct pve_config_set noagent = {.delete_keys = "agent"};
+    conf_set(y.node, y.vmid, &noagent);
+    core_net_confirm(env.k, x.id);
+    core_net_confirm(env.k, y.id);
+    walk();
+    /* a VM with its agent on is confirmed meanwhile (the walk asks for it):
+     * these two had every chance */
+    struct ourvm z;
+    our_vm("agent-ctl", "10.9.0.58", "02:00:00:00:0A:58", &z);
+    walk();
+    assert_true(h_wait(seen_cb, &z, 20000));
+    assert_false(net_seen(&x));
+    assert_false(net_seen(&y));
+    struct vm_rec r;
+    assert_int_equal(store_vm_get(env.st, x.vmid, &r, NULL), STORE_OK);
+    assert_int_equal(r.state, VMS_ENABLED);
+    vm_rec_release(&r);
+    assert_int_equal(store_vm_get(env.st, y.vmid, &r, NULL), STORE_OK);
+    assert_int_equal(r.state, VMS_ENABLED);
+    vm_rec_release(&r);
+}
+
+static int group_up(void **state)
+{
+    (void)state;
+    struct ch_opts o = {.reconcile_interval = 1, .extra = POOLS};
+    ch_up(&env, &o);
+    return 0;
+}
+
+static int group_down(void **state)
+{
+    (void)state;
+    ch_down(&env);
+    return 0;
+}
+
+/* ---- network_drift = restore ------------------------------------------------------ */
+
+static void test_restore(void **state)
+{
+    (void)state;
+    struct ch_opts o = {
+        .reconcile_interval = 1, .proxd_extra = "network_drift = restore\n", .extra = POOLS};
+    ch_up(&env, &o);
+    struct ourvm v;
+    our_vm("restore", "10.9.0.60", "02:00:00:00:0A:60", &v);
+    struct pve_config_set cs = {.ipconfig0 = "ip=10.9.0.61/24",
+                                .net0 = "virtio=02:00:00:00:0B:60,bridge=vmbr0"};
+    conf_set(v.node, v.vmid, &cs);
+    walk();
+    char d[256];
+    assert_true(core_net_drift(env.k, v.id, d, sizeof d));
+    assert_non_null(strstr(d, "net0 MAC is '02:00:00:00:0B:60'"));
+    char *ipc = conf_get(v.node, v.vmid, "ipconfig0"), *net0 = conf_get(v.node, v.vmid, "net0");
+    assert_string_equal(ipc, v.ipconfig0);
+    assert_string_equal(net0, v.net0);
+    free(ipc);
+    free(net0);
+    walk(); /* what was put back is no drift */
+    assert_false(core_net_drift(env.k, v.id, d, sizeof d));
+    assert_true(row_is("10.9.0.60", "used", v.vmid));
+    ch_down(&env);
+}
+
+int main(void)
+{
+    ch_main_init();
+    const struct CMUnitTest pure[] = {cmocka_unit_test(test_pace)};
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_foreign),
+        cmocka_unit_test(test_conflict),
+        cmocka_unit_test(test_keeps_address),
+        cmocka_unit_test(test_agent),
+    };
+    const struct CMUnitTest restore_tests[] = {cmocka_unit_test(test_restore)};
+    int rc = cmocka_run_group_tests(pure, NULL, NULL);
+    rc |= cmocka_run_group_tests(tests, group_up, group_down);
+    rc |= cmocka_run_group_tests(restore_tests, NULL, NULL);
+    return rc;
+}
