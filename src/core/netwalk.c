@@ -506,7 +506,7 @@ static struct target *targets(struct netwalk *w, size_t *nt)
         struct target *x = &t[(*nt)++];
         x->v = vms[i];
         x->world = wi;
-        x->isnew = !bsearch(&vms[i].vmid, w->prev, w->nprev, sizeof *w->prev, cmp_int);
+        x->isnew = !w->nprev || !bsearch(&vms[i].vmid, w->prev, w->nprev, sizeof *w->prev, cmp_int);
     }
     free(vms);
     /* ranks in VMID order within each world, new ones first */

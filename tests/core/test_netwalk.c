@@ -75,8 +75,10 @@ struct ourvm {
 };
 
 /* One of proxd's VMs with address ip of pool lan, configured as the
- * creation's configure step does it. */
-static void our_vm(const char *name, const char *ip, const char *mac, struct ourvm *v)
+ * creation's configure step does it; agent: NULL leaves the template's
+ * (on), "" removes it, else its value. */
+static void our_vm_agent(const char *name, const char *ip, const char *mac, const char *agent,
+                         struct ourvm *v)
 {
     struct vm_request r;
     ch_request(&r, "ubuntu", name, 1, 512, 10);
@@ -107,6 +109,26 @@ static void our_vm(const char *name, const char *ip, const char *mac, struct our
     ch_sql(&env, sql);
     struct pve_config_set cs = {.ipconfig0 = v->ipconfig0, .net0 = v->net0};
     conf_set(v->node, v->vmid, &cs);
+    if (agent) {
+        struct pve_error pe;
+        json_t *p =
+            *agent ? json_pack("{s:s}", "agent", agent) : json_pack("{s:s}", "delete", "agent");
+        char path[128];
+        snprintf(path, sizeof path, "/nodes/%s/qemu/%d/config", v->node, v->vmid);
+        assert_int_equal(pve_call(fleet_client(env.fl, v->node), "PUT", path, p, NULL, &pe), 0);
+        json_decref(p);
+    }
+    /* configured before the guest boots, as a creation does */
+    struct core_error ce = {0};
+    assert_int_equal(core_vm_action(env.k, v->vmid, "alice", ACT_REBOOT, NULL, job, &ce), 0);
+    enum job_state st;
+    assert_int_equal(core_wait_job(env.k, job, 60000, &st), 0);
+    assert_int_equal(st, JOB_DONE);
+}
+
+static void our_vm(const char *name, const char *ip, const char *mac, struct ourvm *v)
+{
+    our_vm_agent(name, ip, mac, NULL, v);
 }
 
 static int64_t sql_i(const char *fmt, const char *a, long long b)
@@ -402,10 +424,6 @@ static void test_agent(void **state)
      * booted with, which is proxd's: confirmed; the walk reports drift */
     struct ourvm w;
     our_vm("agent-chg", "10.9.0.55", "02:00:00:00:0A:55", &w);
-    char job[40];
-    struct core_error ce = {0};
-    assert_int_equal(core_vm_action(env.k, w.vmid, "alice", ACT_REBOOT, NULL, job, &ce), 0);
-    wait_job(job); /* booted with 10.9.0.55 */
     struct pve_config_set cs = {.ipconfig0 = "ip=10.9.0.67/24"};
     conf_set(w.node, w.vmid, &cs);
     core_net_confirm(env.k, w.id);
@@ -416,16 +434,8 @@ static void test_agent(void **state)
 
     /* agent disabled, and no agent: never confirmed, never failed */
     struct ourvm x, y;
-    our_vm("agent-off", "10.9.0.56", "02:00:00:00:0A:56", &x);
-    our_vm("agent-none", "10.9.0.57", "02:00:00:00:0A:57", &y);
-    struct pve_error pe;
-    json_t *p = json_pack("{s:s}", "agent", "enabled=0");
-    char ppath[128];
-    snprintf(ppath, sizeof ppath, "/nodes/%s/qemu/%d/config", x.node, x.vmid);
-    assert_int_equal(pve_call(fleet_client(env.fl, x.node), "PUT", ppath, p, NULL, &pe), 0);
-    json_decref(p);
-    struct pve_config_set noagent = {.delete_keys = "agent"};
-    conf_set(y.node, y.vmid, &noagent);
+    our_vm_agent("agent-off", "10.9.0.56", "02:00:00:00:0A:56", "enabled=0", &x);
+    our_vm_agent("agent-none", "10.9.0.57", "02:00:00:00:0A:57", "", &y);
     core_net_confirm(env.k, x.id);
     core_net_confirm(env.k, y.id);
     walk();
