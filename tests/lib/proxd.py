@@ -42,7 +42,7 @@ def _nodes(names, where, oses):
     return text
 
 
-def api_config(port, entry, db, proxd_extra="", standalone=None, proxmox_extra=""):
+def api_config(port, entry, db, proxd_extra="", standalone=None, proxmox_extra="", sections=""):
     """The API tests' configuration (quotas for bob, dave, erin): standalone,
     the sim's {node: port} map, every node its own host; else five nodes of
     one cluster behind `entry`. log_level debug: the most proxd ever logs,
@@ -61,8 +61,8 @@ def api_config(port, entry, db, proxd_extra="", standalone=None, proxmox_extra="
             "[quota default]\nvms = 100\ncores = 0\nmemory_mb = 0\ndisk_gb = 0\n"
             "[quota bob]\nvms = 1\ncores = 2\nmemory_mb = 4096\ndisk_gb = 40\n"
             "[quota dave]\nvms = 3\ncores = 0\nmemory_mb = 0\ndisk_gb = 0\n"
-            "[quota erin]\nvms = 0\ncores = 6\nmemory_mb = 0\ndisk_gb = 0\n"
-            % (port, _url(db), proxd_extra, TOKEN, proxmox_extra, nodes))
+            "[quota erin]\nvms = 0\ncores = 6\nmemory_mb = 0\ndisk_gb = 0\n%s"
+            % (port, _url(db), proxd_extra, TOKEN, proxmox_extra, nodes, sections))
 
 
 def cluster_config(path, db, entry, proxd_extra=(), token=TOKEN, log_level="info",
@@ -168,10 +168,12 @@ class Proxd(Daemon):
     in a directory of its own; tokens made with `proxd token create`; stop()
     also asserts a log free of sanitizer reports and of every secret."""
 
-    def __init__(self, sim, share=None, proxd_extra="", database=None, proxmox_extra=""):
+    def __init__(self, sim, share=None, proxd_extra="", database=None, proxmox_extra="",
+                 sections=""):
         """share: another Proxd whose database this instance uses too;
         proxd_extra, proxmox_extra: lines for the [proxd] and [proxmox]
-        sections; database: a store URL (postgresql://...) instead of a
+        sections; sections: more sections ([ippool ...]) at the end;
+        database: a store URL (postgresql://...) instead of a
         SQLite file of its own. A standalone sim gives one host per node."""
         self.dir = tempfile.mkdtemp(prefix="proxd-api-")
         super().__init__(os.path.join(self.dir, "proxd.conf"), self.dir)
@@ -180,7 +182,7 @@ class Proxd(Daemon):
         with open(self.conf, "w") as f:
             f.write(api_config(self.port, sim.entry, self.db, proxd_extra,
                                standalone=sim.ports if sim.standalone else None,
-                               proxmox_extra=proxmox_extra))
+                               proxmox_extra=proxmox_extra, sections=sections))
         self.base = "http://127.0.0.1:%d" % self.port
         # never to appear in the log: the Proxmox token's secret, every API token
         self.secrets = [TOKEN.split("=", 1)[1]]
