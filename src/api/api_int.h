@@ -110,11 +110,13 @@ int vm_write_json(struct buf *b, const struct vm_rec *v, struct fleet *fl);
 /* ,"network":{...} of a record's vm_net row (NULL: null) appended to b;
  * addresses from its recorded ipconfig0, each with the configured pool
  * holding it. vm_add_net: the same put inside the record that
- * vm_write_json just wrote (it ends at b->len == end). BUF_OK or
- * BUF_TOOBIG. */
-int vm_net_json(struct buf *b, const struct store_net *net, const struct proxd_config *cfg);
+ * vm_write_json just wrote (it ends at b->len == end). drift: what the
+ * config walk found changed in the VM's config (core_net_drift), NULL:
+ * none. BUF_OK or BUF_TOOBIG. */
+int vm_net_json(struct buf *b, const struct store_net *net, const struct proxd_config *cfg,
+                const char *drift);
 int vm_add_net(struct buf *b, size_t end, const struct store_net *net,
-               const struct proxd_config *cfg);
+               const struct proxd_config *cfg, const char *drift);
 /* Cap on a JSON answer written as text: a page of 1000 records whose
  * strings are all full of escapes stays below it. */
 #define API_ANSWER_MAX (16 * 1024 * 1024)

@@ -252,7 +252,8 @@ static int addr_json(struct buf *b, const struct proxd_config *cfg, const struct
     return rc || LIT_RC(b, "}");
 }
 
-int vm_net_json(struct buf *b, const struct store_net *net, const struct proxd_config *cfg)
+int vm_net_json(struct buf *b, const struct store_net *net, const struct proxd_config *cfg,
+                const char *drift)
 {
     if (!net)
         return LIT_RC(b, ",\"network\":null");
@@ -274,17 +275,19 @@ int vm_net_json(struct buf *b, const struct store_net *net, const struct proxd_c
     else
         rc = rc || LIT_RC(b, "false");
     rc = rc || LIT_RC(b, ",\"seen_at\":") || jsonw_time(b, net->seen_at);
+    rc = rc || LIT_RC(b, ",\"drift\":") ||
+         (drift ? jsonw_str(b, drift, strlen(drift)) : LIT_RC(b, "null"));
     return rc || LIT_RC(b, "}");
 }
 
 int vm_add_net(struct buf *b, size_t end, const struct store_net *net,
-               const struct proxd_config *cfg)
+               const struct proxd_config *cfg, const char *drift)
 {
     /* the record's closing brace is the last byte: the block goes before it */
     if (end == 0 || b->len != end || b->data[end - 1] != '}')
         return BUF_TOOBIG;
     buf_truncate(b, end - 1);
-    return vm_net_json(b, net, cfg) || LIT_RC(b, "}");
+    return vm_net_json(b, net, cfg, drift) || LIT_RC(b, "}");
 }
 
 json_t *job_to_json(const struct job_rec *j)

@@ -357,10 +357,12 @@ static int add_nets(struct req *rq, struct page *pg, struct store_error *se)
         while (k < nn && nets[k].vm_id < pg->ids[i])
             k++;
         const struct store_net *net = k < nn && nets[k].vm_id == pg->ids[i] ? &nets[k].net : NULL;
+        char drift[256];
+        bool dr = net && core_net_drift(rq->api->k, pg->ids[i], drift, sizeof drift);
         if (buf_add(&out, pg->b->data + from, pg->end[i] - from))
             rc = BUF_TOOBIG;
         else
-            rc = vm_add_net(&out, out.len, net, rq->api->cfg);
+            rc = vm_add_net(&out, out.len, net, rq->api->cfg, dr ? drift : NULL);
         from = pg->end[i];
     }
     free(nets);
@@ -454,8 +456,10 @@ static void vm_answer(struct req *rq, struct resp *rs, const struct vm_rec *v)
     struct buf b = BUF_INIT(API_ANSWER_MAX);
     struct store_net net;
     bool has_net = store_vm_net_get(rq->api->st, v->id, &net, NULL) == STORE_OK;
+    char drift[256];
+    bool dr = has_net && core_net_drift(rq->api->k, v->id, drift, sizeof drift);
     if (vm_write_json(&b, v, rq->api->fl) ||
-        vm_add_net(&b, b.len, has_net ? &net : NULL, rq->api->cfg))
+        vm_add_net(&b, b.len, has_net ? &net : NULL, rq->api->cfg, dr ? drift : NULL))
         resp_error(rs, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal", NULL,
                    "the answer would pass %d bytes", API_ANSWER_MAX);
     else

@@ -711,6 +711,8 @@ done:
         snprintf(c->v.power, sizeof c->v.power, "%s", power_of(&st));
         save_vm(c);
         job_done(c, "VM %d is %s", c->v.vmid, c->v.power);
+        if (a == ACT_START || a == ACT_REBOOT) /* off this job: it is done */
+            core_net_confirm(c->k, c->v.id);
         return;
     }
     /* the task ended well but the VM cannot be read now: it is where the

@@ -282,6 +282,9 @@ static void finish_done(struct ctx *c)
         snprintf(v.power, sizeof v.power, "running");
         v.error[0] = '\0';
         store_vm_update(k->st, &v, NULL);
+        /* the agent's confirmation follows on its own thread: the job is
+         * done when the VM runs, not after the guest's boot */
+        core_net_confirm(k, v.id);
         vm_rec_release(&v);
     }
     fleet_vm_added(k->fl, c->j->vmid, c->j->node);

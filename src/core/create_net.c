@@ -4,22 +4,22 @@
 #include "common/buf.h"
 #include "common/log.h"
 #include "common/xalloc.h"
+#include "core/fleet.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* Hook for the inventory's view of a pool (design section 5: the fleet's
- * config walk, fleet_pool_addrs()): the addresses seen in VM configs on
- * the pool's nodes, sorted, so that a pick skips them without a retry
- * through the store. Until the walk exists, none: the store's keys (which
- * hold the foreign addresses the reconciler marked) are all the pick sees. */
+/* The inventory's view of a pool (design section 5: the config walk,
+ * fleet_pool_taken()): the addresses seen in VM configs on the pool's
+ * nodes, proxd's or not, sorted, so that a pick skips them without a retry
+ * through the store (and skips one put on a VM since the walk marked the
+ * foreign ones). */
 static size_t inventory_addrs(struct core *k, const struct cfg_ippool *p, struct ippool_addr **out)
 {
-    (void)k;
-    (void)p;
-    *out = NULL;
-    return 0;
+    size_t n = 0;
+    fleet_pool_taken(k->fl, p->name, out, &n);
+    return n;
 }
 
 static int cmp_addr(const void *a, const void *b)

@@ -57,15 +57,18 @@ void netconfirm_free(struct netconfirm *c)
     free(c);
 }
 
-void netconfirm_ask(struct netconfirm *c, int64_t vm_id)
+void netconfirm_ask(struct netconfirm *c, int64_t vm_id, bool again)
 {
     pthread_mutex_lock(&c->mu);
     bool known = false;
+    for (size_t i = 0; again && i < c->ntried; i++)
+        if (c->tried[i] == vm_id)
+            c->tried[i--] = c->tried[--c->ntried];
     for (size_t i = 0; i < c->nq && !known; i++)
         known = c->q[i].vm_id == vm_id;
     for (size_t i = 0; i < c->ntried && !known; i++)
         known = c->tried[i] == vm_id;
-    if (!known && c->nq < NETCONFIRM_MAX) {
+    if (!known && c->started && c->nq < NETCONFIRM_MAX) {
         int64_t now = mono_ms();
         c->q[c->nq++] =
             (struct item){.vm_id = vm_id, .until = now + NETCONFIRM_FOR_MS, .next = now};
@@ -240,18 +243,25 @@ int netconfirm_start(struct netconfirm *c)
 {
     if (mem_thread_start(&c->thread, confirm_main, c) != 0)
         return -1;
+    pthread_mutex_lock(&c->mu);
     c->started = true;
+    pthread_mutex_unlock(&c->mu);
     return 0;
 }
 
 void netconfirm_stop(struct netconfirm *c)
 {
-    if (!c->started)
+    pthread_mutex_lock(&c->mu);
+    bool started = c->started;
+    pthread_mutex_unlock(&c->mu);
+    if (!started)
         return;
     pthread_mutex_lock(&c->mu);
     c->stop = true;
     pthread_cond_broadcast(&c->cv);
     pthread_mutex_unlock(&c->mu);
     pthread_join(c->thread, NULL);
+    pthread_mutex_lock(&c->mu);
     c->started = false;
+    pthread_mutex_unlock(&c->mu);
 }

@@ -4,6 +4,7 @@
 #ifndef CORE_NETCONFIRM_H
 #define CORE_NETCONFIRM_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 struct core;
@@ -17,9 +18,10 @@ struct netconfirm *netconfirm_new(struct core *k);
 void netconfirm_free(struct netconfirm *c);
 int netconfirm_start(struct netconfirm *c);
 void netconfirm_stop(struct netconfirm *c); /* after k->stopping */
-/* Poll VM record vm_id from now on (nothing when it is polled already, or
- * was polled since this process started and the agent never showed the
- * address: the walk would ask again and again). */
-void netconfirm_ask(struct netconfirm *c, int64_t vm_id);
+/* Poll VM record vm_id from now on (nothing when it is polled already).
+ * Without again, nothing either when it was polled to the end since this
+ * process started and the agent never showed the address (the walk would
+ * ask again and again); a job that (re)started the VM asks again. */
+void netconfirm_ask(struct netconfirm *c, int64_t vm_id, bool again);
 
 #endif

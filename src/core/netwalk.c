@@ -213,7 +213,9 @@ uint64_t core_ippool_conflicts_total(struct core *k, const char *pool)
 
 void core_net_confirm(struct core *k, int64_t vm_id)
 {
-    netconfirm_ask(k->nw->nc, vm_id);
+    struct store_net net;
+    if (k->cfg->npools && store_vm_net_get(k->st, vm_id, &net, NULL) == STORE_OK)
+        netconfirm_ask(k->nw->nc, vm_id, true);
 }
 
 /* ---- reading one VM -------------------------------------------------------- */
@@ -374,7 +376,7 @@ static void check_ours(struct netwalk *w, const struct fleet_vm *fv, const struc
             restore(k, fv, vc, &net);
     }
     if (net.seen_at == 0 && strcmp(fv->status, "running") == 0 && agent_on(vc->raw))
-        netconfirm_ask(w->nc, r->id);
+        netconfirm_ask(w->nc, r->id, false);
 }
 
 /* A VM that is not proxd's: its pool addresses are foreign. */
