@@ -51,5 +51,7 @@ int cmd_node(struct cli *c, int argc, char **argv);
 int cmd_os(struct cli *c, int argc, char **argv);
 /* vm snapshot ... (cmd_snap.c): argv[0] is list|create|delete|rollback. */
 int cmd_snapshot(struct cli *c, int argc, char **argv);
+/* ippool list|show|hold|unhold|add-range (cmd_ippool.c). */
+int cmd_ippool(struct cli *c, int argc, char **argv);
 
 #endif

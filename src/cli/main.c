@@ -24,6 +24,9 @@ static void usage(FILE *f)
                "  vm set VMID [--cores N] [--memory SIZE]     vm resize VMID --disk SIZE\n"
                "  job show ID | job watch ID\n"
                "  node list | os list\n"
+               "  ippool list | ippool show NAME\n"
+               "  ippool hold NAME ADDRESS [--note TEXT] | ippool unhold NAME ADDRESS\n"
+               "  ippool add-range NAME FIRST-LAST [--reserved]\n"
                "environment: PROXD_URL, PROXD_TOKEN, PROXCTL_CONFIG\n"
                "exit codes: 0 ok, 1 operation failed, 2 bad input, 3 not found, 4 not authorised,\n"
                "            5 server or network error, 6 conflict or quota\n");
@@ -143,6 +146,8 @@ int main(int argc, char **argv)
         rc = cmd_node(&c, argc - i - 1, argv + i + 1);
     else if (strcmp(cmd, "os") == 0)
         rc = cmd_os(&c, argc - i - 1, argv + i + 1);
+    else if (strcmp(cmd, "ippool") == 0)
+        rc = cmd_ippool(&c, argc - i - 1, argv + i + 1);
     else {
         fprintf(stderr, "proxctl: unknown command '%s'\n", cmd);
         usage(stderr);

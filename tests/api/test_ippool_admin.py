@@ -4,9 +4,13 @@ owners), the address list, holds, run-time ranges, /metrics, and bad input
 naming the field. One pvesim and one proxd for every case. Addresses used
 by VMs are put in the store behind proxd's back (as a creation with a pool
 binds them), so these cases do not depend on the creation flow."""
+import os
 import sqlite3
+import subprocess
+import tempfile
 
 from lib.cases import case, finish
+from lib.env import PROXCTL
 from lib.proxd import Proxd, shutdown
 from lib.sim import Sim
 
@@ -209,6 +213,48 @@ def runtime_ranges():
         "id")
     assert call("DELETE", "/v1/ippools/lan/ranges/%d" % rr.json()["id"], ADMIN).status_code == 204
     assert pools(ADMIN)["lan"]["size"] == 20
+
+
+def ctl(token, *args):
+    e = dict(os.environ, HOME=tempfile.gettempdir(), PROXD_URL=px.base, PROXD_TOKEN=token)
+    e.pop("PROXCTL_CONFIG", None)
+    return subprocess.run([PROXCTL] + list(args), capture_output=True, text=True, timeout=60,
+                          env=e)
+
+
+@case
+def proxctl_ippool():
+    r = ctl(ADMIN, "ippool", "list")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].split() == ["NAME", "CIDR", "SIZE", "USED", "RESV", "QUAR", "HELD",
+                                "FOREIGN", "FREE"], lines
+    assert lines[1].split() == ["lan", "10.9.0.0/24", "20", "3", "0", "0", "0", "1", "16"], lines
+    r = ctl(ALICE, "ippool", "list")
+    assert r.returncode == 0 and r.stdout.splitlines()[1].split() == ["lan", "10.9.0.0/24", "1"], \
+        r.stdout
+    r = ctl(ADMIN, "ippool", "hold", "lan", "10.9.0.61", "--note", "printer")
+    assert r.returncode == 0 and "10.9.0.61 is held in lan" in r.stdout, (r.stdout, r.stderr)
+    r = ctl(ADMIN, "ippool", "add-range", "lan", "10.9.0.120-10.9.0.121")
+    assert r.returncode == 0, r.stderr
+    r = ctl(ADMIN, "ippool", "show", "lan")
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert "held        1\n" in out and "free        17\n" in out, out
+    assert "run-time" in out and "ranges 10.9.0.120-10.9.0.121 (ops)" in out, out
+    r = ctl(ADMIN, "ippool", "unhold", "lan", "10.9.0.61")
+    assert r.returncode == 0, r.stderr
+    r = ctl(ADMIN, "ippool", "hold", "lan", "10.9.0.50")
+    assert r.returncode == 6 and "in use" in r.stderr, (r.returncode, r.stderr)
+    r = ctl(ALICE, "ippool", "hold", "lan", "10.9.0.62")
+    assert r.returncode == 4, (r.returncode, r.stderr)
+    r = ctl(ADMIN, "ippool", "show", "nope")
+    assert r.returncode == 3, (r.returncode, r.stderr)
+    r = ctl(ADMIN, "ippool", "add-range", "lan", "10.9.0.120")
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    one = call("GET", "/v1/ippools/lan", ADMIN).json()
+    for x in one["ranges"]["runtime"]:
+        assert call("DELETE", "/v1/ippools/lan/ranges/%d" % x["id"], ADMIN).status_code == 204
 
 
 @case
