@@ -9,6 +9,8 @@
  *   proxd job --config FILE ID         print a job and its events as JSON
  *   proxd vms --config FILE            print the VM records as JSON
  *   proxd reconcile --config FILE      one reconciliation pass, prints what it repaired
+ *                                      (and one config walk when pools are configured)
+ *   proxd ippools --config FILE        the address pools' figures from the store, as JSON
  *   proxd vm --config FILE VMID ACTION [ARG...] [--wait S]
  *         ACTION: start|shutdown|stop|pause|resume|reboot|delete,
  *                 resize GB, set CORES MEMORY_MB (0 keeps a value)
@@ -26,6 +28,7 @@
 #ifdef HAVE_API
 #include "api/api.h"
 #include "api/auth.h"
+#include "api/ippool_view.h"
 #endif
 
 #include <errno.h>
@@ -60,6 +63,7 @@ static void usage(FILE *f)
                "       proxd job --config FILE ID\n"
                "       proxd vms --config FILE\n"
                "       proxd reconcile --config FILE\n"
+               "       proxd ippools --config FILE\n"
                "       proxd vm --config FILE VMID start|shutdown|stop|pause|resume|reboot|delete\n"
                "       proxd vm --config FILE VMID resize GB | set CORES MEMORY_MB\n"
                "       proxd token create --config FILE --owner WHO [--role admin|user]\n"
@@ -506,6 +510,46 @@ out:
 }
 #endif
 
+#ifdef HAVE_API
+/* The admin view of the pools (GET /v1/ippools as an admin sees it, less
+ * the conflicts, which only a running proxd's config walk knows). */
+static int cmd_ippools(const char *config)
+{
+    struct world w;
+    int rc = open_world(&w, config, false);
+    if (rc)
+        goto out;
+    json_t *a = json_array();
+    for (int i = 0; i < w.cfg->npools && !rc; i++) {
+        const struct cfg_ippool *p = &w.cfg->pools[i];
+        struct ippool_figures f;
+        struct store_error se;
+        if (ippool_view_figures(w.st, p, &f, &se)) {
+            fprintf(stderr, "proxd: pool %s: %s\n", p->name, se.message);
+            rc = 1;
+            break;
+        }
+        char cidr[IPPOOL_NETSTRLEN];
+        ippool_net_format(&p->plan.net, cidr);
+        json_array_append_new(
+            a, json_pack("{s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "name", p->name, "cidr", cidr,
+                         "size", (json_int_t)(f.size > INT64_MAX ? INT64_MAX : f.size), "used",
+                         (json_int_t)f.c.used, "reserved", (json_int_t)f.c.reserved, "quarantined",
+                         (json_int_t)f.c.quarantined, "held", (json_int_t)f.c.held, "foreign",
+                         (json_int_t)f.foreign, "free",
+                         (json_int_t)(f.free > INT64_MAX ? INT64_MAX : f.free)));
+    }
+    char *s = json_dumps(a, JSON_INDENT(2));
+    if (!rc)
+        printf("%s\n", s);
+    free(s);
+    json_decref(a);
+out:
+    close_world(&w);
+    return rc;
+}
+#endif
+
 int main(int argc, char **argv)
 {
     mem_tune(); /* before any thread: see common/mem.c */
@@ -527,6 +571,8 @@ int main(int argc, char **argv)
         if (!rc) {
             struct reconcile_report r;
             rc = core_reconcile(w.k, &r) ? 1 : 0;
+            if (w.cfg->npools && core_net_walk(w.k))
+                fprintf(stderr, "proxd: the config walk could not read every VM\n");
             printf("{\"moved\":%d,\"power\":%d,\"resized\":%d,\"lost\":%d,\"stuck\":%d,"
                    "\"partial_removed\":%d,\"orphans\":%d,\"orphans_deleted\":%d,"
                    "\"unmanaged\":%d,\"unmanaged_released\":%d}\n",
@@ -538,6 +584,10 @@ int main(int argc, char **argv)
     }
     if (argc == 4 && strcmp(argv[1], "vms") == 0 && strcmp(argv[2], "--config") == 0)
         return cmd_vms(argv[3]);
+#ifdef HAVE_API
+    if (argc == 4 && strcmp(argv[1], "ippools") == 0 && strcmp(argv[2], "--config") == 0)
+        return cmd_ippools(argv[3]);
+#endif
     if (argc == 3 && strcmp(argv[1], "--check-config") == 0) {
         struct proxd_config *c = load(argv[2]);
         if (!c)

@@ -271,5 +271,15 @@ def metrics():
     assert "# TYPE proxd_ippool_conflicts_total counter" in text
 
 
+@case
+def proxd_ippools_command():
+    import json
+    got = {p["name"]: p for p in json.loads(px.cli("ippools", "--config", px.conf).stdout)}
+    assert got["lan"] == {"name": "lan", "cidr": "10.9.0.0/24", "size": 20, "used": 3,
+                          "reserved": 0, "quarantined": 0, "held": 0, "foreign": 1,
+                          "free": 16}, got
+    assert got["lan6"]["used"] == 1 and got["lan6"]["size"] == 2**63 - 1, got
+
+
 shutdown(px, sim)
 finish()
