@@ -498,12 +498,9 @@ static bool v_log_level(const char *v, char *why, size_t n)
 /* Only the characters PVE accepts in a tag, or tagging VMs would fail. */
 static bool v_drift(const char *v, char *why, size_t n)
 {
-    if (strcmp(v, "report") == 0 || strcmp(v, "restore") == 0)
+    if (strcmp(v, "report") == 0 || strcmp(v, "restore") == 0 || strcmp(v, "adopt") == 0)
         return true;
-    if (strcmp(v, "adopt") == 0)
-        snprintf(why, n, "'adopt' is not implemented yet: report or restore");
-    else
-        snprintf(why, n, "'%s': expected report or restore", v);
+    snprintf(why, n, "'%s': expected report, restore or adopt", v);
     return false;
 }
 

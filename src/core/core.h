@@ -152,8 +152,8 @@ bool core_net_drift(struct core *k, int64_t vm_id, char *out, size_t len);
 struct core_ip_conflict {
     char pool[64];
     char address[46];
-    int vmid;       /* proxd's VM that holds it (0: a creation's reservation) */
-    int seen_vmid;  /* the VM whose config has it */
+    int vmid;      /* proxd's VM that holds it (0: a creation's reservation) */
+    int seen_vmid; /* the VM whose config has it */
     char seen_node[64];
     int64_t first_seen; /* unix ms */
 };

@@ -44,7 +44,7 @@ struct core {
      * to the store (store_addr_policy) at core_new */
     struct store_addr_quarantine addrq[CFG_MAX_POOLS + 1];
     size_t naddrq;
-    struct netwalk *nw;      /* netwalk.c: the config walk and agent confirmation */
+    struct netwalk *nw; /* netwalk.c: the config walk and agent confirmation */
 };
 
 /* store_addr_sweep with the core's quarantine times, logged: at start-up

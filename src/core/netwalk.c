@@ -344,6 +344,65 @@ static void restore(struct core *k, const struct fleet_vm *fv, const struct pve_
     buf_release(&n0);
 }
 
+/* network_drift = adopt: the config's addresses become the record's when
+ * each is one its pool hands out (the configured plan) and free; else the
+ * drift stays reported. loud: first time this drift is seen (log why). */
+static void adopt(struct netwalk *w, const struct fleet_vm *fv, const struct vm_rec *r,
+                  json_t *conf, const struct store_net *old, bool loud)
+{
+    struct core *k = w->k;
+    const char *ipc = json_string_value(json_object_get(conf, "ipconfig0"));
+    const char *net0 = json_string_value(json_object_get(conf, "net0"));
+    struct store_net nn = *old;
+    struct store_addr_req reqs[2];
+    char keys[2][IPPOOL_KEYLEN], why[200] = "", t[IPPOOL_ADDRSTRLEN];
+    struct ippool_addr a[2];
+    int pfx[2];
+    size_t n = 0;
+    if (!ipc || strlen(ipc) >= sizeof nn.ipconfig0 ||
+        ippool_ipconfig_parse(ipc, &a[0], &pfx[0], &a[1], &pfx[1]) != IPPOOL_OK)
+        snprintf(why, sizeof why, "ipconfig0 is not one proxd can take over");
+    for (int f = 0; f < 2 && !why[0]; f++) {
+        if (!a[f].family)
+            continue;
+        int p = pool_of(k->cfg, &a[f]);
+        ippool_addr_format(&a[f], t);
+        if (p < 0 || !ippool_contains(&k->cfg->pools[p].plan, &a[f])) {
+            snprintf(why, sizeof why, "%s is not an address a pool hands out", t);
+            break;
+        }
+        ippool_addr_key(&a[f], keys[n]);
+        reqs[n] = (struct store_addr_req){.pool = k->cfg->pools[p].name, .want = keys[n]};
+        n++;
+    }
+    if (!why[0] && n == 0)
+        snprintf(why, sizeof why, "ipconfig0 has no static address of a pool");
+    struct ippool_mac m;
+    char bridge[64] = "", tag[16] = "";
+    if (net0 && ippool_net_mac(net0, &m) == IPPOOL_OK)
+        ippool_mac_format(&m, nn.mac);
+    prop_get(net0, "bridge", bridge, sizeof bridge);
+    prop_get(net0, "tag", tag, sizeof tag);
+    if (!why[0] && (!bridge[0] || strlen(bridge) >= sizeof nn.bridge))
+        snprintf(why, sizeof why, "net0 has no bridge proxd can record");
+    struct store_error se;
+    if (!why[0]) {
+        snprintf(nn.bridge, sizeof nn.bridge, "%.15s", bridge);
+        nn.vlan = atoi(tag);
+        snprintf(nn.ipconfig0, sizeof nn.ipconfig0, "%s", ipc);
+        if (store_addr_adopt(k->st, r->id, r->vmid, reqs, n, &nn, k->addrq, k->naddrq, &se) == 0) {
+            log_info("netwalk", "vmid=%d network adopted: ipconfig0 '%s', net0 MAC %s on %s tag %d",
+                     fv->vmid, nn.ipconfig0, nn.mac, nn.bridge, nn.vlan);
+            drift_set(w, r->id, NULL);
+            return;
+        }
+        snprintf(why, sizeof why, "%.190s", se.message);
+    }
+    if (loud)
+        log_warn("netwalk", "vmid=%d network not adopted (%s): the drift stays reported", fv->vmid,
+                 why);
+}
+
 static bool agent_on(json_t *conf)
 {
     json_t *a = json_object_get(conf, "agent");
@@ -368,12 +427,15 @@ static void check_ours(struct netwalk *w, const struct fleet_vm *fv, const struc
     if (!d[0]) {
         drift_set(w, r->id, NULL);
     } else {
-        if (!drift_known(w, r->id, d))
+        bool fresh = !drift_known(w, r->id, d);
+        if (fresh)
             log_warn("netwalk", "vmid=%d network drift: %s (network_drift = %s)", fv->vmid, d,
                      k->cfg->network_drift);
         drift_set(w, r->id, d);
         if (strcmp(k->cfg->network_drift, "restore") == 0)
             restore(k, fv, vc, &net);
+        else if (strcmp(k->cfg->network_drift, "adopt") == 0)
+            adopt(w, fv, r, vc->raw, &net, fresh);
     }
     if (net.seen_at == 0 && strcmp(fv->status, "running") == 0 && agent_on(vc->raw))
         netconfirm_ask(w->nc, r->id, false);

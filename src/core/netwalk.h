@@ -15,7 +15,10 @@
  *  - on proxd's VMs with a network, net0's MAC, bridge and tag and
  *    ipconfig0 are compared with what proxd recorded: a difference is drift,
  *    logged and shown (core_net_drift), and with network_drift = restore
- *    proxd's values are written back against the digest it read.
+ *    proxd's values are written back against the digest it read; with
+ *    adopt the config's addresses become the record's when each is one a
+ *    pool hands out (as configured; run-time ranges are not looked at) and
+ *    free (store_addr_adopt, one transaction), else the drift stays.
  * The walk never runs on the HTTP server's threads nor in a creation: the
  * API reads what the last walk left, under a lock held for copies only.
  *

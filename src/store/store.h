@@ -467,6 +467,19 @@ int store_addr_range_list(store *s, const char *pool, struct store_addr_range **
 int store_addr_sweep(store *s, const struct store_addr_quarantine *q, size_t nq, size_t *n,
                      struct store_error *err);
 
+/* [proxd] network_drift = adopt: VM record vm_id (VMID vmid) takes the
+ * addresses reqs (each a pool and `want`, no pick) and the network `net`
+ * (mac, bridge, vlan, ipconfig0; the agent's confirmation is cleared), in
+ * one transaction: its used addresses not among them go to quarantine (q,
+ * as store_addr_release_vm), those it has already stay, the others are
+ * reserved and bound as a creation's wanted address is (STORE_E_CONFLICT,
+ * field "address", when one is held, used, reserved, foreign or in
+ * quarantine; field "mac" when the MAC is another live record's). Nothing
+ * is written on any error. */
+int store_addr_adopt(store *s, int64_t vm_id, int vmid, struct store_addr_req *reqs, size_t n,
+                     const struct store_net *net, const struct store_addr_quarantine *q, size_t nq,
+                     struct store_error *err);
+
 /* A record's vm_net row (live or not); STORE_E_NOTFOUND when none. */
 int store_vm_net_get(store *s, int64_t vm_id, struct store_net *out, struct store_error *err);
 /* The vm_net rows of records lo..hi (ids, inclusive), by record id, for a

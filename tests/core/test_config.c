@@ -483,9 +483,7 @@ static void test_bool_and_numbers(void **state)
     EXPECT_ERR(MIN "[proxd]\ntag = a b\n", ":10: [proxd] tag: 'a b': PVE tags");
     EXPECT_ERR(MIN "[proxd]\nlog_level = loud\n", ":10: [proxd] log_level: 'loud'");
     EXPECT_ERR(MIN "[proxd]\nnetwork_drift = fix\n",
-               ":10: [proxd] network_drift: 'fix': expected report or restore");
-    EXPECT_ERR(MIN "[proxd]\nnetwork_drift = adopt\n",
-               ":10: [proxd] network_drift: 'adopt' is not implemented yet");
+               ":10: [proxd] network_drift: 'fix': expected report, restore or adopt");
     EXPECT_ERR(MIN "[proxd]\nconfig_reads = 0\n",
                ":10: [proxd] config_reads: 0 is out of bounds [1, 1000]");
 }

@@ -499,6 +499,66 @@ static void test_restore(void **state)
     ch_down(&env);
 }
 
+/* ---- network_drift = adopt ------------------------------------------------------- */
+
+static int64_t net_int(const struct ourvm *v, const char *col, const char *want)
+{
+    char sql[512];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM vm_net WHERE vm_id = %lld AND %s = '%s'",
+             (long long)v->id, col, want);
+    return ch_sql(&env, sql);
+}
+
+static void test_adopt(void **state)
+{
+    (void)state;
+    struct ch_opts o = {
+        .reconcile_interval = 1, .proxd_extra = "network_drift = adopt\n", .extra = POOLS};
+    ch_up(&env, &o);
+    struct ourvm v, w;
+    our_vm("adopt", "10.9.0.62", "02:00:00:00:0A:62", &v);
+    our_vm("adopt2", "10.9.0.64", "02:00:00:00:0A:64", &w);
+    /* a free address of the pool, a new MAC: taken over */
+    struct pve_config_set cs = {.ipconfig0 = "ip=10.9.0.63/24,gw=10.9.0.1",
+                                .net0 = "virtio=02:00:00:00:0C:62,bridge=vmbr1,tag=42"};
+    conf_set(v.node, v.vmid, &cs);
+    walk();
+    char d[256];
+    assert_false(core_net_drift(env.k, v.id, d, sizeof d));
+    assert_true(row_is("10.9.0.63", "used", v.vmid));
+    assert_true(row_is("10.9.0.62", "quarantine", v.vmid));
+    assert_int_equal(net_int(&v, "ipconfig0", "ip=10.9.0.63/24,gw=10.9.0.1"), 1);
+    assert_int_equal(net_int(&v, "mac", "02:00:00:00:0C:62"), 1);
+    walk();
+    assert_false(core_net_drift(env.k, v.id, d, sizeof d));
+    /* the other VM's address: reported, nothing taken */
+    struct pve_config_set cw = {.ipconfig0 = "ip=10.9.0.63/24,gw=10.9.0.1"};
+    conf_set(w.node, w.vmid, &cw);
+    walk();
+    assert_true(core_net_drift(env.k, w.id, d, sizeof d));
+    assert_true(row_is("10.9.0.63", "used", v.vmid));
+    assert_true(row_is("10.9.0.64", "used", w.vmid));
+    assert_int_equal(net_int(&w, "ipconfig0", w.ipconfig0), 1);
+    /* an address no pool hands out: reported */
+    struct pve_config_set cx = {.ipconfig0 = "ip=10.9.0.200/24"};
+    conf_set(w.node, w.vmid, &cx);
+    walk();
+    assert_true(core_net_drift(env.k, w.id, d, sizeof d));
+    assert_true(row_is("10.9.0.64", "used", w.vmid));
+    /* a held one: reported */
+    struct store_error se;
+    char key[IPPOOL_KEYLEN];
+    key_of("10.9.0.65", key);
+    assert_int_equal(store_addr_hold(env.st, "lan", key, "x", &se), STORE_OK);
+    struct pve_config_set ch = {.ipconfig0 = "ip=10.9.0.65/24"};
+    conf_set(w.node, w.vmid, &ch);
+    walk();
+    assert_true(core_net_drift(env.k, w.id, d, sizeof d));
+    assert_true(row_is("10.9.0.65", "held", 0));
+    assert_true(row_is("10.9.0.64", "used", w.vmid));
+    ch_down(&env);
+}
+
 int main(void)
 {
     ch_main_init();
@@ -509,7 +569,8 @@ int main(void)
         cmocka_unit_test(test_keeps_address),
         cmocka_unit_test(test_agent),
     };
-    const struct CMUnitTest restore_tests[] = {cmocka_unit_test(test_restore)};
+    const struct CMUnitTest restore_tests[] = {cmocka_unit_test(test_restore),
+                                               cmocka_unit_test(test_adopt)};
     int rc = cmocka_run_group_tests(pure, NULL, NULL);
     rc |= cmocka_run_group_tests(tests, group_up, group_down);
     rc |= cmocka_run_group_tests(restore_tests, NULL, NULL);
