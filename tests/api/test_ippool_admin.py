@@ -13,13 +13,16 @@ from lib.cases import case, finish
 from lib.env import PROXCTL
 from lib.proxd import Proxd, shutdown
 from lib.sim import Sim
+from lib.wait import wait_for
 
 POOLS = ("[ippool lan]\ncidr = 10.9.0.0/24\ngateway = 10.9.0.1\n"
          "ranges = 10.9.0.50-10.9.0.69\nbridge = vmbr1\nvlan = 42\n"
-         "[ippool lan6]\ncidr = 2001:db8:9::/64\nbridge = vmbr1\n")
+         "[ippool lan6]\ncidr = 2001:db8:9::/64\nbridge = vmbr1\n"
+         "[ippool edge]\ncidr = 10.9.2.0/24\nranges = 10.9.2.50-10.9.2.51\nbridge = vmbr1\n")
 
 sim = Sim()
-px = Proxd(sim, sections=POOLS)
+# a config walk every 2 s (reconcile_interval): the edge case waits for one
+px = Proxd(sim, sections=POOLS, proxd_extra="reconcile_interval = 2\n")
 ADMIN = px.token("ops", "admin")
 ALICE = px.token("alice")
 CAROL = px.token("carol")
@@ -82,6 +85,35 @@ def pools(token):
     r = call("GET", "/v1/ippools", token)
     assert r.status_code == 200, r.text
     return {p["name"]: p for p in r.json()["ippools"]}
+
+
+@case
+def foreign_address_never_handed_out():
+    """Design section 7 item 2, through the creation flow: an address put
+    in a VM's ipconfig0 behind proxd's back is skipped after one walk."""
+    st = sim.wait_task("sv1", sim.data("POST", "/nodes/sv1/qemu/8000/clone",
+                                       data={"newid": "700", "name": "theirs"}))
+    assert st["exitstatus"] == "OK", st
+    sim.data("PUT", "/nodes/sv1/qemu/700/config", data={"ipconfig0": "ip=10.9.2.50/24"})
+    wait_for(lambda: pools(ADMIN)["edge"]["foreign"] == 1, 30, what="a config walk")
+    r = call("POST", "/v1/vms", ADMIN, {"os": "ubuntu", "name": "edge1", "cores": 1,
+                                       "memory_mb": 512, "disk_gb": 10, "owner": "carol",
+                                       "ippools": ["edge"]})
+    assert r.status_code == 202, r.text
+    j = px.wait_job(r.json()["job"], ADMIN)
+    assert j["state"] == "done", j
+    vm = call("GET", "/v1/vms/%d" % r.json()["vmid"], ADMIN).json()
+    assert [a["address"] for a in vm["network"]["addresses"]] == ["10.9.2.51"], vm
+    r = call("POST", "/v1/vms", ADMIN, {"os": "ubuntu", "name": "edge2", "cores": 1,
+                                       "memory_mb": 512, "disk_gb": 10, "owner": "carol",
+                                       "ippools": ["edge"]})
+    e = err(r, 409, "address_exhausted")
+    assert r.json()["error"]["details"].get("pool") == "edge", r.text
+    assert "edge" in e["message"], e
+    # its own address is not drift, and is not foreign
+    wait_for(lambda: pools(ADMIN)["edge"]["used"] == 1, 10, what="edge used")
+    assert pools(ADMIN)["edge"]["foreign"] == 1
+    assert call("GET", "/v1/vms/%d" % vm["vmid"], ADMIN).json()["network"]["drift"] is None
 
 
 @case
