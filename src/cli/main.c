@@ -24,6 +24,7 @@ static void usage(FILE *f)
                "  vm set VMID [--cores N] [--memory SIZE]     vm resize VMID --disk SIZE\n"
                "  job show ID | job watch ID\n"
                "  node list | os list\n"
+               "  events [--after ID] [--type TYPE] [--follow]\n"
                "environment: PROXD_URL, PROXD_TOKEN, PROXCTL_CONFIG\n"
                "exit codes: 0 ok, 1 operation failed, 2 bad input, 3 not found, 4 not authorised,\n"
                "            5 server or network error, 6 conflict or quota\n");
@@ -143,6 +144,8 @@ int main(int argc, char **argv)
         rc = cmd_node(&c, argc - i - 1, argv + i + 1);
     else if (strcmp(cmd, "os") == 0)
         rc = cmd_os(&c, argc - i - 1, argv + i + 1);
+    else if (strcmp(cmd, "events") == 0)
+        rc = cmd_events(&c, argc - i - 1, argv + i + 1);
     else {
         fprintf(stderr, "proxctl: unknown command '%s'\n", cmd);
         usage(stderr);
