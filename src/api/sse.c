@@ -19,9 +19,9 @@
  * the job is finished and its last event is out), and the event log (ids
  * are the log's, the SSE event name its type; the stream runs until its
  * deadline or shutdown, and a client reconnecting with Last-Event-ID goes
- * on after it: the log's ids are commit-ordered, store.h). The core writes a job's row before its event line, so a
- * finished job may still get one event: the end waits SETTLE_MS after the
- * finished state was first seen. */
+ * on after it: the log's ids are commit-ordered, store.h). The core writes a job's row before its
+ * event line, so a finished job may still get one event: the end waits SETTLE_MS after the finished
+ * state was first seen. */
 #define _GNU_SOURCE /* POLLRDHUP */
 #include "api/api_int.h"
 
@@ -46,10 +46,10 @@
 struct sse {
     struct sse_hub *hub;
     struct MHD_Connection *conn;
-    bool log;     /* the event log, else the steps of `job` */
+    bool log; /* the event log, else the steps of `job` */
     char job[40];
-    int64_t last_seq; /* the job's step seq, or the log's event id */
-    bool own_only;    /* log: only events of `owner`'s VMs */
+    int64_t last_seq;            /* the job's step seq, or the log's event id */
+    bool own_only;               /* log: only events of `owner`'s VMs */
     char type[STORE_EVENT_TYPE]; /* log: a type filter, "" for all */
     struct buf out;
     size_t off;
@@ -518,8 +518,7 @@ static void setup_log(struct sse *s, void *arg)
     snprintf(s->type, sizeof s->type, "%s", ls->q->type);
 }
 
-void events_stream_open(struct req *rq, struct resp *rs, const struct event_query *q,
-                        bool own_only)
+void events_stream_open(struct req *rq, struct resp *rs, const struct event_query *q, bool own_only)
 {
     struct log_setup ls = {q, own_only};
     stream_open(rq, rs, setup_log, &ls);

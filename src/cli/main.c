@@ -145,7 +145,7 @@ int main(int argc, char **argv)
     else if (strcmp(cmd, "os") == 0)
         rc = cmd_os(&c, argc - i - 1, argv + i + 1);
     else if (strcmp(cmd, "events") == 0)
-        rc = cmd_events(&c, argc - i - 1, argv + i + 1);
+        rc = cmd_events(&c, argc - i, argv + i); /* argv[0]: "events", for getopt */
     else {
         fprintf(stderr, "proxctl: unknown command '%s'\n", cmd);
         usage(stderr);

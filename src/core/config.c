@@ -57,10 +57,17 @@ static const struct {
     const char *name;
     bool named; /* "[node NAME]" rather than "[proxd]" */
 } sect_info[] = {
-    [S_NONE] = {"", false},         [S_PROXD] = {"proxd", false},  [S_PROXMOX] = {"proxmox", false},
-    [S_LIMITS] = {"limits", false}, [S_OS] = {"os", true},         [S_NODE] = {"node", true},
-    [S_QUOTA] = {"quota", true},    [S_IPPOOL] = {"ippool", true}, [S_SNAP] = {"snapshots", false},
-    [S_EVENTS] = {"events", false}, [S_WEBHOOK] = {"webhook", true},
+    [S_NONE] = {"", false},
+    [S_PROXD] = {"proxd", false},
+    [S_PROXMOX] = {"proxmox", false},
+    [S_LIMITS] = {"limits", false},
+    [S_OS] = {"os", true},
+    [S_NODE] = {"node", true},
+    [S_QUOTA] = {"quota", true},
+    [S_IPPOOL] = {"ippool", true},
+    [S_SNAP] = {"snapshots", false},
+    [S_EVENTS] = {"events", false},
+    [S_WEBHOOK] = {"webhook", true},
     [S_SKIP] = {"", false},
 };
 
@@ -229,6 +236,7 @@ static const struct key_def keys[] = {
     KSTR(S_WEBHOOK, HOOK, "events", events, "*", v_event_types, 0),
     KNUM(S_WEBHOOK, HOOK, "max_age", max_age_s, "86400", 1, INT64_C(10) * 365 * 86400),
     KNUM(S_WEBHOOK, HOOK, "timeout", timeout_s, "10", 1, 300),
+    KNUM(S_WEBHOOK, HOOK, "retry_max", retry_max_s, "60", 1, 3600),
 };
 
 #define NKEYS (sizeof keys / sizeof keys[0])
@@ -846,7 +854,7 @@ static bool valid_name(enum sect sect, const char *name, size_t max, char *why, 
     }
     if (!ok)
         snprintf(why, n, "bad %s name (%s, at most %zu characters)", sect_info[sect].name,
-                 sect == S_NODE                     ? "letters, digits and inner '-'"
+                 sect == S_NODE ? "letters, digits and inner '-'"
                  : sect == S_OS || sect == S_IPPOOL || sect == S_WEBHOOK
                      ? "lower-case letters, digits and . _ -"
                      : "no spaces",

@@ -81,11 +81,12 @@ struct cfg_ippool {
 /* [webhook NAME]: where events are posted (core/webhook.h) */
 struct cfg_webhook {
     char name[32];
-    char url[512];    /* http:// or https:// */
-    char secret[256]; /* signs each delivery (Proxd-Signature) */
-    char events[512]; /* "vm.created, vm.*" or "*" (default) */
+    char url[512];     /* http:// or https:// */
+    char secret[256];  /* signs each delivery (Proxd-Signature) */
+    char events[512];  /* "vm.created, vm.*" or "*" (default) */
     int64_t max_age_s; /* an event still undelivered after this is dropped; default 86400 */
     int timeout_s;     /* one delivery attempt; default 10 */
+    int retry_max_s;   /* the longest pause between attempts (from 0.5 s, doubling); default 60 */
 };
 
 struct proxd_config {

@@ -16,7 +16,7 @@
 #include <time.h>
 
 #define HEALTH_EVERY_MS 1000
-#define PRUNE_EVERY_MS 60000
+#define PRUNE_EVERY_MS 60000 /* or half of [events] keep, when shorter */
 
 static json_t *time_json(int64_t ms)
 {
@@ -128,7 +128,8 @@ static void *keeper_main(void *arg)
         health_round(k, ek);
         if (mono_ms() >= next_prune) {
             prune_round(k);
-            next_prune = mono_ms() + PRUNE_EVERY_MS;
+            int64_t every = k->cfg->events_keep_s * 500;
+            next_prune = mono_ms() + (every > 0 && every < PRUNE_EVERY_MS ? every : PRUNE_EVERY_MS);
         }
     } while (!core_nap(k, HEALTH_EVERY_MS));
     return NULL;

@@ -68,8 +68,7 @@ struct webhook_transport {
 void core_set_webhook_transport(struct core *k, const struct webhook_transport *t);
 
 /* "t=<unix s>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>" into out. */
-void webhook_signature(const char *secret, int64_t t, const char *body, size_t len,
-                       char out[96]);
+void webhook_signature(const char *secret, int64_t t, const char *body, size_t len, char out[96]);
 
 /* Per webhook, since start, in this instance. */
 struct webhook_stat {

@@ -5,7 +5,7 @@
  *   2. read the events after the cursor, a page at a time; those of types
  *      the webhook does not want are passed over (the cursor moves);
  *   3. post each wanted event, signed, and move the cursor after a 2xx;
- *      on failure wait (0.5 s doubling to 30 s) and post it again, with the
+ *      on failure wait (0.5 s doubling to retry_max) and post it again, with the
  *      same Proxd-Delivery id and body (a fresh signature time); an event
  *      older than max_age is dropped instead, counted and warned about.
  * The lease (at least 30 s, and 3 posts' timeouts) is renewed before half
@@ -30,10 +30,9 @@
 #include <string.h>
 
 #define PAGE 100
-#define IDLE_MS 250       /* nothing to send: look again */
+#define IDLE_MS 250        /* nothing to send: look again */
 #define NOT_HOLDER_MS 1000 /* another instance delivers */
 #define BACKOFF_MIN_MS 500
-#define BACKOFF_MAX_MS 30000
 #define LEASE_MIN_MS 30000
 
 struct hook {
@@ -93,8 +92,7 @@ static bool keep_lease(struct hook *h)
     if (held) {
         h->lease_until = now + h->lease_ms;
         h->after = cur.after;
-    }
-    else if (rc != STORE_E_CONFLICT)
+    } else if (rc != STORE_E_CONFLICT)
         log_warn("webhook", "webhook %s: cannot take its lease: %s", h->cfg->name, se.message);
     if (atomic_exchange(&h->holder, held) != held)
         log_info("webhook", "webhook %s: %s", h->cfg->name,
@@ -156,9 +154,11 @@ static bool deliver(struct hook *h, const struct store_event *e)
     for (;;) {
         if (wall_ms() - e->ts > h->cfg->max_age_s * 1000) {
             atomic_fetch_add(&h->dropped, 1);
-            log_warn("webhook", "webhook %s: event %lld (%s, vmid %d) dropped: undelivered after "
-                                "max_age %lld s",
-                     h->cfg->name, (long long)e->id, e->type, e->vmid, (long long)h->cfg->max_age_s);
+            log_warn("webhook",
+                     "webhook %s: event %lld (%s, vmid %d) dropped: undelivered after "
+                     "max_age %lld s",
+                     h->cfg->name, (long long)e->id, e->type, e->vmid,
+                     (long long)h->cfg->max_age_s);
             ok = advance(h, e->id, 0, 1);
             break;
         }
@@ -172,7 +172,8 @@ static bool deliver(struct hook *h, const struct store_event *e)
         atomic_fetch_add(&h->retried, 1);
         if (core_nap(h->k, backoff))
             break;
-        backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+        int64_t max = h->cfg->retry_max_s * 1000L;
+        backoff = backoff * 2 > max ? max : backoff * 2;
     }
     free(body);
     return ok;

@@ -67,7 +67,7 @@ enum db_lock {
     DB_LOCK_SLOTS,
     DB_LOCK_QUOTA,
     DB_LOCK_EVENTS,
-    DB_LOCK_ADDR, /* key: the pool name */
+    DB_LOCK_ADDR,     /* key: the pool name */
     DB_LOCK_EVENTLOG, /* the event log's id order (store_event.c) */
 };
 

@@ -34,9 +34,8 @@ void store_event_release(struct store_event *e)
     }
 }
 
-static const char SQL_EVENT_ADD[] =
-    "INSERT INTO events (ts, type, owner, vmid, node, job, data)"
-    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7){RETURNING_ID}";
+static const char SQL_EVENT_ADD[] = "INSERT INTO events (ts, type, owner, vmid, node, job, data)"
+                                    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7){RETURNING_ID}";
 
 int store_log_add_in(db_conn *c, struct store_event *e, struct store_error *err)
 {
@@ -73,8 +72,8 @@ static void change_str(json_t *ch, const char *field, const char *from, const ch
 static void change_int(json_t *ch, const char *field, int64_t from, int64_t to)
 {
     if (from != to)
-        json_object_set_new(ch, field, json_pack("{s:I, s:I}", "from", (json_int_t)from, "to",
-                                                 (json_int_t)to));
+        json_object_set_new(
+            ch, field, json_pack("{s:I, s:I}", "from", (json_int_t)from, "to", (json_int_t)to));
 }
 
 /* The fields that differ, {"field": {"from", "to"}}. */
@@ -267,8 +266,8 @@ int store_event_list(store *s, const struct event_filter *f, struct store_event 
         if (len == 1) /* "*": any */
             a.prefix[0] = '\0';
     }
-    struct store_read r = {SQL_EVENT_LIST, "listing events", list_bind, &a,
-                           sizeof(struct store_event), row_to_event};
+    struct store_read r = {
+        SQL_EVENT_LIST, "listing events", list_bind, &a, sizeof(struct store_event), row_to_event};
     void *v = NULL;
     int rc = store_read_all(s, &r, &v, n, err);
     *out = v;
@@ -288,8 +287,8 @@ int store_event_last_id(store *s, int64_t *id, struct store_error *err)
 {
     store_err_clear(err);
     STORE_CHECK(s && id, "store_event_last_id: NULL argument");
-    struct store_read r = {SQL_EVENT_LAST, "reading the last event id", NULL, NULL,
-                           sizeof(int64_t), last_row};
+    struct store_read r = {SQL_EVENT_LAST, "reading the last event id", NULL, NULL, sizeof(int64_t),
+                           last_row};
     void *v = NULL;
     size_t n = 0;
     int rc = store_read_all(s, &r, &v, &n, err);
@@ -298,9 +297,8 @@ int store_event_last_id(store *s, int64_t *id, struct store_error *err)
     return rc;
 }
 
-static const char SQL_EVENT_PRUNE[] =
-    "DELETE FROM events WHERE id IN"
-    " (SELECT id FROM events WHERE ts < ?1 ORDER BY id LIMIT ?2)";
+static const char SQL_EVENT_PRUNE[] = "DELETE FROM events WHERE id IN"
+                                      " (SELECT id FROM events WHERE ts < ?1 ORDER BY id LIMIT ?2)";
 
 struct prune_ctx {
     int64_t before, n;
@@ -404,6 +402,7 @@ int store_node_health_set(store *s, const char *node, bool up, const char *why, 
 static const char SQL_CURSOR_NEW[] =
     "INSERT INTO webhook_cursor (name, after, updated_at)"
     " SELECT CAST(?1 AS TEXT), coalesce(max(id), 0), ?2 FROM events"
+    " WHERE true" /* SQLite: an upsert after a SELECT needs a WHERE */
     " ON CONFLICT (name) DO NOTHING";
 static const char SQL_CURSOR_TAKE[] =
     "UPDATE webhook_cursor SET lease_owner = ?2, lease_until = ?3, updated_at = ?4"

@@ -213,9 +213,8 @@ static int checkpoint_fn(db_conn *c, void *ctx, struct store_error *err)
     int rc = k->j->state == JOB_FAILED ? job_old_state(c, k->j, &old, err) : STORE_OK;
     if (rc || (rc = job_update_in(c, k->j, err)))
         return rc;
-    if (k->event &&
-        (rc = store_event_add_in(c, k->j->id, FIELD_LEN(k->j->id), k->j->step,
-                                 FIELD_LEN(k->j->step), k->j->progress, k->event, err)))
+    if (k->event && (rc = store_event_add_in(c, k->j->id, FIELD_LEN(k->j->id), k->j->step,
+                                             FIELD_LEN(k->j->step), k->j->progress, k->event, err)))
         return rc;
     return store_event_job_in(c, k->j, old, err); /* last: it takes the log's lock */
 }

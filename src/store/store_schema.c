@@ -213,7 +213,7 @@ static const char SCHEMA_9_EVENTS[] =
     "  vmid INTEGER NOT NULL DEFAULT 0,"
     "  node TEXT NOT NULL DEFAULT '',"
     "  job TEXT NOT NULL DEFAULT '',"
-    "  data TEXT NOT NULL DEFAULT '{}'"
+    "  data TEXT NOT NULL"
     "){STRICT};"
     "CREATE INDEX events_owner ON events (owner, id);"
     "CREATE INDEX events_ts ON events (ts);"
