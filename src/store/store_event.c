@@ -128,8 +128,13 @@ static int vm_log(db_conn *c, const struct vm_rec *n, const struct vm_rec *o, co
     else
         store_copy(e.node, sizeof e.node, o->node, FIELD_LEN(o->node));
     store_copy(e.job, sizeof e.job, n->job, FIELD_LEN(n->job));
-    e.data = json_pack("{s:s%, s:O, s:b}", "name", n->name, FIELD_LEN(n->name), "changes", changes,
-                       "observed", observed);
+    /* the record after the change, so a reader has the whole state */
+    json_t *vm = json_pack("{s:s, s:s%, s:s%, s:i, s:I, s:I}", "state", vm_state_name(n->state),
+                           "power", n->power, FIELD_LEN(n->power), "node", n->node,
+                           FIELD_LEN(n->node), "cores", n->cores, "memory_mb",
+                           (json_int_t)n->memory_mb, "disk_gb", (json_int_t)n->disk_gb);
+    e.data = json_pack("{s:s%, s:O, s:o, s:b}", "name", n->name, FIELD_LEN(n->name), "changes",
+                       changes, "vm", vm, "observed", observed);
     if (n->state == VMS_FAILED && FIELD_LEN(n->error))
         json_object_set_new(e.data, "error", json_stringn(n->error, FIELD_LEN(n->error)));
     int rc = store_log_add_in(c, &e, err);
@@ -144,33 +149,35 @@ int store_event_vm_in(db_conn *c, const struct vm_rec *o, const struct vm_rec *n
     int rc = STORE_OK;
     if (json_object_size(ch) == 0)
         goto out;
-    if (o->state != n->state) {
-        const char *t = state_event(o->state, n->state);
-        if (t)
-            rc = vm_log(c, n, o, t, ch, observed, err);
-        else if (n->state == VMS_ENABLED) /* back from lost: told as an update */
-            rc = vm_log(c, n, o, "vm.updated", ch, observed, err);
+    const char *t = o->state != n->state ? state_event(o->state, n->state) : NULL;
+    if (t) { /* the change of state tells the rest that came with it */
+        rc = vm_log(c, n, o, t, ch, observed, err);
         goto out;
     }
     if (vm_state_gone(n->state) || n->state == VMS_CREATING)
         goto out; /* a creation tells its outcome once, at its end */
+    int told = 0;
     bool moved = FIELD_LEN(o->node) && FIELD_LEN(n->node) && json_object_get(ch, "node");
     if (moved && (rc = vm_log(c, n, o, "vm.moved", ch, observed, err)))
         goto out;
+    told += moved;
     const char *pw = json_object_get(ch, "power") ? power_event(n->power) : NULL;
     if (pw && (rc = vm_log(c, n, o, pw, ch, observed, err)))
         goto out;
+    told += pw != NULL;
     bool config = json_object_get(ch, "cores") || json_object_get(ch, "memory_mb");
     bool disk = json_object_get(ch, "disk_gb") != NULL;
-    bool named = json_object_get(ch, "name") || json_object_get(ch, "os");
     if (observed && (config || disk)) { /* changed outside proxd */
         rc = vm_log(c, n, o, "vm.drift", ch, observed, err);
         goto out;
     }
-    if ((config || named) && (rc = vm_log(c, n, o, "vm.updated", ch, observed, err)))
+    if (disk && (rc = vm_log(c, n, o, "vm.resized", ch, observed, err)))
         goto out;
-    if (disk)
-        rc = vm_log(c, n, o, "vm.resized", ch, observed, err);
+    told += disk;
+    /* cores, memory, name; and anything else no event above told (a
+     * power "unknown", a node first set, a state without an event) */
+    if (config || !told)
+        rc = vm_log(c, n, o, "vm.updated", ch, observed, err);
 out:
     json_decref(ch);
     return rc;

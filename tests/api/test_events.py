@@ -245,7 +245,8 @@ def webhook_gets_everything_through_down_slow_up():
         return got >= {e["id"] for e in want}
     wait_for(all_in, deadline=90, interval=0.2, what="every event delivered")
     posts = recv.snapshot()
-    assert recv.concurrent_max == 1, recv.concurrent_max
+    # (posts in flight at once are not counted here: a post proxd gave up
+    # after its timeout is still being answered when the next one comes)
     assert sum(1 for p in posts if not p["answered"]) == 3
     by_delivery = {}
     for p in posts:
@@ -268,6 +269,83 @@ def webhook_gets_everything_through_down_slow_up():
             assert e == full[e["id"]], (e, full[e["id"]])
     assert metric("proxd_webhook_delivered_total") >= len(want)
     assert metric("proxd_webhook_retried_total") >= 5
+
+
+def holder(inst, name):
+    text = requests.get(inst.base + "/metrics", timeout=10).text
+    return ("proxd_webhook_holder{webhook=\"%s\"} 1" % name) in text
+
+
+@case
+def two_instances_deliver_each_event_once_between_them():
+    """Two proxd on one database, one webhook: one delivers at a time; the
+    holder killed (its lease run out at once, as the clock would do), the
+    other goes on from the stored cursor; every event arrives, in order,
+    never two posts at once, duplicates only of what the dead one had in
+    hand, with the same id and body."""
+    r2 = Receiver().up()
+    hook = ("reconcile_interval = 3600\n\n[webhook two]\nurl = %s\nsecret = %s\n"
+            "timeout = 2\nretry_max = 1\n" % (r2.url, SECRET))
+    a = Proxd(sim, database=os.environ.get("PROXD_TEST_DB3"), proxd_extra=hook)
+    b = Proxd(sim, share=a, proxd_extra=hook)
+    admin = a.token("ops", "admin")
+    a.start()
+    b.start()
+    try:
+        wait_for(lambda: holder(a, "two") or holder(b, "two"), deadline=30, what="a holder")
+        assert not (holder(a, "two") and holder(b, "two"))
+        first, second = (a, b) if holder(a, "two") else (b, a)
+
+        def work(inst, name):
+            r = inst.call("POST", "/v1/vms", admin, {"os": "ubuntu", "name": name, "cores": 1,
+                                                    "memory_mb": 1024, "disk_gb": 10,
+                                                    "owner": "erin"})
+            assert r.status_code == 202, r.text
+            j = inst.wait_job(r.json()["job"], admin, deadline=90)
+            assert j["state"] == "done", j
+            vmid = r.json()["vmid"]
+            for act in ("stop", "start"):
+                r = inst.call("POST", "/v1/vms/%d/%s" % (vmid, act), admin)
+                inst.wait_job(r.json()["job"], admin, deadline=90)
+        work(first, "two-a")
+        work(second, "two-b")
+        wait_for(lambda: len(r2.snapshot()) >= 3, deadline=30, what="deliveries")
+        first.kill()
+        if "://" in first.db:
+            import subprocess as sp
+            sp.run(["psql", "-X", "-q", first.db, "-c",
+                    "UPDATE webhook_cursor SET lease_until = 0"], check=True)
+        else:
+            import sqlite3
+            c = sqlite3.connect(first.db, timeout=30)
+            with c:
+                c.execute("UPDATE webhook_cursor SET lease_until = 0")
+            c.close()
+        work(second, "two-c")
+        log = [e for e in (second.call("GET", "/v1/events?limit=1000", admin).json()["events"])]
+        want = {e["id"] for e in log}
+
+        def all_in():
+            return {json.loads(p["body"])["id"] for p in r2.snapshot() if p["answered"]} >= want
+        wait_for(all_in, deadline=60, interval=0.2, what="every event delivered")
+        wait_for(lambda: holder(second, "two"), deadline=10, what="the survivor holds it")
+        posts = r2.snapshot()
+        assert r2.concurrent_max == 1, r2.concurrent_max
+        ids = [json.loads(p["body"])["id"] for p in posts]
+        assert all(y >= x for x, y in zip(ids, ids[1:])), ids
+        bodies = {}
+        for p in posts:
+            assert verify(SECRET, p["signature"], p["body"]), p
+            assert bodies.setdefault(p["delivery"], p["body"]) == p["body"], p
+        dups = len(ids) - len(set(ids))
+        assert dups <= 1, (dups, ids)  # at most the post the killed holder had in hand
+        print("    two instances: %d events, %d posts, %d duplicate" % (len(want), len(posts),
+                                                                         dups), flush=True)
+    finally:
+        for inst in (a, b):
+            if inst.alive():
+                inst.stop()
+        r2.down()
 
 
 @case
