@@ -220,7 +220,7 @@ int store_event_append(store *s, struct store_event *e, struct store_error *err)
 static const char SQL_EVENT_LIST[] =
     "SELECT " EVENT_COLS " FROM events WHERE id > ?1"
     " AND (CAST(?2 AS TEXT) = '' OR owner = CAST(?2 AS TEXT))"
-    " AND (CAST(?3 AS TEXT) = '' OR type = CAST(?3 AS TEXT)"
+    " AND ((CAST(?3 AS TEXT) = '' AND CAST(?4 AS TEXT) = '') OR type = CAST(?3 AS TEXT)"
     "      OR (CAST(?4 AS TEXT) <> '' AND substr(type, 1, length(CAST(?4 AS TEXT)))"
     "          = CAST(?4 AS TEXT)))"
     " ORDER BY id LIMIT ?5";
