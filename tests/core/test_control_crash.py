@@ -37,11 +37,11 @@ from lib.sim import Sim
 from lib.wait import wait_for
 
 SEED = int(os.environ.get("CRASH_SEED", "20260125"))
-ROUNDS = 10
+ROUNDS = int(os.environ.get("CRASH_ROUNDS", "10"))  # make soak: more
 VMS = 20
-JOBS = 100
-MAX_DELETES = 6
-MAX_CREATES = 12
+JOBS = int(os.environ.get("CRASH_JOBS", "100"))
+MAX_DELETES = 6 * JOBS // 100
+MAX_CREATES = 12 * JOBS // 100
 
 rng = random.Random(SEED)
 print("seed %d" % SEED, flush=True)
