@@ -34,9 +34,7 @@ json_t *event_to_json(const struct store_event *e)
     json_t *o = json_pack("{s:I, s:s, s:o, s:s, s:i, s:s, s:s}", "id", (json_int_t)e->id, "type",
                           e->type, "time", time_json(e->ts), "owner", e->owner, "vmid", e->vmid,
                           "node", e->node, "job", e->job);
-    json_object_set(o, "data", e->data ? e->data : json_object());
-    if (!e->data)
-        json_decref(json_object_get(o, "data")); /* the empty object's only reference */
+    json_object_set_new(o, "data", e->data ? json_incref(e->data) : json_object());
     return o;
 }
 
