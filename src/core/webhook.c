@@ -8,7 +8,8 @@
  *      on failure wait (0.5 s doubling to retry_max) and post it again, with the
  *      same Proxd-Delivery id and body (a fresh signature time); an event
  *      older than max_age is dropped instead, counted and warned about.
- * The lease (at least 30 s, and 3 posts' timeouts) is renewed before half
+ * The lease (at least 30 s, 3 posts' timeouts, and twice retry_max and a
+ * timeout) is renewed before half
  * of it is gone and by every cursor move; a post never outlives it by
  * design (its timeout is shorter), so two instances do not post at once.
  * If a lease is lost anyway (a hung store), the next claim fails and the
@@ -239,7 +240,12 @@ int webhooks_start(struct core *k)
         struct hook *h = &w->hooks[i];
         h->k = k;
         h->cfg = &k->cfg->webhooks[i];
+        /* long enough for a post and the longest pause before the next
+         * try, so that a holder waiting out a down receiver keeps it */
         h->lease_ms = 3L * h->cfg->timeout_s * 1000;
+        int64_t wait = (2L * h->cfg->retry_max_s + h->cfg->timeout_s) * 1000;
+        if (h->lease_ms < wait)
+            h->lease_ms = wait;
         if (h->lease_ms < LEASE_MIN_MS)
             h->lease_ms = LEASE_MIN_MS;
         w->n = i + 1;
