@@ -12,7 +12,9 @@
  *  - IP addresses of pools (reserved / used / quarantined / foreign / held)
  *    and each VM's network identity (MAC, bridge, ipconfig0),
  *  - capacity reservations of in-flight creations per node,
- *  - API tokens (hashes only) and idempotency keys.
+ *  - API tokens (hashes only) and idempotency keys,
+ *  - the event log (every change, written with it), node health, and the
+ *    webhooks' cursors with their leases.
  *
  * Threads: a `store` handle is shared by all threads; each thread gets its
  * own database connection internally (SQLite: a connection per thread, WAL,

@@ -3,7 +3,7 @@
  * The operations of store.h are written once, one file per concern
  * (store_vm.c, store_job.c, store_vmid.c, store_capacity.c,
  * store_submit.c, store_token.c, store_leftover.c, store_stats.c,
- * store_addr.c, store_addr_keep.c, store_addr_range.c), in SQL
+ * store_addr.c, store_addr_keep.c, store_addr_range.c, store_event.c), in SQL
  * both databases accept, over the driver contract of db.h. Each public
  * function checks its arguments, then runs one transaction through db_tx
  * (which retries it on the driver's retry class). The decisions that are
