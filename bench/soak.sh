@@ -8,8 +8,11 @@
 # Each part reports per seed: jobs done/failed (and why), fault hits, the
 # longest job, the time taken, and any broken promise. Results go to stdout
 # and bench/results/soak.txt ("faulted" counts every fault rule hit, delays
-# included). Exit status: 0 when both parts kept every
-# promise.
+# included). A third part runs the kill -9 crash test of VM operations
+# (tests/core/test_control_crash.py: creations, power, resize, delete, and
+# the event log checked against the store) longer: SOAK_CRASH_JOBS jobs over
+# SOAK_CRASH_ROUNDS kills, for each of SOAK_CRASH_SEEDS. Exit status: 0 when
+# every part kept every promise.
 set -u
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -55,6 +58,21 @@ print("total: %(jobs)d jobs, %(done)d done, %(failed)d failed, %(fault_hits)d of
 PY
   } | tee "$TMP/$part.sum"
 done
-cat "$TMP/head" "$TMP/control.sum" "$TMP/create.sum" >"$OUT"
+CRASH_SEEDS=${SOAK_CRASH_SEEDS:-201,202,203}
+{
+  echo
+  echo "part crash+events: ${SOAK_CRASH_JOBS:-400} jobs, ${SOAK_CRASH_ROUNDS:-30} kills, seeds $CRASH_SEEDS"
+  for seed in ${CRASH_SEEDS//,/ }; do
+    t0=$(date +%s.%N)
+    CRASH_SEED=$seed CRASH_JOBS=${SOAK_CRASH_JOBS:-400} CRASH_ROUNDS=${SOAK_CRASH_ROUNDS:-30} \
+      PYTHONPATH=tests /usr/bin/python3 tests/core/test_control_crash.py >"$TMP/crash.$seed.log" 2>&1
+    rc=$?
+    [ $rc -ne 0 ] && touch "$TMP/crash.failed" # (a subshell: status is set below)
+    echo "seed $seed: exit $rc, $(echo "$(date +%s.%N) - $t0" | bc) s"
+    grep -E '^[0-9]+ (jobs|kills)|^events:|^FAIL |^[0-9]+ passed' "$TMP/crash.$seed.log"
+  done
+} | tee "$TMP/crash.sum"
+[ -f "$TMP/crash.failed" ] && status=1
+cat "$TMP/head" "$TMP/control.sum" "$TMP/create.sum" "$TMP/crash.sum" >"$OUT"
 echo "load average at the end $(cut -d' ' -f1 /proc/loadavg)" | tee -a "$OUT"
 exit $status

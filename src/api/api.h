@@ -16,6 +16,11 @@
 
 struct api;
 
+/* The HTTP post that delivers webhooks (libcurl), for
+ * core_set_webhook_transport before core_start. */
+struct webhook_transport;
+void api_webhook_transport(struct webhook_transport *out);
+
 /* Start serving on cfg->listen. The core, store and fleet are borrowed and
  * must outlive the server. NULL with a message in err on failure. */
 struct api *api_start(const struct proxd_config *cfg, struct core *k, store *st, struct fleet *fl,

@@ -155,6 +155,18 @@ void h_vm_resize(struct req *rq, struct resp *rs);
 void h_vm_action(struct req *rq, struct resp *rs);
 void h_job_get(struct req *rq, struct resp *rs);
 void h_job_events(struct req *rq, struct resp *rs);
+void h_events(struct req *rq, struct resp *rs);
+void h_events_stream(struct req *rq, struct resp *rs);
+
+/* The event log's query (routes_events.c) and its stream (sse.c): events
+ * after `after`, of `type` ("" any), of the caller's VMs only with own_only. */
+struct event_query {
+    int64_t after;
+    int limit;
+    char type[32];
+};
+void events_stream_open(struct req *rq, struct resp *rs, const struct event_query *q,
+                        bool own_only);
 void h_nodes(struct req *rq, struct resp *rs);
 void h_os(struct req *rq, struct resp *rs);
 void h_quota(struct req *rq, struct resp *rs);

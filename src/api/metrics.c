@@ -4,6 +4,7 @@
 #include "api/api_int.h"
 
 #include "common/xalloc.h"
+#include "core/events.h"
 
 #include <stddef.h>
 #include <stdio.h>
@@ -230,6 +231,41 @@ static void server(struct api *a, struct buf *b)
     buf_printf(b, "proxd_event_streams{parked=\"yes\"} %d\n", parked);
 }
 
+/* Webhook delivery counters of this instance (each counts what it did
+ * while it held the webhook's lease; sum across instances). */
+static void webhooks(struct api *a, struct buf *b)
+{
+    struct webhook_stat st[CFG_MAX_WEBHOOKS];
+    size_t n = core_webhook_stats(a->k, st, CFG_MAX_WEBHOOKS);
+    if (n == 0)
+        return;
+    static const struct {
+        const char *name, *help;
+        size_t off;
+    } C[] = {
+        {"proxd_webhook_delivered_total", "Events a webhook's receiver took (2xx).",
+         offsetof(struct webhook_stat, delivered)},
+        {"proxd_webhook_retried_total", "Failed posts that were tried again.",
+         offsetof(struct webhook_stat, retried)},
+        {"proxd_webhook_dropped_total", "Events dropped undelivered after max_age.",
+         offsetof(struct webhook_stat, dropped)},
+    };
+    for (size_t c = 0; c < sizeof C / sizeof C[0]; c++) {
+        help(b, C[c].name, "counter", C[c].help);
+        for (size_t i = 0; i < n; i++)
+            buf_printf(b, "%s{webhook=\"%s\"} %llu\n", C[c].name, st[i].name,
+                       (unsigned long long)*(const uint64_t *)((const char *)&st[i] + C[c].off));
+    }
+    help(b, "proxd_webhook_queue_age_seconds", "gauge",
+         "Age of the oldest event waiting for delivery (0: none, or another instance delivers).");
+    for (size_t i = 0; i < n; i++)
+        buf_printf(b, "proxd_webhook_queue_age_seconds{webhook=\"%s\"} %.3f\n", st[i].name,
+                   (double)st[i].queue_age_ms / 1000.0);
+    help(b, "proxd_webhook_holder", "gauge", "1 when this instance delivers the webhook.");
+    for (size_t i = 0; i < n; i++)
+        buf_printf(b, "proxd_webhook_holder{webhook=\"%s\"} %d\n", st[i].name, st[i].holder);
+}
+
 void h_metrics(struct req *rq, struct resp *rs)
 {
     struct buf b = BUF_INIT(METRICS_MAX);
@@ -240,6 +276,7 @@ void h_metrics(struct req *rq, struct resp *rs)
     server(rq->api, &b);
     snap_metrics(rq->api, &b);
     ippool_metrics(rq->api, &b);
+    webhooks(rq->api, &b);
     rs->status = MHD_HTTP_OK;
     rs->ctype = "text/plain; version=0.0.4; charset=utf-8";
     rs->text = buf_take(&b);

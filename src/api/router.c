@@ -36,6 +36,8 @@ static const struct route ROUTES[] = {
     {{"POST", "/v1/vms/{vmid}/snapshots/{name}/rollback"}, h_snap_rollback, true},
     {{"GET", "/v1/jobs/{id}"}, h_job_get, true},
     {{"GET", "/v1/jobs/{id}/events"}, h_job_events, true},
+    {{"GET", "/v1/events"}, h_events, true},
+    {{"GET", "/v1/events/stream"}, h_events_stream, true},
     {{"GET", "/v1/nodes"}, h_nodes, true},
     {{"GET", "/v1/os"}, h_os, true},
     {{"GET", "/v1/quota"}, h_quota, true},

@@ -1,5 +1,5 @@
-/* sse: GET /v1/jobs/{id}/events as Server-Sent Events, without holding a
- * thread per stream.
+/* sse: GET /v1/jobs/{id}/events and GET /v1/events/stream as Server-Sent
+ * Events, without holding a thread per stream.
  *
  * A stream's content reader sends what the store has; when there is nothing
  * new it suspends its connection and registers it in the hub ("parked").
@@ -15,10 +15,13 @@
  * after the timer has stopped) takes a stream out of the registry, so a parked stream's fields are
  * stable while the timer reads them.
  *
- * The stream ends with an "end" event once the job is finished and its last
- * event is out. The core writes a job's row before its event line, so a
- * finished job may still get one event: the end waits SETTLE_MS after the
- * finished state was first seen. */
+ * Two sources: a job's steps (the stream ends with an "end" event once
+ * the job is finished and its last event is out), and the event log (ids
+ * are the log's, the SSE event name its type; the stream runs until its
+ * deadline or shutdown, and a client reconnecting with Last-Event-ID goes
+ * on after it: the log's ids are commit-ordered, store.h). The core writes a job's row before its
+ * event line, so a finished job may still get one event: the end waits SETTLE_MS after the finished
+ * state was first seen. */
 #define _GNU_SOURCE /* POLLRDHUP */
 #include "api/api_int.h"
 
@@ -26,6 +29,7 @@
 #include "common/mem.h"
 #include "common/util.h"
 #include "common/xalloc.h"
+#include "core/events.h"
 
 #include <poll.h>
 #include <stdio.h>
@@ -42,8 +46,11 @@
 struct sse {
     struct sse_hub *hub;
     struct MHD_Connection *conn;
+    bool log; /* the event log, else the steps of `job` */
     char job[40];
-    int64_t last_seq;
+    int64_t last_seq;            /* the job's step seq, or the log's event id */
+    bool own_only;               /* log: only events of `owner`'s VMs */
+    char type[STORE_EVENT_TYPE]; /* log: a type filter, "" for all */
     struct buf out;
     size_t off;
     bool ended;          /* the end is in out: END_OF_STREAM once it is sent */
@@ -102,6 +109,41 @@ static bool job_finished(const struct job_rec *j)
     return j->state == JOB_DONE || j->state == JOB_FAILED;
 }
 
+static void log_filter(const struct sse *s, struct event_filter *f, int limit)
+{
+    *f = (struct event_filter){.after = s->last_seq, .limit = limit};
+    f->owner = s->own_only ? s->owner : NULL;
+    f->type = s->type[0] ? s->type : NULL;
+}
+
+/* The event log's new events. */
+static void fill_log(struct sse *s, int64_t now)
+{
+    struct event_filter f;
+    log_filter(s, &f, 100);
+    struct store_event *ev = NULL;
+    size_t n = 0;
+    struct store_error se;
+    if (store_event_list(s->hub->api->st, &f, &ev, &n, &se) == STORE_OK) {
+        for (size_t i = 0; i < n; i++) {
+            char id[24];
+            snprintf(id, sizeof id, "%lld", (long long)ev[i].id);
+            if (s->out.len < OUT_MAX) {
+                emit(s, ev[i].type, id, event_to_json(&ev[i]));
+                s->last_seq = ev[i].id;
+            }
+            store_event_release(&ev[i]);
+        }
+        free(ev);
+    }
+    if (now >= s->deadline)
+        emit_end(s, "timeout", NULL);
+    else if (s->out.len == 0 && now >= s->next_ping)
+        buf_adds(&s->out, ": ping\n\n");
+    if (s->out.len)
+        s->next_ping = now + PING_MS;
+}
+
 /* Append what is new. The job's state is read before its events, so that
  * "finished" observed here implies its events up to then are visible. */
 static void fill(struct sse *s)
@@ -110,6 +152,10 @@ static void fill(struct sse *s)
     struct api *a = s->hub->api;
     if (s->hub->stopping) {
         emit_end(s, "shutdown", NULL);
+        return;
+    }
+    if (s->log) {
+        fill_log(s, now);
         return;
     }
     struct job_rec j;
@@ -249,6 +295,19 @@ static bool has_news(struct sse_hub *h, struct sse *s, int64_t now)
     }
     if (now >= s->deadline || now >= s->next_ping)
         return true;
+    if (s->log) {
+        struct event_filter f;
+        log_filter(s, &f, 1);
+        struct store_event *ev = NULL;
+        size_t n = 0;
+        struct store_error se;
+        if (store_event_list(h->api->st, &f, &ev, &n, &se) != STORE_OK)
+            return false;
+        for (size_t i = 0; i < n; i++)
+            store_event_release(&ev[i]);
+        free(ev);
+        return n > 0;
+    }
     if (s->terminal_at)
         return now - s->terminal_at >= SETTLE_MS;
     struct job_event *ev = NULL;
@@ -380,12 +439,11 @@ void sse_hub_counts(struct sse_hub *h, int *open, int *parked)
 
 /* ---- the route ---------------------------------------------------------------------- */
 
-void h_job_events(struct req *rq, struct resp *rs)
+/* Take a slot for rq's owner and answer with a stream of s (made here,
+ * filled by `setup`); false with the error answered when there is no slot. */
+static void stream_open(struct req *rq, struct resp *rs, void (*setup)(struct sse *, void *),
+                        void *arg)
 {
-    struct job_rec j;
-    if (check_query(rq, rs, NULL) || job_visible(rq, rs, rq->params[0], &j))
-        return;
-    job_rec_release(&j);
     struct sse_hub *h = rq->api->hub;
     int limit = rq->api->cfg->streams_per_owner > 0 ? rq->api->cfg->streams_per_owner : 64;
     pthread_mutex_lock(&h->mu);
@@ -411,11 +469,11 @@ void h_job_events(struct req *rq, struct resp *rs)
     s->hub = h;
     snprintf(s->owner, sizeof s->owner, "%s", rq->who.owner);
     s->conn = rq->conn;
-    snprintf(s->job, sizeof s->job, "%s", j.id);
     buf_init(&s->out, BUF_UNLIMITED);
     int64_t now = mono_ms();
     s->deadline = now + STREAM_MAX_MS;
     s->next_ping = now + PING_MS;
+    setup(s, arg);
     /* A client that reconnects goes on after the last event it saw. */
     const char *last = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, "Last-Event-ID");
     int64_t seq;
@@ -430,4 +488,38 @@ void h_job_events(struct req *rq, struct resp *rs)
     MHD_add_response_header(rs->raw, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
     MHD_add_response_header(rs->raw, "X-Accel-Buffering", "no");
     rs->status = MHD_HTTP_OK;
+}
+
+static void setup_job(struct sse *s, void *arg)
+{
+    snprintf(s->job, sizeof s->job, "%s", (const char *)arg);
+}
+
+void h_job_events(struct req *rq, struct resp *rs)
+{
+    struct job_rec j;
+    if (check_query(rq, rs, NULL) || job_visible(rq, rs, rq->params[0], &j))
+        return;
+    job_rec_release(&j);
+    stream_open(rq, rs, setup_job, j.id);
+}
+
+struct log_setup {
+    const struct event_query *q;
+    bool own_only;
+};
+
+static void setup_log(struct sse *s, void *arg)
+{
+    const struct log_setup *ls = arg;
+    s->log = true;
+    s->last_seq = ls->q->after;
+    s->own_only = ls->own_only;
+    snprintf(s->type, sizeof s->type, "%s", ls->q->type);
+}
+
+void events_stream_open(struct req *rq, struct resp *rs, const struct event_query *q, bool own_only)
+{
+    struct log_setup ls = {q, own_only};
+    stream_open(rq, rs, setup_log, &ls);
 }

@@ -49,6 +49,7 @@ int cmd_vm(struct cli *c, int argc, char **argv);
 int cmd_job(struct cli *c, int argc, char **argv);
 int cmd_node(struct cli *c, int argc, char **argv);
 int cmd_os(struct cli *c, int argc, char **argv);
+int cmd_events(struct cli *c, int argc, char **argv); /* cmd_events.c */
 /* vm snapshot ... (cmd_snap.c): argv[0] is list|create|delete|rollback. */
 int cmd_snapshot(struct cli *c, int argc, char **argv);
 /* ippool list|show|hold|unhold|add-range (cmd_ippool.c). */

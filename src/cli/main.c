@@ -27,6 +27,7 @@ static void usage(FILE *f)
                "  ippool list | ippool show NAME\n"
                "  ippool hold NAME ADDRESS [--note TEXT] | ippool unhold NAME ADDRESS\n"
                "  ippool add-range NAME FIRST-LAST [--reserved]\n"
+               "  events [--after ID] [--type TYPE] [--follow]\n"
                "environment: PROXD_URL, PROXD_TOKEN, PROXCTL_CONFIG\n"
                "exit codes: 0 ok, 1 operation failed, 2 bad input, 3 not found, 4 not authorised,\n"
                "            5 server or network error, 6 conflict or quota\n");
@@ -148,6 +149,8 @@ int main(int argc, char **argv)
         rc = cmd_os(&c, argc - i - 1, argv + i + 1);
     else if (strcmp(cmd, "ippool") == 0)
         rc = cmd_ippool(&c, argc - i - 1, argv + i + 1);
+    else if (strcmp(cmd, "events") == 0)
+        rc = cmd_events(&c, argc - i, argv + i); /* argv[0]: "events", for getopt */
     else {
         fprintf(stderr, "proxctl: unknown command '%s'\n", cmd);
         usage(stderr);

@@ -38,15 +38,36 @@
 
 /* ---- the key table --------------------------------------------------- */
 
-enum sect { S_NONE, S_PROXD, S_PROXMOX, S_LIMITS, S_OS, S_NODE, S_QUOTA, S_IPPOOL, S_SNAP, S_SKIP };
+enum sect {
+    S_NONE,
+    S_PROXD,
+    S_PROXMOX,
+    S_LIMITS,
+    S_OS,
+    S_NODE,
+    S_QUOTA,
+    S_IPPOOL,
+    S_SNAP,
+    S_EVENTS,
+    S_WEBHOOK,
+    S_SKIP
+};
 
 static const struct {
     const char *name;
     bool named; /* "[node NAME]" rather than "[proxd]" */
 } sect_info[] = {
-    [S_NONE] = {"", false},         [S_PROXD] = {"proxd", false},  [S_PROXMOX] = {"proxmox", false},
-    [S_LIMITS] = {"limits", false}, [S_OS] = {"os", true},         [S_NODE] = {"node", true},
-    [S_QUOTA] = {"quota", true},    [S_IPPOOL] = {"ippool", true}, [S_SNAP] = {"snapshots", false},
+    [S_NONE] = {"", false},
+    [S_PROXD] = {"proxd", false},
+    [S_PROXMOX] = {"proxmox", false},
+    [S_LIMITS] = {"limits", false},
+    [S_OS] = {"os", true},
+    [S_NODE] = {"node", true},
+    [S_QUOTA] = {"quota", true},
+    [S_IPPOOL] = {"ippool", true},
+    [S_SNAP] = {"snapshots", false},
+    [S_EVENTS] = {"events", false},
+    [S_WEBHOOK] = {"webhook", true},
     [S_SKIP] = {"", false},
 };
 
@@ -92,6 +113,9 @@ static bool v_user(const char *v, char *why, size_t n);
 static bool v_fingerprint(const char *v, char *why, size_t n);
 static bool v_storage(const char *v, char *why, size_t n);
 static bool v_cluster(const char *v, char *why, size_t n);
+static bool v_url(const char *v, char *why, size_t n);
+static bool v_secret(const char *v, char *why, size_t n);
+static bool v_event_types(const char *v, char *why, size_t n);
 
 #define FSIZE(T, f) sizeof(((T *)0)->f)
 #define KSTR(s, T, k, f, def, chk, fl)                                                             \
@@ -121,6 +145,7 @@ static bool v_cluster(const char *v, char *why, size_t n);
 #define OS struct cfg_os
 #define QUOTA struct cfg_quota
 #define POOL struct cfg_ippool
+#define HOOK struct cfg_webhook
 
 /* Every option, in the order of docs/proxd.conf.example. Durations are
  * seconds and sizes carry their unit in the key name, so values are plain
@@ -205,6 +230,16 @@ static const struct key_def keys[] = {
     KNUM(S_SNAP, PC, "keep", snap_keep, "0", 0, 1000),
     KNUM(S_SNAP, PC, "max_age", snap_max_age_s, "0", 0, INT64_C(10) * 365 * 86400),
     KNUM(S_SNAP, PC, "sync_per_pass", snap_sync_per_pass, "8", 0, 1000),
+
+    /* 0: kept for ever */
+    KNUM(S_EVENTS, PC, "keep", events_keep_s, "604800", 0, INT64_C(10) * 365 * 86400),
+
+    KSTR(S_WEBHOOK, HOOK, "url", url, NULL, v_url, F_REQUIRED),
+    KSTR(S_WEBHOOK, HOOK, "secret", secret, NULL, v_secret, F_REQUIRED),
+    KSTR(S_WEBHOOK, HOOK, "events", events, "*", v_event_types, 0),
+    KNUM(S_WEBHOOK, HOOK, "max_age", max_age_s, "86400", 1, INT64_C(10) * 365 * 86400),
+    KNUM(S_WEBHOOK, HOOK, "timeout", timeout_s, "10", 1, 300),
+    KNUM(S_WEBHOOK, HOOK, "retry_max", retry_max_s, "60", 1, 3600),
 };
 
 #define NKEYS (sizeof keys / sizeof keys[0])
@@ -240,6 +275,7 @@ struct pstate {
     int single_line[S_SKIP + 1];
     int os_line[CFG_MAX_OS], node_line[CFG_MAX_NODES], quota_line[CFG_MAX_OWNERS];
     int pool_line[CFG_MAX_POOLS];
+    int hook_line[CFG_MAX_WEBHOOKS];
     struct seen *seen;
     size_t nseen, seencap;
     struct cfg_msg *errs; /* in the order found; sorted by line at the end */
@@ -340,6 +376,8 @@ static int *sect_line_slot(struct pstate *st, enum sect sect, int idx)
         return &st->quota_line[idx];
     case S_IPPOOL:
         return &st->pool_line[idx];
+    case S_WEBHOOK:
+        return &st->hook_line[idx];
     default:
         return &st->single_line[sect];
     }
@@ -575,6 +613,50 @@ static bool v_cluster(const char *v, char *why, size_t n)
     return ok;
 }
 
+/* A webhook's receiver: http(s)://, no spaces or control characters. */
+static bool v_url(const char *v, char *why, size_t n)
+{
+    bool ok = strncmp(v, "http://", 7) == 0 || strncmp(v, "https://", 8) == 0;
+    for (const char *p = v; ok && *p; p++)
+        ok = isgraph((unsigned char)*p);
+    if (!ok)
+        snprintf(why, n, "'%.200s': an http:// or https:// URL without spaces", v);
+    return ok;
+}
+
+static bool v_secret(const char *v, char *why, size_t n)
+{
+    bool ok = strlen(v) >= 16;
+    if (!ok)
+        snprintf(why, n, "at least 16 characters (it signs every delivery)");
+    return ok;
+}
+
+/* "vm.created, vm.*, node.down" or "*": letters, '.', '_', a final '*'. */
+static bool v_event_types(const char *v, char *why, size_t n)
+{
+    bool ok = true;
+    size_t len = 0;
+    for (const char *p = v; ok; p++) {
+        if (*p == ',' || *p == '\0') {
+            ok = len > 0;
+            len = 0;
+            if (!*p)
+                break;
+            continue;
+        }
+        if (*p == ' ' && len == 0)
+            continue;
+        ok = islower((unsigned char)*p) || *p == '.' || *p == '_' ||
+             (*p == '*' && (p[1] == ',' || p[1] == '\0' || p[1] == ' '));
+        len += *p != ' ';
+    }
+    if (!ok)
+        snprintf(why, n, "'%.200s': a comma-separated list of event types (vm.created, vm.*, *)",
+                 v);
+    return ok;
+}
+
 /* ---- setting values --------------------------------------------------- */
 
 static bool set_num(const struct key_def *d, void *field, const char *v, char *why, size_t n)
@@ -727,6 +809,8 @@ static void *sect_base(struct pstate *st)
         return &st->c->quotas[st->idx];
     case S_IPPOOL:
         return &st->c->pools[st->idx];
+    case S_WEBHOOK:
+        return &st->c->webhooks[st->idx];
     default:
         return st->c;
     }
@@ -774,16 +858,17 @@ static bool valid_name(enum sect sect, const char *name, size_t max, char *why, 
         unsigned char ch = (unsigned char)name[i];
         if (sect == S_NODE) /* a DNS label, as PVE node names are */
             ok = isalnum(ch) || (ch == '-' && i > 0 && i < len - 1);
-        else if (sect == S_OS || sect == S_IPPOOL) /* both appear in API paths */
+        else if (sect == S_OS || sect == S_IPPOOL || sect == S_WEBHOOK) /* paths, labels */
             ok = islower(ch) || isdigit(ch) || (i > 0 && strchr("._-", ch));
         else
             ok = isgraph(ch) && ch != '[' && ch != ']';
     }
     if (!ok)
         snprintf(why, n, "bad %s name (%s, at most %zu characters)", sect_info[sect].name,
-                 sect == S_NODE                     ? "letters, digits and inner '-'"
-                 : sect == S_OS || sect == S_IPPOOL ? "lower-case letters, digits and . _ -"
-                                                    : "no spaces",
+                 sect == S_NODE ? "letters, digits and inner '-'"
+                 : sect == S_OS || sect == S_IPPOOL || sect == S_WEBHOOK
+                     ? "lower-case letters, digits and . _ -"
+                     : "no spaces",
                  max);
     return ok;
 }
@@ -830,6 +915,15 @@ static void *pool_base(struct proxd_config *c, int i)
     return &c->pools[i];
 }
 
+static char *hook_name(struct proxd_config *c, int i)
+{
+    return c->webhooks[i].name;
+}
+static void *hook_base(struct proxd_config *c, int i)
+{
+    return &c->webhooks[i];
+}
+
 static struct named named_of(struct proxd_config *c, enum sect sect)
 {
     switch (sect) {
@@ -841,6 +935,9 @@ static struct named named_of(struct proxd_config *c, enum sect sect)
     case S_IPPOOL:
         return (struct named){&c->npools, CFG_MAX_POOLS, pool_name, pool_base,
                               FSIZE(POOL, name) - 1};
+    case S_WEBHOOK: /* the name is in metric labels and the store's cursor */
+        return (struct named){&c->nwebhooks, CFG_MAX_WEBHOOKS, hook_name, hook_base,
+                              FSIZE(HOOK, name) - 1};
     default:
         return (struct named){&c->nquotas, CFG_MAX_OWNERS, quota_name, quota_base,
                               FSIZE(QUOTA, owner) - 1};
@@ -878,7 +975,7 @@ static void section_begin(struct pstate *st, char *h)
     st->sect = S_SKIP;
     st->idx = 0;
     enum sect s = S_NONE;
-    for (int i = S_PROXD; i <= S_SNAP; i++)
+    for (int i = S_PROXD; i < S_SKIP; i++)
         if (strcmp(kind, sect_info[i].name) == 0)
             s = (enum sect)i;
     char why[256];
@@ -1087,6 +1184,24 @@ static void check_min_max(struct pstate *st, const char *kmin, int64_t min, cons
                 "%lld is below %s %lld", (long long)max, kmin, (long long)min);
 }
 
+/* A webhook's undelivered events must still be in the log when it catches
+ * up: the log keeps them at least as long as a webhook waits. */
+static void check_webhooks(struct pstate *st)
+{
+    const struct proxd_config *c = st->c;
+    for (int i = 0; i < c->nwebhooks; i++) {
+        const struct cfg_webhook *h = &c->webhooks[i];
+        if (c->events_keep_s && h->max_age_s > c->events_keep_s) {
+            char label[160];
+            snprintf(label, sizeof label, "[webhook %s]", h->name);
+            cfg_err(st, key_or_sect_line(st, S_WEBHOOK, i, "max_age"), label, "max_age",
+                    "%lld is longer than [events] keep (%lld): events would be pruned before "
+                    "they are delivered",
+                    (long long)h->max_age_s, (long long)c->events_keep_s);
+        }
+    }
+}
+
 static void check_limits(struct pstate *st)
 {
     const struct proxd_config *c = st->c;
@@ -1218,12 +1333,14 @@ static void check_all(struct pstate *st)
     check_required(st, S_OS, st->c->nos);
     check_required(st, S_NODE, st->c->nnodes);
     check_required(st, S_IPPOOL, st->c->npools);
+    check_required(st, S_WEBHOOK, st->c->nwebhooks);
     check_credentials(st);
     check_tls(st);
     check_limits(st);
     check_ranges(st);
     check_nodes(st);
     cfgpool_check(st->c, &(struct cfgpool_ctx){st, pool_line, pool_err});
+    check_webhooks(st);
 }
 
 /* ---- public ----------------------------------------------------------- */
@@ -1262,6 +1379,7 @@ struct proxd_config *config_load(const char *path, char *err, size_t errlen)
         apply_defaults(S_PROXMOX, st.c);
         apply_defaults(S_LIMITS, st.c);
         apply_defaults(S_SNAP, st.c);
+        apply_defaults(S_EVENTS, st.c);
         parse_file(&st, path);
     }
     free(st.raw);

@@ -25,6 +25,7 @@
 #define CFG_MAX_POOLS 32
 #define CFG_OS_POOLS 2 /* an OS names at most one IPv4 and one IPv6 pool */
 #define CFG_POOL_DNS 4 /* nameservers per pool */
+#define CFG_MAX_WEBHOOKS 16
 
 enum placement { PLACE_ORDERED = 0, PLACE_SPREAD = 1 };
 
@@ -75,6 +76,17 @@ struct cfg_ippool {
     bool on_node[CFG_MAX_NODES]; /* reachable on nodes[i]: from nodes = and clusters =, or all */
     char nodes_raw[512];         /* as written, resolved after the whole file is read */
     char clusters_raw[256];
+};
+
+/* [webhook NAME]: where events are posted (core/webhook.h) */
+struct cfg_webhook {
+    char name[32];
+    char url[512];     /* http:// or https:// */
+    char secret[256];  /* signs each delivery (Proxd-Signature) */
+    char events[512];  /* "vm.created, vm.*" or "*" (default) */
+    int64_t max_age_s; /* an event still undelivered after this is dropped; default 86400 */
+    int timeout_s;     /* one delivery attempt; default 10 */
+    int retry_max_s;   /* the longest pause between attempts (from 0.5 s, doubling); default 60 */
 };
 
 struct proxd_config {
@@ -135,6 +147,11 @@ struct proxd_config {
     int snap_keep;          /* retention: proxd-made snapshots kept per VM */
     int64_t snap_max_age_s; /* retention: proxd-made snapshots older than this go */
     int snap_sync_per_pass; /* VMs whose snapshots a reconcile pass reads; default 8 */
+    /* [events] */
+    int64_t events_keep_s; /* the event log keeps this long (0: for ever); default 7 days */
+    /* [webhook NAME] */
+    struct cfg_webhook webhooks[CFG_MAX_WEBHOOKS];
+    int nwebhooks;
 };
 
 /* Load and validate. On failure returns NULL and writes one message per

@@ -88,6 +88,7 @@ void core_free(struct core *k)
         return;
     if (k->started)
         core_stop(k, 0);
+    webhooks_free(k);
     pthread_mutex_destroy(&k->mu);
     pthread_cond_destroy(&k->cv);
     pthread_cond_destroy(&k->ccv);
@@ -584,8 +585,7 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-/* Sleep up to ms, woken only by a stop; true when the core stops. */
-static bool nap_or_stop(struct core *k, long ms)
+bool core_nap(struct core *k, long ms)
 {
     struct timespec until;
     clock_gettime(CLOCK_REALTIME, &until);
@@ -627,7 +627,7 @@ static void *leaser_main(void *arg)
             log_debug("job", "%d of %d held jobs' leases renewed", n, held);
         /* a third of the lease: two renewals in a row may fail before it
          * lapses */
-    } while (!nap_or_stop(k, LEASE_MS / 3));
+    } while (!core_nap(k, LEASE_MS / 3));
     return NULL;
 }
 
@@ -655,7 +655,7 @@ static void *keeper_main(void *arg)
             fleet_refresh(k->fl, false);
             last_refresh = mono_ms();
         }
-    } while (!nap_or_stop(k, LEASE_MS / 6));
+    } while (!core_nap(k, LEASE_MS / 6));
     return NULL;
 }
 
@@ -718,7 +718,8 @@ int core_start(struct core *k)
     }
     if (fleet_probe_start(k->fl, k->cfg->probe_interval_s * 1000) != 0 ||
         reconcile_cleaner_start(k) != 0 || mem_thread_start(&k->keeper, keeper_main, k) != 0 ||
-        mem_thread_start(&k->leaser, leaser_main, k) != 0 || netwalk_start(k->nw) != 0)
+        mem_thread_start(&k->leaser, leaser_main, k) != 0 || netwalk_start(k->nw) != 0 ||
+        events_start(k) != 0)
         return -1;
     k->started = true;
     return 0;
@@ -738,6 +739,7 @@ void core_stop(struct core *k, long grace_ms)
         pthread_join(k->workers[i], NULL);
     pthread_join(k->keeper, NULL);
     pthread_join(k->leaser, NULL);
+    events_stop(k);
     reconcile_cleaner_stop(k);
     netwalk_stop(k->nw);
     fleet_probe_stop(k->fl);

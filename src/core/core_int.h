@@ -45,6 +45,8 @@ struct core {
     struct store_addr_quarantine addrq[CFG_MAX_POOLS + 1];
     size_t naddrq;
     struct netwalk *nw; /* netwalk.c: the config walk and agent confirmation */
+    struct evkeeper *evk; /* events.c: node health edges, retention */
+    struct webhooks *wh;  /* webhook.c: delivery threads and their counters */
 };
 
 /* store_addr_sweep with the core's quarantine times, logged: at start-up
@@ -96,6 +98,17 @@ bool core_has_tag(const char *tags, const char *tag);
  * (CORE_E_UNAVAILABLE) rather than failed later by its job. */
 int core_vm_load_owned(struct core *k, int vmid, const char *owner, bool node_up, struct vm_rec *v,
                        struct core_error *err);
+
+/* Sleep up to ms, woken only by a stop; true when the core stops. */
+bool core_nap(struct core *k, long ms);
+
+/* The events keeper and the webhook threads (events.c, webhook.c):
+ * started by core_start, stopped by core_stop (after k->stopping). */
+int events_start(struct core *k);
+void events_stop(struct core *k);
+int webhooks_start(struct core *k);
+void webhooks_stop(struct core *k);
+void webhooks_free(struct core *k);
 
 /* A random (version 4) UUID. */
 void core_uuid(char out[40]);

@@ -24,6 +24,7 @@
 #include "common/util.h"
 #include "common/xalloc.h"
 #include "core/core.h"
+#include "core/events.h"
 #include "pve/pve.h"
 #ifdef HAVE_API
 #include "api/api.h"
@@ -169,6 +170,11 @@ static int run_daemon(const char *path)
         rc = 1;
         goto out;
     }
+#ifdef HAVE_API
+    struct webhook_transport wt;
+    api_webhook_transport(&wt);
+    core_set_webhook_transport(w.k, &wt);
+#endif
     if (core_start(w.k)) {
         fprintf(stderr, "proxd: cannot start workers\n");
         rc = 1;

@@ -15,7 +15,8 @@
  * column, {STRICT} the table option, {NOIDX} SQLite's "+" that keeps the
  * planner off an index, {CLAIM_LOCK} PostgreSQL's row lock with SKIP LOCKED,
  * {JOB_SEQ} the next job insertion number, {SEQ_TYPE} its column,
- * {RETURNING_ID} what db_last_id needs), or one
+ * {RETURNING_ID} what db_last_id needs, {FOR_UPDATE} a row lock
+ * on a row read before it is written, nothing in SQLite), or one
  * of the policy lists made from store_int.h's functions: {GONE} (VM states
  * that hold no VMID), {LIVE} (the others), {ACTIVE} (unfinished jobs).
  * Statement texts must be static: the cache is keyed by their address.
@@ -66,7 +67,8 @@ enum db_lock {
     DB_LOCK_SLOTS,
     DB_LOCK_QUOTA,
     DB_LOCK_EVENTS,
-    DB_LOCK_ADDR, /* key: the pool name */
+    DB_LOCK_ADDR,     /* key: the pool name */
+    DB_LOCK_EVENTLOG, /* the event log's id order (store_event.c) */
 };
 
 enum db_mode {

@@ -371,6 +371,7 @@ static const struct db_token PG_TOKENS[] = {
     {"CLAIM_LOCK", " FOR NO KEY UPDATE OF j SKIP LOCKED"},
     {"JOB_SEQ", "DEFAULT"},
     {"SEQ_TYPE", "BIGSERIAL NOT NULL"},
+    {"FOR_UPDATE", " FOR UPDATE"}, /* lock a row read before it is written */
     {"RETURNING_ID", " RETURNING id"},
     {NULL, NULL},
 };

@@ -331,6 +331,7 @@ static const struct db_token SQ_TOKENS[] = {
      * read from the b-tree's last entry */
     {"JOB_SEQ", "(SELECT coalesce(max(rowid), 0) + 1 FROM jobs)"},
     {"SEQ_TYPE", "INTEGER NOT NULL DEFAULT 0"},
+    {"FOR_UPDATE", ""},   /* lock a row read before it is written */
     {"RETURNING_ID", ""}, /* RETURNING costs an ephemeral table: the rowid is known */
     {NULL, NULL},
 };

@@ -12,7 +12,9 @@
  *  - IP addresses of pools (reserved / used / quarantined / foreign / held)
  *    and each VM's network identity (MAC, bridge, ipconfig0),
  *  - capacity reservations of in-flight creations per node,
- *  - API tokens (hashes only) and idempotency keys.
+ *  - API tokens (hashes only) and idempotency keys,
+ *  - the event log (every change, written with it), node health, and the
+ *    webhooks' cursors with their leases.
  *
  * Threads: a `store` handle is shared by all threads; each thread gets its
  * own database connection internally (SQLite: a connection per thread, WAL,
@@ -638,6 +640,95 @@ int store_token_get(store *s, const char *id, struct token_rec *out, struct stor
 int store_token_list(store *s, struct token_rec **out, size_t *n, struct store_error *err);
 /* STORE_E_NOTFOUND when there is no such token (revoking twice is fine). */
 int store_token_revoke(store *s, const char *id, struct store_error *err);
+
+/* ---- event log ---------------------------------------------------------------
+ *
+ * An append-only log of every state change proxd makes or observes, written
+ * in the transaction of the change itself, so that a committed change has
+ * its event exactly once and a change that did not commit has none:
+ *  - VM records: store_vm_update / store_vm_update_if compare the stored
+ *    record (read under a row lock) with the new one and log what changed:
+ *    vm.created (creating -> enabled), vm.creation_failed (creating ->
+ *    failed), vm.deleted, vm.lost, vm.moved (another node), vm.started /
+ *    vm.stopped / vm.paused (power), vm.updated (cores, memory, name, os),
+ *    vm.resized (disk). A write with read_at != 0 is the reconciler's repair
+ *    of what it observed on Proxmox: its events carry "observed": true and
+ *    a configuration change made outside proxd is vm.drift. Writing a
+ *    record without a change logs nothing, so a job that repeats its last
+ *    write after a crash does not log twice;
+ *  - jobs: store_job_update / store_job_checkpoint moving a job to failed
+ *    log job.failed;
+ *  - nodes: store_node_health_set logs node.up / node.down on an edge;
+ *  - anything else: store_event_append (node.cordoned, vm.reinstalled...),
+ *    or store_log_add_in inside an operation's own transaction.
+ * Ids only grow and, for readers paging with `id > after`, never appear
+ * out of commit order: SQLite serialises writers (and AUTOINCREMENT never
+ * reuses an id after a prune); PostgreSQL takes each id from the sequence
+ * under a transaction lock on the log, held to COMMIT, so an id is handed
+ * out only after every smaller one has committed or rolled back. That lock
+ * is taken by the last statement of a transaction that logs, and is held
+ * for its commit only. Ids may have gaps (a rolled back transaction). */
+#define STORE_EVENT_TYPE 32
+struct store_event {
+    int64_t id;
+    int64_t ts; /* unix ms */
+    char type[STORE_EVENT_TYPE];
+    char owner[64];
+    int vmid; /* 0: not about a VM */
+    char node[64];
+    char job[40];
+    json_t *data; /* object (owned; NULL: {}) */
+};
+void store_event_release(struct store_event *e);
+
+/* Append one event in its own transaction (e->id and e->ts set). */
+int store_event_append(store *s, struct store_event *e, struct store_error *err);
+
+struct event_filter {
+    int64_t after;     /* events with id > after */
+    int limit;         /* 0: 100; at most 1000 */
+    const char *owner; /* NULL: every owner's */
+    const char *type;  /* NULL: any; "vm.started", or a prefix "vm.*" */
+};
+/* Events by id; free each with store_event_release, then free(*out). */
+int store_event_list(store *s, const struct event_filter *f, struct store_event **out, size_t *n,
+                     struct store_error *err);
+/* The largest event id (0: none). */
+int store_event_last_id(store *s, int64_t *id, struct store_error *err);
+/* Delete events older than before_ts (unix ms), in batches; *n (may be
+ * NULL) counts them. */
+int store_event_prune(store *s, int64_t before_ts, int64_t *n, struct store_error *err);
+
+/* A node's health as this instance sees it. When it differs from what is
+ * stored (every instance sharing the database writes the one row), the row
+ * and a node.up / node.down event (data: {"reason": why}) are written
+ * together and *changed (may be NULL) is true; a node first seen up is
+ * recorded without an event. */
+int store_node_health_set(store *s, const char *node, bool up, const char *why, bool *changed,
+                          struct store_error *err);
+
+/* ---- webhook cursors -----------------------------------------------------------
+ * One row per webhook: the last event it handled (delivered or dropped),
+ * and a lease, so that of several proxd instances one delivers at a time. */
+struct webhook_cursor {
+    char name[64];
+    int64_t after;
+    char lease_owner[64];
+    int64_t lease_until; /* unix ms */
+    int64_t delivered, dropped;
+};
+/* Take or renew the lease on webhook `name` for owner until now+lease_ms.
+ * A webhook seen for the first time starts after the last event logged
+ * (its receiver gets what happens from then on). STORE_E_CONFLICT when
+ * another owner holds a live lease. *out gets the row. */
+int store_webhook_claim(store *s, const char *name, const char *owner, int64_t lease_ms,
+                        struct webhook_cursor *out, struct store_error *err);
+/* Move the cursor to `after` (never back), counting delivered/dropped, and
+ * renew the lease, only while owner holds it (else STORE_E_CONFLICT). */
+int store_webhook_advance(store *s, const char *name, const char *owner, int64_t after,
+                          int64_t lease_ms, int delivered, int dropped, struct store_error *err);
+/* Give the lease up (at stop), so that another instance takes over now. */
+int store_webhook_release(store *s, const char *name, const char *owner, struct store_error *err);
 
 /* ---- statistics (metrics) ------------------------------------------------------ */
 

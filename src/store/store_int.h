@@ -3,7 +3,7 @@
  * The operations of store.h are written once, one file per concern
  * (store_vm.c, store_job.c, store_vmid.c, store_capacity.c,
  * store_submit.c, store_token.c, store_leftover.c, store_stats.c,
- * store_addr.c, store_addr_keep.c, store_addr_range.c), in SQL
+ * store_addr.c, store_addr_keep.c, store_addr_range.c, store_event.c), in SQL
  * both databases accept, over the driver contract of db.h. Each public
  * function checks its arguments, then runs one transaction through db_tx
  * (which retries it on the driver's retry class). The decisions that are
@@ -144,6 +144,15 @@ int store_job_insert_in(db_conn *c, struct job_rec *j, struct store_error *err);
 /* A job event line; `step` and `job` may be bounded fields. */
 int store_event_add_in(db_conn *c, const char *job, size_t joblen, const char *step, size_t steplen,
                        int progress, const char *message, struct store_error *err);
+/* Event log (store_event.c), inside a transaction: append one event (last
+ * statement of the transaction: it takes the log lock); log what changed
+ * between a VM record as stored (old) and as written (new); log job.failed
+ * when a job moves from old_state to failed. */
+int store_log_add_in(db_conn *c, struct store_event *e, struct store_error *err);
+int store_event_vm_in(db_conn *c, const struct vm_rec *old, const struct vm_rec *new, bool observed,
+                      struct store_error *err);
+int store_event_job_in(db_conn *c, const struct job_rec *j, enum job_state old_state,
+                       struct store_error *err);
 /* STORE_E_CONFLICT with *existing (owned) when the key is taken. */
 int store_idem_put_in(db_conn *c, const char *owner, const char *key, json_t *answer,
                       json_t **existing, struct store_error *err);

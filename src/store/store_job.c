@@ -186,14 +186,37 @@ struct checkpoint_ctx {
     const char *event; /* NULL: the update alone */
 };
 
+static const char SQL_JOB_STATE_LOCK[] = "SELECT state FROM jobs WHERE id = ?1{FOR_UPDATE}";
+
+/* The job's stored state, for a write that may fail it (job.failed is
+ * logged on the edge only). */
+static int job_old_state(db_conn *c, const struct job_rec *j, enum job_state *old,
+                         struct store_error *err)
+{
+    db_stmt *st = NULL;
+    int rc = db_prepare(c, SQL_JOB_STATE_LOCK, &st, err);
+    if (rc)
+        return rc;
+    DB_BIND_FIELD(st, 1, j->id);
+    bool found = false;
+    rc = db_step(st, &found, err, "reading job state");
+    int v = found ? job_state_parse(db_col_text(st, 0)) : -1;
+    *old = v < 0 ? JOB_QUEUED : (enum job_state)v;
+    db_done(st);
+    return rc;
+}
+
 static int checkpoint_fn(db_conn *c, void *ctx, struct store_error *err)
 {
     struct checkpoint_ctx *k = ctx;
-    int rc = job_update_in(c, k->j, err);
-    if (rc || !k->event)
+    enum job_state old = JOB_FAILED;
+    int rc = k->j->state == JOB_FAILED ? job_old_state(c, k->j, &old, err) : STORE_OK;
+    if (rc || (rc = job_update_in(c, k->j, err)))
         return rc;
-    return store_event_add_in(c, k->j->id, FIELD_LEN(k->j->id), k->j->step, FIELD_LEN(k->j->step),
-                              k->j->progress, k->event, err);
+    if (k->event && (rc = store_event_add_in(c, k->j->id, FIELD_LEN(k->j->id), k->j->step,
+                                             FIELD_LEN(k->j->step), k->j->progress, k->event, err)))
+        return rc;
+    return store_event_job_in(c, k->j, old, err); /* last: it takes the log's lock */
 }
 
 static int job_write(store *s, const struct job_rec *j, const char *event, struct store_error *err)

@@ -199,9 +199,44 @@ static const char SCHEMA_8_ADDR[] =
     "  created_at {I64} NOT NULL"
     "){STRICT};";
 
+/* Version 9: the event log (store_event.c), the cursors of its webhooks
+ * and the node health that node.up/node.down events are edges of. Event
+ * ids only grow (SQLite: AUTOINCREMENT, never reused after a prune;
+ * PostgreSQL: a sequence taken under the event-log lock, see
+ * store_event.c), so `id > after` pages never skip a committed row. */
+static const char SCHEMA_9_EVENTS[] =
+    "CREATE TABLE events ("
+    "  id {ID},"
+    "  ts {I64} NOT NULL,"
+    "  type TEXT NOT NULL,"
+    "  owner TEXT NOT NULL DEFAULT '',"
+    "  vmid INTEGER NOT NULL DEFAULT 0,"
+    "  node TEXT NOT NULL DEFAULT '',"
+    "  job TEXT NOT NULL DEFAULT '',"
+    "  data TEXT NOT NULL"
+    "){STRICT};"
+    "CREATE INDEX events_owner ON events (owner, id);"
+    "CREATE INDEX events_ts ON events (ts);"
+    ""
+    "CREATE TABLE webhook_cursor ("
+    "  name TEXT PRIMARY KEY,"
+    "  after {I64} NOT NULL DEFAULT 0," /* the last event handled */
+    "  lease_owner TEXT NOT NULL DEFAULT '',"
+    "  lease_until {I64} NOT NULL DEFAULT 0,"
+    "  delivered {I64} NOT NULL DEFAULT 0,"
+    "  dropped {I64} NOT NULL DEFAULT 0,"
+    "  updated_at {I64} NOT NULL"
+    "){STRICT};"
+    ""
+    "CREATE TABLE node_health ("
+    "  node TEXT PRIMARY KEY,"
+    "  up INTEGER NOT NULL,"
+    "  changed_at {I64} NOT NULL"
+    "){STRICT};";
+
 /* Migration i brings the schema from version SCHEMA_FIRST + i - 1 to
  * SCHEMA_FIRST + i; MIGRATIONS[0] makes a new database. */
-static const char *const MIGRATIONS[] = {SCHEMA_7, SCHEMA_8_ADDR};
+static const char *const MIGRATIONS[] = {SCHEMA_7, SCHEMA_8_ADDR, SCHEMA_9_EVENTS};
 #define NMIGRATIONS ((int)(sizeof MIGRATIONS / sizeof MIGRATIONS[0]))
 #define SCHEMA_LAST (SCHEMA_FIRST + NMIGRATIONS - 1)
 

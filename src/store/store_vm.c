@@ -137,6 +137,8 @@ static const char SQL_VM_UPDATE[] = SQL_VM_SET;
 static const char SQL_VM_UPDATE_IF[] =
     SQL_VM_SET " AND state = ?15 AND (updated_at = ?16 OR CAST(?16 AS BIGINT) = 0)";
 static const char SQL_VM_STATE_OF[] = "SELECT state, updated_at FROM vms WHERE id = ?1";
+/* the record as stored, locked until the write: what changed is logged */
+static const char SQL_VM_OLD[] = "SELECT " VM_COLS " FROM vms WHERE id = ?1{FOR_UPDATE}";
 
 struct vm_update_ctx {
     const struct vm_rec *r;
@@ -174,13 +176,36 @@ static int vm_why_not(db_conn *c, const struct vm_update_ctx *u, struct store_er
     return rc;
 }
 
+/* The record as stored (o->pending is released at once: not compared). */
+static int vm_old(db_conn *c, int64_t id, struct vm_rec *o, bool *found, struct store_error *err)
+{
+    db_stmt *st = NULL;
+    int rc = db_prepare(c, SQL_VM_OLD, &st, err);
+    if (rc)
+        return rc;
+    db_bind_i64(st, 1, id);
+    rc = db_step(st, found, err, "reading VM record");
+    if (rc == STORE_OK && *found) {
+        rc = row_to_vm(st, o, err);
+        vm_rec_release(o);
+    }
+    db_done(st);
+    return rc;
+}
+
 static int vm_update_fn(db_conn *c, void *ctx, struct store_error *err)
 {
     const struct vm_update_ctx *u = ctx;
     const struct vm_rec *r = u->r;
     db_stmt *st = NULL;
-    int rc = db_prepare(c, u->cond ? SQL_VM_UPDATE_IF : SQL_VM_UPDATE, &st, err);
+    struct vm_rec old;
+    bool found = false;
+    int rc = vm_old(c, r->id, &old, &found, err);
     if (rc)
+        return rc;
+    if (!found)
+        return store_fail(err, STORE_E_NOTFOUND, "no VM record with id %lld", (long long)r->id);
+    if ((rc = db_prepare(c, u->cond ? SQL_VM_UPDATE_IF : SQL_VM_UPDATE, &st, err)))
         return rc;
     db_bind_i64(st, 1, r->id);
     bind_vm_fields(st, r, wall_ms());
@@ -202,7 +227,9 @@ static int vm_update_fn(db_conn *c, void *ctx, struct store_error *err)
      * leave a gone record holding them, nor release them from a live one) */
     if (rc == STORE_OK && u->s->has_policy && vm_state_gone(r->state))
         rc = store_addr_release_vm_in(c, r->id, u->s->q, u->s->nq, NULL, err);
-    return rc;
+    /* last (it takes the event log's lock); read_at is the reconciler's:
+     * what it wrote, it observed */
+    return rc ? rc : store_event_vm_in(c, &old, r, u->cond && u->read_at != 0, err);
 }
 
 int store_vm_update(store *s, const struct vm_rec *r, struct store_error *err)

@@ -125,6 +125,10 @@ static void test_example(void **state)
     assert_int_equal(c->placement, PLACE_SPREAD);
     assert_int_equal(c->workers, 0);
     assert_int_equal(c->reconcile_interval_s, 60);
+    assert_int_equal(c->events_keep_s, 604800);
+    assert_int_equal(c->nwebhooks, 1);
+    assert_string_equal(c->webhooks[0].name, "billing");
+    assert_string_equal(c->webhooks[0].events, "vm.*, node.down, node.up, job.failed");
     assert_false(c->delete_orphans);
     assert_string_equal(c->tag, "proxd");
     assert_int_equal(c->quarantine_s, 300);
@@ -328,6 +332,43 @@ static void test_ippool_errors(void **state)
 }
 
 /* ---- defaults and lookups --------------------------------------------- */
+
+static void test_events_webhooks(void **state)
+{
+    (void)state;
+    struct proxd_config *c = load_ok(MIN "[events]\nkeep = 3600\n[webhook billing]\n"
+                                         "url = https://hooks.example.net/proxd\n"
+                                         "secret = 0123456789abcdef\nevents = vm.*, node.down\n"
+                                         "max_age = 600\n");
+    assert_int_equal(c->events_keep_s, 3600);
+    assert_int_equal(c->nwebhooks, 1);
+    assert_string_equal(c->webhooks[0].name, "billing");
+    assert_string_equal(c->webhooks[0].url, "https://hooks.example.net/proxd");
+    assert_string_equal(c->webhooks[0].events, "vm.*, node.down");
+    assert_int_equal(c->webhooks[0].max_age_s, 600);
+    assert_int_equal(c->webhooks[0].timeout_s, 10);
+    assert_int_equal(c->webhooks[0].retry_max_s, 60);
+    config_free(c);
+    c = load_ok(MIN "[webhook w]\nurl = http://127.0.0.1:9/x\nsecret = 0123456789abcdef\n");
+    assert_string_equal(c->webhooks[0].events, "*");
+    assert_int_equal(c->events_keep_s, 604800);
+    config_free(c);
+#define W MIN "[webhook w]\n" /* line 9; its keys from line 10 */
+    EXPECT_ERR(W "secret = 0123456789abcdef\n", ":9: [webhook w] url: missing");
+    EXPECT_ERR(W "url = ftp://x/\nsecret = 0123456789abcdef\n",
+               ":10: [webhook w] url: 'ftp://x/': an http:// or https:// URL without spaces");
+    EXPECT_ERR(W "url = http://x/\nsecret = short\n",
+               ":11: [webhook w] secret: at least 16 characters");
+    EXPECT_ERR(W "url = http://x/\nsecret = 0123456789abcdef\nevents = vm.*, VM;x\n",
+               ":12: [webhook w] events: 'vm.*, VM;x': a comma-separated list of event types");
+    EXPECT_ERR(W "url = http://x/\nsecret = 0123456789abcdef\nevents = vm*x\n",
+               ":12: [webhook w] events:");
+    EXPECT_ERR(MIN "[events]\nkeep = 60\n[webhook w]\nurl = http://x/\n"
+                   "secret = 0123456789abcdef\nmax_age = 120\n",
+               ":14: [webhook w] max_age: 120 is longer than [events] keep (60)");
+    EXPECT_ERR(MIN "[webhook W!]\nurl = http://x/\n", ":9: [webhook W!]: bad webhook name");
+#undef W
+}
 
 static void test_defaults(void **state)
 {
@@ -705,7 +746,7 @@ int main(void)
         cmocka_unit_test(test_syntax),        cmocka_unit_test(test_long_line),
         cmocka_unit_test(test_all_errors),    cmocka_unit_test(test_many_errors),
         cmocka_unit_test(test_errbuf),        cmocka_unit_test(test_ippools),
-        cmocka_unit_test(test_ippool_errors),
+        cmocka_unit_test(test_ippool_errors), cmocka_unit_test(test_events_webhooks),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

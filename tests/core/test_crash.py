@@ -2,6 +2,8 @@
 VMs, and restarted, ten times; in the end every request has exactly one VM or
 a clean failure, and Proxmox and the database agree.
 
+The event log tells each creation exactly once (lib/eventcheck.py).
+
 Against pvesim (5 nodes, --time-scale 0.02: a 10 GiB clone takes ~0.4 s, a
 40 GiB one ~1.6 s, so many kills land in the middle of a clone). Rounds take
 turns: kill after a random delay; kill while a clone task runs; kill while a
@@ -23,6 +25,7 @@ import random
 import tempfile
 import time
 
+from lib import eventcheck
 from lib.cases import case, finish
 from lib.db import expire_leases, rows as db_rows, wait_settled
 from lib.env import TOKEN_SECRET
@@ -214,6 +217,17 @@ def main(db=None):
             seen.setdefault(r["vmid"], []).append(r["job"])
         dup = {k: v for k, v in seen.items() if len(v) > 1}
         assert not dup, "VMIDs with several records: %s" % dup
+
+    @case
+    def every_creation_is_logged_once():
+        # one vm.created per enabled record, one vm.creation_failed per
+        # failed one, one job.failed per failed job (lib/eventcheck.py)
+        print("events: %s" % eventcheck.summary(db), flush=True)
+        bad = eventcheck.problems(db)
+        assert not bad, "\n".join(bad[:40])
+        created = eventcheck.load(db)
+        done = sum(1 for j in jobs.values() if j["state"] == "done")
+        assert sum(1 for e in created if e["type"] == "vm.created") == done
 
     @case
     def simulator_served_schema_conformant_results():

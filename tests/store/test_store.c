@@ -24,6 +24,7 @@
 #include <fcntl.h>
 #include <glob.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <pwd.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -220,7 +221,7 @@ static int teardown(void **state)
 
 /* The schema version store_schema.c's MIGRATIONS ends at (the unified list
  * starts at 7: a new database records 7 and each later step). */
-#define SCHEMA_LAST 8
+#define SCHEMA_LAST 9
 
 static void test_open_bad_urls(void **state)
 {
@@ -1170,6 +1171,225 @@ static void test_vmid_big_range(void **state)
     struct store_error e;
     EXPECT(STORE_E_FULL, store_vmid_reserve(f->s, &r, 1, taken, 500, "j", &id, &e));
     free(taken);
+}
+
+/* ---- the event log ------------------------------------------------------ */
+
+static size_t events_of(store *s, const char *type, struct store_event **v)
+{
+    struct event_filter f = {.type = type, .limit = 1000};
+    size_t n = 0;
+    OK(store_event_list(s, &f, v, &n, &e_));
+    return n;
+}
+
+static void events_free(struct store_event *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        store_event_release(&v[i]);
+    free(v);
+}
+
+static size_t count_events(store *s, const char *type)
+{
+    struct store_event *v = NULL;
+    size_t n = events_of(s, type, &v);
+    events_free(v, n);
+    return n;
+}
+
+/* Record writes log what changed, in their own transaction, once. */
+static void test_event_log_vm(void **state)
+{
+    struct fx *f = *state;
+    struct store_error e;
+    struct vm_rec r = vm_new(900, "alice", "debian12");
+    OK(store_vm_insert(f->s, &r, &e_));
+    assert_int_equal(count_events(f->s, NULL), 0); /* creating: nothing yet */
+    r.state = VMS_ENABLED;
+    snprintf(r.node, sizeof r.node, "sv1");
+    snprintf(r.power, sizeof r.power, "running");
+    snprintf(r.job, sizeof r.job, "job-1");
+    OK(store_vm_update(f->s, &r, &e_));
+    OK(store_vm_update(f->s, &r, &e_)); /* written again unchanged: nothing */
+    struct store_event *v = NULL;
+    size_t n = events_of(f->s, NULL, &v);
+    assert_int_equal(n, 1);
+    assert_string_equal(v[0].type, "vm.created");
+    assert_string_equal(v[0].owner, "alice");
+    assert_string_equal(v[0].node, "sv1");
+    assert_string_equal(v[0].job, "job-1");
+    assert_int_equal(v[0].vmid, 900);
+    json_t *ch = json_object_get(v[0].data, "changes");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(ch, "power"), "to")),
+                        "running");
+    assert_int_equal(
+        json_integer_value(json_object_get(json_object_get(v[0].data, "vm"), "disk_gb")), 20);
+    int64_t first = v[0].id;
+    events_free(v, n);
+
+    snprintf(r.power, sizeof r.power, "stopped");
+    OK(store_vm_update(f->s, &r, &e_));
+    struct vm_rec g;
+    OK(store_vm_get(f->s, 900, &g, &e_));
+    /* the reconciler's repair (read_at): a configuration changed outside */
+    g.cores = 4;
+    OK(store_vm_update_if(f->s, &g, VMS_ENABLED, g.updated_at, &e_));
+    /* a conditional write that does not apply logs nothing */
+    g.cores = 8;
+    EXPECT(STORE_E_CONFLICT, store_vm_update_if(f->s, &g, VMS_DELETING, 0, &e));
+    vm_rec_release(&g);
+    OK(store_vm_get(f->s, 900, &g, &e_));
+    snprintf(g.node, sizeof g.node, "sv2");
+    g.disk_gb = 30;
+    OK(store_vm_update(f->s, &g, &e_));
+    g.state = VMS_DELETED;
+    OK(store_vm_update(f->s, &g, &e_));
+    vm_rec_release(&g);
+    n = events_of(f->s, NULL, &v);
+    const char *want[] = {"vm.created", "vm.stopped", "vm.drift",
+                          "vm.moved",   "vm.resized", "vm.deleted"};
+    assert_int_equal(n, 6);
+    for (size_t i = 0; i < n; i++) {
+        assert_string_equal(v[i].type, want[i]);
+        assert_true(i == 0 || v[i].id > v[i - 1].id);
+    }
+    assert_true(json_is_true(json_object_get(v[2].data, "observed")));
+    assert_true(json_is_false(json_object_get(v[1].data, "observed")));
+    events_free(v, n);
+
+    /* filters: type, prefix, owner, after, limit */
+    assert_int_equal(count_events(f->s, "vm.moved"), 1);
+    assert_int_equal(count_events(f->s, "vm.*"), 6);
+    assert_int_equal(count_events(f->s, "node.*"), 0);
+    struct event_filter fl = {.after = first, .limit = 2, .owner = "alice"};
+    OK(store_event_list(f->s, &fl, &v, &n, &e_));
+    assert_int_equal(n, 2);
+    assert_string_equal(v[0].type, "vm.stopped");
+    events_free(v, n);
+    fl = (struct event_filter){.owner = "bob"};
+    OK(store_event_list(f->s, &fl, &v, &n, &e_));
+    assert_int_equal(n, 0);
+    free(v);
+    fl = (struct event_filter){.after = -1};
+    EXPECT(STORE_E_INVALID, store_event_list(f->s, &fl, &v, &n, &e));
+
+    /* retention: pruned, and ids are never handed out again */
+    int64_t last = 0, pruned = 0;
+    OK(store_event_last_id(f->s, &last, &e_));
+    OK(store_event_prune(f->s, wall_ms() + 1, &pruned, &e_));
+    assert_int_equal(pruned, 6);
+    assert_int_equal(count_events(f->s, NULL), 0);
+    struct store_event ev = {0};
+    snprintf(ev.type, sizeof ev.type, "node.cordoned");
+    snprintf(ev.node, sizeof ev.node, "sv3");
+    OK(store_event_append(f->s, &ev, &e_));
+    assert_true(ev.id > last);
+}
+
+static void test_event_log_jobs_nodes(void **state)
+{
+    struct fx *f = *state;
+    struct store_error e;
+    job_add(f->s, "jf", "start", 901, 0);
+    struct job_rec j;
+    OK(store_job_get(f->s, "jf", &j, &e_));
+    j.state = JOB_FAILED;
+    snprintf(j.error, sizeof j.error, "it broke");
+    OK(store_job_checkpoint(f->s, &j, "failed", &e_));
+    OK(store_job_checkpoint(f->s, &j, "failed", &e_)); /* again: not told twice */
+    job_rec_release(&j);
+    struct store_event *v = NULL;
+    size_t n = events_of(f->s, "job.failed", &v);
+    assert_int_equal(n, 1);
+    assert_string_equal(v[0].job, "jf");
+    assert_int_equal(v[0].vmid, 901);
+    assert_string_equal(json_string_value(json_object_get(v[0].data, "error")), "it broke");
+    events_free(v, n);
+
+    bool changed = true;
+    OK(store_node_health_set(f->s, "sv1", true, "", &changed, &e_));
+    assert_false(changed); /* first seen up */
+    OK(store_node_health_set(f->s, "sv1", false, "no answer", &changed, &e_));
+    assert_true(changed);
+    OK(store_node_health_set(f->s, "sv1", false, "no answer", &changed, &e_));
+    assert_false(changed); /* another instance saw it too */
+    OK(store_node_health_set(f->s, "sv1", true, "", &changed, &e_));
+    assert_true(changed);
+    OK(store_node_health_set(f->s, "sv2", false, "refused", &changed, &e_));
+    assert_true(changed); /* first seen down */
+    assert_int_equal(count_events(f->s, "node.down"), 2);
+    assert_int_equal(count_events(f->s, "node.up"), 1);
+
+    /* webhook cursors: one holder, moves only by it, never back */
+    int64_t last = 0;
+    OK(store_event_last_id(f->s, &last, &e_));
+    struct webhook_cursor c;
+    OK(store_webhook_claim(f->s, "h", "A", 30000, &c, &e_));
+    assert_int_equal(c.after, last); /* a new webhook starts at the end */
+    EXPECT(STORE_E_CONFLICT, store_webhook_claim(f->s, "h", "B", 30000, &c, &e));
+    EXPECT(STORE_E_CONFLICT, store_webhook_advance(f->s, "h", "B", last + 5, 30000, 1, 0, &e));
+    OK(store_webhook_advance(f->s, "h", "A", last + 5, 30000, 1, 0, &e_));
+    OK(store_webhook_advance(f->s, "h", "A", last + 2, 30000, 0, 1, &e_));
+    OK(store_webhook_release(f->s, "h", "A", &e_));
+    OK(store_webhook_claim(f->s, "h", "B", 30000, &c, &e_));
+    assert_int_equal(c.after, last + 5);
+    assert_int_equal(c.delivered, 1);
+    assert_int_equal(c.dropped, 1);
+    assert_string_equal(c.lease_owner, "B");
+}
+
+/* Readers paging with `after` never skip an event: ids are commit-ordered
+ * (PostgreSQL: drawn under the log's lock), whatever the writers' timing. */
+struct ev_writer {
+    store *s;
+    int n;
+    atomic_int *finished;
+};
+
+static void *ev_writer_main(void *arg)
+{
+    struct ev_writer *w = arg;
+    for (int i = 0; i < w->n; i++) {
+        struct store_event ev = {0};
+        snprintf(ev.type, sizeof ev.type, "test.tick");
+        struct store_error e;
+        if (store_event_append(w->s, &ev, &e))
+            fail_msg("append: %s", e.message);
+    }
+    atomic_fetch_add(w->finished, 1);
+    return NULL;
+}
+
+static void test_event_ids_commit_ordered(void **state)
+{
+    struct fx *f = *state;
+    enum { WRITERS = 6, EACH = 150 };
+    pthread_t th[WRITERS];
+    atomic_int finished = 0;
+    struct ev_writer w = {f->s, EACH, &finished};
+    for (int i = 0; i < WRITERS; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, ev_writer_main, &w), 0);
+    int64_t after = 0;
+    size_t seen = 0;
+    for (;;) { /* a reader moving its cursor as fast as it can */
+        bool last = atomic_load(&finished) == WRITERS;
+        struct event_filter fl = {.after = after, .limit = 1000};
+        struct store_event *v = NULL;
+        size_t n = 0;
+        OK(store_event_list(f->s, &fl, &v, &n, &e_));
+        if (n)
+            after = v[n - 1].id;
+        seen += n;
+        events_free(v, n);
+        if (last && n == 0)
+            break;
+    }
+    for (int i = 0; i < WRITERS; i++)
+        pthread_join(th[i], NULL);
+    /* an id committed after a larger one was read would be behind the
+     * cursor: never seen */
+    assert_int_equal(seen, (size_t)WRITERS * EACH);
 }
 
 /* ---- concurrency -------------------------------------------------------- */
@@ -3019,6 +3239,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_migrate_old_format, setup, teardown),
         cmocka_unit_test_setup_teardown(test_migrate_too_old, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vm_crud, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_event_log_vm, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_event_log_jobs_nodes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_event_ids_commit_ordered, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vm_live_unique, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vm_list, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vm_scan_filters, setup, teardown),

@@ -1,0 +1,291 @@
+/* webhook: delivery of the event log to [webhook NAME] receivers (see
+ * events.h). One thread per webhook:
+ *   1. hold the webhook's lease in the store (store_webhook_claim); while
+ *      another instance holds it, look again every second;
+ *   2. read the events after the cursor, a page at a time; those of types
+ *      the webhook does not want are passed over (the cursor moves);
+ *   3. post each wanted event, signed, and move the cursor after a 2xx;
+ *      on failure wait (0.5 s doubling to retry_max) and post it again, with the
+ *      same Proxd-Delivery id and body (a fresh signature time); an event
+ *      older than max_age is dropped instead, counted and warned about.
+ * The lease (at least 30 s, 3 posts' timeouts, and twice retry_max and a
+ * timeout) is renewed before half
+ * of it is gone and by every cursor move; a post never outlives it by
+ * design (its timeout is shorter), so two instances do not post at once.
+ * If a lease is lost anyway (a hung store), the next claim fails and the
+ * thread goes back to step 1: the new holder posts from the stored cursor,
+ * the same ids again. */
+#include "core/events.h"
+
+#include "common/buf.h"
+#include "common/hmac.h"
+#include "common/log.h"
+#include "common/mem.h"
+#include "common/util.h"
+#include "common/xalloc.h"
+#include "core/core_int.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PAGE 100
+#define IDLE_MS 250        /* nothing to send: look again */
+#define NOT_HOLDER_MS 1000 /* another instance delivers */
+#define BACKOFF_MIN_MS 500
+#define LEASE_MIN_MS 30000
+
+struct hook {
+    struct core *k;
+    const struct cfg_webhook *cfg;
+    pthread_t th;
+    bool started;
+    int64_t lease_ms, lease_until;
+    int64_t after; /* the cursor, as stored, while this instance holds the lease */
+    atomic_uint_fast64_t delivered, retried, dropped;
+    atomic_int_fast64_t oldest_ts; /* ts of the event waiting first, 0: none */
+    atomic_bool holder;
+};
+
+struct webhooks {
+    struct webhook_transport tr;
+    bool have_tr;
+    struct hook hooks[CFG_MAX_WEBHOOKS];
+    int n;
+};
+
+void webhook_signature(const char *secret, int64_t t, const char *body, size_t len, char out[96])
+{
+    struct buf m = BUF_INIT(BUF_UNLIMITED);
+    buf_printf(&m, "%lld.", (long long)t);
+    buf_add(&m, body, len);
+    char hex[65];
+    hmac_sha256_hex(secret, strlen(secret), m.data, m.len, hex);
+    buf_release(&m);
+    snprintf(out, 96, "t=%lld,v1=%s", (long long)t, hex);
+}
+
+static struct webhooks *hooks_of(struct core *k)
+{
+    if (!k->wh)
+        k->wh = xcalloc(1, sizeof *k->wh);
+    return k->wh;
+}
+
+void core_set_webhook_transport(struct core *k, const struct webhook_transport *t)
+{
+    struct webhooks *w = hooks_of(k);
+    w->tr = *t;
+    w->have_tr = t && t->post;
+}
+
+/* Renew the lease when half of it is gone; false when another holds it. */
+static bool keep_lease(struct hook *h)
+{
+    int64_t now = wall_ms();
+    if (h->lease_until - now > h->lease_ms / 2 && atomic_load(&h->holder))
+        return true;
+    struct store_error se;
+    struct webhook_cursor cur;
+    int rc = store_webhook_claim(h->k->st, h->cfg->name, h->k->instance, h->lease_ms, &cur, &se);
+    bool held = rc == STORE_OK;
+    if (held) {
+        h->lease_until = now + h->lease_ms;
+        h->after = cur.after;
+    } else if (rc != STORE_E_CONFLICT)
+        log_warn("webhook", "webhook %s: cannot take its lease: %s", h->cfg->name, se.message);
+    if (atomic_exchange(&h->holder, held) != held)
+        log_info("webhook", "webhook %s: %s", h->cfg->name,
+                 held ? "delivering from this instance" : "delivered by another instance");
+    return held;
+}
+
+static bool advance(struct hook *h, int64_t after, int delivered, int dropped)
+{
+    struct store_error se;
+    int rc = store_webhook_advance(h->k->st, h->cfg->name, h->k->instance, after, h->lease_ms,
+                                   delivered, dropped, &se);
+    if (rc) {
+        log_warn("webhook", "webhook %s: cursor not moved to %lld: %s", h->cfg->name,
+                 (long long)after, se.message);
+        atomic_store(&h->holder, false);
+        h->lease_until = 0;
+        return false;
+    }
+    h->lease_until = wall_ms() + h->lease_ms;
+    if (after > h->after)
+        h->after = after;
+    return true;
+}
+
+/* One post of e; true on a 2xx. */
+static bool post_once(struct hook *h, const struct store_event *e, const char *body, size_t len)
+{
+    struct webhooks *w = h->k->wh;
+    char sig[96], hsig[128], hid[128], htype[80];
+    webhook_signature(h->cfg->secret, wall_s(), body, len, sig);
+    snprintf(hsig, sizeof hsig, "Proxd-Signature: %s", sig);
+    snprintf(hid, sizeof hid, "Proxd-Delivery: %s-%lld", h->cfg->name, (long long)e->id);
+    snprintf(htype, sizeof htype, "Proxd-Event: %s", e->type);
+    const char *headers[] = {"Content-Type: application/json", hsig, hid, htype};
+    struct webhook_post p = {h->cfg->url, headers, 4, body, len, h->cfg->timeout_s * 1000L};
+    long status = 0;
+    char why[256] = "";
+    int rc = w->tr.post(w->tr.ctx, &p, &status, why, sizeof why);
+    if (rc == 0 && status >= 200 && status < 300)
+        return true;
+    if (rc == 0)
+        snprintf(why, sizeof why, "HTTP %ld", status);
+    log_info("webhook", "webhook %s: event %lld (%s) not delivered: %s", h->cfg->name,
+             (long long)e->id, e->type, why);
+    return false;
+}
+
+/* Deliver e until it is taken or dropped; false when the thread must stop
+ * or lost its lease (the event was not handled). */
+static bool deliver(struct hook *h, const struct store_event *e)
+{
+    json_t *j = event_to_json(e);
+    char *body = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    size_t len = strlen(body);
+    int64_t backoff = BACKOFF_MIN_MS;
+    bool ok = false;
+    for (;;) {
+        if (wall_ms() - e->ts > h->cfg->max_age_s * 1000) {
+            atomic_fetch_add(&h->dropped, 1);
+            log_warn("webhook",
+                     "webhook %s: event %lld (%s, vmid %d) dropped: undelivered after "
+                     "max_age %lld s",
+                     h->cfg->name, (long long)e->id, e->type, e->vmid,
+                     (long long)h->cfg->max_age_s);
+            ok = advance(h, e->id, 0, 1);
+            break;
+        }
+        if (!keep_lease(h))
+            break;
+        if (post_once(h, e, body, len)) {
+            atomic_fetch_add(&h->delivered, 1);
+            ok = advance(h, e->id, 1, 0);
+            break;
+        }
+        atomic_fetch_add(&h->retried, 1);
+        if (core_nap(h->k, backoff))
+            break;
+        int64_t max = h->cfg->retry_max_s * 1000L;
+        backoff = backoff * 2 > max ? max : backoff * 2;
+    }
+    free(body);
+    return ok;
+}
+
+/* One page after the cursor; the pause before the next look. */
+static long round_once(struct hook *h)
+{
+    if (!keep_lease(h)) {
+        atomic_store(&h->oldest_ts, 0);
+        return NOT_HOLDER_MS;
+    }
+    struct event_filter f = {.after = h->after, .limit = PAGE};
+    struct store_event *ev = NULL;
+    size_t n = 0;
+    struct store_error se;
+    if (store_event_list(h->k->st, &f, &ev, &n, &se)) {
+        log_warn("webhook", "webhook %s: reading events: %s", h->cfg->name, se.message);
+        return NOT_HOLDER_MS;
+    }
+    int64_t skipped_to = 0;
+    bool go_on = true;
+    atomic_store(&h->oldest_ts, 0);
+    for (size_t i = 0; i < n && go_on; i++) {
+        if (!event_type_match(h->cfg->events, ev[i].type)) {
+            skipped_to = ev[i].id;
+            continue;
+        }
+        if (skipped_to && !(go_on = advance(h, skipped_to, 0, 0)))
+            break;
+        skipped_to = 0;
+        atomic_store(&h->oldest_ts, ev[i].ts);
+        go_on = deliver(h, &ev[i]);
+    }
+    if (go_on && skipped_to)
+        advance(h, skipped_to, 0, 0);
+    atomic_store(&h->oldest_ts, 0);
+    for (size_t i = 0; i < n; i++)
+        store_event_release(&ev[i]);
+    free(ev);
+    return n == PAGE && go_on ? 0 : IDLE_MS;
+}
+
+static void *hook_main(void *arg)
+{
+    struct hook *h = arg;
+    long pause = 0;
+    while (!core_nap(h->k, pause))
+        pause = round_once(h);
+    if (atomic_load(&h->holder)) /* another instance takes over at once */
+        store_webhook_release(h->k->st, h->cfg->name, h->k->instance, NULL);
+    return NULL;
+}
+
+int webhooks_start(struct core *k)
+{
+    struct webhooks *w = hooks_of(k);
+    if (k->cfg->nwebhooks && !w->have_tr) {
+        log_warn("webhook", "no HTTP transport: %d webhooks are not delivered", k->cfg->nwebhooks);
+        return 0;
+    }
+    for (int i = 0; i < k->cfg->nwebhooks; i++) {
+        struct hook *h = &w->hooks[i];
+        h->k = k;
+        h->cfg = &k->cfg->webhooks[i];
+        /* long enough for a post and the longest pause before the next
+         * try, so that a holder waiting out a down receiver keeps it */
+        h->lease_ms = 3L * h->cfg->timeout_s * 1000;
+        int64_t wait = (2L * h->cfg->retry_max_s + h->cfg->timeout_s) * 1000;
+        if (h->lease_ms < wait)
+            h->lease_ms = wait;
+        if (h->lease_ms < LEASE_MIN_MS)
+            h->lease_ms = LEASE_MIN_MS;
+        w->n = i + 1;
+        if (mem_thread_start(&h->th, hook_main, h) != 0)
+            return -1;
+        h->started = true;
+    }
+    return 0;
+}
+
+void webhooks_stop(struct core *k)
+{
+    struct webhooks *w = k->wh;
+    for (int i = 0; w && i < w->n; i++) {
+        if (w->hooks[i].started)
+            pthread_join(w->hooks[i].th, NULL);
+        w->hooks[i].started = false;
+    }
+}
+
+void webhooks_free(struct core *k)
+{
+    FREE_AND_NULL(k->wh);
+}
+
+size_t core_webhook_stats(struct core *k, struct webhook_stat *out, size_t max)
+{
+    struct webhooks *w = k->wh;
+    size_t n = w ? (size_t)w->n : 0;
+    int64_t now = wall_ms();
+    for (size_t i = 0; i < n && i < max; i++) {
+        struct hook *h = &w->hooks[i];
+        struct webhook_stat *s = &out[i];
+        snprintf(s->name, sizeof s->name, "%s", h->cfg->name);
+        s->delivered = atomic_load(&h->delivered);
+        s->retried = atomic_load(&h->retried);
+        s->dropped = atomic_load(&h->dropped);
+        int64_t ts = atomic_load(&h->oldest_ts);
+        s->queue_age_ms = ts ? now - ts : 0;
+        s->holder = atomic_load(&h->holder);
+    }
+    return n;
+}
