@@ -290,6 +290,34 @@ int vm_add_net(struct buf *b, size_t end, const struct store_net *net,
     return vm_net_json(b, net, cfg, drift) || LIT_RC(b, "}");
 }
 
+/* A drain's result, from its ledger (drain.c): what moved where and what
+ * stayed and why, so far (final once the job is done). */
+static json_t *drain_result(const struct job_rec *j)
+{
+    json_t *moved = json_array(), *stayed = json_array();
+    size_t i;
+    json_t *e;
+    json_array_foreach(j->attempts, i, e)
+    {
+        const char *st = json_string_value(json_object_get(e, "state"));
+        json_t *vm = json_pack("{s:O,s:O,s:O}", "vmid", json_object_get(e, "vmid"), "name",
+                               json_object_get(e, "name"), "from", json_object_get(e, "from"));
+        if (st && strcmp(st, "moved") == 0) {
+            json_object_set(vm, "to", json_object_get(e, "to"));
+            json_object_set(vm, "job", json_object_get(e, "job"));
+            json_array_append_new(moved, vm);
+        } else if (st && strcmp(st, "stayed") == 0) {
+            json_object_set(vm, "reason", json_object_get(e, "error"));
+            json_array_append_new(stayed, vm);
+        } else {
+            json_decref(vm);
+        }
+    }
+    json_t *standalone = json_object_get(j->request, "standalone");
+    return json_pack("{s:O,s:b,s:o,s:o}", "node", json_object_get(j->request, "node"), "standalone",
+                     json_is_true(standalone), "moved", moved, "stayed", stayed);
+}
+
 json_t *job_to_json(const struct job_rec *j)
 {
     json_t *o = json_pack("{s:s,s:s,s:s,s:i,s:s,s:s,s:s,s:i}", "id", j->id, "kind", j->kind,
@@ -300,6 +328,8 @@ json_t *job_to_json(const struct job_rec *j)
     json_object_set_new(o, "created_at", json_time(j->created_at));
     json_object_set_new(o, "updated_at", json_time(j->updated_at));
     json_object_set_new(o, "finished_at", json_time(j->finished_at));
+    if (strcmp(j->kind, "drain") == 0)
+        json_object_set_new(o, "result", drain_result(j));
     return o;
 }
 

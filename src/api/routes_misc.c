@@ -34,6 +34,9 @@ static json_t *node_json(struct api *a, const struct cfg_node *cn)
                                   (json_int_t)(v.st_avail / GIB), "reserved",
                                   (json_int_t)(disk / GIB)));
     json_object_set_new(o, "storage", json_string(cn->storage));
+    json_t *cj = cordon_json(a, cn->name);
+    json_object_update(o, cj);
+    json_decref(cj);
     json_object_set_new(o, "refreshed_at", json_time(v.refreshed_at));
     json_object_set_new(o, "last_error", v.last_error[0] ? json_string(v.last_error) : json_null());
     return o;

@@ -116,6 +116,7 @@ static bool v_cluster(const char *v, char *why, size_t n);
 static bool v_url(const char *v, char *why, size_t n);
 static bool v_secret(const char *v, char *why, size_t n);
 static bool v_event_types(const char *v, char *why, size_t n);
+static bool v_node_state(const char *v, char *why, size_t n);
 
 #define FSIZE(T, f) sizeof(((T *)0)->f)
 #define KSTR(s, T, k, f, def, chk, fl)                                                             \
@@ -192,6 +193,7 @@ static const struct key_def keys[] = {
     KNUM(S_LIMITS, PC, "disk_margin_gb", disk_margin_gb, "20", 0, 1024 * 1024),
     KNUM(S_LIMITS, PC, "clones_per_node", clones_per_node, "2", 1, 64),
     KNUM(S_LIMITS, PC, "jobs_max", jobs_max, "32", 1, 4096),
+    KNUM(S_LIMITS, PC, "drain_parallel", drain_parallel, "2", 1, 32),
     KNUM(S_LIMITS, PC, "name_max", name_max, "63", 1, 63),
 
     KRANGE(S_OS, OS, "vmid_range", range_lo, range_hi, NULL, F_REQUIRED),
@@ -202,6 +204,7 @@ static const struct key_def keys[] = {
     KSTR(S_NODE, NODE, "storage", storage, NULL, v_storage, F_REQUIRED),
     /* no default: it inherits [limits] clones_per_node, set in check_nodes() */
     KNUM(S_NODE, NODE, "max_clones", max_clones, NULL, 1, 64),
+    KSTR(S_NODE, NODE, "state", state, "active", v_node_state, 0),
     {S_NODE, "template.", K_TEMPLATE, 0, 0, NULL, VMID_MIN, VMID_MAX, NULL, 0, NULL},
 
     /* 0 means unlimited */
@@ -601,6 +604,16 @@ static bool v_storage(const char *v, char *why, size_t n)
     if (!ok)
         snprintf(why, n, "'%s' is not a PVE storage ID (e.g. local-lvm)", v);
     return ok;
+}
+
+/* [node] state: "cordoned" keeps creations off the node from the start
+ * (as POST /v1/nodes/{node}/cordon does at run time). */
+static bool v_node_state(const char *v, char *why, size_t n)
+{
+    if (strcmp(v, "active") == 0 || strcmp(v, "cordoned") == 0)
+        return true;
+    snprintf(why, n, "'%s': must be active or cordoned", v);
+    return false;
 }
 
 static bool v_cluster(const char *v, char *why, size_t n)

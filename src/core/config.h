@@ -54,6 +54,7 @@ struct cfg_node {
     struct cfg_template templates[CFG_MAX_OS]; /* template.ubuntu = 9000 */
     int ntemplates;
     int max_clones; /* concurrent clones on this node (default: [limits] clones_per_node) */
+    char state[16]; /* state = active | cordoned: a cordoned node takes no new VMs */
 };
 
 struct cfg_quota {
@@ -130,6 +131,7 @@ struct proxd_config {
     int64_t disk_margin_gb;
     int clones_per_node; /* default 2 */
     int jobs_max;        /* global concurrent jobs, default 32 */
+    int drain_parallel;  /* VMs a node drain moves at once, default 2 */
     int name_max;        /* longest VM name, default 63 */
     /* [os NAME], [node NAME], [quota OWNER] */
     struct cfg_os os[CFG_MAX_OS];

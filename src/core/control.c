@@ -10,7 +10,7 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "common/xalloc.h"
-#include "core/core_int.h"
+#include "core/control_int.h"
 #include "pve/pve_api.h"
 
 #include <stdarg.h>
@@ -341,18 +341,11 @@ int core_vm_delete(struct core *k, int vmid, const char *owner, char job_id[40],
 
 /* ---- running the jobs ----------------------------------------------------------- */
 
-struct cctx {
-    struct core *k;
-    struct job_rec *j;
-    struct vm_rec v;
-    pve_client *pc;
-};
-
 #define READ_TRIES 5
 static bool transient(int rc);
 static void read_pause(struct cctx *c, int n);
 
-static bool stopping(struct core *k)
+bool ctl_stopping(struct core *k)
 {
     pthread_mutex_lock(&k->mu);
     bool s = k->stopping;
@@ -363,7 +356,7 @@ static bool stopping(struct core *k)
 /* Wait for a task. A failed poll of its status (no exit status came back)
  * is not the task's failure: it is polled again, up to READ_TRIES times in
  * a row. -1 when the core is stopping. */
-static int wait_task(struct cctx *c, const char *upid, struct pve_error *e)
+int ctl_wait_task(struct cctx *c, const char *upid, struct pve_error *e)
 {
     int64_t end = mono_ms() + STEP_DEADLINE_MS;
     for (int bad_polls = 0;;) {
@@ -372,7 +365,7 @@ static int wait_task(struct cctx *c, const char *upid, struct pve_error *e)
         int64_t left = end - mono_ms();
         struct pve_wait_opts o = core_wait_opts(c->k, left > 1 ? (long)left : 1);
         int rc = pve_task_wait_opts(c->pc, upid, &o, &t, e);
-        if (rc == PVE_E_TIMEOUT && stopping(c->k))
+        if (rc == PVE_E_TIMEOUT && ctl_stopping(c->k))
             return -1;
         bool poll_failed = rc && rc != PVE_E_TIMEOUT && !t.exitstatus[0] && transient(rc);
         if (!poll_failed || ++bad_polls >= READ_TRIES || mono_ms() >= end)
@@ -380,15 +373,12 @@ static int wait_task(struct cctx *c, const char *upid, struct pve_error *e)
         log_warn("job", "job=%s task %s: status read failed (%s), polling again", c->j->id, upid,
                  e->message);
         read_pause(c, bad_polls);
-        if (stopping(c->k))
+        if (ctl_stopping(c->k))
             return -1;
     }
 }
 
-static void save_vm(struct cctx *c);
-
-static void job_fail(struct cctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void job_fail(struct cctx *c, const char *fmt, ...)
+void ctl_job_fail(struct cctx *c, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -401,7 +391,7 @@ static void job_fail(struct cctx *c, const char *fmt, ...)
     if (strcmp(c->j->kind, "delete") == 0 && c->v.state == VMS_DELETING &&
         strcmp(c->v.job, c->j->id) == 0) {
         c->v.state = VMS_ENABLED;
-        save_vm(c);
+        ctl_save_vm(c);
         log_warn("job", "job=%s vmid=%d delete failed, the VM stays: %s", c->j->id, c->v.vmid,
                  c->j->error);
     }
@@ -410,8 +400,7 @@ static void job_fail(struct cctx *c, const char *fmt, ...)
     job_checkpoint(c->k, c->j, "failed", 100, "%s", c->j->error);
 }
 
-static void job_done(struct cctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void job_done(struct cctx *c, const char *fmt, ...)
+void ctl_job_done(struct cctx *c, const char *fmt, ...)
 {
     char msg[512];
     va_list ap;
@@ -428,7 +417,7 @@ static void job_done(struct cctx *c, const char *fmt, ...)
  * another process); it cannot move it again and again. */
 #define SAVE_TRIES 5
 
-static void save_vm(struct cctx *c)
+void ctl_save_vm(struct cctx *c)
 {
     struct store_error se;
     int rc = 0;
@@ -489,26 +478,27 @@ static void read_pause(struct cctx *c, int n)
  * READ_TRIES times (about 4 s of pauses beside the calls): a single failed
  * read must not decide a job's outcome. */
 
-static int read_status(struct cctx *c, struct pve_vm_status *st, struct pve_error *e)
+int ctl_read_status(struct cctx *c, struct pve_vm_status *st, struct pve_error *e)
 {
     int rc = 0;
     for (int n = 1; n <= READ_TRIES; n++) {
         if (n > 1)
             read_pause(c, n - 1);
-        if (!transient(rc = pve_vm_status(c->pc, c->v.node, c->v.vmid, st, e)) || stopping(c->k))
+        if (!transient(rc = pve_vm_status(c->pc, c->v.node, c->v.vmid, st, e)) ||
+            ctl_stopping(c->k))
             break;
     }
     return rc;
 }
 
-static int read_config(struct cctx *c, struct pve_vm_config *cfg, struct pve_error *e)
+int ctl_read_config(struct cctx *c, struct pve_vm_config *cfg, struct pve_error *e)
 {
     int rc = 0;
     for (int n = 1; n <= READ_TRIES; n++) {
         if (n > 1)
             read_pause(c, n - 1);
         if (!transient(rc = pve_vm_config_get(c->pc, c->v.node, c->v.vmid, false, cfg, e)) ||
-            stopping(c->k))
+            ctl_stopping(c->k))
             break;
     }
     return rc;
@@ -516,13 +506,13 @@ static int read_config(struct cctx *c, struct pve_vm_config *cfg, struct pve_err
 
 /* Find the VM: where the record says, else where the (refreshed) inventory
  * sees it. Returns 0, PVE_E_NOTFOUND when it is gone, or another error. */
-static int locate(struct cctx *c, struct pve_vm_status *st, struct pve_error *e)
+int ctl_locate(struct cctx *c, struct pve_vm_status *st, struct pve_error *e)
 {
     struct core *k = c->k;
     for (int round = 0; round < 2; round++) {
         c->pc = c->v.node[0] ? fleet_client(k->fl, c->v.node) : NULL;
         if (c->pc) {
-            int rc = read_status(c, st, e);
+            int rc = ctl_read_status(c, st, e);
             if (rc != PVE_E_NOTFOUND)
                 return rc;
         }
@@ -540,7 +530,7 @@ static int locate(struct cctx *c, struct pve_vm_status *st, struct pve_error *e)
                      c->v.vmid, node, c->v.node);
             snprintf(c->v.node, sizeof c->v.node, "%s", node);
             snprintf(c->j->node, sizeof c->j->node, "%s", node);
-            save_vm(c);
+            ctl_save_vm(c);
         }
     }
     return PVE_E_NOTFOUND;
@@ -579,9 +569,9 @@ static int settle(struct cctx *c, enum vm_action a, struct pve_vm_status *st, st
 {
     int64_t end = mono_ms() + HA_SETTLE_MS;
     for (long pause = 50;; pause = pause < 1000 ? pause * 2 : 1000) {
-        int rc = locate(c, st, e);
+        int rc = ctl_locate(c, st, e);
         if (rc || !st->ha_managed || reached(a, power_of(st), true) || mono_ms() > end ||
-            stopping(c->k))
+            ctl_stopping(c->k))
             return rc;
         store_job_renew(c->k->st, c->j->id, c->k->instance, LEASE_MS, NULL);
         sleep_ms(pause);
@@ -631,12 +621,13 @@ static int power_call(struct cctx *c, enum vm_action a, const struct pve_power_o
     int rc = 0;
     for (int n = 1; n <= READ_TRIES; n++) {
         rc = pve_vm_power(c->pc, c->v.node, c->v.vmid, pve_action(a), po, c->j->upid, e);
-        if (!rc || !transient(rc) || n == READ_TRIES || stopping(c->k))
+        if (!rc || !transient(rc) || n == READ_TRIES || ctl_stopping(c->k))
             return rc;
         struct pve_error e2 = {0};
         struct pve_vm_status st;
         read_pause(c, n);
-        if (a != ACT_REBOOT && read_status(c, &st, &e2) == 0 && reached(a, power_of(&st), false)) {
+        if (a != ACT_REBOOT && ctl_read_status(c, &st, &e2) == 0 &&
+            reached(a, power_of(&st), false)) {
             *reached_now = true;
             snprintf(c->v.power, sizeof c->v.power, "%s", power_of(&st));
             return 0;
@@ -656,13 +647,13 @@ static void run_power(struct cctx *c, enum vm_action a)
     if (strcmp(c->j->step, "wait") == 0 && c->j->upid[0]) {
         /* resumed after a restart: the task runs on the node the job called */
         c->pc = fleet_client(c->k->fl, c->j->node[0] ? c->j->node : c->v.node);
-        rc = wait_task(c, c->j->upid, &e);
+        rc = ctl_wait_task(c, c->j->upid, &e);
         if (rc == -1)
             return;
         goto done;
     }
-    if ((rc = locate(c, &st, &e))) {
-        job_fail(c, "cannot find VM %d: %s", c->v.vmid, e.message);
+    if ((rc = ctl_locate(c, &st, &e))) {
+        ctl_job_fail(c, "cannot find VM %d: %s", c->v.vmid, e.message);
         return;
     }
     /* a step interrupted after its call may already have done the work */
@@ -670,8 +661,8 @@ static void run_power(struct cctx *c, enum vm_action a)
     if (reached(a, power_of(&st), resumed && a == ACT_REBOOT && rebooted_since_call(c, &st)) ||
         (resumed && a != ACT_REBOOT && reached(a, power_of(&st), false))) {
         snprintf(c->v.power, sizeof c->v.power, "%s", power_of(&st));
-        save_vm(c);
-        job_done(c, "VM %d is %s", c->v.vmid, c->v.power);
+        ctl_save_vm(c);
+        ctl_job_done(c, "VM %d is %s", c->v.vmid, c->v.power);
         return;
     }
     struct pve_power_opts po = {.timeout = (int)json_integer_value(json_object_get(r, "timeout")),
@@ -681,25 +672,25 @@ static void run_power(struct cctx *c, enum vm_action a)
     bool already = false;
     rc = power_call(c, a, &po, &already, &e);
     if (rc) {
-        job_fail(c, "%s failed: %s", vm_action_name(a), e.message);
+        ctl_job_fail(c, "%s failed: %s", vm_action_name(a), e.message);
         return;
     }
     if (already) {
-        save_vm(c);
-        job_done(c, "VM %d is %s", c->v.vmid, c->v.power);
+        ctl_save_vm(c);
+        ctl_job_done(c, "VM %d is %s", c->v.vmid, c->v.power);
         return;
     }
     job_checkpoint(c->k, c->j, "wait", 50, "task %s", c->j->upid);
-    rc = wait_task(c, c->j->upid, &e);
+    rc = ctl_wait_task(c, c->j->upid, &e);
     if (rc == -1)
         return;
 done:
     if (rc) {
-        job_fail(c, "%s failed: %s", vm_action_name(a), e.message);
+        ctl_job_fail(c, "%s failed: %s", vm_action_name(a), e.message);
         /* the record follows what Proxmox says, whatever happened */
-        if (locate(c, &st, &e) == 0) {
+        if (ctl_locate(c, &st, &e) == 0) {
             snprintf(c->v.power, sizeof c->v.power, "%s", power_of(&st));
-            save_vm(c);
+            ctl_save_vm(c);
         }
         return;
     }
@@ -709,8 +700,8 @@ done:
     }
     if (settle(c, a, &st, &e) == 0) {
         snprintf(c->v.power, sizeof c->v.power, "%s", power_of(&st));
-        save_vm(c);
-        job_done(c, "VM %d is %s", c->v.vmid, c->v.power);
+        ctl_save_vm(c);
+        ctl_job_done(c, "VM %d is %s", c->v.vmid, c->v.power);
         if (a == ACT_START || a == ACT_REBOOT) /* off this job: it is done */
             core_net_confirm(c->k, c->v.id);
         return;
@@ -718,9 +709,9 @@ done:
     /* the task ended well but the VM cannot be read now: it is where the
      * task left it (the reconciler checks it on its next pass) */
     snprintf(c->v.power, sizeof c->v.power, "%s", goal_of(a));
-    save_vm(c);
-    job_done(c, "VM %d is %s (task ended well; its status could not be read: %s)", c->v.vmid,
-             c->v.power, e.message);
+    ctl_save_vm(c);
+    ctl_job_done(c, "VM %d is %s (task ended well; its status could not be read: %s)", c->v.vmid,
+                 c->v.power, e.message);
 }
 
 /* Pending changes as {"cores": 4, "memory": "4096"} from Proxmox. */
@@ -732,7 +723,7 @@ static json_t *pending_of(struct cctx *c, struct pve_error *e)
         int rc = pve_vm_pending(c->pc, c->v.node, c->v.vmid, &p, &n, e);
         if (!rc)
             break;
-        if (!transient(rc) || k == READ_TRIES || stopping(c->k))
+        if (!transient(rc) || k == READ_TRIES || ctl_stopping(c->k))
             return NULL;
         read_pause(c, k);
     }
@@ -750,15 +741,15 @@ static void run_update(struct cctx *c)
     json_t *r = c->j->request;
     int cores = (int)json_integer_value(json_object_get(r, "cores"));
     int64_t mem = json_integer_value(json_object_get(r, "memory_mb"));
-    if (locate(c, &st, &e)) {
-        job_fail(c, "cannot find VM %d: %s", c->v.vmid, e.message);
+    if (ctl_locate(c, &st, &e)) {
+        ctl_job_fail(c, "cannot find VM %d: %s", c->v.vmid, e.message);
         return;
     }
     job_checkpoint(c->k, c->j, "call", 30, "set%s%s on VM %d", cores ? " cores" : "",
                    mem ? " memory" : "", c->v.vmid);
     struct pve_config_set s = {.cores = cores, .memory_mb = mem};
     if (pve_vm_config_set(c->pc, c->v.node, c->v.vmid, &s, &e)) {
-        job_fail(c, "update failed: %s", e.message);
+        ctl_job_fail(c, "update failed: %s", e.message);
         return;
     }
     json_t *pend = pending_of(c, &e);
@@ -770,16 +761,16 @@ static void run_update(struct cctx *c)
     c->v.pending = pend && json_object_size(pend) ? pend : NULL;
     if (pend && !c->v.pending)
         json_decref(pend);
-    save_vm(c);
-    job_done(c, "%s",
-             c->v.pending ? "saved; applies at the next reboot (pending)" : "applied live");
+    ctl_save_vm(c);
+    ctl_job_done(c, "%s",
+                 c->v.pending ? "saved; applies at the next reboot (pending)" : "applied live");
 }
 
 /* The boot disk's size in bytes (retried reads), or -1 with *e filled. */
 static int64_t disk_size(struct cctx *c, struct pve_error *e)
 {
     struct pve_vm_config cfg;
-    if (read_config(c, &cfg, e))
+    if (ctl_read_config(c, &cfg, e))
         return -1;
     int64_t have = cfg.bootdisk_size;
     pve_vm_config_release(&cfg);
@@ -800,9 +791,9 @@ static int grow(struct cctx *c, const char *disk, const char *size, int64_t want
         rc = pve_vm_resize(c->pc, c->v.node, c->v.vmid, disk, size, c->j->upid, e);
         if (!rc && c->j->upid[0]) {
             job_checkpoint(c->k, c->j, "wait", 50, "task %s", c->j->upid);
-            rc = wait_task(c, c->j->upid, e);
+            rc = ctl_wait_task(c, c->j->upid, e);
         }
-        if (rc == 0 || rc == -1 || !transient(rc) || stopping(c->k))
+        if (rc == 0 || rc == -1 || !transient(rc) || ctl_stopping(c->k))
             return rc;
         struct pve_error e2 = {0};
         if (disk_size(c, &e2) >= want * GiB)
@@ -822,19 +813,19 @@ static void run_resize(struct cctx *c)
     struct pve_vm_status st;
     int64_t want = json_integer_value(json_object_get(c->j->request, "disk_gb"));
     if (strcmp(c->j->step, "wait") == 0 && c->j->upid[0]) {
-        if (locate(c, &st, &e) == 0) {
-            int rc = wait_task(c, c->j->upid, &e);
+        if (ctl_locate(c, &st, &e) == 0) {
+            int rc = ctl_wait_task(c, c->j->upid, &e);
             if (rc == -1)
                 return;
         }
     } else {
-        if (locate(c, &st, &e)) {
-            job_fail(c, "cannot find VM %d: %s", c->v.vmid, e.message);
+        if (ctl_locate(c, &st, &e)) {
+            ctl_job_fail(c, "cannot find VM %d: %s", c->v.vmid, e.message);
             return;
         }
         struct pve_vm_config cfg;
-        if (read_config(c, &cfg, &e)) {
-            job_fail(c, "resize failed: %s", e.message);
+        if (ctl_read_config(c, &cfg, &e)) {
+            ctl_job_fail(c, "resize failed: %s", e.message);
             return;
         }
         char disk[16];
@@ -849,63 +840,63 @@ static void run_resize(struct cctx *c)
             if (rc == -1)
                 return;
             if (rc) {
-                job_fail(c, "resize failed: %s", e.message);
+                ctl_job_fail(c, "resize failed: %s", e.message);
                 return;
             }
         }
     }
     /* the new size, verified from the config */
     struct pve_vm_config cfg;
-    if (read_config(c, &cfg, &e)) {
-        job_fail(c, "cannot verify the new size: %s", e.message);
+    if (ctl_read_config(c, &cfg, &e)) {
+        ctl_job_fail(c, "cannot verify the new size: %s", e.message);
         return;
     }
     int64_t now = cfg.bootdisk_size;
     pve_vm_config_release(&cfg);
     if (now < want * GiB) {
-        job_fail(c, "the disk is %lld GiB after the resize, %lld GiB asked", (long long)(now / GiB),
-                 (long long)want);
+        ctl_job_fail(c, "the disk is %lld GiB after the resize, %lld GiB asked",
+                     (long long)(now / GiB), (long long)want);
         return;
     }
     c->v.disk_gb = now / GiB;
-    save_vm(c);
-    job_done(c, "disk is %lld GiB", (long long)c->v.disk_gb);
+    ctl_save_vm(c);
+    ctl_job_done(c, "disk is %lld GiB", (long long)c->v.disk_gb);
 }
 
 static void mark_deleted(struct cctx *c, const char *how)
 {
     c->v.state = VMS_DELETED;
     snprintf(c->v.power, sizeof c->v.power, "stopped");
-    save_vm(c);
+    ctl_save_vm(c);
     store_vmid_release(c->k->st, c->v.vmid, c->k->cfg->quarantine_s * 1000, NULL);
     fleet_vm_removed(c->k->fl, c->v.vmid);
-    job_done(c, "VM %d deleted%s", c->v.vmid, how);
+    ctl_job_done(c, "VM %d deleted%s", c->v.vmid, how);
 }
 
 /* Locks (a backup, a migration) clear within minutes; wait for them. False
  * when the job ended meanwhile (failed, or the VM vanished and the job is
  * done) or the core is stopping. */
-static bool wait_unlocked(struct cctx *c)
+bool ctl_wait_unlocked(struct cctx *c)
 {
     struct pve_error e = {0};
     struct pve_vm_config cfg;
     int64_t end = mono_ms() + STEP_DEADLINE_MS;
     for (long pause = 100;; pause = pause < 2000 ? pause * 2 : 2000) {
-        if (read_config(c, &cfg, &e)) {
+        if (ctl_read_config(c, &cfg, &e)) {
             if (e.cls == PVE_E_NOTFOUND) {
                 mark_deleted(c, " (it vanished meanwhile)");
                 return false;
             }
-            job_fail(c, "cannot read the config: %s", e.message);
+            ctl_job_fail(c, "cannot read the config: %s", e.message);
             return false;
         }
         bool locked = cfg.lock[0] != '\0';
         pve_vm_config_release(&cfg);
         if (!locked)
             return true;
-        if (mono_ms() > end || stopping(c->k)) {
-            if (!stopping(c->k))
-                job_fail(c, "VM %d stays locked", c->v.vmid);
+        if (mono_ms() > end || ctl_stopping(c->k)) {
+            if (!ctl_stopping(c->k))
+                ctl_job_fail(c, "VM %d stays locked", c->v.vmid);
             return false;
         }
         sleep_ms(pause);
@@ -917,69 +908,69 @@ static void delete_steps(struct cctx *c)
     struct pve_error e = {0};
     struct pve_vm_status st;
     char upid[PVE_UPID_MAX] = "";
-    int rc = locate(c, &st, &e);
+    int rc = ctl_locate(c, &st, &e);
     if (rc == PVE_E_NOTFOUND) {
         mark_deleted(c, " (it was gone already)");
         return;
     }
     if (rc) {
-        job_fail(c, "cannot reach VM %d: %s", c->v.vmid, e.message);
+        ctl_job_fail(c, "cannot reach VM %d: %s", c->v.vmid, e.message);
         return;
     }
     struct pve_vm_config cfg;
-    if (read_config(c, &cfg, &e)) {
-        job_fail(c, "cannot read the config: %s", e.message);
+    if (ctl_read_config(c, &cfg, &e)) {
+        ctl_job_fail(c, "cannot read the config: %s", e.message);
         return;
     }
     bool ours = core_has_tag(cfg.tags, c->k->cfg->tag);
     pve_vm_config_release(&cfg);
     if (!ours) {
-        job_fail(c, "VM %d does not carry the tag '%s': proxd does not delete it", c->v.vmid,
-                 c->k->cfg->tag);
+        ctl_job_fail(c, "VM %d does not carry the tag '%s': proxd does not delete it", c->v.vmid,
+                     c->k->cfg->tag);
         return;
     }
     /* a locked VM (a backup of a running VM) cannot even be stopped */
-    if (!wait_unlocked(c))
+    if (!ctl_wait_unlocked(c))
         return;
     if (strcmp(st.status, "stopped") != 0) {
         job_checkpoint(c->k, c->j, "stop", 20, "stopping VM %d", c->v.vmid);
         if ((rc = pve_vm_power(c->pc, c->v.node, c->v.vmid, PVE_POWER_STOP, NULL, upid, &e)) ||
-            (rc = wait_task(c, upid, &e))) {
+            (rc = ctl_wait_task(c, upid, &e))) {
             if (rc == -1)
                 return;
-            job_fail(c, "cannot stop VM %d: %s", c->v.vmid, e.message);
+            ctl_job_fail(c, "cannot stop VM %d: %s", c->v.vmid, e.message);
             return;
         }
         /* HA-managed: the stop task only asked the HA manager */
         if ((rc = settle(c, ACT_STOP, &st, &e)) == 0 && strcmp(st.status, "stopped") != 0)
             snprintf(e.message, sizeof e.message, "it is still %s", st.status);
         if (rc || strcmp(st.status, "stopped") != 0) {
-            if (!stopping(c->k))
-                job_fail(c, "cannot stop VM %d: %s", c->v.vmid, e.message);
+            if (!ctl_stopping(c->k))
+                ctl_job_fail(c, "cannot stop VM %d: %s", c->v.vmid, e.message);
             return;
         }
     }
-    if (!wait_unlocked(c))
+    if (!ctl_wait_unlocked(c))
         return;
     job_checkpoint(c->k, c->j, "destroy", 50, "destroying VM %d on %s", c->v.vmid, c->v.node);
     struct pve_delete_opts d = {.purge = true, .destroy_unreferenced = true};
     rc = pve_vm_delete(c->pc, c->v.node, c->v.vmid, &d, upid, &e);
     if (!rc)
-        rc = wait_task(c, upid, &e);
+        rc = ctl_wait_task(c, upid, &e);
     if (rc == -1)
         return;
     /* confirm it is gone before the record says so; a destroy whose answer
      * or task status was lost may have gone through: the config decides */
     struct pve_error e2 = {0};
-    int gone = read_config(c, &cfg, &e2);
+    int gone = ctl_read_config(c, &cfg, &e2);
     if (gone == 0)
         pve_vm_config_release(&cfg);
     if (rc && rc != PVE_E_NOTFOUND && !(transient(rc) && gone == PVE_E_NOTFOUND)) {
-        job_fail(c, "destroy failed: %s", e.message);
+        ctl_job_fail(c, "destroy failed: %s", e.message);
         return;
     }
     if (gone == 0) {
-        job_fail(c, "VM %d still exists after its destroy task", c->v.vmid);
+        ctl_job_fail(c, "VM %d still exists after its destroy task", c->v.vmid);
         return;
     }
     mark_deleted(c, "");
@@ -1018,14 +1009,14 @@ void control_run(struct core *k, struct job_rec *j)
     /* the record: live, or being deleted */
     if (store_vm_get(k->st, j->vmid, &c.v, &se)) {
         c.j = j;
-        job_fail(&c, "no record of VM %d", j->vmid);
+        ctl_job_fail(&c, "no record of VM %d", j->vmid);
         return;
     }
     if (!same_record(&c)) {
-        job_fail(&c,
-                 "the record of VM %d changed since the job was queued (it was deleted and "
-                 "its VMID given to another VM): nothing done",
-                 j->vmid);
+        ctl_job_fail(&c,
+                     "the record of VM %d changed since the job was queued (it was deleted and "
+                     "its VMID given to another VM): nothing done",
+                     j->vmid);
         vm_rec_release(&c.v);
         return;
     }
@@ -1038,7 +1029,9 @@ void control_run(struct core *k, struct job_rec *j)
         run_resize(&c);
     else if (strcmp(j->kind, "delete") == 0)
         run_delete(&c);
+    else if (strcmp(j->kind, "migrate") == 0)
+        migrate_run(&c);
     else
-        job_fail(&c, "unknown job kind '%s'", j->kind);
+        ctl_job_fail(&c, "unknown job kind '%s'", j->kind);
     vm_rec_release(&c.v);
 }

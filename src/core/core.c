@@ -514,6 +514,8 @@ static void run_job(struct core *k, struct job_rec *j)
         create_run(k, j);
     else if (snap_kind(j->kind))
         snap_run(k, j);
+    else if (strcmp(j->kind, "drain") == 0)
+        drain_run(k, j);
     else
         control_run(k, j);
 }
@@ -585,6 +587,7 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
+/* Sleep up to ms, woken only by a stop; true when the core stops. */
 bool core_nap(struct core *k, long ms)
 {
     struct timespec until;

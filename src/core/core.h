@@ -110,6 +110,35 @@ int core_vm_delete(struct core *k, int vmid, const char *owner, char job_id[40],
  * does not manage: the job finds out). */
 int core_node_check(struct core *k, int vmid, const char *node, struct core_error *err);
 
+/* ---- node maintenance (drain.c) ----------------------------------------
+ * A cordoned node takes no new creations (placement skips it, saying so in
+ * the creation's attempts); its VMs keep running and stay controllable.
+ * A cordon comes from the configuration ([node] state = cordoned) or from
+ * the API, kept in the store ("cordon:<node>"), so that every proxd on one
+ * database sees it. */
+struct node_cordon {
+    bool cordoned;
+    bool by_config; /* state = cordoned: the API cannot lift it */
+    char by[64];    /* who cordoned it: the API caller, or "configuration" */
+    int64_t at;     /* unix ms (0 for the configuration's) */
+};
+/* CORE_E_NOTFOUND for a node not configured; CORE_E_INTERNAL when the
+ * store fails (out then says "not cordoned"). */
+int core_node_cordon_get(struct core *k, const char *node, struct node_cordon *out);
+/* Cordon (on) or uncordon a node; idempotent. Uncordoning a node the
+ * configuration cordons is CORE_E_CONFLICT. An uncordon also stops a drain
+ * of the node under way (it moves nothing more and ends with its lists). */
+int core_node_cordon(struct core *k, const char *node, bool on, const char *by,
+                     struct core_error *err);
+/* Queue a drain of the node (a job, kind "drain", owner `by`): it cordons
+ * the node and moves its VMs, [limits] drain_parallel at a time, to other
+ * nodes of its cluster with room (each move a "migrate" job of its own, in
+ * the VM's queue); the job's attempts list every VM with what became of it
+ * (moved / stayed and why). A standalone node is only cordoned. A drain of
+ * the node under way: CORE_E_CONFLICT with its job in job_id. */
+int core_node_drain(struct core *k, const char *node, const char *by, char job_id[40],
+                    struct core_error *err);
+
 /* Quota left for an owner (for refusals and the API). */
 struct quota_use {
     int vms, cores;

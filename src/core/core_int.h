@@ -80,7 +80,10 @@ void job_checkpoint(struct core *k, struct job_rec *j, const char *step, int pro
  * (then it returns with the job still running, to be resumed). */
 void create_run(struct core *k, struct job_rec *j);
 
-/* Run a claimed job of any other kind (control.c). */
+/* Run a claimed node drain (drain.c). */
+void drain_run(struct core *k, struct job_rec *j);
+
+/* Run a claimed job of any other kind (control.c; migrate.c). */
 void control_run(struct core *k, struct job_rec *j);
 
 /* Would the deltas pass the owner's quota ([quota] sections)? CORE_E_FULL

@@ -148,6 +148,11 @@ static bool usable(struct ctx *c, const struct cfg_node *cn, struct node_view *v
         snprintf(why, len, "no %s template", c->os);
         return false;
     }
+    struct node_cordon nc;
+    if (core_node_cordon_get(c->k, cn->name, &nc) == 0 && nc.cordoned) {
+        snprintf(why, len, "cordoned by %.60s", nc.by);
+        return false;
+    }
     if (fleet_node_view(c->k->fl, cn->name, v) || !v->up) {
         snprintf(why, len, "down: %.200s", v->last_error[0] ? v->last_error : "not reachable");
         return false;

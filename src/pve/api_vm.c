@@ -490,6 +490,27 @@ int pve_vm_power(pve_client *c, const char *node, int vmid, enum pve_power actio
     return rc;
 }
 
+int pve_vm_migrate(pve_client *c, const char *node, int vmid, const char *target,
+                   const struct pve_migrate_opts *opts, char upid[PVE_UPID_MAX],
+                   struct pve_error *err)
+{
+    char path[256];
+    if (vm_path(path, sizeof path, node, vmid, "/migrate"))
+        return invalid(err, "bad node name", NULL);
+    if (!target || !*target)
+        return invalid(err, "no target node%s", "");
+    json_t *params = json_pack("{s:s}", "target", target);
+    if (opts && opts->online)
+        json_object_set_new(params, "online", json_integer(1));
+    if (opts && opts->with_local_disks)
+        json_object_set_new(params, "with-local-disks", json_integer(1));
+    if (opts && opts->targetstorage && *opts->targetstorage)
+        json_object_set_new(params, "targetstorage", json_string(opts->targetstorage));
+    int rc = upid_call(c, "POST", path, params, PVE_CALL_ONCE, upid, err);
+    json_decref(params);
+    return rc;
+}
+
 int pve_vm_delete(pve_client *c, const char *node, int vmid, const struct pve_delete_opts *opts,
                   char upid[PVE_UPID_MAX], struct pve_error *err)
 {

@@ -284,6 +284,22 @@ struct pve_delete_opts {
 int pve_vm_delete(pve_client *c, const char *node, int vmid, const struct pve_delete_opts *opts,
                   char upid[PVE_UPID_MAX], struct pve_error *err);
 
+/* POST /nodes/{node}/qemu/{vmid}/migrate: move the VM to `target` (a
+ * member of the same cluster). online: live migration of a running VM
+ * (PVE refuses a running VM without it); with_local_disks: copy local
+ * disks too, to targetstorage when set (a storage ID, or a map
+ * "src:dst,..."). An HA-managed VM gets a hamigrate task that only asks the
+ * HA manager (the VM moves after it ends). Sent once (PVE_CALL_ONCE): a
+ * lost answer is resolved by the caller (the VM's node or its lock). */
+struct pve_migrate_opts {
+    bool online;
+    bool with_local_disks;
+    const char *targetstorage; /* NULL: the source's storage IDs */
+};
+int pve_vm_migrate(pve_client *c, const char *node, int vmid, const char *target,
+                   const struct pve_migrate_opts *opts, char upid[PVE_UPID_MAX],
+                   struct pve_error *err);
+
 /* ---- HA ----------------------------------------------------------------- */
 
 struct pve_ha_resource {

@@ -621,6 +621,19 @@ int store_kv_setdefault(store *s, const char *name, const char *value, char *out
 /* Forget the setting `name` (the next store_kv_setdefault sets it anew).
  * Deleting a name that has no value is not an error. */
 int store_kv_delete(store *s, const char *name, struct store_error *err);
+/* Settings written at run time (store_kv.c): set (insert or overwrite,
+ * created_at now), get (STORE_E_NOTFOUND when unset), list those whose
+ * name starts with prefix ("" for all), by name; free(*out). Names and
+ * values longer than the fields below are STORE_E_INVALID. */
+struct store_kv {
+    char name[128];
+    char value[512];
+    int64_t created_at; /* unix ms of the last set */
+};
+int store_kv_set(store *s, const char *name, const char *value, struct store_error *err);
+int store_kv_get(store *s, const char *name, struct store_kv *out, struct store_error *err);
+int store_kv_list(store *s, const char *prefix, struct store_kv **out, size_t *n,
+                  struct store_error *err);
 
 /* ---- API tokens ------------------------------------------------------------ */
 

@@ -1,0 +1,86 @@
+/* routes_nodes: node maintenance — POST /v1/nodes/{node}/cordon, /uncordon
+ * and /drain (administrators only: 403 for users, 404 for a node not
+ * configured). The drain is a job (202 with its id, like VM operations);
+ * cordons answer at once with the node's cordon. */
+#include "api/api_int.h"
+
+#include <stdio.h>
+#include <string.h>
+
+json_t *cordon_json(struct api *a, const char *node)
+{
+    struct node_cordon nc;
+    core_node_cordon_get(a->k, node, &nc);
+    if (!nc.cordoned)
+        return json_pack("{s:b,s:n,s:n,s:n}", "cordoned", 0, "cordoned_by", "cordoned_at",
+                         "cordon_source");
+    return json_pack("{s:b,s:s,s:o,s:s}", "cordoned", 1, "cordoned_by", nc.by, "cordoned_at",
+                     nc.at ? json_time(nc.at) : json_null(), "cordon_source",
+                     nc.by_config ? "configuration" : "api");
+}
+
+/* Admins only; the node must be configured. */
+static int node_target(struct req *rq, struct resp *rs, const char **node)
+{
+    if (check_query(rq, rs, NULL) || decode_body(rq, rs, NULL, 0, true, NULL))
+        return -1;
+    if (!rq->who.admin) {
+        resp_error(rs, MHD_HTTP_FORBIDDEN, "forbidden", NULL,
+                   "node maintenance is for administrators");
+        return -1;
+    }
+    *node = rq->params[0];
+    if (!config_node(rq->api->cfg, *node)) {
+        resp_error(rs, MHD_HTTP_NOT_FOUND, "not_found", NULL, "no node %s", *node);
+        return -1;
+    }
+    return 0;
+}
+
+static void cordon(struct req *rq, struct resp *rs, bool on)
+{
+    const char *node;
+    if (node_target(rq, rs, &node))
+        return;
+    struct core_error ce = {0};
+    if (core_node_cordon(rq->api->k, node, on, rq->who.owner, &ce)) {
+        resp_core_error(rs, &ce);
+        return;
+    }
+    json_t *o = cordon_json(rq->api, node);
+    json_object_set_new(o, "name", json_string(node));
+    resp_json(rs, MHD_HTTP_OK, o);
+}
+
+void h_node_cordon(struct req *rq, struct resp *rs)
+{
+    cordon(rq, rs, true);
+}
+
+void h_node_uncordon(struct req *rq, struct resp *rs)
+{
+    cordon(rq, rs, false);
+}
+
+void h_node_drain(struct req *rq, struct resp *rs)
+{
+    const char *node;
+    if (node_target(rq, rs, &node))
+        return;
+    char job[40] = "";
+    struct core_error ce = {0};
+    int rc = core_node_drain(rq->api->k, node, rq->who.owner, job, &ce);
+    if (rc == CORE_E_CONFLICT && job[0]) { /* the one under way: where to follow it */
+        snprintf(rs->location, sizeof rs->location, "/v1/jobs/%s", job);
+        resp_error(rs, MHD_HTTP_CONFLICT, "conflict", "node", "%s: job %s", ce.message, job);
+        return;
+    }
+    if (rc) {
+        resp_core_error(rs, &ce);
+        return;
+    }
+    snprintf(rs->location, sizeof rs->location, "/v1/jobs/%s", job);
+    resp_json(rs, MHD_HTTP_ACCEPTED,
+              json_pack("{s:s,s:s,s:s,s:s}", "node", node, "job", job, "kind", "drain", "state",
+                        "queued"));
+}

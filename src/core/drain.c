@@ -1,0 +1,406 @@
+/* drain: node maintenance — cordons, and the drain job that empties a node.
+ *
+ * A cordon is the configuration's ([node] state = cordoned) or the API's,
+ * kept in the store as the setting "cordon:<node>" = {"by","at"}, so every
+ * proxd on one database sees it at its next placement.
+ *
+ * A drain is a job (kind "drain", VMID 0) that cordons the node and then
+ * moves the VMs recorded on it, drain_parallel at a time, each by a
+ * "migrate" job of its own (migrate.c) queued in that VM's queue. The
+ * drain's attempts are its ledger: one entry per VM {vmid, name, record,
+ * job, state: moving|moved|stayed, to, error}; an entry, with the id of its
+ * migrate job, is checkpointed before that job is submitted, so a drain
+ * resumed after a crash submits the job it may have missed under the same
+ * id (a second submission of one id is refused by the store) and never a
+ * second one. The drain ends when nothing is moving and no VM is left to
+ * try; what stayed on the node (moves that failed, VMs being created or
+ * deleted meanwhile) is listed with why. Uncordoning the node stops a
+ * drain: moves under way finish, nothing more is started. */
+#include "common/log.h"
+#include "common/util.h"
+#include "core/core_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LOOK_MS 250 /* how often a drain looks at its moves */
+
+static int fail(struct core_error *err, enum core_err code, const char *field, const char *msg,
+                const char *arg)
+{
+    if (err) {
+        err->code = code;
+        err->node[0] = '\0';
+        snprintf(err->field, sizeof err->field, "%s", field ? field : "");
+        snprintf(err->message, sizeof err->message, msg, arg);
+    }
+    return code;
+}
+
+/* ---- cordons ---------------------------------------------------------------- */
+
+int core_node_cordon_get(struct core *k, const char *node, struct node_cordon *out)
+{
+    memset(out, 0, sizeof *out);
+    const struct cfg_node *cn = config_node(k->cfg, node);
+    if (!cn)
+        return CORE_E_NOTFOUND;
+    if (strcmp(cn->state, "cordoned") == 0) {
+        out->cordoned = out->by_config = true;
+        snprintf(out->by, sizeof out->by, "configuration");
+        return CORE_OK;
+    }
+    char name[128];
+    snprintf(name, sizeof name, "cordon:%s", node);
+    struct store_kv kv;
+    int rc = store_kv_get(k->st, name, &kv, NULL);
+    if (rc == STORE_E_NOTFOUND)
+        return CORE_OK;
+    if (rc)
+        return CORE_E_INTERNAL;
+    json_t *v = json_loads(kv.value, 0, NULL);
+    out->cordoned = true;
+    const char *by = json_string_value(json_object_get(v, "by"));
+    snprintf(out->by, sizeof out->by, "%s", by ? by : "?");
+    out->at = kv.created_at;
+    json_decref(v);
+    return CORE_OK;
+}
+
+int core_node_cordon(struct core *k, const char *node, bool on, const char *by,
+                     struct core_error *err)
+{
+    struct node_cordon nc;
+    int rc = core_node_cordon_get(k, node, &nc);
+    if (rc == CORE_E_NOTFOUND)
+        return fail(err, CORE_E_NOTFOUND, "node", "no node %s", node);
+    if (rc)
+        return fail(err, CORE_E_INTERNAL, NULL, "the store failed reading the cordon of %s", node);
+    if (on == nc.cordoned && !(!on && nc.by_config))
+        return CORE_OK; /* as asked already: the first cordon's who and when stay */
+    if (nc.by_config)
+        return fail(err, CORE_E_CONFLICT, "node",
+                    "%s is cordoned by the configuration (state = cordoned): change it there",
+                    node);
+    char name[128];
+    snprintf(name, sizeof name, "cordon:%s", node);
+    struct store_error se;
+    if (on) {
+        json_t *v = json_pack("{s:s}", "by", by && *by ? by : "?");
+        char *text = json_dumps(v, JSON_COMPACT);
+        rc = store_kv_set(k->st, name, text, &se);
+        free(text);
+        json_decref(v);
+    } else {
+        rc = store_kv_delete(k->st, name, &se);
+    }
+    if (rc)
+        return fail(err, CORE_E_INTERNAL, NULL, "%s", se.message);
+    log_info("node", "node=%s %s by %s", node, on ? "cordoned" : "uncordoned", by ? by : "?");
+    /* TODO(events): emit node.cordoned / node.uncordoned {node, by} here */
+    return CORE_OK;
+}
+
+/* ---- the drain job ----------------------------------------------------------- */
+
+static bool job_active(struct core *k, const char *id)
+{
+    struct job_rec j;
+    if (!id[0] || store_job_get(k->st, id, &j, NULL))
+        return false;
+    bool a = j.state == JOB_QUEUED || j.state == JOB_RUNNING;
+    job_rec_release(&j);
+    return a;
+}
+
+int core_node_drain(struct core *k, const char *node, const char *by, char job_id[40],
+                    struct core_error *err)
+{
+    const struct cfg_node *cn = config_node(k->cfg, node);
+    if (!cn)
+        return fail(err, CORE_E_NOTFOUND, "node", "no node %s", node);
+    char name[128];
+    snprintf(name, sizeof name, "drain:%s", node);
+    struct store_kv kv;
+    if (store_kv_get(k->st, name, &kv, NULL) == 0 && job_active(k, kv.value)) {
+        snprintf(job_id, 40, "%.39s", kv.value);
+        return fail(err, CORE_E_CONFLICT, "node", "a drain of %s is under way", node);
+    }
+    /* cordoned now, not when a worker takes the job: creations stop at once */
+    int rc = core_node_cordon(k, node, true, by, err);
+    if (rc)
+        return rc;
+    struct job_rec j = {.state = JOB_QUEUED, .attempts = json_array()};
+    core_uuid(job_id);
+    snprintf(j.id, sizeof j.id, "%s", job_id);
+    snprintf(j.kind, sizeof j.kind, "drain");
+    snprintf(j.owner, sizeof j.owner, "%s", by && *by ? by : "?");
+    snprintf(j.step, sizeof j.step, "queued");
+    snprintf(j.node, sizeof j.node, "%s", node);
+    j.request = json_pack("{s:s,s:b,s:i}", "node", node, "standalone", cn->cluster[0] == '\0',
+                          "parallel", k->cfg->drain_parallel > 0 ? k->cfg->drain_parallel : 2);
+    struct store_error se;
+    rc = store_job_submit(k->st, &j, "drain queued", NULL, NULL, &se);
+    job_rec_release(&j);
+    if (rc == 0)
+        rc = store_kv_set(k->st, name, job_id, &se);
+    if (rc)
+        return fail(err, CORE_E_INTERNAL, NULL, "%s", se.message);
+    log_info("job", "job=%s kind=drain node=%s queued by %s", job_id, node, by ? by : "?");
+    pthread_mutex_lock(&k->mu);
+    pthread_cond_broadcast(&k->cv);
+    pthread_mutex_unlock(&k->mu);
+    return CORE_OK;
+}
+
+struct drain {
+    struct core *k;
+    struct job_rec *j;
+    const char *node;
+    int parallel;
+    bool stop;   /* the node was uncordoned: no more moves */
+    bool dirty;  /* the ledger changed: checkpoint it */
+    bool listed; /* no VM left to try on the node */
+};
+
+static const char *e_str(json_t *e, const char *key)
+{
+    const char *s = json_string_value(json_object_get(e, key));
+    return s ? s : "";
+}
+
+static json_t *entry_of(struct drain *d, int vmid)
+{
+    size_t i;
+    json_t *e;
+    json_array_foreach(d->j->attempts, i, e)
+    {
+        if (json_integer_value(json_object_get(e, "vmid")) == vmid)
+            return e;
+    }
+    return NULL;
+}
+
+static void set_state(struct drain *d, json_t *e, const char *state, const char *error)
+{
+    json_object_set_new(e, "state", json_string(state));
+    if (error)
+        json_object_set_new(e, "error", json_string(error));
+    d->dirty = true;
+}
+
+/* Submit the entry's migrate job under its recorded id (again after a
+ * crash: only when the store has no job of that id). */
+static void submit_move(struct drain *d, json_t *e)
+{
+    struct job_rec cj = {.state = JOB_QUEUED,
+                         .vmid = (int)json_integer_value(json_object_get(e, "vmid"))};
+    snprintf(cj.id, sizeof cj.id, "%s", e_str(e, "job"));
+    snprintf(cj.kind, sizeof cj.kind, "migrate");
+    snprintf(cj.owner, sizeof cj.owner, "%s", e_str(e, "owner"));
+    snprintf(cj.step, sizeof cj.step, "queued");
+    snprintf(cj.node, sizeof cj.node, "%s", d->node);
+    cj.request = json_pack("{s:O,s:s,s:s}", "record", json_object_get(e, "record"), "drain",
+                           d->j->id, "from", d->node);
+    cj.attempts = json_array();
+    struct store_error se;
+    char ev[96];
+    snprintf(ev, sizeof ev, "move queued by drain %s", d->j->id);
+    int rc = store_job_submit(d->k->st, &cj, ev, NULL, NULL, &se);
+    job_rec_release(&cj);
+    if (rc)
+        log_warn("job", "job=%s vmid=%d move not queued yet: %s", d->j->id, cj.vmid, se.message);
+    pthread_mutex_lock(&d->k->mu);
+    pthread_cond_broadcast(&d->k->cv);
+    pthread_mutex_unlock(&d->k->mu);
+}
+
+/* Look at the moves under way; how many still are. */
+static int follow_moves(struct drain *d)
+{
+    int moving = 0;
+    size_t i;
+    json_t *e;
+    json_array_foreach(d->j->attempts, i, e)
+    {
+        if (strcmp(e_str(e, "state"), "moving") != 0)
+            continue;
+        struct job_rec cj;
+        int rc = store_job_get(d->k->st, e_str(e, "job"), &cj, NULL);
+        if (rc == STORE_E_NOTFOUND) {
+            if (d->stop) {
+                set_state(d, e, "stayed", "the drain was stopped (node uncordoned)");
+                continue;
+            }
+            submit_move(d, e); /* checkpointed, then the crash: submit it now */
+            moving++;
+            continue;
+        }
+        if (rc) {
+            moving++;
+            continue;
+        }
+        if (cj.state == JOB_DONE) {
+            json_object_set_new(e, "to", json_string(cj.node));
+            set_state(d, e, "moved", NULL);
+        } else if (cj.state == JOB_FAILED) {
+            set_state(d, e, "stayed", cj.error);
+        } else {
+            moving++;
+        }
+        job_rec_release(&cj);
+    }
+    return moving;
+}
+
+/* Start moves until `parallel` run or no VM on the node is left to try. */
+static int start_moves(struct drain *d, int moving)
+{
+    struct vm_filter f = {.node = d->node, .state = VMS_ENABLED, .limit = 200};
+    d->listed = false;
+    while (moving < d->parallel) {
+        struct vm_rec *v = NULL;
+        size_t n = 0;
+        if (store_vm_list(d->k->st, &f, &v, &n, NULL))
+            return moving; /* the store failed: look again next time */
+        for (size_t i = 0; i < n; i++) {
+            f.after_id = v[i].id;
+            if (moving < d->parallel && !entry_of(d, v[i].vmid)) {
+                char id[40];
+                core_uuid(id);
+                json_array_append_new(d->j->attempts,
+                                      json_pack("{s:i,s:s,s:s,s:I,s:s,s:s,s:s}", "vmid", v[i].vmid,
+                                                "name", v[i].name, "owner", v[i].owner, "record",
+                                                (json_int_t)v[i].id, "job", id, "state", "moving",
+                                                "from", d->node));
+                /* the ledger first: a crash after this submits the same id */
+                job_checkpoint(d->k, d->j, NULL, -1, "moving VM %d (job %s)", v[i].vmid, id);
+                submit_move(d, entry_of(d, v[i].vmid));
+                moving++;
+            }
+            vm_rec_release(&v[i]);
+        }
+        free(v);
+        if (n == 0) {
+            d->listed = true;
+            break;
+        }
+    }
+    return moving;
+}
+
+/* VMs still recorded on the node that the drain did not try (being created
+ * or deleted, or made after it looked), listed as stayed. */
+static void list_leftovers(struct drain *d)
+{
+    struct vm_filter f = {.node = d->node, .state = -1, .limit = 200};
+    for (;;) {
+        struct vm_rec *v = NULL;
+        size_t n = 0;
+        if (store_vm_list(d->k->st, &f, &v, &n, NULL))
+            return;
+        for (size_t i = 0; i < n; i++) {
+            f.after_id = v[i].id;
+            enum vm_state s = v[i].state;
+            if ((s == VMS_CREATING || s == VMS_ENABLED || s == VMS_DELETING) &&
+                !entry_of(d, v[i].vmid)) {
+                char why[96];
+                snprintf(why, sizeof why, "%s",
+                         d->stop            ? "the drain was stopped (node uncordoned)"
+                         : s == VMS_ENABLED ? "it came after the drain looked"
+                                            : "it was being created or deleted");
+                json_array_append_new(d->j->attempts,
+                                      json_pack("{s:i,s:s,s:s,s:I,s:s,s:s,s:s}", "vmid", v[i].vmid,
+                                                "name", v[i].name, "owner", v[i].owner, "record",
+                                                (json_int_t)v[i].id, "state", "stayed", "from",
+                                                d->node, "error", why));
+            }
+            vm_rec_release(&v[i]);
+        }
+        free(v);
+        if (n == 0)
+            return;
+    }
+}
+
+static void count(struct drain *d, int *moved, int *stayed, int *all)
+{
+    size_t i;
+    json_t *e;
+    *moved = *stayed = 0;
+    *all = (int)json_array_size(d->j->attempts);
+    json_array_foreach(d->j->attempts, i, e)
+    {
+        *moved += strcmp(e_str(e, "state"), "moved") == 0;
+        *stayed += strcmp(e_str(e, "state"), "stayed") == 0;
+    }
+}
+
+static void drain_end(struct drain *d, const char *why)
+{
+    list_leftovers(d);
+    int moved, stayed, all;
+    count(d, &moved, &stayed, &all);
+    d->j->state = JOB_DONE;
+    d->j->finished_at = wall_ms();
+    job_checkpoint(d->k, d->j, "done", 100, "%s: %d VMs moved, %d stayed", why, moved, stayed);
+}
+
+void drain_run(struct core *k, struct job_rec *j)
+{
+    if (!j->attempts)
+        j->attempts = json_array();
+    struct drain d = {.k = k, .j = j};
+    d.node = json_string_value(json_object_get(j->request, "node"));
+    d.parallel = (int)json_integer_value(json_object_get(j->request, "parallel"));
+    if (d.parallel <= 0)
+        d.parallel = 2;
+    const struct cfg_node *cn = d.node ? config_node(k->cfg, d.node) : NULL;
+    if (!cn) {
+        j->state = JOB_FAILED;
+        snprintf(j->error, sizeof j->error, "node %s is not configured", d.node ? d.node : "?");
+        job_checkpoint(k, j, "failed", 100, "%s", j->error);
+        return;
+    }
+    if (k->nworkers < 2) { /* the moves need workers of their own */
+        j->state = JOB_FAILED;
+        snprintf(j->error, sizeof j->error, "a drain needs at least 2 workers ([proxd] workers)");
+        job_checkpoint(k, j, "failed", 100, "%s", j->error);
+        return;
+    }
+    if (strcmp(j->step, "queued") == 0) {
+        struct core_error ce;
+        if (core_node_cordon(k, d.node, true, j->owner, &ce))
+            log_warn("job", "job=%s node=%s not cordoned: %s", j->id, d.node, ce.message);
+        job_checkpoint(k, j, "moving", 5, "node %s cordoned", d.node);
+    }
+    if (!cn->cluster[0]) {
+        d.stop = false;
+        drain_end(&d, "standalone host: no other node to move its VMs to, cordoned only");
+        return;
+    }
+    for (;;) {
+        struct node_cordon nc;
+        if (core_node_cordon_get(k, d.node, &nc) == 0 && !nc.cordoned && !d.stop) {
+            log_info("job", "job=%s node=%s uncordoned: the drain stops", j->id, d.node);
+            d.stop = true;
+        }
+        int moving = follow_moves(&d);
+        if (!d.stop)
+            moving = start_moves(&d, moving);
+        if (d.dirty) {
+            int moved, stayed, all;
+            count(&d, &moved, &stayed, &all);
+            job_checkpoint(k, j, NULL, 5 + (all ? 90 * (moved + stayed) / all : 0),
+                           "%d VMs moved, %d stayed, %d moving", moved, stayed, moving);
+            d.dirty = false;
+        }
+        if (moving == 0 && (d.stop || d.listed)) {
+            drain_end(&d, d.stop ? "stopped (node uncordoned)" : "drained");
+            return;
+        }
+        if (core_nap(k, LOOK_MS))
+            return; /* stopping: resumed from the ledger */
+    }
+}

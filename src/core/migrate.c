@@ -1,0 +1,262 @@
+/* migrate: one VM moved off a node to another node of its cluster, as a
+ * durable job (kind "migrate", queued by a node drain: drain.c) in the VM's
+ * own queue, so that no other job of the VM, and no second move, runs
+ * beside it.
+ *
+ * The target is chosen like a creation's node: up, not cordoned, in the
+ * same cluster, with room, the room reserved in the store under this job
+ * (store_reserve_capacity with the node's room: no over-commit, whatever
+ * other proxd share the database), most free memory first; each node passed
+ * over is in the job's attempts with why. Running (and paused) VMs migrate
+ * online, stopped ones offline, local disks with with-local-disks to the
+ * target's configured storage; an HA-managed VM's migration is asked of the
+ * HA manager by PVE itself (a hamigrate task), and the job waits until the
+ * VM shows up on the target.
+ *
+ * Steps are checkpointed before each call: "migrate" with the target in the
+ * job's node, then the UPID. A job resumed after a crash waits on its UPID;
+ * one whose call may or may not have been sent waits for the VM's lock to
+ * clear and reads where the VM is before anything else, so a migration is
+ * never started twice at once. The record's node follows through
+ * ctl_locate (the path every VM job takes when a VM is not where its record
+ * says). After a move the reservation is settled (store_settle_capacity):
+ * it keeps counting until an inventory that shows the VM on the target. */
+#include "common/log.h"
+#include "common/util.h"
+#include "core/control_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define GiB (1024LL * 1024 * 1024)
+#define MiB (1024LL * 1024)
+#define HA_SETTLE_MS (120 * 1000L)
+
+static const char *req_str(struct cctx *c, const char *key)
+{
+    const char *s = json_string_value(json_object_get(c->j->request, key));
+    return s ? s : "";
+}
+
+static void attempt(struct cctx *c, const char *node, const char *why)
+{
+    if (!c->j->attempts)
+        c->j->attempts = json_array();
+    json_array_append_new(c->j->attempts, json_pack("{s:s,s:s,s:I}", "node", node, "error", why,
+                                                    "at", (json_int_t)wall_ms()));
+}
+
+/* Reserve room for the VM on `cn` if it can take it; why when not. */
+static bool reserve_on(struct cctx *c, const struct cfg_node *cn, char *why, size_t len)
+{
+    const struct proxd_config *cfg = c->k->cfg;
+    struct node_cordon nc;
+    if (core_node_cordon_get(c->k, cn->name, &nc) == 0 && nc.cordoned) {
+        snprintf(why, len, "cordoned by %s", nc.by);
+        return false;
+    }
+    struct node_view v;
+    if (fleet_node_view(c->k->fl, cn->name, &v) || !v.up) {
+        snprintf(why, len, "down: %.200s", v.last_error[0] ? v.last_error : "not reachable");
+        return false;
+    }
+    struct cap_room room = {.mem = v.mem_total - v.mem_used - cfg->memory_margin_mb * MiB,
+                            .disk = v.st_avail - cfg->disk_margin_gb * GiB,
+                            .seen_since = v.seen_since};
+    struct store_error se;
+    int rc = store_reserve_capacity(c->k->st, c->j->id, cn->name, c->v.memory_mb * MiB,
+                                    c->v.disk_gb * GiB, &room, &se);
+    if (rc)
+        snprintf(why, len, "%.250s", se.message);
+    return rc == 0;
+}
+
+struct cand {
+    const struct cfg_node *cn;
+    int64_t free_mem;
+};
+
+static int by_free_mem(const void *a, const void *b)
+{
+    const struct cand *x = a, *y = b;
+    return x->free_mem < y->free_mem ? 1 : x->free_mem > y->free_mem ? -1 : 0;
+}
+
+/* The other nodes of the source's cluster, most free memory (after
+ * reservations) first; the first that takes the reservation. */
+static const struct cfg_node *pick_target(struct cctx *c, const struct cfg_node *src)
+{
+    const struct proxd_config *cfg = c->k->cfg;
+    struct cand cands[CFG_MAX_NODES];
+    int n = 0;
+    for (int i = 0; i < cfg->nnodes; i++) {
+        const struct cfg_node *cn = &cfg->nodes[i];
+        if (cn == src || strcmp(cn->cluster, src->cluster) != 0)
+            continue;
+        struct node_view v;
+        int64_t rmem = 0, rdisk = 0;
+        memset(&v, 0, sizeof v);
+        fleet_node_view(c->k->fl, cn->name, &v);
+        store_reserved_on(c->k->st, cn->name, c->j->id, v.seen_since, &rmem, &rdisk, NULL);
+        cands[n++] = (struct cand){cn, v.mem_total - v.mem_used - rmem};
+    }
+    qsort(cands, (size_t)n, sizeof *cands, by_free_mem);
+    char why[300];
+    for (int i = 0; i < n; i++) {
+        if (reserve_on(c, cands[i].cn, why, sizeof why))
+            return cands[i].cn;
+        attempt(c, cands[i].cn->name, why);
+    }
+    return NULL;
+}
+
+static const char *power_of(const struct pve_vm_status *st)
+{
+    if (strcmp(st->status, "running") == 0 && strcmp(st->qmpstatus, "paused") == 0)
+        return "paused";
+    return strcmp(st->status, "running") == 0 ? "running" : "stopped";
+}
+
+/* The VM is off the source: its record names its node (ctl_locate moved
+ * it) and power; the reservation counts on until the inventory shows it. */
+static void finish_moved(struct cctx *c, const struct pve_vm_status *st, const char *from)
+{
+    snprintf(c->v.power, sizeof c->v.power, "%s", power_of(st));
+    ctl_save_vm(c);
+    store_settle_capacity(c->k->st, c->j->id, NULL);
+    fleet_vm_added(c->k->fl, c->v.vmid, c->v.node);
+    snprintf(c->j->node, sizeof c->j->node, "%s", c->v.node);
+    /* TODO(events): emit vm.moved {vmid, from, to} here once the event log lands */
+    ctl_job_done(c, "VM %d moved from %s to %s (%s)", c->v.vmid, from, c->v.node, c->v.power);
+}
+
+static void give_up(struct cctx *c, const char *fmt, const char *a, const char *b)
+{
+    store_release_capacity(c->k->st, c->j->id, NULL);
+    ctl_job_fail(c, fmt, c->v.vmid, a, b);
+}
+
+/* Where is the VM now? 1: still on `from` (st filled), 0: it left (the
+ * job ended: moved), -1: the job ended otherwise or the core stops. */
+static int where_now(struct cctx *c, const char *from, struct pve_vm_status *st)
+{
+    struct pve_error e = {0};
+    int rc = ctl_locate(c, st, &e);
+    if (rc == 0 && strcmp(c->v.node, from) != 0) {
+        finish_moved(c, st, from);
+        return 0;
+    }
+    if (rc == 0)
+        return 1;
+    if (ctl_stopping(c->k))
+        return -1;
+    store_release_capacity(c->k->st, c->j->id, NULL);
+    if (rc == PVE_E_NOTFOUND)
+        ctl_job_fail(c, "VM %d is on no node: %s", c->v.vmid, e.message);
+    else
+        ctl_job_fail(c, "cannot find VM %d: %s", c->v.vmid, e.message);
+    return -1;
+}
+
+/* A migration of the VM may be under way (a call whose answer was lost,
+ * or sent before a crash): its lock clears when it ends. Then where_now. */
+static int after_lock(struct cctx *c, const char *from, struct pve_vm_status *st)
+{
+    if (!ctl_wait_unlocked(c)) {
+        if (c->j->state != JOB_RUNNING)
+            store_release_capacity(c->k->st, c->j->id, NULL);
+        return -1;
+    }
+    return where_now(c, from, st);
+}
+
+/* An HA migration's task only asks the HA manager: wait until the
+ * inventory shows the VM on the target (or the time passes). */
+static void wait_ha_move(struct cctx *c, const char *target)
+{
+    int64_t end = mono_ms() + HA_SETTLE_MS;
+    while (mono_ms() < end && !ctl_stopping(c->k)) {
+        char node[64];
+        fleet_refresh(c->k->fl, true);
+        if (fleet_vm_node(c->k->fl, c->v.vmid, node) == 0 && strcmp(node, target) == 0)
+            return;
+        core_nap(c->k, 500);
+    }
+}
+
+static void wait_and_finish(struct cctx *c, const char *from, bool ha)
+{
+    struct pve_error e = {0};
+    struct pve_vm_status st;
+    char target[64];
+    snprintf(target, sizeof target, "%s", c->j->node);
+    int rc = ctl_wait_task(c, c->j->upid, &e);
+    if (rc == -1)
+        return; /* stopping: resumed on the UPID */
+    if (rc == 0 && ha)
+        wait_ha_move(c, target);
+    if (ctl_stopping(c->k))
+        return;
+    int w = where_now(c, from, &st);
+    if (w <= 0)
+        return;
+    char why[sizeof e.message];
+    snprintf(why, sizeof why, "%s", rc ? e.message : "the task ended but the VM did not move");
+    attempt(c, target, why);
+    give_up(c, "VM %d stays: migration to %s failed: %s", target, why);
+}
+
+void migrate_run(struct cctx *c)
+{
+    struct core *k = c->k;
+    struct job_rec *j = c->j;
+    char from[64];
+    snprintf(from, sizeof from, "%s", req_str(c, "from"));
+    bool resumed = strcmp(j->step, "migrate") == 0;
+    struct pve_vm_status st;
+    if (resumed && j->upid[0]) {
+        c->pc = fleet_client(k->fl, from);
+        if (c->pc) {
+            wait_and_finish(c, from, strstr(j->upid, ":hamigrate:") != NULL);
+            return;
+        }
+    }
+    int w = resumed ? after_lock(c, from, &st) : where_now(c, from, &st);
+    if (w <= 0)
+        return;
+    const struct cfg_node *src = config_node(k->cfg, from);
+    if (!src || !src->cluster[0]) {
+        give_up(c, "VM %d stays: %s %s has no other node to move to",
+                src ? "standalone host" : "unconfigured node", from);
+        return;
+    }
+    const struct cfg_node *tn = pick_target(c, src);
+    if (!tn) {
+        give_up(c, "VM %d stays: no node of cluster %s%s can take it (see attempts)", src->cluster,
+                "");
+        return;
+    }
+    bool online = strcmp(st.status, "running") == 0;
+    snprintf(j->node, sizeof j->node, "%s", tn->name);
+    j->upid[0] = '\0';
+    ctl_save_vm(c); /* the record names this job: the reconciler leaves it to us */
+    job_checkpoint(k, j, "migrate", 20, "moving VM %d from %s to %s (%s)", c->v.vmid, from,
+                   tn->name, online ? "online" : "offline");
+    struct pve_migrate_opts mo = {
+        .online = online, .with_local_disks = true, .targetstorage = tn->storage};
+    char upid[PVE_UPID_MAX];
+    struct pve_error e = {0};
+    int rc = pve_vm_migrate(c->pc, from, c->v.vmid, tn->name, &mo, upid, &e);
+    if (rc) {
+        /* no answer: the migration may run all the same; its lock tells */
+        if ((rc == PVE_E_NETWORK || rc == PVE_E_TIMEOUT) && (w = after_lock(c, from, &st)) <= 0)
+            return;
+        attempt(c, tn->name, e.message);
+        give_up(c, "VM %d stays: migration to %s refused: %s", tn->name, e.message);
+        return;
+    }
+    snprintf(j->upid, sizeof j->upid, "%s", upid);
+    job_checkpoint(k, j, "migrate", 40, "task %s", upid);
+    wait_and_finish(c, from, strstr(upid, ":hamigrate:") != NULL);
+}

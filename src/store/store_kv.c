@@ -1,0 +1,91 @@
+/* store_kv: small named settings shared by every instance (store.h), as
+ * written and read at run time: node cordons are kept here
+ * ("cordon:<node>"), so every proxd on one database sees them. (The
+ * first-start defaults are store_kv_setdefault in store_submit.c.)
+ * Threads: any thread, on its own connection (db.h). Errors: store_err
+ * codes with details in *err, as store.h says. */
+#include "store/store_int.h"
+
+#include "common/util.h"
+
+#include <string.h>
+
+static const char SQL_KV_SET[] = "INSERT INTO kv (name, value, created_at) VALUES (?1, ?2, ?3)"
+                                 " ON CONFLICT (name) DO UPDATE SET value = excluded.value,"
+                                 "   created_at = excluded.created_at";
+static const char SQL_KV_ONE[] = "SELECT name, value, created_at FROM kv WHERE name = ?1";
+static const char SQL_KV_PREFIX[] =
+    "SELECT name, value, created_at FROM kv"
+    " WHERE substr(name, 1, length(CAST(?1 AS TEXT))) = CAST(?1 AS TEXT) ORDER BY name";
+
+struct kvset_ctx {
+    const char *name, *value;
+};
+
+static int kv_set_fn(db_conn *c, void *ctx, struct store_error *err)
+{
+    struct kvset_ctx *k = ctx;
+    db_stmt *st = NULL;
+    int rc = db_prepare(c, SQL_KV_SET, &st, err);
+    if (rc)
+        return rc;
+    db_bind_text(st, 1, k->name);
+    db_bind_text(st, 2, k->value);
+    db_bind_i64(st, 3, wall_ms());
+    rc = db_run(st, err, "writing a setting");
+    db_done(st);
+    return rc;
+}
+
+int store_kv_set(store *s, const char *name, const char *value, struct store_error *err)
+{
+    store_err_clear(err);
+    STORE_CHECK(s && name && *name && value, "store_kv_set: NULL or empty argument");
+    STORE_CHECK(strlen(name) < sizeof((struct store_kv *)0)->name &&
+                    strlen(value) < sizeof((struct store_kv *)0)->value,
+                "store_kv_set: name or value too long");
+    struct kvset_ctx k = {name, value};
+    return db_tx(s->db, DB_WRITE, kv_set_fn, &k, err);
+}
+
+static int row_to_kv(db_stmt *st, void *elem, struct store_error *err)
+{
+    (void)err;
+    struct store_kv *kv = elem;
+    DB_COL_FIELD(st, 0, kv->name);
+    DB_COL_FIELD(st, 1, kv->value);
+    kv->created_at = db_col_i64(st, 2);
+    return STORE_OK;
+}
+
+static void bind_text1(db_stmt *st, const void *arg)
+{
+    db_bind_text(st, 1, arg);
+}
+
+int store_kv_get(store *s, const char *name, struct store_kv *out, struct store_error *err)
+{
+    store_err_clear(err);
+    STORE_CHECK(s && name && *name && out, "store_kv_get: NULL or empty argument");
+    const struct store_read r = {SQL_KV_ONE, "reading a setting", bind_text1,
+                                 name,       sizeof *out,         row_to_kv};
+    struct store_kv *v = NULL;
+    size_t n = 0;
+    int rc = store_read_all(s, &r, (void **)&v, &n, err);
+    if (rc == STORE_OK && n == 0)
+        rc = store_fail(err, STORE_E_NOTFOUND, "no setting '%s'", name);
+    if (rc == STORE_OK)
+        *out = v[0];
+    free(v);
+    return rc;
+}
+
+int store_kv_list(store *s, const char *prefix, struct store_kv **out, size_t *n,
+                  struct store_error *err)
+{
+    store_err_clear(err);
+    STORE_CHECK(s && prefix && out && n, "store_kv_list: NULL argument");
+    const struct store_read r = {SQL_KV_PREFIX, "listing settings", bind_text1,
+                                 prefix,        sizeof **out,       row_to_kv};
+    return store_read_all(s, &r, (void **)out, n, err);
+}
