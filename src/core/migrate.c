@@ -32,6 +32,7 @@
 #define GiB (1024LL * 1024 * 1024)
 #define MiB (1024LL * 1024)
 #define HA_SETTLE_MS (120 * 1000L)
+#define LOCK_WAIT_MS (600 * 1000L)
 
 static const char *req_str(struct cctx *c, const char *key)
 {
@@ -160,28 +161,63 @@ static int where_now(struct cctx *c, const char *from, struct pve_vm_status *st)
 }
 
 /* A migration of the VM may be under way (a call whose answer was lost,
- * or sent before a crash): its lock clears when it ends. Then where_now. */
+ * or sent before a crash): it holds the VM's lock until it ends, and then
+ * the VM is on the target. So: where is it, and is it locked, until it is
+ * elsewhere (moved: 0), unlocked on the source (1: not moved, st filled),
+ * or the job ends otherwise (-1). (Not ctl_wait_unlocked: a VM gone from
+ * the source has moved, not vanished.) */
 static int after_lock(struct cctx *c, const char *from, struct pve_vm_status *st)
 {
-    if (!ctl_wait_unlocked(c)) {
-        if (c->j->state != JOB_RUNNING)
-            store_release_capacity(c->k->st, c->j->id, NULL);
-        return -1;
+    int64_t end = mono_ms() + LOCK_WAIT_MS;
+    for (;;) {
+        int w = where_now(c, from, st);
+        if (w <= 0)
+            return w;
+        struct pve_vm_config cfg;
+        struct pve_error e = {0};
+        int rc = ctl_read_config(c, &cfg, &e);
+        if (rc == 0) {
+            bool locked = cfg.lock[0] != '\0';
+            pve_vm_config_release(&cfg);
+            if (!locked)
+                return 1;
+        }
+        if (ctl_stopping(c->k))
+            return -1;
+        if (mono_ms() > end) {
+            give_up(c, "VM %d stays: it is still locked on %s%s", from,
+                    " after waiting for a migration under way");
+            return -1;
+        }
+        core_nap(c->k, 500);
     }
-    return where_now(c, from, st);
 }
 
-/* An HA migration's task only asks the HA manager: wait until the
- * inventory shows the VM on the target (or the time passes). */
+/* An HA migration's task only asks the HA manager; its LRM then runs the
+ * migration on the source (holding the VM's "migrate" lock). Wait until
+ * the inventory shows the VM on the target, or the lock came and went
+ * with the VM still on the source (the LRM's migration failed), or the
+ * time passes. */
 static void wait_ha_move(struct cctx *c, const char *target)
 {
     int64_t end = mono_ms() + HA_SETTLE_MS;
+    bool locked_once = false;
     while (mono_ms() < end && !ctl_stopping(c->k)) {
         char node[64];
         fleet_refresh(c->k->fl, true);
         if (fleet_vm_node(c->k->fl, c->v.vmid, node) == 0 && strcmp(node, target) == 0)
             return;
-        core_nap(c->k, 500);
+        struct pve_vm_config cfg;
+        struct pve_error e = {0};
+        if (c->pc && pve_vm_config_get(c->pc, c->v.node, c->v.vmid, false, &cfg, &e) == 0) {
+            bool locked = strcmp(cfg.lock, "migrate") == 0;
+            pve_vm_config_release(&cfg);
+            if (locked)
+                locked_once = true;
+            else if (locked_once)
+                return; /* the LRM's migration ended; where_now tells how */
+        }
+        core_nap(c->k, 300);
     }
 }
 

@@ -1,0 +1,363 @@
+"""Node maintenance through proxd's API, black-box against pvesim (issue 15):
+cordon and uncordon (admins only, 404 for an unknown node, shown in GET
+/v1/nodes), a cordoned node that takes none of 100 creations, the
+configuration's `state = cordoned`, a drain of 30 VMs off one node of a
+cluster of five (every VM moved, running if it ran, identity kept, no
+node's memory or storage ever over its size, a kill -9 in the middle and
+the drain finishing after the restart, never two migrations of one VM at
+once by pvesim's own task list), a drain under seeded migrate faults (what
+fails stays, reported; the rest moves; the job ends), and a standalone
+host's drain (cordon only, said so). One pvesim and one proxd serve the
+cluster cases.
+
+PROXD_TEST_DB=postgresql://... runs it on PostgreSQL (test_drain_pg.py).
+"""
+import os
+import threading
+import time
+
+from lib.cases import case, finish
+from lib.proxd import Proxd, shutdown
+from lib.sim import Sim
+from lib.wait import wait_for
+
+DB = os.environ.get("PROXD_TEST_DB")
+SEED = int(os.environ.get("DRAIN_SEED", "1515"))
+NODES = ["sv1", "sv2", "sv3", "sv4", "sv5"]
+LIMITS = "\n[limits]\nmemory_margin_mb = 1024\ndisk_margin_gb = 10\ndrain_parallel = 3\n"
+
+sim = Sim(time_scale=0.005, extra=["--seed", str(SEED)])
+px = Proxd(sim, database=DB, proxd_extra="reconcile_interval = 5\n" + LIMITS)
+ADMIN = px.token("ops", "admin")
+USER = px.token("dr")
+CUST = [px.token("cust%d" % i) for i in range(2)]
+px.start()
+
+
+def call(method, path, token, body=None, want=None):
+    r = px.call(method, path, token, body)
+    if want is not None:
+        assert r.status_code == want, (method, path, r.status_code, r.text)
+    return r
+
+
+def nodes():
+    return {n["name"]: n for n in call("GET", "/v1/nodes", ADMIN, want=200).json()["nodes"]}
+
+
+def cordon(node, on=True):
+    return call("POST", "/v1/nodes/%s/%s" % (node, "cordon" if on else "uncordon"), ADMIN,
+                want=200).json()
+
+
+def submit(token, name, memory_mb=1024):
+    r = call("POST", "/v1/vms", token, {"os": "ubuntu", "name": name, "cores": 1,
+                                        "memory_mb": memory_mb, "disk_gb": 10}, want=202)
+    return r.json()
+
+
+def create_many(token, prefix, n):
+    """n creations queued at once, all waited for: {vmid: job}."""
+    subs = [submit(token, "%s-%d" % (prefix, i)) for i in range(n)]
+    jobs = {s["vmid"]: px.wait_job(s["job"], token, deadline=240) for s in subs}
+    bad = [j for j in jobs.values() if j["state"] != "done"]
+    assert not bad, bad[:3]
+    return jobs
+
+
+def pve_vms():
+    return {v["vmid"]: v for v in sim.state()["vms"] if not v.get("template")}
+
+
+@case
+def cordon_is_for_admins_and_known_nodes():
+    r = call("POST", "/v1/nodes/sv3/cordon", USER, want=403)
+    assert r.json()["error"]["code"] == "forbidden", r.text
+    call("POST", "/v1/nodes/sv9/cordon", ADMIN, want=404)
+    call("POST", "/v1/nodes/sv9/drain", ADMIN, want=404)
+    call("POST", "/v1/nodes/sv3/drain", USER, want=403)
+    assert not nodes()["sv3"]["cordoned"]
+    t0 = time.time()
+    c = cordon("sv3")
+    assert c["cordoned"] and c["cordoned_by"] == "ops" and c["cordon_source"] == "api", c
+    n = nodes()["sv3"]
+    assert n["cordoned"] and n["cordoned_by"] == "ops", n
+    assert n["cordoned_at"] and abs(time.mktime(time.strptime(n["cordoned_at"][:19],
+                                                               "%Y-%m-%dT%H:%M:%S"))
+                                    - time.mktime(time.gmtime(t0))) < 120, n
+    assert cordon("sv3")["cordoned_by"] == "ops"  # idempotent
+    assert not nodes()["sv2"]["cordoned"]
+
+
+@case
+def cordoned_node_takes_none_of_100_creations():
+    # sv3 is cordoned (above); 100 creations by two owners
+    jobs = {}
+    for i, tok in enumerate(CUST):
+        jobs.update(create_many(tok, "c%d" % i, 50))
+    on = {}
+    pv = pve_vms()
+    for vmid in jobs:
+        on.setdefault(pv[vmid]["node"], []).append(vmid)
+    assert "sv3" not in on, {k: len(v) for k, v in on.items()}
+    assert len([n for n in on if on[n]]) >= 3, {k: len(v) for k, v in on.items()}
+    # the attempts say why sv3 was passed over whenever placement looked at it
+    why = [a["error"] for j in jobs.values() for a in j["attempts"] if a["node"] == "sv3"]
+    assert all("cordoned by ops" in w for w in why), why[:3]
+    # uncordoned: eligible again (the only node left open takes the next one)
+    for n in ("sv1", "sv2", "sv4", "sv5"):
+        cordon(n)
+    cordon("sv3", False)
+    assert not nodes()["sv3"]["cordoned"]
+    one = create_many(CUST[0], "back", 1)
+    vmid = list(one)[0]
+    assert pve_vms()[vmid]["node"] == "sv3"
+    # the 101 VMs go (they would take the drain's room), and the cordons
+    subs = [call("DELETE", "/v1/vms/%d" % v, ADMIN, want=202).json()["job"]
+            for v in list(jobs) + [vmid]]
+    for j in subs:
+        assert px.wait_job(j, ADMIN, deadline=240)["state"] == "done"
+    for n in NODES:
+        cordon(n, False)
+
+
+class Sampler(threading.Thread):
+    """Reads pvesim's state until stopped: every node's memory of running
+    VMs and its local-lvm use against their sizes, and each VM's
+    migrations by pvesim's task list (never two of one VM at once)."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.halt = threading.Event()
+        self.over, self.samples, self.error = [], 0, None
+
+    def run(self):
+        while not self.halt.is_set():
+            try:
+                st = sim.state()
+            except Exception as e:  # pvesim answers throughout; note it
+                self.error = repr(e)
+                continue
+            self.samples += 1
+            for n in st["nodes"]:
+                if n["mem_used"] > n["mem_total"]:
+                    self.over.append((n["name"], "mem", n["mem_used"], n["mem_total"]))
+                for s in n["storages"]:
+                    if s["used"] > s["total"]:
+                        self.over.append((n["name"], s["id"], s["used"], s["total"]))
+            self.halt.wait(0.05)
+
+
+def migrations(vmids):
+    """pvesim's migrate tasks of these VMs: {vmid: [(start, end)]}."""
+    out = {}
+    for node in NODES:
+        for t in sim.data("GET", "/nodes/%s/tasks" % node, params={"limit": 10000}):
+            if t["type"] == "qmigrate" and int(t["id"]) in vmids:
+                out.setdefault(int(t["id"]), []).append((t["starttime"], t.get("endtime")))
+    return out
+
+
+def set_memory(names, gb):
+    """pvesim's nodes get gb of memory, and proxd's inventory has seen it."""
+    for n in names:
+        sim.ctl("POST", "/nodes/" + n, {"memory_gb": gb})
+    wait_for(lambda: all(nodes()[n]["memory_mb"]["total"] == gb * 1024 for n in names),
+             deadline=30, interval=0.1, what="inventory of the new memory sizes")
+
+
+MADE = set()
+
+
+def drain(node, want=202):
+    return call("POST", "/v1/nodes/%s/drain" % node, ADMIN, want=want).json()
+
+
+@case
+def drain_of_30_vms_survives_a_kill():
+    # 30 VMs on sv1: every other node cordoned while they are made
+    for n in NODES[1:]:
+        cordon(n)
+    made = create_many(USER, "d", 30)
+    vmids = sorted(made)
+    MADE.update(vmids)
+    pv = pve_vms()
+    assert all(pv[v]["node"] == "sv1" for v in vmids)
+    # a third stopped: they move offline
+    stops = [call("POST", "/v1/vms/%d/stop" % v, USER, want=202).json()["job"] for v in vmids[::3]]
+    for j in stops:
+        assert px.wait_job(j, USER)["state"] == "done"
+    # one HA-managed (stopped): it moves through the HA manager (hamigrate)
+    sim.ctl("POST", "/vms/%d" % vmids[0], {"ha": True, "ha_state": "stopped"})
+    before = {v: pve_vms()[v] for v in vmids}
+    # room: 30 VMs of 1 GiB (proxd reserves their memory, stopped or not)
+    # on four nodes of 9 GiB, 8 usable: 32
+    set_memory(NODES[1:], 9)
+    for n in NODES[1:]:
+        cordon(n, False)
+    sampler = Sampler()
+    sampler.start()
+    try:
+        d = drain("sv1")
+        assert d["kind"] == "drain" and d["node"] == "sv1", d
+        assert nodes()["sv1"]["cordoned"]
+        # a second drain of the node while this one runs: 409 naming it
+        r = call("POST", "/v1/nodes/sv1/drain", ADMIN, want=409)
+        assert d["job"] in r.text, r.text
+
+        def some_moved():
+            j = call("GET", "/v1/jobs/" + d["job"], ADMIN, want=200).json()
+            return len(j["result"]["moved"]) >= 6
+        wait_for(some_moved, deadline=120, interval=0.05, what="6 VMs moved")
+        px.kill()
+        px.start()
+        j = px.wait_job(d["job"], ADMIN, deadline=300)
+    finally:
+        sampler.halt.set()
+        sampler.join()
+    assert j["state"] == "done", j
+    res = j["result"]
+    assert not res["standalone"] and res["node"] == "sv1", res
+    assert sorted(m["vmid"] for m in res["moved"]) == vmids, res
+    assert res["stayed"] == [], res["stayed"]
+    after = pve_vms()
+    for v in vmids:
+        a, b = after[v], before[v]
+        assert a["node"] != "sv1", a
+        assert a["power"] == b["power"], (v, b["power"], a["power"])
+        for k in ("name", "net0", "smbios1", "cores", "memory"):
+            assert a["conf"].get(k) == b["conf"].get(k), (v, k, b["conf"].get(k), a["conf"].get(k))
+        rec = call("GET", "/v1/vms/%d" % v, USER, want=200).json()
+        assert rec["node"] == a["node"] and rec["state"] == "enabled", rec
+    by = {}
+    for m in res["moved"]:
+        assert m["to"] == after[m["vmid"]]["node"], m
+        by[m["to"]] = by.get(m["to"], 0) + 1
+    assert sampler.samples > 10 and not sampler.over, (sampler.samples, sampler.over[:5])
+    # every VM migrated once, and never two at once (pvesim's task list)
+    mig = migrations(set(vmids))
+    for v in vmids:
+        spans = sorted(mig.get(v, []))
+        assert spans, (v, "no migrate task")
+        for (s1, e1), (s2, _) in zip(spans, spans[1:]):
+            assert e1 is not None and e1 <= s2, (v, spans)
+    # the restarted proxd took the drain up where it was
+    log = px.log_text()
+    assert "kind=drain vmid=0 claimed at step moving" in log, log[-3000:]
+    resumed = log.count("kind=migrate") and len([l for l in log.splitlines()
+                                                  if "kind=migrate" in l and "claimed at step migrate" in l])
+    print("    moved %d VMs: %s; %d samples, %d migrate tasks, %d moves resumed in flight" % (
+        len(res["moved"]), by, sampler.samples, sum(len(s) for s in mig.values()), resumed))
+    # the next creations avoid sv1 (still cordoned after the drain)
+    assert nodes()["sv1"]["cordoned"]
+
+
+@case
+def drain_under_migrate_faults_reports_what_stayed():
+    # sv2 holds some of the drained VMs; faults on half its migrations
+    on = sorted(v for v, x in pve_vms().items() if x["node"] == "sv2" and v in MADE)
+    assert len(on) >= 4, on
+    set_memory(("sv3", "sv4", "sv5"), 64)
+    sim.ctl("POST", "/faults", {"kind": "task_error", "method": "POST",
+                                "path": r"^/nodes/sv2/qemu/\d+/migrate$", "rate": 0.4,
+                                "message": "injected migration failure"})
+    sim.ctl("POST", "/faults", {"kind": "error", "method": "POST", "status": 500,
+                                "path": r"^/nodes/sv2/qemu/\d+/migrate$", "rate": 0.2,
+                                "message": "injected refusal"})
+    try:
+        d = drain("sv2")
+        j = px.wait_job(d["job"], ADMIN, deadline=240)
+    finally:
+        sim.ctl("DELETE", "/faults")
+    assert j["state"] == "done", j
+    res = j["result"]
+    moved = {m["vmid"] for m in res["moved"]}
+    stayed = {s["vmid"]: s["reason"] for s in res["stayed"]}
+    assert moved | set(stayed) == set(on) and not moved & set(stayed), (res, on)
+    assert stayed, "no migration failed at rates 0.4 + 0.2 (seed %d)" % SEED
+    assert all("injected" in r for r in stayed.values()), stayed
+    pv = pve_vms()
+    for v in on:  # never lost: each one exists, where the drain says
+        assert v in pv, v
+        assert (pv[v]["node"] == "sv2") == (v in stayed), (v, pv[v]["node"])
+        assert call("GET", "/v1/vms/%d" % v, USER, want=200).json()["node"] == pv[v]["node"]
+        assert pv[v]["conf"].get("lock") is None, pv[v]["conf"]
+    print("    faults: %d moved, %d stayed" % (len(moved), len(stayed)))
+
+
+@case
+def uncordon_stops_a_drain():
+    cordon("sv1", False)
+    on = sorted(v for v, x in pve_vms().items() if x["node"] == "sv3" and v in MADE)
+    assert on
+    d = drain("sv3")
+    cordon("sv3", False)
+    j = px.wait_job(d["job"], ADMIN, deadline=240)
+    assert j["state"] == "done", j
+    res = j["result"]
+    assert len(res["moved"]) + len(res["stayed"]) == len(on), (res, on)
+    assert all("stopped" in s["reason"] for s in res["stayed"]), res["stayed"]
+    assert not nodes()["sv3"]["cordoned"]
+
+
+@case
+def configuration_cordon_and_a_second_instance():
+    # a second proxd on the same database, sv5 cordoned by its configuration
+    other = Proxd(sim, share=px, database=DB, proxd_extra="reconcile_interval = 3600\n" + LIMITS)
+    with open(other.conf) as f:
+        text = f.read()
+    with open(other.conf, "w") as f:
+        f.write(text.replace("[node sv5]\n", "[node sv5]\nstate = cordoned\n"))
+    tok = other.token("ops2", "admin")
+    cordon("sv4")  # through the first instance
+    other.start()
+    try:
+        ns = {n["name"]: n for n in other.call("GET", "/v1/nodes", tok).json()["nodes"]}
+        assert ns["sv4"]["cordoned"] and ns["sv4"]["cordoned_by"] == "ops", ns["sv4"]
+        assert ns["sv5"]["cordoned"] and ns["sv5"]["cordon_source"] == "configuration", ns["sv5"]
+        r = other.call("POST", "/v1/nodes/sv5/uncordon", tok)
+        assert r.status_code == 409 and "configuration" in r.text, r.text
+        subs = [other.call("POST", "/v1/vms", tok, {"os": "ubuntu", "name": "o%d" % i, "cores": 1,
+                                                    "memory_mb": 512, "disk_gb": 10}).json()
+                for i in range(6)]
+        for s in subs:
+            assert other.wait_job(s["job"], tok, deadline=120)["state"] == "done"
+        pv = pve_vms()
+        assert all(pv[s["vmid"]]["node"] not in ("sv4", "sv5") for s in subs), \
+            [pv[s["vmid"]]["node"] for s in subs]
+    finally:
+        other.stop()
+        cordon("sv4", False)
+
+
+@case
+def standalone_drain_only_cordons():
+    alone = Sim(nodes="sa1,sa2", standalone=True, time_scale=0.005)
+    p2 = Proxd(alone)
+    tok = p2.token("ops", "admin")
+    p2.start()
+    try:
+        r = p2.call("POST", "/v1/vms", tok, {"os": "ubuntu", "name": "s1", "cores": 1,
+                                             "memory_mb": 512, "disk_gb": 10})
+        assert r.status_code == 202, r.text
+        v = r.json()
+        assert p2.wait_job(v["job"], tok)["state"] == "done"
+        node = [x for x in alone.state()["vms"] if x["vmid"] == v["vmid"]][0]["node"]
+        d = p2.call("POST", "/v1/nodes/%s/drain" % node, tok)
+        assert d.status_code == 202, d.text
+        j = p2.wait_job(d.json()["job"], tok)
+        assert j["state"] == "done" and j["result"]["standalone"], j
+        assert j["result"]["moved"] == [], j
+        assert [s["vmid"] for s in j["result"]["stayed"]] == [v["vmid"]], j
+        ev = p2.call("GET", "/v1/jobs/%s/events" % j["id"], tok,
+                     headers={"Accept": "application/json"})
+        assert "standalone host" in ev.text, ev.text[:500]
+        ns = {n["name"]: n for n in p2.call("GET", "/v1/nodes", tok).json()["nodes"]}
+        assert ns[node]["cordoned"], ns[node]
+        assert [x for x in alone.state()["vms"] if x["vmid"] == v["vmid"]][0]["node"] == node
+    finally:
+        shutdown(p2, alone)
+
+
+shutdown(px, sim)
+finish()
