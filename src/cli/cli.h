@@ -48,6 +48,8 @@ int cli_follow_job(struct cli *c, const char *job);
 int cmd_vm(struct cli *c, int argc, char **argv);
 int cmd_job(struct cli *c, int argc, char **argv);
 int cmd_node(struct cli *c, int argc, char **argv);
+/* node cordon|uncordon|drain NODE (cmd_node.c) */
+int cmd_node_maint(struct cli *c, int argc, char **argv);
 int cmd_os(struct cli *c, int argc, char **argv);
 int cmd_events(struct cli *c, int argc, char **argv); /* cmd_events.c */
 /* vm snapshot ... (cmd_snap.c): argv[0] is list|create|delete|rollback. */

@@ -424,7 +424,14 @@ int cmd_job(struct cli *c, int argc, char **argv)
         size_t i;
         json_t *a;
         json_array_foreach(json_object_get(j, "attempts"), i, a)
-            printf("attempt   %s: %s\n", str(a, "node"), str(a, "error"));
+        {
+            if (json_is_string(json_object_get(a, "node")))
+                printf("attempt   %s: %s\n", str(a, "node"), str(a, "error"));
+            else /* a drain's ledger: one VM */
+                printf("vm        %lld %s: %s%s%s\n", num(a, "vmid"), str(a, "name"),
+                       str(a, "state"), json_is_string(json_object_get(a, "to")) ? " to " : "",
+                       json_is_string(json_object_get(a, "to")) ? str(a, "to") : "");
+        }
     }
     json_decref(j);
     return rc;
@@ -446,9 +453,12 @@ static void capbar(long long used, long long total, char *out, size_t len)
 
 int cmd_node(struct cli *c, int argc, char **argv)
 {
-    (void)argv;
+    if (argc >= 1 && (strcmp(argv[0], "cordon") == 0 || strcmp(argv[0], "uncordon") == 0 ||
+                      strcmp(argv[0], "drain") == 0))
+        return cmd_node_maint(c, argc, argv);
     if (argc != 1 || strcmp(argv[0], "list") != 0) {
-        fprintf(stderr, "usage: proxctl node list\n");
+        fprintf(stderr, "usage: proxctl node list | node cordon|uncordon NODE |"
+                        " node drain NODE [--no-wait]\n");
         return EXIT_USAGE;
     }
     json_t *ans = NULL;
@@ -463,7 +473,8 @@ int cmd_node(struct cli *c, int argc, char **argv)
         json_decref(ans);
         return EXIT_OK;
     }
-    printf("%-8s %-8s %-30s %-30s %4s\n", "NODE", "HEALTH", "MEMORY (GiB)", "STORAGE (GiB)", "VMS");
+    printf("%-8s %-8s %-30s %-30s %4s  %s\n", "NODE", "HEALTH", "MEMORY (GiB)", "STORAGE (GiB)",
+           "VMS", "CORDON");
     size_t i;
     json_t *n;
     json_array_foreach(items(ans, "nodes"), i, n)
@@ -477,8 +488,11 @@ int cmd_node(struct cli *c, int argc, char **argv)
         capbar(du, dt, db, sizeof db);
         snprintf(ms, sizeof ms, "%s %lld/%lld", mb, mu, mt);
         snprintf(ds, sizeof ds, "%s %lld/%lld", db, du, dt);
-        printf("%-8s %-8s %-30s %-30s %4lld\n", str(n, "name"), str(n, "health"), ms, ds,
-               num(n, "vms"));
+        char cord[96] = "-";
+        if (json_is_true(json_object_get(n, "cordoned")))
+            snprintf(cord, sizeof cord, "cordoned by %s", str(n, "cordoned_by"));
+        printf("%-8s %-8s %-30s %-30s %4lld  %s\n", str(n, "name"), str(n, "health"), ms, ds,
+               num(n, "vms"), cord);
     }
     json_decref(ans);
     return EXIT_OK;

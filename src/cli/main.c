@@ -24,6 +24,7 @@ static void usage(FILE *f)
                "  vm set VMID [--cores N] [--memory SIZE]     vm resize VMID --disk SIZE\n"
                "  job show ID | job watch ID\n"
                "  node list | os list\n"
+               "  node cordon|uncordon NODE | node drain NODE [--no-wait]\n"
                "  ippool list | ippool show NAME\n"
                "  ippool hold NAME ADDRESS [--note TEXT] | ippool unhold NAME ADDRESS\n"
                "  ippool add-range NAME FIRST-LAST [--reserved]\n"

@@ -154,8 +154,11 @@ int cli_follow_job(struct cli *c, const char *job)
         size_t i;
         json_t *a;
         json_array_foreach(json_object_get(j, "attempts"), i, a)
-            printf("passed over %s: %s\n", json_string_value(json_object_get(a, "node")),
-                   json_string_value(json_object_get(a, "error")));
+        {
+            if (json_is_string(json_object_get(a, "node"))) /* a drain's are VMs: its result */
+                printf("passed over %s: %s\n", json_string_value(json_object_get(a, "node")),
+                       json_string_value(json_object_get(a, "error")));
+        }
     }
     if (!c->json && rc != EXIT_OK) {
         const char *err = json_string_value(json_object_get(j, "error"));

@@ -13,10 +13,13 @@ cluster cases.
 PROXD_TEST_DB=postgresql://... runs it on PostgreSQL (test_drain_pg.py).
 """
 import os
+import re
+import subprocess
 import threading
 import time
 
 from lib.cases import case, finish
+from lib.env import PROXCTL
 from lib.proxd import Proxd, shutdown
 from lib.sim import Sim
 from lib.wait import wait_for
@@ -298,6 +301,36 @@ def uncordon_stops_a_drain():
     assert len(res["moved"]) + len(res["stayed"]) == len(on), (res, on)
     assert all("stopped" in s["reason"] for s in res["stayed"]), res["stayed"]
     assert not nodes()["sv3"]["cordoned"]
+
+
+def proxctl(*args):
+    e = dict(os.environ, PROXD_URL=px.base, PROXD_TOKEN=ADMIN)
+    e.pop("PROXCTL_CONFIG", None)
+    return subprocess.run([PROXCTL] + list(args), capture_output=True, text=True, timeout=120,
+                          env=e)
+
+
+@case
+def proxctl_node_commands():
+    r = proxctl("node", "cordon", "sv4")
+    assert r.returncode == 0 and "sv4 cordoned by ops" in r.stdout, (r.stdout, r.stderr)
+    r = proxctl("node", "list")
+    line = [l for l in r.stdout.splitlines() if l.startswith("sv4 ")]
+    assert r.returncode == 0 and "cordoned by ops" in line[0], r.stdout
+    assert "CORDON" in r.stdout.splitlines()[0], r.stdout
+    r = proxctl("node", "uncordon", "sv4")
+    assert r.returncode == 0 and "sv4 uncordoned" in r.stdout, r.stdout
+    r = proxctl("node", "cordon", "sv9")
+    assert r.returncode == 3, (r.returncode, r.stderr)
+    # a drain from the command line: followed to the end, its lists printed
+    r = proxctl("node", "drain", "sv4")
+    assert r.returncode == 0 and re.search(r"^\d+ moved, 0 stayed$", r.stdout, re.M), \
+        (r.stdout, r.stderr)
+    assert "(null)" not in r.stdout, r.stdout
+    assert nodes()["sv4"]["cordoned"]
+    proxctl("node", "uncordon", "sv4")
+    r = proxctl("node", "drain")
+    assert r.returncode == 2, r.returncode
 
 
 @case
