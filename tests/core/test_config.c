@@ -164,6 +164,7 @@ static void test_example(void **state)
         assert_string_equal(n->cluster, "pvesim");
         assert_string_equal(n->storage, "local-lvm");
         assert_int_equal(n->max_clones, i == 4 ? 1 : 2);
+        assert_string_equal(n->state, "active");
         for (int k = 0; k < 4; k++) /* pvesim's layout */
             assert_int_equal(config_template(n, os[k]), 8000 + 10 * i + k);
     }
@@ -259,6 +260,21 @@ static void test_ippools(void **state)
     assert_ptr_equal(&c->pools[o->pools[0]], lan);
     assert_ptr_equal(&c->pools[o->pools[1]], lan6);
     config_free(c);
+}
+
+/* [node] state and [limits] drain_parallel (node maintenance). */
+static void test_node_state(void **state)
+{
+    (void)state;
+    struct proxd_config *c =
+        load_ok(BASE "state = cordoned\n" CREDS "[limits]\ndrain_parallel = 5\n");
+    assert_string_equal(c->nodes[0].state, "cordoned");
+    assert_int_equal(c->drain_parallel, 5);
+    config_free(c);
+    EXPECT_ERR(BASE "state = drained\n" CREDS,
+               ":7: [node sv1] state: 'drained': must be active or cordoned");
+    EXPECT_ERR(MIN "[limits]\ndrain_parallel = 0\n", ":10: [limits] drain_parallel:");
+    EXPECT_ERR(MIN "[limits]\ndrain_parallel = 33\n", ":10: [limits] drain_parallel:");
 }
 
 static void test_ippool_errors(void **state)
@@ -401,8 +417,10 @@ static void test_defaults(void **state)
     assert_int_equal(c->disk_margin_gb, 20);
     assert_int_equal(c->clones_per_node, 2);
     assert_int_equal(c->jobs_max, 32);
+    assert_int_equal(c->drain_parallel, 2);
     assert_int_equal(c->name_max, 63);
     assert_int_equal(c->nodes[0].max_clones, 2);
+    assert_string_equal(c->nodes[0].state, "active");
     assert_string_equal(c->nodes[0].cluster, "");
     assert_int_equal(c->nquotas, 0);
     assert_null(config_quota(c, "alice"));
@@ -747,6 +765,7 @@ int main(void)
         cmocka_unit_test(test_all_errors),    cmocka_unit_test(test_many_errors),
         cmocka_unit_test(test_errbuf),        cmocka_unit_test(test_ippools),
         cmocka_unit_test(test_ippool_errors), cmocka_unit_test(test_events_webhooks),
+        cmocka_unit_test(test_node_state),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -2133,6 +2133,43 @@ static void test_kv_delete(void **state)
     EXPECT(STORE_E_INVALID, store_kv_delete(f->s, NULL, &e));
 }
 
+/* Run-time settings (cordons): set overwrites, get and a prefix list read
+ * them back, a prefix with LIKE's wildcards in it matches only itself. */
+static void test_kv_set_get_list(void **state)
+{
+    struct fx *f = *state;
+    struct store_error e;
+    struct store_kv kv;
+    EXPECT(STORE_E_NOTFOUND, store_kv_get(f->s, "cordon:sv1", &kv, &e));
+    OK(store_kv_set(f->s, "cordon:sv1", "{\"by\":\"a\"}", &e_));
+    OK(store_kv_set(f->s, "cordon:sv_2", "{\"by\":\"b\"}", &e_));
+    OK(store_kv_set(f->s, "cordonXsv3", "x", &e_));
+    OK(store_kv_set(f->s, "drain:sv1", "job", &e_));
+    OK(store_kv_get(f->s, "cordon:sv1", &kv, &e_));
+    assert_string_equal(kv.value, "{\"by\":\"a\"}");
+    assert_true(kv.created_at > 0);
+    OK(store_kv_set(f->s, "cordon:sv1", "{\"by\":\"c\"}", &e_)); /* overwrite */
+    OK(store_kv_get(f->s, "cordon:sv1", &kv, &e_));
+    assert_string_equal(kv.value, "{\"by\":\"c\"}");
+    struct store_kv *all = NULL;
+    size_t n = 0;
+    OK(store_kv_list(f->s, "cordon:", &all, &n, &e_));
+    assert_int_equal(n, 2);
+    assert_string_equal(all[0].name, "cordon:sv1");
+    assert_string_equal(all[1].name, "cordon:sv_2");
+    free(all);
+    OK(store_kv_list(f->s, "cordon:sv_", &all, &n, &e_)); /* "_" is no wildcard */
+    assert_int_equal(n, 1);
+    free(all);
+    OK(store_kv_delete(f->s, "cordon:sv1", &e_));
+    EXPECT(STORE_E_NOTFOUND, store_kv_get(f->s, "cordon:sv1", &kv, &e));
+    char big[600];
+    memset(big, 'x', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    EXPECT(STORE_E_INVALID, store_kv_set(f->s, "cordon:sv1", big, &e));
+    EXPECT(STORE_E_INVALID, store_kv_set(f->s, "", "v", &e));
+}
+
 /* A checkpoint writes the job and its event together, or neither. */
 static void test_job_checkpoint(void **state)
 {
@@ -3269,6 +3306,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_vm_update_if, setup, teardown),
         cmocka_unit_test_setup_teardown(test_job_renew_owner, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kv_delete, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_kv_set_get_list, setup, teardown),
         cmocka_unit_test_setup_teardown(test_claim_processes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reconnect, setup, teardown),
         cmocka_unit_test_setup_teardown(test_submit_processes, setup, teardown),
