@@ -238,7 +238,15 @@ static void wait_and_finish(struct cctx *c, const char *from, bool ha)
     if (w <= 0)
         return;
     char why[sizeof e.message];
-    snprintf(why, sizeof why, "%s", rc ? e.message : "the task ended but the VM did not move");
+    if (rc)
+        snprintf(why, sizeof why, "%s", e.message);
+    else if (ha) /* the LRM's own migration: online, without local disks */
+        snprintf(why, sizeof why,
+                 "the HA manager's migration did not move it (its qmigrate task on %.64s says "
+                 "why: local disks cannot move that way)",
+                 from);
+    else
+        snprintf(why, sizeof why, "the task ended but the VM did not move");
     attempt(c, target, why);
     give_up(c, "VM %d stays: migration to %s failed: %s", target, why);
 }
