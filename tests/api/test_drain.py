@@ -26,6 +26,8 @@ from lib.wait import wait_for
 
 DB = os.environ.get("PROXD_TEST_DB")
 SEED = int(os.environ.get("DRAIN_SEED", "1515"))
+N_VMS = int(os.environ.get("DRAIN_VMS", "30"))  # the drained node's VMs (make soak: more)
+GIB_PER_NODE = (N_VMS + 3) // 4 + 2  # the four targets' memory: room for all, 1 GiB margin
 NODES = ["sv1", "sv2", "sv3", "sv4", "sv5"]
 LIMITS = ("\n[limits]\nmemory_margin_mb = 1024\ndisk_margin_gb = 10\ndrain_parallel = 3\n"
           "clones_per_node = 6\n")
@@ -40,6 +42,7 @@ sim = Sim(time_scale=0.005, extra=["--seed", str(SEED)])
 px = Proxd(sim, database=DB, proxd_extra="reconcile_interval = 5\n" + LIMITS)
 ADMIN = px.token("ops", "admin")
 USER = px.token("dr")
+OWNERS = [USER] + [px.token("dr%d" % i) for i in range(1, (N_VMS + 89) // 90)]  # quota: 100 each
 CUST = [px.token("cust%d" % i) for i in range(2)]
 px.start()
 
@@ -69,7 +72,7 @@ def submit(token, name, memory_mb=1024):
 def create_many(token, prefix, n):
     """n creations queued at once, all waited for: {vmid: job}."""
     subs = [submit(token, "%s-%d" % (prefix, i)) for i in range(n)]
-    jobs = {s["vmid"]: px.wait_job(s["job"], token, deadline=240) for s in subs}
+    jobs = {s["vmid"]: px.wait_job(s["job"], token, deadline=240 + n) for s in subs}
     bad = [j for j in jobs.values() if j["state"] != "done"]
     assert not bad, bad[:3]
     return jobs
@@ -184,30 +187,33 @@ def drain(node, want=202):
 
 
 @case
-def drain_of_30_vms_survives_a_kill():
-    # 30 VMs on sv1: every other node cordoned while they are made
+def drain_of_n_vms_survives_a_kill():
+    # N VMs (30) on sv1: every other node cordoned while they are made
     for n in NODES[1:]:
         cordon(n)
-    # room: 30 VMs of 1 GiB (proxd reserves their memory, stopped or not)
-    # on four nodes of 9 GiB, 8 usable: 32 (set now: the inventory sees it
-    # while the VMs are made)
+    # room: N VMs of 1 GiB (proxd reserves their memory, stopped or not)
+    # on four nodes of N/4 + 2 GiB, 1 GiB margin (30: 9 GiB, 32 usable; set
+    # now: the inventory sees it while the VMs are made)
     for n in NODES[1:]:
-        sim.ctl("POST", "/nodes/" + n, {"memory_gb": 9})
+        sim.ctl("POST", "/nodes/" + n, {"memory_gb": GIB_PER_NODE})
     t_make = time.monotonic()
-    made = create_many(USER, "d", 30)
+    made = {}
+    for i, tok in enumerate(OWNERS):
+        k = min(90, N_VMS - 90 * i)
+        made.update(create_many(tok, "d%d" % i, k))
     t_make = time.monotonic() - t_make
     vmids = sorted(made)
     MADE.update(vmids)
     pv = pve_vms()
     assert all(pv[v]["node"] == "sv1" for v in vmids)
     # a third stopped: they move offline
-    stops = [call("POST", "/v1/vms/%d/stop" % v, USER, want=202).json()["job"] for v in vmids[::3]]
+    stops = [call("POST", "/v1/vms/%d/stop" % v, ADMIN, want=202).json()["job"] for v in vmids[::3]]
     for j in stops:
-        assert px.wait_job(j, USER)["state"] == "done"
+        assert px.wait_job(j, ADMIN)["state"] == "done"
     # one HA-managed (stopped): it moves through the HA manager (hamigrate)
     sim.ctl("POST", "/vms/%d" % vmids[0], {"ha": True, "ha_state": "stopped"})
     before = {v: pve_vms()[v] for v in vmids}
-    set_memory(NODES[1:], 9)
+    set_memory(NODES[1:], GIB_PER_NODE)
     for n in NODES[1:]:
         cordon(n, False)
     sampler = Sampler()
@@ -224,11 +230,11 @@ def drain_of_30_vms_survives_a_kill():
         def some_moved():
             j = call("GET", "/v1/jobs/" + d["job"], ADMIN, want=200).json()
             return len(j["result"]["moved"]) >= 6
-        wait_for(some_moved, deadline=120, interval=0.05, what="6 VMs moved")
+        wait_for(some_moved, deadline=120 + N_VMS, interval=0.05, what="6 VMs moved")
         t_kill = time.monotonic() - t_drain
         px.kill()
         px.start()
-        j = px.wait_job(d["job"], ADMIN, deadline=300)
+        j = px.wait_job(d["job"], ADMIN, deadline=300 + 5 * N_VMS)
         t_drain = time.monotonic() - t_drain
     finally:
         sampler.halt.set()
@@ -245,7 +251,7 @@ def drain_of_30_vms_survives_a_kill():
         assert a["power"] == b["power"], (v, b["power"], a["power"])
         for k in ("name", "net0", "smbios1", "cores", "memory"):
             assert a["conf"].get(k) == b["conf"].get(k), (v, k, b["conf"].get(k), a["conf"].get(k))
-        rec = call("GET", "/v1/vms/%d" % v, USER, want=200).json()
+        rec = call("GET", "/v1/vms/%d" % v, ADMIN, want=200).json()
         assert rec["node"] == a["node"] and rec["state"] == "enabled", rec
     by = {}
     for m in res["moved"]:
@@ -265,9 +271,9 @@ def drain_of_30_vms_survives_a_kill():
     resumed = log.count("kind=migrate") and len([l for l in log.splitlines()
                                                   if "kind=migrate" in l and "claimed at step migrate" in l])
     print("    moved %d VMs: %s; %d samples, %d migrate tasks, %d moves resumed in flight; "
-          "30 creations %.1f s, drain %.1f s (killed at %.1f s)" % (
+          "%d creations %.1f s, drain %.1f s (killed at %.1f s)" % (
               len(res["moved"]), by, sampler.samples, sum(len(s) for s in mig.values()), resumed,
-              t_make, t_drain, t_kill))
+              N_VMS, t_make, t_drain, t_kill))
     # the next creations avoid sv1 (still cordoned after the drain)
     assert nodes()["sv1"]["cordoned"]
 
@@ -306,7 +312,7 @@ def drain_under_migrate_faults_reports_what_stayed():
     for v in on:  # never lost: each one exists, where the drain says
         assert v in pv, v
         assert (pv[v]["node"] == "sv2") == (v in stayed), (v, pv[v]["node"])
-        assert call("GET", "/v1/vms/%d" % v, USER, want=200).json()["node"] == pv[v]["node"]
+        assert call("GET", "/v1/vms/%d" % v, ADMIN, want=200).json()["node"] == pv[v]["node"]
         assert pv[v]["conf"].get("lock") is None, pv[v]["conf"]
     print("    faults: %d moved, %d stayed; the HA VM: %s" % (len(moved), len(stayed),
                                                           stayed[ha_vm][:90]))
