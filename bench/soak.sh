@@ -4,7 +4,10 @@
 # SOAK_SEEDS seeds, SOAK_VMS VMs each with SOAK_OPS jobs per VM, about
 # SOAK_RATE of the Proxmox calls failing (every kind of fault). Two parts:
 #  1. control jobs under faults (the VMs are created before the faults);
-#  2. creations under faults too (FAULT_CREATE=1).
+#  2. creations under faults too (FAULT_CREATE=1);
+#  3. node drains (tests/api/test_drain.py) of SOAK_DRAIN_VMS VMs (200) with a
+#     kill -9 in the middle and seeded migrate faults, one run per seed of
+#     SOAK_DRAIN_SEEDS (3 seeds).
 # Each part reports per seed: jobs done/failed (and why), fault hits, the
 # longest job, the time taken, and any broken promise. Results go to stdout
 # and bench/results/soak.txt ("faulted" counts every fault rule hit, delays
@@ -73,6 +76,21 @@ CRASH_SEEDS=${SOAK_CRASH_SEEDS:-201,202,203}
   done
 } | tee "$TMP/crash.sum"
 [ -f "$TMP/crash.failed" ] && status=1
-cat "$TMP/head" "$TMP/control.sum" "$TMP/create.sum" "$TMP/crash.sum" >"$OUT"
+DVMS=${SOAK_DRAIN_VMS:-200}
+: >"$TMP/drain.sum"
+for seed in $(echo "${SOAK_DRAIN_SEEDS:-201,202,203}" | tr , ' '); do
+  t0=$(date +%s.%N)
+  DRAIN_VMS=$DVMS DRAIN_SEED=$seed PYTHONPATH=tests /usr/bin/python3 tests/api/test_drain.py \
+    >"$TMP/drain.$seed.log" 2>&1
+  rc=$?
+  t1=$(date +%s.%N)
+  [ $rc -ne 0 ] && status=1
+  {
+    echo
+    echo "part drain ($DVMS VMs, seed $seed): exit $rc, $(echo "$t1 - $t0" | bc) s"
+    grep -E '^(ok|FAIL) |^[0-9]+ passed|^    (moved|faults)' "$TMP/drain.$seed.log"
+  } | tee -a "$TMP/drain.sum"
+done
+cat "$TMP/head" "$TMP/control.sum" "$TMP/create.sum" "$TMP/crash.sum" "$TMP/drain.sum" >"$OUT"
 echo "load average at the end $(cut -d' ' -f1 /proc/loadavg)" | tee -a "$OUT"
 exit $status

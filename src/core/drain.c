@@ -159,9 +159,10 @@ struct drain {
     struct job_rec *j;
     const char *node;
     int parallel;
-    bool stop;   /* the node was uncordoned: no more moves */
-    bool dirty;  /* the ledger changed: checkpoint it */
-    bool listed; /* no VM left to try on the node */
+    bool stop;       /* the node was uncordoned: no more moves */
+    bool dirty;      /* the ledger changed: checkpoint it */
+    bool listed;     /* no VM left to try on the node */
+    bool standalone; /* nothing to move to: every VM stays */
 };
 
 static const char *e_str(json_t *e, const char *key)
@@ -305,11 +306,10 @@ static void list_leftovers(struct drain *d)
             enum vm_state s = v[i].state;
             if ((s == VMS_CREATING || s == VMS_ENABLED || s == VMS_DELETING) &&
                 !entry_of(d, v[i].vmid)) {
-                char why[96];
-                snprintf(why, sizeof why, "%s",
-                         d->stop            ? "the drain was stopped (node uncordoned)"
-                         : s == VMS_ENABLED ? "it came after the drain looked"
-                                            : "it was being created or deleted");
+                const char *why = d->standalone ? "standalone host: no other node to move it to"
+                                  : d->stop     ? "the drain was stopped (node uncordoned)"
+                                  : s == VMS_ENABLED ? "it came after the drain looked"
+                                                     : "it was being created or deleted";
                 json_array_append_new(d->j->attempts,
                                       json_pack("{s:i,s:s,s:s,s:I,s:s,s:s,s:s}", "vmid", v[i].vmid,
                                                 "name", v[i].name, "owner", v[i].owner, "record",
@@ -369,14 +369,13 @@ void drain_run(struct core *k, struct job_rec *j)
         job_checkpoint(k, j, "failed", 100, "%s", j->error);
         return;
     }
-    if (strcmp(j->step, "queued") == 0) {
-        struct core_error ce;
-        if (core_node_cordon(k, d.node, true, j->owner, &ce))
-            log_warn("job", "job=%s node=%s not cordoned: %s", j->id, d.node, ce.message);
+    /* core_node_drain cordoned the node with the job's submission: not
+     * again here, or an uncordon before a worker took the job would be
+     * undone */
+    if (strcmp(j->step, "queued") == 0)
         job_checkpoint(k, j, "moving", 5, "node %s cordoned", d.node);
-    }
     if (!cn->cluster[0]) {
-        d.stop = false;
+        d.standalone = true;
         drain_end(&d, "standalone host: no other node to move its VMs to, cordoned only");
         return;
     }

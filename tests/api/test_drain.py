@@ -196,6 +196,10 @@ def drain_of_n_vms_survives_a_kill():
     # now: the inventory sees it while the VMs are made)
     for n in NODES[1:]:
         sim.ctl("POST", "/nodes/" + n, {"memory_gb": GIB_PER_NODE})
+    if N_VMS > 40:  # sv1 holds them all first (memory and disks)
+        for n in NODES:
+            sim.ctl("POST", "/nodes/" + n, {"storage_gb": {"local-lvm": 12 * N_VMS + 200}})
+        sim.ctl("POST", "/nodes/sv1", {"memory_gb": N_VMS + 8})
     t_make = time.monotonic()
     made = {}
     for i, tok in enumerate(OWNERS):
@@ -412,6 +416,7 @@ def standalone_drain_only_cordons():
         assert j["state"] == "done" and j["result"]["standalone"], j
         assert j["result"]["moved"] == [], j
         assert [s["vmid"] for s in j["result"]["stayed"]] == [v["vmid"]], j
+        assert "standalone host" in j["result"]["stayed"][0]["reason"], j
         ev = p2.call("GET", "/v1/jobs/%s/events" % j["id"], tok,
                      headers={"Accept": "application/json"})
         assert "standalone host" in ev.text, ev.text[:500]
