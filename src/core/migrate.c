@@ -112,6 +112,25 @@ static const struct cfg_node *pick_target(struct cctx *c, const struct cfg_node 
     return NULL;
 }
 
+/* The nodes pick_target passed over and why, "sv2: ...; sv3: ...". */
+static void passed_over(struct cctx *c, char *out, size_t len)
+{
+    size_t n = 0, i;
+    json_t *a;
+    out[0] = '\0';
+    json_array_foreach(c->j->attempts, i, a)
+    {
+        int w = snprintf(out + n, len - n, "%s%s: %s", n ? "; " : "",
+                         json_string_value(json_object_get(a, "node")),
+                         json_string_value(json_object_get(a, "error")));
+        if (w < 0 || (size_t)w >= len - n)
+            break;
+        n += (size_t)w;
+    }
+    if (!out[0])
+        snprintf(out, len, "it has no other node");
+}
+
 static const char *power_of(const struct pve_vm_status *st)
 {
     if (strcmp(st->status, "running") == 0 && strcmp(st->qmpstatus, "paused") == 0)
@@ -277,8 +296,9 @@ void migrate_run(struct cctx *c)
     }
     const struct cfg_node *tn = pick_target(c, src);
     if (!tn) {
-        give_up(c, "VM %d stays: no node of cluster %s%s can take it (see attempts)", src->cluster,
-                "");
+        char why[700];
+        passed_over(c, why, sizeof why);
+        give_up(c, "VM %d stays: no node of cluster %s can take it: %s", src->cluster, why);
         return;
     }
     bool online = strcmp(st.status, "running") == 0;
