@@ -212,29 +212,38 @@ static int after_lock(struct cctx *c, const char *from, struct pve_vm_status *st
     }
 }
 
-/* An HA migration's task only asks the HA manager; its LRM then runs the
- * migration on the source (holding the VM's "migrate" lock). Wait until
- * the inventory shows the VM on the target, or the lock came and went
- * with the VM still on the source (the LRM's migration failed), or the
- * time passes. */
-static void wait_ha_move(struct cctx *c, const char *target)
+/* Has the LRM's own migration of the VM (a qmigrate task on the source,
+ * started at or after our hamigrate request) ended? */
+static bool lrm_done(struct cctx *c, const char *from, int64_t since)
 {
+    struct pve_task *t = NULL;
+    size_t n = 0;
+    struct pve_error e = {0};
+    bool done = false;
+    if (c->pc && pve_task_list(c->pc, from, c->v.vmid, "qmigrate", 20, &t, &n, &e) == 0)
+        for (size_t i = 0; i < n && !done; i++)
+            done = t[i].starttime >= since && !t[i].running;
+    free(t);
+    return done;
+}
+
+/* An HA migration's task only asks the HA manager; its LRM then runs the
+ * migration on the source. Wait until the inventory shows the VM on the
+ * target, or the LRM's migration ended with the VM still on the source
+ * (it failed), or the time passes. */
+static void wait_ha_move(struct cctx *c, const char *from, const char *target)
+{
+    struct pve_task ours;
+    int64_t since = pve_upid_parse(c->j->upid, &ours) == 0 ? ours.starttime : 0;
     int64_t end = mono_ms() + HA_SETTLE_MS;
-    bool locked_once = false;
     while (mono_ms() < end && !ctl_stopping(c->k)) {
         char node[64];
         fleet_refresh(c->k->fl, true);
         if (fleet_vm_node(c->k->fl, c->v.vmid, node) == 0 && strcmp(node, target) == 0)
             return;
-        struct pve_vm_config cfg;
-        struct pve_error e = {0};
-        if (c->pc && pve_vm_config_get(c->pc, c->v.node, c->v.vmid, false, &cfg, &e) == 0) {
-            bool locked = strcmp(cfg.lock, "migrate") == 0;
-            pve_vm_config_release(&cfg);
-            if (locked)
-                locked_once = true;
-            else if (locked_once)
-                return; /* the LRM's migration ended; where_now tells how */
+        if (lrm_done(c, from, since)) {
+            fleet_refresh(c->k->fl, true); /* it may have moved just now: where_now tells */
+            return;
         }
         core_nap(c->k, 300);
     }
@@ -250,7 +259,7 @@ static void wait_and_finish(struct cctx *c, const char *from, bool ha)
     if (rc == -1)
         return; /* stopping: resumed on the UPID */
     if (rc == 0 && ha)
-        wait_ha_move(c, target);
+        wait_ha_move(c, from, target);
     if (ctl_stopping(c->k))
         return;
     int w = where_now(c, from, &st);
