@@ -5,7 +5,7 @@
 # SOAK_RATE of the Proxmox calls failing (every kind of fault). Two parts:
 #  1. control jobs under faults (the VMs are created before the faults);
 #  2. creations under faults too (FAULT_CREATE=1);
-#  3. node drains (tests/api/test_drain.py) of SOAK_DRAIN_VMS VMs (200) with a
+#  4. (after the crash part below) node drains (tests/api/test_drain.py) of SOAK_DRAIN_VMS VMs (200) with a
 #     kill -9 in the middle and seeded migrate faults, one run per seed of
 #     SOAK_DRAIN_SEEDS (3 seeds).
 # Each part reports per seed: jobs done/failed (and why), fault hits, the

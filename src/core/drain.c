@@ -19,6 +19,7 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "core/core_int.h"
+#include "core/events.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -98,7 +99,14 @@ int core_node_cordon(struct core *k, const char *node, bool on, const char *by,
     if (rc)
         return fail(err, CORE_E_INTERNAL, NULL, "%s", se.message);
     log_info("node", "node=%s %s by %s", node, on ? "cordoned" : "uncordoned", by ? by : "?");
-    /* TODO(events): emit node.cordoned / node.uncordoned {node, by} here */
+    /* the event after the change (a cordon is one setting, its event one
+     * more row: a crash between them loses the event, not the cordon) */
+    struct store_event ev = {.data = json_pack("{s:s}", "by", by && *by ? by : "?")};
+    snprintf(ev.type, sizeof ev.type, "%s", on ? EV_NODE_CORDONED : EV_NODE_UNCORDONED);
+    snprintf(ev.node, sizeof ev.node, "%s", node);
+    if (store_event_append(k->st, &ev, &se))
+        log_warn("node", "node=%s %s event not logged: %s", node, ev.type, se.message);
+    store_event_release(&ev);
     return CORE_OK;
 }
 

@@ -147,7 +147,8 @@ static void finish_moved(struct cctx *c, const struct pve_vm_status *st, const c
     store_settle_capacity(c->k->st, c->j->id, NULL);
     fleet_vm_added(c->k->fl, c->v.vmid, c->v.node);
     snprintf(c->j->node, sizeof c->j->node, "%s", c->v.node);
-    /* TODO(events): emit vm.moved {vmid, from, to} here once the event log lands */
+    /* vm.moved: logged by the store with the record write that changed its
+     * node (ctl_locate's ctl_save_vm) */
     ctl_job_done(c, "VM %d moved from %s to %s (%s)", c->v.vmid, from, c->v.node, c->v.power);
 }
 

@@ -280,6 +280,21 @@ def drain_of_n_vms_survives_a_kill():
               N_VMS, t_make, t_drain, t_kill))
     # the next creations avoid sv1 (still cordoned after the drain)
     assert nodes()["sv1"]["cordoned"]
+    # the event log: the cordon, and one vm.moved per VM off sv1 (the move's
+    # record write), none twice
+    def events(kind):
+        out, after = [], 0
+        while True:
+            r = call("GET", "/v1/events?type=%s&after=%d&limit=1000" % (kind, after), ADMIN,
+                     want=200).json()
+            out += r["events"]
+            if not r["more"]:
+                return out
+            after = r["next"]
+    cord = [e for e in events("node.cordoned") if e["node"] == "sv1"]
+    assert cord and cord[-1]["data"]["by"] == "ops", cord
+    moves = [e for e in events("vm.moved") if e["vmid"] in set(vmids)]
+    assert sorted(e["vmid"] for e in moves) == vmids, sorted(e["vmid"] for e in moves)
 
 
 @case
