@@ -151,12 +151,6 @@ int core_vm_load_owned(struct core *k, int vmid, const char *owner, bool node_up
     return CORE_OK;
 }
 
-/* What a job would add to its owner's use (update, resize), or NULL. */
-struct quota_delta {
-    int cores;
-    int64_t memory_mb, disk_gb;
-};
-
 /* Queue a job on v (`request` is stolen; job_id is filled): the job and its
  * first event in one store transaction, and with `d`, the owner's quota
  * checked in it too (the earlier check gives the message; this one holds
@@ -164,8 +158,8 @@ struct quota_delta {
  * deleting in that transaction: of two concurrent deletes one gets a job.
  * The request names the record (its id) the job is for, so that a job never
  * acts on a later record of the same VMID. */
-static int enqueue(struct core *k, struct vm_rec *v, const char *kind, json_t *request,
-                   char job_id[40], const struct quota_delta *d, struct core_error *err)
+int core_enqueue(struct core *k, struct vm_rec *v, const char *kind, json_t *request,
+                 char job_id[40], const struct quota_delta *d, struct core_error *err)
 {
     json_object_set_new(request, "record", json_integer(v->id));
     struct job_rec j = {
@@ -246,7 +240,7 @@ int core_vm_action(struct core *k, int vmid, const char *owner, enum vm_action a
     } else {
         json_t *req = json_pack("{s:s,s:i,s:b}", "action", vm_action_name(a), "timeout",
                                 o ? o->timeout_s : 0, "force", o && o->force);
-        rc = enqueue(k, &v, vm_action_name(a), req, job_id, NULL, err);
+        rc = core_enqueue(k, &v, vm_action_name(a), req, job_id, NULL, err);
     }
     vm_rec_release(&v);
     return rc;
@@ -276,7 +270,7 @@ int core_vm_update(struct core *k, int vmid, const char *owner, int cores, int64
             json_object_set_new(req, "memory_mb", json_integer(memory_mb));
         struct quota_delta d = {cores ? cores - v.cores : 0,
                                 memory_mb ? memory_mb - v.memory_mb : 0, 0};
-        rc = enqueue(k, &v, "update", req, job_id, &d, err);
+        rc = core_enqueue(k, &v, "update", req, job_id, &d, err);
     }
     vm_rec_release(&v);
     return rc;
@@ -317,8 +311,8 @@ int core_vm_resize(struct core *k, int vmid, const char *owner, int64_t disk_gb,
         }
     }
     struct quota_delta d = {0, 0, disk_gb - v.disk_gb};
-    rc = enqueue(k, &v, "resize", json_pack("{s:I}", "disk_gb", (json_int_t)disk_gb), job_id, &d,
-                 err);
+    rc = core_enqueue(k, &v, "resize", json_pack("{s:I}", "disk_gb", (json_int_t)disk_gb), job_id,
+                      &d, err);
 out:
     vm_rec_release(&v);
     return rc;
@@ -334,7 +328,7 @@ int core_vm_delete(struct core *k, int vmid, const char *owner, char job_id[40],
     /* the record says "deleting" (and which job) in the transaction that
      * queues the job: before a worker can see it, and once (a job saving
      * its result meanwhile writes only over the state it read: save_vm) */
-    rc = enqueue(k, &v, "delete", json_object(), job_id, NULL, err);
+    rc = core_enqueue(k, &v, "delete", json_object(), job_id, NULL, err);
     vm_rec_release(&v);
     return rc;
 }

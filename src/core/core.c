@@ -514,6 +514,8 @@ static void run_job(struct core *k, struct job_rec *j)
         create_run(k, j);
     else if (snap_kind(j->kind))
         snap_run(k, j);
+    else if (strcmp(j->kind, "reinstall") == 0)
+        reinstall_run(k, j);
     else
         control_run(k, j);
 }

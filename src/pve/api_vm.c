@@ -326,8 +326,8 @@ static json_t *config_params(const struct pve_config_set *s)
         json_object_set_new(p, "digest", json_string(s->digest));
     if (s->cipassword)
         json_object_set_new(p, "cipassword", json_string(s->cipassword));
-    if (s->drive_key && s->drive_value)
-        json_object_set_new(p, s->drive_key, json_string(s->drive_value));
+    if (s->key && s->value)
+        json_object_set_new(p, s->key, json_string(s->value));
     if (s->skiplock)
         json_object_set_new(p, "skiplock", json_integer(1));
     return p;

@@ -191,9 +191,10 @@ struct pve_config_set {
     const char *delete_keys; /* "a,b" */
     const char *digest;
     const char *cipassword; /* cloud-init password (PVE stores it hashed) */
-    /* one drive key and its value, e.g. "scsi0" = "local-lvm:vm-100-disk-1"
-     * (attaches an existing volume; an unusedN naming it goes) */
-    const char *drive_key, *drive_value;
+    /* one more option sent as it is, e.g. "scsi0" = "local-lvm:vm-100-disk-1"
+     * (attaches an existing volume; an unusedN naming it goes), or an
+     * sshkeys value as GET config returned it (already encoded) */
+    const char *key, *value;
     bool skiplock;
 };
 /* Synchronous (PUT). */

@@ -133,7 +133,8 @@ static const char SQL_OWNER_ADDRS[] =
 static const char SQL_OWNER_CHANGES[] =
     "SELECT v.vmid, v.cores, v.memory_mb, v.disk_gb, j.kind, j.request"
     " FROM jobs j JOIN vms v ON v.vmid = j.vmid AND v.owner = ?1 AND v.state IN {LIVE}"
-    " WHERE j.kind IN ('update', 'resize') AND j.state IN {ACTIVE} ORDER BY v.vmid";
+    " WHERE j.kind IN ('update', 'resize', 'reinstall') AND j.state IN {ACTIVE}"
+    " ORDER BY v.vmid";
 
 static int64_t target(json_t *req, const char *key, int64_t cur)
 {
@@ -187,6 +188,10 @@ static int owner_changes(db_conn *c, const char *owner, struct store_usage *u,
         if (kind && strcmp(kind, "update") == 0) {
             r.want[0] = target(req, "cores", r.want[0]);
             r.want[1] = target(req, "memory_mb", r.want[1]);
+        } else if (kind && strcmp(kind, "reinstall") == 0) {
+            /* the temporary clone's disk, beside the VM's own */
+            int64_t t = r.rec[2] + json_integer_value(json_object_get(req, "temp_disk_gb"));
+            r.want[2] = t > r.want[2] ? t : r.want[2];
         } else {
             r.want[2] = target(req, "disk_gb", r.want[2]);
         }
