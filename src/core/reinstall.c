@@ -477,6 +477,8 @@ static void step_prepare(struct rctx *c)
         refusal = "it has no boot disk";
     else if (!tpl)
         refusal = "its node has no template of this OS";
+    else if (s.ha_managed) /* the HA manager would start it again while its disk is out */
+        refusal = "it is HA-managed: remove it from HA for the reinstall";
     if (refusal) {
         finish(c, false, "VM %d cannot be reinstalled: %s; nothing was changed", c->j->vmid,
                refusal);
@@ -487,6 +489,10 @@ static void step_prepare(struct rctx *c)
     int64_t need = cfg.bootdisk_size;
     if (fleet_vm_find(c->k->fl, c->cn->name, tpl, &t) == 0 && t.maxdisk > need)
         need = t.maxdisk;
+    int tmp = tmp_vmid(c);
+    json_object_clear(c->st);
+    if (tmp)
+        st_set_int(c, "tmp_vmid", tmp);
     st_set_str(c, "node", c->cn->name);
     st_set_str(c, "error", "");
     st_set_int(c, "template", tpl);
@@ -502,7 +508,18 @@ static void step_prepare(struct rctx *c)
     st_set_str(c, "old_boot", boot);
     json_object_set_new(c->st, "old_unused", unused_of(cfg.raw));
     pve_vm_config_release(&cfg);
-    if (reserve_room(c, need, why, sizeof why) || take_vmid(c, why, sizeof why)) {
+    /* the VMID is written down at once: a prepare resumed after a crash
+     * takes the same one again rather than a second */
+    if (!tmp_vmid(c)) {
+        if (take_vmid(c, why, sizeof why)) {
+            finish(c, false, "VM %d cannot be reinstalled now: %s; nothing was changed",
+                   c->j->vmid, why);
+            return;
+        }
+        job_checkpoint(c->k, c->j, NULL, -1, "temporary VMID %d", tmp_vmid(c));
+    }
+    if (reserve_room(c, need, why, sizeof why)) {
+        release_tmp(c);
         store_release_capacity(c->k->st, c->j->id, NULL);
         finish(c, false, "VM %d cannot be reinstalled now: %s; nothing was changed", c->j->vmid,
                why);

@@ -104,8 +104,17 @@ def reinstall_keeps_the_identity():
     vmid = VM["a"] = create("ri-a")
     before = look(vmid)
     assert before["os"] == "ubuntu" and before["power"] == "running", before
-    j = reinstall(vmid, {"os": "debian", "ssh_keys": [KEY], "password": "correct horse 1"},
-                  want="done")
+    r = px.call("POST", "/v1/vms/%d/reinstall" % vmid, ALICE,
+                {"os": "debian", "ssh_keys": [KEY], "password": "correct horse 1"})
+    assert r.status_code == 202, r.text
+    # the temporary clone holds room on the node while it exists (capacity)
+    held = wait_for(lambda: db_query(px.db, "SELECT node, disk FROM capacity WHERE job = ?",
+                                     (r.json()["job"],)), deadline=30, interval=0.01,
+                    what="the temporary VM's reservation")
+    assert held[0][0] == before["node"] and held[0][1] >= 12 * 2**30, held
+    j = px.wait_job(r.json()["job"], ALICE, deadline=120)
+    assert j["state"] == "done", j
+    assert not db_query(px.db, "SELECT node FROM capacity WHERE job = ?", (j["id"],))
     after = look(vmid)
     same_identity(before, after)
     assert after["os"] == "debian" and after["power"] == "running", after
@@ -211,6 +220,36 @@ def isolation_and_bad_input():
 
 
 @case
+def quota_counts_the_temporary_disk():
+    # bob: 1 VM, 40 GiB in all; his 25 GiB VM leaves no room for a second 25 GiB disk
+    r = px.call("POST", "/v1/vms", BOB, {"os": "ubuntu", "name": "ri-bob", "cores": 1,
+                                        "memory_mb": 1024, "disk_gb": 25})
+    assert r.status_code == 202, r.text
+    assert px.wait_job(r.json()["job"], BOB)["state"] == "done"
+    vmid = r.json()["vmid"]
+    r = px.call("POST", "/v1/vms/%d/reinstall" % vmid, BOB, {"os": "debian"})
+    assert r.status_code == 403, r.text
+    e = r.json()["error"]
+    assert e["details"].get("field") == "disk_gb" and "quota" in e["message"], e
+    assert look(vmid)["os"] == "ubuntu"
+
+
+@case
+def ha_managed_vm_refused_untouched():
+    vmid = VM["f"]
+    v = sim.vm(vmid)
+    sim.data("POST", "/cluster/ha/resources", data={"sid": "vm:%d" % vmid, "state": "started"})
+    before = look(vmid)
+    j = reinstall(vmid, {"os": "debian"}, want="failed")
+    assert "HA-managed" in j["error"] and "nothing was changed" in j["error"], j
+    after = look(vmid)
+    assert after["digest"] == before["digest"] and after["power"] == "running", after
+    assert temps() == []
+    sim.data("DELETE", "/cluster/ha/resources/vm:%d" % vmid)
+    assert v["node"] == after["node"]
+
+
+@case
 def waits_for_the_vms_other_job():
     vmid = VM["a"]
     sim.ctl("POST", "/faults", {"method": "POST", "path": r"^/nodes/[^/]+/qemu/%d/status/reboot$"
@@ -223,8 +262,9 @@ def waits_for_the_vms_other_job():
     ri = r.json()["job"]
     seen_waiting = False
     while True:
-        a = px.call("GET", "/v1/jobs/" + reboot, ALICE).json()
+        # the reinstall read first: when the reboot still runs after it, it ran then too
         b = px.call("GET", "/v1/jobs/" + ri, ALICE).json()
+        a = px.call("GET", "/v1/jobs/" + reboot, ALICE).json()
         if a["state"] in ("done", "failed"):
             break
         if a["state"] == "running":
