@@ -181,13 +181,12 @@ static int free_index(const struct sim_vm *dst)
     }
 }
 
-/* "order=scsi0;net0" without `disk` (print_bootorder). */
-static void drop_from_boot(struct sim_task *t, struct sim_vm *vm, const char *disk)
+bool vmops_boot_drop(struct sim_vm *vm, const char *disk)
 {
     const char *boot = json_string_value(json_object_get(vm->conf, "boot"));
     const char *order = boot ? strstr(boot, "order=") : NULL;
     if (!order)
-        return;
+        return false;
     char *list = xstrndup(order + 6, strcspn(order + 6, ","));
     struct buf b = BUF_INIT(BUF_UNLIMITED);
     bool found = false, first = true;
@@ -201,12 +200,11 @@ static void drop_from_boot(struct sim_task *t, struct sim_vm *vm, const char *di
         buf_printf(&b, "%s%s", first ? "" : ";", it);
         first = false;
     }
-    if (found) {
-        sim_task_log(t, "removing disk '%s' from boot order config", disk);
+    if (found)
         json_object_set_new(vm->conf, "boot", json_string(buf_str(&b)));
-    }
     buf_release(&b);
     free(list);
+    return found;
 }
 
 static void reassign(struct sim *s, struct sim_task *t, struct sim_vm *src, struct sim_vm *dst)
@@ -226,7 +224,8 @@ static void reassign(struct sim *s, struct sim_task *t, struct sim_vm *src, stru
     const char *opts = strncmp(tdisk, "unused", 6) == 0 ? "" : d + strcspn(d, ",");
     json_t *nd = json_sprintf("%s:%s%s", sid ? sid : "local-lvm", nv, opts);
     free(sid);
-    drop_from_boot(t, src, disk);
+    if (vmops_boot_drop(src, disk))
+        sim_task_log(t, "removing disk '%s' from boot order config", disk);
     sim_task_log(t, "removing disk '%s' from VM '%d' config", disk, src->vmid);
     json_object_del(src->conf, disk);
     json_object_set_new(dst->conf, tdisk, nd);

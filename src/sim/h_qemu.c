@@ -412,6 +412,8 @@ static void delete_key(struct sim_vm *vm, const char *key)
 {
     const char *d = json_string_value(json_object_get(vm->conf, key));
     char vn[128];
+    if (d && is_disk(key)) /* update_vm_api: "remove from bootorder if necessary" */
+        vmops_boot_drop(vm, key);
     if (d && is_disk(key) && !strstr(d, "media=cdrom") && !strstr(d, "cloudinit")) {
         char uk[24];
         for (int i = 0;; i++) {

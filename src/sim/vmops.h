@@ -25,6 +25,9 @@ void vmops_step_migrate(struct sim *s, struct sim_task *t, double now);
 void vmops_step_movedisk(struct sim *s, struct sim_task *t, double now);
 /* The volume name of a drive without storage and base ("vm-100-disk-0"). */
 void vmops_vol_name(const char *drive, char *out, size_t n);
+/* Take `disk` out of the VM's boot order ("order=scsi0;net0" ->
+ * "order=net0", print_bootorder); true when it was in it. */
+bool vmops_boot_drop(struct sim_vm *vm, const char *disk);
 /* Is a volume of the VM referenced by one of its snapshots? */
 bool vmops_vol_in_snapshot(const struct sim_vm *vm, const char *volname);
 /* Record in dst->origin that dst's drive came from src's drive (a clone):

@@ -64,7 +64,7 @@ def look(vmid):
     v = sim.vm(vmid)
     assert v, "VM %d is gone" % vmid
     c = v["conf"]
-    return {"node": v["node"], "power": v["power"], "name": c.get("name"),
+    return {"node": v["node"], "power": v["power"], "name": c.get("name"), "boot": c.get("boot"),
             "net0": c.get("net0"), "ipconfig0": c.get("ipconfig0"),
             "mac": re.search(r"([0-9A-F]{2}(:[0-9A-F]{2}){5})", c.get("net0", "")).group(1),
             "disk": vol(c["scsi0"]), "os": (v.get("origin") or {}).get(vol(c["scsi0"])),
@@ -92,7 +92,7 @@ def event_steps(job):
 
 
 def same_identity(a, b):
-    for k in ("node", "name", "net0", "ipconfig0", "mac"):
+    for k in ("node", "name", "net0", "ipconfig0", "mac", "boot"):
         assert a[k] == b[k], (k, a[k], b[k])
 
 
