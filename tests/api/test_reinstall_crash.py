@@ -41,7 +41,7 @@ def look(vmid):
     v = sim.vm(vmid)
     assert v, "VM %d is gone" % vmid
     c = v["conf"]
-    return {"power": v["power"], "name": c.get("name"), "net0": c.get("net0"),
+    return {"power": v["power"], "name": c.get("name"), "net0": c.get("net0"), "boot": c.get("boot"),
             "ipconfig0": c.get("ipconfig0"),
             "mac": re.search(r"([0-9A-F]{2}(:[0-9A-F]{2}){5})", c.get("net0", "")).group(1),
             "os": (v.get("origin") or {}).get(vol(c.get("scsi0", ""))),
@@ -102,7 +102,7 @@ def kill_during_reinstalls():
         j = px.wait_job(job, ALICE, deadline=180)
         outcomes[j["state"]] += 1
         got = look(vmid)
-        for k in ("name", "net0", "ipconfig0", "mac"):
+        for k in ("name", "net0", "ipconfig0", "mac", "boot"):
             assert got[k] == IDENT[vmid][k], (n, k, got[k], IDENT[vmid][k])
         want = new if j["state"] == "done" else old
         assert got["os"] == want, (n, j["state"], j.get("error"), got)
