@@ -4,7 +4,12 @@
 # SOAK_SEEDS seeds, SOAK_VMS VMs each with SOAK_OPS jobs per VM, about
 # SOAK_RATE of the Proxmox calls failing (every kind of fault). Two parts:
 #  1. control jobs under faults (the VMs are created before the faults);
-#  2. creations under faults too (FAULT_CREATE=1).
+#  2. creations under faults too (FAULT_CREATE=1);
+#  3. (below) the crash test of VM operations;
+#  4. reinstalls with kill -9 at random moments and SOAK_REINSTALL_RATE of
+#     the Proxmox calls failing (tests/api/test_reinstall_crash.py,
+#     SOAK_REINSTALL_ROUNDS rounds for each of the first SOAK_REINSTALL_SEEDS
+#     seeds).
 # Each part reports per seed: jobs done/failed (and why), fault hits, the
 # longest job, the time taken, and any broken promise. Results go to stdout
 # and bench/results/soak.txt ("faulted" counts every fault rule hit, delays
@@ -73,6 +78,22 @@ CRASH_SEEDS=${SOAK_CRASH_SEEDS:-201,202,203}
   done
 } | tee "$TMP/crash.sum"
 [ -f "$TMP/crash.failed" ] && status=1
-cat "$TMP/head" "$TMP/control.sum" "$TMP/create.sum" "$TMP/crash.sum" >"$OUT"
+# reinstalls: kill -9 at random moments, under faults, more rounds and seeds
+t0=$(date +%s.%N)
+: >"$TMP/reinstall.log"
+rc=0
+for seed in $(echo "$SEEDS" | tr ',' ' ' | cut -d' ' -f1-${SOAK_REINSTALL_SEEDS:-3}); do
+  REINSTALL_CRASH_SEED=$seed REINSTALL_CRASH_ROUNDS=${SOAK_REINSTALL_ROUNDS:-40} \
+    REINSTALL_FAULT_RATE=${SOAK_REINSTALL_RATE:-0.03} PYTHONPATH=tests \
+    /usr/bin/python3 tests/api/test_reinstall_crash.py >>"$TMP/reinstall.log" 2>&1 || rc=1
+done
+t1=$(date +%s.%N)
+[ $rc -ne 0 ] && status=1
+{
+  echo
+  echo "part reinstall (kill -9 and faults): exit $rc, $(echo "$t1 - $t0" | bc) s"
+  grep -E '^(seed|one|outcomes|faults hit|ok|FAIL) |^[0-9]+ passed|^  ' "$TMP/reinstall.log" | head -60
+} | tee "$TMP/reinstall.sum"
+cat "$TMP/head" "$TMP/control.sum" "$TMP/create.sum" "$TMP/crash.sum" "$TMP/reinstall.sum" >"$OUT"
 echo "load average at the end $(cut -d' ' -f1 /proc/loadavg)" | tee -a "$OUT"
 exit $status

@@ -205,7 +205,20 @@ static bool transient(const struct pve_error *e)
 static void pause_n(struct rctx *c, int n)
 {
     store_job_renew(c->k->st, c->j->id, c->k->instance, LEASE_MS, NULL);
-    sleep_ms(250L << (n < 3 ? n : 3));
+    sleep_ms(250L << (n < 4 ? n - 1 : 3)); /* 250 ms, 500 ms, 1 s, then 2 s */
+}
+
+/* May a failed call be made again (a 500, a lock, no answer: TRIES in all,
+ * with pauses)? Callers look at Proxmox first when the call may have had
+ * its effect. */
+static bool again(struct rctx *c, int *n, const struct pve_error *e)
+{
+    if (!transient(e) || ++*n >= TRIES || stopping(c->k))
+        return false;
+    log_warn("job", "job=%s vmid=%d reinstall %s: %s; again", c->j->id, c->j->vmid, c->j->step,
+             e->message);
+    pause_n(c, *n);
+    return true;
 }
 
 static void marker(struct rctx *c, char *out, size_t len)
@@ -303,7 +316,7 @@ static int wait_unlocked(struct rctx *c, int vmid, struct pve_error *e)
 }
 
 /* Power a VM to `want` ("running" or "stopped") and wait; 0 when it is. */
-static int power_to(struct rctx *c, int vmid, const char *want, struct pve_error *e)
+static int power_once(struct rctx *c, int vmid, const char *want, struct pve_error *e)
 {
     struct pve_vm_status s;
     int rc = read_status(c, vmid, &s, e);
@@ -327,6 +340,16 @@ static int power_to(struct rctx *c, int vmid, const char *want, struct pve_error
         e->cls = PVE_E_OTHER;
         rc = PVE_E_OTHER;
     }
+    return rc;
+}
+
+/* power_once, made again while it fails transiently (it reads the status
+ * first: a call that went through is not made twice). */
+static int power_to(struct rctx *c, int vmid, const char *want, struct pve_error *e)
+{
+    int rc, n = 0;
+    while ((rc = power_once(c, vmid, want, e)) && rc != -1 && again(c, &n, e))
+        ;
     return rc;
 }
 
@@ -512,8 +535,8 @@ static void step_prepare(struct rctx *c)
      * takes the same one again rather than a second */
     if (!tmp_vmid(c)) {
         if (take_vmid(c, why, sizeof why)) {
-            finish(c, false, "VM %d cannot be reinstalled now: %s; nothing was changed",
-                   c->j->vmid, why);
+            finish(c, false, "VM %d cannot be reinstalled now: %s; nothing was changed", c->j->vmid,
+                   why);
             return;
         }
         job_checkpoint(c->k, c->j, NULL, -1, "temporary VMID %d", tmp_vmid(c));
@@ -555,39 +578,48 @@ static void step_clone(struct rctx *c)
     char m[128];
     marker(c, m, sizeof m);
     int tpl = (int)st_int(c, "template");
-    if (c->resumed) {
-        enum probe p = probe_tmp(c, &e);
-        if (p == P_OURS) {
-            job_checkpoint(c->k, c->j, "wait_clone", 20, "found the temporary VM from before");
-            return;
+    for (int n = 0;;) {
+        if (c->resumed) {
+            enum probe p = probe_tmp(c, &e);
+            if (p == P_OURS) {
+                job_checkpoint(c->k, c->j, "wait_clone", 20, "found the temporary VM from before");
+                return;
+            }
+            if (p == P_NONE && pve_find_clone_task(c->pc, c->j->node, tpl, tmp_vmid(c),
+                                                   c->j->created_at / 1000, c->j->upid)) {
+                job_checkpoint(c->k, c->j, "wait_clone", 20,
+                               "found the clone task from before (%s)", c->j->upid);
+                return;
+            }
+            if (p == P_OTHER) {
+                store_vmid_mark_foreign(c->k->st, tmp_vmid(c), NULL);
+                st_set_int(c, "tmp_vmid", 0);
+                fail_to(c, "abort", "the temporary VMID is taken outside proxd");
+                return;
+            }
         }
-        if (p == P_NONE && pve_find_clone_task(c->pc, c->j->node, tpl, tmp_vmid(c),
-                                               c->j->created_at / 1000, c->j->upid)) {
-            job_checkpoint(c->k, c->j, "wait_clone", 20, "found the clone task from before (%s)",
-                           c->j->upid);
-            return;
-        }
-        if (p == P_OTHER) {
+        char name[64];
+        snprintf(name, sizeof name, "reinstall-%d", c->j->vmid);
+        struct pve_clone o = {.newid = tmp_vmid(c),
+                              .name = name,
+                              .description = m,
+                              .storage = c->cn->storage,
+                              .full = 1};
+        c->j->upid[0] = '\0';
+        int rc = pve_vm_clone(c->pc, c->j->node, tpl, &o, c->j->upid, &e);
+        if (rc == PVE_E_EXISTS) {
             store_vmid_mark_foreign(c->k->st, tmp_vmid(c), NULL);
             st_set_int(c, "tmp_vmid", 0);
-            fail_to(c, "abort", "the temporary VMID is taken outside proxd");
+            fail_to(c, "abort", "the temporary VMID is taken outside proxd: %s", e.message);
             return;
         }
-    }
-    char name[64];
-    snprintf(name, sizeof name, "reinstall-%d", c->j->vmid);
-    struct pve_clone o = {
-        .newid = tmp_vmid(c), .name = name, .description = m, .storage = c->cn->storage, .full = 1};
-    int rc = pve_vm_clone(c->pc, c->j->node, tpl, &o, c->j->upid, &e);
-    if (rc == PVE_E_EXISTS) {
-        store_vmid_mark_foreign(c->k->st, tmp_vmid(c), NULL);
-        st_set_int(c, "tmp_vmid", 0);
-        fail_to(c, "abort", "the temporary VMID is taken outside proxd: %s", e.message);
-        return;
-    }
-    if (rc) {
-        fail_to(c, "abort", "clone failed: %s", e.message);
-        return;
+        if (!rc)
+            break;
+        if (!again(c, &n, &e)) {
+            fail_to(c, "abort", "clone failed: %s", e.message);
+            return;
+        }
+        c->resumed = true; /* the call may have gone through: look before the next */
     }
     job_checkpoint(c->k, c->j, "wait_clone", 20, "cloning template %d to VM %d (%s)", tpl,
                    tmp_vmid(c), c->j->upid);
@@ -620,7 +652,10 @@ static void step_configure(struct rctx *c)
     char m[128];
     marker(c, m, sizeof m);
     struct pve_config_set s = {.cores = c->v.cores, .memory_mb = c->v.memory_mb, .description = m};
-    if (pve_vm_config_set(c->pc, c->j->node, tmp_vmid(c), &s, &e)) {
+    int rc, n = 0;
+    while ((rc = pve_vm_config_set(c->pc, c->j->node, tmp_vmid(c), &s, &e)) && again(c, &n, &e))
+        ;
+    if (rc) {
         fail_to(c, "abort", "configuring the temporary VM failed: %s", e.message);
         return;
     }
@@ -643,14 +678,19 @@ static void step_resize(struct rctx *c)
     if (want > have) { /* grow only: a larger template disk stays larger */
         char size[32];
         snprintf(size, sizeof size, "%lldG", (long long)((want + GiB - 1) / GiB));
-        c->j->upid[0] = '\0';
-        int rc = pve_vm_resize(c->pc, c->j->node, tmp_vmid(c), disk, size, c->j->upid, &e);
-        if (!rc && c->j->upid[0]) {
-            job_checkpoint(c->k, c->j, NULL, -1, "growing %s of VM %d to %s (%s)", disk,
-                           tmp_vmid(c), size, c->j->upid);
-            rc = wait_task(c, c->j->upid, STEP_MS, &e);
-            if (rc == -1)
-                return;
+        int rc, n = 0;
+        for (;;) { /* an absolute size: asking again is harmless */
+            c->j->upid[0] = '\0';
+            rc = pve_vm_resize(c->pc, c->j->node, tmp_vmid(c), disk, size, c->j->upid, &e);
+            if (!rc && c->j->upid[0]) {
+                job_checkpoint(c->k, c->j, NULL, -1, "growing %s of VM %d to %s (%s)", disk,
+                               tmp_vmid(c), size, c->j->upid);
+                rc = wait_task(c, c->j->upid, STEP_MS, &e);
+                if (rc == -1)
+                    return;
+            }
+            if (!rc || !again(c, &n, &e))
+                break;
         }
         if (!rc && (rc = read_config(c, tmp_vmid(c), &cfg, &e)) == 0) {
             have = cfg.bootdisk_size;
@@ -715,7 +755,21 @@ static void step_detach(struct rctx *c)
     if (s == S_OLD) {
         /* the old disk stays with the VM as an unusedN until the new one runs */
         struct pve_config_set set = {.delete_keys = st_str(c, "boot_key"), .digest = digest};
-        if (pve_vm_config_set(c->pc, c->j->node, c->j->vmid, &set, &e)) {
+        int rc, n = 0;
+        while ((rc = pve_vm_config_set(c->pc, c->j->node, c->j->vmid, &set, &e)) &&
+               again(c, &n, &e)) {
+            struct pve_error e2 = {0};
+            enum slot now = boot_slot(c, &cfg, &e2); /* it may have gone through */
+            if (now != S_ERROR) {
+                snprintf(digest, sizeof digest, "%s", cfg.digest);
+                pve_vm_config_release(&cfg);
+            }
+            if (now == S_EMPTY) {
+                rc = 0;
+                break;
+            }
+        }
+        if (rc) {
             fail_to(c, "restore", "detaching the old disk failed: %s", e.message);
             return;
         }
@@ -745,7 +799,7 @@ static void step_swap(struct rctx *c)
             job_checkpoint(c->k, c->j, "detach", -1, "the old disk is still attached");
             return;
         }
-        if (s == S_EMPTY) {
+        for (int n = 0; s == S_EMPTY;) {
             rc = pve_vm_move_disk(c->pc, c->j->node, tmp_vmid(c), st_str(c, "tmp_key"), c->j->vmid,
                                   st_str(c, "boot_key"), c->j->upid, &e);
             if (!rc) {
@@ -754,7 +808,13 @@ static void step_swap(struct rctx *c)
                 rc = wait_task(c, c->j->upid, STEP_MS, &e);
                 if (rc == -1)
                     return;
+                break;
             }
+            if (!again(c, &n, &e))
+                break;
+            struct pve_error e2 = {0}; /* the call may have gone through: the slot tells */
+            if ((s = boot_slot(c, &cfg, &e2)) != S_ERROR)
+                pve_vm_config_release(&cfg);
         }
     }
     /* the slot decides (a move whose answer was lost may have gone through) */
@@ -781,7 +841,11 @@ static void step_cloudinit(struct rctx *c)
         s.key = "boot";
         s.value = boot;
     }
-    if ((keys || pw || boot[0]) && pve_vm_config_set(c->pc, c->j->node, c->j->vmid, &s, &e)) {
+    int rc = 0, n = 0;
+    while ((keys || pw || boot[0]) &&
+           (rc = pve_vm_config_set(c->pc, c->j->node, c->j->vmid, &s, &e)) && again(c, &n, &e))
+        ;
+    if (rc) {
         fail_to(c, "restore", "setting cloud-init failed: %s", e.message);
         return;
     }

@@ -10,7 +10,9 @@ restarted; after each restart the job ends, and then:
     (and the templates).
 The killed instance's leases are expired in the database (what the clock
 would do 30 s later) before the restart. REINSTALL_CRASH_SEED overrides the
-seed; REINSTALL_CRASH_ROUNDS the number of rounds (make soak runs more).
+seed; REINSTALL_CRASH_ROUNDS the number of rounds; REINSTALL_FAULT_RATE
+makes that share of the Proxmox calls fail too (make soak runs more rounds,
+under faults).
 """
 import os
 import random
@@ -24,8 +26,10 @@ from lib.sim import Sim
 
 SEED = int(os.environ.get("REINSTALL_CRASH_SEED", "1414"))
 ROUNDS = int(os.environ.get("REINSTALL_CRASH_ROUNDS", "20"))
+# make soak: a share of the Proxmox calls under /nodes fail (500) besides the kills
+RATE = float(os.environ.get("REINSTALL_FAULT_RATE", "0"))
 rng = random.Random(SEED)
-print("seed %d, %d rounds" % (SEED, ROUNDS), flush=True)
+print("seed %d, %d rounds, fault rate %g" % (SEED, ROUNDS, RATE), flush=True)
 
 sim = Sim(time_scale=0.005)
 px = Proxd(sim, proxd_extra="reconcile_interval = 2\n")
@@ -76,6 +80,9 @@ def kill_during_reinstalls():
     span = time.monotonic() - t0
     os_of = {v: "ubuntu" for v in VMS}
     os_of[VMS[0]] = "debian"
+    if RATE:
+        sim.ctl("POST", "/faults", {"path": "^/nodes/", "kind": "error", "status": 500,
+                                    "message": "soak fault", "rate": RATE})
     print("one reinstall takes %.2f s" % span, flush=True)
     for n in range(ROUNDS):
         vmid = VMS[n % len(VMS)]
@@ -114,6 +121,9 @@ def kill_during_reinstalls():
         print("round %2d: VM %d %s -> %s after a kill at %s: %s" %
               (n, vmid, old, new, at, j["state"]), flush=True)
     print("outcomes: %s; killed at: %s" % (outcomes, steps_hit), flush=True)
+    if RATE:
+        print("faults hit: %d" % sum(f.get("hits", 0) for f in sim.ctl("GET", "/faults")))
+        sim.ctl("DELETE", "/faults")
     for v in VMS:  # every VM still there, once
         assert [x["vmid"] for x in sim.state()["vms"]].count(v) == 1
 
