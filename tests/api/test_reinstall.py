@@ -9,7 +9,11 @@ cloned from). Cases, on one pvesim and one proxd:
   - a fault injected at each step in turn (clone, its task, configure,
     resize, stop, the disk reassignment, start, destroy): one VM, running;
     before the swap the old VM untouched (config digest, disk, power);
+  - passing errors on every write ridden out (the job ends done);
   - another owner's 404, bad input naming the field;
+  - the temporary disk counted in the owner's quota and the node's room
+    (a reservation while it exists; no room: failed, nothing changed);
+  - an HA-managed VM refused, untouched;
   - a reinstall queued while another job of the VM runs waits for it.
 The kill -9 test is test_reinstall_crash.py.
 """
@@ -271,6 +275,34 @@ def ha_managed_vm_refused_untouched():
     assert temps() == []
     sim.data("DELETE", "/cluster/ha/resources/vm:%d" % vmid)
     assert v["node"] == after["node"]
+
+
+def node_view(name):
+    for n in px.call("GET", "/v1/nodes", ALICE).json()["nodes"]:
+        if n["name"] == name:
+            return n
+
+
+@case
+def no_room_on_the_node_fails_before_touching_anything():
+    vmid = VM["f"]
+    before = look(vmid)
+    node = before["node"]
+    # the node's storage: what it holds now, plus 5 GiB (the VM's disk is 12 GiB)
+    total_gb = node_view(node)["disk_gb"]["total"]
+    used_gb = node_view(node)["disk_gb"]["used"]
+    sim.ctl("POST", "/nodes/" + node, {"storage_gb": {"local-lvm": used_gb + 5}})
+    try:
+        wait_for(lambda: node_view(node)["disk_gb"]["available"] <= 6, deadline=30, interval=0.2,
+                 what="proxd to see the full node")
+        j = reinstall(vmid, {"os": "debian"}, want="failed")
+        assert "no room" in j["error"] and "nothing was changed" in j["error"], j
+        after = look(vmid)
+        assert after["digest"] == before["digest"] and after["power"] == "running", after
+        assert temps() == []
+        assert not db_query(px.db, "SELECT node FROM capacity WHERE job = ?", (j["id"],))
+    finally:
+        sim.ctl("POST", "/nodes/" + node, {"storage_gb": {"local-lvm": total_gb}})
 
 
 @case
