@@ -481,10 +481,12 @@ static void step_prepare(struct rctx *c)
         }
     }
     if (rc) {
+        release_tmp(c); /* a prepare resumed after a crash may hold one */
         finish(c, false, "cannot find VM %d: %s; nothing was changed", c->j->vmid, e.message);
         return;
     }
     if ((rc = read_config(c, c->j->vmid, &cfg, &e))) {
+        release_tmp(c); /* a prepare resumed after a crash may hold one */
         finish(c, false, "cannot read VM %d's config: %s; nothing was changed", c->j->vmid,
                e.message);
         return;
@@ -503,6 +505,7 @@ static void step_prepare(struct rctx *c)
     else if (s.ha_managed) /* the HA manager would start it again while its disk is out */
         refusal = "it is HA-managed: remove it from HA for the reinstall";
     if (refusal) {
+        release_tmp(c); /* a prepare resumed after a crash may hold one */
         finish(c, false, "VM %d cannot be reinstalled: %s; nothing was changed", c->j->vmid,
                refusal);
         pve_vm_config_release(&cfg);
