@@ -121,9 +121,10 @@ int store_idem_get(store *s, const char *owner, const char *key, json_t **answer
 
 /* What an owner's live VMs hold by their records, and the changes on their
  * way: the live VMs' queued or running update/resize jobs, with the
- * record's figures beside them. Each VM counts at the larger of its record
- * and what its changes ask for (a change counts before it lands); a target
- * that is not a number does not count. */
+ * record's figures beside them, and reinstalls (their temporary clone's
+ * disk, temp_disk_gb, on top of the record's). Each VM counts at the larger
+ * of its record and what its changes ask for (a change counts before it
+ * lands); a target that is not a number does not count. */
 static const char SQL_OWNER_USE[] =
     "SELECT count(*), coalesce(sum(cores), 0), coalesce(sum(memory_mb), 0),"
     " coalesce(sum(disk_gb), 0) FROM vms WHERE owner = ?1 AND state IN {LIVE}";
