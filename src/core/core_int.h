@@ -110,6 +110,11 @@ int webhooks_start(struct core *k);
 void webhooks_stop(struct core *k);
 void webhooks_free(struct core *k);
 
+/* Fill err (may be NULL) with code, the field it names and a message;
+ * returns code. */
+int core_fail(struct core_error *err, enum core_err code, const char *field, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
 /* What a job would add to its owner's use (update, resize, the temporary
  * disk of a reinstall). */
 struct quota_delta {

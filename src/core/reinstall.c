@@ -57,21 +57,6 @@ struct rctx {
 
 /* ---- requests ----------------------------------------------------------------- */
 
-static int fail(struct core_error *err, enum core_err code, const char *field, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static int fail(struct core_error *err, enum core_err code, const char *field, const char *fmt, ...)
-{
-    if (err) {
-        va_list ap;
-        va_start(ap, fmt);
-        err->code = code;
-        snprintf(err->field, sizeof err->field, "%s", field ? field : "");
-        vsnprintf(err->message, sizeof err->message, fmt, ap);
-        va_end(ap);
-    }
-    return code;
-}
-
 static bool password_ok(const char *p, char *why, size_t len)
 {
     size_t n = strlen(p);
@@ -111,26 +96,27 @@ int core_vm_reinstall(struct core *k, int vmid, const char *owner,
     if (!r->os || !config_os(k->cfg, r->os) || strlen(r->os) >= sizeof probe.os) {
         /* validate_request says which OSes there are */
         validate_request(k->cfg, &probe, field, sizeof field, msg, sizeof msg);
-        return fail(err, CORE_E_INVALID, "os", "%s", msg);
+        return core_fail(err, CORE_E_INVALID, "os", "%s", msg);
     }
     if (r->ssh_keys) {
         int bad = 0;
         if (strlen(r->ssh_keys) > 16384)
-            return fail(err, CORE_E_INVALID, "ssh_keys", "at most 16 KiB of keys");
+            return core_fail(err, CORE_E_INVALID, "ssh_keys", "at most 16 KiB of keys");
         if (!sshkeys_valid(r->ssh_keys, &bad))
-            return fail(err, CORE_E_INVALID, "ssh_keys",
-                        "key %d is not an OpenSSH public key (\"<type> <base64> [comment]\")", bad);
+            return core_fail(err, CORE_E_INVALID, "ssh_keys",
+                             "key %d is not an OpenSSH public key (\"<type> <base64> [comment]\")",
+                             bad);
     }
     if (r->password && !password_ok(r->password, msg, sizeof msg))
-        return fail(err, CORE_E_INVALID, "password", "%s", msg);
+        return core_fail(err, CORE_E_INVALID, "password", "%s", msg);
     struct vm_rec v;
     int rc = core_vm_load_owned(k, vmid, owner, true, &v, err);
     if (rc)
         return rc;
     const struct cfg_node *cn = config_node(k->cfg, v.node);
     if (cn && !config_template(cn, r->os)) {
-        rc = fail(err, CORE_E_INVALID, "os", "node %s of VM %d has no %s template", v.node, vmid,
-                  r->os);
+        rc = core_fail(err, CORE_E_INVALID, "os", "node %s of VM %d has no %s template", v.node,
+                       vmid, r->os);
         goto out;
     }
     /* the temporary clone's disk counts while it exists */
@@ -143,7 +129,7 @@ int core_vm_reinstall(struct core *k, int vmid, const char *owner,
         char hash[CRYPT_OUTPUT_SIZE];
         if (hash_password(r->password, hash)) {
             json_decref(req);
-            rc = fail(err, CORE_E_INTERNAL, "password", "cannot hash the password");
+            rc = core_fail(err, CORE_E_INTERNAL, "password", "cannot hash the password");
             goto out;
         }
         json_object_set_new(req, "password", json_string(hash));

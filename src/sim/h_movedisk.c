@@ -9,6 +9,7 @@
  * cloned from, so that a test can tell what a VM's disk holds. */
 #include "common/util.h"
 #include "common/xalloc.h"
+#include "sim/qemu_ops.h"
 #include "sim/sim.h"
 #include "sim/vmops.h"
 
@@ -163,24 +164,6 @@ const struct sim_route sim_routes_movedisk[] = {
 
 /* ---- the task --------------------------------------------------------------------- */
 
-/* find_free_diskname: the first vm-<target>-disk-N no drive of the target
- * names (its unused volumes and snapshots included). */
-static int free_index(const struct sim_vm *dst)
-{
-    for (int i = 0;; i++) {
-        char probe[64];
-        snprintf(probe, sizeof probe, "vm-%d-disk-%d", dst->vmid, i);
-        bool used = false;
-        const char *k;
-        json_t *v;
-        json_object_foreach(dst->conf, k, v) used |=
-            json_is_string(v) && strstr(json_string_value(v), probe) != NULL;
-        used |= vmops_vol_in_snapshot(dst, probe);
-        if (!used)
-            return i;
-    }
-}
-
 bool vmops_boot_drop(struct sim_vm *vm, const char *disk)
 {
     const char *boot = json_string_value(json_object_get(vm->conf, "boot"));
@@ -216,7 +199,7 @@ static void reassign(struct sim *s, struct sim_task *t, struct sim_vm *src, stru
                  dst->vmid);
     char old[128], nv[64];
     vmops_vol_name(d, old, sizeof old);
-    snprintf(nv, sizeof nv, "vm-%d-disk-%d", dst->vmid, free_index(dst));
+    snprintf(nv, sizeof nv, "vm-%d-disk-%d", dst->vmid, qemu_free_disk_index(dst));
     char *sid = sim_disk_storage(d);
     struct sim_storage *st = sid ? sim_storage_find(src->node, sid) : NULL;
     if (st && strcmp(st->type, "lvmthin") == 0)

@@ -362,6 +362,21 @@ static json_t *net_value(struct sim *s, const char *net, bool new_mac)
     return v;
 }
 
+int qemu_free_disk_index(const struct sim_vm *vm)
+{
+    for (int i = 0;; i++) {
+        char probe[64];
+        snprintf(probe, sizeof probe, "vm-%d-disk-%d", vm->vmid, i);
+        bool used = vmops_vol_in_snapshot(vm, probe);
+        const char *k;
+        json_t *v;
+        json_object_foreach(vm->conf, k, v) used |=
+            json_is_string(v) && strstr(json_string_value(v), probe) != NULL;
+        if (!used)
+            return i;
+    }
+}
+
 static json_t *alloc_disk(struct sim *s, struct sim_vm *vm, const char *k, const char *spec)
 {
     /* "<storage>:<GiB>[,opts]" allocates a new volume */
@@ -378,18 +393,7 @@ static json_t *alloc_disk(struct sim *s, struct sim_vm *vm, const char *k, const
     tmp[nl] = '\0';
     if (!parse_i64(tmp, &gib) || gib <= 0)
         return json_string(spec);
-    int idx = 0;
-    for (;; idx++) {
-        char probe[64];
-        snprintf(probe, sizeof probe, "vm-%d-disk-%d", vm->vmid, idx);
-        bool used = false;
-        const char *kk;
-        json_t *vv;
-        json_object_foreach(vm->conf, kk, vv) used |=
-            json_is_string(vv) && strstr(json_string_value(vv), probe) != NULL;
-        if (!used)
-            break;
-    }
+    int idx = qemu_free_disk_index(vm);
     (void)s;
     (void)k;
     return json_sprintf("%.*s:vm-%d-disk-%d,size=%lldG%s", (int)(colon - spec), spec, vm->vmid, idx,

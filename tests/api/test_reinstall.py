@@ -19,7 +19,6 @@ The kill -9 test is test_reinstall_crash.py.
 """
 import json
 import os
-import re
 import subprocess
 import time
 
@@ -58,22 +57,11 @@ def reinstall(vmid, body, token=ALICE, want=None):
     return j
 
 
-def vol(drive):
-    """"local-lvm:vm-1000-disk-0,size=12G" -> "vm-1000-disk-0"."""
-    return drive.split(",")[0].split(":")[-1].split("/")[-1]
-
-
 def look(vmid):
-    """What Proxmox holds for the VM: identity, its disk, its OS, power."""
-    v = sim.vm(vmid)
-    assert v, "VM %d is gone" % vmid
-    c = v["conf"]
-    return {"node": v["node"], "power": v["power"], "name": c.get("name"), "boot": c.get("boot"),
-            "net0": c.get("net0"), "ipconfig0": c.get("ipconfig0"),
-            "mac": re.search(r"([0-9A-F]{2}(:[0-9A-F]{2}){5})", c.get("net0", "")).group(1),
-            "disk": vol(c["scsi0"]), "os": (v.get("origin") or {}).get(vol(c["scsi0"])),
-            "unused": sorted(k for k in c if k.startswith("unused")),
-            "digest": sim.data("GET", "/nodes/%s/qemu/%d/config" % (v["node"], vmid))["digest"]}
+    """What Proxmox holds for the VM (Sim.vm_view) and its config digest."""
+    v = sim.vm_view(vmid)
+    v["digest"] = sim.data("GET", "/nodes/%s/qemu/%d/config" % (v["node"], vmid))["digest"]
+    return v
 
 
 def temps():

@@ -16,7 +16,6 @@ under faults).
 """
 import os
 import random
-import re
 import time
 
 from lib.cases import case, finish
@@ -37,19 +36,8 @@ ALICE = px.token("alice")
 px.start()
 
 
-def vol(drive):
-    return drive.split(",")[0].split(":")[-1].split("/")[-1]
-
-
 def look(vmid):
-    v = sim.vm(vmid)
-    assert v, "VM %d is gone" % vmid
-    c = v["conf"]
-    return {"power": v["power"], "name": c.get("name"), "net0": c.get("net0"), "boot": c.get("boot"),
-            "ipconfig0": c.get("ipconfig0"),
-            "mac": re.search(r"([0-9A-F]{2}(:[0-9A-F]{2}){5})", c.get("net0", "")).group(1),
-            "os": (v.get("origin") or {}).get(vol(c.get("scsi0", ""))),
-            "unused": sorted(k for k in c if k.startswith("unused"))}
+    return sim.vm_view(vmid)
 
 
 def others(known):
