@@ -82,7 +82,7 @@ int core_quota_use(struct core *k, const char *owner, struct quota_use *used,
     }
     struct store_error se;
     if (store_addr_owner_count(k->st, owner, &used->addresses, &se))
-        return fail(err, CORE_E_INTERNAL, NULL, "%s", se.message);
+        return core_fail(err, CORE_E_INTERNAL, NULL, "%s", se.message);
     return CORE_OK;
 }
 
