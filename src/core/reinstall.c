@@ -26,6 +26,7 @@
 #include "common/util.h"
 #include "common/xalloc.h"
 #include "core/core_int.h"
+#include "core/events.h"
 #include "pve/pve_api.h"
 
 #include <crypt.h>
@@ -1008,6 +1009,18 @@ static void step_commit(struct rctx *c)
     snprintf(c->v.power, sizeof c->v.power, "running");
     c->v.error[0] = '\0';
     save_rec(c);
+    struct store_event ev = {.vmid = c->j->vmid};
+    snprintf(ev.type, sizeof ev.type, "%s", EV_VM_REINSTALLED);
+    snprintf(ev.owner, sizeof ev.owner, "%s", c->v.owner);
+    snprintf(ev.node, sizeof ev.node, "%s", c->j->node);
+    snprintf(ev.job, sizeof ev.job, "%s", c->j->id);
+    ev.data = json_pack("{s:s,s:s,s:s}", "name", c->v.name, "os", req_str(c, "os"), "from",
+                        st_str(c, "old_os"));
+    struct store_error se;
+    if (store_event_append(c->k->st, &ev, &se))
+        log_warn("job", "job=%s vmid=%d the vm.reinstalled event is not logged: %s", c->j->id,
+                 c->j->vmid, se.message);
+    store_event_release(&ev);
     finish(c, true, "VM %d runs %s (was %s)%s", c->j->vmid, req_str(c, "os"), st_str(c, "old_os"),
            left);
 }

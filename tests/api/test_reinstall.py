@@ -117,6 +117,10 @@ def reinstall_keeps_the_identity():
     rec = px.call("GET", "/v1/vms/%d" % vmid, ALICE).json()
     assert rec["os"] == "debian" and rec["vmid"] == vmid and rec["name"] == "ri-a", rec
     assert rec["power"] == "running" and rec["disk_gb"] >= 12, rec
+    ev = px.call("GET", "/v1/events?type=vm.reinstalled", ALICE).json()
+    mine = [e for e in ev["events"] if e["job"] == j["id"]]
+    assert len(mine) == 1 and mine[0]["vmid"] == vmid, ev
+    assert mine[0]["data"]["os"] == "debian" and mine[0]["data"]["from"] == "ubuntu", mine
     steps = event_steps(j["id"])
     for s in ("clone", "resize", "stop", "swap", "start", "commit", "done"):
         assert s in steps, steps
