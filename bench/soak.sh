@@ -5,9 +5,14 @@
 # SOAK_RATE of the Proxmox calls failing (every kind of fault). Two parts:
 #  1. control jobs under faults (the VMs are created before the faults);
 #  2. creations under faults too (FAULT_CREATE=1);
-#  4. (after the crash part below) node drains (tests/api/test_drain.py) of SOAK_DRAIN_VMS VMs (200) with a
+#  3. (below) the crash test of VM operations;
+#  4. node drains (tests/api/test_drain.py) of SOAK_DRAIN_VMS VMs (200) with a
 #     kill -9 in the middle and seeded migrate faults, one run per seed of
-#     SOAK_DRAIN_SEEDS (3 seeds).
+#     SOAK_DRAIN_SEEDS (3 seeds);
+#  5. reinstalls with kill -9 at random moments and SOAK_REINSTALL_RATE of
+#     the Proxmox calls failing (tests/api/test_reinstall_crash.py,
+#     SOAK_REINSTALL_ROUNDS rounds for each of the first SOAK_REINSTALL_SEEDS
+#     seeds).
 # Each part reports per seed: jobs done/failed (and why), fault hits, the
 # longest job, the time taken, and any broken promise. Results go to stdout
 # and bench/results/soak.txt ("faulted" counts every fault rule hit, delays
@@ -91,6 +96,22 @@ for seed in $(echo "${SOAK_DRAIN_SEEDS:-201,202,203}" | tr , ' '); do
     grep -E '^(ok|FAIL) |^[0-9]+ passed|^    (moved|faults)' "$TMP/drain.$seed.log"
   } | tee -a "$TMP/drain.sum"
 done
-cat "$TMP/head" "$TMP/control.sum" "$TMP/create.sum" "$TMP/crash.sum" "$TMP/drain.sum" >"$OUT"
+# reinstalls: kill -9 at random moments, under faults, more rounds and seeds
+t0=$(date +%s.%N)
+: >"$TMP/reinstall.log"
+rc=0
+for seed in $(echo "$SEEDS" | tr ',' ' ' | cut -d' ' -f1-${SOAK_REINSTALL_SEEDS:-3}); do
+  REINSTALL_CRASH_SEED=$seed REINSTALL_CRASH_ROUNDS=${SOAK_REINSTALL_ROUNDS:-40} \
+    REINSTALL_FAULT_RATE=${SOAK_REINSTALL_RATE:-0.03} PYTHONPATH=tests \
+    /usr/bin/python3 tests/api/test_reinstall_crash.py >>"$TMP/reinstall.log" 2>&1 || rc=1
+done
+t1=$(date +%s.%N)
+[ $rc -ne 0 ] && status=1
+{
+  echo
+  echo "part reinstall (kill -9 and faults): exit $rc, $(echo "$t1 - $t0" | bc) s"
+  grep -E '^(seed|one|outcomes|faults hit|ok|FAIL) |^[0-9]+ passed|^  ' "$TMP/reinstall.log" | head -60
+} | tee "$TMP/reinstall.sum"
+cat "$TMP/head" "$TMP/control.sum" "$TMP/create.sum" "$TMP/crash.sum" "$TMP/drain.sum" "$TMP/reinstall.sum" >"$OUT"
 echo "load average at the end $(cut -d' ' -f1 /proc/loadavg)" | tee -a "$OUT"
 exit $status

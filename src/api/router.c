@@ -30,6 +30,7 @@ static const struct route ROUTES[] = {
     {{"POST", "/v1/vms/{vmid}/resume"}, h_vm_action, true},
     {{"POST", "/v1/vms/{vmid}/reboot"}, h_vm_action, true},
     {{"POST", "/v1/vms/{vmid}/resize"}, h_vm_resize, true},
+    {{"POST", "/v1/vms/{vmid}/reinstall"}, h_vm_reinstall, true},
     {{"GET", "/v1/vms/{vmid}/snapshots"}, h_snap_list, true},
     {{"POST", "/v1/vms/{vmid}/snapshots"}, h_snap_create, true},
     {{"DELETE", "/v1/vms/{vmid}/snapshots/{name}"}, h_snap_delete, true},

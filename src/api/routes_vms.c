@@ -587,6 +587,37 @@ void h_vm_resize(struct req *rq, struct resp *rs)
         accepted(rs, vmid, "resize", job);
 }
 
+/* POST /v1/vms/{vmid}/reinstall {os, ssh_keys?, password?} */
+void h_vm_reinstall(struct req *rq, struct resp *rs)
+{
+    int vmid;
+    if (check_query(rq, rs, NULL) || target_vmid(rq, rs, &vmid))
+        return;
+    char os[64] = "", password[256] = "";
+    char *keys = NULL;
+    bool has_os = false, has_pw = false;
+    const struct field f[] = {
+        {"os", FT_STRING, os, sizeof os, &has_os},
+        {"ssh_keys", FT_STRINGS, &keys, SSH_KEYS_MAX, NULL},
+        {"password", FT_STRING, password, sizeof password, &has_pw},
+    };
+    if (decode_body(rq, rs, f, sizeof f / sizeof f[0], false, NULL))
+        goto out;
+    if (!has_os || !os[0]) {
+        resp_error(rs, MHD_HTTP_BAD_REQUEST, "invalid", "os", "os: required");
+        goto out;
+    }
+    struct reinstall_request r = {os, keys, has_pw ? password : NULL};
+    char job[40];
+    struct core_error ce = {0};
+    if (core_vm_reinstall(rq->api->k, vmid, acting_owner(rq), &r, job, &ce))
+        op_error(rq, rs, &ce);
+    else
+        accepted(rs, vmid, "reinstall", job);
+out:
+    free(keys);
+}
+
 void h_vm_delete(struct req *rq, struct resp *rs)
 {
     int vmid;

@@ -42,6 +42,8 @@ static int usage_vm(void)
                     "       proxctl vm shutdown VMID [--timeout S] [--force] [--no-wait]\n"
                     "       proxctl vm set VMID [--cores N] [--memory SIZE] [--no-wait]\n"
                     "       proxctl vm resize VMID --disk SIZE [--no-wait]\n"
+                    "       proxctl vm reinstall VMID --os OS [--ssh-key FILE]... "
+                    "[--password-file FILE|-] [--no-wait]\n"
                     "       proxctl vm snapshot list VMID [--refresh]\n"
                     "       proxctl vm snapshot create VMID NAME [--description TEXT] [--ram]\n"
                     "       proxctl vm snapshot delete|rollback VMID NAME [--no-wait]\n"
@@ -377,6 +379,66 @@ static int vm_op(struct cli *c, const char *op, int argc, char **argv)
     return accepted(c, st, ans);
 }
 
+/* vm reinstall VMID --os OS [--ssh-key FILE]... [--password-file FILE|-]:
+ * the password is read from a file (or stdin), never from the command line
+ * where other users' `ps` would show it. */
+static int vm_reinstall(struct cli *c, int argc, char **argv)
+{
+    static const struct option o[] = {{"os", 1, 0, 'o'},
+                                      {"ssh-key", 1, 0, 'k'},
+                                      {"password-file", 1, 0, 'p'},
+                                      {"no-wait", 0, 0, 'W'},
+                                      {0, 0, 0, 0}};
+    if (argc < 2)
+        return usage_vm();
+    json_t *body = json_object(), *keys = json_array();
+    int opt, rc = EXIT_USAGE;
+    optind = 2;
+    while ((opt = getopt_long(argc, argv, "", o, NULL)) != -1) {
+        char *k;
+        switch (opt) {
+        case 'o':
+            json_object_set_new(body, "os", json_string(optarg));
+            break;
+        case 'W':
+            c->quiet = true;
+            break;
+        case 'k':
+        case 'p':
+            k = read_key(strcmp(optarg, "-") == 0 ? "/dev/stdin" : optarg);
+            if (!k) {
+                fprintf(stderr, "proxctl: --%s: cannot read '%s'\n",
+                        opt == 'k' ? "ssh-key" : "password-file", optarg);
+                goto out;
+            }
+            if (opt == 'k')
+                json_array_append_new(keys, json_string(k));
+            else
+                json_object_set_new(body, "password", json_string(k));
+            free(k);
+            break;
+        default:
+            rc = usage_vm();
+            goto out;
+        }
+    }
+    if (!json_object_get(body, "os")) {
+        fprintf(stderr, "proxctl: vm reinstall: --os is required\n");
+        goto out;
+    }
+    if (json_array_size(keys))
+        json_object_set(body, "ssh_keys", keys);
+    char path[128];
+    snprintf(path, sizeof path, "/v1/vms/%s/reinstall", argv[1]);
+    json_t *ans = NULL;
+    long st = cli_call(c, "POST", path, body, &ans);
+    rc = accepted(c, st, ans);
+out:
+    json_decref(body);
+    json_decref(keys);
+    return rc;
+}
+
 int cmd_vm(struct cli *c, int argc, char **argv)
 {
     if (argc < 1)
@@ -390,6 +452,8 @@ int cmd_vm(struct cli *c, int argc, char **argv)
         return vm_show(c, argv[1]);
     if (strcmp(sub, "snapshot") == 0)
         return cmd_snapshot(c, argc - 1, argv + 1);
+    if (strcmp(sub, "reinstall") == 0)
+        return vm_reinstall(c, argc, argv);
     static const char *const ops[] = {"start",  "shutdown", "stop",   "pause", "resume",
                                       "reboot", "set",      "resize", "delete"};
     for (size_t i = 0; i < sizeof ops / sizeof *ops; i++)

@@ -39,9 +39,7 @@ int vm_action_parse(const char *s)
     return -1;
 }
 
-static int fail(struct core_error *err, enum core_err code, const char *field, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static int fail(struct core_error *err, enum core_err code, const char *field, const char *fmt, ...)
+int core_fail(struct core_error *err, enum core_err code, const char *field, const char *fmt, ...)
 {
     if (err) {
         va_list ap;
@@ -66,7 +64,7 @@ int core_quota_use(struct core *k, const char *owner, struct quota_use *used,
         size_t n = 0;
         struct store_error se;
         if (store_vm_list(k->st, &f, &v, &n, &se))
-            return fail(err, CORE_E_INTERNAL, NULL, "%s", se.message);
+            return core_fail(err, CORE_E_INTERNAL, NULL, "%s", se.message);
         for (size_t i = 0; i < n; i++) {
             if (v[i].state == VMS_CREATING || v[i].state == VMS_ENABLED ||
                 v[i].state == VMS_DELETING) {
@@ -84,7 +82,7 @@ int core_quota_use(struct core *k, const char *owner, struct quota_use *used,
     }
     struct store_error se;
     if (store_addr_owner_count(k->st, owner, &used->addresses, &se))
-        return fail(err, CORE_E_INTERNAL, NULL, "%s", se.message);
+        return core_fail(err, CORE_E_INTERNAL, NULL, "%s", se.message);
     return CORE_OK;
 }
 
@@ -93,22 +91,23 @@ int core_quota_judge(const struct cfg_quota *q, const char *owner, const struct 
                      int dvms, int dcores, int64_t dmem, int64_t ddisk, struct core_error *err)
 {
     if (q->vms > 0 && u->vms + dvms > q->vms)
-        return fail(err, CORE_E_FULL, "quota",
-                    "VM quota of '%s' reached: %d of %d VMs in use, %d left", owner, u->vms, q->vms,
-                    q->vms - u->vms);
+        return core_fail(err, CORE_E_FULL, "quota",
+                         "VM quota of '%s' reached: %d of %d VMs in use, %d left", owner, u->vms,
+                         q->vms, q->vms - u->vms);
     if (q->cores > 0 && u->cores + dcores > q->cores)
-        return fail(err, CORE_E_FULL, "cores", "core quota of '%s': %d of %d cores in use, %d left",
-                    owner, u->cores, q->cores, q->cores - u->cores);
+        return core_fail(err, CORE_E_FULL, "cores",
+                         "core quota of '%s': %d of %d cores in use, %d left", owner, u->cores,
+                         q->cores, q->cores - u->cores);
     if (q->memory_mb > 0 && u->memory_mb + dmem > q->memory_mb)
-        return fail(err, CORE_E_FULL, "memory_mb",
-                    "memory quota of '%s': %lld of %lld MiB in use, %lld MiB left", owner,
-                    (long long)u->memory_mb, (long long)q->memory_mb,
-                    (long long)(q->memory_mb - u->memory_mb));
+        return core_fail(err, CORE_E_FULL, "memory_mb",
+                         "memory quota of '%s': %lld of %lld MiB in use, %lld MiB left", owner,
+                         (long long)u->memory_mb, (long long)q->memory_mb,
+                         (long long)(q->memory_mb - u->memory_mb));
     if (q->disk_gb > 0 && u->disk_gb + ddisk > q->disk_gb)
-        return fail(err, CORE_E_FULL, "disk_gb",
-                    "disk quota of '%s': %lld of %lld GiB in use, %lld GiB left", owner,
-                    (long long)u->disk_gb, (long long)q->disk_gb,
-                    (long long)(q->disk_gb - u->disk_gb));
+        return core_fail(err, CORE_E_FULL, "disk_gb",
+                         "disk quota of '%s': %lld of %lld GiB in use, %lld GiB left", owner,
+                         (long long)u->disk_gb, (long long)q->disk_gb,
+                         (long long)(q->disk_gb - u->disk_gb));
     return CORE_OK;
 }
 
@@ -135,14 +134,14 @@ int core_vm_load_owned(struct core *k, int vmid, const char *owner, bool node_up
     if (rc == STORE_E_NOTFOUND || (rc == 0 && owner && strcmp(owner, v->owner) != 0)) {
         if (rc == 0)
             vm_rec_release(v);
-        return fail(err, CORE_E_NOTFOUND, "vmid", "no VM %d", vmid);
+        return core_fail(err, CORE_E_NOTFOUND, "vmid", "no VM %d", vmid);
     }
     if (rc)
-        return fail(err, CORE_E_INTERNAL, NULL, "%s", se.message);
+        return core_fail(err, CORE_E_INTERNAL, NULL, "%s", se.message);
     if (v->state != VMS_ENABLED) {
         enum vm_state st = v->state;
         vm_rec_release(v);
-        return fail(err, CORE_E_CONFLICT, "vmid", "VM %d is %s", vmid, vm_state_name(st));
+        return core_fail(err, CORE_E_CONFLICT, "vmid", "VM %d is %s", vmid, vm_state_name(st));
     }
     if (node_up && core_node_check(k, vmid, v->node, err)) { /* refused now, not failed later */
         vm_rec_release(v);
@@ -151,12 +150,6 @@ int core_vm_load_owned(struct core *k, int vmid, const char *owner, bool node_up
     return CORE_OK;
 }
 
-/* What a job would add to its owner's use (update, resize), or NULL. */
-struct quota_delta {
-    int cores;
-    int64_t memory_mb, disk_gb;
-};
-
 /* Queue a job on v (`request` is stolen; job_id is filled): the job and its
  * first event in one store transaction, and with `d`, the owner's quota
  * checked in it too (the earlier check gives the message; this one holds
@@ -164,8 +157,8 @@ struct quota_delta {
  * deleting in that transaction: of two concurrent deletes one gets a job.
  * The request names the record (its id) the job is for, so that a job never
  * acts on a later record of the same VMID. */
-static int enqueue(struct core *k, struct vm_rec *v, const char *kind, json_t *request,
-                   char job_id[40], const struct quota_delta *d, struct core_error *err)
+int core_enqueue(struct core *k, struct vm_rec *v, const char *kind, json_t *request,
+                 char job_id[40], const struct quota_delta *d, struct core_error *err)
 {
     json_object_set_new(request, "record", json_integer(v->id));
     struct job_rec j = {
@@ -186,16 +179,16 @@ static int enqueue(struct core *k, struct vm_rec *v, const char *kind, json_t *r
                  : store_job_submit(k->st, &j, kind, q ? &lim : NULL, &used, &se);
     job_rec_release(&j);
     if (rc == STORE_E_CONFLICT && del)
-        return fail(err, CORE_E_CONFLICT, "vmid", "VM %d is being deleted already", v->vmid);
+        return core_fail(err, CORE_E_CONFLICT, "vmid", "VM %d is being deleted already", v->vmid);
     if (rc == STORE_E_FULL && q) {
         struct quota_use u = {used.vms, used.cores, used.memory_mb, used.disk_gb, used.addresses};
         if (core_quota_judge(q, v->owner, &u, 0, d->cores, d->memory_mb, d->disk_gb, err))
             return CORE_E_FULL;
-        return fail(err, CORE_E_FULL, "quota", "the quota of '%s' is taken by changes under way",
-                    v->owner);
+        return core_fail(err, CORE_E_FULL, "quota",
+                         "the quota of '%s' is taken by changes under way", v->owner);
     }
     if (rc)
-        return fail(err, CORE_E_INTERNAL, NULL, "%s", se.message);
+        return core_fail(err, CORE_E_INTERNAL, NULL, "%s", se.message);
     log_info("job", "job=%s kind=%s vmid=%d node=%s queued", job_id, kind, v->vmid, v->node);
     pthread_mutex_lock(&k->mu);
     pthread_cond_broadcast(&k->cv);
@@ -232,21 +225,21 @@ int core_vm_action(struct core *k, int vmid, const char *owner, enum vm_action a
                    const struct action_opts *o, char job_id[40], struct core_error *err)
 {
     if ((unsigned)a > ACT_REBOOT)
-        return fail(err, CORE_E_INVALID, "action", "unknown action");
+        return core_fail(err, CORE_E_INVALID, "action", "unknown action");
     if (o && (o->timeout_s < 0 || o->timeout_s > 3600))
-        return fail(err, CORE_E_INVALID, "timeout", "must be between 0 and 3600 seconds");
+        return core_fail(err, CORE_E_INVALID, "timeout", "must be between 0 and 3600 seconds");
     struct vm_rec v;
     int rc = core_vm_load_owned(k, vmid, owner, true, &v, err);
     if (rc)
         return rc;
     const char *why = action_refusal(a, v.power, o && o->force);
     if (why) {
-        rc = fail(err, CORE_E_CONFLICT, "action", "cannot %s VM %d: %s", vm_action_name(a), vmid,
-                  why);
+        rc = core_fail(err, CORE_E_CONFLICT, "action", "cannot %s VM %d: %s", vm_action_name(a),
+                       vmid, why);
     } else {
         json_t *req = json_pack("{s:s,s:i,s:b}", "action", vm_action_name(a), "timeout",
                                 o ? o->timeout_s : 0, "force", o && o->force);
-        rc = enqueue(k, &v, vm_action_name(a), req, job_id, NULL, err);
+        rc = core_enqueue(k, &v, vm_action_name(a), req, job_id, NULL, err);
     }
     vm_rec_release(&v);
     return rc;
@@ -257,11 +250,11 @@ int core_vm_update(struct core *k, int vmid, const char *owner, int cores, int64
 {
     char msg[256];
     if (cores == 0 && memory_mb == 0)
-        return fail(err, CORE_E_INVALID, "cores", "give cores and/or memory_mb");
+        return core_fail(err, CORE_E_INVALID, "cores", "give cores and/or memory_mb");
     if (cores && !validate_cores(k->cfg, cores, msg, sizeof msg))
-        return fail(err, CORE_E_INVALID, "cores", "%s", msg);
+        return core_fail(err, CORE_E_INVALID, "cores", "%s", msg);
     if (memory_mb && !validate_memory(k->cfg, memory_mb, msg, sizeof msg))
-        return fail(err, CORE_E_INVALID, "memory_mb", "%s", msg);
+        return core_fail(err, CORE_E_INVALID, "memory_mb", "%s", msg);
     struct vm_rec v;
     int rc = core_vm_load_owned(k, vmid, owner, true, &v, err);
     if (rc)
@@ -276,7 +269,7 @@ int core_vm_update(struct core *k, int vmid, const char *owner, int cores, int64
             json_object_set_new(req, "memory_mb", json_integer(memory_mb));
         struct quota_delta d = {cores ? cores - v.cores : 0,
                                 memory_mb ? memory_mb - v.memory_mb : 0, 0};
-        rc = enqueue(k, &v, "update", req, job_id, &d, err);
+        rc = core_enqueue(k, &v, "update", req, job_id, &d, err);
     }
     vm_rec_release(&v);
     return rc;
@@ -287,15 +280,15 @@ int core_vm_resize(struct core *k, int vmid, const char *owner, int64_t disk_gb,
 {
     char msg[256];
     if (!validate_disk(k->cfg, disk_gb, msg, sizeof msg))
-        return fail(err, CORE_E_INVALID, "disk_gb", "%s", msg);
+        return core_fail(err, CORE_E_INVALID, "disk_gb", "%s", msg);
     struct vm_rec v;
     int rc = core_vm_load_owned(k, vmid, owner, true, &v, err);
     if (rc)
         return rc;
     if (disk_gb <= v.disk_gb) {
-        rc =
-            fail(err, CORE_E_INVALID, "disk_gb",
-                 "must be larger than the current %lld GiB: disks only grow", (long long)v.disk_gb);
+        rc = core_fail(err, CORE_E_INVALID, "disk_gb",
+                       "must be larger than the current %lld GiB: disks only grow",
+                       (long long)v.disk_gb);
         goto out;
     }
     if ((rc = core_quota_check(k, v.owner, 0, 0, 0, disk_gb - v.disk_gb, err)))
@@ -309,16 +302,16 @@ int core_vm_resize(struct core *k, int vmid, const char *owner, int64_t disk_gb,
         int64_t avail = nv.st_avail - rdisk - k->cfg->disk_margin_gb * GiB;
         int64_t need = (disk_gb - v.disk_gb) * GiB;
         if (need > avail) {
-            rc = fail(err, CORE_E_FULL, "disk_gb",
-                      "not enough space on %s of %s: %lld GiB free, %lld GiB more needed",
-                      cn->storage, v.node, (long long)(avail > 0 ? avail / GiB : 0),
-                      (long long)(disk_gb - v.disk_gb));
+            rc = core_fail(err, CORE_E_FULL, "disk_gb",
+                           "not enough space on %s of %s: %lld GiB free, %lld GiB more needed",
+                           cn->storage, v.node, (long long)(avail > 0 ? avail / GiB : 0),
+                           (long long)(disk_gb - v.disk_gb));
             goto out;
         }
     }
     struct quota_delta d = {0, 0, disk_gb - v.disk_gb};
-    rc = enqueue(k, &v, "resize", json_pack("{s:I}", "disk_gb", (json_int_t)disk_gb), job_id, &d,
-                 err);
+    rc = core_enqueue(k, &v, "resize", json_pack("{s:I}", "disk_gb", (json_int_t)disk_gb), job_id,
+                      &d, err);
 out:
     vm_rec_release(&v);
     return rc;
@@ -334,7 +327,7 @@ int core_vm_delete(struct core *k, int vmid, const char *owner, char job_id[40],
     /* the record says "deleting" (and which job) in the transaction that
      * queues the job: before a worker can see it, and once (a job saving
      * its result meanwhile writes only over the state it read: save_vm) */
-    rc = enqueue(k, &v, "delete", json_object(), job_id, NULL, err);
+    rc = core_enqueue(k, &v, "delete", json_object(), job_id, NULL, err);
     vm_rec_release(&v);
     return rc;
 }

@@ -516,6 +516,8 @@ static void run_job(struct core *k, struct job_rec *j)
         snap_run(k, j);
     else if (strcmp(j->kind, "drain") == 0)
         drain_run(k, j);
+    else if (strcmp(j->kind, "reinstall") == 0)
+        reinstall_run(k, j);
     else
         control_run(k, j);
 }

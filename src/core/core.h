@@ -104,6 +104,19 @@ int core_vm_resize(struct core *k, int vmid, const char *owner, int64_t disk_gb,
 int core_vm_delete(struct core *k, int vmid, const char *owner, char job_id[40],
                    struct core_error *err);
 
+/* Reinstall the VM with another OS, all or nothing (reinstall.c, docs/
+ * design/reinstall.md): the VMID, name, owner, MAC, addresses and sizes
+ * stay; the boot disk is replaced by a fresh clone of the OS's template.
+ * ssh_keys (newline-separated OpenSSH keys) and password (cloud-init) may
+ * be NULL. CORE_E_INVALID naming "os", "ssh_keys" or "password". */
+struct reinstall_request {
+    const char *os;
+    const char *ssh_keys;
+    const char *password;
+};
+int core_vm_reinstall(struct core *k, int vmid, const char *owner,
+                      const struct reinstall_request *r, char job_id[40], struct core_error *err);
+
 /* Is `node` (where VM vmid is, per the inventory or else the record) down
  * as far as the inventory knows? CORE_E_UNAVAILABLE with err filled, or
  * CORE_OK (also while the inventory is not read yet, and for a node proxd

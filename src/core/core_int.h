@@ -113,6 +113,26 @@ int webhooks_start(struct core *k);
 void webhooks_stop(struct core *k);
 void webhooks_free(struct core *k);
 
+/* Fill err (may be NULL) with code, the field it names and a message;
+ * returns code. */
+int core_fail(struct core_error *err, enum core_err code, const char *field, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* What a job would add to its owner's use (update, resize, the temporary
+ * disk of a reinstall). */
+struct quota_delta {
+    int cores;
+    int64_t memory_mb, disk_gb;
+};
+/* Queue a job of `kind` on the record v (`request` is stolen; job_id is
+ * filled): the job and its first event in one store transaction, with d the
+ * owner's quota checked inside it too (control.c). */
+int core_enqueue(struct core *k, struct vm_rec *v, const char *kind, json_t *request,
+                 char job_id[40], const struct quota_delta *d, struct core_error *err);
+
+/* Run a claimed reinstall job (reinstall.c). */
+void reinstall_run(struct core *k, struct job_rec *j);
+
 /* A random (version 4) UUID. */
 void core_uuid(char out[40]);
 

@@ -236,13 +236,20 @@ static void marker_job(const char *description, char job[40])
         snprintf(job, 40, "%.*s", (int)strcspn(m + strlen(MARKER), " \n\r\t"), m + strlen(MARKER));
 }
 
-/* Is `job` a creation this database knows? */
-static bool known_creation(struct core *k, const char *job)
+/* Is `job` a creation this database knows, or a reinstall that ended (its
+ * temporary VM left behind)? *running: a reinstall still at work, whose
+ * temporary VM is not to be touched. */
+static bool known_creation(struct core *k, const char *job, bool *running)
 {
     struct job_rec j;
+    *running = false;
     if (!job[0] || store_job_get(k->st, job, &j, NULL))
         return false;
     bool create = strcmp(j.kind, "create") == 0;
+    if (strcmp(j.kind, "reinstall") == 0) {
+        *running = j.state == JOB_QUEUED || j.state == JOB_RUNNING;
+        create = !*running;
+    }
     job_rec_release(&j);
     return create;
 }
@@ -553,7 +560,11 @@ static void check_unrecorded(struct core *k, const struct fleet_vm *fv,
     /* a creation may be about to record it; its job owns the VMID */
     if (locked)
         return;
-    if (known_creation(k, job)) {
+    bool running;
+    bool known = known_creation(k, job, &running);
+    if (running)
+        return; /* a reinstall's temporary VM: its job removes it */
+    if (known) {
         if (destroy(k, fv->node, fv->vmid, &e) == 0) {
             log_warn("reconcile", "vmid=%d node=%s partial VM of job %s removed", fv->vmid,
                      fv->node, job);

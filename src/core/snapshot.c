@@ -280,21 +280,6 @@ static struct snap_info *info_of_json(json_t *a, size_t *n)
 
 /* ---- requests ------------------------------------------------------------------ */
 
-static int fail(struct core_error *err, enum core_err code, const char *field, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static int fail(struct core_error *err, enum core_err code, const char *field, const char *fmt, ...)
-{
-    if (err) {
-        va_list ap;
-        va_start(ap, fmt);
-        err->code = code;
-        snprintf(err->field, sizeof err->field, "%s", field ? field : "");
-        vsnprintf(err->message, sizeof err->message, fmt, ap);
-        va_end(ap);
-    }
-    return code;
-}
-
 /* Queue a job of `kind` on v (request stolen). */
 static int enqueue(struct core *k, const struct vm_rec *v, const char *kind, json_t *request,
                    char job_id[40], struct core_error *err)
@@ -315,7 +300,7 @@ static int enqueue(struct core *k, const struct vm_rec *v, const char *kind, jso
         log_info("job", "job=%s kind=%s vmid=%d node=%s queued", j.id, kind, v->vmid, v->node);
     job_rec_release(&j);
     if (rc)
-        return fail(err, CORE_E_INTERNAL, NULL, "%s", se.message);
+        return core_fail(err, CORE_E_INTERNAL, NULL, "%s", se.message);
     pthread_mutex_lock(&k->mu);
     pthread_cond_broadcast(&k->cv);
     pthread_mutex_unlock(&k->mu);
@@ -368,11 +353,11 @@ int core_snap_create(struct core *k, int vmid, const char *owner, const struct s
 {
     char why[128];
     if (!snap_name_ok(r->name, why, sizeof why))
-        return fail(err, CORE_E_INVALID, "name", "name %s", why);
+        return core_fail(err, CORE_E_INVALID, "name", "name %s", why);
     if (r->description &&
         (strlen(r->description) > SNAP_DESC_MAX || strpbrk(r->description, "\r\n")))
-        return fail(err, CORE_E_INVALID, "description", "must be one line of at most %d bytes",
-                    SNAP_DESC_MAX);
+        return core_fail(err, CORE_E_INVALID, "description", "must be one line of at most %d bytes",
+                         SNAP_DESC_MAX);
     struct vm_rec v;
     int rc = core_vm_load_owned(k, vmid, owner, false, &v, err);
     if (rc)
@@ -387,20 +372,20 @@ int core_snap_create(struct core *k, int vmid, const char *owner, const struct s
         const struct proxd_config *cfg = k->cfg;
         for (size_t i = 0; i < n && !rc; i++)
             if (strcmp(s[i].name, r->name) == 0)
-                rc = fail(err, CORE_E_CONFLICT, "name", "VM %d has a snapshot '%s' already", vmid,
-                          r->name);
+                rc = core_fail(err, CORE_E_CONFLICT, "name", "VM %d has a snapshot '%s' already",
+                               vmid, r->name);
         if (!rc && cfg->snap_max_per_vm > 0 && (int)n >= cfg->snap_max_per_vm)
-            rc = fail(err, CORE_E_CONFLICT, "snapshots",
-                      "snapshot limit reached: VM %d holds %zu snapshots, max_per_vm is %d", vmid,
-                      n, cfg->snap_max_per_vm);
+            rc = core_fail(err, CORE_E_CONFLICT, "snapshots",
+                           "snapshot limit reached: VM %d holds %zu snapshots, max_per_vm is %d",
+                           vmid, n, cfg->snap_max_per_vm);
         if (!rc && cfg->snap_max_per_owner > 0) {
             int unknown;
             int others = owner_count(k, v.owner, vmid, 0, &unknown, NULL, NULL);
             if (others >= 0 && others + (int)n >= cfg->snap_max_per_owner)
-                rc = fail(err, CORE_E_CONFLICT, "snapshots",
-                          "snapshot limit reached: the VMs of '%s' hold %d snapshots, "
-                          "max_per_owner is %d",
-                          v.owner, others + (int)n, cfg->snap_max_per_owner);
+                rc = core_fail(err, CORE_E_CONFLICT, "snapshots",
+                               "snapshot limit reached: the VMs of '%s' hold %d snapshots, "
+                               "max_per_owner is %d",
+                               v.owner, others + (int)n, cfg->snap_max_per_owner);
         }
         if (rc == CORE_E_CONFLICT && strcmp(err->field, "snapshots") == 0)
             count_stat(k, st_limit, 1);
@@ -423,7 +408,7 @@ static int snap_named(struct core *k, int vmid, const char *owner, const char *n
 {
     char why[128];
     if (!snap_name_ok(name, why, sizeof why))
-        return fail(err, CORE_E_NOTFOUND, "name", "no snapshot '%s' (a name %s)", name, why);
+        return core_fail(err, CORE_E_NOTFOUND, "name", "no snapshot '%s' (a name %s)", name, why);
     struct vm_rec v;
     int rc = core_vm_load_owned(k, vmid, owner, false, &v, err);
     if (rc)
@@ -438,7 +423,7 @@ static int snap_named(struct core *k, int vmid, const char *owner, const char *n
         for (size_t i = 0; i < n && !found; i++)
             found = strcmp(s[i].name, name) == 0;
         if (!found)
-            rc = fail(err, CORE_E_NOTFOUND, "name", "VM %d has no snapshot '%s'", vmid, name);
+            rc = core_fail(err, CORE_E_NOTFOUND, "name", "VM %d has no snapshot '%s'", vmid, name);
     }
     free(s);
     if (!rc)
@@ -490,20 +475,22 @@ int core_snap_list_job(struct core *k, int vmid, const char *owner, const char *
     *out = NULL;
     *n = 0;
     if (store_job_get(k->st, job_id, &j, NULL))
-        return fail(err, CORE_E_NOTFOUND, "job", "no snapshot list job %s", job_id);
+        return core_fail(err, CORE_E_NOTFOUND, "job", "no snapshot list job %s", job_id);
     int rc = CORE_OK;
     if (strcmp(j.kind, "snap-list") != 0 || j.vmid != vmid || (owner && strcmp(owner, j.owner)))
-        rc = fail(err, CORE_E_NOTFOUND, "job", "no snapshot list job %s for VM %d", job_id, vmid);
+        rc = core_fail(err, CORE_E_NOTFOUND, "job", "no snapshot list job %s for VM %d", job_id,
+                       vmid);
     else if (j.state == JOB_FAILED)
-        rc = fail(err, CORE_E_INVALID, "job", "the list job failed: %s", j.error);
+        rc = core_fail(err, CORE_E_INVALID, "job", "the list job failed: %s", j.error);
     else if (j.state != JOB_DONE)
-        rc = fail(err, CORE_E_CONFLICT, "job", "the list job is %s", job_state_name(j.state));
+        rc = core_fail(err, CORE_E_CONFLICT, "job", "the list job is %s", job_state_name(j.state));
     if (!rc) {
         char key[64];
         json_t *a = NULL;
         snprintf(key, sizeof key, IDEM_PREFIX "%s", job_id);
         if (store_idem_get(k->st, j.owner, key, &a, NULL))
-            rc = fail(err, CORE_E_INTERNAL, NULL, "the answer of job %s is not stored", job_id);
+            rc =
+                core_fail(err, CORE_E_INTERNAL, NULL, "the answer of job %s is not stored", job_id);
         else {
             *out = info_of_json(json_object_get(a, "snapshots"), n);
             *as_of = json_integer_value(json_object_get(a, "as_of"));

@@ -324,6 +324,10 @@ static json_t *config_params(const struct pve_config_set *s)
         json_object_set_new(p, "delete", json_string(s->delete_keys));
     if (s->digest)
         json_object_set_new(p, "digest", json_string(s->digest));
+    if (s->cipassword)
+        json_object_set_new(p, "cipassword", json_string(s->cipassword));
+    if (s->key && s->value)
+        json_object_set_new(p, s->key, json_string(s->value));
     if (s->skiplock)
         json_object_set_new(p, "skiplock", json_integer(1));
     return p;
@@ -420,6 +424,23 @@ int pve_vm_resize(pve_client *c, const char *node, int vmid, const char *disk, c
         return invalid(err, "bad node name", NULL);
     json_t *params = json_pack("{s:s,s:s}", "disk", disk, "size", size);
     int rc = upid_call(c, "PUT", path, params, 0, upid, err);
+    json_decref(params);
+    return rc;
+}
+
+int pve_vm_move_disk(pve_client *c, const char *node, int vmid, const char *disk, int target_vmid,
+                     const char *target_disk, char upid[PVE_UPID_MAX], struct pve_error *err)
+{
+    char path[256];
+    if (!disk || !*disk || !target_disk || !*target_disk)
+        return invalid(err, "disk: a drive name such as scsi0 is required", NULL);
+    if (target_vmid < 100 || target_vmid == vmid)
+        return invalid(err, "target-vmid: another VM's ID is required", NULL);
+    if (vm_path(path, sizeof path, node, vmid, "/move_disk"))
+        return invalid(err, "bad node name", NULL);
+    json_t *params = json_pack("{s:s,s:i,s:s}", "disk", disk, "target-vmid", target_vmid,
+                               "target-disk", target_disk);
+    int rc = upid_call(c, "POST", path, params, 0, upid, err);
     json_decref(params);
     return rc;
 }

@@ -190,6 +190,11 @@ struct pve_config_set {
     const char *description;
     const char *delete_keys; /* "a,b" */
     const char *digest;
+    const char *cipassword; /* cloud-init password (PVE stores it hashed) */
+    /* one more option sent as it is, e.g. "scsi0" = "local-lvm:vm-100-disk-1"
+     * (attaches an existing volume; an unusedN naming it goes), or an
+     * sshkeys value as GET config returned it (already encoded) */
+    const char *key, *value;
     bool skiplock;
 };
 /* Synchronous (PUT). */
@@ -199,6 +204,14 @@ int pve_vm_config_set(pve_client *c, const char *node, int vmid, const struct pv
 int pve_vm_config_set_async(pve_client *c, const char *node, int vmid,
                             const struct pve_config_set *s, char upid[PVE_UPID_MAX],
                             struct pve_error *err);
+
+/* Reassign a disk to another VM on the same node (move_disk with
+ * target-vmid, PVE >= 7.2): the volume is renamed vm-<target>-disk-N and
+ * set as target_disk on the target VM; both VMs' configs are locked while
+ * the qmmove task runs. The source VM must be stopped unless disk is an
+ * unusedN. *upid receives the task. */
+int pve_vm_move_disk(pve_client *c, const char *node, int vmid, const char *disk, int target_vmid,
+                     const char *target_disk, char upid[PVE_UPID_MAX], struct pve_error *err);
 
 struct pve_pending {
     char key[64];

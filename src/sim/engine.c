@@ -807,6 +807,7 @@ static void step(struct sim *s, struct sim_task *t, double now, double share)
     case TK_TEMPLATE:
     case TK_MIGRATE:
     case TK_HAMIGRATE:
+    case TK_MOVEDISK:
         vmops_step(s, t, now);
         break;
     case TK_GENERIC:

@@ -362,6 +362,21 @@ static json_t *net_value(struct sim *s, const char *net, bool new_mac)
     return v;
 }
 
+int qemu_free_disk_index(const struct sim_vm *vm)
+{
+    for (int i = 0;; i++) {
+        char probe[64];
+        snprintf(probe, sizeof probe, "vm-%d-disk-%d", vm->vmid, i);
+        bool used = vmops_vol_in_snapshot(vm, probe);
+        const char *k;
+        json_t *v;
+        json_object_foreach(vm->conf, k, v) used |=
+            json_is_string(v) && strstr(json_string_value(v), probe) != NULL;
+        if (!used)
+            return i;
+    }
+}
+
 static json_t *alloc_disk(struct sim *s, struct sim_vm *vm, const char *k, const char *spec)
 {
     /* "<storage>:<GiB>[,opts]" allocates a new volume */
@@ -378,18 +393,7 @@ static json_t *alloc_disk(struct sim *s, struct sim_vm *vm, const char *k, const
     tmp[nl] = '\0';
     if (!parse_i64(tmp, &gib) || gib <= 0)
         return json_string(spec);
-    int idx = 0;
-    for (;; idx++) {
-        char probe[64];
-        snprintf(probe, sizeof probe, "vm-%d-disk-%d", vm->vmid, idx);
-        bool used = false;
-        const char *kk;
-        json_t *vv;
-        json_object_foreach(vm->conf, kk, vv) used |=
-            json_is_string(vv) && strstr(json_string_value(vv), probe) != NULL;
-        if (!used)
-            break;
-    }
+    int idx = qemu_free_disk_index(vm);
     (void)s;
     (void)k;
     return json_sprintf("%.*s:vm-%d-disk-%d,size=%lldG%s", (int)(colon - spec), spec, vm->vmid, idx,
@@ -402,6 +406,55 @@ static bool is_disk(const char *k)
            (str_starts(k, "virtio") && isdigit((unsigned char)k[6])) ||
            (str_starts(k, "sata") && isdigit((unsigned char)k[4])) ||
            (str_starts(k, "ide") && isdigit((unsigned char)k[3]));
+}
+
+/* A disk deleted from the config of a stopped VM is detached: its volume
+ * stays as the first free unusedN (vmconfig_register_unused_drive); a
+ * cloud-init drive or CD-ROM goes; an unusedN goes with its volume
+ * (try_deallocate_drive). */
+static void delete_key(struct sim_vm *vm, const char *key)
+{
+    const char *d = json_string_value(json_object_get(vm->conf, key));
+    char vn[128];
+    if (d && is_disk(key)) /* update_vm_api: "remove from bootorder if necessary" */
+        vmops_boot_drop(vm, key);
+    if (d && is_disk(key) && !strstr(d, "media=cdrom") && !strstr(d, "cloudinit")) {
+        char uk[24];
+        for (int i = 0;; i++) {
+            snprintf(uk, sizeof uk, "unused%d", i);
+            if (!json_object_get(vm->conf, uk))
+                break;
+        }
+        json_object_set_new(vm->conf, uk, json_sprintf("%.*s", (int)strcspn(d, ","), d));
+    } else if (d && str_starts(key, "unused") && vm->origin) {
+        vmops_vol_name(d, vn, sizeof vn);
+        if (!vmops_vol_in_snapshot(vm, vn))
+            json_object_del(vm->origin, vn);
+    }
+    json_object_del(vm->conf, key);
+}
+
+/* write_vm_config: "remove 'unusedX' settings if we re-add a volume". */
+static void drop_reattached(struct sim_vm *vm)
+{
+    const char *k, *k2;
+    json_t *v, *v2;
+    void *tmp;
+    json_object_foreach_safe(vm->conf, tmp, k, v)
+    {
+        const char *u = json_string_value(v);
+        if (!u || !str_starts(k, "unused"))
+            continue;
+        size_t ul = strcspn(u, ",");
+        bool used = false;
+        json_object_foreach(vm->conf, k2, v2)
+        {
+            const char *d = json_string_value(v2);
+            used |= d && is_disk(k2) && strcspn(d, ",") == ul && strncmp(d, u, ul) == 0;
+        }
+        if (used)
+            json_object_del(vm->conf, k);
+    }
 }
 
 int qemu_apply_config(struct sim *s, struct sim_vm *vm, json_t *params, char **err)
@@ -443,9 +496,10 @@ int qemu_apply_config(struct sim *s, struct sim_vm *vm, json_t *params, char **e
         if (running && needs_restart(key))
             json_array_append_new(vm->pending_delete, json_string(key));
         else
-            json_object_del(vm->conf, key);
+            delete_key(vm, key);
     }
     json_decref(del);
+    drop_reattached(vm);
     s->dirty = true;
     (void)err;
     return 0;
@@ -812,10 +866,11 @@ void qemu_clone_conf(struct sim *s, struct sim_vm *src, struct sim_vm *dst, json
         const char *sv = json_string_value(v);
         if (sv && is_disk(k) && strstr(sv, "cloudinit"))
             json_object_set_new(dst->conf, k, clone_drive(sv, dst->vmid, 0, storage, true, true));
-        else if (sv && is_disk(k) && !strstr(sv, "media=cdrom"))
-            json_object_set_new(dst->conf, k,
-                                clone_drive(sv, dst->vmid, idx++, storage, full, false));
-        else if (sv && str_starts(k, "net") && isdigit((unsigned char)k[3])) {
+        else if (sv && is_disk(k) && !strstr(sv, "media=cdrom")) {
+            json_t *nd = clone_drive(sv, dst->vmid, idx++, storage, full, false);
+            vmops_origin_clone(s, src, sv, dst, json_string_value(nd));
+            json_object_set_new(dst->conf, k, nd);
+        } else if (sv && str_starts(k, "net") && isdigit((unsigned char)k[3])) {
             json_object_set_new(dst->conf, k, net_value(s, sv, true));
         } else if (strcmp(k, "smbios1") == 0) {
             json_object_set_new(dst->conf, k,

@@ -17,6 +17,9 @@ int qemu_apply_resize(struct sim *s, struct sim_vm *vm, const char *disk, const 
 void qemu_apply_pending(struct sim_vm *vm);
 /* "Configuration file 'nodes/<node>/qemu-server/<vmid>.conf' does not exist" */
 char *qemu_noconf_msg(struct sim_node *n, int vmid);
+/* find_free_diskname: the first N of vm-<vmid>-disk-N that no drive of the
+ * VM (unused ones and snapshots included) names. */
+int qemu_free_disk_index(const struct sim_vm *vm);
 /* Free disks and forget the VM (destroy). */
 void qemu_destroy(struct sim *s, struct sim_vm *vm);
 /* Copy the source VM's config into the clone target's (new MACs, name...). */

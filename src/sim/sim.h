@@ -128,7 +128,10 @@ struct sim_vm {
     struct sim_flock fl;
     bool gone;     /* destroyed; unlinked at the next sweep */
     json_t *snaps; /* snapshots (vmops.c): {"<name>": {config..., snaptime, ...}}, NULL if none */
-    json_t *boot_net;   /* guestnet.c: the ipconfigN the guest booted with, NULL if unchanged */
+    json_t *boot_net; /* guestnet.c: the ipconfigN the guest booted with, NULL if unchanged */
+    /* h_movedisk.c: the OS each volume was cloned from, {"vm-100-disk-0":
+     * "ubuntu"} (a test's way to tell an installed OS; not PVE's), or NULL */
+    json_t *origin;
     double boot_net_at; /* ... valid for the boot that started then */
     struct sim_vm *next;
     struct sim_vm *prev;     /* state.c: O(1) unlink */
@@ -170,13 +173,14 @@ enum task_kind {
     TK_TEMPLATE,
     TK_MIGRATE,
     TK_HAMIGRATE,
+    TK_MOVEDISK, /* h_movedisk.c: qmmove reassigning a disk to another VM */
 };
 
 struct sim_task {
     char upid[160];
     struct sim_node *node;
     char type[24];
-    char id[24];
+    char id[48];
     char user[128];
     int pid;
     unsigned pstart;
@@ -471,6 +475,7 @@ extern const struct sim_route sim_routes_migrate[];   /* h_migrate.c */
 extern const struct sim_route sim_routes_agent[];     /* h_agent.c */
 extern const struct sim_route sim_routes_lxc[];       /* h_lxc.c */
 extern const struct sim_route sim_routes_inventory[]; /* h_inventory.c */
+extern const struct sim_route sim_routes_movedisk[];  /* h_movedisk.c */
 
 /* h_qemu.c: one VM of GET /nodes/{node}/qemu as JSON text into b (the
  * list and /cluster/resources stream their answers); now: sim_now(). */

@@ -150,6 +150,7 @@ void sim_vm_unlink(struct sim *s, struct sim_vm *vm)
     json_decref(vm->pending);
     json_decref(vm->pending_delete);
     json_decref(vm->snaps);
+    json_decref(vm->origin);
     guestnet_free(vm);
     free(vm);
     s->dirty = true;
@@ -658,6 +659,8 @@ static void make_template(struct sim *s, struct sim_node *n, int ti)
     snprintf(buf, sizeof buf, "uuid=%08x-0000-4000-8000-%012d", (unsigned)vmid, vmid);
     json_object_set_new(c, "smbios1", json_string(buf));
     json_object_set_new(c, "template", json_integer(1));
+    snprintf(buf, sizeof buf, "base-%d-disk-0", vmid);
+    v->origin = json_pack("{s:s}", buf, t->os); /* what its clones install */
 }
 
 static int load_fleet_file(struct sim *s, const char *path, char **err)
@@ -816,6 +819,10 @@ static void state_vm(struct buf *b, const struct sim_vm *v)
         sj_lit(b, ",\"snapshots\":");
         sj_json(b, v->snaps);
     }
+    if (v->origin && json_object_size(v->origin)) {
+        sj_lit(b, ",\"origin\":");
+        sj_json(b, v->origin);
+    }
     buf_addc(b, '}');
 }
 
@@ -970,7 +977,7 @@ struct vm_rec {
     enum vm_power power;
     bool ha, acpi;
     char ha_state[16];
-    json_t *conf, *pending, *pending_delete, *snaps; /* references, or NULL */
+    json_t *conf, *pending, *pending_delete, *snaps, *origin; /* references, or NULL */
 };
 
 static void vm_rec_take(json_t *jv, struct vm_rec *r)
@@ -993,6 +1000,8 @@ static void vm_rec_take(json_t *jv, struct vm_rec *r)
         r->pending_delete = json_incref(v);
     if (json_is_object(v = json_object_get(jv, "snapshots")) && json_object_size(v))
         r->snaps = json_incref(v);
+    if (json_is_object(v = json_object_get(jv, "origin")) && json_object_size(v))
+        r->origin = json_deep_copy(v);
 }
 
 static void vm_rec_drop(struct vm_rec *r)
@@ -1001,6 +1010,7 @@ static void vm_rec_drop(struct vm_rec *r)
     json_decref(r->pending);
     json_decref(r->pending_delete);
     json_decref(r->snaps);
+    json_decref(r->origin);
     memset(r, 0, sizeof *r);
 }
 
@@ -1028,6 +1038,10 @@ static void vm_rec_load(struct sim *s, struct vm_rec *r)
     snprintf(v->ha_state, sizeof v->ha_state, "%s", r->ha_state);
     v->acpi = r->acpi;
     v->snaps = r->snaps;
+    if (r->origin) { /* a restored template keeps what it installs */
+        json_decref(v->origin);
+        v->origin = r->origin;
+    }
     v->started = sim_now(s);
     /* a config lock left by a task that died with the process stays, as on
      * a real node after a crash; clone placeholders are kept too */

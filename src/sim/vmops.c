@@ -249,7 +249,7 @@ static bool is_lvmthin(struct sim_node *n, const char *drive)
 }
 
 /* The volume name of a drive without storage and base ("vm-100-disk-0"). */
-static void vol_name(const char *drive, char *out, size_t n)
+void vmops_vol_name(const char *drive, char *out, size_t n)
 {
     const char *p = strchr(drive, ':');
     p = p ? p + 1 : drive;
@@ -257,6 +257,27 @@ static void vol_name(const char *drive, char *out, size_t n)
     if (slash)
         p = slash + 1;
     snprintf(out, n, "%.*s", (int)strcspn(p, ","), p);
+}
+
+bool vmops_vol_in_snapshot(const struct sim_vm *vm, const char *volname)
+{
+    const char *sn, *k;
+    json_t *snap, *v;
+    char vn[128];
+    if (!vm->snaps)
+        return false;
+    json_object_foreach(vm->snaps, sn, snap)
+    {
+        json_object_foreach(snap, k, v)
+        {
+            if (!vmops_is_volume_key(k) || !json_is_string(v))
+                continue;
+            vmops_vol_name(json_string_value(v), vn, sizeof vn);
+            if (strcmp(vn, volname) == 0)
+                return true;
+        }
+    }
+    return false;
 }
 
 /* Every disk (not CD-ROM) of a config: calls fn(key, drive). */
@@ -301,7 +322,7 @@ static void log_disk(void *ctx, const char *k, const char *d)
 {
     struct snaplog *l = ctx;
     char vn[128];
-    vol_name(d, vn, sizeof vn);
+    vmops_vol_name(d, vn, sizeof vn);
     bool thin = is_lvmthin(l->n, d);
     if (strcmp(l->what, "create") == 0) {
         sim_task_log(l->t, "snapshotting 'drive-%s' (%.*s)", k, (int)strcspn(d, ","), d);
@@ -740,6 +761,9 @@ void vmops_step(struct sim *s, struct sim_task *t, double now)
     case TK_MIGRATE:
     case TK_HAMIGRATE:
         vmops_step_migrate(s, t, now);
+        break;
+    case TK_MOVEDISK:
+        vmops_step_movedisk(s, t, now);
         break;
     default:
         break;

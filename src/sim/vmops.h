@@ -21,6 +21,20 @@ void vmops_step(struct sim *s, struct sim_task *t, double now);
 /* The qmigrate and hamigrate steps (h_migrate.c). */
 void vmops_step_migrate(struct sim *s, struct sim_task *t, double now);
 
+/* The qmmove step of a disk reassignment (h_movedisk.c). */
+void vmops_step_movedisk(struct sim *s, struct sim_task *t, double now);
+/* The volume name of a drive without storage and base ("vm-100-disk-0"). */
+void vmops_vol_name(const char *drive, char *out, size_t n);
+/* Take `disk` out of the VM's boot order ("order=scsi0;net0" ->
+ * "order=net0", print_bootorder); true when it was in it. */
+bool vmops_boot_drop(struct sim_vm *vm, const char *disk);
+/* Is a volume of the VM referenced by one of its snapshots? */
+bool vmops_vol_in_snapshot(const struct sim_vm *vm, const char *volname);
+/* Record in dst->origin that dst's drive came from src's drive (a clone):
+ * src's own origin of that volume, or the OS of the template src is. */
+void vmops_origin_clone(struct sim *s, const struct sim_vm *src, const char *src_drive,
+                        struct sim_vm *dst, const char *dst_drive);
+
 /* The snapshot sections of the VM's config file ("[name]\nkey: value..."),
  * appended to `b` (for the config digest). */
 void vmops_snap_text(const struct sim_vm *vm, struct buf *b);

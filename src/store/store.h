@@ -218,9 +218,9 @@ enum job_state { JOB_QUEUED = 0, JOB_RUNNING, JOB_DONE, JOB_FAILED };
 const char *job_state_name(enum job_state s);
 
 struct job_rec {
-    char id[40]; /* UUID */
-    char
-        kind[16]; /* create, start, stop, shutdown, pause, resume, reboot, update, resize, delete */
+    char id[40];   /* UUID */
+    char kind[16]; /* create, start, stop, shutdown, pause, resume, reboot, update, resize, delete,
+                      reinstall, snap-... */
     enum job_state state;
     int vmid;
     char owner[64];
@@ -542,8 +542,9 @@ int store_reserved_on(store *s, const char *node, const char *except_job, int64_
  * `event`, in one transaction. With `quota` (limits on j->owner's live
  * VMs, 0: unlimited), the owner's use is summed inside the transaction with
  * each VM counted at the larger of its record and what its queued or
- * running update/resize jobs ask (cores, memory_mb; disk_gb), this job
- * included: when that passes a limit the job raises, nothing is written,
+ * running update/resize jobs ask (cores, memory_mb; disk_gb) or, for a
+ * reinstall, its record plus the request's temp_disk_gb (the temporary
+ * clone's disk), this job included: when that passes a limit the job raises, nothing is written,
  * STORE_E_FULL is returned and *used (may be NULL) gets the use without
  * this job. Concurrent changes of one owner, in any number of processes,
  * cannot pass the quota together. (store_create_submit counts queued

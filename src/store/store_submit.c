@@ -121,9 +121,10 @@ int store_idem_get(store *s, const char *owner, const char *key, json_t **answer
 
 /* What an owner's live VMs hold by their records, and the changes on their
  * way: the live VMs' queued or running update/resize jobs, with the
- * record's figures beside them. Each VM counts at the larger of its record
- * and what its changes ask for (a change counts before it lands); a target
- * that is not a number does not count. */
+ * record's figures beside them, and reinstalls (their temporary clone's
+ * disk, temp_disk_gb, on top of the record's). Each VM counts at the larger
+ * of its record and what its changes ask for (a change counts before it
+ * lands); a target that is not a number does not count. */
 static const char SQL_OWNER_USE[] =
     "SELECT count(*), coalesce(sum(cores), 0), coalesce(sum(memory_mb), 0),"
     " coalesce(sum(disk_gb), 0) FROM vms WHERE owner = ?1 AND state IN {LIVE}";
@@ -133,7 +134,8 @@ static const char SQL_OWNER_ADDRS[] =
 static const char SQL_OWNER_CHANGES[] =
     "SELECT v.vmid, v.cores, v.memory_mb, v.disk_gb, j.kind, j.request"
     " FROM jobs j JOIN vms v ON v.vmid = j.vmid AND v.owner = ?1 AND v.state IN {LIVE}"
-    " WHERE j.kind IN ('update', 'resize') AND j.state IN {ACTIVE} ORDER BY v.vmid";
+    " WHERE j.kind IN ('update', 'resize', 'reinstall') AND j.state IN {ACTIVE}"
+    " ORDER BY v.vmid";
 
 static int64_t target(json_t *req, const char *key, int64_t cur)
 {
@@ -187,6 +189,10 @@ static int owner_changes(db_conn *c, const char *owner, struct store_usage *u,
         if (kind && strcmp(kind, "update") == 0) {
             r.want[0] = target(req, "cores", r.want[0]);
             r.want[1] = target(req, "memory_mb", r.want[1]);
+        } else if (kind && strcmp(kind, "reinstall") == 0) {
+            /* the temporary clone's disk, beside the VM's own */
+            int64_t t = r.rec[2] + json_integer_value(json_object_get(req, "temp_disk_gb"));
+            r.want[2] = t > r.want[2] ? t : r.want[2];
         } else {
             r.want[2] = target(req, "disk_gb", r.want[2]);
         }

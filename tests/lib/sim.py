@@ -5,6 +5,7 @@ on a clean exit from `with Sim() as s:` checked for results that did not
 match the official schema (--check-returns)."""
 import json
 import os
+import re
 import subprocess
 import tempfile
 import weakref
@@ -210,3 +211,23 @@ class Sim:
             if v["vmid"] == vmid and (node is None or v["node"] == node):
                 return v
         return None
+
+    def vm_view(self, vmid):
+        """What Proxmox holds of a VM that a reinstall must keep or change:
+        node, power, name, boot, net0 (and its MAC), ipconfig0, the boot disk's
+        volume and the OS it was cloned from (its origin), unusedN keys."""
+        v = self.vm(vmid)
+        assert v, "VM %d is gone" % vmid
+        c = v["conf"]
+        disk = volume_name(c.get("scsi0", ""))
+        mac = re.search(r"([0-9A-F]{2}(:[0-9A-F]{2}){5})", c.get("net0", ""))
+        return {"node": v["node"], "power": v["power"], "name": c.get("name"),
+                "boot": c.get("boot"), "net0": c.get("net0"), "ipconfig0": c.get("ipconfig0"),
+                "mac": mac.group(1) if mac else None, "disk": disk,
+                "os": (v.get("origin") or {}).get(disk),
+                "unused": sorted(k for k in c if k.startswith("unused"))}
+
+
+def volume_name(drive):
+    """"local-lvm:vm-1000-disk-0,size=12G" -> "vm-1000-disk-0"."""
+    return drive.split(",")[0].split(":")[-1].split("/")[-1]

@@ -1,0 +1,1214 @@
+/* reinstall: a VM's boot disk replaced by a fresh clone of another OS's
+ * template, all or nothing, as a durable job (docs/design/reinstall.md).
+ *
+ *   queued (prepare) -> clone -> wait_clone -> configure -> resize
+ *     -> stop -> detach -> swap -> cloudinit -> start -> verify -> commit
+ *   a failure up to resize -> abort (the temporary clone goes; the VM was
+ *     never touched)
+ *   a failure from stop on -> restore (the old disk back in its slot, the
+ *     old cloud-init settings, the VM started if it ran) -> abort
+ *
+ * The Proxmox VMID stays: the new OS is cloned to a temporary VMID on the
+ * VM's node, grown to the VM's disk size, and its disk is reassigned
+ * (move_disk with target-vmid) into the VM's boot slot while the VM is
+ * stopped; the old disk waits as an unusedN of the VM until the VM runs
+ * the new one, then goes with the temporary VM. Everything else of the
+ * VM's config (net0 and its MAC, ipconfig0, nameserver, searchdomain,
+ * cores, memory, tags, name, HA, backups, firewall) is never written.
+ *
+ * What the job decided (the temporary VMID, the old disk's slot and volume,
+ * the old cloud-init values) is its attempts[0], written with the step
+ * before the Proxmox call it leads to; a resumed step reads the VM's config
+ * before acting, so that a kill -9 at any point ends, after the restart,
+ * with the old or the new OS, never none and never two VMs. */
+#include "common/log.h"
+#include "common/sshkey.h"
+#include "common/util.h"
+#include "common/xalloc.h"
+#include "core/core_int.h"
+#include "core/events.h"
+#include "pve/pve_api.h"
+
+#include <crypt.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define GiB (1024LL * 1024 * 1024)
+#define TRIES 4
+#define STEP_MS (600 * 1000L)
+#define CLONE_MS (3600 * 1000L)
+#define UNLOCK_MS (120 * 1000L)
+/* how long restore and abort keep trying before the job fails, saying what
+ * is left */
+#define REPAIR_MS (600 * 1000L)
+#define PASSWORD_MAX 128
+
+struct rctx {
+    struct core *k;
+    struct job_rec *j;
+    struct vm_rec v;
+    pve_client *pc;
+    const struct cfg_node *cn;
+    json_t *st; /* attempts[0], the job's working state (borrowed) */
+    bool resumed;
+    bool have_rec;
+};
+
+/* ---- requests ----------------------------------------------------------------- */
+
+static bool password_ok(const char *p, char *why, size_t len)
+{
+    size_t n = strlen(p);
+    if (n < 8 || n > PASSWORD_MAX) {
+        snprintf(why, len, "must be 8 to %d characters", PASSWORD_MAX);
+        return false;
+    }
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)p[i] < 0x20 || p[i] == 0x7f) {
+            snprintf(why, len, "must not hold control characters");
+            return false;
+        }
+    return true;
+}
+
+/* SHA-512 crypt ("$6$..."), the form cloud-init and PVE take as it is. */
+static int hash_password(const char *pw, char out[CRYPT_OUTPUT_SIZE])
+{
+    char salt[CRYPT_GENSALT_OUTPUT_SIZE];
+    struct crypt_data cd;
+    memset(&cd, 0, sizeof cd);
+    if (!crypt_gensalt_rn("$6$", 0, NULL, 0, salt, sizeof salt))
+        return -1;
+    const char *h = crypt_r(pw, salt, &cd);
+    if (!h || h[0] != '$')
+        return -1;
+    snprintf(out, CRYPT_OUTPUT_SIZE, "%s", h);
+    return 0;
+}
+
+int core_vm_reinstall(struct core *k, int vmid, const char *owner,
+                      const struct reinstall_request *r, char job_id[40], struct core_error *err)
+{
+    char msg[256], field[32];
+    struct vm_request probe = {.cores = 0};
+    snprintf(probe.os, sizeof probe.os, "%s", r->os ? r->os : "");
+    if (!r->os || !config_os(k->cfg, r->os) || strlen(r->os) >= sizeof probe.os) {
+        /* validate_request says which OSes there are */
+        validate_request(k->cfg, &probe, field, sizeof field, msg, sizeof msg);
+        return core_fail(err, CORE_E_INVALID, "os", "%s", msg);
+    }
+    if (r->ssh_keys) {
+        int bad = 0;
+        if (strlen(r->ssh_keys) > 16384)
+            return core_fail(err, CORE_E_INVALID, "ssh_keys", "at most 16 KiB of keys");
+        if (!sshkeys_valid(r->ssh_keys, &bad))
+            return core_fail(err, CORE_E_INVALID, "ssh_keys",
+                             "key %d is not an OpenSSH public key (\"<type> <base64> [comment]\")",
+                             bad);
+    }
+    if (r->password && !password_ok(r->password, msg, sizeof msg))
+        return core_fail(err, CORE_E_INVALID, "password", "%s", msg);
+    struct vm_rec v;
+    int rc = core_vm_load_owned(k, vmid, owner, true, &v, err);
+    if (rc)
+        return rc;
+    const struct cfg_node *cn = config_node(k->cfg, v.node);
+    if (cn && !config_template(cn, r->os)) {
+        rc = core_fail(err, CORE_E_INVALID, "os", "node %s of VM %d has no %s template", v.node,
+                       vmid, r->os);
+        goto out;
+    }
+    /* the temporary clone's disk counts while it exists */
+    if ((rc = core_quota_check(k, v.owner, 0, 0, 0, v.disk_gb, err)))
+        goto out;
+    json_t *req = json_pack("{s:s,s:I}", "os", r->os, "temp_disk_gb", (json_int_t)v.disk_gb);
+    if (r->ssh_keys)
+        json_object_set_new(req, "ssh_keys", json_string(r->ssh_keys));
+    if (r->password) { /* only its hash is kept, here as in PVE (which takes a hash as is) */
+        char hash[CRYPT_OUTPUT_SIZE];
+        if (hash_password(r->password, hash)) {
+            json_decref(req);
+            rc = core_fail(err, CORE_E_INTERNAL, "password", "cannot hash the password");
+            goto out;
+        }
+        json_object_set_new(req, "password", json_string(hash));
+    }
+    struct quota_delta d = {0, 0, v.disk_gb};
+    rc = core_enqueue(k, &v, "reinstall", req, job_id, &d, err);
+out:
+    vm_rec_release(&v);
+    return rc;
+}
+
+/* ---- the job's state ------------------------------------------------------------ */
+
+static const char *st_str(struct rctx *c, const char *key)
+{
+    const char *s = json_string_value(json_object_get(c->st, key));
+    return s ? s : "";
+}
+
+static int64_t st_int(struct rctx *c, const char *key)
+{
+    return json_integer_value(json_object_get(c->st, key));
+}
+
+static void st_set_str(struct rctx *c, const char *key, const char *val)
+{
+    json_object_set_new(c->st, key, json_string(val ? val : ""));
+}
+
+static void st_set_int(struct rctx *c, const char *key, int64_t val)
+{
+    json_object_set_new(c->st, key, json_integer(val));
+}
+
+static const char *req_str(struct rctx *c, const char *key)
+{
+    return json_string_value(json_object_get(c->j->request, key));
+}
+
+static int tmp_vmid(struct rctx *c)
+{
+    return (int)st_int(c, "tmp_vmid");
+}
+
+static bool stopping(struct core *k)
+{
+    pthread_mutex_lock(&k->mu);
+    bool s = k->stopping;
+    pthread_mutex_unlock(&k->mu);
+    return s;
+}
+
+static bool transient(const struct pve_error *e)
+{
+    return e->cls == PVE_E_OTHER || e->cls == PVE_E_LOCK || e->cls == PVE_E_NETWORK ||
+           e->cls == PVE_E_TIMEOUT;
+}
+
+static void pause_n(struct rctx *c, int n)
+{
+    store_job_renew(c->k->st, c->j->id, c->k->instance, LEASE_MS, NULL);
+    sleep_ms(250L << (n < 4 ? n - 1 : 3)); /* 250 ms, 500 ms, 1 s, then 2 s */
+}
+
+/* May a failed call be made again (a 500, a lock, no answer: TRIES in all,
+ * with pauses)? Callers look at Proxmox first when the call may have had
+ * its effect. */
+static bool again(struct rctx *c, int *n, const struct pve_error *e)
+{
+    if (!transient(e) || ++*n >= TRIES || stopping(c->k))
+        return false;
+    log_warn("job", "job=%s vmid=%d reinstall %s: %s; again", c->j->id, c->j->vmid, c->j->step,
+             e->message);
+    pause_n(c, *n);
+    return true;
+}
+
+static void marker(struct rctx *c, char *out, size_t len)
+{
+    snprintf(out, len, "proxd job %s (reinstall of VM %d)", c->j->id, c->j->vmid);
+}
+
+/* Volume ids equal up to their options ("local-lvm:vm-100-disk-0,size=8G"). */
+static bool same_volume(const char *a, const char *b)
+{
+    size_t la = strcspn(a, ","), lb = strcspn(b, ",");
+    return la == lb && la > 0 && strncmp(a, b, la) == 0;
+}
+
+/* ---- the record ------------------------------------------------------------------ */
+
+/* Write the record (as save_vm does: only over the state just read, so a
+ * DELETE that landed meanwhile is not written over). */
+static void save_rec(struct rctx *c)
+{
+    struct store_error se;
+    snprintf(c->v.job, sizeof c->v.job, "%s", c->j->id);
+    for (int tries = 1; tries <= 5; tries++) {
+        struct vm_rec now;
+        if (store_vm_get_id(c->k->st, c->v.id, &now, &se))
+            break;
+        enum vm_state read = now.state;
+        c->v.state = now.state;
+        if (now.state != VMS_ENABLED)
+            snprintf(c->v.job, sizeof c->v.job, "%s", now.job);
+        vm_rec_release(&now);
+        if (store_vm_update_if(c->k->st, &c->v, read, 0, &se) != STORE_E_CONFLICT)
+            return;
+    }
+    log_error("job", "job=%s vmid=%d cannot update the record: %s", c->j->id, c->v.vmid,
+              se.message);
+}
+
+/* ---- Proxmox, with reads made again when they fail transiently ---------------- */
+
+static int read_config(struct rctx *c, int vmid, struct pve_vm_config *cfg, struct pve_error *e)
+{
+    int rc = 0;
+    for (int n = 0; n < TRIES; n++) {
+        if (n)
+            pause_n(c, n);
+        rc = pve_vm_config_get(c->pc, c->j->node, vmid, true, cfg, e);
+        if (!rc || !transient(e) || stopping(c->k))
+            break;
+    }
+    return rc;
+}
+
+static int read_status(struct rctx *c, int vmid, struct pve_vm_status *s, struct pve_error *e)
+{
+    int rc = 0;
+    for (int n = 0; n < TRIES; n++) {
+        if (n)
+            pause_n(c, n);
+        rc = pve_vm_status(c->pc, c->j->node, vmid, s, e);
+        if (!rc || !transient(e) || stopping(c->k))
+            break;
+    }
+    return rc;
+}
+
+/* Wait for a task: 0, -1 when the core stops (resume later), or its error. */
+static int wait_task(struct rctx *c, const char *upid, long ms, struct pve_error *e)
+{
+    return core_wait_task(c->k, c->pc, upid, ms, e);
+}
+
+/* Wait until the VM's config has no lock. */
+static int wait_unlocked(struct rctx *c, int vmid, struct pve_error *e)
+{
+    int64_t end = mono_ms() + UNLOCK_MS;
+    for (long pause = 50;; pause = pause < 1000 ? pause * 2 : 1000) {
+        struct pve_vm_config cfg;
+        int rc = read_config(c, vmid, &cfg, e);
+        if (rc)
+            return rc;
+        char lock[32];
+        snprintf(lock, sizeof lock, "%s", cfg.lock);
+        pve_vm_config_release(&cfg);
+        if (!lock[0])
+            return 0;
+        if (mono_ms() > end || stopping(c->k)) {
+            snprintf(e->message, sizeof e->message, "VM %d is still locked (%s)", vmid, lock);
+            e->cls = PVE_E_TIMEOUT;
+            return PVE_E_TIMEOUT;
+        }
+        store_job_renew(c->k->st, c->j->id, c->k->instance, LEASE_MS, NULL);
+        sleep_ms(pause);
+    }
+}
+
+/* Power a VM to `want` ("running" or "stopped") and wait; 0 when it is. */
+static int power_once(struct rctx *c, int vmid, const char *want, struct pve_error *e)
+{
+    struct pve_vm_status s;
+    int rc = read_status(c, vmid, &s, e);
+    if (rc || strcmp(s.status, want) == 0)
+        return rc;
+    char upid[PVE_UPID_MAX] = "";
+    bool start = strcmp(want, "running") == 0;
+    rc = pve_vm_power(c->pc, c->j->node, vmid, start ? PVE_POWER_START : PVE_POWER_STOP, NULL, upid,
+                      e);
+    if (!rc)
+        rc = wait_task(c, upid, STEP_MS, e);
+    if (rc == -1)
+        return rc;
+    /* the task's answer may be lost while the VM got there: its status decides */
+    struct pve_error e2 = {0};
+    if (read_status(c, vmid, &s, &e2) == 0 && strcmp(s.status, want) == 0)
+        return 0;
+    if (!rc) {
+        snprintf(e->message, sizeof e->message, "VM %d is %s after its %s task", vmid, s.status,
+                 start ? "start" : "stop");
+        e->cls = PVE_E_OTHER;
+        rc = PVE_E_OTHER;
+    }
+    return rc;
+}
+
+/* power_once, made again while it fails transiently (it reads the status
+ * first: a call that went through is not made twice). */
+static int power_to(struct rctx *c, int vmid, const char *want, struct pve_error *e)
+{
+    int rc, n = 0;
+    while ((rc = power_once(c, vmid, want, e)) && rc != -1 && again(c, &n, e))
+        ;
+    return rc;
+}
+
+/* ---- outcomes ------------------------------------------------------------------ */
+
+/* A failure: note why (once: the first failure is the one to tell) and go
+ * to `next` (abort before the old VM was touched, restore after). */
+static int fail_to(struct rctx *c, const char *next, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int fail_to(struct rctx *c, const char *next, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (!st_str(c, "error")[0])
+        st_set_str(c, "error", msg);
+    log_warn("job", "job=%s vmid=%d reinstall: %s at %s: %s", c->j->id, c->j->vmid, msg, c->j->step,
+             next);
+    c->j->upid[0] = '\0';
+    job_checkpoint(c->k, c->j, next, -1, "%s: %s", msg,
+                   strcmp(next, "abort") == 0 ? "removing the temporary VM"
+                                              : "putting the old disk back");
+    return 0;
+}
+
+static void finish(struct rctx *c, bool ok, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void finish(struct rctx *c, bool ok, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    if (ok) {
+        char msg[1024];
+        vsnprintf(msg, sizeof msg, fmt, ap);
+        c->j->state = JOB_DONE;
+        c->j->finished_at = wall_ms();
+        job_checkpoint(c->k, c->j, "done", 100, "%s", msg);
+    } else {
+        vsnprintf(c->j->error, sizeof c->j->error, fmt, ap);
+        c->j->state = JOB_FAILED;
+        c->j->finished_at = wall_ms();
+        job_checkpoint(c->k, c->j, "failed", 100, "%s", c->j->error);
+    }
+    va_end(ap);
+}
+
+/* What the temporary VM held goes back: the room on the node, the VMID. */
+static void release_tmp(struct rctx *c)
+{
+    store_release_capacity(c->k->st, c->j->id, NULL);
+    if (tmp_vmid(c)) {
+        store_vmid_release(c->k->st, tmp_vmid(c), c->k->cfg->quarantine_s * 1000, NULL);
+        fleet_vm_removed(c->k->fl, tmp_vmid(c));
+    }
+}
+
+/* ---- prepare ------------------------------------------------------------------------ */
+
+static int reserve_room(struct rctx *c, int64_t need, char *why, size_t len)
+{
+    struct node_view nv;
+    const struct proxd_config *cfg = c->k->cfg;
+    if (fleet_node_view(c->k->fl, c->cn->name, &nv) || !nv.up) {
+        snprintf(why, len, "node %s is down", c->cn->name);
+        return -1;
+    }
+    struct cap_room room = {.mem = INT64_MAX / 2,
+                            .disk = nv.st_avail - cfg->disk_margin_gb * GiB,
+                            .seen_since = nv.seen_since};
+    struct store_error se;
+    if (store_reserve_capacity(c->k->st, c->j->id, c->cn->name, 0, need, &room, &se) == 0)
+        return 0;
+    snprintf(why, len, "no room on %s of %s for the new disk (%.300s)", c->cn->storage, c->cn->name,
+             se.message);
+    return -1;
+}
+
+static int take_vmid(struct rctx *c, char *why, size_t len)
+{
+    const struct cfg_os *os = config_os(c->k->cfg, req_str(c, "os"));
+    struct vmid_range ranges[2] = {{os->range_lo, os->range_hi},
+                                   {c->k->cfg->fallback_lo, c->k->cfg->fallback_hi}};
+    size_t ntaken;
+    int *taken = fleet_taken_vmids(c->k->fl, &ntaken);
+    int vmid = 0;
+    struct store_error se;
+    int rc = store_vmid_reserve(c->k->st, ranges, c->k->cfg->fallback_lo ? 2 : 1, taken, ntaken,
+                                c->j->id, &vmid, &se);
+    free(taken);
+    if (rc) {
+        snprintf(why, len, "no VMID for the temporary VM: %.400s", se.message);
+        return -1;
+    }
+    st_set_int(c, "tmp_vmid", vmid);
+    return 0;
+}
+
+/* The unusedN volumes the VM had before (never removed by the job). */
+static json_t *unused_of(json_t *raw)
+{
+    json_t *a = json_array();
+    const char *key;
+    json_t *val;
+    json_object_foreach(raw, key, val)
+    {
+        if (strncmp(key, "unused", 6) == 0 && json_is_string(val))
+            json_array_append(a, val);
+    }
+    return a;
+}
+
+static void step_prepare(struct rctx *c)
+{
+    struct pve_error e = {0};
+    struct pve_vm_config cfg;
+    struct pve_vm_status s;
+    char why[512];
+    int rc = read_status(c, c->j->vmid, &s, &e);
+    if (rc == PVE_E_NOTFOUND) { /* moved behind our back (HA)? */
+        char node[64];
+        fleet_refresh(c->k->fl, true);
+        if (fleet_vm_node(c->k->fl, c->j->vmid, node) == 0 && config_node(c->k->cfg, node)) {
+            snprintf(c->j->node, sizeof c->j->node, "%s", node);
+            c->cn = config_node(c->k->cfg, node);
+            c->pc = fleet_client(c->k->fl, node);
+            rc = read_status(c, c->j->vmid, &s, &e);
+        }
+    }
+    if (rc) {
+        release_tmp(c); /* a prepare resumed after a crash may hold one */
+        finish(c, false, "cannot find VM %d: %s; nothing was changed", c->j->vmid, e.message);
+        return;
+    }
+    if ((rc = read_config(c, c->j->vmid, &cfg, &e))) {
+        release_tmp(c); /* a prepare resumed after a crash may hold one */
+        finish(c, false, "cannot read VM %d's config: %s; nothing was changed", c->j->vmid,
+               e.message);
+        return;
+    }
+    const char *os = req_str(c, "os");
+    int tpl = config_template(c->cn, os);
+    const char *refusal = NULL;
+    if (cfg.lock[0])
+        refusal = "it is locked";
+    else if (json_object_get(cfg.raw, "parent"))
+        refusal = "it has snapshots (they hold the old disk): delete them first";
+    else if (!cfg.bootdisk_volume[0])
+        refusal = "it has no boot disk";
+    else if (!tpl)
+        refusal = "its node has no template of this OS";
+    else if (s.ha_managed) /* the HA manager would start it again while its disk is out */
+        refusal = "it is HA-managed: remove it from HA for the reinstall";
+    if (refusal) {
+        release_tmp(c); /* a prepare resumed after a crash may hold one */
+        finish(c, false, "VM %d cannot be reinstalled: %s; nothing was changed", c->j->vmid,
+               refusal);
+        pve_vm_config_release(&cfg);
+        return;
+    }
+    struct fleet_vm t;
+    int64_t need = cfg.bootdisk_size;
+    if (fleet_vm_find(c->k->fl, c->cn->name, tpl, &t) == 0 && t.maxdisk > need)
+        need = t.maxdisk;
+    int tmp = tmp_vmid(c);
+    json_object_clear(c->st);
+    if (tmp)
+        st_set_int(c, "tmp_vmid", tmp);
+    st_set_str(c, "node", c->cn->name);
+    st_set_str(c, "error", "");
+    st_set_int(c, "template", tpl);
+    st_set_str(c, "boot_key", cfg.bootdisk[0] ? cfg.bootdisk : "scsi0");
+    st_set_str(c, "old_volume", cfg.bootdisk_volume);
+    st_set_int(c, "old_size", cfg.bootdisk_size);
+    st_set_str(c, "old_os", c->v.os);
+    st_set_int(c, "was_running", strcmp(s.status, "running") == 0);
+    const char *keys = json_string_value(json_object_get(cfg.raw, "sshkeys"));
+    json_object_set_new(c->st, "old_sshkeys", keys ? json_string(keys) : json_null());
+    st_set_int(c, "had_password", json_object_get(cfg.raw, "cipassword") != NULL);
+    const char *boot = json_string_value(json_object_get(cfg.raw, "boot"));
+    st_set_str(c, "old_boot", boot);
+    json_object_set_new(c->st, "old_unused", unused_of(cfg.raw));
+    pve_vm_config_release(&cfg);
+    /* the VMID is written down at once: a prepare resumed after a crash
+     * takes the same one again rather than a second */
+    if (!tmp_vmid(c)) {
+        if (take_vmid(c, why, sizeof why)) {
+            finish(c, false, "VM %d cannot be reinstalled now: %s; nothing was changed", c->j->vmid,
+                   why);
+            return;
+        }
+        job_checkpoint(c->k, c->j, NULL, -1, "temporary VMID %d", tmp_vmid(c));
+    }
+    if (reserve_room(c, need, why, sizeof why)) {
+        release_tmp(c);
+        store_release_capacity(c->k->st, c->j->id, NULL);
+        finish(c, false, "VM %d cannot be reinstalled now: %s; nothing was changed", c->j->vmid,
+               why);
+        return;
+    }
+    save_rec(c); /* the record names this job: the reconciler leaves it alone meanwhile */
+    job_checkpoint(c->k, c->j, "clone", 10, "cloning %s (template %d) to temporary VM %d on %s", os,
+                   tpl, tmp_vmid(c), c->j->node);
+}
+
+/* ---- before the swap: the temporary VM ----------------------------------------------- */
+
+enum probe { P_NONE, P_OURS, P_OTHER, P_ERROR };
+
+static enum probe probe_tmp(struct rctx *c, struct pve_error *e)
+{
+    struct pve_vm_config cfg;
+    int rc = read_config(c, tmp_vmid(c), &cfg, e);
+    if (rc == PVE_E_NOTFOUND)
+        return P_NONE;
+    if (rc)
+        return P_ERROR;
+    char m[96];
+    snprintf(m, sizeof m, "proxd job %s", c->j->id);
+    bool ours = strstr(cfg.description, m) || (strcmp(cfg.lock, "clone") == 0 && !cfg.name[0]);
+    pve_vm_config_release(&cfg);
+    return ours ? P_OURS : P_OTHER;
+}
+
+static void step_clone(struct rctx *c)
+{
+    struct pve_error e = {0};
+    char m[128];
+    marker(c, m, sizeof m);
+    int tpl = (int)st_int(c, "template");
+    for (int n = 0;;) {
+        if (c->resumed) {
+            enum probe p = probe_tmp(c, &e);
+            if (p == P_OURS) {
+                job_checkpoint(c->k, c->j, "wait_clone", 20, "found the temporary VM from before");
+                return;
+            }
+            if (p == P_NONE && pve_find_clone_task(c->pc, c->j->node, tpl, tmp_vmid(c),
+                                                   c->j->created_at / 1000, c->j->upid)) {
+                job_checkpoint(c->k, c->j, "wait_clone", 20,
+                               "found the clone task from before (%s)", c->j->upid);
+                return;
+            }
+            if (p == P_OTHER) {
+                store_vmid_mark_foreign(c->k->st, tmp_vmid(c), NULL);
+                st_set_int(c, "tmp_vmid", 0);
+                fail_to(c, "abort", "the temporary VMID is taken outside proxd");
+                return;
+            }
+        }
+        char name[64];
+        snprintf(name, sizeof name, "reinstall-%d", c->j->vmid);
+        struct pve_clone o = {.newid = tmp_vmid(c),
+                              .name = name,
+                              .description = m,
+                              .storage = c->cn->storage,
+                              .full = 1};
+        c->j->upid[0] = '\0';
+        int rc = pve_vm_clone(c->pc, c->j->node, tpl, &o, c->j->upid, &e);
+        if (rc == PVE_E_EXISTS) {
+            store_vmid_mark_foreign(c->k->st, tmp_vmid(c), NULL);
+            st_set_int(c, "tmp_vmid", 0);
+            fail_to(c, "abort", "the temporary VMID is taken outside proxd: %s", e.message);
+            return;
+        }
+        if (!rc)
+            break;
+        if (!again(c, &n, &e)) {
+            fail_to(c, "abort", "clone failed: %s", e.message);
+            return;
+        }
+        c->resumed = true; /* the call may have gone through: look before the next */
+    }
+    job_checkpoint(c->k, c->j, "wait_clone", 20, "cloning template %d to VM %d (%s)", tpl,
+                   tmp_vmid(c), c->j->upid);
+}
+
+static void step_wait_clone(struct rctx *c)
+{
+    struct pve_error e = {0};
+    if (c->j->upid[0]) {
+        int rc = wait_task(c, c->j->upid, CLONE_MS, &e);
+        if (rc == -1)
+            return;
+        if (rc) {
+            fail_to(c, "abort", "clone failed: %s", e.message);
+            return;
+        }
+    }
+    if (wait_unlocked(c, tmp_vmid(c), &e)) {
+        if (!stopping(c->k))
+            fail_to(c, "abort", "the temporary VM did not come: %s", e.message);
+        return;
+    }
+    c->j->upid[0] = '\0';
+    job_checkpoint(c->k, c->j, "configure", 40, "clone finished");
+}
+
+static void step_configure(struct rctx *c)
+{
+    struct pve_error e = {0};
+    char m[128];
+    marker(c, m, sizeof m);
+    struct pve_config_set s = {.cores = c->v.cores, .memory_mb = c->v.memory_mb, .description = m};
+    int rc, n = 0;
+    while ((rc = pve_vm_config_set(c->pc, c->j->node, tmp_vmid(c), &s, &e)) && again(c, &n, &e))
+        ;
+    if (rc) {
+        fail_to(c, "abort", "configuring the temporary VM failed: %s", e.message);
+        return;
+    }
+    job_checkpoint(c->k, c->j, "resize", 50, "temporary VM %d configured", tmp_vmid(c));
+}
+
+static void step_resize(struct rctx *c)
+{
+    struct pve_error e = {0};
+    struct pve_vm_config cfg;
+    if (read_config(c, tmp_vmid(c), &cfg, &e)) {
+        fail_to(c, "abort", "cannot read the temporary VM: %s", e.message);
+        return;
+    }
+    char disk[16];
+    snprintf(disk, sizeof disk, "%s", cfg.bootdisk[0] ? cfg.bootdisk : "scsi0");
+    int64_t have = cfg.bootdisk_size, want = st_int(c, "old_size");
+    pve_vm_config_release(&cfg);
+    st_set_str(c, "tmp_key", disk);
+    if (want > have) { /* grow only: a larger template disk stays larger */
+        char size[32];
+        snprintf(size, sizeof size, "%lldG", (long long)((want + GiB - 1) / GiB));
+        int rc, n = 0;
+        for (;;) { /* an absolute size: asking again is harmless */
+            c->j->upid[0] = '\0';
+            rc = pve_vm_resize(c->pc, c->j->node, tmp_vmid(c), disk, size, c->j->upid, &e);
+            if (!rc && c->j->upid[0]) {
+                job_checkpoint(c->k, c->j, NULL, -1, "growing %s of VM %d to %s (%s)", disk,
+                               tmp_vmid(c), size, c->j->upid);
+                rc = wait_task(c, c->j->upid, STEP_MS, &e);
+                if (rc == -1)
+                    return;
+            }
+            if (!rc || !again(c, &n, &e))
+                break;
+        }
+        if (!rc && (rc = read_config(c, tmp_vmid(c), &cfg, &e)) == 0) {
+            have = cfg.bootdisk_size;
+            pve_vm_config_release(&cfg);
+            if (have < want) {
+                snprintf(e.message, sizeof e.message, "%s is %lld bytes after the resize", disk,
+                         (long long)have);
+                rc = PVE_E_OTHER;
+            }
+        }
+        if (rc) {
+            fail_to(c, "abort", "growing the new disk failed: %s", e.message);
+            return;
+        }
+    }
+    st_set_int(c, "new_size", have > want ? have : want);
+    c->j->upid[0] = '\0';
+    job_checkpoint(c->k, c->j, "stop", 60, "the new disk is %lld GiB; stopping VM %d",
+                   (long long)((have > want ? have : want) / GiB), c->j->vmid);
+}
+
+/* ---- the swap -------------------------------------------------------------------------- */
+
+static void step_stop(struct rctx *c)
+{
+    struct pve_error e = {0};
+    int rc = power_to(c, c->j->vmid, "stopped", &e);
+    if (rc == -1)
+        return;
+    if (rc) {
+        fail_to(c, "restore", "stopping VM %d failed: %s", c->j->vmid, e.message);
+        return;
+    }
+    job_checkpoint(c->k, c->j, "detach", 65, "VM %d stopped", c->j->vmid);
+}
+
+/* What the VM's boot slot holds now: the old disk, nothing, or the new one. */
+enum slot { S_OLD, S_EMPTY, S_NEW, S_ERROR };
+
+static enum slot boot_slot(struct rctx *c, struct pve_vm_config *cfg, struct pve_error *e)
+{
+    if (read_config(c, c->j->vmid, cfg, e))
+        return S_ERROR;
+    const char *v = json_string_value(json_object_get(cfg->raw, st_str(c, "boot_key")));
+    if (!v)
+        return S_EMPTY;
+    return same_volume(v, st_str(c, "old_volume")) ? S_OLD : S_NEW;
+}
+
+static void step_detach(struct rctx *c)
+{
+    struct pve_error e = {0};
+    struct pve_vm_config cfg;
+    enum slot s = boot_slot(c, &cfg, &e);
+    if (s == S_ERROR) {
+        fail_to(c, "restore", "cannot read VM %d: %s", c->j->vmid, e.message);
+        return;
+    }
+    char digest[48];
+    snprintf(digest, sizeof digest, "%s", cfg.digest);
+    pve_vm_config_release(&cfg);
+    if (s == S_OLD) {
+        /* the old disk stays with the VM as an unusedN until the new one runs */
+        struct pve_config_set set = {.delete_keys = st_str(c, "boot_key"), .digest = digest};
+        int rc, n = 0;
+        while ((rc = pve_vm_config_set(c->pc, c->j->node, c->j->vmid, &set, &e)) &&
+               again(c, &n, &e)) {
+            struct pve_error e2 = {0};
+            enum slot now = boot_slot(c, &cfg, &e2); /* it may have gone through */
+            if (now != S_ERROR) {
+                snprintf(digest, sizeof digest, "%s", cfg.digest);
+                pve_vm_config_release(&cfg);
+            }
+            if (now == S_EMPTY) {
+                rc = 0;
+                break;
+            }
+        }
+        if (rc) {
+            fail_to(c, "restore", "detaching the old disk failed: %s", e.message);
+            return;
+        }
+    }
+    job_checkpoint(c->k, c->j, s == S_NEW ? "cloudinit" : "swap", 70, "old disk %s detached",
+                   st_str(c, "old_volume"));
+}
+
+static void step_swap(struct rctx *c)
+{
+    struct pve_error e = {0};
+    struct pve_vm_config cfg;
+    int rc = 0;
+    if (c->j->upid[0]) { /* resumed while the move ran */
+        rc = wait_task(c, c->j->upid, STEP_MS, &e);
+        if (rc == -1)
+            return;
+    } else {
+        enum slot s = boot_slot(c, &cfg, &e);
+        if (s != S_ERROR)
+            pve_vm_config_release(&cfg);
+        if (s == S_ERROR) {
+            fail_to(c, "restore", "cannot read VM %d: %s", c->j->vmid, e.message);
+            return;
+        }
+        if (s == S_OLD) { /* never detached (a restore ran?): start over from there */
+            job_checkpoint(c->k, c->j, "detach", -1, "the old disk is still attached");
+            return;
+        }
+        for (int n = 0; s == S_EMPTY;) {
+            rc = pve_vm_move_disk(c->pc, c->j->node, tmp_vmid(c), st_str(c, "tmp_key"), c->j->vmid,
+                                  st_str(c, "boot_key"), c->j->upid, &e);
+            if (!rc) {
+                job_checkpoint(c->k, c->j, NULL, -1, "moving the new disk into VM %d as %s (%s)",
+                               c->j->vmid, st_str(c, "boot_key"), c->j->upid);
+                rc = wait_task(c, c->j->upid, STEP_MS, &e);
+                if (rc == -1)
+                    return;
+                break;
+            }
+            if (!again(c, &n, &e))
+                break;
+            struct pve_error e2 = {0}; /* the call may have gone through: the slot tells */
+            if ((s = boot_slot(c, &cfg, &e2)) != S_ERROR)
+                pve_vm_config_release(&cfg);
+        }
+    }
+    /* the slot decides (a move whose answer was lost may have gone through) */
+    struct pve_error e2 = {0};
+    enum slot s = boot_slot(c, &cfg, &e2);
+    if (s != S_ERROR)
+        pve_vm_config_release(&cfg);
+    if (s != S_NEW) {
+        fail_to(c, "restore", "moving the new disk into VM %d failed: %s", c->j->vmid,
+                rc ? e.message : "its slot is empty after the move");
+        return;
+    }
+    c->j->upid[0] = '\0';
+    job_checkpoint(c->k, c->j, "cloudinit", 80, "VM %d has the new disk", c->j->vmid);
+}
+
+static void step_cloudinit(struct rctx *c)
+{
+    struct pve_error e = {0};
+    const char *keys = req_str(c, "ssh_keys"), *pw = req_str(c, "password");
+    const char *boot = st_str(c, "old_boot");
+    struct pve_config_set s = {.sshkeys = keys, .cipassword = pw};
+    if (boot[0]) { /* detaching took the disk out of the boot order */
+        s.key = "boot";
+        s.value = boot;
+    }
+    int rc = 0, n = 0;
+    while ((keys || pw || boot[0]) &&
+           (rc = pve_vm_config_set(c->pc, c->j->node, c->j->vmid, &s, &e)) && again(c, &n, &e))
+        ;
+    if (rc) {
+        fail_to(c, "restore", "setting cloud-init failed: %s", e.message);
+        return;
+    }
+    job_checkpoint(c->k, c->j, "start", 85, "cloud-init set; starting VM %d", c->j->vmid);
+}
+
+static void step_start(struct rctx *c)
+{
+    struct pve_error e = {0};
+    int rc = power_to(c, c->j->vmid, "running", &e);
+    if (rc == -1)
+        return;
+    if (rc) {
+        fail_to(c, "restore", "starting VM %d with the new disk failed: %s", c->j->vmid, e.message);
+        return;
+    }
+    job_checkpoint(c->k, c->j, "verify", 90, "started");
+}
+
+static void step_verify(struct rctx *c)
+{
+    struct pve_error e = {0};
+    struct pve_vm_config cfg;
+    struct pve_vm_status s;
+    enum slot sl = boot_slot(c, &cfg, &e);
+    if (sl != S_ERROR)
+        pve_vm_config_release(&cfg);
+    int rc = sl == S_ERROR ? -2 : read_status(c, c->j->vmid, &s, &e);
+    if (rc || sl != S_NEW || strcmp(s.status, "running") != 0) {
+        fail_to(c, "restore", "VM %d does not run the new disk: %s", c->j->vmid,
+                rc            ? e.message
+                : sl != S_NEW ? "not in its slot"
+                              : s.status);
+        return;
+    }
+    job_checkpoint(c->k, c->j, "commit", 95, "VM %d runs the new disk", c->j->vmid);
+}
+
+/* ---- removing what is no longer needed ---------------------------------------------- */
+
+/* Is the unused volume one the VM had before the job? */
+static bool was_unused(struct rctx *c, const char *vol)
+{
+    size_t i;
+    json_t *u;
+    json_array_foreach(json_object_get(c->st, "old_unused"), i, u)
+    {
+        if (same_volume(json_string_value(u), vol))
+            return true;
+    }
+    return false;
+}
+
+/* Remove from the VM the unusedN volumes the job made: the old disk
+ * (`old` true) or anything else of the job (the new disk after a restore).
+ * 0 when none is left. */
+static int drop_unused(struct rctx *c, bool old, struct pve_error *e)
+{
+    struct pve_vm_config cfg;
+    int rc = read_config(c, c->j->vmid, &cfg, e);
+    if (rc)
+        return rc;
+    char keys[256] = "";
+    const char *key;
+    json_t *val;
+    json_object_foreach(cfg.raw, key, val)
+    {
+        const char *vol = json_string_value(val);
+        if (strncmp(key, "unused", 6) != 0 || !vol || was_unused(c, vol))
+            continue;
+        if (same_volume(vol, st_str(c, "old_volume")) != old)
+            continue;
+        size_t l = strlen(keys);
+        snprintf(keys + l, sizeof keys - l, "%s%s", l ? "," : "", key);
+    }
+    pve_vm_config_release(&cfg);
+    if (!keys[0])
+        return 0;
+    struct pve_config_set s = {.delete_keys = keys};
+    return pve_vm_config_set(c->pc, c->j->node, c->j->vmid, &s, e);
+}
+
+/* Remove the temporary VM if it exists (waiting for its clone to end);
+ * 0 when it is gone. */
+static int remove_tmp(struct rctx *c, struct pve_error *e)
+{
+    if (!tmp_vmid(c))
+        return 0;
+    enum probe p = probe_tmp(c, e);
+    if (p == P_ERROR)
+        return -2;
+    if (p == P_OTHER) { /* not ours: never touched, never handed out */
+        store_vmid_mark_foreign(c->k->st, tmp_vmid(c), NULL);
+        st_set_int(c, "tmp_vmid", 0);
+        return 0;
+    }
+    if (p == P_NONE) {
+        char upid[PVE_UPID_MAX];
+        struct pve_task t;
+        /* a clone sent before a crash may still make it */
+        if (pve_find_clone_task(c->pc, c->j->node, (int)st_int(c, "template"), tmp_vmid(c),
+                                c->j->created_at / 1000, upid) &&
+            pve_task_status(c->pc, upid, &t, e) == 0 && t.running) {
+            snprintf(e->message, sizeof e->message, "its clone task still runs");
+            return -2;
+        }
+        return 0;
+    }
+    int rc = wait_unlocked(c, tmp_vmid(c), e);
+    if (!rc)
+        rc = power_to(c, tmp_vmid(c), "stopped", e);
+    if (!rc) {
+        char upid[PVE_UPID_MAX] = "";
+        struct pve_delete_opts d = {.purge = true, .destroy_unreferenced = true};
+        rc = pve_vm_delete(c->pc, c->j->node, tmp_vmid(c), &d, upid, e);
+        if (!rc)
+            rc = wait_task(c, upid, STEP_MS, e);
+    }
+    return rc == PVE_E_NOTFOUND ? 0 : rc;
+}
+
+/* Call fn until it succeeds, the core stops (-1) or REPAIR_MS pass. */
+static int persist(struct rctx *c, int (*fn)(struct rctx *, struct pve_error *),
+                   struct pve_error *e)
+{
+    int64_t end = mono_ms() + REPAIR_MS;
+    for (int n = 0;; n++) {
+        int rc = fn(c, e);
+        if (rc == 0 || stopping(c->k))
+            return rc == 0 ? 0 : -1;
+        if (mono_ms() > end)
+            return rc;
+        log_warn("job", "job=%s vmid=%d reinstall %s: %s; again", c->j->id, c->j->vmid, c->j->step,
+                 e->message);
+        pause_n(c, n + 1 < 4 ? n + 1 : 4);
+    }
+}
+
+static int drop_old(struct rctx *c, struct pve_error *e)
+{
+    return drop_unused(c, true, e);
+}
+
+static void step_commit(struct rctx *c)
+{
+    struct pve_error e = {0};
+    char left[512] = "";
+    int rc = persist(c, drop_old, &e);
+    if (rc == -1 && stopping(c->k))
+        return;
+    if (rc)
+        snprintf(left, sizeof left, "; the old disk is left as an unused disk of VM %d (%.300s)",
+                 c->j->vmid, e.message);
+    rc = persist(c, remove_tmp, &e);
+    if (rc == -1 && stopping(c->k))
+        return;
+    if (rc) {
+        /* the reconciler removes it: its marker names this job, which ends now */
+        store_leftover_add(c->k->st, tmp_vmid(c), c->j->node, c->j->id, NULL);
+        size_t l = strlen(left);
+        snprintf(left + l, sizeof left - l, "; temporary VM %d left for the reconciler",
+                 tmp_vmid(c));
+        store_release_capacity(c->k->st, c->j->id, NULL);
+    } else {
+        release_tmp(c);
+    }
+    snprintf(c->v.os, sizeof c->v.os, "%s", req_str(c, "os"));
+    int64_t gb = (st_int(c, "new_size") + GiB - 1) / GiB;
+    if (gb > c->v.disk_gb)
+        c->v.disk_gb = gb;
+    snprintf(c->v.power, sizeof c->v.power, "running");
+    c->v.error[0] = '\0';
+    save_rec(c);
+    struct store_event ev = {.vmid = c->j->vmid};
+    snprintf(ev.type, sizeof ev.type, "%s", EV_VM_REINSTALLED);
+    snprintf(ev.owner, sizeof ev.owner, "%s", c->v.owner);
+    snprintf(ev.node, sizeof ev.node, "%s", c->j->node);
+    snprintf(ev.job, sizeof ev.job, "%s", c->j->id);
+    ev.data = json_pack("{s:s,s:s,s:s}", "name", c->v.name, "os", req_str(c, "os"), "from",
+                        st_str(c, "old_os"));
+    struct store_error se;
+    if (store_event_append(c->k->st, &ev, &se))
+        log_warn("job", "job=%s vmid=%d the vm.reinstalled event is not logged: %s", c->j->id,
+                 c->j->vmid, se.message);
+    store_event_release(&ev);
+    finish(c, true, "VM %d runs %s (was %s)%s", c->j->vmid, req_str(c, "os"), st_str(c, "old_os"),
+           left);
+}
+
+/* ---- after a failure -------------------------------------------------------------------- */
+
+/* The old disk back in its slot, the old cloud-init values, the new disk
+ * removed, the VM started if it ran. 0 when all is back. */
+static int restore_once(struct rctx *c, struct pve_error *e)
+{
+    struct pve_vm_config cfg;
+    enum slot s = boot_slot(c, &cfg, e);
+    if (s == S_ERROR)
+        return -2;
+    pve_vm_config_release(&cfg);
+    const char *key = st_str(c, "boot_key");
+    int rc = 0;
+    if (s == S_NEW) { /* out with the new disk (an unusedN until dropped) */
+        if ((rc = power_to(c, c->j->vmid, "stopped", e)))
+            return rc;
+        struct pve_config_set d = {.delete_keys = key};
+        if ((rc = pve_vm_config_set(c->pc, c->j->node, c->j->vmid, &d, e)))
+            return rc;
+    }
+    if (s != S_OLD) {
+        struct pve_config_set a = {.key = key, .value = st_str(c, "old_volume")};
+        if ((rc = pve_vm_config_set(c->pc, c->j->node, c->j->vmid, &a, e)))
+            return rc;
+    }
+    /* the cloud-init values as they were (a password PVE holds only hashed
+     * cannot be written back: one the VM had stays as the request set it) */
+    const char *old_keys = json_string_value(json_object_get(c->st, "old_sshkeys"));
+    const char *boot = st_str(c, "old_boot");
+    bool keys = req_str(c, "ssh_keys") != NULL;
+    bool pw = req_str(c, "password") && !st_int(c, "had_password");
+    char del[64] = "";
+    if (keys && !old_keys)
+        snprintf(del, sizeof del, "sshkeys");
+    if (pw)
+        snprintf(del + strlen(del), sizeof del - strlen(del), "%scipassword", del[0] ? "," : "");
+    struct pve_config_set ci = {.delete_keys = del[0] ? del : NULL};
+    if (keys && old_keys) {
+        ci.key = "sshkeys";
+        ci.value = old_keys;
+    }
+    if (boot[0]) {
+        struct pve_config_set b = {.key = "boot", .value = boot};
+        if ((rc = pve_vm_config_set(c->pc, c->j->node, c->j->vmid, &b, e)))
+            return rc;
+    }
+    if ((ci.delete_keys || ci.key) &&
+        (rc = pve_vm_config_set(c->pc, c->j->node, c->j->vmid, &ci, e)))
+        return rc;
+    if ((rc = drop_unused(c, false, e)))
+        return rc;
+    if (st_int(c, "was_running") && (rc = power_to(c, c->j->vmid, "running", e)))
+        return rc;
+    return 0;
+}
+
+static void step_restore(struct rctx *c)
+{
+    struct pve_error e = {0};
+    int rc = persist(c, restore_once, &e);
+    if (rc == -1 && stopping(c->k))
+        return;
+    if (rc) {
+        /* the VM is left as it is: an operator must look (the message says what) */
+        snprintf(c->v.error, sizeof c->v.error, "reinstall could not put the old disk back: %.900s",
+                 e.message);
+        save_rec(c);
+        store_leftover_add(c->k->st, tmp_vmid(c), c->j->node, c->j->id, NULL);
+        store_release_capacity(c->k->st, c->j->id, NULL);
+        finish(c, false, "reinstall failed (%s) and VM %d could not be put back as it was: %s",
+               st_str(c, "error"), c->j->vmid, e.message);
+        return;
+    }
+    job_checkpoint(c->k, c->j, "abort", -1, "VM %d has its old disk back%s", c->j->vmid,
+                   st_int(c, "was_running") ? " and runs" : "");
+}
+
+static void step_abort(struct rctx *c)
+{
+    struct pve_error e = {0};
+    int rc = persist(c, remove_tmp, &e);
+    if (rc == -1 && stopping(c->k))
+        return;
+    char left[256] = "";
+    if (rc) {
+        store_leftover_add(c->k->st, tmp_vmid(c), c->j->node, c->j->id, NULL);
+        store_release_capacity(c->k->st, c->j->id, NULL);
+        snprintf(left, sizeof left, "; temporary VM %d left for the reconciler", tmp_vmid(c));
+    } else {
+        release_tmp(c);
+    }
+    struct pve_vm_status s;
+    if (read_status(c, c->j->vmid, &s, &e) == 0) {
+        snprintf(c->v.power, sizeof c->v.power, "%s", s.status);
+        save_rec(c);
+    }
+    finish(c, false, "reinstall failed: %s; VM %d keeps %s as before%s", st_str(c, "error"),
+           c->j->vmid, st_str(c, "old_os"), left);
+}
+
+/* ---- the machine ------------------------------------------------------------------------ */
+
+void reinstall_run(struct core *k, struct job_rec *j)
+{
+    struct rctx c = {.k = k, .j = j};
+    if (!json_is_array(j->attempts)) {
+        json_decref(j->attempts);
+        j->attempts = json_array();
+    }
+    if (json_array_size(j->attempts) == 0)
+        json_array_append_new(j->attempts, json_object());
+    c.st = json_array_get(j->attempts, 0);
+    if (store_vm_get(k->st, j->vmid, &c.v, NULL)) {
+        finish(&c, false, "no record of VM %d", j->vmid);
+        return;
+    }
+    json_t *rec = json_object_get(j->request, "record");
+    if ((json_is_integer(rec) && json_integer_value(rec) != c.v.id) ||
+        strcmp(j->owner, c.v.owner) != 0 || !req_str(&c, "os") ||
+        !config_os(k->cfg, req_str(&c, "os"))) {
+        finish(&c, false, "the record of VM %d changed since the job was queued: nothing done",
+               j->vmid);
+        vm_rec_release(&c.v);
+        return;
+    }
+    if (!j->node[0])
+        snprintf(j->node, sizeof j->node, "%s", c.v.node);
+    c.cn = config_node(k->cfg, j->node);
+    c.pc = c.cn ? fleet_client(k->fl, j->node) : NULL;
+    if (!c.pc) {
+        finish(&c, false, "node %s of VM %d is not configured: nothing done", j->node, j->vmid);
+        vm_rec_release(&c.v);
+        return;
+    }
+    c.resumed = strcmp(j->step, "queued") != 0;
+    bool slot = false;
+    while (!stopping(k) && j->state != JOB_DONE && j->state != JOB_FAILED) {
+        const char *s = j->step;
+        bool cloning = strcmp(s, "clone") == 0 || strcmp(s, "wait_clone") == 0;
+        if (cloning && !slot) { /* clones per node, shared with creations */
+            if (!clone_slot_take(k, j->node, j->id))
+                break;
+            slot = true;
+        } else if (!cloning && slot) {
+            clone_slot_give(k, j->node, j->id);
+            slot = false;
+        }
+        char before[sizeof j->step];
+        snprintf(before, sizeof before, "%s", s);
+        if (strcmp(s, "queued") == 0)
+            step_prepare(&c);
+        else if (strcmp(s, "clone") == 0)
+            step_clone(&c);
+        else if (strcmp(s, "wait_clone") == 0)
+            step_wait_clone(&c);
+        else if (strcmp(s, "configure") == 0)
+            step_configure(&c);
+        else if (strcmp(s, "resize") == 0)
+            step_resize(&c);
+        else if (strcmp(s, "stop") == 0)
+            step_stop(&c);
+        else if (strcmp(s, "detach") == 0)
+            step_detach(&c);
+        else if (strcmp(s, "swap") == 0)
+            step_swap(&c);
+        else if (strcmp(s, "cloudinit") == 0)
+            step_cloudinit(&c);
+        else if (strcmp(s, "start") == 0)
+            step_start(&c);
+        else if (strcmp(s, "verify") == 0)
+            step_verify(&c);
+        else if (strcmp(s, "commit") == 0)
+            step_commit(&c);
+        else if (strcmp(s, "restore") == 0)
+            step_restore(&c);
+        else if (strcmp(s, "abort") == 0)
+            step_abort(&c);
+        else
+            fail_to(&c, "abort", "unknown step '%s'", s);
+        if (strcmp(before, j->step) == 0 && j->state != JOB_DONE && j->state != JOB_FAILED)
+            break; /* stopping: resumed at this step */
+        c.resumed = false;
+    }
+    if (slot)
+        clone_slot_give(k, j->node, j->id);
+    vm_rec_release(&c.v);
+}

@@ -1,0 +1,122 @@
+"""Kill -9 during reinstalls (issue 14): 20 reinstalls on 3 VMs, proxd
+killed with SIGKILL at a seeded random moment of each (anywhere from the
+request to the end: clone, resize, stop, the swap, start, the cleanup) and
+restarted; after each restart the job ends, and then:
+  - each customer VM exists once, runs, and keeps its VMID, name, MAC,
+    net0 and ipconfig0;
+  - its disk holds the new OS when the job is done, the old one when it
+    failed, and the record says the same;
+  - no temporary VM is left in pvesim, and no VM exists but the customers'
+    (and the templates).
+The killed instance's leases are expired in the database (what the clock
+would do 30 s later) before the restart. REINSTALL_CRASH_SEED overrides the
+seed; REINSTALL_CRASH_ROUNDS the number of rounds; REINSTALL_FAULT_RATE
+makes that share of the Proxmox calls fail too (make soak runs more rounds,
+under faults).
+"""
+import os
+import random
+import time
+
+from lib.cases import case, finish
+from lib.db import expire_leases, query as db_query
+from lib.proxd import Proxd, shutdown
+from lib.sim import Sim
+
+SEED = int(os.environ.get("REINSTALL_CRASH_SEED", "1414"))
+ROUNDS = int(os.environ.get("REINSTALL_CRASH_ROUNDS", "20"))
+# make soak: a share of the Proxmox calls under /nodes fail (500) besides the kills
+RATE = float(os.environ.get("REINSTALL_FAULT_RATE", "0"))
+rng = random.Random(SEED)
+print("seed %d, %d rounds, fault rate %g" % (SEED, ROUNDS, RATE), flush=True)
+
+sim = Sim(time_scale=0.005)
+px = Proxd(sim, proxd_extra="reconcile_interval = 2\n")
+ALICE = px.token("alice")
+px.start()
+
+
+def look(vmid):
+    return sim.vm_view(vmid)
+
+
+def others(known):
+    """VMs in pvesim that are neither templates nor the customers'."""
+    return [v["vmid"] for v in sim.state()["vms"]
+            if v["vmid"] not in known and not v["conf"].get("template")]
+
+
+LATE = ["stop", "detach", "swap", "cloudinit", "start", "verify", "commit"]
+VMS = []
+for i in range(3):
+    r = px.call("POST", "/v1/vms", ALICE, {"os": "ubuntu", "name": "crash-%d" % i, "cores": 1,
+                                          "memory_mb": 1024, "disk_gb": 12})
+    assert r.status_code == 202, r.text
+    assert px.wait_job(r.json()["job"], ALICE)["state"] == "done"
+    VMS.append(r.json()["vmid"])
+IDENT = {v: look(v) for v in VMS}
+
+
+@case
+def kill_during_reinstalls():
+    outcomes = {"done": 0, "failed": 0}
+    steps_hit = {}
+    # how long one takes here, to spread the kills over all of it
+    t0 = time.monotonic()
+    r = px.call("POST", "/v1/vms/%d/reinstall" % VMS[0], ALICE, {"os": "debian"})
+    assert px.wait_job(r.json()["job"], ALICE, deadline=120)["state"] == "done"
+    span = time.monotonic() - t0
+    os_of = {v: "ubuntu" for v in VMS}
+    os_of[VMS[0]] = "debian"
+    if RATE:
+        sim.ctl("POST", "/faults", {"path": "^/nodes/", "kind": "error", "status": 500,
+                                    "message": "soak fault", "rate": RATE})
+    print("one reinstall takes %.2f s" % span, flush=True)
+    for n in range(ROUNDS):
+        vmid = VMS[n % len(VMS)]
+        old = os_of[vmid]
+        new = "debian" if old == "ubuntu" else "ubuntu"
+        r = px.call("POST", "/v1/vms/%d/reinstall" % vmid, ALICE, {"os": new})
+        assert r.status_code == 202, r.text
+        job = r.json()["job"]
+        if n % 2:  # at a random moment
+            time.sleep(rng.uniform(0, span * 1.2))
+        else:  # as soon as a later step is reached (the clone takes most of the time)
+            aim = rng.choice(LATE)
+            end = time.monotonic() + 30
+            while time.monotonic() < end:
+                st = db_query(px.db, "SELECT step, state FROM jobs WHERE id = ?", (job,))[0]
+                if st[0] == aim or st[1] in ("done", "failed"):
+                    break
+                time.sleep(0.002)
+        px.kill()
+        at = db_query(px.db, "SELECT step FROM jobs WHERE id = ?", (job,))[0][0]
+        steps_hit[at] = steps_hit.get(at, 0) + 1
+        expire_leases(px.db)
+        px.start()
+        j = px.wait_job(job, ALICE, deadline=180)
+        outcomes[j["state"]] += 1
+        got = look(vmid)
+        for k in ("name", "net0", "ipconfig0", "mac", "boot"):
+            assert got[k] == IDENT[vmid][k], (n, k, got[k], IDENT[vmid][k])
+        want = new if j["state"] == "done" else old
+        assert got["os"] == want, (n, j["state"], j.get("error"), got)
+        assert got["power"] == "running" and got["unused"] == [], (n, got)
+        rec = px.call("GET", "/v1/vms/%d" % vmid, ALICE).json()
+        assert rec["os"] == want and rec["vmid"] == vmid, (n, rec)
+        assert others(VMS) == [], (n, others(VMS))
+        os_of[vmid] = want
+        print("round %2d: VM %d %s -> %s after a kill at %s: %s" %
+              (n, vmid, old, new, at, j["state"]), flush=True)
+    print("outcomes: %s; killed at: %s" % (outcomes, steps_hit), flush=True)
+    if RATE:
+        print("faults hit: %d" % sum(f.get("hits", 0) for f in sim.ctl("GET", "/faults")))
+        sim.ctl("DELETE", "/faults")
+    for v in VMS:  # every VM still there, once
+        assert [x["vmid"] for x in sim.state()["vms"]].count(v) == 1
+
+
+try:
+    finish()
+finally:
+    shutdown(px, sim)

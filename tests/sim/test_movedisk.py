@@ -1,0 +1,117 @@
+"""Disk reassignment in pvesim as qemu-server makes it (move_disk with
+target-vmid, API2/Qemu.pm's disk_reassignfn): the qmmove task and its UPID id
+"<vmid>-<disk>><target>-<disk>", the volume renamed vm-<target>-disk-N and
+taken out of the source's boot order, qemu-server's refusals (running
+source, target slot taken, same VMID, storage and target together, a disk of
+a snapshot, a locked VM, a template, VMs on two nodes), a detached disk kept
+as unusedN and a re-attached one leaving it, and the volume origins (which
+template OS a disk came from) following the volume."""
+from lib.cases import case, finish
+from lib.sim import expect400, expect500, Sim, task_ok as ok
+
+sim = Sim(time_scale=0.01)
+
+
+def run(method, path, node="sv1", **kw):
+    return sim.wait_task(node, sim.data(method, "/nodes/%s%s" % (node, path), **kw))
+
+
+def clone(newid, src=8000, node="sv1"):
+    return ok(run("POST", "/qemu/%d/clone" % src, node, data={"newid": str(newid), "full": "1"}))
+
+
+def conf(vmid, node="sv1"):
+    return sim.data("GET", "/nodes/%s/qemu/%d/config" % (node, vmid))
+
+
+def move(vmid, **data):
+    return sim.api("POST", "/nodes/sv1/qemu/%d/move_disk" % vmid, data=data)
+
+
+def origin(vmid):
+    return sim.vm(vmid).get("origin") or {}
+
+
+@case
+def reassign_into_an_empty_slot():
+    clone(100)
+    clone(101, src=8001)  # pvesim's second template: debian
+    assert origin(100) == {"vm-100-disk-0": "ubuntu"} and origin(101) == {"vm-101-disk-0": "debian"}
+    # detach: the volume stays as unused0, and leaves the boot order
+    assert sim.data("PUT", "/nodes/sv1/qemu/100/config", data={"delete": "scsi0"}) is None
+    c = conf(100)
+    assert "scsi0" not in c and c["unused0"] == "local-lvm:vm-100-disk-0", c
+    assert "scsi0" not in c.get("boot", ""), c
+    r = move(101, disk="scsi0", **{"target-vmid": "100", "target-disk": "scsi0"})
+    assert r.status_code == 200, r.text
+    upid = r.json()["data"]
+    assert ":qmmove:101-scsi0>100-scsi0:" in upid, upid
+    st = ok(sim.wait_task("sv1", upid))
+    log = [l["t"] for l in sim.data("GET", "/nodes/sv1/tasks/%s/log" % st["upid"])]
+    assert "reassign disk 'scsi0' from VM '101' as 'scsi0' to VM '100'" in log, log
+    assert "removing disk 'scsi0' from VM '101' config" in log, log
+    c = conf(100)
+    assert c["scsi0"].startswith("local-lvm:vm-100-disk-1,"), c  # disk-0 is unused0's
+    assert "scsi0" not in conf(101)
+    assert origin(100) == {"vm-100-disk-0": "ubuntu", "vm-100-disk-1": "debian"}, origin(100)
+    assert origin(101) == {}
+    # re-attaching the old volume drops its unusedN; deleting an unusedN frees it
+    assert sim.data("PUT", "/nodes/sv1/qemu/100/config", data={"delete": "scsi0"}) is None
+    assert conf(100)["unused1"].startswith("local-lvm:vm-100-disk-1"), conf(100)
+    assert sim.data("PUT", "/nodes/sv1/qemu/100/config",
+                    data={"scsi0": "local-lvm:vm-100-disk-0"}) is None
+    c = conf(100)
+    assert "unused0" not in c and c["scsi0"].startswith("local-lvm:vm-100-disk-0"), c
+    assert sim.data("PUT", "/nodes/sv1/qemu/100/config", data={"delete": "unused1"}) is None
+    assert origin(100) == {"vm-100-disk-0": "ubuntu"}, origin(100)
+
+
+@case
+def qemu_servers_refusals():
+    clone(102)
+    expect400(move(102, disk="scsi0", **{"target-vmid": "102"}),
+              {"target-vmid": "must be different than source VMID to reassign disk"})
+    both = "either set 'storage' or 'target-vmid', but not both"
+    expect400(move(102, disk="scsi0", storage="local-lvm", **{"target-vmid": "100"}),
+              {"target-vmid": both, "storage": both})
+    none = "both 'storage' and 'target-vmid' missing, either needs to be set"
+    expect400(move(102, disk="scsi0"), {"target-vmid": none, "storage": none})
+    expect500(move(102, disk="scsi0", **{"target-vmid": "100"}),
+              "Target disk key 'scsi0' is already in use for VM '100'")
+    expect500(move(102, disk="scsi5", **{"target-vmid": "100", "target-disk": "scsi1"}),
+              "Disk 'scsi5' for VM '102' does not exist")
+    expect500(move(102, disk="scsi0", **{"target-vmid": "999"}), "could not find target VM 999")
+    expect500(move(102, disk="ide2", **{"target-vmid": "100", "target-disk": "ide3"}),
+              "CD drive contents can't be moved to another VM")
+    expect500(move(102, disk="scsi0", **{"target-vmid": "8000", "target-disk": "scsi1"}),
+              "Can't move disks from or to template VMs")
+    ok(run("POST", "/qemu/102/status/start"))
+    expect500(move(102, disk="scsi0", **{"target-vmid": "100", "target-disk": "scsi1"}),
+              "Cannot move disk to another VM while the source VM is running - detach first")
+    ok(run("POST", "/qemu/102/status/stop"))
+    ok(run("POST", "/qemu/102/snapshot", data={"snapname": "s1"}))
+    expect500(move(102, disk="scsi0", **{"target-vmid": "100", "target-disk": "scsi1"}),
+              "Can't move disk used by a snapshot to another VM")
+    clone(200, src=8010, node="sv2")
+    expect500(move(100, disk="scsi0", **{"target-vmid": "200", "target-disk": "scsi1"}),
+              "Both VMs need to be on the same node (sv1 != sv2)")
+
+
+@case
+def a_task_fault_changes_nothing():
+    clone(103)
+    sim.ctl("POST", "/faults", {"method": "POST", "path": "/move_disk$", "kind": "task_error",
+                                "message": "injected", "count": 1})
+    before = (conf(103)["scsi0"], conf(100).get("scsi1"))
+    r = move(103, disk="scsi0", **{"target-vmid": "100", "target-disk": "scsi1"})
+    assert r.status_code == 200, r.text
+    st = sim.wait_task("sv1", r.json()["data"])
+    assert st["exitstatus"] == "injected", st
+    assert (conf(103)["scsi0"], conf(100).get("scsi1")) == before
+    sim.ctl("DELETE", "/faults")
+
+
+try:
+    finish()
+finally:
+    sim.stop()
