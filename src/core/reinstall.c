@@ -120,6 +120,15 @@ int core_vm_reinstall(struct core *k, int vmid, const char *owner,
                        vmid, r->os);
         goto out;
     }
+    /* a cordoned node takes no new VM, and a reinstall makes one there */
+    struct node_cordon nc;
+    if (core_node_cordon_get(k, v.node, &nc) == 0 && nc.cordoned) {
+        rc = core_fail(err, CORE_E_CONFLICT, "node",
+                       "node %s of VM %d is cordoned (by %s): no reinstall there until it is "
+                       "uncordoned",
+                       v.node, vmid, nc.by);
+        goto out;
+    }
     /* the temporary clone's disk counts while it exists */
     if ((rc = core_quota_check(k, v.owner, 0, 0, 0, v.disk_gb, err)))
         goto out;

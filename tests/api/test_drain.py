@@ -125,6 +125,12 @@ def cordoned_node_takes_none_of_100_creations():
     one = create_many(CUST[0], "back", 1)
     vmid = list(one)[0]
     assert pve_vms()[vmid]["node"] == "sv3"
+    # a cordoned node takes no reinstall either: refused before anything is done
+    cordon("sv3")
+    r = call("POST", "/v1/vms/%d/reinstall" % vmid, CUST[0], {"os": "ubuntu"}, want=409)
+    assert r.json()["error"]["details"]["field"] == "node", r.text
+    assert "cordoned" in r.json()["error"]["message"], r.text
+    cordon("sv3", False)
     # the 101 VMs go (they would take the drain's room), and the cordons
     subs = [call("DELETE", "/v1/vms/%d" % v, ADMIN, want=202).json()["job"]
             for v in list(jobs) + [vmid]]
