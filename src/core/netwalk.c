@@ -482,6 +482,35 @@ static void mark_foreign(struct netwalk *w, const struct fleet_vm *fv, const str
     free(conf);
 }
 
+/* One of proxd's VMs whose config carries an address proxd gave another
+ * of its VMs (a GUI edit copied it): drift on this VM (check_ours), and a
+ * conflict on the address, as on a foreign VM. */
+static void check_taken(struct netwalk *w, const struct fleet_vm *fv, const struct vm_rec *r,
+                        const struct seen *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char key[IPPOOL_KEYLEN];
+        ippool_addr_key(&s[i].a.addr, key);
+        struct store_addr row;
+        if (store_addr_get(w->k->st, key, &row, NULL) != STORE_OK)
+            continue;
+        bool other = (strcmp(row.state, "used") == 0 || strcmp(row.state, "reserved") == 0) &&
+                     row.vm_id != r->id && row.vmid != fv->vmid;
+        if (!other)
+            continue;
+        struct core_ip_conflict c = {
+            .vmid = row.vmid, .seen_vmid = fv->vmid, .first_seen = wall_ms()};
+        ippool_addr_format(&s[i].a.addr, c.address);
+        snprintf(c.pool, sizeof c.pool, "%s", row.pool);
+        snprintf(c.seen_node, sizeof c.seen_node, "%s", fv->node);
+        if (conflict_note(w, &c))
+            log_error("netwalk",
+                      "address conflict in pool %s: %s, which proxd %s for vmid=%d, is in the "
+                      "config of vmid=%d on %s (another of proxd's VMs); nothing is changed",
+                      c.pool, c.address, row.state, c.vmid, fv->vmid, fv->node);
+    }
+}
+
 /* Is VMID vmid of node one of proxd's VMs (a live record in that world)? */
 static bool ours(struct core *k, const struct fleet_vm *fv, struct vm_rec *r)
 {
@@ -519,6 +548,7 @@ static bool walk_one(struct netwalk *w, const struct fleet_vm *fv, struct buf ac
     struct vm_rec r;
     if (ours(k, fv, &r)) {
         check_ours(w, fv, &r, &vc);
+        check_taken(w, fv, &r, s, n);
         vm_rec_release(&r);
     } else {
         mark_foreign(w, fv, s, n);

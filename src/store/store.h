@@ -404,6 +404,9 @@ struct store_addr {
     int64_t until, updated_at; /* unix ms */
     char note[256];
 };
+/* The row of one address (a key), in *out. STORE_E_NOTFOUND when proxd
+ * has none. */
+int store_addr_get(store *s, const char *key, struct store_addr *out, struct store_error *err);
 /* The inventory saw these addresses in configs of VMs that are not
  * proxd's (where: e.g. "vm 123 on sv1"): foreign, never handed out. An
  * address proxd has used, reserved or held is not overwritten: it is a

@@ -463,6 +463,29 @@ int store_addr_list(store *s, const char *pool, const char *state, const char *a
     return store_read_all(s, &r, (void **)out, n, err);
 }
 
+static const char SQL_GET[] = "SELECT " ADDR_COLS " FROM addr_alloc WHERE addr = ?1";
+
+static void bind_key(db_stmt *st, const void *arg)
+{
+    db_bind_text(st, 1, arg);
+}
+
+int store_addr_get(store *s, const char *key, struct store_addr *out, struct store_error *err)
+{
+    store_err_clear(err);
+    STORE_CHECK(s && key && out, "store_addr_get: NULL argument");
+    struct store_addr *rows = NULL;
+    size_t n = 0;
+    struct store_read r = {SQL_GET, "reading an address", bind_key, key, sizeof *rows, row_addr};
+    int rc = store_read_all(s, &r, (void **)&rows, &n, err);
+    if (rc == STORE_OK && n == 0)
+        rc = store_fail(err, STORE_E_NOTFOUND, "address %.40s has no row", key);
+    if (rc == STORE_OK)
+        *out = rows[0];
+    free(rows);
+    return rc;
+}
+
 struct pool_args {
     const char *pool;
     int64_t now;

@@ -326,6 +326,22 @@ static void test_conflict(void **state)
     walk();
     assert_int_equal(core_ippool_conflicts(env.k, "lan", c, 4), 0);
     assert_int_equal(core_ippool_conflicts_total(env.k, "lan"), 1);
+    /* another of proxd's VMs given A's address by hand: a conflict too (and
+     * drift on that VM), nothing changed */
+    struct ourvm b;
+    our_vm("conf-b", "10.9.0.59", "02:00:00:00:0A:59", &b);
+    struct pve_config_set cb = {.ipconfig0 = "ip=10.9.0.52/24,gw=10.9.0.1"};
+    conf_set(b.node, b.vmid, &cb);
+    walk();
+    assert_int_equal(core_ippool_conflicts(env.k, "lan", c, 4), 1);
+    assert_string_equal(c[0].address, "10.9.0.52");
+    assert_int_equal(c[0].vmid, a.vmid);
+    assert_int_equal(c[0].seen_vmid, b.vmid);
+    assert_int_equal(core_ippool_conflicts_total(env.k, "lan"), 2);
+    char d[256];
+    assert_true(core_net_drift(env.k, b.id, d, sizeof d));
+    assert_true(row_is("10.9.0.52", "used", a.vmid));
+    assert_true(row_is("10.9.0.59", "used", b.vmid));
 }
 
 /* Design section 7 item 4: the address stays through an HA move, a cores
