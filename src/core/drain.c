@@ -87,25 +87,23 @@ int core_node_cordon(struct core *k, const char *node, bool on, const char *by,
     char name[128];
     snprintf(name, sizeof name, "cordon:%s", node);
     struct store_error se;
-    if (on) {
-        json_t *v = json_pack("{s:s}", "by", by && *by ? by : "?");
-        char *text = json_dumps(v, JSON_COMPACT);
-        rc = store_kv_set(k->st, name, text, &se);
-        free(text);
-        json_decref(v);
-    } else {
-        rc = store_kv_delete(k->st, name, &se);
-    }
-    if (rc)
-        return fail(err, CORE_E_INTERNAL, NULL, "%s", se.message);
-    log_info("node", "node=%s %s by %s", node, on ? "cordoned" : "uncordoned", by ? by : "?");
-    /* the event after the change (a cordon is one setting, its event one
-     * more row: a crash between them loses the event, not the cordon) */
+    /* the cordon and its event in one transaction */
     struct store_event ev = {.data = json_pack("{s:s}", "by", by && *by ? by : "?")};
     snprintf(ev.type, sizeof ev.type, "%s", on ? EV_NODE_CORDONED : EV_NODE_UNCORDONED);
     snprintf(ev.node, sizeof ev.node, "%s", node);
-    if (store_event_append(k->st, &ev, &se))
-        log_warn("node", "node=%s %s event not logged: %s", node, ev.type, se.message);
+    char *text = NULL;
+    if (on) {
+        json_t *v = json_pack("{s:s}", "by", by && *by ? by : "?");
+        text = json_dumps(v, JSON_COMPACT);
+        json_decref(v);
+    }
+    rc = store_kv_write_logged(k->st, name, text, &ev, &se);
+    free(text);
+    if (rc) {
+        store_event_release(&ev);
+        return fail(err, CORE_E_INTERNAL, NULL, "%s", se.message);
+    }
+    log_info("node", "node=%s %s by %s", node, on ? "cordoned" : "uncordoned", by ? by : "?");
     store_event_release(&ev);
     return CORE_OK;
 }

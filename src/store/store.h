@@ -636,6 +636,11 @@ struct store_kv {
 };
 int store_kv_set(store *s, const char *name, const char *value, struct store_error *err);
 int store_kv_get(store *s, const char *name, struct store_kv *out, struct store_error *err);
+struct store_event;
+/* Set (value) or delete (value NULL) the setting `name` and log ev, in one
+ * transaction: the change and its event commit together (node cordons). */
+int store_kv_write_logged(store *s, const char *name, const char *value, struct store_event *ev,
+                          struct store_error *err);
 int store_kv_list(store *s, const char *prefix, struct store_kv **out, size_t *n,
                   struct store_error *err);
 

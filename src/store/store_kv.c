@@ -13,6 +13,7 @@
 static const char SQL_KV_SET[] = "INSERT INTO kv (name, value, created_at) VALUES (?1, ?2, ?3)"
                                  " ON CONFLICT (name) DO UPDATE SET value = excluded.value,"
                                  "   created_at = excluded.created_at";
+static const char SQL_KV_DEL_ONE[] = "DELETE FROM kv WHERE name = ?1";
 static const char SQL_KV_ONE[] = "SELECT name, value, created_at FROM kv WHERE name = ?1";
 static const char SQL_KV_PREFIX[] =
     "SELECT name, value, created_at FROM kv"
@@ -46,6 +47,42 @@ int store_kv_set(store *s, const char *name, const char *value, struct store_err
                 "store_kv_set: name or value too long");
     struct kvset_ctx k = {name, value};
     return db_tx(s->db, DB_WRITE, kv_set_fn, &k, err);
+}
+
+struct kvlog_ctx {
+    const char *name, *value; /* value NULL: delete */
+    struct store_event *ev;
+};
+
+static int kv_logged_fn(db_conn *c, void *ctx, struct store_error *err)
+{
+    struct kvlog_ctx *k = ctx;
+    int rc;
+    if (k->value) {
+        struct kvset_ctx set = {k->name, k->value};
+        rc = kv_set_fn(c, &set, err);
+    } else {
+        db_stmt *st = NULL;
+        if ((rc = db_prepare(c, SQL_KV_DEL_ONE, &st, err)))
+            return rc;
+        db_bind_text(st, 1, k->name);
+        rc = db_run(st, err, "removing a setting");
+        db_done(st);
+    }
+    /* the event last: it takes the log's commit-order lock (store.h) */
+    return rc ? rc : store_log_add_in(c, k->ev, err);
+}
+
+int store_kv_write_logged(store *s, const char *name, const char *value, struct store_event *ev,
+                          struct store_error *err)
+{
+    store_err_clear(err);
+    STORE_CHECK(s && name && *name && ev, "store_kv_write_logged: NULL or empty argument");
+    STORE_CHECK(strlen(name) < sizeof((struct store_kv *)0)->name &&
+                    (!value || strlen(value) < sizeof((struct store_kv *)0)->value),
+                "store_kv_write_logged: name or value too long");
+    struct kvlog_ctx k = {name, value, ev};
+    return db_tx(s->db, DB_WRITE, kv_logged_fn, &k, err);
 }
 
 static int row_to_kv(db_stmt *st, void *elem, struct store_error *err)
