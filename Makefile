@@ -30,10 +30,11 @@ demo: build
 
 # Creation benchmark against pvesim, then the API benchmark, then pvesim at
 # fleet scale (all report their targets, never fail the build); results also
-# in bench/results/create.txt, api.txt and sim.txt.
+# in bench/results/create.txt, api.txt, idle_conns.txt and sim.txt.
 bench: build
 	@/usr/bin/python3 bench/bench_create.py
 	@bash bench/bench_api.sh || echo "bench_api.sh did not complete (see above)"
+	@/usr/bin/python3 bench/bench_idle_conns.py || echo "bench_idle_conns.py did not complete (see above)"
 	@/usr/bin/python3 bench/bench_sim.py || echo "bench_sim.py did not complete (see above)"
 
 # The randomized fault test, longer (many seeds, more VMs and jobs, with and

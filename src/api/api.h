@@ -1,5 +1,5 @@
 /* api: proxd's REST API (JSON under /v1, plus /healthz, /readyz, /metrics),
- * served by libmicrohttpd from a small thread pool.
+ * served by http.c (an epoll loop and a small pool of workers).
  *
  * Handlers never wait on Proxmox: they read the store and the inventory and
  * call core_* functions, which validate, reserve and enqueue. Slow answers

@@ -1,19 +1,20 @@
 /* api_int: what the files of src/api/ share. Internal to src/api/.
  *
- * A request goes: server.c (body into a capped buffer, limits) -> router.c
- * (route table, authentication, path parameters) -> a handler in routes_*.c,
- * which fills a struct resp that server.c sends. Handlers are small and never
- * block on anything but the store. */
+ * A request goes: http.c (connection, parsing, limits; http.h) -> server.c
+ * on a worker thread -> router.c (route table, authentication, path
+ * parameters) -> a handler in routes_*.c, which fills a struct resp that
+ * server.c hands back to http.c. Handlers are small and never block on
+ * anything but the store. */
 #ifndef API_API_INT_H
 #define API_API_INT_H
 
 #include <jansson.h>
-#include <microhttpd.h>
 #include <pthread.h>
 #include <stdbool.h>
 
 #include "api/api.h"
 #include "api/auth.h"
+#include "api/http.h"
 #include "common/buf.h"
 
 #define API_BODY_MAX (64 * 1024)
@@ -21,7 +22,6 @@
 #define API_PARAMS 2
 
 struct sse_hub;
-struct deadlines;
 
 struct api {
     const struct proxd_config *cfg;
@@ -29,10 +29,9 @@ struct api {
     store *st;
     struct fleet *fl;
     unsigned char key[AUTH_KEY_BYTES];
-    struct MHD_Daemon *d;
+    struct http_server *http;
     int port;
     struct sse_hub *hub;
-    struct deadlines *dl;
     /* Idempotent creations with the same key are serialised here, so that a
      * burst of retries makes one VM (striped: one lock per key hash). */
     pthread_mutex_t idem[API_IDEM_STRIPES];
@@ -44,12 +43,9 @@ struct api {
 
 struct req {
     struct api *api;
-    struct MHD_Connection *conn;
+    struct http_req *hr; /* borrowed for the handler's call */
     const char *method;
     const char *path;
-    struct buf body;
-    bool too_big;
-    bool started;
     char params[API_PARAMS][64]; /* path parameters, in pattern order */
     struct auth_identity who;
 };
@@ -60,24 +56,14 @@ struct resp {
     char *text;      /* or a text answer (owned) with its type */
     size_t text_len; /* its length, or 0: strlen(text) */
     const char *ctype;
-    char location[128];       /* Location header when set */
-    char allow[64];           /* Allow header (405) */
-    unsigned retry_after;     /* Retry-After header in seconds when > 0 */
-    struct MHD_Response *raw; /* or a prepared response (SSE) */
-    bool close;               /* Connection: close (the request's framing is not trusted) */
+    char location[128];   /* Location header when set */
+    char allow[64];       /* Allow header (405) */
+    unsigned retry_after; /* Retry-After header in seconds when > 0 */
+    bool streamed;        /* answered already (an event stream) */
+    bool close;           /* Connection: close (the request's framing is not trusted) */
 };
 
 typedef void (*route_fn)(struct req *rq, struct resp *rs);
-
-/* ---- deadline.c: hard limits on the request line and the headers ---- */
-struct deadlines *deadlines_new(int idle_s, int header_s);
-void deadlines_free(struct deadlines *d); /* after MHD_stop_daemon */
-/* MHD_OPTION_NOTIFY_CONNECTION and MHD_OPTION_URI_LOG_CALLBACK (cls: d) */
-void deadlines_on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
-                             enum MHD_ConnectionNotificationCode toe);
-void *deadlines_on_request_line(void *cls, const char *uri, struct MHD_Connection *conn);
-void deadlines_headers_done(struct deadlines *d, struct MHD_Connection *conn);
-void deadlines_answered(struct deadlines *d, struct MHD_Connection *conn);
 
 /* ---- router.c ---- */
 void router_dispatch(struct req *rq, struct resp *rs);
@@ -95,7 +81,7 @@ void resp_error_node(struct resp *rs, unsigned status, const char *code, const c
 void resp_error_pool(struct resp *rs, unsigned status, const char *code, const char *field,
                      const char *pool, const char *msg);
 /* The error text of every refusal that proxd sends outside a handler
- * (libmicrohttpd's own refusals): a whole JSON document, NUL-terminated. */
+ * (the HTTP server's own, http.h): a whole JSON document, NUL-terminated. */
 char *error_json_text(const char *code, const char *field, const char *node, const char *msg);
 void resp_json(struct resp *rs, unsigned status, json_t *body);
 /* A JSON answer already written as text (jsonw.h): takes b's contents. */
@@ -197,12 +183,9 @@ void snap_metrics(struct api *a, struct buf *b);
 
 /* ---- sse.c ---- */
 struct sse_hub *sse_hub_new(struct api *a);
-/* End every stream and resume every parked connection (before
- * MHD_stop_daemon), then stop the timer thread. */
+/* Stop the timer thread, then end every stream (before http_server_stop,
+ * which writes the ends out). */
 void sse_hub_shutdown(struct sse_hub *h);
-/* Wait up to timeout_ms for every stream to be closed (after shutdown, so
- * clients read their "end" before the server goes). */
-bool sse_hub_drain(struct sse_hub *h, int64_t timeout_ms);
 void sse_hub_free(struct sse_hub *h);
 /* How many streams are open and how many are parked (for /metrics). */
 void sse_hub_counts(struct sse_hub *h, int *open, int *parked);

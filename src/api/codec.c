@@ -105,35 +105,35 @@ void resp_core_error(struct resp *rs, const struct core_error *ce)
     const char *f = ce->field[0] ? ce->field : NULL;
     switch (ce->code) {
     case CORE_E_INVALID:
-        resp_error(rs, MHD_HTTP_BAD_REQUEST, "invalid", f, "%s", ce->message);
+        resp_error(rs, HTTP_BAD_REQUEST, "invalid", f, "%s", ce->message);
         return;
     case CORE_E_NOTFOUND:
-        resp_error(rs, MHD_HTTP_NOT_FOUND, "not_found", NULL, "%s", ce->message);
+        resp_error(rs, HTTP_NOT_FOUND, "not_found", NULL, "%s", ce->message);
         return;
     case CORE_E_CONFLICT:
-        resp_error(rs, MHD_HTTP_CONFLICT, "conflict", f, "%s", ce->message);
+        resp_error(rs, HTTP_CONFLICT, "conflict", f, "%s", ce->message);
         return;
     case CORE_E_FULL:
         /* Both "no VMID left in the OS's range" and "quota used up" are
          * CORE_E_FULL; the first names the os field and is not the
          * caller's doing, so it is a conflict with the fleet's state. */
         if (f && strcmp(f, "os") == 0 && !strstr(ce->message, "quota"))
-            resp_error(rs, MHD_HTTP_CONFLICT, "vmid_exhausted", f, "%s", ce->message);
+            resp_error(rs, HTTP_CONFLICT, "vmid_exhausted", f, "%s", ce->message);
         else if (f && strcmp(f, "ippools") == 0 && ce->pool[0])
-            resp_error_pool(rs, MHD_HTTP_CONFLICT, "address_exhausted", f, ce->pool, ce->message);
+            resp_error_pool(rs, HTTP_CONFLICT, "address_exhausted", f, ce->pool, ce->message);
         else
-            resp_error(rs, MHD_HTTP_FORBIDDEN, "quota_exceeded", f, "%s", ce->message);
+            resp_error(rs, HTTP_FORBIDDEN, "quota_exceeded", f, "%s", ce->message);
         return;
     case CORE_E_UNAVAILABLE:
         rs->retry_after = ce->node[0] ? 5 : 1;
-        resp_error_node(rs, MHD_HTTP_SERVICE_UNAVAILABLE, ce->node[0] ? "node_down" : "starting", f,
+        resp_error_node(rs, HTTP_SERVICE_UNAVAILABLE, ce->node[0] ? "node_down" : "starting", f,
                         ce->node, ce->message);
         return;
     case CORE_OK:
     case CORE_E_INTERNAL:
         break;
     }
-    resp_error(rs, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable", NULL, "%s", ce->message);
+    resp_error(rs, HTTP_SERVICE_UNAVAILABLE, "unavailable", NULL, "%s", ce->message);
 }
 
 json_t *json_time(int64_t ms)
@@ -348,7 +348,7 @@ static bool is_json_type(const char *ct)
 static int decode_strings(struct resp *rs, const struct field *f, json_t *v)
 {
     if (!json_is_array(v)) {
-        resp_error(rs, MHD_HTTP_BAD_REQUEST, "invalid", f->name, "%s: must be an array of strings",
+        resp_error(rs, HTTP_BAD_REQUEST, "invalid", f->name, "%s: must be an array of strings",
                    f->name);
         return -1;
     }
@@ -359,12 +359,12 @@ static int decode_strings(struct resp *rs, const struct field *f, json_t *v)
     {
         const char *s = json_string_value(e);
         if (!s || strchr(s, '\n') || strchr(s, '\r')) {
-            resp_error(rs, MHD_HTTP_BAD_REQUEST, "invalid", f->name,
+            resp_error(rs, HTTP_BAD_REQUEST, "invalid", f->name,
                        "%s[%zu]: must be a string on one line", f->name, i);
             goto fail;
         }
         if ((i && buf_addc(&b, '\n')) || buf_adds(&b, s)) {
-            resp_error(rs, MHD_HTTP_BAD_REQUEST, "invalid", f->name, "%s: at most %zu bytes in all",
+            resp_error(rs, HTTP_BAD_REQUEST, "invalid", f->name, "%s: at most %zu bytes in all",
                        f->name, f->len);
             goto fail;
         }
@@ -385,12 +385,11 @@ static int decode_field(struct resp *rs, const struct field *f, json_t *v)
     case FT_STRING: {
         const char *s = json_string_value(v);
         if (!s) {
-            resp_error(rs, MHD_HTTP_BAD_REQUEST, "invalid", f->name, "%s: must be a string",
-                       f->name);
+            resp_error(rs, HTTP_BAD_REQUEST, "invalid", f->name, "%s: must be a string", f->name);
             return -1;
         }
         if (strlen(s) >= f->len || strlen(s) != json_string_length(v)) {
-            resp_error(rs, MHD_HTTP_BAD_REQUEST, "invalid", f->name,
+            resp_error(rs, HTTP_BAD_REQUEST, "invalid", f->name,
                        "%s: at most %zu characters, no NUL", f->name, f->len - 1);
             return -1;
         }
@@ -399,15 +398,14 @@ static int decode_field(struct resp *rs, const struct field *f, json_t *v)
     }
     case FT_INT:
         if (!json_is_integer(v)) {
-            resp_error(rs, MHD_HTTP_BAD_REQUEST, "invalid", f->name, "%s: must be an integer",
-                       f->name);
+            resp_error(rs, HTTP_BAD_REQUEST, "invalid", f->name, "%s: must be an integer", f->name);
             return -1;
         }
         *(int64_t *)f->dst = json_integer_value(v);
         return 0;
     case FT_BOOL:
         if (!json_is_boolean(v)) {
-            resp_error(rs, MHD_HTTP_BAD_REQUEST, "invalid", f->name, "%s: must be true or false",
+            resp_error(rs, HTTP_BAD_REQUEST, "invalid", f->name, "%s: must be true or false",
                        f->name);
             return -1;
         }
@@ -418,7 +416,7 @@ static int decode_field(struct resp *rs, const struct field *f, json_t *v)
     case FT_ARRAY:
     case FT_OBJECT:
         if (f->type == FT_ARRAY ? !json_is_array(v) : !json_is_object(v)) {
-            resp_error(rs, MHD_HTTP_BAD_REQUEST, "invalid", f->name, "%s: must be an %s", f->name,
+            resp_error(rs, HTTP_BAD_REQUEST, "invalid", f->name, "%s: must be an %s", f->name,
                        f->type == FT_ARRAY ? "array" : "object");
             return -1;
         }
@@ -434,31 +432,32 @@ int decode_body(struct req *rq, struct resp *rs, const struct field *f, size_t n
     json_t *o = NULL;
     if (raw)
         *raw = NULL;
-    if (rq->body.len == 0) {
+    size_t blen;
+    const char *body = http_req_body(rq->hr, &blen);
+    if (blen == 0) {
         if (!empty_ok) {
-            resp_error(rs, MHD_HTTP_BAD_REQUEST, "invalid", NULL, "a JSON object body is needed");
+            resp_error(rs, HTTP_BAD_REQUEST, "invalid", NULL, "a JSON object body is needed");
             return -1;
         }
         o = json_object();
     } else {
-        const char *ct =
-            MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+        const char *ct = http_req_header(rq->hr, "Content-Type");
         if (!is_json_type(ct)) {
-            resp_error(rs, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", NULL,
+            resp_error(rs, HTTP_UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", NULL,
                        "the body must be application/json, not '%s'", ct ? ct : "(none)");
             return -1;
         }
         json_error_t je;
-        o = json_loadb(rq->body.data, rq->body.len, JSON_REJECT_DUPLICATES, &je);
+        o = json_loadb(body, blen, JSON_REJECT_DUPLICATES, &je);
         if (!o) {
-            resp_error(rs, MHD_HTTP_BAD_REQUEST, "invalid_json", NULL,
+            resp_error(rs, HTTP_BAD_REQUEST, "invalid_json", NULL,
                        "the body is not valid JSON: %s (line %d, column %d)", je.text, je.line,
                        je.column);
             return -1;
         }
         if (!json_is_object(o)) {
             json_decref(o);
-            resp_error(rs, MHD_HTTP_BAD_REQUEST, "invalid_json", NULL,
+            resp_error(rs, HTTP_BAD_REQUEST, "invalid_json", NULL,
                        "the body must be a JSON object");
             return -1;
         }
@@ -471,7 +470,7 @@ int decode_body(struct req *rq, struct resp *rs, const struct field *f, size_t n
         while (i < n && strcmp(f[i].name, name) != 0)
             i++;
         if (i == n) {
-            resp_error(rs, MHD_HTTP_BAD_REQUEST, "unknown_field", name, "%s: unknown field", name);
+            resp_error(rs, HTTP_BAD_REQUEST, "unknown_field", name, "%s: unknown field", name);
             goto fail;
         }
         if (json_is_null(v))
@@ -493,37 +492,30 @@ fail:
 
 /* ---- query strings ------------------------------------------------------------- */
 
-struct qcheck {
-    const char *const *allowed;
-    const char *bad;
-};
-
-static enum MHD_Result qcheck_it(void *cls, enum MHD_ValueKind kind, const char *key,
-                                 const char *value)
+static bool allowed_arg(const char *const *allowed, const char *key)
 {
-    struct qcheck *q = cls;
-    for (size_t i = 0; q->allowed && q->allowed[i]; i++)
-        if (strcmp(q->allowed[i], key) == 0)
-            return MHD_YES;
-    q->bad = key;
-    return MHD_NO;
+    for (size_t i = 0; allowed && allowed[i]; i++)
+        if (strcmp(allowed[i], key) == 0)
+            return true;
+    return false;
 }
 
 int check_query(struct req *rq, struct resp *rs, const char *const *allowed)
 {
-    struct qcheck q = {allowed, NULL};
-    MHD_get_connection_values(rq->conn, MHD_GET_ARGUMENT_KIND, qcheck_it, &q);
-    if (q.bad) {
-        resp_error(rs, MHD_HTTP_BAD_REQUEST, "unknown_parameter", q.bad,
-                   "%s: unknown query parameter", q.bad);
-        return -1;
+    const char *k, *v;
+    for (size_t i = 0; http_req_arg(rq->hr, i, &k, &v); i++) {
+        if (!allowed_arg(allowed, k)) {
+            resp_error(rs, HTTP_BAD_REQUEST, "unknown_parameter", k, "%s: unknown query parameter",
+                       k);
+            return -1;
+        }
     }
     return 0;
 }
 
 const char *query(struct req *rq, const char *name)
 {
-    const char *v = MHD_lookup_connection_value(rq->conn, MHD_GET_ARGUMENT_KIND, name);
+    const char *v = http_req_query(rq->hr, name);
     return v && *v ? v : NULL;
 }
 
@@ -531,7 +523,7 @@ int parse_int_arg(struct resp *rs, const char *name, const char *s, int64_t lo, 
                   int64_t *out)
 {
     if (!s || !parse_i64(s, out) || *out < lo || *out > hi) {
-        resp_error(rs, MHD_HTTP_BAD_REQUEST, "invalid", name,
+        resp_error(rs, HTTP_BAD_REQUEST, "invalid", name,
                    "%s: must be an integer from %lld to %lld", name, (long long)lo, (long long)hi);
         return -1;
     }

@@ -277,7 +277,7 @@ void h_metrics(struct req *rq, struct resp *rs)
     snap_metrics(rq->api, &b);
     ippool_metrics(rq->api, &b);
     webhooks(rq->api, &b);
-    rs->status = MHD_HTTP_OK;
+    rs->status = HTTP_OK;
     rs->ctype = "text/plain; version=0.0.4; charset=utf-8";
     rs->text = buf_take(&b);
 }

@@ -89,16 +89,15 @@ static bool match(const char *pat, const char *path, char params[API_PARAMS][64]
 
 static void authenticate(struct req *rq, struct resp *rs, const struct route *r)
 {
-    const char *h =
-        MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+    const char *h = http_req_header(rq->hr, "Authorization");
     int rc = auth_check(rq->api->st, rq->api->key, h, &rq->who);
     if (rc == -2) {
-        resp_error(rs, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable", NULL,
+        resp_error(rs, HTTP_SERVICE_UNAVAILABLE, "unavailable", NULL,
                    "cannot check the token: the database is not answering");
         return;
     }
     if (rc) {
-        resp_error(rs, MHD_HTTP_UNAUTHORIZED, "unauthorized", NULL,
+        resp_error(rs, HTTP_UNAUTHORIZED, "unauthorized", NULL,
                    h ? "the bearer token is not valid"
                      : "an Authorization: Bearer token is needed");
         return;
@@ -115,7 +114,9 @@ void router_dispatch(struct req *rq, struct resp *rs)
     for (size_t i = 0; i < NROUTES && !found; i++) {
         if (!match(ROUTES[i].info.path, rq->path, params))
             continue;
-        if (strcmp(ROUTES[i].info.method, rq->method) == 0) {
+        /* HEAD is GET without the body (the server drops it) */
+        const char *m = strcmp(rq->method, "HEAD") == 0 ? "GET" : rq->method;
+        if (strcmp(ROUTES[i].info.method, m) == 0) {
             found = &ROUTES[i];
             memcpy(rq->params, params, sizeof params);
         } else {
@@ -131,9 +132,9 @@ void router_dispatch(struct req *rq, struct resp *rs)
         else
             found->fn(rq, rs);
     } else if (nallow) {
-        resp_error(rs, MHD_HTTP_METHOD_NOT_ALLOWED, "method_not_allowed", NULL,
+        resp_error(rs, HTTP_METHOD_NOT_ALLOWED, "method_not_allowed", NULL,
                    "%s is not allowed on %s (allowed: %s)", rq->method, rq->path, rs->allow);
     } else {
-        resp_error(rs, MHD_HTTP_NOT_FOUND, "not_found", NULL, "no route %s", rq->path);
+        resp_error(rs, HTTP_NOT_FOUND, "not_found", NULL, "no route %s", rq->path);
     }
 }

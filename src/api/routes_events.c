@@ -33,7 +33,7 @@ static bool parse_query(struct req *rq, struct resp *rs, struct event_query *q, 
     }
     if ((s = query(rq, "type"))) {
         if (!event_type_valid(s)) {
-            resp_error(rs, MHD_HTTP_BAD_REQUEST, "invalid", "type",
+            resp_error(rs, HTTP_BAD_REQUEST, "invalid", "type",
                        "type: an event type (vm.created), a prefix (vm.*) or *");
             return false;
         }
@@ -44,7 +44,7 @@ static bool parse_query(struct req *rq, struct resp *rs, struct event_query *q, 
 
 static bool wants_stream(struct req *rq)
 {
-    const char *acc = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, "Accept");
+    const char *acc = http_req_header(rq->hr, "Accept");
     return acc && strstr(acc, "text/event-stream");
 }
 
@@ -71,7 +71,7 @@ void h_events(struct req *rq, struct resp *rs)
     size_t n = 0;
     struct store_error se;
     if (store_event_list(rq->api->st, &f, &ev, &n, &se)) {
-        resp_error(rs, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable", NULL, "%s", se.message);
+        resp_error(rs, HTTP_SERVICE_UNAVAILABLE, "unavailable", NULL, "%s", se.message);
         return;
     }
     json_t *arr = json_array();
@@ -83,7 +83,7 @@ void h_events(struct req *rq, struct resp *rs)
      * page is empty (a poller keeps asking with it) */
     int64_t next = n ? ev[n - 1].id : q.after;
     free(ev);
-    resp_json(rs, MHD_HTTP_OK,
+    resp_json(rs, HTTP_OK,
               json_pack("{s:o, s:I, s:b}", "events", arr, "next", (json_int_t)next, "more",
                         n == (size_t)q.limit));
 }

@@ -18,21 +18,20 @@
 
 static void forbidden(struct resp *rs)
 {
-    resp_error(rs, MHD_HTTP_FORBIDDEN, "forbidden", NULL, "only admins manage address pools");
+    resp_error(rs, HTTP_FORBIDDEN, "forbidden", NULL, "only admins manage address pools");
 }
 
 static const struct cfg_ippool *pool_arg(struct req *rq, struct resp *rs)
 {
     const struct cfg_ippool *p = config_ippool(rq->api->cfg, rq->params[0]);
     if (!p)
-        resp_error(rs, MHD_HTTP_NOT_FOUND, "not_found", "name", "name: no pool '%s'",
-                   rq->params[0]);
+        resp_error(rs, HTTP_NOT_FOUND, "not_found", "name", "name: no pool '%s'", rq->params[0]);
     return p;
 }
 
 static void store_failed(struct resp *rs, const struct store_error *se)
 {
-    resp_error(rs, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable", NULL, "the database failed: %s",
+    resp_error(rs, HTTP_SERVICE_UNAVAILABLE, "unavailable", NULL, "the database failed: %s",
                se->message);
 }
 
@@ -117,7 +116,7 @@ void h_ippools(struct req *rq, struct resp *rs)
         }
         json_array_append_new(arr, o);
     }
-    resp_json(rs, MHD_HTTP_OK, json_pack("{s:o}", "ippools", arr));
+    resp_json(rs, HTTP_OK, json_pack("{s:o}", "ippools", arr));
 }
 
 static json_t *ranges_json(store *st, const struct cfg_ippool *p, struct store_error *se)
@@ -176,7 +175,7 @@ void h_ippool_get(struct req *rq, struct resp *rs)
         json_object_set_new(o, "ranges", r);
         json_object_set_new(o, "conflict_list", conflicts_json(rq->api->k, p->name));
     }
-    resp_json(rs, MHD_HTTP_OK, o);
+    resp_json(rs, HTTP_OK, o);
 }
 
 /* An address of pool p from the request (field): its key; -1 with a 400. */
@@ -184,15 +183,15 @@ static int parse_addr(struct resp *rs, const struct cfg_ippool *p, const char *f
                       struct ippool_addr *a, char key[IPPOOL_KEYLEN])
 {
     if (ippool_addr_parse(s, a) != IPPOOL_OK) {
-        resp_error(rs, MHD_HTTP_BAD_REQUEST, "invalid", field, "%s: '%s' is not an IP address",
-                   field, s);
+        resp_error(rs, HTTP_BAD_REQUEST, "invalid", field, "%s: '%s' is not an IP address", field,
+                   s);
         return -1;
     }
     if (!ippool_net_contains(&p->plan.net, a)) {
         char cidr[IPPOOL_NETSTRLEN];
         ippool_net_format(&p->plan.net, cidr);
-        resp_error(rs, MHD_HTTP_BAD_REQUEST, "invalid", field, "%s: %s is outside pool %s (%s)",
-                   field, s, p->name, cidr);
+        resp_error(rs, HTTP_BAD_REQUEST, "invalid", field, "%s: %s is outside pool %s (%s)", field,
+                   s, p->name, cidr);
         return -1;
     }
     ippool_addr_key(a, key);
@@ -223,7 +222,7 @@ void h_ippool_addrs(struct req *rq, struct resp *rs)
     for (size_t i = 0; !ok && i < 5; i++)
         ok = strcmp(state, states[i]) == 0;
     if (!ok) {
-        resp_error(rs, MHD_HTTP_BAD_REQUEST, "invalid", "state",
+        resp_error(rs, HTTP_BAD_REQUEST, "invalid", "state",
                    "state: '%s' is not one of reserved, used, quarantine, foreign, held", state);
         return;
     }
@@ -261,7 +260,7 @@ void h_ippool_addrs(struct req *rq, struct resp *rs)
     }
     json_t *next = shown == (size_t)limit && shown ? addr_text(rows[shown - 1].addr) : json_null();
     free(rows);
-    resp_json(rs, MHD_HTTP_OK, json_pack("{s:o,s:o}", "addresses", arr, "next_after", next));
+    resp_json(rs, HTTP_OK, json_pack("{s:o,s:o}", "addresses", arr, "next_after", next));
 }
 
 void h_ippool_hold(struct req *rq, struct resp *rs)
@@ -282,7 +281,7 @@ void h_ippool_hold(struct req *rq, struct resp *rs)
     if (decode_body(rq, rs, f, 2, false, NULL))
         return;
     if (!has_addr) {
-        resp_error(rs, MHD_HTTP_BAD_REQUEST, "invalid", "address", "address: required");
+        resp_error(rs, HTTP_BAD_REQUEST, "invalid", "address", "address: required");
         return;
     }
     struct ippool_addr a;
@@ -293,7 +292,7 @@ void h_ippool_hold(struct req *rq, struct resp *rs)
     struct store_error se;
     int rc = store_addr_hold(rq->api->st, p->name, key, text, &se);
     if (rc == STORE_E_CONFLICT) {
-        resp_error(rs, MHD_HTTP_CONFLICT, "address_in_use", "address", "address: %s is in use (%s)",
+        resp_error(rs, HTTP_CONFLICT, "address_in_use", "address", "address: %s is in use (%s)",
                    address, se.message);
         return;
     }
@@ -301,7 +300,7 @@ void h_ippool_hold(struct req *rq, struct resp *rs)
         store_failed(rs, &se);
         return;
     }
-    resp_json(rs, MHD_HTTP_CREATED,
+    resp_json(rs, HTTP_CREATED,
               json_pack("{s:s,s:s,s:s,s:s}", "pool", p->name, "address", address, "state", "held",
                         "note", text));
 }
@@ -342,11 +341,11 @@ void h_ippool_unhold(struct req *rq, struct resp *rs)
         struct store_addr r;
         if (row_of(rq->api->st, p, key, &r, &se) == 0 &&
             (strcmp(r.state, "used") == 0 || strcmp(r.state, "reserved") == 0))
-            resp_error(rs, MHD_HTTP_CONFLICT, "address_in_use", "address",
+            resp_error(rs, HTTP_CONFLICT, "address_in_use", "address",
                        "address: %s is %s by vmid %d, not held: delete the VM to release it",
                        rq->params[1], r.state, r.vmid);
         else
-            resp_error(rs, MHD_HTTP_NOT_FOUND, "not_found", "address", "address: %s is not held",
+            resp_error(rs, HTTP_NOT_FOUND, "not_found", "address", "address: %s is not held",
                        rq->params[1]);
         return;
     }
@@ -354,7 +353,7 @@ void h_ippool_unhold(struct req *rq, struct resp *rs)
         store_failed(rs, &se);
         return;
     }
-    rs->status = MHD_HTTP_NO_CONTENT;
+    rs->status = HTTP_NO_CONTENT;
 }
 
 void h_ippool_range_add(struct req *rq, struct resp *rs)
@@ -376,12 +375,12 @@ void h_ippool_range_add(struct req *rq, struct resp *rs)
     if (decode_body(rq, rs, f, 3, false, NULL))
         return;
     if (!hf || !hl) {
-        resp_error(rs, MHD_HTTP_BAD_REQUEST, "invalid", hf ? "last" : "first", "%s: required",
+        resp_error(rs, HTTP_BAD_REQUEST, "invalid", hf ? "last" : "first", "%s: required",
                    hf ? "last" : "first");
         return;
     }
     if (strcmp(kind, "ranges") != 0 && strcmp(kind, "reserved") != 0) {
-        resp_error(rs, MHD_HTTP_BAD_REQUEST, "invalid", "kind",
+        resp_error(rs, HTTP_BAD_REQUEST, "invalid", "kind",
                    "kind: '%s' is not one of ranges, reserved", kind);
         return;
     }
@@ -391,12 +390,12 @@ void h_ippool_range_add(struct req *rq, struct resp *rs)
         parse_addr(rs, p, "last", last, &b, r.last))
         return;
     if (ippool_addr_cmp(&a, &b) > 0) {
-        resp_error(rs, MHD_HTTP_BAD_REQUEST, "invalid", "last", "last: %s is before first (%s)",
-                   last, first);
+        resp_error(rs, HTTP_BAD_REQUEST, "invalid", "last", "last: %s is before first (%s)", last,
+                   first);
         return;
     }
     if (strcmp(kind, "ranges") == 0 && p->plan.nranges == 0) {
-        resp_error(rs, MHD_HTTP_BAD_REQUEST, "invalid", "kind",
+        resp_error(rs, HTTP_BAD_REQUEST, "invalid", "kind",
                    "kind: pool %s hands out its whole CIDR (no ranges configured): a range adds "
                    "nothing",
                    p->name);
@@ -408,14 +407,14 @@ void h_ippool_range_add(struct req *rq, struct resp *rs)
     struct store_error se;
     int rc = store_addr_range_add(rq->api->st, &r, &se);
     if (rc == STORE_E_INVALID) {
-        resp_error(rs, MHD_HTTP_BAD_REQUEST, "invalid", "first", "%s", se.message);
+        resp_error(rs, HTTP_BAD_REQUEST, "invalid", "first", "%s", se.message);
         return;
     }
     if (rc) {
         store_failed(rs, &se);
         return;
     }
-    resp_json(rs, MHD_HTTP_CREATED,
+    resp_json(rs, HTTP_CREATED,
               json_pack("{s:I,s:s,s:s,s:s,s:s}", "id", (json_int_t)r.id, "pool", p->name, "kind",
                         kind, "first", first, "last", last));
 }
@@ -434,15 +433,15 @@ void h_ippool_range_del(struct req *rq, struct resp *rs)
     struct store_error se;
     int rc = store_addr_range_del(rq->api->st, p->name, id, &se);
     if (rc == STORE_E_NOTFOUND) {
-        resp_error(rs, MHD_HTTP_NOT_FOUND, "not_found", "id",
-                   "id: pool %s has no run-time range %lld", p->name, (long long)id);
+        resp_error(rs, HTTP_NOT_FOUND, "not_found", "id", "id: pool %s has no run-time range %lld",
+                   p->name, (long long)id);
         return;
     }
     if (rc) {
         store_failed(rs, &se);
         return;
     }
-    rs->status = MHD_HTTP_NO_CONTENT;
+    rs->status = HTTP_NO_CONTENT;
 }
 
 /* /metrics: proxd_ippool_* */

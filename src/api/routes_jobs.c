@@ -16,7 +16,7 @@ int job_visible(struct req *rq, struct resp *rs, const char *id, struct job_rec 
     struct store_error se;
     int rc = job_id_ok(id) ? store_job_get(rq->api->st, id, out, &se) : STORE_E_NOTFOUND;
     if (rc && rc != STORE_E_NOTFOUND) {
-        resp_error(rs, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable", NULL, "%s", se.message);
+        resp_error(rs, HTTP_SERVICE_UNAVAILABLE, "unavailable", NULL, "%s", se.message);
         return -1;
     }
     if (rc == STORE_OK && !rq->who.admin && strcmp(out->owner, rq->who.owner) != 0) {
@@ -24,7 +24,7 @@ int job_visible(struct req *rq, struct resp *rs, const char *id, struct job_rec 
         rc = STORE_E_NOTFOUND;
     }
     if (rc) {
-        resp_error(rs, MHD_HTTP_NOT_FOUND, "not_found", NULL, "no job %s", id);
+        resp_error(rs, HTTP_NOT_FOUND, "not_found", NULL, "no job %s", id);
         return -1;
     }
     return 0;
@@ -35,6 +35,6 @@ void h_job_get(struct req *rq, struct resp *rs)
     struct job_rec j;
     if (check_query(rq, rs, NULL) || job_visible(rq, rs, rq->params[0], &j))
         return;
-    resp_json(rs, MHD_HTTP_OK, job_to_json(&j));
+    resp_json(rs, HTTP_OK, job_to_json(&j));
     job_rec_release(&j);
 }

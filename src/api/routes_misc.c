@@ -49,7 +49,7 @@ void h_nodes(struct req *rq, struct resp *rs)
     json_t *arr = json_array();
     for (int i = 0; i < rq->api->cfg->nnodes; i++)
         json_array_append_new(arr, node_json(rq->api, &rq->api->cfg->nodes[i]));
-    resp_json(rs, MHD_HTTP_OK, json_pack("{s:o}", "nodes", arr));
+    resp_json(rs, HTTP_OK, json_pack("{s:o}", "nodes", arr));
 }
 
 static json_t *range_json(store *st, int lo, int hi)
@@ -84,7 +84,7 @@ void h_os(struct req *rq, struct resp *rs)
                             range_json(rq->api->st, c->fallback_lo, c->fallback_hi));
     else
         json_object_set_new(out, "fallback_range", json_null());
-    resp_json(rs, MHD_HTTP_OK, out);
+    resp_json(rs, HTTP_OK, out);
 }
 
 /* GET /v1/quota[?owner=]: the caller's quota (admins may name an owner). */
@@ -97,7 +97,7 @@ void h_quota(struct req *rq, struct resp *rs)
     if (!owner)
         owner = rq->who.owner;
     if (!rq->who.admin && strcmp(owner, rq->who.owner) != 0) {
-        resp_error(rs, MHD_HTTP_FORBIDDEN, "forbidden", "owner",
+        resp_error(rs, HTTP_FORBIDDEN, "forbidden", "owner",
                    "owner: a user sees its own quota only");
         return;
     }
@@ -112,7 +112,7 @@ void h_quota(struct req *rq, struct resp *rs)
                                 "memory_mb", (json_int_t)q->memory_mb, "disk_gb",
                                 (json_int_t)q->disk_gb, "addresses", q->addresses)
                     : json_null();
-    resp_json(rs, MHD_HTTP_OK,
+    resp_json(rs, HTTP_OK,
               json_pack("{s:s,s:o,s:{s:i,s:i,s:I,s:I,s:i}}", "owner", owner, "limits", lim, "used",
                         "vms", used.vms, "cores", used.cores, "memory_mb",
                         (json_int_t)used.memory_mb, "disk_gb", (json_int_t)used.disk_gb,
@@ -121,7 +121,7 @@ void h_quota(struct req *rq, struct resp *rs)
 
 void h_healthz(struct req *rq, struct resp *rs)
 {
-    resp_json(rs, MHD_HTTP_OK, json_pack("{s:s}", "status", "ok"));
+    resp_json(rs, HTTP_OK, json_pack("{s:s}", "status", "ok"));
 }
 
 /* Ready: the database answers and at least one node is up. */
@@ -137,5 +137,5 @@ void h_readyz(struct req *rq, struct resp *rs)
                           "nodes_up", up, "nodes", rq->api->cfg->nnodes);
     if (!db)
         json_object_set_new(o, "database_error", json_string(se.message));
-    resp_json(rs, ok ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE, o);
+    resp_json(rs, ok ? HTTP_OK : HTTP_SERVICE_UNAVAILABLE, o);
 }

@@ -25,13 +25,13 @@ static int node_target(struct req *rq, struct resp *rs, const char **node)
     if (check_query(rq, rs, NULL) || decode_body(rq, rs, NULL, 0, true, NULL))
         return -1;
     if (!rq->who.admin) {
-        resp_error(rs, MHD_HTTP_FORBIDDEN, "forbidden", NULL,
+        resp_error(rs, HTTP_FORBIDDEN, "forbidden", NULL,
                    "node maintenance is for administrators");
         return -1;
     }
     *node = rq->params[0];
     if (!config_node(rq->api->cfg, *node)) {
-        resp_error(rs, MHD_HTTP_NOT_FOUND, "not_found", NULL, "no node %s", *node);
+        resp_error(rs, HTTP_NOT_FOUND, "not_found", NULL, "no node %s", *node);
         return -1;
     }
     return 0;
@@ -49,7 +49,7 @@ static void cordon(struct req *rq, struct resp *rs, bool on)
     }
     json_t *o = cordon_json(rq->api, node);
     json_object_set_new(o, "name", json_string(node));
-    resp_json(rs, MHD_HTTP_OK, o);
+    resp_json(rs, HTTP_OK, o);
 }
 
 void h_node_cordon(struct req *rq, struct resp *rs)
@@ -72,7 +72,7 @@ void h_node_drain(struct req *rq, struct resp *rs)
     int rc = core_node_drain(rq->api->k, node, rq->who.owner, job, &ce);
     if (rc == CORE_E_CONFLICT && job[0]) { /* the one under way: where to follow it */
         snprintf(rs->location, sizeof rs->location, "/v1/jobs/%s", job);
-        resp_error(rs, MHD_HTTP_CONFLICT, "conflict", "node", "%s: job %s", ce.message, job);
+        resp_error(rs, HTTP_CONFLICT, "conflict", "node", "%s: job %s", ce.message, job);
         return;
     }
     if (rc) {
@@ -80,7 +80,7 @@ void h_node_drain(struct req *rq, struct resp *rs)
         return;
     }
     snprintf(rs->location, sizeof rs->location, "/v1/jobs/%s", job);
-    resp_json(rs, MHD_HTTP_ACCEPTED,
+    resp_json(rs, HTTP_ACCEPTED,
               json_pack("{s:s,s:s,s:s,s:s}", "node", node, "job", job, "kind", "drain", "state",
                         "queued"));
 }

@@ -23,7 +23,7 @@ static const char *acting_owner(const struct req *rq)
 
 static void no_vm(struct resp *rs, const char *vmid)
 {
-    resp_error(rs, MHD_HTTP_NOT_FOUND, "not_found", NULL, "no VM %s", vmid);
+    resp_error(rs, HTTP_NOT_FOUND, "not_found", NULL, "no VM %s", vmid);
 }
 
 /* {vmid}, and for users a VM they own (anything else: 404). */
@@ -41,7 +41,7 @@ static int snap_vmid(struct req *rq, struct resp *rs, int *vmid)
     struct store_error se;
     int rc = store_vm_get(rq->api->st, *vmid, &r, &se);
     if (rc && rc != STORE_E_NOTFOUND) {
-        resp_error(rs, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable", NULL, "%s", se.message);
+        resp_error(rs, HTTP_SERVICE_UNAVAILABLE, "unavailable", NULL, "%s", se.message);
         return -1;
     }
     bool mine = rc == STORE_OK && strcmp(r.owner, rq->who.owner) == 0;
@@ -69,7 +69,7 @@ static void accepted(struct resp *rs, int vmid, const char *kind, const char *na
         json_pack("{s:i,s:s,s:s,s:s}", "vmid", vmid, "job", job, "kind", kind, "state", "queued");
     if (name)
         json_object_set_new(o, "snapshot", json_string(name));
-    resp_json(rs, MHD_HTTP_ACCEPTED, o);
+    resp_json(rs, HTTP_ACCEPTED, o);
 }
 
 static json_t *list_json(int vmid, const struct snap_info *s, size_t n, int64_t as_of)
@@ -95,7 +95,7 @@ void h_snap_list(struct req *rq, struct resp *rs)
     const char *refresh = query(rq, "refresh"), *job = query(rq, "job");
     if (refresh && strcmp(refresh, "1") && strcmp(refresh, "true") && strcmp(refresh, "0") &&
         strcmp(refresh, "false")) {
-        resp_error(rs, MHD_HTTP_BAD_REQUEST, "invalid", "refresh", "refresh: 1 or 0");
+        resp_error(rs, HTTP_BAD_REQUEST, "invalid", "refresh", "refresh: 1 or 0");
         return;
     }
     struct snap_info *s = NULL;
@@ -107,7 +107,7 @@ void h_snap_list(struct req *rq, struct resp *rs)
     if (job) {
         size_t l = strlen(job);
         if (l == 0 || l >= 40 || strspn(job, "0123456789abcdefABCDEF-") != l) {
-            resp_error(rs, MHD_HTTP_NOT_FOUND, "not_found", "job", "no snapshot list job %s", job);
+            resp_error(rs, HTTP_NOT_FOUND, "not_found", "job", "no snapshot list job %s", job);
             return;
         }
         rc = core_snap_list_job(rq->api->k, vmid, acting_owner(rq), job, &s, &n, &as_of, &ce);
@@ -115,7 +115,7 @@ void h_snap_list(struct req *rq, struct resp *rs)
             snprintf(id, sizeof id, "%s", job);
             rc = CORE_OK;
         } else if (rc == CORE_E_INVALID) { /* the job failed */
-            resp_error(rs, MHD_HTTP_BAD_GATEWAY, "job_failed", "job", "%s", ce.message);
+            resp_error(rs, HTTP_BAD_GATEWAY, "job_failed", "job", "%s", ce.message);
             return;
         }
     } else {
@@ -126,10 +126,10 @@ void h_snap_list(struct req *rq, struct resp *rs)
         op_error(rq, rs, &ce);
     } else if (id[0]) {
         snprintf(rs->location, sizeof rs->location, "/v1/vms/%d/snapshots?job=%s", vmid, id);
-        resp_json(rs, MHD_HTTP_ACCEPTED,
+        resp_json(rs, HTTP_ACCEPTED,
                   json_pack("{s:i,s:s,s:s}", "vmid", vmid, "job", id, "kind", "snap-list"));
     } else {
-        resp_json(rs, MHD_HTTP_OK, list_json(vmid, s, n, as_of));
+        resp_json(rs, HTTP_OK, list_json(vmid, s, n, as_of));
     }
     free(s);
 }
@@ -149,7 +149,7 @@ void h_snap_create(struct req *rq, struct resp *rs)
     if (decode_body(rq, rs, f, 3, false, NULL))
         return;
     if (!has_name) {
-        resp_error(rs, MHD_HTTP_BAD_REQUEST, "invalid", "name", "name: required");
+        resp_error(rs, HTTP_BAD_REQUEST, "invalid", "name", "name: required");
         return;
     }
     struct snap_request r = {name, desc, vmstate};

@@ -27,7 +27,7 @@ static const char *acting_owner(const struct req *rq)
 
 static void not_found(struct resp *rs, const char *vmid)
 {
-    resp_error(rs, MHD_HTTP_NOT_FOUND, "not_found", NULL, "no VM %s", vmid);
+    resp_error(rs, HTTP_NOT_FOUND, "not_found", NULL, "no VM %s", vmid);
 }
 
 /* The path's {vmid}: a malformed one is no VM at all. */
@@ -54,7 +54,7 @@ static int target_vmid(struct req *rq, struct resp *rs, int *vmid)
     struct store_error se;
     int rc = store_vm_get(rq->api->st, *vmid, &v, &se);
     if (rc && rc != STORE_E_NOTFOUND) {
-        resp_error(rs, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable", NULL, "%s", se.message);
+        resp_error(rs, HTTP_SERVICE_UNAVAILABLE, "unavailable", NULL, "%s", se.message);
         return -1;
     }
     bool mine = rc == STORE_OK && strcmp(v.owner, rq->who.owner) == 0;
@@ -71,7 +71,7 @@ static void accepted(struct resp *rs, int vmid, const char *kind, const char *jo
 {
     snprintf(rs->location, sizeof rs->location, "/v1/jobs/%s", job);
     resp_json(
-        rs, MHD_HTTP_ACCEPTED,
+        rs, HTTP_ACCEPTED,
         json_pack("{s:i,s:s,s:s,s:s}", "vmid", vmid, "job", job, "kind", kind, "state", "queued"));
 }
 
@@ -93,7 +93,7 @@ static int decode_net(struct req *rq, struct resp *rs, struct create_in *in)
     if (in->pools) {
         in->r.pools_given = true;
         if (json_array_size(in->pools) > CFG_OS_POOLS) {
-            resp_error(rs, MHD_HTTP_BAD_REQUEST, "invalid", "ippools",
+            resp_error(rs, HTTP_BAD_REQUEST, "invalid", "ippools",
                        "ippools: at most %d pools (one IPv4, one IPv6)", CFG_OS_POOLS);
             return -1;
         }
@@ -101,7 +101,7 @@ static int decode_net(struct req *rq, struct resp *rs, struct create_in *in)
         {
             const char *p = json_string_value(v);
             if (!p || !*p || strlen(p) >= sizeof in->r.pools[0]) {
-                resp_error(rs, MHD_HTTP_BAD_REQUEST, "invalid", "ippools",
+                resp_error(rs, HTTP_BAD_REQUEST, "invalid", "ippools",
                            "ippools: pool names, 1 to %zu characters", sizeof in->r.pools[0] - 1);
                 return -1;
             }
@@ -111,12 +111,12 @@ static int decode_net(struct req *rq, struct resp *rs, struct create_in *in)
     if (!in->addrs || json_object_size(in->addrs) == 0)
         return 0;
     if (!rq->who.admin) {
-        resp_error(rs, MHD_HTTP_FORBIDDEN, "forbidden", "addresses",
+        resp_error(rs, HTTP_FORBIDDEN, "forbidden", "addresses",
                    "addresses: only an admin may ask for given addresses");
         return -1;
     }
     if (json_object_size(in->addrs) > CFG_OS_POOLS) {
-        resp_error(rs, MHD_HTTP_BAD_REQUEST, "invalid", "addresses",
+        resp_error(rs, HTTP_BAD_REQUEST, "invalid", "addresses",
                    "addresses: at most %d (one per pool)", CFG_OS_POOLS);
         return -1;
     }
@@ -126,7 +126,7 @@ static int decode_net(struct req *rq, struct resp *rs, struct create_in *in)
         struct vm_request_addr *a = &in->r.addrs[in->r.naddrs];
         const char *s = json_string_value(v);
         if (strlen(pool) >= sizeof a->pool || !s || strlen(s) >= sizeof a->address) {
-            resp_error(rs, MHD_HTTP_BAD_REQUEST, "invalid", "addresses",
+            resp_error(rs, HTTP_BAD_REQUEST, "invalid", "addresses",
                        "addresses: {\"POOL\": \"ADDRESS\"}, pool names up to %zu characters",
                        sizeof a->pool - 1);
             return -1;
@@ -157,13 +157,12 @@ static int decode_create(struct req *rq, struct resp *rs, struct create_in *in, 
     for (size_t i = 0; i < sizeof required / sizeof required[0]; i++) {
         if (!json_object_get(*raw, required[i]) ||
             json_is_null(json_object_get(*raw, required[i]))) {
-            resp_error(rs, MHD_HTTP_BAD_REQUEST, "invalid", required[i], "%s: required",
-                       required[i]);
+            resp_error(rs, HTTP_BAD_REQUEST, "invalid", required[i], "%s: required", required[i]);
             return -1;
         }
     }
     if (in->cores < 0 || in->cores > 1 << 20) {
-        resp_error(rs, MHD_HTTP_BAD_REQUEST, "invalid", "cores", "cores: out of range");
+        resp_error(rs, HTTP_BAD_REQUEST, "invalid", "cores", "cores: out of range");
         return -1;
     }
     if (decode_net(rq, rs, in))
@@ -174,7 +173,7 @@ static int decode_create(struct req *rq, struct resp *rs, struct create_in *in, 
     if (!in->has_owner || !in->r.owner[0]) {
         snprintf(in->r.owner, sizeof in->r.owner, "%s", rq->who.owner);
     } else if (!rq->who.admin && strcmp(in->r.owner, rq->who.owner) != 0) {
-        resp_error(rs, MHD_HTTP_FORBIDDEN, "forbidden", "owner",
+        resp_error(rs, HTTP_FORBIDDEN, "forbidden", "owner",
                    "owner: only an admin may create a VM for another owner");
         return -1;
     }
@@ -213,7 +212,7 @@ static void replay(struct resp *rs, json_t *stored, const char *fp)
     const char *old_fp = json_string_value(json_object_get(stored, "fingerprint"));
     const char *job = json_string_value(json_object_get(stored, "job"));
     if (!old_fp || strcmp(old_fp, fp) != 0 || !job) {
-        resp_error(rs, MHD_HTTP_CONFLICT, "idempotency_key_reused", "Idempotency-Key",
+        resp_error(rs, HTTP_CONFLICT, "idempotency_key_reused", "Idempotency-Key",
                    "this Idempotency-Key was used for a different request");
         return;
     }
@@ -263,7 +262,7 @@ static void create_idempotent(struct req *rq, struct resp *rs, struct create_in 
         goto out;
     }
     if (rc != STORE_E_NOTFOUND) {
-        resp_error(rs, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable", NULL, "%s", se.message);
+        resp_error(rs, HTTP_SERVICE_UNAVAILABLE, "unavailable", NULL, "%s", se.message);
         goto out;
     }
     /* refusals are not remembered: the caller may fix the request and retry */
@@ -289,9 +288,9 @@ void h_vms_create(struct req *rq, struct resp *rs)
     json_t *raw = NULL;
     if (check_query(rq, rs, NULL) || decode_create(rq, rs, &in, &raw))
         goto out;
-    const char *key = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, "Idempotency-Key");
+    const char *key = http_req_header(rq->hr, "Idempotency-Key");
     if (key && !idem_key_ok(key)) {
-        resp_error(rs, MHD_HTTP_BAD_REQUEST, "invalid", "Idempotency-Key",
+        resp_error(rs, HTTP_BAD_REQUEST, "invalid", "Idempotency-Key",
                    "Idempotency-Key: 1 to %d printable ASCII characters", IDEM_KEY_MAX);
         goto out;
     }
@@ -387,7 +386,7 @@ void h_vms_list(struct req *rq, struct resp *rs)
     int64_t v;
     const char *s = query(rq, "state");
     if (s && (f.state = vm_state_parse(s)) < 0) {
-        resp_error(rs, MHD_HTTP_BAD_REQUEST, "invalid", "state",
+        resp_error(rs, HTTP_BAD_REQUEST, "invalid", "state",
                    "state: one of creating, enabled, failed, deleting, deleted, lost");
         return;
     }
@@ -404,7 +403,7 @@ void h_vms_list(struct req *rq, struct resp *rs)
     /* A user's listing is its own VMs whatever it asks for. */
     if (!rq->who.admin) {
         if (f.owner && strcmp(f.owner, rq->who.owner) != 0) {
-            resp_json(rs, MHD_HTTP_OK, json_pack("{s:[],s:n}", "vms", "next"));
+            resp_json(rs, HTTP_OK, json_pack("{s:[],s:n}", "vms", "next"));
             return;
         }
         f.owner = rq->who.owner;
@@ -425,7 +424,7 @@ void h_vms_list(struct req *rq, struct resp *rs)
     pg.start = b.len;
     struct store_error se;
     if (store_vm_scan(rq->api->st, &f, page_add, &pg, &se)) {
-        resp_error(rs, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable", NULL, "%s", se.message);
+        resp_error(rs, HTTP_SERVICE_UNAVAILABLE, "unavailable", NULL, "%s", se.message);
         goto out;
     }
     if (pg.rc || add_nets(rq, &pg, &se) == BUF_TOOBIG)
@@ -438,10 +437,10 @@ void h_vms_list(struct req *rq, struct resp *rs)
         rc = LIT(&b, "null");
     if (rc || LIT(&b, "}"))
         goto too_big;
-    resp_json_text(rs, MHD_HTTP_OK, &b);
+    resp_json_text(rs, HTTP_OK, &b);
     goto out;
 too_big:
-    resp_error(rs, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal", NULL,
+    resp_error(rs, HTTP_INTERNAL_SERVER_ERROR, "internal", NULL,
                "the answer would pass %d bytes: ask for a smaller page (limit)", API_ANSWER_MAX);
 out:
     free(pg.end);
@@ -460,10 +459,10 @@ static void vm_answer(struct req *rq, struct resp *rs, const struct vm_rec *v)
     bool dr = has_net && core_net_drift(rq->api->k, v->id, drift, sizeof drift);
     if (vm_write_json(&b, v, rq->api->fl) ||
         vm_add_net(&b, b.len, has_net ? &net : NULL, rq->api->cfg, dr ? drift : NULL))
-        resp_error(rs, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal", NULL,
+        resp_error(rs, HTTP_INTERNAL_SERVER_ERROR, "internal", NULL,
                    "the answer would pass %d bytes", API_ANSWER_MAX);
     else
-        resp_json_text(rs, MHD_HTTP_OK, &b);
+        resp_json_text(rs, HTTP_OK, &b);
     buf_release(&b);
 }
 
@@ -480,7 +479,7 @@ void h_vm_get(struct req *rq, struct resp *rs)
         return;
     }
     if (rc) {
-        resp_error(rs, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable", NULL, "%s", se.message);
+        resp_error(rs, HTTP_SERVICE_UNAVAILABLE, "unavailable", NULL, "%s", se.message);
         return;
     }
     if (!rq->who.admin && strcmp(v.owner, rq->who.owner) != 0)
@@ -521,8 +520,7 @@ void h_vm_action(struct req *rq, struct resp *rs)
     if (decode_body(rq, rs, f, act == ACT_SHUTDOWN ? 2 : 0, true, NULL))
         return;
     if (has_timeout && (timeout < 1 || timeout > 3600)) {
-        resp_error(rs, MHD_HTTP_BAD_REQUEST, "invalid", "timeout",
-                   "timeout: seconds from 1 to 3600");
+        resp_error(rs, HTTP_BAD_REQUEST, "invalid", "timeout", "timeout: seconds from 1 to 3600");
         return;
     }
     struct action_opts o = {.timeout_s = (int)timeout, .force = force};
@@ -548,12 +546,12 @@ void h_vm_update(struct req *rq, struct resp *rs)
     if (decode_body(rq, rs, f, 2, false, NULL))
         return;
     if (!has_cores && !has_memory) {
-        resp_error(rs, MHD_HTTP_BAD_REQUEST, "invalid", "cores", "give cores, memory_mb or both");
+        resp_error(rs, HTTP_BAD_REQUEST, "invalid", "cores", "give cores, memory_mb or both");
         return;
     }
     if ((has_cores && (cores < 1 || cores > 1 << 20)) || (has_memory && memory < 1)) {
         const char *bad = has_cores && (cores < 1 || cores > 1 << 20) ? "cores" : "memory_mb";
-        resp_error(rs, MHD_HTTP_BAD_REQUEST, "invalid", bad, "%s: must be a positive integer", bad);
+        resp_error(rs, HTTP_BAD_REQUEST, "invalid", bad, "%s: must be a positive integer", bad);
         return;
     }
     char job[40];
@@ -575,7 +573,7 @@ void h_vm_resize(struct req *rq, struct resp *rs)
     if (decode_body(rq, rs, f, 1, false, NULL))
         return;
     if (!has_disk || disk < 1) {
-        resp_error(rs, MHD_HTTP_BAD_REQUEST, "invalid", "disk_gb",
+        resp_error(rs, HTTP_BAD_REQUEST, "invalid", "disk_gb",
                    "disk_gb: required, a positive integer");
         return;
     }

@@ -1,14 +1,13 @@
 /* sse: GET /v1/jobs/{id}/events and GET /v1/events/stream as Server-Sent
  * Events, without holding a thread per stream.
  *
- * A stream's content reader sends what the store has; when there is nothing
- * new it suspends its connection and registers it in the hub ("parked").
- * The hub's timer thread looks at the store every TICK_MS for each parked
- * stream and resumes those with news, a ping due, or their deadline
- * passed. MHD does not see disconnects while a connection is suspended, so
- * the timer also looks at each parked stream's socket (poll, POLLRDHUP): a
- * client that is gone is resumed to end with an error, which frees its
- * slot within a tick or two rather than at the next ping.
+ * The handler sends what the store has and registers the stream in the hub
+ * ("parked": its connection stays open in the HTTP server, http.h, and no
+ * thread waits on it). The hub's timer thread looks at the store every
+ * TICK_MS for each parked stream and sends to those with news, a ping due,
+ * or their deadline passed. The HTTP server sees a client hang up (epoll)
+ * and marks its stream gone; the timer then ends it, which frees its slot
+ * within a tick or two rather than at the next ping.
  *
  * Slots: at most STREAMS_MAX streams in all, and streams_per_owner for one
  * owner (429 past it), so one tenant cannot take every slot. Only the timer thread (or shutdown,
@@ -22,7 +21,6 @@
  * on after it: the log's ids are commit-ordered, store.h). The core writes a job's row before its
  * event line, so a finished job may still get one event: the end waits SETTLE_MS after the finished
  * state was first seen. */
-#define _GNU_SOURCE /* POLLRDHUP */
 #include "api/api_int.h"
 
 #include "common/log.h"
@@ -31,7 +29,6 @@
 #include "common/xalloc.h"
 #include "core/events.h"
 
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,23 +38,21 @@
 #define PING_MS 15000
 #define STREAM_MAX_MS (30 * 60 * 1000)
 #define STREAMS_MAX 2048
-#define OUT_MAX (1024 * 1024)
+#define OUT_MAX (256 * 1024) /* per fill: well below the HTTP server's pending cap */
 
 struct sse {
     struct sse_hub *hub;
-    struct MHD_Connection *conn;
+    struct http_stream *st;
     bool log; /* the event log, else the steps of `job` */
     char job[40];
     int64_t last_seq;            /* the job's step seq, or the log's event id */
     bool own_only;               /* log: only events of `owner`'s VMs */
     char type[STORE_EVENT_TYPE]; /* log: a type filter, "" for all */
     struct buf out;
-    size_t off;
-    bool ended;          /* the end is in out: END_OF_STREAM once it is sent */
+    bool ended;          /* the end is in out: the stream ends once it is sent */
     int64_t terminal_at; /* mono ms when the job was first seen finished */
     int64_t deadline;    /* mono ms */
     int64_t next_ping;   /* mono ms */
-    bool gone;           /* the client closed its end: end with an error */
     char owner[64];      /* whose slot it takes */
     struct sse *next;    /* in hub->parked */
 };
@@ -194,47 +189,19 @@ static void fill(struct sse *s)
         job_rec_release(&j);
 }
 
-/* ---- parking ----------------------------------------------------------------------- */
+/* ---- sending ------------------------------------------------------------------------ */
 
-/* Suspend under the hub lock: the timer cannot see (and resume) the stream
- * before it is suspended. False when the hub is stopping. */
-static bool park(struct sse *s)
+/* Fill and send what is new. false once the stream is over (ended, or the
+ * client gone): then it is to be finished with stream_finish. */
+static bool pump(struct sse *s)
 {
-    struct sse_hub *h = s->hub;
-    pthread_mutex_lock(&h->mu);
-    bool ok = !h->stopping;
-    if (ok) {
-        if (!h->parked)
-            pthread_cond_signal(&h->cv); /* the timer sleeps while none is parked */
-        s->next = h->parked;
-        h->parked = s;
-        h->nparked++;
-        MHD_suspend_connection(s->conn);
-    }
-    pthread_mutex_unlock(&h->mu);
-    return ok;
-}
-
-static ssize_t reader(void *cls, uint64_t pos, char *dst, size_t max)
-{
-    struct sse *s = cls;
-    if (s->gone)
-        return MHD_CONTENT_READER_END_WITH_ERROR; /* MHD closes it: the slot frees */
-    if (s->off == s->out.len) {
-        buf_reset(&s->out);
-        s->off = 0;
-        if (!s->ended)
-            fill(s);
-        if (s->out.len == 0 && !s->ended && !park(s))
-            fill(s); /* stopping: fill() now writes the end */
-    }
-    if (s->off < s->out.len) {
-        size_t n = s->out.len - s->off < max ? s->out.len - s->off : max;
-        memcpy(dst, s->out.data + s->off, n);
-        s->off += n;
-        return (ssize_t)n;
-    }
-    return s->ended ? MHD_CONTENT_READER_END_OF_STREAM : 0;
+    if (http_stream_gone(s->st))
+        return false;
+    if (!s->ended)
+        fill(s);
+    bool ok = !s->out.len || http_stream_send(s->st, s->out.data, s->out.len);
+    buf_reset(&s->out);
+    return ok && !s->ended;
 }
 
 /* Take (delta 1, if the owner has room under `limit`) or give back (-1)
@@ -264,9 +231,9 @@ static bool owner_slot(struct sse_hub *h, const char *owner, int delta, int limi
     return true;
 }
 
-static void stream_free(void *cls)
+static void stream_finish(struct sse *s)
 {
-    struct sse *s = cls;
+    http_stream_end(s->st);
     pthread_mutex_lock(&s->hub->mu);
     s->hub->open--;
     owner_slot(s->hub, s->owner, -1, 0);
@@ -275,24 +242,11 @@ static void stream_free(void *cls)
     free(s);
 }
 
-/* Has the client closed its end (or the socket failed)? */
-static bool client_gone(struct sse *s)
-{
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(s->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-    if (!ci)
-        return false;
-    struct pollfd p = {.fd = ci->connect_fd, .events = POLLRDHUP};
-    return poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL));
-}
-
 /* Anything for a parked stream? Reads the store, not the stream's buffer. */
 static bool has_news(struct sse_hub *h, struct sse *s, int64_t now)
 {
-    if (client_gone(s)) {
-        s->gone = true; /* only the timer writes it while the stream is parked */
+    if (http_stream_gone(s->st))
         return true;
-    }
     if (now >= s->deadline || now >= s->next_ping)
         return true;
     if (s->log) {
@@ -344,18 +298,22 @@ static void *timer_main(void *arg)
                 ready = xrealloc(ready, (cap = cap ? cap * 2 : 16) * sizeof *ready);
             ready[n++] = s;
         }
-        pthread_mutex_lock(&h->mu);
         for (size_t i = 0; i < n; i++) {
+            if (pump(ready[i]))
+                continue;
+            pthread_mutex_lock(&h->mu);
             for (struct sse **pp = &h->parked; *pp; pp = &(*pp)->next) {
                 if (*pp == ready[i]) {
                     *pp = ready[i]->next;
                     h->nparked--;
-                    MHD_resume_connection(ready[i]->conn);
                     break;
                 }
             }
+            pthread_mutex_unlock(&h->mu);
+            stream_finish(ready[i]);
         }
         free(ready);
+        pthread_mutex_lock(&h->mu);
         if (!h->stopping && !h->parked) {
             pthread_cond_wait(&h->cv, &h->mu); /* until a stream parks, or stop */
         } else if (!h->stopping) {
@@ -392,28 +350,19 @@ void sse_hub_shutdown(struct sse_hub *h)
     if (h->timer_running)
         pthread_join(h->timer, NULL);
     h->timer_running = false;
-    /* Every parked stream wakes to write its end ("shutdown"). */
-    pthread_mutex_lock(&h->mu);
-    while (h->parked) {
-        struct sse *s = h->parked;
-        h->parked = s->next;
-        h->nparked--;
-        MHD_resume_connection(s->conn);
-    }
-    pthread_mutex_unlock(&h->mu);
-}
-
-bool sse_hub_drain(struct sse_hub *h, int64_t timeout_ms)
-{
-    int64_t end = mono_ms() + timeout_ms;
+    /* Every parked stream writes its end ("shutdown"). */
     for (;;) {
-        int open, parked;
-        sse_hub_counts(h, &open, &parked);
-        if (open == 0)
-            return true;
-        if (mono_ms() >= end)
-            return false;
-        sleep_ms(10);
+        pthread_mutex_lock(&h->mu);
+        struct sse *s = h->parked;
+        if (s) {
+            h->parked = s->next;
+            h->nparked--;
+        }
+        pthread_mutex_unlock(&h->mu);
+        if (!s)
+            break;
+        pump(s);
+        stream_finish(s);
     }
 }
 
@@ -439,8 +388,8 @@ void sse_hub_counts(struct sse_hub *h, int *open, int *parked)
 
 /* ---- the route ---------------------------------------------------------------------- */
 
-/* Take a slot for rq's owner and answer with a stream of s (made here,
- * filled by `setup`); false with the error answered when there is no slot. */
+/* Take a slot for rq's owner and answer with a stream (made here, its
+ * source set by `setup`); the error answered when there is no slot. */
 static void stream_open(struct req *rq, struct resp *rs, void (*setup)(struct sse *, void *),
                         void *arg)
 {
@@ -453,13 +402,13 @@ static void stream_open(struct req *rq, struct resp *rs, void (*setup)(struct ss
         h->open++;
     pthread_mutex_unlock(&h->mu);
     if (!room) {
-        resp_error(rs, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable", NULL,
+        resp_error(rs, HTTP_SERVICE_UNAVAILABLE, "unavailable", NULL,
                    "too many event streams are open; try again later");
         return;
     }
     if (!mine) {
         rs->retry_after = 5;
-        resp_error(rs, MHD_HTTP_TOO_MANY_REQUESTS, "too_many_streams", NULL,
+        resp_error(rs, HTTP_TOO_MANY_REQUESTS, "too_many_streams", NULL,
                    "'%s' has %d event streams open, the most one owner may have "
                    "(streams_per_owner); close one or try again later",
                    rq->who.owner, limit);
@@ -468,26 +417,36 @@ static void stream_open(struct req *rq, struct resp *rs, void (*setup)(struct ss
     struct sse *s = xcalloc(1, sizeof *s);
     s->hub = h;
     snprintf(s->owner, sizeof s->owner, "%s", rq->who.owner);
-    s->conn = rq->conn;
     buf_init(&s->out, BUF_UNLIMITED);
     int64_t now = mono_ms();
     s->deadline = now + STREAM_MAX_MS;
     s->next_ping = now + PING_MS;
     setup(s, arg);
     /* A client that reconnects goes on after the last event it saw. */
-    const char *last = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, "Last-Event-ID");
+    const char *last = http_req_header(rq->hr, "Last-Event-ID");
     int64_t seq;
     if (last && parse_i64(last, &seq) && seq > 0)
         s->last_seq = seq;
-    rs->raw = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, reader, s, stream_free);
-    if (!rs->raw) {
-        stream_free(s);
-        resp_error(rs, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal", NULL, "cannot make a stream");
+    http_add_header(rq->hr, "X-Accel-Buffering", "no");
+    s->st = http_respond_stream(rq->hr, "text/event-stream");
+    rs->streamed = true;
+    rs->status = HTTP_OK;
+    if (!pump(s)) {
+        stream_finish(s);
         return;
     }
-    MHD_add_response_header(rs->raw, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
-    MHD_add_response_header(rs->raw, "X-Accel-Buffering", "no");
-    rs->status = MHD_HTTP_OK;
+    pthread_mutex_lock(&h->mu);
+    if (h->stopping) {
+        pthread_mutex_unlock(&h->mu);
+        stream_finish(s);
+        return;
+    }
+    if (!h->parked)
+        pthread_cond_signal(&h->cv); /* the timer sleeps while none is parked */
+    s->next = h->parked;
+    h->parked = s;
+    h->nparked++;
+    pthread_mutex_unlock(&h->mu);
 }
 
 static void setup_job(struct sse *s, void *arg)

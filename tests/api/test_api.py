@@ -197,7 +197,6 @@ def create_refusals_name_the_field():
         413, "too_large")
 
     # no Content-Length (a chunked body): refused before any of it is read
-    # (libmicrohttpd would answer a malformed chunk with its own HTML)
     c = http.client.HTTPConnection("127.0.0.1", px.port, timeout=30)
     c.putrequest("POST", "/v1/vms")
     c.putheader("Authorization", "Bearer " + ALICE)
@@ -596,7 +595,7 @@ def many_parked_streams_do_not_block():
 @case
 def shutdown_ends_parked_streams():
     """SIGTERM with streams parked: each gets its end, and proxd exits cleanly
-    (MHD_stop_daemon with a suspended connection would be undefined)."""
+    (the server writes the ends out before it closes the connections)."""
     r = call("POST", "/v1/vms", ADMIN, spec("last-1"))
     job = r.json()["job"]
     streams = [call("GET", "/v1/jobs/%s/events" % job, ADMIN, stream=True) for _ in range(5)]
