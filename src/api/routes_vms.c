@@ -602,7 +602,7 @@ void h_vm_reinstall(struct req *rq, struct resp *rs)
     if (decode_body(rq, rs, f, sizeof f / sizeof f[0], false, NULL))
         goto out;
     if (!has_os || !os[0]) {
-        resp_error(rs, MHD_HTTP_BAD_REQUEST, "invalid", "os", "os: required");
+        resp_error(rs, HTTP_BAD_REQUEST, "invalid", "os", "os: required");
         goto out;
     }
     struct reinstall_request r = {os, keys, has_pw ? password : NULL};
