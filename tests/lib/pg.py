@@ -95,6 +95,13 @@ class PrivatePG:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def full_run():
+    """True in `make test-full` (PROXD_TEST_FULL=1): the PostgreSQL runs of
+    test suites whose store calls store/test_store already covers on
+    PostgreSQL are made too."""
+    return os.environ.get("PROXD_TEST_FULL") == "1"
+
+
 def run_c_tests(names, timeout=280):
     """Run the C test binaries `names` (in $TESTS_DIR; a name or a pair
     (name, its time limit in seconds)) once each as a case, with
