@@ -434,8 +434,16 @@ static int take_vmid(struct rctx *c, char *why, size_t len)
     int *taken = fleet_taken_vmids(c->k->fl, &ntaken);
     int vmid = 0;
     struct store_error se;
-    int rc = store_vmid_reserve(c->k->st, ranges, c->k->cfg->fallback_lo ? 2 : 1, taken, ntaken,
-                                c->j->id, &vmid, &se);
+    /* one reserved before a kill, not yet written into the job: that one */
+    int rc = store_vmid_reserved_by(c->k->st, c->j->id, &vmid, &se);
+    if (rc == STORE_OK) {
+        free(taken);
+        log_info("job", "job=%s temporary VMID %d found reserved to the job", c->j->id, vmid);
+        st_set_int(c, "tmp_vmid", vmid);
+        return 0;
+    }
+    rc = store_vmid_reserve(c->k->st, ranges, c->k->cfg->fallback_lo ? 2 : 1, taken, ntaken,
+                            c->j->id, &vmid, &se);
     free(taken);
     if (rc) {
         snprintf(why, len, "no VMID for the temporary VM: %.400s", se.message);

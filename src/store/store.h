@@ -308,6 +308,10 @@ struct vmid_range {
  * for `job`. STORE_E_FULL when none is free. */
 int store_vmid_reserve(store *s, const struct vmid_range *ranges, size_t nranges, const int *taken,
                        size_t ntaken, const char *job, int *vmid, struct store_error *err);
+/* The VMID still reserved (not yet used) under job, in *vmid: a step that
+ * reserved one and was killed before it wrote the number down finds it
+ * again. STORE_E_NOTFOUND (and *vmid 0) when the job holds none. */
+int store_vmid_reserved_by(store *s, const char *job, int *vmid, struct store_error *err);
 /* The reserved ID now has a VM (idempotent). STORE_E_NOTFOUND when it is
  * not allocated, STORE_E_CONFLICT when foreign or quarantined. */
 int store_vmid_mark_used(store *s, int vmid, struct store_error *err);

@@ -11,6 +11,8 @@
 #include "common/buf.h"
 #include "common/util.h"
 
+#include <stdlib.h>
+
 /* The allocated IDs of a range, ascending: every row except quarantines
  * that have run out (those count as free and are taken over in place). */
 static const char SQL_VMID_ALLOCATED[] =
@@ -156,6 +158,37 @@ int store_vmid_reserve(store *s, const struct vmid_range *ranges, size_t nranges
     *vmid = 0;
     struct reserve_ctx r = {ranges, nranges, taken, ntaken, job, vmid};
     return db_tx(s->db, DB_WRITE, reserve_fn, &r, err);
+}
+
+static const char SQL_VMID_OF_JOB[] = "SELECT vmid FROM vmid_alloc WHERE job = ?1"
+                                      " AND state = 'reserved' ORDER BY vmid LIMIT 1";
+
+static void bind_job(db_stmt *st, const void *arg)
+{
+    db_bind_text(st, 1, arg);
+}
+
+static int row_vmid(db_stmt *st, void *elem, struct store_error *err)
+{
+    (void)err;
+    *(int *)elem = (int)db_col_i64(st, 0);
+    return STORE_OK;
+}
+
+int store_vmid_reserved_by(store *s, const char *job, int *vmid, struct store_error *err)
+{
+    store_err_clear(err);
+    STORE_CHECK(s && job && *job && vmid, "store_vmid_reserved_by: NULL or empty argument");
+    int *rows = NULL;
+    size_t n = 0;
+    struct store_read r = {SQL_VMID_OF_JOB, "reading a job's VMID", bind_job, job, sizeof *rows,
+                           row_vmid};
+    int rc = store_read_all(s, &r, (void **)&rows, &n, err);
+    *vmid = rc == STORE_OK && n ? rows[0] : 0;
+    if (rc == STORE_OK && !n)
+        rc = store_fail(err, STORE_E_NOTFOUND, "job %.40s holds no reserved VMID", job);
+    free(rows);
+    return rc;
 }
 
 /* ---- marking and releasing ------------------------------------------------------ */

@@ -1058,10 +1058,18 @@ static void test_vmid_reserve(void **state)
     struct vmid_range bad = {50, 60};
     EXPECT(STORE_E_INVALID, store_vmid_reserve(f->s, &bad, 1, NULL, 0, "j", &id, &e));
 
+    /* a job finds the VMID it reserved (a step killed before writing it
+     * down); none once it is used, none for a job that holds none */
+    OK(store_vmid_reserved_by(f->s, "j2", &id, &e_));
+    assert_int_equal(id, 1002);
+    EXPECT(STORE_E_NOTFOUND, store_vmid_reserved_by(f->s, "j-none", &id, &e));
+    assert_int_equal(id, 0);
+
     /* used: only from reserved. */
     OK(store_vmid_mark_used(f->s, 1000, &e_));
     OK(store_vmid_mark_used(f->s, 1000, &e_));
     EXPECT(STORE_E_NOTFOUND, store_vmid_mark_used(f->s, 1003, &e));
+    EXPECT(STORE_E_NOTFOUND, store_vmid_reserved_by(f->s, "j1", &id, &e));
 }
 
 static void test_vmid_quarantine_foreign(void **state)
