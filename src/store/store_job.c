@@ -288,13 +288,23 @@ int store_job_get(store *s, const char *id, struct job_rec *out, struct store_er
  * (ties on created_at: insertion order, seq). On PostgreSQL the row is
  * locked with SKIP LOCKED ({CLAIM_LOCK}): a job another claimer is taking
  * is passed over, and since only the oldest job of a VMID qualifies, the
- * next one of the same VM is never picked instead. {ACTIVE} expands to the
+ * next one of the same VM is never picked instead. An owner's snapshot
+ * creations are ordered the same way, across all of its VMs: each counts
+ * the owner's snapshots before it makes one ([snapshots] max_per_owner),
+ * so two of them running at once, in two instances, could both pass the
+ * count. {ACTIVE} expands to the
  * list the partial indexes name, so the planner can use them. */
 static const char SQL_JOB_PICK[] =
     "SELECT j.id FROM jobs j"
     " WHERE j.state IN {ACTIVE} AND (j.state = 'queued' OR j.lease_until < ?1)"
     " AND (j.vmid = 0 OR NOT EXISTS (SELECT 1 FROM jobs k"
     "   WHERE k.vmid = j.vmid AND k.state IN {ACTIVE} AND k.id <> j.id"
+    "   AND ((k.state = 'running' AND k.lease_until >= ?1)"
+    "        OR k.created_at < j.created_at"
+    "        OR (k.created_at = j.created_at AND k.seq < j.seq))))"
+    " AND (j.kind <> 'snap-create' OR NOT EXISTS (SELECT 1 FROM jobs k"
+    "   WHERE k.kind = 'snap-create' AND k.owner = j.owner AND k.state IN {ACTIVE}"
+    "   AND k.id <> j.id"
     "   AND ((k.state = 'running' AND k.lease_until >= ?1)"
     "        OR k.created_at < j.created_at"
     "        OR (k.created_at = j.created_at AND k.seq < j.seq))))"

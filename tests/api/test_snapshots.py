@@ -123,6 +123,7 @@ ALICE = px.token("alice")
 BOB = px.token("bob")
 CAROL = px.token("carol")
 FRANK = px.token("frank")
+GINA = px.token("gina")
 ADMIN = px.token("ops", "admin")
 px.start()
 api = Api(px)
@@ -368,6 +369,39 @@ def a_list_jobs_answer_is_served_by_another_instance():
                          headers={"Authorization": "Bearer " + BOB}, timeout=30)
         assert r.status_code == 404, r.text
     finally:
+        other.stop()
+
+
+@case
+def per_owner_limit_holds_across_instances():
+    # two instances on one database, each snapshot call held 1 s by pvesim:
+    # an owner's counts made at once in both would both pass
+    vms = [api.create_vm(GINA, "gina-%d" % i) for i in range(3)]
+    other = Proxd(sim, share=px)
+    other.secrets += px.secrets
+    other.start()
+    sim.ctl("POST", "/faults", {"kind": "delay", "method": "POST", "delay_ms": 1000,
+                                "path": r"^/nodes/[^/]+/qemu/\d+/snapshot$"})
+    try:
+        jobs, refused = [], 0
+        for i in range(3):  # 9 requests, alternating instances, for max_per_owner = 5
+            for vm in vms:
+                base = (px, other)[(len(jobs) + refused) % 2].base
+                r = requests.post(base + "/v1/vms/%d/snapshots" % vm, json={"name": "g%d" % i},
+                                  headers={"Authorization": "Bearer " + GINA}, timeout=30)
+                if r.status_code == 202:
+                    jobs.append(r.json()["job"])
+                else:
+                    assert r.status_code == 409 and "max_per" in r.text, r.text
+                    refused += 1
+        ended = [api.job(GINA, j, deadline=120) for j in jobs]
+        per_vm = [len(pve_snaps(sim, v)) for v in vms]
+        assert sum(per_vm) == 5 and max(per_vm) <= 3, per_vm
+        assert sum(j["state"] == "done" for j in ended) == 5, [j["state"] for j in ended]
+        for j in ended:
+            assert j["state"] == "done" or "limit" in j["error"], j
+    finally:
+        sim.ctl("DELETE", "/faults")
         other.stop()
 
 
