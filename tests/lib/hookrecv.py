@@ -2,7 +2,8 @@
 records every post proxd makes (headers, body, whether it answered), checks
 nothing itself, and can be down (not listening), slow (answers after a
 delay, for the first `slow_count` posts) or up. `concurrent_max` is the most
-posts it had in flight at once (one deliverer at a time means 1)."""
+posts it had in flight at once (one deliverer at a time means 1); each post
+records when it was read ("t") and answered ("end"), for overlaps."""
 import hashlib
 import hmac
 import http.server
@@ -76,6 +77,7 @@ class Receiver:
                 finally:
                     with rc.mu:
                         rc.inflight -= 1
+                        rec["end"] = time.monotonic()
         return H
 
     def up(self):
@@ -91,6 +93,14 @@ class Receiver:
             self.server.shutdown()
             self.server.server_close()
             self.server = None
+
+    def overlaps(self):
+        """Pairs of posts (a, b) that were in flight at once."""
+        with self.mu:
+            done = [p for p in self.posts if "end" in p]
+        done.sort(key=lambda p: p["t"])
+        return [(a, b) for i, a in enumerate(done) for b in done[i + 1:]
+                if b["t"] < a["end"]]
 
     def snapshot(self):
         with self.mu:
