@@ -118,6 +118,14 @@ def a_vm_on_a_dead_node_says_so_and_actions_are_refused():
     sim.ctl("POST", "/nodes/" + node, {"state": "online"})
     wait_for(lambda: nodes()[node]["health"] == "up", deadline=90, interval=0.2,
              what=node + " up again")
+    # the event log tells both edges of the node's health, in order (issue 15)
+
+    def edges():
+        evs = call("GET", "/v1/events?limit=1000").json()["events"]
+        seen = [e["type"] for e in evs if e["node"] == node and e["type"] in ("node.down",
+                                                                              "node.up")]
+        return seen if seen[-2:] == ["node.down", "node.up"] else None
+    wait_for(edges, deadline=10, interval=0.2, what="node.down then node.up of " + node)
     v = call("GET", "/v1/vms/%d" % vmid).json()
     assert v["node_status"] == "up", v
     r = call("POST", "/v1/vms/%d/stop" % vmid)

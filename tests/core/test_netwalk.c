@@ -366,6 +366,15 @@ static void test_keeps_address(void **state)
     assert_int_equal(store_vm_get(env.st, v.vmid, &r, NULL), STORE_OK);
     assert_string_equal(r.node, to);
     vm_rec_release(&r);
+    /* the move behind proxd's back is told once, as observed (issue 15) */
+    char q[256];
+    snprintf(q, sizeof q,
+             "SELECT count(*) FROM events WHERE type = 'vm.moved' AND vmid = %d"
+             " AND node = '%s' AND data LIKE '%%\"observed\":true%%'",
+             v.vmid, to);
+    assert_int_equal(ch_sql(&env, q), 1);
+    assert_int_equal(core_reconcile(env.k, &rep), 0);
+    assert_int_equal(ch_sql(&env, q), 1);
     snprintf(v.node, sizeof v.node, "%s", to);
     /* cores, disk */
     char job[40];
