@@ -930,6 +930,29 @@ static void test_drift(void **unused)
     vm_rec_release(&v);
     assert_true(sim_vm(e.port, 1500).exists); /* reported only */
     assert_true(sim_vm(e.port, 1501).exists);
+    /* the event log tells what the reconciler took over, each once and as
+     * observed: the GUI's cores/memory change is vm.drift, the stops
+     * vm.stopped, the deletion vm.lost (issue 15) */
+    char q[256];
+    static const struct {
+        const char *type;
+        int vmid_ix;
+    } told[] = {{"vm.drift", 1}, {"vm.stopped", 0}, {"vm.stopped", 1}, {"vm.lost", 2}};
+    int ids[] = {powered, sized, deleted};
+    for (size_t i = 0; i < sizeof told / sizeof *told; i++) {
+        snprintf(q, sizeof q,
+                 "SELECT count(*) FROM events WHERE type = '%s' AND vmid = %d"
+                 " AND data LIKE '%%\"observed\":true%%'",
+                 told[i].type, ids[told[i].vmid_ix]);
+        if (ch_sql(&e, q) != 1)
+            fail_msg("%s of VM %d: %lld events", told[i].type, ids[told[i].vmid_ix],
+                     (long long)ch_sql(&e, q));
+    }
+    snprintf(q, sizeof q,
+             "SELECT count(*) FROM events WHERE vmid = %d AND type LIKE 'vm.%%'"
+             " AND data LIKE '%%\"observed\":true%%'",
+             steady);
+    assert_int_equal(ch_sql(&e, q), 0);
 
     /* a second pass finds nothing new to repair but the orphan */
     assert_int_equal(core_reconcile(e.k, &rep), 0);
