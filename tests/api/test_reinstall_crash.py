@@ -25,12 +25,13 @@ from lib.sim import Sim
 
 SEED = int(os.environ.get("REINSTALL_CRASH_SEED", "1414"))
 ROUNDS = int(os.environ.get("REINSTALL_CRASH_ROUNDS", "20"))
-# make soak: a share of the Proxmox calls under /nodes fail (500) besides the kills
-RATE = float(os.environ.get("REINSTALL_FAULT_RATE", "0"))
+# a share of the Proxmox calls under /nodes fail besides the kills, of every kind
+# (500, lock timeout, 596, failing task, delay), seeded; make soak raises it
+RATE = float(os.environ.get("REINSTALL_FAULT_RATE", "0.03"))
 rng = random.Random(SEED)
 print("seed %d, %d rounds, fault rate %g" % (SEED, ROUNDS, RATE), flush=True)
 
-sim = Sim(time_scale=0.005)
+sim = Sim(time_scale=0.005, extra=["--seed", str(SEED)])
 px = Proxd(sim, proxd_extra="reconcile_interval = 2\n")
 ALICE = px.token("alice")
 px.start()
@@ -69,8 +70,17 @@ def kill_during_reinstalls():
     os_of = {v: "ubuntu" for v in VMS}
     os_of[VMS[0]] = "debian"
     if RATE:
-        sim.ctl("POST", "/faults", {"path": "^/nodes/", "kind": "error", "status": 500,
-                                    "message": "soak fault", "rate": RATE})
+        for kind, share in (("error", 0.35), ("lock_timeout", 0.2), ("596", 0.15),
+                            ("task_error", 0.15), ("delay", 0.15)):
+            rule = {"path": "^/nodes/", "kind": kind, "rate": RATE * share,
+                    "message": "soak fault"}
+            if kind == "error":
+                rule["status"] = 500
+            if kind == "task_error":
+                rule["method"] = "POST"
+            if kind == "delay":
+                rule["delay_ms"] = 300
+            sim.ctl("POST", "/faults", rule)
     print("one reinstall takes %.2f s" % span, flush=True)
     for n in range(ROUNDS):
         vmid = VMS[n % len(VMS)]
@@ -110,8 +120,10 @@ def kill_during_reinstalls():
               (n, vmid, old, new, at, j["state"]), flush=True)
     print("outcomes: %s; killed at: %s" % (outcomes, steps_hit), flush=True)
     if RATE:
-        print("faults hit: %d" % sum(f.get("hits", 0) for f in sim.ctl("GET", "/faults")))
+        hits = sum(f.get("hits", 0) for f in sim.ctl("GET", "/faults"))
+        print("faults hit: %d" % hits)
         sim.ctl("DELETE", "/faults")
+        assert hits > 0, "no fault was injected"
     for v in VMS:  # every VM still there, once
         assert [x["vmid"] for x in sim.state()["vms"]].count(v) == 1
 
