@@ -338,14 +338,6 @@ int core_vm_delete(struct core *k, int vmid, const char *owner, char job_id[40],
 static bool transient(int rc);
 static void read_pause(struct cctx *c, int n);
 
-bool ctl_stopping(struct core *k)
-{
-    pthread_mutex_lock(&k->mu);
-    bool s = k->stopping;
-    pthread_mutex_unlock(&k->mu);
-    return s;
-}
-
 /* Wait for a task. A failed poll of its status (no exit status came back)
  * is not the task's failure: it is polled again, up to READ_TRIES times in
  * a row. -1 when the core is stopping. */
@@ -358,7 +350,7 @@ int ctl_wait_task(struct cctx *c, const char *upid, struct pve_error *e)
         int64_t left = end - mono_ms();
         struct pve_wait_opts o = core_wait_opts(c->k, left > 1 ? (long)left : 1);
         int rc = pve_task_wait_opts(c->pc, upid, &o, &t, e);
-        if (rc == PVE_E_TIMEOUT && ctl_stopping(c->k))
+        if (rc == PVE_E_TIMEOUT && core_stopping(c->k))
             return -1;
         bool poll_failed = rc && rc != PVE_E_TIMEOUT && !t.exitstatus[0] && transient(rc);
         if (!poll_failed || ++bad_polls >= READ_TRIES || mono_ms() >= end)
@@ -366,7 +358,7 @@ int ctl_wait_task(struct cctx *c, const char *upid, struct pve_error *e)
         log_warn("job", "job=%s task %s: status read failed (%s), polling again", c->j->id, upid,
                  e->message);
         read_pause(c, bad_polls);
-        if (ctl_stopping(c->k))
+        if (core_stopping(c->k))
             return -1;
     }
 }
@@ -478,7 +470,7 @@ int ctl_read_status(struct cctx *c, struct pve_vm_status *st, struct pve_error *
         if (n > 1)
             read_pause(c, n - 1);
         if (!transient(rc = pve_vm_status(c->pc, c->v.node, c->v.vmid, st, e)) ||
-            ctl_stopping(c->k))
+            core_stopping(c->k))
             break;
     }
     return rc;
@@ -491,7 +483,7 @@ int ctl_read_config(struct cctx *c, struct pve_vm_config *cfg, struct pve_error 
         if (n > 1)
             read_pause(c, n - 1);
         if (!transient(rc = pve_vm_config_get(c->pc, c->v.node, c->v.vmid, false, cfg, e)) ||
-            ctl_stopping(c->k))
+            core_stopping(c->k))
             break;
     }
     return rc;
@@ -564,7 +556,7 @@ static int settle(struct cctx *c, enum vm_action a, struct pve_vm_status *st, st
     for (long pause = 50;; pause = pause < 1000 ? pause * 2 : 1000) {
         int rc = ctl_locate(c, st, e);
         if (rc || !st->ha_managed || reached(a, power_of(st), true) || mono_ms() > end ||
-            ctl_stopping(c->k))
+            core_stopping(c->k))
             return rc;
         store_job_renew(c->k->st, c->j->id, c->k->instance, LEASE_MS, NULL);
         sleep_ms(pause);
@@ -614,7 +606,7 @@ static int power_call(struct cctx *c, enum vm_action a, const struct pve_power_o
     int rc = 0;
     for (int n = 1; n <= READ_TRIES; n++) {
         rc = pve_vm_power(c->pc, c->v.node, c->v.vmid, pve_action(a), po, c->j->upid, e);
-        if (!rc || !transient(rc) || n == READ_TRIES || ctl_stopping(c->k))
+        if (!rc || !transient(rc) || n == READ_TRIES || core_stopping(c->k))
             return rc;
         struct pve_error e2 = {0};
         struct pve_vm_status st;
@@ -716,7 +708,7 @@ static json_t *pending_of(struct cctx *c, struct pve_error *e)
         int rc = pve_vm_pending(c->pc, c->v.node, c->v.vmid, &p, &n, e);
         if (!rc)
             break;
-        if (!transient(rc) || k == READ_TRIES || ctl_stopping(c->k))
+        if (!transient(rc) || k == READ_TRIES || core_stopping(c->k))
             return NULL;
         read_pause(c, k);
     }
@@ -786,7 +778,7 @@ static int grow(struct cctx *c, const char *disk, const char *size, int64_t want
             job_checkpoint(c->k, c->j, "wait", 50, "task %s", c->j->upid);
             rc = ctl_wait_task(c, c->j->upid, e);
         }
-        if (rc == 0 || rc == -1 || !transient(rc) || ctl_stopping(c->k))
+        if (rc == 0 || rc == -1 || !transient(rc) || core_stopping(c->k))
             return rc;
         struct pve_error e2 = {0};
         if (disk_size(c, &e2) >= want * GiB)
@@ -887,8 +879,8 @@ bool ctl_wait_unlocked(struct cctx *c)
         pve_vm_config_release(&cfg);
         if (!locked)
             return true;
-        if (mono_ms() > end || ctl_stopping(c->k)) {
-            if (!ctl_stopping(c->k))
+        if (mono_ms() > end || core_stopping(c->k)) {
+            if (!core_stopping(c->k))
                 ctl_job_fail(c, "VM %d stays locked", c->v.vmid);
             return false;
         }
@@ -938,7 +930,7 @@ static void delete_steps(struct cctx *c)
         if ((rc = settle(c, ACT_STOP, &st, &e)) == 0 && strcmp(st.status, "stopped") != 0)
             snprintf(e.message, sizeof e.message, "it is still %s", st.status);
         if (rc || strcmp(st.status, "stopped") != 0) {
-            if (!ctl_stopping(c->k))
+            if (!core_stopping(c->k))
                 ctl_job_fail(c, "cannot stop VM %d: %s", c->v.vmid, e.message);
             return;
         }

@@ -16,7 +16,6 @@ struct cctx {
     pve_client *pc;  /* the client of the VM's node (ctl_locate sets it) */
 };
 
-bool ctl_stopping(struct core *k);
 /* Wait for a task (a failed poll is polled again); -1 when the core stops. */
 int ctl_wait_task(struct cctx *c, const char *upid, struct pve_error *e);
 /* End the job (failed / done) with a message, checkpointed with its event. */

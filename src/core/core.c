@@ -433,13 +433,17 @@ int core_create(struct core *k, const struct vm_request *r, char job_id[40], int
     return core_create_idem(k, r, NULL, job_id, vmid, NULL, err);
 }
 
-static int stop_tick(void *ud)
+bool core_stopping(struct core *k)
 {
-    struct core *k = ud;
     pthread_mutex_lock(&k->mu);
     bool s = k->stopping;
     pthread_mutex_unlock(&k->mu);
     return s;
+}
+
+static int stop_tick(void *ud)
+{
+    return core_stopping(ud);
 }
 
 struct pve_wait_opts core_wait_opts(struct core *k, long deadline_ms)

@@ -44,7 +44,7 @@ struct core {
      * to the store (store_addr_policy) at core_new */
     struct store_addr_quarantine addrq[CFG_MAX_POOLS + 1];
     size_t naddrq;
-    struct netwalk *nw; /* netwalk.c: the config walk and agent confirmation */
+    struct netwalk *nw;   /* netwalk.c: the config walk and agent confirmation */
     struct evkeeper *evk; /* events.c: node health edges, retention */
     struct webhooks *wh;  /* webhook.c: delivery threads and their counters */
 };
@@ -104,6 +104,8 @@ int core_vm_load_owned(struct core *k, int vmid, const char *owner, bool node_up
 
 /* Sleep up to ms, woken only by a stop; true when the core stops. */
 bool core_nap(struct core *k, long ms);
+/* Is the core stopping? Any thread. */
+bool core_stopping(struct core *k);
 
 /* The events keeper and the webhook threads (events.c, webhook.c):
  * started by core_start, stopped by core_stop (after k->stopping). */

@@ -62,14 +62,6 @@ static void backoff(int attempt)
     sleep_ms(250L << (attempt < 3 ? attempt : 2));
 }
 
-static bool stopping(struct core *k)
-{
-    pthread_mutex_lock(&k->mu);
-    bool s = k->stopping;
-    pthread_mutex_unlock(&k->mu);
-    return s;
-}
-
 static void marker(const struct ctx *c, char *out, size_t len)
 {
     snprintf(out, len, "proxd job %s", c->j->id);
@@ -116,7 +108,7 @@ static int wait_task(struct ctx *c, const char *upid, long deadline_ms, bool *en
                 *ended = true;
             return rc;
         }
-        if (stopping(c->k))
+        if (core_stopping(c->k))
             return -1;
         if (rc == PVE_E_TIMEOUT || !transient(err) || ++fails >= TRIES || mono_ms() >= end)
             return rc;
@@ -397,7 +389,7 @@ static int wait_unlocked(struct ctx *c, long deadline_ms, struct pve_error *err)
     for (;;) {
         struct pve_vm_config cfg;
         int rc = pve_vm_config_get(c->pc, c->j->node, c->j->vmid, false, &cfg, err);
-        if (rc && transient(err) && ++fails < TRIES && !stopping(c->k)) {
+        if (rc && transient(err) && ++fails < TRIES && !core_stopping(c->k)) {
             backoff(fails - 1);
             continue;
         }
@@ -413,7 +405,7 @@ static int wait_unlocked(struct ctx *c, long deadline_ms, struct pve_error *err)
         pve_vm_config_release(&cfg);
         if (!locked)
             return 0;
-        if (mono_ms() > end || stopping(c->k)) {
+        if (mono_ms() > end || core_stopping(c->k)) {
             /* a deadline passed, not a lock timeout to try again at once */
             snprintf(err->message, sizeof err->message, "VM is still locked (%s)", cfg_lock);
             err->cls = PVE_E_TIMEOUT;
@@ -737,7 +729,7 @@ static enum probe probe_again(struct ctx *c, struct pve_vm_config *cfg, struct p
 {
     for (int i = 0;; i++) {
         enum probe p = probe_vm(c, cfg, e);
-        if (p != PROBE_ERROR || !transient(e) || i + 1 >= TRIES || stopping(c->k))
+        if (p != PROBE_ERROR || !transient(e) || i + 1 >= TRIES || core_stopping(c->k))
             return p;
         backoff(i);
     }
@@ -777,7 +769,7 @@ static int remove_ours(struct ctx *c, struct pve_error *e)
         }
         log_warn("job", "job=%s vmid=%d node=%s removing the partial VM failed: %s", c->j->id, vmid,
                  node, e->message);
-        if (!transient(e) || stopping(c->k))
+        if (!transient(e) || core_stopping(c->k))
             break;
     }
     return rc;
@@ -841,11 +833,11 @@ static int step_cleanup(struct ctx *c)
             return leave(c, "the clone is still running", &e);
         }
         if (remove_ours(c, &e) != 0)
-            return stopping(c->k) ? 2 : leave(c, "removing it failed", &e);
+            return core_stopping(c->k) ? 2 : leave(c, "removing it failed", &e);
         log_info("job", "job=%s vmid=%d node=%s partial VM removed", c->j->id, c->j->vmid,
                  c->j->node);
     } else if (p == PROBE_ERROR) {
-        if (stopping(c->k))
+        if (core_stopping(c->k))
             return 2;
         return leave(c, "its config cannot be read", &e);
     } else { /* no config: proven nothing only if the clone is seen to have ended */
@@ -936,7 +928,7 @@ void create_run(struct core *k, struct job_rec *j)
      * from (a failover moves j->node before the next slot is taken) */
     bool slot = false;
     char slot_node[sizeof j->node] = "";
-    while (!stopping(k)) {
+    while (!core_stopping(k)) {
         int rc = 0;
         const char *s = j->step;
         if (slot && (strcmp(slot_node, j->node) != 0 ||

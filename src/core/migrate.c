@@ -170,7 +170,7 @@ static int where_now(struct cctx *c, const char *from, struct pve_vm_status *st)
     }
     if (rc == 0)
         return 1;
-    if (ctl_stopping(c->k))
+    if (core_stopping(c->k))
         return -1;
     store_release_capacity(c->k->st, c->j->id, NULL);
     if (rc == PVE_E_NOTFOUND)
@@ -202,7 +202,7 @@ static int after_lock(struct cctx *c, const char *from, struct pve_vm_status *st
             if (!locked)
                 return 1;
         }
-        if (ctl_stopping(c->k))
+        if (core_stopping(c->k))
             return -1;
         if (mono_ms() > end) {
             give_up(c, "VM %d stays: it is still locked on %s%s", from,
@@ -237,7 +237,7 @@ static void wait_ha_move(struct cctx *c, const char *from, const char *target)
     struct pve_task ours;
     int64_t since = pve_upid_parse(c->j->upid, &ours) == 0 ? ours.starttime : 0;
     int64_t end = mono_ms() + HA_SETTLE_MS;
-    while (mono_ms() < end && !ctl_stopping(c->k)) {
+    while (mono_ms() < end && !core_stopping(c->k)) {
         char node[64];
         fleet_refresh(c->k->fl, true);
         if (fleet_vm_node(c->k->fl, c->v.vmid, node) == 0 && strcmp(node, target) == 0)
@@ -261,7 +261,7 @@ static void wait_and_finish(struct cctx *c, const char *from, bool ha)
         return; /* stopping: resumed on the UPID */
     if (rc == 0 && ha)
         wait_ha_move(c, from, target);
-    if (ctl_stopping(c->k))
+    if (core_stopping(c->k))
         return;
     int w = where_now(c, from, &st);
     if (w <= 0)

@@ -612,33 +612,6 @@ static struct target *targets(struct netwalk *w, size_t *nt)
     return t;
 }
 
-/* Wait ms, or less when the core stops: true when it stops. */
-static bool nap(struct core *k, int64_t ms)
-{
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += ms / 1000;
-    until.tv_nsec += (ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
-    pthread_mutex_lock(&k->mu);
-    while (!k->stopping && pthread_cond_timedwait(&k->stop_cv, &k->mu, &until) != ETIMEDOUT)
-        ;
-    bool stop = k->stopping;
-    pthread_mutex_unlock(&k->mu);
-    return stop;
-}
-
-static bool stopping(struct core *k)
-{
-    pthread_mutex_lock(&k->mu);
-    bool s = k->stopping;
-    pthread_mutex_unlock(&k->mu);
-    return s;
-}
-
 /* The VMs not read this time keep what the last walk saw on them. */
 static void carry_over(struct netwalk *w, const int *unread, size_t nu, struct buf acc[])
 {
@@ -672,9 +645,9 @@ static int walk(struct netwalk *w, bool paced)
     for (size_t i = 0; i < nt; i++) {
         int64_t wait;
         while (paced && (wait = netwalk_pace(&w->pacers[t[i].world], mono_ms())) > 0)
-            if (nap(k, wait))
+            if (core_nap(k, wait))
                 break;
-        if (stopping(k))
+        if (core_stopping(k))
             break;
         seen[done++] = t[i].v.vmid;
         if (!walk_one(w, &t[i].v, acc))
@@ -727,7 +700,7 @@ static void *walk_main(void *arg)
     struct netwalk *w = arg;
     struct core *k = w->k;
     while (!fleet_ready(k->fl))
-        if (nap(k, 200))
+        if (core_nap(k, 200))
             return NULL;
     do {
         int64_t t0 = mono_ms();
@@ -735,9 +708,9 @@ static void *walk_main(void *arg)
         int64_t every =
             1000LL * (k->cfg->reconcile_interval_s > 0 ? k->cfg->reconcile_interval_s : 60);
         int64_t left = t0 + every - mono_ms();
-        if (left > 0 && nap(k, left))
+        if (left > 0 && core_nap(k, left))
             break;
-    } while (!stopping(k));
+    } while (!core_stopping(k));
     return NULL;
 }
 

@@ -184,14 +184,6 @@ static int tmp_vmid(struct rctx *c)
     return (int)st_int(c, "tmp_vmid");
 }
 
-static bool stopping(struct core *k)
-{
-    pthread_mutex_lock(&k->mu);
-    bool s = k->stopping;
-    pthread_mutex_unlock(&k->mu);
-    return s;
-}
-
 static bool transient(const struct pve_error *e)
 {
     return e->cls == PVE_E_OTHER || e->cls == PVE_E_LOCK || e->cls == PVE_E_NETWORK ||
@@ -209,7 +201,7 @@ static void pause_n(struct rctx *c, int n)
  * its effect. */
 static bool again(struct rctx *c, int *n, const struct pve_error *e)
 {
-    if (!transient(e) || ++*n >= TRIES || stopping(c->k))
+    if (!transient(e) || ++*n >= TRIES || core_stopping(c->k))
         return false;
     log_warn("job", "job=%s vmid=%d reinstall %s: %s; again", c->j->id, c->j->vmid, c->j->step,
              e->message);
@@ -262,7 +254,7 @@ static int read_config(struct rctx *c, int vmid, struct pve_vm_config *cfg, stru
         if (n)
             pause_n(c, n);
         rc = pve_vm_config_get(c->pc, c->j->node, vmid, true, cfg, e);
-        if (!rc || !transient(e) || stopping(c->k))
+        if (!rc || !transient(e) || core_stopping(c->k))
             break;
     }
     return rc;
@@ -275,7 +267,7 @@ static int read_status(struct rctx *c, int vmid, struct pve_vm_status *s, struct
         if (n)
             pause_n(c, n);
         rc = pve_vm_status(c->pc, c->j->node, vmid, s, e);
-        if (!rc || !transient(e) || stopping(c->k))
+        if (!rc || !transient(e) || core_stopping(c->k))
             break;
     }
     return rc;
@@ -301,7 +293,7 @@ static int wait_unlocked(struct rctx *c, int vmid, struct pve_error *e)
         pve_vm_config_release(&cfg);
         if (!lock[0])
             return 0;
-        if (mono_ms() > end || stopping(c->k)) {
+        if (mono_ms() > end || core_stopping(c->k)) {
             snprintf(e->message, sizeof e->message, "VM %d is still locked (%s)", vmid, lock);
             e->cls = PVE_E_TIMEOUT;
             return PVE_E_TIMEOUT;
@@ -645,7 +637,7 @@ static void step_wait_clone(struct rctx *c)
         }
     }
     if (wait_unlocked(c, tmp_vmid(c), &e)) {
-        if (!stopping(c->k))
+        if (!core_stopping(c->k))
             fail_to(c, "abort", "the temporary VM did not come: %s", e.message);
         return;
     }
@@ -981,7 +973,7 @@ static int persist(struct rctx *c, int (*fn)(struct rctx *, struct pve_error *),
     int64_t end = mono_ms() + REPAIR_MS;
     for (int n = 0;; n++) {
         int rc = fn(c, e);
-        if (rc == 0 || stopping(c->k))
+        if (rc == 0 || core_stopping(c->k))
             return rc == 0 ? 0 : -1;
         if (mono_ms() > end)
             return rc;
@@ -1001,13 +993,13 @@ static void step_commit(struct rctx *c)
     struct pve_error e = {0};
     char left[512] = "";
     int rc = persist(c, drop_old, &e);
-    if (rc == -1 && stopping(c->k))
+    if (rc == -1 && core_stopping(c->k))
         return;
     if (rc)
         snprintf(left, sizeof left, "; the old disk is left as an unused disk of VM %d (%.300s)",
                  c->j->vmid, e.message);
     rc = persist(c, remove_tmp, &e);
-    if (rc == -1 && stopping(c->k))
+    if (rc == -1 && core_stopping(c->k))
         return;
     if (rc) {
         /* the reconciler removes it: its marker names this job, which ends now */
@@ -1102,7 +1094,7 @@ static void step_restore(struct rctx *c)
 {
     struct pve_error e = {0};
     int rc = persist(c, restore_once, &e);
-    if (rc == -1 && stopping(c->k))
+    if (rc == -1 && core_stopping(c->k))
         return;
     if (rc) {
         /* the VM is left as it is: an operator must look (the message says what) */
@@ -1123,7 +1115,7 @@ static void step_abort(struct rctx *c)
 {
     struct pve_error e = {0};
     int rc = persist(c, remove_tmp, &e);
-    if (rc == -1 && stopping(c->k))
+    if (rc == -1 && core_stopping(c->k))
         return;
     char left[256] = "";
     if (rc) {
@@ -1178,7 +1170,7 @@ void reinstall_run(struct core *k, struct job_rec *j)
     }
     c.resumed = strcmp(j->step, "queued") != 0;
     bool slot = false;
-    while (!stopping(k) && j->state != JOB_DONE && j->state != JOB_FAILED) {
+    while (!core_stopping(k) && j->state != JOB_DONE && j->state != JOB_FAILED) {
         const char *s = j->step;
         bool cloning = strcmp(s, "clone") == 0 || strcmp(s, "wait_clone") == 0;
         if (cloning && !slot) { /* clones per node, shared with creations */

@@ -515,14 +515,6 @@ bool snap_kind(const char *kind)
     return strncmp(kind, "snap-", 5) == 0;
 }
 
-static bool stopping(struct core *k)
-{
-    pthread_mutex_lock(&k->mu);
-    bool s = k->stopping;
-    pthread_mutex_unlock(&k->mu);
-    return s;
-}
-
 static void end(struct sctx *c, bool ok, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void end(struct sctx *c, bool ok, const char *fmt, ...)
@@ -563,7 +555,7 @@ static int find_vm(struct sctx *c, struct pve_error *e)
             int rc = 0;
             for (int n = 1; n <= 5; n++) {
                 rc = pve_vm_status(c->pc, c->v.node, c->v.vmid, &st, e);
-                if (!transient(rc) || stopping(c->k))
+                if (!transient(rc) || core_stopping(c->k))
                     break;
                 pause_n(c, n);
             }
@@ -594,7 +586,7 @@ static int list(struct sctx *c, struct snap_info **s, size_t *n, struct pve_erro
     *n = 0;
     for (int t = 1; t <= 5; t++) {
         rc = pve_snap_list(c->pc, c->v.node, c->v.vmid, &p, &pn, e);
-        if (!transient(rc) || stopping(c->k))
+        if (!transient(rc) || core_stopping(c->k))
             break;
         pause_n(c, t);
     }
@@ -653,7 +645,7 @@ static void remove_half(struct sctx *c, const char *name)
 {
     struct pve_error e = {0};
     job_checkpoint(c->k, c->j, "cleanup", 70, "removing the half-made snapshot '%s'", name);
-    for (int t = 1; t <= CALL_TRIES && !stopping(c->k); t++) {
+    for (int t = 1; t <= CALL_TRIES && !core_stopping(c->k); t++) {
         c->j->upid[0] = '\0';
         int rc = run_task(
             c, pve_snap_delete(c->pc, c->v.node, c->v.vmid, name, true, c->j->upid, &e), &e);
@@ -762,7 +754,7 @@ static void create_steps(struct sctx *c)
                     return;
             } else {
                 remove_half(c, name);
-                if (stopping(c->k))
+                if (core_stopping(c->k))
                     return;
                 if (t > CALL_TRIES || (last.upid[0] && last.cls != PVE_E_LOCK)) {
                     end(c, false, "snapshot '%s' failed: %s (the half-made snapshot is removed)",
@@ -795,7 +787,7 @@ static void create_steps(struct sctx *c)
         free(s);
         if (t > 1)
             pause_n(c, t - 1);
-        if (stopping(c->k))
+        if (core_stopping(c->k))
             return;
         job_checkpoint(c->k, c->j, "call", 20, "snapshot '%s' of VM %d on %s%s", name, c->v.vmid,
                        c->v.node, vmstate ? " with RAM" : "");
@@ -876,7 +868,7 @@ static void delete_steps(struct sctx *c)
         force = force || half;
         if (t > 1)
             pause_n(c, t - 1);
-        if (stopping(c->k))
+        if (core_stopping(c->k))
             return;
         job_checkpoint(c->k, c->j, "call", 20, "delete snapshot '%s' of VM %d%s", name, c->v.vmid,
                        force ? " (forced)" : "");
@@ -988,7 +980,7 @@ static void rollback_steps(struct sctx *c)
         for (int t = 1; t <= CALL_TRIES; t++) {
             if (t > 1)
                 pause_n(c, t - 1);
-            if (stopping(c->k))
+            if (core_stopping(c->k))
                 return;
             job_checkpoint(c->k, c->j, "call", 20, "roll VM %d back to '%s'", c->v.vmid, name);
             c->j->upid[0] = '\0';
@@ -1137,7 +1129,7 @@ static void sync_steps(struct sctx *c)
                    json_array_size(ids));
     json_array_foreach(ids, i, x)
     {
-        if (stopping(c->k))
+        if (core_stopping(c->k))
             return;
         store_job_renew(c->k->st, c->j->id, c->k->instance, LEASE_MS, NULL);
         sync_one(c, (int)json_integer_value(x), &queued);
@@ -1220,7 +1212,7 @@ void snap_run(struct core *k, struct job_rec *j)
     if (find_vm(&c, &e)) {
         if (e.cls == PVE_E_NOTFOUND)
             cdrop(k, j->vmid);
-        if (!stopping(k))
+        if (!core_stopping(k))
             end(&c, false, "cannot find VM %d: %s", j->vmid, e.message);
         goto out;
     }
