@@ -102,6 +102,25 @@ def full_run():
     return os.environ.get("PROXD_TEST_FULL") == "1"
 
 
+def rerun_script(script, servers=1):
+    """Run the Python test `script` (a path) again with proxd's database on
+    `servers` private PostgreSQL servers (PROXD_TEST_DB, PROXD_TEST_DB2,
+    ...), then exit with its status."""
+    pgs = []
+    rc = 1
+    try:
+        for _ in range(servers):
+            pgs.append(PrivatePG())
+        env = dict(os.environ)
+        for i, pg in enumerate(pgs):
+            env["PROXD_TEST_DB" + (str(i + 1) if i else "")] = pg.url
+        rc = subprocess.run([sys.executable, script], env=env).returncode
+    finally:
+        for pg in pgs:
+            pg.stop()
+    sys.exit(rc)
+
+
 def run_c_tests(names, timeout=280):
     """Run the C test binaries `names` (in $TESTS_DIR; a name or a pair
     (name, its time limit in seconds)) once each as a case, with
