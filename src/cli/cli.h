@@ -33,6 +33,15 @@ struct cli {
 long cli_call(struct cli *c, const char *method, const char *path, json_t *body, json_t **out);
 /* Map an HTTP status to an exit code, printing the API's error to stderr. */
 int cli_fail(long status, json_t *answer);
+/* One call expecting status `want`: EXIT_OK with *out the answer (the caller
+ * frees it), or the exit code with the API's error printed and *out NULL. */
+int cli_request(struct cli *c, const char *method, const char *path, json_t *body, long want,
+                json_t **out);
+/* After a call that queues a job (answer 200 or 202 with "job"): anything
+ * else is reported as an error; with --no-wait the job id (or the JSON) is
+ * printed; otherwise the job is followed and the VM's state printed (vmid
+ * NULL: the answer's "vmid"). Takes ans. Returns an exit code. */
+int cli_accepted(struct cli *c, long st, json_t *ans, const char *vmid);
 /* Stream /v1/jobs/<id>/events, calling fn(ev) per event; returns 0 when the
  * stream ended, -1 when SSE is unavailable (the caller polls instead). */
 int cli_sse(struct cli *c, const char *job, void (*fn)(void *ud, json_t *ev), void *ud);
@@ -42,6 +51,12 @@ bool cli_size_mb(const char *s, int64_t *mb);
 bool cli_size_gb(const char *s, int64_t *gb);
 
 void cli_print_json(json_t *v);
+/* With --json: print v and return true (the caller prints nothing else). */
+bool cli_json_out(const struct cli *c, json_t *v);
+/* A member for a table cell: "-" when absent, not a string or empty. */
+const char *cli_str(json_t *o, const char *k);
+/* A member as a number: 0 when absent or not a number. */
+long long cli_num(json_t *o, const char *k);
 /* Follow a job to its end with progress; returns an exit code. */
 int cli_follow_job(struct cli *c, const char *job);
 

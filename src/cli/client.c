@@ -120,6 +120,18 @@ int cli_fail(long status, json_t *answer)
     }
 }
 
+int cli_request(struct cli *c, const char *method, const char *path, json_t *body, long want,
+                json_t **out)
+{
+    long st = cli_call(c, method, path, body, out);
+    if (st == want)
+        return EXIT_OK;
+    int rc = cli_fail(st, *out);
+    json_decref(*out);
+    *out = NULL;
+    return rc;
+}
+
 /* ---- Server-Sent Events -------------------------------------------------- */
 
 struct sse {

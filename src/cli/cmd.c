@@ -19,18 +19,6 @@ static json_t *items(json_t *ans, const char *key)
     return json_is_array(a) ? a : NULL;
 }
 
-static const char *str(json_t *o, const char *k)
-{
-    const char *s = json_string_value(json_object_get(o, k));
-    return s ? s : "-";
-}
-
-static long long num(json_t *o, const char *k)
-{
-    json_t *v = json_object_get(o, k);
-    return json_is_number(v) ? (long long)json_number_value(v) : 0;
-}
-
 static int usage_vm(void)
 {
     fprintf(stderr, "usage: proxctl vm create --os OS --name NAME [--cores N] [--memory SIZE] "
@@ -49,41 +37,6 @@ static int usage_vm(void)
                     "       proxctl vm snapshot delete|rollback VMID NAME [--no-wait]\n"
                     "SIZE: 2G, 512M, 40G (memory defaults to MiB, disk to GiB)\n");
     return EXIT_USAGE;
-}
-
-/* After a 202: follow the job unless told not to. */
-static int accepted(struct cli *c, long st, json_t *ans)
-{
-    if (st != 202 && st != 200) {
-        int rc = cli_fail(st, ans);
-        json_decref(ans);
-        return rc;
-    }
-    const char *job = json_string_value(json_object_get(ans, "job"));
-    if (c->quiet || !job) {
-        if (c->json)
-            cli_print_json(ans);
-        else
-            printf("job %s queued\n", job ? job : "?");
-        json_decref(ans);
-        return EXIT_OK;
-    }
-    char id[64];
-    snprintf(id, sizeof id, "%s", job);
-    json_t *vmid = json_object_get(ans, "vmid");
-    int n = vmid ? (int)json_integer_value(vmid) : 0;
-    json_decref(ans);
-    int rc = cli_follow_job(c, id);
-    if (rc == EXIT_OK && !c->json && n) {
-        char path[64];
-        snprintf(path, sizeof path, "/v1/vms/%d", n);
-        json_t *vm = NULL;
-        if (cli_call(c, "GET", path, NULL, &vm) == 200)
-            printf("VM %d (%s) is %s on %s\n", n, str(vm, "name"), str(vm, "power"),
-                   str(vm, "node"));
-        json_decref(vm);
-    }
-    return rc;
 }
 
 static char *read_key(const char *path)
@@ -171,7 +124,7 @@ static int vm_create(struct cli *c, int argc, char **argv)
         json_object_set(body, "ssh_keys", keys);
     json_t *ans = NULL;
     long st = cli_call(c, "POST", "/v1/vms", body, &ans);
-    rc = accepted(c, st, ans);
+    rc = cli_accepted(c, st, ans, NULL);
 out:
     json_decref(keys);
     json_decref(body);
@@ -189,9 +142,9 @@ static const char *first_address(json_t *v)
 static void vm_row(json_t *v)
 {
     printf("%-6lld %-20.20s %-8.8s %-10.10s %-6.6s %-9.9s %-8.8s %5lld %8lldM %6lldG %s\n",
-           num(v, "vmid"), str(v, "name"), str(v, "os"), str(v, "owner"), str(v, "node"),
-           str(v, "state"), str(v, "power"), num(v, "cores"), num(v, "memory_mb"),
-           num(v, "disk_gb"), first_address(v));
+           cli_num(v, "vmid"), cli_str(v, "name"), cli_str(v, "os"), cli_str(v, "owner"),
+           cli_str(v, "node"), cli_str(v, "state"), cli_str(v, "power"), cli_num(v, "cores"),
+           cli_num(v, "memory_mb"), cli_num(v, "disk_gb"), first_address(v));
 }
 
 /* vm show: the network block, one line per address. */
@@ -200,23 +153,23 @@ static void net_show(json_t *v)
     json_t *n = json_object_get(v, "network");
     if (!json_is_object(n))
         return;
-    printf("%-11s %s on %s", "mac", str(n, "mac"), str(n, "bridge"));
-    if (num(n, "vlan"))
-        printf(" vlan %lld", num(n, "vlan"));
+    printf("%-11s %s on %s", "mac", cli_str(n, "mac"), cli_str(n, "bridge"));
+    if (cli_num(n, "vlan"))
+        printf(" vlan %lld", cli_num(n, "vlan"));
     printf("\n");
     size_t i;
     json_t *a;
     json_array_foreach(json_object_get(n, "addresses"), i, a)
     {
-        printf("%-11s %s/%lld", "address", str(a, "address"), num(a, "prefix"));
+        printf("%-11s %s/%lld", "address", cli_str(a, "address"), cli_num(a, "prefix"));
         if (json_is_string(json_object_get(a, "gateway")))
-            printf(" gw %s", str(a, "gateway"));
+            printf(" gw %s", cli_str(a, "gateway"));
         if (json_is_string(json_object_get(a, "pool")))
-            printf(" (pool %s)", str(a, "pool"));
+            printf(" (pool %s)", cli_str(a, "pool"));
         printf("\n");
     }
     printf("%-11s %s\n", "confirmed",
-           json_is_true(json_object_get(n, "confirmed")) ? str(n, "seen_at") : "no");
+           json_is_true(json_object_get(n, "confirmed")) ? cli_str(n, "seen_at") : "no");
 }
 
 static int vm_list(struct cli *c, int argc, char **argv)
@@ -245,12 +198,8 @@ static int vm_list(struct cli *c, int argc, char **argv)
         snprintf(path, sizeof path, "/v1/vms?limit=100%s%s%s", buf_str(&q),
                  cursor[0] ? "&after=" : "", cursor);
         json_t *ans = NULL;
-        long st = cli_call(c, "GET", path, NULL, &ans);
-        if (st != 200) {
-            rc = cli_fail(st, ans);
-            json_decref(ans);
+        if ((rc = cli_request(c, "GET", path, NULL, 200, &ans)) != EXIT_OK)
             break;
-        }
         json_array_extend(all, items(ans, "vms"));
         json_t *next = json_object_get(ans, "next");
         if (json_is_integer(next))
@@ -284,11 +233,8 @@ static int vm_show(struct cli *c, const char *vmid)
     char path[64];
     snprintf(path, sizeof path, "/v1/vms/%s", vmid);
     json_t *v = NULL;
-    long st = cli_call(c, "GET", path, NULL, &v);
-    int rc = st == 200 ? EXIT_OK : cli_fail(st, v);
-    if (rc == EXIT_OK && c->json) {
-        cli_print_json(v);
-    } else if (rc == EXIT_OK) {
+    int rc = cli_request(c, "GET", path, NULL, 200, &v);
+    if (rc == EXIT_OK && !cli_json_out(c, v)) {
         const char *keys[] = {"vmid",        "name",       "os",         "owner",     "node",
                               "node_status", "node_error", "state",      "power",     "cores",
                               "memory_mb",   "disk_gb",    "created_at", "updated_at"};
@@ -300,7 +246,7 @@ static int vm_show(struct cli *c, const char *vmid)
                 printf("%-11s %lld\n", keys[i], (long long)json_number_value(x));
         }
         net_show(v);
-        if (strcmp(str(v, "node_status"), "down") == 0)
+        if (strcmp(cli_str(v, "node_status"), "down") == 0)
             printf("note        its node is down: power and state are as last known, and\n"
                    "            actions are refused until the node answers again\n");
         json_t *p = json_object_get(v, "pending");
@@ -376,7 +322,7 @@ static int vm_op(struct cli *c, const char *op, int argc, char **argv)
     json_t *ans = NULL;
     long st = cli_call(c, method, path, json_object_size(body) ? body : NULL, &ans);
     json_decref(body);
-    return accepted(c, st, ans);
+    return cli_accepted(c, st, ans, NULL);
 }
 
 /* vm reinstall VMID --os OS [--ssh-key FILE]... [--password-file FILE|-]:
@@ -432,7 +378,7 @@ static int vm_reinstall(struct cli *c, int argc, char **argv)
     snprintf(path, sizeof path, "/v1/vms/%s/reinstall", argv[1]);
     json_t *ans = NULL;
     long st = cli_call(c, "POST", path, body, &ans);
-    rc = accepted(c, st, ans);
+    rc = cli_accepted(c, st, ans, NULL);
 out:
     json_decref(body);
     json_decref(keys);
@@ -473,15 +419,13 @@ int cmd_job(struct cli *c, int argc, char **argv)
     char path[128];
     snprintf(path, sizeof path, "/v1/jobs/%s", argv[1]);
     json_t *j = NULL;
-    long st = cli_call(c, "GET", path, NULL, &j);
-    int rc = st == 200 ? EXIT_OK : cli_fail(st, j);
-    if (rc == EXIT_OK && c->json) {
-        cli_print_json(j);
-    } else if (rc == EXIT_OK) {
+    int rc = cli_request(c, "GET", path, NULL, 200, &j);
+    if (rc == EXIT_OK && !cli_json_out(c, j)) {
         printf("job       %s\nkind      %s\nstate     %s\nstep      %s\nprogress  %lld%%\n",
-               str(j, "id"), str(j, "kind"), str(j, "state"), str(j, "step"), num(j, "progress"));
+               cli_str(j, "id"), cli_str(j, "kind"), cli_str(j, "state"), cli_str(j, "step"),
+               cli_num(j, "progress"));
         if (json_object_get(j, "vmid"))
-            printf("vmid      %lld\n", num(j, "vmid"));
+            printf("vmid      %lld\n", cli_num(j, "vmid"));
         const char *e = json_string_value(json_object_get(j, "error"));
         if (e && *e)
             printf("error     %s\n", e);
@@ -490,11 +434,11 @@ int cmd_job(struct cli *c, int argc, char **argv)
         json_array_foreach(json_object_get(j, "attempts"), i, a)
         {
             if (json_is_string(json_object_get(a, "node")))
-                printf("attempt   %s: %s\n", str(a, "node"), str(a, "error"));
+                printf("attempt   %s: %s\n", cli_str(a, "node"), cli_str(a, "error"));
             else /* a drain's ledger: one VM */
-                printf("vm        %lld %s: %s%s%s\n", num(a, "vmid"), str(a, "name"),
-                       str(a, "state"), json_is_string(json_object_get(a, "to")) ? " to " : "",
-                       json_is_string(json_object_get(a, "to")) ? str(a, "to") : "");
+                printf("vm        %lld %s: %s%s%s\n", cli_num(a, "vmid"), cli_str(a, "name"),
+                       cli_str(a, "state"), json_is_string(json_object_get(a, "to")) ? " to " : "",
+                       json_is_string(json_object_get(a, "to")) ? cli_str(a, "to") : "");
         }
     }
     json_decref(j);
@@ -526,14 +470,10 @@ int cmd_node(struct cli *c, int argc, char **argv)
         return EXIT_USAGE;
     }
     json_t *ans = NULL;
-    long st = cli_call(c, "GET", "/v1/nodes", NULL, &ans);
-    if (st != 200) {
-        int rc = cli_fail(st, ans);
-        json_decref(ans);
+    int rc = cli_request(c, "GET", "/v1/nodes", NULL, 200, &ans);
+    if (rc != EXIT_OK)
         return rc;
-    }
-    if (c->json) {
-        cli_print_json(ans);
+    if (cli_json_out(c, ans)) {
         json_decref(ans);
         return EXIT_OK;
     }
@@ -544,9 +484,9 @@ int cmd_node(struct cli *c, int argc, char **argv)
     json_array_foreach(items(ans, "nodes"), i, n)
     {
         json_t *mem = json_object_get(n, "memory_mb"), *dsk = json_object_get(n, "disk_gb");
-        long long mt = num(mem, "total") / 1024,
-                  mu = (num(mem, "used") + num(mem, "reserved")) / 1024;
-        long long dt = num(dsk, "total"), du = num(dsk, "used") + num(dsk, "reserved");
+        long long mt = cli_num(mem, "total") / 1024,
+                  mu = (cli_num(mem, "used") + cli_num(mem, "reserved")) / 1024;
+        long long dt = cli_num(dsk, "total"), du = cli_num(dsk, "used") + cli_num(dsk, "reserved");
         char mb[16], db[16], ms[64], ds[64];
         capbar(mu, mt, mb, sizeof mb);
         capbar(du, dt, db, sizeof db);
@@ -554,9 +494,9 @@ int cmd_node(struct cli *c, int argc, char **argv)
         snprintf(ds, sizeof ds, "%s %lld/%lld", db, du, dt);
         char cord[96] = "-";
         if (json_is_true(json_object_get(n, "cordoned")))
-            snprintf(cord, sizeof cord, "cordoned by %s", str(n, "cordoned_by"));
-        printf("%-8s %-8s %-30s %-30s %4lld  %s\n", str(n, "name"), str(n, "health"), ms, ds,
-               num(n, "vms"), cord);
+            snprintf(cord, sizeof cord, "cordoned by %s", cli_str(n, "cordoned_by"));
+        printf("%-8s %-8s %-30s %-30s %4lld  %s\n", cli_str(n, "name"), cli_str(n, "health"), ms,
+               ds, cli_num(n, "vms"), cord);
     }
     json_decref(ans);
     return EXIT_OK;
@@ -569,15 +509,10 @@ int cmd_os(struct cli *c, int argc, char **argv)
         return EXIT_USAGE;
     }
     json_t *ans = NULL;
-    long st = cli_call(c, "GET", "/v1/os", NULL, &ans);
-    if (st != 200) {
-        int rc = cli_fail(st, ans);
-        json_decref(ans);
+    int rc = cli_request(c, "GET", "/v1/os", NULL, 200, &ans);
+    if (rc != EXIT_OK)
         return rc;
-    }
-    if (c->json) {
-        cli_print_json(ans);
-    } else {
+    if (!cli_json_out(c, ans)) {
         printf("%-10s %-13s %9s %s\n", "OS", "RANGE", "USED", "NODES");
         size_t i;
         json_t *o;
@@ -585,14 +520,14 @@ int cmd_os(struct cli *c, int argc, char **argv)
         {
             json_t *r = json_object_get(o, "range");
             char range[32], used[32];
-            snprintf(range, sizeof range, "%lld-%lld", num(r, "lo"), num(r, "hi"));
-            snprintf(used, sizeof used, "%lld/%lld", num(r, "allocated"), num(r, "size"));
+            snprintf(range, sizeof range, "%lld-%lld", cli_num(r, "lo"), cli_num(r, "hi"));
+            snprintf(used, sizeof used, "%lld/%lld", cli_num(r, "allocated"), cli_num(r, "size"));
             struct buf nodes = BUF_INIT(1024);
             size_t k;
             json_t *nn;
             json_array_foreach(json_object_get(o, "nodes"), k, nn)
                 buf_printf(&nodes, "%s%s", k ? "," : "", json_string_value(nn));
-            printf("%-10s %-13s %9s %s\n", str(o, "name"), range, used, buf_str(&nodes));
+            printf("%-10s %-13s %9s %s\n", cli_str(o, "name"), range, used, buf_str(&nodes));
             buf_release(&nodes);
         }
     }

@@ -20,12 +20,6 @@ static int usage_events(void)
     return EXIT_USAGE;
 }
 
-static const char *s_of(json_t *o, const char *k)
-{
-    const char *s = json_string_value(json_object_get(o, k));
-    return s && *s ? s : "-";
-}
-
 static void event_row(const struct cli *c, json_t *e)
 {
     if (c->json) {
@@ -35,9 +29,9 @@ static void event_row(const struct cli *c, json_t *e)
     } else {
         char *d = json_dumps(json_object_get(e, "data"), JSON_COMPACT);
         printf("%-8lld %-24.24s %-18.18s %-8lld %-10.10s %-10.10s %s\n",
-               (long long)json_integer_value(json_object_get(e, "id")), s_of(e, "time"),
-               s_of(e, "type"), (long long)json_integer_value(json_object_get(e, "vmid")),
-               s_of(e, "node"), s_of(e, "owner"), d ? d : "{}");
+               (long long)json_integer_value(json_object_get(e, "id")), cli_str(e, "time"),
+               cli_str(e, "type"), (long long)json_integer_value(json_object_get(e, "vmid")),
+               cli_str(e, "node"), cli_str(e, "owner"), d ? d : "{}");
         free(d);
     }
     fflush(stdout);

@@ -23,42 +23,27 @@ static bool segment_ok(const char *s)
     return *s && strlen(s) < 64 && !strpbrk(s, "/?#% ");
 }
 
-static const char *str(json_t *o, const char *k)
-{
-    const char *s = json_string_value(json_object_get(o, k));
-    return s ? s : "-";
-}
-
-static json_int_t num(json_t *o, const char *k)
-{
-    return json_integer_value(json_object_get(o, k));
-}
-
 static void print_pool_row(json_t *p, bool admin)
 {
     if (!admin) {
-        printf("%-16s %-24s %lld\n", str(p, "name"), str(p, "cidr"), (long long)num(p, "yours"));
+        printf("%-16s %-24s %lld\n", cli_str(p, "name"), cli_str(p, "cidr"),
+               (long long)cli_num(p, "yours"));
         return;
     }
-    printf("%-16s %-24s %8lld %6lld %6lld %6lld %6lld %6lld %8lld\n", str(p, "name"),
-           str(p, "cidr"), (long long)num(p, "size"), (long long)num(p, "used"),
-           (long long)num(p, "reserved"), (long long)num(p, "quarantined"),
-           (long long)num(p, "held"), (long long)num(p, "foreign"), (long long)num(p, "free"));
+    printf("%-16s %-24s %8lld %6lld %6lld %6lld %6lld %6lld %8lld\n", cli_str(p, "name"),
+           cli_str(p, "cidr"), (long long)cli_num(p, "size"), (long long)cli_num(p, "used"),
+           (long long)cli_num(p, "reserved"), (long long)cli_num(p, "quarantined"),
+           (long long)cli_num(p, "held"), (long long)cli_num(p, "foreign"),
+           (long long)cli_num(p, "free"));
 }
 
 static int pool_list(struct cli *c)
 {
     json_t *ans = NULL;
-    long st = cli_call(c, "GET", "/v1/ippools", NULL, &ans);
-    if (st != 200) {
-        int rc = cli_fail(st, ans);
+    int rc = cli_request(c, "GET", "/v1/ippools", NULL, 200, &ans);
+    if (rc != EXIT_OK || cli_json_out(c, ans)) {
         json_decref(ans);
         return rc;
-    }
-    if (c->json) {
-        cli_print_json(ans);
-        json_decref(ans);
-        return EXIT_OK;
     }
     json_t *arr = json_object_get(ans, "ippools");
     bool admin = json_array_size(arr) && json_object_get(json_array_get(arr, 0), "size");
@@ -90,41 +75,35 @@ static int pool_show(struct cli *c, const char *name)
     char path[128];
     snprintf(path, sizeof path, "/v1/ippools/%s", name);
     json_t *p = NULL;
-    long st = cli_call(c, "GET", path, NULL, &p);
-    if (st != 200) {
-        int rc = cli_fail(st, p);
+    int rc = cli_request(c, "GET", path, NULL, 200, &p);
+    if (rc != EXIT_OK || cli_json_out(c, p)) {
         json_decref(p);
         return rc;
     }
-    if (c->json) {
-        cli_print_json(p);
-        json_decref(p);
-        return EXIT_OK;
-    }
-    printf("%-12s%s\n%-12s%s\n", "name", str(p, "name"), "cidr", str(p, "cidr"));
+    printf("%-12s%s\n%-12s%s\n", "name", cli_str(p, "name"), "cidr", cli_str(p, "cidr"));
     if (!json_object_get(p, "size")) {
-        printf("%-12s%lld\n", "yours", (long long)num(p, "yours"));
+        printf("%-12s%lld\n", "yours", (long long)cli_num(p, "yours"));
         json_decref(p);
         return EXIT_OK;
     }
-    printf("%-12s%s\n%-12s%s\n%-12s%lld\n", "gateway", str(p, "gateway"), "bridge",
-           str(p, "bridge"), "vlan", (long long)num(p, "vlan"));
+    printf("%-12s%s\n%-12s%s\n%-12s%lld\n", "gateway", cli_str(p, "gateway"), "bridge",
+           cli_str(p, "bridge"), "vlan", (long long)cli_num(p, "vlan"));
     static const char *const figs[] = {"size", "used",    "reserved", "quarantined",
                                        "held", "foreign", "free",     "conflicts"};
     for (size_t i = 0; i < sizeof figs / sizeof *figs; i++)
-        printf("%-12s%lld\n", figs[i], (long long)num(p, figs[i]));
+        printf("%-12s%lld\n", figs[i], (long long)cli_num(p, figs[i]));
     json_t *r = json_object_get(p, "ranges");
     print_strings("ranges", json_object_get(r, "configured"));
     print_strings("reserved", json_object_get(r, "configured_reserved"));
     size_t i;
     json_t *x;
-    json_array_foreach(json_object_get(r, "runtime"), i, x)
-        printf("%-12s#%lld %s %s-%s (%s)\n", "run-time", (long long)num(x, "id"), str(x, "kind"),
-               str(x, "first"), str(x, "last"), str(x, "created_by"));
+    json_array_foreach(json_object_get(r, "runtime"), i, x) printf(
+        "%-12s#%lld %s %s-%s (%s)\n", "run-time", (long long)cli_num(x, "id"), cli_str(x, "kind"),
+        cli_str(x, "first"), cli_str(x, "last"), cli_str(x, "created_by"));
     json_array_foreach(json_object_get(p, "conflict_list"), i, x)
         printf("%-12s%s held for vmid %lld, in the config of vmid %lld on %s\n", "conflict",
-               str(x, "address"), (long long)num(x, "vmid"), (long long)num(x, "seen_vmid"),
-               str(x, "seen_node"));
+               cli_str(x, "address"), (long long)cli_num(x, "vmid"),
+               (long long)cli_num(x, "seen_vmid"), cli_str(x, "seen_node"));
     json_decref(p);
     return EXIT_OK;
 }

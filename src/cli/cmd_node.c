@@ -8,12 +8,6 @@
 #include <stdio.h>
 #include <string.h>
 
-static const char *s_of(json_t *o, const char *k)
-{
-    const char *s = json_string_value(json_object_get(o, k));
-    return s ? s : "";
-}
-
 static void print_drain(json_t *j)
 {
     json_t *r = json_object_get(j, "result");
@@ -21,14 +15,14 @@ static void print_drain(json_t *j)
     json_t *e;
     if (json_is_true(json_object_get(r, "standalone")))
         printf("%s is a standalone host: nothing to move its VMs to; cordoned only\n",
-               s_of(r, "node"));
+               cli_str(r, "node"));
     json_array_foreach(json_object_get(r, "moved"), i, e)
         printf("moved   %-6lld %-24s %s -> %s\n",
-               (long long)json_integer_value(json_object_get(e, "vmid")), s_of(e, "name"),
-               s_of(e, "from"), s_of(e, "to"));
+               (long long)json_integer_value(json_object_get(e, "vmid")), cli_str(e, "name"),
+               cli_str(e, "from"), cli_str(e, "to"));
     json_array_foreach(json_object_get(r, "stayed"), i, e) printf(
         "stayed  %-6lld %-24s %s\n", (long long)json_integer_value(json_object_get(e, "vmid")),
-        s_of(e, "name"), s_of(e, "reason"));
+        cli_str(e, "name"), cli_str(e, "reason"));
     printf("%zu moved, %zu stayed\n", json_array_size(json_object_get(r, "moved")),
            json_array_size(json_object_get(r, "stayed")));
 }
@@ -38,24 +32,19 @@ static int drain(struct cli *c, const char *node, bool wait)
     char path[256];
     snprintf(path, sizeof path, "/v1/nodes/%s/drain", node);
     json_t *ans = NULL;
-    long st = cli_call(c, "POST", path, NULL, &ans);
-    if (st != 202) {
-        int rc = cli_fail(st, ans);
-        json_decref(ans);
+    int rc = cli_request(c, "POST", path, NULL, 202, &ans);
+    if (rc != EXIT_OK)
         return rc;
-    }
     char job[64];
-    snprintf(job, sizeof job, "%s", s_of(ans, "job"));
+    snprintf(job, sizeof job, "%s", cli_str(ans, "job"));
     if (!wait) {
-        if (c->json)
-            cli_print_json(ans);
-        else
+        if (!cli_json_out(c, ans))
             printf("job %s queued\n", job);
         json_decref(ans);
         return EXIT_OK;
     }
     json_decref(ans);
-    int rc = cli_follow_job(c, job);
+    rc = cli_follow_job(c, job);
     snprintf(path, sizeof path, "/v1/jobs/%s", job);
     json_t *j = NULL;
     if (!c->json && cli_call(c, "GET", path, NULL, &j) == 200) /* --json: printed by the follow */
@@ -86,14 +75,13 @@ int cmd_node_maint(struct cli *c, int argc, char **argv)
     char path[256];
     snprintf(path, sizeof path, "/v1/nodes/%s/%s", argv[1], argv[0]);
     json_t *ans = NULL;
-    long st = cli_call(c, "POST", path, NULL, &ans);
-    int rc = st == 200 ? EXIT_OK : cli_fail(st, ans);
-    if (rc == EXIT_OK && c->json)
-        cli_print_json(ans);
-    else if (rc == EXIT_OK && json_is_true(json_object_get(ans, "cordoned")))
-        printf("%s cordoned by %s\n", argv[1], s_of(ans, "cordoned_by"));
-    else if (rc == EXIT_OK)
-        printf("%s uncordoned\n", argv[1]);
+    int rc = cli_request(c, "POST", path, NULL, 200, &ans);
+    if (rc == EXIT_OK && !cli_json_out(c, ans)) {
+        if (json_is_true(json_object_get(ans, "cordoned")))
+            printf("%s cordoned by %s\n", argv[1], cli_str(ans, "cordoned_by"));
+        else
+            printf("%s uncordoned\n", argv[1]);
+    }
     json_decref(ans);
     return rc;
 }

@@ -18,12 +18,6 @@ static int usage(void)
     return EXIT_USAGE;
 }
 
-static const char *str(json_t *o, const char *k)
-{
-    const char *s = json_string_value(json_object_get(o, k));
-    return s ? s : "-";
-}
-
 static int print_list(struct cli *c, json_t *ans)
 {
     if (c->json) {
@@ -35,10 +29,10 @@ static int print_list(struct cli *c, json_t *ans)
     size_t i;
     json_t *s;
     json_array_foreach(json_object_get(ans, "snapshots"), i, s)
-        printf("%-24s %-24s %-4s %-6s %-9s %s\n", str(s, "name"), str(s, "created_at"),
+        printf("%-24s %-24s %-4s %-6s %-9s %s\n", cli_str(s, "name"), cli_str(s, "created_at"),
                json_is_true(json_object_get(s, "vmstate")) ? "yes" : "no",
-               json_is_true(json_object_get(s, "proxd")) ? "yes" : "no", str(s, "state"),
-               str(s, "description"));
+               json_is_true(json_object_get(s, "proxd")) ? "yes" : "no", cli_str(s, "state"),
+               cli_str(s, "description"));
     if (!json_array_size(json_object_get(ans, "snapshots")))
         printf("(no snapshots)\n");
     return EXIT_OK;
@@ -74,39 +68,6 @@ static int snap_list(struct cli *c, const char *vmid, bool refresh)
     } else
         rc = cli_fail(st, ans);
     json_decref(ans);
-    return rc;
-}
-
-/* A 202: follow the job unless --no-wait; then show the VM's power. */
-static int follow(struct cli *c, long st, json_t *ans, const char *vmid)
-{
-    if (st != 202) {
-        int rc = cli_fail(st, ans);
-        json_decref(ans);
-        return rc;
-    }
-    const char *job = json_string_value(json_object_get(ans, "job"));
-    if (c->quiet || !job) {
-        if (c->json)
-            cli_print_json(ans);
-        else
-            printf("job %s queued\n", job ? job : "?");
-        json_decref(ans);
-        return EXIT_OK;
-    }
-    char id[64];
-    snprintf(id, sizeof id, "%s", job);
-    json_decref(ans);
-    int rc = cli_follow_job(c, id);
-    if (rc == EXIT_OK && !c->json) {
-        char path[64];
-        snprintf(path, sizeof path, "/v1/vms/%s", vmid);
-        json_t *vm = NULL;
-        if (cli_call(c, "GET", path, NULL, &vm) == 200)
-            printf("VM %s (%s) is %s on %s\n", vmid, str(vm, "name"), str(vm, "power"),
-                   str(vm, "node"));
-        json_decref(vm);
-    }
     return rc;
 }
 
@@ -163,5 +124,5 @@ int cmd_snapshot(struct cli *c, int argc, char **argv)
     json_t *ans = NULL;
     long st = cli_call(c, del ? "DELETE" : "POST", path, body, &ans);
     json_decref(body);
-    return follow(c, st, ans, vmid);
+    return cli_accepted(c, st, ans, vmid);
 }

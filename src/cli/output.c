@@ -62,6 +62,25 @@ void cli_print_json(json_t *v)
     free(s);
 }
 
+bool cli_json_out(const struct cli *c, json_t *v)
+{
+    if (c->json)
+        cli_print_json(v);
+    return c->json;
+}
+
+const char *cli_str(json_t *o, const char *k)
+{
+    const char *s = json_string_value(json_object_get(o, k));
+    return s && *s ? s : "-";
+}
+
+long long cli_num(json_t *o, const char *k)
+{
+    json_t *v = json_object_get(o, k);
+    return json_is_number(v) ? (long long)json_number_value(v) : 0;
+}
+
 struct follow {
     struct cli *c;
     char last_step[64];
@@ -171,5 +190,39 @@ int cli_follow_job(struct cli *c, const char *job)
                     json_string_value(json_object_get(a, "error")));
     }
     json_decref(j);
+    return rc;
+}
+
+int cli_accepted(struct cli *c, long st, json_t *ans, const char *vmid)
+{
+    if (st != 202 && st != 200) {
+        int rc = cli_fail(st, ans);
+        json_decref(ans);
+        return rc;
+    }
+    const char *job = json_string_value(json_object_get(ans, "job"));
+    if (c->quiet || !job) {
+        if (!cli_json_out(c, ans))
+            printf("job %s queued\n", job ? job : "?");
+        json_decref(ans);
+        return EXIT_OK;
+    }
+    char id[64], vm[32];
+    snprintf(id, sizeof id, "%s", job);
+    if (vmid)
+        snprintf(vm, sizeof vm, "%s", vmid);
+    else
+        snprintf(vm, sizeof vm, "%lld", cli_num(ans, "vmid"));
+    json_decref(ans);
+    int rc = cli_follow_job(c, id);
+    if (rc == EXIT_OK && !c->json && strcmp(vm, "0") != 0) {
+        char path[64];
+        snprintf(path, sizeof path, "/v1/vms/%s", vm);
+        json_t *v = NULL;
+        if (cli_call(c, "GET", path, NULL, &v) == 200)
+            printf("VM %s (%s) is %s on %s\n", vm, cli_str(v, "name"), cli_str(v, "power"),
+                   cli_str(v, "node"));
+        json_decref(v);
+    }
     return rc;
 }
