@@ -16,17 +16,24 @@
 
 #define CONFLICTS_SHOWN 100
 
-static void forbidden(struct resp *rs)
-{
-    resp_error(rs, HTTP_FORBIDDEN, "forbidden", NULL, "only admins manage address pools");
-}
-
 static const struct cfg_ippool *pool_arg(struct req *rq, struct resp *rs)
 {
     const struct cfg_ippool *p = config_ippool(rq->api->cfg, rq->params[0]);
     if (!p)
         resp_error(rs, HTTP_NOT_FOUND, "not_found", "name", "name: no pool '%s'", rq->params[0]);
     return p;
+}
+
+/* The prologue of every admin route: an admin, a known query, a known pool
+ * (NULL after answering the error). */
+static const struct cfg_ippool *admin_pool(struct req *rq, struct resp *rs,
+                                           const char *const *allowed)
+{
+    if (!rq->who.admin) {
+        resp_error(rs, HTTP_FORBIDDEN, "forbidden", NULL, "only admins manage address pools");
+        return NULL;
+    }
+    return check_query(rq, rs, allowed) ? NULL : pool_arg(rq, rs);
 }
 
 static void store_failed(struct resp *rs, const struct store_error *se)
@@ -209,12 +216,8 @@ static json_t *row_json(const struct store_addr *r)
 void h_ippool_addrs(struct req *rq, struct resp *rs)
 {
     static const char *const allowed[] = {"state", "after", "limit", NULL};
-    if (!rq->who.admin) {
-        forbidden(rs);
-        return;
-    }
-    const struct cfg_ippool *p;
-    if (check_query(rq, rs, allowed) || !(p = pool_arg(rq, rs)))
+    const struct cfg_ippool *p = admin_pool(rq, rs, allowed);
+    if (!p)
         return;
     const char *state = query(rq, "state"), *after = query(rq, "after"), *lim = query(rq, "limit");
     static const char *const states[] = {"reserved", "used", "quarantine", "foreign", "held"};
@@ -265,12 +268,8 @@ void h_ippool_addrs(struct req *rq, struct resp *rs)
 
 void h_ippool_hold(struct req *rq, struct resp *rs)
 {
-    if (!rq->who.admin) {
-        forbidden(rs);
-        return;
-    }
-    const struct cfg_ippool *p;
-    if (check_query(rq, rs, NULL) || !(p = pool_arg(rq, rs)))
+    const struct cfg_ippool *p = admin_pool(rq, rs, NULL);
+    if (!p)
         return;
     char address[IPPOOL_ADDRSTRLEN + 2] = "", note[200] = "";
     bool has_addr = false;
@@ -324,12 +323,8 @@ static int row_of(store *st, const struct cfg_ippool *p, const char *key, struct
 
 void h_ippool_unhold(struct req *rq, struct resp *rs)
 {
-    if (!rq->who.admin) {
-        forbidden(rs);
-        return;
-    }
-    const struct cfg_ippool *p;
-    if (check_query(rq, rs, NULL) || !(p = pool_arg(rq, rs)))
+    const struct cfg_ippool *p = admin_pool(rq, rs, NULL);
+    if (!p)
         return;
     struct ippool_addr a;
     char key[IPPOOL_KEYLEN];
@@ -358,12 +353,8 @@ void h_ippool_unhold(struct req *rq, struct resp *rs)
 
 void h_ippool_range_add(struct req *rq, struct resp *rs)
 {
-    if (!rq->who.admin) {
-        forbidden(rs);
-        return;
-    }
-    const struct cfg_ippool *p;
-    if (check_query(rq, rs, NULL) || !(p = pool_arg(rq, rs)))
+    const struct cfg_ippool *p = admin_pool(rq, rs, NULL);
+    if (!p)
         return;
     char first[IPPOOL_ADDRSTRLEN + 2] = "", last[IPPOOL_ADDRSTRLEN + 2] = "", kind[16] = "ranges";
     bool hf = false, hl = false;
@@ -421,14 +412,9 @@ void h_ippool_range_add(struct req *rq, struct resp *rs)
 
 void h_ippool_range_del(struct req *rq, struct resp *rs)
 {
-    if (!rq->who.admin) {
-        forbidden(rs);
-        return;
-    }
-    const struct cfg_ippool *p;
+    const struct cfg_ippool *p = admin_pool(rq, rs, NULL);
     int64_t id;
-    if (check_query(rq, rs, NULL) || !(p = pool_arg(rq, rs)) ||
-        parse_int_arg(rs, "id", rq->params[1], 1, INT64_MAX, &id))
+    if (!p || parse_int_arg(rs, "id", rq->params[1], 1, INT64_MAX, &id))
         return;
     struct store_error se;
     int rc = store_addr_range_del(rq->api->st, p->name, id, &se);
