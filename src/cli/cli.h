@@ -42,9 +42,11 @@ int cli_request(struct cli *c, const char *method, const char *path, json_t *bod
  * printed; otherwise the job is followed and the VM's state printed (vmid
  * NULL: the answer's "vmid"). Takes ans. Returns an exit code. */
 int cli_accepted(struct cli *c, long st, json_t *ans, const char *vmid);
-/* Stream /v1/jobs/<id>/events, calling fn(ev) per event; returns 0 when the
- * stream ended, -1 when SSE is unavailable (the caller polls instead). */
-int cli_sse(struct cli *c, const char *job, void (*fn)(void *ud, json_t *ev), void *ud);
+/* Read the Server-Sent Events of path (/v1/jobs/<id>/events,
+ * /v1/events/stream?...), calling fn(ev) with each event's data; returns 0
+ * when the stream ended, -1 when it could not be had or broke (the caller
+ * polls instead). */
+int cli_sse(struct cli *c, const char *path, void (*fn)(void *ud, json_t *ev), void *ud);
 
 /* Sizes: "2G", "512M", "40G", "1T", bare numbers in the unit given. */
 bool cli_size_mb(const char *s, int64_t *mb);

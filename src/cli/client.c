@@ -183,13 +183,13 @@ static size_t sse_sink(char *p, size_t size, size_t n, void *ud)
     return k;
 }
 
-int cli_sse(struct cli *c, const char *job, void (*fn)(void *ud, json_t *ev), void *ud)
+int cli_sse(struct cli *c, const char *path, void (*fn)(void *ud, json_t *ev), void *ud)
 {
     CURL *h = curl_easy_init();
     if (!h)
         return -1;
-    char url[1024];
-    snprintf(url, sizeof url, "%s/v1/jobs/%s/events", c->server, job);
+    char url[2048];
+    snprintf(url, sizeof url, "%s%s", c->server, path);
     struct sse s = {BUF_INIT(1 << 20), BUF_INIT(1 << 20), fn, ud, 0};
     struct curl_slist *hl = headers(c, false, true);
     curl_easy_setopt(h, CURLOPT_URL, url);

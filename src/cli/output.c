@@ -150,7 +150,9 @@ static json_t *poll_job(struct follow *f, const char *job)
 int cli_follow_job(struct cli *c, const char *job)
 {
     struct follow f = {.c = c, .progress = 0};
-    if (cli_sse(c, job, on_event, &f) != 0) {
+    char events[128];
+    snprintf(events, sizeof events, "/v1/jobs/%s/events", job);
+    if (cli_sse(c, events, on_event, &f) != 0) {
         json_t *j = poll_job(&f, job);
         json_decref(j);
     }

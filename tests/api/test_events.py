@@ -23,6 +23,7 @@ from lib.proxd import Proxd, shutdown
 from lib.sim import Sim
 from lib.wait import wait_for
 import subprocess
+import threading
 
 DB = os.environ.get("PROXD_TEST_DB")
 SECRET = "s3cret-for-the-test-hook"
@@ -195,6 +196,52 @@ def stream_follows_the_log_and_resumes():
     r.close()
     assert all(e["id"] > stopped["id"] for e in got), got
     assert [e["type"] for e in got if e["data"]["vmid"] == VM["b"]][-1] == "vm.started"
+
+
+def streams_open():
+    text = requests.get(px.base + "/metrics", timeout=10).text
+    return sum(float(l.split()[-1]) for l in text.splitlines()
+               if l.startswith("proxd_event_streams{"))
+
+
+@case
+def proxctl_follow_streams_and_goes_on_across_a_restart():
+    base = events(ADMIN)[-1]["id"]
+    wait_for(lambda: streams_open() == 0, deadline=30, what="earlier cases' streams closed")
+    got, lock = [], threading.Lock()
+    p = subprocess.Popen([PROXCTL, "--server", px.base, "--token", ADMIN, "--json", "events",
+                          "--follow", "--after", str(base)], stdout=subprocess.PIPE, text=True)
+
+    def read():
+        for line in p.stdout:
+            with lock:
+                got.append(json.loads(line))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+
+    def seen(vmid, type):
+        with lock:
+            return any(e["vmid"] == vmid and e["type"] == type for e in got)
+
+    try:
+        vmid = VM["b"]
+        job(BOB, call("POST", "/v1/vms/%d/stop" % vmid, BOB))
+        wait_for(lambda: seen(vmid, "vm.stopped"), deadline=30, what="vm.stopped followed")
+        # caught up, it reads the event stream (it does not poll the log)
+        wait_for(lambda: streams_open() >= 1, deadline=30, what="proxctl's event stream open")
+        px.stop()  # its stream ends; it asks again until proxd is back
+        px.start()
+        job(BOB, call("POST", "/v1/vms/%d/start" % vmid, BOB))
+        wait_for(lambda: seen(vmid, "vm.started"), deadline=30, what="vm.started followed")
+    finally:
+        p.kill()
+        p.wait()
+        reader.join(10)
+    ids = [e["id"] for e in got]
+    assert ids == sorted(set(ids)), ids  # in order, none twice
+    logged = [e["id"] for e in events(ADMIN, base)]
+    assert ids == logged[:len(ids)], (ids, logged)  # none missed
 
 
 @case
