@@ -16,8 +16,6 @@
 
 /* ---- the sync pass and retention -------------------------------------------------- */
 
-/* Snapshots retention removes from a list: proxd's complete ones beyond
- * `keep` (oldest first) and older than max_age (the newest always stays). */
 /* How many parents up the chain a snapshot has (ties of snaptime, which
  * has a resolution of seconds, are ordered by it). */
 static size_t depth(const struct snap_info *s, size_t n, const struct snap_info *x)
@@ -34,6 +32,8 @@ static bool older(const struct snap_info *s, size_t n, const struct snap_info *a
     return a->snaptime != b->snaptime ? a->snaptime < b->snaptime : depth(s, n, a) < depth(s, n, b);
 }
 
+/* Snapshots retention removes from a list: proxd's complete ones beyond
+ * `keep` (oldest first) and older than max_age (the newest always stays). */
 size_t snap_retention(const struct proxd_config *cfg, const struct snap_info *s, size_t n,
                       int64_t now_s, const struct snap_info **out)
 {
