@@ -39,7 +39,7 @@ struct core {
     pthread_cond_t ccv;    /* a removal queued, or stop */
     struct clean_item *cq; /* under mu: queued removals, the first one under way */
     int ncq;
-    struct snapcache *snaps; /* snapshot.c: what proxd knows of snapshots */
+    struct snapcache *snaps; /* snapshot_cache.c: what proxd knows of snapshots */
     /* released addresses' quarantine per pool (create_net.c), also given
      * to the store (store_addr_policy) at core_new */
     struct store_addr_quarantine addrq[CFG_MAX_POOLS + 1];
