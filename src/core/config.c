@@ -49,6 +49,7 @@ enum sect {
     S_IPPOOL,
     S_SNAP,
     S_EVENTS,
+    S_JOBS,
     S_WEBHOOK,
     S_SKIP
 };
@@ -57,17 +58,10 @@ static const struct {
     const char *name;
     bool named; /* "[node NAME]" rather than "[proxd]" */
 } sect_info[] = {
-    [S_NONE] = {"", false},
-    [S_PROXD] = {"proxd", false},
-    [S_PROXMOX] = {"proxmox", false},
-    [S_LIMITS] = {"limits", false},
-    [S_OS] = {"os", true},
-    [S_NODE] = {"node", true},
-    [S_QUOTA] = {"quota", true},
-    [S_IPPOOL] = {"ippool", true},
-    [S_SNAP] = {"snapshots", false},
-    [S_EVENTS] = {"events", false},
-    [S_WEBHOOK] = {"webhook", true},
+    [S_NONE] = {"", false},         [S_PROXD] = {"proxd", false},  [S_PROXMOX] = {"proxmox", false},
+    [S_LIMITS] = {"limits", false}, [S_OS] = {"os", true},         [S_NODE] = {"node", true},
+    [S_QUOTA] = {"quota", true},    [S_IPPOOL] = {"ippool", true}, [S_SNAP] = {"snapshots", false},
+    [S_EVENTS] = {"events", false}, [S_JOBS] = {"jobs", false},    [S_WEBHOOK] = {"webhook", true},
     [S_SKIP] = {"", false},
 };
 
@@ -236,6 +230,8 @@ static const struct key_def keys[] = {
 
     /* 0: kept for ever */
     KNUM(S_EVENTS, PC, "keep", events_keep_s, "604800", 0, INT64_C(10) * 365 * 86400),
+    /* finished jobs and idempotency answers (0: kept for ever) */
+    KNUM(S_JOBS, PC, "keep", jobs_keep_s, "2592000", 0, INT64_C(10) * 365 * 86400),
 
     KSTR(S_WEBHOOK, HOOK, "url", url, NULL, v_url, F_REQUIRED),
     KSTR(S_WEBHOOK, HOOK, "secret", secret, NULL, v_secret, F_REQUIRED),
@@ -1393,6 +1389,7 @@ struct proxd_config *config_load(const char *path, char *err, size_t errlen)
         apply_defaults(S_LIMITS, st.c);
         apply_defaults(S_SNAP, st.c);
         apply_defaults(S_EVENTS, st.c);
+        apply_defaults(S_JOBS, st.c);
         parse_file(&st, path);
     }
     free(st.raw);

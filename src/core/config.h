@@ -151,6 +151,7 @@ struct proxd_config {
     int snap_sync_per_pass; /* VMs whose snapshots a reconcile pass reads; default 8 */
     /* [events] */
     int64_t events_keep_s; /* the event log keeps this long (0: for ever); default 7 days */
+    int64_t jobs_keep_s;   /* finished jobs and idempotency answers: default 30 days, 0: ever */
     /* [webhook NAME] */
     struct cfg_webhook webhooks[CFG_MAX_WEBHOOKS];
     int nwebhooks;

@@ -16,7 +16,7 @@
 #include <time.h>
 
 #define HEALTH_EVERY_MS 1000
-#define PRUNE_EVERY_MS 60000 /* or half of [events] keep, when shorter */
+#define PRUNE_EVERY_MS 60000 /* or half of the shortest retention, when shorter */
 
 static json_t *time_json(int64_t ms)
 {
@@ -104,7 +104,7 @@ static void health_round(struct core *k, struct evkeeper *ek)
     }
 }
 
-static void prune_round(struct core *k)
+static void prune_events(struct core *k)
 {
     if (k->cfg->events_keep_s <= 0)
         return;
@@ -117,6 +117,32 @@ static void prune_round(struct core *k)
                  (long long)k->cfg->events_keep_s);
 }
 
+static void prune_history(struct core *k)
+{
+    if (k->cfg->jobs_keep_s <= 0)
+        return;
+    struct store_history_pruned n;
+    struct store_error se;
+    if (store_history_prune(k->st, wall_ms() - k->cfg->jobs_keep_s * 1000, &n, &se))
+        log_warn("events", "pruning finished jobs: %s", se.message);
+    else if (n.jobs || n.idem)
+        log_info("events",
+                 "pruned %lld jobs and %lld idempotency answers older than %lld s ([jobs] keep)",
+                 (long long)n.jobs, (long long)n.idem, (long long)k->cfg->jobs_keep_s);
+}
+
+/* How long until the next prune: PRUNE_EVERY_MS, or half the shortest
+ * retention when that is shorter. */
+static int64_t prune_every(const struct proxd_config *c)
+{
+    int64_t every = PRUNE_EVERY_MS;
+    if (c->events_keep_s > 0 && c->events_keep_s * 500 < every)
+        every = c->events_keep_s * 500;
+    if (c->jobs_keep_s > 0 && c->jobs_keep_s * 500 < every)
+        every = c->jobs_keep_s * 500;
+    return every;
+}
+
 static void *keeper_main(void *arg)
 {
     struct core *k = arg;
@@ -125,9 +151,9 @@ static void *keeper_main(void *arg)
     do {
         health_round(k, ek);
         if (mono_ms() >= next_prune) {
-            prune_round(k);
-            int64_t every = k->cfg->events_keep_s * 500;
-            next_prune = mono_ms() + (every > 0 && every < PRUNE_EVERY_MS ? every : PRUNE_EVERY_MS);
+            prune_events(k);
+            prune_history(k);
+            next_prune = mono_ms() + prune_every(k->cfg);
         }
     } while (!core_nap(k, HEALTH_EVERY_MS));
     return NULL;

@@ -725,6 +725,19 @@ int store_event_last_id(store *s, int64_t *id, struct store_error *err);
  * NULL) counts them. */
 int store_event_prune(store *s, int64_t before_ts, int64_t *n, struct store_error *err);
 
+/* ---- history ------------------------------------------------------------- */
+
+struct store_history_pruned {
+    int64_t jobs; /* finished jobs removed, their progress events with them */
+    int64_t idem; /* idempotency answers removed */
+};
+/* Remove the jobs that finished (done or failed) before before_ts (unix ms)
+ * and are named by no leftover, and the idempotency answers stored before
+ * it, in batches of a short transaction each. Queued and running jobs stay
+ * whatever their age. */
+int store_history_prune(store *s, int64_t before_ts, struct store_history_pruned *out,
+                        struct store_error *err);
+
 /* A node's health as this instance sees it. When it differs from what is
  * stored (every instance sharing the database writes the one row), the row
  * and a node.up / node.down event (data: {"reason": why}) are written

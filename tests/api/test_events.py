@@ -403,7 +403,8 @@ def two_instances_deliver_each_event_once_between_them():
 @case
 def retention_prunes_old_events_and_ids_go_on():
     other = Proxd(sim, database=os.environ.get("PROXD_TEST_DB2"),
-                  proxd_extra="reconcile_interval = 3600\n\n[events]\nkeep = 2\n")
+                  proxd_extra="reconcile_interval = 3600\n\n[events]\nkeep = 2\n\n"
+                              "[jobs]\nkeep = 3\n")
     admin = other.token("ops", "admin")
     other.start()
     try:
@@ -411,11 +412,15 @@ def retention_prunes_old_events_and_ids_go_on():
             r = other.call("GET", "/v1/events", admin)
             assert r.status_code == 200, r.text
             return r.json()["events"]
-        r = other.call("POST", "/v1/vms", admin, {"os": "ubuntu", "name": "ret", "cores": 1,
-                                                 "memory_mb": 1024, "disk_gb": 10,
-                                                 "owner": "erin"})
+        body = {"os": "ubuntu", "name": "ret", "cores": 1, "memory_mb": 1024, "disk_gb": 10,
+                "owner": "erin"}
+        key = {"Idempotency-Key": "ret-1"}
+        r = other.call("POST", "/v1/vms", admin, body, headers=key)
         assert r.status_code == 202, r.text
-        other.wait_job(r.json()["job"], admin, deadline=90)
+        created = r.json()
+        other.wait_job(created["job"], admin, deadline=90)
+        again = other.call("POST", "/v1/vms", admin, body, headers=key)
+        assert again.json()["job"] == created["job"], again.text  # the key's answer
         first = evs()
         assert any(e["type"] == "vm.created" for e in first), first
         top = max(e["id"] for e in first)
@@ -425,6 +430,13 @@ def retention_prunes_old_events_and_ids_go_on():
         other.wait_job(r.json()["job"], admin, deadline=90)
         later = evs()
         assert later and all(e["id"] > top for e in later), (top, later)
+        # [jobs] keep: the finished creation and its key's answer go, the VM stays
+        wait_for(lambda: other.call("GET", "/v1/jobs/" + created["job"], admin).status_code
+                 == 404, deadline=30, interval=0.2, what="the finished job pruned")
+        assert other.call("GET", "/v1/vms/%d" % created["vmid"], admin).status_code == 200
+        again = other.call("POST", "/v1/vms", admin, dict(body, name="ret2"), headers=key)
+        assert again.status_code == 202 and again.json()["job"] != created["job"], again.text
+        other.wait_job(again.json()["job"], admin, deadline=90)
     finally:
         other.stop()
 

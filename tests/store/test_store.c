@@ -1023,6 +1023,79 @@ static void test_job_events(void **state)
     free(v);
 }
 
+/* ---- history --------------------------------------------------------------- */
+
+static void history_job(store *s, const char *id, enum job_state state, int64_t finished)
+{
+    struct job_rec j = {.state = state, .vmid = 0, .finished_at = finished};
+    snprintf(j.id, sizeof j.id, "%s", id);
+    snprintf(j.kind, sizeof j.kind, "create");
+    snprintf(j.owner, sizeof j.owner, "alice");
+    j.created_at = finished ? finished - 1000 : wall_ms() - 7200 * 1000;
+    OK(store_job_insert(s, &j, &e_));
+    job_rec_release(&j);
+}
+
+static bool job_gone(store *s, const char *id)
+{
+    struct job_rec j;
+    struct store_error e;
+    int rc = store_job_get(s, id, &j, &e);
+    if (rc == STORE_OK)
+        job_rec_release(&j);
+    return rc == STORE_E_NOTFOUND;
+}
+
+static void test_history_prune(void **state)
+{
+    struct fx *f = *state;
+    int64_t now = wall_ms(), old = now - 3600 * 1000;
+    history_job(f->s, "old-done", JOB_DONE, old);
+    history_job(f->s, "old-failed", JOB_FAILED, old);
+    history_job(f->s, "old-left", JOB_FAILED, old); /* a leftover still names it */
+    history_job(f->s, "new-done", JOB_DONE, now);
+    history_job(f->s, "old-queued", JOB_QUEUED, 0); /* never, however old */
+    history_job(f->s, "old-running", JOB_RUNNING, 0);
+    OK(store_job_event_add(f->s, "old-done", "clone", 40, "cloning", &e_));
+    OK(store_job_event_add(f->s, "new-done", "clone", 40, "cloning", &e_));
+    OK(store_leftover_add(f->s, 901, "sv1", "old-left", &e_));
+    json_t *prev = NULL;
+    OK(store_idem_put(f->s, "alice", "k1", json_pack("{s:s}", "job", "new-done"), &prev, &e_));
+    json_decref(prev);
+
+    struct store_history_pruned n;
+    OK(store_history_prune(f->s, now - 60000, &n, &e_));
+    assert_int_equal(n.jobs, 2);
+    assert_int_equal(n.idem, 0);
+    assert_true(job_gone(f->s, "old-done") && job_gone(f->s, "old-failed"));
+    assert_false(job_gone(f->s, "old-left") || job_gone(f->s, "new-done") ||
+                 job_gone(f->s, "old-queued") || job_gone(f->s, "old-running"));
+    struct job_event *v = NULL;
+    size_t ne = 9;
+    struct store_error e;
+    int rc = store_job_events(f->s, "old-done", 0, &v, &ne, &e);
+    assert_true(rc == STORE_E_NOTFOUND || (rc == STORE_OK && ne == 0)); /* cascaded */
+    free(v);
+    OK(store_job_events(f->s, "new-done", 0, &v, &ne, &e_));
+    assert_int_equal(ne, 1);
+    free(v);
+
+    /* later: the newer job and the answer go; the leftover's job stays
+     * until the leftover is done */
+    OK(store_history_prune(f->s, wall_ms() + 1000, &n, &e_));
+    assert_int_equal(n.jobs, 1);
+    assert_int_equal(n.idem, 1);
+    json_t *ans = NULL;
+    EXPECT(STORE_E_NOTFOUND, store_idem_get(f->s, "alice", "k1", &ans, &e));
+    OK(store_leftover_done(f->s, 901, "sv1", 0, &e_));
+    OK(store_history_prune(f->s, wall_ms() + 1000, &n, &e_));
+    assert_int_equal(n.jobs, 1);
+    assert_true(job_gone(f->s, "old-left"));
+    assert_false(job_gone(f->s, "old-queued") || job_gone(f->s, "old-running"));
+    OK(store_history_prune(f->s, wall_ms() + 1000, &n, &e_));
+    assert_int_equal(n.jobs + n.idem, 0);
+}
+
 /* ---- VMID allocation ---------------------------------------------------- */
 
 static void test_vmid_reserve(void **state)
@@ -3294,6 +3367,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_job_claim_order_and_lease, setup, teardown),
         cmocka_unit_test_setup_teardown(test_job_claim_per_vm, setup, teardown),
         cmocka_unit_test_setup_teardown(test_job_events, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_history_prune, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vmid_reserve, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vmid_quarantine_foreign, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vmid_big_range, setup, teardown),
