@@ -35,6 +35,7 @@ static const struct route ROUTES[] = {
     {{"POST", "/v1/vms/{vmid}/snapshots"}, h_snap_create, true},
     {{"DELETE", "/v1/vms/{vmid}/snapshots/{name}"}, h_snap_delete, true},
     {{"POST", "/v1/vms/{vmid}/snapshots/{name}/rollback"}, h_snap_rollback, true},
+    {{"GET", "/v1/jobs"}, h_jobs_list, true},
     {{"GET", "/v1/jobs/{id}"}, h_job_get, true},
     {{"GET", "/v1/jobs/{id}/events"}, h_job_events, true},
     {{"GET", "/v1/events"}, h_events, true},

@@ -1,8 +1,10 @@
-/* routes_jobs: GET /v1/jobs/{id} (the stream is in sse.c). Like VMs, a
- * user's view of another owner's job is a 404. */
+/* routes_jobs: GET /v1/jobs (a page, newest first) and GET /v1/jobs/{id}
+ * (the stream is in sse.c). Like VMs, a user's view of another owner's job
+ * is a 404, and a user's list holds their own jobs only. */
 #include "api/api_int.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static bool job_id_ok(const char *id)
@@ -37,4 +39,76 @@ void h_job_get(struct req *rq, struct resp *rs)
         return;
     resp_json(rs, HTTP_OK, job_to_json(&j));
     job_rec_release(&j);
+}
+
+/* GET /v1/jobs?state=&kind=&vmid=&owner=&before=&limit=: newest first. A
+ * user sees their own jobs (owner, when given, must be theirs); an admin
+ * every owner's. `next` is the `before` of the following page. */
+static bool list_filter(struct req *rq, struct resp *rs, struct job_filter *f)
+{
+    static const char *const allowed[] = {"state",  "kind",  "vmid", "owner",
+                                          "before", "limit", NULL};
+    static const char *const states[] = {"queued", "running", "done", "failed"};
+    if (check_query(rq, rs, allowed))
+        return false;
+    *f = (struct job_filter){.state = -1};
+    const char *s = query(rq, "state");
+    for (int i = 0; s && f->state < 0 && i < 4; i++)
+        if (strcmp(s, states[i]) == 0)
+            f->state = i; /* enum job_state's order */
+    if (s && f->state < 0) {
+        resp_error(rs, HTTP_BAD_REQUEST, "invalid", "state",
+                   "state: '%.40s' is not one of queued, running, done, failed", s);
+        return false;
+    }
+    f->kind = query(rq, "kind");
+    if (f->kind && (!*f->kind || strlen(f->kind) > 15 ||
+                    strspn(f->kind, "abcdefghijklmnopqrstuvwxyz-") != strlen(f->kind))) {
+        resp_error(rs, HTTP_BAD_REQUEST, "invalid", "kind",
+                   "kind: a job kind (create, stop, snap-create...), lower-case letters and '-'");
+        return false;
+    }
+    f->owner = query(rq, "owner");
+    if (!rq->who.admin && f->owner && strcmp(f->owner, rq->who.owner) != 0) {
+        resp_error(rs, HTTP_BAD_REQUEST, "invalid", "owner",
+                   "owner: only administrators list other owners' jobs");
+        return false;
+    }
+    if (!rq->who.admin)
+        f->owner = rq->who.owner;
+    int64_t v = 0;
+    if ((s = query(rq, "vmid")) && parse_int_arg(rs, "vmid", s, 1, 999999999, &v))
+        return false;
+    f->vmid = (int)v;
+    if ((s = query(rq, "before")) && parse_int_arg(rs, "before", s, 1, INT64_MAX, &f->before))
+        return false;
+    v = 100;
+    if ((s = query(rq, "limit")) && parse_int_arg(rs, "limit", s, 1, 1000, &v))
+        return false;
+    f->limit = (int)v;
+    return true;
+}
+
+void h_jobs_list(struct req *rq, struct resp *rs)
+{
+    struct job_filter f;
+    if (!list_filter(rq, rs, &f))
+        return;
+    struct job_rec *v = NULL;
+    size_t n = 0;
+    int64_t next = 0;
+    struct store_error se;
+    if (store_job_list(rq->api->st, &f, &v, &n, &next, &se)) {
+        resp_error(rs, HTTP_SERVICE_UNAVAILABLE, "unavailable", NULL, "%s", se.message);
+        return;
+    }
+    json_t *arr = json_array();
+    for (size_t i = 0; i < n; i++) {
+        json_array_append_new(arr, job_to_json(&v[i]));
+        job_rec_release(&v[i]);
+    }
+    free(v);
+    resp_json(rs, HTTP_OK,
+              json_pack("{s:o,s:o}", "jobs", arr, "next",
+                        next ? json_integer((json_int_t)next) : json_null()));
 }

@@ -408,43 +408,6 @@ int cmd_vm(struct cli *c, int argc, char **argv)
     return usage_vm();
 }
 
-int cmd_job(struct cli *c, int argc, char **argv)
-{
-    if (argc != 2 || (strcmp(argv[0], "show") != 0 && strcmp(argv[0], "watch") != 0)) {
-        fprintf(stderr, "usage: proxctl job show|watch ID\n");
-        return EXIT_USAGE;
-    }
-    if (strcmp(argv[0], "watch") == 0)
-        return cli_follow_job(c, argv[1]);
-    char path[128];
-    snprintf(path, sizeof path, "/v1/jobs/%s", argv[1]);
-    json_t *j = NULL;
-    int rc = cli_request(c, "GET", path, NULL, 200, &j);
-    if (rc == EXIT_OK && !cli_json_out(c, j)) {
-        printf("job       %s\nkind      %s\nstate     %s\nstep      %s\nprogress  %lld%%\n",
-               cli_str(j, "id"), cli_str(j, "kind"), cli_str(j, "state"), cli_str(j, "step"),
-               cli_num(j, "progress"));
-        if (json_object_get(j, "vmid"))
-            printf("vmid      %lld\n", cli_num(j, "vmid"));
-        const char *e = json_string_value(json_object_get(j, "error"));
-        if (e && *e)
-            printf("error     %s\n", e);
-        size_t i;
-        json_t *a;
-        json_array_foreach(json_object_get(j, "attempts"), i, a)
-        {
-            if (json_is_string(json_object_get(a, "node")))
-                printf("attempt   %s: %s\n", cli_str(a, "node"), cli_str(a, "error"));
-            else /* a drain's ledger: one VM */
-                printf("vm        %lld %s: %s%s%s\n", cli_num(a, "vmid"), cli_str(a, "name"),
-                       cli_str(a, "state"), json_is_string(json_object_get(a, "to")) ? " to " : "",
-                       json_is_string(json_object_get(a, "to")) ? cli_str(a, "to") : "");
-        }
-    }
-    json_decref(j);
-    return rc;
-}
-
 /* "[#####-----]" for used of total. */
 static void capbar(long long used, long long total, char *out, size_t len)
 {

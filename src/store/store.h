@@ -280,6 +280,18 @@ int store_job_lease_owners(store *s, char (*owners)[64], size_t max, size_t *n,
 /* Expire the leases held by `owner` (a runner known to be dead), so that
  * the jobs are claimed again at once instead of after the lease. */
 int store_job_expire_owner(store *s, const char *owner, struct store_error *err);
+struct job_filter {
+    const char *owner, *kind; /* NULL: any */
+    int state;                /* -1: any */
+    int vmid;                 /* 0: any */
+    int64_t before;           /* pagination: jobs submitted before this cursor; 0: the newest */
+    int limit;                /* 0: 100; at most 1000 */
+};
+/* Jobs newest first (submission order). *out is an array of *n jobs; free
+ * each with job_rec_release, then free(*out). *next (may be NULL) is the
+ * cursor for the page after this one, 0 when this page is not full. */
+int store_job_list(store *s, const struct job_filter *f, struct job_rec **out, size_t *n,
+                   int64_t *next, struct store_error *err);
 /* Unfinished jobs (queued or running) count, per kind if kind != NULL. */
 int store_job_count_active(store *s, const char *kind, int *n, struct store_error *err);
 

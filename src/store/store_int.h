@@ -141,6 +141,11 @@ int store_schema_migrate(db *d, struct store_error *err);
 
 int store_vm_insert_in(db_conn *c, struct vm_rec *r, struct store_error *err);
 int store_job_insert_in(db_conn *c, struct job_rec *j, struct store_error *err);
+/* The columns a job row is read from, and the reader of one such row. */
+#define JOB_COLS                                                                                   \
+    "id, kind, state, vmid, owner, step, node, upid, progress, request, attempts, error, "         \
+    "lease_owner, lease_until, created_at, updated_at, finished_at"
+int store_job_row(db_stmt *st, struct job_rec *j, struct store_error *err);
 /* A job event line; `step` and `job` may be bounded fields. */
 int store_event_add_in(db_conn *c, const char *job, size_t joblen, const char *step, size_t steplen,
                        int progress, const char *message, struct store_error *err);

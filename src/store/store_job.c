@@ -9,11 +9,7 @@
 
 #include "common/util.h"
 
-#define JOB_COLS                                                                                   \
-    "id, kind, state, vmid, owner, step, node, upid, progress, request, attempts, error, "         \
-    "lease_owner, lease_until, created_at, updated_at, finished_at"
-
-static int row_to_job(db_stmt *st, struct job_rec *j, struct store_error *err)
+int store_job_row(db_stmt *st, struct job_rec *j, struct store_error *err)
 {
     memset(j, 0, sizeof *j);
     DB_COL_FIELD(st, 0, j->id);
@@ -263,7 +259,7 @@ static int job_get_fn(db_conn *c, void *ctx, struct store_error *err)
     if (rc == STORE_OK && !found)
         rc = store_fail(err, STORE_E_NOTFOUND, "no job %s", g->id);
     if (rc == STORE_OK)
-        rc = row_to_job(st, g->out, err);
+        rc = store_job_row(st, g->out, err);
     db_done(st);
     return rc;
 }
@@ -347,7 +343,7 @@ static int job_claim_fn(db_conn *c, void *ctx, struct store_error *err)
     if (rc == STORE_OK && !found) /* we hold the write lock or the row lock */
         rc = store_fail(err, STORE_E_DB, "job %s vanished while claiming it", id);
     if (rc == STORE_OK)
-        rc = row_to_job(take, cl->out, err);
+        rc = store_job_row(take, cl->out, err);
     db_done(take);
     return rc;
 }

@@ -234,9 +234,15 @@ static const char SCHEMA_9_EVENTS[] =
     "  changed_at {I64} NOT NULL"
     "){STRICT};";
 
+/* Version 10: the job list walks jobs newest first (store_job_list.c) and
+ * the history prune finds finished jobs by age (store_history.c). */
+static const char SCHEMA_10_JOBS[] =
+    "CREATE INDEX jobs_seq ON jobs (seq);"
+    "CREATE INDEX jobs_finished ON jobs (finished_at) WHERE state IN ('done', 'failed');";
+
 /* Migration i brings the schema from version SCHEMA_FIRST + i - 1 to
  * SCHEMA_FIRST + i; MIGRATIONS[0] makes a new database. */
-static const char *const MIGRATIONS[] = {SCHEMA_7, SCHEMA_8_ADDR, SCHEMA_9_EVENTS};
+static const char *const MIGRATIONS[] = {SCHEMA_7, SCHEMA_8_ADDR, SCHEMA_9_EVENTS, SCHEMA_10_JOBS};
 #define NMIGRATIONS ((int)(sizeof MIGRATIONS / sizeof MIGRATIONS[0]))
 #define SCHEMA_LAST (SCHEMA_FIRST + NMIGRATIONS - 1)
 

@@ -428,6 +428,45 @@ def power_actions():
 
 
 @case
+def job_list_filters_pages_and_isolation():
+    vmid = VMS["alice-1"]
+
+    def jobs(token, q=""):
+        r = call("GET", "/v1/jobs" + q, token)
+        assert r.status_code == 200, r.text
+        return r.json()
+    mine = jobs(ALICE, "?vmid=%d&limit=1000" % vmid)["jobs"]
+    # newest first: the power actions above, in reverse, then the creation
+    kinds = [j["kind"] for j in mine]
+    assert kinds[:7] == ["start", "shutdown", "reboot", "resume", "pause", "start", "stop"], kinds
+    assert kinds[-1] == "create", kinds
+    assert all(j["vmid"] == vmid for j in mine), mine
+    assert mine[0] == call("GET", "/v1/jobs/" + mine[0]["id"], ALICE).json()
+    # pages of 2 give the same list, none twice
+    paged, q = [], "?vmid=%d&limit=2" % vmid
+    while True:
+        page = jobs(ALICE, q)
+        paged += page["jobs"]
+        if page["next"] is None:
+            break
+        q = "?vmid=%d&limit=2&before=%d" % (vmid, page["next"])
+    assert [j["id"] for j in paged] == [j["id"] for j in mine]
+    done = jobs(ALICE, "?state=done&kind=start")["jobs"]
+    assert len(done) >= 2 and all(j["state"] == "done" and j["kind"] == "start" for j in done)
+    # isolation: bob sees none of alice's; an admin sees them, and filters by owner
+    assert all(j["owner"] == "bob" for j in jobs(BOB, "?limit=1000")["jobs"])
+    assert jobs(BOB, "?vmid=%d" % vmid)["jobs"] == []
+    err(call("GET", "/v1/jobs?owner=alice", BOB), 400, "invalid", "owner")
+    assert jobs(BOB, "?owner=bob")["jobs"] == jobs(BOB)["jobs"]
+    by_admin = jobs(ADMIN, "?owner=alice&vmid=%d&limit=1000" % vmid)["jobs"]
+    assert [j["id"] for j in by_admin] == [j["id"] for j in mine]
+    for q, field in (("state=finished", "state"), ("vmid=0", "vmid"), ("limit=1001", "limit"),
+                     ("kind=Stop", "kind"), ("before=-1", "before")):
+        err(call("GET", "/v1/jobs?" + q, ALICE), 400, "invalid", field)
+    err(call("GET", "/v1/jobs?after=1", ALICE), 400, "unknown_parameter", "after")
+
+
+@case
 def update_resize_delete():
     vmid = VMS["alice-1"]
     err(call("PATCH", "/v1/vms/%d" % vmid, ALICE, {}), 400, "invalid")

@@ -127,6 +127,19 @@ def run_cases():
         assert r.returncode == 0 and "state     done" in r.stdout, r.stdout
         r = ctl("job", "watch", job["id"])
         assert r.returncode == 0 and "done" in r.stdout
+        # list: newest first, the stop on top; pages of the API joined to --limit
+        r = ctl("job", "list", "--vmid", "4000")
+        rows = r.stdout.splitlines()
+        assert r.returncode == 0 and rows[0].split()[:3] == ["ID", "KIND", "STATE"], r.stdout
+        assert rows[1].split()[:3] == [job["id"], "stop", "done"], rows
+        every = json.loads(ctl("--json", "job", "list", "--limit", "1000").stdout)
+        assert len(every) >= 3 and every[0]["id"] == job["id"], every
+        two = json.loads(ctl("--json", "job", "list", "--limit", "2").stdout)
+        assert [j["id"] for j in two] == [j["id"] for j in every[:2]], two
+        done = json.loads(ctl("--json", "job", "list", "--state", "done", "--kind", "stop").stdout)
+        assert done and all(j["kind"] == "stop" and j["state"] == "done" for j in done), done
+        assert ctl("job", "list", "--state", "finished").returncode == 2  # 400 naming state
+        assert ctl("job", "list", "--limit", "0").returncode == 2
 
     @case
     def exit_codes():

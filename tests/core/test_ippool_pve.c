@@ -182,7 +182,7 @@ static void run(const char *version, bool json_bodies)
     struct agent_wait w = {&s, NULL};
     assert_true(h_wait(agent_up, &w, 20000)); /* the agent answers 15 PVE s after boot */
     char mac[IPPOOL_MACSTRLEN];
-    snprintf(mac, sizeof mac, "%s", n.net0 + strlen("virtio="));
+    snprintf(mac, sizeof mac, "%.*s", (int)sizeof mac - 1, n.net0 + strlen("virtio="));
     assert_true(has_addr(w.ifaces, mac, "192.168.10.254", 24));
     assert_true(has_addr(w.ifaces, mac, "2001:db8:10:0:ffff:ffff:ffff:ffff", 64));
     json_decref(w.ifaces);

@@ -221,7 +221,7 @@ static int teardown(void **state)
 
 /* The schema version store_schema.c's MIGRATIONS ends at (the unified list
  * starts at 7: a new database records 7 and each later step). */
-#define SCHEMA_LAST 9
+#define SCHEMA_LAST 10
 
 static void test_open_bad_urls(void **state)
 {
@@ -1021,6 +1021,63 @@ static void test_job_events(void **state)
     assert_int_equal(n, 1);
     assert_string_equal(v[0].step, "start");
     free(v);
+}
+
+static void test_job_list(void **state)
+{
+    struct fx *f = *state;
+    /* 30 jobs: owners alternate, kinds cycle, every third done, VMIDs 500+i%5 */
+    static const char *const kinds[] = {"create", "stop", "delete"};
+    for (int i = 0; i < 30; i++) {
+        struct job_rec j = {.state = i % 3 == 0 ? JOB_DONE : JOB_QUEUED, .vmid = 500 + i % 5};
+        snprintf(j.id, sizeof j.id, "list-%02d", i);
+        snprintf(j.kind, sizeof j.kind, "%s", kinds[i % 3]);
+        snprintf(j.owner, sizeof j.owner, "%s", i % 2 ? "bob" : "alice");
+        OK(store_job_insert(f->s, &j, &e_));
+        job_rec_release(&j);
+    }
+    struct job_rec *v = NULL;
+    size_t n = 0;
+    int64_t next = -1;
+    struct job_filter all = {.state = -1, .limit = 1000};
+    OK(store_job_list(f->s, &all, &v, &n, &next, &e_));
+    assert_int_equal(n, 30);
+    assert_int_equal(next, 0);
+    for (size_t i = 0; i < n; i++) { /* newest first */
+        char want[32];
+        snprintf(want, sizeof want, "list-%02d", 29 - (int)i);
+        assert_string_equal(v[i].id, want);
+        job_rec_release(&v[i]);
+    }
+    free(v);
+    /* every filter at once: alice's (i even) done creates (i % 3 == 0) on VMID 500
+     * (i % 5 == 0): i = 0 only, below 30 */
+    struct job_filter one = {.owner = "alice", .kind = "create", .state = JOB_DONE, .vmid = 500};
+    OK(store_job_list(f->s, &one, &v, &n, NULL, &e_));
+    assert_int_equal(n, 1);
+    assert_string_equal(v[0].id, "list-00");
+    job_rec_release(&v[0]);
+    free(v);
+    /* pages of 4 of bob's queued jobs: each newer than the next, none twice */
+    struct job_filter page = {.owner = "bob", .state = JOB_QUEUED, .limit = 4};
+    int seen = 0, prev = 100;
+    do {
+        OK(store_job_list(f->s, &page, &v, &n, &next, &e_));
+        for (size_t i = 0; i < n; i++) {
+            int k = atoi(v[i].id + 5);
+            assert_true(k < prev && k % 2 == 1 && k % 3 != 0);
+            assert_string_equal(v[i].owner, "bob");
+            prev = k;
+            seen++;
+            job_rec_release(&v[i]);
+        }
+        free(v);
+        page.before = next;
+    } while (next);
+    assert_int_equal(seen, 10); /* odd i below 30 not divisible by 3 */
+    struct store_error e;
+    struct job_filter bad = {.state = 9};
+    EXPECT(STORE_E_INVALID, store_job_list(f->s, &bad, &v, &n, NULL, &e));
 }
 
 /* ---- history --------------------------------------------------------------- */
@@ -3368,6 +3425,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_job_claim_per_vm, setup, teardown),
         cmocka_unit_test_setup_teardown(test_job_events, setup, teardown),
         cmocka_unit_test_setup_teardown(test_history_prune, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_job_list, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vmid_reserve, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vmid_quarantine_foreign, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vmid_big_range, setup, teardown),

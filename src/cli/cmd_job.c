@@ -1,0 +1,136 @@
+/* cmd_job: proxctl job list|show|watch: the jobs proxd runs. list pages
+ * through GET /v1/jobs newest first (before= the previous page's next)
+ * until --limit jobs are shown. */
+#include "cli/cli.h"
+
+#include "common/buf.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LIST_DEFAULT 50
+#define LIST_MAX 100000
+
+static int usage_job(void)
+{
+    fprintf(stderr, "usage: proxctl job list [--state S] [--kind K] [--vmid N] [--owner O]"
+                    " [--limit N] | job show|watch ID\n");
+    return EXIT_USAGE;
+}
+
+static void job_row(json_t *j)
+{
+    const char *e = json_string_value(json_object_get(j, "error"));
+    printf("%-36s %-12s %-7s %6lld %-10s %-24.24s %-24.24s %.60s\n", cli_str(j, "id"),
+           cli_str(j, "kind"), cli_str(j, "state"), cli_num(j, "vmid"), cli_str(j, "owner"),
+           cli_str(j, "created_at"), cli_str(j, "step"), e && *e ? e : "-");
+}
+
+static int job_list(struct cli *c, int argc, char **argv)
+{
+    static const struct option o[] = {{"state", 1, 0, 's'}, {"kind", 1, 0, 'k'},
+                                      {"vmid", 1, 0, 'v'},  {"owner", 1, 0, 'o'},
+                                      {"limit", 1, 0, 'l'}, {0, 0, 0, 0}};
+    struct buf q = BUF_INIT(2048);
+    long limit = LIST_DEFAULT;
+    int opt;
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, "", o, NULL)) != -1) {
+        if (opt == 'l') {
+            char *end;
+            limit = strtol(optarg, &end, 10);
+            if (*end || limit < 1 || limit > LIST_MAX) {
+                fprintf(stderr, "proxctl: --limit: a number of jobs, 1 to %d\n", LIST_MAX);
+                buf_release(&q);
+                return EXIT_USAGE;
+            }
+            continue;
+        }
+        const char *k = opt == 's'   ? "state"
+                        : opt == 'k' ? "kind"
+                        : opt == 'v' ? "vmid"
+                        : opt == 'o' ? "owner"
+                                     : NULL;
+        if (!k || strpbrk(optarg, "&?#= ")) {
+            buf_release(&q);
+            return usage_job();
+        }
+        buf_printf(&q, "&%s=%s", k, optarg);
+    }
+    if (optind < argc) {
+        buf_release(&q);
+        return usage_job();
+    }
+    json_t *all = json_array();
+    long long before = 0;
+    int rc = EXIT_OK;
+    while ((long)json_array_size(all) < limit) {
+        long want = limit - (long)json_array_size(all);
+        char path[2300];
+        snprintf(path, sizeof path, "/v1/jobs?limit=%ld%s", want < 1000 ? want : 1000, buf_str(&q));
+        if (before)
+            snprintf(path + strlen(path), sizeof path - strlen(path), "&before=%lld", before);
+        json_t *ans = NULL;
+        if ((rc = cli_request(c, "GET", path, NULL, 200, &ans)) != EXIT_OK)
+            break;
+        json_array_extend(all, json_object_get(ans, "jobs"));
+        before = cli_num(ans, "next");
+        json_decref(ans);
+        if (!before)
+            break;
+    }
+    buf_release(&q);
+    if (rc == EXIT_OK && !cli_json_out(c, all)) {
+        printf("%-36s %-12s %-7s %6s %-10s %-24s %-24s %s\n", "ID", "KIND", "STATE", "VMID",
+               "OWNER", "CREATED", "STEP", "ERROR");
+        size_t i;
+        json_t *j;
+        json_array_foreach(all, i, j) job_row(j);
+    }
+    json_decref(all);
+    return rc;
+}
+
+static int job_show(struct cli *c, const char *id)
+{
+    char path[128];
+    snprintf(path, sizeof path, "/v1/jobs/%s", id);
+    json_t *j = NULL;
+    int rc = cli_request(c, "GET", path, NULL, 200, &j);
+    if (rc == EXIT_OK && !cli_json_out(c, j)) {
+        printf("job       %s\nkind      %s\nstate     %s\nstep      %s\nprogress  %lld%%\n",
+               cli_str(j, "id"), cli_str(j, "kind"), cli_str(j, "state"), cli_str(j, "step"),
+               cli_num(j, "progress"));
+        if (json_object_get(j, "vmid"))
+            printf("vmid      %lld\n", cli_num(j, "vmid"));
+        const char *e = json_string_value(json_object_get(j, "error"));
+        if (e && *e)
+            printf("error     %s\n", e);
+        size_t i;
+        json_t *a;
+        json_array_foreach(json_object_get(j, "attempts"), i, a)
+        {
+            if (json_is_string(json_object_get(a, "node")))
+                printf("attempt   %s: %s\n", cli_str(a, "node"), cli_str(a, "error"));
+            else /* a drain's ledger: one VM */
+                printf("vm        %lld %s: %s%s%s\n", cli_num(a, "vmid"), cli_str(a, "name"),
+                       cli_str(a, "state"), json_is_string(json_object_get(a, "to")) ? " to " : "",
+                       json_is_string(json_object_get(a, "to")) ? cli_str(a, "to") : "");
+        }
+    }
+    json_decref(j);
+    return rc;
+}
+
+int cmd_job(struct cli *c, int argc, char **argv)
+{
+    if (argc >= 1 && strcmp(argv[0], "list") == 0)
+        return job_list(c, argc, argv);
+    if (argc != 2 || (strcmp(argv[0], "show") != 0 && strcmp(argv[0], "watch") != 0))
+        return usage_job();
+    if (strcmp(argv[0], "watch") == 0)
+        return cli_follow_job(c, argv[1]);
+    return job_show(c, argv[1]);
+}
