@@ -29,12 +29,12 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "common/xalloc.h"
+#include "core/config_int.h"
 #include "core/config_ippool.h"
 
 #define VMID_MIN 100       /* PVE reserves 0-99 */
 #define VMID_MAX 999999999 /* PVE's upper bound */
-#define PVE_PORT 8006
-#define ERRS_MAX 200 /* then stop: the file is probably not a config at all */
+#define ERRS_MAX 200       /* then stop: the file is probably not a config at all */
 
 /* ---- the key table --------------------------------------------------- */
 
@@ -96,22 +96,6 @@ struct key_def {
     bool (*set)(void *base, const char *v, char *why, size_t n); /* K_FUNC */
 };
 
-static bool v_listen(const char *v, char *why, size_t n);
-static bool v_database(const char *v, char *why, size_t n);
-static bool v_log_format(const char *v, char *why, size_t n);
-static bool v_log_level(const char *v, char *why, size_t n);
-static bool v_tag(const char *v, char *why, size_t n);
-static bool v_drift(const char *v, char *why, size_t n);
-static bool v_token(const char *v, char *why, size_t n);
-static bool v_user(const char *v, char *why, size_t n);
-static bool v_fingerprint(const char *v, char *why, size_t n);
-static bool v_storage(const char *v, char *why, size_t n);
-static bool v_cluster(const char *v, char *why, size_t n);
-static bool v_url(const char *v, char *why, size_t n);
-static bool v_secret(const char *v, char *why, size_t n);
-static bool v_event_types(const char *v, char *why, size_t n);
-static bool v_node_state(const char *v, char *why, size_t n);
-
 #define FSIZE(T, f) sizeof(((T *)0)->f)
 #define KSTR(s, T, k, f, def, chk, fl)                                                             \
     {                                                                                              \
@@ -146,32 +130,32 @@ static bool v_node_state(const char *v, char *why, size_t n);
  * seconds and sizes carry their unit in the key name, so values are plain
  * integers. Keep the example and config.h's comments in step with this. */
 static const struct key_def keys[] = {
-    KSTR(S_PROXD, PC, "listen", listen, "127.0.0.1:8080", v_listen, 0),
-    KSTR(S_PROXD, PC, "database", database, "sqlite:/var/lib/proxd/proxd.db", v_database, 0),
+    KSTR(S_PROXD, PC, "listen", listen, "127.0.0.1:8080", cfg_v_listen, 0),
+    KSTR(S_PROXD, PC, "database", database, "sqlite:/var/lib/proxd/proxd.db", cfg_v_database, 0),
     {S_PROXD, "placement", K_PLACEMENT, offsetof(PC, placement), 0, "spread", 0, 0, NULL, 0, NULL},
     KNUM(S_PROXD, PC, "workers", workers, "0", 0, 256),
     KNUM(S_PROXD, PC, "reconcile_interval", reconcile_interval_s, "60", 1, 86400),
     KNUM(S_PROXD, PC, "config_reads", config_reads, "20", 1, 1000),
-    KSTR(S_PROXD, PC, "network_drift", network_drift, "report", v_drift, 0),
+    KSTR(S_PROXD, PC, "network_drift", network_drift, "report", cfg_v_drift, 0),
     KNUM(S_PROXD, PC, "idle_timeout", idle_timeout_s, "60", 1, 3600),
     KNUM(S_PROXD, PC, "header_timeout", header_timeout_s, "10", 1, 3600),
     KNUM(S_PROXD, PC, "streams_per_owner", streams_per_owner, "64", 1, 2048),
     KBOOL(S_PROXD, PC, "delete_orphans", delete_orphans, "no"),
     KNUM(S_PROXD, PC, "leftover_grace", leftover_grace_s, "86400", 0, 365 * 86400),
-    KSTR(S_PROXD, PC, "tag", tag, "proxd", v_tag, 0),
+    KSTR(S_PROXD, PC, "tag", tag, "proxd", cfg_v_tag, 0),
     KNUM(S_PROXD, PC, "quarantine", quarantine_s, "300", 0, 30 * 86400),
     KRANGE(S_PROXD, PC, "fallback_range", fallback_lo, fallback_hi, "9000-9999", 0),
-    KSTR(S_PROXD, PC, "log_format", log_format, "text", v_log_format, 0),
-    KSTR(S_PROXD, PC, "log_level", log_level, "info", v_log_level, 0),
+    KSTR(S_PROXD, PC, "log_format", log_format, "text", cfg_v_log_format, 0),
+    KSTR(S_PROXD, PC, "log_level", log_level, "info", cfg_v_log_level, 0),
     KSTR(S_PROXD, PC, "log_file", log_file, NULL, NULL, 0),
 
-    KSTR(S_PROXMOX, PC, "token", token, NULL, v_token, 0),
-    KSTR(S_PROXMOX, PC, "user", user, NULL, v_user, 0),
+    KSTR(S_PROXMOX, PC, "token", token, NULL, cfg_v_token, 0),
+    KSTR(S_PROXMOX, PC, "user", user, NULL, cfg_v_user, 0),
     KSTR(S_PROXMOX, PC, "password", password, NULL, NULL, 0),
     KSTR(S_PROXMOX, PC, "password_file", password_file, NULL, NULL, 0),
     KBOOL(S_PROXMOX, PC, "verify_tls", verify_tls, "yes"),
     KSTR(S_PROXMOX, PC, "ca_file", ca_file, NULL, NULL, 0),
-    KSTR(S_PROXMOX, PC, "fingerprint", fingerprint, NULL, v_fingerprint, 0),
+    KSTR(S_PROXMOX, PC, "fingerprint", fingerprint, NULL, cfg_v_fingerprint, 0),
     KNUM(S_PROXMOX, PC, "connect_timeout", connect_timeout_s, "3", 1, 300),
     KNUM(S_PROXMOX, PC, "timeout", timeout_s, "30", 1, 3600),
     KNUM(S_PROXMOX, PC, "probe_interval", probe_interval_s, "10", 0, 3600),
@@ -194,11 +178,11 @@ static const struct key_def keys[] = {
     KSTR(S_OS, OS, "ippools", pools_raw, NULL, NULL, 0),
 
     {S_NODE, "host", K_HOSTS, offsetof(NODE, hosts), 0, NULL, 0, 0, NULL, F_REQUIRED, NULL},
-    KSTR(S_NODE, NODE, "cluster", cluster, NULL, v_cluster, 0),
-    KSTR(S_NODE, NODE, "storage", storage, NULL, v_storage, F_REQUIRED),
+    KSTR(S_NODE, NODE, "cluster", cluster, NULL, cfg_v_cluster, 0),
+    KSTR(S_NODE, NODE, "storage", storage, NULL, cfg_v_storage, F_REQUIRED),
     /* no default: it inherits [limits] clones_per_node, set in check_nodes() */
     KNUM(S_NODE, NODE, "max_clones", max_clones, NULL, 1, 64),
-    KSTR(S_NODE, NODE, "state", state, "active", v_node_state, 0),
+    KSTR(S_NODE, NODE, "state", state, "active", cfg_v_node_state, 0),
     {S_NODE, "template.", K_TEMPLATE, 0, 0, NULL, VMID_MIN, VMID_MAX, NULL, 0, NULL},
 
     /* 0 means unlimited */
@@ -233,9 +217,9 @@ static const struct key_def keys[] = {
     /* finished jobs and idempotency answers (0: kept for ever) */
     KNUM(S_JOBS, PC, "keep", jobs_keep_s, "2592000", 0, INT64_C(10) * 365 * 86400),
 
-    KSTR(S_WEBHOOK, HOOK, "url", url, NULL, v_url, F_REQUIRED),
-    KSTR(S_WEBHOOK, HOOK, "secret", secret, NULL, v_secret, F_REQUIRED),
-    KSTR(S_WEBHOOK, HOOK, "events", events, "*", v_event_types, 0),
+    KSTR(S_WEBHOOK, HOOK, "url", url, NULL, cfg_v_url, F_REQUIRED),
+    KSTR(S_WEBHOOK, HOOK, "secret", secret, NULL, cfg_v_secret, F_REQUIRED),
+    KSTR(S_WEBHOOK, HOOK, "events", events, "*", cfg_v_event_types, 0),
     KNUM(S_WEBHOOK, HOOK, "max_age", max_age_s, "86400", 1, INT64_C(10) * 365 * 86400),
     KNUM(S_WEBHOOK, HOOK, "timeout", timeout_s, "10", 1, 300),
     KNUM(S_WEBHOOK, HOOK, "retry_max", retry_max_s, "60", 1, 3600),
@@ -390,282 +374,6 @@ static int key_or_sect_line(struct pstate *st, enum sect sect, int idx, const ch
     return l ? l : *sect_line_slot(st, sect, idx);
 }
 
-/* ---- small parsers ---------------------------------------------------- */
-
-static bool copy_str(char *dst, size_t size, const char *src)
-{
-    size_t n = strlen(src);
-    if (n >= size)
-        return false;
-    memcpy(dst, src, n + 1);
-    return true;
-}
-
-static bool parse_bool(const char *v, bool *out)
-{
-    static const char *const yes[] = {"yes", "true", "on", "1"};
-    static const char *const no[] = {"no", "false", "off", "0"};
-    for (size_t i = 0; i < 4; i++) {
-        if (strcasecmp(v, yes[i]) == 0 || strcasecmp(v, no[i]) == 0) {
-            *out = strcasecmp(v, yes[i]) == 0;
-            return true;
-        }
-    }
-    return false;
-}
-
-/* A whole unsigned decimal, surrounding blanks allowed ("1000 - 1999"). */
-static bool parse_uint(const char *s, size_t len, int64_t *out)
-{
-    char tmp[32];
-    while (len && isspace((unsigned char)*s))
-        s++, len--;
-    while (len && isspace((unsigned char)s[len - 1]))
-        len--;
-    if (!len || len >= sizeof tmp || !isdigit((unsigned char)*s))
-        return false;
-    memcpy(tmp, s, len);
-    tmp[len] = '\0';
-    return parse_i64(tmp, out);
-}
-
-/* "lo-hi", each in [min, max], lo <= hi. */
-static bool parse_range(const char *v, int64_t min, int64_t max, int *lo, int *hi, char *why,
-                        size_t n)
-{
-    const char *dash = strchr(v, '-');
-    int64_t a, b;
-    if (!dash || !parse_uint(v, (size_t)(dash - v), &a) ||
-        !parse_uint(dash + 1, strlen(dash + 1), &b)) {
-        snprintf(why, n, "'%s' is not a range lo-hi (e.g. 1000-1999)", v);
-        return false;
-    }
-    if (a < min || b > max || a > b) {
-        snprintf(why, n, "'%s': need %lld <= lo <= hi <= %lld", v, (long long)min, (long long)max);
-        return false;
-    }
-    *lo = (int)a;
-    *hi = (int)b;
-    return true;
-}
-
-static bool host_char(char ch)
-{
-    return isalnum((unsigned char)ch) || ch == '.' || ch == '-' || ch == '_';
-}
-
-/* "host:port", "[v6]:port", and without the port when `port` is given (the
- * port to assume). Writes the normalised "host:port" to out. */
-static bool parse_hostport(const char *v, int port, char *out, size_t outlen, char *why, size_t n)
-{
-    const char *h = v, *hend, *colon;
-    if (*v == '[') {
-        hend = strchr(v, ']');
-        if (!hend || hend == v + 1 ||
-            strspn(v + 1, "0123456789abcdefABCDEF:.") != (size_t)(hend - v - 1)) {
-            snprintf(why, n, "'%s': bad IPv6 address", v);
-            return false;
-        }
-        hend++;
-        colon = *hend == ':' ? hend : NULL;
-        if (*hend && !colon)
-            goto bad;
-    } else {
-        colon = strchr(v, ':');
-        hend = colon ? colon : v + strlen(v);
-        if (hend == h || *h == '-')
-            goto bad;
-        for (const char *p = h; p < hend; p++)
-            if (!host_char(*p))
-                goto bad;
-    }
-    if (colon) {
-        int64_t p;
-        if (!parse_i64(colon + 1, &p) || p < 1 || p > 65535 || !isdigit((unsigned char)colon[1]))
-            goto bad;
-        port = (int)p;
-    } else if (!port) {
-        goto bad;
-    }
-    if (snprintf(out, outlen, "%.*s:%d", (int)(hend - h), h, port) >= (int)outlen) {
-        snprintf(why, n, "'%s' is too long (at most %zu characters)", v, outlen - 1);
-        return false;
-    }
-    return true;
-bad:
-    snprintf(why, n, "'%s' is not host:port (e.g. 10.0.0.1:%d)", v, PVE_PORT);
-    return false;
-}
-
-/* ---- validators ------------------------------------------------------- */
-
-static bool v_listen(const char *v, char *why, size_t n)
-{
-    char tmp[160];
-    return parse_hostport(v, 0, tmp, sizeof tmp, why, n);
-}
-
-static bool v_database(const char *v, char *why, size_t n)
-{
-    if ((str_starts(v, "sqlite:") && v[7]) || str_starts(v, "postgresql://") ||
-        str_starts(v, "postgres://"))
-        return true;
-    char shown[512];
-    url_redact(v, shown, sizeof shown);
-    snprintf(why, n, "'%s': expected sqlite:PATH or postgresql://...", shown);
-    return false;
-}
-
-static bool v_log_format(const char *v, char *why, size_t n)
-{
-    if (strcmp(v, "text") == 0 || strcmp(v, "json") == 0)
-        return true;
-    snprintf(why, n, "'%s': expected text or json", v);
-    return false;
-}
-
-static bool v_log_level(const char *v, char *why, size_t n)
-{
-    if (log_level_parse(v) >= 0)
-        return true;
-    snprintf(why, n, "'%s': expected debug, info, warn, error or off", v);
-    return false;
-}
-
-/* Only the characters PVE accepts in a tag, or tagging VMs would fail. */
-static bool v_drift(const char *v, char *why, size_t n)
-{
-    if (strcmp(v, "report") == 0 || strcmp(v, "restore") == 0 || strcmp(v, "adopt") == 0)
-        return true;
-    snprintf(why, n, "'%s': expected report, restore or adopt", v);
-    return false;
-}
-
-static bool v_tag(const char *v, char *why, size_t n)
-{
-    bool ok = isalnum((unsigned char)v[0]) || v[0] == '_';
-    for (const char *p = v + 1; ok && *p; p++)
-        ok = isalnum((unsigned char)*p) || strchr("_-+.", *p);
-    if (!ok)
-        snprintf(why, n, "'%s': PVE tags are letters, digits and _ - + . only", v);
-    return ok;
-}
-
-static bool no_space(const char *s)
-{
-    for (; *s; s++)
-        if (isspace((unsigned char)*s))
-            return false;
-    return true;
-}
-
-/* user@realm!tokenid=secret; the secret is never echoed. */
-static bool v_token(const char *v, char *why, size_t n)
-{
-    const char *at = strchr(v, '@'), *bang = strchr(v, '!'), *eq = strchr(v, '=');
-    if (at && bang && eq && at > v && bang > at + 1 && eq > bang + 1 && eq[1] && no_space(v))
-        return true;
-    snprintf(why, n, "not an API token of the form user@realm!tokenid=secret");
-    return false;
-}
-
-static bool v_user(const char *v, char *why, size_t n)
-{
-    const char *at = strchr(v, '@');
-    if (at && at > v && at[1] && no_space(v) && !strchr(v, '!'))
-        return true;
-    snprintf(why, n, "'%s': expected user@realm (e.g. root@pam)", v);
-    return false;
-}
-
-/* SHA-256 as the PVE GUI shows it: 32 hex pairs joined by ':'. */
-static bool v_fingerprint(const char *v, char *why, size_t n)
-{
-    bool ok = strlen(v) == 32 * 3 - 1;
-    for (size_t i = 0; ok && v[i]; i++)
-        ok = i % 3 == 2 ? v[i] == ':' : isxdigit((unsigned char)v[i]) != 0;
-    if (!ok)
-        snprintf(why, n, "'%s': expected the SHA-256 fingerprint, 32 hex pairs AA:BB:...", v);
-    return ok;
-}
-
-/* PVE's storage ID format (pve-storage-id). */
-static bool v_storage(const char *v, char *why, size_t n)
-{
-    size_t len = strlen(v);
-    bool ok = islower((unsigned char)v[0]) &&
-              (islower((unsigned char)v[len - 1]) || isdigit((unsigned char)v[len - 1]));
-    for (size_t i = 0; ok && i < len; i++)
-        ok = islower((unsigned char)v[i]) || isdigit((unsigned char)v[i]) || strchr("-_.", v[i]);
-    if (!ok)
-        snprintf(why, n, "'%s' is not a PVE storage ID (e.g. local-lvm)", v);
-    return ok;
-}
-
-/* [node] state: "cordoned" keeps creations off the node from the start
- * (as POST /v1/nodes/{node}/cordon does at run time). */
-static bool v_node_state(const char *v, char *why, size_t n)
-{
-    if (strcmp(v, "active") == 0 || strcmp(v, "cordoned") == 0)
-        return true;
-    snprintf(why, n, "'%s': must be active or cordoned", v);
-    return false;
-}
-
-static bool v_cluster(const char *v, char *why, size_t n)
-{
-    bool ok = true;
-    for (const char *p = v; ok && *p; p++)
-        ok = host_char(*p);
-    if (!ok)
-        snprintf(why, n, "'%s': use letters, digits and . - _ only", v);
-    return ok;
-}
-
-/* A webhook's receiver: http(s)://, no spaces or control characters. */
-static bool v_url(const char *v, char *why, size_t n)
-{
-    bool ok = strncmp(v, "http://", 7) == 0 || strncmp(v, "https://", 8) == 0;
-    for (const char *p = v; ok && *p; p++)
-        ok = isgraph((unsigned char)*p);
-    if (!ok)
-        snprintf(why, n, "'%.200s': an http:// or https:// URL without spaces", v);
-    return ok;
-}
-
-static bool v_secret(const char *v, char *why, size_t n)
-{
-    bool ok = strlen(v) >= 16;
-    if (!ok)
-        snprintf(why, n, "at least 16 characters (it signs every delivery)");
-    return ok;
-}
-
-/* "vm.created, vm.*, node.down" or "*": letters, '.', '_', a final '*'. */
-static bool v_event_types(const char *v, char *why, size_t n)
-{
-    bool ok = true;
-    size_t len = 0;
-    for (const char *p = v; ok; p++) {
-        if (*p == ',' || *p == '\0') {
-            ok = len > 0;
-            len = 0;
-            if (!*p)
-                break;
-            continue;
-        }
-        if (*p == ' ' && len == 0)
-            continue;
-        ok = islower((unsigned char)*p) || *p == '.' || *p == '_' ||
-             (*p == '*' && (p[1] == ',' || p[1] == '\0' || p[1] == ' '));
-        len += *p != ' ';
-    }
-    if (!ok)
-        snprintf(why, n, "'%.200s': a comma-separated list of event types (vm.created, vm.*, *)",
-                 v);
-    return ok;
-}
-
 /* ---- setting values --------------------------------------------------- */
 
 static bool set_num(const struct key_def *d, void *field, const char *v, char *why, size_t n)
@@ -701,8 +409,8 @@ static bool set_hosts(struct cfg_node *node, const char *v, char *why, size_t n)
             snprintf(why, n, "more than %d hosts", CFG_MAX_HOSTS);
             ok = false;
         } else {
-            ok = parse_hostport(h, PVE_PORT, node->hosts[node->nhosts], sizeof node->hosts[0], why,
-                                n);
+            ok = cfg_parse_hostport(h, PVE_PORT, node->hosts[node->nhosts], sizeof node->hosts[0],
+                                    why, n);
             node->nhosts += ok;
         }
     }
@@ -732,7 +440,7 @@ static bool set_template(struct cfg_node *node, const char *os, const char *v, c
         return false;
     }
     struct cfg_template *t = &node->templates[node->ntemplates++];
-    copy_str(t->os, sizeof t->os, os);
+    cfg_copy_str(t->os, sizeof t->os, os);
     t->vmid = (int)vmid;
     return true;
 }
@@ -748,7 +456,7 @@ static bool set_value(const struct key_def *d, void *base, const char *key, cons
     case K_STR:
         if (d->check && !d->check(v, why, n))
             return false;
-        if (!copy_str(field, d->off2, v)) {
+        if (!cfg_copy_str(field, d->off2, v)) {
             snprintf(why, n, "too long (at most %zu characters)", d->off2 - 1);
             return false;
         }
@@ -756,15 +464,15 @@ static bool set_value(const struct key_def *d, void *base, const char *key, cons
     case K_NUM:
         return set_num(d, field, v, why, n);
     case K_BOOL:
-        if (!parse_bool(v, &b)) {
+        if (!cfg_parse_bool(v, &b)) {
             snprintf(why, n, "'%s' is not a boolean (yes/no, true/false, on/off, 1/0)", v);
             return false;
         }
         *(bool *)field = b;
         return true;
     case K_RANGE:
-        return parse_range(v, d->min, d->max, (int *)field, (int *)((char *)base + d->off2), why,
-                           n);
+        return cfg_parse_range(v, d->min, d->max, (int *)field, (int *)((char *)base + d->off2),
+                               why, n);
     case K_PLACEMENT:
         if (strcmp(v, "ordered") == 0 || strcmp(v, "spread") == 0) {
             *(enum placement *)field = v[0] == 's' ? PLACE_SPREAD : PLACE_ORDERED;
@@ -1379,7 +1087,7 @@ struct proxd_config *config_load(const char *path, char *err, size_t errlen)
 {
     struct pstate st = {0};
     st.c = xcalloc(1, sizeof *st.c);
-    if (!copy_str(st.c->path, sizeof st.c->path, path)) {
+    if (!cfg_copy_str(st.c->path, sizeof st.c->path, path)) {
         snprintf(st.c->path, sizeof st.c->path, "%s", "config");
         cfg_err(&st, 0, NULL, NULL, "path too long (at most %zu characters)",
                 sizeof st.c->path - 1);
