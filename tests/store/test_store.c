@@ -1116,8 +1116,9 @@ static void test_history_prune(void **state)
     OK(store_job_event_add(f->s, "old-done", "clone", 40, "cloning", &e_));
     OK(store_job_event_add(f->s, "new-done", "clone", 40, "cloning", &e_));
     OK(store_leftover_add(f->s, 901, "sv1", "old-left", &e_));
-    json_t *prev = NULL;
-    OK(store_idem_put(f->s, "alice", "k1", json_pack("{s:s}", "job", "new-done"), &prev, &e_));
+    json_t *prev = NULL, *answer = json_pack("{s:s}", "job", "new-done");
+    OK(store_idem_put(f->s, "alice", "k1", answer, &prev, &e_));
+    json_decref(answer);
     json_decref(prev);
 
     struct store_history_pruned n;
