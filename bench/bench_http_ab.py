@@ -1,14 +1,17 @@
 #!/usr/bin/python3
-"""A/B of two proxd builds' HTTP serving, side by side on one pvesim (not a
-test; for comparing the HTTP server layer under a noisy machine): both
-daemons run at once and wrk alternates between them (order swapped each
-round), so that load from elsewhere falls on both alike.
+"""A/B of proxd builds' HTTP serving, side by side on one pvesim (not a
+test; for comparing the HTTP server layer under a noisy machine): all
+daemons run at once and wrk alternates between them (the order rotated each
+round), so that load from elsewhere falls on all alike.
 
-usage: bench_http_ab.py PROXD_A PROXD_B [ROUNDS]
+usage: bench_http_ab.py [--rounds N] [--log-level L] PROXD_A PROXD_B [PROXD_C ...]
 Endpoints: GET /healthz (the server alone) and GET /v1/vms/999999 with an
 admin token (404: authentication and one store read). wrk -t2 -c64 -d4s,
-keep-alive. Prints each run and the medians and B/A ratios.
+keep-alive. Prints each run and the medians and ratios to A. The daemons
+log at debug (the tests' configuration: a line per request) unless
+--log-level says otherwise.
 """
+import argparse
 import os
 import re
 import statistics
@@ -21,6 +24,8 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 import lib.proxd as lp  # noqa: E402
 from lib.sim import Sim  # noqa: E402
 
+PATHS = ("/healthz", "/v1/vms/999999")
+
 
 def wrk(url, token):
     out = subprocess.run(["wrk", "-t2", "-c64", "-d4s", "-H", "Authorization: Bearer " + token,
@@ -29,30 +34,43 @@ def wrk(url, token):
 
 
 def main():
-    a_bin, b_bin = sys.argv[1], sys.argv[2]
-    rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 8
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=8)
+    ap.add_argument("--log-level", default=None)
+    ap.add_argument("bins", nargs="+")
+    a = ap.parse_args()
+    if len(a.bins) < 2:
+        ap.error("two builds at least")
     sim = Sim()
     daemons = []
-    for b in (a_bin, b_bin):
+    for b in a.bins:
         lp.PROXD = b
         px = lp.Proxd(sim)
+        if a.log_level:
+            with open(px.conf) as f:
+                conf = f.read().replace("log_level = debug", "log_level = " + a.log_level)
+            with open(px.conf, "w") as f:
+                f.write(conf)
         tok = px.token("ops", "admin")
         px.start()
         daemons.append((px, tok))
+    names = "ABCDEFGH"
     res = {}
-    for path in ("/healthz", "/v1/vms/999999"):
-        for r in range(rounds):
-            order = (0, 1) if r % 2 == 0 else (1, 0)
-            for i in order:
+    for path in PATHS:
+        for r in range(a.rounds):
+            k = r % len(daemons)
+            for i in list(range(k, len(daemons))) + list(range(k)):
                 px, tok = daemons[i]
                 v = wrk("http://127.0.0.1:%d%s" % (px.port, path), tok)
                 res.setdefault((path, i), []).append(v)
-                print("%-16s %s run %d: %8.0f req/s" % (path, "AB"[i], r + 1, v), flush=True)
-    print("A = %s\nB = %s" % (a_bin, b_bin))
-    for path in ("/healthz", "/v1/vms/999999"):
-        ma, mb = statistics.median(res[(path, 0)]), statistics.median(res[(path, 1)])
-        print("GET %-16s median A %8.0f  B %8.0f req/s  B/A %.2f  (%d runs each)"
-              % (path, ma, mb, mb / ma, rounds))
+                print("%-16s %s run %d: %8.0f req/s" % (path, names[i], r + 1, v), flush=True)
+    for i, b in enumerate(a.bins):
+        print("%s = %s" % (names[i], b))
+    for path in PATHS:
+        med = [statistics.median(res[(path, i)]) for i in range(len(daemons))]
+        print("GET %-16s median %s  (%d runs each)" % (path, "  ".join(
+            "%s %8.0f%s" % (names[i], m, "" if i == 0 else " (%.2fx)" % (m / med[0]))
+            for i, m in enumerate(med)), a.rounds))
     for px, _ in daemons:
         px.stop()
 

@@ -67,6 +67,9 @@ typedef void (*route_fn)(struct req *rq, struct resp *rs);
 
 /* ---- router.c ---- */
 void router_dispatch(struct req *rq, struct resp *rs);
+/* May the request be answered on the HTTP server's loop thread (its route
+ * never waits: see the table)? Thread-safe. */
+bool router_inline(const char *method, const char *path);
 
 /* ---- codec.c: JSON in and out ---- */
 /* Error answer {"error": {"code", "message", "details"}}; field may be NULL

@@ -1,21 +1,12 @@
-/* http: the connections - accept, read, hand requests to the workers, write,
- * deadlines (contract in http.h; answers and streams are http_answer.c).
+/* http: the loop - accepting, the workers' answers, stream senders' bytes,
+ * deadlines - and the worker pool (contract in http.h; a connection's own
+ * progress is http_conn.c's, answers and streams http_answer.c's).
  *
  * Only the loop thread touches a connection, except its request while a
- * worker runs the handler (state C_WORK: the loop does not read it, watch
- * it or time it then). Workers hand finished requests back through `done`
- * and an eventfd; stream senders queue bytes in their stream and put it on
- * `notify`. A connection's states:
- *   C_IDLE   waiting for a request line (deadline: idle)
- *   C_HEAD   a request started (deadline: header_timeout from its 1st byte)
- *   C_BODY   head parsed, body coming (deadline: idle, from the last read)
- *   C_WORK   with a worker (none)
- *   C_WRITE  answer going out (deadline: idle, from the last write)
- *   C_STREAM streamed answer open (none: its owner ends it; a hang-up is
- *            seen through EPOLLRDHUP and marks the stream gone)
- *   C_LINGER answered a request it will not read further: write side shut,
- *            the rest read and dropped for a moment so that the client gets
- *            the answer rather than a reset. */
+ * worker runs the handler (state C_WORK: the loop neither reads, writes
+ * nor times it then). Workers hand finished requests back through `done`
+ * and an eventfd (one wake for a batch); stream senders queue bytes in
+ * their stream and put it on `notify`. */
 #define _GNU_SOURCE /* accept4 */
 #include "api/http_int.h"
 
@@ -37,7 +28,6 @@
 #include <unistd.h>
 
 #define SWEEP_MS 200
-#define LINGER_MS 2000
 #define ACCEPT_PAUSE_MS 100
 
 void http_wake(struct http_server *s)
@@ -91,23 +81,9 @@ static void ip_give(struct http_server *s, const unsigned char ip[16])
 }
 /* ---- connections ------------------------------------------------------------------------ */
 
-/* Interest 0 takes the descriptor out of the set: a hang-up is reported
- * whatever the interest, and would spin the loop while a worker has it. */
-static void set_events(struct http_server *s, struct conn *c, uint32_t ev)
+void hconn_close(struct http_server *s, struct conn *c)
 {
-    if (c->events == ev)
-        return;
-    struct epoll_event e = {.events = ev, .data.ptr = c};
-    if (!ev)
-        epoll_ctl(s->ep, EPOLL_CTL_DEL, c->fd, NULL);
-    else
-        epoll_ctl(s->ep, c->events ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, c->fd, &e);
-    c->events = ev;
-}
-static void conn_close(struct http_server *s, struct conn *c)
-{
-    if (c->events)
-        epoll_ctl(s->ep, EPOLL_CTL_DEL, c->fd, NULL);
+    epoll_ctl(s->ep, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
     if (c->stream)
         hstream_drop(c->stream);
@@ -125,205 +101,6 @@ static void conn_close(struct http_server *s, struct conn *c)
     buf_release(&c->in);
     buf_release(&c->out);
     free(c);
-}
-
-static void linger(struct http_server *s, struct conn *c)
-{
-    shutdown(c->fd, SHUT_WR);
-    c->st = C_LINGER;
-    c->until = mono_ms() + LINGER_MS;
-    buf_release(&c->in);
-    set_events(s, c, EPOLLIN | EPOLLRDHUP);
-}
-
-/* These return false when they closed (and freed) c. */
-static bool after_write(struct http_server *s, struct conn *c);
-static bool process(struct http_server *s, struct conn *c);
-
-/* Write what c->out holds. false when the connection was closed. */
-static bool flush(struct http_server *s, struct conn *c)
-{
-    while (c->outoff < c->out.len) {
-        ssize_t n = send(c->fd, c->out.data + c->outoff, c->out.len - c->outoff, MSG_NOSIGNAL);
-        if (n > 0) { /* a client that stops reading is cut after idle_timeout */
-            c->outoff += (size_t)n;
-            c->until = mono_ms() + (int64_t)s->o.idle_timeout_s * 1000;
-            continue;
-        }
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            /* a stream watches for the client going; an answer is written
-             * even to a client that shut its sending side */
-            set_events(s, c, c->st == C_STREAM ? EPOLLOUT | EPOLLRDHUP : EPOLLOUT);
-            return true;
-        }
-        conn_close(s, c);
-        return false;
-    }
-    buf_release(&c->out);
-    c->outoff = 0;
-    return after_write(s, c);
-}
-
-/* Answer and close: a refusal made here, or a request whose end is not
- * known. */
-static bool refuse(struct http_server *s, struct conn *c)
-{
-    struct http_req *rq = c->rq;
-    char *body =
-        s->o.error_body(s->o.cls, rq->err_status, rq->err_code, rq->err_field, rq->err_msg);
-    rq->answered = false;
-    http_respond(rq, rq->err_status, "application/json", body, strlen(body));
-    rq->is_head = false;
-    rq->keep_alive = false;
-    c->close_after = true;
-    c->st = C_WRITE;
-    c->until = mono_ms() + (int64_t)s->o.idle_timeout_s * 1000;
-    hanswer_format(s, c);
-    return flush(s, c);
-}
-
-static void dispatch(struct http_server *s, struct conn *c)
-{
-    c->st = C_WORK;
-    c->until = INT64_MAX;
-    set_events(s, c, 0);
-    pthread_mutex_lock(&s->mu);
-    c->qnext = NULL;
-    if (s->work_tail)
-        s->work_tail->qnext = c;
-    else
-        s->work_head = c;
-    s->work_tail = c;
-    pthread_cond_signal(&s->cv);
-    pthread_mutex_unlock(&s->mu);
-}
-
-static bool after_write(struct http_server *s, struct conn *c)
-{
-    if (c->st == C_STREAM) {
-        if (c->stream) {
-            /* what the sender queued meanwhile (it waits there while the
-             * output is not drained: the stream's pending cap is the bound) */
-            struct http_stream *st = c->stream;
-            pthread_mutex_lock(&st->mu);
-            bool moved = st->pending.len > 0;
-            if (moved) {
-                buf_add(&c->out, st->pending.data, st->pending.len);
-                buf_reset(&st->pending);
-            }
-            bool ended = st->ended && !moved && !st->queued;
-            bool broken = st->broken;
-            pthread_mutex_unlock(&st->mu);
-            if (moved)
-                return flush(s, c);
-            if (!ended) { /* wait for more; watch for the client hanging up */
-                c->until = INT64_MAX;
-                set_events(s, c, EPOLLRDHUP);
-                return true;
-            }
-            if (broken) /* bytes were dropped: the framing cannot go on */
-                c->close_after = true;
-            hstream_drop(st); /* ended: "gone" changes nothing for it */
-            c->stream = NULL;
-        }
-        c->st = C_WRITE;
-    }
-    if (c->st != C_WRITE)
-        return true;
-    if (c->close_after) {
-        linger(s, c);
-        return true;
-    }
-    hreq_free(c->rq);
-    c->rq = NULL;
-    c->st = C_IDLE;
-    c->until = mono_ms() + (int64_t)s->o.idle_timeout_s * 1000;
-    set_events(s, c, EPOLLIN | EPOLLRDHUP);
-    if (c->in.len)
-        return process(s, c); /* a pipelined request */
-    buf_release(&c->in);
-    return true;
-}
-
-/* Parse what is in c->in; dispatch or refuse a whole request. */
-static bool process(struct http_server *s, struct conn *c)
-{
-    if (c->st == C_IDLE) {
-        if (!c->in.len)
-            return true;
-        c->rq = hreq_new(c, s->o.body_max);
-        c->st = C_HEAD;
-        c->until = mono_ms() + (int64_t)s->o.header_timeout_s * 1000;
-    }
-    if (c->st != C_HEAD && c->st != C_BODY)
-        return true;
-    enum hreq_rc rc = hreq_feed(c->rq, &c->in);
-    struct http_req *rq = c->rq;
-    if (rc == HREQ_READY && rq->err_status)
-        return refuse(s, c);
-    if (rc == HREQ_READY) {
-        dispatch(s, c);
-        return true;
-    }
-    if (rq->headers_done && c->st == C_HEAD) {
-        c->st = C_BODY;
-        c->until = mono_ms() + (int64_t)s->o.idle_timeout_s * 1000;
-        if (rq->expect_continue && !rq->continued) {
-            rq->continued = true;
-            static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
-            ssize_t w = send(c->fd, cont, sizeof cont - 1, MSG_NOSIGNAL);
-            (void)w; /* a fresh socket takes 25 bytes; else the client sends anyway */
-        }
-    }
-    return true;
-}
-
-static void on_readable(struct http_server *s, struct conn *c)
-{
-    for (;;) {
-        ssize_t n = recv(c->fd, s->scratch, sizeof s->scratch, 0);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-            break;
-        if (n <= 0) { /* closed, or failed: nothing is answered on a broken request */
-            conn_close(s, c);
-            return;
-        }
-        if (c->st == C_LINGER)
-            continue;
-        if (c->st == C_BODY)
-            c->until = mono_ms() + (int64_t)s->o.idle_timeout_s * 1000;
-        if (buf_add(&c->in, s->scratch, (size_t)n) != BUF_OK) {
-            conn_close(s, c); /* cannot be: the head and body limits come first */
-            return;
-        }
-        if (!process(s, c))
-            return;
-        if (c->st != C_IDLE && c->st != C_HEAD && c->st != C_BODY)
-            return; /* with a worker, writing or lingering: read the rest later */
-    }
-}
-
-static void on_event(struct http_server *s, struct conn *c, uint32_t ev)
-{
-    if (c->st == C_STREAM && (ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))) {
-        conn_close(s, c); /* the client is gone: its stream's slot frees */
-        return;
-    }
-    if (ev & EPOLLOUT) {
-        if (!flush(s, c))
-            return;
-        if (c->st == C_WRITE || c->st == C_STREAM)
-            return;
-    }
-    if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
-        if (c->st == C_WORK)
-            return;
-        on_readable(s, c);
-    }
 }
 
 /* ---- accepting -------------------------------------------------------------------------- */
@@ -370,8 +147,8 @@ static void on_accept(struct http_server *s)
         c->until = mono_ms() + (int64_t)s->o.idle_timeout_s * 1000;
         buf_init(&c->out, BUF_UNLIMITED);
         buf_init(&c->in, 2 * HTTP_URI_MAX + HTTP_HEADERS_MAX + s->o.body_max + HTTP_READ_CHUNK);
-        c->events = EPOLLIN | EPOLLRDHUP;
-        struct epoll_event e = {.events = c->events, .data.ptr = c};
+        /* once, edge-triggered: no epoll_ctl per request (http_conn.c) */
+        struct epoll_event e = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.ptr = c};
         if (epoll_ctl(s->ep, EPOLL_CTL_ADD, fd, &e) != 0) {
             ip_give(s, ip);
             close(fd);
@@ -403,24 +180,8 @@ static void on_wake(struct http_server *s)
     while (done) {
         struct conn *c = done;
         done = c->qnext;
-        struct http_req *rq = c->rq;
-        if (rq->stream) {
-            c->stream = rq->stream;
-            rq->stream = NULL;
-            pthread_mutex_lock(&c->stream->mu);
-            c->stream->c = c;
-            pthread_mutex_unlock(&c->stream->mu);
-        }
-        c->st = c->stream ? C_STREAM : C_WRITE;
-        c->until = c->stream ? INT64_MAX : mono_ms() + (int64_t)s->o.idle_timeout_s * 1000;
-        hanswer_format(s, c);
-        if (c->stream) { /* what was sent before the head went out */
-            pthread_mutex_lock(&c->stream->mu);
-            buf_add(&c->out, c->stream->pending.data, c->stream->pending.len);
-            buf_reset(&c->stream->pending);
-            pthread_mutex_unlock(&c->stream->mu);
-        }
-        flush(s, c);
+        hconn_answered(s, c);
+        hconn_drive(s, c);
     }
     while (notify) {
         struct http_stream *st = notify;
@@ -429,11 +190,13 @@ static void on_wake(struct http_server *s)
         st->queued = false;
         struct conn *c = st->c;
         bool take = c && c->st == C_STREAM && c->stream == st;
+        bool broken = st->broken;
         pthread_mutex_unlock(&st->mu);
-        /* with the output drained, after_write takes what is pending (or
-         * finishes an end); else it does once the output is written */
-        if (take && c->out.len == 0)
-            flush(s, c);
+        /* with the output written, the drive takes what is pending (or
+         * finishes an end); else it does once the output is written. A
+         * stream whose sender was refused is dropped now (the drive). */
+        if (take && (c->outoff == c->out.len || broken))
+            hconn_drive(s, c);
         hstream_unref(st); /* the list's hold */
     }
 }
@@ -448,10 +211,16 @@ static void sweep(struct http_server *s, int64_t now)
     int cut = 0;
     for (struct conn *c = s->conns, *next; c; c = next) {
         next = c->next;
-        if (now > c->until) {
-            cut += c->st == C_HEAD;
-            conn_close(s, c);
+        if (now <= c->until)
+            continue;
+        if (c->st == C_STREAM) {
+            char why[80];
+            snprintf(why, sizeof why, "the client read nothing for %d s", s->o.idle_timeout_s);
+            hconn_drop_stalled(s, c, why);
+            continue;
         }
+        cut += c->st == C_HEAD;
+        hconn_close(s, c);
     }
     if (cut)
         log_debug("api", "%d connections cut: request line or headers too slow", cut);
@@ -461,7 +230,7 @@ static void sweep(struct http_server *s, int64_t now)
 static bool busy(struct http_server *s)
 {
     for (struct conn *c = s->conns; c; c = c->next)
-        if (c->st == C_WORK || c->st == C_WRITE || c->st == C_STREAM)
+        if (c->st == C_WORK || c->st == C_WRITE || c->st == C_STREAM || c->outoff < c->out.len)
             return true;
     return false;
 }
@@ -480,7 +249,7 @@ static void *loop_main(void *arg)
             else if (evs[i].data.ptr == (void *)s)
                 on_wake(s);
             else
-                on_event(s, evs[i].data.ptr, evs[i].events);
+                hconn_on_event(s, evs[i].data.ptr, evs[i].events);
         }
         int64_t now = mono_ms();
         pthread_mutex_lock(&s->mu);
@@ -495,10 +264,17 @@ static void *loop_main(void *arg)
             listening = false;
             for (struct conn *c = s->conns, *next; c; c = next) {
                 next = c->next;
-                if (c->st == C_IDLE) /* nothing asked: close now */
-                    conn_close(s, c);
-                else if (c->st != C_WORK && c->st != C_LINGER)
-                    c->close_after = true;
+                if (c->st == C_IDLE && c->outoff == c->out.len) { /* nothing asked */
+                    hconn_close(s, c);
+                    continue;
+                }
+                if (c->st == C_LINGER)
+                    continue;
+                c->close_after = true; /* the loop's field: a worker never reads it */
+                if (c->st == C_IDLE) { /* answers still to write, then close */
+                    c->st = C_WRITE;
+                    hconn_drive(s, c);
+                }
             }
         }
         if (stopping && (!busy(s) || now >= drain_until))
@@ -516,8 +292,11 @@ static void *worker_main(void *arg)
     struct http_server *s = arg;
     pthread_mutex_lock(&s->mu);
     for (;;) {
-        while (!s->work_head && !s->workers_stop)
+        while (!s->work_head && !s->workers_stop) {
+            s->idle_workers++;
             pthread_cond_wait(&s->cv, &s->mu);
+            s->idle_workers--;
+        }
         if (!s->work_head)
             break;
         struct conn *c = s->work_head;
@@ -525,13 +304,7 @@ static void *worker_main(void *arg)
         if (!s->work_head)
             s->work_tail = NULL;
         pthread_mutex_unlock(&s->mu);
-        struct http_req *rq = c->rq;
-        s->o.handler(s->o.cls, rq);
-        if (!rq->answered) {
-            char *body = s->o.error_body(s->o.cls, HTTP_INTERNAL_SERVER_ERROR, "internal", NULL,
-                                         "no answer was made");
-            http_respond(rq, HTTP_INTERNAL_SERVER_ERROR, "application/json", body, strlen(body));
-        }
+        hconn_run_handler(s, c->rq);
         pthread_mutex_lock(&s->mu);
         bool first = !s->done; /* else a wake is due already: the loop takes the list */
         c->qnext = s->done;
@@ -636,7 +409,7 @@ void http_server_stop(struct http_server *s, int64_t drain_ms)
         hstream_unref(st);
     }
     while (s->conns)
-        conn_close(s, s->conns); /* those with a worker came back through done */
+        hconn_close(s, s->conns); /* those with a worker came back through done */
     for (int i = 0; i < HTTP_IP_BUCKETS; i++)
         while (s->ips[i]) {
             struct ip_count *e = s->ips[i];

@@ -10,9 +10,11 @@
  *
  * Shape: one event loop thread (epoll: accept, read, parse with
  * http_parser, write, timers) and a small fixed pool of workers that run
- * the handler; a worker's answer is written by the loop. Answers on one
- * connection go out in request order (pipelining: the next request is
- * parsed once the previous answer is written). A streamed answer (SSE)
+ * the handler; a worker's answer is written by the loop. A request that
+ * opts.runs_inline accepts is answered on the loop thread instead (no
+ * hand-off: for handlers that cannot wait). Answers on one connection go
+ * out in request order (pipelining: the next request is parsed once the
+ * previous one is answered). A streamed answer (SSE)
  * keeps its connection open, "parked": another thread sends to it with
  * http_stream_send() and ends it with http_stream_end().
  *
@@ -20,13 +22,17 @@
  * either, a new connection is closed at once); the request line URI_MAX
  * bytes (414), the headers HEADERS_MAX bytes and HEADERS_COUNT_MAX lines
  * (431), the body opts.body_max (413, refused from its Content-Length
- * before any of it is read); the head must be complete within
+ * before any of it is read); answers waiting to be written on one
+ * connection: past HTTP_OUT_CAP (http_int.h, 64 KiB) none of its requests
+ * is read until the client reads (the kernel's buffers then hold the
+ * client back); the head must be complete within
  * header_timeout_s of its first byte, a connection may idle idle_timeout_s
  * between requests or while a body or an answer stalls. A framing error
  * (anything that makes the end of the request uncertain) is answered and
  * the connection closed: the bytes behind it are never read as a request.
  *
- * Threads: handlers run on the workers, several at once; a struct http_req
+ * Threads: handlers run on the workers, several at once (and on the loop
+ * thread for runs_inline requests); a struct http_req
  * belongs to the one handler call it is given to, and must not be used
  * after it returns. http_stream_* are thread-safe. */
 #ifndef API_HTTP_H
@@ -80,6 +86,11 @@ struct http_options {
     /* Runs on a worker for each request; must answer (http_respond or
      * http_respond_stream) before it returns, else the answer is a 500. */
     void (*handler)(void *cls, struct http_req *rq);
+    /* NULL, or: may the handler answer rq on the loop thread itself? Only
+     * for a handler that never blocks (no store, no Proxmox, no lock held
+     * long): every connection waits while it runs. Called on the loop
+     * thread once rq is whole. */
+    bool (*runs_inline)(void *cls, const struct http_req *rq);
     /* The body of a refusal the server makes itself (malformed or oversized
      * request): a NUL-terminated application/json document, malloc'd (the
      * server frees it). Called on the loop thread, also to count it. */
@@ -125,8 +136,9 @@ void http_close_after(struct http_req *rq);
 struct http_stream *http_respond_stream(struct http_req *rq, const char *ctype);
 /* Queue bytes (sent as one chunk). false when the client is gone, or
  * does not read (HTTP_STREAM_PENDING_MAX bytes would wait: this send and
- * every later one are dropped, and the connection is closed once what was
- * queued is written): end the stream then. */
+ * every later one are dropped, and the connection is closed at once, with
+ * a warning in the log): end the stream then. A stream whose written
+ * bytes make no progress for idle_timeout is closed likewise. */
 bool http_stream_send(struct http_stream *st, const char *data, size_t len);
 /* Has the client closed its end (or the server stopped)? */
 bool http_stream_gone(struct http_stream *st);

@@ -77,6 +77,11 @@ void hreq_fail(struct http_req *rq, unsigned status, const char *code, const cha
 /* ---- connections (http.c) ---- */
 #define HTTP_IP_BUCKETS 1024
 #define HTTP_READ_CHUNK (16 * 1024)
+#define HTTP_LINGER_MS 2000
+/* Answers waiting unwritten on one connection past which none of its
+ * requests is read (the backpressure bound, http_conn.c). One answer may
+ * pass it (a list page); the next request then waits. */
+#define HTTP_OUT_CAP (64 * 1024)
 
 enum cstate { C_IDLE, C_HEAD, C_BODY, C_WORK, C_WRITE, C_STREAM, C_LINGER };
 
@@ -92,9 +97,10 @@ struct conn {
     enum cstate st;
     int64_t until; /* mono ms; INT64_MAX: none */
     unsigned char ip[16];
-    uint32_t events; /* the epoll interest now */
-    struct buf in;   /* read, not parsed yet */
-    struct buf out;  /* to write */
+    bool rd_more;   /* input may wait unread (an edge not followed to EAGAIN) */
+    bool rdhup;     /* the peer's FIN (or an error) was seen */
+    struct buf in;  /* read, not parsed yet */
+    struct buf out; /* answers to write, in request order */
     size_t outoff;
     struct http_req *rq;
     bool close_after;
@@ -133,6 +139,7 @@ struct http_server {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     struct conn *work_head, *work_tail, *done;
+    unsigned idle_workers; /* waiting on cv */
     struct http_stream *notify;
     bool stopping, workers_stop;
     int64_t drain_until;
@@ -140,6 +147,22 @@ struct http_server {
 
 /* Wake the loop (from any thread). */
 void http_wake(struct http_server *s);
+/* Close and free a connection (loop thread; never one in C_WORK). */
+void hconn_close(struct http_server *s, struct conn *c);
+
+/* ---- a connection's progress (http_conn.c, loop thread) ---- */
+/* An epoll event on c: note it, then hconn_drive. */
+void hconn_on_event(struct http_server *s, struct conn *c, uint32_t ev);
+/* Take c as far as it goes without waiting. false when c was closed. */
+bool hconn_drive(struct http_server *s, struct conn *c);
+/* Run the handler on rq (a 500 when it made no answer). */
+void hconn_run_handler(struct http_server *s, struct http_req *rq);
+/* The handler's answer into c's output, and c's next state. */
+void hconn_answered(struct http_server *s, struct conn *c);
+/* Close c, a streamed answer that cannot go on, logging why. */
+void hconn_drop_stalled(struct http_server *s, struct conn *c, const char *why);
+/* c's peer address as text. */
+void hconn_addr(const struct conn *c, char *dst, size_t len);
 
 /* ---- answers and streams (http_answer.c) ---- */
 /* The answer's status line, headers and body into c->out (loop thread). */

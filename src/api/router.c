@@ -12,47 +12,54 @@ struct route {
     struct api_route_info info;
     route_fn fn;
     bool auth; /* needs a bearer token */
+    /* Answered on the HTTP server's loop thread (router_inline), without
+     * the hand-off to a worker. Only for a handler that cannot wait: it
+     * reads no store, calls no Proxmox, takes no lock held for long, since
+     * every connection waits while it runs. No authenticated route
+     * qualifies (the token check reads the store). /readyz and /metrics
+     * read the store, so they are not. */
+    bool loop;
 };
 
 static const struct route ROUTES[] = {
-    {{"GET", "/healthz"}, h_healthz, false},
-    {{"GET", "/readyz"}, h_readyz, false},
-    {{"GET", "/metrics"}, h_metrics, false},
-    {{"POST", "/v1/vms"}, h_vms_create, true},
-    {{"GET", "/v1/vms"}, h_vms_list, true},
-    {{"GET", "/v1/vms/{vmid}"}, h_vm_get, true},
-    {{"PATCH", "/v1/vms/{vmid}"}, h_vm_update, true},
-    {{"DELETE", "/v1/vms/{vmid}"}, h_vm_delete, true},
-    {{"POST", "/v1/vms/{vmid}/start"}, h_vm_action, true},
-    {{"POST", "/v1/vms/{vmid}/shutdown"}, h_vm_action, true},
-    {{"POST", "/v1/vms/{vmid}/stop"}, h_vm_action, true},
-    {{"POST", "/v1/vms/{vmid}/pause"}, h_vm_action, true},
-    {{"POST", "/v1/vms/{vmid}/resume"}, h_vm_action, true},
-    {{"POST", "/v1/vms/{vmid}/reboot"}, h_vm_action, true},
-    {{"POST", "/v1/vms/{vmid}/resize"}, h_vm_resize, true},
-    {{"POST", "/v1/vms/{vmid}/reinstall"}, h_vm_reinstall, true},
-    {{"GET", "/v1/vms/{vmid}/snapshots"}, h_snap_list, true},
-    {{"POST", "/v1/vms/{vmid}/snapshots"}, h_snap_create, true},
-    {{"DELETE", "/v1/vms/{vmid}/snapshots/{name}"}, h_snap_delete, true},
-    {{"POST", "/v1/vms/{vmid}/snapshots/{name}/rollback"}, h_snap_rollback, true},
-    {{"GET", "/v1/jobs"}, h_jobs_list, true},
-    {{"GET", "/v1/jobs/{id}"}, h_job_get, true},
-    {{"GET", "/v1/jobs/{id}/events"}, h_job_events, true},
-    {{"GET", "/v1/events"}, h_events, true},
-    {{"GET", "/v1/events/stream"}, h_events_stream, true},
-    {{"GET", "/v1/nodes"}, h_nodes, true},
-    {{"POST", "/v1/nodes/{node}/cordon"}, h_node_cordon, true},
-    {{"POST", "/v1/nodes/{node}/uncordon"}, h_node_uncordon, true},
-    {{"POST", "/v1/nodes/{node}/drain"}, h_node_drain, true},
-    {{"GET", "/v1/os"}, h_os, true},
-    {{"GET", "/v1/quota"}, h_quota, true},
-    {{"GET", "/v1/ippools"}, h_ippools, true},
-    {{"GET", "/v1/ippools/{name}"}, h_ippool_get, true},
-    {{"GET", "/v1/ippools/{name}/addresses"}, h_ippool_addrs, true},
-    {{"POST", "/v1/ippools/{name}/addresses"}, h_ippool_hold, true},
-    {{"DELETE", "/v1/ippools/{name}/addresses/{address}"}, h_ippool_unhold, true},
-    {{"POST", "/v1/ippools/{name}/ranges"}, h_ippool_range_add, true},
-    {{"DELETE", "/v1/ippools/{name}/ranges/{id}"}, h_ippool_range_del, true},
+    {{"GET", "/healthz"}, h_healthz, false, true}, /* a constant answer */
+    {{"GET", "/readyz"}, h_readyz, false, false},
+    {{"GET", "/metrics"}, h_metrics, false, false},
+    {{"POST", "/v1/vms"}, h_vms_create, true, false},
+    {{"GET", "/v1/vms"}, h_vms_list, true, false},
+    {{"GET", "/v1/vms/{vmid}"}, h_vm_get, true, false},
+    {{"PATCH", "/v1/vms/{vmid}"}, h_vm_update, true, false},
+    {{"DELETE", "/v1/vms/{vmid}"}, h_vm_delete, true, false},
+    {{"POST", "/v1/vms/{vmid}/start"}, h_vm_action, true, false},
+    {{"POST", "/v1/vms/{vmid}/shutdown"}, h_vm_action, true, false},
+    {{"POST", "/v1/vms/{vmid}/stop"}, h_vm_action, true, false},
+    {{"POST", "/v1/vms/{vmid}/pause"}, h_vm_action, true, false},
+    {{"POST", "/v1/vms/{vmid}/resume"}, h_vm_action, true, false},
+    {{"POST", "/v1/vms/{vmid}/reboot"}, h_vm_action, true, false},
+    {{"POST", "/v1/vms/{vmid}/resize"}, h_vm_resize, true, false},
+    {{"POST", "/v1/vms/{vmid}/reinstall"}, h_vm_reinstall, true, false},
+    {{"GET", "/v1/vms/{vmid}/snapshots"}, h_snap_list, true, false},
+    {{"POST", "/v1/vms/{vmid}/snapshots"}, h_snap_create, true, false},
+    {{"DELETE", "/v1/vms/{vmid}/snapshots/{name}"}, h_snap_delete, true, false},
+    {{"POST", "/v1/vms/{vmid}/snapshots/{name}/rollback"}, h_snap_rollback, true, false},
+    {{"GET", "/v1/jobs"}, h_jobs_list, true, false},
+    {{"GET", "/v1/jobs/{id}"}, h_job_get, true, false},
+    {{"GET", "/v1/jobs/{id}/events"}, h_job_events, true, false},
+    {{"GET", "/v1/events"}, h_events, true, false},
+    {{"GET", "/v1/events/stream"}, h_events_stream, true, false},
+    {{"GET", "/v1/nodes"}, h_nodes, true, false},
+    {{"POST", "/v1/nodes/{node}/cordon"}, h_node_cordon, true, false},
+    {{"POST", "/v1/nodes/{node}/uncordon"}, h_node_uncordon, true, false},
+    {{"POST", "/v1/nodes/{node}/drain"}, h_node_drain, true, false},
+    {{"GET", "/v1/os"}, h_os, true, false},
+    {{"GET", "/v1/quota"}, h_quota, true, false},
+    {{"GET", "/v1/ippools"}, h_ippools, true, false},
+    {{"GET", "/v1/ippools/{name}"}, h_ippool_get, true, false},
+    {{"GET", "/v1/ippools/{name}/addresses"}, h_ippool_addrs, true, false},
+    {{"POST", "/v1/ippools/{name}/addresses"}, h_ippool_hold, true, false},
+    {{"DELETE", "/v1/ippools/{name}/addresses/{address}"}, h_ippool_unhold, true, false},
+    {{"POST", "/v1/ippools/{name}/ranges"}, h_ippool_range_add, true, false},
+    {{"DELETE", "/v1/ippools/{name}/ranges/{id}"}, h_ippool_range_del, true, false},
 };
 #define NROUTES (sizeof ROUTES / sizeof ROUTES[0])
 
@@ -106,26 +113,42 @@ static void authenticate(struct req *rq, struct resp *rs, const struct route *r)
     r->fn(rq, rs);
 }
 
+/* The route for method and path, with its captures in params; else NULL
+ * and the methods path allows in allow (empty: no such path). */
+static const struct route *lookup(const char *method, const char *path, char params[API_PARAMS][64],
+                                  char *allow, size_t allowlen)
+{
+    size_t nallow = 0;
+    allow[0] = '\0';
+    /* HEAD is GET without the body (the server drops it) */
+    const char *m = strcmp(method, "HEAD") == 0 ? "GET" : method;
+    for (size_t i = 0; i < NROUTES; i++) {
+        if (!match(ROUTES[i].info.path, path, params))
+            continue;
+        if (strcmp(ROUTES[i].info.method, m) == 0) {
+            allow[0] = '\0';
+            return &ROUTES[i];
+        }
+        size_t l = strlen(allow);
+        snprintf(allow + l, allowlen - l, "%s%s", nallow++ ? ", " : "", ROUTES[i].info.method);
+    }
+    return NULL;
+}
+
+bool router_inline(const char *method, const char *path)
+{
+    char params[API_PARAMS][64], allow[64];
+    const struct route *r = lookup(method, path, params, allow, sizeof allow);
+    return r ? r->loop : true; /* a 404 or 405 is made from the table alone */
+}
+
 void router_dispatch(struct req *rq, struct resp *rs)
 {
     char params[API_PARAMS][64];
-    const struct route *found = NULL;
-    size_t nallow = 0;
-    rs->allow[0] = '\0';
-    for (size_t i = 0; i < NROUTES && !found; i++) {
-        if (!match(ROUTES[i].info.path, rq->path, params))
-            continue;
-        /* HEAD is GET without the body (the server drops it) */
-        const char *m = strcmp(rq->method, "HEAD") == 0 ? "GET" : rq->method;
-        if (strcmp(ROUTES[i].info.method, m) == 0) {
-            found = &ROUTES[i];
-            memcpy(rq->params, params, sizeof params);
-        } else {
-            size_t l = strlen(rs->allow);
-            snprintf(rs->allow + l, sizeof rs->allow - l, "%s%s", nallow++ ? ", " : "",
-                     ROUTES[i].info.method);
-        }
-    }
+    const struct route *found = lookup(rq->method, rq->path, params, rs->allow, sizeof rs->allow);
+    bool nallow = rs->allow[0] != '\0';
+    if (found)
+        memcpy(rq->params, params, sizeof params);
     if (found) {
         rs->allow[0] = '\0';
         if (found->auth)

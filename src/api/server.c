@@ -92,7 +92,8 @@ static const char *non_utf8_arg(struct http_req *hr)
     return NULL;
 }
 
-/* On a worker of the HTTP server: one whole request. */
+/* On a worker of the HTTP server (or its loop thread, runs_inline): one
+ * whole request. */
 static void on_request(void *cls, struct http_req *hr)
 {
     struct req rq = {.api = cls, .hr = hr};
@@ -106,6 +107,12 @@ static void on_request(void *cls, struct http_req *hr)
     else
         router_dispatch(&rq, &rs);
     send_resp(&rq, &rs);
+}
+
+/* On the HTTP server's loop thread: may on_request run there for hr? */
+static bool runs_inline(void *cls, const struct http_req *hr)
+{
+    return router_inline(http_req_method(hr), http_req_path(hr));
 }
 
 /* The body of a refusal the HTTP server makes (malformed request). */
@@ -201,6 +208,7 @@ struct api *api_start(const struct proxd_config *cfg, struct core *k, store *st,
         .header_timeout_s = cfg->header_timeout_s > 0 ? cfg->header_timeout_s : 10,
         .body_max = API_BODY_MAX,
         .handler = on_request,
+        .runs_inline = runs_inline,
         .error_body = refusal_body,
         .cls = a,
     };
