@@ -37,6 +37,13 @@ int cli_fail(long status, json_t *answer);
  * frees it), or the exit code with the API's error printed and *out NULL. */
 int cli_request(struct cli *c, const char *method, const char *path, json_t *body, long want,
                 json_t **out);
+/* GET a listing page by page into `all`: first is the path of the first page
+ * (with its query), items the member holding each page's array, and each
+ * page's "next" (a number or a string; null on the last) is passed as
+ * cursor_param to ask for the following one. Stops after `max` items (the
+ * extra ones of the last page dropped). Returns an exit code. */
+int cli_pages(struct cli *c, const char *first, const char *items, const char *cursor_param,
+              size_t max, json_t *all);
 /* After a call that queues a job (answer 200 or 202 with "job"): anything
  * else is reported as an error; with --no-wait the job id (or the JSON) is
  * printed; otherwise the job is followed and the VM's state printed (vmid

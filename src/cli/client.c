@@ -132,6 +132,35 @@ int cli_request(struct cli *c, const char *method, const char *path, json_t *bod
     return rc;
 }
 
+int cli_pages(struct cli *c, const char *first, const char *items, const char *cursor_param,
+              size_t max, json_t *all)
+{
+    char cursor[64] = "";
+    int rc = EXIT_OK;
+    while (json_array_size(all) < max) {
+        char path[2400];
+        snprintf(path, sizeof path, "%s%s%s%s%s", first, cursor[0] ? "&" : "",
+                 cursor[0] ? cursor_param : "", cursor[0] ? "=" : "", cursor);
+        json_t *ans = NULL;
+        if ((rc = cli_request(c, "GET", path, NULL, 200, &ans)) != EXIT_OK)
+            break;
+        json_array_extend(all, json_object_get(ans, items));
+        json_t *next = json_object_get(ans, "next");
+        if (json_is_integer(next))
+            snprintf(cursor, sizeof cursor, "%lld", (long long)json_integer_value(next));
+        else if (json_is_string(next))
+            snprintf(cursor, sizeof cursor, "%s", json_string_value(next));
+        else
+            cursor[0] = '\0';
+        json_decref(ans);
+        if (!cursor[0])
+            break;
+    }
+    while (json_array_size(all) > max)
+        json_array_remove(all, json_array_size(all) - 1);
+    return rc;
+}
+
 /* ---- Server-Sent Events -------------------------------------------------- */
 
 struct sse {

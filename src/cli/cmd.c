@@ -172,6 +172,8 @@ static void net_show(json_t *v)
            json_is_true(json_object_get(n, "confirmed")) ? cli_str(n, "seen_at") : "no");
 }
 
+#define VM_LIST_MAX 100000 /* records a listing shows at the most */
+
 static int vm_list(struct cli *c, int argc, char **argv)
 {
     static const struct option o[] = {{"owner", 1, 0, 'u'},
@@ -191,27 +193,9 @@ static int vm_list(struct cli *c, int argc, char **argv)
         buf_printf(&q, "&%s=%s", k, optarg);
     }
     json_t *all = json_array();
-    char cursor[64] = "";
-    int rc = EXIT_OK;
-    for (int page = 0; page < 1000; page++) {
-        char path[2300];
-        snprintf(path, sizeof path, "/v1/vms?limit=100%s%s%s", buf_str(&q),
-                 cursor[0] ? "&after=" : "", cursor);
-        json_t *ans = NULL;
-        if ((rc = cli_request(c, "GET", path, NULL, 200, &ans)) != EXIT_OK)
-            break;
-        json_array_extend(all, items(ans, "vms"));
-        json_t *next = json_object_get(ans, "next");
-        if (json_is_integer(next))
-            snprintf(cursor, sizeof cursor, "%lld", (long long)json_integer_value(next));
-        else if (json_is_string(next))
-            snprintf(cursor, sizeof cursor, "%s", json_string_value(next));
-        else
-            cursor[0] = '\0';
-        json_decref(ans);
-        if (!cursor[0])
-            break;
-    }
+    char first[2200];
+    snprintf(first, sizeof first, "/v1/vms?limit=100%s", buf_str(&q));
+    int rc = cli_pages(c, first, "vms", "after", VM_LIST_MAX, all);
     buf_release(&q);
     if (rc == EXIT_OK) {
         if (c->json) {

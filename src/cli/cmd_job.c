@@ -64,23 +64,9 @@ static int job_list(struct cli *c, int argc, char **argv)
         return usage_job();
     }
     json_t *all = json_array();
-    long long before = 0;
-    int rc = EXIT_OK;
-    while ((long)json_array_size(all) < limit) {
-        long want = limit - (long)json_array_size(all);
-        char path[2300];
-        snprintf(path, sizeof path, "/v1/jobs?limit=%ld%s", want < 1000 ? want : 1000, buf_str(&q));
-        if (before)
-            snprintf(path + strlen(path), sizeof path - strlen(path), "&before=%lld", before);
-        json_t *ans = NULL;
-        if ((rc = cli_request(c, "GET", path, NULL, 200, &ans)) != EXIT_OK)
-            break;
-        json_array_extend(all, json_object_get(ans, "jobs"));
-        before = cli_num(ans, "next");
-        json_decref(ans);
-        if (!before)
-            break;
-    }
+    char first[2200];
+    snprintf(first, sizeof first, "/v1/jobs?limit=%ld%s", limit < 1000 ? limit : 1000, buf_str(&q));
+    int rc = cli_pages(c, first, "jobs", "before", (size_t)limit, all);
     buf_release(&q);
     if (rc == EXIT_OK && !cli_json_out(c, all)) {
         printf("%-36s %-12s %-7s %6s %-10s %-24s %-24s %s\n", "ID", "KIND", "STATE", "VMID",
