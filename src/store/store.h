@@ -184,6 +184,14 @@ int store_vm_update(store *s, const struct vm_rec *r, struct store_error *err);
  * caller reads again and decides again (a compare-and-swap). */
 int store_vm_update_if(store *s, const struct vm_rec *r, enum vm_state expected, int64_t read_at,
                        struct store_error *err);
+/* store_vm_update_if (read_at 0) and the event ev (its type and job set)
+ * in one transaction, ev after the events of the record's own change:
+ * both commit or neither. ev is left out when the log already holds an
+ * event of its type for its job from `since` (unix ms) on, so a job that
+ * writes its outcome again after a crash logs it once (vm.reinstalled). */
+struct store_event;
+int store_vm_update_logged(store *s, const struct vm_rec *r, enum vm_state expected,
+                           struct store_event *ev, int64_t since, struct store_error *err);
 /* The live record of a VMID (not deleted/failed), or STORE_E_NOTFOUND. */
 int store_vm_get(store *s, int vmid, struct vm_rec *out, struct store_error *err);
 int store_vm_get_id(store *s, int64_t id, struct vm_rec *out, struct store_error *err);
@@ -501,6 +509,13 @@ int store_addr_adopt(store *s, int64_t vm_id, int vmid, struct store_addr_req *r
                      const struct store_net *net, const struct store_addr_quarantine *q, size_t nq,
                      struct store_error *err);
 
+/* The pools the addresses record vm_id uses come from (each once, by
+ * name); none is not an error; free(*out). */
+struct store_pool_name {
+    char name[64];
+};
+int store_addr_vm_pools(store *s, int64_t vm_id, struct store_pool_name **out, size_t *n,
+                        struct store_error *err);
 /* A record's vm_net row (live or not); STORE_E_NOTFOUND when none. */
 int store_vm_net_get(store *s, int64_t vm_id, struct store_net *out, struct store_error *err);
 /* The vm_net rows of records lo..hi (ids, inclusive), by record id, for a
@@ -697,7 +712,9 @@ int store_token_revoke(store *s, const char *id, struct store_error *err);
  *  - jobs: store_job_update / store_job_checkpoint moving a job to failed
  *    log job.failed;
  *  - nodes: store_node_health_set logs node.up / node.down on an edge;
- *  - anything else: store_event_append (node.cordoned, vm.reinstalled...),
+ *  - a job's outcome with its record's change: store_vm_update_logged
+ *    (vm.reinstalled);
+ *  - anything else: store_event_append (node.cordoned...),
  *    or store_log_add_in inside an operation's own transaction.
  * Ids only grow and, for readers paging with `id > after`, never appear
  * out of commit order: SQLite serialises writers (and AUTOINCREMENT never

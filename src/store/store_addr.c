@@ -426,6 +426,32 @@ int store_vm_net_range(store *s, int64_t lo, int64_t hi, struct store_vm_net **o
     return store_read_all(s, &rd, (void **)out, n, err);
 }
 
+static const char SQL_VM_POOLS[] =
+    "SELECT DISTINCT pool FROM addr_alloc WHERE vm_id = ?1 AND state = 'used' ORDER BY pool";
+
+static void bind_vm_id(db_stmt *st, const void *arg)
+{
+    db_bind_i64(st, 1, *(const int64_t *)arg);
+}
+
+static int row_pool(db_stmt *st, void *elem, struct store_error *err)
+{
+    (void)err;
+    struct store_pool_name *o = elem;
+    DB_COL_FIELD(st, 0, o->name);
+    return STORE_OK;
+}
+
+int store_addr_vm_pools(store *s, int64_t vm_id, struct store_pool_name **out, size_t *n,
+                        struct store_error *err)
+{
+    store_err_clear(err);
+    STORE_CHECK(s && out && n, "store_addr_vm_pools: NULL argument");
+    const struct store_read rd = {SQL_VM_POOLS, "reading a VM's pools", bind_vm_id,
+                                  &vm_id,       sizeof **out,           row_pool};
+    return store_read_all(s, &rd, (void **)out, n, err);
+}
+
 static const char SQL_NET_SEEN[] = "UPDATE vm_net SET seen = ?2, seen_at = ?3 WHERE vm_id = ?1";
 static const char SQL_NET_SEEN_GET[] = "SELECT seen FROM vm_net WHERE vm_id = ?1";
 

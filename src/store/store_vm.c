@@ -146,7 +146,31 @@ struct vm_update_ctx {
     bool cond;      /* store_vm_update_if: only from `expected` (and `read_at`) */
     enum vm_state expected;
     int64_t read_at;
+    struct store_event *ev; /* store_vm_update_logged: logged with the change */
+    int64_t since;
 };
+
+static const char SQL_EVENT_OF_JOB[] =
+    "SELECT 1 FROM events WHERE ts >= ?1 AND job = ?2 AND type = ?3 LIMIT 1";
+
+/* The job's event ev, unless the log has one of its type for the job from
+ * `since` on (the same outcome written again after a crash). */
+static int log_once(db_conn *c, struct store_event *ev, int64_t since, struct store_error *err)
+{
+    db_stmt *st = NULL;
+    int rc = db_prepare(c, SQL_EVENT_OF_JOB, &st, err);
+    if (rc)
+        return rc;
+    db_bind_i64(st, 1, since);
+    DB_BIND_FIELD(st, 2, ev->job);
+    DB_BIND_FIELD(st, 3, ev->type);
+    bool found = false;
+    rc = db_step(st, &found, err, "looking for a job's event");
+    db_done(st);
+    if (rc || found)
+        return rc;
+    return store_log_add_in(c, ev, err);
+}
 
 /* After a conditional update matched no row: say whether the record is
  * missing, or what it holds now. */
@@ -229,7 +253,9 @@ static int vm_update_fn(db_conn *c, void *ctx, struct store_error *err)
         rc = store_addr_release_vm_in(c, r->id, u->s->q, u->s->nq, NULL, err);
     /* last (it takes the event log's lock); read_at is the reconciler's:
      * what it wrote, it observed */
-    return rc ? rc : store_event_vm_in(c, &old, r, u->cond && u->read_at != 0, err);
+    if (!rc)
+        rc = store_event_vm_in(c, &old, r, u->cond && u->read_at != 0, err);
+    return rc || !u->ev ? rc : log_once(c, u->ev, u->since, err);
 }
 
 int store_vm_update(store *s, const struct vm_rec *r, struct store_error *err)
@@ -249,7 +275,21 @@ int store_vm_update_if(store *s, const struct vm_rec *r, enum vm_state expected,
     STORE_CHECK((unsigned)expected <= VMS_LOST, "expected VM state %d unknown", (int)expected);
     STORE_CHECK(read_at >= 0, "read_at %lld is negative", (long long)read_at);
     int rc = store_check_vm(r, err);
-    struct vm_update_ctx u = {r, s, true, expected, read_at};
+    struct vm_update_ctx u = {r, s, true, expected, read_at, NULL, 0};
+    return rc ? rc : db_tx(s->db, DB_WRITE, vm_update_fn, &u, err);
+}
+
+int store_vm_update_logged(store *s, const struct vm_rec *r, enum vm_state expected,
+                           struct store_event *ev, int64_t since, struct store_error *err)
+{
+    store_err_clear(err);
+    STORE_CHECK(s && r && ev, "store_vm_update_logged: NULL argument");
+    STORE_CHECK((unsigned)expected <= VMS_LOST, "expected VM state %d unknown", (int)expected);
+    STORE_CHECK(FIELD_LEN(ev->type) > 0 && FIELD_LEN(ev->job) > 0,
+                "store_vm_update_logged: the event needs a type and a job");
+    STORE_CHECK(!ev->data || json_is_object(ev->data), "event data must be an object");
+    int rc = store_check_vm(r, err);
+    struct vm_update_ctx u = {r, s, true, expected, 0, ev, since};
     return rc ? rc : db_tx(s->db, DB_WRITE, vm_update_fn, &u, err);
 }
 

@@ -1426,6 +1426,52 @@ static void test_event_log_vm(void **state)
     assert_true(ev.id > last);
 }
 
+/* A job's outcome with its record's change: one transaction, after the
+ * record's own events, once per job however often it is written again,
+ * and nothing when the write does not apply. */
+static void test_event_log_with_record(void **state)
+{
+    struct fx *f = *state;
+    struct store_error e;
+    int64_t since = wall_ms();
+    struct vm_rec r = vm_new(910, "alice", "ubuntu");
+    r.state = VMS_ENABLED;
+    snprintf(r.node, sizeof r.node, "sv1");
+    snprintf(r.power, sizeof r.power, "running");
+    OK(store_vm_insert(f->s, &r, &e_));
+    struct store_event ev = {.vmid = 910, .data = json_pack("{s:s}", "os", "debian")};
+    snprintf(ev.type, sizeof ev.type, "vm.reinstalled");
+    snprintf(ev.owner, sizeof ev.owner, "alice");
+    snprintf(ev.job, sizeof ev.job, "job-r1");
+    size_t before = count_events(f->s, "vm.*");
+    /* a write that does not apply logs nothing, not even the job's event */
+    snprintf(r.os, sizeof r.os, "debian");
+    EXPECT(STORE_E_CONFLICT, store_vm_update_logged(f->s, &r, VMS_DELETING, &ev, since, &e));
+    assert_int_equal(count_events(f->s, "vm.*"), before);
+    OK(store_vm_update_logged(f->s, &r, VMS_ENABLED, &ev, since, &e_));
+    OK(store_vm_update_logged(f->s, &r, VMS_ENABLED, &ev, since, &e_)); /* again */
+    struct store_event *v = NULL;
+    size_t n = events_of(f->s, "vm.*", &v);
+    assert_int_equal(n, before + 2);
+    assert_string_equal(v[n - 2].type, "vm.updated"); /* os: ubuntu -> debian */
+    assert_string_equal(v[n - 1].type, "vm.reinstalled");
+    assert_string_equal(v[n - 1].job, "job-r1");
+    assert_string_equal(json_string_value(json_object_get(v[n - 1].data, "os")), "debian");
+    events_free(v, n);
+    /* another job, the record unchanged (the same OS again): its own event */
+    snprintf(ev.job, sizeof ev.job, "job-r2");
+    OK(store_vm_update_logged(f->s, &r, VMS_ENABLED, &ev, since, &e_));
+    assert_int_equal(count_events(f->s, "vm.reinstalled"), 2);
+    assert_int_equal(count_events(f->s, "vm.updated"), 1);
+    /* an event of the job from before `since` does not count */
+    snprintf(ev.job, sizeof ev.job, "job-r1");
+    OK(store_vm_update_logged(f->s, &r, VMS_ENABLED, &ev, wall_ms() + 1000, &e_));
+    assert_int_equal(count_events(f->s, "vm.reinstalled"), 3);
+    snprintf(ev.job, sizeof ev.job, "%s", "");
+    EXPECT(STORE_E_INVALID, store_vm_update_logged(f->s, &r, VMS_ENABLED, &ev, since, &e));
+    store_event_release(&ev);
+}
+
 static void test_event_log_jobs_nodes(void **state)
 {
     struct fx *f = *state;
@@ -3416,6 +3462,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_migrate_too_old, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vm_crud, setup, teardown),
         cmocka_unit_test_setup_teardown(test_event_log_vm, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_event_log_with_record, setup, teardown),
         cmocka_unit_test_setup_teardown(test_event_log_jobs_nodes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_event_ids_commit_ordered, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vm_live_unique, setup, teardown),
