@@ -104,13 +104,17 @@ for seed in $(echo "$SEEDS" | tr ',' ' ' | cut -d' ' -f1-${SOAK_REINSTALL_SEEDS:
   REINSTALL_CRASH_SEED=$seed REINSTALL_CRASH_ROUNDS=${SOAK_REINSTALL_ROUNDS:-40} \
     REINSTALL_FAULT_RATE=${SOAK_REINSTALL_RATE:-0.03} PYTHONPATH=tests \
     /usr/bin/python3 tests/api/test_reinstall_crash.py >>"$TMP/reinstall.log" 2>&1 || rc=1
+  # onto another node (the VM's node full): kills during the migration too
+  REINSTALL_MOVE_SEED=$seed REINSTALL_MOVE_ROUNDS=${SOAK_REINSTALL_MOVE_ROUNDS:-20} \
+    REINSTALL_FAULT_RATE=${SOAK_REINSTALL_RATE:-0.03} PYTHONPATH=tests \
+    /usr/bin/python3 tests/api/test_reinstall_move.py >>"$TMP/reinstall.log" 2>&1 || rc=1
 done
 t1=$(date +%s.%N)
 [ $rc -ne 0 ] && status=1
 {
   echo
   echo "part reinstall (kill -9 and faults): exit $rc, $(echo "$t1 - $t0" | bc) s"
-  grep -E '^(seed|one|outcomes|faults hit|ok|FAIL) |^[0-9]+ passed|^  ' "$TMP/reinstall.log" | head -60
+  grep -E '^(seed|one|outcomes|faults hit|ok|FAIL) |^[0-9]+ passed|^  ' "$TMP/reinstall.log" | head -90
 } | tee "$TMP/reinstall.sum"
 cat "$TMP/head" "$TMP/control.sum" "$TMP/create.sum" "$TMP/crash.sum" "$TMP/drain.sum" "$TMP/reinstall.sum" >"$OUT"
 echo "load average at the end $(cut -d' ' -f1 /proc/loadavg)" | tee -a "$OUT"

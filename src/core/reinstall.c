@@ -36,6 +36,7 @@
 #include <string.h>
 
 #define GiB (1024LL * 1024 * 1024)
+#define MiB (1024LL * 1024)
 #define TRIES 4
 #define STEP_MS (600 * 1000L)
 #define CLONE_MS (3600 * 1000L)
@@ -184,6 +185,21 @@ static int tmp_vmid(struct rctx *c)
     return (int)st_int(c, "tmp_vmid");
 }
 
+/* The temporary VM's node: the VM's own, or the other node prepare chose
+ * when the VM's had no room ("tmp_node"; the VM goes there at "migrate",
+ * after which the job's node is that one too). */
+static const char *tmp_node(struct rctx *c)
+{
+    const char *n = json_string_value(json_object_get(c->st, "tmp_node"));
+    return n && n[0] ? n : c->j->node;
+}
+
+/* Where a call about `vmid` goes: the VM's node or the temporary VM's. */
+static const char *node_of(struct rctx *c, int vmid)
+{
+    return vmid == c->j->vmid ? c->j->node : tmp_node(c);
+}
+
 static bool transient(const struct pve_error *e)
 {
     return e->cls == PVE_E_OTHER || e->cls == PVE_E_LOCK || e->cls == PVE_E_NETWORK ||
@@ -225,7 +241,7 @@ static bool same_volume(const char *a, const char *b)
 
 /* Write the record (as save_vm does: only over the state just read, so a
  * DELETE that landed meanwhile is not written over). */
-static void save_rec(struct rctx *c)
+static void save_rec_logged(struct rctx *c, struct store_event *ev)
 {
     struct store_error se;
     snprintf(c->v.job, sizeof c->v.job, "%s", c->j->id);
@@ -238,11 +254,18 @@ static void save_rec(struct rctx *c)
         if (now.state != VMS_ENABLED)
             snprintf(c->v.job, sizeof c->v.job, "%s", now.job);
         vm_rec_release(&now);
-        if (store_vm_update_if(c->k->st, &c->v, read, 0, &se) != STORE_E_CONFLICT)
+        int rc = ev ? store_vm_update_logged(c->k->st, &c->v, read, ev, c->j->created_at, &se)
+                    : store_vm_update_if(c->k->st, &c->v, read, 0, &se);
+        if (rc != STORE_E_CONFLICT)
             return;
     }
     log_error("job", "job=%s vmid=%d cannot update the record: %s", c->j->id, c->v.vmid,
               se.message);
+}
+
+static void save_rec(struct rctx *c)
+{
+    save_rec_logged(c, NULL);
 }
 
 /* ---- Proxmox, with reads made again when they fail transiently ---------------- */
@@ -253,7 +276,7 @@ static int read_config(struct rctx *c, int vmid, struct pve_vm_config *cfg, stru
     for (int n = 0; n < TRIES; n++) {
         if (n)
             pause_n(c, n);
-        rc = pve_vm_config_get(c->pc, c->j->node, vmid, true, cfg, e);
+        rc = pve_vm_config_get(c->pc, node_of(c, vmid), vmid, true, cfg, e);
         if (!rc || !transient(e) || core_stopping(c->k))
             break;
     }
@@ -266,7 +289,7 @@ static int read_status(struct rctx *c, int vmid, struct pve_vm_status *s, struct
     for (int n = 0; n < TRIES; n++) {
         if (n)
             pause_n(c, n);
-        rc = pve_vm_status(c->pc, c->j->node, vmid, s, e);
+        rc = pve_vm_status(c->pc, node_of(c, vmid), vmid, s, e);
         if (!rc || !transient(e) || core_stopping(c->k))
             break;
     }
@@ -312,8 +335,8 @@ static int power_once(struct rctx *c, int vmid, const char *want, struct pve_err
         return rc;
     char upid[PVE_UPID_MAX] = "";
     bool start = strcmp(want, "running") == 0;
-    rc = pve_vm_power(c->pc, c->j->node, vmid, start ? PVE_POWER_START : PVE_POWER_STOP, NULL, upid,
-                      e);
+    rc = pve_vm_power(c->pc, node_of(c, vmid), vmid, start ? PVE_POWER_START : PVE_POWER_STOP, NULL,
+                      upid, e);
     if (!rc)
         rc = wait_task(c, upid, STEP_MS, e);
     if (rc == -1)
@@ -386,10 +409,15 @@ static void finish(struct rctx *c, bool ok, const char *fmt, ...)
     va_end(ap);
 }
 
-/* What the temporary VM held goes back: the room on the node, the VMID. */
+/* What the temporary VM held goes back: the room on the node, the VMID.
+ * After a move the room reserved on the new node is the VM's now: it
+ * keeps counting until an inventory shows the VM there. */
 static void release_tmp(struct rctx *c)
 {
-    store_release_capacity(c->k->st, c->j->id, NULL);
+    if (st_int(c, "moved"))
+        store_settle_capacity(c->k->st, c->j->id, NULL);
+    else
+        store_release_capacity(c->k->st, c->j->id, NULL);
     if (tmp_vmid(c)) {
         store_vmid_release(c->k->st, tmp_vmid(c), c->k->cfg->quarantine_s * 1000, NULL);
         fleet_vm_removed(c->k->fl, tmp_vmid(c));
@@ -414,6 +442,105 @@ static int reserve_room(struct rctx *c, int64_t need, char *why, size_t len)
         return 0;
     snprintf(why, len, "no room on %s of %s for the new disk (%.300s)", c->cn->storage, c->cn->name,
              se.message);
+    return -1;
+}
+
+static void add_why(char *why, size_t len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void add_why(char *why, size_t len, const char *fmt, ...)
+{
+    size_t l = strlen(why);
+    if (l + 1 >= len)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why + l, len - l, fmt, ap);
+    va_end(ap);
+}
+
+/* Why node cn cannot take the VM (NULL when it may): the OS's template,
+ * every pool of the VM's addresses reachable there, not cordoned, up. */
+static const char *unfit(struct rctx *c, const struct cfg_node *cn,
+                         const struct store_pool_name *pools, size_t np, char *buf, size_t len)
+{
+    const struct proxd_config *cfg = c->k->cfg;
+    if (!config_template(cn, req_str(c, "os")))
+        return "no template of the OS";
+    for (size_t i = 0; i < np; i++) {
+        const struct cfg_ippool *p = config_ippool(cfg, pools[i].name);
+        if (!p || !config_ippool_reachable(cfg, p, cn)) {
+            snprintf(buf, len, "pool %s of the VM's address is not reachable there", pools[i].name);
+            return buf;
+        }
+    }
+    struct node_cordon nc;
+    if (core_node_cordon_get(c->k, cn->name, &nc) == 0 && nc.cordoned) {
+        snprintf(buf, len, "cordoned by %s", nc.by);
+        return buf;
+    }
+    struct node_view nv;
+    if (fleet_node_view(c->k->fl, cn->name, &nv) || !nv.up)
+        return "down";
+    return NULL;
+}
+
+/* The VM's node has no room: another node of its cluster that fits
+ * (unfit) with room for the new disk, the old one (the VM moves there
+ * with it) and the VM's memory, reserved under the job; tried in the order
+ * their clones would finish (place_order). 0 with "tmp_node" and
+ * "template" set; else -1 with why each node would not do added to why. */
+static int reserve_elsewhere(struct rctx *c, char *why, size_t len)
+{
+    const struct proxd_config *cfg = c->k->cfg;
+    if (!c->cn->cluster[0])
+        return -1; /* a standalone host */
+    struct store_pool_name *pools = NULL;
+    size_t np = 0;
+    struct store_error se;
+    if (store_addr_vm_pools(c->k->st, c->v.id, &pools, &np, &se)) {
+        add_why(why, len, "; the pools of its addresses cannot be read: %.200s", se.message);
+        return -1;
+    }
+    struct place_cand cands[CFG_MAX_NODES];
+    int n = 0;
+    int64_t old = st_int(c, "old_size");
+    for (int i = 0; i < cfg->nnodes; i++) {
+        const struct cfg_node *cn = &cfg->nodes[i];
+        if (cn == c->cn || strcmp(cn->cluster, c->cn->cluster) != 0)
+            continue;
+        char buf[200];
+        const char *no = unfit(c, cn, pools, np, buf, sizeof buf);
+        if (no) {
+            add_why(why, len, "; %s: %s", cn->name, no);
+            continue;
+        }
+        struct node_view nv;
+        struct fleet_vm t;
+        int64_t bytes = old;
+        fleet_node_view(c->k->fl, cn->name, &nv);
+        if (fleet_vm_find(c->k->fl, cn->name, config_template(cn, req_str(c, "os")), &t) == 0 &&
+            t.maxdisk > bytes)
+            bytes = t.maxdisk;
+        cands[n++] = (struct place_cand){i, bytes, nv.mem_total - nv.mem_used};
+    }
+    free(pools);
+    place_order(c->k->pl, cands, n);
+    for (int i = 0; i < n; i++) {
+        const struct cfg_node *cn = &cfg->nodes[cands[i].node];
+        struct node_view nv;
+        if (fleet_node_view(c->k->fl, cn->name, &nv))
+            continue;
+        struct cap_room room = {.mem = nv.mem_total - nv.mem_used - cfg->memory_margin_mb * MiB,
+                                .disk = nv.st_avail - cfg->disk_margin_gb * GiB,
+                                .seen_since = nv.seen_since};
+        if (store_reserve_capacity(c->k->st, c->j->id, cn->name, c->v.memory_mb * MiB,
+                                   cands[i].bytes + old, &room, &se) == 0) {
+            st_set_str(c, "tmp_node", cn->name);
+            st_set_int(c, "template", config_template(cn, req_str(c, "os")));
+            return 0;
+        }
+        add_why(why, len, "; %s: no room for both disks (%.200s)", cn->name, se.message);
+    }
     return -1;
 }
 
@@ -540,7 +667,8 @@ static void step_prepare(struct rctx *c)
         }
         job_checkpoint(c->k, c->j, NULL, -1, "temporary VMID %d", tmp_vmid(c));
     }
-    if (reserve_room(c, need, why, sizeof why)) {
+    /* on the VM's node, else on another that the VM then moves to */
+    if (reserve_room(c, need, why, sizeof why) && reserve_elsewhere(c, why, sizeof why)) {
         release_tmp(c);
         store_release_capacity(c->k->st, c->j->id, NULL);
         finish(c, false, "VM %d cannot be reinstalled now: %s; nothing was changed", c->j->vmid,
@@ -548,8 +676,10 @@ static void step_prepare(struct rctx *c)
         return;
     }
     save_rec(c); /* the record names this job: the reconciler leaves it alone meanwhile */
-    job_checkpoint(c->k, c->j, "clone", 10, "cloning %s (template %d) to temporary VM %d on %s", os,
-                   tpl, tmp_vmid(c), c->j->node);
+    job_checkpoint(c->k, c->j, "clone", 10, "cloning %s (template %d) to temporary VM %d on %s%s",
+                   os, (int)st_int(c, "template"), tmp_vmid(c), tmp_node(c),
+                   strcmp(tmp_node(c), c->j->node) ? " (the VM's node has no room: it moves there)"
+                                                   : "");
 }
 
 /* ---- before the swap: the temporary VM ----------------------------------------------- */
@@ -584,7 +714,7 @@ static void step_clone(struct rctx *c)
                 job_checkpoint(c->k, c->j, "wait_clone", 20, "found the temporary VM from before");
                 return;
             }
-            if (p == P_NONE && pve_find_clone_task(c->pc, c->j->node, tpl, tmp_vmid(c),
+            if (p == P_NONE && pve_find_clone_task(c->pc, tmp_node(c), tpl, tmp_vmid(c),
                                                    c->j->created_at / 1000, c->j->upid)) {
                 job_checkpoint(c->k, c->j, "wait_clone", 20,
                                "found the clone task from before (%s)", c->j->upid);
@@ -602,10 +732,10 @@ static void step_clone(struct rctx *c)
         struct pve_clone o = {.newid = tmp_vmid(c),
                               .name = name,
                               .description = m,
-                              .storage = c->cn->storage,
+                              .storage = config_node(c->k->cfg, tmp_node(c))->storage,
                               .full = 1};
         c->j->upid[0] = '\0';
-        int rc = pve_vm_clone(c->pc, c->j->node, tpl, &o, c->j->upid, &e);
+        int rc = pve_vm_clone(c->pc, tmp_node(c), tpl, &o, c->j->upid, &e);
         if (rc == PVE_E_EXISTS) {
             store_vmid_mark_foreign(c->k->st, tmp_vmid(c), NULL);
             st_set_int(c, "tmp_vmid", 0);
@@ -652,7 +782,7 @@ static void step_configure(struct rctx *c)
     marker(c, m, sizeof m);
     struct pve_config_set s = {.cores = c->v.cores, .memory_mb = c->v.memory_mb, .description = m};
     int rc, n = 0;
-    while ((rc = pve_vm_config_set(c->pc, c->j->node, tmp_vmid(c), &s, &e)) && again(c, &n, &e))
+    while ((rc = pve_vm_config_set(c->pc, tmp_node(c), tmp_vmid(c), &s, &e)) && again(c, &n, &e))
         ;
     if (rc) {
         fail_to(c, "abort", "configuring the temporary VM failed: %s", e.message);
@@ -680,7 +810,7 @@ static void step_resize(struct rctx *c)
         int rc, n = 0;
         for (;;) { /* an absolute size: asking again is harmless */
             c->j->upid[0] = '\0';
-            rc = pve_vm_resize(c->pc, c->j->node, tmp_vmid(c), disk, size, c->j->upid, &e);
+            rc = pve_vm_resize(c->pc, tmp_node(c), tmp_vmid(c), disk, size, c->j->upid, &e);
             if (!rc && c->j->upid[0]) {
                 job_checkpoint(c->k, c->j, NULL, -1, "growing %s of VM %d to %s (%s)", disk,
                                tmp_vmid(c), size, c->j->upid);
@@ -723,7 +853,142 @@ static void step_stop(struct rctx *c)
         fail_to(c, "restore", "stopping VM %d failed: %s", c->j->vmid, e.message);
         return;
     }
-    job_checkpoint(c->k, c->j, "detach", 65, "VM %d stopped", c->j->vmid);
+    if (strcmp(tmp_node(c), c->j->node) != 0)
+        job_checkpoint(c->k, c->j, "migrate", 63, "VM %d stopped; moving it to %s", c->j->vmid,
+                       tmp_node(c));
+    else
+        job_checkpoint(c->k, c->j, "detach", 65, "VM %d stopped", c->j->vmid);
+}
+
+/* ---- onto another node: the VM moves to the temporary VM ------------------------------ */
+
+/* Where is the VM? 1: on `to`; 0: on `from`, unlocked, no migration task
+ * of it running there; 2: a migration under way (the migrate lock, or a
+ * qmigrate task of the VM still running, before it takes the lock); -2:
+ * Proxmox did not say. */
+static int where_vm(struct rctx *c, const char *from, const char *to, struct pve_error *e)
+{
+    struct pve_vm_status s;
+    int rc = pve_vm_status(c->pc, to, c->j->vmid, &s, e);
+    if (rc != PVE_E_NOTFOUND)
+        return rc ? -2 : 1;
+    struct pve_vm_config cfg;
+    rc = pve_vm_config_get(c->pc, from, c->j->vmid, true, &cfg, e);
+    if (rc == PVE_E_NOTFOUND) /* it may have arrived between the two reads */
+        return pve_vm_status(c->pc, to, c->j->vmid, &s, e) == 0 ? 1 : -2;
+    if (rc)
+        return -2;
+    bool locked = cfg.lock[0] != '\0';
+    pve_vm_config_release(&cfg);
+    if (locked)
+        return 2;
+    struct pve_task *t = NULL;
+    size_t n = 0;
+    if (pve_task_list(c->pc, from, c->j->vmid, "qmigrate", 20, &t, &n, e))
+        return -2;
+    bool running = false;
+    for (size_t i = 0; i < n; i++)
+        running |= t[i].running && t[i].starttime >= c->j->created_at / 1000 - 1;
+    free(t);
+    return running ? 2 : 0;
+}
+
+/* The VM arrived on `to`: the record's node follows (vm.moved, logged by
+ * the store with that write), the job's node is that one from now on, and
+ * the old volumes are known by their names there (a storage map may have
+ * renamed them). 0, or -1 when its config cannot be read now. */
+static int arrived(struct rctx *c, const char *from, const char *to)
+{
+    struct pve_error e = {0};
+    struct pve_vm_config cfg;
+    int rc = pve_vm_config_get(c->pc, to, c->j->vmid, true, &cfg, &e);
+    if (rc)
+        return -1;
+    const char *v = json_string_value(json_object_get(cfg.raw, st_str(c, "boot_key")));
+    if (v)
+        st_set_str(c, "old_volume", v);
+    json_object_set_new(c->st, "old_unused", unused_of(cfg.raw));
+    pve_vm_config_release(&cfg);
+    st_set_int(c, "moved", 1);
+    st_set_str(c, "moved_from", from);
+    snprintf(c->j->node, sizeof c->j->node, "%s", to);
+    c->cn = config_node(c->k->cfg, to);
+    snprintf(c->v.node, sizeof c->v.node, "%s", to);
+    snprintf(c->v.power, sizeof c->v.power, "stopped");
+    save_rec(c);
+    fleet_vm_added(c->k->fl, c->j->vmid, to);
+    c->j->upid[0] = '\0';
+    job_checkpoint(c->k, c->j, "detach", 68, "VM %d moved from %s to %s", c->j->vmid, from, to);
+    return 0;
+}
+
+/* The VM, stopped, goes where the temporary VM is: an offline migration
+ * with its local disks to that node's storage. Where the VM is decides
+ * every turn, never the call's answer alone: a migration sent before a
+ * crash, or whose answer was lost, holds the VM's lock (or runs as a task
+ * before it takes it) and is waited for; one is started only when the VM
+ * is on the source and nothing migrates it. A failure leaves the VM on
+ * the source: the restore starts it there. */
+static void step_migrate(struct rctx *c)
+{
+    char from[64], to[64], failed[600] = "";
+    snprintf(from, sizeof from, "%s", c->j->node);
+    snprintf(to, sizeof to, "%s", tmp_node(c));
+    const struct cfg_node *tn = config_node(c->k->cfg, to);
+    int64_t end = mono_ms() + CLONE_MS;
+    struct pve_error e = {0};
+    for (int n = 0, busy = 0, sent = 0;;) {
+        if (c->j->upid[0]) {
+            int rc = wait_task(c, c->j->upid, CLONE_MS, &e);
+            if (rc == -1)
+                return;
+            if (rc)
+                snprintf(failed, sizeof failed, "%.590s", e.message);
+            c->j->upid[0] = '\0';
+        }
+        int w = where_vm(c, from, to, &e);
+        if (w == 1) {
+            if (arrived(c, from, to) == 0 || core_stopping(c->k))
+                return;
+            w = -2;
+        }
+        if (w == 0 && !failed[0] && sent >= TRIES)
+            snprintf(failed, sizeof failed, "its migration tasks ended, the VM stayed");
+        if (w == 0 && failed[0]) {
+            fail_to(c, "restore", "moving VM %d to %s failed: %s", c->j->vmid, to, failed);
+            return;
+        }
+        if (w != 0) { /* under way, or no answer: look again */
+            if (core_stopping(c->k))
+                return;
+            if (mono_ms() > end) {
+                fail_to(c, "restore", "VM %d did not move to %s: %s", c->j->vmid, to,
+                        w == 2 ? "still migrating" : e.message);
+                return;
+            }
+            pause_n(c, ++busy < 4 ? busy : 4);
+            continue;
+        }
+        char upid[PVE_UPID_MAX] = "";
+        struct pve_migrate_opts mo = {
+            .online = false, .with_local_disks = true, .targetstorage = tn->storage};
+        sent++;
+        int rc = pve_vm_migrate(c->pc, from, c->j->vmid, to, &mo, upid, &e);
+        if (!rc) {
+            snprintf(c->j->upid, sizeof c->j->upid, "%s", upid);
+            job_checkpoint(c->k, c->j, NULL, -1, "moving VM %d from %s to %s (%s)", c->j->vmid,
+                           from, to, upid);
+            continue;
+        }
+        if (!again(c, &n, &e)) { /* refused: the VM stayed where it was */
+            snprintf(failed, sizeof failed, "%.590s", e.message);
+            if (!transient(&e)) {
+                fail_to(c, "restore", "moving VM %d to %s was refused: %s", c->j->vmid, to, failed);
+                return;
+            }
+        }
+        /* it may have gone through: the next turn looks */
+    }
 }
 
 /* What the VM's boot slot holds now: the old disk, nothing, or the new one. */
@@ -799,7 +1064,7 @@ static void step_swap(struct rctx *c)
             return;
         }
         for (int n = 0; s == S_EMPTY;) {
-            rc = pve_vm_move_disk(c->pc, c->j->node, tmp_vmid(c), st_str(c, "tmp_key"), c->j->vmid,
+            rc = pve_vm_move_disk(c->pc, tmp_node(c), tmp_vmid(c), st_str(c, "tmp_key"), c->j->vmid,
                                   st_str(c, "boot_key"), c->j->upid, &e);
             if (!rc) {
                 job_checkpoint(c->k, c->j, NULL, -1, "moving the new disk into VM %d as %s (%s)",
@@ -945,7 +1210,7 @@ static int remove_tmp(struct rctx *c, struct pve_error *e)
         char upid[PVE_UPID_MAX];
         struct pve_task t;
         /* a clone sent before a crash may still make it */
-        if (pve_find_clone_task(c->pc, c->j->node, (int)st_int(c, "template"), tmp_vmid(c),
+        if (pve_find_clone_task(c->pc, tmp_node(c), (int)st_int(c, "template"), tmp_vmid(c),
                                 c->j->created_at / 1000, upid) &&
             pve_task_status(c->pc, upid, &t, e) == 0 && t.running) {
             snprintf(e->message, sizeof e->message, "its clone task still runs");
@@ -959,7 +1224,7 @@ static int remove_tmp(struct rctx *c, struct pve_error *e)
     if (!rc) {
         char upid[PVE_UPID_MAX] = "";
         struct pve_delete_opts d = {.purge = true, .destroy_unreferenced = true};
-        rc = pve_vm_delete(c->pc, c->j->node, tmp_vmid(c), &d, upid, e);
+        rc = pve_vm_delete(c->pc, tmp_node(c), tmp_vmid(c), &d, upid, e);
         if (!rc)
             rc = wait_task(c, upid, STEP_MS, e);
     }
@@ -1003,7 +1268,7 @@ static void step_commit(struct rctx *c)
         return;
     if (rc) {
         /* the reconciler removes it: its marker names this job, which ends now */
-        store_leftover_add(c->k->st, tmp_vmid(c), c->j->node, c->j->id, NULL);
+        store_leftover_add(c->k->st, tmp_vmid(c), tmp_node(c), c->j->id, NULL);
         size_t l = strlen(left);
         snprintf(left + l, sizeof left - l, "; temporary VM %d left for the reconciler",
                  tmp_vmid(c));
@@ -1017,7 +1282,8 @@ static void step_commit(struct rctx *c)
         c->v.disk_gb = gb;
     snprintf(c->v.power, sizeof c->v.power, "running");
     c->v.error[0] = '\0';
-    save_rec(c);
+    /* the record's change and vm.reinstalled in one transaction (logged
+     * once: a commit resumed after a crash writes the record again) */
     struct store_event ev = {.vmid = c->j->vmid};
     snprintf(ev.type, sizeof ev.type, "%s", EV_VM_REINSTALLED);
     snprintf(ev.owner, sizeof ev.owner, "%s", c->v.owner);
@@ -1025,10 +1291,7 @@ static void step_commit(struct rctx *c)
     snprintf(ev.job, sizeof ev.job, "%s", c->j->id);
     ev.data = json_pack("{s:s,s:s,s:s}", "name", c->v.name, "os", req_str(c, "os"), "from",
                         st_str(c, "old_os"));
-    struct store_error se;
-    if (store_event_append(c->k->st, &ev, &se))
-        log_warn("job", "job=%s vmid=%d the vm.reinstalled event is not logged: %s", c->j->id,
-                 c->j->vmid, se.message);
+    save_rec_logged(c, &ev);
     store_event_release(&ev);
     finish(c, true, "VM %d runs %s (was %s)%s", c->j->vmid, req_str(c, "os"), st_str(c, "old_os"),
            left);
@@ -1101,7 +1364,7 @@ static void step_restore(struct rctx *c)
         snprintf(c->v.error, sizeof c->v.error, "reinstall could not put the old disk back: %.900s",
                  e.message);
         save_rec(c);
-        store_leftover_add(c->k->st, tmp_vmid(c), c->j->node, c->j->id, NULL);
+        store_leftover_add(c->k->st, tmp_vmid(c), tmp_node(c), c->j->id, NULL);
         store_release_capacity(c->k->st, c->j->id, NULL);
         finish(c, false, "reinstall failed (%s) and VM %d could not be put back as it was: %s",
                st_str(c, "error"), c->j->vmid, e.message);
@@ -1119,7 +1382,7 @@ static void step_abort(struct rctx *c)
         return;
     char left[256] = "";
     if (rc) {
-        store_leftover_add(c->k->st, tmp_vmid(c), c->j->node, c->j->id, NULL);
+        store_leftover_add(c->k->st, tmp_vmid(c), tmp_node(c), c->j->id, NULL);
         store_release_capacity(c->k->st, c->j->id, NULL);
         snprintf(left, sizeof left, "; temporary VM %d left for the reconciler", tmp_vmid(c));
     } else {
@@ -1130,8 +1393,12 @@ static void step_abort(struct rctx *c)
         snprintf(c->v.power, sizeof c->v.power, "%s", s.status);
         save_rec(c);
     }
-    finish(c, false, "reinstall failed: %s; VM %d keeps %s as before%s", st_str(c, "error"),
-           c->j->vmid, st_str(c, "old_os"), left);
+    char where[160] = "";
+    if (st_int(c, "moved"))
+        snprintf(where, sizeof where, " (on %s now: it had moved there from %s for the reinstall)",
+                 c->j->node, st_str(c, "moved_from"));
+    finish(c, false, "reinstall failed: %s; VM %d keeps %s as before%s%s", st_str(c, "error"),
+           c->j->vmid, st_str(c, "old_os"), where, left);
 }
 
 /* ---- the machine ------------------------------------------------------------------------ */
@@ -1174,11 +1441,11 @@ void reinstall_run(struct core *k, struct job_rec *j)
         const char *s = j->step;
         bool cloning = strcmp(s, "clone") == 0 || strcmp(s, "wait_clone") == 0;
         if (cloning && !slot) { /* clones per node, shared with creations */
-            if (!clone_slot_take(k, j->node, j->id))
+            if (!clone_slot_take(k, tmp_node(&c), j->id))
                 break;
             slot = true;
         } else if (!cloning && slot) {
-            clone_slot_give(k, j->node, j->id);
+            clone_slot_give(k, tmp_node(&c), j->id);
             slot = false;
         }
         char before[sizeof j->step];
@@ -1195,6 +1462,8 @@ void reinstall_run(struct core *k, struct job_rec *j)
             step_resize(&c);
         else if (strcmp(s, "stop") == 0)
             step_stop(&c);
+        else if (strcmp(s, "migrate") == 0)
+            step_migrate(&c);
         else if (strcmp(s, "detach") == 0)
             step_detach(&c);
         else if (strcmp(s, "swap") == 0)
@@ -1218,6 +1487,6 @@ void reinstall_run(struct core *k, struct job_rec *j)
         c.resumed = false;
     }
     if (slot)
-        clone_slot_give(k, j->node, j->id);
+        clone_slot_give(k, tmp_node(&c), j->id);
     vm_rec_release(&c.v);
 }

@@ -12,7 +12,8 @@ cloned from). Cases, on one pvesim and one proxd:
   - passing errors on every write ridden out (the job ends done);
   - another owner's 404, bad input naming the field;
   - the temporary disk counted in the owner's quota and the node's room
-    (a reservation while it exists; no room: failed, nothing changed);
+    (a reservation while it exists; no room there nor on another node:
+    failed, nothing changed);
   - an HA-managed VM refused, untouched;
   - a reinstall queued while another job of the VM runs waits for it.
 The kill -9 test is test_reinstall_crash.py.
@@ -36,6 +37,7 @@ sim = Sim(time_scale=0.005)
 px = Proxd(sim, proxd_extra="reconcile_interval = 2\n")
 ALICE = px.token("alice")
 BOB = px.token("bob")
+ADMIN = px.token("root", role="admin")
 px.start()
 
 
@@ -284,17 +286,26 @@ def no_room_on_the_node_fails_before_touching_anything():
     total_gb = node_view(node)["disk_gb"]["total"]
     used_gb = node_view(node)["disk_gb"]["used"]
     sim.ctl("POST", "/nodes/" + node, {"storage_gb": {"local-lvm": used_gb + 5}})
+    # and no other node may take it (test_reinstall_move.py: onto another node)
+    others = [n["name"] for n in px.call("GET", "/v1/nodes", ALICE).json()["nodes"]
+              if n["name"] != node]
+    for n in others:
+        assert px.call("POST", "/v1/nodes/%s/cordon" % n, ADMIN).status_code == 200
     try:
         wait_for(lambda: node_view(node)["disk_gb"]["available"] <= 6, deadline=30, interval=0.2,
                  what="proxd to see the full node")
         j = reinstall(vmid, {"os": "debian"}, want="failed")
         assert "no room" in j["error"] and "nothing was changed" in j["error"], j
+        for n in others:
+            assert "%s: cordoned" % n in j["error"], j
         after = look(vmid)
         assert after["digest"] == before["digest"] and after["power"] == "running", after
         assert temps() == []
         assert not db_query(px.db, "SELECT node FROM capacity WHERE job = ?", (j["id"],))
     finally:
         sim.ctl("POST", "/nodes/" + node, {"storage_gb": {"local-lvm": total_gb}})
+        for n in others:
+            px.call("POST", "/v1/nodes/%s/uncordon" % n, ADMIN)
 
 
 @case

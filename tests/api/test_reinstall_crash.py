@@ -7,7 +7,8 @@ restarted; after each restart the job ends, and then:
   - its disk holds the new OS when the job is done, the old one when it
     failed, and the record says the same;
   - no temporary VM is left in pvesim, and no VM exists but the customers'
-    (and the templates).
+    (and the templates);
+  - the event log has vm.reinstalled once for a done job, none for a failed one.
 The killed instance's leases are expired in the database (what the clock
 would do 30 s later) before the restart. REINSTALL_CRASH_SEED overrides the
 seed; REINSTALL_CRASH_ROUNDS the number of rounds; REINSTALL_FAULT_RATE
@@ -115,6 +116,10 @@ def kill_during_reinstalls():
         rec = px.call("GET", "/v1/vms/%d" % vmid, ALICE).json()
         assert rec["os"] == want and rec["vmid"] == vmid, (n, rec)
         assert others(VMS) == [], (n, others(VMS))
+        # vm.reinstalled once per done job, none for a failed one: it commits with
+        # the record's change (one transaction), so no kill can lose or repeat it
+        ev = px.call("GET", "/v1/events?type=vm.reinstalled&limit=1000", ALICE).json()["events"]
+        assert len([e for e in ev if e["job"] == job]) == (j["state"] == "done"), (n, j, ev)
         os_of[vmid] = want
         print("round %2d: VM %d %s -> %s after a kill at %s: %s" %
               (n, vmid, old, new, at, j["state"]), flush=True)
