@@ -7,10 +7,11 @@
  * vm.created, vm.creation_failed, vm.started, vm.stopped, vm.paused,
  * vm.updated, vm.resized, vm.moved, vm.deleted, vm.lost, vm.drift,
  * job.failed, node.up, node.down. Others are logged by the code that makes
- * the change, with store_event_append, or store_log_add_in inside the
- * change's own store transaction: EV_NODE_CORDONED, EV_NODE_UNCORDONED,
- * EV_VM_REINSTALLED (and vm.moved for a move a job makes is logged by the
- * record write that changes its node).
+ * the change inside the change's own store transaction:
+ * EV_NODE_CORDONED, EV_NODE_UNCORDONED (store_kv_write_logged),
+ * EV_VM_REINSTALLED (store_vm_update_logged, with the record's new OS);
+ * vm.moved for a move a job makes is logged by the record write that
+ * changes its node.
  *
  * Webhooks. Each [webhook NAME] gets a thread that, while it holds the
  * webhook's lease in the store (one proxd instance at a time), posts every

@@ -2,7 +2,8 @@
  * template, all or nothing, as a durable job (docs/design/reinstall.md).
  *
  *   queued (prepare) -> clone -> wait_clone -> configure -> resize
- *     -> stop -> detach -> swap -> cloudinit -> start -> verify -> commit
+ *     -> stop [-> migrate] -> detach -> swap -> cloudinit -> start -> verify
+ *     -> commit
  *   a failure up to resize -> abort (the temporary clone goes; the VM was
  *     never touched)
  *   a failure from stop on -> restore (the old disk back in its slot, the
@@ -15,6 +16,11 @@
  * the new one, then goes with the temporary VM. Everything else of the
  * VM's config (net0 and its MAC, ipconfig0, nameserver, searchdomain,
  * cores, memory, tags, name, HA, backups, firewall) is never written.
+ *
+ * When the VM's node has no room for the new disk, the temporary VM is
+ * made on another node of the cluster (one its address pools reach, with
+ * room for both disks) and the stopped VM migrates there before the swap
+ * ("migrate"); from then on the job's node, and the record's, is that one.
  *
  * What the job decided (the temporary VMID, the old disk's slot and volume,
  * the old cloud-init values) is its attempts[0], written with the step
@@ -914,8 +920,7 @@ static int arrived(struct rctx *c, const char *from, const char *to)
     snprintf(c->j->node, sizeof c->j->node, "%s", to);
     c->cn = config_node(c->k->cfg, to);
     snprintf(c->v.node, sizeof c->v.node, "%s", to);
-    snprintf(c->v.power, sizeof c->v.power, "stopped");
-    save_rec(c);
+    save_rec(c); /* its power stays as told (a reinstall's stop is no vm.stopped) */
     fleet_vm_added(c->k->fl, c->j->vmid, to);
     c->j->upid[0] = '\0';
     job_checkpoint(c->k, c->j, "detach", 68, "VM %d moved from %s to %s", c->j->vmid, from, to);

@@ -11,7 +11,9 @@ one proxd:
   - no other node fits (the pool's other node cordoned): failed, nothing
     changed;
   - a fault at the migration (its call, its task): failed, the old VM
-    running on its node, untouched (config digest, disk);
+    running on its node, untouched (config digest, disk); a fault after it
+    (the disk reassignment on the new node): failed, the old disk back in
+    the VM, running on the new node;
   - kill -9 at seeded random moments of cross-node reinstalls, under
     seeded random faults: after each restart one VM for the customer,
     running, no temporary VM in pvesim, nothing leaked in the store
@@ -232,6 +234,36 @@ def a_fault_at_the_migration_leaves_the_vm_on_its_node():
         assert rec["node"] == a and rec["os"] == before["os"] and rec["power"] == "running", rec
         assert not events(j["id"], "vm.moved") and not events(j["id"], "vm.reinstalled")
         nothing_held(j["id"], rec_id(vmid))
+
+
+@case
+def a_fault_after_the_migration_keeps_the_old_os_on_the_new_node():
+    """The disk reassignment fails on the new node: the old disk goes back
+    in its slot there and the VM runs it there (never none)."""
+    vmid = VM["a"]
+    before = look(vmid)
+    a = before["node"]
+    sim.ctl("POST", "/faults", {"method": "POST", "path": r"^/nodes/%s/qemu/\d+/move_disk$"
+                                % OTHER[a], "kind": "error", "count": 4, "status": 500,
+                                "message": "injected at the swap"})
+    fill(a)
+    try:
+        j = reinstall(vmid, {"os": "debian"}, want="failed")
+    finally:
+        hits = [f for f in sim.ctl("GET", "/faults") if f.get("hits")]
+        sim.ctl("DELETE", "/faults")
+    assert hits, "the fault never hit"
+    assert "keeps %s" % before["os"] in j["error"] and "on %s now" % OTHER[a] in j["error"], j
+    after = look(vmid)
+    same_identity(before, after, node=False)
+    assert after["node"] == OTHER[a] and after["os"] == before["os"], after
+    assert after["disk"] == before["disk"] and after["unused"] == [], after
+    assert after["power"] == "running" and temps() == [], (after, temps())
+    rec = px.call("GET", "/v1/vms/%d" % vmid, ALICE).json()
+    assert rec["node"] == OTHER[a] and rec["os"] == before["os"], rec
+    assert rec["power"] == "running", rec
+    assert len(events(j["id"], "vm.moved")) == 1 and not events(j["id"], "vm.reinstalled")
+    nothing_held(j["id"], rec_id(vmid))
 
 
 # where the aimed kills land (the other rounds: at a random moment); "migrating":
