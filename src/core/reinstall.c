@@ -986,6 +986,8 @@ static void step_migrate(struct rctx *c)
             continue;
         }
         if (!again(c, &n, &e)) { /* refused: the VM stayed where it was */
+            if (core_stopping(c->k))
+                return; /* resumed here: where the VM is decides then */
             snprintf(failed, sizeof failed, "%.590s", e.message);
             if (!transient(&e)) {
                 fail_to(c, "restore", "moving VM %d to %s was refused: %s", c->j->vmid, to, failed);
