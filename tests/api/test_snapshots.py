@@ -54,12 +54,20 @@ class Api:
         return wait_for(done, deadline=deadline, interval=0.05, what="job " + job)
 
     def create_vm(self, token, name):
-        r = self.call("POST", "/v1/vms", token, {"os": "ubuntu", "name": name, "cores": 1,
-                                                 "memory_mb": 1024, "disk_gb": 10})
-        assert r.status_code == 202, r.text
-        j = self.job(token, r.json()["job"])
-        assert j["state"] == "done", j
-        return r.json()["vmid"]
+        return self.create_vms(token, [name])[0]
+
+    def create_vms(self, token, names):
+        """Made at once (their creations overlap); the VMIDs, in order."""
+        made = []
+        for name in names:
+            r = self.call("POST", "/v1/vms", token, {"os": "ubuntu", "name": name, "cores": 1,
+                                                     "memory_mb": 1024, "disk_gb": 10})
+            assert r.status_code == 202, r.text
+            made.append(r.json())
+        for m in made:
+            j = self.job(token, m["job"])
+            assert j["state"] == "done", j
+        return [m["vmid"] for m in made]
 
     def vm(self, token, vmid):
         r = self.call("GET", "/v1/vms/%d" % vmid, token)
@@ -256,8 +264,7 @@ def per_vm_limit():
 
 @case
 def per_owner_limit():
-    a = api.create_vm(CAROL, "carol-a")
-    b = api.create_vm(CAROL, "carol-b")
+    a, b = api.create_vms(CAROL, ["carol-a", "carol-b"])
     for n in ("a1", "a2", "a3"):
         api.snap(CAROL, a, n)
     api.snap(CAROL, b, "b1")
@@ -376,7 +383,7 @@ def a_list_jobs_answer_is_served_by_another_instance():
 def per_owner_limit_holds_across_instances():
     # two instances on one database, each snapshot call held 1 s by pvesim:
     # an owner's counts made at once in both would both pass
-    vms = [api.create_vm(GINA, "gina-%d" % i) for i in range(3)]
+    vms = api.create_vms(GINA, ["gina-%d" % i for i in range(3)])
     other = Proxd(sim, share=px)
     other.secrets += px.secrets
     other.start()
@@ -430,7 +437,7 @@ def fault_rules(rate):
 def random_faults_on_snapshot_calls():
     seed = SEED
     rng = random.Random(seed)
-    vms = [api.create_vm(ADMIN, "flt-%d" % i) for i in range(3)]
+    vms = api.create_vms(ADMIN, ["flt-%d" % i for i in range(3)])
     for r in fault_rules(0.35):
         sim.ctl("POST", "/faults", r)
     jobs = []
@@ -520,8 +527,8 @@ def metric(name):
 
 @case
 def retention_removes_the_oldest_and_sync_sees_outside_changes():
-    vmid = api.create_vm(DAN, "keep-me")
-    others = [api.create_vm(DAN, "filler-%d" % i) for i in range(5)]  # more VMs than one pass
+    # more VMs than one pass
+    vmid, *others = api.create_vms(DAN, ["keep-me"] + ["filler-%d" % i for i in range(5)])
     node = sim.vm(vmid)["node"]
     # four proxd snapshots, in order (the sync pass runs meanwhile too)
     for n in ("s1", "s2", "s3", "s4"):
@@ -564,7 +571,7 @@ def kill_and_restart():
 @case
 def kill_9_during_snapshot_jobs():
     rng = random.Random(SEED)
-    vms = [api.create_vm(ERIN, "crash-%d" % i) for i in range(2)]
+    vms = api.create_vms(ERIN, ["crash-%d" % i for i in range(2)])  # slow here: together
     jobs, killed_running = [], []
     for i in range(8):
         vmid = vms[i % 2]
