@@ -10,7 +10,13 @@ sync pass that notices snapshots made or removed outside proxd.
 
 PROXD_TEST_DB=postgresql://... (and PROXD_TEST_DB2, PROXD_TEST_DB3 for the
 second and third parts, each a database of its own) run it on PostgreSQL:
-test_snapshots_pg.py does.
+test_snapshots_pg.py does. There `make test` runs the first part only (the
+limits, two instances on one database: what depends on the database); the
+second (retention, the sync pass) and third (kill -9) parts make the same
+store calls (job submit, claim, lease takeover, conditional record writes)
+that store/test_store, the first part, core/test_crash_pg and
+api/test_drain_pg make on PostgreSQL in every run, and run on PostgreSQL in
+the full run (`make test-full`, PROXD_TEST_FULL=1).
 """
 import json
 import os
@@ -23,6 +29,7 @@ import requests
 
 from lib.cases import case, finish
 from lib.env import PROXCTL
+from lib.pg import full_run
 from lib.proxd import Proxd, shutdown
 from lib.sim import Sim
 from lib.wait import wait_for
@@ -509,6 +516,11 @@ def random_faults_on_snapshot_calls():
 
 
 shutdown(px, sim)
+
+if DB and not full_run():
+    print("parts 2 and 3 (retention and the sync pass, kill -9) on PostgreSQL: in the full "
+          "run only (make test-full)")
+    finish()
 
 # ---- phase 2: retention (keep 2) and the sync pass ----
 sim = start_sim(time_scale=0.005)
