@@ -25,9 +25,9 @@ test: asan build
 	  pve_test_clone_once -- --no-print-directory -s
 	@cd build/.asan && ctest --output-on-failure -j $(JOBS) --timeout 300 --repeat until-pass:2
 
-# Every PostgreSQL run of the core's test suites (make test runs those whose
+# Every PostgreSQL run of the test suites (make test runs those whose
 # outcome depends on the database: concurrency, conditional writes, keeper,
-# delete race), about 4 minutes more.
+# delete race, two instances on one database), about 5 minutes more.
 test-full: asan build
 	@cd build/.asan && PROXD_TEST_FULL=1 ctest --output-on-failure -j $(JOBS) --timeout 300 \
 	  --repeat until-pass:2

@@ -227,10 +227,20 @@ pid_t h_sim_up(int *port, const struct h_sim_opts *o)
             args[n++] = pairs[i][0];
             args[n++] = pairs[i][1];
         }
+    bool own_cert = false;
     for (int i = 0; o->extra && o->extra[i]; i++) {
-        if (n >= 63)
+        if (n >= 61)
             fail_msg("too many pvesim arguments");
+        own_cert = own_cert || strcmp(o->extra[i], "--tls-cert") == 0;
         args[n++] = o->extra[i];
+    }
+    /* the build's test certificate (CMakeLists.txt): no RSA key made per start */
+    const char *cert = getenv("PVESIM_TLS_CERT"), *key = getenv("PVESIM_TLS_KEY");
+    if (!own_cert && cert && *cert && key && *key) {
+        args[n++] = "--tls-cert";
+        args[n++] = cert;
+        args[n++] = "--tls-key";
+        args[n++] = key;
     }
     args[n] = NULL;
     *port = h_free_port();

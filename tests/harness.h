@@ -56,7 +56,9 @@ struct h_sim_opts {
 };
 
 /* pvesim on a fresh port block (*port, its entry port), no auth delay,
- * started as h_sim_start does; the pid. */
+ * serving the build's test certificate ($PVESIM_TLS_CERT and _KEY, set by
+ * ctest) unless extra brings --tls-cert, started as h_sim_start does; the
+ * pid. */
 pid_t h_sim_up(int *port, const struct h_sim_opts *o);
 
 /* A control call (/_sim/...) on `port` with an optional JSON body; the

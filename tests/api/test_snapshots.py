@@ -10,7 +10,13 @@ sync pass that notices snapshots made or removed outside proxd.
 
 PROXD_TEST_DB=postgresql://... (and PROXD_TEST_DB2, PROXD_TEST_DB3 for the
 second and third parts, each a database of its own) run it on PostgreSQL:
-test_snapshots_pg.py does.
+test_snapshots_pg.py does. There `make test` runs the first part only (the
+limits, two instances on one database: what depends on the database); the
+second (retention, the sync pass) and third (kill -9) parts make the same
+store calls (job submit, claim, lease takeover, conditional record writes)
+that store/test_store, the first part, core/test_crash_pg and
+api/test_drain_pg make on PostgreSQL in every run, and run on PostgreSQL in
+the full run (`make test-full`, PROXD_TEST_FULL=1).
 """
 import json
 import os
@@ -23,6 +29,7 @@ import requests
 
 from lib.cases import case, finish
 from lib.env import PROXCTL
+from lib.pg import full_run
 from lib.proxd import Proxd, shutdown
 from lib.sim import Sim
 from lib.wait import wait_for
@@ -54,12 +61,20 @@ class Api:
         return wait_for(done, deadline=deadline, interval=0.05, what="job " + job)
 
     def create_vm(self, token, name):
-        r = self.call("POST", "/v1/vms", token, {"os": "ubuntu", "name": name, "cores": 1,
-                                                 "memory_mb": 1024, "disk_gb": 10})
-        assert r.status_code == 202, r.text
-        j = self.job(token, r.json()["job"])
-        assert j["state"] == "done", j
-        return r.json()["vmid"]
+        return self.create_vms(token, [name])[0]
+
+    def create_vms(self, token, names):
+        """Made at once (their creations overlap); the VMIDs, in order."""
+        made = []
+        for name in names:
+            r = self.call("POST", "/v1/vms", token, {"os": "ubuntu", "name": name, "cores": 1,
+                                                     "memory_mb": 1024, "disk_gb": 10})
+            assert r.status_code == 202, r.text
+            made.append(r.json())
+        for m in made:
+            j = self.job(token, m["job"])
+            assert j["state"] == "done", j
+        return [m["vmid"] for m in made]
 
     def vm(self, token, vmid):
         r = self.call("GET", "/v1/vms/%d" % vmid, token)
@@ -256,8 +271,7 @@ def per_vm_limit():
 
 @case
 def per_owner_limit():
-    a = api.create_vm(CAROL, "carol-a")
-    b = api.create_vm(CAROL, "carol-b")
+    a, b = api.create_vms(CAROL, ["carol-a", "carol-b"])
     for n in ("a1", "a2", "a3"):
         api.snap(CAROL, a, n)
     api.snap(CAROL, b, "b1")
@@ -376,6 +390,10 @@ def a_list_jobs_answer_is_served_by_another_instance():
 def per_owner_limit_holds_across_instances():
     # two instances on one database, each snapshot call held 1 s by pvesim:
     # an owner's counts made at once in both would both pass
+    # one after the other, not at once (api.create_vms): made at once, this
+    # case failed twice in seven runs (6 and 8 snapshots for max_per_owner 5,
+    # SQLite and PostgreSQL): a race between the instances' counts, reported
+    # (perhaps each trusting its own fresh cached lists), not yet fixed
     vms = [api.create_vm(GINA, "gina-%d" % i) for i in range(3)]
     other = Proxd(sim, share=px)
     other.secrets += px.secrets
@@ -430,7 +448,7 @@ def fault_rules(rate):
 def random_faults_on_snapshot_calls():
     seed = SEED
     rng = random.Random(seed)
-    vms = [api.create_vm(ADMIN, "flt-%d" % i) for i in range(3)]
+    vms = api.create_vms(ADMIN, ["flt-%d" % i for i in range(3)])
     for r in fault_rules(0.35):
         sim.ctl("POST", "/faults", r)
     jobs = []
@@ -503,6 +521,11 @@ def random_faults_on_snapshot_calls():
 
 shutdown(px, sim)
 
+if DB and not full_run():
+    print("parts 2 and 3 (retention and the sync pass, kill -9) on PostgreSQL: in the full "
+          "run only (make test-full)")
+    finish()
+
 # ---- phase 2: retention (keep 2) and the sync pass ----
 sim = start_sim(time_scale=0.005)
 px = Proxd(sim, database=os.environ.get("PROXD_TEST_DB2"),
@@ -520,8 +543,8 @@ def metric(name):
 
 @case
 def retention_removes_the_oldest_and_sync_sees_outside_changes():
-    vmid = api.create_vm(DAN, "keep-me")
-    others = [api.create_vm(DAN, "filler-%d" % i) for i in range(5)]  # more VMs than one pass
+    # more VMs than one pass
+    vmid, *others = api.create_vms(DAN, ["keep-me"] + ["filler-%d" % i for i in range(5)])
     node = sim.vm(vmid)["node"]
     # four proxd snapshots, in order (the sync pass runs meanwhile too)
     for n in ("s1", "s2", "s3", "s4"):
@@ -564,7 +587,7 @@ def kill_and_restart():
 @case
 def kill_9_during_snapshot_jobs():
     rng = random.Random(SEED)
-    vms = [api.create_vm(ERIN, "crash-%d" % i) for i in range(2)]
+    vms = api.create_vms(ERIN, ["crash-%d" % i for i in range(2)])  # slow here: together
     jobs, killed_running = [], []
     for i in range(8):
         vmid = vms[i % 2]

@@ -139,7 +139,11 @@ def in_a_cluster_a_failed_call_marks_the_node_down():
     that times out on it marks it down at once (libpve's failure hook), and
     the next request on its VMs is refused instead of hanging."""
     csim = Sim()
-    cpx = Proxd(csim, proxmox_extra="connect_timeout = 1\ntimeout = 3\n")
+    # a reconciler pass every 2 s: its forced inventory read probes the down
+    # node again, so its return is seen within seconds (the refresh's own
+    # backoff, grown to 60 s by the failed job's tries, would take that long)
+    cpx = Proxd(csim, proxd_extra="reconcile_interval = 2\n",
+                proxmox_extra="connect_timeout = 1\ntimeout = 3\n")
     tok = cpx.token("ops", "admin")
 
     def ccall(method, path, body=None):

@@ -83,6 +83,10 @@ class Sim:
         if fleet is not None:
             args += ["--fleet", self._fleet_file(fleet)]
         args += extra or []
+        # the build's test certificate (CMakeLists.txt): no RSA key made per start
+        cert, key = os.environ.get("PVESIM_TLS_CERT"), os.environ.get("PVESIM_TLS_KEY")
+        if cert and key and "--tls-cert" not in args:
+            args += ["--tls-cert", cert, "--tls-key", key]
         self.args = args
         self.proc = None
         self.ports = {}
