@@ -390,11 +390,7 @@ def a_list_jobs_answer_is_served_by_another_instance():
 def per_owner_limit_holds_across_instances():
     # two instances on one database, each snapshot call held 1 s by pvesim:
     # an owner's counts made at once in both would both pass
-    # one after the other, not at once (api.create_vms): made at once, this
-    # case failed twice in seven runs (6 and 8 snapshots for max_per_owner 5,
-    # SQLite and PostgreSQL): a race between the instances' counts, reported
-    # (perhaps each trusting its own fresh cached lists), not yet fixed
-    vms = [api.create_vm(GINA, "gina-%d" % i) for i in range(3)]
+    vms = api.create_vms(GINA, ["gina-%d" % i for i in range(3)])
     other = Proxd(sim, share=px)
     other.secrets += px.secrets
     other.start()
