@@ -139,8 +139,19 @@ int snap_enqueue(struct core *k, const struct vm_rec *v, const char *kind, json_
 /* Snapshots the owner's VMs hold as far as the cache shows (fresh lists
  * only when `fresh_ms` > 0), except VM `except`; *unknown counts the VMs
  * without such a list. -1 when the store fails. */
-int snap_owner_count(struct core *k, const char *owner, int except, int64_t fresh_ms, int *unknown,
-                     int **unknown_ids, size_t *nunknown)
+/* When VM vmid's snapshots last changed by a job, as `ended` says (0: no
+ * such job). */
+static int64_t changed_at(const struct job_ended *ended, size_t n, int vmid)
+{
+    for (size_t i = 0; i < n; i++)
+        if (ended[i].vmid == vmid)
+            return ended[i].at;
+    return 0;
+}
+
+int snap_owner_count(struct core *k, const char *owner, int except, int64_t fresh_ms,
+                     const struct job_ended *ended, size_t nended, int *unknown, int **unknown_ids,
+                     size_t *nunknown)
 {
     int total = 0;
     *unknown = 0;
@@ -157,6 +168,11 @@ int snap_owner_count(struct core *k, const char *owner, int except, int64_t fres
                 size_t sn;
                 int64_t at = 0;
                 bool have = snap_cache_get(k, v[i].vmid, &s, &sn, &at);
+                /* a list read before a job (of any instance) changed the
+                 * VM's snapshots is stale, however young */
+                int64_t changed = changed_at(ended, nended, v[i].vmid);
+                if (have && changed && at <= changed + CLOCK_SKEW_MS)
+                    have = false;
                 if (have && (fresh_ms <= 0 || wall_ms() - at <= fresh_ms)) {
                     total += (int)sn;
                 } else {
@@ -209,7 +225,7 @@ int core_snap_create(struct core *k, int vmid, const char *owner, const struct s
                            vmid, n, cfg->snap_max_per_vm);
         if (!rc && cfg->snap_max_per_owner > 0) {
             int unknown;
-            int others = snap_owner_count(k, v.owner, vmid, 0, &unknown, NULL, NULL);
+            int others = snap_owner_count(k, v.owner, vmid, 0, NULL, 0, &unknown, NULL, NULL);
             if (others >= 0 && others + (int)n >= cfg->snap_max_per_owner)
                 rc = core_fail(err, CORE_E_CONFLICT, "snapshots",
                                "snapshot limit reached: the VMs of '%s' hold %d snapshots, "

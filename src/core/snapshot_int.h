@@ -45,10 +45,16 @@ json_t *snap_info_json(const struct snap_info *s, size_t n);
 int snap_enqueue(struct core *k, const struct vm_rec *v, const char *kind, json_t *request,
                  char job_id[40], struct core_error *err);
 /* Snapshots the owner's VMs hold as far as the cache shows (fresh lists
- * only when `fresh_ms` > 0), except VM `except`; *unknown counts the VMs
- * without such a list. -1 when the store fails. */
-int snap_owner_count(struct core *k, const char *owner, int except, int64_t fresh_ms, int *unknown,
-                     int **unknown_ids, size_t *nunknown);
+ * only when `fresh_ms` > 0, and only those read after the VM's last
+ * snapshot job in `ended` ended: another instance's job changes Proxmox,
+ * not this cache), except VM `except`; *unknown counts the VMs without
+ * such a list. -1 when the store fails. */
+int snap_owner_count(struct core *k, const char *owner, int except, int64_t fresh_ms,
+                     const struct job_ended *ended, size_t nended, int *unknown, int **unknown_ids,
+                     size_t *nunknown);
+/* Instances' clocks may differ this much: a list read this close after a
+ * job ended is not trusted to show that job's change. */
+#define CLOCK_SKEW_MS 2000
 
 /* ---- running the jobs (snapshot_job.c) ---- */
 

@@ -165,13 +165,19 @@ static void remove_half(struct sctx *c, const char *name)
 }
 
 /* The owner's snapshots on other VMs, read from Proxmox where the cache
- * has no fresh list; -1 when it cannot be known. */
+ * has no fresh list or one older than the VM's last snapshot job (which
+ * may have run in another instance); -1 when it cannot be known. */
 static int owner_total(struct sctx *c)
 {
     int unknown = 0, *ids = NULL;
     size_t nids = 0;
-    int total =
-        snap_owner_count(c->k, c->v.owner, c->v.vmid, OWNER_FRESH_MS, &unknown, &ids, &nids);
+    struct job_ended *ended = NULL;
+    size_t nended = 0;
+    if (store_job_ended_by_vm(c->k->st, c->v.owner, "snap-%", &ended, &nended, NULL))
+        return -1;
+    int total = snap_owner_count(c->k, c->v.owner, c->v.vmid, OWNER_FRESH_MS, ended, nended,
+                                 &unknown, &ids, &nids);
+    free(ended);
     for (size_t i = 0; total >= 0 && i < nids; i++) {
         struct sctx o = {.k = c->k, .j = c->j};
         struct pve_error e = {0};
@@ -186,6 +192,8 @@ static int owner_total(struct sctx *c)
         free(s);
         vm_rec_release(&o.v);
     }
+    log_debug("snapshot", "vmid=%d owner=%s: %d snapshots on its other VMs (%zu lists read)",
+              c->v.vmid, c->v.owner, total, nids);
     free(ids);
     return total;
 }

@@ -300,6 +300,15 @@ struct job_filter {
  * cursor for the page after this one, 0 when this page is not full. */
 int store_job_list(store *s, const struct job_filter *f, struct job_rec **out, size_t *n,
                    int64_t *next, struct store_error *err);
+struct job_ended {
+    int vmid;
+    int64_t at; /* unix ms */
+};
+/* For each VMID of the owner: when its last job of a kind matching `like`
+ * (an SQL LIKE pattern, "snap-%") ended, done or failed. *out is the
+ * caller's to free. */
+int store_job_ended_by_vm(store *s, const char *owner, const char *like, struct job_ended **out,
+                          size_t *n, struct store_error *err);
 /* Unfinished jobs (queued or running) count, per kind if kind != NULL. */
 int store_job_count_active(store *s, const char *kind, int *n, struct store_error *err);
 

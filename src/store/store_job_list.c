@@ -84,3 +84,38 @@ int store_job_list(store *s, const struct job_filter *f, struct job_rec **out, s
     *n = l.n;
     return STORE_OK;
 }
+
+static const char SQL_JOB_ENDED[] =
+    "SELECT vmid, max(finished_at) FROM jobs WHERE owner = ?1 AND kind LIKE ?2"
+    " AND state IN ('done', 'failed') AND vmid <> 0 GROUP BY vmid";
+
+struct ended_arg {
+    const char *owner, *like;
+};
+
+static void bind_ended(db_stmt *st, const void *arg)
+{
+    const struct ended_arg *a = arg;
+    db_bind_text(st, 1, a->owner);
+    db_bind_text(st, 2, a->like);
+}
+
+static int ended_row(db_stmt *st, void *elem, struct store_error *err)
+{
+    (void)err;
+    struct job_ended *e = elem;
+    e->vmid = (int)db_col_i64(st, 0);
+    e->at = db_col_i64(st, 1);
+    return STORE_OK;
+}
+
+int store_job_ended_by_vm(store *s, const char *owner, const char *like, struct job_ended **out,
+                          size_t *n, struct store_error *err)
+{
+    store_err_clear(err);
+    STORE_CHECK(s && owner && like && out && n, "store_job_ended_by_vm: NULL argument");
+    struct ended_arg a = {owner, like};
+    struct store_read r = {SQL_JOB_ENDED, "reading when jobs ended", bind_ended, &a, sizeof **out,
+                           ended_row};
+    return store_read_all(s, &r, (void **)out, n, err);
+}

@@ -22,6 +22,7 @@ import json
 import os
 import random
 import re
+import signal
 import subprocess
 import time
 
@@ -131,9 +132,8 @@ def pve_lock(sim, vmid):
 # ---- phase 1: limits (max_per_vm 3, max_per_owner 5), no sync pass after start ----
 SEED = int(os.environ.get("SNAP_SEED", "1414"))
 sim = start_sim(time_scale=0.005, extra=["--seed", str(SEED)])
-px = Proxd(sim, database=DB,
-           proxd_extra="reconcile_interval = 3600\n\n[snapshots]\nmax_per_vm = 3\n"
-                       "max_per_owner = 5\n")
+LIMITS = "reconcile_interval = 3600\n\n[snapshots]\nmax_per_vm = 3\nmax_per_owner = 5\n"
+px = Proxd(sim, database=DB, proxd_extra=LIMITS)
 ALICE = px.token("alice")
 BOB = px.token("bob")
 CAROL = px.token("carol")
@@ -371,7 +371,7 @@ def a_list_jobs_answer_is_served_by_another_instance():
     assert r.status_code == 202, r.text
     job = r.json()["job"]
     assert api.job(ALICE, job)["state"] == "done"
-    other = Proxd(sim, share=px)
+    other = Proxd(sim, share=px, proxd_extra=LIMITS)  # the same limits
     other.secrets += px.secrets
     other.start()
     try:
@@ -391,7 +391,7 @@ def per_owner_limit_holds_across_instances():
     # two instances on one database, each snapshot call held 1 s by pvesim:
     # an owner's counts made at once in both would both pass
     vms = api.create_vms(GINA, ["gina-%d" % i for i in range(3)])
-    other = Proxd(sim, share=px)
+    other = Proxd(sim, share=px, proxd_extra=LIMITS)  # the same limits
     other.secrets += px.secrets
     other.start()
     sim.ctl("POST", "/faults", {"kind": "delay", "method": "POST", "delay_ms": 1000,
@@ -416,6 +416,39 @@ def per_owner_limit_holds_across_instances():
             assert j["state"] == "done" or "limit" in j["error"], j
     finally:
         sim.ctl("DELETE", "/faults")
+        other.stop()
+
+
+@case
+def an_instances_stale_lists_do_not_pass_the_owner_limit():
+    # Each job runs in the instance that is awake (the other is SIGSTOPped),
+    # alternately, so each instance's cached lists are ones the other has
+    # changed since: counted from them, six snapshots would pass a limit of 5.
+    hana = px.token("hana")
+    vms = api.create_vms(hana, ["hana-%d" % i for i in range(3)])
+    other = Proxd(sim, share=px, proxd_extra=LIMITS)  # the same limits
+    other.secrets += px.secrets
+    other.start()
+    apis, daemons = (api, Api(other)), (px, other)
+    results = []
+    try:
+        for n, vm in enumerate(vms + vms):
+            live, asleep = apis[n % 2], daemons[1 - n % 2]
+            asleep.proc.send_signal(signal.SIGSTOP)
+            try:
+                r = live.call("POST", "/v1/vms/%d/snapshots" % vm, hana, {"name": "h%d" % n})
+                if r.status_code == 409:
+                    results.append("refused")
+                    continue
+                assert r.status_code == 202, r.text
+                j = live.job(hana, r.json()["job"])
+                results.append("done" if j["state"] == "done" else j["error"])
+            finally:
+                asleep.proc.send_signal(signal.SIGCONT)
+        total = sum(len(pve_snaps(sim, v)) for v in vms)
+        assert total == 5, (total, results)
+        assert results[:5] == ["done"] * 5 and "limit" in results[5], results
+    finally:
         other.stop()
 
 
