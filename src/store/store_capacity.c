@@ -1,7 +1,8 @@
 /* store_capacity: capacity reservations and clone slots (store.h). A
  * reservation or a slot that must fit is a decision that reads before it
- * writes: it runs under the node's lock (db_lock; SQLite's write lock
- * serialises it anyway), and the fit itself is the policy of store.c
+ * writes: it runs under the node's lock, and the pool's when its disk is on
+ * a shared storage (db_lock; SQLite's write lock serialises it anyway), and
+ * the fit itself is the policy of store.c
  * (store_room_check, store_slots_check). Each public function is one
  * transaction.
  * Threads: any thread, on its own connection (db.h). Errors: store_err
