@@ -73,7 +73,7 @@ static void nodes(struct api *a, struct buf *b)
     for (int i = 0; i < c->nnodes; i++) {
         int64_t mem = 0, disk = 0;
         struct store_error se;
-        store_reserved_on(a->st, c->nodes[i].name, NULL, INT64_MAX, &mem, &disk, &se);
+        store_reserved_on(a->st, c->nodes[i].name, NULL, NULL, INT64_MAX, &mem, &disk, &se);
         buf_printf(b, "proxd_node_reserved_memory_bytes{node=\"%s\"} %lld\n", c->nodes[i].name,
                    (long long)mem);
     }

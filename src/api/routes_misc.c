@@ -15,7 +15,7 @@ static json_t *node_json(struct api *a, const struct cfg_node *cn)
     fleet_node_view(a->fl, cn->name, &v);
     int64_t mem = 0, disk = 0;
     struct store_error se;
-    store_reserved_on(a->st, cn->name, NULL, v.seen_since, &mem, &disk, &se);
+    store_reserved_on(a->st, cn->name, v.pool, NULL, v.seen_since, &mem, &disk, &se);
     json_t *o = json_pack("{s:s,s:s,s:b,s:b,s:i,s:i}", "name", cn->name, "cluster", cn->cluster,
                           "known", v.known, "up", v.up, "cpus", v.cpus, "vms", v.nvms);
     /* once the inventory was read, a node that is not up is down, seen
@@ -34,6 +34,7 @@ static json_t *node_json(struct api *a, const struct cfg_node *cn)
                                   (json_int_t)(v.st_avail / GIB), "reserved",
                                   (json_int_t)(disk / GIB)));
     json_object_set_new(o, "storage", json_string(cn->storage));
+    json_object_set_new(o, "storage_shared", json_boolean(v.pool[0] != '\0'));
     json_t *cj = cordon_json(a, cn->name);
     json_object_update(o, cj);
     json_decref(cj);

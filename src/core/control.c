@@ -298,14 +298,16 @@ int core_vm_resize(struct core *k, int vmid, const char *owner, int64_t disk_gb,
     const struct cfg_node *cn = config_node(k->cfg, v.node);
     if (cn && fleet_node_view(k->fl, v.node, &nv) == 0 && nv.known) {
         int64_t rmem = 0, rdisk = 0;
-        store_reserved_on(k->st, v.node, NULL, nv.seen_since, &rmem, &rdisk, NULL);
+        /* shared storage: what creations on any of its nodes hold */
+        store_reserved_on(k->st, v.node, nv.pool, NULL, nv.seen_since, &rmem, &rdisk, NULL);
         int64_t avail = nv.st_avail - rdisk - k->cfg->disk_margin_gb * GiB;
         int64_t need = (disk_gb - v.disk_gb) * GiB;
         if (need > avail) {
-            rc = core_fail(err, CORE_E_FULL, "disk_gb",
-                           "not enough space on %s of %s: %lld GiB free, %lld GiB more needed",
-                           cn->storage, v.node, (long long)(avail > 0 ? avail / GiB : 0),
-                           (long long)(disk_gb - v.disk_gb));
+            rc = core_fail(
+                err, CORE_E_FULL, "disk_gb",
+                "not enough space on %s%s of %s: %lld GiB free, %lld GiB more needed",
+                nv.pool[0] ? "shared storage " : "", cn->storage, nv.pool[0] ? cn->cluster : v.node,
+                (long long)(avail > 0 ? avail / GiB : 0), (long long)(disk_gb - v.disk_gb));
             goto out;
         }
     }

@@ -161,14 +161,21 @@ static bool reserve_on(struct ctx *c, const struct cfg_node *cn, char *why, size
     const struct proxd_config *cfg = c->k->cfg;
     if (!usable(c, cn, &v, why, len))
         return false;
+    /* on a shared storage the room is the pool's, and so is the count of
+     * what other creations (through any of its nodes) hold */
     struct cap_room room = {.mem = v.mem_total - v.mem_used - cfg->memory_margin_mb * MiB,
                             .disk = v.st_avail - cfg->disk_margin_gb * GiB,
-                            .seen_since = v.seen_since};
+                            .seen_since = v.seen_since,
+                            .pool = v.pool};
     struct store_error se;
     int rc = store_reserve_capacity(c->k->st, c->j->id, cn->name, c->memory_mb * MiB,
                                     disk_need(c, cn), &room, &se);
     const char *detail = strchr(se.message, ':');
-    if (rc == STORE_E_FULL && strncmp(se.message, "not enough disk", 15) == 0 && detail)
+    bool disk_full = rc == STORE_E_FULL && strncmp(se.message, "not enough disk", 15) == 0;
+    if (disk_full && detail && v.pool[0])
+        snprintf(why, len, "not enough space on shared storage %s of cluster %s%.180s", cn->storage,
+                 cn->cluster, detail);
+    else if (disk_full && detail)
         snprintf(why, len, "not enough space on %s%.200s", cn->storage, detail);
     else if (rc)
         snprintf(why, len, "%.250s", se.message);
@@ -200,7 +207,8 @@ static int order(struct ctx *c, int *idx)
         struct node_view v;
         int64_t rmem = 0, rdisk = 0;
         fleet_node_view(c->k->fl, cfg->nodes[i].name, &v);
-        store_reserved_on(c->k->st, cfg->nodes[i].name, NULL, v.seen_since, &rmem, &rdisk, NULL);
+        store_reserved_on(c->k->st, cfg->nodes[i].name, NULL, NULL, v.seen_since, &rmem, &rdisk,
+                          NULL);
         cand[i] = (struct place_cand){.node = i,
                                       .bytes = copy_bytes(c, &cfg->nodes[i]),
                                       .free_mem = v.mem_total - v.mem_used - rmem};

@@ -310,7 +310,7 @@ static const char *node_name(const struct fleet *f, unsigned idx)
 /* What one answer said about a node of the world it refreshes. */
 struct node_seen {
     bool node, storage; /* its node and VM storage records were in the answer */
-    bool online;
+    bool online, shared;
     int maxcpu;
     int64_t maxmem, mem, st_total, st_used;
     int nvms;
@@ -347,6 +347,7 @@ static int on_resource(const struct pve_resource *r, void *ud)
         s->storage = true;
         s->st_total = r->maxdisk;
         s->st_used = r->disk;
+        s->shared = r->shared;
     } else if (r->type == PVE_RES_VM) {
         struct vmrec v = {.vmid = r->vmid,
                           .node = (uint16_t)ni,
@@ -486,6 +487,11 @@ static void apply_world(struct fleet *f, struct refresh_job *j, int64_t now)
             n->v.st_total = s->st_total;
             n->v.st_used = s->st_used;
             n->v.st_avail = s->st_total > s->st_used ? s->st_total - s->st_used : 0;
+            /* a standalone host's "shared" storage is shared with no node we know */
+            char pool[sizeof n->v.pool] = "";
+            if (s->shared && w->cluster)
+                snprintf(pool, sizeof pool, "%s/%s", w->name, n->storage);
+            memcpy(n->v.pool, pool, sizeof pool);
         }
         n->v.nvms = s->nvms;
     }

@@ -57,6 +57,11 @@ struct node_view {
     int cpus;
     int64_t mem_total, mem_used;
     int64_t st_total, st_used, st_avail; /* the node's VM storage */
+    /* "cluster/storage" when the cluster marks that storage shared (Ceph,
+     * NFS...): the figures are the pool's, the same on each of its nodes,
+     * and disk reservations count per pool (store.h, struct cap_room);
+     * "" for a node's own storage */
+    char pool[136];
     int nvms;
     int64_t refreshed_at; /* unix ms */
     int64_t seen_since;   /* unix ms: when the refresh behind these figures began */

@@ -7,7 +7,9 @@
  * same cluster, with room, the room reserved in the store under this job
  * (store_reserve_capacity with the node's room: no over-commit, whatever
  * other proxd share the database), most free memory first; each node passed
- * over is in the job's attempts with why. Running (and paused) VMs migrate
+ * over is in the job's attempts with why. A disk on a shared storage
+ * (the source's storage is marked shared) stays where it is: no disk is
+ * reserved on the target. Running (and paused) VMs migrate
  * online, stopped ones offline, local disks with with-local-disks to the
  * target's configured storage; an HA-managed VM's migration is asked of the
  * HA manager by PVE itself (a hamigrate task), and the job waits until the
@@ -48,8 +50,19 @@ static void attempt(struct cctx *c, const char *node, const char *why)
                                                     "at", (json_int_t)wall_ms()));
 }
 
-/* Reserve room for the VM on `cn` if it can take it; why when not. */
-static bool reserve_on(struct cctx *c, const struct cfg_node *cn, char *why, size_t len)
+/* Is the VM's disk on a shared storage (the source node's storage is
+ * marked shared by the cluster)? Then a migration leaves it where it is:
+ * with-local-disks and targetstorage move local disks only. */
+static bool disk_shared(struct cctx *c, const struct cfg_node *src)
+{
+    struct node_view v;
+    return fleet_node_view(c->k->fl, src->name, &v) == 0 && v.pool[0];
+}
+
+/* Reserve room for the VM on `cn` if it can take it (no disk when the disk
+ * stays on shared storage); why when not. */
+static bool reserve_on(struct cctx *c, const struct cfg_node *cn, bool shared, char *why,
+                       size_t len)
 {
     const struct proxd_config *cfg = c->k->cfg;
     struct node_cordon nc;
@@ -64,10 +77,11 @@ static bool reserve_on(struct cctx *c, const struct cfg_node *cn, char *why, siz
     }
     struct cap_room room = {.mem = v.mem_total - v.mem_used - cfg->memory_margin_mb * MiB,
                             .disk = v.st_avail - cfg->disk_margin_gb * GiB,
-                            .seen_since = v.seen_since};
+                            .seen_since = v.seen_since,
+                            .pool = v.pool};
     struct store_error se;
     int rc = store_reserve_capacity(c->k->st, c->j->id, cn->name, c->v.memory_mb * MiB,
-                                    c->v.disk_gb * GiB, &room, &se);
+                                    shared ? 0 : c->v.disk_gb * GiB, &room, &se);
     if (rc)
         snprintf(why, len, "%.250s", se.message);
     return rc == 0;
@@ -99,13 +113,14 @@ static const struct cfg_node *pick_target(struct cctx *c, const struct cfg_node 
         int64_t rmem = 0, rdisk = 0;
         memset(&v, 0, sizeof v);
         fleet_node_view(c->k->fl, cn->name, &v);
-        store_reserved_on(c->k->st, cn->name, c->j->id, v.seen_since, &rmem, &rdisk, NULL);
+        store_reserved_on(c->k->st, cn->name, NULL, c->j->id, v.seen_since, &rmem, &rdisk, NULL);
         cands[n++] = (struct cand){cn, v.mem_total - v.mem_used - rmem};
     }
     qsort(cands, (size_t)n, sizeof *cands, by_free_mem);
+    bool shared = disk_shared(c, src);
     char why[300];
     for (int i = 0; i < n; i++) {
-        if (reserve_on(c, cands[i].cn, why, sizeof why))
+        if (reserve_on(c, cands[i].cn, shared, why, sizeof why))
             return cands[i].cn;
         attempt(c, cands[i].cn->name, why);
     }

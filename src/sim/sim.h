@@ -74,9 +74,10 @@ struct sim_node {
     int listener; /* httpd listener id, -1 if none */
     struct {      /* state.c: sim_node_agg's cache */
         uint64_t gen;
-        int64_t mem_used; /* host + running (or starting) VMs, bytes */
-        int busy_cpus;    /* vCPUs of running VMs */
-        int64_t st_used[SIM_MAX_STORAGES];
+        int64_t mem_used;                  /* host + running (or starting) VMs, bytes */
+        int busy_cpus;                     /* vCPUs of running VMs */
+        int64_t st_used[SIM_MAX_STORAGES]; /* a shared storage's: the whole pool's */
+        bool pooled[SIM_MAX_STORAGES];
     } agg;
     int port;
     int pid_next;   /* next worker pid for UPIDs */

@@ -472,6 +472,35 @@ const struct sim_vm_derived *sim_vm_derive(struct sim *s, struct sim_vm *vm)
     return &vm->d;
 }
 
+/* A storage a cluster marks shared (Ceph, NFS) is one pool: each node that
+ * has it sees the disks of every node's VMs on it, as on a real cluster.
+ * (A standalone host shares it with no node pvesim knows.) */
+static void pool_shared(struct sim *s)
+{
+    if (s->o.standalone)
+        return;
+    for (int i = 0; i < s->nnodes; i++) {
+        struct sim_node *n = &s->nodes[i];
+        for (int j = 0; j < n->nst; j++) {
+            if (!n->st[j].shared || n->agg.pooled[j])
+                continue;
+            int64_t sum = 0;
+            for (int m = i; m < s->nnodes; m++) {
+                struct sim_storage *st = sim_storage_find(&s->nodes[m], n->st[j].id);
+                if (st && st->shared)
+                    sum += s->nodes[m].agg.st_used[st - s->nodes[m].st];
+            }
+            for (int m = i; m < s->nnodes; m++) {
+                struct sim_storage *st = sim_storage_find(&s->nodes[m], n->st[j].id);
+                if (st && st->shared) {
+                    s->nodes[m].agg.st_used[st - s->nodes[m].st] = sum;
+                    s->nodes[m].agg.pooled[st - s->nodes[m].st] = true;
+                }
+            }
+        }
+    }
+}
+
 void sim_node_agg(struct sim *s)
 {
     if (s->nnodes && s->nodes[0].agg.gen == s->gen && !s->changing)
@@ -493,6 +522,7 @@ void sim_node_agg(struct sim *s)
         for (int i = 0; i < n->nst; i++)
             n->agg.st_used[i] += d->st_used[i];
     }
+    pool_shared(s);
     uint64_t g = s->changing ? 0 : s->gen;
     for (int i = 0; i < s->nnodes; i++)
         s->nodes[i].agg.gen = g;

@@ -274,11 +274,11 @@ int store_room_check(const struct cap_room *room, int64_t held_mem, int64_t held
                      int64_t disk, struct store_error *err)
 {
     int64_t free_mem = room->mem - held_mem, free_disk = room->disk - held_disk;
-    if (free_mem < mem)
+    if (mem > 0 && free_mem < mem)
         return store_fail(err, STORE_E_FULL, "not enough memory: %lld MiB free, %lld MiB needed",
                           (long long)(free_mem > 0 ? free_mem >> 20 : 0),
                           (long long)((mem + (1 << 20) - 1) >> 20));
-    if (free_disk < disk)
+    if (disk > 0 && free_disk < disk)
         return store_fail(err, STORE_E_FULL,
                           "not enough disk space: %lld GiB free, %lld GiB needed",
                           (long long)(free_disk > 0 ? free_disk >> 30 : 0),

@@ -551,10 +551,15 @@ int store_addr_rebind(store *s, int64_t old_vm_id, int64_t new_vm_id, int new_vm
 
 /* What the inventory says is free on a node, for a reservation that must
  * fit: bytes free after the safety margins but before any reservation, and
- * when the refresh that produced the figures began (unix ms). */
+ * when the refresh that produced the figures began (unix ms). pool names
+ * the shared storage (Ceph, NFS...) the node's disk room is in, as
+ * "cluster/storage" (borrowed; NULL: the node's own storage): its disk
+ * reservations are then counted across every node of the pool, memory stays
+ * per node. */
 struct cap_room {
     int64_t mem, disk;
     int64_t seen_since;
+    const char *pool;
 };
 
 /* One reservation per job (reserving again moves it); the job must exist
@@ -563,7 +568,9 @@ struct cap_room {
  * (at room->seen_since) plus this one exceed the room, nothing is written
  * and STORE_E_FULL is returned with what is free in the message. Two
  * creations, in one process or in several sharing the database, can never
- * both take the last room on a node. room == NULL reserves unconditionally. */
+ * both take the last room on a node, nor on a shared pool from two of its
+ * nodes. A need of 0 (memory or disk) is never refused. room == NULL
+ * reserves unconditionally (per node). */
 int store_reserve_capacity(store *s, const char *job, const char *node, int64_t mem_bytes,
                            int64_t disk_bytes, const struct cap_room *room,
                            struct store_error *err);
@@ -577,9 +584,11 @@ int store_settle_capacity(store *s, const char *job, struct store_error *err);
 int store_release_capacity(store *s, const char *job, struct store_error *err);
 /* Sum of reservations on a node, excluding `except_job` (may be NULL):
  * those of in-flight creations, and settled ones from `seen_since` (unix
- * ms) on. Reservations of jobs that ended otherwise are not counted. */
-int store_reserved_on(store *s, const char *node, const char *except_job, int64_t seen_since,
-                      int64_t *mem, int64_t *disk, struct store_error *err);
+ * ms) on. Reservations of jobs that ended otherwise are not counted. The
+ * memory is the node's; the disk is the node's own storage's (pool NULL) or
+ * the shared pool's, from all its nodes (see struct cap_room). */
+int store_reserved_on(store *s, const char *node, const char *pool, const char *except_job,
+                      int64_t seen_since, int64_t *mem, int64_t *disk, struct store_error *err);
 
 /* A job on an existing VM (an update, a resize...) and its first event
  * `event`, in one transaction. With `quota` (limits on j->owner's live

@@ -1,7 +1,8 @@
 /* store_capacity: capacity reservations and clone slots (store.h). A
  * reservation or a slot that must fit is a decision that reads before it
- * writes: it runs under the node's lock (db_lock; SQLite's write lock
- * serialises it anyway), and the fit itself is the policy of store.c
+ * writes: it runs under the node's lock, and the pool's when its disk is on
+ * a shared storage (db_lock; SQLite's write lock serialises it anyway), and
+ * the fit itself is the policy of store.c
  * (store_room_check, store_slots_check). Each public function is one
  * transaction.
  * Threads: any thread, on its own connection (db.h). Errors: store_err
@@ -13,25 +14,32 @@
 /* One reservation per job; reserving again moves it (the job retries on
  * another node) and makes it in-flight again. */
 static const char SQL_CAP_RESERVE[] =
-    "INSERT INTO capacity (job, node, mem, disk, created_at) VALUES (?1, ?2, ?3, ?4, ?5)"
+    "INSERT INTO capacity (job, node, mem, disk, created_at, pool)"
+    " VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
     " ON CONFLICT (job) DO UPDATE SET node = excluded.node, mem = excluded.mem,"
-    "   disk = excluded.disk, settled_at = NULL";
+    "   disk = excluded.disk, pool = excluded.pool, settled_at = NULL";
 static const char SQL_CAP_RELEASE[] = "DELETE FROM capacity WHERE job = ?1";
 static const char SQL_CAP_SETTLE[] = "UPDATE capacity SET settled_at = ?2 WHERE job = ?1";
 static const char SQL_CAP_PRUNE[] = "DELETE FROM capacity WHERE settled_at < ?1";
 /* In-flight reservations count while their job is unfinished (a runner
  * that died before releasing must not hold capacity forever); settled ones
- * count until the caller's inventory has caught up with them. */
+ * count until the caller's inventory has caught up with them. Memory is the
+ * node's (?1); disk is the node's own storage's (?4 NULL) or the shared
+ * pool ?4's, whichever node reserved it. */
 static const char SQL_CAP_SUM[] =
-    "SELECT coalesce(sum(mem), 0), coalesce(sum(disk), 0) FROM capacity"
-    " WHERE node = ?1 AND (CAST(?2 AS TEXT) IS NULL OR job <> CAST(?2 AS TEXT))"
+    "SELECT coalesce(sum(CASE WHEN node = ?1 THEN mem ELSE 0 END), 0),"
+    "  coalesce(sum(CASE WHEN pool = CAST(?4 AS TEXT)"
+    "    OR (CAST(?4 AS TEXT) IS NULL AND node = ?1 AND pool IS NULL) THEN disk ELSE 0 END), 0)"
+    " FROM capacity"
+    " WHERE (node = ?1 OR pool = CAST(?4 AS TEXT))"
+    " AND (CAST(?2 AS TEXT) IS NULL OR job <> CAST(?2 AS TEXT))"
     " AND ((settled_at IS NULL AND job IN (SELECT id FROM jobs WHERE state IN {ACTIVE}))"
     "   OR settled_at >= ?3)";
 
 #define SETTLED_KEEP_MS (3600 * 1000LL)
 
 struct cap_ctx {
-    const char *job, *node;
+    const char *job, *node, *pool;
     int64_t mem, disk;
     const struct cap_room *room;
     int64_t since;
@@ -47,6 +55,7 @@ static int cap_sum_fn(db_conn *c, void *ctx, struct store_error *err)
     db_bind_text(st, 1, k->node);
     db_bind_text(st, 2, k->job);
     db_bind_i64(st, 3, k->since);
+    db_bind_text(st, 4, k->pool);
     bool row = false;
     rc = db_step(st, &row, err, "summing capacity");
     k->mem = row ? db_col_i64(st, 0) : 0;
@@ -76,9 +85,12 @@ static int cap_reserve_fn(db_conn *c, void *ctx, struct store_error *err)
     struct cap_ctx *k = ctx;
     db_stmt *st = NULL;
     int rc = STORE_OK;
-    if (k->room) { /* under the node's lock: does it fit beside what others hold? */
-        struct cap_ctx held = {k->job, k->node, 0, 0, NULL, k->room->seen_since};
-        if ((rc = db_lock(c, DB_LOCK_CAPACITY, k->node, err)) || (rc = cap_sum_fn(c, &held, err)) ||
+    if (k->room) { /* under the node's (and pool's) lock: does it fit beside what others hold? */
+        struct cap_ctx held = {k->job, k->node, k->pool, 0, 0, NULL, k->room->seen_since};
+        /* always node then pool: a pool's key has a '/', no node's has */
+        if ((rc = db_lock(c, DB_LOCK_CAPACITY, k->node, err)) ||
+            (k->pool && (rc = db_lock(c, DB_LOCK_CAPACITY, k->pool, err))) ||
+            (rc = cap_sum_fn(c, &held, err)) ||
             (rc = store_room_check(k->room, held.mem, held.disk, k->mem, k->disk, err)))
             return rc;
     }
@@ -89,6 +101,7 @@ static int cap_reserve_fn(db_conn *c, void *ctx, struct store_error *err)
     db_bind_i64(st, 3, k->mem);
     db_bind_i64(st, 4, k->disk);
     db_bind_i64(st, 5, wall_ms());
+    db_bind_text(st, 6, k->pool);
     rc = db_run(st, err, "reserving capacity");
     db_done(st);
     if (rc == STORE_E_NOTFOUND)
@@ -103,7 +116,8 @@ int store_reserve_capacity(store *s, const char *job, const char *node, int64_t 
     STORE_CHECK(s && job && *job && node && *node,
                 "store_reserve_capacity: NULL or empty argument");
     STORE_CHECK(mem_bytes >= 0 && disk_bytes >= 0, "negative capacity reservation");
-    struct cap_ctx k = {job, node, mem_bytes, disk_bytes, room, 0};
+    const char *pool = room && room->pool && *room->pool ? room->pool : NULL;
+    struct cap_ctx k = {job, node, pool, mem_bytes, disk_bytes, room, 0};
     return db_tx(s->db, DB_WRITE, cap_reserve_fn, &k, err);
 }
 
@@ -140,13 +154,13 @@ int store_release_capacity(store *s, const char *job, struct store_error *err)
     return db_tx(s->db, DB_WRITE, cap_release_fn, (void *)job, err);
 }
 
-int store_reserved_on(store *s, const char *node, const char *except_job, int64_t seen_since,
-                      int64_t *mem, int64_t *disk, struct store_error *err)
+int store_reserved_on(store *s, const char *node, const char *pool, const char *except_job,
+                      int64_t seen_since, int64_t *mem, int64_t *disk, struct store_error *err)
 {
     store_err_clear(err);
     STORE_CHECK(s && node && mem && disk, "store_reserved_on: NULL argument");
     *mem = *disk = 0;
-    struct cap_ctx k = {except_job, node, 0, 0, NULL, seen_since};
+    struct cap_ctx k = {except_job, node, pool && *pool ? pool : NULL, 0, 0, NULL, seen_since};
     int rc = db_tx(s->db, DB_READ, cap_sum_fn, &k, err);
     if (rc == STORE_OK) {
         *mem = k.mem;

@@ -240,9 +240,17 @@ static const char SCHEMA_10_JOBS[] =
     "CREATE INDEX jobs_seq ON jobs (seq);"
     "CREATE INDEX jobs_finished ON jobs (finished_at) WHERE state IN ('done', 'failed');";
 
+/* Version 11: a reservation's disk may be on a shared storage (Ceph,
+ * NFS): `pool` names it ("cluster/storage") and its disk counts against
+ * the pool, from whichever node (store_capacity.c); NULL: the node's own. */
+static const char SCHEMA_11_POOL[] =
+    "ALTER TABLE capacity ADD COLUMN pool TEXT;"
+    "CREATE INDEX capacity_pool ON capacity (pool) WHERE pool IS NOT NULL;";
+
 /* Migration i brings the schema from version SCHEMA_FIRST + i - 1 to
  * SCHEMA_FIRST + i; MIGRATIONS[0] makes a new database. */
-static const char *const MIGRATIONS[] = {SCHEMA_7, SCHEMA_8_ADDR, SCHEMA_9_EVENTS, SCHEMA_10_JOBS};
+static const char *const MIGRATIONS[] = {SCHEMA_7, SCHEMA_8_ADDR, SCHEMA_9_EVENTS, SCHEMA_10_JOBS,
+                                         SCHEMA_11_POOL};
 #define NMIGRATIONS ((int)(sizeof MIGRATIONS / sizeof MIGRATIONS[0]))
 #define SCHEMA_LAST (SCHEMA_FIRST + NMIGRATIONS - 1)
 

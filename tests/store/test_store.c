@@ -221,7 +221,7 @@ static int teardown(void **state)
 
 /* The schema version store_schema.c's MIGRATIONS ends at (the unified list
  * starts at 7: a new database records 7 and each later step). */
-#define SCHEMA_LAST 10
+#define SCHEMA_LAST 11
 
 static void test_open_bad_urls(void **state)
 {
@@ -428,7 +428,7 @@ static void test_migrate_old_format(void **state)
 
     /* job-z's reservation on sv1 counts while the job is unfinished */
     int64_t mem = 0, disk = 0;
-    OK(store_reserved_on(s, "sv1", NULL, 0, &mem, &disk, &e_));
+    OK(store_reserved_on(s, "sv1", NULL, NULL, 0, &mem, &disk, &e_));
     assert_int_equal(mem, 1LL << 30);
     assert_int_equal(disk, 20LL << 30);
 
@@ -470,7 +470,7 @@ static void test_migrate_old_format(void **state)
     OK(store_vmid_reserve(s, &r, 1, NULL, 0, "job-0", &id, &e_));
     assert_int_equal(id, 204);
     EXPECT(STORE_E_CONFLICT, store_vmid_mark_used(s, 202, &e));
-    OK(store_reserved_on(s, "sv1", NULL, 0, &mem, &disk, &e_));
+    OK(store_reserved_on(s, "sv1", NULL, NULL, 0, &mem, &disk, &e_));
     assert_int_equal(mem, 0); /* job-z is done: its reservation no longer counts */
     struct leftover *lo = NULL;
     OK(store_leftover_list(s, &lo, &n, &e_));
@@ -1752,25 +1752,25 @@ static void test_capacity(void **state)
     OK(store_reserve_capacity(f->s, "c3", "pve2", 4000, 40, NULL, &e_));
     EXPECT(STORE_E_NOTFOUND, store_reserve_capacity(f->s, "nojob", "pve1", 1, 1, NULL, &e));
     int64_t mem = 0, disk = 0;
-    OK(store_reserved_on(f->s, "pve1", NULL, 0, &mem, &disk, &e_));
+    OK(store_reserved_on(f->s, "pve1", NULL, NULL, 0, &mem, &disk, &e_));
     assert_int_equal(mem, 3000);
     assert_int_equal(disk, 30);
-    OK(store_reserved_on(f->s, "pve1", "c1", 0, &mem, &disk, &e_));
+    OK(store_reserved_on(f->s, "pve1", NULL, "c1", 0, &mem, &disk, &e_));
     assert_int_equal(mem, 2000);
     /* Re-reserving moves a job's reservation. */
     OK(store_reserve_capacity(f->s, "c2", "pve2", 500, 5, NULL, &e_));
-    OK(store_reserved_on(f->s, "pve2", NULL, 0, &mem, &disk, &e_));
+    OK(store_reserved_on(f->s, "pve2", NULL, NULL, 0, &mem, &disk, &e_));
     assert_int_equal(mem, 4500);
     OK(store_release_capacity(f->s, "c3", &e_));
     OK(store_release_capacity(f->s, "c3", &e_)); /* releasing twice is fine */
-    OK(store_reserved_on(f->s, "pve2", NULL, 0, &mem, &disk, &e_));
+    OK(store_reserved_on(f->s, "pve2", NULL, NULL, 0, &mem, &disk, &e_));
     assert_int_equal(mem, 500);
     assert_int_equal(disk, 5);
     /* A finished job's forgotten reservation no longer counts. */
     job_finish(f->s, "c2");
-    OK(store_reserved_on(f->s, "pve2", NULL, 0, &mem, &disk, &e_));
+    OK(store_reserved_on(f->s, "pve2", NULL, NULL, 0, &mem, &disk, &e_));
     assert_int_equal(mem, 0);
-    OK(store_reserved_on(f->s, "nowhere", NULL, 0, &mem, &disk, &e_));
+    OK(store_reserved_on(f->s, "nowhere", NULL, NULL, 0, &mem, &disk, &e_));
     assert_int_equal(mem, 0);
     EXPECT(STORE_E_INVALID, store_reserve_capacity(f->s, "c1", "pve1", -1, 0, NULL, &e));
 }
@@ -1791,7 +1791,7 @@ static void test_capacity_room(void **state)
     EXPECT(STORE_E_FULL, store_reserve_capacity(f->s, "r2", "pve1", 1, 61LL << 30, &room, &e));
     assert_non_null(strstr(e.message, "not enough disk space: 60 GiB free, 61 GiB needed"));
     int64_t mem = 0, disk = 0;
-    OK(store_reserved_on(f->s, "pve1", NULL, 0, &mem, &disk, &e_));
+    OK(store_reserved_on(f->s, "pve1", NULL, NULL, 0, &mem, &disk, &e_));
     assert_int_equal(mem, 2LL << 30); /* the refusals wrote nothing */
     /* exactly the rest fits; a job's own reservation does not count
      * against its move */
@@ -1799,6 +1799,51 @@ static void test_capacity_room(void **state)
     OK(store_reserve_capacity(f->s, "r1", "pve1", 2LL << 30, 40LL << 30, &room, &e_));
     EXPECT(STORE_E_FULL, store_reserve_capacity(f->s, "r3", "pve1", 1, 0, &room, &e));
     OK(store_reserve_capacity(f->s, "r3", "pve2", 1, 0, &room, &e_));
+}
+
+/* A shared storage (Ceph, NFS) is one pool seen from each of its nodes:
+ * disk reservations through different nodes count together against it,
+ * memory stays per node, and a node's own storage is apart. */
+static void test_capacity_shared_pool(void **state)
+{
+    struct fx *f = *state;
+    struct store_error e;
+    const char *jobs[] = {"p1", "p2", "p3", "p4", "p5"};
+    for (size_t i = 0; i < sizeof jobs / sizeof *jobs; i++)
+        job_add(f->s, jobs[i], "create", 0, 0);
+    /* each node sees the whole pool free: 100 GiB */
+    struct cap_room pool = {.mem = 8LL << 30, .disk = 100LL << 30, .pool = "pve/ceph"};
+    OK(store_reserve_capacity(f->s, "p1", "pve1", 4LL << 30, 80LL << 30, &pool, &e_));
+    EXPECT(STORE_E_FULL,
+           store_reserve_capacity(f->s, "p2", "pve2", 4LL << 30, 80LL << 30, &pool, &e));
+    assert_non_null(strstr(e.message, "not enough disk space: 20 GiB free, 80 GiB needed"));
+    OK(store_reserve_capacity(f->s, "p2", "pve2", 4LL << 30, 20LL << 30, &pool, &e_));
+    EXPECT(STORE_E_FULL, store_reserve_capacity(f->s, "p3", "pve3", 1, 1LL << 30, &pool, &e));
+    int64_t mem = 0, disk = 0;
+    OK(store_reserved_on(f->s, "pve2", "pve/ceph", NULL, 0, &mem, &disk, &e_));
+    assert_int_equal(mem, 4LL << 30);    /* pve2's own memory only */
+    assert_int_equal(disk, 100LL << 30); /* the pool's, from both nodes */
+    OK(store_reserved_on(f->s, "pve2", "pve/ceph", "p1", 0, &mem, &disk, &e_));
+    assert_int_equal(disk, 20LL << 30);
+    /* the node's own storage holds none of it */
+    OK(store_reserved_on(f->s, "pve1", NULL, NULL, 0, &mem, &disk, &e_));
+    assert_int_equal(mem, 4LL << 30);
+    assert_int_equal(disk, 0);
+    struct cap_room local = {.mem = 8LL << 30, .disk = 30LL << 30};
+    OK(store_reserve_capacity(f->s, "p3", "pve1", 1LL << 30, 30LL << 30, &local, &e_));
+    /* another pool of the same name in another cluster is apart */
+    struct cap_room other = {.mem = 8LL << 30, .disk = 100LL << 30, .pool = "pve9/ceph"};
+    OK(store_reserve_capacity(f->s, "p4", "pve9a", 1, 90LL << 30, &other, &e_));
+    /* memory stays per node: pve1 has 8 - 4 - 1 GiB left whatever the pool */
+    struct cap_room full = {.mem = 8LL << 30, .disk = -(5LL << 30), .pool = "pve/ceph"};
+    EXPECT(STORE_E_FULL, store_reserve_capacity(f->s, "p5", "pve1", 4LL << 30, 0, &full, &e));
+    assert_non_null(strstr(e.message, "not enough memory"));
+    /* a need of no disk (a migration whose disk stays on the pool) is not
+     * refused by a full pool */
+    OK(store_reserve_capacity(f->s, "p5", "pve1", 3LL << 30, 0, &full, &e_));
+    /* a released reservation gives its share of the pool back */
+    OK(store_release_capacity(f->s, "p1", &e_));
+    OK(store_reserve_capacity(f->s, "p4", "pve3", 1, 80LL << 30, &pool, &e_));
 }
 
 /* A creation's room stays held after it succeeds until the inventory has
@@ -1815,21 +1860,21 @@ static void test_capacity_settle(void **state)
     job_finish(f->s, "s1");
     int64_t mem = 0, disk = 0;
     /* an inventory older than the VM: the room still counts as taken */
-    OK(store_reserved_on(f->s, "pve1", NULL, before, &mem, &disk, &e_));
+    OK(store_reserved_on(f->s, "pve1", NULL, NULL, before, &mem, &disk, &e_));
     assert_int_equal(mem, 3000);
     room.seen_since = before;
     struct store_error e;
     EXPECT(STORE_E_FULL, store_reserve_capacity(f->s, "s2", "pve1", 3000, 1, &room, &e));
     /* an inventory that began after it shows the VM itself */
     int64_t later = wall_ms() + 1;
-    OK(store_reserved_on(f->s, "pve1", NULL, later, &mem, &disk, &e_));
+    OK(store_reserved_on(f->s, "pve1", NULL, NULL, later, &mem, &disk, &e_));
     assert_int_equal(mem, 0);
     room.seen_since = later;
     OK(store_reserve_capacity(f->s, "s2", "pve1", 3000, 1, &room, &e_));
     /* settling nothing is fine; releasing a settled one removes it */
     OK(store_settle_capacity(f->s, "nothing", &e_));
     OK(store_release_capacity(f->s, "s1", &e_));
-    OK(store_reserved_on(f->s, "pve1", "s2", 0, &mem, &disk, &e_));
+    OK(store_reserved_on(f->s, "pve1", NULL, "s2", 0, &mem, &disk, &e_));
     assert_int_equal(mem, 0);
 }
 
@@ -1906,7 +1951,7 @@ static void test_capacity_processes(void **state)
     assert_true(NPROCS * 4 > CAP_FIT);
     assert_int_equal(won, CAP_FIT);
     int64_t mem = 0, disk = 0;
-    OK(store_reserved_on(s, "pve1", NULL, 0, &mem, &disk, &e_));
+    OK(store_reserved_on(s, "pve1", NULL, NULL, 0, &mem, &disk, &e_));
     assert_int_equal(mem, CAP_FIT * 1000);
     store_close(s);
     free(url);
@@ -3482,6 +3527,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_vmid_processes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_capacity, setup, teardown),
         cmocka_unit_test_setup_teardown(test_capacity_room, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_capacity_shared_pool, setup, teardown),
         cmocka_unit_test_setup_teardown(test_capacity_settle, setup, teardown),
         cmocka_unit_test_setup_teardown(test_capacity_processes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_create_submit, setup, teardown),
