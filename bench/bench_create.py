@@ -124,6 +124,19 @@ class World:
         # fields[0] is field 3 (state): utime is field 14, stime 15
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
+    def thread_ms(self):
+        """CPU ms per thread name (proxd names its threads), from schedstat (ns)"""
+        out = {}
+        d = "/proc/%d/task" % self.daemon.proc.pid
+        for tid in os.listdir(d):
+            try:
+                name = open("%s/%s/comm" % (d, tid)).read().strip()
+                ns = int(open("%s/%s/schedstat" % (d, tid)).read().split()[0])
+            except (OSError, ValueError, IndexError):
+                continue
+            out[name] = out.get(name, 0.0) + ns / 1e6
+        return out
+
     def jobs(self, ids=None):
         rows = dbq.query(self.db, "SELECT id, state, node, created_at, finished_at FROM jobs")
         js = {r[0]: {"state": r[1], "node": r[2], "created": r[3], "finished": r[4]} for r in rows}
@@ -198,9 +211,9 @@ def throughput_run(run, label="", n=None, bandwidths=None, oses=("ubuntu",), ts=
         before = w.sim.ctl("GET", "/calls")
         t0 = time.time()
         w.start()
-        cpu0 = w.cpu_s()
+        cpu0, th0 = w.cpu_s(), w.thread_ms()
         js = w.wait_jobs(set(ids), 600 + 30 * n * ts)
-        cpu1 = w.cpu_s()
+        cpu1, th1 = w.cpu_s(), w.thread_ms()
         after = w.sim.ctl("GET", "/calls")
         state = w.sim.ctl("GET", "/state")
         done = {k: j for k, j in js.items() if j["state"] == "done"}
@@ -222,7 +235,9 @@ def throughput_run(run, label="", n=None, bandwidths=None, oses=("ubuntu",), ts=
              "polls": polls / len(ids), "rest": rest / len(ids), "cpu": (cpu1 - cpu0) / len(ids),
              "per": per, "spread": spread, "bytes": total, "bw": bw, "queue": queue_s,
              "ttr50": pct(ttr, 50) if ttr else 0, "ttr99": pct(ttr, 99) if ttr else 0,
-             "task_s": task_s / len(ids)}
+             "task_s": task_s / len(ids),
+             "threads": {k: round(v - th0.get(k, 0.0), 1) for k, v in th1.items()
+                         if v - th0.get(k, 0.0) >= 0.5}}
         say("%srun %d: %d/%d done in %.2fs, lower bound %.2fs (%.1f GiB over %.0f MiB/s x %g), "
             "ratio %.3f; calls/creation %.2f polls + %.2f other; CPU %.2f ms/creation; per node %s; "
             "queued in %.1fs; to running p50 %.2fs p99 %.2fs" % (
@@ -300,6 +315,7 @@ def main():
     say("calls in run 1 (all creations): %s" % json.dumps(runs[0]["per"], sort_keys=True))
     if real:
         say("calls at time scale 1: %s" % json.dumps(real["per"], sort_keys=True))
+        say("CPU ms per proxd thread at time scale 1: %s" % json.dumps(real["threads"], sort_keys=True))
     say()
     n_queue = int(os.environ.get("BENCH_N_QUEUE", "1000"))
     queue_s = queue_phase(n_queue) if n_queue else None

@@ -237,12 +237,17 @@ static bool busy(struct http_server *s)
 
 static void *loop_main(void *arg)
 {
+    mem_thread_name("http-loop");
     struct http_server *s = arg;
     struct epoll_event evs[256];
     int64_t next_sweep = mono_ms() + SWEEP_MS;
     bool listening = true;
     for (;;) {
-        int n = epoll_wait(s->ep, evs, 256, SWEEP_MS);
+        /* the sweep is for connections' deadlines and a paused accept: with
+         * neither, the loop sleeps until a client or a wake (a stop) comes,
+         * rather than waking five times a second for nothing */
+        int sleep_ms = s->conns || s->accept_paused_until || !listening ? SWEEP_MS : -1;
+        int n = epoll_wait(s->ep, evs, 256, sleep_ms);
         for (int i = 0; i < n; i++) {
             if (evs[i].data.ptr == NULL)
                 on_accept(s);
@@ -289,6 +294,7 @@ static void *loop_main(void *arg)
 
 static void *worker_main(void *arg)
 {
+    mem_thread_name("http-worker");
     struct http_server *s = arg;
     pthread_mutex_lock(&s->mu);
     for (;;) {

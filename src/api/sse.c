@@ -282,6 +282,7 @@ static bool has_news(struct sse_hub *h, struct sse *s, int64_t now)
 
 static void *timer_main(void *arg)
 {
+    mem_thread_name("sse-timer");
     struct sse_hub *h = arg;
     pthread_mutex_lock(&h->mu);
     while (!h->stopping) {

@@ -1,6 +1,7 @@
 #include "common/mem.h"
 
 #include <malloc.h>
+#include <sys/prctl.h>
 
 void mem_tune(void)
 {
@@ -42,4 +43,10 @@ int mem_thread_start(pthread_t *t, void *(*fn)(void *), void *arg)
         rc = pthread_create(t, &at, fn, arg);
     pthread_attr_destroy(&at);
     return rc;
+}
+
+void mem_thread_name(const char *name)
+{
+    /* the kernel cuts the name to 15 characters itself */
+    prctl(PR_SET_NAME, (unsigned long)name, 0, 0, 0);
 }

@@ -25,5 +25,9 @@ void mem_tune(void);
 void mem_release(void);
 /* pthread_create with a MEM_THREAD_STACK stack; returns its result. */
 int mem_thread_start(pthread_t *t, void *(*fn)(void *), void *arg);
+/* Name the calling thread (at most 15 characters are kept): shown by
+ * `top -H`, `ps -L` and /proc/PID/task/TID/comm, so an operator (and the
+ * benchmark) can tell which thread spends the CPU. */
+void mem_thread_name(const char *name);
 
 #endif

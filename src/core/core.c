@@ -533,6 +533,7 @@ struct worker_arg {
 
 static void *worker_main(void *arg)
 {
+    mem_thread_name("job-worker");
     struct worker_arg *wa = arg;
     struct core *k = wa->k;
     int slot = wa->slot;
@@ -621,6 +622,7 @@ bool core_nap(struct core *k, long ms)
  * core_start gave up those of an earlier process of the same name. */
 static void *leaser_main(void *arg)
 {
+    mem_thread_name("leaser");
     struct core *k = arg;
     do {
         int held = 0;
@@ -643,6 +645,7 @@ static void *leaser_main(void *arg)
 /* Refresh the inventory and run the reconciler. */
 static void *keeper_main(void *arg)
 {
+    mem_thread_name("keeper");
     struct core *k = arg;
     /* first the inventory, on this thread: the API is already answering,
      * and a world that does not answer is marked down after one try */

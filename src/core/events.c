@@ -145,6 +145,7 @@ static int64_t prune_every(const struct proxd_config *c)
 
 static void *keeper_main(void *arg)
 {
+    mem_thread_name("events");
     struct core *k = arg;
     struct evkeeper *ek = k->evk;
     int64_t next_prune = 0;

@@ -41,6 +41,7 @@ struct nstate {
     bool failed;      /* an operation failed at the network level */
     int64_t retry_at; /* when a failed node is probed again */
     int64_t backoff;
+    int64_t alive_ms; /* mono ms: the node answered a call sent then (the probe's or any) */
 };
 
 /* The inventory's VMs, compact (10,000 VMs take ~600 KB, not the 3.4 MB
@@ -115,6 +116,14 @@ static void add_hosts(const char **hosts, size_t *nh, const struct cfg_node *cn)
     }
 }
 
+static struct nstate *find_node(struct fleet *f, const char *name)
+{
+    for (int i = 0; i < f->nnodes; i++)
+        if (strcmp(f->nodes[i].name, name) == 0)
+            return &f->nodes[i];
+    return NULL;
+}
+
 /* Set on the threads of a refresh: its own failed reads and probes are
  * judged by apply_world, not by the client's failure hook. */
 static _Thread_local bool tl_refreshing;
@@ -127,6 +136,18 @@ static void on_node_failure(void *ud, const char *node, const struct pve_error *
 {
     if (!tl_refreshing)
         fleet_node_failed(ud, node, e->message);
+}
+
+/* libpve's hook: a call on a node succeeded, so the node answered after
+ * sent_ms; its active probe waits a full interval from then. */
+static void on_node_answer(void *ud, const char *node, int64_t sent_ms)
+{
+    struct fleet *f = ud;
+    pthread_mutex_lock(&f->mu);
+    struct nstate *n = find_node(f, node);
+    if (n && sent_ms > n->alive_ms)
+        n->alive_ms = sent_ms;
+    pthread_mutex_unlock(&f->mu);
 }
 
 /* The probe's timeout: a node that does not answer a status read within
@@ -159,6 +180,7 @@ static int make_client(struct fleet *f, const struct proxd_config *cfg, struct w
         .json_bodies = cfg->json_bodies,
         .name = w->name,
         .on_node_failure = probe ? NULL : on_node_failure, /* a probe judges for itself */
+        .on_node_answer = probe ? NULL : on_node_answer,
         .hook_ud = f,
     };
     struct pve_error pe;
@@ -274,14 +296,6 @@ void fleet_free(struct fleet *f)
     pthread_cond_destroy(&f->probe_cv);
     pthread_mutex_destroy(&f->mu);
     free(f);
-}
-
-static struct nstate *find_node(struct fleet *f, const char *name)
-{
-    for (int i = 0; i < f->nnodes; i++)
-        if (strcmp(f->nodes[i].name, name) == 0)
-            return &f->nodes[i];
-    return NULL;
 }
 
 pve_client *fleet_client(struct fleet *f, const char *node)
@@ -749,18 +763,41 @@ void fleet_vm_removed(struct fleet *f, int vmid)
 
 /* A node that the cluster still shows online may hang (it takes TCP
  * connections and never answers, or the cluster's proxy to it times out):
- * without calls to it, nothing would notice. Every probe_interval, each up
- * node is asked for its status, once, with the probe's short timeout, on a
- * thread of its own (a hung node holds up only its own probe); a network
- * failure marks it down at once. Down nodes are probed again by the
- * refresh's backoff, which also brings them back. */
+ * without calls to it, nothing would notice. Each up node is asked for its
+ * status, once, with the probe's short timeout, on a thread of its own (a
+ * hung node holds up only its own probe), when it has given no sign of life
+ * for a probe interval; a network failure marks it down at once. A sign of
+ * life is an answer to any call sent at or after a moment (the probe's own,
+ * or a job's through the world's client: on_node_answer): a node that hangs
+ * at h answered nothing sent after h, so its probe is due at most one
+ * interval after h and the hang is seen within the interval plus the
+ * probe's timeout, as when every node was probed on a fixed beat, while a
+ * node that jobs keep calling costs no probe at all. Down nodes are probed
+ * again by the refresh's backoff, which also brings them back. */
 struct probe_arg {
     struct fleet *f;
     int node;
 };
 
+/* Wait under f->mu until mono ms `due` or a stop; true when stopping. */
+static bool probe_sleep(struct fleet *f, int64_t due)
+{
+    int64_t left = due - mono_ms();
+    if (left <= 0)
+        return f->probe_stop;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t ns = ts.tv_nsec + left * 1000000;
+    ts.tv_sec += ns / 1000000000;
+    ts.tv_nsec = ns % 1000000000;
+    while (!f->probe_stop && pthread_cond_timedwait(&f->probe_cv, &f->mu, &ts) == 0)
+        ;
+    return f->probe_stop;
+}
+
 static void *probe_main(void *arg)
 {
+    mem_thread_name("probe");
     struct probe_arg pa = *(struct probe_arg *)arg;
     free(arg);
     struct fleet *f = pa.f;
@@ -768,16 +805,18 @@ static void *probe_main(void *arg)
     pve_client *pc = f->worlds[n->world].probe;
     char path[128];
     pve_path(path, sizeof path, "/nodes/%s/status", n->name);
+    int64_t every = f->probe_every_ms, looked = mono_ms();
     pthread_mutex_lock(&f->mu);
-    while (!f->probe_stop) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        int64_t ns = ts.tv_nsec + (int64_t)f->probe_every_ms * 1000000;
-        ts.tv_sec += ns / 1000000000;
-        ts.tv_nsec = ns % 1000000000;
-        while (!f->probe_stop && pthread_cond_timedwait(&f->probe_cv, &f->mu, &ts) == 0)
-            ;
-        if (f->probe_stop || !f->worlds[n->world].asked || !n->online || n->failed)
+    for (;;) {
+        /* due one interval after the later of the last look and the last
+         * sign of life (which may move on while this thread sleeps) */
+        int64_t due = (n->alive_ms > looked ? n->alive_ms : looked) + every;
+        if (probe_sleep(f, due))
+            break;
+        if (mono_ms() < (n->alive_ms > looked ? n->alive_ms : looked) + every)
+            continue; /* it answered a call meanwhile */
+        looked = mono_ms();
+        if (!f->worlds[n->world].asked || !n->online || n->failed)
             continue;
         pthread_mutex_unlock(&f->mu);
         struct pve_error e;
@@ -788,6 +827,8 @@ static void *probe_main(void *arg)
             fleet_node_failed(f, n->name, why);
         }
         pthread_mutex_lock(&f->mu);
+        if (rc == PVE_OK && looked > n->alive_ms)
+            n->alive_ms = looked;
     }
     pthread_mutex_unlock(&f->mu);
     return NULL;

@@ -15,11 +15,12 @@
  * timeout, and requests on its VMs are refused while it is down.
  *
  * Active probe (fleet_probe_start): a node the cluster still reports online
- * may hang; every probe interval each up node is asked for its status on a
- * thread of its own, with a short timeout (twice the connect timeout, at
- * most the operation timeout), and one that fails at the network level is
- * marked down at once, so a hung node nobody calls is seen within the
- * interval plus that timeout.
+ * may hang; an up node that gave no sign of life for a probe interval (no
+ * successful answer to a call sent on it since: libpve's on_node_answer, or
+ * the last probe) is asked for its status on a thread of its own, with a
+ * short timeout (twice the connect timeout, at most the operation timeout),
+ * and one that fails at the network level is marked down at once, so a
+ * hung node is seen within the interval plus that timeout.
  *
  * Thread-safe: every function may be called from any thread. */
 #ifndef CORE_FLEET_H

@@ -189,6 +189,7 @@ static void give_up(struct netconfirm *c, const struct item *it, bool remember)
 
 static void *confirm_main(void *arg)
 {
+    mem_thread_name("netconfirm");
     struct netconfirm *c = arg;
     pthread_mutex_lock(&c->mu);
     while (!c->stop) {

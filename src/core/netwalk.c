@@ -697,6 +697,7 @@ int core_net_walk(struct core *k)
 
 static void *walk_main(void *arg)
 {
+    mem_thread_name("netwalk");
     struct netwalk *w = arg;
     struct core *k = w->k;
     while (!fleet_ready(k->fl))

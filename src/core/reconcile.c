@@ -399,6 +399,7 @@ static void clean_post(struct core *k, const struct clean_item *it)
 
 static void *cleaner_main(void *arg)
 {
+    mem_thread_name("cleaner");
     struct core *k = arg;
     pthread_mutex_lock(&k->mu);
     for (;;) {

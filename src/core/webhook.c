@@ -220,6 +220,7 @@ static long round_once(struct hook *h)
 
 static void *hook_main(void *arg)
 {
+    mem_thread_name("webhook");
     struct hook *h = arg;
     long pause = 0;
     while (!core_nap(h->k, pause))

@@ -84,6 +84,7 @@ static int configure(pve_client *c, const struct pve_config *cfg, struct pve_err
     c->ticket_renew_s = cfg->ticket_renew_s > 0 ? cfg->ticket_renew_s : 3600;
     c->retry = cfg->retry;
     c->on_node_failure = cfg->on_node_failure;
+    c->on_node_answer = cfg->on_node_answer;
     c->hook_ud = cfg->hook_ud;
     pve_retry_defaults(&c->retry);
     c->json_bodies = cfg->json_bodies;
@@ -305,6 +306,16 @@ static void tell_node_failure(pve_client *c, const char *path, const struct pve_
         c->on_node_failure(c->hook_ud, node, err);
 }
 
+/* A success on a path that names a node: proof that it answered after
+ * sent_ms (cluster-wide paths name none). */
+static void tell_node_answer(pve_client *c, const char *path, int64_t sent_ms)
+{
+    char ep[96], node[64];
+    pve_endpoint_of(path, ep, sizeof ep, node, sizeof node);
+    if (node[0])
+        c->on_node_answer(c->hook_ud, node, sent_ms);
+}
+
 /* The call loop behind pve_call_int and pve_call_raw: the answer goes to
  * *envelope (parsed) or, with raw, to *raw (unparsed). */
 static int call_loop(pve_client *c, const char *method, const char *path, json_t *params,
@@ -323,7 +334,7 @@ static int call_loop(pve_client *c, const char *method, const char *path, json_t
     int rc = check_args(method, path, params, err);
     if (rc)
         return rc;
-    int64_t t0 = mono_ms();
+    int64_t t0 = mono_ms(), sent_ms = t0;
     int sent = 0, tries = 0;
     bool relogged = false;
     for (;;) {
@@ -343,6 +354,7 @@ static int call_loop(pve_client *c, const char *method, const char *path, json_t
             retriable = true;
         } else {
             sent++;
+            sent_ms = mono_ms();
             rc = send_once(c, hi, method, path, params, flags, raw != NULL, &cr, &rs, err);
             if (rc == PVE_OK && envelope)
                 *envelope = json_incref(rs.body);
@@ -382,6 +394,8 @@ static int call_loop(pve_client *c, const char *method, const char *path, json_t
     err->attempts = sent;
     if (rc == PVE_E_NETWORK && c->on_node_failure)
         tell_node_failure(c, path, err);
+    if (rc == PVE_OK && c->on_node_answer)
+        tell_node_answer(c, path, sent_ms);
     if (rc == PVE_OK) {
         int a = err->attempts;
         char host[sizeof err->host];

@@ -107,6 +107,12 @@ struct pve_config {
      * its retries are spent: the caller's node health. Called on the
      * calling thread with no lock of the client held; may be NULL. */
     void (*on_node_failure)(void *ud, const char *node, const struct pve_error *e);
+    /* Told of every call on a path naming a node that succeeded (2xx),
+     * with the monotonic time (mono_ms) its successful send began: the node
+     * answered after that moment, a proof of life the caller's health
+     * tracking may use instead of a probe. Same thread and lock rules as
+     * on_node_failure; may be NULL. */
+    void (*on_node_answer)(void *ud, const char *node, int64_t sent_ms);
     void *hook_ud;
 };
 

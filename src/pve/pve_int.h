@@ -69,6 +69,7 @@ struct pve_client {
     struct pve_retry retry;
     bool json_bodies, insecure;
     void (*on_node_failure)(void *ud, const char *node, const struct pve_error *e);
+    void (*on_node_answer)(void *ud, const char *node, int64_t sent_ms);
     void *hook_ud;
     char *ca_file;
     unsigned char pins[PVE_MAX_PINS][PVE_FP_LEN];

@@ -290,21 +290,27 @@ int store_job_get(store *s, const char *id, struct job_rec *out, struct store_er
  * so two of them running at once, in two instances, could both pass the
  * count. {ACTIVE} expands to the
  * list the partial indexes name, so the planner can use them. */
-static const char SQL_JOB_PICK[] =
-    "SELECT j.id FROM jobs j"
-    " WHERE j.state IN {ACTIVE} AND (j.state = 'queued' OR j.lease_until < ?1)"
-    " AND (j.vmid = 0 OR NOT EXISTS (SELECT 1 FROM jobs k"
-    "   WHERE k.vmid = j.vmid AND k.state IN {ACTIVE} AND k.id <> j.id"
-    "   AND ((k.state = 'running' AND k.lease_until >= ?1)"
-    "        OR k.created_at < j.created_at"
-    "        OR (k.created_at = j.created_at AND k.seq < j.seq))))"
-    " AND (j.kind <> 'snap-create' OR NOT EXISTS (SELECT 1 FROM jobs k"
-    "   WHERE k.kind = 'snap-create' AND k.owner = j.owner AND k.state IN {ACTIVE}"
-    "   AND k.id <> j.id"
-    "   AND ((k.state = 'running' AND k.lease_until >= ?1)"
-    "        OR k.created_at < j.created_at"
-    "        OR (k.created_at = j.created_at AND k.seq < j.seq))))"
-    " ORDER BY j.created_at, j.seq LIMIT 1{CLAIM_LOCK}";
+#define JOB_PICK                                                                                   \
+    "SELECT j.id FROM jobs j"                                                                      \
+    " WHERE j.state IN {ACTIVE} AND (j.state = 'queued' OR j.lease_until < ?1)"                    \
+    " AND (j.vmid = 0 OR NOT EXISTS (SELECT 1 FROM jobs k"                                         \
+    "   WHERE k.vmid = j.vmid AND k.state IN {ACTIVE} AND k.id <> j.id"                            \
+    "   AND ((k.state = 'running' AND k.lease_until >= ?1)"                                        \
+    "        OR k.created_at < j.created_at"                                                       \
+    "        OR (k.created_at = j.created_at AND k.seq < j.seq))))"                                \
+    " AND (j.kind <> 'snap-create' OR NOT EXISTS (SELECT 1 FROM jobs k"                            \
+    "   WHERE k.kind = 'snap-create' AND k.owner = j.owner AND k.state IN {ACTIVE}"                \
+    "   AND k.id <> j.id"                                                                          \
+    "   AND ((k.state = 'running' AND k.lease_until >= ?1)"                                        \
+    "        OR k.created_at < j.created_at"                                                       \
+    "        OR (k.created_at = j.created_at AND k.seq < j.seq))))"                                \
+    " ORDER BY j.created_at, j.seq LIMIT 1"
+static const char SQL_JOB_PICK[] = JOB_PICK "{CLAIM_LOCK}";
+/* The same question in a read transaction, asked first: a look that finds
+ * nothing (an idle worker's, once a second) then takes no write lock and
+ * writes nothing; a job that turns claimable just after it is found by the
+ * next look, as one queued just after a claim would be. */
+static const char SQL_JOB_ANY[] = JOB_PICK;
 static const char SQL_JOB_TAKE[] =
     "UPDATE jobs SET state = 'running', lease_owner = ?2, lease_until = ?3, updated_at = ?4"
     " WHERE id = ?1 RETURNING " JOB_COLS;
@@ -348,6 +354,19 @@ static int job_claim_fn(db_conn *c, void *ctx, struct store_error *err)
     return rc;
 }
 
+static int job_any_fn(db_conn *c, void *ctx, struct store_error *err)
+{
+    bool *found = ctx;
+    db_stmt *st = NULL;
+    int rc = db_prepare(c, SQL_JOB_ANY, &st, err);
+    if (rc)
+        return rc;
+    db_bind_i64(st, 1, wall_ms());
+    rc = db_step(st, found, err, "looking for a claimable job");
+    db_done(st);
+    return rc;
+}
+
 int store_job_claim(store *s, const char *owner, int64_t lease_ms, struct job_rec *out,
                     struct store_error *err)
 {
@@ -355,8 +374,12 @@ int store_job_claim(store *s, const char *owner, int64_t lease_ms, struct job_re
     STORE_CHECK(s && owner && *owner && out, "store_job_claim: NULL or empty argument");
     STORE_CHECK(lease_ms > 0, "lease of %lld ms is not positive", (long long)lease_ms);
     memset(out, 0, sizeof *out);
+    bool any = false;
+    int rc = db_tx(s->db, DB_READ, job_any_fn, &any, err);
+    if (rc == STORE_OK && !any)
+        return store_fail(err, STORE_E_NOTFOUND, "no claimable job");
     struct job_claim_ctx cl = {owner, lease_ms, out};
-    int rc = db_tx(s->db, DB_WRITE, job_claim_fn, &cl, err);
+    rc = db_tx(s->db, DB_WRITE, job_claim_fn, &cl, err);
     if (rc)
         job_rec_release(out);
     return rc;

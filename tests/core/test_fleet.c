@@ -4,6 +4,7 @@
  * core made or removed, VMs on nodes proxd does not manage). */
 #include "core_harness.h"
 
+#include "common/util.h"
 #include "core/fleet.h"
 
 static const struct fleet_vm *find_vm(const struct fleet_vm *v, size_t n, int vmid)
@@ -115,10 +116,87 @@ static void test_inventory(void **state)
     ch_down(&e);
 }
 
+/* A counter of the calls on one path: a fault rule that delays them by 0 ms
+ * (pvesim counts its hits). */
+static int counter(struct ch_env *e, const char *re)
+{
+    char body[256];
+    snprintf(body, sizeof body,
+             "{\"method\":\"GET\",\"path\":\"%s\",\"kind\":\"delay\",\"delay_ms\":0}", re);
+    json_t *r = h_sim_ctl(e->port, "POST", "/_sim/faults", body);
+    assert_non_null(r);
+    int id = (int)json_integer_value(json_object_get(json_object_get(r, "data"), "id"));
+    if (!id)
+        id = (int)json_integer_value(json_object_get(r, "id"));
+    json_decref(r);
+    assert_true(id > 0);
+    return id;
+}
+
+static int hits(struct ch_env *e, int id)
+{
+    json_t *r = h_sim_ctl(e->port, "GET", "/_sim/faults", NULL);
+    assert_non_null(r);
+    json_t *list = json_is_array(r) ? r : json_object_get(r, "data");
+    size_t i;
+    json_t *f;
+    int n = -1;
+    json_array_foreach(list, i, f)
+    {
+        if (json_integer_value(json_object_get(f, "id")) == id)
+            n = (int)json_integer_value(json_object_get(f, "hits"));
+    }
+    json_decref(r);
+    assert_true(n >= 0);
+    return n;
+}
+
+/* The active probe asks a node for its status only when the node gave no
+ * sign of life for a probe interval: a node that answers calls is not
+ * probed; one whose calls fail (an error answer is no proof that it
+ * answers: it may come from the cluster's proxy) or that nobody calls is,
+ * every interval. */
+static void test_probe_skipped_after_success(void **state)
+{
+    (void)state;
+    struct ch_env e;
+    struct ch_opts o = {.no_start = true};
+    ch_up(&e, &o);
+    fleet_refresh(e.fl, true);
+    /* every call on sv3's VM list fails (500, not a network failure: the
+     * node stays up) */
+    ch_fault(&e, "GET", "^/nodes/sv3/qemu$", "error", "refused by the test");
+    int c2 = counter(&e, "^/nodes/sv2/status$"), c3 = counter(&e, "^/nodes/sv3/status$"),
+        c4 = counter(&e, "^/nodes/sv4/status$");
+    assert_int_equal(fleet_probe_start(e.fl, 400), 0);
+    pve_client *pc = fleet_client(e.fl, "sv2");
+    int64_t t0 = h_now_ms();
+    int ok = 0, failed = 0;
+    while (h_now_ms() - t0 < 2600) {
+        struct pve_error pe;
+        ok += pve_call_ex(pc, "GET", "/nodes/sv2/qemu", NULL, 0, NULL, &pe) == 0;
+        failed += pve_call_ex(pc, "GET", "/nodes/sv3/qemu", NULL, PVE_CALL_NORETRY, NULL, &pe) != 0;
+        sleep_ms(40);
+    }
+    fleet_probe_stop(e.fl);
+    int h2 = hits(&e, c2), h3 = hits(&e, c3), h4 = hits(&e, c4);
+    print_message("[ figures  ] probes in 2.6 s at a 0.4 s interval: sv2 (%d calls answered) %d, "
+                  "sv3 (%d failed) %d, sv4 (not called) %d\n",
+                  ok, h2, failed, h3, h4);
+    assert_true(ok > 10 && failed > 10);
+    /* a stall of the test thread longer than the interval may let one through */
+    assert_true(h2 <= 1);
+    assert_true(h3 >= 3); /* ~6 */
+    assert_true(h4 >= 3);
+    assert_true(fleet_node_up(e.fl, "sv2") && fleet_node_up(e.fl, "sv3"));
+    ch_down(&e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_inventory),
+        cmocka_unit_test(test_probe_skipped_after_success),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

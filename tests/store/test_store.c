@@ -888,6 +888,33 @@ static void test_job_claim_order_and_lease(void **state)
     EXPECT(STORE_E_CONFLICT, store_job_renew(f->s, "j1", "w1", 60000, &e));
 }
 
+/* A look that finds nothing claimable (an idle worker's, once a second)
+ * takes no write lock: it answers "none" at once while another connection
+ * holds SQLite's write lock, where a claim that began with BEGIN IMMEDIATE
+ * waited out the busy timeout (5 s) and failed. */
+static void test_job_claim_empty_look_writes_nothing(void **state)
+{
+    struct fx *f = *state;
+    if (g_bk != BK_SQLITE)
+        skip(); /* PostgreSQL has no database-wide write lock to hold */
+    int64_t t = wall_ms() - 10000;
+    job_add(f->s, "j1", "start", 501, t);
+    claim_expect(f->s, "w1", 60000, "j1"); /* running, leased: not claimable */
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(f->url + strlen("sqlite:"), &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    int64_t t0 = mono_ms();
+    claim_expect(f->s, "w2", 60000, NULL);
+    int64_t took = mono_ms() - t0;
+    assert_int_equal(sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    if (took > 1000)
+        fail_msg("an empty look waited %lld ms for the write lock", (long long)took);
+    /* and a claimable job is still claimed */
+    job_add(f->s, "j2", "start", 502, t + 1);
+    claim_expect(f->s, "w2", 60000, "j2");
+}
+
 static int64_t lease_of(store *s, const char *id, char owner[64])
 {
     struct job_rec j;
@@ -3515,6 +3542,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_vm_scan_filters, setup, teardown),
         cmocka_unit_test_setup_teardown(test_job_crud, setup, teardown),
         cmocka_unit_test_setup_teardown(test_job_claim_order_and_lease, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_job_claim_empty_look_writes_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_job_claim_per_vm, setup, teardown),
         cmocka_unit_test_setup_teardown(test_job_events, setup, teardown),
         cmocka_unit_test_setup_teardown(test_history_prune, setup, teardown),
