@@ -440,14 +440,16 @@ static int reserve_room(struct rctx *c, int64_t need, char *why, size_t len)
         snprintf(why, len, "node %s is down", c->cn->name);
         return -1;
     }
+    /* on a shared storage the room is the pool's (creations elsewhere count) */
     struct cap_room room = {.mem = INT64_MAX / 2,
                             .disk = nv.st_avail - cfg->disk_margin_gb * GiB,
-                            .seen_since = nv.seen_since};
+                            .seen_since = nv.seen_since,
+                            .pool = nv.pool};
     struct store_error se;
     if (store_reserve_capacity(c->k->st, c->j->id, c->cn->name, 0, need, &room, &se) == 0)
         return 0;
-    snprintf(why, len, "no room on %s of %s for the new disk (%.300s)", c->cn->storage, c->cn->name,
-             se.message);
+    snprintf(why, len, "no room on %s%s of %s for the new disk (%.300s)",
+             nv.pool[0] ? "shared storage " : "", c->cn->storage, c->cn->name, se.message);
     return -1;
 }
 
@@ -536,11 +538,13 @@ static int reserve_elsewhere(struct rctx *c, char *why, size_t len)
         struct node_view nv;
         if (fleet_node_view(c->k->fl, cn->name, &nv))
             continue;
+        /* a shared pool holds the old disk already: only the new one is more */
         struct cap_room room = {.mem = nv.mem_total - nv.mem_used - cfg->memory_margin_mb * MiB,
                                 .disk = nv.st_avail - cfg->disk_margin_gb * GiB,
-                                .seen_since = nv.seen_since};
+                                .seen_since = nv.seen_since,
+                                .pool = nv.pool};
         if (store_reserve_capacity(c->k->st, c->j->id, cn->name, c->v.memory_mb * MiB,
-                                   cands[i].bytes + old, &room, &se) == 0) {
+                                   cands[i].bytes + (nv.pool[0] ? 0 : old), &room, &se) == 0) {
             st_set_str(c, "tmp_node", cn->name);
             st_set_int(c, "template", config_template(cn, req_str(c, "os")));
             return 0;
