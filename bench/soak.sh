@@ -12,7 +12,10 @@
 #  5. reinstalls with kill -9 at random moments and SOAK_REINSTALL_RATE of
 #     the Proxmox calls failing (tests/api/test_reinstall_crash.py,
 #     SOAK_REINSTALL_ROUNDS rounds for each of the first SOAK_REINSTALL_SEEDS
-#     seeds).
+#     seeds);
+#  6. the config walk and the guest agent's confirmation under random faults
+#     and dead nodes (tests/core/test_netwalk.c, SOAK_NETWALK_ROUNDS walks for
+#     each of SOAK_NETWALK_SEEDS, default the seeds above).
 # Each part reports per seed: jobs done/failed (and why), fault hits, the
 # longest job, the time taken, and any broken promise. Results go to stdout
 # and bench/results/soak.txt ("faulted" counts every fault rule hit, delays
@@ -116,6 +119,21 @@ t1=$(date +%s.%N)
   echo "part reinstall (kill -9 and faults): exit $rc, $(echo "$t1 - $t0" | bc) s"
   grep -E '^(seed|one|outcomes|faults hit|ok|FAIL) |^[0-9]+ passed|^  ' "$TMP/reinstall.log" | head -90
 } | tee "$TMP/reinstall.sum"
-cat "$TMP/head" "$TMP/control.sum" "$TMP/create.sum" "$TMP/crash.sum" "$TMP/drain.sum" "$TMP/reinstall.sum" >"$OUT"
+# the config walk and the agent's confirmation under random faults and dead
+# nodes (tests/core/test_netwalk.c test_random_faults), more seeds and walks
+t0=$(date +%s.%N)
+rc=0
+cmake --build build/.release --target core_test_netwalk -- --no-print-directory -s >"$TMP/netwalk.log" 2>&1 &&
+  NETWALK_FAULT_SEEDS=${SOAK_NETWALK_SEEDS:-$SEEDS} NETWALK_FAULT_ROUNDS=${SOAK_NETWALK_ROUNDS:-12} \
+    build/.release/tests/core_test_netwalk >>"$TMP/netwalk.log" 2>&1 || rc=1
+t1=$(date +%s.%N)
+[ $rc -ne 0 ] && status=1
+{
+  echo
+  echo "part netwalk (config walks and confirmations under faults): exit $rc, $(echo "$t1 - $t0" | bc) s"
+  grep -E '^\[ (figures|  FAILED|  PASSED) |ERROR: ' "$TMP/netwalk.log" | head -40
+} | tee "$TMP/netwalk.sum"
+cat "$TMP/head" "$TMP/control.sum" "$TMP/create.sum" "$TMP/crash.sum" "$TMP/drain.sum" "$TMP/reinstall.sum" \
+  "$TMP/netwalk.sum" >"$OUT"
 echo "load average at the end $(cut -d' ' -f1 /proc/loadavg)" | tee -a "$OUT"
 exit $status

@@ -130,7 +130,7 @@ static bool sim_ready(int fd, int64_t deadline)
         if (len == sizeof acc - 1) /* keep the tail: the line may straddle */
             len = 0;
     }
-    fail_msg("pvesim did not start within 20 s");
+    fail_msg("pvesim did not start within 60 s");
     return false;
 }
 
@@ -161,7 +161,9 @@ static pid_t sim_try(const char *bin, int port, const char *const *args)
     }
     close(p[1]);
     track(pid, p[0]);
-    if (sim_ready(p[0], h_now_ms() + 20000))
+    /* a loaded machine (a sanitizer build among other tests) may take
+     * 20 s to start it; lib/sim.py waits as long as pvesim lives */
+    if (sim_ready(p[0], h_now_ms() + 60000))
         return pid;
     int st = 0;
     waitpid(pid, &st, 0);

@@ -307,6 +307,10 @@ out:
 
 #define LIT(b, s) jsonw_raw((b), (s), sizeof(s) - 1)
 
+/* the most records a page holds: their networks are read in one query */
+#define VMS_PAGE_MAX 1000
+_Static_assert(VMS_PAGE_MAX <= STORE_NET_IDS_MAX, "a page's networks fit one read");
+
 /* A page written as the store reads it: no array of records, no tree. */
 struct page {
     struct buf *b;
@@ -336,7 +340,8 @@ static int page_add(void *ctx, const struct vm_rec *r)
 }
 
 /* The page's records get their "network" blocks: one read of the vm_net
- * rows of the page's id range, then the page rewritten with each block
+ * rows of exactly the page's ids (a range would also cover other owners'
+ * records in between, without bound), then the page rewritten with each block
  * put before its record's closing brace. A failed read leaves "network"
  * out (the listing is still true). */
 static int add_nets(struct req *rq, struct page *pg, struct store_error *se)
@@ -345,7 +350,7 @@ static int add_nets(struct req *rq, struct page *pg, struct store_error *se)
         return BUF_OK;
     struct store_vm_net *nets = NULL;
     size_t nn = 0;
-    if (store_vm_net_range(rq->api->st, pg->ids[0], pg->ids[pg->n - 1], &nets, &nn, se)) {
+    if (store_vm_net_ids(rq->api->st, pg->ids, pg->n, &nets, &nn, se)) {
         log_warn("api", "VM networks not read for a listing: %s", se->message);
         return BUF_OK;
     }
@@ -391,7 +396,7 @@ void h_vms_list(struct req *rq, struct resp *rs)
         return;
     }
     if ((s = query(rq, "limit"))) {
-        if (parse_int_arg(rs, "limit", s, 1, 1000, &v))
+        if (parse_int_arg(rs, "limit", s, 1, VMS_PAGE_MAX, &v))
             return;
         f.limit = (int)v;
     }

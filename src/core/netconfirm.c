@@ -108,18 +108,37 @@ static json_t *seen_json(const struct pve_agent_nic *nic)
     return json_pack("{s:s,s:s,s:o}", "interface", nic->name, "mac", nic->mac, "addresses", addrs);
 }
 
+/* Is a failed agent call an answer (the agent is off or absent, the VM or
+ * our right to it gone, the call refused), not just no answer yet (a 500
+ * of another kind, a 596, a timeout, a lock: looked at again)? */
+static bool agent_answered(int prc, const struct pve_error *pe)
+{
+    return prc == PVE_E_NOTFOUND || prc == PVE_E_PERMISSION || prc == PVE_E_INVALID ||
+           (prc == PVE_E_OTHER && strstr(pe->message, "No QEMU guest agent configured"));
+}
+
 /* One look: 1 confirmed (recorded), 0 not yet (it->last says why), -1 give
- * up (no network, not proxd's any more, agent off). */
+ * up (no network, not proxd's any more, agent off). A read that failed is
+ * "not yet", never "give up": the store's or Proxmox's. */
 static int look(struct core *k, struct item *it)
 {
     struct vm_rec r;
     struct store_net net;
-    if (store_vm_get_id(k->st, it->vm_id, &r, NULL) != STORE_OK)
-        return -1;
+    struct store_error se;
+    int src = store_vm_get_id(k->st, it->vm_id, &r, &se);
+    if (src != STORE_OK) {
+        snprintf(it->last, sizeof it->last, "record not read: %.180s", se.message);
+        return src == STORE_E_NOTFOUND ? -1 : 0;
+    }
     int rc = -1;
-    if (r.state != VMS_ENABLED || !r.node[0] ||
-        store_vm_net_get(k->st, r.id, &net, NULL) != STORE_OK)
+    if (r.state != VMS_ENABLED || !r.node[0])
         goto out;
+    src = store_vm_net_get(k->st, r.id, &net, &se);
+    if (src != STORE_OK) {
+        snprintf(it->last, sizeof it->last, "network not read: %.180s", se.message);
+        rc = src == STORE_E_NOTFOUND ? -1 : 0;
+        goto out;
+    }
     if (net.seen_at) {
         rc = 1; /* another proxd confirmed it */
         goto out;
@@ -137,8 +156,8 @@ static int look(struct core *k, struct item *it)
     if (prc) {
         snprintf(it->last, sizeof it->last, "%.190s", pe.message);
         /* "not running": booting, or paused; "No QEMU guest agent
-         * configured": nothing to wait for */
-        rc = pve_agent_not_running(&pe) || prc == PVE_E_NETWORK || prc == PVE_E_LOCK ? 0 : -1;
+         * configured": nothing to wait for; a failed call: no answer */
+        rc = agent_answered(prc, &pe) ? -1 : 0;
         if (rc < 0)
             log_info("netconfirm", "vmid=%d address not confirmed: %s", r.vmid, pe.message);
         goto out;
@@ -163,7 +182,6 @@ static int look(struct core *k, struct item *it)
             break;
         }
         json_t *seen = seen_json(&nics[i]);
-        struct store_error se;
         if (store_vm_net_seen(k->st, r.id, seen, &se) == STORE_OK) {
             log_info("netconfirm", "vmid=%d address confirmed by the guest agent (%s)", r.vmid,
                      nics[i].name);

@@ -413,15 +413,34 @@ static bool agent_on(json_t *conf)
     return e ? e[8] == '1' : s[0] == '1';
 }
 
-/* One of proxd's VMs: drift, and a confirmation nobody asked for yet. */
-static void check_ours(struct netwalk *w, const struct fleet_vm *fv, const struct vm_rec *r,
-                       const struct pve_vm_config *vc)
+/* The pool addresses of a config into acc (per pool) and the fleet's
+ * lists; how many, their first max in s. */
+static size_t add_addrs(struct netwalk *w, const struct fleet_vm *fv, json_t *conf,
+                        struct buf acc[], struct seen *s, size_t max)
+{
+    struct core *k = w->k;
+    size_t n = config_addrs(k->cfg, conf, fv->vmid, fv->node, s, max);
+    for (size_t i = 0; i < n; i++) {
+        buf_add(&acc[s[i].pool], &s[i].a, sizeof s[i].a);
+        fleet_pool_addrs_add(k->fl, k->cfg->pools[s[i].pool].name, &s[i].a, 1);
+    }
+    return n;
+}
+
+/* One of proxd's VMs: drift, and a confirmation nobody asked for yet. A
+ * restore (written or maybe written) puts the record's addresses in acc
+ * too: the list holds what the config may have now. false when the store
+ * could not be read (what was found before stays). */
+static bool check_ours(struct netwalk *w, const struct fleet_vm *fv, const struct vm_rec *r,
+                       const struct pve_vm_config *vc, struct buf acc[])
 {
     struct core *k = w->k;
     struct store_net net;
-    if (r->state != VMS_ENABLED || vc->lock[0] ||
-        store_vm_net_get(k->st, r->id, &net, NULL) != STORE_OK)
-        return; /* no network, or a job or Proxmox is at work on it */
+    if (r->state != VMS_ENABLED || vc->lock[0])
+        return true; /* a job or Proxmox is at work on it */
+    int src = store_vm_net_get(k->st, r->id, &net, NULL);
+    if (src != STORE_OK)
+        return src == STORE_E_NOTFOUND; /* no network; or not read */
     char d[256];
     drift_of(vc->raw, &net, d, sizeof d);
     if (!d[0]) {
@@ -432,22 +451,30 @@ static void check_ours(struct netwalk *w, const struct fleet_vm *fv, const struc
             log_warn("netwalk", "vmid=%d network drift: %s (network_drift = %s)", fv->vmid, d,
                      k->cfg->network_drift);
         drift_set(w, r->id, d);
-        if (strcmp(k->cfg->network_drift, "restore") == 0)
+        if (strcmp(k->cfg->network_drift, "restore") == 0) {
             restore(k, fv, vc, &net);
-        else if (strcmp(k->cfg->network_drift, "adopt") == 0)
+            const char *ipc = json_string_value(json_object_get(vc->raw, "ipconfig0"));
+            if (!ipc || strcmp(ipc, net.ipconfig0) != 0) {
+                json_t *put = json_pack("{s:s}", "ipconfig0", net.ipconfig0);
+                struct seen s[2];
+                add_addrs(w, fv, put, acc, s, 2);
+                json_decref(put);
+            }
+        } else if (strcmp(k->cfg->network_drift, "adopt") == 0)
             adopt(w, fv, r, vc->raw, &net, fresh);
     }
     if (net.seen_at == 0 && strcmp(fv->status, "running") == 0 && agent_on(vc->raw))
         netconfirm_ask(w->nc, r->id, false);
+    return true;
 }
 
 /* A VM that is not proxd's: its pool addresses are foreign. */
-static void mark_foreign(struct netwalk *w, const struct fleet_vm *fv, const struct seen *s,
+static bool mark_foreign(struct netwalk *w, const struct fleet_vm *fv, const struct seen *s,
                          size_t n)
 {
     struct core *k = w->k;
     if (!n)
-        return;
+        return true;
     char keys[NW_MAX_IFACES * 2][IPPOOL_KEYLEN];
     const char *kp[NW_MAX_IFACES * 2];
     for (size_t i = 0; i < n; i++) {
@@ -461,7 +488,7 @@ static void mark_foreign(struct netwalk *w, const struct fleet_vm *fv, const str
     struct store_error se;
     if (store_addr_mark_foreign(k->st, kp, n, where, &conf, &nconf, &se)) {
         log_warn("netwalk", "vmid=%d: addresses not marked foreign: %s", fv->vmid, se.message);
-        return;
+        return false;
     }
     for (size_t i = 0; i < nconf; i++) {
         if (strcmp(conf[i].state, "held") == 0)
@@ -480,20 +507,25 @@ static void mark_foreign(struct netwalk *w, const struct fleet_vm *fv, const str
                       c.pool, c.address, conf[i].state, c.vmid, fv->vmid, fv->node);
     }
     free(conf);
+    return true;
 }
 
 /* One of proxd's VMs whose config carries an address proxd gave another
  * of its VMs (a GUI edit copied it): drift on this VM (check_ours), and a
  * conflict on the address, as on a foreign VM. */
-static void check_taken(struct netwalk *w, const struct fleet_vm *fv, const struct vm_rec *r,
+static bool check_taken(struct netwalk *w, const struct fleet_vm *fv, const struct vm_rec *r,
                         const struct seen *s, size_t n)
 {
+    bool read = true;
     for (size_t i = 0; i < n; i++) {
         char key[IPPOOL_KEYLEN];
         ippool_addr_key(&s[i].a.addr, key);
         struct store_addr row;
-        if (store_addr_get(w->k->st, key, &row, NULL) != STORE_OK)
+        int src = store_addr_get(w->k->st, key, &row, NULL);
+        if (src != STORE_OK) {
+            read = read && src == STORE_E_NOTFOUND; /* no row: proxd's nowhere */
             continue;
+        }
         bool other = (strcmp(row.state, "used") == 0 || strcmp(row.state, "reserved") == 0) &&
                      row.vm_id != r->id && row.vmid != fv->vmid;
         if (!other)
@@ -509,21 +541,44 @@ static void check_taken(struct netwalk *w, const struct fleet_vm *fv, const stru
                       "config of vmid=%d on %s (another of proxd's VMs); nothing is changed",
                       c.pool, c.address, row.state, c.vmid, fv->vmid, fv->node);
     }
+    return read;
 }
 
-/* Is VMID vmid of node one of proxd's VMs (a live record in that world)? */
-static bool ours(struct core *k, const struct fleet_vm *fv, struct vm_rec *r)
+/* Is VMID vmid of node one of proxd's VMs (a live record in that world)?
+ * 1 yes (*r filled), 0 no, -1 the store could not tell. */
+static int ours(struct core *k, const struct fleet_vm *fv, struct vm_rec *r)
 {
-    if (store_vm_get(k->st, fv->vmid, r, NULL) != STORE_OK)
-        return false;
+    int src = store_vm_get(k->st, fv->vmid, r, NULL);
+    if (src != STORE_OK)
+        return src == STORE_E_NOTFOUND ? 0 : -1;
     if (!r->node[0] || world_of(k->cfg, r->node) == world_of(k->cfg, fv->node))
-        return true;
+        return 1;
     vm_rec_release(r);
-    return false;
+    return 0;
+}
+
+/* Is it a half-made VM of proxd's own, waiting for the reconciler to
+ * remove it (a leftover: it keeps its creation's address, which the
+ * creation may have taken on to another VMID)? 1 yes, 0 no, -1 the store
+ * could not tell. Read after the config: a creation records its leftover
+ * before it moves on. */
+static int leftover(struct core *k, const struct fleet_vm *fv)
+{
+    struct leftover *lo = NULL;
+    size_t n = 0;
+    if (store_leftover_list(k->st, &lo, &n, NULL) != STORE_OK)
+        return -1;
+    int found = 0;
+    for (size_t i = 0; i < n && !found; i++)
+        found = lo[i].vmid == fv->vmid && strcmp(lo[i].node, fv->node) == 0;
+    free(lo);
+    return found;
 }
 
 /* Read one VM: its addresses into acc (per pool), the store, drift. false
- * when it could not be read (its last addresses are kept). */
+ * when it could not be read, Proxmox's config or the store's rows (its
+ * last addresses are kept, and nothing is concluded from what a failed
+ * read did not show). */
 static bool walk_one(struct netwalk *w, const struct fleet_vm *fv, struct buf acc[])
 {
     struct core *k = w->k;
@@ -533,28 +588,30 @@ static bool walk_one(struct netwalk *w, const struct fleet_vm *fv, struct buf ac
     struct pve_vm_config vc;
     struct pve_error pe;
     int rc = pve_vm_config_get(pc, fv->node, fv->vmid, false, &vc, &pe);
-    if (rc == PVE_E_NOTFOUND)
-        return true; /* gone since the inventory saw it: nothing to keep */
     if (rc) {
+        /* not found: deleted, or moved to another node (HA, a migration)
+         * since the inventory saw it; which, the next inventory tells, and
+         * until then what the last walk saw on it stays */
         log_debug("netwalk", "vmid=%d config not read: %s", fv->vmid, pe.message);
         return false;
     }
     struct seen s[NW_MAX_IFACES * 2];
-    size_t n = config_addrs(k->cfg, vc.raw, fv->vmid, fv->node, s, NW_MAX_IFACES * 2);
-    for (size_t i = 0; i < n; i++) {
-        buf_add(&acc[s[i].pool], &s[i].a, sizeof s[i].a);
-        fleet_pool_addrs_add(k->fl, k->cfg->pools[s[i].pool].name, &s[i].a, 1);
-    }
+    size_t n = add_addrs(w, fv, vc.raw, acc, s, NW_MAX_IFACES * 2);
     struct vm_rec r;
-    if (ours(k, fv, &r)) {
-        check_ours(w, fv, &r, &vc);
-        check_taken(w, fv, &r, s, n);
+    bool read = true;
+    int mine = ours(k, fv, &r);
+    if (mine > 0) {
+        read = check_ours(w, fv, &r, &vc, acc);
+        read = check_taken(w, fv, &r, s, n) && read;
         vm_rec_release(&r);
-    } else {
-        mark_foreign(w, fv, s, n);
+    } else if (mine == 0 && n > 0) {
+        int left = leftover(k, fv);
+        read = left == 0 ? mark_foreign(w, fv, s, n) : left > 0;
+    } else if (mine < 0) {
+        read = false;
     }
     pve_vm_config_release(&vc);
-    return true;
+    return read;
 }
 
 /* ---- the walk --------------------------------------------------------------- */

@@ -527,14 +527,17 @@ int store_addr_vm_pools(store *s, int64_t vm_id, struct store_pool_name **out, s
                         struct store_error *err);
 /* A record's vm_net row (live or not); STORE_E_NOTFOUND when none. */
 int store_vm_net_get(store *s, int64_t vm_id, struct store_net *out, struct store_error *err);
-/* The vm_net rows of records lo..hi (ids, inclusive), by record id, for a
- * page of records (at most 1000 rows); free(*out). */
+/* The vm_net rows of the records ids[0..nids) (any order, at most
+ * STORE_NET_IDS_MAX: a page of records), by record id, in one query:
+ * a record without one is left out; free(*out). STORE_E_INVALID for more
+ * ids. */
+#define STORE_NET_IDS_MAX 1000
 struct store_vm_net {
     int64_t vm_id;
     struct store_net net;
 };
-int store_vm_net_range(store *s, int64_t lo, int64_t hi, struct store_vm_net **out, size_t *n,
-                       struct store_error *err);
+int store_vm_net_ids(store *s, const int64_t *ids, size_t nids, struct store_vm_net **out,
+                     size_t *n, struct store_error *err);
 /* What the guest agent reported (any JSON, stored compact) and when (now);
  * read back as a new reference (NULL: never). STORE_E_NOTFOUND when the
  * record has no network. */

@@ -385,19 +385,16 @@ int store_vm_net_get(store *s, int64_t vm_id, struct store_net *out, struct stor
     return db_tx(s->db, DB_READ, net_get_fn, &k, err);
 }
 
-static const char SQL_NET_RANGE[] =
+/* The ids go as one JSON array parameter ({IN_IDS_1}: the array's members
+ * on SQLite, an array of them on PostgreSQL): one statement, prepared once,
+ * whatever the page's size. */
+static const char SQL_NET_IDS[] =
     "SELECT vm_id, mac, bridge, vlan, ipconfig0, nameserver, searchdomain, seen_at FROM vm_net"
-    " WHERE vm_id BETWEEN ?1 AND ?2 ORDER BY vm_id LIMIT 1000";
+    " WHERE vm_id{IN_IDS_1} ORDER BY vm_id";
 
-struct net_range {
-    int64_t lo, hi;
-};
-
-static void bind_range(db_stmt *st, const void *arg)
+static void bind_ids(db_stmt *st, const void *arg)
 {
-    const struct net_range *r = arg;
-    db_bind_i64(st, 1, r->lo);
-    db_bind_i64(st, 2, r->hi);
+    db_bind_text(st, 1, buf_str(arg));
 }
 
 static int row_net(db_stmt *st, void *elem, struct store_error *err)
@@ -415,15 +412,27 @@ static int row_net(db_stmt *st, void *elem, struct store_error *err)
     return STORE_OK;
 }
 
-int store_vm_net_range(store *s, int64_t lo, int64_t hi, struct store_vm_net **out, size_t *n,
-                       struct store_error *err)
+int store_vm_net_ids(store *s, const int64_t *ids, size_t nids, struct store_vm_net **out,
+                     size_t *n, struct store_error *err)
 {
     store_err_clear(err);
-    STORE_CHECK(s && out && n, "store_vm_net_range: NULL argument");
-    struct net_range r = {lo, hi};
-    const struct store_read rd = {
-        SQL_NET_RANGE, "reading VM networks", bind_range, &r, sizeof **out, row_net};
-    return store_read_all(s, &rd, (void **)out, n, err);
+    STORE_CHECK(s && out && n && (ids || nids == 0), "store_vm_net_ids: NULL argument");
+    STORE_CHECK(nids <= STORE_NET_IDS_MAX, "store_vm_net_ids: %zu ids (at most %d)", nids,
+                STORE_NET_IDS_MAX);
+    *out = NULL;
+    *n = 0;
+    if (nids == 0)
+        return STORE_OK;
+    struct buf list = BUF_INIT(BUF_UNLIMITED);
+    buf_addc(&list, '[');
+    for (size_t i = 0; i < nids; i++)
+        buf_printf(&list, "%s%lld", i ? "," : "", (long long)ids[i]);
+    buf_addc(&list, ']');
+    const struct store_read rd = {SQL_NET_IDS, "reading VM networks", bind_ids,
+                                  &list,       sizeof **out,          row_net};
+    int rc = store_read_all(s, &rd, (void **)out, n, err);
+    buf_release(&list);
+    return rc;
 }
 
 static const char SQL_VM_POOLS[] =

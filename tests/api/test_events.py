@@ -379,10 +379,13 @@ def two_instances_deliver_each_event_once_between_them():
         wait_for(lambda: holder(second, "two"), deadline=10, what="the survivor holds it")
         posts = r2.snapshot()
         # never two posts at once, but for the post the killed holder had in
-        # flight (read before the kill) and the survivor's first after it
-        both = [(a, b) for a, b in r2.overlaps()
+        # flight (read before the kill) and the survivor's first after it, and
+        # a post its sender had given up on (the 2 s timeout: a starved
+        # receiver) still being answered when the next comes
+        both = [(a, b) for a, b in r2.overlaps(gave_up=2.0)
                 if not (a["t"] < killed_at <= b["t"])]
-        assert not both, [(a["delivery"], b["delivery"]) for a, b in both]
+        assert not both, [(a["delivery"], b["delivery"], round(b["t"] - a["t"], 3))
+                          for a, b in both]
         ids = [json.loads(p["body"])["id"] for p in posts]
         assert all(y >= x for x, y in zip(ids, ids[1:])), ids
         bodies = {}
@@ -390,7 +393,15 @@ def two_instances_deliver_each_event_once_between_them():
             assert verify(SECRET, p["signature"], p["body"]), p
             assert bodies.setdefault(p["delivery"], p["body"]) == p["body"], p
         dups = len(ids) - len(set(ids))
-        assert dups <= 1, (dups, ids)  # at most the post the killed holder had in hand
+        # at most the post the killed holder had in hand, and a post again
+        # after its sender provably gave up on it (2 s after it was read)
+        first_t, retried = {}, 0
+        for p in posts:
+            d = p["delivery"]
+            if d in first_t and p["t"] - first_t[d] >= 2.0:
+                retried += 1
+            first_t.setdefault(d, p["t"])
+        assert dups <= 1 + retried, (dups, retried, ids)
         print("    two instances: %d events, %d posts, %d duplicate" % (len(want), len(posts),
                                                                          dups), flush=True)
     finally:

@@ -18,6 +18,8 @@ or doubled by a crash.
    every `used` address belongs to a live record (or a leftover), every
    live record's address is `used` by it, no address twice, none
    `reserved` once the jobs are settled.
+6. A VM list page shows every record's network when other owners'
+   records (more than a page of them) lie between its ids.
 
 Each backend runs on a pvesim of its own (both databases would hand out the
 same VMIDs and addresses to one Proxmox otherwise)."""
@@ -25,6 +27,7 @@ import concurrent.futures
 import os
 import random
 import re
+import sqlite3
 import subprocess
 import tempfile
 import time
@@ -69,6 +72,11 @@ cidr = 10.60.0.0/24
 gateway = 10.60.0.1
 bridge = vmbr0
 nodes = sv5
+
+[ippool page]
+cidr = 10.70.0.0/24
+gateway = 10.70.0.1
+bridge = vmbr0
 
 [quota frank]
 addresses = 1
@@ -380,6 +388,35 @@ try:
         q = px.call("GET", "/v1/quota", FRANK).json()
         assert q["limits"]["addresses"] == 1 and q["used"]["addresses"] == 1, q
         assert q["used"]["vms"] == 2, q
+
+    @case
+    def list_page_shows_every_network_between_other_owners():
+        # carol's two VMs with 1200 other records' networks between their ids
+        # (a page's networks were read by id range, at most 1000 rows: the
+        # second VM showed "network": null)
+        a = done(create(spec("pg-a", ippools=["page"]), USER))
+        c = sqlite3.connect(px.db, timeout=30)
+        try:
+            with c:
+                top = c.execute("SELECT max(id), max(vmid) FROM vms").fetchone()
+                c.executemany("INSERT INTO vms (vmid, owner, state, created_at, updated_at)"
+                              " VALUES (?, 'zed', 'deleted', 1, 1)",
+                              [(top[1] + 1 + i,) for i in range(1200)])
+                c.execute("INSERT INTO vm_net (vm_id, mac, bridge, ipconfig0, live)"
+                          " SELECT id, 'zed-' || id, 'vmbr0', 'ip=dhcp', 0 FROM vms"
+                          " WHERE owner = 'zed' AND id > ?", (top[0],))
+        finally:
+            c.close()
+        b = done(create(spec("pg-b", ippools=["page"]), USER))
+        ids = dict(query(px.db, "SELECT vmid, id FROM vms WHERE vmid IN (%d, %d)" % (a, b)))
+        assert ids[b] - ids[a] > 1200, ids
+        for token in (USER, ADMIN):
+            page = px.call("GET", "/v1/vms?owner=carol&limit=10", token).json()["vms"]
+            assert [v["vmid"] for v in page] == [a, b], page
+            for v in page:
+                net = v["network"]
+                assert net and net["addresses"][0]["address"] == address_of(v["vmid"]), v
+                assert net["addresses"][0]["address"].startswith("10.70.0."), v
 
     @case
     def kill_during_creations_loses_and_doubles_nothing():

@@ -40,6 +40,7 @@ struct ch_opts {
     int reconcile_interval;  /* seconds; 0: 60 (proxd's default) */
     const char *extra;       /* appended to the config (quota sections) */
     const char *proxd_extra; /* lines for the [proxd] section */
+    const char *sim_seed;    /* pvesim's --seed (fault draws), NULL: none */
 };
 
 struct ch_env {
@@ -145,10 +146,12 @@ static inline void ch_up(struct ch_env *e, const struct ch_opts *o)
     if (!o)
         o = &d;
     memset(e, 0, sizeof *e);
+    const char *seed_args[] = {"--seed", o->sim_seed, NULL};
     struct h_sim_opts so = {.nodes = "sv1,sv2,sv3,sv4,sv5",
                             .token = CH_TOKEN,
                             .time_scale = o->time_scale ? o->time_scale : "0.005",
-                            .pve_version = o->pve_version ? o->pve_version : 9};
+                            .pve_version = o->pve_version ? o->pve_version : 9,
+                            .extra = o->sim_seed ? seed_args : NULL};
     e->pid = h_sim_up(&e->port, &so);
     snprintf(e->dir, sizeof e->dir, "/tmp/proxd-core-XXXXXX");
     assert_non_null(mkdtemp(e->dir));

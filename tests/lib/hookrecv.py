@@ -68,16 +68,21 @@ class Receiver:
                 try:
                     if slow:
                         time.sleep(rc.delay)
+                finally:
+                    # in flight until the answer is sent: "end" is taken
+                    # before it, so the sender's next post (which needs the
+                    # answer) can never look as if it overlapped this one,
+                    # however late this thread runs again after writing
+                    with rc.mu:
+                        rc.inflight -= 1
+                        rec["end"] = time.monotonic()
+                try:
                     self.send_response(status)
                     self.send_header("Content-Length", "2")
                     self.end_headers()
                     self.wfile.write(b"ok")
                 except OSError:
                     pass
-                finally:
-                    with rc.mu:
-                        rc.inflight -= 1
-                        rec["end"] = time.monotonic()
         return H
 
     def up(self):
@@ -94,13 +99,16 @@ class Receiver:
             self.server.server_close()
             self.server = None
 
-    def overlaps(self):
-        """Pairs of posts (a, b) that were in flight at once."""
+    def overlaps(self, gave_up=None):
+        """Pairs of posts (a, b) that were in flight at once. With gave_up
+        (the sender's timeout, s), not those where b came that long after a
+        was read: a's sender had given up on it by then (it sent a before
+        this receiver read it), so b may be its next post or retry."""
         with self.mu:
             done = [p for p in self.posts if "end" in p]
         done.sort(key=lambda p: p["t"])
         return [(a, b) for i, a in enumerate(done) for b in done[i + 1:]
-                if b["t"] < a["end"]]
+                if b["t"] < a["end"] and (gave_up is None or b["t"] - a["t"] < gave_up)]
 
     def snapshot(self):
         with self.mu:

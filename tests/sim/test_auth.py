@@ -2,6 +2,7 @@
 formats, the ways to present credentials, renewal, expiry, API tokens, the
 401 shapes and their delay, and the token id in task UPIDs."""
 import re
+import threading
 import time
 import urllib.parse
 
@@ -186,26 +187,39 @@ def no_credentials():
 
 @case
 def auth_delay():
-    with Sim(time_scale=0.01, auth_delay=0.5) as s:
-        for fn in (lambda: s.api("GET", "/version", auth=None),
-                   lambda: s.api("GET", "/version", headers=tok("PVEAPIToken=%s=wrong" % TOKEN_ID), auth=None),
-                   lambda: s.api("GET", "/version", headers=cookie("PVE:root@pam:00000000::AAAA"), auth=None),
-                   lambda: login_raw(s, username="root@pam", password="wrong")):
+    # Lower bounds in wall time, upper bounds only as ordering or against a
+    # whole delay: a loaded machine makes calls slower, never faster.
+    with Sim(time_scale=0.01, auth_delay=2) as s:
+        refusals = [lambda: s.api("GET", "/version", auth=None),
+                    lambda: s.api("GET", "/version", headers=tok("PVEAPIToken=%s=wrong" % TOKEN_ID), auth=None),
+                    lambda: s.api("GET", "/version", headers=cookie("PVE:root@pam:00000000::AAAA"), auth=None),
+                    lambda: login_raw(s, username="root@pam", password="wrong")]
+        got = {}
+
+        def refuse(i):
             t0 = time.monotonic()
-            r = fn()
-            el = time.monotonic() - t0
-            assert r.status_code == 401, r.status_code
-            assert el >= 0.5, (r.reason, el)
-        # successful requests are not delayed
-        t0 = time.monotonic()
+            r = refusals[i]()
+            got[i] = (r, time.monotonic() - t0, time.monotonic())
+        threads = [threading.Thread(target=refuse, args=(i,)) for i in range(len(refusals))]
+        for t in threads:
+            t.start()
+        # while the refusals wait out their delay, a good request is answered
+        # at once: not delayed, not queued behind them
         assert s.api("GET", "/version").status_code == 200
-        assert time.monotonic() - t0 < 0.4
+        answered = time.monotonic()
+        for t in threads:
+            t.join()
+        for r, el, end in got.values():
+            assert r.status_code == 401, r.status_code
+            assert el >= 2.0, (r.reason, el)
+            assert answered < end, "the good request waited for a refusal"
     with Sim(time_scale=0.01, auth_delay=0) as s:
-        t0 = time.monotonic()
-        for _ in range(3):
-            assert s.api("GET", "/version", auth=None).status_code == 401
-            assert login_raw(s, username="root@pam", password="wrong").status_code == 401
-        assert time.monotonic() - t0 < 1.5
+        # no delay: each refusal far under the default one (3 s)
+        for fn in (lambda: s.api("GET", "/version", auth=None),
+                   lambda: login_raw(s, username="root@pam", password="wrong")) * 3:
+            t0 = time.monotonic()
+            assert fn().status_code == 401
+            assert time.monotonic() - t0 < 3.0
 
 
 @case

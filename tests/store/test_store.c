@@ -2923,6 +2923,80 @@ static void net_make(struct store_net *n, const char *mac)
     snprintf(n->nameserver, sizeof n->nameserver, "10.0.0.53");
 }
 
+/* A page's networks are read by its ids, not by its id range: an owner's
+ * records interleaved with more than a page's worth of others' vm_net rows
+ * all get theirs (a range read of at most 1000 rows missed the later ones). */
+static void test_vm_net_ids(void **state)
+{
+    struct fx *f = *state;
+    struct store_error e;
+    struct ippool plan;
+    plan_make(&plan, 10, 20);
+    struct picker pk = {.plan = &plan};
+    struct vmid_range r = {100, 199};
+    struct store_addr_req req = {.pool = "lan", .pick = pick_cb, .ctx = &pk};
+    struct store_net net;
+    struct vm_rec a[3];
+    struct job_rec j;
+    const char *jobs[] = {"ni-1", "ni-2"};
+    for (int i = 0; i < 3; i++) {
+        if (i == 1) /* 1200 of bob's records with networks, between alice's */
+            db_exec(f->url, "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n"
+                            " WHERE i < 1200) INSERT INTO vms (vmid, owner, state, created_at,"
+                            " updated_at) SELECT 5000 + i, 'bob', 'deleted', 1, 1 FROM n;"
+                            "INSERT INTO vm_net (vm_id, mac, bridge, ipconfig0, live)"
+                            " SELECT id, 'bob-' || id, 'vmbr0', 'ip=dhcp', 0 FROM vms"
+                            " WHERE owner = 'bob'");
+        if (i == 2) { /* no network */
+            a[i] = (struct vm_rec){.vmid = 190, .state = VMS_CREATING, .cores = 1};
+            snprintf(a[i].owner, sizeof a[i].owner, "alice");
+            OK(store_vm_insert(f->s, &a[i], &e_));
+            continue;
+        }
+        char mac[18];
+        snprintf(mac, sizeof mac, "02:00:00:00:03:%02d", i);
+        net_make(&net, mac);
+        submit(&a[i], &j, 0, "alice", 1, jobs[i]);
+        struct store_submit sub = {.vm = &a[i],
+                                   .job = &j,
+                                   .event = "queued",
+                                   .ranges = &r,
+                                   .nranges = 1,
+                                   .addrs = &req,
+                                   .naddrs = 1,
+                                   .net = &net};
+        OK(store_create_submit(f->s, &sub, &e_));
+    }
+    assert_true(a[1].id - a[0].id > 1200);
+    /* asked in any order, answered by id, the one without a network left out */
+    int64_t ids[] = {a[2].id, a[1].id, a[0].id};
+    struct store_vm_net *rows = NULL;
+    size_t n = 0;
+    OK(store_vm_net_ids(f->s, ids, 3, &rows, &n, &e_));
+    assert_int_equal(n, 2);
+    assert_int_equal(rows[0].vm_id, a[0].id);
+    assert_string_equal(rows[0].net.mac, "02:00:00:00:03:00");
+    assert_int_equal(rows[1].vm_id, a[1].id);
+    assert_string_equal(rows[1].net.mac, "02:00:00:00:03:01");
+    assert_int_equal(rows[1].net.vlan, 42);
+    assert_string_equal(rows[1].net.nameserver, "10.0.0.53");
+    free(rows);
+    /* a full page of ids: every one of bob's in it, in one read */
+    int64_t *many = xcalloc(STORE_NET_IDS_MAX + 1, sizeof *many);
+    for (size_t i = 0; i < STORE_NET_IDS_MAX; i++)
+        many[i] = a[0].id + 1 + (int64_t)i;
+    OK(store_vm_net_ids(f->s, many, STORE_NET_IDS_MAX, &rows, &n, &e_));
+    assert_int_equal(n, STORE_NET_IDS_MAX);
+    assert_int_equal(rows[STORE_NET_IDS_MAX - 1].vm_id, a[0].id + STORE_NET_IDS_MAX);
+    free(rows);
+    /* over a page: refused, not cut */
+    EXPECT(STORE_E_INVALID, store_vm_net_ids(f->s, many, STORE_NET_IDS_MAX + 1, &rows, &n, &e));
+    free(many);
+    OK(store_vm_net_ids(f->s, NULL, 0, &rows, &n, &e_));
+    assert_int_equal(n, 0);
+    free(rows);
+}
+
 /* A creation with a pool: VMID, address, record, network and job in one
  * transaction; any failure leaves nothing behind. */
 static void test_addr_submit(void **state)
@@ -3578,6 +3652,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_addr_submit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_addr_sweep, setup, teardown),
         cmocka_unit_test_setup_teardown(test_addr_extras, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_vm_net_ids, setup, teardown),
         cmocka_unit_test_setup_teardown(test_addr_policy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_addr_processes, setup, teardown),
     };
