@@ -575,6 +575,18 @@ static int leftover(struct core *k, const struct fleet_vm *fv)
     return found;
 }
 
+/* Is it a VM a job of proxd's is making under a VMID still reserved (a
+ * reinstall's temporary VM, configured with the VM's own address and MAC
+ * before the swap)? 1 yes, 0 no, -1 the store could not tell. */
+static int in_flight(struct core *k, const struct fleet_vm *fv)
+{
+    char state[16];
+    int rc = store_vmid_state(k->st, fv->vmid, state, NULL);
+    if (rc && rc != STORE_E_NOTFOUND)
+        return -1;
+    return rc == STORE_OK && strcmp(state, "reserved") == 0;
+}
+
 /* Read one VM: its addresses into acc (per pool), the store, drift. false
  * when it could not be read, Proxmox's config or the store's rows (its
  * last addresses are kept, and nothing is concluded from what a failed
@@ -606,6 +618,8 @@ static bool walk_one(struct netwalk *w, const struct fleet_vm *fv, struct buf ac
         vm_rec_release(&r);
     } else if (mine == 0 && n > 0) {
         int left = leftover(k, fv);
+        if (left == 0)
+            left = in_flight(k, fv);
         read = left == 0 ? mark_foreign(w, fv, s, n) : left > 0;
     } else if (mine < 0) {
         read = false;

@@ -341,6 +341,9 @@ int store_vmid_reserve(store *s, const struct vmid_range *ranges, size_t nranges
  * reserved one and was killed before it wrote the number down finds it
  * again. STORE_E_NOTFOUND (and *vmid 0) when the job holds none. */
 int store_vmid_reserved_by(store *s, const char *job, int *vmid, struct store_error *err);
+/* The allocation state of vmid ("reserved", "used", "foreign",
+ * "quarantine") in state; STORE_E_NOTFOUND when it is not allocated. */
+int store_vmid_state(store *s, int vmid, char state[16], struct store_error *err);
 /* The reserved ID now has a VM (idempotent). STORE_E_NOTFOUND when it is
  * not allocated, STORE_E_CONFLICT when foreign or quarantined. */
 int store_vmid_mark_used(store *s, int vmid, struct store_error *err);

@@ -168,6 +168,10 @@ static void bind_job(db_stmt *st, const void *arg)
     db_bind_text(st, 1, arg);
 }
 
+struct vmid_state_row {
+    char state[16];
+};
+
 static int row_vmid(db_stmt *st, void *elem, struct store_error *err)
 {
     (void)err;
@@ -187,6 +191,38 @@ int store_vmid_reserved_by(store *s, const char *job, int *vmid, struct store_er
     *vmid = rc == STORE_OK && n ? rows[0] : 0;
     if (rc == STORE_OK && !n)
         rc = store_fail(err, STORE_E_NOTFOUND, "job %.40s holds no reserved VMID", job);
+    free(rows);
+    return rc;
+}
+
+static const char SQL_VMID_STATE_OF[] = "SELECT state FROM vmid_alloc WHERE vmid = ?1";
+
+static void bind_vmid(db_stmt *st, const void *arg)
+{
+    db_bind_i64(st, 1, *(const int *)arg);
+}
+
+static int row_state(db_stmt *st, void *elem, struct store_error *err)
+{
+    (void)err;
+    DB_COL_FIELD(st, 0, ((struct vmid_state_row *)elem)->state);
+    return STORE_OK;
+}
+
+int store_vmid_state(store *s, int vmid, char state[16], struct store_error *err)
+{
+    store_err_clear(err);
+    STORE_CHECK(s && state, "store_vmid_state: NULL argument");
+    struct vmid_state_row *rows = NULL;
+    size_t n = 0;
+    struct store_read r = {
+        SQL_VMID_STATE_OF, "reading a VMID's state", bind_vmid, &vmid, sizeof *rows, row_state};
+    int rc = store_read_all(s, &r, (void **)&rows, &n, err);
+    state[0] = '\0';
+    if (rc == STORE_OK && n)
+        snprintf(state, 16, "%s", rows[0].state);
+    else if (rc == STORE_OK)
+        rc = store_fail(err, STORE_E_NOTFOUND, "VMID %d is not allocated", vmid);
     free(rows);
     return rc;
 }

@@ -347,6 +347,37 @@ static void test_conflict(void **state)
     assert_true(row_is("10.9.0.59", "used", b.vmid));
 }
 
+/* A reinstall's temporary VM carries the VM's address and MAC under a VMID
+ * its job holds reserved: proxd's own, not a conflict; once the VMID is no
+ * longer reserved, the same config is one. */
+static size_t conflicts_seen_on(int vmid)
+{
+    struct core_ip_conflict c[16];
+    size_t n = core_ippool_conflicts(env.k, "lan", c, 16), k = 0;
+    for (size_t i = 0; i < n; i++)
+        k += c[i].seen_vmid == vmid;
+    return k;
+}
+
+static void test_reinstall_temp_not_conflict(void **state)
+{
+    (void)state;
+    struct ourvm a;
+    our_vm("temp-a", "10.9.0.61", "02:00:00:00:0A:61", &a);
+    struct vmid_range r = {603, 603};
+    int vmid = 0;
+    assert_int_equal(store_vmid_reserve(env.st, &r, 1, NULL, 0, "job-reinstall", &vmid, NULL), 0);
+    assert_int_equal(vmid, 603);
+    foreign_vm(603, "ip=10.9.0.61/24");
+    walk();
+    walk();
+    assert_int_equal(conflicts_seen_on(603), 0);
+    assert_true(row_is("10.9.0.61", "used", a.vmid));
+    assert_int_equal(store_vmid_release(env.st, 603, 0, NULL), 0);
+    walk();
+    assert_int_equal(conflicts_seen_on(603), 1);
+}
+
 /* Design section 7 item 4: the address stays through an HA move, a cores
  * change, a disk growth and a reconcile pass; a GUI change is drift. */
 static void test_keeps_address(void **state)
@@ -914,6 +945,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_foreign),
         cmocka_unit_test(test_conflict),
+        cmocka_unit_test(test_reinstall_temp_not_conflict),
         cmocka_unit_test(test_keeps_address),
         cmocka_unit_test(test_agent),
     };
