@@ -258,8 +258,9 @@ static void finish_failed(struct ctx *c)
     snprintf(c->j->error, sizeof c->j->error, "no node could create the VM: %s", buf_str(&b));
     buf_release(&b);
     store_release_capacity(k->st, c->j->id, NULL);
-    if (!c->keep_vmid)
-        store_vmid_release(k->st, c->j->vmid, k->cfg->quarantine_s * 1000, NULL);
+    /* the record is failed before its VMID is given back: with quarantine 0
+     * the next creation may take the VMID at once, and must not find a
+     * live record under it (a kill in between: the resumed job does both) */
     struct vm_rec v;
     if (store_vm_get(k->st, c->j->vmid, &v, NULL) == 0) {
         v.state = VMS_FAILED;
@@ -268,6 +269,8 @@ static void finish_failed(struct ctx *c)
         store_vm_update(k->st, &v, NULL);
         vm_rec_release(&v);
     }
+    if (!c->keep_vmid)
+        store_vmid_release(k->st, c->j->vmid, k->cfg->quarantine_s * 1000, NULL);
     c->j->state = JOB_FAILED;
     c->j->finished_at = wall_ms();
     c->j->node[0] = '\0';
