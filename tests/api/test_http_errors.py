@@ -11,7 +11,7 @@ import socket
 import time
 
 from lib.cases import case, finish
-from lib.proxd import Proxd
+from lib.proxd import Proxd, shutdown
 from lib.sim import Sim
 from lib.wait import wait_for
 
@@ -257,4 +257,5 @@ def connections_per_address_are_capped():
             s.close()
 
 
+shutdown(px, sim)  # proxd stopped with stop()'s checks (sanitizers, secrets), then pvesim
 finish()
