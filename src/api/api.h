@@ -30,6 +30,15 @@ void api_stop(struct api *a);
 /* The port actually bound (useful with port 0). */
 int api_port(const struct api *a);
 
+/* One creation request as POST /v1/vms takes it in its body (o: an object
+ * of its fields), decoded and checked as the route does for an admin, with
+ * "owner" required (there is no caller to default to): proxd create --from.
+ * On CORE_OK *r is filled (release it with vm_request_release) and fp gets
+ * the fingerprint an Idempotency-Key is stored with, the one the route
+ * computes when the caller's token is the VM owner's. Else CORE_E_INVALID
+ * with err naming the field. o is not changed. Thread-safe. */
+int api_create_decode(json_t *o, struct vm_request *r, char fp[65], struct core_error *err);
+
 /* The routes the server serves, for the OpenAPI conformance test: method
  * and path template ("/v1/vms/{vmid}"). */
 struct api_route_info {

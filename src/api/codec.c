@@ -426,6 +426,29 @@ static int decode_field(struct resp *rs, const struct field *f, json_t *v)
     return -1;
 }
 
+int decode_object(struct resp *rs, json_t *o, const struct field *f, size_t n)
+{
+    const char *name;
+    json_t *v;
+    json_object_foreach(o, name, v)
+    {
+        size_t i = 0;
+        while (i < n && strcmp(f[i].name, name) != 0)
+            i++;
+        if (i == n) {
+            resp_error(rs, HTTP_BAD_REQUEST, "unknown_field", name, "%s: unknown field", name);
+            return -1;
+        }
+        if (json_is_null(v))
+            continue; /* null is "not given" */
+        if (decode_field(rs, &f[i], v))
+            return -1;
+        if (f[i].seen)
+            *f[i].seen = true;
+    }
+    return 0;
+}
+
 int decode_body(struct req *rq, struct resp *rs, const struct field *f, size_t n, bool empty_ok,
                 json_t **raw)
 {
@@ -462,24 +485,8 @@ int decode_body(struct req *rq, struct resp *rs, const struct field *f, size_t n
             return -1;
         }
     }
-    const char *name;
-    json_t *v;
-    json_object_foreach(o, name, v)
-    {
-        size_t i = 0;
-        while (i < n && strcmp(f[i].name, name) != 0)
-            i++;
-        if (i == n) {
-            resp_error(rs, HTTP_BAD_REQUEST, "unknown_field", name, "%s: unknown field", name);
-            goto fail;
-        }
-        if (json_is_null(v))
-            continue; /* null is "not given" */
-        if (decode_field(rs, &f[i], v))
-            goto fail;
-        if (f[i].seen)
-            *f[i].seen = true;
-    }
+    if (decode_object(rs, o, f, n))
+        goto fail;
     if (raw)
         *raw = o;
     else

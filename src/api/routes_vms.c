@@ -86,7 +86,7 @@ struct create_in {
 
 /* "ippools": ["lan", "lan6"] and "addresses": {"lan": "192.0.2.7"}
  * (admins only); the core checks the names and the addresses. */
-static int decode_net(struct req *rq, struct resp *rs, struct create_in *in)
+static int decode_net(bool admin, struct resp *rs, struct create_in *in)
 {
     size_t i;
     json_t *v;
@@ -110,7 +110,7 @@ static int decode_net(struct req *rq, struct resp *rs, struct create_in *in)
     }
     if (!in->addrs || json_object_size(in->addrs) == 0)
         return 0;
-    if (!rq->who.admin) {
+    if (!admin) {
         resp_error(rs, HTTP_FORBIDDEN, "forbidden", "addresses",
                    "addresses: only an admin may ask for given addresses");
         return -1;
@@ -138,9 +138,10 @@ static int decode_net(struct req *rq, struct resp *rs, struct create_in *in)
     return 0;
 }
 
-static int decode_create(struct req *rq, struct resp *rs, struct create_in *in, json_t **raw)
+#define CREATE_FIELDS 9
+static void create_fields(struct create_in *in, struct field f[CREATE_FIELDS])
 {
-    const struct field f[] = {
+    const struct field t[CREATE_FIELDS] = {
         {"os", FT_STRING, in->r.os, sizeof in->r.os, NULL},
         {"name", FT_STRING, in->r.name, sizeof in->r.name, NULL},
         {"cores", FT_INT, &in->cores, 0, NULL},
@@ -151,12 +152,17 @@ static int decode_create(struct req *rq, struct resp *rs, struct create_in *in, 
         {"ippools", FT_ARRAY, &in->pools, 0, NULL},
         {"addresses", FT_OBJECT, &in->addrs, 0, NULL},
     };
-    if (decode_body(rq, rs, f, sizeof f / sizeof f[0], false, raw))
-        return -1;
+    memcpy(f, t, sizeof t);
+}
+
+/* What follows the fields' own checks: required ones, ranges, the network,
+ * the owner (a user creates for itself; no owner: the caller's). */
+static int create_complete(const struct auth_identity *who, struct resp *rs, json_t *raw,
+                           struct create_in *in)
+{
     static const char *const required[] = {"os", "name", "cores", "memory_mb", "disk_gb"};
     for (size_t i = 0; i < sizeof required / sizeof required[0]; i++) {
-        if (!json_object_get(*raw, required[i]) ||
-            json_is_null(json_object_get(*raw, required[i]))) {
+        if (!json_object_get(raw, required[i]) || json_is_null(json_object_get(raw, required[i]))) {
             resp_error(rs, HTTP_BAD_REQUEST, "invalid", required[i], "%s: required", required[i]);
             return -1;
         }
@@ -165,19 +171,28 @@ static int decode_create(struct req *rq, struct resp *rs, struct create_in *in, 
         resp_error(rs, HTTP_BAD_REQUEST, "invalid", "cores", "cores: out of range");
         return -1;
     }
-    if (decode_net(rq, rs, in))
+    if (decode_net(who->admin, rs, in))
         return -1;
     in->r.cores = (int)in->cores;
     in->r.memory_mb = in->memory_mb;
     in->r.disk_gb = in->disk_gb;
     if (!in->has_owner || !in->r.owner[0]) {
-        snprintf(in->r.owner, sizeof in->r.owner, "%s", rq->who.owner);
-    } else if (!rq->who.admin && strcmp(in->r.owner, rq->who.owner) != 0) {
+        snprintf(in->r.owner, sizeof in->r.owner, "%s", who->owner);
+    } else if (!who->admin && strcmp(in->r.owner, who->owner) != 0) {
         resp_error(rs, HTTP_FORBIDDEN, "forbidden", "owner",
                    "owner: only an admin may create a VM for another owner");
         return -1;
     }
     return 0;
+}
+
+static int decode_create(struct req *rq, struct resp *rs, struct create_in *in, json_t **raw)
+{
+    struct field f[CREATE_FIELDS];
+    create_fields(in, f);
+    if (decode_body(rq, rs, f, CREATE_FIELDS, false, raw))
+        return -1;
+    return create_complete(&rq->who, rs, *raw, in);
 }
 
 /* Run the creation and build the answer (202 or an error) in rs. */
@@ -282,11 +297,31 @@ out:
     json_decref(stored);
 }
 
+/* ?dry_run=true: the request checked as a submission would check it
+ * before touching the store (core_create_check), nothing recorded: 200
+ * {"dry_run": true, "valid": true} or the error the submission would give.
+ * proxctl vm create --from checks a whole file this way before it submits
+ * any line. */
+static int dry_run_arg(struct req *rq, struct resp *rs, bool *dry)
+{
+    static const char *const allowed[] = {"dry_run", NULL};
+    if (check_query(rq, rs, allowed))
+        return -1;
+    const char *v = query(rq, "dry_run");
+    *dry = v && strcmp(v, "true") == 0;
+    if (v && !*dry && strcmp(v, "false") != 0) {
+        resp_error(rs, HTTP_BAD_REQUEST, "invalid", "dry_run", "dry_run: true or false");
+        return -1;
+    }
+    return 0;
+}
+
 void h_vms_create(struct req *rq, struct resp *rs)
 {
     struct create_in in = {0};
     json_t *raw = NULL;
-    if (check_query(rq, rs, NULL) || decode_create(rq, rs, &in, &raw))
+    bool dry = false;
+    if (dry_run_arg(rq, rs, &dry) || decode_create(rq, rs, &in, &raw))
         goto out;
     const char *key = http_req_header(rq->hr, "Idempotency-Key");
     if (key && !idem_key_ok(key)) {
@@ -294,13 +329,66 @@ void h_vms_create(struct req *rq, struct resp *rs)
                    "Idempotency-Key: 1 to %d printable ASCII characters", IDEM_KEY_MAX);
         goto out;
     }
-    if (key)
+    if (dry) {
+        struct core_error ce = {0};
+        if (core_create_check(rq->api->k, &in.r, &ce))
+            resp_core_error(rs, &ce);
+        else
+            resp_json(rs, HTTP_OK, json_pack("{s:b,s:b}", "dry_run", 1, "valid", 1));
+    } else if (key) {
         create_idempotent(rq, rs, &in, raw, key);
-    else
+    } else {
         create_now(rq, rs, &in);
+    }
 out:
     json_decref(raw);
     vm_request_release(&in.r);
+}
+
+int api_create_decode(json_t *o, struct vm_request *r, char fp[65], struct core_error *err)
+{
+    struct create_in in = {0};
+    struct auth_identity who = {.admin = true};
+    struct resp rs = {0};
+    struct field f[CREATE_FIELDS];
+    create_fields(&in, f);
+    int rc = CORE_OK;
+    if (decode_object(&rs, o, f, CREATE_FIELDS) || create_complete(&who, &rs, o, &in)) {
+        /* the route's answer, {"error": {"message", "details": {"field"}}},
+         * back into a core error; the message without its "field: " */
+        json_t *ans =
+            rs.text ? json_loadb(rs.text, rs.text_len ? rs.text_len : strlen(rs.text), 0, NULL)
+                    : json_incref(rs.body);
+        json_t *e = json_object_get(ans, "error");
+        const char *field =
+            json_string_value(json_object_get(json_object_get(e, "details"), "field"));
+        const char *msg = json_string_value(json_object_get(e, "message"));
+        size_t fl = field ? strlen(field) : 0;
+        if (msg && fl && strncmp(msg, field, fl) == 0 && strncmp(msg + fl, ": ", 2) == 0)
+            msg += fl + 2;
+        err->code = rc = CORE_E_INVALID;
+        err->node[0] = err->pool[0] = '\0';
+        snprintf(err->field, sizeof err->field, "%s", field ? field : "");
+        snprintf(err->message, sizeof err->message, "%s", msg ? msg : "invalid request");
+        json_decref(ans);
+        json_decref(rs.body);
+        free(rs.text);
+        vm_request_release(&in.r);
+        return rc;
+    }
+    if (!in.r.owner[0]) {
+        vm_request_release(&in.r);
+        err->code = CORE_E_INVALID;
+        err->node[0] = err->pool[0] = '\0';
+        snprintf(err->field, sizeof err->field, "owner");
+        snprintf(err->message, sizeof err->message, "owner: required");
+        return CORE_E_INVALID;
+    }
+    json_t *copy = json_deep_copy(o);
+    fingerprint(copy, in.r.owner, fp);
+    json_decref(copy);
+    *r = in.r;
+    return CORE_OK;
 }
 
 /* ---- GET /v1/vms ------------------------------------------------------------------ */

@@ -257,15 +257,16 @@ int core_node_check(struct core *k, int vmid, const char *node, struct core_erro
 }
 
 /* Is there a node that has the OS's template and reaches every pool? */
-static int pools_placeable(struct core *k, const struct vm_request *r, const struct cnet *n,
-                           struct core_error *err)
+static int pools_placeable(struct core *k, const struct vm_request *r,
+                           const struct cfg_ippool *const *pool, int npools, struct core_error *err)
 {
     char names[CFG_OS_POOLS][32], why[256] = "";
-    for (int i = 0; i < n->n; i++)
-        snprintf(names[i], sizeof names[i], "%s", n->pool[i]->name);
+    for (int i = 0; i < npools; i++)
+        snprintf(names[i], sizeof names[i], "%s", pool[i]->name);
     for (int i = 0; i < k->cfg->nnodes; i++) {
         const struct cfg_node *cn = &k->cfg->nodes[i];
-        if (config_template(cn, r->os) && cnet_reachable(k->cfg, names, n->n, cn, why, sizeof why))
+        if (config_template(cn, r->os) &&
+            cnet_reachable(k->cfg, names, npools, cn, why, sizeof why))
             return CORE_OK;
     }
     return fail(err, CORE_E_CONFLICT, "ippools",
@@ -337,7 +338,8 @@ int core_create_idem(struct core *k, const struct vm_request *r, const struct co
     if (rc)
         return rc;
     struct cnet *net = xmalloc(sizeof *net);
-    if ((rc = cnet_prepare(k, r, net, err)) || (net->n && (rc = pools_placeable(k, r, net, err)))) {
+    if ((rc = cnet_prepare(k, r, net, err)) ||
+        (net->n && (rc = pools_placeable(k, r, net->pool, net->n, err)))) {
         cnet_release(net);
         free(net);
         return rc;
@@ -425,6 +427,16 @@ int core_create_idem(struct core *k, const struct vm_request *r, const struct co
     pthread_cond_broadcast(&k->cv);
     pthread_mutex_unlock(&k->mu);
     return CORE_OK;
+}
+
+int core_create_check(struct core *k, const struct vm_request *r, struct core_error *err)
+{
+    char field[48], msg[512];
+    if (!validate_request(k->cfg, r, field, sizeof field, msg, sizeof msg))
+        return fail(err, CORE_E_INVALID, field, msg);
+    const struct cfg_ippool *pools[CFG_OS_POOLS];
+    int n = validate_pools(k->cfg, r, pools);
+    return n ? pools_placeable(k, r, pools, n, err) : CORE_OK;
 }
 
 int core_create(struct core *k, const struct vm_request *r, char job_id[40], int *vmid,

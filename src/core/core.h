@@ -58,6 +58,15 @@ void core_free(struct core *k);
 int core_create(struct core *k, const struct vm_request *r, char job_id[40], int *vmid,
                 struct core_error *err);
 
+/* What core_create checks of the request itself before it touches the
+ * store: the fields (validate_request) and that some node with the OS's
+ * template reaches its address pools. CORE_E_INVALID or CORE_E_CONFLICT
+ * naming the field, else CORE_OK. Quota, capacity, VMIDs and addresses are
+ * decided only when the creation is submitted. Reads nothing but the
+ * configuration (a batch validates every request with it before submitting
+ * any). */
+int core_create_check(struct core *k, const struct vm_request *r, struct core_error *err);
+
 /* An idempotent creation: `key` under `scope` (who asked) is stored with
  * the new job, atomically, as {"fingerprint", "job", "vmid"}. When the key
  * was used before (by this or any proxd sharing the database), nothing is

@@ -6,6 +6,8 @@
  *   proxd create --config FILE --os OS --name NAME --cores N --memory MB
  *         --disk GB --owner WHO [--ssh-key-file F] [--wait SECONDS]
  *                                      queue a creation; prints {"job","vmid"}
+ *   proxd create --config FILE --from FILE|- [--json] [--wait SECONDS]
+ *                                      queue one creation per JSON line (create_batch.h)
  *   proxd job --config FILE ID         print a job and its events as JSON
  *   proxd vms --config FILE            print the VM records as JSON
  *   proxd reconcile --config FILE      one reconciliation pass, prints what it repaired
@@ -25,6 +27,7 @@
 #include "common/xalloc.h"
 #include "core/core.h"
 #include "core/events.h"
+#include "proxd/create_batch.h"
 #include "pve/pve.h"
 #ifdef HAVE_API
 #include "api/api.h"
@@ -61,6 +64,7 @@ static void usage(FILE *f)
                "       proxd --check-config FILE      validate a configuration\n"
                "       proxd create --config FILE --os OS --name NAME --cores N --memory MB\n"
                "             --disk GB --owner WHO [--ssh-key-file F] [--wait SECONDS]\n"
+               "       proxd create --config FILE --from FILE|- [--json] [--wait SECONDS]\n"
                "       proxd job --config FILE ID\n"
                "       proxd vms --config FILE\n"
                "       proxd reconcile --config FILE\n"
@@ -210,14 +214,37 @@ out:
     return rc;
 }
 
+/* proxd create --from FILE|-: one process, one store, one inventory read */
+static int create_from(const char *config, const char *from, bool json, long wait_s)
+{
+    bool std_in = strcmp(from, "-") == 0;
+    FILE *in = std_in ? stdin : fopen(from, "r");
+    if (!in) {
+        fprintf(stderr, "proxd: --from: cannot open '%s': %s\n", from, strerror(errno));
+        return 2;
+    }
+    struct world w;
+    int rc = open_world(&w, config, true);
+    if (rc)
+        goto out;
+    fleet_refresh(w.fl, true);
+    rc = create_batch(w.k, w.st, in, json, wait_s);
+out:
+    close_world(&w);
+    if (!std_in)
+        fclose(in);
+    return rc;
+}
+
 static int cmd_create(int argc, char **argv)
 {
-    static const struct option opts[] = {{"config", 1, 0, 'c'}, {"os", 1, 0, 'o'},
-                                         {"name", 1, 0, 'n'},   {"cores", 1, 0, 'C'},
-                                         {"memory", 1, 0, 'm'}, {"disk", 1, 0, 'd'},
-                                         {"owner", 1, 0, 'u'},  {"ssh-key-file", 1, 0, 'k'},
-                                         {"wait", 1, 0, 'w'},   {0, 0, 0, 0}};
-    const char *config = NULL, *keyfile = NULL;
+    static const struct option opts[] = {
+        {"config", 1, 0, 'c'}, {"os", 1, 0, 'o'},           {"name", 1, 0, 'n'},
+        {"cores", 1, 0, 'C'},  {"memory", 1, 0, 'm'},       {"disk", 1, 0, 'd'},
+        {"owner", 1, 0, 'u'},  {"ssh-key-file", 1, 0, 'k'}, {"wait", 1, 0, 'w'},
+        {"from", 1, 0, 'F'},   {"json", 0, 0, 'j'},         {0, 0, 0, 0}};
+    const char *config = NULL, *keyfile = NULL, *from = NULL;
+    bool json = false, single = false;
     struct vm_request r = {.cores = 1, .memory_mb = 1024, .disk_gb = 10};
     long wait_s = 0;
     int c;
@@ -251,15 +278,29 @@ static int cmd_create(int argc, char **argv)
         case 'w':
             wait_s = atol(optarg);
             break;
+        case 'F':
+            from = optarg;
+            break;
+        case 'j':
+            json = true;
+            break;
         default:
             usage(stderr);
             return 2;
         }
+        single = single || !strchr("cwFj", c);
     }
-    if (!config) {
+    if (!config || optind < argc) {
         usage(stderr);
         return 2;
     }
+    if (from && single) {
+        fprintf(stderr, "proxd: create --from takes every request from the file: no --os, "
+                        "--name, --cores, --memory, --disk, --owner or --ssh-key-file with it\n");
+        return 2;
+    }
+    if (from)
+        return create_from(config, from, json, wait_s);
     if (keyfile && !(r.ssh_keys = slurp(keyfile, 16384))) {
         fprintf(stderr, "proxd: ssh_keys: cannot read '%s' (or larger than 16 KiB)\n", keyfile);
         return 2;
