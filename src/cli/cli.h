@@ -23,9 +23,11 @@ enum {
 struct cli {
     char server[512]; /* http://127.0.0.1:8080 */
     char token[512];
-    bool json;  /* --json: print the API's JSON */
-    bool tty;   /* stdout is a terminal: progress bars */
-    bool quiet; /* --no-wait: return after queuing */
+    bool json;            /* --json: print the API's JSON */
+    bool tty;             /* stdout is a terminal: progress bars */
+    bool quiet;           /* --no-wait: return after queuing */
+    void *curl;           /* the one libcurl handle of every call: its connection is kept alive */
+    const char *idem_key; /* when set: the Idempotency-Key header of the calls */
 };
 
 /* One API call. body may be NULL. *out receives the parsed JSON answer (or
@@ -33,6 +35,10 @@ struct cli {
 long cli_call(struct cli *c, const char *method, const char *path, json_t *body, json_t **out);
 /* Map an HTTP status to an exit code, printing the API's error to stderr. */
 int cli_fail(long status, json_t *answer);
+/* The same mapping, printing nothing. */
+int cli_exit_code(long status);
+/* Free the connection (end of main). */
+void cli_close(struct cli *c);
 /* One call expecting status `want`: EXIT_OK with *out the answer (the caller
  * frees it), or the exit code with the API's error printed and *out NULL. */
 int cli_request(struct cli *c, const char *method, const char *path, json_t *body, long want,
@@ -70,6 +76,8 @@ long long cli_num(json_t *o, const char *k);
 int cli_follow_job(struct cli *c, const char *job);
 
 int cmd_vm(struct cli *c, int argc, char **argv);
+/* vm create --from FILE|- (cmd_batch.c): one creation per JSON line. */
+int cmd_create_from(struct cli *c, const char *path);
 int cmd_job(struct cli *c, int argc, char **argv);
 int cmd_node(struct cli *c, int argc, char **argv);
 /* node cordon|uncordon|drain NODE (cmd_node.c) */

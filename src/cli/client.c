@@ -1,5 +1,7 @@
 /* client: proxctl's HTTP side (libcurl easy interface: a CLI makes one
- * request at a time), error mapping, and the Server-Sent Events reader. */
+ * request at a time, every call on one handle, so that a command of many
+ * calls, vm create --from, keeps one connection alive), error mapping, and
+ * the Server-Sent Events reader. */
 #include "cli/cli.h"
 #include "common/buf.h"
 #include "common/xalloc.h"
@@ -29,6 +31,10 @@ static struct curl_slist *headers(struct cli *c, bool json_body, bool sse)
     if (json_body)
         h = curl_slist_append(h, "Content-Type: application/json");
     h = curl_slist_append(h, sse ? "Accept: text/event-stream" : "Accept: application/json");
+    if (c->idem_key && !sse) {
+        snprintf(line, sizeof line, "Idempotency-Key: %.200s", c->idem_key);
+        h = curl_slist_append(h, line);
+    }
     return h;
 }
 
@@ -57,9 +63,11 @@ static long call_once(struct cli *c, const char *method, const char *path, json_
                       json_t **out)
 {
     *out = NULL;
-    CURL *h = curl_easy_init();
-    if (!h)
+    if (c->curl)
+        curl_easy_reset(c->curl); /* the options go; the live connection stays */
+    else if (!(c->curl = curl_easy_init()))
         return -1;
+    CURL *h = c->curl;
     char url[1024];
     snprintf(url, sizeof url, "%s%s", c->server, path);
     struct buf ans = BUF_INIT(ANSWER_MAX);
@@ -89,19 +97,18 @@ static long call_once(struct cli *c, const char *method, const char *path, json_
     free(payload);
     buf_release(&ans);
     curl_slist_free_all(hl);
-    curl_easy_cleanup(h);
     return status;
 }
 
-int cli_fail(long status, json_t *answer)
+void cli_close(struct cli *c)
 {
-    if (status < 0)
-        return EXIT_SERVER;
-    json_t *e = json_object_get(answer, "error");
-    const char *msg = json_string_value(json_object_get(e, "message"));
-    const char *field = json_string_value(json_object_get(json_object_get(e, "details"), "field"));
-    fprintf(stderr, "proxctl: %s%s%s (HTTP %ld)\n", field ? field : "", field ? ": " : "",
-            msg ? msg : "request failed", status);
+    if (c->curl)
+        curl_easy_cleanup(c->curl);
+    c->curl = NULL;
+}
+
+int cli_exit_code(long status)
+{
     switch (status) {
     case 400:
     case 413:
@@ -116,8 +123,20 @@ int cli_fail(long status, json_t *answer)
     case 409:
         return EXIT_CONFLICT;
     default:
-        return status >= 500 ? EXIT_SERVER : EXIT_FAILED;
+        return status < 0 || status >= 500 ? EXIT_SERVER : EXIT_FAILED;
     }
+}
+
+int cli_fail(long status, json_t *answer)
+{
+    if (status < 0)
+        return EXIT_SERVER;
+    json_t *e = json_object_get(answer, "error");
+    const char *msg = json_string_value(json_object_get(e, "message"));
+    const char *field = json_string_value(json_object_get(json_object_get(e, "details"), "field"));
+    fprintf(stderr, "proxctl: %s%s%s (HTTP %ld)\n", field ? field : "", field ? ": " : "",
+            msg ? msg : "request failed", status);
+    return cli_exit_code(status);
 }
 
 int cli_request(struct cli *c, const char *method, const char *path, json_t *body, long want,

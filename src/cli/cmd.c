@@ -21,7 +21,8 @@ static json_t *items(json_t *ans, const char *key)
 
 static int usage_vm(void)
 {
-    fprintf(stderr, "usage: proxctl vm create --os OS --name NAME [--cores N] [--memory SIZE] "
+    fprintf(stderr, "usage: proxctl vm create --from FILE|-\n"
+                    "       proxctl vm create --os OS --name NAME [--cores N] [--memory SIZE] "
                     "[--disk SIZE]\n"
                     "                         [--ssh-key FILE]... [--owner WHO] [--no-wait]\n"
                     "       proxctl vm list [--owner WHO] [--state S] [--node N] [--os OS]\n"
@@ -62,16 +63,23 @@ static char *read_key(const char *path)
 
 static int vm_create(struct cli *c, int argc, char **argv)
 {
-    static const struct option o[] = {
-        {"os", 1, 0, 'o'},     {"name", 1, 0, 'n'},    {"cores", 1, 0, 'c'},
-        {"memory", 1, 0, 'm'}, {"disk", 1, 0, 'd'},    {"ssh-key", 1, 0, 'k'},
-        {"owner", 1, 0, 'u'},  {"no-wait", 0, 0, 'W'}, {0, 0, 0, 0}};
+    static const struct option o[] = {{"os", 1, 0, 'o'},    {"name", 1, 0, 'n'},
+                                      {"cores", 1, 0, 'c'}, {"memory", 1, 0, 'm'},
+                                      {"disk", 1, 0, 'd'},  {"ssh-key", 1, 0, 'k'},
+                                      {"owner", 1, 0, 'u'}, {"no-wait", 0, 0, 'W'},
+                                      {"from", 1, 0, 'F'},  {0, 0, 0, 0}};
     json_t *body = json_object(), *keys = json_array();
     int opt, rc = EXIT_USAGE;
     int64_t v;
+    const char *from = NULL;
+    bool single = false;
     optind = 1;
     while ((opt = getopt_long(argc, argv, "", o, NULL)) != -1) {
+        single = single || (opt != 'F' && opt != 'W');
         switch (opt) {
+        case 'F':
+            from = optarg;
+            break;
         case 'o':
             json_object_set_new(body, "os", json_string(optarg));
             break;
@@ -115,6 +123,15 @@ static int vm_create(struct cli *c, int argc, char **argv)
             rc = usage_vm();
             goto out;
         }
+    }
+    if (from && (single || optind < argc)) {
+        fprintf(stderr, "proxctl: vm create --from takes every request from the file: no "
+                        "other option with it\n");
+        goto out;
+    }
+    if (from) {
+        rc = cmd_create_from(c, from);
+        goto out;
     }
     if (!json_object_get(body, "os") || !json_object_get(body, "name")) {
         fprintf(stderr, "proxctl: vm create needs --os and --name\n");

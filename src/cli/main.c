@@ -18,6 +18,7 @@ static void usage(FILE *f)
                "commands:\n"
                "  vm create --os OS --name NAME [--cores N] [--memory 2G] [--disk 40G]\n"
                "            [--ssh-key FILE]... [--owner WHO] [--no-wait]\n"
+               "  vm create --from FILE|-     one creation per JSON line, queued, not followed\n"
                "  vm list [--owner WHO] [--state S] [--node N] [--os OS]\n"
                "  vm show VMID\n"
                "  vm start|shutdown|stop|pause|resume|reboot|delete VMID [--no-wait]\n"
@@ -159,6 +160,7 @@ int main(int argc, char **argv)
         usage(stderr);
         rc = EXIT_USAGE;
     }
+    cli_close(&c);
     curl_global_cleanup();
     return rc;
 }

@@ -1,0 +1,252 @@
+/* cmd_batch: proxctl vm create --from FILE|- (proxctl(1)).
+ *
+ * FILE is JSON Lines: one creation request per line, the body POST /v1/vms
+ * takes, plus an optional "idempotency_key" sent as the Idempotency-Key
+ * header; blank lines are skipped. Every call goes over one kept-alive
+ * connection (client.c).
+ *
+ * First every line is read and sent with ?dry_run=true: proxd checks it as
+ * a submission would and records nothing. Any bad line (not JSON, a field
+ * missing or refused) is reported with its number and field, and then
+ * nothing is submitted (exit 2, or 4 when refused for the caller's rights).
+ * Then each line is submitted as its own creation: a refusal then (quota,
+ * no VMID or address left, a key used for another request) is reported for
+ * its line and the others go on. A network or server error stops the run:
+ * the lines from there on are reported as not submitted (the one in flight
+ * may have been: its idempotency key makes the run safe to repeat). */
+#include "cli/cli.h"
+#include "common/xalloc.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LINES_MAX 100000
+#define LINE_MAX_BYTES (64 * 1024)
+
+struct line {
+    long no;
+    json_t *body; /* NULL: the line was refused before proxd saw it (error) */
+    char *key;    /* NULL: none */
+    char *error;
+};
+
+struct batch {
+    struct cli *c;
+    struct line *l;
+    size_t n, cap;
+    int bad; /* lines refused before anything was submitted */
+    int rc;  /* the worst exit code of a refused line */
+};
+
+static void say_error(struct batch *b, long no, const char *field, const char *msg, long status)
+{
+    if (b->c->json) {
+        json_t *o = json_pack("{s:I,s:{s:s,s:s}}", "line", (json_int_t)no, "error", "field",
+                              field ? field : "", "message", msg);
+        if (status > 0)
+            json_object_set_new(json_object_get(o, "error"), "status", json_integer(status));
+        char *t = json_dumps(o, JSON_COMPACT);
+        printf("%s\n", t);
+        free(t);
+        json_decref(o);
+        return;
+    }
+    fprintf(stderr, "proxctl: line %ld: %s%s%s", no, field && *field ? field : "",
+            field && *field ? ": " : "", msg);
+    if (status > 0)
+        fprintf(stderr, " (HTTP %ld)", status);
+    fprintf(stderr, "\n");
+}
+
+/* The API's error of an answer, reported for line no; its exit code. */
+static int say_answer(struct batch *b, long no, long status, json_t *ans)
+{
+    json_t *e = json_object_get(ans, "error");
+    const char *msg = json_string_value(json_object_get(e, "message"));
+    const char *field = json_string_value(json_object_get(json_object_get(e, "details"), "field"));
+    size_t fl = field ? strlen(field) : 0;
+    if (msg && fl && strncmp(msg, field, fl) == 0 && strncmp(msg + fl, ": ", 2) == 0)
+        msg += fl + 2; /* "name: must be ..." names the field already */
+    if (field && strcmp(field, "Idempotency-Key") == 0)
+        field = "idempotency_key"; /* the header, from the line's member */
+    say_error(b, no, field, msg ? msg : "request failed", status);
+    return cli_exit_code(status);
+}
+
+static void add(struct batch *b, long no, json_t *body, char *key, const char *error)
+{
+    if (b->n == b->cap) {
+        b->cap = b->cap ? 2 * b->cap : 64;
+        b->l = xrealloc(b->l, b->cap * sizeof *b->l);
+    }
+    b->l[b->n++] = (struct line){no, body, key, error ? xstrdup(error) : NULL};
+}
+
+static void add_line(struct batch *b, long no, const char *text, size_t len)
+{
+    json_error_t je;
+    json_t *o = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
+    char m[300];
+    if (!o || !json_is_object(o)) {
+        if (o)
+            snprintf(m, sizeof m, "must be a JSON object (one creation request per line)");
+        else
+            snprintf(m, sizeof m, "not JSON: %.200s (column %d)", je.text, je.column);
+        json_decref(o);
+        add(b, no, NULL, NULL, m);
+        return;
+    }
+    json_t *k = json_object_get(o, "idempotency_key");
+    char *key = NULL;
+    if (k && !json_is_null(k)) {
+        const char *s = json_string_value(k);
+        if (!s) {
+            json_decref(o);
+            add(b, no, NULL, NULL, "idempotency_key: must be a string");
+            return;
+        }
+        key = xstrdup(s);
+    }
+    json_object_del(o, "idempotency_key");
+    add(b, no, o, key, NULL);
+}
+
+static int read_lines(struct batch *b, FILE *in)
+{
+    char *text = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    long no = 0;
+    int rc = 0;
+    while ((len = getline(&text, &cap, in)) >= 0) {
+        if (++no > LINES_MAX) {
+            say_error(b, no, "", "too many lines: at most 100000 requests in one batch", 0);
+            rc = -1;
+            break;
+        }
+        while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == '\r'))
+            text[--len] = '\0';
+        if (strspn(text, " \t") == (size_t)len)
+            continue;
+        if (len > LINE_MAX_BYTES) {
+            add(b, no, NULL, NULL, "longer than 65536 bytes");
+            continue;
+        }
+        add_line(b, no, text, (size_t)len);
+    }
+    if (ferror(in)) {
+        say_error(b, no + 1, "", "read error", 0);
+        rc = -1;
+    }
+    free(text);
+    return rc;
+}
+
+/* Every line checked by proxd, nothing recorded. -1: the server could not
+ * be asked (reported), stop. */
+static int check_all(struct batch *b)
+{
+    for (size_t i = 0; i < b->n; i++) {
+        if (b->l[i].error) {
+            const char *e = b->l[i].error, *colon = strstr(e, ": ");
+            char field[32] = "";
+            if (strncmp(e, "idempotency_key: ", 17) == 0) {
+                snprintf(field, sizeof field, "idempotency_key");
+                e = colon + 2;
+            }
+            say_error(b, b->l[i].no, field, e, 0);
+            b->bad++;
+            continue;
+        }
+        json_t *ans = NULL;
+        b->c->idem_key = b->l[i].key;
+        long st = cli_call(b->c, "POST", "/v1/vms?dry_run=true", b->l[i].body, &ans);
+        b->c->idem_key = NULL;
+        if (st == 200) {
+            json_decref(ans);
+            continue;
+        }
+        int rc = st < 0 ? EXIT_SERVER : say_answer(b, b->l[i].no, st, ans);
+        json_decref(ans);
+        if (rc == EXIT_SERVER || st == 401) {
+            if (st < 0)
+                say_error(b, b->l[i].no, "", "cannot reach proxd: nothing submitted", 0);
+            b->rc = rc;
+            return -1;
+        }
+        b->bad++;
+        if (rc > b->rc)
+            b->rc = rc;
+    }
+    return 0;
+}
+
+static void say_queued(struct batch *b, long no, json_t *ans)
+{
+    const char *job = json_string_value(json_object_get(ans, "job"));
+    long long vmid = cli_num(ans, "vmid");
+    if (b->c->json)
+        printf("{\"line\":%ld,\"job\":\"%s\",\"vmid\":%lld}\n", no, job ? job : "", vmid);
+    else
+        printf("line %ld: job %s vmid %lld queued\n", no, job ? job : "?", vmid);
+}
+
+static void submit_all(struct batch *b)
+{
+    for (size_t i = 0; i < b->n; i++) {
+        json_t *ans = NULL;
+        b->c->idem_key = b->l[i].key;
+        long st = cli_call(b->c, "POST", "/v1/vms", b->l[i].body, &ans);
+        b->c->idem_key = NULL;
+        if (st == 202) {
+            say_queued(b, b->l[i].no, ans);
+            json_decref(ans);
+            continue;
+        }
+        int rc = st < 0 ? EXIT_SERVER : say_answer(b, b->l[i].no, st, ans);
+        json_decref(ans);
+        if (rc > b->rc || (rc == EXIT_SERVER))
+            b->rc = rc;
+        if (st < 0 || (st >= 500 && st != 503)) {
+            say_error(b, b->l[i].no, "",
+                      "the server did not answer: this line may have been submitted; the lines "
+                      "after it were not",
+                      0);
+            return;
+        }
+    }
+}
+
+int cmd_create_from(struct cli *c, const char *path)
+{
+    bool std_in = strcmp(path, "-") == 0;
+    FILE *in = std_in ? stdin : fopen(path, "r");
+    if (!in) {
+        fprintf(stderr, "proxctl: --from: cannot open '%s'\n", path);
+        return EXIT_USAGE;
+    }
+    struct batch b = {.c = c};
+    /* the lines that parsed are checked by proxd even when others did not:
+     * every bad line is reported in one run */
+    if (read_lines(&b, in) || check_all(&b) || b.bad) {
+        if (b.rc != EXIT_SERVER)
+            fprintf(stderr, "proxctl: %d bad line%s: nothing submitted\n", b.bad ? b.bad : 1,
+                    b.bad == 1 ? "" : "s");
+        if (!b.rc)
+            b.rc = EXIT_USAGE;
+        goto out;
+    }
+    submit_all(&b);
+out:
+    fflush(stdout);
+    for (size_t i = 0; i < b.n; i++) {
+        json_decref(b.l[i].body);
+        free(b.l[i].key);
+        free(b.l[i].error);
+    }
+    free(b.l);
+    if (!std_in)
+        fclose(in);
+    return b.rc;
+}
