@@ -316,6 +316,39 @@ static int dry_run_arg(struct req *rq, struct resp *rs, bool *dry)
     return 0;
 }
 
+/* The dry run's checks: the request's own, and an Idempotency-Key used
+ * before must have been used for this same request (else the submission
+ * would be refused with 409). */
+static void dry_run(struct req *rq, struct resp *rs, struct create_in *in, json_t *raw,
+                    const char *key)
+{
+    struct core_error ce = {0};
+    if (core_create_check(rq->api->k, &in->r, &ce)) {
+        resp_core_error(rs, &ce);
+        return;
+    }
+    if (key) {
+        char fp[65];
+        fingerprint(raw, in->r.owner, fp);
+        json_t *stored = NULL;
+        struct store_error se;
+        int rc = store_idem_get(rq->api->st, rq->who.owner, key, &stored, &se);
+        if (rc != STORE_OK && rc != STORE_E_NOTFOUND) {
+            resp_error(rs, HTTP_SERVICE_UNAVAILABLE, "unavailable", NULL, "%s", se.message);
+            return;
+        }
+        const char *old_fp = json_string_value(json_object_get(stored, "fingerprint"));
+        bool other = rc == STORE_OK && (!old_fp || strcmp(old_fp, fp) != 0);
+        json_decref(stored);
+        if (other) {
+            resp_error(rs, HTTP_CONFLICT, "idempotency_key_reused", "Idempotency-Key",
+                       "this Idempotency-Key was used for a different request");
+            return;
+        }
+    }
+    resp_json(rs, HTTP_OK, json_pack("{s:b,s:b}", "dry_run", 1, "valid", 1));
+}
+
 void h_vms_create(struct req *rq, struct resp *rs)
 {
     struct create_in in = {0};
@@ -330,11 +363,7 @@ void h_vms_create(struct req *rq, struct resp *rs)
         goto out;
     }
     if (dry) {
-        struct core_error ce = {0};
-        if (core_create_check(rq->api->k, &in.r, &ce))
-            resp_core_error(rs, &ce);
-        else
-            resp_json(rs, HTTP_OK, json_pack("{s:b,s:b}", "dry_run", 1, "valid", 1));
+        dry_run(rq, rs, &in, raw, key);
     } else if (key) {
         create_idempotent(rq, rs, &in, raw, key);
     } else {
@@ -381,7 +410,7 @@ int api_create_decode(json_t *o, struct vm_request *r, char fp[65], struct core_
         err->code = CORE_E_INVALID;
         err->node[0] = err->pool[0] = '\0';
         snprintf(err->field, sizeof err->field, "owner");
-        snprintf(err->message, sizeof err->message, "owner: required");
+        snprintf(err->message, sizeof err->message, "required");
         return CORE_E_INVALID;
     }
     json_t *copy = json_deep_copy(o);

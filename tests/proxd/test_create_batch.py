@@ -1,0 +1,204 @@
+"""proxd create --from FILE: many creations from one process. A batch of N
+makes N jobs that all end done on pvesim; bad lines are reported with their
+number and field and nothing is submitted; an idempotency key repeated
+across runs (and through the API, by the owner's token) makes one VM; a
+batch under random pvesim faults with a node offline still ends every job,
+and each job's end agrees with pvesim and the database."""
+import json
+import os
+import subprocess
+
+from lib import db as dbq
+from lib.cases import case, finish
+from lib.env import PROXD
+from lib.faults import fault_rules
+from lib.proxd import Proxd
+from lib.sim import Sim
+from lib.wait import wait_for
+
+KEY = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFzq7NTAlFT4SImr0qHpVZ0HHVdVunThFP1ICflNG6d+ "
+       "me@host")
+
+
+def req(name, os_name="ubuntu", owner="alice", **kw):
+    r = {"os": os_name, "name": name, "cores": 1, "memory_mb": 512, "disk_gb": 20,
+         "owner": owner}
+    r.update(kw)
+    return r
+
+
+def batch(px, lines, *extra, stdin=False):
+    """proxd create --from (a file, or stdin); lines: dicts or raw strings."""
+    text = "".join((ln if isinstance(ln, str) else json.dumps(ln)) + "\n" for ln in lines)
+    args = [PROXD, "create", "--config", px.conf] + list(extra)
+    if stdin:
+        return subprocess.run(args + ["--from", "-"], input=text, capture_output=True, text=True,
+                              timeout=120)
+    path = os.path.join(px.dir, "batch.jsonl")
+    with open(path, "w") as f:
+        f.write(text)
+    return subprocess.run(args + ["--from", path], capture_output=True, text=True, timeout=120)
+
+
+def out_json(r):
+    return [json.loads(ln) for ln in r.stdout.splitlines()]
+
+
+def njobs(px):
+    return dbq.query(px.db, "SELECT count(*) FROM jobs")[0][0]
+
+
+def wait_ended(px, jobs, deadline=120):
+    marks = ",".join("?" * len(jobs))
+
+    def ended():
+        rows = dbq.query(px.db, "SELECT id, state FROM jobs WHERE id IN (%s)" % marks,
+                         tuple(jobs))
+        st = dict(rows)
+        return st if len(st) == len(jobs) and all(s in ("done", "failed")
+                                                  for s in st.values()) else None
+    return wait_for(ended, deadline, 0.1, "%d jobs to end" % len(jobs))
+
+
+def main():
+    with Sim(time_scale=0.01, extra=["--seed", "17"]) as sim:
+        px = Proxd(sim, proxmox_extra="connect_timeout = 1\ntimeout = 3\n")
+        state = {"sim": sim, "px": px, "alice": px.token("alice", "user")}
+        px.start()
+        try:
+            run_cases(state)
+        finally:
+            sim.ctl("DELETE", "/faults")
+            px.stop()
+
+
+def run_cases(s):
+    sim, px = s["sim"], s["px"]
+
+    @case
+    def batch_of_n_makes_n_jobs_that_all_end_done():
+        lines = [req("bat-%02d" % i, "debian" if i % 4 == 0 else "ubuntu") for i in range(10)]
+        lines[3]["ssh_keys"] = [KEY]
+        lines.insert(5, "")  # a blank line is skipped, and counted
+        before = njobs(px)
+        r = batch(px, lines, "--json")
+        assert r.returncode == 0, (r.returncode, r.stdout, r.stderr)
+        got = out_json(r)
+        assert [g["line"] for g in got] == [1, 2, 3, 4, 5, 7, 8, 9, 10, 11], got
+        assert len({g["job"] for g in got}) == 10 and len({g["vmid"] for g in got}) == 10
+        assert njobs(px) == before + 10
+        st = wait_ended(px, [g["job"] for g in got])
+        assert set(st.values()) == {"done"}, st
+        names = {v["vmid"]: v["conf"].get("name") for v in sim.state()["vms"]}
+        for g, ln in zip(got, [x for x in lines if x]):
+            assert names.get(g["vmid"]) == ln["name"], (g, names.get(g["vmid"]))
+        v = px.call("GET", "/v1/vms/%d" % got[3]["vmid"], s["alice"]).json()
+        assert v["state"] == "enabled" and v["power"] == "running" and v["owner"] == "alice", v
+        # the text form: one line per request
+        r = batch(px, [req("bat-t1"), req("bat-t2")], stdin=True)
+        assert r.returncode == 0, r.stderr
+        rows = r.stdout.splitlines()
+        assert len(rows) == 2 and rows[0].startswith("line 1: job ") and "vmid" in rows[0], rows
+        wait_ended(px, [ln.split()[3] for ln in rows])
+
+    @case
+    def bad_lines_are_named_and_nothing_is_submitted():
+        lines = [req("ok-1"),
+                 '{"os": "ubuntu", "name": ',                        # 2: not JSON
+                 {k: v for k, v in req("ok-x").items() if k != "disk_gb"},  # 3: missing
+                 req("bad name"),                                    # 4: invalid name
+                 req("ok-2", cores=0),                               # 5: out of range
+                 req("ok-3", "plan9"),                               # 6: unknown OS
+                 "[1, 2]",                                           # 7: not an object
+                 req("ok-4", colour="blue"),                         # 8: unknown field
+                 req("ok-5", idempotency_key="has space"),           # 9: bad key
+                 req("ok-6", owner=""),                              # 10: no owner
+                 req("ok-7", ssh_keys=["not a key"]),                # 11: bad key text
+                 req("ok-8")]
+        before, vms = njobs(px), len(sim.state()["vms"])
+        r = batch(px, lines)
+        assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+        assert r.stdout == "", r.stdout
+        err = [ln for ln in r.stderr.splitlines() if ln.startswith("proxd: line ")]
+        want = {2: "not JSON", 3: "disk_gb: required", 4: "name: must be a DNS label",
+                5: "cores: must be between", 6: "os: unknown OS 'plan9'", 7: "must be a JSON object",
+                8: "colour: unknown field", 9: "idempotency_key:", 10: "owner: required",
+                11: "ssh_keys: key 1 is not"}
+        assert len(err) == len(want), err
+        for ln, (no, text) in zip(err, sorted(want.items())):
+            assert ln.startswith("proxd: line %d: %s" % (no, text)), (ln, no, text)
+        assert "10 bad lines: nothing submitted" in r.stderr, r.stderr
+        assert njobs(px) == before and len(sim.state()["vms"]) == vms
+        # --json: the same as objects on stdout, naming the field
+        got = out_json(batch(px, lines, "--json"))
+        assert [g["line"] for g in got] == sorted(want), got
+        assert got[1]["error"] == {"field": "disk_gb", "message": "required"}, got[1]
+        assert njobs(px) == before
+        # usage: --from takes nothing else
+        r = subprocess.run([PROXD, "create", "--config", px.conf, "--from", "-", "--os",
+                            "ubuntu"], input="", capture_output=True, text=True, timeout=30)
+        assert r.returncode == 2 and "--from" in r.stderr, r.stderr
+
+    @case
+    def an_idempotency_key_repeated_across_runs_makes_one_vm():
+        lines = [req("idem-%d" % i, idempotency_key="order-17-%d" % i) for i in range(3)]
+        first = out_json(batch(px, lines, "--json"))
+        assert len(first) == 3 and not any(g.get("replayed") for g in first), first
+        before = njobs(px)
+        again = batch(px, lines, "--json")
+        assert again.returncode == 0, again.stderr
+        again = out_json(again)
+        assert [(g["job"], g["vmid"]) for g in again] == [(g["job"], g["vmid"]) for g in first]
+        assert all(g["replayed"] for g in again) and njobs(px) == before, again
+        # the same key through the API by the owner's token: the same job
+        body = {k: v for k, v in lines[1].items() if k != "idempotency_key"}
+        a = px.call("POST", "/v1/vms", s["alice"], body,
+                    headers={"Idempotency-Key": "order-17-1"})
+        assert a.status_code == 202 and a.json()["job"] == first[1]["job"], a.text
+        # a key used before for another request: the line is bad, nothing submitted
+        changed = [lines[0], dict(lines[1], cores=2), req("idem-new")]
+        r = batch(px, changed)
+        assert r.returncode == 2 and "line 2: idempotency_key: " in r.stderr, r.stderr
+        assert njobs(px) == before
+        # a key twice in one file for one request: one job
+        twice = [req("idem-tw", idempotency_key="tw"), req("idem-tw", idempotency_key="tw")]
+        got = out_json(batch(px, twice, "--json"))
+        assert got[0]["job"] == got[1]["job"] and got[1]["replayed"], got
+        assert njobs(px) == before + 1
+        wait_ended(px, [g["job"] for g in first] + [got[0]["job"]])
+
+    @case
+    def faults_and_a_dead_node_still_end_every_job():
+        sim.ctl("POST", "/nodes/sv2", {"state": "offline"})
+        for rule in fault_rules(0.25):
+            sim.ctl("POST", "/faults", rule)
+        hits = 0
+        try:
+            lines = [req("flt-%02d" % i, owner="ops") for i in range(12)]
+            r = batch(px, lines, "--json")
+            assert r.returncode == 0, (r.stdout, r.stderr)
+            got = out_json(r)
+            assert len(got) == 12
+            st = wait_ended(px, [g["job"] for g in got], deadline=240)
+        finally:
+            hits = sum(f.get("hits", 0) for f in sim.ctl("GET", "/faults") or [])
+            sim.ctl("DELETE", "/faults")
+            sim.ctl("POST", "/nodes/sv2", {"state": "online"})
+        recs = {row[0]: row[1:] for row in dbq.query(
+            px.db, "SELECT job, state, node FROM vms WHERE name LIKE 'flt-%'")}
+        on_sim = {v["vmid"]: v for v in sim.state()["vms"]}
+        for g in got:
+            rec = recs[g["job"]]
+            if st[g["job"]] == "done":  # made, where it is recorded, not on the dead node
+                vm = on_sim.get(g["vmid"])
+                assert vm and vm["conf"].get("name") == "flt-%02d" % (g["line"] - 1), (g, vm)
+                assert rec[0] == "enabled" and rec[1] != "sv2" and vm["node"] == rec[1], (g, rec)
+            else:  # a failed creation's record is failed, never left live
+                assert rec[0] == "failed", (g, rec)
+        print("faults: %d done, %d failed, %d fault hits" % (
+            sum(1 for v in st.values() if v == "done"),
+            sum(1 for v in st.values() if v == "failed"), hits), flush=True)
+
+
+main()
+finish()
