@@ -307,6 +307,33 @@ def idempotent_creation_under_concurrency():
 
 
 @case
+def dry_run_checks_without_submitting():
+    jobs = lambda: len(call("GET", "/v1/jobs?limit=1000", ADMIN).json()["jobs"])  # noqa: E731
+    before = jobs()
+    r = call("POST", "/v1/vms?dry_run=true", ALICE, spec("dry-1"))
+    assert r.status_code == 200 and r.json() == {"dry_run": True, "valid": True}, r.text
+    err(call("POST", "/v1/vms?dry_run=true", ALICE, spec("dry 1")), 400, "invalid", "name")
+    err(call("POST", "/v1/vms?dry_run=true", ALICE, spec("dry-1", os="plan9")), 400, "invalid",
+        "os")
+    err(call("POST", "/v1/vms?dry_run=true", ALICE, spec("dry-1", owner="bob")), 403,
+        "forbidden", "owner")
+    err(call("POST", "/v1/vms?dry_run=yes", ALICE, spec("dry-1")), 400, "invalid", "dry_run")
+    err(call("POST", "/v1/vms?dryrun=true", ALICE, spec("dry-1")), 400, "unknown_parameter")
+    # a key: fine when new or used for this same request, 409 when used for another
+    key = "dry-" + str(time.time())
+    h = {"Idempotency-Key": key}
+    assert call("POST", "/v1/vms?dry_run=true", ALICE, spec("dry-2"), headers=h).status_code == 200
+    assert jobs() == before  # nothing was recorded, not even the key
+    first = call("POST", "/v1/vms", ALICE, spec("dry-2"), headers=h)
+    assert first.status_code == 202, first.text
+    assert call("POST", "/v1/vms?dry_run=true", ALICE, spec("dry-2"), headers=h).status_code == 200
+    err(call("POST", "/v1/vms?dry_run=true", ALICE, spec("dry-2", cores=2), headers=h), 409,
+        "idempotency_key_reused", "Idempotency-Key")
+    assert jobs() == before + 1
+    wait_job(first.json()["job"])
+
+
+@case
 def idempotency_and_quotas_across_instances():
     """Two proxd instances on one database: the same key sent 20 times at once,
     half to each, makes one VM, every answer the first one; an owner's quota

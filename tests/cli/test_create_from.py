@@ -1,0 +1,226 @@
+"""proxctl vm create --from FILE: many creations through the API over one
+kept-alive connection (counted by a loopback relay in front of proxd).
+Every line is checked (dry run) before any is submitted: bad lines are
+reported with their number and field and nothing is submitted; an
+idempotency key repeated across runs makes one VM; under random pvesim
+faults with a node offline every job still ends."""
+import json
+import os
+import socket
+import subprocess
+import tempfile
+import threading
+
+from lib.cases import case, finish
+from lib.env import PROXCTL
+from lib.faults import fault_rules
+from lib.proxd import Proxd
+from lib.sim import Sim
+from lib.wait import wait_for
+
+state = {}
+
+
+class Relay:
+    """127.0.0.1:port -> proxd, counting the connections it accepts."""
+
+    def __init__(self, target_port):
+        self.target = target_port
+        self.ls = socket.socket()
+        self.ls.bind(("127.0.0.1", 0))
+        self.ls.listen(16)
+        self.port = self.ls.getsockname()[1]
+        self.accepted = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.ls.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            u = socket.create_connection(("127.0.0.1", self.target))
+            for a, b in ((c, u), (u, c)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a, b):
+        try:
+            while True:
+                d = a.recv(65536)
+                if not d:
+                    break
+                b.sendall(d)
+        except OSError:
+            pass
+        for s in (a, b):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def close(self):
+        self.ls.close()
+
+
+def req(name, os_name="ubuntu", **kw):
+    r = {"os": os_name, "name": name, "cores": 1, "memory_mb": 512, "disk_gb": 20}
+    r.update(kw)
+    return r
+
+
+def ctl_from(lines, *args, token=None, url=None):
+    text = "".join((ln if isinstance(ln, str) else json.dumps(ln)) + "\n" for ln in lines)
+    path = os.path.join(state["home"], "batch.jsonl")
+    with open(path, "w") as f:
+        f.write(text)
+    e = dict(os.environ, HOME=state["home"], PROXD_URL=url or state["px"].base,
+             PROXD_TOKEN=token or state["admin"])
+    e.pop("PROXCTL_CONFIG", None)
+    return subprocess.run([PROXCTL] + list(args) + ["vm", "create", "--from", path],
+                          capture_output=True, text=True, timeout=180, env=e)
+
+
+def out_json(r):
+    return [json.loads(ln) for ln in r.stdout.splitlines()]
+
+
+def njobs():
+    return len(state["px"].call("GET", "/v1/jobs?limit=1000", state["admin"]).json()["jobs"])
+
+
+def wait_ended(jobs, deadline=120):
+    px = state["px"]
+
+    def ended():
+        st = {}
+        for j in jobs:
+            s = px.call("GET", "/v1/jobs/" + j, state["admin"]).json()["state"]
+            if s not in ("done", "failed"):
+                return None
+            st[j] = s
+        return st
+    return wait_for(ended, deadline, 0.2, "%d jobs to end" % len(jobs))
+
+
+def main():
+    with Sim(time_scale=0.01, extra=["--seed", "23"]) as sim:
+        px = Proxd(sim, proxmox_extra="connect_timeout = 1\ntimeout = 3\n")
+        state.update(sim=sim, px=px, home=tempfile.mkdtemp(prefix="proxctl-home-"),
+                     admin=px.token("ops", "admin"), alice=px.token("alice", "user"))
+        px.start()
+        try:
+            run_cases()
+        finally:
+            sim.ctl("DELETE", "/faults")
+            px.stop()
+
+
+def run_cases():
+    sim, px = state["sim"], state["px"]
+
+    @case
+    def a_batch_goes_over_one_connection_and_every_job_ends_done():
+        relay = Relay(px.port)
+        try:
+            lines = [req("cf-%02d" % i, "debian" if i == 2 else "ubuntu", owner="alice")
+                     for i in range(8)]
+            r = ctl_from(lines, "--json", url="http://127.0.0.1:%d" % relay.port)
+        finally:
+            relay.close()
+        assert r.returncode == 0, (r.returncode, r.stdout, r.stderr)
+        got = out_json(r)
+        assert [g["line"] for g in got] == list(range(1, 9)), got
+        assert len({g["vmid"] for g in got}) == 8
+        assert relay.accepted == 1, relay.accepted  # 8 dry runs + 8 submissions, one connection
+        st = wait_ended([g["job"] for g in got])
+        assert set(st.values()) == {"done"}, st
+        for g, ln in zip(got, lines):
+            v = px.call("GET", "/v1/vms/%d" % g["vmid"], state["alice"]).json()
+            assert v["name"] == ln["name"] and v["power"] == "running", v
+        # text output, from a user's token: one line per request
+        r = ctl_from([req("cf-u1"), "", req("cf-u2")], token=state["alice"])
+        rows = r.stdout.splitlines()
+        assert r.returncode == 0 and len(rows) == 2, (r.stdout, r.stderr)
+        assert rows[0].startswith("line 1: job ") and rows[1].startswith("line 3: job "), rows
+        wait_ended([ln.split()[3] for ln in rows])
+
+    @case
+    def bad_lines_are_named_and_nothing_is_submitted():
+        lines = [req("ok-1"),
+                 '{"os": "ubuntu", "name": ',                         # 2: not JSON
+                 {k: v for k, v in req("ok-x").items() if k != "disk_gb"},  # 3: missing
+                 req("bad name"),                                     # 4: invalid
+                 req("ok-2", cores=0),                                # 5: out of range
+                 req("ok-3", "plan9"),                                # 6: unknown OS
+                 "[1]",                                               # 7: not an object
+                 req("ok-4", colour="blue"),                          # 8: unknown field
+                 req("ok-5", idempotency_key="has space"),            # 9: bad key
+                 req("ok-6")]
+        before = njobs()
+        r = ctl_from(lines, token=state["alice"])
+        assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+        err = [ln for ln in r.stderr.splitlines() if ln.startswith("proxctl: line ")]
+        want = {2: "not JSON", 3: "disk_gb: required", 4: "name: must be a DNS label",
+                5: "cores: must be between", 6: "os: unknown OS 'plan9'",
+                7: "must be a JSON object", 8: "colour: unknown field", 9: "idempotency_key: "}
+        assert len(err) == len(want), err
+        for ln, (no, text) in zip(err, sorted(want.items())):
+            assert ln.startswith("proxctl: line %d: %s" % (no, text)), (ln, no, text)
+        assert "8 bad lines: nothing submitted" in r.stderr, r.stderr
+        assert njobs() == before
+        got = out_json(ctl_from(lines, "--json", token=state["alice"]))
+        assert [g["line"] for g in got] == sorted(want), got
+        assert got[1]["error"] == {"field": "disk_gb", "message": "required", "status": 400}
+        # another owner's VM from a user's token: refused before anything, exit 4
+        r = ctl_from([req("ok-7"), req("ok-8", owner="bob")], token=state["alice"])
+        assert r.returncode == 4 and "line 2: owner: only an admin" in r.stderr, r.stderr
+        assert njobs() == before
+
+    @case
+    def an_idempotency_key_repeated_across_runs_makes_one_vm():
+        lines = [req("ik-%d" % i, idempotency_key="batch-9-%d" % i) for i in range(3)]
+        first = out_json(ctl_from(lines, "--json", token=state["alice"]))
+        assert len(first) == 3, first
+        before = njobs()
+        again = ctl_from(lines, "--json", token=state["alice"])
+        assert again.returncode == 0, again.stderr
+        assert [(g["job"], g["vmid"]) for g in out_json(again)] == \
+            [(g["job"], g["vmid"]) for g in first]
+        assert njobs() == before
+        # a key used before for another request: found by the check, nothing submitted
+        r = ctl_from([req("ik-new"), dict(lines[2], cores=2)], token=state["alice"])
+        assert r.returncode == 6 and "line 2: idempotency_key: " in r.stderr, r.stderr
+        assert njobs() == before
+        wait_ended([g["job"] for g in first])
+
+    @case
+    def faults_and_a_dead_node_still_end_every_job():
+        sim.ctl("POST", "/nodes/sv3", {"state": "offline"})
+        for rule in fault_rules(0.25):
+            sim.ctl("POST", "/faults", rule)
+        try:
+            r = ctl_from([req("cff-%02d" % i, owner="ops") for i in range(10)], "--json")
+            assert r.returncode == 0, (r.stdout, r.stderr)
+            got = out_json(r)
+            st = wait_ended([g["job"] for g in got], deadline=240)
+        finally:
+            sim.ctl("DELETE", "/faults")
+            sim.ctl("POST", "/nodes/sv3", {"state": "online"})
+        for g in got:
+            v = px.call("GET", "/v1/vms/%d" % g["vmid"], state["admin"])
+            if st[g["job"]] == "done":
+                assert v.status_code == 200 and v.json()["state"] == "enabled", v.text
+                assert v.json()["node"] != "sv3" and sim.vm(g["vmid"], v.json()["node"]), v.text
+            else:  # no live record is left by a failed creation
+                assert v.status_code == 404 or v.json()["state"] == "failed", v.text
+
+    @case
+    def no_server_nothing_submitted():
+        r = ctl_from([req("ns-1")], url="http://127.0.0.1:1")
+        assert r.returncode == 5 and "cannot reach" in r.stderr, r.stderr
+
+
+main()
+finish()
