@@ -28,7 +28,11 @@ build/proxd); results go to stdout and bench/results/create.txt.
 Environment: PVESIM, PROXD (default build/pvesim, build/proxd),
 PVESIM_SCHEMA_DIR, BENCH_TIME_SCALE (0.02), BENCH_N (200), BENCH_RUNS (3),
 BENCH_WORKERS (proxd's default), BENCH_N_REAL (20; 0 skips part 2),
-BENCH_N_QUEUE (1000: creations queued through the CLI, timed; 0 skips).
+BENCH_N_QUEUE (1000: creations queued three ways, timed: a `proxd create`
+process each, 4 at a time; one `proxd create --from FILE`; one `proxctl vm
+create --from FILE` through the running daemon's API; 0 skips).
+BENCH_QUEUE_ONLY=1 runs only that, BENCH_RUNS times, and appends a dated
+section to the results file instead of rewriting it.
 """
 import json
 import os
@@ -43,8 +47,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("PVESIM", os.path.join(ROOT, "build", "pvesim"))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 from lib import db as dbq  # noqa: E402
-from lib.env import PROXD, PVESIM  # noqa: E402
-from lib.proxd import Daemon, cluster_config  # noqa: E402
+from lib.env import PROXCTL, PROXD, PVESIM  # noqa: E402
+from lib.proxd import Daemon, cluster_config, wait_answer  # noqa: E402
 from lib.sim import Sim  # noqa: E402
 from lib.wait import wait_for  # noqa: E402
 
@@ -72,8 +76,8 @@ def say(line=""):
 
 
 def write_config(path, db, entry, placement=None):
-    cluster_config(path, db, entry, token=TOKEN, placement=placement, workers=WORKERS or None,
-                   proxmox_extra=())
+    return cluster_config(path, db, entry, token=TOKEN, placement=placement,
+                          workers=WORKERS or None, proxmox_extra=())
 
 
 def start_sim(ts=None):
@@ -104,7 +108,7 @@ class World:
             for n in NODES:
                 self.sim.ctl("POST", "/nodes/" + n, {"memory_gb": 256,
                                                      "storage_gb": {"local-lvm": 4096}})
-        write_config(self.conf, self.db, self.sim.entry, placement)
+        self.port = write_config(self.conf, self.db, self.sim.entry, placement)
         self.daemon = Daemon(self.conf, self.tmp.name)
 
     def create(self, name, os_name="ubuntu", disk=20):
@@ -262,6 +266,98 @@ def queue_phase(n):
         w.close()
 
 
+def batch_lines(n, prefix):
+    return "".join(json.dumps({"os": "ubuntu", "name": "%s-%04d" % (prefix, i), "cores": 1,
+                               "memory_mb": 1024, "disk_gb": 20, "owner": "bench"}) + "\n"
+                   for i in range(n))
+
+
+def queue_batch_proxd(n):
+    """time to queue n creations with one `proxd create --from FILE` into a
+    daemon's database; the daemon is not started (as queue_phase)"""
+    w = World()
+    try:
+        path = os.path.join(w.tmp.name, "batch.jsonl")
+        with open(path, "w") as f:
+            f.write(batch_lines(n, "b"))
+        q0 = time.time()
+        r = subprocess.run([PROXD, "create", "--config", w.conf, "--from", path, "--json"],
+                           capture_output=True, text=True, timeout=600)
+        took = time.time() - q0
+        if r.returncode != 0 or len(r.stdout.splitlines()) != n:
+            raise RuntimeError("proxd create --from: %d %s" % (r.returncode, r.stderr[-500:]))
+        if dbq.query(w.db, "SELECT count(*) FROM jobs")[0][0] != n:
+            raise RuntimeError("proxd create --from: not %d jobs" % n)
+        return took
+    finally:
+        w.close()
+
+
+def queue_batch_proxctl(n):
+    """time to queue n creations with one `proxctl vm create --from FILE`
+    through the running daemon's API (dry runs, then submissions, on one
+    connection). pvesim runs at time scale 1, so that the ~10 clones the
+    daemon starts meanwhile cost what they cost in real life (little CPU),
+    not a fast run's churn."""
+    w = World(ts=1.0)
+    try:
+        path = os.path.join(w.tmp.name, "batch.jsonl")
+        with open(path, "w") as f:
+            f.write(batch_lines(n, "a"))
+        tok = subprocess.run([PROXD, "token", "create", "--config", w.conf, "--owner", "bench",
+                              "--role", "admin"], capture_output=True, text=True,
+                             check=True).stdout.strip()
+        w.start()
+        base = "http://127.0.0.1:%d" % w.port
+        wait_answer(base + "/readyz")
+        env = dict(os.environ, PROXD_URL=base, PROXD_TOKEN=tok)
+        q0 = time.time()
+        r = subprocess.run([PROXCTL, "--json", "vm", "create", "--from", path],
+                           capture_output=True, text=True, timeout=600, env=env)
+        took = time.time() - q0
+        if r.returncode != 0 or len(r.stdout.splitlines()) != n:
+            raise RuntimeError("proxctl vm create --from: %d %s" % (r.returncode, r.stderr[-500:]))
+        return took
+    finally:
+        w.close()
+
+
+def queue_forms(n, runs):
+    """the three ways of queueing n creations, `runs` times each
+    (interleaved); medians in seconds"""
+    per, one, api = [], [], []
+    for i in range(runs):
+        per.append(queue_phase(n))
+        one.append(queue_batch_proxd(n))
+        api.append(queue_batch_proxctl(n))
+        say("queue run %d: %d creations: proxd create x%d (4 at a time) %.2fs, proxd create "
+            "--from %.3fs, proxctl vm create --from %.3fs; load %.2f" % (
+                i + 1, n, n, per[-1], one[-1], api[-1], os.getloadavg()[0]))
+    return statistics.median(per), statistics.median(one), statistics.median(api)
+
+
+def queue_only():
+    """BENCH_QUEUE_ONLY=1: only the queueing figures, appended to the results
+    file as a dated section (the full run rewrites the file)"""
+    n = int(os.environ.get("BENCH_N_QUEUE", "1000"))
+    say("")
+    say("Queueing %d creations, three ways (BENCH_QUEUE_ONLY=1 bench/bench_create.py; "
+        "git %s, %s; %d CPUs, load average at start %.2f)" % (
+            n, subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True).stdout.strip(),
+            time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime()), os.cpu_count(),
+            os.getloadavg()[0]))
+    per, one, api = queue_forms(n, RUNS)
+    say("  median of %d: proxd create, a process each (4 at a time): %.2fs (%.1f ms each); "
+        "proxd create --from: %.3fs (%.2f ms each, %.0fx); proxctl vm create --from (API, one "
+        "connection, daemon running): %.3fs (%.2f ms each, %.0fx); load average at the end %.2f"
+        % (RUNS, per, per * 1000 / n, one, one * 1000 / n, per / one, api, api * 1000 / n,
+           per / api, os.getloadavg()[0]))
+    with open(RESULTS, "a") as f:
+        f.write("\n".join(out_lines) + "\n")
+    print("appended to %s" % os.path.relpath(RESULTS, os.getcwd()))
+
+
 def latency_phase():
     w = World()
     try:
@@ -318,7 +414,7 @@ def main():
         say("CPU ms per proxd thread at time scale 1: %s" % json.dumps(real["threads"], sort_keys=True))
     say()
     n_queue = int(os.environ.get("BENCH_N_QUEUE", "1000"))
-    queue_s = queue_phase(n_queue) if n_queue else None
+    queue_s = queue_forms(n_queue, 1) if n_queue else None
     base, bh = latency_phase()
     fmt = lambda xs: ", ".join("%.2fs%s" % (x[0], "" if x[1] == "done" else " " + x[1]) + "@" + x[2]  # noqa: E731
                                for x in xs)
@@ -361,7 +457,10 @@ def main():
                 med("cpu") * 1000))
     if queue_s is not None:
         say("  queueing %d creations through the CLI (proxd create, 4 at a time): %.1fs (%.1f ms "
-            "each)" % (n_queue, queue_s, queue_s * 1000 / n_queue))
+            "each); proxd create --from FILE: %.2fs (%.2f ms each); proxctl vm create --from FILE "
+            "(the API, one connection): %.2fs (%.2f ms each)" % (
+                n_queue, queue_s[0], queue_s[0] * 1000 / n_queue, queue_s[1],
+                queue_s[1] * 1000 / n_queue, queue_s[2], queue_s[2] * 1000 / n_queue))
     say("  sv1 blackholed: first creation %.2fs; after it median %.2fs, max %.2fs; all up median "
         "%.2fs (target: no time lost after the first): %s" % (
             bh[0][0], bh_med, bh_max, base_med, "PASS" if ok3 else "FAIL"))
@@ -373,4 +472,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    if os.environ.get("BENCH_QUEUE_ONLY") == "1":
+        queue_only()
+    else:
+        main()
