@@ -94,12 +94,14 @@ def run_cases(s):
             assert names.get(g["vmid"]) == ln["name"], (g, names.get(g["vmid"]))
         v = px.call("GET", "/v1/vms/%d" % got[3]["vmid"], s["alice"]).json()
         assert v["state"] == "enabled" and v["power"] == "running" and v["owner"] == "alice", v
-        # the text form: one line per request
-        r = batch(px, [req("bat-t1"), req("bat-t2")], stdin=True)
-        assert r.returncode == 0, r.stderr
+        # the text form from stdin: one line per request; --wait: then each one's end
+        r = batch(px, [req("bat-t1"), req("bat-t2")], "--wait", "120", stdin=True)
+        assert r.returncode == 0, (r.stdout, r.stderr)
         rows = r.stdout.splitlines()
-        assert len(rows) == 2 and rows[0].startswith("line 1: job ") and "vmid" in rows[0], rows
-        wait_ended(px, [ln.split()[3] for ln in rows])
+        assert len(rows) == 4 and rows[0].startswith("line 1: job ") and "vmid" in rows[0], rows
+        jobs = [ln.split()[3] for ln in rows[:2]]
+        assert rows[2:] == ["line 1: job %s done" % jobs[0], "line 2: job %s done" % jobs[1]], rows
+        assert set(wait_ended(px, jobs, 1).values()) == {"done"}
 
     @case
     def bad_lines_are_named_and_nothing_is_submitted():
