@@ -7,11 +7,11 @@
  *
  * First every line is read and sent with ?dry_run=true: proxd checks it as
  * a submission would and records nothing. Any bad line (not JSON, a field
- * missing or refused) is reported with its number and field, and then
- * nothing is submitted (exit 2, or 4 when refused for the caller's rights).
- * Then each line is submitted as its own creation: a refusal then (quota,
- * no VMID or address left, a key used for another request) is reported for
- * its line and the others go on. A network or server error stops the run:
+ * missing or refused, a key used before for another request) is reported
+ * with its number and field, and then nothing is submitted (exit 2; 4 when
+ * refused for the caller's rights, 6 for such a key). Then each line is
+ * submitted as its own creation: a refusal then (quota, no VMID or address
+ * left) is reported for its line and the others go on. A network or server error stops the run:
  * the lines from there on are reported as not submitted (the one in flight
  * may have been: its idempotency key makes the run safe to repeat). */
 #include "cli/cli.h"
