@@ -209,12 +209,17 @@ def run_cases():
             sim.ctl("DELETE", "/faults")
             sim.ctl("POST", "/nodes/sv3", {"state": "online"})
         for g in got:
-            v = px.call("GET", "/v1/vms/%d" % g["vmid"], state["admin"])
+            # a creation may go on under another VMID than the one it was
+            # queued with (one found taken on Proxmox): the job has the final one
+            job = px.call("GET", "/v1/jobs/" + g["job"], state["admin"]).json()
+            v = px.call("GET", "/v1/vms/%d" % job["vmid"], state["admin"])
             if st[g["job"]] == "done":
-                assert v.status_code == 200 and v.json()["state"] == "enabled", v.text
-                assert v.json()["node"] != "sv3" and sim.vm(g["vmid"], v.json()["node"]), v.text
+                assert v.status_code == 200 and v.json()["state"] == "enabled", (job, v.text)
+                assert v.json()["job"] == g["job"] and v.json()["node"] != "sv3", v.text
+                assert sim.vm(job["vmid"], v.json()["node"]), v.text
             else:  # no live record is left by a failed creation
-                assert v.status_code == 404 or v.json()["state"] == "failed", v.text
+                assert v.status_code == 404 or v.json()["job"] != g["job"] or \
+                    v.json()["state"] == "failed", (job, v.text)
 
     @case
     def no_server_nothing_submitted():
