@@ -35,8 +35,9 @@ struct cli {
 long cli_call(struct cli *c, const char *method, const char *path, json_t *body, json_t **out);
 /* Map an HTTP status to an exit code, printing the API's error to stderr. */
 int cli_fail(long status, json_t *answer);
-/* The same mapping, printing nothing. */
-int cli_exit_code(long status);
+/* The same mapping, printing nothing (answer: the API's error, or NULL;
+ * 403 quota_exceeded is EXIT_CONFLICT). */
+int cli_exit_code(long status, json_t *answer);
 /* Free the connection (end of main). */
 void cli_close(struct cli *c);
 /* One call expecting status `want`: EXIT_OK with *out the answer (the caller

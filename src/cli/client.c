@@ -107,8 +107,13 @@ void cli_close(struct cli *c)
     c->curl = NULL;
 }
 
-int cli_exit_code(long status)
+int cli_exit_code(long status, json_t *answer)
 {
+    /* a used-up quota is 403 like a missing right, but the exit status
+     * scripts rely on says "conflict or quota" */
+    const char *code = json_string_value(json_object_get(json_object_get(answer, "error"), "code"));
+    if (status == 403 && code && strcmp(code, "quota_exceeded") == 0)
+        return EXIT_CONFLICT;
     switch (status) {
     case 400:
     case 413:
@@ -136,7 +141,7 @@ int cli_fail(long status, json_t *answer)
     const char *field = json_string_value(json_object_get(json_object_get(e, "details"), "field"));
     fprintf(stderr, "proxctl: %s%s%s (HTTP %ld)\n", field ? field : "", field ? ": " : "",
             msg ? msg : "request failed", status);
-    return cli_exit_code(status);
+    return cli_exit_code(status, answer);
 }
 
 int cli_request(struct cli *c, const char *method, const char *path, json_t *body, long want,

@@ -71,7 +71,7 @@ static int say_answer(struct batch *b, long no, long status, json_t *ans)
     if (field && strcmp(field, "Idempotency-Key") == 0)
         field = "idempotency_key"; /* the header, from the line's member */
     say_error(b, no, field, msg ? msg : "request failed", status);
-    return cli_exit_code(status);
+    return cli_exit_code(status, ans);
 }
 
 static void add(struct batch *b, long no, json_t *body, char *key, const char *error)

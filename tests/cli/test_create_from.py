@@ -196,6 +196,26 @@ def run_cases():
         wait_ended([g["job"] for g in first])
 
     @case
+    def a_refusal_at_submission_is_its_lines_alone():
+        # bob's quota is one VM: every line passes the dry run (quota is the
+        # submission's to decide); the second is refused and named, the
+        # others are queued; the exit status is the quota's (6, as for one)
+        before = njobs()
+        r = ctl_from([req("q-1", owner="bob"), req("q-2", owner="bob"), req("q-3")], "--json")
+        assert r.returncode == 6, (r.returncode, r.stdout, r.stderr)
+        got = out_json(r)
+        assert [g["line"] for g in got] == [1, 2, 3] and "job" in got[0] and "job" in got[2], got
+        assert got[1]["error"]["field"] == "quota" and got[1]["error"]["status"] == 403, got[1]
+        assert njobs() == before + 2
+        assert set(wait_ended([got[0]["job"], got[2]["job"]]).values()) == {"done"}
+        # the single form: a used-up quota is exit 6 too (it was 4, "not authorised")
+        e = dict(os.environ, HOME=state["home"], PROXD_URL=px.base, PROXD_TOKEN=state["admin"])
+        r = subprocess.run([PROXCTL, "vm", "create", "--os", "ubuntu", "--name", "q-4",
+                            "--cores", "1", "--memory", "512", "--disk", "20", "--owner", "bob",
+                            "--no-wait"], capture_output=True, text=True, env=e, timeout=60)
+        assert r.returncode == 6 and "quota" in r.stderr, (r.returncode, r.stderr)
+
+    @case
     def faults_and_a_dead_node_still_end_every_job():
         sim.ctl("POST", "/nodes/sv3", {"state": "offline"})
         for rule in fault_rules(0.25):

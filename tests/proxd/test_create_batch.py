@@ -175,6 +175,21 @@ def run_cases(s):
         wait_ended(px, [g["job"] for g in first] + [got[0]["job"]])
 
     @case
+    def a_refusal_at_submission_is_its_lines_alone():
+        # bob's quota is one VM: the check passes every line (quota is the
+        # submission's to decide), so the first is queued, the second refused
+        # and named, and the third (another owner) queued all the same
+        before = njobs(px)
+        r = batch(px, [req("q-1", owner="bob"), req("q-2", owner="bob"), req("q-3")], "--json")
+        assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
+        got = out_json(r)
+        assert [g["line"] for g in got] == [1, 2, 3] and "job" in got[0] and "job" in got[2], got
+        assert got[1]["error"]["field"] == "quota" and "VM quota of 'bob'" in \
+            got[1]["error"]["message"], got[1]
+        assert njobs(px) == before + 2
+        assert set(wait_ended(px, [got[0]["job"], got[2]["job"]]).values()) == {"done"}
+
+    @case
     def faults_and_a_dead_node_still_end_every_job():
         sim.ctl("POST", "/nodes/sv2", {"state": "offline"})
         for rule in fault_rules(0.25):
