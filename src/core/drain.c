@@ -110,29 +110,16 @@ int core_node_cordon(struct core *k, const char *node, bool on, const char *by,
 
 /* ---- the drain job ----------------------------------------------------------- */
 
-static bool job_active(struct core *k, const char *id)
-{
-    struct job_rec j;
-    if (!id[0] || store_job_get(k->st, id, &j, NULL))
-        return false;
-    bool a = j.state == JOB_QUEUED || j.state == JOB_RUNNING;
-    job_rec_release(&j);
-    return a;
-}
-
 int core_node_drain(struct core *k, const char *node, const char *by, char job_id[40],
                     struct core_error *err)
 {
     const struct cfg_node *cn = config_node(k->cfg, node);
     if (!cn)
         return fail(err, CORE_E_NOTFOUND, "node", "no node %s", node);
-    char name[128];
-    snprintf(name, sizeof name, "drain:%s", node);
-    struct store_kv kv;
-    if (store_kv_get(k->st, name, &kv, NULL) == 0 && job_active(k, kv.value)) {
-        snprintf(job_id, 40, "%.39s", kv.value);
+    /* a drain under way: refused before the cordon (which would be no
+     * change); the store decides again below, atomically */
+    if (store_job_active_on(k->st, "drain", node, job_id, NULL) == 0)
         return fail(err, CORE_E_CONFLICT, "node", "a drain of %s is under way", node);
-    }
     /* cordoned now, not when a worker takes the job: creations stop at once */
     int rc = core_node_cordon(k, node, true, by, err);
     if (rc)
@@ -147,12 +134,19 @@ int core_node_drain(struct core *k, const char *node, const char *by, char job_i
     j.request = json_pack("{s:s,s:b,s:i}", "node", node, "standalone", cn->cluster[0] == '\0',
                           "parallel", k->cfg->drain_parallel > 0 ? k->cfg->drain_parallel : 2);
     struct store_error se;
-    rc = store_job_submit(k->st, &j, "drain queued", NULL, NULL, &se);
+    char other[40] = "";
+    /* one drain per node, whatever proxd share the database: the store
+     * refuses a second unfinished one in the transaction that inserts it */
+    rc = store_job_submit_sole(k->st, &j, "drain queued", other, &se);
     job_rec_release(&j);
-    if (rc == 0)
-        rc = store_kv_set(k->st, name, job_id, &se);
-    if (rc)
+    if (rc == STORE_E_CONFLICT && other[0]) {
+        snprintf(job_id, 40, "%s", other);
+        return fail(err, CORE_E_CONFLICT, "node", "a drain of %s is under way", node);
+    }
+    if (rc) {
+        job_id[0] = '\0';
         return fail(err, CORE_E_INTERNAL, NULL, "%s", se.message);
+    }
     log_info("job", "job=%s kind=drain node=%s queued by %s", job_id, node, by ? by : "?");
     pthread_mutex_lock(&k->mu);
     pthread_cond_broadcast(&k->cv);

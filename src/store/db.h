@@ -69,6 +69,7 @@ enum db_lock {
     DB_LOCK_EVENTS,
     DB_LOCK_ADDR,     /* key: the pool name */
     DB_LOCK_EVENTLOG, /* the event log's id order (store_event.c) */
+    DB_LOCK_SOLE,     /* key: "kind/node" of a one-at-a-time job (store_submit.c) */
 };
 
 enum db_mode {

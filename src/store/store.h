@@ -611,6 +611,20 @@ int store_job_submit(store *s, struct job_rec *j, const char *event,
                      const struct store_usage *quota, struct store_usage *used,
                      struct store_error *err);
 
+/* A job of which one at a time may be unfinished per node (a drain: kind
+ * j->kind on node j->node) and its first event, in one transaction: when a
+ * queued or running job of that kind on that node exists, nothing is
+ * written, STORE_E_CONFLICT is returned and `other` (may be NULL) gets that
+ * job's id. The decision runs under a lock on (kind, node) (SQLite: its
+ * write lock): of concurrent submissions, in any number of processes on one
+ * database, exactly one gets its job in while the others see it. */
+int store_job_submit_sole(store *s, struct job_rec *j, const char *event, char other[40],
+                          struct store_error *err);
+/* The oldest unfinished (queued or running) job of kind on node, its id in
+ * id; STORE_E_NOTFOUND when none. */
+int store_job_active_on(store *s, const char *kind, const char *node, char id[40],
+                        struct store_error *err);
+
 /* A job that moves the VM record `vm_id` from state `from` to state `to`
  * (and names the job in the record), submitted with its first event in one
  * transaction: when the record is not in `from` any more, nothing is

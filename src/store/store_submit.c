@@ -379,6 +379,106 @@ int store_job_submit(store *s, struct job_rec *j, const char *event,
     return rc;
 }
 
+/* ---- a job of which one at a time may run on a node ------------------------------------ */
+
+static const char SQL_SOLE_ACTIVE[] = "SELECT id FROM jobs WHERE kind = ?1 AND node = ?2"
+                                      " AND state IN {ACTIVE} ORDER BY created_at LIMIT 1";
+
+/* The unfinished job of kind on node into other: STORE_E_NOTFOUND when none. */
+static int sole_active_in(db_conn *c, const char *kind, const char *node, char other[40],
+                          struct store_error *err)
+{
+    db_stmt *st = NULL;
+    int rc = db_prepare(c, SQL_SOLE_ACTIVE, &st, err);
+    if (rc)
+        return rc;
+    db_bind_text(st, 1, kind);
+    db_bind_text(st, 2, node);
+    bool found = false;
+    rc = db_step(st, &found, err, "reading the unfinished jobs of a node");
+    if (rc == STORE_OK && !found)
+        rc = store_fail(err, STORE_E_NOTFOUND, "no unfinished %s job on %s", kind, node);
+    if (rc == STORE_OK)
+        db_col_copy(st, 0, other, 40);
+    db_done(st);
+    return rc;
+}
+
+struct sole_ctx {
+    struct job_rec *j;
+    const char *event;
+    char kind[sizeof((struct job_rec *)0)->kind + 1];
+    char node[sizeof((struct job_rec *)0)->node + 1];
+    char other[40];
+};
+
+static int sole_submit_fn(db_conn *c, void *ctx, struct store_error *err)
+{
+    struct sole_ctx *k = ctx;
+    char key[sizeof k->kind + sizeof k->node + 1];
+    snprintf(key, sizeof key, "%s/%s", k->kind, k->node);
+    k->other[0] = '\0';
+    /* the deciders for one kind and node, one at a time in every process:
+     * the one after sees the job the one before inserted */
+    int rc = db_lock(c, DB_LOCK_SOLE, key, err);
+    if (rc)
+        return rc;
+    rc = sole_active_in(c, k->kind, k->node, k->other, err);
+    if (rc == STORE_OK)
+        return store_fail(err, STORE_E_CONFLICT, "a %s job of %s is unfinished: %s", k->kind,
+                          k->node, k->other);
+    if (rc != STORE_E_NOTFOUND)
+        return rc;
+    store_err_clear(err);
+    if ((rc = store_job_insert_in(c, k->j, err)))
+        return rc;
+    return store_event_add_in(c, k->j->id, FIELD_LEN(k->j->id), k->j->step, FIELD_LEN(k->j->step),
+                              0, k->event, err);
+}
+
+int store_job_submit_sole(store *s, struct job_rec *j, const char *event, char other[40],
+                          struct store_error *err)
+{
+    store_err_clear(err);
+    STORE_CHECK(s && j && event, "store_job_submit_sole: NULL argument");
+    if (other)
+        other[0] = '\0';
+    int rc = store_check_job(j, err);
+    if (rc)
+        return rc;
+    struct sole_ctx k = {.j = j, .event = event};
+    store_copy(k.kind, sizeof k.kind, j->kind, FIELD_LEN(j->kind));
+    store_copy(k.node, sizeof k.node, j->node, FIELD_LEN(j->node));
+    STORE_CHECK(k.kind[0] && k.node[0], "store_job_submit_sole: a job without kind or node");
+    if (FIELD_LEN(j->id) == 0)
+        store_uuid(j->id);
+    rc = db_tx(s->db, DB_WRITE, sole_submit_fn, &k, err);
+    if (rc == STORE_E_CONFLICT && other)
+        snprintf(other, 40, "%s", k.other);
+    return rc;
+}
+
+static int sole_get_fn(db_conn *c, void *ctx, struct store_error *err)
+{
+    struct sole_ctx *k = ctx;
+    return sole_active_in(c, k->kind, k->node, k->other, err);
+}
+
+int store_job_active_on(store *s, const char *kind, const char *node, char id[40],
+                        struct store_error *err)
+{
+    store_err_clear(err);
+    STORE_CHECK(s && kind && *kind && node && *node && id, "store_job_active_on: NULL argument");
+    id[0] = '\0';
+    struct sole_ctx k = {0};
+    snprintf(k.kind, sizeof k.kind, "%s", kind);
+    snprintf(k.node, sizeof k.node, "%s", node);
+    int rc = db_tx(s->db, DB_READ, sole_get_fn, &k, err);
+    if (rc == STORE_OK)
+        snprintf(id, 40, "%s", k.other);
+    return rc;
+}
+
 /* ---- a job that moves its VM record from one state to another ------------------------ */
 
 /* On PostgreSQL a concurrent mover waits for the row lock, then sees the

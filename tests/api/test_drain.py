@@ -7,8 +7,9 @@ node's memory or storage ever over its size, a kill -9 in the middle and
 the drain finishing after the restart, never two migrations of one VM at
 once by pvesim's own task list), a drain under seeded migrate faults (what
 fails stays, reported; the rest moves; the job ends), and a standalone
-host's drain (cordon only, said so). One pvesim and one proxd serve the
-cluster cases.
+host's drain (cordon only, said so), and drains of one node asked at the
+same moment of two proxd on one database (one accepted, the others refused
+naming it). One pvesim and one proxd serve the cluster cases.
 
 PROXD_TEST_DB=postgresql://... runs it on PostgreSQL (test_drain_pg.py).
 """
@@ -388,6 +389,45 @@ def proxctl_node_commands():
     assert r.returncode == 2, r.returncode
 
 
+def racing_drains(instances, node, rounds=4, per=2):
+    """Drains of one node asked at the same moment of every instance (per
+    requests each), each round: those accepted never unfinished at once
+    (on an empty node a drain can end before the next request is decided:
+    then that one is accepted too), each refused one naming an accepted
+    drain under way. Before the store decided it (one drain per node was
+    not atomic across instances), two got in together."""
+    for rnd in range(rounds):
+        asks = [inst for inst in instances for _ in range(per)]
+        go = threading.Barrier(len(asks))
+        got = [None] * len(asks)
+
+        def ask(i):
+            p, tok = asks[i]
+            go.wait()
+            got[i] = p.call("POST", "/v1/nodes/%s/drain" % node, tok)
+        ts = [threading.Thread(target=ask, args=(i,)) for i in range(len(asks))]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        won = [r.json()["job"] for r in got if r.status_code == 202]
+        assert won, [(r.status_code, r.text[:120]) for r in got]
+        jobs = sorted((px.wait_job(j, ADMIN, deadline=240) for j in won),
+                      key=lambda j: j["created_at"])
+        assert all(j["state"] == "done" for j in jobs), jobs
+        for a, b in zip(jobs, jobs[1:]):
+            assert b["created_at"] >= a["finished_at"], \
+                ("two drains of %s unfinished at once" % node, rnd, a, b)
+        for r in got:
+            if r.status_code != 202:
+                assert r.status_code == 409, (r.status_code, r.text)
+                job = r.headers["Location"].rsplit("/", 1)[-1]
+                assert job in won, (r.headers, won)
+                assert "a drain of %s is under way: job %s" % (node, job) in r.text, r.text
+    print("    %d rounds of %d drains of %s at once over %d instances: never two at once" %
+          (rounds, len(instances) * per, node, len(instances)))
+
+
 @case
 def configuration_cordon_and_a_second_instance():
     # a second proxd on the same database, sv5 cordoned by its configuration
@@ -413,6 +453,7 @@ def configuration_cordon_and_a_second_instance():
         pv = pve_vms()
         assert all(pv[s["vmid"]]["node"] not in ("sv4", "sv5") for s in subs), \
             [pv[s["vmid"]]["node"] for s in subs]
+        racing_drains([(px, ADMIN), (other, tok)], "sv4")
     finally:
         other.stop()
         cordon("sv4", False)

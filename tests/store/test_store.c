@@ -2280,6 +2280,89 @@ static void test_move_processes(void **state)
     }
 }
 
+/* One unfinished job of a kind per node (a drain), decided in the
+ * transaction that inserts it: NPROCS processes each ask for a drain of
+ * every one of SOLE_NODES nodes at once; exactly one per node gets in, the
+ * others are refused with the winner's id. */
+#define SOLE_NODES 8
+
+static int sole_child(const char *url, int p)
+{
+    struct store_error e;
+    store *s = store_open(url, &e);
+    if (!s)
+        return 100;
+    int won = 0;
+    for (int n = 0; n < SOLE_NODES && won < 100; n++) {
+        struct job_rec d = {.state = JOB_QUEUED};
+        snprintf(d.id, sizeof d.id, "sole-%d-%d", n, p);
+        snprintf(d.kind, sizeof d.kind, "drain");
+        snprintf(d.owner, sizeof d.owner, "ops");
+        snprintf(d.step, sizeof d.step, "queued");
+        snprintf(d.node, sizeof d.node, "sv%d", n);
+        char other[40] = "";
+        int rc = store_job_submit_sole(s, &d, "drain queued", other, &e);
+        char want[16];
+        snprintf(want, sizeof want, "sole-%d-", n);
+        if (rc == STORE_OK)
+            won++;
+        else if (rc != STORE_E_CONFLICT)
+            won = 101;
+        else if (strncmp(other, want, strlen(want)) != 0 || strcmp(other, d.id) == 0)
+            won = 102; /* refused: the id given is another process's drain of that node */
+    }
+    store_close(s);
+    return won;
+}
+
+static void test_sole_processes(void **state)
+{
+    struct fx *f = *state;
+    struct store_error e;
+    int st[NPROCS], won = 0;
+    run_children(f->url, sole_child, st);
+    for (int p = 0; p < NPROCS; p++) {
+        if (st[p] > SOLE_NODES)
+            fail_msg("child %d: status %d", p, st[p]);
+        won += st[p];
+    }
+    assert_int_equal(won, SOLE_NODES);
+    int nodes = 0, most = 0;
+    db_query2(f->url,
+              "SELECT count(DISTINCT node), (SELECT max(c) FROM (SELECT count(*) AS c FROM jobs"
+              " WHERE kind = 'drain' GROUP BY node) x) FROM jobs WHERE kind = 'drain'",
+              &nodes, &most);
+    assert_int_equal(nodes, SOLE_NODES);
+    assert_int_equal(most, 1);
+    /* the winner is what a reader sees; once it ends, the next one gets in */
+    char id[40];
+    OK(store_job_active_on(f->s, "drain", "sv3", id, &e_));
+    assert_true(strncmp(id, "sole-3-", 7) == 0);
+    struct job_rec d = {.state = JOB_QUEUED};
+    snprintf(d.id, sizeof d.id, "sole-again");
+    snprintf(d.kind, sizeof d.kind, "drain");
+    snprintf(d.node, sizeof d.node, "sv3");
+    char other[40];
+    EXPECT(STORE_E_CONFLICT, store_job_submit_sole(f->s, &d, "drain queued", other, &e));
+    assert_string_equal(other, id);
+    assert_non_null(strstr(e.message, id));
+    job_finish(f->s, id);
+    EXPECT(STORE_E_NOTFOUND, store_job_active_on(f->s, "drain", "sv3", id, &e));
+    OK(store_job_submit_sole(f->s, &d, "drain queued", other, &e_));
+    OK(store_job_active_on(f->s, "drain", "sv3", id, &e_));
+    assert_string_equal(id, "sole-again");
+    /* another kind on the node, or the kind on another node, is not held up */
+    struct job_rec m = {.state = JOB_QUEUED};
+    snprintf(m.kind, sizeof m.kind, "cordon-check");
+    snprintf(m.node, sizeof m.node, "sv3");
+    OK(store_job_submit_sole(f->s, &m, "queued", other, &e_));
+    EXPECT(STORE_E_NOTFOUND, store_job_active_on(f->s, "drain", "sv99", id, &e));
+    /* a job without a node has no place in this rule */
+    struct job_rec bad = {.state = JOB_QUEUED};
+    snprintf(bad.kind, sizeof bad.kind, "drain");
+    EXPECT(STORE_E_INVALID, store_job_submit_sole(f->s, &bad, "x", other, &e));
+}
+
 /* A conditional write lands only over the state (and last write) the
  * writer read. The record is moved between the read and the write by
  * another process sharing the database (a DELETE of another proxd): the
@@ -3638,6 +3721,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_idem, setup, teardown),
         cmocka_unit_test_setup_teardown(test_job_submit_move, setup, teardown),
         cmocka_unit_test_setup_teardown(test_move_processes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sole_processes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_job_checkpoint, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vm_update_if, setup, teardown),
         cmocka_unit_test_setup_teardown(test_job_renew_owner, setup, teardown),
