@@ -212,7 +212,7 @@ pid_t h_sim_up(int *port, const struct h_sim_opts *o)
 {
     char ver[16];
     snprintf(ver, sizeof ver, "%d", o->pve_version);
-    const char *args[64];
+    const char *args[72];
     int n = 0;
     args[n++] = "--nodes";
     args[n++] = o->nodes ? o->nodes : "sv1,sv2";
@@ -229,11 +229,12 @@ pid_t h_sim_up(int *port, const struct h_sim_opts *o)
             args[n++] = pairs[i][0];
             args[n++] = pairs[i][1];
         }
-    bool own_cert = false;
+    bool own_cert = false, own_tkey = false;
     for (int i = 0; o->extra && o->extra[i]; i++) {
-        if (n >= 61)
+        if (n >= 63)
             fail_msg("too many pvesim arguments");
         own_cert = own_cert || strcmp(o->extra[i], "--tls-cert") == 0;
+        own_tkey = own_tkey || strcmp(o->extra[i], "--ticket-key") == 0;
         args[n++] = o->extra[i];
     }
     /* the build's test certificate (CMakeLists.txt): no RSA key made per start */
@@ -243,6 +244,12 @@ pid_t h_sim_up(int *port, const struct h_sim_opts *o)
         args[n++] = cert;
         args[n++] = "--tls-key";
         args[n++] = key;
+    }
+    /* and its ticket key (--ticket-key): not a second RSA key per start */
+    const char *tkey = getenv("PVESIM_TICKET_KEY");
+    if (!own_tkey && tkey && *tkey) {
+        args[n++] = "--ticket-key";
+        args[n++] = tkey;
     }
     args[n] = NULL;
     *port = h_free_port();

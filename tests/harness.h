@@ -57,8 +57,9 @@ struct h_sim_opts {
 
 /* pvesim on a fresh port block (*port, its entry port), no auth delay,
  * serving the build's test certificate ($PVESIM_TLS_CERT and _KEY, set by
- * ctest) unless extra brings --tls-cert, started as h_sim_start does; the
- * pid. */
+ * ctest) unless extra brings --tls-cert, and signing tickets with the
+ * build's ticket key ($PVESIM_TICKET_KEY) unless extra brings --ticket-key,
+ * started as h_sim_start does; the pid. */
 pid_t h_sim_up(int *port, const struct h_sim_opts *o);
 
 /* A control call (/_sim/...) on `port` with an optional JSON body; the

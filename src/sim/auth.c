@@ -3,8 +3,10 @@
 #include "common/util.h"
 #include "common/xalloc.h"
 
+#include <openssl/bio.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/rsa.h>
 #include <stdio.h>
@@ -35,15 +37,35 @@ struct auth {
     int ntokens;
 };
 
-struct auth *auth_new(int ticket_lifetime)
+/* The ticket key from PEM text: an RSA private key, or NULL. */
+static EVP_PKEY *key_from_pem(const char *pem)
 {
+    BIO *b = BIO_new_mem_buf(pem, -1);
+    EVP_PKEY *k = b ? PEM_read_bio_PrivateKey(b, NULL, NULL, NULL) : NULL;
+    BIO_free(b);
+    if (k && (EVP_PKEY_get_base_id(k) != EVP_PKEY_RSA || EVP_PKEY_get_bits(k) < 2048)) {
+        EVP_PKEY_free(k);
+        k = NULL;
+    }
+    return k;
+}
+
+struct auth *auth_new(int ticket_lifetime, const char *key_pem)
+{
+    EVP_PKEY *key = NULL;
+    if (key_pem) {
+        if (!(key = key_from_pem(key_pem)))
+            return NULL;
+    } else {
+        EVP_PKEY_CTX *kc = EVP_PKEY_CTX_new_id(EVP_PKEY_RSA, NULL);
+        if (!kc || EVP_PKEY_keygen_init(kc) <= 0 ||
+            EVP_PKEY_CTX_set_rsa_keygen_bits(kc, 2048) <= 0 || EVP_PKEY_keygen(kc, &key) <= 0)
+            abort();
+        EVP_PKEY_CTX_free(kc);
+    }
     struct auth *a = xcalloc(1, sizeof *a);
+    a->key = key;
     a->lifetime = ticket_lifetime > 0 ? ticket_lifetime : 7200;
-    EVP_PKEY_CTX *kc = EVP_PKEY_CTX_new_id(EVP_PKEY_RSA, NULL);
-    if (!kc || EVP_PKEY_keygen_init(kc) <= 0 || EVP_PKEY_CTX_set_rsa_keygen_bits(kc, 2048) <= 0 ||
-        EVP_PKEY_keygen(kc, &a->key) <= 0)
-        abort();
-    EVP_PKEY_CTX_free(kc);
     if (RAND_bytes(a->csrf_secret, sizeof a->csrf_secret) != 1)
         abort();
     return a;

@@ -51,6 +51,8 @@ static void usage(FILE *f)
                "  --ticket-lifetime SECS  ticket validity (default 7200)\n"
                "  --state-dir DIR         keep the state in DIR/state.json across restarts\n"
                "  --tls-cert FILE --tls-key FILE   serve this certificate (PEM)\n"
+               "  --ticket-key FILE       sign tickets with this RSA private key (PEM, 2048 bits\n"
+               "                          or more; default: one made at start)\n"
                "  --check-returns         log every result that does not match the schema\n"
                "  --seed N                seed of the random numbers (fault rates, MACs;\n"
                "                          default: the clock)\n"
@@ -129,6 +131,7 @@ static int parse_args(struct sim *s, int argc, char **argv)
         O_STATEDIR,
         O_CERT,
         O_KEY,
+        O_TICKETKEY,
         O_CHECK,
         O_SEED,
         O_LOGLEVEL,
@@ -148,6 +151,7 @@ static int parse_args(struct sim *s, int argc, char **argv)
                                          {"state-dir", 1, 0, O_STATEDIR},
                                          {"tls-cert", 1, 0, O_CERT},
                                          {"tls-key", 1, 0, O_KEY},
+                                         {"ticket-key", 1, 0, O_TICKETKEY},
                                          {"check-returns", 0, 0, O_CHECK},
                                          {"seed", 1, 0, O_SEED},
                                          {"log-level", 1, 0, O_LOGLEVEL},
@@ -234,6 +238,9 @@ static int parse_args(struct sim *s, int argc, char **argv)
             break;
         case O_KEY:
             o->tls_key = optarg;
+            break;
+        case O_TICKETKEY:
+            o->ticket_key = optarg;
             break;
         case O_CHECK:
             o->check_returns = true;
@@ -374,9 +381,18 @@ static void sim_free(struct sim *s)
     free(s);
 }
 
-static void setup_auth(struct sim *s)
+static int setup_auth(struct sim *s, char **err)
 {
-    s->auth = auth_new(s->o.ticket_lifetime);
+    char *pem = NULL;
+    if (s->o.ticket_key && !(pem = read_file(s->o.ticket_key, err)))
+        return -1;
+    s->auth = auth_new(s->o.ticket_lifetime, pem);
+    free(pem);
+    if (!s->auth) {
+        *err = xasprintf("--ticket-key %s: not an RSA private key of 2048 bits or more (PEM)",
+                         s->o.ticket_key);
+        return -1;
+    }
     if (s->o.password)
         auth_add_user(s->auth, "root@pam", s->o.password);
     for (int i = 0; i < s->o.ntokens; i++)
@@ -384,10 +400,12 @@ static void setup_auth(struct sim *s)
             log_warn("sim", "ignoring malformed --token (expected USER@REALM!NAME=SECRET)");
     if (!s->o.password && !s->o.ntokens)
         log_warn("sim", "no --password and no --token: no client can authenticate");
+    return 0;
 }
 
 /* The node certificate and the ticket key are RSA keys: generating them
- * (0.1 to 1 s, at random) runs beside the state load, not before it. */
+ * (0.1 to 1 s each, at random; not when given as files, --tls-cert/--tls-key
+ * and --ticket-key) runs beside the state load, not before it. */
 struct keys_job {
     struct sim *s;
     char *err;
@@ -398,7 +416,8 @@ static void *keys_main(void *arg)
 {
     struct keys_job *j = arg;
     j->rc = setup_tls(j->s, &j->err);
-    setup_auth(j->s);
+    if (!j->rc)
+        j->rc = setup_auth(j->s, &j->err);
     return NULL;
 }
 

@@ -243,6 +243,7 @@ struct sim_opts {
     char *state_dir;
     char *schema_path;
     char *tls_cert, *tls_key;
+    char *ticket_key; /* --ticket-key FILE, or NULL: a key made at start */
     bool check_returns;
     bool seeded; /* --seed given: the random numbers repeat from run to run */
     unsigned long long seed;

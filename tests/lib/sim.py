@@ -87,6 +87,10 @@ class Sim:
         cert, key = os.environ.get("PVESIM_TLS_CERT"), os.environ.get("PVESIM_TLS_KEY")
         if cert and key and "--tls-cert" not in args:
             args += ["--tls-cert", cert, "--tls-key", key]
+        # and its ticket key: not a second RSA key made per start
+        tkey = os.environ.get("PVESIM_TICKET_KEY")
+        if tkey and "--ticket-key" not in args:
+            args += ["--ticket-key", tkey]
         self.args = args
         self.proc = None
         self.ports = {}

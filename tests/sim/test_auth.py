@@ -1,13 +1,19 @@
 """Authentication rules of pvesim (pve-api.md §3): login, ticket and CSRF
 formats, the ways to present credentials, renewal, expiry, API tokens, the
-401 shapes and their delay, and the token id in task UPIDs."""
+401 shapes and their delay, the token id in task UPIDs, and the ticket key
+from a file (--ticket-key: pvesims given one key accept each other's
+tickets, as a cluster's nodes share authkey.key)."""
+import os
 import re
+import subprocess
+import tempfile
 import threading
 import time
 import urllib.parse
 
 from lib.cases import case, finish
 from lib.env import PASSWORD, TOKEN_ID, TOKEN_SECRET
+from lib.env import PVESIM
 from lib.sim import Sim
 from lib.wait import wait_for
 
@@ -119,6 +125,40 @@ def presenting_a_ticket():
         # a wrong key name or case is no credential at all
         is_401(s.api("GET", "/version", headers={"Cookie": "pveauthcookie=" + t}, auth=None), "No ticket")
         is_401(s.api("GET", "/version", headers={"Authorization": "Bearer " + t}, auth=None), "No ticket")
+
+
+@case
+def ticket_key_from_a_file():
+    d = tempfile.mkdtemp(prefix="pvesim-tkey-")
+    key, bad = os.path.join(d, "authkey.key"), os.path.join(d, "bad.key")
+    subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt",
+                    "rsa_keygen_bits:2048", "-out", key], check=True, capture_output=True)
+    with open(bad, "w") as f:
+        f.write("-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n")
+    try:
+        with Sim(time_scale=0.01, extra=["--ticket-key", key]) as a, \
+                Sim(time_scale=0.01, extra=["--ticket-key", key]) as b, \
+                Sim(time_scale=0.01) as own:  # the build's key, or one made at start
+            t = a.login()
+            assert TICKET_RE.match(t["ticket"]), t
+            # the same key: b takes a's ticket (and renews it), as a node of a's cluster
+            assert b.api("GET", "/version", auth=t).status_code == 200
+            assert TICKET_RE.match(b.login(password=t["ticket"])["ticket"])
+            # a pvesim with a key of its own does not
+            is_401(own.api("GET", "/version", auth=t), "permission denied - invalid PVE ticket")
+        # a file that is no RSA key, or none: pvesim does not start, and says why
+        for path, why in ((bad, "--ticket-key %s: not an RSA private key" % bad),
+                          (bad + ".none", "cannot open '%s.none'" % bad)):
+            r = subprocess.run([PVESIM, "--listen", "127.0.0.1:0", "--ticket-key", path],
+                               capture_output=True, text=True, timeout=60)
+            assert r.returncode != 0 and why in r.stderr, (r.returncode, r.stderr)
+        h = subprocess.run([PVESIM, "--help"], capture_output=True, text=True, timeout=30)
+        assert "--ticket-key FILE" in h.stdout, h.stdout
+    finally:
+        for p in (key, bad):
+            if os.path.exists(p):
+                os.unlink(p)
+        os.rmdir(d)
 
 
 @case
