@@ -9,6 +9,7 @@
 #include "core/core.h"
 #include "core/place.h"
 #include "pve/pve.h"
+#include "pve/pve_api.h"
 
 #define CORE_MAX_WORKERS 64
 #define LEASE_MS 30000
@@ -92,6 +93,19 @@ int core_quota_judge(const struct cfg_quota *q, const char *owner, const struct 
                      int dvms, int dcores, int64_t dmem, int64_t ddisk, struct core_error *err);
 int core_quota_check(struct core *k, const char *owner, int dvms, int dcores, int64_t dmem,
                      int64_t ddisk, struct core_error *err);
+
+/* Where a VM's disks are (vmdisks.c): of its volumes (cfg's disks, a
+ * cloud-init drive included, see pve_vm_config_volumes), those on storages
+ * that `node` marks shared stay where they are when the VM migrates; the
+ * others (local) are copied to the target's storage. Bytes by size=, and
+ * counts. A volume on a storage the node does not list counts as local.
+ * 0, or the error of reading the node's storages. */
+struct disk_placement {
+    int64_t local, shared;
+    int nlocal, nshared;
+};
+int core_disk_placement(pve_client *pc, const char *node, const struct pve_vm_config *cfg,
+                        struct disk_placement *out, struct pve_error *e);
 
 /* Does a PVE tag list ("a;b,c d") contain `tag`? */
 bool core_has_tag(const char *tags, const char *tag);

@@ -7,13 +7,18 @@
  * same cluster, with room, the room reserved in the store under this job
  * (store_reserve_capacity with the node's room: no over-commit, whatever
  * other proxd share the database), most free memory first; each node passed
- * over is in the job's attempts with why. A disk on a shared storage
- * (the source's storage is marked shared) stays where it is: no disk is
- * reserved on the target. Running (and paused) VMs migrate
- * online, stopped ones offline, local disks with with-local-disks to the
- * target's configured storage; an HA-managed VM's migration is asked of the
- * HA manager by PVE itself (a hamigrate task), and the job waits until the
- * VM shows up on the target.
+ * over is in the job's attempts with why. What is reserved on the target
+ * follows the VM's own disks (its config's volumes, vmdisks.c), not the
+ * storage the source is configured with: a volume on a storage the source
+ * marks shared stays where it is and reserves nothing; every other one
+ * (local) is copied to the target's configured storage and reserved there
+ * (against the pool when that storage is shared). Running (and paused) VMs
+ * migrate online, stopped ones offline; with local disks, with-local-disks
+ * and targetstorage (the target's storage) are asked, as PVE needs for a
+ * running VM's local disks (an offline migration copies them anyway, to
+ * targetstorage); an HA-managed VM's migration is asked of the HA manager
+ * by PVE itself (a hamigrate task), and the job waits until the VM shows up
+ * on the target.
  *
  * Steps are checkpointed before each call: "migrate" with the target in the
  * job's node, then the UPID. A job resumed after a crash waits on its UPID;
@@ -50,18 +55,41 @@ static void attempt(struct cctx *c, const char *node, const char *why)
                                                     "at", (json_int_t)wall_ms()));
 }
 
-/* Is the VM's disk on a shared storage (the source node's storage is
- * marked shared by the cluster)? Then a migration leaves it where it is:
- * with-local-disks and targetstorage move local disks only. */
-static bool disk_shared(struct cctx *c, const struct cfg_node *src)
+static void give_up(struct cctx *c, const char *fmt, const char *a, const char *b);
+
+/* Where the VM's disks are (read from its config and the source's
+ * storages): 0, or -1 with the job failed. */
+static int placement(struct cctx *c, const char *from, struct disk_placement *dp)
 {
-    struct node_view v;
-    return fleet_node_view(c->k->fl, src->name, &v) == 0 && v.pool[0];
+    struct pve_vm_config cfg;
+    struct pve_error e = {0};
+    int rc = ctl_read_config(c, &cfg, &e);
+    if (rc == 0) {
+        rc = core_disk_placement(c->pc, from, &cfg, dp, &e);
+        pve_vm_config_release(&cfg);
+    }
+    if (rc && !core_stopping(c->k))
+        give_up(c, "VM %d stays: where its disks are cannot be read on %s: %s", from, e.message);
+    return rc ? -1 : 0;
 }
 
-/* Reserve room for the VM on `cn` if it can take it (no disk when the disk
- * stays on shared storage); why when not. */
-static bool reserve_on(struct cctx *c, const struct cfg_node *cn, bool shared, char *why,
+/* "20.0 GiB of local disks to local-lvm, 10.0 GiB stay on shared storage" */
+static void placement_text(const struct disk_placement *dp, const char *to, char *out, size_t len)
+{
+    int n = 0;
+    out[0] = '\0';
+    if (dp->nlocal)
+        n = snprintf(out, len, "%.1f GiB of local disks to %s", (double)dp->local / GiB, to);
+    if (dp->nshared && n >= 0 && (size_t)n < len)
+        snprintf(out + n, len - (size_t)n, "%s%.1f GiB stay on shared storage", n ? ", " : "",
+                 (double)dp->shared / GiB);
+    if (!out[0])
+        snprintf(out, len, "no disks");
+}
+
+/* Reserve room for the VM on `cn` if it can take it: its memory, and the
+ * bytes of its local disks (those on shared storages stay); why when not. */
+static bool reserve_on(struct cctx *c, const struct cfg_node *cn, int64_t disk, char *why,
                        size_t len)
 {
     const struct proxd_config *cfg = c->k->cfg;
@@ -80,8 +108,8 @@ static bool reserve_on(struct cctx *c, const struct cfg_node *cn, bool shared, c
                             .seen_since = v.seen_since,
                             .pool = v.pool};
     struct store_error se;
-    int rc = store_reserve_capacity(c->k->st, c->j->id, cn->name, c->v.memory_mb * MiB,
-                                    shared ? 0 : c->v.disk_gb * GiB, &room, &se);
+    int rc = store_reserve_capacity(c->k->st, c->j->id, cn->name, c->v.memory_mb * MiB, disk, &room,
+                                    &se);
     if (rc)
         snprintf(why, len, "%.250s", se.message);
     return rc == 0;
@@ -100,7 +128,8 @@ static int by_free_mem(const void *a, const void *b)
 
 /* The other nodes of the source's cluster, most free memory (after
  * reservations) first; the first that takes the reservation. */
-static const struct cfg_node *pick_target(struct cctx *c, const struct cfg_node *src)
+static const struct cfg_node *pick_target(struct cctx *c, const struct cfg_node *src,
+                                          const struct disk_placement *dp)
 {
     const struct proxd_config *cfg = c->k->cfg;
     struct cand cands[CFG_MAX_NODES];
@@ -117,10 +146,9 @@ static const struct cfg_node *pick_target(struct cctx *c, const struct cfg_node 
         cands[n++] = (struct cand){cn, v.mem_total - v.mem_used - rmem};
     }
     qsort(cands, (size_t)n, sizeof *cands, by_free_mem);
-    bool shared = disk_shared(c, src);
     char why[300];
     for (int i = 0; i < n; i++) {
-        if (reserve_on(c, cands[i].cn, shared, why, sizeof why))
+        if (reserve_on(c, cands[i].cn, dp->local, why, sizeof why))
             return cands[i].cn;
         attempt(c, cands[i].cn->name, why);
     }
@@ -319,7 +347,10 @@ void migrate_run(struct cctx *c)
                 src ? "standalone host" : "unconfigured node", from);
         return;
     }
-    const struct cfg_node *tn = pick_target(c, src);
+    struct disk_placement dp;
+    if (placement(c, from, &dp))
+        return;
+    const struct cfg_node *tn = pick_target(c, src, &dp);
     if (!tn) {
         char why[700];
         passed_over(c, why, sizeof why);
@@ -330,10 +361,15 @@ void migrate_run(struct cctx *c)
     snprintf(j->node, sizeof j->node, "%s", tn->name);
     j->upid[0] = '\0';
     ctl_save_vm(c); /* the record names this job: the reconciler leaves it to us */
-    job_checkpoint(k, j, "migrate", 20, "moving VM %d from %s to %s (%s)", c->v.vmid, from,
-                   tn->name, online ? "online" : "offline");
-    struct pve_migrate_opts mo = {
-        .online = online, .with_local_disks = true, .targetstorage = tn->storage};
+    char disks[160];
+    placement_text(&dp, tn->storage, disks, sizeof disks);
+    job_checkpoint(k, j, "migrate", 20, "moving VM %d from %s to %s (%s; %s)", c->v.vmid, from,
+                   tn->name, online ? "online" : "offline", disks);
+    /* local disks go to the target's storage; volumes on shared storages
+     * stay where they are whatever is asked (PVE maps local ones only) */
+    struct pve_migrate_opts mo = {.online = online,
+                                  .with_local_disks = dp.nlocal > 0,
+                                  .targetstorage = dp.nlocal > 0 ? tn->storage : NULL};
     char upid[PVE_UPID_MAX];
     struct pve_error e = {0};
     int rc = pve_vm_migrate(c->pc, from, c->v.vmid, tn->name, &mo, upid, &e);

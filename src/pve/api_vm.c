@@ -194,19 +194,15 @@ int pve_vm_create(pve_client *c, const char *node, int vmid, json_t *options,
 
 /* ---- config ---------------------------------------------------------------- */
 
-/* "local-lvm:vm-100-disk-0,size=32G" -> volume, storage, size in bytes */
-static void parse_drive(const char *drive, struct pve_vm_config *out)
+/* The size= option of a drive in bytes (0 when absent or not a size),
+ * bounded: a figure past 1 EiB is no size. */
+static int64_t drive_size(const char *drive)
 {
-    size_t vl = strcspn(drive, ",");
-    snprintf(out->bootdisk_volume, sizeof out->bootdisk_volume, "%.*s", (int)vl, drive);
-    size_t sl = strcspn(drive, ":,");
-    if (drive[sl] == ':')
-        snprintf(out->bootdisk_storage, sizeof out->bootdisk_storage, "%.*s", (int)sl, drive);
-    const char *sz = strstr(drive, "size=");
+    const char *sz = strstr(drive, ",size=");
     if (!sz)
-        return;
+        return 0;
     char *end;
-    double v = strtod(sz + 5, &end);
+    double v = strtod(sz + 6, &end);
     double mul = 1;
     switch (*end) {
     case 'K':
@@ -224,7 +220,73 @@ static void parse_drive(const char *drive, struct pve_vm_config *out)
     default:
         break;
     }
-    out->bootdisk_size = (int64_t)(v * mul);
+    double bytes = v * mul;
+    return bytes > 0 && bytes < 1152921504606846976.0 ? (int64_t)bytes : 0;
+}
+
+/* "local-lvm:vm-100-disk-0,size=32G" -> volume, storage, size in bytes */
+static void parse_drive(const char *drive, struct pve_vm_config *out)
+{
+    size_t vl = strcspn(drive, ",");
+    snprintf(out->bootdisk_volume, sizeof out->bootdisk_volume, "%.*s", (int)vl, drive);
+    size_t sl = strcspn(drive, ":,");
+    if (drive[sl] == ':')
+        snprintf(out->bootdisk_storage, sizeof out->bootdisk_storage, "%.*s", (int)sl, drive);
+    out->bootdisk_size = drive_size(drive);
+}
+
+/* A disk key of a VM config: scsiN, virtioN, sataN, ideN, efidisk0,
+ * tpmstate0, unusedN. */
+static bool volume_key(const char *k)
+{
+    static const char *const pfx[] = {"scsi",    "virtio",   "sata",  "ide",
+                                      "efidisk", "tpmstate", "unused"};
+    for (size_t i = 0; i < sizeof pfx / sizeof *pfx; i++) {
+        size_t l = strlen(pfx[i]);
+        if (strncmp(k, pfx[i], l) != 0 || !k[l])
+            continue;
+        size_t d = strspn(k + l, "0123456789");
+        return d > 0 && d <= 3 && !k[l + d];
+    }
+    return false;
+}
+
+int pve_vm_config_volumes(const struct pve_vm_config *cfg, struct pve_volume **out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    const char *k;
+    json_t *v;
+    size_t cap = 0;
+    json_object_foreach(cfg ? cfg->raw : NULL, k, v)
+    {
+        const char *d = json_string_value(v);
+        if (!d || !volume_key(k))
+            continue;
+        size_t vl = strcspn(d, ","), sl = strcspn(d, ":,");
+        /* "none", a host device or path, a CD-ROM drive's ISO or none: no
+         * volume of a storage that a migration moves (a cloud-init drive,
+         * media=cdrom too, is one) */
+        if (d[sl] != ':' || sl == 0 || sl >= sizeof((*out)->storage) || vl >= sizeof((*out)->volid))
+            continue;
+        char volid[sizeof((*out)->volid)];
+        snprintf(volid, sizeof volid, "%.*s", (int)vl, d);
+        bool cdrom = strstr(d, ",media=cdrom") != NULL;
+        if (cdrom && !strstr(volid, "cloudinit"))
+            continue;
+        if (*n == cap) {
+            cap = cap ? cap * 2 : 8;
+            *out = xrealloc(*out, cap * sizeof **out);
+        }
+        struct pve_volume *o = &(*out)[(*n)++];
+        memset(o, 0, sizeof *o);
+        snprintf(o->key, sizeof o->key, "%s", k);
+        snprintf(o->volid, sizeof o->volid, "%s", volid);
+        snprintf(o->storage, sizeof o->storage, "%.*s", (int)sl, d);
+        o->size = drive_size(d);
+        o->cloudinit = cdrom;
+    }
+    return 0;
 }
 
 static void find_bootdisk(json_t *conf, struct pve_vm_config *out)

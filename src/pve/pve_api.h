@@ -175,6 +175,21 @@ int pve_vm_config_get(pve_client *c, const char *node, int vmid, bool current,
                       struct pve_vm_config *out, struct pve_error *err);
 void pve_vm_config_release(struct pve_vm_config *cfg);
 
+/* A volume of a VM's config on a storage: "scsi1" = "ceph:vm-100-disk-1,size=20G". */
+struct pve_volume {
+    char key[16];     /* "scsi1", "efidisk0", "unused0", ... */
+    char volid[256];  /* "ceph:vm-100-disk-1" */
+    char storage[64]; /* "ceph" */
+    int64_t size;     /* bytes, from size=; 0 when the config gives none */
+    bool cloudinit;   /* a cloud-init drive (media=cdrom, generated) */
+};
+/* The volumes of cfg's disks (scsiN, virtioN, sataN, ideN, efidisk0,
+ * tpmstate0, unusedN) that sit on a storage: not "none", not a host device
+ * or path, not a CD-ROM drive's ISO (a cloud-init drive is kept: it is a
+ * volume a migration copies). *out is the caller's to free (NULL when *n
+ * is 0). Always 0. */
+int pve_vm_config_volumes(const struct pve_vm_config *cfg, struct pve_volume **out, size_t *n);
+
 /* A config change; zero/NULL fields are not sent. */
 struct pve_config_set {
     int cores, sockets;

@@ -211,13 +211,73 @@ static void test_backoff(void **state)
     assert_int_equal(pve_host_backoff_next(32000), 60000);
 }
 
+/* The volumes of a config, as a migration sees them: disks on storages
+ * (a cloud-init drive too), not "none", not an ISO, not a host device. */
+static void test_config_volumes(void **state)
+{
+    (void)state;
+    struct pve_vm_config cfg = {0};
+    cfg.raw = json_pack(
+        "{s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:s}", "scsi0",
+        "ceph:vm-100-disk-0,iothread=1,size=20G", "scsi1", "local-lvm:vm-100-disk-1,size=512M",
+        "ide2", "local-lvm:vm-100-cloudinit,media=cdrom,size=4M", "ide0",
+        "local:iso/debian.iso,media=cdrom,size=600M", "sata0", "none,media=cdrom", "virtio0",
+        "/dev/disk/by-id/ata-XYZ,size=1T", "efidisk0", "local-lvm:vm-100-disk-2,size=4M",
+        "tpmstate0", "ceph:vm-100-disk-3,size=4M,version=v2.0", "unused0",
+        "local-lvm:vm-100-disk-4", "net0", "virtio=BC:24:11:00:00:01,bridge=vmbr0", "scsihw",
+        "virtio-scsi-pci", "scsi2", "local-lvm:vm-100-disk-5,size=99999999T", "ide",
+        "local-lvm:x,size=1G");
+    struct pve_volume *v = NULL;
+    size_t n = 0;
+    assert_int_equal(pve_vm_config_volumes(&cfg, &v, &n), 0);
+    int64_t local = 0, shared = 0;
+    int seen = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(v[i].storage, "ceph") == 0)
+            shared += v[i].size;
+        else if (strcmp(v[i].storage, "local-lvm") == 0)
+            local += v[i].size;
+        else
+            fail_msg("%s: %s is no volume to move", v[i].key, v[i].volid);
+        if (strcmp(v[i].key, "ide2") == 0) {
+            assert_true(v[i].cloudinit);
+            assert_string_equal(v[i].volid, "local-lvm:vm-100-cloudinit");
+            seen++;
+        }
+        if (strcmp(v[i].key, "scsi0") == 0) {
+            assert_false(v[i].cloudinit);
+            assert_int_equal(v[i].size, 20LL << 30);
+            seen++;
+        }
+        if (strcmp(v[i].key, "unused0") == 0 || strcmp(v[i].key, "scsi2") == 0) {
+            assert_int_equal(v[i].size, 0); /* no size, or none believable */
+            seen++;
+        }
+    }
+    assert_int_equal(n, 7); /* scsi0-2, ide2, efidisk0, tpmstate0, unused0 */
+    assert_int_equal(seen, 4);
+    assert_int_equal(shared, (20LL << 30) + (4LL << 20));
+    assert_int_equal(local, (512LL << 20) + (4LL << 20) + (4LL << 20));
+    free(v);
+    json_decref(cfg.raw);
+    /* no config, or none with disks: none */
+    assert_int_equal(pve_vm_config_volumes(NULL, &v, &n), 0);
+    assert_int_equal(n, 0);
+    assert_null(v);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_path),          cmocka_unit_test(test_sshkeys),
-        cmocka_unit_test(test_form_and_json), cmocka_unit_test(test_fingerprint_parse),
-        cmocka_unit_test(test_classify),      cmocka_unit_test(test_error_from_resp),
-        cmocka_unit_test(test_backoff),       cmocka_unit_test(test_endpoint),
+        cmocka_unit_test(test_path),
+        cmocka_unit_test(test_sshkeys),
+        cmocka_unit_test(test_config_volumes),
+        cmocka_unit_test(test_form_and_json),
+        cmocka_unit_test(test_fingerprint_parse),
+        cmocka_unit_test(test_classify),
+        cmocka_unit_test(test_error_from_resp),
+        cmocka_unit_test(test_backoff),
+        cmocka_unit_test(test_endpoint),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
