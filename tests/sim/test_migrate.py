@@ -157,6 +157,47 @@ def target_storages():
         assert s.ctl("GET", "/rejections") == []
 
 
+SHARED = {"nodes": [{"name": n, "storages": [
+    {"id": "local-lvm", "type": "lvmthin", "content": "images,rootdir", "total_gb": 200},
+    {"id": "ceph", "type": "rbd", "content": "images", "total_gb": 500, "shared": True}]}
+    for n in ("sv1", "sv2", "sv3")]}
+
+
+@case
+def shared_volumes_stay_local_ones_move():
+    """A VM with a disk on a shared pool and one on local storage, as
+    QemuMigrate.pm: the shared volume is neither scanned, copied nor
+    mapped by targetstorage (it stays, the pool's use unchanged); the local
+    one is. A running VM whose disks are all shared migrates online without
+    with-local-disks."""
+    with Sim(nodes="sv1,sv2,sv3", time_scale=0.01, fleet=SHARED) as s:
+        clone(s, 100)  # the template's disks: local-lvm (the first storage for images)
+        r = s.api("PUT", "/nodes/sv1/qemu/100/config", data={"scsi1": "ceph:20"})
+        assert r.status_code == 200, r.text
+        pre = s.data("GET", "/nodes/sv1/qemu/100/migrate")
+        assert sorted(d["volid"] for d in pre["local_disks"]) == \
+            ["local-lvm:vm-100-cloudinit", "local-lvm:vm-100-disk-0"], pre
+        pool0, l2 = used(s, "sv1", "ceph"), used(s, "sv2")
+        st = ok(run(s, "POST", "/qemu/100/migrate", data={"target": "sv2", "targetstorage": "ceph"}))
+        lines = log(s, st)
+        assert has_line(lines, "found local disk 'local-lvm:vm-100-disk-0' (attached)"), lines
+        assert not any("vm-100-disk-1" in l for l in lines), lines  # the shared one: not scanned
+        c = s.data("GET", "/nodes/sv2/qemu/100/config")
+        assert c["scsi0"].startswith("ceph:vm-100-disk-0,"), c  # mapped onto the pool
+        assert c["scsi1"].startswith("ceph:vm-100-disk-1,size=20G"), c  # stayed
+        assert used(s, "sv2", "ceph") == pool0 + 10 * GiB + 4 * 1024 * 1024  # only the copied ones
+        assert used(s, "sv2") == l2
+        # now every disk is on the pool: online without with-local-disks
+        ok(run(s, "POST", "/qemu/100/status/start", node="sv2"))
+        st = ok(run(s, "POST", "/qemu/100/migrate", node="sv2",
+                    data={"target": "sv3", "online": "1"}))
+        assert not any("found local disk" in l for l in log(s, st, "sv2")), log(s, st, "sv2")
+        v = s.vm(100)
+        assert v["node"] == "sv3" and v["power"] == "running", v
+        assert used(s, "sv3", "ceph") == pool0 + 10 * GiB + 4 * 1024 * 1024
+        assert s.ctl("GET", "/rejections") == []
+
+
 @case
 def refusals():
     with Sim(time_scale=0.01) as s:
