@@ -453,6 +453,23 @@ static int reserve_room(struct rctx *c, int64_t need, char *why, size_t len)
     return -1;
 }
 
+/* What of the VM's disks a migration would copy to another node's storage:
+ * its volumes on storages its node does not share (vmdisks.c); those on a
+ * shared pool stay. When the storages cannot be read, the old boot disk
+ * (as if local: the larger reservation). */
+static int64_t moving_bytes(struct rctx *c, const struct pve_vm_config *cfg)
+{
+    struct disk_placement dp;
+    struct pve_error e = {0};
+    if (core_disk_placement(c->pc, c->cn->name, cfg, &dp, &e) == 0)
+        return dp.local;
+    log_warn("job",
+             "job=%s vmid=%d the storages of %s cannot be read (%s): its boot disk counts "
+             "as local",
+             c->j->id, c->j->vmid, c->cn->name, e.message);
+    return cfg->bootdisk_size;
+}
+
 static void add_why(char *why, size_t len, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void add_why(char *why, size_t len, const char *fmt, ...)
@@ -493,8 +510,9 @@ static const char *unfit(struct rctx *c, const struct cfg_node *cn,
 }
 
 /* The VM's node has no room: another node of its cluster that fits
- * (unfit) with room for the new disk, the old one (the VM moves there
- * with it) and the VM's memory, reserved under the job; tried in the order
+ * (unfit) with room for the new disk, the VM's local disks (the VM moves
+ * there with them; those on a shared pool stay where they are) and the
+ * VM's memory, reserved under the job; tried in the order
  * their clones would finish (place_order). 0 with "tmp_node" and
  * "template" set; else -1 with why each node would not do added to why. */
 static int reserve_elsewhere(struct rctx *c, char *why, size_t len)
@@ -511,7 +529,7 @@ static int reserve_elsewhere(struct rctx *c, char *why, size_t len)
     }
     struct place_cand cands[CFG_MAX_NODES];
     int n = 0;
-    int64_t old = st_int(c, "old_size");
+    int64_t old = st_int(c, "old_local"), size = st_int(c, "old_size");
     for (int i = 0; i < cfg->nnodes; i++) {
         const struct cfg_node *cn = &cfg->nodes[i];
         if (cn == c->cn || strcmp(cn->cluster, c->cn->cluster) != 0)
@@ -524,7 +542,7 @@ static int reserve_elsewhere(struct rctx *c, char *why, size_t len)
         }
         struct node_view nv;
         struct fleet_vm t;
-        int64_t bytes = old;
+        int64_t bytes = size; /* the new disk: grown to the old one's size */
         fleet_node_view(c->k->fl, cn->name, &nv);
         if (fleet_vm_find(c->k->fl, cn->name, config_template(cn, req_str(c, "os")), &t) == 0 &&
             t.maxdisk > bytes)
@@ -538,18 +556,21 @@ static int reserve_elsewhere(struct rctx *c, char *why, size_t len)
         struct node_view nv;
         if (fleet_node_view(c->k->fl, cn->name, &nv))
             continue;
-        /* a shared pool holds the old disk already: only the new one is more */
+        /* what the VM's own disks put there: its local ones, whatever the
+         * storage its node is configured with (a volume on a shared pool
+         * stays in it) */
         struct cap_room room = {.mem = nv.mem_total - nv.mem_used - cfg->memory_margin_mb * MiB,
                                 .disk = nv.st_avail - cfg->disk_margin_gb * GiB,
                                 .seen_since = nv.seen_since,
                                 .pool = nv.pool};
         if (store_reserve_capacity(c->k->st, c->j->id, cn->name, c->v.memory_mb * MiB,
-                                   cands[i].bytes + (nv.pool[0] ? 0 : old), &room, &se) == 0) {
+                                   cands[i].bytes + old, &room, &se) == 0) {
             st_set_str(c, "tmp_node", cn->name);
             st_set_int(c, "template", config_template(cn, req_str(c, "os")));
             return 0;
         }
-        add_why(why, len, "; %s: no room for both disks (%.200s)", cn->name, se.message);
+        add_why(why, len, "; %s: no room for the new disk%s (%.200s)", cn->name,
+                old ? " and the VM's local disks" : "", se.message);
     }
     return -1;
 }
@@ -658,6 +679,7 @@ static void step_prepare(struct rctx *c)
     st_set_str(c, "boot_key", cfg.bootdisk[0] ? cfg.bootdisk : "scsi0");
     st_set_str(c, "old_volume", cfg.bootdisk_volume);
     st_set_int(c, "old_size", cfg.bootdisk_size);
+    st_set_int(c, "old_local", moving_bytes(c, &cfg));
     st_set_str(c, "old_os", c->v.os);
     st_set_int(c, "was_running", strcmp(s.status, "running") == 0);
     const char *keys = json_string_value(json_object_get(cfg.raw, "sshkeys"));

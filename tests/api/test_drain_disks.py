@@ -17,6 +17,10 @@ reserved on sv3's storage: its disk stays on ceph). sv3's local-lvm never
 holds more than its room. Before, proxd took "shared" from the source's
 configured storage: A moved too (nothing reserved, sv3 over-committed) and
 C stayed (20 GiB asked of sv3's local-lvm for a disk that stays on ceph).
+Then C is reinstalled: the new disk does not fit on sv3, so it is made on
+sv2 and C moves there; its ceph disk stays in the pool, so only the new
+disk (and C's 4 MiB local cloud-init drive) is reserved on sv2, which has
+room for that but not for two disks (before: refused, "no room").
 """
 from lib.cases import case, finish
 from lib.proxd import Proxd, shutdown
@@ -25,7 +29,7 @@ from lib.wait import wait_for
 
 GiB = 1024 ** 3
 NODES = ["sv1", "sv2", "sv3", "sv4", "sv5"]
-MARGIN_GB, DISK_GB, SV3_LOCAL_GB = 10, 20, 25
+MARGIN_GB, DISK_GB, SV3_LOCAL_GB, SV2_LOCAL_GB = 10, 20, 25, 65
 
 
 def storages(node):
@@ -33,7 +37,7 @@ def storages(node):
     # that local-lvm and ceph hold only the test's VMs
     return [{"id": "tpl", "type": "dir", "content": "images,iso", "total_gb": 300},
             {"id": "local-lvm", "type": "lvmthin", "content": "images,rootdir",
-             "total_gb": SV3_LOCAL_GB if node == "sv3" else 200},
+             "total_gb": {"sv2": SV2_LOCAL_GB, "sv3": SV3_LOCAL_GB}.get(node, 200)},
             {"id": "ceph", "type": "rbd", "content": "images", "total_gb": 500, "shared": True}]
 
 
@@ -186,6 +190,27 @@ def drain_reserves_what_lands_on_the_target():
     assert 8 * GiB <= used <= (SV3_LOCAL_GB - MARGIN_GB) * GiB, used / GiB
     print("    sv3 local-lvm: %.1f GiB used of %d (room %d); moved B, C; stayed A, D" %
           (used / GiB, SV3_LOCAL_GB, SV3_LOCAL_GB - MARGIN_GB))
+
+
+@case
+def reinstall_elsewhere_reserves_what_moves():
+    # C (ceph 20 GiB, its cloud-init drive on sv3's local-lvm) is reinstalled:
+    # sv3 has no room for the new 20 GiB disk, so it is made on sv2 (35 GiB
+    # of room: D holds 20 of its 65) and C moves there; its ceph disk stays
+    # in the pool, so sv2 needs room for the new disk only, not for both
+    # (before: 40 GiB asked of sv2, "no room", the reinstall refused)
+    cordon("sv2", False)  # sv1 stays cordoned: sv2 the only other node
+    before = disks(VMS["C"])[0]
+    r = call("POST", "/v1/vms/%d/reinstall" % VMS["C"], USER, {"os": "debian"}, want=202)
+    j = px.wait_job(r.json()["job"], USER, deadline=240)
+    assert j["state"] == "done", j
+    d, at = disks(VMS["C"])
+    assert at == "sv2", (at, d)
+    assert d["scsi0"].startswith("local-lvm:") and d["scsi0"] != before["scsi0"], (before, d)
+    assert not any(v == before["scsi0"] for v in d.values()), d  # the old disk is gone
+    st = [s for n in sim.state()["nodes"] if n["name"] == "sv2" for s in n["storages"]
+          if s["id"] == "local-lvm"][0]
+    assert st["used"] <= (SV2_LOCAL_GB - MARGIN_GB) * GiB, st["used"] / GiB
 
 
 shutdown(px, sim)
