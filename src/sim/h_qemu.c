@@ -820,7 +820,10 @@ static void h_clone(struct sim_call *c)
     json_object_set_new(t->args, "_full", json_boolean(full));
 }
 
-/* Rename every volume of the source for the new VM. */
+/* Rename every volume of the source for the new VM. A full clone's target
+ * storage takes every volume, the cloud-init drive too (clone_disk
+ * allocates it anew on `$storage || $src_storeid`); a linked clone has no
+ * target storage. */
 static json_t *clone_drive(const char *drive, int newid, int idx, const char *storage, bool full,
                            bool cloudinit)
 {
@@ -828,7 +831,7 @@ static json_t *clone_drive(const char *drive, int newid, int idx, const char *st
     const char *comma = strchr(drive, ',');
     const char *opts = comma ? comma : "";
     char *sid = colon ? xstrndup(drive, (size_t)(colon - drive)) : xstrdup("local-lvm");
-    const char *st = storage && !cloudinit ? storage : sid;
+    const char *st = storage ? storage : sid;
     json_t *r;
     if (cloudinit)
         r = json_sprintf("%s:vm-%d-cloudinit%s", st, newid, opts);

@@ -19,7 +19,7 @@ configured storage: A moved too (nothing reserved, sv3 over-committed) and
 C stayed (20 GiB asked of sv3's local-lvm for a disk that stays on ceph).
 Then C is reinstalled: the new disk does not fit on sv3, so it is made on
 sv2 and C moves there; its ceph disk stays in the pool, so only the new
-disk (and C's 4 MiB local cloud-init drive) is reserved on sv2, which has
+disk is reserved on sv2, which has
 room for that but not for two disks (before: refused, "no room").
 """
 from lib.cases import case, finish
@@ -194,7 +194,7 @@ def drain_reserves_what_lands_on_the_target():
 
 @case
 def reinstall_elsewhere_reserves_what_moves():
-    # C (ceph 20 GiB, its cloud-init drive on sv3's local-lvm) is reinstalled:
+    # C (ceph 20 GiB, its cloud-init drive too) is reinstalled:
     # sv3 has no room for the new 20 GiB disk, so it is made on sv2 (35 GiB
     # of room: D holds 20 of its 65) and C moves there; its ceph disk stays
     # in the pool, so sv2 needs room for the new disk only, not for both

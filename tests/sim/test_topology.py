@@ -301,8 +301,10 @@ def fleet_file():
         upid = s.data("POST", "/nodes/alpha/qemu/9000/clone",
                       data={"newid": 120, "full": 1, "storage": "nfs1"})
         assert s.wait_task("alpha", upid)["exitstatus"] == "OK"
-        assert s.data("GET", "/nodes/alpha/qemu/120/config")["scsi0"].startswith("nfs1:")
-        assert s.data("GET", "/nodes/alpha/storage/nfs1/status")["used"] == 520 * GiB
+        conf = s.data("GET", "/nodes/alpha/qemu/120/config")
+        # every volume goes to the target storage, the cloud-init drive too
+        assert conf["scsi0"].startswith("nfs1:") and conf["ide2"].startswith("nfs1:vm-120-cloudinit,"), conf
+        assert s.data("GET", "/nodes/alpha/storage/nfs1/status")["used"] == 520 * GiB + 4 * 1024 ** 2
     # a broken fleet file: pvesim refuses to start with a clear error
     try:
         Sim(nodes="x", fleet={"nodes": []})
