@@ -11,7 +11,8 @@ build/proxd); results go to stdout and bench/results/create.txt.
        sum(template bytes) / sum(node bandwidths) * TS   (real seconds).
    Proxmox calls per creation (GET /_sim/calls before/after), split into task
    polls (GET .../tasks/{upid}/status and /log) and the rest; proxd's CPU time
-   per creation (utime+stime of the daemon from /proc/<pid>/stat); the time
+   per creation (utime+stime of the daemon from /proc/<pid>/stat, from its
+   /readyz answering to the last job's end: the start-up is per process); the time
    to queue the creations (proxd create, 4 at a time); time to running per
    creation (daemon start -> job done), p50 and p99. Median of RUNS runs,
    on identical nodes and on an uneven fleet (1000/500/500/250/250 MiB/s,
@@ -124,6 +125,11 @@ class World:
     def start(self):
         self.daemon.start()
 
+    def wait_ready(self):
+        """Until /readyz answers: the process's start-up (exec, libraries,
+        TLS, the first inventory read) is a cost per daemon, not per creation"""
+        wait_answer("http://127.0.0.1:%d/readyz" % self.port, deadline=60, interval=0.02)
+
     def cpu_s(self):
         with open("/proc/%d/stat" % self.daemon.proc.pid) as f:
             fields = f.read().rsplit(")", 1)[1].split()
@@ -217,6 +223,7 @@ def throughput_run(run, label="", n=None, bandwidths=None, oses=("ubuntu",), ts=
         before = w.sim.ctl("GET", "/calls")
         t0 = time.time()
         w.start()
+        w.wait_ready()
         cpu0, th0 = w.cpu_s(), w.thread_ms()
         js = w.wait_jobs(set(ids), 600 + 30 * n * ts)
         cpu1, th1 = w.cpu_s(), w.thread_ms()

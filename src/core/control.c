@@ -190,9 +190,7 @@ int core_enqueue(struct core *k, struct vm_rec *v, const char *kind, json_t *req
     if (rc)
         return core_fail(err, CORE_E_INTERNAL, NULL, "%s", se.message);
     log_info("job", "job=%s kind=%s vmid=%d node=%s queued", job_id, kind, v->vmid, v->node);
-    pthread_mutex_lock(&k->mu);
-    pthread_cond_broadcast(&k->cv);
-    pthread_mutex_unlock(&k->mu);
+    core_wake(k);
     return CORE_OK;
 }
 

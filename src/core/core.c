@@ -17,10 +17,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#define IDLE_WAIT_MS 200   /* the watcher's look at the store while busy */
-#define QUIET_WAIT_MS 1000 /* ... and once nothing ran for QUIET_AFTER_MS */
-#define QUIET_AFTER_MS 10000
-#define REFRESH_MS 5000
+#define WATCH_MS 1000      /* the watcher's look at the store for others' jobs */
+#define KEEPER_NAP_MS 1000 /* the keeper looks whether a refresh or a pass is due */
 
 bool core_has_tag(const char *tags, const char *tag)
 {
@@ -58,6 +56,7 @@ struct core *core_new(const struct proxd_config *cfg, store *st, struct fleet *f
     snprintf(k->instance, sizeof k->instance, "%s", instance);
     pthread_mutex_init(&k->mu, NULL);
     pthread_cond_init(&k->cv, NULL);
+    pthread_cond_init(&k->slot_cv, NULL);
     pthread_cond_init(&k->ccv, NULL);
     pthread_cond_init(&k->stop_cv, NULL);
     if (pipe(k->wake) != 0)
@@ -91,6 +90,7 @@ void core_free(struct core *k)
     webhooks_free(k);
     pthread_mutex_destroy(&k->mu);
     pthread_cond_destroy(&k->cv);
+    pthread_cond_destroy(&k->slot_cv);
     pthread_cond_destroy(&k->ccv);
     pthread_cond_destroy(&k->stop_cv);
     if (k->wake[0] >= 0) {
@@ -160,7 +160,7 @@ bool clone_slot_take(struct core *k, const char *node, const char *job)
         limit = 2;
     pthread_mutex_lock(&k->mu);
     while (k->clones[i] >= limit && !k->stopping)
-        pthread_cond_wait(&k->cv, &k->mu);
+        pthread_cond_wait(&k->slot_cv, &k->mu);
     bool ok = !k->stopping;
     if (ok)
         k->clones[i]++;
@@ -187,7 +187,7 @@ bool clone_slot_take(struct core *k, const char *node, const char *job)
                 until.tv_sec++;
                 until.tv_nsec -= 1000000000L;
             }
-            pthread_cond_timedwait(&k->cv, &k->mu, &until);
+            pthread_cond_timedwait(&k->slot_cv, &k->mu, &until);
         }
         ok = !k->stopping;
         pthread_mutex_unlock(&k->mu);
@@ -206,7 +206,7 @@ void clone_slot_give(struct core *k, const char *node, const char *job)
     pthread_mutex_lock(&k->mu);
     if (k->clones[i] > 0)
         k->clones[i]--;
-    pthread_cond_broadcast(&k->cv);
+    pthread_cond_broadcast(&k->slot_cv);
     pthread_mutex_unlock(&k->mu);
 }
 
@@ -423,9 +423,7 @@ int core_create_idem(struct core *k, const struct vm_request *r, const struct co
              r->os, r->name, r->owner, net->n ? " addresses" : "", got[0], got[1]);
     cnet_release(net);
     free(net);
-    pthread_mutex_lock(&k->mu);
-    pthread_cond_broadcast(&k->cv);
-    pthread_mutex_unlock(&k->mu);
+    core_wake(k);
     return CORE_OK;
 }
 
@@ -517,6 +515,13 @@ int core_wait_job(struct core *k, const char *job_id, long timeout_ms, enum job_
 
 /* ---- workers --------------------------------------------------------------- */
 
+void core_wake(struct core *k)
+{
+    pthread_mutex_lock(&k->mu);
+    pthread_cond_signal(&k->cv);
+    pthread_mutex_unlock(&k->mu);
+}
+
 static void hold(struct core *k, int slot, const char *id)
 {
     pthread_mutex_lock(&k->mu);
@@ -565,20 +570,18 @@ static void *worker_main(void *arg)
         if (rc == STORE_E_NOTFOUND || rc) {
             if (rc && rc != STORE_E_NOTFOUND)
                 log_error("job", "claiming a job failed: %s", se.message);
-            /* One idle worker looks at the store on a timer, for jobs that
-             * other processes queued; the others sleep until this process
-             * queues work, frees a clone slot or stops (an idle daemon
-             * with 60 workers would otherwise claim 300 times a second).
-             * A daemon quiet for a while looks less often: a job queued
-             * through this process's API wakes the workers at once. */
+            /* One idle worker looks at the store on a timer, for what no
+             * wake-up announces: jobs other processes queued, leases that
+             * ran out. The others sleep until this process queues work
+             * (core_wake) or stops: an idle daemon with 60 workers would
+             * otherwise look 60 times a second. */
             pthread_mutex_lock(&k->mu);
-            long wait_ms = mono_ms() - k->busy_ms > QUIET_AFTER_MS ? QUIET_WAIT_MS : IDLE_WAIT_MS;
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += wait_ms * 1000000L;
-            ts.tv_sec += ts.tv_nsec / 1000000000L;
-            ts.tv_nsec %= 1000000000L;
             if (!k->stopping && !k->watcher) {
+                struct timespec ts;
+                clock_gettime(CLOCK_REALTIME, &ts);
+                ts.tv_nsec += WATCH_MS * 1000000L;
+                ts.tv_sec += ts.tv_nsec / 1000000000L;
+                ts.tv_nsec %= 1000000000L;
                 k->watcher = true;
                 pthread_cond_timedwait(&k->cv, &k->mu, &ts);
                 k->watcher = false;
@@ -588,18 +591,14 @@ static void *worker_main(void *arg)
             pthread_mutex_unlock(&k->mu);
             continue;
         }
-        /* there may be more: wake the idle ones (one of them watches) */
-        pthread_mutex_lock(&k->mu);
-        k->busy_ms = mono_ms();
-        pthread_cond_broadcast(&k->cv);
-        pthread_mutex_unlock(&k->mu);
+        /* there may be more: wake one idle worker, which wakes the next
+         * if it finds one too (a job's end wakes nobody: its worker looks
+         * again itself) */
+        core_wake(k);
         hold(k, slot, j.id);
         log_info("job", "job=%s kind=%s vmid=%d claimed at step %s by %s", j.id, j.kind, j.vmid,
                  j.step, k->instance);
         run_job(k, &j);
-        pthread_mutex_lock(&k->mu);
-        k->busy_ms = mono_ms();
-        pthread_mutex_unlock(&k->mu);
         hold(k, slot, NULL);
         job_rec_release(&j);
     }
@@ -662,9 +661,7 @@ static void *keeper_main(void *arg)
     /* first the inventory, on this thread: the API is already answering,
      * and a world that does not answer is marked down after one try */
     fleet_refresh(k->fl, true);
-    pthread_mutex_lock(&k->mu);
-    pthread_cond_broadcast(&k->cv); /* workers may claim jobs now */
-    pthread_mutex_unlock(&k->mu);
+    core_wake(k); /* workers may claim jobs now */
     int64_t last_refresh = mono_ms(), last_reconcile = 0;
     do {
         int64_t every =
@@ -672,14 +669,15 @@ static void *keeper_main(void *arg)
         if (last_reconcile == 0 || mono_ms() - last_reconcile >= every) {
             struct reconcile_report rep;
             /* refreshes the inventory too; removals go to the cleaner */
+            int64_t began = mono_ms();
             reconcile_pass(k, &rep, false);
             snap_reconcile(k); /* queues a bounded snapshot check (a job) */
-            last_reconcile = last_refresh = mono_ms();
-        } else if (mono_ms() - last_refresh >= REFRESH_MS) {
-            fleet_refresh(k->fl, false);
+            last_reconcile = last_refresh = began;
+        } else if (fleet_refresh_due(k->fl, last_refresh)) {
             last_refresh = mono_ms();
+            fleet_refresh(k->fl, false);
         }
-    } while (!core_nap(k, LEASE_MS / 6));
+    } while (!core_nap(k, KEEPER_NAP_MS));
     return NULL;
 }
 
@@ -719,7 +717,6 @@ int core_start(struct core *k)
 {
     adopt_dead_local_jobs(k);
     core_addr_sweep(k);
-    k->busy_ms = mono_ms(); /* look often at first: jobs may be queued meanwhile */
     int n = k->cfg->workers;
     if (n <= 0) { /* enough workers to keep every clone slot busy, plus some */
         n = 4;
@@ -755,6 +752,7 @@ void core_stop(struct core *k, long grace_ms)
     pthread_mutex_lock(&k->mu);
     k->stopping = true;
     pthread_cond_broadcast(&k->cv);
+    pthread_cond_broadcast(&k->slot_cv);
     pthread_cond_broadcast(&k->stop_cv);
     pthread_mutex_unlock(&k->mu);
     if (k->wake[1] >= 0 && write(k->wake[1], "s", 1) != 1)

@@ -20,12 +20,12 @@ struct core {
     struct fleet *fl;
     char instance[64];
     pthread_mutex_t mu;
-    pthread_cond_t cv;      /* new work, a clone slot freed, or stop */
+    pthread_cond_t cv;      /* new work (core_wake: one worker at a time), or stop */
+    pthread_cond_t slot_cv; /* a clone slot freed, or stop */
     pthread_cond_t stop_cv; /* stop only: the keeper's and leaser's sleeps */
     bool stopping;
-    int wake[2];     /* a pipe written at stop: task waits sleep on wake[0] */
-    bool watcher;    /* an idle worker polls the store on a timer (the others wait) */
-    int64_t busy_ms; /* mono ms a job was last claimed or ended here */
+    int wake[2];  /* a pipe written at stop: task waits sleep on wake[0] */
+    bool watcher; /* an idle worker polls the store on a timer (the others wait) */
     pthread_t workers[CORE_MAX_WORKERS];
     int nworkers;
     pthread_t keeper; /* refreshes the inventory, reconciles */
@@ -116,6 +116,9 @@ bool core_has_tag(const char *tags, const char *tag);
 int core_vm_load_owned(struct core *k, int vmid, const char *owner, bool node_up, struct vm_rec *v,
                        struct core_error *err);
 
+/* Work was queued: wake one idle worker (it wakes the next when it finds
+ * a job). Any thread, no lock held. */
+void core_wake(struct core *k);
 /* Sleep up to ms, woken only by a stop; true when the core stops. */
 bool core_nap(struct core *k, long ms);
 /* Is the core stopping? Any thread. */

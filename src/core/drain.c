@@ -148,9 +148,7 @@ int core_node_drain(struct core *k, const char *node, const char *by, char job_i
         return fail(err, CORE_E_INTERNAL, NULL, "%s", se.message);
     }
     log_info("job", "job=%s kind=drain node=%s queued by %s", job_id, node, by ? by : "?");
-    pthread_mutex_lock(&k->mu);
-    pthread_cond_broadcast(&k->cv);
-    pthread_mutex_unlock(&k->mu);
+    core_wake(k);
     return CORE_OK;
 }
 
@@ -212,9 +210,7 @@ static void submit_move(struct drain *d, json_t *e)
     job_rec_release(&cj);
     if (rc)
         log_warn("job", "job=%s vmid=%d move not queued yet: %s", d->j->id, cj.vmid, se.message);
-    pthread_mutex_lock(&d->k->mu);
-    pthread_cond_broadcast(&d->k->cv);
-    pthread_mutex_unlock(&d->k->mu);
+    core_wake(d->k);
 }
 
 /* Look at the moves under way; how many still are. */

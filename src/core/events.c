@@ -87,7 +87,7 @@ static void health_round(struct core *k, struct evkeeper *ek)
     for (int i = 0; i < k->cfg->nnodes; i++) {
         struct node_view v;
         const char *name = k->cfg->nodes[i].name;
-        if (fleet_node_view(k->fl, name, &v) != 0 || v.refreshed_at == 0)
+        if (fleet_node_peek(k->fl, name, &v) != 0 || v.refreshed_at == 0)
             continue; /* not asked yet: nothing is known */
         int up = v.up ? 1 : 0;
         if (ek->seen[i] == up)

@@ -23,8 +23,7 @@
 struct world {
     char name[64];
     bool cluster;
-    pve_client *client;
-    pve_client *probe;        /* the same hosts with the probe's short timeout */
+    pve_client *client;       /* probes too (PVE_CALL_PROBE: its short timeout) */
     int nodes[CFG_MAX_NODES]; /* indexes into fleet->nodes */
     int nnodes;
     int64_t next_try; /* unix ms: when a failed world may be asked again */
@@ -65,8 +64,14 @@ struct vmtab {
 
 #define MAX_EXTRA_NODES 64
 
+/* How stale the inventory may grow: FRESH_MS while anything reads it,
+ * IDLE_MS when nothing does (see fleet_refresh_due). */
+#define FRESH_MS 5000
+#define IDLE_MS 30000
+
 struct fleet {
     pthread_mutex_t mu;
+    int64_t wanted_ms; /* mono ms: the inventory was last read for a decision */
     struct world worlds[CFG_MAX_NODES];
     int nworlds;
     struct nstate nodes[CFG_MAX_NODES];
@@ -158,8 +163,8 @@ static long probe_timeout_ms(const struct proxd_config *cfg)
     return t < cfg->timeout_s * 1000L ? t : cfg->timeout_s * 1000L;
 }
 
-static int make_client(struct fleet *f, const struct proxd_config *cfg, struct world *w, bool probe,
-                       char *err, size_t errlen)
+static int make_client(struct fleet *f, const struct proxd_config *cfg, struct world *w, char *err,
+                       size_t errlen)
 {
     const char *hosts[CFG_MAX_NODES * CFG_MAX_HOSTS];
     size_t nh = 0;
@@ -176,19 +181,17 @@ static int make_client(struct fleet *f, const struct proxd_config *cfg, struct w
         .fingerprint = cfg->fingerprint[0] ? cfg->fingerprint : NULL,
         .insecure = !cfg->verify_tls && !cfg->fingerprint[0] && !cfg->ca_file[0],
         .connect_timeout_ms = cfg->connect_timeout_s * 1000L,
-        .timeout_ms = probe ? probe_timeout_ms(cfg) : cfg->timeout_s * 1000L,
+        .timeout_ms = cfg->timeout_s * 1000L,
+        .probe_timeout_ms = probe_timeout_ms(cfg),
         .json_bodies = cfg->json_bodies,
         .name = w->name,
-        .on_node_failure = probe ? NULL : on_node_failure, /* a probe judges for itself */
-        .on_node_answer = probe ? NULL : on_node_answer,
+        .on_node_failure = on_node_failure, /* not for probes: they judge for themselves */
+        .on_node_answer = on_node_answer,
         .hook_ud = f,
     };
     struct pve_error pe;
     pve_client *c = pve_client_new(&pc, &pe);
-    if (probe)
-        w->probe = c;
-    else
-        w->client = c;
+    w->client = c;
     if (!c) {
         snprintf(err, errlen, "world '%s': %s", w->name, pe.message);
         return -1;
@@ -273,8 +276,7 @@ struct fleet *fleet_new(const struct proxd_config *cfg, char *err, size_t errlen
         n->world = wi;
     }
     for (int i = 0; i < f->nworlds; i++) {
-        if (make_client(f, cfg, &f->worlds[i], false, err, errlen) ||
-            make_client(f, cfg, &f->worlds[i], true, err, errlen)) {
+        if (make_client(f, cfg, &f->worlds[i], err, errlen)) {
             fleet_free(f);
             return NULL;
         }
@@ -289,7 +291,6 @@ void fleet_free(struct fleet *f)
     fleet_probe_stop(f);
     for (int i = 0; i < f->nworlds; i++) {
         pve_client_free(f->worlds[i].client);
-        pve_client_free(f->worlds[i].probe);
     }
     vmtab_free(&f->vms);
     fleet_seen_free(f->seen);
@@ -407,7 +408,7 @@ static void *refresh_thread(void *arg)
         char path[128];
         struct pve_error e;
         pve_path(path, sizeof path, "/nodes/%s/status", j->f->nodes[w->nodes[i]].name);
-        j->probe_ok[i] = pve_call_ex(w->probe, "GET", path, NULL, PVE_CALL_NORETRY, NULL, &e) == 0;
+        j->probe_ok[i] = pve_call_ex(w->client, "GET", path, NULL, PVE_CALL_PROBE, NULL, &e) == 0;
     }
     tl_refreshing = false;
     return NULL;
@@ -577,9 +578,28 @@ bool fleet_ready(struct fleet *f)
     return ready;
 }
 
-int fleet_node_view(struct fleet *f, const char *node, struct node_view *out)
+bool fleet_refresh_due(struct fleet *f, int64_t last_ms)
+{
+    int64_t now = mono_ms(), wall = wall_ms();
+    if (now - last_ms >= IDLE_MS)
+        return true;
+    if (now - last_ms < FRESH_MS)
+        return false;
+    pthread_mutex_lock(&f->mu);
+    bool due = f->wanted_ms >= last_ms;
+    for (int i = 0; !due && i < f->nworlds; i++)
+        due = f->worlds[i].next_try > 0 && f->worlds[i].next_try <= wall;
+    for (int i = 0; !due && i < f->nnodes; i++)
+        due = f->nodes[i].failed && f->nodes[i].retry_at <= wall;
+    pthread_mutex_unlock(&f->mu);
+    return due;
+}
+
+static int node_view(struct fleet *f, const char *node, struct node_view *out, bool want)
 {
     pthread_mutex_lock(&f->mu);
+    if (want)
+        f->wanted_ms = mono_ms();
     struct nstate *n = find_node(f, node);
     if (n) {
         *out = n->v;
@@ -587,6 +607,16 @@ int fleet_node_view(struct fleet *f, const char *node, struct node_view *out)
     }
     pthread_mutex_unlock(&f->mu);
     return n ? 0 : -1;
+}
+
+int fleet_node_view(struct fleet *f, const char *node, struct node_view *out)
+{
+    return node_view(f, node, out, true);
+}
+
+int fleet_node_peek(struct fleet *f, const char *node, struct node_view *out)
+{
+    return node_view(f, node, out, false);
 }
 
 void fleet_node_failed(struct fleet *f, const char *node, const char *why)
@@ -689,6 +719,7 @@ static int cmp_int(const void *a, const void *b)
 int *fleet_taken_vmids(struct fleet *f, size_t *n)
 {
     pthread_mutex_lock(&f->mu);
+    f->wanted_ms = mono_ms();
     int *ids = xmalloc((f->vms.n + 1) * sizeof *ids);
     for (size_t i = 0; i < f->vms.n; i++)
         ids[i] = f->vms.v[i].vmid;
@@ -802,10 +833,15 @@ static void *probe_main(void *arg)
     free(arg);
     struct fleet *f = pa.f;
     struct nstate *n = &f->nodes[pa.node];
-    pve_client *pc = f->worlds[n->world].probe;
+    pve_client *pc = f->worlds[n->world].client;
     char path[128];
     pve_path(path, sizeof path, "/nodes/%s/status", n->name);
-    int64_t every = f->probe_every_ms, looked = mono_ms();
+    /* the nodes' probes spread over the interval, not all at once: one
+     * after another they reuse the pool's warm connection, where together
+     * each needs its own (and a TLS handshake, as servers close a
+     * connection idle for 5 s) */
+    int64_t every = f->probe_every_ms;
+    int64_t looked = mono_ms() - every * pa.node / (f->nnodes > 0 ? f->nnodes : 1);
     pthread_mutex_lock(&f->mu);
     for (;;) {
         /* due one interval after the later of the last look and the last
@@ -820,7 +856,7 @@ static void *probe_main(void *arg)
             continue;
         pthread_mutex_unlock(&f->mu);
         struct pve_error e;
-        int rc = pve_call_ex(pc, "GET", path, NULL, PVE_CALL_NORETRY, NULL, &e);
+        int rc = pve_call_ex(pc, "GET", path, NULL, PVE_CALL_PROBE, NULL, &e);
         if (rc == PVE_E_NETWORK) {
             char why[300];
             snprintf(why, sizeof why, "does not answer a status probe: %.250s", e.message);

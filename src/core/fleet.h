@@ -47,6 +47,14 @@ pve_client *fleet_client(struct fleet *f, const char *node);
  * down at once with its nodes, and asked again after its backoff. */
 void fleet_refresh(struct fleet *f, bool force);
 
+/* Is a refresh due for a keeper whose last one began at mono ms last_ms?
+ * 5 s after it when anything read the inventory for a decision since
+ * (placement, the VMID choice, the API's views: fleet_node_view and
+ * fleet_taken_vmids) or a down world or node is due for another try; 30 s
+ * after it in any case. An idle fleet is not asked for its whole inventory
+ * every 5 s; one in use is as fresh as before. Thread-safe. */
+bool fleet_refresh_due(struct fleet *f, int64_t last_ms);
+
 /* Has every world been asked once (answered or failed) since fleet_new?
  * Before that the inventory is empty: placement and VMID choice wait. */
 bool fleet_ready(struct fleet *f);
@@ -69,6 +77,9 @@ struct node_view {
     char last_error[256];
 };
 int fleet_node_view(struct fleet *f, const char *node, struct node_view *out);
+/* The same without counting as a use of the inventory (fleet_refresh_due):
+ * for watchers such as the node health events. */
+int fleet_node_peek(struct fleet *f, const char *node, struct node_view *out);
 
 /* Start the active probe (interval_ms <= 0: none); stop it (also done by
  * fleet_free; stopping waits for a probe under way, at most its timeout). */

@@ -130,9 +130,7 @@ int snap_enqueue(struct core *k, const struct vm_rec *v, const char *kind, json_
     job_rec_release(&j);
     if (rc)
         return core_fail(err, CORE_E_INTERNAL, NULL, "%s", se.message);
-    pthread_mutex_lock(&k->mu);
-    pthread_cond_broadcast(&k->cv);
-    pthread_mutex_unlock(&k->mu);
+    core_wake(k);
     return CORE_OK;
 }
 

@@ -164,9 +164,7 @@ void snap_reconcile(struct core *k)
     snprintf(j.kind, sizeof j.kind, "snap-sync");
     snprintf(j.step, sizeof j.step, "queued");
     if (store_job_submit(k->st, &j, "snapshot sync", NULL, NULL, NULL) == 0) {
-        pthread_mutex_lock(&k->mu);
-        pthread_cond_broadcast(&k->cv);
-        pthread_mutex_unlock(&k->mu);
+        core_wake(k);
     }
     job_rec_release(&j);
 }

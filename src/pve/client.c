@@ -81,6 +81,10 @@ static int configure(pve_client *c, const struct pve_config *cfg, struct pve_err
     c->name = xstrdup(cfg->name && cfg->name[0] ? cfg->name : c->hosts[0].name);
     c->connect_timeout_ms = cfg->connect_timeout_ms > 0 ? cfg->connect_timeout_ms : 3000;
     c->timeout_ms = cfg->timeout_ms > 0 ? cfg->timeout_ms : 30000;
+    c->probe_timeout_ms =
+        cfg->probe_timeout_ms > 0 ? cfg->probe_timeout_ms : c->connect_timeout_ms * 2;
+    if (c->probe_timeout_ms > c->timeout_ms)
+        c->probe_timeout_ms = c->timeout_ms;
     c->ticket_renew_s = cfg->ticket_renew_s > 0 ? cfg->ticket_renew_s : 3600;
     c->retry = cfg->retry;
     c->on_node_failure = cfg->on_node_failure;
@@ -116,6 +120,7 @@ pve_client *pve_client_new(const struct pve_config *cfg, struct pve_error *err)
     pve_client *c = xcalloc(1, sizeof *c);
     pthread_mutex_init(&c->host_mu, NULL);
     pthread_mutex_init(&c->pool_mu, NULL);
+    pthread_cond_init(&c->pool_cv, NULL);
     pthread_mutex_init(&c->stats_mu, NULL);
     pthread_mutex_init(&c->expect_mu, NULL);
     if (configure(c, cfg, err) != 0) {
@@ -134,6 +139,7 @@ void pve_client_free(pve_client *c)
     pve_pool_free(c);
     pve_auth_free(c);
     pthread_mutex_destroy(&c->pool_mu);
+    pthread_cond_destroy(&c->pool_cv);
     pthread_mutex_destroy(&c->host_mu);
     pthread_mutex_destroy(&c->stats_mu);
     pthread_mutex_destroy(&c->expect_mu);
@@ -280,7 +286,8 @@ static int send_once(pve_client *c, int hi, const char *method, const char *path
                          .params = params,
                          .creds = cr,
                          .json_body = c->json_bodies,
-                         .raw_ok = raw_ok};
+                         .raw_ok = raw_ok,
+                         .timeout_ms = (flags & PVE_CALL_PROBE) ? c->probe_timeout_ms : 0};
     if (flags & PVE_F_TASKPOLL)
         atomic_fetch_add(&c->task_polls, 1);
     int64_t t0 = mono_us();
@@ -380,7 +387,8 @@ static int call_loop(pve_client *c, const char *method, const char *path, json_t
             break;
         if (again)
             continue;
-        if (!retriable || (flags & PVE_CALL_NORETRY) || ++tries >= c->retry.max_attempts)
+        if (!retriable || (flags & (PVE_CALL_NORETRY | PVE_CALL_PROBE)) ||
+            ++tries >= c->retry.max_attempts)
             break;
         long d = pve_backoff_ms(&c->retry, tries);
         if (mono_ms() - t0 + d > c->retry.total_ms)
@@ -392,9 +400,9 @@ static int call_loop(pve_client *c, const char *method, const char *path, json_t
         sleep_ms(d);
     }
     err->attempts = sent;
-    if (rc == PVE_E_NETWORK && c->on_node_failure)
+    if (rc == PVE_E_NETWORK && c->on_node_failure && !(flags & PVE_CALL_PROBE))
         tell_node_failure(c, path, err);
-    if (rc == PVE_OK && c->on_node_answer)
+    if (rc == PVE_OK && c->on_node_answer && !(flags & PVE_CALL_PROBE))
         tell_node_answer(c, path, sent_ms);
     if (rc == PVE_OK) {
         int a = err->attempts;
@@ -426,9 +434,9 @@ int pve_call_ex(pve_client *c, const char *method, const char *path, json_t *par
     json_t *env = NULL;
     if (data)
         *data = NULL;
-    int rc =
-        pve_call_int(c, method, path, params,
-                     flags & (PVE_CALL_ONCE | PVE_CALL_FAILFAST | PVE_CALL_NORETRY), &env, err);
+    int rc = pve_call_int(
+        c, method, path, params,
+        flags & (PVE_CALL_ONCE | PVE_CALL_FAILFAST | PVE_CALL_NORETRY | PVE_CALL_PROBE), &env, err);
     if (rc == 0 && data) {
         json_t *d = json_object_get(env, "data");
         *data = d ? json_incref(d) : json_null();

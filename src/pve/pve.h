@@ -98,6 +98,8 @@ struct pve_config {
     bool insecure;
     long connect_timeout_ms; /* default 3000 (covers TCP and the TLS handshake) */
     long timeout_ms;         /* whole request, default 30000 */
+    long probe_timeout_ms;   /* a PVE_CALL_PROBE request, default the smaller of
+                                2 x connect_timeout_ms and timeout_ms */
     struct pve_retry retry;  /* zeros: defaults */
     bool json_bodies;        /* send POST/PUT bodies as JSON (PVE >= 8) instead of forms */
     long ticket_renew_s;     /* renew tickets this old, default 3600 */
@@ -186,6 +188,12 @@ enum pve_call_flags {
      * such as the inventory, which must not wait out five timeouts of a
      * host that does not answer. */
     PVE_CALL_NORETRY = 1 << 2,
+    /* A health probe: sent once (as NORETRY) with the probe timeout instead
+     * of the operation timeout, on the pool's warm connections (a probe on
+     * a client of its own paid a TLS handshake nearly every time: servers
+     * close a connection idle for 5 s); the node hooks are not told, the
+     * caller judges the answer itself. */
+    PVE_CALL_PROBE = 1 << 3,
 };
 
 int pve_call_ex(pve_client *c, const char *method, const char *path, json_t *params, unsigned flags,

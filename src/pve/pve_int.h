@@ -17,6 +17,8 @@
 #define PVE_MAX_PINS 16
 #define PVE_HOST_BACKOFF_MIN_MS 1000
 #define PVE_HOST_BACKOFF_MAX_MS 60000
+#define PVE_WARM_MS 4000    /* a connection used this recently is still open (servers: 5 s) */
+#define PVE_WARM_WAIT_MS 25 /* how long a call waits for a warm connection in use */
 
 /* Internal call flags, above the public ones in pve.h. */
 enum {
@@ -38,6 +40,7 @@ struct pve_conn {
     CURL *h;
     struct pve_conn *next;
     pve_client *c;
+    int64_t used_ms; /* mono ms its last exchange ended well; 0: none, or it failed */
     bool fp_mismatch;
     char seen_fp[3 * PVE_FP_LEN];
     char errbuf[CURL_ERROR_SIZE];
@@ -65,7 +68,7 @@ struct pve_expect {
 
 struct pve_client {
     char *name;
-    long connect_timeout_ms, timeout_ms, ticket_renew_s;
+    long connect_timeout_ms, timeout_ms, probe_timeout_ms, ticket_renew_s;
     struct pve_retry retry;
     bool json_bodies, insecure;
     void (*on_node_failure)(void *ud, const char *node, const struct pve_error *e);
@@ -80,7 +83,9 @@ struct pve_client {
     size_t nhosts;
 
     pthread_mutex_t pool_mu;
-    struct pve_conn *pool; /* idle handles, LIFO so warm connections are reused */
+    pthread_cond_t pool_cv; /* a handle came back */
+    struct pve_conn *pool;  /* idle handles, the last one back first */
+    int busy;               /* handles out in exchanges */
 
     struct pve_auth_state auth;
 
@@ -147,7 +152,8 @@ struct pve_req {
     json_t *params;   /* may be NULL */
     const struct pve_creds *creds;
     bool json_body;
-    bool raw_ok; /* hand a 2xx body over unparsed (rs->raw) */
+    bool raw_ok;     /* hand a 2xx body over unparsed (rs->raw) */
+    long timeout_ms; /* this request's whole time; 0: the client's */
 };
 
 struct pve_resp {
@@ -172,7 +178,8 @@ int pve_http_perform(pve_client *c, const struct pve_host *h, const struct pve_r
                      struct pve_resp *rs);
 void pve_resp_clear(struct pve_resp *rs);
 struct pve_conn *pve_conn_get(pve_client *c);
-void pve_conn_put(pve_client *c, struct pve_conn *k);
+/* ok: the exchange ended well (its connection stays open and warm). */
+void pve_conn_put(pve_client *c, struct pve_conn *k, bool ok);
 void pve_pool_free(pve_client *c);
 /* Parse "AA:BB:..." (colons optional) into 32 bytes; -1 if malformed. */
 int pve_fp_parse(const char *s, unsigned char out[PVE_FP_LEN]);

@@ -415,7 +415,8 @@ void sim_ctl_handle(struct sim *s, const struct http_req *req, struct http_resp 
         r->body_fd = fd;
     } else if (get && strcmp(p, "/calls") == 0) {
         pthread_mutex_lock(&s->mu);
-        json_t *c = json_pack("{s:O,s:O}", "calls", s->calls, "nodes", s->node_calls);
+        json_t *c = json_pack("{s:O,s:O,s:I}", "calls", s->calls, "nodes", s->node_calls,
+                              "tls_handshakes", (json_int_t)httpd_tls_handshakes(s->http));
         pthread_mutex_unlock(&s->mu);
         reply(r, 200, c);
     } else if (del && strcmp(p, "/calls") == 0) {

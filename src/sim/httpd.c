@@ -482,6 +482,7 @@ httpd *httpd_new(http_handler h, void *ctx, const char *cert_pem, const char *ke
     d->ctx = ctx;
     d->ssl = s;
     atomic_init(&d->nconn, 0);
+    atomic_init(&d->handshakes, 0);
     pthread_mutex_init(&d->mu, NULL);
     goto out;
 fail:
@@ -493,6 +494,11 @@ out:
     BIO_free(cb);
     BIO_free(kb);
     return d;
+}
+
+uint64_t httpd_tls_handshakes(httpd *d)
+{
+    return atomic_load(&d->handshakes);
 }
 
 void httpd_free(httpd *d)

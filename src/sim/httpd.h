@@ -30,6 +30,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "common/buf.h"
 
@@ -108,6 +109,10 @@ int httpd_listen(httpd *d, const char *hostport, void *listener_ctx, int *bound_
 int httpd_set_mode(httpd *d, int listener, enum httpd_mode mode);
 
 /* Stop accepting, close every connection, join all threads, free. */
+/* TLS handshakes completed on all listeners since httpd_new: each is a
+ * client's new connection (tests count a client's reuse of connections).
+ * Thread-safe. */
+uint64_t httpd_tls_handshakes(httpd *d);
 void httpd_free(httpd *d);
 
 /* Generate a fresh self-signed certificate (RSA 2048, SHA-256, 10 years)

@@ -295,6 +295,7 @@ static void serve(struct conn *c)
     /* a hung node does not even complete the handshake */
     if (blackholed(c) || tls_handshake(c, c->l->d->ssl))
         return;
+    atomic_fetch_add(&c->l->d->handshakes, 1);
     for (int n = 1; n <= KEEPALIVE_MAX; n++) {
         struct rq q;
         httpd_rq_init(&q, false);

@@ -93,6 +93,7 @@ struct httpd {
     void *ctx;
     SSL_CTX *ssl;
     atomic_int nconn;
+    atomic_uint_fast64_t handshakes; /* TLS handshakes completed, ever */
     pthread_mutex_t mu; /* the listener table; control path only */
     struct listener **ls;
     size_t nls;
