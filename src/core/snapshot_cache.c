@@ -90,15 +90,20 @@ bool snap_cache_get(struct core *k, int vmid, struct snap_info **s, size_t *n, i
     return e != NULL;
 }
 
-/* Replace the cached list (copied); drift against the previous one is
- * counted when `drift` (the sync pass: anything else is proxd's own doing). */
-void snap_cache_put(struct core *k, int vmid, const struct snap_info *s, size_t n, bool drift)
+static bool is_own(const char *own, const char *name)
+{
+    return own && strcmp(own, name) == 0;
+}
+
+void snap_cache_put(struct core *k, int vmid, const struct snap_info *s, size_t n, const char *own)
 {
     struct snapcache *c = snap_cache(k);
     pthread_mutex_lock(&c->mu);
     struct centry *e = cfind(c, vmid);
-    if (e && drift) {
+    if (e) {
         for (size_t i = 0; i < e->n; i++) {
+            if (is_own(own, e->s[i].name))
+                continue;
             bool still = false;
             for (size_t j = 0; j < n && !still; j++)
                 still = strcmp(e->s[i].name, s[j].name) == 0;
@@ -109,6 +114,8 @@ void snap_cache_put(struct core *k, int vmid, const struct snap_info *s, size_t 
             }
         }
         for (size_t j = 0; j < n; j++) {
+            if (is_own(own, s[j].name))
+                continue;
             bool known = false;
             for (size_t i = 0; i < e->n && !known; i++)
                 known = strcmp(e->s[i].name, s[j].name) == 0;

@@ -22,9 +22,12 @@
 
 /* A copy of the cached list (*s NULL and false when none; the caller frees *s). */
 bool snap_cache_get(struct core *k, int vmid, struct snap_info **s, size_t *n, int64_t *at);
-/* Replace the cached list (copied); drift against the previous one is
- * counted when `drift` (the sync pass: anything else is proxd's own doing). */
-void snap_cache_put(struct core *k, int vmid, const struct snap_info *s, size_t n, bool drift);
+/* Replace the cached list (copied). What differs from the previous list
+ * is drift (a snapshot made or removed outside proxd, counted and logged),
+ * except the snapshot named `own` (NULL: none): the reading job's own
+ * change. Every reader counts it, not only the sync pass: a job that read
+ * the list first would otherwise hide an outside change from the pass. */
+void snap_cache_put(struct core *k, int vmid, const struct snap_info *s, size_t n, const char *own);
 void snap_cache_drop(struct core *k, int vmid);
 
 enum snap_stat { SNAP_ST_LIMIT, SNAP_ST_RETENTION, SNAP_ST_SYNCED };

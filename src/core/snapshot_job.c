@@ -106,7 +106,9 @@ static int list(struct sctx *c, struct snap_info **s, size_t *n, struct pve_erro
         snap_from_pve(&p[i], &(*s)[i]);
     *n = pn;
     free(p);
-    snap_cache_put(c->k, c->v.vmid, *s, *n, false);
+    /* the job's own snapshot (create, delete, rollback) is no drift */
+    snap_cache_put(c->k, c->v.vmid, *s, *n,
+                   json_string_value(json_object_get(c->j->request, "name")));
     return 0;
 }
 

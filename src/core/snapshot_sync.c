@@ -78,12 +78,7 @@ static void sync_one(struct sctx *c, int vmid, int *queued)
     for (size_t i = 0; i < pn; i++)
         snap_from_pve(&p[i], &s[i]);
     free(p);
-    struct snap_info *prev = NULL;
-    size_t pnn = 0;
-    int64_t at = 0;
-    bool known = snap_cache_get(c->k, vmid, &prev, &pnn, &at);
-    free(prev);
-    snap_cache_put(c->k, vmid, s, pn, known);
+    snap_cache_put(c->k, vmid, s, pn, NULL);
     snap_count(c->k, SNAP_ST_SYNCED);
     if (c->k->cfg->snap_keep > 0 || c->k->cfg->snap_max_age_s > 0) {
         const struct snap_info **vic = xcalloc(pn + 1, sizeof *vic);
