@@ -17,8 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#define WATCH_MS 1000      /* the watcher's look at the store for others' jobs */
-#define KEEPER_NAP_MS 1000 /* the keeper looks whether a refresh or a pass is due */
+#define WATCH_MS 1000 /* the watcher's look at the store for others' jobs */
 
 bool core_has_tag(const char *tags, const char *tag)
 {
@@ -46,6 +45,15 @@ void core_uuid(char out[40])
              b[14], b[15]);
 }
 
+static void on_fleet_note(void *ud, unsigned notes)
+{
+    struct core *k = ud;
+    pthread_mutex_lock(&k->mu);
+    k->notes |= notes;
+    pthread_cond_broadcast(&k->note_cv);
+    pthread_mutex_unlock(&k->mu);
+}
+
 struct core *core_new(const struct proxd_config *cfg, store *st, struct fleet *fl,
                       const char *instance)
 {
@@ -59,6 +67,8 @@ struct core *core_new(const struct proxd_config *cfg, store *st, struct fleet *f
     pthread_cond_init(&k->slot_cv, NULL);
     pthread_cond_init(&k->ccv, NULL);
     pthread_cond_init(&k->stop_cv, NULL);
+    pthread_cond_init(&k->note_cv, NULL);
+    fleet_set_notify(fl, on_fleet_note, k);
     if (pipe(k->wake) != 0)
         k->wake[0] = k->wake[1] = -1; /* task waits fall back to ticks */
     k->pl = place_new(cfg->nnodes);
@@ -93,6 +103,7 @@ void core_free(struct core *k)
     pthread_cond_destroy(&k->slot_cv);
     pthread_cond_destroy(&k->ccv);
     pthread_cond_destroy(&k->stop_cv);
+    pthread_cond_destroy(&k->note_cv);
     if (k->wake[0] >= 0) {
         close(k->wake[0]);
         close(k->wake[1]);
@@ -624,6 +635,26 @@ bool core_nap(struct core *k, long ms)
     return stop;
 }
 
+bool core_nap_until(struct core *k, int64_t until, unsigned notes)
+{
+    pthread_mutex_lock(&k->mu);
+    for (;;) {
+        int64_t left = until - mono_ms();
+        if (k->stopping || (k->notes & notes) || left <= 0)
+            break;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        int64_t ns = ts.tv_nsec + left * 1000000;
+        ts.tv_sec += ns / 1000000000;
+        ts.tv_nsec = ns % 1000000000;
+        pthread_cond_timedwait(&k->note_cv, &k->mu, &ts);
+    }
+    k->notes &= ~notes;
+    bool stop = k->stopping;
+    pthread_mutex_unlock(&k->mu);
+    return stop;
+}
+
 /* Renew the leases of the jobs this process runs, on a thread of its own:
  * nothing that waits on Proxmox (a reconcile pass on a hung node) may hold
  * up a renewal, or another instance would take over a running job. One
@@ -663,9 +694,10 @@ static void *keeper_main(void *arg)
     fleet_refresh(k->fl, true);
     core_wake(k); /* workers may claim jobs now */
     int64_t last_refresh = mono_ms(), last_reconcile = 0;
+    int64_t every =
+        (int64_t)(k->cfg->reconcile_interval_s > 0 ? k->cfg->reconcile_interval_s : 60) * 1000;
+    int64_t next;
     do {
-        int64_t every =
-            (int64_t)(k->cfg->reconcile_interval_s > 0 ? k->cfg->reconcile_interval_s : 60) * 1000;
         if (last_reconcile == 0 || mono_ms() - last_reconcile >= every) {
             struct reconcile_report rep;
             /* refreshes the inventory too; removals go to the cleaner */
@@ -677,7 +709,12 @@ static void *keeper_main(void *arg)
             last_refresh = mono_ms();
             fleet_refresh(k->fl, false);
         }
-    } while (!core_nap(k, KEEPER_NAP_MS));
+        /* asleep until the next refresh or pass is due; a read of the
+         * inventory for a decision may bring the refresh forward */
+        next = fleet_refresh_next(k->fl, last_refresh);
+        if (last_reconcile + every < next)
+            next = last_reconcile + every;
+    } while (!core_nap_until(k, next, FLEET_NOTE_WANTED));
     return NULL;
 }
 
@@ -754,6 +791,7 @@ void core_stop(struct core *k, long grace_ms)
     pthread_cond_broadcast(&k->cv);
     pthread_cond_broadcast(&k->slot_cv);
     pthread_cond_broadcast(&k->stop_cv);
+    pthread_cond_broadcast(&k->note_cv);
     pthread_mutex_unlock(&k->mu);
     if (k->wake[1] >= 0 && write(k->wake[1], "s", 1) != 1)
         log_warn("core", "stop not signalled to task waits: they see it at their next look");

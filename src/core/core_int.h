@@ -22,7 +22,9 @@ struct core {
     pthread_mutex_t mu;
     pthread_cond_t cv;      /* new work (core_wake: one worker at a time), or stop */
     pthread_cond_t slot_cv; /* a clone slot freed, or stop */
-    pthread_cond_t stop_cv; /* stop only: the keeper's and leaser's sleeps */
+    pthread_cond_t stop_cv; /* stop only: the leaser's sleeps */
+    pthread_cond_t note_cv; /* the fleet's notes (fleet_set_notify), or stop */
+    unsigned notes;         /* under mu: FLEET_NOTE_* not yet taken by a watcher */
     bool stopping;
     int wake[2];  /* a pipe written at stop: task waits sleep on wake[0] */
     bool watcher; /* an idle worker polls the store on a timer (the others wait) */
@@ -121,6 +123,10 @@ int core_vm_load_owned(struct core *k, int vmid, const char *owner, bool node_up
 void core_wake(struct core *k);
 /* Sleep up to ms, woken only by a stop; true when the core stops. */
 bool core_nap(struct core *k, long ms);
+/* Sleep until mono ms `until`, a stop, or one of the fleet's `notes`
+ * (taken: cleared); true when the core stops. One waiter per note kind:
+ * the keeper takes FLEET_NOTE_WANTED, the events keeper FLEET_NOTE_HEALTH. */
+bool core_nap_until(struct core *k, int64_t until, unsigned notes);
 /* Is the core stopping? Any thread. */
 bool core_stopping(struct core *k);
 

@@ -15,8 +15,8 @@
 #include <string.h>
 #include <time.h>
 
-#define HEALTH_EVERY_MS 1000
-#define PRUNE_EVERY_MS 60000 /* or half of the shortest retention, when shorter */
+#define HEALTH_EVERY_MS 10000 /* a look besides the fleet's notes (FLEET_NOTE_HEALTH) */
+#define PRUNE_EVERY_MS 60000  /* or half of the shortest retention, when shorter */
 
 static json_t *time_json(int64_t ms)
 {
@@ -148,7 +148,7 @@ static void *keeper_main(void *arg)
     mem_thread_name("events");
     struct core *k = arg;
     struct evkeeper *ek = k->evk;
-    int64_t next_prune = 0;
+    int64_t next_prune = 0, next;
     do {
         health_round(k, ek);
         if (mono_ms() >= next_prune) {
@@ -156,7 +156,10 @@ static void *keeper_main(void *arg)
             prune_history(k);
             next_prune = mono_ms() + prune_every(k->cfg);
         }
-    } while (!core_nap(k, HEALTH_EVERY_MS));
+        next = mono_ms() + HEALTH_EVERY_MS;
+        if (next_prune < next)
+            next = next_prune;
+    } while (!core_nap_until(k, next, FLEET_NOTE_HEALTH));
     return NULL;
 }
 

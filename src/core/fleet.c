@@ -72,6 +72,10 @@ struct vmtab {
 struct fleet {
     pthread_mutex_t mu;
     int64_t wanted_ms; /* mono ms: the inventory was last read for a decision */
+    bool want_told;    /* ... and the owner was told since the last refresh began */
+    void (*notify)(void *ud, unsigned notes);
+    void *notify_ud;
+    signed char told[CFG_MAX_NODES]; /* health last told: 0 not asked, 1 down, 2 up */
     struct world worlds[CFG_MAX_NODES];
     int nworlds;
     struct nstate nodes[CFG_MAX_NODES];
@@ -522,6 +526,44 @@ static void apply_world(struct fleet *f, struct refresh_job *j, int64_t now)
     }
 }
 
+void fleet_set_notify(struct fleet *f, void (*fn)(void *ud, unsigned notes), void *ud)
+{
+    f->notify = fn;
+    f->notify_ud = ud;
+}
+
+static void tell(struct fleet *f, unsigned notes)
+{
+    if (notes && f->notify)
+        f->notify(f->notify_ud, notes);
+}
+
+/* Under f->mu: the first read for a decision since a refresh began. */
+static unsigned wanted(struct fleet *f)
+{
+    f->wanted_ms = mono_ms();
+    if (f->want_told)
+        return 0;
+    f->want_told = true;
+    return FLEET_NOTE_WANTED;
+}
+
+/* Under f->mu: has any node's health (not asked yet, down, up) changed
+ * since the last call? */
+static unsigned health_moved(struct fleet *f)
+{
+    unsigned notes = 0;
+    for (int i = 0; i < f->nnodes; i++) {
+        const struct nstate *n = &f->nodes[i];
+        signed char h = n->v.refreshed_at == 0 ? 0 : n->online && !n->failed ? 2 : 1;
+        if (f->told[i] != h) {
+            f->told[i] = h;
+            notes = FLEET_NOTE_HEALTH;
+        }
+    }
+    return notes;
+}
+
 void fleet_refresh(struct fleet *f, bool force)
 {
     struct refresh_job *jobs = xcalloc((size_t)f->nworlds + 1, sizeof *jobs);
@@ -530,6 +572,7 @@ void fleet_refresh(struct fleet *f, bool force)
     int nj = 0;
     int64_t now = wall_ms();
     pthread_mutex_lock(&f->mu);
+    f->want_told = false; /* a read from now on wants the next one */
     for (int i = 0; i < f->nworlds; i++) {
         struct world *w = &f->worlds[i];
         if (!force && w->next_try > now)
@@ -559,7 +602,9 @@ void fleet_refresh(struct fleet *f, bool force)
     pthread_mutex_lock(&f->mu);
     for (int i = 0; i < nj; i++)
         apply_world(f, &jobs[i], now);
+    unsigned notes = health_moved(f);
     pthread_mutex_unlock(&f->mu);
+    tell(f, notes);
     for (int i = 0; i < nj; i++)
         vmtab_free(&jobs[i].vms);
     free(jobs);
@@ -578,34 +623,45 @@ bool fleet_ready(struct fleet *f)
     return ready;
 }
 
+int64_t fleet_refresh_next(struct fleet *f, int64_t last_ms)
+{
+    int64_t next = last_ms + IDLE_MS, soon = last_ms + FRESH_MS;
+    int64_t now = mono_ms(), wall = wall_ms();
+    pthread_mutex_lock(&f->mu);
+    if (f->wanted_ms >= last_ms)
+        next = soon;
+    /* a down world or node is tried again at its backoff's end, but no
+     * sooner than FRESH_MS after the last refresh (every world is read) */
+    for (int i = 0; i < f->nworlds; i++)
+        if (f->worlds[i].next_try > 0) {
+            int64_t t = now + (f->worlds[i].next_try - wall);
+            next = t < next ? (t > soon ? t : soon) : next;
+        }
+    for (int i = 0; i < f->nnodes; i++)
+        if (f->nodes[i].failed) {
+            int64_t t = now + (f->nodes[i].retry_at - wall);
+            next = t < next ? (t > soon ? t : soon) : next;
+        }
+    pthread_mutex_unlock(&f->mu);
+    return next;
+}
+
 bool fleet_refresh_due(struct fleet *f, int64_t last_ms)
 {
-    int64_t now = mono_ms(), wall = wall_ms();
-    if (now - last_ms >= IDLE_MS)
-        return true;
-    if (now - last_ms < FRESH_MS)
-        return false;
-    pthread_mutex_lock(&f->mu);
-    bool due = f->wanted_ms >= last_ms;
-    for (int i = 0; !due && i < f->nworlds; i++)
-        due = f->worlds[i].next_try > 0 && f->worlds[i].next_try <= wall;
-    for (int i = 0; !due && i < f->nnodes; i++)
-        due = f->nodes[i].failed && f->nodes[i].retry_at <= wall;
-    pthread_mutex_unlock(&f->mu);
-    return due;
+    return mono_ms() >= fleet_refresh_next(f, last_ms);
 }
 
 static int node_view(struct fleet *f, const char *node, struct node_view *out, bool want)
 {
     pthread_mutex_lock(&f->mu);
-    if (want)
-        f->wanted_ms = mono_ms();
+    unsigned notes = want ? wanted(f) : 0;
     struct nstate *n = find_node(f, node);
     if (n) {
         *out = n->v;
         out->up = n->online && !n->failed;
     }
     pthread_mutex_unlock(&f->mu);
+    tell(f, notes);
     return n ? 0 : -1;
 }
 
@@ -629,7 +685,9 @@ void fleet_node_failed(struct fleet *f, const char *node, const char *why)
         log_warn("fleet", "node %s marked down: %s (probe again in %lld ms)", node, why,
                  (long long)n->backoff);
     }
+    unsigned notes = health_moved(f);
     pthread_mutex_unlock(&f->mu);
+    tell(f, notes);
 }
 
 void fleet_node_ok(struct fleet *f, const char *node)
@@ -641,7 +699,9 @@ void fleet_node_ok(struct fleet *f, const char *node)
         n->backoff = 0;
         n->v.up = n->online;
     }
+    unsigned notes = health_moved(f);
     pthread_mutex_unlock(&f->mu);
+    tell(f, notes);
 }
 
 bool fleet_node_fresh(struct fleet *f, const char *node, int64_t since)
@@ -719,12 +779,13 @@ static int cmp_int(const void *a, const void *b)
 int *fleet_taken_vmids(struct fleet *f, size_t *n)
 {
     pthread_mutex_lock(&f->mu);
-    f->wanted_ms = mono_ms();
+    unsigned notes = wanted(f);
     int *ids = xmalloc((f->vms.n + 1) * sizeof *ids);
     for (size_t i = 0; i < f->vms.n; i++)
         ids[i] = f->vms.v[i].vmid;
     *n = f->vms.n;
     pthread_mutex_unlock(&f->mu);
+    tell(f, notes);
     qsort(ids, *n, sizeof *ids, cmp_int);
     return ids;
 }

@@ -47,13 +47,26 @@ pve_client *fleet_client(struct fleet *f, const char *node);
  * down at once with its nodes, and asked again after its backoff. */
 void fleet_refresh(struct fleet *f, bool force);
 
-/* Is a refresh due for a keeper whose last one began at mono ms last_ms?
- * 5 s after it when anything read the inventory for a decision since
- * (placement, the VMID choice, the API's views: fleet_node_view and
- * fleet_taken_vmids) or a down world or node is due for another try; 30 s
- * after it in any case. An idle fleet is not asked for its whole inventory
- * every 5 s; one in use is as fresh as before. Thread-safe. */
+/* When the next refresh is due (mono ms) for a keeper whose last one
+ * began at mono ms last_ms: 5 s after it when anything read the inventory
+ * for a decision since (placement, the VMID choice, the API's views:
+ * fleet_node_view and fleet_taken_vmids) or at the end of a down world's
+ * or node's backoff (not sooner than 5 s after it); 30 s after it in any
+ * case. An idle fleet is not asked for its whole inventory every 5 s; one
+ * in use is as fresh as before. fleet_refresh_due: is that now? Both
+ * thread-safe. */
+int64_t fleet_refresh_next(struct fleet *f, int64_t last_ms);
 bool fleet_refresh_due(struct fleet *f, int64_t last_ms);
+
+/* What the fleet tells its owner, so that its watchers sleep until then
+ * instead of looking on a beat. */
+enum fleet_note {
+    FLEET_NOTE_WANTED = 1, /* the first read for a decision since a refresh began */
+    FLEET_NOTE_HEALTH = 2, /* a node turned up or down, or was known for the first time */
+};
+/* fn is called on the thread that caused the note, with no lock of the
+ * fleet held; set it before any thread uses the fleet. */
+void fleet_set_notify(struct fleet *f, void (*fn)(void *ud, unsigned notes), void *ud);
 
 /* Has every world been asked once (answered or failed) since fleet_new?
  * Before that the inventory is empty: placement and VMID choice wait. */

@@ -45,13 +45,13 @@ def call(method, path, body=None):
     return px.call(method, path, ADMIN, body)
 
 
-def worker_switches():
-    """voluntary context switches of each job-worker thread, by tid"""
+def worker_switches(name="job-worker"):
+    """voluntary context switches of each thread called `name`, by tid"""
     out = {}
     d = "/proc/%d/task" % px.proc.pid
     for tid in os.listdir(d):
         try:
-            if open("%s/%s/comm" % (d, tid)).read().strip() != "job-worker":
+            if open("%s/%s/comm" % (d, tid)).read().strip() != name:
                 continue
             for line in open("%s/%s/status" % (d, tid)):
                 if line.startswith("voluntary_ctxt_switches:"):
@@ -123,6 +123,41 @@ def an_unread_inventory_is_read_seldom_and_fresh_on_demand():
              deadline=12, interval=0.5, what="a refresh after the node list was read")
     assert resources_reads() > r1
     print("[ figures ] inventory reads in 11 quiet s: %d" % quiet)
+
+
+@case
+def the_keepers_sleep_until_told():
+    # the events keeper used to look at the nodes' health every second and
+    # the keeper every 5 s; now the fleet tells them of a change, a read
+    # that wants the inventory, or the next refresh's time (30 s when idle)
+    windows = []
+
+    def quiet():
+        a = (sum(worker_switches("events").values()), sum(worker_switches("keeper").values()))
+        time.sleep(4)
+        b = (sum(worker_switches("events").values()), sum(worker_switches("keeper").values()))
+        windows.append((b[0] - a[0], b[1] - a[1]))
+        return windows[-1][0] <= 1 and windows[-1][1] <= 1
+    wait_for(quiet, deadline=40, interval=0, what="quiet keepers")
+    # and a node going down is still told at once: an event within seconds
+    print("[ figures ] wake-ups of the events keeper and the keeper per 4 s: %s" % windows)
+
+
+@case
+def a_node_going_down_is_an_event_at_once():
+    before = call("GET", "/v1/events?type=node.down").json()
+    seen = {e["id"] for e in before.get("events", [])}
+    sim.ctl("POST", "/nodes/sv2", {"state": "offline"})
+    t0 = time.monotonic()
+    call("GET", "/v1/nodes")  # a read: the inventory within 5 s
+
+    def told():
+        evs = call("GET", "/v1/events?type=node.down").json().get("events", [])
+        return [e for e in evs if e["id"] not in seen and e["node"] == "sv2"] or None
+    wait_for(told, deadline=15, interval=0.1, what="node.down for sv2")
+    took = time.monotonic() - t0
+    sim.ctl("POST", "/nodes/sv2", {"state": "online"})
+    print("[ figures ] node.down of sv2 %.2f s after it went offline" % took)
 
 
 shutdown(px, sim)
