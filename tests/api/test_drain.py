@@ -48,25 +48,18 @@ CUST = [px.token("cust%d" % i) for i in range(2)]
 px.start()
 
 
-def call(method, path, token, body=None, want=None):
-    r = px.call(method, path, token, body)
-    if want is not None:
-        assert r.status_code == want, (method, path, r.status_code, r.text)
-    return r
-
-
 def nodes():
-    return {n["name"]: n for n in call("GET", "/v1/nodes", ADMIN, want=200).json()["nodes"]}
+    return {n["name"]: n for n in px.call("GET", "/v1/nodes", ADMIN, want=200).json()["nodes"]}
 
 
 def cordon(node, on=True):
-    return call("POST", "/v1/nodes/%s/%s" % (node, "cordon" if on else "uncordon"), ADMIN,
-                want=200).json()
+    return px.call("POST", "/v1/nodes/%s/%s" % (node, "cordon" if on else "uncordon"), ADMIN,
+                   want=200).json()
 
 
 def submit(token, name, memory_mb=1024):
-    r = call("POST", "/v1/vms", token, {"os": "ubuntu", "name": name, "cores": 1,
-                                        "memory_mb": memory_mb, "disk_gb": 10}, want=202)
+    r = px.call("POST", "/v1/vms", token, {"os": "ubuntu", "name": name, "cores": 1,
+                                           "memory_mb": memory_mb, "disk_gb": 10}, want=202)
     return r.json()
 
 
@@ -85,11 +78,11 @@ def pve_vms():
 
 @case
 def cordon_is_for_admins_and_known_nodes():
-    r = call("POST", "/v1/nodes/sv3/cordon", USER, want=403)
+    r = px.call("POST", "/v1/nodes/sv3/cordon", USER, want=403)
     assert r.json()["error"]["code"] == "forbidden", r.text
-    call("POST", "/v1/nodes/sv9/cordon", ADMIN, want=404)
-    call("POST", "/v1/nodes/sv9/drain", ADMIN, want=404)
-    call("POST", "/v1/nodes/sv3/drain", USER, want=403)
+    px.call("POST", "/v1/nodes/sv9/cordon", ADMIN, want=404)
+    px.call("POST", "/v1/nodes/sv9/drain", ADMIN, want=404)
+    px.call("POST", "/v1/nodes/sv3/drain", USER, want=403)
     assert not nodes()["sv3"]["cordoned"]
     t0 = time.time()
     c = cordon("sv3")
@@ -128,12 +121,12 @@ def cordoned_node_takes_none_of_100_creations():
     assert pve_vms()[vmid]["node"] == "sv3"
     # a cordoned node takes no reinstall either: refused before anything is done
     cordon("sv3")
-    r = call("POST", "/v1/vms/%d/reinstall" % vmid, CUST[0], {"os": "ubuntu"}, want=409)
+    r = px.call("POST", "/v1/vms/%d/reinstall" % vmid, CUST[0], {"os": "ubuntu"}, want=409)
     assert r.json()["error"]["details"]["field"] == "node", r.text
     assert "cordoned" in r.json()["error"]["message"], r.text
     cordon("sv3", False)
     # the 101 VMs go (they would take the drain's room), and the cordons
-    subs = [call("DELETE", "/v1/vms/%d" % v, ADMIN, want=202).json()["job"]
+    subs = [px.call("DELETE", "/v1/vms/%d" % v, ADMIN, want=202).json()["job"]
             for v in list(jobs) + [vmid]]
     for j in subs:
         assert px.wait_job(j, ADMIN, deadline=240)["state"] == "done"
@@ -190,7 +183,7 @@ MADE = set()
 
 
 def drain(node, want=202):
-    return call("POST", "/v1/nodes/%s/drain" % node, ADMIN, want=want).json()
+    return px.call("POST", "/v1/nodes/%s/drain" % node, ADMIN, want=want).json()
 
 
 @case
@@ -218,7 +211,8 @@ def drain_of_n_vms_survives_a_kill():
     pv = pve_vms()
     assert all(pv[v]["node"] == "sv1" for v in vmids)
     # a third stopped: they move offline
-    stops = [call("POST", "/v1/vms/%d/stop" % v, ADMIN, want=202).json()["job"] for v in vmids[::3]]
+    stops = [px.call("POST", "/v1/vms/%d/stop" % v, ADMIN, want=202).json()["job"]
+             for v in vmids[::3]]
     for j in stops:
         assert px.wait_job(j, ADMIN)["state"] == "done"
     # one HA-managed (stopped): it moves through the HA manager (hamigrate)
@@ -235,11 +229,11 @@ def drain_of_n_vms_survives_a_kill():
         assert d["kind"] == "drain" and d["node"] == "sv1", d
         assert nodes()["sv1"]["cordoned"]
         # a second drain of the node while this one runs: 409 naming it
-        r = call("POST", "/v1/nodes/sv1/drain", ADMIN, want=409)
+        r = px.call("POST", "/v1/nodes/sv1/drain", ADMIN, want=409)
         assert d["job"] in r.text, r.text
 
         def some_moved():
-            j = call("GET", "/v1/jobs/" + d["job"], ADMIN, want=200).json()
+            j = px.call("GET", "/v1/jobs/" + d["job"], ADMIN, want=200).json()
             return len(j["result"]["moved"]) >= 6
         wait_for(some_moved, deadline=120 + N_VMS, interval=0.05, what="6 VMs moved")
         t_kill = time.monotonic() - t_drain
@@ -262,7 +256,7 @@ def drain_of_n_vms_survives_a_kill():
         assert a["power"] == b["power"], (v, b["power"], a["power"])
         for k in ("name", "net0", "smbios1", "cores", "memory"):
             assert a["conf"].get(k) == b["conf"].get(k), (v, k, b["conf"].get(k), a["conf"].get(k))
-        rec = call("GET", "/v1/vms/%d" % v, ADMIN, want=200).json()
+        rec = px.call("GET", "/v1/vms/%d" % v, ADMIN, want=200).json()
         assert rec["node"] == a["node"] and rec["state"] == "enabled", rec
     by = {}
     for m in res["moved"]:
@@ -292,8 +286,8 @@ def drain_of_n_vms_survives_a_kill():
     def events(kind):
         out, after = [], 0
         while True:
-            r = call("GET", "/v1/events?type=%s&after=%d&limit=1000" % (kind, after), ADMIN,
-                     want=200).json()
+            r = px.call("GET", "/v1/events?type=%s&after=%d&limit=1000" % (kind, after), ADMIN,
+                        want=200).json()
             out += r["events"]
             if not r["more"]:
                 return out
@@ -338,7 +332,7 @@ def drain_under_migrate_faults_reports_what_stayed():
     for v in on:  # never lost: each one exists, where the drain says
         assert v in pv, v
         assert (pv[v]["node"] == "sv2") == (v in stayed), (v, pv[v]["node"])
-        assert call("GET", "/v1/vms/%d" % v, ADMIN, want=200).json()["node"] == pv[v]["node"]
+        assert px.call("GET", "/v1/vms/%d" % v, ADMIN, want=200).json()["node"] == pv[v]["node"]
         assert pv[v]["conf"].get("lock") is None, pv[v]["conf"]
     print("    faults: %d moved, %d stayed; the HA VM: %s" % (len(moved), len(stayed),
                                                           stayed[ha_vm][:90]))

@@ -213,8 +213,7 @@ def passing_errors_are_ridden_out():
         sim.ctl("POST", "/faults", {"method": method, "path": path, "kind": "error", "count": 1,
                                     "status": 500, "message": "passing error at " + name})
     j = reinstall(vmid, {"os": target})
-    hits = sum(f.get("hits", 0) for f in sim.ctl("GET", "/faults"))
-    sim.ctl("DELETE", "/faults")
+    hits = sim.clear_faults()
     assert j["state"] == "done", j
     assert hits >= 6, hits
     after = look(vmid)

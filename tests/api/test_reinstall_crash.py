@@ -21,6 +21,7 @@ import time
 
 from lib.cases import case, finish
 from lib.db import expire_leases, query as db_query
+from lib.faults import fault_mix
 from lib.proxd import Proxd, shutdown
 from lib.sim import Sim
 
@@ -71,17 +72,7 @@ def kill_during_reinstalls():
     os_of = {v: "ubuntu" for v in VMS}
     os_of[VMS[0]] = "debian"
     if RATE:
-        for kind, share in (("error", 0.35), ("lock_timeout", 0.2), ("596", 0.15),
-                            ("task_error", 0.15), ("delay", 0.15)):
-            rule = {"path": "^/nodes/", "kind": kind, "rate": RATE * share,
-                    "message": "soak fault"}
-            if kind == "error":
-                rule["status"] = 500
-            if kind == "task_error":
-                rule["method"] = "POST"
-            if kind == "delay":
-                rule["delay_ms"] = 300
-            sim.ctl("POST", "/faults", rule)
+        sim.add_faults(fault_mix(RATE, message="soak fault"))
     print("one reinstall takes %.2f s" % span, flush=True)
     for n in range(ROUNDS):
         vmid = VMS[n % len(VMS)]
@@ -125,9 +116,8 @@ def kill_during_reinstalls():
               (n, vmid, old, new, at, j["state"]), flush=True)
     print("outcomes: %s; killed at: %s" % (outcomes, steps_hit), flush=True)
     if RATE:
-        hits = sum(f.get("hits", 0) for f in sim.ctl("GET", "/faults"))
+        hits = sim.clear_faults()
         print("faults hit: %d" % hits)
-        sim.ctl("DELETE", "/faults")
         assert hits > 0, "no fault was injected"
     for v in VMS:  # every VM still there, once
         assert [x["vmid"] for x in sim.state()["vms"]].count(v) == 1

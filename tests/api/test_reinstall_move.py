@@ -28,6 +28,7 @@ import time
 
 from lib.cases import case, finish
 from lib.db import expire_leases, query
+from lib.faults import fault_mix
 from lib.proxd import Proxd, shutdown
 from lib.sim import Sim
 from lib.wait import wait_for
@@ -282,17 +283,7 @@ def kill_during_cross_node_reinstalls():
     span = SPAN[0] if SPAN else 2.0
     print("one cross-node reinstall takes %.2f s" % span, flush=True)
     if RATE:
-        for kind, share in (("error", 0.35), ("lock_timeout", 0.2), ("596", 0.15),
-                            ("task_error", 0.15), ("delay", 0.15)):
-            rule = {"path": "^/nodes/", "kind": kind, "rate": RATE * share,
-                    "message": "soak fault"}
-            if kind == "error":
-                rule["status"] = 500
-            if kind == "task_error":
-                rule["method"] = "POST"
-            if kind == "delay":
-                rule["delay_ms"] = 300
-            sim.ctl("POST", "/faults", rule)
+        sim.add_faults(fault_mix(RATE, message="soak fault"))
     hit = {}
     outcomes = {"done": 0, "failed": 0}
     for n in range(ROUNDS):
@@ -340,8 +331,7 @@ def kill_during_cross_node_reinstalls():
                time.monotonic() - t1), flush=True)
     print("outcomes: %s; killed at: %s" % (outcomes, hit), flush=True)
     if RATE:
-        hits = sum(f.get("hits", 0) for f in sim.ctl("GET", "/faults"))
-        sim.ctl("DELETE", "/faults")
+        hits = sim.clear_faults()
         print("faults hit: %d" % hits)
         assert hits > 0, "no fault was injected"
     assert outcomes["done"] > 0, outcomes

@@ -12,81 +12,33 @@ on the targets.
 PROXD_TEST_DB=postgresql://... runs it on PostgreSQL.
 """
 import os
-import threading
 
 from lib.cases import case, finish
+from lib.fleet import GiB, PoolSampler, pool_used as pool_of, shared_pool_fleet
 from lib.proxd import Proxd, shutdown
 from lib.sim import Sim
 from lib.wait import wait_for
 
 DB = os.environ.get("PROXD_TEST_DB")
-GiB = 1024 ** 3
 NODES = ["sv1", "sv2", "sv3", "sv4", "sv5"]
 POOL_GB, MARGIN_GB, DISK_GB, N_CREATE = 100, 10, 20, 12
 FIT = (POOL_GB - MARGIN_GB) // DISK_GB  # 4
 
-
-def storages():
-    return [{"id": "local", "type": "dir", "content": "iso,vztmpl,backup", "total_gb": 100,
-             "used_gb": 12},
-            {"id": "local-lvm", "type": "lvmthin", "content": "images,rootdir", "total_gb": 200},
-            {"id": "ceph", "type": "rbd", "content": "images", "total_gb": POOL_GB,
-             "shared": True}]
-
-
-sim = Sim(time_scale=0.005, fleet={"nodes": [{"name": n, "storages": storages()}
-                                             for n in NODES]})
-px = Proxd(sim, database=DB, proxd_extra="reconcile_interval = 5\n\n[limits]\n"
+sim = Sim(time_scale=0.005, fleet=shared_pool_fleet(NODES, POOL_GB))
+# every node's VM storage: the shared pool. quarantine = 0 (api_config's):
+# a refused creation's VMID goes at once to the next POST, whose record
+# must not meet the failed one still live (create.c's finish_failed)
+px = Proxd(sim, database=DB, storage="ceph",
+           proxd_extra="reconcile_interval = 5\n\n[limits]\n"
            "memory_margin_mb = 1024\ndisk_margin_gb = %d\n" % MARGIN_GB)
-with open(px.conf) as f:
-    conf = f.read()
-# every node's VM storage: the shared pool. A refused creation's VMID is
-# quarantined: with none, main's creation path can hand it to the next POST
-# before the failed record is gone (503 "already has a live VM record"; a
-# race of its own, not this test's subject)
-conf = conf.replace("storage = local-lvm\n", "storage = ceph\n")
-with open(px.conf, "w") as f:
-    f.write(conf.replace("quarantine = 0\n", "quarantine = 300\n"))
 ADMIN = px.token("ops", "admin")
 USER = px.token("sh")
 px.start()
 
 
-def call(method, path, token, body=None, want=None):
-    r = px.call(method, path, token, body)
-    if want is not None:
-        assert r.status_code == want, (method, path, r.status_code, r.text)
-    return r
-
-
 def pool_used():
-    """pvesim's count of the pool's bytes, as each node reports it (one
-    figure: it is one pool) and as the sum of the VMs' disks on it."""
-    st = sim.state()
-    seen = {s["used"] for n in st["nodes"] for s in n["storages"] if s["id"] == "ceph"}
-    disks = 0
-    for v in st["vms"]:
-        for k, d in v["conf"].items():
-            if isinstance(d, str) and d.startswith("ceph:") and "size=" in d:
-                size = d.split("size=")[1].split(",")[0]
-                disks += int(size[:-1]) * (GiB if size.endswith("G") else 1024 ** 2)
-    return seen, disks
-
-
-class Sampler(threading.Thread):
-    """pvesim's pool use until stopped: the most seen."""
-
-    def __init__(self):
-        super().__init__(daemon=True)
-        self.halt = threading.Event()
-        self.most, self.samples = 0, 0
-
-    def run(self):
-        while not self.halt.is_set():
-            seen, disks = pool_used()
-            self.most = max([self.most, disks] + list(seen))
-            self.samples += 1
-            self.halt.wait(0.05)
+    """pvesim's count of the pool's bytes (lib.fleet.pool_used)."""
+    return pool_of(sim.state())
 
 
 def clone_failures():
@@ -105,20 +57,20 @@ MADE = []
 @case
 def creations_never_overcommit_the_shared_pool():
     def shared_seen():
-        ns = call("GET", "/v1/nodes", ADMIN, want=200).json()["nodes"]
+        ns = px.call("GET", "/v1/nodes", ADMIN, want=200).json()["nodes"]
         return all(n["storage"] == "ceph" and n["storage_shared"] and
                    n["disk_gb"]["total"] == POOL_GB for n in ns)
     wait_for(shared_seen, deadline=30, interval=0.1, what="inventory of the shared pool")
-    sampler = Sampler()
+    sampler = PoolSampler(sim)
     sampler.start()
     try:
-        subs = [call("POST", "/v1/vms", USER, {"os": "ubuntu", "name": "sh-%d" % i, "cores": 1,
-                                               "memory_mb": 1024, "disk_gb": DISK_GB},
-                     want=202).json() for i in range(N_CREATE)]
+        subs = [px.call("POST", "/v1/vms", USER, {"os": "ubuntu", "name": "sh-%d" % i,
+                                                  "cores": 1, "memory_mb": 1024,
+                                                  "disk_gb": DISK_GB},
+                        want=202).json() for i in range(N_CREATE)]
         jobs = [px.wait_job(s["job"], USER, deadline=240) for s in subs]
     finally:
-        sampler.halt.set()
-        sampler.join()
+        sampler.stop()
     done = [j for j in jobs if j["state"] == "done"]
     failed = [j for j in jobs if j["state"] == "failed"]
     MADE.extend(j["vmid"] for j in done)
@@ -157,11 +109,11 @@ def drain_onto_a_full_pool_moves_disks_in_place():
         sim.ctl("POST", "/nodes/" + n, {"storage_gb": {"ceph": total_gb}})
 
     def seen_small():
-        ns = call("GET", "/v1/nodes", ADMIN, want=200).json()["nodes"]
+        ns = px.call("GET", "/v1/nodes", ADMIN, want=200).json()["nodes"]
         return all(n["disk_gb"]["total"] == total_gb for n in ns)
     wait_for(seen_small, deadline=30, interval=0.1, what="inventory of the smaller pool")
     confs = {v: dict(sim.vm(v)["conf"]) for v in on[src]}
-    d = call("POST", "/v1/nodes/%s/drain" % src, ADMIN, want=202).json()
+    d = px.call("POST", "/v1/nodes/%s/drain" % src, ADMIN, want=202).json()
     j = px.wait_job(d["job"], ADMIN, deadline=240)
     assert j["state"] == "done", j
     res = j["result"]
@@ -176,8 +128,8 @@ def drain_onto_a_full_pool_moves_disks_in_place():
     seen, after = pool_used()
     assert before <= after <= before + len(on[src]) * 4 * 1024 ** 2, (before, after)
     # a creation still gets the clear refusal (the pool is full)
-    r = call("POST", "/v1/vms", USER, {"os": "ubuntu", "name": "late", "cores": 1,
-                                       "memory_mb": 1024, "disk_gb": DISK_GB}, want=202).json()
+    r = px.call("POST", "/v1/vms", USER, {"os": "ubuntu", "name": "late", "cores": 1,
+                                          "memory_mb": 1024, "disk_gb": DISK_GB}, want=202).json()
     late = px.wait_job(r["job"], USER, deadline=120)
     assert late["state"] == "failed", late
     assert "not enough space on shared storage ceph of cluster pvesim" in str(late), late

@@ -31,6 +31,7 @@ import requests
 from lib.cases import case, finish
 from lib.env import PROXCTL
 from lib.pg import full_run
+from lib.faults import fault_mix
 from lib.proxd import Proxd, shutdown
 from lib.sim import Sim
 from lib.wait import wait_for
@@ -452,25 +453,17 @@ def an_instances_stale_lists_do_not_pass_the_owner_limit():
         other.stop()
 
 
+# the snapshot calls' faults, lock timeouts the most
+SNAP_MIX = (("lock_timeout", 0.3), ("error", 0.25), ("task_error", 0.25), ("596", 0.1),
+            ("delay", 0.1))
+
+
 def fault_rules(rate):
-    rules = []
-    for kind, share in (("lock_timeout", 0.3), ("error", 0.25), ("task_error", 0.25),
-                        ("596", 0.1), ("delay", 0.1)):
-        r = {"kind": kind, "path": r"^/nodes/[^/]+/qemu/\d+/(snapshot|status/current)",
-             "rate": rate * share}
-        if kind in ("lock_timeout", "task_error"):
-            r["method"] = "POST" if kind == "task_error" else None
-        if r.get("method") is None:
-            r.pop("method", None)
-        if kind == "delay":
-            r["delay_ms"] = 300
-        if kind == "task_error":
-            r["message"] = "injected task failure"
-        rules.append(r)
-    # deletes fail their tasks too
-    rules.append({"kind": "task_error", "method": "DELETE", "rate": rate * 0.25,
-                  "path": r"^/nodes/[^/]+/qemu/\d+/snapshot/", "message": "injected task failure"})
-    return rules
+    return fault_mix(rate, r"^/nodes/[^/]+/qemu/\d+/(snapshot|status/current)", SNAP_MIX,
+                     message="injected fault") + [
+        # deletes fail their tasks too
+        {"kind": "task_error", "method": "DELETE", "rate": rate * 0.25,
+         "path": r"^/nodes/[^/]+/qemu/\d+/snapshot/", "message": "injected fault"}]
 
 
 @case
@@ -478,8 +471,7 @@ def random_faults_on_snapshot_calls():
     seed = SEED
     rng = random.Random(seed)
     vms = api.create_vms(ADMIN, ["flt-%d" % i for i in range(3)])
-    for r in fault_rules(0.35):
-        sim.ctl("POST", "/faults", r)
+    sim.add_faults(fault_rules(0.35))
     jobs = []
     t0 = time.monotonic()
     try:
@@ -517,8 +509,7 @@ def random_faults_on_snapshot_calls():
                 assert time.monotonic() - t0j < 30, "a stuck lock is not waited for"
                 sim.ctl("POST", "/vms/%d" % vmid, {"conf": {"lock": None}})
     finally:
-        hits = sum(f.get("hits", 0) for f in sim.ctl("GET", "/faults"))
-        sim.ctl("DELETE", "/faults")
+        hits = sim.clear_faults()
     assert hits > 0, "no fault was injected"
     done = sum(1 for _, _, _, j in jobs if j["state"] == "done")
     print("  seed %d: %d jobs (%d done), %d faults, %.1f s" % (seed, len(jobs), done, hits,

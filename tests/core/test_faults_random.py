@@ -124,8 +124,7 @@ def run_seed(seed):
 
         def faults_on():
             sim.ctl("DELETE", "/calls")
-            for r in fault_rules(RATE):
-                sim.ctl("POST", "/faults", r)
+            sim.add_faults(fault_rules(RATE))
 
         def note(job):
             with lock:
@@ -212,9 +211,8 @@ def run_seed(seed):
             t.start()
         for t in threads:
             t.join()
-        stats["fault_hits"] = sum(f.get("hits", 0) for f in sim.ctl("GET", "/faults"))
+        stats["fault_hits"] = sim.clear_faults()
         stats["calls"] = sum(sim.ctl("GET", "/calls")["calls"].values())
-        sim.ctl("DELETE", "/faults")
         stats["busy_s"] = round(time.monotonic() - t0, 1)
 
         # every job ends by itself

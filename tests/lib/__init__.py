@@ -5,7 +5,9 @@
     lib.wait    wait_for: poll a condition with a deadline
     lib.cases   the case runner: independent cases, a summary, an exit code
     lib.sim     a pvesim started on free ports, ready once its port map is out
-    lib.fleet   a large simulated fleet written as pvesim's start files
+    lib.fleet   simulated fleets: a large one as pvesim's start files, one
+                on a shared pool, the pool's use (sampled)
+    lib.faults  pvesim fault rules: a random mix of every kind
     lib.proxd   proxd: configurations, the daemon (start, kill, stop), its CLI
     lib.pg      a private PostgreSQL server (also a CLI for the C tests)
     lib.db      read (and poke) proxd's database behind its back

@@ -1,26 +1,50 @@
-"""pvesim fault rules the randomized tests share."""
+"""pvesim fault rules the tests share: a mix of random faults of every kind
+(fault_mix), and the randomized tests' rules for every method (fault_rules).
+Add them with Sim.add_faults; Sim.clear_faults removes them."""
+
+# A mix of random faults: each kind a Proxmox call can meet, and its share
+# of the failing calls.
+FAULT_MIX = (("error", 0.35), ("lock_timeout", 0.2), ("596", 0.15), ("task_error", 0.15),
+             ("delay", 0.15))
+# the randomized tests' kinds of faults, and their shares, of reads and of
+# writes: reads get the kinds that apply to them (no lock timeouts or
+# failing tasks: they start none)
+READS = (("error", 0.45), ("596", 0.20), ("delay", 0.25), ("hang", 0.10))
+WRITES = (("error", 0.25), ("lock_timeout", 0.15), ("596", 0.10), ("task_error", 0.30),
+          ("delay", 0.15), ("hang", 0.05))
+
+
+def fault_mix(rate, path="^/nodes/", mix=FAULT_MIX, method=None, delay_ms=300,
+              message="injected fault"):
+    """pvesim fault rules that make about `rate` of the calls on `path`
+    fail, shared among the kinds of `mix` ((kind, share) pairs). pvesim
+    tries the rules in order, each with a draw of its own, so each rule's
+    rate is raised by what the ones before it took. method: the rules'
+    method, None for every method but task_error's (POST: the calls that
+    start tasks); message: the text of the errors and failing tasks;
+    delay_ms: a delay's length. Seeded by pvesim's --seed."""
+    rules, left = [], 1.0
+    for kind, share in mix:
+        p = rate * share
+        r = {"kind": kind, "path": path, "rate": min(1.0, p / left)}
+        left -= p
+        if method or kind == "task_error":
+            r["method"] = method or "POST"
+        if kind in ("error", "task_error"):
+            r["message"] = message
+        if kind == "error":
+            r["status"] = 500
+        if kind == "delay":
+            r["delay_ms"] = delay_ms
+        rules.append(r)
+    return rules
 
 
 def fault_rules(rate):
-    """Rules whose draws add up to about `rate` of the calls of each method,
-    every kind on every path (pvesim tries them in order, each with its own
-    draw, so the later rules' rates are raised by what the earlier ones
-    took). Reads get the kinds that apply to them (no lock timeouts or
-    failing tasks: they start none)."""
-    kinds = {"GET": [("error", 0.45), ("596", 0.20), ("delay", 0.25), ("hang", 0.10)],
-             "write": [("error", 0.25), ("lock_timeout", 0.15), ("596", 0.10),
-                       ("task_error", 0.30), ("delay", 0.15), ("hang", 0.05)]}
+    """About `rate` of the calls of each method fail, every kind on every
+    path under /nodes and /cluster."""
     rules = []
     for method in ("GET", "POST", "PUT", "DELETE"):
-        left = 1.0
-        for kind, share in kinds["GET" if method == "GET" else "write"]:
-            p = rate * share
-            r = {"kind": kind, "method": method, "path": "^/(nodes|cluster)/",
-                 "rate": min(1.0, p / left)}
-            left -= p
-            if kind == "delay":
-                r["delay_ms"] = 400
-            if kind == "task_error":
-                r["message"] = "injected task failure"
-            rules.append(r)
+        rules += fault_mix(rate, "^/(nodes|cluster)/", READS if method == "GET" else WRITES,
+                           method=method, delay_ms=400, message="injected fault")
     return rules

@@ -15,6 +15,7 @@ DIR/state/state.json.
 import json
 import os
 import sys
+import threading
 
 GiB = 1024 ** 3
 
@@ -64,6 +65,62 @@ def vm_entries(n_vms, nodes, first_vmid=10000, pve_version=9):
             "ha_state": "started" if ha else "",
             "acpi": True,
         }
+
+
+def shared_pool_fleet(names, pool_gb, pool="ceph", lvm_gb=200):
+    """A fleet for Sim(fleet=...): nodes `names` of one cluster, each with
+    local (dir), local-lvm of lvm_gb and the shared storage `pool` of
+    pool_gb (an RBD storage marked shared: every node reports the same
+    pool, and pvesim counts all nodes' disks on it in one figure, as a real
+    cluster does). proxd uses the pool on the nodes whose configured
+    storage it is (lib.proxd's `storage`)."""
+    return {"nodes": [
+        {"name": n, "storages": [
+            {"id": "local", "type": "dir", "content": "iso,vztmpl,backup", "total_gb": 100,
+             "used_gb": 12},
+            {"id": "local-lvm", "type": "lvmthin", "content": "images,rootdir",
+             "total_gb": lvm_gb},
+            {"id": pool, "type": "rbd", "content": "images", "total_gb": pool_gb,
+             "shared": True}]}
+        for n in names]}
+
+
+def pool_used(state, pool="ceph"):
+    """From a pvesim state (Sim.state()): the pool's used bytes as the nodes
+    report it (a set: one figure when it is one pool) and the sum of the
+    VMs' disks on it."""
+    seen = {s["used"] for n in state["nodes"] for s in n["storages"] if s["id"] == pool}
+    disks = 0
+    for v in state["vms"]:
+        for d in v["conf"].values():
+            if isinstance(d, str) and d.startswith(pool + ":") and "size=" in d:
+                size = d.split("size=")[1].split(",")[0]
+                disks += int(size[:-1]) * (GiB if size.endswith("G") else 1024 ** 2)
+    return seen, disks
+
+
+class PoolSampler(threading.Thread):
+    """The most of the pool pvesim held, sampled every 50 ms from start()
+    until stop(): self.most (bytes, the larger of the nodes' figure and the
+    disks' sum), self.samples."""
+
+    def __init__(self, sim, pool="ceph"):
+        super().__init__(daemon=True)
+        self.sim, self.pool = sim, pool
+        self.halt = threading.Event()
+        self.most, self.samples = 0, 0
+
+    def run(self):
+        while not self.halt.is_set():
+            seen, disks = pool_used(self.sim.state(), self.pool)
+            self.most = max([self.most, disks] + list(seen))
+            self.samples += 1
+            self.halt.wait(0.05)
+
+    def stop(self):
+        self.halt.set()
+        self.join()
+        return self.most
 
 
 def write(dirpath, n_vms, n_nodes=5, first_vmid=10000, pve_version=9):

@@ -30,30 +30,34 @@ def _url(db):
     return db if "://" in db else "sqlite:" + db
 
 
-def _nodes(names, where, oses):
+def _nodes(names, where, oses, storage="local-lvm"):
     """[node ...] sections: where(i, name) gives the host lines; templates
-    of `oses` by pvesim's numbering."""
+    of `oses` by pvesim's numbering; storage: every node's VM storage, or
+    {node: storage} (local-lvm for the nodes it does not name)."""
     text = ""
     for i, name in enumerate(names):
-        text += "[node %s]\n%sstorage = local-lvm\n" % (name, where(i, name))
+        st = storage.get(name, "local-lvm") if isinstance(storage, dict) else storage
+        text += "[node %s]\n%sstorage = %s\n" % (name, where(i, name), st)
         text += "".join("template.%s = %d\n" % (o, TEMPLATE_BASE + 10 * i + OSES.index(o))
                         for o in oses)
         text += "\n"
     return text
 
 
-def api_config(port, entry, db, proxd_extra="", standalone=None, proxmox_extra="", sections=""):
+def api_config(port, entry, db, proxd_extra="", standalone=None, proxmox_extra="", sections="",
+               storage="local-lvm"):
     """The API tests' configuration (quotas for bob, dave, erin): standalone,
     the sim's {node: port} map, every node its own host; else five nodes of
-    one cluster behind `entry`. log_level debug: the most proxd ever logs,
-    so that stop() can check it for secrets."""
+    one cluster behind `entry`; storage: the nodes' VM storage (_nodes).
+    log_level debug: the most proxd ever logs, so that stop() can check it
+    for secrets."""
     names = list(standalone) if standalone else ["sv%d" % (i + 1) for i in range(5)]
     if standalone:
         nodes = _nodes(names, lambda i, n: "host = 127.0.0.1:%d\n" % standalone[n],
-                       ["ubuntu", "debian"])
+                       ["ubuntu", "debian"], storage)
     else:
         nodes = _nodes(names, lambda i, n: "host = 127.0.0.1:%d\ncluster = pvesim\n" % entry,
-                       ["ubuntu", "debian"])
+                       ["ubuntu", "debian"], storage)
     return ("[proxd]\nlisten = 127.0.0.1:%d\ndatabase = %s\nworkers = 8\nquarantine = 0\n"
             "log_level = debug\n%s\n"
             "[proxmox]\ntoken = %s\nverify_tls = no\n%s\n"
@@ -67,12 +71,13 @@ def api_config(port, entry, db, proxd_extra="", standalone=None, proxmox_extra="
 
 def cluster_config(path, db, entry, proxd_extra=(), token=TOKEN, log_level="info",
                    placement="spread", workers=8, proxmox_extra=("connect_timeout = 3",
-                                                                 "timeout = 30")):
+                                                                 "timeout = 30"),
+                   storage="local-lvm"):
     """The crash tests' and benchmarks' configuration: five nodes of one
     cluster behind `entry`, all four OSes (a VMID range of 1000 each),
     proxd_extra/proxmox_extra lines appended to [proxd]/[proxmox]; placement
-    or workers None: proxd's default. Written to `path`; returns the API's
-    port."""
+    or workers None: proxd's default; storage: the nodes' VM storage
+    (_nodes). Written to `path`; returns the API's port."""
     port = free_port()
     lines = ["[proxd]", "listen = 127.0.0.1:%d" % port, "database = %s" % _url(db)]
     if placement:
@@ -86,7 +91,7 @@ def cluster_config(path, db, entry, proxd_extra=(), token=TOKEN, log_level="info
                   "vmid_range = %d-%d" % (1000 * (k + 1), 1000 * (k + 1) + 999), ""]
     text = "\n".join(lines) + "\n"
     text += _nodes(["sv%d" % (i + 1) for i in range(5)],
-                   lambda i, n: "host = 127.0.0.1:%d\ncluster = pvesim\n" % entry, OSES)
+                   lambda i, n: "host = 127.0.0.1:%d\ncluster = pvesim\n" % entry, OSES, storage)
     with open(path, "w") as f:
         f.write(text)
     return port
@@ -169,12 +174,13 @@ class Proxd(Daemon):
     also asserts a log free of sanitizer reports and of every secret."""
 
     def __init__(self, sim, share=None, proxd_extra="", database=None, proxmox_extra="",
-                 sections=""):
+                 sections="", storage="local-lvm"):
         """share: another Proxd whose database this instance uses too;
         proxd_extra, proxmox_extra: lines for the [proxd] and [proxmox]
         sections; sections: more sections ([ippool ...]) at the end;
         database: a store URL (postgresql://...) instead of a
-        SQLite file of its own. A standalone sim gives one host per node."""
+        SQLite file of its own; storage: the nodes' VM storage, one for
+        all or {node: storage}. A standalone sim gives one host per node."""
         self.dir = tempfile.mkdtemp(prefix="proxd-api-")
         super().__init__(os.path.join(self.dir, "proxd.conf"), self.dir)
         self.port = free_port()
@@ -182,7 +188,8 @@ class Proxd(Daemon):
         with open(self.conf, "w") as f:
             f.write(api_config(self.port, sim.entry, self.db, proxd_extra,
                                standalone=sim.ports if sim.standalone else None,
-                               proxmox_extra=proxmox_extra, sections=sections))
+                               proxmox_extra=proxmox_extra, sections=sections,
+                               storage=storage))
         self.base = "http://127.0.0.1:%d" % self.port
         # never to appear in the log: the Proxmox token's secret, every API token
         self.secrets = [TOKEN.split("=", 1)[1]]
@@ -194,17 +201,20 @@ class Proxd(Daemon):
         return r
 
     def call(self, method, path, token=None, body=None, raw=None, headers=None, timeout=30,
-             **kw):
+             want=None, **kw):
         """One request to the API: token as a Bearer token, body sent as
-        JSON (or raw as it is); the requests.Response."""
+        JSON (or raw as it is); the requests.Response, whose status must be
+        `want` when given."""
         h = dict(headers or {})
         if token:
             h["Authorization"] = "Bearer " + token
         if body is not None:
             raw = json.dumps(body)
             h.setdefault("Content-Type", "application/json")
-        return requests.request(method, self.base + path, data=raw, headers=h, timeout=timeout,
-                                **kw)
+        r = requests.request(method, self.base + path, data=raw, headers=h, timeout=timeout, **kw)
+        if want is not None:
+            assert r.status_code == want, (method, path, r.status_code, r.text)
+        return r
 
     def wait_job(self, job, token, deadline=60):
         """Poll the job until it is done or failed; the job."""

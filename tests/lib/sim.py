@@ -204,6 +204,17 @@ class Sim:
         assert r.status_code in (200, 201), "%s /_sim%s -> %d %s" % (method, path, r.status_code, r.text)
         return r.json()
 
+    def add_faults(self, rules):
+        """Add fault rules (a list of /_sim/faults bodies, e.g. lib.faults')."""
+        for r in rules:
+            self.ctl("POST", "/faults", r)
+
+    def clear_faults(self):
+        """Remove every fault rule; how many calls they hit, in all."""
+        hits = sum(f.get("hits", 0) for f in self.ctl("GET", "/faults"))
+        self.ctl("DELETE", "/faults")
+        return hits
+
     def wait_task(self, node, upid, deadline=30.0, port=None):
         """Poll a task until it stops; return its status object."""
         def done():
