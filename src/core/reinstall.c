@@ -569,8 +569,9 @@ static int reserve_elsewhere(struct rctx *c, char *why, size_t len)
             st_set_int(c, "template", config_template(cn, req_str(c, "os")));
             return 0;
         }
-        add_why(why, len, "; %s: no room for the new disk%s (%.200s)", cn->name,
-                old ? " and the VM's local disks" : "", se.message);
+        add_why(why, len, "; %s: no room for the new disk%s%s%s (%.200s)", cn->name,
+                old ? " and the VM's local disks" : "", nv.pool[0] ? " on shared storage " : "",
+                nv.pool[0] ? cn->storage : "", se.message);
     }
     return -1;
 }

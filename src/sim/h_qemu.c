@@ -377,6 +377,26 @@ int qemu_free_disk_index(const struct sim_vm *vm)
     }
 }
 
+/* An existing volume attached: its size as its storage has it
+ * (create_disks: volume_size_info), known for the volumes pvesim saw
+ * detached; else the drive as given. */
+static json_t *attach_volume(struct sim *s, const char *spec)
+{
+    size_t vl = strcspn(spec, ",");
+    char vol[160];
+    json_t *sz = NULL;
+    if (!strstr(spec, "size=") && vl < sizeof vol && s->vol_sizes) {
+        snprintf(vol, sizeof vol, "%.*s", (int)vl, spec);
+        sz = json_object_get(s->vol_sizes, vol);
+    }
+    if (!sz)
+        return json_string(spec);
+    char *fs = sim_fmt_size(json_integer_value(sz));
+    json_t *v = json_sprintf("%s,size=%s", spec, fs);
+    free(fs);
+    return v;
+}
+
 static json_t *alloc_disk(struct sim *s, struct sim_vm *vm, const char *k, const char *spec)
 {
     /* "<storage>:<GiB>[,opts]" allocates a new volume */
@@ -388,13 +408,12 @@ static json_t *alloc_disk(struct sim *s, struct sim_vm *vm, const char *k, const
     int64_t gib;
     char tmp[32];
     if (nl == 0 || nl >= sizeof tmp)
-        return json_string(spec);
+        return attach_volume(s, spec);
     memcpy(tmp, num, nl);
     tmp[nl] = '\0';
     if (!parse_i64(tmp, &gib) || gib <= 0)
-        return json_string(spec);
+        return attach_volume(s, spec);
     int idx = qemu_free_disk_index(vm);
-    (void)s;
     (void)k;
     return json_sprintf("%.*s:vm-%d-disk-%d,size=%lldG%s", (int)(colon - spec), spec, vm->vmid, idx,
                         (long long)gib, num[nl] ? num + nl : "");
@@ -412,7 +431,7 @@ static bool is_disk(const char *k)
  * stays as the first free unusedN (vmconfig_register_unused_drive); a
  * cloud-init drive or CD-ROM goes; an unusedN goes with its volume
  * (try_deallocate_drive). */
-static void delete_key(struct sim_vm *vm, const char *key)
+static void delete_key(struct sim *s, struct sim_vm *vm, const char *key)
 {
     const char *d = json_string_value(json_object_get(vm->conf, key));
     char vn[128];
@@ -425,11 +444,23 @@ static void delete_key(struct sim_vm *vm, const char *key)
             if (!json_object_get(vm->conf, uk))
                 break;
         }
-        json_object_set_new(vm->conf, uk, json_sprintf("%.*s", (int)strcspn(d, ","), d));
-    } else if (d && str_starts(key, "unused") && vm->origin) {
+        int vl = (int)strcspn(d, ",");
+        if (sim_disk_size(d) > 0) { /* the storage keeps its size */
+            if (!s->vol_sizes)
+                s->vol_sizes = json_object();
+            char vol[160];
+            snprintf(vol, sizeof vol, "%.*s", vl, d);
+            json_object_set_new(s->vol_sizes, vol, json_integer(sim_disk_size(d)));
+        }
+        json_object_set_new(vm->conf, uk, json_sprintf("%.*s", vl, d));
+    } else if (d && str_starts(key, "unused")) {
         vmops_vol_name(d, vn, sizeof vn);
-        if (!vmops_vol_in_snapshot(vm, vn))
-            json_object_del(vm->origin, vn);
+        if (!vmops_vol_in_snapshot(vm, vn)) { /* the volume goes */
+            if (vm->origin)
+                json_object_del(vm->origin, vn);
+            if (s->vol_sizes)
+                json_object_del(s->vol_sizes, d);
+        }
     }
     json_object_del(vm->conf, key);
 }
@@ -496,7 +527,7 @@ int qemu_apply_config(struct sim *s, struct sim_vm *vm, json_t *params, char **e
         if (running && needs_restart(key))
             json_array_append_new(vm->pending_delete, json_string(key));
         else
-            delete_key(vm, key);
+            delete_key(s, vm, key);
     }
     json_decref(del);
     drop_reattached(vm);

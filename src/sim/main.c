@@ -367,6 +367,7 @@ static void sim_free(struct sim *s)
         free(f);
     }
     json_decref(s->calls);
+    json_decref(s->vol_sizes);
     json_decref(s->node_calls);
     json_decref(s->violations);
     json_decref(s->big_checks);

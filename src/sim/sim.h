@@ -265,8 +265,12 @@ struct sim {
     void *lctx[SIM_MAX_NODES + 1]; /* listener contexts (api.c), freed at exit */
     int nlctx;
     struct sim_vm *vms;
-    struct sim_ct *cts;       /* containers (lxc.c) */
-    json_t *pools;            /* {"poolid": {"comment": s?, "vms": [vmid...]}} (lxc.c) */
+    struct sim_ct *cts; /* containers (lxc.c) */
+    json_t *pools;      /* {"poolid": {"comment": s?, "vms": [vmid...]}} (lxc.c) */
+    /* h_qemu.c: {"storage:volume": bytes} of the volumes detached to an
+     * unusedN (whose line names the volume only): PVE reads a volume's size
+     * from its storage when it is attached again; not in the state file */
+    json_t *vol_sizes;
     struct sim_vm **vm_index; /* state.c: VMID hash, chains through hnext */
     size_t vm_index_cap;      /* buckets, a power of two */
     size_t nvms;              /* VMs linked in s->vms */

@@ -4,7 +4,7 @@ target-vmid, API2/Qemu.pm's disk_reassignfn): the qmmove task and its UPID id
 taken out of the source's boot order, qemu-server's refusals (running
 source, target slot taken, same VMID, storage and target together, a disk of
 a snapshot, a locked VM, a template, VMs on two nodes), a detached disk kept
-as unusedN and a re-attached one leaving it, and the volume origins (which
+as unusedN and a re-attached one leaving it (with its size), and the volume origins (which
 template OS a disk came from) following the volume."""
 from lib.cases import case, finish
 from lib.sim import expect400, expect500, Sim, task_ok as ok
@@ -61,7 +61,9 @@ def reassign_into_an_empty_slot():
     assert sim.data("PUT", "/nodes/sv1/qemu/100/config",
                     data={"scsi0": "local-lvm:vm-100-disk-0"}) is None
     c = conf(100)
-    assert "unused0" not in c and c["scsi0"].startswith("local-lvm:vm-100-disk-0"), c
+    assert "unused0" not in c, c
+    # with its size, as the storage has it (create_disks: volume_size_info)
+    assert c["scsi0"] == "local-lvm:vm-100-disk-0,size=10G", c
     assert sim.data("PUT", "/nodes/sv1/qemu/100/config", data={"delete": "unused1"}) is None
     assert origin(100) == {"vm-100-disk-0": "ubuntu"}, origin(100)
 
