@@ -2,7 +2,9 @@
 # Fault soak (not part of `make test`): the randomized fault test
 # (tests/core/test_faults_random.py) run longer, against the release build:
 # SOAK_SEEDS seeds, SOAK_VMS VMs each with SOAK_OPS jobs per VM, about
-# SOAK_RATE of the Proxmox calls failing (every kind of fault). Two parts:
+# SOAK_RATE of the Proxmox calls failing (every kind of fault); the seeds of
+# SOAK_SHARED_SEEDS (default the last three) on a fleet whose VM storage is
+# one shared pool (FAULT_SHARED_SEEDS). Two parts:
 #  1. control jobs under faults (the VMs are created before the faults);
 #  2. creations under faults too (FAULT_CREATE=1);
 #  3. (below) the crash test of VM operations;
@@ -31,12 +33,13 @@ SEEDS=${SOAK_SEEDS:-101,102,103,104,105,106,107,108,109,110}
 VMS=${SOAK_VMS:-20}
 OPS=${SOAK_OPS:-15}
 RATE=${SOAK_RATE:-0.07}
+SHARED=${SOAK_SHARED_SEEDS:-$(echo "$SEEDS" | tr ',' '\n' | tail -3 | paste -sd,)}
 OUT=bench/results/soak.txt
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 export PVESIM=$ROOT/build/pvesim BIN_DIR=$ROOT/build SCHEMA_DIR=$ROOT/build/share/pve-apidoc
 {
-  echo "proxd fault soak: seeds $SEEDS, $VMS VMs x $OPS jobs per seed, fault rate $RATE, release build"
+  echo "proxd fault soak: seeds $SEEDS (on a shared pool: $SHARED), $VMS VMs x $OPS jobs per seed, fault rate $RATE, release build"
   echo "git $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(date -u '+%Y-%m-%d %H:%M:%S') UTC"
   echo "$(nproc) CPUs, load average at start $(cut -d' ' -f1 /proc/loadavg)"
 } | tee "$TMP/head"
@@ -46,6 +49,7 @@ for part in control create; do
   [ "$part" = create ] && create=1
   t0=$(date +%s.%N)
   FAULT_SEEDS=$SEEDS FAULT_VMS=$VMS FAULT_OPS=$OPS FAULT_RATE=$RATE FAULT_CREATE=$create \
+    FAULT_SHARED_SEEDS=$SHARED \
     FAULT_REPORT="$TMP/$part.jsonl" PYTHONPATH=tests /usr/bin/python3 tests/core/test_faults_random.py \
     >"$TMP/$part.log" 2>&1
   rc=$?

@@ -14,7 +14,17 @@ and proxd's database:
   - no VMID held by two live records, no record stuck creating or deleting,
     none marked lost (nothing is deleted behind proxd's back here);
   - after a reconcile pass, every record's power (paused included), node and
-    disk match Proxmox.
+    disk match Proxmox;
+  - no VMID left reserved, no capacity reservation left unsettled (every
+    job has ended: each gave back what it held).
+
+The seeds of FAULT_SHARED_SEEDS (default 44) run on a fleet whose nodes keep
+their VMs on one shared storage (Ceph: a pool every node reports whole,
+counted per pool across the nodes), sized for about 75 % of the creations'
+disks and a few GiB for the resizes: there, besides the above, pvesim's pool (sampled throughout the
+creations) never holds more than its size less the margin, and a creation
+the pool cannot take fails naming the shared storage (a resize is refused
+at once, 403, saying so).
 
 Seeded and repeatable: FAULT_SEEDS (comma-separated) picks the runs; each
 seed drives both the job mix here and pvesim's fault draws (--seed). The
@@ -24,8 +34,9 @@ Knobs (the suite's defaults are small enough for CI; `make soak` runs it
 bigger): FAULT_SEEDS, FAULT_VMS (VMs per seed), FAULT_OPS (jobs per VM),
 FAULT_RATE (the fraction of calls that fail, over all kinds), FAULT_CREATE
 (1, the default: the VMs are created while the faults run too; 0: they are
-created before, and only the other jobs meet the faults), FAULT_REPORT (a file
-the per-seed figures are appended to).
+created before, and only the other jobs meet the faults), FAULT_SHARED_SEEDS
+(the seeds on a shared pool), FAULT_REPORT (a file the per-seed figures are
+appended to).
 """
 import json
 import os
@@ -39,6 +50,7 @@ import requests
 from lib.cases import finish, run_case
 from lib.db import query as db_query
 from lib.faults import fault_rules
+from lib.fleet import GiB, PoolSampler, shared_pool_fleet
 from lib.proxd import cluster_config as write_config, Daemon, run as proxd, TEMPLATE_BASE, wait_answer
 from lib.sim import Sim
 from lib.wait import wait_for
@@ -48,6 +60,9 @@ NVMS = int(os.environ.get("FAULT_VMS", "10"))
 NOPS = int(os.environ.get("FAULT_OPS", "10"))
 RATE = float(os.environ.get("FAULT_RATE", "0.07"))
 CREATE = os.environ.get("FAULT_CREATE", "1") == "1"
+SHARED = {int(s) for s in os.environ.get("FAULT_SHARED_SEEDS", "44").split(",") if s}
+MARGIN_GB = 20  # proxd's default disk_margin_gb
+DISK_GB = 20  # every creation's disk
 REPORT = os.environ.get("FAULT_REPORT")
 JOB_BOUND_S = 120  # no job may take longer than this, faults or not
 READ_FAILURES = ("cannot find VM", "cannot verify the new size", "cannot read the config")
@@ -103,15 +118,25 @@ def run_seed(seed):
     tmp = tempfile.TemporaryDirectory(prefix="proxd-faults-")
     db = os.path.join(tmp.name, "proxd.db")
     conf = os.path.join(tmp.name, "proxd.conf")
-    sim = Sim(time_scale=0.005, extra=["--seed", str(seed)])
+    shared = seed in SHARED
+    # the shared pool: the margin, about 75 % of the creations' disks and a
+    # little for the resizes
+    pool_gb = MARGIN_GB + NVMS * DISK_GB * 3 // 4 + 5
+    sim = Sim(time_scale=0.005, extra=["--seed", str(seed)],
+              fleet=shared_pool_fleet(["sv%d" % i for i in range(1, 6)], pool_gb)
+              if shared else None)
     # a hung call costs the request timeout: keep it short
     port = write_config(conf, db, sim.entry, ["reconcile_interval = 3600", "quarantine = 0"],
-                        proxmox_extra=["connect_timeout = 1", "timeout = 3"])
+                        proxmox_extra=["connect_timeout = 1", "timeout = 3"],
+                        storage="ceph" if shared else "local-lvm")
     with open(conf, "a") as f:  # half the creations take an address from it
         f.write(POOL)
     d = Daemon(conf, tmp.name)
     stats = {"seed": seed, "jobs": 0, "done": 0, "failed": 0, "refused": 0, "creations": 0,
              "created": 0, "max_job_s": 0.0}
+    if shared:
+        stats.update(pool_gb=pool_gb, pool_refused=0)
+    sampler = PoolSampler(sim) if shared else None
     problems = []
     lock = threading.Lock()
     t0 = time.monotonic()
@@ -139,12 +164,14 @@ def run_seed(seed):
 
         if CREATE:
             faults_on()
+        if sampler:
+            sampler.start()
         vms = []
         creations = []
         for i in range(NVMS):
             body = {"os": rng.choice(["ubuntu", "debian"]), "name": "f%d-%02d" % (seed, i),
                     "cores": rng.choice([1, 2]), "memory_mb": rng.choice([512, 1024]),
-                    "disk_gb": 20}
+                    "disk_gb": DISK_GB}
             if i % 2 == 0:
                 body["ippools"] = ["flt"]
             end = time.monotonic() + 30
@@ -162,8 +189,19 @@ def run_seed(seed):
             if j["state"] == "done":
                 stats["created"] += 1
                 vms.append(c["vmid"])
-        if not CREATE:
-            assert len(vms) == NVMS, "creations failed without faults"
+            elif shared and "not enough space on shared storage ceph" in (j.get("error") or ""):
+                stats["pool_refused"] += 1
+        if sampler:
+            # the creations never took more of the pool than it has less the
+            # margin (the workers' resizes are checked, not reserved: after)
+            most = sampler.stop()
+            stats["pool_most_gb"] = round(most / GiB, 1)
+            if most > (pool_gb - MARGIN_GB) * GiB:
+                problems.append("the pool held %.1f GiB, more than its %d less the margin %d"
+                                % (most / GiB, pool_gb, MARGIN_GB))
+        if not CREATE:  # only the shared pool may refuse some
+            assert len(vms) + stats.get("pool_refused", 0) == NVMS, \
+                "creations failed without faults"
             faults_on()
 
         def worker(vmid, wrng):
@@ -188,6 +226,10 @@ def run_seed(seed):
                 if r.status_code in (400, 409):
                     with lock:
                         stats["refused"] += 1
+                    continue
+                if shared and r.status_code == 403 and "on shared storage ceph" in r.text:
+                    with lock:  # a resize the pool has no room for
+                        stats["pool_refused"] += 1
                     continue
                 if r.status_code == 503 and "node_down" in r.text:
                     # a failed call (a 596) marked the VM's node down for a
@@ -226,6 +268,8 @@ def run_seed(seed):
         d.stop()
         proxd("reconcile", "--config", conf)
     except Exception:
+        if sampler and sampler.is_alive():
+            sampler.stop()
         d.abort()
         sim.stop(check_clean=False)
         raise
@@ -312,6 +356,13 @@ def check(db, state, problems):
         if any(err.startswith(p) for p in READ_FAILURES):
             problems.append("job %s (%s) failed on a read: %s" % (jid, kind, err))
     check_addresses(db, state, problems)
+    # every job ended: none holds a VMID or room any more
+    for vmid, job in db_query(db, "SELECT vmid, job FROM vmid_alloc WHERE state = 'reserved'"):
+        problems.append("VMID %d left reserved (job %s)" % (vmid, job))
+    for job, node, disk in db_query(
+            db, "SELECT job, node, disk FROM capacity WHERE settled_at IS NULL"):
+        problems.append("a reservation of %d GiB on %s left unsettled (job %s)"
+                        % (disk // GiB, node, job))
     recs = db_query(db, "SELECT vmid, node, state, power, disk_gb, job FROM vms")
     live = {}
     for vmid, node, st, power, disk, job in recs:
@@ -360,7 +411,8 @@ def main():
             holder["stats"] = stats
             print("seed %d: %s" % (seed, json.dumps(stats, sort_keys=True)), flush=True)
             assert not problems, "seed %d:\n  %s" % (seed, "\n  ".join(problems))
-        run_case("seed_%d%s" % (seed, "_with_creations" if CREATE else ""), one)
+        run_case("seed_%d%s%s" % (seed, "_with_creations" if CREATE else "",
+                                   "_shared_pool" if seed in SHARED else ""), one)
         if "stats" in holder:
             all_stats.append(holder["stats"])
     if REPORT and all_stats:
