@@ -20,7 +20,7 @@ import random
 import time
 
 from lib.cases import case, finish
-from lib.db import expire_leases, query as db_query
+from lib.db import expire_leases, query as db_query, wait_step
 from lib.faults import fault_mix
 from lib.proxd import Proxd, shutdown
 from lib.sim import Sim
@@ -84,13 +84,7 @@ def kill_during_reinstalls():
         if n % 2:  # at a random moment
             time.sleep(rng.uniform(0, span * 1.2))
         else:  # as soon as a later step is reached (the clone takes most of the time)
-            aim = rng.choice(LATE)
-            end = time.monotonic() + 30
-            while time.monotonic() < end:
-                st = db_query(px.db, "SELECT step, state FROM jobs WHERE id = ?", (job,))[0]
-                if st[0] == aim or st[1] in ("done", "failed"):
-                    break
-                time.sleep(0.002)
+            wait_step(px.db, job, rng.choice(LATE), deadline=30)
         px.kill()
         at = db_query(px.db, "SELECT step FROM jobs WHERE id = ?", (job,))[0][0]
         steps_hit[at] = steps_hit.get(at, 0) + 1

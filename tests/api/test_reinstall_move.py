@@ -27,7 +27,7 @@ import random
 import time
 
 from lib.cases import case, finish
-from lib.db import expire_leases, query
+from lib.db import expire_leases, query, wait_step
 from lib.faults import fault_mix
 from lib.proxd import Proxd, shutdown
 from lib.sim import Sim
@@ -297,14 +297,7 @@ def kill_during_cross_node_reinstalls():
         if n % 2:  # at a random moment
             time.sleep(rng.uniform(0, span * 1.1))
         else:  # as soon as a later step is reached: the migration first
-            aim = LATE[n // 2] if n // 2 < 2 else rng.choice(LATE)
-            end = time.monotonic() + 60
-            while time.monotonic() < end:
-                st = q("SELECT step, state, upid FROM jobs WHERE id = '%s'" % job)[0]
-                if st[1] in ("done", "failed") or st[0] == aim or \
-                        (aim == "migrating" and st[0] == "migrate" and st[2]):
-                    break
-                time.sleep(0.002)
+            wait_step(DB, job, LATE[n // 2] if n // 2 < 2 else rng.choice(LATE))
         px.kill()
         t1 = time.monotonic()
         at = q("SELECT step, upid FROM jobs WHERE id = '%s'" % job)[0]

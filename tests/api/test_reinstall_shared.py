@@ -30,7 +30,7 @@ import os
 import time
 
 from lib.cases import case, finish
-from lib.db import expire_leases, query
+from lib.db import expire_leases, query, wait_step
 from lib.fleet import GiB, PoolSampler, pool_used, shared_pool_fleet
 from lib.proxd import Proxd, shutdown
 from lib.sim import Sim
@@ -252,7 +252,7 @@ def onto_the_pool_the_old_disk_needs_room_too():
 def a_fault_at_the_swap_on_the_pool_keeps_the_old_os():
     vmid = VM["p"]
     before, used = look(vmid), pool_bytes()
-    set_pool(DISK_GB + 6)
+    set_pool(4 * DISK_GB)  # and the kills' below
     # the new disk's move into the VM fails (its task)
     sim.ctl("POST", "/faults", {"method": "POST", "path": r"^/nodes/sv1/qemu/\d+/move_disk$",
                                 "kind": "task_error", "count": 1,
@@ -275,19 +275,16 @@ def kill_at(vmid, aim):
     """A reinstall of vmid with proxd killed at step `aim` (or "migrating":
     the migration's task under way), then restarted. The job, once ended."""
     job = submit(vmid, other_os(vmid))
-    end = time.monotonic() + 60
-    while time.monotonic() < end:
-        st = q("SELECT step, state, upid FROM jobs WHERE id = '%s'" % job)[0]
-        if st[1] in ("done", "failed") or st[0] == aim or \
-                (aim == "migrating" and st[0] == "migrate" and st[2]):
-            break
-        time.sleep(0.002)
+    wait_step(px.db, job, aim)
     px.kill()
+    t0 = time.monotonic()
     at = q("SELECT step FROM jobs WHERE id = '%s'" % job)[0][0]
     expire_leases(px.db)
     px.start()
+    t1 = time.monotonic()
     j = px.wait_job(job, ALICE, deadline=240)
-    print("    VM %d: killed at %s, %s %s" % (vmid, at, j["state"], j.get("error") or ""))
+    print("    VM %d: killed at %s, %s %s (restarted in %.1f s, ended %.1f s after the kill)"
+          % (vmid, at, j["state"], j.get("error") or "", t1 - t0, time.monotonic() - t0))
     return j
 
 
@@ -320,9 +317,11 @@ def kill_during_reinstalls_on_the_pool():
     assert rec["node"] == after["node"] and rec["os"] == after["os"], (rec, after)
     nothing_held(j["id"])
     # and nothing is reserved on any node once the inventory shows the VMs
+    t0 = time.monotonic()
     wait_for(lambda: all(n["disk_gb"]["reserved"] == 0 and n["memory_mb"]["reserved"] == 0
                          for n in px.call("GET", "/v1/nodes", ADMIN).json()["nodes"]),
              deadline=30, interval=0.2, what="no reservation left")
+    print("    no reservation left %.1f s after the last job" % (time.monotonic() - t0))
 
 
 try:

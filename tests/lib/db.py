@@ -2,6 +2,7 @@
 Python's sqlite3, or a postgresql:// URL through psql (no driver needed)."""
 import sqlite3
 import subprocess
+import time
 
 from .wait import wait_for
 
@@ -57,3 +58,18 @@ def wait_settled(db, deadline, interval=0.25):
     """Until every job is done or failed (AssertionError at the deadline)."""
     wait_for(lambda: not query(db, "SELECT id FROM jobs WHERE state NOT IN ('done', 'failed')"),
              deadline, interval, "every job to finish")
+
+
+def wait_step(db, job, aim, deadline=60):
+    """Until the job is at step `aim` ("migrating": step migrate with the
+    migration's task started, its UPID written) or has ended, looked at
+    every 2 ms (a kill aimed at a step); gives up after deadline seconds.
+    The step it is at."""
+    end = time.monotonic() + deadline
+    while True:
+        step, state, upid = query(db, "SELECT step, state, upid FROM jobs WHERE id = '%s'"
+                                  % job)[0]
+        if state in ("done", "failed") or step == aim or time.monotonic() > end or \
+                (aim == "migrating" and step == "migrate" and upid):
+            return step
+        time.sleep(0.002)
