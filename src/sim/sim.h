@@ -268,8 +268,9 @@ struct sim {
     struct sim_ct *cts; /* containers (lxc.c) */
     json_t *pools;      /* {"poolid": {"comment": s?, "vms": [vmid...]}} (lxc.c) */
     /* h_qemu.c: {"storage:volume": bytes} of the volumes detached to an
-     * unusedN (whose line names the volume only): PVE reads a volume's size
-     * from its storage when it is attached again; not in the state file */
+     * unusedN (whose line names the volume only): they take their room on
+     * the storage still (state.c), and PVE reads a volume's size from its
+     * storage when it is attached again; not in the state file */
     json_t *vol_sizes;
     struct sim_vm **vm_index; /* state.c: VMID hash, chains through hnext */
     size_t vm_index_cap;      /* buckets, a power of two */

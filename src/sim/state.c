@@ -436,7 +436,7 @@ static void derive_text(struct sim_vm *vm, struct sim_vm_derived *d)
     d->tags_len = (unsigned short)(at[3] - at[2]);
 }
 
-static void derive(struct sim_vm *vm, struct sim_vm_derived *d)
+static void derive(struct sim *s, struct sim_vm *vm, struct sim_vm_derived *d)
 {
     json_t *c = vm->conf;
     const char *boot = sim_vm_bootdisk(vm);
@@ -452,11 +452,17 @@ static void derive(struct sim_vm *vm, struct sim_vm_derived *d)
     json_t *val;
     json_object_foreach(c, k, val)
     {
-        if (!is_disk_key(k) || !json_is_string(val))
+        bool unused = str_starts(k, "unused");
+        if (!(is_disk_key(k) || unused) || !json_is_string(val))
             continue;
         int i = drive_storage(vm->node, json_string_value(val));
-        if (i >= 0)
+        if (i < 0)
+            continue;
+        if (!unused)
             d->st_used[i] += sim_disk_size(json_string_value(val));
+        else if (s->vol_sizes) /* a detached volume keeps its room (h_qemu.c) */
+            d->st_used[i] +=
+                json_integer_value(json_object_get(s->vol_sizes, json_string_value(val)));
     }
     if (vm->snaps) /* snapshot volumes take room too */
         for (int i = 0; i < vm->node->nst; i++)
@@ -467,7 +473,7 @@ const struct sim_vm_derived *sim_vm_derive(struct sim *s, struct sim_vm *vm)
 {
     if (vm->d.gen == s->gen && !s->changing)
         return &vm->d;
-    derive(vm, &vm->d);
+    derive(s, vm, &vm->d);
     vm->d.gen = s->changing ? 0 : s->gen;
     return &vm->d;
 }

@@ -28,6 +28,11 @@ def move(vmid, **data):
     return sim.api("POST", "/nodes/sv1/qemu/%d/move_disk" % vmid, data=data)
 
 
+def lvm_used(node="sv1"):
+    return [x["used"] for n in sim.state()["nodes"] if n["name"] == node
+            for x in n["storages"] if x["id"] == "local-lvm"][0]
+
+
 def origin(vmid):
     return sim.vm(vmid).get("origin") or {}
 
@@ -37,10 +42,12 @@ def reassign_into_an_empty_slot():
     clone(100)
     clone(101, src=8001)  # pvesim's second template: debian
     assert origin(100) == {"vm-100-disk-0": "ubuntu"} and origin(101) == {"vm-101-disk-0": "debian"}
-    # detach: the volume stays as unused0, and leaves the boot order
+    # detach: the volume stays as unused0 (taking its room), and leaves the boot order
+    used = lvm_used()
     assert sim.data("PUT", "/nodes/sv1/qemu/100/config", data={"delete": "scsi0"}) is None
     c = conf(100)
     assert "scsi0" not in c and c["unused0"] == "local-lvm:vm-100-disk-0", c
+    assert lvm_used() == used, (lvm_used(), used)
     assert "scsi0" not in c.get("boot", ""), c
     r = move(101, disk="scsi0", **{"target-vmid": "100", "target-disk": "scsi0"})
     assert r.status_code == 200, r.text
