@@ -78,9 +78,8 @@ def kill_during_reinstalls():
         vmid = VMS[n % len(VMS)]
         old = os_of[vmid]
         new = "debian" if old == "ubuntu" else "ubuntu"
-        r = px.call("POST", "/v1/vms/%d/reinstall" % vmid, ALICE, {"os": new})
-        assert r.status_code == 202, r.text
-        job = r.json()["job"]
+        job = px.call("POST", "/v1/vms/%d/reinstall" % vmid, ALICE, {"os": new},
+                      want=202).json()["job"]
         if n % 2:  # at a random moment
             time.sleep(rng.uniform(0, span * 1.2))
         else:  # as soon as a later step is reached (the clone takes most of the time)

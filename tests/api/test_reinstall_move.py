@@ -224,8 +224,7 @@ def a_fault_at_the_migration_leaves_the_vm_on_its_node():
         try:
             j = reinstall(vmid, {"os": "debian"}, want="failed")
         finally:
-            hits = [f for f in sim.ctl("GET", "/faults") if f.get("hits")]
-            sim.ctl("DELETE", "/faults")
+            hits = sim.clear_faults()
         assert hits, "%s: the fault never hit" % kind
         assert "keeps %s" % before["os"] in j["error"], (kind, j)
         after = look(vmid)
@@ -254,8 +253,7 @@ def a_fault_after_the_migration_keeps_the_old_os_on_the_new_node():
     try:
         j = reinstall(vmid, {"os": "debian"}, want="failed")
     finally:
-        hits = [f for f in sim.ctl("GET", "/faults") if f.get("hits")]
-        sim.ctl("DELETE", "/faults")
+        hits = sim.clear_faults()
     assert hits, "the fault never hit"
     assert "keeps %s" % before["os"] in j["error"] and "on %s now" % OTHER[a] in j["error"], j
     after = look(vmid)
@@ -291,9 +289,8 @@ def kill_during_cross_node_reinstalls():
         a = before["node"]
         fill(a)
         new = "debian" if os_now == "ubuntu" else "ubuntu"
-        r = px.call("POST", "/v1/vms/%d/reinstall" % vmid, ALICE, {"os": new})
-        assert r.status_code == 202, r.text
-        job = r.json()["job"]
+        job = px.call("POST", "/v1/vms/%d/reinstall" % vmid, ALICE, {"os": new},
+                      want=202).json()["job"]
         if n % 2:  # at a random moment
             time.sleep(rng.uniform(0, span * 1.1))
         else:  # as soon as a later step is reached: the migration first
