@@ -17,7 +17,6 @@
 #include <string.h>
 
 #define SSH_KEYS_MAX (16 * 1024)
-#define IDEM_KEY_MAX 128
 
 /* The owner the core checks against: NULL lets an admin act on any VM. */
 static const char *acting_owner(const struct req *rq)
@@ -234,17 +233,6 @@ static void replay(struct resp *rs, json_t *stored, const char *fp)
     accepted(rs, (int)json_integer_value(json_object_get(stored, "vmid")), "create", job);
 }
 
-static bool idem_key_ok(const char *k)
-{
-    size_t n = strlen(k);
-    if (n == 0 || n > IDEM_KEY_MAX)
-        return false;
-    for (; *k; k++)
-        if (*k < 0x21 || *k > 0x7e)
-            return false;
-    return true;
-}
-
 /* One stripe lock per key hash: retries of one key in this process run one
  * after the other, so the second finds the first's answer without taking a
  * VMID for nothing. Across processes the store decides: the key is stored
@@ -357,9 +345,9 @@ void h_vms_create(struct req *rq, struct resp *rs)
     if (dry_run_arg(rq, rs, &dry) || decode_create(rq, rs, &in, &raw))
         goto out;
     const char *key = http_req_header(rq->hr, "Idempotency-Key");
-    if (key && !idem_key_ok(key)) {
+    if (key && !validate_idem_key(key)) {
         resp_error(rs, HTTP_BAD_REQUEST, "invalid", "Idempotency-Key",
-                   "Idempotency-Key: 1 to %d printable ASCII characters", IDEM_KEY_MAX);
+                   "Idempotency-Key: 1 to %d printable ASCII characters", VALIDATE_IDEM_KEY_MAX);
         goto out;
     }
     if (dry) {

@@ -196,3 +196,14 @@ bool validate_request(const struct proxd_config *c, const struct vm_request *r, 
         return fail_field(field, flen, "ippools");
     return check_addrs(c, r, field, flen, msg, len);
 }
+
+bool validate_idem_key(const char *k)
+{
+    size_t n = strlen(k);
+    if (n == 0 || n > VALIDATE_IDEM_KEY_MAX)
+        return false;
+    for (; *k; k++)
+        if (*k < 0x21 || *k > 0x7e)
+            return false;
+    return true;
+}

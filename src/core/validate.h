@@ -38,6 +38,10 @@ void vm_request_release(struct vm_request *r);
 /* Each returns true when valid; otherwise false with a message in msg. */
 bool validate_name(const struct proxd_config *c, const char *name, char *msg, size_t len);
 bool validate_owner(const char *owner, char *msg, size_t len);
+/* An Idempotency-Key: 1 to VALIDATE_IDEM_KEY_MAX printable ASCII
+ * characters, no spaces (the API's header and a batch line's key alike). */
+#define VALIDATE_IDEM_KEY_MAX 128
+bool validate_idem_key(const char *key);
 /* The pools of a valid request (its own, or its OS's) into out; how many. */
 int validate_pools(const struct proxd_config *c, const struct vm_request *r,
                    const struct cfg_ippool *out[CFG_OS_POOLS]);

@@ -10,12 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define IDEM_KEY_MAX 128
-
 struct item {
     long line;
     struct vm_request r;
-    char key[IDEM_KEY_MAX + 1]; /* "" : no idempotency key */
+    char key[VALIDATE_IDEM_KEY_MAX + 1]; /* "" : no idempotency key */
     char fp[65];
 };
 
@@ -51,17 +49,6 @@ static void say_queued(const struct batch *b, const struct item *it, const char 
     else
         printf("line %ld: job %s vmid %d %s\n", it->line, job, vmid,
                replayed ? "(queued before with this idempotency key)" : "queued");
-}
-
-static bool idem_key_ok(const char *k)
-{
-    size_t n = strlen(k);
-    if (n == 0 || n > IDEM_KEY_MAX)
-        return false;
-    for (; *k; k++)
-        if (*k < 0x21 || *k > 0x7e)
-            return false;
-    return true;
 }
 
 /* An idempotency key used before: for the same request it is replayed at
@@ -108,7 +95,7 @@ static void take_line(struct batch *b, long line, const char *text, size_t len)
     json_t *key = json_object_get(o, "idempotency_key");
     if (key && !json_is_null(key)) {
         const char *s = json_string_value(key);
-        if (!s || !idem_key_ok(s)) {
+        if (!s || !validate_idem_key(s)) {
             say_error(b, line, "idempotency_key", "1 to 128 printable ASCII characters");
             goto bad;
         }
