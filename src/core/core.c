@@ -529,6 +529,7 @@ int core_wait_job(struct core *k, const char *job_id, long timeout_ms, enum job_
 void core_wake(struct core *k)
 {
     pthread_mutex_lock(&k->mu);
+    k->wakes++;
     pthread_cond_signal(&k->cv);
     pthread_mutex_unlock(&k->mu);
 }
@@ -569,6 +570,7 @@ static void *worker_main(void *arg)
     for (;;) {
         pthread_mutex_lock(&k->mu);
         bool stop = k->stopping;
+        uint64_t wakes = k->wakes;
         pthread_mutex_unlock(&k->mu);
         if (stop)
             break;
@@ -585,8 +587,14 @@ static void *worker_main(void *arg)
              * wake-up announces: jobs other processes queued, leases that
              * ran out. The others sleep until this process queues work
              * (core_wake) or stops: an idle daemon with 60 workers would
-             * otherwise look 60 times a second. */
+             * otherwise look 60 times a second. A wake-up that came
+             * between this look and the wait (its job committed after the
+             * look began) would find nobody waiting: look again. */
             pthread_mutex_lock(&k->mu);
+            if (k->wakes != wakes) {
+                pthread_mutex_unlock(&k->mu);
+                continue;
+            }
             if (!k->stopping && !k->watcher) {
                 struct timespec ts;
                 clock_gettime(CLOCK_REALTIME, &ts);

@@ -26,8 +26,9 @@ struct core {
     pthread_cond_t note_cv; /* the fleet's notes (fleet_set_notify), or stop */
     unsigned notes;         /* under mu: FLEET_NOTE_* not yet taken by a watcher */
     bool stopping;
-    int wake[2];  /* a pipe written at stop: task waits sleep on wake[0] */
-    bool watcher; /* an idle worker polls the store on a timer (the others wait) */
+    int wake[2];    /* a pipe written at stop: task waits sleep on wake[0] */
+    bool watcher;   /* an idle worker polls the store on a timer (the others wait) */
+    uint64_t wakes; /* core_wake calls: a worker whose look missed one looks again */
     pthread_t workers[CORE_MAX_WORKERS];
     int nworkers;
     pthread_t keeper; /* refreshes the inventory, reconciles */
