@@ -319,8 +319,8 @@ def queue_batch_proxctl(n):
                               "--role", "admin"], capture_output=True, text=True,
                              check=True).stdout.strip()
         w.start()
+        w.wait_ready()
         base = "http://127.0.0.1:%d" % w.port
-        wait_answer(base + "/readyz")
         env = dict(os.environ, PROXD_URL=base, PROXD_TOKEN=tok)
         q0, c0, d0 = time.time(), children_cpu(), w.cpu_s()
         r = subprocess.run([PROXCTL, "--json", "vm", "create", "--from", path],

@@ -318,11 +318,7 @@ static void *timer_main(void *arg)
         if (!h->stopping && !h->parked) {
             pthread_cond_wait(&h->cv, &h->mu); /* until a stream parks, or stop */
         } else if (!h->stopping) {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += TICK_MS * 1000000L;
-            ts.tv_sec += ts.tv_nsec / 1000000000L;
-            ts.tv_nsec %= 1000000000L;
+            struct timespec ts = deadline_in_ms(TICK_MS);
             pthread_cond_timedwait(&h->cv, &h->mu, &ts);
         }
     }

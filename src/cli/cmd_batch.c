@@ -15,14 +15,12 @@
  * the lines from there on are reported as not submitted (the one in flight
  * may have been: its idempotency key makes the run safe to repeat). */
 #include "cli/cli.h"
+#include "common/jsonl.h"
 #include "common/xalloc.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define LINES_MAX 100000
-#define LINE_MAX_BYTES (64 * 1024)
 
 struct line {
     long no;
@@ -112,35 +110,24 @@ static void add_line(struct batch *b, long no, const char *text, size_t len)
     add(b, no, o, key, NULL);
 }
 
+static void on_line(void *ud, long no, const char *text, size_t len)
+{
+    struct batch *b = ud;
+    if (text)
+        add_line(b, no, text, len);
+    else
+        add(b, no, NULL, NULL, "longer than 65536 bytes");
+}
+
 static int read_lines(struct batch *b, FILE *in)
 {
-    char *text = NULL;
-    size_t cap = 0;
-    ssize_t len;
     long no = 0;
-    int rc = 0;
-    while ((len = getline(&text, &cap, in)) >= 0) {
-        if (++no > LINES_MAX) {
-            say_error(b, no, "", "too many lines: at most 100000 requests in one batch", 0);
-            rc = -1;
-            break;
-        }
-        while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == '\r'))
-            text[--len] = '\0';
-        if (strspn(text, " \t") == (size_t)len)
-            continue;
-        if (len > LINE_MAX_BYTES) {
-            add(b, no, NULL, NULL, "longer than 65536 bytes");
-            continue;
-        }
-        add_line(b, no, text, (size_t)len);
-    }
-    if (ferror(in)) {
+    int rc = jsonl_each(in, on_line, b, &no);
+    if (rc == JSONL_E_TOO_MANY)
+        say_error(b, no, "", "too many lines: at most 100000 requests in one batch", 0);
+    else if (rc == JSONL_E_READ)
         say_error(b, no + 1, "", "read error", 0);
-        rc = -1;
-    }
-    free(text);
-    return rc;
+    return rc ? -1 : 0;
 }
 
 /* Every line checked by proxd, nothing recorded. -1: the server could not

@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <time.h>
+
 #include "common/buf.h"
 
 /* Milliseconds on the monotonic clock (for timeouts and durations). */
@@ -19,6 +21,9 @@ int64_t wall_s(void);
 int64_t wall_ms(void);
 /* Sleep for ms milliseconds (restarts on EINTR). */
 void sleep_ms(int64_t ms);
+/* The wall-clock moment ms milliseconds from now, as pthread_cond_timedwait
+ * takes its deadline (ms <= 0: now). */
+struct timespec deadline_in_ms(int64_t ms);
 
 /* Percent-decode s[0..n) into a new NUL-terminated string. With `plus`, '+'
  * becomes a space (form encoding). Invalid escapes are kept literally, as

@@ -191,13 +191,7 @@ bool clone_slot_take(struct core *k, const char *node, const char *job)
         waited = true;
         pthread_mutex_lock(&k->mu);
         if (!k->stopping) {
-            struct timespec until;
-            clock_gettime(CLOCK_REALTIME, &until);
-            until.tv_nsec += 250 * 1000000L;
-            if (until.tv_nsec >= 1000000000L) {
-                until.tv_sec++;
-                until.tv_nsec -= 1000000000L;
-            }
+            struct timespec until = deadline_in_ms(250);
             pthread_cond_timedwait(&k->slot_cv, &k->mu, &until);
         }
         ok = !k->stopping;
@@ -596,11 +590,7 @@ static void *worker_main(void *arg)
                 continue;
             }
             if (!k->stopping && !k->watcher) {
-                struct timespec ts;
-                clock_gettime(CLOCK_REALTIME, &ts);
-                ts.tv_nsec += WATCH_MS * 1000000L;
-                ts.tv_sec += ts.tv_nsec / 1000000000L;
-                ts.tv_nsec %= 1000000000L;
+                struct timespec ts = deadline_in_ms(WATCH_MS);
                 k->watcher = true;
                 pthread_cond_timedwait(&k->cv, &k->mu, &ts);
                 k->watcher = false;
@@ -627,14 +617,7 @@ static void *worker_main(void *arg)
 /* Sleep up to ms, woken only by a stop; true when the core stops. */
 bool core_nap(struct core *k, long ms)
 {
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += ms / 1000;
-    until.tv_nsec += (ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    struct timespec until = deadline_in_ms(ms);
     pthread_mutex_lock(&k->mu);
     while (!k->stopping && pthread_cond_timedwait(&k->stop_cv, &k->mu, &until) != ETIMEDOUT)
         ;
@@ -650,11 +633,7 @@ bool core_nap_until(struct core *k, int64_t until, unsigned notes)
         int64_t left = until - mono_ms();
         if (k->stopping || (k->notes & notes) || left <= 0)
             break;
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        int64_t ns = ts.tv_nsec + left * 1000000;
-        ts.tv_sec += ns / 1000000000;
-        ts.tv_nsec = ns % 1000000000;
+        struct timespec ts = deadline_in_ms(left);
         pthread_cond_timedwait(&k->note_cv, &k->mu, &ts);
     }
     k->notes &= ~notes;
@@ -713,7 +692,7 @@ static void *keeper_main(void *arg)
             reconcile_pass(k, &rep, false);
             snap_reconcile(k); /* queues a bounded snapshot check (a job) */
             last_reconcile = last_refresh = began;
-        } else if (fleet_refresh_due(k->fl, last_refresh)) {
+        } else if (mono_ms() >= fleet_refresh_next(k->fl, last_refresh)) {
             last_refresh = mono_ms();
             fleet_refresh(k->fl, false);
         }

@@ -65,7 +65,7 @@ struct vmtab {
 #define MAX_EXTRA_NODES 64
 
 /* How stale the inventory may grow: FRESH_MS while anything reads it,
- * IDLE_MS when nothing does (see fleet_refresh_due). */
+ * IDLE_MS when nothing does (see fleet_refresh_next). */
 #define FRESH_MS 5000
 #define IDLE_MS 30000
 
@@ -646,11 +646,6 @@ int64_t fleet_refresh_next(struct fleet *f, int64_t last_ms)
     return next;
 }
 
-bool fleet_refresh_due(struct fleet *f, int64_t last_ms)
-{
-    return mono_ms() >= fleet_refresh_next(f, last_ms);
-}
-
 static int node_view(struct fleet *f, const char *node, struct node_view *out, bool want)
 {
     pthread_mutex_lock(&f->mu);
@@ -877,11 +872,7 @@ static bool probe_sleep(struct fleet *f, int64_t due)
     int64_t left = due - mono_ms();
     if (left <= 0)
         return f->probe_stop;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    int64_t ns = ts.tv_nsec + left * 1000000;
-    ts.tv_sec += ns / 1000000000;
-    ts.tv_nsec = ns % 1000000000;
+    struct timespec ts = deadline_in_ms(left);
     while (!f->probe_stop && pthread_cond_timedwait(&f->probe_cv, &f->mu, &ts) == 0)
         ;
     return f->probe_stop;

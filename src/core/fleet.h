@@ -53,10 +53,8 @@ void fleet_refresh(struct fleet *f, bool force);
  * fleet_node_view and fleet_taken_vmids) or at the end of a down world's
  * or node's backoff (not sooner than 5 s after it); 30 s after it in any
  * case. An idle fleet is not asked for its whole inventory every 5 s; one
- * in use is as fresh as before. fleet_refresh_due: is that now? Both
- * thread-safe. */
+ * in use is as fresh as before. Thread-safe. */
 int64_t fleet_refresh_next(struct fleet *f, int64_t last_ms);
-bool fleet_refresh_due(struct fleet *f, int64_t last_ms);
 
 /* What the fleet tells its owner, so that its watchers sleep until then
  * instead of looking on a beat. */
@@ -90,7 +88,7 @@ struct node_view {
     char last_error[256];
 };
 int fleet_node_view(struct fleet *f, const char *node, struct node_view *out);
-/* The same without counting as a use of the inventory (fleet_refresh_due):
+/* The same without counting as a use of the inventory (fleet_refresh_next):
  * for watchers such as the node health events. */
 int fleet_node_peek(struct fleet *f, const char *node, struct node_view *out);
 

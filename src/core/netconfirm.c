@@ -220,15 +220,7 @@ static void *confirm_main(void *arg)
                 soonest = c->q[i].next;
         }
         if (due == c->nq) {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            int64_t ms = soonest - now;
-            ts.tv_sec += ms / 1000;
-            ts.tv_nsec += (ms % 1000) * 1000000L;
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
+            struct timespec ts = deadline_in_ms(soonest - now);
             pthread_cond_timedwait(&c->cv, &c->mu, &ts);
             continue;
         }

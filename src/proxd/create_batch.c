@@ -1,5 +1,6 @@
 /* create_batch: proxd create --from FILE (see create_batch.h). */
 #include "proxd/create_batch.h"
+#include "common/jsonl.h"
 #include "common/util.h"
 #include "common/xalloc.h"
 #ifdef HAVE_API
@@ -129,39 +130,28 @@ bad:
     json_decref(o);
 }
 
+static void on_line(void *ud, long no, const char *text, size_t len)
+{
+    struct batch *b = ud;
+    if (text) {
+        take_line(b, no, text, len);
+        return;
+    }
+    say_error(b, no, "", "longer than 65536 bytes");
+    b->bad++;
+}
+
 /* Every line of in into b->it; -1 when the file itself cannot be taken
  * (reported). Lines refused are counted in b->bad. */
 static int read_all(struct batch *b, FILE *in)
 {
-    char *line = NULL;
-    size_t cap = 0;
-    ssize_t len;
     long no = 0;
-    int rc = 0;
-    while ((len = getline(&line, &cap, in)) >= 0) {
-        no++;
-        if (no > BATCH_LINES_MAX) {
-            say_error(b, no, "", "too many lines: at most 100000 requests in one batch");
-            rc = -1;
-            break;
-        }
-        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
-            line[--len] = '\0';
-        if (strspn(line, " \t") == (size_t)len)
-            continue;
-        if (len > BATCH_LINE_MAX) {
-            say_error(b, no, "", "longer than 65536 bytes");
-            b->bad++;
-            continue;
-        }
-        take_line(b, no, line, (size_t)len);
-    }
-    if (ferror(in)) {
+    int rc = jsonl_each(in, on_line, b, &no);
+    if (rc == JSONL_E_TOO_MANY)
+        say_error(b, no, "", "too many lines: at most 100000 requests in one batch");
+    else if (rc == JSONL_E_READ)
         say_error(b, no + 1, "", "read error");
-        rc = -1;
-    }
-    free(line);
-    return rc;
+    return rc ? -1 : 0;
 }
 
 /* Submit one checked line; 0 when queued or replayed. */

@@ -28,9 +28,8 @@
 
 #include "core/core.h"
 
-/* The most lines a file may hold, and the longest line (the API's body cap). */
-#define BATCH_LINES_MAX 100000
-#define BATCH_LINE_MAX (64 * 1024)
+/* The most lines a file may hold and the longest line (the API's body
+ * cap): JSONL_LINES_MAX, JSONL_LINE_MAX (common/jsonl.h). */
 
 /* Exit codes: 0 every line queued (or replayed); 2 the file is bad (nothing
  * submitted); 1 some lines were refused at submission or, with wait_s > 0,

@@ -243,11 +243,7 @@ struct pve_conn *pve_conn_get(pve_client *c)
     int64_t now = mono_ms(), until = now + PVE_WARM_WAIT_MS;
     struct pve_conn *k = take_warm(c, now);
     while (!k && c->busy > 0 && now < until) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        int64_t ns = ts.tv_nsec + (until - now) * 1000000;
-        ts.tv_sec += ns / 1000000000;
-        ts.tv_nsec = ns % 1000000000;
+        struct timespec ts = deadline_in_ms(until - now);
         pthread_cond_timedwait(&c->pool_cv, &c->pool_mu, &ts);
         now = mono_ms();
         k = take_warm(c, now);

@@ -561,15 +561,7 @@ bool sim_flock_try(struct sim_vm *vm, bool exclusive)
 
 bool sim_flock_wait(struct sim *s, struct sim_vm *vm, bool exclusive, double timeout)
 {
-    struct timespec deadline;
-    clock_gettime(CLOCK_REALTIME, &deadline);
-    long ms = sim_real_ms(s, timeout);
-    deadline.tv_sec += ms / 1000;
-    deadline.tv_nsec += (ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
+    struct timespec deadline = deadline_in_ms(sim_real_ms(s, timeout));
     int vmid = vm->vmid;
     struct sim_node *node = vm->node;
     for (;;) {
