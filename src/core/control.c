@@ -344,23 +344,33 @@ static void read_pause(struct cctx *c, int n);
 int ctl_wait_task(struct cctx *c, const char *upid, struct pve_error *e)
 {
     int64_t end = mono_ms() + STEP_DEADLINE_MS;
+    int rc;
+    struct core_waiter w;
+    core_waiter_begin(c->k, &w, upid);
     for (int bad_polls = 0;;) {
         struct pve_task t;
         memset(&t, 0, sizeof t);
         int64_t left = end - mono_ms();
-        struct pve_wait_opts o = core_wait_opts(c->k, left > 1 ? (long)left : 1);
-        int rc = pve_task_wait_opts(c->pc, upid, &o, &t, e);
-        if (rc == PVE_E_TIMEOUT && core_stopping(c->k))
-            return -1;
+        struct pve_wait_opts o = core_wait_opts(c->k, &w, left > 1 ? (long)left : 1);
+        rc = pve_task_wait_opts(c->pc, upid, &o, &t, e);
+        if (rc == PVE_E_TIMEOUT && core_stopping(c->k)) {
+            rc = -1;
+            goto out;
+        }
         bool poll_failed = rc && rc != PVE_E_TIMEOUT && !t.exitstatus[0] && transient(rc);
         if (!poll_failed || ++bad_polls >= READ_TRIES || mono_ms() >= end)
-            return rc;
+            goto out;
         log_warn("job", "job=%s task %s: status read failed (%s), polling again", c->j->id, upid,
                  e->message);
         read_pause(c, bad_polls);
-        if (core_stopping(c->k))
-            return -1;
+        if (core_stopping(c->k)) {
+            rc = -1;
+            goto out;
+        }
     }
+out:
+    core_waiter_end(c->k, &w);
+    return rc;
 }
 
 void ctl_job_fail(struct cctx *c, const char *fmt, ...)

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
 #define WATCH_MS 1000 /* the watcher's look at the store for others' jobs */
@@ -45,13 +46,62 @@ void core_uuid(char out[40])
              b[14], b[15]);
 }
 
+/* Under k->mu: tell the waits on tasks of nodes now down (once per down
+ * spell) to look at once. */
+static void tell_waiters(struct core *k)
+{
+    for (struct core_waiter *w = k->waiters; w; w = w->next) {
+        bool down = !fleet_node_up(k->fl, w->node);
+        if (down && !w->told) {
+            uint64_t one = 1;
+            if (write(w->fd, &one, sizeof one) != sizeof one)
+                log_warn("core", "a task wait on %s not told of its node's failure", w->node);
+        }
+        w->told = down;
+    }
+}
+
 static void on_fleet_note(void *ud, unsigned notes)
 {
     struct core *k = ud;
     pthread_mutex_lock(&k->mu);
     k->notes |= notes;
+    if (notes & FLEET_NOTE_HEALTH)
+        tell_waiters(k);
     pthread_cond_broadcast(&k->note_cv);
     pthread_mutex_unlock(&k->mu);
+}
+
+void core_waiter_begin(struct core *k, struct core_waiter *w, const char *upid)
+{
+    struct pve_task t;
+    memset(w, 0, sizeof *w);
+    w->fd = -1;
+    if (pve_upid_parse(upid, &t) != 0)
+        return;
+    w->fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (w->fd < 0)
+        return;
+    snprintf(w->node, sizeof w->node, "%s", t.node);
+    pthread_mutex_lock(&k->mu);
+    w->next = k->waiters;
+    k->waiters = w;
+    pthread_mutex_unlock(&k->mu);
+}
+
+void core_waiter_end(struct core *k, struct core_waiter *w)
+{
+    if (w->fd < 0)
+        return;
+    pthread_mutex_lock(&k->mu);
+    for (struct core_waiter **p = &k->waiters; *p; p = &(*p)->next)
+        if (*p == w) {
+            *p = w->next;
+            break;
+        }
+    pthread_mutex_unlock(&k->mu);
+    close(w->fd);
+    w->fd = -1;
 }
 
 struct core *core_new(const struct proxd_config *cfg, store *st, struct fleet *fl,
@@ -461,12 +511,13 @@ static int stop_tick(void *ud)
     return core_stopping(ud);
 }
 
-struct pve_wait_opts core_wait_opts(struct core *k, long deadline_ms)
+struct pve_wait_opts core_wait_opts(struct core *k, struct core_waiter *w, long deadline_ms)
 {
     struct pve_wait_opts o = {.deadline_ms = deadline_ms,
                               .tick = stop_tick,
                               .tick_ms = 500,
                               .wake_fd = k->wake[0] >= 0 ? &k->wake[0] : NULL,
+                              .look_fd = w && w->fd >= 0 ? &w->fd : NULL,
                               .ud = k};
     return o;
 }
@@ -474,9 +525,12 @@ struct pve_wait_opts core_wait_opts(struct core *k, long deadline_ms)
 int core_wait_task(struct core *k, pve_client *pc, const char *upid, long deadline_ms,
                    struct pve_error *err)
 {
-    struct pve_wait_opts o = core_wait_opts(k, deadline_ms);
+    struct core_waiter w;
+    core_waiter_begin(k, &w, upid);
+    struct pve_wait_opts o = core_wait_opts(k, &w, deadline_ms);
     struct pve_task t;
     int rc = pve_task_wait_opts(pc, upid, &o, &t, err);
+    core_waiter_end(k, &w);
     return rc == PVE_E_TIMEOUT && stop_tick(k) ? -1 : rc;
 }
 

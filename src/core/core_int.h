@@ -48,9 +48,10 @@ struct core {
      * to the store (store_addr_policy) at core_new */
     struct store_addr_quarantine addrq[CFG_MAX_POOLS + 1];
     size_t naddrq;
-    struct netwalk *nw;   /* netwalk.c: the config walk and agent confirmation */
-    struct evkeeper *evk; /* events.c: node health edges, retention */
-    struct webhooks *wh;  /* webhook.c: delivery threads and their counters */
+    struct netwalk *nw;          /* netwalk.c: the config walk and agent confirmation */
+    struct evkeeper *evk;        /* events.c: node health edges, retention */
+    struct core_waiter *waiters; /* under mu: task waits to wake when their node fails */
+    struct webhooks *wh;         /* webhook.c: delivery threads and their counters */
 };
 
 /* store_addr_sweep with the core's quarantine times, logged: at start-up
@@ -70,8 +71,24 @@ int reconcile_pass(struct core *k, struct reconcile_report *rep, bool removals_n
 int reconcile_cleaner_start(struct core *k);
 void reconcile_cleaner_stop(struct core *k); /* after k->stopping is set */
 
-/* Options for waiting on a task: stop ends the wait at once (core.c). */
-struct pve_wait_opts core_wait_opts(struct core *k, long deadline_ms);
+/* A task wait's registration (core.c): while registered, the wait is told
+ * (its descriptor turns readable) when the fleet sees the task's node go
+ * down, and looks at the task at once; the look's network failure is then
+ * the wait's, and the job fails over without sleeping to its next look
+ * (a clone's may be up to a minute away). Begin and end on the waiting
+ * thread; fd -1 (no eventfd): the wait is not told. */
+struct core_waiter {
+    int fd;
+    bool told; /* under k->mu: woken for this down spell */
+    char node[64];
+    struct core_waiter *next;
+};
+void core_waiter_begin(struct core *k, struct core_waiter *w, const char *upid);
+void core_waiter_end(struct core *k, struct core_waiter *w);
+
+/* Options for waiting on a task: stop ends the wait at once, a registered
+ * waiter (may be NULL) looks when its node fails (core.c). */
+struct pve_wait_opts core_wait_opts(struct core *k, struct core_waiter *w, long deadline_ms);
 
 /* A creation leaves `node` after a failure there (for the metrics). */
 void core_note_failover(struct core *k, const char *node);

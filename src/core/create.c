@@ -95,28 +95,35 @@ static int wait_task(struct ctx *c, const char *upid, long deadline_ms, bool *en
                      struct pve_error *err)
 {
     int64_t end = mono_ms() + deadline_ms;
-    int fails = 0;
+    int fails = 0, rc;
+    struct core_waiter w;
+    core_waiter_begin(c->k, &w, upid);
     if (ended)
         *ended = false;
     for (;;) {
         struct pve_task t = {0};
         long left = (long)(end - mono_ms());
-        struct pve_wait_opts o = core_wait_opts(c->k, left > 0 ? left : 1);
-        int rc = pve_task_wait_opts(c->pc, upid, &o, &t, err);
+        struct pve_wait_opts o = core_wait_opts(c->k, &w, left > 0 ? left : 1);
+        rc = pve_task_wait_opts(c->pc, upid, &o, &t, err);
         if (rc == 0 || t.exitstatus[0]) { /* it ended, well or not */
             if (ended)
                 *ended = true;
-            return rc;
+            goto out;
         }
-        if (core_stopping(c->k))
-            return -1;
+        if (core_stopping(c->k)) {
+            rc = -1;
+            goto out;
+        }
         if (rc == PVE_E_TIMEOUT || !transient(err) || ++fails >= TRIES || mono_ms() >= end)
-            return rc;
+            goto out;
         /* its status could not be read: again, a few times */
         log_warn("job", "job=%s task %s: status not read (%s); again", c->j->id, upid,
                  err->message);
         backoff(fails - 1);
     }
+out:
+    core_waiter_end(c->k, &w);
+    return rc;
 }
 
 /* ---- placement ------------------------------------------------------------ */

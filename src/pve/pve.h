@@ -263,6 +263,11 @@ struct pve_wait_opts {
                                  when the tick must be asked (a pipe written
                                  at stop): then the wait sleeps until its
                                  next look and asks the tick only then */
+    const int *look_fd;       /* NULL, or (with wake_fd) a descriptor that
+                                 turns readable when the task must be looked
+                                 at now (its node was seen failing): the wait
+                                 reads it empty and looks at once; the look's
+                                 failure, if any, is the wait's result */
     void *ud;                 /* passed to progress and tick */
 };
 int pve_task_wait_opts(pve_client *c, const char *upid, const struct pve_wait_opts *o,

@@ -127,9 +127,18 @@ void pve_eta_note(struct pve_eta *e, long elapsed_ms, double pct);
  * little late: a reading is the last step printed, behind the copy. */
 long pve_eta_end(const struct pve_eta *e);
 
+/* The bounds of the copy's end (ms into the wait) that the readings allow:
+ * a reading is the last 1% step printed, up to a step behind the copy, and
+ * the copy began at or after the wait; false while they allow no bound.
+ * Pure. */
+bool pve_eta_range(const struct pve_eta *e, long *lo, long *hi);
+
 /* The sleep before the next look: pve_task_poll_delay() on the expectation,
  * or for a task whose log is read (logged: a clone) on the copy's expected
- * end once the readings tell it, the first look within 1 s. Pure. */
+ * end once the readings tell it, the first look within 1 s; straight to the
+ * end (sleeps of at most 60 s) when the readings pin it down within 10% or
+ * agree with expect_ms (what clones of the template took on the node).
+ * Pure. */
 long pve_task_next_delay(bool logged, long elapsed_ms, long prev_ms, long expect_ms,
                          const struct pve_eta *eta);
 

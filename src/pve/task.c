@@ -2,9 +2,11 @@
 #include <ctype.h>
 #include <errno.h>
 #include <poll.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/util.h"
 #include "common/xalloc.h"
@@ -363,11 +365,18 @@ static int nap(const struct pve_wait_opts *o, long ms)
 {
     if (o->wake_fd && o->tick) {
         /* no wake-ups but the look: an idle wait costs nothing */
-        struct pollfd p = {.fd = *o->wake_fd, .events = POLLIN};
+        struct pollfd p[2] = {{.fd = *o->wake_fd, .events = POLLIN},
+                              {.fd = o->look_fd ? *o->look_fd : -1, .events = POLLIN}};
         int64_t end = mono_ms() + ms;
         for (;;) {
             int64_t left = end - mono_ms();
-            int n = poll(&p, 1, left > 0 ? (int)left : 0);
+            int n = poll(p, 2, left > 0 ? (int)left : 0);
+            if (n > 0 && !(p[0].revents & POLLIN) && (p[1].revents & POLLIN)) {
+                uint64_t v; /* an eventfd's count, or a pipe's bytes: emptied */
+                if (read(p[1].fd, &v, sizeof v) < 0)
+                    v = 0;
+                return o->tick(o->ud); /* 0: look now */
+            }
             if (n > 0 || left <= 0 || (n < 0 && errno != EINTR && errno != EAGAIN))
                 return o->tick(o->ud);
         }

@@ -60,5 +60,45 @@ def a_hung_node_nobody_calls_shows_down_and_is_avoided():
     print("[ figures ] hung sv1 shown down after %.2f s" % took)
 
 
+def log_reads():
+    c = sim.ctl("GET", "/calls")["calls"]
+    return c.get("GET /nodes/{node}/tasks/{upid}/log", 0)
+
+
+@case
+def a_node_hung_mid_clone_fails_the_creation_over_at_once():
+    # a slow copy on sv1 (10 GiB at 1 MiB/s: over 3 minutes at this time
+    # scale) and a fast one on sv2; placement is ordered, so sv1 first
+    sim.ctl("POST", "/nodes/sv1", {"bandwidth_mb": 1})
+    sim.ctl("POST", "/nodes/sv2", {"bandwidth_mb": 100000})
+    before = log_reads()
+    r = call("POST", "/v1/vms", {"os": "ubuntu", "name": "midclone", "cores": 1,
+                                 "memory_mb": 512, "disk_gb": 10})
+    assert r.status_code == 202, r.text
+    job = r.json()["job"]
+    # the third look through the clone's log (at ~16 s): from there the next
+    # is 30 s or more away (a minute, as the copy's rate tells its end)
+    wait_for(lambda: log_reads() - before >= 3, deadline=40, interval=0.1,
+             what="three looks at the clone")
+    sim.ctl("POST", "/nodes/sv1", {"state": "blackhole"})
+    t0 = time.monotonic()
+
+    def left_sv1():
+        j = call("GET", "/v1/jobs/" + job).json()
+        return j if any(a["node"] == "sv1" for a in j.get("attempts") or []) else None
+    # the probe sees sv1 hang within 1 s + its 2 s timeout; the wait looks
+    # at once, the look times out (3 s, retried) and the creation moves on:
+    # long before the clone's next look would have come
+    j = wait_for(left_sv1, deadline=25, interval=0.1, what="the creation leaving sv1")
+    took = time.monotonic() - t0
+    j = wait_job(job)
+    assert j["state"] == "done" and j["node"] != "sv1", j
+    sim.ctl("POST", "/nodes/sv1", {"state": "online", "bandwidth_mb": 500})
+    sim.ctl("POST", "/nodes/sv2", {"bandwidth_mb": 500})
+    wait_for(lambda: nodes()["sv1"]["health"] == "up", deadline=90, interval=0.2,
+             what="sv1 up again")
+    print("[ figures ] a creation waiting on a clone left hung sv1 %.2f s after it hung" % took)
+
+
 shutdown(px, sim)
 finish()

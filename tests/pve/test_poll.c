@@ -137,6 +137,8 @@ struct copy {
     long setup_ms, disk_ms[2];
     int disks;
     long speedup_at_ms;
+    long slowdown_at_ms; /* from then on half as fast (a copy beside it began) */
+    long fail_at_ms;     /* the task ends there (an error in the middle) */
 };
 
 /* copy time done by wall time t (the speedup counts double) */
@@ -147,6 +149,8 @@ static double copy_done(const struct copy *c, long t)
         return 0;
     if (c->speedup_at_ms && t > c->speedup_at_ms)
         w += (double)(t - (c->speedup_at_ms > c->setup_ms ? c->speedup_at_ms : c->setup_ms));
+    if (c->slowdown_at_ms && t > c->slowdown_at_ms)
+        w -= (double)(t - (c->slowdown_at_ms > c->setup_ms ? c->slowdown_at_ms : c->setup_ms)) / 2;
     return w;
 }
 
@@ -156,7 +160,7 @@ static long copy_end(const struct copy *c)
     double need = (double)(c->disk_ms[0] + (c->disks > 1 ? c->disk_ms[1] : 0));
     while (copy_done(c, t) < need)
         t++;
-    return t;
+    return c->fail_at_ms && c->fail_at_ms < t ? c->fail_at_ms : t;
 }
 
 /* the last progress line printed by time t, or -1 before the first */
@@ -176,13 +180,18 @@ static double copy_line(const struct copy *c, long t)
 
 /* pve_task_wait's loop for a clone: sleep, read the log (the last
  * progress line), until a look comes at or after the end */
+static long max_gap; /* the longest sleep of the last replay_clone */
+
 static int replay_clone(const struct copy *c, long expect_ms, long *late)
 {
     struct pve_eta e = {0};
     long t = 0, prev = 0, end = copy_end(c);
+    max_gap = 0;
     for (int looks = 1;; looks++) {
         prev = pve_task_next_delay(true, t, prev, expect_ms, &e);
         assert_true(prev > 0);
+        if (prev > max_gap)
+            max_gap = prev;
         t += prev;
         if (t >= end) {
             *late = t - end;
@@ -223,10 +232,11 @@ static void test_clone_changes(void **state)
 {
     (void)state;
     long late;
-    /* learned 41 s, and it takes that: 4 looks, seen within 5% */
+    /* learned 41 s, and it takes that: the first reading agrees, the next
+     * look is at the end: 2 looks, seen within 5% */
     struct copy c = {.setup_ms = 300, .disk_ms = {40700}, .disks = 1};
     int n = replay_clone(&c, 41000, &late);
-    if (n > 4 || late > 2050)
+    if (n > 2 || late > 2050)
         fail_msg("as learned: %d looks, %ld ms late", n, late);
     /* the copy beside it ends and this one speeds up: the end comes far
      * earlier than learned; a speedup after the last look is not seen
@@ -249,6 +259,54 @@ static void test_clone_changes(void **state)
     assert_int_equal(pve_task_next_delay(true, 0, 0, 0, &none), 1000);
     assert_int_equal(pve_task_next_delay(true, 0, 0, 300, &none), 300);
     assert_int_equal(pve_task_next_delay(true, 1000, 1000, 0, &none), 2000);
+}
+
+static void test_clone_trusted(void **state)
+{
+    (void)state;
+    long late;
+    /* learned 41 s, but a copy beside it halves its speed from the start
+     * or on the way: the readings disagree with what was learned, the
+     * steps of 3x the time waited find the end within 10% */
+    for (long at = 300; at < 40000; at += 2300) {
+        struct copy s = {.setup_ms = 300, .disk_ms = {40700}, .disks = 1, .slowdown_at_ms = at};
+        int n = replay_clone(&s, 41000, &late);
+        if (late > copy_end(&s) / 10 || n > 7)
+            fail_msg("slowed at %ld (end %ld): %d looks, %ld ms late", at, copy_end(&s), n, late);
+    }
+    /* the first clone of its kind, an hour long: once the readings pin the
+     * end down, sleeps of up to 60 s (not 30): half the looks */
+    struct copy hour = {.setup_ms = 500, .disk_ms = {3600 * 1000L}, .disks = 1};
+    int n = replay_clone(&hour, 0, &late);
+    if (n > 8 + 3600 / 60 || max_gap > 60000 || late > 60000)
+        fail_msg("an hour: %d looks, %ld ms late, gaps up to %ld ms", n, late, max_gap);
+    /* a copy that fails in the middle is seen within 60 s of its failure,
+     * or by the end the readings foretold if that comes first */
+    for (long at = 2000; at < 40000; at += 3700) {
+        struct copy f = {.setup_ms = 300, .disk_ms = {40700}, .disks = 1, .fail_at_ms = at};
+        replay_clone(&f, 41000, &late);
+        if (late > 60000 || at + late > 41000 * 21 / 20)
+            fail_msg("failed at %ld: seen %ld ms late", at, late);
+    }
+    for (long at = 60000; at < 3600 * 1000L; at = at * 3 / 2) {
+        struct copy f = {.setup_ms = 500, .disk_ms = {3600 * 1000L}, .disks = 1, .fail_at_ms = at};
+        replay_clone(&f, 0, &late);
+        if (late > 60000)
+            fail_msg("an hour's copy failed at %ld: seen %ld ms late", at, late);
+    }
+    /* the bounds a reading allows: 2% after 1 s is an end by 50 s (the
+     * copy may have begun just before the reading: no earlier bound); 38%
+     * at 16 s after 2% at 1 s, between 40.7 and 42.6 s */
+    struct pve_eta e = {0};
+    long lo, hi;
+    assert_false(pve_eta_range(&e, &lo, &hi));
+    pve_eta_note(&e, 1000, 2);
+    assert_true(pve_eta_range(&e, &lo, &hi));
+    assert_true(lo == 1000 && hi >= 50000 && hi <= 50001);
+    pve_eta_note(&e, 16000, 38);
+    assert_true(pve_eta_range(&e, &lo, &hi));
+    if (lo < 40600 || lo > 40800 || hi < 42500 || hi > 42700)
+        fail_msg("38%% at 16 s: %ld..%ld", lo, hi);
 }
 
 static void test_eta_estimate(void **state)
@@ -279,6 +337,7 @@ int main(void)
         cmocka_unit_test(test_progress_lines),
         cmocka_unit_test(test_clone_first_of_its_kind),
         cmocka_unit_test(test_clone_changes),
+        cmocka_unit_test(test_clone_trusted),
         cmocka_unit_test(test_eta_estimate),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
