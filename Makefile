@@ -53,12 +53,15 @@ demo: build
 
 # Creation benchmark against pvesim, then the API benchmark, then pvesim at
 # fleet scale (all report their targets, never fail the build); results also
-# in bench/results/create.txt, api.txt, idle_conns.txt and sim.txt.
+# in bench/results/create.txt, api.txt, idle_conns.txt and sim.txt; then the
+# CPU of one Proxmox call back to back and spaced out (callcost.txt).
 bench: build
+	@cmake --build build/.release -j $(JOBS) --target bench_callcost -- --no-print-directory -s
 	@/usr/bin/python3 bench/bench_create.py
 	@bash bench/bench_api.sh || echo "bench_api.sh did not complete (see above)"
 	@/usr/bin/python3 bench/bench_idle_conns.py || echo "bench_idle_conns.py did not complete (see above)"
 	@/usr/bin/python3 bench/bench_sim.py || echo "bench_sim.py did not complete (see above)"
+	@/usr/bin/python3 bench/bench_callcost.py || echo "bench_callcost.py did not complete (see above)"
 
 # The randomized fault test, longer (many seeds, more VMs and jobs, with and
 # without creations under faults), against the release build; figures in
