@@ -144,6 +144,16 @@ static int open_world(struct world *w, const char *path, bool with_fleet)
     return 0;
 }
 
+/* A world for a one-off command that decides placement or VMIDs (create,
+ * create --from): the inventory read once, now. */
+static int open_world_read(struct world *w, const char *path)
+{
+    int rc = open_world(w, path, true);
+    if (rc == 0)
+        fleet_refresh(w->fl, true);
+    return rc;
+}
+
 static void close_world(struct world *w)
 {
     core_free(w->k);
@@ -224,10 +234,9 @@ static int create_from(const char *config, const char *from, bool json, long wai
         return 2;
     }
     struct world w;
-    int rc = open_world(&w, config, true);
+    int rc = open_world_read(&w, config);
     if (rc)
         goto out;
-    fleet_refresh(w.fl, true);
     rc = create_batch(w.k, w.st, in, json, wait_s);
 out:
     close_world(&w);
@@ -306,10 +315,9 @@ static int cmd_create(int argc, char **argv)
         return 2;
     }
     struct world w;
-    int rc = open_world(&w, config, true);
+    int rc = open_world_read(&w, config);
     if (rc)
         goto out;
-    fleet_refresh(w.fl, true);
     char job[40];
     int vmid;
     struct core_error ce;
