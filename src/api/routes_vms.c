@@ -231,6 +231,9 @@ static void replay(struct resp *rs, json_t *stored, const char *fp)
         return;
     }
     accepted(rs, (int)json_integer_value(json_object_get(stored, "vmid")), "create", job);
+    /* the first answer again, marked: a client (proxctl --from) can tell a
+     * request it made before from a new one */
+    json_object_set_new(rs->body, "replayed", json_true());
 }
 
 /* One stripe lock per key hash: retries of one key in this process run one

@@ -173,10 +173,14 @@ static void say_queued(struct batch *b, long no, json_t *ans)
 {
     const char *job = json_string_value(json_object_get(ans, "job"));
     long long vmid = cli_num(ans, "vmid");
+    /* a key used before for this same request: its first answer again */
+    bool replayed = json_is_true(json_object_get(ans, "replayed"));
     if (b->c->json)
-        printf("{\"line\":%ld,\"job\":\"%s\",\"vmid\":%lld}\n", no, job ? job : "", vmid);
+        printf("{\"line\":%ld,\"job\":\"%s\",\"vmid\":%lld%s}\n", no, job ? job : "", vmid,
+               replayed ? ",\"replayed\":true" : "");
     else
-        printf("line %ld: job %s vmid %lld queued\n", no, job ? job : "?", vmid);
+        printf("line %ld: job %s vmid %lld %s\n", no, job ? job : "?", vmid,
+               replayed ? "(queued before with this idempotency key)" : "queued");
 }
 
 static void submit_all(struct batch *b)

@@ -293,8 +293,10 @@ def idempotent_creation_under_concurrency():
     named = [v for v in call("GET", "/v1/vms?limit=1000", ADMIN).json()["vms"]
              if v["name"] == "idem-1"]
     assert len(named) == 1, named
+    # one answer is the creation's, the others its first answer replayed
+    assert sum(1 for a in answers if not a.json().get("replayed")) == 1, [a.text for a in answers]
     again = send(0)
-    assert again.json() == answers[0].json()
+    assert again.json() == dict(answers[0].json(), replayed=True)
     err(call("POST", "/v1/vms", ALICE, spec("idem-2"), headers={"Idempotency-Key": key}),
         409, "idempotency_key_reused")
     # keys are per caller: the same key from another user is a new request

@@ -76,6 +76,8 @@ def one_key_one_vm_across_instances():
                                          headers={"Idempotency-Key": key}), 10)
     assert all(a.status_code == 202 for a in answers), [a.text for a in answers]
     assert len({(a.json()["vmid"], a.json()["job"]) for a in answers}) == 1
+    # one made the job, on one instance; the others (either instance) replay it, marked
+    assert sum(1 for a in answers if not a.json().get("replayed")) == 1, [a.text for a in answers]
     assert wait_job(answers[0].json()["job"])["state"] == "done"
     named = [v for v in call(1, "GET", "/v1/vms?limit=1000").json()["vms"]
              if v["name"] == "pg-idem"]

@@ -188,6 +188,12 @@ def run_cases():
         assert again.returncode == 0, again.stderr
         assert [(g["job"], g["vmid"]) for g in out_json(again)] == \
             [(g["job"], g["vmid"]) for g in first]
+        # each line says it was queued before, in JSON and in text
+        assert all(g.get("replayed") is True for g in out_json(again)), again.stdout
+        assert not any("replayed" in g for g in first), first
+        text = ctl_from(lines, token=state["alice"])
+        assert text.returncode == 0, text.stderr
+        assert text.stdout.count("(queued before with this idempotency key)") == 3, text.stdout
         assert njobs() == before
         # a key used before for another request: found by the check, nothing submitted
         r = ctl_from([req("ik-new"), dict(lines[2], cores=2)], token=state["alice"])
