@@ -3,7 +3,8 @@ makes N jobs that all end done on pvesim; bad lines are reported with their
 number and field and nothing is submitted; an idempotency key repeated
 across runs (and through the API, by the owner's token) makes one VM; a
 batch under random pvesim faults with a node offline still ends every job,
-and each job's end agrees with pvesim and the database."""
+and each job's end agrees with pvesim and the database.
+PROXD_TEST_DB=postgresql://... runs it on PostgreSQL (test_create_batch_pg.py)."""
 import json
 import os
 import subprocess
@@ -16,6 +17,7 @@ from lib.proxd import Proxd
 from lib.sim import Sim
 from lib.wait import wait_for
 
+DB = os.environ.get("PROXD_TEST_DB")  # a PostgreSQL URL, else SQLite
 KEY = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFzq7NTAlFT4SImr0qHpVZ0HHVdVunThFP1ICflNG6d+ "
        "me@host")
 
@@ -53,12 +55,15 @@ def njobs(px):
     return dbq.query(px.db, "SELECT count(*) FROM jobs")[0][0]
 
 
-def wait_ended(px, jobs, deadline=120):
-    marks = ",".join("?" * len(jobs))
+def quoted(ids):
+    """job ids (UUIDs proxd made) as an SQL list: psql takes no parameters"""
+    assert all(len(i) == 36 and set(i) <= set("0123456789abcdef-") for i in ids), ids
+    return ",".join("'%s'" % i for i in ids)
 
+
+def wait_ended(px, jobs, deadline=120):
     def ended():
-        rows = dbq.query(px.db, "SELECT id, state FROM jobs WHERE id IN (%s)" % marks,
-                         tuple(jobs))
+        rows = dbq.query(px.db, "SELECT id, state FROM jobs WHERE id IN (%s)" % quoted(jobs))
         st = dict(rows)
         return st if len(st) == len(jobs) and all(s in ("done", "failed")
                                                   for s in st.values()) else None
@@ -67,7 +72,7 @@ def wait_ended(px, jobs, deadline=120):
 
 def main():
     with Sim(time_scale=0.01, extra=["--seed", "17"]) as sim:
-        px = Proxd(sim, proxmox_extra="connect_timeout = 1\ntimeout = 3\n")
+        px = Proxd(sim, database=DB, proxmox_extra="connect_timeout = 1\ntimeout = 3\n")
         state = {"sim": sim, "px": px, "alice": px.token("alice", "user")}
         px.start()
         try:
@@ -208,12 +213,12 @@ def run_cases(s):
             sim.ctl("POST", "/nodes/sv2", {"state": "online"})
         # a creation may go on under another VMID than the one it was queued
         # with (one found taken on Proxmox): the job has the final one
-        final = dict(dbq.query(px.db, "SELECT id, vmid FROM jobs WHERE id IN (%s)" % ",".join(
-            "?" * len(got)), tuple(g["job"] for g in got)))
+        final = dict(dbq.query(px.db, "SELECT id, vmid FROM jobs WHERE id IN (%s)" % quoted(
+            [g["job"] for g in got])))
         on_sim = {v["vmid"]: v for v in sim.state()["vms"]}
         for g in got:
-            recs = dbq.query(px.db, "SELECT vmid, state, node, name FROM vms WHERE job = ?",
-                             (g["job"],))
+            recs = dbq.query(px.db, "SELECT vmid, state, node, name FROM vms WHERE job = %s"
+                             % quoted([g["job"]]))
             live = [r for r in recs if r[1] not in ("failed", "deleted")]
             if st[g["job"]] == "done":  # made, where it is recorded, not on the dead node
                 vmid = final[g["job"]]
