@@ -265,6 +265,22 @@ static void faults_clear(struct sim *s, int id)
     }
 }
 
+/* A drive rewritten behind PVE's back without its size= (an edited config
+ * file): the volume on its storage keeps its size, which the storage's
+ * content listing and a volume_size_info then tell. */
+static void keep_volume_size(struct sim *s, const char *old, const char *new)
+{
+    size_t vl = old ? strcspn(old, ",") : 0;
+    char vol[160];
+    if (!old || !new || vl >= sizeof vol || strstr(new, "size=") || sim_disk_size(old) <= 0 ||
+        strcspn(new, ",") != vl || strncmp(old, new, vl) != 0)
+        return;
+    snprintf(vol, sizeof vol, "%.*s", (int)vl, old);
+    if (!s->vol_sizes)
+        s->vol_sizes = json_object();
+    json_object_set_new(s->vol_sizes, vol, json_integer(sim_disk_size(old)));
+}
+
 static void vm_set(struct sim *s, int vmid, const struct http_req *req, struct http_resp *r)
 {
     json_t *b = body_json(req, r);
@@ -308,6 +324,8 @@ static void vm_set(struct sim *s, int vmid, const struct http_req *req, struct h
             json_t *cv;
             json_object_foreach(conf, ck, cv)
             {
+                keep_volume_size(s, json_string_value(json_object_get(vm->conf, ck)),
+                                 json_string_value(cv));
                 if (json_is_null(cv)) /* null removes the key */
                     json_object_del(vm->conf, ck);
                 else

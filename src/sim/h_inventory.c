@@ -123,8 +123,8 @@ static bool is_disk_key(const char *k)
 
 /* A volume of `conf` on storage `sid`: "local-lvm:base-8000-disk-0/vm-100-disk-0"
  * lists as the thin LV it is, "local-lvm:vm-100-disk-0". */
-static void add_volumes(json_t *out, json_t *conf, int vmid, const char *sid, const char *want,
-                        bool ct)
+static void add_volumes(struct sim *s, json_t *out, json_t *conf, int vmid, const char *sid,
+                        const char *want, bool ct)
 {
     const char *k;
     json_t *v;
@@ -148,7 +148,7 @@ static void add_volumes(json_t *out, json_t *conf, int vmid, const char *sid, co
         const char *content = ct && strncmp(k, "rootfs", 6) == 0 ? "rootdir" : "images";
         if (want && !strstr(want, content))
             continue;
-        int64_t size = sim_disk_size(d);
+        int64_t size = sim_volume_size(s, d); /* the storage's figure, size= or not */
         json_t *e = json_pack("{s:s,s:s,s:s,s:I,s:i,s:I}", "volid", "", "content", content,
                               "format", "raw", "size", (json_int_t)(size ? size : 4 << 20), "vmid",
                               vmid, "ctime", (json_int_t)1764547200);
@@ -170,10 +170,10 @@ static void h_content(struct sim_call *c)
     c->data = json_array();
     for (struct sim_vm *v = s->vms; v; v = v->next)
         if (!v->gone && v->node == c->node && (!only || v->vmid == only))
-            add_volumes(c->data, v->conf, v->vmid, sid, want, false);
+            add_volumes(s, c->data, v->conf, v->vmid, sid, want, false);
     for (struct sim_ct *ct = s->cts; ct; ct = ct->next)
         if (ct->node == c->node && (!only || ct->vmid == only))
-            add_volumes(c->data, ct->conf, ct->vmid, sid, want, true);
+            add_volumes(s, c->data, ct->conf, ct->vmid, sid, want, true);
     if (strstr(st->content, "vztmpl") && !only && (!want || strstr(want, "vztmpl")))
         json_array_append_new(c->data,
                               json_pack("{s:s,s:s,s:s,s:I,s:I}", "volid",

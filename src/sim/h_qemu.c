@@ -397,6 +397,82 @@ static json_t *attach_volume(struct sim *s, const char *spec)
     return v;
 }
 
+static bool is_disk(const char *k);
+
+/* Is `vol` ("local-lvm:vm-100-disk-1") a volume of its storage as `node`
+ * sees it: a drive or unusedN of a VM or container there (anywhere, when
+ * the storage is shared), a snapshot's, or one pvesim saw detached? */
+static bool volume_exists(struct sim *s, struct sim_node *node, const char *vol)
+{
+    size_t vl = strlen(vol);
+    char *sid = sim_disk_storage(vol);
+    struct sim_storage *st = sid ? sim_storage_find(node, sid) : NULL;
+    free(sid);
+    if (!st)
+        return false; /* PVE: "storage '...' does not exist" before this */
+    if (s->vol_sizes && json_object_get(s->vol_sizes, vol))
+        return true;
+    char vn[128];
+    vmops_vol_name(vol, vn, sizeof vn);
+    for (struct sim_vm *v = s->vms; v; v = v->next) {
+        if (v->gone || (!st->shared && v->node != node))
+            continue;
+        const char *k;
+        json_t *val;
+        json_object_foreach(v->conf, k, val)
+        {
+            const char *d = json_string_value(val);
+            if (d && vmops_is_volume_key(k) && strcspn(d, ",") == vl && strncmp(d, vol, vl) == 0)
+                return true;
+        }
+        if (vmops_vol_in_snapshot(v, vn))
+            return true;
+    }
+    for (struct sim_ct *ct = s->cts; ct; ct = ct->next) {
+        if (!st->shared && ct->node != node)
+            continue;
+        const char *k;
+        json_t *val;
+        json_object_foreach(ct->conf, k, val)
+        {
+            const char *d = json_string_value(val);
+            if (d && (str_starts(k, "rootfs") || str_starts(k, "mp") || str_starts(k, "unused")) &&
+                strcspn(d, ",") == vl && strncmp(d, vol, vl) == 0)
+                return true;
+        }
+    }
+    return false;
+}
+
+/* The first existing volume a disk parameter attaches that is not there
+ * (create_disks: volume_size_info finds no size, "volume ... does not
+ * exist"), as a new string; NULL when every one is. Allocations
+ * ("<storage>:<GiB>"), "none", host paths and CD-ROM media are not
+ * looked up. */
+static char *missing_volume(struct sim *s, struct sim_vm *vm, json_t *params)
+{
+    const char *k;
+    json_t *v;
+    json_object_foreach(params, k, v)
+    {
+        const char *d = json_string_value(v);
+        if (!d || !is_disk(k) || strstr(d, "media=cdrom"))
+            continue;
+        size_t vl = strcspn(d, ","), sl = strcspn(d, ":,");
+        if (d[sl] != ':' || sl == 0 || vl >= 160)
+            continue;
+        const char *name = d + sl + 1;
+        size_t nl = vl - sl - 1;
+        if (nl == 0 || strspn(name, "0123456789.") == nl || strncmp(name, "cloudinit", nl) == 0)
+            continue; /* a new volume of that many GiB, or a new cloud-init drive */
+        char vol[160];
+        snprintf(vol, sizeof vol, "%.*s", (int)vl, d);
+        if (!volume_exists(s, vm->node, vol))
+            return xstrdup(vol);
+    }
+    return NULL;
+}
+
 static json_t *alloc_disk(struct sim *s, struct sim_vm *vm, const char *k, const char *spec)
 {
     /* "<storage>:<GiB>[,opts]" allocates a new volume */
@@ -490,6 +566,12 @@ static void drop_reattached(struct sim_vm *vm)
 
 int qemu_apply_config(struct sim *s, struct sim_vm *vm, json_t *params, char **err)
 {
+    char *missing = err ? missing_volume(s, vm, params) : NULL;
+    if (missing) { /* update_vm_api dies in create_disks: nothing of the call written */
+        *err = xasprintf("volume %s does not exist", missing);
+        free(missing);
+        return -1;
+    }
     guestnet_keep(vm); /* the guest keeps its booted network until the next start */
     bool running = vm->power != VM_STOPPED;
     const char *k;
@@ -619,8 +701,12 @@ static void h_config_put(struct sim_call *c)
         return;
     }
     vm = sim_vm_find(c->s, c->node, vm->vmid);
-    qemu_apply_config(c->s, vm, c->params, NULL);
-    c->data = json_null();
+    char *err = NULL;
+    if (qemu_apply_config(c->s, vm, c->params, &err))
+        call_fail(c, 500, "%s", err);
+    else
+        c->data = json_null();
+    free(err);
     sim_flock_release(c->s, vm, true);
 }
 
@@ -646,7 +732,7 @@ int qemu_apply_resize(struct sim *s, struct sim_vm *vm, const char *disk, const 
         *err = xstrdup("you can't resize a cdrom");
         return -1;
     }
-    int64_t cur = sim_disk_size(drive), val;
+    int64_t cur = sim_volume_size(s, drive), val; /* volume_size_info */
     if (!sim_parse_size(size, &val)) {
         *err = xasprintf("invalid size '%s'", size);
         return -1;
@@ -936,6 +1022,17 @@ void qemu_clone_conf(struct sim *s, struct sim_vm *src, struct sim_vm *dst, json
 void qemu_destroy(struct sim *s, struct sim_vm *vm)
 {
     sim_pool_add_vm(s, NULL, vm->vmid); /* remove_vm_from_pool */
+    const char *k;
+    json_t *v;
+    json_object_foreach(vm->conf, k, v) /* its volumes go with it */
+    {
+        const char *d = json_string_value(v);
+        char vol[160];
+        if (d && s->vol_sizes && vmops_is_volume_key(k) && strcspn(d, ",") < sizeof vol) {
+            snprintf(vol, sizeof vol, "%.*s", (int)strcspn(d, ","), d);
+            json_object_del(s->vol_sizes, vol);
+        }
+    }
     vm->gone = true;
     pthread_cond_broadcast(&s->cv);
     sim_vm_unlink(s, vm);

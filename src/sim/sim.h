@@ -270,7 +270,9 @@ struct sim {
     /* h_qemu.c: {"storage:volume": bytes} of the volumes detached to an
      * unusedN (whose line names the volume only): they take their room on
      * the storage still (state.c), and PVE reads a volume's size from its
-     * storage when it is attached again; not in the state file */
+     * storage when it is attached again; ctl.c: of a drive whose size= a
+     * change behind PVE's back dropped (the storage keeps the volume's
+     * size). Not in the state file */
     json_t *vol_sizes;
     struct sim_vm **vm_index; /* state.c: VMID hash, chains through hnext */
     size_t vm_index_cap;      /* buckets, a power of two */
@@ -334,6 +336,9 @@ void sim_vm_unlink(struct sim *s, struct sim_vm *vm);
 char *sim_vm_digest(const struct sim_vm *vm);
 /* Bytes of a disk config value "local-lvm:vm-100-disk-0,size=32G". */
 int64_t sim_disk_size(const char *drive);
+/* Bytes of the volume a drive names as its storage has it: size=, else
+ * what pvesim knows of the volume (s->vol_sizes), else 0. */
+int64_t sim_volume_size(struct sim *s, const char *drive);
 char *sim_disk_storage(const char *drive); /* caller frees */
 /* The boot disk key (scsi0 unless the config says otherwise) or NULL. */
 const char *sim_vm_bootdisk(const struct sim_vm *vm);

@@ -264,6 +264,17 @@ int64_t sim_disk_size(const char *drive)
     return sim_parse_size(tmp, &v) ? v : 0;
 }
 
+int64_t sim_volume_size(struct sim *s, const char *drive)
+{
+    int64_t n = drive ? sim_disk_size(drive) : 0;
+    char vol[160];
+    size_t vl = drive ? strcspn(drive, ",") : 0;
+    if (n || !vl || vl >= sizeof vol || !s->vol_sizes)
+        return n;
+    snprintf(vol, sizeof vol, "%.*s", (int)vl, drive);
+    return json_integer_value(json_object_get(s->vol_sizes, vol));
+}
+
 char *sim_disk_storage(const char *drive)
 {
     size_t n = strcspn(drive, ":,");
@@ -458,8 +469,8 @@ static void derive(struct sim *s, struct sim_vm *vm, struct sim_vm_derived *d)
         int i = drive_storage(vm->node, json_string_value(val));
         if (i < 0)
             continue;
-        if (!unused)
-            d->st_used[i] += sim_disk_size(json_string_value(val));
+        if (!unused) /* a drive without size= takes its volume's room all the same */
+            d->st_used[i] += sim_volume_size(s, json_string_value(val));
         else if (s->vol_sizes) /* a detached volume keeps its room (h_qemu.c) */
             d->st_used[i] +=
                 json_integer_value(json_object_get(s->vol_sizes, json_string_value(val)));

@@ -4,8 +4,11 @@ target-vmid, API2/Qemu.pm's disk_reassignfn): the qmmove task and its UPID id
 taken out of the source's boot order, qemu-server's refusals (running
 source, target slot taken, same VMID, storage and target together, a disk of
 a snapshot, a locked VM, a template, VMs on two nodes), a detached disk kept
-as unusedN and a re-attached one leaving it (with its size), and the volume origins (which
-template OS a disk came from) following the volume."""
+as unusedN and a re-attached one leaving it (with its size), a volume that
+does not exist refused ("volume ... does not exist", create_disks), a
+drive whose size= was dropped behind PVE's back still listed at its size
+by its storage, and the volume origins (which template OS a disk came
+from) following the volume."""
 from lib.cases import case, finish
 from lib.sim import expect400, expect500, Sim, task_ok as ok
 
@@ -118,6 +121,55 @@ def a_task_fault_changes_nothing():
     assert st["exitstatus"] == "injected", st
     assert (conf(103)["scsi0"], conf(100).get("scsi1")) == before
     sim.ctl("DELETE", "/faults")
+
+
+@case
+def attaching_a_volume_that_does_not_exist_is_refused():
+    clone(104)
+    c = conf(104)
+    # PUT (synchronous): 500 with create_disks' text, nothing of the call written
+    expect500(sim.api("PUT", "/nodes/sv1/qemu/104/config",
+                      data={"scsi1": "local-lvm:vm-104-disk-7,discard=on", "cores": "3"}),
+              "volume local-lvm:vm-104-disk-7 does not exist")
+    assert conf(104) == c, conf(104)
+    # POST (a qmconfig task): the task fails with it
+    upid = sim.data("POST", "/nodes/sv1/qemu/104/config",
+                    data={"scsi1": "local-lvm:vm-104-disk-7"})
+    st = sim.wait_task("sv1", upid)
+    assert st["exitstatus"] == "volume local-lvm:vm-104-disk-7 does not exist", st
+    assert conf(104) == c, conf(104)
+    # another node's local volume is not there either (sv2's VM 200 has one)
+    expect500(sim.api("PUT", "/nodes/sv1/qemu/104/config",
+                      data={"scsi1": "local-lvm:vm-200-disk-0"}),
+              "volume local-lvm:vm-200-disk-0 does not exist")
+    # a detached volume is, with the drive's options and its size
+    assert sim.data("PUT", "/nodes/sv1/qemu/104/config", data={"delete": "scsi0"}) is None
+    assert sim.data("PUT", "/nodes/sv1/qemu/104/config",
+                    data={"scsi0": "local-lvm:vm-104-disk-0,discard=on,iothread=1,ssd=1"}) is None
+    assert conf(104)["scsi0"] == "local-lvm:vm-104-disk-0,discard=on,iothread=1,ssd=1,size=10G", \
+        conf(104)
+    # a new volume ("<storage>:<GiB>") and a new cloud-init drive need none
+    assert sim.data("PUT", "/nodes/sv1/qemu/104/config", data={"scsi2": "local-lvm:1"}) is None
+    assert conf(104)["scsi2"].startswith("local-lvm:vm-104-disk-1,size=1G"), conf(104)
+
+
+@case
+def a_drive_without_size_keeps_its_volumes_size():
+    clone(105)
+    used = lvm_used()
+    drive = conf(105)["scsi0"]
+    assert drive.endswith(",size=10G"), drive
+    bare = drive.split(",")[0]
+    # the config file edited without size=: the volume on the storage stays 10 GiB
+    sim.ctl("POST", "/vms/105", {"conf": {"scsi0": bare + ",discard=on"}})
+    assert conf(105)["scsi0"] == bare + ",discard=on"
+    listed = {e["volid"]: e["size"] for e in
+              sim.data("GET", "/nodes/sv1/storage/local-lvm/content", params={"vmid": "105"})}
+    assert listed[bare] == 10 * 1024 ** 3, listed
+    assert lvm_used() == used, (lvm_used(), used)
+    # a resize reads the volume's size, not the drive's (none)
+    ok(run("PUT", "/qemu/105/resize", data={"disk": "scsi0", "size": "+2G"}))
+    assert conf(105)["scsi0"] == bare + ",discard=on,size=12G", conf(105)
 
 
 try:
