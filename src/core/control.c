@@ -802,7 +802,56 @@ static int grow(struct cctx *c, const char *disk, const char *size, int64_t want
     return rc;
 }
 
+/* Room for a disk's growth by `bytes` on the storage of the VM's node,
+ * reserved under the job in one store transaction with the check, as a
+ * creation's: against the shared pool (every creation, reinstall and
+ * resize through any of its nodes) when the storage is one, else the
+ * node's. A disk on another storage than the node's configured one, or a
+ * node the inventory does not know yet, is not checked here (Proxmox's
+ * own refusal stands). 0, or -1 with the job failed. */
+static int reserve_growth(struct cctx *c, const char *storage, int64_t bytes)
+{
+    const struct proxd_config *cfg = c->k->cfg;
+    const struct cfg_node *cn = config_node(cfg, c->v.node);
+    struct node_view nv;
+    if (!cn || strcmp(storage, cn->storage) != 0 || fleet_node_view(c->k->fl, c->v.node, &nv) ||
+        !nv.known)
+        return 0;
+    struct cap_room room = {.mem = INT64_MAX / 2,
+                            .disk = nv.st_avail - cfg->disk_margin_gb * GiB,
+                            .seen_since = nv.seen_since,
+                            .pool = nv.pool};
+    struct store_error se;
+    if (store_reserve_capacity(c->k->st, c->j->id, c->v.node, 0, bytes, &room, &se) == 0)
+        return 0;
+    if (se.code == STORE_E_FULL)
+        ctl_job_fail(c, "resize refused: not enough space on %s%s of %s (%s)",
+                     nv.pool[0] ? "shared storage " : "", cn->storage,
+                     nv.pool[0] ? cn->cluster : c->v.node, se.message);
+    else
+        ctl_job_fail(c, "resize failed: room for it cannot be reserved: %s", se.message);
+    return -1;
+}
+
+static void resize_steps(struct cctx *c, bool *grown);
+
+/* The growth's reservation ends with the job: settled when a resize was
+ * asked of Proxmox (it keeps counting until an inventory shows the disk
+ * grown, or not), released when none was; kept when the job is resumed
+ * later (proxd stopping). */
 static void run_resize(struct cctx *c)
+{
+    bool asked = strcmp(c->j->step, "wait") == 0 || strcmp(c->j->step, "call") == 0;
+    resize_steps(c, &asked);
+    if (c->j->state != JOB_FAILED)
+        return; /* done (settled before) or to be resumed */
+    if (asked)
+        store_settle_capacity(c->k->st, c->j->id, NULL);
+    else
+        store_release_capacity(c->k->st, c->j->id, NULL);
+}
+
+static void resize_steps(struct cctx *c, bool *asked)
 {
     struct pve_error e = {0};
     struct pve_vm_status st;
@@ -823,15 +872,24 @@ static void run_resize(struct cctx *c)
             ctl_job_fail(c, "resize failed: %s", e.message);
             return;
         }
-        char disk[16];
+        char disk[16], storage[64];
         snprintf(disk, sizeof disk, "%s", cfg.bootdisk[0] ? cfg.bootdisk : "scsi0");
-        int64_t have = cfg.bootdisk_size;
+        snprintf(storage, sizeof storage, "%s", cfg.bootdisk_storage);
+        int64_t have = 0;
+        int rc = core_boot_size(c->pc, c->v.node, c->v.vmid, &cfg, &have, &e);
         pve_vm_config_release(&cfg);
+        if (rc) {
+            ctl_job_fail(c, "resize failed: %s", e.message);
+            return;
+        }
         if (have < want * GiB) {
+            if (reserve_growth(c, storage, want * GiB - have))
+                return;
             char size[32];
             snprintf(size, sizeof size, "%lldG", (long long)want);
             job_checkpoint(c->k, c->j, "call", 30, "grow %s of VM %d to %s", disk, c->v.vmid, size);
-            int rc = grow(c, disk, size, want, &e);
+            *asked = true;
+            rc = grow(c, disk, size, want, &e);
             if (rc == -1)
                 return;
             if (rc) {
@@ -855,6 +913,8 @@ static void run_resize(struct cctx *c)
     }
     c->v.disk_gb = now / GiB;
     ctl_save_vm(c);
+    /* the growth counts until an inventory shows it, then the job is done */
+    store_settle_capacity(c->k->st, c->j->id, NULL);
     ctl_job_done(c, "disk is %lld GiB", (long long)c->v.disk_gb);
 }
 

@@ -13,6 +13,11 @@
 
 #define CORE_MAX_WORKERS 64
 #define LEASE_MS 30000
+/* A cloud-init drive's bytes on its storage (PVE makes it 4 MiB,
+ * Cloudinit.pm): a clone of a template copies the template's, on the clone's
+ * storage, so a creation and a reinstall's temporary VM reserve it beside
+ * the disk (a template without one is reserved for it all the same). */
+#define CORE_CLOUDINIT_BYTES (4LL * 1024 * 1024)
 
 struct core {
     const struct proxd_config *cfg;
@@ -117,15 +122,21 @@ int core_quota_check(struct core *k, const char *owner, int dvms, int dcores, in
 /* Where a VM's disks are (vmdisks.c): of its volumes (cfg's disks, a
  * cloud-init drive included, see pve_vm_config_volumes), those on storages
  * that `node` marks shared stay where they are when the VM migrates; the
- * others (local) are copied to the target's storage. Bytes by size=, and
- * counts. A volume on a storage the node does not list counts as local.
- * 0, or the error of reading the node's storages. */
+ * others (local) are copied to the target's storage. Bytes and counts; a
+ * volume's bytes are its size=, else what its storage's content listing on
+ * `node` says for VM vmid. A volume on a storage the node does not list
+ * counts as local. 0, or the error of reading the node's storages or a
+ * volume's size (then *e names the volume: it must not count as 0). */
 struct disk_placement {
     int64_t local, shared;
     int nlocal, nshared;
 };
-int core_disk_placement(pve_client *pc, const char *node, const struct pve_vm_config *cfg,
+int core_disk_placement(pve_client *pc, const char *node, int vmid, const struct pve_vm_config *cfg,
                         struct disk_placement *out, struct pve_error *e);
+/* The boot disk's bytes: size=, else its storage's listing (as above); 0
+ * when the VM has no boot disk. 0, or the error of the listing. */
+int core_boot_size(pve_client *pc, const char *node, int vmid, const struct pve_vm_config *cfg,
+                   int64_t *size, struct pve_error *e);
 
 /* Does a PVE tag list ("a;b,c d") contain `tag`? */
 bool core_has_tag(const char *tags, const char *tag);

@@ -129,14 +129,15 @@ out:
 /* ---- placement ------------------------------------------------------------ */
 
 /* Disk the clone takes on the node's storage: the request, or the
- * template's boot disk when that is larger (a clone is never shrunk). */
+ * template's boot disk when that is larger (a clone is never shrunk), and
+ * the cloud-init drive the clone gets beside it. */
 static int64_t disk_need(struct ctx *c, const struct cfg_node *cn)
 {
     int64_t need = c->disk_gb * GiB;
     struct fleet_vm t;
     if (fleet_vm_find(c->k->fl, cn->name, config_template(cn, c->os), &t) == 0 && t.maxdisk > need)
         need = t.maxdisk;
-    return need;
+    return need + CORE_CLOUDINIT_BYTES;
 }
 
 /* Could `node` take this VM at all (template, health)? Fills *v, or why. */

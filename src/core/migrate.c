@@ -65,7 +65,7 @@ static int placement(struct cctx *c, const char *from, struct disk_placement *dp
     struct pve_error e = {0};
     int rc = ctl_read_config(c, &cfg, &e);
     if (rc == 0) {
-        rc = core_disk_placement(c->pc, from, &cfg, dp, &e);
+        rc = core_disk_placement(c->pc, from, c->v.vmid, &cfg, dp, &e);
         pve_vm_config_release(&cfg);
     }
     if (rc && !core_stopping(c->k))

@@ -455,19 +455,18 @@ static int reserve_room(struct rctx *c, int64_t need, char *why, size_t len)
 
 /* What of the VM's disks a migration would copy to another node's storage:
  * its volumes on storages its node does not share (vmdisks.c); those on a
- * shared pool stay. When the storages cannot be read, the old boot disk
- * (as if local: the larger reservation). */
+ * shared pool stay. -1 when the storages or a volume's size cannot be
+ * read: the VM then does not move (reserve_elsewhere), rather than move
+ * with disks counted as less than they are. */
 static int64_t moving_bytes(struct rctx *c, const struct pve_vm_config *cfg)
 {
     struct disk_placement dp;
     struct pve_error e = {0};
-    if (core_disk_placement(c->pc, c->cn->name, cfg, &dp, &e) == 0)
+    if (core_disk_placement(c->pc, c->cn->name, c->j->vmid, cfg, &dp, &e) == 0)
         return dp.local;
-    log_warn("job",
-             "job=%s vmid=%d the storages of %s cannot be read (%s): its boot disk counts "
-             "as local",
-             c->j->id, c->j->vmid, c->cn->name, e.message);
-    return cfg->bootdisk_size;
+    log_warn("job", "job=%s vmid=%d its disks cannot be sized on %s (%s): it cannot move", c->j->id,
+             c->j->vmid, c->cn->name, e.message);
+    return -1;
 }
 
 static void add_why(char *why, size_t len, const char *fmt, ...)
@@ -530,6 +529,13 @@ static int reserve_elsewhere(struct rctx *c, char *why, size_t len)
     struct place_cand cands[CFG_MAX_NODES];
     int n = 0;
     int64_t old = st_int(c, "old_local"), size = st_int(c, "old_size");
+    if (old < 0) {
+        free(pools);
+        add_why(why, len,
+                "; it cannot move to another node: the sizes of its disks cannot be "
+                "read");
+        return -1;
+    }
     for (int i = 0; i < cfg->nnodes; i++) {
         const struct cfg_node *cn = &cfg->nodes[i];
         if (cn == c->cn || strcmp(cn->cluster, c->cn->cluster) != 0)
@@ -542,12 +548,14 @@ static int reserve_elsewhere(struct rctx *c, char *why, size_t len)
         }
         struct node_view nv;
         struct fleet_vm t;
-        int64_t bytes = size; /* the new disk: grown to the old one's size */
+        /* the new disk (grown to the old one's size) and its cloud-init drive */
+        int64_t bytes = size;
         fleet_node_view(c->k->fl, cn->name, &nv);
         if (fleet_vm_find(c->k->fl, cn->name, config_template(cn, req_str(c, "os")), &t) == 0 &&
             t.maxdisk > bytes)
             bytes = t.maxdisk;
-        cands[n++] = (struct place_cand){i, bytes, nv.mem_total - nv.mem_used};
+        cands[n++] =
+            (struct place_cand){i, bytes + CORE_CLOUDINIT_BYTES, nv.mem_total - nv.mem_used};
     }
     free(pools);
     place_order(c->k->pl, cands, n);
@@ -666,10 +674,21 @@ static void step_prepare(struct rctx *c)
         pve_vm_config_release(&cfg);
         return;
     }
+    int64_t boot_size = 0;
+    if (core_boot_size(c->pc, c->cn->name, c->j->vmid, &cfg, &boot_size, &e)) {
+        release_tmp(c); /* a prepare resumed after a crash may hold one */
+        finish(c, false, "VM %d cannot be reinstalled now: %s; nothing was changed", c->j->vmid,
+               e.message);
+        pve_vm_config_release(&cfg);
+        return;
+    }
+    /* the temporary VM's disk, grown to the old one's size, and its
+     * cloud-init drive */
     struct fleet_vm t;
-    int64_t need = cfg.bootdisk_size;
+    int64_t need = boot_size;
     if (fleet_vm_find(c->k->fl, c->cn->name, tpl, &t) == 0 && t.maxdisk > need)
         need = t.maxdisk;
+    need += CORE_CLOUDINIT_BYTES;
     int tmp = tmp_vmid(c);
     json_object_clear(c->st);
     if (tmp)
@@ -679,7 +698,10 @@ static void step_prepare(struct rctx *c)
     st_set_int(c, "template", tpl);
     st_set_str(c, "boot_key", cfg.bootdisk[0] ? cfg.bootdisk : "scsi0");
     st_set_str(c, "old_volume", cfg.bootdisk_volume);
-    st_set_int(c, "old_size", cfg.bootdisk_size);
+    /* the drive as configured (discard, iothread, cache...): a restore
+     * attaches the old disk again with them */
+    st_set_str(c, "old_drive", json_string_value(json_object_get(cfg.raw, st_str(c, "boot_key"))));
+    st_set_int(c, "old_size", boot_size);
     st_set_int(c, "old_local", moving_bytes(c, &cfg));
     st_set_str(c, "old_os", c->v.os);
     st_set_int(c, "was_running", strcmp(s.status, "running") == 0);
@@ -938,8 +960,10 @@ static int arrived(struct rctx *c, const char *from, const char *to)
     if (rc)
         return -1;
     const char *v = json_string_value(json_object_get(cfg.raw, st_str(c, "boot_key")));
-    if (v)
+    if (v) {
         st_set_str(c, "old_volume", v);
+        st_set_str(c, "old_drive", v);
+    }
     json_object_set_new(c->st, "old_unused", unused_of(cfg.raw));
     pve_vm_config_release(&cfg);
     st_set_int(c, "moved", 1);
@@ -1351,8 +1375,9 @@ static int restore_once(struct rctx *c, struct pve_error *e)
         if ((rc = pve_vm_config_set(c->pc, c->j->node, c->j->vmid, &d, e)))
             return rc;
     }
-    if (s != S_OLD) {
-        struct pve_config_set a = {.key = key, .value = st_str(c, "old_volume")};
+    if (s != S_OLD) { /* with its options (a job from before old_drive: its volume) */
+        const char *drive = st_str(c, "old_drive");
+        struct pve_config_set a = {.key = key, .value = drive[0] ? drive : st_str(c, "old_volume")};
         if ((rc = pve_vm_config_set(c->pc, c->j->node, c->j->vmid, &a, e)))
             return rc;
     }

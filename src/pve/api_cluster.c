@@ -20,6 +20,16 @@ static int bad_shape(struct pve_error *err, const char *what)
     return PVE_E_OTHER;
 }
 
+static int invalid_arg(struct pve_error *err, const char *what)
+{
+    if (err) {
+        memset(err, 0, sizeof *err);
+        err->cls = PVE_E_INVALID;
+        snprintf(err->message, sizeof err->message, "%s", what);
+    }
+    return PVE_E_INVALID;
+}
+
 /* GET path and require an array; *arr is a new reference. */
 static int get_array(pve_client *c, const char *path, json_t *params, json_t **arr,
                      struct pve_error *err)
@@ -149,6 +159,59 @@ int pve_storage_list(pve_client *c, const char *node, const char *content, struc
     *out = v;
     json_decref(a);
     return 0;
+}
+
+/* Does a listed volid name the volume a config's volid names? A linked
+ * clone's "stor:base-8000-disk-0/vm-100-disk-0" lists as "stor:vm-100-disk-0"
+ * on LVM-thin (the LV it is). */
+static bool same_listed(const char *listed, const char *storage, const char *volid)
+{
+    if (strcmp(listed, volid) == 0)
+        return true;
+    size_t sl = strlen(storage);
+    const char *name = volid + sl + 1, *slash = strrchr(name, '/');
+    return strncmp(name, "base-", 5) == 0 && slash && strncmp(listed, storage, sl) == 0 &&
+           listed[sl] == ':' && strcmp(listed + sl + 1, slash + 1) == 0;
+}
+
+int pve_volume_size(pve_client *c, const char *node, const char *storage, int vmid,
+                    const char *volid, int64_t *size, struct pve_error *err)
+{
+    char path[384];
+    *size = 0;
+    size_t sl = strlen(storage);
+    if (strncmp(volid, storage, sl) != 0 || volid[sl] != ':')
+        return invalid_arg(err, "volume not on that storage");
+    if (pve_path(path, sizeof path, "/nodes/%s/storage/%s/content", node, storage))
+        return bad_shape(err, "node or storage name");
+    json_t *params = json_pack("{s:i}", "vmid", vmid);
+    json_t *a, *e;
+    size_t i;
+    int rc = get_array(c, path, params, &a, err);
+    json_decref(params);
+    if (rc)
+        return rc;
+    bool found = false;
+    json_array_foreach(a, i, e)
+    {
+        const char *v = json_string_value(json_object_get(e, "volid"));
+        json_int_t n = json_integer_value(json_object_get(e, "size"));
+        if (v && n > 0 && same_listed(v, storage, volid)) {
+            *size = (int64_t)n;
+            found = true;
+            break;
+        }
+    }
+    json_decref(a);
+    if (found)
+        return 0;
+    if (err) {
+        memset(err, 0, sizeof *err);
+        err->cls = PVE_E_NOTFOUND;
+        snprintf(err->message, sizeof err->message, "volume %.200s is not listed by %.60s on %.60s",
+                 volid, storage, node);
+    }
+    return PVE_E_NOTFOUND;
 }
 
 int pve_storage_status(pve_client *c, const char *node, const char *storage,

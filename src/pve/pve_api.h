@@ -54,6 +54,12 @@ int pve_storage_list(pve_client *c, const char *node, const char *content, struc
                      size_t *n, struct pve_error *err);
 int pve_storage_status(pve_client *c, const char *node, const char *storage,
                        struct pve_storage *out, struct pve_error *err);
+/* The size in bytes of volume `volid` (on `storage`, of VM `vmid`) as the
+ * storage lists it (GET .../storage/{storage}/content?vmid=): for a drive
+ * whose config line has no size=. PVE_E_NOTFOUND when it is not listed (or
+ * listed without a size), PVE_E_INVALID when volid is not on storage. */
+int pve_volume_size(pve_client *c, const char *node, const char *storage, int vmid,
+                    const char *volid, int64_t *size, struct pve_error *err);
 
 enum pve_res_type { PVE_RES_OTHER = 0, PVE_RES_VM, PVE_RES_NODE, PVE_RES_STORAGE };
 

@@ -278,11 +278,17 @@ int store_room_check(const struct cap_room *room, int64_t held_mem, int64_t held
         return store_fail(err, STORE_E_FULL, "not enough memory: %lld MiB free, %lld MiB needed",
                           (long long)(free_mem > 0 ? free_mem >> 20 : 0),
                           (long long)((mem + (1 << 20) - 1) >> 20));
-    if (disk > 0 && free_disk < disk)
+    if (disk > 0 && free_disk < disk) {
+        /* whole GiB, and the MiB over them (a cloud-init drive's 4) */
+        long long gib = (long long)(disk >> 30),
+                  mib = (long long)(((disk & ((1LL << 30) - 1)) + (1 << 20) - 1) >> 20);
+        char over[32] = "";
+        if (mib)
+            snprintf(over, sizeof over, " + %lld MiB", mib);
         return store_fail(err, STORE_E_FULL,
-                          "not enough disk space: %lld GiB free, %lld GiB needed",
-                          (long long)(free_disk > 0 ? free_disk >> 30 : 0),
-                          (long long)((disk + (1LL << 30) - 1) >> 30));
+                          "not enough disk space: %lld GiB free, %lld GiB%s needed",
+                          (long long)(free_disk > 0 ? free_disk >> 30 : 0), gib, over);
+    }
     return STORE_OK;
 }
 

@@ -479,7 +479,7 @@ static void test_template_larger(void **unused)
     assert_int_equal(store_job_get(e.st, job, &j, NULL), 0);
     assert_string_equal(j.node, "sv2");
     if (!ch_attempted(&j, "sv1", "not enough space on local-lvm: ") ||
-        !ch_attempted(&j, "sv1", "40 GiB needed"))
+        !ch_attempted(&j, "sv1", "40 GiB + 4 MiB needed"))
         fail_msg("sv1's attempt: %s", json_dumps(j.attempts, 0));
     job_rec_release(&j);
     vm_request_release(&rq);

@@ -1817,6 +1817,10 @@ static void test_capacity_room(void **state)
     assert_non_null(strstr(e.message, "not enough memory: 1024 MiB free, 2048 MiB needed"));
     EXPECT(STORE_E_FULL, store_reserve_capacity(f->s, "r2", "pve1", 1, 61LL << 30, &room, &e));
     assert_non_null(strstr(e.message, "not enough disk space: 60 GiB free, 61 GiB needed"));
+    /* what is over whole GiB is told in MiB (a cloud-init drive's 4) */
+    EXPECT(STORE_E_FULL,
+           store_reserve_capacity(f->s, "r2", "pve1", 1, (60LL << 30) + (4LL << 20), &room, &e));
+    assert_non_null(strstr(e.message, "not enough disk space: 60 GiB free, 60 GiB + 4 MiB needed"));
     int64_t mem = 0, disk = 0;
     OK(store_reserved_on(f->s, "pve1", NULL, NULL, 0, &mem, &disk, &e_));
     assert_int_equal(mem, 2LL << 30); /* the refusals wrote nothing */
