@@ -21,6 +21,10 @@ Then C is reinstalled: the new disk does not fit on sv3, so it is made on
 sv2 and C moves there; its ceph disk stays in the pool, so only the new
 disk is reserved on sv2, which has
 room for that but not for two disks (before: refused, "no room").
+B's data disk and C's boot disk have no size= in their config lines (edited
+by hand, behind PVE's back): proxd sizes them by their storage's content
+listing, as PVE does (before: they counted 0 bytes, B's 8 GiB moved with
+nothing reserved for them, and C's new disk was not grown to its old size).
 """
 from lib.cases import case, finish
 from lib.proxd import Proxd, shutdown
@@ -144,6 +148,14 @@ def vms_on_both_storages_of_each_node():
     # B gets a data disk on the node's local storage (8 GiB)
     r = sim.api("PUT", "/nodes/sv1/qemu/%d/config" % VMS["B"], data={"scsi1": "local-lvm:8"})
     assert r.status_code == 200, r.text
+    # B's data disk and C's boot disk lose their size= (a config edited by
+    # hand): their volumes keep their size on their storages
+    for k, key in (("B", "scsi1"), ("C", "scsi0")):
+        drive = sim.vm(VMS[k])["conf"][key]
+        assert ",size=" in drive, drive
+        bare = ",".join(x for x in drive.split(",") if not x.startswith("size="))
+        sim.ctl("POST", "/vms/%d" % VMS[k], {"conf": {key: bare}})
+        assert "size=" not in sim.vm(VMS[k])["conf"][key]
     want = {"A": ("sv1", "local-lvm"), "B": ("sv1", "ceph"), "C": ("sv2", "ceph"),
             "D": ("sv2", "local-lvm")}
     for k, (node, sid) in want.items():
@@ -207,6 +219,8 @@ def reinstall_elsewhere_reserves_what_moves():
     d, at = disks(VMS["C"])
     assert at == "sv2", (at, d)
     assert d["scsi0"].startswith("local-lvm:") and d["scsi0"] != before["scsi0"], (before, d)
+    # the new disk has the old one's size, read from its storage
+    assert sim.vm(VMS["C"])["conf"]["scsi0"].endswith(",size=%dG" % DISK_GB), sim.vm(VMS["C"])
     assert not any(v == before["scsi0"] for v in d.values()), d  # the old disk is gone
     st = [s for n in sim.state()["nodes"] if n["name"] == "sv2" for s in n["storages"]
           if s["id"] == "local-lvm"][0]

@@ -21,10 +21,12 @@ and proxd's database:
 The seeds of FAULT_SHARED_SEEDS (default 44) run on a fleet whose nodes keep
 their VMs on one shared storage (Ceph: a pool every node reports whole,
 counted per pool across the nodes), sized for about 75 % of the creations'
-disks and a few GiB for the resizes: there, besides the above, pvesim's pool (sampled throughout the
-creations) never holds more than its size less the margin, and a creation
-the pool cannot take fails naming the shared storage (a resize is refused
-at once, 403, saying so).
+disks and a few GiB for the resizes: there, besides the above, pvesim's pool
+(sampled throughout the creations and the resizes, each of which reserves
+its growth in the pool) never holds more than its size less the margin, and
+a creation the pool cannot take fails naming the shared storage (a resize
+is refused at once, 403, or by its job when another took the room, saying
+so).
 
 Seeded and repeatable: FAULT_SEEDS (comma-separated) picks the runs; each
 seed drives both the job mix here and pvesim's fault draws (--seed). The
@@ -191,14 +193,6 @@ def run_seed(seed):
                 vms.append(c["vmid"])
             elif shared and "not enough space on shared storage ceph" in (j.get("error") or ""):
                 stats["pool_refused"] += 1
-        if sampler:
-            # the creations never took more of the pool than it has less the
-            # margin (the workers' resizes are checked, not reserved: after)
-            most = sampler.stop()
-            stats["pool_most_gb"] = round(most / GiB, 1)
-            if most > (pool_gb - MARGIN_GB) * GiB:
-                problems.append("the pool held %.1f GiB, more than its %d less the margin %d"
-                                % (most / GiB, pool_gb, MARGIN_GB))
         if not CREATE:  # only the shared pool may refuse some
             assert len(vms) + stats.get("pool_refused", 0) == NVMS, \
                 "creations failed without faults"
@@ -244,6 +238,10 @@ def run_seed(seed):
                     return
                 j = api.wait_job(r.json()["job"], JOB_BOUND_S)
                 note(j)
+                if shared and "resize refused: not enough space on shared storage ceph" in \
+                        (j.get("error") or ""):
+                    with lock:  # refused by the job's reservation (another took the room)
+                        stats["pool_refused"] += 1
                 if op == "delete" and j["state"] == "done":
                     return
 
@@ -253,6 +251,15 @@ def run_seed(seed):
             t.start()
         for t in threads:
             t.join()
+        if sampler:
+            # neither the creations nor the workers' resizes (each reserves
+            # its growth in the pool) took more of the pool than it has less
+            # the margin
+            most = sampler.stop()
+            stats["pool_most_gb"] = round(most / GiB, 1)
+            if most > (pool_gb - MARGIN_GB) * GiB:
+                problems.append("the pool held %.1f GiB, more than its %d less the margin %d"
+                                % (most / GiB, pool_gb, MARGIN_GB))
         stats["fault_hits"] = sim.clear_faults()
         stats["calls"] = sum(sim.ctl("GET", "/calls")["calls"].values())
         stats["busy_s"] = round(time.monotonic() - t0, 1)
