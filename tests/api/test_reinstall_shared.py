@@ -15,8 +15,9 @@ Black-box against pvesim, whose pool use is sampled throughout each case
     (the migration's target storage), so the pool needs room for both
     disks: with room for one only it is refused, nothing changed; with room
     for both the VM lands there, its disk on the pool, identity kept;
-  - a fault at the swap on the pool: the old OS kept, the temporary disk
-    gone from the pool;
+  - a fault at the swap on the pool: the old OS kept, its disk attached
+    again with the drive options it had (discard, iothread, ssd, cache),
+    the temporary disk gone from the pool;
   - kill -9 in a reinstall on the pool's node (at the swap), and in one
     that moves onto the pool (while the migration's task runs): after the
     restart the job ends, one VM running, no temporary VM, nothing
@@ -251,6 +252,12 @@ def onto_the_pool_the_old_disk_needs_room_too():
 @case
 def a_fault_at_the_swap_on_the_pool_keeps_the_old_os():
     vmid = VM["p"]
+    # the boot disk has drive options: the restore attaches it with them
+    drive = sim.vm(vmid)["conf"]["scsi0"]
+    opts = ",discard=on,iothread=1,ssd=1,cache=writeback"
+    sim.ctl("POST", "/vms/%d" % vmid, {"conf": {"scsi0": drive.split(",")[0] + opts + ",size=" +
+                                                 drive.split("size=")[1].split(",")[0]}})
+    drive = sim.vm(vmid)["conf"]["scsi0"]
     before, used = look(vmid), pool_bytes()
     set_pool(4 * DISK_GB)  # and the kills' below
     # the new disk's move into the VM fails (its task)
@@ -267,6 +274,7 @@ def a_fault_at_the_swap_on_the_pool_keeps_the_old_os():
     same_identity(before, after)
     assert after["os"] == before["os"] and after["disk"] == before["disk"], after
     assert after["power"] == "running" and after["unused"] == [] and temps() == [], after
+    assert sim.vm(vmid)["conf"]["scsi0"] == drive, (sim.vm(vmid)["conf"]["scsi0"], drive)
     assert pool_bytes() == used, (pool_bytes() / GiB, used / GiB)
     nothing_held(j["id"])
 
