@@ -833,7 +833,7 @@ static int reserve_growth(struct cctx *c, const char *storage, int64_t bytes)
     return -1;
 }
 
-static void resize_steps(struct cctx *c, bool *grown);
+static void resize_steps(struct cctx *c, bool *asked);
 
 /* The growth's reservation ends with the job: settled when a resize was
  * asked of Proxmox (it keeps counting until an inventory shows the disk
