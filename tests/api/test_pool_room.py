@@ -188,7 +188,13 @@ def a_resize_refused_by_its_job_holds_nothing():
     try:
         r = px.call("POST", "/v1/vms/%d/resize" % vmid, ALICE, {"disk_gb": disk + 4})
         assert r.status_code == 202, r.text
-        jc = px.wait_job(create("taker", disk_gb=10), ALICE, deadline=120)
+        jc = create("taker", disk_gb=10)
+        wait_for(lambda: q("SELECT node FROM capacity WHERE job = '%s'" % jc), deadline=10,
+                 interval=0.02, what="the creation's reservation")
+        # the order this case is about: the creation reserved first
+        assert not q("SELECT node FROM capacity WHERE job = '%s'" % r.json()["job"]), \
+            "the resize's job reserved before the creation: pvesim's delay did not hold it"
+        jc = px.wait_job(jc, ALICE, deadline=120)
         jr = px.wait_job(r.json()["job"], ALICE, deadline=120)
     finally:
         sim.clear_faults()
