@@ -184,6 +184,16 @@ static void vm_calls(struct world *w)
     assert_string_equal(cfg.bootdisk, "scsi0");
     assert_string_equal(cfg.bootdisk_storage, "local-lvm");
     assert_int_equal(cfg.bootdisk_size, 10LL << 30);
+    /* a volume's size as its storage lists it; one it does not list */
+    int64_t vsize = 0;
+    ok(pve_volume_size(w->c, w->node, "local-lvm", 1000, cfg.bootdisk_volume, &vsize, &e), &e);
+    assert_int_equal(vsize, 10LL << 30);
+    assert_int_equal(
+        pve_volume_size(w->c, w->node, "local-lvm", 1000, "local-lvm:vm-1000-disk-9", &vsize, &e),
+        PVE_E_NOTFOUND);
+    assert_non_null(strstr(e.message, "local-lvm:vm-1000-disk-9 is not listed"));
+    assert_int_equal(pve_volume_size(w->c, w->node, "ceph", 1000, cfg.bootdisk_volume, &vsize, &e),
+                     PVE_E_INVALID);
     char *enc = pve_sshkeys_encode(KEY1 "\n" KEY2);
     assert_string_equal(json_string_value(json_object_get(cfg.raw, "sshkeys")), enc);
     free(enc);
@@ -295,6 +305,22 @@ static void vm_calls(struct world *w)
     ok(pve_vm_config_get(w->c, w->node, 1001, false, &cfg, &e), &e);
     assert_int_equal(cfg.bootdisk_size, 4LL << 30);
     pve_vm_config_release(&cfg);
+
+    /* a linked clone's volume ("base-T-disk-0/vm-N-disk-0") lists as the
+     * thin volume it is */
+    struct pve_clone lc = {.newid = 1009, .name = "linked", .full = 0};
+    ok(pve_vm_clone(w->c, w->node, w->tpl, &lc, upid, &e), &e);
+    wait_ok(w, upid);
+    ok(pve_vm_config_get(w->c, w->node, 1009, false, &cfg, &e), &e);
+    assert_non_null(strstr(cfg.bootdisk_volume, "/vm-1009-disk-0"));
+    int64_t lsize = 0;
+    ok(pve_volume_size(w->c, w->node, cfg.bootdisk_storage, 1009, cfg.bootdisk_volume, &lsize, &e),
+       &e);
+    assert_int_equal(lsize, cfg.bootdisk_size);
+    pve_vm_config_release(&cfg);
+    struct pve_delete_opts ld = {.purge = true};
+    ok(pve_vm_delete(w->c, w->node, 1009, &ld, upid, &e), &e);
+    wait_ok(w, upid);
 }
 
 static void run(int version, bool ticket, bool standalone)
