@@ -1153,9 +1153,73 @@ static void step_swap(struct rctx *c)
     job_checkpoint(c->k, c->j, "cloudinit", 80, "VM %d has the new disk", c->j->vmid);
 }
 
+/* Whether a drive line's options (after its volume) have this key. */
+static bool has_option(const char *line, const char *key, size_t klen)
+{
+    for (const char *p = strchr(line, ','); p; p = strchr(p + 1, ','))
+        if (strncmp(p + 1, key, klen) == 0 && p[1 + klen] == '=')
+            return true;
+    return false;
+}
+
+/* The new boot drive as the old one was configured: the new line's volume
+ * and size, every option of the old line (discard, iothread, cache...), and
+ * the new line's options the old one did not set. False when that is the
+ * new line already (nothing to set) or it does not fit. */
+static bool drive_as_before(const char *old_line, const char *new_line, char *out, size_t len)
+{
+    struct buf b = BUF_INIT(len - 1);
+    int bad = 0;
+    const char *nc = strchr(new_line, ','), *oc = strchr(old_line, ',');
+    bad |= buf_add(&b, new_line, nc ? (size_t)(nc - new_line) : strlen(new_line));
+    for (const char *p = oc; p; p = strchr(p + 1, ',')) {
+        const char *end = strchr(p + 1, ',');
+        size_t n = end ? (size_t)(end - p) : strlen(p);
+        if (strncmp(p + 1, "size=", 5) != 0)
+            bad |= buf_add(&b, p, n);
+    }
+    for (const char *p = nc; p; p = strchr(p + 1, ',')) {
+        const char *end = strchr(p + 1, ','), *eq = strchr(p + 1, '=');
+        size_t n = end ? (size_t)(end - p) : strlen(p);
+        if (!eq || (end && eq > end) || strncmp(p + 1, "size=", 5) == 0 ||
+            !has_option(old_line, p + 1, (size_t)(eq - p - 1)))
+            bad |= buf_add(&b, p, n);
+    }
+    bool ok = !bad && strcmp(buf_str(&b), new_line) != 0;
+    if (ok)
+        snprintf(out, len, "%s", buf_str(&b));
+    buf_release(&b);
+    return ok;
+}
+
+/* The old boot drive's options on the new disk (jobs from before old_drive
+ * was kept: the template's, as they were). */
+static int keep_drive_options(struct rctx *c, struct pve_error *e)
+{
+    const char *old_line = st_str(c, "old_drive");
+    struct pve_vm_config cfg;
+    if (!old_line[0] || read_config(c, c->j->vmid, &cfg, e))
+        return old_line[0] ? -1 : 0;
+    const char *now = json_string_value(json_object_get(cfg.raw, st_str(c, "boot_key")));
+    char line[1024];
+    int rc = 0;
+    if (now && drive_as_before(old_line, now, line, sizeof line)) {
+        struct pve_config_set s = {
+            .key = st_str(c, "boot_key"), .value = line, .digest = cfg.digest};
+        rc = pve_vm_config_set(c->pc, c->j->node, c->j->vmid, &s, e);
+    }
+    pve_vm_config_release(&cfg);
+    return rc;
+}
+
 static void step_cloudinit(struct rctx *c)
 {
     struct pve_error e = {0};
+    for (int rc, n = 0; (rc = keep_drive_options(c, &e)) != 0;)
+        if (!again(c, &n, &e)) {
+            fail_to(c, "restore", "setting the boot drive's options failed: %s", e.message);
+            return;
+        }
     const char *keys = req_str(c, "ssh_keys"), *pw = req_str(c, "password");
     const char *boot = st_str(c, "old_boot");
     struct pve_config_set s = {.sshkeys = keys, .cipassword = pw};

@@ -96,6 +96,11 @@ VM = {}
 @case
 def reinstall_keeps_the_identity():
     vmid = VM["a"] = create("ri-a")
+    # options set on the boot drive stay on the new disk
+    drive = sim.vm(vmid)["conf"]["scsi0"]
+    opts = ",discard=on,iothread=1,ssd=1,cache=writeback"
+    sim.ctl("POST", "/vms/%d" % vmid, {"conf": {"scsi0": drive.split(",")[0] + opts + ",size=" +
+                                                 drive.split("size=")[1].split(",")[0]}})
     before = look(vmid)
     assert before["os"] == "ubuntu" and before["power"] == "running", before
     r = px.call("POST", "/v1/vms/%d/reinstall" % vmid, ALICE,
@@ -115,6 +120,11 @@ def reinstall_keeps_the_identity():
     assert after["disk"] != before["disk"] and after["unused"] == [], after
     conf = sim.vm(vmid)["conf"]
     assert "reinstall" in (conf.get("sshkeys") or "") and conf.get("cipassword"), conf
+    new_drive = conf["scsi0"].split(",")
+    assert new_drive[0] != drive.split(",")[0], conf["scsi0"]
+    for o in opts.split(",")[1:]:
+        assert o in new_drive, conf["scsi0"]
+    assert [o for o in new_drive if o.startswith("size=")] == ["size=12G"], conf["scsi0"]
     assert temps() == []
     rec = px.call("GET", "/v1/vms/%d" % vmid, ALICE).json()
     assert rec["os"] == "debian" and rec["vmid"] == vmid and rec["name"] == "ri-a", rec
