@@ -37,7 +37,7 @@ test-full: asan build
 # its own in build/tsan, and the tests that exercise them. Not part of make test
 # (TSan and ASan cannot share a build; it adds ~10 minutes). test_backpressure
 # is left out: its memory bounds read VmRSS, which TSan's shadow memory inflates.
-TSAN_TESTS ?= api/test_http|api/test_unit|api/test_api$$|api/test_hardening|api/test_events$$|store/test_store|core/test_create$$
+TSAN_TESTS ?= api/test_http|api/test_unit|api/test_api$$|api/test_hardening|api/test_events$$|store/test_store|core/test_create$$|core/test_fleet$$
 tsan: deps
 	@cmake -S . -B build/.tsan -DCMAKE_BUILD_TYPE=Debug \
 	  -DCMAKE_C_FLAGS="-fsanitize=thread -fno-omit-frame-pointer" \

@@ -812,16 +812,29 @@ int core_start(struct core *k)
         struct worker_arg *wa = xmalloc(sizeof *wa);
         wa->k = k;
         wa->slot = i;
-        if (mem_thread_start(&k->workers[i], worker_main, wa) != 0)
-            return -1;
+        if (mem_thread_start(&k->workers[i], worker_main, wa) != 0) {
+            free(wa);
+            goto fail;
+        }
+        k->workers_up++;
     }
     if (fleet_probe_start(k->fl, k->cfg->probe_interval_s * 1000) != 0 ||
-        reconcile_cleaner_start(k) != 0 || mem_thread_start(&k->keeper, keeper_main, k) != 0 ||
-        mem_thread_start(&k->leaser, leaser_main, k) != 0 || netwalk_start(k->nw) != 0 ||
-        events_start(k) != 0)
-        return -1;
+        reconcile_cleaner_start(k) != 0)
+        goto fail;
+    if (mem_thread_start(&k->keeper, keeper_main, k) != 0)
+        goto fail;
+    k->keeper_up = true;
+    if (mem_thread_start(&k->leaser, leaser_main, k) != 0)
+        goto fail;
+    k->leaser_up = true;
+    if (netwalk_start(k->nw) != 0 || events_start(k) != 0)
+        goto fail;
     k->started = true;
     return 0;
+fail:
+    /* what was made is stopped again: no thread outlives a failed start */
+    core_stop(k, 0);
+    return -1;
 }
 
 void core_stop(struct core *k, long grace_ms)
@@ -836,10 +849,16 @@ void core_stop(struct core *k, long grace_ms)
     pthread_mutex_unlock(&k->mu);
     if (k->wake[1] >= 0 && write(k->wake[1], "s", 1) != 1)
         log_warn("core", "stop not signalled to task waits: they see it at their next look");
-    for (int i = 0; i < k->nworkers; i++)
+    /* only the threads core_start made: a core never started (or whose
+     * start failed half-way) has zeroed handles, which are no threads */
+    for (int i = 0; i < k->workers_up; i++)
         pthread_join(k->workers[i], NULL);
-    pthread_join(k->keeper, NULL);
-    pthread_join(k->leaser, NULL);
+    k->workers_up = 0;
+    if (k->keeper_up)
+        pthread_join(k->keeper, NULL);
+    if (k->leaser_up)
+        pthread_join(k->leaser, NULL);
+    k->keeper_up = k->leaser_up = false;
     events_stop(k);
     reconcile_cleaner_stop(k);
     netwalk_stop(k->nw);

@@ -35,9 +35,11 @@ struct core {
     bool watcher;   /* an idle worker polls the store on a timer (the others wait) */
     uint64_t wakes; /* core_wake calls: a worker whose look missed one looks again */
     pthread_t workers[CORE_MAX_WORKERS];
-    int nworkers;
-    pthread_t keeper; /* refreshes the inventory, reconciles */
-    pthread_t leaser; /* renews the leases of held jobs */
+    int nworkers;              /* workers core_start makes (read by jobs: set before any starts) */
+    int workers_up;            /* of them made: the ones core_stop joins */
+    pthread_t keeper;          /* refreshes the inventory, reconciles */
+    pthread_t leaser;          /* renews the leases of held jobs */
+    bool keeper_up, leaser_up; /* made: only a made thread is joined */
     bool started;
     char held[CORE_MAX_WORKERS][40];   /* jobs this instance runs (the leaser renews while any) */
     int clones[CFG_MAX_NODES];         /* clones running per node (index in cfg->nodes) */
