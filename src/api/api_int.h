@@ -164,7 +164,8 @@ void h_nodes(struct req *rq, struct resp *rs);
 void h_node_cordon(struct req *rq, struct resp *rs);
 void h_node_uncordon(struct req *rq, struct resp *rs);
 void h_node_drain(struct req *rq, struct resp *rs);
-/* {"cordoned", "cordoned_by", "cordoned_at", "cordon_source"} of a node (routes_nodes.c). */
+/* {"cordoned", "cordoned_by", "cordoned_at", "cordon_source", "cordon_configurations"} of
+ * a node (routes_nodes.c). */
 json_t *cordon_json(struct api *a, const char *node);
 void h_os(struct req *rq, struct resp *rs);
 void h_quota(struct req *rq, struct resp *rs);

@@ -11,12 +11,18 @@ json_t *cordon_json(struct api *a, const char *node)
 {
     struct node_cordon nc;
     core_node_cordon_get(a->k, node, &nc);
+    json_t *configs = json_array();
+    for (char *p = nc.configs, *e; *p; p = e + (*e ? 2 : 0)) { /* "a, b" */
+        if (!(e = strstr(p, ", ")))
+            e = p + strlen(p);
+        json_array_append_new(configs, json_stringn(p, (size_t)(e - p)));
+    }
     if (!nc.cordoned)
-        return json_pack("{s:b,s:n,s:n,s:n}", "cordoned", 0, "cordoned_by", "cordoned_at",
-                         "cordon_source");
-    return json_pack("{s:b,s:s,s:o,s:s}", "cordoned", 1, "cordoned_by", nc.by, "cordoned_at",
+        return json_pack("{s:b,s:n,s:n,s:n,s:o}", "cordoned", 0, "cordoned_by", "cordoned_at",
+                         "cordon_source", "cordon_configurations", configs);
+    return json_pack("{s:b,s:s,s:o,s:s,s:o}", "cordoned", 1, "cordoned_by", nc.by, "cordoned_at",
                      nc.at ? json_time(nc.at) : json_null(), "cordon_source",
-                     nc.by_config ? "configuration" : "api");
+                     nc.by_config ? "configuration" : "api", "cordon_configurations", configs);
 }
 
 /* Admins only; the node must be configured. */
@@ -25,8 +31,7 @@ static int node_target(struct req *rq, struct resp *rs, const char **node)
     if (check_query(rq, rs, NULL) || decode_body(rq, rs, NULL, 0, true, NULL))
         return -1;
     if (!rq->who.admin) {
-        resp_error(rs, HTTP_FORBIDDEN, "forbidden", NULL,
-                   "node maintenance is for administrators");
+        resp_error(rs, HTTP_FORBIDDEN, "forbidden", NULL, "node maintenance is for administrators");
         return -1;
     }
     *node = rq->params[0];

@@ -793,6 +793,13 @@ static void adopt_dead_local_jobs(struct core *k)
 
 int core_start(struct core *k)
 {
+    /* before any placement: this configuration's cordons hold in every
+     * instance, and none of them places without them */
+    struct core_error ce;
+    if (core_cordons_sync(k, &ce)) {
+        log_error("node", "%s", ce.message);
+        return -1;
+    }
     adopt_dead_local_jobs(k);
     core_addr_sweep(k);
     int n = k->cfg->workers;

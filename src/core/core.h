@@ -132,24 +132,39 @@ int core_vm_reinstall(struct core *k, int vmid, const char *owner,
  * does not manage: the job finds out). */
 int core_node_check(struct core *k, int vmid, const char *node, struct core_error *err);
 
-/* ---- node maintenance (drain.c) ----------------------------------------
+/* ---- node maintenance (cordon.c, drain.c) -------------------------------
  * A cordoned node takes no new creations (placement skips it, saying so in
  * the creation's attempts); its VMs keep running and stay controllable.
- * A cordon comes from the configuration ([node] state = cordoned) or from
- * the API, kept in the store ("cordon:<node>"), so that every proxd on one
- * database sees it. */
+ * A cordon comes from a configuration ([node] state = cordoned, written to
+ * the store by core_cordons_sync) or from the API, and is read from the
+ * store ("cordon:<node>") alone, so that every proxd on one database
+ * honours every cordon alike. Thread-safe (the store's). */
 struct node_cordon {
     bool cordoned;
-    bool by_config; /* state = cordoned: the API cannot lift it */
-    char by[64];    /* who cordoned it: the API caller, or "configuration" */
-    int64_t at;     /* unix ms (0 for the configuration's) */
+    bool by_config;     /* state = cordoned: the API cannot lift it */
+    char by[64];        /* who cordoned it: the API caller, or "configuration" */
+    int64_t at;         /* unix ms */
+    char configs[1024]; /* by_config: the configurations holding it ("host:/path, ...") */
 };
 /* CORE_E_NOTFOUND for a node not configured; CORE_E_INTERNAL when the
  * store fails (out then says "not cordoned"). */
 int core_node_cordon_get(struct core *k, const char *node, struct node_cordon *out);
-/* Cordon (on) or uncordon a node; idempotent. Uncordoning a node the
- * configuration cordons is CORE_E_CONFLICT. An uncordon also stops a drain
- * of the node under way (it moves nothing more and ends with its lists). */
+/* Write this instance's configuration's cordons to the store (core_start
+ * does, before any placement): its name ("host:/absolute/path.conf") joins
+ * the cordon of every node its configuration cordons, and leaves those of
+ * the nodes it no longer does; a cordon no configuration names any more is
+ * lifted (or is the API's cordon it replaced again). CORE_E_INTERNAL when
+ * the store fails. */
+int core_cordons_sync(struct core *k, struct core_error *err);
+/* Lift a configuration's cordon of node whichever configurations hold it
+ * (proxd uncordon: for a configuration retired for good), `by` in its
+ * event; an instance whose configuration still cordons the node cordons it
+ * again when it starts. CORE_E_NOTFOUND when no configuration cordons it. */
+int core_node_cordon_release(struct core *k, const char *node, const char *by,
+                             struct core_error *err);
+/* Cordon (on) or uncordon a node; idempotent. Uncordoning a node a
+ * configuration cordons is CORE_E_CONFLICT, naming the configurations. An uncordon also stops a
+ * drain of the node under way (it moves nothing more and ends with its lists). */
 int core_node_cordon(struct core *k, const char *node, bool on, const char *by,
                      struct core_error *err);
 /* Queue a drain of the node (a job, kind "drain", owner `by`): it cordons

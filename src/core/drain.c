@@ -1,8 +1,5 @@
-/* drain: node maintenance — cordons, and the drain job that empties a node.
- *
- * A cordon is the configuration's ([node] state = cordoned) or the API's,
- * kept in the store as the setting "cordon:<node>" = {"by","at"}, so every
- * proxd on one database sees it at its next placement.
+/* drain: node maintenance — the drain job that empties a node (the
+ * cordons it sets are cordon.c's).
  *
  * A drain is a job (kind "drain", VMID 0) that cordons the node and then
  * moves the VMs recorded on it, drain_parallel at a time, each by a
@@ -37,75 +34,6 @@ static int fail(struct core_error *err, enum core_err code, const char *field, c
         snprintf(err->message, sizeof err->message, msg, arg);
     }
     return code;
-}
-
-/* ---- cordons ---------------------------------------------------------------- */
-
-int core_node_cordon_get(struct core *k, const char *node, struct node_cordon *out)
-{
-    memset(out, 0, sizeof *out);
-    const struct cfg_node *cn = config_node(k->cfg, node);
-    if (!cn)
-        return CORE_E_NOTFOUND;
-    if (strcmp(cn->state, "cordoned") == 0) {
-        out->cordoned = out->by_config = true;
-        snprintf(out->by, sizeof out->by, "configuration");
-        return CORE_OK;
-    }
-    char name[128];
-    snprintf(name, sizeof name, "cordon:%s", node);
-    struct store_kv kv;
-    int rc = store_kv_get(k->st, name, &kv, NULL);
-    if (rc == STORE_E_NOTFOUND)
-        return CORE_OK;
-    if (rc)
-        return CORE_E_INTERNAL;
-    json_t *v = json_loads(kv.value, 0, NULL);
-    out->cordoned = true;
-    const char *by = json_string_value(json_object_get(v, "by"));
-    snprintf(out->by, sizeof out->by, "%s", by ? by : "?");
-    out->at = kv.created_at;
-    json_decref(v);
-    return CORE_OK;
-}
-
-int core_node_cordon(struct core *k, const char *node, bool on, const char *by,
-                     struct core_error *err)
-{
-    struct node_cordon nc;
-    int rc = core_node_cordon_get(k, node, &nc);
-    if (rc == CORE_E_NOTFOUND)
-        return fail(err, CORE_E_NOTFOUND, "node", "no node %s", node);
-    if (rc)
-        return fail(err, CORE_E_INTERNAL, NULL, "the store failed reading the cordon of %s", node);
-    if (on == nc.cordoned && !(!on && nc.by_config))
-        return CORE_OK; /* as asked already: the first cordon's who and when stay */
-    if (nc.by_config)
-        return fail(err, CORE_E_CONFLICT, "node",
-                    "%s is cordoned by the configuration (state = cordoned): change it there",
-                    node);
-    char name[128];
-    snprintf(name, sizeof name, "cordon:%s", node);
-    struct store_error se;
-    /* the cordon and its event in one transaction */
-    struct store_event ev = {.data = json_pack("{s:s}", "by", by && *by ? by : "?")};
-    snprintf(ev.type, sizeof ev.type, "%s", on ? EV_NODE_CORDONED : EV_NODE_UNCORDONED);
-    snprintf(ev.node, sizeof ev.node, "%s", node);
-    char *text = NULL;
-    if (on) {
-        json_t *v = json_pack("{s:s}", "by", by && *by ? by : "?");
-        text = json_dumps(v, JSON_COMPACT);
-        json_decref(v);
-    }
-    rc = store_kv_write_logged(k->st, name, text, &ev, &se);
-    free(text);
-    if (rc) {
-        store_event_release(&ev);
-        return fail(err, CORE_E_INTERNAL, NULL, "%s", se.message);
-    }
-    log_info("node", "node=%s %s by %s", node, on ? "cordoned" : "uncordoned", by ? by : "?");
-    store_event_release(&ev);
-    return CORE_OK;
 }
 
 /* ---- the drain job ----------------------------------------------------------- */

@@ -69,6 +69,7 @@ static void usage(FILE *f)
                "       proxd vms --config FILE\n"
                "       proxd reconcile --config FILE\n"
                "       proxd ippools --config FILE\n"
+               "       proxd uncordon --config FILE NODE  lift a configuration's cordon\n"
                "       proxd vm --config FILE VMID start|shutdown|stop|pause|resume|reboot|delete\n"
                "       proxd vm --config FILE VMID resize GB | set CORES MEMORY_MB\n"
                "       proxd token create --config FILE --owner WHO [--role admin|user]\n"
@@ -605,6 +606,33 @@ out:
 }
 #endif
 
+/* proxd uncordon: lift a configuration's cordon of a node whichever
+ * configurations hold it (one retired for good cannot start again to lift
+ * it; the API refuses to). */
+static int cmd_uncordon(const char *path, const char *node)
+{
+    struct world w;
+    int rc = open_world(&w, path, true);
+    if (!rc) {
+        struct core_error ce;
+        if (core_node_cordon_release(w.k, node, "proxd uncordon", &ce)) {
+            fprintf(stderr, "proxd: %s\n", ce.message);
+            rc = 1;
+        } else {
+            struct node_cordon nc;
+            core_node_cordon_get(w.k, node, &nc);
+            if (nc.cordoned)
+                printf("%s: the configurations' cordon is lifted; still cordoned by %s (the "
+                       "API's)\n",
+                       node, nc.by);
+            else
+                printf("%s: uncordoned\n", node);
+        }
+    }
+    close_world(&w);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     mem_tune(); /* before any thread: see common/mem.c */
@@ -639,6 +667,8 @@ int main(int argc, char **argv)
     }
     if (argc == 4 && strcmp(argv[1], "vms") == 0 && strcmp(argv[2], "--config") == 0)
         return cmd_vms(argv[3]);
+    if (argc == 5 && strcmp(argv[1], "uncordon") == 0 && strcmp(argv[2], "--config") == 0)
+        return cmd_uncordon(argv[3], argv[4]);
 #ifdef HAVE_API
     if (argc == 4 && strcmp(argv[1], "ippools") == 0 && strcmp(argv[2], "--config") == 0)
         return cmd_ippools(argv[3]);

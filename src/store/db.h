@@ -70,6 +70,7 @@ enum db_lock {
     DB_LOCK_ADDR,     /* key: the pool name */
     DB_LOCK_EVENTLOG, /* the event log's id order (store_event.c) */
     DB_LOCK_SOLE,     /* key: "kind/node" of a one-at-a-time job (store_submit.c) */
+    DB_LOCK_KV,       /* key: a setting's name (store_kv_change_logged) */
 };
 
 enum db_mode {

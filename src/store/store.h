@@ -700,7 +700,7 @@ int store_kv_delete(store *s, const char *name, struct store_error *err);
  * values longer than the fields below are STORE_E_INVALID. */
 struct store_kv {
     char name[128];
-    char value[512];
+    char value[2048];
     int64_t created_at; /* unix ms of the last set */
 };
 int store_kv_set(store *s, const char *name, const char *value, struct store_error *err);
@@ -712,6 +712,20 @@ int store_kv_write_logged(store *s, const char *name, const char *value, struct 
                           struct store_error *err);
 int store_kv_list(store *s, const char *prefix, struct store_kv **out, size_t *n,
                   struct store_error *err);
+/* Change the setting `name` into what decide makes of it, its event with
+ * it, in one transaction under the setting's own lock: two processes
+ * changing one setting at once each decide on the other's result (node
+ * cordons, which the API and every instance's configuration change).
+ * decide gets the setting (NULL: there is none) and returns false to leave
+ * it, or true with *next (malloc'd, freed by the store; NULL deletes the
+ * setting) and, when ev->type is set, the event to log (ev zeroed on entry,
+ * released by the store). It may run more than once (a transaction tried
+ * again): it keeps nothing of what it saw but its outputs. *changed (may be
+ * NULL) says whether a change was written. */
+typedef bool (*store_kv_decide_fn)(const struct store_kv *cur, void *ctx, char **next,
+                                   struct store_event *ev);
+int store_kv_change_logged(store *s, const char *name, store_kv_decide_fn decide, void *ctx,
+                           bool *changed, struct store_error *err);
 
 /* ---- API tokens ------------------------------------------------------------ */
 

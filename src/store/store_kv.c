@@ -7,7 +7,9 @@
 #include "store/store_int.h"
 
 #include "common/util.h"
+#include "common/xalloc.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 static const char SQL_KV_SET[] = "INSERT INTO kv (name, value, created_at) VALUES (?1, ?2, ?3)"
@@ -49,6 +51,18 @@ int store_kv_set(store *s, const char *name, const char *value, struct store_err
     return db_tx(s->db, DB_WRITE, kv_set_fn, &k, err);
 }
 
+static int kv_del_fn(db_conn *c, const char *name, struct store_error *err)
+{
+    db_stmt *st = NULL;
+    int rc = db_prepare(c, SQL_KV_DEL_ONE, &st, err);
+    if (rc)
+        return rc;
+    db_bind_text(st, 1, name);
+    rc = db_run(st, err, "removing a setting");
+    db_done(st);
+    return rc;
+}
+
 struct kvlog_ctx {
     const char *name, *value; /* value NULL: delete */
     struct store_event *ev;
@@ -62,12 +76,7 @@ static int kv_logged_fn(db_conn *c, void *ctx, struct store_error *err)
         struct kvset_ctx set = {k->name, k->value};
         rc = kv_set_fn(c, &set, err);
     } else {
-        db_stmt *st = NULL;
-        if ((rc = db_prepare(c, SQL_KV_DEL_ONE, &st, err)))
-            return rc;
-        db_bind_text(st, 1, k->name);
-        rc = db_run(st, err, "removing a setting");
-        db_done(st);
+        rc = kv_del_fn(c, k->name, err);
     }
     /* the event last: it takes the log's commit-order lock (store.h) */
     return rc ? rc : store_log_add_in(c, k->ev, err);
@@ -93,6 +102,75 @@ static int row_to_kv(db_stmt *st, void *elem, struct store_error *err)
     DB_COL_FIELD(st, 1, kv->value);
     kv->created_at = db_col_i64(st, 2);
     return STORE_OK;
+}
+
+struct kvchange_ctx {
+    const char *name;
+    store_kv_decide_fn decide;
+    void *ctx;
+    bool changed;
+};
+
+static int kv_change_fn(db_conn *c, void *ctx, struct store_error *err)
+{
+    struct kvchange_ctx *k = ctx;
+    k->changed = false;
+    /* the deciders of one setting, one at a time in every process */
+    int rc = db_lock(c, DB_LOCK_KV, k->name, err);
+    if (rc)
+        return rc;
+    db_stmt *st = NULL;
+    if ((rc = db_prepare(c, SQL_KV_ONE, &st, err)))
+        return rc;
+    db_bind_text(st, 1, k->name);
+    bool found = false;
+    struct store_kv *cur = NULL;
+    rc = db_step(st, &found, err, "reading a setting");
+    if (rc == STORE_OK && found) {
+        cur = xcalloc(1, sizeof *cur);
+        rc = row_to_kv(st, cur, err);
+    }
+    db_done(st);
+    if (rc) {
+        free(cur);
+        return rc;
+    }
+    char *next = NULL;
+    struct store_event ev = {0};
+    if (k->decide(cur, k->ctx, &next, &ev)) {
+        if (next && strlen(next) >= sizeof((struct store_kv *)0)->value)
+            rc = store_fail(err, STORE_E_INVALID, "setting '%s': value too long", k->name);
+        else if (ev.type[0]) {
+            struct kvlog_ctx w = {k->name, next, &ev};
+            rc = kv_logged_fn(c, &w, err);
+        } else if (next) {
+            struct kvset_ctx w = {k->name, next};
+            rc = kv_set_fn(c, &w, err);
+        } else {
+            rc = kv_del_fn(c, k->name, err);
+        }
+        k->changed = rc == STORE_OK;
+    }
+    store_event_release(&ev);
+    free(next);
+    free(cur);
+    return rc;
+}
+
+int store_kv_change_logged(store *s, const char *name, store_kv_decide_fn decide, void *ctx,
+                           bool *changed, struct store_error *err)
+{
+    store_err_clear(err);
+    if (changed)
+        *changed = false;
+    STORE_CHECK(s && name && *name && decide, "store_kv_change_logged: NULL or empty argument");
+    STORE_CHECK(strlen(name) < sizeof((struct store_kv *)0)->name,
+                "store_kv_change_logged: name too long");
+    struct kvchange_ctx k = {name, decide, ctx, false};
+    int rc = db_tx(s->db, DB_WRITE, kv_change_fn, &k, err);
+    if (rc == STORE_OK && changed)
+        *changed = k.changed;
+    return rc;
 }
 
 static void bind_text1(db_stmt *st, const void *arg)

@@ -15,6 +15,7 @@ PROXD_TEST_DB=postgresql://... runs it on PostgreSQL (test_drain_pg.py).
 """
 import os
 import re
+import socket
 import subprocess
 import threading
 import time
@@ -422,34 +423,111 @@ def racing_drains(instances, node, rounds=4, per=2):
           (rounds, len(instances) * per, node, len(instances)))
 
 
+def node_events(after, node):
+    """node.cordoned / node.uncordoned of node logged after id `after`: the
+    events, and the last id of the log's node events."""
+    out = []
+    while True:
+        r = px.call("GET", "/v1/events?type=node.*&after=%d&limit=1000" % after, ADMIN,
+                    want=200).json()
+        out += [(e["type"], e["data"]) for e in r["events"]
+                if e["node"] == node and e["type"] in ("node.cordoned", "node.uncordoned")]
+        if r["events"]:
+            after = r["events"][-1]["id"]
+        if not r["more"]:
+            return out, after
+
+
 @case
 def configuration_cordon_and_a_second_instance():
-    # a second proxd on the same database, sv5 cordoned by its configuration
+    """A configuration's cordon holds in every instance on the database: a
+    second proxd whose configuration cordons sv5 writes it to the store at
+    start-up; the first (no such cordon in its configuration) places by it,
+    also once the second has stopped; neither API lifts it; the second
+    started without it lifts it, and an API cordon it replaced is back;
+    `proxd uncordon` lifts one whose configuration is gone."""
     other = Proxd(sim, share=px, database=DB, proxd_extra="reconcile_interval = 3600\n" + LIMITS)
     with open(other.conf) as f:
-        text = f.read()
-    with open(other.conf, "w") as f:
-        f.write(text.replace("[node sv5]\n", "[node sv5]\nstate = cordoned\n"))
+        plain = f.read()
+    cordoned = plain.replace("[node sv5]\n", "[node sv5]\nstate = cordoned\n")
+
+    def restart(text):
+        if other.proc and other.alive():
+            other.stop()
+        with open(other.conf, "w") as f:
+            f.write(text)
+        other.start()
+    me = "%s:%s" % (socket.gethostname()[:40], os.path.realpath(other.conf))
+    by_conf = {"by": "configuration", "configuration": me}
     tok = other.token("ops2", "admin")
     cordon("sv4")  # through the first instance
-    other.start()
+    _, seen = node_events(0, "sv5")
+    restart(cordoned)
     try:
-        ns = {n["name"]: n for n in other.call("GET", "/v1/nodes", tok).json()["nodes"]}
-        assert ns["sv4"]["cordoned"] and ns["sv4"]["cordoned_by"] == "ops", ns["sv4"]
-        assert ns["sv5"]["cordoned"] and ns["sv5"]["cordon_source"] == "configuration", ns["sv5"]
-        r = other.call("POST", "/v1/nodes/sv5/uncordon", tok)
-        assert r.status_code == 409 and "configuration" in r.text, r.text
-        subs = [other.call("POST", "/v1/vms", tok, {"os": "ubuntu", "name": "o%d" % i, "cores": 1,
-                                                    "memory_mb": 512, "disk_gb": 10}).json()
-                for i in range(6)]
-        for s in subs:
-            assert other.wait_job(s["job"], tok, deadline=120)["state"] == "done"
+        for inst, t in ((px, ADMIN), (other, tok)):
+            ns = {n["name"]: n for n in inst.call("GET", "/v1/nodes", t, want=200).json()["nodes"]}
+            assert ns["sv4"]["cordoned"] and ns["sv4"]["cordoned_by"] == "ops", ns["sv4"]
+            assert ns["sv4"]["cordon_configurations"] == [], ns["sv4"]
+            n5 = ns["sv5"]
+            assert n5["cordoned"] and n5["cordon_source"] == "configuration", n5
+            assert n5["cordoned_by"] == "configuration" and n5["cordon_configurations"] == [me], n5
+            r = inst.call("POST", "/v1/nodes/sv5/uncordon", t, want=409)
+            assert "configuration" in r.text and me in r.text, r.text
+        ev, seen = node_events(seen, "sv5")
+        assert ev == [("node.cordoned", by_conf)], ev
+        # creations through both instances (either may claim either's jobs)
+        subs = [(other, tok, other.call("POST", "/v1/vms", tok, {
+            "os": "ubuntu", "name": "o%d" % i, "cores": 1, "memory_mb": 512, "disk_gb": 10},
+            want=202).json()) for i in range(6)]
+        subs += [(px, CUST[0], submit(CUST[0], "p%d" % i, memory_mb=512)) for i in range(6)]
+        for p, t, s in subs:
+            assert p.wait_job(s["job"], t, deadline=120)["state"] == "done"
         pv = pve_vms()
-        assert all(pv[s["vmid"]]["node"] not in ("sv4", "sv5") for s in subs), \
-            [pv[s["vmid"]]["node"] for s in subs]
+        assert all(pv[s["vmid"]]["node"] not in ("sv4", "sv5") for _, _, s in subs), \
+            [pv[s["vmid"]]["node"] for _, _, s in subs]
         racing_drains([(px, ADMIN), (other, tok)], "sv4")
-    finally:
+        # the second instance stopped: its cordon stays, and the first alone
+        # places (before, it put this creation on sv5, the only node open)
         other.stop()
+        for n in ("sv1", "sv2", "sv3"):
+            cordon(n)
+        j = px.wait_job(submit(CUST[0], "only-sv5", memory_mb=512)["job"], CUST[0], deadline=120)
+        for n in ("sv1", "sv2", "sv3"):
+            cordon(n, False)
+        assert j["state"] == "failed" and "sv5: cordoned by configuration" in j["error"], j
+        assert nodes()["sv5"]["cordon_configurations"] == [me]
+        # started without it: lifted
+        restart(plain)
+        n5 = nodes()["sv5"]
+        assert not n5["cordoned"] and n5["cordon_configurations"] == [], n5
+        ev, seen = node_events(seen, "sv5")
+        assert ev == [("node.uncordoned", by_conf)], ev
+        # an API cordon the configuration's meets is back when it goes
+        cordon("sv5")
+        _, seen = node_events(seen, "sv5")
+        restart(cordoned)
+        n5 = nodes()["sv5"]
+        assert n5["cordon_source"] == "configuration" and n5["cordon_configurations"] == [me], n5
+        restart(plain)
+        n5 = nodes()["sv5"]
+        assert n5["cordon_source"] == "api" and n5["cordoned_by"] == "ops", n5
+        ev, seen = node_events(seen, "sv5")
+        assert ev == [], ev  # cordoned throughout: no edge
+        cordon("sv5", False)
+        # a configuration gone for good: `proxd uncordon` lifts its cordon
+        restart(cordoned)
+        other.stop()
+        _, seen = node_events(seen, "sv5")
+        r = other.cli("uncordon", "--config", px.conf, "sv5")
+        assert "sv5: uncordoned" in r.stdout, r.stdout
+        assert not nodes()["sv5"]["cordoned"]
+        ev, seen = node_events(seen, "sv5")
+        assert ev == [("node.uncordoned", {"by": "proxd uncordon"})], ev
+        r = other.cli("uncordon", "--config", px.conf, "sv5", check=False)
+        assert r.returncode == 1 and "no configuration's cordon" in r.stderr, r.stderr
+    finally:
+        if other.alive():
+            other.stop()
         cordon("sv4", False)
 
 

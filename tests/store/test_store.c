@@ -2507,11 +2507,84 @@ static void test_kv_set_get_list(void **state)
     free(all);
     OK(store_kv_delete(f->s, "cordon:sv1", &e_));
     EXPECT(STORE_E_NOTFOUND, store_kv_get(f->s, "cordon:sv1", &kv, &e));
-    char big[600];
+    char big[2100];
     memset(big, 'x', sizeof big - 1);
     big[sizeof big - 1] = '\0';
     EXPECT(STORE_E_INVALID, store_kv_set(f->s, "cordon:sv1", big, &e));
     EXPECT(STORE_E_INVALID, store_kv_set(f->s, "", "v", &e));
+}
+
+/* store_kv_change_logged's decider: the value is a count, one more each
+ * call (an event with each), until it reaches `upto`: then the setting goes. */
+struct kv_counter {
+    store *s;
+    int upto, n;
+};
+
+static bool count_decide(const struct store_kv *cur, void *ctx, char **next, struct store_event *ev)
+{
+    struct kv_counter *c = ctx;
+    int v = cur ? atoi(cur->value) : 0;
+    if (v < 0)
+        return false; /* a value it does not change */
+    if (v + 1 < c->upto) {
+        char t[32];
+        snprintf(t, sizeof t, "%d", v + 1);
+        *next = strdup(t);
+    }
+    snprintf(ev->type, sizeof ev->type, "test.count");
+    ev->data = json_pack("{s:i}", "to", v + 1);
+    return true;
+}
+
+static void *counter_main(void *arg)
+{
+    struct kv_counter *c = arg;
+    for (int i = 0; i < c->n; i++) {
+        struct store_error e;
+        bool changed = false;
+        if (store_kv_change_logged(c->s, "count", count_decide, c, &changed, &e) || !changed)
+            fail_msg("change: %s", e.message);
+    }
+    return NULL;
+}
+
+/* A setting changed by a read-modify-write decision: concurrent writers
+ * in threads of their own each decide on the other's result (no lost
+ * update), one event with each change in its transaction; a decider that
+ * leaves the value writes nothing; a NULL value deletes the setting. */
+static void test_kv_change_logged(void **state)
+{
+    struct fx *f = *state;
+    enum { WRITERS = 4, EACH = 25 };
+    pthread_t th[WRITERS];
+    struct kv_counter c = {f->s, 1000000, EACH};
+    for (int i = 0; i < WRITERS; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, counter_main, &c), 0);
+    for (int i = 0; i < WRITERS; i++)
+        pthread_join(th[i], NULL);
+    struct store_kv kv;
+    OK(store_kv_get(f->s, "count", &kv, &e_));
+    assert_int_equal(atoi(kv.value), WRITERS * EACH);
+    struct store_event *v = NULL;
+    assert_int_equal(events_of(f->s, "test.count", &v), WRITERS * EACH);
+    for (int i = 0; i < WRITERS * EACH; i++) /* in commit order: each saw the one before */
+        assert_int_equal(json_integer_value(json_object_get(v[i].data, "to")), i + 1);
+    events_free(v, WRITERS * EACH);
+    /* the last one deletes it */
+    struct kv_counter last = {f->s, WRITERS * EACH + 1, 1};
+    bool changed = false;
+    OK(store_kv_change_logged(f->s, "count", count_decide, &last, &changed, &e_));
+    assert_true(changed);
+    struct store_error e;
+    EXPECT(STORE_E_NOTFOUND, store_kv_get(f->s, "count", &kv, &e));
+    /* a value the decider leaves: nothing written, no event */
+    OK(store_kv_set(f->s, "count", "-1", &e_));
+    OK(store_kv_change_logged(f->s, "count", count_decide, &last, &changed, &e_));
+    assert_false(changed);
+    assert_int_equal(events_of(f->s, "test.count", &v), WRITERS * EACH + 1);
+    events_free(v, WRITERS * EACH + 1);
+    EXPECT(STORE_E_INVALID, store_kv_change_logged(f->s, "", count_decide, &last, NULL, &e));
 }
 
 /* A checkpoint writes the job and its event together, or neither. */
@@ -3731,6 +3804,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_job_renew_owner, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kv_delete, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kv_set_get_list, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_kv_change_logged, setup, teardown),
         cmocka_unit_test_setup_teardown(test_claim_processes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reconnect, setup, teardown),
         cmocka_unit_test_setup_teardown(test_submit_processes, setup, teardown),
