@@ -1,7 +1,8 @@
 """Node maintenance through proxd's API, black-box against pvesim (issue 15):
 cordon and uncordon (admins only, 404 for an unknown node, shown in GET
 /v1/nodes), a cordoned node that takes none of 100 creations, the
-configuration's `state = cordoned`, a drain of 30 VMs off one node of a
+configuration's `state = cordoned` held by every proxd on the database
+(written at start-up, lifted by a start without it, `proxd uncordon`), a drain of 30 VMs off one node of a
 cluster of five (every VM moved, running if it ran, identity kept, no
 node's memory or storage ever over its size, a kill -9 in the middle and
 the drain finishing after the restart, never two migrations of one VM at
