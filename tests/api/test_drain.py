@@ -487,9 +487,12 @@ def configuration_cordon_and_a_second_instance():
         assert all(pv[s["vmid"]]["node"] not in ("sv4", "sv5") for _, _, s in subs), \
             [pv[s["vmid"]]["node"] for _, _, s in subs]
         racing_drains([(px, ADMIN), (other, tok)], "sv4")
-        # the second instance stopped: its cordon stays, and the first alone
+        # the second instance stopped: its cordon stays, also across a
+        # restart of the first (which never had it), and the first alone
         # places (before, it put this creation on sv5, the only node open)
         other.stop()
+        px.stop()
+        px.start()
         for n in ("sv1", "sv2", "sv3"):
             cordon(n)
         j = px.wait_job(submit(CUST[0], "only-sv5", memory_mb=512)["job"], CUST[0], deadline=120)
@@ -497,12 +500,34 @@ def configuration_cordon_and_a_second_instance():
             cordon(n, False)
         assert j["state"] == "failed" and "sv5: cordoned by configuration" in j["error"], j
         assert nodes()["sv5"]["cordon_configurations"] == [me]
-        # started without it: lifted
-        restart(plain)
+        # a third configuration saying it too: started without it, the
+        # second's takes its name off, and the cordon holds while the
+        # third's says it; lifted once no configuration does
+        third = Proxd(sim, share=px, database=DB, proxd_extra="reconcile_interval = 3600\n")
+        with open(third.conf) as f:
+            third_plain = f.read()
+        with open(third.conf, "w") as f:
+            f.write(third_plain.replace("[node sv5]\n", "[node sv5]\nstate = cordoned\n"))
+        him = "%s:%s" % (socket.gethostname()[:40], os.path.realpath(third.conf))
+        third.start()
+        try:
+            assert nodes()["sv5"]["cordon_configurations"] == [me, him]
+            restart(plain)
+            n5 = nodes()["sv5"]
+            assert n5["cordon_source"] == "configuration", n5
+            assert n5["cordon_configurations"] == [him], n5
+            ev, seen = node_events(seen, "sv5")
+            assert ev == [], ev  # cordoned throughout: no edge
+            third.stop()
+            with open(third.conf, "w") as f:
+                f.write(third_plain)
+            third.start()
+        finally:
+            third.stop()
         n5 = nodes()["sv5"]
         assert not n5["cordoned"] and n5["cordon_configurations"] == [], n5
         ev, seen = node_events(seen, "sv5")
-        assert ev == [("node.uncordoned", by_conf)], ev
+        assert ev == [("node.uncordoned", {"by": "configuration", "configuration": him})], ev
         # an API cordon the configuration's meets is back when it goes
         cordon("sv5")
         _, seen = node_events(seen, "sv5")
