@@ -68,6 +68,19 @@ static void configs_text(json_t *v, char *out, size_t len)
     buf_release(&b);
 }
 
+/* Does the configuration cordon v name `me`? */
+static bool names(json_t *v, const char *me)
+{
+    size_t i;
+    json_t *e;
+    json_array_foreach(json_object_get(v, "configs"), i, e)
+    {
+        if (json_is_string(e) && strcmp(json_string_value(e), me) == 0)
+            return true;
+    }
+    return false;
+}
+
 static bool by_config(json_t *v)
 {
     return json_array_size(json_object_get(v, "configs")) > 0;
@@ -131,7 +144,7 @@ struct api_change {
     const char *node, *by;
     bool on;
     bool conflict;     /* out: the configuration holds the cordon */
-    char configs[256]; /* out: which configurations */
+    char configs[512]; /* out: which configurations */
 };
 
 static bool decide_api(const struct store_kv *cur, void *ctx, char **next, struct store_event *ev)
@@ -170,12 +183,14 @@ int core_node_cordon(struct core *k, const char *node, bool on, const char *by,
     if (store_kv_change_logged(k->st, name, decide_api, &a, &changed, &se))
         return fail(err, CORE_E_INTERNAL, NULL, "%s", se.message);
     if (a.conflict) {
-        char msg[512];
-        snprintf(msg, sizeof msg,
-                 "%s is cordoned by the configuration of %s (state = cordoned): change it there "
-                 "and restart that proxd",
-                 node, a.configs);
-        return fail(err, CORE_E_CONFLICT, "node", "%s", msg);
+        struct buf b = BUF_INIT(BUF_UNLIMITED);
+        buf_printf(&b,
+                   "%s is cordoned by the configuration of %s (state = cordoned): change it "
+                   "there and restart that proxd",
+                   node, a.configs);
+        fail(err, CORE_E_CONFLICT, "node", "%s", buf_str(&b));
+        buf_release(&b);
+        return CORE_E_CONFLICT;
     }
     if (changed)
         log_info("node", "node=%s %s by %s", node, on ? "cordoned" : "uncordoned", a.by);
@@ -198,7 +213,8 @@ static bool config_drop(json_t *v, struct config_change *c, char **next, struct 
     json_t *cs = json_object_get(v, "configs");
     size_t before = json_array_size(cs);
     for (size_t i = before; i-- > 0;)
-        if (!c->me || strcmp(json_string_value(json_array_get(cs, i)), c->me) == 0)
+        if (!c->me || !json_is_string(json_array_get(cs, i)) ||
+            strcmp(json_string_value(json_array_get(cs, i)), c->me) == 0)
             json_array_remove(cs, i);
     if (json_array_size(cs) == before)
         return false;
@@ -210,8 +226,9 @@ static bool config_drop(json_t *v, struct config_change *c, char **next, struct 
     json_t *api = json_object_get(v, "api");
     if (json_is_object(api)) { /* the API's cordon it met is back */
         *next = json_dumps(api, JSON_COMPACT);
+        const char *by = json_string_value(json_object_get(api, "by"));
         snprintf(c->done, sizeof c->done, "cordoned again by %.60s, as before the configuration",
-                 json_string_value(json_object_get(api, "by")));
+                 by ? by : "?");
         return true;
     }
     event(ev, EV_NODE_UNCORDONED, c->node,
@@ -239,20 +256,16 @@ static bool decide_config(const struct store_kv *cur, void *ctx, char **next,
         change = true;
     } else if (!by_config(v)) { /* an API cordon: the configuration's now, kept under it */
         json_int_t at = json_integer_value(json_object_get(v, "at"));
-        json_t *api = json_pack("{s:O,s:I}", "by", json_object_get(v, "by"), "at",
+        const char *by = json_string_value(json_object_get(v, "by"));
+        json_t *api = json_pack("{s:s,s:I}", "by", by ? by : "?", "at",
                                 at > 0 ? at : (json_int_t)cur->created_at);
         *next = dump(json_pack("{s:s,s:I,s:[s],s:o}", "by", BY_CONFIG, "at", (json_int_t)wall_ms(),
                                "configs", c->me, "api", api));
         snprintf(c->done, sizeof c->done, "cordoned by the configuration (it was by the API)");
         change = true;
     } else {
-        json_t *cs = json_object_get(v, "configs");
-        size_t i;
-        json_t *e;
-        bool named = false;
-        json_array_foreach(cs, i, e) named |= strcmp(json_string_value(e), c->me) == 0;
-        if (!named) {
-            json_array_append_new(cs, json_string(c->me));
+        if (!names(v, c->me)) {
+            json_array_append_new(json_object_get(v, "configs"), json_string(c->me));
             *next = json_dumps(v, JSON_COMPACT);
             snprintf(c->done, sizeof c->done, "cordoned by one more configuration");
             change = true;
@@ -311,11 +324,7 @@ int core_cordons_sync(struct core *k, struct core_error *err)
         if (cn && strcmp(cn->state, "cordoned") == 0)
             continue;
         json_t *v = cordon_parse(kv[i].value);
-        bool mine = false;
-        size_t j;
-        json_t *e;
-        json_array_foreach(json_object_get(v, "configs"), j, e) mine |=
-            strcmp(json_string_value(e), me) == 0;
+        bool mine = names(v, me);
         json_decref(v);
         struct config_change c = {.node = node, .me = me, .hold = false};
         if (mine)
