@@ -147,6 +147,7 @@ void h_vm_reinstall(struct req *rq, struct resp *rs);
 void h_vm_action(struct req *rq, struct resp *rs);
 void h_jobs_list(struct req *rq, struct resp *rs);
 void h_job_get(struct req *rq, struct resp *rs);
+void h_job_cancel(struct req *rq, struct resp *rs);
 void h_job_events(struct req *rq, struct resp *rs);
 void h_events(struct req *rq, struct resp *rs);
 void h_events_stream(struct req *rq, struct resp *rs);

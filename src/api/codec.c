@@ -328,6 +328,10 @@ json_t *job_to_json(const struct job_rec *j)
     json_object_set_new(o, "created_at", json_time(j->created_at));
     json_object_set_new(o, "updated_at", json_time(j->updated_at));
     json_object_set_new(o, "finished_at", json_time(j->finished_at));
+    json_object_set_new(o, "cancel",
+                        j->cancel_at ? json_pack("{s:o,s:s}", "requested_at",
+                                                 json_time(j->cancel_at), "by", j->cancel_by)
+                                     : json_null());
     if (strcmp(j->kind, "drain") == 0)
         json_object_set_new(o, "result", drain_result(j));
     return o;

@@ -45,6 +45,7 @@ static const struct route ROUTES[] = {
     {{"GET", "/v1/jobs"}, h_jobs_list, true, false},
     {{"GET", "/v1/jobs/{id}"}, h_job_get, true, false},
     {{"GET", "/v1/jobs/{id}/events"}, h_job_events, true, false},
+    {{"POST", "/v1/jobs/{id}/cancel"}, h_job_cancel, true, false},
     {{"GET", "/v1/events"}, h_events, true, false},
     {{"GET", "/v1/events/stream"}, h_events_stream, true, false},
     {{"GET", "/v1/nodes"}, h_nodes, true, false},

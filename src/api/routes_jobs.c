@@ -1,5 +1,5 @@
-/* routes_jobs: GET /v1/jobs (a page, newest first) and GET /v1/jobs/{id}
- * (the stream is in sse.c). Like VMs, a user's view of another owner's job
+/* routes_jobs: GET /v1/jobs (a page, newest first), GET /v1/jobs/{id}
+ * and POST /v1/jobs/{id}/cancel (the stream is in sse.c). Like VMs, a user's view of another owner's job
  * is a 404, and a user's list holds their own jobs only. */
 #include "api/api_int.h"
 
@@ -38,6 +38,31 @@ void h_job_get(struct req *rq, struct resp *rs)
     if (check_query(rq, rs, NULL) || job_visible(rq, rs, rq->params[0], &j))
         return;
     resp_json(rs, HTTP_OK, job_to_json(&j));
+    job_rec_release(&j);
+}
+
+/* POST /v1/jobs/{id}/cancel: whoever may see the job (its owner, an
+ * administrator) may cancel it. 200 with the job when it has ended (a
+ * queued job ends at once), 202 while it runs on to its next safe step;
+ * the same answer again for a job whose cancel was asked before; 409 for a
+ * job that finished without one. */
+void h_job_cancel(struct req *rq, struct resp *rs)
+{
+    struct job_rec j;
+    if (check_query(rq, rs, NULL) || decode_body(rq, rs, NULL, 0, true, NULL) ||
+        job_visible(rq, rs, rq->params[0], &j))
+        return;
+    char id[sizeof j.id];
+    snprintf(id, sizeof id, "%s", j.id);
+    job_rec_release(&j);
+    enum store_cancel outcome = 0;
+    struct core_error ce = {0};
+    if (core_job_cancel(rq->api->k, id, rq->who.owner, &j, &outcome, &ce)) {
+        resp_core_error(rs, &ce);
+        return;
+    }
+    bool ended = j.state == JOB_DONE || j.state == JOB_FAILED;
+    resp_json(rs, ended ? HTTP_OK : HTTP_ACCEPTED, job_to_json(&j));
     job_rec_release(&j);
 }
 

@@ -1,9 +1,11 @@
-/* cmd_job: proxctl job list|show|watch: the jobs proxd runs. list pages
- * through GET /v1/jobs newest first (before= the previous page's next)
- * until --limit jobs are shown. */
+/* cmd_job: proxctl job list|show|watch|cancel: the jobs proxd runs. list
+ * pages through GET /v1/jobs newest first (before= the previous page's
+ * next) until --limit jobs are shown. cancel asks POST /v1/jobs/ID/cancel
+ * and, unless --no-wait, waits for the job to stop. */
 #include "cli/cli.h"
 
 #include "common/buf.h"
+#include "common/util.h"
 
 #include <getopt.h>
 #include <stdio.h>
@@ -16,7 +18,7 @@
 static int usage_job(void)
 {
     fprintf(stderr, "usage: proxctl job list [--state S] [--kind K] [--vmid N] [--owner O]"
-                    " [--limit N] | job show|watch ID\n");
+                    " [--limit N] | job show|watch ID | job cancel ID [--no-wait]\n");
     return EXIT_USAGE;
 }
 
@@ -110,10 +112,79 @@ static int job_show(struct cli *c, const char *id)
     return rc;
 }
 
+static bool job_ended(json_t *j)
+{
+    const char *s = cli_str(j, "state");
+    return strcmp(s, "done") == 0 || strcmp(s, "failed") == 0;
+}
+
+/* The cancel's outcome: 0 when the job stopped (failed: what it made is
+ * gone), 1 when it finished (done) before the cancel took effect. */
+static int cancel_outcome(struct cli *c, json_t *j)
+{
+    bool done = strcmp(cli_str(j, "state"), "done") == 0;
+    if (!cli_json_out(c, j)) {
+        if (done)
+            fprintf(stderr, "proxctl: job %s finished before the cancel took effect\n",
+                    cli_str(j, "id"));
+        else
+            printf("job %s cancelled: %s\n", cli_str(j, "id"), cli_str(j, "error"));
+    }
+    return done ? EXIT_FAILED : EXIT_OK;
+}
+
+static int job_cancel(struct cli *c, int argc, char **argv)
+{
+    static const struct option o[] = {{"no-wait", 0, 0, 'W'}, {0, 0, 0, 0}};
+    bool wait = true;
+    int opt;
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, "", o, NULL)) != -1) {
+        if (opt != 'W')
+            return usage_job();
+        wait = false;
+    }
+    if (optind != argc - 1 || strspn(argv[optind], "0123456789abcdefABCDEF-") !=
+                                  strlen(argv[optind]) || strlen(argv[optind]) > 40)
+        return usage_job();
+    char path[128];
+    snprintf(path, sizeof path, "/v1/jobs/%s/cancel", argv[optind]);
+    json_t *j = NULL;
+    long st = cli_call(c, "POST", path, NULL, &j);
+    if (st != 200 && st != 202) {
+        int rc = cli_fail(st, j);
+        json_decref(j);
+        return rc;
+    }
+    if (st == 202 && !wait) {
+        if (!cli_json_out(c, j))
+            printf("job %s: cancel requested; it stops at its next step\n", cli_str(j, "id"));
+        json_decref(j);
+        return EXIT_OK;
+    }
+    /* running: it stops at its next step (a clone under way first ends) */
+    snprintf(path, sizeof path, "/v1/jobs/%s", argv[optind]);
+    for (long pause = 100; !job_ended(j); pause = pause < 2000 ? pause * 2 : 2000) {
+        sleep_ms(pause);
+        json_decref(j);
+        j = NULL;
+        if ((st = cli_call(c, "GET", path, NULL, &j)) != 200) {
+            int rc = cli_fail(st, j);
+            json_decref(j);
+            return rc;
+        }
+    }
+    int rc = cancel_outcome(c, j);
+    json_decref(j);
+    return rc;
+}
+
 int cmd_job(struct cli *c, int argc, char **argv)
 {
     if (argc >= 1 && strcmp(argv[0], "list") == 0)
         return job_list(c, argc, argv);
+    if (argc >= 1 && strcmp(argv[0], "cancel") == 0)
+        return job_cancel(c, argc, argv);
     if (argc != 2 || (strcmp(argv[0], "show") != 0 && strcmp(argv[0], "watch") != 0))
         return usage_job();
     if (strcmp(argv[0], "watch") == 0)

@@ -25,7 +25,7 @@ static void usage(FILE *f)
                "  vm set VMID [--cores N] [--memory SIZE]     vm resize VMID --disk SIZE\n"
                "  vm reinstall VMID --os OS [--ssh-key FILE]... [--password-file FILE|-]\n"
                "  job list [--state S] [--kind K] [--vmid N] [--owner O] [--limit N]\n"
-               "  job show ID | job watch ID\n"
+               "  job show ID | job watch ID | job cancel ID [--no-wait]\n"
                "  node list | os list\n"
                "  node cordon|uncordon NODE | node drain NODE [--no-wait]\n"
                "  ippool list | ippool show NAME\n"

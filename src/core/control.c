@@ -395,6 +395,17 @@ void ctl_job_fail(struct cctx *c, const char *fmt, ...)
     job_checkpoint(c->k, c->j, "failed", 100, "%s", c->j->error);
 }
 
+bool ctl_cancelled(struct cctx *c, const char *what)
+{
+    if (!job_cancel_asked(c->j))
+        return false;
+    char error[sizeof c->j->error];
+    job_cancel_error(c->j, error, sizeof error, what);
+    store_release_capacity(c->k->st, c->j->id, NULL); /* a move's, if any */
+    ctl_job_fail(c, "%s", error);
+    return true;
+}
+
 void ctl_job_done(struct cctx *c, const char *fmt, ...)
 {
     char msg[512];
@@ -664,6 +675,8 @@ static void run_power(struct cctx *c, enum vm_action a)
                                 .force_stop = json_is_true(json_object_get(r, "force"))};
     job_checkpoint(c->k, c->j, "call", 20, "%s VM %d on %s", vm_action_name(a), c->v.vmid,
                    c->v.node);
+    if (ctl_cancelled(c, "nothing was sent to Proxmox"))
+        return;
     bool already = false;
     rc = power_call(c, a, &po, &already, &e);
     if (rc) {
@@ -742,6 +755,8 @@ static void run_update(struct cctx *c)
     }
     job_checkpoint(c->k, c->j, "call", 30, "set%s%s on VM %d", cores ? " cores" : "",
                    mem ? " memory" : "", c->v.vmid);
+    if (ctl_cancelled(c, "nothing was sent to Proxmox"))
+        return;
     struct pve_config_set s = {.cores = cores, .memory_mb = mem};
     if (pve_vm_config_set(c->pc, c->v.node, c->v.vmid, &s, &e)) {
         ctl_job_fail(c, "update failed: %s", e.message);
@@ -888,6 +903,8 @@ static void resize_steps(struct cctx *c, bool *asked)
             char size[32];
             snprintf(size, sizeof size, "%lldG", (long long)want);
             job_checkpoint(c->k, c->j, "call", 30, "grow %s of VM %d to %s", disk, c->v.vmid, size);
+            if (ctl_cancelled(c, "nothing was sent to Proxmox"))
+                return;
             *asked = true;
             rc = grow(c, disk, size, want, &e);
             if (rc == -1)
@@ -989,6 +1006,8 @@ static void delete_steps(struct cctx *c)
         return;
     if (strcmp(st.status, "stopped") != 0) {
         job_checkpoint(c->k, c->j, "stop", 20, "stopping VM %d", c->v.vmid);
+        if (ctl_cancelled(c, "nothing was sent to Proxmox; the VM stays"))
+            return;
         if ((rc = pve_vm_power(c->pc, c->v.node, c->v.vmid, PVE_POWER_STOP, NULL, upid, &e)) ||
             (rc = ctl_wait_task(c, upid, &e))) {
             if (rc == -1)
@@ -1008,6 +1027,8 @@ static void delete_steps(struct cctx *c)
     if (!ctl_wait_unlocked(c))
         return;
     job_checkpoint(c->k, c->j, "destroy", 50, "destroying VM %d on %s", c->v.vmid, c->v.node);
+    if (ctl_cancelled(c, "the destroy was not sent; the VM stays (stopped if it had to be)"))
+        return;
     struct pve_delete_opts d = {.purge = true, .destroy_unreferenced = true};
     rc = pve_vm_delete(c->pc, c->v.node, c->v.vmid, &d, upid, &e);
     if (!rc)
@@ -1072,6 +1093,13 @@ void control_run(struct core *k, struct job_rec *j)
                      "the record of VM %d changed since the job was queued (it was deleted and "
                      "its VMID given to another VM): nothing done",
                      j->vmid);
+        vm_rec_release(&c.v);
+        return;
+    }
+    /* claimed but never started (its runner died before its first step):
+     * nothing was sent yet. Any later step may have sent its call: that
+     * one finishes, and the steps' own checks come next */
+    if (strcmp(j->step, "queued") == 0 && ctl_cancelled(&c, "nothing was done")) {
         vm_rec_release(&c.v);
         return;
     }

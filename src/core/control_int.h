@@ -18,6 +18,11 @@ struct cctx {
 
 /* Wait for a task (a failed poll is polled again); -1 when the core stops. */
 int ctl_wait_task(struct cctx *c, const char *upid, struct pve_error *e);
+/* A cancel asked (job_cancel_asked): the job fails "cancelled by ...:
+ * what" (a move's reserved room released), and true. Called right after
+ * the checkpoint that leads to a Proxmox call, before the call: a call
+ * already sent finishes instead. */
+bool ctl_cancelled(struct cctx *c, const char *what);
 /* End the job (failed / done) with a message, checkpointed with its event. */
 void ctl_job_fail(struct cctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void ctl_job_done(struct cctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

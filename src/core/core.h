@@ -233,6 +233,16 @@ uint64_t core_ippool_conflicts_total(struct core *k, const char *pool);
  * a start); nothing when it has no network or is confirmed already. */
 void core_net_confirm(struct core *k, int64_t vm_id);
 
+/* Cancel job `id` for `by` (the caller checked that it may see the job:
+ * its owner, or an administrator). A queued job ends failed at once, with
+ * what its submission held given back; a running one stops at its next
+ * safe step, in whichever instance runs it, and cleans up as a failure
+ * there would. *out (release it) gets the job as it is after, *outcome
+ * what happened (store.h store_job_cancel). CORE_E_NOTFOUND: no such job;
+ * CORE_E_CONFLICT: it finished without a cancel. */
+int core_job_cancel(struct core *k, const char *id, const char *by, struct job_rec *out,
+                    enum store_cancel *outcome, struct core_error *err);
+
 /* Wait until the job is finished or timeout_ms passes (tests, CLI). Returns
  * 0 when finished; *state receives its state. */
 int core_wait_job(struct core *k, const char *job_id, long timeout_ms, enum job_state *state);

@@ -100,7 +100,16 @@ struct pve_wait_opts core_wait_opts(struct core *k, struct core_waiter *w, long 
 /* A creation leaves `node` after a failure there (for the metrics). */
 void core_note_failover(struct core *k, const char *node);
 
-/* Write the job (step, node, upid, progress...) and an event line. */
+/* A cancel was asked (store_job_cancel) and the job has not ended: the
+ * record's cancel fields, as the claim or the last checkpoint read them.
+ * Runners look at it where stopping is safe (cancel.c). */
+bool job_cancel_asked(const struct job_rec *j);
+/* The error a cancelled job ends with: "cancelled by WHO at step STEP"
+ * and, when `what` is not empty, ": what". */
+void job_cancel_error(const struct job_rec *j, char *out, size_t len, const char *what);
+
+/* Write the job (step, node, upid, progress...) and an event line; reads
+ * back the job's cancel fields. */
 void job_checkpoint(struct core *k, struct job_rec *j, const char *step, int progress,
                     const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 

@@ -250,9 +250,10 @@ static const struct cfg_node *pick_node(struct ctx *c)
 
 /* ---- outcomes ----------------------------------------------------------------- */
 
+static void end_failed(struct ctx *c);
+
 static void finish_failed(struct ctx *c)
 {
-    struct core *k = c->k;
     struct buf b = BUF_INIT(1000);
     size_t i;
     json_t *a;
@@ -265,6 +266,13 @@ static void finish_failed(struct ctx *c)
         buf_adds(&b, "no node is configured for this OS");
     snprintf(c->j->error, sizeof c->j->error, "no node could create the VM: %s", buf_str(&b));
     buf_release(&b);
+    end_failed(c);
+}
+
+/* The job fails with c->j->error: its room, record and VMID go back. */
+static void end_failed(struct ctx *c)
+{
+    struct core *k = c->k;
     store_release_capacity(k->st, c->j->id, NULL);
     /* the record is failed before its VMID is given back: with quarantine 0
      * the next creation may take the VMID at once, and must not find a
@@ -283,6 +291,14 @@ static void finish_failed(struct ctx *c)
     c->j->finished_at = wall_ms();
     c->j->node[0] = '\0';
     job_checkpoint(k, c->j, "failed", 100, "%s", c->j->error);
+}
+
+/* A cancel ends the creation: nothing of it is left on any node (or what
+ * is, is the reconciler's, recorded as a leftover that keeps the VMID). */
+static void end_cancelled(struct ctx *c, const char *what)
+{
+    job_cancel_error(c->j, c->j->error, sizeof c->j->error, what);
+    end_failed(c);
 }
 
 static void finish_done(struct ctx *c)
@@ -820,6 +836,11 @@ static int leave(struct ctx *c, const char *what, const struct pve_error *e)
     char rec[256], ev[PVE_MSG_MAX + 256];
     snprintf(rec, sizeof rec, "a partial VM %d on %s is left for the reconciler to remove", old,
              c->j->node);
+    if (job_cancel_asked(c->j)) { /* the request goes no further: the leftover keeps the VMID */
+        c->keep_vmid = true;
+        end_cancelled(c, rec);
+        return 0;
+    }
     snprintf(ev, sizeof ev,
              "VM %d on %s could not be removed now (%s: %.600s): left for the reconciler", old,
              c->j->node, what, e->message);
@@ -928,6 +949,28 @@ static bool place_job(struct ctx *c)
     return true;
 }
 
+/* A cancel seen at the top of the machine (the claim or the last
+ * checkpoint read it). Before a clone was asked for, the job ends at once;
+ * once one may have been, what the attempt made is removed first, by the
+ * cleanup a failure takes (which ends the job instead of placing it
+ * again). A clone under way is waited for: Proxmox cannot stop one
+ * cleanly. 1: the job ended; 0: go on at j->step. */
+static int on_cancel(struct ctx *c)
+{
+    const char *s = c->j->step;
+    if (strcmp(s, "queued") == 0 || strcmp(s, "place") == 0 ||
+        (strcmp(s, "clone") == 0 && !c->resumed)) {
+        end_cancelled(c, "");
+        return 1;
+    }
+    if (strcmp(s, "wait_clone") == 0 || strcmp(s, "cleanup") == 0 || strcmp(s, "done") == 0 ||
+        strcmp(s, "failed") == 0)
+        return 0;
+    job_checkpoint(c->k, c->j, "cleanup", -1, "cancel requested by %s: removing what %s has",
+                   c->j->cancel_by, c->j->node);
+    return 0;
+}
+
 void create_run(struct core *k, struct job_rec *j)
 {
     struct ctx c = {.k = k, .j = j};
@@ -949,6 +992,8 @@ void create_run(struct core *k, struct job_rec *j)
     char slot_node[sizeof j->node] = "";
     while (!core_stopping(k)) {
         int rc = 0;
+        if (job_cancel_asked(j) && on_cancel(&c))
+            break;
         const char *s = j->step;
         if (slot && (strcmp(slot_node, j->node) != 0 ||
                      (strcmp(s, "clone") != 0 && strcmp(s, "wait_clone") != 0))) {
@@ -993,6 +1038,10 @@ void create_run(struct core *k, struct job_rec *j)
         }
         if (j->state == JOB_DONE || j->state == JOB_FAILED || rc == 2)
             break;
+        if (rc == 3 && job_cancel_asked(j)) { /* cleaned up: the cancel ends it */
+            end_cancelled(&c, "nothing of the creation is left");
+            break;
+        }
         if (rc == 3) { /* cleaned up: next node */
             core_note_failover(k, j->node);
             log_warn("job", "job=%s vmid=%d node=%s failover: the creation moves on", j->id,

@@ -85,7 +85,8 @@ struct drain {
     struct job_rec *j;
     const char *node;
     int parallel;
-    bool stop;       /* the node was uncordoned: no more moves */
+    bool stop;       /* the node was uncordoned or the drain cancelled: no more moves */
+    char stop_why[128]; /* which, for the VMs that stay */
     bool dirty;      /* the ledger changed: checkpoint it */
     bool listed;     /* no VM left to try on the node */
     bool standalone; /* nothing to move to: every VM stays */
@@ -155,7 +156,7 @@ static int follow_moves(struct drain *d)
         int rc = store_job_get(d->k->st, e_str(e, "job"), &cj, NULL);
         if (rc == STORE_E_NOTFOUND) {
             if (d->stop) {
-                set_state(d, e, "stayed", "the drain was stopped (node uncordoned)");
+                set_state(d, e, "stayed", d->stop_why);
                 continue;
             }
             submit_move(d, e); /* checkpointed, then the crash: submit it now */
@@ -231,7 +232,7 @@ static void list_leftovers(struct drain *d)
             if ((s == VMS_CREATING || s == VMS_ENABLED || s == VMS_DELETING) &&
                 !entry_of(d, v[i].vmid)) {
                 const char *why = d->standalone ? "standalone host: no other node to move it to"
-                                  : d->stop     ? "the drain was stopped (node uncordoned)"
+                                  : d->stop     ? d->stop_why
                                   : s == VMS_ENABLED ? "it came after the drain looked"
                                                      : "it was being created or deleted";
                 json_array_append_new(d->j->attempts,
@@ -266,9 +267,32 @@ static void drain_end(struct drain *d, const char *why)
     list_leftovers(d);
     int moved, stayed, all;
     count(d, &moved, &stayed, &all);
-    d->j->state = JOB_DONE;
     d->j->finished_at = wall_ms();
+    if (d->j->cancel_at) { /* a cancelled drain fails, saying what it did */
+        char what[96];
+        snprintf(what, sizeof what, "%d VMs moved, %d stayed; the node stays cordoned", moved,
+                 stayed);
+        job_cancel_error(d->j, d->j->error, sizeof d->j->error, what);
+        d->j->state = JOB_FAILED;
+        job_checkpoint(d->k, d->j, "failed", 100, "%s", d->j->error);
+        return;
+    }
+    d->j->state = JOB_DONE;
     job_checkpoint(d->k, d->j, "done", 100, "%s: %d VMs moved, %d stayed", why, moved, stayed);
+}
+
+/* Has the drain been cancelled (store_job_cancel, from any instance)? Its
+ * own record is read each look: a drain may write nothing for minutes
+ * while its moves run. */
+static bool drain_cancelled(struct drain *d)
+{
+    struct job_rec now;
+    if (!d->j->cancel_at && store_job_get(d->k->st, d->j->id, &now, NULL) == 0) {
+        d->j->cancel_at = now.cancel_at;
+        snprintf(d->j->cancel_by, sizeof d->j->cancel_by, "%s", now.cancel_by);
+        job_rec_release(&now);
+    }
+    return d->j->cancel_at != 0;
 }
 
 void drain_run(struct core *k, struct job_rec *j)
@@ -305,8 +329,16 @@ void drain_run(struct core *k, struct job_rec *j)
     }
     for (;;) {
         struct node_cordon nc;
+        if (!d.stop && drain_cancelled(&d)) {
+            log_info("job", "job=%s node=%s cancelled by %s: the drain stops", j->id, d.node,
+                     j->cancel_by);
+            snprintf(d.stop_why, sizeof d.stop_why, "the drain was cancelled by %.60s",
+                     j->cancel_by);
+            d.stop = true;
+        }
         if (core_node_cordon_get(k, d.node, &nc) == 0 && !nc.cordoned && !d.stop) {
             log_info("job", "job=%s node=%s uncordoned: the drain stops", j->id, d.node);
+            snprintf(d.stop_why, sizeof d.stop_why, "the drain was stopped (node uncordoned)");
             d.stop = true;
         }
         int moving = follow_moves(&d);

@@ -367,6 +367,8 @@ void migrate_run(struct cctx *c)
                    tn->name, online ? "online" : "offline", disks);
     /* local disks go to the target's storage; volumes on shared storages
      * stay where they are whatever is asked (PVE maps local ones only) */
+    if (ctl_cancelled(c, "the VM stays, nothing was sent to Proxmox"))
+        return;
     struct pve_migrate_opts mo = {.online = online,
                                   .with_local_disks = dp.nlocal > 0,
                                   .targetstorage = dp.nlocal > 0 ? tn->storage : NULL};

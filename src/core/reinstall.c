@@ -1526,6 +1526,36 @@ static void step_abort(struct rctx *c)
 
 /* ---- the machine ------------------------------------------------------------------------ */
 
+/* A cancel seen at the top of the machine takes the way a failure at the
+ * same step takes: before the VM is touched, abort (the temporary VM
+ * goes); from the stop on, restore (the old disk back, the VM as it was).
+ * A clone under way is waited for first; commit, restore and abort go on
+ * (the outcome is decided). Before any step nothing was made. */
+static void on_cancel(struct rctx *c)
+{
+    static const char *const before_stop[] = {"clone", "configure", "resize"};
+    static const char *const after_stop[] = {"stop",      "migrate", "detach", "swap",
+                                             "cloudinit", "start",   "verify"};
+    const char *s = c->j->step;
+    char why[sizeof c->j->error];
+    if (strcmp(s, "queued") == 0) {
+        job_cancel_error(c->j, why, sizeof why, "nothing was done");
+        finish(c, false, "%s", why);
+        return;
+    }
+    job_cancel_error(c->j, why, sizeof why, NULL);
+    for (size_t i = 0; i < sizeof before_stop / sizeof *before_stop; i++)
+        if (strcmp(s, before_stop[i]) == 0) {
+            fail_to(c, "abort", "%s", why);
+            return;
+        }
+    for (size_t i = 0; i < sizeof after_stop / sizeof *after_stop; i++)
+        if (strcmp(s, after_stop[i]) == 0) {
+            fail_to(c, "restore", "%s", why);
+            return;
+        }
+}
+
 void reinstall_run(struct core *k, struct job_rec *j)
 {
     struct rctx c = {.k = k, .j = j};
@@ -1561,6 +1591,11 @@ void reinstall_run(struct core *k, struct job_rec *j)
     c.resumed = strcmp(j->step, "queued") != 0;
     bool slot = false;
     while (!core_stopping(k) && j->state != JOB_DONE && j->state != JOB_FAILED) {
+        if (job_cancel_asked(j)) { /* abort and restore then run their course */
+            on_cancel(&c);
+            if (j->state == JOB_FAILED)
+                break;
+        }
         const char *s = j->step;
         bool cloning = strcmp(s, "clone") == 0 || strcmp(s, "wait_clone") == 0;
         if (cloning && !slot) { /* clones per node, shared with creations */

@@ -40,6 +40,19 @@ void snap_end(struct sctx *c, bool ok, const char *fmt, ...)
     job_checkpoint(c->k, c->j, ok ? "done" : "failed", 100, "%s", msg);
 }
 
+/* A cancel asked, seen at the checkpoint before the first call: the job
+ * fails, nothing sent. A later try's call may follow one whose answer was
+ * lost: that one goes on, as a failure would not stop it either. */
+static bool cancelled(struct sctx *c, int t)
+{
+    if (t != 1 || !job_cancel_asked(c->j))
+        return false;
+    char why[sizeof c->j->error];
+    job_cancel_error(c->j, why, sizeof why, "nothing was sent to Proxmox");
+    snap_end(c, false, "%s", why);
+    return true;
+}
+
 /* May the call succeed if made again? (as control jobs judge it) */
 static bool transient(int rc)
 {
@@ -304,6 +317,8 @@ static void create_steps(struct sctx *c)
             return;
         job_checkpoint(c->k, c->j, "call", 20, "snapshot '%s' of VM %d on %s%s", name, c->v.vmid,
                        c->v.node, vmstate ? " with RAM" : "");
+        if (cancelled(c, t))
+            return;
         c->j->upid[0] = '\0';
         memset(&e, 0, sizeof e);
         int rc = run_task(
@@ -385,6 +400,8 @@ static void delete_steps(struct sctx *c)
             return;
         job_checkpoint(c->k, c->j, "call", 20, "delete snapshot '%s' of VM %d%s", name, c->v.vmid,
                        force ? " (forced)" : "");
+        if (cancelled(c, t))
+            return;
         c->j->upid[0] = '\0';
         memset(&e, 0, sizeof e);
         int rc = run_task(
@@ -496,6 +513,8 @@ static void rollback_steps(struct sctx *c)
             if (core_stopping(c->k))
                 return;
             job_checkpoint(c->k, c->j, "call", 20, "roll VM %d back to '%s'", c->v.vmid, name);
+            if (cancelled(c, t))
+                return;
             c->j->upid[0] = '\0';
             memset(&e, 0, sizeof e);
             rc = run_task(c, pve_snap_rollback(c->pc, c->v.node, c->v.vmid, name, c->j->upid, &e),
@@ -566,7 +585,11 @@ void snap_run(struct core *k, struct job_rec *j)
             snap_end(&c, false, "cannot find VM %d: %s", j->vmid, e.message);
         goto out;
     }
-    if (strcmp(j->kind, "snap-create") == 0)
+    if (strcmp(j->step, "queued") == 0 && job_cancel_asked(j)) {
+        char why[sizeof j->error];
+        job_cancel_error(j, why, sizeof why, "nothing was done");
+        snap_end(&c, false, "%s", why);
+    } else if (strcmp(j->kind, "snap-create") == 0)
         create_run_locked(&c);
     else if (strcmp(j->kind, "snap-delete") == 0)
         delete_steps(&c);

@@ -242,6 +242,11 @@ struct job_rec {
     char lease_owner[64];
     int64_t lease_until; /* unix ms */
     int64_t created_at, updated_at, finished_at;
+    /* store_job_cancel: when a cancel was asked (unix ms, 0: never) and by
+     * whom; written by it only (updates and checkpoints leave them, and
+     * read them back into the record) */
+    int64_t cancel_at;
+    char cancel_by[64];
 };
 void job_rec_release(struct job_rec *j);
 
@@ -253,15 +258,39 @@ int store_job_insert(store *s, struct job_rec *j, struct store_error *err);
  * terminal state sets finished_at (now, unless given). With j->lease_owner
  * set, the write applies only while that owner holds the job, else
  * STORE_E_CONFLICT (a runner that lost its lease cannot overwrite). */
-int store_job_update(store *s, const struct job_rec *j, struct store_error *err);
+int store_job_update(store *s, struct job_rec *j, struct store_error *err);
 int store_job_get(store *s, const char *id, struct job_rec *out, struct store_error *err);
 /* store_job_update and, when `event` is not NULL or empty, an event line
  * (j->step, j->progress, event) in one transaction: a job's state and the
  * event that tells it (its terminal "done" or "failed" above all) are
  * written together or not at all. */
-int store_job_checkpoint(store *s, const struct job_rec *j, const char *event,
+int store_job_checkpoint(store *s, struct job_rec *j, const char *event,
                          struct store_error *err);
 
+/* Cancel job `id` (store_job_cancel.c), in one transaction:
+ *  - queued (no runner took it yet): it ends failed at once with
+ *    c->error, and what its submission held goes back: a creation's VM
+ *    record fails (its addresses go back as any gone record's) and its
+ *    reserved VMID is released (c->vmid_quarantine_ms, as a failed
+ *    creation's); a delete's record is enabled again. *outcome
+ *    STORE_CANCEL_ENDED;
+ *  - running: the request is recorded (cancel_at, cancel_by); its runner,
+ *    in whichever instance, reads it at its next checkpoint.
+ *    STORE_CANCEL_ASKED;
+ *  - asked before (whatever its state now): nothing changes,
+ *    STORE_CANCEL_AGAIN.
+ * A new request is a job event line and a `job.cancelled` event (data:
+ * kind, step, by, ended). *out (may be NULL; release it) gets the job as
+ * it is after. STORE_E_NOTFOUND: no such job; STORE_E_CONFLICT: it had
+ * finished (done or failed) without a cancel, the message saying which. */
+enum store_cancel { STORE_CANCEL_ENDED = 1, STORE_CANCEL_ASKED, STORE_CANCEL_AGAIN };
+struct job_cancel_req {
+    const char *by;             /* who asks (the token's owner) */
+    const char *error;          /* the error a queued job ends with */
+    int64_t vmid_quarantine_ms; /* a queued creation's VMID */
+};
+int store_job_cancel(store *s, const char *id, const struct job_cancel_req *c,
+                     struct job_rec *out, enum store_cancel *outcome, struct store_error *err);
 /* Claim one job that is queued, or running with an expired lease (its runner
  * died), for `owner` until now+lease_ms; oldest first. Jobs for a VMID that
  * another unfinished job holds (with a live lease) are skipped, so operations

@@ -136,6 +136,16 @@ int store_addr_rebind_in(db_conn *c, int64_t old_vm_id, int64_t new_vm_id, int n
 int store_vm_net_insert_in(db_conn *c, int64_t vm_id, const struct store_net *net,
                            struct store_error *err);
 
+/* A queued job's holds, given back inside store_job_cancel's transaction:
+ * the live record of vmid that names job, creating (failed with `error`,
+ * its addresses released with it) or deleting (enabled again); none:
+ * nothing. And vmid's reservation when job still holds it (quarantine_ms
+ * 0: free at once). */
+int store_vm_unhold_in(db_conn *c, const store *s, const char *job, int vmid, const char *error,
+                       struct store_error *err);
+int store_vmid_release_job_in(db_conn *c, int vmid, const char *job, int64_t quarantine_ms,
+                              struct store_error *err);
+
 /* Bring the schema to the current version (store_schema.c). */
 int store_schema_migrate(db *d, struct store_error *err);
 
@@ -144,7 +154,7 @@ int store_job_insert_in(db_conn *c, struct job_rec *j, struct store_error *err);
 /* The columns a job row is read from, and the reader of one such row. */
 #define JOB_COLS                                                                                   \
     "id, kind, state, vmid, owner, step, node, upid, progress, request, attempts, error, "         \
-    "lease_owner, lease_until, created_at, updated_at, finished_at"
+    "lease_owner, lease_until, created_at, updated_at, finished_at, cancel_at, cancel_by"
 int store_job_row(db_stmt *st, struct job_rec *j, struct store_error *err);
 /* A job event line; `step` and `job` may be bounded fields. */
 int store_event_add_in(db_conn *c, const char *job, size_t joblen, const char *step, size_t steplen,

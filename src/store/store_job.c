@@ -32,6 +32,8 @@ int store_job_row(db_stmt *st, struct job_rec *j, struct store_error *err)
     j->created_at = db_col_i64(st, 14);
     j->updated_at = db_col_i64(st, 15);
     j->finished_at = db_col_i64(st, 16);
+    j->cancel_at = db_col_i64(st, 17);
+    DB_COL_FIELD(st, 18, j->cancel_by);
     int rc = db_col_json(st, 9, &j->request, "jobs.request", err);
     return rc ? rc : db_col_json(st, 10, &j->attempts, "jobs.attempts", err);
 }
@@ -49,7 +51,7 @@ static int64_t job_finished_at(const struct job_rec *j, int64_t now)
 
 static const char SQL_JOB_INSERT[] =
     "INSERT INTO jobs (" JOB_COLS ", seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, "
-    "?12, ?13, ?14, ?15, ?16, ?17, {JOB_SEQ})";
+    "?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, {JOB_SEQ})";
 
 int store_job_insert_in(db_conn *c, struct job_rec *j, struct store_error *err)
 {
@@ -76,6 +78,8 @@ int store_job_insert_in(db_conn *c, struct job_rec *j, struct store_error *err)
     db_bind_i64(st, 15, created);
     db_bind_i64(st, 16, now);
     db_bind_i64(st, 17, job_finished_at(j, now));
+    db_bind_i64(st, 18, j->cancel_at);
+    DB_BIND_FIELD(st, 19, j->cancel_by);
     rc = db_run(st, err, "inserting job");
     db_done(st);
     if (rc == STORE_E_CONFLICT)
@@ -139,15 +143,17 @@ static int job_why_not(db_conn *c, const char *id, size_t idlen, const char *own
 }
 
 /* kind, owner, request and created_at are the job's identity and input:
- * not rewritten. With a lease owner in the record, the update applies only
+ * not rewritten, nor the cancel (store_job_cancel's), which is read back
+ * into the record: a runner learns of a cancel at its next write. With a lease owner in the record, the update applies only
  * while that owner still holds the lease (a runner whose lease expired and
  * was taken over must not overwrite the new runner's progress). */
 static const char SQL_JOB_UPDATE[] =
     "UPDATE jobs SET state = ?2, vmid = ?3, step = ?4, node = ?5, upid = ?6, progress = ?7, "
     "attempts = ?8, error = ?9, updated_at = ?10, finished_at = ?11 "
-    "WHERE id = ?1 AND (CAST(?12 AS TEXT) = '' OR lease_owner = CAST(?12 AS TEXT))";
+    "WHERE id = ?1 AND (CAST(?12 AS TEXT) = '' OR lease_owner = CAST(?12 AS TEXT))"
+    " RETURNING cancel_at, cancel_by";
 
-static int job_update_in(db_conn *c, const struct job_rec *j, struct store_error *err)
+static int job_update_in(db_conn *c, struct job_rec *j, struct store_error *err)
 {
     db_stmt *st = NULL;
     int64_t now = wall_ms();
@@ -166,8 +172,13 @@ static int job_update_in(db_conn *c, const struct job_rec *j, struct store_error
     db_bind_i64(st, 10, now);
     db_bind_i64(st, 11, job_finished_at(j, now));
     DB_BIND_FIELD(st, 12, j->lease_owner);
-    rc = db_run(st, err, "updating job");
-    bool none = rc == STORE_OK && db_changes(st) == 0;
+    bool found = false;
+    rc = db_step(st, &found, err, "updating job");
+    bool none = rc == STORE_OK && !found;
+    if (found) {
+        j->cancel_at = db_col_i64(st, 0);
+        DB_COL_FIELD(st, 1, j->cancel_by);
+    }
     db_done(st);
     if (none) {
         char owner[sizeof j->lease_owner + 1];
@@ -178,7 +189,7 @@ static int job_update_in(db_conn *c, const struct job_rec *j, struct store_error
 }
 
 struct checkpoint_ctx {
-    const struct job_rec *j;
+    struct job_rec *j;
     const char *event; /* NULL: the update alone */
 };
 
@@ -215,7 +226,7 @@ static int checkpoint_fn(db_conn *c, void *ctx, struct store_error *err)
     return store_event_job_in(c, k->j, old, err); /* last: it takes the log's lock */
 }
 
-static int job_write(store *s, const struct job_rec *j, const char *event, struct store_error *err)
+static int job_write(store *s, struct job_rec *j, const char *event, struct store_error *err)
 {
     store_err_clear(err);
     STORE_CHECK(s && j, "store_job_update: NULL argument");
@@ -225,12 +236,12 @@ static int job_write(store *s, const struct job_rec *j, const char *event, struc
     return db_tx(s->db, DB_WRITE, checkpoint_fn, &k, err);
 }
 
-int store_job_update(store *s, const struct job_rec *j, struct store_error *err)
+int store_job_update(store *s, struct job_rec *j, struct store_error *err)
 {
     return job_write(s, j, NULL, err);
 }
 
-int store_job_checkpoint(store *s, const struct job_rec *j, const char *event,
+int store_job_checkpoint(store *s, struct job_rec *j, const char *event,
                          struct store_error *err)
 {
     return job_write(s, j, event, err);

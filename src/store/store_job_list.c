@@ -52,7 +52,7 @@ static int list_fn(db_conn *c, void *ctx, struct store_error *err)
             job_rec_release(&l->v[l->n]);
             break;
         }
-        l->last_seq = db_col_i64(st, 17);
+        l->last_seq = db_col_i64(st, 19);
         l->n++;
     }
     db_done(st);

@@ -247,10 +247,16 @@ static const char SCHEMA_11_POOL[] =
     "ALTER TABLE capacity ADD COLUMN pool TEXT;"
     "CREATE INDEX capacity_pool ON capacity (pool) WHERE pool IS NOT NULL;";
 
+/* Version 12: a job's cancel (store_job_cancel): when it was asked (unix
+ * ms, 0: never) and by whom; the runner reads it at each checkpoint. */
+static const char SCHEMA_12_CANCEL[] =
+    "ALTER TABLE jobs ADD COLUMN cancel_at {I64} NOT NULL DEFAULT 0;"
+    "ALTER TABLE jobs ADD COLUMN cancel_by TEXT NOT NULL DEFAULT '';";
+
 /* Migration i brings the schema from version SCHEMA_FIRST + i - 1 to
  * SCHEMA_FIRST + i; MIGRATIONS[0] makes a new database. */
 static const char *const MIGRATIONS[] = {SCHEMA_7, SCHEMA_8_ADDR, SCHEMA_9_EVENTS, SCHEMA_10_JOBS,
-                                         SCHEMA_11_POOL};
+                                         SCHEMA_11_POOL, SCHEMA_12_CANCEL};
 #define NMIGRATIONS ((int)(sizeof MIGRATIONS / sizeof MIGRATIONS[0]))
 #define SCHEMA_LAST (SCHEMA_FIRST + NMIGRATIONS - 1)
 

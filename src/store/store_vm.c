@@ -528,3 +528,38 @@ int store_vm_list(store *s, const struct vm_filter *f, struct vm_rec **out, size
     *n = l.n;
     return STORE_OK;
 }
+
+/* ---- a queued job's hold on its record, given back ------------------------------ */
+
+static const char SQL_VM_HELD[] = "SELECT " VM_COLS " FROM vms WHERE vmid = ?1 AND job = ?2"
+                                  " AND state IN ('creating', 'deleting'){FOR_UPDATE}";
+
+int store_vm_unhold_in(db_conn *c, const store *s, const char *job, int vmid, const char *error,
+                       struct store_error *err)
+{
+    db_stmt *st = NULL;
+    struct vm_rec r;
+    bool found = false;
+    int rc = db_prepare(c, SQL_VM_HELD, &st, err);
+    if (rc)
+        return rc;
+    db_bind_i64(st, 1, vmid);
+    db_bind_text(st, 2, job);
+    rc = db_step(st, &found, err, "reading the job's VM record");
+    if (rc == STORE_OK && found)
+        rc = row_to_vm(st, &r, err);
+    db_done(st);
+    if (rc || !found)
+        return rc;
+    if (r.state == VMS_CREATING) { /* as a creation that failed before its clone */
+        r.state = VMS_FAILED;
+        r.node[0] = '\0';
+        snprintf(r.error, sizeof r.error, "%s", error);
+    } else { /* a delete that did nothing: the VM stays */
+        r.state = VMS_ENABLED;
+    }
+    struct vm_update_ctx u = {.r = &r, .s = s};
+    rc = vm_update_fn(c, &u, err);
+    vm_rec_release(&r);
+    return rc;
+}

@@ -318,6 +318,33 @@ int store_vmid_release(store *s, int vmid, int64_t quarantine_ms, struct store_e
                       err);
 }
 
+/* Only while it is still reserved by `job`: a VMID a creation moved off
+ * (a leftover holds it, or it was marked foreign) is not the job's. */
+static const char SQL_VMID_FREE_JOB[] =
+    "DELETE FROM vmid_alloc WHERE vmid = ?1 AND job = ?2 AND state = 'reserved'";
+static const char SQL_VMID_QUARANTINE_JOB[] =
+    "UPDATE vmid_alloc SET state = 'quarantine', job = '', until = ?3, updated_at = ?4"
+    " WHERE vmid = ?1 AND job = ?2 AND state = 'reserved'";
+
+int store_vmid_release_job_in(db_conn *c, int vmid, const char *job, int64_t quarantine_ms,
+                              struct store_error *err)
+{
+    db_stmt *st = NULL;
+    int64_t now = wall_ms();
+    int rc = db_prepare(c, quarantine_ms ? SQL_VMID_QUARANTINE_JOB : SQL_VMID_FREE_JOB, &st, err);
+    if (rc)
+        return rc;
+    db_bind_i64(st, 1, vmid);
+    db_bind_text(st, 2, job);
+    if (quarantine_ms) {
+        db_bind_i64(st, 3, now + quarantine_ms);
+        db_bind_i64(st, 4, now);
+    }
+    rc = db_run(st, err, "releasing the job's VMID");
+    db_done(st);
+    return rc;
+}
+
 static const char SQL_VMID_COUNT[] = "SELECT count(*) FROM vmid_alloc WHERE vmid BETWEEN ?1 AND ?2"
                                      " AND NOT (state = 'quarantine' AND until <= ?3)";
 

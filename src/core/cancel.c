@@ -1,0 +1,43 @@
+/* cancel: a job's cancel (core.h core_job_cancel), and what the runners
+ * share to honour it (core_int.h job_cancel_*). The request lives in the
+ * store (store_job_cancel): a queued job ends there at once, a running one
+ * learns of it at its next checkpoint, in whichever instance runs it. */
+#include "common/log.h"
+#include "core/core_int.h"
+
+#include <stdio.h>
+#include <string.h>
+
+int core_job_cancel(struct core *k, const char *id, const char *by, struct job_rec *out,
+                    enum store_cancel *outcome, struct core_error *err)
+{
+    char error[160];
+    snprintf(error, sizeof error, "cancelled by %.63s before it started", by);
+    struct job_cancel_req rq = {.by = by,
+                                .error = error,
+                                .vmid_quarantine_ms = (int64_t)k->cfg->quarantine_s * 1000};
+    struct store_error se;
+    int rc = store_job_cancel(k->st, id, &rq, out, outcome, &se);
+    if (rc == STORE_E_NOTFOUND)
+        return core_fail(err, CORE_E_NOTFOUND, NULL, "no job %s", id);
+    if (rc == STORE_E_CONFLICT)
+        return core_fail(err, CORE_E_CONFLICT, "job", "%s", se.message);
+    if (rc)
+        return core_fail(err, CORE_E_INTERNAL, NULL, "%s", se.message);
+    if (*outcome != STORE_CANCEL_AGAIN)
+        log_info("job", "job=%s kind=%s vmid=%d cancel by %s: %s", id, out->kind, out->vmid, by,
+                 *outcome == STORE_CANCEL_ENDED ? "ended (it was queued)"
+                                                : "asked (it stops at its next step)");
+    return CORE_OK;
+}
+
+bool job_cancel_asked(const struct job_rec *j)
+{
+    return j->cancel_at != 0 && j->state != JOB_DONE && j->state != JOB_FAILED;
+}
+
+void job_cancel_error(const struct job_rec *j, char *out, size_t len, const char *what)
+{
+    snprintf(out, len, "cancelled by %.63s at step %.31s%s%s", j->cancel_by, j->step,
+             what && *what ? ": " : "", what ? what : "");
+}
