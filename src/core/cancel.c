@@ -36,8 +36,9 @@ bool job_cancel_asked(const struct job_rec *j)
     return j->cancel_at != 0 && j->state != JOB_DONE && j->state != JOB_FAILED;
 }
 
-void job_cancel_error(const struct job_rec *j, char *out, size_t len, const char *what)
+void job_cancel_error(const struct job_rec *j, const char *step, char *out, size_t len,
+                      const char *what)
 {
-    snprintf(out, len, "cancelled by %.63s at step %.31s%s%s", j->cancel_by, j->step,
-             what && *what ? ": " : "", what ? what : "");
+    snprintf(out, len, "cancelled by %.63s at step %.31s%s%s", j->cancel_by,
+             step && *step ? step : j->step, what && *what ? ": " : "", what ? what : "");
 }

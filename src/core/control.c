@@ -400,7 +400,7 @@ bool ctl_cancelled(struct cctx *c, const char *what)
     if (!job_cancel_asked(c->j))
         return false;
     char error[sizeof c->j->error];
-    job_cancel_error(c->j, error, sizeof error, what);
+    job_cancel_error(c->j, NULL, error, sizeof error, what);
     store_release_capacity(c->k->st, c->j->id, NULL); /* a move's, if any */
     ctl_job_fail(c, "%s", error);
     return true;

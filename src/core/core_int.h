@@ -105,8 +105,10 @@ void core_note_failover(struct core *k, const char *node);
  * Runners look at it where stopping is safe (cancel.c). */
 bool job_cancel_asked(const struct job_rec *j);
 /* The error a cancelled job ends with: "cancelled by WHO at step STEP"
+ * (`step`, or the job's when NULL or empty: where the cancel was seen)
  * and, when `what` is not empty, ": what". */
-void job_cancel_error(const struct job_rec *j, char *out, size_t len, const char *what);
+void job_cancel_error(const struct job_rec *j, const char *step, char *out, size_t len,
+                      const char *what);
 
 /* Write the job (step, node, upid, progress...) and an event line; reads
  * back the job's cancel fields. */

@@ -49,6 +49,7 @@ struct ctx {
     int64_t disk_size;
     bool keep_vmid; /* failing: the VMID is held by a leftover or is foreign */
     int npools;     /* the pools the VM has addresses from (the request's "ippools") */
+    char cancel_step[32]; /* where the machine first saw a cancel ("": not yet) */
     char pools[CFG_OS_POOLS][32];
 };
 
@@ -297,7 +298,7 @@ static void end_failed(struct ctx *c)
  * is, is the reconciler's, recorded as a leftover that keeps the VMID). */
 static void end_cancelled(struct ctx *c, const char *what)
 {
-    job_cancel_error(c->j, c->j->error, sizeof c->j->error, what);
+    job_cancel_error(c->j, c->cancel_step, c->j->error, sizeof c->j->error, what);
     end_failed(c);
 }
 
@@ -958,6 +959,8 @@ static bool place_job(struct ctx *c)
 static int on_cancel(struct ctx *c)
 {
     const char *s = c->j->step;
+    if (!c->cancel_step[0])
+        snprintf(c->cancel_step, sizeof c->cancel_step, "%s", s);
     if (strcmp(s, "queued") == 0 || strcmp(s, "place") == 0 ||
         (strcmp(s, "clone") == 0 && !c->resumed)) {
         end_cancelled(c, "");
@@ -966,8 +969,8 @@ static int on_cancel(struct ctx *c)
     if (strcmp(s, "wait_clone") == 0 || strcmp(s, "cleanup") == 0 || strcmp(s, "done") == 0 ||
         strcmp(s, "failed") == 0)
         return 0;
-    job_checkpoint(c->k, c->j, "cleanup", -1, "cancel requested by %s: removing what %s has",
-                   c->j->cancel_by, c->j->node);
+    job_checkpoint(c->k, c->j, "cleanup", -1, "cancel requested by %s: removing VM %d from %s",
+                   c->j->cancel_by, c->j->vmid, c->j->node);
     return 0;
 }
 
@@ -1039,7 +1042,7 @@ void create_run(struct core *k, struct job_rec *j)
         if (j->state == JOB_DONE || j->state == JOB_FAILED || rc == 2)
             break;
         if (rc == 3 && job_cancel_asked(j)) { /* cleaned up: the cancel ends it */
-            end_cancelled(&c, "nothing of the creation is left");
+            end_cancelled(&c, "what the creation made is removed");
             break;
         }
         if (rc == 3) { /* cleaned up: next node */

@@ -272,7 +272,7 @@ static void drain_end(struct drain *d, const char *why)
         char what[96];
         snprintf(what, sizeof what, "%d VMs moved, %d stayed; the node stays cordoned", moved,
                  stayed);
-        job_cancel_error(d->j, d->j->error, sizeof d->j->error, what);
+        job_cancel_error(d->j, NULL, d->j->error, sizeof d->j->error, what);
         d->j->state = JOB_FAILED;
         job_checkpoint(d->k, d->j, "failed", 100, "%s", d->j->error);
         return;

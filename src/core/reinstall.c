@@ -1539,11 +1539,11 @@ static void on_cancel(struct rctx *c)
     const char *s = c->j->step;
     char why[sizeof c->j->error];
     if (strcmp(s, "queued") == 0) {
-        job_cancel_error(c->j, why, sizeof why, "nothing was done");
+        job_cancel_error(c->j, NULL, why, sizeof why, "nothing was done");
         finish(c, false, "%s", why);
         return;
     }
-    job_cancel_error(c->j, why, sizeof why, NULL);
+    job_cancel_error(c->j, NULL, why, sizeof why, NULL);
     for (size_t i = 0; i < sizeof before_stop / sizeof *before_stop; i++)
         if (strcmp(s, before_stop[i]) == 0) {
             fail_to(c, "abort", "%s", why);

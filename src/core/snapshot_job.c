@@ -48,7 +48,7 @@ static bool cancelled(struct sctx *c, int t)
     if (t != 1 || !job_cancel_asked(c->j))
         return false;
     char why[sizeof c->j->error];
-    job_cancel_error(c->j, why, sizeof why, "nothing was sent to Proxmox");
+    job_cancel_error(c->j, NULL, why, sizeof why, "nothing was sent to Proxmox");
     snap_end(c, false, "%s", why);
     return true;
 }
@@ -587,7 +587,7 @@ void snap_run(struct core *k, struct job_rec *j)
     }
     if (strcmp(j->step, "queued") == 0 && job_cancel_asked(j)) {
         char why[sizeof j->error];
-        job_cancel_error(j, why, sizeof why, "nothing was done");
+        job_cancel_error(j, NULL, why, sizeof why, "nothing was done");
         snap_end(&c, false, "%s", why);
     } else if (strcmp(j->kind, "snap-create") == 0)
         create_run_locked(&c);

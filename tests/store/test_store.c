@@ -221,7 +221,7 @@ static int teardown(void **state)
 
 /* The schema version store_schema.c's MIGRATIONS ends at (the unified list
  * starts at 7: a new database records 7 and each later step). */
-#define SCHEMA_LAST 11
+#define SCHEMA_LAST 12
 
 static void test_open_bad_urls(void **state)
 {
@@ -2628,6 +2628,84 @@ static void test_job_checkpoint(void **state)
     job_rec_release(&j);
 }
 
+/* A cancel: a queued creation ends at once, its record failed and its
+ * VMID free again, in one transaction; a running job is asked, its next
+ * checkpoint reads the ask back and no write of its runner undoes it;
+ * asked again, nothing changes; a job finished without one: a conflict. */
+static void test_job_cancel(void **state)
+{
+    struct fx *f = *state;
+    struct store_error e;
+    struct vm_rec v;
+    struct job_rec j, out;
+    struct vmid_range r = {800, 809};
+    submit(&v, &j, 0, "alice", 1, "cx-1");
+    snprintf(v.name, sizeof v.name, "cx");
+    snprintf(v.job, sizeof v.job, "cx-1"); /* as core_create_idem names it */
+    struct store_submit sub = {
+        .vm = &v, .job = &j, .event = "creation queued", .ranges = &r, .nranges = 1};
+    OK(store_create_submit(f->s, &sub, &e_));
+    assert_int_equal(v.vmid, 800);
+    struct job_cancel_req rq = {.by = "ops", .error = "cancelled by ops before it started"};
+    enum store_cancel oc = 0;
+    OK(store_job_cancel(f->s, "cx-1", &rq, &out, &oc, &e_));
+    assert_int_equal(oc, STORE_CANCEL_ENDED);
+    assert_int_equal(out.state, JOB_FAILED);
+    assert_true(out.cancel_at > 0 && out.finished_at == out.cancel_at);
+    assert_string_equal(out.cancel_by, "ops");
+    assert_string_equal(out.error, "cancelled by ops before it started");
+    job_rec_release(&out);
+    struct vm_rec g;
+    EXPECT(STORE_E_NOTFOUND, store_vm_get(f->s, 800, &g, &e)); /* failed: no live record */
+    OK(store_vm_get_id(f->s, v.id, &g, &e_));
+    assert_int_equal(g.state, VMS_FAILED);
+    assert_string_equal(g.error, "cancelled by ops before it started");
+    vm_rec_release(&g);
+    char st[16];
+    EXPECT(STORE_E_NOTFOUND, store_vmid_state(f->s, 800, st, &e)); /* free (no quarantine) */
+    OK(store_job_cancel(f->s, "cx-1", &rq, NULL, &oc, &e_));
+    assert_int_equal(oc, STORE_CANCEL_AGAIN);
+
+    /* running: asked; the runner reads it at its next write */
+    job_add(f->s, "cx-2", "stop", 0, wall_ms());
+    struct job_rec c;
+    OK(store_job_claim(f->s, "me", 30000, &c, &e_));
+    assert_string_equal(c.id, "cx-2");
+    OK(store_job_cancel(f->s, "cx-2", &rq, &out, &oc, &e_));
+    assert_int_equal(oc, STORE_CANCEL_ASKED);
+    assert_int_equal(out.state, JOB_RUNNING);
+    job_rec_release(&out);
+    assert_int_equal(c.cancel_at, 0);
+    snprintf(c.step, sizeof c.step, "call");
+    OK(store_job_checkpoint(f->s, &c, "calling", &e_));
+    assert_true(c.cancel_at > 0);
+    assert_string_equal(c.cancel_by, "ops");
+    c.cancel_at = 0; /* a runner's write never clears it */
+    c.cancel_by[0] = '\0';
+    OK(store_job_update(f->s, &c, &e_));
+    assert_true(c.cancel_at > 0);
+    c.state = JOB_DONE; /* it finished all the same: the ask stays on record */
+    OK(store_job_checkpoint(f->s, &c, "done", &e_));
+    OK(store_job_get(f->s, "cx-2", &out, &e_));
+    assert_true(out.cancel_at > 0 && out.state == JOB_DONE);
+    job_rec_release(&out);
+    OK(store_job_cancel(f->s, "cx-2", &rq, NULL, &oc, &e_));
+    assert_int_equal(oc, STORE_CANCEL_AGAIN);
+    job_rec_release(&c);
+
+    /* finished without a cancel; unknown */
+    job_add(f->s, "cx-3", "stop", 0, wall_ms());
+    OK(store_job_claim(f->s, "me", 30000, &c, &e_));
+    c.state = JOB_FAILED;
+    OK(store_job_checkpoint(f->s, &c, "failed", &e_));
+    job_rec_release(&c);
+    EXPECT(STORE_E_CONFLICT, store_job_cancel(f->s, "cx-3", &rq, NULL, &oc, &e));
+    assert_non_null(strstr(e.message, "has finished (failed)"));
+    EXPECT(STORE_E_NOTFOUND, store_job_cancel(f->s, "cx-none", &rq, NULL, &oc, &e));
+    rq.by = "";
+    EXPECT(STORE_E_INVALID, store_job_cancel(f->s, "cx-2", &rq, NULL, &oc, &e));
+}
+
 static void test_idem(void **state)
 {
     struct fx *f = *state;
@@ -3800,6 +3878,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_move_processes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sole_processes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_job_checkpoint, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_job_cancel, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vm_update_if, setup, teardown),
         cmocka_unit_test_setup_teardown(test_job_renew_owner, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kv_delete, setup, teardown),

@@ -1,0 +1,410 @@
+"""Job cancel (POST /v1/jobs/{id}/cancel), black-box against pvesim:
+  - who may: the job's owner or an administrator (another user: 404, as
+    for GET), an unknown job 404, a finished one 409 naming its state, a
+    second cancel the same answer again;
+  - a queued creation (held behind three creations whose clone calls
+    pvesim delays, [limits] jobs_max = 3) ends at once, 200, failed
+    "cancelled by ... before it started", with its VMID, address and record
+    given back, pvesim never asked anything for it; events job.cancelled
+    (ended) and job.failed; a queued delete (behind a stop pvesim delays)
+    ends with its VM enabled again;
+  - a running creation cancelled while its clone call, its clone task, its
+    configure, its resize or its start is under way (pvesim delays that
+    call, or the clone runs): 202, then failed, and nothing left: no VM on
+    any node, no VMID reserved, no capacity reservation unsettled, no
+    clone slot held, no address used or reserved, the record failed;
+  - a control action whose call was sent finishes; one whose cancel lands
+    before its call fails with nothing sent;
+  - the cancel through another instance on the same database than the one
+    running the job (its lease owner);
+  - cancels racing the end of creations and of stops, at seeded random
+    moments: each answer (200, 202 or 409) matches how the job ended, and a
+    done job's VM exists while a cancelled one's does not;
+  - seeded random cancels of creations and control jobs while pvesim fails
+    calls at random: every job ends, and against pvesim and the database no
+    VM leaked, no VMID or address left reserved, no reservation or clone
+    slot left, no record stuck creating or deleting (after a reconcile for
+    the leftovers a node's failures left).
+
+PROXD_TEST_DB=postgresql://... runs it on PostgreSQL (test_cancel_pg.py).
+CANCEL_SEED picks the seed (pvesim's and the cancels' moments).
+"""
+import os
+import random
+import threading
+import time
+
+from lib.cases import case, finish
+from lib.db import query
+from lib.faults import fault_rules
+from lib.proxd import Proxd, TEMPLATE_BASE, run as proxd_cli, shutdown
+from lib.sim import Sim
+from lib.wait import wait_for
+
+DB = os.environ.get("PROXD_TEST_DB")
+SEED = int(os.environ.get("CANCEL_SEED", "2718"))
+POOL = "\n[ippool cnl]\ncidr = 10.60.0.0/24\ngateway = 10.60.0.1\nbridge = vmbr0\nquarantine = 0\n"
+BODY = {"os": "ubuntu", "cores": 1, "memory_mb": 512, "disk_gb": 20, "ippools": ["cnl"]}
+
+sim = Sim(time_scale=0.05, extra=["--seed", str(SEED)])
+EXTRA = "reconcile_interval = 3600\n\n[limits]\njobs_max = 3\n"
+px = Proxd(sim, database=DB, proxd_extra=EXTRA, sections=POOL,
+           proxmox_extra="connect_timeout = 1\ntimeout = 5\n")
+CARL = px.token("carl")
+MIA = px.token("mia")
+ADMIN = px.token("ops", "admin")
+px.start()
+px2 = None
+counter = [0]
+
+
+def q(sql):
+    return query(px.db, sql)
+
+
+def create(token=CARL, **kw):
+    counter[0] += 1
+    body = dict(BODY, name="c%d" % counter[0], **kw)
+    end = time.monotonic() + 30
+    while True:  # 503: a node marked down a moment by a failed call
+        r = px.call("POST", "/v1/vms", token, body=body)
+        if r.status_code != 503 or time.monotonic() > end:
+            break
+        time.sleep(0.2)
+    assert r.status_code == 202, r.text
+    return r.json()
+
+
+def cancel(job, token=CARL, via=None):
+    return (via or px).call("POST", "/v1/jobs/%s/cancel" % job, token)
+
+
+def step_of(job):
+    return q("SELECT step, state FROM jobs WHERE id = '%s'" % job)[0]
+
+
+def wait_step(job, steps, deadline=30):
+    def at():
+        s, st = step_of(job)
+        assert st not in ("done", "failed"), "job %s ended (%s) before step %s" % (job, st, steps)
+        return s in steps
+    wait_for(at, deadline, 0.002, "job %s at %s" % (job, steps))
+
+
+def hold(path, method=None, delay_ms=2500, count=1):
+    """pvesim delays the next `count` calls on `path` (a regex)."""
+    r = {"kind": "delay", "path": path, "delay_ms": delay_ms, "count": count}
+    if method:
+        r["method"] = method
+    sim.add_faults([r])
+
+
+def nothing_left(job):
+    """The job ended cancelled and left nothing: on the nodes, in the store."""
+    j = px.wait_job(job, CARL, deadline=60)
+    assert j["state"] == "failed", j
+    assert j["cancel"] and j["error"].startswith("cancelled by "), j
+    vmid = j["vmid"]
+    assert sim.vm(vmid) is None, "VM %d of cancelled job %s exists: %s" % (vmid, job, sim.vm(vmid))
+    assert not q("SELECT state FROM vmid_alloc WHERE vmid = %d AND state <> 'quarantine'" % vmid), \
+        q("SELECT * FROM vmid_alloc WHERE vmid = %d" % vmid)
+    assert not q("SELECT job FROM capacity WHERE job = '%s' AND settled_at IS NULL" % job)
+    assert not q("SELECT job FROM clone_slots WHERE job = '%s'" % job)
+    assert not q("SELECT vmid FROM leftovers WHERE job = '%s'" % job)
+    recs = q("SELECT id, state FROM vms WHERE job = '%s'" % job)
+    assert recs and all(s == "failed" for _, s in recs), recs
+    for rid, _ in recs:
+        assert not q("SELECT addr FROM addr_alloc WHERE vm_id = %d AND state IN ('used', 'reserved')"
+                     % rid), "record %d keeps its address" % rid
+    assert not q("SELECT addr FROM addr_alloc WHERE job = '%s' AND state = 'reserved'" % job)
+    return j
+
+
+def events_of(job):
+    r = px.call("GET", "/v1/events?after=0&limit=1000", ADMIN, want=200).json()["events"]
+    return [e for e in r if e["job"] == job]
+
+
+@case
+def who_may_cancel():
+    c = create()
+    assert cancel(c["job"], MIA).status_code == 404  # another user: not their job
+    assert cancel("00000000-0000-4000-8000-000000000000").status_code == 404
+    assert cancel("not-a-job!").status_code == 404
+    j = px.wait_job(c["job"], CARL)
+    assert j["state"] == "done", j
+    r = cancel(c["job"], ADMIN)
+    assert r.status_code == 409 and "has finished (done)" in r.json()["error"]["message"], r.text
+    assert px.call("GET", "/v1/jobs/" + c["job"], CARL).json()["cancel"] is None
+
+
+@case
+def queued_creation_ends_at_once():
+    hold(r"/qemu/\d+/clone$", "POST", delay_ms=4000, count=3)
+    busy = [create() for _ in range(3)]
+    for b in busy:
+        wait_step(b["job"], ("clone", "wait_clone"))
+    c = create()
+    assert step_of(c["job"]) == ("queued", "queued")
+    rid = q("SELECT id FROM vms WHERE vmid = %d AND state = 'creating'" % c["vmid"])[0][0]
+    assert q("SELECT state FROM addr_alloc WHERE vm_id = %d" % rid) == [("used",)]
+    r = cancel(c["job"])
+    assert r.status_code == 200, r.text
+    j = r.json()
+    assert j["state"] == "failed" and j["error"] == "cancelled by carl before it started", j
+    assert j["cancel"]["by"] == "carl" and j["finished_at"], j
+    nothing_left(c["job"])
+    # its address is free again (quarantine 0): not held by the failed record
+    assert q("SELECT state FROM addr_alloc WHERE vm_id = %d" % rid) in ([], [("quarantine",)]), \
+        q("SELECT * FROM addr_alloc WHERE vm_id = %d" % rid)
+    again = cancel(c["job"], ADMIN)  # harmless: the same answer
+    assert again.status_code == 200 and again.json()["state"] == "failed", again.text
+    types = [e["type"] for e in events_of(c["job"])]
+    assert "job.cancelled" in types and "job.failed" in types, types
+    ev = [e for e in events_of(c["job"]) if e["type"] == "job.cancelled"]
+    assert len(ev) == 1 and ev[0]["data"]["ended"] is True and ev[0]["data"]["by"] == "carl", ev
+    lines = px.call("GET", "/v1/jobs/%s/events" % c["job"], CARL, want=200).text
+    assert "cancelled by carl before it started" in lines
+    for b in busy:  # the others were not touched
+        assert px.wait_job(b["job"], CARL)["state"] == "done"
+    # never placed, never sent to Proxmox: its only steps are queued and failed
+    steps = {r[0] for r in q("SELECT step FROM job_events WHERE job = '%s'" % c["job"])}
+    assert steps == {"queued", "failed"}, steps
+    assert sim.vm(c["vmid"]) is None
+
+
+@case
+def queued_delete_gives_the_vm_back():
+    c = create()
+    vmid = px.wait_job(c["job"], CARL)["vmid"]
+    hold(r"/qemu/%d/status/stop$" % vmid, "POST", delay_ms=3000)
+    stop = px.call("POST", "/v1/vms/%d/stop" % vmid, CARL, want=202).json()["job"]
+    wait_step(stop, ("call", "wait"))
+    dele = px.call("DELETE", "/v1/vms/%d" % vmid, CARL, want=202).json()["job"]
+    assert px.call("GET", "/v1/vms/%d" % vmid, CARL).json()["state"] == "deleting"
+    r = cancel(dele, ADMIN)
+    assert r.status_code == 200 and r.json()["state"] == "failed", r.text
+    assert r.json()["cancel"]["by"] == "ops", r.text
+    assert px.call("GET", "/v1/vms/%d" % vmid, CARL).json()["state"] == "enabled"
+    # the stop whose call was sent finishes; the VM stays
+    assert px.wait_job(stop, CARL)["state"] == "done"
+    assert sim.vm(vmid) is not None and sim.vm(vmid)["power"] == "stopped"
+
+
+def cancel_running_creation(path, method, steps):
+    if path:
+        hold(path, method)
+    c = create()
+    wait_step(c["job"], steps)
+    r = cancel(c["job"])
+    assert r.status_code in (200, 202), r.text
+    assert r.json()["cancel"]["by"] == "carl", r.text
+    j = nothing_left(c["job"])
+    ev = [e for e in events_of(c["job"]) if e["type"] == "job.cancelled"]
+    assert len(ev) == 1 and ev[0]["data"]["ended"] is False, ev
+    return j
+
+
+@case
+def running_creation_during_the_clone_call():
+    cancel_running_creation(r"/qemu/\d+/clone$", "POST", ("clone",))
+
+
+@case
+def running_creation_during_the_clone_task():
+    j = cancel_running_creation(None, None, ("wait_clone",))  # no fault: the clone runs
+    # the clone is let end (Proxmox cannot stop one cleanly), then removed
+    assert "at step configure" in j["error"], j
+
+
+@case
+def running_creation_during_configure():
+    j = cancel_running_creation(r"/qemu/1\d\d\d/config$", "PUT", ("configure",))
+    assert "at step resize" in j["error"], j  # seen at the checkpoint after configure
+
+
+@case
+def running_creation_during_resize():
+    cancel_running_creation(r"/qemu/1\d\d\d/resize$", "PUT", ("resize",))
+
+
+@case
+def running_creation_during_start():
+    cancel_running_creation(r"/qemu/1\d\d\d/status/start$", "POST", ("start",))
+
+
+@case
+def control_action_sent_finishes():
+    c = create()
+    vmid = px.wait_job(c["job"], CARL)["vmid"]
+    hold(r"/qemu/%d/status/stop$" % vmid, "POST", delay_ms=2000)
+    stop = px.call("POST", "/v1/vms/%d/stop" % vmid, CARL, want=202).json()["job"]
+    wait_step(stop, ("call",))
+    assert cancel(stop).status_code == 202
+    # its checkpoint read no cancel and its call went to Proxmox: it finishes
+    j = px.wait_job(stop, CARL)
+    assert j["state"] == "done" and j["cancel"]["by"] == "carl", j
+    assert sim.vm(vmid)["power"] == "stopped"
+    # one whose cancel lands before its call: nothing is sent
+    hold(r"/qemu/%d/status/current$" % vmid, "GET", delay_ms=2000)  # its look at the VM
+    start = px.call("POST", "/v1/vms/%d/start" % vmid, CARL, want=202).json()["job"]
+    wait_for(lambda: q("SELECT lease_owner FROM jobs WHERE id = '%s'" % start)[0][0], 10, 0.002,
+             "the start claimed")
+    assert cancel(start).status_code == 202
+    j = px.wait_job(start, CARL)
+    assert j["state"] == "failed", j
+    assert j["error"] == "cancelled by carl at step call: nothing was sent to Proxmox", j
+    assert sim.vm(vmid)["power"] == "stopped"
+
+
+@case
+def cancel_through_the_other_instance():
+    global px2
+    px2 = Proxd(sim, share=px, proxd_extra=EXTRA, sections=POOL,
+                proxmox_extra="connect_timeout = 1\ntimeout = 5\n")
+    px2.start()
+    pids = {px.proc.pid: px, px2.proc.pid: px2}
+    for _ in range(2):
+        c = create()
+        wait_step(c["job"], ("wait_clone",))
+        owner = q("SELECT lease_owner FROM jobs WHERE id = '%s'" % c["job"])[0][0]
+        runner = pids[int(owner.rsplit(":", 1)[1])]
+        other = px2 if runner is px else px
+        r = cancel(c["job"], via=other)
+        assert r.status_code == 202, r.text
+        nothing_left(c["job"])
+
+
+@case
+def cancels_race_the_end():
+    rng = random.Random(SEED)
+    outcomes = {}
+    for i in range(8):
+        c = create()
+        time.sleep(rng.uniform(0, 2.5))  # the race's moment, not a wait for a condition
+        r = cancel(c["job"])
+        j = px.wait_job(c["job"], CARL, deadline=60)
+        outcomes[(r.status_code, j["state"])] = outcomes.get((r.status_code, j["state"]), 0) + 1
+        if r.status_code == 409:
+            assert j["state"] == "done" and j["cancel"] is None, j
+            assert "has finished (done)" in r.json()["error"]["message"], r.text
+        else:
+            assert r.status_code in (200, 202), r.text
+            assert j["cancel"]["by"] == "carl", j
+        if j["state"] == "failed":
+            nothing_left(c["job"])
+        else:
+            assert j["state"] == "done", j
+            assert sim.vm(j["vmid"]) is not None
+            v = px.call("GET", "/v1/vms/%d" % j["vmid"], CARL, want=200).json()
+            assert v["state"] == "enabled", v
+    print("  race outcomes (status, state): %s" % sorted(outcomes.items()), flush=True)
+
+
+def check_world(problems):
+    """The invariants against pvesim's state and the database, every job
+    ended."""
+    state = sim.state()
+    for jid, kind, st in q("SELECT id, kind, state FROM jobs"):
+        if st not in ("done", "failed"):
+            problems.append("job %s (%s) is %s" % (jid, kind, st))
+    ends = {r[0] for r in q("SELECT job FROM job_events WHERE step IN ('done', 'failed')")}
+    for (jid,) in q("SELECT id FROM jobs"):
+        if jid not in ends:
+            problems.append("job %s ended without its terminal event" % jid)
+    for vmid, job in q("SELECT vmid, job FROM vmid_alloc WHERE state = 'reserved'"):
+        problems.append("VMID %d left reserved (job %s)" % (vmid, job))
+    for (job,) in q("SELECT job FROM capacity WHERE settled_at IS NULL"):
+        problems.append("a reservation left unsettled (job %s)" % job)
+    for (job,) in q("SELECT job FROM clone_slots"):
+        problems.append("a clone slot left held (job %s)" % job)
+    for addr, job in q("SELECT addr, job FROM addr_alloc WHERE state = 'reserved'"):
+        problems.append("address %s left reserved (job %s)" % (addr, job))
+    live = {}
+    for rid, vmid, st, job in q("SELECT id, vmid, state, job FROM vms"):
+        if st in ("creating", "deleting"):
+            problems.append("record of VM %d stuck %s (job %s)" % (vmid, st, job))
+        if st in ("creating", "enabled", "deleting"):
+            if vmid in live:
+                problems.append("VMID %d has two live records" % vmid)
+            live[vmid] = rid
+        elif q("SELECT addr FROM addr_alloc WHERE vm_id = %d AND state = 'used'" % rid):
+            problems.append("gone record %d of VM %d keeps its address" % (rid, vmid))
+    on_nodes = [v for v in state["vms"] if not TEMPLATE_BASE <= v["vmid"] < TEMPLATE_BASE + 100]
+    for v in on_nodes:
+        if v["vmid"] not in live:
+            problems.append("VM %d on %s has no live record (leaked: %s)"
+                            % (v["vmid"], v["node"], (v.get("conf") or {}).get("description")))
+    seen = {v["vmid"] for v in on_nodes}
+    for vmid in live:
+        if vmid not in seen:
+            problems.append("VM %d recorded live is on no node" % vmid)
+    for jid, kind, vmid in q("SELECT id, kind, vmid FROM jobs WHERE cancel_at > 0 AND "
+                             "state = 'failed' AND kind = 'create'"):
+        if vmid in seen and vmid not in live:
+            problems.append("cancelled creation %s left VM %d" % (jid, vmid))
+
+
+@case
+def random_cancels_under_faults():
+    rng = random.Random(SEED * 7)
+    if px2 and px2.alive():
+        px2.stop()
+    vms = [create() for _ in range(4)]
+    vms = [px.wait_job(c["job"], CARL)["vmid"] for c in vms]
+    sim.clear_faults()
+    sim.add_faults(fault_rules(0.08))
+    jobs, lock = [], threading.Lock()
+
+    def submit():
+        for i in range(20):
+            if rng.random() < 0.6:
+                r = px.call("POST", "/v1/vms", CARL, body=dict(BODY, name="r%d" % i))
+            else:
+                vmid = rng.choice(vms)
+                op = rng.choice(["stop", "start", "reboot", "resize", "delete"])
+                if op == "resize":
+                    r = px.call("POST", "/v1/vms/%d/resize" % vmid, CARL,
+                                body={"disk_gb": 21 + i})
+                elif op == "delete":
+                    r = px.call("DELETE", "/v1/vms/%d" % vmid, CARL)
+                else:
+                    r = px.call("POST", "/v1/vms/%d/%s" % (vmid, op), CARL)
+            if r.status_code == 202:  # cancel 60 % of them, 0-1.5 s after
+                with lock:
+                    jobs.append((r.json()["job"], rng.random() < 0.6,
+                                 time.monotonic() + rng.uniform(0, 1.5)))
+            time.sleep(rng.uniform(0, 0.3))
+
+    t = threading.Thread(target=submit)
+    t.start()
+    asked = {}
+    while True:
+        with lock:
+            todo = [(j, at) for j, c, at in jobs if c and j not in asked]
+        if not todo and not t.is_alive():
+            break
+        for j, at in todo:
+            if time.monotonic() >= at:
+                r = cancel(j)
+                assert r.status_code in (200, 202, 409), r.text
+                asked[j] = r.status_code
+        time.sleep(0.05)
+    t.join()
+    ids = [j for j, _, _ in jobs]
+    wait_for(lambda: all(px.call("GET", "/v1/jobs/" + j, CARL).json()["state"]
+                         in ("done", "failed") for j in ids), 120, 0.5, "every job to end")
+    sim.clear_faults()
+    px.stop()
+    proxd_cli("reconcile", "--config", px.conf)  # leftovers a failing node kept
+    problems = []
+    check_world(problems)
+    print("  %d jobs, %d cancels asked: %s" % (len(ids), len(asked), sorted(
+        {s: list(asked.values()).count(s) for s in set(asked.values())}.items())), flush=True)
+    assert not problems, "\n  ".join(problems)
+
+
+if px2 and px2.alive():
+    px2.stop()
+shutdown(px, sim)
+finish()
