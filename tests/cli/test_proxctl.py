@@ -8,9 +8,11 @@ import subprocess
 import tempfile
 
 from lib.cases import case, finish
+from lib.db import query
 from lib.env import PROXCTL
 from lib.proxd import Proxd
 from lib.sim import Sim
+from lib.wait import wait_for
 
 KEY = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFzq7NTAlFT4SImr0qHpVZ0HHVdVunThFP1ICflNG6d+ "
        "me@host")
@@ -43,6 +45,7 @@ def main():
     with Sim(time_scale=0.01) as sim:
         px = Proxd(sim)
         state["px"] = px
+        state["sim"] = sim
         state["home"] = tempfile.mkdtemp(prefix="proxctl-home-")
         state["admin"] = px.token("ops", "admin")
         state["alice"] = px.token("alice", "user")
@@ -157,6 +160,42 @@ def run_cases():
         assert r.returncode == 5 and "cannot reach" in r.stderr
         assert ctl("frobnicate").returncode == 2
         assert ctl("--help").returncode == 0
+
+    @case
+    def job_cancel():
+        sim, px = state["sim"], state["px"]
+        assert ctl("job", "cancel", "00000000-0000-4000-8000-000000000000").returncode == 3
+        assert ctl("job", "cancel", "not/a/job").returncode == 2  # usage
+        assert ctl("job", "cancel").returncode == 2
+        done = json.loads(ctl("--json", "job", "list", "--state", "done", "--limit", "1").stdout)
+        r = ctl("job", "cancel", done[0]["id"])
+        assert r.returncode == 6 and "has finished (done)" in r.stderr, (r.returncode, r.stderr)
+        # a creation held in its clone call: asked, then waited for
+        sim.add_faults([{"kind": "delay", "path": r"/qemu/\d+/clone$", "method": "POST",
+                         "delay_ms": 3000, "count": 1}])
+        r = ctl("--json", "vm", "create", "--os", "ubuntu", "--name", "gone-1", "--cores", "1",
+                "--memory", "1G", "--disk", "10G", "--no-wait")
+        assert r.returncode == 0, r.stderr
+        job, vmid = json.loads(r.stdout)["job"], json.loads(r.stdout)["vmid"]
+        r = ctl("job", "cancel", job, "--no-wait")
+        assert r.returncode == 0 and "cancel requested" in r.stdout, (r.stdout, r.stderr)
+        r = ctl("job", "cancel", job)  # again: harmless, and it waits for the stop
+        assert r.returncode == 0, (r.returncode, r.stdout, r.stderr)
+        assert r.stdout.startswith("job %s cancelled: cancelled by ops at step " % job), r.stdout
+        assert sim.vm(vmid) is None
+        j = json.loads(ctl("--json", "job", "cancel", job).stdout)
+        assert j["state"] == "failed" and j["cancel"]["by"] == "ops", j
+        # a stop whose call went out finishes: exit 1, said so
+        sim.add_faults([{"kind": "delay", "path": r"/qemu/4000/status/start$", "method": "POST",
+                         "delay_ms": 2000, "count": 1}])
+        r = ctl("--json", "vm", "start", "4000", "--no-wait")
+        assert r.returncode == 0, r.stderr
+        job = json.loads(r.stdout)["job"]
+        wait_for(lambda: query(px.db, "SELECT step FROM jobs WHERE id = ?", (job,))[0][0]
+                 == "call", 10, 0.002, "the start's call")
+        r = ctl("job", "cancel", job)
+        assert r.returncode == 1 and "finished before the cancel took effect" in r.stderr, \
+            (r.returncode, r.stdout, r.stderr)
 
     @case
     def config_file_and_flags():
