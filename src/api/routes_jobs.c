@@ -1,6 +1,6 @@
 /* routes_jobs: GET /v1/jobs (a page, newest first), GET /v1/jobs/{id}
- * and POST /v1/jobs/{id}/cancel (the stream is in sse.c). Like VMs, a user's view of another owner's job
- * is a 404, and a user's list holds their own jobs only. */
+ * and POST /v1/jobs/{id}/cancel (the stream is in sse.c). Like VMs, a user's view of another
+ * owner's job is a 404, and a user's list holds their own jobs only. */
 #include "api/api_int.h"
 
 #include <stdio.h>

@@ -144,8 +144,9 @@ static int job_cancel(struct cli *c, int argc, char **argv)
             return usage_job();
         wait = false;
     }
-    if (optind != argc - 1 || strspn(argv[optind], "0123456789abcdefABCDEF-") !=
-                                  strlen(argv[optind]) || strlen(argv[optind]) > 40)
+    if (optind != argc - 1 ||
+        strspn(argv[optind], "0123456789abcdefABCDEF-") != strlen(argv[optind]) ||
+        strlen(argv[optind]) > 40)
         return usage_job();
     char path[128];
     snprintf(path, sizeof path, "/v1/jobs/%s/cancel", argv[optind]);

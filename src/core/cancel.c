@@ -13,9 +13,8 @@ int core_job_cancel(struct core *k, const char *id, const char *by, struct job_r
 {
     char error[160];
     snprintf(error, sizeof error, "cancelled by %.63s before it started", by);
-    struct job_cancel_req rq = {.by = by,
-                                .error = error,
-                                .vmid_quarantine_ms = (int64_t)k->cfg->quarantine_s * 1000};
+    struct job_cancel_req rq = {
+        .by = by, .error = error, .vmid_quarantine_ms = (int64_t)k->cfg->quarantine_s * 1000};
     struct store_error se;
     int rc = store_job_cancel(k->st, id, &rq, out, outcome, &se);
     if (rc == STORE_E_NOTFOUND)

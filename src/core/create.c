@@ -47,8 +47,8 @@ struct ctx {
     bool have_disk;
     char disk[16];
     int64_t disk_size;
-    bool keep_vmid; /* failing: the VMID is held by a leftover or is foreign */
-    int npools;     /* the pools the VM has addresses from (the request's "ippools") */
+    bool keep_vmid;       /* failing: the VMID is held by a leftover or is foreign */
+    int npools;           /* the pools the VM has addresses from (the request's "ippools") */
     char cancel_step[32]; /* where the machine first saw a cancel ("": not yet) */
     char pools[CFG_OS_POOLS][32];
 };

@@ -85,11 +85,11 @@ struct drain {
     struct job_rec *j;
     const char *node;
     int parallel;
-    bool stop;       /* the node was uncordoned or the drain cancelled: no more moves */
+    bool stop;          /* the node was uncordoned or the drain cancelled: no more moves */
     char stop_why[128]; /* which, for the VMs that stay */
-    bool dirty;      /* the ledger changed: checkpoint it */
-    bool listed;     /* no VM left to try on the node */
-    bool standalone; /* nothing to move to: every VM stays */
+    bool dirty;         /* the ledger changed: checkpoint it */
+    bool listed;        /* no VM left to try on the node */
+    bool standalone;    /* nothing to move to: every VM stays */
 };
 
 static const char *e_str(json_t *e, const char *key)

@@ -264,8 +264,7 @@ int store_job_get(store *s, const char *id, struct job_rec *out, struct store_er
  * (j->step, j->progress, event) in one transaction: a job's state and the
  * event that tells it (its terminal "done" or "failed" above all) are
  * written together or not at all. */
-int store_job_checkpoint(store *s, struct job_rec *j, const char *event,
-                         struct store_error *err);
+int store_job_checkpoint(store *s, struct job_rec *j, const char *event, struct store_error *err);
 
 /* Cancel job `id` (store_job_cancel.c), in one transaction:
  *  - queued (no runner took it yet): it ends failed at once with
@@ -289,8 +288,8 @@ struct job_cancel_req {
     const char *error;          /* the error a queued job ends with */
     int64_t vmid_quarantine_ms; /* a queued creation's VMID */
 };
-int store_job_cancel(store *s, const char *id, const struct job_cancel_req *c,
-                     struct job_rec *out, enum store_cancel *outcome, struct store_error *err);
+int store_job_cancel(store *s, const char *id, const struct job_cancel_req *c, struct job_rec *out,
+                     enum store_cancel *outcome, struct store_error *err);
 /* Claim one job that is queued, or running with an expired lease (its runner
  * died), for `owner` until now+lease_ms; oldest first. Jobs for a VMID that
  * another unfinished job holds (with a live lease) are skipped, so operations

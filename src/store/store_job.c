@@ -144,8 +144,8 @@ static int job_why_not(db_conn *c, const char *id, size_t idlen, const char *own
 
 /* kind, owner, request and created_at are the job's identity and input:
  * not rewritten, nor the cancel (store_job_cancel's), which is read back
- * into the record: a runner learns of a cancel at its next write. With a lease owner in the record, the update applies only
- * while that owner still holds the lease (a runner whose lease expired and
+ * into the record: a runner learns of a cancel at its next write. With a lease owner in the record,
+ * the update applies only while that owner still holds the lease (a runner whose lease expired and
  * was taken over must not overwrite the new runner's progress). */
 static const char SQL_JOB_UPDATE[] =
     "UPDATE jobs SET state = ?2, vmid = ?3, step = ?4, node = ?5, upid = ?6, progress = ?7, "
@@ -241,8 +241,7 @@ int store_job_update(store *s, struct job_rec *j, struct store_error *err)
     return job_write(s, j, NULL, err);
 }
 
-int store_job_checkpoint(store *s, struct job_rec *j, const char *event,
-                         struct store_error *err)
+int store_job_checkpoint(store *s, struct job_rec *j, const char *event, struct store_error *err)
 {
     return job_write(s, j, event, err);
 }

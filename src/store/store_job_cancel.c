@@ -138,8 +138,8 @@ static int cancel_fn(db_conn *c, void *ctx, struct store_error *err)
     return store_event_job_in(c, j, old, err); /* job.failed, as any failed job's */
 }
 
-int store_job_cancel(store *s, const char *id, const struct job_cancel_req *c,
-                     struct job_rec *out, enum store_cancel *outcome, struct store_error *err)
+int store_job_cancel(store *s, const char *id, const struct job_cancel_req *c, struct job_rec *out,
+                     enum store_cancel *outcome, struct store_error *err)
 {
     store_err_clear(err);
     STORE_CHECK(s && id && c && c->by && c->error, "store_job_cancel: NULL argument");

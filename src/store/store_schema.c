@@ -255,8 +255,8 @@ static const char SCHEMA_12_CANCEL[] =
 
 /* Migration i brings the schema from version SCHEMA_FIRST + i - 1 to
  * SCHEMA_FIRST + i; MIGRATIONS[0] makes a new database. */
-static const char *const MIGRATIONS[] = {SCHEMA_7, SCHEMA_8_ADDR, SCHEMA_9_EVENTS, SCHEMA_10_JOBS,
-                                         SCHEMA_11_POOL, SCHEMA_12_CANCEL};
+static const char *const MIGRATIONS[] = {SCHEMA_7,       SCHEMA_8_ADDR,  SCHEMA_9_EVENTS,
+                                         SCHEMA_10_JOBS, SCHEMA_11_POOL, SCHEMA_12_CANCEL};
 #define NMIGRATIONS ((int)(sizeof MIGRATIONS / sizeof MIGRATIONS[0]))
 #define SCHEMA_LAST (SCHEMA_FIRST + NMIGRATIONS - 1)
 

@@ -13,10 +13,15 @@
     call, or the clone runs): 202, then failed, and nothing left: no VM on
     any node, no VMID reserved, no capacity reservation unsettled, no
     clone slot held, no address used or reserved, the record failed;
+  - a reinstall cancelled during its clone (abort: the temporary VM goes)
+    and after its disk swap (restore: the old disk back): the VM as before;
+  - a drain cancelled while its first move runs: that move finishes, no
+    other starts, the rest listed as stayed, the node still cordoned;
   - a control action whose call was sent finishes; one whose cancel lands
     before its call fails with nothing sent;
   - the cancel through another instance on the same database than the one
-    running the job (its lease owner);
+    running the job (its lease owner), and while the runner is dead (killed
+    mid-clone: the job resumed stops there and removes its clone);
   - cancels racing the end of creations and of stops, at seeded random
     moments: each answer (200, 202 or 409) matches how the job ended, and a
     done job's VM exists while a cancelled one's does not;
@@ -35,7 +40,7 @@ import threading
 import time
 
 from lib.cases import case, finish
-from lib.db import query
+from lib.db import expire_leases, query
 from lib.faults import fault_rules
 from lib.proxd import Proxd, TEMPLATE_BASE, run as proxd_cli, shutdown
 from lib.sim import Sim
@@ -47,7 +52,9 @@ POOL = "\n[ippool cnl]\ncidr = 10.60.0.0/24\ngateway = 10.60.0.1\nbridge = vmbr0
 BODY = {"os": "ubuntu", "cores": 1, "memory_mb": 512, "disk_gb": 20, "ippools": ["cnl"]}
 
 sim = Sim(time_scale=0.05, extra=["--seed", str(SEED)])
-EXTRA = "reconcile_interval = 3600\n\n[limits]\njobs_max = 3\n"
+EXTRA = "reconcile_interval = 3600\n\n[limits]\njobs_max = 3\ndrain_parallel = 1\n"
+KEY = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl "
+       "me@host")
 px = Proxd(sim, database=DB, proxd_extra=EXTRA, sections=POOL,
            proxmox_extra="connect_timeout = 1\ntimeout = 5\n")
 CARL = px.token("carl")
@@ -273,6 +280,19 @@ def cancel_through_the_other_instance():
         r = cancel(c["job"], via=other)
         assert r.status_code == 202, r.text
         nothing_left(c["job"])
+    # the runner killed mid-clone, the job cancelled meanwhile: resumed (by
+    # either instance), it stops there and removes its clone
+    c = create()
+    wait_step(c["job"], ("wait_clone",))
+    owner = q("SELECT lease_owner FROM jobs WHERE id = '%s'" % c["job"])[0][0]
+    runner = pids[int(owner.rsplit(":", 1)[1])]
+    other = px2 if runner is px else px
+    runner.kill()
+    r = cancel(c["job"], via=other)
+    assert r.status_code == 202 and r.json()["state"] == "running", r.text
+    expire_leases(px.db)
+    runner.start()
+    nothing_left(c["job"])
 
 
 @case
@@ -299,6 +319,81 @@ def cancels_race_the_end():
             v = px.call("GET", "/v1/vms/%d" % j["vmid"], CARL, want=200).json()
             assert v["state"] == "enabled", v
     print("  race outcomes (status, state): %s" % sorted(outcomes.items()), flush=True)
+
+
+def strays():
+    """VMs on the nodes without a live record (templates aside)."""
+    live = {r[0] for r in q("SELECT vmid FROM vms WHERE state IN ('creating', 'enabled', "
+                            "'deleting')")}
+    return [v["vmid"] for v in sim.state()["vms"]
+            if not TEMPLATE_BASE <= v["vmid"] < TEMPLATE_BASE + 100 and v["vmid"] not in live]
+
+
+def cancel_reinstall(path, method, steps):
+    c = create()
+    vmid = px.wait_job(c["job"], CARL)["vmid"]
+    before = sim.vm_view(vmid)
+    hold(path, method)
+    r = px.call("POST", "/v1/vms/%d/reinstall" % vmid, CARL, want=202,
+                body={"os": "debian", "ssh_keys": [KEY], "password": "correct horse 1"}).json()
+    wait_step(r["job"], steps)
+    assert cancel(r["job"]).status_code == 202
+    j = px.wait_job(r["job"], CARL, deadline=120)
+    assert j["state"] == "failed" and "reinstall failed: cancelled by carl" in j["error"], j
+    after = sim.vm_view(vmid)
+    for k in ("os", "power", "disk", "node", "mac", "net0", "ipconfig0", "boot"):
+        assert after[k] == before[k], (k, before, after)
+    assert after["os"] == "ubuntu" and after["power"] == "running", after
+    assert not strays(), strays()  # no temporary VM left
+    assert not q("SELECT job FROM capacity WHERE job = '%s' AND settled_at IS NULL" % r["job"])
+    assert not q("SELECT vmid FROM vmid_alloc WHERE job = '%s' AND state = 'reserved'" % r["job"])
+    v = px.call("GET", "/v1/vms/%d" % vmid, CARL, want=200).json()
+    assert v["os"] == "ubuntu" and v["state"] == "enabled", v
+
+
+@case
+def reinstall_cancelled_before_the_stop():
+    cancel_reinstall(r"/qemu/\d+/clone$", "POST", ("clone",))  # abort: the clone goes
+
+
+@case
+def reinstall_cancelled_after_the_swap():
+    cancel_reinstall(r"/qemu/\d+/move_disk$", "POST", ("swap",))  # restore: the old disk back
+
+
+def cordon(node, on=True):
+    px.call("POST", "/v1/nodes/%s/%s" % (node, "cordon" if on else "uncordon"), ADMIN, want=200)
+
+
+@case
+def drain_cancelled_stops_moving():
+    for n in ("sv2", "sv3", "sv4", "sv5"):  # four VMs on sv1
+        cordon(n)
+    made = [create() for _ in range(4)]
+    vms = {px.wait_job(c["job"], CARL)["vmid"] for c in made}
+    assert {sim.vm(v)["node"] for v in vms} == {"sv1"}
+    for n in ("sv2", "sv3", "sv4", "sv5"):
+        cordon(n, False)
+    there = q("SELECT vmid FROM vms WHERE node = 'sv1' AND state = 'enabled'")  # earlier cases' too
+    hold(r"/qemu/\d+/migrate$", "POST", delay_ms=3000)  # the first move, one at a time
+    d = px.call("POST", "/v1/nodes/sv1/drain", ADMIN, want=202).json()["job"]
+    wait_for(lambda: q("SELECT id FROM jobs WHERE kind = 'migrate' AND state = 'running'"), 20,
+             0.005, "the first move")
+    r = cancel(d, ADMIN)
+    assert r.status_code == 202, r.text
+    j = px.wait_job(d, ADMIN, deadline=60)
+    assert j["state"] == "failed", j
+    assert j["error"] == ("cancelled by ops at step moving: 1 VMs moved, %d stayed; the node "
+                          "stays cordoned" % (len(there) - 1)), j
+    res = j["result"]
+    assert len(res["moved"]) == 1 and len(res["stayed"]) == len(there) - 1, res
+    assert all("cancelled by ops" in s["reason"] for s in res["stayed"]), res
+    assert q("SELECT count(*) FROM jobs WHERE kind = 'migrate'")[0][0] == 1  # no other move
+    on = {v: sim.vm(v)["node"] for (v,) in there}
+    assert list(on.values()).count("sv1") == len(there) - 1, on
+    n = px.call("GET", "/v1/nodes", ADMIN, want=200).json()["nodes"]
+    assert [x for x in n if x["name"] == "sv1"][0]["cordoned"]  # still cordoned
+    cordon("sv1", False)
 
 
 def check_world(problems):
@@ -357,7 +452,7 @@ def random_cancels_under_faults():
     jobs, lock = [], threading.Lock()
 
     def submit():
-        for i in range(20):
+        for i in range(32):
             if rng.random() < 0.6:
                 r = px.call("POST", "/v1/vms", CARL, body=dict(BODY, name="r%d" % i))
             else:
@@ -370,10 +465,10 @@ def random_cancels_under_faults():
                     r = px.call("DELETE", "/v1/vms/%d" % vmid, CARL)
                 else:
                     r = px.call("POST", "/v1/vms/%d/%s" % (vmid, op), CARL)
-            if r.status_code == 202:  # cancel 60 % of them, 0-1.5 s after
+            if r.status_code == 202:  # cancel 70 % of them, 0-3 s after
                 with lock:
-                    jobs.append((r.json()["job"], rng.random() < 0.6,
-                                 time.monotonic() + rng.uniform(0, 1.5)))
+                    jobs.append((r.json()["job"], rng.random() < 0.7,
+                                 time.monotonic() + rng.uniform(0, 3)))
             time.sleep(rng.uniform(0, 0.3))
 
     t = threading.Thread(target=submit)
@@ -399,8 +494,11 @@ def random_cancels_under_faults():
     proxd_cli("reconcile", "--config", px.conf)  # leftovers a failing node kept
     problems = []
     check_world(problems)
-    print("  %d jobs, %d cancels asked: %s" % (len(ids), len(asked), sorted(
-        {s: list(asked.values()).count(s) for s in set(asked.values())}.items())), flush=True)
+    cancelled = sum(1 for j, st in q("SELECT id, state FROM jobs WHERE cancel_at > 0")
+                    if j in ids and st == "failed")
+    print("  %d jobs, %d cancels asked %s, %d jobs ended cancelled" % (len(ids), len(asked), sorted(
+        {s: list(asked.values()).count(s) for s in set(asked.values())}.items()), cancelled),
+        flush=True)
     assert not problems, "\n  ".join(problems)
 
 
