@@ -1539,6 +1539,12 @@ static void on_cancel(struct rctx *c)
     const char *s = c->j->step;
     char why[sizeof c->j->error];
     if (strcmp(s, "queued") == 0) {
+        /* a prepare cut short by a crash may hold a temporary VMID (not
+         * yet written into the job) and room: nothing was cloned yet */
+        int held = 0;
+        if (!tmp_vmid(c) && store_vmid_reserved_by(c->k->st, c->j->id, &held, NULL) == 0)
+            st_set_int(c, "tmp_vmid", held);
+        release_tmp(c);
         job_cancel_error(c->j, NULL, why, sizeof why, "nothing was done");
         finish(c, false, "%s", why);
         return;
