@@ -31,7 +31,8 @@
     slot left, no record stuck creating or deleting (after a reconcile for
     the leftovers a node's failures left).
 
-PROXD_TEST_DB=postgresql://... runs it on PostgreSQL (test_cancel_pg.py).
+PROXD_TEST_DB=postgresql://... runs it on PostgreSQL (test_cancel_pg.py;
+the reinstall and drain cases there in `make test-full` only).
 CANCEL_SEED picks the seed (pvesim's and the cancels' moments).
 """
 import os
@@ -42,6 +43,7 @@ import time
 from lib.cases import case, finish
 from lib.db import expire_leases, query
 from lib.faults import fault_rules
+from lib.pg import full_run
 from lib.proxd import Proxd, TEMPLATE_BASE, run as proxd_cli, shutdown
 from lib.sim import Sim
 from lib.wait import wait_for
@@ -63,6 +65,12 @@ ADMIN = px.token("ops", "admin")
 px.start()
 px2 = None
 counter = [0]
+
+
+def both(fn):
+    """A case whose store calls are those of the others (reinstall, drain):
+    on PostgreSQL in `make test-full` only (the suite's time)."""
+    return case(fn) if not DB or full_run() else fn
 
 
 def q(sql):
@@ -351,12 +359,12 @@ def cancel_reinstall(path, method, steps):
     assert v["os"] == "ubuntu" and v["state"] == "enabled", v
 
 
-@case
+@both
 def reinstall_cancelled_before_the_stop():
     cancel_reinstall(r"/qemu/\d+/clone$", "POST", ("clone",))  # abort: the clone goes
 
 
-@case
+@both
 def reinstall_cancelled_after_the_swap():
     cancel_reinstall(r"/qemu/\d+/move_disk$", "POST", ("swap",))  # restore: the old disk back
 
@@ -365,7 +373,7 @@ def cordon(node, on=True):
     px.call("POST", "/v1/nodes/%s/%s" % (node, "cordon" if on else "uncordon"), ADMIN, want=200)
 
 
-@case
+@both
 def drain_cancelled_stops_moving():
     for n in ("sv2", "sv3", "sv4", "sv5"):  # four VMs on sv1
         cordon(n)
