@@ -45,6 +45,7 @@ int core_fail(struct core_error *err, enum core_err code, const char *field, con
         va_list ap;
         va_start(ap, fmt);
         err->code = code;
+        err->node[0] = '\0';
         snprintf(err->field, sizeof err->field, "%s", field ? field : "");
         vsnprintf(err->message, sizeof err->message, fmt, ap);
         va_end(ap);

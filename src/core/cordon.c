@@ -37,18 +37,6 @@
 
 #define BY_CONFIG "configuration"
 
-static int fail(struct core_error *err, enum core_err code, const char *field, const char *msg,
-                const char *arg)
-{
-    if (err) {
-        err->code = code;
-        err->node[0] = '\0';
-        snprintf(err->field, sizeof err->field, "%s", field ? field : "");
-        snprintf(err->message, sizeof err->message, msg, arg);
-    }
-    return code;
-}
-
 static void cordon_key(const char *node, char name[128])
 {
     snprintf(name, 128, "cordon:%s", node);
@@ -174,21 +162,21 @@ int core_node_cordon(struct core *k, const char *node, bool on, const char *by,
                      struct core_error *err)
 {
     if (!config_node(k->cfg, node))
-        return fail(err, CORE_E_NOTFOUND, "node", "no node %s", node);
+        return core_fail(err, CORE_E_NOTFOUND, "node", "no node %s", node);
     char name[128];
     cordon_key(node, name);
     struct api_change a = {.node = node, .by = by && *by ? by : "?", .on = on};
     struct store_error se;
     bool changed = false;
     if (store_kv_change_logged(k->st, name, decide_api, &a, &changed, &se))
-        return fail(err, CORE_E_INTERNAL, NULL, "%s", se.message);
+        return core_fail(err, CORE_E_INTERNAL, NULL, "%s", se.message);
     if (a.conflict) {
         struct buf b = BUF_INIT(BUF_UNLIMITED);
         buf_printf(&b,
                    "%s is cordoned by the configuration of %s (state = cordoned): change it "
                    "there and restart that proxd",
                    node, a.configs);
-        fail(err, CORE_E_CONFLICT, "node", "%s", buf_str(&b));
+        core_fail(err, CORE_E_CONFLICT, "node", "%s", buf_str(&b));
         buf_release(&b);
         return CORE_E_CONFLICT;
     }
@@ -332,7 +320,8 @@ int core_cordons_sync(struct core *k, struct core_error *err)
     }
     free(kv);
     if (rc)
-        return fail(err, CORE_E_INTERNAL, NULL, "the configuration's cordons: %.400s", se.message);
+        return core_fail(err, CORE_E_INTERNAL, NULL, "the configuration's cordons: %.400s",
+                         se.message);
     return CORE_OK;
 }
 
@@ -342,8 +331,8 @@ int core_node_cordon_release(struct core *k, const char *node, const char *by,
     struct config_change c = {.node = node, .who = by && *by ? by : "?", .hold = false};
     struct store_error se;
     if (config_change(k, &c, &se))
-        return fail(err, CORE_E_INTERNAL, NULL, "%s", se.message);
+        return core_fail(err, CORE_E_INTERNAL, NULL, "%s", se.message);
     if (!c.done[0])
-        return fail(err, CORE_E_NOTFOUND, "node", "%s has no configuration's cordon", node);
+        return core_fail(err, CORE_E_NOTFOUND, "node", "%s has no configuration's cordon", node);
     return CORE_OK;
 }

@@ -180,7 +180,8 @@ int webhooks_start(struct core *k);
 void webhooks_stop(struct core *k);
 void webhooks_free(struct core *k);
 
-/* Fill err (may be NULL) with code, the field it names and a message;
+/* Fill err (may be NULL) with code, the field it names and a message (no
+ * node);
  * returns code. */
 int core_fail(struct core_error *err, enum core_err code, const char *field, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));

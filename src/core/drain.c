@@ -24,18 +24,6 @@
 
 #define LOOK_MS 250 /* how often a drain looks at its moves */
 
-static int fail(struct core_error *err, enum core_err code, const char *field, const char *msg,
-                const char *arg)
-{
-    if (err) {
-        err->code = code;
-        err->node[0] = '\0';
-        snprintf(err->field, sizeof err->field, "%s", field ? field : "");
-        snprintf(err->message, sizeof err->message, msg, arg);
-    }
-    return code;
-}
-
 /* ---- the drain job ----------------------------------------------------------- */
 
 int core_node_drain(struct core *k, const char *node, const char *by, char job_id[40],
@@ -43,11 +31,11 @@ int core_node_drain(struct core *k, const char *node, const char *by, char job_i
 {
     const struct cfg_node *cn = config_node(k->cfg, node);
     if (!cn)
-        return fail(err, CORE_E_NOTFOUND, "node", "no node %s", node);
+        return core_fail(err, CORE_E_NOTFOUND, "node", "no node %s", node);
     /* a drain under way: refused before the cordon (which would be no
      * change); the store decides again below, atomically */
     if (store_job_active_on(k->st, "drain", node, job_id, NULL) == 0)
-        return fail(err, CORE_E_CONFLICT, "node", "a drain of %s is under way", node);
+        return core_fail(err, CORE_E_CONFLICT, "node", "a drain of %s is under way", node);
     /* cordoned now, not when a worker takes the job: creations stop at once */
     int rc = core_node_cordon(k, node, true, by, err);
     if (rc)
@@ -69,11 +57,11 @@ int core_node_drain(struct core *k, const char *node, const char *by, char job_i
     job_rec_release(&j);
     if (rc == STORE_E_CONFLICT && other[0]) {
         snprintf(job_id, 40, "%s", other);
-        return fail(err, CORE_E_CONFLICT, "node", "a drain of %s is under way", node);
+        return core_fail(err, CORE_E_CONFLICT, "node", "a drain of %s is under way", node);
     }
     if (rc) {
         job_id[0] = '\0';
-        return fail(err, CORE_E_INTERNAL, NULL, "%s", se.message);
+        return core_fail(err, CORE_E_INTERNAL, NULL, "%s", se.message);
     }
     log_info("job", "job=%s kind=drain node=%s queued by %s", job_id, node, by ? by : "?");
     core_wake(k);

@@ -183,22 +183,31 @@ out:
     return rc;
 }
 
+int store_log_job_in(db_conn *c, const struct job_rec *j, const char *type, json_t *data,
+                     struct store_error *err)
+{
+    struct store_event e = {0};
+    snprintf(e.type, sizeof e.type, "%s", type);
+    store_copy(e.owner, sizeof e.owner, j->owner, FIELD_LEN(j->owner));
+    e.vmid = j->vmid;
+    store_copy(e.node, sizeof e.node, j->node, FIELD_LEN(j->node));
+    store_copy(e.job, sizeof e.job, j->id, FIELD_LEN(j->id));
+    e.data = data;
+    int rc = store_log_add_in(c, &e, err);
+    store_event_release(&e);
+    return rc;
+}
+
 int store_event_job_in(db_conn *c, const struct job_rec *j, enum job_state old_state,
                        struct store_error *err)
 {
     if (j->state != JOB_FAILED || old_state == JOB_FAILED)
         return STORE_OK;
-    struct store_event e = {0};
-    snprintf(e.type, sizeof e.type, "job.failed");
-    store_copy(e.owner, sizeof e.owner, j->owner, FIELD_LEN(j->owner));
-    e.vmid = j->vmid;
-    store_copy(e.node, sizeof e.node, j->node, FIELD_LEN(j->node));
-    store_copy(e.job, sizeof e.job, j->id, FIELD_LEN(j->id));
-    e.data = json_pack("{s:s%, s:s%, s:s%}", "kind", j->kind, FIELD_LEN(j->kind), "step", j->step,
-                       FIELD_LEN(j->step), "error", j->error, FIELD_LEN(j->error));
-    int rc = store_log_add_in(c, &e, err);
-    store_event_release(&e);
-    return rc;
+    return store_log_job_in(c, j, "job.failed",
+                            json_pack("{s:s%, s:s%, s:s%}", "kind", j->kind, FIELD_LEN(j->kind),
+                                      "step", j->step, FIELD_LEN(j->step), "error", j->error,
+                                      FIELD_LEN(j->error)),
+                            err);
 }
 
 /* ---- append, list, prune --------------------------------------------------------- */

@@ -168,6 +168,10 @@ int store_event_vm_in(db_conn *c, const struct vm_rec *old, const struct vm_rec 
                       struct store_error *err);
 int store_event_job_in(db_conn *c, const struct job_rec *j, enum job_state old_state,
                        struct store_error *err);
+/* Append an event of `type` about job j (its owner, VM, node, id) with
+ * data (taken), as store_log_add_in. */
+int store_log_job_in(db_conn *c, const struct job_rec *j, const char *type, json_t *data,
+                     struct store_error *err);
 /* STORE_E_CONFLICT with *existing (owned) when the key is taken. */
 int store_idem_put_in(db_conn *c, const char *owner, const char *key, json_t *answer,
                       json_t **existing, struct store_error *err);

@@ -82,17 +82,10 @@ static int tell(db_conn *c, struct cancel_ctx *k, bool ended, const char *step,
                                 j->progress, line, err);
     if (rc)
         return rc;
-    struct store_event e = {0};
-    snprintf(e.type, sizeof e.type, "job.cancelled");
-    store_copy(e.owner, sizeof e.owner, j->owner, FIELD_LEN(j->owner));
-    e.vmid = j->vmid;
-    store_copy(e.node, sizeof e.node, j->node, FIELD_LEN(j->node));
-    store_copy(e.job, sizeof e.job, j->id, FIELD_LEN(j->id));
-    e.data = json_pack("{s:s%, s:s, s:s, s:b}", "kind", j->kind, FIELD_LEN(j->kind), "step", step,
-                       "by", k->c->by, "ended", ended);
-    rc = store_log_add_in(c, &e, err);
-    store_event_release(&e);
-    return rc;
+    return store_log_job_in(c, j, "job.cancelled",
+                            json_pack("{s:s%, s:s, s:s, s:b}", "kind", j->kind, FIELD_LEN(j->kind),
+                                      "step", step, "by", k->c->by, "ended", ended),
+                            err);
 }
 
 static int cancel_fn(db_conn *c, void *ctx, struct store_error *err)
