@@ -7,7 +7,9 @@ bench/results/callcost.txt.
 Why: proxd's CPU per creation at real speed (time scale 1) is measured
 against the fast scale, where the same calls come densely. bench/callcost
 (libpve on one warm TLS connection to pvesim, GET /nodes/sv1/status) sends
-calls in rounds: sleep GAP, then BURST calls one after another; it reports
+calls in rounds: sleep GAP, then BURST calls one after another (on each of
+THREADS threads released together, as job threads whose looks fall due at
+the same moment); it reports
 the process's CPU per call, the sleeps' wake-ups included. Each form runs
 ROUNDS times interleaved with the others; medians are quoted, and the ratio
 of each to back-to-back calls. Environment: BENCH_CALLCOST_ROUNDS (3).
@@ -27,12 +29,13 @@ from lib.sim import Sim  # noqa: E402
 BIN = os.path.join(ROOT, "build", "bench_callcost")
 ROUNDS = int(os.environ.get("BENCH_CALLCOST_ROUNDS", "3"))
 RESULTS = os.path.join(ROOT, "bench", "results", "callcost.txt")
-# (label, rounds of the program, burst, gap ms)
-FORMS = [("back to back", 1, 2000, 0),
-         ("1 call every 5 ms", 200, 1, 5),
-         ("1 call every 100 ms", 50, 1, 100),
-         ("1 call every 1 s", 15, 1, 1000),
-         ("10 calls in a row every 1 s", 15, 10, 1000)]
+# (label, rounds of the program, burst, gap ms, threads)
+FORMS = [("back to back", 1, 2000, 0, 1),
+         ("1 call every 5 ms", 200, 1, 5, 1),
+         ("1 call every 100 ms", 50, 1, 100, 1),
+         ("1 call every 1 s", 15, 1, 1000, 1),
+         ("10 calls in a row every 1 s", 15, 10, 1000, 1),
+         ("10 threads, 1 call each, every 1 s", 15, 1, 1000, 10)]
 
 
 def main():
@@ -46,9 +49,9 @@ def main():
     got = {f[0]: [] for f in FORMS}
     try:
         for _ in range(ROUNDS):
-            for label, rounds, burst, gap in FORMS:
+            for label, rounds, burst, gap, threads in FORMS:
                 r = subprocess.run([BIN, "127.0.0.1:%d" % sim.entry, token, "/nodes/sv1/status",
-                                    str(rounds), str(burst), str(gap)],
+                                    str(rounds), str(burst), str(gap), str(threads)],
                                    capture_output=True, text=True, timeout=300)
                 if r.returncode != 0:
                     raise RuntimeError("bench_callcost: " + r.stderr)
@@ -59,9 +62,9 @@ def main():
         time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime()), os.cpu_count(), os.getloadavg()[0],
         ROUNDS))
     base = statistics.median(got[FORMS[0][0]])
-    for label, _, _, _ in FORMS:
+    for label, _, _, _, _ in FORMS:
         m = statistics.median(got[label])
-        say("  %-30s %7.1f us CPU per call (%.2fx back to back; runs %s)" % (
+        say("  %-36s %7.1f us CPU per call (%.2fx back to back; runs %s)" % (
             label, m, m / base, " ".join("%.0f" % v for v in got[label])))
     with open(RESULTS, "a") as f:
         f.write("\n".join(out) + "\n\n")

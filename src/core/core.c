@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <openssl/rand.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -18,7 +19,8 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#define WATCH_MS 1000 /* the watcher's look at the store for others' jobs */
+#define WATCH_MS 1000       /* the watcher's look when the store cannot tell it */
+#define WATCH_IDLE_MS 30000 /* ... and when it can: a told job lost (a broken watch) */
 
 bool core_has_tag(const char *tags, const char *tag)
 {
@@ -121,6 +123,7 @@ struct core *core_new(const struct proxd_config *cfg, store *st, struct fleet *f
     fleet_set_notify(fl, on_fleet_note, k);
     if (pipe(k->wake) != 0)
         k->wake[0] = k->wake[1] = -1; /* task waits fall back to ticks */
+    k->watch_wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     k->pl = place_new(cfg->nnodes);
     k->naddrq = cnet_quarantine(cfg, k->addrq);
     store_addr_policy(st, k->addrq, k->naddrq);
@@ -158,6 +161,8 @@ void core_free(struct core *k)
         close(k->wake[0]);
         close(k->wake[1]);
     }
+    if (k->watch_wake >= 0)
+        close(k->watch_wake);
     place_free(k->pl);
     snap_cache_free(k);
     netwalk_free(k->nw);
@@ -579,7 +584,44 @@ void core_wake(struct core *k)
     pthread_mutex_lock(&k->mu);
     k->wakes++;
     pthread_cond_signal(&k->cv);
+    uint64_t one = 1;
+    if (k->watcher && k->watch_wake >= 0 && write(k->watch_wake, &one, sizeof one) < 0)
+        log_debug("job", "the watcher not told of a job: %s", strerror(errno));
     pthread_mutex_unlock(&k->mu);
+}
+
+/* The watcher's wait (without k->mu), for what no core_wake announces:
+ * jobs that other processes queued or freed, which the store tells
+ * (store_jobs_watch: a file's inotify watch, PostgreSQL's NOTIFY), and
+ * leases that run out, whose end the store knows. An idle daemon then
+ * wakes for nothing (a wake-up from idle costs ~0.5 ms of CPU on a virtual
+ * machine: bench/results/callcost.txt); it used to look once a second.
+ * Without a watch (it broke, or cannot be had) the look is on a 1 s
+ * timer as before, and before the inventory is read (no claims yet). A
+ * watch that broke unseen (a PostgreSQL session cut without a reset) is
+ * caught by the 30 s look. */
+static void watch_wait(struct core *k)
+{
+    int fd = fleet_ready(k->fl) ? store_jobs_watch(k->st) : -1;
+    long ms = WATCH_MS;
+    if (fd >= 0) {
+        int64_t at = 0, now = wall_ms();
+        ms = WATCH_IDLE_MS;
+        /* claimable once lease_until < now */
+        if (store_job_next_lease_end(k->st, k->instance, &at, NULL) == STORE_OK && at > 0 &&
+            at - now + 1 < ms)
+            ms = at - now + 1 > 1 ? (long)(at - now + 1) : 1;
+    }
+    struct pollfd p[3] = {{.fd = fd, .events = POLLIN},
+                          {.fd = k->watch_wake, .events = POLLIN},
+                          {.fd = k->wake[0], .events = POLLIN}};
+    if (poll(p, 3, (int)ms) <= 0)
+        return;
+    if (p[0].revents)
+        store_jobs_watch_drain(k->st); /* before the look that follows */
+    uint64_t v;
+    if ((p[1].revents & POLLIN) && read(k->watch_wake, &v, sizeof v) < 0)
+        v = 0;
 }
 
 static void hold(struct core *k, int slot, const char *id)
@@ -631,7 +673,7 @@ static void *worker_main(void *arg)
         if (rc == STORE_E_NOTFOUND || rc) {
             if (rc && rc != STORE_E_NOTFOUND)
                 log_error("job", "claiming a job failed: %s", se.message);
-            /* One idle worker looks at the store on a timer, for what no
+            /* One idle worker watches the store (watch_wait) for what no
              * wake-up announces: jobs other processes queued, leases that
              * ran out. The others sleep until this process queues work
              * (core_wake) or stops: an idle daemon with 60 workers would
@@ -644,9 +686,10 @@ static void *worker_main(void *arg)
                 continue;
             }
             if (!k->stopping && !k->watcher) {
-                struct timespec ts = deadline_in_ms(WATCH_MS);
                 k->watcher = true;
-                pthread_cond_timedwait(&k->cv, &k->mu, &ts);
+                pthread_mutex_unlock(&k->mu);
+                watch_wait(k);
+                pthread_mutex_lock(&k->mu);
                 k->watcher = false;
             } else if (!k->stopping) {
                 pthread_cond_wait(&k->cv, &k->mu);

@@ -32,7 +32,8 @@ struct core {
     unsigned notes;         /* under mu: FLEET_NOTE_* not yet taken by a watcher */
     bool stopping;
     int wake[2];    /* a pipe written at stop: task waits sleep on wake[0] */
-    bool watcher;   /* an idle worker polls the store on a timer (the others wait) */
+    bool watcher;   /* an idle worker watches the store (watch_wait; the others wait) */
+    int watch_wake; /* eventfd: core_wake tells the watcher (it waits in poll) */
     uint64_t wakes; /* core_wake calls: a worker whose look missed one looks again */
     pthread_t workers[CORE_MAX_WORKERS];
     int nworkers;              /* workers core_start makes (read by jobs: set before any starts) */

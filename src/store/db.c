@@ -121,6 +121,7 @@ db *db_open(const char *url, struct store_error *err)
     db *d = xcalloc(1, sizeof *d);
     d->drv = drv;
     d->pid = getpid();
+    d->watch_fd = -1;
     pthread_mutex_init(&d->mu, NULL);
     if (pthread_key_create(&d->key, conn_tls_free) != 0) {
         store_fail(err, STORE_E_DB, "pthread_key_create failed");
@@ -150,6 +151,8 @@ void db_close(db *d)
     }
     pthread_mutex_unlock(&d->mu);
     pthread_mutex_destroy(&d->mu);
+    if (d->watch_fd >= 0)
+        d->drv->watch_close(d);
     d->drv->close(d);
     free(d);
 }
@@ -168,6 +171,7 @@ int db_tx(db *d, enum db_mode mode, db_fn fn, void *ctx, struct store_error *err
     if (rc)
         return rc;
     for (int attempt = 1;; attempt++) {
+        c->notify = false; /* a try again calls db_notify_jobs again */
         rc = d->drv->conn_ready(c, err);
         if (rc == STORE_OK)
             rc = d->drv->begin(c, mode, err);
@@ -175,6 +179,9 @@ int db_tx(db *d, enum db_mode mode, db_fn fn, void *ctx, struct store_error *err
             rc = fn(c, ctx, err);
         if (rc == STORE_OK && mode == DB_WRITE)
             rc = d->drv->commit(c, err);
+        if (rc == STORE_OK && c->notify)
+            d->drv->notify(c, true);
+        c->notify = false;
         if (rc != STORE_OK)
             d->drv->rollback(c); /* keeps the first error's message */
         if (rc == STORE_OK && err && attempt > 1) {
@@ -202,6 +209,29 @@ int db_exec(db_conn *c, const char *sql, struct store_error *err)
     int rc = c->d->drv->exec(c, text, err);
     free(text);
     return rc;
+}
+
+void db_notify_jobs(db_conn *c)
+{
+    if (c->notify)
+        return;
+    c->notify = true;
+    c->d->drv->notify(c, false);
+}
+
+int db_watch_fd(db *d)
+{
+    if (d->watch_fd < 0 && getpid() == d->pid)
+        d->watch_fd = d->drv->watch_open(d);
+    return d->watch_fd;
+}
+
+void db_watch_drain(db *d)
+{
+    if (d->watch_fd >= 0 && !d->drv->watch_drain(d)) {
+        d->drv->watch_close(d);
+        d->watch_fd = -1;
+    }
 }
 
 int db_lock(db_conn *c, enum db_lock purpose, const char *key, struct store_error *err)

@@ -94,6 +94,21 @@ const char *db_name(const db *d); /* "sqlite", "postgresql" */
 typedef int (*db_fn)(db_conn *c, void *ctx, struct store_error *err);
 int db_tx(db *d, enum db_mode mode, db_fn fn, void *ctx, struct store_error *err);
 
+/* In a writing transaction: a job may be claimable once it commits (one
+ * was queued, or freed from a dead runner). Other connections, in this
+ * process or another, that watch (db_watch_fd) are told after the commit;
+ * nothing is told when the transaction rolls back. */
+void db_notify_jobs(db_conn *c);
+/* The jobs watch: an fd that turns readable (POLLIN) after a transaction
+ * that called db_notify_jobs committed on any connection to the database
+ * (SQLite: a file beside the database that such a commit writes to,
+ * watched with inotify; PostgreSQL: LISTEN on a session of its own, the
+ * commit's NOTIFY). -1 when the watch cannot be had (then look on a
+ * timer); opened on first use, again after it broke. db_watch_drain
+ * empties it before a look: what was told before then is seen by the look.
+ * One thread at a time (the daemon's watcher); closed by db_close. */
+int db_watch_fd(db *d);
+void db_watch_drain(db *d);
 /* Run a script of statements without parameters or rows (DDL). */
 int db_exec(db_conn *c, const char *sql, struct store_error *err);
 int db_lock(db_conn *c, enum db_lock purpose, const char *key, struct store_error *err);

@@ -25,6 +25,7 @@ struct db_stmt {
 struct db_conn {
     db *d;
     db_conn *prev, *next; /* on d->conns */
+    bool notify;          /* the open transaction called db_notify_jobs */
     struct db_stmt cache[DB_STMT_CACHE];
     size_t ncache;
 };
@@ -62,6 +63,14 @@ struct db_driver {
     int64_t (*last_id)(db_conn *c, void *h);
     int64_t (*col_i64)(void *h, int col);
     const char *(*col_text)(void *h, int col, size_t *len);
+    /* db_notify_jobs: in the transaction (committed false) and once it
+     * committed (true); the driver tells other connections on one of them */
+    void (*notify)(db_conn *c, bool committed);
+    /* the jobs watch (db_watch_fd): open it (-1: cannot), empty it (false:
+     * it broke, close it), close it */
+    int (*watch_open)(db *d);
+    bool (*watch_drain)(db *d);
+    void (*watch_close)(db *d);
 };
 
 struct db {
@@ -71,6 +80,8 @@ struct db {
     pthread_key_t key;  /* this thread's db_conn */
     pthread_mutex_t mu; /* guards conns */
     db_conn *conns;
+    int watch_fd;     /* db_watch_fd's: -1 while closed */
+    void *watch_data; /* the driver's part of the watch */
 };
 
 /* A driver's table, from its primitives named p_open, p_close, ... */
@@ -83,6 +94,8 @@ struct db {
         .finalize = p##_finalize, .reset = p##_reset, .bind_i64 = p##_bind_i64,                    \
         .bind_text = p##_bind_text, .step = p##_step, .changes = p##_changes,                      \
         .last_id = p##_last_id, .col_i64 = p##_col_i64, .col_text = p##_col_text,                  \
+        .notify = p##_notify, .watch_open = p##_watch_open, .watch_drain = p##_watch_drain,        \
+        .watch_close = p##_watch_close,                                                            \
     }
 
 extern const struct db_driver db_sqlite_driver;

@@ -24,6 +24,7 @@
 #include "store/db_int.h"
 #include "store/store_int.h"
 
+#include "common/log.h"
 #include "common/xalloc.h"
 
 #include <libpq-fe.h>
@@ -378,5 +379,57 @@ static const struct db_token PG_TOKENS[] = {
     {"IN_IDS_1", " = ANY(ARRAY(SELECT jsonb_array_elements_text($1::jsonb)::bigint))"},
     {NULL, NULL},
 };
+
+/* ---- the jobs watch ------------------------------------------------------ */
+
+/* A transaction that queued a job sends NOTIFY; PostgreSQL delivers it at
+ * the commit (and drops it at a rollback) to every session that LISTENs:
+ * the watch is such a session of its own, its socket the fd. */
+static void pg_notify(db_conn *c, bool committed)
+{
+    struct store_error e;
+    if (!committed && pg_exec(c, "NOTIFY proxd_jobs", &e) != STORE_OK)
+        log_debug("store", "NOTIFY failed: %s", e.message); /* the commit fails too */
+}
+
+static int pg_watch_open(db *d)
+{
+    const char *const keys[] = {"connect_timeout", "application_name", "dbname", NULL};
+    const char *const vals[] = {"10", "proxd-watch", d->drv_data, NULL};
+    PGconn *w = PQconnectdbParams(keys, vals, 1);
+    PGresult *res = NULL;
+    if (PQstatus(w) == CONNECTION_OK)
+        res = PQexec(w, "LISTEN proxd_jobs");
+    if (!res || PQresultStatus(res) != PGRES_COMMAND_OK || PQsocket(w) < 0) {
+        char m[256];
+        log_warn("store", "cannot LISTEN for jobs (looking every second instead): %s",
+                 conn_msg(w, m, sizeof m));
+        PQclear(res);
+        PQfinish(w);
+        return -1;
+    }
+    PQclear(res);
+    PQsetNoticeProcessor(w, notice_ignore, NULL);
+    d->watch_data = w;
+    return PQsocket(w);
+}
+
+static bool pg_watch_drain(db *d)
+{
+    PGconn *w = d->watch_data;
+    if (!PQconsumeInput(w) || PQstatus(w) != CONNECTION_OK)
+        return false; /* the session is gone: LISTEN again on a new one */
+    PGnotify *n;
+    while ((n = PQnotifies(w)) != NULL)
+        PQfreemem(n);
+    return true;
+}
+
+static void pg_watch_close(db *d)
+{
+    if (getpid() == d->pid)
+        PQfinish(d->watch_data);
+    d->watch_data = NULL;
+}
 
 const struct db_driver db_pg_driver = DB_DRIVER(pg, "postgresql", PG_TOKENS, true);

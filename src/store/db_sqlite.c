@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -337,5 +338,83 @@ static const struct db_token SQ_TOKENS[] = {
     {"IN_IDS_1", " IN (SELECT value FROM json_each(?1))"},
     {NULL, NULL},
 };
+
+/* ---- the jobs watch ------------------------------------------------------ */
+
+/* A commit that queued a job writes a byte to PATH-jobs (after the commit:
+ * a watcher woken by it then sees the row); the watcher's inotify watch on
+ * that file turns readable. Our own commits wake our watcher too, which
+ * costs a look; commits that queue nothing write nothing. The file holds
+ * one byte and is made as the database is (0600). Best effort: a write
+ * that fails leaves the watcher's timer. */
+static void jobs_file(const db *d, char *out, size_t len)
+{
+    snprintf(out, len, "%s-jobs", (const char *)d->drv_data);
+}
+
+static int jobs_file_open(const db *d)
+{
+    char path[4096];
+    jobs_file(d, path, sizeof path);
+    int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0)
+        log_debug("store", "cannot open %s: %s", path, strerror(errno));
+    return fd;
+}
+
+static void sq_notify(db_conn *c, bool committed)
+{
+    if (!committed)
+        return;
+    int fd = jobs_file_open(c->d);
+    if (fd < 0)
+        return;
+    if (pwrite(fd, "j", 1, 0) != 1)
+        log_debug("store", "cannot tell watchers of a job: %s", strerror(errno));
+    close(fd);
+}
+
+static int sq_watch_open(db *d)
+{
+    char path[4096];
+    jobs_file(d, path, sizeof path);
+    int made = jobs_file_open(d);
+    if (made < 0)
+        return -1;
+    close(made);
+    int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    if (inotify_add_watch(fd, path, IN_MODIFY | IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF) < 0) {
+        log_warn("store", "cannot watch %s for jobs (looking every second instead): %s", path,
+                 strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* false when the file went (deleted, moved): the watch is made again */
+static bool sq_watch_drain(db *d)
+{
+    char ev[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+    bool ok = true;
+    for (;;) {
+        ssize_t n = read(d->watch_fd, ev, sizeof ev);
+        if (n <= 0)
+            return ok && (n == 0 || errno == EAGAIN || errno == EINTR);
+        for (char *p = ev; p < ev + n;) {
+            const struct inotify_event *e = (const struct inotify_event *)p;
+            if (e->mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED))
+                ok = false;
+            p += sizeof *e + e->len;
+        }
+    }
+}
+
+static void sq_watch_close(db *d)
+{
+    close(d->watch_fd);
+}
 
 const struct db_driver db_sqlite_driver = DB_DRIVER(sq, "sqlite", SQ_TOKENS, false);

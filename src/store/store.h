@@ -310,6 +310,23 @@ int store_job_renew(store *s, const char *id, const char *owner, int64_t lease_m
  * before its first renewal). No jobs held: STORE_OK with *n = 0. */
 int store_job_renew_owner(store *s, const char *owner, int64_t lease_ms, int *n,
                           struct store_error *err);
+/* The earliest lease end (wall ms) still to come of a running job leased
+ * to another owner than `owner`, 0 when there is none: when an idle worker
+ * should look again for a job whose runner died. (A lease that ended is
+ * claimable now, or held behind another job, which ends or whose lease
+ * ends: that one is counted.) */
+int store_job_next_lease_end(store *s, const char *owner, int64_t *at, struct store_error *err);
+/* Jobs queued elsewhere: an fd that turns readable (POLLIN) after any
+ * process committed a queued job or freed a dead runner's (submissions,
+ * store_job_expire_owner, a cancel that ended a queued job), this
+ * process's own commits included; -1 when this store cannot tell (look on
+ * a timer then). Call store_jobs_watch_drain once it turned readable,
+ * before looking: what was told before the drain is seen by the look. The
+ * fd belongs to the store (store_close closes it); it may change after a
+ * drain (a broken watch is made again): ask for it before each wait. One
+ * thread at a time (the daemon's watcher). */
+int store_jobs_watch(store *s);
+void store_jobs_watch_drain(store *s);
 /* The distinct owners of running jobs' leases (at most max). */
 int store_job_lease_owners(store *s, char (*owners)[64], size_t max, size_t *n,
                            struct store_error *err);

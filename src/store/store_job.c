@@ -87,6 +87,8 @@ int store_job_insert_in(db_conn *c, struct job_rec *j, struct store_error *err)
                           j->id);
     if (rc)
         return rc;
+    if (j->state == JOB_QUEUED)
+        db_notify_jobs(c); /* other processes' idle workers: a job to claim */
     j->created_at = created;
     j->updated_at = now;
     j->finished_at = job_finished_at(j, now);
@@ -529,8 +531,56 @@ static int job_expire_fn(db_conn *c, void *ctx, struct store_error *err)
         return rc;
     db_bind_text(st, 1, ctx);
     rc = db_run(st, err, "expiring leases");
+    if (rc == STORE_OK && db_changes(st) > 0)
+        db_notify_jobs(c); /* the dead runner's jobs: claimable at once */
     db_done(st);
     return rc;
+}
+
+static const char SQL_JOB_LEASE_END[] =
+    "SELECT min(lease_until) FROM jobs WHERE state = 'running' AND lease_owner <> ?1"
+    " AND lease_until > ?2";
+
+static int lease_end_fn(db_conn *c, void *ctx, struct store_error *err)
+{
+    struct {
+        const char *owner;
+        int64_t *at;
+    } *k = ctx;
+    db_stmt *st = NULL;
+    int rc = db_prepare(c, SQL_JOB_LEASE_END, &st, err);
+    if (rc)
+        return rc;
+    db_bind_text(st, 1, k->owner);
+    db_bind_i64(st, 2, wall_ms());
+    bool row = false;
+    rc = db_step(st, &row, err, "reading the next lease end");
+    *k->at = rc == STORE_OK && row ? db_col_i64(st, 0) : 0;
+    db_done(st);
+    return rc;
+}
+
+int store_job_next_lease_end(store *s, const char *owner, int64_t *at, struct store_error *err)
+{
+    store_err_clear(err);
+    STORE_CHECK(s && owner && at, "store_job_next_lease_end: NULL argument");
+    struct {
+        const char *owner;
+        int64_t *at;
+    } k = {owner, at};
+    *at = 0;
+    return db_tx(s->db, DB_READ, lease_end_fn, &k, err);
+}
+
+int store_jobs_watch(store *s)
+{
+    return s ? db_watch_fd(s->db) : -1;
+}
+
+void store_jobs_watch_drain(store *s)
+{
+    if (s)
+        db_watch_drain(s->db);
 }
 
 int store_job_expire_owner(store *s, const char *owner, struct store_error *err)

@@ -126,6 +126,8 @@ static int cancel_fn(db_conn *c, void *ctx, struct store_error *err)
         snprintf(j->step, sizeof j->step, "failed");
     }
     k->outcome = end ? STORE_CANCEL_ENDED : STORE_CANCEL_ASKED;
+    if (end && j->vmid)
+        db_notify_jobs(c); /* a job behind it on the VM may be claimable now */
     if ((rc = tell(c, k, end, step, err)))
         return rc;
     return store_event_job_in(c, j, old, err); /* job.failed, as any failed job's */

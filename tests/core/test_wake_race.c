@@ -6,13 +6,20 @@
  * The interleaving is made exact: this test is linked with
  * --wrap=store_job_claim (CMakeLists.txt); the wrapper, once armed, lets a
  * look that found nothing return and, before it does, queues a creation
- * (as the API would) on the worker's own thread. */
+ * (as the API would) on the worker's own thread. The idle watcher looks
+ * only when told (core.c watch_wait): the test tells it by writing the
+ * SQLite store's jobs file, as a process queueing a job does. (The
+ * creation's own commit tells the watch too, so a look follows by that
+ * path as well; the wake-up check is what holds where the store cannot
+ * tell, a watch that broke: the watcher's 1 s look then.) */
 #include "core_harness.h"
 
 #include "common/util.h"
 
+#include <fcntl.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <unistd.h>
 
 int __real_store_job_claim(store *s, const char *owner, int64_t lease_ms, struct job_rec *out,
                            struct store_error *err);
@@ -50,9 +57,15 @@ static void test_a_wake_between_look_and_sleep_is_not_lost(void **unused)
     struct ch_opts o = {.workers = 1};
     ch_up(&e, &o);
     g_env = &e;
-    /* the one worker is idle: it looks once a second as the watcher */
+    /* the one worker is idle, the watcher: told, it looks */
     sleep_ms(300);
     atomic_store(&g_armed, true);
+    char path[256];
+    snprintf(path, sizeof path, "%s/proxd.db-jobs", e.dir);
+    int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(pwrite(fd, "t", 1, 0), 1);
+    close(fd);
     int64_t end = mono_ms() + 10000;
     while (!atomic_load(&g_claimed_ms) && mono_ms() < end)
         sleep_ms(5);
@@ -60,7 +73,8 @@ static void test_a_wake_between_look_and_sleep_is_not_lost(void **unused)
     assert_true(atomic_load(&g_claimed_ms) > 0);
     long took = (long)(atomic_load(&g_claimed_ms) - atomic_load(&g_queued_ms));
     /* at once: the next look follows the missed wake-up (it came ~1 s
-     * later, at the watcher's next look, when the wake-up was lost) */
+     * later, at the watcher's next look, when the wake-up was lost; now
+     * that the watcher sleeps until told, it would come 30 s later) */
     if (took > 600)
         fail_msg("the job queued during the look was claimed %ld ms later", took);
     enum job_state st;

@@ -26,6 +26,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <pwd.h>
+#include <poll.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -188,9 +189,9 @@ static int teardown(void **state)
      * directory go at the end of the run. */
     /* the fixture's database and those the process tests made beside it */
     const char *dbs[] = {"proxd.db", "procs.db", "cap.db", "slots.db", "old.db"};
-    const char *sfx[] = {"", "-wal", "-shm"};
+    const char *sfx[] = {"", "-wal", "-shm", "-jobs"};
     for (size_t d = 0; d < sizeof dbs / sizeof *dbs; d++)
-        for (size_t i = 0; i < 3; i++) {
+        for (size_t i = 0; i < 4; i++) {
             char *p = xasprintf("%s/%s%s", f->dir, dbs[d], sfx[i]);
             unlink(p);
             free(p);
@@ -775,6 +776,67 @@ static void job_add(store *s, const char *id, const char *kind, int vmid, int64_
     j.request = json_pack("{s:s}", "name", id);
     OK(store_job_insert(s, &j, &e_));
     job_rec_release(&j);
+}
+
+/* Whether the store's jobs watch turns readable within ms. */
+static bool told_within(store *s, int ms)
+{
+    struct pollfd p = {.fd = store_jobs_watch(s), .events = POLLIN};
+    assert_true(p.fd >= 0);
+    return poll(&p, 1, ms) == 1;
+}
+
+/* The daemon's idle workers sleep until told (core.c watch_wait): a job
+ * queued through another handle (another process's connection), a dead
+ * runner's jobs freed, tell the watch; writes that queue nothing do not;
+ * the next lease end of other owners' jobs says when to look for a takeover. */
+static void test_jobs_watch(void **state)
+{
+    struct fx *f = *state;
+    struct store_error e;
+    store *other = store_open(f->url, &e);
+    assert_non_null(other);
+    int fd = store_jobs_watch(f->s);
+    assert_true(fd >= 0);
+    store_jobs_watch_drain(f->s);
+    assert_false(told_within(f->s, 0));
+
+    job_add(other, "w-1", "start", 0, wall_ms()); /* queued elsewhere */
+    assert_true(told_within(f->s, 5000));
+    store_jobs_watch_drain(f->s);
+    assert_false(told_within(f->s, 0)); /* drained */
+
+    /* a claim and a renewal queue nothing: no word (a NOTIFY would come
+     * within milliseconds; a file write at once) */
+    struct job_rec c;
+    OK(store_job_claim(other, "runner", 30000, &c, &e_));
+    job_rec_release(&c);
+    int n = 0;
+    OK(store_job_renew_owner(other, "runner", 30000, &n, &e_));
+    assert_int_equal(n, 1);
+    assert_false(told_within(f->s, 300));
+
+    /* its runner is running it: a takeover is due when its lease ends */
+    int64_t at = 0, now = wall_ms();
+    OK(store_job_next_lease_end(f->s, "me", &at, &e_));
+    assert_true(at >= now + 29000 && at <= now + 31000);
+    OK(store_job_next_lease_end(f->s, "runner", &at, &e_)); /* not its own */
+    assert_int_equal(at, 0);
+
+    /* the runner is known dead: its jobs are claimable at once, and told */
+    OK(store_job_expire_owner(other, "runner", &e_));
+    assert_true(told_within(f->s, 5000));
+    store_jobs_watch_drain(f->s);
+    OK(store_job_next_lease_end(f->s, "me", &at, &e_));
+    assert_int_equal(at, 0);                          /* given up: no lease to wait for */
+    OK(store_job_expire_owner(other, "nobody", &e_)); /* frees nothing */
+    assert_false(told_within(f->s, 300));
+
+    /* the watch of this handle sees its own handle's submissions too */
+    job_add(f->s, "w-2", "start", 0, wall_ms());
+    assert_true(told_within(f->s, 5000));
+    assert_int_equal(store_jobs_watch(f->s), fd); /* unbroken: the same fd */
+    store_close(other);
 }
 
 static void test_job_crud(void **state)
@@ -3879,6 +3941,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sole_processes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_job_checkpoint, setup, teardown),
         cmocka_unit_test_setup_teardown(test_job_cancel, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_jobs_watch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vm_update_if, setup, teardown),
         cmocka_unit_test_setup_teardown(test_job_renew_owner, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kv_delete, setup, teardown),
