@@ -85,13 +85,19 @@ struct fleet {
     char extra[MAX_EXTRA_NODES][64];
     int nextra;
     int64_t quick_ms; /* see QUICK_FAILURE_MS */
-    /* the active probe (fleet_probe_start): one thread per node */
-    pthread_cond_t probe_cv;
+    /* the active probe (fleet_probe_start): the prober, and a thread per
+     * node that probes it in full when a glance failed */
+    pthread_cond_t probe_cv;   /* stop, or a suspect judged */
+    pthread_cond_t suspect_cv; /* stop, or a node handed to its thread */
     bool probe_stop;
     int probe_every_ms;
     int nprobes;
     pthread_t probes[CFG_MAX_NODES];
-    struct fleet_seen *seen; /* fleet_addrs.c: addresses in VM configs */
+    pthread_t prober;
+    bool prober_up;
+    int64_t looked[CFG_MAX_NODES]; /* mono ms: the node's last probe was sent */
+    bool suspect[CFG_MAX_NODES];   /* its glance failed: its own thread has it */
+    struct fleet_seen *seen;       /* fleet_addrs.c: addresses in VM configs */
 };
 
 struct fleet_seen *fleet_seen_of(struct fleet *f)
@@ -264,6 +270,7 @@ struct fleet *fleet_new(const struct proxd_config *cfg, char *err, size_t errlen
     pthread_mutex_init(&f->mu, NULL);
     f->seen = fleet_seen_new();
     pthread_cond_init(&f->probe_cv, NULL);
+    pthread_cond_init(&f->suspect_cv, NULL);
     vmtab_init(&f->vms);
     f->quick_ms = cfg->connect_timeout_s * 1000L / 2;
     if (f->quick_ms <= 0 || f->quick_ms > QUICK_FAILURE_MS)
@@ -299,6 +306,7 @@ void fleet_free(struct fleet *f)
     vmtab_free(&f->vms);
     fleet_seen_free(f->seen);
     pthread_cond_destroy(&f->probe_cv);
+    pthread_cond_destroy(&f->suspect_cv);
     pthread_mutex_destroy(&f->mu);
     free(f);
 }
@@ -851,16 +859,24 @@ void fleet_vm_removed(struct fleet *f, int vmid)
 /* A node that the cluster still shows online may hang (it takes TCP
  * connections and never answers, or the cluster's proxy to it times out):
  * without calls to it, nothing would notice. Each up node is asked for its
- * status, once, with the probe's short timeout, on a thread of its own (a
- * hung node holds up only its own probe), when it has given no sign of life
- * for a probe interval; a network failure marks it down at once. A sign of
- * life is an answer to any call sent at or after a moment (the probe's own,
- * or a job's through the world's client: on_node_answer): a node that hangs
- * at h answered nothing sent after h, so its probe is due at most one
- * interval after h and the hang is seen within the interval plus the
- * probe's timeout, as when every node was probed on a fixed beat, while a
+ * status when it has given no sign of life for a probe interval; a network
+ * failure marks it down at once. A sign of life is an answer to any call
+ * sent at or after a moment (the probe's own, or a job's through the
+ * world's client: on_node_answer): a node that hangs at h answered nothing
+ * sent after h, so its probe is due at most one interval after h, while a
  * node that jobs keep calling costs no probe at all. Down nodes are probed
- * again by the refresh's backoff, which also brings them back. */
+ * again by the refresh's backoff, which also brings them back.
+ *
+ * One thread (the prober) wakes when the first probe is due and glances at
+ * every node due within half an interval more, one after another on the
+ * pool's warm connection: a wake-up from idle costs ~0.5 ms of CPU on a
+ * virtual machine, a call right after another a quarter of one alone
+ * (bench/results/callcost.txt), and five threads each waking for its own
+ * node's probe paid that five times. A glance has a short timeout
+ * (PVE_CALL_GLANCE): a node that does not answer it is handed to a thread
+ * of its own, which probes it with the full timeout and judges; so a hung
+ * node holds up the others' glances by at most PVE_GLANCE_MS, not by the
+ * probe's timeout. Those threads sleep until handed a node. */
 struct probe_arg {
     struct fleet *f;
     int node;
@@ -878,45 +894,91 @@ static bool probe_sleep(struct fleet *f, int64_t due)
     return f->probe_stop;
 }
 
-static void *probe_main(void *arg)
+/* Under f->mu: whether node i is the prober's to probe, and when. */
+static bool probe_due(struct fleet *f, int i, int64_t *due)
+{
+    struct nstate *n = &f->nodes[i];
+    if (!f->worlds[n->world].asked || !n->online || n->failed || f->suspect[i])
+        return false;
+    int64_t seen = n->alive_ms > f->looked[i] ? n->alive_ms : f->looked[i];
+    *due = seen + f->probe_every_ms;
+    return true;
+}
+
+/* One probe of node i (without f->mu); the answer is a sign of life. */
+static int probe_once(struct fleet *f, int i, unsigned flags, struct pve_error *e)
+{
+    struct nstate *n = &f->nodes[i];
+    char path[128];
+    pve_path(path, sizeof path, "/nodes/%s/status", n->name);
+    int64_t sent = mono_ms();
+    int rc = pve_call_ex(f->worlds[n->world].client, "GET", path, NULL, flags, NULL, e);
+    pthread_mutex_lock(&f->mu);
+    f->looked[i] = sent;
+    if (rc == PVE_OK && sent > n->alive_ms)
+        n->alive_ms = sent;
+    pthread_mutex_unlock(&f->mu);
+    return rc;
+}
+
+static void *prober_main(void *arg)
 {
     mem_thread_name("probe");
+    struct fleet *f = arg;
+    int64_t every = f->probe_every_ms;
+    pthread_mutex_lock(&f->mu);
+    for (int i = 0; i < f->nnodes; i++)
+        f->looked[i] = mono_ms();
+    for (;;) {
+        int64_t first = mono_ms() + every, due;
+        for (int i = 0; i < f->nnodes; i++)
+            if (probe_due(f, i, &due) && due < first)
+                first = due;
+        if (probe_sleep(f, first))
+            break;
+        /* the due ones and those due within half an interval, in a row;
+         * each checked again just before (a call may have answered) */
+        for (int i = 0; i < f->nnodes && !f->probe_stop; i++) {
+            if (!probe_due(f, i, &due) || due > mono_ms() + every / 2)
+                continue;
+            pthread_mutex_unlock(&f->mu);
+            struct pve_error e;
+            int rc = probe_once(f, i, PVE_CALL_PROBE | PVE_CALL_GLANCE, &e);
+            pthread_mutex_lock(&f->mu);
+            if (rc == PVE_E_NETWORK) { /* no verdict yet: its own thread judges */
+                f->suspect[i] = true;
+                pthread_cond_broadcast(&f->suspect_cv);
+            }
+        }
+    }
+    pthread_mutex_unlock(&f->mu);
+    return NULL;
+}
+
+/* A node's own thread: the full probe of a node that failed a glance. */
+static void *suspect_main(void *arg)
+{
+    mem_thread_name("probe-node");
     struct probe_arg pa = *(struct probe_arg *)arg;
     free(arg);
     struct fleet *f = pa.f;
-    struct nstate *n = &f->nodes[pa.node];
-    pve_client *pc = f->worlds[n->world].client;
-    char path[128];
-    pve_path(path, sizeof path, "/nodes/%s/status", n->name);
-    /* the nodes' probes spread over the interval, not all at once: one
-     * after another they reuse the pool's warm connection, where together
-     * each needs its own (and a TLS handshake, as servers close a
-     * connection idle for 5 s) */
-    int64_t every = f->probe_every_ms;
-    int64_t looked = mono_ms() - every * pa.node / (f->nnodes > 0 ? f->nnodes : 1);
+    int i = pa.node;
     pthread_mutex_lock(&f->mu);
     for (;;) {
-        /* due one interval after the later of the last look and the last
-         * sign of life (which may move on while this thread sleeps) */
-        int64_t due = (n->alive_ms > looked ? n->alive_ms : looked) + every;
-        if (probe_sleep(f, due))
+        while (!f->probe_stop && !f->suspect[i])
+            pthread_cond_wait(&f->suspect_cv, &f->mu);
+        if (f->probe_stop)
             break;
-        if (mono_ms() < (n->alive_ms > looked ? n->alive_ms : looked) + every)
-            continue; /* it answered a call meanwhile */
-        looked = mono_ms();
-        if (!f->worlds[n->world].asked || !n->online || n->failed)
-            continue;
         pthread_mutex_unlock(&f->mu);
         struct pve_error e;
-        int rc = pve_call_ex(pc, "GET", path, NULL, PVE_CALL_PROBE, NULL, &e);
-        if (rc == PVE_E_NETWORK) {
+        if (probe_once(f, i, PVE_CALL_PROBE, &e) == PVE_E_NETWORK) {
             char why[300];
             snprintf(why, sizeof why, "does not answer a status probe: %.250s", e.message);
-            fleet_node_failed(f, n->name, why);
+            fleet_node_failed(f, f->nodes[i].name, why);
         }
         pthread_mutex_lock(&f->mu);
-        if (rc == PVE_OK && looked > n->alive_ms)
-            n->alive_ms = looked;
+        f->suspect[i] = false;
+        pthread_cond_signal(&f->probe_cv); /* the prober counts it again */
     }
     pthread_mutex_unlock(&f->mu);
     return NULL;
@@ -928,17 +990,23 @@ int fleet_probe_start(struct fleet *f, int interval_ms)
         return 0;
     f->probe_every_ms = interval_ms;
     f->probe_stop = false;
+    memset(f->suspect, 0, sizeof f->suspect);
     for (int i = 0; i < f->nnodes; i++) {
         struct probe_arg *pa = xmalloc(sizeof *pa);
         pa->f = f;
         pa->node = i;
-        if (mem_thread_start(&f->probes[i], probe_main, pa) != 0) {
+        if (mem_thread_start(&f->probes[i], suspect_main, pa) != 0) {
             free(pa);
             fleet_probe_stop(f);
             return -1;
         }
         f->nprobes++;
     }
+    if (mem_thread_start(&f->prober, prober_main, f) != 0) {
+        fleet_probe_stop(f);
+        return -1;
+    }
+    f->prober_up = true;
     return 0;
 }
 
@@ -947,7 +1015,11 @@ void fleet_probe_stop(struct fleet *f)
     pthread_mutex_lock(&f->mu);
     f->probe_stop = true;
     pthread_cond_broadcast(&f->probe_cv);
+    pthread_cond_broadcast(&f->suspect_cv);
     pthread_mutex_unlock(&f->mu);
+    if (f->prober_up)
+        pthread_join(f->prober, NULL);
+    f->prober_up = false;
     for (int i = 0; i < f->nprobes; i++)
         pthread_join(f->probes[i], NULL);
     f->nprobes = 0;

@@ -17,10 +17,13 @@
  * Active probe (fleet_probe_start): a node the cluster still reports online
  * may hang; an up node that gave no sign of life for a probe interval (no
  * successful answer to a call sent on it since: libpve's on_node_answer, or
- * the last probe) is asked for its status on a thread of its own, with a
- * short timeout (twice the connect timeout, at most the operation timeout),
- * and one that fails at the network level is marked down at once, so a
- * hung node is seen within the interval plus that timeout.
+ * the last probe) is asked for its status: one prober thread asks the
+ * nodes due, one after another, with a 1 s timeout (PVE_CALL_GLANCE); one
+ * that does not answer is asked again on a thread of its own with the
+ * probe's timeout (twice the connect timeout, at most the operation
+ * timeout), and one that fails that at the network level is marked down
+ * at once, so a hung node is seen within the interval plus 1 s plus that
+ * timeout, and holds up the others' probes by 1 s at most.
  *
  * Thread-safe: every function may be called from any thread. */
 #ifndef CORE_FLEET_H

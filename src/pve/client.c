@@ -288,6 +288,8 @@ static int send_once(pve_client *c, int hi, const char *method, const char *path
                          .json_body = c->json_bodies,
                          .raw_ok = raw_ok,
                          .timeout_ms = (flags & PVE_CALL_PROBE) ? c->probe_timeout_ms : 0};
+    if ((flags & PVE_CALL_GLANCE) && rq.timeout_ms > PVE_GLANCE_MS)
+        rq.timeout_ms = PVE_GLANCE_MS;
     if (flags & PVE_F_TASKPOLL)
         atomic_fetch_add(&c->task_polls, 1);
     int64_t t0 = mono_us();
@@ -434,9 +436,10 @@ int pve_call_ex(pve_client *c, const char *method, const char *path, json_t *par
     json_t *env = NULL;
     if (data)
         *data = NULL;
-    int rc = pve_call_int(
-        c, method, path, params,
-        flags & (PVE_CALL_ONCE | PVE_CALL_FAILFAST | PVE_CALL_NORETRY | PVE_CALL_PROBE), &env, err);
+    int rc = pve_call_int(c, method, path, params,
+                          flags & (PVE_CALL_ONCE | PVE_CALL_FAILFAST | PVE_CALL_NORETRY |
+                                   PVE_CALL_PROBE | PVE_CALL_GLANCE),
+                          &env, err);
     if (rc == 0 && data) {
         json_t *d = json_object_get(env, "data");
         *data = d ? json_incref(d) : json_null();

@@ -194,7 +194,14 @@ enum pve_call_flags {
      * close a connection idle for 5 s); the node hooks are not told, the
      * caller judges the answer itself. */
     PVE_CALL_PROBE = 1 << 3,
+    /* With PVE_CALL_PROBE: a glance, with a timeout of at most
+     * PVE_GLANCE_MS (a healthy node answers a status read in
+     * milliseconds): a prober going through several nodes in a row is
+     * held up by a hung one for no longer, and probes that one again
+     * on its own with the full timeout before judging. */
+    PVE_CALL_GLANCE = 1 << 4,
 };
+#define PVE_GLANCE_MS 1000
 
 int pve_call_ex(pve_client *c, const char *method, const char *path, json_t *params, unsigned flags,
                 json_t **data, struct pve_error *err);

@@ -192,11 +192,46 @@ static void test_probe_skipped_after_success(void **state)
     ch_down(&e);
 }
 
+/* One prober glances at the nodes one after another: a hung node holds up
+ * the others' probes by at most the glance's timeout (1 s), is then probed
+ * on a thread of its own with the full timeout (2 s here) and marked down,
+ * and the others keep their interval meanwhile. */
+static void test_probe_hung_node_holds_up_no_other(void **state)
+{
+    (void)state;
+    struct ch_env e;
+    struct ch_opts o = {.no_start = true};
+    ch_up(&e, &o);
+    fleet_refresh(e.fl, true);
+    int c3 = counter(&e, "^/nodes/sv3/status$"), c4 = counter(&e, "^/nodes/sv4/status$");
+    ch_sim(&e, "POST", "/_sim/nodes/sv2", "{\"state\": \"blackhole\"}");
+    int64_t t0 = h_now_ms(), down_ms = 0;
+    assert_int_equal(fleet_probe_start(e.fl, 400), 0);
+    while (h_now_ms() - t0 < 4000) {
+        if (!down_ms && !fleet_node_up(e.fl, "sv2"))
+            down_ms = h_now_ms() - t0;
+        sleep_ms(20);
+    }
+    fleet_probe_stop(e.fl);
+    int h3 = hits(&e, c3), h4 = hits(&e, c4);
+    print_message("[ figures  ] sv2 hung: down after %lld ms; probes of sv3 %d, sv4 %d in 4 s at "
+                  "a 0.4 s interval\n",
+                  (long long)down_ms, h3, h4);
+    /* interval 0.4 + glance 1 + probe 2 s, with room */
+    assert_true(down_ms > 0 && down_ms < 3900);
+    /* ~8 each; a prober stuck for each 2 s probe of sv2 would make ~2 */
+    assert_true(h3 >= 5 && h4 >= 5);
+    assert_true(fleet_node_up(e.fl, "sv3") && fleet_node_up(e.fl, "sv4"));
+    ch_sim(&e, "POST", "/_sim/nodes/sv2", "{\"state\": \"online\"}");
+    ch_down(&e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_inventory),
         cmocka_unit_test(test_probe_skipped_after_success),
+        cmocka_unit_test(test_probe_hung_node_holds_up_no_other),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
