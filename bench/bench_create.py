@@ -11,15 +11,17 @@ build/proxd); results go to stdout and bench/results/create.txt.
        sum(template bytes) / sum(node bandwidths) * TS   (real seconds).
    Proxmox calls per creation (GET /_sim/calls before/after), split into task
    polls (GET .../tasks/{upid}/status and /log) and the rest; proxd's CPU time
-   per creation (utime+stime of the daemon from /proc/<pid>/stat, from its
-   /readyz answering to the last job's end: the start-up is per process); the time
+   per creation (the CPU time of the daemon's threads from
+   /proc/<pid>/task/*/schedstat, from its /readyz answering to the last
+   job's end: the start-up is per process); the time
    to queue the creations (proxd create, 4 at a time); time to running per
    creation (daemon start -> job done), p50 and p99. Median of RUNS runs,
    on identical nodes and on an uneven fleet (1000/500/500/250/250 MiB/s,
    the same total), then one run with a mix of templates (ubuntu, windows).
 2. Real speed: TS = 1 with N_REAL creations: task polls per creation per
    10 s of task time (task durations from the nodes' task lists), and CPU
-   per creation against the fast runs.
+   per creation against the fast runs, and against a fast run of as many
+   creations (N_REAL: a fresh daemon's first creations cost more).
 3. A blackholed node: sequential creations (one at a time) with all nodes
    up, then with sv1 blackholed (every call to it hangs for pveproxy's 30 s);
    per-creation latency (job created_at -> finished_at from the database).
@@ -245,7 +247,11 @@ def throughput_run(run, label="", n=None, bandwidths=None, oses=("ubuntu",), ts=
                                                            "qmstart", "qmconfig"):
                     task_s += t["endtime"] - t["starttime"]
         r = {"makespan": makespan, "lb": lb, "ratio": makespan / lb, "done": len(done),
-             "polls": polls / len(ids), "rest": rest / len(ids), "cpu": (cpu1 - cpu0) / len(ids),
+             "polls": polls / len(ids), "rest": rest / len(ids),
+             # the threads' CPU in ns (schedstat); /proc/PID/stat counts 10 ms
+             # ticks, 0.5 ms per creation of a 20-creation run
+             "cpu": (sum(th1.values()) - sum(th0.values())) / 1000.0 / len(ids),
+             "cpu_ticks": (cpu1 - cpu0) / len(ids),
              "per": per, "spread": spread, "bytes": total, "bw": bw, "queue": queue_s,
              "ttr50": pct(ttr, 50) if ttr else 0, "ttr99": pct(ttr, 99) if ttr else 0,
              "task_s": task_s / len(ids),
@@ -436,6 +442,10 @@ def main():
         extra = throughput_run(0)
         globals()["WORKERS"] = 0
     real = throughput_run(0, "time scale 1 ", n=N_REAL, ts=1.0) if N_REAL else None
+    # the same number of creations at the fast scale: a fresh daemon's
+    # first creations cost more (task lengths not learned yet, connections
+    # and caches cold), which 200 creations spread thinner than 20
+    same_n = throughput_run(0, "fast scale, %d creations " % N_REAL, n=N_REAL) if N_REAL else None
     say()
     say("calls in run 1 (all creations): %s" % json.dumps(runs[0]["per"], sort_keys=True))
     if real:
@@ -484,6 +494,9 @@ def main():
                 N_REAL, real["polls"], real["task_s"], per10, TARGET_REAL_POLLS,
                 "PASS" if per10 <= TARGET_REAL_POLLS else "FAIL", real["cpu"] * 1000,
                 med("cpu") * 1000))
+        say("    CPU per creation, time scale 1 over fast: %.2fx against %d creations, %.2fx against "
+            "%d at the fast scale (%.2f ms)" % (real["cpu"] / med("cpu"), N, real["cpu"] / same_n["cpu"],
+                                             N_REAL, same_n["cpu"] * 1000))
     if queue_s is not None:
         say("  queueing %d creations through the CLI (proxd create, 4 at a time): %.1fs (%.1f ms "
             "each); proxd create --from FILE: %.2fs (%.2f ms each); proxctl vm create --from FILE "
