@@ -583,9 +583,12 @@ void core_wake(struct core *k)
 {
     pthread_mutex_lock(&k->mu);
     k->wakes++;
-    pthread_cond_signal(&k->cv);
+    /* one worker: an idle one, or else the watcher (waking both would
+     * make two looks where one finds the job) */
     uint64_t one = 1;
-    if (k->watcher && k->watch_wake >= 0 && write(k->watch_wake, &one, sizeof one) < 0)
+    if (k->idle > 0)
+        pthread_cond_signal(&k->cv);
+    else if (k->watcher && k->watch_wake >= 0 && write(k->watch_wake, &one, sizeof one) < 0)
         log_debug("job", "the watcher not told of a job: %s", strerror(errno));
     pthread_mutex_unlock(&k->mu);
 }
@@ -692,7 +695,9 @@ static void *worker_main(void *arg)
                 pthread_mutex_lock(&k->mu);
                 k->watcher = false;
             } else if (!k->stopping) {
+                k->idle++;
                 pthread_cond_wait(&k->cv, &k->mu);
+                k->idle--;
             }
             pthread_mutex_unlock(&k->mu);
             continue;

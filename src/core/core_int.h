@@ -34,6 +34,7 @@ struct core {
     int wake[2];    /* a pipe written at stop: task waits sleep on wake[0] */
     bool watcher;   /* an idle worker watches the store (watch_wait; the others wait) */
     int watch_wake; /* eventfd: core_wake tells the watcher (it waits in poll) */
+    int idle;       /* under mu: idle workers waiting on cv (not the watcher) */
     uint64_t wakes; /* core_wake calls: a worker whose look missed one looks again */
     pthread_t workers[CORE_MAX_WORKERS];
     int nworkers;              /* workers core_start makes (read by jobs: set before any starts) */

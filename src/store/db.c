@@ -219,10 +219,17 @@ void db_notify_jobs(db_conn *c)
     c->d->drv->notify(c, false);
 }
 
+/* A watch that cannot be had (PostgreSQL unreachable: its connect may
+ * take its timeout) is not tried at every look: every 30 s. */
+#define WATCH_RETRY_MS 30000
+
 int db_watch_fd(db *d)
 {
-    if (d->watch_fd < 0 && getpid() == d->pid)
+    if (d->watch_fd < 0 && getpid() == d->pid && mono_ms() >= d->watch_retry) {
         d->watch_fd = d->drv->watch_open(d);
+        if (d->watch_fd < 0)
+            d->watch_retry = mono_ms() + WATCH_RETRY_MS;
+    }
     return d->watch_fd;
 }
 

@@ -80,8 +80,9 @@ struct db {
     pthread_key_t key;  /* this thread's db_conn */
     pthread_mutex_t mu; /* guards conns */
     db_conn *conns;
-    int watch_fd;     /* db_watch_fd's: -1 while closed */
-    void *watch_data; /* the driver's part of the watch */
+    int watch_fd;        /* db_watch_fd's: -1 while closed */
+    int64_t watch_retry; /* mono ms: a watch that could not be had is tried again then */
+    void *watch_data;    /* the driver's part of the watch */
 };
 
 /* A driver's table, from its primitives named p_open, p_close, ... */
