@@ -427,6 +427,18 @@ static void clone_progress(struct sim *s, struct sim_task *t, double now, double
     sim_task_finish(s, t, "OK");
 }
 
+void sim_task_stop(struct sim *s, struct sim_task *t)
+{
+    if (!t->running)
+        return;
+    if (t->kind == TK_CLONE) {
+        sim_task_log(t, "received interrupt");
+        clone_fail_and_remove(s, t, "received interrupt");
+        return;
+    }
+    sim_task_finish(s, t, "unexpected status");
+}
+
 static void step_clone(struct sim *s, struct sim_task *t, double now, double share)
 {
     switch (t->phase) {

@@ -113,8 +113,7 @@ static void h_stop_task(struct sim_call *c)
     struct sim_task *t = find(c);
     if (!t)
         return;
-    if (t->running)
-        sim_task_finish(c->s, t, "unexpected status");
+    sim_task_stop(c->s, t);
     c->data = json_null();
 }
 

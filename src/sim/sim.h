@@ -401,6 +401,11 @@ struct sim_task *sim_task_new(struct sim *s, struct sim_node *n, const char *typ
                               const char *user, enum task_kind kind);
 void sim_task_log(struct sim_task *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void sim_task_finish(struct sim *s, struct sim_task *t, const char *exitstatus);
+/* DELETE .../tasks/{upid}: the worker is interrupted (SIGTERM: "received
+ * interrupt"). A clone's worker first removes the VM it was making, as
+ * qemu-server's clone does when its copy dies, and gives back its locks;
+ * other tasks end with PVE's "unexpected status". */
+void sim_task_stop(struct sim *s, struct sim_task *t);
 /* Is this finished task still in its node's task archive (index, index.1)? */
 bool sim_task_archived(const struct sim_task *t);
 /* The task with this UPID (a hash lookup), or NULL once it fell out of its

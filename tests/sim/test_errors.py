@@ -276,6 +276,11 @@ def locked_while_cloning():
         # the source is not locked
         assert "lock" not in s.data("GET", "/nodes/sv1/qemu/8003/config")
         assert s.api("DELETE", "/nodes/sv1/tasks/" + upid).status_code == 200
+        # the stopped clone's worker removed what it made, as qemu-server's does
+        st = s.data("GET", "/nodes/sv1/tasks/%s/status" % upid)
+        assert st["status"] == "stopped" and st["exitstatus"] == "clone failed: received interrupt", st
+        assert s.api("GET", "/nodes/sv1/qemu/100/config").status_code == 500
+        assert s.api("DELETE", "/nodes/sv1/tasks/" + upid).status_code == 200  # ended: no error
 
 
 KEY_ED = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExpzqEB21/osp0uiM0EB4U0KDw5SIdKC9V/XOsO7BlK me@host"
