@@ -235,6 +235,12 @@ int pve_upid_parse(const char *upid, struct pve_task *out);
 
 int pve_task_status(pve_client *c, const char *upid, struct pve_task *out, struct pve_error *err);
 
+/* Stop a running task (DELETE /nodes/{node}/tasks/{upid}): its worker is
+ * sent SIGTERM and ends with an error ("received interrupt"); a clone's
+ * worker first removes the disks and config it made. A task that has ended
+ * already is no error. Wait for its end with pve_task_wait. */
+int pve_task_stop(pve_client *c, const char *upid, struct pve_error *err);
+
 /* Called while waiting with each new task log line. */
 typedef void (*pve_progress_fn)(void *ud, const char *upid, const char *line);
 

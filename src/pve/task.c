@@ -139,6 +139,23 @@ out:
     return rc;
 }
 
+int pve_task_stop(pve_client *c, const char *upid, struct pve_error *err)
+{
+    struct pve_task t = {0};
+    char path[1024];
+    int rc = parse_or_fail(upid, &t, err);
+    if (rc)
+        return rc;
+    if (pve_path(path, sizeof path, "/nodes/%s/tasks/%s", t.node, upid) != 0) {
+        pve_error_set(err, PVE_E_INVALID, "UPID too long");
+        return PVE_E_INVALID;
+    }
+    rc = pve_call(c, "DELETE", path, NULL, NULL, err);
+    if (rc && err)
+        pve_strlcpy(err->upid, upid, sizeof err->upid);
+    return rc;
+}
+
 /* ---- log -------------------------------------------------------------------------- */
 
 /* One page of the log; *total from the envelope (0 when absent). */
