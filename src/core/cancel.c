@@ -23,6 +23,11 @@ int core_job_cancel(struct core *k, const char *id, const char *by, struct job_r
         return core_fail(err, CORE_E_CONFLICT, "job", "%s", se.message);
     if (rc)
         return core_fail(err, CORE_E_INTERNAL, NULL, "%s", se.message);
+    /* a wait of the job's in this process ends now rather than at its next
+     * look (a clone's may be a minute away); in another instance the
+     * runner reads the cancel at its next look at the store */
+    if (*outcome == STORE_CANCEL_ASKED)
+        core_waiters_cancel(k, id);
     if (*outcome != STORE_CANCEL_AGAIN)
         log_info("job", "job=%s kind=%s vmid=%d cancel by %s: %s", id, out->kind, out->vmid, by,
                  *outcome == STORE_CANCEL_ENDED ? "ended (it was queued)"

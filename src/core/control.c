@@ -347,7 +347,7 @@ int ctl_wait_task(struct cctx *c, const char *upid, struct pve_error *e)
     int64_t end = mono_ms() + STEP_DEADLINE_MS;
     int rc;
     struct core_waiter w;
-    core_waiter_begin(c->k, &w, upid);
+    core_waiter_begin(c->k, &w, upid, NULL);
     for (int bad_polls = 0;;) {
         struct pve_task t;
         memset(&t, 0, sizeof t);

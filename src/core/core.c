@@ -74,17 +74,19 @@ static void on_fleet_note(void *ud, unsigned notes)
     pthread_mutex_unlock(&k->mu);
 }
 
-void core_waiter_begin(struct core *k, struct core_waiter *w, const char *upid)
+void core_waiter_begin(struct core *k, struct core_waiter *w, const char *upid, const char *job)
 {
     struct pve_task t;
     memset(w, 0, sizeof *w);
     w->fd = -1;
+    w->k = k;
     if (pve_upid_parse(upid, &t) != 0)
         return;
     w->fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (w->fd < 0)
         return;
     snprintf(w->node, sizeof w->node, "%s", t.node);
+    snprintf(w->job, sizeof w->job, "%s", job ? job : "");
     pthread_mutex_lock(&k->mu);
     w->next = k->waiters;
     k->waiters = w;
@@ -104,6 +106,33 @@ void core_waiter_end(struct core *k, struct core_waiter *w)
     pthread_mutex_unlock(&k->mu);
     close(w->fd);
     w->fd = -1;
+}
+
+bool core_waiter_cancelled(struct core_waiter *w)
+{
+    pthread_mutex_lock(&w->k->mu);
+    bool c = w->cancel;
+    pthread_mutex_unlock(&w->k->mu);
+    return c;
+}
+
+/* The cancel is told only to waits in this process. A job run by another
+ * instance sharing the database is not woken: its runner reads the cancel
+ * at its next look at the store (a creation: the checkpoint after its
+ * clone, whose wait may sleep up to a minute; its cleanup then removes the
+ * clone). */
+void core_waiters_cancel(struct core *k, const char *id)
+{
+    pthread_mutex_lock(&k->mu);
+    for (struct core_waiter *w = k->waiters; w; w = w->next) {
+        if (!w->job[0] || strcmp(w->job, id) != 0 || w->cancel)
+            continue;
+        w->cancel = true;
+        uint64_t one = 1;
+        if (write(w->fd, &one, sizeof one) != sizeof one)
+            log_warn("core", "job=%s a task wait not told of the cancel", id);
+    }
+    pthread_mutex_unlock(&k->mu);
 }
 
 struct core *core_new(const struct proxd_config *cfg, store *st, struct fleet *fl,
@@ -516,14 +545,25 @@ static int stop_tick(void *ud)
     return core_stopping(ud);
 }
 
+/* A registered wait's tick: a stop or its job's cancel interrupts it (a
+ * node's failure only makes it look: the tick says 0). */
+static int waiter_tick(void *ud)
+{
+    struct core_waiter *w = ud;
+    pthread_mutex_lock(&w->k->mu);
+    int r = w->k->stopping || w->cancel;
+    pthread_mutex_unlock(&w->k->mu);
+    return r;
+}
+
 struct pve_wait_opts core_wait_opts(struct core *k, struct core_waiter *w, long deadline_ms)
 {
     struct pve_wait_opts o = {.deadline_ms = deadline_ms,
-                              .tick = stop_tick,
+                              .tick = w ? waiter_tick : stop_tick,
                               .tick_ms = 500,
                               .wake_fd = k->wake[0] >= 0 ? &k->wake[0] : NULL,
                               .look_fd = w && w->fd >= 0 ? &w->fd : NULL,
-                              .ud = k};
+                              .ud = w ? (void *)w : (void *)k};
     return o;
 }
 
@@ -531,7 +571,7 @@ int core_wait_task(struct core *k, pve_client *pc, const char *upid, long deadli
                    struct pve_error *err)
 {
     struct core_waiter w;
-    core_waiter_begin(k, &w, upid);
+    core_waiter_begin(k, &w, upid, NULL);
     struct pve_wait_opts o = core_wait_opts(k, &w, deadline_ms);
     struct pve_task t;
     int rc = pve_task_wait_opts(pc, upid, &o, &t, err);

@@ -59,7 +59,8 @@ struct core {
     size_t naddrq;
     struct netwalk *nw;          /* netwalk.c: the config walk and agent confirmation */
     struct evkeeper *evk;        /* events.c: node health edges, retention */
-    struct core_waiter *waiters; /* under mu: task waits to wake when their node fails */
+    struct core_waiter *waiters; /* under mu: task waits to wake when their node fails or
+                                    their job is cancelled */
     struct webhooks *wh;         /* webhook.c: delivery threads and their counters */
 };
 
@@ -84,19 +85,34 @@ void reconcile_cleaner_stop(struct core *k); /* after k->stopping is set */
  * (its descriptor turns readable) when the fleet sees the task's node go
  * down, and looks at the task at once; the look's network failure is then
  * the wait's, and the job fails over without sleeping to its next look
- * (a clone's may be up to a minute away). Begin and end on the waiting
- * thread; fd -1 (no eventfd): the wait is not told. */
+ * (a clone's may be up to a minute away). A wait registered with its job's
+ * id is also told when a cancel of that job is recorded in this process
+ * (core_waiters_cancel): it ends at once, interrupted, with `cancel` set,
+ * and its job decides what the cancel means for the task (a creation stops
+ * its clone). Begin and end on the waiting thread; fd -1 (no eventfd): the
+ * wait is not told. */
 struct core_waiter {
     int fd;
-    bool told; /* under k->mu: woken for this down spell */
+    bool told;   /* under k->mu: woken for this down spell */
+    bool cancel; /* under k->mu: its job's cancel was recorded meanwhile */
     char node[64];
+    char job[40]; /* "": not told of cancels */
+    struct core *k;
     struct core_waiter *next;
 };
-void core_waiter_begin(struct core *k, struct core_waiter *w, const char *upid);
+/* `job` NULL: the wait is not told of its job's cancel (a control action
+ * whose call was sent finishes; a cleanup's waits are not cut short). */
+void core_waiter_begin(struct core *k, struct core_waiter *w, const char *upid, const char *job);
 void core_waiter_end(struct core *k, struct core_waiter *w);
+/* Was the waiter told of its job's cancel? */
+bool core_waiter_cancelled(struct core_waiter *w);
+/* A cancel of running job `id` was recorded (core_job_cancel): its waits
+ * registered with the id end at once. Any thread. */
+void core_waiters_cancel(struct core *k, const char *id);
 
 /* Options for waiting on a task: stop ends the wait at once, a registered
- * waiter (may be NULL) looks when its node fails (core.c). */
+ * waiter (may be NULL) looks when its node fails and ends when its job is
+ * cancelled (core.c). */
 struct pve_wait_opts core_wait_opts(struct core *k, struct core_waiter *w, long deadline_ms);
 
 /* A creation leaves `node` after a failure there (for the metrics). */

@@ -31,6 +31,7 @@
  * not answer, and the creation should fail over now). */
 #define TRIES 4
 #define UNLOCK_WAIT_MS (30 * 1000L) /* cleanup's wait for a VM's lock to go */
+#define CLONE_STOP_MS (60 * 1000L)  /* a stopped clone's wait for its worker's end */
 
 struct ctx {
     struct core *k;
@@ -88,19 +89,40 @@ static bool tried(struct ctx *c, const char *node)
     return false;
 }
 
+/* Read the job's cancel fields from the store, when no cancel is known yet
+ * (one recorded since the last checkpoint read them). */
+static bool cancel_recorded(struct ctx *c)
+{
+    struct job_rec now;
+    if (!c->j->cancel_at && store_job_get(c->k->st, c->j->id, &now, NULL) == 0) {
+        c->j->cancel_at = now.cancel_at;
+        snprintf(c->j->cancel_by, sizeof c->j->cancel_by, "%s", now.cancel_by);
+        job_rec_release(&now);
+    }
+    return job_cancel_asked(c->j);
+}
+
 /* Wait for a task (pve_task_wait's schedule over the whole wait); -1 when
  * the core is stopping (the job resumes later). A status read that fails
  * transiently is made again (TRIES in a row). *ended (may be NULL) tells
- * whether the task was seen to end: when not, it may still be running. */
-static int wait_task(struct ctx *c, const char *upid, long deadline_ms, bool *ended,
-                     struct pve_error *err)
+ * whether the task was seen to end: when not, it may still be running.
+ * With `cancellable`, -3 when the job is cancelled: the wait is registered
+ * with the job's id, so a cancel recorded in this process ends it at once
+ * (core_waiters_cancel), and a cancel recorded before it was registered is
+ * read from the store right after (none falls between the two). */
+static int wait_task(struct ctx *c, const char *upid, long deadline_ms, bool cancellable,
+                     bool *ended, struct pve_error *err)
 {
     int64_t end = mono_ms() + deadline_ms;
     int fails = 0, rc;
     struct core_waiter w;
-    core_waiter_begin(c->k, &w, upid);
+    core_waiter_begin(c->k, &w, upid, cancellable ? c->j->id : NULL);
     if (ended)
         *ended = false;
+    if (cancellable && cancel_recorded(c)) {
+        rc = -3;
+        goto out;
+    }
     for (;;) {
         struct pve_task t = {0};
         long left = (long)(end - mono_ms());
@@ -113,6 +135,10 @@ static int wait_task(struct ctx *c, const char *upid, long deadline_ms, bool *en
         }
         if (core_stopping(c->k)) {
             rc = -1;
+            goto out;
+        }
+        if (core_waiter_cancelled(&w)) {
+            rc = -3;
             goto out;
         }
         if (rc == PVE_E_TIMEOUT || !transient(err) || ++fails >= TRIES || mono_ms() >= end)
@@ -512,14 +538,47 @@ static int step_clone(struct ctx *c)
     return 0;
 }
 
+/* A cancel during the clone: the clone task is stopped (qemu-server's
+ * clone removes the disks and config it made when its worker is
+ * interrupted) and its end awaited, then the cleanup removes whatever is
+ * left and ends the job. Letting a copy of minutes end only to remove it
+ * would hold the cancel as long. 0: go on at j->step (cleanup; wait_clone
+ * again when no cancel is recorded after all), 2: stopping. */
+static int stop_clone(struct ctx *c)
+{
+    struct pve_error e = {0};
+    char upid[PVE_UPID_MAX];
+    if (!cancel_recorded(c))
+        return 0; /* told, but the store did not answer: wait again (it reads it first) */
+    if (!c->cancel_step[0])
+        snprintf(c->cancel_step, sizeof c->cancel_step, "wait_clone");
+    snprintf(upid, sizeof upid, "%s", c->j->upid);
+    if (pve_task_stop(c->pc, upid, &e) != 0) /* the wait below tells whether it ended */
+        log_warn("job", "job=%s vmid=%d node=%s clone task %s not stopped: %s", c->j->id,
+                 c->j->vmid, c->j->node, upid, e.message);
+    bool ended = false;
+    int rc = wait_task(c, upid, CLONE_STOP_MS, false, &ended, &e);
+    if (rc == -1)
+        return 2;
+    place_copy_end(c->k->pl, c->j->id, false, mono_ms());
+    /* a clone not seen to end is the cleanup's to judge (it may leave it
+     * to the reconciler) */
+    job_checkpoint(c->k, c->j, "cleanup", -1,
+                   "cancel requested by %s: clone task %s, removing VM %d from %s", c->j->cancel_by,
+                   ended ? "stopped" : "not seen to stop", c->j->vmid, c->j->node);
+    return 0;
+}
+
 static int step_wait_clone(struct ctx *c)
 {
     struct pve_error e = {0};
     if (c->j->upid[0]) {
         bool ended;
-        int rc = wait_task(c, c->j->upid, CLONE_DEADLINE_MS, &ended, &e);
+        int rc = wait_task(c, c->j->upid, CLONE_DEADLINE_MS, true, &ended, &e);
         if (rc == -1)
             return 2; /* stopping */
+        if (rc == -3)
+            return stop_clone(c);
         place_copy_end(c->k->pl, c->j->id, rc == 0, mono_ms());
         if (rc && !ended) {
             /* the clone may still run: cleanup will not take "no config"
@@ -649,7 +708,7 @@ static int step_resize(struct ctx *c)
         rc = pve_vm_resize(c->pc, c->j->node, c->j->vmid, disk, size, c->j->upid, &e);
         if (!rc && c->j->upid[0]) {
             job_checkpoint(c->k, c->j, NULL, -1, "growing %s to %s (%s)", disk, size, c->j->upid);
-            rc = wait_task(c, c->j->upid, STEP_DEADLINE_MS, NULL, &e);
+            rc = wait_task(c, c->j->upid, STEP_DEADLINE_MS, false, NULL, &e);
             if (rc == -1)
                 return 2;
         }
@@ -698,7 +757,7 @@ static int step_start(struct ctx *c)
         rc = pve_vm_power(c->pc, c->j->node, c->j->vmid, PVE_POWER_START, NULL, c->j->upid, &e);
     if (!rc) {
         job_checkpoint(c->k, c->j, NULL, -1, "starting (%s)", c->j->upid);
-        rc = wait_task(c, c->j->upid, STEP_DEADLINE_MS, NULL, &e);
+        rc = wait_task(c, c->j->upid, STEP_DEADLINE_MS, false, NULL, &e);
         if (rc == -1)
             return 2;
     }
@@ -786,7 +845,7 @@ static int remove_ours(struct ctx *c, struct pve_error *e)
         if (rc == 0 && strcmp(st.status, "stopped") != 0) {
             rc = pve_vm_power(c->pc, node, vmid, PVE_POWER_STOP, NULL, upid, e);
             if (rc == 0)
-                rc = wait_task(c, upid, UNLOCK_WAIT_MS, NULL, e);
+                rc = wait_task(c, upid, UNLOCK_WAIT_MS, false, NULL, e);
         }
         if (rc == 0)
             rc = wait_unlocked(c, UNLOCK_WAIT_MS, e);
@@ -794,7 +853,7 @@ static int remove_ours(struct ctx *c, struct pve_error *e)
             struct pve_delete_opts d = {.purge = true, .destroy_unreferenced = true};
             rc = pve_vm_delete(c->pc, node, vmid, &d, upid, e);
             if (rc == 0)
-                rc = wait_task(c, upid, STEP_DEADLINE_MS, NULL, e);
+                rc = wait_task(c, upid, STEP_DEADLINE_MS, false, NULL, e);
         }
         if (rc == 0 || rc == PVE_E_NOTFOUND)
             return 0;
@@ -954,8 +1013,9 @@ static bool place_job(struct ctx *c)
  * checkpoint read it). Before a clone was asked for, the job ends at once;
  * once one may have been, what the attempt made is removed first, by the
  * cleanup a failure takes (which ends the job instead of placing it
- * again). A clone under way is waited for: Proxmox cannot stop one
- * cleanly. 1: the job ended; 0: go on at j->step. */
+ * again). A clone under way is stopped by its wait (stop_clone), which
+ * also ends at once when the cancel comes during it (in this process).
+ * 1: the job ended; 0: go on at j->step. */
 static int on_cancel(struct ctx *c)
 {
     const char *s = c->j->step;

@@ -8,7 +8,8 @@
     given back, pvesim never asked anything for it; events job.cancelled
     (ended) and job.failed; a queued delete (behind a stop pvesim delays)
     ends with its VM enabled again;
-  - a running creation cancelled while its clone call, its clone task, its
+  - a running creation cancelled while its clone call, its clone task (the
+    clone is stopped; test_cancel_clone.py times it on a long clone), its
     configure, its resize or its start is under way (pvesim delays that
     call, or the clone runs): 202, then failed, and nothing left: no VM on
     any node, no VMID reserved, no capacity reservation unsettled, no
@@ -228,8 +229,10 @@ def running_creation_during_the_clone_call():
 @case
 def running_creation_during_the_clone_task():
     j = cancel_running_creation(None, None, ("wait_clone",))  # no fault: the clone runs
-    # the clone is let end (Proxmox cannot stop one cleanly), then removed
-    assert "at step configure" in j["error"], j
+    # the clone's wait is told: its task is stopped, then what it made is
+    # removed (a clone of ~1 s here may end before the cancel lands: then it
+    # is seen at the checkpoint after it; test_cancel_clone.py times a long one)
+    assert "at step wait_clone" in j["error"] or "at step configure" in j["error"], j
 
 
 @case

@@ -1,0 +1,93 @@
+"""A cancel of a creation mid-clone ends it at once (POST /v1/jobs/{id}/cancel),
+black-box against pvesim at real time (time scale 1), its own file so that
+test_cancel's cases keep their fast clock:
+  - the clone copies for ~40 s (the nodes' storage at 250 MiB/s, a 10 GiB
+    template), so that after its second read of the clone's log proxd's
+    wait trusts the copy's end and sleeps toward it, tens of seconds away;
+  - the cancel then comes: the wait is told (the cancel is recorded in
+    this instance), the clone task is stopped (qemu-server removes what the
+    clone made; pvesim does as it does) and the job ends failed, cancelled
+    at step wait_clone, within a few seconds, not at the clone's end;
+  - nothing is left: no VM of that VMID on any node, no VMID reserved, no
+    reservation unsettled, no clone slot held, no address used or reserved,
+    the record failed, and the clone task ended interrupted.
+
+A cancel through another instance than the runner's is not woken this way:
+the runner reads it at its next look at the store (test_cancel's
+cancel_through_the_other_instance covers that it is honoured).
+"""
+import os
+import time
+
+from lib.cases import case, finish
+from lib.db import query
+from lib.proxd import Proxd, shutdown
+from lib.sim import Sim
+from lib.wait import wait_for
+
+DB = os.environ.get("PROXD_TEST_DB")
+POOL = "\n[ippool cnc]\ncidr = 10.61.0.0/24\ngateway = 10.61.0.1\nbridge = vmbr0\nquarantine = 0\n"
+BODY = {"os": "ubuntu", "name": "slow-1", "cores": 1, "memory_mb": 512, "disk_gb": 20,
+        "ippools": ["cnc"]}
+LOG_READS = "GET /nodes/{node}/tasks/{upid}/log"
+
+sim = Sim(nodes="sv1,sv2", time_scale=1)
+px = Proxd(sim, database=DB, proxd_extra="reconcile_interval = 3600\n", sections=POOL,
+           proxmox_extra="connect_timeout = 1\ntimeout = 5\n")
+CARL = px.token("carl")
+px.start()
+
+
+def q(sql):
+    return query(px.db, sql)
+
+
+def log_reads():
+    return sim.ctl("GET", "/calls")["calls"].get(LOG_READS, 0)
+
+
+@case
+def cancel_mid_clone_ends_within_seconds():
+    for n in ("sv1", "sv2"):  # a 10 GiB copy of ~41 s
+        sim.ctl("POST", "/nodes/" + n, {"bandwidth_mb": 250})
+    sim.ctl("DELETE", "/calls")
+    r = px.call("POST", "/v1/vms", CARL, body=BODY, want=202).json()
+    job, vmid = r["job"], r["vmid"]
+    # the second read of the clone's log: from then the wait sleeps toward
+    # the copy's end (pve/poll.c trusted_delay)
+    wait_for(lambda: log_reads() >= 2, 20, 0.01, "the clone's second log read")
+    st = q("SELECT step, upid FROM jobs WHERE id = '%s'" % job)[0]
+    assert st[0] == "wait_clone", st
+    upid = st[1]
+    node = upid.split(":")[1]
+    assert sim.vm(vmid)["conf"].get("lock") == "clone", sim.vm(vmid)
+    t0 = time.monotonic()
+    c = px.call("POST", "/v1/jobs/%s/cancel" % job, CARL, want=202).json()
+    assert c["cancel"]["by"] == "carl", c
+    j = px.wait_job(job, CARL, deadline=60)  # the clone's end: the old way
+    took = time.monotonic() - t0
+    print("  the cancel ended the job in %.2f s" % took, flush=True)
+    assert took < 5, "the cancel took %.1f s: it waited for the clone" % took
+    assert j["state"] == "failed", j
+    assert j["error"] == "cancelled by carl at step wait_clone: what the creation made is " \
+                         "removed", j
+    # nothing left, on the nodes and in the store
+    assert sim.vm(vmid) is None, sim.vm(vmid)
+    ts = sim.data("GET", "/nodes/%s/tasks/%s/status" % (node, upid))
+    assert ts["status"] == "stopped" and "received interrupt" in ts["exitstatus"], ts
+    assert not q("SELECT state FROM vmid_alloc WHERE vmid = %d AND state <> 'quarantine'" % vmid)
+    assert not q("SELECT job FROM capacity WHERE job = '%s' AND settled_at IS NULL" % job)
+    assert not q("SELECT job FROM clone_slots WHERE job = '%s'" % job)
+    assert not q("SELECT vmid FROM leftovers WHERE job = '%s'" % job)
+    recs = q("SELECT id, state FROM vms WHERE job = '%s'" % job)
+    assert recs and all(s == "failed" for _, s in recs), recs
+    for rid, _ in recs:
+        assert not q("SELECT addr FROM addr_alloc WHERE vm_id = %d AND state IN ('used', "
+                     "'reserved')" % rid), "record %d keeps its address" % rid
+    assert not q("SELECT addr FROM addr_alloc WHERE job = '%s' AND state = 'reserved'" % job)
+    lines = px.call("GET", "/v1/jobs/%s/events" % job, CARL, want=200).text
+    assert "clone task stopped" in lines, lines
+
+
+shutdown(px, sim)
+finish()
