@@ -277,16 +277,24 @@ int store_job_checkpoint(store *s, struct job_rec *j, const char *event, struct 
  *    in whichever instance, reads it at its next checkpoint.
  *    STORE_CANCEL_ASKED;
  *  - asked before (whatever its state now): nothing changes,
- *    STORE_CANCEL_AGAIN.
+ *    STORE_CANCEL_AGAIN;
+ *  - running, with c->queued_only: nothing changes, STORE_CANCEL_RUNS
+ *    (a cancelled drain's moves: those a worker took finish).
  * A new request is a job event line and a `job.cancelled` event (data:
  * kind, step, by, ended). *out (may be NULL; release it) gets the job as
  * it is after. STORE_E_NOTFOUND: no such job; STORE_E_CONFLICT: it had
  * finished (done or failed) without a cancel, the message saying which. */
-enum store_cancel { STORE_CANCEL_ENDED = 1, STORE_CANCEL_ASKED, STORE_CANCEL_AGAIN };
+enum store_cancel {
+    STORE_CANCEL_ENDED = 1,
+    STORE_CANCEL_ASKED,
+    STORE_CANCEL_AGAIN,
+    STORE_CANCEL_RUNS
+};
 struct job_cancel_req {
     const char *by;             /* who asks (the token's owner) */
     const char *error;          /* the error a queued job ends with */
     int64_t vmid_quarantine_ms; /* a queued creation's VMID */
+    bool queued_only;           /* a running job is left alone (STORE_CANCEL_RUNS) */
 };
 int store_job_cancel(store *s, const char *id, const struct job_cancel_req *c, struct job_rec *out,
                      enum store_cancel *outcome, struct store_error *err);

@@ -102,8 +102,12 @@ static int cancel_fn(db_conn *c, void *ctx, struct store_error *err)
     if (job_state_final(j->state))
         return store_fail(err, STORE_E_CONFLICT, "job %s has finished (%s): nothing to cancel",
                           j->id, job_state_name(j->state));
-    int64_t now = wall_ms();
     bool end = j->state == JOB_QUEUED;
+    if (!end && k->c->queued_only) { /* decided under the row lock: a claim is before or after */
+        k->outcome = STORE_CANCEL_RUNS;
+        return STORE_OK;
+    }
+    int64_t now = wall_ms();
     char step[sizeof j->step];
     store_copy(step, sizeof step, j->step, FIELD_LEN(j->step));
     if ((rc = write_cancel(c, k, end, now, err)))

@@ -2755,6 +2755,29 @@ static void test_job_cancel(void **state)
     assert_int_equal(oc, STORE_CANCEL_AGAIN);
     job_rec_release(&c);
 
+    /* queued_only (a cancelled drain's moves): a running job is left as it
+     * is, nothing recorded; a queued one ends */
+    struct job_cancel_req qo = {
+        .by = "ops", .error = "cancelled by ops before it started", .queued_only = true};
+    job_add(f->s, "cx-4", "migrate", 0, wall_ms());
+    OK(store_job_claim(f->s, "me", 30000, &c, &e_));
+    assert_string_equal(c.id, "cx-4");
+    OK(store_job_cancel(f->s, "cx-4", &qo, &out, &oc, &e_));
+    assert_int_equal(oc, STORE_CANCEL_RUNS);
+    job_rec_release(&out);
+    OK(store_job_get(f->s, "cx-4", &out, &e_));
+    assert_true(out.cancel_at == 0 && out.state == JOB_RUNNING);
+    job_rec_release(&out);
+    c.state = JOB_DONE;
+    OK(store_job_checkpoint(f->s, &c, "done", &e_));
+    job_rec_release(&c);
+    job_add(f->s, "cx-5", "migrate", 0, wall_ms());
+    OK(store_job_cancel(f->s, "cx-5", &qo, &out, &oc, &e_));
+    assert_int_equal(oc, STORE_CANCEL_ENDED);
+    assert_int_equal(out.state, JOB_FAILED);
+    assert_string_equal(out.cancel_by, "ops");
+    job_rec_release(&out);
+
     /* finished without a cancel; unknown */
     job_add(f->s, "cx-3", "stop", 0, wall_ms());
     OK(store_job_claim(f->s, "me", 30000, &c, &e_));
