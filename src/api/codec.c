@@ -308,6 +308,8 @@ static json_t *drain_result(const struct job_rec *j)
             json_array_append_new(moved, vm);
         } else if (st && strcmp(st, "stayed") == 0) {
             json_object_set(vm, "reason", json_object_get(e, "error"));
+            if (json_object_get(e, "job")) /* its move failed, or was cancelled */
+                json_object_set(vm, "job", json_object_get(e, "job"));
             json_array_append_new(stayed, vm);
         } else {
             json_decref(vm);

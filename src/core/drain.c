@@ -12,7 +12,9 @@
  * second one. The drain ends when nothing is moving and no VM is left to
  * try; what stayed on the node (moves that failed, VMs being created or
  * deleted meanwhile) is listed with why. Uncordoning the node stops a
- * drain: moves under way finish, nothing more is started. */
+ * drain: moves under way finish, nothing more is started. Cancelling it
+ * stops it so too, and also cancels the moves it queued that no worker
+ * took yet (cancel_queued_moves); the node stays cordoned. */
 #include "common/log.h"
 #include "common/util.h"
 #include "core/core_int.h"
@@ -257,9 +259,18 @@ static void drain_end(struct drain *d, const char *why)
     count(d, &moved, &stayed, &all);
     d->j->finished_at = wall_ms();
     if (d->j->cancel_at) { /* a cancelled drain fails, saying what it did */
-        char what[96];
-        snprintf(what, sizeof what, "%d VMs moved, %d stayed; the node stays cordoned", moved,
-                 stayed);
+        char what[128], dropped[48] = "";
+        int ncancelled = 0;
+        size_t i;
+        json_t *e;
+        json_array_foreach(d->j->attempts, i, e)
+        {
+            ncancelled += json_is_true(json_object_get(e, "cancelled"));
+        }
+        if (ncancelled)
+            snprintf(dropped, sizeof dropped, " (%d queued moves cancelled)", ncancelled);
+        snprintf(what, sizeof what, "%d VMs moved, %d stayed%s; the node stays cordoned", moved,
+                 stayed, dropped);
         job_cancel_error(d->j, NULL, d->j->error, sizeof d->j->error, what);
         d->j->state = JOB_FAILED;
         job_checkpoint(d->k, d->j, "failed", 100, "%s", d->j->error);
@@ -267,6 +278,60 @@ static void drain_end(struct drain *d, const char *why)
     }
     d->j->state = JOB_DONE;
     job_checkpoint(d->k, d->j, "done", 100, "%s: %d VMs moved, %d stayed", why, moved, stayed);
+}
+
+/* A cancelled drain also cancels the moves it queued that no worker took
+ * yet: whoever cancels a drain wants the node's emptying stopped, not a
+ * string of migrations still to come (they could wait behind other jobs for
+ * long). Moves a worker runs finish (a migration under way is not cut
+ * short; cancelling one would only stop it at its next step). Each move
+ * cancelled stays, listed with why; the drain's log names them. A resumed
+ * drain does it again: moves ended already are not touched. */
+static void cancel_queued_moves(struct drain *d)
+{
+    char error[192], why[192], vms[160] = "";
+    snprintf(error, sizeof error, "cancelled by %.63s before it started (drain %s cancelled)",
+             d->j->cancel_by, d->j->id);
+    snprintf(why, sizeof why, "%.128s: its move was cancelled before it started", d->stop_why);
+    struct job_cancel_req rq = {.by = d->j->cancel_by, .error = error, .queued_only = true};
+    int n = 0, left = 0;
+    size_t i, used = 0;
+    json_t *e;
+    json_array_foreach(d->j->attempts, i, e)
+    {
+        if (strcmp(e_str(e, "state"), "moving") != 0)
+            continue;
+        struct job_rec cj = {0};
+        struct store_error se;
+        enum store_cancel out = 0;
+        int rc = store_job_cancel(d->k->st, e_str(e, "job"), &rq, &cj, &out, &se);
+        if (rc == STORE_OK)
+            job_rec_release(&cj);
+        if (rc == STORE_OK && (out == STORE_CANCEL_ENDED || out == STORE_CANCEL_AGAIN)) {
+            /* AGAIN: cancelled by an earlier run of this drain, or by hand;
+             * follow_moves reads how it ended */
+            if (out == STORE_CANCEL_ENDED) {
+                json_object_set_new(e, "cancelled", json_true());
+                set_state(d, e, "stayed", why);
+                n++;
+                int vmid = (int)json_integer_value(json_object_get(e, "vmid"));
+                int w = snprintf(vms + used, sizeof vms - used, "%s%d", n > 1 ? ", " : "", vmid);
+                if (w > 0 && (size_t)w < sizeof vms - used)
+                    used += (size_t)w;
+            }
+        } else if (rc == STORE_OK || rc == STORE_E_CONFLICT) {
+            left += rc == STORE_OK;          /* a worker runs it, or it ended: followed as before */
+        } else if (rc != STORE_E_NOTFOUND) { /* not submitted: follow_moves lists it */
+            log_warn("job", "job=%s move %s not cancelled: %s", d->j->id, e_str(e, "job"),
+                     se.message);
+        }
+    }
+    if (n)
+        job_checkpoint(d->k, d->j, NULL, -1, "%d queued move(s) cancelled (VM %s): they stay on %s",
+                       n, vms, d->node);
+    if (n || left)
+        log_info("job", "job=%s node=%s cancelled: %d queued move(s) cancelled, %d running finish",
+                 d->j->id, d->node, n, left);
 }
 
 /* Has the drain been cancelled (store_job_cancel, from any instance)? Its
@@ -323,6 +388,7 @@ void drain_run(struct core *k, struct job_rec *j)
             snprintf(d.stop_why, sizeof d.stop_why, "the drain was cancelled by %.60s",
                      j->cancel_by);
             d.stop = true;
+            cancel_queued_moves(&d);
         }
         if (core_node_cordon_get(k, d.node, &nc) == 0 && !nc.cordoned && !d.stop) {
             log_info("job", "job=%s node=%s uncordoned: the drain stops", j->id, d.node);

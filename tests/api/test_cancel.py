@@ -16,7 +16,9 @@
     clone slot held, no address used or reserved, the record failed;
   - a reinstall cancelled during its clone (abort: the temporary VM goes)
     and after its disk swap (restore: the old disk back): the VM as before;
-  - a drain cancelled while its first move runs: that move finishes, no
+  - a drain cancelled while its first move runs and its second is queued
+    (a creation held in its clone call takes the third worker): the
+    running move finishes, the queued one is cancelled with the drain, no
     other starts, the rest listed as stayed, the node still cordoned;
   - a control action whose call was sent finishes; one whose cancel lands
     before its call fails with nothing sent;
@@ -55,7 +57,7 @@ POOL = "\n[ippool cnl]\ncidr = 10.60.0.0/24\ngateway = 10.60.0.1\nbridge = vmbr0
 BODY = {"os": "ubuntu", "cores": 1, "memory_mb": 512, "disk_gb": 20, "ippools": ["cnl"]}
 
 sim = Sim(time_scale=0.05, extra=["--seed", str(SEED)])
-EXTRA = "reconcile_interval = 3600\n\n[limits]\njobs_max = 3\ndrain_parallel = 1\n"
+EXTRA = "reconcile_interval = 3600\n\n[limits]\njobs_max = 3\ndrain_parallel = 2\n"
 KEY = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl "
        "me@host")
 px = Proxd(sim, database=DB, proxd_extra=EXTRA, sections=POOL,
@@ -385,25 +387,51 @@ def drain_cancelled_stops_moving():
     assert {sim.vm(v)["node"] for v in vms} == {"sv1"}
     for n in ("sv2", "sv3", "sv4", "sv5"):
         cordon(n, False)
+    cordon("sv1")  # the creation below goes elsewhere
     there = q("SELECT vmid FROM vms WHERE node = 'sv1' AND state = 'enabled'")  # earlier cases' too
-    hold(r"/qemu/\d+/migrate$", "POST", delay_ms=3000)  # the first move, one at a time
+    # three workers (jobs_max): a creation held in its clone call takes one,
+    # the drain one, its first move the last; its second move (drain_parallel
+    # = 2) stays queued
+    hold(r"/qemu/\d+/clone$", "POST", delay_ms=6000)
+    blocker = create()
+    wait_step(blocker["job"], ("clone",))
+    hold(r"/qemu/\d+/migrate$", "POST", delay_ms=3000)  # the first move runs on
     d = px.call("POST", "/v1/nodes/sv1/drain", ADMIN, want=202).json()["job"]
-    wait_for(lambda: q("SELECT id FROM jobs WHERE kind = 'migrate' AND state = 'running'"), 20,
-             0.005, "the first move")
+    wait_for(lambda: sorted(r[0] for r in q("SELECT state FROM jobs WHERE kind = 'migrate'"))
+             == ["queued", "running"], 20, 0.005, "one move running, one queued")
+    (queued,) = q("SELECT id FROM jobs WHERE kind = 'migrate' AND state = 'queued'")[0]
+    (running,) = q("SELECT id FROM jobs WHERE kind = 'migrate' AND state = 'running'")[0]
     r = cancel(d, ADMIN)
     assert r.status_code == 202, r.text
     j = px.wait_job(d, ADMIN, deadline=60)
     assert j["state"] == "failed", j
-    assert j["error"] == ("cancelled by ops at step moving: 1 VMs moved, %d stayed; the node "
-                          "stays cordoned" % (len(there) - 1)), j
+    assert j["error"] == ("cancelled by ops at step moving: 1 VMs moved, %d stayed (1 queued "
+                          "moves cancelled); the node stays cordoned" % (len(there) - 1)), j
     res = j["result"]
     assert len(res["moved"]) == 1 and len(res["stayed"]) == len(there) - 1, res
+    assert res["moved"][0]["job"] == running, res
     assert all("cancelled by ops" in s["reason"] for s in res["stayed"]), res
-    assert q("SELECT count(*) FROM jobs WHERE kind = 'migrate'")[0][0] == 1  # no other move
+    dropped = [s for s in res["stayed"] if s.get("job") == queued]
+    assert len(dropped) == 1 and "its move was cancelled before it started" in \
+        dropped[0]["reason"], res
+    # the queued move was cancelled with the drain, the running one finished;
+    # no other move was queued and none is left queued
+    moves = {i: (st, e) for i, st, e in q("SELECT id, state, error FROM jobs WHERE kind = "
+                                          "'migrate'")}
+    assert set(moves) == {queued, running}, moves
+    assert moves[running][0] == "done", moves
+    assert moves[queued][0] == "failed" and moves[queued][1].startswith(
+        "cancelled by ops before it started (drain %s cancelled)" % d), moves
+    mj = px.call("GET", "/v1/jobs/" + queued, ADMIN, want=200).json()
+    assert mj["cancel"]["by"] == "ops", mj
+    assert sim.vm(dropped[0]["vmid"])["node"] == "sv1"
     on = {v: sim.vm(v)["node"] for (v,) in there}
     assert list(on.values()).count("sv1") == len(there) - 1, on
+    lines = px.call("GET", "/v1/jobs/%s/events" % d, ADMIN, want=200).text
+    assert "1 queued move(s) cancelled (VM %d)" % dropped[0]["vmid"] in lines, lines
     n = px.call("GET", "/v1/nodes", ADMIN, want=200).json()["nodes"]
     assert [x for x in n if x["name"] == "sv1"][0]["cordoned"]  # still cordoned
+    assert px.wait_job(blocker["job"], CARL)["state"] == "done"
     cordon("sv1", False)
 
 
