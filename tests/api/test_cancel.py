@@ -380,6 +380,8 @@ def cordon(node, on=True):
 
 @both
 def drain_cancelled_stops_moving():
+    if px2 and px2.alive():  # its workers would take the queued move
+        px2.stop()
     for n in ("sv2", "sv3", "sv4", "sv5"):  # four VMs on sv1
         cordon(n)
     made = [create() for _ in range(4)]
