@@ -402,6 +402,31 @@ static void test_wait_deadline(void **state)
     end_clone(upid);
 }
 
+/* A stopped clone ends failed at once ("received interrupt"), its VM gone
+ * (qemu-server's clone removes what it made); stopping it again, ended, is
+ * no error. */
+static void test_task_stop(void **state)
+{
+    (void)state;
+    char upid[256], path[64];
+    snprintf(upid, sizeof upid, "%s", slow_clone(8003, 510));
+    struct pve_task t;
+    struct pve_error e;
+    assert_ok(pve_task_status(g_c, upid, &t, &e), &e);
+    assert_true(t.running);
+    assert_ok(pve_task_stop(g_c, upid, &e), &e);
+    assert_int_equal(pve_task_wait(g_c, upid, 20000, NULL, NULL, &t, &e), PVE_E_OTHER);
+    assert_false(t.running);
+    assert_string_equal(t.exitstatus, "clone failed: received interrupt");
+    snprintf(path, sizeof path, "/nodes/sv1/qemu/510/config");
+    json_t *d = NULL;
+    assert_int_not_equal(pve_call(g_c, "GET", path, NULL, &d, &e), 0);
+    json_decref(d);
+    assert_ok(pve_task_stop(g_c, upid, &e), &e);
+    assert_int_equal(pve_task_stop(g_c, "garbage", &e), PVE_E_INVALID);
+    tsim_ctl0(&g_sim, "POST", "/_sim/nodes/sv1", "{\"bandwidth_mb\": 500}");
+}
+
 static void test_status_errors(void **state)
 {
     (void)state;
@@ -436,6 +461,7 @@ int main(void)
         cmocka_unit_test_setup(test_task_error_lock, reset_sim),
         cmocka_unit_test_setup(test_task_error_other, reset_sim),
         cmocka_unit_test_setup(test_wait_deadline, reset_sim),
+        cmocka_unit_test_setup(test_task_stop, reset_sim),
         cmocka_unit_test_setup(test_status_errors, reset_sim),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
