@@ -1,7 +1,10 @@
 /* cancel: a job's cancel (core.h core_job_cancel), and what the runners
  * share to honour it (core_int.h job_cancel_*). The request lives in the
  * store (store_job_cancel): a queued job ends there at once, a running one
- * learns of it at its next checkpoint, in whichever instance runs it. */
+ * learns of it at its next checkpoint, in whichever instance runs it; in
+ * this instance its waits registered for it (a creation's clone) are told
+ * at once too (core_waiters_cancel), so that it need not sleep to its next
+ * look first. */
 #include "common/log.h"
 #include "core/core_int.h"
 

@@ -565,7 +565,10 @@ static int stop_clone(struct ctx *c)
      * to the reconciler) */
     job_checkpoint(c->k, c->j, "cleanup", -1,
                    "cancel requested by %s: clone task %s, removing VM %d from %s", c->j->cancel_by,
-                   ended ? "stopped" : "not seen to stop", c->j->vmid, c->j->node);
+                   rc == 0 ? "ended before its stop"
+                   : ended ? "stopped"
+                           : "not seen to stop",
+                   c->j->vmid, c->j->node);
     return 0;
 }
 
