@@ -228,6 +228,13 @@ void core_uuid(char out[40]);
  * leaser thread meanwhile. */
 int core_wait_task(struct core *k, pve_client *pc, const char *upid, long deadline_ms,
                    struct pve_error *err);
+/* The same for a task of job j that its cancel may cut short: -3 when a
+ * cancel of j is recorded (before the wait: read from the store once the
+ * wait is registered, so none falls between; during it: told in this
+ * process by core_waiters_cancel), with j's cancel fields read. The task
+ * itself runs on: the caller decides (stop it, wait for it). */
+int core_wait_task_job(struct core *k, pve_client *pc, const char *upid, struct job_rec *j,
+                       long deadline_ms, struct pve_error *err);
 
 /* Per-node clone slots (limit: the node's max_clones or clones_per_node). */
 bool clone_slot_take(struct core *k, const char *node, const char *job);

@@ -46,6 +46,7 @@
 #define TRIES 4
 #define STEP_MS (600 * 1000L)
 #define CLONE_MS (3600 * 1000L)
+#define CLONE_STOP_MS (60 * 1000L) /* a stopped clone's wait for its worker's end */
 #define UNLOCK_MS (120 * 1000L)
 /* how long restore and abort keep trying before the job fails, saying what
  * is left */
@@ -809,13 +810,36 @@ static void step_clone(struct rctx *c)
                    tmp_vmid(c), c->j->upid);
 }
 
+/* A cancel during the clone: the clone task is stopped (qemu-server's
+ * clone removes the disks and config it made when its worker is
+ * interrupted) and its end awaited, then abort removes whatever is left of
+ * the temporary VM. The old OS was not touched. Waiting out a copy of
+ * minutes only to remove it would hold the cancel as long. */
+static void stop_clone(struct rctx *c)
+{
+    struct pve_error e = {0};
+    char upid[PVE_UPID_MAX], why[sizeof c->j->error];
+    snprintf(upid, sizeof upid, "%s", c->j->upid);
+    if (pve_task_stop(c->pc, upid, &e) != 0) /* the wait below tells whether it ended */
+        log_warn("job", "job=%s vmid=%d reinstall: clone task %s not stopped: %s", c->j->id,
+                 c->j->vmid, upid, e.message);
+    if (wait_task(c, upid, CLONE_STOP_MS, &e) == -1)
+        return; /* resumed later at wait_clone: the cancel is read again there */
+    job_cancel_error(c->j, "wait_clone", why, sizeof why, "the clone task was stopped");
+    fail_to(c, "abort", "%s", why);
+}
+
 static void step_wait_clone(struct rctx *c)
 {
     struct pve_error e = {0};
     if (c->j->upid[0]) {
-        int rc = wait_task(c, c->j->upid, CLONE_MS, &e);
+        int rc = core_wait_task_job(c->k, c->pc, c->j->upid, c->j, CLONE_MS, &e);
         if (rc == -1)
             return;
+        if (rc == -3) {
+            stop_clone(c);
+            return;
+        }
         if (rc) {
             fail_to(c, "abort", "clone failed: %s", e.message);
             return;
@@ -1529,7 +1553,8 @@ static void step_abort(struct rctx *c)
 /* A cancel seen at the top of the machine takes the way a failure at the
  * same step takes: before the VM is touched, abort (the temporary VM
  * goes); from the stop on, restore (the old disk back, the VM as it was).
- * A clone under way is waited for first; commit, restore and abort go on
+ * A clone under way is stopped (step_wait_clone: a cancel recorded in this
+ * process cuts its wait short; stop_clone); commit, restore and abort go on
  * (the outcome is decided). Before any step nothing was made. */
 static void on_cancel(struct rctx *c)
 {

@@ -215,12 +215,43 @@ static int job_old_state(db_conn *c, const struct job_rec *j, enum job_state *ol
     return rc;
 }
 
+/* A queued job that waited behind this one (its VM's, or its owner's
+ * snapshot creation: JOB_PICK's serialisation). */
+static const char SQL_JOB_BEHIND[] =
+    "SELECT 1 FROM jobs WHERE state = 'queued' AND id <> ?1"
+    " AND ((CAST(?2 AS BIGINT) <> 0 AND vmid = CAST(?2 AS BIGINT))"
+    "  OR (CAST(?3 AS TEXT) = 'snap-create' AND kind = 'snap-create' AND owner = CAST(?4 AS TEXT)))"
+    " LIMIT 1";
+
+/* A job that ends may free one queued behind it: other processes' idle
+ * workers are told (db_notify_jobs); the runner's own worker looks again
+ * anyway, but it may be stopping, or be another instance's. */
+static int tell_behind(db_conn *c, const struct job_rec *j, struct store_error *err)
+{
+    db_stmt *st = NULL;
+    int rc = db_prepare(c, SQL_JOB_BEHIND, &st, err);
+    if (rc)
+        return rc;
+    DB_BIND_FIELD(st, 1, j->id);
+    db_bind_i64(st, 2, j->vmid);
+    DB_BIND_FIELD(st, 3, j->kind);
+    DB_BIND_FIELD(st, 4, j->owner);
+    bool found = false;
+    rc = db_step(st, &found, err, "looking for a job behind");
+    db_done(st);
+    if (rc == STORE_OK && found)
+        db_notify_jobs(c);
+    return rc;
+}
+
 static int checkpoint_fn(db_conn *c, void *ctx, struct store_error *err)
 {
     struct checkpoint_ctx *k = ctx;
     enum job_state old = JOB_FAILED;
     int rc = k->j->state == JOB_FAILED ? job_old_state(c, k->j, &old, err) : STORE_OK;
     if (rc || (rc = job_update_in(c, k->j, err)))
+        return rc;
+    if (job_state_final(k->j->state) && (rc = tell_behind(c, k->j, err)))
         return rc;
     if (k->event && (rc = store_event_add_in(c, k->j->id, FIELD_LEN(k->j->id), k->j->step,
                                              FIELD_LEN(k->j->step), k->j->progress, k->event, err)))

@@ -12,6 +12,10 @@ test_cancel's cases keep their fast clock:
     reservation unsettled, no clone slot held, no address used or reserved,
     the record failed, and the clone task ended interrupted.
 
+The same for a reinstall cancelled while its new OS is cloned to the
+temporary VM: the clone task is stopped, the temporary VM goes, the VM keeps
+its old OS, running, within seconds.
+
 A cancel through another instance than the runner's is not woken this way:
 the runner reads it at its next look at the store (test_cancel's
 cancel_through_the_other_instance covers that it is honoured).
@@ -30,6 +34,9 @@ POOL = "\n[ippool cnc]\ncidr = 10.61.0.0/24\ngateway = 10.61.0.1\nbridge = vmbr0
 BODY = {"os": "ubuntu", "name": "slow-1", "cores": 1, "memory_mb": 512, "disk_gb": 20,
         "ippools": ["cnc"]}
 LOG_READS = "GET /nodes/{node}/tasks/{upid}/log"
+TEMPLATE_BASE = 8000
+KEY = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl "
+       "me@host")
 
 sim = Sim(nodes="sv1,sv2", time_scale=1)
 px = Proxd(sim, database=DB, proxd_extra="reconcile_interval = 3600\n", sections=POOL,
@@ -87,6 +94,50 @@ def cancel_mid_clone_ends_within_seconds():
     assert not q("SELECT addr FROM addr_alloc WHERE job = '%s' AND state = 'reserved'" % job)
     lines = px.call("GET", "/v1/jobs/%s/events" % job, CARL, want=200).text
     assert "clone task stopped" in lines, lines
+
+
+def bandwidth(mb):
+    for n in ("sv1", "sv2"):
+        sim.ctl("POST", "/nodes/" + n, {"bandwidth_mb": mb})
+
+
+@case
+def reinstall_cancelled_mid_clone_ends_within_seconds():
+    bandwidth(40000)  # the VM to reinstall comes at once
+    r = px.call("POST", "/v1/vms", CARL, want=202,
+                body={"os": "ubuntu", "name": "keep-1", "cores": 1, "memory_mb": 512,
+                      "disk_gb": 20}).json()
+    vmid = px.wait_job(r["job"], CARL, deadline=60)["vmid"]
+    before = sim.vm_view(vmid)
+    bandwidth(250)  # the reinstall's clone copies for ~41 s
+    sim.ctl("DELETE", "/calls")
+    job = px.call("POST", "/v1/vms/%d/reinstall" % vmid, CARL, want=202,
+                  body={"os": "debian", "ssh_keys": [KEY]}).json()["job"]
+    wait_for(lambda: log_reads() >= 2, 20, 0.01, "the reinstall clone's second log read")
+    st = q("SELECT step, upid FROM jobs WHERE id = '%s'" % job)[0]
+    assert st[0] == "wait_clone", st
+    upid = st[1]
+    t0 = time.monotonic()
+    px.call("POST", "/v1/jobs/%s/cancel" % job, CARL, want=202)
+    j = px.wait_job(job, CARL, deadline=90)
+    took = time.monotonic() - t0
+    print("  the cancel ended the reinstall in %.2f s" % took, flush=True)
+    assert took < 8, "the cancel took %.1f s: it waited for the clone" % took
+    assert j["state"] == "failed" and "cancelled by carl at step wait_clone" in j["error"], j
+    ts = sim.data("GET", "/nodes/%s/tasks/%s/status" % (upid.split(":")[1], upid))
+    assert ts["status"] == "stopped" and "received interrupt" in ts["exitstatus"], ts
+    after = sim.vm_view(vmid)
+    for k in ("os", "power", "disk", "node", "mac", "net0", "ipconfig0", "boot"):
+        assert after[k] == before[k], (k, before, after)
+    assert after["os"] == "ubuntu" and after["power"] == "running", after
+    live = {v for (v,) in q("SELECT vmid FROM vms WHERE state IN ('creating', 'enabled', "
+                            "'deleting')")}
+    strays = [v["vmid"] for v in sim.state()["vms"]
+              if not TEMPLATE_BASE <= v["vmid"] < TEMPLATE_BASE + 100 and v["vmid"] not in live]
+    assert not strays, strays  # the temporary VM is gone
+    assert not q("SELECT job FROM capacity WHERE job = '%s' AND settled_at IS NULL" % job)
+    assert not q("SELECT vmid FROM vmid_alloc WHERE job = '%s' AND state = 'reserved'" % job)
+    assert not q("SELECT job FROM clone_slots WHERE job = '%s'" % job)
 
 
 shutdown(px, sim)

@@ -836,6 +836,25 @@ static void test_jobs_watch(void **state)
     job_add(f->s, "w-2", "start", 0, wall_ms());
     assert_true(told_within(f->s, 5000));
     assert_int_equal(store_jobs_watch(f->s), fd); /* unbroken: the same fd */
+    store_jobs_watch_drain(f->s);
+
+    /* a job that ends frees one queued behind it on its VM: told; one
+     * with nothing behind it ends untold */
+    job_add(other, "w-3", "stop", 1500, wall_ms() - 2000);
+    job_add(other, "w-4", "start", 1500, wall_ms() - 1000);
+    store_jobs_watch_drain(f->s);
+    struct job_rec r3;
+    OK(store_job_get(other, "w-3", &r3, &e_));
+    r3.state = JOB_DONE;
+    OK(store_job_update(other, &r3, &e_));
+    assert_true(told_within(f->s, 5000));
+    store_jobs_watch_drain(f->s);
+    job_rec_release(&r3);
+    OK(store_job_get(other, "w-4", &r3, &e_));
+    r3.state = JOB_DONE;
+    OK(store_job_update(other, &r3, &e_));
+    assert_false(told_within(f->s, 300));
+    job_rec_release(&r3);
     store_close(other);
 }
 
