@@ -42,16 +42,23 @@ def rows(db, table, cols, key="id"):
 
 
 def expire_leases(db):
-    """A dead instance's leases run out now instead of in 30 s; how many."""
+    """A dead instance's leases run out now instead of in 30 s; how many.
+    The daemons' idle workers are told, as store_job_expire_owner tells
+    them (PostgreSQL: NOTIFY; SQLite: the database's -jobs file)."""
     sql = "UPDATE jobs SET lease_until = 0 WHERE state = 'running'"
     if "://" in db:
-        return len(_psql(db, sql + " RETURNING id"))
+        n = len(_psql(db, sql + " RETURNING id"))
+        _psql(db, "NOTIFY proxd_jobs")
+        return n
     c = sqlite3.connect(db, timeout=30)
     try:
         with c:
-            return c.execute(sql).rowcount
+            n = c.execute(sql).rowcount
     finally:
         c.close()
+    with open(db + "-jobs", "w") as f:
+        f.write("t")
+    return n
 
 
 def wait_settled(db, deadline, interval=0.25):
