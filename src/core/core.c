@@ -19,8 +19,10 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#define WATCH_MS 1000       /* the watcher's look when the store cannot tell it */
-#define WATCH_IDLE_MS 30000 /* ... and when it can: a told job lost (a broken watch) */
+#define WATCH_MS 1000 /* the watcher's look when the store cannot tell it */
+/* ... and when it can: what no one tells (a broken watch, a job freed by
+ * hand in the database, an older proxd on it) waits no longer than this */
+#define WATCH_IDLE_MS 5000
 
 bool core_has_tag(const char *tags, const char *tag)
 {
@@ -675,7 +677,7 @@ void core_wake(struct core *k)
  * Without a watch (it broke, or cannot be had) the look is on a 1 s
  * timer as before, and before the inventory is read (no claims yet). A
  * watch that broke unseen (a PostgreSQL session cut without a reset) is
- * caught by the 30 s look. */
+ * caught by the 5 s look. */
 static void watch_wait(struct core *k)
 {
     int fd = fleet_ready(k->fl) ? store_jobs_watch(k->st) : -1;

@@ -14,7 +14,8 @@ real speed than at the benchmark's speed, where the waits are short).
 - Idle workers sleep until told: the store tells them of jobs other
   processes queue (a file's inotify watch beside SQLite's database;
   PostgreSQL's NOTIFY), and of leases that run out by their end (before:
-  one of them looked at the store every second).
+  one of them looked at the store every second; now every 5 s for what
+  no one tells).
 """
 import json
 import os
@@ -122,10 +123,11 @@ def idle_workers_sleep_until_told():
         a = sum(worker_switches().values())
         time.sleep(4)
         windows.append(sum(worker_switches().values()) - a)
-        return windows[-1] == 0
-    # the old watcher woke 4 times in each window; a stray window (a job of
-    # an earlier case still ending) is tried again
-    wait_for(quiet, deadline=40, interval=0, what="no worker wake-up in 4 s")
+        return windows[-1] <= 1
+    # the old watcher woke 4 times in each window, now its look every 5 s
+    # for what no one tells; a stray window (a job of an earlier case still
+    # ending) is tried again
+    wait_for(quiet, deadline=40, interval=0, what="at most one worker wake-up in 4 s")
     # a job another process queues (proxd create: the daemon's API is not
     # told) is claimed at once all the same: the store tells the watcher
     t0 = time.monotonic()

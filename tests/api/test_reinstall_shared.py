@@ -85,6 +85,12 @@ def set_pool(room_gb):
     total = math.ceil(pool_bytes() / GiB) + MARGIN_GB + room_gb
     st = [x for x in sim.state()["nodes"][0]["storages"] if x["id"] == "ceph"][0]
     if st["total"] == total * GiB:
+        # the same size: proxd's view must still be newer than what the
+        # last case did (the disks a job made count on top of the inventory
+        # until a refresh that began after them)
+        t = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + ".999Z"
+        wait_for(lambda: all(node_view(n)["refreshed_at"] > t for n in POOL_NODES),
+                 deadline=30, interval=0.2, what="a refresh of proxd's view of the pool")
         return total
     for n in NODES:
         sim.ctl("POST", "/nodes/" + n, {"storage_gb": {"ceph": total}})
