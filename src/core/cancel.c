@@ -38,6 +38,17 @@ int core_job_cancel(struct core *k, const char *id, const char *by, struct job_r
     return CORE_OK;
 }
 
+bool job_cancel_read(struct core *k, struct job_rec *j)
+{
+    struct job_rec now;
+    if (!j->cancel_at && store_job_get(k->st, j->id, &now, NULL) == 0) {
+        j->cancel_at = now.cancel_at;
+        snprintf(j->cancel_by, sizeof j->cancel_by, "%s", now.cancel_by);
+        job_rec_release(&now);
+    }
+    return job_cancel_asked(j);
+}
+
 bool job_cancel_asked(const struct job_rec *j)
 {
     return j->cancel_at != 0 && j->state != JOB_DONE && j->state != JOB_FAILED;

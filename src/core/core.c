@@ -581,30 +581,18 @@ int core_wait_task(struct core *k, pve_client *pc, const char *upid, long deadli
     return rc == PVE_E_TIMEOUT && stop_tick(k) ? -1 : rc;
 }
 
-/* j's cancel fields from the store when none is known yet */
-static bool cancel_read(struct core *k, struct job_rec *j)
-{
-    struct job_rec now;
-    if (!j->cancel_at && store_job_get(k->st, j->id, &now, NULL) == 0) {
-        j->cancel_at = now.cancel_at;
-        snprintf(j->cancel_by, sizeof j->cancel_by, "%s", now.cancel_by);
-        job_rec_release(&now);
-    }
-    return job_cancel_asked(j);
-}
-
 int core_wait_task_job(struct core *k, pve_client *pc, const char *upid, struct job_rec *j,
                        long deadline_ms, struct pve_error *err)
 {
     struct core_waiter w;
     core_waiter_begin(k, &w, upid, j->id);
     int rc = -3;
-    if (!cancel_read(k, j)) {
+    if (!job_cancel_read(k, j)) {
         struct pve_wait_opts o = core_wait_opts(k, &w, deadline_ms);
         struct pve_task t;
         rc = pve_task_wait_opts(pc, upid, &o, &t, err);
         if (rc == PVE_E_TIMEOUT && core_waiter_cancelled(&w)) {
-            cancel_read(k, j); /* best effort: the cancel was told all the same */
+            job_cancel_read(k, j); /* best effort: the cancel was told all the same */
             rc = -3;
         } else if (rc == PVE_E_TIMEOUT && stop_tick(k)) {
             rc = -1;

@@ -122,6 +122,9 @@ void core_note_failover(struct core *k, const char *node);
  * record's cancel fields, as the claim or the last checkpoint read them.
  * Runners look at it where stopping is safe (cancel.c). */
 bool job_cancel_asked(const struct job_rec *j);
+/* The same after reading j's cancel fields from the store when none is
+ * known yet (one recorded since the last checkpoint read them). */
+bool job_cancel_read(struct core *k, struct job_rec *j);
 /* The error a cancelled job ends with: "cancelled by WHO at step STEP"
  * (`step`, or the job's when NULL or empty: where the cancel was seen)
  * and, when `what` is not empty, ": what". */

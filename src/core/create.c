@@ -89,17 +89,9 @@ static bool tried(struct ctx *c, const char *node)
     return false;
 }
 
-/* Read the job's cancel fields from the store, when no cancel is known yet
- * (one recorded since the last checkpoint read them). */
 static bool cancel_recorded(struct ctx *c)
 {
-    struct job_rec now;
-    if (!c->j->cancel_at && store_job_get(c->k->st, c->j->id, &now, NULL) == 0) {
-        c->j->cancel_at = now.cancel_at;
-        snprintf(c->j->cancel_by, sizeof c->j->cancel_by, "%s", now.cancel_by);
-        job_rec_release(&now);
-    }
-    return job_cancel_asked(c->j);
+    return job_cancel_read(c->k, c->j);
 }
 
 /* Wait for a task (pve_task_wait's schedule over the whole wait); -1 when

@@ -339,12 +339,7 @@ static void cancel_queued_moves(struct drain *d)
  * while its moves run. */
 static bool drain_cancelled(struct drain *d)
 {
-    struct job_rec now;
-    if (!d->j->cancel_at && store_job_get(d->k->st, d->j->id, &now, NULL) == 0) {
-        d->j->cancel_at = now.cancel_at;
-        snprintf(d->j->cancel_by, sizeof d->j->cancel_by, "%s", now.cancel_by);
-        job_rec_release(&now);
-    }
+    job_cancel_read(d->k, d->j);
     return d->j->cancel_at != 0;
 }
 
