@@ -9,7 +9,10 @@ made again), then up: it gets every event, signature valid, in order, and
 its duplicates carry the same delivery id and body. A second proxd with
 [events] keep = 2 shows the retention prune (ids never reused).
 
-PROXD_TEST_DB=postgresql://... runs it on PostgreSQL."""
+PROXD_TEST_DB=postgresql://... runs it on PostgreSQL (test_events_pg.py): in
+`make test` the cases where the database orders or shares the work (the
+commit-ordered ids of a VM's life, two instances and one webhook lease), the
+rest in the full run (`make test-full`)."""
 import json
 import os
 import time
@@ -19,6 +22,7 @@ import requests
 from lib.cases import case, finish
 from lib.env import PROXCTL
 from lib.hookrecv import Receiver, verify
+from lib.pg import case_full_on_pg
 from lib.proxd import Proxd, shutdown
 from lib.sim import Sim
 from lib.wait import wait_for
@@ -112,7 +116,7 @@ def a_vms_life_is_told_once_each():
     assert all(e["job"] for e in evs), evs
 
 
-@case
+@case_full_on_pg
 def users_see_their_own_vms_events_only():
     VM["b"] = create(BOB, "ev-b")
     mine = events(BOB, START)
@@ -127,7 +131,7 @@ def users_see_their_own_vms_events_only():
     # the stream is scoped the same way (checked in the stream case)
 
 
-@case
+@case_full_on_pg
 def after_pages_and_type_filters():
     full = events(ADMIN, START)
     paged = events(ADMIN, START, limit=2)
@@ -174,7 +178,7 @@ def sse_read(resp, want, deadline=30):
     return got
 
 
-@case
+@case_full_on_pg
 def stream_follows_the_log_and_resumes():
     base = events(ADMIN)[-1]["id"]
     h = {"Authorization": "Bearer " + BOB, "Accept": "text/event-stream"}
@@ -204,7 +208,7 @@ def streams_open():
                if l.startswith("proxd_event_streams{"))
 
 
-@case
+@case_full_on_pg
 def proxctl_follow_streams_and_goes_on_across_a_restart():
     base = events(ADMIN)[-1]["id"]
     wait_for(lambda: streams_open() == 0, deadline=30, what="earlier cases' streams closed")
@@ -244,7 +248,7 @@ def proxctl_follow_streams_and_goes_on_across_a_restart():
     assert ids == logged[:len(ids)], (ids, logged)  # none missed
 
 
-@case
+@case_full_on_pg
 def a_failed_job_is_told():
     vmid = VM.setdefault("c", create(ALICE, "ev-c"))
     power = call("GET", "/v1/vms/%d" % vmid, ALICE).json()["power"]
@@ -272,7 +276,7 @@ def metric(name):
     return None
 
 
-@case
+@case_full_on_pg
 def webhook_gets_everything_through_down_slow_up():
     # down since start: proxd retries with backoff
     wait_for(lambda: (metric("proxd_webhook_retried_total") or 0) >= 2, deadline=30,
@@ -411,7 +415,7 @@ def two_instances_deliver_each_event_once_between_them():
         r2.down()
 
 
-@case
+@case_full_on_pg
 def retention_prunes_old_events_and_ids_go_on():
     other = Proxd(sim, database=os.environ.get("PROXD_TEST_DB2"),
                   proxd_extra="reconcile_interval = 3600\n\n[events]\nkeep = 2\n\n"

@@ -11,7 +11,8 @@ sync pass that notices snapshots made or removed outside proxd.
 PROXD_TEST_DB=postgresql://... (and PROXD_TEST_DB2, PROXD_TEST_DB3 for the
 second and third parts, each a database of its own) run it on PostgreSQL:
 test_snapshots_pg.py does. There `make test` runs the first part only (the
-limits, two instances on one database: what depends on the database); the
+limits, two instances on one database: what depends on the database; its
+control-job wait, proxctl and random-fault cases in the full run); the
 second (retention, the sync pass) and third (kill -9) parts make the same
 store calls (job submit, claim, lease takeover, conditional record writes)
 that store/test_store, the first part, core/test_crash_pg and
@@ -30,7 +31,7 @@ import requests
 
 from lib.cases import case, finish
 from lib.env import PROXCTL
-from lib.pg import full_run
+from lib.pg import case_full_on_pg, full_run
 from lib.faults import fault_mix
 from lib.proxd import Proxd, shutdown
 from lib.sim import Sim
@@ -290,7 +291,7 @@ def per_owner_limit():
     assert len(pve_snaps(sim, a)) + len(pve_snaps(sim, b)) == 5
 
 
-@case
+@case_full_on_pg
 def snapshot_waits_for_a_running_control_job():
     vmid = api.create_vm(FRANK, "snap-wait")
     node = sim.vm(vmid)["node"]
@@ -332,7 +333,7 @@ def ctl(token, *args):
                           env=e)
 
 
-@case
+@case_full_on_pg
 def proxctl_snapshot_commands():
     vmid = api.create_vm(FRANK, "ctl-snap")
     v = str(vmid)
@@ -466,7 +467,7 @@ def fault_rules(rate):
          "path": r"^/nodes/[^/]+/qemu/\d+/snapshot/", "message": "injected fault"}]
 
 
-@case
+@case_full_on_pg
 def random_faults_on_snapshot_calls():
     seed = SEED
     rng = random.Random(seed)

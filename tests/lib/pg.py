@@ -102,6 +102,14 @@ def full_run():
     return os.environ.get("PROXD_TEST_FULL") == "1"
 
 
+def case_full_on_pg(fn):
+    """@case_full_on_pg: a case whose store calls the file's other cases (or
+    store/test_store) already make on PostgreSQL: it runs on SQLite always,
+    on PostgreSQL (PROXD_TEST_DB set) in the full run only. The suite's time."""
+    from .cases import case
+    return case(fn) if not os.environ.get("PROXD_TEST_DB") or full_run() else fn
+
+
 def rerun_script(script, servers=1):
     """Run the Python test `script` (a path) again with proxd's database on
     `servers` private PostgreSQL servers (PROXD_TEST_DB, PROXD_TEST_DB2,
