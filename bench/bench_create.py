@@ -31,6 +31,8 @@ build/proxd); results go to stdout and bench/results/create.txt.
 Environment: PVESIM, PROXD (default build/pvesim, build/proxd),
 PVESIM_SCHEMA_DIR, BENCH_TIME_SCALE (0.02), BENCH_N (200), BENCH_RUNS (3),
 BENCH_WORKERS (proxd's default), BENCH_N_REAL (20; 0 skips part 2),
+BENCH_IDLE_S (60: the scale-1 daemon left idle that long after its run, its
+CPU per second taken off the run's as what it spends whatever it creates),
 BENCH_N_QUEUE (1000: creations queued three ways, timed: a `proxd create`
 process each, 4 at a time; one `proxd create --from FILE`; one `proxctl vm
 create --from FILE` through the running daemon's API; 0 skips).
@@ -64,6 +66,7 @@ NODES = ["sv1", "sv2", "sv3", "sv4", "sv5"]
 TOKEN = "root@pam!bench=8a3c3c4e-0b8e-4a7b-9a52-1f0c2d3e4f50"
 OS_INDEX = {"ubuntu": 0, "debian": 1, "centos": 2, "windows": 3}
 N_REAL = int(os.environ.get("BENCH_N_REAL", "20"))
+IDLE_S = int(os.environ.get("BENCH_IDLE_S", "60"))  # the idle daemon after the scale-1 run
 UNEVEN = [1000, 500, 500, 250, 250]  # MiB/s, the same total as 5 x 500
 TARGET_MAKESPAN = 1.10
 TARGET_UNEVEN = 1.15
@@ -212,7 +215,7 @@ def pct(xs, p):
 
 
 def throughput_run(run, label="", n=None, bandwidths=None, oses=("ubuntu",), ts=None,
-                   placement=None, room=False):
+                   placement=None, room=False, idle_s=0):
     n = n or N
     ts = TS if ts is None else ts
     w = World(ts, placement, bandwidths, room)
@@ -226,9 +229,20 @@ def throughput_run(run, label="", n=None, bandwidths=None, oses=("ubuntu",), ts=
         t0 = time.time()
         w.start()
         w.wait_ready()
-        cpu0, th0 = w.cpu_s(), w.thread_ms()
+        cpu0, th0, m0 = w.cpu_s(), w.thread_ms(), time.monotonic()
         js = w.wait_jobs(set(ids), 600 + 30 * n * ts)
-        cpu1, th1 = w.cpu_s(), w.thread_ms()
+        cpu1, th1, m1 = w.cpu_s(), w.thread_ms(), time.monotonic()
+        idle = None
+        if idle_s:
+            # the same daemon left idle (its VMs made, nothing queued): the
+            # CPU it spends per second whatever it creates (probes, inventory
+            # reads, lease renewals, the event log), to tell the creations'
+            # own CPU from the time the run lasted
+            time.sleep(idle_s)
+            th2, m2 = w.thread_ms(), time.monotonic()
+            idle = {"ms_per_s": (sum(th2.values()) - sum(th1.values())) / (m2 - m1),
+                    "threads": {k: round((v - th1.get(k, 0.0)) / (m2 - m1) * 60, 1)
+                                for k, v in th2.items() if v - th1.get(k, 0.0) >= 0.05}}
         after = w.sim.ctl("GET", "/calls")
         state = w.sim.ctl("GET", "/state")
         done = {k: j for k, j in js.items() if j["state"] == "done"}
@@ -252,6 +266,10 @@ def throughput_run(run, label="", n=None, bandwidths=None, oses=("ubuntu",), ts=
              # ticks, 0.5 ms per creation of a 20-creation run
              "cpu": (sum(th1.values()) - sum(th0.values())) / 1000.0 / len(ids),
              "cpu_ticks": (cpu1 - cpu0) / len(ids),
+             "run_s": m1 - m0, "idle": idle,
+             # the run's CPU less what the idle daemon spends in as long
+             "cpu_net": ((sum(th1.values()) - sum(th0.values())) -
+                         (idle["ms_per_s"] * (m1 - m0) if idle else 0.0)) / 1000.0 / len(ids),
              "per": per, "spread": spread, "bytes": total, "bw": bw, "queue": queue_s,
              "ttr50": pct(ttr, 50) if ttr else 0, "ttr99": pct(ttr, 99) if ttr else 0,
              "task_s": task_s / len(ids),
@@ -441,7 +459,7 @@ def main():
         say("with workers = 16 (one run, for comparison):")
         extra = throughput_run(0)
         globals()["WORKERS"] = 0
-    real = throughput_run(0, "time scale 1 ", n=N_REAL, ts=1.0) if N_REAL else None
+    real = throughput_run(0, "time scale 1 ", n=N_REAL, ts=1.0, idle_s=IDLE_S) if N_REAL else None
     # the same number of creations at the fast scale: a fresh daemon's
     # first creations cost more (task lengths not learned yet, connections
     # and caches cold), which 200 creations spread thinner than 20
@@ -451,6 +469,9 @@ def main():
     if real:
         say("calls at time scale 1: %s" % json.dumps(real["per"], sort_keys=True))
         say("CPU ms per proxd thread at time scale 1: %s" % json.dumps(real["threads"], sort_keys=True))
+        if real["idle"]:
+            say("the same daemon idle for %d s after it, CPU ms per minute per thread: %s" % (
+                IDLE_S, json.dumps(real["idle"]["threads"], sort_keys=True)))
     say()
     n_queue = int(os.environ.get("BENCH_N_QUEUE", "1000"))
     queue_s = queue_forms(n_queue, 1) if n_queue else None
@@ -497,6 +518,11 @@ def main():
         say("    CPU per creation, time scale 1 over fast: %.2fx against %d creations, %.2fx against "
             "%d at the fast scale (%.2f ms)" % (real["cpu"] / med("cpu"), N, real["cpu"] / same_n["cpu"],
                                              N_REAL, same_n["cpu"] * 1000))
+        if real["idle"]:
+            say("    less the idle daemon's %.2f ms/s over the run's %.1f s: %.2f ms/creation at time "
+                "scale 1, %.2fx the fast scale's %d creations" % (
+                    real["idle"]["ms_per_s"], real["run_s"], real["cpu_net"] * 1000,
+                    real["cpu_net"] / same_n["cpu"], N_REAL))
     if queue_s is not None:
         say("  queueing %d creations through the CLI (proxd create, 4 at a time): %.1fs (%.1f ms "
             "each); proxd create --from FILE: %.2fs (%.2f ms each); proxctl vm create --from FILE "
