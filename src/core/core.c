@@ -84,10 +84,10 @@ void core_waiter_begin(struct core *k, struct core_waiter *w, const char *upid, 
     w->k = k;
     if (pve_upid_parse(upid, &t) != 0)
         return;
+    snprintf(w->node, sizeof w->node, "%s", t.node); /* for held_down, told or not */
     w->fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (w->fd < 0)
         return;
-    snprintf(w->node, sizeof w->node, "%s", t.node);
     snprintf(w->job, sizeof w->job, "%s", job ? job : "");
     pthread_mutex_lock(&k->mu);
     w->next = k->waiters;
@@ -558,6 +558,16 @@ static int waiter_tick(void *ud)
     return r;
 }
 
+/* A registered wait's node is held down by the fleet (a failed call or
+ * probe): its looks are short (pve_wait_opts.held_down), so that a hung
+ * node costs the job the probe's timeout, not two operation timeouts (the
+ * clone's log, then its status) with retries, before it fails over. */
+static int waiter_held_down(void *ud)
+{
+    struct core_waiter *w = ud;
+    return fleet_node_held_down(w->k->fl, w->node);
+}
+
 struct pve_wait_opts core_wait_opts(struct core *k, struct core_waiter *w, long deadline_ms)
 {
     struct pve_wait_opts o = {.deadline_ms = deadline_ms,
@@ -565,6 +575,7 @@ struct pve_wait_opts core_wait_opts(struct core *k, struct core_waiter *w, long 
                               .tick_ms = 500,
                               .wake_fd = k->wake[0] >= 0 ? &k->wake[0] : NULL,
                               .look_fd = w && w->fd >= 0 ? &w->fd : NULL,
+                              .held_down = w && w->node[0] ? waiter_held_down : NULL,
                               .ud = w ? (void *)w : (void *)k};
     return o;
 }

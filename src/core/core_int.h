@@ -89,8 +89,11 @@ void reconcile_cleaner_stop(struct core *k); /* after k->stopping is set */
  * id is also told when a cancel of that job is recorded in this process
  * (core_waiters_cancel): it ends at once, interrupted, with `cancel` set,
  * and its job decides what the cancel means for the task (a creation stops
- * its clone). Begin and end on the waiting thread; fd -1 (no eventfd): the
- * wait is not told. */
+ * its clone). While the fleet holds the task's node down, each look is
+ * short (pve_wait_opts.held_down: the probe's timeout, no retry, one in
+ * flight cut off): a node that does not answer it fails the wait at once.
+ * Begin and end on the waiting thread; fd -1 (no eventfd): the wait is
+ * not told (its looks are still short on a node held down). */
 struct core_waiter {
     int fd;
     bool told;   /* under k->mu: woken for this down spell */

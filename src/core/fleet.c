@@ -729,6 +729,15 @@ bool fleet_node_up(struct fleet *f, const char *node)
     return up;
 }
 
+bool fleet_node_held_down(struct fleet *f, const char *node)
+{
+    pthread_mutex_lock(&f->mu);
+    struct nstate *n = find_node(f, node);
+    bool down = n && (n->failed || (f->worlds[n->world].asked && !n->online));
+    pthread_mutex_unlock(&f->mu);
+    return down;
+}
+
 int fleet_vm_node(struct fleet *f, int vmid, char node[64])
 {
     int rc = -1;

@@ -104,6 +104,13 @@ void fleet_probe_stop(struct fleet *f);
 void fleet_node_failed(struct fleet *f, const char *node, const char *why);
 void fleet_node_ok(struct fleet *f, const char *node);
 bool fleet_node_up(struct fleet *f, const char *node);
+/* Does the fleet hold `node` down: it failed a call or a probe at the
+ * network level (and has not answered since), or its world reports it
+ * offline or does not answer? Not before the world was first asked, and
+ * never for a node the fleet does not manage (unlike !fleet_node_up).
+ * The core's task waits make their looks on such a node short
+ * (pve_wait_opts.held_down). */
+bool fleet_node_held_down(struct fleet *f, const char *node);
 
 /* Was the world of `node` refreshed successfully at or after `since` (unix
  * ms)? Only then may its absence of a VM be trusted. */

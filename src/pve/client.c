@@ -278,8 +278,8 @@ static int check_args(const char *method, const char *path, json_t *params, stru
 
 /* One send to one host. Returns the class; *rs holds the answer. */
 static int send_once(pve_client *c, int hi, const char *method, const char *path, json_t *params,
-                     unsigned flags, bool raw_ok, const struct pve_creds *cr, struct pve_resp *rs,
-                     struct pve_error *err)
+                     unsigned flags, const struct pve_guard *g, bool raw_ok,
+                     const struct pve_creds *cr, struct pve_resp *rs, struct pve_error *err)
 {
     struct pve_req rq = {.method = method,
                          .path = path,
@@ -287,9 +287,15 @@ static int send_once(pve_client *c, int hi, const char *method, const char *path
                          .creds = cr,
                          .json_body = c->json_bodies,
                          .raw_ok = raw_ok,
-                         .timeout_ms = (flags & PVE_CALL_PROBE) ? c->probe_timeout_ms : 0};
+                         .timeout_ms = (flags & PVE_CALL_PROBE) ? c->probe_timeout_ms : 0,
+                         .guard = g};
     if ((flags & PVE_CALL_GLANCE) && rq.timeout_ms > PVE_GLANCE_MS)
         rq.timeout_ms = PVE_GLANCE_MS;
+    /* a look on a node held down: the probe's time, as the prober gives
+     * the node before it judges it (http.c also cuts off one whose node
+     * is found held down while it is in flight) */
+    if (g && g->fn(g->ud) && !rq.timeout_ms)
+        rq.timeout_ms = c->probe_timeout_ms;
     if (flags & PVE_F_TASKPOLL)
         atomic_fetch_add(&c->task_polls, 1);
     int64_t t0 = mono_us();
@@ -328,7 +334,8 @@ static void tell_node_answer(pve_client *c, const char *path, int64_t sent_ms)
 /* The call loop behind pve_call_int and pve_call_raw: the answer goes to
  * *envelope (parsed) or, with raw, to *raw (unparsed). */
 static int call_loop(pve_client *c, const char *method, const char *path, json_t *params,
-                     unsigned flags, json_t **envelope, struct buf *raw, struct pve_error *err)
+                     unsigned flags, const struct pve_guard *g, json_t **envelope, struct buf *raw,
+                     struct pve_error *err)
 {
     struct pve_error scratch;
     if (!err)
@@ -364,7 +371,7 @@ static int call_loop(pve_client *c, const char *method, const char *path, json_t
         } else {
             sent++;
             sent_ms = mono_ms();
-            rc = send_once(c, hi, method, path, params, flags, raw != NULL, &cr, &rs, err);
+            rc = send_once(c, hi, method, path, params, flags, g, raw != NULL, &cr, &rs, err);
             if (rc == PVE_OK && envelope)
                 *envelope = json_incref(rs.body);
             if (rc == PVE_OK && raw) {
@@ -389,7 +396,9 @@ static int call_loop(pve_client *c, const char *method, const char *path, json_t
             break;
         if (again)
             continue;
-        if (!retriable || (flags & (PVE_CALL_NORETRY | PVE_CALL_PROBE)) ||
+        /* a look on a node held down is not sent again: its failure is
+         * the answer the waiting job needs to fail over */
+        if (!retriable || (flags & (PVE_CALL_NORETRY | PVE_CALL_PROBE)) || (g && g->fn(g->ud)) ||
             ++tries >= c->retry.max_attempts)
             break;
         long d = pve_backoff_ms(&c->retry, tries);
@@ -420,14 +429,21 @@ static int call_loop(pve_client *c, const char *method, const char *path, json_t
 int pve_call_int(pve_client *c, const char *method, const char *path, json_t *params,
                  unsigned flags, json_t **envelope, struct pve_error *err)
 {
-    return call_loop(c, method, path, params, flags, envelope, NULL, err);
+    return call_loop(c, method, path, params, flags, NULL, envelope, NULL, err);
+}
+
+int pve_call_guarded(pve_client *c, const char *method, const char *path, json_t *params,
+                     unsigned flags, const struct pve_guard *g, json_t **envelope,
+                     struct pve_error *err)
+{
+    return call_loop(c, method, path, params, flags, g, envelope, NULL, err);
 }
 
 int pve_call_raw(pve_client *c, const char *method, const char *path, json_t *params,
                  unsigned flags, struct buf *raw, struct pve_error *err)
 {
     buf_init(raw, PVE_BODY_MAX);
-    return call_loop(c, method, path, params, flags, NULL, raw, err);
+    return call_loop(c, method, path, params, flags, NULL, NULL, raw, err);
 }
 
 int pve_call_ex(pve_client *c, const char *method, const char *path, json_t *params, unsigned flags,

@@ -296,7 +296,27 @@ struct sink {
     struct buf body;
     bool too_big;
     char *reason;
+    /* a guarded request (struct pve_guard): cut off once it has run
+     * cut_ms while the guard holds its node down */
+    const struct pve_guard *guard;
+    int64_t t0, cut_ms;
+    bool cut;
 };
+
+/* libcurl calls this often while data moves and about once a second while
+ * none does: the guard is asked only once the request has run its short
+ * time, so a fast request pays nothing for it. Nonzero aborts the transfer
+ * (CURLE_ABORTED_BY_CALLBACK). */
+static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                       curl_off_t ulnow)
+{
+    (void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
+    struct sink *s = ud;
+    if (mono_ms() - s->t0 < s->cut_ms || !s->guard->fn(s->guard->ud))
+        return 0;
+    s->cut = true;
+    return 1;
+}
 
 static size_t on_body(char *p, size_t size, size_t nmemb, void *ud)
 {
@@ -479,10 +499,27 @@ int pve_http_perform(pve_client *c, const struct pve_host *h, const struct pve_r
     curl_easy_setopt(ch, CURLOPT_WRITEDATA, &s);
     curl_easy_setopt(ch, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(ch, CURLOPT_HEADERDATA, &s);
+    if (rq->guard) {
+        s.guard = rq->guard;
+        s.cut_ms = c->probe_timeout_ms;
+        curl_easy_setopt(ch, CURLOPT_XFERINFOFUNCTION, on_progress);
+        curl_easy_setopt(ch, CURLOPT_XFERINFODATA, &s);
+        curl_easy_setopt(ch, CURLOPT_NOPROGRESS, 0L);
+    }
 
     atomic_fetch_add(&c->requests, 1);
     int64_t t0 = mono_ms();
+    s.t0 = t0;
     rs->cc = curl_easy_perform(ch);
+    if (s.cut) {
+        /* a timeout of the short look's, after the request went out: a
+         * network failure as a timeout is, the connection is closed */
+        rs->cc = CURLE_OPERATION_TIMEDOUT;
+        rs->maybe_sent = true;
+        snprintf(k->errbuf, sizeof k->errbuf,
+                 "no answer within %lld ms from a node held down (a short look)",
+                 (long long)(mono_ms() - t0));
+    }
     if (rs->cc == CURLE_OK) {
         curl_easy_getinfo(ch, CURLINFO_RESPONSE_CODE, &rs->status);
         if (rq->raw_ok && rs->status >= 200 && rs->status < 300) {
@@ -495,7 +532,8 @@ int pve_http_perform(pve_client *c, const struct pve_host *h, const struct pve_r
         log_debug(PVE_SUB, "%s %s%s -> %ld (%lld ms)", rq->method, h->name, rq->path, rs->status,
                   (long long)(mono_ms() - t0));
     } else {
-        judge_failure(ch, k, rs);
+        if (!s.cut)
+            judge_failure(ch, k, rs);
         describe_failure(c, k, rs, &s);
         log_debug(PVE_SUB, "%s %s%s failed: %s (%lld ms)", rq->method, h->name, rq->path,
                   rs->curl_msg, (long long)(mono_ms() - t0));
@@ -507,6 +545,11 @@ int pve_http_perform(pve_client *c, const struct pve_host *h, const struct pve_r
     curl_easy_setopt(ch, CURLOPT_COOKIE, NULL);
     curl_easy_setopt(ch, CURLOPT_WRITEDATA, NULL);
     curl_easy_setopt(ch, CURLOPT_HEADERDATA, NULL);
+    if (rq->guard) {
+        curl_easy_setopt(ch, CURLOPT_NOPROGRESS, 1L);
+        curl_easy_setopt(ch, CURLOPT_XFERINFOFUNCTION, NULL);
+        curl_easy_setopt(ch, CURLOPT_XFERINFODATA, NULL);
+    }
     /* PVE closes the connection after an error status */
     pve_conn_put(c, k, rs->cc == CURLE_OK && rs->status < 400);
     curl_slist_free_all(hdrs);

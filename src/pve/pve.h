@@ -281,7 +281,18 @@ struct pve_wait_opts {
                                  at now (its node was seen failing): the wait
                                  reads it empty and looks at once; the look's
                                  failure, if any, is the wait's result */
-    void *ud;                 /* passed to progress and tick */
+    pve_tick_fn held_down;    /* NULL, or asked (with ud) before each look and
+                                 while one goes unanswered: nonzero when the
+                                 caller holds the task's node down (its health
+                                 tracking saw it fail). Such a look is short:
+                                 the probe timeout (probe_timeout_ms), no
+                                 retry; a look sent before its node was held
+                                 down is cut off once it has run that long. A
+                                 short look that gets no answer ends the wait
+                                 with PVE_E_NETWORK (a clone's log look does
+                                 not fall back on a status read); one that is
+                                 answered lets the wait go on as before */
+    void *ud;                 /* passed to progress, tick and held_down */
 };
 int pve_task_wait_opts(pve_client *c, const char *upid, const struct pve_wait_opts *o,
                        struct pve_task *out, struct pve_error *err);

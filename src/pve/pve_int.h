@@ -154,6 +154,15 @@ struct pve_creds {
     unsigned gen;   /* ticket generation the request used */
 };
 
+/* A task look's guard (task.c, pve_wait_opts.held_down): nonzero when the
+ * caller holds the request's node down. Then the request gets at most the
+ * probe timeout (one already in flight is cut off once it has run that
+ * long) and is not sent again after a failure. */
+struct pve_guard {
+    int (*fn)(void *ud);
+    void *ud;
+};
+
 /* ---- http.c ---- */
 struct pve_req {
     const char *method;
@@ -161,8 +170,9 @@ struct pve_req {
     json_t *params;   /* may be NULL */
     const struct pve_creds *creds;
     bool json_body;
-    bool raw_ok;     /* hand a 2xx body over unparsed (rs->raw) */
-    long timeout_ms; /* this request's whole time; 0: the client's */
+    bool raw_ok;                   /* hand a 2xx body over unparsed (rs->raw) */
+    long timeout_ms;               /* this request's whole time; 0: the client's */
+    const struct pve_guard *guard; /* may be NULL */
 };
 
 struct pve_resp {
@@ -199,6 +209,10 @@ void pve_fp_format(const unsigned char fp[PVE_FP_LEN], char *out, size_t len);
  * body (new reference) when not NULL. */
 int pve_call_int(pve_client *c, const char *method, const char *path, json_t *params,
                  unsigned flags, json_t **envelope, struct pve_error *err);
+/* The same under a look's guard (may be NULL): see struct pve_guard. */
+int pve_call_guarded(pve_client *c, const char *method, const char *path, json_t *params,
+                     unsigned flags, const struct pve_guard *g, json_t **envelope,
+                     struct pve_error *err);
 /* The same call, but a successful answer's body is handed over unparsed in
  * *raw (which the caller releases with buf_release): for big answers that
  * are parsed piece by piece (pj_each_data) instead of as one JSON tree.

@@ -105,7 +105,9 @@ static void set_exit(struct pve_task *t, const char *status)
     t->warnings = str_starts(status, "WARNINGS: ") ? atoi(status + 10) : 0;
 }
 
-int pve_task_status(pve_client *c, const char *upid, struct pve_task *out, struct pve_error *err)
+/* The status read, under a look's guard (NULL: none). */
+static int status_read(pve_client *c, const char *upid, const struct pve_guard *g,
+                       struct pve_task *out, struct pve_error *err)
 {
     struct pve_task t = {0};
     char path[1024];
@@ -118,7 +120,7 @@ int pve_task_status(pve_client *c, const char *upid, struct pve_task *out, struc
         rc = PVE_E_INVALID;
         goto out;
     }
-    rc = pve_call_int(c, "GET", path, NULL, PVE_F_TASKPOLL, &env, err);
+    rc = pve_call_guarded(c, "GET", path, NULL, PVE_F_TASKPOLL, g, &env, err);
     if (rc)
         goto out;
     json_t *d = json_object_get(env, "data");
@@ -137,6 +139,11 @@ out:
         *out = t;
     json_decref(env);
     return rc;
+}
+
+int pve_task_status(pve_client *c, const char *upid, struct pve_task *out, struct pve_error *err)
+{
+    return status_read(c, upid, NULL, out, err);
 }
 
 int pve_task_stop(pve_client *c, const char *upid, struct pve_error *err)
@@ -160,7 +167,7 @@ int pve_task_stop(pve_client *c, const char *upid, struct pve_error *err)
 
 /* One page of the log; *total from the envelope (0 when absent). */
 static int log_page(pve_client *c, const struct pve_task *t, int start, int limit, json_t *lines,
-                    int64_t *total, struct pve_error *err)
+                    int64_t *total, const struct pve_guard *g, struct pve_error *err)
 {
     char path[1024];
     if (pve_path(path, sizeof path, "/nodes/%s/tasks/%s/log", t->node, t->upid) != 0) {
@@ -169,7 +176,7 @@ static int log_page(pve_client *c, const struct pve_task *t, int start, int limi
     }
     json_t *params = json_pack("{s:i, s:i}", "start", start, "limit", limit);
     json_t *env = NULL;
-    int rc = pve_call_int(c, "GET", path, params, PVE_F_TASKPOLL, &env, err);
+    int rc = pve_call_guarded(c, "GET", path, params, PVE_F_TASKPOLL, g, &env, err);
     json_decref(params);
     if (rc == 0) {
         json_t *d = json_object_get(env, "data"), *e;
@@ -195,8 +202,8 @@ static bool is_placeholder(json_t *lines, int start)
            (strcmp(l, "no content") == 0 || str_starts(l, "unable to open file - "));
 }
 
-static int log_read(pve_client *c, const struct pve_task *t, int start, int limit, json_t **out,
-                    struct pve_error *err)
+static int log_read(pve_client *c, const struct pve_task *t, int start, int limit,
+                    const struct pve_guard *g, json_t **out, struct pve_error *err)
 {
     json_t *lines = json_array();
     int rc = 0;
@@ -207,7 +214,7 @@ static int log_read(pve_client *c, const struct pve_task *t, int start, int limi
         if (want > LOG_PAGE)
             want = LOG_PAGE;
         size_t before = json_array_size(lines);
-        rc = log_page(c, t, start + (int)before, want, lines, NULL, err);
+        rc = log_page(c, t, start + (int)before, want, lines, NULL, g, err);
         if (rc || json_array_size(lines) - before < (size_t)want)
             break;
     }
@@ -230,7 +237,7 @@ int pve_task_log(pve_client *c, const char *upid, int start, int limit, json_t *
         return PVE_E_INVALID;
     }
     int rc = parse_or_fail(upid, &t, err);
-    return rc ? rc : log_read(c, &t, start, limit, lines, err);
+    return rc ? rc : log_read(c, &t, start, limit, NULL, lines, err);
 }
 
 /* ---- wait --------------------------------------------------------------------------- */
@@ -255,11 +262,11 @@ static void tail_free(struct tail *tl)
 
 /* Feed new log lines to the callback; returns the new read position. */
 static int feed_progress(pve_client *c, const struct pve_task *t, int pos, pve_progress_fn fn,
-                         void *ud, struct tail *tl)
+                         void *ud, const struct pve_guard *g, struct tail *tl)
 {
     json_t *lines = NULL;
     struct pve_error e;
-    if (log_read(c, t, pos, 0, &lines, &e) != 0)
+    if (log_read(c, t, pos, 0, g, &lines, &e) != 0)
         return pos; /* progress is best effort; the status decides */
     size_t i;
     json_t *l;
@@ -292,14 +299,15 @@ static bool end_line(const char *l, struct pve_task *t)
  * and, at the end, the task's exit status; one request where the status
  * and the log would be two. Returns 1 when the lines said something (they
  * moved, or the task ended: t->running tells), 0 when the status must be
- * read instead (no new line: the task may have died silently; no log). */
+ * read instead (no new line: the task may have died silently), -1 when
+ * the log could not be read (*e says why; the status may still be). */
 static int log_look(pve_client *c, struct pve_task *t, int *pos, const struct pve_wait_opts *o,
-                    struct tail *tl, struct pve_eta *eta, long elapsed_ms)
+                    const struct pve_guard *g, struct tail *tl, struct pve_eta *eta,
+                    long elapsed_ms, struct pve_error *e)
 {
     json_t *lines = NULL;
-    struct pve_error e;
-    if (log_read(c, t, *pos, 0, &lines, &e) != 0)
-        return 0;
+    if (log_read(c, t, *pos, 0, g, &lines, e) != 0)
+        return -1;
     size_t i, n = json_array_size(lines);
     json_t *l;
     double pct, last = -1;
@@ -325,15 +333,16 @@ static int log_look(pve_client *c, struct pve_task *t, int *pos, const struct pv
 }
 
 /* Without a progress callback, fetch only the tail of the log. */
-static void fetch_tail(pve_client *c, const struct pve_task *t, struct tail *tl)
+static void fetch_tail(pve_client *c, const struct pve_task *t, const struct pve_guard *g,
+                       struct tail *tl)
 {
     json_t *lines = json_array();
     int64_t total = 0;
     struct pve_error e;
-    if (log_page(c, t, 0, 1, lines, &total, &e) == 0 && total > 1) {
+    if (log_page(c, t, 0, 1, lines, &total, g, &e) == 0 && total > 1) {
         json_array_clear(lines);
         int start = total > TAIL_LINES ? (int)(total - TAIL_LINES) : 0;
-        if (log_page(c, t, start, TAIL_LINES, lines, NULL, &e) != 0)
+        if (log_page(c, t, start, TAIL_LINES, lines, NULL, g, &e) != 0)
             json_array_clear(lines);
     }
     size_t i;
@@ -445,6 +454,9 @@ int pve_task_wait_opts(pve_client *c, const char *upid, const struct pve_wait_op
     long expect = pve_task_expect(c, &t), delay = 0;
     bool logged = log_kind(&t);
     int pos = 0;
+    /* looks on a node the caller holds down are short (struct pve_guard) */
+    struct pve_guard guard = {o->held_down, o->ud};
+    const struct pve_guard *g = o->held_down ? &guard : NULL;
     for (;;) {
         /* a task just started has not ended: sleep first, then look */
         int64_t now = mono_ms(), left = limit - (now - t0);
@@ -461,16 +473,27 @@ int pve_task_wait_opts(pve_client *c, const char *upid, const struct pve_wait_op
             rc = PVE_E_TIMEOUT;
             goto out;
         }
-        if (logged && log_look(c, &t, &pos, o, &tl, &eta, (long)(mono_ms() - t0))) {
+        struct pve_error le = {0};
+        int lk = logged ? log_look(c, &t, &pos, o, g, &tl, &eta, (long)(mono_ms() - t0), &le) : 0;
+        if (lk > 0) {
             rc = 0;
+        } else if (lk < 0 && le.cls == PVE_E_NETWORK && g && g->fn(g->ud)) {
+            /* the node is held down and did not answer the short look:
+             * that is the wait's answer, not a second look at its status */
+            if (err) {
+                *err = le;
+                pve_strlcpy(err->upid, upid, sizeof err->upid);
+            }
+            rc = PVE_E_NETWORK;
+            goto out;
         } else {
-            rc = pve_task_status(c, upid, &t, err);
+            rc = status_read(c, upid, g, &t, err);
             if (rc == PVE_E_NOTFOUND && mono_ms() - t0 < NOTFOUND_GRACE_MS)
                 t.running = true;
             else if (rc)
                 goto out;
             if (o->progress && !logged)
-                pos = feed_progress(c, &t, pos, o->progress, o->ud, &tl);
+                pos = feed_progress(c, &t, pos, o->progress, o->ud, g, &tl);
         }
         if (!t.running)
             break;
@@ -484,7 +507,7 @@ int pve_task_wait_opts(pve_client *c, const char *upid, const struct pve_wait_op
         goto out;
     }
     if (!o->progress && !logged)
-        fetch_tail(c, &t, &tl);
+        fetch_tail(c, &t, g, &tl);
     rc = task_failed(&t, &tl, err);
 out:
     if (out)

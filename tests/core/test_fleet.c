@@ -113,6 +113,16 @@ static void test_inventory(void **state)
     assert_false(nv.up);
     assert_false(fleet_node_up(e.fl, "sv3"));
     assert_true(fleet_node_up(e.fl, "sv4"));
+    /* held down (task looks on it are short): offline, or failed at the
+     * network level until it answers again; never a node not managed */
+    assert_true(fleet_node_held_down(e.fl, "sv3"));
+    assert_false(fleet_node_held_down(e.fl, "sv4"));
+    assert_false(fleet_node_held_down(e.fl, "elsewhere"));
+    assert_false(fleet_node_up(e.fl, "elsewhere"));
+    fleet_node_failed(e.fl, "sv4", "test");
+    assert_true(fleet_node_held_down(e.fl, "sv4"));
+    fleet_node_ok(e.fl, "sv4");
+    assert_false(fleet_node_held_down(e.fl, "sv4"));
     ch_down(&e);
 }
 

@@ -178,19 +178,24 @@ static void test_wait_learns(void **state)
 }
 
 /* Calls the client made to one task endpoint ("status", "log") so far. */
-static uint64_t task_calls(const char *what)
+static uint64_t task_calls_of(pve_client *c, const char *what)
 {
     struct pve_callstat *cs = NULL;
     size_t n = 0;
     uint64_t calls = 0;
     char want[64];
     snprintf(want, sizeof want, "/nodes/{node}/tasks/{upid}/%s", what);
-    pve_client_callstats(g_c, &cs, &n);
+    pve_client_callstats(c, &cs, &n);
     for (size_t i = 0; i < n; i++)
         if (strcmp(cs[i].method, "GET") == 0 && strcmp(cs[i].endpoint, want) == 0)
             calls += cs[i].calls;
     free(cs);
     return calls;
+}
+
+static uint64_t task_calls(const char *what)
+{
+    return task_calls_of(g_c, what);
 }
 
 /* A clone is watched through its log: the copy's progress lines tell its
@@ -427,6 +432,97 @@ static void test_task_stop(void **state)
     tsim_ctl0(&g_sim, "POST", "/_sim/nodes/sv1", "{\"bandwidth_mb\": 500}");
 }
 
+/* pve_wait_opts.held_down: the caller holds the task's node down. */
+static int64_t down_at; /* mono ms from which held_down says so */
+static int held_down_since(void *ud)
+{
+    (void)ud;
+    return mono_ms() >= down_at;
+}
+
+/* A node held down that answers: its short looks are answered and the wait
+ * goes on to the task's end as before. */
+static void test_short_looks_answered(void **state)
+{
+    (void)state;
+    down_at = 0;
+    const char *upid = start_clone("sv2", 8010, 511);
+    struct pve_wait_opts o = {.deadline_ms = 20000, .held_down = held_down_since};
+    struct pve_task t;
+    struct pve_error e;
+    assert_ok(pve_task_wait_opts(g_c, upid, &o, &t, &e), &e);
+    assert_false(t.running);
+    assert_string_equal(t.exitstatus, "OK");
+}
+
+/* A node held down that does not answer (its requests hang, as behind the
+ * cluster's proxy a hung node's do): the first look is sent once with the
+ * probe's timeout (2 s: twice connect_timeout_ms; the operation timeout is
+ * 5 s) and its failure ends the wait, without a status read after the
+ * clone's log read. Before: the log read waited out 5 s, five times
+ * (retried), then the status read as long. */
+static void test_short_look_unanswered(void **state)
+{
+    (void)state;
+    char upid[256];
+    snprintf(upid, sizeof upid, "%s", slow_clone(8003, 512));
+    tsim_ctl0(&g_sim, "POST", "/_sim/faults",
+              "{\"path\":\"^/nodes/sv1/tasks/\",\"kind\":\"hang\"}");
+    down_at = 0;
+    struct pve_wait_opts o = {.deadline_ms = 60000, .held_down = held_down_since};
+    struct pve_task t;
+    struct pve_error e;
+    uint64_t logs = task_calls("log"), statuses = task_calls("status");
+    int64_t t0 = mono_ms();
+    assert_int_equal(pve_task_wait_opts(g_c, upid, &o, &t, &e), PVE_E_NETWORK);
+    int64_t took = mono_ms() - t0;
+    /* the first look within 1 s, then the probe's 2 s */
+    if (took < 1900 || took > 8000) /* before: 5 s, five times, then as long again */
+        fail_msg("the wait ended after %lld ms", (long long)took);
+    assert_int_equal(e.cls, PVE_E_NETWORK);
+    assert_string_equal(e.upid, upid);
+    assert_int_equal(e.attempts, 1);
+    assert_int_equal(task_calls("log") - logs, 1);
+    assert_int_equal(task_calls("status") - statuses, 0);
+    tsim_ctl0(&g_sim, "DELETE", "/_sim/faults", NULL);
+    end_clone(upid);
+}
+
+/* A look sent before its node was held down (with the operation's
+ * timeout, 20 s on this client) is cut off once it has run the probe's 2 s
+ * with the node held down, and not sent again. */
+static void test_look_in_flight_cut_off(void **state)
+{
+    (void)state;
+    struct pve_config cfg;
+    static const char *hv[1];
+    tcfg_init(&cfg, hv, g_sim.host);
+    cfg.timeout_ms = 20000;
+    pve_client *c = tclient(&cfg);
+    char upid[256];
+    snprintf(upid, sizeof upid, "%s", slow_clone(8003, 513));
+    tsim_ctl0(&g_sim, "POST", "/_sim/faults",
+              "{\"path\":\"^/nodes/sv1/tasks/\",\"kind\":\"hang\"}");
+    int64_t t0 = mono_ms();
+    down_at = t0 + 1500; /* the first look goes out within 1 s, unguarded */
+    struct pve_wait_opts o = {.deadline_ms = 60000, .held_down = held_down_since};
+    struct pve_task t;
+    struct pve_error e;
+    assert_int_equal(pve_task_wait_opts(c, upid, &o, &t, &e), PVE_E_NETWORK);
+    int64_t took = mono_ms() - t0;
+    /* cut at its 2 s (libcurl asks about once a second while nothing
+     * moves): ~3-4 s; uncut, its 20 s timeout would end it */
+    if (took > 10000)
+        fail_msg("the wait ended after %lld ms", (long long)took);
+    assert_non_null(strstr(e.message, "held down"));
+    assert_int_equal(e.attempts, 1);
+    assert_int_equal(task_calls_of(c, "log"), 1);
+    assert_int_equal(task_calls_of(c, "status"), 0);
+    pve_client_free(c);
+    tsim_ctl0(&g_sim, "DELETE", "/_sim/faults", NULL);
+    end_clone(upid);
+}
+
 static void test_status_errors(void **state)
 {
     (void)state;
@@ -463,6 +559,9 @@ int main(void)
         cmocka_unit_test_setup(test_wait_deadline, reset_sim),
         cmocka_unit_test_setup(test_task_stop, reset_sim),
         cmocka_unit_test_setup(test_status_errors, reset_sim),
+        cmocka_unit_test_setup(test_short_looks_answered, reset_sim),
+        cmocka_unit_test_setup(test_short_look_unanswered, reset_sim),
+        cmocka_unit_test_setup(test_look_in_flight_cut_off, reset_sim),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
