@@ -159,8 +159,8 @@ void core_waiters_cancel(struct core *k, const char *id)
  * cancel recorded here, rather than at the job's next look at the store (a
  * creation: the checkpoint after its clone, whose wait may sleep up to a
  * minute). Called by the watcher when the store's jobs watch tells it (the
- * cancel's commit does) and on its timer, and by the leaser while no
- * worker is idle to watch. One read, and none while no held job is
+ * cancel's commit does) and on its timer, and by the leaser once a second
+ * while no worker is idle to watch. One read, and none while no held job is
  * untold (an idle daemon, or every held job's cancel told already). A
  * wait registered after the look reads the cancel from the store itself
  * (core_wait_task_job, create.c wait_task): none falls between. */
@@ -756,6 +756,12 @@ static void hold(struct core *k, int slot, const char *id)
     pthread_mutex_lock(&k->mu);
     snprintf(k->held[slot], sizeof k->held[slot], "%s", id ? id : "");
     k->told[slot] = false;
+    if (id && k->idle == 0 && !k->watcher) {
+        /* no worker is left to watch the store: the leaser looks for
+         * cancels instead, from now on (it may be asleep for 10 s) */
+        k->leaser_poke = true;
+        pthread_cond_broadcast(&k->stop_cv);
+    }
     pthread_mutex_unlock(&k->mu);
 }
 
@@ -869,17 +875,40 @@ bool core_nap_until(struct core *k, int64_t until, unsigned notes)
     return stop;
 }
 
+/* Sleep up to ms, woken by a stop or by the last idle worker taking a
+ * job (hold); true when the core stops. */
+static bool leaser_nap(struct core *k, long ms)
+{
+    struct timespec until = deadline_in_ms(ms);
+    pthread_mutex_lock(&k->mu);
+    while (!k->stopping && !k->leaser_poke &&
+           pthread_cond_timedwait(&k->stop_cv, &k->mu, &until) != ETIMEDOUT)
+        ;
+    k->leaser_poke = false;
+    bool stop = k->stopping;
+    pthread_mutex_unlock(&k->mu);
+    return stop;
+}
+
+/* The leaser's look for cancels while every worker runs a job (no watcher:
+ * tell_cancels): one read a second while the instance is that busy. */
+#define BUSY_LOOK_MS 1000
+
 /* Renew the leases of the jobs this process runs, on a thread of its own:
  * nothing that waits on Proxmox (a reconcile pass on a hung node) may hold
  * up a renewal, or another instance would take over a running job. One
  * write renews them all (store_job_renew_owner: every running job leased
  * to this instance's name, none that another took over); none while no
  * job is held. Every job leased to the name was claimed by this process:
- * core_start gave up those of an earlier process of the same name. */
+ * core_start gave up those of an earlier process of the same name. While
+ * every worker runs a job none watches the store (watch_wait), so the
+ * leaser looks for cancels recorded elsewhere instead, once a second. */
 static void *leaser_main(void *arg)
 {
     mem_thread_name("leaser");
     struct core *k = arg;
+    int64_t renew_at = 0;
+    long nap;
     do {
         int held = 0;
         pthread_mutex_lock(&k->mu);
@@ -887,19 +916,23 @@ static void *leaser_main(void *arg)
             held += k->held[i][0] != '\0';
         bool watched = k->watcher;
         pthread_mutex_unlock(&k->mu);
-        /* every worker runs a job: none watches the store for cancels
-         * recorded elsewhere, look for them here (each third of a lease) */
         if (held && !watched)
             tell_cancels(k);
-        struct store_error se;
-        int n = 0;
-        if (held && store_job_renew_owner(k->st, k->instance, LEASE_MS, &n, &se))
-            log_warn("job", "lease renewal of %d jobs failed: %s", held, se.message);
-        else if (n < held) /* taken over, or finished since they were counted */
-            log_debug("job", "%d of %d held jobs' leases renewed", n, held);
-        /* a third of the lease: two renewals in a row may fail before it
-         * lapses */
-    } while (!core_nap(k, LEASE_MS / 3));
+        if (mono_ms() >= renew_at) {
+            struct store_error se;
+            int n = 0;
+            if (held && store_job_renew_owner(k->st, k->instance, LEASE_MS, &n, &se))
+                log_warn("job", "lease renewal of %d jobs failed: %s", held, se.message);
+            else if (n < held) /* taken over, or finished since they were counted */
+                log_debug("job", "%d of %d held jobs' leases renewed", n, held);
+            /* a third of the lease: two renewals in a row may fail before
+             * it lapses */
+            renew_at = mono_ms() + LEASE_MS / 3;
+        }
+        nap = (long)(renew_at - mono_ms());
+        if (held && !watched && nap > BUSY_LOOK_MS)
+            nap = BUSY_LOOK_MS;
+    } while (!leaser_nap(k, nap > 0 ? nap : 1));
     return NULL;
 }
 

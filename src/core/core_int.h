@@ -27,7 +27,8 @@ struct core {
     pthread_mutex_t mu;
     pthread_cond_t cv;      /* new work (core_wake: one worker at a time), or stop */
     pthread_cond_t slot_cv; /* a clone slot freed, or stop */
-    pthread_cond_t stop_cv; /* stop only: the leaser's sleeps */
+    pthread_cond_t stop_cv; /* stop, or leaser_poke: the leaser's (and core_nap's) sleeps */
+    bool leaser_poke;       /* under mu: the last idle worker took a job (hold) */
     pthread_cond_t note_cv; /* the fleet's notes (fleet_set_notify), or stop */
     unsigned notes;         /* under mu: FLEET_NOTE_* not yet taken by a watcher */
     bool stopping;
