@@ -408,8 +408,11 @@ static int sq_watch_open(db *d)
     char path[4096];
     jobs_file(d, path, sizeof path);
     int made = jobs_file_open(d);
-    if (made < 0)
+    if (made < 0) { /* another user's file (made 0600 by an older proxd run as root, say) */
+        log_warn("store", "cannot open %s to watch for jobs (looking every second instead): %s",
+                 path, strerror(errno));
         return -1;
+    }
     close(made);
     int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
     if (fd < 0)
