@@ -1,10 +1,12 @@
 /* cancel: a job's cancel (core.h core_job_cancel), and what the runners
  * share to honour it (core_int.h job_cancel_*). The request lives in the
  * store (store_job_cancel): a queued job ends there at once, a running one
- * learns of it at its next checkpoint, in whichever instance runs it; in
- * this instance its waits registered for it (a creation's clone) are told
- * at once too (core_waiters_cancel), so that it need not sleep to its next
- * look first. */
+ * learns of it at its next checkpoint, in whichever instance runs it. Its
+ * waits registered for it (a creation's clone) are told at once too, so
+ * that it need not sleep to its next look first: in this instance here
+ * (core_waiters_cancel); in another, the store's jobs watch tells the
+ * runner's process, which reads the cancels of the jobs it holds
+ * (core.c tell_cancels, store_job_cancels_held). */
 #include "common/log.h"
 #include "core/core_int.h"
 
@@ -27,8 +29,8 @@ int core_job_cancel(struct core *k, const char *id, const char *by, struct job_r
     if (rc)
         return core_fail(err, CORE_E_INTERNAL, NULL, "%s", se.message);
     /* a wait of the job's in this process ends now rather than at its next
-     * look (a clone's may be a minute away); in another instance the
-     * runner reads the cancel at its next look at the store */
+     * look (a clone's may be a minute away); another instance running it
+     * is told through its jobs watch (the cancel's commit tells it) */
     if (*outcome == STORE_CANCEL_ASKED)
         core_waiters_cancel(k, id);
     if (*outcome != STORE_CANCEL_AGAIN)

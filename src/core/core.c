@@ -118,14 +118,10 @@ bool core_waiter_cancelled(struct core_waiter *w)
     return c;
 }
 
-/* The cancel is told only to waits in this process. A job run by another
- * instance sharing the database is not woken: its runner reads the cancel
- * at its next look at the store (a creation: the checkpoint after its
- * clone, whose wait may sleep up to a minute; its cleanup then removes the
- * clone). */
-void core_waiters_cancel(struct core *k, const char *id)
+/* Under k->mu: the waits registered with job `id` end (their tick sees
+ * `cancel`, their descriptor turns readable). */
+static void waiters_cancel(struct core *k, const char *id)
 {
-    pthread_mutex_lock(&k->mu);
     for (struct core_waiter *w = k->waiters; w; w = w->next) {
         if (!w->job[0] || strcmp(w->job, id) != 0 || w->cancel)
             continue;
@@ -133,6 +129,65 @@ void core_waiters_cancel(struct core *k, const char *id)
         uint64_t one = 1;
         if (write(w->fd, &one, sizeof one) != sizeof one)
             log_warn("core", "job=%s a task wait not told of the cancel", id);
+    }
+}
+
+/* Under k->mu: the worker slot running job `id`, -1 when none here. */
+static int held_slot(const struct core *k, const char *id)
+{
+    for (int i = 0; i < k->nworkers; i++)
+        if (k->held[i][0] && strcmp(k->held[i], id) == 0)
+            return i;
+    return -1;
+}
+
+/* The cancel recorded in this process: its waits here are told now. The
+ * runner, when another process, learns of it through its jobs watch
+ * (tell_cancels). */
+void core_waiters_cancel(struct core *k, const char *id)
+{
+    pthread_mutex_lock(&k->mu);
+    int slot = held_slot(k, id);
+    if (slot >= 0)
+        k->told[slot] = true;
+    waiters_cancel(k, id);
+    pthread_mutex_unlock(&k->mu);
+}
+
+/* Cancels that another instance or process recorded for jobs this one
+ * runs: their waits are told as core_waiters_cancel tells them for a
+ * cancel recorded here, rather than at the job's next look at the store (a
+ * creation: the checkpoint after its clone, whose wait may sleep up to a
+ * minute). Called by the watcher when the store's jobs watch tells it (the
+ * cancel's commit does) and on its timer, and by the leaser once a second
+ * while no worker is idle to watch. One read, and none while no held job is
+ * untold (an idle daemon, or every held job's cancel told already). A
+ * wait registered after the look reads the cancel from the store itself
+ * (core_wait_task_job, create.c wait_task): none falls between. */
+static void tell_cancels(struct core *k)
+{
+    bool untold = false;
+    pthread_mutex_lock(&k->mu);
+    for (int i = 0; i < k->nworkers && !untold; i++)
+        untold = k->held[i][0] && !k->told[i];
+    pthread_mutex_unlock(&k->mu);
+    if (!untold)
+        return;
+    char ids[CORE_MAX_WORKERS][40];
+    size_t n = 0;
+    struct store_error se;
+    if (store_job_cancels_held(k->st, k->instance, ids, CORE_MAX_WORKERS, &n, &se)) {
+        log_debug("job", "cancels of held jobs not read: %s", se.message);
+        return;
+    }
+    pthread_mutex_lock(&k->mu);
+    for (size_t i = 0; i < n; i++) {
+        int slot = held_slot(k, ids[i]);
+        if (slot < 0 || k->told[slot])
+            continue;
+        k->told[slot] = true;
+        log_info("job", "job=%s cancel recorded elsewhere: its waits are told", ids[i]);
+        waiters_cancel(k, ids[i]);
     }
     pthread_mutex_unlock(&k->mu);
 }
@@ -668,7 +723,8 @@ void core_wake(struct core *k)
 }
 
 /* The watcher's wait (without k->mu), for what no core_wake announces:
- * jobs that other processes queued or freed, which the store tells
+ * jobs that other processes queued or freed, and cancels they recorded
+ * of jobs this process runs (tell_cancels), which the store tells
  * (store_jobs_watch: a file's inotify watch, PostgreSQL's NOTIFY), and
  * leases that run out, whose end the store knows. An idle daemon then
  * wakes for nothing (a wake-up from idle costs ~0.5 ms of CPU on a virtual
@@ -692,12 +748,17 @@ static void watch_wait(struct core *k)
     struct pollfd p[3] = {{.fd = fd, .events = POLLIN},
                           {.fd = k->watch_wake, .events = POLLIN},
                           {.fd = k->wake[0], .events = POLLIN}};
-    if (poll(p, 3, (int)ms) <= 0)
+    int r = poll(p, 3, (int)ms);
+    if (r < 0)
         return;
-    if (p[0].revents)
-        store_jobs_watch_drain(k->st); /* before the look that follows */
+    if (r > 0 && p[0].revents)
+        store_jobs_watch_drain(k->st); /* before the looks that follow */
+    /* the store told (a cancel of a running job is told too), or the
+     * timer's look: a core_wake alone (this process's) tells no cancel */
+    if (r == 0 || p[0].revents)
+        tell_cancels(k);
     uint64_t v;
-    if ((p[1].revents & POLLIN) && read(k->watch_wake, &v, sizeof v) < 0)
+    if (r > 0 && (p[1].revents & POLLIN) && read(k->watch_wake, &v, sizeof v) < 0)
         v = 0;
 }
 
@@ -705,6 +766,13 @@ static void hold(struct core *k, int slot, const char *id)
 {
     pthread_mutex_lock(&k->mu);
     snprintf(k->held[slot], sizeof k->held[slot], "%s", id ? id : "");
+    k->told[slot] = false;
+    if (id && k->idle == 0 && !k->watcher) {
+        /* no worker is left to watch the store: the leaser looks for
+         * cancels instead, from now on (it may be asleep for 10 s) */
+        k->leaser_poke = true;
+        pthread_cond_broadcast(&k->stop_cv);
+    }
     pthread_mutex_unlock(&k->mu);
 }
 
@@ -818,32 +886,64 @@ bool core_nap_until(struct core *k, int64_t until, unsigned notes)
     return stop;
 }
 
+/* Sleep up to ms, woken by a stop or by the last idle worker taking a
+ * job (hold); true when the core stops. */
+static bool leaser_nap(struct core *k, long ms)
+{
+    struct timespec until = deadline_in_ms(ms);
+    pthread_mutex_lock(&k->mu);
+    while (!k->stopping && !k->leaser_poke &&
+           pthread_cond_timedwait(&k->stop_cv, &k->mu, &until) != ETIMEDOUT)
+        ;
+    k->leaser_poke = false;
+    bool stop = k->stopping;
+    pthread_mutex_unlock(&k->mu);
+    return stop;
+}
+
+/* The leaser's look for cancels while every worker runs a job (no watcher:
+ * tell_cancels): one read a second while the instance is that busy. */
+#define BUSY_LOOK_MS 1000
+
 /* Renew the leases of the jobs this process runs, on a thread of its own:
  * nothing that waits on Proxmox (a reconcile pass on a hung node) may hold
  * up a renewal, or another instance would take over a running job. One
  * write renews them all (store_job_renew_owner: every running job leased
  * to this instance's name, none that another took over); none while no
  * job is held. Every job leased to the name was claimed by this process:
- * core_start gave up those of an earlier process of the same name. */
+ * core_start gave up those of an earlier process of the same name. While
+ * every worker runs a job none watches the store (watch_wait), so the
+ * leaser looks for cancels recorded elsewhere instead, once a second. */
 static void *leaser_main(void *arg)
 {
     mem_thread_name("leaser");
     struct core *k = arg;
+    int64_t renew_at = 0;
+    long nap;
     do {
         int held = 0;
         pthread_mutex_lock(&k->mu);
         for (int i = 0; i < k->nworkers; i++)
             held += k->held[i][0] != '\0';
+        bool watched = k->watcher;
         pthread_mutex_unlock(&k->mu);
-        struct store_error se;
-        int n = 0;
-        if (held && store_job_renew_owner(k->st, k->instance, LEASE_MS, &n, &se))
-            log_warn("job", "lease renewal of %d jobs failed: %s", held, se.message);
-        else if (n < held) /* taken over, or finished since they were counted */
-            log_debug("job", "%d of %d held jobs' leases renewed", n, held);
-        /* a third of the lease: two renewals in a row may fail before it
-         * lapses */
-    } while (!core_nap(k, LEASE_MS / 3));
+        if (held && !watched)
+            tell_cancels(k);
+        if (mono_ms() >= renew_at) {
+            struct store_error se;
+            int n = 0;
+            if (held && store_job_renew_owner(k->st, k->instance, LEASE_MS, &n, &se))
+                log_warn("job", "lease renewal of %d jobs failed: %s", held, se.message);
+            else if (n < held) /* taken over, or finished since they were counted */
+                log_debug("job", "%d of %d held jobs' leases renewed", n, held);
+            /* a third of the lease: two renewals in a row may fail before
+             * it lapses */
+            renew_at = mono_ms() + LEASE_MS / 3;
+        }
+        nap = (long)(renew_at - mono_ms());
+        if (held && !watched && nap > BUSY_LOOK_MS)
+            nap = BUSY_LOOK_MS;
+    } while (!leaser_nap(k, nap > 0 ? nap : 1));
     return NULL;
 }
 

@@ -27,7 +27,8 @@ struct core {
     pthread_mutex_t mu;
     pthread_cond_t cv;      /* new work (core_wake: one worker at a time), or stop */
     pthread_cond_t slot_cv; /* a clone slot freed, or stop */
-    pthread_cond_t stop_cv; /* stop only: the leaser's sleeps */
+    pthread_cond_t stop_cv; /* stop, or leaser_poke: the leaser's (and core_nap's) sleeps */
+    bool leaser_poke;       /* under mu: the last idle worker took a job (hold) */
     pthread_cond_t note_cv; /* the fleet's notes (fleet_set_notify), or stop */
     unsigned notes;         /* under mu: FLEET_NOTE_* not yet taken by a watcher */
     bool stopping;
@@ -44,6 +45,7 @@ struct core {
     bool keeper_up, leaser_up; /* made: only a made thread is joined */
     bool started;
     char held[CORE_MAX_WORKERS][40];   /* jobs this instance runs (the leaser renews while any) */
+    bool told[CORE_MAX_WORKERS];       /* under mu: held[i]'s cancel was told to its waits */
     int clones[CFG_MAX_NODES];         /* clones running per node (index in cfg->nodes) */
     uint64_t failovers[CFG_MAX_NODES]; /* under mu: creations that left the node failed */
     place *pl;                         /* expected clone finish times (own lock) */
@@ -86,8 +88,9 @@ void reconcile_cleaner_stop(struct core *k); /* after k->stopping is set */
  * down, and looks at the task at once; the look's network failure is then
  * the wait's, and the job fails over without sleeping to its next look
  * (a clone's may be up to a minute away). A wait registered with its job's
- * id is also told when a cancel of that job is recorded in this process
- * (core_waiters_cancel): it ends at once, interrupted, with `cancel` set,
+ * id is also told when a cancel of that job is recorded, in this process
+ * (core_waiters_cancel) or in another (the watcher's or the leaser's look,
+ * core.c tell_cancels): it ends at once, interrupted, with `cancel` set,
  * and its job decides what the cancel means for the task (a creation stops
  * its clone). While the fleet holds the task's node down, each look is
  * short (pve_wait_opts.held_down: the probe's timeout, no retry, one in
@@ -110,7 +113,9 @@ void core_waiter_end(struct core *k, struct core_waiter *w);
 /* Was the waiter told of its job's cancel? */
 bool core_waiter_cancelled(struct core_waiter *w);
 /* A cancel of running job `id` was recorded (core_job_cancel): its waits
- * registered with the id end at once. Any thread. */
+ * registered with the id end at once, and the job, when this process runs
+ * it, counts as told (the look for cancels recorded elsewhere passes it
+ * over). Any thread. */
 void core_waiters_cancel(struct core *k, const char *id);
 
 /* Options for waiting on a task: stop ends the wait at once, a registered

@@ -345,20 +345,49 @@ static const struct db_token SQ_TOKENS[] = {
  * a watcher woken by it then sees the row); the watcher's inotify watch on
  * that file turns readable. Our own commits wake our watcher too, which
  * costs a look; commits that queue nothing write nothing. The file holds
- * one byte and is made as the database is (0600). Best effort: a write
- * that fails leaves the watcher's timer. */
+ * one byte. Best effort: a write that fails leaves the watcher's timer. */
 static void jobs_file(const db *d, char *out, size_t len)
 {
     snprintf(out, len, "%s-jobs", (const char *)d->drv_data);
+}
+
+/* The file is made by whichever process first needs it, which may be root
+ * running `proxd create` or `proxd token` before the daemon (another user)
+ * ever started: it gets the database file's read and write bits and, made
+ * by root, the database's owner and group, as SQLite gives its -wal and
+ * -shm files, so that whoever may write the database may tell and watch.
+ * A file that root made before this rule (root's, 0600) is put right the
+ * next time root opens it. */
+static void jobs_file_fit(int fd, const char *db_path, const char *path, bool made)
+{
+    struct stat dbs, js;
+    if (stat(db_path, &dbs) != 0 || fstat(fd, &js) != 0)
+        return;
+    mode_t want = dbs.st_mode & 0666;
+    if (geteuid() == 0 && (js.st_uid != dbs.st_uid || js.st_gid != dbs.st_gid) &&
+        fchown(fd, dbs.st_uid, dbs.st_gid) != 0)
+        log_warn("store", "cannot give %s the database's owner: %s", path, strerror(errno));
+    if ((made || geteuid() == 0) && (js.st_mode & 0777) != want && fchmod(fd, want) != 0)
+        log_warn("store", "cannot give %s the database's mode %03o: %s", path, (unsigned)want,
+                 strerror(errno));
 }
 
 static int jobs_file_open(const db *d)
 {
     char path[4096];
     jobs_file(d, path, sizeof path);
-    int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (fd < 0)
+    bool made = true;
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0 && errno == EEXIST) {
+        made = false;
+        fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+    }
+    if (fd < 0) {
         log_debug("store", "cannot open %s: %s", path, strerror(errno));
+        return fd;
+    }
+    if (made || geteuid() == 0)
+        jobs_file_fit(fd, d->drv_data, path, made);
     return fd;
 }
 
@@ -379,8 +408,11 @@ static int sq_watch_open(db *d)
     char path[4096];
     jobs_file(d, path, sizeof path);
     int made = jobs_file_open(d);
-    if (made < 0)
+    if (made < 0) { /* another user's file (made 0600 by an older proxd run as root, say) */
+        log_warn("store", "cannot open %s to watch for jobs (looking every second instead): %s",
+                 path, strerror(errno));
         return -1;
+    }
     close(made);
     int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
     if (fd < 0)

@@ -274,7 +274,9 @@ int store_job_checkpoint(store *s, struct job_rec *j, const char *event, struct 
  *    creation's); a delete's record is enabled again. *outcome
  *    STORE_CANCEL_ENDED;
  *  - running: the request is recorded (cancel_at, cancel_by); its runner,
- *    in whichever instance, reads it at its next checkpoint.
+ *    in whichever instance, reads it at its next checkpoint, and the jobs
+ *    watch of every process is told (store_jobs_watch), so that the
+ *    runner's process can tell its waits at once (store_job_cancels_held).
  *    STORE_CANCEL_ASKED;
  *  - asked before (whatever its state now): nothing changes,
  *    STORE_CANCEL_AGAIN;
@@ -326,7 +328,9 @@ int store_job_renew_owner(store *s, const char *owner, int64_t lease_ms, int *n,
 int store_job_next_lease_end(store *s, const char *owner, int64_t *at, struct store_error *err);
 /* Jobs queued elsewhere: an fd that turns readable (POLLIN) after any
  * process committed a queued job or freed a dead runner's (submissions,
- * store_job_expire_owner, a cancel that ended a queued job), this
+ * store_job_expire_owner, a cancel that ended a queued job) or recorded
+ * a cancel of a running job (store_job_cancel: its runner, whichever
+ * process it is, reads it with store_job_cancels_held), this
  * process's own commits included; -1 when this store cannot tell (look on
  * a timer then). Call store_jobs_watch_drain once it turned readable,
  * before looking: what was told before the drain is seen by the look. The
@@ -337,6 +341,17 @@ int store_jobs_watch(store *s);
 void store_jobs_watch_drain(store *s);
 /* The distinct owners of running jobs' leases (at most max). */
 int store_job_lease_owners(store *s, char (*owners)[64], size_t max, size_t *n,
+                           struct store_error *err);
+/* The jobs leased to `owner` that still run and whose cancel is recorded
+ * (store_job_cancel's STORE_CANCEL_ASKED: cancel_at set), at most max of
+ * them (in id order), their ids in ids[0..*n). A runner's process learns
+ * this way, when its jobs watch tells it (store_jobs_watch: a cancel of a
+ * running job is told, from any process) or on its timer, of cancels
+ * recorded by another instance or process, which could not tell its
+ * waits itself. One read over the unfinished jobs' index; nothing held or
+ * cancelled, or max 0: STORE_OK with *n = 0. A cancel of a job whose lease
+ * another owner took over is that owner's, not listed here. */
+int store_job_cancels_held(store *s, const char *owner, char (*ids)[40], size_t max, size_t *n,
                            struct store_error *err);
 /* Expire the leases held by `owner` (a runner known to be dead), so that
  * the jobs are claimed again at once instead of after the lease. */

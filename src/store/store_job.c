@@ -551,6 +551,48 @@ int store_job_lease_owners(store *s, char (*owners)[64], size_t max, size_t *n,
     return rc;
 }
 
+/* {ACTIVE} first, as in SQL_JOB_RENEW_OWNER: the planner walks the partial
+ * index of unfinished jobs, not the table with its history. */
+static const char SQL_JOB_CANCELS_HELD[] =
+    "SELECT id FROM jobs WHERE state IN {ACTIVE} AND state = 'running' AND lease_owner = ?1"
+    " AND cancel_at <> 0 ORDER BY id LIMIT ?2";
+
+struct cancels_ctx {
+    const char *owner;
+    char (*ids)[40];
+    size_t max, n;
+};
+
+static int job_cancels_held_fn(db_conn *c, void *ctx, struct store_error *err)
+{
+    struct cancels_ctx *k = ctx;
+    db_stmt *st = NULL;
+    int rc = db_prepare(c, SQL_JOB_CANCELS_HELD, &st, err);
+    if (rc)
+        return rc;
+    db_bind_text(st, 1, k->owner);
+    db_bind_i64(st, 2, (int64_t)k->max);
+    k->n = 0;
+    for (bool found = true; rc == STORE_OK && found && k->n < k->max;) {
+        rc = db_step(st, &found, err, "listing the cancels of held jobs");
+        if (rc == STORE_OK && found)
+            db_col_copy(st, 0, k->ids[k->n++], sizeof k->ids[0]);
+    }
+    db_done(st);
+    return rc;
+}
+
+int store_job_cancels_held(store *s, const char *owner, char (*ids)[40], size_t max, size_t *n,
+                           struct store_error *err)
+{
+    store_err_clear(err);
+    STORE_CHECK(s && owner && *owner && ids && n, "store_job_cancels_held: NULL or empty argument");
+    struct cancels_ctx k = {owner, ids, max, 0};
+    int rc = max ? db_tx(s->db, DB_READ, job_cancels_held_fn, &k, err) : STORE_OK;
+    *n = rc ? 0 : k.n;
+    return rc;
+}
+
 static const char SQL_JOB_EXPIRE[] =
     "UPDATE jobs SET lease_until = 0 WHERE state = 'running' AND lease_owner = ?1";
 

@@ -3,7 +3,7 @@
  * PostgreSQL: FOR UPDATE, so a claim taking it runs before or after, never
  * between the read and the write): a queued job is ended here with what its
  * submission held, a running one gets the request its runner reads at its
- * next checkpoint.
+ * next checkpoint, or at once when its process's jobs watch is told.
  * Threads: any thread, on its own connection (db.h). Errors: store_err
  * codes with details in *err, as store.h says. */
 #include "store/store_int.h"
@@ -130,8 +130,12 @@ static int cancel_fn(db_conn *c, void *ctx, struct store_error *err)
         snprintf(j->step, sizeof j->step, "failed");
     }
     k->outcome = end ? STORE_CANCEL_ENDED : STORE_CANCEL_ASKED;
-    if (end && j->vmid)
-        db_notify_jobs(c); /* a job behind it on the VM may be claimable now */
+    /* ended: a job behind it on the VM may be claimable now; asked: the
+     * runner's process, whichever it is, looks for cancels of the jobs it
+     * holds (store_job_cancels_held) and tells their waits (a clone's may
+     * be a minute from its next look) */
+    if (!end || j->vmid)
+        db_notify_jobs(c);
     if ((rc = tell(c, k, end, step, err)))
         return rc;
     return store_event_job_in(c, j, old, err); /* job.failed, as any failed job's */

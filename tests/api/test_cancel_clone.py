@@ -16,15 +16,22 @@ The same for a reinstall cancelled while its new OS is cloned to the
 temporary VM: the clone task is stopped, the temporary VM goes, the VM keeps
 its old OS, running, within seconds.
 
-A cancel through another instance than the runner's is not woken this way:
-the runner reads it at its next look at the store (test_cancel's
-cancel_through_the_other_instance covers that it is honoured).
+The same for a cancel recorded by another instance on the database than
+the runner (a second proxd started mid-clone, the cancel through it): its
+commit tells the runner's jobs watch (SQLite: the -jobs file's inotify
+watch; PostgreSQL: NOTIFY), the runner reads the cancels of the jobs it
+holds and tells the clone's wait, which ends as above: within a few
+seconds, nothing left. And when the runner's only worker runs the job
+([limits] jobs_max = 1), no idle worker watching the store: its leaser
+looks once a second meanwhile. On PostgreSQL (test_cancel_clone_pg) `make
+test` runs the case of the watch only, the others in `make test-full`.
 """
 import os
 import time
 
 from lib.cases import case, finish
 from lib.db import query
+from lib.pg import case_full_on_pg
 from lib.proxd import Proxd, shutdown
 from lib.sim import Sim
 from lib.wait import wait_for
@@ -53,28 +60,46 @@ def log_reads():
     return sim.ctl("GET", "/calls")["calls"].get(LOG_READS, 0)
 
 
-@case
-def cancel_mid_clone_ends_within_seconds():
+def second(extra=""):
+    return Proxd(sim, share=px, proxd_extra="reconcile_interval = 3600\n" + extra, sections=POOL,
+                 proxmox_extra="connect_timeout = 1\ntimeout = 5\n")
+
+
+def shutdown_proxd(p):
+    if p.alive():
+        p.stop()
+
+
+def cancel_mid_clone(runner=None, other=None, limit=5):
+    """A creation run by `runner` (px) cancelled mid-clone ends within
+    `limit` seconds, nothing left; with `other` (a Proxd not yet started),
+    the cancel goes through it, started once the clone is under way."""
+    runner = runner or px
     for n in ("sv1", "sv2"):  # a 10 GiB copy of ~41 s
         sim.ctl("POST", "/nodes/" + n, {"bandwidth_mb": 250})
     sim.ctl("DELETE", "/calls")
-    r = px.call("POST", "/v1/vms", CARL, body=BODY, want=202).json()
+    r = runner.call("POST", "/v1/vms", CARL, body=BODY, want=202).json()
     job, vmid = r["job"], r["vmid"]
     # the second read of the clone's log: from then the wait sleeps toward
     # the copy's end (pve/poll.c trusted_delay)
     wait_for(lambda: log_reads() >= 2, 20, 0.01, "the clone's second log read")
-    st = q("SELECT step, upid FROM jobs WHERE id = '%s'" % job)[0]
+    st = q("SELECT step, upid, lease_owner FROM jobs WHERE id = '%s'" % job)[0]
     assert st[0] == "wait_clone", st
     upid = st[1]
     node = upid.split(":")[1]
     assert sim.vm(vmid)["conf"].get("lock") == "clone", sim.vm(vmid)
+    assert st[2].endswith(":%d" % runner.proc.pid), st  # the one instance running
+    via = runner
+    if other:  # started now: the job is the runner's, the other takes the cancel
+        via = other.start()
     t0 = time.monotonic()
-    c = px.call("POST", "/v1/jobs/%s/cancel" % job, CARL, want=202).json()
+    c = via.call("POST", "/v1/jobs/%s/cancel" % job, CARL, want=202).json()
     assert c["cancel"]["by"] == "carl", c
-    j = px.wait_job(job, CARL, deadline=60)  # the clone's end: the old way
+    j = runner.wait_job(job, CARL, deadline=60)  # the clone's end: the old way
     took = time.monotonic() - t0
-    print("  the cancel ended the job in %.2f s" % took, flush=True)
-    assert took < 5, "the cancel took %.1f s: it waited for the clone" % took
+    print("  the cancel%s ended the job in %.2f s"
+          % (" through another instance" if other else "", took), flush=True)
+    assert took < limit, "the cancel took %.1f s: it waited for the clone" % took
     assert j["state"] == "failed", j
     assert j["error"] == "cancelled by carl at step wait_clone: what the creation made is " \
                          "removed", j
@@ -96,12 +121,43 @@ def cancel_mid_clone_ends_within_seconds():
     assert "clone task stopped" in lines, lines
 
 
+@case_full_on_pg
+def cancel_mid_clone_ends_within_seconds():
+    cancel_mid_clone()
+
+
+@case
+def cancel_through_another_instance_mid_clone_ends_within_seconds():
+    px2 = second()
+    try:
+        cancel_mid_clone(other=px2, limit=8)
+    finally:
+        shutdown_proxd(px2)
+
+
+@case_full_on_pg
+def cancel_through_another_instance_with_every_worker_busy():
+    """The runner's only worker ([limits] jobs_max = 1) runs the creation:
+    no idle worker watches the store, its leaser looks for the cancel (once
+    a second while every worker is busy; woken when the last one took its
+    job, not at its next renewal up to 10 s away)."""
+    px.stop()
+    busy = second("\n[limits]\njobs_max = 1\n")
+    try:
+        cancel_mid_clone(runner=busy.start(), other=px, limit=5)
+    finally:
+        if not px.alive():
+            px.start()
+        shutdown_proxd(busy)
+
+
+
 def bandwidth(mb):
     for n in ("sv1", "sv2"):
         sim.ctl("POST", "/nodes/" + n, {"bandwidth_mb": mb})
 
 
-@case
+@case_full_on_pg
 def reinstall_cancelled_mid_clone_ends_within_seconds():
     bandwidth(40000)  # the VM to reinstall comes at once
     r = px.call("POST", "/v1/vms", CARL, want=202,

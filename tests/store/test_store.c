@@ -858,6 +858,115 @@ static void test_jobs_watch(void **state)
     store_close(other);
 }
 
+/* A cancel recorded for a running job tells every process's jobs watch
+ * (one through another handle: another instance's), and the runner's
+ * process finds it among the jobs it holds (store_job_cancels_held): core.c
+ * then tells the job's waits (a clone's) at once. */
+static void test_job_cancels_held(void **state)
+{
+    struct fx *f = *state;
+    struct store_error e;
+    store *other = store_open(f->url, &e);
+    assert_non_null(other);
+    char ids[4][40];
+    size_t n = 9;
+    OK(store_job_cancels_held(f->s, "me", ids, 4, &n, &e_));
+    assert_int_equal(n, 0);
+    job_add(f->s, "ch-1", "create", 0, wall_ms() - 4000);
+    job_add(f->s, "ch-2", "create", 0, wall_ms() - 3000);
+    job_add(f->s, "ch-3", "create", 0, wall_ms() - 2000);
+    job_add(f->s, "ch-4", "create", 0, wall_ms() - 1000);
+    job_add(f->s, "ch-5", "create", 0, wall_ms());
+    claim_expect(f->s, "me", 30000, "ch-1");
+    claim_expect(f->s, "me", 30000, "ch-2");
+    claim_expect(f->s, "you", 30000, "ch-3");
+    claim_expect(f->s, "me", 30000, "ch-4");
+    assert_int_equal(store_jobs_watch(f->s) >= 0, true);
+    store_jobs_watch_drain(f->s);
+    OK(store_job_cancels_held(f->s, "me", ids, 4, &n, &e_));
+    assert_int_equal(n, 0); /* running, none cancelled */
+
+    /* ch-2 cancelled elsewhere: told, and listed for its runner only */
+    struct job_cancel_req rq = {.by = "ops", .error = "cancelled by ops before it started"};
+    enum store_cancel oc = 0;
+    OK(store_job_cancel(other, "ch-2", &rq, NULL, &oc, &e_));
+    assert_int_equal(oc, STORE_CANCEL_ASKED);
+    assert_true(told_within(f->s, 5000));
+    store_jobs_watch_drain(f->s);
+    OK(store_job_cancels_held(f->s, "me", ids, 4, &n, &e_));
+    assert_int_equal(n, 1);
+    assert_string_equal(ids[0], "ch-2");
+    OK(store_job_cancels_held(f->s, "you", ids, 4, &n, &e_));
+    assert_int_equal(n, 0);
+    /* asked again: nothing changes, nothing told */
+    OK(store_job_cancel(other, "ch-2", &rq, NULL, &oc, &e_));
+    assert_int_equal(oc, STORE_CANCEL_AGAIN);
+    assert_false(told_within(f->s, 300));
+
+    /* another's job, a queued one (it ends: told as before), a held one */
+    OK(store_job_cancel(other, "ch-3", &rq, NULL, &oc, &e_));
+    OK(store_job_cancel(other, "ch-5", &rq, NULL, &oc, &e_));
+    assert_int_equal(oc, STORE_CANCEL_ENDED);
+    OK(store_job_cancel(other, "ch-4", &rq, NULL, &oc, &e_));
+    assert_true(told_within(f->s, 5000));
+    store_jobs_watch_drain(f->s);
+    OK(store_job_cancels_held(f->s, "me", ids, 4, &n, &e_));
+    assert_int_equal(n, 2);
+    assert_string_equal(ids[0], "ch-2");
+    assert_string_equal(ids[1], "ch-4");
+    OK(store_job_cancels_held(f->s, "me", ids, 1, &n, &e_)); /* at most max */
+    assert_int_equal(n, 1);
+    OK(store_job_cancels_held(f->s, "you", ids, 4, &n, &e_));
+    assert_int_equal(n, 1);
+    assert_string_equal(ids[0], "ch-3");
+
+    /* ended (its cleanup done), or taken over by another owner: not listed */
+    job_finish(f->s, "ch-2");
+    db_exec(f->url, "UPDATE jobs SET lease_owner = 'you' WHERE id = 'ch-4'");
+    OK(store_job_cancels_held(f->s, "me", ids, 4, &n, &e_));
+    assert_int_equal(n, 0);
+    OK(store_job_cancels_held(f->s, "you", ids, 4, &n, &e_));
+    assert_int_equal(n, 2);
+    EXPECT(STORE_E_INVALID, store_job_cancels_held(f->s, "", ids, 4, &n, &e));
+    store_close(other);
+}
+
+/* The -jobs file that tells the watchers is made by whichever process
+ * first needs it (root's `proxd create` before the daemon, which runs as
+ * another user): it gets the database file's mode and, made by root, its
+ * owner and group; one root made before that is put right by root's next
+ * open. */
+static void test_jobs_file_mode(void **state)
+{
+    struct fx *f = *state;
+    if (g_bk != BK_SQLITE)
+        skip(); /* PostgreSQL's watch is a NOTIFY: no file */
+    char *dbp = xasprintf("%s/proxd.db", f->dir), *jp = xasprintf("%s-jobs", dbp);
+    struct stat st;
+    assert_int_equal(stat(jp, &st) == 0, false); /* nothing told yet */
+    assert_int_equal(chmod(dbp, 0660), 0);       /* a group may write the database */
+    bool root = geteuid() == 0;
+    if (root) /* as if the daemon's user owned it and root ran a command */
+        assert_int_equal(chown(dbp, 65534, 65534), 0);
+    mode_t old = umask(022); /* the usual umask would take the group's write bit */
+    job_add(f->s, "m-1", "start", 0, wall_ms()); /* made by the commit's word */
+    assert_int_equal(stat(jp, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0660);
+    if (root)
+        assert_true(st.st_uid == 65534 && st.st_gid == 65534);
+    if (root) { /* made root's, 0600, by an earlier proxd: root's next open fits it */
+        assert_int_equal(chown(jp, 0, 0), 0);
+        assert_int_equal(chmod(jp, 0600), 0);
+        job_add(f->s, "m-2", "start", 0, wall_ms());
+        assert_int_equal(stat(jp, &st), 0);
+        assert_int_equal(st.st_mode & 0777, 0660);
+        assert_true(st.st_uid == 65534 && st.st_gid == 65534);
+    }
+    umask(old);
+    free(dbp);
+    free(jp);
+}
+
 static void test_job_crud(void **state)
 {
     struct fx *f = *state;
@@ -3984,6 +4093,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_job_checkpoint, setup, teardown),
         cmocka_unit_test_setup_teardown(test_job_cancel, setup, teardown),
         cmocka_unit_test_setup_teardown(test_jobs_watch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_job_cancels_held, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_jobs_file_mode, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vm_update_if, setup, teardown),
         cmocka_unit_test_setup_teardown(test_job_renew_owner, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kv_delete, setup, teardown),
