@@ -378,17 +378,27 @@ def cordon(node, on=True):
     px.call("POST", "/v1/nodes/%s/%s" % (node, "cordon" if on else "uncordon"), ADMIN, want=200)
 
 
-@both
-def drain_cancelled_stops_moving():
+def moves_of(drain):
+    """The migrate jobs a drain queued: {id: (state, error)}."""
+    return {i: (st, e) for i, st, e in q("SELECT id, state, error FROM jobs WHERE kind = "
+                                         "'migrate' AND request LIKE '%%%s%%'" % drain)}
+
+
+def drain_with_a_move_held():
+    """A drain of sv1 whose first move runs (pvesim holds its migrate call)
+    and whose second is queued: (drain, queued move, running move, the VMs
+    on sv1 before, the creation that holds the third worker)."""
     if px2 and px2.alive():  # its workers would take the queued move
         px2.stop()
-    for n in ("sv2", "sv3", "sv4", "sv5"):  # four VMs on sv1
-        cordon(n)
-    made = [create() for _ in range(4)]
-    vms = {px.wait_job(c["job"], CARL)["vmid"] for c in made}
-    assert {sim.vm(v)["node"] for v in vms} == {"sv1"}
-    for n in ("sv2", "sv3", "sv4", "sv5"):
-        cordon(n, False)
+    on = len(q("SELECT vmid FROM vms WHERE node = 'sv1' AND state = 'enabled'"))
+    if on < 3:  # three VMs on sv1 at least (an earlier drain's left some)
+        for n in ("sv2", "sv3", "sv4", "sv5"):
+            cordon(n)
+        made = [create() for _ in range(4 - on)]
+        vms = {px.wait_job(c["job"], CARL)["vmid"] for c in made}
+        assert {sim.vm(v)["node"] for v in vms} == {"sv1"}
+        for n in ("sv2", "sv3", "sv4", "sv5"):
+            cordon(n, False)
     cordon("sv1")  # the creation below goes elsewhere
     there = q("SELECT vmid FROM vms WHERE node = 'sv1' AND state = 'enabled'")  # earlier cases' too
     # three workers (jobs_max): a creation held in its clone call takes one,
@@ -399,10 +409,16 @@ def drain_cancelled_stops_moving():
     wait_step(blocker["job"], ("clone",))
     hold(r"/qemu/\d+/migrate$", "POST", delay_ms=3000)  # the first move runs on
     d = px.call("POST", "/v1/nodes/sv1/drain", ADMIN, want=202).json()["job"]
-    wait_for(lambda: sorted(r[0] for r in q("SELECT state FROM jobs WHERE kind = 'migrate'"))
-             == ["queued", "running"], 20, 0.005, "one move running, one queued")
-    (queued,) = q("SELECT id FROM jobs WHERE kind = 'migrate' AND state = 'queued'")[0]
-    (running,) = q("SELECT id FROM jobs WHERE kind = 'migrate' AND state = 'running'")[0]
+    wait_for(lambda: sorted(st for st, _ in moves_of(d).values()) == ["queued", "running"], 20,
+             0.005, "one move running, one queued")
+    (queued,) = [i for i, (st, _) in moves_of(d).items() if st == "queued"]
+    (running,) = [i for i, (st, _) in moves_of(d).items() if st == "running"]
+    return d, queued, running, there, blocker
+
+
+@both
+def drain_cancelled_stops_moving():
+    d, queued, running, there, blocker = drain_with_a_move_held()
     r = cancel(d, ADMIN)
     assert r.status_code == 202, r.text
     j = px.wait_job(d, ADMIN, deadline=60)
@@ -418,8 +434,7 @@ def drain_cancelled_stops_moving():
         dropped[0]["reason"], res
     # the queued move was cancelled with the drain, the running one finished;
     # no other move was queued and none is left queued
-    moves = {i: (st, e) for i, st, e in q("SELECT id, state, error FROM jobs WHERE kind = "
-                                          "'migrate'")}
+    moves = moves_of(d)
     assert set(moves) == {queued, running}, moves
     assert moves[running][0] == "done", moves
     assert moves[queued][0] == "failed" and moves[queued][1].startswith(
@@ -435,6 +450,44 @@ def drain_cancelled_stops_moving():
     assert [x for x in n if x["name"] == "sv1"][0]["cordoned"]  # still cordoned
     assert px.wait_job(blocker["job"], CARL)["state"] == "done"
     cordon("sv1", False)
+
+
+@both
+def uncordon_cancels_the_drain():
+    """The node uncordoned while its drain's first move runs and its second
+    is queued: the uncordon cancels the drain (its answer names it), the
+    queued move is cancelled, the running one finishes, no other starts,
+    and the drain fails saying the node was uncordoned, by whom."""
+    d, queued, running, there, blocker = drain_with_a_move_held()
+    r = px.call("POST", "/v1/nodes/sv1/uncordon", ADMIN, want=200).json()
+    assert r["drain_cancelled"] == d and not r["cordoned"], r
+    j = px.wait_job(d, ADMIN, deadline=60)
+    assert j["state"] == "failed" and j["cancel"]["by"] == "ops", j
+    assert j["error"] == ("cancelled by ops at step moving: the node was uncordoned; 1 VMs moved, "
+                          "%d stayed (1 queued moves cancelled)" % (len(there) - 1)), j
+    res = j["result"]
+    assert [m["job"] for m in res["moved"]] == [running], res
+    assert len(res["stayed"]) == len(there) - 1, res
+    assert all(s["reason"].startswith("the node was uncordoned: the drain was cancelled by ops")
+               for s in res["stayed"]), res
+    dropped = [s for s in res["stayed"] if s.get("job") == queued]
+    assert len(dropped) == 1, res
+    moves = moves_of(d)
+    assert set(moves) == {queued, running}, moves  # no other move started
+    assert moves[running][0] == "done", moves
+    assert moves[queued] == ("failed", "cancelled by ops before it started (drain %s cancelled: "
+                             "the node was uncordoned)" % d), moves
+    assert sim.vm(dropped[0]["vmid"])["node"] == "sv1"
+    lines = px.call("GET", "/v1/jobs/%s/events" % d, ADMIN, want=200).text
+    assert "cancel requested by ops (the node was uncordoned)" in lines, lines
+    assert "the node was uncordoned: the drain was cancelled by ops" in lines, lines
+    ev = [e for e in events_of(d) if e["type"] == "job.cancelled"]
+    assert len(ev) == 1 and ev[0]["data"]["reason"] == "the node was uncordoned", ev
+    n = px.call("GET", "/v1/nodes", ADMIN, want=200).json()["nodes"]
+    assert not [x for x in n if x["name"] == "sv1"][0]["cordoned"]
+    again = px.call("POST", "/v1/nodes/sv1/uncordon", ADMIN, want=200).json()
+    assert again["drain_cancelled"] is None, again
+    assert px.wait_job(blocker["job"], CARL)["state"] == "done"
 
 
 def check_world(problems):
