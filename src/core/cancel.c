@@ -2,9 +2,10 @@
  * share to honour it (core_int.h job_cancel_*). The request lives in the
  * store (store_job_cancel): a queued job ends there at once, a running one
  * learns of it at its next checkpoint, in whichever instance runs it; in
- * this instance its waits registered for it (a creation's clone) are told
- * at once too (core_waiters_cancel), so that it need not sleep to its next
- * look first. */
+ * this instance its waits registered for it (a creation's or a
+ * reinstall's clone, a drain's nap between its looks) are told at once too
+ * (core_waiters_cancel), so that it need not sleep to its next look first.
+ * An uncordon cancels the node's drain so too (cordon.c). */
 #include "common/log.h"
 #include "core/core_int.h"
 

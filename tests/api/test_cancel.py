@@ -28,11 +28,14 @@
   - cancels racing the end of creations and of stops, at seeded random
     moments: each answer (200, 202 or 409) matches how the job ended, and a
     done job's VM exists while a cancelled one's does not;
-  - seeded random cancels of creations and control jobs while pvesim fails
-    calls at random: every job ends, and against pvesim and the database no
-    VM leaked, no VMID or address left reserved, no reservation or clone
-    slot left, no record stuck creating or deleting (after a reconcile for
-    the leftovers a node's failures left).
+  - seeded random cancels of creations, control jobs and reinstalls while
+    pvesim fails calls at random: every job ends, and against pvesim and
+    the database no VM leaked (a reinstall's temporary VM included), no
+    VMID or address left reserved, no reservation or clone slot left, no
+    record stuck creating or deleting (after a reconcile for the leftovers
+    a node's failures left), and each reinstalled VM has one OS: its boot
+    disk, of the OS its record names (the new one when the reinstall was
+    done, else the old one), no second disk beside it.
 
 PROXD_TEST_DB=postgresql://... runs it on PostgreSQL (test_cancel_pg.py;
 the reinstall and drain cases there in `make test-full` only).
@@ -532,6 +535,22 @@ def check_world(problems):
                              "state = 'failed' AND kind = 'create'"):
         if vmid in seen and vmid not in live:
             problems.append("cancelled creation %s left VM %d" % (jid, vmid))
+    # a reinstalled VM (done, failed, cancelled) has one OS: its boot disk,
+    # cloned from the OS its record names (the old one unless the
+    # reinstall was done), no second disk left beside it (the temporary
+    # VMs are counted above: no live record)
+    for (vmid,) in q("SELECT DISTINCT vmid FROM jobs WHERE kind = 'reinstall'"):
+        rec = q("SELECT os FROM vms WHERE vmid = %d AND state = 'enabled'" % vmid)
+        if not rec or vmid not in seen:
+            continue
+        v = sim.vm_view(vmid)
+        if not v["disk"] or not v["os"]:
+            problems.append("reinstalled VM %d has no OS disk: %s" % (vmid, v))
+        elif v["os"] != rec[0][0]:
+            problems.append("reinstalled VM %d runs %s, its record says %s" % (vmid, v["os"],
+                                                                              rec[0][0]))
+        if v["unused"]:
+            problems.append("reinstalled VM %d keeps a second disk: %s" % (vmid, v))
 
 
 @case
@@ -547,7 +566,12 @@ def random_cancels_under_faults():
 
     def submit():
         for i in range(32):
-            if rng.random() < 0.6:
+            # reinstalls early (the longest jobs end with the others), of
+            # the two VMs that are never deleted
+            if i < 24 and rng.random() < 0.2:
+                r = px.call("POST", "/v1/vms/%d/reinstall" % rng.choice(vms[:2]), CARL,
+                            body={"os": rng.choice(["debian", "ubuntu"]), "ssh_keys": [KEY]})
+            elif rng.random() < 0.6:
                 r = px.call("POST", "/v1/vms", CARL, body=dict(BODY, name="r%d" % i))
             else:
                 vmid = rng.choice(vms)
@@ -556,7 +580,7 @@ def random_cancels_under_faults():
                     r = px.call("POST", "/v1/vms/%d/resize" % vmid, CARL,
                                 body={"disk_gb": 21 + i})
                 elif op == "delete":
-                    r = px.call("DELETE", "/v1/vms/%d" % vmid, CARL)
+                    r = px.call("DELETE", "/v1/vms/%d" % rng.choice(vms[2:]), CARL)
                 else:
                     r = px.call("POST", "/v1/vms/%d/%s" % (vmid, op), CARL)
             if r.status_code == 202:  # cancel 70 % of them, 0-3 s after
@@ -590,9 +614,14 @@ def random_cancels_under_faults():
     check_world(problems)
     cancelled = sum(1 for j, st in q("SELECT id, state FROM jobs WHERE cancel_at > 0")
                     if j in ids and st == "failed")
-    print("  %d jobs, %d cancels asked %s, %d jobs ended cancelled" % (len(ids), len(asked), sorted(
-        {s: list(asked.values()).count(s) for s in set(asked.values())}.items()), cancelled),
-        flush=True)
+    kinds = {}
+    for jid, kind, st in q("SELECT id, kind, state FROM jobs"):
+        if jid in ids and kind == "reinstall":
+            kinds[st] = kinds.get(st, 0) + 1
+    print("  %d jobs, %d cancels asked %s, %d jobs ended cancelled; reinstalls %s" % (
+        len(ids), len(asked), sorted({s: list(asked.values()).count(s)
+                                      for s in set(asked.values())}.items()), cancelled,
+        sorted(kinds.items())), flush=True)
     assert not problems, "\n  ".join(problems)
 
 
