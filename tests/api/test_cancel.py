@@ -19,7 +19,10 @@
   - a drain cancelled while its first move runs and its second is queued
     (a creation held in its clone call takes the third worker): the
     running move finishes, the queued one is cancelled with the drain, no
-    other starts, the rest listed as stayed, the node still cordoned;
+    other starts, the rest listed as stayed, the node still cordoned; the
+    same drain ended by the node's uncordon instead (the uncordon's answer
+    names the drain it cancelled; the drain fails saying the node was
+    uncordoned, by whom; the node is uncordoned);
   - a control action whose call was sent finishes; one whose cancel lands
     before its call fails with nothing sent;
   - the cancel through another instance on the same database than the one
