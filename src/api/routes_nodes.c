@@ -1,7 +1,8 @@
 /* routes_nodes: node maintenance — POST /v1/nodes/{node}/cordon, /uncordon
  * and /drain (administrators only: 403 for users, 404 for a node not
  * configured). The drain is a job (202 with its id, like VM operations);
- * cordons answer at once with the node's cordon. */
+ * cordons answer at once with the node's cordon, an uncordon also with
+ * the drain it cancelled (drain_cancelled: its job id, or null). */
 #include "api/api_int.h"
 
 #include <stdio.h>
@@ -48,12 +49,15 @@ static void cordon(struct req *rq, struct resp *rs, bool on)
     if (node_target(rq, rs, &node))
         return;
     struct core_error ce = {0};
-    if (core_node_cordon(rq->api->k, node, on, rq->who.owner, &ce)) {
+    char drain[40] = "";
+    if (core_node_cordon(rq->api->k, node, on, rq->who.owner, drain, &ce)) {
         resp_core_error(rs, &ce);
         return;
     }
     json_t *o = cordon_json(rq->api, node);
     json_object_set_new(o, "name", json_string(node));
+    if (!on) /* the drain of the node this uncordon cancelled */
+        json_object_set_new(o, "drain_cancelled", drain[0] ? json_string(drain) : json_null());
     resp_json(rs, HTTP_OK, o);
 }
 

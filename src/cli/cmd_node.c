@@ -79,6 +79,10 @@ int cmd_node_maint(struct cli *c, int argc, char **argv)
     if (rc == EXIT_OK && !cli_json_out(c, ans)) {
         if (json_is_true(json_object_get(ans, "cordoned")))
             printf("%s cordoned by %s\n", argv[1], cli_str(ans, "cordoned_by"));
+        else if (json_is_string(json_object_get(ans, "drain_cancelled")))
+            printf("%s uncordoned; its drain (job %s) was cancelled: moves under way finish, "
+                   "no other starts\n",
+                   argv[1], cli_str(ans, "drain_cancelled"));
         else
             printf("%s uncordoned\n", argv[1]);
     }

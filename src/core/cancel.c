@@ -2,11 +2,13 @@
  * share to honour it (core_int.h job_cancel_*). The request lives in the
  * store (store_job_cancel): a queued job ends there at once, a running one
  * learns of it at its next checkpoint, in whichever instance runs it. Its
- * waits registered for it (a creation's clone) are told at once too, so
- * that it need not sleep to its next look first: in this instance here
- * (core_waiters_cancel); in another, the store's jobs watch tells the
- * runner's process, which reads the cancels of the jobs it holds
- * (core.c tell_cancels, store_job_cancels_held). */
+ * waits registered for it (a creation's or a reinstall's clone, a drain's
+ * nap between its looks) are told at once too, so that it need not sleep to
+ * its next look first: in this instance here (core_waiters_cancel); in
+ * another, the store's jobs watch tells the runner's process, which reads
+ * the cancels of the jobs it holds (core.c tell_cancels,
+ * store_job_cancels_held). An uncordon cancels the node's drain so too
+ * (cordon.c). */
 #include "common/log.h"
 #include "core/core_int.h"
 

@@ -158,9 +158,41 @@ static bool decide_api(const struct store_kv *cur, void *ctx, char **next, struc
     return change;
 }
 
-int core_node_cordon(struct core *k, const char *node, bool on, const char *by,
+/* A cordon change that may lift the node's cordon: when it does, the
+ * node's unfinished drain is cancelled in its transaction, `by` the one
+ * who lifts it (an operator who puts the node back into service wants no
+ * more of its VMs moved off, nor a drain left behind that moves them once
+ * someone cordons it again). A drain submitted after it finds the node
+ * uncordoned at its first look and ends so too (drain.c). drain: its id
+ * ("" none); its runner in this process is told at once. */
+static int change_lifting(struct core *k, const char *node, store_kv_decide_fn decide, void *ctx,
+                          const char *by, bool *changed, char drain[40], struct store_error *se)
+{
+    char name[128], error[192];
+    cordon_key(node, name);
+    snprintf(error, sizeof error, "cancelled by %.63s before it started: %s", by, DRAIN_UNCORDONED);
+    struct job_cancel_req rq = {.by = by, .error = error, .why = DRAIN_UNCORDONED};
+    struct store_kv_cancel kc = {.kind = "drain", .node = node, .req = &rq};
+    int rc = store_kv_change_cancel(k->st, name, decide, ctx, &kc, changed, se);
+    if (drain)
+        snprintf(drain, 40, "%s", rc ? "" : kc.job);
+    if (rc || !kc.job[0])
+        return rc;
+    if (kc.outcome == STORE_CANCEL_ASKED)
+        core_waiters_cancel(k, kc.job);
+    log_info("job", "job=%s kind=drain node=%s cancel by %s: %s (%s)", kc.job, node, by,
+             DRAIN_UNCORDONED,
+             kc.outcome == STORE_CANCEL_ENDED   ? "ended: it was queued"
+             : kc.outcome == STORE_CANCEL_ASKED ? "it stops at its next look"
+                                                : "cancelled already");
+    return rc;
+}
+
+int core_node_cordon(struct core *k, const char *node, bool on, const char *by, char drain[40],
                      struct core_error *err)
 {
+    if (drain)
+        drain[0] = '\0';
     if (!config_node(k->cfg, node))
         return core_fail(err, CORE_E_NOTFOUND, "node", "no node %s", node);
     char name[128];
@@ -168,7 +200,9 @@ int core_node_cordon(struct core *k, const char *node, bool on, const char *by,
     struct api_change a = {.node = node, .by = by && *by ? by : "?", .on = on};
     struct store_error se;
     bool changed = false;
-    if (store_kv_change_logged(k->st, name, decide_api, &a, &changed, &se))
+    int rc = on ? store_kv_change_logged(k->st, name, decide_api, &a, &changed, &se)
+                : change_lifting(k, node, decide_api, &a, a.by, &changed, drain, &se);
+    if (rc)
         return core_fail(err, CORE_E_INTERNAL, NULL, "%s", se.message);
     if (a.conflict) {
         struct buf b = BUF_INIT(BUF_UNLIMITED);
@@ -263,11 +297,14 @@ static bool decide_config(const struct store_kv *cur, void *ctx, char **next,
     return change;
 }
 
-static int config_change(struct core *k, struct config_change *c, struct store_error *se)
+static int config_change(struct core *k, struct config_change *c, char drain[40],
+                         struct store_error *se)
 {
     char name[128];
     cordon_key(c->node, name);
-    int rc = store_kv_change_logged(k->st, name, decide_config, c, NULL, se);
+    int rc = c->hold ? store_kv_change_logged(k->st, name, decide_config, c, NULL, se)
+                     : change_lifting(k, c->node, decide_config, c, c->me ? BY_CONFIG : c->who,
+                                      NULL, drain, se);
     if (rc == 0 && c->done[0])
         log_info("node", "node=%s %s (configuration %s)", c->node, c->done, c->me ? c->me : c->who);
     return rc;
@@ -298,7 +335,7 @@ int core_cordons_sync(struct core *k, struct core_error *err)
         const struct cfg_node *cn = &k->cfg->nodes[i];
         struct config_change c = {.node = cn->name, .me = me, .hold = true};
         if (strcmp(cn->state, "cordoned") == 0)
-            rc = config_change(k, &c, &se);
+            rc = config_change(k, &c, NULL, &se);
     }
     /* the cordons it held and holds no more (a node set active again, or no
      * longer configured here) */
@@ -316,7 +353,7 @@ int core_cordons_sync(struct core *k, struct core_error *err)
         json_decref(v);
         struct config_change c = {.node = node, .me = me, .hold = false};
         if (mine)
-            rc = config_change(k, &c, &se);
+            rc = config_change(k, &c, NULL, &se);
     }
     free(kv);
     if (rc)
@@ -325,12 +362,12 @@ int core_cordons_sync(struct core *k, struct core_error *err)
     return CORE_OK;
 }
 
-int core_node_cordon_release(struct core *k, const char *node, const char *by,
+int core_node_cordon_release(struct core *k, const char *node, const char *by, char drain[40],
                              struct core_error *err)
 {
     struct config_change c = {.node = node, .who = by && *by ? by : "?", .hold = false};
     struct store_error se;
-    if (config_change(k, &c, &se))
+    if (config_change(k, &c, drain, &se))
         return core_fail(err, CORE_E_INTERNAL, NULL, "%s", se.message);
     if (!c.done[0])
         return core_fail(err, CORE_E_NOTFOUND, "node", "%s has no configuration's cordon", node);

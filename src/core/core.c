@@ -55,6 +55,8 @@ void core_uuid(char out[40])
 static void tell_waiters(struct core *k)
 {
     for (struct core_waiter *w = k->waiters; w; w = w->next) {
+        if (!w->node[0]) /* a wait on its job's cancel only */
+            continue;
         bool down = !fleet_node_up(k->fl, w->node);
         if (down && !w->told) {
             uint64_t one = 1;
@@ -92,12 +94,26 @@ void core_waiter_begin(struct core *k, struct core_waiter *w, const char *upid, 
     pthread_mutex_lock(&k->mu);
     w->next = k->waiters;
     k->waiters = w;
+    w->linked = true;
+    pthread_mutex_unlock(&k->mu);
+}
+
+void core_waiter_begin_job(struct core *k, struct core_waiter *w, const char *job)
+{
+    memset(w, 0, sizeof *w);
+    w->fd = -1;
+    w->k = k;
+    snprintf(w->job, sizeof w->job, "%s", job);
+    pthread_mutex_lock(&k->mu);
+    w->next = k->waiters;
+    k->waiters = w;
+    w->linked = true;
     pthread_mutex_unlock(&k->mu);
 }
 
 void core_waiter_end(struct core *k, struct core_waiter *w)
 {
-    if (w->fd < 0)
+    if (!w->linked)
         return;
     pthread_mutex_lock(&k->mu);
     for (struct core_waiter **p = &k->waiters; *p; p = &(*p)->next)
@@ -105,8 +121,10 @@ void core_waiter_end(struct core *k, struct core_waiter *w)
             *p = w->next;
             break;
         }
+    w->linked = false;
     pthread_mutex_unlock(&k->mu);
-    close(w->fd);
+    if (w->fd >= 0)
+        close(w->fd);
     w->fd = -1;
 }
 
@@ -122,14 +140,19 @@ bool core_waiter_cancelled(struct core_waiter *w)
  * `cancel`, their descriptor turns readable). */
 static void waiters_cancel(struct core *k, const char *id)
 {
+    bool napper = false;
     for (struct core_waiter *w = k->waiters; w; w = w->next) {
         if (!w->job[0] || strcmp(w->job, id) != 0 || w->cancel)
             continue;
         w->cancel = true;
         uint64_t one = 1;
-        if (write(w->fd, &one, sizeof one) != sizeof one)
+        if (w->fd < 0)
+            napper = true; /* core_nap_job sleeps on stop_cv */
+        else if (write(w->fd, &one, sizeof one) != sizeof one)
             log_warn("core", "job=%s a task wait not told of the cancel", id);
     }
+    if (napper)
+        pthread_cond_broadcast(&k->stop_cv); /* core_nap's sleepers look again and sleep on */
 }
 
 /* Under k->mu: the worker slot running job `id`, -1 when none here. */
@@ -864,6 +887,18 @@ bool core_nap(struct core *k, long ms)
     struct timespec until = deadline_in_ms(ms);
     pthread_mutex_lock(&k->mu);
     while (!k->stopping && pthread_cond_timedwait(&k->stop_cv, &k->mu, &until) != ETIMEDOUT)
+        ;
+    bool stop = k->stopping;
+    pthread_mutex_unlock(&k->mu);
+    return stop;
+}
+
+bool core_nap_job(struct core *k, struct core_waiter *w, long ms)
+{
+    struct timespec until = deadline_in_ms(ms);
+    pthread_mutex_lock(&k->mu);
+    while (!k->stopping && !w->cancel &&
+           pthread_cond_timedwait(&k->stop_cv, &k->mu, &until) != ETIMEDOUT)
         ;
     bool stop = k->stopping;
     pthread_mutex_unlock(&k->mu);

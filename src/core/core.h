@@ -159,13 +159,21 @@ int core_cordons_sync(struct core *k, struct core_error *err);
 /* Lift a configuration's cordon of node whichever configurations hold it
  * (proxd uncordon: for a configuration retired for good), `by` in its
  * event; an instance whose configuration still cordons the node cordons it
- * again when it starts. CORE_E_NOTFOUND when no configuration cordons it. */
-int core_node_cordon_release(struct core *k, const char *node, const char *by,
+ * again when it starts. CORE_E_NOTFOUND when no configuration cordons it.
+ * drain (may be NULL): the node's drain it cancelled, as core_node_cordon
+ * says. */
+int core_node_cordon_release(struct core *k, const char *node, const char *by, char drain[40],
                              struct core_error *err);
 /* Cordon (on) or uncordon a node; idempotent. Uncordoning a node a
- * configuration cordons is CORE_E_CONFLICT, naming the configurations. An uncordon also stops a
- * drain of the node under way (it moves nothing more and ends with its lists). */
-int core_node_cordon(struct core *k, const char *node, bool on, const char *by,
+ * configuration cordons is CORE_E_CONFLICT, naming the configurations.
+ * Whatever lifts a node's cordon (this, core_node_cordon_release,
+ * core_cordons_sync) cancels the node's unfinished drain in the same
+ * store transaction, `by` the one who lifts it: a queued one ends at once;
+ * a running one stops at once in this process (at its next look, 250 ms,
+ * in another), cancels its moves no worker took yet, lets those under way
+ * finish and fails saying the node was uncordoned. drain (may be NULL)
+ * gets the id of the drain cancelled ("" none). */
+int core_node_cordon(struct core *k, const char *node, bool on, const char *by, char drain[40],
                      struct core_error *err);
 /* Queue a drain of the node (a job, kind "drain", owner `by`): it cordons
  * the node and moves its VMs, [limits] drain_parallel at a time, to other

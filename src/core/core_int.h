@@ -98,7 +98,8 @@ void reconcile_cleaner_stop(struct core *k); /* after k->stopping is set */
  * Begin and end on the waiting thread; fd -1 (no eventfd): the wait is
  * not told (its looks are still short on a node held down). */
 struct core_waiter {
-    int fd;
+    int fd;      /* -1: not told by fd (core_waiter_begin_job: by k->stop_cv) */
+    bool linked; /* on k->waiters */
     bool told;   /* under k->mu: woken for this down spell */
     bool cancel; /* under k->mu: its job's cancel was recorded meanwhile */
     char node[64];
@@ -109,6 +110,13 @@ struct core_waiter {
 /* `job` NULL: the wait is not told of its job's cancel (a control action
  * whose call was sent finishes; a cleanup's waits are not cut short). */
 void core_waiter_begin(struct core *k, struct core_waiter *w, const char *upid, const char *job);
+/* A wait on no task, only on its job's cancel (a drain between its looks
+ * at its moves): core_nap_job sleeps in it. Not told of node failures. */
+void core_waiter_begin_job(struct core *k, struct core_waiter *w, const char *job);
+/* Sleep up to ms, woken by a stop or by the cancel of w's job (w begun
+ * with core_waiter_begin_job; a cancel told before the nap ends it at
+ * once); true when the core stops. */
+bool core_nap_job(struct core *k, struct core_waiter *w, long ms);
 void core_waiter_end(struct core *k, struct core_waiter *w);
 /* Was the waiter told of its job's cancel? */
 bool core_waiter_cancelled(struct core_waiter *w);
@@ -150,6 +158,9 @@ void create_run(struct core *k, struct job_rec *j);
 
 /* Run a claimed node drain (drain.c). */
 void drain_run(struct core *k, struct job_rec *j);
+/* Why a drain is cancelled when its node's cordon is lifted (cordon.c),
+ * in its cancel's line and reason, and in its error (drain.c). */
+#define DRAIN_UNCORDONED "the node was uncordoned"
 
 /* Run a claimed job of any other kind (control.c; migrate.c). */
 void control_run(struct core *k, struct job_rec *j);

@@ -11,10 +11,17 @@
  * id (a second submission of one id is refused by the store) and never a
  * second one. The drain ends when nothing is moving and no VM is left to
  * try; what stayed on the node (moves that failed, VMs being created or
- * deleted meanwhile) is listed with why. Uncordoning the node stops a
- * drain: moves under way finish, nothing more is started. Cancelling it
- * stops it so too, and also cancels the moves it queued that no worker
- * took yet (cancel_queued_moves); the node stays cordoned. */
+ * deleted meanwhile) is listed with why. Cancelling it stops it: moves
+ * under way finish, the moves it queued that no worker took yet are
+ * cancelled (cancel_queued_moves), nothing more is started, and it fails
+ * saying what it did; the node stays cordoned. Uncordoning the node
+ * cancels its drain so (cordon.c, in the uncordon's transaction, `by` the
+ * one who uncordons), and the drain says the node was uncordoned. A drain
+ * that finds its node uncordoned without a cancel (submitted just after
+ * an uncordon that found none to cancel) cancels itself the same way
+ * before it moves anything. The wait between two looks is told of a
+ * cancel recorded in this process (core_nap_job): a move is not claimed
+ * by a worker in the 250 ms the drain would otherwise sleep. */
 #include "common/log.h"
 #include "common/util.h"
 #include "core/core_int.h"
@@ -39,7 +46,7 @@ int core_node_drain(struct core *k, const char *node, const char *by, char job_i
     if (store_job_active_on(k->st, "drain", node, job_id, NULL) == 0)
         return core_fail(err, CORE_E_CONFLICT, "node", "a drain of %s is under way", node);
     /* cordoned now, not when a worker takes the job: creations stop at once */
-    int rc = core_node_cordon(k, node, true, by, err);
+    int rc = core_node_cordon(k, node, true, by, NULL, err);
     if (rc)
         return rc;
     struct job_rec j = {.state = JOB_QUEUED, .attempts = json_array()};
@@ -75,8 +82,9 @@ struct drain {
     struct job_rec *j;
     const char *node;
     int parallel;
-    bool stop;          /* the node was uncordoned or the drain cancelled: no more moves */
-    char stop_why[128]; /* which, for the VMs that stay */
+    bool stop;          /* the drain was cancelled (by hand, or the node uncordoned) */
+    bool uncordoned;    /* the node was uncordoned when the drain saw its cancel */
+    char stop_why[128]; /* why, for the VMs that stay */
     bool dirty;         /* the ledger changed: checkpoint it */
     bool listed;        /* no VM left to try on the node */
     bool standalone;    /* nothing to move to: every VM stays */
@@ -269,8 +277,9 @@ static void drain_end(struct drain *d, const char *why)
         }
         if (ncancelled)
             snprintf(dropped, sizeof dropped, " (%d queued moves cancelled)", ncancelled);
-        snprintf(what, sizeof what, "%d VMs moved, %d stayed%s; the node stays cordoned", moved,
-                 stayed, dropped);
+        snprintf(what, sizeof what, "%s%d VMs moved, %d stayed%s%s",
+                 d->uncordoned ? DRAIN_UNCORDONED "; " : "", moved, stayed, dropped,
+                 d->uncordoned ? "" : "; the node stays cordoned");
         job_cancel_error(d->j, NULL, d->j->error, sizeof d->j->error, what);
         d->j->state = JOB_FAILED;
         job_checkpoint(d->k, d->j, "failed", 100, "%s", d->j->error);
@@ -290,8 +299,8 @@ static void drain_end(struct drain *d, const char *why)
 static void cancel_queued_moves(struct drain *d)
 {
     char error[192], why[192], vms[160] = "";
-    snprintf(error, sizeof error, "cancelled by %.63s before it started (drain %s cancelled)",
-             d->j->cancel_by, d->j->id);
+    snprintf(error, sizeof error, "cancelled by %.63s before it started (drain %s cancelled%s)",
+             d->j->cancel_by, d->j->id, d->uncordoned ? ": " DRAIN_UNCORDONED : "");
     snprintf(why, sizeof why, "%.128s: its move was cancelled before it started", d->stop_why);
     struct job_cancel_req rq = {.by = d->j->cancel_by, .error = error, .queued_only = true};
     int n = 0, left = 0;
@@ -343,6 +352,56 @@ static bool drain_cancelled(struct drain *d)
     return d->j->cancel_at != 0;
 }
 
+/* The node is uncordoned and no cancel is recorded: the uncordon's
+ * transaction found no drain to cancel (this one was submitted after it),
+ * or it was lifted by a proxd that does not cancel. The drain cancels
+ * itself, as the uncordon would have; who uncordoned is not known here. */
+static bool cancel_self(struct drain *d)
+{
+    char error[192];
+    snprintf(error, sizeof error, "cancelled by ? before it started: %s", DRAIN_UNCORDONED);
+    struct job_cancel_req rq = {.by = "?", .error = error, .why = DRAIN_UNCORDONED};
+    struct job_rec now = {0};
+    enum store_cancel out = 0;
+    struct store_error se;
+    if (store_job_cancel(d->k->st, d->j->id, &rq, &now, &out, &se)) {
+        log_warn("job", "job=%s node=%s uncordoned, the drain's cancel not recorded: %s", d->j->id,
+                 d->node, se.message);
+        return false; /* looked at again next time */
+    }
+    d->j->cancel_at = now.cancel_at;
+    snprintf(d->j->cancel_by, sizeof d->j->cancel_by, "%s", now.cancel_by);
+    job_rec_release(&now);
+    return d->j->cancel_at != 0;
+}
+
+/* Has the drain been cancelled, or its node uncordoned (then it cancels
+ * itself)? The first time: d->stop, and why. */
+static void look_at_cancel(struct drain *d)
+{
+    struct node_cordon nc;
+    bool cancelled = drain_cancelled(d);
+    bool uncordoned = core_node_cordon_get(d->k, d->node, &nc) == 0 && !nc.cordoned;
+    if (!cancelled && uncordoned)
+        cancelled = cancel_self(d);
+    if (!cancelled)
+        return;
+    d->stop = true;
+    d->uncordoned = uncordoned;
+    if (uncordoned)
+        snprintf(d->stop_why, sizeof d->stop_why, "%s: the drain was cancelled by %.60s",
+                 DRAIN_UNCORDONED, d->j->cancel_by);
+    else
+        snprintf(d->stop_why, sizeof d->stop_why, "the drain was cancelled by %.60s",
+                 d->j->cancel_by);
+    log_info("job", "job=%s node=%s cancelled by %s%s: the drain stops", d->j->id, d->node,
+             d->j->cancel_by, uncordoned ? " (" DRAIN_UNCORDONED ")" : "");
+    if (uncordoned)
+        job_checkpoint(d->k, d->j, NULL, -1, "%s: the drain was cancelled by %s; it stops",
+                       DRAIN_UNCORDONED, d->j->cancel_by);
+    cancel_queued_moves(d);
+}
+
 void drain_run(struct core *k, struct job_rec *j)
 {
     if (!j->attempts)
@@ -375,20 +434,16 @@ void drain_run(struct core *k, struct job_rec *j)
         drain_end(&d, "standalone host: no other node to move its VMs to, cordoned only");
         return;
     }
+    /* a cancel recorded in this process (by hand, or the node's uncordon)
+     * wakes the drain's nap at once: the fewer moves a worker claims
+     * meanwhile, the fewer run on once it is cancelled */
+    struct core_waiter w;
+    core_waiter_begin_job(k, &w, j->id);
     for (;;) {
-        struct node_cordon nc;
-        if (!d.stop && drain_cancelled(&d)) {
-            log_info("job", "job=%s node=%s cancelled by %s: the drain stops", j->id, d.node,
-                     j->cancel_by);
-            snprintf(d.stop_why, sizeof d.stop_why, "the drain was cancelled by %.60s",
-                     j->cancel_by);
-            d.stop = true;
-            cancel_queued_moves(&d);
-        }
-        if (core_node_cordon_get(k, d.node, &nc) == 0 && !nc.cordoned && !d.stop) {
-            log_info("job", "job=%s node=%s uncordoned: the drain stops", j->id, d.node);
-            snprintf(d.stop_why, sizeof d.stop_why, "the drain was stopped (node uncordoned)");
-            d.stop = true;
+        if (!d.stop) {
+            look_at_cancel(&d);
+            if (d.stop)
+                core_waiter_end(k, &w); /* told: later naps sleep their time */
         }
         int moving = follow_moves(&d);
         if (!d.stop)
@@ -401,10 +456,11 @@ void drain_run(struct core *k, struct job_rec *j)
             d.dirty = false;
         }
         if (moving == 0 && (d.stop || d.listed)) {
-            drain_end(&d, d.stop ? "stopped (node uncordoned)" : "drained");
-            return;
+            drain_end(&d, "drained");
+            break;
         }
-        if (core_nap(k, LOOK_MS))
-            return; /* stopping: resumed from the ledger */
+        if (d.stop ? core_nap(k, LOOK_MS) : core_nap_job(k, &w, LOOK_MS))
+            break; /* stopping: resumed from the ledger */
     }
+    core_waiter_end(k, &w);
 }

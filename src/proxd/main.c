@@ -615,7 +615,8 @@ static int cmd_uncordon(const char *path, const char *node)
     int rc = open_world(&w, path, true);
     if (!rc) {
         struct core_error ce;
-        if (core_node_cordon_release(w.k, node, "proxd uncordon", &ce)) {
+        char drain[40] = "";
+        if (core_node_cordon_release(w.k, node, "proxd uncordon", drain, &ce)) {
             fprintf(stderr, "proxd: %s\n", ce.message);
             rc = 1;
         } else {
@@ -627,6 +628,8 @@ static int cmd_uncordon(const char *path, const char *node)
                        node, nc.by);
             else
                 printf("%s: uncordoned\n", node);
+            if (drain[0])
+                printf("%s: its drain (job %s) was cancelled\n", node, drain);
         }
     }
     close_world(&w);

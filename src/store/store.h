@@ -297,6 +297,8 @@ struct job_cancel_req {
     const char *error;          /* the error a queued job ends with */
     int64_t vmid_quarantine_ms; /* a queued creation's VMID */
     bool queued_only;           /* a running job is left alone (STORE_CANCEL_RUNS) */
+    const char *why; /* may be NULL: why, in the job's line ("cancel requested by WHO (why)",
+                        a queued job's "...before it started: why") and the event's data.reason */
 };
 int store_job_cancel(store *s, const char *id, const struct job_cancel_req *c, struct job_rec *out,
                      enum store_cancel *outcome, struct store_error *err);
@@ -794,6 +796,22 @@ typedef bool (*store_kv_decide_fn)(const struct store_kv *cur, void *ctx, char *
                                    struct store_event *ev);
 int store_kv_change_logged(store *s, const char *name, store_kv_decide_fn decide, void *ctx,
                            bool *changed, struct store_error *err);
+/* store_kv_change_logged, and when the change removes the setting, in the
+ * same transaction the oldest unfinished job of kind `kind` on node `node`
+ * (as store_job_active_on finds it, under the lock of its submissions: one
+ * being submitted is waited for and seen) is cancelled with `req`, as
+ * store_job_cancel would (a node's uncordon ends its drain). job gets its
+ * id ("" when there was none, or the change removed nothing) and *outcome
+ * what the cancel did there (0: none). A job that has finished meanwhile
+ * is left alone. */
+struct store_kv_cancel {
+    const char *kind, *node;
+    const struct job_cancel_req *req;
+    char job[40];              /* out */
+    enum store_cancel outcome; /* out */
+};
+int store_kv_change_cancel(store *s, const char *name, store_kv_decide_fn decide, void *ctx,
+                           struct store_kv_cancel *cancel, bool *changed, struct store_error *err);
 
 /* ---- API tokens ------------------------------------------------------------ */
 

@@ -172,6 +172,16 @@ int store_event_job_in(db_conn *c, const struct job_rec *j, enum job_state old_s
  * data (taken), as store_log_add_in. */
 int store_log_job_in(db_conn *c, const struct job_rec *j, const char *type, json_t *data,
                      struct store_error *err);
+/* store_job_cancel inside a transaction (store_job_cancel.c): out is
+ * filled (release it) also on failure; *outcome 0 on failure. */
+int store_job_cancel_in(db_conn *c, const store *s, const char *id,
+                        const struct job_cancel_req *req, struct job_rec *out,
+                        enum store_cancel *outcome, struct store_error *err);
+/* The oldest unfinished job of kind on node into id, under the lock its
+ * submissions take (store_job_submit_sole: one in progress is waited for
+ * and seen); STORE_E_NOTFOUND when none (store_submit.c). */
+int store_job_active_in(db_conn *c, const char *kind, const char *node, char id[40],
+                        struct store_error *err);
 /* STORE_E_CONFLICT with *existing (owned) when the key is taken. */
 int store_idem_put_in(db_conn *c, const char *owner, const char *key, json_t *answer,
                       json_t **existing, struct store_error *err);

@@ -73,19 +73,23 @@ static int tell(db_conn *c, struct cancel_ctx *k, bool ended, const char *step,
 {
     struct job_rec *j = k->j;
     char line[256];
+    const char *why = k->c->why && *k->c->why ? k->c->why : NULL;
     if (ended)
-        snprintf(line, sizeof line, "cancelled by %s before it started", k->c->by);
+        snprintf(line, sizeof line, "cancelled by %s before it started%s%.120s", k->c->by,
+                 why ? ": " : "", why ? why : "");
     else
-        snprintf(line, sizeof line, "cancel requested by %s: the job stops at its next step",
-                 k->c->by);
+        snprintf(line, sizeof line,
+                 "cancel requested by %s%s%.120s%s: the job stops at its next step", k->c->by,
+                 why ? " (" : "", why ? why : "", why ? ")" : "");
     int rc = store_event_add_in(c, j->id, FIELD_LEN(j->id), j->step, FIELD_LEN(j->step),
                                 j->progress, line, err);
     if (rc)
         return rc;
-    return store_log_job_in(c, j, "job.cancelled",
-                            json_pack("{s:s%, s:s, s:s, s:b}", "kind", j->kind, FIELD_LEN(j->kind),
-                                      "step", step, "by", k->c->by, "ended", ended),
-                            err);
+    json_t *data = json_pack("{s:s%, s:s, s:s, s:b}", "kind", j->kind, FIELD_LEN(j->kind), "step",
+                             step, "by", k->c->by, "ended", ended);
+    if (why)
+        json_object_set_new(data, "reason", json_string(why));
+    return store_log_job_in(c, j, "job.cancelled", data, err);
 }
 
 static int cancel_fn(db_conn *c, void *ctx, struct store_error *err)
@@ -139,6 +143,16 @@ static int cancel_fn(db_conn *c, void *ctx, struct store_error *err)
     if ((rc = tell(c, k, end, step, err)))
         return rc;
     return store_event_job_in(c, j, old, err); /* job.failed, as any failed job's */
+}
+
+int store_job_cancel_in(db_conn *c, const store *s, const char *id,
+                        const struct job_cancel_req *req, struct job_rec *out,
+                        enum store_cancel *outcome, struct store_error *err)
+{
+    struct cancel_ctx k = {s, id, req, out, 0};
+    int rc = cancel_fn(c, &k, err);
+    *outcome = rc ? 0 : k.outcome;
+    return rc;
 }
 
 int store_job_cancel(store *s, const char *id, const struct job_cancel_req *c, struct job_rec *out,

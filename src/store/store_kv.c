@@ -9,6 +9,7 @@
 #include "common/util.h"
 #include "common/xalloc.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -109,12 +110,45 @@ struct kvchange_ctx {
     store_kv_decide_fn decide;
     void *ctx;
     bool changed;
+    struct store_kv_cancel *cancel; /* NULL: none */
+    store *s;
 };
+
+/* The setting was removed: cancel the unfinished job cancel names, if any
+ * (after the setting's write, before its event: the log's lock last). */
+static int kv_cancel_in(db_conn *c, store *s, struct store_kv_cancel *kc, struct store_error *err)
+{
+    char id[40] = "";
+    int rc = store_job_active_in(c, kc->kind, kc->node, id, err);
+    if (rc == STORE_E_NOTFOUND) {
+        store_err_clear(err);
+        return STORE_OK;
+    }
+    if (rc)
+        return rc;
+    struct job_rec j = {0};
+    enum store_cancel out = 0;
+    rc = store_job_cancel_in(c, s, id, kc->req, &j, &out, err);
+    job_rec_release(&j);
+    if (rc == STORE_E_CONFLICT) { /* finished meanwhile (it read unfinished under no row lock) */
+        store_err_clear(err);
+        return STORE_OK;
+    }
+    if (rc == STORE_OK) {
+        snprintf(kc->job, sizeof kc->job, "%s", id);
+        kc->outcome = out;
+    }
+    return rc;
+}
 
 static int kv_change_fn(db_conn *c, void *ctx, struct store_error *err)
 {
     struct kvchange_ctx *k = ctx;
     k->changed = false;
+    if (k->cancel) { /* a try again starts over */
+        k->cancel->job[0] = '\0';
+        k->cancel->outcome = 0;
+    }
     /* the deciders of one setting, one at a time in every process */
     int rc = db_lock(c, DB_LOCK_KV, k->name, err);
     if (rc)
@@ -140,7 +174,11 @@ static int kv_change_fn(db_conn *c, void *ctx, struct store_error *err)
     if (k->decide(cur, k->ctx, &next, &ev)) {
         if (next && strlen(next) >= sizeof((struct store_kv *)0)->value)
             rc = store_fail(err, STORE_E_INVALID, "setting '%s': value too long", k->name);
-        else if (ev.type[0]) {
+        else if (!next && k->cancel) {
+            if (!(rc = kv_del_fn(c, k->name, err)) &&
+                !(rc = kv_cancel_in(c, k->s, k->cancel, err)) && ev.type[0])
+                rc = store_log_add_in(c, &ev, err);
+        } else if (ev.type[0]) {
             struct kvlog_ctx w = {k->name, next, &ev};
             rc = kv_logged_fn(c, &w, err);
         } else if (next) {
@@ -166,10 +204,35 @@ int store_kv_change_logged(store *s, const char *name, store_kv_decide_fn decide
     STORE_CHECK(s && name && *name && decide, "store_kv_change_logged: NULL or empty argument");
     STORE_CHECK(strlen(name) < sizeof((struct store_kv *)0)->name,
                 "store_kv_change_logged: name too long");
-    struct kvchange_ctx k = {name, decide, ctx, false};
+    struct kvchange_ctx k = {name, decide, ctx, false, NULL, s};
     int rc = db_tx(s->db, DB_WRITE, kv_change_fn, &k, err);
     if (rc == STORE_OK && changed)
         *changed = k.changed;
+    return rc;
+}
+
+int store_kv_change_cancel(store *s, const char *name, store_kv_decide_fn decide, void *ctx,
+                           struct store_kv_cancel *cancel, bool *changed, struct store_error *err)
+{
+    store_err_clear(err);
+    if (changed)
+        *changed = false;
+    STORE_CHECK(s && name && *name && decide && cancel && cancel->kind && *cancel->kind &&
+                    cancel->node && *cancel->node && cancel->req && cancel->req->by &&
+                    *cancel->req->by && cancel->req->error,
+                "store_kv_change_cancel: NULL or empty argument");
+    STORE_CHECK(strlen(name) < sizeof((struct store_kv *)0)->name,
+                "store_kv_change_cancel: name too long");
+    cancel->job[0] = '\0';
+    cancel->outcome = 0;
+    struct kvchange_ctx k = {name, decide, ctx, false, cancel, s};
+    int rc = db_tx(s->db, DB_WRITE, kv_change_fn, &k, err);
+    if (rc == STORE_OK && changed)
+        *changed = k.changed;
+    if (rc) {
+        cancel->job[0] = '\0';
+        cancel->outcome = 0;
+    }
     return rc;
 }
 

@@ -458,6 +458,15 @@ int store_job_submit_sole(store *s, struct job_rec *j, const char *event, char o
     return rc;
 }
 
+int store_job_active_in(db_conn *c, const char *kind, const char *node, char id[40],
+                        struct store_error *err)
+{
+    char key[sizeof((struct sole_ctx *)0)->kind + sizeof((struct sole_ctx *)0)->node + 1];
+    snprintf(key, sizeof key, "%s/%s", kind, node);
+    int rc = db_lock(c, DB_LOCK_SOLE, key, err);
+    return rc ? rc : sole_active_in(c, kind, node, id, err);
+}
+
 static int sole_get_fn(db_conn *c, void *ctx, struct store_error *err)
 {
     struct sole_ctx *k = ctx;

@@ -19,7 +19,10 @@
   - a drain cancelled while its first move runs and its second is queued
     (a creation held in its clone call takes the third worker): the
     running move finishes, the queued one is cancelled with the drain, no
-    other starts, the rest listed as stayed, the node still cordoned;
+    other starts, the rest listed as stayed, the node still cordoned; the
+    same drain ended by the node's uncordon instead (the uncordon's answer
+    names the drain it cancelled; the drain fails saying the node was
+    uncordoned, by whom; the node is uncordoned);
   - a control action whose call was sent finishes; one whose cancel lands
     before its call fails with nothing sent;
   - the cancel through another instance on the same database than the one
@@ -28,11 +31,14 @@
   - cancels racing the end of creations and of stops, at seeded random
     moments: each answer (200, 202 or 409) matches how the job ended, and a
     done job's VM exists while a cancelled one's does not;
-  - seeded random cancels of creations and control jobs while pvesim fails
-    calls at random: every job ends, and against pvesim and the database no
-    VM leaked, no VMID or address left reserved, no reservation or clone
-    slot left, no record stuck creating or deleting (after a reconcile for
-    the leftovers a node's failures left).
+  - seeded random cancels of creations, control jobs and reinstalls while
+    pvesim fails calls at random: every job ends, and against pvesim and
+    the database no VM leaked (a reinstall's temporary VM included), no
+    VMID or address left reserved, no reservation or clone slot left, no
+    record stuck creating or deleting (after a reconcile for the leftovers
+    a node's failures left), and each reinstalled VM has one OS: its boot
+    disk, of the OS its record names (the new one when the reinstall was
+    done, else the old one), no second disk beside it.
 
 PROXD_TEST_DB=postgresql://... runs it on PostgreSQL (test_cancel_pg.py;
 the reinstall and drain cases there in `make test-full` only).
@@ -378,17 +384,27 @@ def cordon(node, on=True):
     px.call("POST", "/v1/nodes/%s/%s" % (node, "cordon" if on else "uncordon"), ADMIN, want=200)
 
 
-@both
-def drain_cancelled_stops_moving():
+def moves_of(drain):
+    """The migrate jobs a drain queued: {id: (state, error)}."""
+    return {i: (st, e) for i, st, e in q("SELECT id, state, error FROM jobs WHERE kind = "
+                                         "'migrate' AND request LIKE '%%%s%%'" % drain)}
+
+
+def drain_with_a_move_held():
+    """A drain of sv1 whose first move runs (pvesim holds its migrate call)
+    and whose second is queued: (drain, queued move, running move, the VMs
+    on sv1 before, the creation that holds the third worker)."""
     if px2 and px2.alive():  # its workers would take the queued move
         px2.stop()
-    for n in ("sv2", "sv3", "sv4", "sv5"):  # four VMs on sv1
-        cordon(n)
-    made = [create() for _ in range(4)]
-    vms = {px.wait_job(c["job"], CARL)["vmid"] for c in made}
-    assert {sim.vm(v)["node"] for v in vms} == {"sv1"}
-    for n in ("sv2", "sv3", "sv4", "sv5"):
-        cordon(n, False)
+    on = len(q("SELECT vmid FROM vms WHERE node = 'sv1' AND state = 'enabled'"))
+    if on < 3:  # three VMs on sv1 at least (an earlier drain's left some)
+        for n in ("sv2", "sv3", "sv4", "sv5"):
+            cordon(n)
+        made = [create() for _ in range(4 - on)]
+        vms = {px.wait_job(c["job"], CARL)["vmid"] for c in made}
+        assert {sim.vm(v)["node"] for v in vms} == {"sv1"}
+        for n in ("sv2", "sv3", "sv4", "sv5"):
+            cordon(n, False)
     cordon("sv1")  # the creation below goes elsewhere
     there = q("SELECT vmid FROM vms WHERE node = 'sv1' AND state = 'enabled'")  # earlier cases' too
     # three workers (jobs_max): a creation held in its clone call takes one,
@@ -399,10 +415,16 @@ def drain_cancelled_stops_moving():
     wait_step(blocker["job"], ("clone",))
     hold(r"/qemu/\d+/migrate$", "POST", delay_ms=3000)  # the first move runs on
     d = px.call("POST", "/v1/nodes/sv1/drain", ADMIN, want=202).json()["job"]
-    wait_for(lambda: sorted(r[0] for r in q("SELECT state FROM jobs WHERE kind = 'migrate'"))
-             == ["queued", "running"], 20, 0.005, "one move running, one queued")
-    (queued,) = q("SELECT id FROM jobs WHERE kind = 'migrate' AND state = 'queued'")[0]
-    (running,) = q("SELECT id FROM jobs WHERE kind = 'migrate' AND state = 'running'")[0]
+    wait_for(lambda: sorted(st for st, _ in moves_of(d).values()) == ["queued", "running"], 20,
+             0.005, "one move running, one queued")
+    (queued,) = [i for i, (st, _) in moves_of(d).items() if st == "queued"]
+    (running,) = [i for i, (st, _) in moves_of(d).items() if st == "running"]
+    return d, queued, running, there, blocker
+
+
+@both
+def drain_cancelled_stops_moving():
+    d, queued, running, there, blocker = drain_with_a_move_held()
     r = cancel(d, ADMIN)
     assert r.status_code == 202, r.text
     j = px.wait_job(d, ADMIN, deadline=60)
@@ -418,8 +440,7 @@ def drain_cancelled_stops_moving():
         dropped[0]["reason"], res
     # the queued move was cancelled with the drain, the running one finished;
     # no other move was queued and none is left queued
-    moves = {i: (st, e) for i, st, e in q("SELECT id, state, error FROM jobs WHERE kind = "
-                                          "'migrate'")}
+    moves = moves_of(d)
     assert set(moves) == {queued, running}, moves
     assert moves[running][0] == "done", moves
     assert moves[queued][0] == "failed" and moves[queued][1].startswith(
@@ -435,6 +456,44 @@ def drain_cancelled_stops_moving():
     assert [x for x in n if x["name"] == "sv1"][0]["cordoned"]  # still cordoned
     assert px.wait_job(blocker["job"], CARL)["state"] == "done"
     cordon("sv1", False)
+
+
+@both
+def uncordon_cancels_the_drain():
+    """The node uncordoned while its drain's first move runs and its second
+    is queued: the uncordon cancels the drain (its answer names it), the
+    queued move is cancelled, the running one finishes, no other starts,
+    and the drain fails saying the node was uncordoned, by whom."""
+    d, queued, running, there, blocker = drain_with_a_move_held()
+    r = px.call("POST", "/v1/nodes/sv1/uncordon", ADMIN, want=200).json()
+    assert r["drain_cancelled"] == d and not r["cordoned"], r
+    j = px.wait_job(d, ADMIN, deadline=60)
+    assert j["state"] == "failed" and j["cancel"]["by"] == "ops", j
+    assert j["error"] == ("cancelled by ops at step moving: the node was uncordoned; 1 VMs moved, "
+                          "%d stayed (1 queued moves cancelled)" % (len(there) - 1)), j
+    res = j["result"]
+    assert [m["job"] for m in res["moved"]] == [running], res
+    assert len(res["stayed"]) == len(there) - 1, res
+    assert all(s["reason"].startswith("the node was uncordoned: the drain was cancelled by ops")
+               for s in res["stayed"]), res
+    dropped = [s for s in res["stayed"] if s.get("job") == queued]
+    assert len(dropped) == 1, res
+    moves = moves_of(d)
+    assert set(moves) == {queued, running}, moves  # no other move started
+    assert moves[running][0] == "done", moves
+    assert moves[queued] == ("failed", "cancelled by ops before it started (drain %s cancelled: "
+                             "the node was uncordoned)" % d), moves
+    assert sim.vm(dropped[0]["vmid"])["node"] == "sv1"
+    lines = px.call("GET", "/v1/jobs/%s/events" % d, ADMIN, want=200).text
+    assert "cancel requested by ops (the node was uncordoned)" in lines, lines
+    assert "the node was uncordoned: the drain was cancelled by ops" in lines, lines
+    ev = [e for e in events_of(d) if e["type"] == "job.cancelled"]
+    assert len(ev) == 1 and ev[0]["data"]["reason"] == "the node was uncordoned", ev
+    n = px.call("GET", "/v1/nodes", ADMIN, want=200).json()["nodes"]
+    assert not [x for x in n if x["name"] == "sv1"][0]["cordoned"]
+    again = px.call("POST", "/v1/nodes/sv1/uncordon", ADMIN, want=200).json()
+    assert again["drain_cancelled"] is None, again
+    assert px.wait_job(blocker["job"], CARL)["state"] == "done"
 
 
 def check_world(problems):
@@ -479,6 +538,22 @@ def check_world(problems):
                              "state = 'failed' AND kind = 'create'"):
         if vmid in seen and vmid not in live:
             problems.append("cancelled creation %s left VM %d" % (jid, vmid))
+    # a reinstalled VM (done, failed, cancelled) has one OS: its boot disk,
+    # cloned from the OS its record names (the old one unless the
+    # reinstall was done), no second disk left beside it (the temporary
+    # VMs are counted above: no live record)
+    for (vmid,) in q("SELECT DISTINCT vmid FROM jobs WHERE kind = 'reinstall'"):
+        rec = q("SELECT os FROM vms WHERE vmid = %d AND state = 'enabled'" % vmid)
+        if not rec or vmid not in seen:
+            continue
+        v = sim.vm_view(vmid)
+        if not v["disk"] or not v["os"]:
+            problems.append("reinstalled VM %d has no OS disk: %s" % (vmid, v))
+        elif v["os"] != rec[0][0]:
+            problems.append("reinstalled VM %d runs %s, its record says %s" % (vmid, v["os"],
+                                                                              rec[0][0]))
+        if v["unused"]:
+            problems.append("reinstalled VM %d keeps a second disk: %s" % (vmid, v))
 
 
 @case
@@ -494,7 +569,12 @@ def random_cancels_under_faults():
 
     def submit():
         for i in range(32):
-            if rng.random() < 0.6:
+            # reinstalls early (the longest jobs end with the others), of
+            # the two VMs that are never deleted
+            if i < 24 and rng.random() < 0.2:
+                r = px.call("POST", "/v1/vms/%d/reinstall" % rng.choice(vms[:2]), CARL,
+                            body={"os": rng.choice(["debian", "ubuntu"]), "ssh_keys": [KEY]})
+            elif rng.random() < 0.6:
                 r = px.call("POST", "/v1/vms", CARL, body=dict(BODY, name="r%d" % i))
             else:
                 vmid = rng.choice(vms)
@@ -503,7 +583,7 @@ def random_cancels_under_faults():
                     r = px.call("POST", "/v1/vms/%d/resize" % vmid, CARL,
                                 body={"disk_gb": 21 + i})
                 elif op == "delete":
-                    r = px.call("DELETE", "/v1/vms/%d" % vmid, CARL)
+                    r = px.call("DELETE", "/v1/vms/%d" % rng.choice(vms[2:]), CARL)
                 else:
                     r = px.call("POST", "/v1/vms/%d/%s" % (vmid, op), CARL)
             if r.status_code == 202:  # cancel 70 % of them, 0-3 s after
@@ -537,9 +617,14 @@ def random_cancels_under_faults():
     check_world(problems)
     cancelled = sum(1 for j, st in q("SELECT id, state FROM jobs WHERE cancel_at > 0")
                     if j in ids and st == "failed")
-    print("  %d jobs, %d cancels asked %s, %d jobs ended cancelled" % (len(ids), len(asked), sorted(
-        {s: list(asked.values()).count(s) for s in set(asked.values())}.items()), cancelled),
-        flush=True)
+    kinds = {}
+    for jid, kind, st in q("SELECT id, kind, state FROM jobs"):
+        if jid in ids and kind == "reinstall":
+            kinds[st] = kinds.get(st, 0) + 1
+    print("  %d jobs, %d cancels asked %s, %d jobs ended cancelled; reinstalls %s" % (
+        len(ids), len(asked), sorted({s: list(asked.values()).count(s)
+                                      for s in set(asked.values())}.items()), cancelled,
+        sorted(kinds.items())), flush=True)
     assert not problems, "\n  ".join(problems)
 
 

@@ -7,7 +7,9 @@ cluster of five (every VM moved, running if it ran, identity kept, no
 node's memory or storage ever over its size, a kill -9 in the middle and
 the drain finishing after the restart, never two migrations of one VM at
 once by pvesim's own task list), a drain under seeded migrate faults (what
-fails stays, reported; the rest moves; the job ends), and a standalone
+fails stays, reported; the rest moves; the job ends), an uncordon by
+proxctl during a drain (it cancels the drain, naming it; the moves under
+way finish; the drain fails saying the node was uncordoned), a standalone
 host's drain (cordon only, said so), and drains of one node asked at the
 same moment of two proxd on one database (one accepted, the others refused
 naming it). One pvesim and one proxd serve the cluster cases.
@@ -340,26 +342,45 @@ def drain_under_migrate_faults_reports_what_stayed():
                                                           stayed[ha_vm][:90]))
 
 
-@once
-def uncordon_stops_a_drain():
-    cordon("sv1", False)
-    on = sorted(v for v, x in pve_vms().items() if x["node"] == "sv3" and v in MADE)
-    assert on
-    d = drain("sv3")
-    cordon("sv3", False)
-    j = px.wait_job(d["job"], ADMIN, deadline=240)
-    assert j["state"] == "done", j
-    res = j["result"]
-    assert len(res["moved"]) + len(res["stayed"]) == len(on), (res, on)
-    assert all("stopped" in s["reason"] for s in res["stayed"]), res["stayed"]
-    assert not nodes()["sv3"]["cordoned"]
-
-
 def proxctl(*args):
     e = dict(os.environ, PROXD_URL=px.base, PROXD_TOKEN=ADMIN)
     e.pop("PROXCTL_CONFIG", None)
     return subprocess.run([PROXCTL] + list(args), capture_output=True, text=True, timeout=120,
                           env=e)
+
+
+@once
+def uncordon_cancels_a_drain():
+    """`proxctl node uncordon` while the node's drain moves a VM (pvesim
+    holds its migrate calls): it says which drain it cancelled; the moves
+    under way finish, the drain fails saying the node was uncordoned by
+    whom, and every VM is where the drain's lists say."""
+    cordon("sv1", False)
+    on = sorted(v for v, x in pve_vms().items() if x["node"] == "sv3" and v in MADE)
+    assert on
+    sim.ctl("POST", "/faults", {"kind": "delay", "method": "POST", "delay_ms": 1500,
+                                "path": r"^/nodes/sv3/qemu/\d+/migrate$", "count": 3})
+    try:
+        d = drain("sv3")
+        wait_for(lambda: px.call("GET", "/v1/jobs?kind=migrate&state=running", ADMIN,
+                                 want=200).json()["jobs"], 30, 0.01, "a move under way")
+        r = proxctl("node", "uncordon", "sv3")
+    finally:
+        sim.ctl("DELETE", "/faults")
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    assert "sv3 uncordoned; its drain (job %s) was cancelled" % d["job"] in r.stdout, r.stdout
+    j = px.wait_job(d["job"], ADMIN, deadline=240)
+    assert j["state"] == "failed" and j["cancel"]["by"] == "ops", j
+    assert j["error"].startswith("cancelled by ops at step moving: the node was uncordoned; "), j
+    res = j["result"]
+    assert res["moved"], res  # the moves under way finished
+    assert len(res["moved"]) + len(res["stayed"]) == len(on), (res, on)
+    assert all("the node was uncordoned: the drain was cancelled by ops" in s["reason"]
+               for s in res["stayed"]), res["stayed"]
+    pv = pve_vms()
+    assert all(pv[m["vmid"]]["node"] == m["to"] for m in res["moved"]), res
+    assert all(pv[s["vmid"]]["node"] == "sv3" for s in res["stayed"]), res
+    assert not nodes()["sv3"]["cordoned"]
 
 
 @once

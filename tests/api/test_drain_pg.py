@@ -1,8 +1,9 @@
 """test_drain on PostgreSQL (a private server, tests/lib/pg.py): the same
 cases, the cordon kept in PostgreSQL and seen by a second proxd on it. In
 `make test-full` only (PROXD_TEST_FULL=1, ~33 s: the suite passed 15
-minutes in CI); store/test_store's test_kv_change_logged runs the cordon's
-store calls on PostgreSQL in `make test`."""
+minutes in CI); store/test_store's test_kv_change_logged and
+test_kv_change_cancel run the cordon's store calls (an uncordon's drain
+cancel included) on PostgreSQL in `make test`."""
 import os
 import sys
 

@@ -2777,6 +2777,91 @@ static void test_kv_change_logged(void **state)
     EXPECT(STORE_E_INVALID, store_kv_change_logged(f->s, "", count_decide, &last, NULL, &e));
 }
 
+/* store_kv_change_cancel: a change that removes the setting cancels the
+ * node's unfinished job of the kind in its transaction (a queued one ends,
+ * a running one is asked, the reason in its line and event); one that
+ * keeps it, or a node without such a job, cancels nothing. */
+static void test_kv_change_cancel(void **state)
+{
+    struct fx *f = *state;
+    struct store_error e;
+    struct job_cancel_req rq = {
+        .by = "ops", .error = "cancelled by ops before it started: gone", .why = "gone"};
+    struct store_kv_cancel kc = {.kind = "drain", .node = "sv1", .req = &rq};
+    struct kv_counter two = {f->s, 2, 1};
+    bool changed = false;
+    /* nothing to cancel: the setting goes all the same */
+    OK(store_kv_set(f->s, "count", "1", &e_));
+    OK(store_kv_change_cancel(f->s, "count", count_decide, &two, &kc, &changed, &e_));
+    assert_true(changed);
+    assert_string_equal(kc.job, "");
+    assert_int_equal(kc.outcome, 0);
+    /* a queued drain of sv1 (and one of sv2, left alone) */
+    struct job_rec d = {.state = JOB_QUEUED}, d2 = {.state = JOB_QUEUED};
+    snprintf(d.id, sizeof d.id, "kvc-1");
+    snprintf(d.kind, sizeof d.kind, "drain");
+    snprintf(d.node, sizeof d.node, "sv1");
+    OK(store_job_submit_sole(f->s, &d, "drain queued", NULL, &e_));
+    snprintf(d2.id, sizeof d2.id, "kvc-2");
+    snprintf(d2.kind, sizeof d2.kind, "drain");
+    snprintf(d2.node, sizeof d2.node, "sv2");
+    OK(store_job_submit_sole(f->s, &d2, "drain queued", NULL, &e_));
+    /* a change that keeps the setting cancels nothing */
+    struct kv_counter more = {f->s, 100, 1};
+    OK(store_kv_change_cancel(f->s, "count", count_decide, &more, &kc, &changed, &e_));
+    assert_true(changed);
+    assert_string_equal(kc.job, "");
+    OK(store_kv_set(f->s, "count", "1", &e_));
+    OK(store_kv_change_cancel(f->s, "count", count_decide, &two, &kc, &changed, &e_));
+    assert_string_equal(kc.job, "kvc-1");
+    assert_int_equal(kc.outcome, STORE_CANCEL_ENDED);
+    struct job_rec j;
+    OK(store_job_get(f->s, "kvc-1", &j, &e_));
+    assert_int_equal(j.state, JOB_FAILED);
+    assert_string_equal(j.error, "cancelled by ops before it started: gone");
+    assert_string_equal(j.cancel_by, "ops");
+    job_rec_release(&j);
+    OK(store_job_get(f->s, "kvc-2", &j, &e_));
+    assert_int_equal(j.state, JOB_QUEUED);
+    assert_int_equal(j.cancel_at, 0);
+    job_rec_release(&j);
+    /* a running one is asked; the reason in the job.cancelled event */
+    OK(store_kv_set(f->s, "count", "1", &e_));
+    struct job_rec r = {.state = JOB_RUNNING};
+    snprintf(r.id, sizeof r.id, "kvc-3");
+    snprintf(r.kind, sizeof r.kind, "drain");
+    snprintf(r.node, sizeof r.node, "sv1");
+    OK(store_job_submit_sole(f->s, &r, "drain queued", NULL, &e_));
+    OK(store_kv_change_cancel(f->s, "count", count_decide, &two, &kc, &changed, &e_));
+    assert_string_equal(kc.job, "kvc-3");
+    assert_int_equal(kc.outcome, STORE_CANCEL_ASKED);
+    OK(store_job_get(f->s, "kvc-3", &j, &e_));
+    assert_int_equal(j.state, JOB_RUNNING);
+    assert_true(j.cancel_at > 0);
+    assert_string_equal(j.cancel_by, "ops");
+    job_rec_release(&j);
+    struct store_event *v = NULL;
+    int n = events_of(f->s, "job.cancelled", &v);
+    assert_int_equal(n, 2);
+    assert_string_equal(v[1].job, "kvc-3");
+    assert_string_equal(json_string_value(json_object_get(v[1].data, "reason")), "gone");
+    events_free(v, (size_t)n);
+    /* a change that sets it (from nothing) cancels nothing */
+    job_finish(f->s, "kvc-3");
+    OK(store_job_submit_sole(
+        f->s, &(struct job_rec){.state = JOB_QUEUED, .id = "kvc-4", .kind = "drain", .node = "sv1"},
+        "drain queued", NULL, &e_));
+    OK(store_kv_change_cancel(f->s, "count", count_decide, &two, &kc, &changed, &e_));
+    assert_true(changed);
+    assert_string_equal(kc.job, "");
+    OK(store_job_get(f->s, "kvc-4", &j, &e_));
+    assert_int_equal(j.state, JOB_QUEUED);
+    job_rec_release(&j);
+    EXPECT(STORE_E_INVALID,
+           store_kv_change_cancel(f->s, "count", count_decide, &two,
+                                  &(struct store_kv_cancel){.kind = "drain"}, NULL, &e));
+}
+
 /* A checkpoint writes the job and its event together, or neither. */
 static void test_job_checkpoint(void **state)
 {
@@ -4100,6 +4185,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_kv_delete, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kv_set_get_list, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kv_change_logged, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_kv_change_cancel, setup, teardown),
         cmocka_unit_test_setup_teardown(test_claim_processes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reconnect, setup, teardown),
         cmocka_unit_test_setup_teardown(test_submit_processes, setup, teardown),
