@@ -382,14 +382,46 @@ static const struct db_token PG_TOKENS[] = {
 
 /* ---- the jobs watch ------------------------------------------------------ */
 
-/* A transaction that queued a job sends NOTIFY; PostgreSQL delivers it at
- * the commit (and drops it at a rollback) to every session that LISTENs:
- * the watch is such a session of its own, its socket the fd. */
+/* A transaction that queued a job sends a notification; PostgreSQL
+ * delivers it at the commit (and drops it at a rollback) to every session
+ * that LISTENs on its channel: the watch is such a session of its own, its
+ * socket the fd. The channel is the schema's (CHANNEL_SQL), so that stores
+ * sharing one database in separate schemas (several test runs, several
+ * fleets) do not wake each other's watches: "proxd_jobs" for the public
+ * schema, "proxd_jobs_" and the md5 of the schema's name for another (a
+ * channel's name is at most 63 bytes; a schema's may be 63 itself). */
+#define CHANNEL_SQL                                                                                \
+    "CASE coalesce(current_schema(), 'public') WHEN 'public' THEN 'proxd_jobs' "                   \
+    "ELSE 'proxd_jobs_' || md5(current_schema()) END"
+
 static void pg_notify(db_conn *c, bool committed)
 {
     struct store_error e;
-    if (!committed && pg_exec(c, "NOTIFY proxd_jobs", &e) != STORE_OK)
+    if (!committed && pg_exec(c, "SELECT pg_notify(" CHANNEL_SQL ", '')", &e) != STORE_OK)
         log_debug("store", "NOTIFY failed: %s", e.message); /* the commit fails too */
+}
+
+/* LISTEN on this session's schema's channel (CHANNEL_SQL). */
+static bool watch_listen(PGconn *w)
+{
+    bool ok = false;
+    char *ident = NULL;
+    PGresult *res = PQexec(w, "SELECT " CHANNEL_SQL);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1)
+        goto out;
+    const char *chan = PQgetvalue(res, 0, 0);
+    ident = PQescapeIdentifier(w, chan, strlen(chan));
+    if (!ident)
+        goto out;
+    char *sql = xasprintf("LISTEN %s", ident);
+    PQclear(res);
+    res = PQexec(w, sql);
+    free(sql);
+    ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+out:
+    PQfreemem(ident);
+    PQclear(res);
+    return ok;
 }
 
 static int pg_watch_open(db *d)
@@ -397,18 +429,13 @@ static int pg_watch_open(db *d)
     const char *const keys[] = {"connect_timeout", "application_name", "dbname", NULL};
     const char *const vals[] = {"10", "proxd-watch", d->drv_data, NULL};
     PGconn *w = PQconnectdbParams(keys, vals, 1);
-    PGresult *res = NULL;
-    if (PQstatus(w) == CONNECTION_OK)
-        res = PQexec(w, "LISTEN proxd_jobs");
-    if (!res || PQresultStatus(res) != PGRES_COMMAND_OK || PQsocket(w) < 0) {
+    if (PQstatus(w) != CONNECTION_OK || !watch_listen(w) || PQsocket(w) < 0) {
         char m[256];
         log_warn("store", "cannot LISTEN for jobs (looking every second instead): %s",
                  conn_msg(w, m, sizeof m));
-        PQclear(res);
         PQfinish(w);
         return -1;
     }
-    PQclear(res);
     PQsetNoticeProcessor(w, notice_ignore, NULL);
     d->watch_data = w;
     return PQsocket(w);

@@ -48,7 +48,9 @@ def expire_leases(db):
     sql = "UPDATE jobs SET lease_until = 0 WHERE state = 'running'"
     if "://" in db:
         n = len(_psql(db, sql + " RETURNING id"))
-        _psql(db, "NOTIFY proxd_jobs")
+        _psql(db, "SELECT pg_notify(CASE coalesce(current_schema(), 'public') "
+              "WHEN 'public' THEN 'proxd_jobs' "
+              "ELSE 'proxd_jobs_' || md5(current_schema()) END, '')")
         return n
     c = sqlite3.connect(db, timeout=30)
     try:

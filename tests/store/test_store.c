@@ -801,6 +801,20 @@ static void test_jobs_watch(void **state)
     store_jobs_watch_drain(f->s);
     assert_false(told_within(f->s, 0));
 
+    /* another fleet's database (PostgreSQL: another schema of the same
+     * database, its own channel) tells its own watch, not this one */
+    char *url2 = fx_url(f, "fleet2");
+    store *fleet2 = store_open(url2, &e);
+    assert_non_null(fleet2);
+    int fd2 = store_jobs_watch(fleet2);
+    assert_true(fd2 >= 0);
+    store_jobs_watch_drain(fleet2);
+    job_add(fleet2, "f2-1", "start", 0, wall_ms());
+    assert_true(told_within(fleet2, 5000));
+    assert_false(told_within(f->s, 300));
+    store_close(fleet2);
+    free(url2);
+
     job_add(other, "w-1", "start", 0, wall_ms()); /* queued elsewhere */
     assert_true(told_within(f->s, 5000));
     store_jobs_watch_drain(f->s);
