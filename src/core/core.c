@@ -182,8 +182,8 @@ void core_waiters_cancel(struct core *k, const char *id)
  * cancel recorded here, rather than at the job's next look at the store (a
  * creation: the checkpoint after its clone, whose wait may sleep up to a
  * minute). Called by the watcher when the store's jobs watch tells it (the
- * cancel's commit does) and on its timer, and by the leaser once a second
- * while no worker is idle to watch. One read, and none while no held job is
+ * cancel's commit does) and on its timer, and by the leaser when the watch
+ * tells it while every worker runs a job (leaser_main). One read, and none while no held job is
  * untold (an idle daemon, or every held job's cancel told already). A
  * wait registered after the look reads the cancel from the store itself
  * (core_wait_task_job, create.c wait_task): none falls between. */
@@ -233,6 +233,7 @@ struct core *core_new(const struct proxd_config *cfg, store *st, struct fleet *f
     if (pipe(k->wake) != 0)
         k->wake[0] = k->wake[1] = -1; /* task waits fall back to ticks */
     k->watch_wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    k->leaser_wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     k->pl = place_new(cfg->nnodes);
     k->naddrq = cnet_quarantine(cfg, k->addrq);
     store_addr_policy(st, k->addrq, k->naddrq);
@@ -272,6 +273,8 @@ void core_free(struct core *k)
     }
     if (k->watch_wake >= 0)
         close(k->watch_wake);
+    if (k->leaser_wake >= 0)
+        close(k->leaser_wake);
     place_free(k->pl);
     snap_cache_free(k);
     netwalk_free(k->nw);
@@ -785,16 +788,25 @@ static void watch_wait(struct core *k)
         v = 0;
 }
 
+/* Wake the leaser (under k->mu or not). */
+static void leaser_tell(struct core *k)
+{
+    uint64_t one = 1;
+    if (k->leaser_wake >= 0 && write(k->leaser_wake, &one, sizeof one) < 0)
+        log_debug("job", "the leaser not told: %s", strerror(errno));
+}
+
 static void hold(struct core *k, int slot, const char *id)
 {
     pthread_mutex_lock(&k->mu);
     snprintf(k->held[slot], sizeof k->held[slot], "%s", id ? id : "");
     k->told[slot] = false;
     if (id && k->idle == 0 && !k->watcher) {
-        /* no worker is left to watch the store: the leaser looks for
-         * cancels instead, from now on (it may be asleep for 10 s) */
-        k->leaser_poke = true;
-        pthread_cond_broadcast(&k->stop_cv);
+        /* no worker is left to watch the store: the leaser takes the
+         * watch from now on (it may be asleep for 10 s), even if a worker
+         * had asked for it back (that worker took a job instead) */
+        k->watch_want = false;
+        leaser_tell(k);
     }
     pthread_mutex_unlock(&k->mu);
 }
@@ -853,13 +865,20 @@ static void *worker_main(void *arg)
                 pthread_mutex_unlock(&k->mu);
                 continue;
             }
-            if (!k->stopping && !k->watcher) {
+            if (!k->stopping && !k->watcher && !k->leaser_watch) {
                 k->watcher = true;
+                k->watch_want = false;
                 pthread_mutex_unlock(&k->mu);
                 watch_wait(k);
                 pthread_mutex_lock(&k->mu);
                 k->watcher = false;
             } else if (!k->stopping) {
+                if (!k->watcher && !k->watch_want) {
+                    /* the leaser holds the watch (every worker ran a
+                     * job): it hands it to an idle worker */
+                    k->watch_want = true;
+                    leaser_tell(k);
+                }
                 k->idle++;
                 pthread_cond_wait(&k->cv, &k->mu);
                 k->idle--;
@@ -921,24 +940,35 @@ bool core_nap_until(struct core *k, int64_t until, unsigned notes)
     return stop;
 }
 
-/* Sleep up to ms, woken by a stop or by the last idle worker taking a
- * job (hold); true when the core stops. */
-static bool leaser_nap(struct core *k, long ms)
-{
-    struct timespec until = deadline_in_ms(ms);
-    pthread_mutex_lock(&k->mu);
-    while (!k->stopping && !k->leaser_poke &&
-           pthread_cond_timedwait(&k->stop_cv, &k->mu, &until) != ETIMEDOUT)
-        ;
-    k->leaser_poke = false;
-    bool stop = k->stopping;
-    pthread_mutex_unlock(&k->mu);
-    return stop;
-}
-
-/* The leaser's look for cancels while every worker runs a job (no watcher:
- * tell_cancels): one read a second while the instance is that busy. */
+/* The leaser's look for cancels while it holds the jobs watch and the
+ * store cannot tell (no watch): once a second. */
 #define BUSY_LOOK_MS 1000
+
+/* The leaser's sleep of up to ms: woken by a stop (wake[0]), by
+ * leaser_wake, and while it holds the store's jobs watch (watch) by the
+ * watch, which a cancel recorded elsewhere of a job this process runs
+ * turns readable: its waits are told then (tell_cancels). What else the
+ * watch tells (jobs queued elsewhere) waits for a worker to end its job
+ * and look. */
+static void leaser_wait(struct core *k, bool watch, long ms)
+{
+    int fd = watch ? store_jobs_watch(k->st) : -1;
+    if (watch && fd < 0 && ms > BUSY_LOOK_MS)
+        ms = BUSY_LOOK_MS;
+    if (k->leaser_wake < 0 && ms > BUSY_LOOK_MS)
+        ms = BUSY_LOOK_MS; /* nothing would wake it: hold's poke is lost */
+    struct pollfd p[3] = {{.fd = k->wake[0], .events = POLLIN},
+                          {.fd = k->leaser_wake, .events = POLLIN},
+                          {.fd = fd, .events = POLLIN}};
+    int r = poll(p, 3, (int)(ms > 0 ? ms : 1));
+    uint64_t v;
+    if (r > 0 && (p[1].revents & POLLIN) && read(k->leaser_wake, &v, sizeof v) < 0)
+        v = 0;
+    if (r > 0 && p[2].revents)
+        store_jobs_watch_drain(k->st); /* before the look that follows */
+    if (watch && (fd < 0 ? r == 0 : r > 0 && p[2].revents))
+        tell_cancels(k);
+}
 
 /* Renew the leases of the jobs this process runs, on a thread of its own:
  * nothing that waits on Proxmox (a reconcile pass on a hung node) may hold
@@ -946,24 +976,36 @@ static bool leaser_nap(struct core *k, long ms)
  * write renews them all (store_job_renew_owner: every running job leased
  * to this instance's name, none that another took over); none while no
  * job is held. Every job leased to the name was claimed by this process:
- * core_start gave up those of an earlier process of the same name. While
- * every worker runs a job none watches the store (watch_wait), so the
- * leaser looks for cancels recorded elsewhere instead, once a second. */
+ * core_start gave up those of an earlier process of the same name.
+ *
+ * While every worker runs a job none watches the store (watch_wait): the
+ * leaser holds the watch then, and tells the waits of jobs cancelled
+ * elsewhere when it turns readable. It used to look at the store once a
+ * second instead: at time scale 1, with every worker on a long clone, that
+ * was 1 ms of CPU per creation (bench/results/create.txt). A worker that
+ * goes idle asks for the watch back (watch_want); the leaser lets it go
+ * after each wait and does not take it again while a worker is idle. */
 static void *leaser_main(void *arg)
 {
     mem_thread_name("leaser");
     struct core *k = arg;
     int64_t renew_at = 0;
-    long nap;
-    do {
+    bool watching = false;
+    for (;;) {
         int held = 0;
         pthread_mutex_lock(&k->mu);
+        if (k->stopping) {
+            pthread_mutex_unlock(&k->mu);
+            break;
+        }
         for (int i = 0; i < k->nworkers; i++)
             held += k->held[i][0] != '\0';
-        bool watched = k->watcher;
+        bool watch = held && !k->watcher && k->idle == 0 && !k->watch_want;
+        k->leaser_watch = watch;
         pthread_mutex_unlock(&k->mu);
-        if (held && !watched)
-            tell_cancels(k);
+        if (watch && !watching)
+            tell_cancels(k); /* a cancel told before the watch was its */
+        watching = watch;
         if (mono_ms() >= renew_at) {
             struct store_error se;
             int n = 0;
@@ -975,10 +1017,15 @@ static void *leaser_main(void *arg)
              * it lapses */
             renew_at = mono_ms() + LEASE_MS / 3;
         }
-        nap = (long)(renew_at - mono_ms());
-        if (held && !watched && nap > BUSY_LOOK_MS)
-            nap = BUSY_LOOK_MS;
-    } while (!leaser_nap(k, nap > 0 ? nap : 1));
+        leaser_wait(k, watch, (long)(renew_at - mono_ms()));
+        if (watch) {
+            pthread_mutex_lock(&k->mu);
+            k->leaser_watch = false;
+            if (k->watch_want && k->idle > 0)
+                pthread_cond_signal(&k->cv); /* it becomes the watcher */
+            pthread_mutex_unlock(&k->mu);
+        }
+    }
     return NULL;
 }
 
@@ -1113,6 +1160,7 @@ void core_stop(struct core *k, long grace_ms)
     pthread_mutex_unlock(&k->mu);
     if (k->wake[1] >= 0 && write(k->wake[1], "s", 1) != 1)
         log_warn("core", "stop not signalled to task waits: they see it at their next look");
+    leaser_tell(k);
     /* only the threads core_start made: a core never started (or whose
      * start failed half-way) has zeroed handles, which are no threads */
     for (int i = 0; i < k->workers_up; i++)

@@ -27,8 +27,7 @@ struct core {
     pthread_mutex_t mu;
     pthread_cond_t cv;      /* new work (core_wake: one worker at a time), or stop */
     pthread_cond_t slot_cv; /* a clone slot freed, or stop */
-    pthread_cond_t stop_cv; /* stop, or leaser_poke: the leaser's (and core_nap's) sleeps */
-    bool leaser_poke;       /* under mu: the last idle worker took a job (hold) */
+    pthread_cond_t stop_cv; /* stop: core_nap's sleeps */
     pthread_cond_t note_cv; /* the fleet's notes (fleet_set_notify), or stop */
     unsigned notes;         /* under mu: FLEET_NOTE_* not yet taken by a watcher */
     bool stopping;
@@ -36,7 +35,13 @@ struct core {
     bool watcher;   /* an idle worker watches the store (watch_wait; the others wait) */
     int watch_wake; /* eventfd: core_wake tells the watcher (it waits in poll) */
     int idle;       /* under mu: idle workers waiting on cv (not the watcher) */
-    uint64_t wakes; /* core_wake calls: a worker whose look missed one looks again */
+    /* The store's jobs watch has one user at a time: the watcher, or while
+     * every worker runs a job the leaser (for cancels recorded elsewhere). */
+    bool leaser_watch; /* under mu: the leaser holds the watch */
+    bool watch_want;   /* under mu: a worker going idle asked the leaser for it */
+    int leaser_wake;   /* eventfd: hold (the last idle worker took a job), a worker
+                          that wants the watch, or stop wake the leaser */
+    uint64_t wakes;    /* core_wake calls: a worker whose look missed one looks again */
     pthread_t workers[CORE_MAX_WORKERS];
     int nworkers;              /* workers core_start makes (read by jobs: set before any starts) */
     int workers_up;            /* of them made: the ones core_stop joins */

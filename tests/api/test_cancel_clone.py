@@ -23,8 +23,9 @@ watch; PostgreSQL: NOTIFY), the runner reads the cancels of the jobs it
 holds and tells the clone's wait, which ends as above: within a few
 seconds, nothing left. And when the runner's only worker runs the job
 ([limits] jobs_max = 1), no idle worker watching the store: its leaser
-looks once a second meanwhile. On PostgreSQL (test_cancel_clone_pg) `make
-test` runs the case of the watch only, the others in `make test-full`.
+holds the watch meanwhile, asleep (at most one wake-up in 4 s). On
+PostgreSQL (test_cancel_clone_pg) `make test` runs the case of the watch
+only, the others in `make test-full`.
 """
 import os
 import time
@@ -70,10 +71,26 @@ def shutdown_proxd(p):
         p.stop()
 
 
-def cancel_mid_clone(runner=None, other=None, limit=5):
+def thread_switches(p, name):
+    """voluntary context switches (wake-ups) of p's threads called name"""
+    n = 0
+    d = "/proc/%d/task" % p.proc.pid
+    for tid in os.listdir(d):
+        try:
+            if open("%s/%s/comm" % (d, tid)).read().strip() == name:
+                n += int([ln for ln in open("%s/%s/status" % (d, tid))
+                          if ln.startswith("voluntary_ctxt_switches:")][0].split()[1])
+        except OSError:
+            continue
+    return n
+
+
+def cancel_mid_clone(runner=None, other=None, limit=5, quiet_leaser=False):
     """A creation run by `runner` (px) cancelled mid-clone ends within
     `limit` seconds, nothing left; with `other` (a Proxd not yet started),
-    the cancel goes through it, started once the clone is under way."""
+    the cancel goes through it, started once the clone is under way. With
+    quiet_leaser, the runner's leaser wakes at most once in 4 s meanwhile
+    (its lease renewal every 10 s): it holds the store's watch, no timer."""
     runner = runner or px
     for n in ("sv1", "sv2"):  # a 10 GiB copy of ~41 s
         sim.ctl("POST", "/nodes/" + n, {"bandwidth_mb": 250})
@@ -89,6 +106,14 @@ def cancel_mid_clone(runner=None, other=None, limit=5):
     node = upid.split(":")[1]
     assert sim.vm(vmid)["conf"].get("lock") == "clone", sim.vm(vmid)
     assert st[2].endswith(":%d" % runner.proc.pid), st  # the one instance running
+    if quiet_leaser:
+        # it looked at the store once a second while every worker was busy
+        # (4 wake-ups here): 1 ms of CPU per creation at time scale 1
+        a = thread_switches(runner, "leaser")
+        time.sleep(4)
+        woke = thread_switches(runner, "leaser") - a
+        print("  the leaser woke %d times in 4 s with every worker busy" % woke, flush=True)
+        assert woke <= 1, "the leaser woke %d times in 4 s" % woke
     via = runner
     if other:  # started now: the job is the runner's, the other takes the cancel
         via = other.start()
@@ -138,13 +163,13 @@ def cancel_through_another_instance_mid_clone_ends_within_seconds():
 @case_full_on_pg
 def cancel_through_another_instance_with_every_worker_busy():
     """The runner's only worker ([limits] jobs_max = 1) runs the creation:
-    no idle worker watches the store, its leaser looks for the cancel (once
-    a second while every worker is busy; woken when the last one took its
-    job, not at its next renewal up to 10 s away)."""
+    no idle worker watches the store, its leaser holds the watch (from when
+    the last worker took its job, not from its next renewal up to 10 s
+    away) and is woken by the cancel's commit; it sleeps meanwhile."""
     px.stop()
     busy = second("\n[limits]\njobs_max = 1\n")
     try:
-        cancel_mid_clone(runner=busy.start(), other=px, limit=5)
+        cancel_mid_clone(runner=busy.start(), other=px, limit=5, quiet_leaser=True)
     finally:
         if not px.alive():
             px.start()
