@@ -232,6 +232,8 @@ def throughput_run(run, label="", n=None, bandwidths=None, oses=("ubuntu",), ts=
         cpu0, th0, m0 = w.cpu_s(), w.thread_ms(), time.monotonic()
         js = w.wait_jobs(set(ids), 600 + 30 * n * ts)
         cpu1, th1, m1 = w.cpu_s(), w.thread_ms(), time.monotonic()
+        # the run's calls, not the idle minute's that follows
+        after = w.sim.ctl("GET", "/calls")
         idle = None
         if idle_s:
             # the same daemon left idle (its VMs made, nothing queued): the
@@ -243,7 +245,6 @@ def throughput_run(run, label="", n=None, bandwidths=None, oses=("ubuntu",), ts=
             idle = {"ms_per_s": (sum(th2.values()) - sum(th1.values())) / (m2 - m1),
                     "threads": {k: round((v - th1.get(k, 0.0)) / (m2 - m1) * 60, 1)
                                 for k, v in th2.items() if v - th1.get(k, 0.0) >= 0.05}}
-        after = w.sim.ctl("GET", "/calls")
         state = w.sim.ctl("GET", "/state")
         done = {k: j for k, j in js.items() if j["state"] == "done"}
         makespan = (max(j["finished"] for j in js.values()) / 1000.0) - t0
@@ -270,7 +271,8 @@ def throughput_run(run, label="", n=None, bandwidths=None, oses=("ubuntu",), ts=
              # the run's CPU less what the idle daemon spends in as long
              "cpu_net": ((sum(th1.values()) - sum(th0.values())) -
                          (idle["ms_per_s"] * (m1 - m0) if idle else 0.0)) / 1000.0 / len(ids),
-             "per": per, "spread": spread, "bytes": total, "bw": bw, "queue": queue_s,
+             "per": per, "spread": spread,
+             "tls": after.get("tls_handshakes", 0) - before.get("tls_handshakes", 0), "bytes": total, "bw": bw, "queue": queue_s,
              "ttr50": pct(ttr, 50) if ttr else 0, "ttr99": pct(ttr, 99) if ttr else 0,
              "task_s": task_s / len(ids),
              "threads": {k: round(v - th0.get(k, 0.0), 1) for k, v in th1.items()
