@@ -60,7 +60,7 @@ demo: build
 # in bench/results/create.txt, api.txt, idle_conns.txt and sim.txt; then the
 # CPU of one Proxmox call back to back and spaced out (callcost.txt).
 bench: build
-	@cmake --build build/.release -j $(JOBS) --target bench_callcost -- --no-print-directory -s
+	@cmake --build build/.release -j $(JOBS) --target bench_callcost bench_wakecost -- --no-print-directory -s
 	@/usr/bin/python3 bench/bench_create.py
 	@bash bench/bench_api.sh || echo "bench_api.sh did not complete (see above)"
 	@/usr/bin/python3 bench/bench_idle_conns.py || echo "bench_idle_conns.py did not complete (see above)"

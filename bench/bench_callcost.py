@@ -12,7 +12,10 @@ THREADS threads released together, as job threads whose looks fall due at
 the same moment); it reports
 the process's CPU per call, the sleeps' wake-ups included. Each form runs
 ROUNDS times interleaved with the others; medians are quoted, and the ratio
-of each to back-to-back calls. Environment: BENCH_CALLCOST_ROUNDS (3).
+of each to back-to-back calls. Then bench/wakecost.c, no call at all: a
+sleep and a walk over a buffer, against the same walk with no sleep (what
+the machine charges for a wake-up and for caches gone cold meanwhile).
+Environment: BENCH_CALLCOST_ROUNDS (3).
 """
 import os
 import statistics
@@ -27,6 +30,10 @@ from lib.env import TOKEN_ID, TOKEN_SECRET  # noqa: E402
 from lib.sim import Sim  # noqa: E402
 
 BIN = os.path.join(ROOT, "build", "bench_callcost")
+WAKE_BIN = os.path.join(ROOT, "build", "bench_wakecost")
+# (gap ms, KiB touched, rounds): a wake-up alone, and with a working set
+WAKE_FORMS = [(0, 0, 1000), (1000, 0, 8), (0, 256, 1000), (1000, 256, 8), (0, 4096, 100),
+              (1000, 4096, 8)]
 ROUNDS = int(os.environ.get("BENCH_CALLCOST_ROUNDS", "3"))
 RESULTS = os.path.join(ROOT, "bench", "results", "callcost.txt")
 # (label, rounds of the program, burst, gap ms, threads)
@@ -66,6 +73,18 @@ def main():
         m = statistics.median(got[label])
         say("  %-36s %7.1f us CPU per call (%.2fx back to back; runs %s)" % (
             label, m, m / base, " ".join("%.0f" % v for v in got[label])))
+    # the same machine without a call: a sleep, then a walk over memory
+    say("  no call (bench_wakecost): a sleep, then one read per 64 bytes of a buffer:")
+    for gap, kib, rounds in WAKE_FORMS:
+        vals = []
+        for _ in range(ROUNDS):
+            r = subprocess.run([WAKE_BIN, str(gap), str(rounds), str(kib)], capture_output=True,
+                               text=True, timeout=120)
+            if r.returncode != 0:
+                raise RuntimeError("bench_wakecost: " + r.stderr)
+            vals.append(float(r.stdout))
+        say("    sleep %4d ms, %4d KiB: %7.1f us CPU per round (runs %s)" % (
+            gap, kib, statistics.median(vals), " ".join("%.0f" % v for v in vals)))
     with open(RESULTS, "a") as f:
         f.write("\n".join(out) + "\n\n")
 
