@@ -7,13 +7,44 @@ failed.
     def vm_is_created(): ...
     finish()
 """
+import atexit
 import os
 import re
+import shutil
 import sys
 import time
 import traceback
 
 _results = {"passed": 0, "failed": 0}
+_scratch = []           # directories to remove at exit after a clean run
+_clean = {"ok": False}  # finish() reached with no case failed, no exception after
+
+
+def scratch(path):
+    """path (a temporary directory: a daemon's configuration, database and
+    log) is removed when the test exits after every case passed; kept when
+    any failed, for its logs (PROXD_KEEP_TMP=1 keeps it always)."""
+    _scratch.append(path)
+    return path
+
+
+def _remove_scratch():
+    if _clean["ok"] and not os.environ.get("PROXD_KEEP_TMP"):
+        for p in _scratch:
+            shutil.rmtree(p, ignore_errors=True)
+
+
+_excepthook = sys.excepthook
+
+
+def _uncaught(*exc):
+    # an exception after finish() (a daemon's stop found a sanitizer report)
+    _clean["ok"] = False
+    _excepthook(*exc)
+
+
+sys.excepthook = _uncaught
+atexit.register(_remove_scratch)
 
 
 def run_case(name, fn):
@@ -47,4 +78,5 @@ def failed():
 
 def finish():
     print("%d passed, %d failed" % (_results["passed"], _results["failed"]), flush=True)
+    _clean["ok"] = not _results["failed"]
     sys.exit(1 if _results["failed"] else 0)

@@ -9,6 +9,7 @@ import tempfile
 
 import requests
 
+from .cases import scratch
 from .env import PROXD, TOKEN
 from .ports import free_port
 from .wait import wait_for
@@ -181,7 +182,7 @@ class Proxd(Daemon):
         database: a store URL (postgresql://...) instead of a
         SQLite file of its own; storage: the nodes' VM storage, one for
         all or {node: storage}. A standalone sim gives one host per node."""
-        self.dir = tempfile.mkdtemp(prefix="proxd-api-")
+        self.dir = scratch(tempfile.mkdtemp(prefix="proxd-api-"))
         super().__init__(os.path.join(self.dir, "proxd.conf"), self.dir)
         self.port = free_port()
         self.db = share.db if share else database or os.path.join(self.dir, "proxd.db")
