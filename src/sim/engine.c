@@ -431,12 +431,16 @@ void sim_task_stop(struct sim *s, struct sim_task *t)
 {
     if (!t->running)
         return;
+    sim_task_log(t, "received interrupt");
     if (t->kind == TK_CLONE) {
-        sim_task_log(t, "received interrupt");
         clone_fail_and_remove(s, t, "received interrupt");
         return;
     }
-    sim_task_finish(s, t, "unexpected status");
+    /* PVE's worker dies on the signal ("received interrupt") and its
+     * flock goes with it; a lock it wrote into the config (snapshot,
+     * migrate) stays, as on PVE, until `qm unlock` */
+    unlock_vm(s, t);
+    sim_task_finish(s, t, "received interrupt");
 }
 
 static void step_clone(struct sim *s, struct sim_task *t, double now, double share)

@@ -154,6 +154,28 @@ def file_lock_timeout():
 
 
 @case
+def a_stopped_task_gives_its_flock_back():
+    """DELETE /nodes/{node}/tasks/{upid} of a task holding the VM's flock:
+    the worker dies on the signal, "received interrupt", and the flock goes
+    with it (it ended "unexpected status" and kept the flock: every later
+    config change waited 10 s and failed "got timeout")."""
+    with Sim(time_scale=0.01) as s:
+        running_vm(s, 100)
+        s.ctl("POST", "/vms/100", {"acpi": False})
+        upid = post(s, "/qemu/100/status/shutdown", timeout="300")
+        wait_for(lambda: s.vm(100)["flock_exclusive"] == 1, 5, what="the shutdown's flock")
+        assert s.api("DELETE", "/nodes/sv1/tasks/" + upid).status_code == 200
+        st = s.data("GET", "/nodes/sv1/tasks/%s/status" % upid)
+        assert st["status"] == "stopped" and st["exitstatus"] == "received interrupt", st
+        log = [ln["t"] for ln in s.data("GET", "/nodes/sv1/tasks/%s/log" % upid)]
+        assert log[-2:] == ["received interrupt", "TASK ERROR: received interrupt"], log
+        assert s.vm(100)["flock_exclusive"] == 0
+        # a flock still held would fail it "got timeout" (10 PVE s)
+        assert s.api("PUT", "/nodes/sv1/qemu/100/config", data={"cores": "4"}).status_code == 200
+        assert power(s, 100) == "running" and config(s, 100)["cores"] == 4
+
+
+@case
 def parallel_clones_share_the_source_lock():
     with Sim(time_scale=0.01) as s:
         # 1 MB/s: the copies cannot end while the holders are counted (10 GiB:
