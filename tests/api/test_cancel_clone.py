@@ -71,20 +71,6 @@ def shutdown_proxd(p):
         p.stop()
 
 
-def thread_switches(p, name):
-    """voluntary context switches (wake-ups) of p's threads called name"""
-    n = 0
-    d = "/proc/%d/task" % p.proc.pid
-    for tid in os.listdir(d):
-        try:
-            if open("%s/%s/comm" % (d, tid)).read().strip() == name:
-                n += int([ln for ln in open("%s/%s/status" % (d, tid))
-                          if ln.startswith("voluntary_ctxt_switches:")][0].split()[1])
-        except OSError:
-            continue
-    return n
-
-
 def cancel_mid_clone(runner=None, other=None, limit=5, quiet_leaser=False):
     """A creation run by `runner` (px) cancelled mid-clone ends within
     `limit` seconds, nothing left; with `other` (a Proxd not yet started),
@@ -109,9 +95,9 @@ def cancel_mid_clone(runner=None, other=None, limit=5, quiet_leaser=False):
     if quiet_leaser:
         # it looked at the store once a second while every worker was busy
         # (4 wake-ups here): 1 ms of CPU per creation at time scale 1
-        a = thread_switches(runner, "leaser")
+        a = sum(runner.thread_switches("leaser").values())
         time.sleep(4)
-        woke = thread_switches(runner, "leaser") - a
+        woke = sum(runner.thread_switches("leaser").values()) - a
         print("  the leaser woke %d times in 4 s with every worker busy" % woke, flush=True)
         assert woke <= 1, "the leaser woke %d times in 4 s" % woke
     via = runner

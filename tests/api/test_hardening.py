@@ -282,18 +282,11 @@ def a_postgresql_password_is_never_printed():
     assert r.returncode != 0 and "127.0.0.1" in r.stderr, r.stderr
 
 
-def thread_switches(pid, name):
-    """voluntary context switches of the daemon's thread `name` (proxd names its threads)"""
-    d = "/proc/%d/task" % pid
-    for tid in os.listdir(d):
-        try:
-            if open("%s/%s/comm" % (d, tid)).read().strip() == name:
-                for line in open("%s/%s/status" % (d, tid)):
-                    if line.startswith("voluntary_ctxt_switches:"):
-                        return int(line.split()[1])
-        except OSError:
-            continue
-    raise AssertionError("no thread %s in proxd" % name)
+def thread_switches(name):
+    """voluntary context switches of the daemon's thread `name`"""
+    got = px.thread_switches(name)
+    assert got, "no thread %s in proxd" % name
+    return sum(got.values())
 
 
 @case
@@ -302,13 +295,12 @@ def an_idle_api_loop_sleeps():
     # closed after the answer; a closed one lingers 2 s) the HTTP loop
     # waits for the next client instead of waking five times a second
     assert px.call("GET", "/healthz").status_code == 200
-    pid = px.proc.pid
     windows = []
 
     def quiet():
-        a = thread_switches(pid, "http-loop")
+        a = thread_switches("http-loop")
         time.sleep(1.5)
-        windows.append(thread_switches(pid, "http-loop") - a)
+        windows.append(thread_switches("http-loop") - a)
         return windows[-1] == 0
     wait_for(quiet, deadline=15, interval=0, what="a quiet HTTP loop")
     # and it still answers at once

@@ -18,7 +18,6 @@ real speed than at the benchmark's speed, where the waits are short).
   no one tells).
 """
 import json
-import os
 import time
 
 from lib.cases import case, finish
@@ -52,19 +51,7 @@ def call(method, path, body=None):
 
 
 def worker_switches(name="job-worker"):
-    """voluntary context switches of each thread called `name`, by tid"""
-    out = {}
-    d = "/proc/%d/task" % px.proc.pid
-    for tid in os.listdir(d):
-        try:
-            if open("%s/%s/comm" % (d, tid)).read().strip() != name:
-                continue
-            for line in open("%s/%s/status" % (d, tid)):
-                if line.startswith("voluntary_ctxt_switches:"):
-                    out[tid] = int(line.split()[1])
-        except OSError:
-            continue
-    return out
+    return px.thread_switches(name)
 
 
 def resources_reads():

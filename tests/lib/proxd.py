@@ -115,6 +115,22 @@ class Daemon:
     def __init__(self, conf, logdir):
         self.conf, self.logdir, self.proc, self.n = conf, logdir, None, 0
 
+    def thread_switches(self, name):
+        """voluntary context switches (wake-ups) of each running thread
+        called `name` (proxd names its threads), by tid"""
+        out = {}
+        d = "/proc/%d/task" % self.proc.pid
+        for tid in os.listdir(d):
+            try:
+                if open("%s/%s/comm" % (d, tid)).read().strip() != name:
+                    continue
+                for line in open("%s/%s/status" % (d, tid)):
+                    if line.startswith("voluntary_ctxt_switches:"):
+                        out[tid] = int(line.split()[1])
+            except OSError:
+                continue
+        return out
+
     def log_path(self, n=None):
         return os.path.join(self.logdir, "proxd.%02d.log" % (n or self.n))
 
