@@ -40,6 +40,7 @@ static json_t *node_json(struct api *a, const struct cfg_node *cn)
     json_decref(cj);
     json_object_set_new(o, "refreshed_at", json_time(v.refreshed_at));
     json_object_set_new(o, "last_error", v.last_error[0] ? json_string(v.last_error) : json_null());
+    json_object_set_new(o, "probe_at", json_time(v.retry_at));
     return o;
 }
 

@@ -662,6 +662,7 @@ static int node_view(struct fleet *f, const char *node, struct node_view *out, b
     if (n) {
         *out = n->v;
         out->up = n->online && !n->failed;
+        out->retry_at = n->failed ? n->retry_at : 0;
     }
     pthread_mutex_unlock(&f->mu);
     tell(f, notes);
@@ -682,7 +683,12 @@ void fleet_node_failed(struct fleet *f, const char *node, const char *why)
 {
     pthread_mutex_lock(&f->mu);
     struct nstate *n = find_node(f, node);
-    if (n) {
+    if (n && n->failed) {
+        /* only a failed probe lengthens the backoff: calls that fail on a
+         * node already held down (the jobs that were running on it) would
+         * push its next probe a minute out after a short outage */
+        snprintf(n->v.last_error, sizeof n->v.last_error, "%s", why);
+    } else if (n) {
         mark_failed(n, why, wall_ms());
         n->v.up = false;
         log_warn("fleet", "node %s marked down: %s (probe again in %lld ms)", node, why,

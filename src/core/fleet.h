@@ -89,6 +89,8 @@ struct node_view {
     int64_t refreshed_at; /* unix ms */
     int64_t seen_since;   /* unix ms: when the refresh behind these figures began */
     char last_error[256];
+    int64_t retry_at; /* unix ms: when a node held down for failing is probed
+                         again (its backoff's end); 0 when it is not */
 };
 int fleet_node_view(struct fleet *f, const char *node, struct node_view *out);
 /* The same without counting as a use of the inventory (fleet_refresh_next):

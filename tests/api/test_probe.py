@@ -53,6 +53,7 @@ def a_hung_node_nobody_calls_shows_down_and_is_avoided():
     took = time.monotonic() - t0
     n = nodes()["sv1"]
     assert "status probe" in (n.get("last_error") or ""), n
+    assert n["probe_at"], n  # when it is asked again: its backoff's end
     # placement is ordered (sv1 first): the creation goes elsewhere with no
     # call on sv1 (it appears only as skipped, "down: ...")
     r = call("POST", "/v1/vms", {"os": "ubuntu", "name": "avoid", "cores": 1,
@@ -65,6 +66,7 @@ def a_hung_node_nobody_calls_shows_down_and_is_avoided():
     sim.ctl("POST", "/nodes/sv1", {"state": "online"})
     wait_for(lambda: nodes()["sv1"]["health"] == "up", deadline=90, interval=0.2,
              what="sv1 up again")
+    assert nodes()["sv1"]["probe_at"] is None
     print("[ figures ] hung sv1 shown down after %.2f s" % took)
 
 

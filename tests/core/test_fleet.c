@@ -121,8 +121,21 @@ static void test_inventory(void **state)
     assert_false(fleet_node_up(e.fl, "elsewhere"));
     fleet_node_failed(e.fl, "sv4", "test");
     assert_true(fleet_node_held_down(e.fl, "sv4"));
+    /* more calls failing on it (the jobs that were running there) tell a
+     * newer error but do not push its next probe further out: only a
+     * failed probe lengthens the backoff */
+    assert_int_equal(fleet_node_view(e.fl, "sv4", &nv), 0);
+    int64_t retry_at = nv.retry_at;
+    assert_true(retry_at > 0 && retry_at <= wall_ms() + 1000);
+    for (int i = 0; i < 5; i++)
+        fleet_node_failed(e.fl, "sv4", "again");
+    assert_int_equal(fleet_node_view(e.fl, "sv4", &nv), 0);
+    assert_int_equal(nv.retry_at, retry_at);
+    assert_string_equal(nv.last_error, "again");
     fleet_node_ok(e.fl, "sv4");
     assert_false(fleet_node_held_down(e.fl, "sv4"));
+    assert_int_equal(fleet_node_view(e.fl, "sv4", &nv), 0);
+    assert_int_equal(nv.retry_at, 0);
     ch_down(&e);
 }
 
