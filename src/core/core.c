@@ -259,7 +259,7 @@ void core_free(struct core *k)
     if (!k)
         return;
     if (k->started)
-        core_stop(k, 0);
+        core_stop(k);
     webhooks_free(k);
     pthread_mutex_destroy(&k->mu);
     pthread_cond_destroy(&k->cv);
@@ -1144,13 +1144,19 @@ int core_start(struct core *k)
     return 0;
 fail:
     /* what was made is stopped again: no thread outlives a failed start */
-    core_stop(k, 0);
+    core_stop(k);
     return -1;
 }
 
-void core_stop(struct core *k, long grace_ms)
+void core_abandon(struct core *k)
 {
-    (void)grace_ms;
+    struct store_error se;
+    if (store_job_expire_owner(k->st, k->instance, &se) != 0)
+        log_warn("core", "leases not given up (they run out): %s", se.message);
+}
+
+void core_stop(struct core *k)
+{
     pthread_mutex_lock(&k->mu);
     k->stopping = true;
     pthread_cond_broadcast(&k->cv);

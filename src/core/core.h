@@ -46,9 +46,16 @@ struct core *core_new(const struct proxd_config *cfg, store *st, struct fleet *f
                       const char *instance);
 /* Start the workers, the lease keeper and the inventory refresher. */
 int core_start(struct core *k);
-/* Stop taking jobs; wait up to grace_ms for running steps to reach a
- * checkpoint; whatever is still running is resumed by the next start. */
-void core_stop(struct core *k, long grace_ms);
+/* Stop taking jobs and wait for running steps to reach a checkpoint (a
+ * task wait ends at once; a step in a Proxmox call waits for its answer,
+ * up to the call's timeout and retries); whatever is left is resumed by
+ * the next start. A caller that cannot wait that long calls core_abandon
+ * from another thread and ends the process without returning here. */
+void core_stop(struct core *k);
+/* Give up the leases of the jobs this core still runs, so that the next
+ * proxd or another instance resumes them at once, as after a crash: for a
+ * process about to exit while core_stop still waits. Any thread. */
+void core_abandon(struct core *k);
 void core_free(struct core *k);
 
 /* Validate, allocate a VMID, record the VM as "creating" and queue its job

@@ -38,10 +38,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Point standard error (where every log line goes) at the log file; on
@@ -163,6 +165,66 @@ static void close_world(struct world *w)
     config_free(w->cfg);
 }
 
+/* A stop that waits on a step in a Proxmox call (a hung node: the call's
+ * timeout, then its retries) would hold a restart for minutes, when it is
+ * needed most. Past STOP_GRACE_MS the process exits without waiting: the
+ * steps still out are resumed as after a crash (their leases given up). */
+#define STOP_GRACE_MS 10000
+
+struct stop_watch {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done;
+    struct core *k;
+};
+
+static void *stop_watch_main(void *arg)
+{
+    mem_thread_name("stop-watch");
+    struct stop_watch *s = arg;
+    struct timespec at;
+    clock_gettime(CLOCK_MONOTONIC, &at);
+    at.tv_sec += STOP_GRACE_MS / 1000;
+    pthread_mutex_lock(&s->mu);
+    while (!s->done && pthread_cond_timedwait(&s->cv, &s->mu, &at) != ETIMEDOUT)
+        ;
+    if (!s->done) {
+        /* the lock is kept to the end: the main thread cannot go on to
+         * free what the threads still running use */
+        log_warn("proxd",
+                 "still stopping after %d s (a step waits on a Proxmox call): "
+                 "exiting; such steps resume at the next start, as after a crash",
+                 STOP_GRACE_MS / 1000);
+        core_abandon(s->k);
+        _exit(0);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+static bool stop_watch_start(struct stop_watch *s, pthread_t *t)
+{
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_mutex_init(&s->mu, NULL);
+    if (mem_thread_start(t, stop_watch_main, s) == 0)
+        return true;
+    log_warn("proxd", "no stop watch: the stop waits for every step");
+    return false;
+}
+
+static void stop_watch_end(struct stop_watch *s, pthread_t t)
+{
+    pthread_mutex_lock(&s->mu);
+    s->done = true;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    pthread_join(t, NULL);
+}
+
 static int run_daemon(const char *path)
 {
     struct world w;
@@ -200,7 +262,7 @@ static int run_daemon(const char *path)
     struct api *api = api_start(w.cfg, w.k, w.st, w.fl, aerr, sizeof aerr);
     if (!api) {
         fprintf(stderr, "proxd: %s\n", aerr);
-        core_stop(w.k, 0);
+        core_stop(w.k);
         rc = 1;
         goto out;
     }
@@ -216,10 +278,15 @@ static int run_daemon(const char *path)
             log_info("proxd", "log file reopened");
     }
     log_info("proxd", "stopping: no new jobs; running steps reach their checkpoint");
+    struct stop_watch sw = {.k = w.k};
+    pthread_t swt;
+    bool watched = stop_watch_start(&sw, &swt);
 #ifdef HAVE_API
     api_stop(api); /* first: no request may reach a stopping core */
 #endif
-    core_stop(w.k, 10000);
+    core_stop(w.k);
+    if (watched)
+        stop_watch_end(&sw, swt);
 out:
     close_world(&w);
     return rc;

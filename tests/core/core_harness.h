@@ -202,7 +202,7 @@ static inline void ch_up(struct ch_env *e, const struct ch_opts *o)
 
 static inline void ch_down(struct ch_env *e)
 {
-    core_stop(e->k, 0);
+    core_stop(e->k);
     core_free(e->k);
     fleet_free(e->fl);
     store_close(e->st);

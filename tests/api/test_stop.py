@@ -1,0 +1,62 @@
+"""SIGTERM while a job's step waits on a Proxmox call that does not answer.
+
+A stop lets running steps reach their checkpoint, but a step in a call to
+a node that hangs would hold the stop for the call's timeout (30 s here,
+proxd's default) and its retries: a restart at the worst moment held for
+minutes, or killed by the service manager. proxd exits 10 s after SIGTERM
+whatever is still out (exit status 0, a warning saying so), giving up the
+leases of the jobs it leaves, and the next start resumes them as after a
+crash: the creation ends done with one VM.
+"""
+import time
+
+from lib.cases import case, finish
+from lib.db import query
+from lib.proxd import Proxd, shutdown
+from lib.sim import Sim
+from lib.wait import wait_for
+
+sim = Sim()
+px = Proxd(sim, proxd_extra="placement = ordered\n", proxmox_extra="timeout = 30\n")
+ADMIN = px.token("ops", "admin")
+px.start()
+
+RESIZE = r"/qemu/\d+/resize$"
+
+
+def resize_hits():
+    return sum(f.get("hits", 0) for f in sim.ctl("GET", "/faults") if f.get("path") == RESIZE)
+
+
+@case
+def a_stop_does_not_wait_out_a_call_that_hangs():
+    # the creation's resize is answered only after two minutes
+    sim.add_faults([{"kind": "delay", "method": "PUT", "path": RESIZE, "delay_ms": 120000,
+                     "count": 1}])
+    r = px.call("POST", "/v1/vms", ADMIN, {"os": "ubuntu", "name": "stopme", "cores": 1,
+                                           "memory_mb": 512, "disk_gb": 40})
+    assert r.status_code == 202, r.text
+    job = r.json()["job"]
+    wait_for(lambda: resize_hits() >= 1, deadline=60, interval=0.05, what="the resize sent")
+    t0 = time.monotonic()
+    px.proc.terminate()
+    # the grace is 10 s; the call alone would hold the stop 30 s
+    rc = px.proc.wait(20)
+    took = time.monotonic() - t0
+    assert rc == 0, (rc, px.tail())
+    assert px.logs_contain("still stopping after 10 s"), px.tail()
+    state, lease = query(px.db, "SELECT state, lease_until FROM jobs WHERE id = '%s'" % job)[0]
+    assert state == "running", state
+    assert lease <= time.time() * 1000, "the lease was not given up: %s" % lease
+    sim.clear_faults()
+    px.start()
+    j = px.wait_job(job, ADMIN, deadline=90)
+    assert j["state"] == "done", j
+    made = [v for v in sim.state()["vms"] if not v["conf"].get("template")]
+    assert [v["vmid"] for v in made] == [j["vmid"]], [v["vmid"] for v in made]
+    assert ",size=40G" in made[0]["conf"]["scsi0"], made[0]["conf"]
+    print("[ figures ] stopped %.1f s after SIGTERM with a step in a hung call" % took)
+
+
+shutdown(px, sim)
+finish()
