@@ -17,6 +17,11 @@
 #define QUICK_FAILURE_MS 1000 /* an inventory read that failed faster is tried again */
 /* (and faster than half the connect timeout: a timeout is never quick) */
 #define QUICK_RETRY_MS 250
+/* A read answered with an error (pveproxy's 500 while pmxcfs restarts, say)
+ * says the world answers: the last inventory is kept until this many such
+ * reads in a row; one failure must not take a whole cluster out of
+ * placement. No answer at all, or refused credentials, mean down at once. */
+#define ANSWERED_ERRORS_MAX 3
 
 /* What the core put on a node since the inventory last looked: counted on
  * top of the node's reported use until a refresh that began later. */
@@ -29,6 +34,8 @@ struct world {
     int64_t next_try; /* unix ms: when a failed world may be asked again */
     int64_t backoff;
     bool asked; /* one refresh of it has ended, answered or failed */
+    bool good;  /* one refresh of it has read the inventory */
+    int errors; /* reads answered with an error since the last good one */
 };
 
 struct nstate {
@@ -475,6 +482,15 @@ static void apply_world(struct fleet *f, struct refresh_job *j, int64_t now)
         if (w->backoff > BACKOFF_MAX_MS)
             w->backoff = BACKOFF_MAX_MS;
         w->next_try = now + w->backoff;
+        bool answered = j->rc != PVE_E_NETWORK && j->rc != PVE_E_AUTH &&
+                        j->rc != PVE_E_PERMISSION && j->rc != PVE_E_TLS;
+        if (answered && w->good && ++w->errors < ANSWERED_ERRORS_MAX) {
+            log_warn("fleet",
+                     "world %s: inventory read failed: %s (its last inventory is kept; "
+                     "next try in %lld ms)",
+                     w->name, j->err.message, (long long)w->backoff);
+            return;
+        }
         for (int i = 0; i < w->nnodes; i++) {
             struct nstate *n = &f->nodes[w->nodes[i]];
             n->online = false;
@@ -487,6 +503,8 @@ static void apply_world(struct fleet *f, struct refresh_job *j, int64_t now)
     }
     w->backoff = 0;
     w->next_try = 0;
+    w->good = true;
+    w->errors = 0;
     vms_replace_world(f, j);
     for (int i = 0; i < w->nnodes; i++) {
         struct nstate *n = &f->nodes[w->nodes[i]];

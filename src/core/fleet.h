@@ -47,7 +47,11 @@ pve_client *fleet_client(struct fleet *f, const char *node);
 /* Refresh every world whose probe is due (all when force), in parallel;
  * returns when all have answered or failed. Each world is asked once (no
  * retry): one that does not answer within the connect timeout is marked
- * down at once with its nodes, and asked again after its backoff. */
+ * down at once with its nodes, and asked again after its backoff. One
+ * that answers the read with an error (a 500) keeps its last inventory,
+ * nodes up as they were, and is asked again after its backoff; it is down
+ * at the third such answer in a row (at the first, before any good read).
+ * Refused credentials (401, 403) or TLS trust count as no answer. */
 void fleet_refresh(struct fleet *f, bool force);
 
 /* When the next refresh is due (mono ms) for a keeper whose last one

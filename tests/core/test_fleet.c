@@ -139,6 +139,59 @@ static void test_inventory(void **state)
     ch_down(&e);
 }
 
+/* An inventory read answered with an error (a 500: pveproxy up, pmxcfs
+ * restarting, say) keeps the last inventory and its nodes up: one such
+ * answer must not take the whole cluster out of placement. The third in a
+ * row does; so does one before any good read, and a read with no answer. */
+static void test_inventory_error_keeps_the_last_view(void **state)
+{
+    (void)state;
+    struct ch_env e;
+    struct ch_opts o = {.no_start = true};
+    ch_up(&e, &o);
+    fleet_refresh(e.fl, true);
+    assert_true(fleet_node_up(e.fl, "sv1") && fleet_node_up(e.fl, "sv2"));
+    struct node_view before, nv;
+    assert_int_equal(fleet_node_view(e.fl, "sv2", &before), 0);
+    ch_sim(&e, "POST", "/_sim/faults",
+           "{\"method\":\"GET\",\"path\":\"^/cluster/resources\",\"kind\":\"error\","
+           "\"status\":500,\"message\":\"injected\",\"count\":2}");
+    for (int i = 0; i < 2; i++) {
+        fleet_refresh(e.fl, true);
+        assert_true(fleet_node_up(e.fl, "sv1") && fleet_node_up(e.fl, "sv2"));
+        assert_int_equal(fleet_node_view(e.fl, "sv2", &nv), 0);
+        assert_int_equal(nv.refreshed_at, before.refreshed_at); /* the kept one */
+        assert_int_equal(nv.mem_total, before.mem_total);
+        size_t n;
+        struct fleet_vm *v;
+        assert_int_equal(fleet_vms(e.fl, &v, &n), 0);
+        assert_int_equal(n, 4 * CH_NNODES);
+        free(v);
+    }
+    /* the fault is spent: the next read is good and counts start again */
+    fleet_refresh(e.fl, true);
+    assert_int_equal(fleet_node_view(e.fl, "sv2", &nv), 0);
+    assert_true(nv.up && nv.refreshed_at >= before.refreshed_at);
+    ch_sim(&e, "POST", "/_sim/faults",
+           "{\"method\":\"GET\",\"path\":\"^/cluster/resources\",\"kind\":\"error\","
+           "\"status\":500,\"message\":\"injected\",\"count\":3}");
+    fleet_refresh(e.fl, true);
+    fleet_refresh(e.fl, true);
+    assert_true(fleet_node_up(e.fl, "sv2"));
+    fleet_refresh(e.fl, true);
+    assert_false(fleet_node_up(e.fl, "sv2"));
+    assert_int_equal(fleet_node_view(e.fl, "sv2", &nv), 0);
+    assert_non_null(strstr(nv.last_error, "injected"));
+    fleet_refresh(e.fl, true); /* spent: up again */
+    assert_true(fleet_node_up(e.fl, "sv2"));
+    /* no answer (596: the quick retry meets the second): down at once */
+    ch_sim(&e, "POST", "/_sim/faults",
+           "{\"method\":\"GET\",\"path\":\"^/cluster/resources\",\"kind\":\"596\",\"count\":2}");
+    fleet_refresh(e.fl, true);
+    assert_false(fleet_node_up(e.fl, "sv2"));
+    ch_down(&e);
+}
+
 /* A counter of the calls on one path: a fault rule that delays them by 0 ms
  * (pvesim counts its hits). */
 static int counter(struct ch_env *e, const char *re)
@@ -253,6 +306,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_inventory),
+        cmocka_unit_test(test_inventory_error_keeps_the_last_view),
         cmocka_unit_test(test_probe_skipped_after_success),
         cmocka_unit_test(test_probe_hung_node_holds_up_no_other),
     };
