@@ -167,14 +167,14 @@ static void close_world(struct world *w)
 
 /* A stop that waits on a step in a Proxmox call (a hung node: the call's
  * timeout, then its retries) would hold a restart for minutes, when it is
- * needed most. Past STOP_GRACE_MS the process exits without waiting: the
- * steps still out are resumed as after a crash (their leases given up). */
+ * needed most. Past STOP_GRACE_MS, or at a second SIGTERM or SIGINT, the
+ * process exits without waiting: the steps still out are resumed as after
+ * a crash (their leases given up). */
 #define STOP_GRACE_MS 10000
 
 struct stop_watch {
     pthread_mutex_t mu;
-    pthread_cond_t cv;
-    bool done;
+    bool done; /* the stop ended: the main thread goes on to free the world */
     struct core *k;
 };
 
@@ -182,19 +182,32 @@ static void *stop_watch_main(void *arg)
 {
     mem_thread_name("stop-watch");
     struct stop_watch *s = arg;
-    struct timespec at;
-    clock_gettime(CLOCK_MONOTONIC, &at);
-    at.tv_sec += STOP_GRACE_MS / 1000;
+    /* SIGTERM, SIGINT and SIGUSR1 (the stop's end) are blocked in every
+     * thread (run_daemon): they queue for this wait */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGUSR1);
+    struct timespec left = {.tv_sec = STOP_GRACE_MS / 1000};
+    int sig;
+    do
+        sig = sigtimedwait(&sigs, NULL, &left); /* EINTR: rare, the grace starts over */
+    while (sig < 0 && errno == EINTR);
+    if (sig == SIGUSR1)
+        return NULL;
+    /* the lock is kept to the end: the main thread cannot go on to free
+     * what the threads still running use */
     pthread_mutex_lock(&s->mu);
-    while (!s->done && pthread_cond_timedwait(&s->cv, &s->mu, &at) != ETIMEDOUT)
-        ;
     if (!s->done) {
-        /* the lock is kept to the end: the main thread cannot go on to
-         * free what the threads still running use */
-        log_warn("proxd",
-                 "still stopping after %d s (a step waits on a Proxmox call): "
-                 "exiting; such steps resume at the next start, as after a crash",
-                 STOP_GRACE_MS / 1000);
+        if (sig > 0)
+            log_warn("proxd", "second signal while stopping: exiting now; steps still out "
+                              "resume at the next start, as after a crash");
+        else
+            log_warn("proxd",
+                     "still stopping after %d s (a step waits on a Proxmox call): "
+                     "exiting; such steps resume at the next start, as after a crash",
+                     STOP_GRACE_MS / 1000);
         core_abandon(s->k);
         _exit(0);
     }
@@ -204,11 +217,6 @@ static void *stop_watch_main(void *arg)
 
 static bool stop_watch_start(struct stop_watch *s, pthread_t *t)
 {
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&s->cv, &ca);
-    pthread_condattr_destroy(&ca);
     pthread_mutex_init(&s->mu, NULL);
     if (mem_thread_start(t, stop_watch_main, s) == 0)
         return true;
@@ -220,8 +228,8 @@ static void stop_watch_end(struct stop_watch *s, pthread_t t)
 {
     pthread_mutex_lock(&s->mu);
     s->done = true;
-    pthread_cond_signal(&s->cv);
     pthread_mutex_unlock(&s->mu);
+    pthread_kill(t, SIGUSR1);
     pthread_join(t, NULL);
 }
 
@@ -236,7 +244,9 @@ static int run_daemon(const char *path)
     sigaddset(&sigs, SIGTERM);
     sigaddset(&sigs, SIGINT);
     sigaddset(&sigs, SIGHUP);
+    sigaddset(&sigs, SIGUSR1); /* the stop watch's: its stop ended */
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    sigdelset(&sigs, SIGUSR1);
     int rc = open_world(&w, path, true);
     if (rc)
         goto out;

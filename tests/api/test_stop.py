@@ -6,8 +6,10 @@ proxd's default) and its retries: a restart at the worst moment held for
 minutes, or killed by the service manager. proxd exits 10 s after SIGTERM
 whatever is still out (exit status 0, a warning saying so), giving up the
 leases of the jobs it leaves, and the next start resumes them as after a
-crash: the creation ends done with one VM.
+crash: the creation ends done with one VM. A second SIGTERM or SIGINT
+(Ctrl-C twice) exits at once the same way.
 """
+import signal
 import time
 
 from lib.cases import case, finish
@@ -56,6 +58,33 @@ def a_stop_does_not_wait_out_a_call_that_hangs():
     assert [v["vmid"] for v in made] == [j["vmid"]], [v["vmid"] for v in made]
     assert ",size=40G" in made[0]["conf"]["scsi0"], made[0]["conf"]
     print("[ figures ] stopped %.1f s after SIGTERM with a step in a hung call" % took)
+
+
+@case
+def a_second_signal_exits_at_once():
+    sim.add_faults([{"kind": "delay", "method": "PUT", "path": RESIZE, "delay_ms": 120000,
+                     "count": 1}])
+    hits = resize_hits()
+    r = px.call("POST", "/v1/vms", ADMIN, {"os": "ubuntu", "name": "again", "cores": 1,
+                                           "memory_mb": 512, "disk_gb": 40})
+    assert r.status_code == 202, r.text
+    job = r.json()["job"]
+    wait_for(lambda: resize_hits() > hits, deadline=60, interval=0.05, what="the resize sent")
+    px.proc.terminate()
+    # the first signal taken (two pending at once would be one)
+    wait_for(lambda: px.logs_contain("stopping: no new jobs"), deadline=10, interval=0.02,
+             what="the stop begun")
+    t0 = time.monotonic()
+    px.proc.send_signal(signal.SIGINT)
+    rc = px.proc.wait(5)
+    took = time.monotonic() - t0
+    assert rc == 0, (rc, px.tail())
+    assert px.logs_contain("second signal while stopping"), px.tail()
+    sim.clear_faults()
+    px.start()
+    j = px.wait_job(job, ADMIN, deadline=90)
+    assert j["state"] == "done", j
+    print("[ figures ] exited %.2f s after the second signal" % took)
 
 
 shutdown(px, sim)
