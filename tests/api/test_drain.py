@@ -198,12 +198,16 @@ def drain_of_n_vms_survives_a_kill():
     # room: N VMs of 1 GiB (proxd reserves their memory, stopped or not)
     # on four nodes of N/4 + 2 GiB, 1 GiB margin (30: 9 GiB, 32 usable; set
     # now: the inventory sees it while the VMs are made)
-    for n in NODES[1:]:
-        sim.ctl("POST", "/nodes/" + n, {"memory_gb": GIB_PER_NODE})
+    # (each size waited for in proxd's inventory: a creation placed on the
+    # view before it found sv1 full, as in soak seed 203)
+    set_memory(NODES[1:], GIB_PER_NODE)
     if N_VMS > 40:  # sv1 holds them all first (memory and disks)
+        gb = 12 * N_VMS + 200
         for n in NODES:
-            sim.ctl("POST", "/nodes/" + n, {"storage_gb": {"local-lvm": 12 * N_VMS + 200}})
-        sim.ctl("POST", "/nodes/sv1", {"memory_gb": N_VMS + 8})
+            sim.ctl("POST", "/nodes/" + n, {"storage_gb": {"local-lvm": gb}})
+        wait_for(lambda: all(v["disk_gb"]["total"] == gb for v in nodes().values()),
+                 deadline=30, interval=0.1, what="inventory of the new storage sizes")
+        set_memory(["sv1"], N_VMS + 8)
     t_make = time.monotonic()
     made = {}
     for i, tok in enumerate(OWNERS):
