@@ -461,6 +461,12 @@ int cmd_node(struct cli *c, int argc, char **argv)
             snprintf(cord, sizeof cord, "cordoned by %s", cli_str(n, "cordoned_by"));
         printf("%-8s %-8s %-30s %-30s %4lld  %s\n", cli_str(n, "name"), cli_str(n, "health"), ms,
                ds, cli_num(n, "vms"), cord);
+        /* a node down: why, under its row (what an operator looks for first) */
+        const char *why = json_string_value(json_object_get(n, "last_error"));
+        const char *at = json_string_value(json_object_get(n, "probe_at"));
+        if (strcmp(cli_str(n, "health"), "down") == 0 && why)
+            printf("%-8s why: %s%s%s%s\n", "", why, at ? " (asked again at " : "", at ? at : "",
+                   at ? ")" : "");
     }
     json_decref(ans);
     return EXIT_OK;

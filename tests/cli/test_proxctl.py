@@ -105,6 +105,24 @@ def run_cases():
         assert json.loads(ctl("--json", "node", "list").stdout)["nodes"][0]["name"] == "sv1"
 
     @case
+    def node_list_says_why_a_node_is_down():
+        def health(name):
+            ns = json.loads(ctl("--json", "node", "list").stdout)["nodes"]
+            return [n for n in ns if n["name"] == name][0]["health"]
+        sim = state["sim"]
+        sim.ctl("POST", "/nodes/sv5", {"state": "offline"})
+        try:
+            wait_for(lambda: health("sv5") == "down", deadline=30, interval=0.1, what="sv5 down")
+            rows = ctl("node", "list").stdout.splitlines()
+            at = [i for i, x in enumerate(rows) if x.split()[0:2] == ["sv5", "down"]]
+            assert at and rows[at[0] + 1].split()[0] == "why:", rows
+            assert "offline (as the cluster reports it)" in rows[at[0] + 1], rows
+            assert len(rows) == 7, rows  # only the down node has a second line
+        finally:
+            sim.ctl("POST", "/nodes/sv5", {"state": "online"})
+            wait_for(lambda: health("sv5") == "up", deadline=30, interval=0.1, what="sv5 up")
+
+    @case
     def lifecycle_and_show():
         for args in (["vm", "pause", "1000"], ["vm", "resume", "1000"],
                      ["vm", "resize", "1000", "--disk", "30G"],
