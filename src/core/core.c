@@ -1183,6 +1183,6 @@ void core_stop(struct core *k)
     fleet_probe_stop(k->fl);
     /* the jobs we were running stopped at a checkpoint: let the next proxd
      * (or another instance) take them at once instead of after the lease */
-    store_job_expire_owner(k->st, k->instance, NULL);
+    core_abandon(k);
     k->started = false;
 }

@@ -139,6 +139,18 @@ static void test_inventory(void **state)
     ch_down(&e);
 }
 
+/* pvesim answers the next `count` inventory reads with a fault of `kind`
+ * ("error": a 500 saying "injected") */
+static void inventory_fault(struct ch_env *e, const char *kind, int count)
+{
+    char body[256];
+    snprintf(body, sizeof body,
+             "{\"method\":\"GET\",\"path\":\"^/cluster/resources\",\"kind\":\"%s\","
+             "\"status\":500,\"message\":\"injected\",\"count\":%d}",
+             kind, count);
+    ch_sim(e, "POST", "/_sim/faults", body);
+}
+
 /* An inventory read answered with an error (a 500: pveproxy up, pmxcfs
  * restarting, say) keeps the last inventory and its nodes up: one such
  * answer must not take the whole cluster out of placement. The third in a
@@ -153,9 +165,7 @@ static void test_inventory_error_keeps_the_last_view(void **state)
     assert_true(fleet_node_up(e.fl, "sv1") && fleet_node_up(e.fl, "sv2"));
     struct node_view before, nv;
     assert_int_equal(fleet_node_view(e.fl, "sv2", &before), 0);
-    ch_sim(&e, "POST", "/_sim/faults",
-           "{\"method\":\"GET\",\"path\":\"^/cluster/resources\",\"kind\":\"error\","
-           "\"status\":500,\"message\":\"injected\",\"count\":2}");
+    inventory_fault(&e, "error", 2);
     for (int i = 0; i < 2; i++) {
         fleet_refresh(e.fl, true);
         assert_true(fleet_node_up(e.fl, "sv1") && fleet_node_up(e.fl, "sv2"));
@@ -172,9 +182,7 @@ static void test_inventory_error_keeps_the_last_view(void **state)
     fleet_refresh(e.fl, true);
     assert_int_equal(fleet_node_view(e.fl, "sv2", &nv), 0);
     assert_true(nv.up && nv.refreshed_at >= before.refreshed_at);
-    ch_sim(&e, "POST", "/_sim/faults",
-           "{\"method\":\"GET\",\"path\":\"^/cluster/resources\",\"kind\":\"error\","
-           "\"status\":500,\"message\":\"injected\",\"count\":3}");
+    inventory_fault(&e, "error", 3);
     fleet_refresh(e.fl, true);
     fleet_refresh(e.fl, true);
     assert_true(fleet_node_up(e.fl, "sv2"));
@@ -185,8 +193,7 @@ static void test_inventory_error_keeps_the_last_view(void **state)
     fleet_refresh(e.fl, true); /* spent: up again */
     assert_true(fleet_node_up(e.fl, "sv2"));
     /* no answer (596: the quick retry meets the second): down at once */
-    ch_sim(&e, "POST", "/_sim/faults",
-           "{\"method\":\"GET\",\"path\":\"^/cluster/resources\",\"kind\":\"596\",\"count\":2}");
+    inventory_fault(&e, "596", 2);
     fleet_refresh(e.fl, true);
     assert_false(fleet_node_up(e.fl, "sv2"));
     ch_down(&e);
