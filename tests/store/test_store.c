@@ -608,6 +608,45 @@ static void test_vm_live_unique(void **state)
     EXPECT(STORE_E_CONFLICT, store_vm_update(f->s, &a, &e));
 }
 
+struct kv_writer {
+    store *s;
+    int rc;
+    struct store_error e;
+};
+
+static void *kv_writer_main(void *arg)
+{
+    struct kv_writer *w = arg;
+    w->rc = store_kv_set(w->s, "lock:other-thread", "x", &w->e);
+    return NULL;
+}
+
+/* A writing transaction that fails (here at a unique key) lets the write
+ * lock go (the transaction is rolled back). Kept, it would hold every later
+ * writer of another thread (its busy timeout, then db_tx's retries) until
+ * the store call failed, and this thread's next BEGIN would fail at once. */
+static void test_write_lock_let_go(void **state)
+{
+    struct fx *f = *state;
+    struct store_error e;
+    struct vm_rec a = vm_new(300, "alice", "debian12");
+    OK(store_vm_insert(f->s, &a, &e_));
+    for (int i = 0; i < 3; i++) {
+        struct vm_rec b = vm_new(300, "bob", "debian12");
+        EXPECT(STORE_E_CONFLICT, store_vm_insert(f->s, &b, &e));
+        struct kv_writer w = {.s = f->s};
+        pthread_t th;
+        assert_int_equal(pthread_create(&th, NULL, kv_writer_main, &w), 0);
+        assert_int_equal(pthread_join(th, NULL), 0);
+        if (w.rc != STORE_OK)
+            fail_msg("another thread's write after a failed one: %d %s", w.rc, w.e.message);
+        OK(store_kv_set(f->s, "lock:this-thread", "y", &e_));
+    }
+    struct store_kv kv;
+    OK(store_kv_get(f->s, "lock:other-thread", &kv, &e_));
+    assert_string_equal(kv.value, "x");
+}
+
 static void test_vm_list(void **state)
 {
     struct fx *f = *state;
@@ -4162,6 +4201,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_event_log_jobs_nodes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_event_ids_commit_ordered, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vm_live_unique, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_write_lock_let_go, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vm_list, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vm_scan_filters, setup, teardown),
         cmocka_unit_test_setup_teardown(test_job_crud, setup, teardown),
