@@ -169,14 +169,40 @@ static void close_world(struct world *w)
  * timeout, then its retries) would hold a restart for minutes, when it is
  * needed most. Past STOP_GRACE_MS, or at a second SIGTERM or SIGINT, the
  * process exits without waiting: the steps still out are resumed as after
- * a crash (their leases given up). */
+ * a crash (their leases given up). Giving the leases up is a write to the
+ * store, which may itself not answer (a PostgreSQL server cut off, another
+ * process holding SQLite's lock): ABANDON_MS bounds it, and past it the
+ * leases run out by themselves. */
 #define STOP_GRACE_MS 10000
+#define ABANDON_MS 5000
 
 struct stop_watch {
     pthread_mutex_t mu;
     bool done; /* the stop ended: the main thread goes on to free the world */
     struct core *k;
 };
+
+static void *abandon_bound_main(void *arg)
+{
+    (void)arg;
+    mem_thread_name("stop-bound");
+    sleep_ms(ABANDON_MS);
+    log_warn("proxd",
+             "the store did not take the leases back in %d s: exiting; they run out by "
+             "themselves (a proxd started on this host takes them over at once)",
+             ABANDON_MS / 1000);
+    _exit(0);
+}
+
+/* The leases given up within ABANDON_MS, or not at all: exits either way. */
+static void abandon_and_exit(struct core *k)
+{
+    pthread_t t;
+    if (mem_thread_start(&t, abandon_bound_main, NULL) == 0)
+        pthread_detach(t);
+    core_abandon(k);
+    _exit(0);
+}
 
 static void *stop_watch_main(void *arg)
 {
@@ -208,8 +234,7 @@ static void *stop_watch_main(void *arg)
                      "still stopping after %d s (a step waits on a Proxmox call): "
                      "exiting; such steps resume at the next start, as after a crash",
                      STOP_GRACE_MS / 1000);
-        core_abandon(s->k);
-        _exit(0);
+        abandon_and_exit(s->k);
     }
     pthread_mutex_unlock(&s->mu);
     return NULL;
