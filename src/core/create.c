@@ -432,6 +432,25 @@ static enum probe probe_vm(struct ctx *c, struct pve_vm_config *cfg, struct pve_
     return PROBE_FOREIGN;
 }
 
+/* Our VM, from a clone request whose answer was lost (or sent before a
+ * crash): wait_clone waits for it. Through its task when it still copies
+ * and the task is found (a failure told as the clone's, the copy's end
+ * seen at once); else through its config's lock. Not counted as a copy by
+ * placement: its start is not known, and a rate learnt from a late start
+ * would be too high. Releases cfg. */
+static void adopt_clone(struct ctx *c, struct pve_vm_config *cfg, const char *what)
+{
+    bool cloning = strcmp(cfg->lock, "clone") == 0;
+    pve_vm_config_release(cfg);
+    c->j->upid[0] = '\0';
+    if (cloning && pve_find_clone_task(c->pc, c->j->node, config_template(c->cn, c->os), c->j->vmid,
+                                       c->j->created_at / 1000, c->j->upid))
+        job_checkpoint(c->k, c->j, "wait_clone", 20, "%s, its clone under way (%s)", what,
+                       c->j->upid);
+    else
+        job_checkpoint(c->k, c->j, "wait_clone", 20, "%s", what);
+}
+
 /* Wait until the VM's config lock is gone (other clients see a clone's lock
  * outlive its task on busy nodes); remember the boot disk on the way. A
  * read that fails transiently is made again (TRIES in a row). */
@@ -482,8 +501,7 @@ static int step_clone(struct ctx *c)
         struct pve_vm_config cfg;
         enum probe p = probe_vm(c, &cfg, &e);
         if (p == PROBE_OURS) {
-            pve_vm_config_release(&cfg);
-            job_checkpoint(c->k, c->j, "wait_clone", 20, "found the clone from before");
+            adopt_clone(c, &cfg, "found the clone from before");
             return 0;
         }
         if (p == PROBE_OURS || p == PROBE_FOREIGN)
@@ -511,12 +529,12 @@ static int step_clone(struct ctx *c)
         struct pve_vm_config cfg;
         struct pve_error e2;
         enum probe p = probe_vm(c, &cfg, &e2);
-        if (p != PROBE_NONE && p != PROBE_ERROR)
-            pve_vm_config_release(&cfg);
         if (p == PROBE_OURS) {
-            job_checkpoint(c->k, c->j, "wait_clone", 20, "the clone exists already");
+            adopt_clone(c, &cfg, "the clone exists already");
             return 0;
         }
+        if (p != PROBE_NONE && p != PROBE_ERROR)
+            pve_vm_config_release(&cfg);
         return reallocate(c, e.message) ? 1 : -2;
     }
     if (rc) {

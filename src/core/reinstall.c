@@ -742,9 +742,12 @@ static void step_prepare(struct rctx *c)
 
 enum probe { P_NONE, P_OURS, P_OTHER, P_ERROR };
 
-static enum probe probe_tmp(struct rctx *c, struct pve_error *e)
+/* *cloning (may be NULL): the VM is ours and its clone still copies. */
+static enum probe probe_tmp(struct rctx *c, bool *cloning, struct pve_error *e)
 {
     struct pve_vm_config cfg;
+    if (cloning)
+        *cloning = false;
     int rc = read_config(c, tmp_vmid(c), &cfg, e);
     if (rc == PVE_E_NOTFOUND)
         return P_NONE;
@@ -752,9 +755,27 @@ static enum probe probe_tmp(struct rctx *c, struct pve_error *e)
         return P_ERROR;
     char m[96];
     snprintf(m, sizeof m, "proxd job %s", c->j->id);
-    bool ours = strstr(cfg.description, m) || (strcmp(cfg.lock, "clone") == 0 && !cfg.name[0]);
+    bool locked = strcmp(cfg.lock, "clone") == 0;
+    bool ours = strstr(cfg.description, m) || (locked && !cfg.name[0]);
+    if (cloning)
+        *cloning = ours && locked;
     pve_vm_config_release(&cfg);
     return ours ? P_OURS : P_OTHER;
+}
+
+/* The temporary VM is ours, from a clone request whose answer was lost
+ * (or sent before a crash): wait_clone waits for it. Through its task when
+ * it still copies and the task is found (its failure is then told as the
+ * clone's, and its end seen at once); else through its config's lock. */
+static void adopt_clone(struct rctx *c, bool cloning, const char *what)
+{
+    c->j->upid[0] = '\0';
+    if (cloning && pve_find_clone_task(c->pc, tmp_node(c), (int)st_int(c, "template"), tmp_vmid(c),
+                                       c->j->created_at / 1000, c->j->upid))
+        job_checkpoint(c->k, c->j, "wait_clone", 20, "%s, its clone under way (%s)", what,
+                       c->j->upid);
+    else
+        job_checkpoint(c->k, c->j, "wait_clone", 20, "%s", what);
 }
 
 static void step_clone(struct rctx *c)
@@ -765,9 +786,10 @@ static void step_clone(struct rctx *c)
     int tpl = (int)st_int(c, "template");
     for (int n = 0;;) {
         if (c->resumed) {
-            enum probe p = probe_tmp(c, &e);
+            bool cloning;
+            enum probe p = probe_tmp(c, &cloning, &e);
             if (p == P_OURS) {
-                job_checkpoint(c->k, c->j, "wait_clone", 20, "found the temporary VM from before");
+                adopt_clone(c, cloning, "found the temporary VM from before");
                 return;
             }
             if (p == P_NONE && pve_find_clone_task(c->pc, tmp_node(c), tpl, tmp_vmid(c),
@@ -793,13 +815,30 @@ static void step_clone(struct rctx *c)
         c->j->upid[0] = '\0';
         int rc = pve_vm_clone(c->pc, tmp_node(c), tpl, &o, c->j->upid, &e);
         if (rc == PVE_E_EXISTS) {
-            store_vmid_mark_foreign(c->k->st, tmp_vmid(c), NULL);
-            st_set_int(c, "tmp_vmid", 0);
-            fail_to(c, "abort", "the temporary VMID is taken outside proxd: %s", e.message);
-            return;
-        }
-        if (!rc)
+            /* ours when an earlier request of this step went through
+             * unanswered and its task was not found (pve_vm_clone looks) */
+            struct pve_error pe = {0};
+            bool cloning;
+            enum probe p = probe_tmp(c, &cloning, &pe);
+            if (p == P_OURS) {
+                adopt_clone(c, cloning, "the temporary VM exists already");
+                return;
+            }
+            if (p == P_OTHER) {
+                store_vmid_mark_foreign(c->k->st, tmp_vmid(c), NULL);
+                st_set_int(c, "tmp_vmid", 0);
+                fail_to(c, "abort", "the temporary VMID is taken outside proxd: %s", e.message);
+                return;
+            }
+            if (p == P_NONE && ++n < TRIES && !core_stopping(c->k)) {
+                c->resumed = true; /* gone since (its clone failed): ask again */
+                continue;
+            }
+            if (p == P_ERROR)
+                e = pe;
+        } else if (!rc) {
             break;
+        }
         if (!again(c, &n, &e)) {
             fail_to(c, "abort", "clone failed: %s", e.message);
             return;
@@ -1344,7 +1383,7 @@ static int remove_tmp(struct rctx *c, struct pve_error *e)
 {
     if (!tmp_vmid(c))
         return 0;
-    enum probe p = probe_tmp(c, e);
+    enum probe p = probe_tmp(c, NULL, e);
     if (p == P_ERROR)
         return -2;
     if (p == P_OTHER) { /* not ours: never touched, never handed out */

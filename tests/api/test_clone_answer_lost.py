@@ -1,0 +1,111 @@
+"""A clone whose answer is lost, and whose task cannot be found either.
+
+The clone request reaches Proxmox but its answer does not come back (here
+pvesim holds it past proxd's call timeout); proxd then looks for the clone
+task (so as not to clone twice) and, not finding it (the task list answers
+500 twice), asks again: Proxmox answers "already exists", the VM being its
+own clone under way. That VM is proxd's (its description names the job):
+the job waits for it, through its task once found, rather than taking the
+VMID for a stranger's (a reinstall did, and left the copy behind) or
+waiting on its config's lock alone. Cases, on one pvesim and one proxd:
+  - a creation: ends done with one VM, its clone waited on through its
+    task (the job's events name the UPID);
+  - a reinstall: the same, no temporary VM left, the temporary VMID not
+    quarantined as foreign.
+"""
+from lib.cases import case, finish
+from lib.db import query
+from lib.proxd import Proxd, shutdown
+from lib.sim import Sim
+from lib.wait import wait_for
+
+# each clone copies for a few seconds: the lost answer comes while it runs
+sim = Sim(time_scale=0.2)
+px = Proxd(sim, proxd_extra="placement = ordered\n", proxmox_extra="timeout = 3\n")
+ALICE = px.token("alice")
+px.start()
+
+CLONE = r"^/nodes/[^/]+/qemu/\d+/clone$"
+TASKS = r"^/nodes/[^/]+/tasks$"
+
+
+def clone_calls():
+    return sim.ctl("GET", "/calls")["calls"].get("POST /nodes/{node}/qemu/{vmid}/clone", 0)
+
+
+def lose_the_answer():
+    """The next clone's answer held 8 s (the call times out at 3), the task
+    list failing for the two looks of pve_vm_clone, before and after its
+    second request (the third look, the job's, finds the task)."""
+    before = clone_calls()
+    sim.add_faults([{"kind": "delay", "method": "POST", "path": CLONE, "delay_ms": 8000,
+                     "count": 1},
+                    {"kind": "error", "method": "GET", "path": TASKS, "status": 500,
+                     "message": "injected: task list", "count": 2}])
+    return before
+
+
+def second_ask_then_heal(before):
+    try:
+        wait_for(lambda: clone_calls() >= before + 2, deadline=60, interval=0.05,
+                 what="the clone asked for again")
+    except AssertionError:
+        print(px.tail(60))
+        raise
+    sim.clear_faults()
+
+
+def events(job):
+    return [m for (m,) in query(px.db, "SELECT message FROM job_events WHERE job = '%s' "
+                                       "ORDER BY seq" % job)]
+
+
+def temps():
+    return [v["vmid"] for v in sim.state()["vms"]
+            if "reinstall of VM" in (v["conf"].get("description") or "")]
+
+
+@case
+def a_creation_waits_for_its_own_clone():
+    before = lose_the_answer()
+    r = px.call("POST", "/v1/vms", ALICE, {"os": "ubuntu", "name": "lost-1", "cores": 1,
+                                           "memory_mb": 512, "disk_gb": 12})
+    assert r.status_code == 202, r.text
+    job = r.json()["job"]
+    second_ask_then_heal(before)
+    j = px.wait_job(job, ALICE, deadline=120)
+    assert j["state"] == "done", j
+    mine = [v["vmid"] for v in sim.state()["vms"] if v["conf"].get("name") == "lost-1"]
+    assert mine == [j["vmid"]], mine
+    ev = events(job)
+    assert any("exists already, its clone under way (UPID:" in m and ":qmclone:" in m
+               for m in ev), ev
+
+
+@case
+def a_reinstall_waits_for_its_own_temporary_vm():
+    r = px.call("POST", "/v1/vms", ALICE, {"os": "ubuntu", "name": "lost-2", "cores": 1,
+                                           "memory_mb": 512, "disk_gb": 12})
+    assert r.status_code == 202, r.text
+    j = px.wait_job(r.json()["job"], ALICE, deadline=120)
+    assert j["state"] == "done", j
+    vmid = j["vmid"]
+    before = lose_the_answer()
+    r = px.call("POST", "/v1/vms/%d/reinstall" % vmid, ALICE, {"os": "debian"})
+    assert r.status_code == 202, r.text
+    job = r.json()["job"]
+    second_ask_then_heal(before)
+    j = px.wait_job(job, ALICE, deadline=120)
+    ev = events(job)
+    assert j["state"] == "done", (j, ev)
+    assert any("exists already, its clone under way (UPID:" in m and ":qmclone:" in m
+               for m in ev), ev
+    assert temps() == [], temps()
+    v = sim.vm_view(vmid)
+    assert v["power"] == "running" and v["os"] == "debian", v
+    foreign = query(px.db, "SELECT vmid FROM vmid_alloc WHERE state = 'foreign'")
+    assert foreign == [], foreign
+
+
+shutdown(px, sim)
+finish()
