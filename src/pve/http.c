@@ -318,6 +318,35 @@ static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_
     return 1;
 }
 
+/* curl sends a request again by itself, on a new connection, when a
+ * reused one closes without an answer ("Connection died, retrying a fresh
+ * connect"). For a read that is right; a write may have been served before
+ * its answer was lost (a clone started, a VM deleted), and sent again it
+ * does its work twice or fails against its own first run ("already
+ * exists": a creation took its own clone for a stranger's VM and made a
+ * second). So a write goes out once per exchange: a second sending is
+ * refused here, and the exchange fails as one that may have been served
+ * (maybe_sent); PVE_CALL_ONCE callers look before they ask again. */
+struct once {
+    bool sent;
+    bool refused; /* curl went to send it again */
+};
+
+static int on_prereq(void *ud, char *ip, char *local_ip, int port, int local_port)
+{
+    (void)ip;
+    (void)local_ip;
+    (void)port;
+    (void)local_port;
+    struct once *o = ud;
+    if (o->sent) {
+        o->refused = true;
+        return CURL_PREREQFUNC_ABORT;
+    }
+    o->sent = true;
+    return CURL_PREREQFUNC_OK;
+}
+
 static size_t on_body(char *p, size_t size, size_t nmemb, void *ud)
 {
     struct sink *s = ud;
@@ -454,6 +483,7 @@ int pve_http_perform(pve_client *c, const struct pve_host *h, const struct pve_r
     struct sink s = {.body = BUF_INIT(PVE_BODY_MAX), .reason = rs->reason};
     struct curl_slist *hdrs = NULL;
     struct pve_conn *k = NULL;
+    struct once once = {0};
     bool getlike = is_get_like(rq->method);
     bool json = false;
     int rc = -1;
@@ -491,6 +521,8 @@ int pve_http_perform(pve_client *c, const struct pve_host *h, const struct pve_r
         curl_easy_setopt(ch, CURLOPT_POSTFIELDS, body.data ? body.data : "");
         curl_easy_setopt(ch, CURLOPT_CUSTOMREQUEST,
                          strcmp(rq->method, "POST") == 0 ? NULL : rq->method);
+        curl_easy_setopt(ch, CURLOPT_PREREQFUNCTION, on_prereq);
+        curl_easy_setopt(ch, CURLOPT_PREREQDATA, &once);
     }
     curl_easy_setopt(ch, CURLOPT_TIMEOUT_MS, rq->timeout_ms > 0 ? rq->timeout_ms : c->timeout_ms);
     curl_easy_setopt(ch, CURLOPT_HTTPHEADER, hdrs);
@@ -511,6 +543,12 @@ int pve_http_perform(pve_client *c, const struct pve_host *h, const struct pve_r
     int64_t t0 = mono_ms();
     s.t0 = t0;
     rs->cc = curl_easy_perform(ch);
+    if (once.refused) {
+        /* what curl met before it went to send again: nothing came back */
+        rs->cc = CURLE_GOT_NOTHING;
+        snprintf(k->errbuf, sizeof k->errbuf,
+                 "the connection closed without an answer after the request was sent");
+    }
     if (s.cut) {
         /* a timeout of the short look's, after the request went out: a
          * network failure as a timeout is, the connection is closed */
@@ -542,6 +580,8 @@ int pve_http_perform(pve_client *c, const struct pve_host *h, const struct pve_r
     /* Do not leave pointers to this frame's data in the pooled handle. */
     curl_easy_setopt(ch, CURLOPT_HTTPHEADER, NULL);
     curl_easy_setopt(ch, CURLOPT_POSTFIELDS, NULL);
+    curl_easy_setopt(ch, CURLOPT_PREREQFUNCTION, NULL);
+    curl_easy_setopt(ch, CURLOPT_PREREQDATA, NULL);
     curl_easy_setopt(ch, CURLOPT_COOKIE, NULL);
     curl_easy_setopt(ch, CURLOPT_WRITEDATA, NULL);
     curl_easy_setopt(ch, CURLOPT_HEADERDATA, NULL);

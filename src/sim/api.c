@@ -250,6 +250,10 @@ static bool fault_apply(struct sim *s, struct sim_fault *f, struct sim_call *c, 
         r->hang = true;
         return true;
     }
+    if (strcmp(f->kind, "drop") == 0) {
+        r->drop = true; /* the call is served, its answer never sent */
+        return false;
+    }
     if (strcmp(f->kind, "595") == 0 || strcmp(f->kind, "596") == 0) {
         http_resp_status(r, atoi(f->kind), f->message ? f->message : "Connection timed out");
         r->close = true;
@@ -279,8 +283,8 @@ static bool fault_apply(struct sim *s, struct sim_fault *f, struct sim_call *c, 
 static sim_handler route_find(const char *verb, const char *path)
 {
     static const struct sim_route *const tables[] = {
-        sim_routes_nodes, sim_routes_cluster,  sim_routes_qemu,    sim_routes_power,
-        sim_routes_tasks, sim_routes_vmops,    sim_routes_migrate, sim_routes_agent,
+        sim_routes_nodes, sim_routes_cluster,   sim_routes_qemu,    sim_routes_power,
+        sim_routes_tasks, sim_routes_vmops,     sim_routes_migrate, sim_routes_agent,
         sim_routes_lxc,   sim_routes_inventory, sim_routes_movedisk};
     for (size_t t = 0; t < sizeof tables / sizeof *tables; t++)
         for (const struct sim_route *r = tables[t]; r->verb; r++)

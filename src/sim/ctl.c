@@ -135,8 +135,8 @@ out:
 
 static bool kind_ok(const char *k)
 {
-    static const char *const kinds[] = {"lock_timeout", "error",      "595",  "596",
-                                        "delay",        "task_error", "hang", NULL};
+    static const char *const kinds[] = {"lock_timeout", "error", "595",  "596", "delay",
+                                        "task_error",   "hang",  "drop", NULL};
     for (int i = 0; kinds[i]; i++)
         if (strcmp(kinds[i], k) == 0)
             return true;
@@ -172,7 +172,7 @@ static void fault_add(struct sim *s, const struct http_req *req, struct http_res
     json_t *rate = json_object_get(b, "rate"), *count = json_object_get(b, "count");
     struct sim_fault *f = NULL;
     if (!kind || !kind_ok(kind)) {
-        bad(r, 400, "kind: one of lock_timeout, error, 595, 596, delay, task_error, hang");
+        bad(r, 400, "kind: one of lock_timeout, error, 595, 596, delay, task_error, hang, drop");
         goto out;
     }
     json_t *jm = json_object_get(b, "method");

@@ -79,6 +79,8 @@ struct http_resp {
     long delay_ms; /* wait this long before answering (PVE's 3 s 401 delay) */
     bool hang;     /* never answer; hold the connection until the client leaves
                       or the listener is switched back (a hung node) */
+    bool drop;     /* the request was served, but its answer is lost: close the
+                      connection without a byte (a proxy or link gone) */
 };
 
 /* Set status and reason (the reason is copied; only its first line is used,

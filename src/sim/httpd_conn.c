@@ -252,6 +252,8 @@ static bool handle(struct conn *c, struct rq *q, bool last)
         hang(c, atomic_load(&c->l->gen));
         goto out;
     }
+    if (r.drop)
+        goto out; /* not kept: the caller closes it */
     if (r.delay_ms > 0 && !nap(c, r.delay_ms))
         goto out;
     if (blackholed(c))

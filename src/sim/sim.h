@@ -218,7 +218,7 @@ struct sim_fault {
     char *pattern;  /* PCRE2 on the decoded path without /api2/json */
     void *re;       /* compiled pattern */
     char node[64];  /* "" = any */
-    char kind[16];  /* lock_timeout, error, 595, 596, delay, task_error, hang */
+    char kind[16];  /* lock_timeout, error, 595, 596, delay, task_error, hang, drop */
     int status;
     char *message;
     long delay_ms;

@@ -11,7 +11,12 @@ waiting on its config's lock alone. Cases, on one pvesim and one proxd:
   - a creation: ends done with one VM, its clone waited on through its
     task (the job's events name the UPID);
   - a reinstall: the same, no temporary VM left, the temporary VMID not
-    quarantined as foreign.
+    quarantined as foreign;
+  - the clone's answer dropped (pvesim serves it, then closes the
+    connection): one clone request, one VM. curl sent a write again by
+    itself when a reused connection closed without an answer; the second
+    clone failed "already exists" and the job took its own VM for a
+    stranger's and made a second one (pve/http.c now refuses curl's resend).
 """
 from lib.cases import case, finish
 from lib.db import query
@@ -105,6 +110,39 @@ def a_reinstall_waits_for_its_own_temporary_vm():
     assert v["power"] == "running" and v["os"] == "debian", v
     foreign = query(px.db, "SELECT vmid FROM vmid_alloc WHERE state = 'foreign'")
     assert foreign == [], foreign
+
+
+@case
+def dropped_answers_make_one_vm_each():
+    """The clone's answer dropped (the connection closed without a byte once
+    pvesim served it): on a reused connection curl sends the request again
+    by itself, and Proxmox answers "already exists"; on a new one proxd
+    looks for the task. Either way one VM, the job done."""
+    for i in range(3):
+        before = clone_calls()
+        sim.add_faults([{"kind": "drop", "method": "POST", "path": CLONE, "count": 1}])
+        name = "drop-%d" % i
+        r = px.call("POST", "/v1/vms", ALICE, {"os": "ubuntu", "name": name, "cores": 1,
+                                               "memory_mb": 512, "disk_gb": 12})
+        assert r.status_code == 202, r.text
+        j = px.wait_job(r.json()["job"], ALICE, deadline=120)
+        assert sim.clear_faults() == 1
+        assert j["state"] == "done", (j, events(j["id"]))
+        mine = [v["vmid"] for v in sim.state()["vms"] if v["conf"].get("name") == name]
+        assert mine == [j["vmid"]], mine
+        print("[ figures ] %s: %d clone requests" % (name, clone_calls() - before))
+    vmid = j["vmid"]
+    before = clone_calls()
+    sim.add_faults([{"kind": "drop", "method": "POST", "path": CLONE, "count": 1}])
+    r = px.call("POST", "/v1/vms/%d/reinstall" % vmid, ALICE, {"os": "debian"})
+    assert r.status_code == 202, r.text
+    job = r.json()["job"]
+    j = px.wait_job(job, ALICE, deadline=120)
+    assert sim.clear_faults() == 1
+    assert j["state"] == "done", (j, events(job))
+    assert temps() == [], temps()
+    assert sim.vm_view(vmid)["os"] == "debian"
+    print("[ figures ] reinstall: %d clone requests" % (clone_calls() - before))
 
 
 shutdown(px, sim)

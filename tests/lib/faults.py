@@ -4,14 +4,17 @@ Add them with Sim.add_faults; Sim.clear_faults removes them."""
 
 # A mix of random faults: each kind a Proxmox call can meet, and its share
 # of the failing calls.
-FAULT_MIX = (("error", 0.35), ("lock_timeout", 0.2), ("596", 0.15), ("task_error", 0.15),
-             ("delay", 0.15))
+# A dropped answer (the call served, the answer lost) is the one a client
+# cannot tell from a call that never arrived: it must look before asking
+# again, and must know its own work when it finds it.
+FAULT_MIX = (("error", 0.30), ("lock_timeout", 0.2), ("596", 0.15), ("task_error", 0.15),
+             ("delay", 0.10), ("drop", 0.10))
 # the randomized tests' kinds of faults, and their shares, of reads and of
 # writes: reads get the kinds that apply to them (no lock timeouts or
 # failing tasks: they start none)
-READS = (("error", 0.45), ("596", 0.20), ("delay", 0.25), ("hang", 0.10))
-WRITES = (("error", 0.25), ("lock_timeout", 0.15), ("596", 0.10), ("task_error", 0.30),
-          ("delay", 0.15), ("hang", 0.05))
+READS = (("error", 0.40), ("596", 0.20), ("delay", 0.20), ("hang", 0.10), ("drop", 0.10))
+WRITES = (("error", 0.20), ("lock_timeout", 0.15), ("596", 0.10), ("task_error", 0.30),
+          ("delay", 0.10), ("hang", 0.05), ("drop", 0.10))
 
 
 def fault_mix(rate, path="^/nodes/", mix=FAULT_MIX, method=None, delay_ms=300,

@@ -1,6 +1,9 @@
 /* A clone whose answer is lost after it was sent is found and adopted, not
  * sent again: one POST, one VM, the caller gets the real UPID. And a clone
- * that meets "already exists" for someone else's VM reports PVE_E_EXISTS. */
+ * that meets "already exists" for someone else's VM reports PVE_E_EXISTS.
+ * A write whose connection closes without an answer once it went out (a
+ * reused one: curl would send it again by itself) fails as maybe sent,
+ * sent once. */
 #include "harness.h"
 #include "pve/pve_api.h"
 
@@ -95,6 +98,41 @@ static void lost_answer_is_adopted(void **st)
     pve_client_free(c);
 }
 
+static void dropped_write_is_sent_once(void **st)
+{
+    (void)st;
+    pve_client *c = client(5000);
+    struct pve_error e;
+    char buf[1024];
+    struct pve_version v;
+    assert_int_equal(pve_get_version(c, &v, &e), 0); /* the next call reuses its connection */
+    sim_post("/_sim/faults",
+             "{\"method\":\"POST\",\"path\":\"/status/start$\",\"kind\":\"drop\",\"count\":1}");
+    long before = count_calls("POST /nodes/{node}/qemu/{vmid}/status/start");
+    json_t *d = NULL;
+    int rc =
+        pve_call_ex(c, "POST", "/nodes/sv1/qemu/700/status/start", NULL, PVE_CALL_ONCE, &d, &e);
+    if (rc != PVE_E_NETWORK || !e.maybe_sent)
+        fail_msg("a dropped start: %d %s", rc, pve_strerror(&e, buf, sizeof buf));
+    assert_int_equal(count_calls("POST /nodes/{node}/qemu/{vmid}/status/start") - before, 1);
+    /* a clone the same way: adopted through its task, one request, one VM */
+    assert_int_equal(pve_get_version(c, &v, &e), 0);
+    sim_post("/_sim/faults",
+             "{\"method\":\"POST\",\"path\":\"/clone$\",\"kind\":\"drop\",\"count\":1}");
+    before = count_calls("POST /nodes/{node}/qemu/{vmid}/clone");
+    char upid[PVE_UPID_MAX] = "";
+    struct pve_clone co = {.newid = 701, .name = "dropped", .full = 1};
+    rc = pve_vm_clone(c, "sv1", 8000, &co, upid, &e);
+    if (rc)
+        fail_msg("clone: %s", pve_strerror(&e, buf, sizeof buf));
+    assert_non_null(strstr(upid, ":qmclone:8000:"));
+    assert_int_equal(count_calls("POST /nodes/{node}/qemu/{vmid}/clone") - before, 1);
+    struct pve_task t;
+    assert_int_equal(pve_task_wait(c, upid, 30000, NULL, NULL, &t, &e), 0);
+    assert_string_equal(t.exitstatus, "OK");
+    pve_client_free(c);
+}
+
 static void someone_elses_vm_is_exists(void **st)
 {
     (void)st;
@@ -112,6 +150,7 @@ int main(void)
     pve_global_init();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(lost_answer_is_adopted),
+        cmocka_unit_test(dropped_write_is_sent_once),
         cmocka_unit_test(someone_elses_vm_is_exists),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

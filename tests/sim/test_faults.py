@@ -138,6 +138,32 @@ def hang_kind():
 
 
 @case
+def drop_kind():
+    """The call is served, its answer lost: the connection closes without a
+    byte; what the call did stays done (here, a clone runs)."""
+    with Sim(time_scale=0.01) as s:
+        fault(s, path=r"/clone$", kind="drop", count=1)
+        try:
+            s.api("POST", "/nodes/sv1/qemu/8000/clone", data={"newid": "100"}, timeout=5)
+            raise AssertionError("a dropped answer came")
+        except requests.exceptions.ConnectionError:
+            pass
+        tasks = s.data("GET", "/nodes/sv1/tasks", params={"typefilter": "qmclone"})
+        assert [t["id"] for t in tasks] == ["8000"], tasks
+        assert s.wait_task("sv1", tasks[0]["upid"])["exitstatus"] == "OK"
+        assert s.vm(100) is not None
+        assert s.ctl("GET", "/faults")[0]["hits"] == 1
+        # a read: served and lost the same way; the next one answers
+        fault(s, path="^/nodes/sv1/qemu$", kind="drop", count=1)
+        try:
+            s.api("GET", "/nodes/sv1/qemu", timeout=5)
+            raise AssertionError("a dropped answer came")
+        except requests.exceptions.ConnectionError:
+            pass
+        assert s.api("GET", "/nodes/sv1/qemu").status_code == 200
+
+
+@case
 def count_and_rate():
     with Sim(time_scale=0.01) as s:
         f = fault(s, path="^/version$", kind="error", message="flaky", count=2)
