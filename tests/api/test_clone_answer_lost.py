@@ -132,6 +132,12 @@ def dropped_answers_make_one_vm_each():
         assert mine == [j["vmid"]], mine
         print("[ figures ] %s: %d clone requests" % (name, clone_calls() - before))
     vmid = j["vmid"]
+    # an answer that does not come marks its node down until it is probed
+    # again (1 s); a VM there is not acted on meanwhile (409 node_down)
+    node = sim.vm(vmid)["node"]
+    wait_for(lambda: all(n["health"] == "up" for n in px.call("GET", "/v1/nodes", ALICE)
+                         .json()["nodes"] if n["name"] == node),
+             deadline=30, interval=0.1, what="node %s up again" % node)
     before = clone_calls()
     sim.add_faults([{"kind": "drop", "method": "POST", "path": CLONE, "count": 1}])
     r = px.call("POST", "/v1/vms/%d/reinstall" % vmid, ALICE, {"os": "debian"})
