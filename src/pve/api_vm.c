@@ -548,6 +548,40 @@ const char *pve_power_name(enum pve_power p)
     return (unsigned)p < sizeof names / sizeof *names ? names[p] : "?";
 }
 
+/* The task type a power action's worker runs under (qemu-server: a pause
+ * is "qmpause", a suspend to disk, which we never ask, "qmsuspend"). */
+static const char *power_task_type(enum pve_power p)
+{
+    static const char *const types[] = {"qmstart",  "qmstop",   "qmshutdown", "qmpause",
+                                        "qmresume", "qmreboot", "qmreset"};
+    return (unsigned)p < sizeof types / sizeof *types ? types[p] : "";
+}
+
+/* The newest task of `type` for `vmid` on `node` started at or after
+ * `since` (unix seconds, with 5 s of slack for the clocks); its UPID. */
+static bool find_task(pve_client *c, const char *node, int vmid, const char *type, int64_t since,
+                      char upid[PVE_UPID_MAX])
+{
+    struct pve_task *tasks = NULL;
+    size_t n = 0;
+    struct pve_error e;
+    bool found = false;
+    char id[16];
+    snprintf(id, sizeof id, "%d", vmid);
+    if (pve_task_list(c, node, vmid, type, 10, &tasks, &n, &e))
+        return false;
+    int64_t best = -1;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(tasks[i].type, type) == 0 && strcmp(tasks[i].id, id) == 0 &&
+            tasks[i].starttime >= since - 5 && tasks[i].starttime > best) {
+            best = tasks[i].starttime;
+            snprintf(upid, PVE_UPID_MAX, "%s", tasks[i].upid);
+            found = true;
+        }
+    free(tasks);
+    return found;
+}
+
 int pve_vm_power(pve_client *c, const char *node, int vmid, enum pve_power action,
                  const struct pve_power_opts *opts, char upid[PVE_UPID_MAX], struct pve_error *err)
 {
@@ -568,7 +602,18 @@ int pve_vm_power(pve_client *c, const char *node, int vmid, enum pve_power actio
         json_object_set_new(params, "skiplock", json_integer(1));
     /* power actions are idempotent in effect (a second start fails, a second
      * stop is a no-op), but a second task would confuse the caller's wait */
+    struct pve_error local;
+    if (!err)
+        err = &local;
+    int64_t t0 = wall_s();
     int rc = upid_call(c, "POST", path, params, PVE_CALL_ONCE, upid, err);
+    if (rc == PVE_E_NETWORK && err->maybe_sent &&
+        find_task(c, node, vmid, power_task_type(action), t0, upid)) {
+        /* the request was served and its answer lost: its task is the
+         * answer (asked again, a start would fail "already running") */
+        memset(err, 0, sizeof *err);
+        rc = 0;
+    }
     json_decref(params);
     return rc;
 }

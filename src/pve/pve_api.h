@@ -283,6 +283,9 @@ struct pve_power_opts {
     bool force_stop; /* shutdown: stop hard when the timeout passes */
     bool skiplock;
 };
+/* Sent once (PVE_CALL_ONCE). When the answer is lost after the request went
+ * out (PVE_E_NETWORK, maybe_sent), the action's task on the VM, started
+ * since the call, is looked for: found, it is the answer (upid, 0). */
 int pve_vm_power(pve_client *c, const char *node, int vmid, enum pve_power action,
                  const struct pve_power_opts *opts, char upid[PVE_UPID_MAX], struct pve_error *err);
 

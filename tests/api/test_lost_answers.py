@@ -1,4 +1,5 @@
-"""A clone whose answer is lost, and whose task cannot be found either.
+"""Calls whose answer is lost: a clone (also with its task not found), a
+power action.
 
 The clone request reaches Proxmox but its answer does not come back (here
 pvesim holds it past proxd's call timeout); proxd then looks for the clone
@@ -16,7 +17,10 @@ waiting on its config's lock alone. Cases, on one pvesim and one proxd:
     connection): one clone request, one VM. curl sent a write again by
     itself when a reused connection closed without an answer; the second
     clone failed "already exists" and the job took its own VM for a
-    stranger's and made a second one (pve/http.c now refuses curl's resend).
+    stranger's and made a second one (pve/http.c now refuses curl's resend);
+  - each power action's answer dropped: the job ends done, the VM where it
+    was asked to be (a start asked again failed "already running" and the
+    job said failed while the VM ran: the action's task is now looked for).
 """
 from lib.cases import case, finish
 from lib.db import query
@@ -63,6 +67,13 @@ def second_ask_then_heal(before):
 def events(job):
     return [m for (m,) in query(px.db, "SELECT message FROM job_events WHERE job = '%s' "
                                        "ORDER BY seq" % job)]
+
+
+def wait_node_up(vmid):
+    node = sim.vm(vmid)["node"]
+    wait_for(lambda: all(n["health"] == "up" for n in px.call("GET", "/v1/nodes", ALICE)
+                         .json()["nodes"] if n["name"] == node),
+             deadline=30, interval=0.1, what="node %s up again" % node)
 
 
 def temps():
@@ -134,10 +145,7 @@ def dropped_answers_make_one_vm_each():
     vmid = j["vmid"]
     # an answer that does not come marks its node down until it is probed
     # again (1 s); a VM there is not acted on meanwhile (409 node_down)
-    node = sim.vm(vmid)["node"]
-    wait_for(lambda: all(n["health"] == "up" for n in px.call("GET", "/v1/nodes", ALICE)
-                         .json()["nodes"] if n["name"] == node),
-             deadline=30, interval=0.1, what="node %s up again" % node)
+    wait_node_up(vmid)
     before = clone_calls()
     sim.add_faults([{"kind": "drop", "method": "POST", "path": CLONE, "count": 1}])
     r = px.call("POST", "/v1/vms/%d/reinstall" % vmid, ALICE, {"os": "debian"})
@@ -149,6 +157,30 @@ def dropped_answers_make_one_vm_each():
     assert temps() == [], temps()
     assert sim.vm_view(vmid)["os"] == "debian"
     print("[ figures ] reinstall: %d clone requests" % (clone_calls() - before))
+
+
+
+@case
+def dropped_power_answers_end_done():
+    r = px.call("POST", "/v1/vms", ALICE, {"os": "ubuntu", "name": "power", "cores": 1,
+                                           "memory_mb": 512, "disk_gb": 12})
+    assert r.status_code == 202, r.text
+    j = px.wait_job(r.json()["job"], ALICE, deadline=120)
+    assert j["state"] == "done", j
+    vmid = j["vmid"]
+    for action, goal in (("stop", "stopped"), ("start", "running"), ("pause", "paused"),
+                         ("resume", "running"), ("shutdown", "stopped"), ("start", "running"),
+                         ("reboot", "running")):
+        wait_node_up(vmid)
+        path = r"^/nodes/[^/]+/qemu/%d/status/%s$" % (
+            vmid, {"pause": "suspend"}.get(action, action))
+        sim.add_faults([{"kind": "drop", "method": "POST", "path": path, "count": 1}])
+        r = px.call("POST", "/v1/vms/%d/%s" % (vmid, action), ALICE, {})
+        assert r.status_code == 202, (action, r.text)
+        j = px.wait_job(r.json()["job"], ALICE, deadline=120)
+        assert sim.clear_faults() == 1, action
+        assert j["state"] == "done", (action, j, events(j["id"]))
+        assert sim.vm(vmid)["power"] == goal, (action, sim.vm(vmid))
 
 
 shutdown(px, sim)
