@@ -48,6 +48,53 @@ static int upid_call(pve_client *c, const char *method, const char *path, json_t
     return 0;
 }
 
+/* The newest task of `type` for `vmid` on `node` started at or after
+ * `since` (unix seconds, with 5 s of slack for the clocks); its UPID. */
+static bool find_task(pve_client *c, const char *node, int vmid, const char *type, int64_t since,
+                      char upid[PVE_UPID_MAX])
+{
+    struct pve_task *tasks = NULL;
+    size_t n = 0;
+    struct pve_error e;
+    bool found = false;
+    char id[16];
+    snprintf(id, sizeof id, "%d", vmid);
+    if (pve_task_list(c, node, vmid, type, 10, &tasks, &n, &e))
+        return false;
+    int64_t best = -1;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(tasks[i].type, type) == 0 && strcmp(tasks[i].id, id) == 0 &&
+            tasks[i].starttime >= since - 5 && tasks[i].starttime > best) {
+            best = tasks[i].starttime;
+            snprintf(upid, PVE_UPID_MAX, "%s", tasks[i].upid);
+            found = true;
+        }
+    free(tasks);
+    return found;
+}
+
+/* A request that starts a task, sent once (PVE_CALL_ONCE). When its answer
+ * is lost after it went out (PVE_E_NETWORK, maybe_sent), the task it would
+ * have started (`type`, on `vmid`, since the call) is looked for: found, it
+ * is the answer. Asked again instead, a start fails "already running", a
+ * destroy "does not exist", a migration "VM is locked", while the first
+ * one's task does the work. */
+static int once_task_call(pve_client *c, const char *method, const char *path, json_t *params,
+                          const char *node, int vmid, const char *type, char upid[PVE_UPID_MAX],
+                          struct pve_error *err)
+{
+    struct pve_error local;
+    if (!err)
+        err = &local;
+    int64_t t0 = wall_s();
+    int rc = upid_call(c, method, path, params, PVE_CALL_ONCE, upid, err);
+    if (rc == PVE_E_NETWORK && err->maybe_sent && find_task(c, node, vmid, type, t0, upid)) {
+        memset(err, 0, sizeof *err);
+        rc = 0;
+    }
+    return rc;
+}
+
 int pve_vm_list(pve_client *c, const char *node, struct pve_vm **out, size_t *n,
                 struct pve_error *err)
 {
@@ -187,7 +234,7 @@ int pve_vm_create(pve_client *c, const char *node, int vmid, json_t *options,
         return invalid(err, "bad node name", NULL);
     json_t *params = options ? json_deep_copy(options) : json_object();
     json_object_set_new(params, "vmid", json_integer(vmid));
-    int rc = upid_call(c, "POST", path, params, PVE_CALL_ONCE, upid, err);
+    int rc = once_task_call(c, "POST", path, params, node, vmid, "qmcreate", upid, err);
     json_decref(params);
     return rc;
 }
@@ -557,31 +604,6 @@ static const char *power_task_type(enum pve_power p)
     return (unsigned)p < sizeof types / sizeof *types ? types[p] : "";
 }
 
-/* The newest task of `type` for `vmid` on `node` started at or after
- * `since` (unix seconds, with 5 s of slack for the clocks); its UPID. */
-static bool find_task(pve_client *c, const char *node, int vmid, const char *type, int64_t since,
-                      char upid[PVE_UPID_MAX])
-{
-    struct pve_task *tasks = NULL;
-    size_t n = 0;
-    struct pve_error e;
-    bool found = false;
-    char id[16];
-    snprintf(id, sizeof id, "%d", vmid);
-    if (pve_task_list(c, node, vmid, type, 10, &tasks, &n, &e))
-        return false;
-    int64_t best = -1;
-    for (size_t i = 0; i < n; i++)
-        if (strcmp(tasks[i].type, type) == 0 && strcmp(tasks[i].id, id) == 0 &&
-            tasks[i].starttime >= since - 5 && tasks[i].starttime > best) {
-            best = tasks[i].starttime;
-            snprintf(upid, PVE_UPID_MAX, "%s", tasks[i].upid);
-            found = true;
-        }
-    free(tasks);
-    return found;
-}
-
 int pve_vm_power(pve_client *c, const char *node, int vmid, enum pve_power action,
                  const struct pve_power_opts *opts, char upid[PVE_UPID_MAX], struct pve_error *err)
 {
@@ -602,18 +624,8 @@ int pve_vm_power(pve_client *c, const char *node, int vmid, enum pve_power actio
         json_object_set_new(params, "skiplock", json_integer(1));
     /* power actions are idempotent in effect (a second start fails, a second
      * stop is a no-op), but a second task would confuse the caller's wait */
-    struct pve_error local;
-    if (!err)
-        err = &local;
-    int64_t t0 = wall_s();
-    int rc = upid_call(c, "POST", path, params, PVE_CALL_ONCE, upid, err);
-    if (rc == PVE_E_NETWORK && err->maybe_sent &&
-        find_task(c, node, vmid, power_task_type(action), t0, upid)) {
-        /* the request was served and its answer lost: its task is the
-         * answer (asked again, a start would fail "already running") */
-        memset(err, 0, sizeof *err);
-        rc = 0;
-    }
+    int rc =
+        once_task_call(c, "POST", path, params, node, vmid, power_task_type(action), upid, err);
     json_decref(params);
     return rc;
 }
@@ -634,7 +646,7 @@ int pve_vm_migrate(pve_client *c, const char *node, int vmid, const char *target
         json_object_set_new(params, "with-local-disks", json_integer(1));
     if (opts && opts->targetstorage && *opts->targetstorage)
         json_object_set_new(params, "targetstorage", json_string(opts->targetstorage));
-    int rc = upid_call(c, "POST", path, params, PVE_CALL_ONCE, upid, err);
+    int rc = once_task_call(c, "POST", path, params, node, vmid, "qmigrate", upid, err);
     json_decref(params);
     return rc;
 }
@@ -652,7 +664,7 @@ int pve_vm_delete(pve_client *c, const char *node, int vmid, const struct pve_de
         json_object_set_new(params, "destroy-unreferenced-disks", json_integer(1));
     if (opts && opts->skiplock)
         json_object_set_new(params, "skiplock", json_integer(1));
-    int rc = upid_call(c, "DELETE", path, params, PVE_CALL_ONCE, upid, err);
+    int rc = once_task_call(c, "DELETE", path, params, node, vmid, "qmdestroy", upid, err);
     json_decref(params);
     return rc;
 }

@@ -154,7 +154,8 @@ int pve_vm_clone(pve_client *c, const char *node, int vmid, const struct pve_clo
 bool pve_find_clone_task(pve_client *c, const char *node, int vmid, int newid, int64_t since,
                          char upid[PVE_UPID_MAX]);
 
-/* Create a VM from options (borrowed JSON object of config options). */
+/* Create a VM from options (borrowed JSON object of config options). Sent
+ * once; a lost answer is its qmcreate task when one is found. */
 int pve_vm_create(pve_client *c, const char *node, int vmid, json_t *options,
                   char upid[PVE_UPID_MAX], struct pve_error *err);
 
@@ -318,6 +319,8 @@ struct pve_delete_opts {
     bool destroy_unreferenced; /* destroy-unreferenced-disks */
     bool skiplock;
 };
+/* DELETE the VM: its qmdestroy task's UPID. Sent once; a lost answer is its
+ * task when one is found (started since the call). */
 int pve_vm_delete(pve_client *c, const char *node, int vmid, const struct pve_delete_opts *opts,
                   char upid[PVE_UPID_MAX], struct pve_error *err);
 
@@ -327,7 +330,8 @@ int pve_vm_delete(pve_client *c, const char *node, int vmid, const struct pve_de
  * disks too, to targetstorage when set (a storage ID, or a map
  * "src:dst,..."). An HA-managed VM gets a hamigrate task that only asks the
  * HA manager (the VM moves after it ends). Sent once (PVE_CALL_ONCE): a
- * lost answer is resolved by the caller (the VM's node or its lock). */
+ * lost answer is its qmigrate task when one is found (started since the
+ * call), else the caller's to resolve (the VM's node or its lock). */
 struct pve_migrate_opts {
     bool online;
     bool with_local_disks;

@@ -18,9 +18,10 @@ waiting on its config's lock alone. Cases, on one pvesim and one proxd:
     itself when a reused connection closed without an answer; the second
     clone failed "already exists" and the job took its own VM for a
     stranger's and made a second one (pve/http.c now refuses curl's resend);
-  - each power action's answer dropped: the job ends done, the VM where it
-    was asked to be (a start asked again failed "already running" and the
-    job said failed while the VM ran: the action's task is now looked for).
+  - each power action's answer dropped, then a delete's: the job ends done,
+    the VM where it was asked to be, or gone (a start asked again failed
+    "already running" and the job said failed while the VM ran: the
+    action's task is now looked for).
 """
 from lib.cases import case, finish
 from lib.db import query
@@ -181,6 +182,17 @@ def dropped_power_answers_end_done():
         assert sim.clear_faults() == 1, action
         assert j["state"] == "done", (action, j, events(j["id"]))
         assert sim.vm(vmid)["power"] == goal, (action, sim.vm(vmid))
+    # and a delete: done, the VM gone, the record deleted
+    wait_node_up(vmid)
+    sim.add_faults([{"kind": "drop", "method": "DELETE", "path": r"^/nodes/[^/]+/qemu/%d$" % vmid,
+                     "count": 1}])
+    r = px.call("DELETE", "/v1/vms/%d" % vmid, ALICE)
+    assert r.status_code == 202, r.text
+    j = px.wait_job(r.json()["job"], ALICE, deadline=120)
+    assert sim.clear_faults() == 1
+    assert j["state"] == "done", (j, events(j["id"]))
+    assert sim.vm(vmid) is None
+    assert px.call("GET", "/v1/vms/%d" % vmid, ALICE).status_code == 404
 
 
 shutdown(px, sim)
