@@ -313,6 +313,16 @@ void job_checkpoint(struct core *k, struct job_rec *j, const char *step, int pro
     }
 }
 
+void job_adopt_clone(struct core *k, pve_client *pc, struct job_rec *j, const char *node, int tpl,
+                     int newid, bool cloning, const char *what)
+{
+    j->upid[0] = '\0';
+    if (cloning && pve_find_clone_task(pc, node, tpl, newid, j->created_at / 1000, j->upid))
+        job_checkpoint(k, j, "wait_clone", 20, "%s, its clone under way (%s)", what, j->upid);
+    else
+        job_checkpoint(k, j, "wait_clone", 20, "%s", what);
+}
+
 /* ---- clone slots ---------------------------------------------------------- */
 
 static int node_index(struct core *k, const char *node)

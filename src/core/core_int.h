@@ -157,6 +157,14 @@ void job_cancel_error(const struct job_rec *j, const char *step, char *out, size
 void job_checkpoint(struct core *k, struct job_rec *j, const char *step, int progress,
                     const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 
+/* A clone of this job's found on Proxmox (its answer lost, or sent before a
+ * crash): the job goes to wait_clone with the event `what`. Through its
+ * task when it still copies (`cloning`) and the task of template `tpl` to
+ * `newid` on `node` is found (j->upid: its failure told as the clone's, its
+ * end seen at once); else through the VM's config lock (j->upid empty). */
+void job_adopt_clone(struct core *k, pve_client *pc, struct job_rec *j, const char *node, int tpl,
+                     int newid, bool cloning, const char *what);
+
 /* Run one claimed create job until it is done, failed, or the core stops
  * (then it returns with the job still running, to be resumed). */
 void create_run(struct core *k, struct job_rec *j);

@@ -432,23 +432,16 @@ static enum probe probe_vm(struct ctx *c, struct pve_vm_config *cfg, struct pve_
     return PROBE_FOREIGN;
 }
 
-/* Our VM, from a clone request whose answer was lost (or sent before a
- * crash): wait_clone waits for it. Through its task when it still copies
- * and the task is found (a failure told as the clone's, the copy's end
- * seen at once); else through its config's lock. Not counted as a copy by
- * placement: its start is not known, and a rate learnt from a late start
- * would be too high. Releases cfg. */
+/* Our VM (its clone's answer lost, or sent before a crash): wait_clone
+ * waits for it (job_adopt_clone). Not counted as a copy by placement: its
+ * start is not known, and a rate learnt from a late start would be too
+ * high. Releases cfg. */
 static void adopt_clone(struct ctx *c, struct pve_vm_config *cfg, const char *what)
 {
     bool cloning = strcmp(cfg->lock, "clone") == 0;
     pve_vm_config_release(cfg);
-    c->j->upid[0] = '\0';
-    if (cloning && pve_find_clone_task(c->pc, c->j->node, config_template(c->cn, c->os), c->j->vmid,
-                                       c->j->created_at / 1000, c->j->upid))
-        job_checkpoint(c->k, c->j, "wait_clone", 20, "%s, its clone under way (%s)", what,
-                       c->j->upid);
-    else
-        job_checkpoint(c->k, c->j, "wait_clone", 20, "%s", what);
+    job_adopt_clone(c->k, c->pc, c->j, c->j->node, config_template(c->cn, c->os), c->j->vmid,
+                    cloning, what);
 }
 
 /* Wait until the VM's config lock is gone (other clients see a clone's lock

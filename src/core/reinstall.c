@@ -763,19 +763,12 @@ static enum probe probe_tmp(struct rctx *c, bool *cloning, struct pve_error *e)
     return ours ? P_OURS : P_OTHER;
 }
 
-/* The temporary VM is ours, from a clone request whose answer was lost
- * (or sent before a crash): wait_clone waits for it. Through its task when
- * it still copies and the task is found (its failure is then told as the
- * clone's, and its end seen at once); else through its config's lock. */
+/* The temporary VM is ours (its clone's answer lost, or sent before a
+ * crash): wait_clone waits for it (job_adopt_clone). */
 static void adopt_clone(struct rctx *c, bool cloning, const char *what)
 {
-    c->j->upid[0] = '\0';
-    if (cloning && pve_find_clone_task(c->pc, tmp_node(c), (int)st_int(c, "template"), tmp_vmid(c),
-                                       c->j->created_at / 1000, c->j->upid))
-        job_checkpoint(c->k, c->j, "wait_clone", 20, "%s, its clone under way (%s)", what,
-                       c->j->upid);
-    else
-        job_checkpoint(c->k, c->j, "wait_clone", 20, "%s", what);
+    job_adopt_clone(c->k, c->pc, c->j, tmp_node(c), (int)st_int(c, "template"), tmp_vmid(c),
+                    cloning, what);
 }
 
 static void step_clone(struct rctx *c)

@@ -77,6 +77,25 @@ def wait_node_up(vmid):
              deadline=30, interval=0.1, what="node %s up again" % node)
 
 
+def post_vm(name):
+    """A creation asked for; its job."""
+    r = px.call("POST", "/v1/vms", ALICE, {"os": "ubuntu", "name": name, "cores": 1,
+                                           "memory_mb": 512, "disk_gb": 12})
+    assert r.status_code == 202, r.text
+    return r.json()["job"]
+
+
+def created(name):
+    """A creation asked for and ended done; its job."""
+    j = px.wait_job(post_vm(name), ALICE, deadline=120)
+    assert j["state"] == "done", j
+    return j
+
+
+def named(name):
+    return [v["vmid"] for v in sim.state()["vms"] if v["conf"].get("name") == name]
+
+
 def temps():
     return [v["vmid"] for v in sim.state()["vms"]
             if "reinstall of VM" in (v["conf"].get("description") or "")]
@@ -85,15 +104,11 @@ def temps():
 @case
 def a_creation_waits_for_its_own_clone():
     before = lose_the_answer()
-    r = px.call("POST", "/v1/vms", ALICE, {"os": "ubuntu", "name": "lost-1", "cores": 1,
-                                           "memory_mb": 512, "disk_gb": 12})
-    assert r.status_code == 202, r.text
-    job = r.json()["job"]
+    job = post_vm("lost-1")
     second_ask_then_heal(before)
     j = px.wait_job(job, ALICE, deadline=120)
     assert j["state"] == "done", j
-    mine = [v["vmid"] for v in sim.state()["vms"] if v["conf"].get("name") == "lost-1"]
-    assert mine == [j["vmid"]], mine
+    assert named("lost-1") == [j["vmid"]], named("lost-1")
     ev = events(job)
     assert any("exists already, its clone under way (UPID:" in m and ":qmclone:" in m
                for m in ev), ev
@@ -101,12 +116,7 @@ def a_creation_waits_for_its_own_clone():
 
 @case
 def a_reinstall_waits_for_its_own_temporary_vm():
-    r = px.call("POST", "/v1/vms", ALICE, {"os": "ubuntu", "name": "lost-2", "cores": 1,
-                                           "memory_mb": 512, "disk_gb": 12})
-    assert r.status_code == 202, r.text
-    j = px.wait_job(r.json()["job"], ALICE, deadline=120)
-    assert j["state"] == "done", j
-    vmid = j["vmid"]
+    vmid = created("lost-2")["vmid"]
     before = lose_the_answer()
     r = px.call("POST", "/v1/vms/%d/reinstall" % vmid, ALICE, {"os": "debian"})
     assert r.status_code == 202, r.text
@@ -134,14 +144,10 @@ def dropped_answers_make_one_vm_each():
         before = clone_calls()
         sim.add_faults([{"kind": "drop", "method": "POST", "path": CLONE, "count": 1}])
         name = "drop-%d" % i
-        r = px.call("POST", "/v1/vms", ALICE, {"os": "ubuntu", "name": name, "cores": 1,
-                                               "memory_mb": 512, "disk_gb": 12})
-        assert r.status_code == 202, r.text
-        j = px.wait_job(r.json()["job"], ALICE, deadline=120)
+        j = px.wait_job(post_vm(name), ALICE, deadline=120)
         assert sim.clear_faults() == 1
         assert j["state"] == "done", (j, events(j["id"]))
-        mine = [v["vmid"] for v in sim.state()["vms"] if v["conf"].get("name") == name]
-        assert mine == [j["vmid"]], mine
+        assert named(name) == [j["vmid"]], named(name)
         print("[ figures ] %s: %d clone requests" % (name, clone_calls() - before))
     vmid = j["vmid"]
     # an answer that does not come marks its node down until it is probed
@@ -160,15 +166,9 @@ def dropped_answers_make_one_vm_each():
     print("[ figures ] reinstall: %d clone requests" % (clone_calls() - before))
 
 
-
 @case
 def dropped_power_answers_end_done():
-    r = px.call("POST", "/v1/vms", ALICE, {"os": "ubuntu", "name": "power", "cores": 1,
-                                           "memory_mb": 512, "disk_gb": 12})
-    assert r.status_code == 202, r.text
-    j = px.wait_job(r.json()["job"], ALICE, deadline=120)
-    assert j["state"] == "done", j
-    vmid = j["vmid"]
+    vmid = created("power")["vmid"]
     for action, goal in (("stop", "stopped"), ("start", "running"), ("pause", "paused"),
                          ("resume", "running"), ("shutdown", "stopped"), ("start", "running"),
                          ("reboot", "running")):

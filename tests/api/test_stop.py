@@ -63,20 +63,26 @@ def a_stop_does_not_wait_out_a_call_that_hangs():
     print("[ figures ] stopped %.1f s after SIGTERM with a step in a hung call" % took)
 
 
-@case
-def a_second_signal_exits_at_once():
+def stopping_with_a_hung_resize(name):
+    """A creation whose resize pvesim holds two minutes, sent; then SIGTERM,
+    taken (this run's log says the stop began: two signals pending at once
+    would be one). Its job."""
     sim.add_faults([{"kind": "delay", "method": "PUT", "path": RESIZE, "delay_ms": 120000,
                      "count": 1}])
     hits = resize_hits()
-    r = px.call("POST", "/v1/vms", ADMIN, {"os": "ubuntu", "name": "again", "cores": 1,
+    r = px.call("POST", "/v1/vms", ADMIN, {"os": "ubuntu", "name": name, "cores": 1,
                                            "memory_mb": 512, "disk_gb": 40})
     assert r.status_code == 202, r.text
-    job = r.json()["job"]
     wait_for(lambda: resize_hits() > hits, deadline=60, interval=0.05, what="the resize sent")
     px.proc.terminate()
-    # the first signal taken (two pending at once would be one)
-    wait_for(lambda: px.logs_contain("stopping: no new jobs"), deadline=10, interval=0.02,
+    wait_for(lambda: "stopping: no new jobs" in px.log_text(), deadline=10, interval=0.02,
              what="the stop begun")
+    return r.json()["job"]
+
+
+@case
+def a_second_signal_exits_at_once():
+    job = stopping_with_a_hung_resize("again")
     t0 = time.monotonic()
     px.proc.send_signal(signal.SIGINT)
     rc = px.proc.wait(5)
@@ -92,17 +98,7 @@ def a_second_signal_exits_at_once():
 
 @case
 def a_store_that_does_not_answer_does_not_hold_the_exit():
-    sim.add_faults([{"kind": "delay", "method": "PUT", "path": RESIZE, "delay_ms": 120000,
-                     "count": 1}])
-    hits = resize_hits()
-    r = px.call("POST", "/v1/vms", ADMIN, {"os": "ubuntu", "name": "nostore", "cores": 1,
-                                           "memory_mb": 512, "disk_gb": 40})
-    assert r.status_code == 202, r.text
-    job = r.json()["job"]
-    wait_for(lambda: resize_hits() > hits, deadline=60, interval=0.05, what="the resize sent")
-    px.proc.terminate()
-    wait_for(lambda: px.logs_contain("stopping: no new jobs"), deadline=10, interval=0.02,
-             what="the stop begun")
+    job = stopping_with_a_hung_resize("nostore")
     lock = sqlite3.connect(px.db, timeout=10, isolation_level=None)
     try:
         lock.execute("BEGIN IMMEDIATE")  # every other writer now waits, up to its busy timeout

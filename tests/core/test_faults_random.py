@@ -1,5 +1,6 @@
 """Randomized fault test: pvesim fails a fraction of Proxmox calls of every
-kind at random (500s, lock timeouts, 596s, failing tasks, delays, hangs)
+kind at random (500s, lock timeouts, 596s, failing tasks, delays, hangs,
+answers dropped after the call was served)
 while proxd runs mixed jobs on its VMs (start, shutdown, stop, pause,
 resume, reboot, update, resize, delete) and, with FAULT_CREATE=1, creations
 (half of them with an address from an IP pool);

@@ -65,6 +65,21 @@ static void sim_post(const char *path, const char *body)
     h_resp_free(&r);
 }
 
+/* Clone template 8000 on sv1 to newid: it succeeds with the clone task's
+ * UPID, and pvesim saw one clone request. */
+static void clone_sent_once(pve_client *c, int newid, const char *name, char upid[PVE_UPID_MAX])
+{
+    struct pve_error e;
+    char buf[1024];
+    long before = count_calls("POST /nodes/{node}/qemu/{vmid}/clone");
+    upid[0] = '\0';
+    struct pve_clone co = {.newid = newid, .name = name, .full = 1};
+    if (pve_vm_clone(c, "sv1", 8000, &co, upid, &e))
+        fail_msg("clone: %s", pve_strerror(&e, buf, sizeof buf));
+    assert_non_null(strstr(upid, ":qmclone:8000:"));
+    assert_int_equal(count_calls("POST /nodes/{node}/qemu/{vmid}/clone") - before, 1);
+}
+
 static void lost_answer_is_adopted(void **st)
 {
     (void)st;
@@ -76,15 +91,8 @@ static void lost_answer_is_adopted(void **st)
     /* the clone is done at once, but its answer comes after our 400 ms timeout */
     sim_post("/_sim/faults", "{\"method\":\"POST\",\"path\":\"/clone$\",\"kind\":\"delay\","
                              "\"delay_ms\":1500,\"count\":1}");
-    long before = count_calls("POST /nodes/{node}/qemu/{vmid}/clone");
-    char upid[PVE_UPID_MAX] = "";
-    struct pve_clone co = {.newid = 700, .name = "once", .full = 1};
-    int rc = pve_vm_clone(c, "sv1", 8000, &co, upid, &e);
-    char buf[1024];
-    if (rc)
-        fail_msg("clone: %s", pve_strerror(&e, buf, sizeof buf));
-    assert_non_null(strstr(upid, ":qmclone:8000:"));
-    assert_int_equal(count_calls("POST /nodes/{node}/qemu/{vmid}/clone") - before, 1);
+    char upid[PVE_UPID_MAX];
+    clone_sent_once(c, 700, "once", upid);
     struct pve_task t;
     assert_int_equal(pve_task_wait(c, upid, 30000, NULL, NULL, &t, &e), 0);
     struct pve_vm *vms;
@@ -119,14 +127,8 @@ static void dropped_write_is_sent_once(void **st)
     assert_int_equal(pve_get_version(c, &v, &e), 0);
     sim_post("/_sim/faults",
              "{\"method\":\"POST\",\"path\":\"/clone$\",\"kind\":\"drop\",\"count\":1}");
-    before = count_calls("POST /nodes/{node}/qemu/{vmid}/clone");
-    char upid[PVE_UPID_MAX] = "";
-    struct pve_clone co = {.newid = 701, .name = "dropped", .full = 1};
-    rc = pve_vm_clone(c, "sv1", 8000, &co, upid, &e);
-    if (rc)
-        fail_msg("clone: %s", pve_strerror(&e, buf, sizeof buf));
-    assert_non_null(strstr(upid, ":qmclone:8000:"));
-    assert_int_equal(count_calls("POST /nodes/{node}/qemu/{vmid}/clone") - before, 1);
+    char upid[PVE_UPID_MAX];
+    clone_sent_once(c, 701, "dropped", upid);
     struct pve_task t;
     assert_int_equal(pve_task_wait(c, upid, 30000, NULL, NULL, &t, &e), 0);
     assert_string_equal(t.exitstatus, "OK");
