@@ -335,7 +335,12 @@ int store_job_next_lease_end(store *s, const char *owner, int64_t *at, struct st
  * process it is, reads it with store_job_cancels_held), this
  * process's own commits included; -1 when this store cannot tell (look on
  * a timer then). Call store_jobs_watch_drain once it turned readable,
- * before looking: what was told before the drain is seen by the look. The
+ * before looking: what was told before the drain is seen by the look. A
+ * commit's word may reach the watch some time after the commit returned
+ * (PostgreSQL: the watch's session gets the NOTIFY from its own backend,
+ * later), even after a drain that followed the commit: a wake-up may so
+ * come for a commit that an earlier look already saw, and its look finds
+ * nothing new (the watch says that a look is due, not what changed). The
  * fd belongs to the store (store_close closes it); it may change after a
  * drain (a broken watch is made again): ask for it before each wait. One
  * thread at a time (the daemon's watcher). */

@@ -825,6 +825,20 @@ static bool told_within(store *s, int ms)
     return poll(&p, 1, ms) == 1;
 }
 
+/* Wait until the watch tells of one commit, then drain it. PostgreSQL
+ * hands a commit's NOTIFY to the watch's session after the commit has
+ * returned (the listening backend sends it when it gets round to it): a
+ * drain right after a commit may come before its word, which then wakes
+ * the watch later, as if a later write had told (a late wake-up, which
+ * the contract allows: the look finds nothing new). Waiting for the word
+ * of each commit that tells before draining leaves nothing in flight, so
+ * that a "not told" that follows is about the writes after the drain. */
+static void told_then_drain(store *s)
+{
+    assert_true(told_within(s, 5000));
+    store_jobs_watch_drain(s);
+}
+
 /* The daemon's idle workers sleep until told (core.c watch_wait): a job
  * queued through another handle (another process's connection), a dead
  * runner's jobs freed, tell the watch; writes that queue nothing do not;
@@ -855,8 +869,7 @@ static void test_jobs_watch(void **state)
     free(url2);
 
     job_add(other, "w-1", "start", 0, wall_ms()); /* queued elsewhere */
-    assert_true(told_within(f->s, 5000));
-    store_jobs_watch_drain(f->s);
+    told_then_drain(f->s);
     assert_false(told_within(f->s, 0)); /* drained */
 
     /* a claim and a renewal queue nothing: no word (a NOTIFY would come
@@ -878,8 +891,7 @@ static void test_jobs_watch(void **state)
 
     /* the runner is known dead: its jobs are claimable at once, and told */
     OK(store_job_expire_owner(other, "runner", &e_));
-    assert_true(told_within(f->s, 5000));
-    store_jobs_watch_drain(f->s);
+    told_then_drain(f->s);
     OK(store_job_next_lease_end(f->s, "me", &at, &e_));
     assert_int_equal(at, 0);                          /* given up: no lease to wait for */
     OK(store_job_expire_owner(other, "nobody", &e_)); /* frees nothing */
@@ -892,16 +904,20 @@ static void test_jobs_watch(void **state)
     store_jobs_watch_drain(f->s);
 
     /* a job that ends frees one queued behind it on its VM: told; one
-     * with nothing behind it ends untold */
+     * with nothing behind it ends untold. Each submission's word is
+     * waited for before its drain (told_then_drain): a drain right after
+     * both commits could come before their NOTIFYs reached the watch, and
+     * a late one would pass for the first update's word, or for a word
+     * from the second update. */
     job_add(other, "w-3", "stop", 1500, wall_ms() - 2000);
+    told_then_drain(f->s);
     job_add(other, "w-4", "start", 1500, wall_ms() - 1000);
-    store_jobs_watch_drain(f->s);
+    told_then_drain(f->s);
     struct job_rec r3;
     OK(store_job_get(other, "w-3", &r3, &e_));
     r3.state = JOB_DONE;
     OK(store_job_update(other, &r3, &e_));
-    assert_true(told_within(f->s, 5000));
-    store_jobs_watch_drain(f->s);
+    told_then_drain(f->s);
     job_rec_release(&r3);
     OK(store_job_get(other, "w-4", &r3, &e_));
     r3.state = JOB_DONE;
