@@ -231,7 +231,9 @@ int pve_vm_config_set_async(pve_client *c, const char *node, int vmid,
  * target-vmid, PVE >= 7.2): the volume is renamed vm-<target>-disk-N and
  * set as target_disk on the target VM; both VMs' configs are locked while
  * the qmmove task runs. The source VM must be stopped unless disk is an
- * unusedN. *upid receives the task. */
+ * unusedN. *upid receives the task. Sent once (PVE_CALL_ONCE): a lost
+ * answer is its qmmove task when one is found (started since the call; its
+ * ID "<vmid>-<disk>><target_vmid>-<target_disk>"). */
 int pve_vm_move_disk(pve_client *c, const char *node, int vmid, const char *disk, int target_vmid,
                      const char *target_disk, char upid[PVE_UPID_MAX], struct pve_error *err);
 
