@@ -1,9 +1,16 @@
 /* Requests whose answer is dropped (pvesim serves them, then closes the
  * connection) are answered by the task they started, found on the node's
- * task list, and sent once: a disk reassignment (move_disk with
- * target-vmid), its qmmove task, whose ID names both VMs and disks, not
- * the VMID (sent again, it failed "Disk 'scsi0' for VM '700' does not
- * exist" once the first one's task had moved it). */
+ * task list, and sent once:
+ *   - a disk reassignment (move_disk with target-vmid): its qmmove task,
+ *     whose ID names both VMs and disks, not the VMID (sent again, it
+ *     failed "Disk 'scsi0' for VM '700' does not exist" once the first
+ *     one's task had moved it);
+ *   - an HA-managed VM's migration: its hamigrate task (only qmigrate was
+ *     looked for);
+ *   - an HA-managed VM's start and stop: hastart and hastop.
+ * The HA requests' own tasks, not the LRM's qmigrate, qmstart or qmstop
+ * that follow them (which pvesim, at its time scale, has started by then;
+ * Proxmox's CRM and LRM take seconds). */
 #include "harness.h"
 #include "pve/pve_api.h"
 
@@ -19,7 +26,7 @@ static pid_t pid;
 static int setup(void **st)
 {
     (void)st;
-    struct h_sim_opts o = {.nodes = "sv1", .token = TOKEN, .time_scale = "0.01"};
+    struct h_sim_opts o = {.nodes = "sv1,sv2", .token = TOKEN, .time_scale = "0.01"};
     pid = h_sim_up(&port, &o);
     return 0;
 }
@@ -129,11 +136,68 @@ static void lost_move_disk_is_its_qmmove(void **st)
     pve_client_free(c);
 }
 
+static void lost_ha_migration_is_its_hamigrate(void **st)
+{
+    (void)st;
+    pve_client *c = client();
+    struct pve_error e;
+    char upid[PVE_UPID_MAX], buf[1024];
+    vm_clone(c, 702);
+    json_decref(h_sim_ctl(port, "POST", "/_sim/vms/702", "{\"ha\":true,\"ha_state\":\"stopped\"}"));
+    const char *key = "POST /nodes/{node}/qemu/{vmid}/migrate";
+    long before = count_calls(key);
+    drop_next(c, "POST", "/qemu/702/migrate$");
+    struct pve_migrate_opts mo = {0};
+    if (pve_vm_migrate(c, "sv1", 702, "sv2", &mo, upid, &e))
+        fail_msg("a dropped HA migration: %s", pve_strerror(&e, buf, sizeof buf));
+    dropped();
+    if (!strstr(upid, ":hamigrate:702:")) /* the LRM's qmigrate is not the request's */
+        fail_msg("%s is not the hamigrate task", upid);
+    assert_int_equal(count_calls(key) - before, 1);
+    task_ok(c, upid);
+    pve_client_free(c);
+}
+
+static void lost_ha_start_and_stop_are_their_ha_tasks(void **st)
+{
+    (void)st;
+    pve_client *c = client();
+    struct pve_error e;
+    char upid[PVE_UPID_MAX], buf[1024];
+    vm_clone(c, 703);
+    json_decref(h_sim_ctl(port, "POST", "/_sim/vms/703", "{\"ha\":true,\"ha_state\":\"stopped\"}"));
+    static const struct {
+        enum pve_power action;
+        const char *path, *key, *type;
+    } steps[] = {
+        {PVE_POWER_START, "/qemu/703/status/start$", "POST /nodes/{node}/qemu/{vmid}/status/start",
+         ":hastart:703:"},
+        {PVE_POWER_STOP, "/qemu/703/status/stop$", "POST /nodes/{node}/qemu/{vmid}/status/stop",
+         ":hastop:703:"},
+    };
+    for (size_t i = 0; i < sizeof steps / sizeof *steps; i++) {
+        long before = count_calls(steps[i].key);
+        drop_next(c, "POST", steps[i].path);
+        if (pve_vm_power(c, "sv1", 703, steps[i].action, NULL, upid, &e))
+            fail_msg("a dropped %s: %s", pve_power_name(steps[i].action),
+                     pve_strerror(&e, buf, sizeof buf));
+        dropped();
+        if (!strstr(upid, steps[i].type))
+            fail_msg("%s: %s is not a %s task", pve_power_name(steps[i].action), upid,
+                     steps[i].type);
+        assert_int_equal(count_calls(steps[i].key) - before, 1);
+        task_ok(c, upid);
+    }
+    pve_client_free(c);
+}
+
 int main(void)
 {
     pve_global_init();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(lost_move_disk_is_its_qmmove),
+        cmocka_unit_test(lost_ha_migration_is_its_hamigrate),
+        cmocka_unit_test(lost_ha_start_and_stop_are_their_ha_tasks),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
