@@ -48,39 +48,56 @@ static int upid_call(pve_client *c, const char *method, const char *path, json_t
     return 0;
 }
 
-/* The newest task of `type` for `vmid` on `node` started at or after
- * `since` (unix seconds, with 5 s of slack for the clocks); its UPID. */
-static bool find_task(pve_client *c, const char *node, int vmid, const char *type, int64_t since,
+/* What the task a request starts is known by on its node's task list: its
+ * type, or types in order of preference, and its ID, the VMID unless `id`
+ * is set (a disk reassignment's "<vmid>-<disk>><target vmid>-<target
+ * disk>"). An HA-managed VM's migration, start or stop is a hamigrate,
+ * hastart or hastop task that only asks the HA manager, whose LRM runs the
+ * qmigrate, qmstart or qmstop after it: the ha* type comes first, the
+ * request's own task. */
+struct task_key {
+    const char *types[3]; /* NULL-terminated */
+    int vmid;
+    const char *id; /* NULL: the VMID */
+};
+
+/* The newest task of `k`'s first type that has one on `node`, started at
+ * or after `since` (unix seconds, with 5 s of slack for the clocks); its
+ * UPID. The list is asked for each type, and for the VMID when that is the
+ * ID: PVE's vmid filter compares the whole ID, which leaves out a disk
+ * reassignment's. */
+static bool find_task(pve_client *c, const char *node, const struct task_key *k, int64_t since,
                       char upid[PVE_UPID_MAX])
 {
-    struct pve_task *tasks = NULL;
-    size_t n = 0;
-    struct pve_error e;
-    bool found = false;
-    char id[16];
-    snprintf(id, sizeof id, "%d", vmid);
-    if (pve_task_list(c, node, vmid, type, 10, &tasks, &n, &e))
-        return false;
+    char vid[16];
+    snprintf(vid, sizeof vid, "%d", k->vmid);
+    const char *id = k->id ? k->id : vid;
     int64_t best = -1;
-    for (size_t i = 0; i < n; i++)
-        if (strcmp(tasks[i].type, type) == 0 && strcmp(tasks[i].id, id) == 0 &&
-            tasks[i].starttime >= since - 5 && tasks[i].starttime > best) {
-            best = tasks[i].starttime;
-            snprintf(upid, PVE_UPID_MAX, "%s", tasks[i].upid);
-            found = true;
-        }
-    free(tasks);
-    return found;
+    for (size_t t = 0; t < sizeof k->types / sizeof *k->types && k->types[t] && best < 0; t++) {
+        struct pve_task *tasks = NULL;
+        size_t n = 0;
+        struct pve_error e;
+        if (pve_task_list(c, node, k->id ? 0 : k->vmid, k->types[t], 10, &tasks, &n, &e))
+            continue; /* the next type's list may still tell */
+        for (size_t i = 0; i < n; i++)
+            if (strcmp(tasks[i].type, k->types[t]) == 0 && strcmp(tasks[i].id, id) == 0 &&
+                tasks[i].starttime >= since - 5 && tasks[i].starttime > best) {
+                best = tasks[i].starttime;
+                snprintf(upid, PVE_UPID_MAX, "%s", tasks[i].upid);
+            }
+        free(tasks);
+    }
+    return best >= 0;
 }
 
 /* A request that starts a task, sent once (PVE_CALL_ONCE). When its answer
  * is lost after it went out (PVE_E_NETWORK, maybe_sent), the task it would
- * have started (`type`, on `vmid`, since the call) is looked for: found, it
- * is the answer. Asked again instead, a start fails "already running", a
- * destroy "does not exist", a migration "VM is locked", while the first
- * one's task does the work. */
+ * have started (`k`, since the call) is looked for: found, it is the
+ * answer. Asked again instead, a start fails "already running", a destroy
+ * "does not exist", a migration "VM is locked", a disk reassignment "disk
+ * does not exist", while the first one's task does the work. */
 static int once_task_call(pve_client *c, const char *method, const char *path, json_t *params,
-                          const char *node, int vmid, const char *type, char upid[PVE_UPID_MAX],
+                          const char *node, const struct task_key *k, char upid[PVE_UPID_MAX],
                           struct pve_error *err)
 {
     struct pve_error local;
@@ -88,7 +105,7 @@ static int once_task_call(pve_client *c, const char *method, const char *path, j
         err = &local;
     int64_t t0 = wall_s();
     int rc = upid_call(c, method, path, params, PVE_CALL_ONCE, upid, err);
-    if (rc == PVE_E_NETWORK && err->maybe_sent && find_task(c, node, vmid, type, t0, upid)) {
+    if (rc == PVE_E_NETWORK && err->maybe_sent && find_task(c, node, k, t0, upid)) {
         memset(err, 0, sizeof *err);
         rc = 0;
     }
@@ -234,7 +251,8 @@ int pve_vm_create(pve_client *c, const char *node, int vmid, json_t *options,
         return invalid(err, "bad node name", NULL);
     json_t *params = options ? json_deep_copy(options) : json_object();
     json_object_set_new(params, "vmid", json_integer(vmid));
-    int rc = once_task_call(c, "POST", path, params, node, vmid, "qmcreate", upid, err);
+    struct task_key k = {.types = {"qmcreate"}, .vmid = vmid};
+    int rc = once_task_call(c, "POST", path, params, node, &k, upid, err);
     json_decref(params);
     return rc;
 }
@@ -547,9 +565,13 @@ int pve_vm_move_disk(pve_client *c, const char *node, int vmid, const char *disk
         return invalid(err, "target-vmid: another VM's ID is required", NULL);
     if (vm_path(path, sizeof path, node, vmid, "/move_disk"))
         return invalid(err, "bad node name", NULL);
+    /* qemu-server names the qmmove task after both VMs and disks */
+    char id[128];
+    snprintf(id, sizeof id, "%d-%s>%d-%s", vmid, disk, target_vmid, target_disk);
+    struct task_key k = {.types = {"qmmove"}, .vmid = vmid, .id = id};
     json_t *params = json_pack("{s:s,s:i,s:s}", "disk", disk, "target-vmid", target_vmid,
                                "target-disk", target_disk);
-    int rc = upid_call(c, "POST", path, params, 0, upid, err);
+    int rc = once_task_call(c, "POST", path, params, node, &k, upid, err);
     json_decref(params);
     return rc;
 }
@@ -595,13 +617,20 @@ const char *pve_power_name(enum pve_power p)
     return (unsigned)p < sizeof names / sizeof *names ? names[p] : "?";
 }
 
-/* The task type a power action's worker runs under (qemu-server: a pause
- * is "qmpause", a suspend to disk, which we never ask, "qmsuspend"). */
-static const char *power_task_type(enum pve_power p)
+/* The task types a power action's worker runs under (qemu-server: a pause
+ * is "qmpause", a suspend to disk, which we never ask, "qmsuspend"; the
+ * start of an HA-managed VM is "hastart", its stop and shutdown "hastop"). */
+static void power_task_key(enum pve_power p, int vmid, struct task_key *k)
 {
-    static const char *const types[] = {"qmstart",  "qmstop",   "qmshutdown", "qmpause",
-                                        "qmresume", "qmreboot", "qmreset"};
-    return (unsigned)p < sizeof types / sizeof *types ? types[p] : "";
+    static const char *const types[][2] = {
+        {"hastart", "qmstart"}, {"hastop", "qmstop"}, {"hastop", "qmshutdown"}, {"qmpause", NULL},
+        {"qmresume", NULL},     {"qmreboot", NULL},   {"qmreset", NULL}};
+    memset(k, 0, sizeof *k);
+    k->vmid = vmid;
+    if ((unsigned)p < sizeof types / sizeof *types) {
+        k->types[0] = types[p][0];
+        k->types[1] = types[p][1];
+    }
 }
 
 int pve_vm_power(pve_client *c, const char *node, int vmid, enum pve_power action,
@@ -624,8 +653,9 @@ int pve_vm_power(pve_client *c, const char *node, int vmid, enum pve_power actio
         json_object_set_new(params, "skiplock", json_integer(1));
     /* power actions are idempotent in effect (a second start fails, a second
      * stop is a no-op), but a second task would confuse the caller's wait */
-    int rc =
-        once_task_call(c, "POST", path, params, node, vmid, power_task_type(action), upid, err);
+    struct task_key k;
+    power_task_key(action, vmid, &k);
+    int rc = once_task_call(c, "POST", path, params, node, &k, upid, err);
     json_decref(params);
     return rc;
 }
@@ -646,7 +676,8 @@ int pve_vm_migrate(pve_client *c, const char *node, int vmid, const char *target
         json_object_set_new(params, "with-local-disks", json_integer(1));
     if (opts && opts->targetstorage && *opts->targetstorage)
         json_object_set_new(params, "targetstorage", json_string(opts->targetstorage));
-    int rc = once_task_call(c, "POST", path, params, node, vmid, "qmigrate", upid, err);
+    struct task_key k = {.types = {"hamigrate", "qmigrate"}, .vmid = vmid};
+    int rc = once_task_call(c, "POST", path, params, node, &k, upid, err);
     json_decref(params);
     return rc;
 }
@@ -664,7 +695,8 @@ int pve_vm_delete(pve_client *c, const char *node, int vmid, const struct pve_de
         json_object_set_new(params, "destroy-unreferenced-disks", json_integer(1));
     if (opts && opts->skiplock)
         json_object_set_new(params, "skiplock", json_integer(1));
-    int rc = once_task_call(c, "DELETE", path, params, node, vmid, "qmdestroy", upid, err);
+    struct task_key k = {.types = {"qmdestroy"}, .vmid = vmid};
+    int rc = once_task_call(c, "DELETE", path, params, node, &k, upid, err);
     json_decref(params);
     return rc;
 }

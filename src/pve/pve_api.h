@@ -231,7 +231,9 @@ int pve_vm_config_set_async(pve_client *c, const char *node, int vmid,
  * target-vmid, PVE >= 7.2): the volume is renamed vm-<target>-disk-N and
  * set as target_disk on the target VM; both VMs' configs are locked while
  * the qmmove task runs. The source VM must be stopped unless disk is an
- * unusedN. *upid receives the task. */
+ * unusedN. *upid receives the task. Sent once (PVE_CALL_ONCE): a lost
+ * answer is its qmmove task when one is found (started since the call; its
+ * ID "<vmid>-<disk>><target_vmid>-<target_disk>"). */
 int pve_vm_move_disk(pve_client *c, const char *node, int vmid, const char *disk, int target_vmid,
                      const char *target_disk, char upid[PVE_UPID_MAX], struct pve_error *err);
 
@@ -286,7 +288,9 @@ struct pve_power_opts {
 };
 /* Sent once (PVE_CALL_ONCE). When the answer is lost after the request went
  * out (PVE_E_NETWORK, maybe_sent), the action's task on the VM, started
- * since the call, is looked for: found, it is the answer (upid, 0). */
+ * since the call, is looked for: found, it is the answer (upid, 0). An
+ * HA-managed VM's start is a hastart task, its stop and shutdown hastop
+ * (they ask the HA manager, whose LRM starts or stops the VM after). */
 int pve_vm_power(pve_client *c, const char *node, int vmid, enum pve_power action,
                  const struct pve_power_opts *opts, char upid[PVE_UPID_MAX], struct pve_error *err);
 
@@ -330,8 +334,9 @@ int pve_vm_delete(pve_client *c, const char *node, int vmid, const struct pve_de
  * disks too, to targetstorage when set (a storage ID, or a map
  * "src:dst,..."). An HA-managed VM gets a hamigrate task that only asks the
  * HA manager (the VM moves after it ends). Sent once (PVE_CALL_ONCE): a
- * lost answer is its qmigrate task when one is found (started since the
- * call), else the caller's to resolve (the VM's node or its lock). */
+ * lost answer is its hamigrate, else its qmigrate task when one is found
+ * (started since the call), else the caller's to resolve (the VM's node or
+ * its lock). */
 struct pve_migrate_opts {
     bool online;
     bool with_local_disks;

@@ -124,8 +124,12 @@ static bool filter(struct sim_call *c, struct sim_task *t)
         return false;
     if ((!src || strcmp(src, "archive") == 0) && t->running && src)
         return false;
+    /* PVE compares the whole ID: a qmmove's "100-scsi0>101-scsi1" is not
+     * VM 100's */
     int64_t vmid = call_int(c, "vmid", 0);
-    if (vmid && atoll(t->id) != vmid)
+    char vid[24];
+    snprintf(vid, sizeof vid, "%lld", (long long)vmid);
+    if (vmid && strcmp(t->id, vid) != 0)
         return false;
     const char *tf = call_str(c, "typefilter");
     if (tf && strcmp(tf, t->type) != 0)

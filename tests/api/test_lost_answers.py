@@ -1,5 +1,5 @@
 """Calls whose answer is lost: a clone (also with its task not found), a
-power action.
+power action, a delete, a disk move.
 
 The clone request reaches Proxmox but its answer does not come back (here
 pvesim holds it past proxd's call timeout); proxd then looks for the clone
@@ -21,7 +21,10 @@ waiting on its config's lock alone. Cases, on one pvesim and one proxd:
   - each power action's answer dropped, then a delete's: the job ends done,
     the VM where it was asked to be, or gone (a start asked again failed
     "already running" and the job said failed while the VM ran: the
-    action's task is now looked for).
+    action's task is now looked for);
+  - a reinstall's disk move's answer dropped: done through the move's
+    task, one move request (it was sent again and failed "does not
+    exist").
 """
 from lib.cases import case, finish
 from lib.db import query
@@ -39,8 +42,12 @@ CLONE = r"^/nodes/[^/]+/qemu/\d+/clone$"
 TASKS = r"^/nodes/[^/]+/tasks$"
 
 
+def calls(key):
+    return sim.ctl("GET", "/calls")["calls"].get(key, 0)
+
+
 def clone_calls():
-    return sim.ctl("GET", "/calls")["calls"].get("POST /nodes/{node}/qemu/{vmid}/clone", 0)
+    return calls("POST /nodes/{node}/qemu/{vmid}/clone")
 
 
 def lose_the_answer():
@@ -193,6 +200,32 @@ def dropped_power_answers_end_done():
     assert j["state"] == "done", (j, events(j["id"]))
     assert sim.vm(vmid) is None
     assert px.call("GET", "/v1/vms/%d" % vmid, ALICE).status_code == 404
+
+
+@case
+def a_dropped_disk_move_is_its_task():
+    """A reinstall's move of the new disk into the VM, its answer dropped:
+    the move's qmmove task is the answer, one request. Sent again, the move
+    failed "Disk 'scsi0' for VM ... does not exist" (the first one's task
+    had moved it) and only the reinstall's look at the VM's slot saw it
+    through."""
+    vmid = created("move")["vmid"]
+    wait_node_up(vmid)
+    key = "POST /nodes/{node}/qemu/{vmid}/move_disk"
+    before = calls(key)
+    sim.add_faults([{"kind": "drop", "method": "POST", "path": r"^/nodes/[^/]+/qemu/\d+/move_disk$",
+                     "count": 1}])
+    r = px.call("POST", "/v1/vms/%d/reinstall" % vmid, ALICE, {"os": "debian"})
+    assert r.status_code == 202, r.text
+    job = r.json()["job"]
+    j = px.wait_job(job, ALICE, deadline=120)
+    assert sim.clear_faults() == 1
+    ev = events(job)
+    assert j["state"] == "done", (j, ev)
+    assert calls(key) - before == 1, (calls(key) - before, ev)
+    assert any("moving the new disk into VM %d" % vmid in m and ":qmmove:" in m for m in ev), ev
+    assert temps() == [], temps()
+    assert sim.vm_view(vmid)["os"] == "debian"
 
 
 shutdown(px, sim)

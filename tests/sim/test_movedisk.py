@@ -7,8 +7,9 @@ a snapshot, a locked VM, a template, VMs on two nodes), a detached disk kept
 as unusedN and a re-attached one leaving it (with its size), a volume that
 does not exist refused ("volume ... does not exist", create_disks), a
 drive whose size= was dropped behind PVE's back still listed at its size
-by its storage, and the volume origins (which template OS a disk came
-from) following the volume."""
+by its storage, the volume origins (which template OS a disk came from)
+following the volume, and the qmmove task on the node's task list under
+its type, not under the source VM's ID."""
 from lib.cases import case, finish
 from lib.sim import expect400, expect500, Sim, task_ok as ok
 
@@ -60,6 +61,12 @@ def reassign_into_an_empty_slot():
     log = [l["t"] for l in sim.data("GET", "/nodes/sv1/tasks/%s/log" % st["upid"])]
     assert "reassign disk 'scsi0' from VM '101' as 'scsi0' to VM '100'" in log, log
     assert "removing disk 'scsi0' from VM '101' config" in log, log
+    # the node's task list: PVE's vmid filter compares the whole ID (Tasks.pm
+    # node_tasks), so the qmmove is listed by its type, not as VM 101's
+    mine = sim.data("GET", "/nodes/sv1/tasks", params={"typefilter": "qmmove"})
+    assert [t["id"] for t in mine if t["upid"] == upid] == ["101-scsi0>100-scsi0"], mine
+    vm101 = sim.data("GET", "/nodes/sv1/tasks", params={"vmid": "101"})
+    assert upid not in [t["upid"] for t in vm101], vm101
     c = conf(100)
     assert c["scsi0"].startswith("local-lvm:vm-100-disk-1,"), c  # disk-0 is unused0's
     assert "scsi0" not in conf(101)
