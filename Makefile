@@ -66,6 +66,7 @@ bench: build
 	@/usr/bin/python3 bench/bench_idle_conns.py || echo "bench_idle_conns.py did not complete (see above)"
 	@/usr/bin/python3 bench/bench_sim.py || echo "bench_sim.py did not complete (see above)"
 	@/usr/bin/python3 bench/bench_callcost.py || echo "bench_callcost.py did not complete (see above)"
+	@/usr/bin/python3 bench/bench_instr.py || echo "bench_instr.py did not complete (see above)"
 
 # The randomized fault test, longer (many seeds, more VMs and jobs, with and
 # without creations under faults), against the release build; figures in

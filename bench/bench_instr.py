@@ -1,0 +1,163 @@
+#!/usr/bin/python3
+"""Instructions per creation at real speed and at the fast scale (not a
+test: it reports, it never fails the build). `make bench` runs it against
+the release build; results go to stdout and bench/results/instr.txt.
+
+Why instructions: proxd's CPU time per creation at time scale 1 against the
+fast scale (issue 17) is the ratio of two noisy figures: on this shared
+2-core guest the same binary measured 6.9 to 12.1 ms per creation at the
+fast scale within ten minutes, and a wake-up after a sleep costs several
+times a warm one (bench/wakecost.c), whatever the code does. The count of
+instructions the daemon executes does not depend on the machine's load or
+its caches: it tells whether proxd does more *work* per creation at real
+speed, and where (the job threads against the threads whose work is
+proportional to time: node probes, inventory reads, the reconciler, lease
+renewals).
+
+How: the daemon runs under valgrind's callgrind (the other proxd commands,
+which queue the creations, run natively). Its counters are zeroed when
+/readyz answers and dumped when the last job ends (the run), then, at time
+scale 1, dumped again after the daemon has stayed idle as long as the run
+lasted (what the daemon spends in that time whatever it creates). The job
+threads' share is the inclusive count of worker_main. Under valgrind the
+daemon runs 20-50x slower, so the fast scale's timing stretches (its run
+takes seconds); the counts of Proxmox calls are reported beside the
+instructions to show the runs did the same calls.
+
+Environment: as bench_create.py (PVESIM, PROXD), BENCH_N_REAL (20
+creations), BENCH_ROUNDS (2: rounds of a fast run then a scale-1 run),
+BENCH_FAST_SCALE (0.02).
+"""
+import glob
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REAL_PROXD = os.path.abspath(os.environ.get("PROXD", os.path.join(ROOT, "build", "proxd")))
+WORK = tempfile.mkdtemp(prefix="proxd-instr-")
+WRAPPER = os.path.join(WORK, "proxd-callgrind")
+with open(WRAPPER, "w") as f:
+    # the daemon is the command whose first argument is --config
+    f.write('#!/bin/sh\nif [ "$1" = "--config" ]; then\n'
+            '  exec valgrind --tool=callgrind -q --callgrind-out-file="$CG_OUT.%%p" "%s" "$@"\n'
+            'fi\nexec "%s" "$@"\n' % (REAL_PROXD, REAL_PROXD))
+os.chmod(WRAPPER, 0o755)
+os.environ["PROXD"] = WRAPPER
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+import bench_create as bc  # noqa: E402
+
+N = int(os.environ.get("BENCH_N_REAL", "20"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
+FAST = float(os.environ.get("BENCH_FAST_SCALE", "0.02"))
+RESULTS = os.path.join(ROOT, "bench", "results", "instr.txt")
+lines = []
+
+
+def say(s=""):
+    print(s, flush=True)
+    lines.append(s)
+
+
+def control(pid, *args):
+    subprocess.run(["callgrind_control"] + list(args) + [str(pid)], check=True,
+                   capture_output=True, timeout=120)
+
+
+def counts(path):
+    """(total Ir, Ir inclusive of worker_main) of one callgrind dump"""
+    out = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--threshold=100", "--auto=no", path],
+                         check=True, capture_output=True, text=True, timeout=300).stdout
+    total = worker = 0
+    for line in out.splitlines():
+        parts = line.split()
+        if not parts or not parts[0][0].isdigit():
+            continue
+        n = int(parts[0].replace(",", ""))
+        if "PROGRAM TOTALS" in line:
+            total = n
+        elif "core/core.c:worker_main " in line:  # the job workers (not the API's)
+            worker = max(worker, n)
+    return total, worker
+
+
+def one_run(ts, tag):
+    os.environ["CG_OUT"] = os.path.join(WORK, tag)
+    w = bc.World(ts)
+    try:
+        ids = [w.create("instr-%03d" % i) for i in range(N)]
+        before = w.sim.ctl("GET", "/calls")
+        w.start()
+        w.wait_ready()
+        pid = w.daemon.proc.pid
+        control(pid, "-z")
+        m0 = time.monotonic()
+        js = w.wait_jobs(set(ids), 1800 + 30 * N * ts)
+        run_s = time.monotonic() - m0
+        control(pid, "-d", "run")
+        after = w.sim.ctl("GET", "/calls")
+        idle_s = 0.0
+        if ts >= 1:
+            time.sleep(run_s)
+            idle_s = time.monotonic() - m0 - run_s
+            control(pid, "-d", "idle")
+        polls, rest, _ = bc.calls_diff(before, after)
+        done = sum(1 for j in js.values() if j["state"] == "done")
+    finally:
+        w.close()
+    dumps = sorted(glob.glob(os.path.join(WORK, tag + ".*.*")), key=lambda p: int(p.rsplit(".", 1)[1]))
+    run_ir, run_worker = counts(dumps[0])
+    idle_ir = counts(dumps[1])[0] if ts >= 1 and len(dumps) > 1 else 0
+    r = {"ts": ts, "done": done, "run_s": run_s, "polls": polls / N, "rest": rest / N,
+         "ir": run_ir / N, "worker": run_worker / N, "back": (run_ir - run_worker) / N,
+         "idle_per_s": idle_ir / idle_s if idle_s else 0.0}
+    # the run less what the idle daemon spends in as long (time scale 1)
+    r["net"] = r["ir"] - r["idle_per_s"] * run_s / N
+    say("time scale %-4g %d/%d done in %5.1f s: %.2f task polls + %.2f other calls per creation; "
+        "M instructions per creation: %.2f (job threads %.2f, the others %.2f)%s" % (
+            ts, done, N, run_s, r["polls"], r["rest"], r["ir"] / 1e6, r["worker"] / 1e6,
+            r["back"] / 1e6, "; idle daemon %.2f M/s, net %.2f" % (r["idle_per_s"] / 1e6, r["net"] / 1e6)
+            if ts >= 1 else ""))
+    return r
+
+
+def main():
+    if not shutil.which("valgrind") or not shutil.which("callgrind_control"):
+        print("bench_instr: valgrind not installed, skipped")
+        return
+    say("proxd instructions per creation (callgrind Ir): %d x ubuntu, 5 pvesim nodes, "
+        "time scale 1 against %g" % (N, FAST))
+    say("git %s, %s" % (subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
+                                       capture_output=True, text=True).stdout.strip(),
+                        time.strftime("%Y-%m-%d %H:%M:%S")))
+    say()
+    fast, real = [], []
+    for k in range(ROUNDS):
+        fast.append(one_run(FAST, "fast%d" % k))
+        real.append(one_run(1.0, "real%d" % k))
+
+    def med(rs, key):
+        return statistics.median(r[key] for r in rs)
+    say()
+    say("RESULTS (median of %d runs each; M instructions per creation)" % ROUNDS)
+    say("  fast scale:   %.2f (job threads %.2f, the others %.2f)" % (
+        med(fast, "ir") / 1e6, med(fast, "worker") / 1e6, med(fast, "back") / 1e6))
+    say("  time scale 1: %.2f (job threads %.2f, the others %.2f); net of the idle daemon %.2f" % (
+        med(real, "ir") / 1e6, med(real, "worker") / 1e6, med(real, "back") / 1e6,
+        med(real, "net") / 1e6))
+    say("  time scale 1 over fast: %.2fx in all, %.2fx the job threads, %.2fx net of the idle daemon" % (
+        med(real, "ir") / med(fast, "ir"), med(real, "worker") / med(fast, "worker"),
+        med(real, "net") / med(fast, "ir")))
+    with open(RESULTS, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    finally:
+        shutil.rmtree(WORK, ignore_errors=True)
