@@ -259,33 +259,33 @@ int pve_vm_create(pve_client *c, const char *node, int vmid, json_t *options,
 
 /* ---- config ---------------------------------------------------------------- */
 
+/* A size's unit as PVE reads it: K M G T powers of 1024, none bytes. */
+static double unit_mul(char u)
+{
+    switch (u) {
+    case 'K':
+        return 1024.0;
+    case 'M':
+        return 1048576.0;
+    case 'G':
+        return 1073741824.0;
+    case 'T':
+        return 1099511627776.0;
+    default:
+        return 1;
+    }
+}
+
 /* The size= option of a drive in bytes (0 when absent or not a size),
  * bounded: a figure past 1 EiB is no size. */
 static int64_t drive_size(const char *drive)
 {
-    const char *sz = strstr(drive, ",size=");
+    const char *sz = drive ? strstr(drive, ",size=") : NULL;
     if (!sz)
         return 0;
     char *end;
     double v = strtod(sz + 6, &end);
-    double mul = 1;
-    switch (*end) {
-    case 'K':
-        mul = 1024.0;
-        break;
-    case 'M':
-        mul = 1048576.0;
-        break;
-    case 'G':
-        mul = 1073741824.0;
-        break;
-    case 'T':
-        mul = 1099511627776.0;
-        break;
-    default:
-        break;
-    }
-    double bytes = v * mul;
+    double bytes = v * unit_mul(*end);
     return bytes > 0 && bytes < 1152921504606846976.0 ? (int64_t)bytes : 0;
 }
 
@@ -460,6 +460,248 @@ static json_t *config_params(const struct pve_config_set *s)
     return p;
 }
 
+/* ---- a config write whose answer was lost ---------------------------------- */
+
+/* How many times a write is sent in all when answers keep being lost. */
+#define LOST_SENDS 3
+
+/* A value as text, a new string: a string as it is, a number in decimal, a
+ * boolean 1/0. */
+static char *value_text(json_t *v)
+{
+    if (json_is_string(v))
+        return xstrdup(json_string_value(v));
+    if (json_is_integer(v))
+        return xasprintf("%lld", (long long)json_integer_value(v));
+    if (json_is_boolean(v))
+        return xstrdup(json_is_true(v) ? "1" : "0");
+    return xstrdup("");
+}
+
+/* Blank end of a text cut (PVE stores a description as comment lines and
+ * may give it back with a final newline). */
+static void rtrim(char *s)
+{
+    size_t l = strlen(s);
+    while (l && isspace((unsigned char)s[l - 1]))
+        s[--l] = '\0';
+}
+
+/* %XX decoded in place (sshkeys: stored and given back URL-encoded). */
+static void url_decode(char *s)
+{
+    char *o = s;
+    for (const char *p = s; *p; p++) {
+        if (p[0] == '%' && isxdigit((unsigned char)p[1]) && isxdigit((unsigned char)p[2])) {
+            char hex[3] = {p[1], p[2], '\0'};
+            *o++ = (char)strtol(hex, NULL, 16);
+            p += 2;
+        } else {
+            *o++ = *p;
+        }
+    }
+    *o = '\0';
+}
+
+/* Is `item` (separated by `seps`) one of `list`'s? */
+static bool list_has(const char *list, const char *seps, const char *item, size_t il)
+{
+    for (const char *p = list; *p;) {
+        size_t n = strcspn(p, seps);
+        if (n == il && strncmp(p, item, il) == 0)
+            return true;
+        p += n + (p[n] != '\0');
+    }
+    return false;
+}
+
+/* Every item of `want` is one of `have`'s (separated by `seps`). */
+static bool items_within(const char *want, const char *have, const char *seps)
+{
+    for (const char *p = want; *p;) {
+        size_t n = strcspn(p, seps);
+        if (n && !list_has(have, seps, p, n))
+            return false;
+        p += n + (p[n] != '\0');
+    }
+    return true;
+}
+
+/* A netN value in one spelling: "<model>=<mac>" as "model=<model>" and
+ * "macaddr=<MAC in capitals>" (qemu-server prints "virtio=BC:24:..."
+ * whatever it was given). */
+static void net_canon(const char *v, char *out, size_t len)
+{
+    static const char *const models[] = {"e1000",   "e1000e", "virtio",   "rtl8139",
+                                         "vmxnet3", "i82551", "ne2k_pci", "pcnet"};
+    size_t o = 0;
+    out[0] = '\0';
+    for (const char *p = v; *p && o < len;) {
+        size_t n = strcspn(p, ",");
+        const char *eq = memchr(p, '=', n);
+        size_t kl = eq ? (size_t)(eq - p) : n;
+        bool model = false;
+        for (size_t i = 0; i < sizeof models / sizeof *models && !model; i++)
+            model = strlen(models[i]) == kl && strncmp(p, models[i], kl) == 0;
+        if (model) {
+            o += (size_t)snprintf(out + o, len - o, "%smodel=%.*s", o ? "," : "", (int)kl, p);
+            if (eq && o < len)
+                o += (size_t)snprintf(out + o, len - o, ",macaddr=%.*s", (int)(n - kl - 1), eq + 1);
+        } else if (n) {
+            o += (size_t)snprintf(out + o, len - o, "%s%.*s", o ? "," : "", (int)n, p);
+        }
+        p += n + (p[n] == ',');
+    }
+    char *m = strstr(out, "macaddr=");
+    for (m = m ? m + 8 : NULL; m && *m && *m != ','; m++)
+        *m = (char)toupper((unsigned char)*m);
+}
+
+/* Does the config value `have` of `key` hold the value `want` a write
+ * asked for, as Proxmox stores it: a property string (netN, ipconfigN, a
+ * disk) with what was asked among its options (a generated MAC, a disk's
+ * size= added), tags in any order (sorted on write), memory as a number
+ * or "current=<MiB>", a description up to its final blanks, sshkeys
+ * decoded. */
+static bool value_held(const char *key, json_t *want, json_t *have)
+{
+    if (!have)
+        return false;
+    char *w = value_text(want), *h = value_text(have);
+    bool held;
+    if (strcmp(key, "memory") == 0) {
+        held = strcmp(str_starts(w, "current=") ? w + 8 : w,
+                      str_starts(h, "current=") ? h + 8 : h) == 0;
+    } else if (strcmp(key, "tags") == 0) {
+        held = items_within(w, h, ";, ") && items_within(h, w, ";, ");
+    } else if (strcmp(key, "description") == 0) {
+        rtrim(w);
+        rtrim(h);
+        held = strcmp(w, h) == 0;
+    } else if (strcmp(key, "sshkeys") == 0) {
+        url_decode(w);
+        url_decode(h);
+        rtrim(w);
+        rtrim(h);
+        held = strcmp(w, h) == 0;
+    } else if (str_starts(key, "net") && isdigit((unsigned char)key[3])) {
+        /* the canonical spelling is at most ",model=" and ",macaddr=" longer */
+        size_t lw = strlen(w) + 32, lh = strlen(h) + 32;
+        char *cw = xmalloc(lw), *ch = xmalloc(lh);
+        net_canon(w, cw, lw);
+        net_canon(h, ch, lh);
+        held = items_within(cw, ch, ",");
+        free(cw);
+        free(ch);
+    } else if (str_starts(key, "ipconfig") || volume_key(key)) {
+        held = items_within(w, h, ",");
+    } else {
+        held = strcmp(w, h) == 0;
+    }
+    free(w);
+    free(h);
+    return held;
+}
+
+/* The parameters of a write that are no config value. */
+static bool control_param(const char *k)
+{
+    return strcmp(k, "digest") == 0 || strcmp(k, "skiplock") == 0 || strcmp(k, "delete") == 0 ||
+           strcmp(k, "background_delay") == 0;
+}
+
+/* After a config write's answer was lost: does the VM's config (pending
+ * values in) hold what the write asked, each value set and each deleted
+ * key gone? A cipassword cannot be told (Proxmox gives it back masked):
+ * it is not looked at. A write with a digest counts as applied only when
+ * the config's digest moved (the digest unchanged, nothing was written: a
+ * write that only sets values the config already had is sent again, and
+ * its digest still matches). A write without one counts when at least one
+ * value or deletion could be looked at. 0 with *held, or the read's
+ * error. */
+static int config_holds(pve_client *c, const char *node, int vmid, json_t *params, bool *held,
+                        struct pve_error *err)
+{
+    struct pve_vm_config cfg;
+    *held = false;
+    int rc = pve_vm_config_get(c, node, vmid, false, &cfg, err);
+    if (rc)
+        return rc;
+    bool all = true;
+    size_t looked = 0;
+    const char *k;
+    json_t *v;
+    json_object_foreach(params, k, v)
+    {
+        if (control_param(k) || strcmp(k, "cipassword") == 0)
+            continue;
+        looked++;
+        all = all && value_held(k, v, json_object_get(cfg.raw, k));
+    }
+    const char *del = json_string_value(json_object_get(params, "delete"));
+    for (const char *p = del ? del : ""; *p;) {
+        size_t n = strcspn(p, ",; ");
+        if (n) {
+            char key[64];
+            snprintf(key, sizeof key, "%.*s", (int)n, p);
+            looked++;
+            all = all && !json_object_get(cfg.raw, strcmp(key, "cdrom") == 0 ? "ide2" : key);
+        }
+        p += n + (p[n] != '\0');
+    }
+    const char *digest = json_string_value(json_object_get(params, "digest"));
+    *held = all && (digest ? strcmp(digest, cfg.digest) != 0 : looked > 0);
+    pve_vm_config_release(&cfg);
+    return 0;
+}
+
+/* A config write (PUT; POST when upid is given), sent once each time
+ * (PVE_CALL_ONCE). Its answer lost after it went out (PVE_E_NETWORK,
+ * maybe_sent), a POST's qmconfig task started since the call is its
+ * answer; else the config read back tells: it holds what was asked, the
+ * write is done (a POST's *upid ""); it does not, the write is sent again,
+ * as Proxmox would have it fail or do it. Sent again by the retry policy
+ * instead, a write with a digest failed "checksum mismatch (file change
+ * by other user?)" against its own first run, and a POST started a second
+ * qmconfig task. A read that fails leaves the lost answer's error. */
+static int config_write(pve_client *c, const char *node, int vmid, const char *path, json_t *params,
+                        char upid[PVE_UPID_MAX], struct pve_error *err)
+{
+    struct pve_error local;
+    if (!err)
+        err = &local;
+    int rc = 0;
+    for (int n = 1; n <= LOST_SENDS; n++) {
+        int64_t t0 = wall_s();
+        rc = upid ? upid_call(c, "POST", path, params, PVE_CALL_ONCE, upid, err)
+                  : pve_call_ex(c, "PUT", path, params, PVE_CALL_ONCE, NULL, err);
+        bool lost = rc == PVE_E_NETWORK && err->maybe_sent;
+        /* a write sent again fails when the first one, still under way when
+         * the config was read, got there first ("checksum mismatch" with a
+         * digest): the config tells then too */
+        if (rc == 0 || (!lost && n == 1))
+            break;
+        struct task_key k = {.types = {"qmconfig"}, .vmid = vmid};
+        if (lost && upid && find_task(c, node, &k, t0, upid)) {
+            rc = 0;
+            break;
+        }
+        bool held;
+        struct pve_error re;
+        if (config_holds(c, node, vmid, params, &held, &re) || (!held && !lost))
+            break;
+        if (held) {
+            if (upid)
+                upid[0] = '\0';
+            rc = 0;
+            break;
+        }
+    }
+    if (rc == 0 && err->cls != PVE_OK) /* a failure answered by the config */
+        memset(err, 0, sizeof *err);
+    return rc;
+}
+
 int pve_vm_config_set(pve_client *c, const char *node, int vmid, const struct pve_config_set *s,
                       struct pve_error *err)
 {
@@ -467,7 +709,7 @@ int pve_vm_config_set(pve_client *c, const char *node, int vmid, const struct pv
     if (vm_path(path, sizeof path, node, vmid, "/config"))
         return invalid(err, "bad node name", NULL);
     json_t *params = config_params(s);
-    int rc = pve_call(c, "PUT", path, params, NULL, err);
+    int rc = config_write(c, node, vmid, path, params, NULL, err);
     json_decref(params);
     return rc;
 }
@@ -480,7 +722,7 @@ int pve_vm_config_set_async(pve_client *c, const char *node, int vmid,
     if (vm_path(path, sizeof path, node, vmid, "/config"))
         return invalid(err, "bad node name", NULL);
     json_t *params = config_params(s);
-    int rc = upid_call(c, "POST", path, params, 0, upid, err);
+    int rc = config_write(c, node, vmid, path, params, upid, err);
     json_decref(params);
     return rc;
 }
@@ -539,19 +781,89 @@ static bool size_ok(const char *s)
     return *s == '\0';
 }
 
+/* A size as resize_vm reads it (size_ok's): whole bytes, truncated. */
+static int64_t size_bytes(const char *s)
+{
+    char *end;
+    double v = strtod(s + (*s == '+'), &end);
+    return (int64_t)(v * unit_mul(*end));
+}
+
+/* The size= of `disk` in the VM's config, bytes (0: none given). */
+static int disk_size_of(pve_client *c, const char *node, int vmid, const char *disk, int64_t *size,
+                        struct pve_error *err)
+{
+    struct pve_vm_config cfg;
+    int rc = pve_vm_config_get(c, node, vmid, false, &cfg, err);
+    if (rc)
+        return rc;
+    *size = drive_size(json_string_value(json_object_get(cfg.raw, disk)));
+    pve_vm_config_release(&cfg);
+    return 0;
+}
+
 int pve_vm_resize(pve_client *c, const char *node, int vmid, const char *disk, const char *size,
                   char upid[PVE_UPID_MAX], struct pve_error *err)
 {
     char path[256];
+    struct pve_error local;
+    if (!err)
+        err = &local;
     if (!size || !size_ok(size))
         return invalid(err, "size: '%s' is not a size such as 50G or +10G", size);
     if (!disk || !*disk)
         return invalid(err, "disk: a drive name such as scsi0 is required", NULL);
     if (vm_path(path, sizeof path, node, vmid, "/resize"))
         return invalid(err, "bad node name", NULL);
+    /* the size the disk is to have. A relative one is asked as that, from
+     * the size it has: "+10G" sent again, or landing after its timeout
+     * when Proxmox waited for the config's lock, grew the disk twice */
+    int64_t target = size_bytes(size), have = 0;
+    char asked[32];
+    if (size[0] == '+') {
+        int rc = disk_size_of(c, node, vmid, disk, &have, err);
+        if (rc)
+            return rc;
+        target = have > 0 ? have + target : -1; /* -1: not known, asked as it is */
+        snprintf(asked, sizeof asked, "%lld", (long long)target);
+        if (target > 0)
+            size = asked;
+    }
     json_t *params = json_pack("{s:s,s:s}", "disk", disk, "size", size);
-    int rc = upid_call(c, "PUT", path, params, 0, upid, err);
+    int rc = 0;
+    for (int n = 1; n <= LOST_SENDS; n++) {
+        int64_t t0 = wall_s();
+        rc = upid_call(c, "PUT", path, params, PVE_CALL_ONCE, upid, err);
+        bool lost = rc == PVE_E_NETWORK && err->maybe_sent;
+        /* a resize sent again may fail where the first one, still under way
+         * when the disk was read, got there first: the disk tells then too */
+        if (rc == 0 || (!lost && n == 1))
+            break;
+        /* PVE >= 8: the resize task the request started */
+        struct task_key k = {.types = {"resize"}, .vmid = vmid};
+        if (lost && find_task(c, node, &k, t0, upid)) {
+            rc = 0;
+            break;
+        }
+        /* PVE 7 (done in the request), or no task found: the disk tells */
+        struct pve_error re;
+        int64_t now = 0;
+        if (target < 0 || disk_size_of(c, node, vmid, disk, &now, &re))
+            break;
+        /* at least: a storage may round the size up (LVM: to its extents) */
+        if (now >= target) {
+            upid[0] = '\0';
+            rc = 0;
+            break;
+        }
+        if (!lost)
+            break;
+        /* asked again: an absolute size, which a first request still under
+         * way and this one reach once between them */
+    }
     json_decref(params);
+    if (rc == 0 && err->cls != PVE_OK) /* a failure answered by the disk */
+        memset(err, 0, sizeof *err);
     return rc;
 }
 

@@ -219,10 +219,28 @@ struct pve_config_set {
     const char *key, *value;
     bool skiplock;
 };
-/* Synchronous (PUT). */
+/* Config writes are sent once each time (PVE_CALL_ONCE). When the answer
+ * is lost after the request went out (PVE_E_NETWORK, maybe_sent), the
+ * config is read back (pending values in) and the write counts as done
+ * when it holds every value asked (as Proxmox stores it: netN with what
+ * was asked among its options, tags in any order, ...) and lacks every
+ * key deleted, and, for a write with a digest, its digest moved (a
+ * cipassword cannot be told: Proxmox gives it back masked). Else it is
+ * sent again (up to 3 sends in all), and Proxmox does it or says why not:
+ * a write with a stale digest fails "checksum mismatch (file change by
+ * other user?)" ("missmatch" before qemu-server 8.2.5); a resend that
+ * fails (the first one, still under way when the config was read, got
+ * there first) is done all the same when the config holds the write.
+ * Asked again blindly instead, a write with a digest failed so against
+ * its own first run. A read that fails leaves the lost answer's error
+ * (maybe_sent): the caller judges.
+ * Synchronous (PUT). */
 int pve_vm_config_set(pve_client *c, const char *node, int vmid, const struct pve_config_set *s,
                       struct pve_error *err);
-/* Asynchronous (POST): a qmconfig task. */
+/* Asynchronous (POST): *upid receives the qmconfig task. A lost answer is
+ * the qmconfig task of the VM started since the call when one is found;
+ * else as pve_vm_config_set, and a write found done in the config has no
+ * task: *upid is "". */
 int pve_vm_config_set_async(pve_client *c, const char *node, int vmid,
                             const struct pve_config_set *s, char upid[PVE_UPID_MAX],
                             struct pve_error *err);
@@ -250,7 +268,20 @@ int pve_vm_pending(pve_client *c, const char *node, int vmid, struct pve_pending
 
 /* Grow a disk: size "50G" (absolute) or "+10G" (relative), units K M G T,
  * none = bytes. On PVE >= 8 *upid receives the resize task; on PVE 7 the
- * resize is done when this returns and *upid is "". */
+ * resize is done when this returns and *upid is "". A relative size is
+ * asked as the absolute size in bytes it comes to from the disk's size=,
+ * read first (a config read): "+10G" sent again, or served after its
+ * timeout when Proxmox waited for the config's lock, grew the disk twice;
+ * a disk grown meanwhile by another hand past that size makes Proxmox
+ * refuse ("shrinking disks is not supported") rather than grow it again.
+ * A disk without size= is asked "+10G" as it is. Sent once each time (PVE_CALL_ONCE): a lost
+ * answer (PVE_E_NETWORK, maybe_sent) is the VM's resize task started since
+ * the call when one is found (PVE >= 8); else the disk's size= read back
+ * decides: at least the size asked (a storage may round up), the resize is
+ * done (*upid ""); less, it is sent again (up to 3 sends in all). A resend
+ * that fails is done all the same when the disk has the size. A "+N" on a
+ * disk without size= whose answer is lost is the caller's to judge (the
+ * error, maybe_sent). */
 int pve_vm_resize(pve_client *c, const char *node, int vmid, const char *disk, const char *size,
                   char upid[PVE_UPID_MAX], struct pve_error *err);
 

@@ -24,8 +24,20 @@ waiting on its config's lock alone. Cases, on one pvesim and one proxd:
     action's task is now looked for);
   - a reinstall's disk move's answer dropped: done through the move's
     task, one move request (it was sent again and failed "does not
-    exist").
+    exist");
+  - a creation's config write and resize, their answers dropped: done, one
+    request each (the retry policy sent both again), the VM configured and
+    its disk the size asked;
+  - a resize job's resize answer dropped: done through its resize task,
+    one request, the disk grown once;
+  - a reinstall's detach of the old disk (a config write with the
+    config's digest) answer dropped: done, the write not sent again (sent
+    again, it failed "checksum mismatch (file change by other user?)"
+    against its own first run, and only the reinstall's look at the VM's
+    slot saw it through).
 """
+import re
+
 from lib.cases import case, finish
 from lib.db import query
 from lib.proxd import Proxd, shutdown
@@ -226,6 +238,80 @@ def a_dropped_disk_move_is_its_task():
     assert any("moving the new disk into VM %d" % vmid in m and ":qmmove:" in m for m in ev), ev
     assert temps() == [], temps()
     assert sim.vm_view(vmid)["os"] == "debian"
+
+
+PUT_CONFIG = "PUT /nodes/{node}/qemu/{vmid}/config"
+PUT_RESIZE = "PUT /nodes/{node}/qemu/{vmid}/resize"
+
+
+def disk_gib(vmid):
+    """The size= of the VM's scsi0, in GiB."""
+    m = re.search(r",size=(\d+)G", sim.vm(vmid)["conf"].get("scsi0", ""))
+    assert m, sim.vm(vmid)["conf"]
+    return int(m.group(1))
+
+
+def drop_once(method, path):
+    sim.add_faults([{"kind": "drop", "method": method, "path": path, "count": 1}])
+
+
+@case
+def a_creations_dropped_config_and_resize_are_sent_once():
+    cb, rb = calls(PUT_CONFIG), calls(PUT_RESIZE)
+    drop_once("PUT", r"^/nodes/[^/]+/qemu/\d+/config$")
+    drop_once("PUT", r"^/nodes/[^/]+/qemu/\d+/resize$")
+    job = post_vm("cfg-drop")
+    j = px.wait_job(job, ALICE, deadline=120)
+    ev = events(job)
+    assert sim.clear_faults() == 2, ev
+    assert j["state"] == "done", (j, ev)
+    vmid = j["vmid"]
+    assert named("cfg-drop") == [vmid], named("cfg-drop")
+    assert (calls(PUT_CONFIG) - cb, calls(PUT_RESIZE) - rb) == (1, 1), ev
+    conf = sim.vm(vmid)["conf"]
+    assert conf.get("cores") == 1 and str(conf.get("memory")) == "512", conf
+    assert disk_gib(vmid) == 12, conf
+
+
+@case
+def a_dropped_resize_grows_the_disk_once():
+    vmid = created("rsz-drop")["vmid"]
+    wait_node_up(vmid)
+    before = calls(PUT_RESIZE)
+    drop_once("PUT", r"^/nodes/[^/]+/qemu/%d/resize$" % vmid)
+    r = px.call("POST", "/v1/vms/%d/resize" % vmid, ALICE, {"disk_gb": 20})
+    assert r.status_code == 202, r.text
+    job = r.json()["job"]
+    j = px.wait_job(job, ALICE, deadline=120)
+    ev = events(job)
+    assert sim.clear_faults() == 1, ev
+    assert j["state"] == "done", (j, ev)
+    assert calls(PUT_RESIZE) - before == 1, ev
+    assert disk_gib(vmid) == 20, sim.vm(vmid)["conf"]
+    assert any(":resize:%d:" % vmid in m for m in ev), ev
+
+
+@case
+def a_reinstalls_dropped_detach_is_done():
+    vmid = created("detach-drop")["vmid"]
+    wait_node_up(vmid)
+    before, mark = calls(PUT_CONFIG), len(px.log_text())
+    # the first config write on the VM itself: the old disk's detach, with
+    # the config's digest (the temporary VM's are on its own VMID)
+    drop_once("PUT", r"^/nodes/[^/]+/qemu/%d/config$" % vmid)
+    r = px.call("POST", "/v1/vms/%d/reinstall" % vmid, ALICE, {"os": "debian"})
+    assert r.status_code == 202, r.text
+    job = r.json()["job"]
+    j = px.wait_job(job, ALICE, deadline=120)
+    ev = events(job)
+    assert sim.clear_faults() == 1, ev
+    assert j["state"] == "done", (j, ev)
+    assert any("detached" in m for m in ev), ev
+    log = px.log_text()[mark:]
+    assert "checksum mismatch" not in log, log
+    assert temps() == [], temps()
+    assert sim.vm_view(vmid)["os"] == "debian"
+    print("[ figures ] reinstall: %d config writes" % (calls(PUT_CONFIG) - before))
 
 
 shutdown(px, sim)

@@ -558,6 +558,16 @@ static int group_down(void **state)
 
 /* ---- network_drift = restore ------------------------------------------------------ */
 
+/* The config writes pvesim served (PUT .../config). */
+static long put_configs(void)
+{
+    json_t *r = h_sim_ctl(env.port, "GET", "/_sim/calls", NULL);
+    long n = (long)json_integer_value(
+        json_object_get(json_object_get(r, "calls"), "PUT /nodes/{node}/qemu/{vmid}/config"));
+    json_decref(r);
+    return n;
+}
+
 static void test_restore(void **state)
 {
     (void)state;
@@ -581,6 +591,30 @@ static void test_restore(void **state)
     walk(); /* what was put back is no drift */
     assert_false(core_net_drift(env.k, v.id, d, sizeof d));
     assert_true(row_is("10.9.0.60", "used", v.vmid));
+    /* the restore's answer dropped (served, then the connection closed):
+     * put back with one write. The write carries the config's digest: sent
+     * again, it failed "checksum mismatch" against its own first run and
+     * the walk logged "network not restored" */
+    conf_set(v.node, v.vmid, &cs);
+    char rule[256];
+    snprintf(rule, sizeof rule,
+             "{\"method\":\"PUT\",\"path\":\"/qemu/%d/config$\",\"kind\":\"drop\","
+             "\"count\":1}",
+             v.vmid);
+    long before = put_configs();
+    ch_sim(&env, "POST", "/_sim/faults", rule);
+    walk();
+    json_t *fl = h_sim_ctl(env.port, "GET", "/_sim/faults", NULL);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(fl, 0), "hits")), 1);
+    json_decref(fl);
+    ch_sim(&env, "DELETE", "/_sim/faults", NULL);
+    assert_int_equal(put_configs() - before, 1);
+    ipc = conf_get(v.node, v.vmid, "ipconfig0");
+    net0 = conf_get(v.node, v.vmid, "net0");
+    assert_string_equal(ipc, v.ipconfig0);
+    assert_string_equal(net0, v.net0);
+    free(ipc);
+    free(net0);
     ch_down(&env);
 }
 

@@ -10,7 +10,18 @@
  *   - an HA-managed VM's start and stop: hastart and hastop.
  * The HA requests' own tasks, not the LRM's qmigrate, qmstart or qmstop
  * that follow them (which pvesim, at its time scale, has started by then;
- * Proxmox's CRM and LRM take seconds). */
+ * Proxmox's CRM and LRM take seconds).
+ * Config writes and resizes are sent once too (the retry policy sent them
+ * again after a lost answer):
+ *   - a config write with a digest: done when the config read back holds
+ *     it (sent again, it failed "checksum mismatch (file change by other
+ *     user?)" against its own first run); without one, not sent twice;
+ *   - an asynchronous config write (POST): its qmconfig task;
+ *   - a resize: its resize task (PVE >= 8), or on PVE 7, which resizes in
+ *     the request, the disk's size read back; a relative "+1G" grows the
+ *     disk once (sent again, it grew it twice);
+ *   - a write whose request never got an answer nor was served (a hang):
+ *     the config read back does not hold it, it is sent again. */
 #include "harness.h"
 #include "pve/pve_api.h"
 
@@ -38,7 +49,7 @@ static int teardown(void **st)
     return 0;
 }
 
-static pve_client *client(void)
+static pve_client *client_timeout(long timeout_ms)
 {
     char host[64];
     snprintf(host, sizeof host, "127.0.0.1:%d", port);
@@ -48,11 +59,16 @@ static pve_client *client(void)
                              .token = TOKEN,
                              .insecure = true,
                              .connect_timeout_ms = 2000,
-                             .timeout_ms = 5000};
+                             .timeout_ms = timeout_ms};
     struct pve_error e;
     pve_client *c = pve_client_new(&cfg, &e);
     assert_non_null(c);
     return c;
+}
+
+static pve_client *client(void)
+{
+    return client_timeout(5000);
 }
 
 static long count_calls(const char *key)
@@ -63,19 +79,25 @@ static long count_calls(const char *key)
     return n;
 }
 
-/* The next request of `method` to a path matching `path` is served, its
- * answer dropped. A call first, so that the request goes out on a reused
+/* The next request of `method` to a path matching `path` meets a fault of
+ * `kind`. A call first, so that the request goes out on a reused
  * connection (where curl would send it again by itself). */
-static void drop_next(pve_client *c, const char *method, const char *path)
+static void fault_next(pve_client *c, const char *method, const char *path, const char *kind)
 {
     struct pve_error e;
     struct pve_version v;
     assert_int_equal(pve_get_version(c, &v, &e), 0);
     json_decref(h_sim_ctl(port, "DELETE", "/_sim/faults", NULL)); /* a failed case's */
     char body[256];
-    snprintf(body, sizeof body, "{\"method\":\"%s\",\"path\":\"%s\",\"kind\":\"drop\",\"count\":1}",
-             method, path);
+    snprintf(body, sizeof body, "{\"method\":\"%s\",\"path\":\"%s\",\"kind\":\"%s\",\"count\":1}",
+             method, path, kind);
     json_decref(h_sim_ctl(port, "POST", "/_sim/faults", body));
+}
+
+/* The next such request is served, its answer dropped. */
+static void drop_next(pve_client *c, const char *method, const char *path)
+{
+    fault_next(c, method, path, "drop");
 }
 
 /* The rule was hit once (the answer was dropped); rules cleared. */
@@ -191,6 +213,197 @@ static void lost_ha_start_and_stop_are_their_ha_tasks(void **st)
     pve_client_free(c);
 }
 
+/* The size= of `disk` of `vmid` on sv1, bytes. */
+static int64_t disk_bytes(pve_client *c, int vmid, const char *disk)
+{
+    struct pve_error e;
+    struct pve_vm_config cfg;
+    assert_int_equal(pve_vm_config_get(c, "sv1", vmid, false, &cfg, &e), 0);
+    struct pve_volume *vols = NULL;
+    size_t n = 0;
+    int64_t size = -1;
+    pve_vm_config_volumes(&cfg, &vols, &n);
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(vols[i].key, disk) == 0)
+            size = vols[i].size;
+    free(vols);
+    pve_vm_config_release(&cfg);
+    assert_true(size > 0);
+    return size;
+}
+
+static const char *config_value(pve_client *c, int vmid, const char *key, char *out, size_t len)
+{
+    struct pve_error e;
+    struct pve_vm_config cfg;
+    assert_int_equal(pve_vm_config_get(c, "sv1", vmid, false, &cfg, &e), 0);
+    json_t *v = json_object_get(cfg.raw, key);
+    if (json_is_integer(v))
+        snprintf(out, len, "%lld", (long long)json_integer_value(v));
+    else
+        snprintf(out, len, "%s", json_is_string(v) ? json_string_value(v) : "");
+    pve_vm_config_release(&cfg);
+    return out;
+}
+
+#define PUT_CONFIG "PUT /nodes/{node}/qemu/{vmid}/config"
+#define POST_CONFIG "POST /nodes/{node}/qemu/{vmid}/config"
+#define PUT_RESIZE "PUT /nodes/{node}/qemu/{vmid}/resize"
+
+static void lost_config_write_with_digest_is_done(void **st)
+{
+    (void)st;
+    pve_client *c = client();
+    struct pve_error e;
+    char buf[1024];
+    vm_clone(c, 704);
+    struct pve_vm_config cfg;
+    assert_int_equal(pve_vm_config_get(c, "sv1", 704, false, &cfg, &e), 0);
+    char digest[48];
+    snprintf(digest, sizeof digest, "%s", cfg.digest);
+    pve_vm_config_release(&cfg);
+    long before = count_calls(PUT_CONFIG);
+    drop_next(c, "PUT", "/qemu/704/config$");
+    struct pve_config_set s = {.name = "kept",
+                               .ipconfig0 = "ip=10.1.2.3/24,gw=10.1.2.1",
+                               .net0 = "virtio,bridge=vmbr0,tag=7",
+                               .digest = digest};
+    if (pve_vm_config_set(c, "sv1", 704, &s, &e))
+        fail_msg("a dropped config write with a digest: %s", pve_strerror(&e, buf, sizeof buf));
+    dropped();
+    assert_int_equal(count_calls(PUT_CONFIG) - before, 1);
+    assert_string_equal(config_value(c, 704, "name", buf, sizeof buf), "kept");
+    assert_string_equal(config_value(c, 704, "ipconfig0", buf, sizeof buf),
+                        "ip=10.1.2.3/24,gw=10.1.2.1");
+    /* the digest is still checked: a stale one fails as Proxmox has it */
+    s.name = "other";
+    if (pve_vm_config_set(c, "sv1", 704, &s, &e) == 0 || !strstr(e.message, "checksum mismatch"))
+        fail_msg("a stale digest: %s", pve_strerror(&e, buf, sizeof buf));
+    pve_client_free(c);
+}
+
+static void lost_config_write_without_digest_is_sent_once(void **st)
+{
+    (void)st;
+    pve_client *c = client();
+    struct pve_error e;
+    char buf[1024];
+    vm_clone(c, 705);
+    long before = count_calls(PUT_CONFIG);
+    drop_next(c, "PUT", "/qemu/705/config$");
+    struct pve_config_set s = {.cores = 3,
+                               .memory_mb = 1536,
+                               .tags = "b;a",
+                               .description = "line one\nline two",
+                               .delete_keys = "agent"};
+    if (pve_vm_config_set(c, "sv1", 705, &s, &e))
+        fail_msg("a dropped config write: %s", pve_strerror(&e, buf, sizeof buf));
+    dropped();
+    assert_int_equal(count_calls(PUT_CONFIG) - before, 1);
+    assert_string_equal(config_value(c, 705, "cores", buf, sizeof buf), "3");
+    assert_string_equal(config_value(c, 705, "agent", buf, sizeof buf), "");
+    pve_client_free(c);
+}
+
+static void lost_async_config_write_is_its_qmconfig(void **st)
+{
+    (void)st;
+    pve_client *c = client();
+    struct pve_error e;
+    char upid[PVE_UPID_MAX], buf[1024];
+    vm_clone(c, 706);
+    long before = count_calls(POST_CONFIG);
+    drop_next(c, "POST", "/qemu/706/config$");
+    struct pve_config_set s = {.name = "async", .cores = 2};
+    if (pve_vm_config_set_async(c, "sv1", 706, &s, upid, &e))
+        fail_msg("a dropped asynchronous config write: %s", pve_strerror(&e, buf, sizeof buf));
+    dropped();
+    if (!strstr(upid, ":qmconfig:706:"))
+        fail_msg("%s is not the qmconfig task", upid);
+    assert_int_equal(count_calls(POST_CONFIG) - before, 1);
+    task_ok(c, upid);
+    assert_string_equal(config_value(c, 706, "name", buf, sizeof buf), "async");
+    pve_client_free(c);
+}
+
+/* A resize of `vmid`'s scsi0 by `size`, its answer dropped: done once,
+ * the disk `want` bytes; a task when `task`, else done in the request. */
+static void lost_resize(pve_client *c, int vmid, const char *size, int64_t want, bool task)
+{
+    struct pve_error e;
+    char upid[PVE_UPID_MAX], buf[1024];
+    long before = count_calls(PUT_RESIZE);
+    drop_next(c, "PUT", "/resize$");
+    if (pve_vm_resize(c, "sv1", vmid, "scsi0", size, upid, &e))
+        fail_msg("a dropped resize to %s: %s", size, pve_strerror(&e, buf, sizeof buf));
+    dropped();
+    if (task && upid[0])
+        task_ok(c, upid);
+    if (disk_bytes(c, vmid, "scsi0") != want)
+        fail_msg("resize to %s: %lld bytes, %lld wanted", size,
+                 (long long)disk_bytes(c, vmid, "scsi0"), (long long)want);
+    assert_int_equal(count_calls(PUT_RESIZE) - before, 1);
+    if (task && !strstr(upid, ":resize:"))
+        fail_msg("%s is not the resize task", upid);
+    if (!task)
+        assert_string_equal(upid, "");
+}
+
+#define GiB (1024LL * 1024 * 1024)
+
+static void lost_resize_grows_once(void **st)
+{
+    (void)st;
+    pve_client *c = client();
+    vm_clone(c, 707);
+    int64_t have = disk_bytes(c, 707, "scsi0");
+    lost_resize(c, 707, "+1G", have + GiB, true);
+    char abs[32];
+    snprintf(abs, sizeof abs, "%lldG", (long long)(have / GiB + 3));
+    lost_resize(c, 707, abs, (have / GiB + 3) * GiB, true);
+    pve_client_free(c);
+}
+
+/* PVE 7 resizes in the request and answers null: the size read back. */
+static void lost_resize_on_pve7_grows_once(void **st)
+{
+    (void)st;
+    int main_port = port;
+    struct h_sim_opts o = {
+        .nodes = "sv1,sv2", .token = TOKEN, .time_scale = "0.01", .pve_version = 7};
+    pid_t p7 = h_sim_up(&port, &o);
+    pve_client *c = client();
+    vm_clone(c, 708);
+    int64_t have = disk_bytes(c, 708, "scsi0");
+    lost_resize(c, 708, "+1G", have + GiB, false);
+    char abs[32];
+    snprintf(abs, sizeof abs, "%lldG", (long long)(have / GiB + 3));
+    lost_resize(c, 708, abs, (have / GiB + 3) * GiB, false);
+    pve_client_free(c);
+    h_sim_stop(p7, true);
+    port = main_port;
+}
+
+/* A write that hangs (never served, never answered) is not found in the
+ * config: it is sent again and done. */
+static void unserved_config_write_is_sent_again(void **st)
+{
+    (void)st;
+    struct pve_error e;
+    char buf[1024];
+    pve_client *c = client_timeout(1500);
+    vm_clone(c, 709);
+    long before = count_calls(PUT_CONFIG);
+    fault_next(c, "PUT", "/qemu/709/config$", "hang");
+    struct pve_config_set s = {.name = "again"};
+    if (pve_vm_config_set(c, "sv1", 709, &s, &e))
+        fail_msg("a hung config write: %s", pve_strerror(&e, buf, sizeof buf));
+    dropped();
+    assert_string_equal(config_value(c, 709, "name", buf, sizeof buf), "again");
+    assert_int_equal(count_calls(PUT_CONFIG) - before, 2); /* the hung one counts */
+    pve_client_free(c);
+}
+
 int main(void)
 {
     pve_global_init();
@@ -198,6 +411,12 @@ int main(void)
         cmocka_unit_test(lost_move_disk_is_its_qmmove),
         cmocka_unit_test(lost_ha_migration_is_its_hamigrate),
         cmocka_unit_test(lost_ha_start_and_stop_are_their_ha_tasks),
+        cmocka_unit_test(lost_config_write_with_digest_is_done),
+        cmocka_unit_test(lost_config_write_without_digest_is_sent_once),
+        cmocka_unit_test(lost_async_config_write_is_its_qmconfig),
+        cmocka_unit_test(lost_resize_grows_once),
+        cmocka_unit_test(lost_resize_on_pve7_grows_once),
+        cmocka_unit_test(unserved_config_write_is_sent_again),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
