@@ -150,13 +150,17 @@ static struct nstate *find_node(struct fleet *f, const char *name)
  * judged by apply_world, not by the client's failure hook. */
 static _Thread_local bool tl_refreshing;
 
+static bool node_suspect(struct fleet *f, const char *node, const char *why);
+
 /* libpve's hook: a call on a node failed at the network level (an
  * operation of any job, a task poll, a read): the node is down at once
  * rather than at the next refresh, which in a cluster could still show it
  * online while every call to it hangs. */
 static void on_node_failure(void *ud, const char *node, const struct pve_error *e)
 {
-    if (!tl_refreshing)
+    if (tl_refreshing)
+        return;
+    if (!e->closed || !node_suspect(ud, node, e->message))
         fleet_node_failed(ud, node, e->message);
 }
 
@@ -1015,6 +1019,30 @@ static void *suspect_main(void *arg)
     }
     pthread_mutex_unlock(&f->mu);
     return NULL;
+}
+
+/* A call's connection was closed by the node without an answer after the
+ * request went out (a proxy or a pveproxy worker that gave up, a restart):
+ * the node was there a moment ago, so it is not held down on that alone
+ * (the API would refuse every request on its VMs meanwhile) but handed to
+ * its own thread for a full probe now, which holds it down if it does not
+ * answer (a restarting pveproxy refuses at once). False when no probe
+ * runs, or the node is already down or being probed: the caller marks it
+ * down as for any network failure. */
+static bool node_suspect(struct fleet *f, const char *node, const char *why)
+{
+    pthread_mutex_lock(&f->mu);
+    struct nstate *n = find_node(f, node);
+    int i = n ? (int)(n - f->nodes) : -1;
+    bool taken = n && f->nprobes > 0 && !f->probe_stop && !n->failed && n->online;
+    if (taken && !f->suspect[i]) {
+        f->suspect[i] = true;
+        pthread_cond_broadcast(&f->suspect_cv);
+        log_info("fleet", "node %s closed a connection without an answer (%s): probing it", node,
+                 why);
+    }
+    pthread_mutex_unlock(&f->mu);
+    return taken;
 }
 
 int fleet_probe_start(struct fleet *f, int interval_ms)

@@ -12,7 +12,11 @@
  * 595/596) in any call through the world's client (libpve's failure hook)
  * is marked down at once and probed again with backoff (1 s doubling to
  * 60 s), so placement skips it immediately instead of waiting out another
- * timeout, and requests on its VMs are refused while it is down.
+ * timeout, and requests on its VMs are refused while it is down. A
+ * connection the node closed without an answer after the request went out
+ * (pve_error.closed) is not that: the node is probed at once in full on its
+ * own thread (below) and marked down only if it does not answer that (with
+ * no probe running, it is marked down as before).
  *
  * Active probe (fleet_probe_start): a node the cluster still reports online
  * may hang; an up node that gave no sign of life for a probe interval (no

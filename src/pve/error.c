@@ -147,6 +147,7 @@ void pve_error_from_resp(struct pve_error *err, const struct pve_resp *rs, const
         return;
     err->http_status = (int)rs->status;
     err->maybe_sent = rs->maybe_sent;
+    err->closed = rs->closed;
     err->params[0] = '\0';
     pve_strlcpy(err->host, host ? host : "", sizeof err->host);
     if (!rs->status) {

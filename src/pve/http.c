@@ -412,14 +412,14 @@ static void judge_failure(CURL *h, struct pve_conn *k, struct pve_resp *rs)
         break;
     case CURLE_SEND_ERROR:
         if (reqsize > 0)
-            rs->maybe_sent = true;
+            rs->maybe_sent = rs->closed = true;
         else
             rs->host_failed = true;
         break;
     case CURLE_RECV_ERROR:
     case CURLE_GOT_NOTHING:
     case CURLE_PARTIAL_FILE:
-        rs->maybe_sent = true;
+        rs->maybe_sent = rs->closed = true;
         break;
     case CURLE_PEER_FAILED_VERIFICATION:
     case CURLE_SSL_CACERT_BADFILE:

@@ -62,6 +62,8 @@ struct pve_error {
     int attempts;              /* how many times the request was sent */
     bool maybe_sent;           /* a network failure after the request was sent: the
                                   server may have acted on it (see PVE_CALL_ONCE) */
+    bool closed;               /* ... and the server closed the connection without
+                                  a (whole) answer: it was there, not hung or gone */
     char host[128];            /* the host that gave the final answer */
 };
 

@@ -184,6 +184,7 @@ struct pve_resp {
     char curl_msg[CURL_ERROR_SIZE + 128];
     bool host_failed; /* refused, connect timeout, reset before sending */
     bool maybe_sent;  /* failed after the request went out */
+    bool closed;      /* ... the server closing the connection (not a timeout) */
     bool tls_failed;  /* certificate refused */
 };
 
