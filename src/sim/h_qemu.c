@@ -628,6 +628,19 @@ void qemu_apply_pending(struct sim_vm *vm)
     json_array_clear(vm->pending_delete);
 }
 
+/* qemu-server never gives a cloud-init password back: vm_config masks one
+ * that is set (a true value), vm_pending one that is defined, and its
+ * pending value with a trailing blank ('********** ', as in
+ * PVE/API2/Qemu.pm). */
+static void mask_password(json_t *o, const char *key, bool defined, const char *mask)
+{
+    json_t *v = json_object_get(o, key);
+    if (!v || (!defined && (json_is_null(v) || (json_is_string(v) && !json_string_length(v)) ||
+                            (json_is_string(v) && strcmp(json_string_value(v), "0") == 0))))
+        return;
+    json_object_set_new(o, key, json_string(mask));
+}
+
 static void h_config_get(struct sim_call *c)
 {
     struct sim_vm *vm = load_vm(c);
@@ -649,6 +662,7 @@ static void h_config_get(struct sim_call *c)
         char *sdg = sim_vm_digest(vm);
         json_object_set_new(c->data, "digest", json_string(sdg));
         free(sdg);
+        mask_password(c->data, "cipassword", false, "**********");
         return;
     }
     c->data = json_deep_copy(vm->conf);
@@ -661,6 +675,7 @@ static void h_config_get(struct sim_call *c)
     char *dg = sim_vm_digest(vm);
     json_object_set_new(c->data, "digest", json_string(dg));
     free(dg);
+    mask_password(c->data, "cipassword", false, "**********");
 }
 
 static void h_pending(struct sim_call *c)
@@ -677,6 +692,10 @@ static void h_pending(struct sim_call *c)
         json_t *p = json_object_get(vm->pending, k);
         if (p)
             json_object_set(e, "pending", p);
+        if (strcmp(k, "cipassword") == 0) {
+            mask_password(e, "value", true, "**********");
+            mask_password(e, "pending", true, "********** ");
+        }
         size_t i;
         json_t *d;
         json_array_foreach(vm->pending_delete, i, d) if (strcmp(json_string_value(d), k) == 0)
@@ -685,8 +704,12 @@ static void h_pending(struct sim_call *c)
     }
     json_object_foreach(vm->pending, k, v)
     {
-        if (!json_object_get(vm->conf, k))
-            json_array_append_new(c->data, json_pack("{s:s,s:O}", "key", k, "pending", v));
+        if (json_object_get(vm->conf, k))
+            continue;
+        json_t *e = json_pack("{s:s,s:O}", "key", k, "pending", v);
+        if (strcmp(k, "cipassword") == 0)
+            mask_password(e, "pending", true, "********** ");
+        json_array_append_new(c->data, e);
     }
 }
 
