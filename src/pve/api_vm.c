@@ -655,16 +655,23 @@ static int config_holds(pve_client *c, const char *node, int vmid, json_t *param
     return 0;
 }
 
-/* A config write (PUT; POST when upid is given), sent once each time
- * (PVE_CALL_ONCE). Its answer lost after it went out (PVE_E_NETWORK,
- * maybe_sent), a POST's qmconfig task started since the call is its
- * answer; else the config read back tells: it holds what was asked, the
- * write is done (a POST's *upid ""); it does not, the write is sent again,
- * as Proxmox would have it fail or do it. Sent again by the retry policy
- * instead, a write with a digest failed "checksum mismatch (file change
- * by other user?)" against its own first run, and a POST started a second
- * qmconfig task. A read that fails leaves the lost answer's error. */
-static int config_write(pve_client *c, const char *node, int vmid, const char *path, json_t *params,
+/* What Proxmox holds now tells whether a write whose answer was lost is
+ * done: 0 with *done, nonzero when it cannot tell. */
+typedef int (*write_judge_fn)(pve_client *c, void *ud, bool *done);
+
+/* A write sent once each time (PVE_CALL_ONCE), LOST_SENDS times at most.
+ * Its answer lost after it went out (PVE_E_NETWORK, maybe_sent), the task
+ * `k` started since the call is its answer (with upid); else `judge`
+ * tells: done, the write is (*upid ""); not, it is sent again. A write
+ * sent again that fails is judged too: a first one still under way when
+ * Proxmox was read may have got there first. Sent again by the retry
+ * policy instead, a config write with a digest failed "checksum mismatch
+ * (file change by other user?)" against its own first run, a POST started
+ * a second task, a relative resize grew the disk twice. The error is the
+ * last call's when the judge cannot tell. upid: NULL for a write whose
+ * answer is no UPID (a PUT of the config). */
+static int judged_write(pve_client *c, const char *method, const char *path, json_t *params,
+                        const char *node, const struct task_key *k, write_judge_fn judge, void *ud,
                         char upid[PVE_UPID_MAX], struct pve_error *err)
 {
     struct pve_error local;
@@ -673,33 +680,51 @@ static int config_write(pve_client *c, const char *node, int vmid, const char *p
     int rc = 0;
     for (int n = 1; n <= LOST_SENDS; n++) {
         int64_t t0 = wall_s();
-        rc = upid ? upid_call(c, "POST", path, params, PVE_CALL_ONCE, upid, err)
-                  : pve_call_ex(c, "PUT", path, params, PVE_CALL_ONCE, NULL, err);
+        rc = upid ? upid_call(c, method, path, params, PVE_CALL_ONCE, upid, err)
+                  : pve_call_ex(c, method, path, params, PVE_CALL_ONCE, NULL, err);
         bool lost = rc == PVE_E_NETWORK && err->maybe_sent;
-        /* a write sent again fails when the first one, still under way when
-         * the config was read, got there first ("checksum mismatch" with a
-         * digest): the config tells then too */
         if (rc == 0 || (!lost && n == 1))
             break;
-        struct task_key k = {.types = {"qmconfig"}, .vmid = vmid};
-        if (lost && upid && find_task(c, node, &k, t0, upid)) {
+        if (lost && upid && find_task(c, node, k, t0, upid)) {
             rc = 0;
             break;
         }
-        bool held;
-        struct pve_error re;
-        if (config_holds(c, node, vmid, params, &held, &re) || (!held && !lost))
+        bool done = false;
+        if (judge(c, ud, &done) || (!done && !lost))
             break;
-        if (held) {
+        if (done) {
             if (upid)
                 upid[0] = '\0';
             rc = 0;
             break;
         }
     }
-    if (rc == 0 && err->cls != PVE_OK) /* a failure answered by the config */
+    if (rc == 0 && err->cls != PVE_OK) /* a failure answered by what Proxmox holds */
         memset(err, 0, sizeof *err);
     return rc;
+}
+
+struct config_judge {
+    const char *node;
+    int vmid;
+    json_t *params;
+};
+
+static int config_judged(pve_client *c, void *ud, bool *done)
+{
+    struct config_judge *j = ud;
+    struct pve_error re;
+    return config_holds(c, j->node, j->vmid, j->params, done, &re);
+}
+
+/* A config write (PUT; POST when upid is given, its task qmconfig). */
+static int config_write(pve_client *c, const char *node, int vmid, const char *path, json_t *params,
+                        char upid[PVE_UPID_MAX], struct pve_error *err)
+{
+    struct config_judge j = {node, vmid, params};
+    struct task_key k = {.types = {"qmconfig"}, .vmid = vmid};
+    return judged_write(c, upid ? "POST" : "PUT", path, params, node, &k, config_judged, &j, upid,
+                        err);
 }
 
 int pve_vm_config_set(pve_client *c, const char *node, int vmid, const struct pve_config_set *s,
@@ -802,6 +827,26 @@ static int disk_size_of(pve_client *c, const char *node, int vmid, const char *d
     return 0;
 }
 
+struct resize_judge {
+    const char *node;
+    int vmid;
+    const char *disk;
+    int64_t target; /* bytes; < 0: not known (a relative size on an unsized disk) */
+};
+
+/* Done when the disk has at least the size asked: a storage may round it
+ * up (LVM: to its extents). */
+static int resize_judged(pve_client *c, void *ud, bool *done)
+{
+    struct resize_judge *j = ud;
+    struct pve_error re;
+    int64_t now = 0;
+    if (j->target < 0 || disk_size_of(c, j->node, j->vmid, j->disk, &now, &re))
+        return -1;
+    *done = now >= j->target;
+    return 0;
+}
+
 int pve_vm_resize(pve_client *c, const char *node, int vmid, const char *disk, const char *size,
                   char upid[PVE_UPID_MAX], struct pve_error *err)
 {
@@ -830,40 +875,11 @@ int pve_vm_resize(pve_client *c, const char *node, int vmid, const char *disk, c
             size = asked;
     }
     json_t *params = json_pack("{s:s,s:s}", "disk", disk, "size", size);
-    int rc = 0;
-    for (int n = 1; n <= LOST_SENDS; n++) {
-        int64_t t0 = wall_s();
-        rc = upid_call(c, "PUT", path, params, PVE_CALL_ONCE, upid, err);
-        bool lost = rc == PVE_E_NETWORK && err->maybe_sent;
-        /* a resize sent again may fail where the first one, still under way
-         * when the disk was read, got there first: the disk tells then too */
-        if (rc == 0 || (!lost && n == 1))
-            break;
-        /* PVE >= 8: the resize task the request started */
-        struct task_key k = {.types = {"resize"}, .vmid = vmid};
-        if (lost && find_task(c, node, &k, t0, upid)) {
-            rc = 0;
-            break;
-        }
-        /* PVE 7 (done in the request), or no task found: the disk tells */
-        struct pve_error re;
-        int64_t now = 0;
-        if (target < 0 || disk_size_of(c, node, vmid, disk, &now, &re))
-            break;
-        /* at least: a storage may round the size up (LVM: to its extents) */
-        if (now >= target) {
-            upid[0] = '\0';
-            rc = 0;
-            break;
-        }
-        if (!lost)
-            break;
-        /* asked again: an absolute size, which a first request still under
-         * way and this one reach once between them */
-    }
+    /* PVE >= 8: the resize task; PVE 7 resizes in the request: the disk */
+    struct task_key k = {.types = {"resize"}, .vmid = vmid};
+    struct resize_judge j = {node, vmid, disk, target};
+    int rc = judged_write(c, "PUT", path, params, node, &k, resize_judged, &j, upid, err);
     json_decref(params);
-    if (rc == 0 && err->cls != PVE_OK) /* a failure answered by the disk */
-        memset(err, 0, sizeof *err);
     return rc;
 }
 
