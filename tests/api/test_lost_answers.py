@@ -115,6 +115,18 @@ def named(name):
     return [v["vmid"] for v in sim.state()["vms"] if v["conf"].get("name") == name]
 
 
+def done_through_the_drop(r):
+    """A job asked for (r: the API's answer) with one drop rule in place:
+    it ends done, the rule hit once (then cleared); its events."""
+    assert r.status_code == 202, r.text
+    job = r.json()["job"]
+    j = px.wait_job(job, ALICE, deadline=120)
+    ev = events(job)
+    assert sim.clear_faults() == 1, ev
+    assert j["state"] == "done", (j, ev)
+    return ev
+
+
 def temps():
     return [v["vmid"] for v in sim.state()["vms"]
             if "reinstall of VM" in (v["conf"].get("description") or "")]
@@ -279,13 +291,7 @@ def a_dropped_resize_grows_the_disk_once():
     wait_node_up(vmid)
     before = calls(PUT_RESIZE)
     drop_once("PUT", r"^/nodes/[^/]+/qemu/%d/resize$" % vmid)
-    r = px.call("POST", "/v1/vms/%d/resize" % vmid, ALICE, {"disk_gb": 20})
-    assert r.status_code == 202, r.text
-    job = r.json()["job"]
-    j = px.wait_job(job, ALICE, deadline=120)
-    ev = events(job)
-    assert sim.clear_faults() == 1, ev
-    assert j["state"] == "done", (j, ev)
+    ev = done_through_the_drop(px.call("POST", "/v1/vms/%d/resize" % vmid, ALICE, {"disk_gb": 20}))
     assert calls(PUT_RESIZE) - before == 1, ev
     assert disk_gib(vmid) == 20, sim.vm(vmid)["conf"]
     assert any(":resize:%d:" % vmid in m for m in ev), ev
@@ -299,13 +305,8 @@ def a_reinstalls_dropped_detach_is_done():
     # the first config write on the VM itself: the old disk's detach, with
     # the config's digest (the temporary VM's are on its own VMID)
     drop_once("PUT", r"^/nodes/[^/]+/qemu/%d/config$" % vmid)
-    r = px.call("POST", "/v1/vms/%d/reinstall" % vmid, ALICE, {"os": "debian"})
-    assert r.status_code == 202, r.text
-    job = r.json()["job"]
-    j = px.wait_job(job, ALICE, deadline=120)
-    ev = events(job)
-    assert sim.clear_faults() == 1, ev
-    assert j["state"] == "done", (j, ev)
+    ev = done_through_the_drop(px.call("POST", "/v1/vms/%d/reinstall" % vmid, ALICE,
+                                       {"os": "debian"}))
     assert any("detached" in m for m in ev), ev
     log = px.log_text()[mark:]
     assert "checksum mismatch" not in log, log

@@ -46,12 +46,17 @@ def log_since(mark):
     return px.log_text()[mark:]
 
 
-@case
-def a_dropped_answer_does_not_hold_its_node_down():
-    vmid = created("closed")
+def vm_on_an_up_node(name):
+    """A VM made, its node up; (vmid, node, where the log stands)."""
+    vmid = created(name)
     node = sim.vm(vmid)["node"]
     wait_for(lambda: health(node) == "up", deadline=30, interval=0.1, what="node up")
-    mark = len(px.log_text())
+    return vmid, node, len(px.log_text())
+
+
+@case
+def a_dropped_answer_does_not_hold_its_node_down():
+    vmid, node, mark = vm_on_an_up_node("closed")
     j = power(vmid, "stop", [{"kind": "drop", "method": "POST",
                               "path": r"^/nodes/[^/]+/qemu/%d/status/stop$" % vmid, "count": 1}])
     assert sim.clear_faults() == 1
@@ -65,10 +70,7 @@ def a_dropped_answer_does_not_hold_its_node_down():
 
 @case
 def a_node_that_closed_and_does_not_answer_its_probe_is_held_down():
-    vmid = created("closed-silent")
-    node = sim.vm(vmid)["node"]
-    wait_for(lambda: health(node) == "up", deadline=30, interval=0.1, what="node up")
-    mark = len(px.log_text())
+    vmid, node, mark = vm_on_an_up_node("closed-silent")
     sim.add_faults([{"kind": "drop", "method": "GET", "path": r"^/nodes/%s/status$" % node}])
     j = power(vmid, "stop", [{"kind": "drop", "method": "POST",
                               "path": r"^/nodes/[^/]+/qemu/%d/status/stop$" % vmid, "count": 1}])

@@ -4,14 +4,12 @@
  * A write whose connection closes without an answer once it went out (a
  * reused one: curl would send it again by itself) fails as maybe sent,
  * sent once. */
-#include "harness.h"
+#include "pvetest.h"
 #include "pve/pve_api.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define TOKEN "root@pam!ci=" H_TOKEN_SECRET
 
 static int port;
 static pid_t pid;
@@ -19,7 +17,7 @@ static pid_t pid;
 static int setup(void **st)
 {
     (void)st;
-    struct h_sim_opts o = {.nodes = "sv1", .token = TOKEN, .time_scale = "0.01"};
+    struct h_sim_opts o = {.nodes = "sv1", .token = T_TOKEN, .time_scale = "0.01"};
     pid = h_sim_up(&port, &o);
     return 0;
 }
@@ -34,18 +32,13 @@ static int teardown(void **st)
 static pve_client *client(long timeout_ms)
 {
     char host[64];
+    const char *hostv[1];
+    struct pve_config cfg;
     snprintf(host, sizeof host, "127.0.0.1:%d", port);
-    const char *hosts[] = {host};
-    struct pve_config cfg = {.hosts = hosts,
-                             .nhosts = 1,
-                             .token = TOKEN,
-                             .insecure = true,
-                             .connect_timeout_ms = 2000,
-                             .timeout_ms = timeout_ms};
-    struct pve_error e;
-    pve_client *c = pve_client_new(&cfg, &e);
-    assert_non_null(c);
-    return c;
+    tcfg_init(&cfg, hostv, host);
+    cfg.connect_timeout_ms = 2000;
+    cfg.timeout_ms = timeout_ms;
+    return tclient(&cfg);
 }
 
 static long count_calls(const char *key)

@@ -22,14 +22,12 @@
  *     disk once (sent again, it grew it twice);
  *   - a write whose request never got an answer nor was served (a hang):
  *     the config read back does not hold it, it is sent again. */
-#include "harness.h"
+#include "pvetest.h"
 #include "pve/pve_api.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define TOKEN "root@pam!ci=" H_TOKEN_SECRET
 
 static int port;
 static pid_t pid;
@@ -37,7 +35,7 @@ static pid_t pid;
 static int setup(void **st)
 {
     (void)st;
-    struct h_sim_opts o = {.nodes = "sv1,sv2", .token = TOKEN, .time_scale = "0.01"};
+    struct h_sim_opts o = {.nodes = "sv1,sv2", .token = T_TOKEN, .time_scale = "0.01"};
     pid = h_sim_up(&port, &o);
     return 0;
 }
@@ -52,18 +50,13 @@ static int teardown(void **st)
 static pve_client *client_timeout(long timeout_ms)
 {
     char host[64];
+    const char *hostv[1];
+    struct pve_config cfg;
     snprintf(host, sizeof host, "127.0.0.1:%d", port);
-    const char *hosts[] = {host};
-    struct pve_config cfg = {.hosts = hosts,
-                             .nhosts = 1,
-                             .token = TOKEN,
-                             .insecure = true,
-                             .connect_timeout_ms = 2000,
-                             .timeout_ms = timeout_ms};
-    struct pve_error e;
-    pve_client *c = pve_client_new(&cfg, &e);
-    assert_non_null(c);
-    return c;
+    tcfg_init(&cfg, hostv, host);
+    cfg.connect_timeout_ms = 2000;
+    cfg.timeout_ms = timeout_ms;
+    return tclient(&cfg);
 }
 
 static pve_client *client(void)
@@ -370,7 +363,7 @@ static void lost_resize_on_pve7_grows_once(void **st)
     (void)st;
     int main_port = port;
     struct h_sim_opts o = {
-        .nodes = "sv1,sv2", .token = TOKEN, .time_scale = "0.01", .pve_version = 7};
+        .nodes = "sv1,sv2", .token = T_TOKEN, .time_scale = "0.01", .pve_version = 7};
     pid_t p7 = h_sim_up(&port, &o);
     pve_client *c = client();
     vm_clone(c, 708);
