@@ -62,16 +62,20 @@ struct task_key {
 };
 
 /* The newest task of `k`'s first type that has one on `node`, started at
- * or after `since` (unix seconds, with 5 s of slack for the clocks); its
- * UPID. The list is asked for each type, and for the VMID when that is the
- * ID: PVE's vmid filter compares the whole ID, which leaves out a disk
- * reassignment's. */
+ * or after `since` (unix seconds, with 5 s of slack for the clocks) by
+ * this client's user or token; its UPID. The list is asked for each type,
+ * and for the VMID when that is the ID: PVE's vmid filter compares the
+ * whole ID, which leaves out a disk reassignment's. The user tells ours
+ * from another's started within the slack (an operator's start in the
+ * GUI, the HA manager's follow-up task as root@pam): adopted, a stop
+ * would count as done that nobody sent, or a config write as the other's. */
 static bool find_task(pve_client *c, const char *node, const struct task_key *k, int64_t since,
                       char upid[PVE_UPID_MAX])
 {
-    char vid[16];
+    char vid[16], who[160];
     snprintf(vid, sizeof vid, "%d", k->vmid);
     const char *id = k->id ? k->id : vid;
+    pve_client_who(c, who, sizeof who);
     int64_t best = -1;
     for (size_t t = 0; t < sizeof k->types / sizeof *k->types && k->types[t] && best < 0; t++) {
         struct pve_task *tasks = NULL;
@@ -81,7 +85,8 @@ static bool find_task(pve_client *c, const char *node, const struct task_key *k,
             continue; /* the next type's list may still tell */
         for (size_t i = 0; i < n; i++)
             if (strcmp(tasks[i].type, k->types[t]) == 0 && strcmp(tasks[i].id, id) == 0 &&
-                tasks[i].starttime >= since - 5 && tasks[i].starttime > best) {
+                strcmp(tasks[i].user, who) == 0 && tasks[i].starttime >= since - 5 &&
+                tasks[i].starttime > best) {
                 best = tasks[i].starttime;
                 snprintf(upid, PVE_UPID_MAX, "%s", tasks[i].upid);
             }
@@ -151,7 +156,8 @@ int pve_vm_list(pve_client *c, const char *node, struct pve_vm **out, size_t *n,
 /* ---- clone ---------------------------------------------------------------- */
 
 /* Look on `node` for a qmclone task of `vmid` started at or after `since`
- * whose log names `newid`: the clone we asked for when its answer was lost. */
+ * by this client's user or token whose log names `newid`: the clone we
+ * asked for when its answer was lost. */
 bool pve_find_clone_task(pve_client *c, const char *node, int vmid, int newid, int64_t since,
                          char upid[PVE_UPID_MAX])
 {
@@ -161,10 +167,11 @@ bool pve_find_clone_task(pve_client *c, const char *node, int vmid, int newid, i
     bool found = false;
     if (pve_task_list(c, node, vmid, "qmclone", 20, &tasks, &n, &e))
         return false;
-    char want[64];
+    char want[64], who[160];
     snprintf(want, sizeof want, "with ID %d", newid);
+    pve_client_who(c, who, sizeof who);
     for (size_t i = 0; i < n && !found; i++) {
-        if (tasks[i].starttime < since - 5)
+        if (tasks[i].starttime < since - 5 || strcmp(tasks[i].user, who) != 0)
             continue;
         json_t *lines = NULL;
         if (pve_task_log(c, tasks[i].upid, 0, 3, &lines, &e))

@@ -55,6 +55,7 @@ int pve_auth_init(pve_client *c, const struct pve_config *cfg, struct pve_error 
             return PVE_E_INVALID;
         }
         a->token_hdr = xasprintf("Authorization: PVEAPIToken=%s", cfg->token);
+        a->who = xstrndup(cfg->token, (size_t)(eq - cfg->token));
         return 0;
     }
     if (!cfg->user || !cfg->user[0] || !strchr(cfg->user, '@')) {
@@ -62,6 +63,7 @@ int pve_auth_init(pve_client *c, const struct pve_config *cfg, struct pve_error 
         return PVE_E_INVALID;
     }
     a->user = xstrdup(cfg->user);
+    a->who = xstrdup(cfg->user);
     if (cfg->password) {
         a->password = xstrdup(cfg->password);
     } else if (cfg->password_file) {
@@ -86,7 +88,16 @@ void pve_auth_free(pve_client *c)
     secret_free(&a->csrf);
     free(a->user);
     a->user = NULL;
+    free(a->who);
+    a->who = NULL;
     pthread_mutex_destroy(&a->mu);
+}
+
+void pve_client_who(pve_client *c, char *out, size_t len)
+{
+    pthread_mutex_lock(&c->auth.mu);
+    snprintf(out, len, "%s", c->auth.who ? c->auth.who : "");
+    pthread_mutex_unlock(&c->auth.mu);
 }
 
 bool pve_auth_is_ticket(const pve_client *c)
@@ -130,6 +141,12 @@ static int login_locked(pve_client *c, bool renew, struct pve_error *err)
     a->csrf = xstrdup(csrf);
     a->ticket_ms = mono_ms();
     a->gen++;
+    /* Proxmox names the user as it knows it (the realm's spelling) */
+    const char *who = json_string_value(json_object_get(d, "username"));
+    if (who && who[0] && strcmp(who, a->who) != 0) {
+        free(a->who);
+        a->who = xstrdup(who);
+    }
     log_info(PVE_SUB, "%s as %s", renew ? "renewed the ticket" : "logged in", a->user);
 out:
     json_decref(env);

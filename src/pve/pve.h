@@ -130,6 +130,11 @@ int pve_global_init(void);
 pve_client *pve_client_new(const struct pve_config *cfg, struct pve_error *err);
 void pve_client_free(pve_client *c);
 
+/* Who Proxmox records as the user of the tasks this client starts (a
+ * UPID's user field): the token's "user@realm!name", or the user as the
+ * login answered it. Copied into out (truncated to len). */
+void pve_client_who(pve_client *c, char *out, size_t len);
+
 /* Counters for benchmarks and metrics (monotonic, thread-safe). */
 struct pve_stats {
     uint64_t requests;   /* HTTP requests sent, all kinds */

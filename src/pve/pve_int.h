@@ -50,6 +50,7 @@ struct pve_auth_state {
     pthread_mutex_t mu; /* serialises login and renewal */
     char *token_hdr;    /* "Authorization: PVEAPIToken=..." or NULL */
     char *user;
+    char *who; /* who Proxmox records as a task's user: the token's id, or the user */
     char *password;
     char *ticket; /* current ticket and its CSRF token, or NULL */
     char *csrf;

@@ -21,7 +21,11 @@
  *     the request, the disk's size read back; a relative "+1G" grows the
  *     disk once (sent again, it grew it twice);
  *   - a write whose request never got an answer nor was served (a hang):
- *     the config read back does not hold it, it is sent again. */
+ *     the config read back does not hold it, it is sent again.
+ * Only a task this client's user or token started is its answer: an
+ * operator's start a moment before is not (it was adopted: within the
+ * 5 s of slack, of the right type and VMID); a client that logs in with a
+ * password finds its own under the user the login answered. */
 #include "pvetest.h"
 #include "pve/pve_api.h"
 
@@ -35,7 +39,8 @@ static pid_t pid;
 static int setup(void **st)
 {
     (void)st;
-    struct h_sim_opts o = {.nodes = "sv1,sv2", .token = T_TOKEN, .time_scale = "0.01"};
+    struct h_sim_opts o = {
+        .nodes = "sv1,sv2", .token = T_TOKEN, .password = "opw", .time_scale = "0.01"};
     pid = h_sim_up(&port, &o);
     return 0;
 }
@@ -55,6 +60,22 @@ static pve_client *client_timeout(long timeout_ms)
     snprintf(host, sizeof host, "127.0.0.1:%d", port);
     tcfg_init(&cfg, hostv, host);
     cfg.connect_timeout_ms = 2000;
+    cfg.timeout_ms = timeout_ms;
+    return tclient(&cfg);
+}
+
+/* A client that logs in as root@pam with a password (an operator, or
+ * proxd configured with a user). */
+static pve_client *user_client(long timeout_ms)
+{
+    char host[64];
+    const char *hostv[1];
+    struct pve_config cfg;
+    snprintf(host, sizeof host, "127.0.0.1:%d", port);
+    tcfg_init(&cfg, hostv, host);
+    cfg.token = NULL;
+    cfg.user = "root@pam";
+    cfg.password = "opw";
     cfg.timeout_ms = timeout_ms;
     return tclient(&cfg);
 }
@@ -397,6 +418,52 @@ static void unserved_config_write_is_sent_again(void **st)
     pve_client_free(c);
 }
 
+/* An operator starts the VM; proxd's own start hangs unserved: the
+ * operator's qmstart, of the right type and VMID and within the slack, is
+ * not proxd's answer (adopted, proxd took the operator's task for its own
+ * start: it would have counted a start as done that it never sent had the
+ * operator's failed). */
+static void an_operators_task_is_not_ours(void **st)
+{
+    (void)st;
+    struct pve_error e;
+    char theirs[PVE_UPID_MAX], upid[PVE_UPID_MAX] = "", buf[1024];
+    pve_client *c = client_timeout(1500), *op = user_client(5000);
+    vm_clone(c, 710);
+    if (pve_vm_power(op, "sv1", 710, PVE_POWER_START, NULL, theirs, &e))
+        fail_msg("the operator's start: %s", pve_strerror(&e, buf, sizeof buf));
+    assert_non_null(strstr(theirs, ":qmstart:710:root@pam:"));
+    task_ok(op, theirs);
+    fault_next(c, "POST", "/qemu/710/status/start$", "hang");
+    int rc = pve_vm_power(c, "sv1", 710, PVE_POWER_START, NULL, upid, &e);
+    dropped();
+    if (rc == 0)
+        fail_msg("a start that never was served answered %s (the operator's: %s)", upid, theirs);
+    assert_int_equal(rc, PVE_E_NETWORK);
+    pve_client_free(op);
+    pve_client_free(c);
+}
+
+/* The same client logged in with a password: its own dropped start is its
+ * task, under the user the login answered. */
+static void a_users_own_task_is_found(void **st)
+{
+    (void)st;
+    struct pve_error e;
+    char upid[PVE_UPID_MAX], buf[1024];
+    pve_client *c = user_client(5000);
+    vm_clone(c, 711);
+    long before = count_calls("POST /nodes/{node}/qemu/{vmid}/status/start");
+    drop_next(c, "POST", "/qemu/711/status/start$");
+    if (pve_vm_power(c, "sv1", 711, PVE_POWER_START, NULL, upid, &e))
+        fail_msg("a dropped start: %s", pve_strerror(&e, buf, sizeof buf));
+    dropped();
+    assert_non_null(strstr(upid, ":qmstart:711:root@pam:"));
+    assert_int_equal(count_calls("POST /nodes/{node}/qemu/{vmid}/status/start") - before, 1);
+    task_ok(c, upid);
+    pve_client_free(c);
+}
+
 int main(void)
 {
     pve_global_init();
@@ -410,6 +477,8 @@ int main(void)
         cmocka_unit_test(lost_resize_grows_once),
         cmocka_unit_test(lost_resize_on_pve7_grows_once),
         cmocka_unit_test(unserved_config_write_is_sent_again),
+        cmocka_unit_test(an_operators_task_is_not_ours),
+        cmocka_unit_test(a_users_own_task_is_found),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
