@@ -896,7 +896,10 @@ void fleet_vm_removed(struct fleet *f, int vmid)
 /* A node that the cluster still shows online may hang (it takes TCP
  * connections and never answers, or the cluster's proxy to it times out):
  * without calls to it, nothing would notice. Each up node is asked for its
- * status when it has given no sign of life for a probe interval; a network
+ * version (GET /nodes/N/version: proxied to the node as any node call, the
+ * smallest answer a node gives, allowed to every user; its status, asked
+ * before, is ten times the answer to parse, and needs Sys.Audit) when it
+ * has given no sign of life for a probe interval; a network
  * failure marks it down at once. A sign of life is an answer to any call
  * sent at or after a moment (the probe's own, or a job's through the
  * world's client: on_node_answer): a node that hangs at h answered nothing
@@ -947,7 +950,7 @@ static int probe_once(struct fleet *f, int i, unsigned flags, struct pve_error *
 {
     struct nstate *n = &f->nodes[i];
     char path[128];
-    pve_path(path, sizeof path, "/nodes/%s/status", n->name);
+    pve_path(path, sizeof path, "/nodes/%s/version", n->name);
     int64_t sent = mono_ms();
     int rc = pve_call_ex(f->worlds[n->world].client, "GET", path, NULL, flags, NULL, e);
     pthread_mutex_lock(&f->mu);

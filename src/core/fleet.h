@@ -21,7 +21,8 @@
  * Active probe (fleet_probe_start): a node the cluster still reports online
  * may hang; an up node that gave no sign of life for a probe interval (no
  * successful answer to a call sent on it since: libpve's on_node_answer, or
- * the last probe) is asked for its status: one prober thread asks the
+ * the last probe) is asked for its version (a status probe: GET
+ * /nodes/N/version, the node's smallest answer): one prober thread asks the
  * nodes due, one after another, with a 1 s timeout (PVE_CALL_GLANCE); one
  * that does not answer is asked again on a thread of its own with the
  * probe's timeout (twice the connect timeout, at most the operation

@@ -45,6 +45,15 @@ static void h_version(struct sim_call *c)
                         r->repoid, "console", "html5");
 }
 
+/* A node's own version (proxied to it; no console field: pve-manager's
+ * Nodes.pm answers version_info() only). */
+static void h_node_version(struct sim_call *c)
+{
+    const struct sim_release *r = sim_release(c->s);
+    c->data = json_pack("{s:s,s:s,s:s}", "version", r->version, "release", r->release, "repoid",
+                        r->repoid);
+}
+
 static void h_ticket_get(struct sim_call *c)
 {
     c->data = json_null();
@@ -244,6 +253,7 @@ const struct sim_route sim_routes_nodes[] = {
     {"GET", "/access/domains", h_access_domains},
     {"GET", "/nodes", h_nodes},
     {"GET", "/nodes/{node}/status", h_node_status},
+    {"GET", "/nodes/{node}/version", h_node_version},
     {"GET", "/nodes/{node}/storage", h_storage_list},
     {"GET", "/nodes/{node}/storage/{storage}/status", h_storage_status},
     {NULL, NULL, NULL},

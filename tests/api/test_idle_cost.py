@@ -65,10 +65,10 @@ def probes_share_the_warm_connection():
     # or twice (the inventory's, perhaps one more for a call that overlapped)
     wait_for(lambda: call("GET", "/readyz").status_code == 200, deadline=30, interval=0.05,
              what="ready")
-    probes0 = sim_calls()["calls"].get("GET /nodes/{node}/status", 0)
+    probes0 = sim_calls()["calls"].get("GET /nodes/{node}/version", 0)
     time.sleep(3)
     c = sim_calls()
-    probes = c["calls"].get("GET /nodes/{node}/status", 0) - probes0
+    probes = c["calls"].get("GET /nodes/{node}/version", 0) - probes0
     made = c["tls_handshakes"] - h_before - (own[0] - 1)
     assert probes >= 8, "only %d probes in 3 s at a 1 s interval of 5 nodes" % probes
     assert made <= 2, "%d TLS connections for %d probes and the inventory" % (made, probes)

@@ -71,7 +71,7 @@ def a_dropped_answer_does_not_hold_its_node_down():
 @case
 def a_node_that_closed_and_does_not_answer_its_probe_is_held_down():
     vmid, node, mark = vm_on_an_up_node("closed-silent")
-    sim.add_faults([{"kind": "drop", "method": "GET", "path": r"^/nodes/%s/status$" % node}])
+    sim.add_faults([{"kind": "drop", "method": "GET", "path": r"^/nodes/%s/version$" % node}])
     j = power(vmid, "stop", [{"kind": "drop", "method": "POST",
                               "path": r"^/nodes/[^/]+/qemu/%d/status/stop$" % vmid, "count": 1}])
     # the job ends either way (its task may be looked at while the node is

@@ -2,7 +2,7 @@
 
 pvesim's blackhole: sv1's listener takes connections and answers nothing,
 the cluster's proxy to it times out, and /cluster/resources still reports it
-online. No job touches it, so only proxd's active probe (a status read of
+online. No job touches it, so only proxd's active probe (a version read of
 each up node every probe_interval, with a short timeout, on threads of its
 own) can find it: /v1/nodes must show it down within the interval plus the
 probe's timeout, placement must avoid it, and it must come back.

@@ -249,8 +249,8 @@ static void test_probe_skipped_after_success(void **state)
     /* every call on sv3's VM list fails (500, not a network failure: the
      * node stays up) */
     ch_fault(&e, "GET", "^/nodes/sv3/qemu$", "error", "refused by the test");
-    int c2 = counter(&e, "^/nodes/sv2/status$"), c3 = counter(&e, "^/nodes/sv3/status$"),
-        c4 = counter(&e, "^/nodes/sv4/status$");
+    int c2 = counter(&e, "^/nodes/sv2/version$"), c3 = counter(&e, "^/nodes/sv3/version$"),
+        c4 = counter(&e, "^/nodes/sv4/version$");
     assert_int_equal(fleet_probe_start(e.fl, 400), 0);
     pve_client *pc = fleet_client(e.fl, "sv2");
     int64_t t0 = h_now_ms();
@@ -286,7 +286,7 @@ static void test_probe_hung_node_holds_up_no_other(void **state)
     struct ch_opts o = {.no_start = true};
     ch_up(&e, &o);
     fleet_refresh(e.fl, true);
-    int c3 = counter(&e, "^/nodes/sv3/status$"), c4 = counter(&e, "^/nodes/sv4/status$");
+    int c3 = counter(&e, "^/nodes/sv3/version$"), c4 = counter(&e, "^/nodes/sv4/version$");
     ch_sim(&e, "POST", "/_sim/nodes/sv2", "{\"state\": \"blackhole\"}");
     int64_t t0 = h_now_ms(), down_ms = 0;
     assert_int_equal(fleet_probe_start(e.fl, 400), 0);
