@@ -11,6 +11,7 @@
 #include "sim/sim.h"
 #include "sim/sjson.h"
 
+#include <errno.h>
 #include <pcre2.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -234,6 +235,8 @@ static struct sim_fault *fault_match(struct sim *s, const char *verb, const char
     return NULL;
 }
 
+static bool late_queue(struct sim *s, const struct sim_call *c, long delay_ms);
+
 /* Apply a fault rule. Returns true if the call is answered by the fault. */
 static bool fault_apply(struct sim *s, struct sim_fault *f, struct sim_call *c, struct http_resp *r,
                         long *delay_ms)
@@ -253,6 +256,12 @@ static bool fault_apply(struct sim *s, struct sim_fault *f, struct sim_call *c, 
     if (strcmp(f->kind, "drop") == 0) {
         r->drop = true; /* the call is served, its answer never sent */
         return false;
+    }
+    if (strcmp(f->kind, "late") == 0) {
+        /* the connection closes now without an answer, the call is served
+         * later; one that cannot wait is served now, as `drop` */
+        r->drop = true;
+        return late_queue(s, c, f->delay_ms);
     }
     if (strcmp(f->kind, "595") == 0 || strcmp(f->kind, "596") == 0) {
         http_resp_status(r, atoi(f->kind), f->message ? f->message : "Connection timed out");
@@ -638,6 +647,166 @@ static void call_release(struct sim_call *c)
     json_decref(c->errors);
     free(c->message);
     free(c->task_fault_exit);
+}
+
+/* ---- late calls ---------------------------------------------------------- */
+
+/* A call under a `late` fault: a request queued behind others in a busy
+ * pveproxy or pvedaemon, served after its client gave up on it (and maybe
+ * looked and sent it again). It keeps what the handler reads of the
+ * request as it was verified when it came in, and is served by a thread
+ * of its own once due: not on the engine's tick, as the handler may wait
+ * for the VM's file lock (sim_flock_wait), which only the engine's steps
+ * of a running task may give back. */
+struct sim_late {
+    struct sim *s;
+    struct timespec due; /* CLOCK_REALTIME, as every wait on s->cv */
+    bool cancelled;      /* never to be served (reset, exit) */
+    bool started;        /* being served: a cancel comes too late */
+    char verb[8];
+    char *path;
+    const schema_method *m;
+    struct sim_node *node, *local;
+    json_t *params;
+    char *user, *tokenid; /* tokenid NULL: a ticket's call */
+    bool is_root;
+    struct sim_late *next;
+};
+
+static void late_free(struct sim_late *l)
+{
+    free(l->path);
+    json_decref(l->params);
+    free(l->user);
+    free(l->tokenid);
+    free(l);
+}
+
+/* Serve a late call as dispatch would have served it, with the world as
+ * it is now (a digest is checked against the config of now, a resize grows
+ * the disk it finds, a task starts now). Its answer goes nowhere. With
+ * s->mu held. */
+static void late_serve(struct sim *s, struct sim_late *l)
+{
+    if (l->node->state != NODE_ONLINE) { /* the node went down: its queue went with it */
+        log_info("sim", "late %s %s: node %s is down, not served", l->verb, l->path, l->node->name);
+        return;
+    }
+    sim_handler fn = route_find(l->verb, schema_method_path(l->m));
+    if (!fn)
+        return;
+    struct sim_call c = {.s = s,
+                         .m = l->m,
+                         .verb = l->verb,
+                         .path = l->path,
+                         .node = l->node,
+                         .local = l->local,
+                         .params = l->params,
+                         .user = l->user,
+                         .tokenid = l->tokenid,
+                         .is_root = l->is_root,
+                         .raw = BUF_INIT(BUF_UNLIMITED)};
+    buf_add(&c.raw, RAW_HEAD, RAW_HEAD_LEN); /* what handlers that stream expect */
+    sim_advance(s);
+    bool write = strcmp(l->verb, "GET") != 0;
+    if (write)
+        sim_world_begin(s);
+    fn(&c);
+    if (write)
+        sim_world_end(s);
+    log_info("sim", "late %s %s served: %d %s", l->verb, l->path, c.status ? c.status : 200,
+             c.message ? c.message : "");
+    call_release(&c);
+}
+
+static void *late_main(void *arg)
+{
+    struct sim_late *l = arg;
+    struct sim *s = l->s;
+    pthread_mutex_lock(&s->mu);
+    /* s->cv is broadcast on every lock release and task end, and on a
+     * cancel: each wake looks and waits again until due */
+    while (!l->cancelled && pthread_cond_timedwait(&s->cv, &s->mu, &l->due) == 0)
+        ;
+    if (!l->cancelled) {
+        l->started = true;
+        late_serve(s, l);
+    }
+    struct sim_late **pp = &s->late;
+    while (*pp != l)
+        pp = &(*pp)->next;
+    *pp = l->next;
+    s->nlate--;
+    late_free(l); /* under the lock: after the unlock this thread touches nothing */
+    pthread_cond_broadcast(&s->cv); /* sim_late_drain */
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+/* Queue a call to be served delay_ms (real milliseconds, as a `delay`)
+ * from now. False when it cannot wait (SIM_LATE_MAX waiting already, no
+ * thread): the caller serves it now. With s->mu held. */
+static bool late_queue(struct sim *s, const struct sim_call *c, long delay_ms)
+{
+    if (s->nlate >= SIM_LATE_MAX) {
+        log_warn("sim", "late %s %s: %d late calls wait already, served now", c->verb, c->path,
+                 s->nlate);
+        return false;
+    }
+    struct sim_late *l = xcalloc(1, sizeof *l);
+    l->s = s;
+    l->due = deadline_in_ms(delay_ms);
+    snprintf(l->verb, sizeof l->verb, "%s", c->verb);
+    l->path = xstrdup(c->path);
+    l->m = c->m;
+    l->node = c->node;
+    l->local = c->local;
+    l->params = json_deep_copy(c->params); /* the connection's thread frees its own */
+    l->user = xstrdup(c->user);
+    l->tokenid = c->tokenid ? xstrdup(c->tokenid) : NULL;
+    l->is_root = c->is_root;
+    pthread_attr_t a;
+    pthread_t t;
+    pthread_attr_init(&a);
+    pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+    int rc = pthread_create(&t, &a, late_main, l);
+    pthread_attr_destroy(&a);
+    if (rc) {
+        log_warn("sim", "late %s %s: no thread (%s), served now", c->verb, c->path, strerror(rc));
+        late_free(l);
+        return false;
+    }
+    /* the thread waits for s->mu, held here: it finds itself linked */
+    l->next = s->late;
+    s->late = l;
+    s->nlate++;
+    return true;
+}
+
+void sim_late_cancel(struct sim *s)
+{
+    for (struct sim_late *l = s->late; l; l = l->next)
+        l->cancelled = true;
+    pthread_cond_broadcast(&s->cv);
+}
+
+void sim_late_drain(struct sim *s)
+{
+    pthread_mutex_lock(&s->mu);
+    sim_late_cancel(s);
+    while (s->nlate > 0)
+        pthread_cond_wait(&s->cv, &s->mu);
+    pthread_mutex_unlock(&s->mu);
+}
+
+int sim_late_pending(const struct sim *s)
+{
+    /* one being served (its handler waiting for a lock) is pending until
+     * done: none pending, every effect is there */
+    int n = 0;
+    for (const struct sim_late *l = s->late; l; l = l->next)
+        n += l->started || !l->cancelled;
+    return n;
 }
 
 /* Everything from routing on; `path` is decoded and relative to /api2/json. */

@@ -135,8 +135,8 @@ out:
 
 static bool kind_ok(const char *k)
 {
-    static const char *const kinds[] = {"lock_timeout", "error", "595",  "596", "delay",
-                                        "task_error",   "hang",  "drop", NULL};
+    static const char *const kinds[] = {"lock_timeout", "error", "595",  "596",  "delay",
+                                        "task_error",   "hang",  "drop", "late", NULL};
     for (int i = 0; kinds[i]; i++)
         if (strcmp(kinds[i], k) == 0)
             return true;
@@ -172,7 +172,8 @@ static void fault_add(struct sim *s, const struct http_req *req, struct http_res
     json_t *rate = json_object_get(b, "rate"), *count = json_object_get(b, "count");
     struct sim_fault *f = NULL;
     if (!kind || !kind_ok(kind)) {
-        bad(r, 400, "kind: one of lock_timeout, error, 595, 596, delay, task_error, hang, drop");
+        bad(r, 400,
+            "kind: one of lock_timeout, error, 595, 596, delay, task_error, hang, drop, late");
         goto out;
     }
     json_t *jm = json_object_get(b, "method");
@@ -235,7 +236,9 @@ static void fault_add(struct sim *s, const struct http_req *req, struct http_res
     snprintf(f->node, sizeof f->node, "%s", node ? node : "");
     f->message = msg ? xstrdup(msg) : NULL;
     f->status = (int)json_integer_value(json_object_get(b, "status"));
-    f->delay_ms = (long)json_integer_value(json_object_get(b, "delay_ms"));
+    f->delay_ms = (long)json_integer_value(dl);
+    if (!dl && strcmp(kind, "late") == 0)
+        f->delay_ms = SIM_LATE_DELAY_MS;
     f->rate = rate ? json_number_value(rate) : 1.0;
     f->remaining = count ? (int)json_integer_value(count) : -1;
     pthread_mutex_lock(&s->mu);
@@ -348,6 +351,7 @@ static void reset(struct sim *s, struct http_resp *r)
     sim_cts_free(s);
     s->pools = json_object();
     sim_tasks_clear(s);
+    sim_late_cancel(s); /* a late call would land in the new fleet */
     faults_clear(s, 0);
     json_object_clear(s->calls);
     json_object_clear(s->node_calls);
@@ -433,8 +437,9 @@ void sim_ctl_handle(struct sim *s, const struct http_req *req, struct http_resp 
         r->body_fd = fd;
     } else if (get && strcmp(p, "/calls") == 0) {
         pthread_mutex_lock(&s->mu);
-        json_t *c = json_pack("{s:O,s:O,s:I}", "calls", s->calls, "nodes", s->node_calls,
-                              "tls_handshakes", (json_int_t)httpd_tls_handshakes(s->http));
+        json_t *c = json_pack("{s:O,s:O,s:I,s:i}", "calls", s->calls, "nodes", s->node_calls,
+                              "tls_handshakes", (json_int_t)httpd_tls_handshakes(s->http),
+                              "late_pending", sim_late_pending(s));
         pthread_mutex_unlock(&s->mu);
         reply(r, 200, c);
     } else if (del && strcmp(p, "/calls") == 0) {

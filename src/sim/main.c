@@ -504,6 +504,7 @@ int main(int argc, char **argv)
         sleep_ms(50);
     log_info("sim", "stopping");
     httpd_free(s->http);
+    sim_late_drain(s); /* no request comes any more; before the engine, which may free a lock */
     sim_engine_stop(s);
     if (s->o.state_dir) {
         char *p = xasprintf("%s/state.json", s->o.state_dir);

@@ -41,6 +41,7 @@
 
 struct sim;
 struct sim_call;
+struct sim_late;
 
 enum node_state { NODE_ONLINE = 0, NODE_OFFLINE = 1, NODE_BLACKHOLE = 2 };
 
@@ -218,7 +219,7 @@ struct sim_fault {
     char *pattern;  /* PCRE2 on the decoded path without /api2/json */
     void *re;       /* compiled pattern */
     char node[64];  /* "" = any */
-    char kind[16];  /* lock_timeout, error, 595, 596, delay, task_error, hang, drop */
+    char kind[16];  /* lock_timeout, error, 595, 596, delay, task_error, hang, drop, late */
     int status;
     char *message;
     long delay_ms;
@@ -301,6 +302,11 @@ struct sim {
     int ntasks_running;           /* engine.c: tasks in s->tasks still running */
     struct sim_fault *faults;
     int fault_next;
+    /* api.c: calls under a `late` fault, each with a thread of its own
+     * that serves it when due (or ends unserved, cancelled); nlate counts
+     * them until their threads are done with the world */
+    struct sim_late *late;
+    int nlate;
     json_t *calls;      /* {"GET /nodes/{node}/qemu": n, ...} */
     json_t *node_calls; /* {"sv1": n, ...} */
     json_t *violations; /* results that failed --check-returns (bounded) */
@@ -511,6 +517,20 @@ const char *sim_blob_data(const struct sim_blob *bl);
 size_t sim_blob_len(const struct sim_blob *bl);
 /* Make bl r's body (r holds its own reference until it is freed). */
 void sim_blob_send(struct sim_blob *bl, struct http_resp *r);
+
+/* api.c: late calls (fault kind `late`). At most SIM_LATE_MAX wait at a
+ * time; beyond, the fault acts as `drop`. */
+#define SIM_LATE_MAX 64
+#define SIM_LATE_DELAY_MS 1000 /* a `late` rule's delay_ms when it gives none */
+/* The late calls not yet served never will be (a reset); with s->mu held. */
+void sim_late_cancel(struct sim *s);
+/* Cancel them and wait until every late call's thread is done (at exit,
+ * once no request can come; before the engine stops: a call being served
+ * may wait for a lock that a task gives back). Without s->mu. */
+void sim_late_drain(struct sim *s);
+/* Late calls received and not yet served, or being served (none: every
+ * late call's effects are there); with s->mu held. */
+int sim_late_pending(const struct sim *s);
 
 /* api.c: the HTTP handler for every listener. */
 void sim_http_handler(void *ctx, const struct http_req *req, struct http_resp *resp);

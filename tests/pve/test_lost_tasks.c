@@ -21,7 +21,12 @@
  *     the request, the disk's size read back; a relative "+1G" grows the
  *     disk once (sent again, it grew it twice);
  *   - a write whose request never got an answer nor was served (a hang):
- *     the config read back does not hold it, it is sent again.
+ *     the config read back does not hold it, it is sent again;
+ *   - a write served late (pvesim's `late`: no answer, served after the
+ *     client looked and sent it again): a relative resize was sent again
+ *     as the absolute size it comes to, so the late one grows nothing more
+ *     (sent as "+1G" both times, the disk grew 2G); a config write with a
+ *     digest, sent again, applies, and the late one's digest is stale.
  * Only a task this client's user or token started is its answer: an
  * operator's start a moment before is not (it was adopted: within the
  * 5 s of slack, of the right type and VMID); a client that logs in with a
@@ -94,18 +99,25 @@ static long count_calls(const char *key)
 }
 
 /* The next request of `method` to a path matching `path` meets a fault of
- * `kind`. A call first, so that the request goes out on a reused
- * connection (where curl would send it again by itself). */
-static void fault_next(pve_client *c, const char *method, const char *path, const char *kind)
+ * `kind` (with its delay_ms). A call first, so that the request goes out
+ * on a reused connection (where curl would send it again by itself). */
+static void fault_next_ms(pve_client *c, const char *method, const char *path, const char *kind,
+                          long delay_ms)
 {
     struct pve_error e;
     struct pve_version v;
     assert_int_equal(pve_get_version(c, &v, &e), 0);
     json_decref(h_sim_ctl(port, "DELETE", "/_sim/faults", NULL)); /* a failed case's */
     char body[256];
-    snprintf(body, sizeof body, "{\"method\":\"%s\",\"path\":\"%s\",\"kind\":\"%s\",\"count\":1}",
-             method, path, kind);
+    snprintf(body, sizeof body,
+             "{\"method\":\"%s\",\"path\":\"%s\",\"kind\":\"%s\",\"count\":1,\"delay_ms\":%ld}",
+             method, path, kind, delay_ms);
     json_decref(h_sim_ctl(port, "POST", "/_sim/faults", body));
+}
+
+static void fault_next(pve_client *c, const char *method, const char *path, const char *kind)
+{
+    fault_next_ms(c, method, path, kind, 0);
 }
 
 /* The next such request is served, its answer dropped. */
@@ -429,13 +441,13 @@ static void an_operators_task_is_not_ours(void **st)
     struct pve_error e;
     char theirs[PVE_UPID_MAX], upid[PVE_UPID_MAX] = "", buf[1024];
     pve_client *c = client_timeout(1500), *op = user_client(5000);
-    vm_clone(c, 710);
-    if (pve_vm_power(op, "sv1", 710, PVE_POWER_START, NULL, theirs, &e))
+    vm_clone(c, 713);
+    if (pve_vm_power(op, "sv1", 713, PVE_POWER_START, NULL, theirs, &e))
         fail_msg("the operator's start: %s", pve_strerror(&e, buf, sizeof buf));
-    assert_non_null(strstr(theirs, ":qmstart:710:root@pam:"));
+    assert_non_null(strstr(theirs, ":qmstart:713:root@pam:"));
     task_ok(op, theirs);
-    fault_next(c, "POST", "/qemu/710/status/start$", "hang");
-    int rc = pve_vm_power(c, "sv1", 710, PVE_POWER_START, NULL, upid, &e);
+    fault_next(c, "POST", "/qemu/713/status/start$", "hang");
+    int rc = pve_vm_power(c, "sv1", 713, PVE_POWER_START, NULL, upid, &e);
     dropped();
     if (rc == 0)
         fail_msg("a start that never was served answered %s (the operator's: %s)", upid, theirs);
@@ -452,15 +464,142 @@ static void a_users_own_task_is_found(void **st)
     struct pve_error e;
     char upid[PVE_UPID_MAX], buf[1024];
     pve_client *c = user_client(5000);
-    vm_clone(c, 711);
+    vm_clone(c, 714);
     long before = count_calls("POST /nodes/{node}/qemu/{vmid}/status/start");
-    drop_next(c, "POST", "/qemu/711/status/start$");
-    if (pve_vm_power(c, "sv1", 711, PVE_POWER_START, NULL, upid, &e))
+    drop_next(c, "POST", "/qemu/714/status/start$");
+    if (pve_vm_power(c, "sv1", 714, PVE_POWER_START, NULL, upid, &e))
         fail_msg("a dropped start: %s", pve_strerror(&e, buf, sizeof buf));
     dropped();
-    assert_non_null(strstr(upid, ":qmstart:711:root@pam:"));
+    assert_non_null(strstr(upid, ":qmstart:714:root@pam:"));
     assert_int_equal(count_calls("POST /nodes/{node}/qemu/{vmid}/status/start") - before, 1);
     task_ok(c, upid);
+    pve_client_free(c);
+}
+
+/* A request served late (pvesim's `late`): its connection closes without
+ * an answer at once, and the call is served LATE_MS after, when the client
+ * has looked, not found it done and sent it again: long enough for that
+ * look and send on a loaded machine. */
+#define LATE_MS 1500
+
+static bool none_late(void *arg)
+{
+    (void)arg;
+    json_t *r = h_sim_ctl(port, "GET", "/_sim/calls", NULL);
+    json_t *n = json_object_get(r, "late_pending");
+    bool none = json_is_integer(n) && json_integer_value(n) == 0;
+    json_decref(r);
+    return none;
+}
+
+/* The late call has been served (its effects done, or its task started). */
+static void late_served(void)
+{
+    if (!h_wait(none_late, NULL, 15000))
+        fail_msg("the late call was not served within 15 s");
+}
+
+/* Every resize task of `vmid` on sv1 (the sends' and the late call's)
+ * ended OK; how many there were. */
+static size_t resize_tasks_ok(pve_client *c, int vmid)
+{
+    struct pve_error e;
+    struct pve_task *tasks = NULL;
+    size_t n = 0;
+    assert_int_equal(pve_task_list(c, "sv1", vmid, "resize", 50, &tasks, &n, &e), 0);
+    for (size_t i = 0; i < n; i++)
+        task_ok(c, tasks[i].upid);
+    free(tasks);
+    return n;
+}
+
+/* A relative resize served late: the client, not finding it done, sends
+ * it again as the absolute size it comes to; the late one, served after,
+ * asks that same size: the disk grows by 1G once, not twice. */
+static void late_relative_resize_grows_once(pve_client *c, int vmid, bool task)
+{
+    struct pve_error e;
+    char upid[PVE_UPID_MAX], buf[1024];
+    vm_clone(c, vmid);
+    int64_t have = disk_bytes(c, vmid, "scsi0");
+    long before = count_calls(PUT_RESIZE);
+    fault_next_ms(c, "PUT", "/resize$", "late", LATE_MS);
+    if (pve_vm_resize(c, "sv1", vmid, "scsi0", "+1G", upid, &e))
+        fail_msg("a late resize: %s", pve_strerror(&e, buf, sizeof buf));
+    dropped();
+    assert_int_equal(count_calls(PUT_RESIZE) - before, 2); /* not found done: sent again */
+    if (task && !strstr(upid, ":resize:"))
+        fail_msg("%s is not the resize task", upid);
+    if (!task)
+        assert_string_equal(upid, "");
+    late_served();
+    if (task) /* the second send's task, and the late call's, started when served */
+        assert_int_equal(resize_tasks_ok(c, vmid), 2);
+    if (disk_bytes(c, vmid, "scsi0") != have + GiB)
+        fail_msg("a late +1G: %lld bytes, %lld wanted", (long long)disk_bytes(c, vmid, "scsi0"),
+                 (long long)(have + GiB));
+}
+
+static void late_resize_grows_once(void **st)
+{
+    (void)st;
+    pve_client *c = client();
+    late_relative_resize_grows_once(c, 710, true);
+    pve_client_free(c);
+}
+
+/* PVE 7 resizes in the request: the late call resizes when served. */
+static void late_resize_on_pve7_grows_once(void **st)
+{
+    (void)st;
+    int main_port = port;
+    struct h_sim_opts o = {
+        .nodes = "sv1,sv2", .token = T_TOKEN, .time_scale = "0.01", .pve_version = 7};
+    pid_t p7 = h_sim_up(&port, &o);
+    pve_client *c = client();
+    late_relative_resize_grows_once(c, 711, false);
+    pve_client_free(c);
+    h_sim_stop(p7, true);
+    port = main_port;
+}
+
+/* A config write with a digest served late: the client, not finding it
+ * done, sends it again and it applies; the late one, served after with its
+ * digest stale, is refused. The config holds what was asked and nothing
+ * else changed. */
+static void late_config_write_with_digest_is_done_once(void **st)
+{
+    (void)st;
+    pve_client *c = client();
+    struct pve_error e;
+    char buf[1024];
+    vm_clone(c, 712);
+    struct pve_vm_config cfg;
+    assert_int_equal(pve_vm_config_get(c, "sv1", 712, false, &cfg, &e), 0);
+    char digest[48];
+    snprintf(digest, sizeof digest, "%s", cfg.digest);
+    json_t *want = json_deep_copy(cfg.raw);
+    pve_vm_config_release(&cfg);
+    json_object_set_new(want, "name", json_string("late-one"));
+    json_object_set_new(want, "ipconfig0", json_string("ip=10.1.2.4/24,gw=10.1.2.1"));
+    json_object_del(want, "digest");
+    long before = count_calls(PUT_CONFIG);
+    fault_next_ms(c, "PUT", "/qemu/712/config$", "late", LATE_MS);
+    struct pve_config_set s = {
+        .name = "late-one", .ipconfig0 = "ip=10.1.2.4/24,gw=10.1.2.1", .digest = digest};
+    if (pve_vm_config_set(c, "sv1", 712, &s, &e))
+        fail_msg("a late config write with a digest: %s", pve_strerror(&e, buf, sizeof buf));
+    dropped();
+    assert_int_equal(count_calls(PUT_CONFIG) - before, 2); /* not found done: sent again */
+    late_served();
+    assert_int_equal(pve_vm_config_get(c, "sv1", 712, false, &cfg, &e), 0);
+    json_object_del(cfg.raw, "digest");
+    if (!json_equal(cfg.raw, want)) {
+        char *have = json_dumps(cfg.raw, JSON_SORT_KEYS), *w = json_dumps(want, JSON_SORT_KEYS);
+        fail_msg("after a late config write:\n%s\nwanted:\n%s", have, w);
+    }
+    pve_vm_config_release(&cfg);
+    json_decref(want);
     pve_client_free(c);
 }
 
@@ -479,6 +618,9 @@ int main(void)
         cmocka_unit_test(unserved_config_write_is_sent_again),
         cmocka_unit_test(an_operators_task_is_not_ours),
         cmocka_unit_test(a_users_own_task_is_found),
+        cmocka_unit_test(late_resize_grows_once),
+        cmocka_unit_test(late_resize_on_pve7_grows_once),
+        cmocka_unit_test(late_config_write_with_digest_is_done_once),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

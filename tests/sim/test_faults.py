@@ -6,6 +6,7 @@ import requests
 
 from lib.cases import case, finish
 from lib.sim import Sim
+from lib.wait import wait_for
 
 
 def fault(s, **spec):
@@ -161,6 +162,115 @@ def drop_kind():
         except requests.exceptions.ConnectionError:
             pass
         assert s.api("GET", "/nodes/sv1/qemu").status_code == 200
+
+
+def closed(s, method, path, **kw):
+    """The call gets no answer: its connection closes without a byte."""
+    try:
+        s.api(method, path, timeout=5, **kw)
+        raise AssertionError("%s %s was answered" % (method, path))
+    except requests.exceptions.ConnectionError:
+        pass
+
+
+def late_pending(s):
+    return s.ctl("GET", "/calls")["late_pending"]
+
+
+def clone_100(s):
+    upid = s.data("POST", "/nodes/sv1/qemu/8000/clone", data={"newid": "100"})
+    assert s.wait_task("sv1", upid)["exitstatus"] == "OK"
+
+
+@case
+def late_kind():
+    """The connection closes at once without an answer; the call is served
+    delay_ms later, with the effects it has then: a config write applies
+    then, a resize's task starts then and grows the disk."""
+    with Sim(time_scale=0.01) as s:
+        clone_100(s)
+        cfg = "/nodes/sv1/qemu/100/config"
+        f = fault(s, method="PUT", path="^/nodes/sv1/qemu/100/config$", kind="late", delay_ms=1500,
+                  count=1)
+        assert f["delay_ms"] == 1500, f
+        t0 = time.monotonic()
+        closed(s, "PUT", cfg, data={"cores": "3"})
+        # the config read while the call still waits (it is pending after
+        # the read): it does not hold the value yet
+        cores = s.data("GET", cfg)["cores"]
+        assert late_pending(s) == 1, "served already (or a machine stalled 1.5 s)"
+        assert cores == 2
+        wait_for(lambda: s.data("GET", cfg)["cores"] == 3, deadline=15, what="the late config write")
+        assert time.monotonic() - t0 >= 1.5
+        assert late_pending(s) == 0
+        # counted once, when it came in
+        assert s.ctl("GET", "/calls")["calls"]["PUT /nodes/{node}/qemu/{vmid}/config"] == 1
+        # a resize: no task and the same disk until it is served
+        s.ctl("DELETE", "/faults")
+        fault(s, method="PUT", path="/resize$", kind="late", delay_ms=1500, count=1)
+        size = s.data("GET", cfg)["scsi0"]
+        assert "size=10G" in size, size
+        t0 = time.monotonic()
+        closed(s, "PUT", "/nodes/sv1/qemu/100/resize", data={"disk": "scsi0", "size": "+1G"})
+        seen = s.data("GET", cfg)["scsi0"]
+        tasks = s.data("GET", "/nodes/sv1/tasks", params={"typefilter": "resize"})
+        assert late_pending(s) == 1, "served already (or a machine stalled 1.5 s)"
+        assert seen == size and tasks == [], (seen, tasks)
+        wait_for(lambda: "size=11G" in s.data("GET", cfg)["scsi0"], deadline=15,
+                 what="the late resize")
+        assert time.monotonic() - t0 >= 1.5
+        tasks = s.data("GET", "/nodes/sv1/tasks", params={"typefilter": "resize"})
+        assert [t["status"] for t in tasks] == ["OK"], tasks
+
+
+@case
+def late_digest_is_checked_when_served():
+    """A late config write with a digest is checked against the config it
+    finds when served: another write in between, it is refused."""
+    with Sim(time_scale=0.01) as s:
+        clone_100(s)
+        cfg = "/nodes/sv1/qemu/100/config"
+        digest = s.data("GET", cfg)["digest"]
+        fault(s, method="PUT", path="/qemu/100/config$", kind="late", delay_ms=1000, count=1)
+        closed(s, "PUT", cfg, data={"name": "late", "digest": digest})
+        assert s.api("PUT", cfg, data={"cores": "4"}).status_code == 200
+        wait_for(lambda: late_pending(s) == 0, deadline=15, what="the late call served")
+        conf = s.data("GET", cfg)
+        assert conf["cores"] == 4 and conf["name"] != "late", conf
+        # the same digest, nothing in between: it applies
+        digest = conf["digest"]
+        fault(s, method="PUT", path="/qemu/100/config$", kind="late", delay_ms=100, count=1)
+        closed(s, "PUT", cfg, data={"name": "late", "digest": digest})
+        wait_for(lambda: s.data("GET", cfg)["name"] == "late", deadline=15,
+                 what="the late config write")
+
+
+@case
+def late_calls_are_bounded():
+    """At most 64 late calls wait; beyond, the rule acts as drop (served
+    now, its answer lost). A reset drops those that wait, and so does a stop
+    (pvesim exits at once and clean)."""
+    with Sim(time_scale=0.01) as s:
+        clone_100(s)
+        cfg = "/nodes/sv1/qemu/100/config"
+        fault(s, path="^/version$", kind="late", delay_ms=600000)
+        for _ in range(64):
+            closed(s, "GET", "/version")
+        assert late_pending(s) == 64
+        fault(s, method="PUT", path="/config$", kind="late", delay_ms=600000)
+        closed(s, "PUT", cfg, data={"cores": "3"})
+        assert s.data("GET", cfg)["cores"] == 3  # served at once
+        assert late_pending(s) == 64
+        s.ctl("POST", "/reset")
+        assert late_pending(s) == 0
+        fault(s, path="^/version$", kind="late")  # default delay_ms: 1000
+        assert s.ctl("GET", "/faults")[0]["delay_ms"] == 1000
+        fault(s, path="^/nodes$", kind="late", delay_ms=600000)
+        for _ in range(3):
+            closed(s, "GET", "/nodes")
+        assert late_pending(s) == 3
+        t0 = time.monotonic()
+    assert time.monotonic() - t0 < 10  # the waiting calls did not hold the stop
 
 
 @case
