@@ -86,12 +86,14 @@ static bool find_task(pve_client *c, const char *node, const struct task_key *k,
         for (size_t i = 0; i < n; i++)
             if (strcmp(tasks[i].type, k->types[t]) == 0 && strcmp(tasks[i].id, id) == 0 &&
                 strcmp(tasks[i].user, who) == 0 && tasks[i].starttime >= since - 5 &&
-                tasks[i].starttime > best) {
+                tasks[i].starttime > best && !pve_client_task_known(c, tasks[i].upid)) {
                 best = tasks[i].starttime;
                 snprintf(upid, PVE_UPID_MAX, "%s", tasks[i].upid);
             }
         free(tasks);
     }
+    if (best >= 0)
+        pve_client_task_seen(c, upid);
     return best >= 0;
 }
 

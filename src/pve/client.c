@@ -123,6 +123,7 @@ pve_client *pve_client_new(const struct pve_config *cfg, struct pve_error *err)
     pthread_cond_init(&c->pool_cv, NULL);
     pthread_mutex_init(&c->stats_mu, NULL);
     pthread_mutex_init(&c->expect_mu, NULL);
+    pthread_mutex_init(&c->seen_mu, NULL);
     if (configure(c, cfg, err) != 0) {
         pve_client_free(c);
         return NULL;
@@ -143,6 +144,7 @@ void pve_client_free(pve_client *c)
     pthread_mutex_destroy(&c->host_mu);
     pthread_mutex_destroy(&c->stats_mu);
     pthread_mutex_destroy(&c->expect_mu);
+    pthread_mutex_destroy(&c->seen_mu);
     free(c->calls);
     free(c->hosts);
     free(c->ca_file);
@@ -446,6 +448,37 @@ int pve_call_raw(pve_client *c, const char *method, const char *path, json_t *pa
     return call_loop(c, method, path, params, flags, NULL, NULL, raw, err);
 }
 
+/* FNV-1a: a UPID's key in the ring of known tasks (a collision would only
+ * make a lost answer's lookup skip a task, which then fails as unseen). */
+static uint64_t upid_hash(const char *upid)
+{
+    uint64_t h = 14695981039346656037ULL;
+    for (const unsigned char *p = (const unsigned char *)upid; *p; p++)
+        h = (h ^ *p) * 1099511628211ULL;
+    return h ? h : 1; /* 0 marks a free slot */
+}
+
+void pve_client_task_seen(pve_client *c, const char *upid)
+{
+    if (!upid || strncmp(upid, "UPID:", 5) != 0)
+        return;
+    uint64_t h = upid_hash(upid);
+    pthread_mutex_lock(&c->seen_mu);
+    c->seen[c->seen_next++ % PVE_SEEN_MAX] = h;
+    pthread_mutex_unlock(&c->seen_mu);
+}
+
+bool pve_client_task_known(pve_client *c, const char *upid)
+{
+    uint64_t h = upid_hash(upid);
+    bool known = false;
+    pthread_mutex_lock(&c->seen_mu);
+    for (unsigned i = 0; i < PVE_SEEN_MAX && !known; i++)
+        known = c->seen[i] == h;
+    pthread_mutex_unlock(&c->seen_mu);
+    return known;
+}
+
 int pve_call_ex(pve_client *c, const char *method, const char *path, json_t *params, unsigned flags,
                 json_t **data, struct pve_error *err)
 {
@@ -459,6 +492,8 @@ int pve_call_ex(pve_client *c, const char *method, const char *path, json_t *par
     if (rc == 0 && data) {
         json_t *d = json_object_get(env, "data");
         *data = d ? json_incref(d) : json_null();
+        if (strcmp(method, "GET") != 0 && json_is_string(d)) /* a task it started */
+            pve_client_task_seen(c, json_string_value(d));
     }
     json_decref(env);
     return rc;

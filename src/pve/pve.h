@@ -135,6 +135,16 @@ void pve_client_free(pve_client *c);
  * login answered it. Copied into out (truncated to len). */
 void pve_client_who(pve_client *c, char *out, size_t len);
 
+/* The tasks this client knows as started by an earlier call of its own:
+ * the UPID a write was answered with (recorded by pve_call_ex), or the task
+ * a lost answer was found to be (recorded by its lookup); the last 256. A
+ * lost answer's lookup skips them: the task of the VM's previous resize,
+ * ended a moment ago, has the type, VMID, user and maybe the very second
+ * of the new one's. (A clone's lookup needs no such memory: it is told by
+ * the new VMID in its log.) Thread-safe. */
+void pve_client_task_seen(pve_client *c, const char *upid);
+bool pve_client_task_known(pve_client *c, const char *upid);
+
 /* Counters for benchmarks and metrics (monotonic, thread-safe). */
 struct pve_stats {
     uint64_t requests;   /* HTTP requests sent, all kinds */

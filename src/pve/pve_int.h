@@ -58,6 +58,9 @@ struct pve_auth_state {
     unsigned gen;      /* bumped at every new ticket */
 };
 
+/* How many of its tasks a client remembers (pve_client_task_seen). */
+#define PVE_SEEN_MAX 256
+
 /* How long tasks of one kind took (poll.c). */
 #define PVE_EXPECT_MAX 64
 #define PVE_EXPECT_KEY 168
@@ -99,6 +102,10 @@ struct pve_client {
     pthread_mutex_t expect_mu; /* guards expect, expect_clock */
     struct pve_expect expect[PVE_EXPECT_MAX];
     uint64_t expect_clock;
+
+    pthread_mutex_t seen_mu;     /* guards seen, seen_next */
+    uint64_t seen[PVE_SEEN_MAX]; /* hashes of the tasks known as ours (a ring) */
+    unsigned seen_next;
 };
 
 /* ---- poll.c ---- */

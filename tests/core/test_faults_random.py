@@ -39,7 +39,8 @@ FAULT_RATE (the fraction of calls that fail, over all kinds), FAULT_CREATE
 (1, the default: the VMs are created while the faults run too; 0: they are
 created before, and only the other jobs meet the faults), FAULT_SHARED_SEEDS
 (the seeds on a shared pool), FAULT_REPORT (a file the per-seed figures are
-appended to).
+appended to), FAULT_KEEP_LOG (1: keep proxd's log of every seed in
+$TMPDIR/proxd-faults-seed-N.log, not only of a seed that failed).
 """
 import json
 import os
@@ -67,6 +68,7 @@ SHARED = {int(s) for s in os.environ.get("FAULT_SHARED_SEEDS", "44").split(",") 
 MARGIN_GB = 20  # proxd's default disk_margin_gb
 DISK_GB = 20  # every creation's disk
 REPORT = os.environ.get("FAULT_REPORT")
+KEEP_LOG = os.environ.get("FAULT_KEEP_LOG") == "1"  # keep proxd's log of a seed that passed too
 JOB_BOUND_S = 120  # no job may take longer than this, faults or not
 READ_FAILURES = ("cannot find VM", "cannot verify the new size", "cannot read the config")
 ACTIONS = ["start", "shutdown", "stop", "pause", "resume", "reboot"]
@@ -292,12 +294,13 @@ def run_seed(seed):
     durs = db_query(db, "SELECT finished_at - created_at FROM jobs WHERE finished_at > 0")
     stats["max_job_s"] = round(max([r[0] for r in durs] or [0]) / 1000.0, 1)
     check(db, state, problems)
-    if problems:  # keep proxd's log for the post-mortem
+    if problems or KEEP_LOG:  # keep proxd's log for the post-mortem
         keep = os.path.join(tempfile.gettempdir(), "proxd-faults-seed-%d.log" % seed)
         with open(keep, "w") as out:
             for n in range(1, d.n + 1):
                 out.write(d.log_text(n))
-        problems.append("proxd's log: %s" % keep)
+        if problems:
+            problems.append("proxd's log: %s" % keep)
     return stats, problems
 
 

@@ -13,8 +13,8 @@ FAULT_MIX = (("error", 0.30), ("lock_timeout", 0.2), ("596", 0.15), ("task_error
 # writes: reads get the kinds that apply to them (no lock timeouts or
 # failing tasks: they start none)
 READS = (("error", 0.40), ("596", 0.20), ("delay", 0.20), ("hang", 0.10), ("drop", 0.10))
-WRITES = (("error", 0.20), ("lock_timeout", 0.15), ("596", 0.10), ("task_error", 0.30),
-          ("delay", 0.10), ("hang", 0.05), ("drop", 0.10))
+WRITES = (("error", 0.17), ("lock_timeout", 0.15), ("596", 0.10), ("task_error", 0.25),
+          ("delay", 0.10), ("hang", 0.05), ("drop", 0.10), ("late", 0.08))
 
 
 def fault_mix(rate, path="^/nodes/", mix=FAULT_MIX, method=None, delay_ms=300,
@@ -39,6 +39,8 @@ def fault_mix(rate, path="^/nodes/", mix=FAULT_MIX, method=None, delay_ms=300,
             r["status"] = 500
         if kind == "delay":
             r["delay_ms"] = delay_ms
+        if kind == "late":  # after the client looked and maybe sent it again
+            r["delay_ms"] = 2 * delay_ms
         rules.append(r)
     return rules
 

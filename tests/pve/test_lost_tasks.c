@@ -30,7 +30,8 @@
  * Only a task this client's user or token started is its answer: an
  * operator's start a moment before is not (it was adopted: within the
  * 5 s of slack, of the right type and VMID); a client that logs in with a
- * password finds its own under the user the login answered. */
+ * password finds its own under the user the login answered. Nor is a task
+ * the client was answered with before: the VM's previous resize. */
 #include "pvetest.h"
 #include "pve/pve_api.h"
 
@@ -603,6 +604,39 @@ static void late_config_write_with_digest_is_done_once(void **st)
     pve_client_free(c);
 }
 
+/* A resize answered, then the VM's next resize served late: the lookup
+ * of the second's lost answer finds the first's task (same type, VMID,
+ * user, and within the slack, often the same second), already ended. It is
+ * the client's own earlier task, known as such: not the answer (taken for
+ * it, the second resize counted as done at the first's size). */
+static void an_earlier_task_of_ours_is_not_the_answer(void **st)
+{
+    (void)st;
+    struct pve_error e;
+    char first[PVE_UPID_MAX], upid[PVE_UPID_MAX], buf[1024];
+    pve_client *c = client();
+    vm_clone(c, 715);
+    int64_t have = disk_bytes(c, 715, "scsi0");
+    char size[32];
+    snprintf(size, sizeof size, "%lld", (long long)(have + GiB));
+    if (pve_vm_resize(c, "sv1", 715, "scsi0", size, first, &e))
+        fail_msg("the first resize: %s", pve_strerror(&e, buf, sizeof buf));
+    task_ok(c, first);
+    fault_next_ms(c, "PUT", "/qemu/715/resize$", "late", LATE_MS);
+    snprintf(size, sizeof size, "%lld", (long long)(have + 2 * GiB));
+    if (pve_vm_resize(c, "sv1", 715, "scsi0", size, upid, &e))
+        fail_msg("a late resize: %s", pve_strerror(&e, buf, sizeof buf));
+    dropped();
+    if (strcmp(upid, first) == 0)
+        fail_msg("the late resize's answer is the first resize's task %s", first);
+    task_ok(c, upid);
+    if (disk_bytes(c, 715, "scsi0") != have + 2 * GiB)
+        fail_msg("after the second resize: %lld bytes, %lld wanted",
+                 (long long)disk_bytes(c, 715, "scsi0"), (long long)(have + 2 * GiB));
+    late_served();
+    pve_client_free(c);
+}
+
 int main(void)
 {
     pve_global_init();
@@ -618,6 +652,7 @@ int main(void)
         cmocka_unit_test(unserved_config_write_is_sent_again),
         cmocka_unit_test(an_operators_task_is_not_ours),
         cmocka_unit_test(a_users_own_task_is_found),
+        cmocka_unit_test(an_earlier_task_of_ours_is_not_the_answer),
         cmocka_unit_test(late_resize_grows_once),
         cmocka_unit_test(late_resize_on_pve7_grows_once),
         cmocka_unit_test(late_config_write_with_digest_is_done_once),
