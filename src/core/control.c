@@ -743,6 +743,39 @@ static json_t *pending_of(struct cctx *c, struct pve_error *e)
     return o;
 }
 
+/* A write the config refused for its digest: it changed since it was read. */
+static bool stale_digest(const struct pve_error *e)
+{
+    return strstr(e->message, "checksum mis") && strstr(e->message, "by other user");
+}
+
+/* The update's config write carries the digest of the config it was read
+ * with. Served late (its answer lost, the write sent again meanwhile), a
+ * write without one landed after the VM's next update and undid it (the
+ * record said 3 cores, Proxmox 2); with the digest of its time, Proxmox
+ * refuses it. One refused for its digest (an operator's edit in between,
+ * or a late write of ours) is read and sent again. */
+static int update_config(struct cctx *c, const struct pve_config_set *want, struct pve_error *e)
+{
+    int rc = 0;
+    for (int n = 1; n <= READ_TRIES; n++) {
+        struct pve_vm_config cfg;
+        if ((rc = ctl_read_config(c, &cfg, e)) != 0)
+            return rc;
+        char digest[48];
+        snprintf(digest, sizeof digest, "%s", cfg.digest);
+        pve_vm_config_release(&cfg);
+        struct pve_config_set s = *want;
+        s.digest = digest;
+        rc = pve_vm_config_set(c->pc, c->v.node, c->v.vmid, &s, e);
+        if (rc == 0 || !stale_digest(e) || core_stopping(c->k))
+            return rc;
+        log_info("job", "job=%s vmid=%d the config changed meanwhile (%s): read again", c->j->id,
+                 c->v.vmid, e->message);
+    }
+    return rc;
+}
+
 static void run_update(struct cctx *c)
 {
     struct pve_error e = {0};
@@ -759,7 +792,7 @@ static void run_update(struct cctx *c)
     if (ctl_cancelled(c, "nothing was sent to Proxmox"))
         return;
     struct pve_config_set s = {.cores = cores, .memory_mb = mem};
-    if (pve_vm_config_set(c->pc, c->v.node, c->v.vmid, &s, &e)) {
+    if (update_config(c, &s, &e)) {
         ctl_job_fail(c, "update failed: %s", e.message);
         return;
     }

@@ -159,6 +159,32 @@ void sim_vm_unlink(struct sim *s, struct sim_vm *vm)
 
 /* The config as PVE writes it to /etc/pve: "key: value" lines, the
  * description as leading '#' comment lines. */
+/* The [PENDING] section qemu-server's write_vm_config writes after the
+ * main one when changes wait for a reboot: its values, then "delete:" with
+ * the keys to remove. Part of the file, so a pending change moves the
+ * digest (a write carrying the digest of before it is refused). */
+static void pending_text(const struct sim_vm *vm, struct buf *b)
+{
+    size_t nd = json_array_size(vm->pending_delete);
+    if (!json_object_size(vm->pending) && !nd)
+        return;
+    buf_printf(b, "\n[PENDING]\n");
+    const char *k;
+    json_t *v;
+    json_object_foreach(vm->pending, k, v)
+    {
+        if (json_is_string(v))
+            buf_printf(b, "%s: %s\n", k, json_string_value(v));
+        else if (json_is_integer(v))
+            buf_printf(b, "%s: %lld\n", k, (long long)json_integer_value(v));
+    }
+    for (size_t i = 0; i < nd; i++)
+        buf_printf(b, "%s%s",
+                   i ? "," : "delete: ", json_string_value(json_array_get(vm->pending_delete, i)));
+    if (nd)
+        buf_printf(b, "\n");
+}
+
 static void conf_text(const struct sim_vm *vm, struct buf *b)
 {
     const char *desc = json_string_value(json_object_get(vm->conf, "description"));
@@ -183,6 +209,7 @@ static void conf_text(const struct sim_vm *vm, struct buf *b)
         else if (json_is_integer(v))
             buf_printf(b, "%s: %lld\n", k, (long long)json_integer_value(v));
     }
+    pending_text(vm, b);
     vmops_snap_text(vm, b); /* the snapshot sections */
 }
 

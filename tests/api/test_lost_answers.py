@@ -34,7 +34,10 @@ waiting on its config's lock alone. Cases, on one pvesim and one proxd:
     config's digest) answer dropped: done, the write not sent again (sent
     again, it failed "checksum mismatch (file change by other user?)"
     against its own first run, and only the reinstall's look at the VM's
-    slot saw it through).
+    slot saw it through);
+  - an update's config write served late, after the next update: refused
+    for its stale digest, the next update stands (written without one, it
+    undid it).
 """
 import re
 
@@ -313,6 +316,31 @@ def a_reinstalls_dropped_detach_is_done():
     assert temps() == [], temps()
     assert sim.vm_view(vmid)["os"] == "debian"
     print("[ figures ] reinstall: %d config writes" % (calls(PUT_CONFIG) - before))
+
+
+@case
+def a_late_update_does_not_undo_the_next():
+    """An update's config write served late (pvesim's late: no answer, then
+    served after proxd looked, found it not done and wrote again): the VM's
+    next update lands before it. The late write carries the digest of the
+    config it was read with, and Proxmox refuses it; without one it landed
+    and undid the next update (the record said 3 cores, Proxmox's pending
+    change 2)."""
+    vmid = created("late-upd")["vmid"]
+    wait_node_up(vmid)
+    sim.add_faults([{"kind": "late", "method": "PUT", "delay_ms": 2500, "count": 1,
+                     "path": r"^/nodes/[^/]+/qemu/%d/config$" % vmid}])
+    ev = done_through_the_drop(px.call("PATCH", "/v1/vms/%d" % vmid, ALICE, {"cores": 2}))
+    j = px.wait_job(px.call("PATCH", "/v1/vms/%d" % vmid, ALICE, {"cores": 3}).json()["job"],
+                    ALICE, deadline=60)
+    assert j["state"] == "done", (j, events(j["id"]))
+    wait_for(lambda: sim.ctl("GET", "/calls").get("late_pending", 0) == 0, deadline=30,
+             interval=0.1, what="the late write served")
+    v = sim.vm(vmid)
+    have = v["pending"].get("cores", v["conf"].get("cores"))
+    assert str(have) == "3", (v, ev)
+    rec = px.call("GET", "/v1/vms/%d" % vmid, ALICE).json()
+    assert rec["cores"] == 3, rec
 
 
 shutdown(px, sim)

@@ -165,4 +165,28 @@ def a_cloud_init_password_is_never_given_back():
         assert kept and kept != "**********", kept
 
 
+@case
+def a_pending_change_moves_the_digest():
+    # the [PENDING] section is part of the config file (write_vm_config), so
+    # the digest, its SHA-1, moves with a pending change: a write carrying
+    # the digest of before it is refused, as any stale one
+    with Sim(time_scale=0.01) as s:
+        clone(s, 100)
+        cfg = "/nodes/sv1/qemu/100/config"
+        st = run_task(s, "POST", "/nodes/sv1/qemu/100/status/start")
+        assert st["exitstatus"] == "OK", st
+        before = s.data("GET", cfg)["digest"]
+        assert s.api("PUT", cfg, data={"cores": "3", "digest": before}).status_code == 200
+        assert s.vm(100)["pending"].get("cores") in (3, "3"), s.vm(100)
+        pending = s.data("GET", cfg)["digest"]
+        assert pending != before
+        r = s.api("PUT", cfg, data={"cores": "2", "digest": before})
+        assert r.status_code == 500 and r.reason == MISMATCH, (r.status_code, r.reason)
+        assert s.vm(100)["pending"].get("cores") in (3, "3"), s.vm(100)
+        # a pending deletion moves it too
+        assert s.api("PUT", cfg, data={"delete": "sockets", "digest": pending}).status_code == 200
+        assert "sockets" in s.vm(100)["pending_delete"], s.vm(100)
+        assert s.data("GET", cfg)["digest"] != pending
+
+
 finish()
