@@ -891,6 +891,14 @@ static int leave(struct ctx *c, const char *what, const struct pve_error *e)
              old, c->j->node, what, e->message);
     if (e->cls == PVE_E_NETWORK)
         fleet_node_failed(k->fl, c->j->node, e->message);
+    /* The VM left behind may hold its disk, which the inventory may not
+     * show yet (read before the clone, and not again during a burst of
+     * creations): the reservation counts until a read of the inventory
+     * that does. Released before, the next placement on a shared pool
+     * (this creation's next attempt, or another's) took its room: 200 GiB
+     * held on a pool of 205 with a margin of 20. A world that does not
+     * answer keeps its last view. */
+    fleet_refresh(k->fl, true);
     store_release_capacity(k->st, c->j->id, NULL);
     if (store_leftover_add(k->st, old, c->j->node, c->j->id, &se) != 0) {
         /* never hand the VMID out again; the reconciler still finds the VM
