@@ -48,6 +48,7 @@ struct ctx {
     bool have_disk;
     char disk[16];
     int64_t disk_size;
+    char digest[48];      /* that read's config digest, for the configure write ("": none) */
     bool keep_vmid;       /* failing: the VMID is held by a leftover or is foreign */
     int npools;           /* the pools the VM has addresses from (the request's "ippools") */
     char cancel_step[32]; /* where the machine first saw a cancel ("": not yet) */
@@ -467,6 +468,7 @@ static int wait_unlocked(struct ctx *c, long deadline_ms, struct pve_error *err)
         snprintf(cfg_lock, sizeof cfg_lock, "%s", cfg.lock);
         c->have_disk = !locked;
         snprintf(c->disk, sizeof c->disk, "%s", cfg.bootdisk[0] ? cfg.bootdisk : "scsi0");
+        snprintf(c->digest, sizeof c->digest, "%s", locked ? "" : cfg.digest);
         c->disk_size = cfg.bootdisk_size;
         pve_vm_config_release(&cfg);
         if (!locked)
@@ -671,7 +673,21 @@ static int step_configure(struct ctx *c)
         s.nameserver = net.nameserver[0] ? net.nameserver : NULL;
         s.searchdomain = net.searchdomain[0] ? net.searchdomain : NULL;
     }
+    /* with the digest of the config the clone left (read just before, when
+     * not resumed here): a copy of this write served late, after the VM's
+     * first update, is refused instead of undoing it */
+    s.digest = c->digest[0] ? c->digest : NULL;
     int rc = pve_vm_config_set(c->pc, c->j->node, c->j->vmid, &s, &e);
+    if (rc && s.digest && strstr(e.message, "checksum mis")) {
+        /* changed since (by another client): read it again, once */
+        log_info("job", "job=%s vmid=%d the config changed since the clone (%s): read again",
+                 c->j->id, c->j->vmid, e.message);
+        c->digest[0] = '\0';
+        if (wait_unlocked(c, STEP_DEADLINE_MS, &e) == 0) {
+            s.digest = c->digest[0] ? c->digest : NULL;
+            rc = pve_vm_config_set(c->pc, c->j->node, c->j->vmid, &s, &e);
+        }
+    }
     buf_release(&net0);
     if (rc) {
         attempt(c, c->j->node, e.message);

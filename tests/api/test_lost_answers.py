@@ -37,7 +37,8 @@ waiting on its config's lock alone. Cases, on one pvesim and one proxd:
     slot saw it through);
   - an update's config write served late, after the next update: refused
     for its stale digest, the next update stands (written without one, it
-    undid it).
+    undid it); a creation's configure write, likewise after the VM's first
+    update.
 """
 import re
 
@@ -341,6 +342,28 @@ def a_late_update_does_not_undo_the_next():
     assert str(have) == "3", (v, ev)
     rec = px.call("GET", "/v1/vms/%d" % vmid, ALICE).json()
     assert rec["cores"] == 3, rec
+
+
+@case
+def a_late_configure_does_not_undo_the_first_update():
+    """The same for a creation's configure write: served late, after the
+    new VM's first update, it is refused for the clone's digest."""
+    sim.add_faults([{"kind": "late", "method": "PUT", "delay_ms": 6000, "count": 1,
+                     "path": r"^/nodes/[^/]+/qemu/\d+/config$"}])
+    j = created("late-cfg")
+    vmid = j["vmid"]
+    assert sim.clear_faults() == 1, events(j["id"])
+    wait_node_up(vmid)
+    u = px.wait_job(px.call("PATCH", "/v1/vms/%d" % vmid, ALICE, {"cores": 3}).json()["job"],
+                    ALICE, deadline=60)
+    assert u["state"] == "done", (u, events(u["id"]))
+    # the update came first: the late configure is still to be served
+    assert sim.ctl("GET", "/calls").get("late_pending", 0) == 1, "the late write came first"
+    wait_for(lambda: sim.ctl("GET", "/calls").get("late_pending", 0) == 0, deadline=30,
+             interval=0.1, what="the late configure served")
+    v = sim.vm(vmid)
+    have = v["pending"].get("cores", v["conf"].get("cores"))
+    assert str(have) == "3", (v, events(j["id"]))
 
 
 shutdown(px, sim)
