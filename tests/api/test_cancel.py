@@ -611,6 +611,7 @@ def random_cancels_under_faults():
     wait_for(lambda: all(px.call("GET", "/v1/jobs/" + j, CARL).json()["state"]
                          in ("done", "failed") for j in ids), 120, 0.5, "every job to end")
     sim.clear_faults()
+    sim.wait_late()
     px.stop()
     proxd_cli("reconcile", "--config", px.conf)  # leftovers a failing node kept
     problems = []

@@ -110,6 +110,7 @@ def kill_during_reinstalls():
     print("outcomes: %s; killed at: %s" % (outcomes, steps_hit), flush=True)
     if RATE:
         hits = sim.clear_faults()
+        sim.wait_late()
         print("faults hit: %d" % hits)
         assert hits > 0, "no fault was injected"
     for v in VMS:  # every VM still there, once

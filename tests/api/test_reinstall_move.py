@@ -322,6 +322,7 @@ def kill_during_cross_node_reinstalls():
     print("outcomes: %s; killed at: %s" % (outcomes, hit), flush=True)
     if RATE:
         hits = sim.clear_faults()
+        sim.wait_late()
         print("faults hit: %d" % hits)
         assert hits > 0, "no fault was injected"
     assert outcomes["done"] > 0, outcomes

@@ -234,6 +234,7 @@ def run_cases():
         finally:
             sim.ctl("DELETE", "/faults")
             sim.ctl("POST", "/nodes/sv3", {"state": "online"})
+            sim.wait_late()
         for g in got:
             # a creation may go on under another VMID than the one it was
             # queued with (one found taken on Proxmox): the job has the final one

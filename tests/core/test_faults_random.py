@@ -264,6 +264,7 @@ def run_seed(seed):
                 problems.append("the pool held %.1f GiB, more than its %d less the margin %d"
                                 % (most / GiB, pool_gb, MARGIN_GB))
         stats["fault_hits"] = sim.clear_faults()
+        sim.wait_late()
         stats["calls"] = sum(sim.ctl("GET", "/calls")["calls"].values())
         stats["busy_s"] = round(time.monotonic() - t0, 1)
 

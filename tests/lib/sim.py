@@ -215,6 +215,13 @@ class Sim:
         self.ctl("DELETE", "/faults")
         return hits
 
+    def wait_late(self, deadline=30.0):
+        """Wait until every call under a `late` fault has been served:
+        what the faults did is all there before a test compares Proxmox with
+        proxd (clear_faults leaves them waiting)."""
+        wait_for(lambda: self.ctl("GET", "/calls").get("late_pending", 0) == 0, deadline, 0.05,
+                 "the late calls served")
+
     def wait_task(self, node, upid, deadline=30.0, port=None):
         """Poll a task until it stops; return its status object."""
         def done():
