@@ -1042,13 +1042,18 @@ static void delete_steps(struct cctx *c)
         job_checkpoint(c->k, c->j, "stop", 20, "stopping VM %d", c->v.vmid);
         if (ctl_cancelled(c, "nothing was sent to Proxmox; the VM stays"))
             return;
-        if ((rc = pve_vm_power(c->pc, c->v.node, c->v.vmid, PVE_POWER_STOP, NULL, upid, &e)) ||
-            (rc = ctl_wait_task(c, upid, &e))) {
+        /* as a stop job's call: one that fails transiently (its answer
+         * lost, the stop maybe served late) is looked at and made again */
+        bool already = false;
+        if ((rc = power_call(c, ACT_STOP, NULL, &already, &e)) ||
+            (!already && (rc = ctl_wait_task(c, c->j->upid, &e)))) {
+            c->j->upid[0] = '\0';
             if (rc == -1)
                 return;
             ctl_job_fail(c, "cannot stop VM %d: %s", c->v.vmid, e.message);
             return;
         }
+        c->j->upid[0] = '\0'; /* the stop's task, not the destroy's */
         /* HA-managed: the stop task only asked the HA manager */
         if ((rc = settle(c, ACT_STOP, &st, &e)) == 0 && strcmp(st.status, "stopped") != 0)
             snprintf(e.message, sizeof e.message, "it is still %s", st.status);

@@ -38,7 +38,9 @@ waiting on its config's lock alone. Cases, on one pvesim and one proxd:
   - an update's config write served late, after the next update: refused
     for its stale digest, the next update stands (written without one, it
     undid it); a creation's configure write, likewise after the VM's first
-    update.
+    update;
+  - a delete's stop served late: looked at and made again, the delete
+    done (it failed "cannot stop VM N").
 """
 import re
 
@@ -364,6 +366,21 @@ def a_late_configure_does_not_undo_the_first_update():
     v = sim.vm(vmid)
     have = v["pending"].get("cores", v["conf"].get("cores"))
     assert str(have) == "3", (v, events(j["id"]))
+
+
+@case
+def a_deletes_late_stop_is_looked_at_and_made_again():
+    """A delete's stop served late (no answer, no task yet when proxd
+    looks): the stop is looked at after a pause and made again, as a stop
+    job's is, and the delete ends done. It failed "cannot stop VM N" while
+    the stop landed a moment later (test_faults_random, seed 33 in CI)."""
+    vmid = created("late-stop")["vmid"]
+    wait_node_up(vmid)
+    sim.add_faults([{"kind": "late", "method": "POST", "delay_ms": 400, "count": 1,
+                     "path": r"^/nodes/[^/]+/qemu/%d/status/stop$" % vmid}])
+    ev = done_through_the_drop(px.call("DELETE", "/v1/vms/%d" % vmid, ALICE))
+    sim.wait_late()
+    assert not [v for v in sim.state()["vms"] if v["vmid"] == vmid], ev
 
 
 shutdown(px, sim)
