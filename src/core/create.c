@@ -678,7 +678,7 @@ static int step_configure(struct ctx *c)
      * first update, is refused instead of undoing it */
     s.digest = c->digest[0] ? c->digest : NULL;
     int rc = pve_vm_config_set(c->pc, c->j->node, c->j->vmid, &s, &e);
-    if (rc && s.digest && strstr(e.message, "checksum mis")) {
+    if (rc && s.digest && pve_error_stale_digest(&e)) {
         /* changed since (by another client): read it again, once */
         log_info("job", "job=%s vmid=%d the config changed since the clone (%s): read again",
                  c->j->id, c->j->vmid, e.message);
@@ -913,8 +913,10 @@ static int leave(struct ctx *c, const char *what, const struct pve_error *e)
      * that does. Released before, the next placement on a shared pool
      * (this creation's next attempt, or another's) took its room: 200 GiB
      * held on a pool of 205 with a margin of 20. A world that does not
-     * answer keeps its last view. */
-    fleet_refresh(k->fl, true);
+     * answer keeps its last view. Not forced: that would also probe the
+     * node just marked down, and a hung one would hold the failover up for
+     * the probe's timeout. */
+    fleet_refresh(k->fl, false);
     store_release_capacity(k->st, c->j->id, NULL);
     if (store_leftover_add(k->st, old, c->j->node, c->j->id, &se) != 0) {
         /* never hand the VMID out again; the reconciler still finds the VM
