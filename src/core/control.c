@@ -743,12 +743,6 @@ static json_t *pending_of(struct cctx *c, struct pve_error *e)
     return o;
 }
 
-/* A write the config refused for its digest: it changed since it was read. */
-static bool stale_digest(const struct pve_error *e)
-{
-    return strstr(e->message, "checksum mis") && strstr(e->message, "by other user");
-}
-
 /* The update's config write carries the digest of the config it was read
  * with. Served late (its answer lost, the write sent again meanwhile), a
  * write without one landed after the VM's next update and undid it (the
@@ -768,7 +762,7 @@ static int update_config(struct cctx *c, const struct pve_config_set *want, stru
         struct pve_config_set s = *want;
         s.digest = digest;
         rc = pve_vm_config_set(c->pc, c->v.node, c->v.vmid, &s, e);
-        if (rc == 0 || !stale_digest(e) || core_stopping(c->k))
+        if (rc == 0 || !pve_error_stale_digest(e) || core_stopping(c->k))
             return rc;
         log_info("job", "job=%s vmid=%d the config changed meanwhile (%s): read again", c->j->id,
                  c->v.vmid, e->message);

@@ -183,3 +183,8 @@ const char *pve_strerror(const struct pve_error *e, char *buf, size_t len)
         snprintf(buf, len, "%s:%s %s", pve_class_name(e->cls), st, e->message);
     return buf;
 }
+
+bool pve_error_stale_digest(const struct pve_error *e)
+{
+    return strstr(e->message, "checksum mis") && strstr(e->message, "by other user");
+}

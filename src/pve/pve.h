@@ -69,6 +69,10 @@ struct pve_error {
 
 /* Human-readable one-liner: "<class>: <http status> <message> [<params>]". */
 const char *pve_strerror(const struct pve_error *e, char *buf, size_t len);
+/* Was a write refused for its digest: the config changed since it was read
+ * ("checksum mismatch (file change by other user?)", "missmatch" before
+ * qemu-server 8.2.5)? */
+bool pve_error_stale_digest(const struct pve_error *e);
 
 /* ---- set-up --------------------------------------------------------- */
 

@@ -58,7 +58,9 @@ static int teardown(void **st)
     return 0;
 }
 
-static pve_client *client_timeout(long timeout_ms)
+/* A client of the sim on `port`: with the test token, or logging in as
+ * `user` with `password` (an operator, or proxd configured with a user). */
+static pve_client *client_as(long timeout_ms, const char *user, const char *password)
 {
     char host[64];
     const char *hostv[1];
@@ -67,23 +69,38 @@ static pve_client *client_timeout(long timeout_ms)
     tcfg_init(&cfg, hostv, host);
     cfg.connect_timeout_ms = 2000;
     cfg.timeout_ms = timeout_ms;
+    if (user) {
+        cfg.token = NULL;
+        cfg.user = user;
+        cfg.password = password;
+    }
     return tclient(&cfg);
 }
 
-/* A client that logs in as root@pam with a password (an operator, or
- * proxd configured with a user). */
+static pve_client *client_timeout(long timeout_ms)
+{
+    return client_as(timeout_ms, NULL, NULL);
+}
+
 static pve_client *user_client(long timeout_ms)
 {
-    char host[64];
-    const char *hostv[1];
-    struct pve_config cfg;
-    snprintf(host, sizeof host, "127.0.0.1:%d", port);
-    tcfg_init(&cfg, hostv, host);
-    cfg.token = NULL;
-    cfg.user = "root@pam";
-    cfg.password = "opw";
-    cfg.timeout_ms = timeout_ms;
-    return tclient(&cfg);
+    return client_as(timeout_ms, "root@pam", "opw");
+}
+
+/* A PVE 7 sim of its own in place of the main one (`port` points at it);
+ * pve7_down stops it and points `port` back. */
+static pid_t pve7_up(int *main_port)
+{
+    *main_port = port;
+    struct h_sim_opts o = {
+        .nodes = "sv1,sv2", .token = T_TOKEN, .time_scale = "0.01", .pve_version = 7};
+    return h_sim_up(&port, &o);
+}
+
+static void pve7_down(pid_t p7, int main_port)
+{
+    h_sim_stop(p7, true);
+    port = main_port;
 }
 
 static pve_client *client(void)
@@ -395,10 +412,8 @@ static void lost_resize_grows_once(void **st)
 static void lost_resize_on_pve7_grows_once(void **st)
 {
     (void)st;
-    int main_port = port;
-    struct h_sim_opts o = {
-        .nodes = "sv1,sv2", .token = T_TOKEN, .time_scale = "0.01", .pve_version = 7};
-    pid_t p7 = h_sim_up(&port, &o);
+    int main_port;
+    pid_t p7 = pve7_up(&main_port);
     pve_client *c = client();
     vm_clone(c, 708);
     int64_t have = disk_bytes(c, 708, "scsi0");
@@ -407,8 +422,7 @@ static void lost_resize_on_pve7_grows_once(void **st)
     snprintf(abs, sizeof abs, "%lldG", (long long)(have / GiB + 3));
     lost_resize(c, 708, abs, (have / GiB + 3) * GiB, false);
     pve_client_free(c);
-    h_sim_stop(p7, true);
-    port = main_port;
+    pve7_down(p7, main_port);
 }
 
 /* A write that hangs (never served, never answered) is not found in the
@@ -553,15 +567,12 @@ static void late_resize_grows_once(void **st)
 static void late_resize_on_pve7_grows_once(void **st)
 {
     (void)st;
-    int main_port = port;
-    struct h_sim_opts o = {
-        .nodes = "sv1,sv2", .token = T_TOKEN, .time_scale = "0.01", .pve_version = 7};
-    pid_t p7 = h_sim_up(&port, &o);
+    int main_port;
+    pid_t p7 = pve7_up(&main_port);
     pve_client *c = client();
     late_relative_resize_grows_once(c, 711, false);
     pve_client_free(c);
-    h_sim_stop(p7, true);
-    port = main_port;
+    pve7_down(p7, main_port);
 }
 
 /* A config write with a digest served late: the client, not finding it
