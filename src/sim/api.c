@@ -263,6 +263,13 @@ static bool fault_apply(struct sim *s, struct sim_fault *f, struct sim_call *c, 
         r->drop = true;
         return late_queue(s, c, f->delay_ms);
     }
+    if (strcmp(f->kind, "late_hang") == 0) {
+        /* never answered (the client waits out its timeout), served later:
+         * a request a busy pvedaemon takes up after its client gave up; one
+         * that cannot wait is served now and its answer held back */
+        r->hang = true;
+        return late_queue(s, c, f->delay_ms);
+    }
     if (strcmp(f->kind, "595") == 0 || strcmp(f->kind, "596") == 0) {
         http_resp_status(r, atoi(f->kind), f->message ? f->message : "Connection timed out");
         r->close = true;

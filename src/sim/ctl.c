@@ -136,7 +136,7 @@ out:
 static bool kind_ok(const char *k)
 {
     static const char *const kinds[] = {"lock_timeout", "error", "595",  "596",  "delay",
-                                        "task_error",   "hang",  "drop", "late", NULL};
+                                        "task_error",   "hang",  "drop", "late", "late_hang", NULL};
     for (int i = 0; kinds[i]; i++)
         if (strcmp(kinds[i], k) == 0)
             return true;
@@ -173,7 +173,8 @@ static void fault_add(struct sim *s, const struct http_req *req, struct http_res
     struct sim_fault *f = NULL;
     if (!kind || !kind_ok(kind)) {
         bad(r, 400,
-            "kind: one of lock_timeout, error, 595, 596, delay, task_error, hang, drop, late");
+            "kind: one of lock_timeout, error, 595, 596, delay, task_error, hang, drop, late, "
+            "late_hang");
         goto out;
     }
     json_t *jm = json_object_get(b, "method");
@@ -237,7 +238,7 @@ static void fault_add(struct sim *s, const struct http_req *req, struct http_res
     f->message = msg ? xstrdup(msg) : NULL;
     f->status = (int)json_integer_value(json_object_get(b, "status"));
     f->delay_ms = (long)json_integer_value(dl);
-    if (!dl && strcmp(kind, "late") == 0)
+    if (!dl && (strcmp(kind, "late") == 0 || strcmp(kind, "late_hang") == 0))
         f->delay_ms = SIM_LATE_DELAY_MS;
     f->rate = rate ? json_number_value(rate) : 1.0;
     f->remaining = count ? (int)json_integer_value(count) : -1;

@@ -223,6 +223,56 @@ def late_kind():
         assert [t["status"] for t in tasks] == ["OK"], tasks
 
 
+def timed_out(s, method, path, timeout, **kw):
+    """The call gets no answer within `timeout` s: the connection stays open."""
+    try:
+        s.api(method, path, timeout=timeout, **kw)
+        raise AssertionError("%s %s was answered" % (method, path))
+    except requests.exceptions.ReadTimeout:
+        pass
+
+
+@case
+def late_hang_kind():
+    """The connection stays open without an answer (the client gives up
+    after its timeout) and the call is served delay_ms later, answered to
+    no one: a clone started after its client timed out, or still within
+    the client's wait; beyond 64 waiting, served now and never answered."""
+    with Sim(time_scale=0.01) as s:
+        fault(s, method="POST", path="/clone$", kind="late_hang", delay_ms=1500, count=1)
+        assert s.ctl("GET", "/faults")[0]["delay_ms"] == 1500
+        t0 = time.monotonic()
+        timed_out(s, "POST", "/nodes/sv1/qemu/8000/clone", 0.5, data={"newid": "100"})
+        assert late_pending(s) == 1, "served already (or a machine stalled 1.5 s)"
+        assert s.vm(100) is None
+        wait_for(lambda: s.vm(100) is not None, deadline=15, what="the late clone")
+        assert time.monotonic() - t0 >= 1.5
+        tasks = s.data("GET", "/nodes/sv1/tasks", params={"typefilter": "qmclone"})
+        assert [t["id"] for t in tasks] == ["8000"], tasks
+        assert s.wait_task("sv1", tasks[0]["upid"])["exitstatus"] == "OK"
+        assert late_pending(s) == 0
+        # served while the client still waits: it gets no answer all the same
+        cfg = "/nodes/sv1/qemu/100/config"
+        fault(s, method="PUT", path="/config$", kind="late_hang", delay_ms=100, count=1)
+        timed_out(s, "PUT", cfg, 2, data={"cores": "3"})
+        assert s.data("GET", cfg)["cores"] == 3
+        # the default delay, and the bound: beyond 64 waiting, served now
+        s.ctl("DELETE", "/faults")
+        fault(s, path="^/version$", kind="late_hang")
+        assert s.ctl("GET", "/faults")[0]["delay_ms"] == 1000
+        s.ctl("DELETE", "/faults")
+        fault(s, path="^/version$", kind="late", delay_ms=600000)  # the same 64 places
+        for _ in range(64):
+            closed(s, "GET", "/version")
+        assert late_pending(s) == 64
+        fault(s, method="PUT", path="/config$", kind="late_hang", delay_ms=600000)
+        timed_out(s, "PUT", cfg, 0.5, data={"cores": "4"})
+        assert s.data("GET", cfg)["cores"] == 4  # served at once
+        assert late_pending(s) == 64
+        s.ctl("POST", "/reset")
+        assert late_pending(s) == 0
+
+
 @case
 def late_digest_is_checked_when_served():
     """A late config write with a digest is checked against the config it
