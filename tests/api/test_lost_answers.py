@@ -383,5 +383,29 @@ def a_deletes_late_stop_is_looked_at_and_made_again():
     assert not [v for v in sim.state()["vms"] if v["vmid"] == vmid], ev
 
 
+
+@case
+def a_clone_served_after_its_timeout_makes_one_vm():
+    """The clone's connection never answers (proxd's call times out at 3 s)
+    and Proxmox serves it 4.5 s after it came, after proxd has looked for
+    its task and found none, and has asked again: one VM for the creation,
+    and none left over once the late clone has been served (it finds the
+    VMID taken by the second request's clone)."""
+    before = clone_calls()
+    sim.add_faults([{"kind": "late_hang", "method": "POST", "path": CLONE, "delay_ms": 4500,
+                     "count": 1}])
+    job = post_vm("late-clone")
+    j = px.wait_job(job, ALICE, deadline=120)
+    ev = events(job)
+    assert sim.clear_faults() == 1, ev
+    sim.wait_late()
+    assert j["state"] == "done", (j, ev)
+    print("[ figures ] late clone: %d clone requests" % (clone_calls() - before))
+    assert named("late-clone") == [j["vmid"]], (named("late-clone"), ev)
+    stray = [v["vmid"] for v in sim.state()["vms"]
+             if job in (v["conf"].get("description") or "") and v["vmid"] != j["vmid"]]
+    assert stray == [], (stray, ev)
+
+
 shutdown(px, sim)
 finish()

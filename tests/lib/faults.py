@@ -8,15 +8,16 @@ Add them with Sim.add_faults; Sim.clear_faults removes them."""
 # cannot tell from a call that never arrived: it must look before asking
 # again, and must know its own work when it finds it. A late one (no
 # answer, the call served after the client looked and maybe asked again)
-# must not be counted twice nor be taken for another's.
+# must not be counted twice nor be taken for another's. A late one whose
+# connection hangs (late_hang) is served after the client's call timed out.
 FAULT_MIX = (("error", 0.27), ("lock_timeout", 0.18), ("596", 0.15), ("task_error", 0.15),
              ("delay", 0.10), ("drop", 0.10), ("late", 0.05))
 # the randomized tests' kinds of faults, and their shares, of reads and of
 # writes: reads get the kinds that apply to them (no lock timeouts or
 # failing tasks: they start none)
 READS = (("error", 0.40), ("596", 0.20), ("delay", 0.20), ("hang", 0.10), ("drop", 0.10))
-WRITES = (("error", 0.17), ("lock_timeout", 0.15), ("596", 0.10), ("task_error", 0.25),
-          ("delay", 0.10), ("hang", 0.05), ("drop", 0.10), ("late", 0.08))
+WRITES = (("error", 0.17), ("lock_timeout", 0.15), ("596", 0.10), ("task_error", 0.22),
+          ("delay", 0.10), ("hang", 0.05), ("drop", 0.10), ("late", 0.08), ("late_hang", 0.03))
 
 
 def fault_mix(rate, path="^/nodes/", mix=FAULT_MIX, method=None, delay_ms=300,
@@ -43,6 +44,8 @@ def fault_mix(rate, path="^/nodes/", mix=FAULT_MIX, method=None, delay_ms=300,
             r["delay_ms"] = delay_ms
         if kind == "late":  # after the client looked and maybe sent it again
             r["delay_ms"] = 2 * delay_ms
+        if kind == "late_hang":  # after the client's call timed out (the tests': 3 s)
+            r["delay_ms"] = 10 * delay_ms
         rules.append(r)
     return rules
 
