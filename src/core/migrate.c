@@ -256,6 +256,40 @@ static int after_lock(struct cctx *c, const char *from, struct pve_vm_status *st
     }
 }
 
+/* How many times a migration is asked for while its answers are lost. */
+#define MIGRATE_SENDS 3
+
+/* Ask for the migration. A request whose answer is lost (a timeout, a
+ * closed connection) with no task found may still be served: one queued
+ * in a busy pvedaemon runs after its client looked. So after a pause the
+ * VM is looked at (after_lock): moved, the job ends there; locked, it is
+ * waited for; unlocked on the source, the request is sent again (a late
+ * copy then finds the VM locked or gone and does nothing). A request sent
+ * again that is refused for a lock met such a copy's migration: looked at
+ * the same way. Returns 0 (upid filled), 1 when refused (e says why), -1
+ * when the job ended. */
+static int send_migrate(struct cctx *c, const char *from, const char *target,
+                        struct pve_migrate_opts *mo, char upid[PVE_UPID_MAX],
+                        struct pve_vm_status *st, struct pve_error *e)
+{
+    for (int n = 1;; n++) {
+        int rc = pve_vm_migrate(c->pc, from, c->v.vmid, target, mo, upid, e);
+        if (rc == 0)
+            return 0;
+        bool lost = rc == PVE_E_NETWORK || rc == PVE_E_TIMEOUT;
+        if (!lost && !(rc == PVE_E_LOCK && n > 1))
+            return 1;
+        core_nap(c->k, 500L << (n - 1));
+        if (after_lock(c, from, st) <= 0)
+            return -1;
+        if (n == MIGRATE_SENDS || core_stopping(c->k))
+            return 1;
+        mo->online = strcmp(st->status, "running") == 0;
+        log_warn("job", "job=%s vmid=%d migration to %s: %s; not under way, asking again", c->j->id,
+                 c->v.vmid, target, e->message);
+    }
+}
+
 /* Has the LRM's own migration of the VM (a qmigrate task on the source,
  * started at or after our hamigrate request) ended? */
 static bool lrm_done(struct cctx *c, const char *from, int64_t since)
@@ -374,11 +408,10 @@ void migrate_run(struct cctx *c)
                                   .targetstorage = dp.nlocal > 0 ? tn->storage : NULL};
     char upid[PVE_UPID_MAX];
     struct pve_error e = {0};
-    int rc = pve_vm_migrate(c->pc, from, c->v.vmid, tn->name, &mo, upid, &e);
+    int rc = send_migrate(c, from, tn->name, &mo, upid, &st, &e);
+    if (rc < 0)
+        return;
     if (rc) {
-        /* no answer: the migration may run all the same; its lock tells */
-        if ((rc == PVE_E_NETWORK || rc == PVE_E_TIMEOUT) && (w = after_lock(c, from, &st)) <= 0)
-            return;
         attempt(c, tn->name, e.message);
         give_up(c, "VM %d stays: migration to %s refused: %s", tn->name, e.message);
         return;

@@ -135,8 +135,9 @@ out:
 
 static bool kind_ok(const char *k)
 {
-    static const char *const kinds[] = {"lock_timeout", "error", "595",  "596",  "delay",
-                                        "task_error",   "hang",  "drop", "late", "late_hang", NULL};
+    static const char *const kinds[] = {"lock_timeout", "error",      "595",  "596",
+                                        "delay",        "task_error", "hang", "drop",
+                                        "late",         "late_hang",  NULL};
     for (int i = 0; kinds[i]; i++)
         if (strcmp(kinds[i], k) == 0)
             return true;

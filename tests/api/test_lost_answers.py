@@ -40,7 +40,11 @@ waiting on its config's lock alone. Cases, on one pvesim and one proxd:
     undid it); a creation's configure write, likewise after the VM's first
     update;
   - a delete's stop served late: looked at and made again, the delete
-    done (it failed "cannot stop VM N").
+    done (it failed "cannot stop VM N");
+  - calls never answered (proxd's call times out) and served after proxd
+    looked for their task (pvesim's late_hang): a creation's clone, a
+    delete's destroy, a drain's migration: each ends done, with one VM
+    where it was asked to be, or gone.
 """
 import re
 
@@ -54,6 +58,7 @@ from lib.wait import wait_for
 sim = Sim(time_scale=0.2)
 px = Proxd(sim, proxd_extra="placement = ordered\n", proxmox_extra="timeout = 3\n")
 ALICE = px.token("alice")
+ADMIN = px.token("ops", "admin")
 px.start()
 
 CLONE = r"^/nodes/[^/]+/qemu/\d+/clone$"
@@ -406,6 +411,67 @@ def a_clone_served_after_its_timeout_makes_one_vm():
              if job in (v["conf"].get("description") or "") and v["vmid"] != j["vmid"]]
     assert stray == [], (stray, ev)
 
+
+
+def late_hang_once(method, path):
+    """The next such call is never answered (proxd's call times out at 3 s)
+    and is served 4.5 s after it came: after proxd looked for its task."""
+    sim.add_faults([{"kind": "late_hang", "method": method, "path": path, "delay_ms": 4500,
+                     "count": 1}])
+
+
+@case
+def a_destroy_served_after_its_timeout_ends_done():
+    """A delete's destroy times out and is served after proxd looked for
+    its task: the VM is looked at after a pause and the destroy made again
+    or found done; the delete ends done (it failed "destroy failed:
+    Operation timed out" while the late destroy removed the VM)."""
+    vmid = created("late-destroy")["vmid"]
+    wait_node_up(vmid)
+    late_hang_once("DELETE", r"^/nodes/[^/]+/qemu/%d$" % vmid)
+    ev = done_through_the_drop(px.call("DELETE", "/v1/vms/%d" % vmid, ALICE))
+    sim.wait_late()
+    assert sim.vm(vmid) is None, ev
+    state = query(px.db, "SELECT state FROM vms WHERE vmid = %d ORDER BY id DESC LIMIT 1" % vmid)
+    assert state == [("deleted",)], (state, ev)
+
+
+@case
+def a_migration_served_after_its_timeout_is_seen():
+    """A drain's migration times out and is served after proxd looked for
+    its task: the VM is looked at after a pause and the migration asked for
+    again or found under way; the move ends done with the VM on another node
+    (it failed "VM N stays: migration to ... refused: Operation timed out",
+    the drain counted it as stayed, while the late migration moved it)."""
+    # on a node of its own (the others cordoned while it is placed): the
+    # drain moves it alone
+    node = "sv5"
+    others = ["sv1", "sv2", "sv3", "sv4"]
+    for n in others:
+        assert px.call("POST", "/v1/nodes/%s/cordon" % n, ADMIN).status_code == 200
+    try:
+        vmid = created("late-move")["vmid"]
+    finally:
+        for n in others:
+            px.call("POST", "/v1/nodes/%s/uncordon" % n, ADMIN)
+    assert sim.vm(vmid)["node"] == node
+    wait_node_up(vmid)
+    alone = [v["vmid"] for v in sim.state()["vms"] if v["node"] == node and v["vmid"] < 8000]
+    assert alone == [vmid], alone
+    late_hang_once("POST", r"^/nodes/[^/]+/qemu/%d/migrate$" % vmid)
+    r = px.call("POST", "/v1/nodes/%s/drain" % node, ADMIN)
+    assert r.status_code == 202, r.text
+    d = px.wait_job(r.json()["job"], ADMIN, deadline=300)
+    assert sim.clear_faults() == 1, d
+    sim.wait_late()
+    px.call("POST", "/v1/nodes/%s/uncordon" % node, ADMIN)
+    moves = query(px.db, "SELECT id, state, error FROM jobs WHERE kind = 'migrate' AND vmid = %d"
+                  % vmid)
+    assert len(moves) == 1 and moves[0][1] == "done", (moves, events(moves[0][0]) if moves else d)
+    assert d["state"] == "done", d
+    where = sim.vm(vmid)["node"]
+    rec = query(px.db, "SELECT node FROM vms WHERE vmid = %d AND state = 'enabled'" % vmid)
+    assert where != node and rec == [(where,)], (node, where, rec, events(moves[0][0]))
 
 shutdown(px, sim)
 finish()
