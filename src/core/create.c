@@ -673,9 +673,14 @@ static int step_configure(struct ctx *c)
         s.nameserver = net.nameserver[0] ? net.nameserver : NULL;
         s.searchdomain = net.searchdomain[0] ? net.searchdomain : NULL;
     }
-    /* with the digest of the config the clone left (read just before, when
-     * not resumed here): a copy of this write served late, after the VM's
-     * first update, is refused instead of undoing it */
+    /* with the digest of the config the clone left (read just before; when
+     * resumed here, read now): a copy of this write served late, after the
+     * VM's first update, is refused instead of undoing it */
+    if (!c->digest[0] && wait_unlocked(c, STEP_DEADLINE_MS, &e) != 0) {
+        buf_release(&net0);
+        attempt(c, c->j->node, e.message);
+        return -1;
+    }
     s.digest = c->digest[0] ? c->digest : NULL;
     int rc = pve_vm_config_set(c->pc, c->j->node, c->j->vmid, &s, &e);
     if (rc && s.digest && pve_error_stale_digest(&e)) {

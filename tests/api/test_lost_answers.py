@@ -38,7 +38,7 @@ waiting on its config's lock alone. Cases, on one pvesim and one proxd:
   - an update's config write served late, after the next update: refused
     for its stale digest, the next update stands (written without one, it
     undid it); a creation's configure write, likewise after the VM's first
-    update;
+    update, also when the creation was resumed at that write after a kill;
   - a delete's stop served late: looked at and made again, the delete
     done (it failed "cannot stop VM N");
   - calls never answered (proxd's call times out) and served after proxd
@@ -49,7 +49,7 @@ waiting on its config's lock alone. Cases, on one pvesim and one proxd:
 import re
 
 from lib.cases import case, finish
-from lib.db import query
+from lib.db import expire_leases, query
 from lib.proxd import Proxd, shutdown
 from lib.sim import Sim
 from lib.wait import wait_for
@@ -372,6 +372,37 @@ def a_late_configure_does_not_undo_the_first_update():
     have = v["pending"].get("cores", v["conf"].get("cores"))
     assert str(have) == "3", (v, events(j["id"]))
 
+
+@case
+def a_resumed_configure_writes_with_the_digest():
+    """A creation killed during its configure write (the write hung, never
+    served) and resumed: the write it makes again carries the digest of the
+    config it reads first, so a late copy of it, served after the new VM's
+    first update, is refused (sent without one, it undid the update)."""
+    config = r"^/nodes/[^/]+/qemu/\d+/config$"
+    sim.add_faults([{"kind": "hang", "method": "PUT", "count": 1, "path": config}])
+    job = post_vm("resume-cfg")
+    wait_for(lambda: sim.ctl("GET", "/faults")[0]["hits"] == 1, deadline=60, interval=0.05,
+             what="the configure write hung")
+    px.kill()
+    sim.clear_faults()
+    expire_leases(px.db)
+    sim.add_faults([{"kind": "late", "method": "PUT", "delay_ms": 8000, "count": 1,
+                     "path": config}])
+    px.start()
+    j = px.wait_job(job, ALICE, deadline=120)
+    assert j["state"] == "done", (j, events(job))
+    assert sim.clear_faults() == 1, events(job)
+    vmid = j["vmid"]
+    wait_node_up(vmid)
+    u = px.wait_job(px.call("PATCH", "/v1/vms/%d" % vmid, ALICE, {"cores": 3}).json()["job"],
+                    ALICE, deadline=60)
+    assert u["state"] == "done", (u, events(u["id"]))
+    assert sim.ctl("GET", "/calls").get("late_pending", 0) == 1, "the late write came first"
+    sim.wait_late()
+    v = sim.vm(vmid)
+    have = v["pending"].get("cores", v["conf"].get("cores"))
+    assert str(have) == "3", (v, events(job))
 
 @case
 def a_deletes_late_stop_is_looked_at_and_made_again():
