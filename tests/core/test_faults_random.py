@@ -69,6 +69,11 @@ MARGIN_GB = 20  # proxd's default disk_margin_gb
 DISK_GB = 20  # every creation's disk
 REPORT = os.environ.get("FAULT_REPORT")
 KEEP_LOG = os.environ.get("FAULT_KEEP_LOG") == "1"  # keep proxd's log of a seed that passed too
+# several proxd instances sharing the database and the work (the API calls
+# spread over them), and the database: PostgreSQL (a server's URL: a
+# database per seed) or SQLite
+INSTANCES = int(os.environ.get("FAULT_INSTANCES", "1"))
+PG_URL = os.environ.get("PROXD_TEST_DB")
 JOB_BOUND_S = 120  # no job may take longer than this, faults or not
 READ_FAILURES = ("cannot find VM", "cannot verify the new size", "cannot read the config")
 ACTIONS = ["start", "shutdown", "stop", "pause", "resume", "reboot"]
@@ -118,10 +123,21 @@ def pick(rng, power):
     return rng.choice(SENSIBLE.get(power, ACTIONS))
 
 
+def seed_database(seed, tmp):
+    """The seed's database: a fresh one on the PostgreSQL server, else a
+    SQLite file."""
+    if not PG_URL:
+        return os.path.join(tmp, "proxd.db")
+    name = "faults_seed_%d" % seed
+    db_query(PG_URL, "DROP DATABASE IF EXISTS %s" % name)
+    db_query(PG_URL, "CREATE DATABASE %s" % name)
+    return PG_URL.rsplit("/", 1)[0] + "/" + name
+
+
 def run_seed(seed):
     rng = random.Random(seed)
     tmp = tempfile.TemporaryDirectory(prefix="proxd-faults-")
-    db = os.path.join(tmp.name, "proxd.db")
+    db = seed_database(seed, tmp.name)
     conf = os.path.join(tmp.name, "proxd.conf")
     shared = seed in SHARED
     # the shared pool: the margin, about 75 % of the creations' disks and a
@@ -131,12 +147,18 @@ def run_seed(seed):
               fleet=shared_pool_fleet(["sv%d" % i for i in range(1, 6)], pool_gb)
               if shared else None)
     # a hung call costs the request timeout: keep it short
-    port = write_config(conf, db, sim.entry, ["reconcile_interval = 3600", "quarantine = 0"],
-                        proxmox_extra=["connect_timeout = 1", "timeout = 3"],
-                        storage="ceph" if shared else "local-lvm")
-    with open(conf, "a") as f:  # half the creations take an address from it
-        f.write(POOL)
-    d = Daemon(conf, tmp.name)
+    ports, daemons = [], []
+    for i in range(INSTANCES):
+        c = conf if i == 0 else os.path.join(tmp.name, "proxd-%d.conf" % (i + 1))
+        ports.append(write_config(c, db, sim.entry, ["reconcile_interval = 3600",
+                                                     "quarantine = 0"],
+                                  proxmox_extra=["connect_timeout = 1", "timeout = 3"],
+                                  storage="ceph" if shared else "local-lvm"))
+        with open(c, "a") as f:  # half the creations take an address from it
+            f.write(POOL)
+        logs = tmp.name if i == 0 else os.path.join(tmp.name, "i%d" % (i + 1))
+        os.makedirs(logs, exist_ok=True)
+        daemons.append(Daemon(c, logs))
     stats = {"seed": seed, "jobs": 0, "done": 0, "failed": 0, "refused": 0, "creations": 0,
              "created": 0, "max_job_s": 0.0}
     if shared:
@@ -148,9 +170,12 @@ def run_seed(seed):
     try:
         token = proxd("token", "create", "--config", conf, "--owner", "ci", "--role",
                       "user").stdout.strip()
-        d.start()
-        api = Api("http://127.0.0.1:%d" % port, token)
-        wait_answer(api.base + "/readyz")
+        for d in daemons:
+            d.start()
+        apis = [Api("http://127.0.0.1:%d" % port, token) for port in ports]
+        for a in apis:
+            wait_answer(a.base + "/readyz")
+        api = apis[0]
 
         def faults_on():
             sim.ctl("DELETE", "/calls")
@@ -181,7 +206,7 @@ def run_seed(seed):
                 body["ippools"] = ["flt"]
             end = time.monotonic() + 30
             while True:  # 503 while proxd reads the inventory first, or a node is down
-                r = api.call("POST", "/v1/vms", body)
+                r = apis[i % INSTANCES].call("POST", "/v1/vms", body)
                 if r.status_code != 503 or time.monotonic() > end:
                     break
                 time.sleep(0.2)
@@ -202,6 +227,7 @@ def run_seed(seed):
             faults_on()
 
         def worker(vmid, wrng):
+            api = apis[vmid % INSTANCES]
             for _ in range(NOPS):
                 v = api.call("GET", "/v1/vms/%d" % vmid)
                 if v.status_code != 200:
@@ -276,12 +302,14 @@ def run_seed(seed):
         except AssertionError:
             problems.append("jobs still unfinished: %s" % db_query(
                 db, "SELECT id, kind, state, step FROM jobs WHERE state IN ('queued', 'running')"))
-        d.stop()
+        for d in daemons:
+            d.stop()
         proxd("reconcile", "--config", conf)
     except Exception:
         if sampler and sampler.is_alive():
             sampler.stop()
-        d.abort()
+        for d in daemons:
+            d.abort()
         sim.stop(check_clean=False)
         raise
     stats["total_s"] = round(time.monotonic() - t0, 1)
@@ -298,8 +326,11 @@ def run_seed(seed):
     if problems or KEEP_LOG:  # keep proxd's log for the post-mortem
         keep = os.path.join(tempfile.gettempdir(), "proxd-faults-seed-%d.log" % seed)
         with open(keep, "w") as out:
-            for n in range(1, d.n + 1):
-                out.write(d.log_text(n))
+            for i, d in enumerate(daemons):
+                for n in range(1, d.n + 1):
+                    if INSTANCES > 1:
+                        out.write("==== instance %d, run %d\n" % (i + 1, n))
+                    out.write(d.log_text(n))
         if problems:
             problems.append("proxd's log: %s" % keep)
     return stats, problems
@@ -423,8 +454,10 @@ def main():
             holder["stats"] = stats
             print("seed %d: %s" % (seed, json.dumps(stats, sort_keys=True)), flush=True)
             assert not problems, "seed %d:\n  %s" % (seed, "\n  ".join(problems))
-        run_case("seed_%d%s%s" % (seed, "_with_creations" if CREATE else "",
-                                   "_shared_pool" if seed in SHARED else ""), one)
+        run_case("seed_%d%s%s%s%s" % (seed, "_with_creations" if CREATE else "",
+                                       "_shared_pool" if seed in SHARED else "",
+                                       "_%d_instances" % INSTANCES if INSTANCES > 1 else "",
+                                       "_on_postgresql" if PG_URL else ""), one)
         if "stats" in holder:
             all_stats.append(holder["stats"])
     if REPORT and all_stats:
