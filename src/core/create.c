@@ -43,6 +43,7 @@ struct ctx {
     int64_t memory_mb, disk_gb;
     const char *ssh_keys; /* borrowed from j->request */
     bool resumed;         /* the job was claimed mid-way: look before acting */
+    bool clone_lost;      /* this attempt's clone request went out and its answer was lost */
     /* the boot disk as the post-clone config read showed it, so that the
      * resize step needs no second read (a Proxmox call saved per creation) */
     bool have_disk;
@@ -519,6 +520,7 @@ static int step_clone(struct ctx *c)
                              .storage = c->cn->storage,
                              .full = 1};
     int tpl = config_template(c->cn, c->os);
+    c->clone_lost = false;
     int rc = pve_vm_clone(c->pc, c->j->node, tpl, &opts, c->j->upid, &e);
     if (rc == PVE_E_EXISTS) {
         struct pve_vm_config cfg;
@@ -536,6 +538,7 @@ static int step_clone(struct ctx *c)
         if (rc == PVE_E_NETWORK)
             fleet_node_failed(c->k->fl, c->j->node, e.message);
         attempt(c, c->j->node, e.message);
+        c->clone_lost = e.maybe_sent;
         return e.maybe_sent ? -1 : -2; /* -1: a VM may exist, clean up */
     }
     place_copy_begin(c->k->pl, c->j->id, mono_ms());
@@ -985,6 +988,15 @@ static int step_cleanup(struct ctx *c)
         }
         if (cs == CLONE_UNSEEN)
             return leave(c, "the clone task cannot be seen", &e);
+        /* no task, no VM: a request whose answer was lost may still be
+         * served after this look (queued on a busy node) and make the VM
+         * then. Left for the reconciler, whose pass finds it or not, and
+         * the next attempt takes another VMID: on a standalone host the
+         * late copy made a second VM of that VMID, taken for this one */
+        if (cs == CLONE_ENDED && !c->j->upid[0] && c->clone_lost) {
+            snprintf(e.message, sizeof e.message, "no clone task seen yet");
+            return leave(c, "its clone request may still be served", &e);
+        }
     }
     fleet_vm_removed(c->k->fl, c->j->vmid);
     store_release_capacity(c->k->st, c->j->id, NULL);

@@ -55,7 +55,12 @@ static int cmp_vmid(const void *a, const void *b)
 
 /* In the inventory sorted by VMID (one binary search per record: a pass
  * over 10,000 records must not compare them with 10,000 VMs each). */
-static const struct fleet_vm *find_vm(const struct fleet_vm *vms, size_t n, int vmid)
+/* The VM of VMID `vmid` (vms sorted by VMID), the one on `node` when there
+ * is one: standalone hosts each have their own VMID space, so a VM of the
+ * same VMID on another (an operator's, or a late clone's copy) is not the
+ * record's VM while the record's node has its own. */
+static const struct fleet_vm *find_vm(const struct fleet_vm *vms, size_t n, int vmid,
+                                      const char *node)
 {
     size_t lo = 0, hi = n;
     while (lo < hi) {
@@ -65,10 +70,16 @@ static const struct fleet_vm *find_vm(const struct fleet_vm *vms, size_t n, int 
         else
             hi = mid;
     }
-    for (; lo < n && vms[lo].vmid == vmid; lo++)
-        if (!vms[lo].tmpl)
+    const struct fleet_vm *first = NULL;
+    for (; lo < n && vms[lo].vmid == vmid; lo++) {
+        if (vms[lo].tmpl)
+            continue;
+        if (node && strcmp(vms[lo].node, node) == 0)
             return &vms[lo];
-    return NULL;
+        if (!first)
+            first = &vms[lo];
+    }
+    return first;
 }
 
 static const char *power_of(const char *status)
@@ -177,7 +188,7 @@ static void take_over(struct core *k, struct vm_rec *v, const struct fleet_vm *f
 static void check_record(struct core *k, struct vm_rec *v, const struct fleet_vm *vms, size_t n,
                          int64_t t0, struct reconcile_report *rep)
 {
-    const struct fleet_vm *fv = find_vm(vms, n, v->vmid);
+    const struct fleet_vm *fv = find_vm(vms, n, v->vmid, v->node);
     char last_kind[16];
     bool busy = job_alive(k, v->job, last_kind);
     int64_t read_at = v->updated_at;
@@ -601,8 +612,12 @@ static void check_orphans(struct core *k, const struct fleet_vm *vms, size_t n,
             continue;
         struct vm_rec v;
         if (store_vm_get(k->st, fv->vmid, &v, NULL) == 0) {
+            /* the record's VM, or (on another standalone host than the
+             * record's, which has its own) a VM without a record */
+            bool theirs = find_vm(vms, n, fv->vmid, v.node) == fv;
             vm_rec_release(&v);
-            continue;
+            if (theirs)
+                continue;
         }
         if (!fleet_node_up(k->fl, fv->node)) {
             continue;

@@ -244,6 +244,10 @@ int pve_vm_clone(pve_client *c, const char *node, int vmid, const struct pve_clo
         rc = upid_call(c, "POST", path, params, PVE_CALL_ONCE, upid, err);
         if (rc == PVE_E_EXISTS && pve_find_clone_task(c, node, vmid, opts->newid, t0, upid))
             rc = 0;
+        /* the first request may still be served (a busy node's queue), even
+         * when the second was refused: its VM may appear later */
+        if (rc)
+            err->maybe_sent = true;
     }
 out:
     json_decref(params);

@@ -1,0 +1,116 @@
+"""Standalone hosts each have their own VM ID space: a VM of a record's
+VMID may also exist on another host (an operator's own, or the late copy
+of a clone whose answer was lost). proxd's VMIDs stay unique across the
+fleet, and its records stay with their own VMs.
+
+  - the reconciler keeps a record on its node while that node has the VM,
+    whatever VM of the same VMID another host has (it took the first it
+    found, an operator's VM on sv1, for the record's VM "moved from sv2 to
+    sv1 outside proxd": the record then named the operator's VM);
+  - a creation whose clone request on sv1 is answered by nothing and served
+    3 s later, after proxd looked for its task and its next requests were
+    refused: the attempt is left for the reconciler (its VM may still come)
+    and the next attempt, on sv2, takes another VMID. It took the same one,
+    the late clone made a second VM of it on sv1, and the reconciler moved
+    the record onto that copy, leaving the real VM unrecorded.
+"""
+from lib.cases import case, finish
+from lib.db import query
+from lib.proxd import Proxd, run as proxd_cli, shutdown
+from lib.sim import Sim
+from lib.wait import wait_for
+
+sim = Sim(time_scale=0.2, standalone=True)
+px = Proxd(sim, proxd_extra="placement = ordered\nreconcile_interval = 3600\n",
+           proxmox_extra="timeout = 3\n")
+ALICE = px.token("alice")
+ADMIN = px.token("ops", "admin")
+px.start()
+
+
+def create(name):
+    r = px.call("POST", "/v1/vms", ALICE, {"os": "ubuntu", "name": name, "cores": 1,
+                                           "memory_mb": 512, "disk_gb": 12}, want=202)
+    return px.wait_job(r.json()["job"], ALICE, deadline=120)
+
+
+def vms():
+    """(vmid, node, name) of every VM on the hosts but templates"""
+    return sorted((v["vmid"], v["node"], v["conf"].get("name")) for v in sim.state()["vms"]
+                  if v["vmid"] < 8000)
+
+
+def record(vmid):
+    return query(px.db, "SELECT node, state FROM vms WHERE vmid = %d AND state = 'enabled'"
+                 % vmid)
+
+
+def locked():
+    """VMs whose config is locked (a clone under way)"""
+    return [v["vmid"] for v in sim.state()["vms"] if (v.get("conf") or {}).get("lock")]
+
+
+def reconcile():
+    """One reconciler pass (proxd stopped: its own passes would race the
+    checks), then proxd again."""
+    px.stop()
+    proxd_cli("reconcile", "--config", px.conf)
+    px.start()
+
+
+@case
+def a_record_stays_with_its_own_vm():
+    px.call("POST", "/v1/nodes/sv1/cordon", ADMIN, want=200)
+    try:
+        j = create("mine")
+    finally:
+        px.call("POST", "/v1/nodes/sv1/uncordon", ADMIN, want=200)
+    assert j["state"] == "done", j
+    vmid = j["vmid"]
+    assert record(vmid) == [("sv2", "enabled")], record(vmid)
+    # an operator's VM of the same VMID on sv1 (its own VMID space)
+    tpl = [v["vmid"] for v in sim.state()["vms"] if v["node"] == "sv1" and v["vmid"] >= 8000][0]
+    upid = sim.data("POST", "/nodes/sv1/qemu/%d/clone" % tpl, port=sim.ports["sv1"],
+                    data={"newid": str(vmid), "name": "operators"})
+    wait_for(lambda: not locked(), deadline=60, what="the operator's clone done (%s)" % upid)
+    sim.data("POST", "/nodes/sv1/qemu/%d/status/start" % vmid, port=sim.ports["sv1"])
+    wait_for(lambda: [v["power"] for v in sim.state()["vms"]
+                      if v["vmid"] == vmid and v["node"] == "sv1"] == ["running"],
+             deadline=60, what="the operator's VM running")
+    reconcile()
+    assert record(vmid) == [("sv2", "enabled")], record(vmid)
+    assert vms() == [(vmid, "sv1", "operators"), (vmid, "sv2", "mine")], vms()
+    # and a job on the record acts on its own VM
+    r = px.call("POST", "/v1/vms/%d/stop" % vmid, ALICE, want=202)
+    assert px.wait_job(r.json()["job"], ALICE)["state"] == "done"
+    power = {v["node"]: v["power"] for v in sim.state()["vms"] if v["vmid"] == vmid}
+    assert power == {"sv1": "running", "sv2": "stopped"}, power
+
+
+@case
+def a_late_clone_does_not_share_the_next_attempts_vmid():
+    before = set(v[0] for v in vms())
+    # sv1's clone: no answer (the connection closes), served 3 s later; the
+    # requests after it on sv1 refused
+    sim.add_faults([{"kind": "late", "method": "POST", "path": r"/clone$", "node": "sv1",
+                     "delay_ms": 3000, "count": 1},
+                    {"kind": "error", "status": 500, "message": "injected: refused",
+                     "method": "POST", "path": r"/clone$", "node": "sv1", "count": 3}])
+    j = create("late")
+    sim.clear_faults()
+    sim.wait_late()
+    wait_for(lambda: not locked(), deadline=60, what="the late clone done")
+    assert j["state"] == "done", j
+    vmid = j["vmid"]
+    assert record(vmid) == [("sv2", "enabled")], (record(vmid), j)
+    # no VMID twice on the hosts, though each has its own VMID space
+    ids = [v[0] for v in vms()]
+    dup = sorted(set(i for i in ids if ids.count(i) > 1) - before)
+    assert dup == [], vms()
+    reconcile()
+    assert record(vmid) == [("sv2", "enabled")], record(vmid)
+    assert [v for v in vms() if v[2] == "late"] == [(vmid, "sv2", "late")], vms()
+
+
+shutdown(px, sim)
+finish()
