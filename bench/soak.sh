@@ -3,7 +3,8 @@
 # (tests/core/test_faults_random.py) run longer, against the release build:
 # SOAK_SEEDS seeds, SOAK_VMS VMs each with SOAK_OPS jobs per VM, about
 # SOAK_RATE of the Proxmox calls failing (every kind of fault); the seeds of
-# SOAK_SHARED_SEEDS (default the last three) on a fleet whose VM storage is
+# SOAK_STANDALONE_SEEDS (default the first two) on five standalone hosts and
+# of SOAK_SHARED_SEEDS (default the last three) on a fleet whose VM storage is
 # one shared pool (FAULT_SHARED_SEEDS). Two parts:
 #  1. control jobs under faults (the VMs are created before the faults);
 #  2. creations under faults too (FAULT_CREATE=1);
@@ -34,6 +35,7 @@ VMS=${SOAK_VMS:-20}
 OPS=${SOAK_OPS:-15}
 RATE=${SOAK_RATE:-0.07}
 SHARED=${SOAK_SHARED_SEEDS:-$(echo "$SEEDS" | tr ',' '\n' | tail -3 | paste -sd,)}
+STANDALONE=${SOAK_STANDALONE_SEEDS:-$(echo "$SEEDS" | tr ',' '\n' | head -2 | paste -sd,)}
 OUT=bench/results/soak.txt
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
@@ -49,7 +51,7 @@ for part in control create; do
   [ "$part" = create ] && create=1
   t0=$(date +%s.%N)
   FAULT_SEEDS=$SEEDS FAULT_VMS=$VMS FAULT_OPS=$OPS FAULT_RATE=$RATE FAULT_CREATE=$create \
-    FAULT_SHARED_SEEDS=$SHARED \
+    FAULT_SHARED_SEEDS=$SHARED FAULT_STANDALONE_SEEDS=$STANDALONE \
     FAULT_REPORT="$TMP/$part.jsonl" PYTHONPATH=tests /usr/bin/python3 tests/core/test_faults_random.py \
     >"$TMP/$part.log" 2>&1
   rc=$?

@@ -29,6 +29,11 @@ a creation the pool cannot take fails naming the shared storage (a resize
 is refused at once, 403, or by its job when another took the room, saying
 so).
 
+The seeds of FAULT_STANDALONE_SEEDS (default 77) run on five standalone
+hosts, each with its own VMID space, instead of one cluster: there too no
+VMID exists twice on the hosts (proxd's VMIDs are unique across its
+fleet), and every record is on its own VM's host.
+
 Seeded and repeatable: FAULT_SEEDS (comma-separated) picks the runs; each
 seed drives both the job mix here and pvesim's fault draws (--seed). The
 interleaving of threads still varies a little from run to run.
@@ -38,8 +43,11 @@ bigger): FAULT_SEEDS, FAULT_VMS (VMs per seed), FAULT_OPS (jobs per VM),
 FAULT_RATE (the fraction of calls that fail, over all kinds), FAULT_CREATE
 (1, the default: the VMs are created while the faults run too; 0: they are
 created before, and only the other jobs meet the faults), FAULT_SHARED_SEEDS
-(the seeds on a shared pool), FAULT_REPORT (a file the per-seed figures are
-appended to), FAULT_KEEP_LOG (1: keep proxd's log of every seed in
+(the seeds on a shared pool), FAULT_STANDALONE_SEEDS (the seeds on standalone
+hosts), FAULT_INSTANCES (proxd instances on the one database, the API calls
+spread over them), PROXD_TEST_DB (a PostgreSQL server's URL: a database per
+seed), FAULT_REPORT (a file the per-seed figures are appended to),
+FAULT_KEEP_LOG (1: keep proxd's log of every seed in
 $TMPDIR/proxd-faults-seed-N.log, not only of a seed that failed).
 """
 import json
@@ -59,12 +67,14 @@ from lib.proxd import cluster_config as write_config, Daemon, run as proxd, TEMP
 from lib.sim import Sim
 from lib.wait import wait_for
 
-SEEDS = [int(s) for s in os.environ.get("FAULT_SEEDS", "11,22,33,44").split(",") if s]
+SEEDS = [int(s) for s in os.environ.get("FAULT_SEEDS", "11,22,33,44,77").split(",") if s]
 NVMS = int(os.environ.get("FAULT_VMS", "10"))
 NOPS = int(os.environ.get("FAULT_OPS", "10"))
 RATE = float(os.environ.get("FAULT_RATE", "0.07"))
 CREATE = os.environ.get("FAULT_CREATE", "1") == "1"
 SHARED = {int(s) for s in os.environ.get("FAULT_SHARED_SEEDS", "44").split(",") if s}
+# seeds on five standalone hosts (a VMID space each) instead of one cluster
+STANDALONE = {int(s) for s in os.environ.get("FAULT_STANDALONE_SEEDS", "77").split(",") if s}
 MARGIN_GB = 20  # proxd's default disk_margin_gb
 DISK_GB = 20  # every creation's disk
 REPORT = os.environ.get("FAULT_REPORT")
@@ -140,10 +150,11 @@ def run_seed(seed):
     db = seed_database(seed, tmp.name)
     conf = os.path.join(tmp.name, "proxd.conf")
     shared = seed in SHARED
+    alone = seed in STANDALONE and not shared
     # the shared pool: the margin, about 75 % of the creations' disks and a
     # little for the resizes
     pool_gb = MARGIN_GB + NVMS * DISK_GB * 3 // 4 + 5
-    sim = Sim(time_scale=0.005, extra=["--seed", str(seed)],
+    sim = Sim(time_scale=0.005, extra=["--seed", str(seed)], standalone=alone,
               fleet=shared_pool_fleet(["sv%d" % i for i in range(1, 6)], pool_gb)
               if shared else None)
     # a hung call costs the request timeout: keep it short
@@ -153,7 +164,8 @@ def run_seed(seed):
         ports.append(write_config(c, db, sim.entry, ["reconcile_interval = 3600",
                                                      "quarantine = 0"],
                                   proxmox_extra=["connect_timeout = 1", "timeout = 3"],
-                                  storage="ceph" if shared else "local-lvm"))
+                                  storage="ceph" if shared else "local-lvm",
+                                  standalone=sim.ports if alone else None))
         with open(c, "a") as f:  # half the creations take an address from it
             f.write(POOL)
         logs = tmp.name if i == 0 else os.path.join(tmp.name, "i%d" % (i + 1))
@@ -455,7 +467,8 @@ def main():
             print("seed %d: %s" % (seed, json.dumps(stats, sort_keys=True)), flush=True)
             assert not problems, "seed %d:\n  %s" % (seed, "\n  ".join(problems))
         run_case("seed_%d%s%s%s%s" % (seed, "_with_creations" if CREATE else "",
-                                       "_shared_pool" if seed in SHARED else "",
+                                       "_shared_pool" if seed in SHARED else
+                                       "_standalone" if seed in STANDALONE else "",
                                        "_%d_instances" % INSTANCES if INSTANCES > 1 else "",
                                        "_on_postgresql" if PG_URL else ""), one)
         if "stats" in holder:

@@ -73,12 +73,13 @@ def api_config(port, entry, db, proxd_extra="", standalone=None, proxmox_extra="
 def cluster_config(path, db, entry, proxd_extra=(), token=TOKEN, log_level="info",
                    placement="spread", workers=8, proxmox_extra=("connect_timeout = 3",
                                                                  "timeout = 30"),
-                   storage="local-lvm"):
+                   storage="local-lvm", standalone=None):
     """The crash tests' and benchmarks' configuration: five nodes of one
     cluster behind `entry`, all four OSes (a VMID range of 1000 each),
     proxd_extra/proxmox_extra lines appended to [proxd]/[proxmox]; placement
     or workers None: proxd's default; storage: the nodes' VM storage
-    (_nodes). Written to `path`; returns the API's port."""
+    (_nodes); standalone: a standalone sim's {node: port} map, every node a
+    standalone host of its own. Written to `path`; returns the API's port."""
     port = free_port()
     lines = ["[proxd]", "listen = 127.0.0.1:%d" % port, "database = %s" % _url(db)]
     if placement:
@@ -91,8 +92,13 @@ def cluster_config(path, db, entry, proxd_extra=(), token=TOKEN, log_level="info
         lines += ["[os %s]" % os_name,
                   "vmid_range = %d-%d" % (1000 * (k + 1), 1000 * (k + 1) + 999), ""]
     text = "\n".join(lines) + "\n"
-    text += _nodes(["sv%d" % (i + 1) for i in range(5)],
-                   lambda i, n: "host = 127.0.0.1:%d\ncluster = pvesim\n" % entry, OSES, storage)
+    if standalone:
+        text += _nodes(["sv%d" % (i + 1) for i in range(5)],
+                       lambda i, n: "host = 127.0.0.1:%d\n" % standalone[n], OSES, storage)
+    else:
+        text += _nodes(["sv%d" % (i + 1) for i in range(5)],
+                       lambda i, n: "host = 127.0.0.1:%d\ncluster = pvesim\n" % entry, OSES,
+                       storage)
     with open(path, "w") as f:
         f.write(text)
     return port
