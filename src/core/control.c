@@ -527,7 +527,7 @@ int ctl_locate(struct cctx *c, struct pve_vm_status *st, struct pve_error *e)
             break;
         fleet_refresh(k->fl, true);
         char node[64];
-        if (fleet_vm_node(k->fl, c->v.vmid, node) != 0) {
+        if (fleet_vm_node(k->fl, c->v.vmid, c->v.node, node) != 0) {
             snprintf(e->message, sizeof e->message, "VM %d is on no node", c->v.vmid);
             e->cls = PVE_E_NOTFOUND;
             return PVE_E_NOTFOUND;
@@ -1005,32 +1005,29 @@ bool ctl_wait_unlocked(struct cctx *c)
 
 /* The destroy call. One that fails transiently (a 500, a lock, its answer
  * lost with no task yet: served, or to be served later than the look for
- * its task) is looked at after a pause: the VM gone, the destroy is done
- * (*gone_now); else it is made again, up to READ_TRIES times (a late copy
- * served after the second destroy finds no VM and does nothing). */
+ * its task) is looked at after a pause, as ctl_wait_unlocked looks: the VM
+ * gone, the delete is done there; locked (a destroy under way holds its
+ * lock until the VM is gone), waited for; still there and unlocked, the
+ * destroy is made again, up to READ_TRIES times (a late copy served after
+ * that finds no VM and does nothing). -1 when the job ended meanwhile or
+ * the core stops (the delete resumes), else the call's result. */
 static int destroy_call(struct cctx *c, const struct pve_delete_opts *d, char upid[PVE_UPID_MAX],
-                        bool *gone_now, struct pve_error *e)
+                        struct pve_error *e)
 {
-    *gone_now = false;
-    int rc = 0;
-    for (int n = 1; n <= READ_TRIES; n++) {
-        rc = pve_vm_delete(c->pc, c->v.node, c->v.vmid, d, upid, e);
-        if (!rc || !transient(rc) || n == READ_TRIES || core_stopping(c->k))
+    for (int n = 1;; n++) {
+        int rc = pve_vm_delete(c->pc, c->v.node, c->v.vmid, d, upid, e);
+        if (!rc || !transient(rc))
+            return rc;
+        if (core_stopping(c->k))
+            return -1;
+        if (n == READ_TRIES)
             return rc;
         read_pause(c, n);
-        struct pve_vm_config cfg;
-        struct pve_error e2 = {0};
-        int r = ctl_read_config(c, &cfg, &e2);
-        if (r == PVE_E_NOTFOUND) {
-            *gone_now = true;
-            return 0;
-        }
-        if (r == 0)
-            pve_vm_config_release(&cfg);
+        if (!ctl_wait_unlocked(c))
+            return -1;
         log_warn("job", "job=%s vmid=%d destroy call failed (%s), trying again", c->j->id,
                  c->v.vmid, e->message);
     }
-    return rc;
 }
 
 static void delete_steps(struct cctx *c)
@@ -1093,9 +1090,8 @@ static void delete_steps(struct cctx *c)
     if (ctl_cancelled(c, "the destroy was not sent; the VM stays (stopped if it had to be)"))
         return;
     struct pve_delete_opts d = {.purge = true, .destroy_unreferenced = true};
-    bool gone_now = false;
-    rc = destroy_call(c, &d, upid, &gone_now, &e);
-    if (!rc && !gone_now)
+    rc = destroy_call(c, &d, upid, &e);
+    if (!rc)
         rc = ctl_wait_task(c, upid, &e);
     if (rc == -1)
         return;

@@ -78,6 +78,7 @@ void core_addr_sweep(struct core *k);
 /* A removal the reconciler hands to the cleaner thread. */
 struct clean_item {
     bool leftover; /* a recorded leftover (l), else a VM without a record (fv) */
+    bool copy;     /* fv: another world's VM of a recorded VMID */
     struct leftover l;
     struct fleet_vm fv;
 };

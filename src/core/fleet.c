@@ -766,18 +766,32 @@ bool fleet_node_held_down(struct fleet *f, const char *node)
     return down;
 }
 
-int fleet_vm_node(struct fleet *f, int vmid, char node[64])
+int fleet_vm_node(struct fleet *f, int vmid, const char *near, char node[64])
 {
     int rc = -1;
     pthread_mutex_lock(&f->mu);
+    int ni = near && near[0] ? node_index(f, near) : -1;
     for (size_t i = 0; i < f->vms.n && rc; i++) {
-        if (f->vms.v[i].vmid == vmid) {
-            snprintf(node, 64, "%s", node_name(f, f->vms.v[i].node));
-            rc = 0;
-        }
+        int on = f->vms.v[i].node;
+        if (f->vms.v[i].vmid != vmid)
+            continue;
+        if (ni >= 0 && (on >= f->nnodes || f->nodes[on].world != f->nodes[ni].world))
+            continue;
+        snprintf(node, 64, "%s", node_name(f, on));
+        rc = 0;
     }
     pthread_mutex_unlock(&f->mu);
     return rc;
+}
+
+bool fleet_same_world(struct fleet *f, const char *a, const char *b)
+{
+    pthread_mutex_lock(&f->mu);
+    int ia = node_index(f, a), ib = node_index(f, b);
+    bool same = ia >= 0 && ib >= 0 && ia < f->nnodes && ib < f->nnodes &&
+                f->nodes[ia].world == f->nodes[ib].world;
+    pthread_mutex_unlock(&f->mu);
+    return same;
 }
 
 /* Record i of the table as the header's struct. Under f->mu. */

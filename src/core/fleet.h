@@ -127,8 +127,14 @@ bool fleet_node_held_down(struct fleet *f, const char *node);
  * ms)? Only then may its absence of a VM be trusted. */
 bool fleet_node_fresh(struct fleet *f, const char *node, int64_t since);
 
-/* Where the inventory last saw `vmid`: 0 and node filled, or -1. */
-int fleet_vm_node(struct fleet *f, int vmid, char node[64]);
+/* Where the inventory last saw `vmid` in the world of `near` (a cluster:
+ * VMIDs are its own; a standalone host: only itself; any world when near
+ * is NULL or empty): 0 and node filled, or -1. Another world's VM of that
+ * VMID is another VM. */
+int fleet_vm_node(struct fleet *f, int vmid, const char *near, char node[64]);
+
+/* Are nodes a and b (configured) in one world? */
+bool fleet_same_world(struct fleet *f, const char *a, const char *b);
 
 struct fleet_vm {
     int vmid;

@@ -265,9 +265,10 @@ static int after_lock(struct cctx *c, const char *from, struct pve_vm_status *st
  * VM is looked at (after_lock): moved, the job ends there; locked, it is
  * waited for; unlocked on the source, the request is sent again (a late
  * copy then finds the VM locked or gone and does nothing). A request sent
- * again that is refused for a lock met such a copy's migration: looked at
- * the same way. Returns 0 (upid filled), 1 when refused (e says why), -1
- * when the job ended. */
+ * again that is refused for a lock, or because the VM is no longer on the
+ * source, met such a copy's migration: looked at the same way. Returns 0
+ * (upid filled), 1 when refused (e says why), -1 when the job ended or
+ * the core stops (the job resumes at its step). */
 static int send_migrate(struct cctx *c, const char *from, const char *target,
                         struct pve_migrate_opts *mo, char upid[PVE_UPID_MAX],
                         struct pve_vm_status *st, struct pve_error *e)
@@ -277,12 +278,16 @@ static int send_migrate(struct cctx *c, const char *from, const char *target,
         if (rc == 0)
             return 0;
         bool lost = rc == PVE_E_NETWORK || rc == PVE_E_TIMEOUT;
-        if (!lost && !(rc == PVE_E_LOCK && n > 1))
+        /* sent again: locked or gone from the source by an earlier copy */
+        bool again = n > 1 && (rc == PVE_E_LOCK || rc == PVE_E_NOTFOUND);
+        if (!lost && !again)
             return 1;
+        if (core_stopping(c->k))
+            return -1; /* resumed at its step: looked at first */
         core_nap(c->k, 500L << (n - 1));
         if (after_lock(c, from, st) <= 0)
             return -1;
-        if (n == MIGRATE_SENDS || core_stopping(c->k))
+        if (n == MIGRATE_SENDS)
             return 1;
         mo->online = strcmp(st->status, "running") == 0;
         log_warn("job", "job=%s vmid=%d migration to %s: %s; not under way, asking again", c->j->id,
@@ -317,7 +322,7 @@ static void wait_ha_move(struct cctx *c, const char *from, const char *target)
     while (mono_ms() < end && !core_stopping(c->k)) {
         char node[64];
         fleet_refresh(c->k->fl, true);
-        if (fleet_vm_node(c->k->fl, c->v.vmid, node) == 0 && strcmp(node, target) == 0)
+        if (fleet_vm_node(c->k->fl, c->v.vmid, target, node) == 0 && strcmp(node, target) == 0)
             return;
         if (lrm_done(c, from, since)) {
             fleet_refresh(c->k->fl, true); /* it may have moved just now: where_now tells */
@@ -340,7 +345,9 @@ static void wait_and_finish(struct cctx *c, const char *from, bool ha)
         wait_ha_move(c, from, target);
     if (core_stopping(c->k))
         return;
-    int w = where_now(c, from, &st);
+    /* a task that failed may have met another migration of the VM (a late
+     * copy of a request sent again took its lock first): followed to its end */
+    int w = rc ? after_lock(c, from, &st) : where_now(c, from, &st);
     if (w <= 0)
         return;
     char why[sizeof e.message];

@@ -55,12 +55,13 @@ static int cmp_vmid(const void *a, const void *b)
 
 /* In the inventory sorted by VMID (one binary search per record: a pass
  * over 10,000 records must not compare them with 10,000 VMs each). */
-/* The VM of VMID `vmid` (vms sorted by VMID), the one on `node` when there
- * is one: standalone hosts each have their own VMID space, so a VM of the
- * same VMID on another (an operator's, or a late clone's copy) is not the
- * record's VM while the record's node has its own. */
-static const struct fleet_vm *find_vm(const struct fleet_vm *vms, size_t n, int vmid,
-                                      const char *node)
+/* The VM of VMID `vmid` (vms sorted by VMID) that a record on `node` may
+ * be: the one on that node, else one on another node of its world (a
+ * cluster: moved by HA or by hand). A VMID is a world's own: another
+ * world's VM of it (a standalone host's, made by hand, or the copy of a
+ * clone served late) is another VM. An empty node: any. */
+static const struct fleet_vm *find_vm(struct core *k, const struct fleet_vm *vms, size_t n,
+                                      int vmid, const char *node)
 {
     size_t lo = 0, hi = n;
     while (lo < hi) {
@@ -70,16 +71,16 @@ static const struct fleet_vm *find_vm(const struct fleet_vm *vms, size_t n, int 
         else
             hi = mid;
     }
-    const struct fleet_vm *first = NULL;
+    const struct fleet_vm *near = NULL;
     for (; lo < n && vms[lo].vmid == vmid; lo++) {
         if (vms[lo].tmpl)
             continue;
-        if (node && strcmp(vms[lo].node, node) == 0)
+        if (!node[0] || strcmp(vms[lo].node, node) == 0)
             return &vms[lo];
-        if (!first)
-            first = &vms[lo];
+        if (!near && fleet_same_world(k->fl, vms[lo].node, node))
+            near = &vms[lo];
     }
-    return first;
+    return near;
 }
 
 static const char *power_of(const char *status)
@@ -188,7 +189,7 @@ static void take_over(struct core *k, struct vm_rec *v, const struct fleet_vm *f
 static void check_record(struct core *k, struct vm_rec *v, const struct fleet_vm *vms, size_t n,
                          int64_t t0, struct reconcile_report *rep)
 {
-    const struct fleet_vm *fv = find_vm(vms, n, v->vmid, v->node);
+    const struct fleet_vm *fv = find_vm(k, vms, n, v->vmid, v->node);
     char last_kind[16];
     bool busy = job_alive(k, v->job, last_kind);
     int64_t read_at = v->updated_at;
@@ -372,7 +373,7 @@ static void settle_leftover(struct core *k, const struct leftover *l, struct rec
 
 /* ---- the cleaner: removals off the keeper thread ----------------------------- */
 
-static void check_unrecorded(struct core *k, const struct fleet_vm *fv,
+static void check_unrecorded(struct core *k, const struct fleet_vm *fv, bool copy,
                              struct reconcile_report *rep);
 
 static bool clean_same(const struct clean_item *c, int vmid, const char *node)
@@ -425,7 +426,7 @@ static void *cleaner_main(void *arg)
         if (it.leftover)
             settle_leftover(k, &it.l, &rep);
         else
-            check_unrecorded(k, &it.fv, &rep);
+            check_unrecorded(k, &it.fv, it.copy, &rep);
         pthread_mutex_lock(&k->mu);
         memmove(k->cq, k->cq + 1, (size_t)(k->ncq - 1) * sizeof *k->cq);
         k->ncq--;
@@ -550,8 +551,10 @@ static bool is_leftover(const struct leftover *ls, size_t n, const struct fleet_
 
 /* A VM without a record in our ranges: a half-made VM of one of our
  * creations (removed), a tagged orphan (reported; deleted with
- * delete_orphans), or not ours (left alone). */
-static void check_unrecorded(struct core *k, const struct fleet_vm *fv,
+ * delete_orphans), or not ours (left alone). A copy (another world's VM
+ * of a recorded VMID, as a backup restored on another standalone host) is
+ * never taken for a half-made VM, marker or not: an orphan at most. */
+static void check_unrecorded(struct core *k, const struct fleet_vm *fv, bool copy,
                              struct reconcile_report *rep)
 {
     bool tagged = core_has_tag(fv->tags, k->cfg->tag);
@@ -573,8 +576,8 @@ static void check_unrecorded(struct core *k, const struct fleet_vm *fv,
     if (locked)
         return;
     bool running;
-    bool known = known_creation(k, job, &running);
-    if (running)
+    bool known = !copy && known_creation(k, job, &running);
+    if (known && running)
         return; /* a reinstall's temporary VM: its job removes it */
     if (known) {
         if (destroy(k, fv->node, fv->vmid, &e) == 0) {
@@ -611,21 +614,21 @@ static void check_orphans(struct core *k, const struct fleet_vm *vms, size_t n,
         if (fv->tmpl || !in_our_ranges(k, fv->vmid) || is_leftover(ls, nls, fv))
             continue;
         struct vm_rec v;
+        bool copy = false;
         if (store_vm_get(k->st, fv->vmid, &v, NULL) == 0) {
-            /* the record's VM, or (on another standalone host than the
-             * record's, which has its own) a VM without a record */
-            bool theirs = find_vm(vms, n, fv->vmid, v.node) == fv;
+            /* the record's VM, or another world's VM of its VMID */
+            copy = find_vm(k, vms, n, fv->vmid, v.node) != fv;
             vm_rec_release(&v);
-            if (theirs)
+            if (!copy)
                 continue;
         }
         if (!fleet_node_up(k->fl, fv->node)) {
             continue;
         } else if (now) {
             if (!clean_busy(k, fv->vmid, fv->node))
-                check_unrecorded(k, fv, rep);
+                check_unrecorded(k, fv, copy, rep);
         } else {
-            struct clean_item it = {.leftover = false, .fv = *fv};
+            struct clean_item it = {.leftover = false, .copy = copy, .fv = *fv};
             clean_post(k, &it);
         }
     }

@@ -637,7 +637,8 @@ static void step_prepare(struct rctx *c)
     if (rc == PVE_E_NOTFOUND) { /* moved behind our back (HA)? */
         char node[64];
         fleet_refresh(c->k->fl, true);
-        if (fleet_vm_node(c->k->fl, c->j->vmid, node) == 0 && config_node(c->k->cfg, node)) {
+        if (fleet_vm_node(c->k->fl, c->j->vmid, c->j->node, node) == 0 &&
+            config_node(c->k->cfg, node)) {
             snprintf(c->j->node, sizeof c->j->node, "%s", node);
             c->cn = config_node(c->k->cfg, node);
             c->pc = fleet_client(c->k->fl, node);

@@ -88,7 +88,7 @@ static int find_vm(struct sctx *c, struct pve_error *e)
             break;
         fleet_refresh(c->k->fl, true);
         char node[64];
-        if (fleet_vm_node(c->k->fl, c->v.vmid, node) != 0)
+        if (fleet_vm_node(c->k->fl, c->v.vmid, c->v.node, node) != 0)
             break;
         snprintf(c->v.node, sizeof c->v.node, "%s", node);
         snprintf(c->j->node, sizeof c->j->node, "%s", node);

@@ -38,18 +38,15 @@ waiting on its config's lock alone. Cases, on one pvesim and one proxd:
   - an update's config write served late, after the next update: refused
     for its stale digest, the next update stands (written without one, it
     undid it); a creation's configure write, likewise after the VM's first
-    update, also when the creation was resumed at that write after a kill;
+    update;
   - a delete's stop served late: looked at and made again, the delete
-    done (it failed "cannot stop VM N");
-  - calls never answered (proxd's call times out) and served after proxd
-    looked for their task (pvesim's late_hang): a creation's clone, a
-    delete's destroy, a drain's migration: each ends done, with one VM
-    where it was asked to be, or gone.
+    done (it failed "cannot stop VM N").
+Calls served after proxd's call timed out: test_late_calls.py.
 """
 import re
 
 from lib.cases import case, finish
-from lib.db import expire_leases, query
+from lib.db import query
 from lib.proxd import Proxd, shutdown
 from lib.sim import Sim
 from lib.wait import wait_for
@@ -58,7 +55,6 @@ from lib.wait import wait_for
 sim = Sim(time_scale=0.2)
 px = Proxd(sim, proxd_extra="placement = ordered\n", proxmox_extra="timeout = 3\n")
 ALICE = px.token("alice")
-ADMIN = px.token("ops", "admin")
 px.start()
 
 CLONE = r"^/nodes/[^/]+/qemu/\d+/clone$"
@@ -374,37 +370,6 @@ def a_late_configure_does_not_undo_the_first_update():
 
 
 @case
-def a_resumed_configure_writes_with_the_digest():
-    """A creation killed during its configure write (the write hung, never
-    served) and resumed: the write it makes again carries the digest of the
-    config it reads first, so a late copy of it, served after the new VM's
-    first update, is refused (sent without one, it undid the update)."""
-    config = r"^/nodes/[^/]+/qemu/\d+/config$"
-    sim.add_faults([{"kind": "hang", "method": "PUT", "count": 1, "path": config}])
-    job = post_vm("resume-cfg")
-    wait_for(lambda: sim.ctl("GET", "/faults")[0]["hits"] == 1, deadline=60, interval=0.05,
-             what="the configure write hung")
-    px.kill()
-    sim.clear_faults()
-    expire_leases(px.db)
-    sim.add_faults([{"kind": "late", "method": "PUT", "delay_ms": 8000, "count": 1,
-                     "path": config}])
-    px.start()
-    j = px.wait_job(job, ALICE, deadline=120)
-    assert j["state"] == "done", (j, events(job))
-    assert sim.clear_faults() == 1, events(job)
-    vmid = j["vmid"]
-    wait_node_up(vmid)
-    u = px.wait_job(px.call("PATCH", "/v1/vms/%d" % vmid, ALICE, {"cores": 3}).json()["job"],
-                    ALICE, deadline=60)
-    assert u["state"] == "done", (u, events(u["id"]))
-    assert sim.ctl("GET", "/calls").get("late_pending", 0) == 1, "the late write came first"
-    sim.wait_late()
-    v = sim.vm(vmid)
-    have = v["pending"].get("cores", v["conf"].get("cores"))
-    assert str(have) == "3", (v, events(job))
-
-@case
 def a_deletes_late_stop_is_looked_at_and_made_again():
     """A delete's stop served late (no answer, no task yet when proxd
     looks): the stop is looked at after a pause and made again, as a stop
@@ -418,91 +383,6 @@ def a_deletes_late_stop_is_looked_at_and_made_again():
     sim.wait_late()
     assert not [v for v in sim.state()["vms"] if v["vmid"] == vmid], ev
 
-
-
-@case
-def a_clone_served_after_its_timeout_makes_one_vm():
-    """The clone's connection never answers (proxd's call times out at 3 s)
-    and Proxmox serves it 4.5 s after it came, after proxd has looked for
-    its task and found none, and has asked again: one VM for the creation,
-    and none left over once the late clone has been served (it finds the
-    VMID taken by the second request's clone)."""
-    before = clone_calls()
-    sim.add_faults([{"kind": "late_hang", "method": "POST", "path": CLONE, "delay_ms": 4500,
-                     "count": 1}])
-    job = post_vm("late-clone")
-    j = px.wait_job(job, ALICE, deadline=120)
-    ev = events(job)
-    assert sim.clear_faults() == 1, ev
-    sim.wait_late()
-    assert j["state"] == "done", (j, ev)
-    print("[ figures ] late clone: %d clone requests" % (clone_calls() - before))
-    assert named("late-clone") == [j["vmid"]], (named("late-clone"), ev)
-    stray = [v["vmid"] for v in sim.state()["vms"]
-             if job in (v["conf"].get("description") or "") and v["vmid"] != j["vmid"]]
-    assert stray == [], (stray, ev)
-
-
-
-def late_hang_once(method, path):
-    """The next such call is never answered (proxd's call times out at 3 s)
-    and is served 4.5 s after it came: after proxd looked for its task."""
-    sim.add_faults([{"kind": "late_hang", "method": method, "path": path, "delay_ms": 4500,
-                     "count": 1}])
-
-
-@case
-def a_destroy_served_after_its_timeout_ends_done():
-    """A delete's destroy times out and is served after proxd looked for
-    its task: the VM is looked at after a pause and the destroy made again
-    or found done; the delete ends done (it failed "destroy failed:
-    Operation timed out" while the late destroy removed the VM)."""
-    vmid = created("late-destroy")["vmid"]
-    wait_node_up(vmid)
-    late_hang_once("DELETE", r"^/nodes/[^/]+/qemu/%d$" % vmid)
-    ev = done_through_the_drop(px.call("DELETE", "/v1/vms/%d" % vmid, ALICE))
-    sim.wait_late()
-    assert sim.vm(vmid) is None, ev
-    state = query(px.db, "SELECT state FROM vms WHERE vmid = %d ORDER BY id DESC LIMIT 1" % vmid)
-    assert state == [("deleted",)], (state, ev)
-
-
-@case
-def a_migration_served_after_its_timeout_is_seen():
-    """A drain's migration times out and is served after proxd looked for
-    its task: the VM is looked at after a pause and the migration asked for
-    again or found under way; the move ends done with the VM on another node
-    (it failed "VM N stays: migration to ... refused: Operation timed out",
-    the drain counted it as stayed, while the late migration moved it)."""
-    # on a node of its own (the others cordoned while it is placed): the
-    # drain moves it alone
-    node = "sv5"
-    others = ["sv1", "sv2", "sv3", "sv4"]
-    for n in others:
-        assert px.call("POST", "/v1/nodes/%s/cordon" % n, ADMIN).status_code == 200
-    try:
-        vmid = created("late-move")["vmid"]
-    finally:
-        for n in others:
-            px.call("POST", "/v1/nodes/%s/uncordon" % n, ADMIN)
-    assert sim.vm(vmid)["node"] == node
-    wait_node_up(vmid)
-    alone = [v["vmid"] for v in sim.state()["vms"] if v["node"] == node and v["vmid"] < 8000]
-    assert alone == [vmid], alone
-    late_hang_once("POST", r"^/nodes/[^/]+/qemu/%d/migrate$" % vmid)
-    r = px.call("POST", "/v1/nodes/%s/drain" % node, ADMIN)
-    assert r.status_code == 202, r.text
-    d = px.wait_job(r.json()["job"], ADMIN, deadline=300)
-    assert sim.clear_faults() == 1, d
-    sim.wait_late()
-    px.call("POST", "/v1/nodes/%s/uncordon" % node, ADMIN)
-    moves = query(px.db, "SELECT id, state, error FROM jobs WHERE kind = 'migrate' AND vmid = %d"
-                  % vmid)
-    assert len(moves) == 1 and moves[0][1] == "done", (moves, events(moves[0][0]) if moves else d)
-    assert d["state"] == "done", d
-    where = sim.vm(vmid)["node"]
-    rec = query(px.db, "SELECT node FROM vms WHERE vmid = %d AND state = 'enabled'" % vmid)
-    assert where != node and rec == [(where,)], (node, where, rec, events(moves[0][0]))
 
 shutdown(px, sim)
 finish()

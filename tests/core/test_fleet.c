@@ -65,11 +65,18 @@ static void test_inventory(void **state)
     fleet_vm_added(e.fl, 1501, "elsewhere");
     fleet_vm_added(e.fl, 1501, "elsewhere");
     char node[64];
-    assert_int_equal(fleet_vm_node(e.fl, 1500, node), 0);
+    assert_int_equal(fleet_vm_node(e.fl, 1500, NULL, node), 0);
     assert_string_equal(node, "sv2");
-    assert_int_equal(fleet_vm_node(e.fl, 1501, node), 0);
+    assert_int_equal(fleet_vm_node(e.fl, 1501, NULL, node), 0);
     assert_string_equal(node, "elsewhere");
-    assert_int_equal(fleet_vm_node(e.fl, 1502, node), -1);
+    assert_int_equal(fleet_vm_node(e.fl, 1502, NULL, node), -1);
+    /* near a node of the cluster: its VMs only (a node proxd does not
+     * manage is of no known world) */
+    assert_int_equal(fleet_vm_node(e.fl, 1500, "sv1", node), 0);
+    assert_string_equal(node, "sv2");
+    assert_int_equal(fleet_vm_node(e.fl, 1501, "sv1", node), -1);
+    assert_true(fleet_same_world(e.fl, "sv1", "sv2"));
+    assert_false(fleet_same_world(e.fl, "sv1", "elsewhere"));
     size_t nt;
     int *taken = fleet_taken_vmids(e.fl, &nt);
     assert_int_equal(nt, 4 * CH_NNODES + 2);
@@ -89,15 +96,15 @@ static void test_inventory(void **state)
     /* a refresh replaces what the cluster reports (1500 is not there) and
      * keeps the VM on the node it does not cover */
     fleet_refresh(e.fl, true);
-    assert_int_equal(fleet_vm_node(e.fl, 1500, node), -1);
-    assert_int_equal(fleet_vm_node(e.fl, 1501, node), 0);
+    assert_int_equal(fleet_vm_node(e.fl, 1500, NULL, node), -1);
+    assert_int_equal(fleet_vm_node(e.fl, 1501, NULL, node), 0);
     assert_string_equal(node, "elsewhere");
     fleet_vm_removed(e.fl, 1501);
-    assert_int_equal(fleet_vm_node(e.fl, 1501, node), -1);
+    assert_int_equal(fleet_vm_node(e.fl, 1501, NULL, node), -1);
     fleet_vm_removed(e.fl, 8000);
-    assert_int_equal(fleet_vm_node(e.fl, 8000, node), -1);
+    assert_int_equal(fleet_vm_node(e.fl, 8000, NULL, node), -1);
     fleet_refresh(e.fl, true); /* and it comes back */
-    assert_int_equal(fleet_vm_node(e.fl, 8000, node), 0);
+    assert_int_equal(fleet_vm_node(e.fl, 8000, NULL, node), 0);
     assert_string_equal(node, "sv1");
     assert_int_equal(fleet_vms(e.fl, &v, &n), 0);
     assert_int_equal(n, 4 * CH_NNODES);

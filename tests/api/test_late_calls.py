@@ -1,0 +1,243 @@
+"""Calls that Proxmox serves after proxd gave up on their answer: never
+answered (pvesim's late_hang: proxd's call times out at 3 s) or closed at
+once (late), and served after proxd looked for the task they would start
+(a request queued in a busy pvedaemon). Cases, on one pvesim and one proxd:
+  - a creation's clone served after its timeout: one VM (the request asked
+    again made it; the late copy finds its VMID taken);
+  - a delete's destroy served after its timeout, and served at several
+    moments around proxd's look and pause: the VM is looked at after a
+    pause and the destroy made again, found done, or waited for while the
+    late one holds its lock; the delete ends done (it failed "destroy
+    failed: Operation timed out" while the late destroy removed the VM);
+  - a drain's migration likewise (it failed "VM N stays: migration to ...
+    refused", the drain counting it as stayed, while the late migration
+    moved it);
+  - a creation killed during its configure write and resumed: the write it
+    makes again carries the digest of the config it reads first, so that a
+    late copy of it, served after the new VM's first update, is refused
+    (sent without one, it undid the update).
+"""
+from lib.cases import case, finish
+from lib.db import expire_leases, query
+from lib.proxd import Proxd, shutdown
+from lib.sim import Sim
+from lib.wait import wait_for
+
+sim = Sim(time_scale=0.2)
+px = Proxd(sim, proxd_extra="placement = ordered\n", proxmox_extra="timeout = 3\n")
+ALICE = px.token("alice")
+ADMIN = px.token("ops", "admin")
+px.start()
+
+CLONE = r"^/nodes/[^/]+/qemu/\d+/clone$"
+
+
+def clone_calls():
+    return sim.ctl("GET", "/calls")["calls"].get("POST /nodes/{node}/qemu/{vmid}/clone", 0)
+
+
+def events(job):
+    return [m for (m,) in query(px.db, "SELECT message FROM job_events WHERE job = '%s' "
+                                       "ORDER BY seq" % job)]
+
+
+def wait_node_up(vmid):
+    node = sim.vm(vmid)["node"]
+    wait_for(lambda: all(n["health"] == "up" for n in px.call("GET", "/v1/nodes", ALICE)
+                         .json()["nodes"] if n["name"] == node),
+             deadline=30, interval=0.1, what="node %s up again" % node)
+
+
+def post_vm(name):
+    """A creation asked for; its job."""
+    r = px.call("POST", "/v1/vms", ALICE, {"os": "ubuntu", "name": name, "cores": 1,
+                                           "memory_mb": 512, "disk_gb": 12})
+    assert r.status_code == 202, r.text
+    return r.json()["job"]
+
+
+def created(name):
+    """A creation asked for and ended done; its job."""
+    j = px.wait_job(post_vm(name), ALICE, deadline=120)
+    assert j["state"] == "done", j
+    return j
+
+
+def named(name):
+    return [v["vmid"] for v in sim.state()["vms"] if v["conf"].get("name") == name]
+
+
+def done_through_the_fault(r):
+    """A job asked for (r: the API's answer) with one fault rule in place:
+    it ends done, the rule hit once (then cleared); its events."""
+    assert r.status_code == 202, r.text
+    job = r.json()["job"]
+    j = px.wait_job(job, ALICE, deadline=120)
+    ev = events(job)
+    assert sim.clear_faults() == 1, ev
+    assert j["state"] == "done", (j, ev)
+    return ev
+
+
+def alone_on_sv5(name):
+    """A VM created on sv5 (the other nodes cordoned meanwhile) with no
+    other VM there: a drain of sv5 moves it alone. (vmid, "sv5")"""
+    node = "sv5"
+    others = ["sv1", "sv2", "sv3", "sv4"]
+    for n in others:
+        assert px.call("POST", "/v1/nodes/%s/cordon" % n, ADMIN).status_code == 200
+    try:
+        vmid = created(name)["vmid"]
+    finally:
+        for n in others:
+            px.call("POST", "/v1/nodes/%s/uncordon" % n, ADMIN)
+    assert sim.vm(vmid)["node"] == node
+    wait_node_up(vmid)
+    alone = [v["vmid"] for v in sim.state()["vms"] if v["node"] == node and v["vmid"] < 8000]
+    assert alone == [vmid], alone
+    return vmid, node
+
+
+def drained(vmid, node):
+    """Drain `node` (one fault rule in place): the drain and the VM's move
+    end done, the VM on another node in pvesim and in its record."""
+    r = px.call("POST", "/v1/nodes/%s/drain" % node, ADMIN)
+    assert r.status_code == 202, r.text
+    d = px.wait_job(r.json()["job"], ADMIN, deadline=300)
+    assert sim.clear_faults() == 1, d
+    sim.wait_late()
+    px.call("POST", "/v1/nodes/%s/uncordon" % node, ADMIN)
+    moves = query(px.db, "SELECT id, state, error FROM jobs WHERE kind = 'migrate' AND vmid = %d"
+                  % vmid)
+    assert len(moves) == 1 and moves[0][1] == "done", (moves, events(moves[0][0]) if moves else d)
+    assert d["state"] == "done", d
+    where = sim.vm(vmid)["node"]
+    rec = query(px.db, "SELECT node FROM vms WHERE vmid = %d AND state = 'enabled'" % vmid)
+    assert where != node and rec == [(where,)], (node, where, rec, events(moves[0][0]))
+
+
+@case
+def a_clone_served_after_its_timeout_makes_one_vm():
+    """The clone's connection never answers (proxd's call times out at 3 s)
+    and Proxmox serves it 4.5 s after it came, after proxd has looked for
+    its task and found none, and has asked again: one VM for the creation,
+    and none left over once the late clone has been served (it finds the
+    VMID taken by the second request's clone)."""
+    before = clone_calls()
+    sim.add_faults([{"kind": "late_hang", "method": "POST", "path": CLONE, "delay_ms": 4500,
+                     "count": 1}])
+    job = post_vm("late-clone")
+    j = px.wait_job(job, ALICE, deadline=120)
+    ev = events(job)
+    assert sim.clear_faults() == 1, ev
+    sim.wait_late()
+    assert j["state"] == "done", (j, ev)
+    print("[ figures ] late clone: %d clone requests" % (clone_calls() - before))
+    assert named("late-clone") == [j["vmid"]], (named("late-clone"), ev)
+    stray = [v["vmid"] for v in sim.state()["vms"]
+             if job in (v["conf"].get("description") or "") and v["vmid"] != j["vmid"]]
+    assert stray == [], (stray, ev)
+
+
+def late_hang_once(method, path):
+    """The next such call is never answered (proxd's call times out at 3 s)
+    and is served 4.5 s after it came: after proxd looked for its task."""
+    sim.add_faults([{"kind": "late_hang", "method": method, "path": path, "delay_ms": 4500,
+                     "count": 1}])
+
+
+def late_once(method, path, delay_ms):
+    """The next such call: its connection closed at once, the call served
+    delay_ms later (before, during or after proxd's look and pause)."""
+    sim.add_faults([{"kind": "late", "method": method, "path": path, "delay_ms": delay_ms,
+                     "count": 1}])
+
+
+@case
+def a_destroy_served_after_its_timeout_ends_done():
+    """A delete's destroy times out and is served after proxd looked for
+    its task: the VM is looked at after a pause and the destroy made again
+    or found done; the delete ends done (it failed "destroy failed:
+    Operation timed out" while the late destroy removed the VM)."""
+    vmid = created("late-destroy")["vmid"]
+    wait_node_up(vmid)
+    late_hang_once("DELETE", r"^/nodes/[^/]+/qemu/%d$" % vmid)
+    ev = done_through_the_fault(px.call("DELETE", "/v1/vms/%d" % vmid, ALICE))
+    sim.wait_late()
+    assert sim.vm(vmid) is None, ev
+    state = query(px.db, "SELECT state FROM vms WHERE vmid = %d ORDER BY id DESC LIMIT 1" % vmid)
+    assert state == [("deleted",)], (state, ev)
+
+
+@case
+def a_migration_served_after_its_timeout_is_seen():
+    """A drain's migration times out and is served after proxd looked for
+    its task: the VM is looked at after a pause and the migration asked for
+    again or found under way; the move ends done with the VM on another node
+    (it failed "VM N stays: migration to ... refused: Operation timed out",
+    the drain counted it as stayed, while the late migration moved it)."""
+    vmid, node = alone_on_sv5("late-move")
+    late_hang_once("POST", r"^/nodes/[^/]+/qemu/%d/migrate$" % vmid)
+    drained(vmid, node)
+
+
+@case
+def a_destroy_served_around_the_look_ends_done():
+    """The destroy's connection closed at once, the destroy served 0.1 to
+    1.5 s later: before proxd looks for its task, during the pause after,
+    or after the destroy asked again; each delete ends done, the VM gone."""
+    for delay in (100, 300, 700, 1500):
+        vmid = created("late-destroy-%d" % delay)["vmid"]
+        wait_node_up(vmid)
+        late_once("DELETE", r"^/nodes/[^/]+/qemu/%d$" % vmid, delay)
+        ev = done_through_the_fault(px.call("DELETE", "/v1/vms/%d" % vmid, ALICE))
+        sim.wait_late()
+        assert sim.vm(vmid) is None, (delay, ev)
+
+
+@case
+def a_migration_served_around_the_look_ends_done():
+    """The same for a drain's migration, served 0.3 or 1.5 s after its
+    connection closed: the move ends done, the VM on another node."""
+    for delay in (300, 1500):
+        vmid, node = alone_on_sv5("late-move-%d" % delay)
+        late_once("POST", r"^/nodes/[^/]+/qemu/%d/migrate$" % vmid, delay)
+        drained(vmid, node)
+
+
+@case
+def a_resumed_configure_writes_with_the_digest():
+    """A creation killed during its configure write (the write hung, never
+    served) and resumed: the write it makes again carries the digest of the
+    config it reads first, so a late copy of it, served after the new VM's
+    first update, is refused (sent without one, it undid the update)."""
+    config = r"^/nodes/[^/]+/qemu/\d+/config$"
+    sim.add_faults([{"kind": "hang", "method": "PUT", "count": 1, "path": config}])
+    job = post_vm("resume-cfg")
+    wait_for(lambda: sim.ctl("GET", "/faults")[0]["hits"] == 1, deadline=60, interval=0.05,
+             what="the configure write hung")
+    px.kill()
+    sim.clear_faults()
+    expire_leases(px.db)
+    # long enough for the rest of the creation and the update first, on a
+    # loaded machine too
+    sim.add_faults([{"kind": "late", "method": "PUT", "delay_ms": 15000, "count": 1,
+                     "path": config}])
+    px.start()
+    j = px.wait_job(job, ALICE, deadline=120)
+    assert j["state"] == "done", (j, events(job))
+    assert sim.clear_faults() == 1, events(job)
+    vmid = j["vmid"]
+    wait_node_up(vmid)
+    u = px.wait_job(px.call("PATCH", "/v1/vms/%d" % vmid, ALICE, {"cores": 3}).json()["job"],
+                    ALICE, deadline=60)
+    assert u["state"] == "done", (u, events(u["id"]))
+    assert sim.ctl("GET", "/calls").get("late_pending", 0) == 1, "the late write came first"
+    sim.wait_late()
+    v = sim.vm(vmid)
+    have = v["pending"].get("cores", v["conf"].get("cores"))
+    assert str(have) == "3", (v, events(job))
+
+
+shutdown(px, sim)
+finish()
