@@ -490,6 +490,7 @@ static int wait_unlocked(struct ctx *c, long deadline_ms, struct pve_error *err)
 static int step_clone(struct ctx *c)
 {
     struct pve_error e = {0};
+    bool resent = false; /* resumed with nothing seen: a request before the crash may come */
     char m[96];
     marker(c, m, sizeof m);
     if (c->resumed) {
@@ -513,6 +514,7 @@ static int step_clone(struct ctx *c)
             return 0;
         }
         c->resumed = false;
+        resent = true;
     }
     struct pve_clone opts = {.newid = c->j->vmid,
                              .name = c->name,
@@ -538,8 +540,8 @@ static int step_clone(struct ctx *c)
         if (rc == PVE_E_NETWORK)
             fleet_node_failed(c->k->fl, c->j->node, e.message);
         attempt(c, c->j->node, e.message);
-        c->clone_lost = e.maybe_sent;
-        return e.maybe_sent ? -1 : -2; /* -1: a VM may exist, clean up */
+        c->clone_lost = e.maybe_sent || resent;
+        return c->clone_lost ? -1 : -2; /* -1: a VM may exist, clean up */
     }
     place_copy_begin(c->k->pl, c->j->id, mono_ms());
     job_checkpoint(c->k, c->j, "wait_clone", 20, "cloning template %d (%s)", tpl, c->j->upid);

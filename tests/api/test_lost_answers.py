@@ -351,7 +351,7 @@ def a_late_update_does_not_undo_the_next():
 def a_late_configure_does_not_undo_the_first_update():
     """The same for a creation's configure write: served late, after the
     new VM's first update, it is refused for the clone's digest."""
-    sim.add_faults([{"kind": "late", "method": "PUT", "delay_ms": 6000, "count": 1,
+    sim.add_faults([{"kind": "late", "method": "PUT", "delay_ms": 10000, "count": 1,
                      "path": r"^/nodes/[^/]+/qemu/\d+/config$"}])
     j = created("late-cfg")
     vmid = j["vmid"]
