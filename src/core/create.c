@@ -902,6 +902,9 @@ static int remove_ours(struct ctx *c, struct pve_error *e)
     return rc;
 }
 
+/* leave()'s reason for a clone request that got no answer and no task yet */
+#define LEAVE_UNSEEN "its clone request may still be served"
+
 /* What this attempt made cannot be removed now (the node does not answer,
  * keeps failing, or its clone may still run): record it as a leftover, the
  * durable work that the reconciler finishes once the node answers, and let
@@ -943,9 +946,10 @@ static int leave(struct ctx *c, const char *what, const struct pve_error *e)
         end_cancelled(c, rec);
         return 0;
     }
-    snprintf(ev, sizeof ev,
-             "VM %d on %s could not be removed now (%s: %.600s): left for the reconciler", old,
-             c->j->node, what, e->message);
+    /* a clone that may still be served has made nothing to remove yet */
+    bool unseen = strcmp(what, LEAVE_UNSEEN) == 0;
+    snprintf(ev, sizeof ev, "VM %d on %s %s (%s: %.600s): left for the reconciler", old, c->j->node,
+             unseen ? "may still be made" : "could not be removed now", what, e->message);
     return move_vmid(c, "place", rec, ev) ? 3 : 0;
 }
 
@@ -997,7 +1001,7 @@ static int step_cleanup(struct ctx *c)
          * late copy made a second VM of that VMID, taken for this one */
         if (cs == CLONE_ENDED && !c->j->upid[0] && c->clone_lost) {
             snprintf(e.message, sizeof e.message, "no clone task seen yet");
-            return leave(c, "its clone request may still be served", &e);
+            return leave(c, LEAVE_UNSEEN, &e);
         }
     }
     fleet_vm_removed(c->k->fl, c->j->vmid);
