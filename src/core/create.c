@@ -902,16 +902,14 @@ static int remove_ours(struct ctx *c, struct pve_error *e)
     return rc;
 }
 
-/* leave()'s reason for a clone request that got no answer and no task yet */
-#define LEAVE_UNSEEN "its clone request may still be served"
-
 /* What this attempt made cannot be removed now (the node does not answer,
  * keeps failing, or its clone may still run): record it as a leftover, the
  * durable work that the reconciler finishes once the node answers, and let
  * the request go on under another VMID (this one stays reserved to the job
- * until the leftover is gone). Returns 3 (next node), or 0 with the job
- * failed when no VMID is left. */
-static int leave(struct ctx *c, const char *what, const struct pve_error *e)
+ * until the leftover is gone). unmade: nothing is there yet (a clone
+ * request that may still be served). Returns 3 (next node), or 0 with the
+ * job failed when no VMID is left. */
+static int leave(struct ctx *c, bool unmade, const char *what, const struct pve_error *e)
 {
     struct core *k = c->k;
     int old = c->j->vmid;
@@ -946,10 +944,9 @@ static int leave(struct ctx *c, const char *what, const struct pve_error *e)
         end_cancelled(c, rec);
         return 0;
     }
-    /* a clone that may still be served has made nothing to remove yet */
-    bool unseen = strcmp(what, LEAVE_UNSEEN) == 0;
+    /* unmade: a clone that may still be served has made nothing to remove yet */
     snprintf(ev, sizeof ev, "VM %d on %s %s (%s: %.600s): left for the reconciler", old, c->j->node,
-             unseen ? "may still be made" : "could not be removed now", what, e->message);
+             unmade ? "may still be made" : "could not be removed now", what, e->message);
     return move_vmid(c, "place", rec, ev) ? 3 : 0;
 }
 
@@ -965,7 +962,7 @@ static int step_cleanup(struct ctx *c)
          * round of timeouts would only delay the failover */
         snprintf(e.message, sizeof e.message, "node %s is down", c->j->node);
         e.cls = PVE_E_OTHER;
-        return leave(c, "its node does not answer", &e);
+        return leave(c, false, "its node does not answer", &e);
     }
     enum probe p = probe_again(c, &cfg, &e);
     if (p == PROBE_OURS || p == PROBE_FOREIGN) {
@@ -976,24 +973,24 @@ static int step_cleanup(struct ctx *c)
         if (cloning && clone_seen(c, &e) != CLONE_ENDED) {
             if (!e.message[0])
                 snprintf(e.message, sizeof e.message, "its clone is still running");
-            return leave(c, "the clone is still running", &e);
+            return leave(c, false, "the clone is still running", &e);
         }
         if (remove_ours(c, &e) != 0)
-            return core_stopping(c->k) ? 2 : leave(c, "removing it failed", &e);
+            return core_stopping(c->k) ? 2 : leave(c, false, "removing it failed", &e);
         log_info("job", "job=%s vmid=%d node=%s partial VM removed", c->j->id, c->j->vmid,
                  c->j->node);
     } else if (p == PROBE_ERROR) {
         if (core_stopping(c->k))
             return 2;
-        return leave(c, "its config cannot be read", &e);
+        return leave(c, false, "its config cannot be read", &e);
     } else { /* no config: proven nothing only if the clone is seen to have ended */
         enum clone_seen cs = clone_seen(c, &e);
         if (cs == CLONE_RUNNING) {
             snprintf(e.message, sizeof e.message, "clone task %.200s still running", c->j->upid);
-            return leave(c, "the clone may still make it", &e);
+            return leave(c, false, "the clone may still make it", &e);
         }
         if (cs == CLONE_UNSEEN)
-            return leave(c, "the clone task cannot be seen", &e);
+            return leave(c, false, "the clone task cannot be seen", &e);
         /* no task, no VM: a request whose answer was lost may still be
          * served after this look (queued on a busy node) and make the VM
          * then. Left for the reconciler, whose pass finds it or not, and
@@ -1001,7 +998,7 @@ static int step_cleanup(struct ctx *c)
          * late copy made a second VM of that VMID, taken for this one */
         if (cs == CLONE_ENDED && !c->j->upid[0] && c->clone_lost) {
             snprintf(e.message, sizeof e.message, "no clone task seen yet");
-            return leave(c, LEAVE_UNSEEN, &e);
+            return leave(c, true, "its clone request may still be served", &e);
         }
     }
     fleet_vm_removed(c->k->fl, c->j->vmid);

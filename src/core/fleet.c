@@ -766,6 +766,13 @@ bool fleet_node_held_down(struct fleet *f, const char *node)
     return down;
 }
 
+/* Under f->mu: is node index `on` (of the table; an unmanaged node's is
+ * beyond nnodes) a managed node in the world of managed node ni? */
+static bool in_world(const struct fleet *f, int on, int ni)
+{
+    return on < f->nnodes && f->nodes[on].world == f->nodes[ni].world;
+}
+
 int fleet_vm_node(struct fleet *f, int vmid, const char *near, char node[64])
 {
     int rc = -1;
@@ -775,7 +782,7 @@ int fleet_vm_node(struct fleet *f, int vmid, const char *near, char node[64])
         int on = f->vms.v[i].node;
         if (f->vms.v[i].vmid != vmid)
             continue;
-        if (ni >= 0 && (on >= f->nnodes || f->nodes[on].world != f->nodes[ni].world))
+        if (ni >= 0 && !in_world(f, on, ni))
             continue;
         snprintf(node, 64, "%s", node_name(f, on));
         rc = 0;
@@ -788,8 +795,7 @@ bool fleet_same_world(struct fleet *f, const char *a, const char *b)
 {
     pthread_mutex_lock(&f->mu);
     int ia = node_index(f, a), ib = node_index(f, b);
-    bool same = ia >= 0 && ib >= 0 && ia < f->nnodes && ib < f->nnodes &&
-                f->nodes[ia].world == f->nodes[ib].world;
+    bool same = ia >= 0 && ib >= 0 && in_world(f, ia, ib);
     pthread_mutex_unlock(&f->mu);
     return same;
 }
@@ -883,8 +889,7 @@ int fleet_vm_find(struct fleet *f, const char *node, int vmid, struct fleet_vm *
     int ni = node_index(f, node);
     for (size_t i = 0; ni >= 0 && i < f->vms.n && rc; i++) {
         int on = f->vms.v[i].node;
-        if (f->vms.v[i].vmid == vmid && on < f->nnodes &&
-            f->nodes[on].world == f->nodes[ni].world) {
+        if (f->vms.v[i].vmid == vmid && in_world(f, on, ni)) {
             vm_out(f, i, out);
             rc = 0;
         }

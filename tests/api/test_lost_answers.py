@@ -49,6 +49,7 @@ from lib.cases import case, finish
 from lib.db import query
 from lib.proxd import Proxd, shutdown
 from lib.sim import Sim
+from lib.vmjobs import VmJobs
 from lib.wait import wait_for
 
 # each clone copies for a few seconds: the lost answer comes while it runs
@@ -91,47 +92,9 @@ def second_ask_then_heal(before):
     sim.clear_faults()
 
 
-def events(job):
-    return [m for (m,) in query(px.db, "SELECT message FROM job_events WHERE job = '%s' "
-                                       "ORDER BY seq" % job)]
-
-
-def wait_node_up(vmid):
-    node = sim.vm(vmid)["node"]
-    wait_for(lambda: all(n["health"] == "up" for n in px.call("GET", "/v1/nodes", ALICE)
-                         .json()["nodes"] if n["name"] == node),
-             deadline=30, interval=0.1, what="node %s up again" % node)
-
-
-def post_vm(name):
-    """A creation asked for; its job."""
-    r = px.call("POST", "/v1/vms", ALICE, {"os": "ubuntu", "name": name, "cores": 1,
-                                           "memory_mb": 512, "disk_gb": 12})
-    assert r.status_code == 202, r.text
-    return r.json()["job"]
-
-
-def created(name):
-    """A creation asked for and ended done; its job."""
-    j = px.wait_job(post_vm(name), ALICE, deadline=120)
-    assert j["state"] == "done", j
-    return j
-
-
-def named(name):
-    return [v["vmid"] for v in sim.state()["vms"] if v["conf"].get("name") == name]
-
-
-def done_through_the_drop(r):
-    """A job asked for (r: the API's answer) with one drop rule in place:
-    it ends done, the rule hit once (then cleared); its events."""
-    assert r.status_code == 202, r.text
-    job = r.json()["job"]
-    j = px.wait_job(job, ALICE, deadline=120)
-    ev = events(job)
-    assert sim.clear_faults() == 1, ev
-    assert j["state"] == "done", (j, ev)
-    return ev
+jobs = VmJobs(px, sim, ALICE)
+events, wait_node_up, post_vm = jobs.events, jobs.wait_node_up, jobs.post_vm
+created, named, done_through_the_drop = jobs.created, jobs.named, jobs.done_through_the_fault
 
 
 def temps():
