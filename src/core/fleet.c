@@ -927,15 +927,33 @@ void fleet_vm_removed(struct fleet *f, int vmid)
  * again by the refresh's backoff, which also brings them back.
  *
  * One thread (the prober) wakes when the first probe is due and glances at
- * every node due within half an interval more, one after another on the
- * pool's warm connection: a wake-up from idle costs ~0.5 ms of CPU on a
- * virtual machine, a call right after another a quarter of one alone
- * (bench/results/callcost.txt), and five threads each waking for its own
- * node's probe paid that five times. A glance has a short timeout
- * (PVE_CALL_GLANCE): a node that does not answer it is handed to a thread
- * of its own, which probes it with the full timeout and judges; so a hung
- * node holds up the others' glances by at most PVE_GLANCE_MS, not by the
- * probe's timeout. Those threads sleep until handed a node. */
+ * the nodes due, one after another on the pool's warm connection: a
+ * wake-up from idle costs ~0.5 ms of CPU on a virtual machine, a call
+ * right after another a quarter of one alone (bench/results/callcost.txt),
+ * and five threads each waking for its own node's probe paid that five
+ * times. A glance has a short timeout (PVE_CALL_GLANCE): a node that does
+ * not answer it is handed to a thread of its own, which probes it with the
+ * full timeout and judges; so a hung node holds up the others' glances by
+ * at most PVE_GLANCE_MS, not by the probe's timeout. Those threads sleep
+ * until handed a node.
+ *
+ * The probes also keep each world's connection open. Servers close one
+ * idle for 5 s, and a new one costs a TLS handshake: 3.5-3.8 M
+ * instructions with curl 7.88 and OpenSSL 3.0 (a new SSL_CTX and a key
+ * exchange each, resumed or not) against ~0.2 M for a call on an open one
+ * (bench/results/instr.txt), and a key exchange on the node too. A probe
+ * every 10 s always found its connection closed. So while a world's
+ * connection is open, its probes are spent to keep it so: when it has been
+ * idle KEEP_IDLE_MS, the world's node due soonest is probed then, early,
+ * provided its last sign of life is a third of an interval old (no node is
+ * probed more than three times an interval; with the default 10 s and
+ * five nodes, each is still probed once in 10 s, three wake-ups apart). A
+ * world whose connection has closed (a longer interval, a pause) is
+ * probed as before: its due nodes and those due within half an interval,
+ * in one wake-up and on one new connection. */
+#define KEEP_IDLE_MS 3000 /* < PVE_OPEN_IDLE_MS */
+#define MIN_NAP_MS 100    /* a round never follows the last sooner */
+
 struct probe_arg {
     struct fleet *f;
     int node;
@@ -964,6 +982,37 @@ static bool probe_due(struct fleet *f, int i, int64_t *due)
     return true;
 }
 
+/* Under f->mu: when node i of world w may be probed early to keep the
+ * world's connection open (open: pve_client_open_until), or 0 when it
+ * may not before the connection closes. */
+static int64_t keep_at(struct fleet *f, int i, int64_t open)
+{
+    int64_t due, every = f->probe_every_ms;
+    if (!open || !probe_due(f, i, &due))
+        return 0;
+    int64_t idle = open - PVE_OPEN_IDLE_MS + KEEP_IDLE_MS, third = due - every + every / 3;
+    int64_t at = idle > third ? idle : third;
+    return at < open ? at : 0;
+}
+
+/* Under f->mu: when the prober has something to do next. */
+static int64_t probe_next(struct fleet *f, int64_t now)
+{
+    int64_t first = now + f->probe_every_ms, due;
+    for (int w = 0; w < f->nworlds; w++) {
+        int64_t open = pve_client_open_until(f->worlds[w].client);
+        for (int k = 0; k < f->worlds[w].nnodes; k++) {
+            int i = f->worlds[w].nodes[k];
+            int64_t keep = open > now ? keep_at(f, i, open) : 0;
+            if (probe_due(f, i, &due) && due < first)
+                first = due;
+            if (keep && keep < first)
+                first = keep;
+        }
+    }
+    return first > now + MIN_NAP_MS ? first : now + MIN_NAP_MS;
+}
+
 /* One probe of node i (without f->mu); the answer is a sign of life. */
 static int probe_once(struct fleet *f, int i, unsigned flags, struct pve_error *e)
 {
@@ -980,36 +1029,62 @@ static int probe_once(struct fleet *f, int i, unsigned flags, struct pve_error *
     return rc;
 }
 
+/* Under f->mu (dropped during the call): the prober's glance at node i. */
+static void glance(struct fleet *f, int i)
+{
+    pthread_mutex_unlock(&f->mu);
+    struct pve_error e;
+    int rc = probe_once(f, i, PVE_CALL_PROBE | PVE_CALL_GLANCE, &e);
+    pthread_mutex_lock(&f->mu);
+    if (rc == PVE_E_NETWORK) { /* no verdict yet: its own thread judges */
+        f->suspect[i] = true;
+        pthread_cond_broadcast(&f->suspect_cv);
+    }
+}
+
+/* Under f->mu: world w's due probes (each checked again just before: a
+ * call may have answered), those due within half an interval too when its
+ * connection is closed; else, when it is about to close, the one probe
+ * that keeps it open. */
+static void probe_world(struct fleet *f, int w)
+{
+    struct world *wd = &f->worlds[w];
+    int64_t now = mono_ms(), open = pve_client_open_until(wd->client), due;
+    int64_t ahead = open > now ? 0 : f->probe_every_ms / 2;
+    bool sent = false;
+    for (int k = 0; k < wd->nnodes && !f->probe_stop; k++) {
+        int i = wd->nodes[k];
+        if (probe_due(f, i, &due) && due <= mono_ms() + ahead) {
+            glance(f, i);
+            sent = true;
+        }
+    }
+    if (sent || open <= now || f->probe_stop)
+        return;
+    int best = -1;
+    int64_t best_due = 0;
+    for (int k = 0; k < wd->nnodes; k++) {
+        int i = wd->nodes[k];
+        int64_t keep = keep_at(f, i, open);
+        if (keep && keep <= now && probe_due(f, i, &due) && (best < 0 || due < best_due)) {
+            best = i;
+            best_due = due;
+        }
+    }
+    if (best >= 0)
+        glance(f, best);
+}
+
 static void *prober_main(void *arg)
 {
     mem_thread_name("probe");
     struct fleet *f = arg;
-    int64_t every = f->probe_every_ms;
     pthread_mutex_lock(&f->mu);
     for (int i = 0; i < f->nnodes; i++)
         f->looked[i] = mono_ms();
-    for (;;) {
-        int64_t first = mono_ms() + every, due;
-        for (int i = 0; i < f->nnodes; i++)
-            if (probe_due(f, i, &due) && due < first)
-                first = due;
-        if (probe_sleep(f, first))
-            break;
-        /* the due ones and those due within half an interval, in a row;
-         * each checked again just before (a call may have answered) */
-        for (int i = 0; i < f->nnodes && !f->probe_stop; i++) {
-            if (!probe_due(f, i, &due) || due > mono_ms() + every / 2)
-                continue;
-            pthread_mutex_unlock(&f->mu);
-            struct pve_error e;
-            int rc = probe_once(f, i, PVE_CALL_PROBE | PVE_CALL_GLANCE, &e);
-            pthread_mutex_lock(&f->mu);
-            if (rc == PVE_E_NETWORK) { /* no verdict yet: its own thread judges */
-                f->suspect[i] = true;
-                pthread_cond_broadcast(&f->suspect_cv);
-            }
-        }
-    }
+    while (!probe_sleep(f, probe_next(f, mono_ms())))
+        for (int w = 0; w < f->nworlds && !f->probe_stop; w++)
+            probe_world(f, w);
     pthread_mutex_unlock(&f->mu);
     return NULL;
 }

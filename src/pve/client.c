@@ -121,6 +121,7 @@ pve_client *pve_client_new(const struct pve_config *cfg, struct pve_error *err)
     pthread_mutex_init(&c->host_mu, NULL);
     pthread_mutex_init(&c->pool_mu, NULL);
     pthread_cond_init(&c->pool_cv, NULL);
+    atomic_init(&c->last_ok_ms, 0);
     pthread_mutex_init(&c->stats_mu, NULL);
     pthread_mutex_init(&c->expect_mu, NULL);
     pthread_mutex_init(&c->seen_mu, NULL);

@@ -271,11 +271,19 @@ void pve_conn_put(pve_client *c, struct pve_conn *k, bool ok)
 {
     pthread_mutex_lock(&c->pool_mu);
     k->used_ms = ok ? mono_ms() : 0;
+    if (ok)
+        atomic_store(&c->last_ok_ms, k->used_ms);
     k->next = c->pool;
     c->pool = k;
     c->busy--;
     pthread_cond_signal(&c->pool_cv);
     pthread_mutex_unlock(&c->pool_mu);
+}
+
+int64_t pve_client_open_until(pve_client *c)
+{
+    int64_t last = atomic_load(&c->last_ok_ms);
+    return last ? last + PVE_WARM_MS : 0;
 }
 
 void pve_pool_free(pve_client *c)

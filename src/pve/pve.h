@@ -149,6 +149,16 @@ void pve_client_who(pve_client *c, char *out, size_t len);
 void pve_client_task_seen(pve_client *c, const char *upid);
 bool pve_client_task_known(pve_client *c, const char *upid);
 
+/* How long a connection stays open idle: servers close it after 5 s
+ * (pveproxy, pvesim); the pool counts 4. */
+#define PVE_OPEN_IDLE_MS 4000
+
+/* Until when (monotonic ms) a call finds a connection of this client still
+ * open: the end of its last exchange that went well plus PVE_OPEN_IDLE_MS;
+ * 0 when none went well yet. A call on an open connection costs a fifteenth of one that
+ * opens a new one (a TLS handshake). Lock-free, thread-safe. */
+int64_t pve_client_open_until(pve_client *c);
+
 /* Counters for benchmarks and metrics (monotonic, thread-safe). */
 struct pve_stats {
     uint64_t requests;   /* HTTP requests sent, all kinds */

@@ -17,8 +17,8 @@
 #define PVE_MAX_PINS 16
 #define PVE_HOST_BACKOFF_MIN_MS 1000
 #define PVE_HOST_BACKOFF_MAX_MS 60000
-#define PVE_WARM_MS 4000    /* a connection used this recently is still open (servers: 5 s) */
-#define PVE_WARM_WAIT_MS 25 /* how long a call waits for a warm connection in use */
+#define PVE_WARM_MS PVE_OPEN_IDLE_MS /* a connection used this recently is still open */
+#define PVE_WARM_WAIT_MS 25          /* how long a call waits for a warm connection in use */
 
 /* Internal call flags, above the public ones in pve.h. */
 enum {
@@ -87,9 +87,10 @@ struct pve_client {
     size_t nhosts;
 
     pthread_mutex_t pool_mu;
-    pthread_cond_t pool_cv; /* a handle came back */
-    struct pve_conn *pool;  /* idle handles, the last one back first */
-    int busy;               /* handles out in exchanges */
+    pthread_cond_t pool_cv;          /* a handle came back */
+    struct pve_conn *pool;           /* idle handles, the last one back first */
+    int busy;                        /* handles out in exchanges */
+    atomic_int_least64_t last_ok_ms; /* mono ms the last exchange ended well; 0: none */
 
     struct pve_auth_state auth;
 
