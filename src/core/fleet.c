@@ -72,9 +72,13 @@ struct vmtab {
 #define MAX_EXTRA_NODES 64
 
 /* How stale the inventory may grow: FRESH_MS while anything reads it,
- * IDLE_MS when nothing does (see fleet_refresh_next). */
+ * IDLE_MS when nothing does (see fleet_refresh_next). A read costs ~3.5 M
+ * instructions for 50 VMs here (jansson: ~230 a byte), and Proxmox
+ * collects the whole cluster's state for it; with the default
+ * reconcile_interval an idle fleet is read by the reconciler's pass
+ * alone (was 30 s: twice a minute). */
 #define FRESH_MS 5000
-#define IDLE_MS 30000
+#define IDLE_MS 60000
 
 struct fleet {
     pthread_mutex_t mu;

@@ -63,9 +63,11 @@ void fleet_refresh(struct fleet *f, bool force);
  * began at mono ms last_ms: 5 s after it when anything read the inventory
  * for a decision since (placement, the VMID choice, the API's views:
  * fleet_node_view and fleet_taken_vmids) or at the end of a down world's
- * or node's backoff (not sooner than 5 s after it); 30 s after it in any
- * case. An idle fleet is not asked for its whole inventory every 5 s; one
- * in use is as fresh as before. Thread-safe. */
+ * or node's backoff (not sooner than 5 s after it); 60 s after it in any
+ * case (the reconciler's default interval: its pass, which reads the
+ * inventory, is then an idle fleet's only read). An idle fleet is not asked
+ * for its whole inventory every 5 s; one in use is as fresh as before.
+ * Thread-safe. */
 int64_t fleet_refresh_next(struct fleet *f, int64_t last_ms);
 
 /* What the fleet tells its owner, so that its watchers sleep until then
