@@ -9,8 +9,8 @@ real speed than at the benchmark's speed, where the waits are short).
   probes went out together on five new TLS connections, and again after
   each 5 s idle close).
 - The inventory is read every 5 s only while something reads it (the API's
-  node views, placement, VMID choice), else every 30 s; a read brings a
-  fresh one within seconds.
+  node views, placement, VMID choice), else every 60 s (the reconciler's
+  pass, by default); a read brings a fresh one within seconds.
 - Idle workers sleep until told: the store tells them of jobs other
   processes queue (a file's inotify watch beside SQLite's database;
   PostgreSQL's NOTIFY), and of leases that run out by their end (before:
@@ -139,7 +139,7 @@ def an_unread_inventory_is_read_seldom_and_fresh_on_demand():
     r0 = resources_reads()
     time.sleep(11)
     quiet = resources_reads() - r0
-    # 30 s apart when nothing reads it (5 s before: two or three here); the
+    # 60 s apart when nothing reads it (5 s before: two or three here); the
     # earlier cases' API calls may still owe one
     assert quiet <= 1, "%d inventory reads in 11 s with nothing reading it" % quiet
     r1 = resources_reads()  # before the read: the refresh it brings may come at once
@@ -154,7 +154,7 @@ def an_unread_inventory_is_read_seldom_and_fresh_on_demand():
 def the_keepers_sleep_until_told():
     # the events keeper used to look at the nodes' health every second and
     # the keeper every 5 s; now the fleet tells them of a change, a read
-    # that wants the inventory, or the next refresh's time (30 s when idle)
+    # that wants the inventory, or the next refresh's time (60 s when idle)
     windows = []
 
     def quiet():
