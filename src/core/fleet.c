@@ -948,15 +948,20 @@ void fleet_vm_removed(struct fleet *f, int vmid)
  * (bench/results/instr.txt), and a key exchange on the node too. A probe
  * every 10 s always found its connection closed. So while a world's
  * connection is open, its probes are spent to keep it so: when it has been
- * idle KEEP_IDLE_MS, the world's node due soonest is probed then, early,
- * provided its last sign of life is a third of an interval old (no node is
- * probed more than three times an interval; with the default 10 s and
- * five nodes, each is still probed once in 10 s, three wake-ups apart). A
- * world whose connection has closed (a longer interval, a pause) is
- * probed as before: its due nodes and those due within half an interval,
- * in one wake-up and on one new connection. */
+ * idle KEEP_IDLE_MS (KEEP_SLACK_MS less, to share a wake-up with another
+ * world's), the world's node due soonest is probed then, early, provided
+ * its last sign of life is a third of an interval old: no node is probed
+ * more than three times an interval. A wake-up takes along the world's
+ * nodes due within KEEP_IDLE_MS (half an interval at most: a node that
+ * answers calls is never probed), so wake-ups come some 3 s apart, not one
+ * per node: with the default 10 s and five nodes of a cluster, 3-4
+ * wake-ups and 5-6 probes per 10 s, and no new connection. A world whose
+ * connection has closed (a longer interval, a pause) is probed as before:
+ * its nodes due within half an interval, in one wake-up and on one new
+ * connection. */
 #define KEEP_IDLE_MS 3000 /* < PVE_OPEN_IDLE_MS */
-#define MIN_NAP_MS 100    /* a round never follows the last sooner */
+#define KEEP_SLACK_MS 1000
+#define MIN_NAP_MS 100 /* a round never follows the last sooner */
 
 struct probe_arg {
     struct fleet *f;
@@ -986,15 +991,15 @@ static bool probe_due(struct fleet *f, int i, int64_t *due)
     return true;
 }
 
-/* Under f->mu: when node i of world w may be probed early to keep the
- * world's connection open (open: pve_client_open_until), or 0 when it
- * may not before the connection closes. */
-static int64_t keep_at(struct fleet *f, int i, int64_t open)
+/* Under f->mu: when node i may be probed early to keep its world's
+ * connection open (open: pve_client_open_until), that connection idle
+ * KEEP_IDLE_MS less `slack`; 0 when not before it closes. */
+static int64_t keep_at(struct fleet *f, int i, int64_t open, int64_t slack)
 {
     int64_t due, every = f->probe_every_ms;
     if (!open || !probe_due(f, i, &due))
         return 0;
-    int64_t idle = open - PVE_OPEN_IDLE_MS + KEEP_IDLE_MS, third = due - every + every / 3;
+    int64_t idle = open - PVE_OPEN_IDLE_MS + KEEP_IDLE_MS - slack, third = due - every + every / 3;
     int64_t at = idle > third ? idle : third;
     return at < open ? at : 0;
 }
@@ -1007,7 +1012,7 @@ static int64_t probe_next(struct fleet *f, int64_t now)
         int64_t open = pve_client_open_until(f->worlds[w].client);
         for (int k = 0; k < f->worlds[w].nnodes; k++) {
             int i = f->worlds[w].nodes[k];
-            int64_t keep = open > now ? keep_at(f, i, open) : 0;
+            int64_t keep = open > now ? keep_at(f, i, open, 0) : 0;
             if (probe_due(f, i, &due) && due < first)
                 first = due;
             if (keep && keep < first)
@@ -1046,15 +1051,17 @@ static void glance(struct fleet *f, int i)
     }
 }
 
-/* Under f->mu: world w's due probes (each checked again just before: a
- * call may have answered), those due within half an interval too when its
- * connection is closed; else, when it is about to close, the one probe
+/* Under f->mu: world w's probes due within KEEP_IDLE_MS (half an interval
+ * at most) while its connection is open, within half an interval once it
+ * has closed (each checked again just before: a call may have answered);
+ * when none is and the open connection is about to close, the one probe
  * that keeps it open. */
 static void probe_world(struct fleet *f, int w)
 {
     struct world *wd = &f->worlds[w];
     int64_t now = mono_ms(), open = pve_client_open_until(wd->client), due;
-    int64_t ahead = open > now ? 0 : f->probe_every_ms / 2;
+    int64_t half = f->probe_every_ms / 2;
+    int64_t ahead = open > now && KEEP_IDLE_MS < half ? KEEP_IDLE_MS : half;
     bool sent = false;
     for (int k = 0; k < wd->nnodes && !f->probe_stop; k++) {
         int i = wd->nodes[k];
@@ -1069,7 +1076,7 @@ static void probe_world(struct fleet *f, int w)
     int64_t best_due = 0;
     for (int k = 0; k < wd->nnodes; k++) {
         int i = wd->nodes[k];
-        int64_t keep = keep_at(f, i, open);
+        int64_t keep = keep_at(f, i, open, KEEP_SLACK_MS);
         if (keep && keep <= now && probe_due(f, i, &due) && (best < 0 || due < best_due)) {
             best = i;
             best_due = due;
