@@ -82,8 +82,9 @@ struct vmtab {
 
 struct fleet {
     pthread_mutex_t mu;
-    int64_t wanted_ms; /* mono ms: the inventory was last read for a decision */
-    bool want_told;    /* ... and the owner was told since the last refresh began */
+    int64_t wanted_ms;     /* mono ms: the inventory was last read for a decision */
+    int64_t read_began_ms; /* mono ms: the last refresh that read a world began */
+    bool want_told;        /* ... and the owner was told since the last refresh began */
     void (*notify)(void *ud, unsigned notes);
     void *notify_ud;
     signed char told[CFG_MAX_NODES]; /* health last told: 0 not asked, 1 down, 2 up */
@@ -572,10 +573,19 @@ static void tell(struct fleet *f, unsigned notes)
         f->notify(f->notify_ud, notes);
 }
 
-/* Under f->mu: the first read for a decision since a refresh began. */
+/* Under f->mu: a read of the inventory for a decision. One younger than
+ * FRESH_MS serves it as a new read would, and a read now would serve no
+ * one: a burst of placements on a fresh view asked for a read 5 s later
+ * that the next burst, 40 s on, found as old as any (two of the four
+ * whole-inventory reads of a 20-creation run at real speed). So only a
+ * decision on an older view brings the next read, at once; the first such
+ * since a refresh began tells the keeper. */
 static unsigned wanted(struct fleet *f)
 {
-    f->wanted_ms = mono_ms();
+    int64_t now = mono_ms();
+    if (f->read_began_ms && now - f->read_began_ms < FRESH_MS)
+        return 0;
+    f->wanted_ms = now;
     if (f->want_told)
         return 0;
     f->want_told = true;
@@ -621,6 +631,8 @@ void fleet_refresh(struct fleet *f, bool force)
             j->probe[k] = n->failed && (force || n->retry_at <= now);
         }
     }
+    if (nj)
+        f->read_began_ms = mono_ms();
     pthread_mutex_unlock(&f->mu);
     /* Worlds are asked in parallel, but the first on this thread: with a
      * single cluster (the usual set-up) no thread is made at all. */

@@ -61,8 +61,9 @@ void fleet_refresh(struct fleet *f, bool force);
 
 /* When the next refresh is due (mono ms) for a keeper whose last one
  * began at mono ms last_ms: 5 s after it when anything read the inventory
- * for a decision since (placement, the VMID choice, the API's views:
- * fleet_node_view and fleet_taken_vmids) or at the end of a down world's
+ * for a decision (placement, the VMID choice, the API's views:
+ * fleet_node_view and fleet_taken_vmids) once it was 5 s old (a younger
+ * one serves a decision as a new read would) or at the end of a down world's
  * or node's backoff (not sooner than 5 s after it); 60 s after it in any
  * case (the reconciler's default interval: its pass, which reads the
  * inventory, is then an idle fleet's only read). An idle fleet is not asked
