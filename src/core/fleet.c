@@ -574,8 +574,9 @@ static void tell(struct fleet *f, unsigned notes)
 }
 
 /* Under f->mu: a read of the inventory for a decision. One younger than
- * FRESH_MS serves it as a new read would, and a read now would serve no
- * one: a burst of placements on a fresh view asked for a read 5 s later
+ * FRESH_MS (or being read again: a refresh began less than FRESH_MS ago,
+ * and its view comes anyway) serves it as a new read would, and a read now
+ * would serve no one: a burst of placements on a fresh view asked for a read 5 s later
  * that the next burst, 40 s on, found as old as any (two of the four
  * whole-inventory reads of a 20-creation run at real speed). So only a
  * decision on an older view brings the next read, at once; the first such
@@ -963,11 +964,14 @@ void fleet_vm_removed(struct fleet *f, int vmid)
  * idle KEEP_IDLE_MS (KEEP_SLACK_MS less, to share a wake-up with another
  * world's), the world's node due soonest is probed then, early, provided
  * its last sign of life is a third of an interval old: no node is probed
- * more than three times an interval. A wake-up takes along the world's
- * nodes due within KEEP_IDLE_MS (half an interval at most: a node that
- * answers calls is never probed), so wake-ups come some 3 s apart, not one
- * per node: with the default 10 s and five nodes of a cluster, 3-4
- * wake-ups and 5-6 probes per 10 s, and no new connection. A world whose
+ * more than about three times an interval (a node of a cluster that jobs
+ * keep calling is still never probed, its cluster's connection being in
+ * use; a standalone host whose calls come more than 3 s apart may be, in
+ * the gaps, which saves a handshake at its next call). A wake-up takes
+ * along the world's nodes due within KEEP_IDLE_MS (half an interval at
+ * most), so wake-ups come some 3 s apart, not one per node: with the
+ * default 10 s and five nodes of a cluster, 3-4 wake-ups and 5-6 probes
+ * per 10 s, and no new connection. A world whose
  * connection has closed (a longer interval, a pause) is probed as before:
  * its nodes due within half an interval, in one wake-up and on one new
  * connection. */
@@ -986,9 +990,11 @@ static bool probe_sleep(struct fleet *f, int64_t due)
     int64_t left = due - mono_ms();
     if (left <= 0)
         return f->probe_stop;
+    /* woken early (a suspect judged: its node is the prober's again), the
+     * caller works out its next time again */
     struct timespec ts = deadline_in_ms(left);
-    while (!f->probe_stop && pthread_cond_timedwait(&f->probe_cv, &f->mu, &ts) == 0)
-        ;
+    if (!f->probe_stop)
+        pthread_cond_timedwait(&f->probe_cv, &f->mu, &ts);
     return f->probe_stop;
 }
 

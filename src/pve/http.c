@@ -271,10 +271,15 @@ void pve_conn_put(pve_client *c, struct pve_conn *k, bool ok)
 {
     pthread_mutex_lock(&c->pool_mu);
     k->used_ms = ok ? mono_ms() : 0;
-    if (ok)
-        atomic_store(&c->last_ok_ms, k->used_ms);
     k->next = c->pool;
     c->pool = k;
+    /* after a failure (curl may have dropped the connection) the newest of
+     * the idle handles' exchanges, if any, tells pve_client_open_until */
+    int64_t last = k->used_ms;
+    for (struct pve_conn *p = c->pool; !ok && p; p = p->next)
+        if (p->used_ms > last)
+            last = p->used_ms;
+    atomic_store(&c->last_ok_ms, last);
     c->busy--;
     pthread_cond_signal(&c->pool_cv);
     pthread_mutex_unlock(&c->pool_mu);
