@@ -1069,7 +1069,9 @@ static void *keeper_main(void *arg)
         next = fleet_refresh_next(k->fl, last_refresh);
         if (last_reconcile + every < next)
             next = last_reconcile + every;
-    } while (!core_nap_until(k, next, FLEET_NOTE_WANTED));
+        /* (a node marked down brings its re-probe, at its backoff's end,
+         * into the reckoning: the keeper slept up to a minute past it) */
+    } while (!core_nap_until(k, next, FLEET_NOTE_WANTED | FLEET_NOTE_DOWN));
     return NULL;
 }
 

@@ -221,7 +221,8 @@ void core_wake(struct core *k);
 bool core_nap(struct core *k, long ms);
 /* Sleep until mono ms `until`, a stop, or one of the fleet's `notes`
  * (taken: cleared); true when the core stops. One waiter per note kind:
- * the keeper takes FLEET_NOTE_WANTED, the events keeper FLEET_NOTE_HEALTH. */
+ * the keeper takes FLEET_NOTE_WANTED and FLEET_NOTE_DOWN, the events keeper
+ * FLEET_NOTE_HEALTH. */
 bool core_nap_until(struct core *k, int64_t until, unsigned notes);
 /* Is the core stopping? Any thread. */
 bool core_stopping(struct core *k);

@@ -603,7 +603,7 @@ static unsigned health_moved(struct fleet *f)
         signed char h = n->v.refreshed_at == 0 ? 0 : n->online && !n->failed ? 2 : 1;
         if (f->told[i] != h) {
             f->told[i] = h;
-            notes = FLEET_NOTE_HEALTH;
+            notes |= FLEET_NOTE_HEALTH | (h == 1 ? FLEET_NOTE_DOWN : 0);
         }
     }
     return notes;

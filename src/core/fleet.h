@@ -76,6 +76,8 @@ int64_t fleet_refresh_next(struct fleet *f, int64_t last_ms);
 enum fleet_note {
     FLEET_NOTE_WANTED = 1, /* the first read for a decision since a refresh began */
     FLEET_NOTE_HEALTH = 2, /* a node turned up or down, or was known for the first time */
+    FLEET_NOTE_DOWN = 4,   /* a node turned down: fleet_refresh_next may be sooner (its
+                              re-probe at its backoff's end) */
 };
 /* fn is called on the thread that caused the note, with no lock of the
  * fleet held; set it before any thread uses the fleet. */

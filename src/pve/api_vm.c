@@ -157,6 +157,43 @@ int pve_vm_list(pve_client *c, const char *node, struct pve_vm **out, size_t *n,
 
 /* ---- clone ---------------------------------------------------------------- */
 
+/* A just-started task may have written no line yet (its worker forks, then
+ * logs "creating a clone of VM <vmid> with ID <newid>"): a lookup right
+ * after a lost answer read an empty log, took its own clone for another
+ * and asked again, and the second clone's task failed "config file already
+ * exists" against the first's VM (the creation then moved to another VMID,
+ * leaving that VM behind). So the log of a candidate still running is read
+ * again, LOG_WAIT_MS apart, until it names a VMID, for LOG_WAIT_TRIES. */
+#define LOG_WAIT_MS 100
+#define LOG_WAIT_TRIES 30
+
+/* What the first lines of a clone task's log say of the VM it makes: 1 it
+ * is newid (`want`: "with ID <newid>"), -1 another, 0 nothing yet, -2 the
+ * log could not be read. */
+static int clone_log_names(pve_client *c, const char *upid, const char *want)
+{
+    json_t *lines = NULL, *l;
+    struct pve_error e;
+    size_t j;
+    int said = 0;
+    if (pve_task_log(c, upid, 0, 3, &lines, &e))
+        return -2;
+    json_array_foreach(lines, j, l)
+    {
+        const char *s = json_string_value(l), *at = s ? strstr(s, " with ID ") : NULL;
+        if (!at)
+            continue;
+        const char *p = strstr(s, want);
+        if (p && (p[strlen(want)] == '\0' || !isdigit((unsigned char)p[strlen(want)]))) {
+            said = 1;
+            break;
+        }
+        said = -1;
+    }
+    json_decref(lines);
+    return said;
+}
+
 /* Look on `node` for a qmclone task of `vmid` started at or after `since`
  * by this client's user or token whose log names `newid`: the clone we
  * asked for when its answer was lost. */
@@ -170,30 +207,20 @@ bool pve_find_clone_task(pve_client *c, const char *node, int vmid, int newid, i
     if (pve_task_list(c, node, vmid, "qmclone", 20, &tasks, &n, &e))
         return false;
     char want[64], who[160];
-    snprintf(want, sizeof want, "with ID %d", newid);
+    snprintf(want, sizeof want, " with ID %d", newid);
     pve_client_who(c, who, sizeof who);
     for (size_t i = 0; i < n && !found; i++) {
         if (tasks[i].starttime < since - 5 || strcmp(tasks[i].user, who) != 0)
             continue;
-        json_t *lines = NULL;
-        if (pve_task_log(c, tasks[i].upid, 0, 3, &lines, &e))
-            continue;
-        size_t j;
-        json_t *l;
-        json_array_foreach(lines, j, l)
-        {
-            const char *s = json_string_value(l);
-            if (s && strstr(s, want)) {
-                const char *end = s + strlen(s);
-                const char *p = strstr(s, want) + strlen(want);
-                if (p == end || !isdigit((unsigned char)*p)) {
-                    snprintf(upid, PVE_UPID_MAX, "%s", tasks[i].upid);
-                    found = true;
-                    break;
-                }
-            }
+        int said = clone_log_names(c, tasks[i].upid, want);
+        for (int t = 0; said == 0 && tasks[i].running && t < LOG_WAIT_TRIES; t++) {
+            sleep_ms(LOG_WAIT_MS);
+            said = clone_log_names(c, tasks[i].upid, want);
         }
-        json_decref(lines);
+        if (said == 1) {
+            snprintf(upid, PVE_UPID_MAX, "%s", tasks[i].upid);
+            found = true;
+        }
     }
     free(tasks);
     return found;

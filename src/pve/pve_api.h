@@ -150,7 +150,9 @@ int pve_vm_clone(pve_client *c, const char *node, int vmid, const struct pve_clo
                  char upid[PVE_UPID_MAX], struct pve_error *err);
 
 /* Find the qmclone task of `vmid` on `node`, started at or after `since`
- * (unix seconds), whose log says it clones to `newid`; copy its UPID. */
+ * (unix seconds), whose log says it clones to `newid`; copy its UPID. A
+ * candidate still running whose log names no VMID yet (its worker has not
+ * written its first line) is read again, 100 ms apart, for up to 3 s. */
 bool pve_find_clone_task(pve_client *c, const char *node, int vmid, int newid, int64_t since,
                          char upid[PVE_UPID_MAX]);
 

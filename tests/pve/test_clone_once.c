@@ -128,6 +128,38 @@ static void dropped_write_is_sent_once(void **st)
     pve_client_free(c);
 }
 
+/* The clone's answer lost before its worker wrote its first line ("creating
+ * a clone of VM 8000 with ID N", some 50 ms of PVE time after the answer;
+ * 1 s here, at time scale 20): the lookup reads the still empty log of the
+ * running task again until it names the VM, and adopts it. It took an
+ * empty log for another clone and asked again: two requests, and the
+ * second clone's task failed "config file already exists" against the
+ * first's VM. */
+static void slow_worker_is_still_adopted(void **st)
+{
+    (void)st;
+    int port0 = port;
+    pid_t pid0 = pid;
+    struct h_sim_opts o = {.nodes = "sv1", .token = T_TOKEN, .time_scale = "20"};
+    pid = h_sim_up(&port, &o);
+    pve_client *c = client(5000);
+    struct pve_error e;
+    struct pve_version v;
+    assert_int_equal(pve_get_version(c, &v, &e), 0);
+    sim_post("/_sim/faults",
+             "{\"method\":\"POST\",\"path\":\"/clone$\",\"kind\":\"drop\",\"count\":1}");
+    char upid[PVE_UPID_MAX];
+    clone_sent_once(c, 702, "slow", upid);
+    json_t *lines = NULL;
+    assert_int_equal(pve_task_log(c, upid, 0, 1, &lines, &e), 0);
+    assert_non_null(strstr(json_string_value(json_array_get(lines, 0)), "with ID 702"));
+    json_decref(lines);
+    pve_client_free(c);
+    h_sim_stop(pid, true);
+    port = port0;
+    pid = pid0;
+}
+
 static void someone_elses_vm_is_exists(void **st)
 {
     (void)st;
@@ -147,6 +179,7 @@ int main(void)
         cmocka_unit_test(lost_answer_is_adopted),
         cmocka_unit_test(dropped_write_is_sent_once),
         cmocka_unit_test(someone_elses_vm_is_exists),
+        cmocka_unit_test(slow_worker_is_still_adopted),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
