@@ -225,12 +225,12 @@ int pve_call_guarded(pve_client *c, const char *method, const char *path, json_t
                      struct pve_error *err);
 /* The same call, but a successful answer's body is handed over unparsed in
  * *raw (which the caller releases with buf_release): for big answers that
- * are parsed piece by piece (pj_each_data) instead of as one JSON tree.
+ * are parsed as a stream (api_resources.c) instead of as one JSON tree.
  * Error answers are parsed and classified as usual. */
 int pve_call_raw(pve_client *c, const char *method, const char *path, json_t *params,
                  unsigned flags, struct buf *raw, struct pve_error *err);
 
-/* ---- api_cluster.c ---- */
+/* ---- api_resources.c ---- */
 /* The resources of a /cluster/resources answer body (p[0..len), the whole
  * envelope), one at a time to fn, as pve_cluster_resources_each does. */
 int pve_resources_parse(const char *body, size_t len, pve_resource_fn fn, void *ud,

@@ -1,5 +1,5 @@
 /* Pure unit tests: a /cluster/resources answer parsed one element at a time
- * (pj_each_data, pve_resources_parse). No network. */
+ * (pve_resources_parse: yajl's events straight into records). No network. */
 #include "pvetest.h"
 
 #include <stdlib.h>
@@ -10,71 +10,83 @@
 
 struct seen {
     int n;
-    int stop_at; /* > 0: return 7 from the element with this (1-based) number */
+    int stop_at; /* > 0: return stop_rc from the resource with this (1-based) number */
+    int stop_rc;
     char kinds[16];
 };
 
-static int count_elem(json_t *e, void *ud)
+static int count_res(const struct pve_resource *r, void *ud)
 {
     struct seen *s = ud;
     s->n++;
     if ((size_t)s->n < sizeof s->kinds)
-        s->kinds[s->n - 1] = json_is_object(e)    ? 'o'
-                             : json_is_array(e)   ? 'a'
-                             : json_is_string(e)  ? 's'
-                             : json_is_integer(e) ? 'i'
-                                                  : '?';
-    return s->stop_at == s->n ? 7 : 0;
+        s->kinds[s->n - 1] = r->type == PVE_RES_VM        ? 'v'
+                             : r->type == PVE_RES_NODE    ? 'n'
+                             : r->type == PVE_RES_STORAGE ? 's'
+                                                          : 'o';
+    return s->stop_at == s->n ? s->stop_rc : 0;
 }
 
-static int walk(const char *text, struct seen *s)
+static int walk(const char *text, struct seen *s, struct pve_error *e)
 {
     memset(s->kinds, 0, sizeof s->kinds);
     s->n = 0;
-    return pj_each_data(text, strlen(text), count_elem, s);
+    return pve_resources_parse(text, strlen(text), count_res, s, e);
 }
 
-static void test_each_data_ok(void **state)
+static void test_parse_ok(void **state)
 {
     (void)state;
     struct seen s = {0};
-    assert_int_equal(walk("{\"data\":[]}", &s), 0);
+    struct pve_error e;
+    assert_int_equal(walk("{\"data\":[]}", &s, &e), 0);
     assert_int_equal(s.n, 0);
-    assert_int_equal(walk(" \n{ \"data\" : [ {\"a\":1} , [1,[2]] ,\"x]\\\"}\",42,{}] } \n", &s), 0);
+    assert_int_equal(walk(" \n{ \"data\" : [ {\"type\":\"qemu\"} , {\"type\":\"node\","
+                          "\"x\":[1,[2],{\"type\":\"lxc\"}]} ,{\"type\":\"x]\\\"}\"},"
+                          "{\"type\":\"storage\"},{}] } \n",
+                          &s, &e),
+                     0);
     assert_int_equal(s.n, 5);
-    assert_string_equal(s.kinds, "oasio");
-    /* other members before and after, of any type, are skipped */
+    assert_string_equal(s.kinds, "vnoso"); /* the node's nested "lxc" is not its type */
+    /* other members before and after, of any type, are skipped (a "data"
+     * inside one of them is not the answer's) */
     assert_int_equal(walk("{\"message\":\"m\",\"errors\":{\"x\":[1,{\"data\":[9]}]},"
-                          "\"data\":[1,2],\"total\":2.5,\"z\":null,\"t\":true}",
-                          &s),
+                          "\"data\":[{\"type\":\"qemu\"},{\"type\":\"qemu\"}],\"total\":2.5,"
+                          "\"z\":null,\"t\":true,\"data2\":[1]}",
+                          &s, &e),
                      0);
     assert_int_equal(s.n, 2);
-    assert_string_equal(s.kinds, "ii");
+    assert_string_equal(s.kinds, "vv");
 }
 
-static void test_each_data_errors(void **state)
+static void test_parse_errors(void **state)
 {
     (void)state;
     struct seen s = {0};
+    struct pve_error e;
     static const char *const syntax[] = {
         "",
         "   ",
         "[{\"data\":[]}]",
-        "{\"data\":[1,2]",             /* truncated */
-        "{\"data\":[1,2,]}",           /* trailing comma */
-        "{\"data\":[1 2]}",            /* missing comma */
-        "{\"data\":[1,2]} x",          /* trailing garbage */
-        "{\"data\":[1,2]}{}",          /* two texts */
-        "{\"data\":[{\"a\":1]}",       /* broken element */
-        "{data:[1]}",                  /* unquoted key */
-        "{\"data\" [1]}",              /* missing colon */
-        "{\"a\":1,}",                  /* trailing comma in the envelope */
-        "{\"data\":[\"unterminated]}", /* string runs off the end */
+        "42",
+        "{\"data\":[{},{}]",                            /* truncated */
+        "{\"data\":[{},{},]}",                          /* trailing comma */
+        "{\"data\":[{} {}]}",                           /* missing comma */
+        "{\"data\":[{}]} x",                            /* trailing garbage */
+        "{\"data\":[{}]}{}",                            /* two texts */
+        "{\"data\":[{\"a\":1]}",                        /* broken element */
+        "{data:[{}]}",                                  /* unquoted key */
+        "{\"data\" [{}]}",                              /* missing colon */
+        "{\"a\":1,}",                                   /* trailing comma in the envelope */
+        "{\"data\":[{\"name\":\"x]}",                   /* string runs off the end */
+        "{\"data\":[{\"name\":\"\xff\"}]}",             /* not UTF-8 */
+        "{\"data\":[{\"vmid\":99999999999999999999}]}", /* no 64-bit integer */
+        "{\"data\":[]} /* c */",                        /* comments are not JSON */
     };
     for (size_t i = 0; i < sizeof syntax / sizeof *syntax; i++) {
-        int rc = walk(syntax[i], &s);
-        if (rc != PJ_E_SYNTAX)
-            fail_msg("'%s': %d, expected a syntax error", syntax[i], rc);
+        int rc = walk(syntax[i], &s, &e);
+        if (rc != PVE_E_OTHER || strcmp(e.message, "answer is not a JSON object") != 0)
+            fail_msg("'%s': %d '%s', expected a syntax error", syntax[i], rc, e.message);
     }
     static const char *const shape[] = {
         "{}",
@@ -82,17 +94,74 @@ static void test_each_data_errors(void **state)
         "{\"data\":null}",
         "{\"data\":{\"a\":1}}",
         "{\"data\":\"x\"}",
-        "{\"data\":[1],\"data\":[2]}",
+        "{\"data\":[1]}",
+        "{\"data\":[{},[]]}",
+        "{\"data\":[{}],\"data\":[{}]}",
     };
     for (size_t i = 0; i < sizeof shape / sizeof *shape; i++) {
-        int rc = walk(shape[i], &s);
-        if (rc != PJ_E_SHAPE)
-            fail_msg("'%s': %d, expected a shape error", shape[i], rc);
+        int rc = walk(shape[i], &s, &e);
+        if (rc != PVE_E_OTHER || strcmp(e.message, "unexpected result for /cluster/resources") != 0)
+            fail_msg("'%s': %d '%s', expected a shape error", shape[i], rc, e.message);
     }
-    /* the callback stops the walk with its own value */
+    /* the callback stops the walk, any non-zero value its own */
     s.stop_at = 2;
-    assert_int_equal(walk("{\"data\":[1,2,3]}", &s), 7);
-    assert_int_equal(s.n, 2);
+    int rcs[] = {7, -1, -2};
+    for (size_t i = 0; i < sizeof rcs / sizeof *rcs; i++) {
+        s.stop_rc = rcs[i];
+        assert_int_equal(walk("{\"data\":[{},{},{}]}", &s, &e), PVE_E_OTHER);
+        assert_int_equal(s.n, 2);
+        char want[80];
+        snprintf(want, sizeof want, "/cluster/resources: stopped by the caller (%d)", rcs[i]);
+        assert_string_equal(e.message, want);
+    }
+}
+
+/* Each field as PVE may send it: numbers as strings, booleans as 0/1 or
+ * "1", texts as numbers; null as missing; the last of a repeated member. */
+struct keep3 {
+    struct pve_resource *r;
+    int *n;
+};
+
+static int keep3(const struct pve_resource *r, void *ud)
+{
+    struct keep3 *k = ud;
+    if (*k->n < 3)
+        k->r[*k->n] = *r;
+    (*k->n)++;
+    return 0;
+}
+
+static void test_parse_lenient(void **state)
+{
+    (void)state;
+    const char *text =
+        "{\"data\":[{\"type\":\"qemu\",\"vmid\":\" 42\",\"maxmem\":1.5e3,\"mem\":true,"
+        "\"maxdisk\":\"12x\",\"disk\":1e300,\"uptime\":-7,\"maxcpu\":4.9,\"name\":12,"
+        "\"status\":2.5,\"lock\":false,\"tags\":\"a\\u0000b\",\"template\":\"1\","
+        "\"shared\":2,\"node\":\"sv1\",\"node\":null,\"id\":\"q\\\"\\u00e9\"},"
+        "{\"type\":\"storage\",\"template\":\"0\",\"shared\":0.0,\"storage\":\"s\","
+        "\"type\":\"lxc\"},"
+        "{\"type\":5,\"template\":true,\"shared\":\"true\",\"vmid\":3000000000}]}";
+    struct pve_resource r[3];
+    int n = 0;
+    struct pve_error e;
+    assert_int_equal(pve_resources_parse(text, strlen(text), keep3, &(struct keep3){r, &n}, &e), 0);
+    assert_int_equal(n, 2); /* the second became a container by its last "type" */
+    assert_int_equal(r[0].type, PVE_RES_VM);
+    assert_int_equal(r[0].vmid, 42);
+    assert_true(r[0].maxmem == 1500 && r[0].mem == 1 && r[0].maxdisk == 0);
+    assert_true(r[0].disk == INT64_MAX && r[0].uptime == -7 && r[0].maxcpu == 4);
+    assert_string_equal(r[0].name, "12");
+    assert_string_equal(r[0].status, "2.5");
+    assert_string_equal(r[0].lock, "");
+    assert_string_equal(r[0].tags, "a"); /* a text ends at a NUL */
+    assert_true(r[0].tmpl && r[0].shared);
+    assert_string_equal(r[0].node, "");
+    assert_string_equal(r[0].id, "q\"\xc3\xa9");
+    assert_int_equal(r[1].type, PVE_RES_OTHER);
+    assert_true(r[1].tmpl && !r[1].shared);
+    assert_int_equal(r[1].vmid, 2147483647); /* an int field, kept in range */
 }
 
 /* pve_resources_parse into a list */
@@ -222,9 +291,8 @@ static void test_resources_many(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_each_data_ok),
-        cmocka_unit_test(test_each_data_errors),
-        cmocka_unit_test(test_resources),
+        cmocka_unit_test(test_parse_ok),       cmocka_unit_test(test_parse_errors),
+        cmocka_unit_test(test_parse_lenient),  cmocka_unit_test(test_resources),
         cmocka_unit_test(test_resources_many),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
