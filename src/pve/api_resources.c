@@ -224,9 +224,12 @@ static int on_integer(void *ctx, long long v)
     struct rparse *p = ctx;
     if (p->skip || p->depth != D_ELEMENT)
         return scalar_outside(p);
-    char t[32];
-    int n = snprintf(t, sizeof t, "%lld", v);
-    set_text(p, t, (size_t)n);
+    size_t cap;
+    if (field_text(p, &cap)) { /* a number where a text is due (a name "12") */
+        char t[32];
+        int n = snprintf(t, sizeof t, "%lld", v);
+        set_text(p, t, (size_t)n);
+    }
     set_int(p, v);
     bool *b = field_flag(p);
     if (b)
@@ -239,9 +242,12 @@ static int on_double(void *ctx, double v)
     struct rparse *p = ctx;
     if (p->skip || p->depth != D_ELEMENT)
         return scalar_outside(p);
-    char t[32];
-    int n = snprintf(t, sizeof t, "%g", v);
-    set_text(p, t, (size_t)n < sizeof t ? (size_t)n : sizeof t - 1);
+    size_t cap;
+    if (field_text(p, &cap)) {
+        char t[32];
+        int n = snprintf(t, sizeof t, "%g", v);
+        set_text(p, t, (size_t)n < sizeof t ? (size_t)n : sizeof t - 1);
+    }
     /* truncated toward zero; out of range (1e300) clamped, not undefined */
     int64_t i = v >= 9.2e18 ? INT64_MAX : v <= -9.2e18 ? INT64_MIN : (int64_t)v;
     set_int(p, v != v ? 0 : i);

@@ -83,9 +83,9 @@ struct pve_resource {
  * out. Strings longer than the fields are cut. */
 int pve_cluster_resources(pve_client *c, const char *type, struct pve_resource **out, size_t *n,
                           struct pve_error *err);
-/* The same resources, one at a time: the answer is parsed element by
- * element (never as one JSON tree, which for 10,000 VMs is ~20 MB) and fn
- * gets each as a record valid during the call. A non-zero return from fn
+/* The same resources, one at a time: the answer is read as a stream of
+ * parse events (yajl), never as one JSON tree (for 10,000 VMs ~20 MB), and
+ * fn gets each as a record valid during the call. A non-zero return from fn
  * stops the walk and the call fails (PVE_E_OTHER). fn may have seen
  * resources of an answer that turns out malformed further on: when the call
  * fails, discard what fn gathered. */
