@@ -182,17 +182,24 @@ static void set_text(struct rparse *p, const char *s, size_t n)
     dst[n] = '\0';
 }
 
+/* A member that is null, an object or an array: as if it were missing
+ * (the last of a repeated member counts, as in a JSON tree). */
+static void clear_field(struct rparse *p)
+{
+    set_text(p, "", 0);
+    set_int(p, 0);
+    bool *b = field_flag(p);
+    if (b)
+        *b = false;
+}
+
 static int on_null(void *ctx)
 {
     struct rparse *p = ctx;
     if (p->skip)
         return 1;
     if (p->depth == D_ELEMENT) {
-        set_text(p, "", 0);
-        set_int(p, 0);
-        bool *b = field_flag(p);
-        if (b)
-            *b = false;
+        clear_field(p);
         return 1;
     }
     if (p->depth == D_DATA || (p->depth == D_ENVELOPE && p->next_is_data))
@@ -324,9 +331,10 @@ static int on_start_map(void *ctx)
         p->cur = F_NONE;
         p->depth = D_ELEMENT;
         return 1;
-    default:
+    default: /* a nested value in an element */
+        clear_field(p);
         p->skip = 1;
-        return 1; /* a nested value in an element */
+        return 1;
     }
 }
 
@@ -353,6 +361,7 @@ static int on_start_array(void *ctx)
     case D_DATA:
         return cancel(p, E_SHAPE); /* an element that is not an object */
     default:
+        clear_field(p);
         p->skip = 1;
         return 1;
     }

@@ -1,7 +1,10 @@
 /* Pure unit tests: a /cluster/resources answer parsed one element at a time
  * (pve_resources_parse: yajl's events straight into records). No network. */
+#define _GNU_SOURCE /* memmem */
 #include "pvetest.h"
 
+#include <limits.h>
+#include <stdint.h>
 #include <stdlib.h>
 
 #include "pve/api_json.h"
@@ -139,7 +142,8 @@ static void test_parse_lenient(void **state)
         "{\"data\":[{\"type\":\"qemu\",\"vmid\":\" 42\",\"maxmem\":1.5e3,\"mem\":true,"
         "\"maxdisk\":\"12x\",\"disk\":1e300,\"uptime\":-7,\"maxcpu\":4.9,\"name\":12,"
         "\"status\":2.5,\"lock\":false,\"tags\":\"a\\u0000b\",\"template\":\"1\","
-        "\"shared\":2,\"node\":\"sv1\",\"node\":null,\"id\":\"q\\\"\\u00e9\"},"
+        "\"shared\":2,\"node\":\"sv1\",\"node\":null,\"hastate\":\"x\",\"hastate\":{\"a\":1},"
+        "\"uptime\":5,\"uptime\":[1],\"id\":\"q\\\"\\u00e9\"},"
         "{\"type\":\"storage\",\"template\":\"0\",\"shared\":0.0,\"storage\":\"s\","
         "\"type\":\"lxc\"},"
         "{\"type\":5,\"template\":true,\"shared\":\"true\",\"vmid\":3000000000}]}";
@@ -151,13 +155,15 @@ static void test_parse_lenient(void **state)
     assert_int_equal(r[0].type, PVE_RES_VM);
     assert_int_equal(r[0].vmid, 42);
     assert_true(r[0].maxmem == 1500 && r[0].mem == 1 && r[0].maxdisk == 0);
-    assert_true(r[0].disk == INT64_MAX && r[0].uptime == -7 && r[0].maxcpu == 4);
+    assert_true(r[0].disk == INT64_MAX && r[0].uptime == 0 &&
+                r[0].maxcpu == 4); /* uptime: last, [1] */
     assert_string_equal(r[0].name, "12");
     assert_string_equal(r[0].status, "2.5");
     assert_string_equal(r[0].lock, "");
     assert_string_equal(r[0].tags, "a"); /* a text ends at a NUL */
     assert_true(r[0].tmpl && r[0].shared);
     assert_string_equal(r[0].node, "");
+    assert_string_equal(r[0].hastate, ""); /* the last of a repeated member, an object */
     assert_string_equal(r[0].id, "q\"\xc3\xa9");
     assert_int_equal(r[1].type, PVE_RES_OTHER);
     assert_true(r[1].tmpl && !r[1].shared);
@@ -288,12 +294,233 @@ static void test_resources_many(void **state)
     buf_release(&b);
 }
 
+/* ---- against a JSON tree ---------------------------------------------------------- */
+
+/* The oracle: the whole answer as a jansson tree, each element read with
+ * api_json.c's lenient readers, as the parse did before it streamed. Its
+ * documented differences: an int field takes the value kept in range, a
+ * real out of int64's range is clamped, a numeric string of 32 bytes or
+ * more reads as 0. */
+static int64_t ref_int(json_t *e, const char *key)
+{
+    json_t *v = json_object_get(e, key);
+    if (json_is_real(v)) {
+        double d = json_real_value(v);
+        return d >= 9.2e18 ? INT64_MAX : d <= -9.2e18 ? INT64_MIN : (int64_t)d;
+    }
+    if (json_is_string(v) && strlen(json_string_value(v)) >= 32)
+        return 0;
+    return pj_int(e, key, 0);
+}
+
+static int ref_small(json_t *e, const char *key)
+{
+    int64_t v = ref_int(e, key);
+    return v > INT_MAX ? INT_MAX : v < INT_MIN ? INT_MIN : (int)v;
+}
+
+static void ref_resource(struct pve_resource *r, json_t *e)
+{
+    char type[32];
+    memset(r, 0, sizeof *r);
+    pj_str(type, sizeof type, e, "type");
+    r->type = strcmp(type, "qemu") == 0      ? PVE_RES_VM
+              : strcmp(type, "node") == 0    ? PVE_RES_NODE
+              : strcmp(type, "storage") == 0 ? PVE_RES_STORAGE
+                                             : PVE_RES_OTHER;
+    pj_str(r->id, sizeof r->id, e, "id");
+    pj_str(r->node, sizeof r->node, e, "node");
+    r->vmid = ref_small(e, "vmid");
+    pj_str(r->name, sizeof r->name, e, "name");
+    pj_str(r->status, sizeof r->status, e, "status");
+    r->tmpl = pj_bool(e, "template");
+    r->maxcpu = ref_small(e, "maxcpu");
+    r->maxmem = ref_int(e, "maxmem");
+    r->mem = ref_int(e, "mem");
+    r->maxdisk = ref_int(e, "maxdisk");
+    r->disk = ref_int(e, "disk");
+    r->uptime = ref_int(e, "uptime");
+    pj_str(r->lock, sizeof r->lock, e, "lock");
+    pj_str(r->tags, sizeof r->tags, e, "tags");
+    pj_str(r->hastate, sizeof r->hastate, e, "hastate");
+    pj_str(r->storage, sizeof r->storage, e, "storage");
+    r->shared = pj_bool(e, "shared");
+}
+
+enum { REF_OK, REF_SYNTAX, REF_SHAPE, REF_SKIP };
+
+/* The oracle's verdict and records (up to max). */
+static int ref_parse(const char *text, size_t len, struct pve_resource *out, int max, int *n)
+{
+    json_error_t je;
+    *n = 0;
+    if (memchr(text, '\0', len)) /* no JSON text holds one (jansson lets some pass) */
+        return REF_SYNTAX;
+    /* a second "data" fails the shape (the first's elements were handed
+     * on already), where a tree keeps the last: not compared */
+    const char *d = memmem(text, len, "\"data\"", 6);
+    if (d && memmem(d + 6, len - (size_t)(d + 6 - text), "\"data\"", 6))
+        return REF_SKIP;
+    json_t *root = json_loadb(text, len, 0, &je);
+    if (!root) /* yajl takes \u0000 (the text is cut there); jansson does not */
+        return strstr(je.text, "\\u0000") ? REF_SKIP : REF_SYNTAX;
+    int rc = REF_OK;
+    json_t *data = json_object_get(root, "data"), *e;
+    if (!json_is_object(root))
+        rc = REF_SYNTAX;
+    else if (!json_is_array(data))
+        rc = REF_SHAPE;
+    size_t i;
+    json_array_foreach(rc == REF_OK ? data : NULL, i, e)
+    {
+        if (!json_is_object(e)) {
+            rc = REF_SHAPE;
+            break;
+        }
+        json_t *t = json_object_get(e, "type");
+        if (json_is_string(t) && strcmp(json_string_value(t), "lxc") == 0)
+            continue;
+        if (*n < max)
+            ref_resource(&out[*n], e);
+        (*n)++;
+    }
+    json_decref(root);
+    return rc;
+}
+
+struct got {
+    struct pve_resource r[64];
+    int n;
+};
+
+static int keep_got(const struct pve_resource *r, void *ud)
+{
+    struct got *g = ud;
+    if (g->n < 64)
+        g->r[g->n] = *r;
+    g->n++;
+    return 0;
+}
+
+static bool same(const struct pve_resource *a, const struct pve_resource *b)
+{
+    return a->type == b->type && !strcmp(a->id, b->id) && !strcmp(a->node, b->node) &&
+           a->vmid == b->vmid && !strcmp(a->name, b->name) && !strcmp(a->status, b->status) &&
+           a->tmpl == b->tmpl && a->maxcpu == b->maxcpu && a->maxmem == b->maxmem &&
+           a->mem == b->mem && a->maxdisk == b->maxdisk && a->disk == b->disk &&
+           a->uptime == b->uptime && !strcmp(a->lock, b->lock) && !strcmp(a->tags, b->tags) &&
+           !strcmp(a->hastate, b->hastate) && !strcmp(a->storage, b->storage) &&
+           a->shared == b->shared;
+}
+
+static const char seed_text[] =
+    "{\"data\":[{\"id\":\"qemu/100\",\"type\":\"qemu\",\"node\":\"sv1\",\"vmid\":100,"
+    "\"name\":\"web-1\",\"status\":\"running\",\"maxcpu\":2,\"maxmem\":2147483648,"
+    "\"maxdisk\":10737418240,\"disk\":0,\"mem\":123456,\"cpu\":0.05,\"uptime\":3600,"
+    "\"template\":0,\"tags\":\"proxd;owner-7\",\"lock\":\"\",\"hastate\":\"started\"},"
+    "{\"id\":\"node/sv1\",\"type\":\"node\",\"node\":\"sv1\",\"status\":\"online\","
+    "\"maxcpu\":32,\"maxmem\":137438953472,\"mem\":\"1073741824\",\"level\":\"\"},"
+    "{\"id\":\"storage/sv1/local-lvm\",\"type\":\"storage\",\"node\":\"sv1\","
+    "\"storage\":\"local-lvm\",\"maxdisk\":1e12,\"disk\":4.5e11,\"shared\":1,"
+    "\"content\":\"images,rootdir\",\"plugintype\":\"lvmthin\"},"
+    "{\"id\":\"lxc/200\",\"type\":\"lxc\",\"node\":\"sv2\",\"vmid\":200},"
+    "{\"id\":\"qemu/9000\",\"type\":\"qemu\",\"node\":\"sv2\",\"vmid\":\"9000\","
+    "\"name\":\"tpl-\\u00e9\\\"x\\\\\",\"template\":true,\"extra\":{\"a\":[1,{\"b\":null}]}}],"
+    "\"total\":5,\"message\":null}";
+
+/* Random edits of a real-looking answer, each parsed both ways: the same
+ * verdict (syntax, shape, or the same records in the same order). */
+static void test_parse_matches_tree(void **state)
+{
+    (void)state;
+    static const char pieces[] = "{}[]:,\"\\0123456789-+.eEtrufalsn \x01\xff\x00";
+    static const char *const words[] = {"true",      "null",      "1e400",   "-0",
+                                        "\"\"",      "{}",        "[]",      "\"lxc\"",
+                                        "\"qemu\"",  "\"data\"",  "\\u0000", "99999999999999999999",
+                                        "\"vmid\":", "\"type\":", "1,",      "null,"};
+    uint64_t x = 0x9e3779b97f4a7c15ull;
+    char buf[2048];
+    int agree[4] = {0};
+    for (int round = 0; round < 20000; round++) {
+        size_t len = sizeof seed_text - 1;
+        memcpy(buf, seed_text, len);
+        int edits = 1 + (int)((x >> 60) % 3);
+        for (int k = 0; k < edits; k++) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            size_t at = (size_t)(x % len);
+            switch ((x >> 32) % 5) {
+            case 0: /* change a byte */
+                buf[at] = pieces[(x >> 40) % (sizeof pieces - 1)];
+                break;
+            case 1: /* drop one */
+                memmove(buf + at, buf + at + 1, len - at - 1);
+                len--;
+                break;
+            case 2: { /* put a word in */
+                const char *w = words[(x >> 40) % (sizeof words / sizeof *words)];
+                size_t wl = strlen(w);
+                if (len + wl < sizeof buf) {
+                    memmove(buf + at + wl, buf + at, len - at);
+                    memcpy(buf + at, w, wl);
+                    len += wl;
+                }
+                break;
+            }
+            case 3: /* cut the end */
+                len = at + 1;
+                break;
+            default: { /* repeat a stretch */
+                size_t n = (size_t)((x >> 40) % 64);
+                if (at + n <= len && len + n < sizeof buf) {
+                    memmove(buf + at + n, buf + at, len - at);
+                    len += n;
+                }
+                break;
+            }
+            }
+        }
+        struct pve_resource want[64];
+        int nwant;
+        int ref = ref_parse(buf, len, want, 64, &nwant);
+        if (ref == REF_SKIP)
+            continue;
+        struct got g = {.n = 0};
+        struct pve_error e;
+        int rc = pve_resources_parse(buf, len, keep_got, &g, &e);
+        int verdict = rc == 0                                                 ? REF_OK
+                      : strcmp(e.message, "answer is not a JSON object") == 0 ? REF_SYNTAX
+                      : strcmp(e.message, "unexpected result for /cluster/resources") == 0
+                          ? REF_SHAPE
+                          : -1;
+        /* text that is not JSON fails; where an element already broke the
+         * shape the stream says so first (so did the old walk) */
+        if (ref == REF_SYNTAX && verdict == REF_SHAPE)
+            verdict = REF_SYNTAX;
+        if (verdict != ref)
+            fail_msg("round %d: %d, the tree says %d: %.*s", round, verdict, ref, (int)len, buf);
+        if (ref == REF_OK) {
+            if (g.n != nwant)
+                fail_msg("round %d: %d records, the tree %d: %.*s", round, g.n, nwant, (int)len,
+                         buf);
+            for (int i = 0; i < g.n && i < 64; i++)
+                if (!same(&g.r[i], &want[i]))
+                    fail_msg("round %d: record %d differs (name '%s' / '%s'): %.*s", round, i,
+                             g.r[i].name, want[i].name, (int)len, buf);
+        }
+        agree[ref]++;
+    }
+    /* the edits reach every verdict, not just syntax errors */
+    print_message("agreed: %d ok, %d syntax, %d shape\n", agree[REF_OK], agree[REF_SYNTAX],
+                  agree[REF_SHAPE]);
+    assert_true(agree[REF_OK] > 1000 && agree[REF_SYNTAX] > 1000 && agree[REF_SHAPE] > 20);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_parse_ok),       cmocka_unit_test(test_parse_errors),
-        cmocka_unit_test(test_parse_lenient),  cmocka_unit_test(test_resources),
-        cmocka_unit_test(test_resources_many),
+        cmocka_unit_test(test_parse_ok),      cmocka_unit_test(test_parse_errors),
+        cmocka_unit_test(test_parse_lenient), cmocka_unit_test(test_parse_matches_tree),
+        cmocka_unit_test(test_resources),     cmocka_unit_test(test_resources_many),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
