@@ -8,11 +8,24 @@
  * per member) at ~230 instructions a byte here; yajl's events cost ~40,
  * and nothing but the record being filled is ever held. The conversions
  * are api_json.c's lenient ones (pj_str, pj_int, pj_bool): PVE sends
- * numbers as strings now and then and booleans as 0/1. */
+ * numbers as strings now and then and booleans as 0/1.
+ *
+ * What a jansson tree refuses is refused here too (tests/pve/test_resources
+ * compares the two on randomly edited answers): strings that are not
+ * strict UTF-8 or hold a NUL (yajl lets overlong forms, surrogates and
+ * "\u0000" through), integers beyond int64, reals beyond double, nesting
+ * deeper than 2048. Left: yajl reads an escaped lone surrogate ("\ud800")
+ * as '?' and takes \f and \v for white space; a text with a fault of shape
+ * before one of syntax is said to be of the wrong shape (the stream meets
+ * it first). */
+#include "common/jsonw.h"
+#include "common/xalloc.h"
 #include "pve/pve_api.h"
 #include "pve/pve_int.h"
 
+#include <errno.h>
 #include <limits.h>
+#include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,6 +75,7 @@ static const struct {
 /* Where the parse is: the envelope's members at depth 1, the "data" array
  * at 2, a resource's members at 3. */
 enum { D_ENVELOPE = 1, D_DATA = 2, D_ELEMENT = 3 };
+#define MAX_DEPTH 2048 /* jansson's */
 
 struct rparse {
     pve_resource_fn fn;
@@ -226,9 +240,8 @@ static int on_bool(void *ctx, int v)
     return 1;
 }
 
-static int on_integer(void *ctx, long long v)
+static int got_integer(struct rparse *p, long long v)
 {
-    struct rparse *p = ctx;
     if (p->skip || p->depth != D_ELEMENT)
         return scalar_outside(p);
     size_t cap;
@@ -244,9 +257,8 @@ static int on_integer(void *ctx, long long v)
     return 1;
 }
 
-static int on_double(void *ctx, double v)
+static int got_double(struct rparse *p, double v)
 {
-    struct rparse *p = ctx;
     if (p->skip || p->depth != D_ELEMENT)
         return scalar_outside(p);
     size_t cap;
@@ -256,33 +268,61 @@ static int on_double(void *ctx, double v)
         set_text(p, t, (size_t)n < sizeof t ? (size_t)n : sizeof t - 1);
     }
     /* truncated toward zero; out of range (1e300) clamped, not undefined */
-    int64_t i = v >= 9.2e18 ? INT64_MAX : v <= -9.2e18 ? INT64_MIN : (int64_t)v;
-    set_int(p, v != v ? 0 : i);
+    set_int(p, v != v ? 0 : v >= 0x1p63 ? INT64_MAX : v < -0x1p63 ? INT64_MIN : (int64_t)v);
     bool *b = field_flag(p);
     if (b)
         *b = v != 0;
     return 1;
 }
 
+/* A number as yajl's lexer found it (grammar checked), converted here:
+ * yajl's own conversion refuses INT64_MIN and overflows inside on some
+ * 19-digit inputs. Out of range is a syntax error, as in jansson. */
+static int on_number(void *ctx, const char *s, size_t n)
+{
+    struct rparse *p = ctx;
+    char small[64], *t = n < sizeof small ? small : xmalloc(n + 1);
+    memcpy(t, s, n);
+    t[n] = '\0';
+    bool real = strpbrk(t, ".eE") != NULL;
+    long long i = 0;
+    double d = 0;
+    errno = 0;
+    if (real)
+        d = strtod(t, NULL);
+    else
+        i = strtoll(t, NULL, 10);
+    bool over = errno == ERANGE && (!real || fabs(d) == HUGE_VAL);
+    if (t != small)
+        free(t);
+    if (over)
+        return cancel(p, E_SYNTAX);
+    return real ? got_double(p, d) : got_integer(p, i);
+}
+
+/* What jansson refuses in a string: not strict UTF-8 (RFC 3629), or a NUL. */
+static bool text_ok(const unsigned char *s, size_t n)
+{
+    return !memchr(s, '\0', n) && jsonw_utf8_valid((const char *)s, n);
+}
+
 static int on_string(void *ctx, const unsigned char *s, size_t n)
 {
     struct rparse *p = ctx;
+    if (!text_ok(s, n))
+        return cancel(p, E_SYNTAX);
     if (p->skip || p->depth != D_ELEMENT)
         return scalar_outside(p);
     set_text(p, (const char *)s, n);
     if (is_int_field(p->cur)) {
         /* a numeric string, whole; anything else reads as the default 0 */
-        char t[32];
-        long long v = 0;
-        if (n > 0 && n < sizeof t) {
-            memcpy(t, s, n);
-            t[n] = '\0';
-            char *end;
-            v = strtoll(t, &end, 10);
-            if (end == t || *end)
-                v = 0;
-        }
-        set_int(p, v);
+        char small[32], *t = n < sizeof small ? small : xmalloc(n + 1), *end;
+        memcpy(t, s, n);
+        t[n] = '\0';
+        long long v = strtoll(t, &end, 10);
+        set_int(p, end == t || *end ? 0 : v);
+        if (t != small)
+            free(t);
     }
     bool *b = field_flag(p);
     if (b)
@@ -293,6 +333,8 @@ static int on_string(void *ctx, const unsigned char *s, size_t n)
 static int on_key(void *ctx, const unsigned char *k, size_t n)
 {
     struct rparse *p = ctx;
+    if (!text_ok(k, n))
+        return cancel(p, E_SYNTAX);
     if (p->skip)
         return 1;
     if (p->depth == D_ENVELOPE) {
@@ -313,7 +355,7 @@ static int on_start_map(void *ctx)
     struct rparse *p = ctx;
     if (p->skip) {
         p->skip++;
-        return 1;
+        return p->depth + p->skip > MAX_DEPTH ? cancel(p, E_SYNTAX) : 1;
     }
     switch (p->depth) {
     case 0:
@@ -343,7 +385,7 @@ static int on_start_array(void *ctx)
     struct rparse *p = ctx;
     if (p->skip) {
         p->skip++;
-        return 1;
+        return p->depth + p->skip > MAX_DEPTH ? cancel(p, E_SYNTAX) : 1;
     }
     switch (p->depth) {
     case 0:
@@ -400,8 +442,7 @@ static int on_end(void *ctx)
 static const yajl_callbacks callbacks = {
     .yajl_null = on_null,
     .yajl_boolean = on_bool,
-    .yajl_integer = on_integer,
-    .yajl_double = on_double,
+    .yajl_number = on_number, /* not yajl_integer, yajl_double: see on_number */
     .yajl_string = on_string,
     .yajl_start_map = on_start_map,
     .yajl_map_key = on_key,
@@ -426,6 +467,8 @@ int pve_resources_parse(const char *body, size_t len, pve_resource_fn fn, void *
         rc = E_SYNTAX; /* an empty text (or only white space) */
     if (rc == E_NONE && !p.seen_data)
         rc = E_SHAPE;
+    if (rc != E_NONE)
+        pve_error_clear(err); /* nothing of the exchange's answer stays */
     if (rc == E_SYNTAX) {
         pve_error_set(err, PVE_E_OTHER, "answer is not a JSON object");
         return PVE_E_OTHER;

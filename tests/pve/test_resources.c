@@ -68,23 +68,30 @@ static void test_parse_errors(void **state)
     struct seen s = {0};
     struct pve_error e;
     static const char *const syntax[] = {
-        "",
-        "   ",
-        "[{\"data\":[]}]",
-        "42",
-        "{\"data\":[{},{}]",                            /* truncated */
-        "{\"data\":[{},{},]}",                          /* trailing comma */
-        "{\"data\":[{} {}]}",                           /* missing comma */
-        "{\"data\":[{}]} x",                            /* trailing garbage */
-        "{\"data\":[{}]}{}",                            /* two texts */
-        "{\"data\":[{\"a\":1]}",                        /* broken element */
-        "{data:[{}]}",                                  /* unquoted key */
-        "{\"data\" [{}]}",                              /* missing colon */
+        "", "   ", "[{\"data\":[]}]", "42", "{\"data\":[{},{}]", /* truncated */
+        "{\"data\":[{},{},]}",                                   /* trailing comma */
+        "{\"data\":[{} {}]}",                                    /* missing comma */
+        "{\"data\":[{}]} x",                                     /* trailing garbage */
+        "{\"data\":[{}]}{}",                                     /* two texts */
+        "{\"data\":[{\"a\":1]}",                                 /* broken element */
+        "{data:[{}]}",                                           /* unquoted key */
+        "{\"data\" [{}]}",                                       /* missing colon */
         "{\"a\":1,}",                                   /* trailing comma in the envelope */
         "{\"data\":[{\"name\":\"x]}",                   /* string runs off the end */
         "{\"data\":[{\"name\":\"\xff\"}]}",             /* not UTF-8 */
         "{\"data\":[{\"vmid\":99999999999999999999}]}", /* no 64-bit integer */
         "{\"data\":[]} /* c */",                        /* comments are not JSON */
+        /* what jansson refuses and yajl would let through */
+        "{\"data\":[{\"name\":\"a\\u0000b\"}]}",        /* a NUL */
+        "{\"data\":[],\"message\":\"\\u0000\"}",        /* one in a skipped member */
+        "{\"data\":[{\"name\":\"\xc0\x80\"}]}",         /* an overlong form */
+        "{\"data\":[{\"name\":\"\xed\xa0\x80\"}]}",     /* a surrogate */
+        "{\"data\":[{\"name\":\"\xf4\x90\x80\x80\"}]}", /* above U+10FFFF */
+        "{\"data\":[{\"name\":\"\\udc00\"}]}",          /* an escaped low surrogate */
+        "{\"data\":[{\"\xed\xa0\x80\":1}]}",            /* in a key */
+        "{\"data\":[{\"mem\":9223372036854775808}]}",   /* beyond int64 */
+        "{\"data\":[{\"mem\":-9223372036854775809}]}",
+        "{\"data\":[{\"cpu\":1e400}]}", /* beyond double */
     };
     for (size_t i = 0; i < sizeof syntax / sizeof *syntax; i++) {
         int rc = walk(syntax[i], &s, &e);
@@ -106,6 +113,25 @@ static void test_parse_errors(void **state)
         if (rc != PVE_E_OTHER || strcmp(e.message, "unexpected result for /cluster/resources") != 0)
             fail_msg("'%s': %d '%s', expected a shape error", shape[i], rc, e.message);
     }
+    /* nesting deeper than jansson's 2048 */
+    struct buf deep = BUF_INIT(BUF_UNLIMITED);
+    buf_adds(&deep, "{\"data\":[{\"x\":");
+    for (int i = 0; i < 2046; i++)
+        buf_adds(&deep, "[");
+    size_t open_at = deep.len;
+    for (int i = 0; i < 2046; i++)
+        buf_adds(&deep, "]");
+    buf_adds(&deep, "}]}");
+    assert_int_equal(walk(buf_str(&deep), &s, &e), PVE_E_OTHER);
+    assert_string_equal(e.message, "answer is not a JSON object");
+    /* one level less is fine */
+    memmove(deep.data + open_at - 1, deep.data + open_at, deep.len - open_at + 1);
+    deep.len--;
+    memmove(deep.data + open_at - 1, deep.data + open_at, deep.len - open_at + 1);
+    deep.len--;
+    assert_int_equal(walk(buf_str(&deep), &s, &e), 0);
+    assert_int_equal(s.n, 1);
+    buf_release(&deep);
     /* the callback stops the walk, any non-zero value its own */
     s.stop_at = 2;
     int rcs[] = {7, -1, -2};
@@ -117,6 +143,15 @@ static void test_parse_errors(void **state)
         snprintf(want, sizeof want, "/cluster/resources: stopped by the caller (%d)", rcs[i]);
         assert_string_equal(e.message, want);
     }
+    /* at the last resource; at the one after a container (not counted) */
+    s.stop_rc = 3;
+    assert_int_equal(walk("{\"data\":[{},{}]}", &s, &e), PVE_E_OTHER);
+    assert_int_equal(s.n, 2);
+    assert_int_equal(walk("{\"data\":[{},{\"type\":\"lxc\"},{},{}]}", &s, &e), PVE_E_OTHER);
+    assert_int_equal(s.n, 2);
+    assert_string_equal(e.message, "/cluster/resources: stopped by the caller (3)");
+    s.stop_at = 3; /* after the last: never */
+    assert_int_equal(walk("{\"data\":[{},{\"type\":\"lxc\"},{}]}", &s, &e), 0);
 }
 
 /* Each field as PVE may send it: numbers as strings, booleans as 0/1 or
@@ -141,12 +176,14 @@ static void test_parse_lenient(void **state)
     const char *text =
         "{\"data\":[{\"type\":\"qemu\",\"vmid\":\" 42\",\"maxmem\":1.5e3,\"mem\":true,"
         "\"maxdisk\":\"12x\",\"disk\":1e300,\"uptime\":-7,\"maxcpu\":4.9,\"name\":12,"
-        "\"status\":2.5,\"lock\":false,\"tags\":\"a\\u0000b\",\"template\":\"1\","
+        "\"status\":2.5,\"lock\":false,\"tags\":\"a;\\u00e9\",\"template\":\"1\","
         "\"shared\":2,\"node\":\"sv1\",\"node\":null,\"hastate\":\"x\",\"hastate\":{\"a\":1},"
         "\"uptime\":5,\"uptime\":[1],\"id\":\"q\\\"\\u00e9\"},"
         "{\"type\":\"storage\",\"template\":\"0\",\"shared\":0.0,\"storage\":\"s\","
         "\"type\":\"lxc\"},"
-        "{\"type\":5,\"template\":true,\"shared\":\"true\",\"vmid\":3000000000}]}";
+        "{\"type\":5,\"template\":true,\"shared\":\"true\",\"vmid\":3000000000,"
+        "\"maxmem\":-9223372036854775808,\"maxdisk\":9.3e18,\"disk\":9.21e18,"
+        "\"mem\":\"0000000000000000000000000000000000000042\"}]}";
     struct pve_resource r[3];
     int n = 0;
     struct pve_error e;
@@ -160,7 +197,7 @@ static void test_parse_lenient(void **state)
     assert_string_equal(r[0].name, "12");
     assert_string_equal(r[0].status, "2.5");
     assert_string_equal(r[0].lock, "");
-    assert_string_equal(r[0].tags, "a"); /* a text ends at a NUL */
+    assert_string_equal(r[0].tags, "a;\xc3\xa9");
     assert_true(r[0].tmpl && r[0].shared);
     assert_string_equal(r[0].node, "");
     assert_string_equal(r[0].hastate, ""); /* the last of a repeated member, an object */
@@ -168,6 +205,8 @@ static void test_parse_lenient(void **state)
     assert_int_equal(r[1].type, PVE_RES_OTHER);
     assert_true(r[1].tmpl && !r[1].shared);
     assert_int_equal(r[1].vmid, 2147483647); /* an int field, kept in range */
+    assert_true(r[1].maxmem == INT64_MIN && r[1].maxdisk == INT64_MAX);
+    assert_true(r[1].disk == 9210000000000000000LL && r[1].mem == 42);
 }
 
 /* pve_resources_parse into a list */
@@ -299,17 +338,14 @@ static void test_resources_many(void **state)
 /* The oracle: the whole answer as a jansson tree, each element read with
  * api_json.c's lenient readers, as the parse did before it streamed. Its
  * documented differences: an int field takes the value kept in range, a
- * real out of int64's range is clamped, a numeric string of 32 bytes or
- * more reads as 0. */
+ * real out of int64's range is clamped (the old cast was undefined). */
 static int64_t ref_int(json_t *e, const char *key)
 {
     json_t *v = json_object_get(e, key);
     if (json_is_real(v)) {
         double d = json_real_value(v);
-        return d >= 9.2e18 ? INT64_MAX : d <= -9.2e18 ? INT64_MIN : (int64_t)d;
+        return d >= 0x1p63 ? INT64_MAX : d < -0x1p63 ? INT64_MIN : (int64_t)d;
     }
-    if (json_is_string(v) && strlen(json_string_value(v)) >= 32)
-        return 0;
     return pj_int(e, key, 0);
 }
 
@@ -362,8 +398,8 @@ static int ref_parse(const char *text, size_t len, struct pve_resource *out, int
     if (d && memmem(d + 6, len - (size_t)(d + 6 - text), "\"data\"", 6))
         return REF_SKIP;
     json_t *root = json_loadb(text, len, 0, &je);
-    if (!root) /* yajl takes \u0000 (the text is cut there); jansson does not */
-        return strstr(je.text, "\\u0000") ? REF_SKIP : REF_SYNTAX;
+    if (!root)
+        return REF_SYNTAX;
     int rc = REF_OK;
     json_t *data = json_object_get(root, "data"), *e;
     if (!json_is_object(root))
@@ -434,10 +470,29 @@ static void test_parse_matches_tree(void **state)
 {
     (void)state;
     static const char pieces[] = "{}[]:,\"\\0123456789-+.eEtrufalsn \x01\xff\x00";
-    static const char *const words[] = {"true",      "null",      "1e400",   "-0",
-                                        "\"\"",      "{}",        "[]",      "\"lxc\"",
-                                        "\"qemu\"",  "\"data\"",  "\\u0000", "99999999999999999999",
-                                        "\"vmid\":", "\"type\":", "1,",      "null,"};
+    static const char *const words[] = {"true",
+                                        "null",
+                                        "1e400",
+                                        "-0",
+                                        "\"\"",
+                                        "{}",
+                                        "[]",
+                                        "\"lxc\"",
+                                        "\"qemu\"",
+                                        "\"data\"",
+                                        "\\u0000",
+                                        "99999999999999999999",
+                                        "\xc3\xa9",
+                                        "\xc0\x80",
+                                        "\xed\xa0\x80",
+                                        "\xf4\x90\x80\x80",
+                                        "\\udc00",
+                                        "-9223372036854775808",
+                                        "9223372036854775808",
+                                        "\"vmid\":",
+                                        "\"type\":",
+                                        "1,",
+                                        "null,"};
     uint64_t x = 0x9e3779b97f4a7c15ull;
     char buf[2048];
     int agree[4] = {0};
@@ -492,8 +547,9 @@ static void test_parse_matches_tree(void **state)
                       : strcmp(e.message, "unexpected result for /cluster/resources") == 0
                           ? REF_SHAPE
                           : -1;
-        /* text that is not JSON fails; where an element already broke the
-         * shape the stream says so first (so did the old walk) */
+        /* text that is not JSON fails; where a fault of shape comes first
+         * in the text (an element that is not an object, "data" not an
+         * array) the stream says that one */
         if (ref == REF_SYNTAX && verdict == REF_SHAPE)
             verdict = REF_SYNTAX;
         if (verdict != ref)
