@@ -277,7 +277,9 @@ static int got_double(struct rparse *p, double v)
 
 /* A number as yajl's lexer found it (grammar checked), converted here:
  * yajl's own conversion refuses INT64_MIN and overflows inside on some
- * 19-digit inputs. Out of range is a syntax error, as in jansson. */
+ * 19-digit inputs. Out of range is a syntax error, as in jansson. strtod
+ * reads '.' as the decimal point in the C locale, which proxd never leaves
+ * (no setlocale anywhere). */
 static int on_number(void *ctx, const char *s, size_t n)
 {
     struct rparse *p = ctx;
