@@ -1,5 +1,10 @@
 #include "pve/api_json.h"
 
+#include "common/jsonw.h"
+#include "common/xalloc.h"
+
+#include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,4 +64,31 @@ bool pj_bool(json_t *obj, const char *key)
         return json_number_value(v) != 0;
     const char *s = json_string_value(v);
     return s && strcmp(s, "1") == 0;
+}
+
+bool pj_text_ok(const unsigned char *s, size_t n)
+{
+    return !memchr(s, '\0', n) && jsonw_utf8_valid((const char *)s, n);
+}
+
+/* yajl's own conversion refuses INT64_MIN and overflows inside on some
+ * 19-digit inputs. strtod reads '.' as the decimal point in the C locale,
+ * which proxd never leaves (no setlocale anywhere). */
+int pj_number(const char *s, size_t n, long long *i, double *d)
+{
+    char small[64], *t = n < sizeof small ? small : xmalloc(n + 1);
+    memcpy(t, s, n);
+    t[n] = '\0';
+    bool real = strpbrk(t, ".eE") != NULL;
+    *i = 0;
+    *d = 0;
+    errno = 0;
+    if (real)
+        *d = strtod(t, NULL);
+    else
+        *i = strtoll(t, NULL, 10);
+    bool over = errno == ERANGE && (!real || fabs(*d) == HUGE_VAL);
+    if (t != small)
+        free(t);
+    return over ? -1 : real;
 }

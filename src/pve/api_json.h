@@ -17,4 +17,12 @@ double pj_num(json_t *obj, const char *key, double dflt);
 /* 1/0, true/false, "1"/"0". */
 bool pj_bool(json_t *obj, const char *key);
 
+/* For the parsers that read an answer as a stream of yajl's events
+ * (api_resources.c, api_tasklog.c), refusing what jansson refuses:
+ * a string that is not strict UTF-8 (RFC 3629) or holds a NUL; a number
+ * out of range. pj_number converts a number's text (yajl checked its
+ * grammar): 0 an integer in *i, 1 a real in *d, -1 out of range. */
+bool pj_text_ok(const unsigned char *s, size_t n);
+int pj_number(const char *s, size_t n, long long *i, double *d);
+
 #endif

@@ -18,14 +18,12 @@
  * as '?' and takes \f and \v for white space; a text with a fault of shape
  * before one of syntax is said to be of the wrong shape (the stream meets
  * it first). */
-#include "common/jsonw.h"
 #include "common/xalloc.h"
+#include "pve/api_json.h"
 #include "pve/pve_api.h"
 #include "pve/pve_int.h"
 
-#include <errno.h>
 #include <limits.h>
-#include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -275,43 +273,23 @@ static int got_double(struct rparse *p, double v)
     return 1;
 }
 
-/* A number as yajl's lexer found it (grammar checked), converted here:
- * yajl's own conversion refuses INT64_MIN and overflows inside on some
- * 19-digit inputs. Out of range is a syntax error, as in jansson. strtod
- * reads '.' as the decimal point in the C locale, which proxd never leaves
- * (no setlocale anywhere). */
+/* A number as yajl's lexer found it (grammar checked), converted here
+ * (pj_number). Out of range is a syntax error, as in jansson. */
 static int on_number(void *ctx, const char *s, size_t n)
 {
     struct rparse *p = ctx;
-    char small[64], *t = n < sizeof small ? small : xmalloc(n + 1);
-    memcpy(t, s, n);
-    t[n] = '\0';
-    bool real = strpbrk(t, ".eE") != NULL;
-    long long i = 0;
-    double d = 0;
-    errno = 0;
-    if (real)
-        d = strtod(t, NULL);
-    else
-        i = strtoll(t, NULL, 10);
-    bool over = errno == ERANGE && (!real || fabs(d) == HUGE_VAL);
-    if (t != small)
-        free(t);
-    if (over)
+    long long i;
+    double d;
+    int kind = pj_number(s, n, &i, &d);
+    if (kind < 0)
         return cancel(p, E_SYNTAX);
-    return real ? got_double(p, d) : got_integer(p, i);
-}
-
-/* What jansson refuses in a string: not strict UTF-8 (RFC 3629), or a NUL. */
-static bool text_ok(const unsigned char *s, size_t n)
-{
-    return !memchr(s, '\0', n) && jsonw_utf8_valid((const char *)s, n);
+    return kind ? got_double(p, d) : got_integer(p, i);
 }
 
 static int on_string(void *ctx, const unsigned char *s, size_t n)
 {
     struct rparse *p = ctx;
-    if (!text_ok(s, n))
+    if (!pj_text_ok(s, n))
         return cancel(p, E_SYNTAX);
     if (p->skip || p->depth != D_ELEMENT)
         return scalar_outside(p);
@@ -335,7 +313,7 @@ static int on_string(void *ctx, const unsigned char *s, size_t n)
 static int on_key(void *ctx, const unsigned char *k, size_t n)
 {
     struct rparse *p = ctx;
-    if (!text_ok(k, n))
+    if (!pj_text_ok(k, n))
         return cancel(p, E_SYNTAX);
     if (p->skip)
         return 1;

@@ -449,6 +449,14 @@ int pve_call_raw(pve_client *c, const char *method, const char *path, json_t *pa
     return call_loop(c, method, path, params, flags, NULL, NULL, raw, err);
 }
 
+int pve_call_guarded_raw(pve_client *c, const char *method, const char *path, json_t *params,
+                         unsigned flags, const struct pve_guard *g, struct buf *raw,
+                         struct pve_error *err)
+{
+    buf_init(raw, PVE_BODY_MAX);
+    return call_loop(c, method, path, params, flags, g, NULL, raw, err);
+}
+
 /* FNV-1a: a UPID's key in the ring of known tasks (a collision would only
  * make a lost answer's lookup skip a task, which then fails as unseen). */
 static uint64_t upid_hash(const char *upid)

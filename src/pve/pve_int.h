@@ -225,10 +225,24 @@ int pve_call_guarded(pve_client *c, const char *method, const char *path, json_t
                      struct pve_error *err);
 /* The same call, but a successful answer's body is handed over unparsed in
  * *raw (which the caller releases with buf_release): for big answers that
- * are parsed as a stream (api_resources.c) instead of as one JSON tree.
- * Error answers are parsed and classified as usual. */
+ * are parsed as a stream (api_resources.c, api_tasklog.c) instead of as
+ * one JSON tree; the _guarded_ one under a look's guard. Error answers are
+ * parsed and classified as usual. */
 int pve_call_raw(pve_client *c, const char *method, const char *path, json_t *params,
                  unsigned flags, struct buf *raw, struct pve_error *err);
+int pve_call_guarded_raw(pve_client *c, const char *method, const char *path, json_t *params,
+                         unsigned flags, const struct pve_guard *g, struct buf *raw,
+                         struct pve_error *err);
+
+/* ---- api_tasklog.c ---- */
+/* One page of a task log's answer body (the whole envelope): each line's
+ * text ("t") appended to `lines` (a JSON array of strings; a line without
+ * a text as ""), *total (may be NULL) from the envelope's "total" (0 when
+ * it is no integer). Read as a stream of parse events (a clone's log is
+ * ~100 lines of progress). A malformed body fails (PVE_E_OTHER, "answer
+ * is not a JSON object") and appends nothing. */
+int pve_log_parse(const char *body, size_t len, json_t *lines, int64_t *total,
+                  struct pve_error *err);
 
 /* ---- api_resources.c ---- */
 /* The resources of a /cluster/resources answer body (p[0..len), the whole

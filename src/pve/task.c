@@ -175,21 +175,12 @@ static int log_page(pve_client *c, const struct pve_task *t, int start, int limi
         return PVE_E_INVALID;
     }
     json_t *params = json_pack("{s:i, s:i}", "start", start, "limit", limit);
-    json_t *env = NULL;
-    int rc = pve_call_guarded(c, "GET", path, params, PVE_F_TASKPOLL, g, &env, err);
+    struct buf raw;
+    int rc = pve_call_guarded_raw(c, "GET", path, params, PVE_F_TASKPOLL, g, &raw, err);
     json_decref(params);
-    if (rc == 0) {
-        json_t *d = json_object_get(env, "data"), *e;
-        size_t i;
-        json_array_foreach(d, i, e)
-        {
-            const char *s = json_string_value(json_object_get(e, "t"));
-            json_array_append_new(lines, json_string(s ? s : ""));
-        }
-        if (total)
-            *total = json_integer_value(json_object_get(env, "total"));
-    }
-    json_decref(env);
+    if (rc == 0) /* read as a stream: see api_tasklog.c */
+        rc = pve_log_parse(raw.data, raw.len, lines, total, err);
+    buf_release(&raw);
     return rc;
 }
 
