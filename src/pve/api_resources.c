@@ -14,8 +14,10 @@
  * compares the two on randomly edited answers): strings that are not
  * strict UTF-8 or hold a NUL (yajl lets overlong forms, surrogates and
  * "\u0000" through), integers beyond int64, reals beyond double, nesting
- * deeper than 2048. Left: yajl reads an escaped lone surrogate ("\ud800")
- * as '?' and takes \f and \v for white space; a text with a fault of shape
+ * deeper than 2048, a raw NUL byte anywhere (jansson let one after a
+ * number through). Left: yajl reads an escaped lone high surrogate
+ * ("\ud800") as '?', takes one followed by any \u escape for a pair, and
+ * \f and \v for white space; a text with a fault of shape
  * before one of syntax is said to be of the wrong shape (the stream meets
  * it first). */
 #include "common/xalloc.h"
@@ -205,9 +207,17 @@ static void clear_field(struct rparse *p)
         *b = false;
 }
 
+/* A scalar nested deeper than jansson's limit (it counts every value). */
+static bool too_deep(const struct rparse *p)
+{
+    return p->depth + p->skip >= MAX_DEPTH;
+}
+
 static int on_null(void *ctx)
 {
     struct rparse *p = ctx;
+    if (too_deep(p))
+        return cancel(p, E_SYNTAX);
     if (p->skip)
         return 1;
     if (p->depth == D_ELEMENT) {
@@ -228,6 +238,8 @@ static int scalar_outside(struct rparse *p)
 static int on_bool(void *ctx, int v)
 {
     struct rparse *p = ctx;
+    if (too_deep(p))
+        return cancel(p, E_SYNTAX);
     if (p->skip || p->depth != D_ELEMENT)
         return scalar_outside(p);
     set_text(p, "", 0); /* pj_str: a boolean is no text */
@@ -281,7 +293,7 @@ static int on_number(void *ctx, const char *s, size_t n)
     long long i;
     double d;
     int kind = pj_number(s, n, &i, &d);
-    if (kind < 0)
+    if (kind < 0 || too_deep(p))
         return cancel(p, E_SYNTAX);
     return kind ? got_double(p, d) : got_integer(p, i);
 }
@@ -289,7 +301,7 @@ static int on_number(void *ctx, const char *s, size_t n)
 static int on_string(void *ctx, const unsigned char *s, size_t n)
 {
     struct rparse *p = ctx;
-    if (!pj_text_ok(s, n))
+    if (!pj_text_ok(s, n) || too_deep(p))
         return cancel(p, E_SYNTAX);
     if (p->skip || p->depth != D_ELEMENT)
         return scalar_outside(p);

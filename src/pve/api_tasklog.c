@@ -9,7 +9,10 @@
  * its "t" the text ("" when it has none or it is no string), the last of
  * a repeated member counting, a "data" that is no array giving no line;
  * "total" an integer or 0. What jansson refuses is refused (pj_text_ok,
- * pj_number, nesting deeper than 2048). */
+ * pj_number, a value nested deeper than 2048), and a raw NUL byte anywhere
+ * (jansson let one after a number through). Left, as in api_resources.c:
+ * yajl reads an escaped lone high surrogate ("\ud800") as '?', takes one
+ * followed by any \u escape for a pair, and \f and \v for white space. */
 #include "pve/api_json.h"
 #include "pve/pve_int.h"
 
@@ -59,6 +62,10 @@ static void set_text(struct lparse *p, json_t *v)
  * handled here (containers are counted by the callers). */
 static int scalar(struct lparse *p, json_t *str, bool is_int, long long i)
 {
+    if (p->depth + p->skip >= MAX_DEPTH) { /* jansson counts every value */
+        json_decref(str);
+        return refuse(p);
+    }
     if (p->skip) {
         json_decref(str);
         return 1;

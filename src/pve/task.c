@@ -178,8 +178,11 @@ static int log_page(pve_client *c, const struct pve_task *t, int start, int limi
     struct buf raw;
     int rc = pve_call_guarded_raw(c, "GET", path, params, PVE_F_TASKPOLL, g, &raw, err);
     json_decref(params);
-    if (rc == 0) /* read as a stream: see api_tasklog.c */
+    if (rc == 0) { /* read as a stream: see api_tasklog.c */
         rc = pve_log_parse(raw.data, raw.len, lines, total, err);
+        if (rc && err)
+            err->http_status = 200; /* a 2xx answer whose body is no envelope */
+    }
     buf_release(&raw);
     return rc;
 }

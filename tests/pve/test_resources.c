@@ -132,6 +132,19 @@ static void test_parse_errors(void **state)
     assert_int_equal(walk(buf_str(&deep), &s, &e), 0);
     assert_int_equal(s.n, 1);
     buf_release(&deep);
+    /* a scalar counts as a level too */
+    for (int k = 0; k < 2; k++) {
+        struct buf b = BUF_INIT(BUF_UNLIMITED);
+        buf_adds(&b, "{\"data\":[{\"x\":");
+        for (int i = 0; i < 2044 + k; i++)
+            buf_adds(&b, "[");
+        buf_adds(&b, "1");
+        for (int i = 0; i < 2044 + k; i++)
+            buf_adds(&b, "]");
+        buf_adds(&b, "}]}");
+        assert_int_equal(walk(buf_str(&b), &s, &e), k ? PVE_E_OTHER : 0);
+        buf_release(&b);
+    }
     /* the callback stops the walk, any non-zero value its own */
     s.stop_at = 2;
     int rcs[] = {7, -1, -2};

@@ -95,16 +95,22 @@ static void test_log_pages(void **state)
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
         expect(bad[i], NULL, 0);
     expect("{\"data\":[],\"total\":-9223372036854775808}", "before", INT64_MIN);
-    /* nesting: jansson's 2048 */
-    struct buf deep = BUF_INIT(BUF_UNLIMITED);
-    buf_adds(&deep, "{\"data\":[{\"x\":");
-    for (int i = 0; i < 2046; i++)
-        buf_adds(&deep, "[");
-    for (int i = 0; i < 2046; i++)
-        buf_adds(&deep, "]");
-    buf_adds(&deep, ",\"t\":\"deep\"}]}");
-    expect(buf_str(&deep), NULL, 0);
-    buf_release(&deep);
+    /* nesting: jansson's 2048 values deep (the envelope the first), a
+     * scalar counted as a container is */
+    for (int k = 0; k < 4; k++) {
+        int arrays = k < 2 ? 2045 + k : 2044 + (k - 2); /* empty, then with a scalar */
+        struct buf deep = BUF_INIT(BUF_UNLIMITED);
+        buf_adds(&deep, "{\"data\":[{\"x\":");
+        for (int i = 0; i < arrays; i++)
+            buf_adds(&deep, "[");
+        if (k >= 2)
+            buf_adds(&deep, "1");
+        for (int i = 0; i < arrays; i++)
+            buf_adds(&deep, "]");
+        buf_adds(&deep, ",\"t\":\"deep\"}]}");
+        expect(buf_str(&deep), k % 2 ? NULL : "before|deep", 0);
+        buf_release(&deep);
+    }
 }
 
 /* ---- against a JSON tree ---------------------------------------------------------- */
