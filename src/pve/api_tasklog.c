@@ -58,8 +58,9 @@ static void set_text(struct lparse *p, json_t *v)
     p->text = v;
 }
 
-/* A value in an envelope's member or a line's; true when it was a scalar
- * handled here (containers are counted by the callers). */
+/* A scalar (str: a string's value, NULL for any other): where it stands
+ * says what it is. 1 to go on, 0 when refused (yajl's convention);
+ * containers are open_value's. */
 static int scalar(struct lparse *p, json_t *str, bool is_int, long long i)
 {
     if (p->depth + p->skip >= MAX_DEPTH) { /* jansson counts every value */
