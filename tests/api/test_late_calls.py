@@ -19,7 +19,7 @@ once (late), and served after proxd looked for the task they would start
 """
 from lib.cases import case, finish
 from lib.db import expire_leases, query
-from lib.proxd import Proxd, shutdown
+from lib.proxd import Proxd, run as proxd_cli, shutdown
 from lib.sim import Sim
 from lib.vmjobs import VmJobs
 from lib.wait import wait_for
@@ -200,6 +200,33 @@ def a_resumed_configure_writes_with_the_digest():
     v = sim.vm(vmid)
     have = v["pending"].get("cores", v["conf"].get("cores"))
     assert str(have) == "3", (v, events(job))
+
+
+@case
+def a_pause_served_after_a_reboot_is_seen():
+    """A pause's call closed at once and served 15 s later: the job looks,
+    finds the VM running and pauses it again; a resume and a reboot follow
+    (each done, the VM running); then the first pause is served and the VM
+    is paused. A reconcile pass records it paused (it read the VM's own
+    status only after a pause or resume job: the record said "running",
+    seed 11 of core/test_faults_random)."""
+    vmid = created("late-pause")["vmid"]
+    wait_node_up(vmid)
+    late_once("POST", r"^/nodes/[^/]+/qemu/%d/status/suspend$" % vmid, 15000)
+    ev = done_through_the_fault(px.call("POST", "/v1/vms/%d/pause" % vmid, ALICE))
+    for action in ("resume", "reboot"):
+        r = px.call("POST", "/v1/vms/%d/%s" % (vmid, action), ALICE)
+        assert r.status_code == 202, r.text
+        j = px.wait_job(r.json()["job"], ALICE, deadline=60)
+        assert j["state"] == "done", (action, j)
+    assert sim.ctl("GET", "/calls").get("late_pending", 0) == 1, ev  # not served yet
+    sim.wait_late()
+    assert sim.vm(vmid)["power"] == "paused", sim.vm(vmid)
+    power = query(px.db, "SELECT power FROM vms WHERE vmid = %d AND state = 'enabled'" % vmid)
+    assert power == [("running",)], power
+    proxd_cli("reconcile", "--config", px.conf)
+    power = query(px.db, "SELECT power FROM vms WHERE vmid = %d AND state = 'enabled'" % vmid)
+    assert power == [("paused",)], (power, ev)
 
 
 shutdown(px, sim)
