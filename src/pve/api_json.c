@@ -4,6 +4,7 @@
 #include "common/xalloc.h"
 
 #include <errno.h>
+#include <yajl/yajl_parse.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,6 +65,18 @@ bool pj_bool(json_t *obj, const char *key)
         return json_number_value(v) != 0;
     const char *s = json_string_value(v);
     return s && strcmp(s, "1") == 0;
+}
+
+bool pj_stream(const yajl_callbacks *cb, void *ctx, const char *body, size_t len)
+{
+    yajl_handle h = yajl_alloc(cb, NULL, ctx);
+    if (!h)
+        abort(); /* allocation failure */
+    yajl_status st = yajl_parse(h, (const unsigned char *)(body ? body : ""), body ? len : 0);
+    if (st == yajl_status_ok)
+        st = yajl_complete_parse(h);
+    yajl_free(h);
+    return st == yajl_status_ok;
 }
 
 bool pj_text_ok(const unsigned char *s, size_t n)

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <yajl/yajl_parse.h>
 
 /* Copy a string member (numbers are formatted) into dst, truncated. */
 void pj_str(char *dst, size_t len, json_t *obj, const char *key);
@@ -23,6 +24,9 @@ bool pj_bool(json_t *obj, const char *key);
  * out of range. pj_number converts a number's text (yajl checked its
  * grammar): 0 an integer in *i, 1 a real in *d, -1 out of range. */
 bool pj_text_ok(const unsigned char *s, size_t n);
+/* Run yajl over body[0..len) (NULL: empty) with these callbacks and ctx:
+ * true when the whole text parsed and no callback cancelled. */
+bool pj_stream(const yajl_callbacks *cb, void *ctx, const char *body, size_t len);
 int pj_number(const char *s, size_t n, long long *i, double *d);
 
 #endif

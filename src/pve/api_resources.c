@@ -447,14 +447,7 @@ int pve_resources_parse(const char *body, size_t len, pve_resource_fn fn, void *
                         struct pve_error *err)
 {
     struct rparse p = {.fn = fn, .ud = ud};
-    yajl_handle h = yajl_alloc(&callbacks, NULL, &p);
-    if (!h)
-        abort();
-    yajl_status st = yajl_parse(h, (const unsigned char *)(body ? body : ""), body ? len : 0);
-    if (st == yajl_status_ok)
-        st = yajl_complete_parse(h);
-    yajl_free(h);
-    int rc = st == yajl_status_ok ? E_NONE : p.fail ? p.fail : E_SYNTAX;
+    int rc = pj_stream(&callbacks, &p, body, len) ? E_NONE : p.fail ? p.fail : E_SYNTAX;
     if (rc == E_NONE && !p.began)
         rc = E_SYNTAX; /* an empty text (or only white space) */
     if (rc == E_NONE && !p.seen_data)

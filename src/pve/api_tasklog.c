@@ -221,15 +221,9 @@ int pve_log_parse(const char *body, size_t len, json_t *lines, int64_t *total,
                   struct pve_error *err)
 {
     struct lparse p = {.lines = lines, .base = json_array_size(lines)};
-    yajl_handle h = yajl_alloc(&callbacks, NULL, &p);
-    if (!h)
-        abort();
-    yajl_status st = yajl_parse(h, (const unsigned char *)(body ? body : ""), body ? len : 0);
-    if (st == yajl_status_ok)
-        st = yajl_complete_parse(h);
-    yajl_free(h);
+    bool ok = pj_stream(&callbacks, &p, body, len);
     set_text(&p, NULL);
-    if (st != yajl_status_ok || p.bad || !p.began) {
+    if (!ok || p.bad || !p.began) {
         drop_page(&p);
         pve_error_set(err, PVE_E_OTHER, "answer is not a JSON object");
         return PVE_E_OTHER;
