@@ -571,8 +571,10 @@ static long put_configs(void)
 static void test_restore(void **state)
 {
     (void)state;
+    /* the test walks: a background walk (every reconcile_interval) could
+     * put the config back between the test's change and its fault rule */
     struct ch_opts o = {
-        .reconcile_interval = 1, .proxd_extra = "network_drift = restore\n", .extra = POOLS};
+        .reconcile_interval = 3600, .proxd_extra = "network_drift = restore\n", .extra = POOLS};
     ch_up(&env, &o);
     struct ourvm v;
     our_vm("restore", "10.9.0.60", "02:00:00:00:0A:60", &v);
@@ -632,7 +634,7 @@ static void test_adopt(void **state)
 {
     (void)state;
     struct ch_opts o = {
-        .reconcile_interval = 1, .proxd_extra = "network_drift = adopt\n", .extra = POOLS};
+        .reconcile_interval = 3600, .proxd_extra = "network_drift = adopt\n", .extra = POOLS};
     ch_up(&env, &o);
     struct ourvm v, w;
     our_vm("adopt", "10.9.0.62", "02:00:00:00:0A:62", &v);
