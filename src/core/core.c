@@ -67,6 +67,32 @@ static void tell_waiters(struct core *k)
     }
 }
 
+/* The task registry (pve.h) in the store: every instance on the database
+ * knows the tasks the others' calls started. */
+static void task_seen(void *ud, const char *upid)
+{
+    struct core *k = ud;
+    struct store_error se;
+    if (store_task_note(k->st, upid, &se))
+        log_warn("core",
+                 "task %s not recorded (%s): a lost answer's lookup by another instance "
+                 "may take it for its own",
+                 upid, se.message);
+}
+
+static int task_known(void *ud, const char *upid)
+{
+    struct core *k = ud;
+    struct store_error se;
+    bool noted = false;
+    if (store_task_noted(k->st, upid, &noted, &se)) {
+        log_warn("core", "cannot tell whether task %s is another's (%s): not taken", upid,
+                 se.message);
+        return -1;
+    }
+    return noted;
+}
+
 static void on_fleet_note(void *ud, unsigned notes)
 {
     struct core *k = ud;
@@ -230,6 +256,7 @@ struct core *core_new(const struct proxd_config *cfg, store *st, struct fleet *f
     pthread_cond_init(&k->stop_cv, NULL);
     pthread_cond_init(&k->note_cv, NULL);
     fleet_set_notify(fl, on_fleet_note, k);
+    fleet_set_task_registry(fl, &(struct pve_task_registry){task_seen, task_known, k});
     if (pipe(k->wake) != 0)
         k->wake[0] = k->wake[1] = -1; /* task waits fall back to ticks */
     k->watch_wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -260,6 +287,7 @@ void core_free(struct core *k)
         return;
     if (k->started)
         core_stop(k);
+    fleet_set_task_registry(k->fl, NULL); /* the fleet may outlive the core */
     webhooks_free(k);
     pthread_mutex_destroy(&k->mu);
     pthread_cond_destroy(&k->cv);

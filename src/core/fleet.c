@@ -561,6 +561,12 @@ static void apply_world(struct fleet *f, struct refresh_job *j, int64_t now)
     }
 }
 
+void fleet_set_task_registry(struct fleet *f, const struct pve_task_registry *r)
+{
+    for (int w = 0; w < f->nworlds; w++)
+        pve_client_set_task_registry(f->worlds[w].client, r);
+}
+
 void fleet_set_notify(struct fleet *f, void (*fn)(void *ud, unsigned notes), void *ud)
 {
     f->notify = fn;

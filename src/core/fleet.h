@@ -49,6 +49,9 @@ void fleet_free(struct fleet *f);
 /* The client for the world `node` belongs to (borrowed), or NULL. */
 pve_client *fleet_client(struct fleet *f, const char *node);
 
+/* Give every world's client the task registry r (pve.h; NULL: none). */
+void fleet_set_task_registry(struct fleet *f, const struct pve_task_registry *r);
+
 /* Refresh every world whose probe is due (all when force), in parallel;
  * returns when all have answered or failed. Each world is asked once (no
  * retry): one that does not answer within the connect timeout is marked

@@ -467,6 +467,13 @@ static uint64_t upid_hash(const char *upid)
     return h ? h : 1; /* 0 marks a free slot */
 }
 
+void pve_client_set_task_registry(pve_client *c, const struct pve_task_registry *r)
+{
+    pthread_mutex_lock(&c->seen_mu);
+    c->reg = r ? *r : (struct pve_task_registry){0};
+    pthread_mutex_unlock(&c->seen_mu);
+}
+
 void pve_client_task_seen(pve_client *c, const char *upid)
 {
     if (!upid || strncmp(upid, "UPID:", 5) != 0)
@@ -474,7 +481,10 @@ void pve_client_task_seen(pve_client *c, const char *upid)
     uint64_t h = upid_hash(upid);
     pthread_mutex_lock(&c->seen_mu);
     c->seen[c->seen_next++ % PVE_SEEN_MAX] = h;
+    struct pve_task_registry reg = c->reg;
     pthread_mutex_unlock(&c->seen_mu);
+    if (reg.seen)
+        reg.seen(reg.ud, upid);
 }
 
 bool pve_client_task_known(pve_client *c, const char *upid)
@@ -484,7 +494,11 @@ bool pve_client_task_known(pve_client *c, const char *upid)
     pthread_mutex_lock(&c->seen_mu);
     for (unsigned i = 0; i < PVE_SEEN_MAX && !known; i++)
         known = c->seen[i] == h;
+    struct pve_task_registry reg = c->reg;
     pthread_mutex_unlock(&c->seen_mu);
+    /* not ours in this process: maybe another's sharing the token */
+    if (!known && reg.known)
+        known = reg.known(reg.ud, upid) != 0;
     return known;
 }
 

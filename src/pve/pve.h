@@ -149,6 +149,29 @@ void pve_client_who(pve_client *c, char *out, size_t len);
 void pve_client_task_seen(pve_client *c, const char *upid);
 bool pve_client_task_known(pve_client *c, const char *upid);
 
+/* Where the tasks a client knows are also kept beyond its own memory, so
+ * that the processes sharing one token know each other's: several proxd
+ * instances on one database, or one proxd before and after a restart. A
+ * lost answer's lookup that finds another instance's start of the same VM,
+ * a few seconds old, would otherwise take it for its own (the UPID's user
+ * is the same token): the start "done", the VM stopped since.
+ *   seen:  the client knows upid as its own (called as
+ *          pve_client_task_seen is, in the caller's thread; it reports its
+ *          own failures, the lookup then knows less);
+ *   known: 1 when upid was seen by any client of the registry, 0 when not,
+ *          -1 when it cannot tell (the lookup then skips the task: a task
+ *          not taken makes the caller look at the VM and ask again, a task
+ *          wrongly taken makes it report work nobody did).
+ * Both are called without the client's locks held and must be thread-safe.
+ * Set once (NULL: none), before or while the client is in use; the struct
+ * is copied. */
+struct pve_task_registry {
+    void (*seen)(void *ud, const char *upid);
+    int (*known)(void *ud, const char *upid);
+    void *ud;
+};
+void pve_client_set_task_registry(pve_client *c, const struct pve_task_registry *r);
+
 /* How long a connection stays open idle: servers close it after 5 s
  * (pveproxy, pvesim); the pool counts 4. */
 #define PVE_OPEN_IDLE_MS 4000

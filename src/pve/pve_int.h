@@ -107,6 +107,7 @@ struct pve_client {
     pthread_mutex_t seen_mu;     /* guards seen, seen_next */
     uint64_t seen[PVE_SEEN_MAX]; /* hashes of the tasks known as ours (a ring) */
     unsigned seen_next;
+    struct pve_task_registry reg; /* under seen_mu; fn NULL: none */
 };
 
 /* ---- poll.c ---- */

@@ -761,6 +761,19 @@ int store_idem_put(store *s, const char *owner, const char *key, json_t *answer,
 int store_idem_get(store *s, const char *owner, const char *key, json_t **answer,
                    struct store_error *err);
 
+/* The tasks proxd's calls started, by UPID, known to every instance on the
+ * database (store_task.c; pve.h, struct pve_task_registry): a lost
+ * answer's lookup on a node's task list skips them, so that it does not
+ * take another instance's task (or its own from before a restart) for the
+ * one its call would have started. note: record upid (again: no change);
+ * now and then it also forgets the rows older than STORE_TASK_KEEP_MS (a
+ * lookup looks back seconds). noted: *noted tells whether upid is
+ * recorded. Errors: STORE_E_INVALID for an empty or over-long UPID (PVE's
+ * are under 256 bytes), else the database's. Any thread. */
+#define STORE_TASK_KEEP_MS (3600 * 1000LL)
+int store_task_note(store *s, const char *upid, struct store_error *err);
+int store_task_noted(store *s, const char *upid, bool *noted, struct store_error *err);
+
 /* A small named setting shared by every instance: when `name` has no value
  * yet, `value` becomes it; either way *out receives the value that holds
  * (so concurrent first starts agree on one, e.g. the API's token key). */

@@ -253,10 +253,19 @@ static const char SCHEMA_12_CANCEL[] =
     "ALTER TABLE jobs ADD COLUMN cancel_at {I64} NOT NULL DEFAULT 0;"
     "ALTER TABLE jobs ADD COLUMN cancel_by TEXT NOT NULL DEFAULT '';";
 
+/* Version 13: the tasks proxd's calls started, known to every instance
+ * (store_task.c): a lost answer's lookup skips them. */
+static const char SCHEMA_13_TASKS[] = "CREATE TABLE tasks_seen ("
+                                      "  upid TEXT PRIMARY KEY,"
+                                      "  at {I64} NOT NULL"
+                                      "){STRICT};"
+                                      "CREATE INDEX tasks_seen_at ON tasks_seen (at);";
+
 /* Migration i brings the schema from version SCHEMA_FIRST + i - 1 to
  * SCHEMA_FIRST + i; MIGRATIONS[0] makes a new database. */
 static const char *const MIGRATIONS[] = {SCHEMA_7,       SCHEMA_8_ADDR,  SCHEMA_9_EVENTS,
-                                         SCHEMA_10_JOBS, SCHEMA_11_POOL, SCHEMA_12_CANCEL};
+                                         SCHEMA_10_JOBS, SCHEMA_11_POOL, SCHEMA_12_CANCEL,
+                                         SCHEMA_13_TASKS};
 #define NMIGRATIONS ((int)(sizeof MIGRATIONS / sizeof MIGRATIONS[0]))
 #define SCHEMA_LAST (SCHEMA_FIRST + NMIGRATIONS - 1)
 

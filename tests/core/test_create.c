@@ -120,6 +120,13 @@ static void test_each_os(void **unused)
     json_t *state = ch_state(&e);
     assert_int_equal(ch_count_vms(state, NULL), 4);
     json_decref(state);
+    /* the tasks the creations started are known to every instance on the
+     * database (the core's task registry): a lost answer's lookup by
+     * another skips them */
+    assert_int_equal(ch_sql(&e, "SELECT count(*) FROM tasks_seen WHERE upid LIKE '%:qmclone:%'"),
+                     4);
+    assert_int_equal(ch_sql(&e, "SELECT count(*) FROM tasks_seen WHERE upid LIKE '%:qmstart:%'"),
+                     4);
     check_no_rejections(&e);
     ch_down(&e);
 }

@@ -31,10 +31,13 @@
  * operator's start a moment before is not (it was adopted: within the
  * 5 s of slack, of the right type and VMID); a client that logs in with a
  * password finds its own under the user the login answered. Nor is a task
- * the client was answered with before: the VM's previous resize. */
+ * the client was answered with before: the VM's previous resize; nor,
+ * with a task registry shared by clients (proxd instances on one
+ * database), a task another client was answered with. */
 #include "pvetest.h"
 #include "pve/pve_api.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -648,6 +651,96 @@ static void an_earlier_task_of_ours_is_not_the_answer(void **st)
     pve_client_free(c);
 }
 
+/* A task registry shared by clients, as proxd instances on one database
+ * share theirs (the store's, core.c): a list of UPIDs. */
+struct reg {
+    char upids[16][PVE_UPID_MAX];
+    int n;
+    pthread_mutex_t mu;
+};
+
+static void reg_seen(void *ud, const char *upid)
+{
+    struct reg *r = ud;
+    pthread_mutex_lock(&r->mu);
+    if (r->n < 16)
+        snprintf(r->upids[r->n++], PVE_UPID_MAX, "%s", upid);
+    pthread_mutex_unlock(&r->mu);
+}
+
+static int reg_known(void *ud, const char *upid)
+{
+    struct reg *r = ud;
+    int known = 0;
+    pthread_mutex_lock(&r->mu);
+    for (int i = 0; i < r->n && !known; i++)
+        known = strcmp(r->upids[i], upid) == 0;
+    pthread_mutex_unlock(&r->mu);
+    return known;
+}
+
+static int reg_blind(void *ud, const char *upid)
+{
+    (void)ud;
+    (void)upid;
+    return -1;
+}
+
+/* Two proxd instances share one token: one starts a VM and stops it, the
+ * other's start of it a moment later never reaches Proxmox (a hang). Its
+ * lookup finds the first one's start on the task list: same type, VMID,
+ * token, within the seconds of slack. Without a registry it takes it (the
+ * start "done", the VM stopped: shown first, so that the case proves the
+ * scenario is live); with the instances' shared registry it does not, and
+ * the lost answer is a network error (the caller looks at the VM and asks
+ * again). A registry that cannot tell makes the lookup skip the task. */
+static void another_instances_task_is_not_ours(void **st)
+{
+    (void)st;
+    struct pve_error e;
+    char first[PVE_UPID_MAX], upid[PVE_UPID_MAX] = "", buf[1024];
+    struct reg r = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    const struct pve_task_registry shared = {reg_seen, reg_known, &r};
+    const struct pve_task_registry blind = {reg_seen, reg_blind, &r};
+    pve_client *a = client(), *lone = client_timeout(1000), *b = client_timeout(1000);
+    pve_client_set_task_registry(a, &shared);
+    pve_client_set_task_registry(b, &shared);
+    vm_clone(a, 716);
+    if (pve_vm_power(a, "sv1", 716, PVE_POWER_START, NULL, first, &e))
+        fail_msg("the first start: %s", pve_strerror(&e, buf, sizeof buf));
+    task_ok(a, first);
+    if (pve_vm_power(a, "sv1", 716, PVE_POWER_STOP, NULL, upid, &e))
+        fail_msg("the stop: %s", pve_strerror(&e, buf, sizeof buf));
+    task_ok(a, upid);
+    assert_true(reg_known(&r, first)); /* noted when its answer came */
+
+    fault_next(lone, "POST", "/qemu/716/status/start$", "hang");
+    int rc = pve_vm_power(lone, "sv1", 716, PVE_POWER_START, NULL, upid, &e);
+    dropped();
+    if (rc != 0 || strcmp(upid, first) != 0)
+        fail_msg("without a registry, the lost start did not take the other's task %s (rc %d, "
+                 "%s): the case shows nothing",
+                 first, rc, upid);
+
+    fault_next(b, "POST", "/qemu/716/status/start$", "hang");
+    upid[0] = '\0';
+    rc = pve_vm_power(b, "sv1", 716, PVE_POWER_START, NULL, upid, &e);
+    dropped();
+    if (rc == 0)
+        fail_msg("a start that never was served answered %s (the other instance's: %s)", upid,
+                 first);
+    assert_int_equal(rc, PVE_E_NETWORK);
+
+    pve_client_set_task_registry(b, &blind);
+    fault_next(b, "POST", "/qemu/716/status/start$", "hang");
+    rc = pve_vm_power(b, "sv1", 716, PVE_POWER_START, NULL, upid, &e);
+    dropped();
+    assert_int_equal(rc, PVE_E_NETWORK);
+    pve_client_free(a);
+    pve_client_free(lone);
+    pve_client_free(b);
+}
+
 int main(void)
 {
     pve_global_init();
@@ -664,6 +757,7 @@ int main(void)
         cmocka_unit_test(an_operators_task_is_not_ours),
         cmocka_unit_test(a_users_own_task_is_found),
         cmocka_unit_test(an_earlier_task_of_ours_is_not_the_answer),
+        cmocka_unit_test(another_instances_task_is_not_ours),
         cmocka_unit_test(late_resize_grows_once),
         cmocka_unit_test(late_resize_on_pve7_grows_once),
         cmocka_unit_test(late_config_write_with_digest_is_done_once),

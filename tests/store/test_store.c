@@ -222,7 +222,7 @@ static int teardown(void **state)
 
 /* The schema version store_schema.c's MIGRATIONS ends at (the unified list
  * starts at 7: a new database records 7 and each later step). */
-#define SCHEMA_LAST 12
+#define SCHEMA_LAST 13
 
 static void test_open_bad_urls(void **state)
 {
@@ -2738,6 +2738,52 @@ static void test_kv_delete(void **state)
 
 /* Run-time settings (cordons): set overwrites, get and a prefix list read
  * them back, a prefix with LIKE's wildcards in it matches only itself. */
+/* The tasks proxd's calls started (store_task.c): noted once, however
+ * often; told apart by UPID; the old forgotten by a later note; bad UPIDs
+ * refused naming the function. A second handle on the database (another
+ * instance) sees what the first noted. */
+static void test_task_note(void **state)
+{
+    struct fx *f = *state;
+    struct store_error e;
+    const char *u1 = "UPID:sv1:00001000:00100000:6B000000:qmstart:100:root@pam!proxd:",
+               *u2 = "UPID:sv1:00001001:00100001:6B000001:qmstart:100:root@pam!proxd:";
+    bool noted = true;
+    OK(store_task_noted(f->s, u1, &noted, &e_));
+    assert_false(noted);
+    OK(store_task_note(f->s, u1, &e_));
+    OK(store_task_note(f->s, u1, &e_)); /* again: no change, no error */
+    OK(store_task_noted(f->s, u1, &noted, &e_));
+    assert_true(noted);
+    OK(store_task_noted(f->s, u2, &noted, &e_));
+    assert_false(noted);
+    store *other = store_open(f->url, &e);
+    assert_non_null(other);
+    OK(store_task_noted(other, u1, &noted, &e_));
+    assert_true(noted);
+    /* an old row goes at a later note (one in 64 of a process prunes) */
+    db_exec(f->url, "UPDATE tasks_seen SET at = 0");
+    for (int i = 0; i < 64; i++) {
+        char u[80];
+        snprintf(u, sizeof u, "UPID:sv2:%08X:00100000:6B000000:qmstop:200:root@pam!proxd:", i);
+        OK(store_task_note(other, u, &e_));
+    }
+    OK(store_task_noted(f->s, u1, &noted, &e_));
+    assert_false(noted);
+    int rows = 0, unused = 0;
+    db_query2(f->url, "SELECT count(*), 0 FROM tasks_seen", &rows, &unused);
+    assert_int_equal(rows, 64);
+    store_close(other);
+    char big[300];
+    memset(big, 'U', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    EXPECT(STORE_E_INVALID, store_task_note(f->s, big, &e));
+    assert_non_null(strstr(e.message, "store_task_note"));
+    EXPECT(STORE_E_INVALID, store_task_note(f->s, "", &e));
+    EXPECT(STORE_E_INVALID, store_task_noted(f->s, NULL, &noted, &e));
+    assert_non_null(strstr(e.message, "store_task_noted"));
+}
+
 static void test_kv_set_get_list(void **state)
 {
     struct fx *f = *state;
@@ -4254,6 +4300,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_job_renew_owner, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kv_delete, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kv_set_get_list, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_task_note, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kv_change_logged, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kv_change_cancel, setup, teardown),
         cmocka_unit_test_setup_teardown(test_claim_processes, setup, teardown),
