@@ -164,4 +164,53 @@ static inline char *capture_end(int saved, char *path)
     return text;
 }
 
+/* The parsers' differential tests (pve/test_resources, pve/test_tasklog):
+ * seed[0..seedlen) edited at random into buf (cap bytes), 1 to 3 edits: a
+ * byte changed into one of JSON's or a few bad ones, a byte dropped, one of
+ * `words` put in, the end cut, a stretch repeated. *x is the xorshift state
+ * (never 0), moved on. Returns the edited length. */
+static inline size_t t_random_edits(char *buf, size_t cap, const char *seed, size_t seedlen,
+                                    const char *const *words, size_t nwords, uint64_t *x)
+{
+    static const char pieces[] = "{}[]:,\"\\0123456789-+.eEtrufalsn \x01\xff\x00";
+    size_t len = seedlen < cap ? seedlen : cap;
+    memcpy(buf, seed, len);
+    int edits = 1 + (int)((*x >> 60) % 3);
+    for (int k = 0; k < edits; k++) {
+        *x ^= *x << 13, *x ^= *x >> 7, *x ^= *x << 17;
+        size_t at = (size_t)(*x % len);
+        switch ((*x >> 32) % 5) {
+        case 0: /* change a byte */
+            buf[at] = pieces[(*x >> 40) % (sizeof pieces - 1)];
+            break;
+        case 1: /* drop one */
+            memmove(buf + at, buf + at + 1, len - at - 1);
+            len--;
+            break;
+        case 2: { /* put a word in */
+            const char *w = words[(*x >> 40) % nwords];
+            size_t wl = strlen(w);
+            if (len + wl < cap) {
+                memmove(buf + at + wl, buf + at, len - at);
+                memcpy(buf + at, w, wl);
+                len += wl;
+            }
+            break;
+        }
+        case 3: /* cut the end */
+            len = at + 1;
+            break;
+        default: { /* repeat a stretch */
+            size_t n = (size_t)((*x >> 40) % 64);
+            if (at + n <= len && len + n < cap) {
+                memmove(buf + at + n, buf + at, len - at);
+                len += n;
+            }
+            break;
+        }
+        }
+    }
+    return len;
+}
+
 #endif

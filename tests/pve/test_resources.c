@@ -482,7 +482,6 @@ static const char seed_text[] =
 static void test_parse_matches_tree(void **state)
 {
     (void)state;
-    static const char pieces[] = "{}[]:,\"\\0123456789-+.eEtrufalsn \x01\xff\x00";
     static const char *const words[] = {"true",
                                         "null",
                                         "1e400",
@@ -510,43 +509,8 @@ static void test_parse_matches_tree(void **state)
     char buf[2048];
     int agree[4] = {0};
     for (int round = 0; round < 20000; round++) {
-        size_t len = sizeof seed_text - 1;
-        memcpy(buf, seed_text, len);
-        int edits = 1 + (int)((x >> 60) % 3);
-        for (int k = 0; k < edits; k++) {
-            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-            size_t at = (size_t)(x % len);
-            switch ((x >> 32) % 5) {
-            case 0: /* change a byte */
-                buf[at] = pieces[(x >> 40) % (sizeof pieces - 1)];
-                break;
-            case 1: /* drop one */
-                memmove(buf + at, buf + at + 1, len - at - 1);
-                len--;
-                break;
-            case 2: { /* put a word in */
-                const char *w = words[(x >> 40) % (sizeof words / sizeof *words)];
-                size_t wl = strlen(w);
-                if (len + wl < sizeof buf) {
-                    memmove(buf + at + wl, buf + at, len - at);
-                    memcpy(buf + at, w, wl);
-                    len += wl;
-                }
-                break;
-            }
-            case 3: /* cut the end */
-                len = at + 1;
-                break;
-            default: { /* repeat a stretch */
-                size_t n = (size_t)((x >> 40) % 64);
-                if (at + n <= len && len + n < sizeof buf) {
-                    memmove(buf + at + n, buf + at, len - at);
-                    len += n;
-                }
-                break;
-            }
-            }
-        }
+        size_t len = t_random_edits(buf, sizeof buf, seed_text, sizeof seed_text - 1, words,
+                                    sizeof words / sizeof *words, &x);
         struct pve_resource want[64];
         int nwant;
         int ref = ref_parse(buf, len, want, 64, &nwant);
