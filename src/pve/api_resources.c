@@ -342,24 +342,35 @@ static int on_key(void *ctx, const unsigned char *k, size_t n)
     return 1;
 }
 
-static int on_start_map(void *ctx)
+/* A container opens: the envelope (an object at the top), the data array
+ * (under "data" in the envelope), an element (an object in it), or a value
+ * skipped whole (anything else). */
+static int open_value(struct rparse *p, bool array)
 {
-    struct rparse *p = ctx;
     if (p->skip) {
         p->skip++;
         return p->depth + p->skip > MAX_DEPTH ? cancel(p, E_SYNTAX) : 1;
     }
     switch (p->depth) {
     case 0:
+        if (array)
+            return cancel(p, E_SYNTAX); /* not an object */
         p->began = true;
         p->depth = D_ENVELOPE;
         return 1;
     case D_ENVELOPE:
-        if (p->next_is_data)
-            return cancel(p, E_SHAPE);
-        p->skip = 1;
+        if (!p->next_is_data) {
+            p->skip = 1;
+            return 1;
+        }
+        if (!array || p->seen_data)
+            return cancel(p, E_SHAPE); /* data that is not an array, or twice */
+        p->seen_data = true;
+        p->depth = D_DATA;
         return 1;
     case D_DATA:
+        if (array)
+            return cancel(p, E_SHAPE); /* an element that is not an object */
         memset(&p->r, 0, sizeof p->r);
         p->type[0] = '\0';
         p->cur = F_NONE;
@@ -372,33 +383,14 @@ static int on_start_map(void *ctx)
     }
 }
 
+static int on_start_map(void *ctx)
+{
+    return open_value(ctx, false);
+}
+
 static int on_start_array(void *ctx)
 {
-    struct rparse *p = ctx;
-    if (p->skip) {
-        p->skip++;
-        return p->depth + p->skip > MAX_DEPTH ? cancel(p, E_SYNTAX) : 1;
-    }
-    switch (p->depth) {
-    case 0:
-        return cancel(p, E_SYNTAX); /* not an object */
-    case D_ENVELOPE:
-        if (!p->next_is_data) {
-            p->skip = 1;
-            return 1;
-        }
-        if (p->seen_data)
-            return cancel(p, E_SHAPE); /* twice */
-        p->seen_data = true;
-        p->depth = D_DATA;
-        return 1;
-    case D_DATA:
-        return cancel(p, E_SHAPE); /* an element that is not an object */
-    default:
-        clear_field(p);
-        p->skip = 1;
-        return 1;
-    }
+    return open_value(ctx, true);
 }
 
 static int element_done(struct rparse *p)
