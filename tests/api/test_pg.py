@@ -4,15 +4,20 @@ the service as it runs when several instances share the work.
 A private PostgreSQL server (lib.pg) on 127.0.0.1; both instances take
 requests at once. Checks: concurrent creations through both make distinct
 VMs that all run; one Idempotency-Key sent to both makes one VM; an owner's
-quota holds across both; a VM made through one is shut down, grown and
-deleted through the other; both stop cleanly and never log a secret.
+quota holds across both; a start whose request never reached Proxmox, run
+by one instance, is not taken for the start the other made a moment before;
+a VM made through one is shut down, grown and deleted through the other;
+both stop cleanly and never log a secret.
 """
 import concurrent.futures
+import signal
+import time
 
 from lib.cases import case, finish
 from lib.pg import PrivatePG
 from lib.proxd import Proxd
 from lib.sim import Sim
+from lib.wait import wait_for
 
 pg = PrivatePG()
 try:
@@ -20,10 +25,11 @@ try:
 except Exception:
     pg.stop()
     raise
-px1 = Proxd(sim, database=pg.url)
+# a hang costs a call's timeout (a_lost_start_is_not_the_other_instances)
+px1 = Proxd(sim, database=pg.url, proxmox_extra="timeout = 8\n")
 ADMIN = px1.token("ops", "admin")
 DAVE = px1.token("dave")
-px2 = Proxd(sim, database=pg.url)
+px2 = Proxd(sim, database=pg.url, proxmox_extra="timeout = 8\n")
 px2.secrets += px1.secrets
 px1.start()
 px2.start()
@@ -92,6 +98,57 @@ def quota_holds_across_instances():
     assert all(a.status_code in (202, 403) for a in made), [a.text for a in made]
     for a in ok:
         assert wait_job(a.json()["job"])["state"] == "done"
+
+
+def power(i, vm, action):
+    """The action through instance i, run there (the other is SIGSTOPped);
+    its job, ended."""
+    other = PX[1 - i]
+    other.proc.send_signal(signal.SIGSTOP)
+    try:
+        r = call(i, "POST", "/v1/vms/%d/%s" % (vm, action))
+        assert r.status_code == 202, r.text
+        return wait_job(r.json()["job"], via=i)
+    finally:
+        other.proc.send_signal(signal.SIGCONT)
+
+
+def upid_time(upid):
+    return int(upid.split(":")[4], 16)
+
+
+@case
+def a_lost_start_is_not_the_other_instances():
+    # px1 starts the VM and stops it; px2's start of it never reaches
+    # Proxmox (a hang). Its lookup on the task list finds px1's start: the
+    # same type, VMID and token, seconds old. Taken (the instances knew only
+    # their own tasks), the job ended "done, VM stopped"; now the tasks are
+    # known to both, the start is asked again and the VM runs.
+    vm = MADE[1]
+    assert power(0, vm, "stop")["state"] == "done"
+    assert power(0, vm, "start")["state"] == "done"
+    assert power(0, vm, "stop")["state"] == "done"
+    node = sim.vm(vm)["node"]
+    sim.add_faults([{"method": "POST", "path": r"^/nodes/[^/]+/qemu/%d/status/start$" % vm,
+                     "kind": "hang", "count": 1}])
+    sent = time.time()
+    j = power(1, vm, "start")
+    assert sim.clear_faults() == 1
+    for px in PX:  # the hang held the node down in px2 until its probe
+        wait_for(lambda: all(n["health"] == "up" for n in px.call(
+                     "GET", "/v1/nodes", ADMIN).json()["nodes"] if n["name"] == node),
+                 deadline=30, interval=0.1, what="node %s up again" % node)
+    assert j["state"] == "done", j
+    assert sim.vm(vm)["power"] == "running", sim.vm(vm)
+    rec = call(1, "GET", "/v1/vms/%d" % vm).json()
+    assert rec["power"] == "running", rec
+    starts = [t for t in sim.data("GET", "/nodes/%s/tasks?vmid=%d&typefilter=qmstart&limit=10"
+                                  % (node, vm))]
+    assert len(starts) >= 3, starts  # the creation's, px1's, px2's second request
+    firsts = sorted(upid_time(t["upid"]) for t in starts)
+    ago = sent - firsts[-2]  # px1's start, when px2's job was asked for
+    if ago > 4:
+        print("(px1's start was %.1f s old: outside the lookup's slack, nothing shown)" % ago)
 
 
 @case
