@@ -162,9 +162,13 @@ bool pve_client_task_known(pve_client *c, const char *upid);
  *          -1 when it cannot tell (the lookup then skips the task: a task
  *          not taken makes the caller look at the VM and ask again, a task
  *          wrongly taken makes it report work nobody did).
- * Both are called without the client's locks held and must be thread-safe.
- * Set once (NULL: none), before or while the client is in use; the struct
- * is copied. */
+ * A task is known from when its answer came (or a lookup found it): a
+ * lookup by another process in between could still take it, which proxd's
+ * one job at a time per VM rules out (the job that started the task ends
+ * after its answer). seen may write to a database: Proxmox is never called
+ * inside a transaction (a store callback). Both are called without the
+ * client's locks held and must be thread-safe. Set once (NULL: none),
+ * before or while the client is in use; the struct is copied. */
 struct pve_task_registry {
     void (*seen)(void *ud, const char *upid);
     int (*known)(void *ud, const char *upid);

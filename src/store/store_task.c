@@ -2,12 +2,14 @@
  * (store.h). One row per UPID; a lookup after a lost answer asks whether a
  * task on the node's list is one of them. The table is kept short by the
  * writers: every PRUNE_EVERY-th note of a process also deletes the rows
- * older than STORE_TASK_KEEP_MS, so no background thread is needed and a
- * busy proxd prunes as often as it adds.
+ * older than STORE_TASK_KEEP_MS (in a transaction of its own, after the
+ * note's), so no background thread is needed and a busy proxd prunes as
+ * often as it adds; a row lives at least STORE_TASK_KEEP_MS.
  * Threads: any thread, on its own connection (db.h). Errors: store_err
  * codes with details in *err, as store.h says. */
 #include "store/store_int.h"
 
+#include "common/log.h"
 #include "common/util.h"
 
 #include <stdatomic.h>
@@ -24,28 +26,27 @@ static const char SQL_TASK_ONE[] = "SELECT 1 FROM tasks_seen WHERE upid = ?1";
 
 static atomic_uint notes;
 
-struct note_ctx {
-    const char *upid;
-    bool prune;
-};
-
 static int note_fn(db_conn *c, void *ctx, struct store_error *err)
 {
-    struct note_ctx *n = ctx;
     db_stmt *st = NULL;
-    int64_t now = wall_ms();
     int rc = db_prepare(c, SQL_TASK_NOTE, &st, err);
     if (rc)
         return rc;
-    db_bind_text(st, 1, n->upid);
-    db_bind_i64(st, 2, now);
+    db_bind_text(st, 1, ctx);
+    db_bind_i64(st, 2, wall_ms());
     rc = db_run(st, err, "recording a task");
     db_done(st);
-    if (rc || !n->prune)
+    return rc;
+}
+
+static int prune_fn(db_conn *c, void *ctx, struct store_error *err)
+{
+    (void)ctx;
+    db_stmt *st = NULL;
+    int rc = db_prepare(c, SQL_TASK_PRUNE, &st, err);
+    if (rc)
         return rc;
-    if ((rc = db_prepare(c, SQL_TASK_PRUNE, &st, err)))
-        return rc;
-    db_bind_i64(st, 1, now - STORE_TASK_KEEP_MS);
+    db_bind_i64(st, 1, wall_ms() - STORE_TASK_KEEP_MS);
     rc = db_run(st, err, "forgetting old tasks");
     db_done(st);
     return rc;
@@ -65,8 +66,14 @@ int store_task_note(store *s, const char *upid, struct store_error *err)
     int rc = check_upid("store_task_note", upid, err);
     if (rc)
         return rc;
-    struct note_ctx n = {upid, atomic_fetch_add(&notes, 1) % PRUNE_EVERY == PRUNE_EVERY - 1};
-    return db_tx(s->db, DB_WRITE, note_fn, &n, err);
+    if ((rc = db_tx(s->db, DB_WRITE, note_fn, (void *)upid, err)))
+        return rc;
+    /* in a transaction of its own: a prune that fails leaves the note */
+    struct store_error pe;
+    if (atomic_fetch_add(&notes, 1) % PRUNE_EVERY == PRUNE_EVERY - 1 &&
+        db_tx(s->db, DB_WRITE, prune_fn, NULL, &pe))
+        log_warn("store", "old tasks not forgotten: %s", pe.message);
+    return STORE_OK;
 }
 
 static void bind_upid(db_stmt *st, const void *arg)

@@ -2736,8 +2736,6 @@ static void test_kv_delete(void **state)
     EXPECT(STORE_E_INVALID, store_kv_delete(f->s, NULL, &e));
 }
 
-/* Run-time settings (cordons): set overwrites, get and a prefix list read
- * them back, a prefix with LIKE's wildcards in it matches only itself. */
 /* The tasks proxd's calls started (store_task.c): noted once, however
  * often; told apart by UPID; the old forgotten by a later note; bad UPIDs
  * refused naming the function. A second handle on the database (another
@@ -2784,6 +2782,8 @@ static void test_task_note(void **state)
     assert_non_null(strstr(e.message, "store_task_noted"));
 }
 
+/* Run-time settings (cordons): set overwrites, get and a prefix list read
+ * them back, a prefix with LIKE's wildcards in it matches only itself. */
 static void test_kv_set_get_list(void **state)
 {
     struct fx *f = *state;
