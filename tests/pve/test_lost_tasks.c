@@ -738,6 +738,16 @@ static void another_instances_task_is_not_ours(void **st)
         fail_msg("without a registry, the lost start did not take the other's task %s (rc %d, "
                  "%s): the case shows nothing",
                  first, rc, upid);
+
+    /* a task a lookup found is recorded as one answered with */
+    pve_client_set_task_registry(b, &shared);
+    drop_next(b, "POST", "/qemu/716/status/start$");
+    if (pve_vm_power(b, "sv1", 716, PVE_POWER_START, NULL, upid, &e))
+        fail_msg("a dropped start: %s", pve_strerror(&e, buf, sizeof buf));
+    dropped();
+    assert_string_not_equal(upid, first);
+    assert_true(reg_known(&r, upid));
+    task_ok(b, upid);
     pve_client_free(a);
     pve_client_free(lone);
     pve_client_free(b);
