@@ -117,14 +117,9 @@ def upid_time(upid):
     return int(upid.split(":")[4], 16)
 
 
-@case
-def a_lost_start_is_not_the_other_instances():
-    # px1 starts the VM and stops it; px2's start of it never reaches
-    # Proxmox (a hang). Its lookup on the task list finds px1's start: the
-    # same type, VMID and token, seconds old. Taken (the instances knew only
-    # their own tasks), the job ended "done, VM stopped"; now the tasks are
-    # known to both, the start is asked again and the VM runs.
-    vm = MADE[1]
+def lost_start_once(vm):
+    """The scenario once, its checks; how old px1's start was when px2's
+    job was asked for (s)."""
     assert power(0, vm, "stop")["state"] == "done"
     assert power(0, vm, "start")["state"] == "done"
     assert power(0, vm, "stop")["state"] == "done"
@@ -142,13 +137,29 @@ def a_lost_start_is_not_the_other_instances():
     assert sim.vm(vm)["power"] == "running", sim.vm(vm)
     rec = call(1, "GET", "/v1/vms/%d" % vm).json()
     assert rec["power"] == "running", rec
-    starts = [t for t in sim.data("GET", "/nodes/%s/tasks?vmid=%d&typefilter=qmstart&limit=10"
-                                  % (node, vm))]
+    starts = sim.data("GET", "/nodes/%s/tasks?vmid=%d&typefilter=qmstart&limit=10" % (node, vm))
     assert len(starts) >= 3, starts  # the creation's, px1's, px2's second request
     firsts = sorted(upid_time(t["upid"]) for t in starts)
-    ago = sent - firsts[-2]  # px1's start, when px2's job was asked for
-    if ago > 4:
-        print("(px1's start was %.1f s old: outside the lookup's slack, nothing shown)" % ago)
+    return sent - firsts[-2]  # px1's start, when px2's job was asked for
+
+
+@case
+def a_lost_start_is_not_the_other_instances():
+    # px1 starts the VM and stops it; px2's start of it never reaches
+    # Proxmox (a hang). Its lookup on the task list finds px1's start: the
+    # same type, VMID and token, seconds old. Taken (the instances knew only
+    # their own tasks), the job ended "done, VM stopped"; now the tasks are
+    # known to both, the start is asked again and the VM runs. Shown only
+    # while px1's start is within the lookup's 5 s of slack at px2's call
+    # (0.5-0.8 s here): tried again once when it was not, then a failure.
+    vm = MADE[1]
+    for attempt in (1, 2):
+        ago = lost_start_once(vm)
+        if ago <= 4:
+            return
+        print("(attempt %d: px1's start was %.1f s old: outside the lookup's slack)"
+              % (attempt, ago))
+    raise AssertionError("px1's start was never recent enough to show anything")
 
 
 @case
