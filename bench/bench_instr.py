@@ -24,9 +24,20 @@ daemon runs 20-50x slower, so the fast scale's timing stretches (its run
 takes seconds); the counts of Proxmox calls are reported beside the
 instructions to show the runs did the same calls.
 
+Cold and warm: a cold run measures a daemon's first creations, when its
+client has seen no task of any kind end (its first looks at a start or a
+resize follow the schedule for an unknown kind: 250 ms, doubling); a warm
+run first lets the same daemon create N VMs unmeasured, then measures the
+next N, queued while it runs: what a long-running daemon pays. Both report
+the idle daemon's instructions per second at time scale 1 (probes, the
+reconciler, inventory reads: a cost of time, not of creations) and the run
+net of them, with and without the new TLS connections.
+
 Environment: as bench_create.py (PVESIM, PROXD), BENCH_N_REAL (20
-creations), BENCH_ROUNDS (2: rounds of a fast run then a scale-1 run),
-BENCH_FAST_SCALE (0.02).
+creations), BENCH_ROUNDS (2: rounds of a fast run then a scale-1 run, cold
+and then warm), BENCH_FAST_SCALE (0.02), BENCH_WARM (both: cold and warm
+rounds; 0: cold only; only: warm only), BENCH_KEEP_DUMPS (a directory the
+callgrind dumps are copied to, for callgrind_annotate).
 """
 import glob
 import os
@@ -89,17 +100,27 @@ def counts(path):
     return total, worker, tls
 
 
-def one_run(ts, tag):
+def one_run(ts, tag, warm=False):
     os.environ["CG_OUT"] = os.path.join(WORK, tag)
     w = bc.World(ts)
     try:
-        ids = [w.create("instr-%03d" % i) for i in range(N)]
+        first = [w.create("warm-%03d" % i) for i in range(N)] if warm else \
+            [w.create("instr-%03d" % i) for i in range(N)]
         before = w.sim.ctl("GET", "/calls")
         w.start()
         w.wait_ready()
         pid = w.daemon.proc.pid
+        if warm:
+            # the unmeasured batch: the client learns how long each kind of
+            # task takes on each node, as a daemon that has run for a while
+            w.wait_jobs(set(first), 1800 + 30 * N * ts)
         control(pid, "-z")
         m0 = time.monotonic()
+        if warm:
+            before = w.sim.ctl("GET", "/calls")
+            ids = [w.create("instr-%03d" % i) for i in range(N)]
+        else:
+            ids = first
         js = w.wait_jobs(set(ids), 1800 + 30 * N * ts)
         run_s = time.monotonic() - m0
         control(pid, "-d", "run")
@@ -117,23 +138,58 @@ def one_run(ts, tag):
     finally:
         w.close()
     dumps = sorted(glob.glob(os.path.join(WORK, tag + ".*.*")), key=lambda p: int(p.rsplit(".", 1)[1]))
+    keep = os.environ.get("BENCH_KEEP_DUMPS")
+    if keep:
+        os.makedirs(keep, exist_ok=True)
+        for p in dumps:
+            shutil.copy(p, keep)
     run_ir, run_worker, run_tls = counts(dumps[0])
-    idle_ir = counts(dumps[1])[0] if ts >= 1 and len(dumps) > 1 else 0
+    idle_ir, _, idle_tls = counts(dumps[1]) if ts >= 1 and len(dumps) > 1 else (0, 0, 0)
     r = {"ts": ts, "done": done, "run_s": run_s, "polls": polls / N, "rest": rest / N, "conns": conns,
          "ir": run_ir / N, "worker": run_worker / N, "back": (run_ir - run_worker) / N,
          "idle_per_s": idle_ir / idle_s if idle_s else 0.0,
+         "idle_no_tls_per_s": (idle_ir - idle_tls) / idle_s if idle_s else 0.0,
          # without the new TLS connections, whose count is timing's (a burst
          # under callgrind outlasts the pool's wait for a busy connection)
          "no_tls": (run_ir - run_tls) / N}
     # the run less what the idle daemon spends in as long (time scale 1)
     r["net"] = r["ir"] - r["idle_per_s"] * run_s / N
-    say("time scale %-4g %d/%d done in %5.1f s: %.2f task polls + %.2f other calls per creation, "
+    r["net_no_tls"] = r["no_tls"] - r["idle_no_tls_per_s"] * run_s / N
+    say("%s time scale %-4g %d/%d done in %5.1f s: %.2f task polls + %.2f other calls per creation, "
         "%d new TLS connections; M instructions per creation: %.2f (job threads %.2f, the others "
         "%.2f; without the TLS connections %.2f)%s" % (
-            ts, done, N, run_s, r["polls"], r["rest"], conns, r["ir"] / 1e6, r["worker"] / 1e6,
-            r["back"] / 1e6, r["no_tls"] / 1e6, "; idle daemon %.2f M/s, net %.2f" % (r["idle_per_s"] / 1e6, r["net"] / 1e6)
-            if ts >= 1 else ""))
+            "warm" if warm else "cold", ts, done, N, run_s, r["polls"], r["rest"], conns, r["ir"] / 1e6,
+            r["worker"] / 1e6, r["back"] / 1e6, r["no_tls"] / 1e6,
+            "; idle daemon %.2f M/s, net %.2f (without TLS %.2f)" % (
+                r["idle_per_s"] / 1e6, r["net"] / 1e6, r["net_no_tls"] / 1e6) if ts >= 1 else ""))
     return r
+
+
+def report(fast, real, label):
+    def med(rs, key):
+        return statistics.median(r[key] for r in rs)
+    say()
+    say("RESULTS, %s (median of %d runs each; M instructions per creation)" % (label, len(fast)))
+    say("  fast scale:   %.2f (job threads %.2f, the others %.2f)" % (
+        med(fast, "ir") / 1e6, med(fast, "worker") / 1e6, med(fast, "back") / 1e6))
+    say("  time scale 1: %.2f (job threads %.2f, the others %.2f); net of the idle daemon %.2f" % (
+        med(real, "ir") / 1e6, med(real, "worker") / 1e6, med(real, "back") / 1e6,
+        med(real, "net") / 1e6))
+    say("  the runs, in all: fast %s; time scale 1 %s (new TLS connections: fast %s, scale 1 %s)" % (
+        " ".join("%.2f" % (r["ir"] / 1e6) for r in fast), " ".join("%.2f" % (r["ir"] / 1e6) for r in real),
+        " ".join(str(r["conns"]) for r in fast), " ".join(str(r["conns"]) for r in real)))
+    say("  without the new TLS connections' instructions: fast %.2f (runs %s), time scale 1 %.2f "
+        "(runs %s), net of the idle daemon's %.2f (runs %s)" % (
+            med(fast, "no_tls") / 1e6, " ".join("%.2f" % (r["no_tls"] / 1e6) for r in fast),
+            med(real, "no_tls") / 1e6, " ".join("%.2f" % (r["no_tls"] / 1e6) for r in real),
+            med(real, "net_no_tls") / 1e6, " ".join("%.2f" % (r["net_no_tls"] / 1e6) for r in real)))
+    say("  task polls per creation: fast %.2f, time scale 1 %.2f; other calls: fast %.2f, time scale 1 "
+        "%.2f" % (med(fast, "polls"), med(real, "polls"), med(fast, "rest"), med(real, "rest")))
+    say("  time scale 1 over fast: %.2fx in all, %.2fx the job threads, %.2fx net of the idle daemon, "
+        "%.2fx without the TLS connections, %.2fx without them and net of the idle daemon" % (
+            med(real, "ir") / med(fast, "ir"), med(real, "worker") / med(fast, "worker"),
+            med(real, "net") / med(fast, "ir"), med(real, "no_tls") / med(fast, "no_tls"),
+            med(real, "net_no_tls") / med(fast, "no_tls")))
 
 
 def main():
@@ -146,29 +202,16 @@ def main():
                                        capture_output=True, text=True).stdout.strip(),
                         time.strftime("%Y-%m-%d %H:%M:%S")))
     say()
-    fast, real = [], []
-    for k in range(ROUNDS):
-        fast.append(one_run(FAST, "fast%d" % k))
-        real.append(one_run(1.0, "real%d" % k))
-
-    def med(rs, key):
-        return statistics.median(r[key] for r in rs)
-    say()
-    say("RESULTS (median of %d runs each; M instructions per creation)" % ROUNDS)
-    say("  fast scale:   %.2f (job threads %.2f, the others %.2f)" % (
-        med(fast, "ir") / 1e6, med(fast, "worker") / 1e6, med(fast, "back") / 1e6))
-    say("  time scale 1: %.2f (job threads %.2f, the others %.2f); net of the idle daemon %.2f" % (
-        med(real, "ir") / 1e6, med(real, "worker") / 1e6, med(real, "back") / 1e6,
-        med(real, "net") / 1e6))
-    say("  the runs, in all: fast %s; time scale 1 %s (new TLS connections: fast %s, scale 1 %s)" % (
-        " ".join("%.2f" % (r["ir"] / 1e6) for r in fast), " ".join("%.2f" % (r["ir"] / 1e6) for r in real),
-        " ".join(str(r["conns"]) for r in fast), " ".join(str(r["conns"]) for r in real)))
-    say("  without the new TLS connections' instructions: fast %.2f, time scale 1 %.2f" % (
-        med(fast, "no_tls") / 1e6, med(real, "no_tls") / 1e6))
-    say("  time scale 1 over fast: %.2fx in all, %.2fx the job threads, %.2fx net of the idle daemon, "
-        "%.2fx without the TLS connections" % (
-            med(real, "ir") / med(fast, "ir"), med(real, "worker") / med(fast, "worker"),
-            med(real, "net") / med(fast, "ir"), med(real, "no_tls") / med(fast, "no_tls")))
+    mode = os.environ.get("BENCH_WARM", "both")
+    kinds = {"0": [False], "only": [True]}.get(mode, [False, True])
+    for warm in kinds:
+        fast, real = [], []
+        for k in range(ROUNDS):
+            tag = "%s%d" % ("w" if warm else "c", k)
+            fast.append(one_run(FAST, "fast" + tag, warm))
+            real.append(one_run(1.0, "real" + tag, warm))
+        report(fast, real, "warm: the daemon's second batch" if warm else "cold: a new daemon's first batch")
+        say()
     with open(RESULTS, "w") as f:
         f.write("\n".join(lines) + "\n")
 
