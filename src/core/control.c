@@ -674,6 +674,23 @@ static void run_power(struct cctx *c, enum vm_action a)
     }
     struct pve_power_opts po = {.timeout = (int)json_integer_value(json_object_get(r, "timeout")),
                                 .force_stop = json_is_true(json_object_get(r, "force"))};
+    /* The record that let the action in may be behind the VM (a failed
+     * delete stopped it, someone used the GUI): an action Proxmox refuses
+     * from the VM's real state (a reboot of a stopped VM: "VM not
+     * running", a 500) fails now, the record put right, rather than being
+     * asked again as if the refusal were a passing fault. Only a resumed
+     * reboot may be looking at its own call's work half done (the VM
+     * stopped between the task's shutdown and its start): it asks again;
+     * no other call leaves the VM where its own action is refused. */
+    const char *why =
+        resumed && a == ACT_REBOOT ? NULL : action_refusal(a, power_of(&st), po.force_stop);
+    if (why) {
+        snprintf(c->v.power, sizeof c->v.power, "%s", power_of(&st));
+        ctl_save_vm(c);
+        ctl_job_fail(c, "cannot %s VM %d: it is %s on Proxmox (%s)", vm_action_name(a), c->v.vmid,
+                     c->v.power, why);
+        return;
+    }
     job_checkpoint(c->k, c->j, "call", 20, "%s VM %d on %s", vm_action_name(a), c->v.vmid,
                    c->v.node);
     if (ctl_cancelled(c, "nothing was sent to Proxmox"))
@@ -1084,6 +1101,10 @@ static void delete_steps(struct cctx *c)
             return;
         }
     }
+    /* the record's next write says so: a failed destroy leaves the VM
+     * enabled and stopped (ctl_job_fail), and a job asked of it then starts
+     * from the truth; a destroy that goes through tells it in vm.deleted */
+    snprintf(c->v.power, sizeof c->v.power, "stopped");
     if (!ctl_wait_unlocked(c))
         return;
     job_checkpoint(c->k, c->j, "destroy", 50, "destroying VM %d on %s", c->v.vmid, c->v.node);

@@ -535,16 +535,16 @@ static void test_delete(void **unused)
 /* ---- 3a: a reboot whose proxd died after writing its call step ---------------
  * The job is made as a dead instance would leave it: running, step "call",
  * its "call" event `age_ms` old, the lease held until the test lets it go. */
-static void resume_reboot(struct ch_env *e, int vmid, int64_t age_ms, char job[40])
+static void resume_job(struct ch_env *e, const char *kind, int vmid, int64_t age_ms, char job[40])
 {
     struct job_rec j = {.state = JOB_RUNNING, .vmid = vmid, .lease_until = h_wall_ms() + 3600000};
-    snprintf(j.kind, sizeof j.kind, "reboot");
+    snprintf(j.kind, sizeof j.kind, "%s", kind);
     snprintf(j.owner, sizeof j.owner, "alice");
     snprintf(j.step, sizeof j.step, "call");
     snprintf(j.lease_owner, sizeof j.lease_owner, "gone:1");
     j.request = json_object();
     assert_int_equal(store_job_insert(e->st, &j, NULL), 0);
-    assert_int_equal(store_job_event_add(e->st, j.id, "call", 20, "reboot VM", NULL), 0);
+    assert_int_equal(store_job_event_add(e->st, j.id, "call", 20, kind, NULL), 0);
     snprintf(job, 40, "%s", j.id);
     job_rec_release(&j);
     char *sql = sqlite3_mprintf("UPDATE job_events SET ts = ts - %lld WHERE job = '%q';"
@@ -552,6 +552,11 @@ static void resume_reboot(struct ch_env *e, int vmid, int64_t age_ms, char job[4
                                 (long long)age_ms, job, job);
     ch_sql(e, sql);
     sqlite3_free(sql);
+}
+
+static void resume_reboot(struct ch_env *e, int vmid, int64_t age_ms, char job[40])
+{
+    resume_job(e, "reboot", vmid, age_ms, job);
 }
 
 /* A job leased under this instance's own name before it started belongs to
@@ -607,6 +612,86 @@ static void test_reboot_resumed(void **unused)
     assert_int_equal(finish(&e, job, &j), JOB_DONE);
     job_rec_release(&j);
     assert_int_equal(count_tasks(e.port, vm, "qmreboot"), 1);
+    down(&e);
+}
+
+/* ---- 3c: a record behind its VM ---------------------------------------------------
+ * The record let the action in, but the VM is elsewhere (stopped in the GUI,
+ * or by a delete whose destroy then failed): an action Proxmox refuses from
+ * the VM's real state fails at once, without a call, and the record takes
+ * the VM's power. (It was asked again as a passing fault: with proxd killed
+ * now and then, a reboot of a stopped VM ran until the kills stopped.) */
+static void test_record_behind(void **unused)
+{
+    (void)unused;
+    struct ch_env e;
+    up(&e, NULL);
+    int vm = mk_vm(&e, "behind");
+    char path[96], job[40];
+    struct core_error ce = {0};
+    struct job_rec j;
+
+    snprintf(path, sizeof path, "/nodes/sv1/qemu/%d/status/stop", vm);
+    json_decref(pve(e.port, "POST", path, NULL));
+    wait_sim_power(e.port, vm, "stopped");
+    sim(e.port, "DELETE", "/_sim/calls", NULL);
+    assert_int_equal(core_vm_action(e.k, vm, NULL, ACT_REBOOT, NULL, job, &ce), CORE_OK);
+    assert_int_equal(finish(&e, job, &j), JOB_FAILED);
+    if (!strstr(j.error, "it is stopped on Proxmox (not running)"))
+        fail_msg("reboot of a stopped VM: %s", j.error);
+    job_rec_release(&j);
+    assert_int_equal(calls_of(e.port, "POST /nodes/{node}/qemu/{vmid}/status/reboot"), 0);
+    struct vm_rec v = live(&e, vm);
+    assert_string_equal(v.power, "stopped");
+    vm_rec_release(&v);
+    act_refused(&e, vm, ACT_PAUSE, NULL); /* the record knows now */
+    /* a resume interrupted after its call step, found stopped: no resume
+     * leaves a VM stopped, so no call of its own is half done: it fails */
+    resume_job(&e, "resume", vm, 0, job);
+    assert_int_equal(finish(&e, job, &j), JOB_FAILED);
+    if (!strstr(j.error, "it is stopped on Proxmox (not running)"))
+        fail_msg("resumed resume of a stopped VM: %s", j.error);
+    job_rec_release(&j);
+    assert_int_equal(calls_of(e.port, "POST /nodes/{node}/qemu/{vmid}/status/resume"), 0);
+
+    /* paused behind its back while recorded stopped: a start fails */
+    snprintf(path, sizeof path, "/nodes/sv1/qemu/%d/status/start", vm);
+    json_decref(pve(e.port, "POST", path, NULL));
+    wait_sim_power(e.port, vm, "running");
+    snprintf(path, sizeof path, "/nodes/sv1/qemu/%d/status/suspend", vm);
+    json_decref(pve(e.port, "POST", path, NULL));
+    wait_sim_power(e.port, vm, "paused");
+    sim(e.port, "DELETE", "/_sim/calls", NULL);
+    assert_int_equal(core_vm_action(e.k, vm, NULL, ACT_START, NULL, job, &ce), CORE_OK);
+    assert_int_equal(finish(&e, job, &j), JOB_FAILED);
+    if (!strstr(j.error, "it is paused on Proxmox"))
+        fail_msg("start of a paused VM: %s", j.error);
+    job_rec_release(&j);
+    assert_int_equal(calls_of(e.port, "POST /nodes/{node}/qemu/{vmid}/status/start"), 0);
+    v = live(&e, vm);
+    assert_string_equal(v.power, "paused");
+    vm_rec_release(&v);
+    act_ok(&e, vm, ACT_RESUME, NULL, "running");
+
+    /* a delete that stopped the VM and then failed to destroy it: the VM
+     * stays, stopped, and its record says so */
+    sim(e.port, "POST", "/_sim/faults",
+        "{\"method\": \"DELETE\", \"path\": \"^/nodes/sv1/qemu/\\\\d+$\", "
+        "\"kind\": \"error\", \"status\": 500, \"message\": \"destroy refused by the test\"}");
+    do_delete(&e, vm, job);
+    assert_int_equal(finish(&e, job, &j), JOB_FAILED);
+    if (!strstr(j.error, "destroy refused by the test"))
+        fail_msg("job error: %s", j.error);
+    job_rec_release(&j);
+    sim(e.port, "DELETE", "/_sim/faults", NULL);
+    struct simvm s = sim_vm(e.port, vm);
+    assert_true(s.exists);
+    assert_string_equal(s.power, "stopped");
+    v = live(&e, vm);
+    assert_int_equal(v.state, VMS_ENABLED);
+    assert_string_equal(v.power, "stopped");
+    vm_rec_release(&v);
+    act_ok(&e, vm, ACT_START, NULL, "running");
     down(&e);
 }
 
@@ -988,6 +1073,7 @@ int main(void)
         cmocka_unit_test(test_resources_pve7), cmocka_unit_test(test_resources_pve8),
         cmocka_unit_test(test_resources_pve9), cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_moved),          cmocka_unit_test(test_drift),
+        cmocka_unit_test(test_record_behind),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
