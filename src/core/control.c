@@ -916,11 +916,14 @@ static void resize_steps(struct cctx *c, bool *asked)
     struct pve_error e = {0};
     struct pve_vm_status st;
     int64_t want = json_integer_value(json_object_get(c->j->request, "disk_gb"));
+    char task_error[sizeof e.message] = ""; /* a resumed wait's task that failed */
     if (strcmp(c->j->step, "wait") == 0 && c->j->upid[0]) {
         if (ctl_locate(c, &st, &e) == 0) {
             int rc = ctl_wait_task(c, c->j->upid, &e);
             if (rc == -1)
                 return;
+            if (rc)
+                snprintf(task_error, sizeof task_error, "%s", e.message);
         }
     } else {
         if (ctl_locate(c, &st, &e)) {
@@ -969,8 +972,12 @@ static void resize_steps(struct cctx *c, bool *asked)
     int64_t now = cfg.bootdisk_size;
     pve_vm_config_release(&cfg);
     if (now < want * GiB) {
-        ctl_job_fail(c, "the disk is %lld GiB after the resize, %lld GiB asked",
-                     (long long)(now / GiB), (long long)want);
+        if (task_error[0]) /* the task's own words say why */
+            ctl_job_fail(c, "resize failed: %s (the disk is %lld GiB, %lld GiB asked)", task_error,
+                         (long long)(now / GiB), (long long)want);
+        else
+            ctl_job_fail(c, "the disk is %lld GiB after the resize, %lld GiB asked",
+                         (long long)(now / GiB), (long long)want);
         return;
     }
     c->v.disk_gb = now / GiB;

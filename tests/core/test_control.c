@@ -535,16 +535,21 @@ static void test_delete(void **unused)
 /* ---- 3a: a reboot whose proxd died after writing its call step ---------------
  * The job is made as a dead instance would leave it: running, step "call",
  * its "call" event `age_ms` old, the lease held until the test lets it go. */
-static void resume_job(struct ch_env *e, const char *kind, int vmid, int64_t age_ms, char job[40])
+/* A job of `kind` left by a gone instance at its step "call" (or, with a
+ * UPID, "wait" on that task), claimed at once; request: NULL for {}
+ * (taken). */
+static void resume_job_at(struct ch_env *e, const char *kind, int vmid, int64_t age_ms,
+                          const char *upid, json_t *request, char job[40])
 {
     struct job_rec j = {.state = JOB_RUNNING, .vmid = vmid, .lease_until = h_wall_ms() + 3600000};
     snprintf(j.kind, sizeof j.kind, "%s", kind);
     snprintf(j.owner, sizeof j.owner, "alice");
-    snprintf(j.step, sizeof j.step, "call");
+    snprintf(j.step, sizeof j.step, "%s", upid ? "wait" : "call");
+    snprintf(j.upid, sizeof j.upid, "%s", upid ? upid : "");
     snprintf(j.lease_owner, sizeof j.lease_owner, "gone:1");
-    j.request = json_object();
+    j.request = request ? request : json_object();
     assert_int_equal(store_job_insert(e->st, &j, NULL), 0);
-    assert_int_equal(store_job_event_add(e->st, j.id, "call", 20, kind, NULL), 0);
+    assert_int_equal(store_job_event_add(e->st, j.id, j.step, 20, kind, NULL), 0);
     snprintf(job, 40, "%s", j.id);
     job_rec_release(&j);
     char *sql = sqlite3_mprintf("UPDATE job_events SET ts = ts - %lld WHERE job = '%q';"
@@ -552,6 +557,11 @@ static void resume_job(struct ch_env *e, const char *kind, int vmid, int64_t age
                                 (long long)age_ms, job, job);
     ch_sql(e, sql);
     sqlite3_free(sql);
+}
+
+static void resume_job(struct ch_env *e, const char *kind, int vmid, int64_t age_ms, char job[40])
+{
+    resume_job_at(e, kind, vmid, age_ms, NULL, NULL, job);
 }
 
 static void resume_reboot(struct ch_env *e, int vmid, int64_t age_ms, char job[40])
@@ -692,6 +702,23 @@ static void test_record_behind(void **unused)
     assert_string_equal(v.power, "stopped");
     vm_rec_release(&v);
     act_ok(&e, vm, ACT_START, NULL, "running");
+
+    /* a resize resumed at its wait on a task that failed: the job says
+     * what the task said, not only that the disk is short */
+    sim(e.port, "POST", "/_sim/faults",
+        "{\"method\": \"PUT\", \"path\": \"^/nodes/sv1/qemu/\\\\d+/resize$\", "
+        "\"kind\": \"task_error\", \"message\": \"resize refused by the test\"}");
+    snprintf(path, sizeof path, "/nodes/sv1/qemu/%d/resize", vm);
+    json_t *upid = pve(e.port, "PUT", path, "disk=scsi0&size=30G");
+    sim(e.port, "DELETE", "/_sim/faults", NULL);
+    assert_true(json_is_string(upid));
+    resume_job_at(&e, "resize", vm, 0, json_string_value(upid), json_pack("{s:i}", "disk_gb", 30),
+                  job);
+    json_decref(upid);
+    assert_int_equal(finish(&e, job, &j), JOB_FAILED);
+    if (!strstr(j.error, "resize refused by the test"))
+        fail_msg("resumed resize on a failed task: %s", j.error);
+    job_rec_release(&j);
     down(&e);
 }
 
