@@ -48,7 +48,21 @@ hosts), FAULT_INSTANCES (proxd instances on the one database, the API calls
 spread over them), PROXD_TEST_DB (a PostgreSQL server's URL: a database per
 seed), FAULT_REPORT (a file the per-seed figures are appended to),
 FAULT_KEEP_LOG (1: keep proxd's log of every seed in
-$TMPDIR/proxd-faults-seed-N.log, not only of a seed that failed).
+$TMPDIR/proxd-faults-seed-N.log, not only of a seed that failed),
+FAULT_KILL_SEEDS (the seeds during which proxd is also killed, below).
+
+Kills (the seeds of FAULT_KILL_SEEDS, default 88, one of the default seeds):
+while the creations and the jobs run under the faults, a proxd instance
+(one drawn from the seed) is killed with SIGKILL every 1 to 4 s and started
+again up to half a second later, so kills land in every step of every kind
+of job, and in its calls to a Proxmox that is failing meanwhile: a call
+answered late to a dead process, a task started by a process that is gone,
+a clean-up cut in two. The restarted instance takes its dead predecessor's
+jobs over (same host, pid gone). The client acts as a real one does when
+the connection drops: it asks again, a creation with the same
+Idempotency-Key (one VM, not two). Every invariant above must hold as
+without kills, and proxd must never end by itself (a kill that finds it
+gone is an error).
 """
 import json
 import os
@@ -67,7 +81,7 @@ from lib.proxd import cluster_config as write_config, Daemon, run as proxd, TEMP
 from lib.sim import Sim
 from lib.wait import wait_for
 
-SEEDS = [int(s) for s in os.environ.get("FAULT_SEEDS", "11,22,33,44,77").split(",") if s]
+SEEDS = [int(s) for s in os.environ.get("FAULT_SEEDS", "11,22,33,44,77,88").split(",") if s]
 NVMS = int(os.environ.get("FAULT_VMS", "10"))
 NOPS = int(os.environ.get("FAULT_OPS", "10"))
 RATE = float(os.environ.get("FAULT_RATE", "0.07"))
@@ -83,6 +97,7 @@ KEEP_LOG = os.environ.get("FAULT_KEEP_LOG") == "1"  # keep proxd's log of a seed
 # spread over them), and the database: PostgreSQL (a server's URL: a
 # database per seed) or SQLite
 INSTANCES = int(os.environ.get("FAULT_INSTANCES", "1"))
+KILLS = {int(s) for s in os.environ.get("FAULT_KILL_SEEDS", "88").split(",") if s}
 PG_URL = os.environ.get("PROXD_TEST_DB")
 JOB_BOUND_S = 120  # no job may take longer than this, faults or not
 READ_FAILURES = ("cannot find VM", "cannot verify the new size", "cannot read the config")
@@ -93,14 +108,19 @@ class Api:
     def __init__(self, base, token):
         self.base, self.h = base, {"Authorization": "Bearer " + token}
 
-    def call(self, method, path, body=None):
-        for attempt in range(20):
+    def call(self, method, path, body=None, key=None):
+        """The call, asked again while proxd does not answer (killed, and
+        not yet started again): for up to 40 s. key: an Idempotency-Key."""
+        h = dict(self.h, **({"Idempotency-Key": key} if key else {}))
+        end = time.monotonic() + 40
+        while True:
             try:
-                return requests.request(method, self.base + path, json=body, headers=self.h,
+                return requests.request(method, self.base + path, json=body, headers=h,
                                         timeout=30)
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError):
+                if time.monotonic() > end:
+                    raise AssertionError("proxd does not answer %s %s" % (method, path))
                 time.sleep(0.2)
-        raise AssertionError("proxd does not answer %s %s" % (method, path))
 
     def wait_job(self, job, deadline):
         end = time.monotonic() + deadline
@@ -111,6 +131,39 @@ class Api:
             if time.monotonic() > end:
                 return j
             time.sleep(0.1)
+
+
+class Killer(threading.Thread):
+    """Kills one of the proxd instances (drawn) with SIGKILL every 1 to 4 s
+    and starts it again up to 0.5 s later, until halted; an instance found
+    ended by itself is a problem (and is started again)."""
+
+    def __init__(self, daemons, rng, problems, lock):
+        super().__init__(daemon=True)
+        self.daemons, self.rng, self.problems, self.lock = daemons, rng, problems, lock
+        self.halt = threading.Event()
+        self.kills = 0
+
+    def run(self):
+        while not self.halt.wait(self.rng.uniform(1.0, 4.0)):
+            d = self.daemons[self.rng.randrange(len(self.daemons))]
+            try:
+                d.kill()
+                self.kills += 1
+            except AssertionError as e:
+                with self.lock:
+                    self.problems.append(str(e).splitlines()[0] + " (log run %d)" % d.n)
+            time.sleep(self.rng.uniform(0, 0.5))
+            d.start()
+
+    def stop(self):
+        self.halt.set()
+        self.join()
+        for d in self.daemons:
+            if not d.alive():  # ended by itself after the last kill
+                with self.lock:
+                    self.problems.append("proxd ended by itself (log run %d)" % d.n)
+                d.start()
 
 
 # What makes sense from a recorded power state (proxd refuses the rest at
@@ -179,6 +232,7 @@ def run_seed(seed):
     problems = []
     lock = threading.Lock()
     t0 = time.monotonic()
+    killer = None
     try:
         token = proxd("token", "create", "--config", conf, "--owner", "ci", "--role",
                       "user").stdout.strip()
@@ -204,8 +258,12 @@ def run_seed(seed):
                     problems.append("job %s (%s) did not end within %d s: %s" % (
                         job["id"], job["kind"], JOB_BOUND_S, job["state"]))
 
+        killer = Killer(daemons, random.Random(seed * 7 + 1), problems, lock) \
+            if seed in KILLS else None
         if CREATE:
             faults_on()
+            if killer:
+                killer.start()
         if sampler:
             sampler.start()
         vms = []
@@ -218,7 +276,7 @@ def run_seed(seed):
                 body["ippools"] = ["flt"]
             end = time.monotonic() + 30
             while True:  # 503 while proxd reads the inventory first, or a node is down
-                r = apis[i % INSTANCES].call("POST", "/v1/vms", body)
+                r = apis[i % INSTANCES].call("POST", "/v1/vms", body, key="f%d-%02d" % (seed, i))
                 if r.status_code != 503 or time.monotonic() > end:
                     break
                 time.sleep(0.2)
@@ -237,6 +295,8 @@ def run_seed(seed):
             assert len(vms) + stats.get("pool_refused", 0) == NVMS, \
                 "creations failed without faults"
             faults_on()
+            if killer:
+                killer.start()
 
         def worker(vmid, wrng):
             api = apis[vmid % INSTANCES]
@@ -273,6 +333,11 @@ def run_seed(seed):
                         stats["node_down"] = stats.get("node_down", 0) + 1
                     time.sleep(0.2)
                     continue
+                if r.status_code == 503 and '"starting"' in r.text:
+                    time.sleep(0.2)  # a restarted instance reading its fleet first
+                    continue
+                if r.status_code == 404 and op == "delete":
+                    return  # asked again after a kill: the first delete was done
                 if r.status_code != 202:
                     with lock:
                         problems.append("%s of VM %d: %d %s" % (op, vmid, r.status_code, r.text))
@@ -292,6 +357,11 @@ def run_seed(seed):
             t.start()
         for t in threads:
             t.join()
+        if killer:
+            killer.stop()
+            stats["kills"] = killer.kills
+            for a in apis:  # every instance up again, to finish its jobs
+                wait_answer(a.base + "/readyz", deadline=60)
         if sampler:
             # neither the creations nor the workers' resizes (each reserves
             # its growth in the pool) took more of the pool than it has less
@@ -318,6 +388,9 @@ def run_seed(seed):
             d.stop()
         proxd("reconcile", "--config", conf)
     except Exception:
+        if killer and killer.is_alive():
+            killer.halt.set()
+            killer.join()
         if sampler and sampler.is_alive():
             sampler.stop()
         for d in daemons:
@@ -466,10 +539,11 @@ def main():
             holder["stats"] = stats
             print("seed %d: %s" % (seed, json.dumps(stats, sort_keys=True)), flush=True)
             assert not problems, "seed %d:\n  %s" % (seed, "\n  ".join(problems))
-        run_case("seed_%d%s%s%s%s" % (seed, "_with_creations" if CREATE else "",
+        run_case("seed_%d%s%s%s%s%s" % (seed, "_with_creations" if CREATE else "",
                                        "_shared_pool" if seed in SHARED else
                                        "_standalone" if seed in STANDALONE else "",
                                        "_%d_instances" % INSTANCES if INSTANCES > 1 else "",
+                                       "_with_kills" if seed in KILLS else "",
                                        "_on_postgresql" if PG_URL else ""), one)
         if "stats" in holder:
             all_stats.append(holder["stats"])
