@@ -7,7 +7,9 @@
 # of SOAK_SHARED_SEEDS (default the last three) on a fleet whose VM storage is
 # one shared pool (FAULT_SHARED_SEEDS). Two parts:
 #  1. control jobs under faults (the VMs are created before the faults);
-#  2. creations under faults too (FAULT_CREATE=1);
+#  2. creations under faults too (FAULT_CREATE=1), and on the seeds of
+#     SOAK_KILL_SEEDS (default the 4th to 6th) proxd killed with SIGKILL every
+#     1 to 4 s meanwhile (FAULT_KILL_SEEDS);
 #  3. (below) the crash test of VM operations;
 #  4. node drains (tests/api/test_drain.py) of SOAK_DRAIN_VMS VMs (200) with a
 #     kill -9 in the middle and seeded migrate faults, one run per seed of
@@ -36,6 +38,7 @@ OPS=${SOAK_OPS:-15}
 RATE=${SOAK_RATE:-0.07}
 SHARED=${SOAK_SHARED_SEEDS:-$(echo "$SEEDS" | tr ',' '\n' | tail -3 | paste -sd,)}
 STANDALONE=${SOAK_STANDALONE_SEEDS:-$(echo "$SEEDS" | tr ',' '\n' | head -2 | paste -sd,)}
+KILLS=${SOAK_KILL_SEEDS:-$(echo "$SEEDS" | tr ',' '\n' | sed -n 4,6p | paste -sd,)}
 OUT=bench/results/soak.txt
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
@@ -47,11 +50,11 @@ export PVESIM=$ROOT/build/pvesim BIN_DIR=$ROOT/build SCHEMA_DIR=$ROOT/build/shar
 } | tee "$TMP/head"
 status=0
 for part in control create; do
-  create=0
-  [ "$part" = create ] && create=1
+  create=0 kills=
+  [ "$part" = create ] && create=1 kills=$KILLS
   t0=$(date +%s.%N)
   FAULT_SEEDS=$SEEDS FAULT_VMS=$VMS FAULT_OPS=$OPS FAULT_RATE=$RATE FAULT_CREATE=$create \
-    FAULT_SHARED_SEEDS=$SHARED FAULT_STANDALONE_SEEDS=$STANDALONE \
+    FAULT_SHARED_SEEDS=$SHARED FAULT_STANDALONE_SEEDS=$STANDALONE FAULT_KILL_SEEDS=$kills \
     FAULT_REPORT="$TMP/$part.jsonl" PYTHONPATH=tests /usr/bin/python3 tests/core/test_faults_random.py \
     >"$TMP/$part.log" 2>&1
   rc=$?
@@ -59,7 +62,7 @@ for part in control create; do
   [ $rc -ne 0 ] && status=1
   {
     echo
-    echo "part $part (FAULT_CREATE=$create): exit $rc, $(echo "$t1 - $t0" | bc) s"
+    echo "part $part (FAULT_CREATE=$create, kills on: ${kills:-none}): exit $rc, $(echo "$t1 - $t0" | bc) s"
     grep -E '^(ok|FAIL) |^[0-9]+ passed' "$TMP/$part.log"
     grep -E '^  (VM|VMID|job|record|jobs|proxd)' "$TMP/$part.log" | head -40
     [ -f "$TMP/$part.jsonl" ] && /usr/bin/python3 - "$TMP/$part.jsonl" <<'PY'
