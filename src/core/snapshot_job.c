@@ -250,6 +250,7 @@ static void create_steps(struct sctx *c)
     snprintf(desc, sizeof desc, "%s%s" MARK "%s", udesc && *udesc ? udesc : "",
              udesc && *udesc ? "\n" : "", c->j->id);
     bool resumed = strcmp(c->j->step, "queued") != 0;
+    bool ending = false; /* failed, once the list shows the half-made snapshot gone */
     struct pve_error e = {0}, last = {0};
     for (int t = 1;; t++) {
         struct snap_info *s = NULL;
@@ -277,18 +278,29 @@ static void create_steps(struct sctx *c)
                 int rc = core_wait_task(c->k, c->pc, c->j->upid, STEP_DEADLINE_MS, &e);
                 if (rc == -1)
                     return;
+            } else if (ending) {
+                /* removed with every try remove_half has, and still there:
+                 * nothing else removes it, so the job says so */
+                snap_end(c, false,
+                         "snapshot '%s' failed: %s; the half-made snapshot could not be removed: "
+                         "`qm delsnapshot %d %s --force` on %s",
+                         name, last.message[0] ? last.message : "its task failed", c->v.vmid, name,
+                         c->v.node);
+                return;
             } else {
                 remove_half(c, name);
                 if (core_stopping(c->k))
                     return;
-                if (t > CALL_TRIES || (last.upid[0] && last.cls != PVE_E_LOCK)) {
-                    snap_end(c, false,
-                             "snapshot '%s' failed: %s (the half-made snapshot is removed)", name,
-                             last.message[0] ? last.message : "its task failed");
-                    return;
-                }
+                /* the list, read again, tells whether the removal went */
+                ending = t > CALL_TRIES || (last.upid[0] && last.cls != PVE_E_LOCK);
             }
             continue;
+        }
+        if (ending) {
+            free(s);
+            snap_end(c, false, "snapshot '%s' failed: %s (the half-made snapshot is removed)", name,
+                     last.message[0] ? last.message : "its task failed");
+            return;
         }
         if (mine && !ours) { /* a resumed job whose name was taken meanwhile */
             free(s);

@@ -247,6 +247,7 @@ static bool fault_apply(struct sim *s, struct sim_fault *f, struct sim_call *c, 
     }
     if (strcmp(f->kind, "task_error") == 0) {
         c->task_fault_exit = xstrdup(f->message ? f->message : "injected failure");
+        c->task_fault_keep = f->cleanup_fails;
         return false;
     }
     if (strcmp(f->kind, "hang") == 0) {

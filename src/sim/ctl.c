@@ -146,10 +146,11 @@ static bool kind_ok(const char *k)
 
 static json_t *fault_json(struct sim_fault *f)
 {
-    return json_pack("{s:i,s:s,s:s?,s:s,s:s,s:i,s:s?,s:I,s:f,s:i,s:i}", "id", f->id, "method",
+    return json_pack("{s:i,s:s,s:s?,s:s,s:s,s:i,s:s?,s:I,s:f,s:i,s:i,s:b}", "id", f->id, "method",
                      f->method, "path", f->pattern, "node", f->node, "kind", f->kind, "status",
                      f->status, "message", f->message, "delay_ms", (json_int_t)f->delay_ms, "rate",
-                     f->rate, "count", f->remaining, "hits", f->hits);
+                     f->rate, "count", f->remaining, "hits", f->hits, "cleanup_fails",
+                     f->cleanup_fails);
 }
 
 static void fault_free(struct sim_fault *f)
@@ -219,6 +220,11 @@ static void fault_add(struct sim *s, const struct http_req *req, struct http_res
         bad(r, 400, "count: an integer, -1 for unlimited");
         goto out;
     }
+    json_t *cf = json_object_get(b, "cleanup_fails");
+    if (cf && (!json_is_boolean(cf) || strcmp(kind, "task_error") != 0)) {
+        bad(r, 400, "cleanup_fails: true or false, for a task_error rule");
+        goto out;
+    }
     f = xcalloc(1, sizeof *f);
     if (path) {
         int ec;
@@ -243,6 +249,7 @@ static void fault_add(struct sim *s, const struct http_req *req, struct http_res
         f->delay_ms = SIM_LATE_DELAY_MS;
     f->rate = rate ? json_number_value(rate) : 1.0;
     f->remaining = count ? (int)json_integer_value(count) : -1;
+    f->cleanup_fails = json_is_true(json_object_get(b, "cleanup_fails"));
     pthread_mutex_lock(&s->mu);
     f->id = ++s->fault_next;
     /* append: rules are tried in the order they were added */

@@ -204,6 +204,7 @@ struct sim_task {
     double bytes_total, bytes_done;
     json_t *args;     /* the request's parameters */
     char *fault_exit; /* injected exit status, if a fault rule said so */
+    bool fault_keep;  /* the failing task's cleanup fails too: its half-made work stays */
     struct sim_task *next;
     struct sim_task *hnext; /* engine.c: next in its UPID hash bucket */
 };
@@ -226,6 +227,7 @@ struct sim_fault {
     double rate;   /* 0..1, probability per matching call */
     int remaining; /* -1 unlimited */
     int hits;
+    bool cleanup_fails; /* task_error: the failed task's own cleanup fails too */
     struct sim_fault *next;
 };
 
@@ -447,6 +449,7 @@ struct sim_call {
     const char *tokenid;    /* "root@pam!ci" for token auth, else NULL */
     bool is_root;           /* user is root@pam and not a token */
     char *task_fault_exit;  /* exit status for a task started by this call */
+    bool task_fault_keep;   /* ... and what the task made half stays (cleanup_fails) */
     /* result */
     json_t *data; /* owned */
     /* or: the data as JSON text, written by the handler (big lists are

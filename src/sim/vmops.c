@@ -166,8 +166,10 @@ struct sim_task *vmops_task(struct sim_call *c, const char *type, int vmid, enum
     struct sim_task *t = sim_task_new(c->s, c->node, type, id, call_owner(c), kind);
     t->vmid = vmid;
     t->args = json_deep_copy(c->params);
-    if (c->task_fault_exit)
+    if (c->task_fault_exit) {
         t->fault_exit = xstrdup(c->task_fault_exit);
+        t->fault_keep = c->task_fault_keep;
+    }
     c->data = json_string(t->upid);
     return t;
 }
@@ -452,7 +454,11 @@ static void snapshot_commit(struct sim *s, struct sim_task *t, struct sim_vm *vm
     json_t *snap = vmops_snap_find(vm, name);
     if (t->fault_exit) {
         sim_task_log(t, "snapshot create failed: starting cleanup");
-        if (snap)
+        /* PVE's cleanup is a forced delete, which can fail in turn: the
+         * snapshot then stays, snapstate "prepare" (cleanup_fails) */
+        if (snap && t->fault_keep)
+            sim_task_log(t, "could not remove disk snapshot: cleanup failed");
+        else if (snap)
             json_object_del(vm->snaps, name);
         json_object_del(vm->conf, "lock");
         sim_task_finish(s, t, t->fault_exit);

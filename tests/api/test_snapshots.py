@@ -459,6 +459,27 @@ SNAP_MIX = (("lock_timeout", 0.3), ("error", 0.25), ("task_error", 0.25), ("596"
             ("delay", 0.1))
 
 
+@case
+def a_half_made_snapshot_left_behind_is_named():
+    # the snapshot's task fails half way and every removal of what it left
+    # fails too: the job must not say the half-made snapshot is removed
+    tok = px.token("hank")
+    vmid = api.create_vm(tok, "snap-half")
+    sim.add_faults([{"method": "POST", "path": r"^/nodes/[^/]+/qemu/%d/snapshot$" % vmid,
+                     "kind": "task_error", "message": "snapshot broken by the test",
+                     "cleanup_fails": True},
+                    {"method": "DELETE", "path": r"^/nodes/[^/]+/qemu/%d/snapshot/" % vmid,
+                     "kind": "error", "status": 500, "message": "removal refused by the test"}])
+    try:
+        j = api.snap(tok, vmid, "half", want="failed")
+    finally:
+        sim.clear_faults()
+    assert pve_snaps(sim, vmid)["half"].get("snapstate"), pve_snaps(sim, vmid)
+    assert "could not be removed" in j["error"], j
+    assert "qm delsnapshot %d half --force" % vmid in j["error"], j
+    assert "is removed" not in j["error"], j
+
+
 def fault_rules(rate):
     return fault_mix(rate, r"^/nodes/[^/]+/qemu/\d+/(snapshot|status/current)", SNAP_MIX,
                      message="injected fault") + [

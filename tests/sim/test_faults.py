@@ -407,6 +407,8 @@ def bad_specs():
         bad_spec(s, {"kind": "error", "status": "500"}, "status")
         bad_spec(s, {"kind": "error", "message": 5}, "message")
         bad_spec(s, {"kind": "delay", "delay_ms": -1}, "delay_ms")
+        bad_spec(s, {"kind": "task_error", "cleanup_fails": "yes"}, "cleanup_fails")
+        bad_spec(s, {"kind": "error", "cleanup_fails": True}, "cleanup_fails")
         r = s.raw("POST", "/_sim/faults", data="not json")
         assert r.status_code == 400 and r.json()["error"].startswith("body must be a JSON object"), r.text
         assert s.ctl("GET", "/faults") == []
