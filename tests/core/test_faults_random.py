@@ -2,8 +2,9 @@
 kind at random (500s, lock timeouts, 596s, failing tasks, delays, hangs,
 answers dropped after the call was served)
 while proxd runs mixed jobs on its VMs (start, shutdown, stop, pause,
-resume, reboot, update, resize, delete) and, with FAULT_CREATE=1, creations
-(half of them with an address from an IP pool);
+resume, reboot, update, resize, delete, and with FAULT_SNAPSHOTS=1, the
+default, snapshots made, removed and rolled back to) and, with
+FAULT_CREATE=1, creations (half of them with an address from an IP pool);
 then the faults stop and the promises are checked against pvesim's state
 and proxd's database:
   - every job ended by itself (done or failed, with its terminal event)
@@ -17,7 +18,12 @@ and proxd's database:
   - after a reconcile pass, every record's power (paused included), node and
     disk match Proxmox;
   - no VMID left reserved, no capacity reservation left unsettled (every
-    job has ended: each gave back what it held).
+    job has ended: each gave back what it held);
+  - no snapshot left half made or half removed, none made by a job that
+    failed, no VM left locked by a snapshot job (a failed rollback's lock
+    excepted: PVE leaves it for an operator); a done creation's snapshot
+    is there, a done removal's is gone (check_snapshots, itself checked
+    against planted faults first).
 
 The seeds of FAULT_SHARED_SEEDS (default 44) run on a fleet whose nodes keep
 their VMs on one shared storage (Ceph: a pool every node reports whole,
@@ -98,6 +104,7 @@ KEEP_LOG = os.environ.get("FAULT_KEEP_LOG") == "1"  # keep proxd's log of a seed
 # database per seed) or SQLite
 INSTANCES = int(os.environ.get("FAULT_INSTANCES", "1"))
 KILLS = {int(s) for s in os.environ.get("FAULT_KILL_SEEDS", "88").split(",") if s}
+SNAPS = os.environ.get("FAULT_SNAPSHOTS", "1") == "1"
 PG_URL = os.environ.get("PROXD_TEST_DB")
 JOB_BOUND_S = 120  # no job may take longer than this, faults or not
 READ_FAILURES = ("cannot find VM", "cannot verify the new size", "cannot read the config")
@@ -300,6 +307,8 @@ def run_seed(seed):
 
         def worker(vmid, wrng):
             api = apis[vmid % INSTANCES]
+            srng = random.Random(seed * 1000 + vmid + 500)  # the snapshot jobs' draws
+            names = []  # the snapshots asked for, s1, s2, ...
             for _ in range(NOPS):
                 v = api.call("GET", "/v1/vms/%d" % vmid)
                 if v.status_code != 200:
@@ -308,7 +317,17 @@ def run_seed(seed):
                 if v["state"] != "enabled":
                     return
                 op = pick(wrng, v["power"])
-                if op in ACTIONS:
+                if SNAPS and srng.random() < 0.2:
+                    op = srng.choice(["snap", "snap", "snapdel", "rollback"]) if names else "snap"
+                if op == "snap":
+                    names.append("s%d" % (len(names) + 1))
+                    r = api.call("POST", "/v1/vms/%d/snapshots" % vmid, {"name": names[-1]})
+                elif op in ("snapdel", "rollback"):
+                    name = srng.choice(names)
+                    r = api.call(*(("DELETE", "/v1/vms/%d/snapshots/%s" % (vmid, name))
+                                   if op == "snapdel" else
+                                   ("POST", "/v1/vms/%d/snapshots/%s/rollback" % (vmid, name))))
+                elif op in ACTIONS:
                     r = api.call("POST", "/v1/vms/%d/%s" % (vmid, op),
                                  {"force": True} if op == "shutdown" else None)
                 elif op == "update":
@@ -318,8 +337,8 @@ def run_seed(seed):
                                  {"disk_gb": v["disk_gb"] + wrng.choice([1, 2, 5])})
                 else:
                     r = api.call("DELETE", "/v1/vms/%d" % vmid)
-                if r.status_code in (400, 409):
-                    with lock:
+                if r.status_code in (400, 409) or (r.status_code == 404 and op in ("snapdel", "rollback")):
+                    with lock:  # (a snapshot proxd knows is not there: 404)
                         stats["refused"] += 1
                     continue
                 if shared and r.status_code == 403 and "on shared storage ceph" in r.text:
@@ -466,6 +485,52 @@ def check_addresses(db, state, problems):
             seen[ip] = vmid
 
 
+def check_snapshots(db, state, problems):
+    """Snapshots against the jobs that made and removed them: none is left
+    half made or half removed, nor a snapshot or a snapshot lock left by a
+    job that failed (a failed rollback's lock excepted: PVE leaves it, an
+    operator's `qm unlock`); a done creation's snapshot is there unless a
+    done removal of it followed, a done removal's is gone."""
+    jobs = {}
+    for jid, kind, st, vmid, req, fin in db_query(
+            db, "SELECT id, kind, state, vmid, request, finished_at FROM jobs "
+                "WHERE kind IN ('snap-create', 'snap-delete', 'snap-rollback')"):
+        jobs[jid] = {"kind": kind, "state": st, "vmid": vmid, "fin": fin,
+                     "name": json.loads(req or "{}").get("name")}
+    on = {v["vmid"]: v for v in state["vms"]}
+    for vmid, v in on.items():
+        snaps = v.get("snapshots") or {}
+        for name, sn in snaps.items():
+            if sn.get("snapstate"):
+                problems.append("VM %d: snapshot %s left %s" % (vmid, name, sn["snapstate"]))
+            marks = [ln.split("=", 1)[1] for ln in (sn.get("description") or "").splitlines()
+                     if ln.startswith("proxd-snapshot job=")]
+            for m in marks:
+                j = jobs.get(m)
+                if not j or j["kind"] != "snap-create" or j["state"] != "done":
+                    problems.append("VM %d: snapshot %s made by job %s, which is %s" % (
+                        vmid, name, m, j and (j["kind"], j["state"])))
+        lk = (v.get("conf") or {}).get("lock")
+        if lk in ("snapshot", "snapshot-delete"):
+            problems.append("VM %d left locked (%s)" % (vmid, lk))
+        if lk == "rollback" and not any(j["kind"] == "snap-rollback" and j["state"] == "failed"
+                                        and j["vmid"] == vmid for j in jobs.values()):
+            problems.append("VM %d locked (rollback) with no failed rollback" % vmid)
+    for jid, j in jobs.items():
+        if j["state"] != "done" or j["vmid"] not in on or j["kind"] == "snap-rollback":
+            continue
+        there = j["name"] in (on[j["vmid"]].get("snapshots") or {})
+        later = [o for o in jobs.values() if o["vmid"] == j["vmid"] and o["name"] == j["name"]
+                 and o["state"] == "done" and o["fin"] > j["fin"] and o["kind"] != j["kind"]
+                 and o["kind"] != "snap-rollback"]
+        if j["kind"] == "snap-create" and not there and not later:
+            problems.append("VM %d: snapshot %s made (job %s) is not there" % (
+                j["vmid"], j["name"], jid))
+        if j["kind"] == "snap-delete" and there and not later:
+            problems.append("VM %d: snapshot %s removed (job %s) is there" % (
+                j["vmid"], j["name"], jid))
+
+
 def check(db, state, problems):
     """The invariants, against pvesim's state and the database."""
     jobs = db_query(db, "SELECT id, kind, state, created_at, finished_at FROM jobs")
@@ -484,6 +549,7 @@ def check(db, state, problems):
         if any(err.startswith(p) for p in READ_FAILURES):
             problems.append("job %s (%s) failed on a read: %s" % (jid, kind, err))
     check_addresses(db, state, problems)
+    check_snapshots(db, state, problems)
     # every job ended: none holds a VMID or room any more
     for vmid, job in db_query(db, "SELECT vmid, job FROM vmid_alloc WHERE state = 'reserved'"):
         problems.append("VMID %d left reserved (job %s)" % (vmid, job))
@@ -529,7 +595,42 @@ def check(db, state, problems):
             problems.append("VM %d recorded %d GiB has %s" % (vmid, disk, size[0]))
 
 
+def snapshot_check_sees_what_is_wrong():
+    """check_snapshots on a made-up database and fleet: clean, nothing;
+    each fault planted, reported."""
+    import sqlite3
+    tmp = tempfile.TemporaryDirectory(prefix="proxd-snapcheck-")
+    db = os.path.join(tmp.name, "j.db")
+    c = sqlite3.connect(db)
+    with c:
+        c.execute("CREATE TABLE jobs (id TEXT, kind TEXT, state TEXT, vmid INTEGER, "
+                  "request TEXT, finished_at INTEGER)")
+        for row in (("a", "snap-create", "done", 1, '{"name": "s1"}', 10),
+                    ("b", "snap-create", "failed", 1, '{"name": "s2"}', 20),
+                    ("c", "snap-create", "done", 1, '{"name": "s3"}', 30),
+                    ("d", "snap-delete", "done", 1, '{"name": "s3"}', 40)):
+            c.execute("INSERT INTO jobs VALUES (?, ?, ?, ?, ?, ?)", row)
+    c.close()
+
+    def fleet(snaps, lock=None):
+        conf = {"lock": lock} if lock else {}
+        return {"vms": [{"vmid": 1, "conf": conf, "snapshots": snaps}]}
+    good = {"s1": {"description": "proxd-snapshot job=a"}}
+    cases = [(good, None, 0),
+             (dict(good, s2={"description": "proxd-snapshot job=b"}), None, 1),  # a failed job's
+             (dict(s1={"description": "proxd-snapshot job=a", "snapstate": "prepare"}), None, 1),
+             ({}, None, 1),  # s1 made, not there
+             (dict(good, s3={"description": "proxd-snapshot job=c"}), None, 1),  # removed, there
+             (good, "snapshot", 1), (good, "rollback", 1)]
+    for snaps, lk, want in cases:
+        problems = []
+        check_snapshots(db, fleet(snaps, lk), problems)
+        assert len(problems) == want, (snaps, lk, problems)
+    tmp.cleanup()
+
+
 def main():
+    run_case("the_snapshot_check_sees_what_is_wrong", snapshot_check_sees_what_is_wrong)
     all_stats = []
     for seed in SEEDS:
         holder = {}
