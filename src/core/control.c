@@ -1000,11 +1000,31 @@ static void mark_deleted(struct cctx *c, const char *how)
 /* Locks (a backup, a migration) clear within minutes; wait for them. False
  * when the job ended meanwhile (failed, or the VM vanished and the job is
  * done) or the core is stopping. */
+/* Is a rollback of the job's VM running on its node? A failed rollback
+ * leaves the VM locked (rollback) for good in PVE: only an operator's `qm
+ * unlock` lifts it, so a lock no rollback task holds is not waited for.
+ * When the list cannot be read: true (the caller waits, as before). */
+static bool rollback_running(struct cctx *c)
+{
+    struct pve_task *t = NULL;
+    struct pve_error e = {0};
+    size_t n = 0;
+    bool running = true;
+    if (pve_task_list(c->pc, c->v.node, c->v.vmid, "qmrollback", 10, &t, &n, &e) == 0) {
+        running = false;
+        for (size_t i = 0; i < n; i++)
+            running = running || t[i].running;
+    }
+    free(t);
+    return running;
+}
+
 bool ctl_wait_unlocked(struct cctx *c)
 {
     struct pve_error e = {0};
     struct pve_vm_config cfg;
     int64_t end = mono_ms() + STEP_DEADLINE_MS;
+    bool stuck_seen = false;
     for (long pause = 100;; pause = pause < 2000 ? pause * 2 : 2000) {
         if (ctl_read_config(c, &cfg, &e)) {
             if (e.cls == PVE_E_NOTFOUND) {
@@ -1014,10 +1034,24 @@ bool ctl_wait_unlocked(struct cctx *c)
             ctl_job_fail(c, "cannot read the config: %s", e.message);
             return false;
         }
-        bool locked = cfg.lock[0] != '\0';
+        bool locked = cfg.lock[0] != '\0', rollback = strcmp(cfg.lock, "rollback") == 0;
         pve_vm_config_release(&cfg);
         if (!locked)
             return true;
+        /* seen locked after the list showed no rollback running: the lock
+         * is not a running rollback's (one that ended meanwhile unlocked) */
+        if (rollback && stuck_seen) {
+            ctl_job_fail(c,
+                         "VM %d is locked (rollback): Proxmox keeps the lock after a failed "
+                         "rollback; an operator must unlock it (qm unlock %d) before anything "
+                         "else is done to it",
+                         c->v.vmid, c->v.vmid);
+            return false;
+        }
+        if (rollback && !rollback_running(c)) {
+            stuck_seen = true;
+            continue; /* read the config again at once */
+        }
         if (mono_ms() > end || core_stopping(c->k)) {
             if (!core_stopping(c->k))
                 ctl_job_fail(c, "VM %d stays locked", c->v.vmid);

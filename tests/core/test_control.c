@@ -703,6 +703,22 @@ static void test_record_behind(void **unused)
     vm_rec_release(&v);
     act_ok(&e, vm, ACT_START, NULL, "running");
 
+    /* locked (rollback) with no rollback running: what a failed rollback
+     * leaves in PVE until an operator unlocks it. A delete fails at once
+     * naming the command, rather than waiting for the lock for 10 minutes
+     * (a backup's lock, which its task lifts, is waited for: test_delete) */
+    snprintf(path, sizeof path, "/_sim/vms/%d", vm);
+    sim(e.port, "POST", path, "{\"conf\": {\"lock\": \"rollback\"}}");
+    int64_t t0 = h_now_ms();
+    do_delete(&e, vm, job);
+    assert_int_equal(finish(&e, job, &j), JOB_FAILED);
+    if (!strstr(j.error, "locked (rollback)") || !strstr(j.error, "qm unlock"))
+        fail_msg("delete of a VM a failed rollback locked: %s", j.error);
+    job_rec_release(&j);
+    assert_true(h_now_ms() - t0 < 30000);
+    assert_true(sim_vm(e.port, vm).exists);
+    sim(e.port, "POST", path, "{\"conf\": {\"lock\": null}}");
+
     /* a resize resumed at its wait on a task that failed: the job says
      * what the task said, not only that the disk is short */
     sim(e.port, "POST", "/_sim/faults",
