@@ -681,9 +681,12 @@ static void run_power(struct cctx *c, enum vm_action a)
      * asked again as if the refusal were a passing fault. Only a resumed
      * reboot may be looking at its own call's work half done (the VM
      * stopped between the task's shutdown and its start): it asks again;
-     * no other call leaves the VM where its own action is refused. */
-    const char *why =
-        resumed && a == ACT_REBOOT ? NULL : action_refusal(a, power_of(&st), po.force_stop);
+     * no other call leaves the VM where its own action is refused. A VM
+     * hibernated (suspended to disk: stopped, locked "suspended") is
+     * resumed by Proxmox, so it is left to Proxmox. */
+    const char *why = (resumed && a == ACT_REBOOT) || strcmp(st.lock, "suspended") == 0
+                          ? NULL
+                          : action_refusal(a, power_of(&st), po.force_stop);
     if (why) {
         snprintf(c->v.power, sizeof c->v.power, "%s", power_of(&st));
         ctl_save_vm(c);
@@ -922,7 +925,12 @@ static void resize_steps(struct cctx *c, bool *asked)
             int rc = ctl_wait_task(c, c->j->upid, &e);
             if (rc == -1)
                 return;
-            if (rc)
+            /* a task that ended failed, not a wait cut short (its
+             * deadline, status reads that kept failing) */
+            struct pve_task t;
+            struct pve_error e2 = {0};
+            if (rc && pve_task_status(c->pc, c->j->upid, &t, &e2) == 0 && !t.running &&
+                strcmp(t.exitstatus, "OK") != 0)
                 snprintf(task_error, sizeof task_error, "%s", e.message);
         }
     } else {

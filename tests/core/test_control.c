@@ -703,6 +703,17 @@ static void test_record_behind(void **unused)
     vm_rec_release(&v);
     act_ok(&e, vm, ACT_START, NULL, "running");
 
+    /* hibernated behind proxd's back while recorded paused (suspended to
+     * disk: stopped, locked "suspended"): Proxmox resumes it, so the job
+     * leaves it to Proxmox rather than refusing a resume of a stopped VM */
+    act_ok(&e, vm, ACT_PAUSE, NULL, "paused");
+    snprintf(path, sizeof path, "/nodes/sv1/qemu/%d/status/stop", vm);
+    json_decref(pve(e.port, "POST", path, NULL));
+    wait_sim_power(e.port, vm, "stopped");
+    snprintf(path, sizeof path, "/_sim/vms/%d", vm);
+    sim(e.port, "POST", path, "{\"conf\": {\"lock\": \"suspended\"}}");
+    act_ok(&e, vm, ACT_RESUME, NULL, "running");
+
     /* locked (rollback) with no rollback running: what a failed rollback
      * leaves in PVE until an operator unlocks it. A delete fails at once
      * naming the command, rather than waiting for the lock for 10 minutes
