@@ -8,8 +8,9 @@
 # one shared pool (FAULT_SHARED_SEEDS). Two parts:
 #  1. control jobs under faults (the VMs are created before the faults);
 #  2. creations under faults too (FAULT_CREATE=1), and on the seeds of
-#     SOAK_KILL_SEEDS (default the 4th to 6th) proxd killed with SIGKILL every
-#     1 to 4 s meanwhile (FAULT_KILL_SEEDS);
+#     SOAK_KILL_SEEDS (default the 4th to 6th: none when SOAK_SEEDS has fewer
+#     than four) proxd killed with SIGKILL every 1 to 4 s meanwhile
+#     (FAULT_KILL_SEEDS);
 #  3. (below) the crash test of VM operations;
 #  4. node drains (tests/api/test_drain.py) of SOAK_DRAIN_VMS VMs (200) with a
 #     kill -9 in the middle and seeded migrate faults, one run per seed of
