@@ -1005,9 +1005,6 @@ static void mark_deleted(struct cctx *c, const char *how)
     ctl_job_done(c, "VM %d deleted%s", c->v.vmid, how);
 }
 
-/* Locks (a backup, a migration) clear within minutes; wait for them. False
- * when the job ended meanwhile (failed, or the VM vanished and the job is
- * done) or the core is stopping. */
 /* Is a rollback of the job's VM running on its node? A failed rollback
  * leaves the VM locked (rollback) for good in PVE: only an operator's `qm
  * unlock` lifts it, so a lock no rollback task holds is not waited for.
@@ -1027,6 +1024,11 @@ static bool rollback_running(struct cctx *c)
     return running;
 }
 
+/* Locks (a backup, a migration) clear within minutes; wait for them, but
+ * not for a rollback lock no rollback task holds (rollback_running): the
+ * job fails at once, naming `qm unlock`. False when the job ended
+ * meanwhile (failed, or the VM vanished and the job is done) or the core
+ * is stopping. */
 bool ctl_wait_unlocked(struct cctx *c)
 {
     struct pve_error e = {0};

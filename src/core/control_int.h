@@ -35,7 +35,9 @@ int ctl_read_config(struct cctx *c, struct pve_vm_config *cfg, struct pve_error 
  * sees it; a VM found elsewhere has its record's node (and the job's)
  * follow it. 0, PVE_E_NOTFOUND when it is on no node, or another error. */
 int ctl_locate(struct cctx *c, struct pve_vm_status *st, struct pve_error *e);
-/* Wait until the VM has no lock; false when the job ended meanwhile. */
+/* Wait until the VM has no lock (a rollback lock no rollback task holds,
+ * which PVE keeps after a failed rollback, fails the job at once); false
+ * when the job ended meanwhile. */
 bool ctl_wait_unlocked(struct cctx *c);
 
 /* Run a claimed migrate job (migrate.c). */
