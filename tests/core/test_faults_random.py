@@ -19,6 +19,8 @@ and proxd's database:
     disk match Proxmox;
   - no VMID left reserved, no capacity reservation left unsettled (every
     job has ended: each gave back what it held);
+  - the event log tells every committed change exactly once
+    (lib/eventcheck.py; a VMID that came back is passed over);
   - no snapshot left half made or half removed, none made by a job that
     failed, no VM left locked by a snapshot job (a failed rollback's lock
     excepted: PVE leaves it for an operator); a done creation's snapshot
@@ -79,6 +81,7 @@ import time
 
 import requests
 
+from lib import eventcheck
 from lib.cases import finish, run_case
 from lib.db import query as db_query
 from lib.faults import fault_rules
@@ -439,6 +442,9 @@ def run_seed(seed):
     durs = db_query(db, "SELECT finished_at - created_at FROM jobs WHERE finished_at > 0")
     stats["max_job_s"] = round(max([r[0] for r in durs] or [0]) / 1000.0, 1)
     check(db, state, problems)
+    # the event log tells every committed change exactly once, faults and
+    # kills or not (VMIDs may come back here: quarantine = 0)
+    problems.extend("events: " + p for p in eventcheck.problems(db, reuse_ok=True))
     if problems or KEEP_LOG:  # keep proxd's log for the post-mortem
         keep = os.path.join(tempfile.gettempdir(), "proxd-faults-seed-%d.log" % seed)
         with open(keep, "w") as out:
