@@ -1051,11 +1051,7 @@ bool ctl_wait_unlocked(struct cctx *c)
         /* seen locked after the list showed no rollback running: the lock
          * is not a running rollback's (one that ended meanwhile unlocked) */
         if (rollback && stuck_seen) {
-            ctl_job_fail(c,
-                         "VM %d is locked (rollback): Proxmox keeps the lock after a failed "
-                         "rollback; an operator must unlock it (qm unlock %d) before anything "
-                         "else is done to it",
-                         c->v.vmid, c->v.vmid);
+            ctl_job_fail(c, "VM %d is locked (rollback); " UNLOCK_HINT, c->v.vmid, c->v.vmid);
             return false;
         }
         if (rollback && !rollback_running(c)) {

@@ -13,6 +13,11 @@
 
 #define CORE_MAX_WORKERS 64
 #define LEASE_MS 30000
+/* What a job says of a VM a failed rollback left locked (its VMID for %d):
+ * snapshot jobs and the waits for a VM's lock (ctl_wait_unlocked) */
+#define UNLOCK_HINT                                                                                \
+    "Proxmox keeps the VM locked (rollback) after a failed rollback: an operator must unlock it "  \
+    "(qm unlock %d) before anything else is done to it"
 /* A cloud-init drive's bytes on its storage (PVE makes it 4 MiB,
  * Cloudinit.pm): a clone of a template copies the template's, on the clone's
  * storage, so a creation and a reinstall's temporary VM reserve it beside

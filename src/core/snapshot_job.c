@@ -140,10 +140,6 @@ static bool stuck_lock(const struct pve_error *e)
     return strstr(e->message, "VM is locked (rollback)") != NULL;
 }
 
-#define UNLOCK_HINT                                                                                \
-    "Proxmox keeps the VM locked (rollback) after a failed rollback: an operator must unlock it "  \
-    "(qm unlock %d) before anything else is done to it"
-
 /* Is the job's task (j->upid) still running? */
 static bool task_running(struct sctx *c)
 {

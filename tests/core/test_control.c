@@ -631,6 +631,33 @@ static void test_reboot_resumed(void **unused)
  * the VM's real state fails at once, without a call, and the record takes
  * the VM's power. (It was asked again as a passing fault: with proxd killed
  * now and then, a reboot of a stopped VM ran until the kills stopped.) */
+/* Job `job` ends failed, `want` in its error. */
+static void expect_failed(struct ch_env *e, const char *job, const char *want, const char *what)
+{
+    struct job_rec j;
+    assert_int_equal(finish(e, job, &j), JOB_FAILED);
+    if (!strstr(j.error, want))
+        fail_msg("%s: %s", what, j.error);
+    job_rec_release(&j);
+}
+
+/* An action the record lets in that fails at once, `want` in its error,
+ * with no call to `verb` (status/<verb>) sent since the calls were reset,
+ * and the record left at `power`. */
+static void act_failed_at_once(struct ch_env *e, int vmid, enum vm_action a, const char *want,
+                               const char *verb, const char *power)
+{
+    char job[40], key[96];
+    struct core_error ce = {0};
+    assert_int_equal(core_vm_action(e->k, vmid, NULL, a, NULL, job, &ce), CORE_OK);
+    expect_failed(e, job, want, vm_action_name(a));
+    snprintf(key, sizeof key, "POST /nodes/{node}/qemu/{vmid}/status/%s", verb);
+    assert_int_equal(calls_of(e->port, key), 0);
+    struct vm_rec v = live(e, vmid);
+    assert_string_equal(v.power, power);
+    vm_rec_release(&v);
+}
+
 static void test_record_behind(void **unused)
 {
     (void)unused;
@@ -638,30 +665,19 @@ static void test_record_behind(void **unused)
     up(&e, NULL);
     int vm = mk_vm(&e, "behind");
     char path[96], job[40];
-    struct core_error ce = {0};
-    struct job_rec j;
 
     snprintf(path, sizeof path, "/nodes/sv1/qemu/%d/status/stop", vm);
     json_decref(pve(e.port, "POST", path, NULL));
     wait_sim_power(e.port, vm, "stopped");
     sim(e.port, "DELETE", "/_sim/calls", NULL);
-    assert_int_equal(core_vm_action(e.k, vm, NULL, ACT_REBOOT, NULL, job, &ce), CORE_OK);
-    assert_int_equal(finish(&e, job, &j), JOB_FAILED);
-    if (!strstr(j.error, "it is stopped on Proxmox (not running)"))
-        fail_msg("reboot of a stopped VM: %s", j.error);
-    job_rec_release(&j);
-    assert_int_equal(calls_of(e.port, "POST /nodes/{node}/qemu/{vmid}/status/reboot"), 0);
-    struct vm_rec v = live(&e, vm);
-    assert_string_equal(v.power, "stopped");
-    vm_rec_release(&v);
+    act_failed_at_once(&e, vm, ACT_REBOOT, "it is stopped on Proxmox (not running)", "reboot",
+                       "stopped");
     act_refused(&e, vm, ACT_PAUSE, NULL); /* the record knows now */
     /* a resume interrupted after its call step, found stopped: no resume
      * leaves a VM stopped, so no call of its own is half done: it fails */
     resume_job(&e, "resume", vm, 0, job);
-    assert_int_equal(finish(&e, job, &j), JOB_FAILED);
-    if (!strstr(j.error, "it is stopped on Proxmox (not running)"))
-        fail_msg("resumed resume of a stopped VM: %s", j.error);
-    job_rec_release(&j);
+    expect_failed(&e, job, "it is stopped on Proxmox (not running)",
+                  "resumed resume of a stopped VM");
     assert_int_equal(calls_of(e.port, "POST /nodes/{node}/qemu/{vmid}/status/resume"), 0);
 
     /* paused behind its back while recorded stopped: a start fails */
@@ -672,15 +688,7 @@ static void test_record_behind(void **unused)
     json_decref(pve(e.port, "POST", path, NULL));
     wait_sim_power(e.port, vm, "paused");
     sim(e.port, "DELETE", "/_sim/calls", NULL);
-    assert_int_equal(core_vm_action(e.k, vm, NULL, ACT_START, NULL, job, &ce), CORE_OK);
-    assert_int_equal(finish(&e, job, &j), JOB_FAILED);
-    if (!strstr(j.error, "it is paused on Proxmox"))
-        fail_msg("start of a paused VM: %s", j.error);
-    job_rec_release(&j);
-    assert_int_equal(calls_of(e.port, "POST /nodes/{node}/qemu/{vmid}/status/start"), 0);
-    v = live(&e, vm);
-    assert_string_equal(v.power, "paused");
-    vm_rec_release(&v);
+    act_failed_at_once(&e, vm, ACT_START, "it is paused on Proxmox", "start", "paused");
     act_ok(&e, vm, ACT_RESUME, NULL, "running");
 
     /* a delete that stopped the VM and then failed to destroy it: the VM
@@ -689,15 +697,12 @@ static void test_record_behind(void **unused)
         "{\"method\": \"DELETE\", \"path\": \"^/nodes/sv1/qemu/\\\\d+$\", "
         "\"kind\": \"error\", \"status\": 500, \"message\": \"destroy refused by the test\"}");
     do_delete(&e, vm, job);
-    assert_int_equal(finish(&e, job, &j), JOB_FAILED);
-    if (!strstr(j.error, "destroy refused by the test"))
-        fail_msg("job error: %s", j.error);
-    job_rec_release(&j);
+    expect_failed(&e, job, "destroy refused by the test", "failed destroy");
     sim(e.port, "DELETE", "/_sim/faults", NULL);
     struct simvm s = sim_vm(e.port, vm);
     assert_true(s.exists);
     assert_string_equal(s.power, "stopped");
-    v = live(&e, vm);
+    struct vm_rec v = live(&e, vm);
     assert_int_equal(v.state, VMS_ENABLED);
     assert_string_equal(v.power, "stopped");
     vm_rec_release(&v);
@@ -722,6 +727,7 @@ static void test_record_behind(void **unused)
     sim(e.port, "POST", path, "{\"conf\": {\"lock\": \"rollback\"}}");
     int64_t t0 = h_now_ms();
     do_delete(&e, vm, job);
+    struct job_rec j;
     assert_int_equal(finish(&e, job, &j), JOB_FAILED);
     if (!strstr(j.error, "locked (rollback)") || !strstr(j.error, "qm unlock"))
         fail_msg("delete of a VM a failed rollback locked: %s", j.error);
@@ -742,10 +748,7 @@ static void test_record_behind(void **unused)
     resume_job_at(&e, "resize", vm, 0, json_string_value(upid), json_pack("{s:i}", "disk_gb", 30),
                   job);
     json_decref(upid);
-    assert_int_equal(finish(&e, job, &j), JOB_FAILED);
-    if (!strstr(j.error, "resize refused by the test"))
-        fail_msg("resumed resize on a failed task: %s", j.error);
-    job_rec_release(&j);
+    expect_failed(&e, job, "resize refused by the test", "resumed resize on a failed task");
     down(&e);
 }
 
