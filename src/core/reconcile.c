@@ -93,16 +93,14 @@ static const char *power_of(const char *status)
  * kind: the record's last job's; *ended: when it finished (unix ms, 0). */
 static bool job_alive(struct core *k, const char *job, char kind[16], int64_t *ended)
 {
-    struct job_rec j;
+    struct job_brief j;
     kind[0] = '\0';
     *ended = 0;
-    if (!job[0] || store_job_get(k->st, job, &j, NULL))
+    if (!job[0] || store_job_brief(k->st, job, &j, NULL))
         return false;
-    bool alive = j.state == JOB_QUEUED || j.state == JOB_RUNNING;
     snprintf(kind, 16, "%s", j.kind);
     *ended = j.finished_at;
-    job_rec_release(&j);
-    return alive;
+    return j.state == JOB_QUEUED || j.state == JOB_RUNNING;
 }
 
 /* How long after a power job the VM's own status is read: a pause (or
@@ -274,16 +272,15 @@ static void marker_job(const char *description, char job[40])
  * temporary VM is not to be touched. */
 static bool known_creation(struct core *k, const char *job, bool *running)
 {
-    struct job_rec j;
+    struct job_brief j;
     *running = false;
-    if (!job[0] || store_job_get(k->st, job, &j, NULL))
+    if (!job[0] || store_job_brief(k->st, job, &j, NULL))
         return false;
     bool create = strcmp(j.kind, "create") == 0;
     if (strcmp(j.kind, "reinstall") == 0) {
         *running = j.state == JOB_QUEUED || j.state == JOB_RUNNING;
         create = !*running;
     }
-    job_rec_release(&j);
     return create;
 }
 
@@ -626,14 +623,45 @@ static void check_unrecorded(struct core *k, const struct fleet_vm *fv, bool cop
     }
 }
 
+/* The live records the pass listed (VMID and node), sorted by VMID: the
+ * orphan check looks a VM up here before it asks the store, which it then
+ * does only for VMs the listing gave no record of (or another VM's): one
+ * read per VM of the inventory each pass cost more than the rest of it. */
+struct live {
+    int vmid;
+    char node[sizeof((struct vm_rec *)0)->node];
+};
+
+static int cmp_live(const void *a, const void *b)
+{
+    int x = ((const struct live *)a)->vmid, y = ((const struct live *)b)->vmid;
+    return (x > y) - (x < y);
+}
+
+static const struct live *live_find(const struct live *lv, size_t n, int vmid)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (lv[mid].vmid < vmid)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < n && lv[lo].vmid == vmid ? &lv[lo] : NULL;
+}
+
 static void check_orphans(struct core *k, const struct fleet_vm *vms, size_t n,
-                          const struct leftover *ls, size_t nls, bool now,
-                          struct reconcile_report *rep)
+                          const struct leftover *ls, size_t nls, const struct live *lv, size_t nlv,
+                          bool now, struct reconcile_report *rep)
 {
     for (size_t i = 0; i < n; i++) {
         const struct fleet_vm *fv = &vms[i];
         if (fv->tmpl || !in_our_ranges(k, fv->vmid) || is_leftover(ls, nls, fv))
             continue;
+        const struct live *l = live_find(lv, nlv, fv->vmid);
+        if (l && find_vm(k, vms, n, fv->vmid, l->node) == fv)
+            continue; /* the listed record's own VM */
         struct vm_rec v;
         bool copy = false;
         if (store_vm_get(k->st, fv->vmid, &v, NULL) == 0) {
@@ -665,16 +693,29 @@ int reconcile_pass(struct core *k, struct reconcile_report *rep, bool removals_n
     fleet_vms(k->fl, &vms, &n);
     qsort(vms, n, sizeof *vms, cmp_vmid);
     struct vm_filter f = {.state = -1, .limit = 500};
+    struct live *lv = NULL;
+    size_t nlv = 0, cap = 0;
     for (;;) {
         struct vm_rec *recs = NULL;
         size_t m = 0;
         struct store_error se;
         if (store_vm_list(k->st, &f, &recs, &m, &se)) {
             log_error("reconcile", "cannot list records: %s", se.message);
+            free(lv);
             free(vms);
             return -1;
         }
         for (size_t i = 0; i < m; i++) {
+            enum vm_state st = recs[i].state; /* as listed: check_record may change it */
+            if (st == VMS_CREATING || st == VMS_ENABLED || st == VMS_DELETING) {
+                if (nlv == cap) {
+                    cap = cap ? cap * 2 : 64;
+                    lv = xrealloc(lv, cap * sizeof *lv);
+                }
+                lv[nlv].vmid = recs[i].vmid;
+                snprintf(lv[nlv].node, sizeof lv[nlv].node, "%s", recs[i].node);
+                nlv++;
+            }
             check_record(k, &recs[i], vms, n, t0, rep);
             f.after_id = recs[i].id;
             vm_rec_release(&recs[i]);
@@ -691,7 +732,10 @@ int reconcile_pass(struct core *k, struct reconcile_report *rep, bool removals_n
     if (store_leftover_list(k->st, &ls, &nls, &se))
         log_error("reconcile", "cannot list leftovers: %s", se.message);
     check_leftovers(k, ls, nls, removals_now, rep);
-    check_orphans(k, vms, n, ls, nls, removals_now, rep);
+    if (nlv) /* (qsort of NULL is undefined, even of nothing) */
+        qsort(lv, nlv, sizeof *lv, cmp_live);
+    check_orphans(k, vms, n, ls, nls, lv, nlv, removals_now, rep);
+    free(lv);
     free(ls);
     core_addr_sweep(k);
     free(vms);

@@ -260,6 +260,14 @@ int store_job_insert(store *s, struct job_rec *j, struct store_error *err);
  * STORE_E_CONFLICT (a runner that lost its lease cannot overwrite). */
 int store_job_update(store *s, struct job_rec *j, struct store_error *err);
 int store_job_get(store *s, const char *id, struct job_rec *out, struct store_error *err);
+/* A job's state, kind and finished_at (0 while unfinished), without its
+ * request and attempts: STORE_E_NOTFOUND when there is no such job. */
+struct job_brief {
+    enum job_state state;
+    char kind[16];
+    int64_t finished_at;
+};
+int store_job_brief(store *s, const char *id, struct job_brief *out, struct store_error *err);
 /* store_job_update and, when `event` is not NULL or empty, an event line
  * (j->step, j->progress, event) in one transaction: a job's state and the
  * event that tells it (its terminal "done" or "failed" above all) are

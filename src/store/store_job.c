@@ -319,6 +319,52 @@ int store_job_get(store *s, const char *id, struct job_rec *out, struct store_er
     return rc;
 }
 
+/* A job's state, kind and end only: the reconciler asks this of every
+ * record's last job each pass, and the full row (request, attempts: JSON
+ * decoded) cost three times the read (bench/results/instr.txt). */
+static const char SQL_JOB_BRIEF[] = "SELECT state, kind, finished_at FROM jobs WHERE id = ?1";
+
+struct job_brief_ctx {
+    const char *id;
+    struct job_brief *out;
+};
+
+static int job_brief_fn(db_conn *c, void *ctx, struct store_error *err)
+{
+    struct job_brief_ctx *g = ctx;
+    db_stmt *st = NULL;
+    int rc = db_prepare(c, SQL_JOB_BRIEF, &st, err);
+    if (rc)
+        return rc;
+    db_bind_text(st, 1, g->id);
+    bool found = false;
+    rc = db_step(st, &found, err, "reading job");
+    if (rc == STORE_OK && !found)
+        rc = store_fail(err, STORE_E_NOTFOUND, "no job %s", g->id);
+    if (rc == STORE_OK) {
+        const char *state = db_col_text(st, 0);
+        int sv = job_state_parse(state);
+        if (sv < 0)
+            rc = store_fail(err, STORE_E_DB, "unknown state '%s' in job %s", state ? state : "",
+                            g->id);
+        else
+            g->out->state = (enum job_state)sv;
+        DB_COL_FIELD(st, 1, g->out->kind);
+        g->out->finished_at = db_col_i64(st, 2);
+    }
+    db_done(st);
+    return rc;
+}
+
+int store_job_brief(store *s, const char *id, struct job_brief *out, struct store_error *err)
+{
+    store_err_clear(err);
+    STORE_CHECK(s && id && out, "store_job_brief: NULL argument");
+    memset(out, 0, sizeof *out);
+    struct job_brief_ctx g = {id, out};
+    return db_tx(s->db, DB_READ, job_brief_fn, &g, err);
+}
+
 /* ---- claims and leases ---------------------------------------------------------- */
 
 /* The oldest claimable job: queued, or running with an expired lease. A job

@@ -1054,6 +1054,11 @@ static void test_job_crud(void **state)
     assert_int_equal(g.state, JOB_QUEUED);
     assert_true(json_equal(g.request, j.request));
     assert_null(g.attempts);
+    struct job_brief b;
+    OK(store_job_brief(f->s, j.id, &b, &e_));
+    assert_int_equal(b.state, JOB_QUEUED);
+    assert_string_equal(b.kind, "create");
+    assert_int_equal(b.finished_at, 0);
 
     g.state = JOB_DONE;
     snprintf(g.step, sizeof g.step, "done");
@@ -1068,10 +1073,16 @@ static void test_job_crud(void **state)
     assert_string_equal(g.upid, "UPID:pve1:00001:qmcreate");
     assert_int_equal(json_array_size(g.attempts), 1);
     assert_true(g.finished_at > 0);
+    OK(store_job_brief(f->s, j.id, &b, &e_)); /* the brief says what the row says */
+    assert_int_equal(b.state, JOB_DONE);
+    assert_string_equal(b.kind, "create");
+    assert_int_equal(b.finished_at, g.finished_at);
     job_rec_release(&g);
     job_rec_release(&j);
 
     EXPECT(STORE_E_NOTFOUND, store_job_get(f->s, "nope", &g, &e));
+    EXPECT(STORE_E_NOTFOUND, store_job_brief(f->s, "nope", &b, &e));
+    assert_non_null(strstr(e.message, "nope"));
     int n = -1;
     OK(store_job_count_active(f->s, NULL, &n, &e_));
     assert_int_equal(n, 0);
