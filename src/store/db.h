@@ -87,6 +87,9 @@ int db_fail(struct store_error *err, enum db_class cls, const char *fmt, ...)
 db *db_open(const char *url, struct store_error *err);
 void db_close(db *d);
 const char *db_name(const db *d); /* "sqlite", "postgresql" */
+/* `sql` as d's driver runs it: the {TOKENS} expanded, parameters renamed
+ * ($1 on PostgreSQL). The caller frees it. For tests and diagnostics. */
+char *db_sql_text(db *d, const char *sql);
 
 /* Run fn in one transaction on this thread's connection; again from the
  * start when it returns DB_RETRY (bounded, with a growing, jittered pause).

@@ -182,6 +182,11 @@ void job_rec_release(struct job_rec *j)
 
 /* ---- open / close --------------------------------------------------------- */
 
+char *store_sql_text(store *s, const char *sql)
+{
+    return db_sql_text(s->db, sql);
+}
+
 store *store_open(const char *url, struct store_error *err)
 {
     store_err_clear(err);

@@ -64,6 +64,9 @@ store *store_open(const char *url, struct store_error *err);
 /* Closes every thread's connection: call it when no other thread uses the
  * handle any more. */
 void store_close(store *s);
+/* A statement as this store's backend runs it (its {TOKENS} expanded,
+ * parameters renamed); the caller frees it. For tests and diagnostics. */
+char *store_sql_text(store *s, const char *sql);
 
 /* ---- VM records -------------------------------------------------------- */
 

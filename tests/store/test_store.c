@@ -1036,6 +1036,53 @@ static void test_jobs_file_mode(void **state)
     free(jp);
 }
 
+/* The state lists the store's statements use ({GONE}, {LIVE}, {ACTIVE})
+ * are written as the schema's partial indexes write theirs, so that
+ * SQLite's planner may use those indexes (and then drops the term) rather
+ * than build a temporary table for the list at each execution. */
+static void test_state_lists_match_indexes(void **state)
+{
+    struct fx *f = *state;
+    char *t = store_sql_text(f->s, "{GONE} {LIVE} {ACTIVE}");
+    assert_string_equal(t, "('deleted', 'failed', 'lost') ('creating', 'deleting', 'enabled') "
+                           "('queued', 'running')");
+    free(t);
+    if (g_bk != BK_SQLITE)
+        return;
+    char *gone = store_sql_text(f->s, "state NOT IN {GONE}");
+    char *act = store_sql_text(f->s, "state IN {ACTIVE}");
+    char *q = store_sql_text(f->s, "EXPLAIN QUERY PLAN SELECT id FROM vms WHERE vmid = 5 AND "
+                                   "state NOT IN {GONE}");
+    sqlite3 *h = NULL;
+    assert_int_equal(sqlite3_open(strchr(f->url, ':') + 1, &h), SQLITE_OK);
+    struct {
+        const char *index, *term;
+    } idx[] = {{"vms_live_vmid", gone}, {"jobs_active", act}};
+    for (size_t i = 0; i < 2; i++) { /* the schema's text carries the same list */
+        sqlite3_stmt *st = NULL;
+        assert_int_equal(
+            sqlite3_prepare_v2(h, "SELECT sql FROM sqlite_master WHERE name = ?1", -1, &st, NULL),
+            SQLITE_OK);
+        sqlite3_bind_text(st, 1, idx[i].index, -1, SQLITE_STATIC);
+        assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+        const char *sql = (const char *)sqlite3_column_text(st, 0);
+        if (!strstr(sql, idx[i].term))
+            fail_msg("index %s: '%s' does not carry '%s'", idx[i].index, sql, idx[i].term);
+        sqlite3_finalize(st);
+    }
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_prepare_v2(h, q, -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    const char *plan = (const char *)sqlite3_column_text(st, 3);
+    if (!strstr(plan, "vms_live_vmid"))
+        fail_msg("a live record read by VMID: plan '%s', not the live index", plan);
+    sqlite3_finalize(st);
+    sqlite3_close(h);
+    free(gone);
+    free(act);
+    free(q);
+}
+
 static void test_job_crud(void **state)
 {
     struct fx *f = *state;
@@ -4277,6 +4324,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_write_lock_let_go, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vm_list, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vm_scan_filters, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_state_lists_match_indexes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_job_crud, setup, teardown),
         cmocka_unit_test_setup_teardown(test_job_claim_order_and_lease, setup, teardown),
         cmocka_unit_test_setup_teardown(test_job_claim_empty_look_writes_nothing, setup, teardown),
