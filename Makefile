@@ -58,7 +58,9 @@ demo: build
 # Creation benchmark against pvesim, then the API benchmark, then pvesim at
 # fleet scale (all report their targets, never fail the build); results also
 # in bench/results/create.txt, api.txt, idle_conns.txt and sim.txt; then the
-# CPU of one Proxmox call back to back and spaced out (callcost.txt).
+# CPU of one Proxmox call back to back and spaced out (callcost.txt), the
+# instructions per creation at real speed and fast (instr.txt), and one
+# reconciler pass over 10,000 VMs (reconcile.txt, appended).
 bench: build
 	@cmake --build build/.release -j $(JOBS) --target bench_callcost bench_wakecost -- --no-print-directory -s
 	@/usr/bin/python3 bench/bench_create.py
@@ -67,6 +69,7 @@ bench: build
 	@/usr/bin/python3 bench/bench_sim.py || echo "bench_sim.py did not complete (see above)"
 	@/usr/bin/python3 bench/bench_callcost.py || echo "bench_callcost.py did not complete (see above)"
 	@/usr/bin/python3 bench/bench_instr.py || echo "bench_instr.py did not complete (see above)"
+	@/usr/bin/python3 bench/bench_reconcile.py || echo "bench_reconcile.py did not complete (see above)"
 
 # The randomized fault test, longer (many seeds, more VMs and jobs, with and
 # without creations under faults), against the release build; figures in
