@@ -109,10 +109,10 @@ def main():
             records(db, nodes)
             _, first = reconcile(conf)
             times = [reconcile(conf)[0] for _ in range(RUNS)]
-            say("proxd reconcile pass: %d VMs and records (5 nodes of one cluster), git %s, %s" % (
+            say("proxd reconcile pass: %d VMs and records (5 nodes of one cluster), git %s, %s, %s" % (
                 N, subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
                                   capture_output=True, text=True).stdout.strip(),
-                time.strftime("%Y-%m-%d %H:%M:%S")))
+                time.strftime("%Y-%m-%d %H:%M:%S"), PROXD))
             say("  the first pass: %s" % (first.strip().replace("\n", "; ") or "(nothing printed)"))
             say("  proxd reconcile (start-up, one pass, exit): median %.2f s (runs %s)" % (
                 statistics.median(times), " ".join("%.2f" % t for t in times)))

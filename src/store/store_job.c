@@ -155,11 +155,13 @@ static const char SQL_JOB_UPDATE[] =
     "WHERE id = ?1 AND (CAST(?12 AS TEXT) = '' OR lease_owner = CAST(?12 AS TEXT))"
     " RETURNING cancel_at, cancel_by";
 
-static int job_update_in(db_conn *c, struct job_rec *j, struct store_error *err)
+/* One of the two updates (the same parameters); *found: a row was
+ * written, its cancel read back into j. */
+static int job_update_stmt(db_conn *c, const char *sql, struct job_rec *j, int64_t now, bool *found,
+                           struct store_error *err)
 {
     db_stmt *st = NULL;
-    int64_t now = wall_ms();
-    int rc = db_prepare(c, SQL_JOB_UPDATE, &st, err);
+    int rc = db_prepare(c, sql, &st, err);
     if (rc)
         return rc;
     DB_BIND_FIELD(st, 1, j->id);
@@ -174,15 +176,37 @@ static int job_update_in(db_conn *c, struct job_rec *j, struct store_error *err)
     db_bind_i64(st, 10, now);
     db_bind_i64(st, 11, job_finished_at(j, now));
     DB_BIND_FIELD(st, 12, j->lease_owner);
-    bool found = false;
-    rc = db_step(st, &found, err, "updating job");
-    bool none = rc == STORE_OK && !found;
-    if (found) {
+    *found = false;
+    rc = db_step(st, found, err, "updating job");
+    if (rc == STORE_OK && *found) {
         j->cancel_at = db_col_i64(st, 0);
         DB_COL_FIELD(st, 1, j->cancel_by);
     }
     db_done(st);
-    if (none) {
+    return rc;
+}
+
+/* The same write when the state, VMID and end it writes are the row's
+ * already (a checkpoint of a running job: most writes): SET names none of
+ * the columns the job indexes hold or are partial on, so SQLite leaves the
+ * four indexes alone, where setting them to the same values deletes and
+ * inserts an entry in each (a third of a checkpoint's cost, measured). No
+ * row: the full write decides (a state change, a lost lease, no job). */
+static const char SQL_JOB_UPDATE_SAME[] =
+    "UPDATE jobs SET step = ?4, node = ?5, upid = ?6, progress = ?7, attempts = ?8, error = ?9, "
+    "updated_at = ?10 WHERE id = ?1 AND state = ?2 AND vmid = ?3 AND finished_at = ?11"
+    " AND (CAST(?12 AS TEXT) = '' OR lease_owner = CAST(?12 AS TEXT))"
+    " RETURNING cancel_at, cancel_by";
+
+static int job_update_in(db_conn *c, struct job_rec *j, struct store_error *err)
+{
+    int64_t now = wall_ms();
+    bool found = false;
+    int rc = job_update_stmt(c, SQL_JOB_UPDATE_SAME, j, now, &found, err);
+    if (rc || found)
+        return rc;
+    rc = job_update_stmt(c, SQL_JOB_UPDATE, j, now, &found, err);
+    if (rc == STORE_OK && !found) {
         char owner[sizeof j->lease_owner + 1];
         store_copy(owner, sizeof owner, j->lease_owner, FIELD_LEN(j->lease_owner));
         rc = job_why_not(c, j->id, FIELD_LEN(j->id), owner, err);

@@ -3074,6 +3074,47 @@ static void test_job_checkpoint(void **state)
     assert_int_equal(n2, n);
     free(ev);
     job_rec_release(&j);
+
+    /* A running job's checkpoints (state, VMID and end unchanged: the write
+     * that leaves the indexes alone) land, read a cancel back, and keep the
+     * job active; its last write (done) takes it out of the active index. */
+    job_add(f->s, "cp-2", "start", 77, wall_ms());
+    struct job_rec r;
+    OK(store_job_claim(f->s, "me", 30000, &r, &e_));
+    assert_string_equal(r.id, "cp-2");
+    for (int i = 1; i <= 3; i++) {
+        snprintf(r.step, sizeof r.step, "step-%d", i);
+        r.progress = 10 * i;
+        OK(store_job_checkpoint(f->s, &r, i == 2 ? "half way" : NULL, &e_));
+    }
+    OK(store_job_get(f->s, "cp-2", &g, &e_));
+    assert_int_equal(g.state, JOB_RUNNING);
+    assert_string_equal(g.step, "step-3");
+    assert_int_equal(g.progress, 30);
+    assert_int_equal(g.finished_at, 0);
+    job_rec_release(&g);
+    int active = -1;
+    OK(store_job_count_active(f->s, "start", &active, &e_));
+    assert_int_equal(active, 1);
+    struct job_cancel_req rq = {.by = "admin", .error = "cancelled"};
+    enum store_cancel oc;
+    OK(store_job_cancel(f->s, "cp-2", &rq, NULL, &oc, &e_));
+    snprintf(r.step, sizeof r.step, "step-4");
+    OK(store_job_checkpoint(f->s, &r, NULL, &e_));
+    assert_true(r.cancel_at > 0); /* read back by the checkpoint */
+    assert_string_equal(r.cancel_by, "admin");
+    snprintf(r.lease_owner, sizeof r.lease_owner, "not-me");
+    EXPECT(STORE_E_CONFLICT, store_job_checkpoint(f->s, &r, NULL, &e));
+    snprintf(r.lease_owner, sizeof r.lease_owner, "me");
+    r.state = JOB_DONE;
+    OK(store_job_checkpoint(f->s, &r, "done", &e_));
+    OK(store_job_count_active(f->s, "start", &active, &e_));
+    assert_int_equal(active, 0);
+    OK(store_job_get(f->s, "cp-2", &g, &e_));
+    assert_int_equal(g.state, JOB_DONE);
+    assert_true(g.finished_at > 0);
+    job_rec_release(&g);
+    job_rec_release(&r);
 }
 
 /* A cancel: a queued creation ends at once, its record failed and its
