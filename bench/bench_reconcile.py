@@ -14,7 +14,8 @@ reconcile_pass: its instructions per record. The inventory read (one GET
 /cluster/resources of N VMs) is part of the pass.
 
 Environment: PVESIM, PROXD (default build/), BENCH_REC_N (10000),
-BENCH_REC_RUNS (3), BENCH_REC_CALLGRIND (1; 0 skips the callgrind run).
+BENCH_REC_RUNS (3), BENCH_REC_CALLGRIND (1; 0 skips the callgrind run),
+BENCH_REC_KEEP (a path the callgrind output is copied to).
 """
 import os
 import shutil
@@ -128,6 +129,8 @@ def main():
                             break
                 say("  instructions in reconcile_pass: %.1f M, %.1f K per record" % (
                     total / 1e6, total / 1e3 / N))
+                if os.environ.get("BENCH_REC_KEEP"):  # for callgrind_annotate
+                    shutil.copy(cg, os.environ["BENCH_REC_KEEP"])
     finally:
         shutil.rmtree(work, ignore_errors=True)
     with open(RESULTS, "a") as f:
