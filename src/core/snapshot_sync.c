@@ -111,7 +111,7 @@ void snap_sync_steps(struct sctx *c)
     json_array_foreach(ids, i, x)
     {
         /* (no renewal per VM: the leaser renews every job this process
-         * holds, and a write per VM was a tenth of the batch's cost) */
+         * holds, and a write per VM was a twentieth of the batch's cost) */
         if (core_stopping(c->k))
             return;
         sync_one(c, (int)json_integer_value(x), &queued);
