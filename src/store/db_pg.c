@@ -374,6 +374,7 @@ static const struct db_token PG_TOKENS[] = {
     {"SEQ_TYPE", "BIGSERIAL NOT NULL"},
     {"FOR_UPDATE", " FOR UPDATE"}, /* lock a row read before it is written */
     {"RETURNING_ID", " RETURNING id"},
+    {"RETURNING_CANCEL", " RETURNING cancel_at, cancel_by"},
     /* membership in parameter 1, a JSON array of integers: as an array,
      * so the primary key's index answers each */
     {"IN_IDS_1", " = ANY(ARRAY(SELECT jsonb_array_elements_text($1::jsonb)::bigint))"},

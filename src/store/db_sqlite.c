@@ -334,6 +334,8 @@ static const struct db_token SQ_TOKENS[] = {
     {"SEQ_TYPE", "INTEGER NOT NULL DEFAULT 0"},
     {"FOR_UPDATE", ""},   /* lock a row read before it is written */
     {"RETURNING_ID", ""}, /* RETURNING costs an ephemeral table: the rowid is known */
+    /* a job write's cancel, read after it instead (store_job.c) */
+    {"RETURNING_CANCEL", ""},
     /* membership in parameter 1, a JSON array of integers */
     {"IN_IDS_1", " IN (SELECT value FROM json_each(?1))"},
     {NULL, NULL},
