@@ -14,7 +14,13 @@
 #include <pthread.h>
 #include <sys/types.h>
 
-#define DB_STMT_CACHE 128
+/* A connection's prepared statements, kept for its life and never evicted
+ * (db_prepare fails when the cache is full): more than the store has
+ * statement texts (about 170 with the listing's variants in December 2026),
+ * so that a long-lived connection that ends up running every one of them
+ * (an API thread, days into a daemon's life) never fills it. 24 bytes an
+ * entry; a statement is prepared only when first used. */
+#define DB_STMT_CACHE 256
 
 struct db_stmt {
     const char *sql; /* identity: the address of a static SQL text */
