@@ -95,16 +95,17 @@ class Sim:
         self.proc = None
         self.ports = {}
         # another program may take a port of our block between the check and
-        # the bind (pvesim then exits): pick a new block and try again. With
-        # a state directory too: a pvesim that could not listen exits before
-        # it writes its state (sim/test_scale once failed here, "Address
-        # already in use", while other tests ran beside the suite)
+        # the bind (pvesim then exits, "cannot listen on ..."): pick a new
+        # block and try again. With a state directory too: a pvesim that could
+        # not listen exits before it writes its state (sim/test_scale once
+        # failed here, "Address already in use", while other tests ran beside
+        # the suite). Any other failure to start is raised at once.
         for attempt in range(5):
             try:
                 self.start()
                 break
-            except RuntimeError:
-                if attempt == 4 or not nodes:
+            except RuntimeError as e:
+                if attempt == 4 or not nodes or "cannot listen" not in str(e):
                     raise
                 self.base = free_port_block(n + 2)
                 self.args[self.args.index("--listen") + 1] = "127.0.0.1:%d" % self.base

@@ -1,4 +1,10 @@
-"""Smoke test: pvesim starts, authenticates, serves the basic endpoints and stops cleanly."""
+"""Smoke test: pvesim starts, authenticates, serves the basic endpoints and stops cleanly;
+the test library starts it again on new ports when its ports were taken, and raises any other
+failure to start at once."""
+import socket
+import tempfile
+
+from lib import sim as simlib
 from lib.cases import case, finish
 from lib.sim import Sim
 
@@ -21,6 +27,49 @@ def nodes_and_templates():
         vms = s.data("GET", "/nodes/a2/qemu")
         assert sorted(v["vmid"] for v in vms) == [8010, 8011, 8012, 8013]
         assert all(v.get("template") == 1 for v in vms)
+
+
+@case
+def a_taken_port_block_is_replaced():
+    """Another program takes a port of the block between the check and the
+    bind: the Sim starts on a new block, with a state directory too."""
+    real, held = simlib.free_port_block, []
+
+    def first_taken(n):
+        b = real(n)
+        if not held:
+            sk = socket.socket()
+            sk.bind(("127.0.0.1", b))
+            sk.listen(1)
+            held.append(sk)
+        return b
+    simlib.free_port_block = first_taken
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            with Sim(nodes="a1,a2", state_dir=d) as s:
+                assert held and s.base != held[0].getsockname()[1], (s.base, held)
+                assert sorted(n["node"] for n in s.data("GET", "/nodes")) == ["a1", "a2"]
+    finally:
+        simlib.free_port_block = real
+        for sk in held:
+            sk.close()
+
+
+@case
+def another_failure_to_start_is_raised_at_once():
+    tries = []
+    real = simlib.free_port_block
+    simlib.free_port_block = lambda n: tries.append(n) or real(n)
+    try:
+        try:
+            Sim(nodes="a1", time_scale="nonsense")
+        except RuntimeError as e:
+            assert "--time-scale" in str(e), str(e)
+        else:
+            raise AssertionError("pvesim started with --time-scale nonsense")
+        assert len(tries) == 1, tries  # the first block only: no retry
+    finally:
+        simlib.free_port_block = real
 
 
 finish()
