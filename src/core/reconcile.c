@@ -638,17 +638,12 @@ static int cmp_live(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/* A listed live record of `vmid` (any, if a VMID came back between two
+ * pages: a wrong pick only sends the VM to the store read). */
 static const struct live *live_find(const struct live *lv, size_t n, int vmid)
 {
-    size_t lo = 0, hi = n;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (lv[mid].vmid < vmid)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo < n && lv[lo].vmid == vmid ? &lv[lo] : NULL;
+    struct live key = {.vmid = vmid};
+    return n ? bsearch(&key, lv, n, sizeof *lv, cmp_live) : NULL;
 }
 
 static void check_orphans(struct core *k, const struct fleet_vm *vms, size_t n,

@@ -9,17 +9,26 @@
 
 #include "common/util.h"
 
+/* Column `col` of a job row as a state; job `id` names it in the error. */
+static int job_state_col(db_stmt *st, int col, const char *id, enum job_state *out,
+                         struct store_error *err)
+{
+    const char *state = db_col_text(st, col);
+    int sv = job_state_parse(state);
+    if (sv < 0)
+        return store_fail(err, STORE_E_DB, "unknown state '%s' in job %s", state ? state : "", id);
+    *out = (enum job_state)sv;
+    return STORE_OK;
+}
+
 int store_job_row(db_stmt *st, struct job_rec *j, struct store_error *err)
 {
     memset(j, 0, sizeof *j);
     DB_COL_FIELD(st, 0, j->id);
     DB_COL_FIELD(st, 1, j->kind);
-    const char *state = db_col_text(st, 2);
-    int sv = job_state_parse(state);
-    if (sv < 0)
-        return store_fail(err, STORE_E_DB, "unknown state '%s' in job %s", state ? state : "",
-                          j->id);
-    j->state = (enum job_state)sv;
+    int rc = job_state_col(st, 2, j->id, &j->state, err);
+    if (rc)
+        return rc;
     j->vmid = (int)db_col_i64(st, 3);
     DB_COL_FIELD(st, 4, j->owner);
     DB_COL_FIELD(st, 5, j->step);
@@ -34,7 +43,7 @@ int store_job_row(db_stmt *st, struct job_rec *j, struct store_error *err)
     j->finished_at = db_col_i64(st, 16);
     j->cancel_at = db_col_i64(st, 17);
     DB_COL_FIELD(st, 18, j->cancel_by);
-    int rc = db_col_json(st, 9, &j->request, "jobs.request", err);
+    rc = db_col_json(st, 9, &j->request, "jobs.request", err);
     return rc ? rc : db_col_json(st, 10, &j->attempts, "jobs.attempts", err);
 }
 
@@ -333,19 +342,19 @@ int store_job_checkpoint(store *s, struct job_rec *j, const char *event, struct 
 
 /* ---- reads ------------------------------------------------------------------- */
 
-static const char SQL_JOB_GET[] = "SELECT " JOB_COLS " FROM jobs WHERE id = ?1";
-
-struct job_get_ctx {
-    const char *id;
-    struct job_rec *out;
+/* One job by id: `sql` selects it (WHERE id = ?1), `row` decodes it into
+ * `out`; STORE_E_NOTFOUND when there is no such job. */
+struct job_read_ctx {
+    const char *sql, *id;
+    int (*row)(db_stmt *st, void *out, struct store_error *err);
+    void *out;
 };
 
-static int job_get_fn(db_conn *c, void *ctx, struct store_error *err)
+static int job_read_fn(db_conn *c, void *ctx, struct store_error *err)
 {
-    struct job_get_ctx *g = ctx;
+    struct job_read_ctx *g = ctx;
     db_stmt *st = NULL;
-    job_rec_release(g->out);
-    int rc = db_prepare(c, SQL_JOB_GET, &st, err);
+    int rc = db_prepare(c, g->sql, &st, err);
     if (rc)
         return rc;
     db_bind_text(st, 1, g->id);
@@ -354,9 +363,17 @@ static int job_get_fn(db_conn *c, void *ctx, struct store_error *err)
     if (rc == STORE_OK && !found)
         rc = store_fail(err, STORE_E_NOTFOUND, "no job %s", g->id);
     if (rc == STORE_OK)
-        rc = store_job_row(st, g->out, err);
+        rc = g->row(st, g->out, err);
     db_done(st);
     return rc;
+}
+
+static const char SQL_JOB_GET[] = "SELECT " JOB_COLS " FROM jobs WHERE id = ?1";
+
+static int job_get_row(db_stmt *st, void *out, struct store_error *err)
+{
+    job_rec_release(out); /* a try before a retry may have filled it */
+    return store_job_row(st, out, err);
 }
 
 int store_job_get(store *s, const char *id, struct job_rec *out, struct store_error *err)
@@ -364,8 +381,8 @@ int store_job_get(store *s, const char *id, struct job_rec *out, struct store_er
     store_err_clear(err);
     STORE_CHECK(s && id && out, "store_job_get: NULL argument");
     memset(out, 0, sizeof *out);
-    struct job_get_ctx g = {id, out};
-    int rc = db_tx(s->db, DB_READ, job_get_fn, &g, err);
+    struct job_read_ctx g = {SQL_JOB_GET, id, job_get_row, out};
+    int rc = db_tx(s->db, DB_READ, job_read_fn, &g, err);
     if (rc)
         job_rec_release(out);
     return rc;
@@ -377,36 +394,17 @@ int store_job_get(store *s, const char *id, struct job_rec *out, struct store_er
  * the idle daemon under callgrind). */
 static const char SQL_JOB_BRIEF[] = "SELECT state, kind, finished_at FROM jobs WHERE id = ?1";
 
-struct job_brief_ctx {
+struct job_brief_row {
     const char *id;
     struct job_brief *out;
 };
 
-static int job_brief_fn(db_conn *c, void *ctx, struct store_error *err)
+static int job_brief_row(db_stmt *st, void *out, struct store_error *err)
 {
-    struct job_brief_ctx *g = ctx;
-    db_stmt *st = NULL;
-    int rc = db_prepare(c, SQL_JOB_BRIEF, &st, err);
-    if (rc)
-        return rc;
-    db_bind_text(st, 1, g->id);
-    bool found = false;
-    rc = db_step(st, &found, err, "reading job");
-    if (rc == STORE_OK && !found)
-        rc = store_fail(err, STORE_E_NOTFOUND, "no job %s", g->id);
-    if (rc == STORE_OK) {
-        const char *state = db_col_text(st, 0);
-        int sv = job_state_parse(state);
-        if (sv < 0)
-            rc = store_fail(err, STORE_E_DB, "unknown state '%s' in job %s", state ? state : "",
-                            g->id);
-        else
-            g->out->state = (enum job_state)sv;
-        DB_COL_FIELD(st, 1, g->out->kind);
-        g->out->finished_at = db_col_i64(st, 2);
-    }
-    db_done(st);
-    return rc;
+    struct job_brief_row *b = out;
+    DB_COL_FIELD(st, 1, b->out->kind);
+    b->out->finished_at = db_col_i64(st, 2);
+    return job_state_col(st, 0, b->id, &b->out->state, err);
 }
 
 int store_job_brief(store *s, const char *id, struct job_brief *out, struct store_error *err)
@@ -414,8 +412,9 @@ int store_job_brief(store *s, const char *id, struct job_brief *out, struct stor
     store_err_clear(err);
     STORE_CHECK(s && id && out, "store_job_brief: NULL argument");
     memset(out, 0, sizeof *out);
-    struct job_brief_ctx g = {id, out};
-    return db_tx(s->db, DB_READ, job_brief_fn, &g, err);
+    struct job_brief_row b = {id, out};
+    struct job_read_ctx g = {SQL_JOB_BRIEF, id, job_brief_row, &b};
+    return db_tx(s->db, DB_READ, job_read_fn, &g, err);
 }
 
 /* ---- claims and leases ---------------------------------------------------------- */
