@@ -15,7 +15,8 @@
  *   - with no expectation: 250 ms (no Proxmox task ends sooner: a worker
  *     is forked, locks are taken), then doubling (seen at most 2x late).
  *   - never more than 30 s between two polls.
- * Expectations are per client: an EWMA of observed durations per node,
+ * Expectations are per client: an EWMA of observed durations (raised at
+ * once to an overrun: pve_task_learned) per node,
  * task type and, for clones, source template (the UPID's id), in a small
  * table with the least recently used entry replaced; a kind not seen on a
  * node takes what the same type took on another (a clone: of any template,
@@ -112,7 +113,33 @@ long pve_task_expect(pve_client *c, const struct pve_task *t)
     return ms;
 }
 
-void pve_task_observed(pve_client *c, const struct pve_task *t, long ms)
+/* What a wait teaches of the task's length: it ended after the last look
+ * that saw it running and by the look that saw it end. The later bound, so
+ * that the next first look comes at or after the end (one look, where one
+ * a little early costs a string of overdue ones). A task over at the first
+ * look may have been shorter: a little less then (9/10), so that the
+ * expectation follows tasks that get faster; far less when nothing was
+ * known (the first look of an unknown kind comes late for a fast task).
+ * Overdue (still running at a look at or past the expected end): the later
+ * bound is close, an overdue step being 5% to 25% of the time waited, and
+ * the expectation rises to it at once. Aiming the first look at an average
+ * of ends put it before the end half the time: two looks a start. */
+long pve_task_learned(long last_running_ms, long seen_ms, long expect_ms, bool *overdue)
+{
+    *overdue = expect_ms > 0 && last_running_ms >= expect_ms;
+    if (last_running_ms > 0)
+        return seen_ms;
+    return expect_ms > 0 ? seen_ms * 9 / 10 : seen_ms / 5;
+}
+
+double pve_expect_next(double cur_ms, long ms, bool raise)
+{
+    if (raise && (double)ms > cur_ms)
+        return (double)ms;
+    return EWMA_NEW * (double)ms + (1 - EWMA_NEW) * cur_ms;
+}
+
+void pve_task_observed(pve_client *c, const struct pve_task *t, long ms, bool raise)
 {
     char key[PVE_EXPECT_KEY];
     expect_key(t, key, sizeof key);
@@ -120,7 +147,7 @@ void pve_task_observed(pve_client *c, const struct pve_task *t, long ms)
     size_t slot = 0;
     for (size_t i = 0; i < PVE_EXPECT_MAX; i++) {
         if (c->expect[i].key[0] && strcmp(c->expect[i].key, key) == 0) {
-            c->expect[i].ms = EWMA_NEW * (double)ms + (1 - EWMA_NEW) * c->expect[i].ms;
+            c->expect[i].ms = pve_expect_next(c->expect[i].ms, ms, raise);
             c->expect[i].used = ++c->expect_clock;
             goto out;
         }

@@ -112,9 +112,18 @@ struct pve_client {
 
 /* ---- poll.c ---- */
 /* Expected duration of a task like t (0: none seen yet), and a new
- * observation of one that ended OK after ms. Thread-safe. */
+ * observation of one that ended OK after ms: the expectation moves toward
+ * it (an EWMA), or rises to it at once with `raise` (the task overran the
+ * expectation: looking at the old one again would cost overdue looks).
+ * Thread-safe. */
 long pve_task_expect(pve_client *c, const struct pve_task *t);
-void pve_task_observed(pve_client *c, const struct pve_task *t, long ms);
+void pve_task_observed(pve_client *c, const struct pve_task *t, long ms, bool raise);
+/* The pure parts: what a wait whose last look at the task running came
+ * last_running_ms after its start (0: none did) and whose look that saw it
+ * end came seen_ms after teaches, given the expectation it had (0: none);
+ * *overdue tells pve_task_observed to raise. And an expectation's next value. */
+long pve_task_learned(long last_running_ms, long seen_ms, long expect_ms, bool *overdue);
+double pve_expect_next(double cur_ms, long ms, bool raise);
 
 /* The copy progress in a task log line ("transferred X of Y (P%)"): true
  * and *pct in 0..100 when the line is one. Pure. */

@@ -419,20 +419,6 @@ static bool log_kind(const struct pve_task *t)
     return strcmp(t->type, "qmclone") == 0;
 }
 
-/* What a wait teaches of the task's length: it ended after the last look
- * that saw it running and by the look that saw it end. The later bound, so
- * that the next first look comes at or after the end (one look, where one
- * a little early costs a string of overdue ones). A task over at the first
- * look may have been shorter: a little less then, so that the expectation
- * follows tasks that get faster; far less when nothing was known (the first
- * look of an unknown kind comes late for a fast task). */
-static long learned(long last_running_ms, long seen_ms, long expect_ms)
-{
-    if (last_running_ms > 0)
-        return seen_ms;
-    return expect_ms > 0 ? seen_ms * 4 / 5 : seen_ms / 5;
-}
-
 int pve_task_wait_opts(pve_client *c, const char *upid, const struct pve_wait_opts *o,
                        struct pve_task *out, struct pve_error *err)
 {
@@ -494,8 +480,10 @@ int pve_task_wait_opts(pve_client *c, const char *upid, const struct pve_wait_op
         last_running = mono_ms();
     }
     if (strcmp(t.exitstatus, "OK") == 0 || str_starts(t.exitstatus, "WARNINGS: ")) {
-        pve_task_observed(c, &t,
-                          learned((long)(last_running - t0), (long)(mono_ms() - t0), expect));
+        bool overdue;
+        long ms =
+            pve_task_learned((long)(last_running - t0), (long)(mono_ms() - t0), expect, &overdue);
+        pve_task_observed(c, &t, ms, overdue);
         pve_error_clear(err);
         rc = 0;
         goto out;

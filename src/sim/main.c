@@ -429,6 +429,13 @@ int main(int argc, char **argv)
     int rc = 1;
     bool keys_started = false;
     signal(SIGPIPE, SIG_IGN);
+    /* Before anything: the port map is printed before the engine starts,
+     * and a caller may stop pvesim as soon as it has read it; a stop asked
+     * during start-up ends it cleanly (its state saved) once it has started.
+     * SA_RESTART: start-up's reads and writes are not cut short by it. */
+    struct sigaction sa = {.sa_handler = on_signal, .sa_flags = SA_RESTART};
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
     /* Big answers (a fleet's /cluster/resources is 27 MB at 100,000 VMs)
      * always get their own mapping, given back when freed: glibc would
      * otherwise raise its threshold after the first and keep such buffers
@@ -495,9 +502,6 @@ int main(int argc, char **argv)
             sim_node_apply(s, &s->nodes[i]);
     if (sim_engine_start(s))
         goto fail;
-    struct sigaction sa = {.sa_handler = on_signal};
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
     log_info("sim", "pvesim serving %d nodes (%s, PVE %d, time scale %g)", s->nnodes,
              s->o.standalone ? "standalone" : "cluster", s->o.pve_version, s->o.time_scale);
     while (!g_stop)

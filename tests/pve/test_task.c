@@ -241,15 +241,15 @@ static void test_expect_other_node(void **state)
     assert_int_equal(
         pve_upid_parse("UPID:sv5:00001000:0010851D:6B04CF4B:qmclone:8040:root@pam:", &cb), 0);
     assert_int_equal(pve_task_expect(g_c, &b), 0);
-    pve_task_observed(g_c, &a, 1500);
-    pve_task_observed(g_c, &ca, 40000);
+    pve_task_observed(g_c, &a, 1500, false);
+    pve_task_observed(g_c, &ca, 40000, false);
     assert_int_equal(pve_task_expect(g_c, &b), 1500);
     assert_int_equal(pve_task_expect(g_c, &cb), 40000);
-    pve_task_observed(g_c, &cb, 20000);
+    pve_task_observed(g_c, &cb, 20000, false);
     assert_int_equal(pve_task_expect(g_c, &cb), 20000);
     assert_int_equal(pve_task_expect(g_c, &ca), 40000);
     /* its own node's, once seen, comes first */
-    pve_task_observed(g_c, &b, 3000);
+    pve_task_observed(g_c, &b, 3000, false);
     assert_int_equal(pve_task_expect(g_c, &b), 3000);
     assert_int_equal(pve_task_expect(g_c, &a), 1500);
 }

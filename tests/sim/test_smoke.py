@@ -1,6 +1,7 @@
-"""Smoke test: pvesim starts, authenticates, serves the basic endpoints and stops cleanly;
-the test library starts it again on new ports when its ports were taken, and raises any other
-failure to start at once."""
+"""Smoke test: pvesim starts, authenticates, serves the basic endpoints and stops cleanly
+(also when stopped as soon as it has printed its ports); the test library starts it again on
+new ports when its ports were taken, and raises any other failure to start at once."""
+import os
 import socket
 import tempfile
 
@@ -70,6 +71,18 @@ def another_failure_to_start_is_raised_at_once():
         assert len(tries) == 1, tries  # the first block only: no retry
     finally:
         simlib.free_port_block = real
+
+
+@case
+def a_stop_right_after_the_port_map_is_clean():
+    """SIGTERM as soon as the port map is read (a script that only wanted
+    the ports, a test that failed at once): pvesim stops cleanly and keeps
+    its state, it does not die of the signal."""
+    for i in range(10):  # the old pvesim died of it in about half
+        with tempfile.TemporaryDirectory() as d:
+            s = Sim(nodes="a1", state_dir=d)
+            s.stop()  # raises on a non-zero exit (it was -15)
+            assert os.path.exists(os.path.join(d, "state.json")), i
 
 
 finish()
