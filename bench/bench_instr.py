@@ -81,16 +81,24 @@ def control(pid, *args):
                    capture_output=True, timeout=120)
 
 
+# The daemon's duties: work its clock drives, whatever it creates (node
+# probes every probe interval, the reconcile pass every minute with the
+# snapshot sync it queues, the node health events); inclusive, by function.
+DUTIES = ("core/fleet.c:prober_main ", "core/fleet.c:suspect_main ", "core/reconcile.c:reconcile_pass ",
+          "core/events.c:keeper_main ")
+
+
 def counts(path):
     """(total Ir, Ir inclusive of worker_main, Ir of new TLS connections, Ir
-    of the snapshot sync jobs) of one callgrind dump: a connection's cost is
-    curl's SSL_CTX_new and the handshake (SSL_connect), both inclusive; the
-    snapshot sync (snap_run: the only jobs but the creations these runs
-    have, queued by the reconciler's pass every minute) runs on the job
-    threads too"""
+    of the snapshot sync jobs, Ir of the other duties) of one callgrind
+    dump: a connection's cost is curl's SSL_CTX_new and the handshake
+    (SSL_connect), both inclusive; the snapshot sync (snap_run: the only
+    jobs but the creations these runs have, queued by the reconciler's pass
+    every minute) runs on the job threads too"""
     out = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--threshold=100", "--auto=no", path],
                          check=True, capture_output=True, text=True, timeout=300).stdout
     total = worker = tls = snap = 0
+    duty = {}
     for line in out.splitlines():
         parts = line.split()
         if not parts or not parts[0][0].isdigit():
@@ -104,7 +112,10 @@ def counts(path):
             snap = max(snap, n)
         elif any(p in ("???:SSL_connect", "???:SSL_CTX_new") for p in parts):
             tls += n
-    return total, worker, tls, snap
+        for d in DUTIES:
+            if d in line:
+                duty[d] = max(duty.get(d, 0), n)
+    return total, worker, tls, snap, sum(duty.values())
 
 
 def one_run(ts, tag, warm=False):
@@ -150,12 +161,16 @@ def one_run(ts, tag, warm=False):
         os.makedirs(keep, exist_ok=True)
         for p in dumps:
             shutil.copy(p, keep)
-    run_ir, run_worker, run_tls, run_snap = counts(dumps[0])
-    idle_ir, _, idle_tls, _ = counts(dumps[1]) if ts >= 1 and len(dumps) > 1 else (0, 0, 0, 0)
+    run_ir, run_worker, run_tls, run_snap, run_duty = counts(dumps[0])
+    idle_ir, _, idle_tls, _, _ = counts(dumps[1]) if ts >= 1 and len(dumps) > 1 else (0, 0, 0, 0, 0)
     r = {"ts": ts, "done": done, "run_s": run_s, "polls": polls / N, "rest": rest / N, "conns": conns,
          "ir": run_ir / N, "worker": run_worker / N, "back": (run_ir - run_worker) / N,
          # the creation jobs' own: the job threads less the snapshot sync
          "jobs": (run_worker - run_snap) / N,
+         # the run less the daemon's duties during it (not the idle
+         # daemon's rate: a node a job calls is not probed, so a busy
+         # daemon spends less on them than an idle one)
+         "duty": (run_duty + run_snap) / N, "less_duty": (run_ir - run_duty - run_snap) / N,
          "idle_per_s": idle_ir / idle_s if idle_s else 0.0,
          "idle_no_tls_per_s": (idle_ir - idle_tls) / idle_s if idle_s else 0.0,
          # without the new TLS connections, whose count is timing's (a burst
@@ -166,9 +181,11 @@ def one_run(ts, tag, warm=False):
     r["net_no_tls"] = r["no_tls"] - r["idle_no_tls_per_s"] * run_s / N
     say("%s time scale %-4g %d/%d done in %5.1f s: %.2f task polls + %.2f other calls per creation, "
         "%d new TLS connections; M instructions per creation: %.2f (job threads %.2f, of which the "
-        "creation jobs %.2f; the others %.2f; without the TLS connections %.2f)%s" % (
+        "creation jobs %.2f; the others %.2f; the duties %.2f, less them %.2f; without the TLS connections "
+        "%.2f)%s" % (
             "warm" if warm else "cold", ts, done, N, run_s, r["polls"], r["rest"], conns, r["ir"] / 1e6,
-            r["worker"] / 1e6, r["jobs"] / 1e6, r["back"] / 1e6, r["no_tls"] / 1e6,
+            r["worker"] / 1e6, r["jobs"] / 1e6, r["back"] / 1e6, r["duty"] / 1e6, r["less_duty"] / 1e6,
+            r["no_tls"] / 1e6,
             "; idle daemon %.2f M/s, net %.2f (without TLS %.2f)" % (
                 r["idle_per_s"] / 1e6, r["net"] / 1e6, r["net_no_tls"] / 1e6) if ts >= 1 else ""))
     return r
@@ -185,6 +202,11 @@ def report(fast, real, label):
         "idle daemon %.2f" % (
             med(real, "ir") / 1e6, med(real, "worker") / 1e6, med(real, "jobs") / 1e6,
             med(real, "back") / 1e6, med(real, "net") / 1e6))
+    say("  less the daemon's duties during the run (probes, reconcile passes, snapshot sync, health "
+        "events): fast %.2f (runs %s), time scale 1 %.2f (runs %s); the duties %.2f against %.2f" % (
+            med(fast, "less_duty") / 1e6, " ".join("%.2f" % (r["less_duty"] / 1e6) for r in fast),
+            med(real, "less_duty") / 1e6, " ".join("%.2f" % (r["less_duty"] / 1e6) for r in real),
+            med(real, "duty") / 1e6, med(fast, "duty") / 1e6))
     say("  the creation jobs' own, runs: fast %s; time scale 1 %s" % (
         " ".join("%.2f" % (r["jobs"] / 1e6) for r in fast), " ".join("%.2f" % (r["jobs"] / 1e6) for r in real)))
     say("  the runs, in all: fast %s; time scale 1 %s (new TLS connections: fast %s, scale 1 %s)" % (
@@ -197,11 +219,11 @@ def report(fast, real, label):
             med(real, "net_no_tls") / 1e6, " ".join("%.2f" % (r["net_no_tls"] / 1e6) for r in real)))
     say("  task polls per creation: fast %.2f, time scale 1 %.2f; other calls: fast %.2f, time scale 1 "
         "%.2f" % (med(fast, "polls"), med(real, "polls"), med(fast, "rest"), med(real, "rest")))
-    say("  time scale 1 over fast: %.2fx in all, %.2fx the job threads, %.2fx the creation jobs, %.2fx net "
-        "of the idle daemon, %.2fx without the TLS connections, %.2fx without them and net of the idle "
-        "daemon" % (
-            med(real, "ir") / med(fast, "ir"), med(real, "worker") / med(fast, "worker"),
-            med(real, "jobs") / med(fast, "jobs"),
+    say("  time scale 1 over fast: %.2fx in all, %.2fx less the duties, %.2fx the job threads, %.2fx the "
+        "creation jobs, %.2fx net of the idle daemon, %.2fx without the TLS connections, %.2fx without them "
+        "and net of the idle daemon" % (
+            med(real, "ir") / med(fast, "ir"), med(real, "less_duty") / med(fast, "less_duty"),
+            med(real, "worker") / med(fast, "worker"), med(real, "jobs") / med(fast, "jobs"),
             med(real, "net") / med(fast, "ir"), med(real, "no_tls") / med(fast, "no_tls"),
             med(real, "net_no_tls") / med(fast, "no_tls")))
 
