@@ -120,13 +120,17 @@ long pve_task_expect(pve_client *c, const struct pve_task *t)
  * look may have been shorter: a little less then (9/10), so that the
  * expectation follows tasks that get faster; far less when nothing was
  * known (the first look of an unknown kind comes late for a fast task).
- * Overdue (still running at a look at or past the expected end): the later
- * bound is close, an overdue step being 5% to 25% of the time waited, and
- * the expectation rises to it at once. Aiming the first look at an average
- * of ends put it before the end half the time: two looks a start. */
+ * A task of a short kind (expected within EARLY_MS: its first look aims at
+ * the expected end itself) still running at a look at or past that end: the
+ * later bound is close (an overdue step is 5% of the time waited), and the
+ * expectation rises to it at once. Aiming the first look at an average of
+ * ends put it before the end every other time: two looks a start. A longer
+ * task's first look comes at EARLY_MS anyway and its approach in steps of
+ * 3x: raised at once by one long run, its next runs would be seen later,
+ * for no look fewer (tests/pve/test_poll.c test_known_kind_series). */
 long pve_task_learned(long last_running_ms, long seen_ms, long expect_ms, bool *overdue)
 {
-    *overdue = expect_ms > 0 && last_running_ms >= expect_ms;
+    *overdue = expect_ms > 0 && expect_ms <= EARLY_MS && last_running_ms >= expect_ms;
     if (last_running_ms > 0)
         return seen_ms;
     return expect_ms > 0 ? seen_ms * 9 / 10 : seen_ms / 5;

@@ -124,6 +124,12 @@ static long varied_len(int i)
     return 1500 + (i * 7919L) % 501;
 }
 
+/* a longer kind: 3 to 6 s */
+static long long_len(int i)
+{
+    return 3000 + (i * 7919L) % 3001;
+}
+
 /* a kind that gets twice as fast after the 100th */
 static long faster_len(int i)
 {
@@ -145,6 +151,13 @@ static void test_known_kind_series(void **state)
     looks = series(varied_len, 400, 20, &late);
     if (looks > 1.6 || late > 250)
         fail_msg("varied: %.2f looks a task, %.0f ms late", looks, late);
+    /* a longer kind: its first look comes at 2 s whatever it expects, its
+     * approach in steps of 3x; as before (2.02 looks, 1.46 s late): an
+     * overrun that raised its expectation at once too, as a short kind's
+     * does, had the next runs seen later (1.61 s), for no look fewer */
+    looks = series(long_len, 400, 20, &late);
+    if (looks > 2.1 || late > 1500)
+        fail_msg("longer: %.2f looks a task, %.0f ms late", looks, late);
     /* twice as fast from the 100th: seen late at first (at the old
      * length, 750 ms), then within 150 ms from the 130th on */
     looks = series(faster_len, 200, 130, &late);
