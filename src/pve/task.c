@@ -429,7 +429,11 @@ int pve_task_wait_opts(pve_client *c, const char *upid, const struct pve_wait_op
     if (rc)
         goto out;
     t.running = true; /* until a look says otherwise */
-    int64_t t0 = mono_ms(), last_running = t0;
+    /* when the last look went out, and the last that saw the task running:
+     * what a wait learns is counted in the looks' send times, which the
+     * schedule sets, not their answers' (a round trip added to every
+     * observation would push the expectation up by it again and again) */
+    int64_t t0 = mono_ms(), last_running = t0, sent = t0;
     int64_t limit = o->deadline_ms > 0 ? o->deadline_ms : WAIT_DEFAULT_MS;
     long expect = pve_task_expect(c, &t), delay = 0;
     bool logged = log_kind(&t);
@@ -454,7 +458,8 @@ int pve_task_wait_opts(pve_client *c, const char *upid, const struct pve_wait_op
             goto out;
         }
         struct pve_error le = {0};
-        int lk = logged ? log_look(c, &t, &pos, o, g, &tl, &eta, (long)(mono_ms() - t0), &le) : 0;
+        sent = mono_ms();
+        int lk = logged ? log_look(c, &t, &pos, o, g, &tl, &eta, (long)(sent - t0), &le) : 0;
         if (lk > 0) {
             rc = 0;
         } else if (lk < 0 && le.cls == PVE_E_NETWORK && g && g->fn(g->ud)) {
@@ -477,12 +482,11 @@ int pve_task_wait_opts(pve_client *c, const char *upid, const struct pve_wait_op
         }
         if (!t.running)
             break;
-        last_running = mono_ms();
+        last_running = sent;
     }
     if (strcmp(t.exitstatus, "OK") == 0 || str_starts(t.exitstatus, "WARNINGS: ")) {
         bool overdue;
-        long ms =
-            pve_task_learned((long)(last_running - t0), (long)(mono_ms() - t0), expect, &overdue);
+        long ms = pve_task_learned((long)(last_running - t0), (long)(sent - t0), expect, &overdue);
         pve_task_observed(c, &t, ms, overdue);
         pve_error_clear(err);
         rc = 0;

@@ -80,28 +80,31 @@ static void test_known_kind(void **state)
 }
 
 /* Replay n waits on tasks of one kind through the whole loop, as
- * pve_task_wait_opts runs them: the schedule, what each wait teaches
- * (pve_task_learned) and the expectation it leaves for the next
- * (pve_expect_next; the first observation is taken as it is). Task i takes
- * len(i) ms. Returns the looks per task over the waits from `from` on;
- * *late: their mean lateness in ms. */
-static double series(long (*len)(int), int n, int from, double *late)
+ * pve_task_wait_opts runs them: the schedule (from the last answer), the
+ * look (sent, answered by the node half a round trip later, back after
+ * rtt), what each wait teaches in send times (pve_task_learned) and the
+ * expectation it leaves for the next (pve_expect_next; the first
+ * observation is taken as it is). Task i takes len(i) ms. Returns the
+ * looks per task over the waits from `from` on; *late: their mean
+ * lateness (the answer that told the end, after the end) in ms. */
+static double series(long (*len)(int), int n, int from, long rtt, double *late)
 {
     double expect = 0, lat = 0;
     long looks = 0;
     for (int i = 0; i < n; i++) {
-        long task = len(i), t = 0, prev = 0, last_running = 0, e = (long)expect;
+        long task = len(i), t = 0, prev = 0, sent = 0, last_running = 0, e = (long)expect;
         int polls = 0;
         for (;;) {
             prev = pve_task_poll_delay(t, prev, e);
-            t += prev;
+            sent = t + prev;
+            t = sent + rtt;
             polls++;
-            if (t >= task)
+            if (sent + rtt / 2 >= task)
                 break;
-            last_running = t;
+            last_running = sent;
         }
         bool overdue;
-        long ms = pve_task_learned(last_running, t, e, &overdue);
+        long ms = pve_task_learned(last_running, sent, e, &overdue);
         expect = expect > 0 ? pve_expect_next(expect, ms, overdue) : (double)ms;
         if (i >= from) {
             looks += polls;
@@ -130,6 +133,19 @@ static long long_len(int i)
     return 3000 + (i * 7919L) % 3001;
 }
 
+/* a short kind: 400 ms */
+static long short_len(int i)
+{
+    (void)i;
+    return 400;
+}
+
+/* a 1.8 s kind, the 200th held up for 30 s (a busy node), 2.2 s after it */
+static long held_len(int i)
+{
+    return i < 200 ? 1800 : i == 200 ? 30000 : 2200;
+}
+
 /* a kind that gets twice as fast after the 100th */
 static long faster_len(int i)
 {
@@ -145,22 +161,42 @@ static void test_known_kind_series(void **state)
 {
     (void)state;
     double late;
-    double looks = series(start_len, 400, 20, &late);
+    double looks = series(start_len, 400, 20, 0, &late);
     if (looks > 1.5 || late > 100)
         fail_msg("starts: %.2f looks a task, %.0f ms late", looks, late);
-    looks = series(varied_len, 400, 20, &late);
+    looks = series(varied_len, 400, 20, 0, &late);
     if (looks > 1.6 || late > 250)
         fail_msg("varied: %.2f looks a task, %.0f ms late", looks, late);
     /* a longer kind: its first look comes at 2 s whatever it expects, its
      * approach in steps of 3x; as before (2.02 looks, 1.46 s late): an
      * overrun that raised its expectation at once too, as a short kind's
      * does, had the next runs seen later (1.61 s), for no look fewer */
-    looks = series(long_len, 400, 20, &late);
+    looks = series(long_len, 400, 20, 0, &late);
     if (looks > 2.1 || late > 1500)
         fail_msg("longer: %.2f looks a task, %.0f ms late", looks, late);
+    /* a round trip of 60 ms, 150 ms: what a wait learns is counted in send
+     * times; counted in answers, a round trip was added to each
+     * observation and the expectation climbed to ~9 round trips (228 ms
+     * late at 60 ms, ~1 s at 150) */
+    looks = series(short_len, 400, 20, 60, &late);
+    if (looks > 1.5 || late > 60 + 60)
+        fail_msg("400 ms, 60 ms away: %.2f looks a task, %.0f ms late", looks, late);
+    looks = series(short_len, 400, 20, 150, &late);
+    if (looks > 1.5 || late > 150 + 100)
+        fail_msg("400 ms, 150 ms away: %.2f looks a task, %.0f ms late", looks, late);
+    looks = series(start_len, 400, 20, 150, &late);
+    if (looks > 1.5 || late > 150 + 100)
+        fail_msg("starts 150 ms away: %.2f looks a task, %.0f ms late", looks, late);
+    /* one run held up for 30 s, the next a little slower than before: the
+     * expectation is raised at most twice over (3.6 s), and they are seen
+     * 1.6 s late on average; raised to 30 s, they were looked at after
+     * 2 s and then 8 s (steps of 3x): 5.8 s late */
+    looks = series(held_len, 240, 201, 0, &late);
+    if (late > 2500)
+        fail_msg("after a hold-up: %.2f looks a task, %.0f ms late", looks, late);
     /* twice as fast from the 100th: seen late at first (at the old
      * length, 750 ms), then within 150 ms from the 130th on */
-    looks = series(faster_len, 200, 130, &late);
+    looks = series(faster_len, 200, 130, 0, &late);
     if (looks > 1.6 || late > 150)
         fail_msg("faster: %.2f looks a task, %.0f ms late", looks, late);
 }
