@@ -113,8 +113,8 @@ struct pve_client {
 /* ---- poll.c ---- */
 /* Expected duration of a task like t (0: none seen yet), and a new
  * observation of one that ended OK after ms: the expectation moves toward
- * it (an EWMA), or rises to it at once with `raise` (the task overran the
- * expectation: looking at the old one again would cost overdue looks).
+ * it (an EWMA), or rises to it at once, at most doubled, with `raise` (a
+ * short kind overran it: looking at the old one again costs overdue looks).
  * Thread-safe. */
 long pve_task_expect(pve_client *c, const struct pve_task *t);
 void pve_task_observed(pve_client *c, const struct pve_task *t, long ms, bool raise);
