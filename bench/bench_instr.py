@@ -26,6 +26,14 @@ daemon runs 20-50x slower, so the fast scale's timing stretches (its run
 takes seconds); the counts of Proxmox calls are reported beside the
 instructions to show the runs did the same calls.
 
+The same window: a fast run ends in seconds, a scale-1 run of the same
+creations lasts a minute and a half, and the daemon's duties (probes, the
+reconcile pass and its snapshot sync, a cost of time whatever it creates)
+run through it. So each round runs time scale 1 first, then counts the
+fast run's daemon on until as long after its batch began as the scale-1
+run lasted: the two windows hold the same creations and the same time,
+and their ratio tells whether real speed makes the creations cost more.
+
 Cold and warm: a cold run measures a daemon's first creations, when its
 client has seen no task of any kind end (its first looks at a start or a
 resize follow the schedule for an unknown kind: 250 ms, doubling); a warm
@@ -39,7 +47,8 @@ Environment: as bench_create.py (PVESIM, PROXD), BENCH_N_REAL (20
 creations), BENCH_ROUNDS (2: rounds of a fast run then a scale-1 run, cold
 and then warm), BENCH_FAST_SCALE (0.02), BENCH_WARM (both: cold and warm
 rounds; 0: cold only; only: warm only), BENCH_KEEP_DUMPS (a directory the
-callgrind dumps are copied to, for callgrind_annotate).
+callgrind dumps are copied to, for callgrind_annotate), BENCH_WINDOW (1;
+0: the fast runs are not counted on to the scale-1 run's length).
 """
 import glob
 import os
@@ -67,6 +76,7 @@ import bench_create as bc  # noqa: E402
 N = int(os.environ.get("BENCH_N_REAL", "20"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
 FAST = float(os.environ.get("BENCH_FAST_SCALE", "0.02"))
+WINDOW = os.environ.get("BENCH_WINDOW", "1") != "0"
 RESULTS = os.path.join(ROOT, "bench", "results", "instr.txt")
 lines = []
 
@@ -120,7 +130,10 @@ def counts(path):
     return total, worker, tls, snap, sum(duty.values())
 
 
-def one_run(ts, tag, warm=False):
+def one_run(ts, tag, warm=False, window_s=0.0):
+    """One measured batch at time scale ts; window_s (the fast scale): the
+    daemon, its batch done, is left idle until that long after the batch
+    began and counted again (the same window as a scale-1 run's)"""
     os.environ["CG_OUT"] = os.path.join(WORK, tag)
     w = bc.World(ts)
     try:
@@ -150,6 +163,9 @@ def one_run(ts, tag, warm=False):
             time.sleep(run_s)
             idle_s = time.monotonic() - m0 - run_s
             control(pid, "-d", "idle")
+        elif window_s > run_s:
+            time.sleep(window_s - run_s)
+            control(pid, "-d", "window")
         polls, rest, _ = bc.calls_diff(before, after)
         # new TLS connections proxd opened (the /calls read that took `after`
         # is one of its own): 3.5-3.8 M instructions each
@@ -165,6 +181,7 @@ def one_run(ts, tag, warm=False):
             shutil.copy(p, keep)
     run_ir, run_worker, run_tls, run_snap, run_duty = counts(dumps[0])
     idle_ir, _, idle_tls, _, _ = counts(dumps[1]) if ts >= 1 and len(dumps) > 1 else (0, 0, 0, 0, 0)
+    win_ir = counts(dumps[1])[0] if ts < 1 and window_s > run_s and len(dumps) > 1 else 0
     r = {"ts": ts, "done": done, "run_s": run_s, "polls": polls / N, "rest": rest / N, "conns": conns,
          "ir": run_ir / N, "worker": run_worker / N, "back": (run_ir - run_worker) / N,
          # the creation jobs' own: the job threads less the snapshot sync
@@ -178,18 +195,24 @@ def one_run(ts, tag, warm=False):
          # without the new TLS connections, whose count is timing's (a burst
          # under callgrind outlasts the pool's wait for a busy connection)
          "no_tls": (run_ir - run_tls) / N}
+    # the run and the idle daemon after it, as long as a scale-1 run lasted
+    # (the fast scale; at time scale 1 the run is its own window)
+    r["window"] = (run_ir + win_ir) / N if ts < 1 else r["ir"]
+    r["window_s"] = max(window_s, run_s) if ts < 1 else run_s
     # the run less what the idle daemon spends in as long (time scale 1)
     r["net"] = r["ir"] - r["idle_per_s"] * run_s / N
     r["net_no_tls"] = r["no_tls"] - r["idle_no_tls_per_s"] * run_s / N
     say("%s time scale %-4g %d/%d done in %5.1f s: %.2f task polls + %.2f other calls per creation, "
         "%d new TLS connections; M instructions per creation: %.2f (job threads %.2f, of which the "
         "creation jobs %.2f; the others %.2f; the duties %.2f, less them %.2f; without the TLS connections "
-        "%.2f)%s" % (
+        "%.2f)%s%s" % (
             "warm" if warm else "cold", ts, done, N, run_s, r["polls"], r["rest"], conns, r["ir"] / 1e6,
             r["worker"] / 1e6, r["jobs"] / 1e6, r["back"] / 1e6, r["duty"] / 1e6, r["less_duty"] / 1e6,
             r["no_tls"] / 1e6,
             "; idle daemon %.2f M/s, net %.2f (without TLS %.2f)" % (
-                r["idle_per_s"] / 1e6, r["net"] / 1e6, r["net_no_tls"] / 1e6) if ts >= 1 else ""))
+                r["idle_per_s"] / 1e6, r["net"] / 1e6, r["net_no_tls"] / 1e6) if ts >= 1 else "",
+            "; in a %.1f s window (the run, then idle) %.2f" % (r["window_s"], r["window"] / 1e6)
+            if ts < 1 and win_ir else ""))
     return r
 
 
@@ -220,6 +243,12 @@ def report(fast, real, label):
             med(fast, "no_tls") / 1e6, " ".join("%.2f" % (r["no_tls"] / 1e6) for r in fast),
             med(real, "no_tls") / 1e6, " ".join("%.2f" % (r["no_tls"] / 1e6) for r in real),
             med(real, "net_no_tls") / 1e6, " ".join("%.2f" % (r["net_no_tls"] / 1e6) for r in real)))
+    if all(r["window_s"] > r["run_s"] for r in fast):
+        say("  in the same window (the fast run, then its daemon idle until the time scale 1 run's length, "
+            "%.0f-%.0f s): fast %.2f (runs %s), time scale 1 %.2f: %.2fx" % (
+                min(r["window_s"] for r in fast), max(r["window_s"] for r in fast), med(fast, "window") / 1e6,
+                " ".join("%.2f" % (r["window"] / 1e6) for r in fast), med(real, "window") / 1e6,
+                med(real, "window") / med(fast, "window")))
     say("  task polls per creation: fast %.2f, time scale 1 %.2f; other calls: fast %.2f, time scale 1 "
         "%.2f" % (med(fast, "polls"), med(real, "polls"), med(fast, "rest"), med(real, "rest")))
     say("  time scale 1 over fast: %.2fx in all, %.2fx less the duties, %.2fx the job threads, %.2fx the "
@@ -247,8 +276,10 @@ def main():
         fast, real = [], []
         for k in range(ROUNDS):
             tag = "%s%d" % ("w" if warm else "c", k)
-            fast.append(one_run(FAST, "fast" + tag, warm))
+            # time scale 1 first: the fast run is then counted in a window
+            # as long as the scale-1 run's too
             real.append(one_run(1.0, "real" + tag, warm))
+            fast.append(one_run(FAST, "fast" + tag, warm, real[-1]["run_s"] if WINDOW else 0.0))
         report(fast, real, "warm: the daemon's second batch" if warm else "cold: a new daemon's first batch")
         say()
     with open(RESULTS, "w") as f:
