@@ -170,6 +170,9 @@ def one_run(ts, tag, warm=False, window_s=0.0):
         # new TLS connections proxd opened (the /calls read that took `after`
         # is one of its own): 3.5-3.8 M instructions each
         conns = after["tls_handshakes"] - before["tls_handshakes"] - 1
+        # of the connections closed meanwhile, those pvesim closed at its
+        # (pveproxy's) 100 requests a connection
+        at_limit = after.get("tls_closed_at_limit", 0) - before.get("tls_closed_at_limit", 0)
         done = sum(1 for j in js.values() if j["state"] == "done")
     finally:
         w.close()
@@ -182,7 +185,7 @@ def one_run(ts, tag, warm=False, window_s=0.0):
     run_ir, run_worker, run_tls, run_snap, run_duty = counts(dumps[0])
     idle_ir, _, idle_tls, _, _ = counts(dumps[1]) if ts >= 1 and len(dumps) > 1 else (0, 0, 0, 0, 0)
     win_ir = counts(dumps[1])[0] if ts < 1 and window_s > run_s and len(dumps) > 1 else 0
-    r = {"ts": ts, "done": done, "run_s": run_s, "polls": polls / N, "rest": rest / N, "conns": conns,
+    r = {"ts": ts, "done": done, "run_s": run_s, "at_limit": at_limit, "polls": polls / N, "rest": rest / N, "conns": conns,
          "ir": run_ir / N, "worker": run_worker / N, "back": (run_ir - run_worker) / N,
          # the creation jobs' own: the job threads less the snapshot sync
          "jobs": (run_worker - run_snap) / N,
@@ -203,10 +206,10 @@ def one_run(ts, tag, warm=False, window_s=0.0):
     r["net"] = r["ir"] - r["idle_per_s"] * run_s / N
     r["net_no_tls"] = r["no_tls"] - r["idle_no_tls_per_s"] * run_s / N
     say("%s time scale %-4g %d/%d done in %5.1f s: %.2f task polls + %.2f other calls per creation, "
-        "%d new TLS connections; M instructions per creation: %.2f (job threads %.2f, of which the "
+        "%d new TLS connections (%d closed at the request limit); M instructions per creation: %.2f (job threads %.2f, of which the "
         "creation jobs %.2f; the others %.2f; the duties %.2f, less them %.2f; without the TLS connections "
         "%.2f)%s%s" % (
-            "warm" if warm else "cold", ts, done, N, run_s, r["polls"], r["rest"], conns, r["ir"] / 1e6,
+            "warm" if warm else "cold", ts, done, N, run_s, r["polls"], r["rest"], conns, at_limit, r["ir"] / 1e6,
             r["worker"] / 1e6, r["jobs"] / 1e6, r["back"] / 1e6, r["duty"] / 1e6, r["less_duty"] / 1e6,
             r["no_tls"] / 1e6,
             "; idle daemon %.2f M/s, net %.2f (without TLS %.2f)" % (

@@ -445,10 +445,14 @@ void sim_ctl_handle(struct sim *s, const struct http_req *req, struct http_resp 
         r->content_type = xstrdup("application/json");
         r->body_fd = fd;
     } else if (get && strcmp(p, "/calls") == 0) {
+        uint64_t at_limit, idle;
+        httpd_tls_closes(s->http, &at_limit, &idle);
         pthread_mutex_lock(&s->mu);
-        json_t *c = json_pack("{s:O,s:O,s:I,s:i}", "calls", s->calls, "nodes", s->node_calls,
-                              "tls_handshakes", (json_int_t)httpd_tls_handshakes(s->http),
-                              "late_pending", sim_late_pending(s));
+        json_t *c =
+            json_pack("{s:O,s:O,s:I,s:I,s:I,s:i}", "calls", s->calls, "nodes", s->node_calls,
+                      "tls_handshakes", (json_int_t)httpd_tls_handshakes(s->http),
+                      "tls_closed_at_limit", (json_int_t)at_limit, "tls_closed_idle",
+                      (json_int_t)idle, "late_pending", sim_late_pending(s));
         pthread_mutex_unlock(&s->mu);
         reply(r, 200, c);
     } else if (del && strcmp(p, "/calls") == 0) {

@@ -115,6 +115,10 @@ int httpd_set_mode(httpd *d, int listener, enum httpd_mode mode);
  * client's new connection (tests count a client's reuse of connections).
  * Thread-safe. */
 uint64_t httpd_tls_handshakes(httpd *d);
+/* TLS connections the server closed since httpd_new: at the request limit
+ * (100, pveproxy's) and idle (5 s without a request); the others were
+ * closed by their clients or broke. Thread-safe. */
+void httpd_tls_closes(httpd *d, uint64_t *at_limit, uint64_t *idle);
 void httpd_free(httpd *d);
 
 /* Generate a fresh self-signed certificate (RSA 2048, SHA-256, 10 years)

@@ -302,13 +302,19 @@ static void serve(struct conn *c)
         struct rq q;
         httpd_rq_init(&q, false);
         bool keep = false;
-        if (httpd_read_request(c, &q) == 1 && !blackholed(c)) {
+        int64_t asked = mono_ms();
+        int got = httpd_read_request(c, &q);
+        if (got == 1 && !blackholed(c)) {
             if (q.err)
                 httpd_send_error(c, &q);
             else
                 keep = handle(c, &q, n == KEEPALIVE_MAX);
+        } else if (got == 0 && mono_ms() - asked >= IDLE_MS && !atomic_load(&c->stop)) {
+            atomic_fetch_add(&c->l->d->closed_idle, 1);
         }
         httpd_rq_free(&q);
+        if (got == 1 && n == KEEPALIVE_MAX) /* answered with "close" whatever it asked */
+            atomic_fetch_add(&c->l->d->closed_limit, 1);
         if (!keep)
             break;
     }

@@ -94,6 +94,9 @@ struct httpd {
     SSL_CTX *ssl;
     atomic_int nconn;
     atomic_uint_fast64_t handshakes; /* TLS handshakes completed, ever */
+    /* TLS connections this server closed: after KEEPALIVE_MAX requests, or
+     * idle for IDLE_MS (what makes a client's next call a new handshake) */
+    atomic_uint_fast64_t closed_limit, closed_idle;
     pthread_mutex_t mu; /* the listener table; control path only */
     struct listener **ls;
     size_t nls;

@@ -1,7 +1,7 @@
 """Topology: the cluster entry point and the node ports, nodes going offline
 or hanging (595/596), standalone hosts with their own VMID spaces, plain HTTP
 on the TLS port, --state-dir persistence, --fleet files, the /_sim/ call
-counters and reset, and the PVE 7/8 behaviour switches."""
+counters (and why connections were closed) and reset, and the PVE 7/8 behaviour switches."""
 import json
 import os
 import socket
@@ -352,6 +352,34 @@ def call_counters_and_reset():
         assert r.status_code == 500 and "does not exist" in r.reason
         # the world works as before after a reset
         clone(s, "sv1", 8000, 800)
+
+
+@case
+def connection_closes_counted():
+    """/_sim/calls tells why connections the server closed were closed:
+    pveproxy's 100 requests a connection, or 5 s without a request (what
+    makes a client's next call a new TLS handshake)"""
+    with Sim(nodes="sv1") as s:
+        c0 = s.ctl("GET", "/calls")
+        assert c0["tls_closed_at_limit"] == 0 and c0["tls_closed_idle"] == 0, c0
+        h = {"Authorization": "PVEAPIToken=%s=%s" % (s.token_id, s.token_secret)}
+        with requests.Session() as sess:
+            for i in range(101):  # the 100th answer closes; the 101st opens anew
+                r = sess.get(s.url("/api2/json/version"), headers=h, verify=False, timeout=30)
+                assert r.status_code == 200, (i, r.status_code)
+                if i == 99:
+                    assert r.headers.get("Connection", "").lower() == "close", r.headers
+            c1 = s.ctl("GET", "/calls")
+            # the control calls come on connections of their own, closed by the client
+            assert c1["tls_closed_at_limit"] == 1 and c1["tls_closed_idle"] == 0, c1
+            assert c1["tls_handshakes"] - c0["tls_handshakes"] == 3, (c0, c1)  # 2 + this call
+            # the session's second connection now idles out
+            deadline = time.monotonic() + 20
+            while s.ctl("GET", "/calls")["tls_closed_idle"] == 0:
+                assert time.monotonic() < deadline, "no idle close within 20 s"
+                time.sleep(0.2)
+        c2 = s.ctl("GET", "/calls")
+        assert c2["tls_closed_idle"] == 1 and c2["tls_closed_at_limit"] == 1, c2
 
 
 @case
