@@ -44,7 +44,7 @@ reconciler, inventory reads: a cost of time, not of creations) and the run
 net of them, with and without the new TLS connections.
 
 Environment: as bench_create.py (PVESIM, PROXD), BENCH_N_REAL (20
-creations), BENCH_ROUNDS (2: rounds of a fast run then a scale-1 run, cold
+creations), BENCH_ROUNDS (2: rounds of a scale-1 run then a fast run, cold
 and then warm), BENCH_FAST_SCALE (0.02), BENCH_WARM (both: cold and warm
 rounds; 0: cold only; only: warm only), BENCH_KEEP_DUMPS (a directory the
 callgrind dumps are copied to, for callgrind_annotate), BENCH_WINDOW (1;
