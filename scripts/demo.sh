@@ -30,8 +30,21 @@ TOKEN_SECRET=$(cat /proc/sys/kernel/random/uuid)
     --token "root@pam!proxd=$TOKEN_SECRET" --time-scale 0.05 --log-level warn \
     > "$WORK/sim.out" 2> "$WORK/sim.log" &
 PIDS+=($!)
-for _ in $(seq 100); do grep -q '^fingerprint' "$WORK/sim.out" 2>/dev/null && break; sleep 0.1; done
+SIM_PID=$!
+for _ in $(seq 100); do
+    grep -q '^fingerprint' "$WORK/sim.out" 2>/dev/null && break
+    kill -0 "$SIM_PID" 2>/dev/null || break # it ended: a port taken, most likely
+    sleep 0.1
+done
 FP=$(awk '/^fingerprint/ {print $2}' "$WORK/sim.out")
+if [ -z "$FP" ]; then
+    # never go on: the calls below would reach whatever holds the port
+    echo "demo: pvesim did not start on 127.0.0.1:$SIM_PORT; it said:" >&2
+    sed 's/^/    /' "$WORK/sim.log" >&2
+    echo "demo: pvesim takes six ports from DEMO_SIM_PORT on (the cluster's, then one a node);" \
+        "set DEMO_SIM_PORT to the first of six free ones" >&2
+    exit 1
+fi
 cat "$WORK/sim.out"
 curl -sk -X POST "https://127.0.0.1:$SIM_PORT/_sim/nodes/sv1" -d '{"state":"offline"}' >/dev/null
 echo "sv1 is now offline (its port refuses connections; the cluster shows it offline)"
@@ -69,8 +82,24 @@ export PROXD_TOKEN
 echo "token for 'demo' (admin) created; proxd keeps only its hash"
 "$B/proxd" --config "$WORK/proxd.conf" 2> "$WORK/proxd.log" &
 PIDS+=($!)
+PROXD_PID=$!
 # ready: the inventory has been read (creations answer 503 "starting" before)
-for _ in $(seq 100); do curl -sf "$PROXD_URL/readyz" >/dev/null && break; sleep 0.1; done
+READY=""
+for _ in $(seq 150); do
+    kill -0 "$PROXD_PID" 2>/dev/null || break # it ended: its port taken, most likely
+    curl -sf -m 2 "$PROXD_URL/readyz" >/dev/null && READY=1 && break
+    sleep 0.1
+done
+if [ -z "$READY" ]; then
+    if kill -0 "$PROXD_PID" 2>/dev/null; then
+        echo "demo: proxd on 127.0.0.1:$API_PORT was not ready within 15 s; its log:" >&2
+    else
+        echo "demo: proxd did not start on 127.0.0.1:$API_PORT; its log:" >&2
+    fi
+    tail -n 20 "$WORK/proxd.log" | sed 's/^/    /' >&2
+    echo "demo: if the port is taken, set DEMO_API_PORT to a free one" >&2
+    exit 1
+fi
 run "$B/proxctl" node list
 
 step "create three VMs: sv1 is down, so they land on the next nodes"
