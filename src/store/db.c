@@ -52,14 +52,18 @@ static void conn_unlink(db *d, db_conn *c)
 
 void db_cache_drop(db_conn *c)
 {
-    for (size_t i = 0; i < c->ncache; i++)
-        c->d->drv->finalize(c, c->cache[i].h);
+    for (size_t i = 0; i < c->ncache; i++) {
+        c->d->drv->finalize(c, c->cache[i]->h);
+        free(c->cache[i]);
+    }
     c->ncache = 0;
 }
 
 static void conn_free(db_conn *c)
 {
     db_cache_drop(c);
+    FREE_AND_NULL(c->cache);
+    c->cache_cap = 0;
     c->d->drv->conn_close(c);
 }
 
@@ -351,21 +355,24 @@ char *db_sql_text(db *d, const char *sql)
 int db_prepare(db_conn *c, const char *sql, db_stmt **out, struct store_error *err)
 {
     for (size_t i = 0; i < c->ncache; i++) {
-        if (c->cache[i].sql == sql) {
-            *out = &c->cache[i];
+        if (c->cache[i]->sql == sql) {
+            *out = c->cache[i];
             return STORE_OK;
         }
     }
-    if (c->ncache == DB_STMT_CACHE)
-        return store_fail(err, STORE_E_DB, "statement cache full (raise DB_STMT_CACHE)");
     char *text = sql_dialect(c->d->drv, sql);
     void *h = NULL;
     int rc = c->d->drv->prepare(c, text, &h, err);
     free(text);
     if (rc)
         return rc;
-    struct db_stmt *st = &c->cache[c->ncache++];
+    if (c->ncache == c->cache_cap) {
+        c->cache_cap = c->cache_cap ? 2 * c->cache_cap : 64;
+        c->cache = xrealloc(c->cache, c->cache_cap * sizeof *c->cache);
+    }
+    struct db_stmt *st = xmalloc(sizeof *st);
     *st = (struct db_stmt){sql, c, h};
+    c->cache[c->ncache++] = st;
     *out = st;
     return STORE_OK;
 }

@@ -14,14 +14,14 @@
 #include <pthread.h>
 #include <sys/types.h>
 
-/* A connection's prepared statements, kept for its life and never evicted
- * (db_prepare fails when the cache is full): more than the store has
- * statement texts (about 170 with the listing's variants in December 2026),
- * so that a long-lived connection that ends up running every one of them
- * (an API thread, days into a daemon's life) never fills it. 24 bytes an
- * entry; a statement is prepared only when first used. */
-#define DB_STMT_CACHE 256
-
+/* A connection's prepared statements, kept for its life: a statement is
+ * prepared when first used and found again by its text's address. The
+ * store has about 170 texts (December 2026, the listing's variants
+ * included), and a long-lived connection (an API thread, days into a
+ * daemon's life) ends up running most of them; the table grows as they
+ * come, with no limit to reach. Each entry is allocated on its own, so a
+ * db_stmt handed out stays where it is while later ones are added (a
+ * caller may hold several at once). */
 struct db_stmt {
     const char *sql; /* identity: the address of a static SQL text */
     db_conn *c;
@@ -32,8 +32,8 @@ struct db_conn {
     db *d;
     db_conn *prev, *next; /* on d->conns */
     bool notify;          /* the open transaction called db_notify_jobs */
-    struct db_stmt cache[DB_STMT_CACHE];
-    size_t ncache;
+    struct db_stmt **cache;
+    size_t ncache, cache_cap;
 };
 
 struct db_token {
