@@ -98,9 +98,24 @@ void hconn_close(struct http_server *s, struct conn *c)
     ip_give(s, c->ip);
     s->nconns--;
     hreq_free(c->rq);
+    c->rq = NULL;
+    c->stream = NULL;
     buf_release(&c->in);
     buf_release(&c->out);
-    free(c);
+    c->outoff = 0;
+    c->fd = -1; /* closed: hconn_on_event passes it over */
+    c->prev = c->next = NULL;
+    c->qnext = s->closed;
+    s->closed = c;
+}
+
+void hconn_reap(struct http_server *s)
+{
+    while (s->closed) {
+        struct conn *c = s->closed;
+        s->closed = c->qnext;
+        free(c);
+    }
 }
 
 /* ---- accepting -------------------------------------------------------------------------- */
@@ -256,6 +271,7 @@ static void *loop_main(void *arg)
             else
                 hconn_on_event(s, evs[i].data.ptr, evs[i].events);
         }
+        hconn_reap(s); /* the batch is over: nothing points to them now */
         int64_t now = mono_ms();
         pthread_mutex_lock(&s->mu);
         bool stopping = s->stopping;
@@ -416,6 +432,7 @@ void http_server_stop(struct http_server *s, int64_t drain_ms)
     }
     while (s->conns)
         hconn_close(s, s->conns); /* those with a worker came back through done */
+    hconn_reap(s);
     for (int i = 0; i < HTTP_IP_BUCKETS; i++)
         while (s->ips[i]) {
             struct ip_count *e = s->ips[i];

@@ -52,8 +52,9 @@ bool http_stream_send(struct http_stream *st, const char *data, size_t len)
         return !http_stream_gone(st);
     pthread_mutex_lock(&st->mu);
     bool open = !st->gone && !st->ended && !st->broken;
-    /* room for the chunk's framing and the end's, within the buffer's cap */
-    bool ok = open && st->pending.len + len + 32 < HTTP_STREAM_PENDING_MAX;
+    /* room for the chunk's framing and the end's, within the cap on what
+     * waits for the client: queued here and handed to the loop alike */
+    bool ok = open && st->pending.len + st->handed + len + 32 < HTTP_STREAM_PENDING_MAX;
     if (open && !ok)
         st->broken = true; /* the client does not read: refused from now on */
     if (ok) {

@@ -72,6 +72,17 @@ static void linger(struct http_server *s, struct conn *c)
     c->outoff = 0;
 }
 
+/* A stream's sender counts what waits in the connection's output against
+ * its cap (http_stream_send). */
+static void note_handed(struct conn *c)
+{
+    if (!c->stream)
+        return;
+    pthread_mutex_lock(&c->stream->mu);
+    c->stream->handed = unsent(c);
+    pthread_mutex_unlock(&c->stream->mu);
+}
+
 /* Write what waits in c->out, as far as the socket takes it. false when
  * the connection failed (and was closed). */
 static bool send_out(struct http_server *s, struct conn *c)
@@ -91,6 +102,7 @@ static bool send_out(struct http_server *s, struct conn *c)
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
             if (c->until == INT64_MAX) /* a stream: its stall is timed from now */
                 c->until = idle_deadline(s);
+            note_handed(c);
             return true; /* the output edge brings us back */
         }
         hconn_close(s, c);
@@ -98,6 +110,7 @@ static bool send_out(struct http_server *s, struct conn *c)
     }
     buf_release(&c->out); /* an idle connection keeps no buffer */
     c->outoff = 0;
+    note_handed(c);
     return true;
 }
 
@@ -118,6 +131,7 @@ void hconn_answered(struct http_server *s, struct conn *c)
         pthread_mutex_lock(&c->stream->mu);
         buf_add(&c->out, c->stream->pending.data, c->stream->pending.len);
         buf_reset(&c->stream->pending);
+        c->stream->handed = unsent(c);
         pthread_mutex_unlock(&c->stream->mu);
         c->st = C_STREAM;
         c->until = INT64_MAX;
@@ -257,6 +271,7 @@ static bool stream_written(struct http_server *s, struct conn *c, bool *wait)
     if (moved) {
         buf_add(&c->out, st->pending.data, st->pending.len);
         buf_reset(&st->pending);
+        st->handed = unsent(c);
     }
     bool ended = st->ended && !moved && !st->queued;
     pthread_mutex_unlock(&st->mu);
@@ -365,6 +380,8 @@ bool hconn_drive(struct http_server *s, struct conn *c)
 
 void hconn_on_event(struct http_server *s, struct conn *c, uint32_t ev)
 {
+    if (c->fd < 0) /* closed earlier in this batch (on_wake, another event) */
+        return;
     if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
         c->rd_more = true;
     if (ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))

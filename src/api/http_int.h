@@ -113,6 +113,7 @@ struct http_stream {
     pthread_mutex_t mu;
     int refs;
     struct buf pending; /* chunks not handed to the loop yet */
+    size_t handed;      /* handed to the loop, not written yet (the loop sets it) */
     bool ended, gone, queued;
     bool broken; /* a send was refused (pending full): close after the end */
     bool chunked;
@@ -130,6 +131,9 @@ struct http_server {
     bool loop_running;
     struct conn *conns;
     unsigned nconns;
+    /* closed in the current batch of events, freed after it: a later
+     * event of the batch may still name one (its fd is -1 then) */
+    struct conn *closed;
     struct ip_count *ips[HTTP_IP_BUCKETS];
     int64_t accept_paused_until;
     char scratch[HTTP_READ_CHUNK];
@@ -147,8 +151,11 @@ struct http_server {
 
 /* Wake the loop (from any thread). */
 void http_wake(struct http_server *s);
-/* Close and free a connection (loop thread; never one in C_WORK). */
+/* Close a connection (loop thread; never one in C_WORK): its socket and
+ * buffers at once, its struct after the loop's batch of events
+ * (hconn_reap), since an event of the batch may still point to it. */
 void hconn_close(struct http_server *s, struct conn *c);
+void hconn_reap(struct http_server *s);
 
 /* ---- a connection's progress (http_conn.c, loop thread) ---- */
 /* An epoll event on c: note it, then hconn_drive. */

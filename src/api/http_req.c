@@ -24,8 +24,10 @@
 
 /* room for the raw head and its decoded path and arguments */
 #define HEAD_BUF_MAX (2 * HTTP_URI_MAX + HTTP_HEADERS_MAX + 4 * HTTP_HEADERS_COUNT_MAX + 64)
-/* a request line: the target plus a method and a version */
+/* a request line: the target plus a method and a version (the target's
+ * own limit is checked exactly as it is parsed: on_url) */
 #define REQLINE_MAX (HTTP_URI_MAX + 64)
+#define URI_TOO_LONG_MSG "the request's path and query may have at most 8192 bytes"
 
 void hreq_fail(struct http_req *rq, unsigned status, const char *code, const char *field,
                const char *msg)
@@ -134,8 +136,7 @@ static void prescan(struct http_req *rq, char *d, size_t n)
         const char *lf = memchr(d + start, '\n', n - start);
         size_t linelen = (lf ? (size_t)(lf - d) : n) - start;
         if (rq->lines == 0 && linelen > REQLINE_MAX) {
-            hreq_fail(rq, HTTP_URI_TOO_LONG, "uri_too_long", NULL,
-                      "the request's path and query may have at most 8192 bytes");
+            hreq_fail(rq, HTTP_URI_TOO_LONG, "uri_too_long", NULL, URI_TOO_LONG_MSG);
             return;
         }
         if (rq->lines > 0 && start + linelen - rq->reqline > HTTP_HEADERS_MAX) {
@@ -175,9 +176,16 @@ static int add(struct http_req *rq, const char *at, size_t n)
     return 0;
 }
 
+/* The target (path and query) is the head's first part: its own limit,
+ * exact here; the head scan only bounds the whole request line. */
 static int on_url(http_parser *p, const char *at, size_t n)
 {
-    return add(p->data, at, n);
+    struct http_req *rq = p->data;
+    if (rq->head.len + n > HTTP_URI_MAX) {
+        hreq_fail(rq, HTTP_URI_TOO_LONG, "uri_too_long", NULL, URI_TOO_LONG_MSG);
+        return 0;
+    }
+    return add(rq, at, n);
 }
 
 static int on_header_field(http_parser *p, const char *at, size_t n)
@@ -324,6 +332,15 @@ static int on_headers_complete(http_parser *p)
         snprintf(msg, sizeof msg, "HTTP/%u.%u is not supported: use HTTP/1.1", p->http_major,
                  p->http_minor);
         hreq_fail(rq, HTTP_VERSION_NOT_SUPPORTED, "http_version_not_supported", "version", msg);
+        return 0;
+    }
+    /* http_parser takes a CONNECT as the end of HTTP on the connection: it
+     * calls the message complete after the head, its Content-Length unread,
+     * and the bytes behind would be parsed as the next request. (A request
+     * asking for an Upgrade has its body read first, and is answered in
+     * HTTP/1.1 as if it had not asked.) */
+    if (p->method == HTTP_CONNECT) {
+        hreq_fail(rq, HTTP_BAD_REQUEST, "invalid", "method", "CONNECT is not served here");
         return 0;
     }
     parse_target(rq);

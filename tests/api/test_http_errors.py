@@ -120,6 +120,11 @@ def malformed_heads_get_the_json_error():
         (b"GET\r\n" + H + b"\r\n", 400, None),                           # no target
         (b"GET /v1/vms?a=%00 HTTP/1.1\r\n" + H + b"\r\n", 400, "query"),
         (b"GET /v1/%00 HTTP/1.1\r\n" + H + b"\r\n", 400, "path"),
+        # a CONNECT's body was parsed as the next request (answered: SECOND's
+        # 200 came after a 405); and a target one byte past 8192 was served
+        (b"CONNECT /healthz HTTP/1.1\r\n" + H + b"Content-Length: %d\r\n\r\n" % len(SECOND),
+         400, "method"),
+        (b"GET /" + b"a" * 8192 + b" HTTP/1.1\r\n" + H + b"\r\n", 414, None),
     ]
     codes = {
         411: "length_required", 413: "too_large", 414: "uri_too_long",

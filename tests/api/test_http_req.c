@@ -4,6 +4,7 @@
 #include "harness.h"
 
 #include "api/http_int.h"
+#include "common/xalloc.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -114,6 +115,11 @@ static void test_refusals(void **state)
         {"GET /\r\n\r\n", 400, "version"},
         {"G@T / HTTP/1.1\r\n\r\n", 400, "method"},
         {"GET /a%00b HTTP/1.1\r\n\r\n", 400, "path"},
+        /* http_parser would end the request after a CONNECT's head and
+         * leave its body to be parsed as the next request */
+        {"CONNECT /x HTTP/1.1\r\nHost: x\r\nContent-Length: 26\r\n\r\n"
+         "GET /smuggled HTTP/1.1\r\n\r\n",
+         400, "method"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         for (size_t step = 1; step <= 7; step += 6) {
@@ -152,12 +158,62 @@ static void test_limits_before_the_end(void **state)
     buf_release(&in);
 }
 
+/* The target (path and query) may have 8192 bytes, not one more, whatever
+ * the method's and the version's length. */
+static unsigned target_of(size_t len)
+{
+    char *req = xmalloc(len + 64);
+    memcpy(req, "GET /", 5);
+    memset(req + 5, 'a', len - 1);
+    strcpy(req + 4 + len, " HTTP/1.1\r\nHost: x\r\n\r\n");
+    const char *field;
+    unsigned st = refusal(req, strlen(req), 4096, &field);
+    free(req);
+    return st;
+}
+
+static void test_target_limit_exact(void **state)
+{
+    (void)state;
+    assert_int_equal(target_of(HTTP_URI_MAX), 0);
+    assert_int_equal(target_of(HTTP_URI_MAX + 1), HTTP_URI_TOO_LONG);
+    assert_int_equal(target_of(HTTP_URI_MAX + 40), HTTP_URI_TOO_LONG);
+}
+
+/* A request asking for an Upgrade is served as HTTP/1.1: its body is its
+ * own, the bytes behind it the next request. */
+static void test_upgrade_body_is_read(void **state)
+{
+    (void)state;
+    static const char req[] = "POST /a HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
+                              "Upgrade: websocket\r\nContent-Length: 26\r\n\r\n"
+                              "GET /smuggled HTTP/1.1\r\n\r\n"
+                              "GET /next HTTP/1.1\r\nHost: x\r\n\r\n";
+    for (size_t step = 1; step <= 64; step += 63) {
+        struct buf in = BUF_INIT(1 << 20);
+        size_t fed = 0, n = strlen(req), blen;
+        struct http_req *rq = feed(&in, req, n, step, &fed);
+        assert_int_equal(rq->err_status, 0);
+        assert_string_equal(http_req_path(rq), "/a");
+        http_req_body(rq, &blen);
+        assert_int_equal(blen, 26);
+        hreq_free(rq);
+        rq = feed(&in, req, n, step, &fed);
+        assert_int_equal(rq->err_status, 0);
+        assert_string_equal(http_req_path(rq), "/next");
+        hreq_free(rq);
+        buf_release(&in);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_any_cut),
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_limits_before_the_end),
+        cmocka_unit_test(test_target_limit_exact),
+        cmocka_unit_test(test_upgrade_body_is_read),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
