@@ -75,7 +75,9 @@ static struct pve_callstat *entry(pve_client *c, const char *method, const char 
             strcmp(s->node, node) == 0)
             return s;
     }
-    if (c->ncalls == PVE_CALLSTAT_MAX - 1 && strcmp(ep, "(other)") != 0)
+    /* the last place is "(other)"'s: once it is taken, every new key
+     * goes there (found by the look above) */
+    if (c->ncalls >= PVE_CALLSTAT_MAX - 1 && strcmp(ep, "(other)") != 0)
         return entry(c, "", "(other)", "");
     if (!c->calls)
         c->calls = xcalloc(PVE_CALLSTAT_MAX, sizeof *c->calls);

@@ -333,13 +333,15 @@ static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_
 
 /* curl sends a request again by itself, on a new connection, when a
  * reused one closes without an answer ("Connection died, retrying a fresh
- * connect"). For a read that is right; a write may have been served before
- * its answer was lost (a clone started, a VM deleted), and sent again it
- * does its work twice or fails against its own first run ("already
- * exists": a creation took its own clone for a stranger's VM and made a
- * second). So a write goes out once per exchange: a second sending is
- * refused here, and the exchange fails as one that may have been served
- * (maybe_sent); PVE_CALL_ONCE callers look before they ask again. */
+ * connect"). For a read that is right; a write (POST, PUT, DELETE) may have
+ * been served before its answer was lost (a clone started, a VM deleted),
+ * and sent again it does its work twice or fails against its own first run
+ * ("already exists": a creation took its own clone for a stranger's VM and
+ * made a second). So a write goes out once per exchange: a second sending
+ * is refused here, and the exchange fails as one that may have been served
+ * (maybe_sent), as does one whose sending went out and whose end failed
+ * in any way (curl's new connection refused: not a host to fail over
+ * from); PVE_CALL_ONCE callers look before they ask again. */
 struct once {
     bool sent;
     bool refused; /* curl went to send it again */
@@ -534,6 +536,8 @@ int pve_http_perform(pve_client *c, const struct pve_host *h, const struct pve_r
         curl_easy_setopt(ch, CURLOPT_POSTFIELDS, body.data ? body.data : "");
         curl_easy_setopt(ch, CURLOPT_CUSTOMREQUEST,
                          strcmp(rq->method, "POST") == 0 ? NULL : rq->method);
+    }
+    if (strcmp(rq->method, "GET") != 0) { /* a write: a DELETE too */
         curl_easy_setopt(ch, CURLOPT_PREREQFUNCTION, on_prereq);
         curl_easy_setopt(ch, CURLOPT_PREREQDATA, &once);
     }
@@ -585,6 +589,12 @@ int pve_http_perform(pve_client *c, const struct pve_host *h, const struct pve_r
     } else {
         if (!s.cut)
             judge_failure(ch, k, rs);
+        if (once.sent) {
+            /* the write went out once: whatever failed after it (curl's own
+             * new connection refused, a timeout) it may have been served */
+            rs->maybe_sent = true;
+            rs->host_failed = false;
+        }
         describe_failure(c, k, rs, &s);
         log_debug(PVE_SUB, "%s %s%s failed: %s (%lld ms)", rq->method, h->name, rq->path,
                   rs->curl_msg, (long long)(mono_ms() - t0));

@@ -2,8 +2,16 @@
  * call-once rule and concurrency. */
 #include "pvetest.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "pve/pve_int.h" /* pve_callstat_note */
 
 static struct tsim g_sim; /* PVE 9 cluster, shared by the tests of this file */
 
@@ -472,6 +480,140 @@ static void test_call_once(void **state)
     pve_client_free(c);
 }
 
+/* A DELETE goes out once per exchange too: served, its answer lost on a
+ * reused connection, curl would have sent it again on a new one by itself
+ * (the guard was on POST and PUT only). */
+static void test_delete_once(void **state)
+{
+    (void)state;
+    struct pve_config cfg;
+    const char *hv[1];
+    tcfg_init(&cfg, hv, g_sim.host);
+    pve_client *c = tclient(&cfg);
+    struct pve_error e;
+    assert_ok(pve_call(c, "GET", "/version", NULL, NULL, &e), &e); /* a warm connection */
+    tsim_ctl0(&g_sim, "POST", "/_sim/faults",
+              "{\"method\":\"DELETE\",\"path\":\"^/nodes/sv1/qemu/4777$\","
+              "\"kind\":\"drop\",\"count\":1}");
+    json_t *d = NULL;
+    assert_int_equal(pve_call_ex(c, "DELETE", "/nodes/sv1/qemu/4777", NULL, PVE_CALL_ONCE, &d, &e),
+                     PVE_E_NETWORK);
+    assert_true(e.maybe_sent);
+    assert_int_equal(e.attempts, 1);
+    assert_int_equal(tsim_calls(&g_sim, "DELETE /nodes/{node}/qemu/{vmid}"), 1);
+    json_decref(d);
+    pve_client_free(c);
+}
+
+/* A write served just before pveproxy restarts: the connection drops
+ * without an answer and curl's own new connection is refused. That is not
+ * a host that failed before the request (to fail over from, or to send it
+ * to again): the write may have been served (maybe_sent), and a
+ * PVE_CALL_ONCE caller is told so, the write sent once. */
+struct fake {
+    pid_t pid;
+    int port;
+};
+
+static bool port_open(void *arg)
+{
+    struct fake *f = arg;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)f->port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    bool ok = connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
+    close(fd);
+    return ok;
+}
+
+static void fake_start(struct fake *f, const char *hold)
+{
+    const char *cert = getenv("PVESIM_TLS_CERT"), *key = getenv("PVESIM_TLS_KEY");
+    const char *src = getenv("SRC_DIR");
+    if (!cert || !key || !src)
+        skip(); /* ctest sets them (CMakeLists.txt) */
+    char script[512], port[16];
+    snprintf(script, sizeof script, "%s/tests/pve/restart_server.py", src);
+    f->port = h_free_port();
+    snprintf(port, sizeof port, "%d", f->port);
+    f->pid = fork();
+    assert_true(f->pid >= 0);
+    if (f->pid == 0) {
+        execl("/usr/bin/python3", "python3", script, port, cert, key, hold, (char *)NULL);
+        _exit(127);
+    }
+    if (!h_wait(port_open, f, 10000))
+        fail_msg("restart_server.py did not listen on %d", f->port);
+}
+
+static void fake_stop(struct fake *f)
+{
+    kill(f->pid, SIGTERM);
+    waitpid(f->pid, NULL, 0);
+}
+
+static void test_write_once_across_a_restart(void **state)
+{
+    (void)state;
+    struct fake f;
+    fake_start(&f, "0.5");
+    char host[64];
+    snprintf(host, sizeof host, "127.0.0.1:%d", f.port);
+    struct pve_config cfg;
+    const char *hv[1];
+    tcfg_init(&cfg, hv, host);
+    cfg.retry.total_ms = 3000; /* room for the old resend once the port is back */
+    pve_client *c = tclient(&cfg);
+    struct pve_error e;
+    assert_ok(pve_call(c, "GET", "/version", NULL, NULL, &e), &e); /* a warm connection */
+    json_t *p = json_pack("{s:i}", "newid", 4321), *d = NULL;
+    int rc = pve_call_ex(c, "POST", "/nodes/sv1/qemu/8000/clone", p, PVE_CALL_ONCE, &d, &e);
+    assert_int_equal(rc, PVE_E_NETWORK);
+    assert_true(e.maybe_sent);
+    assert_int_equal(e.attempts, 1);
+    if (!h_wait(port_open, &f, 10000))
+        fail_msg("restart_server.py did not listen again");
+    json_t *n = NULL;
+    assert_ok(pve_call(c, "GET", "/count", NULL, &n, &e), &e);
+    assert_int_equal(json_integer_value(n), 1); /* the clone was sent once */
+    json_decref(n);
+    json_decref(p);
+    json_decref(d);
+    pve_client_free(c);
+    fake_stop(&f);
+}
+
+/* The per-endpoint table keeps its last place for "(other)": 300 distinct
+ * endpoints (snapshot names are not made variables) fill it, and every
+ * later one is counted there (the 257th was written past the table's end). */
+static void test_callstats_bounded(void **state)
+{
+    (void)state;
+    struct pve_config cfg;
+    const char *hv[1];
+    tcfg_init(&cfg, hv, g_sim.host);
+    pve_client *c = tclient(&cfg);
+    for (int i = 0; i < 300; i++) {
+        char path[96];
+        snprintf(path, sizeof path, "/nodes/sv1/qemu/100/snapshot/s%d", i);
+        pve_callstat_note(c, "GET", path, 0.001, false);
+    }
+    struct pve_callstat *cs = NULL;
+    size_t n = 0;
+    pve_client_callstats(c, &cs, &n);
+    assert_int_equal(n, PVE_CALLSTAT_MAX);
+    uint64_t total = 0, other = 0;
+    for (size_t i = 0; i < n; i++) {
+        total += cs[i].calls;
+        if (strcmp(cs[i].endpoint, "(other)") == 0)
+            other = cs[i].calls;
+    }
+    assert_int_equal(total, 300);
+    assert_int_equal(other, 300 - (PVE_CALLSTAT_MAX - 1));
+    free(cs);
+    pve_client_free(c);
+}
+
 /* ---- threads ------------------------------------------------------------------------- */
 
 struct worker {
@@ -595,6 +737,9 @@ int main(void)
         cmocka_unit_test_setup(test_lock_exhausted, reset_sim),
         cmocka_unit_test_setup(test_595_retried_then_failed, reset_sim),
         cmocka_unit_test_setup(test_call_once, reset_sim),
+        cmocka_unit_test_setup(test_delete_once, reset_sim),
+        cmocka_unit_test(test_write_once_across_a_restart),
+        cmocka_unit_test(test_callstats_bounded),
         cmocka_unit_test_setup(test_concurrent_ticket_client, reset_sim),
         cmocka_unit_test_setup(test_burst_takes_turns_on_a_warm_connection, reset_sim),
     };
