@@ -371,7 +371,7 @@ struct http_server *http_server_start(const struct http_options *opts, char *err
     s->o = *opts;
     s->lfd = s->ep = s->evfd = -1;
     pthread_mutex_init(&s->mu, NULL);
-    pthread_cond_init(&s->cv, NULL);
+    cond_init_mono(&s->cv);
     if (listen_on(s, err, errlen))
         goto fail;
     s->ep = epoll_create1(EPOLL_CLOEXEC);

@@ -145,7 +145,10 @@ static void fill(struct sse *s)
 {
     int64_t now = mono_ms();
     struct api *a = s->hub->api;
-    if (s->hub->stopping) {
+    pthread_mutex_lock(&s->hub->mu);
+    bool stopping = s->hub->stopping; /* written under mu by sse_hub_shutdown */
+    pthread_mutex_unlock(&s->hub->mu);
+    if (stopping) {
         emit_end(s, "shutdown", NULL);
         return;
     }
@@ -331,7 +334,7 @@ struct sse_hub *sse_hub_new(struct api *a)
     struct sse_hub *h = xcalloc(1, sizeof *h);
     h->api = a;
     pthread_mutex_init(&h->mu, NULL);
-    pthread_cond_init(&h->cv, NULL);
+    cond_init_mono(&h->cv);
     h->timer_running = mem_thread_start(&h->timer, timer_main, h) == 0;
     if (!h->timer_running)
         log_error("api", "cannot start the event stream timer: streams will not progress");

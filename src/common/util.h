@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <pthread.h>
 #include <time.h>
 
 #include "common/buf.h"
@@ -21,8 +22,13 @@ int64_t wall_s(void);
 int64_t wall_ms(void);
 /* Sleep for ms milliseconds (restarts on EINTR). */
 void sleep_ms(int64_t ms);
-/* The wall-clock moment ms milliseconds from now, as pthread_cond_timedwait
- * takes its deadline (ms <= 0: now). */
+/* A condition variable whose timed waits run on the monotonic clock: a
+ * step of the wall clock (NTP, a resumed VM) neither stretches nor cuts
+ * them. Every condition variable here that is waited on with a deadline is
+ * made with it; deadline_in_ms gives the deadline it takes. */
+void cond_init_mono(pthread_cond_t *cv);
+/* The monotonic moment ms milliseconds from now, as pthread_cond_timedwait
+ * takes its deadline on a cond_init_mono variable (ms <= 0: now). */
 struct timespec deadline_in_ms(int64_t ms);
 
 /* Percent-decode s[0..n) into a new NUL-terminated string. With `plus`, '+'

@@ -250,11 +250,11 @@ struct core *core_new(const struct proxd_config *cfg, store *st, struct fleet *f
     k->fl = fl;
     snprintf(k->instance, sizeof k->instance, "%s", instance);
     pthread_mutex_init(&k->mu, NULL);
-    pthread_cond_init(&k->cv, NULL);
-    pthread_cond_init(&k->slot_cv, NULL);
-    pthread_cond_init(&k->ccv, NULL);
-    pthread_cond_init(&k->stop_cv, NULL);
-    pthread_cond_init(&k->note_cv, NULL);
+    cond_init_mono(&k->cv);
+    cond_init_mono(&k->slot_cv);
+    cond_init_mono(&k->ccv);
+    cond_init_mono(&k->stop_cv);
+    cond_init_mono(&k->note_cv);
     fleet_set_notify(fl, on_fleet_note, k);
     fleet_set_task_registry(fl, &(struct pve_task_registry){task_seen, task_known, k});
     if (pipe(k->wake) != 0)

@@ -285,8 +285,8 @@ struct fleet *fleet_new(const struct proxd_config *cfg, char *err, size_t errlen
     struct fleet *f = xcalloc(1, sizeof *f);
     pthread_mutex_init(&f->mu, NULL);
     f->seen = fleet_seen_new();
-    pthread_cond_init(&f->probe_cv, NULL);
-    pthread_cond_init(&f->suspect_cv, NULL);
+    cond_init_mono(&f->probe_cv);
+    cond_init_mono(&f->suspect_cv);
     vmtab_init(&f->vms);
     f->quick_ms = cfg->connect_timeout_s * 1000L / 2;
     if (f->quick_ms <= 0 || f->quick_ms > QUICK_FAILURE_MS)

@@ -41,7 +41,7 @@ struct netconfirm *netconfirm_new(struct core *k)
     struct netconfirm *c = xcalloc(1, sizeof *c);
     c->k = k;
     pthread_mutex_init(&c->mu, NULL);
-    pthread_cond_init(&c->cv, NULL);
+    cond_init_mono(&c->cv);
     c->q = xcalloc(NETCONFIRM_MAX, sizeof *c->q);
     return c;
 }

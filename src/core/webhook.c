@@ -35,6 +35,7 @@
 #define NOT_HOLDER_MS 1000 /* another instance delivers */
 #define BACKOFF_MIN_MS 500
 #define LEASE_MIN_MS 30000
+#define LEASE_SLACK_MS 5000 /* a store write, a late wake-up */
 
 struct hook {
     struct core *k;
@@ -80,11 +81,18 @@ void core_set_webhook_transport(struct core *k, const struct webhook_transport *
     w->have_tr = t && t->post;
 }
 
-/* Renew the lease when half of it is gone; false when another holds it. */
+/* Renew the lease unless what is left of it covers the next post and the
+ * longest pause after it (half of it at least); false when another holds
+ * it. (Renewed at half only, a holder waiting out a down receiver with
+ * retry_max pauses let it lapse: half left, then a post timing out and a
+ * pause took more.) */
 static bool keep_lease(struct hook *h)
 {
     int64_t now = wall_ms();
-    if (h->lease_until - now > h->lease_ms / 2 && atomic_load(&h->holder))
+    int64_t need = (h->cfg->timeout_s + h->cfg->retry_max_s) * 1000L + LEASE_SLACK_MS;
+    if (need < h->lease_ms / 2)
+        need = h->lease_ms / 2;
+    if (h->lease_until - now > need && atomic_load(&h->holder))
         return true;
     struct store_error se;
     struct webhook_cursor cur;
@@ -165,6 +173,10 @@ static bool deliver(struct hook *h, const struct store_event *e)
         }
         if (!keep_lease(h))
             break;
+        if (e->id <= h->after) { /* the lease lapsed and was taken back: */
+            ok = true;           /* another holder delivered it meanwhile */
+            break;
+        }
         if (post_once(h, e, body, len)) {
             atomic_fetch_add(&h->delivered, 1);
             ok = advance(h, e->id, 1, 0);
@@ -199,17 +211,21 @@ static long round_once(struct hook *h)
     bool go_on = true;
     atomic_store(&h->oldest_ts, 0);
     for (size_t i = 0; i < n && go_on; i++) {
+        if (ev[i].id <= h->after) { /* delivered by another holder while */
+            skipped_to = 0;         /* this one's lease had lapsed */
+            continue;
+        }
         if (!event_type_match(h->cfg->events, ev[i].type)) {
             skipped_to = ev[i].id;
             continue;
         }
-        if (skipped_to && !(go_on = advance(h, skipped_to, 0, 0)))
+        if (skipped_to > h->after && !(go_on = advance(h, skipped_to, 0, 0)))
             break;
         skipped_to = 0;
         atomic_store(&h->oldest_ts, ev[i].ts);
         go_on = deliver(h, &ev[i]);
     }
-    if (go_on && skipped_to)
+    if (go_on && skipped_to > h->after)
         advance(h, skipped_to, 0, 0);
     atomic_store(&h->oldest_ts, 0);
     for (size_t i = 0; i < n; i++)

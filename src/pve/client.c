@@ -120,7 +120,7 @@ pve_client *pve_client_new(const struct pve_config *cfg, struct pve_error *err)
     pve_client *c = xcalloc(1, sizeof *c);
     pthread_mutex_init(&c->host_mu, NULL);
     pthread_mutex_init(&c->pool_mu, NULL);
-    pthread_cond_init(&c->pool_cv, NULL);
+    cond_init_mono(&c->pool_cv);
     atomic_init(&c->last_ok_ms, 0);
     pthread_mutex_init(&c->stats_mu, NULL);
     pthread_mutex_init(&c->expect_mu, NULL);

@@ -668,7 +668,7 @@ static void call_release(struct sim_call *c)
  * of a running task may give back. */
 struct sim_late {
     struct sim *s;
-    struct timespec due; /* CLOCK_REALTIME, as every wait on s->cv */
+    struct timespec due; /* CLOCK_MONOTONIC, as every wait on s->cv (deadline_in_ms) */
     bool cancelled;      /* never to be served (reset, exit) */
     bool started;        /* being served: a cancel comes too late */
     char verb[8];

@@ -394,7 +394,7 @@ int httpd_listen(httpd *d, const char *hostport, void *listener_ctx, int *bound_
         return -1;
     }
     pthread_mutex_init(&l->mu, NULL);
-    pthread_cond_init(&l->cv, NULL);
+    cond_init_mono(&l->cv);
     atomic_init(&l->mode, HTTPD_UP);
     atomic_init(&l->gen, 0);
 

@@ -454,7 +454,7 @@ int main(int argc, char **argv)
     if (parse_args(s, argc, argv))
         return 2;
     pthread_mutex_init(&s->mu, NULL);
-    pthread_cond_init(&s->cv, NULL);
+    cond_init_mono(&s->cv);
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     s->t_origin = (double)ts.tv_sec + ts.tv_nsec / 1e9;
