@@ -206,11 +206,24 @@ static int pg_begin(db_conn *c, enum db_mode mode, struct store_error *err)
     return mode == DB_WRITE ? pg_exec(c, "BEGIN ISOLATION LEVEL READ COMMITTED", err) : STORE_OK;
 }
 
-static int pg_commit(db_conn *c, struct store_error *err)
+/* A COMMIT of a transaction that a failed statement aborted rolls it back,
+ * and says so only in its command tag ("ROLLBACK", with a success status):
+ * taken for a commit, the caller was told its writes were kept. Nothing
+ * was written then, so the whole transaction runs again. */
+static int pg_commit(db_conn *base, struct store_error *err)
 {
-    PG(c)->committing = true;
-    int rc = pg_exec(c, "COMMIT", err);
-    PG(c)->committing = false;
+    struct pg_conn *c = PG(base);
+    c->committing = true;
+    PGresult *res = PQexec(c->db, "COMMIT");
+    int rc = STORE_OK;
+    if (PQresultStatus(res) != PGRES_COMMAND_OK)
+        rc = pg_err(c, res, err, "COMMIT");
+    else if (strcmp(PQcmdStatus(res), "COMMIT") != 0)
+        rc = db_fail(err, DB_C_RETRY,
+                     "COMMIT: the transaction was rolled back (a statement in it "
+                     "failed)");
+    c->committing = false;
+    PQclear(res);
     return rc;
 }
 
@@ -399,7 +412,7 @@ static void pg_notify(db_conn *c, bool committed)
 {
     struct store_error e;
     if (!committed && pg_exec(c, "SELECT pg_notify(" CHANNEL_SQL ", '')", &e) != STORE_OK)
-        log_debug("store", "NOTIFY failed: %s", e.message); /* the commit fails too */
+        log_debug("store", "NOTIFY failed: %s", e.message); /* its COMMIT rolls back: pg_commit */
 }
 
 /* LISTEN on this session's schema's channel (CHANNEL_SQL). */
