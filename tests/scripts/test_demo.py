@@ -28,6 +28,13 @@ def demo(sim_port, api_port, timeout=240):
                           timeout=timeout)
 
 
+def raced(r, which):
+    """Another test took one of the free ports this test picked before the
+    demo bound it (lib/ports.py: whoever binds must be ready to try again)."""
+    return r.returncode != 0 and "%s did not start" % which in r.stderr and \
+        "Address already in use" in r.stderr
+
+
 def listening(port):
     s = socket.socket()
     s.settimeout(1)
@@ -76,9 +83,12 @@ def table(out, header):
 
 @case
 def demo_runs_the_whole_walkthrough():
-    sim, api = free_port_block(SIM_PORTS), free_port()
     before = work_dirs()
-    r = demo(sim, api)
+    for _ in range(3):
+        sim, api = free_port_block(SIM_PORTS), free_port()
+        r = demo(sim, api)
+        if not (raced(r, "pvesim") or raced(r, "proxd")):
+            break
     assert r.returncode == 0, (r.returncode, r.stdout[-3000:], r.stderr[-3000:])
     assert "== everything stopped" in r.stdout
     lists = table(r.stdout, "VMID ")
@@ -116,10 +126,14 @@ def a_taken_simulator_port_stops_the_demo_at_once():
 
 @case
 def a_taken_api_port_stops_the_demo_with_proxds_words():
-    sim, api = free_port_block(SIM_PORTS), free_port()
-    h = holder(api)
-    try:
+    for _ in range(3):
+        sim, api = free_port_block(SIM_PORTS), free_port()
+        h = holder(api)
         r = demo(sim, api, timeout=90)
+        if not raced(r, "pvesim"):
+            break
+        h.close()
+    try:
         assert r.returncode != 0, r.stdout
         assert "proxd did not start on 127.0.0.1:%d" % api in r.stderr, r.stderr
         assert "Address already in use" in r.stderr, r.stderr
