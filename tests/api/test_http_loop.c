@@ -76,14 +76,46 @@ static char *error_body(void *cls, unsigned status, const char *code, const char
     return b;
 }
 
-static int dial(int port, const char *req)
+/* A server on a port of its own, /loop answered on the loop thread when
+ * `with_inline`. */
+static struct http_server *start_server(bool with_inline)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    struct http_options o = {.addr = (struct sockaddr *)&sa,
+                             .addrlen = sizeof sa,
+                             .conn_limit = 16,
+                             .per_ip_limit = 16,
+                             .workers = 2,
+                             .idle_timeout_s = 30,
+                             .header_timeout_s = 30,
+                             .body_max = 65536,
+                             .handler = handler,
+                             .runs_inline = with_inline ? runs_inline : NULL,
+                             .error_body = error_body};
+    char err[200];
+    struct http_server *s = http_server_start(&o, err, sizeof err);
+    if (!s)
+        fail_msg("http_server_start: %s", err);
+    return s;
+}
+
+/* Connect and send req; rcvbuf > 0: the socket's receive buffer, set first. */
+static int dial_rcvbuf(int port, const char *req, int rcvbuf)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (rcvbuf > 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
     assert_int_equal(write(fd, req, strlen(req)), (ssize_t)strlen(req));
     return fd;
+}
+
+static int dial(int port, const char *req)
+{
+    return dial_rcvbuf(port, req, 0);
 }
 
 static bool flag_set(void *p)
@@ -106,23 +138,7 @@ static void test_closed_by_an_answer_then_its_event(void **state)
     (void)state;
     assert_int_equal(pipe(g.worker_go), 0);
     assert_int_equal(pipe(g.loop_go), 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    struct http_options o = {.addr = (struct sockaddr *)&sa,
-                             .addrlen = sizeof sa,
-                             .conn_limit = 16,
-                             .per_ip_limit = 16,
-                             .workers = 2,
-                             .idle_timeout_s = 30,
-                             .header_timeout_s = 30,
-                             .body_max = 65536,
-                             .handler = handler,
-                             .runs_inline = runs_inline,
-                             .error_body = error_body};
-    char err[200];
-    struct http_server *s = http_server_start(&o, err, sizeof err);
-    if (!s)
-        fail_msg("http_server_start: %s", err);
+    struct http_server *s = start_server(true);
     int port = http_server_port(s);
 
     int a = dial(port, "GET /worker HTTP/1.1\r\nHost: x\r\n\r\n");
@@ -188,30 +204,9 @@ static bool stream_taken(void *p)
 static void test_stream_cap_counts_what_the_loop_holds(void **state)
 {
     (void)state;
-    struct sockaddr_in sa = {.sin_family = AF_INET};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    struct http_options o = {.addr = (struct sockaddr *)&sa,
-                             .addrlen = sizeof sa,
-                             .conn_limit = 16,
-                             .per_ip_limit = 16,
-                             .workers = 2,
-                             .idle_timeout_s = 30,
-                             .header_timeout_s = 30,
-                             .body_max = 65536,
-                             .handler = handler,
-                             .error_body = error_body};
-    char err[200];
-    struct http_server *s = http_server_start(&o, err, sizeof err);
-    if (!s)
-        fail_msg("http_server_start: %s", err);
-    int fd = socket(AF_INET, SOCK_STREAM, 0), small = 4096;
-    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small); /* it never reads */
-    struct sockaddr_in a = {.sin_family = AF_INET,
-                            .sin_port = htons((uint16_t)http_server_port(s))};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
-    const char *req = "GET /stream HTTP/1.1\r\nHost: x\r\n\r\n";
-    assert_int_equal(write(fd, req, strlen(req)), (ssize_t)strlen(req));
+    struct http_server *s = start_server(false);
+    /* a small receive buffer, and it never reads */
+    int fd = dial_rcvbuf(http_server_port(s), "GET /stream HTTP/1.1\r\nHost: x\r\n\r\n", 4096);
     if (!h_wait(stream_taken, NULL, 10000))
         fail_msg("timed out waiting for the loop to take the stream");
     struct http_stream *st = atomic_load(&g_stream);

@@ -488,8 +488,7 @@ static void test_delete_once(void **state)
     (void)state;
     struct pve_config cfg;
     const char *hv[1];
-    tcfg_init(&cfg, hv, g_sim.host);
-    pve_client *c = tclient(&cfg);
+    pve_client *c = token_client(&cfg, hv);
     struct pve_error e;
     assert_ok(pve_call(c, "GET", "/version", NULL, NULL, &e), &e); /* a warm connection */
     tsim_ctl0(&g_sim, "POST", "/_sim/faults",
@@ -591,8 +590,7 @@ static void test_callstats_bounded(void **state)
     (void)state;
     struct pve_config cfg;
     const char *hv[1];
-    tcfg_init(&cfg, hv, g_sim.host);
-    pve_client *c = tclient(&cfg);
+    pve_client *c = token_client(&cfg, hv);
     for (int i = 0; i < 300; i++) {
         char path[96];
         snprintf(path, sizeof path, "/nodes/sv1/qemu/100/snapshot/s%d", i);
