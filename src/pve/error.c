@@ -56,7 +56,10 @@ enum pve_class pve_classify(long status, const char *text)
         return PVE_E_AUTH;
     if (status == 403)
         return PVE_E_PERMISSION;
-    if (status == 595 || status == 596 || status == 502 || status == 503)
+    /* a relay's failure (pveproxy's AnyEvent::HTTP pseudo statuses: 595
+     * connecting, 596 sending or reading the headers, 597 the body, 599
+     * other; a reverse proxy's 502, 503, 504) */
+    if ((status >= 595 && status <= 599) || (status >= 502 && status <= 504))
         return PVE_E_NETWORK;
     if (status >= 200 && status < 300)
         return PVE_OK;

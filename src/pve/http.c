@@ -347,6 +347,18 @@ struct once {
     bool refused; /* curl went to send it again */
 };
 
+/* The answers of a proxy that had sent the request on and then lost the
+ * node's answer: pveproxy relaying to another node of its cluster gives 596
+ * for a failure while sending or reading the headers (its proxy timeout is
+ * 30 s: a busy pvedaemon's clone, started, answers later), 597 while
+ * reading the body, 599 any other; a reverse proxy before it, 502 or 504.
+ * A write so answered may have been served (a 595 was never sent on, nor
+ * is a 503 refused at the door). */
+static bool relay_lost(long status)
+{
+    return status == 596 || status == 597 || status == 599 || status == 502 || status == 504;
+}
+
 static int on_prereq(void *ud, char *ip, char *local_ip, int port, int local_port)
 {
     (void)ip;
@@ -577,6 +589,8 @@ int pve_http_perform(pve_client *c, const struct pve_host *h, const struct pve_r
     }
     if (rs->cc == CURLE_OK) {
         curl_easy_getinfo(ch, CURLINFO_RESPONSE_CODE, &rs->status);
+        if (once.sent && relay_lost(rs->status))
+            rs->maybe_sent = true;
         if (rq->raw_ok && rs->status >= 200 && rs->status < 300) {
             rs->raw = s.body; /* the caller parses it piece by piece */
             buf_init(&s.body, PVE_BODY_MAX);

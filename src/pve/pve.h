@@ -38,7 +38,7 @@ typedef struct pve_client pve_client;
 enum pve_class {
     PVE_OK = 0,
     PVE_E_LOCK = 1,       /* VM is locked (...), can't lock file ... got timeout */
-    PVE_E_NETWORK = 2,    /* refused, timed out, 595, 596, 502, 503, connection reset */
+    PVE_E_NETWORK = 2,    /* refused, timed out, 595-599, 502-504, connection reset */
     PVE_E_AUTH = 3,       /* 401, login failed */
     PVE_E_NOTFOUND = 4,   /* "... does not exist", no such task, unable to find configuration */
     PVE_E_EXISTS = 5,     /* "... already exists" */
@@ -60,7 +60,8 @@ struct pve_error {
     char params[PVE_MSG_MAX];  /* per-parameter errors "name: text; name: text" */
     char upid[256];            /* the task, when the failure is a task's */
     int attempts;              /* how many times the request was sent */
-    bool maybe_sent;           /* a network failure after the request was sent: the
+    bool maybe_sent;           /* a network failure after the request was sent, or
+                                  a relay's 596, 597, 599, 502 or 504 to a write: the
                                   server may have acted on it (see PVE_CALL_ONCE) */
     bool closed;               /* ... and the server closed the connection without
                                   a (whole) answer: it was there, not hung or gone */

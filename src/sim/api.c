@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define PROXY_TIMEOUT 30.0 /* pveproxy's timeout toward another node, PVE seconds */
 
@@ -237,6 +238,27 @@ static struct sim_fault *fault_match(struct sim *s, const char *verb, const char
 
 static bool late_queue(struct sim *s, const struct sim_call *c, long delay_ms);
 
+/* A served call's answer replaced by the relay's 596 (served_596): an empty
+ * body, the connection closed, as a 596 fault's. */
+static void relay_answer(struct http_resp *r, const char *reason)
+{
+    buf_reset(&r->body);
+    buf_reset(&r->headers);
+    free(r->content_type);
+    r->content_type = NULL;
+    if (r->shared_free)
+        r->shared_free(r->shared_ctx);
+    r->shared = NULL;
+    r->shared_len = 0;
+    r->shared_free = NULL;
+    r->shared_ctx = NULL;
+    if (r->body_fd >= 0)
+        close(r->body_fd);
+    r->body_fd = -1;
+    http_resp_status(r, 596, reason);
+    r->close = true;
+}
+
 /* Apply a fault rule. Returns true if the call is answered by the fault. */
 static bool fault_apply(struct sim *s, struct sim_fault *f, struct sim_call *c, struct http_resp *r,
                         long *delay_ms)
@@ -270,6 +292,14 @@ static bool fault_apply(struct sim *s, struct sim_fault *f, struct sim_call *c, 
          * that cannot wait is served now and its answer held back */
         r->hang = true;
         return late_queue(s, c, f->delay_ms);
+    }
+    if (strcmp(f->kind, "served_596") == 0) {
+        /* the call is served; the pveproxy relaying it gave up reading the
+         * node's answer (its 30 s proxy timeout): the client gets a 596
+         * for a call that was done (relay_answer) */
+        free(c->relay_fail); /* the rule may go before the answer: a copy */
+        c->relay_fail = xstrdup(f->message ? f->message : "Connection timed out");
+        return false;
     }
     if (strcmp(f->kind, "595") == 0 || strcmp(f->kind, "596") == 0) {
         http_resp_status(r, atoi(f->kind), f->message ? f->message : "Connection timed out");
@@ -655,6 +685,7 @@ static void call_release(struct sim_call *c)
     json_decref(c->errors);
     free(c->message);
     free(c->task_fault_exit);
+    free(c->relay_fail);
 }
 
 /* ---- late calls ---------------------------------------------------------- */
@@ -933,6 +964,8 @@ static void dispatch(struct sim *s, struct listener_ctx *lc, const struct http_r
     finish(s, &c, r);
     pthread_mutex_unlock(&s->mu);
     check_raw(s, &c, r);
+    if (c.relay_fail)
+        relay_answer(r, c.relay_fail);
 out:
     r->delay_ms += fault_delay;
     call_release(&c);

@@ -135,9 +135,9 @@ out:
 
 static bool kind_ok(const char *k)
 {
-    static const char *const kinds[] = {"lock_timeout", "error",      "595",  "596",
-                                        "delay",        "task_error", "hang", "drop",
-                                        "late",         "late_hang",  NULL};
+    static const char *const kinds[] = {"lock_timeout", "error", "595",        "596",
+                                        "served_596",   "delay", "task_error", "hang",
+                                        "drop",         "late",  "late_hang",  NULL};
     for (int i = 0; kinds[i]; i++)
         if (strcmp(kinds[i], k) == 0)
             return true;
@@ -175,8 +175,8 @@ static void fault_add(struct sim *s, const struct http_req *req, struct http_res
     struct sim_fault *f = NULL;
     if (!kind || !kind_ok(kind)) {
         bad(r, 400,
-            "kind: one of lock_timeout, error, 595, 596, delay, task_error, hang, drop, late, "
-            "late_hang");
+            "kind: one of lock_timeout, error, 595, 596, served_596, delay, task_error, hang, "
+            "drop, late, late_hang");
         goto out;
     }
     json_t *jm = json_object_get(b, "method");

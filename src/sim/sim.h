@@ -220,7 +220,8 @@ struct sim_fault {
     char *pattern;  /* PCRE2 on the decoded path without /api2/json */
     void *re;       /* compiled pattern */
     char node[64];  /* "" = any */
-    char kind[16];  /* lock_timeout, error, 595, 596, delay, task_error, hang, drop, late */
+    char kind[16];  /* lock_timeout, error, 595, 596, served_596, delay, task_error, hang,
+                       drop, late, late_hang */
     int status;
     char *message;
     long delay_ms;
@@ -450,6 +451,7 @@ struct sim_call {
     bool is_root;           /* user is root@pam and not a token */
     char *task_fault_exit;  /* exit status for a task started by this call */
     bool task_fault_keep;   /* ... and what the task made half stays (cleanup_fails) */
+    char *relay_fail;       /* served_596: the reason of the 596 that replaces the answer */
     /* result */
     json_t *data; /* owned */
     /* or: the data as JSON text, written by the handler (big lists are

@@ -40,7 +40,9 @@ waiting on its config's lock alone. Cases, on one pvesim and one proxd:
     undid it); a creation's configure write, likewise after the VM's first
     update;
   - a delete's stop served late: looked at and made again, the delete
-    done (it failed "cannot stop VM N").
+    done (it failed "cannot stop VM N");
+  - a clone, a stop and a start served, their answers a relay's 596: one
+    request each, done (the 596 was taken for a call never sent).
 Calls served after proxd's call timed out: test_late_calls.py.
 """
 import re
@@ -345,6 +347,41 @@ def a_deletes_late_stop_is_looked_at_and_made_again():
     ev = done_through_the_drop(px.call("DELETE", "/v1/vms/%d" % vmid, ALICE))
     sim.wait_late()
     assert not [v for v in sim.state()["vms"] if v["vmid"] == vmid], ev
+
+
+
+@case
+def a_relays_596_after_the_call_was_served_is_a_served_call():
+    """pveproxy relays a call to the VM's node and gives up on its answer
+    (596: its 30 s proxy timeout, a busy pvedaemon) after the node took it:
+    the clone runs, the action is done. Such a write is one that may have
+    been served, looked for before it is asked again: one clone request,
+    one VM, the job done on the node it asked (a 596 was taken for a call
+    never sent: the job failed over with the clone running behind it); a
+    start and a stop so answered end done, each asked once."""
+    before = clone_calls()
+    sim.add_faults([{"kind": "served_596", "method": "POST", "path": CLONE, "count": 1}])
+    j = px.wait_job(post_vm("relay-596"), ALICE, deadline=120)
+    assert sim.clear_faults() == 1
+    assert j["state"] == "done", (j, events(j["id"]))
+    assert named("relay-596") == [j["vmid"]], named("relay-596")
+    assert clone_calls() - before == 1, clone_calls() - before
+    foreign = query(px.db, "SELECT vmid FROM vmid_alloc WHERE state = 'foreign'")
+    assert foreign == [], foreign
+    vmid = j["vmid"]
+    for action, goal in (("stop", "stopped"), ("start", "running")):
+        wait_node_up(vmid)
+        key = "POST /nodes/{node}/qemu/{vmid}/status/" + action
+        n0 = calls(key)
+        sim.add_faults([{"kind": "served_596", "method": "POST", "count": 1,
+                         "path": r"^/nodes/[^/]+/qemu/%d/status/%s$" % (vmid, action)}])
+        r = px.call("POST", "/v1/vms/%d/%s" % (vmid, action), ALICE, {})
+        assert r.status_code == 202, (action, r.text)
+        j = px.wait_job(r.json()["job"], ALICE, deadline=120)
+        assert sim.clear_faults() == 1, action
+        assert j["state"] == "done", (action, j, events(j["id"]))
+        assert sim.vm(vmid)["power"] == goal, (action, sim.vm(vmid))
+        assert calls(key) - n0 == 1, (action, calls(key) - n0)
 
 
 shutdown(px, sim)

@@ -16,8 +16,9 @@ FAULT_MIX = (("error", 0.27), ("lock_timeout", 0.18), ("596", 0.15), ("task_erro
 # writes: reads get the kinds that apply to them (no lock timeouts or
 # failing tasks: they start none)
 READS = (("error", 0.40), ("596", 0.20), ("delay", 0.20), ("hang", 0.10), ("drop", 0.10))
-WRITES = (("error", 0.17), ("lock_timeout", 0.15), ("596", 0.10), ("task_error", 0.22),
-          ("delay", 0.10), ("hang", 0.05), ("drop", 0.10), ("late", 0.08), ("late_hang", 0.03))
+WRITES = (("error", 0.17), ("lock_timeout", 0.15), ("596", 0.06), ("served_596", 0.04),
+          ("task_error", 0.22), ("delay", 0.10), ("hang", 0.05), ("drop", 0.10), ("late", 0.08),
+          ("late_hang", 0.03))
 
 
 def fault_mix(rate, path="^/nodes/", mix=FAULT_MIX, method=None, delay_ms=300,

@@ -164,6 +164,26 @@ def drop_kind():
         assert s.api("GET", "/nodes/sv1/qemu").status_code == 200
 
 
+@case
+def served_596_kind():
+    """The call is served, and the relay's 596 comes back instead of its
+    answer (empty body, the connection closed): the clone runs, a config
+    write is applied; the rule's message is the reason."""
+    with Sim(time_scale=0.01) as s:
+        fault(s, path=r"/clone$", kind="served_596", count=1)
+        r = s.api("POST", "/nodes/sv1/qemu/8000/clone", data={"newid": "100"})
+        assert r.status_code == 596 and r.reason == "Connection timed out", (r.status_code, r.reason)
+        assert r.content == b"" and r.headers.get("Connection") == "close", (r.content, r.headers)
+        tasks = s.data("GET", "/nodes/sv1/tasks", params={"typefilter": "qmclone"})
+        assert [t["id"] for t in tasks] == ["8000"], tasks
+        assert s.wait_task("sv1", tasks[0]["upid"])["exitstatus"] == "OK"
+        fault(s, path=r"/config$", kind="served_596", message="proxy timeout", count=1)
+        r = s.api("PUT", "/nodes/sv1/qemu/100/config", data={"cores": "3"})
+        assert (r.status_code, r.reason) == (596, "proxy timeout"), (r.status_code, r.reason)
+        assert s.vm(100)["conf"]["cores"] in (3, "3"), s.vm(100)["conf"]
+        assert [f["hits"] for f in s.ctl("GET", "/faults")] == [1, 1]
+
+
 def closed(s, method, path, **kw):
     """The call gets no answer: its connection closes without a byte."""
     try:
