@@ -267,21 +267,35 @@ static void marker_job(const char *description, char job[40])
         snprintf(job, 40, "%.*s", (int)strcspn(m + strlen(MARKER), " \n\r\t"), m + strlen(MARKER));
 }
 
-/* Is `job` a creation this database knows, or a reinstall that ended (its
- * temporary VM left behind)? *running: a reinstall still at work, whose
- * temporary VM is not to be touched. */
-static bool known_creation(struct core *k, const char *job, bool *running)
+/* What the job a VM's marker names made of VM `vmid`. */
+enum made {
+    MADE_UNKNOWN,  /* no such job here, or not one that makes VMs: an orphan */
+    MADE_PARTIAL,  /* a creation's attempt, a reinstall's temporary VM: ours to remove */
+    MADE_RUNNING,  /* a reinstall's temporary VM while it works: not to be touched */
+    MADE_FINISHED, /* the VM a creation (or reinstall) that ended done made: a
+                      customer's VM whose record is gone (lost: deleted outside
+                      proxd, then restored or moved back), never a partial one */
+    MADE_ERROR     /* the job could not be read: decide on a later pass */
+};
+
+static enum made made_by(struct core *k, const char *job, int vmid)
 {
     struct job_brief j;
-    *running = false;
-    if (!job[0] || store_job_brief(k->st, job, &j, NULL))
-        return false;
+    struct store_error se;
+    if (!job[0])
+        return MADE_UNKNOWN;
+    int rc = store_job_brief(k->st, job, &j, &se);
+    if (rc)
+        return rc == STORE_E_NOTFOUND ? MADE_UNKNOWN : MADE_ERROR;
     bool create = strcmp(j.kind, "create") == 0;
     if (strcmp(j.kind, "reinstall") == 0) {
-        *running = j.state == JOB_QUEUED || j.state == JOB_RUNNING;
-        create = !*running;
+        if (j.state == JOB_QUEUED || j.state == JOB_RUNNING)
+            return MADE_RUNNING;
+        create = true;
     }
-    return create;
+    if (!create)
+        return MADE_UNKNOWN;
+    return j.state == JOB_DONE && j.vmid == vmid ? MADE_FINISHED : MADE_PARTIAL;
 }
 
 static bool in_our_ranges(struct core *k, int vmid)
@@ -593,11 +607,15 @@ static void check_unrecorded(struct core *k, const struct fleet_vm *fv, bool cop
     /* a creation may be about to record it; its job owns the VMID */
     if (locked)
         return;
-    bool running;
-    bool known = !copy && known_creation(k, job, &running);
-    if (known && running)
+    enum made made = copy ? MADE_UNKNOWN : made_by(k, job, fv->vmid);
+    if (made == MADE_RUNNING || made == MADE_ERROR)
         return; /* a reinstall's temporary VM: its job removes it */
-    if (known) {
+    if (made == MADE_FINISHED)
+        log_warn("reconcile",
+                 "vmid=%d node=%s is the VM job %s made, without a live record (marked lost "
+                 "while it was out of sight): not a partial VM",
+                 fv->vmid, fv->node, job);
+    if (made == MADE_PARTIAL) {
         if (destroy(k, fv->node, fv->vmid, &e) == 0) {
             log_warn("reconcile", "vmid=%d node=%s partial VM of job %s removed", fv->vmid,
                      fv->node, job);

@@ -269,6 +269,7 @@ struct job_brief {
     enum job_state state;
     char kind[16];
     int64_t finished_at;
+    int vmid; /* the VM it is tied to (a creation that ended done: the VM it made) */
 };
 int store_job_brief(store *s, const char *id, struct job_brief *out, struct store_error *err);
 /* store_job_update and, when `event` is not NULL or empty, an event line

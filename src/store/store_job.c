@@ -392,7 +392,7 @@ int store_job_get(store *s, const char *id, struct job_rec *out, struct store_er
  * record's last job each pass, and the full row (request, attempts: JSON
  * decoded) cost four times as much (40 K instructions a read against 11 K,
  * the idle daemon under callgrind). */
-static const char SQL_JOB_BRIEF[] = "SELECT state, kind, finished_at FROM jobs WHERE id = ?1";
+static const char SQL_JOB_BRIEF[] = "SELECT state, kind, finished_at, vmid FROM jobs WHERE id = ?1";
 
 struct job_brief_row {
     const char *id;
@@ -404,6 +404,7 @@ static int job_brief_row(db_stmt *st, void *out, struct store_error *err)
     struct job_brief_row *b = out;
     DB_COL_FIELD(st, 1, b->out->kind);
     b->out->finished_at = db_col_i64(st, 2);
+    b->out->vmid = (int)db_col_i64(st, 3);
     return job_state_col(st, 0, b->id, &b->out->state, err);
 }
 

@@ -1005,6 +1005,63 @@ static void test_moved(void **unused)
     down(&e);
 }
 
+/* A VM proxd made, its record marked lost (deleted outside proxd, or moved
+ * out of sight to a node proxd does not manage), then back under its VMID
+ * (restored from a backup, moved back): its description still names its
+ * creation, which ended done with this VMID. It is a customer's VM, not a
+ * creation's half-made one: reported as an orphan, never removed (it was
+ * stopped and destroyed as a partial VM). A VM naming a creation that made
+ * another VMID is still a partial one. */
+static void test_lost_comes_back(void **unused)
+{
+    (void)unused;
+    struct ch_env e;
+    up(&e, NULL);
+    int vm = mk_vm(&e, "back-1");
+    int other = mk_vm(&e, "back-2");
+    struct vm_rec v = live(&e, vm);
+    char job[40], path[96], form[256];
+    snprintf(job, sizeof job, "%s", v.job);
+    vm_rec_release(&v);
+    snprintf(path, sizeof path, "/nodes/sv1/qemu/%d/status/stop", vm);
+    json_decref(pve(e.port, "POST", path, NULL));
+    wait_sim_power(e.port, vm, "stopped");
+    snprintf(path, sizeof path, "/nodes/sv1/qemu/%d", vm);
+    json_decref(pve(e.port, "DELETE", path, NULL));
+    wait_sim_power(e.port, vm, NULL);
+    struct reconcile_report rep;
+    assert_int_equal(core_reconcile(e.k, &rep), 0);
+    assert_int_equal(rep.lost, 1);
+
+    /* back on sv2, as a restore makes it: its tag and its creation marker */
+    snprintf(form, sizeof form,
+             "vmid=%d&name=back-1&tags=proxd&memory=512&description=proxd%%20job%%20%s", vm, job);
+    json_decref(pve(e.port, "POST", "/nodes/sv2/qemu", form));
+    wait_sim_power(e.port, vm, "stopped");
+    /* and a VM in the range naming the same creation under another VMID:
+     * an attempt of it, half made */
+    snprintf(form, sizeof form,
+             "vmid=1900&name=back-1&tags=proxd&memory=512&description=proxd%%20job%%20%s", job);
+    json_decref(pve(e.port, "POST", "/nodes/sv3/qemu", form));
+    wait_sim_power(e.port, 1900, "stopped");
+
+    assert_int_equal(core_reconcile(e.k, &rep), 0);
+    assert_int_equal(rep.partial_removed, 1);
+    assert_int_equal(rep.orphans, 1);
+    assert_int_equal(rep.orphans_deleted, 0);
+    struct simvm s = sim_vm(e.port, vm);
+    assert_true(s.exists);
+    assert_string_equal(s.node, "sv2");
+    assert_false(sim_vm(e.port, 1900).exists);
+    assert_true(sim_vm(e.port, other).exists);
+    /* the next pass: still there, still reported */
+    assert_int_equal(core_reconcile(e.k, &rep), 0);
+    assert_int_equal(rep.orphans, 1);
+    assert_int_equal(rep.partial_removed, 0);
+    assert_true(sim_vm(e.port, vm).exists);
+    down(&e);
+}
+
 /* ---- 7: drift repaired by the reconciler ------------------------------------------- */
 
 static void test_drift(void **unused)
@@ -1124,13 +1181,13 @@ int main(void)
 {
     log_set_level(LOG_ERROR);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_power_matrix),   cmocka_unit_test(test_shutdown_timeout),
-        cmocka_unit_test(test_delete),         cmocka_unit_test(test_ha),
-        cmocka_unit_test(test_reboot_resumed), cmocka_unit_test(test_own_name_leases_given_up),
-        cmocka_unit_test(test_resources_pve7), cmocka_unit_test(test_resources_pve8),
-        cmocka_unit_test(test_resources_pve9), cmocka_unit_test(test_refusals),
-        cmocka_unit_test(test_moved),          cmocka_unit_test(test_drift),
-        cmocka_unit_test(test_record_behind),
+        cmocka_unit_test(test_power_matrix),    cmocka_unit_test(test_shutdown_timeout),
+        cmocka_unit_test(test_delete),          cmocka_unit_test(test_ha),
+        cmocka_unit_test(test_reboot_resumed),  cmocka_unit_test(test_own_name_leases_given_up),
+        cmocka_unit_test(test_resources_pve7),  cmocka_unit_test(test_resources_pve8),
+        cmocka_unit_test(test_resources_pve9),  cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_moved),           cmocka_unit_test(test_drift),
+        cmocka_unit_test(test_lost_comes_back), cmocka_unit_test(test_record_behind),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
