@@ -117,11 +117,16 @@ static char *sign_b64(struct auth *a, const char *text)
 static bool verify_b64(struct auth *a, const char *text, const char *b64)
 {
     unsigned char sig[600];
-    int n = EVP_DecodeBlock(sig, (const unsigned char *)b64, (int)strlen(b64));
-    if (n <= 0 || strlen(b64) > 800)
+    size_t l = strlen(b64);
+    /* EVP_DecodeBlock writes 3 bytes per 4 characters before it can fail:
+     * the length is checked first, as it bounds what lands in sig[] (800
+     * characters: 600 bytes, a 4096-bit signature's 512 and more) */
+    if (l == 0 || l > sizeof sig / 3 * 4)
+        return false;
+    int n = EVP_DecodeBlock(sig, (const unsigned char *)b64, (int)l);
+    if (n <= 0)
         return false;
     /* EVP_DecodeBlock counts padding bytes as data; strip them */
-    size_t l = strlen(b64);
     while (l > 0 && b64[l - 1] == '=') {
         n--;
         l--;

@@ -128,6 +128,24 @@ def presenting_a_ticket():
 
 
 @case
+def oversized_ticket_signature():
+    """A ticket of the current time whose signature is far longer than any
+    RSA signature (up to the 2048 characters a ticket may have): refused
+    without decoding it, as a cookie and as a renewal password (the old
+    pvesim decoded it into a 600-byte stack buffer first, unauthenticated)."""
+    with Sim(time_scale=0.01) as s:
+        for n in (804, 1600, 2024):
+            t = "PVE:root@pam:%08X::" % int(time.time()) + "A" * n
+            assert len(t) <= 2048, len(t)
+            is_401(s.api("GET", "/version", headers=cookie(t), auth=None),
+                   "permission denied - invalid PVE ticket")
+            r = login_raw(s, username="root@pam", password=t)
+            assert r.status_code == 401 and r.reason == "authentication failure", (n, r.status_code, r.reason)
+        # still serving, and a real ticket still works
+        assert s.api("GET", "/version", auth=s.login()).status_code == 200
+
+
+@case
 def ticket_key_from_a_file():
     d = tempfile.mkdtemp(prefix="pvesim-tkey-")
     key, bad = os.path.join(d, "authkey.key"), os.path.join(d, "bad.key")
