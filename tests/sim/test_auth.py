@@ -78,6 +78,13 @@ def login_failures():
             assert r.headers["Content-Type"] == "application/json;charset=UTF-8"
             assert r.json() == {"data": None, "message": "authentication failure\n"}, r.text
             assert r.headers["Connection"] == "close"
+        # JSON numbers for the strings: read as their text, as Perl reads them
+        # (the old pvesim crashed on a numeric username)
+        for body in ({"username": 100, "password": "x", "realm": "pam"},
+                     {"username": "root", "password": 123, "realm": "pam"},
+                     {"username": "root@pam", "password": 1.5}):
+            r = s.raw("POST", "/api2/json/access/ticket", json=body)
+            assert r.status_code == 401 and r.reason == "authentication failure", (body, r.status_code, r.text)
         # missing password is a parameter error, not an authentication failure
         r = login_raw(s, username="root@pam")
         assert r.status_code == 400 and r.json()["errors"] == {
