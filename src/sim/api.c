@@ -196,8 +196,9 @@ static int parse_json_body(const char *body, size_t n, json_t *params, char **er
     json_object_foreach(o, k, v)
     {
         if (json_is_real(v)) {
-            /* keep numbers as their text so integer checks see "2" not 2.0 */
-            json_object_set_new(params, k, json_sprintf("%.17g", json_real_value(v)));
+            /* keep numbers as their text so integer checks see "2" not 2.0;
+             * as Perl prints them (%.15g): 0.1 reads back "0.1" */
+            json_object_set_new(params, k, json_sprintf("%.15g", json_real_value(v)));
         } else if (strcmp(k, "_dc") != 0) {
             json_object_set(params, k, v);
         }
