@@ -58,8 +58,8 @@ static void usage(FILE *f)
                "  --ticket-lifetime SECS  ticket validity (default 7200)\n"
                "  --state-dir DIR         keep the state in DIR/state.json across restarts\n"
                "  --tls-cert FILE --tls-key FILE   serve this certificate (PEM)\n"
-               "  --ticket-key FILE       sign tickets with this RSA private key (PEM, 2048 bits\n"
-               "                          or more; default: one made at start)\n"
+               "  --ticket-key FILE       sign tickets with this RSA private key (PEM, 2048 to\n"
+               "                          4096 bits; default: one made at start)\n"
                "  --check-returns         log every result that does not match the schema\n"
                "  --seed N                seed of the random numbers (fault rates, MACs;\n"
                "                          default: the clock)\n"
@@ -397,7 +397,7 @@ static int setup_auth(struct sim *s, char **err)
     s->auth = auth_new(s->o.ticket_lifetime, pem);
     free(pem);
     if (!s->auth) {
-        *err = xasprintf("--ticket-key %s: not an RSA private key of 2048 bits or more (PEM)",
+        *err = xasprintf("--ticket-key %s: not an RSA private key of 2048 to 4096 bits (PEM)",
                          s->o.ticket_key);
         return -1;
     }
