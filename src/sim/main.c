@@ -476,6 +476,7 @@ int main(int argc, char **argv)
         return 2;
     }
     pthread_mutex_init(&s->mu, NULL);
+    pthread_mutex_init(&s->apply_mu, NULL);
     cond_init_mono(&s->cv);
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
