@@ -197,8 +197,9 @@ static int parse_json_body(const char *body, size_t n, json_t *params, char **er
     json_object_foreach(o, k, v)
     {
         if (json_is_real(v)) {
-            /* keep numbers as their text so integer checks see "2" not 2.0 */
-            json_object_set_new(params, k, json_sprintf("%.17g", json_real_value(v)));
+            /* keep numbers as their text so integer checks see "2" not 2.0;
+             * as Perl prints them (%.15g): 0.1 reads back "0.1" */
+            json_object_set_new(params, k, json_sprintf("%.15g", json_real_value(v)));
         } else if (strcmp(k, "_dc") != 0) {
             json_object_set(params, k, v);
         }
@@ -416,6 +417,22 @@ static bool verify(struct sim *s, struct sim_call *c, struct http_resp *r, bool 
     }
     json_decref(errors);
     return ok;
+}
+
+/* Once verified, integers become text, as a form body gives them: Perl's
+ * scalars serve a string parameter as they serve an integer one, and the
+ * schema takes {"target": 123} for a string; handlers and the tasks they
+ * start (which copy the parameters) read strings with call_str and integers
+ * from text with call_int. Reals are text already (parse_json_body);
+ * booleans, arrays and objects stay as they are. */
+static void integers_as_text(json_t *params)
+{
+    for (void *it = json_object_iter(params); it; it = json_object_iter_next(params, it)) {
+        json_t *v = json_object_iter_value(it);
+        if (json_is_integer(v))
+            json_object_iter_set_new(params, it,
+                                     json_sprintf("%" JSON_INTEGER_FORMAT, json_integer_value(v)));
+    }
 }
 
 /* Streamed answers (big lists) under --check-returns. The validator costs
@@ -942,6 +959,7 @@ static void dispatch(struct sim *s, struct listener_ctx *lc, const struct http_r
         pthread_mutex_unlock(&s->mu);
         goto out;
     }
+    integers_as_text(params);
     struct sim_fault *f = fault_match(s, req->method, path, c.node ? c.node->name : NULL);
     if (f && fault_apply(s, f, &c, r, &fault_delay)) {
         pthread_mutex_unlock(&s->mu);

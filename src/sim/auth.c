@@ -37,13 +37,17 @@ struct auth {
     int ntokens;
 };
 
-/* The ticket key from PEM text: an RSA private key, or NULL. */
+#define KEY_MAX_BITS 4096 /* sign_b64's and verify_b64's buffers hold its signatures */
+
+/* The ticket key from PEM text: an RSA private key of 2048 to KEY_MAX_BITS
+ * bits, or NULL. */
 static EVP_PKEY *key_from_pem(const char *pem)
 {
     BIO *b = BIO_new_mem_buf(pem, -1);
     EVP_PKEY *k = b ? PEM_read_bio_PrivateKey(b, NULL, NULL, NULL) : NULL;
     BIO_free(b);
-    if (k && (EVP_PKEY_get_base_id(k) != EVP_PKEY_RSA || EVP_PKEY_get_bits(k) < 2048)) {
+    if (k && (EVP_PKEY_get_base_id(k) != EVP_PKEY_RSA || EVP_PKEY_get_bits(k) < 2048 ||
+              EVP_PKEY_get_bits(k) > KEY_MAX_BITS)) {
         EVP_PKEY_free(k);
         k = NULL;
     }
@@ -105,7 +109,7 @@ int auth_add_token(struct auth *a, const char *spec)
 static char *sign_b64(struct auth *a, const char *text)
 {
     EVP_MD_CTX *md = EVP_MD_CTX_new();
-    unsigned char sig[512];
+    unsigned char sig[KEY_MAX_BITS / 8];
     size_t siglen = sizeof sig;
     if (!md || EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, a->key) != 1 ||
         EVP_DigestSign(md, sig, &siglen, (const unsigned char *)text, strlen(text)) != 1)
@@ -117,11 +121,16 @@ static char *sign_b64(struct auth *a, const char *text)
 static bool verify_b64(struct auth *a, const char *text, const char *b64)
 {
     unsigned char sig[600];
-    int n = EVP_DecodeBlock(sig, (const unsigned char *)b64, (int)strlen(b64));
-    if (n <= 0 || strlen(b64) > 800)
+    size_t l = strlen(b64);
+    /* EVP_DecodeBlock writes 3 bytes per 4 characters before it can fail:
+     * the length is checked first, as it bounds what lands in sig[] (800
+     * characters: 600 bytes, a 4096-bit signature's 512 and more) */
+    if (l == 0 || l > sizeof sig / 3 * 4)
+        return false;
+    int n = EVP_DecodeBlock(sig, (const unsigned char *)b64, (int)l);
+    if (n <= 0)
         return false;
     /* EVP_DecodeBlock counts padding bytes as data; strip them */
-    size_t l = strlen(b64);
     while (l > 0 && b64[l - 1] == '=') {
         n--;
         l--;

@@ -16,8 +16,8 @@
 
 struct auth;
 
-/* key_pem: the ticket signing key (PEM, an RSA private key of 2048 bits or
- * more), as the nodes of a cluster share /etc/pve/authkey.key; NULL: a new
+/* key_pem: the ticket signing key (PEM, an RSA private key of 2048 to 4096
+ * bits), as the nodes of a cluster share /etc/pve/authkey.key; NULL: a new
  * key is made (0.1 to 1 s of CPU). NULL when key_pem is not such a key. */
 struct auth *auth_new(int ticket_lifetime, const char *key_pem);
 void auth_free(struct auth *a);

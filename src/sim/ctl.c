@@ -53,15 +53,23 @@ static json_t *body_json(const struct http_req *req, struct http_resp *r)
     return o;
 }
 
+/* Two requests that change a node's state one after the other may apply
+ * them in the other order (each applies after its unlock): switches take
+ * turns under apply_mu and each reads the state as it is then, so the last
+ * switch applies the last state. */
 void sim_node_apply(struct sim *s, struct sim_node *n)
 {
     if (n->listener < 0)
         return;
+    pthread_mutex_lock(&s->apply_mu);
+    pthread_mutex_lock(&s->mu);
     enum httpd_mode m = n->state == NODE_ONLINE    ? HTTPD_UP
                         : n->state == NODE_OFFLINE ? HTTPD_REFUSE
                                                    : HTTPD_BLACKHOLE;
+    pthread_mutex_unlock(&s->mu);
     if (httpd_set_mode(s->http, n->listener, m) != 0)
         log_error("sim", "node %s: cannot switch its listener", n->name);
+    pthread_mutex_unlock(&s->apply_mu);
 }
 
 static int parse_state(const char *st, enum node_state *out)

@@ -509,27 +509,37 @@ void httpd_tls_closes(httpd *d, uint64_t *at_limit, uint64_t *idle)
     *idle = atomic_load(&d->closed_idle);
 }
 
+/* Every listener is told to quit, then all are joined, then freed: a
+ * request still served by one (until its accept thread has joined its
+ * connections) may switch another's mode (pvesim's /_sim/nodes/X), which
+ * must then find that listener quitting (httpd_set_mode: -1), not freed. */
 void httpd_free(httpd *d)
 {
     if (!d)
         return;
+    bool *running = xcalloc(d->nls ? d->nls : 1, sizeof *running);
     for (size_t i = 0; i < d->nls; i++) {
         struct listener *l = d->ls[i];
         pthread_mutex_lock(&l->mu);
-        bool running = !l->quit;
+        running[i] = !l->quit;
         l->quit = true;
         pthread_cond_broadcast(&l->cv);
         pthread_mutex_unlock(&l->mu);
-        if (running) {
+        if (running[i])
             wake(l);
-            pthread_join(l->tid, NULL);
-        }
+    }
+    for (size_t i = 0; i < d->nls; i++)
+        if (running[i])
+            pthread_join(d->ls[i]->tid, NULL);
+    for (size_t i = 0; i < d->nls; i++) {
+        struct listener *l = d->ls[i];
         close(l->wake[0]);
         close(l->wake[1]);
         pthread_mutex_destroy(&l->mu);
         pthread_cond_destroy(&l->cv);
         free(l);
     }
+    free(running);
     free(d->ls);
     pthread_mutex_destroy(&d->mu);
     SSL_CTX_free(d->ssl);

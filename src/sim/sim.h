@@ -256,6 +256,9 @@ struct sim_opts {
 struct sim {
     pthread_mutex_t mu;
     pthread_cond_t cv; /* broadcast whenever a lock is released or a task ends */
+    /* sim_node_apply: one listener switch at a time, the node's state read
+     * under it (taken before mu, never while holding it) */
+    pthread_mutex_t apply_mu;
     struct sim_opts o;
     schema *sch;
     httpd *http;
@@ -541,7 +544,8 @@ int sim_late_pending(const struct sim *s);
 void sim_http_handler(void *ctx, const struct http_req *req, struct http_resp *resp);
 /* ctl.c: /_sim/ control API. */
 void sim_ctl_handle(struct sim *s, const struct http_req *req, struct http_resp *resp);
-/* Apply a node's state to its listener (standalone/offline/blackhole). */
+/* Apply a node's state to its listener (standalone/offline/blackhole).
+ * Without s->mu held: it waits for the listener's accept thread. */
 void sim_node_apply(struct sim *s, struct sim_node *n);
 
 #endif

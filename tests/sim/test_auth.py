@@ -78,6 +78,13 @@ def login_failures():
             assert r.headers["Content-Type"] == "application/json;charset=UTF-8"
             assert r.json() == {"data": None, "message": "authentication failure\n"}, r.text
             assert r.headers["Connection"] == "close"
+        # JSON numbers for the strings: read as their text, as Perl reads them
+        # (the old pvesim crashed on a numeric username)
+        for body in ({"username": 100, "password": "x", "realm": "pam"},
+                     {"username": "root", "password": 123, "realm": "pam"},
+                     {"username": "root@pam", "password": 1.5}):
+            r = s.raw("POST", "/api2/json/access/ticket", json=body)
+            assert r.status_code == 401 and r.reason == "authentication failure", (body, r.status_code, r.text)
         # missing password is a parameter error, not an authentication failure
         r = login_raw(s, username="root@pam")
         assert r.status_code == 400 and r.json()["errors"] == {
@@ -128,11 +135,37 @@ def presenting_a_ticket():
 
 
 @case
+def oversized_ticket_signature():
+    """A ticket of the current time whose signature is far longer than any
+    RSA signature (up to the 2048 characters a ticket may have): refused
+    without decoding it, as a cookie and as a renewal password (the old
+    pvesim decoded it into a 600-byte stack buffer first, unauthenticated)."""
+    with Sim(time_scale=0.01) as s:
+        for n in (804, 1600, 2024):
+            t = "PVE:root@pam:%08X::" % int(time.time()) + "A" * n
+            assert len(t) <= 2048, len(t)
+            is_401(s.api("GET", "/version", headers=cookie(t), auth=None),
+                   "permission denied - invalid PVE ticket")
+            r = login_raw(s, username="root@pam", password=t)
+            assert r.status_code == 401 and r.reason == "authentication failure", (n, r.status_code, r.reason)
+        # still serving, and a real ticket still works
+        assert s.api("GET", "/version", auth=s.login()).status_code == 200
+
+
+@case
 def ticket_key_from_a_file():
     d = tempfile.mkdtemp(prefix="pvesim-tkey-")
     key, bad = os.path.join(d, "authkey.key"), os.path.join(d, "bad.key")
-    subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt",
-                    "rsa_keygen_bits:2048", "-out", key], check=True, capture_output=True)
+    # 4096 bits, the most a ticket key may have, and just over it (its
+    # signature no longer fits: the old pvesim started, then aborted at the
+    # first login); made side by side
+    k4096, k4104 = os.path.join(d, "4096.key"), os.path.join(d, "4104.key")
+    gens = [subprocess.Popen(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt",
+                              "rsa_keygen_bits:%d" % bits, "-out", path],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for bits, path in ((2048, key), (4096, k4096), (4104, k4104))]
+    for g in gens:
+        assert g.wait(timeout=120) == 0, g.args
     with open(bad, "w") as f:
         f.write("-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n")
     try:
@@ -146,8 +179,15 @@ def ticket_key_from_a_file():
             assert TICKET_RE.match(b.login(password=t["ticket"])["ticket"])
             # a pvesim with a key of its own does not
             is_401(own.api("GET", "/version", auth=t), "permission denied - invalid PVE ticket")
-        # a file that is no RSA key, or none: pvesim does not start, and says why
+        with Sim(time_scale=0.01, extra=["--ticket-key", k4096]) as big:
+            t = big.login()
+            assert TICKET_RE.match(t["ticket"]), t
+            assert big.api("GET", "/version", auth=t).status_code == 200
+            assert TICKET_RE.match(big.login(password=t["ticket"])["ticket"])
+        # a file that is no RSA key, a key too big, or none: pvesim does not
+        # start, and says why
         for path, why in ((bad, "--ticket-key %s: not an RSA private key" % bad),
+                          (k4104, "--ticket-key %s: not an RSA private key of 2048 to 4096 bits" % k4104),
                           (bad + ".none", "cannot open '%s.none'" % bad)):
             r = subprocess.run([PVESIM, "--listen", "127.0.0.1:0", "--ticket-key", path],
                                capture_output=True, text=True, timeout=60)
@@ -155,7 +195,7 @@ def ticket_key_from_a_file():
         h = subprocess.run([PVESIM, "--help"], capture_output=True, text=True, timeout=30)
         assert "--ticket-key FILE" in h.stdout, h.stdout
     finally:
-        for p in (key, bad):
+        for p in (key, bad, k4096, k4104):
             if os.path.exists(p):
                 os.unlink(p)
         os.rmdir(d)

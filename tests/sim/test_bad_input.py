@@ -181,6 +181,10 @@ def garbage_json():
         s.data("PUT", "/nodes/sv1/qemu/300/config", json_body={"cores": 3, "onboot": True})
         c = s.data("GET", "/nodes/sv1/qemu/300/config")
         assert c["cores"] == 3 and c["onboot"] == 1, c
+        # reals read back as Perl prints them (%.15g), not 0.10000000000000001
+        s.data("PUT", "/nodes/sv1/qemu/300/config", json_body={"cpulimit": 0.1, "description": 0.3})
+        c = s.data("GET", "/nodes/sv1/qemu/300/config")
+        assert str(c["cpulimit"]) == "0.1" and c["description"] == "0.3", c
         before.append((300, "sv1"))
         assert vm_list(s) == sorted(before)
         healthy(s)

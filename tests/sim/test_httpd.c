@@ -785,6 +785,68 @@ static void test_hang_and_free(void **state)
     assert_int_not_equal(h.rc, CURLE_OK);
 }
 
+/* A request served while httpd_free stops the server switches another
+ * listener's mode, as pvesim's /_sim/nodes/X may on its way down. */
+struct cross {
+    httpd *d;
+    int other, own_port;
+    atomic_bool started, saw_refused;
+    atomic_int rc;
+};
+
+static void cross_handler(void *ctx, const struct http_req *req, struct http_resp *resp)
+{
+    (void)req;
+    struct cross *x = ctx;
+    atomic_store(&x->started, true);
+    /* its own listener refuses once httpd_free has told it to quit: the
+     * old httpd_free had freed the listeners before it by then */
+    atomic_store(&x->saw_refused, h_wait(refused, &x->own_port, 10000));
+    atomic_store(&x->rc, httpd_set_mode(x->d, x->other, HTTPD_UP));
+    buf_adds(&resp->body, "done");
+}
+
+static bool cross_started(void *arg)
+{
+    return atomic_load(&((struct cross *)arg)->started);
+}
+
+static void *cross_main(void *arg)
+{
+    const struct cross *x = arg;
+    CURL *c = cli_new();
+    struct buf body = BUF_INIT(BUF_UNLIMITED);
+    long status;
+    cli_get(c, x->own_port, "/cross", 20000, &status, NULL, &body); /* cut short: any outcome */
+    buf_release(&body);
+    curl_easy_cleanup(c);
+    return NULL;
+}
+
+/* httpd_free stops every listener before it frees any: a handler still
+ * running on one finds another quitting (-1), not freed (ASan). */
+static void test_free_while_switching(void **state)
+{
+    (void)state;
+    char *err = NULL;
+    struct cross x = {.rc = 0};
+    httpd *d = httpd_new(cross_handler, &x, g_cert, g_key, &err);
+    assert_non_null(d);
+    x.d = d;
+    int p0 = 0;
+    x.other = httpd_listen(d, "127.0.0.1:0", NULL, &p0, &err);
+    assert_int_equal(x.other, 0); /* freed first by the old httpd_free */
+    assert_int_equal(httpd_listen(d, "127.0.0.1:0", NULL, &x.own_port, &err), 1);
+
+    pthread_t tid;
+    assert_int_equal(pthread_create(&tid, NULL, cross_main, &x), 0);
+    assert_true(h_wait(cross_started, &x, 10000));
+    httpd_free(d); /* waits for the handler */
+    pthread_join(tid, NULL);
+    assert_true(atomic_load(&x.saw_refused));
+    assert_int_equal(atomic_load(&x.rc), -1);
+}
+
 static void test_ipv6(void **state)
 {
     (void)state;
@@ -902,16 +964,27 @@ static void test_conn_limit(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_fingerprint),    cmocka_unit_test(test_bad_pem),
-        cmocka_unit_test(test_ok_headers),     cmocka_unit_test(test_error_reason),
-        cmocka_unit_test(test_keepalive),      cmocka_unit_test(test_http10_and_pipelining),
-        cmocka_unit_test(test_plain_redirect), cmocka_unit_test(test_transfer_encoding),
-        cmocka_unit_test(test_body_limit),     cmocka_unit_test(test_header_limits),
-        cmocka_unit_test(test_garbage),        cmocka_unit_test(test_refuse),
-        cmocka_unit_test(test_blackhole),      cmocka_unit_test(test_delay),
-        cmocka_unit_test(test_concurrency),    cmocka_unit_test(test_hang_and_free),
-        cmocka_unit_test(test_ipv6),           cmocka_unit_test(test_two_listeners),
-        cmocka_unit_test(test_conn_limit),     cmocka_unit_test(test_idle_timeout),
+        cmocka_unit_test(test_fingerprint),
+        cmocka_unit_test(test_bad_pem),
+        cmocka_unit_test(test_ok_headers),
+        cmocka_unit_test(test_error_reason),
+        cmocka_unit_test(test_keepalive),
+        cmocka_unit_test(test_http10_and_pipelining),
+        cmocka_unit_test(test_plain_redirect),
+        cmocka_unit_test(test_transfer_encoding),
+        cmocka_unit_test(test_body_limit),
+        cmocka_unit_test(test_header_limits),
+        cmocka_unit_test(test_garbage),
+        cmocka_unit_test(test_refuse),
+        cmocka_unit_test(test_blackhole),
+        cmocka_unit_test(test_delay),
+        cmocka_unit_test(test_concurrency),
+        cmocka_unit_test(test_hang_and_free),
+        cmocka_unit_test(test_free_while_switching),
+        cmocka_unit_test(test_ipv6),
+        cmocka_unit_test(test_two_listeners),
+        cmocka_unit_test(test_conn_limit),
+        cmocka_unit_test(test_idle_timeout),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

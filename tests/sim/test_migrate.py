@@ -256,6 +256,23 @@ def refusals():
 
 
 @case
+def a_json_number_for_the_target():
+    """{"target": 123} in a JSON body: the schema takes a number for a
+    string, as Perl does, and so does the handler and the task it starts
+    (the old pvesim read the target as NULL and crashed)."""
+    with Sim(nodes="sv1,123", time_scale=0.01) as s:
+        clone(s, 100)
+        d = s.login()
+        expect500(s.api("POST", "/nodes/sv1/qemu/100/migrate", json_body={"target": 124}, auth=d),
+                  "no such cluster node '124'")
+        upid = s.data("POST", "/nodes/sv1/qemu/100/migrate", json_body={"target": 123}, auth=d)
+        st = ok(s.wait_task("sv1", upid))
+        assert has_line(log(s, st), "starting migration of VM 100 to node '123' (10.10.10.2)"), log(s, st)
+        assert s.vm(100)["node"] == "123", s.vm(100)
+        assert s.ctl("GET", "/rejections") == []
+
+
+@case
 def injected_failure_keeps_the_vm_on_its_node():
     with Sim(time_scale=0.01) as s:
         clone(s, 100)

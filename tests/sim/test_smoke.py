@@ -3,10 +3,12 @@
 new ports when its ports were taken, and raises any other failure to start at once."""
 import os
 import socket
+import subprocess
 import tempfile
 
 from lib import sim as simlib
 from lib.cases import case, finish
+from lib.env import PVESIM
 from lib.sim import Sim
 
 
@@ -71,6 +73,24 @@ def another_failure_to_start_is_raised_at_once():
         assert len(tries) == 1, tries  # the first block only: no retry
     finally:
         simlib.free_port_block = real
+
+
+@case
+def bad_option_values_are_refused():
+    """Numbers are read whole and finite: strtod's "nan" passed every range
+    check, atoi took "8.4" for 8 and "10x" for 10. pvesim does not start,
+    and the error names the option."""
+    for opt, val in (("--time-scale", "nan"), ("--time-scale", "inf"), ("--time-scale", "0"),
+                     ("--auth-delay", "nan"), ("--auth-delay", "-nan"), ("--auth-delay", ""),
+                     ("--auth-delay", "61"), ("--pve-version", "8.4"), ("--pve-version", "9x"),
+                     ("--pve-version", ""), ("--ticket-lifetime", "10x"),
+                     ("--ticket-lifetime", "7.5"), ("--ticket-lifetime", "0"),
+                     ("--ticket-lifetime", "4294967297")):
+        r = subprocess.run([PVESIM, "--listen", "127.0.0.1:0", opt, val],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 2 and r.stderr.startswith("pvesim: %s must be" % opt), \
+            (opt, val, r.returncode, r.stderr)
+        assert r.stdout == "", (opt, val, r.stdout)  # no port map: it never listened
 
 
 @case
