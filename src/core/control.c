@@ -523,8 +523,15 @@ int ctl_locate(struct cctx *c, struct pve_vm_status *st, struct pve_error *e)
             if (rc != PVE_E_NOTFOUND)
                 return rc;
         }
-        if (round == 1)
+        if (round == 1) {
+            if (!c->pc) { /* seen on a node of its cluster that proxd does not manage */
+                snprintf(e->message, sizeof e->message,
+                         "VM %d is on node %s, which is not in proxd's configuration", c->v.vmid,
+                         c->v.node);
+                e->cls = PVE_E_NOTFOUND;
+            }
             break;
+        }
         fleet_refresh(k->fl, true);
         char node[64];
         if (fleet_vm_node(k->fl, c->v.vmid, c->v.node, node) != 0) {
@@ -653,7 +660,25 @@ static void run_power(struct cctx *c, enum vm_action a)
     json_t *r = c->j->request;
     if (strcmp(c->j->step, "wait") == 0 && c->j->upid[0]) {
         /* resumed after a restart: the task runs on the node the job called */
-        c->pc = fleet_client(c->k->fl, c->j->node[0] ? c->j->node : c->v.node);
+        char node[64]; /* a copy: ctl_locate below may move the job's node */
+        snprintf(node, sizeof node, "%s", c->j->node[0] ? c->j->node : c->v.node);
+        c->pc = fleet_client(c->k->fl, node);
+        if (!c->pc) {
+            /* the node left the configuration (or this instance was given
+             * another node list): its task cannot be followed from here,
+             * and the VM, wherever it is now, cannot be trusted to be
+             * where the action left it. The record's power is read again
+             * if the VM can be found on a node proxd manages. */
+            if (ctl_locate(c, &st, &e) == 0) {
+                snprintf(c->v.power, sizeof c->v.power, "%s", power_of(&st));
+                ctl_save_vm(c);
+            }
+            ctl_job_fail(c,
+                         "%s of VM %d: its task %s runs on node %s, which is not in proxd's "
+                         "configuration: its outcome cannot be followed",
+                         vm_action_name(a), c->v.vmid, c->j->upid, node);
+            return;
+        }
         rc = ctl_wait_task(c, c->j->upid, &e);
         if (rc == -1)
             return;
