@@ -88,16 +88,29 @@ static const char *power_of(const char *status)
     return strcmp(status, "running") == 0 ? "running" : "stopped";
 }
 
-/* A job is still going to finish this record. (One that finished after we
- * read the record has changed it: save_if_unchanged then skips the repair.)
- * kind: the record's last job's; *ended: when it finished (unix ms, 0). */
-static bool job_alive(struct core *k, const char *job, char kind[16], int64_t *ended)
+/* Is a job still going to finish this record? 1 yes, 0 no (none, gone, or
+ * ended), -1 when it cannot be read now: a database error is not "no job"
+ * (a creation's record taken for abandoned during a blip was set failed and
+ * its VMID released under the running creation), so the caller leaves the
+ * record for the next pass. (A job that finished after we read the record
+ * has changed it: save_if_unchanged then skips the repair.) kind: the
+ * record's last job's; *ended: when it finished (unix ms, 0). */
+static int job_alive(struct core *k, const char *job, char kind[16], int64_t *ended)
 {
     struct job_brief j;
+    struct store_error se = {0};
     kind[0] = '\0';
     *ended = 0;
-    if (!job[0] || store_job_brief(k->st, job, &j, NULL))
-        return false;
+    if (!job[0])
+        return 0;
+    int rc = store_job_brief(k->st, job, &j, &se);
+    if (rc == STORE_E_NOTFOUND)
+        return 0;
+    if (rc) {
+        log_warn("reconcile", "job %s cannot be read (%s): its record is looked at next pass", job,
+                 se.message);
+        return -1;
+    }
     snprintf(kind, 16, "%s", j.kind);
     *ended = j.finished_at;
     return j.state == JOB_QUEUED || j.state == JOB_RUNNING;
@@ -210,7 +223,10 @@ static void check_record(struct core *k, struct vm_rec *v, const struct fleet_vm
     const struct fleet_vm *fv = find_vm(k, vms, n, v->vmid, v->node);
     char last_kind[16];
     int64_t last_ended;
-    bool busy = job_alive(k, v->job, last_kind, &last_ended);
+    int alive = job_alive(k, v->job, last_kind, &last_ended);
+    if (alive < 0)
+        return;
+    bool busy = alive == 1;
     int64_t read_at = v->updated_at;
     enum vm_state read_state = v->state;
     if (v->state == VMS_CREATING || v->state == VMS_DELETING) {
@@ -322,12 +338,23 @@ static int destroy(struct core *k, const char *node, int vmid, struct pve_error 
     return rc;
 }
 
-/* Is a clone to `vmid` of the job's template still running on the node? */
+/* Is a clone to `vmid` of the job's template still running on the node?
+ * A job that cannot be read now (a database error, not "no such job") may
+ * be: the leftover waits for the next pass rather than being taken for
+ * never made, its VMID released while its clone may still come. */
 static bool clone_running(struct core *k, const struct leftover *l)
 {
     struct job_rec j;
-    if (store_job_get(k->st, l->job, &j, NULL))
+    struct store_error se = {0};
+    int rc = store_job_get(k->st, l->job, &j, &se);
+    if (rc == STORE_E_NOTFOUND)
         return false;
+    if (rc) {
+        log_warn("reconcile",
+                 "vmid=%d node=%s job %s of the leftover cannot be read (%s): next pass", l->vmid,
+                 l->node, l->job, se.message);
+        return true;
+    }
     const struct cfg_node *cn = config_node(k->cfg, l->node);
     const char *os = json_string_value(json_object_get(j.request, "os"));
     int tpl = cn && os ? config_template(cn, os) : 0;
