@@ -217,6 +217,29 @@ static void take_over(struct core *k, struct vm_rec *v, const struct fleet_vm *f
         save_if_unchanged(k, v, read_at, read_state);
 }
 
+/* Is the absence of a stuck record's VM from the inventory read at t0 news
+ * of its absence, rather than of a world that did not answer (an empty
+ * inventory at start-up, a stale one)? As for "lost": only when the node it
+ * would be on was refreshed this pass. A creation's record names its node
+ * only once done: its job's node then, and when that is not known either
+ * (or is no longer configured), every managed node must have answered. */
+static bool absence_known(struct core *k, const struct vm_rec *v, int64_t t0)
+{
+    char node[64];
+    snprintf(node, sizeof node, "%s", v->node);
+    struct job_rec j;
+    if (!node[0] && v->job[0] && store_job_get(k->st, v->job, &j, NULL) == 0) {
+        snprintf(node, sizeof node, "%s", j.node);
+        job_rec_release(&j);
+    }
+    if (node[0] && config_node(k->cfg, node))
+        return fleet_node_fresh(k->fl, node, t0);
+    for (int i = 0; i < k->cfg->nnodes; i++)
+        if (!fleet_node_fresh(k->fl, k->cfg->nodes[i].name, t0))
+            return false;
+    return true;
+}
+
 static void check_record(struct core *k, struct vm_rec *v, const struct fleet_vm *vms, size_t n,
                          int64_t t0, struct reconcile_report *rep)
 {
@@ -232,7 +255,14 @@ static void check_record(struct core *k, struct vm_rec *v, const struct fleet_vm
     if (v->state == VMS_CREATING || v->state == VMS_DELETING) {
         if (busy)
             return;
-        /* nobody will finish it: decide from what Proxmox shows */
+        /* nobody will finish it: decide from what Proxmox shows, once it
+         * shows it (released, the VMID of a live VM went to another) */
+        if (!fv && !absence_known(k, v, t0)) {
+            log_info("reconcile",
+                     "vmid=%d stuck in %s with no job: its node did not answer, next pass", v->vmid,
+                     vm_state_name(v->state));
+            return;
+        }
         enum vm_state to = v->state == VMS_CREATING ? (fv ? VMS_ENABLED : VMS_FAILED)
                                                     : (fv ? VMS_ENABLED : VMS_DELETED);
         log_warn("reconcile", "vmid=%d stuck in %s with no job: now %s", v->vmid,
