@@ -1056,6 +1056,11 @@ static bool place_job(struct ctx *c)
         return false;
     snprintf(c->j->node, sizeof c->j->node, "%s", cn->name);
     c->j->upid[0] = '\0';
+    /* nothing was asked of this node yet, whatever was before a restart on
+     * the last one: resumed, a clear refusal of the clone here was taken
+     * for a request that may still be served (a leftover and a VMID spent
+     * per failover) */
+    c->resumed = false;
     enter_node(c);
     job_checkpoint(c->k, c->j, "clone", 10, "placed on %s", cn->name);
     return true;
