@@ -25,6 +25,7 @@ prints one line per check group and a closing `N passed, N failed` line.
 import json
 import os
 import random
+import re
 import tempfile
 import time
 
@@ -111,6 +112,48 @@ def resumed_creation_fails_over_without_a_leftover():
         assert not db_query(db, "SELECT vmid FROM leftovers")
         ours = [v for v in sim.state()["vms"] if v["vmid"] < TEMPLATE_BASE]
         assert [(v["vmid"], v["node"]) for v in ours] == [(vmid, j["node"])], ours
+        d.stop()
+    except Exception:
+        d.abort()
+        sim.stop(check_clean=False)
+        raise
+    sim.stop()
+
+
+def without_node(conf, node):
+    """The configuration at `conf` with the [node NODE] section left out."""
+    with open(conf) as f:
+        sections = re.split(r"(?m)^(?=\[)", f.read())
+    with open(conf, "w") as f:
+        f.write("".join(s for s in sections if not s.startswith("[node %s]" % node)))
+
+
+def resumed_on_a_node_no_longer_configured():
+    # killed at configure, restarted with its node gone from the
+    # configuration: the VM made there (which proxd can no longer look at)
+    # is recorded as a leftover, under its VMID, and the request goes on
+    # under a new one. Placed again under the same VMID, the half-made VM
+    # was abandoned without a trace
+    sim, d, conf, db, tmp, job, vmid, node = killed_at_configure("gone")
+    try:
+        without_node(conf, node)
+        d.start()
+        wait_settled(db, 60)
+        assert d.alive(), d.tail()
+        j = json.loads(proxd("job", "--config", conf, job).stdout)
+        events = " | ".join(e["message"] for e in j["events"])
+        assert j["state"] == "done", "%s: %s (%s)" % (j["state"], j["error"], events)
+        assert j["node"] != node and j["vmid"] != vmid, (j["node"], j["vmid"], events)
+        left = db_query(db, "SELECT vmid, node, job FROM leftovers")
+        assert left == [(vmid, node, job)], "leftovers %s; events: %s" % (left, events)
+        assert "left for the reconciler" in events, events
+        # the request has one VM where proxd manages nodes, and the
+        # half-made one is still where it was left (nobody removed it)
+        vms = {(v["vmid"], v["node"]) for v in sim.state()["vms"] if v["vmid"] < TEMPLATE_BASE}
+        assert vms == {(vmid, node), (j["vmid"], j["node"])}, vms
+        recs = [r for r in json.loads(proxd("vms", "--config", conf).stdout)
+                if r["state"] == "enabled"]
+        assert [(r["vmid"], r["node"]) for r in recs] == [(j["vmid"], j["node"])], recs
         d.stop()
     except Exception:
         d.abort()
@@ -309,4 +352,5 @@ def main(db=None):
 if __name__ == "__main__":
     # the cases of one creation each first, on databases of their own
     case(resumed_creation_fails_over_without_a_leftover)
+    case(resumed_on_a_node_no_longer_configured)
     main()
