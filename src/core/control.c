@@ -339,12 +339,12 @@ int core_vm_delete(struct core *k, int vmid, const char *owner, char job_id[40],
 static bool transient(int rc);
 static void read_pause(struct cctx *c, int n);
 
-/* Wait for a task. A failed poll of its status (no exit status came back)
- * is not the task's failure: it is polled again, up to READ_TRIES times in
- * a row. -1 when the core is stopping. */
-int ctl_wait_task(struct cctx *c, const char *upid, struct pve_error *e)
+/* Wait for a task, up to deadline_ms. A failed poll of its status (no exit
+ * status came back) is not the task's failure: it is polled again, up to
+ * READ_TRIES times in a row. -1 when the core is stopping. */
+static int wait_task_for(struct cctx *c, const char *upid, long deadline_ms, struct pve_error *e)
 {
-    int64_t end = mono_ms() + STEP_DEADLINE_MS;
+    int64_t end = mono_ms() + deadline_ms;
     int rc;
     struct core_waiter w;
     core_waiter_begin(c->k, &w, upid, NULL);
@@ -372,6 +372,24 @@ int ctl_wait_task(struct cctx *c, const char *upid, struct pve_error *e)
 out:
     core_waiter_end(c->k, &w);
     return rc;
+}
+
+int ctl_wait_task(struct cctx *c, const char *upid, struct pve_error *e)
+{
+    return wait_task_for(c, upid, STEP_DEADLINE_MS, e);
+}
+
+/* How long a power action's task may take: a shutdown (or a reboot's)
+ * waits for the guest up to the request's timeout (3600 s at most), then
+ * fails or is forced; given up at the step's usual deadline, the job failed
+ * while qmshutdown still held the VM's lock. The usual deadline comes on
+ * top, for the lock, the forced stop and a reboot's start. */
+static long power_deadline_ms(const struct cctx *c, enum vm_action a)
+{
+    json_int_t t = json_integer_value(json_object_get(c->j->request, "timeout"));
+    if ((a != ACT_SHUTDOWN && a != ACT_REBOOT) || t <= 0)
+        return STEP_DEADLINE_MS;
+    return (long)t * 1000 + STEP_DEADLINE_MS;
 }
 
 void ctl_job_fail(struct cctx *c, const char *fmt, ...)
@@ -679,7 +697,7 @@ static void run_power(struct cctx *c, enum vm_action a)
                          vm_action_name(a), c->v.vmid, c->j->upid, node);
             return;
         }
-        rc = ctl_wait_task(c, c->j->upid, &e);
+        rc = wait_task_for(c, c->j->upid, power_deadline_ms(c, a), &e);
         if (rc == -1)
             return;
         goto done;
@@ -735,7 +753,7 @@ static void run_power(struct cctx *c, enum vm_action a)
         return;
     }
     job_checkpoint(c->k, c->j, "wait", 50, "task %s", c->j->upid);
-    rc = ctl_wait_task(c, c->j->upid, &e);
+    rc = wait_task_for(c, c->j->upid, power_deadline_ms(c, a), &e);
     if (rc == -1)
         return;
 done:
