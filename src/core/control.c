@@ -854,17 +854,40 @@ static void run_update(struct cctx *c)
         return;
     }
     json_t *pend = pending_of(c, &e);
+    bool unread = pend == NULL;
+    if (unread) {
+        /* not known whether it applied live: taken for live, the record
+         * said no change was pending, and the reconciler put the running
+         * values (the old ones, if it is pending) back. Pending until the
+         * next start or reboot applies it, whatever Proxmox says */
+        pend = json_object();
+        char n[32];
+        if (cores) {
+            snprintf(n, sizeof n, "%d", cores);
+            json_object_set_new(pend, "cores", json_string(n));
+        }
+        if (mem) {
+            snprintf(n, sizeof n, "%lld", (long long)mem);
+            json_object_set_new(pend, "memory", json_string(n));
+        }
+    }
     if (cores)
         c->v.cores = cores;
     if (mem)
         c->v.memory_mb = mem;
     json_decref(c->v.pending);
-    c->v.pending = pend && json_object_size(pend) ? pend : NULL;
-    if (pend && !c->v.pending)
+    c->v.pending = json_object_size(pend) ? pend : NULL;
+    if (!c->v.pending)
         json_decref(pend);
     ctl_save_vm(c);
-    ctl_job_done(c, "%s",
-                 c->v.pending ? "saved; applies at the next reboot (pending)" : "applied live");
+    if (unread)
+        ctl_job_done(c,
+                     "saved; whether it applied live could not be read (%s): recorded as pending "
+                     "until the next reboot",
+                     e.message);
+    else
+        ctl_job_done(c, "%s",
+                     c->v.pending ? "saved; applies at the next reboot (pending)" : "applied live");
 }
 
 /* The boot disk's size in bytes (retried reads), or -1 with *e filled. */
