@@ -339,12 +339,12 @@ int core_vm_delete(struct core *k, int vmid, const char *owner, char job_id[40],
 static bool transient(int rc);
 static void read_pause(struct cctx *c, int n);
 
-/* Wait for a task. A failed poll of its status (no exit status came back)
- * is not the task's failure: it is polled again, up to READ_TRIES times in
- * a row. -1 when the core is stopping. */
-int ctl_wait_task(struct cctx *c, const char *upid, struct pve_error *e)
+/* Wait for a task, up to deadline_ms. A failed poll of its status (no exit
+ * status came back) is not the task's failure: it is polled again, up to
+ * READ_TRIES times in a row. -1 when the core is stopping. */
+static int wait_task_for(struct cctx *c, const char *upid, long deadline_ms, struct pve_error *e)
 {
-    int64_t end = mono_ms() + STEP_DEADLINE_MS;
+    int64_t end = mono_ms() + deadline_ms;
     int rc;
     struct core_waiter w;
     core_waiter_begin(c->k, &w, upid, NULL);
@@ -372,6 +372,24 @@ int ctl_wait_task(struct cctx *c, const char *upid, struct pve_error *e)
 out:
     core_waiter_end(c->k, &w);
     return rc;
+}
+
+int ctl_wait_task(struct cctx *c, const char *upid, struct pve_error *e)
+{
+    return wait_task_for(c, upid, STEP_DEADLINE_MS, e);
+}
+
+/* How long a power action's task may take: a shutdown (or a reboot's)
+ * waits for the guest up to the request's timeout (3600 s at most), then
+ * fails or is forced; given up at the step's usual deadline, the job failed
+ * while qmshutdown still held the VM's lock. The usual deadline comes on
+ * top, for the lock, the forced stop and a reboot's start. */
+static long power_deadline_ms(const struct cctx *c, enum vm_action a)
+{
+    json_int_t t = json_integer_value(json_object_get(c->j->request, "timeout"));
+    if ((a != ACT_SHUTDOWN && a != ACT_REBOOT) || t <= 0)
+        return STEP_DEADLINE_MS;
+    return (long)t * 1000 + STEP_DEADLINE_MS;
 }
 
 void ctl_job_fail(struct cctx *c, const char *fmt, ...)
@@ -523,8 +541,15 @@ int ctl_locate(struct cctx *c, struct pve_vm_status *st, struct pve_error *e)
             if (rc != PVE_E_NOTFOUND)
                 return rc;
         }
-        if (round == 1)
+        if (round == 1) {
+            if (!c->pc) { /* seen on a node of its cluster that proxd does not manage */
+                snprintf(e->message, sizeof e->message,
+                         "VM %d is on node %s, which is not in proxd's configuration", c->v.vmid,
+                         c->v.node);
+                e->cls = PVE_E_NOTFOUND;
+            }
             break;
+        }
         fleet_refresh(k->fl, true);
         char node[64];
         if (fleet_vm_node(k->fl, c->v.vmid, c->v.node, node) != 0) {
@@ -653,8 +678,26 @@ static void run_power(struct cctx *c, enum vm_action a)
     json_t *r = c->j->request;
     if (strcmp(c->j->step, "wait") == 0 && c->j->upid[0]) {
         /* resumed after a restart: the task runs on the node the job called */
-        c->pc = fleet_client(c->k->fl, c->j->node[0] ? c->j->node : c->v.node);
-        rc = ctl_wait_task(c, c->j->upid, &e);
+        char node[64]; /* a copy: ctl_locate below may move the job's node */
+        snprintf(node, sizeof node, "%s", c->j->node[0] ? c->j->node : c->v.node);
+        c->pc = fleet_client(c->k->fl, node);
+        if (!c->pc) {
+            /* the node left the configuration (or this instance was given
+             * another node list): its task cannot be followed from here,
+             * and the VM, wherever it is now, cannot be trusted to be
+             * where the action left it. The record's power is read again
+             * if the VM can be found on a node proxd manages. */
+            if (ctl_locate(c, &st, &e) == 0) {
+                snprintf(c->v.power, sizeof c->v.power, "%s", power_of(&st));
+                ctl_save_vm(c);
+            }
+            ctl_job_fail(c,
+                         "%s of VM %d: its task %s runs on node %s, which is not in proxd's "
+                         "configuration: its outcome cannot be followed",
+                         vm_action_name(a), c->v.vmid, c->j->upid, node);
+            return;
+        }
+        rc = wait_task_for(c, c->j->upid, power_deadline_ms(c, a), &e);
         if (rc == -1)
             return;
         goto done;
@@ -710,7 +753,7 @@ static void run_power(struct cctx *c, enum vm_action a)
         return;
     }
     job_checkpoint(c->k, c->j, "wait", 50, "task %s", c->j->upid);
-    rc = ctl_wait_task(c, c->j->upid, &e);
+    rc = wait_task_for(c, c->j->upid, power_deadline_ms(c, a), &e);
     if (rc == -1)
         return;
 done:
@@ -811,17 +854,40 @@ static void run_update(struct cctx *c)
         return;
     }
     json_t *pend = pending_of(c, &e);
+    bool unread = pend == NULL;
+    if (unread) {
+        /* not known whether it applied live: taken for live, the record
+         * said no change was pending, and the reconciler put the running
+         * values (the old ones, if it is pending) back. Pending until the
+         * next start or reboot applies it, whatever Proxmox says */
+        pend = json_object();
+        char n[32];
+        if (cores) {
+            snprintf(n, sizeof n, "%d", cores);
+            json_object_set_new(pend, "cores", json_string(n));
+        }
+        if (mem) {
+            snprintf(n, sizeof n, "%lld", (long long)mem);
+            json_object_set_new(pend, "memory", json_string(n));
+        }
+    }
     if (cores)
         c->v.cores = cores;
     if (mem)
         c->v.memory_mb = mem;
     json_decref(c->v.pending);
-    c->v.pending = pend && json_object_size(pend) ? pend : NULL;
-    if (pend && !c->v.pending)
+    c->v.pending = json_object_size(pend) ? pend : NULL;
+    if (!c->v.pending)
         json_decref(pend);
     ctl_save_vm(c);
-    ctl_job_done(c, "%s",
-                 c->v.pending ? "saved; applies at the next reboot (pending)" : "applied live");
+    if (unread)
+        ctl_job_done(c,
+                     "saved; whether it applied live could not be read (%s): recorded as pending "
+                     "until the next reboot",
+                     e.message);
+    else
+        ctl_job_done(c, "%s",
+                     c->v.pending ? "saved; applies at the next reboot (pending)" : "applied live");
 }
 
 /* The boot disk's size in bytes (retried reads), or -1 with *e filled. */

@@ -1056,6 +1056,11 @@ static bool place_job(struct ctx *c)
         return false;
     snprintf(c->j->node, sizeof c->j->node, "%s", cn->name);
     c->j->upid[0] = '\0';
+    /* nothing was asked of this node yet, whatever was before a restart on
+     * the last one: resumed, a clear refusal of the clone here was taken
+     * for a request that may still be served (a leftover and a VMID spent
+     * per failover) */
+    c->resumed = false;
     enter_node(c);
     job_checkpoint(c->k, c->j, "clone", 10, "placed on %s", cn->name);
     return true;
@@ -1086,6 +1091,31 @@ static int on_cancel(struct ctx *c)
     return 0;
 }
 
+/* Resumed with its node no longer configured (removed, or another instance
+ * with another node list): nothing can be looked at or removed there.
+ * Before a clone was asked for, the creation is placed again. After, what
+ * it may have made there (a half-made VM, running maybe) is recorded as a
+ * leftover, as leave() does, and the request goes on under a new VMID:
+ * placed again under the same one, the VM left there was abandoned with no
+ * trace, and its VMID taken again elsewhere (a collision in a cluster, a
+ * second VM of the VMID on another host). The reconciler reports the
+ * leftover, and releases its VMID once the node has been gone for
+ * leftover_grace. 0: go on at j->step; -1: the job ended. */
+static int resume_unconfigured(struct ctx *c)
+{
+    const char *s = c->j->step;
+    attempt(c, c->j->node, "node is no longer configured");
+    if (strcmp(s, "queued") == 0 || strcmp(s, "place") == 0) {
+        snprintf(c->j->step, sizeof c->j->step, "place");
+        return 0;
+    }
+    struct pve_error e = {.cls = PVE_E_OTHER};
+    snprintf(e.message, sizeof e.message, "node %s is not in proxd's configuration", c->j->node);
+    /* at "clone" the request may not have been sent, or not served yet */
+    bool unmade = strcmp(s, "clone") == 0;
+    return leave(c, unmade, "its node is no longer configured", &e) == 3 ? 0 : -1;
+}
+
 void create_run(struct core *k, struct job_rec *j)
 {
     struct ctx c = {.k = k, .j = j};
@@ -1096,10 +1126,8 @@ void create_run(struct core *k, struct job_rec *j)
         return;
     }
     c.resumed = strcmp(j->step, "queued") != 0;
-    if (j->node[0] && !enter_node(&c)) {
-        attempt(&c, j->node, "node is no longer configured");
-        snprintf(j->step, sizeof j->step, "place");
-    }
+    if (j->node[0] && !enter_node(&c) && resume_unconfigured(&c) != 0)
+        return;
     /* the clone slot this run holds, and on which node: a slot is for the
      * clone and its wait only, and always goes back to the node it came
      * from (a failover moves j->node before the next slot is taken) */

@@ -88,16 +88,29 @@ static const char *power_of(const char *status)
     return strcmp(status, "running") == 0 ? "running" : "stopped";
 }
 
-/* A job is still going to finish this record. (One that finished after we
- * read the record has changed it: save_if_unchanged then skips the repair.)
- * kind: the record's last job's; *ended: when it finished (unix ms, 0). */
-static bool job_alive(struct core *k, const char *job, char kind[16], int64_t *ended)
+/* Is a job still going to finish this record? 1 yes, 0 no (none, gone, or
+ * ended), -1 when it cannot be read now: a database error is not "no job"
+ * (a creation's record taken for abandoned during a blip was set failed and
+ * its VMID released under the running creation), so the caller leaves the
+ * record for the next pass. (A job that finished after we read the record
+ * has changed it: save_if_unchanged then skips the repair.) kind: the
+ * record's last job's; *ended: when it finished (unix ms, 0). */
+static int job_alive(struct core *k, const char *job, char kind[16], int64_t *ended)
 {
     struct job_brief j;
+    struct store_error se = {0};
     kind[0] = '\0';
     *ended = 0;
-    if (!job[0] || store_job_brief(k->st, job, &j, NULL))
-        return false;
+    if (!job[0])
+        return 0;
+    int rc = store_job_brief(k->st, job, &j, &se);
+    if (rc == STORE_E_NOTFOUND)
+        return 0;
+    if (rc) {
+        log_warn("reconcile", "job %s cannot be read (%s): its record is looked at next pass", job,
+                 se.message);
+        return -1;
+    }
     snprintf(kind, 16, "%s", j.kind);
     *ended = j.finished_at;
     return j.state == JOB_QUEUED || j.state == JOB_RUNNING;
@@ -204,19 +217,52 @@ static void take_over(struct core *k, struct vm_rec *v, const struct fleet_vm *f
         save_if_unchanged(k, v, read_at, read_state);
 }
 
+/* Is the absence of a stuck record's VM from the inventory read at t0 news
+ * of its absence, rather than of a world that did not answer (an empty
+ * inventory at start-up, a stale one)? As for "lost": only when the node it
+ * would be on was refreshed this pass. A creation's record names its node
+ * only once done: its job's node then, and when that is not known either
+ * (or is no longer configured), every managed node must have answered. */
+static bool absence_known(struct core *k, const struct vm_rec *v, int64_t t0)
+{
+    char node[64];
+    snprintf(node, sizeof node, "%s", v->node);
+    struct job_rec j;
+    if (!node[0] && v->job[0] && store_job_get(k->st, v->job, &j, NULL) == 0) {
+        snprintf(node, sizeof node, "%s", j.node);
+        job_rec_release(&j);
+    }
+    if (node[0] && config_node(k->cfg, node))
+        return fleet_node_fresh(k->fl, node, t0);
+    for (int i = 0; i < k->cfg->nnodes; i++)
+        if (!fleet_node_fresh(k->fl, k->cfg->nodes[i].name, t0))
+            return false;
+    return true;
+}
+
 static void check_record(struct core *k, struct vm_rec *v, const struct fleet_vm *vms, size_t n,
                          int64_t t0, struct reconcile_report *rep)
 {
     const struct fleet_vm *fv = find_vm(k, vms, n, v->vmid, v->node);
     char last_kind[16];
     int64_t last_ended;
-    bool busy = job_alive(k, v->job, last_kind, &last_ended);
+    int alive = job_alive(k, v->job, last_kind, &last_ended);
+    if (alive < 0)
+        return;
+    bool busy = alive == 1;
     int64_t read_at = v->updated_at;
     enum vm_state read_state = v->state;
     if (v->state == VMS_CREATING || v->state == VMS_DELETING) {
         if (busy)
             return;
-        /* nobody will finish it: decide from what Proxmox shows */
+        /* nobody will finish it: decide from what Proxmox shows, once it
+         * shows it (released, the VMID of a live VM went to another) */
+        if (!fv && !absence_known(k, v, t0)) {
+            log_info("reconcile",
+                     "vmid=%d stuck in %s with no job: its node did not answer, next pass", v->vmid,
+                     vm_state_name(v->state));
+            return;
+        }
         enum vm_state to = v->state == VMS_CREATING ? (fv ? VMS_ENABLED : VMS_FAILED)
                                                     : (fv ? VMS_ENABLED : VMS_DELETED);
         log_warn("reconcile", "vmid=%d stuck in %s with no job: now %s", v->vmid,
@@ -336,12 +382,23 @@ static int destroy(struct core *k, const char *node, int vmid, struct pve_error 
     return rc;
 }
 
-/* Is a clone to `vmid` of the job's template still running on the node? */
+/* Is a clone to `vmid` of the job's template still running on the node?
+ * A job that cannot be read now (a database error, not "no such job") may
+ * be: the leftover waits for the next pass rather than being taken for
+ * never made, its VMID released while its clone may still come. */
 static bool clone_running(struct core *k, const struct leftover *l)
 {
     struct job_rec j;
-    if (store_job_get(k->st, l->job, &j, NULL))
+    struct store_error se = {0};
+    int rc = store_job_get(k->st, l->job, &j, &se);
+    if (rc == STORE_E_NOTFOUND)
         return false;
+    if (rc) {
+        log_warn("reconcile",
+                 "vmid=%d node=%s job %s of the leftover cannot be read (%s): next pass", l->vmid,
+                 l->node, l->job, se.message);
+        return true;
+    }
     const struct cfg_node *cn = config_node(k->cfg, l->node);
     const char *os = json_string_value(json_object_get(j.request, "os"));
     int tpl = cn && os ? config_template(cn, os) : 0;

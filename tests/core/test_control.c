@@ -11,6 +11,7 @@
 #include "common/log.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sqlite3.h>
 
 #define TOKEN CH_TOKEN
@@ -380,6 +381,54 @@ static void test_shutdown_timeout(void **unused)
     /* with force: stopped hard when the timeout passes */
     o.force = true;
     act_ok(&e, vm, ACT_SHUTDOWN, &o, "stopped");
+    down(&e);
+}
+
+/* The longest wait asked of libpve for a shutdown's task (this test is
+ * linked with --wrap=pve_task_wait_opts, CMakeLists.txt); 0 before one. */
+static atomic_long g_shutdown_wait_ms;
+
+int __real_pve_task_wait_opts(pve_client *c, const char *upid, const struct pve_wait_opts *o,
+                              struct pve_task *out, struct pve_error *err);
+
+int __wrap_pve_task_wait_opts(pve_client *c, const char *upid, const struct pve_wait_opts *o,
+                              struct pve_task *out, struct pve_error *err)
+{
+    long d = o ? o->deadline_ms : 0;
+    if (upid && strstr(upid, ":qmshutdown:") && d > atomic_load(&g_shutdown_wait_ms))
+        atomic_store(&g_shutdown_wait_ms, d);
+    return __real_pve_task_wait_opts(c, upid, o, out, err);
+}
+
+/* A shutdown may be given up to 3600 s for the guest: the job waits for its
+ * task that long and more (the forced stop after it), not the 600 s of a
+ * step, after which it failed while qmshutdown still held the VM's lock.
+ * pvesim runs at 0.001 (the hour is 3.6 s); proxd's own clock does not, so
+ * the wait's deadline is what libpve is asked for. */
+static void test_shutdown_long_timeout(void **unused)
+{
+    (void)unused;
+    struct ch_env e;
+    struct ch_opts co = {.time_scale = "0.001"};
+    up(&e, &co);
+    int vm = mk_vm(&e, "acpi-long");
+    char path[64];
+    snprintf(path, sizeof path, "/_sim/vms/%d", vm);
+    sim(e.port, "POST", path, "{\"acpi\": false}");
+    atomic_store(&g_shutdown_wait_ms, 0);
+    struct action_opts o = {.timeout_s = 3600, .force = true};
+    act_ok(&e, vm, ACT_SHUTDOWN, &o, "stopped");
+    long asked = atomic_load(&g_shutdown_wait_ms);
+    if (asked < 3600L * 1000)
+        fail_msg("the shutdown's task was waited for %ld ms, its timeout is 3600 s", asked);
+    /* a shutdown without a timeout of its own keeps the step's deadline */
+    act_ok(&e, vm, ACT_START, NULL, "running");
+    atomic_store(&g_shutdown_wait_ms, 0);
+    o = (struct action_opts){.timeout_s = 0, .force = true};
+    sim(e.port, "POST", path, "{\"acpi\": true}");
+    act_ok(&e, vm, ACT_SHUTDOWN, &o, "stopped");
+    asked = atomic_load(&g_shutdown_wait_ms);
+    assert_true(asked > 0 && asked <= 600L * 1000);
     down(&e);
 }
 
@@ -1181,13 +1230,21 @@ int main(void)
 {
     log_set_level(LOG_ERROR);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_power_matrix),    cmocka_unit_test(test_shutdown_timeout),
-        cmocka_unit_test(test_delete),          cmocka_unit_test(test_ha),
-        cmocka_unit_test(test_reboot_resumed),  cmocka_unit_test(test_own_name_leases_given_up),
-        cmocka_unit_test(test_resources_pve7),  cmocka_unit_test(test_resources_pve8),
-        cmocka_unit_test(test_resources_pve9),  cmocka_unit_test(test_refusals),
-        cmocka_unit_test(test_moved),           cmocka_unit_test(test_drift),
-        cmocka_unit_test(test_lost_comes_back), cmocka_unit_test(test_record_behind),
+        cmocka_unit_test(test_power_matrix),
+        cmocka_unit_test(test_shutdown_timeout),
+        cmocka_unit_test(test_shutdown_long_timeout),
+        cmocka_unit_test(test_delete),
+        cmocka_unit_test(test_ha),
+        cmocka_unit_test(test_reboot_resumed),
+        cmocka_unit_test(test_own_name_leases_given_up),
+        cmocka_unit_test(test_resources_pve7),
+        cmocka_unit_test(test_resources_pve8),
+        cmocka_unit_test(test_resources_pve9),
+        cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_moved),
+        cmocka_unit_test(test_drift),
+        cmocka_unit_test(test_lost_comes_back),
+        cmocka_unit_test(test_record_behind),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -18,6 +18,9 @@ A killed proxd leaves its jobs leased for 30 s to its dead instance; the test
 expires those leases in the database (what the clock would do 30 s later)
 before it restarts proxd.
 
+Before that, one case on its own: a shutdown killed while it waits for its
+task, resumed by a proxd whose configuration no longer has the VM's node.
+
 Plain script run by ctest (/usr/bin/python3 with Debian's python3-requests);
 prints one line per check and a closing `N passed, N failed` line.
 """
@@ -30,7 +33,7 @@ import time
 
 from lib.cases import case, finish
 from lib import eventcheck
-from lib.db import expire_leases, query as db_query, rows as db_rows, wait_settled
+from lib.db import expire_leases, query as db_query, rows as db_rows, wait_settled, wait_step
 from lib.env import TOKEN_SECRET
 from lib.proxd import cluster_config as write_config, Daemon, OSES, run as proxd, TEMPLATE_BASE
 from lib.sim import Sim
@@ -70,7 +73,66 @@ def tasks_running(sim):
     return sum(1 for t in sim.state().get("tasks", []) if t["running"])
 
 
+def without_node(conf, node):
+    """The configuration at `conf` with the [node NODE] section left out."""
+    with open(conf) as f:
+        sections = re.split(r"(?m)^(?=\[)", f.read())
+    with open(conf, "w") as f:
+        f.write("".join(s for s in sections if not s.startswith("[node %s]" % node)))
+
+
+def wait_resumed_on_a_node_no_longer_configured():
+    # a shutdown killed during its task's wait, resumed by a proxd whose
+    # configuration no longer has the VM's node (removed, or another
+    # instance with another node list): no client for the task's node.
+    # Once proxd crashed on every start here; the job must end, failed,
+    # saying why, and proxd stay up.
+    tmp = tempfile.TemporaryDirectory(prefix="proxd-ctlcrash-node-")
+    db = os.path.join(tmp.name, "proxd.db")
+    conf = os.path.join(tmp.name, "proxd.conf")
+    sim = Sim(time_scale=0.05)
+    d = Daemon(conf, tmp.name)
+    try:
+        write_config(conf, db, sim.entry, ["reconcile_interval = 3600"])
+        d.start()
+        out = json.loads(proxd("create", "--config", conf, "--os", "ubuntu", "--name", "gone-node",
+                               "--cores", "1", "--memory", "1024", "--disk", "10",
+                               "--owner", "ci").stdout)
+        vmid = out["vmid"]
+        wait_for(lambda: db_jobs(db)[out["job"]]["state"] in ("done", "failed"), 60, 0.05,
+                 "the creation")
+        assert db_jobs(db)[out["job"]]["state"] == "done", d.tail()
+        node = db_query(db, "SELECT node FROM vms WHERE vmid = %d AND state = 'enabled'"
+                        % vmid)[0][0]
+        # a guest that ignores ACPI: the shutdown's task runs out its
+        # timeout (60 s of pvesim's time, 3 s here), long enough to kill in
+        sim.ctl("POST", "/vms/%d" % vmid, {"acpi": False})
+        job = json.loads(proxd("vm", "--config", conf, str(vmid), "shutdown").stdout)["job"]
+        step = wait_step(db, job, "wait", 30)
+        assert step == "wait", "the shutdown is at %s, not waiting for its task" % step
+        d.kill()
+        expire_leases(db)
+        without_node(conf, node)
+        d.start()
+        wait_for(lambda: not d.alive() or
+                 db_jobs(db)[job]["state"] in ("done", "failed"), 30, 0.05,
+                 "the resumed shutdown to end")
+        assert d.alive(), "proxd died resuming the shutdown:\n" + d.tail()
+        j = json.loads(proxd("job", "--config", conf, job).stdout)
+        assert j["state"] == "failed", j
+        assert node in j["error"] and "not in proxd's configuration" in j["error"], j["error"]
+        ends = [e for e in j["events"] if e["step"] in ("done", "failed")]
+        assert len(ends) == 1, j["events"]
+        d.stop()
+    except Exception:
+        d.abort()
+        sim.stop(check_clean=False)
+        raise
+    sim.stop(check_clean=False)  # the shutdown task fails on its own timeout
+
+
 def main():
+    case(wait_resumed_on_a_node_no_longer_configured)
     tmp = tempfile.TemporaryDirectory(prefix="proxd-ctlcrash-")
     db = os.path.join(tmp.name, "proxd.db")
     conf = os.path.join(tmp.name, "proxd.conf")

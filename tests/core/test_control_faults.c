@@ -404,6 +404,53 @@ static void test_resize_verify(void **unused)
     ch_down(&e);
 }
 
+/* An update of a running VM whose pending changes cannot be read (every
+ * GET .../pending refused, through the job's retries): Proxmox holds the
+ * new cores as pending (they apply at the next start), so the record must
+ * not say "applied live" with nothing pending, or the reconciler's next
+ * pass puts the running value (the old one) back into the record. */
+static void test_update_pending_unread(void **unused)
+{
+    (void)unused;
+    struct ch_env e;
+    up(&e);
+    int vm = mk_vm(&e, "up-1"); /* 1 core, running */
+    char job[40], rule[256];
+    snprintf(rule, sizeof rule,
+             "{\"method\":\"GET\",\"path\":\"/qemu/%d/pending$\",\"kind\":\"error\"}", vm);
+    fault(&e, rule);
+    struct core_error ce = {0};
+    if (core_vm_update(e.k, vm, NULL, 3, 0, job, &ce))
+        fail_msg("update refused: %s", ce.message);
+    struct job_rec j;
+    if (finish(&e, job, &j) != JOB_DONE)
+        fail_msg("update: %s", j.error);
+    job_rec_release(&j);
+    faults_off(&e);
+    struct reconcile_report rep;
+    assert_int_equal(core_reconcile(e.k, &rep), 0);
+    struct vm_rec v = live(&e, vm);
+    if (v.cores != 3)
+        fail_msg("the reconciler took the record back to %d cores", v.cores);
+    if (!v.pending)
+        fail_msg("the record says nothing is pending after an unread update");
+    vm_rec_release(&v);
+    /* the reboot applies it: the record and Proxmox agree, nothing pending */
+    action(&e, vm, ACT_REBOOT, job);
+    if (finish(&e, job, &j) != JOB_DONE)
+        fail_msg("reboot: %s", j.error);
+    job_rec_release(&j);
+    v = live(&e, vm);
+    assert_int_equal(v.cores, 3);
+    assert_null(v.pending);
+    vm_rec_release(&v);
+    json_t *st = ch_state(&e);
+    json_t *sv = ch_state_vm(st, vm);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(sv, "conf"), "cores")), 3);
+    json_decref(st);
+    ch_down(&e);
+}
+
 /* ---- the record a job acts on ----------------------------------------------------- */
 
 /* A pause queued for alice's VM waits behind another job; meanwhile the
@@ -458,9 +505,10 @@ static void test_record_changed(void **unused)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_power_reads),       cmocka_unit_test(test_delete_twice),
-        cmocka_unit_test(test_delete_during_job), cmocka_unit_test(test_terminal_event),
-        cmocka_unit_test(test_resize_verify),     cmocka_unit_test(test_record_changed),
+        cmocka_unit_test(test_power_reads),           cmocka_unit_test(test_delete_twice),
+        cmocka_unit_test(test_delete_during_job),     cmocka_unit_test(test_terminal_event),
+        cmocka_unit_test(test_resize_verify),         cmocka_unit_test(test_record_changed),
+        cmocka_unit_test(test_update_pending_unread),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

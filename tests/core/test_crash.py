@@ -16,18 +16,22 @@ instance; waiting that out ten times would take five minutes, so after each
 kill the test expires the dead instance's leases in the database (what the
 clock would do 30 s later) before it restarts proxd.
 
+Before that (SQLite only), cases of one creation killed at a chosen step
+and restarted in a chosen world.
+
 Plain script run by ctest (/usr/bin/python3 with Debian's python3-requests);
 prints one line per check group and a closing `N passed, N failed` line.
 """
 import json
 import os
 import random
+import re
 import tempfile
 import time
 
 from lib import eventcheck
 from lib.cases import case, finish
-from lib.db import expire_leases, rows as db_rows, wait_settled
+from lib.db import expire_leases, query as db_query, rows as db_rows, wait_settled, wait_step
 from lib.env import TOKEN_SECRET
 from lib.proxd import cluster_config as write_config, Daemon, OSES, run as proxd, TEMPLATE_BASE
 from lib.sim import Sim
@@ -49,6 +53,113 @@ def db_jobs(db):
 def clone_running(sim):
     tasks = sim.state().get("tasks", [])
     return any(t["type"] == "qmclone" and t["running"] for t in tasks)
+
+
+def killed_at_configure(tag):
+    """One creation killed while its configure call is held (pvesim delays
+    config writes 3 s), its lease expired: (sim, daemon, conf, db, tmp,
+    job id, its VMID, its node). The daemon is down, the delay rule gone."""
+    tmp = tempfile.TemporaryDirectory(prefix="proxd-crash-%s-" % tag)
+    db = os.path.join(tmp.name, "proxd.db")
+    conf = os.path.join(tmp.name, "proxd.conf")
+    sim = Sim(time_scale=0.02)
+    d = Daemon(conf, tmp.name)
+    try:
+        write_config(conf, db, sim.entry, ["reconcile_interval = 3600"])
+        sim.ctl("POST", "/faults", {"method": "PUT", "path": r"^/nodes/[^/]+/qemu/\d+/config$",
+                                    "kind": "delay", "delay_ms": 3000})
+        d.start()
+        out = json.loads(proxd("create", "--config", conf, "--os", "ubuntu", "--name", tag,
+                               "--cores", "1", "--memory", "512", "--disk", "20",
+                               "--owner", "ci").stdout)
+        step = wait_step(db, out["job"], "configure", 30)
+        assert step == "configure", "the creation is at %s, not configuring" % step
+        d.kill()
+        sim.ctl("DELETE", "/faults")
+        expire_leases(db)
+        j = db_jobs(db)[out["job"]]
+        return sim, d, conf, db, tmp, out["job"], j["vmid"], j["node"]
+    except Exception:
+        d.abort()
+        sim.stop(check_clean=False)
+        raise
+
+
+def resumed_creation_fails_over_without_a_leftover():
+    # resumed at configure on node A, the configure fails there and the
+    # creation moves on (what A had is removed); on the next node the clone
+    # is refused, plainly. Nothing was sent there before the restart: the
+    # refusal is a failover like any other, not a request that "may still
+    # be served" (which left a leftover and took a new VMID per failover)
+    sim, d, conf, db, tmp, job, vmid, node = killed_at_configure("failover")
+    try:
+        sim.ctl("POST", "/faults", {"method": "PUT", "node": node,
+                                    "path": r"^/nodes/[^/]+/qemu/\d+/config$",
+                                    "kind": "error", "status": 500,
+                                    "message": "config refused by the test"})
+        sim.ctl("POST", "/faults", {"method": "POST",
+                                    "path": r"^/nodes/(?!%s/)[^/]+/qemu/\d+/clone$" % node,
+                                    "kind": "error", "status": 500, "count": 1,
+                                    "message": "clone refused by the test"})
+        d.start()
+        wait_settled(db, 60)
+        j = json.loads(proxd("job", "--config", conf, job).stdout)
+        events = " | ".join(e["message"] for e in j["events"])
+        assert j["state"] == "done", "%s: %s (%s)" % (j["state"], j["error"], events)
+        assert "clone refused by the test" in json.dumps(j["attempts"]), j["attempts"]
+        assert "left for the reconciler" not in events, "a leftover: " + events
+        assert j["vmid"] == vmid, "VMID %d spent, the VM is %d: %s" % (vmid, j["vmid"], events)
+        assert not db_query(db, "SELECT vmid FROM leftovers")
+        ours = [v for v in sim.state()["vms"] if v["vmid"] < TEMPLATE_BASE]
+        assert [(v["vmid"], v["node"]) for v in ours] == [(vmid, j["node"])], ours
+        d.stop()
+    except Exception:
+        d.abort()
+        sim.stop(check_clean=False)
+        raise
+    sim.stop()
+
+
+def without_node(conf, node):
+    """The configuration at `conf` with the [node NODE] section left out."""
+    with open(conf) as f:
+        sections = re.split(r"(?m)^(?=\[)", f.read())
+    with open(conf, "w") as f:
+        f.write("".join(s for s in sections if not s.startswith("[node %s]" % node)))
+
+
+def resumed_on_a_node_no_longer_configured():
+    # killed at configure, restarted with its node gone from the
+    # configuration: the VM made there (which proxd can no longer look at)
+    # is recorded as a leftover, under its VMID, and the request goes on
+    # under a new one. Placed again under the same VMID, the half-made VM
+    # was abandoned without a trace
+    sim, d, conf, db, tmp, job, vmid, node = killed_at_configure("gone")
+    try:
+        without_node(conf, node)
+        d.start()
+        wait_settled(db, 60)
+        assert d.alive(), d.tail()
+        j = json.loads(proxd("job", "--config", conf, job).stdout)
+        events = " | ".join(e["message"] for e in j["events"])
+        assert j["state"] == "done", "%s: %s (%s)" % (j["state"], j["error"], events)
+        assert j["node"] != node and j["vmid"] != vmid, (j["node"], j["vmid"], events)
+        left = db_query(db, "SELECT vmid, node, job FROM leftovers")
+        assert left == [(vmid, node, job)], "leftovers %s; events: %s" % (left, events)
+        assert "left for the reconciler" in events, events
+        # the request has one VM where proxd manages nodes, and the
+        # half-made one is still where it was left (nobody removed it)
+        vms = {(v["vmid"], v["node"]) for v in sim.state()["vms"] if v["vmid"] < TEMPLATE_BASE}
+        assert vms == {(vmid, node), (j["vmid"], j["node"])}, vms
+        recs = [r for r in json.loads(proxd("vms", "--config", conf).stdout)
+                if r["state"] == "enabled"]
+        assert [(r["vmid"], r["node"]) for r in recs] == [(j["vmid"], j["node"])], recs
+        d.stop()
+    except Exception:
+        d.abort()
+        sim.stop(check_clean=False)
+        raise
+    sim.stop()
 
 
 def main(db=None):
@@ -239,4 +350,7 @@ def main(db=None):
 
 
 if __name__ == "__main__":
+    # the cases of one creation each first, on databases of their own
+    case(resumed_creation_fails_over_without_a_leftover)
+    case(resumed_on_a_node_no_longer_configured)
     main()
