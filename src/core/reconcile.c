@@ -286,6 +286,11 @@ static void check_record(struct core *k, struct vm_rec *v, const struct fleet_vm
     if (v->updated_at >= t0)
         return;
     if (fv) {
+        /* from an inventory its node answered this pass: a world whose read
+         * failed keeps its last one, older than what jobs wrote since (a
+         * stop taken back to "running") */
+        if (!fleet_node_fresh(k->fl, fv->node, t0))
+            return;
         take_over(k, v, fv, last_kind, recent_power_job(last_kind, last_ended), rep);
         return;
     }

@@ -1111,6 +1111,37 @@ static void test_lost_comes_back(void **unused)
     down(&e);
 }
 
+/* A pass whose inventory read fails works on the last one read: what a job
+ * changed since then (a stop) is not taken back from it. It was: the stopped
+ * VM recorded running again, a power "repair" of a change only proxd made. */
+static void test_stale_inventory(void **unused)
+{
+    (void)unused;
+    struct ch_env e;
+    up(&e, NULL);
+    int vm = mk_vm(&e, "stale-1");
+    struct reconcile_report rep;
+    assert_int_equal(core_reconcile(e.k, &rep), 0);
+    assert_int_equal(rep.power, 0);
+    sim(e.port, "POST", "/_sim/faults",
+        "{\"kind\": \"error\", \"method\": \"GET\", \"path\": \"^/cluster/resources\","
+        " \"status\": 500, \"message\": \"injected: inventory\"}");
+    act_ok(&e, vm, ACT_STOP, NULL, "stopped");
+    assert_int_equal(core_reconcile(e.k, &rep), 0);
+    assert_int_equal(rep.power + rep.moved + rep.resized + rep.lost, 0);
+    struct vm_rec v = live(&e, vm);
+    assert_string_equal(v.power, "stopped");
+    vm_rec_release(&v);
+    /* the inventory answers again: nothing to repair, the VM is stopped */
+    sim(e.port, "DELETE", "/_sim/faults", NULL);
+    assert_int_equal(core_reconcile(e.k, &rep), 0);
+    assert_int_equal(rep.power + rep.moved + rep.resized + rep.lost, 0);
+    v = live(&e, vm);
+    assert_string_equal(v.power, "stopped");
+    vm_rec_release(&v);
+    down(&e);
+}
+
 /* ---- 7: drift repaired by the reconciler ------------------------------------------- */
 
 static void test_drift(void **unused)
@@ -1244,6 +1275,7 @@ int main(void)
         cmocka_unit_test(test_moved),
         cmocka_unit_test(test_drift),
         cmocka_unit_test(test_lost_comes_back),
+        cmocka_unit_test(test_stale_inventory),
         cmocka_unit_test(test_record_behind),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
