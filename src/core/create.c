@@ -1086,6 +1086,9 @@ static int on_cancel(struct ctx *c)
     if (strcmp(s, "wait_clone") == 0 || strcmp(s, "cleanup") == 0 || strcmp(s, "done") == 0 ||
         strcmp(s, "failed") == 0)
         return 0;
+    /* resumed at the clone: a request may have gone out before the crash */
+    if (strcmp(s, "clone") == 0)
+        c->clone_lost = true;
     job_checkpoint(c->k, c->j, "cleanup", -1, "cancel requested by %s: removing VM %d from %s",
                    c->j->cancel_by, c->j->vmid, c->j->node);
     return 0;
@@ -1126,6 +1129,13 @@ void create_run(struct core *k, struct job_rec *j)
         return;
     }
     c.resumed = strcmp(j->step, "queued") != 0;
+    /* a cleanup resumed without the clone's UPID may follow a clone request
+     * whose answer was lost before the crash: what this run knew is gone,
+     * so it is assumed (else a cleanup that sees no VM and no task yet let
+     * the creation go on under the VMID the request may still make a VM
+     * of: a second VM of it on another standalone host, a foreign VMID in
+     * a cluster) */
+    c.clone_lost = c.resumed && strcmp(j->step, "cleanup") == 0 && !j->upid[0];
     if (j->node[0] && !enter_node(&c) && resume_unconfigured(&c) != 0)
         return;
     /* the clone slot this run holds, and on which node: a slot is for the

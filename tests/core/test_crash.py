@@ -26,6 +26,7 @@ import json
 import os
 import random
 import re
+import sqlite3
 import tempfile
 import time
 
@@ -154,6 +155,60 @@ def resumed_on_a_node_no_longer_configured():
         recs = [r for r in json.loads(proxd("vms", "--config", conf).stdout)
                 if r["state"] == "enabled"]
         assert [(r["vmid"], r["node"]) for r in recs] == [(j["vmid"], j["node"])], recs
+        d.stop()
+    except Exception:
+        d.abort()
+        sim.stop(check_clean=False)
+        raise
+    sim.stop()
+
+
+def resumed_cleanup_minds_a_clone_that_may_come():
+    # standalone hosts. The creation's run died in its cleanup after a clone
+    # request to sv1 whose answer was lost (step cleanup, no UPID; made by
+    # hand: a kill lands in that window only by luck), and that request is
+    # served after the resumed cleanup looked (here the test makes the VM
+    # it makes, marker and all). The resumed run knows nothing of the lost
+    # answer: it must assume it, set that VMID aside and go on under a new
+    # one; it went on under the same VMID, and the late clone made a second
+    # VM of it on sv1, which the reconciler takes for a copy and keeps
+    tmp = tempfile.TemporaryDirectory(prefix="proxd-crash-late-")
+    db = os.path.join(tmp.name, "proxd.db")
+    conf = os.path.join(tmp.name, "proxd.conf")
+    sim = Sim(standalone=True, time_scale=0.02)
+    d = Daemon(conf, tmp.name)
+    try:
+        write_config(conf, db, sim.entry, ["reconcile_interval = 3600"], placement="ordered",
+                     standalone=sim.ports)
+        out = json.loads(proxd("create", "--config", conf, "--os", "ubuntu", "--name", "late",
+                               "--cores", "1", "--memory", "512", "--disk", "20",
+                               "--owner", "ci").stdout)
+        job = out["job"]
+        vmid = db_jobs(db)[job]["vmid"]
+        c = sqlite3.connect(db, timeout=30)
+        with c:
+            c.execute("UPDATE jobs SET state = 'running', step = 'cleanup', node = 'sv1',"
+                      " upid = '', lease_owner = 'dead:1', lease_until = 0,"
+                      " attempts = '[{\"node\": \"sv1\", \"error\": \"the connection closed"
+                      " without an answer after the request was sent\"}]' WHERE id = ?", (job,))
+        c.close()
+        d.start()
+        wait_settled(db, 60)
+        j = json.loads(proxd("job", "--config", conf, job).stdout)
+        events = " | ".join(e["message"] for e in j["events"])
+        assert j["state"] == "done", "%s: %s (%s)" % (j["state"], j["error"], events)
+        assert j["node"] != "sv1", (j["node"], events)
+        # the request served late: the clone it makes on sv1
+        tpl = TEMPLATE_BASE + OSES.index("ubuntu")
+        upid = sim.data("POST", "/nodes/sv1/qemu/%d/clone" % tpl,
+                        data={"newid": str(vmid), "name": "late", "full": "1",
+                              "description": "proxd job %s" % job}, port=sim.ports["sv1"])
+        assert sim.wait_task("sv1", upid, port=sim.ports["sv1"])["exitstatus"] == "OK"
+        proxd("reconcile", "--config", conf)
+        vms = {(v["vmid"], v["node"]) for v in sim.state()["vms"] if v["vmid"] < TEMPLATE_BASE}
+        assert vms == {(j["vmid"], j["node"])}, "VMs %s, the job's %s: %s" % (
+            vms, (j["vmid"], j["node"]), events)
+        assert j["vmid"] != vmid, events
         d.stop()
     except Exception:
         d.abort()
@@ -353,4 +408,5 @@ if __name__ == "__main__":
     # the cases of one creation each first, on databases of their own
     case(resumed_creation_fails_over_without_a_leftover)
     case(resumed_on_a_node_no_longer_configured)
+    case(resumed_cleanup_minds_a_clone_that_may_come)
     main()
