@@ -131,7 +131,13 @@ int decode_object(struct resp *rs, json_t *o, const struct field *f, size_t n);
 /* Query string: every argument must be one of `allowed` (NULL-terminated);
  * -1 with a 400 naming the first that is not. */
 int check_query(struct req *rq, struct resp *rs, const char *const *allowed);
+/* An argument's value; NULL when absent or empty (as a filter, empty is
+ * no filter). Not for flags: see query_flag. */
 const char *query(struct req *rq, const char *name);
+/* A boolean argument: absent is false; "true", "1" and a bare ?name or
+ * ?name= are true; "false" and "0" false. -1 with a 400 naming it for any
+ * other value or a repeat. */
+int query_flag(struct req *rq, struct resp *rs, const char *name, bool *on);
 /* Parse a whole integer in [lo, hi] (query or path); -1 with a 400. */
 int parse_int_arg(struct resp *rs, const char *name, const char *s, int64_t lo, int64_t hi,
                   int64_t *out);

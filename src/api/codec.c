@@ -532,6 +532,30 @@ const char *query(struct req *rq, const char *name)
     return v && *v ? v : NULL;
 }
 
+int query_flag(struct req *rq, struct resp *rs, const char *name, bool *on)
+{
+    const char *k, *v, *got = NULL;
+    for (size_t i = 0; http_req_arg(rq->hr, i, &k, &v); i++) {
+        if (strcmp(k, name) != 0)
+            continue;
+        /* a repeat could say both: refused rather than guessing which counts */
+        if (got) {
+            resp_error(rs, HTTP_BAD_REQUEST, "invalid", name, "%s: given more than once", name);
+            return -1;
+        }
+        got = v;
+    }
+    /* a bare ?name (or ?name=) is the flag raised: read as absent it would
+     * turn a request for a check into the real thing */
+    *on = got && (!*got || strcmp(got, "1") == 0 || strcmp(got, "true") == 0);
+    if (got && !*on && strcmp(got, "0") != 0 && strcmp(got, "false") != 0) {
+        resp_error(rs, HTTP_BAD_REQUEST, "invalid", name, "%s: true, false, 1, 0 or empty (true)",
+                   name);
+        return -1;
+    }
+    return 0;
+}
+
 int parse_int_arg(struct resp *rs, const char *name, const char *s, int64_t lo, int64_t hi,
                   int64_t *out)
 {

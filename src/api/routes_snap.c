@@ -92,12 +92,10 @@ void h_snap_list(struct req *rq, struct resp *rs)
     int vmid;
     if (check_query(rq, rs, allowed) || snap_vmid(rq, rs, &vmid))
         return;
-    const char *refresh = query(rq, "refresh"), *job = query(rq, "job");
-    if (refresh && strcmp(refresh, "1") && strcmp(refresh, "true") && strcmp(refresh, "0") &&
-        strcmp(refresh, "false")) {
-        resp_error(rs, HTTP_BAD_REQUEST, "invalid", "refresh", "refresh: 1 or 0");
+    bool fresh;
+    if (query_flag(rq, rs, "refresh", &fresh))
         return;
-    }
+    const char *job = query(rq, "job");
     struct snap_info *s = NULL;
     size_t n = 0;
     int64_t as_of = 0;
@@ -119,7 +117,6 @@ void h_snap_list(struct req *rq, struct resp *rs)
             return;
         }
     } else {
-        bool fresh = refresh && (strcmp(refresh, "1") == 0 || strcmp(refresh, "true") == 0);
         rc = core_snap_list(rq->api->k, vmid, acting_owner(rq), fresh, &s, &n, &as_of, id, &ce);
     }
     if (rc) {

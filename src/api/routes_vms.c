@@ -288,7 +288,7 @@ out:
     json_decref(stored);
 }
 
-/* ?dry_run=true: the request checked as a submission would check it
+/* ?dry_run=true (or a bare ?dry_run): the request checked as a submission would check it
  * before touching the store (core_create_check), nothing recorded: 200
  * {"dry_run": true, "valid": true} or the error the submission would give.
  * proxctl vm create --from checks a whole file this way before it submits
@@ -298,13 +298,7 @@ static int dry_run_arg(struct req *rq, struct resp *rs, bool *dry)
     static const char *const allowed[] = {"dry_run", NULL};
     if (check_query(rq, rs, allowed))
         return -1;
-    const char *v = query(rq, "dry_run");
-    *dry = v && strcmp(v, "true") == 0;
-    if (v && !*dry && strcmp(v, "false") != 0) {
-        resp_error(rs, HTTP_BAD_REQUEST, "invalid", "dry_run", "dry_run: true or false");
-        return -1;
-    }
-    return 0;
+    return query_flag(rq, rs, "dry_run", dry);
 }
 
 /* The dry run's checks: the request's own, and an Idempotency-Key used

@@ -211,6 +211,11 @@ def bad_input_and_known_refusals():
         assert r.status_code == 404, r.text
     r = api.call("GET", "/v1/vms/%d/snapshots?refresh=maybe" % vmid, ALICE)
     assert r.status_code == 400, r.text
+    # proxd knows the list, yet a bare ?refresh (a flag with no value) asks
+    # for a fresh read: a list job, not the known list
+    r = api.call("GET", "/v1/vms/%d/snapshots?refresh" % vmid, ALICE)
+    assert r.status_code == 202, r.text
+    assert api.job(ALICE, r.json()["job"])["state"] == "done"
     r = api.call("GET", "/v1/vms/%d/snapshots?other=1" % vmid, ALICE)
     assert r.status_code == 400, r.text
     r = api.call("GET", "/v1/vms/%d/snapshots?job=%s" % (vmid, "0" * 36), ALICE)
