@@ -89,8 +89,19 @@ char *error_json_text(const char *code, const char *field, const char *node, con
 void resp_json(struct resp *rs, unsigned status, json_t *body);
 /* A JSON answer already written as text (jsonw.h): takes b's contents. */
 void resp_json_text(struct resp *rs, unsigned status, struct buf *b);
-/* Map a core error to the HTTP answer. */
+/* What a caller is told when the database fails or proxd fails inside:
+ * the store's own words (libpq's name the server's host and port and the
+ * database user) go to the log only. */
+#define API_DB_DOWN_TEXT "the database is not answering (the detail is in proxd's log)"
+#define API_INTERNAL_TEXT                                                                          \
+    "proxd could not complete the request: the database is not answering or proxd failed "         \
+    "inside (the detail is in proxd's log)"
+/* Map a core error to the HTTP answer (CORE_E_INTERNAL: 503 with
+ * API_INTERNAL_TEXT, the message logged). */
 void resp_core_error(struct resp *rs, const struct core_error *ce);
+/* A store failure: 503 "unavailable" with API_DB_DOWN_TEXT, the store's
+ * message logged. */
+void resp_store_error(struct resp *rs, const struct store_error *se);
 /* "2026-11-23T23:40:01.123Z", or JSON null for 0. */
 json_t *json_time(int64_t unix_ms);
 /* A VM record's JSON object appended to b: the one encoder of

@@ -3,6 +3,7 @@
 #include "api/api_int.h"
 
 #include "common/jsonw.h"
+#include "common/log.h"
 #include "common/util.h"
 #include "common/xalloc.h"
 
@@ -133,7 +134,17 @@ void resp_core_error(struct resp *rs, const struct core_error *ce)
     case CORE_E_INTERNAL:
         break;
     }
-    resp_error(rs, HTTP_SERVICE_UNAVAILABLE, "unavailable", NULL, "%s", ce->message);
+    /* The message is the store's (libpq's or SQLite's words: hosts, ports,
+     * the database user, table names): for the log, not for the caller. */
+    log_warn("api", "a request failed inside proxd: %s", ce->message);
+    resp_error(rs, HTTP_SERVICE_UNAVAILABLE, "unavailable", NULL, "%s", API_INTERNAL_TEXT);
+}
+
+void resp_store_error(struct resp *rs, const struct store_error *se)
+{
+    /* as above: the detail names the database server; the log has it */
+    log_warn("api", "a request's database call failed: %s", se->message);
+    resp_error(rs, HTTP_SERVICE_UNAVAILABLE, "unavailable", NULL, "%s", API_DB_DOWN_TEXT);
 }
 
 json_t *json_time(int64_t ms)

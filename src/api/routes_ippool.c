@@ -36,12 +36,6 @@ static const struct cfg_ippool *admin_pool(struct req *rq, struct resp *rs,
     return check_query(rq, rs, allowed) ? NULL : pool_arg(rq, rs);
 }
 
-static void store_failed(struct resp *rs, const struct store_error *se)
-{
-    resp_error(rs, HTTP_SERVICE_UNAVAILABLE, "unavailable", NULL, "the database failed: %s",
-               se->message);
-}
-
 static json_t *addr_text(const char *key)
 {
     struct ippool_addr a;
@@ -79,7 +73,7 @@ static json_t *pool_json(struct req *rq, struct resp *rs, const struct cfg_ippoo
         int64_t mine = 0;
         if (store_addr_count_owner(rq->api->st, p->name, rq->who.owner, &mine, &se)) {
             json_decref(o);
-            store_failed(rs, &se);
+            resp_store_error(rs, &se);
             return NULL;
         }
         json_object_set_new(o, "yours", json_integer(mine));
@@ -88,7 +82,7 @@ static json_t *pool_json(struct req *rq, struct resp *rs, const struct cfg_ippoo
     struct ippool_figures f;
     if (ippool_view_figures(rq->api->st, p, &f, &se)) {
         json_decref(o);
-        store_failed(rs, &se);
+        resp_store_error(rs, &se);
         return NULL;
     }
     char gw[IPPOOL_ADDRSTRLEN] = "";
@@ -176,7 +170,7 @@ void h_ippool_get(struct req *rq, struct resp *rs)
         json_t *r = ranges_json(rq->api->st, p, &se);
         if (!r) {
             json_decref(o);
-            store_failed(rs, &se);
+            resp_store_error(rs, &se);
             return;
         }
         json_object_set_new(o, "ranges", r);
@@ -250,7 +244,7 @@ void h_ippool_addrs(struct req *rq, struct resp *rs)
     struct store_error se;
     if (store_addr_list(rq->api->st, foreign ? "" : p->name, state, key, (int)limit, &rows, &n,
                         &se)) {
-        store_failed(rs, &se);
+        resp_store_error(rs, &se);
         return;
     }
     json_t *arr = json_array();
@@ -296,7 +290,7 @@ void h_ippool_hold(struct req *rq, struct resp *rs)
         return;
     }
     if (rc) {
-        store_failed(rs, &se);
+        resp_store_error(rs, &se);
         return;
     }
     resp_json(rs, HTTP_CREATED,
@@ -345,7 +339,7 @@ void h_ippool_unhold(struct req *rq, struct resp *rs)
         return;
     }
     if (rc) {
-        store_failed(rs, &se);
+        resp_store_error(rs, &se);
         return;
     }
     rs->status = HTTP_NO_CONTENT;
@@ -402,7 +396,7 @@ void h_ippool_range_add(struct req *rq, struct resp *rs)
         return;
     }
     if (rc) {
-        store_failed(rs, &se);
+        resp_store_error(rs, &se);
         return;
     }
     resp_json(rs, HTTP_CREATED,
@@ -424,7 +418,7 @@ void h_ippool_range_del(struct req *rq, struct resp *rs)
         return;
     }
     if (rc) {
-        store_failed(rs, &se);
+        resp_store_error(rs, &se);
         return;
     }
     rs->status = HTTP_NO_CONTENT;

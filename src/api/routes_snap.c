@@ -41,7 +41,7 @@ static int snap_vmid(struct req *rq, struct resp *rs, int *vmid)
     struct store_error se;
     int rc = store_vm_get(rq->api->st, *vmid, &r, &se);
     if (rc && rc != STORE_E_NOTFOUND) {
-        resp_error(rs, HTTP_SERVICE_UNAVAILABLE, "unavailable", NULL, "%s", se.message);
+        resp_store_error(rs, &se);
         return -1;
     }
     bool mine = rc == STORE_OK && strcmp(r.owner, rq->who.owner) == 0;
