@@ -9,6 +9,8 @@
  * here waits on Proxmox. */
 #include "api/api_int.h"
 #include "api/ippool_view.h"
+#include "common/xalloc.h"
+#include "core/ippool_plan.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -140,8 +142,21 @@ static json_t *ranges_json(store *st, const struct cfg_ippool *p, struct store_e
             rt, json_pack("{s:I,s:s,s:o,s:o,s:s,s:o}", "id", (json_int_t)r[i].id, "kind", r[i].kind,
                           "first", addr_text(r[i].first), "last", addr_text(r[i].last),
                           "created_by", r[i].created_by, "created_at", json_time(r[i].created_at)));
+    /* what the allocator makes of them (the route refuses a range that does
+     * not fit, but two proxd versions, or a CIDR changed since, may differ) */
+    struct ippool plan;
+    struct ippool_errinfo e;
+    enum ippool_plan_state s = ippool_plan_build(p, r, n, &plan, &e, NULL);
     free(r);
-    return json_pack("{s:o,s:o,s:o}", "configured", cr, "configured_reserved", cres, "runtime", rt);
+    char why[320] = "";
+    if (s == IPPOOL_PLAN_NORANGES)
+        snprintf(why, sizeof why, "the run-time hand-out ranges are not applied: %s", e.msg);
+    else if (s == IPPOOL_PLAN_CLOSED)
+        snprintf(why, sizeof why,
+                 "the run-time reservations cannot be applied, so nothing is handed out: %s",
+                 e.msg);
+    return json_pack("{s:o,s:o,s:o,s:o}", "configured", cr, "configured_reserved", cres, "runtime",
+                     rt, "runtime_problem", why[0] ? json_string(why) : json_null());
 }
 
 static json_t *conflicts_json(struct core *k, const char *pool)
@@ -345,6 +360,36 @@ void h_ippool_unhold(struct req *rq, struct resp *rs)
     rs->status = HTTP_NO_CONTENT;
 }
 
+/* store_addr_range_add_checked's check: the plan with the new range must
+ * build whole, as the allocator builds it (ippool_plan_build), or the
+ * range is refused. Accepted and then left out, a hand-out range would
+ * not count and a reservation would once have freed every run-time
+ * reservation. */
+static int range_fits(void *ctx, const struct store_addr_range *have, size_t n,
+                      const struct store_addr_range *r, struct store_error *err)
+{
+    const struct cfg_ippool *p = ctx;
+    struct store_addr_range *all = xcalloc(n + 1, sizeof *all);
+    if (n)
+        memcpy(all, have, n * sizeof *all);
+    all[n] = *r;
+    struct ippool plan;
+    struct ippool_errinfo e;
+    enum ippool_err code;
+    enum ippool_plan_state s = ippool_plan_build(p, all, n + 1, &plan, &e, &code);
+    free(all);
+    if (s == IPPOOL_PLAN_OK)
+        return STORE_OK;
+    /* a cap is about how many ranges of the kind; the rest about where */
+    const char *field = code == IPPOOL_ETOOMANY ? "kind" : "first";
+    memset(err, 0, sizeof *err);
+    err->code = STORE_E_CONFLICT;
+    snprintf(err->field, sizeof err->field, "%s", field);
+    snprintf(err->message, sizeof err->message, "%s: pool %s cannot take this range: %s", field,
+             p->name, e.msg);
+    return STORE_E_CONFLICT;
+}
+
 void h_ippool_range_add(struct req *rq, struct resp *rs)
 {
     const struct cfg_ippool *p = admin_pool(rq, rs, NULL);
@@ -390,9 +435,13 @@ void h_ippool_range_add(struct req *rq, struct resp *rs)
     snprintf(r.kind, sizeof r.kind, "%s", kind);
     snprintf(r.created_by, sizeof r.created_by, "%s", rq->who.owner);
     struct store_error se;
-    int rc = store_addr_range_add(rq->api->st, &r, &se);
+    int rc = store_addr_range_add_checked(rq->api->st, &r, range_fits, (void *)p, &se);
     if (rc == STORE_E_INVALID) {
         resp_error(rs, HTTP_BAD_REQUEST, "invalid", "first", "%s", se.message);
+        return;
+    }
+    if (rc == STORE_E_CONFLICT && se.field[0]) {
+        resp_error(rs, HTTP_CONFLICT, "conflict", se.field, "%s", se.message);
         return;
     }
     if (rc) {
