@@ -76,11 +76,13 @@ static json_t *list_json(int vmid, const struct snap_info *s, size_t n, int64_t 
 {
     json_t *a = json_array();
     for (size_t i = 0; i < n; i++) {
-        json_t *o = json_pack("{s:s,s:s,s:o,s:b,s:b}", "name", s[i].name, "description",
-                              s[i].description, "created_at", json_time(s[i].snaptime * 1000),
-                              "vmstate", s[i].vmstate, "proxd", s[i].proxd);
-        json_object_set_new(o, "parent", s[i].parent[0] ? json_string(s[i].parent) : json_null());
-        json_object_set_new(o, "state", json_string(s[i].state[0] ? s[i].state : "complete"));
+        /* snap_text: an entry is never left out for its text */
+        json_t *o =
+            json_pack("{s:o,s:o,s:o,s:b,s:b}", "name", snap_text(s[i].name), "description",
+                      snap_text(s[i].description), "created_at", json_time(s[i].snaptime * 1000),
+                      "vmstate", s[i].vmstate, "proxd", s[i].proxd);
+        json_object_set_new(o, "parent", s[i].parent[0] ? snap_text(s[i].parent) : json_null());
+        json_object_set_new(o, "state", snap_text(s[i].state[0] ? s[i].state : "complete"));
         json_array_append_new(a, o);
     }
     return json_pack("{s:i,s:o,s:o}", "vmid", vmid, "snapshots", a, "as_of", json_time(as_of));

@@ -485,6 +485,25 @@ def a_half_made_snapshot_left_behind_is_named():
     assert "is removed" not in j["error"], j
 
 
+@case
+def a_long_multibyte_description_is_cut_between_characters():
+    # made outside proxd with 600 bytes of 3-byte characters: proxd keeps
+    # 512 bytes at most, and byte 512 falls inside the 171st character.
+    # Cut there, the text was no UTF-8, its entry could not be encoded and
+    # the list left the snapshot out.
+    tok = px.token("ivan")
+    vmid = api.create_vm(tok, "snap-euro")
+    node = sim.vm(vmid)["node"]
+    up = sim.data("POST", "/nodes/%s/qemu/%d/snapshot" % (node, vmid),
+                  data={"snapname": "euros", "description": "\u20ac" * 200})
+    assert sim.wait_task(node, up)["exitstatus"] == "OK"
+    assert pve_snaps(sim, vmid)["euros"]["description"] == "\u20ac" * 200
+    ls = api.snaps(tok, vmid)  # a list job reads Proxmox's list
+    assert set(ls) == {"euros"}, ls
+    assert ls["euros"]["description"] == "\u20ac" * 170, ls["euros"]
+    assert not ls["euros"]["proxd"], ls
+
+
 def fault_rules(rate):
     return fault_mix(rate, r"^/nodes/[^/]+/qemu/\d+/(snapshot|status/current)", SNAP_MIX,
                      message="injected fault") + [
