@@ -189,6 +189,16 @@ void h_os(struct req *rq, struct resp *rs);
 void h_quota(struct req *rq, struct resp *rs);
 void h_healthz(struct req *rq, struct resp *rs);
 void h_readyz(struct req *rq, struct resp *rs);
+/* The /metrics page as it is written: every append goes through
+ * mtext_printf, and the first one that would pass the cap marks the page
+ * full and skips every later one, so a short line never follows a dropped
+ * one (a page cut piecewise is malformed yet looks fine). A full page is
+ * answered 500, never sent. */
+struct mtext {
+    struct buf b;
+    bool full;
+};
+void mtext_printf(struct mtext *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void h_metrics(struct req *rq, struct resp *rs);
 /* routes_ippool.c */
 void h_ippools(struct req *rq, struct resp *rs);
@@ -198,13 +208,13 @@ void h_ippool_hold(struct req *rq, struct resp *rs);
 void h_ippool_unhold(struct req *rq, struct resp *rs);
 void h_ippool_range_add(struct req *rq, struct resp *rs);
 void h_ippool_range_del(struct req *rq, struct resp *rs);
-void ippool_metrics(struct api *a, struct buf *b);
+void ippool_metrics(struct api *a, struct mtext *b);
 /* routes_snap.c */
 void h_snap_list(struct req *rq, struct resp *rs);
 void h_snap_create(struct req *rq, struct resp *rs);
 void h_snap_delete(struct req *rq, struct resp *rs);
 void h_snap_rollback(struct req *rq, struct resp *rs);
-void snap_metrics(struct api *a, struct buf *b);
+void snap_metrics(struct api *a, struct mtext *b);
 
 /* ---- sse.c ---- */
 struct sse_hub *sse_hub_new(struct api *a);

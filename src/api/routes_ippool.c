@@ -474,13 +474,13 @@ void h_ippool_range_del(struct req *rq, struct resp *rs)
 }
 
 /* /metrics: proxd_ippool_* */
-void ippool_metrics(struct api *a, struct buf *b)
+void ippool_metrics(struct api *a, struct mtext *b)
 {
     const struct proxd_config *c = a->cfg;
     if (c->npools == 0)
         return;
-    buf_printf(b, "# HELP proxd_ippool_addresses Addresses of each pool by state.\n"
-                  "# TYPE proxd_ippool_addresses gauge\n");
+    mtext_printf(b, "# HELP proxd_ippool_addresses Addresses of each pool by state.\n"
+                    "# TYPE proxd_ippool_addresses gauge\n");
     struct buf sz = BUF_INIT(BUF_UNLIMITED), fr = BUF_INIT(BUF_UNLIMITED),
                cf = BUF_INIT(BUF_UNLIMITED);
     for (int i = 0; i < c->npools; i++) {
@@ -492,8 +492,8 @@ void ippool_metrics(struct api *a, struct buf *b)
         const char *st[] = {"used", "reserved", "quarantine", "held", "foreign"};
         int64_t v[] = {f.c.used, f.c.reserved, f.c.quarantined, f.c.held, f.foreign};
         for (int s = 0; s < 5; s++)
-            buf_printf(b, "proxd_ippool_addresses{pool=\"%s\",state=\"%s\"} %lld\n", p->name, st[s],
-                       (long long)v[s]);
+            mtext_printf(b, "proxd_ippool_addresses{pool=\"%s\",state=\"%s\"} %lld\n", p->name,
+                         st[s], (long long)v[s]);
         buf_printf(&sz, "proxd_ippool_size{pool=\"%s\"} %llu\n", p->name,
                    (unsigned long long)f.size);
         buf_printf(&fr, "proxd_ippool_free{pool=\"%s\"} %llu\n", p->name,
@@ -501,19 +501,19 @@ void ippool_metrics(struct api *a, struct buf *b)
         buf_printf(&cf, "proxd_ippool_conflicts_total{pool=\"%s\"} %llu\n", p->name,
                    (unsigned long long)core_ippool_conflicts_total(a->k, p->name));
     }
-    buf_printf(b,
-               "# HELP proxd_ippool_size Addresses each pool hands out (saturated at 2^64-1).\n"
-               "# TYPE proxd_ippool_size gauge\n%s",
-               buf_str(&sz));
-    buf_printf(b,
-               "# HELP proxd_ippool_free Free addresses of each pool (saturated at 2^64-1).\n"
-               "# TYPE proxd_ippool_free gauge\n%s",
-               buf_str(&fr));
-    buf_printf(b,
-               "# HELP proxd_ippool_conflicts_total Addresses of each pool found on a VM "
-               "that is not proxd's while proxd holds them for another.\n"
-               "# TYPE proxd_ippool_conflicts_total counter\n%s",
-               buf_str(&cf));
+    mtext_printf(b,
+                 "# HELP proxd_ippool_size Addresses each pool hands out (saturated at 2^64-1).\n"
+                 "# TYPE proxd_ippool_size gauge\n%s",
+                 buf_str(&sz));
+    mtext_printf(b,
+                 "# HELP proxd_ippool_free Free addresses of each pool (saturated at 2^64-1).\n"
+                 "# TYPE proxd_ippool_free gauge\n%s",
+                 buf_str(&fr));
+    mtext_printf(b,
+                 "# HELP proxd_ippool_conflicts_total Addresses of each pool found on a VM "
+                 "that is not proxd's while proxd holds them for another.\n"
+                 "# TYPE proxd_ippool_conflicts_total counter\n%s",
+                 buf_str(&cf));
     buf_release(&sz);
     buf_release(&fr);
     buf_release(&cf);

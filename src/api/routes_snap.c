@@ -189,7 +189,7 @@ void h_snap_rollback(struct req *rq, struct resp *rs)
 }
 
 /* Snapshot counters for /metrics (metrics.c calls this). */
-void snap_metrics(struct api *a, struct buf *b)
+void snap_metrics(struct api *a, struct mtext *b)
 {
     struct snap_stats s;
     core_snap_stats(a->k, &s);
@@ -210,12 +210,12 @@ void snap_metrics(struct api *a, struct buf *b)
          "Snapshot creations refused by [snapshots] max_per_vm or max_per_owner.",
          offsetof(struct snap_stats, limit_refusals)},
     };
-    buf_printf(b, "# HELP proxd_snapshots_outside_total Snapshots made or removed outside proxd, "
-                  "as the sync pass found them.\n# TYPE proxd_snapshots_outside_total counter\n");
+    mtext_printf(b, "# HELP proxd_snapshots_outside_total Snapshots made or removed outside proxd, "
+                    "as the sync pass found them.\n# TYPE proxd_snapshots_outside_total counter\n");
     for (size_t i = 0; i < sizeof c / sizeof *c; i++) {
         if (c[i].help)
-            buf_printf(b, "# HELP %s %s\n# TYPE %s counter\n", c[i].name, c[i].help, c[i].name);
-        buf_printf(b, "%s %llu\n", c[i].name,
-                   (unsigned long long)*(const uint64_t *)((const char *)&s + c[i].off));
+            mtext_printf(b, "# HELP %s %s\n# TYPE %s counter\n", c[i].name, c[i].help, c[i].name);
+        mtext_printf(b, "%s %llu\n", c[i].name,
+                     (unsigned long long)*(const uint64_t *)((const char *)&s + c[i].off));
     }
 }
