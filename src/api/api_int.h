@@ -89,8 +89,19 @@ char *error_json_text(const char *code, const char *field, const char *node, con
 void resp_json(struct resp *rs, unsigned status, json_t *body);
 /* A JSON answer already written as text (jsonw.h): takes b's contents. */
 void resp_json_text(struct resp *rs, unsigned status, struct buf *b);
-/* Map a core error to the HTTP answer. */
+/* What a caller is told when the database fails or proxd fails inside:
+ * the store's own words (libpq's name the server's host and port and the
+ * database user) go to the log only. */
+#define API_DB_DOWN_TEXT "the database is not answering (the detail is in proxd's log)"
+#define API_INTERNAL_TEXT                                                                          \
+    "proxd could not complete the request: the database is not answering or proxd failed "         \
+    "inside (the detail is in proxd's log)"
+/* Map a core error to the HTTP answer (CORE_E_INTERNAL: 503 with
+ * API_INTERNAL_TEXT, the message logged). */
 void resp_core_error(struct resp *rs, const struct core_error *ce);
+/* A store failure: 503 "unavailable" with API_DB_DOWN_TEXT, the store's
+ * message logged. */
+void resp_store_error(struct resp *rs, const struct store_error *se);
 /* "2026-11-23T23:40:01.123Z", or JSON null for 0. */
 json_t *json_time(int64_t unix_ms);
 /* A VM record's JSON object appended to b: the one encoder of
@@ -131,7 +142,13 @@ int decode_object(struct resp *rs, json_t *o, const struct field *f, size_t n);
 /* Query string: every argument must be one of `allowed` (NULL-terminated);
  * -1 with a 400 naming the first that is not. */
 int check_query(struct req *rq, struct resp *rs, const char *const *allowed);
+/* An argument's value; NULL when absent or empty (as a filter, empty is
+ * no filter). Not for flags: see query_flag. */
 const char *query(struct req *rq, const char *name);
+/* A boolean argument: absent is false; "true", "1" and a bare ?name or
+ * ?name= are true; "false" and "0" false. -1 with a 400 naming it for any
+ * other value or a repeat. */
+int query_flag(struct req *rq, struct resp *rs, const char *name, bool *on);
 /* Parse a whole integer in [lo, hi] (query or path); -1 with a 400. */
 int parse_int_arg(struct resp *rs, const char *name, const char *s, int64_t lo, int64_t hi,
                   int64_t *out);
@@ -172,6 +189,16 @@ void h_os(struct req *rq, struct resp *rs);
 void h_quota(struct req *rq, struct resp *rs);
 void h_healthz(struct req *rq, struct resp *rs);
 void h_readyz(struct req *rq, struct resp *rs);
+/* The /metrics page as it is written: every append goes through
+ * mtext_printf, and the first one that would pass the cap marks the page
+ * full and skips every later one, so a short line never follows a dropped
+ * one (a page cut piecewise is malformed yet looks fine). A full page is
+ * answered 500, never sent. */
+struct mtext {
+    struct buf b;
+    bool full;
+};
+void mtext_printf(struct mtext *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void h_metrics(struct req *rq, struct resp *rs);
 /* routes_ippool.c */
 void h_ippools(struct req *rq, struct resp *rs);
@@ -181,13 +208,13 @@ void h_ippool_hold(struct req *rq, struct resp *rs);
 void h_ippool_unhold(struct req *rq, struct resp *rs);
 void h_ippool_range_add(struct req *rq, struct resp *rs);
 void h_ippool_range_del(struct req *rq, struct resp *rs);
-void ippool_metrics(struct api *a, struct buf *b);
+void ippool_metrics(struct api *a, struct mtext *b);
 /* routes_snap.c */
 void h_snap_list(struct req *rq, struct resp *rs);
 void h_snap_create(struct req *rq, struct resp *rs);
 void h_snap_delete(struct req *rq, struct resp *rs);
 void h_snap_rollback(struct req *rq, struct resp *rs);
-void snap_metrics(struct api *a, struct buf *b);
+void snap_metrics(struct api *a, struct mtext *b);
 
 /* ---- sse.c ---- */
 struct sse_hub *sse_hub_new(struct api *a);

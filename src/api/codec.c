@@ -3,6 +3,7 @@
 #include "api/api_int.h"
 
 #include "common/jsonw.h"
+#include "common/log.h"
 #include "common/util.h"
 #include "common/xalloc.h"
 
@@ -133,7 +134,17 @@ void resp_core_error(struct resp *rs, const struct core_error *ce)
     case CORE_E_INTERNAL:
         break;
     }
-    resp_error(rs, HTTP_SERVICE_UNAVAILABLE, "unavailable", NULL, "%s", ce->message);
+    /* The message is the store's (libpq's or SQLite's words: hosts, ports,
+     * the database user, table names): for the log, not for the caller. */
+    log_warn("api", "a request failed inside proxd: %s", ce->message);
+    resp_error(rs, HTTP_SERVICE_UNAVAILABLE, "unavailable", NULL, "%s", API_INTERNAL_TEXT);
+}
+
+void resp_store_error(struct resp *rs, const struct store_error *se)
+{
+    /* as above: the detail names the database server; the log has it */
+    log_warn("api", "a request's database call failed: %s", se->message);
+    resp_error(rs, HTTP_SERVICE_UNAVAILABLE, "unavailable", NULL, "%s", API_DB_DOWN_TEXT);
 }
 
 json_t *json_time(int64_t ms)
@@ -530,6 +541,30 @@ const char *query(struct req *rq, const char *name)
 {
     const char *v = http_req_query(rq->hr, name);
     return v && *v ? v : NULL;
+}
+
+int query_flag(struct req *rq, struct resp *rs, const char *name, bool *on)
+{
+    const char *k, *v, *got = NULL;
+    for (size_t i = 0; http_req_arg(rq->hr, i, &k, &v); i++) {
+        if (strcmp(k, name) != 0)
+            continue;
+        /* a repeat could say both: refused rather than guessing which counts */
+        if (got) {
+            resp_error(rs, HTTP_BAD_REQUEST, "invalid", name, "%s: given more than once", name);
+            return -1;
+        }
+        got = v;
+    }
+    /* a bare ?name (or ?name=) is the flag raised: read as absent it would
+     * turn a request for a check into the real thing */
+    *on = got && (!*got || strcmp(got, "1") == 0 || strcmp(got, "true") == 0);
+    if (got && !*on && strcmp(got, "0") != 0 && strcmp(got, "false") != 0) {
+        resp_error(rs, HTTP_BAD_REQUEST, "invalid", name, "%s: true, false, 1, 0 or empty (true)",
+                   name);
+        return -1;
+    }
+    return 0;
 }
 
 int parse_int_arg(struct resp *rs, const char *name, const char *s, int64_t lo, int64_t hi,

@@ -2,6 +2,7 @@
 #include "api/ippool_view.h"
 
 #include "common/xalloc.h"
+#include "core/ippool_plan.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -60,27 +61,14 @@ static int add_foreign(store *st, const char *lo, const char *hi, struct ippool_
 int ippool_view_plan(store *st, const struct cfg_ippool *p, struct ippool *out,
                      struct store_error *se)
 {
-    *out = p->plan;
     struct store_addr_range *r = NULL;
     size_t n = 0;
     if (store_addr_range_list(st, p->name, &r, &n, se))
         return -1;
-    for (size_t i = 0; i < n; i++) {
-        struct ippool_range x;
-        if (ippool_addr_from_key(r[i].first, &x.lo) || ippool_addr_from_key(r[i].last, &x.hi))
-            continue;
-        bool res = strcmp(r[i].kind, "reserved") == 0;
-        /* a pool without configured ranges hands out its whole CIDR: a
-         * run-time "ranges" entry adds nothing to that */
-        if (res && out->nreserved < IPPOOL_MAX_RESERVED)
-            out->reserved[out->nreserved++] = x;
-        else if (!res && p->plan.nranges > 0 && out->nranges < IPPOOL_MAX_RANGES)
-            out->ranges[out->nranges++] = x;
-    }
-    free(r);
+    /* the allocator's builder: the view shows what creations hand out */
     struct ippool_errinfo e;
-    if (ippool_prepare(out, &e) != IPPOOL_OK)
-        *out = p->plan; /* a run-time range the core would refuse: the configured plan */
+    ippool_plan_build(p, r, n, out, &e, NULL);
+    free(r);
     return 0;
 }
 

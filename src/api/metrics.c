@@ -3,22 +3,28 @@
  * libpve clients; nothing here keeps history. */
 #include "api/api_int.h"
 
+#include "common/log.h"
 #include "common/xalloc.h"
 #include "core/events.h"
 
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define METRICS_MAX (1024 * 1024)
+/* A page's bound. Most of a page is the Proxmox call table: up to
+ * PVE_CALLSTAT_MAX endpoints per world, 16 lines each, in a fleet of up to
+ * CFG_MAX_NODES standalone worlds: some MiB in a large fleet, past the
+ * 1 MiB this once was. Past the bound the answer is 500, never a cut page. */
+#define METRICS_MAX (16 * 1024 * 1024)
 
-static void help(struct buf *b, const char *name, const char *type, const char *text)
+static void help(struct mtext *b, const char *name, const char *type, const char *text)
 {
-    buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, text, name, type);
+    mtext_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, text, name, type);
 }
 
-static void jobs(struct api *a, struct buf *b)
+static void jobs(struct api *a, struct mtext *b)
 {
     struct job_stat *v = NULL;
     size_t n = 0;
@@ -27,8 +33,8 @@ static void jobs(struct api *a, struct buf *b)
         return;
     help(b, "proxd_jobs", "gauge", "Jobs in the store by kind and state.");
     for (size_t i = 0; i < n; i++)
-        buf_printf(b, "proxd_jobs{kind=\"%s\",state=\"%s\"} %lld\n", v[i].kind,
-                   job_state_name(v[i].state), (long long)v[i].count);
+        mtext_printf(b, "proxd_jobs{kind=\"%s\",state=\"%s\"} %lld\n", v[i].kind,
+                     job_state_name(v[i].state), (long long)v[i].count);
     help(b, "proxd_job_duration_seconds", "histogram",
          "Time from request to end of finished jobs, by kind.");
     /* Rows come sorted by kind: sum the finished states of each kind. */
@@ -41,32 +47,32 @@ static void jobs(struct api *a, struct buf *b)
             sum += v[k].duration_sum_ms;
         }
         for (int j = 0; j < STORE_DURATION_BUCKETS - 1; j++)
-            buf_printf(b, "proxd_job_duration_seconds_bucket{kind=\"%s\",le=\"%g\"} %lld\n",
-                       v[i].kind, store_duration_bounds[j] / 1000.0, (long long)bk[j]);
-        buf_printf(b, "proxd_job_duration_seconds_bucket{kind=\"%s\",le=\"+Inf\"} %lld\n",
-                   v[i].kind, (long long)bk[STORE_DURATION_BUCKETS - 1]);
-        buf_printf(b, "proxd_job_duration_seconds_sum{kind=\"%s\"} %.3f\n", v[i].kind,
-                   sum / 1000.0);
-        buf_printf(b, "proxd_job_duration_seconds_count{kind=\"%s\"} %lld\n", v[i].kind,
-                   (long long)bk[STORE_DURATION_BUCKETS - 1]);
+            mtext_printf(b, "proxd_job_duration_seconds_bucket{kind=\"%s\",le=\"%g\"} %lld\n",
+                         v[i].kind, store_duration_bounds[j] / 1000.0, (long long)bk[j]);
+        mtext_printf(b, "proxd_job_duration_seconds_bucket{kind=\"%s\",le=\"+Inf\"} %lld\n",
+                     v[i].kind, (long long)bk[STORE_DURATION_BUCKETS - 1]);
+        mtext_printf(b, "proxd_job_duration_seconds_sum{kind=\"%s\"} %.3f\n", v[i].kind,
+                     sum / 1000.0);
+        mtext_printf(b, "proxd_job_duration_seconds_count{kind=\"%s\"} %lld\n", v[i].kind,
+                     (long long)bk[STORE_DURATION_BUCKETS - 1]);
         i = k;
     }
     free(v);
 }
 
-static void nodes(struct api *a, struct buf *b)
+static void nodes(struct api *a, struct mtext *b)
 {
     const struct proxd_config *c = a->cfg;
     help(b, "proxd_node_up", "gauge", "1 when the node is reachable and online.");
     for (int i = 0; i < c->nnodes; i++)
-        buf_printf(b, "proxd_node_up{node=\"%s\"} %d\n", c->nodes[i].name,
-                   fleet_node_up(a->fl, c->nodes[i].name) ? 1 : 0);
+        mtext_printf(b, "proxd_node_up{node=\"%s\"} %d\n", c->nodes[i].name,
+                     fleet_node_up(a->fl, c->nodes[i].name) ? 1 : 0);
     help(b, "proxd_node_vms", "gauge", "VMs the inventory sees on the node.");
     for (int i = 0; i < c->nnodes; i++) {
         struct node_view v;
         memset(&v, 0, sizeof v);
         fleet_node_view(a->fl, c->nodes[i].name, &v);
-        buf_printf(b, "proxd_node_vms{node=\"%s\"} %d\n", c->nodes[i].name, v.nvms);
+        mtext_printf(b, "proxd_node_vms{node=\"%s\"} %d\n", c->nodes[i].name, v.nvms);
     }
     help(b, "proxd_node_reserved_memory_bytes", "gauge",
          "Memory reserved on the node by creations in flight.");
@@ -74,24 +80,24 @@ static void nodes(struct api *a, struct buf *b)
         int64_t mem = 0, disk = 0;
         struct store_error se;
         store_reserved_on(a->st, c->nodes[i].name, NULL, NULL, INT64_MAX, &mem, &disk, &se);
-        buf_printf(b, "proxd_node_reserved_memory_bytes{node=\"%s\"} %lld\n", c->nodes[i].name,
-                   (long long)mem);
+        mtext_printf(b, "proxd_node_reserved_memory_bytes{node=\"%s\"} %lld\n", c->nodes[i].name,
+                     (long long)mem);
     }
 }
 
-static void ranges(struct api *a, struct buf *b)
+static void ranges(struct api *a, struct mtext *b)
 {
     const struct proxd_config *c = a->cfg;
     help(b, "proxd_vmid_range_size", "gauge", "VMIDs in the OS's range.");
     for (int i = 0; i < c->nos; i++)
-        buf_printf(b, "proxd_vmid_range_size{os=\"%s\"} %d\n", c->os[i].name,
-                   c->os[i].range_hi - c->os[i].range_lo + 1);
+        mtext_printf(b, "proxd_vmid_range_size{os=\"%s\"} %d\n", c->os[i].name,
+                     c->os[i].range_hi - c->os[i].range_lo + 1);
     help(b, "proxd_vmid_range_allocated", "gauge", "VMIDs of the OS's range that are allocated.");
     for (int i = 0; i < c->nos; i++) {
         int n = 0;
         struct store_error se;
         store_vmid_count(a->st, c->os[i].range_lo, c->os[i].range_hi, &n, &se);
-        buf_printf(b, "proxd_vmid_range_allocated{os=\"%s\"} %d\n", c->os[i].name, n);
+        mtext_printf(b, "proxd_vmid_range_allocated{os=\"%s\"} %d\n", c->os[i].name, n);
     }
 }
 
@@ -125,29 +131,30 @@ static int worlds(struct api *a, struct world_stats *out)
     return n;
 }
 
-static void call_labels(struct buf *b, const char *world, const struct pve_callstat *s)
+static void call_labels(struct mtext *b, const char *world, const struct pve_callstat *s)
 {
-    buf_printf(b, "world=\"%s\",node=\"%s\",method=\"%s\",endpoint=\"%s\"", world, s->node,
-               s->method, s->endpoint);
+    mtext_printf(b, "world=\"%s\",node=\"%s\",method=\"%s\",endpoint=\"%s\"", world, s->node,
+                 s->method, s->endpoint);
 }
 
 /* One counter family over every world's endpoints. */
-static void call_counter(struct buf *b, const struct world_stats *w, int n, const char *name,
+static void call_counter(struct mtext *b, const struct world_stats *w, int n, const char *name,
                          const char *text, size_t off)
 {
     help(b, name, "counter", text);
     for (int i = 0; i < n; i++)
         for (size_t k = 0; k < w[i].ncalls; k++) {
-            buf_printf(b, "%s{", name);
+            mtext_printf(b, "%s{", name);
             call_labels(b, w[i].name, &w[i].calls[k]);
-            buf_printf(b, "} %llu\n",
-                       (unsigned long long)*(const uint64_t *)((const char *)&w[i].calls[k] + off));
+            mtext_printf(
+                b, "} %llu\n",
+                (unsigned long long)*(const uint64_t *)((const char *)&w[i].calls[k] + off));
         }
 }
 
 /* Per endpoint: calls, errors and the latency histogram. Each family's
  * lines stay together, as the text format requires. */
-static void pve_calls(struct buf *b, const struct world_stats *w, int n)
+static void pve_calls(struct mtext *b, const struct world_stats *w, int n)
 {
     call_counter(b, w, n, "proxd_pve_calls_total",
                  "HTTP requests sent to Proxmox, by world, node, method and endpoint.",
@@ -163,24 +170,24 @@ static void pve_calls(struct buf *b, const struct world_stats *w, int n)
             uint64_t cum = 0;
             for (int j = 0; j <= PVE_LAT_NBOUNDS; j++) {
                 cum += s->le[j];
-                buf_adds(b, "proxd_pve_call_duration_seconds_bucket{");
+                mtext_printf(b, "proxd_pve_call_duration_seconds_bucket{");
                 call_labels(b, w[i].name, s);
                 if (j < PVE_LAT_NBOUNDS)
-                    buf_printf(b, ",le=\"%g\"} %llu\n", pve_latency_bounds[j],
-                               (unsigned long long)cum);
+                    mtext_printf(b, ",le=\"%g\"} %llu\n", pve_latency_bounds[j],
+                                 (unsigned long long)cum);
                 else
-                    buf_printf(b, ",le=\"+Inf\"} %llu\n", (unsigned long long)cum);
+                    mtext_printf(b, ",le=\"+Inf\"} %llu\n", (unsigned long long)cum);
             }
-            buf_adds(b, "proxd_pve_call_duration_seconds_sum{");
+            mtext_printf(b, "proxd_pve_call_duration_seconds_sum{");
             call_labels(b, w[i].name, s);
-            buf_printf(b, "} %.6f\n", s->seconds);
-            buf_adds(b, "proxd_pve_call_duration_seconds_count{");
+            mtext_printf(b, "} %.6f\n", s->seconds);
+            mtext_printf(b, "proxd_pve_call_duration_seconds_count{");
             call_labels(b, w[i].name, s);
-            buf_printf(b, "} %llu\n", (unsigned long long)s->calls);
+            mtext_printf(b, "} %llu\n", (unsigned long long)s->calls);
         }
 }
 
-static void pve(struct api *a, struct buf *b)
+static void pve(struct api *a, struct mtext *b)
 {
     struct world_stats w[CFG_MAX_NODES];
     int n = worlds(a, w);
@@ -199,7 +206,7 @@ static void pve(struct api *a, struct buf *b)
     for (size_t t = 0; t < sizeof totals / sizeof *totals; t++) {
         help(b, totals[t].name, "counter", totals[t].text);
         for (int i = 0; i < n; i++)
-            buf_printf(
+            mtext_printf(
                 b, "%s{world=\"%s\"} %llu\n", totals[t].name, w[i].name,
                 (unsigned long long)*(const uint64_t *)((const char *)&w[i].st + totals[t].off));
     }
@@ -212,28 +219,28 @@ static void pve(struct api *a, struct buf *b)
     help(b, "proxd_creation_failovers_total", "counter",
          "Creations that moved on to another node after a failure, by the node they left.");
     for (int i = 0; i < a->cfg->nnodes; i++)
-        buf_printf(b, "proxd_creation_failovers_total{node=\"%s\"} %llu\n", a->cfg->nodes[i].name,
-                   (unsigned long long)fo[i]);
+        mtext_printf(b, "proxd_creation_failovers_total{node=\"%s\"} %llu\n", a->cfg->nodes[i].name,
+                     (unsigned long long)fo[i]);
 }
 
-static void server(struct api *a, struct buf *b)
+static void server(struct api *a, struct mtext *b)
 {
     help(b, "proxd_http_responses_total", "counter", "HTTP answers by status class.");
     pthread_mutex_lock(&a->mu);
     for (int i = 1; i <= 5; i++)
-        buf_printf(b, "proxd_http_responses_total{class=\"%dxx\"} %llu\n", i,
-                   (unsigned long long)a->requests[i]);
+        mtext_printf(b, "proxd_http_responses_total{class=\"%dxx\"} %llu\n", i,
+                     (unsigned long long)a->requests[i]);
     pthread_mutex_unlock(&a->mu);
     int open = 0, parked = 0;
     sse_hub_counts(a->hub, &open, &parked);
     help(b, "proxd_event_streams", "gauge", "Open job event streams (parked: waiting for news).");
-    buf_printf(b, "proxd_event_streams{parked=\"no\"} %d\n", open - parked);
-    buf_printf(b, "proxd_event_streams{parked=\"yes\"} %d\n", parked);
+    mtext_printf(b, "proxd_event_streams{parked=\"no\"} %d\n", open - parked);
+    mtext_printf(b, "proxd_event_streams{parked=\"yes\"} %d\n", parked);
 }
 
 /* Webhook delivery counters of this instance (each counts what it did
  * while it held the webhook's lease; sum across instances). */
-static void webhooks(struct api *a, struct buf *b)
+static void webhooks(struct api *a, struct mtext *b)
 {
     struct webhook_stat st[CFG_MAX_WEBHOOKS];
     size_t n = core_webhook_stats(a->k, st, CFG_MAX_WEBHOOKS);
@@ -253,31 +260,50 @@ static void webhooks(struct api *a, struct buf *b)
     for (size_t c = 0; c < sizeof C / sizeof C[0]; c++) {
         help(b, C[c].name, "counter", C[c].help);
         for (size_t i = 0; i < n; i++)
-            buf_printf(b, "%s{webhook=\"%s\"} %llu\n", C[c].name, st[i].name,
-                       (unsigned long long)*(const uint64_t *)((const char *)&st[i] + C[c].off));
+            mtext_printf(b, "%s{webhook=\"%s\"} %llu\n", C[c].name, st[i].name,
+                         (unsigned long long)*(const uint64_t *)((const char *)&st[i] + C[c].off));
     }
     help(b, "proxd_webhook_queue_age_seconds", "gauge",
          "Age of the oldest event waiting for delivery (0: none, or another instance delivers).");
     for (size_t i = 0; i < n; i++)
-        buf_printf(b, "proxd_webhook_queue_age_seconds{webhook=\"%s\"} %.3f\n", st[i].name,
-                   (double)st[i].queue_age_ms / 1000.0);
+        mtext_printf(b, "proxd_webhook_queue_age_seconds{webhook=\"%s\"} %.3f\n", st[i].name,
+                     (double)st[i].queue_age_ms / 1000.0);
     help(b, "proxd_webhook_holder", "gauge", "1 when this instance delivers the webhook.");
     for (size_t i = 0; i < n; i++)
-        buf_printf(b, "proxd_webhook_holder{webhook=\"%s\"} %d\n", st[i].name, st[i].holder);
+        mtext_printf(b, "proxd_webhook_holder{webhook=\"%s\"} %d\n", st[i].name, st[i].holder);
+}
+
+void mtext_printf(struct mtext *m, const char *fmt, ...)
+{
+    if (m->full)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    m->full = buf_vprintf(&m->b, fmt, ap) != BUF_OK;
+    va_end(ap);
 }
 
 void h_metrics(struct req *rq, struct resp *rs)
 {
-    struct buf b = BUF_INIT(METRICS_MAX);
-    jobs(rq->api, &b);
-    nodes(rq->api, &b);
-    ranges(rq->api, &b);
-    pve(rq->api, &b);
-    server(rq->api, &b);
-    snap_metrics(rq->api, &b);
-    ippool_metrics(rq->api, &b);
-    webhooks(rq->api, &b);
+    struct mtext m = {BUF_INIT(METRICS_MAX), false};
+    jobs(rq->api, &m);
+    nodes(rq->api, &m);
+    ranges(rq->api, &m);
+    pve(rq->api, &m);
+    server(rq->api, &m);
+    snap_metrics(rq->api, &m);
+    ippool_metrics(rq->api, &m);
+    webhooks(rq->api, &m);
+    if (m.full) {
+        log_error("api", "/metrics: the page passed its %d MiB bound: answered 500",
+                  METRICS_MAX / (1024 * 1024));
+        buf_release(&m.b);
+        resp_error(rs, HTTP_INTERNAL_SERVER_ERROR, "internal", NULL,
+                   "the metrics page passed its %d MiB bound (see proxd's log)",
+                   METRICS_MAX / (1024 * 1024));
+        return;
+    }
     rs->status = HTTP_OK;
     rs->ctype = "text/plain; version=0.0.4; charset=utf-8";
-    rs->text = buf_take(&b);
+    rs->text = buf_take(&m.b);
 }

@@ -71,7 +71,7 @@ void h_events(struct req *rq, struct resp *rs)
     size_t n = 0;
     struct store_error se;
     if (store_event_list(rq->api->st, &f, &ev, &n, &se)) {
-        resp_error(rs, HTTP_SERVICE_UNAVAILABLE, "unavailable", NULL, "%s", se.message);
+        resp_store_error(rs, &se);
         return;
     }
     json_t *arr = json_array();

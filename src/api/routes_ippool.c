@@ -9,6 +9,8 @@
  * here waits on Proxmox. */
 #include "api/api_int.h"
 #include "api/ippool_view.h"
+#include "common/xalloc.h"
+#include "core/ippool_plan.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,12 +36,6 @@ static const struct cfg_ippool *admin_pool(struct req *rq, struct resp *rs,
         return NULL;
     }
     return check_query(rq, rs, allowed) ? NULL : pool_arg(rq, rs);
-}
-
-static void store_failed(struct resp *rs, const struct store_error *se)
-{
-    resp_error(rs, HTTP_SERVICE_UNAVAILABLE, "unavailable", NULL, "the database failed: %s",
-               se->message);
 }
 
 static json_t *addr_text(const char *key)
@@ -79,7 +75,7 @@ static json_t *pool_json(struct req *rq, struct resp *rs, const struct cfg_ippoo
         int64_t mine = 0;
         if (store_addr_count_owner(rq->api->st, p->name, rq->who.owner, &mine, &se)) {
             json_decref(o);
-            store_failed(rs, &se);
+            resp_store_error(rs, &se);
             return NULL;
         }
         json_object_set_new(o, "yours", json_integer(mine));
@@ -88,7 +84,7 @@ static json_t *pool_json(struct req *rq, struct resp *rs, const struct cfg_ippoo
     struct ippool_figures f;
     if (ippool_view_figures(rq->api->st, p, &f, &se)) {
         json_decref(o);
-        store_failed(rs, &se);
+        resp_store_error(rs, &se);
         return NULL;
     }
     char gw[IPPOOL_ADDRSTRLEN] = "";
@@ -146,8 +142,21 @@ static json_t *ranges_json(store *st, const struct cfg_ippool *p, struct store_e
             rt, json_pack("{s:I,s:s,s:o,s:o,s:s,s:o}", "id", (json_int_t)r[i].id, "kind", r[i].kind,
                           "first", addr_text(r[i].first), "last", addr_text(r[i].last),
                           "created_by", r[i].created_by, "created_at", json_time(r[i].created_at)));
+    /* what the allocator makes of them (the route refuses a range that does
+     * not fit, but two proxd versions, or a CIDR changed since, may differ) */
+    struct ippool plan;
+    struct ippool_errinfo e;
+    enum ippool_plan_state s = ippool_plan_build(p, r, n, &plan, &e, NULL);
     free(r);
-    return json_pack("{s:o,s:o,s:o}", "configured", cr, "configured_reserved", cres, "runtime", rt);
+    char why[320] = "";
+    if (s == IPPOOL_PLAN_NORANGES)
+        snprintf(why, sizeof why, "the run-time hand-out ranges are not applied: %s", e.msg);
+    else if (s == IPPOOL_PLAN_CLOSED)
+        snprintf(why, sizeof why,
+                 "the run-time reservations cannot be applied, so nothing is handed out: %s",
+                 e.msg);
+    return json_pack("{s:o,s:o,s:o,s:o}", "configured", cr, "configured_reserved", cres, "runtime",
+                     rt, "runtime_problem", why[0] ? json_string(why) : json_null());
 }
 
 static json_t *conflicts_json(struct core *k, const char *pool)
@@ -176,7 +185,7 @@ void h_ippool_get(struct req *rq, struct resp *rs)
         json_t *r = ranges_json(rq->api->st, p, &se);
         if (!r) {
             json_decref(o);
-            store_failed(rs, &se);
+            resp_store_error(rs, &se);
             return;
         }
         json_object_set_new(o, "ranges", r);
@@ -250,7 +259,7 @@ void h_ippool_addrs(struct req *rq, struct resp *rs)
     struct store_error se;
     if (store_addr_list(rq->api->st, foreign ? "" : p->name, state, key, (int)limit, &rows, &n,
                         &se)) {
-        store_failed(rs, &se);
+        resp_store_error(rs, &se);
         return;
     }
     json_t *arr = json_array();
@@ -296,7 +305,7 @@ void h_ippool_hold(struct req *rq, struct resp *rs)
         return;
     }
     if (rc) {
-        store_failed(rs, &se);
+        resp_store_error(rs, &se);
         return;
     }
     resp_json(rs, HTTP_CREATED,
@@ -345,10 +354,40 @@ void h_ippool_unhold(struct req *rq, struct resp *rs)
         return;
     }
     if (rc) {
-        store_failed(rs, &se);
+        resp_store_error(rs, &se);
         return;
     }
     rs->status = HTTP_NO_CONTENT;
+}
+
+/* store_addr_range_add_checked's check: the plan with the new range must
+ * build whole, as the allocator builds it (ippool_plan_build), or the
+ * range is refused. Accepted and then left out, a hand-out range would
+ * not count and a reservation would once have freed every run-time
+ * reservation. */
+static int range_fits(void *ctx, const struct store_addr_range *have, size_t n,
+                      const struct store_addr_range *r, struct store_error *err)
+{
+    const struct cfg_ippool *p = ctx;
+    struct store_addr_range *all = xcalloc(n + 1, sizeof *all);
+    if (n)
+        memcpy(all, have, n * sizeof *all);
+    all[n] = *r;
+    struct ippool plan;
+    struct ippool_errinfo e;
+    enum ippool_err code;
+    enum ippool_plan_state s = ippool_plan_build(p, all, n + 1, &plan, &e, &code);
+    free(all);
+    if (s == IPPOOL_PLAN_OK)
+        return STORE_OK;
+    /* a cap is about how many ranges of the kind; the rest about where */
+    const char *field = code == IPPOOL_ETOOMANY ? "kind" : "first";
+    memset(err, 0, sizeof *err);
+    err->code = STORE_E_CONFLICT;
+    snprintf(err->field, sizeof err->field, "%s", field);
+    snprintf(err->message, sizeof err->message, "%s: pool %s cannot take this range: %s", field,
+             p->name, e.msg);
+    return STORE_E_CONFLICT;
 }
 
 void h_ippool_range_add(struct req *rq, struct resp *rs)
@@ -396,13 +435,17 @@ void h_ippool_range_add(struct req *rq, struct resp *rs)
     snprintf(r.kind, sizeof r.kind, "%s", kind);
     snprintf(r.created_by, sizeof r.created_by, "%s", rq->who.owner);
     struct store_error se;
-    int rc = store_addr_range_add(rq->api->st, &r, &se);
+    int rc = store_addr_range_add_checked(rq->api->st, &r, range_fits, (void *)p, &se);
     if (rc == STORE_E_INVALID) {
         resp_error(rs, HTTP_BAD_REQUEST, "invalid", "first", "%s", se.message);
         return;
     }
+    if (rc == STORE_E_CONFLICT && se.field[0]) {
+        resp_error(rs, HTTP_CONFLICT, "conflict", se.field, "%s", se.message);
+        return;
+    }
     if (rc) {
-        store_failed(rs, &se);
+        resp_store_error(rs, &se);
         return;
     }
     resp_json(rs, HTTP_CREATED,
@@ -424,20 +467,20 @@ void h_ippool_range_del(struct req *rq, struct resp *rs)
         return;
     }
     if (rc) {
-        store_failed(rs, &se);
+        resp_store_error(rs, &se);
         return;
     }
     rs->status = HTTP_NO_CONTENT;
 }
 
 /* /metrics: proxd_ippool_* */
-void ippool_metrics(struct api *a, struct buf *b)
+void ippool_metrics(struct api *a, struct mtext *b)
 {
     const struct proxd_config *c = a->cfg;
     if (c->npools == 0)
         return;
-    buf_printf(b, "# HELP proxd_ippool_addresses Addresses of each pool by state.\n"
-                  "# TYPE proxd_ippool_addresses gauge\n");
+    mtext_printf(b, "# HELP proxd_ippool_addresses Addresses of each pool by state.\n"
+                    "# TYPE proxd_ippool_addresses gauge\n");
     struct buf sz = BUF_INIT(BUF_UNLIMITED), fr = BUF_INIT(BUF_UNLIMITED),
                cf = BUF_INIT(BUF_UNLIMITED);
     for (int i = 0; i < c->npools; i++) {
@@ -449,8 +492,8 @@ void ippool_metrics(struct api *a, struct buf *b)
         const char *st[] = {"used", "reserved", "quarantine", "held", "foreign"};
         int64_t v[] = {f.c.used, f.c.reserved, f.c.quarantined, f.c.held, f.foreign};
         for (int s = 0; s < 5; s++)
-            buf_printf(b, "proxd_ippool_addresses{pool=\"%s\",state=\"%s\"} %lld\n", p->name, st[s],
-                       (long long)v[s]);
+            mtext_printf(b, "proxd_ippool_addresses{pool=\"%s\",state=\"%s\"} %lld\n", p->name,
+                         st[s], (long long)v[s]);
         buf_printf(&sz, "proxd_ippool_size{pool=\"%s\"} %llu\n", p->name,
                    (unsigned long long)f.size);
         buf_printf(&fr, "proxd_ippool_free{pool=\"%s\"} %llu\n", p->name,
@@ -458,19 +501,19 @@ void ippool_metrics(struct api *a, struct buf *b)
         buf_printf(&cf, "proxd_ippool_conflicts_total{pool=\"%s\"} %llu\n", p->name,
                    (unsigned long long)core_ippool_conflicts_total(a->k, p->name));
     }
-    buf_printf(b,
-               "# HELP proxd_ippool_size Addresses each pool hands out (saturated at 2^64-1).\n"
-               "# TYPE proxd_ippool_size gauge\n%s",
-               buf_str(&sz));
-    buf_printf(b,
-               "# HELP proxd_ippool_free Free addresses of each pool (saturated at 2^64-1).\n"
-               "# TYPE proxd_ippool_free gauge\n%s",
-               buf_str(&fr));
-    buf_printf(b,
-               "# HELP proxd_ippool_conflicts_total Addresses of each pool found on a VM "
-               "that is not proxd's while proxd holds them for another.\n"
-               "# TYPE proxd_ippool_conflicts_total counter\n%s",
-               buf_str(&cf));
+    mtext_printf(b,
+                 "# HELP proxd_ippool_size Addresses each pool hands out (saturated at 2^64-1).\n"
+                 "# TYPE proxd_ippool_size gauge\n%s",
+                 buf_str(&sz));
+    mtext_printf(b,
+                 "# HELP proxd_ippool_free Free addresses of each pool (saturated at 2^64-1).\n"
+                 "# TYPE proxd_ippool_free gauge\n%s",
+                 buf_str(&fr));
+    mtext_printf(b,
+                 "# HELP proxd_ippool_conflicts_total Addresses of each pool found on a VM "
+                 "that is not proxd's while proxd holds them for another.\n"
+                 "# TYPE proxd_ippool_conflicts_total counter\n%s",
+                 buf_str(&cf));
     buf_release(&sz);
     buf_release(&fr);
     buf_release(&cf);

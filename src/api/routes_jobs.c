@@ -18,7 +18,7 @@ int job_visible(struct req *rq, struct resp *rs, const char *id, struct job_rec 
     struct store_error se;
     int rc = job_id_ok(id) ? store_job_get(rq->api->st, id, out, &se) : STORE_E_NOTFOUND;
     if (rc && rc != STORE_E_NOTFOUND) {
-        resp_error(rs, HTTP_SERVICE_UNAVAILABLE, "unavailable", NULL, "%s", se.message);
+        resp_store_error(rs, &se);
         return -1;
     }
     if (rc == STORE_OK && !rq->who.admin && strcmp(out->owner, rq->who.owner) != 0) {
@@ -124,7 +124,7 @@ void h_jobs_list(struct req *rq, struct resp *rs)
     int64_t next = 0;
     struct store_error se;
     if (store_job_list(rq->api->st, &f, &v, &n, &next, &se)) {
-        resp_error(rs, HTTP_SERVICE_UNAVAILABLE, "unavailable", NULL, "%s", se.message);
+        resp_store_error(rs, &se);
         return;
     }
     json_t *arr = json_array();

@@ -2,6 +2,8 @@
  * (/v1/quota), and the probes (/healthz, /readyz). */
 #include "api/api_int.h"
 
+#include "common/log.h"
+
 #include <stdio.h>
 #include <string.h>
 
@@ -137,7 +139,11 @@ void h_readyz(struct req *rq, struct resp *rs)
     bool ok = db && up > 0;
     json_t *o = json_pack("{s:s,s:b,s:i,s:i}", "status", ok ? "ready" : "not_ready", "database", db,
                           "nodes_up", up, "nodes", rq->api->cfg->nnodes);
-    if (!db)
-        json_object_set_new(o, "database_error", json_string(se.message));
+    /* unauthenticated: the store's message (the database server's host and
+     * port, its user) is for the log */
+    if (!db) {
+        log_warn("api", "readyz: the database failed: %s", se.message);
+        json_object_set_new(o, "database_error", json_string(API_DB_DOWN_TEXT));
+    }
     resp_json(rs, ok ? HTTP_OK : HTTP_SERVICE_UNAVAILABLE, o);
 }

@@ -41,7 +41,7 @@ static int snap_vmid(struct req *rq, struct resp *rs, int *vmid)
     struct store_error se;
     int rc = store_vm_get(rq->api->st, *vmid, &r, &se);
     if (rc && rc != STORE_E_NOTFOUND) {
-        resp_error(rs, HTTP_SERVICE_UNAVAILABLE, "unavailable", NULL, "%s", se.message);
+        resp_store_error(rs, &se);
         return -1;
     }
     bool mine = rc == STORE_OK && strcmp(r.owner, rq->who.owner) == 0;
@@ -76,11 +76,13 @@ static json_t *list_json(int vmid, const struct snap_info *s, size_t n, int64_t 
 {
     json_t *a = json_array();
     for (size_t i = 0; i < n; i++) {
-        json_t *o = json_pack("{s:s,s:s,s:o,s:b,s:b}", "name", s[i].name, "description",
-                              s[i].description, "created_at", json_time(s[i].snaptime * 1000),
-                              "vmstate", s[i].vmstate, "proxd", s[i].proxd);
-        json_object_set_new(o, "parent", s[i].parent[0] ? json_string(s[i].parent) : json_null());
-        json_object_set_new(o, "state", json_string(s[i].state[0] ? s[i].state : "complete"));
+        /* snap_text: an entry is never left out for its text */
+        json_t *o =
+            json_pack("{s:o,s:o,s:o,s:b,s:b}", "name", snap_text(s[i].name), "description",
+                      snap_text(s[i].description), "created_at", json_time(s[i].snaptime * 1000),
+                      "vmstate", s[i].vmstate, "proxd", s[i].proxd);
+        json_object_set_new(o, "parent", s[i].parent[0] ? snap_text(s[i].parent) : json_null());
+        json_object_set_new(o, "state", snap_text(s[i].state[0] ? s[i].state : "complete"));
         json_array_append_new(a, o);
     }
     return json_pack("{s:i,s:o,s:o}", "vmid", vmid, "snapshots", a, "as_of", json_time(as_of));
@@ -92,12 +94,10 @@ void h_snap_list(struct req *rq, struct resp *rs)
     int vmid;
     if (check_query(rq, rs, allowed) || snap_vmid(rq, rs, &vmid))
         return;
-    const char *refresh = query(rq, "refresh"), *job = query(rq, "job");
-    if (refresh && strcmp(refresh, "1") && strcmp(refresh, "true") && strcmp(refresh, "0") &&
-        strcmp(refresh, "false")) {
-        resp_error(rs, HTTP_BAD_REQUEST, "invalid", "refresh", "refresh: 1 or 0");
+    bool fresh;
+    if (query_flag(rq, rs, "refresh", &fresh))
         return;
-    }
+    const char *job = query(rq, "job");
     struct snap_info *s = NULL;
     size_t n = 0;
     int64_t as_of = 0;
@@ -119,7 +119,6 @@ void h_snap_list(struct req *rq, struct resp *rs)
             return;
         }
     } else {
-        bool fresh = refresh && (strcmp(refresh, "1") == 0 || strcmp(refresh, "true") == 0);
         rc = core_snap_list(rq->api->k, vmid, acting_owner(rq), fresh, &s, &n, &as_of, id, &ce);
     }
     if (rc) {
@@ -190,7 +189,7 @@ void h_snap_rollback(struct req *rq, struct resp *rs)
 }
 
 /* Snapshot counters for /metrics (metrics.c calls this). */
-void snap_metrics(struct api *a, struct buf *b)
+void snap_metrics(struct api *a, struct mtext *b)
 {
     struct snap_stats s;
     core_snap_stats(a->k, &s);
@@ -211,12 +210,12 @@ void snap_metrics(struct api *a, struct buf *b)
          "Snapshot creations refused by [snapshots] max_per_vm or max_per_owner.",
          offsetof(struct snap_stats, limit_refusals)},
     };
-    buf_printf(b, "# HELP proxd_snapshots_outside_total Snapshots made or removed outside proxd, "
-                  "as the sync pass found them.\n# TYPE proxd_snapshots_outside_total counter\n");
+    mtext_printf(b, "# HELP proxd_snapshots_outside_total Snapshots made or removed outside proxd, "
+                    "as the sync pass found them.\n# TYPE proxd_snapshots_outside_total counter\n");
     for (size_t i = 0; i < sizeof c / sizeof *c; i++) {
         if (c[i].help)
-            buf_printf(b, "# HELP %s %s\n# TYPE %s counter\n", c[i].name, c[i].help, c[i].name);
-        buf_printf(b, "%s %llu\n", c[i].name,
-                   (unsigned long long)*(const uint64_t *)((const char *)&s + c[i].off));
+            mtext_printf(b, "# HELP %s %s\n# TYPE %s counter\n", c[i].name, c[i].help, c[i].name);
+        mtext_printf(b, "%s %llu\n", c[i].name,
+                     (unsigned long long)*(const uint64_t *)((const char *)&s + c[i].off));
     }
 }

@@ -53,7 +53,7 @@ static int target_vmid(struct req *rq, struct resp *rs, int *vmid)
     struct store_error se;
     int rc = store_vm_get(rq->api->st, *vmid, &v, &se);
     if (rc && rc != STORE_E_NOTFOUND) {
-        resp_error(rs, HTTP_SERVICE_UNAVAILABLE, "unavailable", NULL, "%s", se.message);
+        resp_store_error(rs, &se);
         return -1;
     }
     bool mine = rc == STORE_OK && strcmp(v.owner, rq->who.owner) == 0;
@@ -268,7 +268,7 @@ static void create_idempotent(struct req *rq, struct resp *rs, struct create_in 
         goto out;
     }
     if (rc != STORE_E_NOTFOUND) {
-        resp_error(rs, HTTP_SERVICE_UNAVAILABLE, "unavailable", NULL, "%s", se.message);
+        resp_store_error(rs, &se);
         goto out;
     }
     /* refusals are not remembered: the caller may fix the request and retry */
@@ -288,7 +288,7 @@ out:
     json_decref(stored);
 }
 
-/* ?dry_run=true: the request checked as a submission would check it
+/* ?dry_run=true (or a bare ?dry_run): the request checked as a submission would check it
  * before touching the store (core_create_check), nothing recorded: 200
  * {"dry_run": true, "valid": true} or the error the submission would give.
  * proxctl vm create --from checks a whole file this way before it submits
@@ -298,13 +298,7 @@ static int dry_run_arg(struct req *rq, struct resp *rs, bool *dry)
     static const char *const allowed[] = {"dry_run", NULL};
     if (check_query(rq, rs, allowed))
         return -1;
-    const char *v = query(rq, "dry_run");
-    *dry = v && strcmp(v, "true") == 0;
-    if (v && !*dry && strcmp(v, "false") != 0) {
-        resp_error(rs, HTTP_BAD_REQUEST, "invalid", "dry_run", "dry_run: true or false");
-        return -1;
-    }
-    return 0;
+    return query_flag(rq, rs, "dry_run", dry);
 }
 
 /* The dry run's checks: the request's own, and an Idempotency-Key used
@@ -325,7 +319,7 @@ static void dry_run(struct req *rq, struct resp *rs, struct create_in *in, json_
         struct store_error se;
         int rc = store_idem_get(rq->api->st, rq->who.owner, key, &stored, &se);
         if (rc != STORE_OK && rc != STORE_E_NOTFOUND) {
-            resp_error(rs, HTTP_SERVICE_UNAVAILABLE, "unavailable", NULL, "%s", se.message);
+            resp_store_error(rs, &se);
             return;
         }
         const char *old_fp = json_string_value(json_object_get(stored, "fingerprint"));
@@ -537,7 +531,7 @@ void h_vms_list(struct req *rq, struct resp *rs)
     pg.start = b.len;
     struct store_error se;
     if (store_vm_scan(rq->api->st, &f, page_add, &pg, &se)) {
-        resp_error(rs, HTTP_SERVICE_UNAVAILABLE, "unavailable", NULL, "%s", se.message);
+        resp_store_error(rs, &se);
         goto out;
     }
     if (pg.rc || add_nets(rq, &pg, &se) == BUF_TOOBIG)
@@ -592,7 +586,7 @@ void h_vm_get(struct req *rq, struct resp *rs)
         return;
     }
     if (rc) {
-        resp_error(rs, HTTP_SERVICE_UNAVAILABLE, "unavailable", NULL, "%s", se.message);
+        resp_store_error(rs, &se);
         return;
     }
     if (!rq->who.admin && strcmp(v.owner, rq->who.owner) != 0)

@@ -57,6 +57,35 @@ bool jsonw_utf8_valid(const char *s, size_t n)
     return true;
 }
 
+size_t jsonw_utf8_fit(const char *s, size_t n, size_t max)
+{
+    if (n <= max)
+        return n;
+    const unsigned char *u = (const unsigned char *)s;
+    size_t i = 0;
+    for (;;) {
+        size_t len = u[i] < 0x80 ? 1 : utf8_seq(u + i, n - i);
+        if (!len)
+            len = 1; /* a stray byte stands alone: cutting after it cuts nothing */
+        if (i + len > max)
+            return i;
+        i += len;
+    }
+}
+
+void jsonw_utf8_scrub(char *s, size_t n)
+{
+    unsigned char *u = (unsigned char *)s;
+    for (size_t i = 0; i < n;) {
+        size_t len = u[i] < 0x80 ? 1 : utf8_seq(u + i, n - i);
+        if (!len) {
+            u[i] = '?';
+            len = 1;
+        }
+        i += len;
+    }
+}
+
 /* Whether none of the 8 bytes in w needs a look: all ASCII (< 0x80), none
  * a control character (< 0x20), a quote or a backslash. Word-at-a-time
  * tests for "some byte < k" (Hacker's Delight 6-1 style), exact here

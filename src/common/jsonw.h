@@ -56,5 +56,12 @@ size_t jsonw_fmt_time(char out[JSONW_TIME_MAX + 1], int64_t ms);
 size_t jsonw_escape(char *dst, const char *s, size_t n);
 /* Are the n bytes of s valid UTF-8 (the same rules as the encoder's)? */
 bool jsonw_utf8_valid(const char *s, size_t n);
+/* The length of the longest prefix of s's n bytes, at most max, that does
+ * not end inside a valid UTF-8 sequence: where to cut a text to max bytes
+ * without making a character half. */
+size_t jsonw_utf8_fit(const char *s, size_t n, size_t max);
+/* Every byte of s's n bytes that is not part of a valid UTF-8 sequence
+ * becomes '?', in place: a text jansson takes, of the same length. */
+void jsonw_utf8_scrub(char *s, size_t n);
 
 #endif

@@ -5,6 +5,7 @@
 #include "common/log.h"
 #include "common/xalloc.h"
 #include "core/fleet.h"
+#include "core/ippool_plan.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,45 +55,34 @@ static int pick(void *ctx, const char *const *alloc, size_t n, const char *curso
     return STORE_OK;
 }
 
-/* The pool's configured plan with the ranges added at run time (read now,
- * every creation: an admin's POST .../ranges counts at once in every proxd;
- * the table is small). A plan that the additions would break stays as
- * configured (logged). */
-static void plan_now(struct core *k, const struct cfg_ippool *cp, struct ippool *out)
+/* The pool's plan with the ranges added at run time (read now, every
+ * creation: an admin's POST .../ranges counts at once in every proxd; the
+ * table is small), built as the API builds it (ippool_plan.h). Unread, the
+ * run-time reservations are unknown: the creation is refused rather than
+ * risk handing one out. */
+static int plan_now(struct core *k, const struct cfg_ippool *cp, struct ippool *out,
+                    struct core_error *err)
 {
-    *out = cp->plan;
     struct store_addr_range *rs = NULL;
     size_t n = 0;
     struct store_error se;
-    if (store_addr_range_list(k->st, cp->name, &rs, &n, &se)) {
-        log_warn("ippool", "pool=%s run-time ranges not read (%s): the configured plan is used",
-                 cp->name, se.message);
-        return;
-    }
-    struct ippool p = cp->plan;
-    bool changed = false, ok = true;
-    for (size_t i = 0; i < n && ok; i++) {
-        struct ippool_range r;
-        if (ippool_addr_from_key(rs[i].first, &r.lo) || ippool_addr_from_key(rs[i].last, &r.hi))
-            continue;
-        if (strcmp(rs[i].kind, "reserved") == 0) {
-            ok = p.nreserved < IPPOOL_MAX_RESERVED;
-            if (ok)
-                p.reserved[p.nreserved++] = r;
-        } else if (p.nranges > 0) { /* none: the whole CIDR is handed out already */
-            ok = p.nranges < IPPOOL_MAX_RANGES;
-            if (ok)
-                p.ranges[p.nranges++] = r;
-        }
-        changed = changed || ok;
-    }
+    if (store_addr_range_list(k->st, cp->name, &rs, &n, &se))
+        return core_fail(err, CORE_E_INTERNAL, NULL, "pool %s: reading its run-time ranges: %s",
+                         cp->name, se.message);
+    struct ippool_errinfo e;
+    enum ippool_plan_state s = ippool_plan_build(cp, rs, n, out, &e, NULL);
     free(rs);
-    struct ippool_errinfo e = {0};
-    if (ok && changed && ippool_prepare(&p, &e) == IPPOOL_OK)
-        *out = p;
-    else if (changed || !ok)
-        log_warn("ippool", "pool=%s run-time ranges not applied (%s%s%s)", cp->name,
-                 ok ? e.field : "too many ranges", ok ? ": " : "", ok ? e.msg : "");
+    if (s == IPPOOL_PLAN_NORANGES)
+        log_warn("ippool",
+                 "pool=%s run-time hand-out ranges not applied (%s: %s): the "
+                 "configured ones and every reservation are",
+                 cp->name, e.field, e.msg);
+    else if (s == IPPOOL_PLAN_CLOSED)
+        log_error("ippool",
+                  "pool=%s run-time reservations cannot be applied (%s: %s): the pool "
+                  "hands out no address until they are fixed",
+                  cp->name, e.field, e.msg);
+    return CORE_OK;
 }
 
 void cnet_new_mac(struct cnet *n)
@@ -108,7 +98,8 @@ int cnet_prepare(struct core *k, const struct vm_request *r, struct cnet *n, str
     n->n = validate_pools(k->cfg, r, n->pool);
     for (int i = 0; i < n->n; i++) {
         const struct cfg_ippool *cp = n->pool[i];
-        plan_now(k, cp, &n->plan[i]);
+        if (plan_now(k, cp, &n->plan[i], err))
+            return err->code;
         n->ninv[i] = inventory_addrs(k, cp, &n->inv[i]);
         n->pick[i] = (struct cnet_pick){&n->plan[i], n->inv[i], n->ninv[i]};
         n->req[i] = (struct store_addr_req){.pool = cp->name, .pick = pick, .ctx = &n->pick[i]};

@@ -7,6 +7,7 @@
  * A creation whose task failed removes what it left half-made (forced
  * delete) before it ends. Proxmox lock errors (a backup, another snapshot)
  * are retried by class with backoff, as control jobs do. */
+#include "common/jsonw.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "common/xalloc.h"
@@ -65,20 +66,42 @@ void snap_from_pve(const struct pve_snapshot *p, struct snap_info *s)
     size_t l = m ? (size_t)(m - p->description) : strlen(p->description);
     while (l > 0 && p->description[l - 1] == '\n')
         l--;
-    if (l > SNAP_DESC_MAX)
-        l = SNAP_DESC_MAX;
+    /* a cut inside a multi-byte character would leave text that is not
+     * UTF-8, which no JSON encoder takes */
+    l = jsonw_utf8_fit(p->description, l, SNAP_DESC_MAX);
     memcpy(s->description, p->description, l);
+    /* and text not UTF-8 in the first place (proxd never writes it; a
+     * Proxmox host might) must not cost the entry either */
+    jsonw_utf8_scrub(s->description, l);
+    jsonw_utf8_scrub(s->name, strlen(s->name));
+    jsonw_utf8_scrub(s->parent, strlen(s->parent));
+    jsonw_utf8_scrub(s->state, strlen(s->state));
+}
+
+json_t *snap_text(const char *s)
+{
+    json_t *j = json_string(s);
+    if (j)
+        return j;
+    char *c = xstrdup(s);
+    jsonw_utf8_scrub(c, strlen(c));
+    j = json_string(c);
+    free(c);
+    return j;
 }
 
 json_t *snap_info_json(const struct snap_info *s, size_t n)
 {
     json_t *a = json_array();
     for (size_t i = 0; i < n; i++)
-        json_array_append_new(a, json_pack("{s:s,s:s,s:s,s:s,s:I,s:b,s:b,s:s}", "name", s[i].name,
-                                           "description", s[i].description, "parent", s[i].parent,
-                                           "state", s[i].state, "snaptime",
-                                           (json_int_t)s[i].snaptime, "vmstate", s[i].vmstate,
-                                           "proxd", s[i].proxd, "job", s[i].job));
+        /* snap_text never fails: an entry left out here would be a
+         * snapshot the limits and retention do not count */
+        json_array_append_new(
+            a,
+            json_pack("{s:o,s:o,s:o,s:o,s:I,s:b,s:b,s:o}", "name", snap_text(s[i].name),
+                      "description", snap_text(s[i].description), "parent", snap_text(s[i].parent),
+                      "state", snap_text(s[i].state), "snaptime", (json_int_t)s[i].snaptime,
+                      "vmstate", s[i].vmstate, "proxd", s[i].proxd, "job", snap_text(s[i].job)));
     return a;
 }
 

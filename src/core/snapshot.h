@@ -23,6 +23,7 @@
 #ifndef CORE_SNAPSHOT_H
 #define CORE_SNAPSHOT_H
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -37,6 +38,10 @@ struct snap_request {
     const char *description; /* NULL or at most SNAP_DESC_MAX bytes, one line */
     bool vmstate;            /* include the RAM (a running VM resumes at rollback) */
 };
+
+/* A JSON string of s, never NULL: bytes that are not UTF-8 become '?'
+ * (a list must not lose an entry to its text). */
+json_t *snap_text(const char *s);
 
 struct snap_info {
     char name[48];

@@ -583,6 +583,14 @@ struct store_addr_range {
     int64_t created_at; /* unix ms */
 };
 int store_addr_range_add(store *s, struct store_addr_range *r, struct store_error *err);
+/* add, once check(ctx, the pool's ranges now, n, r, err) returns STORE_OK
+ * (else its code, err filled by it): both in one transaction under the
+ * pool's address lock, so two additions each fine alone cannot together
+ * make a plan the core cannot build. */
+typedef int (*store_range_check_fn)(void *ctx, const struct store_addr_range *have, size_t n,
+                                    const struct store_addr_range *r, struct store_error *err);
+int store_addr_range_add_checked(store *s, struct store_addr_range *r, store_range_check_fn check,
+                                 void *ctx, struct store_error *err);
 int store_addr_range_del(store *s, const char *pool, int64_t id, struct store_error *err);
 int store_addr_range_list(store *s, const char *pool, struct store_addr_range **out, size_t *n,
                           struct store_error *err);

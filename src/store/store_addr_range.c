@@ -24,14 +24,42 @@ struct range_ctx {
     struct store_addr_range *r;
     const char *pool;
     int64_t id;
+    store_range_check_fn check;
+    void *check_ctx;
 };
+
+static int row_range(db_stmt *st, void *elem, struct store_error *err);
+
+/* The pool's ranges as they are, under its address lock, to check. */
+static int range_check(db_conn *c, struct range_ctx *k, struct store_error *err)
+{
+    int rc = db_lock(c, DB_LOCK_ADDR, k->r->pool, err);
+    if (rc)
+        return rc;
+    db_stmt *st = NULL;
+    if ((rc = db_prepare(c, SQL_RANGE_LIST, &st, err)))
+        return rc;
+    db_bind_text(st, 1, k->r->pool);
+    void *v = NULL;
+    size_t n = 0;
+    rc = db_collect(st, &v, &n, sizeof(struct store_addr_range), row_range, err,
+                    "listing address ranges");
+    db_done(st);
+    if (rc == STORE_OK)
+        rc = k->check(k->check_ctx, v, n, k->r, err);
+    free(v);
+    return rc;
+}
 
 static int range_add_fn(db_conn *c, void *ctx, struct store_error *err)
 {
     struct range_ctx *k = ctx;
     struct store_addr_range *r = k->r;
     db_stmt *st = NULL;
-    int rc = db_prepare(c, SQL_RANGE_ADD, &st, err);
+    int rc = k->check ? range_check(c, k, err) : STORE_OK;
+    if (rc)
+        return rc;
+    rc = db_prepare(c, SQL_RANGE_ADD, &st, err);
     if (rc)
         return rc;
     int64_t now = wall_ms();
@@ -52,6 +80,12 @@ static int range_add_fn(db_conn *c, void *ctx, struct store_error *err)
 
 int store_addr_range_add(store *s, struct store_addr_range *r, struct store_error *err)
 {
+    return store_addr_range_add_checked(s, r, NULL, NULL, err);
+}
+
+int store_addr_range_add_checked(store *s, struct store_addr_range *r, store_range_check_fn check,
+                                 void *ctx, struct store_error *err)
+{
     store_err_clear(err);
     STORE_CHECK(s && r, "store_addr_range_add: NULL argument");
     STORE_CHECK(FIELD_LEN(r->pool) > 0 && FIELD_LEN(r->pool) < sizeof r->pool, "pool name empty");
@@ -62,7 +96,7 @@ int store_addr_range_add(store *s, struct store_addr_range *r, struct store_erro
     STORE_CHECK(r->first[0] == r->last[0], "first and last are of different families");
     STORE_CHECK(strcmp(r->first, r->last) <= 0, "first is after last");
     STORE_CHECK(FIELD_LEN(r->created_by) < sizeof r->created_by, "created_by is not terminated");
-    struct range_ctx k = {r, NULL, 0};
+    struct range_ctx k = {r, NULL, 0, check, ctx};
     return db_tx(s->db, DB_WRITE, range_add_fn, &k, err);
 }
 
@@ -87,7 +121,7 @@ int store_addr_range_del(store *s, const char *pool, int64_t id, struct store_er
 {
     store_err_clear(err);
     STORE_CHECK(s && pool && *pool, "store_addr_range_del: NULL or empty argument");
-    struct range_ctx k = {NULL, pool, id};
+    struct range_ctx k = {NULL, pool, id, NULL, NULL};
     return db_tx(s->db, DB_WRITE, range_del_fn, &k, err);
 }
 

@@ -320,6 +320,15 @@ def dry_run_checks_without_submitting():
     err(call("POST", "/v1/vms?dry_run=true", ALICE, spec("dry-1", owner="bob")), 403,
         "forbidden", "owner")
     err(call("POST", "/v1/vms?dry_run=yes", ALICE, spec("dry-1")), 400, "invalid", "dry_run")
+    # a bare flag, or one with an empty value, asks for the check: it made a
+    # real VM when an empty value was read as no flag
+    for q in ("dry_run", "dry_run=", "dry_run=1"):
+        r = call("POST", "/v1/vms?" + q, ALICE, spec("dry-bare"))
+        assert r.status_code == 200 and r.json() == {"dry_run": True, "valid": True}, (q, r.text)
+    err(call("POST", "/v1/vms?dry_run=false&dry_run=true", ALICE, spec("dry-bare")), 400,
+        "invalid", "dry_run")
+    assert not [v for v in call("GET", "/v1/vms?limit=1000", ADMIN).json()["vms"]
+                if v["name"] == "dry-bare"]
     err(call("POST", "/v1/vms?dryrun=true", ALICE, spec("dry-1")), 400, "unknown_parameter")
     # a key: fine when new or used for this same request, 409 when used for another
     key = "dry-" + str(time.time())

@@ -128,7 +128,7 @@ def admin_sees_every_figure():
     assert lan6["used"] == 1 and lan6["gateway"] is None, lan6
     one = call("GET", "/v1/ippools/lan", ADMIN).json()
     assert one["ranges"] == {"configured": ["10.9.0.50-10.9.0.69"], "configured_reserved": [],
-                             "runtime": []}, one
+                             "runtime": [], "runtime_problem": None}, one
     assert one["conflict_list"] == [] and one["conflicts"] == 0, one
 
 
@@ -249,6 +249,30 @@ def runtime_ranges():
         "id")
     assert call("DELETE", "/v1/ippools/lan/ranges/%d" % rr.json()["id"], ADMIN).status_code == 204
     assert pools(ADMIN)["lan"]["size"] == 20
+    # a range with which the pool's plan would not build is refused: it was
+    # accepted (201), and the allocator then dropped every run-time range,
+    # the reservations too
+    e = err(call("POST", "/v1/ippools/lan/ranges", ADMIN, {"first": "10.9.0.50",
+                                                          "last": "10.9.0.69",
+                                                          "kind": "reserved"}),
+            409, "conflict", "first")
+    assert "no address is left" in e["message"], e
+    ids = []
+    for i in range(31):  # the configured range and 31 run-time ones: the most
+        r = call("POST", "/v1/ippools/lan/ranges", ADMIN, {"first": "10.9.0.%d" % (100 + 2 * i),
+                                                          "last": "10.9.0.%d" % (100 + 2 * i)})
+        assert r.status_code == 201, (i, r.text)
+        ids.append(r.json()["id"])
+    e = err(call("POST", "/v1/ippools/lan/ranges", ADMIN, {"first": "10.9.0.200",
+                                                          "last": "10.9.0.200"}),
+            409, "conflict", "kind")
+    assert "32" in e["message"], e
+    assert pools(ADMIN)["lan"]["size"] == 51
+    one = call("GET", "/v1/ippools/lan", ADMIN).json()
+    assert len(one["ranges"]["runtime"]) == 31 and one["ranges"]["runtime_problem"] is None, one
+    for i in ids:
+        assert call("DELETE", "/v1/ippools/lan/ranges/%d" % i, ADMIN).status_code == 204
+    assert pools(ADMIN)["lan"]["size"] == 20
 
 
 def ctl(token, *args):
@@ -315,6 +339,59 @@ def proxd_ippools_command():
                           "reserved": 0, "quarantined": 0, "held": 0, "foreign": 1,
                           "free": 16}, got
     assert got["lan6"]["used"] == 1 and got["lan6"]["size"] == 2**63 - 1, got
+
+
+@case
+def reservations_hold_when_the_added_ranges_do_not_fit():
+    """Run-time ranges that make no plan (written before the route checked
+    them, or by two additions at once): the hand-out ranges are left out,
+    never the reservations. The allocator used to drop them all and hand
+    out reserved addresses."""
+    rows = [("ranges", "10.9.0.%d" % (100 + i)) for i in range(32)]  # one past the cap
+    rows.append(("reserved", "10.9.0.53"))
+    for kind, ip in rows:
+        sql("INSERT INTO addr_range (pool, kind, first, last, created_by, created_at)"
+            " VALUES ('lan', ?, ?, ?, 'legacy', 0)",
+            (kind, key(ip), key("10.9.0.68" if kind == "reserved" else ip)))
+    made = []
+    body = {"os": "ubuntu", "name": "lan1", "cores": 1, "memory_mb": 512, "disk_gb": 10,
+            "owner": "carol", "ippools": ["lan"]}
+
+    def create():
+        r = call("POST", "/v1/vms", ADMIN, body)
+        if r.status_code == 202:
+            made.append(r.json()["vmid"])
+            assert px.wait_job(r.json()["job"], ADMIN)["state"] == "done"
+        return r
+    try:
+        # reservations past their cap cannot all count: then none is handed
+        # out (the configured plan would hand out .53-.68)
+        for i in range(64):
+            sql("INSERT INTO addr_range (pool, kind, first, last, created_by, created_at)"
+                " VALUES ('lan', 'reserved', ?, ?, 'legacy2', 0)",
+                (key("10.9.0.%d" % (150 + i)), key("10.9.0.%d" % (150 + i))))
+        e = err(create(), 409, "address_exhausted")
+        assert "lan" in e["message"], e
+        one = call("GET", "/v1/ippools/lan", ADMIN).json()
+        assert "nothing is handed out" in (one["ranges"]["runtime_problem"] or ""), one
+        assert (one["size"], one["free"]) == (0, 0), one
+        sql("DELETE FROM addr_range WHERE created_by = 'legacy2'")
+        # the added ranges past their cap are left out, the reservation
+        # .53-.68 holds: .50-.52 are used, .69 is the one free address
+        r = create()
+        assert r.status_code == 202, r.text
+        vm = call("GET", "/v1/vms/%d" % made[-1], ADMIN).json()
+        assert [a["address"] for a in vm["network"]["addresses"]] == ["10.9.0.69"], vm
+        assert px.logs_contain("run-time hand-out ranges not applied")
+        one = call("GET", "/v1/ippools/lan", ADMIN).json()
+        assert "not applied" in (one["ranges"]["runtime_problem"] or ""), one
+        assert (one["size"], one["free"]) == (4, 0), one
+    finally:
+        sql("DELETE FROM addr_range WHERE created_by IN ('legacy', 'legacy2')")
+        for vmid in made:
+            r = call("DELETE", "/v1/vms/%d" % vmid, ADMIN)
+            assert r.status_code == 202, r.text
+            assert px.wait_job(r.json()["job"], ADMIN)["state"] == "done"
 
 
 shutdown(px, sim)

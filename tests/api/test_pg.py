@@ -13,6 +13,9 @@ import concurrent.futures
 import signal
 import time
 
+import requests
+
+from lib import db
 from lib.cases import case, finish
 from lib.pg import PrivatePG
 from lib.proxd import Proxd
@@ -178,6 +181,55 @@ def lifecycle_through_the_other_instance():
     assert wait_job(r.json()["job"], via=1)["state"] == "done"
     assert call(0, "GET", "/v1/vms/%d" % vm).status_code == 404
     assert all(v["vmid"] != vm for v in sim.state()["vms"])
+
+
+DB_DOWN = "the database is not answering (the detail is in proxd's log)"
+INTERNAL = ("proxd could not complete the request: the database is not answering or proxd "
+            "failed inside (the detail is in proxd's log)")
+
+
+def ready(px):
+    r = requests.get(px.base + "/readyz", timeout=30)
+    return r if r.status_code == 200 else None
+
+
+@case
+def database_failures_are_not_shown_to_callers():
+    """The store's own words (libpq's name the server's host and port and
+    the database user; SQL errors name tables) go to proxd's log, never to
+    a caller: /readyz answers anyone."""
+    vm = MADE[0]
+    job = call(0, "GET", "/v1/jobs?limit=1").json()["jobs"][0]["id"]
+    # a table gone under proxd: the token is still read, the jobs are not
+    db.query(pg.url, "ALTER TABLE jobs RENAME TO jobs_away")
+    try:
+        for method, path, want in [("GET", "/v1/jobs/" + job, DB_DOWN),
+                                   ("GET", "/v1/jobs", DB_DOWN),
+                                   ("POST", "/v1/vms/%d/reboot" % vm, INTERNAL)]:
+            r = call(0, method, path)
+            assert r.status_code == 503, (method, path, r.status_code, r.text)
+            e = r.json()["error"]
+            assert e["code"] == "unavailable" and e["message"] == want, (method, path, e)
+        r = requests.get(px1.base + "/readyz", timeout=30)
+        assert r.status_code == 503 and r.json()["database_error"] == DB_DOWN, r.text
+    finally:
+        db.query(pg.url, "ALTER TABLE jobs_away RENAME TO jobs")
+    assert px1.logs_contain("does not exist (SQLSTATE 42P01)")  # the detail: in the log
+    # the server gone: /readyz, unauthenticated, names no host, port or user
+    pg.halt()
+    try:
+        r = requests.get(px1.base + "/readyz", timeout=30)
+        assert r.status_code == 503, r.text
+        b = r.json()
+        assert b["database"] is False and b["database_error"] == DB_DOWN, b
+        for leak in ("127.0.0.1", str(pg.port), "connection to server", "user"):
+            assert leak not in r.text, (leak, r.text)
+    finally:
+        pg.resume()
+    assert px1.logs_contain("connection to server")
+    for p in PX:  # both reconnect by themselves
+        wait_for(lambda: ready(p), deadline=30, interval=0.1, what="readyz 200 again")
+    assert call(1, "GET", "/v1/jobs/" + job).status_code == 200
 
 
 @case

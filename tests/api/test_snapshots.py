@@ -211,6 +211,11 @@ def bad_input_and_known_refusals():
         assert r.status_code == 404, r.text
     r = api.call("GET", "/v1/vms/%d/snapshots?refresh=maybe" % vmid, ALICE)
     assert r.status_code == 400, r.text
+    # proxd knows the list, yet a bare ?refresh (a flag with no value) asks
+    # for a fresh read: a list job, not the known list
+    r = api.call("GET", "/v1/vms/%d/snapshots?refresh" % vmid, ALICE)
+    assert r.status_code == 202, r.text
+    assert api.job(ALICE, r.json()["job"])["state"] == "done"
     r = api.call("GET", "/v1/vms/%d/snapshots?other=1" % vmid, ALICE)
     assert r.status_code == 400, r.text
     r = api.call("GET", "/v1/vms/%d/snapshots?job=%s" % (vmid, "0" * 36), ALICE)
@@ -478,6 +483,25 @@ def a_half_made_snapshot_left_behind_is_named():
     assert "could not be removed" in j["error"], j
     assert "qm delsnapshot %d half --force" % vmid in j["error"], j
     assert "is removed" not in j["error"], j
+
+
+@case
+def a_long_multibyte_description_is_cut_between_characters():
+    # made outside proxd with 600 bytes of 3-byte characters: proxd keeps
+    # 512 bytes at most, and byte 512 falls inside the 171st character.
+    # Cut there, the text was no UTF-8, its entry could not be encoded and
+    # the list left the snapshot out.
+    tok = px.token("ivan")
+    vmid = api.create_vm(tok, "snap-euro")
+    node = sim.vm(vmid)["node"]
+    up = sim.data("POST", "/nodes/%s/qemu/%d/snapshot" % (node, vmid),
+                  data={"snapname": "euros", "description": "\u20ac" * 200})
+    assert sim.wait_task(node, up)["exitstatus"] == "OK"
+    assert pve_snaps(sim, vmid)["euros"]["description"] == "\u20ac" * 200
+    ls = api.snaps(tok, vmid)  # a list job reads Proxmox's list
+    assert set(ls) == {"euros"}, ls
+    assert ls["euros"]["description"] == "\u20ac" * 170, ls["euros"]
+    assert not ls["euros"]["proxd"], ls
 
 
 def fault_rules(rate):

@@ -1,6 +1,7 @@
 /* api unit tests: the route table against docs/openapi.yaml, tokens
  * (create, check, revoke) on a scratch SQLite store, and the VM record
- * encoder (vm_write_json) against the jansson tree it replaced. */
+ * encoder (vm_write_json) against the jansson tree it replaced, and the
+ * /metrics writer (mtext_printf). */
 #include "harness.h"
 
 #include "api/api.h"
@@ -377,6 +378,28 @@ static void test_vm_json_worst_case(void **state)
     buf_release(&b);
 }
 
+/* The /metrics writer: once a line does not fit under the cap, no later
+ * one is written (a short line after a dropped long one made a malformed
+ * page) and the page says it is full. */
+static void test_metrics_writer_is_all_or_full(void **state)
+{
+    (void)state;
+    struct mtext m = {BUF_INIT(32), false};
+    mtext_printf(&m, "a_total %d\n", 1);
+    mtext_printf(&m, "b_total{world=\"%s\"} %d\n", "a-long-world-name", 2); /* past 32 */
+    assert_true(m.full);
+    mtext_printf(&m, "c %d\n", 3); /* would fit: skipped all the same */
+    assert_true(m.full);
+    assert_string_equal(buf_str(&m.b), "a_total 1\n");
+    buf_release(&m.b);
+    struct mtext ok = {BUF_INIT(32), false};
+    mtext_printf(&ok, "a_total %d\n", 1);
+    mtext_printf(&ok, "b_total %d\n", 2);
+    assert_false(ok.full);
+    assert_string_equal(buf_str(&ok.b), "a_total 1\nb_total 2\n");
+    buf_release(&ok.b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -387,6 +410,7 @@ int main(void)
         cmocka_unit_test(test_vm_json_nulls),
         cmocka_unit_test(test_vm_json_escaping),
         cmocka_unit_test(test_vm_json_worst_case),
+        cmocka_unit_test(test_metrics_writer_is_all_or_full),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -49,6 +49,28 @@ static void test_utf8_valid(void **state)
     assert_false(jsonw_utf8_valid("\xed\xa0\x80", 3)); /* surrogate */
 }
 
+/* Cutting to a byte count keeps whole characters; scrubbing leaves text
+ * jansson takes. */
+static void test_utf8_fit_and_scrub(void **state)
+{
+    (void)state;
+    const char *euros = "\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac"; /* 3 x U+20AC */
+    assert_int_equal(jsonw_utf8_fit(euros, 9, 9), 9);
+    assert_int_equal(jsonw_utf8_fit(euros, 9, 8), 6);
+    assert_int_equal(jsonw_utf8_fit(euros, 9, 7), 6);
+    assert_int_equal(jsonw_utf8_fit(euros, 9, 6), 6);
+    assert_int_equal(jsonw_utf8_fit(euros, 9, 2), 0);
+    assert_int_equal(jsonw_utf8_fit("ab\xff"
+                                    "cd",
+                                    5, 3),
+                     3); /* a stray byte stands alone */
+    assert_int_equal(jsonw_utf8_fit("abc", 3, 10), 3);
+    char s[] = "a\xe2\x82\xac\xe2\x82z\xff";
+    jsonw_utf8_scrub(s, strlen(s));
+    assert_string_equal(s, "a\xe2\x82\xac??z?");
+    assert_true(jsonw_utf8_valid(s, strlen(s)));
+}
+
 /* Log one message to a temporary file in `fmt`; the line, without '\n'. */
 static char *logged(enum log_format fmt, const char *msg)
 {
@@ -104,6 +126,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_url_redact),
         cmocka_unit_test(test_utf8_valid),
+        cmocka_unit_test(test_utf8_fit_and_scrub),
         cmocka_unit_test(test_log_lines),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -61,7 +61,7 @@ class PrivatePG:
             try:
                 self._run([self.pg_ctl, "-D", self.data, "-l", os.path.join(self.dir, "server.log"),
                            "-w", "-t", "60", "-o", opts, "start"], "pg_ctl.log")
-                self.port = port
+                self.port, self.opts = port, opts
                 break
             except RuntimeError:
                 continue
@@ -86,6 +86,15 @@ class PrivatePG:
                 return f.read()[-3000:]
         except OSError:
             return ""
+
+    def halt(self):
+        """Stop the server, keeping its data: resume() starts it again on
+        the same port (a database gone away and back)."""
+        self._run([self.pg_ctl, "-D", self.data, "-m", "fast", "-w", "stop"], "pg_ctl.log")
+
+    def resume(self):
+        self._run([self.pg_ctl, "-D", self.data, "-l", os.path.join(self.dir, "server.log"),
+                   "-w", "-t", "60", "-o", self.opts, "start"], "pg_ctl.log")
 
     def stop(self):
         try:

@@ -4059,6 +4059,20 @@ static void test_addr_policy(void **state)
 
 /* A creation that goes on under a new record takes its addresses and
  * network along; the guest agent's report is kept; run-time ranges. */
+/* store_addr_range_add_checked's check: sees the pool's ranges; refuses
+ * once it sees *max of them. */
+static int range_cap(void *ctx, const struct store_addr_range *have, size_t n,
+                     const struct store_addr_range *r, struct store_error *err)
+{
+    (void)have;
+    (void)r;
+    if (n < *(size_t *)ctx)
+        return STORE_OK;
+    err->code = STORE_E_CONFLICT;
+    snprintf(err->message, sizeof err->message, "full");
+    return STORE_E_CONFLICT;
+}
+
 static void test_addr_extras(void **state)
 {
     struct fx *f = *state;
@@ -4162,6 +4176,15 @@ static void test_addr_extras(void **state)
     OK(store_addr_range_del(f->s, "lan", lan_id, &e_));
     OK(store_addr_range_list(f->s, "lan", &ranges, &n, &e_));
     assert_int_equal(n, 0);
+    free(ranges);
+    /* checked: the check sees the pool's ranges (wan's one); refused, the
+     * range is not added */
+    size_t cap = 2;
+    OK(store_addr_range_add_checked(f->s, &rg, range_cap, &cap, &e_));
+    EXPECT(STORE_E_CONFLICT, store_addr_range_add_checked(f->s, &rg, range_cap, &cap, &e));
+    assert_string_equal(e.message, "full");
+    OK(store_addr_range_list(f->s, "wan", &ranges, &n, &e_));
+    assert_int_equal(n, 2);
     free(ranges);
 }
 
