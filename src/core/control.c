@@ -550,9 +550,20 @@ int ctl_locate(struct cctx *c, struct pve_vm_status *st, struct pve_error *e)
             }
             break;
         }
+        int64_t t0 = wall_ms();
         fleet_refresh(k->fl, true);
         char node[64];
         if (fleet_vm_node(k->fl, c->v.vmid, c->v.node, node) != 0) {
+            /* absent from an inventory its world did not answer now (the
+             * last one read, older than a migration) is not gone */
+            if (c->v.node[0] && config_node(k->cfg, c->v.node) &&
+                !fleet_node_fresh(k->fl, c->v.node, t0)) {
+                snprintf(e->message, sizeof e->message,
+                         "VM %d is not on %s and the inventory of its nodes cannot be read now",
+                         c->v.vmid, c->v.node);
+                e->cls = PVE_E_NETWORK;
+                return PVE_E_NETWORK;
+            }
             snprintf(e->message, sizeof e->message, "VM %d is on no node", c->v.vmid);
             e->cls = PVE_E_NOTFOUND;
             return PVE_E_NOTFOUND;
@@ -1104,8 +1115,18 @@ bool ctl_wait_unlocked(struct cctx *c)
     for (long pause = 100;; pause = pause < 2000 ? pause * 2 : 2000) {
         if (ctl_read_config(c, &cfg, &e)) {
             if (e.cls == PVE_E_NOTFOUND) {
-                mark_deleted(c, " (it vanished meanwhile)");
-                return false;
+                /* gone from its node: deleted, or migrated (a lock
+                 * "migrate" waited for ends with its config on the target,
+                 * where the VM goes on): only an inventory that shows it
+                 * nowhere says deleted */
+                struct pve_vm_status st;
+                int rc = ctl_locate(c, &st, &e);
+                if (rc == 0 && mono_ms() <= end)
+                    continue; /* on its new node: its config there */
+                if (rc == PVE_E_NOTFOUND) {
+                    mark_deleted(c, " (it vanished meanwhile)");
+                    return false;
+                }
             }
             ctl_job_fail(c, "cannot read the config: %s", e.message);
             return false;

@@ -1010,6 +1010,51 @@ static void test_refusals(void **unused)
     down(&e);
 }
 
+struct config_reads {
+    int port, above;
+};
+
+static bool config_read_more(void *arg)
+{
+    struct config_reads *w = arg;
+    return calls_of(w->port, "GET /nodes/{node}/qemu/{vmid}/config") > w->above;
+}
+
+/* Wait until pvesim has served two more config reads than now: a job
+ * waiting on a lock is reading it again and again. */
+static void wait_config_reads(int port)
+{
+    struct config_reads w = {port, calls_of(port, "GET /nodes/{node}/qemu/{vmid}/config") + 1};
+    if (!h_wait(config_read_more, &w, 10000))
+        fail_msg("no job read a config");
+}
+
+/* A delete waiting on a migration's lock: the migration ends with the VM's
+ * config on the target, and the delete goes on there once the lock is
+ * gone. It took the config missing from the source for a VM deleted
+ * meanwhile: its record deleted, its VMID released, the VM running on. */
+static void test_delete_across_migration(void **unused)
+{
+    (void)unused;
+    struct ch_env e;
+    up(&e, NULL);
+    int vm = mk_vm(&e, "del-migrating");
+    char job[40], path[64];
+    snprintf(path, sizeof path, "/_sim/vms/%d", vm);
+    sim(e.port, "POST", path, "{\"conf\": {\"lock\": \"migrate\"}}");
+    do_delete(&e, vm, job);
+    wait_config_reads(e.port);
+    sim(e.port, "POST", path, "{\"node\": \"sv2\"}"); /* the config moves, locked */
+    wait_config_reads(e.port);
+    sim(e.port, "POST", path, "{\"conf\": {\"lock\": null}}");
+    expect_deleted(&e, vm, job);
+    struct vm_rec v;
+    assert_true(record_of(&e, vm, &v));
+    assert_string_equal(v.node, "sv2");
+    vm_rec_release(&v);
+    down(&e);
+}
+
 /* ---- 6: moved behind proxd's back -------------------------------------------------- */
 
 static void test_moved(void **unused)
@@ -1272,6 +1317,7 @@ int main(void)
         cmocka_unit_test(test_resources_pve8),
         cmocka_unit_test(test_resources_pve9),
         cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_delete_across_migration),
         cmocka_unit_test(test_moved),
         cmocka_unit_test(test_drift),
         cmocka_unit_test(test_lost_comes_back),
