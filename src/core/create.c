@@ -10,6 +10,7 @@
  * Proxmox before acting: a clone that may have been requested is found by
  * its marker (the description "proxd job <id>") or by its task, so one
  * request never makes two VMs. */
+#include "common/jsonw.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "common/xalloc.h"
@@ -71,10 +72,17 @@ static void marker(const struct ctx *c, char *out, size_t len)
     snprintf(out, len, "proxd job %s", c->j->id);
 }
 
-/* Add {"node", "error"} to the job's attempts. */
+/* Add {"node", "error"} to the job's attempts. The error's text may end
+ * inside a character (Proxmox's message cut to PVE_MSG_MAX, or here): not
+ * UTF-8, json_pack refuses it, and a dropped attempt let placement take the
+ * node again and again. Its stray bytes become '?'. */
 static void attempt(struct ctx *c, const char *node, const char *error)
 {
-    json_array_append_new(c->j->attempts, json_pack("{s:s,s:s,s:I}", "node", node, "error", error,
+    char text[PVE_MSG_MAX + 128];
+    snprintf(text, sizeof text, "%s", error);
+    jsonw_utf8_scrub(text, strlen(text));
+    /* (a node's name is the configuration's: a DNS name, ASCII) */
+    json_array_append_new(c->j->attempts, json_pack("{s:s,s:s,s:I}", "node", node, "error", text,
                                                     "at", (json_int_t)wall_ms()));
 }
 

@@ -355,6 +355,38 @@ static void test_all_nodes_fail(void **unused)
     ch_down(&e);
 }
 
+/* Proxmox refuses every clone with a long message of multibyte text: what
+ * the client keeps of it (1023 bytes) ends inside a character. Each node's
+ * attempt is still recorded, so the creation fails once every node said
+ * no; the attempt was dropped (json_pack refuses text that is not UTF-8)
+ * and placement took the same node again and again, the job never ending. */
+static void test_error_cut_mid_character(void **unused)
+{
+    (void)unused;
+    struct ch_env e;
+    ch_up(&e, NULL);
+    char msg[1300] = "";
+    for (int i = 0; i < 600; i++)
+        strcat(msg, "\xc3\xa9"); /* é */
+    ch_fault(&e, "POST", "^/nodes/sv[0-9]+/qemu/\\d+/clone$", "error", msg);
+    struct vm_request rq;
+    ch_request(&rq, "debian", "accents", 2, 2048, 20);
+    char job[40];
+    int vmid;
+    enum job_state st = ch_create_wait(&e, &rq, job, &vmid, JOB_MS);
+    assert_int_equal(st, JOB_FAILED);
+    struct job_rec j;
+    assert_int_equal(store_job_get(e.st, job, &j, NULL), 0);
+    assert_int_equal(json_array_size(j.attempts), 5);
+    for (int i = 1; i <= 5; i++) {
+        char n[8];
+        snprintf(n, sizeof n, "sv%d", i);
+        assert_true(ch_attempted(&j, n, "\xc3\xa9\xc3\xa9"));
+    }
+    job_rec_release(&j);
+    ch_down(&e);
+}
+
 /* ---- 4: VMID collisions with VMs made outside proxd ---------------------------- */
 
 static bool outside_ready(void *arg)
@@ -606,6 +638,7 @@ int main(void)
         cmocka_unit_test(test_fo_resize),
         cmocka_unit_test(test_fo_start),
         cmocka_unit_test(test_all_nodes_fail),
+        cmocka_unit_test(test_error_cut_mid_character),
         cmocka_unit_test(test_collision_inventory),
         cmocka_unit_test(test_collision_raced),
         cmocka_unit_test(test_template_larger),
