@@ -336,6 +336,10 @@ int core_vm_delete(struct core *k, int vmid, const char *owner, char job_id[40],
 /* ---- running the jobs ----------------------------------------------------------- */
 
 #define READ_TRIES 5
+/* A power call whose answer was lost is looked for this many more times
+ * (pauses of 0.5 and 1 s after the first 0.25 s) before it is asked again:
+ * a request queued on a busy node is served late */
+#define LATE_LOOKS 2
 static bool transient(int rc);
 static void read_pause(struct cctx *c, int n);
 
@@ -662,21 +666,40 @@ static int power_call(struct cctx *c, enum vm_action a, const struct pve_power_o
 {
     *reached_now = false;
     int rc = 0;
+    int64_t since = wall_ms() / 1000;
+    bool lost = false; /* a call whose answer was lost may be served late */
+    int quiet = 0;     /* looks left before it is asked again */
     for (int n = 1; n <= READ_TRIES; n++) {
-        rc = pve_vm_power(c->pc, c->v.node, c->v.vmid, pve_action(a), po, c->j->upid, e);
-        if (!rc || !transient(rc) || n == READ_TRIES || core_stopping(c->k))
-            return rc;
+        if (quiet > 0) {
+            quiet--;
+        } else {
+            rc = pve_vm_power(c->pc, c->v.node, c->v.vmid, pve_action(a), po, c->j->upid, e);
+            if (!rc || !transient(rc) || n == READ_TRIES || core_stopping(c->k))
+                return rc;
+            if (e->maybe_sent && !lost)
+                quiet = LATE_LOOKS;
+            lost = lost || e->maybe_sent;
+        }
         struct pve_error e2 = {0};
         struct pve_vm_status st;
         read_pause(c, n);
+        /* served since pve_vm_power looked (a request a busy node queued):
+         * its task is the answer. Asked again, a second shutdown waited on
+         * the first's lock and failed, a reboot ran twice */
+        if (lost &&
+            pve_vm_power_task(c->pc, c->v.node, c->v.vmid, pve_action(a), since, c->j->upid)) {
+            memset(e, 0, sizeof *e);
+            return 0;
+        }
         if (a != ACT_REBOOT && ctl_read_status(c, &st, &e2) == 0 &&
             reached(a, power_of(&st), false)) {
             *reached_now = true;
             snprintf(c->v.power, sizeof c->v.power, "%s", power_of(&st));
             return 0;
         }
-        log_warn("job", "job=%s vmid=%d %s call failed (%s), trying again", c->j->id, c->v.vmid,
-                 vm_action_name(a), e->message);
+        if (!quiet)
+            log_warn("job", "job=%s vmid=%d %s call failed (%s), trying again", c->j->id, c->v.vmid,
+                     vm_action_name(a), e->message);
     }
     return rc;
 }

@@ -1001,6 +1001,16 @@ static void power_task_key(enum pve_power p, int vmid, struct task_key *k)
     }
 }
 
+bool pve_vm_power_task(pve_client *c, const char *node, int vmid, enum pve_power action,
+                       int64_t since, char upid[PVE_UPID_MAX])
+{
+    if ((unsigned)action > PVE_POWER_RESET)
+        return false;
+    struct task_key k;
+    power_task_key(action, vmid, &k);
+    return find_task(c, node, &k, since, upid);
+}
+
 int pve_vm_power(pve_client *c, const char *node, int vmid, enum pve_power action,
                  const struct pve_power_opts *opts, char upid[PVE_UPID_MAX], struct pve_error *err)
 {

@@ -326,6 +326,13 @@ struct pve_power_opts {
  * (they ask the HA manager, whose LRM starts or stops the VM after). */
 int pve_vm_power(pve_client *c, const char *node, int vmid, enum pve_power action,
                  const struct pve_power_opts *opts, char upid[PVE_UPID_MAX], struct pve_error *err);
+/* The action's task on the VM started by this client's user since `since`
+ * (unix seconds) and not adopted before, as pve_vm_power looks for it: a
+ * request whose answer was lost and that was served after that look (a
+ * busy node's queue), looked for again before the action is asked again.
+ * True with its UPID; false when none is seen (or the list cannot be read). */
+bool pve_vm_power_task(pve_client *c, const char *node, int vmid, enum pve_power action,
+                       int64_t since, char upid[PVE_UPID_MAX]);
 
 /* The guest agent's network interfaces
  * (GET .../agent/network-get-interfaces): one entry per NIC with its MAC

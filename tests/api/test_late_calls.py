@@ -229,5 +229,38 @@ def a_pause_served_after_a_reboot_is_seen():
     assert power == [("paused",)], (power, ev)
 
 
+
+def tasks_of(vmid, kind):
+    node = sim.vm(vmid)["node"]
+    return [t for t in sim.data("GET", "/nodes/%s/tasks" % node,
+                                params={"vmid": vmid, "typefilter": kind, "limit": 50})
+            if t["type"] == kind]
+
+
+@case
+def a_shutdown_or_reboot_served_around_the_look_runs_once():
+    """A shutdown's or a reboot's connection closed at once, the call served
+    0.1 to 1.5 s later: before proxd looks for its task, during the pause
+    after, or around the moment it would ask again. The late task is found
+    and waited on: one task, the job done (asked again, a second shutdown
+    waited on the first's lock and failed, a reboot ran twice)."""
+    vmid = created("late-power")["vmid"]
+    for action, kind, path in (("shutdown", "qmshutdown", "shutdown"),
+                               ("reboot", "qmreboot", "reboot")):
+        for delay in (100, 300, 700, 1500):
+            wait_node_up(vmid)
+            if sim.vm(vmid)["power"] != "running":
+                r = px.call("POST", "/v1/vms/%d/start" % vmid, ALICE)
+                assert px.wait_job(r.json()["job"], ALICE, deadline=60)["state"] == "done"
+            before = len(tasks_of(vmid, kind))
+            late_once("POST", r"^/nodes/[^/]+/qemu/%d/status/%s$" % (vmid, path), delay)
+            ev = done_through_the_fault(px.call("POST", "/v1/vms/%d/%s" % (vmid, action), ALICE))
+            sim.wait_late()
+            wait_for(lambda: all(t.get("status") for t in tasks_of(vmid, kind)), 30, 0.05,
+                     "the %s tasks to end" % action)
+            n = len(tasks_of(vmid, kind)) - before
+            assert n == 1, "%s served %d ms late: %d tasks; %s" % (action, delay, n, ev)
+
+
 shutdown(px, sim)
 finish()
