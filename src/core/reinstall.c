@@ -1091,8 +1091,9 @@ static void step_migrate(struct rctx *c)
             pause_n(c, ++busy < 4 ? busy : 4);
             continue;
         }
-        if (c->halt[0]) { /* no migration is started: the VM gets its old disk back */
-            fail_to(c, "restore", "%s", c->halt);
+        if (c->halt[0] || !tn) { /* no migration is started: the VM gets its old disk back */
+            fail_to(c, "restore", "%s",
+                    c->halt[0] ? c->halt : "the temporary VM's node is no longer configured");
             return;
         }
         char upid[PVE_UPID_MAX] = "";
@@ -1756,6 +1757,9 @@ static int check_run(struct rctx *c)
     if (!c->pc && !c->halt[0])
         snprintf(c->halt, sizeof c->halt, "node %s of VM %d is no longer configured",
                  j->node[0] ? j->node : "?", j->vmid);
+    else if (past_prepare && !config_node(k->cfg, tmp_node(c)) && !c->halt[0])
+        snprintf(c->halt, sizeof c->halt, "node %s of the temporary VM is no longer configured",
+                 tmp_node(c));
     /* the VM's node left the configuration but the temporary VM's did not
      * (before the migration): that node's cluster reaches both */
     if (!c->pc && past_prepare && config_node(k->cfg, tmp_node(c)))
