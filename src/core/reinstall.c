@@ -591,6 +591,29 @@ static int reserve_elsewhere(struct rctx *c, char *why, size_t len)
     return -1;
 }
 
+/* A prepare cut short by a crash may hold a temporary VMID reserved in the
+ * store but not yet written into the job: it is the job's (release_tmp
+ * gives it back, a prepare takes it). -1 when the store does not answer:
+ * the caller resumes later rather than leave it reserved for good. */
+static int held_vmid(struct rctx *c)
+{
+    int held = 0;
+    struct store_error se;
+    if (tmp_vmid(c))
+        return 0;
+    int rc = store_vmid_reserved_by(c->k->st, c->j->id, &held, &se);
+    if (rc == STORE_E_NOTFOUND)
+        return 0;
+    if (rc) {
+        log_warn("job", "job=%s vmid=%d reinstall: its VMIDs cannot be read (%s): resumed later",
+                 c->j->id, c->j->vmid, se.message);
+        return -1;
+    }
+    log_info("job", "job=%s temporary VMID %d found reserved to the job", c->j->id, held);
+    st_set_int(c, "tmp_vmid", held);
+    return 0;
+}
+
 static int take_vmid(struct rctx *c, char *why, size_t len)
 {
     const struct cfg_os *os = config_os(c->k->cfg, req_str(c, "os"));
@@ -600,16 +623,9 @@ static int take_vmid(struct rctx *c, char *why, size_t len)
     int *taken = fleet_taken_vmids(c->k->fl, &ntaken);
     int vmid = 0;
     struct store_error se;
-    /* one reserved before a kill, not yet written into the job: that one */
-    int rc = store_vmid_reserved_by(c->k->st, c->j->id, &vmid, &se);
-    if (rc == STORE_OK) {
-        free(taken);
-        log_info("job", "job=%s temporary VMID %d found reserved to the job", c->j->id, vmid);
-        st_set_int(c, "tmp_vmid", vmid);
-        return 0;
-    }
-    rc = store_vmid_reserve(c->k->st, ranges, c->k->cfg->fallback_lo ? 2 : 1, taken, ntaken,
-                            c->j->id, &vmid, &se);
+    /* one reserved before a kill was found by step_prepare (held_vmid) */
+    int rc = store_vmid_reserve(c->k->st, ranges, c->k->cfg->fallback_lo ? 2 : 1, taken, ntaken,
+                                c->j->id, &vmid, &se);
     free(taken);
     if (rc) {
         snprintf(why, len, "no VMID for the temporary VM: %.400s", se.message);
@@ -639,6 +655,11 @@ static void step_prepare(struct rctx *c)
     struct pve_vm_config cfg;
     struct pve_vm_status s;
     char why[512];
+    /* a VMID reserved before a kill, not yet written into the job, is the
+     * job's: every way out below gives it back (release_tmp), or it is
+     * the one taken; unknown (the store failed): resumed later */
+    if (held_vmid(c))
+        return;
     int rc = read_status(c, c->j->vmid, &s, &e);
     if (rc == PVE_E_NOTFOUND) { /* moved behind our back (HA)? */
         char node[64];
@@ -1614,29 +1635,6 @@ static const char *way_out(const char *step)
         if (strcmp(step, after_stop[i]) == 0)
             return "restore";
     return NULL;
-}
-
-/* A prepare cut short by a crash may hold a temporary VMID reserved in the
- * store but not yet written into the job: it is the job's (release_tmp
- * gives it back, a prepare takes it). -1 when the store does not answer:
- * the caller resumes later rather than leave it reserved for good. */
-static int held_vmid(struct rctx *c)
-{
-    int held = 0;
-    struct store_error se;
-    if (tmp_vmid(c))
-        return 0;
-    int rc = store_vmid_reserved_by(c->k->st, c->j->id, &held, &se);
-    if (rc == STORE_E_NOTFOUND)
-        return 0;
-    if (rc) {
-        log_warn("job", "job=%s vmid=%d reinstall: its VMIDs cannot be read (%s): resumed later",
-                 c->j->id, c->j->vmid, se.message);
-        return -1;
-    }
-    log_info("job", "job=%s temporary VMID %d found reserved to the job", c->j->id, held);
-    st_set_int(c, "tmp_vmid", held);
-    return 0;
 }
 
 /* A cancel seen at the top of the machine takes the way a failure at the

@@ -18,6 +18,7 @@ under faults).
 import os
 import random
 import re
+import sqlite3
 import time
 
 from lib.cases import case, finish
@@ -119,6 +120,49 @@ def restarted_without_the_new_os_the_old_disk_goes_back():
     assert not db_query(px.db, "SELECT node FROM capacity WHERE job = ?", (job,))
     rec = px.call("GET", "/v1/vms/%d" % vmid, ALICE).json()
     assert rec["os"] == "ubuntu" and rec["power"] == "running" and not rec.get("error"), rec
+
+
+@case
+def a_vmid_reserved_before_a_kill_is_released_by_a_failing_prepare():
+    """Killed in the prepare (its first read of the VM held by pvesim) just
+    after it reserved the temporary VMID and before it wrote it into the
+    job (the reservation is made here as that run would have made it);
+    restarted, the prepare finds the VM locked and refuses. The VMID the
+    job holds goes back: it used to stay reserved for good (the job's
+    state named no VMID, so nothing was released)."""
+    vmid = VMS[2]
+    node = look(vmid)["node"]
+    sim.add_faults([{"method": "GET", "kind": "hang",
+                     "path": r"^/nodes/%s/qemu/%d/status/current$" % (node, vmid)}])
+    job = px.call("POST", "/v1/vms/%d/reinstall" % vmid, ALICE, {"os": "debian"},
+                  want=202).json()["job"]
+    try:
+        wait_for(lambda: sim.ctl("GET", "/faults")[0].get("hits", 0) >= 1, 30, 0.01,
+                 "the prepare's first read sent")
+        px.kill()
+    finally:
+        sim.clear_faults()
+    step, attempts = db_query(px.db, "SELECT step, attempts FROM jobs WHERE id = ?", (job,))[0]
+    assert step == "queued" and "tmp_vmid" not in (attempts or ""), (step, attempts)
+    taken = {r[0] for r in db_query(px.db, "SELECT vmid FROM vmid_alloc")}
+    held = min(set(range(4000, 4010)) - taken)
+    c = sqlite3.connect(px.db, timeout=30)
+    with c:
+        c.execute("INSERT INTO vmid_alloc (vmid, state, job, until, updated_at) "
+                  "VALUES (?, 'reserved', ?, 0, ?)", (held, job, int(time.time() * 1000)))
+    c.close()
+    sim.ctl("POST", "/vms/%d" % vmid, {"conf": {"lock": "backup"}})
+    try:
+        expire_leases(px.db)
+        px.start()
+        j = px.wait_job(job, ALICE, deadline=60)
+    finally:
+        sim.ctl("POST", "/vms/%d" % vmid, {"conf": {"lock": None}})
+    assert j["state"] == "failed" and "it is locked" in j["error"], j
+    left = db_query(px.db, "SELECT vmid, state FROM vmid_alloc WHERE job = ? AND state = "
+                    "'reserved'", (job,))
+    assert not left, left
+    assert look(vmid)["os"] == "ubuntu" and others(VMS) == []
 
 
 @case
