@@ -148,6 +148,79 @@ static bool task_running(struct sctx *c)
     return c->j->upid[0] && pve_task_status(c->pc, c->j->upid, &t, &e) == 0 && t.running;
 }
 
+/* The newest running task of `type` of the VM, started by proxd's user
+ * since the job was created and not one another call was answered with
+ * (pve_client_task_known): the job's own, whose UPID it never got. */
+static bool find_own_task(struct sctx *c, const char *type, char upid[PVE_UPID_MAX])
+{
+    struct pve_task *t = NULL;
+    size_t n = 0;
+    struct pve_error e;
+    char who[160], vid[16];
+    if (pve_task_list(c->pc, c->v.node, c->v.vmid, type, 20, &t, &n, &e))
+        return false;
+    pve_client_who(c->pc, who, sizeof who);
+    snprintf(vid, sizeof vid, "%d", c->v.vmid);
+    int64_t best = -1;
+    for (size_t i = 0; i < n; i++)
+        if (t[i].running && strcmp(t[i].type, type) == 0 && strcmp(t[i].id, vid) == 0 &&
+            strcmp(t[i].user, who) == 0 && t[i].starttime >= c->j->created_at / 1000 - 5 &&
+            t[i].starttime > best && !pve_client_task_known(c->pc, t[i].upid)) {
+            best = t[i].starttime;
+            snprintf(upid, PVE_UPID_MAX, "%s", t[i].upid);
+        }
+    free(t);
+    if (best >= 0)
+        pve_client_task_seen(c->pc, upid);
+    return best >= 0;
+}
+
+/* The list shows the job's snapshot half-made and no task of the job is
+ * known to run: the call's answer was lost (the call served) or proxd was
+ * killed before it wrote the UPID down, or the task failed and left it.
+ * While the VM holds `lock` (which such a task holds until it ends) the
+ * task still runs: taken for a failed one's leftover, the snapshot being
+ * made would be removed by force under it. That task is adopted when
+ * found (written down: a job resumed later waits for it too), else the
+ * lock is waited out. True when the caller should list again; false when
+ * the VM is not so locked (the half-made snapshot is a failed task's), the
+ * wait timed out, or the core stops. */
+static bool await_unknown_task(struct sctx *c, const char *type, const char *lock)
+{
+    struct pve_error e = {0};
+    int64_t end = mono_ms() + STEP_DEADLINE_MS;
+    bool looked = false, waited = false;
+    for (long pause = 100;; pause = pause < 2000 ? pause * 2 : 2000) {
+        struct pve_vm_config cfg;
+        int rc = pve_vm_config_get(c->pc, c->v.node, c->v.vmid, true, &cfg, &e);
+        if (rc && !transient(rc))
+            return false;
+        if (rc == 0) {
+            bool held = strcmp(cfg.lock, lock) == 0;
+            pve_vm_config_release(&cfg);
+            if (!held)
+                return waited;
+            if (!looked) {
+                looked = true;
+                char upid[PVE_UPID_MAX];
+                if (find_own_task(c, type, upid)) {
+                    snprintf(c->j->upid, sizeof c->j->upid, "%s", upid);
+                    job_checkpoint(c->k, c->j, "wait", 50,
+                                   "task %s (found: its call's answer "
+                                   "was lost)",
+                                   upid);
+                    return true;
+                }
+            }
+        }
+        if (core_stopping(c->k) || mono_ms() > end)
+            return false;
+        waited = true;
+        store_job_renew(c->k->st, c->j->id, c->k->instance, LEASE_MS, NULL);
+        sleep_ms(pause);
+    }
+}
+
 /* Start a task with `call` (retrying transient call errors is the
  * caller's loop) and wait for it: 0, -1 when stopping, or the error (a
  * task's own failure has e->upid set). */
@@ -284,6 +357,10 @@ static void create_steps(struct sctx *c)
                          c->v.node);
                 return;
             } else {
+                if (await_unknown_task(c, "qmsnapshot", "snapshot"))
+                    continue;
+                if (core_stopping(c->k))
+                    return;
                 remove_half(c, name);
                 if (core_stopping(c->k))
                     return;
