@@ -134,7 +134,12 @@ int core_vm_reinstall(struct core *k, int vmid, const char *owner,
     }
     /* a cordoned node takes no new VM, and a reinstall makes one there */
     struct node_cordon nc;
-    if (core_node_cordon_get(k, v.node, &nc) == 0 && nc.cordoned) {
+    if (core_node_cordon_get(k, v.node, &nc) == CORE_E_INTERNAL) { /* unknown is not "no" */
+        rc = core_fail(err, CORE_E_INTERNAL, "node",
+                       "whether node %s of VM %d is cordoned cannot be read now", v.node, vmid);
+        goto out;
+    }
+    if (nc.cordoned) {
         rc = core_fail(err, CORE_E_CONFLICT, "node",
                        "node %s of VM %d is cordoned (by %s): no reinstall there until it is "
                        "uncordoned",
@@ -505,7 +510,9 @@ static const char *unfit(struct rctx *c, const struct cfg_node *cn,
         }
     }
     struct node_cordon nc;
-    if (core_node_cordon_get(c->k, cn->name, &nc) == 0 && nc.cordoned) {
+    if (core_node_cordon_get(c->k, cn->name, &nc) != 0) /* unknown is not "no" */
+        return "whether it is cordoned cannot be read";
+    if (nc.cordoned) {
         snprintf(buf, len, "cordoned by %s", nc.by);
         return buf;
     }

@@ -267,8 +267,13 @@ static int owner_total(struct sctx *c)
         struct pve_error e = {0};
         struct snap_info *s = NULL;
         size_t n = 0;
-        if (store_vm_get(c->k->st, ids[i], &o.v, NULL))
+        int rc = store_vm_get(c->k->st, ids[i], &o.v, NULL);
+        if (rc == STORE_E_NOTFOUND)
             continue; /* gone meanwhile */
+        if (rc) {     /* not read: its snapshots cannot be counted as none */
+            total = -1;
+            break;
+        }
         if (find_vm(&o, &e) == 0 && list(&o, &s, &n, &e) == 0)
             total += (int)n;
         else if (e.cls != PVE_E_NOTFOUND)
@@ -294,7 +299,9 @@ static const char *over_limit(struct sctx *c, size_t have, char *why, size_t len
     if (cfg->snap_max_per_owner > 0) {
         int others = owner_total(c);
         if (others < 0) {
-            snprintf(why, len, "snapshot limit of '%s' cannot be checked: a node does not answer",
+            snprintf(why, len,
+                     "snapshot limit of '%s' cannot be checked: a node or the database does "
+                     "not answer",
                      c->v.owner);
             return why;
         }
@@ -654,7 +661,16 @@ void snap_run(struct core *k, struct job_rec *j)
         return;
     }
     json_t *rec = json_object_get(j->request, "record");
-    if (store_vm_get(k->st, j->vmid, &c.v, NULL)) {
+    struct store_error se;
+    int rc = store_vm_get(k->st, j->vmid, &c.v, &se);
+    if (rc && rc != STORE_E_NOTFOUND) {
+        /* no answer, not "no record": its task may be running; the job
+         * is claimed again once its lease runs out */
+        log_warn("job", "job=%s vmid=%d the record cannot be read (%s): resumed later", j->id,
+                 j->vmid, se.message);
+        return;
+    }
+    if (rc) {
         snap_end(&c, false, "no record of VM %d", j->vmid);
         return;
     }
