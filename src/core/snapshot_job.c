@@ -263,7 +263,14 @@ static int owner_total(struct sctx *c)
                                  &unknown, &ids, &nids);
     free(ended);
     for (size_t i = 0; total >= 0 && i < nids; i++) {
-        struct sctx o = {.k = c->k, .j = c->j};
+        /* the other VM's reads in a job of their own: find_vm notes where
+         * it finds that VM in its job's node (and list() the job's own
+         * snapshot name), which are the creating job's, checkpointed
+         * with it */
+        struct job_rec oj = *c->j;
+        oj.request = NULL;
+        oj.attempts = NULL;
+        struct sctx o = {.k = c->k, .j = &oj};
         struct pve_error e = {0};
         struct snap_info *s = NULL;
         size_t n = 0;

@@ -598,6 +598,23 @@ def a_lost_answer_leaves_the_snapshot_being_made():
     assert pve_lock(sim, vmid) is None
 
 
+
+@case
+def the_owner_count_leaves_the_jobs_node_alone():
+    # The per-owner count reads the owner's other VMs from Proxmox; one
+    # moved behind proxd's back is looked for on every node. Where it was
+    # found used to be written into the creating job's own node (the
+    # other VM's context shared the job), and checkpointed with it.
+    tok = px.token("jill")
+    a, b = api.create_vms(tok, ["jill-a", "jill-b"])
+    na, nb = sim.vm(a)["node"], sim.vm(b)["node"]
+    elsewhere = [n for n in ("sv1", "sv2", "sv3", "sv4", "sv5") if n not in (na, nb)][0]
+    sim.ctl("POST", "/vms/%d" % b, {"node": elsewhere})
+    j = api.snap(tok, a, "mine")
+    assert j["node"] == na, (j, na, elsewhere)
+    assert api.vm(tok, a)["node"] == na
+    assert set(pve_snaps(sim, a)) == {"mine"} and not pve_snaps(sim, b)
+
 shutdown(px, sim)
 
 if DB and not full_run():
