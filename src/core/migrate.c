@@ -94,7 +94,11 @@ static bool reserve_on(struct cctx *c, const struct cfg_node *cn, int64_t disk, 
 {
     const struct proxd_config *cfg = c->k->cfg;
     struct node_cordon nc;
-    if (core_node_cordon_get(c->k, cn->name, &nc) == 0 && nc.cordoned) {
+    if (core_node_cordon_get(c->k, cn->name, &nc) != 0) { /* unknown is not "no" */
+        snprintf(why, len, "whether it is cordoned cannot be read");
+        return false;
+    }
+    if (nc.cordoned) {
         snprintf(why, len, "cordoned by %s", nc.by);
         return false;
     }

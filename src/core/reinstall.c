@@ -61,7 +61,11 @@ struct rctx {
     const struct cfg_node *cn;
     json_t *st; /* attempts[0], the job's working state (borrowed) */
     bool resumed;
-    bool have_rec;
+    bool have_rec; /* c->v is the VM's record as the job was queued for (record writes go there) */
+    /* why the job may not go on to the new OS (the record, the OS or a
+     * node changed since it was queued; empty: it may): it takes the way a
+     * failure at its step takes (halt) */
+    char halt[256];
 };
 
 /* ---- requests ----------------------------------------------------------------- */
@@ -130,7 +134,12 @@ int core_vm_reinstall(struct core *k, int vmid, const char *owner,
     }
     /* a cordoned node takes no new VM, and a reinstall makes one there */
     struct node_cordon nc;
-    if (core_node_cordon_get(k, v.node, &nc) == 0 && nc.cordoned) {
+    if (core_node_cordon_get(k, v.node, &nc) == CORE_E_INTERNAL) { /* unknown is not "no" */
+        rc = core_fail(err, CORE_E_INTERNAL, "node",
+                       "whether node %s of VM %d is cordoned cannot be read now", v.node, vmid);
+        goto out;
+    }
+    if (nc.cordoned) {
         rc = core_fail(err, CORE_E_CONFLICT, "node",
                        "node %s of VM %d is cordoned (by %s): no reinstall there until it is "
                        "uncordoned",
@@ -251,6 +260,8 @@ static bool same_volume(const char *a, const char *b)
 static void save_rec_logged(struct rctx *c, struct store_event *ev)
 {
     struct store_error se;
+    if (!c->have_rec) /* no record, or another VM's now: nothing of the job's to write */
+        return;
     snprintf(c->v.job, sizeof c->v.job, "%s", c->j->id);
     for (int tries = 1; tries <= 5; tries++) {
         struct vm_rec now;
@@ -499,7 +510,9 @@ static const char *unfit(struct rctx *c, const struct cfg_node *cn,
         }
     }
     struct node_cordon nc;
-    if (core_node_cordon_get(c->k, cn->name, &nc) == 0 && nc.cordoned) {
+    if (core_node_cordon_get(c->k, cn->name, &nc) != 0) /* unknown is not "no" */
+        return "whether it is cordoned cannot be read";
+    if (nc.cordoned) {
         snprintf(buf, len, "cordoned by %s", nc.by);
         return buf;
     }
@@ -585,6 +598,29 @@ static int reserve_elsewhere(struct rctx *c, char *why, size_t len)
     return -1;
 }
 
+/* A prepare cut short by a crash may hold a temporary VMID reserved in the
+ * store but not yet written into the job: it is the job's (release_tmp
+ * gives it back, a prepare takes it). -1 when the store does not answer:
+ * the caller resumes later rather than leave it reserved for good. */
+static int held_vmid(struct rctx *c)
+{
+    int held = 0;
+    struct store_error se;
+    if (tmp_vmid(c))
+        return 0;
+    int rc = store_vmid_reserved_by(c->k->st, c->j->id, &held, &se);
+    if (rc == STORE_E_NOTFOUND)
+        return 0;
+    if (rc) {
+        log_warn("job", "job=%s vmid=%d reinstall: its VMIDs cannot be read (%s): resumed later",
+                 c->j->id, c->j->vmid, se.message);
+        return -1;
+    }
+    log_info("job", "job=%s temporary VMID %d found reserved to the job", c->j->id, held);
+    st_set_int(c, "tmp_vmid", held);
+    return 0;
+}
+
 static int take_vmid(struct rctx *c, char *why, size_t len)
 {
     const struct cfg_os *os = config_os(c->k->cfg, req_str(c, "os"));
@@ -594,16 +630,9 @@ static int take_vmid(struct rctx *c, char *why, size_t len)
     int *taken = fleet_taken_vmids(c->k->fl, &ntaken);
     int vmid = 0;
     struct store_error se;
-    /* one reserved before a kill, not yet written into the job: that one */
-    int rc = store_vmid_reserved_by(c->k->st, c->j->id, &vmid, &se);
-    if (rc == STORE_OK) {
-        free(taken);
-        log_info("job", "job=%s temporary VMID %d found reserved to the job", c->j->id, vmid);
-        st_set_int(c, "tmp_vmid", vmid);
-        return 0;
-    }
-    rc = store_vmid_reserve(c->k->st, ranges, c->k->cfg->fallback_lo ? 2 : 1, taken, ntaken,
-                            c->j->id, &vmid, &se);
+    /* one reserved before a kill was found by step_prepare (held_vmid) */
+    int rc = store_vmid_reserve(c->k->st, ranges, c->k->cfg->fallback_lo ? 2 : 1, taken, ntaken,
+                                c->j->id, &vmid, &se);
     free(taken);
     if (rc) {
         snprintf(why, len, "no VMID for the temporary VM: %.400s", se.message);
@@ -633,6 +662,11 @@ static void step_prepare(struct rctx *c)
     struct pve_vm_config cfg;
     struct pve_vm_status s;
     char why[512];
+    /* a VMID reserved before a kill, not yet written into the job, is the
+     * job's: every way out below gives it back (release_tmp), or it is
+     * the one taken; unknown (the store failed): resumed later */
+    if (held_vmid(c))
+        return;
     int rc = read_status(c, c->j->vmid, &s, &e);
     if (rc == PVE_E_NOTFOUND) { /* moved behind our back (HA)? */
         char node[64];
@@ -848,7 +882,7 @@ static void step_clone(struct rctx *c)
  * interrupted) and its end awaited, then abort removes whatever is left of
  * the temporary VM. The old OS was not touched. Waiting out a copy of
  * minutes only to remove it would hold the cancel as long. */
-static void stop_clone(struct rctx *c)
+static void stop_clone(struct rctx *c, const char *reason)
 {
     struct pve_error e = {0};
     char upid[PVE_UPID_MAX], why[sizeof c->j->error];
@@ -858,7 +892,10 @@ static void stop_clone(struct rctx *c)
                  c->j->vmid, upid, e.message);
     if (wait_task(c, upid, CLONE_STOP_MS, &e) == -1)
         return; /* resumed later at wait_clone: the cancel is read again there */
-    job_cancel_error(c->j, "wait_clone", why, sizeof why, "the clone task was stopped");
+    if (reason) /* not a cancel: a check that failed (halt) */
+        snprintf(why, sizeof why, "%s; the clone task was stopped", reason);
+    else
+        job_cancel_error(c->j, "wait_clone", why, sizeof why, "the clone task was stopped");
     fail_to(c, "abort", "%s", why);
 }
 
@@ -870,7 +907,7 @@ static void step_wait_clone(struct rctx *c)
         if (rc == -1)
             return;
         if (rc == -3) {
-            stop_clone(c);
+            stop_clone(c, NULL);
             return;
         }
         if (rc) {
@@ -1081,6 +1118,11 @@ static void step_migrate(struct rctx *c)
             }
             pause_n(c, ++busy < 4 ? busy : 4);
             continue;
+        }
+        if (c->halt[0] || !tn) { /* no migration is started: the VM gets its old disk back */
+            fail_to(c, "restore", "%s",
+                    c->halt[0] ? c->halt : "the temporary VM's node is no longer configured");
+            return;
         }
         char upid[PVE_UPID_MAX] = "";
         struct pve_migrate_opts mo = {
@@ -1583,41 +1625,151 @@ static void step_abort(struct rctx *c)
 
 /* ---- the machine ------------------------------------------------------------------------ */
 
-/* A cancel seen at the top of the machine takes the way a failure at the
- * same step takes: before the VM is touched, abort (the temporary VM
- * goes); from the stop on, restore (the old disk back, the VM as it was).
- * A clone under way is stopped (step_wait_clone: a cancel recorded in this
- * process cuts its wait short; stop_clone); commit, restore and abort go on
- * (the outcome is decided). Before any step nothing was made. */
-static void on_cancel(struct rctx *c)
+/* The way out of a step that may not go on (a cancel, a check that
+ * failed): "abort" before the VM is touched, "restore" from the stop on;
+ * NULL for queued (nothing made yet), for wait_clone (its clone is stopped
+ * first: stop_clone) and for commit, restore and abort (the outcome is
+ * decided: they run their course). */
+static const char *way_out(const char *step)
 {
     static const char *const before_stop[] = {"clone", "configure", "resize"};
     static const char *const after_stop[] = {"stop",      "migrate", "detach", "swap",
                                              "cloudinit", "start",   "verify"};
-    const char *s = c->j->step;
+    for (size_t i = 0; i < sizeof before_stop / sizeof *before_stop; i++)
+        if (strcmp(step, before_stop[i]) == 0)
+            return "abort";
+    for (size_t i = 0; i < sizeof after_stop / sizeof *after_stop; i++)
+        if (strcmp(step, after_stop[i]) == 0)
+            return "restore";
+    return NULL;
+}
+
+/* A cancel seen at the top of the machine takes the way a failure at the
+ * same step takes (way_out). A clone under way is stopped
+ * (step_wait_clone: a cancel recorded in this process cuts its wait short;
+ * stop_clone). Before any step nothing was made. */
+static void on_cancel(struct rctx *c)
+{
     char why[sizeof c->j->error];
-    if (strcmp(s, "queued") == 0) {
-        /* a prepare cut short by a crash may hold a temporary VMID (not
-         * yet written into the job) and room: nothing was cloned yet */
-        int held = 0;
-        if (!tmp_vmid(c) && store_vmid_reserved_by(c->k->st, c->j->id, &held, NULL) == 0)
-            st_set_int(c, "tmp_vmid", held);
+    if (strcmp(c->j->step, "queued") == 0) {
+        if (held_vmid(c))
+            return;
         release_tmp(c);
         job_cancel_error(c->j, NULL, why, sizeof why, "nothing was done");
         finish(c, false, "%s", why);
         return;
     }
     job_cancel_error(c->j, NULL, why, sizeof why, NULL);
-    for (size_t i = 0; i < sizeof before_stop / sizeof *before_stop; i++)
-        if (strcmp(s, before_stop[i]) == 0) {
-            fail_to(c, "abort", "%s", why);
+    const char *next = way_out(c->j->step);
+    if (next)
+        fail_to(c, next, "%s", why);
+}
+
+/* The job may not go on to the new OS (c->halt): the way a failure at its
+ * step takes (the restore needs neither the OS's entry nor the record). A
+ * clone under way is stopped, as for a cancel; a migration under way is
+ * waited for by step_migrate, which starts none (the restore then finds
+ * the VM where it is). */
+static void halt(struct rctx *c)
+{
+    const char *s = c->j->step;
+    if (strcmp(s, "queued") == 0) {
+        if (held_vmid(c))
             return;
-        }
-    for (size_t i = 0; i < sizeof after_stop / sizeof *after_stop; i++)
-        if (strcmp(s, after_stop[i]) == 0) {
-            fail_to(c, "restore", "%s", why);
-            return;
-        }
+        release_tmp(c);
+        finish(c, false, "%s: nothing was done", c->halt);
+        return;
+    }
+    if (strcmp(s, "wait_clone") == 0) { /* a copy of minutes, only to be removed: stopped */
+        if (c->j->upid[0])
+            stop_clone(c, c->halt);
+        else
+            fail_to(c, "abort", "%s", c->halt);
+        return;
+    }
+    const char *next = way_out(s);
+    if (next && strcmp(s, "migrate") != 0)
+        fail_to(c, next, "%s", c->halt);
+}
+
+/* No configured node reaches the VM or the temporary VM: nothing can be
+ * looked at or put back. The job ends saying what may be left; the
+ * temporary VM is a leftover (the reconciler removes it, or releases its
+ * VMID once its node has been out of the configuration long enough). */
+static void unreachable(struct rctx *c)
+{
+    const char *s = c->j->step, *out = way_out(s);
+    bool touched = (out && strcmp(out, "restore") == 0) || strcmp(s, "restore") == 0;
+    char left[512] = "";
+    if (touched)
+        snprintf(left, sizeof left,
+                 "VM %d may be left stopped, its old disk %s out of its slot %s (an unused disk "
+                 "of the VM)",
+                 c->j->vmid, st_str(c, "old_volume"), st_str(c, "boot_key"));
+    else if (strcmp(s, "commit") == 0)
+        snprintf(left, sizeof left, "VM %d runs the new disk; its old disk %s may be left unused",
+                 c->j->vmid, st_str(c, "old_volume"));
+    else
+        snprintf(left, sizeof left, "VM %d has its old disk", c->j->vmid);
+    if (tmp_vmid(c)) {
+        store_leftover_add(c->k->st, tmp_vmid(c), tmp_node(c), c->j->id, NULL);
+        size_t l = strlen(left);
+        snprintf(left + l, sizeof left - l, "; temporary VM %d on %s left for the reconciler",
+                 tmp_vmid(c), tmp_node(c));
+    }
+    store_release_capacity(c->k->st, c->j->id, NULL);
+    if (touched) { /* an operator must look (the message says what) */
+        snprintf(c->v.error, sizeof c->v.error, "reinstall stopped at %s: %.300s; %.600s", s,
+                 c->halt, left);
+        save_rec(c);
+    }
+    finish(c, false, "reinstall stopped at %s: %s; %s", s, c->halt, left);
+}
+
+/* Whether the job may go on as it was queued: the VM's live record (the
+ * same one), its owner, the OS and the nodes still configured; c->halt
+ * says why not. -1 when the record cannot be read (the database failed:
+ * no answer, not "no record"): resumed later. */
+static int check_run(struct rctx *c)
+{
+    struct core *k = c->k;
+    struct job_rec *j = c->j;
+    struct store_error se;
+    int rc = store_vm_get(k->st, j->vmid, &c->v, &se);
+    if (rc && rc != STORE_E_NOTFOUND) {
+        log_warn("job", "job=%s vmid=%d reinstall: the record cannot be read (%s): resumed later",
+                 j->id, j->vmid, se.message);
+        return -1;
+    }
+    c->have_rec = rc == 0;
+    json_t *rec = json_object_get(j->request, "record");
+    const char *os = req_str(c, "os");
+    if (!c->have_rec)
+        snprintf(c->halt, sizeof c->halt, "no record of VM %d", j->vmid);
+    else if (json_is_integer(rec) && json_integer_value(rec) != c->v.id) {
+        c->have_rec = false; /* another VM's record now */
+        snprintf(c->halt, sizeof c->halt, "the record of VM %d changed since the job was queued",
+                 j->vmid);
+    } else if (strcmp(j->owner, c->v.owner) != 0)
+        snprintf(c->halt, sizeof c->halt, "VM %d changed owner since the job was queued", j->vmid);
+    else if (!os || !config_os(k->cfg, os))
+        snprintf(c->halt, sizeof c->halt, "OS %s is no longer configured", os ? os : "?");
+    if (!j->node[0] && c->have_rec)
+        snprintf(j->node, sizeof j->node, "%s", c->v.node);
+    c->cn = config_node(k->cfg, j->node);
+    c->pc = c->cn ? fleet_client(k->fl, j->node) : NULL;
+    bool past_prepare = strcmp(j->step, "queued") != 0;
+    if (!c->pc && !c->halt[0])
+        snprintf(c->halt, sizeof c->halt, "node %s of VM %d is no longer configured",
+                 j->node[0] ? j->node : "?", j->vmid);
+    else if (past_prepare && !config_node(k->cfg, tmp_node(c)) && !c->halt[0])
+        snprintf(c->halt, sizeof c->halt, "node %s of the temporary VM is no longer configured",
+                 tmp_node(c));
+    /* the VM's node left the configuration but the temporary VM's did not
+     * (before the migration): that node's cluster reaches both */
+    if (!c->pc && past_prepare && config_node(k->cfg, tmp_node(c)))
+        c->pc = fleet_client(k->fl, tmp_node(c));
+    return 0;
 }
 
 void reinstall_run(struct core *k, struct job_rec *j)
@@ -1630,25 +1782,12 @@ void reinstall_run(struct core *k, struct job_rec *j)
     if (json_array_size(j->attempts) == 0)
         json_array_append_new(j->attempts, json_object());
     c.st = json_array_get(j->attempts, 0);
-    if (store_vm_get(k->st, j->vmid, &c.v, NULL)) {
-        finish(&c, false, "no record of VM %d", j->vmid);
-        return;
-    }
-    json_t *rec = json_object_get(j->request, "record");
-    if ((json_is_integer(rec) && json_integer_value(rec) != c.v.id) ||
-        strcmp(j->owner, c.v.owner) != 0 || !req_str(&c, "os") ||
-        !config_os(k->cfg, req_str(&c, "os"))) {
-        finish(&c, false, "the record of VM %d changed since the job was queued: nothing done",
-               j->vmid);
-        vm_rec_release(&c.v);
-        return;
-    }
-    if (!j->node[0])
-        snprintf(j->node, sizeof j->node, "%s", c.v.node);
-    c.cn = config_node(k->cfg, j->node);
-    c.pc = c.cn ? fleet_client(k->fl, j->node) : NULL;
-    if (!c.pc) {
-        finish(&c, false, "node %s of VM %d is not configured: nothing done", j->node, j->vmid);
+    if (check_run(&c))
+        return; /* the lease runs out and the job is claimed again */
+    if (c.halt[0])
+        log_warn("job", "job=%s vmid=%d reinstall at %s: %s", j->id, j->vmid, j->step, c.halt);
+    if (!c.pc && strcmp(j->step, "queued") != 0) {
+        unreachable(&c);
         vm_rec_release(&c.v);
         return;
     }
@@ -1659,6 +1798,11 @@ void reinstall_run(struct core *k, struct job_rec *j)
             on_cancel(&c);
             if (j->state == JOB_FAILED)
                 break;
+        }
+        if (c.halt[0]) {
+            halt(&c);
+            if (j->state == JOB_FAILED || strcmp(j->step, "queued") == 0 || core_stopping(k))
+                break; /* ended, or resumed later (the store did not answer; stopping) */
         }
         const char *s = j->step;
         bool cloning = strcmp(s, "clone") == 0 || strcmp(s, "wait_clone") == 0;

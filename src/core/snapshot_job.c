@@ -148,6 +148,79 @@ static bool task_running(struct sctx *c)
     return c->j->upid[0] && pve_task_status(c->pc, c->j->upid, &t, &e) == 0 && t.running;
 }
 
+/* The newest running task of `type` of the VM, started by proxd's user
+ * since the job was created and not one another call was answered with
+ * (pve_client_task_known): the job's own, whose UPID it never got. */
+static bool find_own_task(struct sctx *c, const char *type, char upid[PVE_UPID_MAX])
+{
+    struct pve_task *t = NULL;
+    size_t n = 0;
+    struct pve_error e;
+    char who[160], vid[16];
+    if (pve_task_list(c->pc, c->v.node, c->v.vmid, type, 20, &t, &n, &e))
+        return false;
+    pve_client_who(c->pc, who, sizeof who);
+    snprintf(vid, sizeof vid, "%d", c->v.vmid);
+    int64_t best = -1;
+    for (size_t i = 0; i < n; i++)
+        if (t[i].running && strcmp(t[i].type, type) == 0 && strcmp(t[i].id, vid) == 0 &&
+            strcmp(t[i].user, who) == 0 && t[i].starttime >= c->j->created_at / 1000 - 5 &&
+            t[i].starttime > best && !pve_client_task_known(c->pc, t[i].upid)) {
+            best = t[i].starttime;
+            snprintf(upid, PVE_UPID_MAX, "%s", t[i].upid);
+        }
+    free(t);
+    if (best >= 0)
+        pve_client_task_seen(c->pc, upid);
+    return best >= 0;
+}
+
+/* The list shows the job's snapshot half-made and no task of the job is
+ * known to run: the call's answer was lost (the call served) or proxd was
+ * killed before it wrote the UPID down, or the task failed and left it.
+ * While the VM holds `lock` (which such a task holds until it ends) the
+ * task still runs: taken for a failed one's leftover, the snapshot being
+ * made would be removed by force under it. That task is adopted when
+ * found (written down: a job resumed later waits for it too), else the
+ * lock is waited out. True when the caller should list again; false when
+ * the VM is not so locked (the half-made snapshot is a failed task's), the
+ * wait timed out, or the core stops. */
+static bool await_unknown_task(struct sctx *c, const char *type, const char *lock)
+{
+    struct pve_error e = {0};
+    int64_t end = mono_ms() + STEP_DEADLINE_MS;
+    bool looked = false, waited = false;
+    for (long pause = 100;; pause = pause < 2000 ? pause * 2 : 2000) {
+        struct pve_vm_config cfg;
+        int rc = pve_vm_config_get(c->pc, c->v.node, c->v.vmid, true, &cfg, &e);
+        if (rc && !transient(rc))
+            return false;
+        if (rc == 0) {
+            bool held = strcmp(cfg.lock, lock) == 0;
+            pve_vm_config_release(&cfg);
+            if (!held)
+                return waited;
+            if (!looked) {
+                looked = true;
+                char upid[PVE_UPID_MAX];
+                if (find_own_task(c, type, upid)) {
+                    snprintf(c->j->upid, sizeof c->j->upid, "%s", upid);
+                    job_checkpoint(c->k, c->j, "wait", 50,
+                                   "task %s (found: its call's answer "
+                                   "was lost)",
+                                   upid);
+                    return true;
+                }
+            }
+        }
+        if (core_stopping(c->k) || mono_ms() > end)
+            return false;
+        waited = true;
+        store_job_renew(c->k->st, c->j->id, c->k->instance, LEASE_MS, NULL);
+        sleep_ms(pause);
+    }
+}
+
 /* Start a task with `call` (retrying transient call errors is the
  * caller's loop) and wait for it: 0, -1 when stopping, or the error (a
  * task's own failure has e->upid set). */
@@ -190,12 +263,24 @@ static int owner_total(struct sctx *c)
                                  &unknown, &ids, &nids);
     free(ended);
     for (size_t i = 0; total >= 0 && i < nids; i++) {
-        struct sctx o = {.k = c->k, .j = c->j};
+        /* the other VM's reads in a job of their own: find_vm notes where
+         * it finds that VM in its job's node (and list() the job's own
+         * snapshot name), which are the creating job's, checkpointed
+         * with it */
+        struct job_rec oj = *c->j;
+        oj.request = NULL;
+        oj.attempts = NULL;
+        struct sctx o = {.k = c->k, .j = &oj};
         struct pve_error e = {0};
         struct snap_info *s = NULL;
         size_t n = 0;
-        if (store_vm_get(c->k->st, ids[i], &o.v, NULL))
+        int rc = store_vm_get(c->k->st, ids[i], &o.v, NULL);
+        if (rc == STORE_E_NOTFOUND)
             continue; /* gone meanwhile */
+        if (rc) {     /* not read: its snapshots cannot be counted as none */
+            total = -1;
+            break;
+        }
         if (find_vm(&o, &e) == 0 && list(&o, &s, &n, &e) == 0)
             total += (int)n;
         else if (e.cls != PVE_E_NOTFOUND)
@@ -221,7 +306,9 @@ static const char *over_limit(struct sctx *c, size_t have, char *why, size_t len
     if (cfg->snap_max_per_owner > 0) {
         int others = owner_total(c);
         if (others < 0) {
-            snprintf(why, len, "snapshot limit of '%s' cannot be checked: a node does not answer",
+            snprintf(why, len,
+                     "snapshot limit of '%s' cannot be checked: a node or the database does "
+                     "not answer",
                      c->v.owner);
             return why;
         }
@@ -284,6 +371,10 @@ static void create_steps(struct sctx *c)
                          c->v.node);
                 return;
             } else {
+                if (await_unknown_task(c, "qmsnapshot", "snapshot"))
+                    continue;
+                if (core_stopping(c->k))
+                    return;
                 remove_half(c, name);
                 if (core_stopping(c->k))
                     return;
@@ -577,7 +668,16 @@ void snap_run(struct core *k, struct job_rec *j)
         return;
     }
     json_t *rec = json_object_get(j->request, "record");
-    if (store_vm_get(k->st, j->vmid, &c.v, NULL)) {
+    struct store_error se;
+    int rc = store_vm_get(k->st, j->vmid, &c.v, &se);
+    if (rc && rc != STORE_E_NOTFOUND) {
+        /* no answer, not "no record": its task may be running; the job
+         * is claimed again once its lease runs out */
+        log_warn("job", "job=%s vmid=%d the record cannot be read (%s): resumed later", j->id,
+                 j->vmid, se.message);
+        return;
+    }
+    if (rc) {
         snap_end(&c, false, "no record of VM %d", j->vmid);
         return;
     }

@@ -24,6 +24,7 @@ PROXD_TEST_DB=postgresql://... runs it on PostgreSQL (test_reinstall_pg.py).
 """
 import os
 import random
+import re
 import time
 
 from lib.cases import case, finish
@@ -266,6 +267,81 @@ def a_fault_after_the_migration_keeps_the_old_os_on_the_new_node():
     assert rec["power"] == "running", rec
     assert len(events(j["id"], "vm.moved")) == 1 and not events(j["id"], "vm.reinstalled")
     nothing_held(j["id"], rec_id(vmid))
+
+
+def without_node(conf, node, keep):
+    """The configuration without [node NODE], the pool reaching `keep` only."""
+    out = re.sub(r"(?m)^\[node %s\]\n(?:[^\n\[]+\n)*\n?" % node, "", conf)
+    out = out.replace("nodes = sv1, sv3", "nodes = " + keep)
+    assert "[node %s]" % node not in out and "nodes = " + keep in out, out
+    return out
+
+
+@case
+def the_temporary_vms_node_leaving_the_config_ends_the_job():
+    """Killed while the temporary VM is cloned on the other node (its copy
+    slowed by pvesim), or at the migration (its call held), then started
+    with that node gone from the configuration: the job cannot go on there,
+    so it stops the clone and removes the temporary VM (abort), or puts the
+    VM back as it was on its node (restore, no migration started), and
+    ends. It used to stay claimed for good at the clone (no clone slot on
+    an unknown node: the run returned, the lease ran out, again and again,
+    the VM's jobs queued behind it) and to crash proxd at every start at
+    the migration (the node's storage read through a NULL node)."""
+    vmid = create("mv-gone")
+    conf = open(px.conf).read()
+    for at in ("wait_clone", "migrating"):
+        before = look(vmid)
+        a = before["node"]
+        b = OTHER[a]
+        fill(a)
+        if at == "wait_clone":  # a clone of minutes
+            sim.ctl("POST", "/nodes/" + b, {"bandwidth_mb": 1})
+        else:  # the migration's call never answered
+            sim.ctl("POST", "/faults", {"method": "POST", "path": MIGRATE % (a, vmid),
+                                        "kind": "hang"})
+        job = px.call("POST", "/v1/vms/%d/reinstall" % vmid, ALICE, {"os": "debian"},
+                      want=202).json()["job"]
+        try:
+            if at == "wait_clone":
+                assert wait_step(DB, job, "wait_clone") == "wait_clone"
+                wait_for(lambda: q("SELECT upid FROM jobs WHERE id = '%s'" % job)[0][0], 30,
+                         0.01, "the clone's task written")
+            else:
+                assert wait_step(DB, job, "migrate") == "migrate"
+                wait_for(lambda: sim.ctl("GET", "/faults")[0].get("hits", 0) >= 1, 30, 0.01,
+                         "the migration sent")
+            px.kill()
+        finally:
+            sim.clear_faults()
+        try:
+            with open(px.conf, "w") as f:
+                f.write(without_node(conf, b, a))
+            expire_leases(DB)
+            px.start()
+            j = px.wait_job(job, ALICE, deadline=120)
+        finally:
+            sim.ctl("POST", "/nodes/" + b, {"bandwidth_mb": 500})
+            if px.alive():
+                px.stop()
+            with open(px.conf, "w") as f:
+                f.write(conf)
+            expire_leases(DB)
+            px.start()
+        assert j["state"] == "failed", (at, j)
+        assert "node %s of the temporary VM is no longer configured" % b in j["error"], (at, j)
+        assert "keeps %s" % before["os"] in j["error"], (at, j)
+        after = look(vmid)
+        same_identity(before, after)
+        assert after["os"] == before["os"] and after["disk"] == before["disk"], (at, after)
+        assert after["power"] == "running" and after["unused"] == [], (at, after)
+        if at == "wait_clone":  # never touched
+            assert after["digest"] == before["digest"], (at, before, after)
+        assert temps() == [], (at, temps())
+        assert [v["vmid"] for v in sim.state()["vms"]].count(vmid) == 1, at
+        assert not events(job, "vm.moved") and not events(job, "vm.reinstalled"), at
+        nothing_held(job, rec_id(vmid))
+    unfill()
 
 
 # where the aimed kills land (the other rounds: at a random moment); "migrating":

@@ -585,6 +585,60 @@ def random_faults_on_snapshot_calls():
             assert name in pve_snaps(sim, vmid), (name, vmid)
 
 
+def vm_tasks(vmid):
+    """The types of the tasks of VM vmid on its node, oldest first."""
+    node = sim.vm(vmid)["node"]
+    ts = sim.data("GET", "/nodes/%s/tasks" % node, params={"vmid": vmid, "limit": 500})
+    return [t["type"] for t in sorted(ts, key=lambda t: t["starttime"])]
+
+
+@case
+def a_lost_answer_leaves_the_snapshot_being_made():
+    # The call is served and its answer lost (the connection drops) while
+    # the snapshot, with the VM's RAM, takes seconds to make (pvesim's
+    # bandwidth lowered): the list shows it half-made (`prepare`) under the
+    # `snapshot` lock. The job must find the task and wait for it, never
+    # take it for a failed one's leftover and force its removal.
+    tok = px.token("ivan")
+    vmid = api.create_vm(tok, "snap-lost")
+    node = sim.vm(vmid)["node"]
+    bw = [n["bandwidth"] for n in sim.state()["nodes"] if n["name"] == node][0]
+    sim.ctl("POST", "/nodes/" + node, {"bandwidth_mb": 1})  # 512 MiB of RAM: ~2.5 s here
+    sim.add_faults([{"method": "POST", "path": r"^/nodes/[^/]+/qemu/%d/snapshot$" % vmid,
+                     "kind": "drop", "count": 1}])
+    try:
+        j = api.snap(tok, vmid, "lost", vmstate=True, want=None)
+    finally:
+        hits = sim.clear_faults()
+        sim.ctl("POST", "/nodes/" + node, {"bandwidth_mb": bw / 2**20})
+    assert hits == 1, "the answer was not dropped"
+    assert j["state"] == "done", j
+    snap = pve_snaps(sim, vmid).get("lost")
+    assert snap and not snap.get("snapstate") and snap.get("vmstate"), pve_snaps(sim, vmid)
+    assert "proxd-snapshot job=" + j["id"] in snap["description"], snap
+    # one snapshot task, the first call's; no removal of it, no second call
+    kinds = [t for t in vm_tasks(vmid) if "snapshot" in t]
+    assert kinds == ["qmsnapshot"], kinds
+    assert pve_lock(sim, vmid) is None
+
+
+
+@case
+def the_owner_count_leaves_the_jobs_node_alone():
+    # The per-owner count reads the owner's other VMs from Proxmox; one
+    # moved behind proxd's back is looked for on every node. Where it was
+    # found used to be written into the creating job's own node (the
+    # other VM's context shared the job), and checkpointed with it.
+    tok = px.token("jill")
+    a, b = api.create_vms(tok, ["jill-a", "jill-b"])
+    na, nb = sim.vm(a)["node"], sim.vm(b)["node"]
+    elsewhere = [n for n in ("sv1", "sv2", "sv3", "sv4", "sv5") if n not in (na, nb)][0]
+    sim.ctl("POST", "/vms/%d" % b, {"node": elsewhere})
+    j = api.snap(tok, a, "mine")
+    assert j["node"] == na, (j, na, elsewhere)
+    assert api.vm(tok, a)["node"] == na
+    assert set(pve_snaps(sim, a)) == {"mine"} and not pve_snaps(sim, b)
+
 shutdown(px, sim)
 
 if DB and not full_run():
