@@ -178,11 +178,19 @@ static bool usable(struct ctx *c, const struct cfg_node *cn, struct node_view *v
         return false;
     }
     struct node_cordon nc;
-    if (core_node_cordon_get(c->k, cn->name, &nc) == 0 && nc.cordoned) {
+    if (core_node_cordon_get(c->k, cn->name, &nc) != 0) { /* unknown is not "no" */
+        snprintf(why, len, "whether it is cordoned cannot be read now");
+        return false;
+    }
+    if (nc.cordoned) {
         snprintf(why, len, "cordoned by %.60s", nc.by);
         return false;
     }
-    if (fleet_node_view(c->k->fl, cn->name, v) || !v->up) {
+    if (fleet_node_view(c->k->fl, cn->name, v)) {
+        snprintf(why, len, "not known to the fleet");
+        return false;
+    }
+    if (!v->up) {
         snprintf(why, len, "down: %.200s", v->last_error[0] ? v->last_error : "not reachable");
         return false;
     }

@@ -14,7 +14,8 @@
  *    ("cannot be checked") instead of counting that VM's snapshots as none;
  *  - a reinstall is refused when its node's cordon cannot be read, and does
  *    not move the VM onto a node whose cordon cannot be read;
- *  - a drain does not migrate a VM onto a node whose cordon cannot be read. */
+ *  - a drain does not migrate a VM onto a node whose cordon cannot be read;
+ *  - a creation is not placed on a node whose cordon cannot be read. */
 #include "core_harness.h"
 
 #include "common/util.h"
@@ -305,6 +306,32 @@ static void test_reinstall_does_not_move_onto_an_unknown_cordon(void **unused)
     ch_down(&e);
 }
 
+/* A creation while sv1's cordon (ordered placement's first) cannot be read:
+ * placed on sv2, sv1 passed over saying why. It was placed on sv1, which an
+ * operator may have cordoned to empty it. */
+static void test_creation_skips_an_unknown_cordon(void **unused)
+{
+    (void)unused;
+    struct ch_env e;
+    ch_up(&e, NULL);
+    static const char *const first[] = {"sv1", NULL};
+    arm_cordons(first, true);
+    struct vm_request rq;
+    char job[40], node[64];
+    int vmid = 0;
+    ch_request(&rq, "ubuntu", "unknown-cordon", 1, 1024, 10);
+    assert_int_equal(ch_create_wait(&e, &rq, job, &vmid, 60000), JOB_DONE);
+    vm_request_release(&rq);
+    assert_true(atomic_load(&g_kv_failed) >= 1);
+    arm_cordons(NULL, false);
+    assert_string_equal(vm_node(&e, vmid, node), "sv2");
+    struct job_rec j;
+    assert_int_equal(store_job_get(e.st, job, &j, NULL), 0);
+    assert_true(ch_attempted(&j, "sv1", "whether it is cordoned cannot be read"));
+    job_rec_release(&j);
+    ch_down(&e);
+}
+
 /* A drain of the VM's node while no other node's cordon can be read: the
  * VM stays. It used to migrate onto one of them. */
 static void test_drain_does_not_move_onto_an_unknown_cordon(void **unused)
@@ -352,6 +379,7 @@ int main(void)
         cmocka_unit_test(test_reinstall_refused_when_the_cordon_is_unknown),
         cmocka_unit_test(test_reinstall_does_not_move_onto_an_unknown_cordon),
         cmocka_unit_test(test_drain_does_not_move_onto_an_unknown_cordon),
+        cmocka_unit_test(test_creation_skips_an_unknown_cordon),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
