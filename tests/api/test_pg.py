@@ -198,7 +198,7 @@ def database_failures_are_not_shown_to_callers():
     """The store's own words (libpq's name the server's host and port and
     the database user; SQL errors name tables) go to proxd's log, never to
     a caller: /readyz answers anyone."""
-    vm = MADE[0]
+    vm = MADE[2]  # MADE[0] was deleted by lifecycle_through_the_other_instance
     job = call(0, "GET", "/v1/jobs?limit=1").json()["jobs"][0]["id"]
     # a table gone under proxd: the token is still read, the jobs are not
     db.query(pg.url, "ALTER TABLE jobs RENAME TO jobs_away")
