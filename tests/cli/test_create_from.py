@@ -199,6 +199,20 @@ def run_cases():
         r = ctl_from([req("ik-new"), dict(lines[2], cores=2)], token=state["alice"])
         assert r.returncode == 6 and "line 2: idempotency_key: " in r.stderr, r.stderr
         assert njobs() == before
+        # one key on two lines of a file for two requests: found by the check,
+        # nothing submitted (proxd's dry run knew neither: the first was
+        # queued, then the second refused); for one request: one job
+        r = ctl_from([req("ik-c1", idempotency_key="clash-1"),
+                      req("ik-c2", idempotency_key="clash-1")], token=state["alice"])
+        assert r.returncode == 6, (r.returncode, r.stdout, r.stderr)
+        assert "proxctl: line 2: idempotency_key: this key is used on line 1 for a different " \
+            "request" in r.stderr and "1 bad line: nothing submitted" in r.stderr, r.stderr
+        assert r.stdout == "" and njobs() == before, r.stdout
+        twice = out_json(ctl_from([req("ik-t", idempotency_key="twice-1")] * 2, "--json",
+                                  token=state["alice"]))
+        assert twice[0]["job"] == twice[1]["job"] and twice[1]["replayed"], twice
+        assert njobs() == before + 1
+        first.append(twice[0])
         wait_ended([g["job"] for g in first])
 
     @case

@@ -177,6 +177,17 @@ def run_cases(s):
         got = out_json(batch(px, twice, "--json"))
         assert got[0]["job"] == got[1]["job"] and got[1]["replayed"], got
         assert njobs(px) == before + 1
+        # a key twice in one file for two requests: found by the check, so
+        # nothing is submitted (the store knew neither line: the first was
+        # queued, then the second refused)
+        clash = [req("idem-c1", idempotency_key="cl"), req("idem-c2", idempotency_key="cl"),
+                 req("idem-c3", owner="bob", idempotency_key="cl")]  # bob's key: another scope
+        r = batch(px, clash)
+        assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+        assert "proxd: line 2: idempotency_key: this key of owner alice is used on line 1 " \
+            "for a different request" in r.stderr, r.stderr
+        assert "1 bad line: nothing submitted" in r.stderr and r.stdout == "", r.stderr
+        assert njobs(px) == before + 1
         wait_ended(px, [g["job"] for g in first] + [got[0]["job"]])
 
     @case
