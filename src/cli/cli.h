@@ -28,6 +28,7 @@ struct cli {
     bool quiet;           /* --no-wait: return after queuing */
     void *curl;           /* the one libcurl handle of every call: its connection is kept alive */
     const char *idem_key; /* when set: the Idempotency-Key header of the calls */
+    bool hush_net;        /* a network error is not printed: said once, the call is repeated */
 };
 
 /* One API call. body may be NULL. *out receives the parsed JSON answer (or

@@ -88,7 +88,8 @@ static long call_once(struct cli *c, const char *method, const char *path, json_
     long status = -1;
     CURLcode rc = curl_easy_perform(h);
     if (rc != CURLE_OK) {
-        fprintf(stderr, "proxctl: cannot reach %s: %s\n", c->server, curl_easy_strerror(rc));
+        if (!c->hush_net)
+            fprintf(stderr, "proxctl: cannot reach %s: %s\n", c->server, curl_easy_strerror(rc));
     } else {
         curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
         if (ans.len)

@@ -127,21 +127,39 @@ static void on_event(void *ud, json_t *ev)
          json_string_value(json_object_get(ev, "message")));
 }
 
-/* Poll GET /v1/jobs/<id> until it ends (when the server has no SSE). */
-static json_t *poll_job(struct follow *f, const char *job)
+/* How long proxd may be out of reach (a restart: stopped, then reading its
+ * inventory) while a job is followed before proxctl gives up on it. */
+#define FOLLOW_LOST_MS 60000
+
+/* GET /v1/jobs/<id> until the job has ended: *status 200 and the job, or
+ * the status of the answer that stopped it (and that answer). proxd out
+ * of reach or failing (a network error, 5xx) is asked again for
+ * FOLLOW_LOST_MS: the job goes on without it (a restart resumes it). */
+static json_t *poll_job(struct follow *f, const char *job, long *status)
 {
     char path[128];
     snprintf(path, sizeof path, "/v1/jobs/%s", job);
+    int64_t answered = mono_ms();
     for (long pause = 100;; pause = pause < 1000 ? pause * 2 : 1000) {
         json_t *j = NULL;
-        long st = f->c ? cli_call(f->c, "GET", path, NULL, &j) : -1;
+        long st = cli_call(f->c, "GET", path, NULL, &j);
+        *status = st;
+        if ((st < 0 || st >= 500) && mono_ms() - answered < FOLLOW_LOST_MS) {
+            /* "cannot reach" was said once: the asking again is quiet */
+            f->c->hush_net = true;
+            json_decref(j);
+            sleep_ms(pause);
+            continue;
+        }
+        f->c->hush_net = false;
         if (st != 200)
             return j;
+        answered = mono_ms();
         const char *state = json_string_value(json_object_get(j, "state"));
-        const char *step = json_string_value(json_object_get(j, "step"));
-        show(f, step ? step : "", (int)json_integer_value(json_object_get(j, "progress")), NULL);
         if (state && (strcmp(state, "done") == 0 || strcmp(state, "failed") == 0))
             return j;
+        const char *step = json_string_value(json_object_get(j, "step"));
+        show(f, step ? step : "", (int)json_integer_value(json_object_get(j, "progress")), NULL);
         json_decref(j);
         sleep_ms(pause);
     }
@@ -152,18 +170,22 @@ int cli_follow_job(struct cli *c, const char *job)
     struct follow f = {.c = c, .progress = 0};
     char events[128];
     snprintf(events, sizeof events, "/v1/jobs/%s/events", job);
-    if (cli_sse(c, events, on_event, &f) != 0) {
-        json_t *j = poll_job(&f, job);
-        json_decref(j);
-    }
-    char path[128];
-    snprintf(path, sizeof path, "/v1/jobs/%s", job);
-    json_t *j = NULL;
-    long st = cli_call(c, "GET", path, NULL, &j);
+    /* The stream shows the steps as they come. Its end is not the job's:
+     * proxd ends a stream after 30 minutes, and with "shutdown" when it
+     * stops (a restart), while the job goes on. So the job itself is asked
+     * after any end, and asked again until it has ended. */
+    cli_sse(c, events, on_event, &f);
+    long st;
+    json_t *j = poll_job(&f, job, &st);
     if (c->tty && !c->json)
         printf("\n");
     if (st != 200) {
         int rc = cli_fail(st, j);
+        if (rc == EXIT_SERVER)
+            fprintf(stderr,
+                    "proxctl: proxd did not answer for %d s: job %s may still be running "
+                    "(proxctl job watch %s)\n",
+                    FOLLOW_LOST_MS / 1000, job, job);
         json_decref(j);
         return rc;
     }

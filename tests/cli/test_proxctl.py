@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import tempfile
+import threading
 
 from lib.cases import case, finish
 from lib.db import query
@@ -235,6 +236,48 @@ def run_cases():
         r = subprocess.run([PROXCTL, "--config", cfg, "vm", "list"], capture_output=True,
                            text=True, env=e, timeout=60)
         assert r.returncode == 2 and "unknown key 'colour'" in r.stderr
+
+    @case
+    def a_restart_of_proxd_while_a_job_is_followed_is_waited_out():
+        # proxd ends the job's event stream ("shutdown") when it stops; the
+        # job goes on after the restart. proxctl took any end of the stream
+        # for the job's: "job ... failed" (exit 1, or 5 when proxd was already
+        # gone) while the job ran, and a script retrying it made a second VM.
+        sim, px = state["sim"], state["px"]
+        sim.add_faults([{"kind": "delay", "path": r"/qemu/\d+/clone$", "method": "POST",
+                         "delay_ms": 2000, "count": 1}])
+        e = dict(os.environ, HOME=state["home"], PROXD_URL=px.base, PROXD_TOKEN=state["admin"])
+        e.pop("PROXCTL_CONFIG", None)
+        err = tempfile.TemporaryFile(mode="w+")
+        p = subprocess.Popen([PROXCTL, "vm", "create", "--os", "ubuntu", "--name", "rs-1",
+                              "--cores", "1", "--memory", "1G", "--disk", "10G"],
+                             stdout=subprocess.PIPE, stderr=err, text=True, env=e)
+        out = []
+
+        def read():
+            for ln in p.stdout:
+                out.append(ln.rstrip("\n"))
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        try:
+            # the clone step printed: it came from the stream (the poll only
+            # runs after it), so proxctl is on the stream when proxd stops
+            wait_for(lambda: any(ln.split()[1:2] in (["clone"], ["clone:"]) for ln in list(out)),
+                     30, 0.05, "proxctl to show the clone step")
+            px.stop()
+            px.start()
+            rc = p.wait(120)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        reader.join(10)
+        err.seek(0)
+        text = err.read()
+        assert rc == 0, (rc, out, text)
+        assert out[-1].startswith("VM ") and "(rs-1) is running on" in out[-1], (out, text)
+        made = [v for v in sim.state()["vms"] if v["conf"].get("name") == "rs-1"]
+        assert len(made) == 1, made
 
 
 main()
