@@ -63,6 +63,10 @@ int cli_accepted(struct cli *c, long st, json_t *ans, const char *vmid);
  * polls instead). */
 int cli_sse(struct cli *c, const char *path, void (*fn)(void *ud, json_t *ev), void *ud);
 
+/* A whole decimal number for opt (an option, "VMID") in [min, max] into
+ * *out; else said, naming opt, and false (the caller exits EXIT_USAGE). */
+bool cli_int(const char *opt, const char *s, int64_t min, int64_t max, int64_t *out);
+
 /* Sizes: "2G", "512M", "40G", "1T", bare numbers in the unit given. */
 bool cli_size_mb(const char *s, int64_t *mb);
 bool cli_size_gb(const char *s, int64_t *gb);

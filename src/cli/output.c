@@ -45,6 +45,18 @@ static bool size_in(const char *s, int64_t unit_div, int64_t default_mul, int64_
     return *out > 0;
 }
 
+bool cli_int(const char *opt, const char *s, int64_t min, int64_t max, int64_t *out)
+{
+    int64_t v;
+    if (!parse_i64(s, &v) || v < min || v > max) {
+        fprintf(stderr, "proxctl: %s: '%.40s' is not a whole number from %lld to %lld\n", opt, s,
+                (long long)min, (long long)max);
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
 bool cli_size_mb(const char *s, int64_t *mb)
 {
     return size_in(s, 1024 * 1024, 1024 * 1024, mb);
@@ -225,9 +237,18 @@ int cli_accepted(struct cli *c, long st, json_t *ans, const char *vmid)
         return rc;
     }
     const char *job = json_string_value(json_object_get(ans, "job"));
-    if (c->quiet || !job) {
+    if (!job) {
+        /* every call that queues work names its job: a 200 or 202 without
+         * one is not proxd's (a wrong PROXD_URL, a proxy's login page), and
+         * nothing says the work was queued */
+        fprintf(stderr, "proxctl: the answer (HTTP %ld) names no job: is %s proxd's API?\n", st,
+                c->server);
+        json_decref(ans);
+        return EXIT_SERVER;
+    }
+    if (c->quiet) {
         if (!cli_json_out(c, ans))
-            printf("job %s queued\n", job ? job : "?");
+            printf("job %s queued\n", job);
         json_decref(ans);
         return EXIT_OK;
     }

@@ -2,6 +2,7 @@
 proxctl with its output piped (plain lines) and on a terminal (a pty made by
 util-linux's `script`: progress bar). Checks outputs, tables, --json and the
 exit codes scripts rely on."""
+import http.server
 import json
 import os
 import subprocess
@@ -278,6 +279,71 @@ def run_cases():
         assert out[-1].startswith("VM ") and "(rs-1) is running on" in out[-1], (out, text)
         made = [v for v in sim.state()["vms"] if v["conf"].get("name") == "rs-1"]
         assert len(made) == 1, made
+
+    @case
+    def arguments_that_were_ignored_or_misread_are_refused():
+        px = state["px"]
+
+        def njobs():
+            return len(px.call("GET", "/v1/jobs?limit=1000", state["admin"]).json()["jobs"])
+        vms = []
+        for name in ("arg-1", "arg-2"):
+            r = ctl("--json", "vm", "create", "--os", "ubuntu", "--name", name, "--cores", "1",
+                    "--memory", "1G", "--disk", "10G")
+            assert r.returncode == 0, (r.stdout, r.stderr)
+            vms.append(str(json.loads(r.stdout)["vmid"]))
+        before = njobs()
+        # each was queued: "delete A B" deleted A and exited 0; "--timeout 5m"
+        # sent 5, "--cores 2x" 2
+        for args, says in ((["vm", "delete"] + vms, "unexpected '%s'" % vms[1]),
+                           (["vm", "stop", vms[0], "--no-wait", vms[1]], "unexpected"),
+                           (["vm", "shutdown", vms[0], "--timeout", "5m", "--force"],
+                            "--timeout: '5m'"),
+                           (["vm", "set", vms[0], "--cores", "2x"], "--cores: '2x'"),
+                           (["vm", "create", "--os", "ubuntu", "--name", "arg-3", "--cores",
+                             "2x"], "--cores: '2x'"),
+                           (["vm", "reinstall", vms[0], vms[1], "--os", "debian"], "unexpected"),
+                           (["vm", "start", vms[0] + "x"], "VMID"),
+                           (["vm", "delete"], "a VMID is required")):
+            r = ctl(*args)
+            assert r.returncode == 2 and says in r.stderr, (args, r.returncode, r.stderr)
+        assert njobs() == before
+        for v in vms:
+            assert json.loads(ctl("--json", "vm", "show", v).stdout)["state"] == "enabled"
+        # options after the VMID are still options
+        r = ctl("vm", "delete", vms[0], "--no-wait")
+        assert r.returncode == 0 and r.stdout.startswith("job "), (r.stdout, r.stderr)
+
+    @case
+    def an_answer_that_is_not_proxds_is_a_server_error():
+        # a wrong PROXD_URL (a login page) answers 200: "job ? queued", exit 0
+        class Login(http.server.BaseHTTPRequestHandler):
+            def answer(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(n)
+                body = b"<html>please log in</html>"
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            do_GET = do_POST = do_PATCH = do_DELETE = answer
+
+            def log_message(self, *a):
+                pass
+        srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Login)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        try:
+            url = "http://127.0.0.1:%d" % srv.server_address[1]
+            for args in (["vm", "start", "4000"], ["vm", "start", "4000", "--no-wait"],
+                         ["vm", "create", "--os", "ubuntu", "--name", "x", "--no-wait"]):
+                r = ctl(*args, env={"PROXD_URL": url})
+                assert r.returncode == 5 and "names no job" in r.stderr, (args, r.returncode,
+                                                                          r.stdout, r.stderr)
+                assert "queued" not in r.stdout, r.stdout
+        finally:
+            srv.shutdown()
+            srv.server_close()
 
 
 main()
