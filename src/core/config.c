@@ -791,8 +791,18 @@ static const char *normalise(struct pstate *st, int limit)
     /* libinih splits "name: value" too; we accept only '=' */
     size_t k = strcspn(s, "=:");
     if (s[k] != '=' || k == 0) {
-        cfg_err(st, st->lineno, st->label[0] ? st->label : NULL, NULL,
-                "expected 'key = value' or '[section]', got '%.40s'", s);
+        /* only what stands before the value: "password hunter2" or "token:
+         * ...=secret" would put the secret into --check-config's output and
+         * the journal */
+        int word = (int)strcspn(s, " \t=:");
+        if (s[word])
+            cfg_err(st, st->lineno, st->label[0] ? st->label : NULL, NULL,
+                    "expected 'key = value' or '[section]', got a line starting '%.*s' (the "
+                    "rest not shown: it may be a secret)",
+                    word > 40 ? 40 : word, s);
+        else
+            cfg_err(st, st->lineno, st->label[0] ? st->label : NULL, NULL,
+                    "expected 'key = value' or '[section]', got '%.40s'", s);
         return "";
     }
     return s;

@@ -373,6 +373,10 @@ static void test_events_webhooks(void **state)
     EXPECT_ERR(W "secret = 0123456789abcdef\n", ":9: [webhook w] url: missing");
     EXPECT_ERR(W "url = ftp://x/\nsecret = 0123456789abcdef\n",
                ":10: [webhook w] url: 'ftp://x/': an http:// or https:// URL without spaces");
+    /* a refused URL is shown with its password redacted */
+    EXPECT_ERR(W "url = https://hook:hunter2@x/a b\nsecret = 0123456789abcdef\n",
+               ":10: [webhook w] url: 'https://hook:***@x/a b': an http:// or https:// URL");
+    assert_null(strstr(err, "hunter2"));
     EXPECT_ERR(W "url = http://x/\nsecret = short\n",
                ":11: [webhook w] secret: at least 16 characters");
     EXPECT_ERR(W "url = http://x/\nsecret = 0123456789abcdef\nevents = vm.*, VM;x\n",
@@ -665,7 +669,17 @@ static void test_syntax(void **state)
     EXPECT_ERR(MIN "[proxd\n", ":9: bad section header '[proxd'");
     EXPECT_ERR(MIN "timeout = 5\ntimeout = 6\n",
                ":10: [proxmox] timeout: set twice (first on line 9)");
-    EXPECT_ERR("nonsense", ":1: expected 'key = value'");
+    EXPECT_ERR("nonsense", ":1: expected 'key = value' or '[section]', got 'nonsense'");
+    /* a malformed line is shown only up to its first blank, '=' or ':': the
+     * rest may be a secret (it went to --check-config's output) */
+    EXPECT_ERR(MIN "password hunter2\n",
+               ":9: [proxmox]: expected 'key = value' or '[section]', got a line starting "
+               "'password' (the rest not shown");
+    assert_null(strstr(err, "hunter2"));
+    EXPECT_ERR(MIN "token: root@pam!x=s3cr3t-v4lue\n",
+               ":9: [proxmox]: expected 'key = value' or '[section]', got a line starting "
+               "'token'");
+    assert_null(strstr(err, "s3cr3t"));
     /* a byte order mark before the first line is fine */
     config_free(load_ok("\xEF\xBB\xBF" MIN));
 }
