@@ -520,6 +520,13 @@ static void test_unknown(void **state)
     EXPECT_ERR(MIN "[proxd extra]\n", ":9: [proxd extra]: this section takes no name");
     EXPECT_ERR(MIN "[node]\n", ":9: [node]: this section needs a name: [node NAME]");
     EXPECT_ERR(MIN "[node sv_1]\n", ":9: [node sv_1]: bad node name");
+    /* a quota is an owner's: a name no owner can have (validate_owner) binds no one */
+    EXPECT_ERR(MIN "[quota ali/ce]\nvms = 1\n", ":9: [quota ali/ce]: bad quota name (an owner");
+    EXPECT_ERR(MIN "[quota a!b]\n", ":9: [quota a!b]: bad quota name");
+    EXPECT_ERR(MIN "[quota café]\n", ":9: [quota café]: bad quota name");
+    struct proxd_config *c = load_ok(MIN "[quota ops.team-1@example_x]\nvms = 3\n");
+    assert_int_equal(config_quota(c, "ops.team-1@example_x")->vms, 3);
+    config_free(c);
 }
 
 static void test_bool_and_numbers(void **state)
@@ -581,6 +588,13 @@ static void test_overlaps(void **state)
     EXPECT_ERR(MIN "[os centos]\nvmid_range = 7000-8999\n",
                ":6: [node sv1] template.ubuntu: VMID 8000 lies in [os centos] vmid_range "
                "7000-8999 (line 10)");
+    /* the fallback range is handed out too (an OS range full): its own, or the default */
+    EXPECT_ERR(MIN "[proxd]\nfallback_range = 7500-8499\n",
+               ":6: [node sv1] template.ubuntu: VMID 8000 lies in [proxd] fallback_range "
+               "7500-8499");
+    EXPECT_ERR(BASE "template.debian = 9500\n[os debian]\nvmid_range = 4000-4999\n" CREDS,
+               ":7: [node sv1] template.debian: VMID 9500 lies in [proxd] fallback_range "
+               "9000-9999 (the default)");
 }
 
 static void test_templates(void **state)
