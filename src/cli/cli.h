@@ -28,6 +28,7 @@ struct cli {
     bool quiet;           /* --no-wait: return after queuing */
     void *curl;           /* the one libcurl handle of every call: its connection is kept alive */
     const char *idem_key; /* when set: the Idempotency-Key header of the calls */
+    bool hush_net;        /* a network error is not printed: said once, the call is repeated */
 };
 
 /* One API call. body may be NULL. *out receives the parsed JSON answer (or
@@ -61,6 +62,10 @@ int cli_accepted(struct cli *c, long st, json_t *ans, const char *vmid);
  * when the stream ended, -1 when it could not be had or broke (the caller
  * polls instead). */
 int cli_sse(struct cli *c, const char *path, void (*fn)(void *ud, json_t *ev), void *ud);
+
+/* A whole decimal number for opt (an option, "VMID") in [min, max] into
+ * *out; else said, naming opt, and false (the caller exits EXIT_USAGE). */
+bool cli_int(const char *opt, const char *s, int64_t min, int64_t max, int64_t *out);
 
 /* Sizes: "2G", "512M", "40G", "1T", bare numbers in the unit given. */
 bool cli_size_mb(const char *s, int64_t *mb);

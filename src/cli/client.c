@@ -41,6 +41,30 @@ static struct curl_slist *headers(struct cli *c, bool json_body, bool sse)
 static long call_once(struct cli *c, const char *method, const char *path, json_t *body,
                       json_t **out);
 
+/* libcurl sends a request again by itself, on a new connection, when the
+ * kept-alive one it reused closes without an answer. A write (POST, PATCH,
+ * DELETE) may have been served before its answer was lost: sent again, a
+ * creation without an idempotency key makes a second VM. So a write goes
+ * out once per call (as libpve's client does, pve/http.c): a second
+ * sending is refused here, and the call fails as one that may have been
+ * sent. */
+struct once {
+    bool sent;
+    bool refused; /* libcurl went to send it again */
+};
+
+static int on_prereq(void *ud, char *ip, char *local_ip, int port, int local_port)
+{
+    (void)ip, (void)local_ip, (void)port, (void)local_port;
+    struct once *o = ud;
+    if (o->sent) {
+        o->refused = true;
+        return CURL_PREREQFUNC_ABORT;
+    }
+    o->sent = true;
+    return CURL_PREREQFUNC_OK;
+}
+
 /* proxd answers 503 "starting" for the second or so after its start in
  * which it reads the inventory (nothing was done): wait and ask again, up
  * to STARTING_WAIT_MS in all. Any other answer is the caller's. */
@@ -85,10 +109,23 @@ static long call_once(struct cli *c, const char *method, const char *path, json_
         curl_easy_setopt(h, CURLOPT_POSTFIELDS, payload);
         curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)strlen(payload));
     }
+    struct once once = {0};
+    if (strcmp(method, "GET") != 0) {
+        curl_easy_setopt(h, CURLOPT_PREREQFUNCTION, on_prereq);
+        curl_easy_setopt(h, CURLOPT_PREREQDATA, &once);
+    }
     long status = -1;
     CURLcode rc = curl_easy_perform(h);
-    if (rc != CURLE_OK) {
-        fprintf(stderr, "proxctl: cannot reach %s: %s\n", c->server, curl_easy_strerror(rc));
+    if (rc != CURLE_OK && once.sent) {
+        /* whatever failed after the write went out, it may have been served */
+        fprintf(stderr,
+                "proxctl: %s %s: no answer from %s after the request was sent (%s): it may "
+                "have been sent, and was not sent again\n",
+                method, path, c->server,
+                once.refused ? "the connection closed" : curl_easy_strerror(rc));
+    } else if (rc != CURLE_OK) {
+        if (!c->hush_net)
+            fprintf(stderr, "proxctl: cannot reach %s: %s\n", c->server, curl_easy_strerror(rc));
     } else {
         curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
         if (ans.len)

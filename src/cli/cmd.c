@@ -4,6 +4,7 @@
 #include "common/xalloc.h"
 
 #include <getopt.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -93,7 +94,9 @@ static int vm_create(struct cli *c, int argc, char **argv)
             c->quiet = true;
             break;
         case 'c':
-            json_object_set_new(body, "cores", json_integer(atoi(optarg)));
+            if (!cli_int("--cores", optarg, 0, INT32_MAX, &v))
+                goto out;
+            json_object_set_new(body, "cores", json_integer(v));
             break;
         case 'm':
             if (!cli_size_mb(optarg, &v)) {
@@ -131,6 +134,10 @@ static int vm_create(struct cli *c, int argc, char **argv)
     }
     if (from) {
         rc = cmd_create_from(c, from);
+        goto out;
+    }
+    if (optind < argc) {
+        fprintf(stderr, "proxctl: vm create: unexpected '%s'\n", argv[optind]);
         goto out;
     }
     if (!json_object_get(body, "os") || !json_object_get(body, "name")) {
@@ -261,29 +268,46 @@ static int vm_show(struct cli *c, const char *vmid)
     return rc;
 }
 
+/* The one VMID of a command, after its options (getopt moved them first):
+ * a path segment of its own, so a number. Another argument is refused:
+ * "vm delete 101 102" deleted 101 and said nothing of 102. NULL when
+ * refused (said). */
+static const char *one_vmid(int argc, char **argv)
+{
+    int64_t v;
+    if (optind != argc - 1) {
+        if (optind < argc - 1)
+            fprintf(stderr, "proxctl: one VMID at a time: unexpected '%s'\n", argv[optind + 1]);
+        else
+            fprintf(stderr, "proxctl: a VMID is required\n");
+        return NULL;
+    }
+    return cli_int("VMID", argv[optind], 1, 999999999, &v) ? argv[optind] : NULL;
+}
+
 static int vm_op(struct cli *c, const char *op, int argc, char **argv)
 {
     static const struct option o[] = {
         {"timeout", 1, 0, 't'}, {"force", 0, 0, 'f'},   {"cores", 1, 0, 'c'}, {"memory", 1, 0, 'm'},
         {"disk", 1, 0, 'd'},    {"no-wait", 0, 0, 'W'}, {0, 0, 0, 0}};
-    if (argc < 2)
-        return usage_vm();
-    char vmid[32];
-    snprintf(vmid, sizeof vmid, "%s", argv[1]);
     json_t *body = json_object();
-    int opt;
+    int opt, rc = EXIT_USAGE;
     int64_t v;
-    optind = 2;
+    optind = 1;
     while ((opt = getopt_long(argc, argv, "", o, NULL)) != -1) {
         switch (opt) {
-        case 't':
-            json_object_set_new(body, "timeout", json_integer(atoi(optarg)));
+        case 't': /* seconds: "5m" was 5 */
+            if (!cli_int("--timeout", optarg, 0, INT32_MAX, &v))
+                goto out;
+            json_object_set_new(body, "timeout", json_integer(v));
             break;
         case 'f':
             json_object_set_new(body, "force", json_true());
             break;
         case 'c':
-            json_object_set_new(body, "cores", json_integer(atoi(optarg)));
+            if (!cli_int("--cores", optarg, 0, INT32_MAX, &v))
+                goto out;
+            json_object_set_new(body, "cores", json_integer(v));
             break;
         case 'W':
             c->quiet = true;
@@ -291,24 +315,25 @@ static int vm_op(struct cli *c, const char *op, int argc, char **argv)
         case 'm':
             if (!cli_size_mb(optarg, &v)) {
                 fprintf(stderr, "proxctl: --memory: '%s' is not a size like 4G\n", optarg);
-                json_decref(body);
-                return EXIT_USAGE;
+                goto out;
             }
             json_object_set_new(body, "memory_mb", json_integer(v));
             break;
         case 'd':
             if (!cli_size_gb(optarg, &v)) {
                 fprintf(stderr, "proxctl: --disk: '%s' is not a size like 50G\n", optarg);
-                json_decref(body);
-                return EXIT_USAGE;
+                goto out;
             }
             json_object_set_new(body, "disk_gb", json_integer(v));
             break;
         default:
-            json_decref(body);
-            return usage_vm();
+            rc = usage_vm();
+            goto out;
         }
     }
+    const char *vmid = one_vmid(argc, argv);
+    if (!vmid)
+        goto out;
     char path[128];
     const char *method = "POST";
     if (strcmp(op, "delete") == 0) {
@@ -322,8 +347,10 @@ static int vm_op(struct cli *c, const char *op, int argc, char **argv)
     }
     json_t *ans = NULL;
     long st = cli_call(c, method, path, json_object_size(body) ? body : NULL, &ans);
+    rc = cli_accepted(c, st, ans, NULL);
+out:
     json_decref(body);
-    return cli_accepted(c, st, ans, NULL);
+    return rc;
 }
 
 /* vm reinstall VMID --os OS [--ssh-key FILE]... [--password-file FILE|-]:
@@ -336,11 +363,9 @@ static int vm_reinstall(struct cli *c, int argc, char **argv)
                                       {"password-file", 1, 0, 'p'},
                                       {"no-wait", 0, 0, 'W'},
                                       {0, 0, 0, 0}};
-    if (argc < 2)
-        return usage_vm();
     json_t *body = json_object(), *keys = json_array();
     int opt, rc = EXIT_USAGE;
-    optind = 2;
+    optind = 1;
     while ((opt = getopt_long(argc, argv, "", o, NULL)) != -1) {
         char *k;
         switch (opt) {
@@ -369,6 +394,9 @@ static int vm_reinstall(struct cli *c, int argc, char **argv)
             goto out;
         }
     }
+    const char *vmid = one_vmid(argc, argv);
+    if (!vmid)
+        goto out;
     if (!json_object_get(body, "os")) {
         fprintf(stderr, "proxctl: vm reinstall: --os is required\n");
         goto out;
@@ -376,7 +404,7 @@ static int vm_reinstall(struct cli *c, int argc, char **argv)
     if (json_array_size(keys))
         json_object_set(body, "ssh_keys", keys);
     char path[128];
-    snprintf(path, sizeof path, "/v1/vms/%s/reinstall", argv[1]);
+    snprintf(path, sizeof path, "/v1/vms/%s/reinstall", vmid);
     json_t *ans = NULL;
     long st = cli_call(c, "POST", path, body, &ans);
     rc = cli_accepted(c, st, ans, NULL);

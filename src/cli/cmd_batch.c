@@ -7,7 +7,8 @@
  *
  * First every line is read and sent with ?dry_run=true: proxd checks it as
  * a submission would and records nothing. Any bad line (not JSON, a field
- * missing or refused, a key used before for another request) is reported
+ * missing or refused, a key used before for another request, by proxd or
+ * by an earlier line of the file) is reported
  * with its number and field, and then nothing is submitted (exit 2; 4 when
  * refused for the caller's rights, 6 for such a key). Then each line is
  * submitted as its own creation: a refusal then (quota, no VMID or address
@@ -130,10 +131,34 @@ static int read_lines(struct batch *b, FILE *in)
     return rc ? -1 : 0;
 }
 
+/* Line i's idempotency key on an earlier line of the file with another
+ * request: reported, true. proxd's dry run asks only what it has stored, so
+ * both lines would pass it and the second be refused at submission, after
+ * the first was queued. The same request is the same members and values
+ * (proxd's own test, less the owner it fills in when a line has none).
+ * keys: idempotency key -> the index of its first line. */
+static bool key_clash(struct batch *b, json_t *keys, size_t i)
+{
+    json_t *first = json_object_get(keys, b->l[i].key);
+    if (!first) {
+        json_object_set_new(keys, b->l[i].key, json_integer((json_int_t)i));
+        return false;
+    }
+    const struct line *f = &b->l[json_integer_value(first)];
+    if (json_equal(f->body, b->l[i].body))
+        return false; /* submitted once, then replayed */
+    char m[200];
+    snprintf(m, sizeof m, "this key is used on line %ld for a different request", f->no);
+    say_error(b, b->l[i].no, "idempotency_key", m, 0);
+    return true;
+}
+
 /* Every line checked by proxd, nothing recorded. -1: the server could not
  * be asked (reported), stop. */
 static int check_all(struct batch *b)
 {
+    json_t *keys = json_object();
+    int rc = 0;
     for (size_t i = 0; i < b->n; i++) {
         if (b->l[i].error) {
             const char *e = b->l[i].error, *colon = strstr(e, ": ");
@@ -146,6 +171,12 @@ static int check_all(struct batch *b)
             b->bad++;
             continue;
         }
+        if (b->l[i].key && key_clash(b, keys, i)) {
+            b->bad++;
+            if (EXIT_CONFLICT > b->rc)
+                b->rc = EXIT_CONFLICT;
+            continue;
+        }
         json_t *ans = NULL;
         b->c->idem_key = b->l[i].key;
         long st = cli_call(b->c, "POST", "/v1/vms?dry_run=true", b->l[i].body, &ans);
@@ -154,19 +185,22 @@ static int check_all(struct batch *b)
             json_decref(ans);
             continue;
         }
-        int rc = st < 0 ? EXIT_SERVER : say_answer(b, b->l[i].no, st, ans);
+        int erc = st < 0 ? EXIT_SERVER : say_answer(b, b->l[i].no, st, ans);
         json_decref(ans);
-        if (rc == EXIT_SERVER || st == 401) {
+        if (erc == EXIT_SERVER || st == 401) {
             if (st < 0)
                 say_error(b, b->l[i].no, "", "cannot reach proxd: nothing submitted", 0);
-            b->rc = rc;
-            return -1;
+            b->rc = erc;
+            rc = -1;
+            goto out;
         }
         b->bad++;
-        if (rc > b->rc)
-            b->rc = rc;
+        if (erc > b->rc)
+            b->rc = erc;
     }
-    return 0;
+out:
+    json_decref(keys);
+    return rc;
 }
 
 static void say_queued(struct batch *b, long no, json_t *ans)

@@ -45,6 +45,18 @@ static bool size_in(const char *s, int64_t unit_div, int64_t default_mul, int64_
     return *out > 0;
 }
 
+bool cli_int(const char *opt, const char *s, int64_t min, int64_t max, int64_t *out)
+{
+    int64_t v;
+    if (!parse_i64(s, &v) || v < min || v > max) {
+        fprintf(stderr, "proxctl: %s: '%.40s' is not a whole number from %lld to %lld\n", opt, s,
+                (long long)min, (long long)max);
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
 bool cli_size_mb(const char *s, int64_t *mb)
 {
     return size_in(s, 1024 * 1024, 1024 * 1024, mb);
@@ -127,21 +139,39 @@ static void on_event(void *ud, json_t *ev)
          json_string_value(json_object_get(ev, "message")));
 }
 
-/* Poll GET /v1/jobs/<id> until it ends (when the server has no SSE). */
-static json_t *poll_job(struct follow *f, const char *job)
+/* How long proxd may be out of reach (a restart: stopped, then reading its
+ * inventory) while a job is followed before proxctl gives up on it. */
+#define FOLLOW_LOST_MS 60000
+
+/* GET /v1/jobs/<id> until the job has ended: *status 200 and the job, or
+ * the status of the answer that stopped it (and that answer). proxd out
+ * of reach or failing (a network error, 5xx) is asked again for
+ * FOLLOW_LOST_MS: the job goes on without it (a restart resumes it). */
+static json_t *poll_job(struct follow *f, const char *job, long *status)
 {
     char path[128];
     snprintf(path, sizeof path, "/v1/jobs/%s", job);
+    int64_t answered = mono_ms();
     for (long pause = 100;; pause = pause < 1000 ? pause * 2 : 1000) {
         json_t *j = NULL;
-        long st = f->c ? cli_call(f->c, "GET", path, NULL, &j) : -1;
+        long st = cli_call(f->c, "GET", path, NULL, &j);
+        *status = st;
+        if ((st < 0 || st >= 500) && mono_ms() - answered < FOLLOW_LOST_MS) {
+            /* "cannot reach" was said once: the asking again is quiet */
+            f->c->hush_net = true;
+            json_decref(j);
+            sleep_ms(pause);
+            continue;
+        }
+        f->c->hush_net = false;
         if (st != 200)
             return j;
+        answered = mono_ms();
         const char *state = json_string_value(json_object_get(j, "state"));
-        const char *step = json_string_value(json_object_get(j, "step"));
-        show(f, step ? step : "", (int)json_integer_value(json_object_get(j, "progress")), NULL);
         if (state && (strcmp(state, "done") == 0 || strcmp(state, "failed") == 0))
             return j;
+        const char *step = json_string_value(json_object_get(j, "step"));
+        show(f, step ? step : "", (int)json_integer_value(json_object_get(j, "progress")), NULL);
         json_decref(j);
         sleep_ms(pause);
     }
@@ -152,18 +182,22 @@ int cli_follow_job(struct cli *c, const char *job)
     struct follow f = {.c = c, .progress = 0};
     char events[128];
     snprintf(events, sizeof events, "/v1/jobs/%s/events", job);
-    if (cli_sse(c, events, on_event, &f) != 0) {
-        json_t *j = poll_job(&f, job);
-        json_decref(j);
-    }
-    char path[128];
-    snprintf(path, sizeof path, "/v1/jobs/%s", job);
-    json_t *j = NULL;
-    long st = cli_call(c, "GET", path, NULL, &j);
+    /* The stream shows the steps as they come. Its end is not the job's:
+     * proxd ends a stream after 30 minutes, and with "shutdown" when it
+     * stops (a restart), while the job goes on. So the job itself is asked
+     * after any end, and asked again until it has ended. */
+    cli_sse(c, events, on_event, &f);
+    long st;
+    json_t *j = poll_job(&f, job, &st);
     if (c->tty && !c->json)
         printf("\n");
     if (st != 200) {
         int rc = cli_fail(st, j);
+        if (rc == EXIT_SERVER)
+            fprintf(stderr,
+                    "proxctl: proxd did not answer for %d s: job %s may still be running "
+                    "(proxctl job watch %s)\n",
+                    FOLLOW_LOST_MS / 1000, job, job);
         json_decref(j);
         return rc;
     }
@@ -203,9 +237,18 @@ int cli_accepted(struct cli *c, long st, json_t *ans, const char *vmid)
         return rc;
     }
     const char *job = json_string_value(json_object_get(ans, "job"));
-    if (c->quiet || !job) {
+    if (!job) {
+        /* every call that queues work names its job: a 200 or 202 without
+         * one is not proxd's (a wrong PROXD_URL, a proxy's login page), and
+         * nothing says the work was queued */
+        fprintf(stderr, "proxctl: the answer (HTTP %ld) names no job: is %s proxd's API?\n", st,
+                c->server);
+        json_decref(ans);
+        return EXIT_SERVER;
+    }
+    if (c->quiet) {
         if (!cli_json_out(c, ans))
-            printf("job %s queued\n", job ? job : "?");
+            printf("job %s queued\n", job);
         json_decref(ans);
         return EXIT_OK;
     }

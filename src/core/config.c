@@ -577,6 +577,8 @@ static bool valid_name(enum sect sect, const char *name, size_t max, char *why, 
             ok = isalnum(ch) || (ch == '-' && i > 0 && i < len - 1);
         else if (sect == S_OS || sect == S_IPPOOL || sect == S_WEBHOOK) /* paths, labels */
             ok = islower(ch) || isdigit(ch) || (i > 0 && strchr("._-", ch));
+        else if (sect == S_QUOTA) /* an owner (validate_owner): another name binds no one */
+            ok = isalnum(ch) || strchr("-_.@", ch);
         else
             ok = isgraph(ch) && ch != '[' && ch != ']';
     }
@@ -585,7 +587,8 @@ static bool valid_name(enum sect sect, const char *name, size_t max, char *why, 
                  sect == S_NODE ? "letters, digits and inner '-'"
                  : sect == S_OS || sect == S_IPPOOL || sect == S_WEBHOOK
                      ? "lower-case letters, digits and . _ -"
-                     : "no spaces",
+                 : sect == S_QUOTA ? "an owner: letters, digits and - _ . @"
+                                   : "no spaces",
                  max);
     return ok;
 }
@@ -791,8 +794,18 @@ static const char *normalise(struct pstate *st, int limit)
     /* libinih splits "name: value" too; we accept only '=' */
     size_t k = strcspn(s, "=:");
     if (s[k] != '=' || k == 0) {
-        cfg_err(st, st->lineno, st->label[0] ? st->label : NULL, NULL,
-                "expected 'key = value' or '[section]', got '%.40s'", s);
+        /* only what stands before the value: "password hunter2" or "token:
+         * ...=secret" would put the secret into --check-config's output and
+         * the journal */
+        int word = (int)strcspn(s, " \t=:");
+        if (s[word])
+            cfg_err(st, st->lineno, st->label[0] ? st->label : NULL, NULL,
+                    "expected 'key = value' or '[section]', got a line starting '%.*s' (the "
+                    "rest not shown: it may be a secret)",
+                    word > 40 ? 40 : word, s);
+        else
+            cfg_err(st, st->lineno, st->label[0] ? st->label : NULL, NULL,
+                    "expected 'key = value' or '[section]', got '%.40s'", s);
         return "";
     }
     return s;
@@ -960,7 +973,8 @@ static bool same_vmid_space(const struct cfg_node *a, const struct cfg_node *b)
 }
 
 /* A template: its OS must exist, its VMID must not be one proxd could hand
- * out from an OS range, and within one VMID space a VMID is one VM. */
+ * out (from an OS range or the fallback range, which a creation takes from
+ * when its OS range is full), and within one VMID space a VMID is one VM. */
 static void check_template(struct pstate *st, int ni, int ti)
 {
     const struct proxd_config *c = st->c;
@@ -977,6 +991,10 @@ static void check_template(struct pstate *st, int ni, int ti)
             cfg_err(st, line, label, key, "VMID %d lies in %s vmid_range %d-%d (line %d)", t->vmid,
                     sect_label(other, sizeof other, S_OS, c->os[i].name), c->os[i].range_lo,
                     c->os[i].range_hi, seen_line(st, S_OS, i, "vmid_range"));
+    if (c->fallback_lo && t->vmid >= c->fallback_lo && t->vmid <= c->fallback_hi)
+        cfg_err(st, line, label, key, "VMID %d lies in [proxd] fallback_range %d-%d%s", t->vmid,
+                c->fallback_lo, c->fallback_hi,
+                seen_line(st, S_PROXD, 0, "fallback_range") ? "" : " (the default)");
     for (int nj = 0; nj <= ni; nj++) {
         const struct cfg_node *m = &c->nodes[nj];
         if (!same_vmid_space(n, m))

@@ -247,8 +247,13 @@ bool cfg_v_url(const char *v, char *why, size_t n)
     bool ok = strncmp(v, "http://", 7) == 0 || strncmp(v, "https://", 8) == 0;
     for (const char *p = v; ok && *p; p++)
         ok = isgraph((unsigned char)*p);
-    if (!ok)
-        snprintf(why, n, "'%.200s': an http:// or https:// URL without spaces", v);
+    if (!ok) {
+        /* the URL's password redacted, as database's: the message goes to
+         * --check-config's output and the journal */
+        char shown[512];
+        url_redact(v, shown, sizeof shown);
+        snprintf(why, n, "'%.200s': an http:// or https:// URL without spaces", shown);
+    }
     return ok;
 }
 

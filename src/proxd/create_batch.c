@@ -25,6 +25,11 @@ struct batch {
     struct item *it;
     size_t n, cap;
     int bad; /* lines refused by the validation */
+    /* owner "\n" key -> {"fp", "line"}: the first line of the file with that
+     * key. The store knows only earlier runs, so two lines of this file with
+     * one key and different requests would both pass its check and the
+     * second be refused at submission, after the first was queued. */
+    json_t *keys;
 };
 
 static void say_error(const struct batch *b, long line, const char *field, const char *msg)
@@ -76,6 +81,28 @@ static int check_key_unused(struct batch *b, const struct item *it, struct core_
     return rc;
 }
 
+/* An idempotency key an earlier line of this file has: for the same request
+ * the line is replayed at submission; for another it is this line's fault,
+ * found now, before anything is submitted. */
+static int check_key_in_file(struct batch *b, const struct item *it, struct core_error *ce)
+{
+    char *scope = xasprintf("%s\n%s", it->r.owner, it->key); /* keys have no newline */
+    json_t *first = json_object_get(b->keys, scope);
+    int rc = 0;
+    if (!first) {
+        json_object_set_new(b->keys, scope,
+                            json_pack("{s:s,s:I}", "fp", it->fp, "line", (json_int_t)it->line));
+    } else if (strcmp(json_string_value(json_object_get(first, "fp")), it->fp) != 0) {
+        snprintf(ce->field, sizeof ce->field, "idempotency_key");
+        snprintf(ce->message, sizeof ce->message,
+                 "this key of owner %s is used on line %lld for a different request", it->r.owner,
+                 (long long)json_integer_value(json_object_get(first, "line")));
+        rc = -1;
+    }
+    free(scope);
+    return rc;
+}
+
 /* One line: decoded and checked into a new item, or reported. */
 static void take_line(struct batch *b, long line, const char *text, size_t len)
 {
@@ -112,7 +139,8 @@ static void take_line(struct batch *b, long line, const char *text, size_t len)
         goto bad;
     }
     have_r = true;
-    if (core_create_check(b->k, &it.r, &ce) || (it.key[0] && check_key_unused(b, &it, &ce))) {
+    if (core_create_check(b->k, &it.r, &ce) ||
+        (it.key[0] && (check_key_unused(b, &it, &ce) || check_key_in_file(b, &it, &ce)))) {
         say_error(b, line, ce.field, ce.message);
         goto bad;
     }
@@ -221,7 +249,7 @@ static int wait_all(struct batch *b, char (*jobs)[40], long wait_s)
 
 int create_batch(struct core *k, store *st, FILE *in, bool json, long wait_s)
 {
-    struct batch b = {.k = k, .st = st, .json = json};
+    struct batch b = {.k = k, .st = st, .json = json, .keys = json_object()};
     char(*jobs)[40] = NULL;
     int rc = 2;
     if (read_all(&b, in) || b.bad) {
@@ -248,5 +276,6 @@ out:
         vm_request_release(&b.it[i].r);
     free(b.it);
     free(jobs);
+    json_decref(b.keys);
     return rc;
 }

@@ -8,7 +8,7 @@
  *
  * All or nothing on validation: every line is read, decoded and checked
  * (the fields, as core_create_check; an idempotency key used before for a
- * different request) before any is submitted, and every bad line is
+ * different request, by an earlier run or an earlier line) before any is submitted, and every bad line is
  * reported with its number and field; then nothing is submitted. After
  * that each line is its own creation, in its own transaction: a refusal
  * at submission (quota, no VMID or address left) is reported for its line

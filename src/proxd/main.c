@@ -21,6 +21,7 @@
  *   proxd token list --config FILE     the tokens (never their secrets)
  *   proxd token revoke --config FILE ID
  */
+#include "common/jsonw.h"
 #include "common/log.h"
 #include "common/mem.h"
 #include "common/util.h"
@@ -38,6 +39,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -327,6 +329,40 @@ out:
     return rc;
 }
 
+/* The longest --wait: its milliseconds are far inside a long. */
+#define WAIT_S_MAX INT32_MAX
+/* Proxmox accepts VMIDs 100 .. 999999999. */
+#define VMID_MIN 100
+#define VMID_MAX 999999999
+
+/* An option's whole decimal number in [min, max] into *out; else said,
+ * naming the option, and false. (atoi took "four" for 0, which `vm set`
+ * reads as "keep", "2m" for 2 and "100x" for 100.) */
+static bool arg_num(const char *opt, const char *s, int64_t min, int64_t max, int64_t *out)
+{
+    int64_t v;
+    if (!parse_i64(s, &v) || v < min || v > max) {
+        fprintf(stderr, "proxd: %s: '%.40s' is not a whole number from %lld to %lld\n", opt, s,
+                (long long)min, (long long)max);
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+/* An option's text into dst (n bytes); else said, naming the option, and
+ * false: cut to fit, a 70-character owner would be another owner. */
+static bool arg_text(const char *opt, const char *s, char *dst, size_t n)
+{
+    size_t len = strlen(s);
+    if (len >= n) {
+        fprintf(stderr, "proxd: %s: longer than %zu bytes\n", opt, n - 1);
+        return false;
+    }
+    memcpy(dst, s, len + 1);
+    return true;
+}
+
 /* proxd create --from FILE|-: one process, one store, one inventory read */
 static int create_from(const char *config, const char *from, bool json, long wait_s)
 {
@@ -358,7 +394,8 @@ static int cmd_create(int argc, char **argv)
     const char *config = NULL, *keyfile = NULL, *from = NULL;
     bool json = false, single = false;
     struct vm_request r = {.cores = 1, .memory_mb = 1024, .disk_gb = 10};
-    long wait_s = 0;
+    int64_t wait_s = 0, cores = r.cores;
+    bool ok = true;
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -367,28 +404,29 @@ static int cmd_create(int argc, char **argv)
             config = optarg;
             break;
         case 'o':
-            snprintf(r.os, sizeof r.os, "%s", optarg);
+            ok = arg_text("--os", optarg, r.os, sizeof r.os);
             break;
         case 'n':
-            snprintf(r.name, sizeof r.name, "%s", optarg);
+            ok = arg_text("--name", optarg, r.name, sizeof r.name);
             break;
-        case 'C':
-            r.cores = atoi(optarg);
+        case 'C': /* the limits ([limits]) are the creation's check */
+            ok = arg_num("--cores", optarg, 0, INT_MAX, &cores);
+            r.cores = (int)cores;
             break;
         case 'm':
-            r.memory_mb = atoll(optarg);
+            ok = arg_num("--memory", optarg, 0, INT64_MAX, &r.memory_mb);
             break;
         case 'd':
-            r.disk_gb = atoll(optarg);
+            ok = arg_num("--disk", optarg, 0, INT64_MAX, &r.disk_gb);
             break;
         case 'u':
-            snprintf(r.owner, sizeof r.owner, "%s", optarg);
+            ok = arg_text("--owner", optarg, r.owner, sizeof r.owner);
             break;
         case 'k':
             keyfile = optarg;
             break;
         case 'w':
-            wait_s = atol(optarg);
+            ok = arg_num("--wait", optarg, 0, WAIT_S_MAX, &wait_s);
             break;
         case 'F':
             from = optarg;
@@ -400,6 +438,8 @@ static int cmd_create(int argc, char **argv)
             usage(stderr);
             return 2;
         }
+        if (!ok)
+            return 2;
         single = single || !strchr("cwFj", c);
     }
     if (!config || optind < argc) {
@@ -412,7 +452,7 @@ static int cmd_create(int argc, char **argv)
         return 2;
     }
     if (from)
-        return create_from(config, from, json, wait_s);
+        return create_from(config, from, json, (long)wait_s);
     if (keyfile && !(r.ssh_keys = slurp(keyfile, 16384))) {
         fprintf(stderr, "proxd: ssh_keys: cannot read '%s' (or larger than 16 KiB)\n", keyfile);
         return 2;
@@ -434,7 +474,7 @@ static int cmd_create(int argc, char **argv)
     if (wait_s > 0) {
         enum job_state st;
         if (core_wait_job(w.k, job, wait_s * 1000, &st)) {
-            fprintf(stderr, "proxd: job %s did not finish in %ld s\n", job, wait_s);
+            fprintf(stderr, "proxd: job %s did not finish in %lld s\n", job, (long long)wait_s);
             rc = 3;
         } else {
             rc = st == JOB_DONE ? 0 : 1;
@@ -444,6 +484,13 @@ out:
     vm_request_release(&r);
     close_world(&w);
     return rc;
+}
+
+/* n texts made valid UTF-8 in place (a bad byte becomes '?'). */
+static void scrub(char *const *t, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        jsonw_utf8_scrub(t[i], strlen(t[i]));
 }
 
 static int cmd_job(const char *config, const char *id)
@@ -459,6 +506,9 @@ static int cmd_job(const char *config, const char *id)
         rc = 1;
         goto out;
     }
+    /* Texts from Proxmox or cut to fit may hold bytes that are not UTF-8:
+     * json_pack refuses them (NULL: the record printed as null). */
+    scrub((char *[]){j.kind, j.step, j.node, j.upid, j.error}, 5);
     json_t *o = json_pack("{s:s,s:s,s:s,s:i,s:s,s:s,s:s,s:i,s:O,s:s}", "id", j.id, "kind", j.kind,
                           "state", job_state_name(j.state), "vmid", j.vmid, "step", j.step, "node",
                           j.node, "upid", j.upid, "progress", j.progress, "attempts",
@@ -467,10 +517,12 @@ static int cmd_job(const char *config, const char *id)
     size_t n = 0;
     json_t *evs = json_array();
     if (store_job_events(w.st, id, 0, &ev, &n, &se) == 0)
-        for (size_t i = 0; i < n; i++)
+        for (size_t i = 0; i < n; i++) {
+            scrub((char *[]){ev[i].step, ev[i].message}, 2);
             json_array_append_new(evs, json_pack("{s:I,s:s,s:i,s:s}", "ts", (json_int_t)ev[i].ts,
                                                  "step", ev[i].step, "progress", ev[i].progress,
                                                  "message", ev[i].message));
+        }
     free(ev);
     json_object_set_new(o, "events", evs);
     char *s = json_dumps(o, JSON_INDENT(2));
@@ -501,6 +553,10 @@ static int cmd_vms(const char *config)
             break;
         }
         for (size_t i = 0; i < n; i++) {
+            /* else json_pack fails and the record is dropped */
+            scrub((char *[]){v[i].os, v[i].name, v[i].owner, v[i].node, v[i].power, v[i].job,
+                             v[i].error},
+                  7);
             json_array_append_new(
                 a, json_pack("{s:I,s:i,s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:s}", "id", (json_int_t)v[i].id,
                              "vmid", v[i].vmid, "os", v[i].os, "name", v[i].name, "owner",
@@ -526,44 +582,53 @@ out:
  * last two arguments waits for the job (the daemon must be running). */
 static int cmd_vm(int argc, char **argv)
 {
-    long wait_s = 0;
+    int64_t wait_s = 0, vmid = 0, n1 = 0, n2 = 0;
     if (argc >= 2 && strcmp(argv[argc - 2], "--wait") == 0) {
-        wait_s = atol(argv[argc - 1]);
+        if (!arg_num("--wait", argv[argc - 1], 0, WAIT_S_MAX, &wait_s))
+            return 2;
         argc -= 2;
     }
     if (argc < 5 || strcmp(argv[1], "--config") != 0) {
         usage(stderr);
         return 2;
     }
-    int vmid = atoi(argv[3]);
     const char *op = argv[4];
+    int a = vm_action_parse(op);
+    bool del = strcmp(op, "delete") == 0, resize = strcmp(op, "resize") == 0,
+         set = strcmp(op, "set") == 0;
+    /* every argument read before anything is queued: a word where a number
+     * belongs is refused, not taken as 0 ("set four 4096": cores kept) */
+    if (argc != ((a >= 0 || del) ? 5 : resize ? 6 : set ? 7 : 0)) {
+        usage(stderr);
+        return 2;
+    }
+    if (!arg_num("VMID", argv[3], VMID_MIN, VMID_MAX, &vmid) ||
+        (resize && !arg_num("GB", argv[5], 1, INT64_MAX, &n1)) ||
+        (set && (!arg_num("CORES", argv[5], 0, INT_MAX, &n1) ||
+                 !arg_num("MEMORY_MB", argv[6], 0, INT64_MAX, &n2))))
+        return 2;
     struct world w;
     int rc = open_world(&w, argv[2], true);
     if (rc)
         goto out;
     char job[40];
     struct core_error ce = {0};
-    int a = vm_action_parse(op);
     if (a >= 0) {
         struct action_opts o = {.timeout_s = 0, .force = false};
-        rc = core_vm_action(w.k, vmid, NULL, (enum vm_action)a, &o, job, &ce);
-    } else if (strcmp(op, "delete") == 0) {
-        rc = core_vm_delete(w.k, vmid, NULL, job, &ce);
-    } else if (strcmp(op, "resize") == 0 && argc == 6) {
-        rc = core_vm_resize(w.k, vmid, NULL, atoll(argv[5]), job, &ce);
-    } else if (strcmp(op, "set") == 0 && argc == 7) {
-        rc = core_vm_update(w.k, vmid, NULL, atoi(argv[5]), atoll(argv[6]), job, &ce);
+        rc = core_vm_action(w.k, (int)vmid, NULL, (enum vm_action)a, &o, job, &ce);
+    } else if (del) {
+        rc = core_vm_delete(w.k, (int)vmid, NULL, job, &ce);
+    } else if (resize) {
+        rc = core_vm_resize(w.k, (int)vmid, NULL, n1, job, &ce);
     } else {
-        usage(stderr);
-        rc = 2;
-        goto out;
+        rc = core_vm_update(w.k, (int)vmid, NULL, (int)n1, n2, job, &ce);
     }
     if (rc) {
         fprintf(stderr, "proxd: %s%s%s\n", ce.field, ce.field[0] ? ": " : "", ce.message);
         rc = ce.code == CORE_E_INVALID ? 2 : 1;
         goto out;
     }
-    printf("{\"job\":\"%s\",\"vmid\":%d}\n", job, vmid);
+    printf("{\"job\":\"%s\",\"vmid\":%lld}\n", job, (long long)vmid);
     fflush(stdout);
     if (wait_s > 0) {
         enum job_state st;
@@ -759,8 +824,10 @@ int main(int argc, char **argv)
         if (!rc) {
             struct reconcile_report r;
             rc = core_reconcile(w.k, &r) ? 1 : 0;
-            if (w.cfg->npools && core_net_walk(w.k))
+            if (w.cfg->npools && core_net_walk(w.k)) {
                 fprintf(stderr, "proxd: the config walk could not read every VM\n");
+                rc = 1; /* a pass that did not see everything is not a clean one */
+            }
             printf("{\"moved\":%d,\"power\":%d,\"resized\":%d,\"lost\":%d,\"stuck\":%d,"
                    "\"partial_removed\":%d,\"orphans\":%d,\"orphans_deleted\":%d,"
                    "\"unmanaged\":%d,\"unmanaged_released\":%d}\n",

@@ -2,8 +2,9 @@
 kept-alive connection (counted by a loopback relay in front of proxd).
 Every line is checked (dry run) before any is submitted: bad lines are
 reported with their number and field and nothing is submitted; an
-idempotency key repeated across runs makes one VM; under random pvesim
-faults with a node offline every job still ends."""
+idempotency key repeated across runs makes one VM; a submission whose
+answer the relay loses is not sent again; under random pvesim faults with a
+node offline every job still ends."""
 import json
 import os
 import socket
@@ -22,15 +23,20 @@ state = {}
 
 
 class Relay:
-    """127.0.0.1:port -> proxd, counting the connections it accepts."""
+    """127.0.0.1:port -> proxd, counting the connections it accepts.
+    lose: the start of a request (bytes) whose answer, the first time it
+    passes, is lost: the request reaches proxd, and once proxd has answered
+    the client's connection is closed without a byte of it."""
 
-    def __init__(self, target_port):
+    def __init__(self, target_port, lose=None):
         self.target = target_port
         self.ls = socket.socket()
         self.ls.bind(("127.0.0.1", 0))
         self.ls.listen(16)
         self.port = self.ls.getsockname()[1]
         self.accepted = 0
+        self.lose = lose
+        self.lost = threading.Event()  # set when the request to lose went to proxd
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self):
@@ -41,16 +47,21 @@ class Relay:
                 return
             self.accepted += 1
             u = socket.create_connection(("127.0.0.1", self.target))
-            for a, b in ((c, u), (u, c)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+            drop = {"now": False}  # this connection's answer to lose is on its way
+            threading.Thread(target=self._pipe, args=(c, u, drop, True), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(u, c, drop, False), daemon=True).start()
 
-    @staticmethod
-    def _pipe(a, b):
+    def _pipe(self, a, b, drop, upstream):
         try:
             while True:
                 d = a.recv(65536)
                 if not d:
                     break
+                if upstream and self.lose and not self.lost.is_set() and self.lose in d:
+                    drop["now"] = True  # before proxd can answer it
+                    self.lost.set()
+                if not upstream and drop["now"]:
+                    break  # proxd answered: close on the client, nothing sent
                 b.sendall(d)
         except OSError:
             pass
@@ -199,6 +210,20 @@ def run_cases():
         r = ctl_from([req("ik-new"), dict(lines[2], cores=2)], token=state["alice"])
         assert r.returncode == 6 and "line 2: idempotency_key: " in r.stderr, r.stderr
         assert njobs() == before
+        # one key on two lines of a file for two requests: found by the check,
+        # nothing submitted (proxd's dry run knew neither: the first was
+        # queued, then the second refused); for one request: one job
+        r = ctl_from([req("ik-c1", idempotency_key="clash-1"),
+                      req("ik-c2", idempotency_key="clash-1")], token=state["alice"])
+        assert r.returncode == 6, (r.returncode, r.stdout, r.stderr)
+        assert "proxctl: line 2: idempotency_key: this key is used on line 1 for a different " \
+            "request" in r.stderr and "1 bad line: nothing submitted" in r.stderr, r.stderr
+        assert r.stdout == "" and njobs() == before, r.stdout
+        twice = out_json(ctl_from([req("ik-t", idempotency_key="twice-1")] * 2, "--json",
+                                  token=state["alice"]))
+        assert twice[0]["job"] == twice[1]["job"] and twice[1]["replayed"], twice
+        assert njobs() == before + 1
+        first.append(twice[0])
         wait_ended([g["job"] for g in first])
 
     @case
@@ -220,6 +245,35 @@ def run_cases():
                             "--cores", "1", "--memory", "512", "--disk", "20", "--owner", "bob",
                             "--no-wait"], capture_output=True, text=True, env=e, timeout=60)
         assert r.returncode == 6 and "quota" in r.stderr, (r.returncode, r.stderr)
+
+    @case
+    def a_submission_whose_answer_is_lost_is_not_sent_again():
+        # the kept-alive connection closes without an answer after the first
+        # submission went out (proxd made its job): libcurl sent the POST again
+        # by itself on a new connection, and the line was queued twice
+        relay = Relay(px.port, lose=b"POST /v1/vms HTTP/")
+
+        def job_ids():
+            return {j["id"] for j in px.call("GET", "/v1/jobs?limit=1000",
+                                             state["admin"]).json()["jobs"]}
+        before = job_ids()
+        try:
+            r = ctl_from([req("lost-1"), req("lost-2")], token=state["alice"],
+                         url="http://127.0.0.1:%d" % relay.port)
+        finally:
+            relay.close()
+        assert relay.lost.is_set()
+        assert r.returncode == 5, (r.returncode, r.stdout, r.stderr)
+        assert "may have been sent" in r.stderr and \
+            "line 1: the server did not answer: this line may have been submitted" in r.stderr, \
+            r.stderr
+        new = job_ids() - before
+        assert len(new) == 1, new  # line 1's, once
+        st = wait_ended(list(new))
+        job = px.call("GET", "/v1/jobs/" + new.pop(), state["admin"]).json()
+        assert list(st.values()) == ["done"], job
+        names = [v["conf"].get("name") for v in sim.state()["vms"]]
+        assert names.count("lost-1") == 1 and "lost-2" not in names, names
 
     @case
     def faults_and_a_dead_node_still_end_every_job():

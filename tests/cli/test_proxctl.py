@@ -2,10 +2,12 @@
 proxctl with its output piped (plain lines) and on a terminal (a pty made by
 util-linux's `script`: progress bar). Checks outputs, tables, --json and the
 exit codes scripts rely on."""
+import http.server
 import json
 import os
 import subprocess
 import tempfile
+import threading
 
 from lib.cases import case, finish
 from lib.db import query
@@ -235,6 +237,113 @@ def run_cases():
         r = subprocess.run([PROXCTL, "--config", cfg, "vm", "list"], capture_output=True,
                            text=True, env=e, timeout=60)
         assert r.returncode == 2 and "unknown key 'colour'" in r.stderr
+
+    @case
+    def a_restart_of_proxd_while_a_job_is_followed_is_waited_out():
+        # proxd ends the job's event stream ("shutdown") when it stops; the
+        # job goes on after the restart. proxctl took any end of the stream
+        # for the job's: "job ... failed" (exit 1, or 5 when proxd was already
+        # gone) while the job ran, and a script retrying it made a second VM.
+        sim, px = state["sim"], state["px"]
+        sim.add_faults([{"kind": "delay", "path": r"/qemu/\d+/clone$", "method": "POST",
+                         "delay_ms": 2000, "count": 1}])
+        e = dict(os.environ, HOME=state["home"], PROXD_URL=px.base, PROXD_TOKEN=state["admin"])
+        e.pop("PROXCTL_CONFIG", None)
+        err = tempfile.TemporaryFile(mode="w+")
+        p = subprocess.Popen([PROXCTL, "vm", "create", "--os", "ubuntu", "--name", "rs-1",
+                              "--cores", "1", "--memory", "1G", "--disk", "10G"],
+                             stdout=subprocess.PIPE, stderr=err, text=True, env=e)
+        out = []
+
+        def read():
+            for ln in p.stdout:
+                out.append(ln.rstrip("\n"))
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        try:
+            # the clone step printed: it came from the stream (the poll only
+            # runs after it), so proxctl is on the stream when proxd stops
+            wait_for(lambda: any(ln.split()[1:2] in (["clone"], ["clone:"]) for ln in list(out)),
+                     30, 0.05, "proxctl to show the clone step")
+            px.stop()
+            px.start()
+            rc = p.wait(120)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        reader.join(10)
+        err.seek(0)
+        text = err.read()
+        assert rc == 0, (rc, out, text)
+        assert out[-1].startswith("VM ") and "(rs-1) is running on" in out[-1], (out, text)
+        made = [v for v in sim.state()["vms"] if v["conf"].get("name") == "rs-1"]
+        assert len(made) == 1, made
+
+    @case
+    def arguments_that_were_ignored_or_misread_are_refused():
+        px = state["px"]
+
+        def njobs():
+            return len(px.call("GET", "/v1/jobs?limit=1000", state["admin"]).json()["jobs"])
+        vms = []
+        for name in ("arg-1", "arg-2"):
+            r = ctl("--json", "vm", "create", "--os", "ubuntu", "--name", name, "--cores", "1",
+                    "--memory", "1G", "--disk", "10G")
+            assert r.returncode == 0, (r.stdout, r.stderr)
+            vms.append(str(json.loads(r.stdout)["vmid"]))
+        before = njobs()
+        # each was queued: "delete A B" deleted A and exited 0; "--timeout 5m"
+        # sent 5, "--cores 2x" 2
+        for args, says in ((["vm", "delete"] + vms, "unexpected '%s'" % vms[1]),
+                           (["vm", "stop", vms[0], "--no-wait", vms[1]], "unexpected"),
+                           (["vm", "shutdown", vms[0], "--timeout", "5m", "--force"],
+                            "--timeout: '5m'"),
+                           (["vm", "set", vms[0], "--cores", "2x"], "--cores: '2x'"),
+                           (["vm", "create", "--os", "ubuntu", "--name", "arg-3", "--cores",
+                             "2x"], "--cores: '2x'"),
+                           (["vm", "reinstall", vms[0], vms[1], "--os", "debian"], "unexpected"),
+                           (["vm", "start", vms[0] + "x"], "VMID"),
+                           (["vm", "delete"], "a VMID is required")):
+            r = ctl(*args)
+            assert r.returncode == 2 and says in r.stderr, (args, r.returncode, r.stderr)
+        assert njobs() == before
+        for v in vms:
+            assert json.loads(ctl("--json", "vm", "show", v).stdout)["state"] == "enabled"
+        # options after the VMID are still options
+        r = ctl("vm", "delete", vms[0], "--no-wait")
+        assert r.returncode == 0 and r.stdout.startswith("job "), (r.stdout, r.stderr)
+
+    @case
+    def an_answer_that_is_not_proxds_is_a_server_error():
+        # a wrong PROXD_URL (a login page) answers 200: "job ? queued", exit 0
+        class Login(http.server.BaseHTTPRequestHandler):
+            def answer(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(n)
+                body = b"<html>please log in</html>"
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            do_GET = do_POST = do_PATCH = do_DELETE = answer
+
+            def log_message(self, *a):
+                pass
+        srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Login)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        try:
+            url = "http://127.0.0.1:%d" % srv.server_address[1]
+            for args in (["vm", "start", "4000"], ["vm", "start", "4000", "--no-wait"],
+                         ["vm", "create", "--os", "ubuntu", "--name", "x", "--no-wait"]):
+                r = ctl(*args, env={"PROXD_URL": url})
+                assert r.returncode == 5 and "names no job" in r.stderr, (args, r.returncode,
+                                                                          r.stdout, r.stderr)
+                assert "queued" not in r.stdout, r.stdout
+        finally:
+            srv.shutdown()
+            srv.server_close()
 
 
 main()

@@ -373,6 +373,10 @@ static void test_events_webhooks(void **state)
     EXPECT_ERR(W "secret = 0123456789abcdef\n", ":9: [webhook w] url: missing");
     EXPECT_ERR(W "url = ftp://x/\nsecret = 0123456789abcdef\n",
                ":10: [webhook w] url: 'ftp://x/': an http:// or https:// URL without spaces");
+    /* a refused URL is shown with its password redacted */
+    EXPECT_ERR(W "url = https://hook:hunter2@x/a b\nsecret = 0123456789abcdef\n",
+               ":10: [webhook w] url: 'https://hook:***@x/a b': an http:// or https:// URL");
+    assert_null(strstr(err, "hunter2"));
     EXPECT_ERR(W "url = http://x/\nsecret = short\n",
                ":11: [webhook w] secret: at least 16 characters");
     EXPECT_ERR(W "url = http://x/\nsecret = 0123456789abcdef\nevents = vm.*, VM;x\n",
@@ -516,6 +520,13 @@ static void test_unknown(void **state)
     EXPECT_ERR(MIN "[proxd extra]\n", ":9: [proxd extra]: this section takes no name");
     EXPECT_ERR(MIN "[node]\n", ":9: [node]: this section needs a name: [node NAME]");
     EXPECT_ERR(MIN "[node sv_1]\n", ":9: [node sv_1]: bad node name");
+    /* a quota is an owner's: a name no owner can have (validate_owner) binds no one */
+    EXPECT_ERR(MIN "[quota ali/ce]\nvms = 1\n", ":9: [quota ali/ce]: bad quota name (an owner");
+    EXPECT_ERR(MIN "[quota a!b]\n", ":9: [quota a!b]: bad quota name");
+    EXPECT_ERR(MIN "[quota café]\n", ":9: [quota café]: bad quota name");
+    struct proxd_config *c = load_ok(MIN "[quota ops.team-1@example_x]\nvms = 3\n");
+    assert_int_equal(config_quota(c, "ops.team-1@example_x")->vms, 3);
+    config_free(c);
 }
 
 static void test_bool_and_numbers(void **state)
@@ -577,6 +588,13 @@ static void test_overlaps(void **state)
     EXPECT_ERR(MIN "[os centos]\nvmid_range = 7000-8999\n",
                ":6: [node sv1] template.ubuntu: VMID 8000 lies in [os centos] vmid_range "
                "7000-8999 (line 10)");
+    /* the fallback range is handed out too (an OS range full): its own, or the default */
+    EXPECT_ERR(MIN "[proxd]\nfallback_range = 7500-8499\n",
+               ":6: [node sv1] template.ubuntu: VMID 8000 lies in [proxd] fallback_range "
+               "7500-8499");
+    EXPECT_ERR(BASE "template.debian = 9500\n[os debian]\nvmid_range = 4000-4999\n" CREDS,
+               ":7: [node sv1] template.debian: VMID 9500 lies in [proxd] fallback_range "
+               "9000-9999 (the default)");
 }
 
 static void test_templates(void **state)
@@ -665,7 +683,17 @@ static void test_syntax(void **state)
     EXPECT_ERR(MIN "[proxd\n", ":9: bad section header '[proxd'");
     EXPECT_ERR(MIN "timeout = 5\ntimeout = 6\n",
                ":10: [proxmox] timeout: set twice (first on line 9)");
-    EXPECT_ERR("nonsense", ":1: expected 'key = value'");
+    EXPECT_ERR("nonsense", ":1: expected 'key = value' or '[section]', got 'nonsense'");
+    /* a malformed line is shown only up to its first blank, '=' or ':': the
+     * rest may be a secret (it went to --check-config's output) */
+    EXPECT_ERR(MIN "password hunter2\n",
+               ":9: [proxmox]: expected 'key = value' or '[section]', got a line starting "
+               "'password' (the rest not shown");
+    assert_null(strstr(err, "hunter2"));
+    EXPECT_ERR(MIN "token: root@pam!x=s3cr3t-v4lue\n",
+               ":9: [proxmox]: expected 'key = value' or '[section]', got a line starting "
+               "'token'");
+    assert_null(strstr(err, "s3cr3t"));
     /* a byte order mark before the first line is fine */
     config_free(load_ok("\xEF\xBB\xBF" MIN));
 }

@@ -7,6 +7,7 @@ and each job's end agrees with pvesim and the database.
 PROXD_TEST_DB=postgresql://... runs it on PostgreSQL (test_create_batch_pg.py)."""
 import json
 import os
+import sqlite3
 import subprocess
 
 from lib import db as dbq
@@ -68,6 +69,16 @@ def wait_ended(px, jobs, deadline=120):
         return st if len(st) == len(jobs) and all(s in ("done", "failed")
                                                   for s in st.values()) else None
     return wait_for(ended, deadline, 0.1, "%d jobs to end" % len(jobs))
+
+
+def a_vm(px):
+    """the VMID of a VM made and enabled (one made now when there is none)"""
+    def enabled():
+        return dbq.query(px.db, "SELECT vmid FROM vms WHERE state = 'enabled' LIMIT 1")
+    if not enabled():
+        r = batch(px, [req("a-vm")], "--wait", "120")
+        assert r.returncode == 0, (r.stdout, r.stderr)
+    return enabled()[0][0]
 
 
 def main():
@@ -177,6 +188,17 @@ def run_cases(s):
         got = out_json(batch(px, twice, "--json"))
         assert got[0]["job"] == got[1]["job"] and got[1]["replayed"], got
         assert njobs(px) == before + 1
+        # a key twice in one file for two requests: found by the check, so
+        # nothing is submitted (the store knew neither line: the first was
+        # queued, then the second refused)
+        clash = [req("idem-c1", idempotency_key="cl"), req("idem-c2", idempotency_key="cl"),
+                 req("idem-c3", owner="bob", idempotency_key="cl")]  # bob's key: another scope
+        r = batch(px, clash)
+        assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+        assert "proxd: line 2: idempotency_key: this key of owner alice is used on line 1 " \
+            "for a different request" in r.stderr, r.stderr
+        assert "1 bad line: nothing submitted" in r.stderr and r.stdout == "", r.stderr
+        assert njobs(px) == before + 1
         wait_ended(px, [g["job"] for g in first] + [got[0]["job"]])
 
     @case
@@ -193,6 +215,67 @@ def run_cases(s):
             got[1]["error"]["message"], got[1]
         assert njobs(px) == before + 2
         assert set(wait_ended(px, [got[0]["job"], got[2]["job"]]).values()) == {"done"}
+
+    @case
+    def the_single_forms_refuse_what_they_would_cut_or_misread():
+        def write(sql, args):
+            c = sqlite3.connect(px.db, timeout=30)
+            try:
+                with c:
+                    c.execute(sql, args)
+            finally:
+                c.close()
+
+        def proxd(*args):
+            return subprocess.run([PROXD] + list(args), capture_output=True, text=True,
+                                  timeout=60)
+        one = ["create", "--config", px.conf, "--os", "ubuntu", "--name", "one-1", "--cores",
+               "1", "--memory", "512", "--disk", "20", "--owner", "alice"]
+        vmid = a_vm(px)
+        vm = ["vm", "--config", px.conf]
+        before = njobs(px)
+        # each was cut or read as another number (atoi) and queued: a
+        # 70-character owner became its first 63, "2x" cores 2, "--wait 2m"
+        # 2 s, "100x" VM 100, and "set four 4096" cores 0, which keeps them
+        for args, opt in ((one[:-1] + ["o" * 70], "--owner"),
+                          (one[:5] + ["n" * 70] + one[6:], "--name"),
+                          (one[:3] + ["u" * 40] + one[4:], "--os"),
+                          (one[:7] + ["2x"] + one[8:], "--cores"),
+                          (one[:9] + ["4G"] + one[10:], "--memory"),
+                          (one + ["--wait", "2m"], "--wait"),
+                          (one + ["--wait", "99999999999999999"], "--wait"),
+                          (vm + ["100x", "start"], "VMID"),
+                          (vm + [str(vmid), "set", "four", "4096"], "CORES"),
+                          (vm + [str(vmid), "set", "1", "4G"], "MEMORY_MB"),
+                          (vm + [str(vmid), "resize", "30x"], "GB"),
+                          (vm + [str(vmid), "start", "--wait", "2m"], "--wait"),
+                          (vm + [str(vmid), "start", "now"], "usage")):
+            r = proxd(*args)
+            assert r.returncode == 2 and opt in r.stderr, (args, r.returncode, r.stderr)
+            assert r.stdout == "", (args, r.stdout)
+        assert njobs(px) == before
+        # what fits is taken whole
+        r = proxd(*(one[:-1] + ["o" * 63]))
+        assert r.returncode == 0, r.stderr
+        job = json.loads(r.stdout)["job"]
+        assert dbq.query(px.db, "SELECT owner FROM jobs WHERE id = %s" % quoted([job])) == \
+            [("o" * 63,)]
+        wait_ended(px, [job])
+        if DB:
+            return  # PostgreSQL keeps no text that is not UTF-8
+        # a text that is not UTF-8 (an error cut inside a character): the
+        # record was dropped from `proxd vms`, and `proxd job` printed "(null)"
+        bad = "CAST(X'6375742063ff' AS TEXT)"  # "cut c" and a byte no UTF-8 text has
+        write("UPDATE vms SET error = %s WHERE vmid = ?" % bad, (vmid,))
+        write("UPDATE jobs SET error = %s WHERE id = ?" % bad, (job,))
+        r = proxd("vms", "--config", px.conf)
+        assert r.returncode == 0, r.stderr
+        got = [v for v in json.loads(r.stdout) if v["vmid"] == vmid]
+        assert [v["error"] for v in got if v["state"] == "enabled"] == ["cut c?"], got
+        r = proxd("job", "--config", px.conf, job)
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["error"] == "cut c?", r.stdout
+        write("UPDATE vms SET error = '' WHERE vmid = ?", (vmid,))
 
     @case
     def faults_and_a_dead_node_still_end_every_job():
@@ -230,6 +313,28 @@ def run_cases(s):
         print("faults: %d done, %d failed, %d fault hits" % (
             sum(1 for v in st.values() if v == "done"),
             sum(1 for v in st.values() if v == "failed"), hits), flush=True)
+
+    @case
+    def a_reconcile_whose_config_walk_fails_exits_1():
+        # with an address pool, `proxd reconcile` also walks the VMs'
+        # configurations; one it cannot read was said, and the exit was 0
+        conf = os.path.join(px.dir, "pool.conf")
+        with open(px.conf) as f, open(conf, "w") as g:
+            g.write(f.read() + "\n[ippool rec]\ncidr = 10.62.0.0/24\ngateway = 10.62.0.1\n"
+                    "bridge = vmbr0\nquarantine = 0\n")
+        a_vm(px)
+        args = [PROXD, "reconcile", "--config", conf]
+        r = subprocess.run(args, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, (r.stdout, r.stderr)
+        sim.add_faults([{"kind": "error", "status": 500, "method": "GET", "message": "no",
+                         "path": r"/qemu/\d+/config$"}])
+        try:
+            r = subprocess.run(args, capture_output=True, text=True, timeout=120)
+        finally:
+            sim.clear_faults()
+        assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
+        assert "the config walk could not read every VM" in r.stderr, r.stderr
+        assert json.loads(r.stdout)["lost"] == 0, r.stdout  # the pass itself was whole
 
 
 main()
