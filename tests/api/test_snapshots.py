@@ -561,6 +561,11 @@ def random_faults_on_snapshot_calls():
     finally:
         hits = sim.clear_faults()
     assert hits > 0, "no fault was injected"
+    # a node the last faults held down answers 503 node_down until its next
+    # probe (a second): the checks below ask every VM's node
+    wait_for(lambda: all(n["health"] == "up" for n in
+                         api.call("GET", "/v1/nodes", ADMIN).json()["nodes"]) or None, 30,
+             0.1, "every node up after the faults")
     done = sum(1 for _, _, _, j in jobs if j["state"] == "done")
     print("  seed %d: %d jobs (%d done), %d faults, %.1f s" % (seed, len(jobs), done, hits,
                                                               time.monotonic() - t0))
