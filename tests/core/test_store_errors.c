@@ -105,6 +105,21 @@ static void arm_cordons(const char *const *nodes, bool workers)
     atomic_store(&g_kv_failed, 0);
 }
 
+/* The cordons of every node but `node` cannot be read (on the job workers). */
+static void arm_other_cordons(const char *node)
+{
+    static char names[CH_NNODES][8];
+    const char *others[CH_NNODES];
+    int n = 0;
+    for (int i = 1; i <= CH_NNODES; i++) {
+        snprintf(names[i - 1], sizeof names[i - 1], "sv%d", i);
+        if (strcmp(names[i - 1], node) != 0)
+            others[n++] = names[i - 1];
+    }
+    others[n] = NULL;
+    arm_cordons(others, true);
+}
+
 static int make_vm(struct ch_env *e, const char *owner, const char *name)
 {
     struct vm_request rq;
@@ -277,17 +292,8 @@ static void test_reinstall_does_not_move_onto_an_unknown_cordon(void **unused)
     int vmid = make_vm(&e, "alice", "re-move");
     char node[64];
     vm_node(&e, vmid, node);
-    const char *others[CH_NNODES];
-    static char names[CH_NNODES][8];
-    int n = 0;
-    for (int i = 1; i <= CH_NNODES; i++) {
-        snprintf(names[i - 1], sizeof names[i - 1], "sv%d", i);
-        if (strcmp(names[i - 1], node) != 0)
-            others[n++] = names[i - 1];
-    }
-    others[n] = NULL;
     fill(&e, node, 5); /* a 10 GiB disk does not fit */
-    arm_cordons(others, true);
+    arm_other_cordons(node);
     struct reinstall_request r = {.os = "debian"};
     char job[40];
     struct core_error ce = {0};
@@ -342,16 +348,7 @@ static void test_drain_does_not_move_onto_an_unknown_cordon(void **unused)
     int vmid = make_vm(&e, "alice", "drain-db");
     char node[64];
     vm_node(&e, vmid, node);
-    const char *others[CH_NNODES];
-    static char names[CH_NNODES][8];
-    int n = 0;
-    for (int i = 1; i <= CH_NNODES; i++) {
-        snprintf(names[i - 1], sizeof names[i - 1], "sv%d", i);
-        if (strcmp(names[i - 1], node) != 0)
-            others[n++] = names[i - 1];
-    }
-    others[n] = NULL;
-    arm_cordons(others, true);
+    arm_other_cordons(node);
     char job[40];
     struct core_error ce = {0};
     assert_int_equal(core_node_drain(e.k, node, "ops", job, &ce), 0);
