@@ -61,6 +61,24 @@ static int get_object(pve_client *c, const char *path, json_t *params, json_t **
     return 0;
 }
 
+int pve_node_time(pve_client *c, const char *node, int64_t *now, struct pve_error *err)
+{
+    char path[256];
+    if (pve_path(path, sizeof path, "/nodes/%s/time", node))
+        return bad_shape(err, "node name");
+    json_t *d;
+    int rc = get_object(c, path, NULL, &d, err);
+    if (rc)
+        return rc;
+    json_t *t = json_object_get(d, "time");
+    if (json_is_integer(t))
+        *now = json_integer_value(t);
+    else
+        rc = bad_shape(err, path);
+    json_decref(d);
+    return rc;
+}
+
 int pve_get_version(pve_client *c, struct pve_version *out, struct pve_error *err)
 {
     json_t *d;

@@ -61,18 +61,40 @@ struct task_key {
     const char *id; /* NULL: the VMID */
 };
 
+/* The earliest start time (the node's clock, unix seconds) that a task
+ * started at or after `since_ms` (this host's clock, unix ms) can carry on
+ * `node`. The node's clock is read for it (one GET, only when an answer
+ * was lost): a node whose clock is off still has its tasks found, and a
+ * task of the same token started two seconds or more before the call is
+ * not taken for its own (with 5 s of slack on this host's clock it was: a
+ * destroy served late, its answer read by nobody, was the answer of the
+ * next destroy of a new VM of that VMID, and the delete failed "still
+ * exists after its destroy task"). The estimate is low by up to a second
+ * (the node tells whole seconds), never high. When the node's clock
+ * cannot be read: this host's, less 5 s. */
+static int64_t node_since(pve_client *c, const char *node, int64_t since_ms)
+{
+    struct pve_error e;
+    int64_t node_now = 0;
+    if (pve_node_time(c, node, &node_now, &e))
+        return since_ms / 1000 - 5;
+    int64_t at = since_ms + node_now * 1000 - wall_ms();
+    return at >= 0 ? at / 1000 : -((999 - at) / 1000);
+}
+
 /* The newest task of `k`'s first type that has one on `node`, started at
- * or after `since` (unix seconds, with 5 s of slack for the clocks) by
- * this client's user or token; its UPID. The list is asked for each type,
+ * or after `since_ms` (this host's clock, unix ms; node_since) by this
+ * client's user or token; its UPID. The list is asked for each type,
  * and for the VMID when that is the ID: PVE's vmid filter compares the
  * whole ID, which leaves out a disk reassignment's. The user tells ours
  * from another's started within the slack (an operator's start in the
  * GUI, the HA manager's follow-up task as root@pam): adopted, a stop
  * would count as done that nobody sent, or a config write as the other's. */
-static bool find_task(pve_client *c, const char *node, const struct task_key *k, int64_t since,
+static bool find_task(pve_client *c, const char *node, const struct task_key *k, int64_t since_ms,
                       char upid[PVE_UPID_MAX])
 {
     char vid[16], who[160];
+    int64_t since = node_since(c, node, since_ms);
     snprintf(vid, sizeof vid, "%d", k->vmid);
     const char *id = k->id ? k->id : vid;
     pve_client_who(c, who, sizeof who);
@@ -85,7 +107,7 @@ static bool find_task(pve_client *c, const char *node, const struct task_key *k,
             continue; /* the next type's list may still tell */
         for (size_t i = 0; i < n; i++)
             if (strcmp(tasks[i].type, k->types[t]) == 0 && strcmp(tasks[i].id, id) == 0 &&
-                strcmp(tasks[i].user, who) == 0 && tasks[i].starttime >= since - 5 &&
+                strcmp(tasks[i].user, who) == 0 && tasks[i].starttime >= since &&
                 tasks[i].starttime > best && !pve_client_task_known(c, tasks[i].upid)) {
                 best = tasks[i].starttime;
                 snprintf(upid, PVE_UPID_MAX, "%s", tasks[i].upid);
@@ -110,7 +132,7 @@ static int once_task_call(pve_client *c, const char *method, const char *path, j
     struct pve_error local;
     if (!err)
         err = &local;
-    int64_t t0 = wall_s();
+    int64_t t0 = wall_ms();
     int rc = upid_call(c, method, path, params, PVE_CALL_ONCE, upid, err);
     if (rc == PVE_E_NETWORK && err->maybe_sent && find_task(c, node, k, t0, upid)) {
         memset(err, 0, sizeof *err);
@@ -206,11 +228,12 @@ bool pve_find_clone_task(pve_client *c, const char *node, int vmid, int newid, i
     bool found = false;
     if (pve_task_list(c, node, vmid, "qmclone", 20, &tasks, &n, &e))
         return false;
+    since = node_since(c, node, since * 1000);
     char want[64], who[160];
     snprintf(want, sizeof want, " with ID %d", newid);
     pve_client_who(c, who, sizeof who);
     for (size_t i = 0; i < n && !found; i++) {
-        if (tasks[i].starttime < since - 5 || strcmp(tasks[i].user, who) != 0)
+        if (tasks[i].starttime < since || strcmp(tasks[i].user, who) != 0)
             continue;
         int said = clone_log_names(c, tasks[i].upid, want);
         for (int t = 0; said == 0 && tasks[i].running && t < LOG_WAIT_TRIES; t++) {
@@ -719,7 +742,7 @@ static int judged_write(pve_client *c, const char *method, const char *path, jso
         err = &local;
     int rc = 0;
     for (int n = 1; n <= LOST_SENDS; n++) {
-        int64_t t0 = wall_s();
+        int64_t t0 = wall_ms();
         rc = upid ? upid_call(c, method, path, params, PVE_CALL_ONCE, upid, err)
                   : pve_call_ex(c, method, path, params, PVE_CALL_ONCE, NULL, err);
         bool lost = rc == PVE_E_NETWORK && err->maybe_sent;
@@ -1008,7 +1031,7 @@ bool pve_vm_power_task(pve_client *c, const char *node, int vmid, enum pve_power
         return false;
     struct task_key k;
     power_task_key(action, vmid, &k);
-    return find_task(c, node, &k, since, upid);
+    return find_task(c, node, &k, since * 1000, upid);
 }
 
 int pve_vm_power(pve_client *c, const char *node, int vmid, enum pve_power action,

@@ -24,6 +24,9 @@ struct pve_version {
 };
 int pve_get_version(pve_client *c, struct pve_version *out, struct pve_error *err);
 
+/* The node's clock (GET /nodes/{node}/time): unix seconds. */
+int pve_node_time(pve_client *c, const char *node, int64_t *now, struct pve_error *err);
+
 struct pve_node {
     char name[64];
     bool online;
@@ -150,9 +153,10 @@ int pve_vm_clone(pve_client *c, const char *node, int vmid, const struct pve_clo
                  char upid[PVE_UPID_MAX], struct pve_error *err);
 
 /* Find the qmclone task of `vmid` on `node`, started at or after `since`
- * (unix seconds), whose log says it clones to `newid`; copy its UPID. A
- * candidate still running whose log names no VMID yet (its worker has not
- * written its first line) is read again, 100 ms apart, for up to 3 s. */
+ * (unix seconds on this host's clock; the node's clock is read to compare
+ * it with the tasks' start times, which are the node's), whose log says it clones to `newid`; copy
+ * its UPID. A candidate still running whose log names no VMID yet (its worker has not written its
+ * first line) is read again, 100 ms apart, for up to 3 s. */
 bool pve_find_clone_task(pve_client *c, const char *node, int vmid, int newid, int64_t since,
                          char upid[PVE_UPID_MAX]);
 
@@ -327,7 +331,8 @@ struct pve_power_opts {
 int pve_vm_power(pve_client *c, const char *node, int vmid, enum pve_power action,
                  const struct pve_power_opts *opts, char upid[PVE_UPID_MAX], struct pve_error *err);
 /* The action's task on the VM started by this client's user since `since`
- * (unix seconds) and not adopted before, as pve_vm_power looks for it: a
+ * (unix seconds on this host's clock, compared as pve_find_clone_task
+ * does) and not adopted before, as pve_vm_power looks for it: a
  * request whose answer was lost and that was served after that look (a
  * busy node's queue), looked for again before the action is asked again.
  * True with its UPID; false when none is seen (or the list cannot be read). */

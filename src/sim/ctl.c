@@ -93,6 +93,11 @@ static void node_set(struct sim *s, const char *name, const struct http_req *req
     json_t *b = body_json(req, r);
     if (!b)
         return;
+    json_t *off = json_object_get(b, "clock_offset_s");
+    if (off && (!json_is_integer(off) || llabs(json_integer_value(off)) > 10LL * 366 * 86400)) {
+        bad(r, 400, "clock_offset_s: an integer number of seconds, at most ten years either way");
+        goto out;
+    }
     pthread_mutex_lock(&s->mu);
     struct sim_node *n = sim_node_find(s, name);
     enum node_state st = NODE_ONLINE;
@@ -118,6 +123,8 @@ static void node_set(struct sim *s, const char *name, const struct http_req *req
         n->mem_total = (int64_t)(json_number_value(v) * 1073741824.0);
     if ((v = json_object_get(b, "bandwidth_mb")) && json_number_value(v) > 0)
         n->bandwidth = json_number_value(v) * 1048576.0;
+    if (off)
+        n->clock_offset = json_integer_value(off);
     json_t *sts = json_object_get(b, "storage_gb"); /* {"local-lvm": 100} */
     const char *k;
     json_object_foreach(sts, k, v)

@@ -95,7 +95,7 @@ struct sim_task *sim_task_new(struct sim *s, struct sim_node *n, const char *typ
     snprintf(t->user, sizeof t->user, "%s", user);
     t->pid = n->pid_next++;
     t->pstart = (unsigned)(0x100000 + (unsigned)(sim_now(s) * 100));
-    t->starttime = wall_s();
+    t->starttime = wall_s() + n->clock_offset;
     t->running = true;
     t->log = json_array();
     t->kind = kind;
@@ -144,7 +144,7 @@ void sim_task_finish(struct sim *s, struct sim_task *t, const char *exitstatus)
     if (!t->running)
         return;
     t->running = false;
-    t->endtime = wall_s();
+    t->endtime = wall_s() + t->node->clock_offset;
     if (strcmp(exitstatus, "OK") == 0)
         sim_task_log(t, "TASK OK");
     else if (str_starts(exitstatus, "WARNINGS"))

@@ -54,6 +54,13 @@ static void h_node_version(struct sim_call *c)
                         r->repoid);
 }
 
+/* The node's clock (nodes/Time.pm): UTC, so localtime is the same. */
+static void h_node_time(struct sim_call *c)
+{
+    json_int_t now = (json_int_t)(wall_s() + c->node->clock_offset);
+    c->data = json_pack("{s:I,s:I,s:s}", "time", now, "localtime", now, "timezone", "UTC");
+}
+
 static void h_ticket_get(struct sim_call *c)
 {
     c->data = json_null();
@@ -254,6 +261,7 @@ const struct sim_route sim_routes_nodes[] = {
     {"GET", "/nodes", h_nodes},
     {"GET", "/nodes/{node}/status", h_node_status},
     {"GET", "/nodes/{node}/version", h_node_version},
+    {"GET", "/nodes/{node}/time", h_node_time},
     {"GET", "/nodes/{node}/storage", h_storage_list},
     {"GET", "/nodes/{node}/storage/{storage}/status", h_storage_status},
     {NULL, NULL, NULL},

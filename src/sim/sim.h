@@ -85,6 +85,10 @@ struct sim_node {
     int arch_gen;   /* engine.c: tasks archived into "index" carry this; older: index.1, gone */
     int arch_bytes; /* engine.c: bytes in the current "index" */
     double boot;    /* sim_now() when it last came online */
+    /* seconds this node's clock is ahead of the host's (behind when
+     * negative): its tasks' start and end times and GET .../time (a node
+     * whose NTP is broken; set with POST /_sim/nodes/{name}) */
+    int64_t clock_offset;
 };
 
 enum vm_power { VM_STOPPED = 0, VM_RUNNING = 1, VM_PAUSED = 2 };

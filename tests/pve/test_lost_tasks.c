@@ -29,12 +29,15 @@
  *     digest, sent again, applies, and the late one's digest is stale.
  * Only a task this client's user or token started is its answer: an
  * operator's start a moment before is not (it was adopted: within the
- * 5 s of slack, of the right type and VMID); a client that logs in with a
+ * 5 s of slack, of the right type and VMID), nor one of the same token
+ * started seconds before the call; a node whose clock is off has its
+ * tasks found all the same (its clock is read); a client that logs in with a
  * password finds its own under the user the login answered. Nor is a task
  * the client was answered with before: the VM's previous resize; nor,
  * with a task registry shared by clients (proxd instances on one
  * database), a task another client was answered with. */
 #include "pvetest.h"
+#include "common/util.h"
 #include "pve/pve_api.h"
 
 #include <pthread.h>
@@ -651,6 +654,86 @@ static void an_earlier_task_of_ours_is_not_the_answer(void **st)
     pve_client_free(c);
 }
 
+static bool clock_past(void *ud)
+{
+    return wall_s() >= *(int64_t *)ud;
+}
+
+/* A task of the same token started three seconds before the call (another
+ * client's, or an earlier call of its own served late, whose answer nobody
+ * read) is not the answer of a call that was never served: with 5 s of
+ * slack on the host's clock it was (a delete then failed "VM still exists
+ * after its destroy task": CI, test_late_calls). */
+static void a_task_seconds_before_the_call_is_not_ours(void **st)
+{
+    (void)st;
+    struct pve_error e;
+    char theirs[PVE_UPID_MAX], upid[PVE_UPID_MAX] = "", buf[1024];
+    pve_client *c = client_timeout(1500), *other = client();
+    vm_clone(c, 720);
+    fault_next(other, "POST", "/qemu/720/status/start$", "task_error");
+    if (pve_vm_power(other, "sv1", 720, PVE_POWER_START, NULL, theirs, &e))
+        fail_msg("the other client's start: %s", pve_strerror(&e, buf, sizeof buf));
+    struct pve_task t;
+    memset(&t, 0, sizeof t);
+    pve_task_wait(other, theirs, 30000, NULL, NULL, &t, &e); /* it fails */
+    assert_string_equal(t.exitstatus, "injected failure");
+    dropped();
+    int64_t when = t.starttime + 3;
+    assert_true(h_wait(clock_past, &when, 10000));
+    fault_next(c, "POST", "/qemu/720/status/start$", "hang");
+    int rc = pve_vm_power(c, "sv1", 720, PVE_POWER_START, NULL, upid, &e);
+    dropped();
+    if (rc == 0)
+        fail_msg("a start never served answered %s (started before it: %s)", upid, theirs);
+    assert_int_equal(rc, PVE_E_NETWORK);
+    pve_client_free(other);
+    pve_client_free(c);
+}
+
+static void set_clock(const char *node, int offset_s)
+{
+    char path[64], body[64];
+    snprintf(path, sizeof path, "/_sim/nodes/%s", node);
+    snprintf(body, sizeof body, "{\"clock_offset_s\":%d}", offset_s);
+    json_decref(h_sim_ctl(port, "POST", path, body));
+}
+
+/* A node whose clock is two minutes behind this host's: a lost answer's
+ * task is still found (a start's, a clone's), and the request is sent
+ * once. With 5 s of slack on this host's clock, neither was: the start
+ * was sent again and failed "already running", the clone "already exists". */
+static void a_node_with_its_clock_off_has_its_tasks_found(void **st)
+{
+    (void)st;
+    struct pve_error e;
+    char upid[PVE_UPID_MAX], buf[1024];
+    pve_client *c = client();
+    vm_clone(c, 721);
+    set_clock("sv1", -120);
+    const char *start = "POST /nodes/{node}/qemu/{vmid}/status/start",
+               *clone = "POST /nodes/{node}/qemu/{vmid}/clone";
+    long starts = count_calls(start), clones = count_calls(clone);
+    drop_next(c, "POST", "/qemu/721/status/start$");
+    int rc = pve_vm_power(c, "sv1", 721, PVE_POWER_START, NULL, upid, &e);
+    dropped();
+    if (rc)
+        fail_msg("a dropped start on a node 2 min behind: %s", pve_strerror(&e, buf, sizeof buf));
+    assert_non_null(strstr(upid, ":qmstart:721:"));
+    task_ok(c, upid);
+    drop_next(c, "POST", "/qemu/8000/clone$");
+    struct pve_clone co = {.newid = 722, .full = 1};
+    rc = pve_vm_clone(c, "sv1", 8000, &co, upid, &e);
+    dropped();
+    set_clock("sv1", 0);
+    if (rc)
+        fail_msg("a dropped clone on a node 2 min behind: %s", pve_strerror(&e, buf, sizeof buf));
+    task_ok(c, upid);
+    assert_int_equal(count_calls(start) - starts, 1);
+    assert_int_equal(count_calls(clone) - clones, 1);
+    pve_client_free(c);
+}
+
 /* A task registry shared by clients, as proxd instances on one database
  * share theirs (the store's, core.c): a list of UPIDs. */
 struct reg {
@@ -687,9 +770,11 @@ static int reg_blind(void *ud, const char *upid)
 }
 
 /* Two proxd instances share one token: one starts a VM and stops it, the
- * other's start of it a moment later never reaches Proxmox (a hang). Its
- * lookup finds the first one's start on the task list: same type, VMID,
- * token, within the seconds of slack. With the instances' shared registry
+ * other's start of it never reaches Proxmox (a hang). Its lookup finds the
+ * first one's start on the task list: same type, VMID, token, and a start
+ * time not before the call's (the node's clock ran 30 s ahead when it
+ * began, then was set right: a stand-in for a start the other instance
+ * makes while the call waits, which a lookup cannot tell from its own). With the instances' shared registry
  * it does not take it, and the lost answer is a network error (the caller
  * looks at the VM and asks again); a registry that cannot tell makes the
  * lookup skip the task too. Without a registry it takes it (the start
@@ -707,8 +792,10 @@ static void another_instances_task_is_not_ours(void **st)
     pve_client_set_task_registry(a, &shared);
     pve_client_set_task_registry(b, &shared);
     vm_clone(a, 716);
+    set_clock("sv1", 30);
     if (pve_vm_power(a, "sv1", 716, PVE_POWER_START, NULL, first, &e))
         fail_msg("the first start: %s", pve_strerror(&e, buf, sizeof buf));
+    set_clock("sv1", 0);
     task_ok(a, first);
     if (pve_vm_power(a, "sv1", 716, PVE_POWER_STOP, NULL, upid, &e))
         fail_msg("the stop: %s", pve_strerror(&e, buf, sizeof buf));
@@ -730,7 +817,7 @@ static void another_instances_task_is_not_ours(void **st)
     dropped();
     assert_int_equal(rc, PVE_E_NETWORK);
 
-    /* last: the slack still holds the first start (so it held it above) */
+    /* last: the window still holds the first start (so it held it above) */
     fault_next(lone, "POST", "/qemu/716/status/start$", "hang");
     rc = pve_vm_power(lone, "sv1", 716, PVE_POWER_START, NULL, upid, &e);
     dropped();
@@ -769,6 +856,8 @@ int main(void)
         cmocka_unit_test(an_operators_task_is_not_ours),
         cmocka_unit_test(a_users_own_task_is_found),
         cmocka_unit_test(an_earlier_task_of_ours_is_not_the_answer),
+        cmocka_unit_test(a_task_seconds_before_the_call_is_not_ours),
+        cmocka_unit_test(a_node_with_its_clock_off_has_its_tasks_found),
         cmocka_unit_test(another_instances_task_is_not_ours),
         cmocka_unit_test(late_resize_grows_once),
         cmocka_unit_test(late_resize_on_pve7_grows_once),
