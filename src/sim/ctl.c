@@ -463,11 +463,11 @@ void sim_ctl_handle(struct sim *s, const struct http_req *req, struct http_resp 
         uint64_t at_limit, idle;
         httpd_tls_closes(s->http, &at_limit, &idle);
         pthread_mutex_lock(&s->mu);
-        json_t *c =
-            json_pack("{s:O,s:O,s:I,s:I,s:I,s:i}", "calls", s->calls, "nodes", s->node_calls,
-                      "tls_handshakes", (json_int_t)httpd_tls_handshakes(s->http),
-                      "tls_closed_at_limit", (json_int_t)at_limit, "tls_closed_idle",
-                      (json_int_t)idle, "late_pending", sim_late_pending(s));
+        json_t *c = json_pack(
+            "{s:O,s:O,s:I,s:I,s:I,s:I,s:i}", "calls", s->calls, "nodes", s->node_calls,
+            "tls_handshakes", (json_int_t)httpd_tls_handshakes(s->http), "tls_resumed",
+            (json_int_t)httpd_tls_resumed(s->http), "tls_closed_at_limit", (json_int_t)at_limit,
+            "tls_closed_idle", (json_int_t)idle, "late_pending", sim_late_pending(s));
         pthread_mutex_unlock(&s->mu);
         reply(r, 200, c);
     } else if (del && strcmp(p, "/calls") == 0) {

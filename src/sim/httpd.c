@@ -483,6 +483,7 @@ httpd *httpd_new(http_handler h, void *ctx, const char *cert_pem, const char *ke
     d->ssl = s;
     atomic_init(&d->nconn, 0);
     atomic_init(&d->handshakes, 0);
+    atomic_init(&d->resumed, 0);
     atomic_init(&d->closed_limit, 0);
     atomic_init(&d->closed_idle, 0);
     pthread_mutex_init(&d->mu, NULL);
@@ -501,6 +502,11 @@ out:
 uint64_t httpd_tls_handshakes(httpd *d)
 {
     return atomic_load(&d->handshakes);
+}
+
+uint64_t httpd_tls_resumed(httpd *d)
+{
+    return atomic_load(&d->resumed);
 }
 
 void httpd_tls_closes(httpd *d, uint64_t *at_limit, uint64_t *idle)

@@ -115,6 +115,9 @@ int httpd_set_mode(httpd *d, int listener, enum httpd_mode mode);
  * client's new connection (tests count a client's reuse of connections).
  * Thread-safe. */
 uint64_t httpd_tls_handshakes(httpd *d);
+/* Of those, the handshakes that resumed a session the client kept (a
+ * ticket or session ID: no certificate, no signature). Thread-safe. */
+uint64_t httpd_tls_resumed(httpd *d);
 /* TLS connections the server closed since httpd_new: at the request limit
  * (100, pveproxy's) and idle (5 s without a request); the others were
  * closed by their clients or broke. Thread-safe. */

@@ -298,6 +298,8 @@ static void serve(struct conn *c)
     if (blackholed(c) || tls_handshake(c, c->l->d->ssl))
         return;
     atomic_fetch_add(&c->l->d->handshakes, 1);
+    if (SSL_session_reused(c->ssl))
+        atomic_fetch_add(&c->l->d->resumed, 1);
     for (int n = 1; n <= KEEPALIVE_MAX; n++) {
         struct rq q;
         httpd_rq_init(&q, false);

@@ -94,6 +94,7 @@ struct httpd {
     SSL_CTX *ssl;
     atomic_int nconn;
     atomic_uint_fast64_t handshakes; /* TLS handshakes completed, ever */
+    atomic_uint_fast64_t resumed;    /* of which resumed a session (no signature) */
     /* TLS connections this server closed: after KEEPALIVE_MAX requests, or
      * idle for IDLE_MS (what makes a client's next call a new handshake) */
     atomic_uint_fast64_t closed_limit, closed_idle;

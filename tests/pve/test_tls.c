@@ -164,6 +164,51 @@ static void test_insecure(void **state)
     assert_non_null(strstr(w + 1, "not verified (insecure)"));
 }
 
+/* pvesim's counts of TLS handshakes and resumed ones (this read's own
+ * connection counted in the first, not resumed). */
+static void tls_counts(long *handshakes, long *resumed)
+{
+    json_t *j = tsim_ctl(&g_sim, "GET", "/_sim/calls", NULL);
+    *handshakes = (long)json_integer_value(json_object_get(j, "tls_handshakes"));
+    *resumed = (long)json_integer_value(json_object_get(j, "tls_resumed"));
+    json_decref(j);
+}
+
+/* pveproxy closes a connection after 100 requests. The client's next
+ * connection resumes its TLS session (a ticket: no certificate sent and
+ * checked, no signature on the node, which pveproxy pays for each full
+ * handshake) in every trust mode, the pinned one too. The 105 calls make
+ * two connections: the second resumed. */
+static void reconnects(struct pve_config *cfg, const char *mode)
+{
+    pve_client *c = tclient(cfg);
+    struct pve_error e;
+    long h0, r0, h1, r1;
+    tls_counts(&h0, &r0);
+    for (int i = 0; i < 105; i++)
+        assert_ok(pve_call(c, "GET", "/version", NULL, NULL, &e), &e);
+    pve_client_free(c);
+    tls_counts(&h1, &r1);
+    long made = h1 - h0 - 1, resumed = r1 - r0; /* less the second read's own */
+    if (made != 2 || resumed != 1)
+        fail_msg("%s: %ld connections, %ld resumed (2 and 1 wanted)", mode, made, resumed);
+}
+
+static void test_reconnect_resumes_the_session(void **state)
+{
+    (void)state;
+    struct pve_config cfg;
+    const char *hv[1];
+    tcfg_init(&cfg, hv, g_sim.host);
+    reconnects(&cfg, "insecure");
+    tls_cfg(&cfg, hv);
+    cfg.ca_file = g_cert;
+    reconnects(&cfg, "CA file");
+    tls_cfg(&cfg, hv);
+    cfg.fingerprint = g_fp;
+    reconnects(&cfg, "fingerprint");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -172,6 +217,7 @@ int main(void)
         cmocka_unit_test_setup(test_fingerprint_pin, reset_sim),
         cmocka_unit_test_setup(test_wrong_fingerprint_refused, reset_sim),
         cmocka_unit_test_setup(test_insecure, reset_sim),
+        cmocka_unit_test_setup(test_reconnect_resumes_the_session, reset_sim),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
