@@ -6,6 +6,8 @@
 #ifndef CLI_CLI_H
 #define CLI_CLI_H
 
+#include "common/buf.h"
+
 #include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -62,6 +64,12 @@ int cli_accepted(struct cli *c, long st, json_t *ans, const char *vmid);
  * when the stream ended, -1 when it could not be had or broke (the caller
  * polls instead). */
 int cli_sse(struct cli *c, const char *path, void (*fn)(void *ud, json_t *ev), void *ud);
+
+/* Append "&key=value" to a query string, the value percent-encoded (a
+ * filter value with '&', '=', '#' or a space is that value, not more
+ * parameters). False, said naming --key, when the query would pass its
+ * buffer's bound (the caller exits EXIT_USAGE). */
+bool cli_query_add(struct buf *q, const char *key, const char *value);
 
 /* A whole decimal number for opt (an option, "VMID") in [min, max] into
  * *out; else said, naming opt, and false (the caller exits EXIT_USAGE). */

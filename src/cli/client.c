@@ -169,6 +169,18 @@ int cli_exit_code(long status, json_t *answer)
     }
 }
 
+bool cli_query_add(struct buf *q, const char *key, const char *value)
+{
+    char *v = curl_easy_escape(NULL, value, 0);
+    if (!v)
+        abort(); /* allocation failure */
+    bool ok = buf_printf(q, "&%s=%s", key, v) == 0;
+    curl_free(v);
+    if (!ok)
+        fprintf(stderr, "proxctl: --%s: too long\n", key);
+    return ok;
+}
+
 int cli_fail(long status, json_t *answer)
 {
     if (status < 0)

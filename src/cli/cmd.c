@@ -163,12 +163,61 @@ static const char *first_address(json_t *v)
     return s ? s : "-";
 }
 
-static void vm_row(json_t *v)
+/* The vm list table: each column as wide as its widest value (a name,
+ * owner or node cut to a fixed width made two owners look alike). */
+enum { VM_COLS = 11 };
+static const char *const vm_heads[VM_COLS] = {
+    "VMID", "NAME", "OS", "OWNER", "NODE", "STATE", "POWER", "CORES", "MEMORY", "DISK", "ADDRESS"};
+
+static void vm_cells(json_t *v, char cells[VM_COLS][160])
 {
-    printf("%-6lld %-20.20s %-8.8s %-10.10s %-6.6s %-9.9s %-8.8s %5lld %8lldM %6lldG %s\n",
-           cli_num(v, "vmid"), cli_str(v, "name"), cli_str(v, "os"), cli_str(v, "owner"),
-           cli_str(v, "node"), cli_str(v, "state"), cli_str(v, "power"), cli_num(v, "cores"),
-           cli_num(v, "memory_mb"), cli_num(v, "disk_gb"), first_address(v));
+    snprintf(cells[0], 160, "%lld", cli_num(v, "vmid"));
+    snprintf(cells[1], 160, "%s", cli_str(v, "name"));
+    snprintf(cells[2], 160, "%s", cli_str(v, "os"));
+    snprintf(cells[3], 160, "%s", cli_str(v, "owner"));
+    snprintf(cells[4], 160, "%s", cli_str(v, "node"));
+    snprintf(cells[5], 160, "%s", cli_str(v, "state"));
+    snprintf(cells[6], 160, "%s", cli_str(v, "power"));
+    snprintf(cells[7], 160, "%lld", cli_num(v, "cores"));
+    snprintf(cells[8], 160, "%lldM", cli_num(v, "memory_mb"));
+    snprintf(cells[9], 160, "%lldG", cli_num(v, "disk_gb"));
+    snprintf(cells[10], 160, "%s", first_address(v));
+}
+
+static void vm_line(char cells[VM_COLS][160], const int *w)
+{
+    for (int i = 0; i < VM_COLS; i++) {
+        bool num = i >= 7 && i <= 9; /* cores, memory, disk: right-aligned */
+        if (i == VM_COLS - 1)
+            printf("%s\n", cells[i]);
+        else
+            printf(num ? "%*s " : "%-*s ", w[i], cells[i]);
+    }
+}
+
+static void vm_table(json_t *all)
+{
+    int w[VM_COLS];
+    char cells[VM_COLS][160];
+    for (int i = 0; i < VM_COLS; i++)
+        w[i] = (int)strlen(vm_heads[i]);
+    size_t n;
+    json_t *v;
+    json_array_foreach(all, n, v)
+    {
+        vm_cells(v, cells);
+        for (int i = 0; i < VM_COLS; i++)
+            if ((int)strlen(cells[i]) > w[i])
+                w[i] = (int)strlen(cells[i]);
+    }
+    for (int i = 0; i < VM_COLS; i++)
+        snprintf(cells[i], 160, "%s", vm_heads[i]);
+    vm_line(cells, w);
+    json_array_foreach(all, n, v)
+    {
+        vm_cells(v, cells);
+        vm_line(cells, w);
+    }
 }
 
 /* vm show: the network block, one line per address. */
@@ -214,7 +263,10 @@ static int vm_list(struct cli *c, int argc, char **argv)
             buf_release(&q);
             return usage_vm();
         }
-        buf_printf(&q, "&%s=%s", k, optarg);
+        if (!cli_query_add(&q, k, optarg)) {
+            buf_release(&q);
+            return EXIT_USAGE;
+        }
     }
     json_t *all = json_array();
     char first[2200];
@@ -222,15 +274,10 @@ static int vm_list(struct cli *c, int argc, char **argv)
     int rc = cli_pages(c, first, "vms", "after", VM_LIST_MAX, all);
     buf_release(&q);
     if (rc == EXIT_OK) {
-        if (c->json) {
+        if (c->json)
             cli_print_json(all);
-        } else {
-            printf("%-6s %-20s %-8s %-10s %-6s %-9s %-8s %5s %9s %7s %s\n", "VMID", "NAME", "OS",
-                   "OWNER", "NODE", "STATE", "POWER", "CORES", "MEMORY", "DISK", "ADDRESS");
-            size_t i;
-            json_t *v;
-            json_array_foreach(all, i, v) vm_row(v);
-        }
+        else
+            vm_table(all);
     }
     json_decref(all);
     return rc;

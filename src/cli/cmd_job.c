@@ -55,11 +55,14 @@ static int job_list(struct cli *c, int argc, char **argv)
                         : opt == 'v' ? "vmid"
                         : opt == 'o' ? "owner"
                                      : NULL;
-        if (!k || strpbrk(optarg, "&?#= ")) {
+        if (!k) {
             buf_release(&q);
             return usage_job();
         }
-        buf_printf(&q, "&%s=%s", k, optarg);
+        if (!cli_query_add(&q, k, optarg)) {
+            buf_release(&q);
+            return EXIT_USAGE;
+        }
     }
     if (optind < argc) {
         buf_release(&q);
