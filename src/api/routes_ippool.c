@@ -343,8 +343,12 @@ void h_ippool_unhold(struct req *rq, struct resp *rs)
     int rc = store_addr_unhold(rq->api->st, p->name, key, &se);
     if (rc == STORE_E_NOTFOUND) {
         struct store_addr r;
-        if (row_of(rq->api->st, p, key, &r, &se) == 0 &&
-            (strcmp(r.state, "used") == 0 || strcmp(r.state, "reserved") == 0))
+        if (row_of(rq->api->st, p, key, &r, &se) != 0) {
+            /* why it is not held cannot be told now: not "not held" */
+            resp_store_error(rs, &se);
+            return;
+        }
+        if (strcmp(r.state, "used") == 0 || strcmp(r.state, "reserved") == 0)
             resp_error(rs, HTTP_CONFLICT, "address_in_use", "address",
                        "address: %s is %s by vmid %d, not held: delete the VM to release it",
                        rq->params[1], r.state, r.vmid);
@@ -437,7 +441,8 @@ void h_ippool_range_add(struct req *rq, struct resp *rs)
     struct store_error se;
     int rc = store_addr_range_add_checked(rq->api->st, &r, range_fits, (void *)p, &se);
     if (rc == STORE_E_INVALID) {
-        resp_error(rs, HTTP_BAD_REQUEST, "invalid", "first", "%s", se.message);
+        resp_error(rs, HTTP_BAD_REQUEST, "invalid", se.field[0] ? se.field : "first", "%s",
+                   se.message);
         return;
     }
     if (rc == STORE_E_CONFLICT && se.field[0]) {
