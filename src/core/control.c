@@ -1204,12 +1204,61 @@ static int destroy_call(struct cctx *c, const struct pve_delete_opts *d, char up
     }
 }
 
+/* Is the job's VMID in use in a cluster proxd manages (asked of each
+ * world once: GET /cluster/nextid?vmid=N, "already exists")? The VM is not
+ * on a managed node (ctl_locate looked), so such a use is on a node proxd
+ * does not manage. A world that does not answer is not counted. The first
+ * world's node that says so, in `world`. */
+static bool vmid_used_unmanaged(struct cctx *c, char world[64])
+{
+    const struct proxd_config *cfg = c->k->cfg;
+    for (int i = 0; i < cfg->nnodes; i++) {
+        const char *n = cfg->nodes[i].name;
+        bool asked = false;
+        for (int j = 0; j < i && !asked; j++)
+            asked = fleet_same_world(c->k->fl, n, cfg->nodes[j].name);
+        pve_client *pc = asked ? NULL : fleet_client(c->k->fl, n);
+        struct pve_error e;
+        int free_id;
+        if (pc && pve_nextid(pc, c->v.vmid, &free_id, &e) == PVE_E_EXISTS) {
+            snprintf(world, 64, "%s", n);
+            return true;
+        }
+    }
+    return false;
+}
+
 static void delete_steps(struct cctx *c)
 {
     struct pve_error e = {0};
     struct pve_vm_status st;
     char upid[PVE_UPID_MAX] = "";
     int rc = ctl_locate(c, &st, &e);
+    if (rc == PVE_E_NOTFOUND && c->v.node[0] && !config_node(c->k->cfg, c->v.node)) {
+        /* its node was taken out of the configuration (or the VM moved by
+         * hand to a node proxd does not manage): if a cluster proxd manages
+         * has the VMID in use on such a node, the VM is there, and
+         * "deleted" would leave it running unbilled */
+        char world[64];
+        if (vmid_used_unmanaged(c, world)) {
+            ctl_job_fail(c,
+                         "VM %d's node %s is not in proxd's configuration, and VMID %d is in use "
+                         "in the cluster of %s on a node proxd does not manage: proxd does not "
+                         "delete it there (put the node back in the configuration, or move the "
+                         "VM to a node proxd manages)",
+                         c->v.vmid, c->v.node, c->v.vmid, world);
+            return;
+        }
+        /* a node no longer configured whose world is not read: the VM was
+         * not looked for there; its record goes, saying so */
+        char how[200];
+        snprintf(how, sizeof how,
+                 " (its node %s is not in proxd's configuration: if the VM is still there, it is "
+                 "for an operator to remove)",
+                 c->v.node);
+        mark_deleted(c, how);
+        return;
+    }
     if (rc == PVE_E_NOTFOUND) {
         mark_deleted(c, " (it was gone already)");
         return;

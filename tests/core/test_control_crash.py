@@ -19,7 +19,8 @@ expires those leases in the database (what the clock would do 30 s later)
 before it restarts proxd.
 
 Before that, one case on its own: a shutdown killed while it waits for its
-task, resumed by a proxd whose configuration no longer has the VM's node.
+task, resumed by a proxd whose configuration no longer has the VM's node;
+then a delete of that VM fails, saying why (it still exists there).
 
 Plain script run by ctest (/usr/bin/python3 with Debian's python3-requests);
 prints one line per check and a closing `N passed, N failed` line.
@@ -123,6 +124,17 @@ def wait_resumed_on_a_node_no_longer_configured():
         assert node in j["error"] and "not in proxd's configuration" in j["error"], j["error"]
         ends = [e for e in j["events"] if e["step"] in ("done", "failed")]
         assert len(ends) == 1, j["events"]
+        # a delete of it fails, saying why: the VM is there, on a node of
+        # its cluster proxd no longer manages (it was marked deleted, "it
+        # was gone already", and ran on unbilled)
+        job = json.loads(proxd("vm", "--config", conf, str(vmid), "delete").stdout)["job"]
+        wait_for(lambda: db_jobs(db)[job]["state"] in ("done", "failed"), 30, 0.05, "the delete")
+        j = json.loads(proxd("job", "--config", conf, job).stdout)
+        assert j["state"] == "failed", j
+        assert node in j["error"] and "not in proxd's configuration" in j["error"], j["error"]
+        assert sim.vm(vmid) is not None, "the VM is gone from pvesim"
+        state = db_query(db, "SELECT state FROM vms WHERE vmid = %d ORDER BY id DESC" % vmid)
+        assert state[0][0] == "enabled", state
         d.stop()
     except Exception:
         d.abort()
