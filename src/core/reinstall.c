@@ -999,7 +999,15 @@ static void step_stop(struct rctx *c)
     if (rc == -1)
         return;
     if (rc) {
-        fail_to(c, "restore", "stopping VM %d failed: %s", c->j->vmid, e.message);
+        /* nothing of the VM was changed yet: while it still runs (a backup's
+         * lock refuses the stop, and every write of a restore too: it was
+         * tried for 10 minutes, then "could not put the old disk back"),
+         * the way out is the abort; stopped after all, the restore starts
+         * it again */
+        struct pve_vm_status s;
+        struct pve_error re = {0};
+        bool runs = read_status(c, c->j->vmid, &s, &re) != 0 || strcmp(s.status, "stopped") != 0;
+        fail_to(c, runs ? "abort" : "restore", "stopping VM %d failed: %s", c->j->vmid, e.message);
         return;
     }
     if (strcmp(tmp_node(c), c->j->node) != 0)

@@ -210,6 +210,39 @@ def a_fault_at_each_step():
 
 
 @case
+def a_backup_lock_at_the_stop_ends_it_at_once():
+    """A backup holds the VM's lock: the stop is refused, and nothing of the
+    VM was changed yet. The job ends failed at once, the temporary VM gone,
+    the VM untouched and running (it went to the restore, whose writes the
+    lock refused too: 10 minutes of them, then "could not put the old disk
+    back" for a disk never taken)."""
+    vmid = VM.get("f") or create("ri-backup")
+    before = look(vmid)
+    # the backup begins while the temporary VM's clone is asked (a lock at
+    # the start is refused before anything is made)
+    sim.ctl("POST", "/faults", {"method": "POST", "path": r"^/nodes/[^/]+/qemu/\d+/clone$",
+                                "kind": "delay", "delay_ms": 3000, "count": 1})
+    try:
+        target = "debian" if before["os"] == "ubuntu" else "ubuntu"
+        r = px.call("POST", "/v1/vms/%d/reinstall" % vmid, ALICE, {"os": target})
+        assert r.status_code == 202, r.text
+        wait_for(lambda: sim.ctl("GET", "/faults")[0]["hits"] == 1, deadline=30, interval=0.02,
+                 what="the clone asked")
+        sim.ctl("POST", "/vms/%d" % vmid, {"conf": {"lock": "backup"}})
+        before = look(vmid)
+        j = px.wait_job(r.json()["job"], ALICE, deadline=120)
+        sim.clear_faults()
+        assert j["state"] == "failed", j
+        assert "locked (backup)" in j["error"] and "keeps %s" % before["os"] in j["error"], j
+        assert "could not put" not in j["error"], j
+        after = look(vmid)
+        assert after["digest"] == before["digest"] and after["power"] == "running", after
+        assert temps() == [], temps()
+    finally:
+        sim.ctl("POST", "/vms/%d" % vmid, {"conf": {"lock": None}})
+
+
+@case
 def passing_errors_are_ridden_out():
     """One 500 on each write of the way: every call is made again (after a
     look at Proxmox when it may have gone through) and the job ends done."""
@@ -321,7 +354,7 @@ def no_room_on_the_node_fails_before_touching_anything():
 def waits_for_the_vms_other_job():
     vmid = VM["a"]
     sim.ctl("POST", "/faults", {"method": "POST", "path": r"^/nodes/[^/]+/qemu/%d/status/reboot$"
-                                % vmid, "kind": "delay", "delay_ms": 1500, "count": 1})
+                                % vmid, "kind": "delay", "delay_ms": 3000, "count": 1})
     r = px.call("POST", "/v1/vms/%d/reboot" % vmid, ALICE)
     assert r.status_code == 202, r.text
     reboot = r.json()["job"]
