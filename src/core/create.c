@@ -289,6 +289,23 @@ static const struct cfg_node *pick_node(struct ctx *c)
 
 static void end_failed(struct ctx *c);
 
+/* The job ends under j->vmid: a VMID a move reserved before a kill and that
+ * the resumed job never took (move_vmid) goes back, not one a leftover
+ * still holds (the reconciler's). Before the final checkpoint: a kill in
+ * between, and the resumed job does it again. */
+static void release_others(struct ctx *c)
+{
+    int n = 0;
+    struct store_error se;
+    if (store_vmid_release_others(c->k->st, c->j->id, c->j->vmid, c->k->cfg->quarantine_s * 1000,
+                                  &n, &se) != 0)
+        log_warn("job", "job=%s vmid=%d its other reserved VMIDs are not released: %s", c->j->id,
+                 c->j->vmid, se.message);
+    else if (n)
+        log_warn("job", "job=%s vmid=%d %d other VMID%s reserved to the job released", c->j->id,
+                 c->j->vmid, n, n == 1 ? "" : "s");
+}
+
 static void finish_failed(struct ctx *c)
 {
     struct buf b = BUF_INIT(1000);
@@ -324,6 +341,7 @@ static void end_failed(struct ctx *c)
     }
     if (!c->keep_vmid)
         store_vmid_release(k->st, c->j->vmid, k->cfg->quarantine_s * 1000, NULL);
+    release_others(c);
     c->j->state = JOB_FAILED;
     c->j->finished_at = wall_ms();
     c->j->node[0] = '\0';
@@ -357,6 +375,7 @@ static void finish_done(struct ctx *c)
         vm_rec_release(&v);
     }
     fleet_vm_added(k->fl, c->j->vmid, c->j->node);
+    release_others(c);
     c->j->state = JOB_DONE;
     c->j->finished_at = wall_ms();
     job_checkpoint(k, c->j, "done", 100, "VM %d runs on %s", c->j->vmid, c->j->node);
@@ -365,21 +384,38 @@ static void finish_done(struct ctx *c)
 /* The request goes on under a new VMID (the old one is foreign, or held by
  * a leftover): a new record, the old one closed with `record_error`, and
  * the job moved to `step` with no task. When no VMID is left the job fails,
- * keeping the old VMID out of circulation. */
+ * keeping the old VMID out of circulation.
+ *
+ * Its writes are several transactions (the reservation, the new record
+ * with the addresses, the old record closed, the job's checkpoint), and it
+ * is made to run again after a kill between any two of them, with the job
+ * still at the old VMID: the VMID the job already holds besides its own is
+ * taken again (store_vmid_reserved_other), not another one (it stayed
+ * reserved to the job for good), and a live record of it made by this job
+ * is kept, not made a second time (its insert failed the job, or, the old
+ * record closed, the request went on with no record). A resumed job goes
+ * through here at once (resume_move), before anything else is done under
+ * the old VMID. */
 static bool move_vmid(struct ctx *c, const char *step, const char *record_error, const char *event)
 {
     struct core *k = c->k;
     int old = c->j->vmid;
-    const struct cfg_os *os = config_os(k->cfg, c->os);
-    struct vmid_range ranges[2] = {{os->range_lo, os->range_hi},
-                                   {k->cfg->fallback_lo, k->cfg->fallback_hi}};
-    size_t ntaken;
-    int *taken = fleet_taken_vmids(k->fl, &ntaken);
-    int vmid;
+    int vmid = 0;
     struct store_error se;
-    int rc = store_vmid_reserve(k->st, ranges, k->cfg->fallback_lo ? 2 : 1, taken, ntaken, c->j->id,
+    int rc = store_vmid_reserved_other(k->st, c->j->id, old, &vmid, &se);
+    if (rc == STORE_OK) {
+        log_info("job", "job=%s vmid=%d VMID %d reserved to the job before: the move takes it",
+                 c->j->id, old, vmid);
+    } else if (rc == STORE_E_NOTFOUND) {
+        const struct cfg_os *os = config_os(k->cfg, c->os);
+        struct vmid_range ranges[2] = {{os->range_lo, os->range_hi},
+                                       {k->cfg->fallback_lo, k->cfg->fallback_hi}};
+        size_t ntaken;
+        int *taken = fleet_taken_vmids(k->fl, &ntaken);
+        rc = store_vmid_reserve(k->st, ranges, k->cfg->fallback_lo ? 2 : 1, taken, ntaken, c->j->id,
                                 &vmid, &se);
-    free(taken);
+        free(taken);
+    }
     if (rc) {
         attempt(c, c->j->node, se.message);
         c->keep_vmid = true;
@@ -388,9 +424,16 @@ static bool move_vmid(struct ctx *c, const char *step, const char *record_error,
     }
     /* store_vm_update never changes a record's VMID: the request goes on
      * under a new record, and the old one is closed */
-    struct vm_rec v;
-    if (store_vm_get(k->st, old, &v, NULL) == 0) {
-        struct vm_rec nv = v;
+    struct vm_rec v, nv;
+    bool have_old = store_vm_get(k->st, old, &v, NULL) == 0;
+    bool have_new = false;
+    if (store_vm_get(k->st, vmid, &nv, NULL) == 0) {
+        /* made by this move before a kill (the old one may still be live) */
+        have_new = strcmp(nv.job, c->j->id) == 0;
+        vm_rec_release(&nv);
+    }
+    if (have_old && !have_new) {
+        nv = v;
         nv.id = 0;
         nv.vmid = vmid;
         nv.pending = NULL;
@@ -404,6 +447,8 @@ static bool move_vmid(struct ctx *c, const char *step, const char *record_error,
             finish_failed(c);
             return false;
         }
+    }
+    if (have_old) {
         v.state = VMS_FAILED;
         snprintf(v.error, sizeof v.error, "%s; the request went on as %d", record_error, vmid);
         store_vm_update(k->st, &v, NULL);
@@ -413,6 +458,41 @@ static bool move_vmid(struct ctx *c, const char *step, const char *record_error,
     c->j->upid[0] = '\0';
     job_checkpoint(k, c->j, step, -1, "%s; using %d", event, vmid);
     return true;
+}
+
+/* Resumed holding a VMID besides its own: a move (move_vmid) was cut short
+ * by a kill after it reserved it, and the old VMID is out of the job's
+ * hands already (marked foreign, or held by a leftover; the reconciler may
+ * even have given it back since). The move is made to its end first:
+ * carried on under the old VMID, the job left the other reserved for good,
+ * or a record of it, creating, with the request's addresses. 0: go on at
+ * j->step; -1: the job ended. */
+static int resume_move(struct ctx *c)
+{
+    struct core *k = c->k;
+    int old = c->j->vmid, other = 0;
+    struct store_error se;
+    if (store_vmid_reserved_other(k->st, c->j->id, old, &other, &se) != 0)
+        return 0; /* none (or not readable now: the job's end gives it back) */
+    /* where the move went: after a leftover (leave), or from a cleanup, to
+     * placement (the attempt's room went back); after a foreign VMID found
+     * by the clone or its wait (reallocate), to the clone on the same node */
+    bool left =
+        !c->pc || (strcmp(c->j->step, "clone") != 0 && strcmp(c->j->step, "wait_clone") != 0);
+    struct leftover *l = NULL;
+    size_t n = 0;
+    if (store_leftover_list(k->st, &l, &n, NULL) == 0)
+        for (size_t i = 0; i < n && !left; i++)
+            left = l[i].vmid == old && strcmp(l[i].job, c->j->id) == 0;
+    free(l);
+    char rec[128], ev[256];
+    snprintf(rec, sizeof rec, "VMID %d was given up before a restart", old);
+    snprintf(ev, sizeof ev, "resumed in the middle of the move from VMID %d to %d", old, other);
+    log_warn("job", "job=%s vmid=%d %s", c->j->id, old, ev);
+    if (!move_vmid(c, left ? "place" : "clone", rec, ev))
+        return -1;
+    c->resumed = false; /* nothing was asked under the new VMID */
+    return 0;
 }
 
 /* The VMID is taken on Proxmox by something that is not ours: never use it
@@ -1153,6 +1233,8 @@ void create_run(struct core *k, struct job_rec *j)
      * a cluster) */
     c.clone_lost = c.resumed && strcmp(j->step, "cleanup") == 0 && !j->upid[0];
     if (j->node[0] && !enter_node(&c) && resume_unconfigured(&c) != 0)
+        return;
+    if (c.resumed && resume_move(&c) != 0)
         return;
     /* the clone slot this run holds, and on which node: a slot is for the
      * clone and its wait only, and always goes back to the node it came

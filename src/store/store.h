@@ -428,6 +428,26 @@ int store_vmid_reserve(store *s, const struct vmid_range *ranges, size_t nranges
  * reserved one and was killed before it wrote the number down finds it
  * again. STORE_E_NOTFOUND (and *vmid 0) when the job holds none. */
 int store_vmid_reserved_by(store *s, const char *job, int *vmid, struct store_error *err);
+/* A creation that goes on under a new VMID (core/create.c move_vmid)
+ * reserves it, records it, closes the old record and writes the new VMID
+ * into its job: several transactions, and a kill may fall between them. The
+ * job's VMID then still is the old one (`except`), and the new one is held
+ * reserved by the job besides. This finds it, so that the move made again
+ * takes it instead of reserving yet another (a VMID leaked for good): the
+ * lowest VMID reserved under job other than `except` that no leftover names
+ * (a leftover's VMID stays reserved to the job that left it until the
+ * reconciler is done with it, store_leftover_done). STORE_E_NOTFOUND (and
+ * *vmid 0) when there is none. */
+int store_vmid_reserved_other(store *s, const char *job, int except, int *vmid,
+                              struct store_error *err);
+/* The job ends under VMID `keep`: every other VMID still reserved under it
+ * (one a move reserved before a kill and that the resumed job did not take,
+ * see store_vmid_reserved_other) goes back, quarantined for quarantine_ms
+ * (0: free at once), except those a leftover names (store_leftover_done
+ * gives them back). One transaction; *n (may be NULL) says how many went
+ * back. None is not an error. */
+int store_vmid_release_others(store *s, const char *job, int keep, int64_t quarantine_ms, int *n,
+                              struct store_error *err);
 /* The allocation state of vmid ("reserved", "used", "foreign",
  * "quarantine") in state; STORE_E_NOTFOUND when it is not allocated. */
 int store_vmid_state(store *s, int vmid, char state[16], struct store_error *err);

@@ -195,6 +195,46 @@ int store_vmid_reserved_by(store *s, const char *job, int *vmid, struct store_er
     return rc;
 }
 
+/* A creation that moves to a new VMID (create.c move_vmid) holds, between
+ * the reservation and the job's checkpoint, a second reserved VMID: the
+ * job's other than `except` (its VMID as the job row says), leaving out
+ * those a leftover still names (kept for the reconciler). */
+static const char SQL_VMID_OTHER_OF_JOB[] =
+    "SELECT vmid FROM vmid_alloc WHERE job = ?1 AND state = 'reserved' AND vmid <> ?2"
+    " AND NOT EXISTS (SELECT 1 FROM leftovers WHERE leftovers.vmid = vmid_alloc.vmid)"
+    " ORDER BY vmid LIMIT 1";
+
+struct job_except {
+    const char *job;
+    int except;
+};
+
+static void bind_job_except(db_stmt *st, const void *arg)
+{
+    const struct job_except *k = arg;
+    db_bind_text(st, 1, k->job);
+    db_bind_i64(st, 2, k->except);
+}
+
+int store_vmid_reserved_other(store *s, const char *job, int except, int *vmid,
+                              struct store_error *err)
+{
+    store_err_clear(err);
+    STORE_CHECK(s && job && *job && vmid, "store_vmid_reserved_other: NULL or empty argument");
+    int *rows = NULL;
+    size_t n = 0;
+    struct job_except k = {job, except};
+    struct store_read r = {SQL_VMID_OTHER_OF_JOB, "reading a job's other VMID",
+                           bind_job_except,       &k,
+                           sizeof *rows,          row_vmid};
+    int rc = store_read_all(s, &r, (void **)&rows, &n, err);
+    *vmid = rc == STORE_OK && n ? rows[0] : 0;
+    if (rc == STORE_OK && !n)
+        rc = store_fail(err, STORE_E_NOTFOUND, "job %.40s holds no other reserved VMID", job);
+    free(rows);
+    return rc;
+}
+
 static const char SQL_VMID_STATE_OF[] = "SELECT state FROM vmid_alloc WHERE vmid = ?1";
 
 static void bind_vmid(db_stmt *st, const void *arg)
@@ -343,6 +383,57 @@ int store_vmid_release_job_in(db_conn *c, int vmid, const char *job, int64_t qua
     rc = db_run(st, err, "releasing the job's VMID");
     db_done(st);
     return rc;
+}
+
+/* The same for every VMID the job holds reserved but `keep`, except those
+ * a leftover names (the reconciler's to give back: store_leftover_done). */
+static const char SQL_VMID_FREE_OTHERS[] =
+    "DELETE FROM vmid_alloc WHERE job = ?1 AND state = 'reserved' AND vmid <> ?2"
+    " AND NOT EXISTS (SELECT 1 FROM leftovers WHERE leftovers.vmid = vmid_alloc.vmid)";
+static const char SQL_VMID_QUARANTINE_OTHERS[] =
+    "UPDATE vmid_alloc SET state = 'quarantine', job = '', until = ?3, updated_at = ?4"
+    " WHERE job = ?1 AND state = 'reserved' AND vmid <> ?2"
+    " AND NOT EXISTS (SELECT 1 FROM leftovers WHERE leftovers.vmid = vmid_alloc.vmid)";
+
+struct release_others_ctx {
+    const char *job;
+    int keep;
+    int64_t quarantine_ms;
+    int *n;
+};
+
+static int release_others_fn(db_conn *c, void *ctx, struct store_error *err)
+{
+    struct release_others_ctx *k = ctx;
+    db_stmt *st = NULL;
+    int64_t now = wall_ms();
+    int rc = db_prepare(c, k->quarantine_ms ? SQL_VMID_QUARANTINE_OTHERS : SQL_VMID_FREE_OTHERS,
+                        &st, err);
+    if (rc)
+        return rc;
+    db_bind_text(st, 1, k->job);
+    db_bind_i64(st, 2, k->keep);
+    if (k->quarantine_ms) {
+        db_bind_i64(st, 3, now + k->quarantine_ms);
+        db_bind_i64(st, 4, now);
+    }
+    rc = db_run(st, err, "releasing the job's other VMIDs");
+    if (rc == STORE_OK && k->n)
+        *k->n = (int)db_changes(st);
+    db_done(st);
+    return rc;
+}
+
+int store_vmid_release_others(store *s, const char *job, int keep, int64_t quarantine_ms, int *n,
+                              struct store_error *err)
+{
+    store_err_clear(err);
+    STORE_CHECK(s && job && *job, "store_vmid_release_others: NULL or empty argument");
+    STORE_CHECK(quarantine_ms >= 0, "quarantine of %lld ms is negative", (long long)quarantine_ms);
+    if (n)
+        *n = 0;
+    struct release_others_ctx k = {job, keep, quarantine_ms, n};
+    return db_tx(s->db, DB_WRITE, release_others_fn, &k, err);
 }
 
 static const char SQL_VMID_COUNT[] = "SELECT count(*) FROM vmid_alloc WHERE vmid BETWEEN ?1 AND ?2"

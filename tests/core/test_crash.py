@@ -217,6 +217,139 @@ def resumed_cleanup_minds_a_clone_that_may_come():
     sim.stop()
 
 
+def cut_move(tag, step, record=False, leftover=False):
+    """One creation whose run was killed in the middle of moving to another
+    VMID (create.c move_vmid; made by hand: a kill lands between its writes
+    only by luck): the job at `step` on sv1 under its first VMID, the next
+    VMID already reserved under the job id; with `record`, the new record
+    made too (creating, the request's copy); with `leftover`, the first
+    VMID left for the reconciler on sv1 (leave()), else taken on sv1 by a VM
+    that is not proxd's and marked foreign (reallocate()). The daemon is
+    not started: (sim, daemon, conf, db, tmp, job, first VMID, next VMID)."""
+    tmp = tempfile.TemporaryDirectory(prefix="proxd-crash-%s-" % tag)
+    db = os.path.join(tmp.name, "proxd.db")
+    conf = os.path.join(tmp.name, "proxd.conf")
+    sim = Sim(time_scale=0.02)
+    d = Daemon(conf, tmp.name)
+    try:
+        write_config(conf, db, sim.entry, ["reconcile_interval = 3600"], placement="ordered")
+        out = json.loads(proxd("create", "--config", conf, "--os", "ubuntu", "--name", tag,
+                               "--cores", "1", "--memory", "512", "--disk", "20",
+                               "--owner", "ci").stdout)
+        job = out["job"]
+        vmid = db_jobs(db)[job]["vmid"]
+        other = vmid + 1
+        if not leftover:  # the VM that made the VMID foreign
+            tpl = TEMPLATE_BASE + OSES.index("ubuntu")
+            upid = sim.data("POST", "/nodes/sv1/qemu/%d/clone" % tpl,
+                            data={"newid": str(vmid), "name": "not-proxds", "full": "1",
+                                  "description": "made outside proxd"})
+            assert sim.wait_task("sv1", upid)["exitstatus"] == "OK"
+        now = int(time.time() * 1000)
+        c = sqlite3.connect(db, timeout=30)
+        with c:
+            c.execute("UPDATE jobs SET state = 'running', step = ?, node = 'sv1', upid = '',"
+                      " lease_owner = 'dead:1', lease_until = 0,"
+                      " attempts = '[{\"node\": \"sv1\", \"error\": \"the test\"}]'"
+                      " WHERE id = ?", (step, job))
+            if leftover:
+                c.execute("INSERT INTO leftovers (vmid, node, job, created_at)"
+                          " VALUES (?, 'sv1', ?, ?)", (vmid, job, now))
+            else:
+                c.execute("UPDATE vmid_alloc SET state = 'foreign', job = '' WHERE vmid = ?",
+                          (vmid,))
+            assert not c.execute("SELECT 1 FROM vmid_alloc WHERE vmid = ?", (other,)).fetchall()
+            c.execute("INSERT INTO vmid_alloc (vmid, state, job, until, updated_at)"
+                      " VALUES (?, 'reserved', ?, 0, ?)", (other, job, now))
+            if record:
+                c.execute("INSERT INTO vms (vmid, os, name, owner, node, state, power, cores,"
+                          " memory_mb, disk_gb, job, error, pending, created_at, updated_at)"
+                          " SELECT ?, os, name, owner, node, state, power, cores, memory_mb,"
+                          " disk_gb, job, error, pending, created_at, ? FROM vms"
+                          " WHERE vmid = ? AND job = ?", (other, now, vmid, job))
+        c.close()
+        return sim, d, conf, db, tmp, job, vmid, other
+    except Exception:
+        d.abort()
+        sim.stop(check_clean=False)
+        raise
+
+
+def after_cut_move(sim, d, conf, db, job, vmid, other):
+    """Resumed: the job ends done under the VMID it held besides its own,
+    with one enabled record, no record left creating, no other VMID left
+    reserved to it, and no VM on pvesim the database does not know. The
+    job (proxctl's view) and its events."""
+    d.start()
+    wait_settled(db, 60)
+    j = json.loads(proxd("job", "--config", conf, job).stdout)
+    events = " | ".join(e["message"] for e in j["events"])
+    assert j["state"] == "done", "%s: %s (%s)" % (j["state"], j["error"], events)
+    held = db_query(db, "SELECT vmid, state FROM vmid_alloc WHERE job = ? AND vmid <> ?"
+                    " AND vmid NOT IN (SELECT vmid FROM leftovers)", (job, j["vmid"]))
+    assert not held, "VMIDs still held by the job: %s (%s)" % (held, events)
+    recs = db_query(db, "SELECT vmid, state FROM vms WHERE job = ? ORDER BY id", (job,))
+    assert recs == [(vmid, "failed"), (other, "enabled")], "records %s: %s" % (recs, events)
+    assert j["vmid"] == other, "VMID %d reserved to the job, the VM is %d: %s" % (
+        other, j["vmid"], events)
+    live = {r[0] for r in db_query(db, "SELECT vmid FROM vms WHERE state NOT IN"
+                                       " ('failed', 'deleted', 'lost')")}
+    foreign = {r[0] for r in db_query(db, "SELECT vmid FROM vmid_alloc"
+                                          " WHERE state = 'foreign'")}
+    ours = {(v["vmid"], v["node"]) for v in sim.state()["vms"] if v["vmid"] < TEMPLATE_BASE}
+    unknown = {v for v in ours if v[0] not in live | foreign}
+    assert not unknown, "VMs the database does not know: %s" % unknown
+    assert (other, j["node"]) in ours, (ours, j["node"])
+    return j, events
+
+
+def resumed_mid_move_to_a_new_vmid_takes_the_reserved_one(record):
+    # killed after move_vmid reserved the next VMID (and, with `record`,
+    # made its record) but before the job's checkpoint: the resumed run
+    # found the foreign VMID again and reserved yet another one, and the
+    # first stayed reserved to the job for good (with its record, a second
+    # one for the request, left creating with nobody's job)
+    def run():
+        sim, d, conf, db, tmp, job, vmid, other = cut_move(
+            "move%s" % ("rec" if record else ""), "clone", record=record)
+        try:
+            after_cut_move(sim, d, conf, db, job, vmid, other)
+            assert db_query(db, "SELECT state FROM vmid_alloc WHERE vmid = ?",
+                            (vmid,)) == [("foreign",)]
+            d.stop()
+        except Exception:
+            d.abort()
+            sim.stop(check_clean=False)
+            raise
+        sim.stop()
+    run.__name__ = "resumed_mid_move_%s_takes_the_reserved_vmid" % (
+        "with_its_record" if record else "before_its_record")
+    return run
+
+
+def resumed_mid_move_after_a_leftover_takes_the_reserved_vmid():
+    # the same cut after leave(): the first VMID left on sv1 for the
+    # reconciler (it keeps it reserved to the job), the next reserved. The
+    # resumed cleanup, seeing nothing on sv1 now, must not carry on under
+    # the first VMID nor reserve a third: the move is finished first. Once
+    # the reconciler is done with the leftover, nothing is reserved to the
+    # job but its VM's VMID
+    sim, d, conf, db, tmp, job, vmid, other = cut_move("moveleft", "cleanup", leftover=True)
+    try:
+        j, events = after_cut_move(sim, d, conf, db, job, vmid, other)
+        assert j["node"] != "sv1", (j["node"], events)
+        proxd("reconcile", "--config", conf)
+        assert not db_query(db, "SELECT vmid FROM leftovers"), events
+        held = db_query(db, "SELECT vmid, state FROM vmid_alloc WHERE job = ?", (job,))
+        assert held == [(other, "used")], "VMIDs of the job: %s (%s)" % (held, events)
+        d.stop()
+    except Exception:
+        d.abort()
+        sim.stop(check_clean=False)
+        raise
+    sim.stop()
+
+
 def main(db=None):
     """db: a postgresql:// URL, or None for a SQLite file of its own."""
     tmp = tempfile.TemporaryDirectory(prefix="proxd-crash-")
@@ -409,4 +542,7 @@ if __name__ == "__main__":
     case(resumed_creation_fails_over_without_a_leftover)
     case(resumed_on_a_node_no_longer_configured)
     case(resumed_cleanup_minds_a_clone_that_may_come)
+    case(resumed_mid_move_to_a_new_vmid_takes_the_reserved_one(False))
+    case(resumed_mid_move_to_a_new_vmid_takes_the_reserved_one(True))
+    case(resumed_mid_move_after_a_leftover_takes_the_reserved_vmid)
     main()

@@ -1547,6 +1547,49 @@ static void test_vmid_reserve(void **state)
     EXPECT(STORE_E_NOTFOUND, store_vmid_reserved_by(f->s, "j1", &id, &e));
 }
 
+/* A move to a new VMID cut short by a kill (create.c move_vmid): the job
+ * holds its own VMID and the next; the move made again finds the next, not
+ * the job's own nor one a leftover names, and the job's end gives back
+ * every other but those. */
+static void test_vmid_reserved_other(void **state)
+{
+    struct fx *f = *state;
+    struct store_error e;
+    struct vmid_range r = {4000, 4009};
+    int own = 0, left = 0, next = 0, id = -1, n = -1;
+    OK(store_vmid_reserve(f->s, &r, 1, NULL, 0, "mover", &left, &e_));
+    OK(store_leftover_add(f->s, left, "sv1", "mover", &e_)); /* an earlier attempt's */
+    OK(store_vmid_reserve(f->s, &r, 1, NULL, 0, "mover", &own, &e_));
+    EXPECT(STORE_E_NOTFOUND, store_vmid_reserved_other(f->s, "mover", own, &id, &e));
+    assert_int_equal(id, 0);
+    OK(store_vmid_reserve(f->s, &r, 1, NULL, 0, "other-job", &id, &e_));
+    OK(store_vmid_reserve(f->s, &r, 1, NULL, 0, "mover", &next, &e_));
+    OK(store_vmid_reserved_other(f->s, "mover", own, &id, &e_));
+    assert_int_equal(id, next);
+    /* moved (the job's VMID is `next`): its old one, when not a leftover's */
+    OK(store_vmid_reserved_other(f->s, "mover", next, &id, &e_));
+    assert_int_equal(id, own);
+
+    /* the job ends under `own`: `next` goes back, the leftover's stays */
+    OK(store_vmid_release_others(f->s, "mover", own, 0, &n, &e_));
+    assert_int_equal(n, 1);
+    char st[16];
+    EXPECT(STORE_E_NOTFOUND, store_vmid_state(f->s, next, st, &e));
+    OK(store_vmid_state(f->s, own, st, &e_));
+    assert_string_equal(st, "reserved");
+    OK(store_vmid_state(f->s, left, st, &e_));
+    assert_string_equal(st, "reserved");
+    EXPECT(STORE_E_NOTFOUND, store_vmid_reserved_other(f->s, "mover", own, &id, &e));
+    OK(store_vmid_release_others(f->s, "mover", own, 0, &n, &e_)); /* again: nothing */
+    assert_int_equal(n, 0);
+    /* quarantined, with a quarantine */
+    OK(store_vmid_reserve(f->s, &r, 1, NULL, 0, "mover", &next, &e_));
+    OK(store_vmid_release_others(f->s, "mover", own, 60000, NULL, &e_));
+    OK(store_vmid_state(f->s, next, st, &e_));
+    assert_string_equal(st, "quarantine");
+    EXPECT(STORE_E_INVALID, store_vmid_reserved_other(f->s, "", own, &id, &e));
+}
+
 static void test_vmid_quarantine_foreign(void **state)
 {
     struct fx *f = *state;
@@ -4397,6 +4440,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_history_prune, setup, teardown),
         cmocka_unit_test_setup_teardown(test_job_list, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vmid_reserve, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_vmid_reserved_other, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vmid_quarantine_foreign, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vmid_big_range, setup, teardown),
         cmocka_unit_test_setup_teardown(test_leftovers, setup, teardown),
