@@ -63,8 +63,8 @@ struct task_key {
 
 /* The earliest start time (the node's clock, unix seconds) that a task
  * started at or after `since_ms` (this host's clock, unix ms) can carry on
- * `node`. The node's clock is read for it (one GET, only when an answer
- * was lost): a node whose clock is off still has its tasks found, and a
+ * `node`. The node's clock is read for it (one GET, when a lost answer's
+ * lookup has a candidate on a list the node answered): a node whose clock is off still has its tasks found, and a
  * task of the same token started two seconds or more before the call is
  * not taken for its own (with 5 s of slack on this host's clock it was: a
  * destroy served late, its answer read by nobody, was the answer of the
@@ -94,7 +94,8 @@ static bool find_task(pve_client *c, const char *node, const struct task_key *k,
                       char upid[PVE_UPID_MAX])
 {
     char vid[16], who[160];
-    int64_t since = node_since(c, node, since_ms);
+    bool timed = false; /* the node's clock is read once a list has a candidate */
+    int64_t since = 0;
     snprintf(vid, sizeof vid, "%d", k->vmid);
     const char *id = k->id ? k->id : vid;
     pve_client_who(c, who, sizeof who);
@@ -105,13 +106,19 @@ static bool find_task(pve_client *c, const char *node, const struct task_key *k,
         struct pve_error e;
         if (pve_task_list(c, node, k->id ? 0 : k->vmid, k->types[t], 10, &tasks, &n, &e))
             continue; /* the next type's list may still tell */
-        for (size_t i = 0; i < n; i++)
-            if (strcmp(tasks[i].type, k->types[t]) == 0 && strcmp(tasks[i].id, id) == 0 &&
-                strcmp(tasks[i].user, who) == 0 && tasks[i].starttime >= since &&
-                tasks[i].starttime > best && !pve_client_task_known(c, tasks[i].upid)) {
+        for (size_t i = 0; i < n; i++) {
+            if (strcmp(tasks[i].type, k->types[t]) != 0 || strcmp(tasks[i].id, id) != 0 ||
+                strcmp(tasks[i].user, who) != 0 || tasks[i].starttime <= best)
+                continue;
+            if (!timed) { /* after a list that answered: a hung node was not asked twice */
+                since = node_since(c, node, since_ms);
+                timed = true;
+            }
+            if (tasks[i].starttime >= since && !pve_client_task_known(c, tasks[i].upid)) {
                 best = tasks[i].starttime;
                 snprintf(upid, PVE_UPID_MAX, "%s", tasks[i].upid);
             }
+        }
         free(tasks);
     }
     if (best >= 0)
@@ -228,7 +235,8 @@ bool pve_find_clone_task(pve_client *c, const char *node, int vmid, int newid, i
     bool found = false;
     if (pve_task_list(c, node, vmid, "qmclone", 20, &tasks, &n, &e))
         return false;
-    since = node_since(c, node, since * 1000);
+    if (n) /* after a list that answered: a hung node is not asked twice */
+        since = node_since(c, node, since * 1000);
     char want[64], who[160];
     snprintf(want, sizeof want, " with ID %d", newid);
     pve_client_who(c, who, sizeof who);
