@@ -1186,10 +1186,12 @@ bool ctl_wait_unlocked(struct cctx *c)
  * that finds no VM and does nothing). -1 when the job ended meanwhile or
  * the core stops (the delete resumes), else the call's result. */
 static int destroy_call(struct cctx *c, const struct pve_delete_opts *d, char upid[PVE_UPID_MAX],
-                        struct pve_error *e)
+                        bool *lost, struct pve_error *e)
 {
     for (int n = 1;; n++) {
         int rc = pve_vm_delete(c->pc, c->v.node, c->v.vmid, d, upid, e);
+        if (rc && e->maybe_sent)
+            *lost = true; /* it may yet be served (a busy node's queue) */
         if (!rc || !transient(rc))
             return rc;
         if (core_stopping(c->k))
@@ -1317,18 +1319,32 @@ static void delete_steps(struct cctx *c)
     if (ctl_cancelled(c, "the destroy was not sent; the VM stays (stopped if it had to be)"))
         return;
     struct pve_delete_opts d = {.purge = true, .destroy_unreferenced = true};
-    rc = destroy_call(c, &d, upid, &e);
+    bool lost = false;
+    rc = destroy_call(c, &d, upid, &lost, &e);
     if (!rc)
         rc = ctl_wait_task(c, upid, &e);
     if (rc == -1)
         return;
     /* confirm it is gone before the record says so; a destroy whose answer
-     * or task status was lost may have gone through: the config decides */
+     * or task status was lost may have gone through: the config decides.
+     * One whose answer was lost may also be served late, after the calls
+     * made since failed: looked for LATE_LOOKS more times before the
+     * delete fails (it failed, the record enabled, and the late destroy
+     * removed the VM a moment later: "lost") */
     struct pve_error e2 = {0};
     int gone = ctl_read_config(c, &cfg, &e2);
+    for (int n = 1; gone == 0 && lost && rc && !core_stopping(c->k); n++) {
+        /* one under way holds the lock "destroyed" until the VM is gone */
+        bool destroying = strcmp(cfg.lock, "destroyed") == 0;
+        if (n > LATE_LOOKS && !(destroying && n <= 60))
+            break;
+        pve_vm_config_release(&cfg);
+        read_pause(c, n + 1);
+        gone = ctl_read_config(c, &cfg, &e2);
+    }
     if (gone == 0)
         pve_vm_config_release(&cfg);
-    if (rc && rc != PVE_E_NOTFOUND && !(transient(rc) && gone == PVE_E_NOTFOUND)) {
+    if (rc && rc != PVE_E_NOTFOUND && !((transient(rc) || lost) && gone == PVE_E_NOTFOUND)) {
         ctl_job_fail(c, "destroy failed: %s", e.message);
         return;
     }

@@ -159,6 +159,29 @@ def a_destroy_served_around_the_look_ends_done():
 
 
 @case
+def a_destroy_served_after_the_next_one_failed_ends_done():
+    """The destroy's connection closed at once, the destroy served 0.8 s
+    later; the destroy asked again meanwhile fails (its task). The delete looks
+    again before it fails, finds the VM gone, and ends done (it failed, the
+    record enabled, and the late destroy removed the VM: "lost")."""
+    vmid = created("late-destroy-500")["vmid"]
+    wait_node_up(vmid)
+    path = r"^/nodes/[^/]+/qemu/%d$" % vmid
+    late_once("DELETE", path, 800)
+    sim.add_faults([{"kind": "task_error", "method": "DELETE", "path": path, "count": 1,
+                     "message": "injected at the second destroy"}])
+    r = px.call("DELETE", "/v1/vms/%d" % vmid, ALICE)
+    assert r.status_code == 202, r.text
+    j = px.wait_job(r.json()["job"], ALICE, deadline=120)
+    hits = [f["hits"] for f in sim.ctl("GET", "/faults")]
+    sim.clear_faults()
+    sim.wait_late()
+    assert hits == [1, 1], (hits, events(r.json()["job"]))
+    assert j["state"] == "done", (j, events(r.json()["job"]))
+    assert sim.vm(vmid) is None
+
+
+@case
 def a_migration_served_around_the_look_ends_done():
     """The same for a drain's migration, served 0.3 or 1.5 s after its
     connection closed: the move ends done, the VM on another node."""
