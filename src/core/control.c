@@ -1236,6 +1236,17 @@ static void delete_steps(struct cctx *c)
     struct pve_vm_status st;
     char upid[PVE_UPID_MAX] = "";
     int rc = ctl_locate(c, &st, &e);
+    /* resumed after its destroy was sent (killed in its call or wait): the
+     * VM may be gone already. A locate that cannot tell now (the node's
+     * inventory not read) is asked again before the delete fails: failed,
+     * the record went back to enabled, and the VM the destroy removed was
+     * marked lost */
+    for (int n = 1; transient(rc) && strcmp(c->j->step, "destroy") == 0 && n <= 2 * READ_TRIES &&
+                    !core_stopping(c->k);
+         n++) {
+        read_pause(c, n);
+        rc = ctl_locate(c, &st, &e);
+    }
     if (rc == PVE_E_NOTFOUND && c->v.node[0] && !config_node(c->k->cfg, c->v.node)) {
         /* its node was taken out of the configuration (or the VM moved by
          * hand to a node proxd does not manage): if a cluster proxd manages

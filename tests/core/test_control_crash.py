@@ -29,6 +29,7 @@ import json
 import os
 import random
 import re
+import sqlite3
 import tempfile
 import time
 
@@ -143,8 +144,59 @@ def wait_resumed_on_a_node_no_longer_configured():
     sim.stop(check_clean=False)  # the shutdown task fails on its own timeout
 
 
+def delete_resumed_after_its_destroy_waits_for_the_inventory():
+    # a delete killed after its destroy was sent (the job at step destroy),
+    # the destroy served (the VM gone), and at the restart the cluster's
+    # inventory fails for a few reads: the delete asks again and ends done
+    # (it failed "cannot reach VM", the record went back to enabled, and
+    # the VM the destroy removed was marked lost)
+    tmp = tempfile.TemporaryDirectory(prefix="proxd-ctlcrash-del-")
+    db = os.path.join(tmp.name, "proxd.db")
+    conf = os.path.join(tmp.name, "proxd.conf")
+    sim = Sim(time_scale=0.05)
+    d = Daemon(conf, tmp.name)
+    try:
+        write_config(conf, db, sim.entry, ["reconcile_interval = 3600"])
+        d.start()
+        out = json.loads(proxd("create", "--config", conf, "--os", "ubuntu", "--name", "del-res",
+                               "--cores", "1", "--memory", "1024", "--disk", "10",
+                               "--owner", "ci").stdout)
+        vmid = out["vmid"]
+        wait_for(lambda: db_jobs(db)[out["job"]]["state"] in ("done", "failed"), 60, 0.05,
+                 "the creation")
+        assert db_jobs(db)[out["job"]]["state"] == "done", d.tail()
+        d.stop()
+        job = json.loads(proxd("vm", "--config", conf, str(vmid), "delete").stdout)["job"]
+        c = sqlite3.connect(db, timeout=30)
+        with c:  # as if killed after its destroy was sent
+            c.execute("UPDATE jobs SET step = 'destroy' WHERE id = ?", (job,))
+        c.close()
+        node = sim.vm(vmid)["node"]
+        sim.data("POST", "/nodes/%s/qemu/%d/status/stop" % (node, vmid))
+        wait_for(lambda: sim.vm(vmid)["power"] == "stopped", 30, 0.05, "the VM stopped")
+        sim.data("DELETE", "/nodes/%s/qemu/%d" % (node, vmid))
+        wait_for(lambda: sim.vm(vmid) is None, 30, 0.05, "the destroy served")
+        sim.add_faults([{"method": "GET", "path": "^/cluster/resources", "kind": "error",
+                         "status": 500, "count": 6, "message": "injected"}])
+        d.start()
+        wait_for(lambda: db_jobs(db)[job]["state"] in ("done", "failed"), 60, 0.05,
+                 "the resumed delete")
+        j = json.loads(proxd("job", "--config", conf, job).stdout)
+        assert j["state"] == "done", j
+        state = db_query(db, "SELECT state FROM vms WHERE vmid = %d ORDER BY id DESC" % vmid)
+        assert state[0][0] == "deleted", state
+        sim.clear_faults()
+        d.stop()
+    except Exception:
+        d.abort()
+        sim.stop(check_clean=False)
+        raise
+    sim.stop(check_clean=False)
+
+
 def main():
     case(wait_resumed_on_a_node_no_longer_configured)
+    case(delete_resumed_after_its_destroy_waits_for_the_inventory)
     tmp = tempfile.TemporaryDirectory(prefix="proxd-ctlcrash-")
     db = os.path.join(tmp.name, "proxd.db")
     conf = os.path.join(tmp.name, "proxd.conf")
