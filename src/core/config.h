@@ -102,6 +102,7 @@ struct proxd_config {
     int workers;              /* job worker threads; 0 (default): sized from the clone slots */
     int reconcile_interval_s; /* default 60 */
     int config_reads;         /* the config walk's VM config reads per second per world; 20 */
+    int ha_wait_s; /* an HA-managed VM's start/stop: the wait for the HA manager to act; 120 */
     char network_drift[8];    /* report | restore | adopt (a pool VM's net0/ipconfig0 changed) */
     int idle_timeout_s;       /* API connections idle this long are closed; default 60 */
     int header_timeout_s;     /* a request's line and headers must arrive within this; default 10 */

@@ -21,7 +21,6 @@
 #define GiB (1024LL * 1024 * 1024)
 #define MiB (1024LL * 1024)
 #define STEP_DEADLINE_MS (600 * 1000L)
-#define HA_SETTLE_MS (120 * 1000L)
 
 static const char *const action_names[] = {"start", "shutdown", "stop",
                                            "pause", "resume",   "reboot"};
@@ -608,21 +607,57 @@ static bool reached(enum vm_action a, const char *power, bool started_reboot)
     return false;
 }
 
+/* settle's answers besides 0 and locate's errors */
+#define SETTLE_STOPPING (-1) /* proxd stops: the job is resumed, and settles again */
+#define SETTLE_LATE (-2)     /* the HA manager did not bring the VM there in time */
+
+/* How long settle waits for the HA manager: [proxd] ha_wait, and for a
+ * shutdown its timeout on top (the LRM shuts the guest down with it; PVE's
+ * default is 60 s). */
+static long settle_ms(const struct cctx *c, enum vm_action a)
+{
+    long ms = (long)c->k->cfg->ha_wait_s * 1000;
+    if (a == ACT_SHUTDOWN) {
+        json_int_t t = json_integer_value(json_object_get(c->j->request, "timeout"));
+        ms += (t > 0 ? (long)t : 60) * 1000;
+    }
+    return ms;
+}
+
 /* An HA-managed VM's start or stop is a hastart/hastop task that only asks
- * the HA manager; the VM starts or stops in a task of its own a moment later.
- * Locate the VM and, while it is HA-managed and not there yet, wait for it
- * (up to HA_SETTLE_MS). 0 with *st filled, or locate's error. */
+ * the HA manager; the VM starts or stops in a task of its own a moment later
+ * (or never, when the HA manager does not act: the resource frozen, its LRM
+ * dead, no CRM master). Locate the VM and, while it is HA-managed and not
+ * there yet, wait for it, up to settle_ms. 0 with *st filled when it is
+ * there (or not HA-managed), SETTLE_LATE with *st filled when the time ran
+ * out, SETTLE_STOPPING when proxd stops meanwhile, or locate's error. */
 static int settle(struct cctx *c, enum vm_action a, struct pve_vm_status *st, struct pve_error *e)
 {
-    int64_t end = mono_ms() + HA_SETTLE_MS;
+    int64_t end = mono_ms() + settle_ms(c, a);
     for (long pause = 50;; pause = pause < 1000 ? pause * 2 : 1000) {
         int rc = ctl_locate(c, st, e);
-        if (rc || !st->ha_managed || reached(a, power_of(st), true) || mono_ms() > end ||
-            core_stopping(c->k))
+        if (rc || !st->ha_managed || reached(a, power_of(st), true))
             return rc;
+        if (core_stopping(c->k))
+            return SETTLE_STOPPING;
+        if (mono_ms() > end)
+            return SETTLE_LATE;
         store_job_renew(c->k->st, c->j->id, c->k->instance, LEASE_MS, NULL);
         sleep_ms(pause);
     }
+}
+
+/* Why settle gave up, for the job's error: the VM's power as Proxmox says
+ * it (also written to the record by the caller) and its HA state. */
+static void settle_late_msg(const struct cctx *c, enum vm_action a, const struct pve_vm_status *st,
+                            char *buf, size_t len)
+{
+    static const char *const verbs[] = {"start", "shut down", "stop", "pause", "resume", "reboot"};
+    snprintf(buf, len,
+             "VM %d is still %s %ld s after the HA manager was asked to %s it (HA state '%s'); "
+             "see ha-manager status",
+             c->v.vmid, power_of(st), settle_ms(c, a) / 1000, verbs[a],
+             st->ha_state[0] ? st->ha_state : "?");
 }
 
 static enum pve_power pve_action(enum vm_action a)
@@ -804,7 +839,20 @@ done:
         json_decref(c->v.pending); /* pending changes apply at (re)start */
         c->v.pending = NULL;
     }
-    if (settle(c, a, &st, &e) == 0) {
+    rc = settle(c, a, &st, &e);
+    if (rc == SETTLE_STOPPING || (rc > 0 && core_stopping(c->k)))
+        return; /* resumed at its wait: the task ended, the VM is looked at again */
+    if (rc == SETTLE_LATE) {
+        /* the request task ended well, but the HA manager did not act on
+         * it: not done. The record says what Proxmox says */
+        char late[sizeof c->j->error];
+        settle_late_msg(c, a, &st, late, sizeof late);
+        snprintf(c->v.power, sizeof c->v.power, "%s", power_of(&st));
+        ctl_save_vm(c);
+        ctl_job_fail(c, "%s", late);
+        return;
+    }
+    if (rc == 0) {
         snprintf(c->v.power, sizeof c->v.power, "%s", power_of(&st));
         ctl_save_vm(c);
         ctl_job_done(c, "VM %d is %s", c->v.vmid, c->v.power);
@@ -1312,10 +1360,17 @@ static void delete_steps(struct cctx *c)
         }
         c->j->upid[0] = '\0'; /* the stop's task, not the destroy's */
         /* HA-managed: the stop task only asked the HA manager */
-        if ((rc = settle(c, ACT_STOP, &st, &e)) == 0 && strcmp(st.status, "stopped") != 0)
+        if ((rc = settle(c, ACT_STOP, &st, &e)) == SETTLE_STOPPING)
+            return; /* resumed: the VM is looked at (and stopped) again */
+        if (rc == SETTLE_LATE) {
+            settle_late_msg(c, ACT_STOP, &st, e.message, sizeof e.message);
+            snprintf(c->v.power, sizeof c->v.power, "%s", power_of(&st));
+        } else if (rc == 0 && strcmp(st.status, "stopped") != 0) {
             snprintf(e.message, sizeof e.message, "it is still %s", st.status);
+            snprintf(c->v.power, sizeof c->v.power, "%s", power_of(&st));
+        }
         if (rc || strcmp(st.status, "stopped") != 0) {
-            if (!core_stopping(c->k))
+            if (rc == SETTLE_LATE || !core_stopping(c->k)) /* else resumed */
                 ctl_job_fail(c, "cannot stop VM %d: %s", c->v.vmid, e.message);
             return;
         }

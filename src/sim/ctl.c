@@ -330,9 +330,15 @@ static void vm_set(struct sim *s, int vmid, const struct http_req *req, struct h
     } else {
         json_t *v;
         if ((v = json_object_get(b, "ha"))) {
+            bool frozen = vm->ha && strcmp(vm->ha_state, "freeze") == 0;
             vm->ha = json_is_true(v);
             const char *hs = json_string_value(json_object_get(b, "ha_state"));
             snprintf(vm->ha_state, sizeof vm->ha_state, "%s", vm->ha ? (hs ? hs : "started") : "");
+            /* a freeze lifted: the CRM acts on the request it kept */
+            if (frozen && vm->ha && vm->ha_request[0] && strcmp(vm->ha_state, "freeze") != 0)
+                sim_ha_act(s, vm, strcmp(vm->ha_request, "started") == 0, 0.5);
+            if (!vm->ha || strcmp(vm->ha_state, "freeze") != 0)
+                vm->ha_request[0] = '\0';
         }
         if ((v = json_object_get(b, "acpi")))
             vm->acpi = json_is_true(v);

@@ -762,6 +762,32 @@ static void step_create(struct sim *s, struct sim_task *t, double now)
 }
 
 /* HA: the request only asks the HA manager; the LRM runs the real task. */
+bool sim_vm_ha_managed(const struct sim_vm *vm)
+{
+    return vm->ha && strcmp(vm->ha_state, "ignored") != 0;
+}
+
+void sim_ha_act(struct sim *s, struct sim_vm *vm, bool start, double delay)
+{
+    snprintf(vm->ha_state, sizeof vm->ha_state, "%s", start ? "started" : "stopped");
+    vm->ha_request[0] = '\0';
+    char id[16];
+    snprintf(id, sizeof id, "%d", vm->vmid);
+    struct sim_task *lrm = sim_task_new(s, vm->node, start ? "qmstart" : "qmstop", id, "root@pam",
+                                        start ? TK_START : TK_STOP);
+    lrm->vmid = vm->vmid;
+    lrm->args = json_object();
+    lrm->t0 = sim_now(s) + delay;
+    s->dirty = true;
+}
+
+/* A hastart/hastop task: qemu-server's worker runs `ha-manager set vm:N
+ * --state started` or `ha-manager crm-command stop vm:N TIMEOUT`, which only
+ * write the request for the CRM, and ends. A resource in state "error"
+ * refuses it (API2::HA::Resources::check_service_state): the command fails
+ * and so does the task. A frozen one (its LRM restarting, the HA stack
+ * disarmed with freeze) takes it, and the CRM leaves it queued until the
+ * freeze is lifted: the task ends OK and nothing happens meanwhile. */
 static void step_ha(struct sim *s, struct sim_task *t, double now)
 {
     if (now - t->t0 < 0.3)
@@ -769,17 +795,29 @@ static void step_ha(struct sim *s, struct sim_task *t, double now)
     struct sim_vm *vm = task_vm(s, t);
     bool start = t->kind == TK_HASTART;
     sim_task_log(t, "Requesting HA %s for VM %d", start ? "start" : "stop", t->vmid);
+    if (vm && !t->fault_exit && strcmp(vm->ha_state, "error") == 0) {
+        sim_task_log(t, "service 'vm:%d' in error state, must be disabled and fixed first",
+                     vm->vmid);
+        const char *timeout = json_string_value(json_object_get(t->args, "_ha_timeout"));
+        char *m = start ? xasprintf("command 'ha-manager set vm:%d --state started' failed: exit "
+                                    "code 255",
+                                    vm->vmid)
+                        : xasprintf("command 'ha-manager crm-command stop vm:%d %s' failed: "
+                                    "exit code 255",
+                                    vm->vmid, timeout ? timeout : "0");
+        sim_task_finish(s, t, m);
+        free(m);
+        return;
+    }
     sim_task_finish(s, t, t->fault_exit ? t->fault_exit : "OK");
     if (!vm || t->fault_exit)
         return;
-    snprintf(vm->ha_state, sizeof vm->ha_state, "%s", start ? "started" : "stopped");
-    char id[16];
-    snprintf(id, sizeof id, "%d", vm->vmid);
-    struct sim_task *lrm = sim_task_new(s, vm->node, start ? "qmstart" : "qmstop", id, "root@pam",
-                                        start ? TK_START : TK_STOP);
-    lrm->vmid = vm->vmid;
-    lrm->args = json_object();
-    lrm->t0 = now + 0.5;
+    if (strcmp(vm->ha_state, "freeze") == 0) {
+        snprintf(vm->ha_request, sizeof vm->ha_request, "%s", start ? "started" : "stopped");
+        s->dirty = true;
+        return;
+    }
+    sim_ha_act(s, vm, start, 0.5);
 }
 
 static void step(struct sim *s, struct sim_task *t, double now, double share)

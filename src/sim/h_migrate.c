@@ -345,7 +345,8 @@ static void h_migrate(struct sim_call *c)
     if (!storage_checks(c, vm, target))
         return;
     /* HA-managed VMs: the request only asks the HA manager (ha-manager migrate) */
-    vmops_task(c, vm->ha ? "hamigrate" : "qmigrate", vm->vmid, vm->ha ? TK_HAMIGRATE : TK_MIGRATE);
+    bool ha = sim_vm_ha_managed(vm); /* not a resource in state "ignored" */
+    vmops_task(c, ha ? "hamigrate" : "qmigrate", vm->vmid, ha ? TK_HAMIGRATE : TK_MIGRATE);
 }
 
 const struct sim_route sim_routes_migrate[] = {

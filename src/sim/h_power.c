@@ -1,7 +1,9 @@
 /* h_power: status/current and the power actions, with PVE's state rules:
  * what is refused synchronously (HTTP 500) and what fails inside the task
  * (pve-api.md §6, "Power actions"). HA-managed VMs get hastart/hastop tasks
- * that only ask the HA manager; the real start/stop follows in its own task. */
+ * that only ask the HA manager; the real start/stop follows in its own task
+ * (engine.c step_ha). A resource in HA state "ignored" is not HA-managed for
+ * these calls (PVE::HA::Config::vm_is_ha_managed), as in PVE. */
 #include "common/util.h"
 #include "common/xalloc.h"
 #include "sim/qemu_ops.h"
@@ -31,7 +33,8 @@ static struct sim_vm *vm_or_fail(struct sim_call *c, bool noconf_style)
     return NULL;
 }
 
-static void task(struct sim_call *c, struct sim_vm *vm, const char *type, enum task_kind kind)
+static struct sim_task *task(struct sim_call *c, struct sim_vm *vm, const char *type,
+                             enum task_kind kind)
 {
     char id[16];
     snprintf(id, sizeof id, "%d", vm->vmid);
@@ -43,6 +46,7 @@ static void task(struct sim_call *c, struct sim_vm *vm, const char *type, enum t
     if (c->task_fault_exit)
         t->fault_exit = xstrdup(c->task_fault_exit);
     c->data = json_string(t->upid);
+    return t;
 }
 
 static void h_current(struct sim_call *c)
@@ -56,7 +60,7 @@ static void h_current(struct sim_call *c)
                       : vm->power == VM_PAUSED ? "paused"
                                                : "stopped";
     json_object_set_new(c->data, "qmpstatus", json_string(qmp));
-    if (vm->ha) {
+    if (sim_vm_ha_managed(vm)) {
         json_t *ha = json_pack("{s:i,s:s}", "managed", 1, "state",
                                vm->ha_state[0] ? vm->ha_state : "started");
         if (c->s->o.pve_version < 9)
@@ -79,7 +83,7 @@ static void h_start(struct sim_call *c)
     struct sim_vm *vm = vm_or_fail(c, true);
     if (!vm)
         return;
-    if (vm->ha)
+    if (sim_vm_ha_managed(vm))
         task(c, vm, "hastart", TK_HASTART);
     else
         task(c, vm, "qmstart", TK_START);
@@ -90,12 +94,13 @@ static void h_stop(struct sim_call *c)
     struct sim_vm *vm = vm_or_fail(c, false);
     if (!vm)
         return;
-    if (vm->ha && json_object_get(c->params, "overrule-shutdown")) {
+    if (sim_vm_ha_managed(vm) && json_object_get(c->params, "overrule-shutdown")) {
         call_param_fail(c, "overrule-shutdown", "Not applicable for HA resources.");
         return;
     }
-    if (vm->ha)
-        task(c, vm, "hastop", TK_HASTOP);
+    if (sim_vm_ha_managed(vm)) /* ha-manager crm-command stop vm:N 0: a hard stop */
+        json_object_set_new(task(c, vm, "hastop", TK_HASTOP)->args, "_ha_timeout",
+                            json_string("0"));
     else
         task(c, vm, "qmstop", TK_STOP);
 }
@@ -109,9 +114,11 @@ static void h_shutdown(struct sim_call *c)
         call_fail(c, 500, "VM is paused - cannot shutdown");
         return;
     }
-    if (vm->ha)
-        task(c, vm, "hastop", TK_HASTOP);
-    else
+    if (sim_vm_ha_managed(vm)) { /* ha-manager crm-command stop vm:N TIMEOUT (60 by default) */
+        char to[24];
+        snprintf(to, sizeof to, "%lld", (long long)call_int(c, "timeout", 60));
+        json_object_set_new(task(c, vm, "hastop", TK_HASTOP)->args, "_ha_timeout", json_string(to));
+    } else
         task(c, vm, "qmshutdown", vm->power == VM_PAUSED ? TK_STOP : TK_SHUTDOWN);
 }
 
@@ -152,7 +159,7 @@ static void h_suspend(struct sim_call *c)
         call_fail(c, 500, "VM %d not running", vm->vmid);
         return;
     }
-    if (call_bool(c, "todisk", false) && vm->ha) {
+    if (call_bool(c, "todisk", false) && sim_vm_ha_managed(vm)) {
         call_fail(c, 500, "Cannot suspend HA managed VM to disk");
         return;
     }

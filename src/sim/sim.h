@@ -128,9 +128,13 @@ struct sim_vm {
     enum vm_power power;
     double started; /* sim_now() at start */
     bool ha;
-    char ha_state[16]; /* "started", "stopped", ... */
-    bool acpi;         /* the guest answers ACPI shutdown (default true) */
-    bool starting;     /* a start task has claimed its memory */
+    /* "started", "stopped" (what the HA manager was last asked), or a state
+     * it does not act in: "freeze" (requests wait, ha_request, until the
+     * ctl API lifts it), "error" (requests fail), "ignored" (not managed) */
+    char ha_state[16];
+    char ha_request[8]; /* "started"/"stopped" asked while frozen, or "" */
+    bool acpi;          /* the guest answers ACPI shutdown (default true) */
+    bool starting;      /* a start task has claimed its memory */
     struct sim_flock fl;
     bool gone;     /* destroyed; unlinked at the next sweep */
     json_t *snaps; /* snapshots (vmops.c): {"<name>": {config..., snaptime, ...}}, NULL if none */
@@ -416,6 +420,13 @@ void sim_flock_release(struct sim *s, struct sim_vm *vm, bool exclusive);
 struct sim_task *sim_task_new(struct sim *s, struct sim_node *n, const char *type, const char *id,
                               const char *user, enum task_kind kind);
 void sim_task_log(struct sim_task *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Is the VM HA-managed as PVE's API sees it (PVE::HA::Config::vm_is_ha_managed:
+ * a resource in state "ignored" is not)? */
+bool sim_vm_ha_managed(const struct sim_vm *vm);
+/* The HA manager acts on a request for vm: its state becomes "started" or
+ * "stopped" and the node's LRM starts or stops it in a task of its own,
+ * `delay` PVE seconds from now. */
+void sim_ha_act(struct sim *s, struct sim_vm *vm, bool start, double delay);
 void sim_task_finish(struct sim *s, struct sim_task *t, const char *exitstatus);
 /* DELETE .../tasks/{upid}: the worker is interrupted (SIGTERM: "received
  * interrupt"). A clone's worker first removes the VM it was making, as

@@ -877,6 +877,10 @@ static void state_vm(struct buf *b, const struct sim_vm *v)
     sj_json(b, v->pending_delete);
     sj_lit(b, v->ha ? ",\"ha\":true,\"ha_state\":" : ",\"ha\":false,\"ha_state\":");
     sj_str(b, v->ha_state);
+    if (v->ha_request[0]) {
+        sj_lit(b, ",\"ha_request\":");
+        sj_str(b, v->ha_request);
+    }
     sj_lit(b, v->acpi ? ",\"acpi\":true,\"flock_shared\":" : ",\"acpi\":false,\"flock_shared\":");
     sj_int(b, v->fl.shared);
     sj_lit(b, ",\"flock_exclusive\":");
@@ -1042,7 +1046,7 @@ struct vm_rec {
     char node[64];
     enum vm_power power;
     bool ha, acpi;
-    char ha_state[16];
+    char ha_state[16], ha_request[8];
     json_t *conf, *pending, *pending_delete, *snaps, *origin; /* references, or NULL */
 };
 
@@ -1056,6 +1060,8 @@ static void vm_rec_take(json_t *jv, struct vm_rec *r)
     r->ha = json_is_true(json_object_get(jv, "ha"));
     const char *hs = json_string_value(json_object_get(jv, "ha_state"));
     snprintf(r->ha_state, sizeof r->ha_state, "%s", hs ? hs : "");
+    const char *hr = json_string_value(json_object_get(jv, "ha_request"));
+    snprintf(r->ha_request, sizeof r->ha_request, "%s", hr ? hr : "");
     r->acpi = !json_is_false(json_object_get(jv, "acpi"));
     json_t *v;
     if (json_is_object(v = json_object_get(jv, "conf")))
@@ -1102,6 +1108,7 @@ static void vm_rec_load(struct sim *s, struct vm_rec *r)
     v->power = r->power;
     v->ha = r->ha;
     snprintf(v->ha_state, sizeof v->ha_state, "%s", r->ha_state);
+    snprintf(v->ha_request, sizeof v->ha_request, "%s", r->ha_request);
     v->acpi = r->acpi;
     v->snaps = r->snaps;
     if (r->origin) { /* a restored template keeps what it installs */

@@ -125,6 +125,7 @@ static void test_example(void **state)
     assert_int_equal(c->placement, PLACE_SPREAD);
     assert_int_equal(c->workers, 0);
     assert_int_equal(c->reconcile_interval_s, 60);
+    assert_int_equal(c->ha_wait_s, 120);
     assert_int_equal(c->events_keep_s, 604800);
     assert_int_equal(c->nwebhooks, 1);
     assert_string_equal(c->webhooks[0].name, "billing");
@@ -402,6 +403,7 @@ static void test_defaults(void **state)
     assert_string_equal(c->log_level, "info");
     assert_int_equal(c->workers, 0);
     assert_int_equal(c->reconcile_interval_s, 60);
+    assert_int_equal(c->ha_wait_s, 120);
     assert_false(c->delete_orphans);
     assert_string_equal(c->tag, "proxd");
     assert_int_equal(c->quarantine_s, 300);
@@ -556,6 +558,7 @@ static void test_bool_and_numbers(void **state)
                ":10: [proxd] network_drift: 'fix': expected report, restore or adopt");
     EXPECT_ERR(MIN "[proxd]\nconfig_reads = 0\n",
                ":10: [proxd] config_reads: 0 is out of bounds [1, 1000]");
+    EXPECT_ERR(MIN "[proxd]\nha_wait = 0\n", ":10: [proxd] ha_wait: 0 is out of bounds [1, 3600]");
 }
 
 static void test_ranges(void **state)

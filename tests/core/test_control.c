@@ -9,6 +9,7 @@
 #include "core_harness.h"
 
 #include "common/log.h"
+#include "common/util.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -827,6 +828,128 @@ static void test_ha(void **unused)
     down(&e);
 }
 
+/* A stop job of the VM, started; returns when the job has asked the HA
+ * manager (its hastop task, the n-th, ended) and waits for the VM. */
+struct ha_asked {
+    int port, vmid, n;
+};
+
+static bool hastop_ended(void *arg)
+{
+    struct ha_asked *w = arg;
+    json_t *st = sim_state(w->port);
+    char id[16];
+    snprintf(id, sizeof id, "%d", w->vmid);
+    int n = 0;
+    size_t i;
+    json_t *t;
+    json_array_foreach(json_object_get(st, "tasks"), i, t)
+    {
+        if (strcmp(json_string_value(json_object_get(t, "id")), id) == 0 &&
+            strcmp(json_string_value(json_object_get(t, "type")), "hastop") == 0 &&
+            json_is_string(json_object_get(t, "exitstatus")))
+            n++;
+    }
+    json_decref(st);
+    return n >= w->n;
+}
+
+/* The HA manager does not act on a request while the resource is frozen
+ * (its LRM restarting, the HA stack disarmed with freeze): Proxmox's hastop
+ * task only queues `ha-manager crm-command stop`, ends OK, and the VM runs
+ * on. After [proxd] ha_wait (2 s here) the stop fails, saying so, and the
+ * record says running as Proxmox does; a delete's stop too. Before, the
+ * stop was done "VM N is running". A stop whose proxd stops while it waits
+ * is resumed by the next start (before, it was done as well); once the
+ * freeze is lifted the HA manager carries out the request it kept, and a
+ * stop of the resource that is not frozen ends done within the 2 s. A
+ * resource in HA state error refuses the request: the task fails. */
+static void test_ha_not_acting(void **unused)
+{
+    (void)unused;
+    struct ch_env e;
+    struct ch_opts o = {.time_scale = "0.1", .quarantine = 300, .proxd_extra = "ha_wait = 2\n"};
+    up(&e, &o);
+    int vm = mk_vm_owned(&e, "ubuntu", "ha-frozen", 1, 1024, 10, "alice");
+    char path[64], job[40], want[256];
+    struct core_error ce = {0};
+    struct job_rec j;
+    snprintf(path, sizeof path, "/_sim/vms/%d", vm);
+    sim(e.port, "POST", path, "{\"ha\": true, \"ha_state\": \"freeze\"}");
+
+    /* the stop: failed after ha_wait, the VM running on pvesim and in the record */
+    int64_t t0 = mono_ms();
+    assert_int_equal(core_vm_action(e.k, vm, NULL, ACT_STOP, NULL, job, &ce), 0);
+    assert_int_equal(finish(&e, job, &j), JOB_FAILED);
+    int64_t took = mono_ms() - t0;
+    snprintf(want, sizeof want,
+             "VM %d is still running 2 s after the HA manager was asked to stop it (HA state "
+             "'freeze'); see ha-manager status",
+             vm);
+    if (strcmp(j.error, want) != 0)
+        fail_msg("HA stop not acted on: %s", j.error);
+    job_rec_release(&j);
+    if (took < 2000 || took > 15000)
+        fail_msg("the stop failed after %lld ms, ha_wait is 2 s", (long long)took);
+    assert_int_equal(count_tasks(e.port, vm, "hastop"), 1);
+    assert_string_equal(sim_vm(e.port, vm).power, "running");
+    struct vm_rec v = live(&e, vm);
+    assert_string_equal(v.power, "running");
+    vm_rec_release(&v);
+
+    /* a delete's stop: failed the same way, the VM kept, enabled and running */
+    do_delete(&e, vm, job);
+    snprintf(want, sizeof want, "cannot stop VM %d: VM %d is still running 2 s after the HA", vm,
+             vm);
+    expect_failed(&e, job, want, "delete of a frozen HA VM");
+    v = live(&e, vm);
+    assert_int_equal(v.state, VMS_ENABLED);
+    assert_string_equal(v.power, "running");
+    vm_rec_release(&v);
+    assert_true(sim_vm(e.port, vm).exists);
+
+    /* proxd stops while the job waits for the HA manager: left to resume */
+    assert_int_equal(core_vm_action(e.k, vm, NULL, ACT_STOP, NULL, job, &ce), 0);
+    struct ha_asked w = {e.port, vm, 3};
+    assert_true(h_wait(hastop_ended, &w, 10000));
+    sleep_ms(300);
+    core_stop(e.k);
+    job_of(&e, job, &j);
+    if (j.state != JOB_RUNNING)
+        fail_msg("a stop interrupted by proxd stopping ended %s: %s", job_state_name(j.state),
+                 j.state == JOB_FAILED ? j.error : j.step);
+    job_rec_release(&j);
+    /* the freeze lifted: the HA manager stops the VM as asked; the next
+     * proxd resumes the job, which ends done */
+    sim(e.port, "POST", path, "{\"ha\": true, \"ha_state\": \"started\"}");
+    core_free(e.k);
+    e.k = core_new(e.cfg, e.st, e.fl, "test:1");
+    assert_non_null(e.k);
+    ch_start(&e);
+    if (finish(&e, job, &j) != JOB_DONE)
+        fail_msg("resumed HA stop: %s", j.error);
+    job_rec_release(&j);
+    v = live(&e, vm);
+    assert_string_equal(v.power, "stopped");
+    vm_rec_release(&v);
+    assert_string_equal(sim_vm(e.port, vm).power, "stopped");
+
+    /* not frozen: a start and a stop through HA end done within ha_wait */
+    act_ok(&e, vm, ACT_START, NULL, "running");
+    act_ok(&e, vm, ACT_STOP, NULL, "stopped");
+    act_ok(&e, vm, ACT_START, NULL, "running");
+
+    /* in error state: ha-manager refuses, the hastop task fails */
+    sim(e.port, "POST", path, "{\"ha\": true, \"ha_state\": \"error\"}");
+    assert_int_equal(core_vm_action(e.k, vm, NULL, ACT_STOP, NULL, job, &ce), 0);
+    snprintf(want, sizeof want, "ha-manager crm-command stop vm:%d 0' failed", vm);
+    expect_failed(&e, job, want, "stop of an HA VM in error state");
+    v = live(&e, vm);
+    assert_string_equal(v.power, "running");
+    vm_rec_release(&v);
+    down(&e);
+}
+
 /* ---- 4: resources and disk on PVE 7, 8, 9 ---------------------------------------- */
 
 static void update_ok(struct ch_env *e, int vmid, int cores, int64_t mem, bool want_pending)
@@ -1311,6 +1434,7 @@ int main(void)
         cmocka_unit_test(test_shutdown_long_timeout),
         cmocka_unit_test(test_delete),
         cmocka_unit_test(test_ha),
+        cmocka_unit_test(test_ha_not_acting),
         cmocka_unit_test(test_reboot_resumed),
         cmocka_unit_test(test_own_name_leases_given_up),
         cmocka_unit_test(test_resources_pve7),

@@ -341,4 +341,52 @@ def ha_managed_start():
         wait_for(lambda: power(s, 100) == "stopped", 5, what="the HA stop")
 
 
+def ha_tasks(s, vmid, kind):
+    return [t for t in s.data("GET", "/nodes/sv1/tasks", params={"vmid": str(vmid)})
+            if t["type"] == kind]
+
+
+@case
+def ha_not_acting():
+    """What ha-manager does with a request in the resource states it does not
+    act in (pve-ha-manager: Manager.pm, API2/HA/Resources.pm; qemu-server's
+    vm_start/vm_stop/vm_shutdown and PVE::HA::Config::vm_is_ha_managed)."""
+    with Sim(time_scale=0.01) as s:
+        running_vm(s, 100)
+        # frozen: the request is taken (the task ends OK) and kept; nothing
+        # happens until the freeze is lifted
+        s.ctl("POST", "/vms/100", {"ha": True, "ha_state": "freeze"})
+        st = run(s, "/qemu/100/status/stop")
+        assert st["type"] == "hastop" and st["exitstatus"] == "OK", st
+        time.sleep(0.2)  # 20 PVE seconds
+        assert power(s, 100) == "running" and not ha_tasks(s, 100, "qmstop")
+        cur = s.data("GET", "/nodes/sv1/qemu/100/status/current")
+        assert cur["ha"]["managed"] == 1 and cur["ha"]["state"] == "freeze", cur
+        assert s.vm(100)["ha_request"] == "stopped", s.vm(100)
+        s.ctl("POST", "/vms/100", {"ha": True, "ha_state": "started"})
+        wait_for(lambda: power(s, 100) == "stopped", 5, what="the kept HA stop")
+        assert s.vm(100)["ha_state"] == "stopped" and "ha_request" not in s.vm(100), s.vm(100)
+        # error: ha-manager refuses the request, the task fails
+        s.ctl("POST", "/vms/100", {"ha": True, "ha_state": "error"})
+        st = run(s, "/qemu/100/status/start")
+        assert st["type"] == "hastart", st
+        assert st["exitstatus"] == \
+            "command 'ha-manager set vm:100 --state started' failed: exit code 255", st
+        log = [l["t"] for l in s.data("GET", "/nodes/sv1/tasks/%s/log" % st["upid"])]
+        assert "service 'vm:100' in error state, must be disabled and fixed first" in log, log
+        assert power(s, 100) == "stopped"
+        s.ctl("POST", "/vms/100", {"power": "running"})
+        st = run(s, "/qemu/100/status/shutdown", timeout="30")
+        assert st["exitstatus"] == \
+            "command 'ha-manager crm-command stop vm:100 30' failed: exit code 255", st
+        assert power(s, 100) == "running"
+        # ignored: not HA-managed for the API; the VM is stopped directly
+        s.ctl("POST", "/vms/100", {"ha": True, "ha_state": "ignored"})
+        cur = s.data("GET", "/nodes/sv1/qemu/100/status/current")
+        assert cur["ha"]["managed"] == 0, cur
+        st = ok(run(s, "/qemu/100/status/stop"))
+        assert st["type"] == "qmstop", st
+        assert power(s, 100) == "stopped"
+
+
 finish()
