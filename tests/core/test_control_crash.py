@@ -136,6 +136,18 @@ def wait_resumed_on_a_node_no_longer_configured():
         assert sim.vm(vmid) is not None, "the VM is gone from pvesim"
         state = db_query(db, "SELECT state FROM vms WHERE vmid = %d ORDER BY id DESC" % vmid)
         assert state[0][0] == "enabled", state
+        # removed from that node by hand: no managed cluster has the VMID,
+        # and the delete ends done, saying the node was not looked at
+        wait_for(lambda: tasks_running(sim) == 0, 30, 0.05, "the shutdown's task to end")
+        sim.ctl("POST", "/vms/%d" % vmid, {"power": "stopped"})
+        sim.data("DELETE", "/nodes/%s/qemu/%d" % (node, vmid))
+        wait_for(lambda: sim.vm(vmid) is None, 30, 0.05, "the VM removed")
+        job = json.loads(proxd("vm", "--config", conf, str(vmid), "delete").stdout)["job"]
+        wait_for(lambda: db_jobs(db)[job]["state"] in ("done", "failed"), 30, 0.05, "the delete")
+        j = json.loads(proxd("job", "--config", conf, job).stdout)
+        assert j["state"] == "done", j
+        said = j["events"][-1]["message"]
+        assert node in said and "not in proxd's configuration" in said, said
         d.stop()
     except Exception:
         d.abort()
