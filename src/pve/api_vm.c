@@ -61,17 +61,15 @@ struct task_key {
     const char *id; /* NULL: the VMID */
 };
 
-/* The earliest start time (the node's clock, unix seconds) that a task
- * started at or after `since_ms` (this host's clock, unix ms) can carry on
- * `node`. The node's clock is read for it (one GET, when a lost answer's
- * lookup has a candidate on a list the node answered): a node whose clock
- * is off still has its tasks found, and a task of the same token started
- * two seconds or more before the call is not taken for its own (with 5 s
- * of slack on this host's clock it was: a destroy served late, its answer
- * read by nobody, was the answer of the next destroy of a new VM of that
- * VMID, and the delete failed "still exists after its destroy task"). The estimate is low by up to a second
- * (the node tells whole seconds), never high. When the node's clock
- * cannot be read: this host's, less 5 s. */
+/* The earliest start time (the node's clock, unix seconds) that a task started at or after
+ * `since_ms` (this host's clock, unix ms) can carry on `node`. The node's clock is read for it (one
+ * GET, when a lost answer's lookup has a candidate on a list the node answered): a node whose clock
+ * is off still has its tasks found, and a task of the same token started two seconds or more before
+ * the call is not taken for its own (with 5 s of slack on this host's clock it was: a destroy
+ * served late, its answer read by nobody, was the answer of the next destroy of a new VM of that
+ * VMID, and the delete failed "still exists after its destroy task"). The estimate is low by up to
+ * a second (the node tells whole seconds), never high. When the node's clock cannot be read: this
+ * host's, less 5 s. */
 static int64_t node_since(pve_client *c, const char *node, int64_t since_ms)
 {
     struct pve_error e;

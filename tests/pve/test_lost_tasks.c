@@ -769,17 +769,15 @@ static int reg_blind(void *ud, const char *upid)
     return -1;
 }
 
-/* Two proxd instances share one token: one starts a VM and stops it, the
- * other's start of it never reaches Proxmox (a hang). Its lookup finds the
- * first one's start on the task list: same type, VMID, token, and a start
- * time not before the call's (the node's clock ran 30 s ahead when it
- * began, then was set right: a stand-in for a start the other instance
- * makes while the call waits, which a lookup cannot tell from its own). With the instances' shared registry
- * it does not take it, and the lost answer is a network error (the caller
- * looks at the VM and asks again); a registry that cannot tell makes the
- * lookup skip the task too. Without a registry it takes it (the start
- * "done", the VM stopped): shown last, so that the case proves the
- * scenario was live for the two before. */
+/* Two proxd instances share one token: one starts a VM and stops it, the other's start of it never
+ * reaches Proxmox (a hang). Its lookup finds the first one's start on the task list: same type,
+ * VMID, token, and a start time not before the call's (the node's clock ran 30 s ahead when it
+ * began, then was set right: a stand-in for a start the other instance makes while the call waits,
+ * which a lookup cannot tell from its own). With the instances' shared registry it does not take
+ * it, and the lost answer is a network error (the caller looks at the VM and asks again); a
+ * registry that cannot tell makes the lookup skip the task too. Without a registry it takes it (the
+ * start "done", the VM stopped): shown last, so that the case proves the scenario was live for the
+ * two before. */
 static void another_instances_task_is_not_ours(void **st)
 {
     (void)st;
