@@ -36,7 +36,28 @@ struct world {
     bool asked; /* one refresh of it has ended, answered or failed */
     bool good;  /* one refresh of it has read the inventory */
     int errors; /* reads answered with an error since the last good one */
+    /* VMIDs its inventory shows on nodes proxd does not manage (a cluster's
+     * other nodes): taken, as a cluster's VMIDs are one namespace */
+    struct ids {
+        int *v;
+        size_t n, cap;
+    } others;
 };
+
+static void ids_add(struct ids *d, int vmid)
+{
+    if (d->n == d->cap) {
+        d->cap = d->cap ? d->cap * 2 : 64;
+        d->v = xrealloc(d->v, d->cap * sizeof *d->v);
+    }
+    d->v[d->n++] = vmid;
+}
+
+static void ids_free(struct ids *d)
+{
+    free(d->v);
+    memset(d, 0, sizeof *d);
+}
 
 struct nstate {
     char name[64];
@@ -318,6 +339,7 @@ void fleet_free(struct fleet *f)
     fleet_probe_stop(f);
     for (int i = 0; i < f->nworlds; i++) {
         pve_client_free(f->worlds[i].client);
+        ids_free(&f->worlds[i].others);
     }
     vmtab_free(&f->vms);
     fleet_seen_free(f->seen);
@@ -369,6 +391,7 @@ struct refresh_job {
     struct pve_error err;
     bool probe[CFG_MAX_NODES]; /* failed nodes to probe in this world */
     bool probe_ok[CFG_MAX_NODES];
+    struct ids others; /* VMIDs on nodes proxd does not manage (world.others) */
 };
 
 /* One resource of the answer, straight into the job's compact form: the
@@ -377,6 +400,12 @@ static int on_resource(const struct pve_resource *r, void *ud)
 {
     struct refresh_job *j = ud;
     int ni = node_index(j->f, r->node);
+    if (ni < 0 && r->type == PVE_RES_VM) {
+        /* on a node proxd does not manage: not its VM, but its VMID is
+         * taken in the cluster (a creation given it met "already exists") */
+        ids_add(&j->others, r->vmid);
+        return 0;
+    }
     if (ni < 0 || j->f->nodes[ni].world != j->world)
         return 0; /* a node proxd does not manage */
     struct node_seen *s = &j->seen[ni];
@@ -419,6 +448,7 @@ static void *refresh_thread(void *arg)
          * blip: one more try before the whole world counts as down; a
          * timeout is not tried again */
         vmtab_free(&j->vms);
+        ids_free(&j->others);
         memset(j->seen, 0, sizeof j->seen);
         sleep_ms(QUICK_RETRY_MS);
         j->rc = pve_cluster_resources_each_ex(w->client, NULL, PVE_CALL_NORETRY, on_resource, j,
@@ -426,6 +456,7 @@ static void *refresh_thread(void *arg)
     }
     if (j->rc) { /* whatever came before the failure is not an inventory */
         vmtab_free(&j->vms);
+        ids_free(&j->others);
         memset(j->seen, 0, sizeof j->seen);
     }
     /* a node that failed an operation is only trusted again after a direct
@@ -515,6 +546,9 @@ static void apply_world(struct fleet *f, struct refresh_job *j, int64_t now)
     w->good = true;
     w->errors = 0;
     vms_replace_world(f, j);
+    ids_free(&w->others);
+    w->others = j->others;
+    memset(&j->others, 0, sizeof j->others);
     for (int i = 0; i < w->nnodes; i++) {
         struct nstate *n = &f->nodes[w->nodes[i]];
         n->online = false;
@@ -658,8 +692,10 @@ void fleet_refresh(struct fleet *f, bool force)
     unsigned notes = health_moved(f);
     pthread_mutex_unlock(&f->mu);
     tell(f, notes);
-    for (int i = 0; i < nj; i++)
+    for (int i = 0; i < nj; i++) {
         vmtab_free(&jobs[i].vms);
+        ids_free(&jobs[i].others);
+    }
     free(jobs);
     mem_release();
 }
@@ -863,13 +899,24 @@ int *fleet_taken_vmids(struct fleet *f, size_t *n)
 {
     pthread_mutex_lock(&f->mu);
     unsigned notes = wanted(f);
-    int *ids = xmalloc((f->vms.n + 1) * sizeof *ids);
+    size_t all = f->vms.n;
+    for (int w = 0; w < f->nworlds; w++)
+        all += f->worlds[w].others.n;
+    int *ids = xmalloc((all + 1) * sizeof *ids);
     for (size_t i = 0; i < f->vms.n; i++)
         ids[i] = f->vms.v[i].vmid;
     *n = f->vms.n;
+    for (int w = 0; w < f->nworlds; w++)
+        for (size_t i = 0; i < f->worlds[w].others.n; i++)
+            ids[(*n)++] = f->worlds[w].others.v[i];
     pthread_mutex_unlock(&f->mu);
     tell(f, notes);
     qsort(ids, *n, sizeof *ids, cmp_int);
+    size_t k = 0; /* a VM the core noted on a node it does not manage may be in both */
+    for (size_t i = 0; i < *n; i++)
+        if (k == 0 || ids[k - 1] != ids[i])
+            ids[k++] = ids[i];
+    *n = k;
     return ids;
 }
 

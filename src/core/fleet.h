@@ -157,7 +157,9 @@ struct fleet_vm {
 };
 /* Every VM the inventory knows (all worlds). Caller frees *out. */
 int fleet_vms(struct fleet *f, struct fleet_vm **out, size_t *n);
-/* Sorted VMIDs of every VM seen on any world (caller frees). */
+/* Sorted VMIDs, each once, of every VM seen on any world, those on a
+ * cluster's nodes proxd does not manage included (a cluster's VMIDs are one
+ * namespace). Caller frees. */
 int *fleet_taken_vmids(struct fleet *f, size_t *n);
 
 /* The VM (or template) `vmid` as the inventory last saw it in the world of

@@ -41,6 +41,7 @@ struct ch_opts {
     const char *extra;       /* appended to the config (quota sections) */
     const char *proxd_extra; /* lines for the [proxd] section */
     const char *sim_seed;    /* pvesim's --seed (fault draws), NULL: none */
+    const char *sim_nodes;   /* pvesim's nodes, NULL: sv1..sv5 (proxd manages sv1..sv5) */
 };
 
 struct ch_env {
@@ -147,7 +148,7 @@ static inline void ch_up(struct ch_env *e, const struct ch_opts *o)
         o = &d;
     memset(e, 0, sizeof *e);
     const char *seed_args[] = {"--seed", o->sim_seed, NULL};
-    struct h_sim_opts so = {.nodes = "sv1,sv2,sv3,sv4,sv5",
+    struct h_sim_opts so = {.nodes = o->sim_nodes ? o->sim_nodes : "sv1,sv2,sv3,sv4,sv5",
                             .token = CH_TOKEN,
                             .time_scale = o->time_scale ? o->time_scale : "0.005",
                             .pve_version = o->pve_version ? o->pve_version : 9,

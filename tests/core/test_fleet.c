@@ -162,6 +162,48 @@ static void inventory_fault(struct ch_env *e, const char *kind, int count)
  * restarting, say) keeps the last inventory and its nodes up: one such
  * answer must not take the whole cluster out of placement. The third in a
  * row does; so does one before any good read, and a read with no answer. */
+/* A cluster with a node proxd does not manage (sv6): its VMs are not in
+ * the inventory proxd works on, but their VMIDs are taken (one namespace in
+ * a cluster): a creation given one met "already exists" and reallocated.
+ * A read that fails keeps them, as it keeps the rest. */
+static void test_vmids_on_unmanaged_nodes_are_taken(void **state)
+{
+    (void)state;
+    struct ch_env e;
+    struct ch_opts o = {.no_start = true, .sim_nodes = "sv1,sv2,sv3,sv4,sv5,sv6"};
+    ch_up(&e, &o);
+    fleet_refresh(e.fl, true);
+    struct fleet_vm *v;
+    size_t n, nt;
+    assert_int_equal(fleet_vms(e.fl, &v, &n), 0);
+    assert_int_equal(n, 4 * CH_NNODES); /* sv6's templates are not proxd's */
+    free(v);
+    int *taken = fleet_taken_vmids(e.fl, &nt);
+    assert_int_equal(nt, 4 * (CH_NNODES + 1));
+    for (int k = 0; k < 4; k++) { /* sv6's templates: 8050..8053 */
+        bool in = false;
+        for (size_t i = 0; i < nt; i++)
+            in = in || taken[i] == 8050 + k;
+        assert_true(in);
+    }
+    for (size_t i = 1; i < nt; i++)
+        assert_true(taken[i - 1] < taken[i]);
+    free(taken);
+    /* noted by the core on sv6 as well: once */
+    fleet_vm_added(e.fl, 8050, "sv6");
+    taken = fleet_taken_vmids(e.fl, &nt);
+    assert_int_equal(nt, 4 * (CH_NNODES + 1));
+    free(taken);
+    /* a failed read keeps them */
+    ch_fault(&e, "GET", "^/cluster/resources", "error", "injected");
+    fleet_refresh(e.fl, true);
+    ch_sim(&e, "DELETE", "/_sim/faults", NULL);
+    taken = fleet_taken_vmids(e.fl, &nt);
+    assert_int_equal(nt, 4 * (CH_NNODES + 1));
+    free(taken);
+    ch_down(&e);
+}
+
 static void test_inventory_error_keeps_the_last_view(void **state)
 {
     (void)state;
@@ -420,6 +462,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_inventory),
+        cmocka_unit_test(test_vmids_on_unmanaged_nodes_are_taken),
         cmocka_unit_test(test_inventory_error_keeps_the_last_view),
         cmocka_unit_test(test_probe_skipped_after_success),
         cmocka_unit_test(test_probe_hung_node_holds_up_no_other),
