@@ -83,6 +83,17 @@ def without_node(conf, node):
         f.write("".join(s for s in sections if not s.startswith("[node %s]" % node)))
 
 
+def created(conf, db, d, name):
+    """A VM created through the running daemon `d`: its VMID."""
+    out = json.loads(proxd("create", "--config", conf, "--os", "ubuntu", "--name", name,
+                           "--cores", "1", "--memory", "1024", "--disk", "10",
+                           "--owner", "ci").stdout)
+    wait_for(lambda: db_jobs(db)[out["job"]]["state"] in ("done", "failed"), 60, 0.05,
+             "the creation")
+    assert db_jobs(db)[out["job"]]["state"] == "done", d.tail()
+    return out["vmid"]
+
+
 def wait_resumed_on_a_node_no_longer_configured():
     # a shutdown killed during its task's wait, resumed by a proxd whose
     # configuration no longer has the VM's node (removed, or another
@@ -97,13 +108,7 @@ def wait_resumed_on_a_node_no_longer_configured():
     try:
         write_config(conf, db, sim.entry, ["reconcile_interval = 3600"])
         d.start()
-        out = json.loads(proxd("create", "--config", conf, "--os", "ubuntu", "--name", "gone-node",
-                               "--cores", "1", "--memory", "1024", "--disk", "10",
-                               "--owner", "ci").stdout)
-        vmid = out["vmid"]
-        wait_for(lambda: db_jobs(db)[out["job"]]["state"] in ("done", "failed"), 60, 0.05,
-                 "the creation")
-        assert db_jobs(db)[out["job"]]["state"] == "done", d.tail()
+        vmid = created(conf, db, d, "gone-node")
         node = db_query(db, "SELECT node FROM vms WHERE vmid = %d AND state = 'enabled'"
                         % vmid)[0][0]
         # a guest that ignores ACPI: the shutdown's task runs out its
@@ -170,13 +175,7 @@ def delete_resumed_after_its_destroy_waits_for_the_inventory():
     try:
         write_config(conf, db, sim.entry, ["reconcile_interval = 3600"])
         d.start()
-        out = json.loads(proxd("create", "--config", conf, "--os", "ubuntu", "--name", "del-res",
-                               "--cores", "1", "--memory", "1024", "--disk", "10",
-                               "--owner", "ci").stdout)
-        vmid = out["vmid"]
-        wait_for(lambda: db_jobs(db)[out["job"]]["state"] in ("done", "failed"), 60, 0.05,
-                 "the creation")
-        assert db_jobs(db)[out["job"]]["state"] == "done", d.tail()
+        vmid = created(conf, db, d, "del-res")
         d.stop()
         job = json.loads(proxd("vm", "--config", conf, str(vmid), "delete").stdout)["job"]
         c = sqlite3.connect(db, timeout=30)
