@@ -48,6 +48,7 @@ struct ctx {
     /* the boot disk as the post-clone config read showed it, so that the
      * resize step needs no second read (a Proxmox call saved per creation) */
     bool have_disk;
+    bool growing; /* a resize was sent and its result not seen yet */
     char disk[16];
     int64_t disk_size;
     char digest[48];      /* that read's config digest, for the configure write ("": none) */
@@ -619,6 +620,8 @@ static int step_clone(struct ctx *c)
                              .full = 1};
     int tpl = config_template(c->cn, c->os);
     c->clone_lost = false;
+    c->have_disk = false; /* a new clone: an earlier attempt's end was not its */
+    c->growing = false;
     int rc = pve_vm_clone(c->pc, c->j->node, tpl, &opts, c->j->upid, &e);
     if (rc == PVE_E_EXISTS) {
         struct pve_vm_config cfg;
@@ -833,6 +836,7 @@ static int step_resize(struct ctx *c)
     if (want > have) { /* grow only: a template larger than the request stays */
         char size[32];
         snprintf(size, sizeof size, "%lldG", (long long)c->disk_gb);
+        c->growing = true; /* until the size is seen: a resize may land after a failure */
         rc = pve_vm_resize(c->pc, c->j->node, c->j->vmid, disk, size, c->j->upid, &e);
         if (!rc && c->j->upid[0]) {
             job_checkpoint(c->k, c->j, NULL, -1, "growing %s to %s (%s)", disk, size, c->j->upid);
@@ -854,6 +858,7 @@ static int step_resize(struct ctx *c)
             return -1;
         }
     }
+    c->growing = false;
     c->j->upid[0] = '\0';
     job_checkpoint(c->k, c->j, "start", 80, "disk %s is %lld GiB", disk,
                    (long long)((want > have ? want : have) + GiB - 1) / GiB);
@@ -998,14 +1003,21 @@ static int remove_ours(struct ctx *c, struct pve_error *e)
     return rc;
 }
 
+/* What an attempt left on its node may be, for its room. */
+enum left_what {
+    LEFT_UNMADE, /* nothing yet: a clone request that may still be served */
+    LEFT_MAKING, /* a clone or a resize that may still run (or a VM not looked at since) */
+    LEFT_MADE,   /* a VM whose clone was seen to end, with no resize under way */
+};
+
 /* What this attempt made cannot be removed now (the node does not answer,
  * keeps failing, or its clone may still run): record it as a leftover, the
  * durable work that the reconciler finishes once the node answers, and let
  * the request go on under another VMID (this one stays reserved to the job
- * until the leftover is gone). unmade: nothing is there yet (a clone
- * request that may still be served). Returns 3 (next node), or 0 with the
- * job failed when no VMID is left. */
-static int leave(struct ctx *c, bool unmade, const char *what, const struct pve_error *e)
+ * until the leftover is gone). Returns 3 (next node), or 0 with the job
+ * failed when no VMID is left. */
+static int leave(struct ctx *c, enum left_what what_left, const char *what,
+                 const struct pve_error *e)
 {
     struct core *k = c->k;
     int old = c->j->vmid;
@@ -1016,21 +1028,22 @@ static int leave(struct ctx *c, bool unmade, const char *what, const struct pve_
         fleet_node_failed(k->fl, c->j->node, e->message);
     /* The VM left behind may hold its disk, which the inventory may not
      * show yet (read before the clone, and not again during a burst of
-     * creations): the reservation counts until a read of the inventory
-     * that does. Released before, the next placement on a shared pool
-     * (this creation's next attempt, or another's) took its room: 200 GiB
-     * held on a pool of 205 with a margin of 20. A world that does not
-     * answer keeps its last view. Not forced: that would also probe the
-     * node just marked down, and a hung one would hold the failover up for
-     * the probe's timeout. */
-    fleet_refresh(k->fl, false);
-    store_release_capacity(k->st, c->j->id, NULL);
-    if (store_leftover_add(k->st, old, c->j->node, c->j->id, &se) != 0) {
+     * creations): the attempt's reservation goes with the leftover, and
+     * counts until a read of the inventory that begins after now (made),
+     * or until the leftover is done (a clone or a resize that may still be
+     * served or run: a later read may not show all of it yet). Released
+     * here, the next placement on a shared pool (this creation's next
+     * attempt, or another's) took its room: 200 GiB held on a pool of 205
+     * with a margin of 20. No read of the inventory here: the failover
+     * does not wait for one. */
+    enum store_left_room room = what_left == LEFT_MADE ? STORE_LEFT_MADE : STORE_LEFT_PENDING;
+    if (store_leftover_add(k->st, old, c->j->node, c->j->id, room, &se) != 0) {
         /* never hand the VMID out again; the reconciler still finds the VM
          * by its creation marker */
         log_error("job", "job=%s vmid=%d leftover not recorded (%s): VMID set aside", c->j->id, old,
                   se.message);
         store_vmid_mark_foreign(k->st, old, NULL);
+        store_release_capacity(k->st, c->j->id, NULL);
     }
     char rec[256], ev[PVE_MSG_MAX + 256];
     snprintf(rec, sizeof rec, "a partial VM %d on %s is left for the reconciler to remove", old,
@@ -1042,8 +1055,21 @@ static int leave(struct ctx *c, bool unmade, const char *what, const struct pve_
     }
     /* unmade: a clone that may still be served has made nothing to remove yet */
     snprintf(ev, sizeof ev, "VM %d on %s %s (%s: %.600s): left for the reconciler", old, c->j->node,
-             unmade ? "may still be made" : "could not be removed now", what, e->message);
+             what_left == LEFT_UNMADE ? "may still be made" : "could not be removed now", what,
+             e->message);
     return move_vmid(c, "place", rec, ev) ? 3 : 0;
+}
+
+/* What the attempt left, as far as this run saw: made when the clone's end
+ * was seen (its config read after it) and no resize sent may still grow the
+ * disk (a resize's task runs on after its wait failed: left as made, the
+ * next read of the inventory showed the template's size, the resize then
+ * grew the disk on a shared pool the next placement had counted as free:
+ * 160 GiB on a pool of 175 with a margin of 20). A run resumed past the
+ * clone has read neither and holds the room longer. */
+static enum left_what seen_made(const struct ctx *c)
+{
+    return c->have_disk && !c->growing ? LEFT_MADE : LEFT_MAKING;
 }
 
 /* Remove what this attempt left on the node. Returns 3 when the creation
@@ -1058,7 +1084,7 @@ static int step_cleanup(struct ctx *c)
          * round of timeouts would only delay the failover */
         snprintf(e.message, sizeof e.message, "node %s is down", c->j->node);
         e.cls = PVE_E_OTHER;
-        return leave(c, false, "its node does not answer", &e);
+        return leave(c, seen_made(c), "its node does not answer", &e);
     }
     enum probe p = probe_again(c, &cfg, &e);
     if (p == PROBE_OURS || p == PROBE_FOREIGN) {
@@ -1069,24 +1095,24 @@ static int step_cleanup(struct ctx *c)
         if (cloning && clone_seen(c, &e) != CLONE_ENDED) {
             if (!e.message[0])
                 snprintf(e.message, sizeof e.message, "its clone is still running");
-            return leave(c, false, "the clone is still running", &e);
+            return leave(c, LEFT_MAKING, "the clone is still running", &e);
         }
         if (remove_ours(c, &e) != 0)
-            return core_stopping(c->k) ? 2 : leave(c, false, "removing it failed", &e);
+            return core_stopping(c->k) ? 2 : leave(c, seen_made(c), "removing it failed", &e);
         log_info("job", "job=%s vmid=%d node=%s partial VM removed", c->j->id, c->j->vmid,
                  c->j->node);
     } else if (p == PROBE_ERROR) {
         if (core_stopping(c->k))
             return 2;
-        return leave(c, false, "its config cannot be read", &e);
+        return leave(c, seen_made(c), "its config cannot be read", &e);
     } else { /* no config: proven nothing only if the clone is seen to have ended */
         enum clone_seen cs = clone_seen(c, &e);
         if (cs == CLONE_RUNNING) {
             snprintf(e.message, sizeof e.message, "clone task %.200s still running", c->j->upid);
-            return leave(c, false, "the clone may still make it", &e);
+            return leave(c, LEFT_MAKING, "the clone may still make it", &e);
         }
         if (cs == CLONE_UNSEEN)
-            return leave(c, false, "the clone task cannot be seen", &e);
+            return leave(c, LEFT_MAKING, "the clone task cannot be seen", &e);
         /* no task, no VM: a request whose answer was lost may still be
          * served after this look (queued on a busy node) and make the VM
          * then. Left for the reconciler, whose pass finds it or not, and
@@ -1094,7 +1120,7 @@ static int step_cleanup(struct ctx *c)
          * late copy made a second VM of that VMID, taken for this one */
         if (cs == CLONE_ENDED && !c->j->upid[0] && c->clone_lost) {
             snprintf(e.message, sizeof e.message, "no clone task seen yet");
-            return leave(c, true, "its clone request may still be served", &e);
+            return leave(c, LEFT_UNMADE, "its clone request may still be served", &e);
         }
     }
     fleet_vm_removed(c->k->fl, c->j->vmid);
@@ -1211,8 +1237,8 @@ static int resume_unconfigured(struct ctx *c)
     struct pve_error e = {.cls = PVE_E_OTHER};
     snprintf(e.message, sizeof e.message, "node %s is not in proxd's configuration", c->j->node);
     /* at "clone" the request may not have been sent, or not served yet */
-    bool unmade = strcmp(s, "clone") == 0;
-    return leave(c, unmade, "its node is no longer configured", &e) == 3 ? 0 : -1;
+    enum left_what w = strcmp(s, "clone") == 0 ? LEFT_UNMADE : LEFT_MAKING;
+    return leave(c, w, "its node is no longer configured", &e) == 3 ? 0 : -1;
 }
 
 void create_run(struct core *k, struct job_rec *j)

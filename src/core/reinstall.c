@@ -1497,7 +1497,7 @@ static void step_commit(struct rctx *c)
         return;
     if (rc) {
         /* the reconciler removes it: its marker names this job, which ends now */
-        store_leftover_add(c->k->st, tmp_vmid(c), tmp_node(c), c->j->id, NULL);
+        store_leftover_add(c->k->st, tmp_vmid(c), tmp_node(c), c->j->id, STORE_LEFT_PENDING, NULL);
         size_t l = strlen(left);
         snprintf(left + l, sizeof left - l, "; temporary VM %d left for the reconciler",
                  tmp_vmid(c));
@@ -1594,7 +1594,7 @@ static void step_restore(struct rctx *c)
         snprintf(c->v.error, sizeof c->v.error, "reinstall could not put the old disk back: %.900s",
                  e.message);
         save_rec(c);
-        store_leftover_add(c->k->st, tmp_vmid(c), tmp_node(c), c->j->id, NULL);
+        store_leftover_add(c->k->st, tmp_vmid(c), tmp_node(c), c->j->id, STORE_LEFT_PENDING, NULL);
         store_release_capacity(c->k->st, c->j->id, NULL);
         finish(c, false, "reinstall failed (%s) and VM %d could not be put back as it was: %s",
                st_str(c, "error"), c->j->vmid, e.message);
@@ -1612,7 +1612,7 @@ static void step_abort(struct rctx *c)
         return;
     char left[256] = "";
     if (rc) {
-        store_leftover_add(c->k->st, tmp_vmid(c), tmp_node(c), c->j->id, NULL);
+        store_leftover_add(c->k->st, tmp_vmid(c), tmp_node(c), c->j->id, STORE_LEFT_PENDING, NULL);
         store_release_capacity(c->k->st, c->j->id, NULL);
         snprintf(left, sizeof left, "; temporary VM %d left for the reconciler", tmp_vmid(c));
     } else {
@@ -1720,7 +1720,7 @@ static void unreachable(struct rctx *c)
     else
         snprintf(left, sizeof left, "VM %d has its old disk", c->j->vmid);
     if (tmp_vmid(c)) {
-        store_leftover_add(c->k->st, tmp_vmid(c), tmp_node(c), c->j->id, NULL);
+        store_leftover_add(c->k->st, tmp_vmid(c), tmp_node(c), c->j->id, STORE_LEFT_PENDING, NULL);
         size_t l = strlen(left);
         snprintf(left + l, sizeof left - l, "; temporary VM %d on %s left for the reconciler",
                  tmp_vmid(c), tmp_node(c));

@@ -704,10 +704,10 @@ int store_settle_capacity(store *s, const char *job, struct store_error *err);
 /* Releasing a job that holds nothing is not an error. */
 int store_release_capacity(store *s, const char *job, struct store_error *err);
 /* Sum of reservations on a node, excluding `except_job` (may be NULL):
- * those of in-flight creations, and settled ones from `seen_since` (unix
- * ms) on. Reservations of jobs that ended otherwise are not counted. The
- * memory is the node's; the disk is the node's own storage's (pool NULL) or
- * the shared pool's, from all its nodes (see struct cap_room). */
+ * those of in-flight creations, settled ones from `seen_since` (unix ms)
+ * on, and those leftovers hold (store_leftover_add, any job's). Reservations of jobs that ended
+ * otherwise are not counted. The memory is the node's; the disk is the node's own storage's (pool
+ * NULL) or the shared pool's, from all its nodes (see struct cap_room). */
 int store_reserved_on(store *s, const char *node, const char *pool, const char *except_job,
                       int64_t seen_since, int64_t *mem, int64_t *disk, struct store_error *err);
 
@@ -774,9 +774,27 @@ struct leftover {
     char job[40];       /* the creation that made it */
     int64_t created_at; /* unix ms */
 };
-/* Record one (again: the job is updated). */
+/* What a leftover does with its job's capacity reservation: the VM left
+ * behind may hold its memory and disk while the inventory, read before it
+ * was made, does not show it yet; released, its room went to the next
+ * placement (on a shared pool: over the pool's size). */
+enum store_left_room {
+    STORE_LEFT_NO_ROOM = 0, /* the job's reservation is left as it is */
+    /* moved to the leftover, counted as a settled reservation
+     * (store_settle_capacity): the VM is made, a read of the inventory that
+     * begins after now shows it */
+    STORE_LEFT_MADE,
+    /* moved to the leftover, counted until store_leftover_done: the VM may
+     * still be made or grow (a clone request that may still be served, a
+     * clone task that may still run), so a read after now may not show it */
+    STORE_LEFT_PENDING,
+};
+/* Record one (again: the job is updated, and with a room other than
+ * STORE_LEFT_NO_ROOM the room too). A room moves the job's reservation, if
+ * it holds one, to the leftover in the same transaction; store_reserved_on
+ * and a reservation's check count it, whichever job asks. */
 int store_leftover_add(store *s, int vmid, const char *node, const char *job,
-                       struct store_error *err);
+                       enum store_left_room room, struct store_error *err);
 /* Every recorded leftover, oldest first; free(*out). */
 int store_leftover_list(store *s, struct leftover **out, size_t *n, struct store_error *err);
 /* The VM is gone (removed, or proven never made): forget it and, when no

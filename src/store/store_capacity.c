@@ -23,18 +23,22 @@ static const char SQL_CAP_SETTLE[] = "UPDATE capacity SET settled_at = ?2 WHERE 
 static const char SQL_CAP_PRUNE[] = "DELETE FROM capacity WHERE settled_at < ?1";
 /* In-flight reservations count while their job is unfinished (a runner
  * that died before releasing must not hold capacity forever); settled ones
- * count until the caller's inventory has caught up with them. Memory is the
- * node's (?1); disk is the node's own storage's (?4 NULL) or the shared
+ * count until the caller's inventory has caught up with them. A leftover's
+ * (store_leftover_add) counts like a settled one, or while it is recorded
+ * when pending, whichever job asks (its own next attempt too). Memory is
+ * the node's (?1); disk is the node's own storage's (?4 NULL) or the shared
  * pool ?4's, whichever node reserved it. */
 static const char SQL_CAP_SUM[] =
     "SELECT coalesce(sum(CASE WHEN node = ?1 THEN mem ELSE 0 END), 0),"
     "  coalesce(sum(CASE WHEN pool = CAST(?4 AS TEXT)"
     "    OR (CAST(?4 AS TEXT) IS NULL AND node = ?1 AND pool IS NULL) THEN disk ELSE 0 END), 0)"
-    " FROM capacity"
-    " WHERE (node = ?1 OR pool = CAST(?4 AS TEXT))"
-    " AND (CAST(?2 AS TEXT) IS NULL OR job <> CAST(?2 AS TEXT))"
-    " AND ((settled_at IS NULL AND job IN (SELECT id FROM jobs WHERE state IN {ACTIVE}))"
-    "   OR settled_at >= ?3)";
+    " FROM (SELECT node, pool, mem, disk FROM capacity"
+    "   WHERE (node = ?1 OR pool = CAST(?4 AS TEXT))"
+    "   AND (CAST(?2 AS TEXT) IS NULL OR job <> CAST(?2 AS TEXT))"
+    "   AND ((settled_at IS NULL AND job IN (SELECT id FROM jobs WHERE state IN {ACTIVE}))"
+    "     OR settled_at >= ?3)"
+    "  UNION ALL SELECT node, pool, mem, disk FROM leftovers"
+    "   WHERE (node = ?1 OR pool = CAST(?4 AS TEXT)) AND (pending <> 0 OR held_at >= ?3)) held";
 
 #define SETTLED_KEEP_MS (3600 * 1000LL)
 

@@ -1,6 +1,7 @@
 /* store_leftover: half-made VMs of creations, left for the reconciler
  * (store.h "leftovers"). While one is recorded its VMID stays reserved to
- * the creation's job. Each public function is one transaction; the list is
+ * the creation's job, and the room the job had reserved may stay with it
+ * (store_capacity.c counts it). Each public function is one transaction; the list is
  * the caller's to free.
  * Threads: any thread, on its own connection (db.h). Errors: store_err
  * codes with details in *err, as store.h says. */
@@ -11,6 +12,13 @@
 static const char SQL_LEFT_ADD[] =
     "INSERT INTO leftovers (vmid, node, job, created_at) VALUES (?1, ?2, ?3, ?4)"
     " ON CONFLICT (vmid, node) DO UPDATE SET job = excluded.job";
+/* the job's reservation, if any, becomes the leftover's (?4: now, ?5: pending) */
+static const char SQL_LEFT_HOLD[] =
+    "UPDATE leftovers SET mem = (SELECT mem FROM capacity WHERE job = ?3),"
+    "  disk = (SELECT disk FROM capacity WHERE job = ?3),"
+    "  pool = (SELECT pool FROM capacity WHERE job = ?3), held_at = ?4, pending = ?5"
+    " WHERE vmid = ?1 AND node = ?2 AND EXISTS (SELECT 1 FROM capacity WHERE job = ?3)";
+static const char SQL_LEFT_UNRESERVE[] = "DELETE FROM capacity WHERE job = ?1";
 static const char SQL_LEFT_LIST[] =
     "SELECT vmid, node, job, created_at FROM leftovers ORDER BY created_at, vmid";
 static const char SQL_LEFT_DEL[] =
@@ -27,31 +35,61 @@ struct left_ctx {
     int vmid;
     const char *node, *job;
     int64_t quarantine_ms;
+    enum store_left_room room;
 };
+
+/* The job's reservation moves to the leftover in one transaction: a
+ * reservation's check (one statement, one snapshot) sees it in one place
+ * or the other, never in neither. */
+static int left_hold(db_conn *c, const struct left_ctx *k, int64_t now, struct store_error *err)
+{
+    db_stmt *st = NULL;
+    int rc = db_prepare(c, SQL_LEFT_HOLD, &st, err);
+    if (rc)
+        return rc;
+    db_bind_i64(st, 1, k->vmid);
+    db_bind_text(st, 2, k->node);
+    db_bind_text(st, 3, k->job);
+    db_bind_i64(st, 4, now);
+    db_bind_i64(st, 5, k->room == STORE_LEFT_PENDING);
+    rc = db_run(st, err, "moving a reservation to a leftover");
+    db_done(st);
+    if (rc || (rc = db_prepare(c, SQL_LEFT_UNRESERVE, &st, err)))
+        return rc;
+    db_bind_text(st, 1, k->job);
+    rc = db_run(st, err, "moving a reservation to a leftover");
+    db_done(st);
+    return rc;
+}
 
 static int left_add_fn(db_conn *c, void *ctx, struct store_error *err)
 {
     struct left_ctx *k = ctx;
     db_stmt *st = NULL;
+    int64_t now = wall_ms();
     int rc = db_prepare(c, SQL_LEFT_ADD, &st, err);
     if (rc)
         return rc;
     db_bind_i64(st, 1, k->vmid);
     db_bind_text(st, 2, k->node);
     db_bind_text(st, 3, k->job);
-    db_bind_i64(st, 4, wall_ms());
+    db_bind_i64(st, 4, now);
     rc = db_run(st, err, "recording a leftover");
     db_done(st);
+    if (rc == STORE_OK && k->room != STORE_LEFT_NO_ROOM)
+        rc = left_hold(c, k, now, err);
     return rc;
 }
 
 int store_leftover_add(store *s, int vmid, const char *node, const char *job,
-                       struct store_error *err)
+                       enum store_left_room room, struct store_error *err)
 {
     store_err_clear(err);
     STORE_CHECK(s && node && *node && job, "store_leftover_add: NULL or empty argument");
     STORE_CHECK(vmid >= STORE_VMID_MIN && vmid <= STORE_VMID_MAX, "VMID %d out of range", vmid);
-    struct left_ctx k = {.vmid = vmid, .node = node, .job = job};
+    STORE_CHECK(room >= STORE_LEFT_NO_ROOM && room <= STORE_LEFT_PENDING,
+                "store_leftover_add: room %d unknown", (int)room);
+    struct left_ctx k = {.vmid = vmid, .node = node, .job = job, .room = room};
     return db_tx(s->db, DB_WRITE, left_add_fn, &k, err);
 }
 

@@ -261,11 +261,23 @@ static const char SCHEMA_13_TASKS[] = "CREATE TABLE tasks_seen ("
                                       "){STRICT};"
                                       "CREATE INDEX tasks_seen_at ON tasks_seen (at);";
 
+/* Version 14: a leftover holds the room its creation had reserved
+ * (store_leftover_add with a room): memory on its node, disk on its node's
+ * own storage or its shared pool, counted until the inventory shows the VM
+ * (held_at, as a settled reservation) or, when the VM may still be made,
+ * until the leftover is done (pending). */
+static const char SCHEMA_14_LEFT_ROOM[] =
+    "ALTER TABLE leftovers ADD COLUMN mem {I64} NOT NULL DEFAULT 0;"
+    "ALTER TABLE leftovers ADD COLUMN disk {I64} NOT NULL DEFAULT 0;"
+    "ALTER TABLE leftovers ADD COLUMN pool TEXT;"
+    "ALTER TABLE leftovers ADD COLUMN held_at {I64} NOT NULL DEFAULT 0;"
+    "ALTER TABLE leftovers ADD COLUMN pending {I64} NOT NULL DEFAULT 0;";
+
 /* Migration i brings the schema from version SCHEMA_FIRST + i - 1 to
  * SCHEMA_FIRST + i; MIGRATIONS[0] makes a new database. */
-static const char *const MIGRATIONS[] = {SCHEMA_7,       SCHEMA_8_ADDR,  SCHEMA_9_EVENTS,
-                                         SCHEMA_10_JOBS, SCHEMA_11_POOL, SCHEMA_12_CANCEL,
-                                         SCHEMA_13_TASKS};
+static const char *const MIGRATIONS[] = {SCHEMA_7,        SCHEMA_8_ADDR,      SCHEMA_9_EVENTS,
+                                         SCHEMA_10_JOBS,  SCHEMA_11_POOL,     SCHEMA_12_CANCEL,
+                                         SCHEMA_13_TASKS, SCHEMA_14_LEFT_ROOM};
 #define NMIGRATIONS ((int)(sizeof MIGRATIONS / sizeof MIGRATIONS[0]))
 #define SCHEMA_LAST (SCHEMA_FIRST + NMIGRATIONS - 1)
 

@@ -122,7 +122,7 @@ static void test_unmanaged_leftover_released(void **unused)
     struct vmid_range r = {1700, 1799};
     int vmid = 0;
     assert_int_equal(store_vmid_reserve(e.st, &r, 1, NULL, 0, job, &vmid, NULL), 0);
-    assert_int_equal(store_leftover_add(e.st, vmid, "sv9", job, NULL), 0);
+    assert_int_equal(store_leftover_add(e.st, vmid, "sv9", job, STORE_LEFT_NO_ROOM, NULL), 0);
     int n = 0;
     struct reconcile_report rep;
     int64_t t0 = h_now_ms();
@@ -153,7 +153,7 @@ static void test_unmanaged_leftover_released(void **unused)
     assert_int_equal(ch_sql(&e, UNMANAGED_ROWS), 0); /* released: its sighting went too */
     /* a leftover on a configured node that is down is never released so */
     assert_int_equal(store_vmid_reserve(e.st, &r, 1, NULL, 0, job, &vmid, NULL), 0);
-    assert_int_equal(store_leftover_add(e.st, vmid, "sv5", job, NULL), 0);
+    assert_int_equal(store_leftover_add(e.st, vmid, "sv5", job, STORE_LEFT_NO_ROOM, NULL), 0);
     ch_sim(&e, "POST", "/_sim/nodes/sv5", "{\"state\":\"offline\"}");
     /* sv5 was missing from the configuration of some proxd once (the
      * sighting it kept): the node is back, its sighting goes, so that the

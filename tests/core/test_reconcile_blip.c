@@ -176,7 +176,7 @@ static void test_leftover_kept(void **unused)
     int vmid = 0;
     assert_int_equal(store_vmid_reserve(e.st, &r, 1, NULL, 0, job, &vmid, NULL), 0);
     job_insert(&e, JOB_FAILED, vmid, job);
-    assert_int_equal(store_leftover_add(e.st, vmid, "sv1", job, NULL), 0);
+    assert_int_equal(store_leftover_add(e.st, vmid, "sv1", job, STORE_LEFT_NO_ROOM, NULL), 0);
 
     /* the blip: the pass cannot tell whether its clone runs; kept. (The
      * keeper's cleaner may hold the leftover, posted by its pass at start:

@@ -222,7 +222,7 @@ static int teardown(void **state)
 
 /* The schema version store_schema.c's MIGRATIONS ends at (the unified list
  * starts at 7: a new database records 7 and each later step). */
-#define SCHEMA_LAST 13
+#define SCHEMA_LAST 14
 
 static void test_open_bad_urls(void **state)
 {
@@ -1459,7 +1459,7 @@ static void test_history_prune(void **state)
     history_job(f->s, "old-running", JOB_RUNNING, 0);
     OK(store_job_event_add(f->s, "old-done", "clone", 40, "cloning", &e_));
     OK(store_job_event_add(f->s, "new-done", "clone", 40, "cloning", &e_));
-    OK(store_leftover_add(f->s, 901, "sv1", "old-left", &e_));
+    OK(store_leftover_add(f->s, 901, "sv1", "old-left", STORE_LEFT_NO_ROOM, &e_));
     json_t *prev = NULL, *answer = json_pack("{s:s}", "job", "new-done");
     OK(store_idem_put(f->s, "alice", "k1", answer, &prev, &e_));
     json_decref(answer);
@@ -1558,7 +1558,8 @@ static void test_vmid_reserved_other(void **state)
     struct vmid_range r = {4000, 4009};
     int own = 0, left = 0, next = 0, id = -1, n = -1;
     OK(store_vmid_reserve(f->s, &r, 1, NULL, 0, "mover", &left, &e_));
-    OK(store_leftover_add(f->s, left, "sv1", "mover", &e_)); /* an earlier attempt's */
+    /* an earlier attempt's */
+    OK(store_leftover_add(f->s, left, "sv1", "mover", STORE_LEFT_NO_ROOM, &e_));
     OK(store_vmid_reserve(f->s, &r, 1, NULL, 0, "mover", &own, &e_));
     EXPECT(STORE_E_NOTFOUND, store_vmid_reserved_other(f->s, "mover", own, &id, &e));
     assert_int_equal(id, 0);
@@ -1636,10 +1637,10 @@ static void test_leftovers(void **state)
     OK(store_vmid_reserve(f->s, &r, 1, NULL, 0, "job-a", &a, &e_));
     OK(store_vmid_reserve(f->s, &r, 1, NULL, 0, "job-b", &b, &e_));
     assert_int_equal(a, 5000);
-    OK(store_leftover_add(f->s, a, "sv1", "job-a", &e_));
-    OK(store_leftover_add(f->s, a, "sv1", "job-a", &e_)); /* again: one row */
-    OK(store_leftover_add(f->s, a, "sv3", "job-a", &e_));
-    OK(store_leftover_add(f->s, b, "sv2", "job-other", &e_));
+    OK(store_leftover_add(f->s, a, "sv1", "job-a", STORE_LEFT_NO_ROOM, &e_));
+    OK(store_leftover_add(f->s, a, "sv1", "job-a", STORE_LEFT_NO_ROOM, &e_)); /* again: one row */
+    OK(store_leftover_add(f->s, a, "sv3", "job-a", STORE_LEFT_NO_ROOM, &e_));
+    OK(store_leftover_add(f->s, b, "sv2", "job-other", STORE_LEFT_NO_ROOM, &e_));
     struct leftover *l = NULL;
     size_t n = 0;
     OK(store_leftover_list(f->s, &l, &n, &e_));
@@ -2267,6 +2268,62 @@ static void test_capacity_settle(void **state)
     OK(store_release_capacity(f->s, "s1", &e_));
     OK(store_reserved_on(f->s, "pve1", NULL, "s2", 0, &mem, &disk, &e_));
     assert_int_equal(mem, 0);
+}
+
+/* A leftover takes its job's reservation with it: a made one counts until
+ * an inventory that began after it, a pending one (its clone may still be
+ * served) until the leftover is done, whichever job asks, its own next
+ * attempt too; the job's next reservation does not move it. */
+static void test_capacity_leftover(void **state)
+{
+    struct fx *f = *state;
+    struct store_error e;
+    job_add(f->s, "l1", "create", 0, 0);
+    job_add(f->s, "l2", "create", 0, 0);
+    struct cap_room pool = {.mem = 8LL << 30, .disk = 100LL << 30, .pool = "pve/ceph"};
+    /* made: the job's room stays on the pool after the leftover is recorded */
+    OK(store_reserve_capacity(f->s, "l1", "pve1", 2LL << 30, 60LL << 30, &pool, &e_));
+    int64_t before = wall_ms();
+    OK(store_leftover_add(f->s, 4000, "pve1", "l1", STORE_LEFT_MADE, &e_));
+    int64_t mem = 0, disk = 0;
+    OK(store_reserved_on(f->s, "pve2", "pve/ceph", "l1", before, &mem, &disk, &e_));
+    assert_int_equal(disk, 60LL << 30); /* whichever job asks, its own too */
+    assert_int_equal(mem, 0);           /* memory stays pve1's */
+    OK(store_reserved_on(f->s, "pve1", NULL, NULL, before, &mem, &disk, &e_));
+    assert_int_equal(mem, 2LL << 30);
+    assert_int_equal(disk, 0); /* not on pve1's own storage */
+    pool.seen_since = before;
+    /* the job's next attempt reserves again: the leftover's room stays */
+    EXPECT(STORE_E_FULL,
+           store_reserve_capacity(f->s, "l1", "pve2", 1LL << 30, 60LL << 30, &pool, &e));
+    OK(store_reserve_capacity(f->s, "l1", "pve2", 1LL << 30, 30LL << 30, &pool, &e_));
+    EXPECT(STORE_E_FULL, store_reserve_capacity(f->s, "l2", "pve3", 1, 20LL << 30, &pool, &e));
+    /* an inventory read that began after the leftover shows its VM */
+    int64_t later = wall_ms() + 1;
+    OK(store_reserved_on(f->s, "pve2", "pve/ceph", "l1", later, &mem, &disk, &e_));
+    assert_int_equal(disk, 0);
+    /* pending: the next attempt's reservation goes with a second leftover
+     * and counts until it is done, however late the inventory */
+    OK(store_leftover_add(f->s, 4001, "pve2", "l1", STORE_LEFT_PENDING, &e_));
+    OK(store_reserved_on(f->s, "pve3", "pve/ceph", NULL, INT64_MAX, &mem, &disk, &e_));
+    assert_int_equal(disk, 30LL << 30);
+    OK(store_reserved_on(f->s, "pve2", NULL, NULL, INT64_MAX, &mem, &disk, &e_));
+    assert_int_equal(mem, 1LL << 30);
+    /* recorded again without a room: what it holds stays */
+    OK(store_leftover_add(f->s, 4001, "pve2", "l1", STORE_LEFT_NO_ROOM, &e_));
+    OK(store_reserved_on(f->s, "pve3", "pve/ceph", NULL, INT64_MAX, &mem, &disk, &e_));
+    assert_int_equal(disk, 30LL << 30);
+    /* a job with no reservation left moves nothing and takes nothing away */
+    OK(store_leftover_add(f->s, 4001, "pve2", "l1", STORE_LEFT_MADE, &e_));
+    OK(store_reserved_on(f->s, "pve3", "pve/ceph", NULL, INT64_MAX, &mem, &disk, &e_));
+    assert_int_equal(disk, 30LL << 30);
+    OK(store_leftover_done(f->s, 4001, "pve2", 0, &e_));
+    OK(store_reserved_on(f->s, "pve3", "pve/ceph", NULL, 0, &mem, &disk, &e_));
+    assert_int_equal(disk, 60LL << 30); /* the made one's, for an old inventory */
+    OK(store_leftover_done(f->s, 4000, "pve1", 0, &e_));
+    OK(store_reserved_on(f->s, "pve3", "pve/ceph", NULL, 0, &mem, &disk, &e_));
+    assert_int_equal(disk, 0);
+    EXPECT(STORE_E_INVALID, store_leftover_add(f->s, 4002, "pve1", "l2", 7, &e));
 }
 
 /* Several processes on one database fill a node with room for exactly
@@ -3932,7 +3989,7 @@ static void test_addr_sweep(void **state)
         v.state = VMS_FAILED;
         OK(store_vm_update(f->s, &v, &e_));
     }
-    OK(store_leftover_add(f->s, vmids[1], "sv1", "mk-1", &e_));
+    OK(store_leftover_add(f->s, vmids[1], "sv1", "mk-1", STORE_LEFT_NO_ROOM, &e_));
     struct store_addr_quarantine q[] = {{NULL, 60000}};
     size_t n = 0;
     OK(store_addr_sweep(f->s, q, 1, &n, &e_));
@@ -4032,7 +4089,7 @@ static void test_addr_policy(void **state)
     OK(rc);
     OK(store_vm_get_id(f->s, b, &v, &e_));
     int bvmid = v.vmid;
-    OK(store_leftover_add(f->s, bvmid, "sv1", "po-2", &e_));
+    OK(store_leftover_add(f->s, bvmid, "sv1", "po-2", STORE_LEFT_NO_ROOM, &e_));
     v.state = VMS_FAILED;
     OK(store_vm_update_if(f->s, &v, VMS_CREATING, 0, &e_));
     vm_rec_release(&v);
@@ -4450,6 +4507,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_capacity_room, setup, teardown),
         cmocka_unit_test_setup_teardown(test_capacity_shared_pool, setup, teardown),
         cmocka_unit_test_setup_teardown(test_capacity_settle, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_capacity_leftover, setup, teardown),
         cmocka_unit_test_setup_teardown(test_capacity_processes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_create_submit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_clone_slots, setup, teardown),
