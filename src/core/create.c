@@ -512,6 +512,8 @@ static bool reallocate(struct ctx *c, const char *why)
 
 enum probe { PROBE_NONE, PROBE_OURS, PROBE_FOREIGN, PROBE_ERROR };
 
+static enum probe probe_again(struct ctx *c, struct pve_vm_config *cfg, struct pve_error *e);
+
 /* Is there a VM with our VMID on the node, and is it ours? */
 static enum probe probe_vm(struct ctx *c, struct pve_vm_config *cfg, struct pve_error *err)
 {
@@ -626,12 +628,21 @@ static int step_clone(struct ctx *c)
     if (rc == PVE_E_EXISTS) {
         struct pve_vm_config cfg;
         struct pve_error e2;
-        enum probe p = probe_vm(c, &cfg, &e2);
+        enum probe p = probe_again(c, &cfg, &e2);
         if (p == PROBE_OURS) {
             adopt_clone(c, &cfg, "the clone exists already");
             return 0;
         }
-        if (p != PROBE_NONE && p != PROBE_ERROR)
+        if (p == PROBE_ERROR) {
+            /* whose it is is not known: the cleanup looks again and, still
+             * unread, leaves it to the reconciler, which removes it if it is
+             * ours and sets the VMID aside if not. Taken for a stranger's at
+             * once, our own clone (one whose answer was lost) stayed until
+             * the reconciler's sweep, and the VMID was set aside meanwhile */
+            attempt(c, c->j->node, e2.message);
+            return -1;
+        }
+        if (p != PROBE_NONE)
             pve_vm_config_release(&cfg);
         return reallocate(c, e.message) ? 1 : -2;
     }

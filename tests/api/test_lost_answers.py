@@ -118,6 +118,32 @@ def a_creation_waits_for_its_own_clone():
 
 
 @case
+def a_clone_that_exists_is_read_again_before_it_is_taken_for_a_strangers():
+    """As above, and the first two reads of the VM's config after "already
+    exists" fail (500): read again, it is the job's own clone. Taken for a
+    stranger's at the first failed read, the VMID was set aside as foreign
+    and the creation cloned a second VM under another one, the first left
+    for the reconciler."""
+    before = lose_the_answer()
+    sim.add_faults([{"kind": "error", "method": "GET", "path": r"^/nodes/[^/]+/qemu/\d+/config$",
+                     "status": 500, "message": "injected: config", "count": 2}])
+    job = post_vm("lost-unread")
+    try:
+        j = px.wait_job(job, ALICE, deadline=120)
+        hits = [f.get("hits", 0) for f in sim.ctl("GET", "/faults")]
+    finally:
+        sim.clear_faults()
+    assert clone_calls() == before + 2, (clone_calls(), before)
+    assert hits[-1] == 2, hits  # both config reads failed
+    assert j["state"] == "done", j
+    assert named("lost-unread") == [j["vmid"]], named("lost-unread")
+    ev = events(job)
+    assert any("exists already, its clone under way (UPID:" in m for m in ev), ev
+    foreign = query(px.db, "SELECT vmid FROM vmid_alloc WHERE state = 'foreign'")
+    assert foreign == [], foreign
+
+
+@case
 def a_reinstall_waits_for_its_own_temporary_vm():
     vmid = created("lost-2")["vmid"]
     before = lose_the_answer()
