@@ -1668,6 +1668,16 @@ static void on_cancel(struct rctx *c)
         return;
     }
     job_cancel_error(c->j, NULL, why, sizeof why, NULL);
+    if (strcmp(c->j->step, "migrate") == 0) {
+        /* a migration may be under way (sent before a kill): where the VM
+         * is decides, as for a halt. step_migrate waits for it and starts
+         * none: the VM stays and the restore follows, or it arrives and
+         * the cancel is seen again at the next step, on its new node. Sent
+         * to the restore at once, the restore looked for the VM on the
+         * node it had left ("does not exist", again and again) */
+        snprintf(c->halt, sizeof c->halt, "%.200s", why);
+        return;
+    }
     const char *next = way_out(c->j->step);
     if (next)
         fail_to(c, next, "%s", why);

@@ -28,7 +28,7 @@ import re
 import time
 
 from lib.cases import case, finish
-from lib.db import expire_leases, query, wait_step
+from lib.db import execute, expire_leases, query, wait_step
 from lib.faults import fault_mix
 from lib.proxd import Proxd, shutdown
 from lib.sim import Sim
@@ -267,6 +267,47 @@ def a_fault_after_the_migration_keeps_the_old_os_on_the_new_node():
     assert rec["power"] == "running", rec
     assert len(events(j["id"], "vm.moved")) == 1 and not events(j["id"], "vm.reinstalled")
     nothing_held(j["id"], rec_id(vmid))
+
+
+@case
+def a_cancel_seen_at_a_resumed_migration_restores_where_the_vm_went():
+    """Killed once the VM's migration to the temporary VM's node is under
+    way, the job cancelled while proxd is down (another instance's API
+    records it so): the restarted job waits for the migration and puts the
+    old disk back where the VM went, and the VM runs its old OS there, its
+    record on that node. The cancel took the way out at once: the restore
+    looked for the VM on the node it had left, failed "could not put the
+    old disk back", and the record kept the old node."""
+    vmid = create("mv-cancel")
+    before = look(vmid)
+    a = before["node"]
+    fill(a)
+    job = px.call("POST", "/v1/vms/%d/reinstall" % vmid, ALICE, {"os": "debian"},
+                  want=202).json()["job"]
+    assert wait_step(DB, job, "migrating") == "migrate"
+    px.kill()
+    execute(DB, "UPDATE jobs SET cancel_at = %d, cancel_by = 'alice' WHERE id = '%s'"
+            % (int(time.time() * 1000), job))
+    expire_leases(DB)
+    px.start()
+    try:
+        j = px.wait_job(job, ALICE, deadline=120)
+    except AssertionError:
+        print(px.tail(60))
+        raise
+    assert j["state"] == "failed", j
+    assert "cancel" in j["error"] and "keeps %s" % before["os"] in j["error"], j
+    after = look(vmid)
+    same_identity(before, after, node=False)
+    assert after["node"] == OTHER[a], after
+    assert after["os"] == before["os"] and after["disk"] == before["disk"], after
+    assert after["power"] == "running" and after["unused"] == [], after
+    assert temps() == [], temps()
+    rec = px.call("GET", "/v1/vms/%d" % vmid, ALICE).json()
+    assert rec["node"] == after["node"] and rec["os"] == before["os"], rec
+    assert rec["power"] == "running", rec
+    nothing_held(job, rec_id(vmid))
+    unfill()
 
 
 def without_node(conf, node, keep):

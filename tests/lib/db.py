@@ -35,6 +35,19 @@ def query(db, sql, args=()):
         c.close()
 
 
+def execute(db, sql):
+    """A write, committed. db: a SQLite file or a postgresql:// URL."""
+    if "://" in db:
+        _psql(db, sql)
+        return
+    c = sqlite3.connect(db, timeout=30)
+    try:
+        with c:
+            c.execute(sql)
+    finally:
+        c.close()
+
+
 def rows(db, table, cols, key="id"):
     """{key: {col: value}} of a table."""
     got = query(db, "SELECT %s, %s FROM %s" % (key, ", ".join(cols), table))
