@@ -461,35 +461,71 @@ static bool move_vmid(struct ctx *c, const char *step, const char *record_error,
     return true;
 }
 
-/* Resumed holding a VMID besides its own: a move (move_vmid) was cut short
- * by a kill after it reserved it, and the old VMID is out of the job's
- * hands already (marked foreign, or held by a leftover; the reconciler may
- * even have given it back since). The move is made to its end first:
- * carried on under the old VMID, the job left the other reserved for good,
- * or a record of it, creating, with the request's addresses. 0: go on at
- * j->step; -1: the job ended. */
+/* Resumed with its VMID already given up: the job gave it up (leave() named
+ * it in a leftover of the job, or reallocate() marked it foreign) and was
+ * killed before, or in the middle of, the move to another (move_vmid). The
+ * move is made to its end first, before anything is done under the old
+ * VMID:
+ *  - cut after the new VMID's reservation (the job holds one besides its
+ *    own): carried on under the old VMID, the job left the other reserved
+ *    for good, or a record of it, creating, with the request's addresses;
+ *  - cut before it (its VMID named by a leftover of the job): a resumed
+ *    cleanup that now removed the VM went on under the same VMID while the
+ *    leftover still named it, and the reconciler, done with that leftover,
+ *    gave the VMID back (quarantined) under the live VM's creation, or,
+ *    resumed on the leftover's node past the clone, destroyed the VM the
+ *    job had made there as the leftover;
+ *  - cut before it (its VMID marked foreign): a resumed clone found the
+ *    foreign VM gone and cloned onto a VMID the allocation table says is
+ *    not proxd's (no job holds it, the VM's VMID never marked used).
+ * A cancel ends the job instead, the leftover keeping its VMID (as leave()
+ * does). 0: go on at j->step; -1: the job ended. */
 static int resume_move(struct ctx *c)
 {
     struct core *k = c->k;
     int old = c->j->vmid, other = 0;
     struct store_error se;
-    if (store_vmid_reserved_other(k->st, c->j->id, old, &other, &se) != 0)
-        return 0; /* none (or not readable now: the job's end gives it back) */
-    /* where the move went: after a leftover (leave), or from a cleanup, to
-     * placement (the attempt's room went back); after a foreign VMID found
-     * by the clone or its wait (reallocate), to the clone on the same node */
-    bool left =
-        !c->pc || (strcmp(c->j->step, "clone") != 0 && strcmp(c->j->step, "wait_clone") != 0);
+    /* (not readable now: go on; the job's end gives a reserved one back) */
+    bool cut = store_vmid_reserved_other(k->st, c->j->id, old, &other, &se) == 0;
     struct leftover *l = NULL;
     size_t n = 0;
-    if (store_leftover_list(k->st, &l, &n, NULL) == 0)
-        for (size_t i = 0; i < n && !left; i++)
-            left = l[i].vmid == old && strcmp(l[i].job, c->j->id) == 0;
+    bool named = false, foreign = false;
+    char where[sizeof l->node] = "";
+    if (store_leftover_list(k->st, &l, &n, &se) == 0) {
+        for (size_t i = 0; i < n && !named; i++)
+            if ((named = l[i].vmid == old && strcmp(l[i].job, c->j->id) == 0))
+                snprintf(where, sizeof where, "%s", l[i].node);
+    } else if (!cut) {
+        log_warn("job", "job=%s vmid=%d leftovers not readable at resume (%s): going on", c->j->id,
+                 old, se.message);
+    }
     free(l);
+    char state[16];
+    if (!cut && !named)
+        foreign = store_vmid_state(k->st, old, state, NULL) == 0 && strcmp(state, "foreign") == 0;
+    if (!cut && !named && !foreign)
+        return 0;
+    /* where the move goes: after a leftover (leave), or from a cleanup, to
+     * placement (the attempt's room went back, or to the leftover); after a
+     * foreign VMID found by the clone or its wait (reallocate), to the
+     * clone on the same node */
+    bool left = named || !c->pc ||
+                (strcmp(c->j->step, "clone") != 0 && strcmp(c->j->step, "wait_clone") != 0);
     char rec[128], ev[256];
     snprintf(rec, sizeof rec, "VMID %d was given up before a restart", old);
-    snprintf(ev, sizeof ev, "resumed in the middle of the move from VMID %d to %d", old, other);
+    if (cut)
+        snprintf(ev, sizeof ev, "resumed in the middle of the move from VMID %d to %d", old, other);
+    else
+        snprintf(ev, sizeof ev, "resumed after VMID %d was given up (%s), before the move", old,
+                 named ? "a partial VM left for the reconciler" : "it exists outside proxd");
     log_warn("job", "job=%s vmid=%d %s", c->j->id, old, ev);
+    if (named && job_cancel_asked(c->j)) { /* the request goes no further */
+        snprintf(rec, sizeof rec, "a partial VM %d on %s is left for the reconciler to remove", old,
+                 where);
+        c->keep_vmid = true;
+        end_cancelled(c, rec);
+        return -1;
+    }
     if (!move_vmid(c, left ? "place" : "clone", rec, ev))
         return -1;
     c->resumed = false; /* nothing was asked under the new VMID */

@@ -350,6 +350,164 @@ def resumed_mid_move_after_a_leftover_takes_the_reserved_vmid():
     sim.stop()
 
 
+def cut_before_move(tag, step, foreign=False, made=False, attempt="the test"):
+    """One creation whose run was killed after it gave up its VMID and
+    before the move to another reserved one (create.c reallocate() or
+    leave(), then move_vmid; made by hand: a kill lands there only by luck):
+    the job at `step` on sv1 under its first VMID, no other VMID reserved.
+    With `foreign`, the VMID marked foreign (the VM that made it so gone
+    since); else named by a leftover of the job on sv1, and with `made`, a
+    VM of the job's there (its marker, made by the clone before). The daemon
+    is not started: (sim, daemon, conf, db, tmp, job, first VMID)."""
+    tmp = tempfile.TemporaryDirectory(prefix="proxd-crash-%s-" % tag)
+    db = os.path.join(tmp.name, "proxd.db")
+    conf = os.path.join(tmp.name, "proxd.conf")
+    sim = Sim(time_scale=0.02)
+    d = Daemon(conf, tmp.name)
+    try:
+        write_config(conf, db, sim.entry, ["reconcile_interval = 3600"], placement="ordered")
+        out = json.loads(proxd("create", "--config", conf, "--os", "ubuntu", "--name", tag,
+                               "--cores", "1", "--memory", "512", "--disk", "20",
+                               "--owner", "ci").stdout)
+        job = out["job"]
+        vmid = db_jobs(db)[job]["vmid"]
+        if made:  # the half-made VM the leftover names
+            tpl = TEMPLATE_BASE + OSES.index("ubuntu")
+            upid = sim.data("POST", "/nodes/sv1/qemu/%d/clone" % tpl,
+                            data={"newid": str(vmid), "name": tag, "full": "1",
+                                  "description": "proxd job %s" % job})
+            assert sim.wait_task("sv1", upid)["exitstatus"] == "OK"
+        now = int(time.time() * 1000)
+        c = sqlite3.connect(db, timeout=30)
+        with c:
+            c.execute("UPDATE jobs SET state = 'running', step = ?, node = 'sv1', upid = '',"
+                      " lease_owner = 'dead:1', lease_until = 0, attempts = ? WHERE id = ?",
+                      (step, json.dumps([{"node": "sv1", "error": attempt}]), job))
+            if foreign:
+                c.execute("UPDATE vmid_alloc SET state = 'foreign', job = '' WHERE vmid = ?",
+                          (vmid,))
+            else:
+                c.execute("INSERT INTO leftovers (vmid, node, job, created_at)"
+                          " VALUES (?, 'sv1', ?, ?)", (vmid, job, now))
+        c.close()
+        return sim, d, conf, db, tmp, job, vmid
+    except Exception:
+        d.abort()
+        sim.stop(check_clean=False)
+        raise
+
+
+def after_cut_before_move(sim, d, conf, db, job, vmid):
+    """Settled, the job is done under another VMID than the one it gave up,
+    the only VMID held by it (used), its record the only live one, its VM
+    on pvesim. The job (proxctl's view) and its events."""
+    wait_settled(db, 90)
+    j = json.loads(proxd("job", "--config", conf, job).stdout)
+    events = " | ".join(e["message"] for e in j["events"])
+    assert j["state"] == "done", "%s: %s (%s)" % (j["state"], j["error"], events)
+    held = db_query(db, "SELECT vmid, state FROM vmid_alloc WHERE job = ?"
+                    " AND vmid NOT IN (SELECT vmid FROM leftovers)", (job,))
+    alloc = db_query(db, "SELECT state, job FROM vmid_alloc WHERE vmid = ?", (j["vmid"],))
+    assert held == [(j["vmid"], "used")], "VMIDs of the job %s, its VM %d (allocated %s): %s" % (
+        held, j["vmid"], alloc, events)
+    assert j["vmid"] != vmid, "the VM was made under the VMID %d given up: %s" % (vmid, events)
+    recs = db_query(db, "SELECT vmid, state FROM vms WHERE job = ? ORDER BY id", (job,))
+    assert recs == [(vmid, "failed"), (j["vmid"], "enabled")], "records %s: %s" % (recs, events)
+    ours = {(v["vmid"], v["node"]) for v in sim.state()["vms"] if v["vmid"] < TEMPLATE_BASE}
+    assert (j["vmid"], j["node"]) in ours, (ours, j["vmid"], j["node"])
+    return j, events
+
+
+def resumed_before_a_move_off_a_leftover_does_not_keep_its_vmid():
+    # killed in leave() after the leftover was recorded (the node did not
+    # answer) and before the move reserved the next VMID: resumed at
+    # cleanup under the VMID the leftover names. The node answers now (its
+    # VM is locked a while, so that the daemon's first reconcile pass does
+    # not take it first): the cleanup removed the VM and the creation went
+    # on under the same VMID, which a reconcile pass during the next clone,
+    # done with the leftover, gave back (quarantined) under the live VM.
+    # The move must be finished first; the reconciler removes the leftover
+    # and leaves the live VM alone
+    sim, d, conf, db, tmp, job, vmid = cut_before_move(
+        "gapleft", "cleanup", made=True, attempt="node sv1 does not answer")
+    try:
+        sim.ctl("POST", "/vms/%d" % vmid, {"at": "sv1", "conf": {"lock": "backup"}})
+        sim.ctl("POST", "/faults", {"method": "POST",
+                                    "path": r"^/nodes/(?!sv1/)[^/]+/qemu/\d+/clone$",
+                                    "kind": "delay", "delay_ms": 5000})
+        d.start()
+        time.sleep(3)  # the daemon's first pass is over: it left the locked VM alone
+        sim.ctl("POST", "/vms/%d" % vmid, {"at": "sv1", "conf": {"lock": None}})
+        # a reconcile pass while the next attempt clones elsewhere
+        wait_for(lambda: db_query(db, "SELECT 1 FROM jobs WHERE id = ? AND (state = 'done' OR"
+                                      " (node <> 'sv1' AND step IN ('clone', 'wait_clone')))",
+                                  (job,)), 60, what="the next attempt's clone")
+        proxd("reconcile", "--config", conf)
+        j, events = after_cut_before_move(sim, d, conf, db, job, vmid)
+        assert j["node"] != "sv1", (j["node"], events)
+        proxd("reconcile", "--config", conf)
+        assert not db_query(db, "SELECT vmid FROM leftovers"), events
+        held = db_query(db, "SELECT vmid, state FROM vmid_alloc WHERE job = ?", (job,))
+        assert held == [(j["vmid"], "used")], "VMIDs of the job: %s (%s)" % (held, events)
+        ours = {(v["vmid"], v["node"]) for v in sim.state()["vms"] if v["vmid"] < TEMPLATE_BASE}
+        assert ours == {(j["vmid"], j["node"])}, "VMs %s: %s" % (ours, events)
+        d.stop()
+    except Exception:
+        d.abort()
+        sim.stop(check_clean=False)
+        raise
+    sim.stop()
+
+
+def resumed_past_the_clone_before_a_move_off_a_leftover_moves():
+    # the same cut in the leave() of a run that found its node no longer
+    # configured (resume_unconfigured), the job at configure; the next run
+    # has the node configured again (another instance's node list). It
+    # went on under the VMID the leftover names, on its node, and made the
+    # VM there: the reconciler took the live VM for the leftover and
+    # destroyed it
+    sim, d, conf, db, tmp, job, vmid = cut_before_move(
+        "gapcfg", "configure", made=True, attempt="node is no longer configured")
+    try:
+        d.start()
+        j, events = after_cut_before_move(sim, d, conf, db, job, vmid)
+        proxd("reconcile", "--config", conf)
+        assert not db_query(db, "SELECT vmid FROM leftovers"), events
+        ours = {(v["vmid"], v["node"]) for v in sim.state()["vms"] if v["vmid"] < TEMPLATE_BASE}
+        assert ours == {(j["vmid"], j["node"])}, "VMs %s, the job's %s: %s" % (
+            ours, (j["vmid"], j["node"]), events)
+        held = db_query(db, "SELECT vmid, state FROM vmid_alloc WHERE job = ?", (job,))
+        assert held == [(j["vmid"], "used")], "VMIDs of the job: %s (%s)" % (held, events)
+        d.stop()
+    except Exception:
+        d.abort()
+        sim.stop(check_clean=False)
+        raise
+    sim.stop()
+
+
+def resumed_before_a_move_off_a_foreign_vmid_does_not_clone_onto_it():
+    # killed in reallocate() after the VMID was marked foreign and before
+    # the move reserved the next one: resumed at the clone under it, and
+    # the VM that made it foreign gone since. The resumed clone found
+    # nothing there and cloned onto the foreign VMID: a live VM of proxd's
+    # under a VMID no job holds, never marked used
+    sim, d, conf, db, tmp, job, vmid = cut_before_move("gapforeign", "clone", foreign=True)
+    try:
+        d.start()
+        j, events = after_cut_before_move(sim, d, conf, db, job, vmid)
+        assert db_query(db, "SELECT state FROM vmid_alloc WHERE vmid = ?",
+                        (vmid,)) == [("foreign",)]
+        ours = {(v["vmid"], v["node"]) for v in sim.state()["vms"] if v["vmid"] < TEMPLATE_BASE}
+        assert ours == {(j["vmid"], j["node"])}, "VMs %s: %s" % (ours, events)
+        d.stop()
+    except Exception:
+        d.abort()
+        sim.stop(check_clean=False)
+        raise
+    sim.stop()
+
+
 def main(db=None):
     """db: a postgresql:// URL, or None for a SQLite file of its own."""
     tmp = tempfile.TemporaryDirectory(prefix="proxd-crash-")
@@ -545,4 +703,7 @@ if __name__ == "__main__":
     case(resumed_mid_move_to_a_new_vmid_takes_the_reserved_one(False))
     case(resumed_mid_move_to_a_new_vmid_takes_the_reserved_one(True))
     case(resumed_mid_move_after_a_leftover_takes_the_reserved_vmid)
+    case(resumed_before_a_move_off_a_leftover_does_not_keep_its_vmid)
+    case(resumed_past_the_clone_before_a_move_off_a_leftover_moves)
+    case(resumed_before_a_move_off_a_foreign_vmid_does_not_clone_onto_it)
     main()
