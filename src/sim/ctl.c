@@ -336,7 +336,7 @@ static void vm_set(struct sim *s, int vmid, const struct http_req *req, struct h
             snprintf(vm->ha_state, sizeof vm->ha_state, "%s", vm->ha ? (hs ? hs : "started") : "");
             /* a freeze lifted: the CRM acts on the request it kept */
             if (frozen && vm->ha && vm->ha_request[0] && strcmp(vm->ha_state, "freeze") != 0)
-                sim_ha_act(s, vm, strcmp(vm->ha_request, "started") == 0, 0.5);
+                sim_ha_resume(s, vm);
             if (!vm->ha || strcmp(vm->ha_state, "freeze") != 0)
                 vm->ha_request[0] = '\0';
         }

@@ -781,6 +781,18 @@ void sim_ha_act(struct sim *s, struct sim_vm *vm, bool start, double delay)
     s->dirty = true;
 }
 
+void sim_ha_resume(struct sim *s, struct sim_vm *vm)
+{
+    if (strncmp(vm->ha_request, "migrate ", 8) == 0) {
+        char target[64];
+        snprintf(target, sizeof target, "%s", vm->ha_request + 8);
+        vm->ha_request[0] = '\0';
+        sim_ha_migrate(s, vm, target, 0.5);
+    } else if (vm->ha_request[0]) {
+        sim_ha_act(s, vm, strcmp(vm->ha_request, "started") == 0, 0.5);
+    }
+}
+
 /* A hastart/hastop task: qemu-server's worker runs `ha-manager set vm:N
  * --state started` or `ha-manager crm-command stop vm:N TIMEOUT`, which only
  * write the request for the CRM, and ends. A resource in state "error"

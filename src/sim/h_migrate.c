@@ -707,6 +707,21 @@ static void copy_progress(struct sim *s, struct sim_task *t, struct sim_vm *vm,
         finish_migration(s, t, vm, target, now);
 }
 
+void sim_ha_migrate(struct sim *s, struct sim_vm *vm, const char *target, double delay)
+{
+    struct sim_node *tn = sim_node_find(s, target);
+    /* the CRM ignores a request to a node that is not online */
+    if (!tn || tn->state != NODE_ONLINE || tn == vm->node)
+        return;
+    char id[16];
+    snprintf(id, sizeof id, "%d", vm->vmid);
+    struct sim_task *m = sim_task_new(s, vm->node, "qmigrate", id, "root@pam", TK_MIGRATE);
+    m->vmid = vm->vmid;
+    m->args = json_pack("{s:s,s:i}", "target", tn->name, "online", vm->power != VM_STOPPED ? 1 : 0);
+    m->t0 = sim_now(s) + delay;
+    s->dirty = true;
+}
+
 void vmops_step_migrate(struct sim *s, struct sim_task *t, double now)
 {
     struct sim_node *target = sim_node_find(s, targ(t, "target"));
@@ -714,18 +729,28 @@ void vmops_step_migrate(struct sim *s, struct sim_task *t, double now)
     if (t->kind == TK_HAMIGRATE) {
         if (now - t->t0 < 0.3)
             return;
-        mlog(t, false, "Requesting HA migration for VM %d to node %s", t->vmid, targ(t, "target"));
-        sim_task_finish(s, t, t->fault_exit ? t->fault_exit : "OK");
-        /* the CRM ignores a request to a node that is not online */
-        if (!vm || t->fault_exit || !target || target->state != NODE_ONLINE || target == vm->node)
+        /* the worker runs `ha-manager migrate vm:N TARGET` (no log line of its own) */
+        sim_task_log(t, "Requesting HA migration for VM %d to node %s", t->vmid, targ(t, "target"));
+        if (vm && !t->fault_exit && vm->ha && strcmp(vm->ha_state, "error") == 0) {
+            /* API2::HA::Resources::check_service_state refuses it */
+            sim_task_log(t, "service 'vm:%d' in error state, must be disabled and fixed first",
+                         vm->vmid);
+            char *m = xasprintf("command 'ha-manager migrate vm:%d %s' failed: exit code 255",
+                                vm->vmid, targ(t, "target"));
+            sim_task_finish(s, t, m);
+            free(m);
             return;
-        char id[16];
-        snprintf(id, sizeof id, "%d", vm->vmid);
-        struct sim_task *m = sim_task_new(s, vm->node, "qmigrate", id, "root@pam", TK_MIGRATE);
-        m->vmid = vm->vmid;
-        m->args = json_pack("{s:s,s:i}", "target", target->name, "online",
-                            vm->power != VM_STOPPED ? 1 : 0);
-        m->t0 = now + 1.0;
+        }
+        sim_task_finish(s, t, t->fault_exit ? t->fault_exit : "OK");
+        if (!vm || t->fault_exit || !target)
+            return;
+        if (vm->ha && strcmp(vm->ha_state, "freeze") == 0) {
+            /* queued for the CRM, which keeps it until the freeze is lifted */
+            snprintf(vm->ha_request, sizeof vm->ha_request, "migrate %s", target->name);
+            s->dirty = true;
+            return;
+        }
+        sim_ha_migrate(s, vm, target->name, 1.0);
         return;
     }
     switch (t->phase) {

@@ -132,9 +132,10 @@ struct sim_vm {
      * it does not act in: "freeze" (requests wait, ha_request, until the
      * ctl API lifts it), "error" (requests fail), "ignored" (not managed) */
     char ha_state[16];
-    char ha_request[8]; /* "started"/"stopped" asked while frozen, or "" */
-    bool acpi;          /* the guest answers ACPI shutdown (default true) */
-    bool starting;      /* a start task has claimed its memory */
+    /* "started"/"stopped", or "migrate <node>", asked while frozen, or "" */
+    char ha_request[80];
+    bool acpi;     /* the guest answers ACPI shutdown (default true) */
+    bool starting; /* a start task has claimed its memory */
     struct sim_flock fl;
     bool gone;     /* destroyed; unlinked at the next sweep */
     json_t *snaps; /* snapshots (vmops.c): {"<name>": {config..., snaptime, ...}}, NULL if none */
@@ -427,6 +428,13 @@ bool sim_vm_ha_managed(const struct sim_vm *vm);
  * "stopped" and the node's LRM starts or stops it in a task of its own,
  * `delay` PVE seconds from now. */
 void sim_ha_act(struct sim *s, struct sim_vm *vm, bool start, double delay);
+/* The HA manager migrates vm to `target`: the source's LRM runs a qmigrate
+ * task (online if the VM runs), `delay` PVE seconds from now; nothing when
+ * the target is not online or is the VM's node (h_migrate.c). */
+void sim_ha_migrate(struct sim *s, struct sim_vm *vm, const char *target, double delay);
+/* A freeze lifted: the HA manager carries out the request it kept
+ * (vm->ha_request: "started", "stopped" or "migrate <node>"). */
+void sim_ha_resume(struct sim *s, struct sim_vm *vm);
 void sim_task_finish(struct sim *s, struct sim_task *t, const char *exitstatus);
 /* DELETE .../tasks/{upid}: the worker is interrupted (SIGTERM: "received
  * interrupt"). A clone's worker first removes the VM it was making, as

@@ -1046,7 +1046,7 @@ struct vm_rec {
     char node[64];
     enum vm_power power;
     bool ha, acpi;
-    char ha_state[16], ha_request[8];
+    char ha_state[16], ha_request[80];
     json_t *conf, *pending, *pending_delete, *snaps, *origin; /* references, or NULL */
 };
 

@@ -319,6 +319,37 @@ def ha_managed_vms_go_through_the_ha_manager():
 
 
 @case
+def ha_migration_of_a_frozen_or_failed_resource():
+    """`ha-manager migrate` of a resource in HA state error is refused (the
+    hamigrate task fails); one frozen is queued: the task ends OK, no
+    qmigrate runs until the freeze is lifted, then the CRM carries it out."""
+    with Sim(time_scale=0.01) as s:
+        clone(s, 100)
+        s.ctl("POST", "/vms/100", {"ha": True, "ha_state": "error"})
+        st = run(s, "POST", "/qemu/100/migrate", data={"target": "sv2"})
+        assert st["type"] == "hamigrate", st
+        assert st["exitstatus"] == "command 'ha-manager migrate vm:100 sv2' failed: exit code 255", st
+        assert any(l.endswith("service 'vm:100' in error state, must be disabled and fixed first")
+                   for l in log(s, st)), log(s, st)
+
+        def lrm_task():
+            return [t for t in s.data("GET", "/nodes/sv1/tasks", params={"typefilter": "qmigrate"})
+                    if t["id"] == "100"]
+        s.ctl("POST", "/vms/100", {"ha": True, "ha_state": "freeze"})
+        ok(run(s, "POST", "/qemu/100/migrate", data={"target": "sv2"}))
+        assert s.vm(100)["ha_request"] == "migrate sv2", s.vm(100)
+        # 50 PVE seconds: the LRM's qmigrate follows a hamigrate within 1.3
+        end = time.monotonic() + 0.5
+        while time.monotonic() < end:
+            assert lrm_task() == [] and s.vm(100)["node"] == "sv1"
+        s.ctl("POST", "/vms/100", {"ha": True, "ha_state": "started"})
+        t = wait_for(lrm_task, 10, what="the kept migration's qmigrate")[0]
+        assert t["user"] == "root@pam", t
+        ok(s.wait_task("sv1", t["upid"]))
+        assert s.vm(100)["node"] == "sv2" and "ha_request" not in s.vm(100), s.vm(100)
+
+
+@case
 def pve8_shapes():
     # PVE 8.4's schema: no has-dbus-vmstate; snapshots and migration otherwise alike
     with Sim(time_scale=0.01, pve_version=8) as s:
