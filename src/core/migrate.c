@@ -18,7 +18,7 @@
  * running VM's local disks (an offline migration copies them anyway, to
  * targetstorage); an HA-managed VM's migration is asked of the HA manager
  * by PVE itself (a hamigrate task), and the job waits until the VM shows up
- * on the target.
+ * on the target, up to [proxd] ha_wait (wait_ha_move).
  *
  * Steps are checkpointed before each call: "migrate" with the target in the
  * job's node, then the UPID. A job resumed after a crash waits on its UPID;
@@ -38,7 +38,6 @@
 
 #define GiB (1024LL * 1024 * 1024)
 #define MiB (1024LL * 1024)
-#define HA_SETTLE_MS (120 * 1000L)
 #define LOCK_WAIT_MS (600 * 1000L)
 
 static const char *req_str(struct cctx *c, const char *key)
@@ -299,39 +298,54 @@ static int send_migrate(struct cctx *c, const char *from, const char *target,
     }
 }
 
-/* Has the LRM's own migration of the VM (a qmigrate task on the source,
- * started at or after our hamigrate request) ended? */
-static bool lrm_done(struct cctx *c, const char *from, int64_t since)
+/* The LRM's own migration of the VM: a qmigrate task on the source,
+ * started at or after our hamigrate request. */
+enum lrm_seen { LRM_NONE, LRM_RUNNING, LRM_ENDED, LRM_UNKNOWN };
+
+static enum lrm_seen lrm_task(struct cctx *c, const char *from, int64_t since)
 {
     struct pve_task *t = NULL;
     size_t n = 0;
     struct pve_error e = {0};
-    bool done = false;
-    if (c->pc && pve_task_list(c->pc, from, c->v.vmid, "qmigrate", 20, &t, &n, &e) == 0)
-        for (size_t i = 0; i < n && !done; i++)
-            done = t[i].starttime >= since && !t[i].running;
+    enum lrm_seen seen = LRM_UNKNOWN;
+    if (c->pc && pve_task_list(c->pc, from, c->v.vmid, "qmigrate", 20, &t, &n, &e) == 0) {
+        seen = LRM_NONE;
+        for (size_t i = 0; i < n; i++)
+            if (t[i].starttime >= since)
+                seen = t[i].running ? LRM_RUNNING : seen == LRM_RUNNING ? seen : LRM_ENDED;
+    }
     free(t);
-    return done;
+    return seen;
 }
 
+/* How wait_ha_move ended: the VM is to be looked for (on the target, the
+ * LRM's migration ended, or the time ran out while it ran), or the HA
+ * manager did not act within ha_wait. */
+enum ha_wait { HA_LOOK, HA_NOT_ACTING, HA_STOPPING };
+
 /* An HA migration's task only asks the HA manager; its LRM then runs the
- * migration on the source. Wait until the inventory shows the VM on the
- * target, or the LRM's migration ended with the VM still on the source
- * (it failed), or the time passes. */
-static void wait_ha_move(struct cctx *c, const char *from, const char *target)
+ * migration on the source (a qmigrate task as root@pam). The HA manager is
+ * given [proxd] ha_wait to move the VM. Ends when the inventory shows the
+ * VM on the target or the task ended (HA_LOOK: where_now tells). */
+static enum ha_wait wait_ha_move(struct cctx *c, const char *from, const char *target)
 {
     struct pve_task ours;
     int64_t since = pve_upid_parse(c->j->upid, &ours) == 0 ? ours.starttime : 0;
-    int64_t end = mono_ms() + HA_SETTLE_MS;
-    while (mono_ms() < end && !core_stopping(c->k)) {
+    int64_t end = mono_ms() + (int64_t)c->k->cfg->ha_wait_s * 1000;
+    for (;;) {
+        if (core_stopping(c->k))
+            return HA_STOPPING;
         char node[64];
         fleet_refresh(c->k->fl, true);
         if (fleet_vm_node(c->k->fl, c->v.vmid, target, node) == 0 && strcmp(node, target) == 0)
-            return;
-        if (lrm_done(c, from, since)) {
+            return HA_LOOK;
+        enum lrm_seen seen = lrm_task(c, from, since);
+        if (seen == LRM_ENDED) {
             fleet_refresh(c->k->fl, true); /* it may have moved just now: where_now tells */
-            return;
+            return HA_LOOK;
         }
+        if (mono_ms() >= end)
+            return seen == LRM_RUNNING ? HA_LOOK : HA_NOT_ACTING;
         core_nap(c->k, 300);
     }
 }
@@ -345,18 +359,23 @@ static void wait_and_finish(struct cctx *c, const char *from, bool ha)
     int rc = ctl_wait_task(c, c->j->upid, &e);
     if (rc == -1)
         return; /* stopping: resumed on the UPID */
-    if (rc == 0 && ha)
-        wait_ha_move(c, from, target);
-    if (core_stopping(c->k))
+    enum ha_wait hw = rc == 0 && ha ? wait_ha_move(c, from, target) : HA_LOOK;
+    if (hw == HA_STOPPING || core_stopping(c->k))
         return;
     /* a task that failed may have met another migration of the VM (a late
-     * copy of a request sent again took its lock first): followed to its end */
+     * copy of a request sent again took its lock first): followed to its
+     * end */
     int w = rc ? after_lock(c, from, &st) : where_now(c, from, &st);
     if (w <= 0)
         return;
     char why[sizeof e.message];
     if (rc)
         snprintf(why, sizeof why, "%s", e.message);
+    else if (hw == HA_NOT_ACTING) /* the request stays queued in the HA manager */
+        snprintf(why, sizeof why,
+                 "the HA manager did not act on it in %d s (HA state '%.32s'; no qmigrate task on "
+                 "%.64s); see ha-manager status",
+                 c->k->cfg->ha_wait_s, st.ha_state[0] ? st.ha_state : "?", from);
     else if (ha) /* the LRM's own migration: online, without local disks */
         snprintf(why, sizeof why,
                  "the HA manager's migration did not move it (its qmigrate task on %.64s says "
