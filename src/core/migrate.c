@@ -18,7 +18,9 @@
  * running VM's local disks (an offline migration copies them anyway, to
  * targetstorage); an HA-managed VM's migration is asked of the HA manager
  * by PVE itself (a hamigrate task), and the job waits until the VM shows up
- * on the target, up to [proxd] ha_wait (wait_ha_move).
+ * on the target: [proxd] ha_wait for the HA manager to act (its LRM's
+ * qmigrate task on the source), then for as long as that task runs, up to
+ * a migration's own deadline (wait_ha_move).
  *
  * Steps are checkpointed before each call: "migrate" with the target in the
  * job's node, then the UPID. A job resumed after a crash waits on its UPID;
@@ -38,6 +40,7 @@
 
 #define GiB (1024LL * 1024 * 1024)
 #define MiB (1024LL * 1024)
+#define STEP_DEADLINE_MS (600 * 1000L)
 #define LOCK_WAIT_MS (600 * 1000L)
 
 static const char *req_str(struct cctx *c, const char *key)
@@ -318,20 +321,25 @@ static enum lrm_seen lrm_task(struct cctx *c, const char *from, int64_t since)
     return seen;
 }
 
-/* How wait_ha_move ended: the VM is to be looked for (on the target, the
- * LRM's migration ended, or the time ran out while it ran), or the HA
- * manager did not act within ha_wait. */
-enum ha_wait { HA_LOOK, HA_NOT_ACTING, HA_STOPPING };
+/* How wait_ha_move ended: the VM is to be looked for (on the target, or
+ * the LRM's migration ended), the HA manager did not act within ha_wait,
+ * or the LRM's migration still runs at the migration's deadline. */
+enum ha_wait { HA_LOOK, HA_NOT_ACTING, HA_STILL_RUNNING, HA_STOPPING };
 
 /* An HA migration's task only asks the HA manager; its LRM then runs the
  * migration on the source (a qmigrate task as root@pam). The HA manager is
- * given [proxd] ha_wait to move the VM. Ends when the inventory shows the
- * VM on the target or the task ended (HA_LOOK: where_now tells). */
+ * given [proxd] ha_wait to act: to start that task or to have moved the VM.
+ * While the task is seen running the wait goes on, up to the deadline of a
+ * migration's own task (STEP_DEADLINE_MS from when it was first seen, as
+ * ctl_wait_task waits for a qmigrate asked directly): a large guest's live
+ * migration takes longer than any ha_wait. Ends when the inventory shows
+ * the VM on the target or the task ended (HA_LOOK: where_now tells). */
 static enum ha_wait wait_ha_move(struct cctx *c, const char *from, const char *target)
 {
     struct pve_task ours;
     int64_t since = pve_upid_parse(c->j->upid, &ours) == 0 ? ours.starttime : 0;
     int64_t end = mono_ms() + (int64_t)c->k->cfg->ha_wait_s * 1000;
+    bool running = false; /* the LRM's task was seen running */
     for (;;) {
         if (core_stopping(c->k))
             return HA_STOPPING;
@@ -344,8 +352,14 @@ static enum ha_wait wait_ha_move(struct cctx *c, const char *from, const char *t
             fleet_refresh(c->k->fl, true); /* it may have moved just now: where_now tells */
             return HA_LOOK;
         }
+        if (seen == LRM_RUNNING && !running) {
+            running = true;
+            end = mono_ms() + STEP_DEADLINE_MS;
+            log_info("job", "job=%s vmid=%d the HA manager migrates it: qmigrate runs on %s",
+                     c->j->id, c->v.vmid, from);
+        }
         if (mono_ms() >= end)
-            return seen == LRM_RUNNING ? HA_LOOK : HA_NOT_ACTING;
+            return running ? HA_STILL_RUNNING : HA_NOT_ACTING;
         core_nap(c->k, 300);
     }
 }
@@ -364,8 +378,8 @@ static void wait_and_finish(struct cctx *c, const char *from, bool ha)
         return;
     /* a task that failed may have met another migration of the VM (a late
      * copy of a request sent again took its lock first): followed to its
-     * end */
-    int w = rc ? after_lock(c, from, &st) : where_now(c, from, &st);
+     * end; so is the HA manager's migration still running at its deadline */
+    int w = rc || hw == HA_STILL_RUNNING ? after_lock(c, from, &st) : where_now(c, from, &st);
     if (w <= 0)
         return;
     char why[sizeof e.message];
@@ -376,6 +390,9 @@ static void wait_and_finish(struct cctx *c, const char *from, bool ha)
                  "the HA manager did not act on it in %d s (HA state '%.32s'; no qmigrate task on "
                  "%.64s); see ha-manager status",
                  c->k->cfg->ha_wait_s, st.ha_state[0] ? st.ha_state : "?", from);
+    else if (hw == HA_STILL_RUNNING)
+        snprintf(why, sizeof why, "the HA manager's qmigrate task on %.64s still ran after %ld s",
+                 from, STEP_DEADLINE_MS / 1000);
     else if (ha) /* the LRM's own migration: online, without local disks */
         snprintf(why, sizeof why,
                  "the HA manager's migration did not move it (its qmigrate task on %.64s says "

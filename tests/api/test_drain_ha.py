@@ -7,6 +7,9 @@ of its own. ha_wait is 2 s here; before, proxd waited a fixed 120 s
 whatever ha_wait said, and gave up ("did not move") while a qmigrate that
 takes longer (a large guest's live migration) still ran.
 
+  - a running VM on shared storage whose live migration (its memory over a
+    slow link) takes several times ha_wait: the move ends done, the VM
+    recorded on the target;
   - a resource frozen (HA state 'freeze': its LRM restarting, the HA stack
     disarmed): the hamigrate task ends OK and nothing happens; the move
     fails after ha_wait saying the HA manager did not act and naming the
@@ -15,6 +18,7 @@ takes longer (a large guest's live migration) still ran.
   - a resource in HA state 'error': ha-manager refuses, the task fails, the
     VM stays, saying so.
 """
+import os
 import time
 
 from lib.cases import case, finish
@@ -25,6 +29,11 @@ from lib.wait import wait_for
 HA_WAIT = 2
 NODES = ["sv1", "sv2", "sv3", "sv4", "sv5"]
 TIME_SCALE = 0.05
+# the long migration's length in seconds: 512 MiB of dirtied RAM (half of
+# 1 GiB) over sv1's slow link (MiB per PVE second). DRAIN_HA_MIGRATION_S=130
+# outlasts the 120 s proxd waited before, whatever ha_wait said
+MIGRATION_S = float(os.environ.get("DRAIN_HA_MIGRATION_S", "7"))
+SLOW_MB = 512 * TIME_SCALE / MIGRATION_S
 
 
 def storages(node):
@@ -94,6 +103,30 @@ def qmigrates(vmid, node="sv1"):
     return [(t["starttime"], t.get("endtime"))
             for t in sim.data("GET", "/nodes/%s/tasks" % node, params={"limit": 1000})
             if t["type"] == "qmigrate" and int(t["id"]) == vmid]
+
+
+@case
+def a_migration_longer_than_ha_wait_ends_on_the_target():
+    vmid = create_on_sv1("ha-long")
+    sim.ctl("POST", "/vms/%d" % vmid, {"ha": True, "ha_state": "started"})
+    sim.ctl("POST", "/nodes/sv1", {"bandwidth_mb": SLOW_MB})
+    try:
+        res, took = drain_sv1(deadline=MIGRATION_S + 90)
+    finally:
+        sim.ctl("POST", "/nodes/sv1", {"bandwidth_mb": 500})
+    moved = {m["vmid"]: m for m in res["moved"]}
+    assert vmid in moved and not res["stayed"], res
+    to = moved[vmid]["to"]
+    vm = sim.vm(vmid)
+    assert vm["node"] == to != "sv1" and vm["power"] == "running", vm
+    assert record_node(vmid) == to
+    # the LRM's migration ran for several times ha_wait (task times: the
+    # host's clock)
+    (start, end), = qmigrates(vmid)
+    assert end is not None and end - start > 2 * HA_WAIT, (start, end)
+    assert took > 2 * HA_WAIT, took
+    print("    moved to %s in %.1f s (qmigrate %d s, ha_wait %d s)" %
+          (to, took, end - start, HA_WAIT))
 
 
 @case
