@@ -340,6 +340,10 @@ static enum ha_wait wait_ha_move(struct cctx *c, const char *from, const char *t
     int64_t since = pve_upid_parse(c->j->upid, &ours) == 0 ? ours.starttime : 0;
     int64_t end = mono_ms() + (int64_t)c->k->cfg->ha_wait_s * 1000;
     bool running = false; /* the LRM's task was seen running */
+    /* each look reads the world's inventory and the source's tasks: 300 ms
+     * apart at first (a short migration's end is seen soon), doubling to
+     * 2 s (a live migration of minutes is not read 400 times a minute) */
+    long nap = 300;
     for (;;) {
         if (core_stopping(c->k))
             return HA_STOPPING;
@@ -360,7 +364,8 @@ static enum ha_wait wait_ha_move(struct cctx *c, const char *from, const char *t
         }
         if (mono_ms() >= end)
             return running ? HA_STILL_RUNNING : HA_NOT_ACTING;
-        core_nap(c->k, 300);
+        core_nap(c->k, nap);
+        nap = nap * 2 > 2000 ? 2000 : nap * 2;
     }
 }
 
