@@ -68,6 +68,22 @@ static void backoff(int attempt)
     sleep_ms(250L << (attempt < 3 ? attempt : 2));
 }
 
+/* A call of a step failed transiently (a 500, a lock's timeout): send it
+ * again, TRIES in all, with backoff, before the attempt is given up. A
+ * single 500 at the configure write sent the creation to its cleanup: the
+ * VM made so far destroyed and cloned again on another node. Only calls
+ * that are the same when made twice (a config with the same values, a
+ * resize to an absolute size, a start, a read). */
+static bool ride_out(struct ctx *c, int *tries, int rc, const struct pve_error *e)
+{
+    if (!rc || !transient(e) || ++*tries >= TRIES || core_stopping(c->k))
+        return false;
+    log_info("job", "job=%s vmid=%d node=%s %s; again", c->j->id, c->j->vmid, c->j->node,
+             e->message);
+    backoff(*tries - 1);
+    return true;
+}
+
 static void marker(const struct ctx *c, char *out, size_t len)
 {
     snprintf(out, len, "proxd job %s", c->j->id);
@@ -833,7 +849,10 @@ static int step_configure(struct ctx *c)
         return -1;
     }
     s.digest = c->digest[0] ? c->digest : NULL;
-    int rc = pve_vm_config_set(c->pc, c->j->node, c->j->vmid, &s, &e);
+    int rc, tries = 0;
+    do
+        rc = pve_vm_config_set(c->pc, c->j->node, c->j->vmid, &s, &e);
+    while (!(rc && s.digest && pve_error_stale_digest(&e)) && ride_out(c, &tries, rc, &e));
     if (rc && s.digest && pve_error_stale_digest(&e)) {
         /* changed since (by another client): read it again, once */
         log_info("job", "job=%s vmid=%d the config changed since the clone (%s): read again",
@@ -884,7 +903,10 @@ static int step_resize(struct ctx *c)
         char size[32];
         snprintf(size, sizeof size, "%lldG", (long long)c->disk_gb);
         c->growing = true; /* until the size is seen: a resize may land after a failure */
-        rc = pve_vm_resize(c->pc, c->j->node, c->j->vmid, disk, size, c->j->upid, &e);
+        int tries = 0;
+        do
+            rc = pve_vm_resize(c->pc, c->j->node, c->j->vmid, disk, size, c->j->upid, &e);
+        while (ride_out(c, &tries, rc, &e));
         if (!rc && c->j->upid[0]) {
             job_checkpoint(c->k, c->j, NULL, -1, "growing %s to %s (%s)", disk, size, c->j->upid);
             rc = wait_task(c, c->j->upid, STEP_DEADLINE_MS, false, NULL, &e);
@@ -933,8 +955,11 @@ static int step_start(struct ctx *c)
                     snprintf(c->j->upid, sizeof c->j->upid, "%s", tasks[i].upid);
         free(tasks);
     }
+    int tries = 0;
     if (!rc && !c->j->upid[0])
-        rc = pve_vm_power(c->pc, c->j->node, c->j->vmid, PVE_POWER_START, NULL, c->j->upid, &e);
+        do
+            rc = pve_vm_power(c->pc, c->j->node, c->j->vmid, PVE_POWER_START, NULL, c->j->upid, &e);
+        while (ride_out(c, &tries, rc, &e));
     if (!rc) {
         job_checkpoint(c->k, c->j, NULL, -1, "starting (%s)", c->j->upid);
         rc = wait_task(c, c->j->upid, STEP_DEADLINE_MS, false, NULL, &e);
@@ -954,7 +979,10 @@ static int step_verify(struct ctx *c)
 {
     struct pve_error e = {0};
     struct pve_vm_status st;
-    int rc = pve_vm_status(c->pc, c->j->node, c->j->vmid, &st, &e);
+    int rc, tries = 0;
+    do
+        rc = pve_vm_status(c->pc, c->j->node, c->j->vmid, &st, &e);
+    while (ride_out(c, &tries, rc, &e));
     if (!rc && strcmp(st.status, "running") != 0) {
         snprintf(e.message, sizeof e.message, "VM is %s after start", st.status);
         rc = PVE_E_OTHER;

@@ -238,6 +238,18 @@ static inline void ch_fault(struct ch_env *e, const char *method, const char *pa
     json_decref(o);
 }
 
+/* The same, hitting only the next `count` calls. */
+static inline void ch_fault_n(struct ch_env *e, const char *method, const char *path_re,
+                              const char *kind, const char *message, int count)
+{
+    json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:i,s:i}", "method", method, "path", path_re, "kind",
+                          kind, "message", message, "status", 500, "count", count);
+    char *s = json_dumps(o, 0);
+    ch_sim(e, "POST", "/_sim/faults", s);
+    free(s);
+    json_decref(o);
+}
+
 static inline json_t *ch_state(struct ch_env *e)
 {
     json_t *j = h_sim_ctl(e->port, "GET", "/_sim/state", NULL);

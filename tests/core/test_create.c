@@ -283,6 +283,54 @@ FO_TEST(7, test_fo_config)
 FO_TEST(8, test_fo_resize)
 FO_TEST(9, test_fo_start)
 
+/* Two 500s in a row at a call after the clone (the configure write, the
+ * resize, the start, the verify's read): ridden out on sv1, no failover,
+ * one clone. A single 500 there sent the creation to its cleanup: the VM
+ * destroyed and cloned again on sv2. */
+static void test_transient_errors_ridden_out(void **unused)
+{
+    (void)unused;
+    static const struct {
+        const char *method, *path;
+    } at[] = {
+        {"PUT", "^/nodes/sv1/qemu/\\d+/config$"},
+        {"PUT", "^/nodes/sv1/qemu/\\d+/resize$"},
+        {"POST", "^/nodes/sv1/qemu/\\d+/status/start$"},
+        {"GET", "^/nodes/sv1/qemu/\\d+/status/current$"},
+    };
+    struct ch_env e;
+    ch_up(&e, NULL);
+    for (size_t i = 0; i < sizeof at / sizeof *at; i++) {
+        ch_fault_n(&e, at[i].method, at[i].path, "error", "injected blip", 2);
+        struct vm_request rq;
+        char name[32], job[40];
+        snprintf(name, sizeof name, "blip-%zu", i);
+        ch_request(&rq, "ubuntu", name, 1, 1024, 20);
+        rq.ssh_keys = strdup(CH_KEY);
+        int vmid = 0;
+        enum job_state st = ch_create_wait(&e, &rq, job, &vmid, JOB_MS);
+        struct job_rec j;
+        assert_int_equal(store_job_get(e.st, job, &j, NULL), 0);
+        if (st != JOB_DONE || strcmp(j.node, "sv1") != 0 || json_array_size(j.attempts) != 0) {
+            char *a = json_dumps(j.attempts, 0);
+            fail_msg("[%s %s] %s on %s, attempts %s: %s", at[i].method, at[i].path,
+                     job_state_name(st), j.node, a, j.error ? j.error : "");
+        }
+        job_rec_release(&j);
+        json_t *state = ch_state(&e);
+        assert_int_equal(sv1_clone_tasks(state), (int)i + 1);
+        assert_int_equal(ch_count_vms(state, NULL), (int)i + 1);
+        check_vm(&e, state, vmid, "sv1", &rq, 20);
+        json_decref(state);
+        json_t *f = h_sim_ctl(e.port, "GET", "/_sim/faults", NULL);
+        assert_int_equal(json_integer_value(json_object_get(json_array_get(f, 0), "hits")), 2);
+        json_decref(f);
+        ch_sim(&e, "DELETE", "/_sim/faults", NULL);
+        vm_request_release(&rq);
+    }
+    ch_down(&e);
+}
+
 /* ---- 3: every node fails ---------------------------------------------------------- */
 
 /* The newest record of `vmid` in `state` (any state); 0 when found. */
@@ -637,6 +685,7 @@ int main(void)
         cmocka_unit_test(test_fo_config),
         cmocka_unit_test(test_fo_resize),
         cmocka_unit_test(test_fo_start),
+        cmocka_unit_test(test_transient_errors_ridden_out),
         cmocka_unit_test(test_all_nodes_fail),
         cmocka_unit_test(test_error_cut_mid_character),
         cmocka_unit_test(test_collision_inventory),
