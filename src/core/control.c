@@ -1149,7 +1149,7 @@ static void mark_deleted(struct cctx *c, const char *how)
     snprintf(c->v.power, sizeof c->v.power, "stopped");
     ctl_save_vm(c);
     store_vmid_release(c->k->st, c->v.vmid, c->k->cfg->quarantine_s * 1000, NULL);
-    fleet_vm_removed(c->k->fl, c->v.vmid);
+    fleet_vm_removed(c->k->fl, c->v.vmid, c->v.node);
     ctl_job_done(c, "VM %d deleted%s", c->v.vmid, how);
 }
 

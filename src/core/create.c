@@ -1198,7 +1198,7 @@ static int step_cleanup(struct ctx *c)
             return leave(c, LEFT_UNMADE, "its clone request may still be served", &e);
         }
     }
-    fleet_vm_removed(c->k->fl, c->j->vmid);
+    fleet_vm_removed(c->k->fl, c->j->vmid, c->j->node);
     store_release_capacity(c->k->st, c->j->id, NULL);
     return 3;
 }

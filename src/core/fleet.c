@@ -969,12 +969,12 @@ int fleet_vm_find(struct fleet *f, const char *node, int vmid, struct fleet_vm *
 }
 
 /* Its texts stay in the pool until the next refresh rebuilds the table. */
-void fleet_vm_removed(struct fleet *f, int vmid)
+void fleet_vm_removed(struct fleet *f, int vmid, const char *node)
 {
     pthread_mutex_lock(&f->mu);
     size_t k = 0;
     for (size_t i = 0; i < f->vms.n; i++)
-        if (f->vms.v[i].vmid != vmid)
+        if (f->vms.v[i].vmid != vmid || (node && strcmp(node_name(f, f->vms.v[i].node), node)))
             f->vms.v[k++] = f->vms.v[i];
     f->vms.n = k;
     pthread_mutex_unlock(&f->mu);

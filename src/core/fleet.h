@@ -171,7 +171,10 @@ int fleet_vm_find(struct fleet *f, const char *node, int vmid, struct fleet_vm *
  * settled reservation in the store until a refresh shows them: see
  * store_settle_capacity() and node_view.seen_since.) */
 void fleet_vm_added(struct fleet *f, int vmid, const char *node);
-void fleet_vm_removed(struct fleet *f, int vmid);
+/* The VM `vmid` on `node` (NULL: on any) is gone. Standalone hosts each
+ * have a VMID space of their own: a removal on one leaves another's VM of
+ * the VMID, which a creation must still not be given. */
+void fleet_vm_removed(struct fleet *f, int vmid, const char *node);
 
 /* ---- addresses in VM configs (the config walk, core/netwalk.c) ----------
  *

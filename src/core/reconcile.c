@@ -383,7 +383,7 @@ static int destroy(struct core *k, const char *node, int vmid, struct pve_error 
     if (rc == PVE_E_NOTFOUND)
         rc = 0;
     if (rc == 0)
-        fleet_vm_removed(k->fl, vmid);
+        fleet_vm_removed(k->fl, vmid, node);
     return rc;
 }
 

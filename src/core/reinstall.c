@@ -438,7 +438,7 @@ static void release_tmp(struct rctx *c)
         store_release_capacity(c->k->st, c->j->id, NULL);
     if (tmp_vmid(c)) {
         store_vmid_release(c->k->st, tmp_vmid(c), c->k->cfg->quarantine_s * 1000, NULL);
-        fleet_vm_removed(c->k->fl, tmp_vmid(c));
+        fleet_vm_removed(c->k->fl, tmp_vmid(c), tmp_node(c));
     }
 }
 

@@ -99,9 +99,15 @@ static void test_inventory(void **state)
     assert_int_equal(fleet_vm_node(e.fl, 1500, NULL, node), -1);
     assert_int_equal(fleet_vm_node(e.fl, 1501, NULL, node), 0);
     assert_string_equal(node, "elsewhere");
-    fleet_vm_removed(e.fl, 1501);
+    /* a VMID on two nodes (standalone hosts each have their own): removed
+     * from one, still taken on the other */
+    fleet_vm_added(e.fl, 1501, "sv2");
+    fleet_vm_removed(e.fl, 1501, "sv2");
+    assert_int_equal(fleet_vm_node(e.fl, 1501, NULL, node), 0);
+    assert_string_equal(node, "elsewhere");
+    fleet_vm_removed(e.fl, 1501, "elsewhere");
     assert_int_equal(fleet_vm_node(e.fl, 1501, NULL, node), -1);
-    fleet_vm_removed(e.fl, 8000);
+    fleet_vm_removed(e.fl, 8000, NULL);
     assert_int_equal(fleet_vm_node(e.fl, 8000, NULL, node), -1);
     fleet_refresh(e.fl, true); /* and it comes back */
     assert_int_equal(fleet_vm_node(e.fl, 8000, NULL, node), 0);
