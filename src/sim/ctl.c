@@ -379,6 +379,7 @@ static void reset(struct sim *s, struct http_resp *r)
     while (s->vms)
         sim_vm_unlink(s, s->vms);
     sim_cts_free(s);
+    sim_rrd_clear(s); /* the new fleet is reported at the next advance */
     s->pools = json_object();
     sim_tasks_clear(s);
     sim_late_cancel(s); /* a late call would land in the new fleet */

@@ -910,6 +910,7 @@ void sim_advance(struct sim *s)
     static int tick;
     if (++tick % 256 == 0)
         trim_tasks(s);
+    sim_rrd_advance(s, now);    /* a report due is of the world before this call's changes */
     if (s->ntasks_running <= 0) /* nothing to step: skip the walks over the archive */
         return;
     /* bandwidth share: full clones copying on each node */

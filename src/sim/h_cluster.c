@@ -23,21 +23,57 @@ static bool visible(struct sim_call *c, struct sim_node *n)
  * heap). The fields are PVE's (PVE::API2Tools::extract_vm_stats and
  * friends); new ones go into the writer of their type. */
 
-static const char *vm_status(struct sim_vm *v)
+static const char *vm_status(const struct sim_vm *v, bool running)
 {
     if (v->node->state == NODE_OFFLINE)
         return "unknown";
-    return v->power == VM_STOPPED ? "stopped" : "running";
+    return running ? "running" : "stopped";
+}
+
+/* A VM's stats as pvestatd reported them: live, or with --pvestatd-cycle
+ * its last report (rrd.c) */
+struct vm_stats {
+    bool running, template;
+    int cpus;
+    int64_t maxmem, maxdisk, mem, uptime;
+    const char *name;
+    size_t name_len;
+};
+
+/* false: no report has seen the VM yet (status "unknown", no stats) */
+static bool vm_stats(struct sim *s, struct sim_vm *v, const struct sim_vm_derived *d, double now,
+                     struct vm_stats *st)
+{
+    if (s->o.pvestatd_cycle > 0) {
+        const struct sim_rrd_vm *r = sim_rrd_vm(s, v);
+        if (!r)
+            return false;
+        *st = (struct vm_stats){r->running, r->template, r->cpus, r->maxmem,  r->maxdisk,
+                                r->mem,     r->uptime,   r->name, r->name_len};
+        return true;
+    }
+    bool running = v->power != VM_STOPPED;
+    *st = (struct vm_stats){running,
+                            d->template,
+                            d->cpus,
+                            d->maxmem,
+                            d->maxdisk,
+                            running ? d->maxmem / 3 : 0,
+                            running && now > v->started ? (int64_t)(now - v->started) : 0,
+                            d->name,
+                            d->name_len};
+    return true;
 }
 
 static void res_qemu(struct buf *b, struct sim *s, struct sim_vm *v, double now)
 {
     const struct sim_vm_derived *d = sim_vm_derive(s, v);
-    bool running = v->power != VM_STOPPED;
-    const char *node = v->node->name, *status = vm_status(v);
+    struct vm_stats st;
+    bool seen = vm_stats(s, v, d, now, &st);
+    const char *node = v->node->name;
     const char *ha = v->ha_state[0] ? v->ha_state : "started";
-    size_t worst = 512 + JSONW_STR_MAX(strlen(node)) + d->name_len + d->lock_len + d->tags_len +
-                   JSONW_STR_MAX(sizeof v->ha_state);
+    size_t worst = 512 + JSONW_STR_MAX(strlen(node)) + (seen ? st.name_len : 0) + d->lock_len +
+                   d->tags_len + JSONW_STR_MAX(sizeof v->ha_state);
     char *p0 = sj_reserve(b, worst), *p = p0;
     p = SJ_LIT(p, "{\"id\":\"qemu/");
     p = jsonw_put_int(p, v->vmid);
@@ -45,27 +81,32 @@ static void res_qemu(struct buf *b, struct sim *s, struct sim_vm *v, double now)
     p = jsonw_put_str(p, node, strlen(node));
     p = SJ_LIT(p, ",\"vmid\":");
     p = jsonw_put_int(p, v->vmid);
-    p = SJ_LIT(p, ",\"name\":");
-    p = sj_put_mem(p, d->name, d->name_len);
-    p = SJ_LIT(p, ",\"status\":");
-    p = jsonw_put_str(p, status, strlen(status));
-    p = SJ_LIT(p, ",\"maxcpu\":");
-    p = jsonw_put_int(p, d->cpus);
-    p = SJ_LIT(p, ",\"maxmem\":");
-    p = jsonw_put_int(p, d->maxmem);
-    p = SJ_LIT(p, ",\"maxdisk\":");
-    p = jsonw_put_int(p, d->maxdisk);
-    p = SJ_LIT(p, ",\"disk\":0,\"mem\":");
-    p = jsonw_put_int(p, running ? d->maxmem / 3 : 0);
-    if (running) {
-        p = SJ_LIT(p, ",\"cpu\":0.02,\"uptime\":");
-        p = jsonw_put_int(p, now > v->started ? (int64_t)(now - v->started) : 0);
-        p = SJ_LIT(p, ",\"netin\":123456,\"netout\":65432");
+    if (!seen) { /* extract_vm_stats without an RRD entry: the live fields only */
+        p = SJ_LIT(p, ",\"status\":\"unknown\"");
     } else {
-        p = SJ_LIT(p, ",\"cpu\":0.0,\"uptime\":0,\"netin\":0,\"netout\":0");
+        const char *status = vm_status(v, st.running);
+        p = SJ_LIT(p, ",\"name\":");
+        p = sj_put_mem(p, st.name, st.name_len);
+        p = SJ_LIT(p, ",\"status\":");
+        p = jsonw_put_str(p, status, strlen(status));
+        p = SJ_LIT(p, ",\"maxcpu\":");
+        p = jsonw_put_int(p, st.cpus);
+        p = SJ_LIT(p, ",\"maxmem\":");
+        p = jsonw_put_int(p, st.maxmem);
+        p = SJ_LIT(p, ",\"maxdisk\":");
+        p = jsonw_put_int(p, st.maxdisk);
+        p = SJ_LIT(p, ",\"disk\":0,\"mem\":");
+        p = jsonw_put_int(p, st.mem);
+        if (st.running) {
+            p = SJ_LIT(p, ",\"cpu\":0.02,\"uptime\":");
+            p = jsonw_put_int(p, st.uptime);
+            p = SJ_LIT(p, ",\"netin\":123456,\"netout\":65432");
+        } else {
+            p = SJ_LIT(p, ",\"cpu\":0.0,\"uptime\":0,\"netin\":0,\"netout\":0");
+        }
+        p = SJ_LIT(p, ",\"diskread\":0,\"diskwrite\":0");
+        p = st.template ? SJ_LIT(p, ",\"template\":1") : SJ_LIT(p, ",\"template\":0");
     }
-    p = SJ_LIT(p, ",\"diskread\":0,\"diskwrite\":0");
-    p = d->template ? SJ_LIT(p, ",\"template\":1") : SJ_LIT(p, ",\"template\":0");
     if (d->lock) {
         p = SJ_LIT(p, ",\"lock\":");
         p = sj_put_mem(p, d->lock, d->lock_len);
@@ -78,9 +119,9 @@ static void res_qemu(struct buf *b, struct sim *s, struct sim_vm *v, double now)
         p = SJ_LIT(p, ",\"hastate\":");
         p = jsonw_put_str(p, ha, strlen(ha));
     }
-    if (s->o.pve_version >= 9) { /* the host's view of its memory; = mem here */
+    if (seen && s->o.pve_version >= 9) { /* the host's view of its memory; = mem here */
         p = SJ_LIT(p, ",\"memhost\":");
-        p = jsonw_put_int(p, running ? d->maxmem / 3 : 0);
+        p = jsonw_put_int(p, st.mem);
     }
     sj_commit(b, p0, p);
     const char *pool = json_object_size(s->pools) ? sim_pool_of(s, v->vmid) : NULL;
@@ -102,6 +143,11 @@ static void res_node(struct buf *b, struct sim *s, struct sim_node *n, double no
 static void res_storage(struct buf *b, struct sim *s, struct sim_node *n, struct sim_storage *st)
 {
     json_t *se = sim_storage_entry(s, n, st, false);
+    const struct sim_rrd_node *r = sim_rrd_node(s, n); /* pvestatd's last report */
+    if (r) {
+        json_object_set_new(se, "total", json_integer(r->st_total[st - n->st]));
+        json_object_set_new(se, "used", json_integer(r->st_used[st - n->st]));
+    }
     json_t *e = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:i,s:s,s:O,s:O}", "id", "", "storage", st->id,
                           "node", n->name, "type", "storage", "plugintype", st->type, "status",
                           n->state == NODE_OFFLINE ? "unknown" : "available", "shared", st->shared,

@@ -99,12 +99,16 @@ static bool visible(struct sim_call *c, struct sim_node *n)
     return !c->s->o.standalone || n == c->node;
 }
 
+static double cpu_load(int busy, int cpus)
+{
+    double f = 0.01 + 0.05 * busy / (cpus ? cpus : 1);
+    return f > 1 ? 1 : f;
+}
+
 static double node_cpu(struct sim *s, struct sim_node *n)
 {
     sim_node_agg(s);
-    int busy = n->agg.busy_cpus;
-    double f = 0.01 + 0.05 * busy / (n->cpus ? n->cpus : 1);
-    return f > 1 ? 1 : f;
+    return cpu_load(n->agg.busy_cpus, n->cpus);
 }
 
 static long long uptime(struct sim *s, struct sim_node *n)
@@ -113,24 +117,30 @@ static long long uptime(struct sim *s, struct sim_node *n)
 }
 
 /* now: the time the entry is as of (sim_now, or sim_rrd_now for
- * /cluster/resources) */
+ * /cluster/resources). With --pvestatd-cycle, the stats are pvestatd's last
+ * report (rrd.c) in both, as PVE's extract_node_stats reads them from the
+ * RRD cache; the status (cluster membership) is live. */
 
 json_t *sim_node_entry(struct sim *s, struct sim_node *n, bool with_fp, double now);
 json_t *sim_node_entry(struct sim *s, struct sim_node *n, bool with_fp, double now)
 {
     bool online = n->state != NODE_OFFLINE;
-    json_t *e =
-        json_pack("{s:s,s:s,s:s,s:s,s:s,s:i,s:I,s:I}", "node", n->name, "id", "", "type", "node",
-                  "status", online ? "online" : "offline", "level", "", "maxcpu", n->cpus, "maxmem",
-                  (json_int_t)n->mem_total, "maxdisk", (json_int_t)(100 * GiB));
+    const struct sim_rrd_node *r = sim_rrd_node(s, n);
+    json_t *e = json_pack(
+        "{s:s,s:s,s:s,s:s,s:s,s:i,s:I,s:I}", "node", n->name, "id", "", "type", "node", "status",
+        online ? "online" : "offline", "level", "", "maxcpu", r ? r->cpus : n->cpus, "maxmem",
+        (json_int_t)(r ? r->mem_total : n->mem_total), "maxdisk", (json_int_t)(100 * GiB));
     json_object_set_new(e, "id", json_sprintf("node/%s", n->name));
     if (with_fp)
         json_object_set_new(e, "ssl_fingerprint", json_string(s->fingerprint));
     if (online) {
         json_object_set_new(e, "uptime",
-                            json_integer(now > n->boot ? (json_int_t)(now - n->boot) : 0));
-        json_object_set_new(e, "cpu", json_real(node_cpu(s, n)));
-        json_object_set_new(e, "mem", json_integer(sim_node_mem_used(s, n)));
+                            json_integer(r               ? (json_int_t)r->uptime
+                                         : now > n->boot ? (json_int_t)(now - n->boot)
+                                                         : 0));
+        json_object_set_new(e, "cpu",
+                            json_real(r ? cpu_load(r->busy_cpus, r->cpus) : node_cpu(s, n)));
+        json_object_set_new(e, "mem", json_integer(r ? r->mem_used : sim_node_mem_used(s, n)));
         json_object_set_new(e, "disk", json_integer(12 * GiB));
     }
     return e;

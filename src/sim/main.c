@@ -65,6 +65,9 @@ static void usage(FILE *f)
                "  --check-returns         log every result that does not match the schema\n"
                "  --seed N                seed of the random numbers (fault rates, MACs;\n"
                "                          default: the clock)\n"
+               "  --pvestatd-cycle S      stats in /cluster/resources and GET /nodes as of\n"
+               "                          pvestatd's last report, every S seconds (real PVE:\n"
+               "                          10; default 0: live)\n"
                "  --log-level LEVEL       debug, info, warn, error (default info)\n");
 }
 
@@ -165,6 +168,7 @@ static int parse_args(struct sim *s, int argc, char **argv)
         O_TICKETKEY,
         O_CHECK,
         O_SEED,
+        O_PVESTATD,
         O_LOGLEVEL,
         O_HELP
     };
@@ -185,6 +189,7 @@ static int parse_args(struct sim *s, int argc, char **argv)
                                          {"ticket-key", 1, 0, O_TICKETKEY},
                                          {"check-returns", 0, 0, O_CHECK},
                                          {"seed", 1, 0, O_SEED},
+                                         {"pvestatd-cycle", 1, 0, O_PVESTATD},
                                          {"log-level", 1, 0, O_LOGLEVEL},
                                          {"help", 0, 0, O_HELP},
                                          {0, 0, 0, 0}};
@@ -251,6 +256,13 @@ static int parse_args(struct sim *s, int argc, char **argv)
             o->seeded = true;
             break;
         }
+        case O_PVESTATD:
+            if (!parse_real(optarg, &o->pvestatd_cycle) || o->pvestatd_cycle < 0 ||
+                o->pvestatd_cycle > 3600) {
+                fprintf(stderr, "pvesim: --pvestatd-cycle must be 0..3600 seconds\n");
+                return -1;
+            }
+            break;
         case O_LIFETIME:
             if (!parse_int(optarg, 1, INT_MAX, &o->ticket_lifetime)) {
                 fprintf(stderr, "pvesim: --ticket-lifetime must be a positive integer (seconds)\n");
@@ -381,6 +393,7 @@ static void sim_free(struct sim *s)
     while (s->vms)
         sim_vm_unlink(s, s->vms);
     sim_cts_free(s);
+    sim_rrd_clear(s);
     free(s->vm_index);
     for (size_t i = 0; i < sizeof s->res_cache / sizeof *s->res_cache; i++)
         sim_blob_release(s->res_cache[i].body);
@@ -452,6 +465,7 @@ static void *keys_main(void *arg)
 int main(int argc, char **argv)
 {
     struct sim *s = xcalloc(1, sizeof *s);
+    s->rrd.cycle = -1; /* the first advance reports the fleet as it starts */
     char *err = NULL;
     int rc = 1;
     bool keys_started = false;

@@ -260,6 +260,30 @@ struct sim_opts {
     bool check_returns;
     bool seeded; /* --seed given: the random numbers repeat from run to run */
     unsigned long long seed;
+    /* --pvestatd-cycle S: the stats of /cluster/resources and GET /nodes are
+     * as of pvestatd's last report, every S PVE seconds (rrd.c); 0: live */
+    double pvestatd_cycle;
+};
+
+/* rrd.c: what pvestatd last reported of a VM, as the RRD cache in pmxcfs
+ * holds it (keyed by VMID, and by host when standalone) */
+struct sim_rrd_vm {
+    int vmid;
+    int world; /* the standalone host's node index; -1 in a cluster */
+    double t;  /* the cycle that last reported it */
+    bool running, template;
+    int cpus;
+    int64_t maxmem, maxdisk, mem, uptime;
+    char *name; /* JSON string literal, quotes included */
+    size_t name_len;
+    struct sim_rrd_vm *next;
+};
+
+/* ... and of a node and its storages */
+struct sim_rrd_node {
+    int cpus, busy_cpus;
+    int64_t mem_total, mem_used, uptime;
+    int64_t st_total[SIM_MAX_STORAGES], st_used[SIM_MAX_STORAGES];
 };
 
 struct sim {
@@ -310,6 +334,14 @@ struct sim {
         int node;              /* the node whose view it is (standalone), else -1 */
         struct sim_blob *body; /* the whole answer, envelope included; NULL: none */
     } res_cache[SIM_RES_VARIANTS];
+    /* rrd.c: the last pvestatd cycle's report (with --pvestatd-cycle) */
+    struct {
+        int64_t cycle; /* the number of the last cycle taken; -1: take one at the next advance */
+        double t;      /* its time, cycle * --pvestatd-cycle */
+        struct sim_rrd_vm **tab; /* hash of VM entries, chains through next */
+        size_t cap, n;           /* buckets (a power of two), entries */
+        struct sim_rrd_node nodes[SIM_MAX_NODES];
+    } rrd;
     struct sim_task *tasks;       /* newest first */
     struct sim_task **task_index; /* engine.c: UPID hash, chains through hnext */
     size_t task_index_cap;        /* buckets, a power of two */
@@ -340,7 +372,8 @@ struct sim {
 double sim_now(const struct sim *s);
 /* pvestatd reports every SIM_RRD_STEP seconds (PVE time): the values a real
  * node reads from its RRD cache (uptime in /cluster/resources) are as of
- * its last report, the time this returns (<= sim_now). */
+ * its last report, the time this returns (<= sim_now). With
+ * --pvestatd-cycle, the time of the last cycle rrd.c took. */
 #define SIM_RRD_STEP 10.0
 double sim_rrd_now(const struct sim *s);
 /* Real milliseconds for `pve_seconds` at the current time scale. */
@@ -391,6 +424,17 @@ int sim_build_fleet(struct sim *s, char **err);
 void sim_state_write(struct sim *s, struct buf *b, FILE *f);
 int sim_state_load(struct sim *s, const char *path, char **err);
 int sim_state_save(struct sim *s, const char *path);
+
+/* --- pvestatd's reports (rrd.c) --------------------------------------- */
+/* With --pvestatd-cycle: take a cycle's report when one is due (from
+ * sim_advance, with s->mu held). */
+void sim_rrd_advance(struct sim *s, double now);
+/* Forget every report; the next advance takes one (a reset). */
+void sim_rrd_clear(struct sim *s);
+/* The last report of VM v, or NULL: no cycle has seen it yet. */
+const struct sim_rrd_vm *sim_rrd_vm(const struct sim *s, const struct sim_vm *v);
+/* The last report of node n, or NULL when the stats are live. */
+const struct sim_rrd_node *sim_rrd_node(const struct sim *s, const struct sim_node *n);
 
 /* --- containers and pools (lxc.c) ------------------------------------ */
 /* The container with this ID on node n (standalone) or anywhere (n NULL). */

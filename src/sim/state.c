@@ -39,6 +39,8 @@ double sim_now(const struct sim *s)
 
 double sim_rrd_now(const struct sim *s)
 {
+    if (s->o.pvestatd_cycle > 0)
+        return s->rrd.t;
     return floor(sim_now(s) / SIM_RRD_STEP) * SIM_RRD_STEP;
 }
 

@@ -8,7 +8,7 @@ import json
 import tempfile
 
 from lib.cases import case, finish
-from lib.sim import Sim
+from lib.sim import Sim, task_ok
 
 GiB = 1024 ** 3
 FLEET = {
@@ -208,6 +208,74 @@ def template_names_are_unique_across_the_fleet():
     with Sim(nodes="sv1,sv2", time_scale=0.01, standalone=True) as s:
         assert {v["name"] for v in s.data("GET", "/nodes/sv2/qemu", port=s.ports["sv2"])} == {
             "tpl-ubuntu-sv2", "tpl-debian-sv2", "tpl-centos-sv2", "tpl-windows-sv2"}
+
+
+def next_report(s, deadline=30.0):
+    """Wait for pvestatd's next report (--pvestatd-cycle): the nodes'
+    uptimes in /cluster/resources move on only then."""
+    import time
+
+    def uptime():
+        return [e["uptime"] for e in s.data("GET", "/cluster/resources", params={"type": "node"})]
+
+    u0, end = uptime(), time.monotonic() + deadline
+    while uptime() == u0:
+        assert time.monotonic() < end, "no pvestatd report in %ss" % deadline
+        time.sleep(0.02)
+
+
+@case
+def cluster_resources_lag_behind_pvestatd():
+    """--pvestatd-cycle S: /cluster/resources and GET /nodes serve the stats
+    of pvestatd's last report, as PVE reads them from the RRD cache; a VM no
+    report has seen yet is listed with status "unknown" and the live fields
+    (lock, tags, pool, hastate) only; the VM list and the per-VM endpoints
+    are live. 300 PVE s at 0.01: a report every 3 real seconds."""
+    with fleet_sim(9, extra=["--pvestatd-cycle", "300"]) as s:
+        def res(vmid):
+            got = [e for e in s.data("GET", "/cluster/resources", params={"type": "vm"}) if e["vmid"] == vmid]
+            return got[0] if got else None
+
+        def node_mem(path):
+            return next(e["mem"] for e in s.data("GET", path, params={"type": "node"} if "cluster" in path else None)
+                        if e["node"] == "sv1")
+
+        tpl = res(8000)  # the fleet as it started was reported
+        assert tpl["status"] == "stopped" and tpl["template"] == 1 and tpl["maxmem"] > 0, tpl
+        next_report(s)
+        upid = s.data("POST", "/nodes/sv1/qemu", data={"vmid": "300", "name": "lag1", "memory": "2048",
+                                                        "cores": "2", "tags": "blue", "pool": "web"})
+        task_ok(s.wait_task("sv1", upid))
+        s.data("POST", "/cluster/ha/resources", data={"sid": "vm:300", "state": "stopped"})
+        e = res(300)
+        assert e == {"id": "qemu/300", "vmid": 300, "node": "sv1", "type": "qemu", "status": "unknown",
+                     "tags": "blue", "pool": "web", "hastate": "stopped"}, e
+        assert s.data("GET", "/nodes/sv1/qemu/300/status/current")["status"] == "stopped"
+        next_report(s)
+        e = res(300)
+        assert (e["status"], e["name"], e["maxmem"], e["maxcpu"], e["uptime"]) == (
+            "stopped", "lag1", 2 * GiB, 2, 0), e
+        # a change of memory and a start: live in the VM's own endpoints, in
+        # /cluster/resources and the nodes' stats only after the next report
+        mem0, mem0_nodes = node_mem("/cluster/resources"), node_mem("/nodes")
+        s.api("DELETE", "/cluster/ha/resources/vm:300")
+        s.data("PUT", "/nodes/sv1/qemu/300/config", data={"memory": "4096"})
+        task_ok(s.wait_task("sv1", s.data("POST", "/nodes/sv1/qemu/300/status/start")))
+        cur = s.data("GET", "/nodes/sv1/qemu/300/status/current")
+        assert cur["status"] == "running" and cur["maxmem"] == 4 * GiB, cur
+        e = res(300)
+        assert (e["status"], e["maxmem"], e["uptime"]) == ("stopped", 2 * GiB, 0), e
+        assert "hastate" not in e, e
+        assert (node_mem("/cluster/resources"), node_mem("/nodes")) == (mem0, mem0_nodes)
+        next_report(s)
+        e = res(300)
+        assert (e["status"], e["maxmem"]) == ("running", 4 * GiB), e
+        assert node_mem("/cluster/resources") == node_mem("/nodes") == mem0 + 4 * GiB
+        # the list itself is live: a destroyed VM is gone at once
+        task_ok(s.wait_task("sv1", s.data("POST", "/nodes/sv1/qemu/300/status/stop")))
+        task_ok(s.wait_task("sv1", s.data("DELETE", "/nodes/sv1/qemu/300")))
+        assert res(300) is None
+        no_rejections(s)
 
 
 @case
