@@ -46,6 +46,15 @@
 #define DESTROY_DELETE_MS 15000
 /* Removals waiting for the cleaner; more wait for a later pass. */
 #define CLEAN_MAX 256
+/* How much older than the inventory's read a VM's stats in it may be (wall
+ * time): /cluster/resources serves a VM's status, cores, memory and disk
+ * from the RRD cache that each node's pvestatd fills about every 10 s (and
+ * pmxcfs then spreads through the cluster), while the VM list itself, and
+ * so a VM's node, is live. A record a job changed less than this before the
+ * read began may be newer than the stats it would be judged by (a stop taken
+ * back to "running", a memory change undone): its stats wait for a later
+ * pass. */
+#define INVENTORY_LAG_MS 15000
 
 static int cmp_vmid(const void *a, const void *b)
 {
@@ -169,8 +178,12 @@ static bool save_if_unchanged(struct core *k, struct vm_rec *v, int64_t read_at,
     return rc == 0;
 }
 
+/* stats: the inventory's status, cores, memory and disk may be judged (they
+ * cannot predate the record's last change, see INVENTORY_LAG_MS); else only
+ * the node, which the inventory has live, is. */
 static void take_over(struct core *k, struct vm_rec *v, const struct fleet_vm *fv,
-                      const char *last_kind, bool power_recent, struct reconcile_report *rep)
+                      const char *last_kind, bool power_recent, bool stats,
+                      struct reconcile_report *rep)
 {
     int64_t read_at = v->updated_at;
     enum vm_state read_state = v->state;
@@ -182,8 +195,15 @@ static void take_over(struct core *k, struct vm_rec *v, const struct fleet_vm *f
         rep->moved++;
         changed = true;
     }
+    if (!stats) {
+        if (changed)
+            save_if_unchanged(k, v, read_at, read_state);
+        return;
+    }
     /* a pause is not visible in the inventory: the VM's status tells, when
-     * it can be read (else "paused" is kept while it runs) */
+     * it can be read (else "paused" is kept while it runs). A VM pvestatd has
+     * not reported yet is listed "unknown", without maxcpu, maxmem or maxdisk
+     * (0 here): nothing is taken from it. */
     const char *p = power_of(fv->status);
     const char *rp =
         strcmp(p, "running") == 0 ? running_or_paused(k, v, fv, last_kind, power_recent) : NULL;
@@ -291,7 +311,13 @@ static void check_record(struct core *k, struct vm_rec *v, const struct fleet_vm
          * stop taken back to "running") */
         if (!fleet_node_fresh(k->fl, fv->node, t0))
             return;
-        take_over(k, v, fv, last_kind, recent_power_job(last_kind, last_ended), rep);
+        bool stats = v->updated_at < t0 - INVENTORY_LAG_MS;
+        if (!stats)
+            log_debug("reconcile",
+                      "vmid=%d changed %lld ms before the inventory read: its stats may be older, "
+                      "next pass",
+                      v->vmid, (long long)(t0 - v->updated_at));
+        take_over(k, v, fv, last_kind, recent_power_job(last_kind, last_ended), stats, rep);
         return;
     }
     if (!fleet_node_fresh(k->fl, v->node, t0))
