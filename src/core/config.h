@@ -103,6 +103,11 @@ struct proxd_config {
     int reconcile_interval_s; /* default 60 */
     int config_reads;         /* the config walk's VM config reads per second per world; 20 */
     int ha_wait_s; /* an HA-managed VM's start/stop: the wait for the HA manager to act; 120 */
+    /* how much older than a read of /cluster/resources its stats may be
+     * (pvestatd's cycle and pmxcfs's spread): settled reservations count
+     * this much longer, the reconciler judges no record changed this long
+     * before a read; 15 (0: a Proxmox, or pvesim, that serves them live) */
+    int stats_lag_s;
     char network_drift[8];    /* report | restore | adopt (a pool VM's net0/ipconfig0 changed) */
     int idle_timeout_s;       /* API connections idle this long are closed; default 60 */
     int header_timeout_s;     /* a request's line and headers must arrive within this; default 10 */

@@ -118,6 +118,7 @@ struct fleet {
     char extra[MAX_EXTRA_NODES][64];
     int nextra;
     int64_t quick_ms; /* see QUICK_FAILURE_MS */
+    int64_t lag_ms;   /* [proxd] stats_lag: how old a read's node figures may be */
     /* the active probe (fleet_probe_start): the prober, and a thread per
      * node that probes it in full when a glance failed */
     pthread_cond_t probe_cv;   /* stop, or a suspect judged */
@@ -310,6 +311,7 @@ struct fleet *fleet_new(const struct proxd_config *cfg, char *err, size_t errlen
     cond_init_mono(&f->suspect_cv);
     vmtab_init(&f->vms);
     f->quick_ms = cfg->connect_timeout_s * 1000L / 2;
+    f->lag_ms = cfg->stats_lag_s * 1000LL;
     if (f->quick_ms <= 0 || f->quick_ms > QUICK_FAILURE_MS)
         f->quick_ms = QUICK_FAILURE_MS;
     for (int i = 0; i < cfg->nnodes; i++) {
@@ -591,7 +593,13 @@ static void apply_world(struct fleet *f, struct refresh_job *j, int64_t now)
                                 : "not among the cluster's nodes");
         n->v.up = n->online && !n->failed;
         n->v.refreshed_at = now;
-        n->v.seen_since = j->started;
+        /* the node's memory and storage figures in /cluster/resources come
+         * from the RRD cache each node's pvestatd fills about every 10 s
+         * (then spread by pmxcfs): a VM made just before the read may not
+         * be in them yet. A reservation settled after seen_since counts
+         * (store_settle_capacity): as of the read's start, the room of a VM
+         * just made was free again before the figures showed it */
+        n->v.seen_since = j->started - f->lag_ms;
     }
 }
 

@@ -104,7 +104,8 @@ struct node_view {
     char pool[136];
     int nvms;
     int64_t refreshed_at; /* unix ms */
-    int64_t seen_since;   /* unix ms: when the refresh behind these figures began */
+    int64_t seen_since;   /* unix ms: how old these figures may be: when the refresh
+                             behind them began, less pvestatd's lag (fleet.c) */
     char last_error[256];
     int64_t retry_at; /* unix ms: when a node held down for failing is probed
                          again (its backoff's end); 0 when it is not */

@@ -46,15 +46,6 @@
 #define DESTROY_DELETE_MS 15000
 /* Removals waiting for the cleaner; more wait for a later pass. */
 #define CLEAN_MAX 256
-/* How much older than the inventory's read a VM's stats in it may be (wall
- * time): /cluster/resources serves a VM's status, cores, memory and disk
- * from the RRD cache that each node's pvestatd fills about every 10 s (and
- * pmxcfs then spreads through the cluster), while the VM list itself, and
- * so a VM's node, is live. A record a job changed less than this before the
- * read began may be newer than the stats it would be judged by (a stop taken
- * back to "running", a memory change undone): its stats wait for a later
- * pass. */
-#define INVENTORY_LAG_MS 15000
 
 static int cmp_vmid(const void *a, const void *b)
 {
@@ -179,7 +170,7 @@ static bool save_if_unchanged(struct core *k, struct vm_rec *v, int64_t read_at,
 }
 
 /* stats: the inventory's status, cores, memory and disk may be judged (they
- * cannot predate the record's last change, see INVENTORY_LAG_MS); else only
+ * cannot predate the record's last change, see stats_lag); else only
  * the node, which the inventory has live, is. */
 static void take_over(struct core *k, struct vm_rec *v, const struct fleet_vm *fv,
                       const char *last_kind, bool power_recent, bool stats,
@@ -311,7 +302,15 @@ static void check_record(struct core *k, struct vm_rec *v, const struct fleet_vm
          * stop taken back to "running") */
         if (!fleet_node_fresh(k->fl, fv->node, t0))
             return;
-        bool stats = v->updated_at < t0 - INVENTORY_LAG_MS;
+        /* how much older than the read a VM's stats may be ([proxd]
+         * stats_lag): /cluster/resources serves a VM's status, cores,
+         * memory and disk from the RRD cache that each node's pvestatd
+         * fills about every 10 s (spread by pmxcfs), while the VM list, and
+         * so its node, is live. A record a job changed less than this
+         * before the read may be newer than the stats it would be judged by
+         * (a stop taken back to "running", a memory change undone): its
+         * stats wait for a later pass */
+        bool stats = v->updated_at < t0 - (int64_t)k->cfg->stats_lag_s * 1000;
         if (!stats)
             log_debug("reconcile",
                       "vmid=%d changed %lld ms before the inventory read: its stats may be older, "

@@ -26,14 +26,15 @@ from lib.sim import Sim
 from lib.wait import wait_for
 
 MiB = 1024 ** 2
-LAG_MARGIN_S = 15  # reconcile.c INVENTORY_LAG_MS
+LAG_MARGIN_S = 15  # [proxd] stats_lag, proxd's default
 
 
 def start(cycle):
     """pvesim at 0.02 whose pvestatd reports every `cycle` PVE seconds, and
     proxd in front of it"""
     sim = Sim(time_scale=0.02, extra=["--pvestatd-cycle", str(cycle)])
-    px = Proxd(sim, proxd_extra="placement = ordered\nreconcile_interval = 3600\n")
+    px = Proxd(sim, proxd_extra="placement = ordered\nreconcile_interval = 3600\n"
+               "stats_lag = %d\n" % LAG_MARGIN_S)
     token = px.token("ops", "admin")
     px.start()
     return sim, px, token

@@ -165,15 +165,18 @@ static inline void ch_up(struct ch_env *e, const struct ch_opts *o)
     fprintf(f,
             "[proxd]\nlisten = 127.0.0.1:8080\ndatabase = %s\n"
             "placement = ordered\nworkers = %d\ntag = proxd\nquarantine = %d\n"
-            "fallback_range = 9000-9999\nlog_level = warn\nreconcile_interval = %d\n%s"
+            "fallback_range = 9000-9999\nlog_level = warn\nreconcile_interval = %d\n%s%s"
             "[proxmox]\ntoken = %s\nverify_tls = no\nconnect_timeout = 1\ntimeout = %d\n"
             "[limits]\nclones_per_node = %d\nname_max = %d\n"
             "[os ubuntu]\nvmid_range = 1000-1999\n[os centos]\nvmid_range = 2000-2999\n"
             "[os windows]\nvmid_range = 3000-3999\n[os debian]\nvmid_range = 4000-4999\n",
             db, o->workers ? o->workers : 8, o->quarantine,
             o->reconcile_interval ? o->reconcile_interval : 60,
-            o->proxd_extra ? o->proxd_extra : "", CH_TOKEN, o->timeout ? o->timeout : 4,
-            o->clones_per_node ? o->clones_per_node : 2, o->name_max ? o->name_max : 63);
+            o->proxd_extra ? o->proxd_extra : "",
+            /* pvesim serves /cluster/resources live (--pvestatd-cycle 0) */
+            o->proxd_extra && strstr(o->proxd_extra, "stats_lag") ? "" : "stats_lag = 0\n",
+            CH_TOKEN, o->timeout ? o->timeout : 4, o->clones_per_node ? o->clones_per_node : 2,
+            o->name_max ? o->name_max : 63);
     static const char *const oses[] = {"ubuntu", "debian", "centos", "windows"};
     for (int i = 0; i < CH_NNODES; i++) {
         fprintf(f, "[node sv%d]\nhost = 127.0.0.1:%d\ncluster = pvesim\nstorage = local-lvm\n",

@@ -45,6 +45,13 @@ def _nodes(names, where, oses, storage="local-lvm"):
     return text
 
 
+def live_stats(proxd_extra):
+    """pvesim serves /cluster/resources live (its --pvestatd-cycle is 0 by
+    default): "stats_lag = 0" for the [proxd] section, unless the test sets
+    it (proxd's default, 15 s, for a real cluster's RRD lag)."""
+    return "" if "stats_lag" in proxd_extra else "stats_lag = 0\n"
+
+
 def api_config(port, entry, db, proxd_extra="", standalone=None, proxmox_extra="", sections="",
                storage="local-lvm"):
     """The API tests' configuration (quotas for bob, dave, erin): standalone,
@@ -60,14 +67,15 @@ def api_config(port, entry, db, proxd_extra="", standalone=None, proxmox_extra="
         nodes = _nodes(names, lambda i, n: "host = 127.0.0.1:%d\ncluster = pvesim\n" % entry,
                        ["ubuntu", "debian"], storage)
     return ("[proxd]\nlisten = 127.0.0.1:%d\ndatabase = %s\nworkers = 8\nquarantine = 0\n"
-            "log_level = debug\n%s\n"
+            "log_level = debug\n%s%s\n"
             "[proxmox]\ntoken = %s\nverify_tls = no\n%s\n"
             "[os ubuntu]\nvmid_range = 1000-1999\n[os debian]\nvmid_range = 4000-4009\n\n%s"
             "[quota default]\nvms = 100\ncores = 0\nmemory_mb = 0\ndisk_gb = 0\n"
             "[quota bob]\nvms = 1\ncores = 2\nmemory_mb = 4096\ndisk_gb = 40\n"
             "[quota dave]\nvms = 3\ncores = 0\nmemory_mb = 0\ndisk_gb = 0\n"
             "[quota erin]\nvms = 0\ncores = 6\nmemory_mb = 0\ndisk_gb = 0\n%s"
-            % (port, _url(db), proxd_extra, TOKEN, proxmox_extra, nodes, sections))
+            % (port, _url(db), live_stats(proxd_extra), proxd_extra, TOKEN, proxmox_extra, nodes,
+               sections))
 
 
 def cluster_config(path, db, entry, proxd_extra=(), token=TOKEN, log_level="info",
@@ -87,6 +95,7 @@ def cluster_config(path, db, entry, proxd_extra=(), token=TOKEN, log_level="info
     if workers:
         lines.append("workers = %d" % workers)
     lines += ["log_level = " + log_level] + list(proxd_extra)
+    lines += live_stats("\n".join(proxd_extra)).splitlines()
     lines += ["", "[proxmox]", "token = " + token, "verify_tls = no"] + list(proxmox_extra) + [""]
     for k, os_name in enumerate(["ubuntu", "centos", "windows", "debian"]):
         lines += ["[os %s]" % os_name,
