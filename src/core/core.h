@@ -217,6 +217,7 @@ struct reconcile_report {
     int partial_removed;    /* half-made VMs of proxd's own creations removed */
     int unmanaged;          /* leftovers on nodes no longer in the configuration (reported) */
     int unmanaged_released; /* of which forgotten, their VMID released (leftover_grace) */
+    int foreign_released;   /* foreign VMIDs no world shows any more, given back */
 };
 int core_reconcile(struct core *k, struct reconcile_report *rep);
 

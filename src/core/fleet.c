@@ -903,10 +903,32 @@ static int cmp_int(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-int *fleet_taken_vmids(struct fleet *f, size_t *n)
+/* Under f->mu: when the read behind the whole inventory began (the
+ * earliest of the worlds' last reads), or 0 when some world's last read
+ * failed or none has answered yet: its VMs are unseen, not gone. */
+static int64_t inventory_since(const struct fleet *f)
+{
+    int64_t since = INT64_MAX;
+    for (int w = 0; w < f->nworlds; w++) {
+        const struct world *wd = &f->worlds[w];
+        if (!wd->asked || !wd->good || wd->backoff != 0 || wd->nnodes == 0)
+            return 0;
+        for (int i = 0; i < wd->nnodes; i++) {
+            int64_t s = f->nodes[wd->nodes[i]].v.seen_since;
+            if (s <= 0)
+                return 0;
+            since = s < since ? s : since;
+        }
+    }
+    return f->nworlds ? since : 0;
+}
+
+int *fleet_taken_vmids_since(struct fleet *f, size_t *n, int64_t *since)
 {
     pthread_mutex_lock(&f->mu);
     unsigned notes = wanted(f);
+    if (since)
+        *since = inventory_since(f);
     size_t all = f->vms.n;
     for (int w = 0; w < f->nworlds; w++)
         all += f->worlds[w].others.n;
@@ -926,6 +948,11 @@ int *fleet_taken_vmids(struct fleet *f, size_t *n)
             ids[k++] = ids[i];
     *n = k;
     return ids;
+}
+
+int *fleet_taken_vmids(struct fleet *f, size_t *n)
+{
+    return fleet_taken_vmids_since(f, n, NULL);
 }
 
 /* The node index of a name for a VM record: a managed node's, else one of

@@ -162,6 +162,13 @@ int fleet_vms(struct fleet *f, struct fleet_vm **out, size_t *n);
  * cluster's nodes proxd does not manage included (a cluster's VMIDs are one
  * namespace). Caller frees. */
 int *fleet_taken_vmids(struct fleet *f, size_t *n);
+/* The same, and in *since (may be NULL), taken with it, when the reads of
+ * the inventory they come from began (unix ms; the earliest of the
+ * configured worlds' last reads): a VM created before then is in them.
+ * 0 when some world's last read failed or none has answered yet (a
+ * standalone host that does not answer: its VMs are unseen, not gone), so
+ * the absence of a VMID proves nothing. */
+int *fleet_taken_vmids_since(struct fleet *f, size_t *n, int64_t *since);
 
 /* The VM (or template) `vmid` as the inventory last saw it in the world of
  * `node`: 0 and *out filled, or -1. */

@@ -21,6 +21,11 @@
  *    first pass that saw it missing is remembered in the database), its
  *    VMID is released: proxd cannot remove a VM on a node it does not
  *    manage, and Proxmox itself refuses a clone onto a VMID still in use.
+ *  - a foreign VMID (a VM not proxd's had it: a creation met "already
+ *    exists", or a leftover's VMID held someone else's VM) that no world
+ *    shows any more is given back, quarantined like any release; only when
+ *    every configured world's inventory was read, in reads that began after
+ *    the mark (give_back_foreign).
  * Removals (and the reads that decide them) do not run on the keeper
  * thread, which also refreshes the inventory: the pass hands them to the
  * cleaner, a thread of their own, so a hung or slow delete holds up nothing
@@ -783,6 +788,68 @@ static void check_orphans(struct core *k, const struct fleet_vm *vms, size_t n,
     }
 }
 
+static int cmp_int(const void *a, const void *b)
+{
+    int x = *(const int *)a, y = *(const int *)b;
+    return (x > y) - (x < y);
+}
+
+/* Foreign VMIDs (store_vmid_mark_foreign) whose VM no world shows any more
+ * go back, quarantined like any release. Only when the judgement is safe:
+ * every configured world's last inventory read succeeded (a world that does
+ * not answer, a standalone host down, has its VMs unseen, not gone: then
+ * nothing goes back this pass), in reads that began after the mark (a VMID
+ * marked a moment ago may not be in an older read), and the VMID is still
+ * foreign, not marked again since, when it is released: the store's write
+ * is conditional on that (another proxd sharing the database may have
+ * changed it). The VMIDs are those of every managed world, its nodes proxd
+ * does not manage included (fleet_taken_vmids). */
+static void give_back_foreign(struct core *k, struct reconcile_report *rep)
+{
+    struct vmid_foreign *fl = NULL;
+    size_t nf = 0;
+    struct store_error se;
+    if (store_vmid_foreign_list(k->st, &fl, &nf, &se)) {
+        log_error("reconcile", "cannot list foreign VMIDs: %s", se.message);
+        return;
+    }
+    if (nf == 0) {
+        free(fl);
+        return;
+    }
+    int64_t since = 0;
+    size_t nt = 0;
+    int *taken = fleet_taken_vmids_since(k->fl, &nt, &since);
+    if (!since)
+        log_debug("reconcile",
+                  "%zu foreign VMIDs kept: not every world's inventory was read (a world did not "
+                  "answer)",
+                  nf);
+    int64_t q = (int64_t)k->cfg->quarantine_s * 1000;
+    for (size_t i = 0; since && i < nf; i++) {
+        int vmid = fl[i].vmid;
+        if (fl[i].marked_at >= since)
+            continue; /* marked after the read began: it may not show the VM yet */
+        if (nt && bsearch(&vmid, taken, nt, sizeof *taken, cmp_int))
+            continue; /* still there */
+        int rc = store_vmid_release_foreign(k->st, vmid, since, q, &se);
+        if (rc == STORE_E_CONFLICT || rc == STORE_E_NOTFOUND) {
+            log_debug("reconcile", "vmid=%d foreign VMID changed meanwhile (%s): kept", vmid,
+                      se.message);
+        } else if (rc) {
+            log_error("reconcile", "vmid=%d foreign VMID not given back: %s", vmid, se.message);
+        } else {
+            log_info("reconcile",
+                     "vmid=%d the VM not proxd's that held it is gone from every world: foreign "
+                     "VMID given back (quarantined %lld s)",
+                     vmid, (long long)k->cfg->quarantine_s);
+            rep->foreign_released++;
+        }
+    }
+    free(taken);
+    free(fl);
+}
+
 int reconcile_pass(struct core *k, struct reconcile_report *rep, bool removals_now)
 {
     memset(rep, 0, sizeof *rep);
@@ -837,16 +904,19 @@ int reconcile_pass(struct core *k, struct reconcile_report *rep, bool removals_n
     check_orphans(k, vms, n, ls, nls, lv, nlv, removals_now, rep);
     free(lv);
     free(ls);
+    /* after the leftovers: a VMID one marks foreign now waits for a later read */
+    give_back_foreign(k, rep);
     core_addr_sweep(k);
     free(vms);
     if (rep->moved || rep->power || rep->resized || rep->lost || rep->stuck || rep->orphans ||
-        rep->partial_removed || rep->unmanaged)
+        rep->partial_removed || rep->unmanaged || rep->foreign_released)
         log_info("reconcile",
                  "done: %d moved, %d power, %d resized, %d lost, %d stuck, %d partial VMs "
                  "removed, %d orphans (%d deleted), %d leftovers on unconfigured nodes (%d "
-                 "released)",
+                 "released), %d foreign VMIDs given back",
                  rep->moved, rep->power, rep->resized, rep->lost, rep->stuck, rep->partial_removed,
-                 rep->orphans, rep->orphans_deleted, rep->unmanaged, rep->unmanaged_released);
+                 rep->orphans, rep->orphans_deleted, rep->unmanaged, rep->unmanaged_released,
+                 rep->foreign_released);
     return 0;
 }
 

@@ -830,9 +830,9 @@ int main(int argc, char **argv)
             }
             printf("{\"moved\":%d,\"power\":%d,\"resized\":%d,\"lost\":%d,\"stuck\":%d,"
                    "\"partial_removed\":%d,\"orphans\":%d,\"orphans_deleted\":%d,"
-                   "\"unmanaged\":%d,\"unmanaged_released\":%d}\n",
+                   "\"unmanaged\":%d,\"unmanaged_released\":%d,\"foreign_released\":%d}\n",
                    r.moved, r.power, r.resized, r.lost, r.stuck, r.partial_removed, r.orphans,
-                   r.orphans_deleted, r.unmanaged, r.unmanaged_released);
+                   r.orphans_deleted, r.unmanaged, r.unmanaged_released, r.foreign_released);
         }
         close_world(&w);
         return rc;

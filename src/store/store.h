@@ -455,8 +455,29 @@ int store_vmid_state(store *s, int vmid, char state[16], struct store_error *err
  * not allocated, STORE_E_CONFLICT when foreign or quarantined. */
 int store_vmid_mark_used(store *s, int vmid, struct store_error *err);
 /* Proxmox says the ID exists but not because of us: never hand it out
- * while it does. */
+ * while it does. Marked again, its time (vmid_foreign.marked_at) is now.
+ * The reconciler gives it back once an inventory read begun after the mark
+ * shows no VM of it (store_vmid_release_foreign). */
 int store_vmid_mark_foreign(store *s, int vmid, struct store_error *err);
+/* A foreign ID and when it was last marked (unix ms, the marking process's
+ * clock). */
+struct vmid_foreign {
+    int vmid;
+    int64_t marked_at;
+};
+/* Every foreign ID, ascending by VMID, in *out (the caller frees it; NULL
+ * when *n is 0). None is not an error. */
+int store_vmid_foreign_list(store *s, struct vmid_foreign **out, size_t *n,
+                            struct store_error *err);
+/* Give a foreign ID back, quarantined for quarantine_ms (0: free at once),
+ * but only if it is still foreign and was last marked before
+ * marked_before (unix ms: when the read that no longer shows its VM began).
+ * The check and the write are one transaction, conditional on the row, so
+ * a mark written since (a creation that met the VM again, another process
+ * sharing the database) or a change of state wins: STORE_E_CONFLICT then,
+ * STORE_E_NOTFOUND when the ID is not allocated, and nothing is written. */
+int store_vmid_release_foreign(store *s, int vmid, int64_t marked_before, int64_t quarantine_ms,
+                               struct store_error *err);
 /* Give the ID back, quarantined for quarantine_ms (0: free at once).
  * STORE_E_NOTFOUND when it is not allocated. */
 int store_vmid_release(store *s, int vmid, int64_t quarantine_ms, struct store_error *err);

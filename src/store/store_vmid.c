@@ -12,6 +12,7 @@
 #include "common/util.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 /* The allocated IDs of a range, ascending: every row except quarantines
  * that have run out (those count as free and are taken over in place). */
@@ -356,6 +357,95 @@ int store_vmid_release(store *s, int vmid, int64_t quarantine_ms, struct store_e
 {
     return vmid_write(s, quarantine_ms ? SQL_VMID_QUARANTINE : SQL_VMID_FREE, vmid, quarantine_ms,
                       err);
+}
+
+/* ---- foreign VMIDs given back ------------------------------------------------ */
+
+static const char SQL_VMID_FOREIGN_LIST[] =
+    "SELECT vmid, updated_at FROM vmid_alloc WHERE state = 'foreign' ORDER BY vmid";
+
+static int row_foreign(db_stmt *st, void *elem, struct store_error *err)
+{
+    (void)err;
+    struct vmid_foreign *f = elem;
+    f->vmid = (int)db_col_i64(st, 0);
+    f->marked_at = db_col_i64(st, 1);
+    return STORE_OK;
+}
+
+int store_vmid_foreign_list(store *s, struct vmid_foreign **out, size_t *n, struct store_error *err)
+{
+    store_err_clear(err);
+    STORE_CHECK(s && out && n, "store_vmid_foreign_list: NULL argument");
+    *out = NULL;
+    *n = 0;
+    struct store_read r = {
+        SQL_VMID_FOREIGN_LIST, "listing foreign VMIDs", NULL, NULL, sizeof **out, row_foreign};
+    return store_read_all(s, &r, (void **)out, n, err);
+}
+
+/* Only while it is still foreign and was last marked before ?2: a mark
+ * written since (by any process on the database) is newer than the read
+ * that did not show the VM. */
+static const char SQL_VMID_FREE_FOREIGN[] =
+    "DELETE FROM vmid_alloc WHERE vmid = ?1 AND state = 'foreign' AND updated_at < ?2";
+static const char SQL_VMID_QUARANTINE_FOREIGN[] =
+    "UPDATE vmid_alloc SET state = 'quarantine', job = '', until = ?3, updated_at = ?4"
+    " WHERE vmid = ?1 AND state = 'foreign' AND updated_at < ?2";
+
+struct release_foreign_ctx {
+    int vmid;
+    int64_t marked_before, quarantine_ms;
+};
+
+static int release_foreign_fn(db_conn *c, void *ctx, struct store_error *err)
+{
+    struct release_foreign_ctx *k = ctx;
+    db_stmt *st = NULL;
+    int64_t now = wall_ms();
+    int rc = db_prepare(c, k->quarantine_ms ? SQL_VMID_QUARANTINE_FOREIGN : SQL_VMID_FREE_FOREIGN,
+                        &st, err);
+    if (rc)
+        return rc;
+    db_bind_i64(st, 1, k->vmid);
+    db_bind_i64(st, 2, k->marked_before);
+    if (k->quarantine_ms) {
+        db_bind_i64(st, 3, now + k->quarantine_ms);
+        db_bind_i64(st, 4, now);
+    }
+    rc = db_run(st, err, "giving back a foreign VMID");
+    bool none = rc == STORE_OK && db_changes(st) == 0;
+    db_done(st);
+    if (!none)
+        return rc;
+    /* why not: gone, no longer foreign, or marked again since */
+    if ((rc = db_prepare(c, "SELECT state, updated_at FROM vmid_alloc WHERE vmid = ?1", &st, err)))
+        return rc;
+    db_bind_i64(st, 1, k->vmid);
+    bool found = false;
+    rc = db_step(st, &found, err, "reading VMID state");
+    if (rc == STORE_OK && !found)
+        rc = store_fail(err, STORE_E_NOTFOUND, "VMID %d is not allocated", k->vmid);
+    else if (rc == STORE_OK && strcmp(db_col_text(st, 0), "foreign") != 0)
+        rc = store_fail(err, STORE_E_CONFLICT, "VMID %d is %s, not foreign", k->vmid,
+                        db_col_text(st, 0));
+    else if (rc == STORE_OK)
+        rc = store_fail(err, STORE_E_CONFLICT,
+                        "VMID %d was marked foreign at %lld, not before %lld (marked again)",
+                        k->vmid, (long long)db_col_i64(st, 1), (long long)k->marked_before);
+    db_done(st);
+    return rc;
+}
+
+int store_vmid_release_foreign(store *s, int vmid, int64_t marked_before, int64_t quarantine_ms,
+                               struct store_error *err)
+{
+    store_err_clear(err);
+    STORE_CHECK(s, "store_vmid_release_foreign: NULL store");
+    STORE_CHECK(quarantine_ms >= 0, "quarantine of %lld ms is negative", (long long)quarantine_ms);
+    STORE_CHECK(vmid >= STORE_VMID_MIN && vmid <= STORE_VMID_MAX, "VMID %d out of range", vmid);
+    struct release_foreign_ctx k = {vmid, marked_before, quarantine_ms};
+    return db_tx(s->db, DB_WRITE, release_foreign_fn, &k, err);
 }
 
 /* Only while it is still reserved by `job`: a VMID a creation moved off

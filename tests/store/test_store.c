@@ -1626,6 +1626,72 @@ static void test_vmid_quarantine_foreign(void **state)
     EXPECT(STORE_E_NOTFOUND, store_vmid_release(f->s, 3999, 0, &e));
 }
 
+/* A foreign VMID goes back (store_vmid_release_foreign) only while it is
+ * still foreign and was last marked before the read that no longer showed
+ * its VM began: a mark written since, or another state, wins. */
+static void test_vmid_foreign_release(void **state)
+{
+    struct fx *f = *state;
+    struct store_error e;
+    struct vmid_range r = {3100, 3104};
+    struct vmid_foreign *fl = NULL;
+    size_t n = 0;
+    char st[16];
+    int id = 0;
+    OK(store_vmid_foreign_list(f->s, &fl, &n, &e_));
+    assert_int_equal(n, 0);
+    assert_null(fl);
+    int64_t before = wall_ms();
+    OK(store_vmid_mark_foreign(f->s, 3102, &e_));
+    OK(store_vmid_mark_foreign(f->s, 3100, &e_));
+    OK(store_vmid_reserve(f->s, &r, 1, NULL, 0, "j1", &id, &e_));
+    assert_int_equal(id, 3101);
+    OK(store_vmid_foreign_list(f->s, &fl, &n, &e_));
+    assert_int_equal(n, 2); /* the reserved one is not listed */
+    assert_int_equal(fl[0].vmid, 3100);
+    assert_int_equal(fl[1].vmid, 3102);
+    assert_true(fl[0].marked_at >= before && fl[1].marked_at >= before);
+    int64_t marked = fl[0].marked_at;
+    free(fl);
+
+    /* a read begun at the mark (or before) may not show the VM: kept */
+    EXPECT(STORE_E_CONFLICT, store_vmid_release_foreign(f->s, 3100, marked, 0, &e));
+    OK(store_vmid_state(f->s, 3100, st, &e_));
+    assert_string_equal(st, "foreign");
+    /* one begun after it: given back, quarantined */
+    OK(store_vmid_release_foreign(f->s, 3100, marked + 1, 60000, &e_));
+    OK(store_vmid_state(f->s, 3100, st, &e_));
+    assert_string_equal(st, "quarantine");
+    OK(store_vmid_reserve(f->s, &r, 1, NULL, 0, "j2", &id, &e_));
+    assert_int_equal(id, 3103); /* not 3100: its quarantine runs */
+    /* no longer foreign: nothing written */
+    EXPECT(STORE_E_CONFLICT, store_vmid_release_foreign(f->s, 3100, wall_ms() + 1, 0, &e));
+    OK(store_vmid_state(f->s, 3100, st, &e_));
+    assert_string_equal(st, "quarantine");
+    EXPECT(STORE_E_CONFLICT, store_vmid_release_foreign(f->s, 3101, wall_ms() + 1, 0, &e));
+    OK(store_vmid_state(f->s, 3101, st, &e_));
+    assert_string_equal(st, "reserved");
+    EXPECT(STORE_E_NOTFOUND, store_vmid_release_foreign(f->s, 3104, wall_ms() + 1, 0, &e));
+
+    /* marked again after the read began (a creation met the VM again, or
+     * another process did): kept */
+    int64_t read_began = wall_ms();
+    sleep_ms(2);
+    OK(store_vmid_mark_foreign(f->s, 3102, &e_));
+    EXPECT(STORE_E_CONFLICT, store_vmid_release_foreign(f->s, 3102, read_began, 0, &e));
+    assert_non_null(strstr(e.message, "marked again"));
+    /* without a quarantine: free at once */
+    OK(store_vmid_release_foreign(f->s, 3102, wall_ms() + 1, 0, &e_));
+    EXPECT(STORE_E_NOTFOUND, store_vmid_state(f->s, 3102, st, &e));
+    OK(store_vmid_reserve(f->s, &r, 1, NULL, 0, "j3", &id, &e_));
+    assert_int_equal(id, 3102);
+    OK(store_vmid_foreign_list(f->s, &fl, &n, &e_));
+    assert_int_equal(n, 0);
+    free(fl);
+    EXPECT(STORE_E_INVALID, store_vmid_release_foreign(f->s, 3102, 0, -1, &e));
+    EXPECT(STORE_E_INVALID, store_vmid_foreign_list(f->s, NULL, &n, &e));
+}
+
 /* A half-made VM left for the reconciler keeps its VMID reserved to its
  * creation until it is forgotten; only then does the ID go back, and only
  * if that creation still holds it and no other node has a leftover of it. */
@@ -4499,6 +4565,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_vmid_reserve, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vmid_reserved_other, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vmid_quarantine_foreign, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_vmid_foreign_release, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vmid_big_range, setup, teardown),
         cmocka_unit_test_setup_teardown(test_leftovers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vmid_threads, setup, teardown),
