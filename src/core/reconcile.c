@@ -448,12 +448,88 @@ static bool clone_running(struct core *k, const struct leftover *l)
     return running;
 }
 
-/* One leftover: removed, proven never made, or left for the next pass. */
+/* Is the leftover stale: did its creation go on under its VMID on its node
+ * after all? So when the VMID has a live record (creating or enabled) on
+ * the leftover's node (a creation's record without a node yet: its job's)
+ * that the leftover's job made: the record's last job, or the creation
+ * whose VMID (the job's) is the record's. Its VM is then that record's, a
+ * customer's or one a creation works on, never to be removed, and its VMID
+ * the record's, never to be released. 1 stale, 0 not, -1 when the
+ * database cannot tell now (next pass). */
+static int leftover_stale(struct core *k, const struct leftover *l)
+{
+    struct vm_rec v;
+    struct store_error se;
+    int rc = store_vm_get(k->st, l->vmid, &v, &se);
+    if (rc == STORE_E_NOTFOUND)
+        return 0;
+    if (rc) {
+        log_warn("reconcile",
+                 "vmid=%d node=%s leftover of job %s: its VMID's record cannot be read (%s): "
+                 "next pass",
+                 l->vmid, l->node, l->job, se.message);
+        return -1;
+    }
+    bool live = v.state == VMS_CREATING || v.state == VMS_ENABLED;
+    char node[64], job[40];
+    snprintf(node, sizeof node, "%s", v.node);
+    snprintf(job, sizeof job, "%s", v.job);
+    vm_rec_release(&v);
+    if (!live)
+        return 0;
+    if (!node[0] && job[0]) {
+        struct job_rec j;
+        if ((rc = store_job_get(k->st, job, &j, &se)) == 0) {
+            snprintf(node, sizeof node, "%s", j.node);
+            job_rec_release(&j);
+        } else if (rc != STORE_E_NOTFOUND) {
+            log_warn("reconcile",
+                     "vmid=%d node=%s leftover of job %s: job %s cannot be read (%s): "
+                     "next pass",
+                     l->vmid, l->node, l->job, job, se.message);
+            return -1;
+        }
+    }
+    if (strcmp(node, l->node) != 0)
+        return 0;
+    if (strcmp(job, l->job) == 0)
+        return 1;
+    struct job_brief b;
+    rc = store_job_brief(k->st, l->job, &b, &se);
+    if (rc == STORE_E_NOTFOUND)
+        return 0;
+    if (rc) {
+        log_warn("reconcile",
+                 "vmid=%d node=%s leftover of job %s: its job cannot be read (%s): "
+                 "next pass",
+                 l->vmid, l->node, l->job, se.message);
+        return -1;
+    }
+    return strcmp(b.kind, "create") == 0 && b.vmid == l->vmid;
+}
+
+/* One leftover: removed, proven never made, stale, or left for the next
+ * pass. */
 static void settle_leftover(struct core *k, const struct leftover *l, struct reconcile_report *rep)
 {
     pve_client *pc = fleet_client(k->fl, l->node);
     if (!pc || !fleet_node_up(k->fl, l->node))
         return; /* its node is down (or gone from the configuration): later */
+    int stale = leftover_stale(k, l);
+    if (stale < 0)
+        return;
+    if (stale) {
+        struct store_error se;
+        log_warn("reconcile",
+                 "vmid=%d node=%s leftover of job %s is stale: a live record of that VMID on that "
+                 "node made by the job holds it (the creation went on under it after all); "
+                 "forgotten, its VM not removed and its VMID kept",
+                 l->vmid, l->node, l->job);
+        if (store_leftover_forget(k->st, l->vmid, l->node, &se))
+            log_error("reconcile", "vmid=%d node=%s stale leftover not forgotten: %s", l->vmid,
+                      l->node, se.message);
+        return;
+    }
     struct pve_vm_config cfg;
     struct pve_error e;
     int64_t q = (int64_t)k->cfg->quarantine_s * 1000;

@@ -827,6 +827,12 @@ int store_leftover_list(store *s, struct leftover **out, size_t *n, struct store
  * an error. */
 int store_leftover_done(store *s, int vmid, const char *node, int64_t quarantine_ms,
                         struct store_error *err);
+/* The leftover is stale (its creation went on under that VMID on that
+ * node after all, and a live record of it holds the VMID): forget it as
+ * store_leftover_done does, its addresses included, but leave the VMID as
+ * it is (reserved or used by that record). Forgetting one that is not
+ * recorded is not an error. */
+int store_leftover_forget(store *s, int vmid, const char *node, struct store_error *err);
 
 /* ---- small key-value and idempotency ---------------------------------------- */
 

@@ -36,6 +36,7 @@ struct left_ctx {
     const char *node, *job;
     int64_t quarantine_ms;
     enum store_left_room room;
+    bool keep_vmid; /* store_leftover_forget: the VMID is not released */
 };
 
 /* The job's reservation moves to the leftover in one transaction: a
@@ -129,14 +130,18 @@ static int left_done_fn(db_conn *c, void *ctx, struct store_error *err)
     if (rc == STORE_OK && found)
         DB_COL_FIELD(st, 0, job);
     db_done(st);
-    if (rc || !found || (rc = db_prepare(c, SQL_LEFT_RELEASE, &st, err)))
+    if (rc || !found)
         return rc;
-    db_bind_i64(st, 1, k->vmid);
-    db_bind_i64(st, 2, now + k->quarantine_ms);
-    db_bind_i64(st, 3, now);
-    db_bind_text(st, 4, job);
-    rc = db_run(st, err, "releasing a leftover's VMID");
-    db_done(st);
+    if (!k->keep_vmid) {
+        if ((rc = db_prepare(c, SQL_LEFT_RELEASE, &st, err)))
+            return rc;
+        db_bind_i64(st, 1, k->vmid);
+        db_bind_i64(st, 2, now + k->quarantine_ms);
+        db_bind_i64(st, 3, now);
+        db_bind_text(st, 4, job);
+        rc = db_run(st, err, "releasing a leftover's VMID");
+        db_done(st);
+    }
     if (rc == STORE_OK && k->s->has_policy && job[0])
         rc = store_addr_release_left_in(c, job, k->s->q, k->s->nq, err);
     return rc;
@@ -149,5 +154,13 @@ int store_leftover_done(store *s, int vmid, const char *node, int64_t quarantine
     STORE_CHECK(s && node && *node, "store_leftover_done: NULL or empty argument");
     STORE_CHECK(quarantine_ms >= 0, "negative quarantine");
     struct left_ctx k = {.s = s, .vmid = vmid, .node = node, .quarantine_ms = quarantine_ms};
+    return db_tx(s->db, DB_WRITE, left_done_fn, &k, err);
+}
+
+int store_leftover_forget(store *s, int vmid, const char *node, struct store_error *err)
+{
+    store_err_clear(err);
+    STORE_CHECK(s && node && *node, "store_leftover_forget: NULL or empty argument");
+    struct left_ctx k = {.s = s, .vmid = vmid, .node = node, .keep_vmid = true};
     return db_tx(s->db, DB_WRITE, left_done_fn, &k, err);
 }

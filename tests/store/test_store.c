@@ -1738,6 +1738,28 @@ static void test_leftovers(void **state)
     OK(store_leftover_list(f->s, &l, &n, &e_));
     assert_int_equal(n, 0);
     free(l);
+
+    /* a stale leftover (its creation went on under the VMID) is forgotten
+     * and the VMID stays as it is, reserved to the job or used */
+    char st[16];
+    int g = 0;
+    OK(store_vmid_reserve(f->s, &r, 1, NULL, 0, "job-g", &g, &e_));
+    OK(store_leftover_add(f->s, g, "sv1", "job-g", STORE_LEFT_NO_ROOM, &e_));
+    OK(store_leftover_add(f->s, b, "sv2", "job-b", STORE_LEFT_NO_ROOM, &e_));
+    OK(store_leftover_forget(f->s, g, "sv1", &e_));
+    OK(store_leftover_forget(f->s, b, "sv2", &e_));
+    OK(store_leftover_forget(f->s, b, "sv2", &e_)); /* not recorded: fine */
+    OK(store_leftover_list(f->s, &l, &n, &e_));
+    assert_int_equal(n, 0);
+    free(l);
+    OK(store_vmid_state(f->s, g, st, &e_));
+    assert_string_equal(st, "reserved");
+    OK(store_vmid_reserved_by(f->s, "job-g", &id, &e_));
+    assert_int_equal(id, g);
+    OK(store_vmid_state(f->s, b, st, &e_));
+    assert_string_equal(st, "used");
+    struct store_error e;
+    EXPECT(STORE_E_INVALID, store_leftover_forget(f->s, g, "", &e));
 }
 
 /* A nearly full range of 1000 IDs: the walk must stay one query. */
