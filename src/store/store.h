@@ -472,10 +472,14 @@ int store_vmid_foreign_list(store *s, struct vmid_foreign **out, size_t *n,
 /* Give a foreign ID back, quarantined for quarantine_ms (0: free at once),
  * but only if it is still foreign and was last marked before
  * marked_before (unix ms: when the read that no longer shows its VM began).
- * The check and the write are one transaction, conditional on the row, so
+ * and while nothing of proxd's names it: a queued or running job whose
+ * VMID it is (a creation killed after it marked the ID, before it moved to
+ * another: its resumed run reads the mark), a leftover, a live record.
+ * The check and the write are one transaction, conditional on the rows, so
  * a mark written since (a creation that met the VM again, another process
- * sharing the database) or a change of state wins: STORE_E_CONFLICT then,
- * STORE_E_NOTFOUND when the ID is not allocated, and nothing is written. */
+ * sharing the database) or a change of state wins: STORE_E_CONFLICT then
+ * (and when something names it), STORE_E_NOTFOUND when the ID is not
+ * allocated, and nothing is written. */
 int store_vmid_release_foreign(store *s, int vmid, int64_t marked_before, int64_t quarantine_ms,
                                struct store_error *err);
 /* Give the ID back, quarantined for quarantine_ms (0: free at once).

@@ -384,14 +384,23 @@ int store_vmid_foreign_list(store *s, struct vmid_foreign **out, size_t *n, stru
     return store_read_all(s, &r, (void **)out, n, err);
 }
 
-/* Only while it is still foreign and was last marked before ?2: a mark
- * written since (by any process on the database) is newer than the read
- * that did not show the VM. */
-static const char SQL_VMID_FREE_FOREIGN[] =
-    "DELETE FROM vmid_alloc WHERE vmid = ?1 AND state = 'foreign' AND updated_at < ?2";
+/* Only while it is still foreign and was last marked before ?2 (a mark
+ * written since, by any process on the database, is newer than the read
+ * that did not show the VM), and while nothing of proxd's names it: a job
+ * under way whose VMID it is (a creation killed after reallocate() marked
+ * it, before it moved on: the mark tells its resumed run to move first), a
+ * leftover, a live record. */
+#define FOREIGN_FREE_IF                                                                            \
+    " WHERE vmid = ?1 AND state = 'foreign' AND updated_at < ?2"                                   \
+    " AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.vmid = ?1"                                     \
+    "   AND jobs.state IN ('queued', 'running'))"                                                  \
+    " AND NOT EXISTS (SELECT 1 FROM leftovers WHERE leftovers.vmid = ?1)"                          \
+    " AND NOT EXISTS (SELECT 1 FROM vms WHERE vms.vmid = ?1"                                       \
+    "   AND vms.state IN ('creating', 'enabled', 'deleting'))"
+static const char SQL_VMID_FREE_FOREIGN[] = "DELETE FROM vmid_alloc" FOREIGN_FREE_IF;
 static const char SQL_VMID_QUARANTINE_FOREIGN[] =
-    "UPDATE vmid_alloc SET state = 'quarantine', job = '', until = ?3, updated_at = ?4"
-    " WHERE vmid = ?1 AND state = 'foreign' AND updated_at < ?2";
+    "UPDATE vmid_alloc SET state = 'quarantine', job = '', until = ?3, updated_at = "
+    "?4" FOREIGN_FREE_IF;
 
 struct release_foreign_ctx {
     int vmid;
@@ -429,10 +438,14 @@ static int release_foreign_fn(db_conn *c, void *ctx, struct store_error *err)
     else if (rc == STORE_OK && strcmp(db_col_text(st, 0), "foreign") != 0)
         rc = store_fail(err, STORE_E_CONFLICT, "VMID %d is %s, not foreign", k->vmid,
                         db_col_text(st, 0));
-    else if (rc == STORE_OK)
+    else if (rc == STORE_OK && db_col_i64(st, 1) >= k->marked_before)
         rc = store_fail(err, STORE_E_CONFLICT,
                         "VMID %d was marked foreign at %lld, not before %lld (marked again)",
                         k->vmid, (long long)db_col_i64(st, 1), (long long)k->marked_before);
+    else if (rc == STORE_OK)
+        rc =
+            store_fail(err, STORE_E_CONFLICT,
+                       "VMID %d is named by a job under way, a leftover or a live record", k->vmid);
     db_done(st);
     return rc;
 }

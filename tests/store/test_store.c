@@ -1688,6 +1688,31 @@ static void test_vmid_foreign_release(void **state)
     OK(store_vmid_foreign_list(f->s, &fl, &n, &e_));
     assert_int_equal(n, 0);
     free(fl);
+    /* named by a job under way (a creation killed between the mark and
+     * its move), a leftover, a live record: kept */
+    OK(store_vmid_mark_foreign(f->s, 3104, &e_));
+    job_add(f->s, "jf", "create", 3104, wall_ms());
+    sleep_ms(2);
+    EXPECT(STORE_E_CONFLICT, store_vmid_release_foreign(f->s, 3104, wall_ms(), 0, &e));
+    assert_non_null(strstr(e.message, "named by"));
+    struct job_rec jr;
+    OK(store_job_get(f->s, "jf", &jr, &e_));
+    jr.state = JOB_DONE;
+    OK(store_job_update(f->s, &jr, &e_));
+    job_rec_release(&jr);
+    OK(store_leftover_add(f->s, 3104, "sv1", "jf", STORE_LEFT_NO_ROOM, &e_));
+    EXPECT(STORE_E_CONFLICT, store_vmid_release_foreign(f->s, 3104, wall_ms(), 0, &e));
+    OK(store_leftover_forget(f->s, 3104, "sv1", &e_));
+    struct vm_rec v = vm_new(3104, "alice", "ubuntu");
+    OK(store_vm_insert(f->s, &v, &e_));
+    EXPECT(STORE_E_CONFLICT, store_vmid_release_foreign(f->s, 3104, wall_ms(), 0, &e));
+    OK(store_vmid_state(f->s, 3104, st, &e_));
+    assert_string_equal(st, "foreign");
+    v.state = VMS_FAILED;
+    OK(store_vm_update(f->s, &v, &e_));
+    vm_rec_release(&v);
+    OK(store_vmid_release_foreign(f->s, 3104, wall_ms() + 1, 0, &e_));
+    EXPECT(STORE_E_NOTFOUND, store_vmid_state(f->s, 3104, st, &e));
     EXPECT(STORE_E_INVALID, store_vmid_release_foreign(f->s, 3102, 0, -1, &e));
     EXPECT(STORE_E_INVALID, store_vmid_foreign_list(f->s, NULL, &n, &e));
 }
