@@ -469,8 +469,16 @@ static void delete_steps(struct sctx *c)
         bool half = it && it->state[0];
         free(s);
         if (!it) {
-            if (t == 1 && !resumed)
+            /* retention's deletion wants the snapshot gone, whoever took it
+             * away: a resumed sync queues its deletions again, and a
+             * snapshot removed in the GUI meanwhile is gone all the same
+             * (each ended failed, "no snapshot") */
+            const char *why = json_string_value(json_object_get(c->j->request, "reason"));
+            bool retention = why && strcmp(why, "retention") == 0;
+            if (t == 1 && !resumed && !retention)
                 snap_end(c, false, "VM %d has no snapshot '%s'", c->v.vmid, name);
+            else if (t == 1 && !resumed)
+                snap_end(c, true, "snapshot '%s' of VM %d was gone already", name, c->v.vmid);
             else
                 snap_end(c, true, "snapshot '%s' of VM %d deleted", name, c->v.vmid);
             return;
