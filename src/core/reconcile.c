@@ -456,6 +456,13 @@ static bool clone_running(struct core *k, const struct leftover *l)
  * customer's or one a creation works on, never to be removed, and its VMID
  * the record's, never to be released. 1 stale, 0 not, -1 when the
  * database cannot tell now (next pass). */
+static int stale_unknown(const struct leftover *l, const char *what, const char *why)
+{
+    log_warn("reconcile", "vmid=%d node=%s leftover of job %s: %s cannot be read (%s): next pass",
+             l->vmid, l->node, l->job, what, why);
+    return -1;
+}
+
 static int leftover_stale(struct core *k, const struct leftover *l)
 {
     struct vm_rec v;
@@ -463,13 +470,8 @@ static int leftover_stale(struct core *k, const struct leftover *l)
     int rc = store_vm_get(k->st, l->vmid, &v, &se);
     if (rc == STORE_E_NOTFOUND)
         return 0;
-    if (rc) {
-        log_warn("reconcile",
-                 "vmid=%d node=%s leftover of job %s: its VMID's record cannot be read (%s): "
-                 "next pass",
-                 l->vmid, l->node, l->job, se.message);
-        return -1;
-    }
+    if (rc)
+        return stale_unknown(l, "its VMID's record", se.message);
     bool live = v.state == VMS_CREATING || v.state == VMS_ENABLED;
     char node[64], job[40];
     snprintf(node, sizeof node, "%s", v.node);
@@ -483,11 +485,7 @@ static int leftover_stale(struct core *k, const struct leftover *l)
             snprintf(node, sizeof node, "%s", j.node);
             job_rec_release(&j);
         } else if (rc != STORE_E_NOTFOUND) {
-            log_warn("reconcile",
-                     "vmid=%d node=%s leftover of job %s: job %s cannot be read (%s): "
-                     "next pass",
-                     l->vmid, l->node, l->job, job, se.message);
-            return -1;
+            return stale_unknown(l, "its record's job", se.message);
         }
     }
     if (strcmp(node, l->node) != 0)
@@ -498,13 +496,8 @@ static int leftover_stale(struct core *k, const struct leftover *l)
     rc = store_job_brief(k->st, l->job, &b, &se);
     if (rc == STORE_E_NOTFOUND)
         return 0;
-    if (rc) {
-        log_warn("reconcile",
-                 "vmid=%d node=%s leftover of job %s: its job cannot be read (%s): "
-                 "next pass",
-                 l->vmid, l->node, l->job, se.message);
-        return -1;
-    }
+    if (rc)
+        return stale_unknown(l, "its job", se.message);
     return strcmp(b.kind, "create") == 0 && b.vmid == l->vmid;
 }
 

@@ -229,28 +229,25 @@ static inline void ch_sim(struct ch_env *e, const char *method, const char *path
     json_decref(h_sim_ctl(e->port, method, path, json));
 }
 
-/* A fault rule: kind error/task_error..., on `method` `path_re`. */
-static inline void ch_fault(struct ch_env *e, const char *method, const char *path_re,
-                            const char *kind, const char *message)
+/* A fault rule: kind error/task_error..., on `method` `path_re`, hitting
+ * the next `count` calls (0: every call). */
+static inline void ch_fault_n(struct ch_env *e, const char *method, const char *path_re,
+                              const char *kind, const char *message, int count)
 {
     json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:i}", "method", method, "path", path_re, "kind", kind,
                           "message", message, "status", 500);
+    if (count)
+        json_object_set_new(o, "count", json_integer(count));
     char *s = json_dumps(o, 0);
     ch_sim(e, "POST", "/_sim/faults", s);
     free(s);
     json_decref(o);
 }
 
-/* The same, hitting only the next `count` calls. */
-static inline void ch_fault_n(struct ch_env *e, const char *method, const char *path_re,
-                              const char *kind, const char *message, int count)
+static inline void ch_fault(struct ch_env *e, const char *method, const char *path_re,
+                            const char *kind, const char *message)
 {
-    json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:i,s:i}", "method", method, "path", path_re, "kind",
-                          kind, "message", message, "status", 500, "count", count);
-    char *s = json_dumps(o, 0);
-    ch_sim(e, "POST", "/_sim/faults", s);
-    free(s);
-    json_decref(o);
+    ch_fault_n(e, method, path_re, kind, message, 0);
 }
 
 static inline json_t *ch_state(struct ch_env *e)
