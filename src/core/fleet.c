@@ -36,12 +36,15 @@ struct world {
     bool asked; /* one refresh of it has ended, answered or failed */
     bool good;  /* one refresh of it has read the inventory */
     int errors; /* reads answered with an error since the last good one */
-    /* VMIDs its inventory shows on nodes proxd does not manage (a cluster's
-     * other nodes): taken, as a cluster's VMIDs are one namespace */
+    /* VMIDs its inventory shows held by guests proxd does not manage: VMs
+     * on nodes it does not manage (a cluster's other nodes) and containers
+     * (lxc) on any node. Taken (a cluster's VMIDs are one namespace, VMs'
+     * and containers' alike: a clone onto one fails "already exists"), but
+     * never in the VM table: not listed, reconciled or counted as VMs. */
     struct ids {
         int *v;
         size_t n, cap;
-    } others;
+    } held;
 };
 
 static void ids_add(struct ids *d, int vmid)
@@ -341,7 +344,7 @@ void fleet_free(struct fleet *f)
     fleet_probe_stop(f);
     for (int i = 0; i < f->nworlds; i++) {
         pve_client_free(f->worlds[i].client);
-        ids_free(&f->worlds[i].others);
+        ids_free(&f->worlds[i].held);
     }
     vmtab_free(&f->vms);
     fleet_seen_free(f->seen);
@@ -393,7 +396,7 @@ struct refresh_job {
     struct pve_error err;
     bool probe[CFG_MAX_NODES]; /* failed nodes to probe in this world */
     bool probe_ok[CFG_MAX_NODES];
-    struct ids others; /* VMIDs on nodes proxd does not manage (world.others) */
+    struct ids held; /* VMIDs of guests proxd does not manage (world.held) */
 };
 
 /* One resource of the answer, straight into the job's compact form: the
@@ -402,10 +405,12 @@ static int on_resource(const struct pve_resource *r, void *ud)
 {
     struct refresh_job *j = ud;
     int ni = node_index(j->f, r->node);
-    if (ni < 0 && r->type == PVE_RES_VM) {
-        /* on a node proxd does not manage: not its VM, but its VMID is
-         * taken in the cluster (a creation given it met "already exists") */
-        ids_add(&j->others, r->vmid);
+    if (r->type == PVE_RES_CT || (ni < 0 && r->type == PVE_RES_VM)) {
+        /* a container, or a VM on a node proxd does not manage: not its
+         * VM, but its VMID is taken (a creation given it met "already
+         * exists"). The node and storage figures already count what it
+         * uses: they are the host's */
+        ids_add(&j->held, r->vmid);
         return 0;
     }
     if (ni < 0 || j->f->nodes[ni].world != j->world)
@@ -450,7 +455,7 @@ static void *refresh_thread(void *arg)
          * blip: one more try before the whole world counts as down; a
          * timeout is not tried again */
         vmtab_free(&j->vms);
-        ids_free(&j->others);
+        ids_free(&j->held);
         memset(j->seen, 0, sizeof j->seen);
         sleep_ms(QUICK_RETRY_MS);
         j->rc = pve_cluster_resources_each_ex(w->client, NULL, PVE_CALL_NORETRY, on_resource, j,
@@ -458,7 +463,7 @@ static void *refresh_thread(void *arg)
     }
     if (j->rc) { /* whatever came before the failure is not an inventory */
         vmtab_free(&j->vms);
-        ids_free(&j->others);
+        ids_free(&j->held);
         memset(j->seen, 0, sizeof j->seen);
     }
     /* a node that failed an operation is only trusted again after a direct
@@ -548,9 +553,9 @@ static void apply_world(struct fleet *f, struct refresh_job *j, int64_t now)
     w->good = true;
     w->errors = 0;
     vms_replace_world(f, j);
-    ids_free(&w->others);
-    w->others = j->others;
-    memset(&j->others, 0, sizeof j->others);
+    ids_free(&w->held);
+    w->held = j->held;
+    memset(&j->held, 0, sizeof j->held);
     for (int i = 0; i < w->nnodes; i++) {
         struct nstate *n = &f->nodes[w->nodes[i]];
         n->online = false;
@@ -702,7 +707,7 @@ void fleet_refresh(struct fleet *f, bool force)
     tell(f, notes);
     for (int i = 0; i < nj; i++) {
         vmtab_free(&jobs[i].vms);
-        ids_free(&jobs[i].others);
+        ids_free(&jobs[i].held);
     }
     free(jobs);
     mem_release();
@@ -931,14 +936,14 @@ int *fleet_taken_vmids_since(struct fleet *f, size_t *n, int64_t *since)
         *since = inventory_since(f);
     size_t all = f->vms.n;
     for (int w = 0; w < f->nworlds; w++)
-        all += f->worlds[w].others.n;
+        all += f->worlds[w].held.n;
     int *ids = xmalloc((all + 1) * sizeof *ids);
     for (size_t i = 0; i < f->vms.n; i++)
         ids[i] = f->vms.v[i].vmid;
     *n = f->vms.n;
     for (int w = 0; w < f->nworlds; w++)
-        for (size_t i = 0; i < f->worlds[w].others.n; i++)
-            ids[(*n)++] = f->worlds[w].others.v[i];
+        for (size_t i = 0; i < f->worlds[w].held.n; i++)
+            ids[(*n)++] = f->worlds[w].held.v[i];
     pthread_mutex_unlock(&f->mu);
     tell(f, notes);
     qsort(ids, *n, sizeof *ids, cmp_int);

@@ -4,7 +4,13 @@
  * A world is what one pve_client talks to: a cluster (its members' hosts,
  * one VMID space, one cluster-wide /cluster/resources call) or a standalone
  * host. The inventory keeps, per node: reachable or not, memory, the VM
- * storage's space, and its VMs (VMID, power, tags). It is refreshed by
+ * storage's space, and its VMs (VMID, power, tags); per world, the VMIDs
+ * held by guests proxd does not manage: containers (lxc) on any node, VMs
+ * on nodes it does not manage. Those are only VMIDs, taken like any VM's
+ * (fleet_taken_vmids), never VMs: fleet_vms, fleet_vm_node, fleet_vm_find
+ * and node_view.nvms leave them out (proxd never manages them), and
+ * nothing needs their sizes (a node's memory and storage figures are the
+ * host's: they count its containers already). It is refreshed by
  * fleet_refresh() — one call per world, worlds in parallel — which the core
  * runs periodically and after operations.
  *
@@ -156,11 +162,13 @@ struct fleet_vm {
     int maxcpu;
     int64_t maxmem, maxdisk; /* bytes */
 };
-/* Every VM the inventory knows (all worlds). Caller frees *out. */
+/* Every VM the inventory knows (all worlds; no container). Caller frees
+ * *out. */
 int fleet_vms(struct fleet *f, struct fleet_vm **out, size_t *n);
-/* Sorted VMIDs, each once, of every VM seen on any world, those on a
- * cluster's nodes proxd does not manage included (a cluster's VMIDs are one
- * namespace). Caller frees. */
+/* Sorted VMIDs, each once, of every VM and container seen on any world,
+ * those on a cluster's nodes proxd does not manage included (a cluster's
+ * VMIDs are one namespace, a container's as a VM's): what a creation must
+ * not be given, and what keeps a foreign VMID foreign. Caller frees. */
 int *fleet_taken_vmids(struct fleet *f, size_t *n);
 /* The same, and in *since (may be NULL), taken with it, when the reads of
  * the inventory they come from began (unix ms; the earliest of the

@@ -23,7 +23,8 @@
  *    manage, and Proxmox itself refuses a clone onto a VMID still in use.
  *  - a foreign VMID (a VM not proxd's had it: a creation met "already
  *    exists", or a leftover's VMID held someone else's VM) that no world
- *    shows any more is given back, quarantined like any release; only when
+ *    shows any more, as a VM or a container, is given back, quarantined
+ *    like any release; only when
  *    every configured world's inventory was read, in reads that began after
  *    the mark (give_back_foreign).
  * Removals (and the reads that decide them) do not run on the keeper
@@ -872,7 +873,9 @@ static int cmp_int(const void *a, const void *b)
  * foreign, not marked again since, when it is released: the store's write
  * is conditional on that (another proxd sharing the database may have
  * changed it). The VMIDs are those of every managed world, its nodes proxd
- * does not manage included (fleet_taken_vmids). */
+ * does not manage and its containers included (fleet_taken_vmids): a
+ * container holds its VMID as a VM does, and giving that back only had a
+ * creation meet it, fail its clone and mark it again. */
 static void give_back_foreign(struct core *k, struct reconcile_report *rep)
 {
     struct vmid_foreign *fl = NULL;

@@ -396,9 +396,10 @@ static int on_start_array(void *ctx)
 static int element_done(struct rparse *p)
 {
     struct pve_resource *r = &p->r;
-    if (strcmp(p->type, "lxc") == 0) /* containers are not ours to manage */
-        return 0;
+    /* containers are passed on as such: not proxd's to manage, but their
+     * VMIDs are taken in the cluster as a VM's are */
     r->type = strcmp(p->type, "qemu") == 0      ? PVE_RES_VM
+              : strcmp(p->type, "lxc") == 0     ? PVE_RES_CT
               : strcmp(p->type, "node") == 0    ? PVE_RES_NODE
               : strcmp(p->type, "storage") == 0 ? PVE_RES_STORAGE
                                                 : PVE_RES_OTHER;

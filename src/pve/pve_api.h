@@ -64,13 +64,16 @@ int pve_storage_status(pve_client *c, const char *node, const char *storage,
 int pve_volume_size(pve_client *c, const char *node, const char *storage, int vmid,
                     const char *volid, int64_t *size, struct pve_error *err);
 
-enum pve_res_type { PVE_RES_OTHER = 0, PVE_RES_VM, PVE_RES_NODE, PVE_RES_STORAGE };
+/* PVE_RES_VM: a qemu VM; PVE_RES_CT: a container (lxc), with its vmid,
+ * node, name and status as a VM's: never a VM proxd manages, but its VMID
+ * is taken as a VM's is (one space per cluster or standalone host). */
+enum pve_res_type { PVE_RES_OTHER = 0, PVE_RES_VM, PVE_RES_NODE, PVE_RES_STORAGE, PVE_RES_CT };
 
 struct pve_resource {
     enum pve_res_type type;
     char id[96]; /* "qemu/100", "node/sv1", "storage/sv1/local-lvm" */
     char node[64];
-    int vmid; /* VMs */
+    int vmid; /* VMs and containers */
     char name[128];
     char status[16]; /* VMs: running|stopped|unknown; nodes: online|offline */
     bool tmpl;
@@ -82,8 +85,8 @@ struct pve_resource {
     char storage[64]; /* storages */
     bool shared;
 };
-/* type: "vm", "node", "storage" or NULL for all. Containers (lxc) are left
- * out. Strings longer than the fields are cut. */
+/* type: "vm" (VMs and containers, as PVE lists them), "node", "storage" or
+ * NULL for all. Strings longer than the fields are cut. */
 int pve_cluster_resources(pve_client *c, const char *type, struct pve_resource **out, size_t *n,
                           struct pve_error *err);
 /* The same resources, one at a time: the answer is read as a stream of

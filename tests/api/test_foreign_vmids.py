@@ -15,6 +15,13 @@ configured world's inventory was read in a read that began after the mark:
   - on standalone hosts: one host that does not answer (its VMs unseen, not
     gone) means nothing is given back in that pass; once it answers again,
     the next pass gives the VMID back.
+Containers (lxc) take VMIDs as VMs do (a clone onto one fails "already
+exists"), but proxd's inventory left them out: a creation was given the
+VMID of a container, its clone failed, the VMID was marked foreign, and the
+next pass gave it back (no world showed a VM of it), to be met and marked
+again once per quarantine. Now a container's VMID is taken: no creation is
+given it (no failed clone), and a foreign mark on it stays while it exists;
+the container is still no VM of proxd's (not counted in a node's VMs).
 Each pass runs as `proxd reconcile` with the daemon stopped (its own passes
 would race the checks); its report counts the given-back VMIDs
 ("foreign_released").
@@ -22,7 +29,7 @@ would race the checks); its report counts the given-back VMIDs
 import json
 
 from lib.cases import case, finish
-from lib.db import query
+from lib.db import execute, query
 from lib.proxd import Proxd, run as proxd_cli
 from lib.sim import Sim
 from lib.wait import wait_for
@@ -30,8 +37,18 @@ from lib.wait import wait_for
 EXTRA = "placement = ordered\nreconcile_interval = 3600\n"
 
 
-def setup(standalone):
-    sim = Sim(time_scale=0.05, standalone=standalone)
+NODES = ["sv1", "sv2", "sv3", "sv4", "sv5"]
+CLONES = "POST /nodes/{node}/qemu/{vmid}/clone"
+
+
+def setup(standalone, containers=None):
+    """containers: (vmid, node) pairs pvesim holds from its start."""
+    fleet = None
+    if containers:
+        fleet = {"nodes": [{"name": n} for n in NODES],
+                 "containers": [{"vmid": v, "node": n, "hostname": "ct%d" % v, "status": "running"}
+                                for v, n in containers]}
+    sim = Sim(nodes=",".join(NODES), time_scale=0.05, standalone=standalone, fleet=fleet)
     px = Proxd(sim, proxd_extra=EXTRA, proxmox_extra="timeout = 3\nconnect_timeout = 2\n")
     px.alice = px.token("alice")
     px.start()
@@ -156,6 +173,65 @@ def a_foreign_vmid_goes_back_once_its_vm_is_gone():
         assert j["state"] == "done" and j["vmid"] == again, (j, again, ev)
         assert vmid_state(px, again) == "used"
         assert vmid_state(px, foreign) == "quarantine"
+    finally:
+        if px.alive():
+            px.stop()
+        sim.stop()
+
+
+def clones(sim):
+    return sim.ctl("GET", "/calls")["calls"].get(CLONES, 0)
+
+
+@case
+def a_containers_vmid_is_never_handed_out():
+    # the range's first two VMIDs are containers': the creation takes the
+    # third with one clone, marks nothing foreign
+    sim, px = setup(False, [(1000, "sv2"), (1001, "sv1")])
+    try:
+        admin = px.token("root", role="admin")
+        nodes = px.call("GET", "/v1/nodes", admin).json()["nodes"]
+        for n in nodes:  # a container is no VM of the node's: its 4 templates
+            assert n["vms"] == 4, nodes
+        sim.ctl("DELETE", "/calls")
+        j, ev = wait(px, create(px, "first"))
+        assert j["state"] == "done" and j["vmid"] == 1002, (j, ev)
+        assert clones(sim) == 1, (sim.ctl("GET", "/calls")["calls"], ev)
+        assert not any("outside proxd" in m for m in ev), ev
+        assert vmid_state(px, 1000) is None and vmid_state(px, 1001) is None
+        # the reconciler leaves the containers alone: no orphan, no repair
+        rep = reconcile(px)
+        assert rep.get("orphans", 0) == 0 and rep.get("foreign_released", 0) == 0, rep
+    finally:
+        if px.alive():
+            px.stop()
+        sim.stop()
+
+
+@case
+def a_foreign_vmid_a_container_holds_is_kept():
+    # marked foreign while proxd could not see containers (as an older proxd
+    # left it): the container still holds it, so no pass gives it back
+    sim, px = setup(False, [(1000, "sv3")])
+    try:
+        px.stop()
+        execute(px.db, "INSERT INTO vmid_alloc (vmid, state, job, until, updated_at)"
+                       " VALUES (1000, 'foreign', '', 0, 1)")
+        for _ in range(2):
+            rep = reconcile(px)
+            assert vmid_state(px, 1000) == "foreign", vmid_state(px, 1000)
+            assert rep.get("foreign_released", 0) == 0, rep
+        # a foreign VMID of a VM that is gone still goes back in the same pass
+        execute(px.db, "INSERT INTO vmid_alloc (vmid, state, job, until, updated_at)"
+                       " VALUES (1001, 'foreign', '', 0, 1)")
+        rep = reconcile(px)
+        assert rep["foreign_released"] == 1, rep
+        assert vmid_state(px, 1001) is None and vmid_state(px, 1000) == "foreign"
+        px.start()
+        sim.ctl("DELETE", "/calls")
+        j, ev = wait(px, create(px, "first"))
+        assert j["state"] == "done" and j["vmid"] == 1001, (j, ev)
+        assert clones(sim) == 1, (sim.ctl("GET", "/calls")["calls"], ev)
     finally:
         if px.alive():
             px.stop()

@@ -24,6 +24,7 @@ static int count_res(const struct pve_resource *r, void *ud)
     s->n++;
     if ((size_t)s->n < sizeof s->kinds)
         s->kinds[s->n - 1] = r->type == PVE_RES_VM        ? 'v'
+                             : r->type == PVE_RES_CT      ? 'c'
                              : r->type == PVE_RES_NODE    ? 'n'
                              : r->type == PVE_RES_STORAGE ? 's'
                                                           : 'o';
@@ -156,15 +157,17 @@ static void test_parse_errors(void **state)
         snprintf(want, sizeof want, "/cluster/resources: stopped by the caller (%d)", rcs[i]);
         assert_string_equal(e.message, want);
     }
-    /* at the last resource; at the one after a container (not counted) */
+    /* at the last resource; at a container (counted: handed on like any) */
     s.stop_rc = 3;
     assert_int_equal(walk("{\"data\":[{},{}]}", &s, &e), PVE_E_OTHER);
     assert_int_equal(s.n, 2);
     assert_int_equal(walk("{\"data\":[{},{\"type\":\"lxc\"},{},{}]}", &s, &e), PVE_E_OTHER);
     assert_int_equal(s.n, 2);
+    assert_string_equal(s.kinds, "oc");
     assert_string_equal(e.message, "/cluster/resources: stopped by the caller (3)");
-    s.stop_at = 3; /* after the last: never */
+    s.stop_at = 4; /* after the last: never */
     assert_int_equal(walk("{\"data\":[{},{\"type\":\"lxc\"},{}]}", &s, &e), 0);
+    assert_string_equal(s.kinds, "oco");
 }
 
 /* Each field as PVE may send it: numbers as strings, booleans as 0/1 or
@@ -201,7 +204,7 @@ static void test_parse_lenient(void **state)
     int n = 0;
     struct pve_error e;
     assert_int_equal(pve_resources_parse(text, strlen(text), keep3, &(struct keep3){r, &n}, &e), 0);
-    assert_int_equal(n, 2); /* the second became a container by its last "type" */
+    assert_int_equal(n, 3); /* the second became a container by its last "type" */
     assert_int_equal(r[0].type, PVE_RES_VM);
     assert_int_equal(r[0].vmid, 42);
     assert_true(r[0].maxmem == 1500 && r[0].mem == 1 && r[0].maxdisk == 0);
@@ -215,11 +218,14 @@ static void test_parse_lenient(void **state)
     assert_string_equal(r[0].node, "");
     assert_string_equal(r[0].hastate, ""); /* the last of a repeated member, an object */
     assert_string_equal(r[0].id, "q\"\xc3\xa9");
-    assert_int_equal(r[1].type, PVE_RES_OTHER);
-    assert_true(r[1].tmpl && !r[1].shared);
-    assert_int_equal(r[1].vmid, 2147483647); /* an int field, kept in range */
-    assert_true(r[1].maxmem == INT64_MIN && r[1].maxdisk == INT64_MAX);
-    assert_true(r[1].disk == 9210000000000000000LL && r[1].mem == 42);
+    assert_int_equal(r[1].type, PVE_RES_CT);
+    assert_string_equal(r[1].storage, "s");
+    assert_true(!r[1].tmpl && !r[1].shared);
+    assert_int_equal(r[2].type, PVE_RES_OTHER);
+    assert_true(r[2].tmpl && !r[2].shared);
+    assert_int_equal(r[2].vmid, 2147483647); /* an int field, kept in range */
+    assert_true(r[2].maxmem == INT64_MIN && r[2].maxdisk == INT64_MAX);
+    assert_true(r[2].disk == 9210000000000000000LL && r[2].mem == 42);
 }
 
 /* pve_resources_parse into a list */
@@ -268,16 +274,23 @@ static void test_resources(void **state)
     struct pve_error e;
     assert_int_equal(pve_resources_parse(body.data, body.len, keep, &l, &e), 0);
     buf_release(&body);
-    assert_int_equal(l.n, 7); /* the container is left out, everything else kept */
+    assert_int_equal(l.n, 8); /* everything kept, the container too */
     assert_int_equal(l.r[0].type, PVE_RES_NODE);
     assert_string_equal(l.r[0].node, "sv1");
     assert_string_equal(l.r[0].status, "online");
     assert_int_equal(l.r[0].maxcpu, 32);
     assert_true(l.r[0].maxmem == 137438953472LL && l.r[0].mem == 1073741824LL);
-    assert_int_equal(l.r[1].type, PVE_RES_STORAGE);
-    assert_string_equal(l.r[1].storage, "local-lvm");
-    assert_true(l.r[1].maxdisk == 1000 && l.r[1].disk == 400); /* a numeric string */
-    const struct pve_resource *v = &l.r[2];
+    /* a container: not a VM, but with its VMID (taken as a VM's is) */
+    const struct pve_resource *v = &l.r[1];
+    assert_int_equal(v->type, PVE_RES_CT);
+    assert_int_equal(v->vmid, 200);
+    assert_string_equal(v->node, "sv1");
+    assert_string_equal(v->id, "lxc/200");
+    assert_string_equal(v->name, "ct");
+    assert_int_equal(l.r[2].type, PVE_RES_STORAGE);
+    assert_string_equal(l.r[2].storage, "local-lvm");
+    assert_true(l.r[2].maxdisk == 1000 && l.r[2].disk == 400); /* a numeric string */
+    v = &l.r[3];
     assert_int_equal(v->type, PVE_RES_VM);
     assert_int_equal(v->vmid, 100);
     assert_string_equal(v->status, "running");
@@ -288,7 +301,7 @@ static void test_resources(void **state)
     assert_string_equal(v->hastate, "started");
     assert_false(v->tmpl);
     /* missing fields: zero and empty */
-    v = &l.r[3];
+    v = &l.r[4];
     assert_int_equal(v->type, PVE_RES_VM);
     assert_int_equal(v->vmid, 101);
     assert_string_equal(v->node, "");
@@ -296,9 +309,9 @@ static void test_resources(void **state)
     assert_string_equal(v->status, "");
     assert_true(v->maxmem == 0 && v->maxdisk == 0 && v->maxcpu == 0);
     /* types proxd does not know, or none, are passed on as OTHER */
-    assert_int_equal(l.r[4].type, PVE_RES_OTHER);
     assert_int_equal(l.r[5].type, PVE_RES_OTHER);
-    v = &l.r[6];
+    assert_int_equal(l.r[6].type, PVE_RES_OTHER);
+    v = &l.r[7];
     assert_int_equal(v->type, PVE_RES_VM);
     assert_true(v->tmpl);
     assert_string_equal(v->name, "");
@@ -374,6 +387,7 @@ static void ref_resource(struct pve_resource *r, json_t *e)
     memset(r, 0, sizeof *r);
     pj_str(type, sizeof type, e, "type");
     r->type = strcmp(type, "qemu") == 0      ? PVE_RES_VM
+              : strcmp(type, "lxc") == 0     ? PVE_RES_CT
               : strcmp(type, "node") == 0    ? PVE_RES_NODE
               : strcmp(type, "storage") == 0 ? PVE_RES_STORAGE
                                              : PVE_RES_OTHER;
@@ -426,9 +440,6 @@ static int ref_parse(const char *text, size_t len, struct pve_resource *out, int
             rc = REF_SHAPE;
             break;
         }
-        json_t *t = json_object_get(e, "type");
-        if (json_is_string(t) && strcmp(json_string_value(t), "lxc") == 0)
-            continue;
         if (*n < max)
             ref_resource(&out[*n], e);
         (*n)++;
