@@ -2,7 +2,8 @@
  * with libcurl (a handle per post: webhooks post one event at a time).
  * Only http and https, no redirects followed (a receiver that moved must
  * be reconfigured, not followed blindly), the answer's body read and
- * dropped past 64 KiB. Thread-safe (curl_global_init ran at start). */
+ * dropped past 64 KiB; a post is given up when the core asks (it stops).
+ * Thread-safe (curl_global_init ran at start). */
 #include "api/api.h"
 
 #include "core/events.h"
@@ -19,6 +20,15 @@ static size_t sink(char *p, size_t size, size_t n, void *arg)
     size_t *seen = arg;
     *seen += size * n;
     return *seen > ANSWER_MAX ? 0 : size * n; /* 0: curl stops reading */
+}
+
+/* curl asks this about once a second, and as data moves */
+static int progress(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                    curl_off_t ulnow)
+{
+    (void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
+    const struct webhook_post *p = arg;
+    return p->give_up(p->ud) != 0; /* nonzero: CURLE_ABORTED_BY_CALLBACK */
 }
 
 static int http_post(void *ctx, const struct webhook_post *p, long *status, char *why,
@@ -49,10 +59,18 @@ static int http_post(void *ctx, const struct webhook_post *p, long *status, char
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &seen);
     curl_easy_setopt(c, CURLOPT_ERRORBUFFER, err);
     curl_easy_setopt(c, CURLOPT_USERAGENT, "proxd-webhook");
+    if (p->give_up) {
+        curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+        curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, progress);
+        curl_easy_setopt(c, CURLOPT_XFERINFODATA, (void *)p);
+    }
     CURLcode rc = curl_easy_perform(c);
     int out = 0;
     if (rc == CURLE_OK || (rc == CURLE_WRITE_ERROR && seen > ANSWER_MAX)) {
         curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
+    } else if (rc == CURLE_ABORTED_BY_CALLBACK) {
+        snprintf(why, whylen, "given up: proxd stops (posted again at the next start)");
+        out = -1;
     } else {
         snprintf(why, whylen, "%s", err[0] ? err : curl_easy_strerror(rc));
         out = -1;

@@ -51,7 +51,10 @@ bool event_type_valid(const char *s);
 
 /* The HTTP post the API layer supplies. headers: "Name: value" lines.
  * Returns 0 with *status the HTTP status, or -1 with why filled (no
- * answer: refused, timed out...). Called from webhook threads. */
+ * answer: refused, timed out, given up...). Called from webhook threads.
+ * give_up (may be NULL) is asked with ud while the post is under way, at
+ * least about once a second: nonzero ends it at once (proxd stops; the
+ * event stays undelivered and is posted again by the next holder). */
 struct webhook_post {
     const char *url;
     const char *const *headers;
@@ -59,6 +62,8 @@ struct webhook_post {
     const char *body;
     size_t len;
     long timeout_ms;
+    int (*give_up)(void *ud);
+    void *ud;
 };
 struct webhook_transport {
     int (*post)(void *ctx, const struct webhook_post *p, long *status, char *why, size_t whylen);

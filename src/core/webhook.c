@@ -127,6 +127,15 @@ static bool advance(struct hook *h, int64_t after, int delivered, int dropped)
     return true;
 }
 
+/* A post under way when proxd stops is given up (its event posted again
+ * by the next holder): a receiver that does not answer would otherwise
+ * hold the stop for the post's timeout (up to 300 s; a service manager
+ * kills the process sooner). */
+static int post_give_up(void *ud)
+{
+    return core_stopping(ud);
+}
+
 /* One post of e; true on a 2xx. */
 static bool post_once(struct hook *h, const struct store_event *e, const char *body, size_t len)
 {
@@ -137,7 +146,14 @@ static bool post_once(struct hook *h, const struct store_event *e, const char *b
     snprintf(hid, sizeof hid, "Proxd-Delivery: %s-%lld", h->cfg->name, (long long)e->id);
     snprintf(htype, sizeof htype, "Proxd-Event: %s", e->type);
     const char *headers[] = {"Content-Type: application/json", hsig, hid, htype};
-    struct webhook_post p = {h->cfg->url, headers, 4, body, len, h->cfg->timeout_s * 1000L};
+    struct webhook_post p = {.url = h->cfg->url,
+                             .headers = headers,
+                             .nheaders = 4,
+                             .body = body,
+                             .len = len,
+                             .timeout_ms = h->cfg->timeout_s * 1000L,
+                             .give_up = post_give_up,
+                             .ud = h->k};
     long status = 0;
     char why[256] = "";
     int rc = w->tr.post(w->tr.ctx, &p, &status, why, sizeof why);

@@ -416,6 +416,42 @@ def two_instances_deliver_each_event_once_between_them():
 
 
 @case_full_on_pg
+def a_post_in_flight_does_not_hold_up_a_stop():
+    """A receiver that reads a post and does not answer (a hung endpoint)
+    while proxd stops: the post is given up at once, not waited for until
+    the stop's 10 s grace ran out and the process exited without finishing
+    its stop (a warning, the other threads cut off wherever they were); the
+    event stays undelivered and is posted again after the restart."""
+    r3 = Receiver().up()
+    r3.delay, r3.slow_count = 120.0, 1
+    hook = ("reconcile_interval = 3600\n\n[webhook hung]\nurl = %s\nsecret = %s\n"
+            "timeout = 60\nretry_max = 1\n" % (r3.url, SECRET))
+    inst = Proxd(sim, proxd_extra=hook)  # the transport's, not the store's: SQLite
+    admin = inst.token("ops", "admin")
+    inst.start()
+    try:
+        r = inst.call("POST", "/v1/vms", admin, {"os": "ubuntu", "name": "hung-a", "cores": 1,
+                                                 "memory_mb": 1024, "disk_gb": 10,
+                                                 "owner": "erin"})
+        assert r.status_code == 202, r.text
+        wait_for(lambda: r3.inflight >= 1, deadline=60, what="a post in flight")
+        first = r3.snapshot()[0]
+        t0 = time.monotonic()
+        inst.stop()
+        took = time.monotonic() - t0
+        print("    stopped in %.2f s with a post in flight (its timeout 60 s)" % took, flush=True)
+        assert took < 5, took
+        assert "still stopping" not in inst.log_text()
+        inst.start()
+        wait_for(lambda: any(p["delivery"] == first["delivery"] and p["answered"]
+                             for p in r3.snapshot()), deadline=60, what="the event posted again")
+    finally:
+        if inst.alive():
+            inst.stop()
+        r3.down()
+
+
+@case_full_on_pg
 def retention_prunes_old_events_and_ids_go_on():
     other = Proxd(sim, database=os.environ.get("PROXD_TEST_DB2"),
                   proxd_extra="reconcile_interval = 3600\n\n[events]\nkeep = 2\n\n"
