@@ -13,6 +13,7 @@
 #include "sim/sim.h"
 
 #include <getopt.h>
+#include <errno.h>
 #include <limits.h>
 #include <malloc.h>
 #include <math.h>
@@ -247,9 +248,14 @@ static int parse_args(struct sim *s, int argc, char **argv)
             }
             break;
         case O_SEED: {
+            /* digits only (strtoull takes a sign and spaces), and no
+             * overflow: strtoull would make it ULLONG_MAX silently */
+            errno = 0;
             unsigned long long seed = strtoull(optarg, &end, 10);
-            if (*end || !*optarg || optarg[0] == '-') {
-                fprintf(stderr, "pvesim: --seed must be a non-negative integer\n");
+            if (*end || !*optarg || strspn(optarg, "0123456789") != strlen(optarg) ||
+                errno == ERANGE) {
+                fprintf(stderr, "pvesim: --seed must be an integer from 0 to %llu, not '%s'\n",
+                        ULLONG_MAX, optarg);
                 return -1;
             }
             o->seed = seed;

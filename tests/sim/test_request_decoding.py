@@ -1,0 +1,56 @@
+"""How pvesim reads what a request carries, as PVE's http-server does: form
+bodies and query strings split and decoded as decode_urlencoded does (Perl's
+split, undef for a bare key, Encode's lax UTF-8 with U+FFFD), JSON bodies as
+extract_params decodes them (500 for what decode_json or Perl's strict refs
+refuse, the last of duplicate keys), the ticket and token a request
+presents as extract_auth_value finds them, and --seed refused when it does
+not fit."""
+import subprocess
+
+from lib.cases import case, finish
+from lib.env import PVESIM, TOKEN_ID, TOKEN_SECRET
+from lib.sim import Sim
+
+AUTH = "PVEAPIToken=%s=%s" % (TOKEN_ID, TOKEN_SECRET)
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+JSON = {"Content-Type": "application/json"}
+UNKNOWN = "property is not defined in schema and the schema does not allow additional properties"
+AT_HTTP = " at /usr/share/perl5/PVE/APIServer/AnyEvent.pm line "
+
+
+def status(r, code, reason=None):
+    assert r.status_code == code, (r.status_code, r.reason, r.text[:300])
+    if reason is not None:
+        assert r.reason == reason, (r.reason, reason)
+
+
+def param_errors(r):
+    status(r, 400, "Parameter verification failed.")
+    return r.json()["errors"]
+
+
+def http_error(r, code, reason, nl=True):
+    """An error of the HTTP layer: no JSON, the message as the body (with
+    the newline of a die in handle_api2_request's eval)."""
+    status(r, code, reason)
+    assert "Content-Type" not in r.headers, r.headers
+    assert r.text == reason + ("\n" if nl else ""), (r.text, reason)
+
+
+def description(s, vmid=8000):
+    return s.data("GET", "/nodes/sv1/qemu/%d/config" % vmid).get("description")
+
+
+@case
+def seed_that_does_not_fit_is_refused():
+    for bad in ("18446744073709551616", "99999999999999999999999", "-1", "+5", " 5", ""):
+        p = subprocess.run([PVESIM, "--listen", "127.0.0.1:0", "--nodes", "sv1",
+                            "--seed", bad], capture_output=True, text=True, timeout=20)
+        assert p.returncode != 0, (bad, p.returncode)
+        assert "--seed must be an integer from 0 to 18446744073709551615" in p.stderr, \
+            (bad, p.stderr)
+    with Sim(nodes="sv1", extra=["--seed", "18446744073709551615"]) as s:
+        assert s.data("GET", "/version")["version"] == "9.1.3"
+
+
+finish()
