@@ -144,10 +144,13 @@ static void not_implemented(struct sim *s, struct http_resp *r, const char *verb
 
 /* ---- parameters --------------------------------------------------------- */
 
+/* decode_urlencoded's merge of one pair: a value joins an earlier defined
+ * one as an array; a pair without '=' (Perl's undef, here null) replaces
+ * whatever the key had. */
 static void param_add(json_t *params, const char *k, json_t *v)
 {
     json_t *old = json_object_get(params, k);
-    if (!old) {
+    if (json_is_null(v) || !old || json_is_null(old)) {
         json_object_set_new(params, k, v);
         return;
     }
@@ -160,24 +163,118 @@ static void param_add(json_t *params, const char *k, json_t *v)
     json_array_append_new(old, v);
 }
 
-/* Form decoding: pairs split on '&' and ';', '+' is a space. */
+/* Bytes a UTF-8 sequence starting with c spans, as Perl counts them (its
+ * extended UTF-8: 0xfe starts 7 bytes, 0xff 13). */
+static size_t utf8_span(unsigned char c)
+{
+    return c < 0xe0    ? 2
+           : c < 0xf0  ? 3
+           : c < 0xf8  ? 4
+           : c < 0xfc  ? 5
+           : c < 0xfe  ? 6
+           : c == 0xfe ? 7
+                       : 13;
+}
+
+/* Encode::decode('utf8', ...) as decode_urlencoded applies it to a value:
+ * lax, never failing: a malformed sequence (a stray continuation byte, one
+ * cut short, an overlong form) becomes one U+FFFD for the bytes it spans.
+ * Perl's lax utf8 also keeps surrogates and code points above U+10FFFF,
+ * which JSON text cannot carry: each becomes one U+FFFD here. */
+static void utf8_lax(struct buf *out, const char *str, size_t n)
+{
+    static const char fffd[] = "\xef\xbf\xbd";
+    static const uint32_t least[8] = {0, 0, 0x80, 0x800, 0x10000, 0x200000, 0x4000000, 0x80000000};
+    const unsigned char *s = (const unsigned char *)str;
+    size_t i = 0;
+    while (i < n) {
+        if (s[i] < 0x80) {
+            buf_addc(out, (char)s[i++]);
+            continue;
+        }
+        if (s[i] < 0xc0) { /* a continuation byte with nothing to continue */
+            buf_add(out, fffd, 3);
+            i++;
+            continue;
+        }
+        size_t want = utf8_span(s[i]), j = i + 1;
+        while (j < n && j - i < want && (s[j] & 0xc0) == 0x80)
+            j++;
+        bool ok = j - i == want && want <= 4;
+        if (ok) {
+            uint32_t cp = s[i] & (0x7fu >> want);
+            for (size_t k = i + 1; k < j; k++)
+                cp = cp << 6 | (s[k] & 0x3fu);
+            ok = cp >= least[want] && cp <= 0x10ffff && !(cp >= 0xd800 && cp <= 0xdfff);
+        }
+        if (ok)
+            buf_add(out, str + i, j - i);
+        else
+            buf_add(out, fffd, 3);
+        i = j;
+    }
+}
+
+/* A form key: not decoded from UTF-8 by PVE, so each byte is a character
+ * (Latin-1), as its error messages then print it. */
+static void latin1(struct buf *out, const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x80) {
+            buf_addc(out, (char)c);
+        } else {
+            buf_addc(out, (char)(0xc0 | c >> 6));
+            buf_addc(out, (char)(0x80 | (c & 0x3f)));
+        }
+    }
+}
+
+/* One pair as decode_urlencoded splits it: `my ($k, $v) = split(/=/, $kv)`
+ * (a list of two: split's limit is 3) makes "a=b=c" a => "b", "a=" a => ""
+ * and a bare "a" (or an empty pair) a => undef. */
+static void form_pair(const char *p, size_t n, json_t *params)
+{
+    const char *eq = memchr(p, '=', n);
+    size_t kl = eq ? (size_t)(eq - p) : n;
+    size_t klen, vlen;
+    char *k = pct_decode(p, kl, true, &klen);
+    struct buf kb = BUF_INIT(BUF_UNLIMITED);
+    latin1(&kb, k, klen);
+    json_t *v = json_null();
+    if (eq) {
+        const char *vs = eq + 1, *ve = memchr(vs, '=', (size_t)(p + n - vs));
+        char *raw = pct_decode(vs, (size_t)((ve ? ve : p + n) - vs), true, &vlen);
+        struct buf vb = BUF_INIT(BUF_UNLIMITED);
+        utf8_lax(&vb, raw, vlen);
+        v = json_stringn(vb.data ? vb.data : "", vb.len);
+        buf_release(&vb);
+        free(raw);
+    }
+    if (strcmp(buf_str(&kb), "_dc") == 0) /* the ExtJS cache buster, deleted */
+        json_decref(v);
+    else
+        param_add(params, buf_str(&kb), v);
+    buf_release(&kb);
+    free(k);
+}
+
+/* PVE's decode_urlencoded: nothing for "" or "0" (Perl's false); pairs
+ * split on '&' and ';' with Perl's split, which keeps empty pairs before
+ * the last non-empty one (each a key "" => undef, which the schema then
+ * refuses as an unknown parameter) and drops those after it. */
 static void parse_form(const char *q, size_t n, json_t *params)
 {
+    if (n == 0 || (n == 1 && q[0] == '0'))
+        return;
+    while (n > 0 && (q[n - 1] == '&' || q[n - 1] == ';'))
+        n--;
     size_t i = 0;
     while (i < n) {
         size_t j = i;
         while (j < n && q[j] != '&' && q[j] != ';')
             j++;
-        if (j > i) {
-            const char *eq = memchr(q + i, '=', j - i);
-            size_t kl = eq ? (size_t)(eq - (q + i)) : j - i;
-            char *k = pct_decode(q + i, kl, true, NULL);
-            char *v = eq ? pct_decode(eq + 1, (size_t)(q + j - eq - 1), true, NULL) : xstrdup("");
-            if (*k && strcmp(k, "_dc") != 0)
-                param_add(params, k, json_string(v));
-            free(k);
-            free(v);
-        }
+        form_pair(q + i, j - i, params);
         i = j + 1;
     }
 }
@@ -403,11 +500,47 @@ static void reject(struct sim *s, const char *verb, const char *path, json_t *er
     json_array_append_new(s->rejections, e);
 }
 
+/* A parameter given without a value (a bare `a` in a form, null in JSON)
+ * is Perl's undef: the schema takes it as absent, and so do the handlers
+ * (which test with defined()): gone once verified. */
+static void drop_nulls(json_t *params)
+{
+    const char *k;
+    json_t *v;
+    void *tmp;
+    json_object_foreach_safe(params, tmp, k, v)
+    {
+        if (json_is_null(v))
+            json_object_del(params, k);
+    }
+}
+
+/* Whether pveproxy hands the call on with its parameters encoded again
+ * (proxy_request): to pvedaemon for a protected method, to another node
+ * for a proxyto one. A form's undef then goes as "a=", an empty string. */
+static bool form_reencoded(const schema_method *m, json_t *pathp, const struct listener_ctx *lc)
+{
+    if (schema_method_protected(m))
+        return true;
+    const char *pt = schema_method_proxyto(m);
+    const char *target = pt ? json_string_value(json_object_get(pathp, pt)) : NULL;
+    return target && strcmp(target, "localhost") != 0 &&
+           (!lc->node || strcmp(lc->node->name, target) != 0);
+}
+
+static void nulls_to_empty(json_t *params)
+{
+    for (void *it = json_object_iter(params); it; it = json_object_iter_next(params, it))
+        if (json_is_null(json_object_iter_value(it)))
+            json_object_iter_set_new(params, it, json_string(""));
+}
+
 static bool verify(struct sim *s, struct sim_call *c, struct http_resp *r, bool json_body)
 {
     json_t *errors = json_object();
     bool jb = json_body && s->o.pve_version >= 8;
     int rc = schema_check_params(c->m, c->params, jb, errors);
+    drop_nulls(c->params);
     if (rc == SCHEMA_OK && json_object_get(c->params, "skiplock") && !c->is_root)
         json_object_set_new(errors, "skiplock", json_string("Only root may use this option."));
     bool ok = json_object_size(errors) == 0;
@@ -914,6 +1047,8 @@ static void dispatch(struct sim *s, struct listener_ctx *lc, const struct http_r
         if (!is_json)
             parse_form(req->body, req->body_len, params);
     }
+    if (!is_json && req->body_len > 0 && form_reencoded(c.m, pathp, lc))
+        nulls_to_empty(params);
     if (req->query) {
         json_t *q = json_object();
         parse_form(req->query, strlen(req->query), q);

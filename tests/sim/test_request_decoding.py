@@ -42,6 +42,59 @@ def description(s, vmid=8000):
 
 
 @case
+def form_pairs_split_as_perl_does():
+    with Sim(nodes="sv1,sv2") as s:
+        def put(body):
+            return s.api("PUT", "/nodes/sv1/qemu/8000/config", data=body, headers=FORM)
+
+        # split(/=/, $kv) into ($k, $v): "a=b=c" is a => "b", the rest is lost
+        status(put("description=one=two=three"), 200)
+        assert description(s) == "one", description(s)
+        # a trailing empty pair is dropped by Perl's split...
+        status(put("description=x&"), 200)
+        assert description(s) == "x"
+        # ...one before a pair is the key "" (undef), which no method takes
+        # (add_error names a false path "_root")
+        for body in ("&description=y", "cores=2&&description=y", "=y&description=y"):
+            assert param_errors(put(body)) == {"_root": UNKNOWN}, body
+        assert description(s) == "x"
+        # "" and "0" are Perl's false: no parameters at all
+        assert s.data("GET", "/version?0")["version"] == "9.1.3"
+        # a bare key in a query is undef: as if absent (not "", which the
+        # enumeration would refuse); the last of a key decides
+        kinds = {e["type"] for e in s.data("GET", "/cluster/resources?type")}
+        assert {"node", "qemu", "storage"} <= kinds, kinds
+        kinds = {e["type"] for e in s.data("GET", "/cluster/resources?type=vm&type")}
+        assert "node" in kinds, kinds
+        kinds = {e["type"] for e in s.data("GET", "/cluster/resources?type&type=node")}
+        assert kinds == {"node"}, kinds
+        assert param_errors(s.api("GET", "/cluster/resources?type="))["type"].startswith(
+            "value '' does not have a value in the enumeration")
+        assert param_errors(s.api("GET", "/cluster/resources?=1")) == {"_root": UNKNOWN}
+        # a bare key in the body of a protected method reaches pvedaemon as
+        # "a=" (proxy_request encodes undef as ""): the empty string's check
+        assert param_errors(put("cores"))["cores"] == "type check ('integer') failed - got ''"
+
+
+@case
+def non_utf8_values_become_replacement_characters():
+    with Sim(nodes="sv1,sv2") as s:
+        def put(body):
+            return s.api("PUT", "/nodes/sv1/qemu/8000/config", data=body, headers=FORM)
+
+        for enc, want in (("caf%E9", "caf\ufffd"),            # Latin-1
+                          ("%FF%FE", "\ufffd\ufffd"),          # a byte each
+                          ("x%E2%82y", "x\ufffdy"),            # cut short: one
+                          ("%C0%80", "\ufffd"),                # overlong: one
+                          ("%E2%82%AC%C3%A9", "\u20ac\u00e9"),  # fine as it is
+                          ("a+b%2Bc", "a b+c")):
+            status(put("description=" + enc), 200)
+            assert description(s) == want, (enc, description(s), want)
+        # a key is not decoded as UTF-8: its bytes are Latin-1 characters
+        assert param_errors(put("k%FF=1")) == {"k\u00ff": UNKNOWN}
+
+
+@case
 def seed_that_does_not_fit_is_refused():
     for bad in ("18446744073709551616", "99999999999999999999999", "-1", "+5", " 5", ""):
         p = subprocess.run([PVESIM, "--listen", "127.0.0.1:0", "--nodes", "sv1",
