@@ -279,30 +279,80 @@ static void parse_form(const char *q, size_t n, json_t *params)
     }
 }
 
-/* JSON bodies: scalars keep their JSON type, nested values stay as they are. */
-static int parse_json_body(const char *body, size_t n, json_t *params, char **err)
+/* How Perl names a scalar in "Can't use string (...)": its text, cut to 32
+ * bytes and marked "..." beyond. */
+static char *perl_scalar_text(const json_t *v)
 {
+    char *t = json_is_string(v)    ? xstrdup(json_string_value(v))
+              : json_is_integer(v) ? xasprintf("%" JSON_INTEGER_FORMAT, json_integer_value(v))
+                                   : xasprintf("%.15g", json_real_value(v));
+    char *m = strlen(t) > 32 ? xasprintf("(\"%.32s\"...)", t) : xasprintf("(\"%s\")", t);
+    free(t);
+    return m;
+}
+
+enum json_body_rc {
+    JB_OK,
+    JB_HTTP_ERR, /* handle_api2_request's eval: a plain 500, before the handler lookup */
+    JB_REST_ERR, /* rest_handler's eval: a 500 with a JSON body, after the lookup */
+};
+
+/* extract_params' decode_json and what PVE then does with the result. An
+ * object's duplicate keys: the last wins (JSON::XS). null: no parameters
+ * (`keys %{$params}` makes it a hash). Any other value: Perl's strict refs
+ * refuse it as a hash, at `delete $params->{_dc} if $params` for a true
+ * one, at rest_handler's `keys %{$params}` for a false one ("", 0, "0").
+ * Line numbers are those of http-server 5.2 / manager 9.1's sources.
+ * Scalars keep their JSON type, nested values stay as they are. */
+static enum json_body_rc parse_json_body(const char *body, size_t n, json_t *params, char **err)
+{
+    static const char at_http[] = " at /usr/share/perl5/PVE/APIServer/AnyEvent.pm line";
     json_error_t je;
-    json_t *o = json_loadb(body, n, JSON_REJECT_DUPLICATES, &je);
-    if (!o || !json_is_object(o)) {
-        *err = xasprintf("malformed JSON string, %s", o ? "not an object" : je.text);
-        json_decref(o);
-        return -1;
+    enum json_body_rc rc = JB_OK;
+    json_t *o = json_loadb(body, n, JSON_DECODE_ANY, &je);
+    if (!o) {
+        if (n == 0) /* JSON::XS's own text for the case PVE's docs warn about */
+            *err = xasprintf("malformed JSON string, neither tag, array, object, number, string "
+                             "or atom, at character offset 0 (before \"(end of string)\")%s 934.",
+                             at_http);
+        else
+            *err = xasprintf("malformed JSON string, %s%s 934.", je.text, at_http);
+        return JB_HTTP_ERR;
+    }
+    if (json_is_array(o) || json_is_boolean(o)) {
+        *err = xasprintf("Not a HASH reference%s 978.", at_http);
+        rc = JB_HTTP_ERR;
+        goto out;
+    }
+    if (json_is_string(o) || json_is_number(o)) {
+        const char *sv = json_string_value(o);
+        bool falsy = sv ? (!*sv || strcmp(sv, "0") == 0) : json_number_value(o) == 0;
+        char *what = perl_scalar_text(o);
+        *err =
+            xasprintf("Can't use string %s as a HASH ref while \"strict refs\" in use at %s", what,
+                      falsy ? "/usr/share/perl5/PVE/HTTPServer.pm line 160."
+                            : "/usr/share/perl5/PVE/APIServer/AnyEvent.pm line 978.");
+        free(what);
+        rc = falsy ? JB_REST_ERR : JB_HTTP_ERR;
+        goto out;
     }
     const char *k;
     json_t *v;
     json_object_foreach(o, k, v)
     {
+        if (strcmp(k, "_dc") == 0)
+            continue;
         if (json_is_real(v)) {
             /* keep numbers as their text so integer checks see "2" not 2.0;
              * as Perl prints them (%.15g): 0.1 reads back "0.1" */
             json_object_set_new(params, k, json_sprintf("%.15g", json_real_value(v)));
-        } else if (strcmp(k, "_dc") != 0) {
+        } else {
             json_object_set(params, k, v);
         }
     }
-    json_decref(o);
-    return 0;
+out:
+    json_decref(o); /* null: json_loadb's NULL-safe null, no parameters */
+    return rc;
 }
 
 /* ---- faults ------------------------------------------------------------- */
@@ -769,18 +819,19 @@ static bool body_rules(const struct sim *s, const struct http_req *req, struct h
         return false;
     }
     const char *ct = http_req_header(req, "Content-Type");
-    if (!write || !ct || req->body_len == 0)
+    if (!write || !ct)
         return true;
-    size_t n = strcspn(ct, ";");
-    while (n > 0 && ct[n - 1] == ' ')
+    /* parse_content_type: the type is what comes before the first [;,],
+     * compared as it is (case-sensitive) */
+    size_t n = strcspn(ct, ";,");
+    while (n > 0 && (ct[n - 1] == ' ' || ct[n - 1] == '\t'))
         n--;
-    if (n == 16 && strncasecmp(ct, "application/json", 16) == 0) {
-        *is_json = true;
+    /* extract_params decodes JSON even from an empty body (which fails) */
+    *is_json = n == 16 && strncmp(ct, "application/json", 16) == 0;
+    if (req->body_len == 0 || *is_json || n == 0 ||
+        (n == 33 && strncmp(ct, "application/x-www-form-urlencoded", 33) == 0))
         return true;
-    }
-    if (n == 33 && strncasecmp(ct, "application/x-www-form-urlencoded", 33) == 0)
-        return true;
-    char *msg = xasprintf("upload 'Content-Type '%.*s' not implemented", (int)n, ct);
+    char *msg = xasprintf("upload 'Content-Type '%s' not implemented", ct);
     plain_error(s, r, 506, msg);
     free(msg);
     return false;
@@ -1011,6 +1062,7 @@ static void dispatch(struct sim *s, struct listener_ctx *lc, const struct http_r
     struct auth_who who;
     json_t *params = json_object();
     long fault_delay = 0;
+    char *jerr = NULL;
     buf_add(&c.raw, RAW_HEAD, RAW_HEAD_LEN);
     if (!body_rules(s, req, r, &is_json) || !authenticate(s, req, r, path, &c, &who))
         goto out;
@@ -1026,6 +1078,18 @@ static void dispatch(struct sim *s, struct listener_ctx *lc, const struct http_r
         json_decref(body);
         goto out;
     }
+    /* extract_params runs before rest_handler looks the handler up */
+    enum json_body_rc jrc =
+        is_json ? parse_json_body(req->body, req->body_len, params, &jerr) : JB_OK;
+    if (jrc == JB_HTTP_ERR) {
+        /* handle_api2_request's eval: 501 before http-server 5.2.0 (PVE 7) */
+        char *m = xasprintf("%s\n", jerr);
+        plain_error(s, r, s->o.pve_version >= 8 ? 500 : 501, m);
+        free(m);
+        goto out;
+    }
+    if (!is_json && req->body_len > 0)
+        parse_form(req->body, req->body_len, params);
     json_t *pathp = json_object();
     int rc = schema_find(s->sch, req->method, path, &c.m, pathp);
     if (rc != SCHEMA_OK) {
@@ -1036,16 +1100,10 @@ static void dispatch(struct sim *s, struct listener_ctx *lc, const struct http_r
         json_decref(pathp);
         goto out;
     }
-    if (req->body_len > 0) {
-        char *err = NULL;
-        if (is_json && parse_json_body(req->body, req->body_len, params, &err)) {
-            render_error(s, r, 400, err, NULL);
-            free(err);
-            json_decref(pathp);
-            goto out;
-        }
-        if (!is_json)
-            parse_form(req->body, req->body_len, params);
+    if (jrc == JB_REST_ERR) {
+        render_error(s, r, 500, jerr, NULL);
+        json_decref(pathp);
+        goto out;
     }
     if (!is_json && req->body_len > 0 && form_reencoded(c.m, pathp, lc))
         nulls_to_empty(params);
@@ -1123,6 +1181,7 @@ out:
     r->delay_ms += fault_delay;
     call_release(&c);
     json_decref(params);
+    free(jerr);
 }
 
 void sim_http_handler(void *ctx, const struct http_req *req, struct http_resp *r)

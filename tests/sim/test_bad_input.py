@@ -165,16 +165,22 @@ def garbage_json():
     with Sim(nodes="sv1,sv2") as s:
         before = vm_list(s)
         hj = {"Content-Type": "application/json"}
+        # what decode_json refuses, and what is no object: a 500 of the HTTP
+        # layer (tests/sim/test_request_decoding.py has the texts); the
+        # schema's refusals: 400 (duplicate keys: the last wins, also there)
         for body in ('{"newid": 300', "[1,2,3]", '"newid"', "nul", "{'newid': 300}",
-                     '{"newid": 300, "newid": 301}', "\x00\x01\x02", '{"newid": NaN}',
-                     '{"newid": 1e999}', '{"newid": [300]}', '{"newid": {"a": 1}}',
-                     '{"newid": 300}garbage', "\ufeff{}", '{"name": "\\ud800"}'):
+                     "\x00\x01\x02", '{"newid": NaN}', '{"newid": 1e999}', '{"newid": [300]}',
+                     '{"newid": {"a": 1}}', '{"newid": 300}garbage', "\ufeff{}",
+                     '{"name": "\\ud800"}'):
             r = s.api("POST", "/nodes/sv1/qemu/8000/clone", data=body.encode("utf-8", "replace"),
                       headers=hj)
             assert r.status_code in (400, 500), (body, r.status_code, r.reason)
-            b = pve_error(r, r.status_code)
-            if r.status_code == 400 and "errors" in b:
-                assert b["errors"], b
+            if r.status_code == 500:
+                # (the reason: its UTF-8 bytes, which http.client decodes as Latin-1)
+                assert "Content-Type" not in r.headers, (body, r.headers)
+                assert r.content == r.reason.encode("latin-1") + b"\n", (body, r.content)
+            else:
+                assert pve_error(r, 400)["errors"], body
         # a JSON body that is fine is accepted, with JSON types
         upid = s.data("POST", "/nodes/sv1/qemu/8000/clone", json_body={"newid": 300, "full": 1})
         assert s.wait_task("sv1", upid)["exitstatus"] == "OK"
@@ -198,13 +204,14 @@ def deep_nesting():
             body = '{"description": ' + "[" * depth + "]" * depth + "}"
             r = s.api("PUT", "/nodes/sv1/qemu/8000/config", data=body,
                       headers={"Content-Type": "application/json"})
-            assert r.status_code in (400, 501), (depth, r.status_code, r.reason)
+            # too deep for the decoder: its 500 (JSON::XS stops at 512 levels)
+            assert r.status_code in (400, 500, 501), (depth, r.status_code, r.reason)
             if r.status_code == 400:
                 pve_error(r, 400)
             body = '{"x": ' + '{"a": ' * depth + "1" + "}" * depth + "}"
             r = s.api("POST", "/nodes/sv1/qemu/8000/clone", data=body,
                       headers={"Content-Type": "application/json"})
-            assert r.status_code in (400, 501), (depth, r.status_code, r.reason)
+            assert r.status_code in (400, 500, 501), (depth, r.status_code, r.reason)
         # deep in the control API too
         r = s.raw("POST", "/_sim/faults", data="[" * 100000 + "]" * 100000,
                   headers={"Content-Type": "application/json"})

@@ -167,9 +167,10 @@ def body_rules():
         expect(r, 501, "Unexpected content for method 'GET'", plain=True)
         assert s.vm(8000) is not None
         r = s.api("POST", "/nodes/sv1/qemu/8000/clone", files={"newid": (None, "100")})
-        ct = r.request.headers["Content-Type"].split(";")[0]
-        assert ct == "multipart/form-data"
-        expect(r, 506, "upload 'Content-Type 'multipart/form-data' not implemented", plain=True)
+        ct = r.request.headers["Content-Type"]
+        assert ct.startswith("multipart/form-data; boundary=")
+        # the whole header, boundary and all
+        expect(r, 506, "upload 'Content-Type '%s' not implemented" % ct, plain=True)
         r = s.api("PUT", "/nodes/sv1/qemu/8000/config", data="cores=3",
                   headers={"Content-Type": "text/plain"})
         expect(r, 506, "upload 'Content-Type 'text/plain' not implemented", plain=True)

@@ -95,6 +95,48 @@ def non_utf8_values_become_replacement_characters():
 
 
 @case
+def json_bodies_as_extract_params_decodes_them():
+    with Sim(nodes="sv1,sv2") as s:
+        def send(body, path="/nodes/sv1/qemu/8000/config", method="PUT"):
+            return s.api(method, path, data=body, headers=JSON)
+
+        # duplicate keys: the last wins (JSON::XS)
+        status(send('{"description": "first", "description": "last"}'), 200)
+        assert description(s) == "last"
+        # what decode_json refuses: 500 from the HTTP layer, even for a path
+        # without a handler (the body is decoded before the lookup)
+        for body, path in (('{"description": ', "/nodes/sv1/qemu/8000/config"),
+                           ("{bad", "/nodes/sv1/nothing/here")):
+            r = send(body, path)
+            assert r.status_code == 500 and r.reason.startswith("malformed JSON string, "), \
+                (r.status_code, r.reason)
+            assert r.reason.endswith(AT_HTTP + "934."), r.reason
+            http_error(r, 500, r.reason)
+        http_error(send(""), 500, "malformed JSON string, neither tag, array, object, number, "
+                   "string or atom, at character offset 0 (before \"(end of string)\")"
+                   + AT_HTTP + "934.")
+        # not an object: Perl's strict refs refuse it as a hash
+        for body in ("[1, 2]", "true"):
+            http_error(send(body), 500, "Not a HASH reference" + AT_HTTP + "978.")
+        http_error(send('"%s"' % ("x" * 40)), 500, "Can't use string (\"%s\"...) as a HASH "
+                   "ref while \"strict refs\" in use at /usr/share/perl5/PVE/APIServer/"
+                   "AnyEvent.pm line 978." % ("x" * 32))
+        http_error(send("12"), 500, "Can't use string (\"12\") as a HASH ref while \"strict "
+                   "refs\" in use" + AT_HTTP + "978.")
+        # a false one passes that `if $params` and fails in rest_handler: a
+        # handler's error, with a JSON body
+        r = send('"0"')
+        msg = ("Can't use string (\"0\") as a HASH ref while \"strict refs\" in use at "
+               "/usr/share/perl5/PVE/HTTPServer.pm line 160.")
+        status(r, 500, msg)
+        assert r.json() == {"data": None, "message": msg + "\n"}, r.text
+        # null: no parameters
+        r = send("null", "/nodes/sv1/qemu/8000/clone", "POST")
+        assert param_errors(r) == {"newid": "property is missing and it is not optional"}
+        assert description(s) == "last"
+
+
+@case
 def seed_that_does_not_fit_is_refused():
     for bad in ("18446744073709551616", "99999999999999999999999", "-1", "+5", " 5", ""):
         p = subprocess.run([PVESIM, "--listen", "127.0.0.1:0", "--nodes", "sv1",
