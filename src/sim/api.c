@@ -837,13 +837,6 @@ static bool body_rules(const struct sim *s, const struct http_req *req, struct h
     return false;
 }
 
-/* An API token in the Authorization header (as the HTTP server parses it). */
-static bool api_token_header(const struct http_req *req)
-{
-    const char *az = http_req_header(req, "Authorization");
-    return az && strstr(az, "PVEAPIToken") != NULL;
-}
-
 /* The calls HTTPServer.pm's auth_handler lets through without credentials. */
 static bool auth_exempt(const char *verb, const char *path)
 {
@@ -1133,7 +1126,9 @@ static void dispatch(struct sim *s, struct listener_ctx *lc, const struct http_r
     }
     json_decref(pathp);
     c.params = params;
-    if (!schema_method_allowtoken(c.m) && api_token_header(req)) {
+    if (!schema_method_allowtoken(c.m) &&
+        auth_token_presented(http_req_header(req, "Cookie"),
+                             http_req_header(req, "Authorization"))) {
         /* rest_handler: a token (even unverified, on an exempt path) may not
          * call an allowtoken => 0 method; the message names the called URI */
         char *m = xasprintf("Permission check failed (URI '%s' not available with API token, "

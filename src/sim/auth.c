@@ -258,24 +258,46 @@ int auth_login(struct auth *a, const char *username, const char *realm, const ch
     return 0;
 }
 
-/* PVE's extract_auth_value: `key` at start or after whitespace, then '=' or
- * one space, value up to ';', then percent-decoded. */
+/* PVE's extract_auth_value: `key` at the start or after white space (\s:
+ * not after ';'), then '=' or one space, the value up to ';', then
+ * percent-decoded. Its callers test the value for Perl truth, so an empty
+ * value or "0" is none (NULL): the next source is tried. */
 static char *extract(const char *hdr, const char *key)
 {
     if (!hdr)
         return NULL;
     size_t kl = strlen(key);
     for (const char *p = hdr; (p = strstr(p, key)) != NULL; p++) {
-        if (p != hdr && p[-1] != ' ' && p[-1] != '\t' && p[-1] != ';')
+        if (p != hdr && !strchr(" \t\n\r\f\v", p[-1]))
             continue;
         const char *v = p + kl;
         if (*v != '=' && *v != ' ')
             continue;
         v++;
-        size_t n = strcspn(v, ";");
-        return pct_decode(v, n, false, NULL);
+        char *val = pct_decode(v, strcspn(v, ";"), false, NULL);
+        if (!*val || strcmp(val, "0") == 0)
+            FREE_AND_NULL(val);
+        return val;
     }
     return NULL;
+}
+
+/* The ticket a request presents: the cookie's, else the Authorization
+ * header's (NULL: none). */
+static char *ticket_of(const char *cookie, const char *authorization)
+{
+    char *t = extract(cookie, "PVEAuthCookie");
+    return t ? t : extract(authorization, "PVEAuthCookie");
+}
+
+bool auth_token_presented(const char *cookie, const char *authorization)
+{
+    char *t = ticket_of(cookie, authorization);
+    char *tok = t ? NULL : extract(authorization, "PVEAPIToken");
+    bool r = tok != NULL;
+    free(t);
+    free(tok);
+    return r;
 }
 
 static int fail(char *buf, int len, const char *fmt, const char *arg)
@@ -315,9 +337,7 @@ int auth_check(struct auth *a, const char *cookie, const char *authorization, co
                bool write, struct auth_who *who, char *rb, int rl)
 {
     memset(who, 0, sizeof *who);
-    char *ticket = extract(cookie, "PVEAuthCookie");
-    if (!ticket)
-        ticket = extract(authorization, "PVEAuthCookie");
+    char *ticket = ticket_of(cookie, authorization);
     int rc = -1;
     if (ticket) {
         if (!ticket_verify(a, ticket, who->user, sizeof who->user)) {

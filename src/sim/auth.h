@@ -45,6 +45,10 @@ struct auth_who {
 int auth_check(struct auth *a, const char *cookie, const char *authorization, const char *csrf,
                bool write, struct auth_who *who, char *reason_buf, int reason_len);
 
+/* Whether a request presents an API token: one in its Authorization
+ * header and no ticket (which PVE prefers, ignoring the token). */
+bool auth_token_presented(const char *cookie, const char *authorization);
+
 /* Make a ticket/CSRF token for `user` at unix time `t` (tests, renewal). */
 char *auth_make_ticket(struct auth *a, const char *user, int64_t t);
 char *auth_make_csrf(struct auth *a, const char *user, int64_t t);

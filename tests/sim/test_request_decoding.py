@@ -137,6 +137,39 @@ def json_bodies_as_extract_params_decodes_them():
 
 
 @case
+def tickets_and_tokens_as_pve_finds_them():
+    with Sim(nodes="sv1,sv2") as s:
+        login = s.login()
+        ticket = login["ticket"]
+
+        def call(method, path, cookie=None, authorization=None, **kw):
+            h = {}
+            if cookie is not None:
+                h["Cookie"] = cookie
+            if authorization is not None:
+                h["Authorization"] = authorization
+            return s.raw(method, "/api2/json" + path, headers=h, **kw)
+
+        # an empty or "0" cookie is no ticket: the token is used
+        for cookie in ("PVEAuthCookie=", "PVEAuthCookie=0", "PVEAuthCookie=%30",
+                       "PVEAuthCookie=; other=1"):
+            status(call("GET", "/version", cookie, AUTH), 200)
+            status(call("GET", "/version", cookie), 401, "No ticket")
+        # the cookie's key must follow white space, not a bare ';'
+        status(call("GET", "/version", "a=1;PVEAuthCookie=" + ticket), 401, "No ticket")
+        status(call("GET", "/version", "a=1; PVEAuthCookie=" + ticket), 200)
+        # beside a ticket a token header is not looked at: a method that
+        # takes no token (allowtoken 0) is fine with the ticket
+        login_form = {"username": "root@pam", "password": ticket}
+        status(call("POST", "/access/ticket", "PVEAuthCookie=" + ticket, AUTH,
+                    data=login_form), 200)
+        # with no ticket it is the token's call, refused there
+        status(call("POST", "/access/ticket", None, AUTH, data=login_form), 403)
+        # "PVEAPIToken" not at the start or after white space is no token
+        status(call("POST", "/access/ticket", None, "x" + AUTH, data=login_form), 200)
+
+
+@case
 def seed_that_does_not_fit_is_refused():
     for bad in ("18446744073709551616", "99999999999999999999999", "-1", "+5", " 5", ""):
         p = subprocess.run([PVESIM, "--listen", "127.0.0.1:0", "--nodes", "sv1",
