@@ -1042,9 +1042,13 @@ int sim_late_pending(const struct sim *s)
     return n;
 }
 
-/* Everything from routing on; `path` is decoded and relative to /api2/json. */
+/* Everything from routing on; `path` is decoded and relative to /api2/<fmt>.
+ * In AnyEvent.pm's order: authentication
+ * (authenticate_and_handle_request), then the body's rules, then the
+ * formatter (handle_api2_request: `nofmt`, the 501 for a format pvesim does
+ * not serve), then the parameters and the handler. */
 static void dispatch(struct sim *s, struct listener_ctx *lc, const struct http_req *req,
-                     struct http_resp *r, const char *path)
+                     struct http_resp *r, const char *path, const char *nofmt)
 {
     bool is_json;
     struct sim_call c = {.s = s,
@@ -1057,8 +1061,12 @@ static void dispatch(struct sim *s, struct listener_ctx *lc, const struct http_r
     long fault_delay = 0;
     char *jerr = NULL;
     buf_add(&c.raw, RAW_HEAD, RAW_HEAD_LEN);
-    if (!body_rules(s, req, r, &is_json) || !authenticate(s, req, r, path, &c, &who))
+    if (!authenticate(s, req, r, path, &c, &who) || !body_rules(s, req, r, &is_json))
         goto out;
+    if (nofmt) {
+        plain_error(s, r, 501, nofmt);
+        goto out;
+    }
     if (strcmp(path, "/") == 0 && strcmp(req->method, "GET") == 0) {
         /* the root index (manager PVE/API2.pm): not in the apidoc schema */
         pthread_mutex_lock(&s->mu);
@@ -1196,6 +1204,7 @@ void sim_http_handler(void *ctx, const struct http_req *req, struct http_resp *r
         return;
     }
     char *path = pct_decode(req->path, strlen(req->path), false, NULL);
+    char *nofmt = NULL;
     if (!str_starts(path, "/api2/")) {
         plain_error(s, r, 501, "no such uri");
         goto out;
@@ -1206,15 +1215,12 @@ void sim_http_handler(void *ctx, const struct http_req *req, struct http_resp *r
         plain_error(s, r, 501, "no such uri");
         goto out;
     }
-    if (fl != 4 || strncmp(fmt, "json", 4) != 0) {
-        char *msg = xasprintf("no formatter for uri %s, %.*s", path + 5 + fl + 1, (int)fl, fmt);
-        plain_error(s, r, 501, msg);
-        free(msg);
-        goto out;
-    }
     const char *rest = fmt + fl;
-    dispatch(s, lc, req, r, *rest ? rest : "/");
+    if (fl != 4 || strncmp(fmt, "json", 4) != 0)
+        nofmt = xasprintf("no formatter for uri %s, %.*s", path + 5 + fl + 1, (int)fl, fmt);
+    dispatch(s, lc, req, r, *rest ? rest : "/", nofmt);
 out:
+    free(nofmt);
     free(path);
 }
 

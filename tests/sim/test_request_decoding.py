@@ -170,6 +170,26 @@ def tickets_and_tokens_as_pve_finds_them():
 
 
 @case
+def body_and_format_checks_follow_the_login():
+    # authenticate_and_handle_request checks the credentials first, then the
+    # body (501 / 506), then handle_api2_request the format (501)
+    with Sim(nodes="sv1") as s:
+        for method, path, body, ct in (("GET", "/api2/xml/version", None, None),
+                                       ("GET", "/api2/json/version", "x=1", FORM["Content-Type"]),
+                                       ("PUT", "/api2/json/nodes/sv1/qemu/8000/config", "cores=3",
+                                        "text/plain")):
+            h = {"Content-Type": ct} if ct else {}
+            status(s.raw(method, path, data=body, headers=h), 401, "No ticket")
+            h["Authorization"] = AUTH
+            assert s.raw(method, path, data=body, headers=h).status_code in (501, 506)
+        # the type is compared as it is, and all of the header is named
+        r = s.api("PUT", "/nodes/sv1/qemu/8000/config", data="cores=3",
+                  headers={"Content-Type": "Application/JSON; charset=utf-8"})
+        http_error(r, 506, "upload 'Content-Type 'Application/JSON; charset=utf-8' not "
+                   "implemented", nl=False)
+
+
+@case
 def seed_that_does_not_fit_is_refused():
     for bad in ("18446744073709551616", "99999999999999999999999", "-1", "+5", " 5", ""):
         p = subprocess.run([PVESIM, "--listen", "127.0.0.1:0", "--nodes", "sv1",
