@@ -31,10 +31,10 @@ enum {
     HEAD_LINES_MAX = 64,   /* header lines */
     BODY_MAX = 512 * 1024, /* "501 for data too large" */
     KEEPALIVE_MAX = 100,   /* requests per connection */
-    IDLE_MS = 5000,        /* wait for a (next) request */
+    IDLE_MS = 5000,        /* wait for a (next) request, or a request's next byte */
     PEEK_MS = 5000,        /* wait for the first byte: TLS or plain? */
     HANDSHAKE_MS = 10000,  /* TLS handshake */
-    REQUEST_MS = 30000,    /* whole request once started (slowloris bound) */
+    REQUEST_MS = 30000,    /* whole request once started (slowloris bound; not PVE's) */
     WRITE_MS = 30000,      /* whole response */
     LINGER_MS = 2000,      /* drain unread input before close */
     LINGER_BYTES = 1024 * 1024,

@@ -189,8 +189,12 @@ static int send_continue(struct conn *c, struct rq *q)
  * Either non-1 result closes the connection silently. */
 int httpd_read_request(struct conn *c, struct rq *q)
 {
+    /* pveproxy's handle times out after IDLE_MS without a byte, before a
+     * request as within one (AnyEvent::Handle's timeout, 5 s); REQUEST_MS
+     * bounds a request that trickles in (slowloris), which pveproxy does not */
     bool started = c->inoff < c->inlen;
-    int64_t deadline = mono_ms() + (started ? REQUEST_MS : IDLE_MS);
+    int64_t t0 = mono_ms(), end = t0 + REQUEST_MS;
+    int64_t deadline = t0 + IDLE_MS;
     bool continued = false;
 
     http_parser_init(&q->p, HTTP_REQUEST);
@@ -203,8 +207,10 @@ int httpd_read_request(struct conn *c, struct rq *q)
                 return started ? -1 : 0;
             if (!started) {
                 started = true;
-                deadline = mono_ms() + REQUEST_MS;
+                end = mono_ms() + REQUEST_MS;
             }
+            int64_t now = mono_ms();
+            deadline = now + IDLE_MS < end ? now + IDLE_MS : end;
             c->inlen = (size_t)n;
         }
         size_t avail = c->inlen - c->inoff;

@@ -190,6 +190,43 @@ def body_and_format_checks_follow_the_login():
 
 
 @case
+def a_request_that_stalls_5s_is_dropped():
+    # AnyEvent::Handle's timeout (5 s without a byte) holds within a request
+    # too: the connection is closed without an answer
+    import socket
+    import ssl
+    import time
+    with Sim(nodes="sv1") as s:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+
+        def connect():
+            sock = ctx.wrap_socket(socket.create_connection(("127.0.0.1", s.entry), timeout=15))
+            sock.sendall(b"GET /api2/json/version HTTP/1.1\r\nHost: x\r\n")
+            return sock
+
+        # bytes 3 s apart keep it alive
+        sock = connect()
+        for line in (b"Connection: close\r\n", b"Authorization: " + AUTH.encode() + b"\r\n",
+                     b"\r\n"):
+            time.sleep(3)
+            sock.sendall(line)
+        assert sock.recv(100).startswith(b"HTTP/1.1 200 OK\r\n")
+        sock.close()
+        # 5 s of silence does not
+        sock = connect()
+        t0 = time.monotonic()
+        try:
+            out = sock.recv(100)
+        except (OSError, ssl.SSLError):
+            out = b""
+        took = time.monotonic() - t0
+        sock.close()
+        assert out == b"" and 4 < took < 8, (out, took)
+
+
+@case
 def seed_that_does_not_fit_is_refused():
     for bad in ("18446744073709551616", "99999999999999999999999", "-1", "+5", " 5", ""):
         p = subprocess.run([PVESIM, "--listen", "127.0.0.1:0", "--nodes", "sv1",
