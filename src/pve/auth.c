@@ -1,7 +1,15 @@
 /* Credentials: an API token header, or tickets from a user and password
  * (login, renewal before ticket_renew_s, one re-login after a 401). The
  * ticket, CSRF token and password live only here and in request headers:
- * never in logs or error texts. */
+ * never in logs or error texts.
+ *
+ * Logins and renewals are single-flight and sent without a->mu held (a
+ * "flight"): a renewal is due long before the ticket expires (PVE's live
+ * 2 h), so the one call that renews waits for it while every other call
+ * goes on with the current ticket, even when /access/ticket hangs for a
+ * whole timeout and its retries. Only calls without a valid ticket wait,
+ * for the one login under way, and take its result: a login that fails
+ * fails them all at once instead of being retried by each in turn. */
 #include <stdio.h>
 #include <string.h>
 
@@ -46,6 +54,7 @@ int pve_auth_init(pve_client *c, const struct pve_config *cfg, struct pve_error 
 {
     struct pve_auth_state *a = &c->auth;
     pthread_mutex_init(&a->mu, NULL);
+    pthread_cond_init(&a->cv, NULL);
     if (cfg->token && cfg->token[0]) {
         /* user@realm!name=secret: the id and secret split at the last '='. */
         const char *eq = strrchr(cfg->token, '=');
@@ -91,6 +100,7 @@ void pve_auth_free(pve_client *c)
     free(a->who);
     a->who = NULL;
     pthread_mutex_destroy(&a->mu);
+    pthread_cond_destroy(&a->cv);
 }
 
 void pve_client_who(pve_client *c, char *out, size_t len)
@@ -112,16 +122,34 @@ void pve_creds_clear(struct pve_creds *cr)
     secret_free(&cr->csrf_hdr);
 }
 
-/* POST /access/ticket with the password, or with the current ticket to
- * renew it. Called with a->mu held. */
-static int login_locked(pve_client *c, bool renew, struct pve_error *err)
+/* A new ticket, as a login answered it. */
+struct login_answer {
+    char *ticket, *csrf, *who;
+    int64_t sent_ms; /* when the login was sent: the ticket is no older */
+};
+
+static void answer_clear(struct login_answer *la)
+{
+    secret_free(&la->ticket);
+    secret_free(&la->csrf);
+    free(la->who);
+    la->who = NULL;
+}
+
+/* POST /access/ticket with the password, or with `ticket` to renew it.
+ * Called with no lock held: it takes as long as the server does. A renewal
+ * is sent once (NORETRY): a failed one is tried again later while the
+ * ticket serves on; a login is retried per the policy, its waiters need it. */
+static int login_send(pve_client *c, const char *ticket, struct login_answer *la,
+                      struct pve_error *err)
 {
     struct pve_auth_state *a = &c->auth;
     json_t *params =
-        json_pack("{s:s, s:s}", "username", a->user, "password", renew ? a->ticket : a->password);
+        json_pack("{s:s, s:s}", "username", a->user, "password", ticket ? ticket : a->password);
     json_t *env = NULL;
-    int rc = pve_call_int(c, "POST", "/access/ticket", params, PVE_F_NOAUTH | PVE_F_NORELOGIN, &env,
-                          err);
+    unsigned flags = PVE_F_NOAUTH | PVE_F_NORELOGIN | (ticket ? PVE_CALL_NORETRY : 0);
+    la->sent_ms = mono_ms();
+    int rc = pve_call_int(c, "POST", "/access/ticket", params, flags, &env, err);
     json_decref(params);
     atomic_fetch_add(&c->logins, 1);
     if (rc)
@@ -135,21 +163,115 @@ static int login_locked(pve_client *c, bool renew, struct pve_error *err)
                       json_object_get(d, "NeedTFA") ? " (second factor required)" : "");
         goto out;
     }
-    secret_free(&a->ticket);
-    secret_free(&a->csrf);
-    a->ticket = xstrdup(t);
-    a->csrf = xstrdup(csrf);
-    a->ticket_ms = mono_ms();
-    a->gen++;
+    la->ticket = xstrdup(t);
+    la->csrf = xstrdup(csrf);
     /* Proxmox names the user as it knows it (the realm's spelling) */
     const char *who = json_string_value(json_object_get(d, "username"));
-    if (who && who[0] && strcmp(who, a->who) != 0) {
-        free(a->who);
-        a->who = xstrdup(who);
-    }
-    log_info(PVE_SUB, "%s as %s", renew ? "renewed the ticket" : "logged in", a->user);
+    la->who = who && who[0] ? xstrdup(who) : NULL;
 out:
     json_decref(env);
+    return rc;
+}
+
+/* Does the current ticket still serve, by our clock (from its login's
+ * send)? A server that refuses it sooner answers 401: one re-login. */
+static bool ticket_valid_locked(const pve_client *c, int64_t now)
+{
+    const struct pve_auth_state *a = &c->auth;
+    return a->ticket && now - a->ticket_ms < c->ticket_lifetime_s * 1000;
+}
+
+/* How long after a failed renewal the next is tried: an eighth of the
+ * ticket's time left, within 1 s and 60 s (with PVE's 2 h and a renewal
+ * at 1 h: every minute, an hour's worth of tries before it expires). */
+static int64_t renew_retry_ms(const pve_client *c, int64_t now)
+{
+    int64_t left = c->auth.ticket_ms + c->ticket_lifetime_s * 1000 - now;
+    int64_t d = left / 8;
+    return d < 1000 ? 1000 : d > 60000 ? 60000 : d;
+}
+
+/* One flight: a renewal of the current ticket (renew) or a login with the
+ * password. Called with a->mu held and no flight under way; the request
+ * goes out without the lock (the others take the current ticket, or wait
+ * on a->cv). Installs the new ticket, or after a failed renewal while the
+ * ticket still serves, sets when to try again; records the result for the
+ * waiters. Returns the result (err filled) with a->mu held again. */
+static int flight_locked(pve_client *c, bool renew, struct pve_error *err)
+{
+    struct pve_auth_state *a = &c->auth;
+    struct login_answer la = {0};
+    struct pve_error e;
+    char *old = renew ? xstrdup(a->ticket) : NULL;
+    a->flying = true;
+    pthread_mutex_unlock(&a->mu);
+    int rc = login_send(c, old, &la, &e);
+    if (rc == PVE_E_AUTH && old) {
+        /* the ticket was refused (expired by the server's clock, or its key
+         * changed): the password gets a new one in the same flight */
+        renew = false;
+        rc = login_send(c, NULL, &la, &e);
+    }
+    secret_free(&old);
+    pthread_mutex_lock(&a->mu);
+    int64_t now = mono_ms();
+    if (rc == 0) {
+        secret_free(&a->ticket);
+        secret_free(&a->csrf);
+        a->ticket = la.ticket;
+        a->csrf = la.csrf;
+        la.ticket = la.csrf = NULL;
+        a->ticket_ms = la.sent_ms;
+        a->renew_at = la.sent_ms + c->ticket_renew_s * 1000;
+        a->gen++;
+        if (la.who && strcmp(la.who, a->who) != 0) {
+            free(a->who);
+            a->who = la.who;
+            la.who = NULL;
+        }
+        log_info(PVE_SUB, "%s: %s as %s", c->name, renew ? "renewed the ticket" : "logged in",
+                 a->user);
+    } else if (ticket_valid_locked(c, now)) {
+        int64_t d = renew_retry_ms(c, now);
+        a->renew_at = now + d;
+        log_warn(PVE_SUB,
+                 "%s: ticket renewal failed (%s: %s); the ticket serves %lld s more, "
+                 "trying again in %lld s",
+                 c->name, pve_class_name(e.cls), e.message,
+                 (long long)((a->ticket_ms + c->ticket_lifetime_s * 1000 - now) / 1000),
+                 (long long)(d / 1000));
+    }
+    answer_clear(&la);
+    a->flying = false;
+    a->flights++;
+    a->flight_rc = rc;
+    a->flight_err = e;
+    pthread_cond_broadcast(&a->cv);
+    if (err)
+        *err = e;
+    return rc;
+}
+
+/* No valid ticket: join the flight under way (its failure is ours too: a
+ * hung /access/ticket is waited out once, not once per caller) or log in.
+ * Called and returns with a->mu held. */
+static int login_locked(pve_client *c, struct pve_error *err)
+{
+    struct pve_auth_state *a = &c->auth;
+    int rc = 0;
+    while (rc == 0 && !ticket_valid_locked(c, mono_ms())) {
+        if (!a->flying) {
+            rc = flight_locked(c, false, err);
+            break;
+        }
+        /* no deadline: a flight is bounded by its requests' timeouts */
+        unsigned f = a->flights;
+        while (a->flights == f)
+            pthread_cond_wait(&a->cv, &a->mu);
+        rc = a->flight_rc;
+        if (rc && err)
+            *err = a->flight_err;
+    }
     return rc;
 }
 
@@ -161,15 +283,14 @@ int pve_auth_get(pve_client *c, struct pve_creds *out, struct pve_error *err)
         out->auth_hdr = xstrdup(a->token_hdr);
         return 0;
     }
-    int rc = 0;
     pthread_mutex_lock(&a->mu);
-    if (!a->ticket) {
-        rc = login_locked(c, false, err);
-    } else if (mono_ms() - a->ticket_ms >= c->ticket_renew_s * 1000) {
-        /* A failed renewal (ticket already expired) falls back to the password. */
-        if (login_locked(c, true, NULL) != 0)
-            rc = login_locked(c, false, err);
-    }
+    int64_t now = mono_ms();
+    /* due for renewal and nobody renewing: this call renews (a failure is
+     * not its failure while the ticket serves); the others meanwhile take
+     * the ticket below without waiting */
+    if (ticket_valid_locked(c, now) && !a->flying && now >= a->renew_at)
+        (void)flight_locked(c, true, NULL);
+    int rc = login_locked(c, err);
     if (rc == 0) {
         out->cookie = xasprintf("PVEAuthCookie=%s", a->ticket);
         out->csrf_hdr = xasprintf("CSRFPreventionToken: %s", a->csrf);
@@ -184,10 +305,14 @@ int pve_auth_relogin(pve_client *c, unsigned gen, struct pve_error *err)
     struct pve_auth_state *a = &c->auth;
     if (a->token_hdr)
         return PVE_E_AUTH;
-    int rc = 0;
     pthread_mutex_lock(&a->mu);
-    if (a->gen == gen) /* nobody logged in since that request: do it */
-        rc = login_locked(c, false, err);
+    if (a->gen == gen) {
+        /* the server refused this ticket: nobody uses it any more (a flight
+         * under way may bring the next one) */
+        secret_free(&a->ticket);
+        secret_free(&a->csrf);
+    }
+    int rc = login_locked(c, err);
     pthread_mutex_unlock(&a->mu);
     return rc;
 }

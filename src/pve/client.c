@@ -85,7 +85,15 @@ static int configure(pve_client *c, const struct pve_config *cfg, struct pve_err
         cfg->probe_timeout_ms > 0 ? cfg->probe_timeout_ms : c->connect_timeout_ms * 2;
     if (c->probe_timeout_ms > c->timeout_ms)
         c->probe_timeout_ms = c->timeout_ms;
-    c->ticket_renew_s = cfg->ticket_renew_s > 0 ? cfg->ticket_renew_s : 3600;
+    c->ticket_lifetime_s = cfg->ticket_lifetime_s > 0 ? cfg->ticket_lifetime_s : 7200;
+    c->ticket_renew_s = cfg->ticket_renew_s > 0 ? cfg->ticket_renew_s : c->ticket_lifetime_s / 2;
+    if (c->ticket_renew_s >= c->ticket_lifetime_s) {
+        /* a ticket would expire before its renewal: every call would wait for a login */
+        pve_error_set(err, PVE_E_INVALID,
+                      "ticket_renew_s (%ld) must be less than ticket_lifetime_s (%ld)",
+                      c->ticket_renew_s, c->ticket_lifetime_s);
+        return PVE_E_INVALID;
+    }
     c->retry = cfg->retry;
     c->on_node_failure = cfg->on_node_failure;
     c->on_node_answer = cfg->on_node_answer;

@@ -10,9 +10,31 @@
  * connections (kept alive and reused), the retry policy and task waiting.
  *
  * Threads: a pve_client may be used from any number of threads at once; it
- * keeps a pool of connections and serialises only the ticket renewal. Call
- * pve_global_init() once in main() before starting threads. Secrets
- * (passwords, tickets, token secrets) never appear in logs or error texts.
+ * keeps a pool of connections. Call pve_global_init() once in main() before
+ * starting threads. Secrets (passwords, tickets, token secrets) never
+ * appear in logs or error texts.
+ *
+ * Tickets (user and password; an API token needs none): logins and
+ * renewals are single-flight, and no lock is held while one is sent.
+ *   - A ticket is taken as valid for ticket_lifetime_s from when its login
+ *     was sent, and renewed (POST /access/ticket with the ticket, sent
+ *     once) from ticket_renew_s on. The first call to find it due renews it
+ *     and waits for that (at most one request timeout); every other call
+ *     meanwhile goes on with the current ticket at once, however long
+ *     /access/ticket takes.
+ *   - A renewal that fails while the ticket is valid is no call's failure:
+ *     the ticket serves on and the next call after a pause (an eighth of
+ *     its time left, 1 to 60 s) renews again. One the server refuses
+ *     (401: the ticket expired by its clock) is followed at once, in the
+ *     same flight, by a login with the password.
+ *   - Without a valid ticket (the first call, after it expired, after a
+ *     401), one call logs in with the password (retried per the policy)
+ *     and the calls that come meanwhile wait for it and share its result:
+ *     when it fails, they all fail with its error at once; only a call
+ *     made after that tries again.
+ *   - A 401 to a request drops the ticket it used (if still current) and
+ *     logs in once more, as above; the request is sent again once. A
+ *     second 401 is final (PVE_E_AUTH).
  *
  * Errors: every call returns 0 on success or a `enum pve_class` value (> 0)
  * and fills the optional `struct pve_error` with the details. Strings in
@@ -109,7 +131,9 @@ struct pve_config {
                                 2 x connect_timeout_ms and timeout_ms */
     struct pve_retry retry;  /* zeros: defaults */
     bool json_bodies;        /* send POST/PUT bodies as JSON (PVE >= 8) instead of forms */
-    long ticket_renew_s;     /* renew tickets this old, default 3600 */
+    long ticket_lifetime_s;  /* how long Proxmox accepts a ticket, default 7200 (its 2 h) */
+    long ticket_renew_s;     /* renew tickets this old, default half the lifetime (3600);
+                                less than the lifetime */
     const char *name;        /* for log lines, e.g. the cluster's name */
     /* Told of every call on a path naming a node (/nodes/{node}/...) that
      * failed at the network level (refused, timed out, 595, 596, ...) once

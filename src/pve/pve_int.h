@@ -46,16 +46,28 @@ struct pve_conn {
     char errbuf[CURL_ERROR_SIZE];
 };
 
+/* Tickets are renewed single-flight and off the lock: mu guards the fields
+ * and is never held across a request, so a renewal that hangs on a slow
+ * /access/ticket holds up no other call while the current ticket is valid;
+ * only calls that have no valid ticket wait (on cv) for the login under
+ * way, and share its result. token_hdr, user and password do not change
+ * after pve_auth_init. */
 struct pve_auth_state {
-    pthread_mutex_t mu; /* serialises login and renewal */
+    pthread_mutex_t mu; /* guards the fields below but the immutable ones */
+    pthread_cond_t cv;  /* a flight (login or renewal) ended */
     char *token_hdr;    /* "Authorization: PVEAPIToken=..." or NULL */
     char *user;
     char *who; /* who Proxmox records as a task's user: the token's id, or the user */
     char *password;
     char *ticket; /* current ticket and its CSRF token, or NULL */
     char *csrf;
-    int64_t ticket_ms; /* monotonic time of the login/renewal */
+    int64_t ticket_ms; /* monotonic time the login or renewal that got it was sent */
     unsigned gen;      /* bumped at every new ticket */
+    int64_t renew_at;  /* monotonic time from which a renewal is due (later after a failed one) */
+    bool flying;       /* a login or renewal is under way (there is at most one) */
+    unsigned flights;  /* flights ended: a waiter's tells it its flight ended */
+    int flight_rc;     /* the last flight's result, and its error, for its waiters */
+    struct pve_error flight_err;
 };
 
 /* How many of its tasks a client remembers (pve_client_task_seen). */
@@ -72,7 +84,7 @@ struct pve_expect {
 
 struct pve_client {
     char *name;
-    long connect_timeout_ms, timeout_ms, probe_timeout_ms, ticket_renew_s;
+    long connect_timeout_ms, timeout_ms, probe_timeout_ms, ticket_renew_s, ticket_lifetime_s;
     struct pve_retry retry;
     bool json_bodies, insecure;
     void (*on_node_failure)(void *ud, const char *node, const struct pve_error *e);
@@ -264,10 +276,15 @@ int pve_resources_parse(const char *body, size_t len, pve_resource_fn fn, void *
 int pve_auth_init(pve_client *c, const struct pve_config *cfg, struct pve_error *err);
 void pve_auth_free(pve_client *c);
 bool pve_auth_is_ticket(const pve_client *c);
-/* Credentials for the next request, logging in or renewing first if due. */
+/* Credentials for the next request. With a valid ticket due for renewal
+ * and no flight under way, this call renews it first (a failed renewal
+ * leaves the ticket in use, tried again later); other calls meanwhile get
+ * the current ticket. Without a valid ticket: the login under way is
+ * waited for (its failure is this call's), or this call logs in. */
 int pve_auth_get(pve_client *c, struct pve_creds *out, struct pve_error *err);
-/* A request made with generation `gen` got a 401: log in again unless
- * another thread already did. */
+/* A request made with generation `gen` got a 401: that ticket is dropped
+ * and the client logs in again (or joins the login under way) unless
+ * another thread got a new ticket already. */
 int pve_auth_relogin(pve_client *c, unsigned gen, struct pve_error *err);
 void pve_creds_clear(struct pve_creds *cr);
 

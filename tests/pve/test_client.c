@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -198,6 +199,217 @@ static void test_ticket_renewal(void **state)
     tsim_stop(sp);
 }
 
+/* ---- renewal and login: single-flight, off the lock ------------------------------ */
+
+static void password_cfg(struct pve_config *cfg, const char **hv)
+{
+    tcfg_init(cfg, hv, g_sim.host);
+    cfg->token = NULL;
+    cfg->user = "root@pam";
+    cfg->password = T_PASSWORD;
+}
+
+/* Wait (up to 5 s) until pvesim has seen n logins or renewals. */
+static void wait_ticket_posts(long n)
+{
+    int64_t end = mono_ms() + 5000;
+    while (tsim_calls(&g_sim, "POST /access/ticket") < n) {
+        if (mono_ms() > end)
+            fail_msg("pvesim saw %ld of %ld POST /access/ticket",
+                     tsim_calls(&g_sim, "POST /access/ticket"), n);
+        sleep_ms(20);
+    }
+}
+
+struct renewer {
+    pve_client *c;
+    int rc;
+    int64_t took_ms;
+    atomic_bool done;
+};
+
+static void *renew_call(void *arg)
+{
+    struct renewer *r = arg;
+    struct pve_error e;
+    int64_t t0 = mono_ms();
+    r->rc = pve_call(r->c, "GET", "/version", NULL, NULL, &e);
+    r->took_ms = mono_ms() - t0;
+    atomic_store(&r->done, true);
+    return NULL;
+}
+
+/* A renewal whose /access/ticket hangs (a pveproxy stuck at 3 a.m.) holds
+ * up only the call that renews: the others go on at once with the ticket,
+ * valid for a long while yet (they waited out the hung login under the
+ * lock, and a password login after it). The renewing call itself succeeds
+ * on the old ticket once its renewal times out. */
+static void test_hung_renewal_does_not_stall_calls(void **state)
+{
+    (void)state;
+    struct pve_config cfg;
+    const char *hv[1];
+    password_cfg(&cfg, hv);
+    cfg.ticket_renew_s = 1;
+    cfg.timeout_ms = 4000;
+    pve_client *c = tclient(&cfg);
+    struct pve_error e;
+    int64_t t_login = mono_ms();
+    assert_ok(pve_call(c, "GET", "/nodes", NULL, NULL, &e), &e);
+    while (mono_ms() < t_login + 1100) /* the renewal falls due */
+        sleep_ms(50);
+    tsim_ctl0(&g_sim, "POST", "/_sim/faults",
+              "{\"method\":\"POST\",\"path\":\"^/access/ticket$\",\"kind\":\"hang\",\"count\":1}");
+    struct renewer r = {.c = c, .rc = -1};
+    pthread_t th;
+    pthread_create(&th, NULL, renew_call, &r);
+    wait_ticket_posts(2); /* the renewal is at pvesim, hung */
+    for (int i = 0; i < 5; i++) {
+        int64_t t0 = mono_ms();
+        assert_ok(pve_call(c, "GET", "/nodes", NULL, NULL, &e), &e);
+        int64_t took = mono_ms() - t0;
+        if (took > 1000)
+            fail_msg("call %d took %lld ms while a renewal hung", i, (long long)took);
+    }
+    assert_false(atomic_load(&r.done)); /* ... all while the renewal hung */
+    pthread_join(th, NULL);
+    assert_int_equal(r.rc, PVE_OK);
+    assert_true(r.took_ms >= 3500); /* it waited for its renewal's timeout */
+    /* the renewal was sent once, and no password login followed it */
+    assert_int_equal(tsim_calls(&g_sim, "POST /access/ticket"), 2);
+    pve_client_free(c);
+}
+
+/* A failed renewal is no call's failure while the ticket is valid, nor is
+ * it sent again by every call: the next renewal comes after a pause (with
+ * a 10 s ticket renewed at 1 s: 9 s left, an eighth: ~1.1 s), and once
+ * /access/ticket answers again the ticket is renewed. */
+static void test_failed_renewal_retried_later(void **state)
+{
+    (void)state;
+    struct pve_config cfg;
+    const char *hv[1];
+    password_cfg(&cfg, hv);
+    cfg.ticket_lifetime_s = 10;
+    cfg.ticket_renew_s = 1;
+    pve_client *c = tclient(&cfg);
+    struct pve_error e;
+    int64_t t_login = mono_ms();
+    assert_ok(pve_call(c, "GET", "/nodes", NULL, NULL, &e), &e);
+    unsigned gen0 = c->auth.gen;
+    while (mono_ms() < t_login + 1100)
+        sleep_ms(50);
+    tsim_ctl0(&g_sim, "POST", "/_sim/faults",
+              "{\"method\":\"POST\",\"path\":\"^/access/ticket$\",\"kind\":\"error\","
+              "\"status\":500,\"message\":\"injected: pvedaemon busy\"}");
+    int64_t t_fail = mono_ms();
+    assert_ok(pve_call(c, "GET", "/nodes", NULL, NULL, &e), &e); /* renews, fails, goes on */
+    assert_int_equal(tsim_calls(&g_sim, "POST /access/ticket"), 2);
+    /* calls in the pause after it: on the ticket, no renewal sent */
+    int n = 0;
+    while (mono_ms() < t_fail + 800) {
+        assert_ok(pve_call(c, "GET", "/nodes", NULL, NULL, &e), &e);
+        n++;
+        sleep_ms(20);
+    }
+    assert_true(n >= 3);
+    assert_int_equal(tsim_calls(&g_sim, "POST /access/ticket"), 2);
+    assert_int_equal(c->auth.gen, gen0);
+    /* /access/ticket answers again: a later call renews */
+    tsim_ctl0(&g_sim, "DELETE", "/_sim/faults", NULL);
+    int64_t end = mono_ms() + 5000;
+    while (c->auth.gen == gen0) {
+        if (mono_ms() > end)
+            fail_msg("the ticket was not renewed after a failed renewal");
+        assert_ok(pve_call(c, "GET", "/nodes", NULL, NULL, &e), &e);
+        sleep_ms(20);
+    }
+    assert_true(mono_ms() - t_fail >= 1000); /* not before the pause ended */
+    /* a renewal with the ticket, not a password login */
+    assert_int_equal(tsim_calls(&g_sim, "POST /access/ticket"), 3);
+    struct pve_stats st;
+    pve_client_stats(c, &st);
+    assert_int_equal(st.logins, 3);
+    pve_client_free(c);
+}
+
+struct waiter {
+    pve_client *c;
+    pthread_barrier_t *go;
+    int rc;
+    struct pve_error e;
+};
+
+static void *wait_call(void *arg)
+{
+    struct waiter *w = arg;
+    pthread_barrier_wait(w->go);
+    w->rc = pve_call(w->c, "GET", "/nodes", NULL, NULL, &w->e);
+    return NULL;
+}
+
+/* Eight calls at once on a client with no ticket: one login, whose
+ * result they all share. */
+static void run_waiters(pve_client *c, struct waiter *w, int n)
+{
+    pthread_barrier_t go;
+    pthread_barrier_init(&go, NULL, (unsigned)n);
+    pthread_t th[8];
+    for (int i = 0; i < n; i++) {
+        w[i] = (struct waiter){.c = c, .go = &go, .rc = -1};
+        pthread_create(&th[i], NULL, wait_call, &w[i]);
+    }
+    for (int i = 0; i < n; i++)
+        pthread_join(th[i], NULL);
+    pthread_barrier_destroy(&go);
+}
+
+/* Without a valid ticket the concurrent callers wait for one login and
+ * share its result: a slow login's ticket, and a hung login's failure,
+ * which each would otherwise wait out again in turn (eight callers, two
+ * timeouts each: 24 s instead of 3). */
+static void test_callers_share_one_login(void **state)
+{
+    (void)state;
+    struct pve_config cfg;
+    const char *hv[1];
+    struct waiter w[8];
+    password_cfg(&cfg, hv);
+    pve_client *c = tclient(&cfg);
+    tsim_ctl0(&g_sim, "POST", "/_sim/faults",
+              "{\"method\":\"POST\",\"path\":\"^/access/ticket$\",\"kind\":\"delay\","
+              "\"delay_ms\":500,\"count\":1}");
+    run_waiters(c, w, 8);
+    for (int i = 0; i < 8; i++)
+        assert_ok(w[i].rc, &w[i].e);
+    assert_int_equal(tsim_calls(&g_sim, "POST /access/ticket"), 1);
+    pve_client_free(c);
+
+    tsim_ctl0(&g_sim, "DELETE", "/_sim/calls", NULL);
+    cfg.timeout_ms = 1500;
+    cfg.retry.max_attempts = 2;
+    c = tclient(&cfg);
+    tsim_ctl0(&g_sim, "POST", "/_sim/faults",
+              "{\"method\":\"POST\",\"path\":\"^/access/ticket$\",\"kind\":\"hang\"}");
+    int64_t t0 = mono_ms();
+    run_waiters(c, w, 8);
+    int64_t took = mono_ms() - t0;
+    for (int i = 0; i < 8; i++) {
+        assert_int_equal(w[i].rc, PVE_E_NETWORK);
+        assert_string_equal(w[i].e.message, w[0].e.message); /* the login's error, shared */
+    }
+    /* one login, sent twice (the policy's two attempts) */
+    assert_int_equal(tsim_calls(&g_sim, "POST /access/ticket"), 2);
+    if (took > 6000)
+        fail_msg("eight callers took %lld ms for one failed login", (long long)took);
+    /* a call after the failure tries again: it answers now */
+    tsim_ctl0(&g_sim, "DELETE", "/_sim/faults", NULL);
+    struct pve_error e;
+    assert_ok(pve_call(c, "GET", "/nodes", NULL, NULL, &e), &e);
+    assert_int_equal(tsim_calls(&g_sim, "POST /access/ticket"), 3);
+    pve_client_free(c);
+}
+
 /* ---- secrets stay out of logs and errors --------------------------------------- */
 
 static void test_auth_failures_no_secret(void **state)
@@ -344,6 +556,21 @@ static void test_config_validation(void **state)
     cfg.password_file = "/nonexistent/pw";
     assert_null(pve_client_new(&cfg, &e));
     assert_int_equal(e.cls, PVE_E_AUTH);
+    /* a ticket renewed no sooner than it expires would make every call wait */
+    cfg.password_file = NULL;
+    cfg.password = T_PASSWORD;
+    cfg.ticket_lifetime_s = 60;
+    cfg.ticket_renew_s = 60;
+    assert_null(pve_client_new(&cfg, &e));
+    assert_int_equal(e.cls, PVE_E_INVALID);
+    cfg.ticket_renew_s = 0; /* half the lifetime */
+    pve_client_free(tclient(&cfg));
+    cfg.ticket_lifetime_s = 0;
+    cfg.ticket_renew_s = 7200; /* PVE's 2 h */
+    assert_null(pve_client_new(&cfg, &e));
+    assert_int_equal(e.cls, PVE_E_INVALID);
+    cfg.ticket_renew_s = 0;
+    cfg.password = NULL;
 
     /* the password file's first line is the password */
     char path[] = "/tmp/pvetest-pw-XXXXXX";
@@ -726,6 +953,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_ticket_and_token_pve8, reset_sim, t_own_teardown),
         cmocka_unit_test_setup(test_relogin_on_401, reset_sim),
         cmocka_unit_test_setup_teardown(test_ticket_renewal, reset_sim, t_own_teardown),
+        cmocka_unit_test_setup(test_hung_renewal_does_not_stall_calls, reset_sim),
+        cmocka_unit_test_setup(test_failed_renewal_retried_later, reset_sim),
+        cmocka_unit_test_setup(test_callers_share_one_login, reset_sim),
         cmocka_unit_test_setup(test_auth_failures_no_secret, reset_sim),
         cmocka_unit_test_setup(test_form_encoding, reset_sim),
         cmocka_unit_test_setup(test_json_bodies, reset_sim),
