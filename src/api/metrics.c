@@ -92,13 +92,20 @@ static void ranges(struct api *a, struct mtext *b)
     for (int i = 0; i < c->nos; i++)
         mtext_printf(b, "proxd_vmid_range_size{os=\"%s\"} %d\n", c->os[i].name,
                      c->os[i].range_hi - c->os[i].range_lo + 1);
-    help(b, "proxd_vmid_range_allocated", "gauge", "VMIDs of the OS's range that are allocated.");
+    /* one read per range for both families, each printed whole as the text format wants */
+    int n[CFG_MAX_OS] = {0}, q[CFG_MAX_OS] = {0};
     for (int i = 0; i < c->nos; i++) {
-        int n = 0;
         struct store_error se;
-        store_vmid_count(a->st, c->os[i].range_lo, c->os[i].range_hi, &n, &se);
-        mtext_printf(b, "proxd_vmid_range_allocated{os=\"%s\"} %d\n", c->os[i].name, n);
+        store_vmid_counts(a->st, c->os[i].range_lo, c->os[i].range_hi, &n[i], &q[i], &se);
     }
+    help(b, "proxd_vmid_range_allocated", "gauge",
+         "VMIDs of the OS's range that are allocated (quarantined ones included).");
+    for (int i = 0; i < c->nos; i++)
+        mtext_printf(b, "proxd_vmid_range_allocated{os=\"%s\"} %d\n", c->os[i].name, n[i]);
+    help(b, "proxd_vmid_range_quarantined", "gauge",
+         "VMIDs of the OS's range given back and not yet free again (no VM has them).");
+    for (int i = 0; i < c->nos; i++)
+        mtext_printf(b, "proxd_vmid_range_quarantined{os=\"%s\"} %d\n", c->os[i].name, q[i]);
 }
 
 /* The libpve clients, one per world (a cluster, or a standalone node),

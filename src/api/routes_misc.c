@@ -56,14 +56,18 @@ void h_nodes(struct req *rq, struct resp *rs)
     resp_json(rs, HTTP_OK, json_pack("{s:o}", "nodes", arr));
 }
 
+/* "allocated" counts quarantined IDs too (they are not free), as it always
+ * did; "quarantined" says how many of them no VM has, so that a listing
+ * does not show a deleted VM's ID as in use. */
 static json_t *range_json(store *st, int lo, int hi)
 {
-    int used = 0;
+    int used = 0, quarantined = 0;
     struct store_error se;
-    store_vmid_count(st, lo, hi, &used, &se);
+    store_vmid_counts(st, lo, hi, &used, &quarantined, &se);
     int size = hi - lo + 1;
-    return json_pack("{s:i,s:i,s:i,s:i,s:f}", "lo", lo, "hi", hi, "size", size, "allocated", used,
-                     "fill", size > 0 ? (double)used / size : 0.0);
+    return json_pack("{s:i,s:i,s:i,s:i,s:i,s:f}", "lo", lo, "hi", hi, "size", size, "allocated",
+                     used, "quarantined", quarantined, "fill",
+                     size > 0 ? (double)used / size : 0.0);
 }
 
 void h_os(struct req *rq, struct resp *rs)

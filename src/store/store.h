@@ -487,6 +487,10 @@ int store_vmid_release_foreign(store *s, int vmid, int64_t marked_before, int64_
 int store_vmid_release(store *s, int vmid, int64_t quarantine_ms, struct store_error *err);
 /* How many IDs of [lo, hi] are allocated (for range fill metrics). */
 int store_vmid_count(store *s, int lo, int hi, int *n, struct store_error *err);
+/* The same, and in *quarantined (NULL: not wanted) how many of those are
+ * quarantined: given back by a VM or a failed creation, not yet free again.
+ * They are allocated but no VM has them, which a listing says apart. */
+int store_vmid_counts(store *s, int lo, int hi, int *n, int *quarantined, struct store_error *err);
 
 /* ---- IP addresses (docs/design/ippool.md) -------------------------------- */
 

@@ -539,11 +539,16 @@ int store_vmid_release_others(store *s, const char *job, int keep, int64_t quara
     return db_tx(s->db, DB_WRITE, release_others_fn, &k, err);
 }
 
-static const char SQL_VMID_COUNT[] = "SELECT count(*) FROM vmid_alloc WHERE vmid BETWEEN ?1 AND ?2"
-                                     " AND NOT (state = 'quarantine' AND until <= ?3)";
+/* The allocated IDs of a range, and of them those quarantined (given back,
+ * not yet free again): expired quarantines are free, as SQL_VMID_ALLOCATED
+ * says. */
+static const char SQL_VMID_COUNT[] =
+    "SELECT count(*), coalesce(sum(CASE WHEN state = 'quarantine' THEN 1 ELSE 0 END), 0)"
+    " FROM vmid_alloc WHERE vmid BETWEEN ?1 AND ?2"
+    " AND NOT (state = 'quarantine' AND until <= ?3)";
 
 struct vmid_count_ctx {
-    int lo, hi, *n;
+    int lo, hi, *n, *quarantined;
 };
 
 static int vmid_count_fn(db_conn *c, void *ctx, struct store_error *err)
@@ -559,16 +564,25 @@ static int vmid_count_fn(db_conn *c, void *ctx, struct store_error *err)
     bool row = false;
     rc = db_step(st, &row, err, "counting VMIDs");
     *k->n = row ? (int)db_col_i64(st, 0) : 0;
+    if (k->quarantined)
+        *k->quarantined = row ? (int)db_col_i64(st, 1) : 0;
     db_done(st);
     return rc;
 }
 
 int store_vmid_count(store *s, int lo, int hi, int *n, struct store_error *err)
 {
+    return store_vmid_counts(s, lo, hi, n, NULL, err);
+}
+
+int store_vmid_counts(store *s, int lo, int hi, int *n, int *quarantined, struct store_error *err)
+{
     store_err_clear(err);
     STORE_CHECK(s && n, "store_vmid_count: NULL argument");
     STORE_CHECK(lo <= hi, "VMID range %d-%d is empty", lo, hi);
     *n = 0;
-    struct vmid_count_ctx k = {lo, hi, n};
+    if (quarantined)
+        *quarantined = 0;
+    struct vmid_count_ctx k = {lo, hi, n, quarantined};
     return db_tx(s->db, DB_READ, vmid_count_fn, &k, err);
 }

@@ -552,7 +552,8 @@ def metrics():
     assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/plain")
     t = r.text
     for want in ['proxd_jobs{kind="create",state="done"}', 'proxd_node_up{node="sv1"} 1',
-                 'proxd_vmid_range_allocated{os="ubuntu"}', "proxd_job_duration_seconds_bucket",
+                 'proxd_vmid_range_allocated{os="ubuntu"}',
+                 'proxd_vmid_range_quarantined{os="ubuntu"}', "proxd_job_duration_seconds_bucket",
                  'le="+Inf"', "proxd_pve_requests_total", 'proxd_http_responses_total{class="4xx"}',
                  'proxd_pve_retries_total{world="pvesim"}',
                  'proxd_pve_host_failovers_total{world="pvesim"}',

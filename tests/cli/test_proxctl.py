@@ -8,9 +8,10 @@ import os
 import subprocess
 import tempfile
 import threading
+import time
 
 from lib.cases import case, finish
-from lib.db import query
+from lib.db import execute, query
 from lib.env import PROXCTL
 from lib.proxd import Proxd
 from lib.sim import Sim
@@ -169,6 +170,29 @@ def run_cases():
         assert r.returncode == 0 and "is stopped" in r.stdout, (r.stdout, r.stderr)
         r = ctl("vm", "delete", "1000")
         assert r.returncode == 0, r.stderr
+
+    @case
+    def os_list_tells_quarantined_ids_apart():
+        # VM 1000 deleted (lifecycle_and_show): with a quarantine its ID is
+        # given back quarantined; "os list" counted it as used (1/1000, no
+        # ubuntu VM left). This proxd has quarantine = 0: the row a
+        # quarantine of an hour leaves is written behind its back.
+        px = state["px"]
+        assert not query(px.db, "SELECT vmid FROM vmid_alloc WHERE vmid = 1000")
+        execute(px.db, "INSERT INTO vmid_alloc (vmid, state, until, updated_at) VALUES "
+                "(1000, 'quarantine', %d, %d)" % ((time.time() + 3600) * 1000, time.time() * 1000))
+        try:
+            rows = ctl("os", "list").stdout.splitlines()
+            assert rows[0].split() == ["OS", "RANGE", "USED", "QUARANTINED", "NODES"], rows
+            ubuntu = [x.split() for x in rows if x.split()[0] == "ubuntu"]
+            assert ubuntu and ubuntu[0][1:4] == ["1000-1999", "0/1000", "1"], rows
+            debian = [x.split() for x in rows if x.split()[0] == "debian"]
+            assert debian and debian[0][1:4] == ["4000-4009", "1/10", "0"], rows
+            r = json.loads(ctl("--json", "os", "list").stdout)
+            rg = [o for o in r["os"] if o["name"] == "ubuntu"][0]["range"]
+            assert rg["allocated"] == 1 and rg["quarantined"] == 1, rg  # allocated as before
+        finally:
+            execute(px.db, "DELETE FROM vmid_alloc WHERE vmid = 1000")
 
     @case
     def job_show_and_watch():

@@ -1610,12 +1610,23 @@ static void test_vmid_quarantine_foreign(void **state)
     int n = 0;
     OK(store_vmid_count(f->s, 3000, 3002, &n, &e_));
     assert_int_equal(n, 3);
+    /* of them 3000 is quarantined: allocated, but no VM has it (proxctl os
+     * list counted it as used) */
+    int q = -1;
+    OK(store_vmid_counts(f->s, 3000, 3002, &n, &q, &e_));
+    assert_int_equal(n, 3);
+    assert_int_equal(q, 1);
 
     /* A short quarantine runs out, and the ID is reused in place. */
     OK(store_vmid_release(f->s, 3002, 1, &e_));
     sleep_ms(5);
     OK(store_vmid_count(f->s, 3000, 3002, &n, &e_));
     assert_int_equal(n, 2);
+    OK(store_vmid_counts(f->s, 3000, 3002, &n, &q, &e_));
+    assert_int_equal(n, 2);
+    assert_int_equal(q, 1); /* 3002's ran out: free, neither allocated nor quarantined */
+    OK(store_vmid_counts(f->s, 3001, 3002, &n, &q, &e_));
+    assert_int_equal(q, 0);
     OK(store_vmid_reserve(f->s, &r, 1, NULL, 0, "j4", &id, &e_));
     assert_int_equal(id, 3002);
 
