@@ -1,6 +1,7 @@
 /* cmd: proxctl's commands over proxd's /v1 API. */
 #include "cli/cli.h"
 #include "common/buf.h"
+#include "common/jsonw.h"
 #include "common/xalloc.h"
 
 #include <getopt.h>
@@ -169,19 +170,33 @@ enum { VM_COLS = 11 };
 static const char *const vm_heads[VM_COLS] = {
     "VMID", "NAME", "OS", "OWNER", "NODE", "STATE", "POWER", "CORES", "MEMORY", "DISK", "ADDRESS"};
 
+/* A text cell: whole when it fits, else cut on a character boundary and
+ * marked "..." (snprintf's cut could split a UTF-8 character in two). */
+static void text_cell(char cell[160], const char *s)
+{
+    size_t n = strlen(s);
+    if (n < 160) {
+        memcpy(cell, s, n + 1);
+        return;
+    }
+    size_t keep = jsonw_utf8_fit(s, n, 160 - 4);
+    memcpy(cell, s, keep);
+    memcpy(cell + keep, "...", 4);
+}
+
 static void vm_cells(json_t *v, char cells[VM_COLS][160])
 {
     snprintf(cells[0], 160, "%lld", cli_num(v, "vmid"));
-    snprintf(cells[1], 160, "%s", cli_str(v, "name"));
-    snprintf(cells[2], 160, "%s", cli_str(v, "os"));
-    snprintf(cells[3], 160, "%s", cli_str(v, "owner"));
-    snprintf(cells[4], 160, "%s", cli_str(v, "node"));
-    snprintf(cells[5], 160, "%s", cli_str(v, "state"));
-    snprintf(cells[6], 160, "%s", cli_str(v, "power"));
+    text_cell(cells[1], cli_str(v, "name"));
+    text_cell(cells[2], cli_str(v, "os"));
+    text_cell(cells[3], cli_str(v, "owner"));
+    text_cell(cells[4], cli_str(v, "node"));
+    text_cell(cells[5], cli_str(v, "state"));
+    text_cell(cells[6], cli_str(v, "power"));
     snprintf(cells[7], 160, "%lld", cli_num(v, "cores"));
     snprintf(cells[8], 160, "%lldM", cli_num(v, "memory_mb"));
     snprintf(cells[9], 160, "%lldG", cli_num(v, "disk_gb"));
-    snprintf(cells[10], 160, "%s", first_address(v));
+    text_cell(cells[10], first_address(v));
 }
 
 static void vm_line(char cells[VM_COLS][160], const int *w)

@@ -369,6 +369,41 @@ def run_cases():
         assert r.returncode == 0 and r.stdout.startswith("job "), (r.stdout, r.stderr)
 
     @case
+    def a_cell_too_long_is_cut_between_characters():
+        # a value past a cell's 159 bytes was cut by bytes: half a UTF-8
+        # character on the terminal. proxd's names are short; a proxd of
+        # another version (or anything behind PROXD_URL) may send longer.
+        vm = {"vmid": 7, "name": "\u00e9" * 100, "owner": "o", "node": "sv1", "os": "ubuntu",
+              "state": "enabled", "power": "running", "cores": 1, "memory_mb": 512,
+              "disk_gb": 10}
+        body = json.dumps({"vms": [vm], "next": None}).encode()
+
+        class Vms(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *a):
+                pass
+        srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Vms)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        try:
+            e = dict(os.environ, HOME=state["home"], PROXD_TOKEN=state["admin"],
+                     PROXD_URL="http://127.0.0.1:%d" % srv.server_address[1])
+            e.pop("PROXCTL_CONFIG", None)
+            r = subprocess.run([PROXCTL, "vm", "list"], capture_output=True, timeout=60, env=e)
+            assert r.returncode == 0, (r.returncode, r.stderr)
+            out = r.stdout.decode("utf-8")  # strict: half a character raises
+            row = out.splitlines()[1]
+            assert (" %s... " % ("\u00e9" * 78)) in row, row  # 156 bytes and the marker
+        finally:
+            srv.shutdown()
+            srv.server_close()
+
+    @case
     def an_answer_that_is_not_proxds_is_a_server_error():
         # a wrong PROXD_URL (a login page) answers 200: "job ? queued", exit 0
         class Login(http.server.BaseHTTPRequestHandler):
