@@ -34,8 +34,10 @@ struct batch {
     struct cli *c;
     struct line *l;
     size_t n, cap;
-    int bad; /* lines refused before anything was submitted */
-    int rc;  /* the worst exit code of a refused line */
+    int bad;        /* lines refused before anything was submitted */
+    int rc;         /* the worst exit code of a refused line */
+    json_t *caller; /* the owner proxd gives a line without one; NULL: not asked yet */
+    bool no_caller; /* it was asked and could not be had */
 };
 
 static void say_error(struct batch *b, long no, const char *field, const char *msg, long status)
@@ -131,12 +133,64 @@ static int read_lines(struct batch *b, FILE *in)
     return rc ? -1 : 0;
 }
 
+/* The owner proxd fills in for a line without one (or with null or ""):
+ * the caller's, which GET /v1/quota names. Asked once, when a comparison
+ * needs it; NULL when it could not be had. */
+static json_t *caller_owner(struct batch *b)
+{
+    if (b->caller || b->no_caller)
+        return b->caller;
+    json_t *ans = NULL;
+    bool hush = b->c->hush_net;
+    b->c->hush_net = true; /* the dry runs that follow say it when proxd cannot be reached */
+    long st = cli_call(b->c, "GET", "/v1/quota", NULL, &ans);
+    b->c->hush_net = hush;
+    json_t *o = json_object_get(ans, "owner");
+    if (st == 200 && json_string_length(o) > 0)
+        b->caller = json_incref(o);
+    else
+        b->no_caller = true;
+    json_decref(ans);
+    return b->caller;
+}
+
+/* A copy of a line's request with the owner proxd would record in it
+ * (absent, null or "": the caller's, when known). */
+static json_t *as_proxd_sees(struct batch *b, json_t *body)
+{
+    json_t *o = json_object_get(body, "owner"), *copy = json_copy(body);
+    if (!o || json_is_null(o) || (json_is_string(o) && json_string_length(o) == 0)) {
+        json_t *me = caller_owner(b);
+        if (me)
+            json_object_set(copy, "owner", me);
+        else
+            json_object_del(copy, "owner");
+    }
+    return copy;
+}
+
+/* Whether two lines are one request as proxd tells (its fingerprint: the
+ * members and values, with the owner filled in): one line without an owner
+ * and one naming the caller are the same, and proxd replays the second. */
+static bool same_request(struct batch *b, json_t *x, json_t *y)
+{
+    if (json_equal(x, y))
+        return true;
+    json_t *ox = json_object_get(x, "owner"), *oy = json_object_get(y, "owner");
+    if ((!ox && !oy) || json_equal(ox, oy)) /* the owner is not the difference */
+        return false;
+    json_t *sx = as_proxd_sees(b, x), *sy = as_proxd_sees(b, y);
+    bool same = json_equal(sx, sy);
+    json_decref(sx);
+    json_decref(sy);
+    return same;
+}
+
 /* Line i's idempotency key on an earlier line of the file with another
  * request: reported, true. proxd's dry run asks only what it has stored, so
  * both lines would pass it and the second be refused at submission, after
- * the first was queued. The same request is the same members and values
- * (proxd's own test, less the owner it fills in when a line has none).
- * keys: idempotency key -> the index of its first line. */
+ * the first was queued. The same request is as proxd's test says
+ * (same_request). keys: idempotency key -> the index of its first line. */
 static bool key_clash(struct batch *b, json_t *keys, size_t i)
 {
     json_t *first = json_object_get(keys, b->l[i].key);
@@ -145,7 +199,7 @@ static bool key_clash(struct batch *b, json_t *keys, size_t i)
         return false;
     }
     const struct line *f = &b->l[json_integer_value(first)];
-    if (json_equal(f->body, b->l[i].body))
+    if (same_request(b, f->body, b->l[i].body))
         return false; /* submitted once, then replayed */
     char m[200];
     snprintf(m, sizeof m, "this key is used on line %ld for a different request", f->no);
@@ -271,6 +325,7 @@ out:
         free(b.l[i].error);
     }
     free(b.l);
+    json_decref(b.caller);
     if (!std_in)
         fclose(in);
     return b.rc;

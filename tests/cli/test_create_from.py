@@ -224,6 +224,25 @@ def run_cases():
         assert twice[0]["job"] == twice[1]["job"] and twice[1]["replayed"], twice
         assert njobs() == before + 1
         first.append(twice[0])
+        # a line without an owner and one naming the caller are one request,
+        # as proxd has it (proxctl called them different: nothing submitted)
+        for token, me in ((state["alice"], "alice"), (state["admin"], "ops")):
+            key = "owned-" + me
+            lines = [req("ik-o-" + me, idempotency_key=key),
+                     req("ik-o-" + me, idempotency_key=key, owner=me),
+                     req("ik-o-" + me, idempotency_key=key, owner=None)]
+            r = ctl_from(lines, "--json", token=token)
+            assert r.returncode == 0, (me, r.returncode, r.stdout, r.stderr)
+            got = out_json(r)
+            assert len({g["job"] for g in got}) == 1 and got[1]["replayed"], got
+            first.append(got[0])
+        assert njobs() == before + 3
+        # another owner than the caller is another request still
+        r = ctl_from([req("ik-o2", idempotency_key="owned-2"),
+                      req("ik-o2", idempotency_key="owned-2", owner="alice")])
+        assert r.returncode == 6 and "line 2: idempotency_key: this key is used on line 1" \
+            in r.stderr, (r.returncode, r.stdout, r.stderr)
+        assert njobs() == before + 3
         wait_ended([g["job"] for g in first])
 
     @case
