@@ -149,6 +149,13 @@ static bool has_cluster(const struct proxd_config *c, const char *name)
     return false;
 }
 
+/* A list given with no item in it ("nodes = ,"): not the key left out (every
+ * node) but a pool that reaches no node, which was taken silently. */
+static bool names_none(const char *raw)
+{
+    return raw[0] && raw[strspn(raw, list_seps)] == '\0';
+}
+
 /* nodes = and clusters = into on_node[]; neither: every node. */
 static void resolve_reach(struct proxd_config *c, int pi, const struct cfgpool_ctx *x)
 {
@@ -156,6 +163,14 @@ static void resolve_reach(struct proxd_config *c, int pi, const struct cfgpool_c
     char item[64];
     bool too_long;
     bool any = p->nodes_raw[0] || p->clusters_raw[0];
+    if (names_none(p->nodes_raw))
+        report(x, CFGPOOL_POOL, pi, "nodes",
+               "names no node (only separators): name nodes, or leave the key out for every "
+               "node");
+    if (names_none(p->clusters_raw))
+        report(x, CFGPOOL_POOL, pi, "clusters",
+               "names no cluster (only separators): name clusters, or leave the key out for "
+               "every node");
     for (int i = 0; i < c->nnodes; i++)
         p->on_node[i] = !any;
     for (const char *s = p->nodes_raw; next_item(&s, item, sizeof item, &too_long);) {
@@ -213,6 +228,9 @@ static void check_os(struct proxd_config *c, int oi, const struct cfgpool_ctx *x
     char item[64];
     bool too_long;
     o->npools = 0;
+    if (names_none(o->pools_raw))
+        report(x, CFGPOOL_OS, oi, "ippools",
+               "names no pool (only separators): name pools, or leave the key out for none");
     for (const char *s = o->pools_raw; next_item(&s, item, sizeof item, &too_long);) {
         const struct cfg_ippool *p = too_long ? NULL : config_ippool(c, item);
         if (!p) {

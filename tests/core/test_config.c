@@ -320,6 +320,11 @@ static void test_ippool_errors(void **state)
     EXPECT_ERR(P "cidr = 10.0.0.0/24\nbridge = vmbr0\nnodes = sv1, sv9\nclusters = west\n",
                ":12: [ippool a] nodes: unknown node 'sv9' (no [node sv9] section)",
                ":13: [ippool a] clusters: unknown cluster 'west' (no [node] has cluster = west)");
+    /* a list of separators alone names nothing: the pool reached no node, silently */
+    EXPECT_ERR(P "cidr = 10.0.0.0/24\nbridge = vmbr0\nnodes = ,\n",
+               ":12: [ippool a] nodes: names no node (only separators)");
+    EXPECT_ERR(P "cidr = 10.0.0.0/24\nbridge = vmbr0\nnodes = sv1\nclusters = , ,\n",
+               ":13: [ippool a] clusters: names no cluster (only separators)");
     EXPECT_ERR(P "cidr = 10.0.0.0/24\nbridge = vmbr0\nquarantine = -1\n",
                ":12: [ippool a] quarantine: -1 is out of bounds");
     EXPECT_ERR(
@@ -329,6 +334,7 @@ static void test_ippool_errors(void **state)
     EXPECT_ERR(MIN "[ippool]\n", ":9: [ippool]: this section needs a name: [ippool NAME]");
     /* the pools an OS names */
 #define O MIN "[os centos]\nvmid_range = 2000-2999\n" /* ippools on line 11 */
+    EXPECT_ERR(O "ippools = ,\n", ":11: [os centos] ippools: names no pool (only separators)");
     EXPECT_ERR(O "ippools = nope\n",
                ":11: [os centos] ippools: unknown pool 'nope' (no [ippool nope] section)");
     EXPECT_ERR(O "ippools = a\n[ippool a]\ncidr = 10.0.0.0/24\nbridge = vmbr0\n",
