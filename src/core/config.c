@@ -310,8 +310,8 @@ static int msg_cmp(const void *a, const void *b)
     return x->seq - y->seq;
 }
 
-/* Sort, join with newlines into err (truncated, NUL-terminated), free. */
-static void flush_errors(struct pstate *st, char *err, size_t errlen)
+/* Sort, join with newlines into *errs (NULL when there is none), free. */
+static void flush_errors(struct pstate *st, char **errs)
 {
     struct buf all = BUF_INIT(BUF_UNLIMITED);
     if (st->nerr)
@@ -320,8 +320,7 @@ static void flush_errors(struct pstate *st, char *err, size_t errlen)
         buf_printf(&all, "%s%s", i ? "\n" : "", st->errs[i].text);
         free(st->errs[i].text);
     }
-    if (err && errlen)
-        snprintf(err, errlen, "%s", buf_str(&all));
+    *errs = st->nerr ? buf_take(&all) : NULL;
     buf_release(&all);
     FREE_AND_NULL(st->errs);
 }
@@ -1103,7 +1102,7 @@ static void parse_file(struct pstate *st, const char *path)
         cfg_err(st, 0, NULL, NULL, "libinih failed (%d)", rc);
 }
 
-struct proxd_config *config_load(const char *path, char *err, size_t errlen)
+struct proxd_config *config_load_all(const char *path, char **errs)
 {
     struct pstate st = {0};
     st.c = xcalloc(1, sizeof *st.c);
@@ -1124,8 +1123,18 @@ struct proxd_config *config_load(const char *path, char *err, size_t errlen)
     free(st.seen);
     if (st.nerr)
         FREE_AND_NULL(st.c);
-    flush_errors(&st, err, errlen);
+    flush_errors(&st, errs);
     return st.c;
+}
+
+struct proxd_config *config_load(const char *path, char *err, size_t errlen)
+{
+    char *all = NULL;
+    struct proxd_config *c = config_load_all(path, &all);
+    if (err && errlen)
+        snprintf(err, errlen, "%s", all ? all : "");
+    free(all);
+    return c;
 }
 
 void config_free(struct proxd_config *c)

@@ -167,6 +167,10 @@ struct proxd_config {
  * problem (each "file:line: [section] key: what is wrong") into err, which is
  * NUL-terminated and truncated to errlen. */
 struct proxd_config *config_load(const char *path, char *err, size_t errlen);
+/* The same with every message whole (up to 200 of them, each naming the
+ * file: proxd's 8 KiB buffer cut a long report short): *errs is NULL on
+ * success, else the messages, which the caller frees. */
+struct proxd_config *config_load_all(const char *path, char **errs);
 void config_free(struct proxd_config *c);
 
 const struct cfg_os *config_os(const struct proxd_config *c, const char *name);

@@ -81,12 +81,14 @@ static void usage(FILE *f)
                "       proxd token revoke --config FILE ID\n");
 }
 
+/* Every message printed: a fixed buffer of 8 KiB cut a long report short. */
 static struct proxd_config *load(const char *path)
 {
-    char err[8192];
-    struct proxd_config *c = config_load(path, err, sizeof err);
+    char *err = NULL;
+    struct proxd_config *c = config_load_all(path, &err);
     if (!c)
-        fprintf(stderr, "%s", err);
+        fprintf(stderr, "%s\n", err ? err : "");
+    free(err);
     return c;
 }
 
