@@ -760,6 +760,35 @@ static void cut_comment(char *s)
     }
 }
 
+/* A line that is neither "key = value" nor "[section]". Its first word is
+ * shown only when it is a key of the section: "password hunter2" or
+ * "token: ...=secret" says 'password' or 'token', but a word of its own (a
+ * token pasted alone on a line) may be the secret itself, and the message
+ * goes to --check-config's output and the journal. */
+static void bad_line(struct pstate *st, const char *s)
+{
+    const char *label = st->label[0] ? st->label : NULL;
+    size_t word = strcspn(s, " \t=:");
+    char key[64];
+    bool known = false;
+    if (word < sizeof key) {
+        snprintf(key, sizeof key, "%.*s", (int)word, s);
+        known = word > 0 && find_key(st->sect, key) != NULL;
+    }
+    if (known && s[word])
+        cfg_err(st, st->lineno, label, NULL,
+                "expected 'key = value' or '[section]', got a line starting '%s' (the rest not "
+                "shown: it may be a secret)",
+                key);
+    else if (known)
+        cfg_err(st, st->lineno, label, NULL,
+                "expected 'key = value' or '[section]', got '%s' with no '= value'", key);
+    else
+        cfg_err(st, st->lineno, label, NULL,
+                "expected 'key = value' or '[section]', got a line that starts with no key of "
+                "this section (not shown: it may be a secret)");
+}
+
 /* What libinih gets for one physical line: "" for comments and for lines
  * already reported, else the line stripped of comments and indentation.
  * Stripping the indentation also turns off libinih's continuation lines,
@@ -794,22 +823,9 @@ static const char *normalise(struct pstate *st, int limit)
     }
     /* libinih splits "name: value" too; we accept only '=' */
     size_t k = strcspn(s, "=:");
-    if (s[k] != '=' || k == 0) {
-        /* only what stands before the value: "password hunter2" or "token:
-         * ...=secret" would put the secret into --check-config's output and
-         * the journal */
-        int word = (int)strcspn(s, " \t=:");
-        if (s[word])
-            cfg_err(st, st->lineno, st->label[0] ? st->label : NULL, NULL,
-                    "expected 'key = value' or '[section]', got a line starting '%.*s' (the "
-                    "rest not shown: it may be a secret)",
-                    word > 40 ? 40 : word, s);
-        else
-            cfg_err(st, st->lineno, st->label[0] ? st->label : NULL, NULL,
-                    "expected 'key = value' or '[section]', got '%.40s'", s);
-        return "";
-    }
-    return s;
+    if (s[k] != '=' || k == 0)
+        bad_line(st, s);
+    return s[k] != '=' || k == 0 ? "" : s;
 }
 
 /* libinih's fgets-like reader: one physical line per call, so lineno is the

@@ -241,20 +241,45 @@ bool cfg_v_cluster(const char *v, char *why, size_t n)
     return ok;
 }
 
-/* A webhook's receiver: http(s)://, no spaces or control characters. */
+/* The scheme and host[:port] of a URL into out: no user part, path or
+ * query. "" when it has no "scheme://" (a short run of letters). */
+static void url_origin(const char *v, char *out, size_t n)
+{
+    size_t sl = strspn(v, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ");
+    out[0] = '\0';
+    if (sl == 0 || sl > 10 || !str_starts(v + sl, "://"))
+        return;
+    const char *auth = v + sl + 3, *host = auth;
+    size_t alen = strcspn(auth, "/?#");
+    for (size_t i = 0; i < alen; i++)
+        if (auth[i] == '@') /* the last one: a password may hold one */
+            host = auth + i + 1;
+    size_t hlen = strcspn(host, "/?#");
+    snprintf(out, n, "%.*s%.*s", (int)(sl + 3), v, (int)(hlen > 100 ? 100 : hlen), host);
+}
+
+/* A webhook's receiver: http(s)://, no spaces or control characters. A
+ * refused one is shown as its scheme and host only: a receiver's token may
+ * be its user part ("https://TOKEN@host"), its password, its path
+ * ("/services/T0/B0/SECRET") or its query, and the message goes to
+ * --check-config's output and the journal. */
 bool cfg_v_url(const char *v, char *why, size_t n)
 {
-    bool ok = strncmp(v, "http://", 7) == 0 || strncmp(v, "https://", 8) == 0;
-    for (const char *p = v; ok && *p; p++)
-        ok = isgraph((unsigned char)*p);
-    if (!ok) {
-        /* the URL's password redacted, as database's: the message goes to
-         * --check-config's output and the journal */
-        char shown[512];
-        url_redact(v, shown, sizeof shown);
-        snprintf(why, n, "'%.200s': an http:// or https:// URL without spaces", shown);
-    }
-    return ok;
+    bool http = str_starts(v, "http://") || str_starts(v, "https://");
+    size_t bad = 0;
+    while (v[bad] && isgraph((unsigned char)v[bad]))
+        bad++;
+    if (http && !v[bad])
+        return true;
+    char origin[128], at[96] = "";
+    url_origin(v, origin, sizeof origin);
+    if (http)
+        snprintf(at, sizeof at, " (a space or control character at character %zu)", bad + 1);
+    snprintf(why, n,
+             "'%s...': an http:// or https:// URL without spaces%s; only its scheme and host are "
+             "shown: the rest may hold a secret",
+             origin, at);
+    return false;
 }
 
 bool cfg_v_secret(const char *v, char *why, size_t n)

@@ -379,11 +379,24 @@ static void test_events_webhooks(void **state)
 #define W MIN "[webhook w]\n" /* line 9; its keys from line 10 */
     EXPECT_ERR(W "secret = 0123456789abcdef\n", ":9: [webhook w] url: missing");
     EXPECT_ERR(W "url = ftp://x/\nsecret = 0123456789abcdef\n",
-               ":10: [webhook w] url: 'ftp://x/': an http:// or https:// URL without spaces");
-    /* a refused URL is shown with its password redacted */
+               ":10: [webhook w] url: 'ftp://x...': an http:// or https:// URL without spaces;");
+    /* a refused URL is shown as its scheme and host: a token may be its
+     * password, its user part (that was shown), its path or its query */
     EXPECT_ERR(W "url = https://hook:hunter2@x/a b\nsecret = 0123456789abcdef\n",
-               ":10: [webhook w] url: 'https://hook:***@x/a b': an http:// or https:// URL");
+               ":10: [webhook w] url: 'https://x...': an http:// or https:// URL without spaces "
+               "(a space or control character at character 25); only its scheme and host");
     assert_null(strstr(err, "hunter2"));
+    assert_null(strstr(err, "//hook"));
+    EXPECT_ERR(W "url = https://xoxb-T0kenS3cret@hooks.example/a b\nsecret = 0123456789abcdef\n",
+               ":10: [webhook w] url: 'https://hooks.example...'");
+    assert_null(strstr(err, "T0kenS3cret"));
+    EXPECT_ERR(W "url = https://h.example/services/PathS3cret?t=QueryS3cret\x01\n"
+                 "secret = 0123456789abcdef\n",
+               ":10: [webhook w] url: 'https://h.example...'");
+    assert_null(strstr(err, "S3cret"));
+    EXPECT_ERR(W "url = T0kenS3cret@hooks.example/x\nsecret = 0123456789abcdef\n",
+               ":10: [webhook w] url: '...': an http:// or https:// URL");
+    assert_null(strstr(err, "S3cret"));
     EXPECT_ERR(W "url = http://x/\nsecret = short\n",
                ":11: [webhook w] secret: at least 16 characters");
     EXPECT_ERR(W "url = http://x/\nsecret = 0123456789abcdef\nevents = vm.*, VM;x\n",
@@ -692,7 +705,22 @@ static void test_syntax(void **state)
     EXPECT_ERR(MIN "[proxd\n", ":9: bad section header '[proxd'");
     EXPECT_ERR(MIN "timeout = 5\ntimeout = 6\n",
                ":10: [proxmox] timeout: set twice (first on line 9)");
-    EXPECT_ERR("nonsense", ":1: expected 'key = value' or '[section]', got 'nonsense'");
+    /* a word alone is shown only when it is a key of the section: else it
+     * may be a secret pasted on a line of its own (it was echoed) */
+    EXPECT_ERR("nonsense", ":1: expected 'key = value' or '[section]', got a line that starts "
+                           "with no key of this section (not shown: it may be a secret)");
+    EXPECT_ERR(MIN "root@pam!ci=8a3c3c4e-0b8e-4a7b-9a52-1f0c2d3e4f50\n",
+               ":9: [proxmox] root@pam!ci: unknown key");
+    assert_null(strstr(err, "8a3c3c4e"));
+    EXPECT_ERR(MIN "8a3c3c4e-0b8e-4a7b-9a52-1f0c2d3e4f50\n",
+               ":9: [proxmox]: expected 'key = value' or '[section]', got a line that starts "
+               "with no key of this section (not shown");
+    assert_null(strstr(err, "8a3c3c4e"));
+    EXPECT_ERR(MIN "S3cretWordAlone extra words\n", ":9: [proxmox]: expected 'key = value'");
+    assert_null(strstr(err, "S3cret"));
+    EXPECT_ERR(MIN "timeout\n",
+               ":9: [proxmox]: expected 'key = value' or '[section]', got 'timeout' with no "
+               "'= value'");
     /* a malformed line is shown only up to its first blank, '=' or ':': the
      * rest may be a secret (it went to --check-config's output) */
     EXPECT_ERR(MIN "password hunter2\n",
