@@ -282,6 +282,7 @@ def cluster_resources_lag_behind_pvestatd():
 def bad_fleet_files_name_the_field():
     import subprocess
     from lib.env import PVESIM
+    from lib.ports import free_port
     for extra, want in (({"containers": [{"vmid": 5}]}, "containers[0].vmid"),
                         ({"containers": [{"vmid": 300, "node": "zz"}]}, "containers[0].node"),
                         ({"containers": [{"vmid": 300, "pool": "none"}]}, "containers[0].pool"),
@@ -291,7 +292,9 @@ def bad_fleet_files_name_the_field():
         with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
             json.dump(fleet, f)
             f.flush()
-            p = subprocess.run([PVESIM, "--listen", "127.0.0.1:1", "--fleet", f.name],
+            # a free port, not 1: other tests take 1 for "nothing listens
+            # there", and a file taken by mistake would serve on it
+            p = subprocess.run([PVESIM, "--listen", "127.0.0.1:%d" % free_port(), "--fleet", f.name],
                                capture_output=True, text=True, timeout=60)
             assert p.returncode != 0 and want in p.stderr, (extra, p.returncode, p.stderr)
 
