@@ -940,8 +940,12 @@ static void test_burst_takes_turns_on_a_warm_connection(void **state)
     long made = handshakes() - h0 - 1; /* less this control call's own */
     pthread_barrier_destroy(&go);
     pve_client_free(c);
-    /* a call that waited 25 ms in vain (a loaded machine) opens one */
-    if (made > 3)
+    /* without the turns each call but one opens its own (7); a call that
+     * waited 25 ms in vain opens one too, and on a loaded machine (the
+     * suite runs twice as many tests as cores, ASan) an exchange takes that
+     * long now and then: 3 failed 3 runs in 9 at load 5-7 */
+    print_message("[ figures  ] %ld new connections for 8 calls at once, one warm\n", made);
+    if (made > 5)
         fail_msg("%ld new connections for 8 calls with one warm connection", made);
 }
 
