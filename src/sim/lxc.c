@@ -34,6 +34,71 @@ void sim_cts_free(struct sim *s)
     s->pools = NULL;
 }
 
+static const char *spec_str(json_t *spec, const char *key, const char *dflt)
+{
+    const char *v = json_string_value(json_object_get(spec, key));
+    return v ? v : dflt;
+}
+
+/* A property value of the fleet file that goes into a property string as it
+ * is (net0's ip, a storage id): a string, 1..64 characters, no ',' '=' or
+ * control character (which would make it another property). */
+static bool spec_word(json_t *v)
+{
+    const char *s = json_string_value(v);
+    if (!s || !*s || strlen(s) > 64)
+        return false;
+    for (; *s; s++)
+        if (*s == ',' || *s == '=' || (unsigned char)*s < 0x20)
+            return false;
+    return true;
+}
+
+/* The network and volume members of containers[i] (the rest is checked by add_container). */
+static int check_spec(struct sim_node *n, json_t *spec, size_t i, const char *path, char **err)
+{
+    static const char *const words[] = {"bridge", "ip", "gw", "ip6", "gw6", "storage"};
+    for (size_t k = 0; k < sizeof words / sizeof *words; k++) {
+        json_t *v = json_object_get(spec, words[k]);
+        if (v && !spec_word(v)) {
+            *err = xasprintf("%s: containers[%zu].%s: a string of 1 to 64 characters, no ',' "
+                             "or '='",
+                             path, i, words[k]);
+            return -1;
+        }
+    }
+    json_t *tag = json_object_get(spec, "tag");
+    if (tag &&
+        (!json_is_integer(tag) || json_integer_value(tag) < 1 || json_integer_value(tag) > 4094)) {
+        *err = xasprintf("%s: containers[%zu].tag: 1..4094", path, i);
+        return -1;
+    }
+    const char *st = spec_str(spec, "storage", NULL);
+    if (st && !sim_storage_find(n, st)) {
+        *err = xasprintf("%s: containers[%zu].storage: node %s has no storage '%s'", path, i,
+                         n->name, st);
+        return -1;
+    }
+    json_t *mps = json_object_get(spec, "mps"), *mp;
+    size_t j;
+    if (mps && (!json_is_array(mps) || json_array_size(mps) > 256)) { /* mp0..mp255 */
+        *err = xasprintf("%s: containers[%zu].mps: an array of at most 256", path, i);
+        return -1;
+    }
+    json_array_foreach(mps, j, mp)
+    {
+        json_t *sz = json_object_get(mp, "disk_gb"), *ms = json_object_get(mp, "storage");
+        if (!json_is_number(sz) || json_number_value(sz) < 1 || json_number_value(sz) > 1048576 ||
+            (ms && (!spec_word(ms) || !sim_storage_find(n, json_string_value(ms))))) {
+            *err = xasprintf("%s: containers[%zu].mps[%zu]: disk_gb 1..1048576 on a storage "
+                             "of the node",
+                             path, i, j);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* The config pct writes for a container made from a Debian template. */
 static void ct_default_conf(struct sim *s, struct sim_ct *ct, json_t *spec)
 {
@@ -49,12 +114,38 @@ static void ct_default_conf(struct sim *s, struct sim_ct *ct, json_t *spec)
     if (host)
         json_object_set_new(c, "hostname", json_string(host));
     json_object_set_new(c, "memory", json_integer(mem ? json_integer_value(mem) : 512));
-    snprintf(buf, sizeof buf, "name=eth0,bridge=vmbr0,hwaddr=%s,ip=dhcp,type=veth", mac);
-    json_object_set_new(c, "net0", json_string(buf));
+    /* pct's order: name first, then the other keys sorted (net[n] of the schema) */
+    struct buf n0 = BUF_INIT(BUF_UNLIMITED);
+    buf_printf(&n0, "name=eth0,bridge=%s", spec_str(spec, "bridge", "vmbr0"));
+    if (json_object_get(spec, "gw"))
+        buf_printf(&n0, ",gw=%s", spec_str(spec, "gw", ""));
+    if (json_object_get(spec, "gw6"))
+        buf_printf(&n0, ",gw6=%s", spec_str(spec, "gw6", ""));
+    buf_printf(&n0, ",hwaddr=%s,ip=%s", mac, spec_str(spec, "ip", "dhcp"));
+    if (json_object_get(spec, "ip6"))
+        buf_printf(&n0, ",ip6=%s", spec_str(spec, "ip6", ""));
+    if (json_object_get(spec, "tag"))
+        buf_printf(&n0, ",tag=%lld", (long long)json_integer_value(json_object_get(spec, "tag")));
+    buf_printf(&n0, ",type=veth");
+    json_object_set_new(c, "net0", json_stringn(n0.data, n0.len));
+    buf_release(&n0);
     json_object_set_new(c, "ostype", json_string("debian"));
-    snprintf(buf, sizeof buf, "local-lvm:vm-%d-disk-0,size=%lldG", ct->vmid,
-             disk ? (long long)json_number_value(disk) : 8LL);
+    snprintf(buf, sizeof buf, "%s:vm-%d-disk-0,size=%lldG", spec_str(spec, "storage", "local-lvm"),
+             ct->vmid, disk ? (long long)json_number_value(disk) : 8LL);
     json_object_set_new(c, "rootfs", json_string(buf));
+    /* mount points: volumes of their own (vm-<vmid>-disk-<n>), as `pct set -mpN STORAGE:SIZE`
+     * allocates them */
+    size_t i;
+    json_t *mp;
+    json_array_foreach(json_object_get(spec, "mps"), i, mp)
+    {
+        char key[32];
+        snprintf(key, sizeof key, "mp%zu", i);
+        snprintf(buf, sizeof buf, "%s:vm-%d-disk-%zu,mp=/mnt/mp%zu,size=%lldG",
+                 spec_str(mp, "storage", "local-lvm"), ct->vmid, i + 1, i,
+                 (long long)json_number_value(json_object_get(mp, "disk_gb")));
+        json_object_set_new(c, key, json_string(buf));
+    }
     json_object_set_new(c, "swap", json_integer(512));
     json_object_set_new(c, "unprivileged", json_integer(1));
     json_t *tags = json_object_get(spec, "tags");
@@ -85,6 +176,8 @@ static int add_container(struct sim *s, json_t *spec, size_t i, const char *path
         *err = xasprintf("%s: containers[%zu].status: running or stopped", path, i);
         return -1;
     }
+    if (check_spec(n, spec, i, path, err))
+        return -1;
     if (sim_vmid_used(s, n, vmid)) {
         *err = xasprintf("%s: containers[%zu].vmid %d is taken", path, i, vmid);
         return -1;
@@ -190,6 +283,18 @@ void sim_pool_add_vm(struct sim *s, const char *pool, int vmid)
 
 /* ---- list entries ------------------------------------------------------- */
 
+int64_t sim_ct_mem(const struct sim_ct *ct)
+{
+    bool on = ct->running && ct->node->state != NODE_OFFLINE;
+    return on ? json_integer_value(json_object_get(ct->conf, "memory")) * MiB / 4 : 0;
+}
+
+bool sim_ct_volume_key(const char *k)
+{
+    size_t d = str_starts(k, "mp") ? 2 : str_starts(k, "unused") ? 6 : 0;
+    return strcmp(k, "rootfs") == 0 || (d && k[d] && strspn(k + d, "0123456789") == strlen(k + d));
+}
+
 /* pve-container's vmstatus: name is the hostname (or "CT<vmid>"), cpus the
  * cores (or the host's), sizes in bytes; PVE 9 adds pressure stall averages
  * for running containers. */
@@ -201,16 +306,15 @@ json_t *sim_ct_list_entry(struct sim *s, struct sim_ct *ct)
     int64_t maxswap = json_integer_value(json_object_get(ct->conf, "swap")) * MiB;
     int64_t maxdisk = sim_disk_size(json_string_value(json_object_get(ct->conf, "rootfs")));
     bool on = ct->running && ct->node->state != NODE_OFFLINE;
-    json_t *e =
-        json_pack("{s:i,s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:I,s:I,s:I,s:I,s:I}", "vmid",
-                  ct->vmid, "status", on ? "running" : "stopped", "type", "lxc", "name", "", "cpus",
-                  cores ? cores : (json_int_t)ct->node->cpus, "maxmem", (json_int_t)maxmem,
-                  "maxswap", (json_int_t)maxswap, "maxdisk", (json_int_t)maxdisk, "mem",
-                  (json_int_t)(on ? maxmem / 4 : 0), "swap", (json_int_t)0, "cpu", on ? 0.01 : 0.0,
-                  "disk", (json_int_t)(on ? maxdisk / 5 : 0), "uptime",
-                  (json_int_t)(on ? (long long)(sim_now(s) - ct->started) : 0), "netin",
-                  (json_int_t)(on ? 4096 : 0), "netout", (json_int_t)(on ? 2048 : 0), "diskread",
-                  (json_int_t)0);
+    json_t *e = json_pack(
+        "{s:i,s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:I,s:I,s:I,s:I,s:I}", "vmid", ct->vmid,
+        "status", on ? "running" : "stopped", "type", "lxc", "name", "", "cpus",
+        cores ? cores : (json_int_t)ct->node->cpus, "maxmem", (json_int_t)maxmem, "maxswap",
+        (json_int_t)maxswap, "maxdisk", (json_int_t)maxdisk, "mem", (json_int_t)sim_ct_mem(ct),
+        "swap", (json_int_t)0, "cpu", on ? 0.01 : 0.0, "disk", (json_int_t)(on ? maxdisk / 5 : 0),
+        "uptime", (json_int_t)(on ? (long long)(sim_now(s) - ct->started) : 0), "netin",
+        (json_int_t)(on ? 4096 : 0), "netout", (json_int_t)(on ? 2048 : 0), "diskread",
+        (json_int_t)0);
     json_object_set_new(e, "diskwrite", json_integer(0));
     if (host)
         json_object_set_new(e, "name", json_string(host));

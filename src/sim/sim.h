@@ -450,6 +450,10 @@ bool sim_pool_exists(struct sim *s, const char *pool);
 void sim_pool_add_vm(struct sim *s, const char *pool, int vmid);
 /* A container's entry in GET /nodes/{node}/lxc. */
 json_t *sim_ct_list_entry(struct sim *s, struct sim_ct *ct);
+/* The memory a container uses on its host (its entry's `mem`): 0 when stopped. */
+int64_t sim_ct_mem(const struct sim_ct *ct);
+/* Is k a container config key naming a volume (rootfs, mpN, unusedN)? */
+bool sim_ct_volume_key(const char *k);
 /* /cluster/resources additions: lxc entries, `pool` on guests, pool entries. */
 void sim_resources_extra(struct sim_call *c, const char *type);
 

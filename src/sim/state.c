@@ -368,6 +368,21 @@ int64_t sim_storage_used(struct sim *s, struct sim_node *n, const char *storage)
         }
         used += vmops_snap_storage(v, storage);
     }
+    for (struct sim_ct *ct = s->cts; ct; ct = ct->next) {
+        if (ct->node != n)
+            continue;
+        const char *k;
+        json_t *val;
+        json_object_foreach(ct->conf, k, val)
+        {
+            if (!sim_ct_volume_key(k) || !json_is_string(val))
+                continue;
+            char *sid = sim_disk_storage(json_string_value(val));
+            if (sid && strcmp(sid, storage) == 0)
+                used += sim_disk_size(json_string_value(val));
+            free(sid);
+        }
+    }
     return used;
 }
 
@@ -555,6 +570,21 @@ void sim_node_agg(struct sim *s)
         struct sim_node *n = &s->nodes[i];
         memset(&n->agg, 0, sizeof n->agg);
         n->agg.mem_used = n->mem_base_used;
+    }
+    /* the node's figures are the host's: its containers' memory and volumes count as a VM's */
+    for (struct sim_ct *ct = s->cts; ct; ct = ct->next) {
+        struct sim_node *n = ct->node;
+        n->agg.mem_used += sim_ct_mem(ct);
+        const char *k;
+        json_t *val;
+        json_object_foreach(ct->conf, k, val)
+        {
+            int i = sim_ct_volume_key(k) && json_is_string(val)
+                        ? drive_storage(n, json_string_value(val))
+                        : -1;
+            if (i >= 0)
+                n->agg.st_used[i] += sim_volume_size(s, json_string_value(val));
+        }
     }
     for (struct sim_vm *v = s->vms; v; v = v->next) {
         if (v->gone)

@@ -278,6 +278,76 @@ def cluster_resources_lag_behind_pvestatd():
         no_rejections(s)
 
 
+def node_figures(s):
+    """Per node: memory used (status, /nodes, /cluster/resources) and per storage used (status,
+    /cluster/resources)."""
+    res = s.data("GET", "/cluster/resources")
+    nodes = {e["node"]: e for e in s.data("GET", "/nodes")}
+    out = {}
+    for n in ("sv1", "sv2", "sv3"):
+        st = s.data("GET", f"/nodes/{n}/status")
+        rn = [e for e in res if e["type"] == "node" and e["node"] == n][0]
+        assert st["memory"]["used"] == nodes[n]["mem"] == rn["mem"], (st["memory"], nodes[n], rn)
+        assert st["memory"]["free"] == st["memory"]["total"] - st["memory"]["used"], st["memory"]
+        stor = {}
+        for e in s.data("GET", f"/nodes/{n}/storage"):
+            one = s.data("GET", f"/nodes/{n}/storage/{e['storage']}/status")
+            re = [r for r in res if r["type"] == "storage" and r["id"] == f"storage/{n}/{e['storage']}"][0]
+            assert one["used"] == e["used"] == re["disk"], (one, e, re)
+            assert one["avail"] == one["total"] - one["used"], one
+            stor[e["storage"]] = one["used"]
+        out[n] = (st["memory"]["used"], stor)
+    return out
+
+
+@case
+def node_figures_count_containers():
+    """A node's memory and storage figures are the host's (pvestatd reads them from the kernel and
+    the storage): a running container's memory counts in the node's mem, every container's
+    volumes (rootfs, mount points) in its storages' use, as a VM's would."""
+    bare = dict(FLEET, containers=[])
+    cts = dict(FLEET, containers=[
+        {"vmid": 200, "node": "sv1", "memory_mb": 4096, "disk_gb": 8, "status": "running",
+         "mps": [{"disk_gb": 20}, {"disk_gb": 30, "storage": "local"}]},
+        {"vmid": 201, "node": "sv2", "memory_mb": 4096, "disk_gb": 16, "status": "stopped"},
+        {"vmid": 202, "node": "sv3", "memory_mb": 2048, "status": "running", "storage": "nfs1"},
+    ])
+    with Sim(nodes="sv1,sv2,sv3", time_scale=0.01, fleet=bare) as s:
+        before = node_figures(s)
+    with Sim(nodes="sv1,sv2,sv3", time_scale=0.01, fleet=cts) as s:
+        after = node_figures(s)
+        ct = {c["vmid"]: c for n in ("sv1", "sv2", "sv3") for c in s.data("GET", f"/nodes/{n}/lxc")}
+        assert ct[200]["mem"] == 1024 * 1024 ** 2 and ct[201]["mem"] == 0, ct
+        conf = s.data("GET", "/nodes/sv1/lxc/200/config")
+        rootfs = s.data("GET", "/nodes/sv3/lxc/202/config")["rootfs"]
+        no_rejections(s)
+    # what a running container uses (its entry's mem), none for a stopped one
+    assert after["sv1"][0] - before["sv1"][0] == ct[200]["mem"], (before, after)
+    assert after["sv2"][0] == before["sv2"][0], (before, after)
+    assert after["sv3"][0] - before["sv3"][0] == ct[202]["mem"], (before, after)
+    grew = {n: {k: after[n][1][k] - before[n][1][k] for k in after[n][1]} for n in after}
+    assert grew["sv1"] == {"local": 30 * GiB, "local-lvm": 28 * GiB}, grew
+    assert grew["sv2"] == {"local": 0, "local-lvm": 16 * GiB}, grew
+    assert grew["sv3"] == {"local-lvm": 0, "nfs1": 8 * GiB}, grew  # sv3 has no `local`
+    assert conf["mp0"] == "local-lvm:vm-200-disk-1,mp=/mnt/mp0,size=20G", conf
+    assert conf["mp1"] == "local:vm-200-disk-2,mp=/mnt/mp1,size=30G", conf
+    assert rootfs == "nfs1:vm-202-disk-0,size=8G", rootfs
+
+
+@case
+def container_network_and_volumes_from_the_fleet_file():
+    """net0 as pct writes it (name first, the other keys sorted), with a static address; bad
+    values are refused naming the field."""
+    fleet = dict(FLEET, containers=[
+        {"vmid": 200, "node": "sv1", "ip": "10.0.0.5/24", "gw": "10.0.0.1", "ip6": "fd00::5/64",
+         "bridge": "vmbr1", "tag": 20}])
+    with Sim(nodes="sv1,sv2,sv3", time_scale=0.01, fleet=fleet) as s:
+        n0 = s.data("GET", "/nodes/sv1/lxc/200/config")["net0"]
+        assert n0.startswith("name=eth0,bridge=vmbr1,gw=10.0.0.1,hwaddr=BC:24:11:"), n0
+        assert n0.endswith(",ip=10.0.0.5/24,ip6=fd00::5/64,tag=20,type=veth"), n0
+        no_rejections(s)
+
+
 @case
 def bad_fleet_files_name_the_field():
     import subprocess
@@ -287,6 +357,10 @@ def bad_fleet_files_name_the_field():
                         ({"containers": [{"vmid": 300, "node": "zz"}]}, "containers[0].node"),
                         ({"containers": [{"vmid": 300, "pool": "none"}]}, "containers[0].pool"),
                         ({"containers": [{"vmid": 300}, {"vmid": 300}]}, "containers[1].vmid"),
+                        ({"containers": [{"vmid": 300, "ip": "10.0.0.5/24,gw=x"}]}, "containers[0].ip"),
+                        ({"containers": [{"vmid": 300, "tag": 5000}]}, "containers[0].tag"),
+                        ({"containers": [{"vmid": 300, "storage": "zz"}]}, "containers[0].storage"),
+                        ({"containers": [{"vmid": 300, "mps": [{"disk_gb": 0}]}]}, "containers[0].mps[0]"),
                         ({"pools": [{"poolid": "a"}, {"poolid": "a"}]}, "pools[1].poolid")):
         fleet = dict({"nodes": [{"name": "sv1"}]}, **extra)
         with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
