@@ -45,7 +45,33 @@ struct world {
         int *v;
         size_t n, cap;
     } held;
+    /* Its containers on nodes proxd manages (their VMIDs are in held too):
+     * the config walk reads their network configs, as an address a
+     * container has is taken on its network */
+    struct cts {
+        struct ctrec {
+            int vmid;
+            uint16_t node; /* index into fleet->nodes */
+            bool tmpl, running;
+        } * v;
+        size_t n, cap;
+    } cts;
 };
+
+static void cts_add(struct cts *d, const struct ctrec *c)
+{
+    if (d->n == d->cap) {
+        d->cap = d->cap ? d->cap * 2 : 16;
+        d->v = xrealloc(d->v, d->cap * sizeof *d->v);
+    }
+    d->v[d->n++] = *c;
+}
+
+static void cts_free(struct cts *d)
+{
+    free(d->v);
+    memset(d, 0, sizeof *d);
+}
 
 static void ids_add(struct ids *d, int vmid)
 {
@@ -345,6 +371,7 @@ void fleet_free(struct fleet *f)
     for (int i = 0; i < f->nworlds; i++) {
         pve_client_free(f->worlds[i].client);
         ids_free(&f->worlds[i].held);
+        cts_free(&f->worlds[i].cts);
     }
     vmtab_free(&f->vms);
     fleet_seen_free(f->seen);
@@ -397,6 +424,7 @@ struct refresh_job {
     bool probe[CFG_MAX_NODES]; /* failed nodes to probe in this world */
     bool probe_ok[CFG_MAX_NODES];
     struct ids held; /* VMIDs of guests proxd does not manage (world.held) */
+    struct cts cts;  /* its containers on nodes proxd manages (world.cts) */
 };
 
 /* One resource of the answer, straight into the job's compact form: the
@@ -411,6 +439,13 @@ static int on_resource(const struct pve_resource *r, void *ud)
          * exists"). The node and storage figures already count what it
          * uses: they are the host's */
         ids_add(&j->held, r->vmid);
+        if (r->type == PVE_RES_CT && ni >= 0 && j->f->nodes[ni].world == j->world) {
+            struct ctrec c = {.vmid = r->vmid,
+                              .node = (uint16_t)ni,
+                              .tmpl = r->tmpl,
+                              .running = strcmp(r->status, "running") == 0};
+            cts_add(&j->cts, &c);
+        }
         return 0;
     }
     if (ni < 0 || j->f->nodes[ni].world != j->world)
@@ -456,6 +491,7 @@ static void *refresh_thread(void *arg)
          * timeout is not tried again */
         vmtab_free(&j->vms);
         ids_free(&j->held);
+        cts_free(&j->cts);
         memset(j->seen, 0, sizeof j->seen);
         sleep_ms(QUICK_RETRY_MS);
         j->rc = pve_cluster_resources_each_ex(w->client, NULL, PVE_CALL_NORETRY, on_resource, j,
@@ -464,6 +500,7 @@ static void *refresh_thread(void *arg)
     if (j->rc) { /* whatever came before the failure is not an inventory */
         vmtab_free(&j->vms);
         ids_free(&j->held);
+        cts_free(&j->cts);
         memset(j->seen, 0, sizeof j->seen);
     }
     /* a node that failed an operation is only trusted again after a direct
@@ -556,6 +593,9 @@ static void apply_world(struct fleet *f, struct refresh_job *j, int64_t now)
     ids_free(&w->held);
     w->held = j->held;
     memset(&j->held, 0, sizeof j->held);
+    cts_free(&w->cts);
+    w->cts = j->cts;
+    memset(&j->cts, 0, sizeof j->cts);
     for (int i = 0; i < w->nnodes; i++) {
         struct nstate *n = &f->nodes[w->nodes[i]];
         n->online = false;
@@ -708,6 +748,7 @@ void fleet_refresh(struct fleet *f, bool force)
     for (int i = 0; i < nj; i++) {
         vmtab_free(&jobs[i].vms);
         ids_free(&jobs[i].held);
+        cts_free(&jobs[i].cts);
     }
     free(jobs);
     mem_release();
@@ -897,6 +938,28 @@ int fleet_vms(struct fleet *f, struct fleet_vm **out, size_t *n)
     struct fleet_vm *v = xcalloc(f->vms.n + 1, sizeof *v);
     for (size_t i = 0; i < f->vms.n; i++)
         vm_out(f, i, &v[i]);
+    pthread_mutex_unlock(&f->mu);
+    *out = v;
+    return 0;
+}
+
+int fleet_cts(struct fleet *f, struct fleet_vm **out, size_t *n)
+{
+    pthread_mutex_lock(&f->mu);
+    size_t all = 0;
+    for (int w = 0; w < f->nworlds; w++)
+        all += f->worlds[w].cts.n;
+    struct fleet_vm *v = xcalloc(all + 1, sizeof *v);
+    *n = 0;
+    for (int w = 0; w < f->nworlds; w++)
+        for (size_t i = 0; i < f->worlds[w].cts.n; i++) {
+            const struct ctrec *c = &f->worlds[w].cts.v[i];
+            struct fleet_vm *o = &v[(*n)++];
+            o->vmid = c->vmid;
+            snprintf(o->node, sizeof o->node, "%s", f->nodes[c->node].name);
+            snprintf(o->status, sizeof o->status, "%s", c->running ? "running" : "stopped");
+            o->tmpl = c->tmpl;
+        }
     pthread_mutex_unlock(&f->mu);
     *out = v;
     return 0;

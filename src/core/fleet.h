@@ -10,7 +10,8 @@
  * (fleet_taken_vmids), never VMs: fleet_vms, fleet_vm_node, fleet_vm_find
  * and node_view.nvms leave them out (proxd never manages them), and
  * nothing needs their sizes (a node's memory and storage figures are the
- * host's: they count its containers already). It is refreshed by
+ * host's: they count its containers already). The containers on managed
+ * nodes are also kept with their node (fleet_cts) for the config walk. It is refreshed by
  * fleet_refresh() — one call per world, worlds in parallel — which the core
  * runs periodically and after operations.
  *
@@ -165,6 +166,10 @@ struct fleet_vm {
 /* Every VM the inventory knows (all worlds; no container). Caller frees
  * *out. */
 int fleet_vms(struct fleet *f, struct fleet_vm **out, size_t *n);
+/* The containers (lxc) the inventory shows on nodes proxd manages (all
+ * worlds): vmid, node, status (running|stopped) and tmpl only. Never VMs of
+ * proxd's; the config walk reads their networks. Caller frees *out. */
+int fleet_cts(struct fleet *f, struct fleet_vm **out, size_t *n);
 /* Sorted VMIDs, each once, of every VM and container seen on any world,
  * those on a cluster's nodes proxd does not manage included (a cluster's
  * VMIDs are one namespace, a container's as a VM's): what a creation must

@@ -257,14 +257,21 @@ struct seen {
     int pool;
 };
 
-/* Pool addresses in the config's ipconfig0..31, at most max. */
-static size_t config_addrs(const struct proxd_config *c, json_t *conf, int vmid, const char *node,
-                           struct seen *out, size_t max)
+/* The keys whose ip=/ip6= items are a guest's static addresses: a VM's
+ * cloud-init ipconfigN; a container's netN ("name=eth0,bridge=vmbr0,
+ * hwaddr=...,ip=10.0.0.5/24,gw=...,ip6=...", which pct configures on the
+ * interface itself; dhcp, auto and manual are no static claim). */
+#define NW_VM_KEY "ipconfig"
+#define NW_CT_KEY "net"
+
+/* Pool addresses in the config's <prefix>0..31, at most max. */
+static size_t config_addrs(const struct proxd_config *c, json_t *conf, const char *prefix, int vmid,
+                           const char *node, struct seen *out, size_t max)
 {
     size_t n = 0;
     for (int i = 0; i < NW_MAX_IFACES; i++) {
         char key[16];
-        snprintf(key, sizeof key, "ipconfig%d", i);
+        snprintf(key, sizeof key, "%s%d", prefix, i);
         const char *v = json_string_value(json_object_get(conf, key));
         struct ippool_addr a[2];
         int pfx[2];
@@ -413,13 +420,13 @@ static bool agent_on(json_t *conf)
     return e ? e[8] == '1' : s[0] == '1';
 }
 
-/* The pool addresses of a config into acc (per pool) and the fleet's
- * lists; how many, their first max in s. */
+/* The pool addresses of a config (its <prefix>N keys) into acc (per pool)
+ * and the fleet's lists; how many, their first max in s. */
 static size_t add_addrs(struct netwalk *w, const struct fleet_vm *fv, json_t *conf,
-                        struct buf acc[], struct seen *s, size_t max)
+                        const char *prefix, struct buf acc[], struct seen *s, size_t max)
 {
     struct core *k = w->k;
-    size_t n = config_addrs(k->cfg, conf, fv->vmid, fv->node, s, max);
+    size_t n = config_addrs(k->cfg, conf, prefix, fv->vmid, fv->node, s, max);
     for (size_t i = 0; i < n; i++) {
         buf_add(&acc[s[i].pool], &s[i].a, sizeof s[i].a);
         fleet_pool_addrs_add(k->fl, k->cfg->pools[s[i].pool].name, &s[i].a, 1);
@@ -457,7 +464,7 @@ static bool check_ours(struct netwalk *w, const struct fleet_vm *fv, const struc
             if (!ipc || strcmp(ipc, net.ipconfig0) != 0) {
                 json_t *put = json_pack("{s:s}", "ipconfig0", net.ipconfig0);
                 struct seen s[2];
-                add_addrs(w, fv, put, acc, s, 2);
+                add_addrs(w, fv, put, NW_VM_KEY, acc, s, 2);
                 json_decref(put);
             }
         } else if (strcmp(k->cfg->network_drift, "adopt") == 0)
@@ -468,9 +475,10 @@ static bool check_ours(struct netwalk *w, const struct fleet_vm *fv, const struc
     return true;
 }
 
-/* A VM that is not proxd's: its pool addresses are foreign. */
-static bool mark_foreign(struct netwalk *w, const struct fleet_vm *fv, const struct seen *s,
-                         size_t n)
+/* A VM that is not proxd's, or a container (kind "vm", "ct"): its pool
+ * addresses are foreign. */
+static bool mark_foreign(struct netwalk *w, const struct fleet_vm *fv, const char *kind,
+                         const struct seen *s, size_t n)
 {
     struct core *k = w->k;
     if (!n)
@@ -482,7 +490,7 @@ static bool mark_foreign(struct netwalk *w, const struct fleet_vm *fv, const str
         kp[i] = keys[i];
     }
     char where[128];
-    snprintf(where, sizeof where, "vm %d on %s", fv->vmid, fv->node);
+    snprintf(where, sizeof where, "%s %d on %s", kind, fv->vmid, fv->node);
     struct store_addr *conf = NULL;
     size_t nconf = 0;
     struct store_error se;
@@ -503,8 +511,9 @@ static bool mark_foreign(struct netwalk *w, const struct fleet_vm *fv, const str
         if (conflict_note(w, &c))
             log_error("netwalk",
                       "address conflict in pool %s: %s, which proxd %s for vmid=%d, is in the "
-                      "config of vmid=%d on %s (not proxd's); nothing is changed",
-                      c.pool, c.address, conf[i].state, c.vmid, fv->vmid, fv->node);
+                      "config of %s%d on %s (not proxd's); nothing is changed",
+                      c.pool, c.address, conf[i].state, c.vmid,
+                      strcmp(kind, "ct") == 0 ? "container " : "vmid=", fv->vmid, fv->node);
     }
     free(conf);
     return true;
@@ -608,7 +617,7 @@ static bool walk_one(struct netwalk *w, const struct fleet_vm *fv, struct buf ac
         return false;
     }
     struct seen s[NW_MAX_IFACES * 2];
-    size_t n = add_addrs(w, fv, vc.raw, acc, s, NW_MAX_IFACES * 2);
+    size_t n = add_addrs(w, fv, vc.raw, NW_VM_KEY, acc, s, NW_MAX_IFACES * 2);
     struct vm_rec r;
     bool read = true;
     int mine = ours(k, fv, &r);
@@ -620,11 +629,34 @@ static bool walk_one(struct netwalk *w, const struct fleet_vm *fv, struct buf ac
         int left = leftover(k, fv);
         if (left == 0)
             left = in_flight(k, fv);
-        read = left == 0 ? mark_foreign(w, fv, s, n) : left > 0;
+        read = left == 0 ? mark_foreign(w, fv, "vm", s, n) : left > 0;
     } else if (mine < 0) {
         read = false;
     }
     pve_vm_config_release(&vc);
+    return read;
+}
+
+/* Read one container: never proxd's, so the pool addresses of its netN
+ * are foreign (a creation must not be given one: the customer's network
+ * would have it twice), and one proxd gave a VM is a conflict. false when
+ * it could not be read (what the last walk saw on it stays). */
+static bool walk_ct(struct netwalk *w, const struct fleet_vm *fv, struct buf acc[])
+{
+    struct core *k = w->k;
+    pve_client *pc = fleet_client(k->fl, fv->node);
+    if (!pc || !fleet_node_up(k->fl, fv->node))
+        return false;
+    json_t *conf = NULL;
+    struct pve_error pe;
+    if (pve_ct_config_get(pc, fv->node, fv->vmid, &conf, &pe)) {
+        log_debug("netwalk", "container %d config not read: %s", fv->vmid, pe.message);
+        return false;
+    }
+    struct seen s[NW_MAX_IFACES * 2];
+    size_t n = add_addrs(w, fv, conf, NW_CT_KEY, acc, s, NW_MAX_IFACES * 2);
+    bool read = mark_foreign(w, fv, "ct", s, n);
+    json_decref(conf);
     return read;
 }
 
@@ -633,6 +665,7 @@ static bool walk_one(struct netwalk *w, const struct fleet_vm *fv, struct buf ac
 struct target {
     struct fleet_vm v;
     int world;
+    bool ct; /* a container (lxc): walk_ct */
     bool isnew;
     size_t rank; /* its place among its world's targets */
 };
@@ -657,23 +690,33 @@ static int cmp_target(const void *a, const void *b)
 static struct target *targets(struct netwalk *w, size_t *nt)
 {
     struct core *k = w->k;
-    struct fleet_vm *vms = NULL;
-    size_t n = 0;
+    struct fleet_vm *vms = NULL, *cts = NULL;
+    size_t n = 0, nc = 0;
     *nt = 0;
     if (fleet_vms(k->fl, &vms, &n) != 0)
         return NULL;
-    struct target *t = xcalloc(n ? n : 1, sizeof *t);
+    if (fleet_cts(k->fl, &cts, &nc) != 0) {
+        free(vms);
+        return NULL;
+    }
+    /* the containers are read as VMs are, within the same rate per world:
+     * one more read each per walk, never one per creation (a pick reads
+     * what the walk published) */
+    struct target *t = xcalloc(n + nc + 1, sizeof *t);
     size_t per_world[CFG_MAX_NODES] = {0};
-    for (size_t i = 0; i < n; i++) {
-        int wi = world_of(k->cfg, vms[i].node);
-        if (vms[i].tmpl || wi < 0 || !pools_reach(k->cfg, vms[i].node))
+    for (size_t i = 0; i < n + nc; i++) {
+        const struct fleet_vm *v = i < n ? &vms[i] : &cts[i - n];
+        int wi = world_of(k->cfg, v->node);
+        if (v->tmpl || wi < 0 || !pools_reach(k->cfg, v->node))
             continue;
         struct target *x = &t[(*nt)++];
-        x->v = vms[i];
+        x->v = *v;
         x->world = wi;
-        x->isnew = !w->nprev || !bsearch(&vms[i].vmid, w->prev, w->nprev, sizeof *w->prev, cmp_int);
+        x->ct = i >= n;
+        x->isnew = !w->nprev || !bsearch(&v->vmid, w->prev, w->nprev, sizeof *w->prev, cmp_int);
     }
     free(vms);
+    free(cts);
     /* ranks in VMID order within each world, new ones first */
     for (int pass = 0; pass < 2; pass++)
         for (size_t i = 0; i < *nt; i++)
@@ -721,7 +764,7 @@ static int walk(struct netwalk *w, bool paced)
         if (core_stopping(k))
             break;
         seen[done++] = t[i].v.vmid;
-        if (!walk_one(w, &t[i].v, acc))
+        if (!(t[i].ct ? walk_ct(w, &t[i].v, acc) : walk_one(w, &t[i].v, acc)))
             unread[nu++] = t[i].v.vmid;
     }
     bool complete = done == nt;

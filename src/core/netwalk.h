@@ -5,7 +5,9 @@
  * VM's config on the nodes where some pool is reachable, once per
  * reconcile_interval, at most [proxd] config_reads per second per world
  * (VMs new to the inventory first). Of each config it parses every ipconfigN
- * (ippool_ipconfig_parse) and net0 (ippool_net_mac):
+ * (ippool_ipconfig_parse) and net0 (ippool_net_mac). Containers (lxc, never
+ * proxd's) on those nodes are read at the same rate: the static ip=/ip6= of
+ * their netN are foreign addresses like a foreign VM's.
  *  - the pool addresses found are published per pool in the fleet
  *    (fleet_pool_addrs), at once for each VM read and whole after each walk;
  *  - on VMs that are not proxd's they are marked foreign in the store (never

@@ -480,6 +480,25 @@ int pve_vm_config_get(pve_client *c, const char *node, int vmid, bool current,
     return 0;
 }
 
+int pve_ct_config_get(pve_client *c, const char *node, int vmid, json_t **out,
+                      struct pve_error *err)
+{
+    char path[256];
+    *out = NULL;
+    if (pve_path(path, sizeof path, "/nodes/%s/lxc/%d/config", node, vmid))
+        return invalid(err, "bad node name", NULL);
+    json_t *d = NULL;
+    int rc = pve_call(c, "GET", path, NULL, &d, err);
+    if (rc)
+        return rc;
+    if (!json_is_object(d)) {
+        json_decref(d);
+        return invalid(err, "unexpected result for %s", path);
+    }
+    *out = d;
+    return 0;
+}
+
 void pve_vm_config_release(struct pve_vm_config *cfg)
 {
     json_decref(cfg->raw);

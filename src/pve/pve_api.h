@@ -190,6 +190,11 @@ struct pve_vm_config {
 int pve_vm_config_get(pve_client *c, const char *node, int vmid, bool current,
                       struct pve_vm_config *out, struct pve_error *err);
 void pve_vm_config_release(struct pve_vm_config *cfg);
+/* A container's config (GET /nodes/{node}/lxc/{vmid}/config) as Proxmox
+ * returns it: netN are "name=eth0,bridge=vmbr0,hwaddr=...,ip=10.0.0.5/24,
+ * ip6=...,type=veth". *out is the caller's (json_decref). */
+int pve_ct_config_get(pve_client *c, const char *node, int vmid, json_t **out,
+                      struct pve_error *err);
 
 /* A volume of a VM's config on a storage: "scsi1" = "ceph:vm-100-disk-1,size=20G". */
 struct pve_volume {
