@@ -7,9 +7,20 @@
  * "flight"): a renewal is due long before the ticket expires (PVE's live
  * 2 h), so the one call that renews waits for it while every other call
  * goes on with the current ticket, even when /access/ticket hangs for a
- * whole timeout and its retries. Only calls without a valid ticket wait,
- * for the one login under way, and take its result: a login that fails
- * fails them all at once instead of being retried by each in turn. */
+ * whole timeout. Only calls without a valid ticket wait, for the one login
+ * under way, and take its result: a login that fails fails them all at
+ * once instead of being retried by each in turn.
+ *
+ * A call with a short bound of its own (a probe, a glance, a look on a
+ * node held down: its "short flags") keeps it through a login: it waits
+ * for a login under way no longer than its timeout, and a login it sends
+ * itself goes with its timeout, once. Libpve has no thread of its own to
+ * finish a login after its caller gave up, and a probe must judge a hung
+ * node within its bound: a login that needs longer than the probe's own
+ * request may take is a failed probe. Such a short login's failure is not
+ * shared with the calls without a bound that waited for it: they log in
+ * with the full timeout and retries, as ever. */
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -54,7 +65,7 @@ int pve_auth_init(pve_client *c, const struct pve_config *cfg, struct pve_error 
 {
     struct pve_auth_state *a = &c->auth;
     pthread_mutex_init(&a->mu, NULL);
-    pthread_cond_init(&a->cv, NULL);
+    cond_init_mono(&a->cv); /* bounded callers wait on it with a deadline */
     if (cfg->token && cfg->token[0]) {
         /* user@realm!name=secret: the id and secret split at the last '='. */
         const char *eq = strrchr(cfg->token, '=');
@@ -137,17 +148,19 @@ static void answer_clear(struct login_answer *la)
 }
 
 /* POST /access/ticket with the password, or with `ticket` to renew it.
- * Called with no lock held: it takes as long as the server does. A renewal
- * is sent once (NORETRY): a failed one is tried again later while the
- * ticket serves on; a login is retried per the policy, its waiters need it. */
-static int login_send(pve_client *c, const char *ticket, struct login_answer *la,
+ * Called with no lock held: it takes as long as the server does, within
+ * the timeout of `shortf` (short flags, 0: the client's). A renewal is
+ * sent once (NORETRY): a failed one is tried again later while the ticket
+ * serves on; a login is retried per the policy, its waiters need it,
+ * unless it is short (sent once). */
+static int login_send(pve_client *c, const char *ticket, unsigned shortf, struct login_answer *la,
                       struct pve_error *err)
 {
     struct pve_auth_state *a = &c->auth;
     json_t *params =
         json_pack("{s:s, s:s}", "username", a->user, "password", ticket ? ticket : a->password);
     json_t *env = NULL;
-    unsigned flags = PVE_F_NOAUTH | PVE_F_NORELOGIN | (ticket ? PVE_CALL_NORETRY : 0);
+    unsigned flags = PVE_F_NOAUTH | PVE_F_NORELOGIN | shortf | (ticket ? PVE_CALL_NORETRY : 0);
     la->sent_ms = mono_ms();
     int rc = pve_call_int(c, "POST", "/access/ticket", params, flags, &env, err);
     json_decref(params);
@@ -192,25 +205,28 @@ static int64_t renew_retry_ms(const pve_client *c, int64_t now)
 }
 
 /* One flight: a renewal of the current ticket (renew) or a login with the
- * password. Called with a->mu held and no flight under way; the request
- * goes out without the lock (the others take the current ticket, or wait
- * on a->cv). Installs the new ticket, or after a failed renewal while the
- * ticket still serves, sets when to try again; records the result for the
- * waiters. Returns the result (err filled) with a->mu held again. */
-static int flight_locked(pve_client *c, bool renew, struct pve_error *err)
+ * password, within the timeout of `shortf` (short flags; 0: the client's).
+ * Called with a->mu held and no
+ * flight under way; the request goes out without the lock (the others take
+ * the current ticket, or wait on a->cv). Installs the new ticket, or after
+ * a failed renewal while the ticket still serves, sets when to try again;
+ * records the result for the waiters. Returns the result (err filled) with
+ * a->mu held again. */
+static int flight_locked(pve_client *c, bool renew, unsigned shortf, struct pve_error *err)
 {
     struct pve_auth_state *a = &c->auth;
     struct login_answer la = {0};
     struct pve_error e;
     char *old = renew ? xstrdup(a->ticket) : NULL;
     a->flying = true;
+    a->flying_short = shortf != 0;
     pthread_mutex_unlock(&a->mu);
-    int rc = login_send(c, old, &la, &e);
+    int rc = login_send(c, old, shortf, &la, &e);
     if (rc == PVE_E_AUTH && old) {
         /* the ticket was refused (expired by the server's clock, or its key
          * changed): the password gets a new one in the same flight */
         renew = false;
-        rc = login_send(c, NULL, &la, &e);
+        rc = login_send(c, NULL, shortf, &la, &e);
     }
     secret_free(&old);
     pthread_mutex_lock(&a->mu);
@@ -246,6 +262,7 @@ static int flight_locked(pve_client *c, bool renew, struct pve_error *err)
     a->flights++;
     a->flight_rc = rc;
     a->flight_err = e;
+    a->flight_short = a->flying_short;
     pthread_cond_broadcast(&a->cv);
     if (err)
         *err = e;
@@ -254,20 +271,39 @@ static int flight_locked(pve_client *c, bool renew, struct pve_error *err)
 
 /* No valid ticket: join the flight under way (its failure is ours too: a
  * hung /access/ticket is waited out once, not once per caller) or log in.
- * Called and returns with a->mu held. */
-static int login_locked(pve_client *c, struct pve_error *err)
+ * With short flags (shortf), no longer than their timeout: the wait ends
+ * at it (the flight goes on for the others), a login of our own is sent
+ * with it. Without, a short flight's failure is not ours: its caller's
+ * bound cut it off, we log in with the full time. Called and returns with
+ * a->mu held. */
+static int login_locked(pve_client *c, unsigned shortf, struct pve_error *err)
 {
     struct pve_auth_state *a = &c->auth;
+    long bound = shortf ? pve_short_ms(c, shortf) : 0;
+    struct timespec until = deadline_in_ms(bound);
     int rc = 0;
     while (rc == 0 && !ticket_valid_locked(c, mono_ms())) {
         if (!a->flying) {
-            rc = flight_locked(c, false, err);
+            rc = flight_locked(c, false, shortf, err);
             break;
         }
-        /* no deadline: a flight is bounded by its requests' timeouts */
+        /* without a bound, none: a flight is bounded by its requests' timeouts */
         unsigned f = a->flights;
-        while (a->flights == f)
-            pthread_cond_wait(&a->cv, &a->mu);
+        bool late = false;
+        while (a->flights == f && !late) {
+            if (bound)
+                late = pthread_cond_timedwait(&a->cv, &a->mu, &until) == ETIMEDOUT;
+            else
+                pthread_cond_wait(&a->cv, &a->mu);
+        }
+        if (a->flights == f) {
+            rc = PVE_E_NETWORK;
+            pve_error_set(err, PVE_E_NETWORK,
+                          "no ticket within %ld ms: the login under way has not ended", bound);
+            break;
+        }
+        if (a->flight_rc && a->flight_short && !shortf)
+            continue; /* cut off by another caller's bound: log in ourselves */
         rc = a->flight_rc;
         if (rc && err)
             *err = a->flight_err;
@@ -275,7 +311,7 @@ static int login_locked(pve_client *c, struct pve_error *err)
     return rc;
 }
 
-int pve_auth_get(pve_client *c, struct pve_creds *out, struct pve_error *err)
+int pve_auth_get(pve_client *c, unsigned shortf, struct pve_creds *out, struct pve_error *err)
 {
     struct pve_auth_state *a = &c->auth;
     memset(out, 0, sizeof *out);
@@ -289,8 +325,8 @@ int pve_auth_get(pve_client *c, struct pve_creds *out, struct pve_error *err)
      * not its failure while the ticket serves); the others meanwhile take
      * the ticket below without waiting */
     if (ticket_valid_locked(c, now) && !a->flying && now >= a->renew_at)
-        (void)flight_locked(c, true, NULL);
-    int rc = login_locked(c, err);
+        (void)flight_locked(c, true, 0, NULL);
+    int rc = login_locked(c, shortf, err);
     if (rc == 0) {
         out->cookie = xasprintf("PVEAuthCookie=%s", a->ticket);
         out->csrf_hdr = xasprintf("CSRFPreventionToken: %s", a->csrf);
@@ -300,7 +336,7 @@ int pve_auth_get(pve_client *c, struct pve_creds *out, struct pve_error *err)
     return rc;
 }
 
-int pve_auth_relogin(pve_client *c, unsigned gen, struct pve_error *err)
+int pve_auth_relogin(pve_client *c, unsigned gen, unsigned shortf, struct pve_error *err)
 {
     struct pve_auth_state *a = &c->auth;
     if (a->token_hdr)
@@ -312,7 +348,7 @@ int pve_auth_relogin(pve_client *c, unsigned gen, struct pve_error *err)
         secret_free(&a->ticket);
         secret_free(&a->csrf);
     }
-    int rc = login_locked(c, err);
+    int rc = login_locked(c, shortf, err);
     pthread_mutex_unlock(&a->mu);
     return rc;
 }

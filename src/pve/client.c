@@ -287,6 +287,25 @@ static int check_args(const char *method, const char *path, json_t *params, stru
     return rc;
 }
 
+unsigned pve_short_flags(unsigned flags, const struct pve_guard *g)
+{
+    unsigned f = flags & (PVE_CALL_PROBE | PVE_CALL_GLANCE);
+    /* a look on a node held down: the probe's time, as the prober gives
+     * the node before it judges it (http.c also cuts off one whose node
+     * is found held down while it is in flight) */
+    if (!(f & PVE_CALL_PROBE) && g && g->fn(g->ud))
+        f = PVE_CALL_PROBE;
+    return f & PVE_CALL_PROBE ? f : 0;
+}
+
+long pve_short_ms(const pve_client *c, unsigned shortf)
+{
+    long t = (shortf & PVE_CALL_PROBE) ? c->probe_timeout_ms : 0;
+    if ((shortf & PVE_CALL_GLANCE) && t > PVE_GLANCE_MS)
+        t = PVE_GLANCE_MS;
+    return t;
+}
+
 /* One send to one host. Returns the class; *rs holds the answer. */
 static int send_once(pve_client *c, int hi, const char *method, const char *path, json_t *params,
                      unsigned flags, const struct pve_guard *g, bool raw_ok,
@@ -298,15 +317,8 @@ static int send_once(pve_client *c, int hi, const char *method, const char *path
                          .creds = cr,
                          .json_body = c->json_bodies,
                          .raw_ok = raw_ok,
-                         .timeout_ms = (flags & PVE_CALL_PROBE) ? c->probe_timeout_ms : 0,
+                         .timeout_ms = pve_short_ms(c, pve_short_flags(flags, g)),
                          .guard = g};
-    if ((flags & PVE_CALL_GLANCE) && rq.timeout_ms > PVE_GLANCE_MS)
-        rq.timeout_ms = PVE_GLANCE_MS;
-    /* a look on a node held down: the probe's time, as the prober gives
-     * the node before it judges it (http.c also cuts off one whose node
-     * is found held down while it is in flight) */
-    if (g && g->fn(g->ud) && !rq.timeout_ms)
-        rq.timeout_ms = c->probe_timeout_ms;
     if (flags & PVE_F_TASKPOLL)
         atomic_fetch_add(&c->task_polls, 1);
     int64_t t0 = mono_us();
@@ -368,7 +380,9 @@ static int call_loop(pve_client *c, const char *method, const char *path, json_t
         struct pve_creds cr = {0};
         struct pve_resp rs = {0};
         bool retriable, again = false;
-        if (!(flags & PVE_F_NOAUTH) && (rc = pve_auth_get(c, &cr, err)) != 0)
+        /* a call with a short timeout of its own keeps it through a login */
+        unsigned sf = (flags & PVE_F_NOAUTH) ? 0 : pve_short_flags(flags, g);
+        if (!(flags & PVE_F_NOAUTH) && (rc = pve_auth_get(c, sf, &cr, err)) != 0)
             break;
         int hi = pick_host(c, &cr, err);
         if (hi == -2) {
@@ -395,7 +409,15 @@ static int call_loop(pve_client *c, const char *method, const char *path, json_t
             } else if (rs.status == 401 && !relogged && pve_auth_is_ticket(c) &&
                        !(flags & (PVE_F_NOAUTH | PVE_F_NORELOGIN))) {
                 relogged = true;
-                again = pve_auth_relogin(c, cr.gen, NULL) == 0;
+                /* a login that fails is the call's failure (a hung one is a
+                 * network failure, as a probe must see it), not the 401 */
+                struct pve_error le;
+                int lrc = pve_auth_relogin(c, cr.gen, sf, &le);
+                again = lrc == 0;
+                if (lrc) {
+                    rc = lrc;
+                    *err = le;
+                }
             }
             retriable = (rc == PVE_E_LOCK || rc == PVE_E_NETWORK) &&
                         !((flags & PVE_CALL_ONCE) && rs.maybe_sent) &&

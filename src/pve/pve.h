@@ -32,9 +32,20 @@
  *     and the calls that come meanwhile wait for it and share its result:
  *     when it fails, they all fail with its error at once; only a call
  *     made after that tries again.
+ *   - A call with a short timeout of its own (PVE_CALL_PROBE, a glance, a
+ *     task look on a node held down: see pve_wait_opts.held_down) keeps
+ *     it through a login: it waits for a login under way no longer than
+ *     that timeout (then fails with PVE_E_NETWORK, "no ticket within ...";
+ *     the login goes on for the others), and a login it makes itself is
+ *     sent once with that timeout. A node whose /access/ticket hangs is
+ *     so judged by its probe within the probe's time. The calls without
+ *     such a bound that waited for a login so cut short do not share its
+ *     failure: they log in with the full timeout and retries.
  *   - A 401 to a request drops the ticket it used (if still current) and
  *     logs in once more, as above; the request is sent again once. A
- *     second 401 is final (PVE_E_AUTH).
+ *     second 401 is final (PVE_E_AUTH); a login that fails is the call's
+ *     failure, with the login's error (PVE_E_NETWORK when it got no
+ *     answer).
  *
  * Errors: every call returns 0 on success or a `enum pve_class` value (> 0)
  * and fills the optional `struct pve_error` with the details. Strings in
@@ -275,7 +286,8 @@ enum pve_call_flags {
      * of the operation timeout, on the pool's warm connections (a probe on
      * a client of its own paid a TLS handshake nearly every time: servers
      * close a connection idle for 5 s); the node hooks are not told, the
-     * caller judges the answer itself. */
+     * caller judges the answer itself. A login it needs first (no valid
+     * ticket) is bounded by the same timeout (see Tickets above). */
     PVE_CALL_PROBE = 1 << 3,
     /* With PVE_CALL_PROBE: a glance, with a timeout of at most
      * PVE_GLANCE_MS (a healthy node answers a status read in

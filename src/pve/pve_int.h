@@ -49,9 +49,9 @@ struct pve_conn {
 /* Tickets are renewed single-flight and off the lock: mu guards the fields
  * and is never held across a request, so a renewal that hangs on a slow
  * /access/ticket holds up no other call while the current ticket is valid;
- * only calls that have no valid ticket wait (on cv) for the login under
- * way, and share its result. token_hdr, user and password do not change
- * after pve_auth_init. */
+ * only calls that have no valid ticket wait (on cv, with a deadline when
+ * they have a short bound) for the login under way, and share its result.
+ * token_hdr, user and password do not change after pve_auth_init. */
 struct pve_auth_state {
     pthread_mutex_t mu; /* guards the fields below but the immutable ones */
     pthread_cond_t cv;  /* a flight (login or renewal) ended */
@@ -65,9 +65,11 @@ struct pve_auth_state {
     unsigned gen;      /* bumped at every new ticket */
     int64_t renew_at;  /* monotonic time from which a renewal is due (later after a failed one) */
     bool flying;       /* a login or renewal is under way (there is at most one) */
+    bool flying_short; /* ... with a caller's short timeout (sent once) */
     unsigned flights;  /* flights ended: a waiter's tells it its flight ended */
     int flight_rc;     /* the last flight's result, and its error, for its waiters */
     struct pve_error flight_err;
+    bool flight_short; /* it was short: its failure is not a waiter's without a bound */
 };
 
 /* How many of its tasks a client remembers (pve_client_task_seen). */
@@ -237,6 +239,12 @@ int pve_fp_parse(const char *s, unsigned char out[PVE_FP_LEN]);
 void pve_fp_format(const unsigned char fp[PVE_FP_LEN], char *out, size_t len);
 
 /* ---- client.c ---- */
+/* The flags that give a call a short timeout of its own (PVE_CALL_PROBE,
+ * with PVE_CALL_GLANCE), with PVE_CALL_PROBE added for a look whose guard
+ * holds its node down (asks the guard: call it with no lock held); 0 for a
+ * call with the client's timeout. And the timeout such flags give. */
+unsigned pve_short_flags(unsigned flags, const struct pve_guard *g);
+long pve_short_ms(const pve_client *c, unsigned shortf);
 /* The raw call with internal flags; *envelope receives the whole response
  * body (new reference) when not NULL. */
 int pve_call_int(pve_client *c, const char *method, const char *path, json_t *params,
@@ -278,14 +286,15 @@ void pve_auth_free(pve_client *c);
 bool pve_auth_is_ticket(const pve_client *c);
 /* Credentials for the next request. With a valid ticket due for renewal
  * and no flight under way, this call renews it first (a failed renewal
- * leaves the ticket in use, tried again later); other calls meanwhile get
- * the current ticket. Without a valid ticket: the login under way is
- * waited for (its failure is this call's), or this call logs in. */
-int pve_auth_get(pve_client *c, struct pve_creds *out, struct pve_error *err);
+ * leaves the ticket in use, tried again later); other calls meanwhile get the current ticket.
+ * Without a valid ticket: the login under way is waited for (its failure is this call's), or this
+ * call logs in. shortf: the call's short flags (pve_short_flags; 0: none), which bound that wait,
+ * or the login it sends, by their timeout (PVE_E_NETWORK when it passes). */
+int pve_auth_get(pve_client *c, unsigned shortf, struct pve_creds *out, struct pve_error *err);
 /* A request made with generation `gen` got a 401: that ticket is dropped
  * and the client logs in again (or joins the login under way) unless
- * another thread got a new ticket already. */
-int pve_auth_relogin(pve_client *c, unsigned gen, struct pve_error *err);
+ * another thread got a new ticket already; bounded by shortf as above. */
+int pve_auth_relogin(pve_client *c, unsigned gen, unsigned shortf, struct pve_error *err);
 void pve_creds_clear(struct pve_creds *cr);
 
 /* ---- error.c ---- */

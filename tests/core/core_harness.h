@@ -27,6 +27,7 @@
 #define CH_KEY                                                                                     \
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFzq7NTAlFT4SImr0qHpVZ0HHVdVunThFP1ICflNG6d+ me@host"
 #define CH_NNODES 5
+#define CH_PASSWORD "ch-Pa55word" /* root@pam's, with ch_opts.password */
 
 struct ch_opts {
     int workers;             /* 0: 8 */
@@ -42,6 +43,7 @@ struct ch_opts {
     const char *proxd_extra; /* lines for the [proxd] section */
     const char *sim_seed;    /* pvesim's --seed (fault draws), NULL: none */
     const char *sim_nodes;   /* pvesim's nodes, NULL: sv1..sv5 (proxd manages sv1..sv5) */
+    bool password;           /* proxd logs in as root@pam (tickets), not with the token */
 };
 
 struct ch_env {
@@ -152,6 +154,7 @@ static inline void ch_up(struct ch_env *e, const struct ch_opts *o)
                             .token = CH_TOKEN,
                             .time_scale = o->time_scale ? o->time_scale : "0.005",
                             .pve_version = o->pve_version ? o->pve_version : 9,
+                            .password = o->password ? CH_PASSWORD : NULL,
                             .extra = o->sim_seed ? seed_args : NULL};
     e->pid = h_sim_up(&e->port, &so);
     snprintf(e->dir, sizeof e->dir, "/tmp/proxd-core-XXXXXX");
@@ -166,7 +169,7 @@ static inline void ch_up(struct ch_env *e, const struct ch_opts *o)
             "[proxd]\nlisten = 127.0.0.1:8080\ndatabase = %s\n"
             "placement = ordered\nworkers = %d\ntag = proxd\nquarantine = %d\n"
             "fallback_range = 9000-9999\nlog_level = warn\nreconcile_interval = %d\n%s%s"
-            "[proxmox]\ntoken = %s\nverify_tls = no\nconnect_timeout = 1\ntimeout = %d\n"
+            "[proxmox]\n%s%s\nverify_tls = no\nconnect_timeout = 1\ntimeout = %d\n"
             "[limits]\nclones_per_node = %d\nname_max = %d\n"
             "[os ubuntu]\nvmid_range = 1000-1999\n[os centos]\nvmid_range = 2000-2999\n"
             "[os windows]\nvmid_range = 3000-3999\n[os debian]\nvmid_range = 4000-4999\n",
@@ -175,8 +178,9 @@ static inline void ch_up(struct ch_env *e, const struct ch_opts *o)
             o->proxd_extra ? o->proxd_extra : "",
             /* pvesim serves /cluster/resources live (--pvestatd-cycle 0) */
             o->proxd_extra && strstr(o->proxd_extra, "stats_lag") ? "" : "stats_lag = 0\n",
-            CH_TOKEN, o->timeout ? o->timeout : 4, o->clones_per_node ? o->clones_per_node : 2,
-            o->name_max ? o->name_max : 63);
+            o->password ? "user = root@pam\npassword = " CH_PASSWORD : "token = ",
+            o->password ? "" : CH_TOKEN, o->timeout ? o->timeout : 4,
+            o->clones_per_node ? o->clones_per_node : 2, o->name_max ? o->name_max : 63);
     static const char *const oses[] = {"ubuntu", "debian", "centos", "windows"};
     for (int i = 0; i < CH_NNODES; i++) {
         fprintf(f, "[node sv%d]\nhost = 127.0.0.1:%d\ncluster = pvesim\nstorage = local-lvm\n",

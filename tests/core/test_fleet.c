@@ -373,6 +373,44 @@ static void test_probe_hung_node_holds_up_no_other(void **state)
     ch_down(&e);
 }
 
+/* With a user and password, a node whose login hangs (a pveproxy stuck on
+ * its cluster file system, at proxd's start or once the ticket is gone)
+ * is marked down within the probe's own bound, as any hung node is: the
+ * glance (1 s) and the probe (2 s) keep their timeouts through the login
+ * they need. They waited out the login's timeouts and retries (4 s, up to
+ * 30 s in all) and then answered the 401 that dropped the ticket, which
+ * judged no node. */
+static void test_probe_hung_login_marks_down(void **state)
+{
+    (void)state;
+    struct ch_env e;
+    struct ch_opts o = {.no_start = true, .password = true};
+    ch_up(&e, &o);
+    fleet_refresh(e.fl, true); /* logged in */
+    assert_true(fleet_node_up(e.fl, "sv2"));
+    /* the ticket is refused at sv2's next probe, and no login answers */
+    ch_sim(&e, "POST", "/_sim/faults",
+           "{\"method\":\"GET\",\"path\":\"^/nodes/sv2/version$\",\"kind\":\"error\","
+           "\"status\":401,\"message\":\"permission denied - invalid PVE ticket\",\"count\":1}");
+    ch_sim(&e, "POST", "/_sim/faults",
+           "{\"method\":\"POST\",\"path\":\"^/access/ticket$\",\"kind\":\"hang\"}");
+    int64_t t0 = h_now_ms(), down_ms = 0;
+    assert_int_equal(fleet_probe_start(e.fl, 400), 0);
+    while (!down_ms && h_now_ms() - t0 < 8000) {
+        if (!fleet_node_up(e.fl, "sv2"))
+            down_ms = h_now_ms() - t0;
+        sleep_ms(20);
+    }
+    print_message("[ figures  ] sv2's login hung: down after %lld ms\n", (long long)down_ms);
+    /* interval 0.4 + glance 1 + probe 2 s, with room */
+    if (!down_ms || down_ms > 6000)
+        fail_msg("sv2 not marked down within 6 s while its login hung (%s %lld ms)",
+                 down_ms ? "down after" : "still up after", (long long)(h_now_ms() - t0));
+    fleet_probe_stop(e.fl);
+    ch_sim(&e, "DELETE", "/_sim/faults", NULL);
+    ch_down(&e);
+}
+
 /* A decision on a view younger than 5 s brings no read (one would serve
  * no one: the next burst of placements finds it as old as any); one on an
  * older view brings the next read at once. The old rule read again 5 s
@@ -481,6 +519,7 @@ int main(void)
         cmocka_unit_test(test_inventory_error_keeps_the_last_view),
         cmocka_unit_test(test_probe_skipped_after_success),
         cmocka_unit_test(test_probe_hung_node_holds_up_no_other),
+        cmocka_unit_test(test_probe_hung_login_marks_down),
         cmocka_unit_test(test_probe_keeps_connection_open),
         cmocka_unit_test(test_fresh_view_brings_no_read),
     };

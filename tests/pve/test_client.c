@@ -410,6 +410,159 @@ static void test_callers_share_one_login(void **state)
     pve_client_free(c);
 }
 
+/* ---- a call's own bound holds through a login ------------------------------------ */
+
+struct bounded {
+    pve_client *c;
+    unsigned flags;
+    const char *path;
+    int rc;
+    int64_t took_ms;
+    struct pve_error e;
+    atomic_bool done;
+};
+
+static void *bounded_call(void *arg)
+{
+    struct bounded *b = arg;
+    int64_t t0 = mono_ms();
+    b->rc = pve_call_ex(b->c, "GET", b->path, NULL, b->flags, NULL, &b->e);
+    b->took_ms = mono_ms() - t0;
+    atomic_store(&b->done, true);
+    return NULL;
+}
+
+static void bounded_run(struct bounded *b, pve_client *c, unsigned flags, const char *path)
+{
+    *b = (struct bounded){.c = c, .flags = flags, .path = path, .rc = -1};
+    bounded_call(b);
+}
+
+/* A probe that finds no ticket (proxd's start, expiry, a 401) logs in within
+ * its own timeout: against a node whose /access/ticket hangs it fails as a
+ * network failure within its bound (0.8 s; a glance's 1 s), where it waited
+ * for the login's timeouts and retries before (3 s, twice: over 6 s). */
+static void test_probe_login_bounded(void **state)
+{
+    (void)state;
+    struct pve_config cfg;
+    const char *hv[1];
+    password_cfg(&cfg, hv);
+    cfg.timeout_ms = 3000;
+    cfg.probe_timeout_ms = 800;
+    cfg.retry.max_attempts = 2;
+    pve_client *c = tclient(&cfg);
+    tsim_ctl0(&g_sim, "POST", "/_sim/faults",
+              "{\"method\":\"POST\",\"path\":\"^/access/ticket$\",\"kind\":\"hang\"}");
+    struct bounded b;
+    bounded_run(&b, c, PVE_CALL_PROBE, "/nodes/sv1/version");
+    assert_int_equal(b.rc, PVE_E_NETWORK);
+    if (b.took_ms > 2500)
+        fail_msg("a probe without a ticket took %lld ms against a hung login",
+                 (long long)b.took_ms);
+    /* its login was sent once, with its timeout */
+    assert_int_equal(tsim_calls(&g_sim, "POST /access/ticket"), 1);
+    cfg.probe_timeout_ms = 3000;
+    pve_client_free(c);
+    c = tclient(&cfg);
+    bounded_run(&b, c, PVE_CALL_PROBE | PVE_CALL_GLANCE, "/nodes/sv1/version");
+    assert_int_equal(b.rc, PVE_E_NETWORK);
+    if (b.took_ms > 2500)
+        fail_msg("a glance without a ticket took %lld ms against a hung login",
+                 (long long)b.took_ms);
+    pve_client_free(c);
+}
+
+/* A probe that finds a login under way waits for it no longer than its own
+ * timeout (the login goes on for its caller); it waited for the whole
+ * login before (two hung 3 s sends). */
+static void test_probe_waits_for_login_within_its_bound(void **state)
+{
+    (void)state;
+    struct pve_config cfg;
+    const char *hv[1];
+    password_cfg(&cfg, hv);
+    cfg.timeout_ms = 3000;
+    cfg.probe_timeout_ms = 800;
+    cfg.retry.max_attempts = 2;
+    pve_client *c = tclient(&cfg);
+    tsim_ctl0(&g_sim, "POST", "/_sim/faults",
+              "{\"method\":\"POST\",\"path\":\"^/access/ticket$\",\"kind\":\"hang\"}");
+    struct bounded op = {.c = c, .path = "/nodes", .rc = -1};
+    pthread_t th;
+    pthread_create(&th, NULL, bounded_call, &op);
+    wait_ticket_posts(1); /* the operation's login is at pvesim, hung */
+    struct bounded b;
+    bounded_run(&b, c, PVE_CALL_PROBE, "/nodes/sv1/version");
+    assert_int_equal(b.rc, PVE_E_NETWORK);
+    if (b.took_ms > 2500)
+        fail_msg("a probe waited %lld ms for a hung login", (long long)b.took_ms);
+    assert_non_null(strstr(b.e.message, "no ticket within"));
+    /* the probe sent no login of its own; the operation's goes on */
+    assert_int_equal(tsim_calls(&g_sim, "POST /access/ticket"), 1);
+    assert_false(atomic_load(&op.done));
+    pthread_join(th, NULL);
+    assert_int_equal(op.rc, PVE_E_NETWORK); /* its own login's failure */
+    assert_true(op.took_ms >= 5500);        /* both sends timed out */
+    pve_client_free(c);
+}
+
+/* The failure of a login cut short by a probe's bound is the probe's alone:
+ * a call without a bound that waited for it logs in on its own, with the
+ * full timeout, and gets through a login that is merely slow. */
+static void test_short_login_failure_not_shared(void **state)
+{
+    (void)state;
+    struct pve_config cfg;
+    const char *hv[1];
+    password_cfg(&cfg, hv);
+    cfg.timeout_ms = 4000;
+    cfg.probe_timeout_ms = 800;
+    pve_client *c = tclient(&cfg);
+    tsim_ctl0(&g_sim, "POST", "/_sim/faults",
+              "{\"method\":\"POST\",\"path\":\"^/access/ticket$\",\"kind\":\"delay\","
+              "\"delay_ms\":1500,\"count\":1}");
+    struct bounded pr = {.c = c, .flags = PVE_CALL_PROBE, .path = "/nodes/sv1/version", .rc = -1};
+    pthread_t th;
+    pthread_create(&th, NULL, bounded_call, &pr);
+    wait_ticket_posts(1); /* the probe's login is at pvesim, slow */
+    struct bounded op;
+    bounded_run(&op, c, 0, "/nodes");
+    pthread_join(th, NULL);
+    assert_int_equal(pr.rc, PVE_E_NETWORK);
+    assert_ok(op.rc, &op.e);
+    assert_int_equal(tsim_calls(&g_sim, "POST /access/ticket"), 2);
+    pve_client_free(c);
+}
+
+/* A 401 to a probe, whose re-login hangs: the probe fails within its bound,
+ * as the network failure it is (a probe judges a node by that), not with
+ * the 401 after the login's timeouts. */
+static void test_probe_relogin_bounded(void **state)
+{
+    (void)state;
+    struct pve_config cfg;
+    const char *hv[1];
+    password_cfg(&cfg, hv);
+    cfg.timeout_ms = 3000;
+    cfg.probe_timeout_ms = 800;
+    cfg.retry.max_attempts = 2;
+    pve_client *c = tclient(&cfg);
+    struct pve_error e;
+    assert_ok(pve_call(c, "GET", "/nodes", NULL, NULL, &e), &e);
+    tsim_ctl0(&g_sim, "POST", "/_sim/faults",
+              "{\"method\":\"GET\",\"path\":\"^/nodes/sv1/version$\",\"kind\":\"error\","
+              "\"status\":401,\"message\":\"permission denied - invalid PVE ticket\",\"count\":1}");
+    tsim_ctl0(&g_sim, "POST", "/_sim/faults",
+              "{\"method\":\"POST\",\"path\":\"^/access/ticket$\",\"kind\":\"hang\"}");
+    struct bounded b;
+    bounded_run(&b, c, PVE_CALL_PROBE, "/nodes/sv1/version");
+    assert_int_equal(b.rc, PVE_E_NETWORK);
+    if (b.took_ms > 2500)
+        fail_msg("a probe's re-login took %lld ms", (long long)b.took_ms);
+    pve_client_free(c);
+}
+
 /* ---- secrets stay out of logs and errors --------------------------------------- */
 
 static void test_auth_failures_no_secret(void **state)
@@ -960,6 +1113,10 @@ int main(void)
         cmocka_unit_test_setup(test_hung_renewal_does_not_stall_calls, reset_sim),
         cmocka_unit_test_setup(test_failed_renewal_retried_later, reset_sim),
         cmocka_unit_test_setup(test_callers_share_one_login, reset_sim),
+        cmocka_unit_test_setup(test_probe_login_bounded, reset_sim),
+        cmocka_unit_test_setup(test_probe_waits_for_login_within_its_bound, reset_sim),
+        cmocka_unit_test_setup(test_short_login_failure_not_shared, reset_sim),
+        cmocka_unit_test_setup(test_probe_relogin_bounded, reset_sim),
         cmocka_unit_test_setup(test_auth_failures_no_secret, reset_sim),
         cmocka_unit_test_setup(test_form_encoding, reset_sim),
         cmocka_unit_test_setup(test_json_bodies, reset_sim),
