@@ -6,10 +6,13 @@
  * Logins and renewals are single-flight and sent without a->mu held (a
  * "flight"): a renewal is due long before the ticket expires (PVE's live
  * 2 h), so the one call that renews waits for it while every other call
- * goes on with the current ticket, even when /access/ticket hangs for a
- * whole timeout. Only calls without a valid ticket wait, for the one login
- * under way, and take its result: a login that fails fails them all at
- * once instead of being retried by each in turn.
+ * goes on with the current ticket. The renewal is a glance (at most
+ * PVE_GLANCE_MS, sent once): the call that sends it has a valid ticket and
+ * must not wait out a hung /access/ticket for it; a renewal that failed is
+ * tried again later, and the ticket has an hour left. Only calls without a
+ * valid ticket wait, for the one login under way, and take its result: a
+ * login that fails fails them all at once instead of being retried by
+ * each in turn.
  *
  * A call with a short bound of its own (a probe, a glance, a look on a
  * node held down: its "short flags") keeps it through a login: it waits
@@ -149,10 +152,8 @@ static void answer_clear(struct login_answer *la)
 
 /* POST /access/ticket with the password, or with `ticket` to renew it.
  * Called with no lock held: it takes as long as the server does, within
- * the timeout of `shortf` (short flags, 0: the client's). A renewal is
- * sent once (NORETRY): a failed one is tried again later while the ticket
- * serves on; a login is retried per the policy, its waiters need it,
- * unless it is short (sent once). */
+ * the timeout of `shortf` (short flags, 0: the client's, retried per the
+ * policy, as its waiters need it); a short one is sent once. */
 static int login_send(pve_client *c, const char *ticket, unsigned shortf, struct login_answer *la,
                       struct pve_error *err)
 {
@@ -160,7 +161,7 @@ static int login_send(pve_client *c, const char *ticket, unsigned shortf, struct
     json_t *params =
         json_pack("{s:s, s:s}", "username", a->user, "password", ticket ? ticket : a->password);
     json_t *env = NULL;
-    unsigned flags = PVE_F_NOAUTH | PVE_F_NORELOGIN | shortf | (ticket ? PVE_CALL_NORETRY : 0);
+    unsigned flags = PVE_F_NOAUTH | PVE_F_NORELOGIN | shortf;
     la->sent_ms = mono_ms();
     int rc = pve_call_int(c, "POST", "/access/ticket", params, flags, &env, err);
     json_decref(params);
@@ -206,7 +207,8 @@ static int64_t renew_retry_ms(const pve_client *c, int64_t now)
 
 /* One flight: a renewal of the current ticket (renew) or a login with the
  * password, within the timeout of `shortf` (short flags; 0: the client's).
- * Called with a->mu held and no
+ * A renewal, and the login that follows a refused one, is a glance: its
+ * caller has a valid ticket to go on with. Called with a->mu held and no
  * flight under way; the request goes out without the lock (the others take
  * the current ticket, or wait on a->cv). Installs the new ticket, or after
  * a failed renewal while the ticket still serves, sets when to try again;
@@ -218,6 +220,8 @@ static int flight_locked(pve_client *c, bool renew, unsigned shortf, struct pve_
     struct login_answer la = {0};
     struct pve_error e;
     char *old = renew ? xstrdup(a->ticket) : NULL;
+    if (renew)
+        shortf = PVE_CALL_PROBE | PVE_CALL_GLANCE;
     a->flying = true;
     a->flying_short = shortf != 0;
     pthread_mutex_unlock(&a->mu);
@@ -321,9 +325,9 @@ int pve_auth_get(pve_client *c, unsigned shortf, struct pve_creds *out, struct p
     }
     pthread_mutex_lock(&a->mu);
     int64_t now = mono_ms();
-    /* due for renewal and nobody renewing: this call renews (a failure is
-     * not its failure while the ticket serves); the others meanwhile take
-     * the ticket below without waiting */
+    /* due for renewal and nobody renewing: this call renews (a glance; a
+     * failure is not its failure while the ticket serves); the others
+     * meanwhile take the ticket below without waiting */
     if (ticket_valid_locked(c, now) && !a->flying && now >= a->renew_at)
         (void)flight_locked(c, true, 0, NULL);
     int rc = login_locked(c, shortf, err);

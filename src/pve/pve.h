@@ -18,15 +18,16 @@
  * renewals are single-flight, and no lock is held while one is sent.
  *   - A ticket is taken as valid for ticket_lifetime_s from when its login
  *     was sent, and renewed (POST /access/ticket with the ticket, sent
- *     once) from ticket_renew_s on. The first call to find it due renews it
- *     and waits for that (at most one request timeout); every other call
- *     meanwhile goes on with the current ticket at once, however long
- *     /access/ticket takes.
+ *     once as a glance: a timeout of at most PVE_GLANCE_MS) from
+ *     ticket_renew_s on. The first call to find it due renews it and
+ *     waits for that (so at most about a second, then it goes on with the
+ *     ticket); every other call meanwhile goes on with the current ticket
+ *     at once, however long /access/ticket takes.
  *   - A renewal that fails while the ticket is valid is no call's failure:
  *     the ticket serves on and the next call after a pause (an eighth of
  *     its time left, 1 to 60 s) renews again. One the server refuses
  *     (401: the ticket expired by its clock) is followed at once, in the
- *     same flight, by a login with the password.
+ *     same flight, by a login with the password (a glance too).
  *   - Without a valid ticket (the first call, after it expired, after a
  *     401), one call logs in with the password (retried per the policy)
  *     and the calls that come meanwhile wait for it and share its result:

@@ -285,11 +285,13 @@ int pve_auth_init(pve_client *c, const struct pve_config *cfg, struct pve_error 
 void pve_auth_free(pve_client *c);
 bool pve_auth_is_ticket(const pve_client *c);
 /* Credentials for the next request. With a valid ticket due for renewal
- * and no flight under way, this call renews it first (a failed renewal
- * leaves the ticket in use, tried again later); other calls meanwhile get the current ticket.
- * Without a valid ticket: the login under way is waited for (its failure is this call's), or this
- * call logs in. shortf: the call's short flags (pve_short_flags; 0: none), which bound that wait,
- * or the login it sends, by their timeout (PVE_E_NETWORK when it passes). */
+ * and no flight under way, this call renews it first (a glance: at most
+ * PVE_GLANCE_MS; a failed renewal leaves the ticket in use, tried again
+ * later); other calls meanwhile get the current ticket. Without a valid
+ * ticket: the login under way is waited for (its failure is this call's),
+ * or this call logs in. shortf: the call's short flags (pve_short_flags;
+ * 0: none), which bound that wait, or the login it sends, by their timeout
+ * (PVE_E_NETWORK when it passes). */
 int pve_auth_get(pve_client *c, unsigned shortf, struct pve_creds *out, struct pve_error *err);
 /* A request made with generation `gen` got a 401: that ticket is dropped
  * and the client logs in again (or joins the login under way) unless

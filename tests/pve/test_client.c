@@ -242,8 +242,9 @@ static void *renew_call(void *arg)
 /* A renewal whose /access/ticket hangs (a pveproxy stuck at 3 a.m.) holds
  * up only the call that renews: the others go on at once with the ticket,
  * valid for a long while yet (they waited out the hung login under the
- * lock, and a password login after it). The renewing call itself succeeds
- * on the old ticket once its renewal times out. */
+ * lock, and a password login after it). The renewing call itself goes on
+ * on the old ticket once its renewal, a glance, times out: within about a
+ * second, not the request timeout (4 s here) it waited before. */
 static void test_hung_renewal_does_not_stall_calls(void **state)
 {
     (void)state;
@@ -271,10 +272,11 @@ static void test_hung_renewal_does_not_stall_calls(void **state)
         if (took > 1000)
             fail_msg("call %d took %lld ms while a renewal hung", i, (long long)took);
     }
-    assert_false(atomic_load(&r.done)); /* ... all while the renewal hung */
     pthread_join(th, NULL);
     assert_int_equal(r.rc, PVE_OK);
-    assert_true(r.took_ms >= 3500); /* it waited for its renewal's timeout */
+    /* it waited for its renewal's glance (1 s), not the request timeout */
+    if (r.took_ms < 900 || r.took_ms > 3000)
+        fail_msg("the renewing call took %lld ms", (long long)r.took_ms);
     /* the renewal was sent once, and no password login followed it */
     assert_int_equal(tsim_calls(&g_sim, "POST /access/ticket"), 2);
     pve_client_free(c);
