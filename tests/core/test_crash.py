@@ -436,7 +436,18 @@ def resumed_before_a_move_off_a_leftover_does_not_keep_its_vmid():
                                     "path": r"^/nodes/(?!sv1/)[^/]+/qemu/\d+/clone$",
                                     "kind": "delay", "delay_ms": 5000})
         d.start()
-        time.sleep(3)  # the daemon's first pass is over: it left the locked VM alone
+        # the VM stays locked until the daemon has resumed the job (claimed
+        # from the dead owner) and taken it off the VMID, or, without the
+        # move, got past its cleanup's start: then its first reconcile pass
+        # (which left the locked VM alone) does not remove the VM first. A
+        # soft wait: a proxd whose cleanup waits for the lock must see it go
+        # (a sleep of 3 s ended before a loaded machine's first pass)
+        try:
+            wait_for(lambda: db_query(db, "SELECT 1 FROM jobs WHERE id = ? AND lease_owner <> "
+                                          "'dead:1' AND (vmid <> ? OR step <> 'cleanup')",
+                                      (job, vmid)), 30, what="the job resumed and moved")
+        except AssertionError:
+            pass
         sim.ctl("POST", "/vms/%d" % vmid, {"at": "sv1", "conf": {"lock": None}})
         # a reconcile pass while the next attempt clones elsewhere
         wait_for(lambda: db_query(db, "SELECT 1 FROM jobs WHERE id = ? AND (state = 'done' OR"
