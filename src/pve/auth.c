@@ -67,8 +67,6 @@ static char *read_first_line(const char *path)
 int pve_auth_init(pve_client *c, const struct pve_config *cfg, struct pve_error *err)
 {
     struct pve_auth_state *a = &c->auth;
-    pthread_mutex_init(&a->mu, NULL);
-    cond_init_mono(&a->cv); /* bounded callers wait on it with a deadline */
     if (cfg->token && cfg->token[0]) {
         /* user@realm!name=secret: the id and secret split at the last '='. */
         const char *eq = strrchr(cfg->token, '=');
@@ -207,8 +205,11 @@ static int64_t renew_retry_ms(const pve_client *c, int64_t now)
 
 /* One flight: a renewal of the current ticket (renew) or a login with the
  * password, within the timeout of `shortf` (short flags; 0: the client's).
- * A renewal, and the login that follows a refused one, is a glance: its
- * caller has a valid ticket to go on with. Called with a->mu held and no
+ * A renewal is a glance: its caller has a valid ticket to go on with. One
+ * the server refuses is not followed by a login with the password: the 401
+ * would come after pveproxy's 3 s delay, past the glance, so it looks like
+ * a timeout anyway; a call the server refuses the ticket to gets its 401
+ * and logs in then (pve_auth_relogin), with the full timeout. Called with a->mu held and no
  * flight under way; the request goes out without the lock (the others take
  * the current ticket, or wait on a->cv). Installs the new ticket, or after
  * a failed renewal while the ticket still serves, sets when to try again;
@@ -223,15 +224,9 @@ static int flight_locked(pve_client *c, bool renew, unsigned shortf, struct pve_
     if (renew)
         shortf = PVE_CALL_PROBE | PVE_CALL_GLANCE;
     a->flying = true;
-    a->flying_short = shortf != 0;
+    a->flying_bound = shortf ? pve_short_ms(c, shortf) : 0;
     pthread_mutex_unlock(&a->mu);
     int rc = login_send(c, old, shortf, &la, &e);
-    if (rc == PVE_E_AUTH && old) {
-        /* the ticket was refused (expired by the server's clock, or its key
-         * changed): the password gets a new one in the same flight */
-        renew = false;
-        rc = login_send(c, NULL, shortf, &la, &e);
-    }
     secret_free(&old);
     pthread_mutex_lock(&a->mu);
     int64_t now = mono_ms();
@@ -266,7 +261,7 @@ static int flight_locked(pve_client *c, bool renew, unsigned shortf, struct pve_
     a->flights++;
     a->flight_rc = rc;
     a->flight_err = e;
-    a->flight_short = a->flying_short;
+    a->flight_bound = a->flying_bound;
     pthread_cond_broadcast(&a->cv);
     if (err)
         *err = e;
@@ -285,6 +280,7 @@ static int login_locked(pve_client *c, unsigned shortf, struct pve_error *err)
     struct pve_auth_state *a = &c->auth;
     long bound = shortf ? pve_short_ms(c, shortf) : 0;
     struct timespec until = deadline_in_ms(bound);
+    int64_t mono_deadline = mono_ms() + bound;
     int rc = 0;
     while (rc == 0 && !ticket_valid_locked(c, mono_ms())) {
         if (!a->flying) {
@@ -306,8 +302,11 @@ static int login_locked(pve_client *c, unsigned shortf, struct pve_error *err)
                           "no ticket within %ld ms: the login under way has not ended", bound);
             break;
         }
-        if (a->flight_rc && a->flight_short && !shortf)
-            continue; /* cut off by another caller's bound: log in ourselves */
+        /* cut off by a bound shorter than ours (another caller's, or a
+         * renewal's glance) while our time lasts: log in ourselves */
+        if (a->flight_rc && a->flight_bound &&
+            (!bound || (a->flight_bound < bound && mono_ms() < mono_deadline)))
+            continue;
         rc = a->flight_rc;
         if (rc && err)
             *err = a->flight_err;
@@ -327,8 +326,10 @@ int pve_auth_get(pve_client *c, unsigned shortf, struct pve_creds *out, struct p
     int64_t now = mono_ms();
     /* due for renewal and nobody renewing: this call renews (a glance; a
      * failure is not its failure while the ticket serves); the others
-     * meanwhile take the ticket below without waiting */
-    if (ticket_valid_locked(c, now) && !a->flying && now >= a->renew_at)
+     * meanwhile take the ticket below without waiting. Not a call with a
+     * short bound of its own (a probe): the renewal's glance would come on
+     * top of it, and a renewal is due an hour before the ticket expires */
+    if (!shortf && ticket_valid_locked(c, now) && !a->flying && now >= a->renew_at)
         (void)flight_locked(c, true, 0, NULL);
     int rc = login_locked(c, shortf, err);
     if (rc == 0) {

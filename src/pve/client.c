@@ -126,6 +126,9 @@ pve_client *pve_client_new(const struct pve_config *cfg, struct pve_error *err)
         return NULL;
     }
     pve_client *c = xcalloc(1, sizeof *c);
+    /* before configure(): pve_client_free destroys them when it fails */
+    pthread_mutex_init(&c->auth.mu, NULL);
+    cond_init_mono(&c->auth.cv); /* bounded callers wait on it with a deadline */
     pthread_mutex_init(&c->host_mu, NULL);
     pthread_mutex_init(&c->pool_mu, NULL);
     cond_init_mono(&c->pool_cv);
@@ -375,7 +378,7 @@ static int call_loop(pve_client *c, const char *method, const char *path, json_t
         return rc;
     int64_t t0 = mono_ms(), sent_ms = t0;
     int sent = 0, tries = 0;
-    bool relogged = false;
+    bool relogged = false, login_failed = false;
     for (;;) {
         struct pve_creds cr = {0};
         struct pve_resp rs = {0};
@@ -417,9 +420,12 @@ static int call_loop(pve_client *c, const char *method, const char *path, json_t
                 if (lrc) {
                     rc = lrc;
                     *err = le;
+                    /* not sent again: the login its waiters shared failed
+                     * for them all at once (pve.h, Tickets) */
+                    login_failed = true;
                 }
             }
-            retriable = (rc == PVE_E_LOCK || rc == PVE_E_NETWORK) &&
+            retriable = !login_failed && (rc == PVE_E_LOCK || rc == PVE_E_NETWORK) &&
                         !((flags & PVE_CALL_ONCE) && rs.maybe_sent) &&
                         !((flags & PVE_CALL_FAILFAST) && (rs.status == 595 || rs.status == 596));
         }

@@ -19,15 +19,17 @@
  *   - A ticket is taken as valid for ticket_lifetime_s from when its login
  *     was sent, and renewed (POST /access/ticket with the ticket, sent
  *     once as a glance: a timeout of at most PVE_GLANCE_MS) from
- *     ticket_renew_s on. The first call to find it due renews it and
- *     waits for that (so at most about a second, then it goes on with the
- *     ticket); every other call meanwhile goes on with the current ticket
- *     at once, however long /access/ticket takes.
+ *     ticket_renew_s on. The first call without a short bound of its own
+ *     (not a probe) to find it due renews it and waits for that (a glance
+ *     at each host tried: about a second when the first answers or hangs,
+ *     then it goes on with the ticket); every other call meanwhile goes on
+ *     with the current ticket at once, however long /access/ticket takes.
  *   - A renewal that fails while the ticket is valid is no call's failure:
  *     the ticket serves on and the next call after a pause (an eighth of
- *     its time left, 1 to 60 s) renews again. One the server refuses
- *     (401: the ticket expired by its clock) is followed at once, in the
- *     same flight, by a login with the password (a glance too).
+ *     its time left, 1 to 60 s) renews again. A server that refuses the
+ *     ticket (expired by its clock) answers the renewal's glance too late
+ *     (pveproxy delays a 401 by 3 s): the next call it refuses gets a 401
+ *     and logs in then (below).
  *   - Without a valid ticket (the first call, after it expired, after a
  *     401), one call logs in with the password (retried per the policy)
  *     and the calls that come meanwhile wait for it and share its result:
@@ -39,14 +41,15 @@
  *     that timeout (then fails with PVE_E_NETWORK, "no ticket within ...";
  *     the login goes on for the others), and a login it makes itself is
  *     sent once with that timeout. A node whose /access/ticket hangs is
- *     so judged by its probe within the probe's time. The calls without
- *     such a bound that waited for a login so cut short do not share its
- *     failure: they log in with the full timeout and retries.
+ *     so judged by its probe within the probe's time. A call that waited
+ *     for a login cut short by a bound shorter than its own (a renewal's
+ *     glance, a probe's) does not share that failure: it logs in itself,
+ *     with the full timeout and retries, or with its own bound.
  *   - A 401 to a request drops the ticket it used (if still current) and
  *     logs in once more, as above; the request is sent again once. A
  *     second 401 is final (PVE_E_AUTH); a login that fails is the call's
  *     failure, with the login's error (PVE_E_NETWORK when it got no
- *     answer).
+ *     answer), and the call is not sent again.
  *
  * Errors: every call returns 0 on success or a `enum pve_class` value (> 0)
  * and fills the optional `struct pve_error` with the details. Strings in

@@ -65,11 +65,11 @@ struct pve_auth_state {
     unsigned gen;      /* bumped at every new ticket */
     int64_t renew_at;  /* monotonic time from which a renewal is due (later after a failed one) */
     bool flying;       /* a login or renewal is under way (there is at most one) */
-    bool flying_short; /* ... with a caller's short timeout (sent once) */
+    long flying_bound; /* ... within this timeout (ms, sent once), or 0: the client's, retried */
     unsigned flights;  /* flights ended: a waiter's tells it its flight ended */
     int flight_rc;     /* the last flight's result, and its error, for its waiters */
     struct pve_error flight_err;
-    bool flight_short; /* it was short: its failure is not a waiter's without a bound */
+    long flight_bound; /* its bound: its failure is not that of a waiter with a longer one */
 };
 
 /* How many of its tasks a client remembers (pve_client_task_seen). */
@@ -285,13 +285,13 @@ int pve_auth_init(pve_client *c, const struct pve_config *cfg, struct pve_error 
 void pve_auth_free(pve_client *c);
 bool pve_auth_is_ticket(const pve_client *c);
 /* Credentials for the next request. With a valid ticket due for renewal
- * and no flight under way, this call renews it first (a glance: at most
+ * and no flight under way, a call without short flags renews it first (a glance: at most
  * PVE_GLANCE_MS; a failed renewal leaves the ticket in use, tried again
  * later); other calls meanwhile get the current ticket. Without a valid
- * ticket: the login under way is waited for (its failure is this call's),
- * or this call logs in. shortf: the call's short flags (pve_short_flags;
- * 0: none), which bound that wait, or the login it sends, by their timeout
- * (PVE_E_NETWORK when it passes). */
+ * ticket: the login under way is waited for (its failure is this call's
+ * unless a bound shorter than the call's cut it off), or this call logs in. shortf: the call's
+ * short flags (pve_short_flags; 0: none), which bound that wait, or the login it sends, by their
+ * timeout (PVE_E_NETWORK when it passes). */
 int pve_auth_get(pve_client *c, unsigned shortf, struct pve_creds *out, struct pve_error *err);
 /* A request made with generation `gen` got a 401: that ticket is dropped
  * and the client logs in again (or joins the login under way) unless

@@ -565,6 +565,92 @@ static void test_probe_relogin_bounded(void **state)
     pve_client_free(c);
 }
 
+/* A probe never renews the ticket: the renewal's glance would come on top
+ * of the probe's own timeout (2 of them against a hung /access/ticket). It
+ * goes on with the ticket; the next call without a bound of its own renews. */
+static void test_probe_leaves_the_renewal_to_other_calls(void **state)
+{
+    (void)state;
+    struct pve_config cfg;
+    const char *hv[1];
+    password_cfg(&cfg, hv);
+    cfg.ticket_renew_s = 1;
+    cfg.probe_timeout_ms = 800;
+    pve_client *c = tclient(&cfg);
+    struct pve_error e;
+    int64_t t_login = mono_ms();
+    assert_ok(pve_call(c, "GET", "/nodes", NULL, NULL, &e), &e);
+    while (mono_ms() < t_login + 1100) /* the renewal falls due */
+        sleep_ms(50);
+    tsim_ctl0(&g_sim, "POST", "/_sim/faults",
+              "{\"method\":\"POST\",\"path\":\"^/access/ticket$\",\"kind\":\"hang\",\"count\":1}");
+    struct bounded b;
+    bounded_run(&b, c, PVE_CALL_PROBE | PVE_CALL_GLANCE, "/nodes/sv1/version");
+    assert_ok(b.rc, &b.e);
+    print_message("[ figures  ] a probe with the renewal due: %lld ms, %ld logins\n",
+                  (long long)b.took_ms, tsim_calls(&g_sim, "POST /access/ticket"));
+    assert_int_equal(tsim_calls(&g_sim, "POST /access/ticket"), 1);
+    assert_ok(pve_call(c, "GET", "/nodes", NULL, NULL, &e), &e); /* renews: hung, goes on */
+    assert_int_equal(tsim_calls(&g_sim, "POST /access/ticket"), 2);
+    pve_client_free(c);
+}
+
+/* A call whose 401 is followed by a login that fails is not sent again:
+ * the login, retried per the policy, failed for every caller waiting on it
+ * at once; the call's own retries would each start another (here: 2 more
+ * logins of 1 s per retry). */
+static void test_failed_relogin_not_sent_again(void **state)
+{
+    (void)state;
+    struct pve_config cfg;
+    const char *hv[1];
+    password_cfg(&cfg, hv);
+    cfg.timeout_ms = 1000;
+    cfg.retry.max_attempts = 3;
+    pve_client *c = tclient(&cfg);
+    struct pve_error e;
+    assert_ok(pve_call(c, "GET", "/nodes", NULL, NULL, &e), &e);
+    tsim_ctl0(&g_sim, "POST", "/_sim/faults",
+              "{\"method\":\"GET\",\"path\":\"^/nodes$\",\"kind\":\"error\","
+              "\"status\":401,\"message\":\"permission denied - invalid PVE ticket\",\"count\":1}");
+    tsim_ctl0(&g_sim, "POST", "/_sim/faults",
+              "{\"method\":\"POST\",\"path\":\"^/access/ticket$\",\"kind\":\"hang\"}");
+    int rc = pve_call(c, "GET", "/nodes", NULL, NULL, &e);
+    assert_int_equal(rc, PVE_E_NETWORK);
+    /* the first login, then the re-login's 3 tries: no more */
+    assert_int_equal(tsim_calls(&g_sim, "POST /access/ticket"), 4);
+    pve_client_free(c);
+}
+
+/* A probe that waited for a login cut short by a shorter bound (another
+ * probe's glance, 1 s) does not take that failure for its own while its
+ * time (3 s) lasts: it logs in itself, and the login (1.5 s) succeeds. */
+static void test_longer_bound_logs_in_after_a_short_flight(void **state)
+{
+    (void)state;
+    struct pve_config cfg;
+    const char *hv[1];
+    password_cfg(&cfg, hv);
+    cfg.timeout_ms = 5000;
+    cfg.probe_timeout_ms = 3000;
+    pve_client *c = tclient(&cfg);
+    tsim_ctl0(&g_sim, "POST", "/_sim/faults",
+              "{\"method\":\"POST\",\"path\":\"^/access/ticket$\",\"kind\":\"delay\","
+              "\"delay_ms\":1500}");
+    struct bounded glance, probe;
+    glance = (struct bounded){
+        .c = c, .flags = PVE_CALL_PROBE | PVE_CALL_GLANCE, .path = "/nodes/sv1/version", .rc = -1};
+    pthread_t th;
+    pthread_create(&th, NULL, bounded_call, &glance);
+    wait_ticket_posts(1); /* the glance's login is at pvesim */
+    bounded_run(&probe, c, PVE_CALL_PROBE, "/nodes/sv1/version");
+    pthread_join(th, NULL);
+    assert_int_equal(glance.rc, PVE_E_NETWORK);
+    assert_ok(probe.rc, &probe.e);
+    assert_int_equal(tsim_calls(&g_sim, "POST /access/ticket"), 2);
+    pve_client_free(c);
+}
+
 /* ---- secrets stay out of logs and errors --------------------------------------- */
 
 static void test_auth_failures_no_secret(void **state)
@@ -1119,6 +1205,9 @@ int main(void)
         cmocka_unit_test_setup(test_probe_waits_for_login_within_its_bound, reset_sim),
         cmocka_unit_test_setup(test_short_login_failure_not_shared, reset_sim),
         cmocka_unit_test_setup(test_probe_relogin_bounded, reset_sim),
+        cmocka_unit_test_setup(test_probe_leaves_the_renewal_to_other_calls, reset_sim),
+        cmocka_unit_test_setup(test_failed_relogin_not_sent_again, reset_sim),
+        cmocka_unit_test_setup(test_longer_bound_logs_in_after_a_short_flight, reset_sim),
         cmocka_unit_test_setup(test_auth_failures_no_secret, reset_sim),
         cmocka_unit_test_setup(test_form_encoding, reset_sim),
         cmocka_unit_test_setup(test_json_bodies, reset_sim),
