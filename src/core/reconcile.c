@@ -215,8 +215,14 @@ static void take_over(struct core *k, struct vm_rec *v, const struct fleet_vm *f
         changed = true;
     }
     int64_t mem = fv->maxmem / MiB, disk = fv->maxdisk / GiB;
+    /* a disk shrinks only back to a snapshot's size (a rollback in the GUI,
+     * or one whose answer was lost and that the server ran after a later
+     * resize): taken when even its size rounded up is below the record's,
+     * so that a template's disk not whole in GiB is not taken for shrunk */
+    int64_t disk_up = (fv->maxdisk + GiB - 1) / GiB;
+    bool shrunk = fv->maxdisk > 0 && disk_up < v->disk_gb;
     bool sized = (fv->maxcpu > 0 && fv->maxcpu != v->cores && !v->pending) ||
-                 (mem > 0 && mem != v->memory_mb && !v->pending) || (disk > v->disk_gb);
+                 (mem > 0 && mem != v->memory_mb && !v->pending) || (disk > v->disk_gb) || shrunk;
     if (sized) {
         log_info("reconcile",
                  "vmid=%d node=%s resources changed outside proxd: %d cores, %lld MiB, %lld GiB",
@@ -227,6 +233,8 @@ static void take_over(struct core *k, struct vm_rec *v, const struct fleet_vm *f
         }
         if (disk > v->disk_gb)
             v->disk_gb = disk;
+        else if (shrunk)
+            v->disk_gb = disk_up;
         rep->resized++;
         changed = true;
     }
