@@ -440,6 +440,24 @@ static void bounded_run(struct bounded *b, pve_client *c, unsigned flags, const 
     bounded_call(b);
 }
 
+/* The same on a thread of its own, then the login it starts is awaited at
+ * pvesim (the n-th POST /access/ticket): joined by the caller. */
+static void bounded_start(struct bounded *b, pthread_t *th, pve_client *c, unsigned flags,
+                          const char *path, long n)
+{
+    *b = (struct bounded){.c = c, .flags = flags, .path = path, .rc = -1};
+    pthread_create(th, NULL, bounded_call, b);
+    wait_ticket_posts(n);
+}
+
+/* Every POST /access/ticket from now on: its fault `rule` ("\"kind\":...") */
+static void ticket_fault(const char *rule)
+{
+    char body[256];
+    snprintf(body, sizeof body, "{\"method\":\"POST\",\"path\":\"^/access/ticket$\",%s}", rule);
+    tsim_ctl0(&g_sim, "POST", "/_sim/faults", body);
+}
+
 /* A probe that finds no ticket (proxd's start, expiry, a 401) logs in within
  * its own timeout: against a node whose /access/ticket hangs it fails as a
  * network failure within its bound (0.8 s; a glance's 1 s), where it waited
@@ -488,12 +506,10 @@ static void test_probe_waits_for_login_within_its_bound(void **state)
     cfg.probe_timeout_ms = 800;
     cfg.retry.max_attempts = 2;
     pve_client *c = tclient(&cfg);
-    tsim_ctl0(&g_sim, "POST", "/_sim/faults",
-              "{\"method\":\"POST\",\"path\":\"^/access/ticket$\",\"kind\":\"hang\"}");
-    struct bounded op = {.c = c, .path = "/nodes", .rc = -1};
+    ticket_fault("\"kind\":\"hang\"");
+    struct bounded op;
     pthread_t th;
-    pthread_create(&th, NULL, bounded_call, &op);
-    wait_ticket_posts(1); /* the operation's login is at pvesim, hung */
+    bounded_start(&op, &th, c, 0, "/nodes", 1); /* the operation's login: at pvesim, hung */
     struct bounded b;
     bounded_run(&b, c, PVE_CALL_PROBE, "/nodes/sv1/version");
     assert_int_equal(b.rc, PVE_E_NETWORK);
@@ -521,13 +537,10 @@ static void test_short_login_failure_not_shared(void **state)
     cfg.timeout_ms = 4000;
     cfg.probe_timeout_ms = 800;
     pve_client *c = tclient(&cfg);
-    tsim_ctl0(&g_sim, "POST", "/_sim/faults",
-              "{\"method\":\"POST\",\"path\":\"^/access/ticket$\",\"kind\":\"delay\","
-              "\"delay_ms\":1500,\"count\":1}");
-    struct bounded pr = {.c = c, .flags = PVE_CALL_PROBE, .path = "/nodes/sv1/version", .rc = -1};
+    ticket_fault("\"kind\":\"delay\",\"delay_ms\":1500,\"count\":1");
+    struct bounded pr;
     pthread_t th;
-    pthread_create(&th, NULL, bounded_call, &pr);
-    wait_ticket_posts(1); /* the probe's login is at pvesim, slow */
+    bounded_start(&pr, &th, c, PVE_CALL_PROBE, "/nodes/sv1/version", 1); /* slow, at pvesim */
     struct bounded op;
     bounded_run(&op, c, 0, "/nodes");
     pthread_join(th, NULL);
@@ -634,15 +647,11 @@ static void test_longer_bound_logs_in_after_a_short_flight(void **state)
     cfg.timeout_ms = 5000;
     cfg.probe_timeout_ms = 3000;
     pve_client *c = tclient(&cfg);
-    tsim_ctl0(&g_sim, "POST", "/_sim/faults",
-              "{\"method\":\"POST\",\"path\":\"^/access/ticket$\",\"kind\":\"delay\","
-              "\"delay_ms\":1500}");
+    ticket_fault("\"kind\":\"delay\",\"delay_ms\":1500");
     struct bounded glance, probe;
-    glance = (struct bounded){
-        .c = c, .flags = PVE_CALL_PROBE | PVE_CALL_GLANCE, .path = "/nodes/sv1/version", .rc = -1};
     pthread_t th;
-    pthread_create(&th, NULL, bounded_call, &glance);
-    wait_ticket_posts(1); /* the glance's login is at pvesim */
+    /* the glance's login is at pvesim */
+    bounded_start(&glance, &th, c, PVE_CALL_PROBE | PVE_CALL_GLANCE, "/nodes/sv1/version", 1);
     bounded_run(&probe, c, PVE_CALL_PROBE, "/nodes/sv1/version");
     pthread_join(th, NULL);
     assert_int_equal(glance.rc, PVE_E_NETWORK);
