@@ -467,14 +467,23 @@ static void delete_steps(struct sctx *c)
         }
         const struct snap_info *it = snap_lookup(s, n, name);
         bool half = it && it->state[0];
+        /* a stray's removal (the sync's) is of the snapshot the failed job
+         * made: one of that name made since by another is left alone */
+        const char *made_by = json_string_value(json_object_get(c->j->request, "job"));
+        bool another = it && made_by && strcmp(it->job, made_by) != 0;
         free(s);
+        if (another) {
+            snap_end(c, true, "snapshot '%s' of VM %d is no longer job %s's: left", name, c->v.vmid,
+                     made_by);
+            return;
+        }
         if (!it) {
             /* retention's deletion wants the snapshot gone, whoever took it
              * away: a resumed sync queues its deletions again, and a
              * snapshot removed in the GUI meanwhile is gone all the same
              * (each ended failed, "no snapshot") */
             const char *why = json_string_value(json_object_get(c->j->request, "reason"));
-            bool retention = why && strcmp(why, "retention") == 0;
+            bool retention = why && (strcmp(why, "retention") == 0 || strcmp(why, "stray") == 0);
             if (t == 1 && !resumed && !retention)
                 snap_end(c, false, "VM %d has no snapshot '%s'", c->v.vmid, name);
             else if (t == 1 && !resumed)

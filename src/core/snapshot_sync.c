@@ -60,6 +60,38 @@ size_t snap_retention(const struct proxd_config *cfg, const struct snap_info *s,
     return k;
 }
 
+/* A complete snapshot whose marker names a snap-create job that ended
+ * failed: a call the job gave up on (its answer never came) that Proxmox
+ * served after the job had looked and failed, as a busy pvedaemon does
+ * with a request queued behind others. Nothing else removes it. */
+static bool made_by_a_failed_job(struct core *k, const struct snap_info *s)
+{
+    struct job_brief b;
+    return s->proxd && !s->state[0] && store_job_brief(k->st, s->job, &b, NULL) == 0 &&
+           b.state == JOB_FAILED && strcmp(b.kind, "snap-create") == 0;
+}
+
+/* Queue the removal of the snapshots of failed jobs in s; the deletion
+ * checks the marker again (a snapshot of that name made since is left). */
+static void remove_strays(struct sctx *c, const struct vm_rec *v, const struct snap_info *s,
+                          size_t n, int *queued)
+{
+    for (size_t i = 0; i < n; i++) {
+        char id[40];
+        if (!made_by_a_failed_job(c->k, &s[i]) ||
+            snap_enqueue(
+                c->k, v, "snap-delete",
+                json_pack("{s:s,s:s,s:s}", "name", s[i].name, "reason", "stray", "job", s[i].job),
+                id, NULL) != 0)
+            continue;
+        (*queued)++;
+        log_warn("snapshot",
+                 "vmid=%d snapshot '%s' was made by job %s, which failed (a call of it served "
+                 "late): removed (job %s)",
+                 v->vmid, s[i].name, s[i].job, id);
+    }
+}
+
 static void sync_one(struct sctx *c, int vmid, int *queued)
 {
     struct sctx o = {.k = c->k, .j = c->j};
@@ -80,6 +112,7 @@ static void sync_one(struct sctx *c, int vmid, int *queued)
     free(p);
     snap_cache_put(c->k, vmid, s, pn, NULL);
     snap_count(c->k, SNAP_ST_SYNCED);
+    remove_strays(c, &o.v, s, pn, queued);
     if (c->k->cfg->snap_keep > 0 || c->k->cfg->snap_max_age_s > 0) {
         const struct snap_info **vic = xcalloc(pn + 1, sizeof *vic);
         size_t nv = snap_retention(c->k->cfg, s, pn, wall_ms() / 1000, vic);
@@ -116,7 +149,7 @@ void snap_sync_steps(struct sctx *c)
             return;
         sync_one(c, (int)json_integer_value(x), &queued);
     }
-    snap_end(c, true, "read the snapshots of %zu VMs; retention queued %d deletions",
+    snap_end(c, true, "read the snapshots of %zu VMs; retention and strays queued %d deletions",
              json_array_size(ids), queued);
 }
 
