@@ -9,7 +9,9 @@
  * goes on with the current ticket. The renewal is a glance (at most
  * PVE_GLANCE_MS, sent once): the call that sends it has a valid ticket and
  * must not wait out a hung /access/ticket for it; a renewal that failed is
- * tried again later, and the ticket has an hour left. Only calls without a
+ * tried again later, and the ticket has an hour left; one that timed out
+ * is tried again with twice the time (up to the client's timeout), so a
+ * server that always takes longer than a glance still renews. Only calls without a
  * valid ticket wait, for the one login under way, and take its result: a
  * login that fails fails them all at once instead of being retried by
  * each in turn.
@@ -203,6 +205,17 @@ static int64_t renew_retry_ms(const pve_client *c, int64_t now)
     return d < 1000 ? 1000 : d > 60000 ? 60000 : d;
 }
 
+/* A renewal that failed by a timeout (or an unreachable host, as
+ * quick to fail again as before): the next waits twice as long, up to the
+ * client's timeout. Its caller waits for it, once a retry pause; the
+ * others go on with the ticket meanwhile. */
+static void renew_longer(pve_client *c)
+{
+    long cur = pve_short_ms(c, PVE_CALL_PROBE | PVE_CALL_GLANCE | PVE_F_RENEW);
+    long next = cur * 2 < c->timeout_ms ? cur * 2 : c->timeout_ms;
+    atomic_store(&c->auth.renew_ms, next > cur ? next : cur);
+}
+
 /* One flight: a renewal of the current ticket (renew) or a login with the
  * password, within the timeout of `shortf` (short flags; 0: the client's).
  * A renewal is a glance: its caller has a valid ticket to go on with. One
@@ -222,7 +235,7 @@ static int flight_locked(pve_client *c, bool renew, unsigned shortf, struct pve_
     struct pve_error e;
     char *old = renew ? xstrdup(a->ticket) : NULL;
     if (renew)
-        shortf = PVE_CALL_PROBE | PVE_CALL_GLANCE;
+        shortf = PVE_CALL_PROBE | PVE_CALL_GLANCE | PVE_F_RENEW;
     a->flying = true;
     a->flying_bound = shortf ? pve_short_ms(c, shortf) : 0;
     pthread_mutex_unlock(&a->mu);
@@ -238,6 +251,7 @@ static int flight_locked(pve_client *c, bool renew, unsigned shortf, struct pve_
         la.ticket = la.csrf = NULL;
         a->ticket_ms = la.sent_ms;
         a->renew_at = la.sent_ms + c->ticket_renew_s * 1000;
+        atomic_store(&a->renew_ms, 0);
         a->gen++;
         if (la.who && strcmp(la.who, a->who) != 0) {
             free(a->who);
@@ -249,12 +263,14 @@ static int flight_locked(pve_client *c, bool renew, unsigned shortf, struct pve_
     } else if (ticket_valid_locked(c, now)) {
         int64_t d = renew_retry_ms(c, now);
         a->renew_at = now + d;
+        if (renew && rc == PVE_E_NETWORK)
+            renew_longer(c);
         log_warn(PVE_SUB,
                  "%s: ticket renewal failed (%s: %s); the ticket serves %lld s more, "
-                 "trying again in %lld s",
+                 "trying again in %lld s within %ld ms",
                  c->name, pve_class_name(e.cls), e.message,
                  (long long)((a->ticket_ms + c->ticket_lifetime_s * 1000 - now) / 1000),
-                 (long long)(d / 1000));
+                 (long long)(d / 1000), pve_short_ms(c, shortf));
     }
     answer_clear(&la);
     a->flying = false;

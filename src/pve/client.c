@@ -190,14 +190,19 @@ static void host_down(pve_client *c, struct pve_host *h, const char *why)
 
 /* GET /version proves the host answers (any HTTP status will do). Without
  * credentials yet (before the first login) an unauthenticated path is used,
- * because PVE delays 401 answers by 3 s. Returns 0 (up), 1 (down) or a
+ * because PVE delays 401 answers by 3 s. Within timeout_ms (0: the
+ * client's): the check is part of the call that needed it, and a probe
+ * that comes first to a host (proxd's start, a host back from backoff)
+ * judges a hung one within its own bound. Returns 0 (up), 1 (down) or a
  * fatal class (TLS) with err filled. */
 static int check_host(pve_client *c, struct pve_host *h, const struct pve_creds *cr,
-                      struct pve_error *err)
+                      long timeout_ms, struct pve_error *err)
 {
     bool creds = cr && (cr->auth_hdr || cr->cookie);
-    struct pve_req rq = {
-        .method = "GET", .path = creds ? "/version" : "/access/domains", .creds = cr};
+    struct pve_req rq = {.method = "GET",
+                         .path = creds ? "/version" : "/access/domains",
+                         .creds = cr,
+                         .timeout_ms = timeout_ms};
     struct pve_resp rs;
     int rc = 0;
     if (pve_http_perform(c, h, &rq, &rs) != 0) {
@@ -218,13 +223,15 @@ static int check_host(pve_client *c, struct pve_host *h, const struct pve_creds 
     return rc;
 }
 
-/* The first host in order that is not in backoff, checked if needed. When
+/* The first host in order that is not in backoff, checked if needed
+ * (within timeout_ms, the call's own; 0: the client's). When
  * every host is in backoff and none was tried in this pick, the one whose
  * backoff ends first is probed anyway: the caller is retrying, and waiting
  * out the host backoff would make a single-host client stall for a minute.
  * Returns its index, -1 when none is up (err filled) or -2 on a fatal
  * error (TLS). */
-static int pick_host(pve_client *c, const struct pve_creds *cr, struct pve_error *err)
+static int pick_host(pve_client *c, const struct pve_creds *cr, long timeout_ms,
+                     struct pve_error *err)
 {
     bool tried = false;
     size_t first = 0;
@@ -245,7 +252,7 @@ static int pick_host(pve_client *c, const struct pve_creds *cr, struct pve_error
         if (checked)
             return (int)i;
         tried = true;
-        int rc = check_host(c, h, cr, err);
+        int rc = check_host(c, h, cr, timeout_ms, err);
         if (rc == 0)
             return (int)i;
         if (rc > 1)
@@ -253,7 +260,7 @@ static int pick_host(pve_client *c, const struct pve_creds *cr, struct pve_error
     }
     if (tried)
         return -1;
-    int rc = check_host(c, &c->hosts[first], cr, err);
+    int rc = check_host(c, &c->hosts[first], cr, timeout_ms, err);
     return rc == 0 ? (int)first : rc > 1 ? -2 : -1;
 }
 
@@ -292,7 +299,7 @@ static int check_args(const char *method, const char *path, json_t *params, stru
 
 unsigned pve_short_flags(unsigned flags, const struct pve_guard *g)
 {
-    unsigned f = flags & (PVE_CALL_PROBE | PVE_CALL_GLANCE);
+    unsigned f = flags & (PVE_CALL_PROBE | PVE_CALL_GLANCE | PVE_F_RENEW);
     /* a look on a node held down: the probe's time, as the prober gives
      * the node before it judges it (http.c also cuts off one whose node
      * is found held down while it is in flight) */
@@ -303,6 +310,9 @@ unsigned pve_short_flags(unsigned flags, const struct pve_guard *g)
 
 long pve_short_ms(const pve_client *c, unsigned shortf)
 {
+    long r = (shortf & PVE_F_RENEW) ? atomic_load(&c->auth.renew_ms) : 0;
+    if (r > 0)
+        return r;
     long t = (shortf & PVE_CALL_PROBE) ? c->probe_timeout_ms : 0;
     if ((shortf & PVE_CALL_GLANCE) && t > PVE_GLANCE_MS)
         t = PVE_GLANCE_MS;
@@ -387,7 +397,7 @@ static int call_loop(pve_client *c, const char *method, const char *path, json_t
         unsigned sf = (flags & PVE_F_NOAUTH) ? 0 : pve_short_flags(flags, g);
         if (!(flags & PVE_F_NOAUTH) && (rc = pve_auth_get(c, sf, &cr, err)) != 0)
             break;
-        int hi = pick_host(c, &cr, err);
+        int hi = pick_host(c, &cr, pve_short_ms(c, pve_short_flags(flags, g)), err);
         if (hi == -2) {
             rc = err->cls;
             pve_creds_clear(&cr);

@@ -26,7 +26,11 @@
  *     with the current ticket at once, however long /access/ticket takes.
  *   - A renewal that fails while the ticket is valid is no call's failure:
  *     the ticket serves on and the next call after a pause (an eighth of
- *     its time left, 1 to 60 s) renews again. A server that refuses the
+ *     its time left, 1 to 60 s) renews again; after one that timed out,
+ *     with twice its time (up to timeout_ms; a glance again once one
+ *     succeeds), so that a server always slower than a glance renews the
+ *     ticket before it expires instead of making every call wait for a
+ *     login then. A server that refuses the
  *     ticket (expired by its clock) answers the renewal's glance too late
  *     (pveproxy delays a 401 by 3 s): the next call it refuses gets a 401
  *     and logs in then (below).

@@ -22,9 +22,12 @@
 
 /* Internal call flags, above the public ones in pve.h. */
 enum {
-    PVE_F_NOAUTH = 1 << 8,    /* send no credentials (login) */
-    PVE_F_TASKPOLL = 1 << 9,  /* count in stats.task_polls */
-    PVE_F_NORELOGIN = 1 << 10 /* a 401 is final (renewal) */
+    PVE_F_NOAUTH = 1 << 8,     /* send no credentials (login) */
+    PVE_F_TASKPOLL = 1 << 9,   /* count in stats.task_polls */
+    PVE_F_NORELOGIN = 1 << 10, /* a 401 is final (renewal) */
+    /* with PVE_CALL_PROBE: a renewal, whose timeout is the auth's
+     * renew_ms (a glance at first, longer after renewals that timed out) */
+    PVE_F_RENEW = 1 << 11
 };
 
 struct pve_host {
@@ -70,6 +73,12 @@ struct pve_auth_state {
     int flight_rc;     /* the last flight's result, and its error, for its waiters */
     struct pve_error flight_err;
     long flight_bound; /* its bound: its failure is not that of a waiter with a longer one */
+    /* the next renewal's timeout (ms; 0: a glance): doubled after each that
+     * timed out, up to the client's timeout, so that a server always slower
+     * than a glance (a pvedaemon whose few workers are busy) still renews the
+     * ticket before it expires; back to a glance after one succeeded. Read
+     * without mu by the request that carries it. */
+    atomic_long renew_ms;
 };
 
 /* How many of its tasks a client remembers (pve_client_task_seen). */
@@ -286,9 +295,9 @@ void pve_auth_free(pve_client *c);
 bool pve_auth_is_ticket(const pve_client *c);
 /* Credentials for the next request. With a valid ticket due for renewal
  * and no flight under way, a call without short flags renews it first (a glance: at most
- * PVE_GLANCE_MS; a failed renewal leaves the ticket in use, tried again
- * later); other calls meanwhile get the current ticket. Without a valid
- * ticket: the login under way is waited for (its failure is this call's
+ * PVE_GLANCE_MS at first, longer after renewals that timed out; a failed
+ * renewal leaves the ticket in use, tried again later); other calls meanwhile get the current
+ * ticket. Without a valid ticket: the login under way is waited for (its failure is this call's
  * unless a bound shorter than the call's cut it off), or this call logs in. shortf: the call's
  * short flags (pve_short_flags; 0: none), which bound that wait, or the login it sends, by their
  * timeout (PVE_E_NETWORK when it passes). */

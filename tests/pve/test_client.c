@@ -635,6 +635,67 @@ static void test_failed_relogin_not_sent_again(void **state)
     pve_client_free(c);
 }
 
+/* A server that always answers /access/ticket in 1.5 s (a pvedaemon whose
+ * few workers are busy), slower than a renewal's first glance (1 s): that
+ * glance times out, the next renewal (after the pause, ~2.4 s with a 20 s
+ * ticket) waits twice as long and renews, well before the ticket expires.
+ * Before, every renewal timed out at 1 s and the ticket ran out, and then
+ * every call waited for a password login. */
+static void test_slow_renewal_renews_in_time(void **state)
+{
+    (void)state;
+    struct pve_config cfg;
+    const char *hv[1];
+    password_cfg(&cfg, hv);
+    cfg.ticket_lifetime_s = 20;
+    cfg.ticket_renew_s = 1;
+    cfg.timeout_ms = 4000;
+    pve_client *c = tclient(&cfg);
+    struct pve_error e;
+    int64_t t_login = mono_ms();
+    assert_ok(pve_call(c, "GET", "/nodes", NULL, NULL, &e), &e);
+    unsigned gen0 = c->auth.gen;
+    ticket_fault("\"kind\":\"delay\",\"delay_ms\":1500");
+    while (mono_ms() < t_login + 1100) /* the renewal falls due */
+        sleep_ms(50);
+    int64_t end = t_login + 12000; /* the ticket serves until 20 s */
+    while (c->auth.gen == gen0) {
+        if (mono_ms() > end)
+            fail_msg("no renewal in 12 s against a server answering in 1.5 s (%ld tried)",
+                     tsim_calls(&g_sim, "POST /access/ticket") - 1);
+        assert_ok(pve_call(c, "GET", "/nodes", NULL, NULL, &e), &e);
+        sleep_ms(50);
+    }
+    /* renewals with the ticket only: one timed out, the next took */
+    assert_int_equal(tsim_calls(&g_sim, "POST /access/ticket"), 3);
+    /* the next renewal is a glance again */
+    assert_int_equal(atomic_load(&c->auth.renew_ms), 0);
+    pve_client_free(c);
+}
+
+/* The first call to a host checks it answers (GET /version): a probe that
+ * comes first (proxd's start, a host back from its backoff) checks a hung
+ * host within its own bound (0.8 s), not the client's timeout (4 s). */
+static void test_probe_checks_a_host_within_its_bound(void **state)
+{
+    (void)state;
+    struct pve_config cfg;
+    const char *hv[1];
+    tcfg_init(&cfg, hv, g_sim.host);
+    cfg.timeout_ms = 4000;
+    cfg.probe_timeout_ms = 800;
+    pve_client *c = tclient(&cfg);
+    tsim_ctl0(&g_sim, "POST", "/_sim/faults",
+              "{\"method\":\"GET\",\"path\":\"^/version$\",\"kind\":\"hang\"}");
+    struct bounded b;
+    bounded_run(&b, c, PVE_CALL_PROBE, "/nodes/sv1/version");
+    assert_int_equal(b.rc, PVE_E_NETWORK);
+    if (b.took_ms > 2500)
+        fail_msg("a probe checking a hung host took %lld ms", (long long)b.took_ms);
+    assert_int_equal(tsim_calls(&g_sim, "GET /version"), 1);
+    pve_client_free(c);
+}
+
 /* A probe that waited for a login cut short by a shorter bound (another
  * probe's glance, 1 s) does not take that failure for its own while its
  * time (3 s) lasts: it logs in itself, and the login (1.5 s) succeeds. */
@@ -1217,6 +1278,8 @@ int main(void)
         cmocka_unit_test_setup(test_probe_leaves_the_renewal_to_other_calls, reset_sim),
         cmocka_unit_test_setup(test_failed_relogin_not_sent_again, reset_sim),
         cmocka_unit_test_setup(test_longer_bound_logs_in_after_a_short_flight, reset_sim),
+        cmocka_unit_test_setup(test_slow_renewal_renews_in_time, reset_sim),
+        cmocka_unit_test_setup(test_probe_checks_a_host_within_its_bound, reset_sim),
         cmocka_unit_test_setup(test_auth_failures_no_secret, reset_sim),
         cmocka_unit_test_setup(test_form_encoding, reset_sim),
         cmocka_unit_test_setup(test_json_bodies, reset_sim),
