@@ -402,6 +402,22 @@ static const char SQL_VMID_QUARANTINE_FOREIGN[] =
     "UPDATE vmid_alloc SET state = 'quarantine', job = '', until = ?3, updated_at = "
     "?4" FOREIGN_FREE_IF;
 
+/* The statements that give VMIDs back come in pairs: without a quarantine
+ * (DELETE: free at once) and with one (UPDATE to 'quarantine' until ?3,
+ * stamped ?4). Prepares the one quarantine_ms asks for, ?3 and ?4 bound;
+ * the caller binds the rest. */
+static int prepare_giveback(db_conn *c, int64_t quarantine_ms, const char *sql_free,
+                            const char *sql_quarantine, db_stmt **st, struct store_error *err)
+{
+    int rc = db_prepare(c, quarantine_ms ? sql_quarantine : sql_free, st, err);
+    if (rc == STORE_OK && quarantine_ms) {
+        int64_t now = wall_ms();
+        db_bind_i64(*st, 3, now + quarantine_ms);
+        db_bind_i64(*st, 4, now);
+    }
+    return rc;
+}
+
 struct release_foreign_ctx {
     int vmid;
     int64_t marked_before, quarantine_ms;
@@ -411,17 +427,12 @@ static int release_foreign_fn(db_conn *c, void *ctx, struct store_error *err)
 {
     struct release_foreign_ctx *k = ctx;
     db_stmt *st = NULL;
-    int64_t now = wall_ms();
-    int rc = db_prepare(c, k->quarantine_ms ? SQL_VMID_QUARANTINE_FOREIGN : SQL_VMID_FREE_FOREIGN,
-                        &st, err);
+    int rc = prepare_giveback(c, k->quarantine_ms, SQL_VMID_FREE_FOREIGN,
+                              SQL_VMID_QUARANTINE_FOREIGN, &st, err);
     if (rc)
         return rc;
     db_bind_i64(st, 1, k->vmid);
     db_bind_i64(st, 2, k->marked_before);
-    if (k->quarantine_ms) {
-        db_bind_i64(st, 3, now + k->quarantine_ms);
-        db_bind_i64(st, 4, now);
-    }
     rc = db_run(st, err, "giving back a foreign VMID");
     bool none = rc == STORE_OK && db_changes(st) == 0;
     db_done(st);
@@ -473,16 +484,12 @@ int store_vmid_release_job_in(db_conn *c, int vmid, const char *job, int64_t qua
                               struct store_error *err)
 {
     db_stmt *st = NULL;
-    int64_t now = wall_ms();
-    int rc = db_prepare(c, quarantine_ms ? SQL_VMID_QUARANTINE_JOB : SQL_VMID_FREE_JOB, &st, err);
+    int rc =
+        prepare_giveback(c, quarantine_ms, SQL_VMID_FREE_JOB, SQL_VMID_QUARANTINE_JOB, &st, err);
     if (rc)
         return rc;
     db_bind_i64(st, 1, vmid);
     db_bind_text(st, 2, job);
-    if (quarantine_ms) {
-        db_bind_i64(st, 3, now + quarantine_ms);
-        db_bind_i64(st, 4, now);
-    }
     rc = db_run(st, err, "releasing the job's VMID");
     db_done(st);
     return rc;
@@ -509,17 +516,12 @@ static int release_others_fn(db_conn *c, void *ctx, struct store_error *err)
 {
     struct release_others_ctx *k = ctx;
     db_stmt *st = NULL;
-    int64_t now = wall_ms();
-    int rc = db_prepare(c, k->quarantine_ms ? SQL_VMID_QUARANTINE_OTHERS : SQL_VMID_FREE_OTHERS,
-                        &st, err);
+    int rc = prepare_giveback(c, k->quarantine_ms, SQL_VMID_FREE_OTHERS, SQL_VMID_QUARANTINE_OTHERS,
+                              &st, err);
     if (rc)
         return rc;
     db_bind_text(st, 1, k->job);
     db_bind_i64(st, 2, k->keep);
-    if (k->quarantine_ms) {
-        db_bind_i64(st, 3, now + k->quarantine_ms);
-        db_bind_i64(st, 4, now);
-    }
     rc = db_run(st, err, "releasing the job's other VMIDs");
     if (rc == STORE_OK && k->n)
         *k->n = (int)db_changes(st);
