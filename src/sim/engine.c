@@ -432,6 +432,10 @@ void sim_task_stop(struct sim *s, struct sim_task *t)
     if (!t->running)
         return;
     sim_task_log(t, "received interrupt");
+    if (t->kind >= TK_VZCREATE) {
+        lxc_task_stop(s, t);
+        return;
+    }
     if (t->kind == TK_CLONE) {
         clone_fail_and_remove(s, t, "received interrupt");
         return;
@@ -875,6 +879,14 @@ static void step(struct sim *s, struct sim_task *t, double now, double share)
     case TK_HAMIGRATE:
     case TK_MOVEDISK:
         vmops_step(s, t, now);
+        break;
+    case TK_VZCREATE:
+    case TK_VZSTART:
+    case TK_VZSTOP:
+    case TK_VZSHUTDOWN:
+    case TK_VZREBOOT:
+    case TK_VZDESTROY:
+        lxc_task_step(s, t, now);
         break;
     case TK_GENERIC:
         if (now - t->t0 >= t->dur)

@@ -176,8 +176,7 @@ static void h_content(struct sim_call *c)
             add_volumes(s, c->data, ct->conf, ct->vmid, sid, want, true);
     if (strstr(st->content, "vztmpl") && !only && (!want || strstr(want, "vztmpl")))
         json_array_append_new(c->data,
-                              json_pack("{s:s,s:s,s:s,s:I,s:I}", "volid",
-                                        "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst",
+                              json_pack("{s:s,s:s,s:s,s:I,s:I}", "volid", SIM_CT_TEMPLATE,
                                         "content", "vztmpl", "format", "tzst", "size",
                                         (json_int_t)126023936, "ctime", (json_int_t)1727000000));
     if (strcmp(sid, "local") != 0) /* the template archive lives on `local` only */

@@ -852,10 +852,12 @@ static void h_create(struct sim_call *c)
     if (!pool_ok(c) || !check_sshkeys(c))
         return;
     int vmid = (int)call_int(c, "vmid", 0);
-    struct sim_vm *other = sim_vm_find(c->s, c->s->o.standalone ? c->node : NULL, vmid);
-    if (other) {
-        call_fail(c, 500, "unable to create VM %d - VM %d already exists on node '%s'", vmid, vmid,
-                  other->node->name);
+    struct sim_node *space = c->s->o.standalone ? c->node : NULL;
+    struct sim_vm *other = sim_vm_find(c->s, space, vmid);
+    struct sim_ct *ct = other ? NULL : sim_ct_find(c->s, space, vmid);
+    if (other || ct) { /* check_vmid_unused: a container's VMID is taken too */
+        call_fail(c, 500, "unable to create VM %d - %s %d already exists on node '%s'", vmid,
+                  other ? "VM" : "CT", vmid, other ? other->node->name : ct->node->name);
         return;
     }
     struct sim_vm *vm = sim_vm_new(c->s, c->node, vmid);

@@ -7,6 +7,7 @@
 #include "common/xalloc.h"
 #include "sim/sim.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,16 +23,108 @@ struct sim_ct *sim_ct_find(struct sim *s, struct sim_node *n, int vmid)
     return NULL;
 }
 
+static void ct_free(struct sim_ct *ct)
+{
+    json_decref(ct->conf);
+    json_decref(ct->pending);
+    json_decref(ct->pending_delete);
+    free(ct);
+}
+
 void sim_cts_free(struct sim *s)
 {
     while (s->cts) {
         struct sim_ct *ct = s->cts;
         s->cts = ct->next;
-        json_decref(ct->conf);
-        free(ct);
+        ct_free(ct);
     }
     json_decref(s->pools);
     s->pools = NULL;
+}
+
+struct sim_ct *sim_ct_new(struct sim *s, struct sim_node *n, int vmid)
+{
+    struct sim_ct *ct = xcalloc(1, sizeof *ct);
+    ct->vmid = vmid;
+    ct->node = n;
+    ct->conf = json_object();
+    ct->pending = json_object();
+    ct->pending_delete = json_array();
+    ct->next = s->cts;
+    s->cts = ct;
+    s->dirty = true;
+    return ct;
+}
+
+/* destroy_config, and remove_vm_access: out of its pool */
+void sim_ct_unlink(struct sim *s, struct sim_ct *ct)
+{
+    for (struct sim_ct **pp = &s->cts; *pp; pp = &(*pp)->next)
+        if (*pp == ct) {
+            *pp = ct->next;
+            break;
+        }
+    if (sim_pool_of(s, ct->vmid))
+        sim_pool_add_vm(s, NULL, ct->vmid);
+    ct_free(ct);
+    s->dirty = true;
+    pthread_cond_broadcast(&s->cv); /* a request waiting for its flock finds it gone */
+}
+
+char *sim_ct_digest(const struct sim_ct *ct)
+{
+    struct sim_vm as_file = {
+        .conf = ct->conf, .pending = ct->pending, .pending_delete = ct->pending_delete};
+    return sim_vm_digest(&as_file);
+}
+
+/* PVE::LXC::Config->config_file_lock */
+const char *sim_ct_lockfile(int vmid, char out[96])
+{
+    snprintf(out, 96, "/run/lock/lxc/pve-config-%d.lock", vmid);
+    return out;
+}
+
+bool sim_ct_flock_try(struct sim_ct *ct)
+{
+    if (ct->fl.exclusive)
+        return false;
+    ct->fl.exclusive = true;
+    return true;
+}
+
+void sim_ct_flock_release(struct sim *s, struct sim_ct *ct)
+{
+    ct->fl.exclusive = false;
+    pthread_cond_broadcast(&s->cv);
+}
+
+struct sim_ct *sim_ct_flock_wait(struct sim *s, struct sim_ct *ct, double timeout)
+{
+    struct timespec deadline = deadline_in_ms(sim_real_ms(s, timeout));
+    int vmid = ct->vmid;
+    struct sim_node *node = ct->node;
+    for (;;) {
+        ct = sim_ct_find(s, node, vmid); /* it may be destroyed while we wait */
+        if (!ct)
+            return NULL;
+        if (sim_ct_flock_try(ct))
+            return ct;
+        if (pthread_cond_timedwait(&s->cv, &s->mu, &deadline) == ETIMEDOUT) {
+            ct = sim_ct_find(s, node, vmid);
+            return ct && sim_ct_flock_try(ct) ? ct : NULL;
+        }
+    }
+}
+
+void sim_ct_apply_pending(struct sim_ct *ct)
+{
+    size_t i;
+    json_t *d;
+    json_array_foreach(ct->pending_delete, i, d) json_object_del(ct->conf, json_string_value(d));
+    json_array_clear(ct->pending_delete);
+    json_object_update(ct->conf, ct->pending);
+    json_object_clear(ct->pending);
 }
 
 static const char *spec_str(json_t *spec, const char *key, const char *dflt)
@@ -182,15 +275,10 @@ static int add_container(struct sim *s, json_t *spec, size_t i, const char *path
         *err = xasprintf("%s: containers[%zu].vmid %d is taken", path, i, vmid);
         return -1;
     }
-    struct sim_ct *ct = xcalloc(1, sizeof *ct);
-    ct->vmid = vmid;
-    ct->node = n;
-    ct->conf = json_object();
+    struct sim_ct *ct = sim_ct_new(s, n, vmid);
     ct->running = status && strcmp(status, "running") == 0;
     ct->started = 0;
     ct_default_conf(s, ct, spec);
-    ct->next = s->cts;
-    s->cts = ct;
     const char *pool = json_string_value(json_object_get(spec, "pool"));
     if (pool) {
         if (!sim_pool_exists(s, pool)) {

@@ -150,14 +150,19 @@ struct sim_vm {
     struct sim_vm_derived d; /* state.c: sim_vm_derive's cache */
 };
 
-/* A container (pve-container): listed and inspected, no lifecycle yet.
- * Containers share the VMID space with VMs. */
+/* A container (pve-container): from the fleet file or made with POST
+ * /nodes/{node}/lxc, started, stopped, configured and destroyed by tasks
+ * (lxctask.c). Containers share the VMID space with VMs. */
 struct sim_ct {
     int vmid;
     struct sim_node *node;
     json_t *conf; /* as GET .../lxc/{vmid}/config returns it, without digest */
+    /* changes a running container takes at its next start (values), and
+     * keys it drops then (array); both may be empty, never NULL */
+    json_t *pending, *pending_delete;
     bool running;
-    double started; /* sim_now() at start */
+    double started;      /* sim_now() at start */
+    struct sim_flock fl; /* /run/lock/lxc/pve-config-<vmid>.lock */
     struct sim_ct *next;
 };
 
@@ -185,6 +190,13 @@ enum task_kind {
     TK_MIGRATE,
     TK_HAMIGRATE,
     TK_MOVEDISK, /* h_movedisk.c: qmmove reassigning a disk to another VM */
+    /* lxctask.c: containers */
+    TK_VZCREATE,
+    TK_VZSTART,
+    TK_VZSTOP,
+    TK_VZSHUTDOWN,
+    TK_VZREBOOT,
+    TK_VZDESTROY,
 };
 
 struct sim_task {
@@ -437,6 +449,9 @@ const struct sim_rrd_vm *sim_rrd_vm(const struct sim *s, const struct sim_vm *v)
 const struct sim_rrd_node *sim_rrd_node(const struct sim *s, const struct sim_node *n);
 
 /* --- containers and pools (lxc.c) ------------------------------------ */
+/* The one container template a node holds, on its `local` storage. */
+#define SIM_CT_TEMPLATE "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst"
+
 /* The container with this ID on node n (standalone) or anywhere (n NULL). */
 struct sim_ct *sim_ct_find(struct sim *s, struct sim_node *n, int vmid);
 /* The fleet file's "containers" and "pools"; 0 or -1 with *err. */
@@ -454,6 +469,25 @@ json_t *sim_ct_list_entry(struct sim *s, struct sim_ct *ct);
 int64_t sim_ct_mem(const struct sim_ct *ct);
 /* Is k a container config key naming a volume (rootfs, mpN, unusedN)? */
 bool sim_ct_volume_key(const char *k);
+/* A new container (empty config, stopped) linked into the world. */
+struct sim_ct *sim_ct_new(struct sim *s, struct sim_node *n, int vmid);
+/* Forget a container (destroyed, or a create that failed): out of its pool too. */
+void sim_ct_unlink(struct sim *s, struct sim_ct *ct);
+/* The config digest (SHA-1 of the config file, pending section included). */
+char *sim_ct_digest(const struct sim_ct *ct);
+/* "/run/lock/lxc/pve-config-<vmid>.lock" */
+const char *sim_ct_lockfile(int vmid, char out[96]);
+/* The container's flock (lock_config): taken at once or not. */
+bool sim_ct_flock_try(struct sim_ct *ct);
+void sim_ct_flock_release(struct sim *s, struct sim_ct *ct);
+/* Wait up to `timeout` PVE seconds for it (with s->mu held, released while
+ * waiting); the container, found again, or NULL (timeout or gone). */
+struct sim_ct *sim_ct_flock_wait(struct sim *s, struct sim_ct *ct, double timeout);
+/* Move pending values into the config (vmconfig_apply_pending, at start). */
+void sim_ct_apply_pending(struct sim_ct *ct);
+/* Step a container task (TK_VZ*), and interrupt one (DELETE .../tasks). */
+void lxc_task_step(struct sim *s, struct sim_task *t, double now);
+void lxc_task_stop(struct sim *s, struct sim_task *t);
 /* /cluster/resources additions: lxc entries, `pool` on guests, pool entries. */
 void sim_resources_extra(struct sim_call *c, const char *type);
 

@@ -280,7 +280,7 @@ char *sim_fmt_size(int64_t b)
 
 int64_t sim_disk_size(const char *drive)
 {
-    const char *p = strstr(drive, "size=");
+    const char *p = drive ? strstr(drive, "size=") : NULL; /* a container being made has none */
     if (!p)
         return 0;
     char tmp[32];

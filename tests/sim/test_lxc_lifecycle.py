@@ -1,0 +1,253 @@
+"""Container lifecycle through a real client, proxmoxer: create from the
+node's template (vzcreate, the create lock while it runs, in the config and
+in /cluster/resources), start, shutdown, stop, reboot, config changes (hot
+and pending, the digest check), destroy; and PVE's words for what it
+refuses (pve-container API2/LXC.pm, API2/LXC/Status.pm, API2/LXC/Config.pm)."""
+import proxmoxer
+from proxmoxer.core import ResourceException
+
+from lib.cases import case, finish
+from lib.env import PASSWORD
+from lib.sim import Sim, expect400
+from lib.wait import wait_for
+
+TEMPLATE = "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst"
+ED25519 = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKLvUisgGmPEnolX7BDaNtI/eDjLlJHK3zFxaGxyZU/q "
+           "me@host")
+
+
+def client(s):
+    return proxmoxer.ProxmoxAPI(host="127.0.0.1", port=s.entry, user="root@pam",
+                                password=PASSWORD, verify_ssl=False)
+
+
+def wait_task(px, upid, deadline=20.0):
+    node = upid.split(":")[1]
+
+    def done():
+        st = px.nodes(node).tasks(upid).status.get()
+        return st if st["status"] == "stopped" else None
+    return wait_for(done, deadline, interval=0.02, what="task " + upid)
+
+
+def task_ok(px, upid):
+    st = wait_task(px, upid)
+    assert st["exitstatus"] == "OK", (st, px.nodes(st["node"]).tasks(upid).log.get())
+    return st
+
+
+def expect_error(fn, status, reason):
+    try:
+        fn()
+    except ResourceException as e:
+        assert e.status_code == status, (e.status_code, str(e))
+        assert e.content == reason, (e.content, reason)
+        return e
+    raise AssertionError("no error raised, expected %d %s" % (status, reason))
+
+
+def resource(px, vmid):
+    for r in px.cluster.resources.get(type="vm"):
+        if r["vmid"] == vmid:
+            return r
+    return None
+
+
+@case
+def full_life_cycle():
+    with Sim() as s:
+        px = client(s)
+        node = px.nodes("sv1")
+        upid = node.lxc.post(vmid=200, ostemplate=TEMPLATE, hostname="web1", memory=1024,
+                             swap=256, cores=2, rootfs="local-lvm:8",
+                             net0="name=eth0,bridge=vmbr0,ip=dhcp", password="secret123",
+                             **{"ssh-public-keys": ED25519})
+        assert ":vzcreate:200:root@pam:" in upid, upid
+        # the create lock while the worker runs, in the config and the resources
+        conf = node.lxc(200).config.get()
+        assert conf.get("lock") == "create", conf
+        assert resource(px, 200)["lock"] == "create"
+        assert resource(px, 200)["type"] == "lxc"
+        task_ok(px, upid)
+        conf = node.lxc(200).config.get()
+        assert "lock" not in conf, conf
+        assert conf["hostname"] == "web1" and conf["memory"] == 1024 and conf["swap"] == 256
+        assert conf["cores"] == 2 and conf["unprivileged"] == 1 and conf["arch"] == "amd64"
+        assert conf["rootfs"] == "local-lvm:vm-200-disk-0,size=8G", conf["rootfs"]
+        assert conf["net0"].startswith("name=eth0,bridge=vmbr0,hwaddr="), conf["net0"]
+        assert conf["net0"].endswith(",ip=dhcp,type=veth"), conf["net0"]
+        assert "password" not in conf and "ssh-public-keys" not in conf
+        log = [ln["t"] for ln in node.tasks(upid).log.get()]
+        assert '  Logical volume "vm-200-disk-0" created.' in log, log
+        st = node.lxc(200).status.current.get()
+        assert st["status"] == "stopped" and st["name"] == "web1" and st["uptime"] == 0, st
+        # the rootfs counts on its storage
+        vols = [v["volid"] for v in node.storage("local-lvm").content.get()]
+        assert "local-lvm:vm-200-disk-0" in vols, vols
+
+        mem_before = node.status.get()["memory"]["used"]
+        upid = node.lxc(200).status.start.post()
+        assert ":vzstart:200:" in upid
+        task_ok(px, upid)
+        st = node.lxc(200).status.current.get()
+        assert st["status"] == "running" and st["mem"] > 0, st
+        assert node.status.get()["memory"]["used"] > mem_before
+        assert resource(px, 200)["status"] == "running"
+        expect_error(lambda: node.lxc(200).status.start.post(), 500, "CT 200 already running")
+        expect_error(lambda: node.lxc.delete(200), 500,
+                     "unable to destroy CT 200 - container is running")
+
+        # config while running: hostname and memory at once, ostype pending
+        digest = node.lxc(200).config.get()["digest"]
+        assert node.lxc(200).config.put(hostname="web2", memory=2048, ostype="ubuntu",
+                                        description="front", digest=digest) is None
+        cur = node.lxc(200).config.get(current=1)
+        assert cur["hostname"] == "web2" and cur["memory"] == 2048, cur
+        assert cur["ostype"] == "debian" and cur["description"] == "front", cur
+        assert node.lxc(200).config.get()["ostype"] == "ubuntu"
+        expect_error(lambda: node.lxc(200).config.put(cores=4, digest=digest), 500,
+                     "detected modified configuration - file changed by other user? Try again.")
+        expect_error(lambda: node.lxc(200).config.put(delete="memory"), 500,
+                     "unable to delete required option 'memory'")
+        expect_error(lambda: node.lxc(200).config.put(unprivileged=0), 500,
+                     "unable to modify read-only option: 'unprivileged'")
+
+        # reboot applies the pending change
+        upid = node.lxc(200).status.reboot.post()
+        assert ":vzreboot:200:" in upid
+        task_ok(px, upid)
+        assert node.lxc(200).config.get(current=1)["ostype"] == "ubuntu"
+        assert node.lxc(200).status.current.get()["status"] == "running"
+
+        upid = node.lxc(200).status.shutdown.post(timeout=30)
+        assert ":vzshutdown:200:" in upid
+        task_ok(px, upid)
+        assert node.lxc(200).status.current.get()["status"] == "stopped"
+        expect_error(lambda: node.lxc(200).status.stop.post(), 500, "CT 200 not running")
+        expect_error(lambda: node.lxc(200).status.shutdown.post(), 500, "CT 200 not running")
+        expect_error(lambda: node.lxc(200).status.reboot.post(), 500, "VM 200 not running")
+
+        task_ok(px, node.lxc(200).status.start.post())
+        upid = node.lxc(200).status.stop.post()
+        assert ":vzstop:200:" in upid
+        task_ok(px, upid)
+        assert node.lxc(200).status.current.get()["status"] == "stopped"
+
+        upid = node.lxc.delete(200, purge=1, **{"destroy-unreferenced-disks": 1})
+        assert ":vzdestroy:200:" in upid
+        task_ok(px, upid)
+        expect_error(lambda: node.lxc(200).config.get(), 500,
+                     "Configuration file 'nodes/sv1/lxc/200.conf' does not exist")
+        assert resource(px, 200) is None
+        vols = [v["volid"] for v in node.storage("local-lvm").content.get()]
+        assert "local-lvm:vm-200-disk-0" not in vols, vols
+
+
+@case
+def create_refusals():
+    fleet = {"nodes": [{"name": "sv1", "cpus": 16, "memory_gb": 64}],
+             "templates": [{"os": "ubuntu", "disk_gb": 10}],
+             "pools": [{"poolid": "web"}],
+             "containers": [{"vmid": 300, "node": "sv1", "hostname": "old"}]}
+    with Sim(nodes=None, fleet=fleet) as s:
+        px = client(s)
+        node = px.nodes("sv1")
+        tpl = px.cluster.resources.get(type="vm")
+        vm = [r["vmid"] for r in tpl if r["type"] == "qemu"][0]
+        base = dict(ostemplate=TEMPLATE, rootfs="local-lvm:4")
+        expect_error(lambda: node.lxc.post(vmid=300, **base), 500,
+                     "CT 300 already exists on node 'sv1'")
+        expect_error(lambda: node.lxc.post(vmid=vm, **base), 500,
+                     "VM %d already exists on node 'sv1'" % vm)
+        # a VM may not take a container's VMID either
+        expect_error(lambda: node.qemu.post(vmid=300), 500,
+                     "unable to create VM 300 - CT 300 already exists on node 'sv1'")
+        expect_error(lambda: node.lxc.post(vmid=201, ostemplate=TEMPLATE, rootfs="nope:4"), 500,
+                     "storage 'nope' does not exist")
+        # no rootfs: a volume on the default storage, `local`, which holds no containers
+        # (proxmoxer 1.2.0 drops the errors: read the answer itself)
+        expect400(s.api("POST", "/nodes/sv1/lxc", data={"vmid": 201, "ostemplate": TEMPLATE}),
+                  {"storage": "storage 'local' does not support container directories"})
+        expect_error(lambda: node.lxc.post(vmid=201, ostemplate="local-lvm:vm-300-disk-0",
+                                           rootfs="local-lvm:4"), 500,
+                     "unable to use volume local-lvm:vm-300-disk-0 - content type needs to be "
+                     "'vztmpl'")
+        expect_error(lambda: node.lxc.post(vmid=201, ostemplate=TEMPLATE,
+                                           mp0="local-lvm:4,mp=/srv"), 500,
+                     "mount points configured, but 'rootfs' not set - aborting")
+        expect_error(lambda: node.lxc.post(vmid=201, pool="nope", **base), 403,
+                     "Permission check failed (pool 'nope' does not exist)")
+        expect_error(lambda: node.lxc.post(vmid=201, **base, **{"ssh-public-keys": "junk"}), 500,
+                     "SSH public key validation error")
+        # a template the storage does not hold: the worker fails and leaves nothing
+        upid = node.lxc.post(vmid=201, ostemplate="local:vztmpl/nope.tar.zst",
+                             rootfs="local-lvm:4")
+        st = wait_task(px, upid)
+        assert st["exitstatus"] == ("unable to create CT 201 - can't find file "
+                                    "'local:vztmpl/nope.tar.zst'"), st
+        assert all(c["vmid"] != 201 for c in node.lxc.get())
+        # storage's default size, a pool, started after creation
+        upid = node.lxc.post(vmid=202, ostemplate=TEMPLATE, storage="local-lvm", rootfs="2",
+                             mp0="local-lvm:1,mp=/srv", pool="web", start=1)
+        task_ok(px, upid)
+        conf = node.lxc(202).config.get()
+        assert conf["rootfs"] == "local-lvm:vm-202-disk-0,size=2G", conf
+        assert conf["mp0"] == "local-lvm:vm-202-disk-1,mp=/srv,size=1G", conf
+        assert conf["hostname"] == "CT202" and conf["memory"] == 512 and conf["swap"] == 512
+        assert resource(px, 202)["pool"] == "web"
+        starts = wait_for(lambda: [t for t in node.tasks.get(vmid=202, source="all")
+                                   if t["type"] == "vzstart" and t.get("endtime")], 10,
+                          what="vzstart after create")
+        assert starts[0]["status"] == "OK", starts
+        assert node.lxc(202).status.current.get()["status"] == "running"
+
+
+@case
+def locks_and_timeouts():
+    with Sim() as s:
+        px = client(s)
+        node = px.nodes("sv1")
+        task_ok(px, node.lxc.post(vmid=210, ostemplate=TEMPLATE, rootfs="local-lvm:4"))
+        task_ok(px, node.lxc(210).status.start.post())
+        # a lock in the config refuses shutdown, config changes and destroy (and
+        # stays: PUT config has no skiplock); skiplock passes stop
+        assert node.lxc(210).config.put(lock="backup") is None
+        st = wait_task(px, node.lxc(210).status.shutdown.post())
+        assert st["exitstatus"] == "CT is locked (backup)", st
+        assert resource(px, 210)["lock"] == "backup"
+        expect_error(lambda: node.lxc(210).config.put(cores=2), 500, "CT is locked (backup)")
+        task_ok(px, node.lxc(210).status.stop.post(skiplock=1))
+        expect_error(lambda: node.lxc.delete(210), 500, "CT is locked (backup)")
+        st = wait_task(px, node.lxc(210).status.start.post())
+        assert st["exitstatus"] == "CT is locked (backup)", st
+        # protection
+        task_ok(px, node.lxc.post(vmid=212, ostemplate=TEMPLATE, rootfs="local-lvm:4"))
+        node.lxc(212).config.put(protection=1)
+        expect_error(lambda: node.lxc.delete(212), 500,
+                     "can't remove CT 212 - protection mode enabled")
+        node.lxc(212).config.put(protection=0)
+        task_ok(px, node.lxc.delete(212))
+        task_ok(px, node.lxc.post(vmid=213, ostemplate=TEMPLATE, rootfs="local-lvm:4"))
+        # a shutdown the container does not finish in time, without and with forceStop
+        task_ok(px, node.lxc(213).status.start.post())
+        st = wait_task(px, node.lxc(213).status.shutdown.post(timeout=1))
+        assert st["exitstatus"] == "container did not stop", st
+        assert node.lxc(213).status.current.get()["status"] == "running"
+        task_ok(px, node.lxc(213).status.shutdown.post(timeout=1, forceStop=1))
+        assert node.lxc(213).status.current.get()["status"] == "stopped"
+        # force destroys a running container
+        task_ok(px, node.lxc(213).status.start.post())
+        upid = node.lxc.delete(213, force=1)
+        task_ok(px, upid)
+        log = [ln["t"] for ln in node.tasks(upid).log.get()]
+        assert "forced to stop CT 213 before destroying!" in log, log
+        assert all(c["vmid"] != 213 for c in node.lxc.get())
+        # a start waits for the create's flock and then runs
+        upid = node.lxc.post(vmid=211, ostemplate=TEMPLATE, rootfs="local-lvm:4")
+        start = node.lxc(211).status.start.post()
+        task_ok(px, upid)
+        task_ok(px, start)
+        assert node.lxc(211).status.current.get()["status"] == "running"
+
+
+finish()
