@@ -1,0 +1,83 @@
+"""Debian's Ansible drives a container's life through pvesim with the
+`community.general.proxmox` module, unmodified: state present (create from
+the node's template), started, restarted, stopped and absent, each run again
+to be idempotent, and a create that PVE refuses; /_sim/rejections and
+/_sim/violations stay empty (every call it made is one pvesim serves as the
+schema says). Ansible runs from /usr/bin; HOME is a scratch folder."""
+import json
+import os
+import subprocess
+import tempfile
+
+from lib.cases import case, finish
+from lib.env import PASSWORD
+from lib.sim import Sim
+
+TEMPLATE = "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst"
+
+
+def run(cmd, home, timeout=240, **env):
+    # a clean environment, as tests/sim/test_ansible.py runs it
+    e = {"LANG": "C.UTF-8", "HOME": home, "PATH": "/usr/bin:/bin",
+         "ANSIBLE_LOCAL_TEMP": os.path.join(home, "tmp"), "ANSIBLE_NOCOLOR": "1",
+         "ANSIBLE_PYTHON_INTERPRETER": "/usr/bin/python3", "ANSIBLE_STDOUT_CALLBACK": "json",
+         "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1", "ANSIBLE_DEPRECATION_WARNINGS": "0"}
+    e.update(env)
+    p = subprocess.run(cmd, capture_output=True, text=True, env=e, timeout=timeout, cwd=home)
+    assert p.returncode == 0, (cmd, p.returncode, p.stdout[-3000:], p.stderr[-3000:])
+    return p.stdout
+
+
+def play(s, home, tasks):
+    """Run the tasks on localhost; {task name: its result}."""
+    path = os.path.join(home, "play.json")
+    with open(path, "w") as f:
+        json.dump([{"hosts": "localhost", "gather_facts": False, "connection": "local",
+                    "tasks": tasks}], f)
+    out = json.loads(run(["/usr/bin/ansible-playbook", "-i", "localhost,", path], home,
+                         ANSIBLE_INVENTORY_ENABLED="host_list"))
+    return {t["task"]["name"]: t["hosts"]["localhost"] for t in out["plays"][0]["tasks"]}
+
+
+@case
+def container_life_cycle():
+    with Sim(time_scale=0.01) as s, tempfile.TemporaryDirectory() as home:
+        common = {"api_host": "127.0.0.1:%d" % s.entry, "api_user": "root@pam",
+                  "api_password": PASSWORD, "validate_certs": False, "node": "sv1",
+                  "vmid": 230, "timeout": 20}
+        create = dict(common, hostname="app1", ostemplate=TEMPLATE, storage="local-lvm",
+                      disk="4", cores=2, memory=1024, swap=256, password="secret123",
+                      netif={"net0": "name=eth0,ip=dhcp,bridge=vmbr0"}, unprivileged=True,
+                      state="present")
+        mod = "community.general.proxmox"
+        steps = [("create", create), ("create again", create),
+                 ("start", dict(common, state="started")),
+                 ("start again", dict(common, state="started")),
+                 ("restart", dict(common, state="restarted")),
+                 ("stop", dict(common, state="stopped")),
+                 ("stop again", dict(common, state="stopped")),
+                 ("taken", dict(create, vmid=None, hostname="app2", storage="nope")),
+                 ("remove", dict(common, state="absent")),
+                 ("remove again", dict(common, state="absent"))]
+        tasks = [{"name": n, mod: {k: v for k, v in a.items() if v is not None},
+                  "ignore_errors": n == "taken", "register": n.replace(" ", "_")}
+                 for n, a in steps]
+        res = play(s, home, tasks)
+        changed = {n: res[n].get("changed") for n, _ in steps}
+        assert changed == {"create": True, "create again": False, "start": True,
+                           "start again": False, "restart": True, "stop": True,
+                           "stop again": False, "taken": False, "remove": True,
+                           "remove again": False}, (changed, res)
+        assert "Deployed VM 230" in res["create"]["msg"], res["create"]
+        assert res["taken"].get("failed"), res["taken"]
+        assert "storage 'nope' does not exist" in res["taken"]["msg"], res["taken"]
+        assert all(c["vmid"] != 230 for c in s.data("GET", "/nodes/sv1/lxc"))
+        types = [t["type"] for t in s.data("GET", "/nodes/sv1/tasks", params={"vmid": 230})]
+        # this module restarts with a shutdown and a start
+        for ty in ("vzcreate", "vzstart", "vzshutdown", "vzdestroy"):
+            assert ty in types, types
+        assert s.ctl("GET", "/rejections") == [], s.ctl("GET", "/rejections")
+        assert s.ctl("GET", "/violations") == [], s.ctl("GET", "/violations")
+
+
+finish()
