@@ -518,6 +518,13 @@ static bool update_checks(struct sim_call *c, struct sim_ct *ct, json_t *del, js
                             k);
             return false;
         }
+        for (size_t j = 0; j < json_array_size(rev); j++)
+            if (strcmp(json_string_value(json_array_get(rev, j)), k) == 0) {
+                call_param_fail(c, "delete",
+                                "you can't use '-delete %s' and '-revert %s' at the same time", k,
+                                k);
+                return false;
+            }
     }
     json_array_foreach(del, i, d)
     {

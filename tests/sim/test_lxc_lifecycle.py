@@ -111,6 +111,12 @@ def full_life_cycle():
                      "unable to delete required option 'memory'")
         expect_error(lambda: node.lxc(200).config.put(unprivileged=0), 500,
                      "unable to modify read-only option: 'unprivileged'")
+        expect400(s.api("PUT", "/nodes/sv1/lxc/200/config",
+                        data={"delete": "ostype", "revert": "ostype"}),
+                  {"delete": "you can't use '-delete ostype' and '-revert ostype' at the same time"})
+        assert node.lxc(200).config.put(revert="ostype") is None
+        assert node.lxc(200).config.get()["ostype"] == "debian"
+        assert node.lxc(200).config.put(ostype="ubuntu") is None
 
         # reboot applies the pending change
         upid = node.lxc(200).status.reboot.post()
