@@ -483,6 +483,11 @@ void sim_ctl_handle(struct sim *s, const struct http_req *req, struct http_resp 
         json_object_clear(s->node_calls);
         pthread_mutex_unlock(&s->mu);
         reply(r, 200, json_object());
+    } else if (post && strcmp(p, "/late") == 0) {
+        pthread_mutex_lock(&s->mu);
+        int n = sim_late_release(s);
+        pthread_mutex_unlock(&s->mu);
+        reply(r, 200, json_pack("{s:i}", "released", n));
     } else if (get && strcmp(p, "/violations") == 0) {
         pthread_mutex_lock(&s->mu);
         json_t *v = json_deep_copy(s->violations);

@@ -641,6 +641,9 @@ void sim_late_cancel(struct sim *s);
  * once no request can come; before the engine stops: a call being served
  * may wait for a lock that a task gives back). Without s->mu. */
 void sim_late_drain(struct sim *s);
+/* Serve every late call still waiting now rather than when due (a test
+ * that has seen what had to come first); how many. With s->mu held. */
+int sim_late_release(struct sim *s);
 /* Late calls received and not yet served, or being served (none: every
  * late call's effects are there); with s->mu held. */
 int sim_late_pending(const struct sim *s);

@@ -294,6 +294,29 @@ def late_hang_kind():
 
 
 @case
+def late_calls_released_are_served_now():
+    """POST /_sim/late serves the late calls still waiting at once, not
+    when their delay runs out; one served already is not counted."""
+    with Sim(time_scale=0.01) as s:
+        clone_100(s)
+        cfg = "/nodes/sv1/qemu/100/config"
+        fault(s, method="PUT", path="^/nodes/sv1/qemu/100/config$", kind="late", delay_ms=600000,
+              count=1)
+        fault(s, method="POST", path="/clone$", kind="late_hang", delay_ms=600000, count=1)
+        closed(s, "PUT", cfg, data={"cores": "3"})
+        timed_out(s, "POST", "/nodes/sv1/qemu/8000/clone", 0.5, data={"newid": "101"})
+        assert late_pending(s) == 2
+        assert s.data("GET", cfg)["cores"] == 2 and s.vm(101) is None
+        t0 = time.monotonic()
+        assert s.ctl("POST", "/late") == {"released": 2}
+        wait_for(lambda: late_pending(s) == 0, deadline=15, what="the released calls served")
+        assert time.monotonic() - t0 < 60
+        assert s.data("GET", cfg)["cores"] == 3
+        assert s.vm(101) is not None
+        assert s.ctl("POST", "/late") == {"released": 0}
+
+
+@case
 def late_digest_is_checked_when_served():
     """A late config write with a digest is checked against the config it
     finds when served: another write in between, it is refused."""
