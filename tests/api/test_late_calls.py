@@ -24,7 +24,17 @@ from lib.sim import Sim
 from lib.vmjobs import VmJobs
 from lib.wait import wait_for
 
-sim = Sim(time_scale=0.2)
+# At time scale 0.2 (the tasks' lengths set against proxd's pauses and the
+# faults' delays, which are real time). The VMs' template disks are 1 GiB,
+# not 10: a creation's full clone copies for 0.5 s, not 4 (thirteen of
+# them); the VMs are grown to 12 GiB all the same, so the migrations and
+# every other task take as long as before. No case depends on how long a
+# creation's copy takes.
+FLEET = {"nodes": [{"name": "sv%d" % i} for i in range(1, 6)],
+         "templates": [{"os": "ubuntu", "disk_gb": 1}, {"os": "debian", "disk_gb": 10},
+                       {"os": "centos", "disk_gb": 16},
+                       {"os": "windows", "disk_gb": 40, "memory_mb": 4096}]}
+sim = Sim(time_scale=0.2, fleet=FLEET)
 px = Proxd(sim, proxd_extra="placement = ordered\n", proxmox_extra="timeout = 3\n")
 ALICE = px.token("alice")
 ADMIN = px.token("ops", "admin")
@@ -100,6 +110,12 @@ def a_clone_served_after_its_timeout_makes_one_vm():
     stray = [v["vmid"] for v in sim.state()["vms"]
              if job in (v["conf"].get("description") or "") and v["vmid"] != j["vmid"]]
     assert stray == [], (stray, ev)
+
+
+# a late call's delay when the test serves it itself (Sim.release_late)
+# once what had to come first is done: no fixed wait long enough for a
+# loaded machine
+UNTIL_RELEASED = 600000
 
 
 def late_hang_once(method, path):
@@ -205,9 +221,9 @@ def a_resumed_configure_writes_with_the_digest():
     px.kill()
     sim.clear_faults()
     expire_leases(px.db)
-    # long enough for the rest of the creation and the update first, on a
-    # loaded machine too
-    sim.add_faults([{"kind": "late", "method": "PUT", "delay_ms": 15000, "count": 1,
+    # served once the rest of the creation and the update are done (the
+    # test releases it then)
+    sim.add_faults([{"kind": "late", "method": "PUT", "delay_ms": UNTIL_RELEASED, "count": 1,
                      "path": config}])
     px.start()
     j = px.wait_job(job, ALICE, deadline=120)
@@ -219,6 +235,7 @@ def a_resumed_configure_writes_with_the_digest():
                     ALICE, deadline=60)
     assert u["state"] == "done", (u, events(u["id"]))
     assert sim.ctl("GET", "/calls").get("late_pending", 0) == 1, "the late write came first"
+    assert sim.release_late() == 1
     sim.wait_late()
     v = sim.vm(vmid)
     have = v["pending"].get("cores", v["conf"].get("cores"))
@@ -227,7 +244,7 @@ def a_resumed_configure_writes_with_the_digest():
 
 @case
 def a_pause_served_after_a_reboot_is_seen():
-    """A pause's call closed at once and served 15 s later: the job looks,
+    """A pause's call closed at once and served later: the job looks,
     finds the VM running and pauses it again; a resume and a reboot follow
     (each done, the VM running); then the first pause is served and the VM
     is paused. A reconcile pass records it paused (it read the VM's own
@@ -235,7 +252,7 @@ def a_pause_served_after_a_reboot_is_seen():
     seed 11 of core/test_faults_random)."""
     vmid = created("late-pause")["vmid"]
     wait_node_up(vmid)
-    late_once("POST", r"^/nodes/[^/]+/qemu/%d/status/suspend$" % vmid, 15000)
+    late_once("POST", r"^/nodes/[^/]+/qemu/%d/status/suspend$" % vmid, UNTIL_RELEASED)
     ev = done_through_the_fault(px.call("POST", "/v1/vms/%d/pause" % vmid, ALICE))
     for action in ("resume", "reboot"):
         r = px.call("POST", "/v1/vms/%d/%s" % (vmid, action), ALICE)
@@ -243,6 +260,7 @@ def a_pause_served_after_a_reboot_is_seen():
         j = px.wait_job(r.json()["job"], ALICE, deadline=60)
         assert j["state"] == "done", (action, j)
     assert sim.ctl("GET", "/calls").get("late_pending", 0) == 1, ev  # not served yet
+    assert sim.release_late() == 1
     sim.wait_late()  # served: its task may still run
     wait_for(lambda: sim.vm(vmid)["power"] == "paused", 30, 0.05, "the late pause's task")
     power = query(px.db, "SELECT power FROM vms WHERE vmid = %d AND state = 'enabled'" % vmid)
