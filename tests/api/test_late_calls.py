@@ -17,6 +17,9 @@ once (late), and served after proxd looked for the task they would start
     late copy of it, served after the new VM's first update, is refused
     (sent without one, it undid the update).
 """
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+
 from lib.cases import case, finish
 from lib.db import expire_leases, query
 from lib.proxd import Proxd, run as proxd_cli, shutdown
@@ -278,29 +281,66 @@ def tasks_of(vmid, kind):
             if t["type"] == kind]
 
 
+def done_through_rule(r, rule):
+    """done_through_the_fault for one rule among others (a series run
+    beside another): the job ends done, the rule hit once (then removed);
+    the job's events."""
+    assert r.status_code == 202, r.text
+    job = r.json()["job"]
+    j = px.wait_job(job, ALICE, deadline=120)
+    ev = events(job)
+    hits = [f["hits"] for f in sim.ctl("GET", "/faults") if f["id"] == rule]
+    sim.ctl("DELETE", "/faults/%d" % rule)
+    assert hits == [1], (hits, ev)
+    assert j["state"] == "done", (j, ev)
+    return ev
+
+
+def power_series(vmid, action, kind, path):
+    """The action asked with its call served 0.1, 0.3, 0.7 and 1.5 s late,
+    in turn, on one VM (started again when stopped): one task each."""
+    for delay in (100, 300, 700, 1500):
+        wait_node_up(vmid)
+        if sim.vm(vmid)["power"] != "running":
+            r = px.call("POST", "/v1/vms/%d/start" % vmid, ALICE)
+            assert px.wait_job(r.json()["job"], ALICE, deadline=60)["state"] == "done"
+        before = len(tasks_of(vmid, kind))
+        rule = sim.ctl("POST", "/faults", {
+            "kind": "late", "method": "POST", "delay_ms": delay, "count": 1,
+            "path": r"^/nodes/[^/]+/qemu/%d/status/%s$" % (vmid, path)})["id"]
+        ev = done_through_rule(px.call("POST", "/v1/vms/%d/%s" % (vmid, action), ALICE), rule)
+        sim.wait_late()  # the other series' late call too, if one waits: served in 1.5 s
+        wait_for(lambda: all(t.get("status") for t in tasks_of(vmid, kind)), 30, 0.05,
+                 "the %s tasks to end" % action)
+        n = len(tasks_of(vmid, kind)) - before
+        assert n == 1, "%s served %d ms late: %d tasks; %s" % (action, delay, n, ev)
+
+
 @case
 def a_shutdown_or_reboot_served_around_the_look_runs_once():
     """A shutdown's or a reboot's connection closed at once, the call served
     0.1 to 1.5 s later: before proxd looks for its task, during the pause
     after, or around the moment it would ask again. The late task is found
     and waited on: one task, the job done (asked again, a second shutdown
-    waited on the first's lock and failed, a reboot ran twice)."""
-    vmid = created("late-power")["vmid"]
-    for action, kind, path in (("shutdown", "qmshutdown", "shutdown"),
-                               ("reboot", "qmreboot", "reboot")):
-        for delay in (100, 300, 700, 1500):
-            wait_node_up(vmid)
-            if sim.vm(vmid)["power"] != "running":
-                r = px.call("POST", "/v1/vms/%d/start" % vmid, ALICE)
-                assert px.wait_job(r.json()["job"], ALICE, deadline=60)["state"] == "done"
-            before = len(tasks_of(vmid, kind))
-            late_once("POST", r"^/nodes/[^/]+/qemu/%d/status/%s$" % (vmid, path), delay)
-            ev = done_through_the_fault(px.call("POST", "/v1/vms/%d/%s" % (vmid, action), ALICE))
-            sim.wait_late()
-            wait_for(lambda: all(t.get("status") for t in tasks_of(vmid, kind)), 30, 0.05,
-                     "the %s tasks to end" % action)
-            n = len(tasks_of(vmid, kind)) - before
-            assert n == 1, "%s served %d ms late: %d tasks; %s" % (action, delay, n, ev)
+    waited on the first's lock and failed, a reboot ran twice). The
+    shutdowns and the reboots run at once, each series on a VM of its own
+    on a node of its own (a lost answer holds its node down until its
+    probe), each with its own fault rule."""
+    first = created("late-power")["vmid"]
+    node = sim.vm(first)["node"]
+    assert px.call("POST", "/v1/nodes/%s/cordon" % node, ADMIN).status_code == 200
+    try:
+        second = created("late-power-2")["vmid"]
+    finally:
+        px.call("POST", "/v1/nodes/%s/uncordon" % node, ADMIN)
+    assert sim.vm(second)["node"] != node
+    with ThreadPoolExecutor(2) as pool:
+        runs = [pool.submit(power_series, first, "shutdown", "qmshutdown", "shutdown"),
+                pool.submit(power_series, second, "reboot", "qmreboot", "reboot")]
+    failed = [f.exception() for f in runs if f.exception()]
+    for e in failed:
+        traceback.print_exception(type(e), e, e.__traceback__)
+    assert not failed, failed
 
 
 shutdown(px, sim)
