@@ -167,9 +167,14 @@ def a_migration_served_after_its_timeout_is_seen():
 def a_destroy_served_around_the_look_ends_done():
     """The destroy's connection closed at once, the destroy served 0.1 to
     1.5 s later: before proxd looks for its task, during the pause after,
-    or after the destroy asked again; each delete ends done, the VM gone."""
-    for delay in (100, 300, 700, 1500):
-        vmid = created("late-destroy-%d" % delay)["vmid"]
+    or after the destroy asked again; each delete ends done, the VM gone.
+    (The four VMs are created at once first; the deletes one at a time.)"""
+    delays = (100, 300, 700, 1500)
+    jobs = [post_vm("late-destroy-%d" % delay) for delay in delays]
+    made = [px.wait_job(job, ALICE, deadline=120) for job in jobs]
+    assert [j["state"] for j in made] == ["done"] * len(delays), made
+    for delay, j in zip(delays, made):
+        vmid = j["vmid"]
         wait_node_up(vmid)
         late_once("DELETE", r"^/nodes/[^/]+/qemu/%d$" % vmid, delay)
         ev = done_through_the_fault(px.call("DELETE", "/v1/vms/%d" % vmid, ALICE))
