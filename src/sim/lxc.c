@@ -31,13 +31,19 @@ static void ct_free(struct sim_ct *ct)
     free(ct);
 }
 
-void sim_cts_free(struct sim *s)
+void sim_cts_clear(struct sim *s)
 {
     while (s->cts) {
         struct sim_ct *ct = s->cts;
         s->cts = ct->next;
         ct_free(ct);
     }
+    s->dirty = true;
+}
+
+void sim_cts_free(struct sim *s)
+{
+    sim_cts_clear(s);
     json_decref(s->pools);
     s->pools = NULL;
 }

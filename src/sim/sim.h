@@ -456,7 +456,9 @@ const struct sim_rrd_node *sim_rrd_node(const struct sim *s, const struct sim_no
 struct sim_ct *sim_ct_find(struct sim *s, struct sim_node *n, int vmid);
 /* The fleet file's "containers" and "pools"; 0 or -1 with *err. */
 int sim_fleet_extras(struct sim *s, json_t *fleet, const char *path, char **err);
-void sim_cts_free(struct sim *s);
+void sim_cts_free(struct sim *s); /* containers and pools */
+/* Forget every container, pools untouched (a state file's replace them). */
+void sim_cts_clear(struct sim *s);
 /* Pool membership (user.cfg): the pool a guest is in, or NULL. */
 const char *sim_pool_of(struct sim *s, int vmid);
 bool sim_pool_exists(struct sim *s, const char *pool);

@@ -928,6 +928,27 @@ static void state_vm(struct buf *b, const struct sim_vm *v)
     buf_addc(b, '}');
 }
 
+/* One container of the state file: as a VM's record, its `running` for
+ * `power` (a container is never paused). */
+static void state_ct(struct buf *b, const struct sim_ct *ct)
+{
+    sj_lit(b, "{\"vmid\":");
+    sj_int(b, ct->vmid);
+    sj_lit(b, ",\"node\":");
+    sj_str(b, ct->node->name);
+    sj_lit(b, ",\"power\":");
+    sj_str(b, ct->running ? "running" : "stopped");
+    sj_lit(b, ",\"conf\":");
+    sj_json(b, ct->conf);
+    sj_lit(b, ",\"pending\":");
+    sj_json(b, ct->pending);
+    sj_lit(b, ",\"pending_delete\":");
+    sj_json(b, ct->pending_delete);
+    sj_lit(b, ",\"flock_exclusive\":");
+    sj_int(b, ct->fl.exclusive);
+    buf_addc(b, '}');
+}
+
 static void state_task(struct buf *b, const struct sim_task *t)
 {
     sj_lit(b, "{\"upid\":");
@@ -1016,7 +1037,17 @@ void sim_state_write(struct sim *s, struct buf *b, FILE *f)
         state_vm(b, v);
         state_flush(b, f, 1 << 20);
     }
-    sj_lit(b, "],\n\"tasks\":[");
+    sj_lit(b, "],\n\"containers\":[");
+    first = true;
+    for (struct sim_ct *ct = s->cts; ct; ct = ct->next) {
+        sj_lit(b, first ? "\n" : ",\n");
+        first = false;
+        state_ct(b, ct);
+        state_flush(b, f, 1 << 20);
+    }
+    sj_lit(b, "],\n\"pools\":");
+    sj_json(b, s->pools);
+    sj_lit(b, ",\n\"tasks\":[");
     int kept = 0;
     for (struct sim_task *t = s->tasks; t && kept < 2000; t = t->next, kept++) {
         sj_lit(b, kept ? ",\n" : "\n");
@@ -1057,7 +1088,7 @@ int sim_state_save(struct sim *s, const char *path)
     return rc;
 }
 
-/* Restore node states and VMs (tasks that were running are not resumed: a
+/* Restore node states, VMs and containers (tasks that were running are not resumed: a
  * restarted node has lost its workers, and their VMs keep their last state). */
 static void load_node(struct sim *s, json_t *jn)
 {
@@ -1151,6 +1182,71 @@ static void vm_rec_load(struct sim *s, struct vm_rec *r)
     /* a config lock left by a task that died with the process stays, as on
      * a real node after a crash; clone placeholders are kept too */
     memset(r, 0, sizeof *r);
+}
+
+/* The state file's containers replace the fleet's (a destroyed one stays
+ * gone, one made through the API comes back). As for VMs, the tasks that
+ * ran are not resumed: the container keeps its last power state and any
+ * `lock` a worker wrote (a create under way: `lock: create` and what it had
+ * written, as a clone's placeholder VM is kept). A record naming no node of
+ * the fleet, or a VMID already taken, is skipped. */
+static void load_ct(struct sim *s, json_t *jc)
+{
+    struct sim_node *n = sim_node_find(s, json_string_value(json_object_get(jc, "node")));
+    json_int_t vmid = json_integer_value(json_object_get(jc, "vmid"));
+    json_t *conf = json_object_get(jc, "conf"), *pend = json_object_get(jc, "pending");
+    json_t *del = json_object_get(jc, "pending_delete");
+    if (!n || vmid < 100 || vmid > 999999999 || !json_is_object(conf) ||
+        sim_vmid_used(s, n, (int)vmid))
+        return;
+    struct sim_ct *ct = sim_ct_new(s, n, (int)vmid);
+    json_object_update(ct->conf, conf);
+    if (json_is_object(pend))
+        json_object_update(ct->pending, pend);
+    size_t i;
+    json_t *d;
+    json_array_foreach(del, i, d)
+    {
+        if (json_is_string(d))
+            json_array_append(ct->pending_delete, d);
+    }
+    const char *power = json_string_value(json_object_get(jc, "power"));
+    ct->running = power && strcmp(power, "running") == 0;
+    ct->started = sim_now(s);
+}
+
+static void load_cts(struct sim *s, json_t *cts)
+{
+    sim_cts_clear(s);
+    size_t i;
+    json_t *jc;
+    json_array_foreach(cts, i, jc) load_ct(s, jc);
+}
+
+/* The pools (user.cfg) as saved: those made through the API, and who is in each. */
+static void load_pools(struct sim *s, json_t *pools)
+{
+    json_decref(s->pools);
+    s->pools = json_object();
+    const char *id;
+    json_t *p;
+    json_object_foreach(pools, id, p)
+    {
+        json_t *vms = json_object_get(p, "vms"), *comment = json_object_get(p, "comment");
+        if (!*id || strlen(id) > 64 || !json_is_array(vms))
+            continue;
+        json_t *np = json_pack("{s:[]}", "vms");
+        if (json_is_string(comment))
+            json_object_set(np, "comment", comment);
+        size_t i;
+        json_t *v;
+        json_array_foreach(vms, i, v)
+        {
+            if (json_is_integer(v))
+                json_array_append(json_object_get(np, "vms"), v);
+        }
+        json_object_set_new(s->pools, id, np);
+    }
 }
 
 static const char *skip_ws(const char *p, const char *end)
@@ -1343,6 +1439,8 @@ int sim_state_load(struct sim *s, const char *path, char **err)
             goto out;
         bool vms = json_is_string(k) && strcmp(json_string_value(k), "vms") == 0;
         bool nodes = json_is_string(k) && strcmp(json_string_value(k), "nodes") == 0;
+        bool cts = json_is_string(k) && strcmp(json_string_value(k), "containers") == 0;
+        bool pools = json_is_string(k) && strcmp(json_string_value(k), "pools") == 0;
         bool is_key = json_is_string(k);
         json_decref(k);
         p = skip_ws(p, end);
@@ -1363,6 +1461,11 @@ int sim_state_load(struct sim *s, const char *path, char **err)
             json_t *jn;
             if (nodes)
                 json_array_foreach(v, i, jn) load_node(s, jn);
+            /* a state file from before containers were saved keeps the fleet's */
+            if (cts && json_is_array(v))
+                load_cts(s, v);
+            if (pools && json_is_object(v))
+                load_pools(s, v);
             json_decref(v);
         }
         p = skip_ws(p, end);

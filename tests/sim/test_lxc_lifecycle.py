@@ -3,6 +3,10 @@ node's template (vzcreate, the create lock while it runs, in the config and
 in /cluster/resources), start, shutdown, stop, reboot, config changes (hot
 and pending, the digest check), destroy; and PVE's words for what it
 refuses (pve-container API2/LXC.pm, API2/LXC/Status.pm, API2/LXC/Config.pm)."""
+import json
+import os
+import tempfile
+
 import proxmoxer
 from proxmoxer.core import ResourceException
 
@@ -254,6 +258,72 @@ def locks_and_timeouts():
         task_ok(px, upid)
         task_ok(px, start)
         assert node.lxc(211).status.current.get()["status"] == "running"
+
+
+@case
+def containers_survive_a_restart():
+    """--state-dir keeps the containers as it keeps the VMs: one made through
+    the API comes back with its config, pending changes, power and pool, a
+    destroyed fleet-file one stays gone; one whose create was under way at
+    the stop comes back as the worker left it (`lock: create`, no worker:
+    the task is not resumed, as a clone's placeholder VM). POST /_sim/reset
+    brings back the fleet file's containers only."""
+    fleet = {"nodes": [{"name": "sv1"}, {"name": "sv2"}],
+             "pools": [{"poolid": "web"}],
+             "containers": [{"vmid": 300, "node": "sv1", "hostname": "keep", "status": "running"},
+                            {"vmid": 301, "node": "sv2", "hostname": "doomed"}]}
+    with tempfile.TemporaryDirectory() as d:
+        with Sim(nodes=None, fleet=fleet, state_dir=d) as s:
+            px = client(s)
+            node = px.nodes("sv1")
+            task_ok(px, node.lxc.post(vmid=200, ostemplate=TEMPLATE, hostname="api",
+                                      rootfs="local-lvm:4", pool="web"))
+            task_ok(px, node.lxc(200).status.start.post())
+            node.lxc(200).config.put(ostype="ubuntu", delete="swap")  # pending while running
+            px.pools.post(poolid="extra", comment="made here")
+            task_ok(px, px.nodes("sv2").lxc.delete(301))
+            before = node.lxc(200).config.get()
+            current = node.lxc(200).config.get(current=1)
+            assert before["ostype"] == "ubuntu" and current["ostype"] == "debian", current
+            cts = {c["vmid"]: c for c in s.state()["containers"]}
+            assert sorted(cts) == [200, 300], cts
+            assert cts[200]["power"] == "running" and cts[200]["pending"] == {"ostype": "ubuntu"}
+        saved = json.load(open(os.path.join(d, "state.json")))
+        assert sorted(c["vmid"] for c in saved["containers"]) == [200, 300], saved["containers"]
+
+        # time scale 1: the create below is still extracting when pvesim stops
+        with Sim(nodes=None, fleet=fleet, state_dir=d, time_scale=1) as s:
+            px = client(s)
+            node = px.nodes("sv1")
+            assert node.lxc(200).config.get() == before
+            assert node.lxc(200).config.get(current=1) == current
+            assert node.lxc(200).status.current.get()["status"] == "running"
+            assert node.lxc(300).status.current.get()["status"] == "running"
+            assert all(c["vmid"] != 301 for c in px.nodes("sv2").lxc.get())
+            expect_error(lambda: px.nodes("sv2").lxc(301).config.get(), 500,
+                         "Configuration file 'nodes/sv2/lxc/301.conf' does not exist")
+            assert resource(px, 200)["pool"] == "web"
+            pools = {p["poolid"]: p for p in px.pools.get()}
+            assert pools["extra"].get("comment") == "made here", pools
+            expect_error(lambda: px.nodes("sv2").lxc.post(vmid=200, ostemplate=TEMPLATE,
+                                                          rootfs="local-lvm:4"),
+                         500, "CT 200 already exists on node 'sv1'")
+            upid = node.lxc.post(vmid=202, ostemplate=TEMPLATE, rootfs="local-lvm:4")
+            assert node.lxc(202).config.get()["lock"] == "create"
+            wait_for(lambda: any("extracting" in ln["t"] for ln in node.tasks(upid).log.get()),
+                     2.5, interval=0.02, what="the create extracting")
+        # the create died with pvesim: its container stays locked, as PVE leaves it
+        with Sim(nodes=None, fleet=fleet, state_dir=d) as s:
+            px = client(s)
+            node = px.nodes("sv1")
+            conf = node.lxc(202).config.get()
+            assert conf["lock"] == "create" and "rootfs" not in conf, conf
+            assert [c for c in node.lxc.get() if c["vmid"] == 202][0]["lock"] == "create"
+            expect_error(lambda: node.lxc.delete(202), 500, "CT is locked (create)")
+            s.ctl("POST", "/reset")
+            assert sorted(c["vmid"] for c in node.lxc.get()) == [300]
+            assert [c["vmid"] for c in px.nodes("sv2").lxc.get()] == [301]
+            assert sorted(p["poolid"] for p in px.pools.get()) == ["web"]
 
 
 finish()
