@@ -377,10 +377,21 @@ void sim_pool_add_vm(struct sim *s, const char *pool, int vmid)
 
 /* ---- list entries ------------------------------------------------------- */
 
+/* A config value in MiB (memory, swap) in bytes, dflt MiB when unset; held
+ * at SIM_BYTES_MAX (PVE's schema sets no maximum). */
+static int64_t conf_mib(const struct sim_ct *ct, const char *key, int64_t dflt)
+{
+    json_t *v = json_object_get(ct->conf, key);
+    int64_t mib = json_is_integer(v) ? json_integer_value(v) : dflt;
+    if (mib < 0)
+        mib = 0;
+    return mib > SIM_BYTES_MAX / MiB ? SIM_BYTES_MAX : mib * MiB;
+}
+
 int64_t sim_ct_mem(const struct sim_ct *ct)
 {
     bool on = ct->running && ct->node->state != NODE_OFFLINE;
-    return on ? json_integer_value(json_object_get(ct->conf, "memory")) * MiB / 4 : 0;
+    return on ? conf_mib(ct, "memory", 0) / 4 : 0;
 }
 
 bool sim_ct_volume_key(const char *k)
@@ -396,8 +407,8 @@ json_t *sim_ct_list_entry(struct sim *s, struct sim_ct *ct)
 {
     const char *host = json_string_value(json_object_get(ct->conf, "hostname"));
     json_int_t cores = json_integer_value(json_object_get(ct->conf, "cores"));
-    int64_t maxmem = json_integer_value(json_object_get(ct->conf, "memory")) * MiB;
-    int64_t maxswap = json_integer_value(json_object_get(ct->conf, "swap")) * MiB;
+    int64_t maxmem = conf_mib(ct, "memory", 0);
+    int64_t maxswap = conf_mib(ct, "swap", 0);
     int64_t maxdisk = sim_disk_size(json_string_value(json_object_get(ct->conf, "rootfs")));
     bool on = ct->running && ct->node->state != NODE_OFFLINE;
     json_t *e = json_pack(

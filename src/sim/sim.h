@@ -380,6 +380,17 @@ struct sim {
     int64_t vm_seq; /* for MAC addresses, UUIDs */
 };
 
+/* Byte figures summed over a node's guests (memory in use, a storage's
+ * used bytes) stop at SIM_BYTES_MAX: a container's memory has no maximum
+ * in PVE's schema and a volume's size= none below int64, so a few of them
+ * would overflow the sums; the ceiling leaves room for the callers' own
+ * additions of bounded figures. a in [0, SIM_BYTES_MAX], b >= 0. */
+#define SIM_BYTES_MAX (INT64_C(1) << 62)
+static inline int64_t sim_bytes_add(int64_t a, int64_t b)
+{
+    return b > SIM_BYTES_MAX - a ? SIM_BYTES_MAX : a + b;
+}
+
 /* --- world (state.c) ------------------------------------------------ */
 double sim_now(const struct sim *s);
 /* pvestatd reports every SIM_RRD_STEP seconds (PVE time): the values a real

@@ -348,7 +348,7 @@ int64_t sim_storage_used(struct sim *s, struct sim_node *n, const char *storage)
     struct sim_storage *st = sim_storage_find(n, storage);
     if (st) {
         sim_node_agg(s);
-        return st->base_used + n->agg.st_used[st - n->st];
+        return sim_bytes_add(st->base_used, n->agg.st_used[st - n->st]);
     }
     /* not one of the node's storages: what its VMs' disks name anyway */
     int64_t used = 0;
@@ -363,10 +363,10 @@ int64_t sim_storage_used(struct sim *s, struct sim_node *n, const char *storage)
                 continue;
             char *sid = sim_disk_storage(json_string_value(val));
             if (sid && strcmp(sid, storage) == 0)
-                used += sim_disk_size(json_string_value(val));
+                used = sim_bytes_add(used, sim_disk_size(json_string_value(val)));
             free(sid);
         }
-        used += vmops_snap_storage(v, storage);
+        used = sim_bytes_add(used, vmops_snap_storage(v, storage));
     }
     for (struct sim_ct *ct = s->cts; ct; ct = ct->next) {
         if (ct->node != n)
@@ -379,7 +379,7 @@ int64_t sim_storage_used(struct sim *s, struct sim_node *n, const char *storage)
                 continue;
             char *sid = sim_disk_storage(json_string_value(val));
             if (sid && strcmp(sid, storage) == 0)
-                used += sim_disk_size(json_string_value(val));
+                used = sim_bytes_add(used, sim_disk_size(json_string_value(val)));
             free(sid);
         }
     }
@@ -514,14 +514,17 @@ static void derive(struct sim *s, struct sim_vm *vm, struct sim_vm_derived *d)
         if (i < 0)
             continue;
         if (!unused) /* a drive without size= takes its volume's room all the same */
-            d->st_used[i] += sim_volume_size(s, json_string_value(val));
+            d->st_used[i] =
+                sim_bytes_add(d->st_used[i], sim_volume_size(s, json_string_value(val)));
         else if (s->vol_sizes) /* a detached volume keeps its room (h_qemu.c) */
-            d->st_used[i] +=
-                json_integer_value(json_object_get(s->vol_sizes, json_string_value(val)));
+            d->st_used[i] = sim_bytes_add(
+                d->st_used[i],
+                json_integer_value(json_object_get(s->vol_sizes, json_string_value(val))));
     }
     if (vm->snaps) /* snapshot volumes take room too */
         for (int i = 0; i < vm->node->nst; i++)
-            d->st_used[i] += vmops_snap_storage(vm, vm->node->st[i].id);
+            d->st_used[i] =
+                sim_bytes_add(d->st_used[i], vmops_snap_storage(vm, vm->node->st[i].id));
 }
 
 const struct sim_vm_derived *sim_vm_derive(struct sim *s, struct sim_vm *vm)
@@ -549,7 +552,7 @@ static void pool_shared(struct sim *s)
             for (int m = i; m < s->nnodes; m++) {
                 struct sim_storage *st = sim_storage_find(&s->nodes[m], n->st[j].id);
                 if (st && st->shared)
-                    sum += s->nodes[m].agg.st_used[st - s->nodes[m].st];
+                    sum = sim_bytes_add(sum, s->nodes[m].agg.st_used[st - s->nodes[m].st]);
             }
             for (int m = i; m < s->nnodes; m++) {
                 struct sim_storage *st = sim_storage_find(&s->nodes[m], n->st[j].id);
@@ -574,7 +577,7 @@ void sim_node_agg(struct sim *s)
     /* the node's figures are the host's: its containers' memory and volumes count as a VM's */
     for (struct sim_ct *ct = s->cts; ct; ct = ct->next) {
         struct sim_node *n = ct->node;
-        n->agg.mem_used += sim_ct_mem(ct);
+        n->agg.mem_used = sim_bytes_add(n->agg.mem_used, sim_ct_mem(ct));
         const char *k;
         json_t *val;
         json_object_foreach(ct->conf, k, val)
@@ -583,7 +586,8 @@ void sim_node_agg(struct sim *s)
                         ? drive_storage(n, json_string_value(val))
                         : -1;
             if (i >= 0)
-                n->agg.st_used[i] += sim_volume_size(s, json_string_value(val));
+                n->agg.st_used[i] =
+                    sim_bytes_add(n->agg.st_used[i], sim_volume_size(s, json_string_value(val)));
         }
     }
     for (struct sim_vm *v = s->vms; v; v = v->next) {
@@ -592,11 +596,11 @@ void sim_node_agg(struct sim *s)
         const struct sim_vm_derived *d = sim_vm_derive(s, v);
         struct sim_node *n = v->node;
         if (v->power != VM_STOPPED || v->starting)
-            n->agg.mem_used += d->maxmem;
+            n->agg.mem_used = sim_bytes_add(n->agg.mem_used, d->maxmem);
         if (v->power == VM_RUNNING)
             n->agg.busy_cpus += d->cpus;
         for (int i = 0; i < n->nst; i++)
-            n->agg.st_used[i] += d->st_used[i];
+            n->agg.st_used[i] = sim_bytes_add(n->agg.st_used[i], d->st_used[i]);
     }
     pool_shared(s);
     uint64_t g = s->changing ? 0 : s->gen;

@@ -326,4 +326,32 @@ def containers_survive_a_restart():
             assert sorted(p["poolid"] for p in px.pools.get()) == ["web"]
 
 
+@case
+def huge_sizes_are_held():
+    """PVE's schema sets no maximum on a container's memory or swap, and a
+    mount point's size= may name any size: pvesim multiplied and summed them
+    in int64 (the node's memory in use, a storage's used bytes) and the
+    sanitizer build died of the overflow on the next list. The figures are
+    held at 2^62 bytes."""
+    with Sim() as s:
+        px = client(s)
+        node = px.nodes("sv1")
+        huge = 99999999999999  # MiB
+        task_ok(px, node.lxc.post(vmid=400, ostemplate=TEMPLATE, rootfs="local-lvm:4",
+                                  memory=huge, swap=huge))
+        task_ok(px, node.lxc(400).status.start.post())
+        e = [c for c in node.lxc.get() if c["vmid"] == 400][0]
+        assert e["maxmem"] == 2**62 and e["maxswap"] == 2**62 and e["mem"] == 2**60, e
+        task_ok(px, node.lxc.post(vmid=401, ostemplate=TEMPLATE, rootfs="local-lvm:4",
+                                  memory=huge))
+        task_ok(px, node.lxc(401).status.start.post())
+        assert 2**60 < node.status.get()["memory"]["used"] <= 2**62
+        task_ok(px, node.lxc.post(vmid=402, ostemplate=TEMPLATE, rootfs="local-lvm:4"))
+        node.lxc(402).config.put(mp0="local-lvm:vm-402-disk-5,mp=/a,size=8000000T",
+                                 mp1="local-lvm:vm-402-disk-6,mp=/b,size=8000000T")
+        st = node.storage("local-lvm").status.get()
+        assert st["used"] == 2**62, st
+        assert any(r["type"] == "lxc" for r in px.cluster.resources.get())
+
+
 finish()
