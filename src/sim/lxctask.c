@@ -9,6 +9,7 @@
 #include "common/xalloc.h"
 #include "sim/sim.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,7 +23,14 @@
 #define EXTRACT_TIME 3.0  /* unpacking the template into the rootfs */
 #define DESTROY_TIME 0.5
 
+#define MiB_D 1048576.0
+
 enum { PH_FORK = 0, PH_LOCK, PH_WORK, PH_WORK2 };
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
 
 static struct sim_ct *task_ct(struct sim *s, struct sim_task *t)
 {
@@ -304,9 +312,51 @@ static void step_destroy(struct sim *s, struct sim_task *t, double now)
 
 /* ---- create ----------------------------------------------------------------- */
 
+/* $NEW_DISK_RE, /^([^:\s]+):(\d+(\.\d+)?)$/, on the volume part of a mount
+ * point (up to its first ','): the length of the storage id, or 0. */
+static size_t new_disk(const char *vol)
+{
+    size_t sl = strcspn(vol, ": \t\n,"), vl = strcspn(vol, ",");
+    if (!sl || vol[sl] != ':')
+        return 0;
+    const char *p = vol + sl + 1;
+    size_t d = strspn(p, "0123456789");
+    if (d && p[d] == '.' && strspn(p + d + 1, "0123456789"))
+        d += 1 + strspn(p + d + 1, "0123456789");
+    return d && sl + 1 + d == vl ? sl : 0;
+}
+
+/* The mount point's options after the new volume, as print_ct_mountpoint
+ * writes them: keys sorted, size= the allocated one (a size= given is
+ * replaced). */
+static char *mp_options(const char *opts, const char *size)
+{
+    json_t *kv = json_array();
+    char *dup = xstrdup(opts), *save = NULL;
+    for (char *p = strtok_r(dup, ",", &save); p; p = strtok_r(NULL, ",", &save))
+        if (!str_starts(p, "size="))
+            json_array_append_new(kv, json_string(p));
+    json_array_append_new(kv, json_sprintf("size=%s", size));
+    size_t n = json_array_size(kv);
+    const char **keys = xcalloc(n, sizeof *keys);
+    for (size_t i = 0; i < n; i++)
+        keys[i] = json_string_value(json_array_get(kv, i));
+    qsort(keys, n, sizeof *keys, cmp_str);
+    struct buf b = BUF_INIT(BUF_UNLIMITED);
+    for (size_t i = 0; i < n; i++)
+        buf_printf(&b, ",%s", keys[i]);
+    char *r = buf_take(&b);
+    free(keys);
+    free(dup);
+    json_decref(kv);
+    return r;
+}
+
 /* create_disks: "local-lvm:8" becomes vm-<vmid>-disk-<n> of 8 GiB (rootfs
- * first), a volume or path named as such stays. */
-static void create_disks(struct sim_task *t, json_t *conf)
+ * first; int(GiB * 1024) MiB, as PVE's size_kb), a volume or path named as
+ * such stays. False, with *why, for a size beyond SIM_BYTES_MAX (PVE's
+ * storage layer refuses it in its own words). */
+static bool create_disks(struct sim_task *t, json_t *conf, char **why)
 {
     json_t *mps = json_object_get(t->args, "_mps");
     int idx = 0;
@@ -318,31 +368,37 @@ static void create_disks(struct sim_task *t, json_t *conf)
             if ((strcmp(k, "rootfs") == 0) != (pass == 0))
                 continue;
             const char *vol = json_string_value(v);
-            const char *colon = strchr(vol, ':');
-            size_t num = colon ? strspn(colon + 1, "0123456789.") : 0;
-            if (!colon || !num || (colon[1 + num] && colon[1 + num] != ',')) {
+            size_t sl = new_disk(vol);
+            if (!sl) {
                 json_object_set(conf, k, v);
                 continue;
             }
+            double mib = floor(strtod(vol + sl + 1, NULL) * 1024.0);
+            if (mib * MiB_D > (double)SIM_BYTES_MAX) {
+                *why = xasprintf("unable to create CT %d - %s: size %s GiB is too large", t->vmid,
+                                 k, vol + sl + 1);
+                return false;
+            }
             char sid[64];
-            snprintf(sid, sizeof sid, "%.*s", (int)(colon - vol), vol);
+            snprintf(sid, sizeof sid, "%.*s", (int)sl, vol);
             struct sim_storage *st = sim_storage_find(t->node, sid);
-            char *size = sim_fmt_size((int64_t)(strtod(colon + 1, NULL) * 1073741824.0));
-            const char *opts = colon + 1 + num;
+            char *size = sim_fmt_size((int64_t)mib * (int64_t)MiB_D);
+            char *opts = mp_options(vol + strcspn(vol, ","), size);
             if (st && strcmp(st->type, "dir") == 0)
-                json_object_set_new(conf, k,
-                                    json_sprintf("%s:%d/vm-%d-disk-%d.raw%s,size=%s", sid, t->vmid,
-                                                 t->vmid, idx, opts, size));
-            else
                 json_object_set_new(
                     conf, k,
-                    json_sprintf("%s:vm-%d-disk-%d%s,size=%s", sid, t->vmid, idx, opts, size));
+                    json_sprintf("%s:%d/vm-%d-disk-%d.raw%s", sid, t->vmid, t->vmid, idx, opts));
+            else
+                json_object_set_new(conf, k,
+                                    json_sprintf("%s:vm-%d-disk-%d%s", sid, t->vmid, idx, opts));
             if (st && str_starts(st->type, "lvm"))
                 sim_task_log(t, "  Logical volume \"vm-%d-disk-%d\" created.", t->vmid, idx);
             idx++;
             free(size);
+            free(opts);
         }
     }
+    return true;
 }
 
 /* The template archive: pvesim's nodes hold one, on `local` (what the
@@ -364,8 +420,14 @@ static void create_fail(struct sim *s, struct sim_task *t, struct sim_ct *ct, co
 static void create_work(struct sim *s, struct sim_task *t, struct sim_ct *ct)
 {
     json_t *conf = json_deep_copy(json_object_get(t->args, "_conf"));
-    create_disks(t, conf);
+    char *why = NULL;
+    bool made = create_disks(t, conf, &why);
     json_object_set_new(t->args, "_conf", conf);
+    if (!made) {
+        create_fail(s, t, ct, why);
+        free(why);
+        return;
+    }
     const char *tpl = json_string_value(json_object_get(t->args, "ostemplate"));
     if (!template_exists(t->node, tpl)) {
         char *m = xasprintf("unable to create CT %d - can't find file '%s'", t->vmid, tpl);

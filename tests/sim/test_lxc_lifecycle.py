@@ -354,4 +354,27 @@ def huge_sizes_are_held():
         assert any(r["type"] == "lxc" for r in px.cluster.resources.get())
 
 
+@case
+def new_volumes_as_create_disks_writes_them():
+    """A new volume's size: STORAGE:GiB as PVE's $NEW_DISK_RE reads it (the
+    whole volume part), written by print_ct_mountpoint: a size= given is
+    replaced by the allocated one (pvesim wrote both, a config the schema
+    refuses), keys sorted; a size beyond what pvesim holds
+    fails the create instead of overflowing (it wrote size=-9223372036854775808)."""
+    with Sim() as s:
+        px = client(s)
+        node = px.nodes("sv1")
+        task_ok(px, node.lxc.post(vmid=410, ostemplate=TEMPLATE,
+                                  rootfs="local-lvm:8,size=1T,ro=1,quota=1,acl=1",
+                                  mp0="local-lvm:0.5,mp=/srv,size=3G"))
+        conf = node.lxc(410).config.get()
+        assert conf["rootfs"] == "local-lvm:vm-410-disk-0,acl=1,quota=1,ro=1,size=8G", conf
+        assert conf["mp0"] == "local-lvm:vm-410-disk-1,mp=/srv,size=512M", conf
+        st = wait_task(px, node.lxc.post(vmid=411, ostemplate=TEMPLATE,
+                                         rootfs="local-lvm:99999999999999999999"))
+        assert st["exitstatus"] == ("unable to create CT 411 - rootfs: size "
+                                    "99999999999999999999 GiB is too large"), st
+        assert all(c["vmid"] != 411 for c in node.lxc.get())
+
+
 finish()
