@@ -290,6 +290,22 @@ static bool sshkeys_ok(struct sim_call *c)
     return false;
 }
 
+/* A size alone, as pve-container's create tells one: /^\d+(\.\d+)?$/ over
+ * the whole value ("8,size=..." is not: it names a volume "8"). */
+static bool bare_size(const char *t)
+{
+    size_t n = strspn(t, "0123456789");
+    if (n == 0)
+        return false;
+    if (t[n] == '.') {
+        size_t f = strspn(t + n + 1, "0123456789");
+        if (f == 0)
+            return false;
+        n += 1 + f;
+    }
+    return t[n] == '\0';
+}
+
 /* rootfs and mpN: "local-lvm:8" or "8" (on `storage`) allocate a volume of
  * that many GiB; each volume's storage is checked. Into *mps. */
 static bool create_volumes(struct sim_call *c, const char *storage, json_t *mps)
@@ -301,10 +317,10 @@ static bool create_volumes(struct sim_call *c, const char *storage, json_t *mps)
         if (!mp_key(k))
             continue;
         char *text = value_text(v);
-        size_t lead = strcspn(text, ",");
-        bool number = lead > 0 && strspn(text, "0123456789.") == lead;
+        /* "volume=" is the format's default key: PVE prints it bare */
+        const char *t = strncmp(text, "volume=", 7) == 0 ? text + 7 : text;
         json_object_set_new(mps, k,
-                            number ? json_sprintf("%s:%s", storage, text) : json_string(text));
+                            bare_size(t) ? json_sprintf("%s:%s", storage, t) : json_string(t));
         free(text);
     }
     if (json_object_size(mps) && !json_object_get(mps, "rootfs")) {
@@ -321,8 +337,14 @@ static bool create_volumes(struct sim_call *c, const char *storage, json_t *mps)
             }
             continue;
         }
+        int vl = (int)strcspn(vol, ",");
+        int sl = (int)strcspn(vol, ":");
+        if (sl >= vl) { /* PVE::Storage::parse_volume_id */
+            call_fail(c, 500, "unable to parse volume ID '%.*s'", vl, vol);
+            return false;
+        }
         char sid[64];
-        snprintf(sid, sizeof sid, "%.*s", (int)strcspn(vol, ":"), vol);
+        snprintf(sid, sizeof sid, "%.*s", sl, vol);
         if (!rootdir_storage_ok(c, sid))
             return false;
     }

@@ -8,6 +8,7 @@
 #include "sim/sim.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -406,21 +407,33 @@ bool sim_ct_volume_key(const char *k)
 json_t *sim_ct_list_entry(struct sim *s, struct sim_ct *ct)
 {
     const char *host = json_string_value(json_object_get(ct->conf, "hostname"));
-    json_int_t cores = json_integer_value(json_object_get(ct->conf, "cores"));
+    /* vmstatus' fallbacks, seen while a create has written nothing but
+     * its lock: cores || cpulimit || the node's, memory || 512, a rootfs
+     * without size (or none) 4 GiB */
+    double cores = json_number_value(json_object_get(ct->conf, "cores"));
+    if (cores <= 0)
+        cores = json_number_value(json_object_get(ct->conf, "cpulimit"));
     int64_t maxmem = conf_mib(ct, "memory", 0);
+    if (maxmem == 0)
+        maxmem = 512 * MiB;
     int64_t maxswap = conf_mib(ct, "swap", 0);
     int64_t maxdisk = sim_disk_size(json_string_value(json_object_get(ct->conf, "rootfs")));
+    if (maxdisk <= 0)
+        maxdisk = 4 * GiB;
     bool on = ct->running && ct->node->state != NODE_OFFLINE;
-    json_t *e = json_pack(
-        "{s:i,s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:I,s:I,s:I,s:I,s:I}", "vmid", ct->vmid,
-        "status", on ? "running" : "stopped", "type", "lxc", "name", "", "cpus",
-        cores ? cores : (json_int_t)ct->node->cpus, "maxmem", (json_int_t)maxmem, "maxswap",
-        (json_int_t)maxswap, "maxdisk", (json_int_t)maxdisk, "mem", (json_int_t)sim_ct_mem(ct),
-        "swap", (json_int_t)0, "cpu", on ? 0.01 : 0.0, "disk", (json_int_t)(on ? maxdisk / 5 : 0),
-        "uptime", (json_int_t)(on ? (long long)(sim_now(s) - ct->started) : 0), "netin",
-        (json_int_t)(on ? 4096 : 0), "netout", (json_int_t)(on ? 2048 : 0), "diskread",
-        (json_int_t)0);
+    json_t *e =
+        json_pack("{s:i,s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:I,s:I,s:I,s:I,s:I}", "vmid",
+                  ct->vmid, "status", on ? "running" : "stopped", "type", "lxc", "name", "", "cpus",
+                  cores > 0 ? (json_int_t)cores : (json_int_t)ct->node->cpus, "maxmem",
+                  (json_int_t)maxmem, "maxswap", (json_int_t)maxswap, "maxdisk",
+                  (json_int_t)maxdisk, "mem", (json_int_t)sim_ct_mem(ct), "swap", (json_int_t)0,
+                  "cpu", on ? 0.01 : 0.0, "disk", (json_int_t)(on ? maxdisk / 5 : 0), "uptime",
+                  (json_int_t)(on ? (long long)(sim_now(s) - ct->started) : 0), "netin",
+                  (json_int_t)(on ? 4096 : 0), "netout", (json_int_t)(on ? 2048 : 0), "diskread",
+                  (json_int_t)0);
     json_object_set_new(e, "diskwrite", json_integer(0));
+    if (cores > 0 && cores != floor(cores)) /* a cpulimit of 1.5 */
+        json_object_set_new(e, "cpus", json_real(cores));
     if (host)
         json_object_set_new(e, "name", json_string(host));
     else

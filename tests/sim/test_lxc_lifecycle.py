@@ -210,6 +210,14 @@ def create_refusals():
                           what="vzstart after create")
         assert starts[0]["status"] == "OK", starts
         assert node.lxc(202).status.current.get()["status"] == "running"
+        # a bare size is the whole value (/^\d+(\.\d+)?$/): "4,size=8G" names
+        # a volume "4", which is no volume ID; "volume=" is the default key
+        expect_error(lambda: node.lxc.post(vmid=203, ostemplate=TEMPLATE, storage="local-lvm",
+                                           rootfs="4,size=8G"), 500,
+                     "unable to parse volume ID '4'")
+        task_ok(px, node.lxc.post(vmid=203, ostemplate=TEMPLATE, rootfs="volume=local-lvm:3"))
+        conf = node.lxc(203).config.get()
+        assert conf["rootfs"] == "local-lvm:vm-203-disk-0,size=3G", conf
 
 
 @case
@@ -318,7 +326,11 @@ def containers_survive_a_restart():
             node = px.nodes("sv1")
             conf = node.lxc(202).config.get()
             assert conf["lock"] == "create" and "rootfs" not in conf, conf
-            assert [c for c in node.lxc.get() if c["vmid"] == 202][0]["lock"] == "create"
+            ent = [c for c in node.lxc.get() if c["vmid"] == 202][0]
+            assert ent["lock"] == "create", ent
+            # nothing but the lock written: vmstatus' fallbacks
+            assert (ent["maxmem"], ent["maxdisk"], ent["maxswap"]) == (
+                512 << 20, 4 << 30, 0), ent
             expect_error(lambda: node.lxc.delete(202), 500, "CT is locked (create)")
             s.ctl("POST", "/reset")
             assert sorted(c["vmid"] for c in node.lxc.get()) == [300]
