@@ -161,6 +161,8 @@ static const struct key_def keys[] = {
     KNUM(S_PROXMOX, PC, "connect_timeout", connect_timeout_s, "3", 1, 300),
     KNUM(S_PROXMOX, PC, "timeout", timeout_s, "30", 1, 3600),
     KNUM(S_PROXMOX, PC, "probe_interval", probe_interval_s, "10", 0, 3600),
+    KNUM(S_PROXMOX, PC, "ticket_lifetime", ticket_lifetime_s, "7200", 2, 86400),
+    KNUM(S_PROXMOX, PC, "ticket_renew", ticket_renew_s, "0", 0, 86400),
     KBOOL(S_PROXMOX, PC, "json_bodies", json_bodies, "no"),
 
     KNUM(S_LIMITS, PC, "cores_min", cores_min, "1", 1, 1024),
@@ -894,6 +896,11 @@ static void check_credentials(struct pstate *st)
     if (pwf && access(c->password_file, R_OK) != 0)
         cfg_err(st, seen_line(st, S_PROXMOX, 0, "password_file"), "[proxmox]", "password_file",
                 "cannot read '%s': %s", c->password_file, strerror(errno));
+    /* a ticket that expires before its renewal: every call would wait for a login */
+    if (c->ticket_renew_s >= c->ticket_lifetime_s)
+        cfg_err(st, key_or_sect_line(st, S_PROXMOX, 0, "ticket_renew"), "[proxmox]", "ticket_renew",
+                "%d is not shorter than ticket_lifetime %d", c->ticket_renew_s,
+                c->ticket_lifetime_s);
 }
 
 static void check_tls(struct pstate *st)

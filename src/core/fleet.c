@@ -260,6 +260,8 @@ static int make_client(struct fleet *f, const struct proxd_config *cfg, struct w
         .connect_timeout_ms = cfg->connect_timeout_s * 1000L,
         .timeout_ms = cfg->timeout_s * 1000L,
         .probe_timeout_ms = probe_timeout_ms(cfg),
+        .ticket_lifetime_s = cfg->ticket_lifetime_s,
+        .ticket_renew_s = cfg->ticket_renew_s,
         .json_bodies = cfg->json_bodies,
         .name = w->name,
         .on_node_failure = on_node_failure, /* not for probes: they judge for themselves */

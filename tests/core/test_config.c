@@ -141,6 +141,8 @@ static void test_example(void **state)
     assert_string_equal(c->fingerprint, "");
     assert_int_equal(c->connect_timeout_s, 3);
     assert_int_equal(c->timeout_s, 30);
+    assert_int_equal(c->ticket_lifetime_s, 7200);
+    assert_int_equal(c->ticket_renew_s, 0);
     assert_int_equal(c->cores_max, 32);
     assert_int_equal(c->memory_max_mb, 65536);
     assert_int_equal(c->clones_per_node, 2);
@@ -565,6 +567,12 @@ static void test_bool_and_numbers(void **state)
     EXPECT_ERR(MIN "[proxmox]\n", ":9: [proxmox]: duplicate section (first on line 7)");
     EXPECT_ERR(MIN "connect_timeout = 10\ntimeout = 5\n",
                ":10: [proxmox] timeout: 5 is shorter than connect_timeout 10");
+    EXPECT_ERR(MIN "ticket_lifetime = 60\nticket_renew = 60\n",
+               ":10: [proxmox] ticket_renew: 60 is not shorter than ticket_lifetime 60");
+    EXPECT_ERR(MIN "ticket_renew = 7200\n",
+               ":9: [proxmox] ticket_renew: 7200 is not shorter than ticket_lifetime 7200");
+    EXPECT_ERR(MIN "ticket_lifetime = 1\n",
+               ":9: [proxmox] ticket_lifetime: 1 is out of bounds [2, 86400]");
     EXPECT_ERR(MIN "[quota x]\nvms = -1\n", ":10: [quota x] vms: -1 is out of bounds");
     EXPECT_ERR(MIN "[proxd]\nplacement = random\n",
                ":10: [proxd] placement: 'random': expected ordered or spread");
