@@ -49,6 +49,26 @@ hosts, each with its own VMID space, instead of one cluster: there too no
 VMID exists twice on the hosts (proxd's VMIDs are unique across its
 fleet), and every record is on its own VM's host.
 
+The seeds of FAULT_PASSWORD_SEEDS (default 111) run proxd logged in with
+root@pam's password instead of its API token (the others keep the token),
+on tickets that pvesim takes for TICKET_SIM_S (4 s) and proxd for
+TICKET_LIFETIME_S (5 s), renewing them from TICKET_RENEW_S (1 s) on: a
+seed's run sees renewals, renewals that fail, tickets that expire on the
+server while proxd still holds them (a 401, one login again) and logins
+with the password. Their faults also hit the tickets: about a tenth of
+the seed's rate of the calls under /nodes and /cluster is refused with
+PVE's 401 for a ticket it no longer takes ("permission denied - invalid PVE
+ticket"; more would leave no ticket a second to live: each 401 discards
+it, and its renewals with it), and twice the seed's rate (at most half) of the logins and
+renewals (POST /access/ticket) fail: 500s, refusals (401), hangs, delays
+past a renewal's glance, dropped and late answers (lib.faults,
+ticket_fault_rules). Every invariant above holds there too, and besides:
+some of the seed's creations and jobs are done (its jobs do not all fail
+for want of a ticket), and neither the password nor a ticket ever appears
+in proxd's log. Its figures count the logins and renewals sent
+("logins": pvesim's "POST /access/ticket") and those proxd logged as
+done ("logged_in", "renewed") and failed ("renew_failed").
+
 Seeded and repeatable: FAULT_SEEDS (comma-separated) picks the runs; each
 seed drives both the job mix here and pvesim's fault draws (--seed). The
 interleaving of threads still varies a little from run to run.
@@ -64,7 +84,8 @@ spread over them), PROXD_TEST_DB (a PostgreSQL server's URL: a database per
 seed), FAULT_REPORT (a file the per-seed figures are appended to),
 FAULT_KEEP_LOG (1: keep proxd's log of every seed in
 $TMPDIR/proxd-faults-seed-N.log, not only of a seed that failed),
-FAULT_KILL_SEEDS (the seeds during which proxd is also killed, below).
+FAULT_KILL_SEEDS (the seeds during which proxd is also killed, below),
+FAULT_PASSWORD_SEEDS (the seeds logged in with a password, above).
 
 Kills (the seeds of FAULT_KILL_SEEDS, default 88, one of the default seeds):
 while the creations and the jobs run under the faults, a proxd instance
@@ -91,13 +112,15 @@ import requests
 from lib import eventcheck
 from lib.cases import finish, run_case
 from lib.db import query as db_query
-from lib.faults import fault_rules
+from lib.env import PASSWORD
+from lib.faults import fault_rules, ticket_fault_rules
 from lib.fleet import GiB, PoolSampler, shared_pool_fleet
 from lib.proxd import cluster_config as write_config, Daemon, run as proxd, TEMPLATE_BASE, wait_answer
 from lib.sim import Sim
 from lib.wait import wait_for
 
-SEEDS = [int(s) for s in os.environ.get("FAULT_SEEDS", "11,22,33,44,77,88").split(",") if s]
+SEEDS = [int(s) for s in os.environ.get("FAULT_SEEDS", "11,22,33,44,77,88,111").split(",")
+         if s]
 NVMS = int(os.environ.get("FAULT_VMS", "10"))
 NOPS = int(os.environ.get("FAULT_OPS", "10"))
 RATE = float(os.environ.get("FAULT_RATE", "0.07"))
@@ -114,6 +137,11 @@ KEEP_LOG = os.environ.get("FAULT_KEEP_LOG") == "1"  # keep proxd's log of a seed
 # database per seed) or SQLite
 INSTANCES = int(os.environ.get("FAULT_INSTANCES", "1"))
 KILLS = {int(s) for s in os.environ.get("FAULT_KILL_SEEDS", "88").split(",") if s}
+# seeds logged in with root@pam's password (tickets) instead of the token
+PASSWORD_SEEDS = {int(s) for s in os.environ.get("FAULT_PASSWORD_SEEDS", "111").split(",") if s}
+TICKET_SIM_S = 4  # pvesim's ticket lifetime (real seconds)
+TICKET_LIFETIME_S = 5  # proxd's: longer, so that a ticket also expires under it
+TICKET_RENEW_S = 1
 SNAPS = os.environ.get("FAULT_SNAPSHOTS", "1") == "1"
 PG_URL = os.environ.get("PROXD_TEST_DB")
 JOB_BOUND_S = 120  # no job may take longer than this, faults or not
@@ -225,10 +253,12 @@ def run_seed(seed):
     conf = os.path.join(tmp.name, "proxd.conf")
     shared = seed in SHARED
     alone = seed in STANDALONE and not shared
+    password = seed in PASSWORD_SEEDS
     # the shared pool: the margin, about 75 % of the creations' disks and a
     # little for the resizes
     pool_gb = MARGIN_GB + NVMS * DISK_GB * 3 // 4 + 5
-    sim = Sim(time_scale=0.005, extra=["--seed", str(seed)], standalone=alone,
+    sim = Sim(time_scale=0.005, extra=["--seed", str(seed)] +
+              (["--ticket-lifetime", str(TICKET_SIM_S)] if password else []), standalone=alone,
               fleet=shared_pool_fleet(["sv%d" % i for i in range(1, 6)], pool_gb)
               if shared else None)
     # a hung call costs the request timeout: keep it short
@@ -237,9 +267,12 @@ def run_seed(seed):
         c = conf if i == 0 else os.path.join(tmp.name, "proxd-%d.conf" % (i + 1))
         ports.append(write_config(c, db, sim.entry, ["reconcile_interval = 3600",
                                                      "quarantine = 0"],
-                                  proxmox_extra=["connect_timeout = 1", "timeout = 3"],
+                                  proxmox_extra=["connect_timeout = 1", "timeout = 3"] + (
+                                      ["ticket_lifetime = %d" % TICKET_LIFETIME_S,
+                                       "ticket_renew = %d" % TICKET_RENEW_S] if password else []),
                                   storage="ceph" if shared else "local-lvm",
-                                  standalone=sim.ports if alone else None))
+                                  standalone=sim.ports if alone else None,
+                                  password=PASSWORD if password else None))
         with open(c, "a") as f:  # half the creations take an address from it
             f.write(POOL)
         logs = tmp.name if i == 0 else os.path.join(tmp.name, "i%d" % (i + 1))
@@ -266,6 +299,8 @@ def run_seed(seed):
 
         def faults_on():
             sim.ctl("DELETE", "/calls")
+            if password:  # (first: pvesim takes the first rule that hits)
+                sim.add_faults(ticket_fault_rules(RATE / 10, min(0.5, 2 * RATE)))
             sim.add_faults(fault_rules(RATE))
 
         def note(job):
@@ -414,7 +449,10 @@ def run_seed(seed):
                                 % (most / GiB, pool_gb, MARGIN_GB))
         stats["fault_hits"] = sim.clear_faults()
         sim.wait_late()
-        stats["calls"] = sum(sim.ctl("GET", "/calls")["calls"].values())
+        calls = sim.ctl("GET", "/calls")["calls"]
+        stats["calls"] = sum(calls.values())
+        if password:
+            stats["logins"] = calls.get("POST /access/ticket", 0)
         stats["busy_s"] = round(time.monotonic() - t0, 1)
 
         # every job ends by itself
@@ -460,6 +498,8 @@ def run_seed(seed):
     durs = db_query(db, "SELECT finished_at - created_at FROM jobs WHERE finished_at > 0")
     stats["max_job_s"] = round(max([r[0] for r in durs] or [0]) / 1000.0, 1)
     check(db, state, problems)
+    if password:
+        check_tickets(daemons, stats, problems)
     # the event log tells every committed change exactly once, faults and
     # kills or not (VMIDs may come back here: quarantine = 0)
     problems.extend("events: " + p for p in eventcheck.problems(db, reuse_ok=True))
@@ -475,6 +515,28 @@ def run_seed(seed):
         if problems:
             problems.append("proxd's log: %s" % keep)
     return stats, problems
+
+
+def check_tickets(daemons, stats, problems):
+    """A password seed's: its logins and renewals counted from proxd's logs
+    (every run of every instance); some creations and jobs done (not all
+    failed for want of a ticket); neither the password nor a ticket in a
+    log."""
+    logs = [d.log_text(n) for d in daemons for n in range(1, d.n + 1)]
+    stats["logged_in"] = sum(t.count(": logged in as ") for t in logs)
+    stats["renewed"] = sum(t.count(": renewed the ticket as ") for t in logs)
+    stats["renew_failed"] = sum(t.count(": ticket renewal failed") for t in logs)
+    if not stats["created"] or stats["done"] <= stats["created"]:
+        problems.append("too little done with tickets: %d of %d creations, %d other jobs done"
+                        % (stats["created"], stats["creations"],
+                           stats["done"] - stats["created"]))
+    if not stats["renewed"]:
+        problems.append("no ticket was renewed")
+    for what, text in (("the password", PASSWORD), ("a ticket", "PVE:root@pam:"),
+                       ("a ticket", "PVEAuthCookie")):
+        if any(text in t for t in logs):
+            problems.append("%s is in proxd's log" % what)
+            break
 
 
 def sync_snapshots(d, port, db, problems, deadline=30):
@@ -802,11 +864,12 @@ def main():
             holder["stats"] = stats
             print("seed %d: %s" % (seed, json.dumps(stats, sort_keys=True)), flush=True)
             assert not problems, "seed %d:\n  %s" % (seed, "\n  ".join(problems))
-        run_case("seed_%d%s%s%s%s%s" % (seed, "_with_creations" if CREATE else "",
+        run_case("seed_%d%s%s%s%s%s%s" % (seed, "_with_creations" if CREATE else "",
                                        "_shared_pool" if seed in SHARED else
                                        "_standalone" if seed in STANDALONE else "",
                                        "_%d_instances" % INSTANCES if INSTANCES > 1 else "",
                                        "_with_kills" if seed in KILLS else "",
+                                       "_with_password" if seed in PASSWORD_SEEDS else "",
                                        "_on_postgresql" if PG_URL else ""), one)
         if "stats" in holder:
             all_stats.append(holder["stats"])

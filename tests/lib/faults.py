@@ -1,6 +1,8 @@
 """pvesim fault rules the tests share: a mix of random faults of every kind
-(fault_mix), and the randomized tests' rules for every method (fault_rules).
-Add them with Sim.add_faults; Sim.clear_faults removes them."""
+(fault_mix), the randomized tests' rules for every method (fault_rules), and
+for a client logged in with a password, those of its logins and tickets
+(ticket_fault_rules). Add them with Sim.add_faults; Sim.clear_faults removes
+them."""
 
 # A mix of random faults: each kind a Proxmox call can meet, and its share
 # of the failing calls.
@@ -58,4 +60,34 @@ def fault_rules(rate):
     for method in ("GET", "POST", "PUT", "DELETE"):
         rules += fault_mix(rate, "^/(nodes|cluster)/", READS if method == "GET" else WRITES,
                            method=method, delay_ms=400, message="injected fault")
+    return rules
+
+
+# The kinds of faults of POST /access/ticket (a login with the password, or
+# a renewal with the ticket), and their shares: a 500, a refusal (401 after
+# PVE's 3 s, here at once: an LDAP realm briefly away), a hang, a delay
+# past a renewal's 1 s glance, an answer dropped or sent nowhere (the
+# ticket made, and never received), one served after the client timed out.
+LOGINS = (("error", 0.30), ("refused", 0.10), ("hang", 0.15), ("delay", 0.20), ("drop", 0.10),
+          ("late", 0.10), ("late_hang", 0.05))
+TICKET_REFUSED = "permission denied - invalid PVE ticket"
+
+
+def ticket_fault_rules(rate, login_rate):
+    """For a client logged in with a password: about `rate` of its calls
+    under /nodes and /cluster refused with PVE's 401 for a ticket it no
+    longer takes ("permission denied - invalid PVE ticket": not served, the
+    client logs in again once and sends the call again), and about
+    `login_rate` of its logins and renewals (POST /access/ticket) failing,
+    each kind of LOGINS. Put before fault_rules' (pvesim takes the first
+    rule whose draw hits)."""
+    rules = [{"kind": "error", "path": "^/(nodes|cluster)/", "rate": rate, "status": 401,
+              "message": TICKET_REFUSED}]
+    for r in fault_mix(login_rate, "^/access/ticket$", LOGINS, method="POST", delay_ms=1500,
+                       message="injected fault"):
+        if r["kind"] == "refused":
+            r.update(kind="error", status=401, message="authentication failure")
+        if r["kind"] == "late_hang":  # served after the client's 3 s
+            r["delay_ms"] = 5000
+        rules.append(r)
     return rules

@@ -81,13 +81,14 @@ def api_config(port, entry, db, proxd_extra="", standalone=None, proxmox_extra="
 def cluster_config(path, db, entry, proxd_extra=(), token=TOKEN, log_level="info",
                    placement="spread", workers=8, proxmox_extra=("connect_timeout = 3",
                                                                  "timeout = 30"),
-                   storage="local-lvm", standalone=None):
+                   storage="local-lvm", standalone=None, password=None):
     """The crash tests' and benchmarks' configuration: five nodes of one
     cluster behind `entry`, all four OSes (a VMID range of 1000 each),
     proxd_extra/proxmox_extra lines appended to [proxd]/[proxmox]; placement
     or workers None: proxd's default; storage: the nodes' VM storage
     (_nodes); standalone: a standalone sim's {node: port} map, every node a
-    standalone host of its own. Written to `path`; returns the API's port."""
+    standalone host of its own; password: root@pam's password, logged in with
+    (tickets) instead of the token. Written to `path`; returns the API's port."""
     port = free_port()
     lines = ["[proxd]", "listen = 127.0.0.1:%d" % port, "database = %s" % _url(db)]
     if placement:
@@ -96,7 +97,8 @@ def cluster_config(path, db, entry, proxd_extra=(), token=TOKEN, log_level="info
         lines.append("workers = %d" % workers)
     lines += ["log_level = " + log_level] + list(proxd_extra)
     lines += live_stats("\n".join(proxd_extra)).splitlines()
-    lines += ["", "[proxmox]", "token = " + token, "verify_tls = no"] + list(proxmox_extra) + [""]
+    creds = ["user = root@pam", "password = " + password] if password else ["token = " + token]
+    lines += ["", "[proxmox]"] + creds + ["verify_tls = no"] + list(proxmox_extra) + [""]
     for k, os_name in enumerate(["ubuntu", "centos", "windows", "debian"]):
         lines += ["[os %s]" % os_name,
                   "vmid_range = %d-%d" % (1000 * (k + 1), 1000 * (k + 1) + 999), ""]
