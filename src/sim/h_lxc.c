@@ -27,11 +27,6 @@ static struct sim_ct *load_ct(struct sim_call *c)
     return ct;
 }
 
-static const char *ct_lock(const struct sim_ct *ct)
-{
-    return json_string_value(json_object_get(ct->conf, "lock"));
-}
-
 /* A new task for the container, its UPID as the call's result. */
 static struct sim_task *ct_task(struct sim_call *c, int vmid, const char *type, enum task_kind kind)
 {
@@ -464,8 +459,8 @@ static void h_destroy(struct sim_call *c)
         call_fail(c, 500, "can't remove CT %d - protection mode enabled", ct->vmid);
         return;
     }
-    if (ct_lock(ct)) {
-        call_fail(c, 500, "CT is locked (%s)", ct_lock(ct));
+    if (sim_ct_lock(ct)) {
+        call_fail(c, 500, "CT is locked (%s)", sim_ct_lock(ct));
         return;
     }
     if (!call_bool(c, "force", false) && ct_running(c)) {
@@ -636,8 +631,8 @@ static void h_config_put(struct sim_call *c)
     json_t *del = split_list(call_str(c, "delete")), *rev = split_list(call_str(c, "revert"));
     const char *digest = call_str(c, "digest");
     char *cur = sim_ct_digest(ct);
-    if (ct_lock(ct))
-        call_fail(c, 500, "CT is locked (%s)", ct_lock(ct));
+    if (sim_ct_lock(ct))
+        call_fail(c, 500, "CT is locked (%s)", sim_ct_lock(ct));
     else if (digest && *digest && strcmp(cur, digest) != 0)
         call_fail(c, 500,
                   "detected modified configuration - file changed by other user? Try "

@@ -85,6 +85,11 @@ char *sim_ct_digest(const struct sim_ct *ct)
     return sim_vm_digest(&as_file);
 }
 
+const char *sim_ct_lock(const struct sim_ct *ct)
+{
+    return json_string_value(json_object_get(ct->conf, "lock"));
+}
+
 /* PVE::LXC::Config->config_file_lock */
 const char *sim_ct_lockfile(int vmid, char out[96])
 {

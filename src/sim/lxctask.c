@@ -113,16 +113,11 @@ static int phases(struct sim *s, struct sim_task *t, double now)
     return 1;
 }
 
-static const char *ct_lock(const struct sim_ct *ct)
-{
-    return json_string_value(json_object_get(ct->conf, "lock"));
-}
-
 /* check_lock, which the start and stop workers skip for skiplock and for
  * the `mounted` lock. True when the task was failed. */
 static bool locked(struct sim *s, struct sim_task *t, struct sim_ct *ct, bool skippable)
 {
-    const char *lk = ct_lock(ct);
+    const char *lk = sim_ct_lock(ct);
     if (!lk || (skippable && (arg_num(t, "skiplock", 0) || strcmp(lk, "mounted") == 0)))
         return false;
     fail(s, t, "CT is locked (%s)", lk);

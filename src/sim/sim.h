@@ -488,6 +488,8 @@ struct sim_ct *sim_ct_new(struct sim *s, struct sim_node *n, int vmid);
 void sim_ct_unlink(struct sim *s, struct sim_ct *ct);
 /* The config digest (SHA-1 of the config file, pending section included). */
 char *sim_ct_digest(const struct sim_ct *ct);
+/* Its `lock` property (create, backup, mounted...), or NULL. */
+const char *sim_ct_lock(const struct sim_ct *ct);
 /* "/run/lock/lxc/pve-config-<vmid>.lock" */
 const char *sim_ct_lockfile(int vmid, char out[96]);
 /* The container's flock (lock_config): taken at once or not. */

@@ -8,10 +8,10 @@ import os
 import tempfile
 
 import proxmoxer
-from proxmoxer.core import ResourceException
 
 from lib.cases import case, finish
 from lib.env import PASSWORD
+from lib.pxm import expect_error
 from lib.sim import Sim, expect400
 from lib.wait import wait_for
 
@@ -38,16 +38,6 @@ def task_ok(px, upid):
     st = wait_task(px, upid)
     assert st["exitstatus"] == "OK", (st, px.nodes(st["node"]).tasks(upid).log.get())
     return st
-
-
-def expect_error(fn, status, reason):
-    try:
-        fn()
-    except ResourceException as e:
-        assert e.status_code == status, (e.status_code, str(e))
-        assert e.content == reason, (e.content, reason)
-        return e
-    raise AssertionError("no error raised, expected %d %s" % (status, reason))
 
 
 def resource(px, vmid):

@@ -6,10 +6,10 @@ import time
 import urllib.parse
 
 import proxmoxer
-from proxmoxer.core import ResourceException
 
 from lib.cases import case, finish
 from lib.env import PASSWORD, TOKEN_SECRET
+from lib.pxm import expect_error
 from lib.sim import Sim
 from lib.wait import wait_for
 
@@ -41,16 +41,6 @@ def blocking_status(px, node, upid, deadline=20.0):
         st = px.nodes(node).tasks(upid).status.get()
         return st if st["status"] == "stopped" else None
     return wait_for(done, deadline, interval=0.02, what="task " + upid)
-
-
-def expect_error(fn, status, reason):
-    try:
-        fn()
-    except ResourceException as e:
-        assert e.status_code == status, (e.status_code, str(e))
-        assert e.content == reason, (e.content, reason)
-        return e
-    raise AssertionError("no error raised, expected %d %s" % (status, reason))
 
 
 def life_cycle(s, how, newid, name):
