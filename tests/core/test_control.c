@@ -742,6 +742,10 @@ static void resume_job_at(struct ch_env *e, const char *kind, int vmid, int64_t 
                                 (long long)age_ms, job, job);
     ch_sql(e, sql);
     sqlite3_free(sql);
+    /* freed by hand behind the core's back: told, as a dead instance's
+     * expired leases are (store_job_expire_owner), not left to the
+     * watcher's 5 s look for what no one tells (WATCH_IDLE_MS) */
+    core_wake(e->k);
 }
 
 static void resume_job(struct ch_env *e, const char *kind, int vmid, int64_t age_ms, char job[40])
