@@ -54,8 +54,17 @@ from lib.sim import Sim
 from lib.vmjobs import VmJobs
 from lib.wait import wait_for
 
-# each clone copies for a few seconds: the lost answer comes while it runs
-sim = Sim(time_scale=0.2)
+# At time scale 0.2. The cases whose clone's answer is lost need the clone
+# to run for a few seconds (the lost answer comes while it runs, and proxd
+# asks again before it ends): they clone the debian template, 10 GiB (about
+# 4 s), as every reinstall does. The ubuntu template is 1 GiB (0.5 s): the
+# other creations' clones are not what they look at, and the VMs are still
+# grown to 12 GiB.
+FLEET = {"nodes": [{"name": "sv%d" % i} for i in range(1, 6)],
+         "templates": [{"os": "ubuntu", "disk_gb": 1}, {"os": "debian", "disk_gb": 10},
+                       {"os": "centos", "disk_gb": 16},
+                       {"os": "windows", "disk_gb": 40, "memory_mb": 4096}]}
+sim = Sim(time_scale=0.2, fleet=FLEET)
 px = Proxd(sim, proxd_extra="placement = ordered\n", proxmox_extra="timeout = 3\n")
 ALICE = px.token("alice")
 px.start()
@@ -96,6 +105,10 @@ def second_ask_then_heal(before):
 
 jobs = VmJobs(px, sim, ALICE)
 events, wait_node_up, post_vm = jobs.events, jobs.wait_node_up, jobs.post_vm
+# a late call's delay when the test serves it itself (Sim.release_late) once
+# what had to come first is done: no fixed wait long enough for a loaded
+# machine
+UNTIL_RELEASED = 600000
 created, named, done_through_the_drop = jobs.created, jobs.named, jobs.done_through_the_fault
 
 
@@ -107,7 +120,7 @@ def temps():
 @case
 def a_creation_waits_for_its_own_clone():
     before = lose_the_answer()
-    job = post_vm("lost-1")
+    job = post_vm("lost-1", os="debian")  # a clone of 4 s
     second_ask_then_heal(before)
     j = px.wait_job(job, ALICE, deadline=120)
     assert j["state"] == "done", j
@@ -127,7 +140,7 @@ def a_clone_that_exists_is_read_again_before_it_is_taken_for_a_strangers():
     before = lose_the_answer()
     sim.add_faults([{"kind": "error", "method": "GET", "path": r"^/nodes/[^/]+/qemu/\d+/config$",
                      "status": 500, "message": "injected: config", "count": 2}])
-    job = post_vm("lost-unread")
+    job = post_vm("lost-unread", os="debian")  # a clone of 4 s
     try:
         j = px.wait_job(job, ALICE, deadline=120)
         hits = [f.get("hits", 0) for f in sim.ctl("GET", "/faults")]
@@ -320,15 +333,19 @@ def a_late_update_does_not_undo_the_next():
     next update lands before it. The late write carries the digest of the
     config it was read with, and Proxmox refuses it; without one it landed
     and undid the next update (the record said 3 cores, Proxmox's pending
-    change 2)."""
+    change 2). The late write is served once the next update is done (the
+    test releases it then)."""
     vmid = created("late-upd")["vmid"]
     wait_node_up(vmid)
-    sim.add_faults([{"kind": "late", "method": "PUT", "delay_ms": 2500, "count": 1,
+    sim.add_faults([{"kind": "late", "method": "PUT", "delay_ms": UNTIL_RELEASED, "count": 1,
                      "path": r"^/nodes/[^/]+/qemu/%d/config$" % vmid}])
     ev = done_through_the_drop(px.call("PATCH", "/v1/vms/%d" % vmid, ALICE, {"cores": 2}))
     j = px.wait_job(px.call("PATCH", "/v1/vms/%d" % vmid, ALICE, {"cores": 3}).json()["job"],
                     ALICE, deadline=60)
     assert j["state"] == "done", (j, events(j["id"]))
+    # the next update came first: the late write is still to be served
+    assert sim.ctl("GET", "/calls").get("late_pending", 0) == 1, "the late write came first"
+    assert sim.release_late() == 1
     wait_for(lambda: sim.ctl("GET", "/calls").get("late_pending", 0) == 0, deadline=30,
              interval=0.1, what="the late write served")
     v = sim.vm(vmid)
@@ -341,8 +358,9 @@ def a_late_update_does_not_undo_the_next():
 @case
 def a_late_configure_does_not_undo_the_first_update():
     """The same for a creation's configure write: served late, after the
-    new VM's first update, it is refused for the clone's digest."""
-    sim.add_faults([{"kind": "late", "method": "PUT", "delay_ms": 10000, "count": 1,
+    new VM's first update, it is refused for the clone's digest (served
+    once the update is done: the test releases it then)."""
+    sim.add_faults([{"kind": "late", "method": "PUT", "delay_ms": UNTIL_RELEASED, "count": 1,
                      "path": r"^/nodes/[^/]+/qemu/\d+/config$"}])
     j = created("late-cfg")
     vmid = j["vmid"]
@@ -353,6 +371,7 @@ def a_late_configure_does_not_undo_the_first_update():
     assert u["state"] == "done", (u, events(u["id"]))
     # the update came first: the late configure is still to be served
     assert sim.ctl("GET", "/calls").get("late_pending", 0) == 1, "the late write came first"
+    assert sim.release_late() == 1
     wait_for(lambda: sim.ctl("GET", "/calls").get("late_pending", 0) == 0, deadline=30,
              interval=0.1, what="the late configure served")
     v = sim.vm(vmid)

@@ -24,9 +24,9 @@ class VmJobs:
                      "GET", "/v1/nodes", self.token).json()["nodes"] if n["name"] == node),
                  deadline=30, interval=0.1, what="node %s up again" % node)
 
-    def post_vm(self, name):
+    def post_vm(self, name, os="ubuntu"):
         """A creation asked for; its job."""
-        r = self.px.call("POST", "/v1/vms", self.token, {"os": "ubuntu", "name": name, "cores": 1,
+        r = self.px.call("POST", "/v1/vms", self.token, {"os": os, "name": name, "cores": 1,
                                                          "memory_mb": 512, "disk_gb": 12})
         assert r.status_code == 202, r.text
         return r.json()["job"]
