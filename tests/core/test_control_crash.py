@@ -18,15 +18,18 @@ A killed proxd leaves its jobs leased for 30 s to its dead instance; the test
 expires those leases in the database (what the clock would do 30 s later)
 before it restarts proxd.
 
-Before that, one case on its own: a shutdown killed while it waits for its
-task, resumed by a proxd whose configuration no longer has the VM's node;
-then a delete of that VM fails, saying why (it still exists there).
+Beside that, two cases on their own, run at once with it (each on a pvesim
+and a proxd of its own): a shutdown killed while it waits for its task,
+resumed by a proxd whose configuration no longer has the VM's node; then a
+delete of that VM fails, saying why (it still exists there). And a delete
+resumed after its destroy, the inventory failing for a few reads.
 
 Plain script run by ctest (/usr/bin/python3 with Debian's python3-requests);
 prints one line per check and a closing `N passed, N failed` line.
 """
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 import random
 import re
 import sqlite3
@@ -206,8 +209,24 @@ def delete_resumed_after_its_destroy_waits_for_the_inventory():
 
 
 def main():
-    case(wait_resumed_on_a_node_no_longer_configured)
-    case(delete_resumed_after_its_destroy_waits_for_the_inventory)
+    # the two cases on their own: independent of the run below and of each
+    # other (a pvesim, a proxd, a directory each) and mostly waiting (a
+    # shutdown's task timeout, proxd's retries of the inventory): run beside
+    # it, ended before its checks
+    pool = ThreadPoolExecutor(2)
+    alone = [pool.submit(case, fn) for fn in
+             (wait_resumed_on_a_node_no_longer_configured,
+              delete_resumed_after_its_destroy_waits_for_the_inventory)]
+    try:
+        run_and_check()
+    finally:
+        for f in alone:
+            f.result()
+        pool.shutdown()
+    finish()
+
+
+def run_and_check():
     tmp = tempfile.TemporaryDirectory(prefix="proxd-ctlcrash-")
     db = os.path.join(tmp.name, "proxd.db")
     conf = os.path.join(tmp.name, "proxd.conf")
@@ -221,15 +240,17 @@ def main():
         write_config(conf, db, sim.entry, ["reconcile_interval = 3600"])
         proxd("--check-config", conf)
 
-        # ~20 VMs to work on
+        # ~20 VMs to work on, queued four at a time (each a run of the
+        # sanitizer build)
         d.start()
-        creates = []
-        for i in range(VMS):
+
+        def create(i):
             o = OSES[i % 2]  # ubuntu, debian: 10 GiB templates, quick clones
-            out = json.loads(proxd("create", "--config", conf, "--os", o, "--name", "ctl-%02d" % i,
-                                   "--cores", "1", "--memory", "1024", "--disk", "10",
-                                   "--owner", "ci").stdout)
-            creates.append(out["job"])
+            return json.loads(proxd("create", "--config", conf, "--os", o, "--name", "ctl-%02d" % i,
+                                    "--cores", "1", "--memory", "1024", "--disk", "10",
+                                    "--owner", "ci").stdout)["job"]
+        with ThreadPoolExecutor(4) as pool:
+            creates = list(pool.map(create, range(VMS)))
 
         def created():
             js = db_jobs(db)
@@ -324,7 +345,12 @@ def main():
         sim.stop(check_clean=False)
         raise
 
-    jobs = {jid: json.loads(proxd("job", "--config", conf, jid).stdout) for jid, _, _ in queued}
+    # proxd's view of each job: a hundred runs of the sanitizer build
+    # (0.1-0.3 s each, mostly its start), independent reads: four at a time
+    with ThreadPoolExecutor(4) as pool:
+        jobs = dict(zip([jid for jid, _, _ in queued],
+                        pool.map(lambda q: json.loads(proxd("job", "--config", conf, q[0]).stdout),
+                                 queued)))
     all_db_jobs = db_jobs(db)
     records = db_records(db)
     state = sim.state()
@@ -474,7 +500,6 @@ def main():
         sim.stop()
 
     print("total %.1fs" % (time.monotonic() - t_start), flush=True)
-    finish()
 
 
 if __name__ == "__main__":
