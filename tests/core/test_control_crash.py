@@ -10,7 +10,8 @@ deletion, one job.failed per failed job, each field's changes a chain that
 ends at the record).
 
 Against pvesim (5 nodes, --time-scale 0.05: a start takes ~75 ms, a
-shutdown ~150 ms; two rounds in three wait for a task to run before the kill). Jobs are queued with
+shutdown ~150 ms; two rounds in three wait for a task to run before the kill,
+up to 5 s or until no job is left). Jobs are queued with
 `proxd vm --config F VMID ...` against the running daemon (one per round
 while it is down). The RNG is seeded (CRASH_SEED overrides the seed).
 
@@ -232,8 +233,8 @@ def run_and_check():
     conf = os.path.join(tmp.name, "proxd.conf")
     sim = Sim(time_scale=0.05)
     queued = []  # (job id, vmid, op)
-    stats = {"kills": 0, "during_task": 0, "expired": 0, "refused": 0, "deletes": 0,
-             "creates": 0}
+    stats = {"kills": 0, "during_task": 0, "missed": 0, "expired": 0, "refused": 0,
+             "deletes": 0, "creates": 0}
     d = Daemon(conf, tmp.name)
     t_start = time.monotonic()
     try:
@@ -313,11 +314,21 @@ def run_and_check():
                 tries += 1
                 n += queue_one() is not None
             if rnd % 3 != 2:
-                # land the kill inside a task: wait for one to run
+                # land the kill inside a task: wait for one to run, up to 5 s.
+                # Once every job has ended there is none to come (nothing is
+                # queued during the wait): the round stops waiting then, its
+                # kill landing on an idle proxd as it did after the 5 s, and
+                # counts as missed
+                def seen():
+                    if tasks_running(sim) > 0:
+                        return "hit"
+                    return None if db_query(db, "SELECT count(*) FROM jobs WHERE state"
+                                                " NOT IN ('done', 'failed')")[0][0] else "none left"
                 try:
-                    wait_for(lambda: tasks_running(sim) > 0, 5, 0.01, "a task to run")
+                    got = wait_for(seen, 5, 0.01, "a task to run")
                 except AssertionError:
-                    pass
+                    got = None
+                stats["missed"] += got != "hit"
                 time.sleep(rng.uniform(0, 0.05))
             else:
                 time.sleep(rng.uniform(0.05, 1.0))
@@ -330,9 +341,10 @@ def run_and_check():
                 if queue_one() is not None:
                     break
             stats["expired"] += expire_leases(db)
-        print("%d kills (%d during a task), %d leases expired, %d jobs queued (%d refused) in %.1fs"
-              % (stats["kills"], stats["during_task"], stats["expired"], len(queued),
-                 stats["refused"], time.monotonic() - t_start), flush=True)
+        print("%d kills (%d during a task, %d aimed at one that missed it), %d leases expired,"
+              " %d jobs queued (%d refused) in %.1fs"
+              % (stats["kills"], stats["during_task"], stats["missed"], stats["expired"],
+                 len(queued), stats["refused"], time.monotonic() - t_start), flush=True)
 
         d.start()
         try:
