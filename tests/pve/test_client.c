@@ -239,6 +239,22 @@ static void *renew_call(void *arg)
     return NULL;
 }
 
+/* A client of cfg, logged in (one call), returned once its renewal falls
+ * due (cfg->ticket_renew_s after the login, and 100 ms); *t_login (if
+ * not NULL): when the login's call was sent. */
+static pve_client *renewal_due_client(struct pve_config *cfg, int64_t *t_login)
+{
+    pve_client *c = tclient(cfg);
+    struct pve_error e;
+    int64_t t0 = mono_ms();
+    assert_ok(pve_call(c, "GET", "/nodes", NULL, NULL, &e), &e);
+    while (mono_ms() < t0 + cfg->ticket_renew_s * 1000 + 100) /* the renewal falls due */
+        sleep_ms(50);
+    if (t_login)
+        *t_login = t0;
+    return c;
+}
+
 /* A renewal whose /access/ticket hangs (a pveproxy stuck at 3 a.m.) holds
  * up only the call that renews: the others go on at once with the ticket,
  * valid for a long while yet (they waited out the hung login under the
@@ -253,12 +269,8 @@ static void test_hung_renewal_does_not_stall_calls(void **state)
     password_cfg(&cfg, hv);
     cfg.ticket_renew_s = 1;
     cfg.timeout_ms = 4000;
-    pve_client *c = tclient(&cfg);
+    pve_client *c = renewal_due_client(&cfg, NULL);
     struct pve_error e;
-    int64_t t_login = mono_ms();
-    assert_ok(pve_call(c, "GET", "/nodes", NULL, NULL, &e), &e);
-    while (mono_ms() < t_login + 1100) /* the renewal falls due */
-        sleep_ms(50);
     tsim_ctl0(&g_sim, "POST", "/_sim/faults",
               "{\"method\":\"POST\",\"path\":\"^/access/ticket$\",\"kind\":\"hang\",\"count\":1}");
     struct renewer r = {.c = c, .rc = -1};
@@ -294,13 +306,9 @@ static void test_failed_renewal_retried_later(void **state)
     password_cfg(&cfg, hv);
     cfg.ticket_lifetime_s = 10;
     cfg.ticket_renew_s = 1;
-    pve_client *c = tclient(&cfg);
+    pve_client *c = renewal_due_client(&cfg, NULL);
     struct pve_error e;
-    int64_t t_login = mono_ms();
-    assert_ok(pve_call(c, "GET", "/nodes", NULL, NULL, &e), &e);
     unsigned gen0 = c->auth.gen;
-    while (mono_ms() < t_login + 1100)
-        sleep_ms(50);
     tsim_ctl0(&g_sim, "POST", "/_sim/faults",
               "{\"method\":\"POST\",\"path\":\"^/access/ticket$\",\"kind\":\"error\","
               "\"status\":500,\"message\":\"injected: pvedaemon busy\"}");
@@ -589,12 +597,8 @@ static void test_probe_leaves_the_renewal_to_other_calls(void **state)
     password_cfg(&cfg, hv);
     cfg.ticket_renew_s = 1;
     cfg.probe_timeout_ms = 800;
-    pve_client *c = tclient(&cfg);
+    pve_client *c = renewal_due_client(&cfg, NULL);
     struct pve_error e;
-    int64_t t_login = mono_ms();
-    assert_ok(pve_call(c, "GET", "/nodes", NULL, NULL, &e), &e);
-    while (mono_ms() < t_login + 1100) /* the renewal falls due */
-        sleep_ms(50);
     tsim_ctl0(&g_sim, "POST", "/_sim/faults",
               "{\"method\":\"POST\",\"path\":\"^/access/ticket$\",\"kind\":\"hang\",\"count\":1}");
     struct bounded b;
@@ -650,14 +654,11 @@ static void test_slow_renewal_renews_in_time(void **state)
     cfg.ticket_lifetime_s = 20;
     cfg.ticket_renew_s = 1;
     cfg.timeout_ms = 4000;
-    pve_client *c = tclient(&cfg);
+    int64_t t_login;
+    pve_client *c = renewal_due_client(&cfg, &t_login);
     struct pve_error e;
-    int64_t t_login = mono_ms();
-    assert_ok(pve_call(c, "GET", "/nodes", NULL, NULL, &e), &e);
     unsigned gen0 = c->auth.gen;
     ticket_fault("\"kind\":\"delay\",\"delay_ms\":1500");
-    while (mono_ms() < t_login + 1100) /* the renewal falls due */
-        sleep_ms(50);
     int64_t end = t_login + 12000; /* the ticket serves until 20 s */
     while (c->auth.gen == gen0) {
         if (mono_ms() > end)
