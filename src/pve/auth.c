@@ -173,7 +173,7 @@ static int login_send(pve_client *c, const char *ticket, unsigned shortf, struct
     const char *csrf = json_string_value(json_object_get(d, "CSRFPreventionToken"));
     if (!t || !csrf) {
         rc = PVE_E_AUTH;
-        pve_error_set(err, PVE_E_AUTH, "login answer without ticket%s",
+        pve_error_set(err, PVE_E_AUTH, "answer without a ticket%s",
                       json_object_get(d, "NeedTFA") ? " (second factor required)" : "");
         goto out;
     }
@@ -214,6 +214,20 @@ static void renew_longer(pve_client *c)
     long cur = pve_short_ms(c, PVE_CALL_PROBE | PVE_CALL_GLANCE | PVE_F_RENEW);
     long next = cur * 2 < c->timeout_ms ? cur * 2 : c->timeout_ms;
     atomic_store(&c->auth.renew_ms, next > cur ? next : cur);
+}
+
+/* A failed login's error, as its callers see it: the call they made
+ * failed because the login did, which its message says (a node marked down
+ * for a login that hung, or a job that failed on one, names the login and
+ * the host it went to, not only curl's words). */
+static void name_the_login(struct pve_error *e, bool renew, const char *user)
+{
+    char m[2 * sizeof e->message + sizeof e->host], on[sizeof e->host + 4] = "";
+    if (e->host[0])
+        snprintf(on, sizeof on, " on %s", e->host);
+    snprintf(m, sizeof m, "%s as %s failed%s: %s", renew ? "ticket renewal" : "login", user, on,
+             e->message);
+    pve_strlcpy(e->message, m, sizeof e->message);
 }
 
 /* One flight: a renewal of the current ticket (renew) or a login with the
@@ -272,6 +286,8 @@ static int flight_locked(pve_client *c, bool renew, unsigned shortf, struct pve_
                  (long long)((a->ticket_ms + c->ticket_lifetime_s * 1000 - now) / 1000),
                  (long long)(d / 1000), pve_short_ms(c, shortf));
     }
+    if (rc)
+        name_the_login(&e, renew, a->user);
     answer_clear(&la);
     a->flying = false;
     a->flights++;

@@ -408,6 +408,7 @@ static void test_callers_share_one_login(void **state)
         assert_int_equal(w[i].rc, PVE_E_NETWORK);
         assert_string_equal(w[i].e.message, w[0].e.message); /* the login's error, shared */
     }
+    assert_non_null(strstr(w[0].e.message, "login as root@pam failed on "));
     /* one login, sent twice (the policy's two attempts) */
     assert_int_equal(tsim_calls(&g_sim, "POST /access/ticket"), 2);
     if (took > 6000)
@@ -763,6 +764,10 @@ static void test_auth_failures_no_secret(void **state)
     assert_int_equal(rc2, PVE_E_AUTH);
     assert_ok(rc3, &e3);
     assert_int_equal(e1.http_status, 401);
+    /* the call failed because its login did: the message says so */
+    char want[sizeof e1.message];
+    snprintf(want, sizeof want, "login as root@pam failed on %s: authentication failure", e1.host);
+    assert_string_equal(e1.message, want);
     assert_non_null(strstr(log, "/access/ticket")); /* requests were logged */
     assert_non_null(strstr(log, "PUT "));
     const char *secrets[] = {"Wrong-Pa55word-xyzzy", "deadbeef-0000", T_PASSWORD,      T_SECRET,
