@@ -452,6 +452,37 @@ fail:
     return -1;
 }
 
+/* GET /_sim/tasks[?wait_ms=N]: how many tasks run now, and their types.
+ * With wait_ms, the answer waits until one runs (at once if one does) or
+ * N ms have passed: a test aims a kill at a running task this way, where a
+ * task of a fast time scale ends before a poll of /_sim/state is read. */
+static void tasks_get(struct sim *s, const struct http_req *req, struct http_resp *r)
+{
+    int64_t wait = 0;
+    const char *q = req->query;
+    if (q && q[0] &&
+        (!str_starts(q, "wait_ms=") || !parse_i64(q + 8, &wait) || wait < 0 || wait > 60000)) {
+        bad(r, 400, "wait_ms: an integer from 0 to 60000");
+        return;
+    }
+    struct timespec until = deadline_in_ms(wait);
+    pthread_mutex_lock(&s->mu);
+    sim_advance(s);
+    uint64_t seen = s->ntasks_started;
+    while (wait > 0 && s->ntasks_running == 0 && s->ntasks_started == seen &&
+           pthread_cond_timedwait(&s->started_cv, &s->mu, &until) != ETIMEDOUT)
+        ;
+    json_t *types = json_array();
+    for (struct sim_task *t = s->tasks; t && (int)json_array_size(types) < s->ntasks_running;
+         t = t->next)
+        if (t->running)
+            json_array_append_new(types, json_string(t->type));
+    json_t *o = json_pack("{s:i,s:I,s:o}", "running", s->ntasks_running, "started",
+                          (json_int_t)s->ntasks_started, "types", types);
+    pthread_mutex_unlock(&s->mu);
+    reply(r, 200, o);
+}
+
 void sim_ctl_handle(struct sim *s, const struct http_req *req, struct http_resp *r)
 {
     const char *p = req->path + 5; /* after "/_sim" */
@@ -483,6 +514,8 @@ void sim_ctl_handle(struct sim *s, const struct http_req *req, struct http_resp 
         json_object_clear(s->node_calls);
         pthread_mutex_unlock(&s->mu);
         reply(r, 200, json_object());
+    } else if (get && strcmp(p, "/tasks") == 0) {
+        tasks_get(s, req, r);
     } else if (post && strcmp(p, "/late") == 0) {
         pthread_mutex_lock(&s->mu);
         int n = sim_late_release(s);

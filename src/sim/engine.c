@@ -106,7 +106,9 @@ struct sim_task *sim_task_new(struct sim *s, struct sim_node *n, const char *typ
     s->tasks = t;
     task_index_add(s, t);
     s->ntasks_running++;
+    s->ntasks_started++;
     s->dirty = true;
+    pthread_cond_broadcast(&s->started_cv);
     return t;
 }
 

@@ -498,6 +498,7 @@ int main(int argc, char **argv)
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->apply_mu, NULL);
     cond_init_mono(&s->cv);
+    cond_init_mono(&s->started_cv);
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     s->t_origin = (double)ts.tv_sec + ts.tv_nsec / 1e9;

@@ -301,6 +301,9 @@ struct sim_rrd_node {
 struct sim {
     pthread_mutex_t mu;
     pthread_cond_t cv; /* broadcast whenever a lock is released or a task ends */
+    /* broadcast whenever a task starts (GET /_sim/tasks?wait_ms waits on it);
+     * not cv: the file-lock waiters need not wake for every start */
+    pthread_cond_t started_cv;
     /* sim_node_apply: one listener switch at a time, the node's state read
      * under it (taken before mu, never while holding it) */
     pthread_mutex_t apply_mu;
@@ -359,6 +362,7 @@ struct sim {
     size_t task_index_cap;        /* buckets, a power of two */
     size_t ntasks;                /* tasks linked in s->tasks */
     int ntasks_running;           /* engine.c: tasks in s->tasks still running */
+    uint64_t ntasks_started;      /* engine.c: tasks started since the start */
     struct sim_fault *faults;
     int fault_next;
     /* api.c: calls under a `late` fault, each with a thread of its own

@@ -75,8 +75,9 @@ def disk_gb(spec):
     return int({"T": v * 1024, "G": v, "M": v / 1024, "K": v / 1024 / 1024}.get(u, v / 2**30))
 
 
-def tasks_running(sim):
-    return sum(1 for t in sim.state().get("tasks", []) if t["running"])
+def tasks_running(sim, wait_ms=0):
+    """Tasks running now; with wait_ms, pvesim answers once one runs."""
+    return sim.running_tasks(wait_ms)["running"]
 
 
 def without_node(conf, node):
@@ -314,13 +315,15 @@ def run_and_check():
                 tries += 1
                 n += queue_one() is not None
             if rnd % 3 != 2:
-                # land the kill inside a task: wait for one to run, up to 5 s.
-                # Once every job has ended there is none to come (nothing is
-                # queued during the wait): the round stops waiting then, its
-                # kill landing on an idle proxd as it did after the 5 s, and
+                # land the kill inside a task: wait for one to run, up to 5 s
+                # (pvesim answers the moment one starts: a task here lasts
+                # 75-150 ms, less than a read of its whole state). Once every
+                # job has ended there is none to come (nothing is queued
+                # during the wait): the round stops waiting then, its kill
+                # landing on an idle proxd as it did after the 5 s, and
                 # counts as missed
                 def seen():
-                    if tasks_running(sim) > 0:
+                    if tasks_running(sim, wait_ms=250) > 0:
                         return "hit"
                     return None if db_query(db, "SELECT count(*) FROM jobs WHERE state"
                                                 " NOT IN ('done', 'failed')")[0][0] else "none left"

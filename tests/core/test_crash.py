@@ -54,8 +54,7 @@ def db_jobs(db):
 
 
 def clone_running(sim):
-    tasks = sim.state().get("tasks", [])
-    return any(t["type"] == "qmclone" and t["running"] for t in tasks)
+    return "qmclone" in sim.running_tasks()["types"]
 
 
 def killed_at_configure(tag):

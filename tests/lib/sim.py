@@ -243,6 +243,14 @@ class Sim:
     def state(self):
         return self.ctl("GET", "/state")
 
+    def running_tasks(self, wait_ms=0):
+        """The tasks running now (GET /_sim/tasks): {"running": n, "started":
+        count since pvesim's start, "types": [...]}. With wait_ms, pvesim
+        answers once one runs or that time has passed: a kill aimed at a
+        task lands while it runs, where one /_sim/state read can take longer
+        than the task of a fast time scale."""
+        return self.ctl("GET", "/tasks?wait_ms=%d" % wait_ms if wait_ms else "/tasks")
+
     def vm(self, vmid, node=None):
         for v in self.state()["vms"]:
             if v["vmid"] == vmid and (node is None or v["node"] == node):

@@ -458,4 +458,38 @@ def bad_specs():
         assert s.api("GET", "/version").status_code == 200
 
 
+@case
+def running_tasks_answer_when_one_starts():
+    """GET /_sim/tasks counts the tasks running now; with wait_ms it answers
+    the moment one starts (a test aims a kill at it), or when the time is
+    out; a bad wait_ms is refused naming it."""
+    import threading
+    with Sim(time_scale=0.05) as s:
+        idle = s.running_tasks()
+        assert idle["running"] == 0 and idle["types"] == [], idle
+        t0 = time.monotonic()
+        assert s.running_tasks(wait_ms=300)["running"] == 0
+        assert time.monotonic() - t0 >= 0.29, "answered before its wait_ms with no task"
+        got = {}
+
+        def waiter():
+            got["r"] = s.running_tasks(wait_ms=20000)
+        w = threading.Thread(target=waiter)
+        w.start()
+        time.sleep(0.3)  # the waiter is waiting (it cannot answer before a task starts)
+        assert "r" not in got, got
+        started = time.monotonic()
+        upid = s.data("POST", "/nodes/sv1/qemu/8000/clone", data={"newid": "100"})
+        w.join(10)
+        assert "r" in got, "no answer after the clone started"
+        assert got["r"]["running"] >= 1 and "qmclone" in got["r"]["types"], got
+        assert got["r"]["started"] == idle["started"] + 1, got
+        assert time.monotonic() - started < 5, "answered late: %.1fs" % (time.monotonic() - started)
+        assert s.wait_task("sv1", upid)["exitstatus"] == "OK"
+        assert s.running_tasks()["running"] == 0
+        for bad in ("wait_ms=-1", "wait_ms=60001", "wait_ms=abc", "x=1"):
+            r = s.raw("GET", "/_sim/tasks?" + bad)
+            assert r.status_code == 400 and r.json()["error"].startswith("wait_ms:"), (bad, r.text)
+
+
 finish()
