@@ -126,6 +126,58 @@ def run_cases():
             wait_for(lambda: health("sv5") == "up", deadline=30, interval=0.1, what="sv5 up")
 
     @case
+    def status_says_what_needs_attention():
+        """proxctl status: nothing to see exits 0; a node down and a job that
+        failed are attention lines (exit 1), in the text and in --json; a
+        user's token sees its own; a bad --hours is refused naming it."""
+        sim = state["sim"]
+        r = ctl("status")
+        assert r.returncode == 0, (r.returncode, r.stdout, r.stderr)
+        lines = r.stdout.splitlines()
+        assert lines[0] == "proxd at %s: ready" % state["px"].base, lines
+        assert lines[-1] == "attention: none", lines
+        assert any(x.startswith("nodes:     5 up, 0 down") for x in lines), lines
+        # a job that fails: a resize whose tasks fail on Proxmox
+        sim.add_faults([{"kind": "task_error", "path": r"/qemu/1000/resize$", "method": "PUT",
+                         "message": "disk full"}])
+        r = ctl("vm", "resize", "1000", "--disk", "30G")
+        sim.clear_faults()
+        assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
+        sim.ctl("POST", "/nodes/sv5", {"state": "offline"})
+        try:
+            def down():
+                st = json.loads(ctl("--json", "status").stdout)
+                return st if st["nodes"]["down"] == 1 else None
+            st = wait_for(down, deadline=30, interval=0.1, what="sv5 down in the status")
+            assert st["ready"] is True and st["nodes"]["up"] == 4, st
+            att = st["attention"]
+            assert len(att) == 2, att
+            assert att[0].startswith("node sv5 is down: offline (as the cluster reports it)"), att
+            assert att[1] == "1 job failed in the last 1 h (proxctl job list --state failed)", att
+            f = st["jobs"]["failed"]
+            assert len(f) == 1 and f[0]["kind"] == "resize" and "disk full" in f[0]["error"], f
+            r = ctl("status")
+            assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
+            lines = r.stdout.splitlines()
+            assert "attention: 2" in lines, lines
+            assert any(x.startswith("  - node sv5 is down: ") for x in lines), lines
+            assert any(x.strip().startswith("failed ") and "resize VM 1000" in x
+                       and "disk full" in x for x in lines), lines
+            # alice, a user: the nodes, and the jobs of her VMs (the resize was of hers)
+            mine = json.loads(ctl("--json", "status", token=state["alice"]).stdout)
+            assert mine["nodes"]["down"] == 1, mine
+            assert [j["vmid"] for j in mine["jobs"]["failed"]] == [1000], mine
+        finally:
+            sim.ctl("POST", "/nodes/sv5", {"state": "online"})
+            wait_for(lambda: json.loads(ctl("--json", "status").stdout)["nodes"]["down"] == 0,
+                     deadline=30, interval=0.1, what="sv5 up again")
+        for bad in (["--hours", "0"], ["--hours", "x"], ["extra"]):
+            r = ctl("status", *bad)
+            assert r.returncode == 2, (bad, r.returncode, r.stderr)
+        assert "--hours" in ctl("status", "--hours", "0").stderr
+        assert ctl("status", token="pxd_not_a_token").returncode == 4
+
+    @case
     def list_filters_are_values_and_columns_fit():
         # (after the node cases: its VM's traffic to its node would tell
         # a node's fall before the cluster does)
