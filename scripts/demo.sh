@@ -101,6 +101,8 @@ if [ -z "$READY" ]; then
     exit 1
 fi
 run "$B/proxctl" node list
+# what needs an operator's attention; it exits 1 when anything does (sv1 is down)
+run "$B/proxctl" status || true
 
 step "create three VMs: sv1 is down, so they land on the next nodes"
 ssh-keygen -q -t ed25519 -N '' -C demo@example -f "$WORK/id_demo"
