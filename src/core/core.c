@@ -330,10 +330,29 @@ void job_checkpoint(struct core *k, struct job_rec *j, const char *step, int pro
     /* the job row (what a restart resumes from) and its event in one
      * transaction: a job never ends without the event that says so */
     for (int tries = 0; store_job_checkpoint(k->st, j, msg, &se) != 0; tries++) {
-        log_error("job", "job=%s cannot write step %s: %s", j->id, j->step, se.message);
-        if (tries >= 20)
-            abort(); /* a job we cannot checkpoint must not go on calling Proxmox */
-        sleep_ms(100 * (tries + 1));
+        if (se.code == STORE_E_CONFLICT) {
+            /* another runner holds the job now: its lease ran out while
+             * this one could not reach the database, and another instance
+             * took it. This runner must not call Proxmox for it again, and
+             * cannot be unwound from here: the process stops, and its other
+             * jobs are taken over (their leases run out) or resumed at its
+             * restart, from their checkpoints */
+            log_error("job",
+                      "job=%s is no longer this instance's (%s): it lost its lease while the "
+                      "database was out of reach; proxd stops so that the job never runs twice",
+                      j->id, se.message);
+            abort();
+        }
+        /* the database is out of reach (a PostgreSQL failover, SQLite's
+         * lock held by another process): the job waits here, calling
+         * nothing, until it answers, however long that is. Its lease runs
+         * out meanwhile; a runner elsewhere that takes the job over is the
+         * case above, one of this process's own workers does not run it
+         * (hold_claimed) */
+        if (tries < 10 || tries % 30 == 0)
+            log_error("job", "job=%s cannot write step %s (try %d, trying again): %s", j->id,
+                      j->step, tries + 1, se.message);
+        sleep_ms(tries < 20 ? 100 * (tries + 1) : 2000);
     }
     if (msg[0]) {
         log_info("job", "job=%s kind=%s vmid=%d node=%s step=%s %s", j->id, j->kind, j->vmid,
@@ -849,6 +868,29 @@ static void hold(struct core *k, int slot, const char *id)
     pthread_mutex_unlock(&k->mu);
 }
 
+/* A job this worker claimed: held unless another worker of this process
+ * runs it already (false). That one waits at a checkpoint for a database
+ * that was out of reach long enough for the job's lease to run out: the
+ * claim renewed the lease for this process, whose runner goes on with it
+ * once its write goes through. */
+static bool hold_claimed(struct core *k, int slot, const char *id)
+{
+    pthread_mutex_lock(&k->mu);
+    bool ours = false;
+    for (int i = 0; i < k->nworkers && !ours; i++)
+        ours = i != slot && strcmp(k->held[i], id) == 0;
+    pthread_mutex_unlock(&k->mu);
+    if (ours) {
+        log_warn("job",
+                 "job=%s is run by another worker here, waiting for the database: not run "
+                 "twice",
+                 id);
+        return false;
+    }
+    hold(k, slot, id);
+    return true;
+}
+
 static void run_job(struct core *k, struct job_rec *j)
 {
     if (strcmp(j->kind, "create") == 0)
@@ -928,7 +970,10 @@ static void *worker_main(void *arg)
          * if it finds one too (a job's end wakes nobody: its worker looks
          * again itself) */
         core_wake(k);
-        hold(k, slot, j.id);
+        if (!hold_claimed(k, slot, j.id)) {
+            job_rec_release(&j);
+            continue;
+        }
         log_info("job", "job=%s kind=%s vmid=%d claimed at step %s by %s", j.id, j.kind, j.vmid,
                  j.step, k->instance);
         run_job(k, &j);
@@ -1047,13 +1092,16 @@ static void *leaser_main(void *arg)
         if (mono_ms() >= renew_at) {
             struct store_error se;
             int n = 0;
-            if (held && store_job_renew_owner(k->st, k->instance, LEASE_MS, &n, &se))
+            bool failed = held && store_job_renew_owner(k->st, k->instance, LEASE_MS, &n, &se);
+            if (failed)
                 log_warn("job", "lease renewal of %d jobs failed: %s", held, se.message);
             else if (n < held) /* taken over, or finished since they were counted */
                 log_debug("job", "%d of %d held jobs' leases renewed", n, held);
             /* a third of the lease: two renewals in a row may fail before
-             * it lapses */
-            renew_at = mono_ms() + LEASE_MS / 3;
+             * it lapses. After a failure, a second: the database back
+             * after an outage, the leases that ran out meanwhile are
+             * renewed before another instance takes the jobs over */
+            renew_at = mono_ms() + (failed ? 1000 : LEASE_MS / 3);
         }
         leaser_wait(k, watch, (long)(renew_at - mono_ms()));
         if (watch) {

@@ -16,6 +16,13 @@
 #include <unistd.h>
 
 #define DB_TX_ATTEMPTS 8
+/* No try of a transaction starts this long after its first: a SQLite lock
+ * another process holds costs each try the busy timeout (5 s), and eight of
+ * them held an API request 40 s, past any client's patience, for an answer
+ * (503) it could give after two. A conflict that clears (a snapshot that
+ * could not be upgraded, a PostgreSQL serialization failure) is tried again
+ * within milliseconds, well inside it. */
+#define DB_TX_BUDGET_MS 8000
 
 int db_fail(struct store_error *err, enum db_class cls, const char *fmt, ...)
 {
@@ -174,7 +181,9 @@ int db_tx(db *d, enum db_mode mode, db_fn fn, void *ctx, struct store_error *err
     int rc = conn_get(d, &c, err);
     if (rc)
         return rc;
-    for (int attempt = 1;; attempt++) {
+    int64_t t0 = mono_ms();
+    int attempt = 1;
+    for (;; attempt++) {
         c->notify = false; /* a try again calls db_notify_jobs again */
         rc = d->drv->conn_ready(c, err);
         if (rc == STORE_OK)
@@ -194,15 +203,16 @@ int db_tx(db *d, enum db_mode mode, db_fn fn, void *ctx, struct store_error *err
         }
         if (rc != DB_RETRY)
             return rc;
-        if (attempt == DB_TX_ATTEMPTS)
+        long pause = (1L << attempt) + random() % 8;
+        if (attempt == DB_TX_ATTEMPTS || mono_ms() - t0 + pause >= DB_TX_BUDGET_MS)
             break;
-        sleep_ms((1 << attempt) + random() % 8);
+        sleep_ms(pause);
     }
     char first[sizeof err->message] = "";
     if (err)
         snprintf(first, sizeof first, "%s", err->message);
-    return store_fail(err, STORE_E_DB, "transaction failed after %d attempts: %s", DB_TX_ATTEMPTS,
-                      first);
+    return store_fail(err, STORE_E_DB, "transaction failed after %d attempts in %lld ms: %s",
+                      attempt, (long long)(mono_ms() - t0), first);
 }
 
 static char *sql_dialect(const struct db_driver *drv, const char *sql);

@@ -92,7 +92,8 @@ const char *db_name(const db *d); /* "sqlite", "postgresql" */
 char *db_sql_text(db *d, const char *sql);
 
 /* Run fn in one transaction on this thread's connection; again from the
- * start when it returns DB_RETRY (bounded, with a growing, jittered pause).
+ * start when it returns DB_RETRY (at most 8 tries, none begun 8 s after the
+ * first, with a growing, jittered pause).
  * fn must be safe to run again: it may not keep results of a failed try. */
 typedef int (*db_fn)(db_conn *c, void *ctx, struct store_error *err);
 int db_tx(db *d, enum db_mode mode, db_fn fn, void *ctx, struct store_error *err);
