@@ -375,9 +375,10 @@ static int decode_strings(struct resp *rs, const struct field *f, json_t *v)
     json_array_foreach(v, i, e)
     {
         const char *s = json_string_value(e);
-        if (!s || strchr(s, '\n') || strchr(s, '\r')) {
+        /* a NUL would end the text early and hide what follows it */
+        if (!s || strlen(s) != json_string_length(e) || strchr(s, '\n') || strchr(s, '\r')) {
             resp_error(rs, HTTP_BAD_REQUEST, "invalid", f->name,
-                       "%s[%zu]: must be a string on one line", f->name, i);
+                       "%s[%zu]: must be a string on one line, no NUL", f->name, i);
             goto fail;
         }
         if ((i && buf_addc(&b, '\n')) || buf_adds(&b, s)) {
@@ -488,7 +489,12 @@ int decode_body(struct req *rq, struct resp *rs, const struct field *f, size_t n
             return -1;
         }
         json_error_t je;
-        o = json_loadb(body, blen, JSON_REJECT_DUPLICATES, &je);
+        /* A \u0000 in a string is let through to the field's own check,
+         * which refuses it naming the field; refused here, the whole body
+         * would be invalid_json naming nothing. Every reader of a string
+         * from the body checks for a NUL (decode_field, decode_strings,
+         * routes_vms.c's decode_net). */
+        o = json_loadb(body, blen, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &je);
         if (!o) {
             resp_error(rs, HTTP_BAD_REQUEST, "invalid_json", NULL,
                        "the body is not valid JSON: %s (line %d, column %d)", je.text, je.line,

@@ -99,7 +99,8 @@ static int decode_net(bool admin, struct resp *rs, struct create_in *in)
         json_array_foreach(in->pools, i, v)
         {
             const char *p = json_string_value(v);
-            if (!p || !*p || strlen(p) >= sizeof in->r.pools[0]) {
+            if (!p || !*p || strlen(p) >= sizeof in->r.pools[0] ||
+                strlen(p) != json_string_length(v)) {
                 resp_error(rs, HTTP_BAD_REQUEST, "invalid", "ippools",
                            "ippools: pool names, 1 to %zu characters", sizeof in->r.pools[0] - 1);
                 return -1;
@@ -124,9 +125,11 @@ static int decode_net(bool admin, struct resp *rs, struct create_in *in)
     {
         struct vm_request_addr *a = &in->r.addrs[in->r.naddrs];
         const char *s = json_string_value(v);
-        if (strlen(pool) >= sizeof a->pool || !s || strlen(s) >= sizeof a->address) {
+        if (strlen(pool) >= sizeof a->pool || !s || strlen(s) >= sizeof a->address ||
+            strlen(s) != json_string_length(v)) {
             resp_error(rs, HTTP_BAD_REQUEST, "invalid", "addresses",
-                       "addresses: {\"POOL\": \"ADDRESS\"}, pool names up to %zu characters",
+                       "addresses: {\"POOL\": \"ADDRESS\"}, pool names up to %zu characters, "
+                       "no NUL",
                        sizeof a->pool - 1);
             return -1;
         }
