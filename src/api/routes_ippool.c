@@ -330,10 +330,17 @@ static int row_of(store *st, const struct cfg_ippool *p, const char *key, struct
     return 0;
 }
 
+/* A DELETE takes no body (or {}): one it ignored would be taken however
+ * wrong, as if the caller had meant the delete. -1 with rs filled. */
+static int no_body(struct req *rq, struct resp *rs)
+{
+    return decode_body(rq, rs, NULL, 0, true, NULL);
+}
+
 void h_ippool_unhold(struct req *rq, struct resp *rs)
 {
     const struct cfg_ippool *p = admin_pool(rq, rs, NULL);
-    if (!p)
+    if (!p || no_body(rq, rs))
         return;
     struct ippool_addr a;
     char key[IPPOOL_KEYLEN];
@@ -462,7 +469,7 @@ void h_ippool_range_del(struct req *rq, struct resp *rs)
 {
     const struct cfg_ippool *p = admin_pool(rq, rs, NULL);
     int64_t id;
-    if (!p || parse_int_arg(rs, "id", rq->params[1], 1, INT64_MAX, &id))
+    if (!p || no_body(rq, rs) || parse_int_arg(rs, "id", rq->params[1], 1, INT64_MAX, &id))
         return;
     struct store_error se;
     int rc = store_addr_range_del(rq->api->st, p->name, id, &se);

@@ -996,6 +996,32 @@ def a_nul_in_a_string_is_refused_naming_its_field():
     assert not db("SELECT id FROM jobs WHERE kind = 'snap-create'")
 
 
+@case
+def deleting_a_hold_or_a_range_refuses_a_body():
+    """DELETE /v1/ippools/{name}/addresses/{a} and .../ranges/{id} never
+    read their body: one that was no JSON, or had unknown fields, was
+    taken, and the hold or the range was gone. They refuse it as every
+    other route without a body does (DELETE /v1/vms/{vmid})."""
+    api("POST", "/v1/ippools/lan/addresses", ADMIN, {"address": "10.20.0.250"}, want=201)
+    rid = api("POST", "/v1/ippools/lan/ranges", ADMIN,
+              {"first": "10.20.0.190", "last": "10.20.0.191", "kind": "reserved"},
+              want=201).json()["id"]
+    for path in ("/v1/ippools/lan/addresses/10.20.0.250", "/v1/ippools/lan/ranges/%d" % rid):
+        refused(send("DELETE", path, ADMIN, b'{"force": true}'), 400, "unknown_field", "force")
+        refused(send("DELETE", path, ADMIN, b'{"a": 01}'), 400, "invalid_json", None)
+        refused(send("DELETE", path, ADMIN, b"[]"), 400, "invalid_json", None)
+        refused(send("DELETE", path, ADMIN, b"{}", ctype="text/plain"), 415,
+                "unsupported_media_type", None)
+    held = api("GET", "/v1/ippools/lan/addresses?state=held", ADMIN, want=200).json()
+    assert [x["address"] for x in held["addresses"]] == ["10.20.0.250"], held
+    assert db("SELECT id FROM addr_range") == [(rid,)]
+    # without a body, or with {}, they are taken
+    assert send("DELETE", "/v1/ippools/lan/addresses/10.20.0.250", ADMIN).status == 204
+    assert send("DELETE", "/v1/ippools/lan/ranges/%d" % rid, ADMIN, b"{}").status == 204
+    assert not db("SELECT addr FROM addr_alloc WHERE state = 'held'")
+    assert not db("SELECT id FROM addr_range")
+
+
 # ---- the run ----------------------------------------------------------------------------------
 
 def reused_key(rq):
