@@ -139,8 +139,8 @@ int decode_body(struct req *rq, struct resp *rs, const struct field *f, size_t n
                 json_t **raw);
 /* The same checks on an object already parsed (o stays the caller's). */
 int decode_object(struct resp *rs, json_t *o, const struct field *f, size_t n);
-/* Query string: every argument must be one of `allowed` (NULL-terminated);
- * -1 with a 400 naming the first that is not. */
+/* Query string: every argument must be one of `allowed` (NULL-terminated),
+ * given once; -1 with a 400 naming the first that is not. */
 int check_query(struct req *rq, struct resp *rs, const char *const *allowed);
 /* An argument's value; NULL when absent or empty (as a filter, empty is
  * no filter). Not for flags: see query_flag. */

@@ -532,12 +532,21 @@ static bool allowed_arg(const char *const *allowed, const char *key)
 
 int check_query(struct req *rq, struct resp *rs, const char *const *allowed)
 {
-    const char *k, *v;
+    const char *k, *v, *k2, *v2;
     for (size_t i = 0; http_req_arg(rq->hr, i, &k, &v); i++) {
         if (!allowed_arg(allowed, k)) {
             resp_error(rs, HTTP_BAD_REQUEST, "unknown_parameter", k, "%s: unknown query parameter",
                        k);
             return -1;
+        }
+        /* query() reads the first: a second value, whatever it said,
+         * would be dropped without a word (a quadratic look, but over at
+         * most HTTP_ARGS_MAX arguments) */
+        for (size_t j = 0; j < i && http_req_arg(rq->hr, j, &k2, &v2); j++) {
+            if (strcmp(k, k2) == 0) {
+                resp_error(rs, HTTP_BAD_REQUEST, "invalid", k, "%s: given more than once", k);
+                return -1;
+            }
         }
     }
     return 0;

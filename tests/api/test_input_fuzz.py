@@ -1022,6 +1022,28 @@ def deleting_a_hold_or_a_range_refuses_a_body():
     assert not db("SELECT id FROM addr_range")
 
 
+@case
+def a_query_argument_given_twice_is_refused_naming_it():
+    """A list's filter given twice took the first and dropped the other
+    silently (?state=enabled&state=bogus listed the enabled VMs), as
+    though the caller's second value were fine; only the flags (dry_run,
+    refresh) refused a repeat."""
+    for target, name in [("/v1/vms?state=enabled&state=bogus", "state"),
+                         ("/v1/vms?limit=5&owner=ops&limit=abc", "limit"),
+                         ("/v1/jobs?kind=create&kind=create", "kind"),
+                         ("/v1/events?after=0&after=%zz", "after"),
+                         ("/v1/ippools/lan/addresses?after=10.20.0.5&after=x", "after"),
+                         ("/v1/quota?owner=ops&owner=alice", "owner"),
+                         ("/v1/vms/%d/snapshots?job=1&job=2" % VM_ADMIN, "job"),
+                         ("/v1/vms?dry_run&dry_run", "dry_run")]:
+        method = "POST" if "dry_run" in target else "GET"
+        a = send(method, target, ADMIN, jbody(creation()) if method == "POST" else None)
+        e = refused(a, 400, "invalid", name)
+        assert "more than once" in e["message"], e
+    # once each is fine
+    assert api("GET", "/v1/vms?state=enabled&limit=5", ADMIN).status == 200
+
+
 # ---- the run ----------------------------------------------------------------------------------
 
 def reused_key(rq):
