@@ -381,6 +381,13 @@ static int decode_strings(struct resp *rs, const struct field *f, json_t *v)
                        "%s[%zu]: must be a string on one line, no NUL", f->name, i);
             goto fail;
         }
+        /* joined, a blank one is a blank line, which the readers skip: an
+         * empty key file would become no key at all without a word */
+        if (s[strspn(s, " \t")] == '\0') {
+            resp_error(rs, HTTP_BAD_REQUEST, "invalid", f->name, "%s[%zu]: must not be blank",
+                       f->name, i);
+            goto fail;
+        }
         if ((i && buf_addc(&b, '\n')) || buf_adds(&b, s)) {
             resp_error(rs, HTTP_BAD_REQUEST, "invalid", f->name, "%s: at most %zu bytes in all",
                        f->name, f->len);

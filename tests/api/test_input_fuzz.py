@@ -920,7 +920,7 @@ def list_mutation():
         k = rng.choice(list(params))
         rq.query = q(args + [(k, pct(params[k][0][0])), (k, pct(params[k][0][-1]))])
         rq.mutation = "repeat:" + k
-        return rq.any()
+        return rq.refuse(k, {400}, "invalid")
     rq.query = q([(k, "") for k in params]) if rng.random() < 0.5 else q([(k, None)
                                                                          for k in params])
     rq.mutation = "empty-values"
@@ -1042,6 +1042,22 @@ def a_query_argument_given_twice_is_refused_naming_it():
         assert "more than once" in e["message"], e
     # once each is fine
     assert api("GET", "/v1/vms?state=enabled&limit=5", ADMIN).status == 200
+
+
+@case
+def a_blank_ssh_key_is_refused():
+    """ssh_keys [""] was taken as no key at all (the keys are joined by
+    line breaks and blank lines skipped): a key file that was empty became
+    a VM nobody can log in to, without a word."""
+    for keys, n in [([""], 0), ([KEY, "  "], 1), (["\t", KEY], 0)]:
+        e = refused(api("POST", "/v1/vms?dry_run", ADMIN, creation(ssh_keys=keys)), 400,
+                    "invalid", "ssh_keys")
+        assert "ssh_keys[%d]" % n in e["message"], e
+    e = refused(api("POST", "/v1/vms/%d/reinstall" % VM_ADMIN, ADMIN,
+                    {"os": "debian", "ssh_keys": [KEY, ""]}), 400, "invalid", "ssh_keys")
+    assert not db("SELECT id FROM jobs WHERE kind = 'reinstall'")
+    # no keys at all is still fine
+    assert api("POST", "/v1/vms?dry_run", ADMIN, creation(ssh_keys=[])).status == 200
 
 
 # ---- the run ----------------------------------------------------------------------------------
