@@ -304,17 +304,16 @@ static int dry_run_arg(struct req *rq, struct resp *rs, bool *dry)
     return query_flag(rq, rs, "dry_run", dry);
 }
 
-/* The dry run's checks: the request's own, and an Idempotency-Key used
- * before must have been used for this same request (else the submission
- * would be refused with 409). */
+/* The dry run's checks, in the submission's order: an Idempotency-Key
+ * used before must have been used for this same request (else 409, which
+ * the submission answers before it looks at the request: checked after,
+ * a dry run said 400 where its submission says 409), then the request's
+ * own. */
 static void dry_run(struct req *rq, struct resp *rs, struct create_in *in, json_t *raw,
                     const char *key)
 {
     struct core_error ce = {0};
-    if (core_create_check(rq->api->k, &in->r, &ce)) {
-        resp_core_error(rs, &ce);
-        return;
-    }
+    bool replay = false; /* this very request before, under this key */
     if (key) {
         char fp[65];
         fingerprint(raw, in->r.owner, fp);
@@ -333,6 +332,13 @@ static void dry_run(struct req *rq, struct resp *rs, struct create_in *in, json_
                        "this Idempotency-Key was used for a different request");
             return;
         }
+        replay = rc == STORE_OK;
+    }
+    /* a replay's submission answers the first answer again without
+     * checking the request anew, whatever changed since */
+    if (!replay && core_create_check(rq->api->k, &in->r, &ce)) {
+        resp_core_error(rs, &ce);
+        return;
     }
     resp_json(rs, HTTP_OK, json_pack("{s:b,s:b}", "dry_run", 1, "valid", 1));
 }

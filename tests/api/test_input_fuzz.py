@@ -1060,6 +1060,31 @@ def a_blank_ssh_key_is_refused():
     assert api("POST", "/v1/vms?dry_run", ADMIN, creation(ssh_keys=[])).status == 200
 
 
+@case
+def a_dry_run_answers_what_its_submission_would_with_a_used_key():
+    """docs/openapi.yaml: a dry run answers "the error the submission would
+    give". With an Idempotency-Key used before for another request the
+    submission answers 409 idempotency_key_reused before it checks the
+    request; the dry run checked the request first (400 memory_mb) and
+    the key only after."""
+    key = [("Idempotency-Key", "fixture-ops")]  # the fixture's fz-ops creation
+    jobs = db("SELECT count(*) FROM jobs")
+    for body in (creation(memory_mb=1), creation(name="-x-"), creation(os="plan9"),
+                 creation(ippools=["nope"]), creation(name="fz-ops", disk_gb=11)):
+        real = send("POST", "/v1/vms", ADMIN, jbody(body), headers=key)
+        dry = send("POST", "/v1/vms?dry_run", ADMIN, jbody(body), headers=key)
+        e = refused(real, 409, "idempotency_key_reused", "Idempotency-Key")
+        assert (dry.status, dry.json()["error"]) == (real.status, e), (body, dry.body)
+    assert db("SELECT count(*) FROM jobs") == jobs
+    # the very request again: replayed, and its dry run valid
+    body = {"os": "ubuntu", "name": "fz-ops", "cores": 1, "memory_mb": 512, "disk_gb": 10}
+    assert send("POST", "/v1/vms?dry_run", ADMIN, jbody(body), headers=key).json() == {
+        "dry_run": True, "valid": True}
+    again = send("POST", "/v1/vms", ADMIN, jbody(body), headers=key)
+    assert again.status == 202 and again.json()["replayed"] is True, again.body
+    assert again.json()["vmid"] == VM_ADMIN
+
+
 # ---- the run ----------------------------------------------------------------------------------
 
 def reused_key(rq):
