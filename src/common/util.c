@@ -1,6 +1,7 @@
 #include "common/util.h"
 #include "common/xalloc.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -159,10 +160,14 @@ bool parse_i64(const char *s, int64_t *out)
 {
     if (!s || !*s)
         return false;
+    /* strtoll skips leading blanks, every isspace() one: a tab or a line
+     * feed (%09, %0A in a URL) before a number is junk too */
+    if (isspace((unsigned char)s[0]))
+        return false;
     char *end;
     errno = 0;
     long long v = strtoll(s, &end, 10);
-    if (errno || *end || end == s || s[0] == ' ')
+    if (errno || *end || end == s)
         return false;
     *out = v;
     return true;

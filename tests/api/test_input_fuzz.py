@@ -1085,6 +1085,22 @@ def a_dry_run_answers_what_its_submission_would_with_a_used_key():
     assert again.json()["vmid"] == VM_ADMIN
 
 
+@case
+def an_integer_with_a_leading_blank_is_refused():
+    """parse_i64 refused a leading space but strtoll skips every blank, so
+    a tab, line feed, vertical tab, form feed or carriage return (%09,
+    %0A, %0B, %0C, %0D) before a path id or a query number was taken:
+    GET /v1/vms/%091001 was VM 1001, ?limit=%0A5 a page of 5."""
+    for blank in ("%09", "%0A", "%0B", "%0C", "%0D", "%20"):
+        refused(send("GET", "/v1/vms/%s%d" % (blank, VM_ADMIN), ADMIN), 404, "not_found", None)
+        refused(send("GET", "/v1/vms?limit=%s5" % blank, ADMIN), 400, "invalid", "limit")
+        refused(send("GET", "/v1/jobs?vmid=%s%d" % (blank, VM_ADMIN), ADMIN), 400, "invalid",
+                "vmid")
+        refused(send("DELETE", "/v1/ippools/lan/ranges/%s1" % blank, ADMIN), 400, "invalid", "id")
+    # a sign is still fine ("+" in a query is a blank: %2B)
+    assert send("GET", "/v1/vms?limit=%2B5", ADMIN).status == 200
+
+
 # ---- the run ----------------------------------------------------------------------------------
 
 def reused_key(rq):
