@@ -7,6 +7,7 @@
 #include "common/util.h"
 #include "common/xalloc.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -474,6 +475,64 @@ int decode_object(struct resp *rs, json_t *o, const struct field *f, size_t n)
     return 0;
 }
 
+/* Is v, or anything in it, a number past 64 bits (read as a real)? */
+static bool past_64_bits(json_t *v)
+{
+    size_t i;
+    const char *k;
+    json_t *e;
+    if (json_is_real(v))
+        return fabs(json_real_value(v)) >= 9223372036854775808.0;
+    bool found = false;
+    if (json_is_array(v)) {
+        json_array_foreach(v, i, e)
+        {
+            found = found || past_64_bits(e);
+        }
+    } else if (json_is_object(v)) {
+        json_object_foreach(v, k, e)
+        {
+            found = found || past_64_bits(e);
+        }
+    }
+    return found;
+}
+
+/* jansson refuses a whole document for one integer past 64 bits ("too big
+ * integer"), which would answer invalid_json naming nothing: read again
+ * with every integer a real, the field holding it is named, as any other
+ * wrong value of it is. 0 with rs filled; -1 when none is found (a real
+ * past a double's range fails this reading too). */
+static int name_overflow(struct resp *rs, const char *body, size_t blen, const struct field *f,
+                         size_t n)
+{
+    const size_t flags = JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL;
+    json_t *o = json_loadb(body, blen, flags, NULL);
+    const char *name;
+    json_t *v;
+    int rc = -1;
+    if (!json_is_object(o))
+        goto out;
+    json_object_foreach(o, name, v)
+    {
+        if (!past_64_bits(v))
+            continue;
+        size_t i = 0;
+        while (i < n && strcmp(f[i].name, name) != 0)
+            i++;
+        if (i == n)
+            resp_error(rs, HTTP_BAD_REQUEST, "unknown_field", name, "%s: unknown field", name);
+        else
+            resp_error(rs, HTTP_BAD_REQUEST, "invalid", name,
+                       "%s: a number past 64 bits is no value of it", name);
+        rc = 0;
+        break;
+    }
+out:
+    json_decref(o);
+    return rc;
+}
+
 int decode_body(struct req *rq, struct resp *rs, const struct field *f, size_t n, bool empty_ok,
                 json_t **raw)
 {
@@ -502,6 +561,9 @@ int decode_body(struct req *rq, struct resp *rs, const struct field *f, size_t n
          * from the body checks for a NUL (decode_field, decode_strings,
          * routes_vms.c's decode_net). */
         o = json_loadb(body, blen, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &je);
+        if (!o && json_error_code(&je) == json_error_numeric_overflow &&
+            name_overflow(rs, body, blen, f, n) == 0)
+            return -1;
         if (!o) {
             resp_error(rs, HTTP_BAD_REQUEST, "invalid_json", NULL,
                        "the body is not valid JSON: %s (line %d, column %d)", je.text, je.line,

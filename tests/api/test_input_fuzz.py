@@ -1101,6 +1101,36 @@ def an_integer_with_a_leading_blank_is_refused():
     assert send("GET", "/v1/vms?limit=%2B5", ADMIN).status == 200
 
 
+@case
+def an_integer_past_64_bits_is_refused_naming_its_field():
+    """jansson refuses a whole document with an integer it cannot hold
+    ("too big integer"): 2^63 in cores, disk_gb or timeout answered
+    invalid_json naming nothing."""
+    for path, text, field in [
+            ("/v1/vms?dry_run", jbody(creation()).replace(b'"cores": 1',
+                                                         b'"cores": 9223372036854775808'),
+             "cores"),
+            ("/v1/vms?dry_run", jbody(creation()).replace(b'"disk_gb": 10',
+                                                         b'"disk_gb": -99999999999999999999'),
+             "disk_gb"),
+            ("/v1/vms/%d/resize" % VM_ADMIN, b'{"disk_gb": 18446744073709551616}', "disk_gb"),
+            ("/v1/vms/%d/shutdown" % VM_ADMIN, b'{"force": true, "timeout": 1' + b"0" * 40 + b"}",
+             "timeout"),
+            ("/v1/vms/%d/snapshots" % VM_ADMIN,
+             b'{"name": "abc", "vmstate": 99999999999999999999}', "vmstate"),
+            ("/v1/vms?dry_run", jbody(creation(ssh_keys=[])).replace(
+                b"[]", b"[1, 99999999999999999999]"), "ssh_keys")]:
+        e = refused(send("POST", path, ADMIN, text), 400, "invalid", field)
+        assert "64 bits" in e["message"], e
+    # in a field that does not exist it is that field's error
+    refused(send("POST", "/v1/vms/%d/start" % VM_ADMIN, ADMIN, b'{"x": 99999999999999999999}'),
+            400, "unknown_field", "x")
+    # a real number past a double is no number JSON can carry: still invalid_json
+    refused(send("POST", "/v1/vms/%d/resize" % VM_ADMIN, ADMIN, b'{"disk_gb": 1e400}'), 400,
+            "invalid_json", None)
+    assert not db("SELECT id FROM jobs WHERE kind IN ('resize', 'shutdown', 'start')")
+
+
 # ---- the run ----------------------------------------------------------------------------------
 
 def reused_key(rq):
