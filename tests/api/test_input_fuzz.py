@@ -5,7 +5,9 @@ mutation of a valid one (a wrong JSON type, a missing or unknown field, an
 empty, over-long or control-character string, a number past its range or
 past 64 bits, deep nesting, a duplicate key, a body that is no object or no
 JSON, a wrong Content-Type, a bad path id, a bad or unknown query argument,
-bad percent-encoding), plus some valid requests.
+bad percent-encoding, a bad token, method or route, a body past 64 KiB), plus
+valid requests (creations, dry runs, Idempotency-Key replays and reuses,
+PATCH, resize, snapshots, cordons, holds and ranges).
 
 The promise: bad input gets a clear error naming the field, and nothing is
 lost or corrupted.
@@ -21,9 +23,14 @@ lost or corrupted.
   every accepted creation made the VM it asked for with its address, no
   VMID or address is left reserved or held twice.
 
-FUZZ_SEED (default fixed) and FUZZ_N (requests) make a run repeatable; a
-failure prints the seed and the request's number and its mutation.
+FUZZ_SEED (default fixed) and FUZZ_N (requests, default 6000: about 10 s on
+the ASan build) make a run repeatable; a failure prints the seed, each
+problem's request number and mutation, a count by kind, and leaves every
+problem in fuzz-problems.txt in proxd's directory. Before the run, one
+example case for each bug such runs found (each failed on the code before
+its fix).
 """
+import ipaddress
 import json
 import os
 import random
@@ -171,6 +178,15 @@ def fixture_vm(token, name, extra=None, key=None):
 VM_ALICE = fixture_vm(ALICE, "fz-alice", {"ippools": ["lan"]})
 VM_ADMIN = fixture_vm(ADMIN, "fz-ops", key="fixture-ops")
 FIX_VMIDS = {VM_ALICE, VM_ADMIN}
+
+
+def identity(vmid):
+    """What no request of the run may change of a fixture VM."""
+    v = api("GET", "/v1/vms/%d" % vmid, ADMIN, want=200).json()
+    return {k: v[k] for k in ("vmid", "name", "os", "owner", "state", "id")}, v["network"]
+
+
+FIX_IDENTITY = {vmid: identity(vmid) for vmid in FIX_VMIDS}
 FIX_JOB = sorted(FIX_JOBS)[0]
 
 
@@ -214,6 +230,7 @@ class Req:
         self.body, self.obj, self.ctype, self.headers, self.query = body, obj, ctype, headers, query
         self.kind, self.field, self.statuses, self.code = "refuse", None, None, None
         self.on_accept = None
+        self.alt_key = False  # a 409 idempotency_key_reused is a fine refusal too
 
     def refuse(self, field=None, statuses=None, code=None):
         self.kind, self.field, self.statuses, self.code = "refuse", field, statuses, code
@@ -260,6 +277,10 @@ def check(i, rq, a):
             return
     if a.status >= 500 and not (a.status == 503 and err["code"] in ("node_down", "starting")):
         problem(i, rq, "a server error", a)
+        return
+    if rq.kind == "refuse" and rq.alt_key and err and err["code"] == "idempotency_key_reused":
+        if (a.status, err["details"].get("field")) != (409, "Idempotency-Key"):
+            problem(i, rq, "a key reused but not said so", a)
         return
     if rq.kind == "refuse":
         if a.status < 400:
@@ -347,7 +368,7 @@ def create_fields(admin):
     f = {
         "os": Field("str", lambda: rng.choice(["ubuntu", "debian"]), True, 31,
                     bad=["nope", "Ubuntu", "ubuntu ", "centos", "x" * 31]),
-        "name": Field("str", label, True, 63,
+        "name": Field("str", label, True, 63, long_ok=True,
                       bad=["-a", "a-", "a_b", "a.b", "x" * 64, "\u00e9t\u00e9", "a b"]),
         "cores": Field("int", lambda: rng.randint(1, 2), True, bad=[33, 1000, 1 << 20, 1 << 21]),
         "memory_mb": Field("int", lambda: rng.choice([512, 1024]), True,
@@ -508,29 +529,53 @@ def ep_node(admin):
             accepted, act != "drain")
 
 
+def canon(addr):
+    return str(ipaddress.ip_address(addr))
+
+
+def spelled(addr):
+    """addr as a caller may write it: an IPv6 address in capitals or in
+    full now and then (the same address)."""
+    a = ipaddress.ip_address(addr)
+    if a.version == 6 and rng.random() < 0.5:
+        return rng.choice([a.exploded, str(a).upper(), a.exploded.upper()])
+    return str(a)
+
+
+def fresh_addr6():
+    state["addr"] += 1
+    return "fd00:20::%x" % (0x200 + state["addr"] % 50)
+
+
 def ep_hold(admin):
-    fields = {"address": Field("str", fresh_addr, True, 47,
-                               bad=["10.21.0.5", "x", "10.20.0.300", "fd00:20::5", "::1",
-                                    "10.20.0.5/24", "10.20.0", " 10.20.0.5", "10.020.0.5",
-                                    "0x0a.20.0.5", "1" * 47]),
+    six = rng.random() < 0.3
+    fresh = fresh_addr6 if six else fresh_addr
+    fields = {"address": Field("str", lambda: spelled(fresh()), True, 47,
+                               bad=["10.21.0.5", "x", "10.20.0.300", "::1", "10.20.0.5/24",
+                                    "10.20.0", " 10.20.0.5", "10.020.0.5", "0x0a.20.0.5", "1" * 47,
+                                    "fd00:21::5", "fd00:20::5%eth0", "::ffff:10.20.0.5",
+                                    "fd00:20::5::1", "fd00:20:0:0:0:0:0:0:5"] +
+                               (["10.20.0.5"] if six else ["fd00:20::5"])),
               "note": Field("str", lambda: "fuzz", maxlen=199, empty_ok=True, long_ok=True,
                             ctrl_ok="text")}
     body = {"address": fields["address"].valid(), "note": "fuzz"}
 
     def accepted(rq, a, o):
-        L.holds.add(rq.obj["address"])
-    return ("hold", "POST", "/v1/ippools/lan/addresses", ADMIN, body, fields, "", [], accepted,
-            True)
+        L.holds.add(canon(rq.obj["address"]))
+    return ("hold", "POST", "/v1/ippools/%s/addresses" % ("lan6" if six else "lan"), ADMIN, body,
+            fields, "", [], accepted, True)
 
 
 def ep_unhold(admin):
     held = sorted(L.holds)
-    addr = rng.choice(held) if held and rng.random() < 0.7 else fresh_addr()
+    addr = rng.choice(held) if held and rng.random() < 0.7 else rng.choice(
+        [fresh_addr, fresh_addr6])()
+    pool = "lan6" if ":" in addr else "lan"
 
     def accepted(rq, a, o):
-        L.holds.discard(addr)
-    return ("unhold", "DELETE", "/v1/ippools/lan/addresses/" + addr, ADMIN, None, {}, "", [],
-            accepted, True)
+        L.holds.discard(canon(addr))
+    return ("unhold", "DELETE", "/v1/ippools/%s/addresses/%s" % (pool, spelled(addr)), ADMIN,
+            None, {}, "", [], accepted, True)
 
 
 def ep_range_add(admin):
@@ -587,6 +632,10 @@ LISTS = {
                                   "after": (["10.20.0.5"], ["x", "10.21.0.1", "::1"]),
                                   "limit": (["1", "1000"], ["0", "1001", "z"])},
     "/v1/quota": {"owner": (["alice", "ops"], [])},
+    "/v1/vms/%d/snapshots" % VM_ADMIN: {"refresh": (["1", "0", "true", "false", ""],
+                                                     ["2", "yes", "TRUE", "-1"]),
+                                         "job": (["00000000-0000-0000-0000-000000000000"],
+                                                 [])},
 }
 
 
@@ -607,7 +656,7 @@ def body_mutation(name, method, path, tok, body, fields, query, headers, on_acce
     """One request: the endpoint's valid request with one thing made wrong
     (or, now and then, left valid)."""
     choices = ["type", "int_edge", "past_64", "empty", "long", "bad", "ctrl", "missing", "extra",
-               "dup", "nest", "nonobj", "badjson", "ctype", "query", "empty_body"]
+               "dup", "nest", "nonobj", "badjson", "ctype", "query", "empty_body", "huge"]
     if allow_valid:
         choices += ["valid"] * 4 + ["maybe"]
     kinds = [k for k in choices if applicable(k, fields, body)]
@@ -656,9 +705,12 @@ def body_mutation(name, method, path, tok, body, fields, query, headers, on_acce
         f = rng.choice(ints)
         o = dict(body)
         o[f] = 12345
-        rq.body = jbody(o).replace(b"12345", rng.choice(PAST_64).encode())
-        rq.mutation = "past_64:" + f
-        return rq.refuse(None, {400}, "invalid_json")
+        v = rng.choice(PAST_64)
+        rq.body = jbody(o).replace(b"12345", v.encode())
+        rq.mutation = "past_64:%s:%s" % (f, v[:8])
+        if "e" in v:  # past a double: no JSON proxd reads
+            return rq.refuse(None, {400}, "invalid_json")
+        return rq.refuse(f, {400}, "invalid")
     if kind == "empty":
         f = rng.choice([k for k in strs if not fields[k].empty_ok])
         with_value(f, "")
@@ -733,12 +785,24 @@ def body_mutation(name, method, path, tok, body, fields, query, headers, on_acce
         return rq.refuse(None, {400})
     if kind == "ctype":
         rq.body = jbody(body or {})
-        rq.ctype = rng.choice(["text/plain", None, "application/jsonx", "application/xml",
-                               "application", "json", "application/json\u00ff"])
+        ct = rng.choice(["text/plain", None, "application/jsonx", "application/xml",
+                         "application", "json", "application/json\u00ff", "application/json;",
+                         "Application/JSON", "application/json; charset=utf-8"])
+        rq.ctype, rq.mutation = ct, "ctype:%s" % ct
+        if ct and ct.lower().startswith("application/json") and ct[16:17] in ("", ";"):
+            # the type, its parameters aside, in any case: a valid request
+            if not allow_valid:
+                rq.ctype = "text/plain"
+                return rq.refuse(None, {415})
+            return rq.any(on_accept)
         return rq.refuse(None, {415})
     if kind == "empty_body":
         rq.body = b""
         return rq.refuse(None, {400})
+    if kind == "huge":
+        # past the 64 KiB body limit: refused before it is read
+        rq.body = jbody(dict(body or {}, pad="p" * rng.choice([65536, 70000, 200000])))
+        return rq.refuse(None, {413}, "too_large")
     if kind == "query":
         rq.body = None if body is None else jbody(body)
         return query_mutation(rq, query)
@@ -812,7 +876,8 @@ def path_mutation():
     """A write route with a bad path parameter."""
     bad_vmid = rng.choice(["0", "-1", "99", "99999999999", "abc", "1e3", "100.0", "%20100",
                            "0x64", "9" * 63, "%00", "%2e%2e", "1000000000", "-0", "+99999",
-                           "%0999999", "99999%20",
+                           "%0999999", "99999%20", "%%09%d" % VM_ADMIN, "%%0A%d" % VM_ALICE,
+                           "%%0D%d" % VM_ADMIN, "%%0B%d" % VM_ALICE, "%d%%20" % VM_ADMIN,
                            "%E0%A5%A7%E0%A5%A6%E0%A5%A6", "99999"])
     route = rng.choice([("DELETE", "/v1/vms/%s"), ("PATCH", "/v1/vms/%s"),
                         ("POST", "/v1/vms/%s/start"), ("POST", "/v1/vms/%s/shutdown"),
@@ -880,7 +945,8 @@ def other_path_mutation():
 def list_mutation():
     path = rng.choice(list(LISTS))
     params = LISTS[path]
-    tok = ADMIN if path.startswith("/v1/ippools") or rng.random() < 0.5 else ALICE
+    admin_only = path.startswith("/v1/ippools") or "snapshots" in path
+    tok = ADMIN if admin_only or rng.random() < 0.5 else ALICE
     kind = rng.choice(["valid", "bad", "bad", "unknown", "encoding", "repeat", "empty"])
     args = []
     # a user may name only itself as a job list's owner (else 400 naming owner)
@@ -906,7 +972,8 @@ def list_mutation():
     if kind == "encoding":
         k = rng.choice([k for k in params])
         v = rng.choice(["%zz", "%", "%f", "%%", "%g0", "%ff", "%c3%28", "%00"])
-        rq.query, rq.mutation = q(args + [(k, v)]), "encoding:%s=%s" % (k, v)
+        args = [(a, x) for a, x in args if a != k] + [(k, v)]
+        rq.query, rq.mutation = q(args), "encoding:%s=%s" % (k, v)
         if v == "%00":
             return rq.refuse("query", {400})
         if v in ("%ff", "%c3%28"):
@@ -915,6 +982,8 @@ def list_mutation():
         # filter it matches nothing
         if k in ("owner", "node", "os"):
             return rq.any()
+        if k == "job":  # a snapshot list job that is not: 404 naming job
+            return rq.refuse(k, {404})
         return rq.refuse(k, {400})
     if kind == "repeat":
         k = rng.choice(list(params))
@@ -927,8 +996,56 @@ def list_mutation():
     return rq.any()
 
 
+def other_mutation():
+    """Whatever is wrong outside the body: the token, the method, the
+    route, an event stream's query."""
+    kind = rng.choice(["auth", "method", "route", "stream"])
+    if kind == "auth":
+        h = rng.choice(["", "Bearer", "Bearer ", "Bearer x", "Basic b3BzOng=", "bearer " + ADMIN,
+                        "Bearer " + ADMIN + "x", "Bearer " + ADMIN[:-1], "Bearer " + "a" * 4000,
+                        "Bearer pxd_%00_x", "Bearer " + ADMIN + " " + ADMIN,
+                        "Bearer \u00e9\u00e9"])
+        rq = Req("auth", "auth:%r" % h[:20], rng.choice(["GET", "POST"]), "/v1/vms", None,
+                 body=jbody({"os": "ubuntu", "name": "fz-auth", "cores": 1, "memory_mb": 512,
+                             "disk_gb": 10}), headers=[("Authorization", h)])
+        if rq.method == "GET":
+            rq.body = None
+        # the scheme's name is case-insensitive (RFC 9110)
+        if h == "bearer " + ADMIN:
+            rq.query = "dry_run"
+            return rq.any()
+        return rq.refuse(None, {401}, "unauthorized")
+    if kind == "method":
+        m, path = rng.choice([("PUT", "/v1/vms"), ("DELETE", "/v1/vms"),
+                              ("POST", "/v1/vms/%d" % VM_ADMIN), ("GET", "/v1/vms/1/start"),
+                              ("PATCH", "/v1/jobs"), ("PUT", "/v1/nodes/sv1/cordon"),
+                              ("POST", "/v1/ippools/lan")])
+        rq = Req("method", "method:" + m, m, path, ADMIN, body=b"{}")
+        return rq.refuse(None, {405}, "method_not_allowed")
+    if kind == "route":
+        path = rng.choice(["/v1/vms/", "//v1/vms", "/v1//vms", "/v1/vms/%d/" % VM_ADMIN,
+                           "/v1/vms/%d/Start" % VM_ADMIN, "/v2/vms", "/v1/vm", "/v1/vms/%d/x/y/z"
+                           % VM_ADMIN, "/V1/vms", "/v1/vms%%2F%d" % VM_ADMIN,
+                           "/v1/nodes/sv1/cordon/", "/" + "a/" * 1000])
+        rq = Req("route", "route", rng.choice(["GET", "POST", "DELETE"]), path, ADMIN)
+        # %2F is a slash once decoded: /v1/vms/ID, a route
+        if "%2F" in path:
+            rq.method = "GET"
+            return rq.any()
+        return rq.refuse(None, {404})
+    k, v = rng.choice([("after", "-1"), ("after", "x"), ("type", "Vm"), ("limit", "5"),
+                       ("bogus", "1"), ("after", "%0A1"), ("type", "vm.*&type=job.*")])
+    rq = Req("stream", "stream:%s=%s" % (k, v), "GET", "/v1/events/stream", ADMIN,
+             query="%s=%s" % (k, v))
+    if k in ("limit", "bogus"):  # the stream takes after and type only
+        return rq.refuse(k, {400}, "unknown_parameter")
+    return rq.refuse(k, {400}, "invalid")
+
+
 def generate():
     r = rng.random()
+    if r < 0.04:
+        return other_mutation()
     if r < 0.1:
         return path_mutation()
     if r < 0.17:
@@ -1139,12 +1256,21 @@ def reused_key(rq):
     what the submission would refuse first); any other is refused somehow."""
     owner = OWNERS.get(rq.token)
     for k, v in rq.headers:
-        if k != "Idempotency-Key" or (owner, v) not in L.idem_bodies or rq.kind != "any":
+        if k != "Idempotency-Key" or (owner, v) not in L.idem_bodies:
             continue
         first = L.idem_bodies[(owner, v)][0]
-        if norm(json.loads(rq.body), owner) == norm(first, owner):
+        try:
+            same = norm(json.loads(rq.body), owner) == norm(first, owner)
+        except (ValueError, TypeError, AttributeError, RecursionError):
+            same = False
+        if same:
             continue
-        if rq.mutation == "valid" and "dry_run" not in rq.query:
+        if rq.kind != "any":
+            # refused either way: for what is wrong with it, or (once it
+            # reads as a request) for the key
+            rq.alt_key = True
+            continue
+        if rq.mutation == "valid":
             rq.refuse("Idempotency-Key", {409}, "idempotency_key_reused")
         else:
             rq.refuse(None, {400, 403, 409})
@@ -1216,6 +1342,11 @@ def every_accepted_job_ends_and_creations_made_what_they_asked():
 
 @case
 def a_refused_request_recorded_nothing():
+    for vmid, (ident, net) in FIX_IDENTITY.items():
+        now, now_net = identity(vmid)
+        assert now == ident, (ident, now)
+        assert (now_net or {}).get("addresses") == (net or {}).get("addresses"), (net, now_net)
+        assert (now_net or {}).get("mac") == (net or {}).get("mac"), (net, now_net)
     known = FIX_JOBS | L.jobs
     stray = db("SELECT id, kind, vmid, request FROM jobs")
     stray = [r for r in stray if r[0] not in known and r[1] not in ("snap-sync", "snap-list")]
@@ -1232,8 +1363,8 @@ def a_refused_request_recorded_nothing():
     keys = {r for r in db("SELECT owner, key FROM idem") if not r[1].startswith("snapshots:")}
     assert keys <= L.idem_keys | FIX_KEYS, (keys, L.idem_keys)
     held = db("SELECT addr, pool FROM addr_alloc WHERE state = 'held'")
-    import ipaddress
-    held = {str(ipaddress.ip_address(int(a[1:], 16))) for a, _ in held}
+    held = {str((ipaddress.IPv6Address if a[0] == "6" else ipaddress.IPv4Address)(int(a[1:], 16)))
+            for a, _ in held}
     assert held == L.holds, (held, L.holds)
     assert not db("SELECT addr FROM addr_alloc WHERE state = 'reserved'")
     used = db("SELECT a.addr, a.vm_id, v.state FROM addr_alloc a LEFT JOIN vms v ON v.id = a.vm_id"
