@@ -300,6 +300,34 @@ static void parse_target(struct http_req *rq)
     free(qs);
 }
 
+/* The headers proxd reads one value of (http_req_header gives the first).
+ * Given again with another value, which one the client meant is not known
+ * (a proxy in front may have read the other), so the request is refused
+ * as two differing Content-Lengths are, not read by its first. */
+static const char *const SINGLE_HEADERS[] = {"Authorization", "Content-Type", "Idempotency-Key",
+                                             "Last-Event-ID"};
+
+static void check_repeats(struct http_req *rq)
+{
+    for (size_t s = 0; s < sizeof SINGLE_HEADERS / sizeof *SINGLE_HEADERS; s++) {
+        const char *first = NULL;
+        for (size_t i = 0; i < rq->nh; i++) {
+            if (strcasecmp(rq->head.data + rq->h[i].name, SINGLE_HEADERS[s]) != 0)
+                continue;
+            const char *v = rq->head.data + rq->h[i].value;
+            if (!first) {
+                first = v;
+            } else if (strcmp(first, v) != 0) {
+                char msg[96];
+                snprintf(msg, sizeof msg, "%s is given twice with different values",
+                         SINGLE_HEADERS[s]);
+                hreq_fail(rq, HTTP_BAD_REQUEST, "invalid", SINGLE_HEADERS[s], msg);
+                return;
+            }
+        }
+    }
+}
+
 static int on_headers_complete(http_parser *p)
 {
     struct http_req *rq = p->data;
@@ -344,6 +372,8 @@ static int on_headers_complete(http_parser *p)
         return 0;
     }
     parse_target(rq);
+    if (!rq->err_status)
+        check_repeats(rq);
     if (rq->err_status)
         return 0;
     rq->is_head = p->method == HTTP_HEAD;

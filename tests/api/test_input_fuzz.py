@@ -1259,6 +1259,30 @@ def an_integer_past_64_bits_is_refused_naming_its_field():
     assert not db("SELECT id FROM jobs WHERE kind IN ('resize', 'shutdown', 'start')")
 
 
+@case
+def a_header_given_twice_with_two_values_is_refused_naming_it():
+    """Authorization, Content-Type and Idempotency-Key given twice with
+    different values were read by the first: text/plain then
+    application/json was 415 and the reverse order a creation; two keys
+    one of them invalid, a key nobody could tell; two tokens, the first's
+    owner (a proxy in front may have read the other). Refused as two
+    differing Content-Lengths are."""
+    body = jbody(creation())
+    for headers, field in [
+            ([("Content-Type", "text/plain")], "Content-Type"),
+            ([("Idempotency-Key", "a"), ("Idempotency-Key", "b b")], "Idempotency-Key"),
+            ([("Idempotency-Key", "a"), ("Idempotency-Key", "b")], "Idempotency-Key"),
+            ([("Authorization", "Bearer x")], "Authorization")]:
+        a = send("POST", "/v1/vms?dry_run", ADMIN, body, headers=headers)
+        e = refused(a, 400, "invalid", field)
+        assert "twice" in e["message"], e
+    # the same value twice is one value
+    a = send("POST", "/v1/vms?dry_run", ADMIN, body,
+             headers=[("Content-Type", "application/json"), ("Idempotency-Key", "same"),
+                      ("Idempotency-Key", "same")])
+    assert a.status == 200, a.body
+
+
 # ---- the run ----------------------------------------------------------------------------------
 
 def reused_key(rq):
