@@ -1010,7 +1010,22 @@ def list_mutation():
 def other_mutation():
     """Whatever is wrong outside the body: the token, the method, the
     route, an event stream's query."""
-    kind = rng.choice(["auth", "method", "route", "stream"])
+    kind = rng.choice(["auth", "method", "route", "stream", "headers"])
+    if kind == "headers":
+        name, a, b = rng.choice([("Content-Type", "application/json", "text/plain"),
+                                 ("Content-Type", "application/json", "application/json;x=1"),
+                                 ("Idempotency-Key", "fz-h1", "fz-h2"),
+                                 ("Idempotency-Key", "fz-h1", ""),
+                                 ("Authorization", "Bearer " + ADMIN, "Bearer " + ALICE),
+                                 ("Last-Event-ID", "1", "2"),
+                                 ("Idempotency-Key", "fz-h1", "fz-h1")])
+        rq = Req("headers", "twice:" + name, "POST", "/v1/vms", ADMIN if name != "Authorization"
+                 else None, body=jbody(dict(creation(), name=label())), query="dry_run")
+        rq.ctype = None if name == "Content-Type" else "application/json"
+        rq.headers = [(name, a), (name, b)]
+        if a == b:
+            return rq.any()
+        return rq.refuse(name, {400}, "invalid")
     if kind == "auth":
         h = rng.choice(["", "Bearer", "Bearer ", "Bearer x", "Basic b3BzOng=", "bearer " + ADMIN,
                         "Bearer " + ADMIN + "x", "Bearer " + ADMIN[:-1], "Bearer " + "a" * 4000,
