@@ -1365,8 +1365,11 @@ def random_requests_are_answered_and_refused_naming_the_field():
 
 @case
 def every_accepted_job_ends_and_creations_made_what_they_asked():
+    ends = {}
     for job in sorted(L.jobs):
-        wait_job(job, deadline=180)
+        j = wait_job(job, deadline=180)
+        ends[(j["kind"], j["state"])] = ends.get((j["kind"], j["state"]), 0) + 1
+    print("  accepted jobs by kind and end: %s" % sorted(ends.items()))
     for body, owner, vmid, job in L.creations:
         j = api("GET", "/v1/jobs/" + job, ADMIN, want=200).json()
         assert j["state"] == "done", (body, j)
@@ -1383,6 +1386,12 @@ def every_accepted_job_ends_and_creations_made_what_they_asked():
         assert sorted(got) == sorted(pools), (body, v["network"])
         for pool, addr in (body.get("addresses") or {}).items():
             assert got.get(pool) == addr, (body, v["network"])
+    for vmid, (cores, memory) in L.patched.items():
+        # the last PATCH's values, live or pending until the next boot
+        v = api("GET", "/v1/vms/%d" % vmid, ADMIN, want=200).json()
+        for k, want in (("cores", cores), ("memory_mb", memory)):
+            if want is not None:
+                assert v[k] == want or (v["pending"] or {}).get(k) == want, (k, want, v)
     for vmid, disk in L.resized.items():
         v = api("GET", "/v1/vms/%d" % vmid, ADMIN, want=200).json()
         assert v["disk_gb"] == disk, (disk, v)
