@@ -155,9 +155,7 @@ def wait_job(job, deadline=120):
 
 # ---- the fixture: a VM of alice's with an address, one of the admin's ------------------------
 
-FIX_JOBS = set()
-
-
+FIX_JOBS = set()  # the fixture's creation jobs
 FIX_KEYS = set()  # (owner, Idempotency-Key) of the fixture's creations
 
 
@@ -358,7 +356,7 @@ class Field:
 
 TOKENS = {"admin": ADMIN, "alice": ALICE}
 OWNERS = {ADMIN: "ops", ALICE: "alice"}
-state = {"creations": 0, "snaps": 0, "disk": {}, "addr": 200, "node": 0}
+state = {"creations": 0, "snaps": 0, "disk": {}, "addr": 200}
 
 
 def fresh_addr():
