@@ -880,6 +880,10 @@ static void step(struct sim *s, struct sim_task *t, double now, double share)
     case TK_MIGRATE:
     case TK_HAMIGRATE:
     case TK_MOVEDISK:
+    case TK_VZSNAPSHOT:
+    case TK_VZDELSNAPSHOT:
+    case TK_VZROLLBACK:
+    case TK_VZTEMPLATE:
         vmops_step(s, t, now);
         break;
     case TK_VZCREATE:

@@ -1,8 +1,9 @@
 /* h_lxc: the container endpoints (pve-container API2/LXC.pm,
  * API2/LXC/Status.pm, API2/LXC/Config.pm): list, status/current, config
- * (GET, PUT), the snapshot list, and the lifecycle — create, start, stop,
- * shutdown, reboot, destroy — with PVE's synchronous checks here and the
- * work in tasks (lxctask.c). Containers come from the fleet file (lxc.c) or
+ * (GET, PUT), and the lifecycle — create, start, stop, shutdown, reboot,
+ * destroy — with PVE's synchronous checks here and the work in tasks
+ * (lxctask.c). Snapshots and the template conversion share the VMs' code
+ * (h_snapshot.c, vmops.c). Containers come from the fleet file (lxc.c) or
  * from POST /nodes/{node}/lxc. */
 #include "common/sshkey.h"
 #include "common/util.h"
@@ -58,18 +59,33 @@ static void h_current(struct sim_call *c)
     json_object_set_new(c->data, "ha", json_pack("{s:i}", "managed", 0));
 }
 
-/* GET config: the pending values in place unless `current` (as for VMs). */
+/* GET config: the pending values in place unless `current` (as for VMs);
+ * with `snapshot`, that snapshot's section and the file's digest
+ * (load_snapshot_config). */
 static void h_config(struct sim_call *c)
 {
+    const char *snap = call_str(c, "snapshot");
+    if (snap && *snap && call_bool(c, "current", false)) {
+        const char *why = "cannot use 'snapshot' parameter with 'current'";
+        call_param_fail(c, "snapshot", "%s", why);
+        json_object_set_new(c->errors, "current", json_string(why));
+        return;
+    }
     struct sim_ct *ct = load_ct(c);
     if (!ct)
         return;
-    const char *snap = call_str(c, "snapshot");
-    if (snap) {
-        call_fail(c, 500, "snapshot '%s' does not exist", snap);
+    char *dg = sim_ct_digest(ct);
+    if (snap && *snap) {
+        json_t *sc = ct->snaps ? json_object_get(ct->snaps, snap) : NULL;
+        if (sc) {
+            c->data = json_deep_copy(sc);
+            json_object_set_new(c->data, "digest", json_string(dg));
+        } else {
+            call_fail(c, 500, "snapshot '%s' does not exist", snap);
+        }
+        free(dg);
         return;
     }
-    char *dg = sim_ct_digest(ct);
     c->data = json_deep_copy(ct->conf);
     if (!call_bool(c, "current", false)) {
         json_object_update(c->data, ct->pending);
@@ -79,14 +95,6 @@ static void h_config(struct sim_call *c)
     }
     json_object_set_new(c->data, "digest", json_string(dg));
     free(dg);
-}
-
-/* No snapshots yet: the list holds the "current" pseudo-entry only. */
-static void h_snapshots(struct sim_call *c)
-{
-    if (!load_ct(c))
-        return;
-    c->data = json_pack("[{s:s,s:s}]", "name", "current", "description", "You are here!");
 }
 
 /* ---- config values -------------------------------------------------------- */
@@ -658,6 +666,5 @@ const struct sim_route sim_routes_lxc[] = {
     {"POST", "/nodes/{node}/lxc/{vmid}/status/reboot", h_reboot},
     {"GET", "/nodes/{node}/lxc/{vmid}/config", h_config},
     {"PUT", "/nodes/{node}/lxc/{vmid}/config", h_config_put},
-    {"GET", "/nodes/{node}/lxc/{vmid}/snapshot", h_snapshots},
     {NULL, NULL, NULL},
 };

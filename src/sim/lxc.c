@@ -29,6 +29,7 @@ static void ct_free(struct sim_ct *ct)
     json_decref(ct->conf);
     json_decref(ct->pending);
     json_decref(ct->pending_delete);
+    json_decref(ct->snaps);
     free(ct);
 }
 
@@ -80,8 +81,10 @@ void sim_ct_unlink(struct sim *s, struct sim_ct *ct)
 
 char *sim_ct_digest(const struct sim_ct *ct)
 {
-    struct sim_vm as_file = {
-        .conf = ct->conf, .pending = ct->pending, .pending_delete = ct->pending_delete};
+    struct sim_vm as_file = {.conf = ct->conf,
+                             .pending = ct->pending,
+                             .pending_delete = ct->pending_delete,
+                             .snaps = ct->snaps};
     return sim_vm_digest(&as_file);
 }
 

@@ -457,14 +457,20 @@ static void create_done(struct sim *s, struct sim_task *t, struct sim_ct *ct, do
         sim_pool_add_vm(s, pool, t->vmid);
     s->dirty = true;
     finish(s, t, "OK");
-    if (arg_num(t, "start", 0)) { /* vm_start, a vzstart task of its own */
-        char id[16];
-        snprintf(id, sizeof id, "%d", t->vmid);
-        struct sim_task *st = sim_task_new(s, t->node, "vzstart", id, t->user, TK_VZSTART);
-        st->vmid = t->vmid;
-        st->args = json_object();
-        st->t0 = now;
-    }
+    if (arg_num(t, "start", 0)) /* vm_start, a vzstart task of its own */
+        lxc_start_task(s, t->node, t->vmid, t->user, now);
+}
+
+struct sim_task *lxc_start_task(struct sim *s, struct sim_node *n, int vmid, const char *user,
+                                double now)
+{
+    char id[16];
+    snprintf(id, sizeof id, "%d", vmid);
+    struct sim_task *st = sim_task_new(s, n, "vzstart", id, user, TK_VZSTART);
+    st->vmid = vmid;
+    st->args = json_object();
+    st->t0 = now;
+    return st;
 }
 
 static void step_create(struct sim *s, struct sim_task *t, double now)

@@ -163,6 +163,7 @@ struct sim_ct {
     bool running;
     double started;      /* sim_now() at start */
     struct sim_flock fl; /* /run/lock/lxc/pve-config-<vmid>.lock */
+    json_t *snaps;       /* snapshots, as a VM's (vmops.h), NULL if none */
     struct sim_ct *next;
 };
 
@@ -197,6 +198,11 @@ enum task_kind {
     TK_VZSHUTDOWN,
     TK_VZREBOOT,
     TK_VZDESTROY,
+    /* vmops.c: the snapshot and template workers shared with VMs */
+    TK_VZSNAPSHOT,
+    TK_VZDELSNAPSHOT,
+    TK_VZROLLBACK,
+    TK_VZTEMPLATE,
 };
 
 struct sim_task {
@@ -507,6 +513,10 @@ void sim_ct_apply_pending(struct sim_ct *ct);
 /* Step a container task (TK_VZ*), and interrupt one (DELETE .../tasks). */
 void lxc_task_step(struct sim *s, struct sim_task *t, double now);
 void lxc_task_stop(struct sim *s, struct sim_task *t);
+/* A vzstart task for the container, as a worker that calls the start API
+ * starts one (create's and rollback's `start`). */
+struct sim_task *lxc_start_task(struct sim *s, struct sim_node *n, int vmid, const char *user,
+                                double now);
 /* /cluster/resources additions: lxc entries, `pool` on guests, pool entries. */
 void sim_resources_extra(struct sim_call *c, const char *type);
 

@@ -366,7 +366,7 @@ int64_t sim_storage_used(struct sim *s, struct sim_node *n, const char *storage)
                 used = sim_bytes_add(used, sim_disk_size(json_string_value(val)));
             free(sid);
         }
-        used = sim_bytes_add(used, vmops_snap_storage(v, storage));
+        used = sim_bytes_add(used, vmops_snap_storage(v->conf, v->snaps, storage, false));
     }
     for (struct sim_ct *ct = s->cts; ct; ct = ct->next) {
         if (ct->node != n)
@@ -382,6 +382,7 @@ int64_t sim_storage_used(struct sim *s, struct sim_node *n, const char *storage)
                 used = sim_bytes_add(used, sim_disk_size(json_string_value(val)));
             free(sid);
         }
+        used = sim_bytes_add(used, vmops_snap_storage(ct->conf, ct->snaps, storage, true));
     }
     return used;
 }
@@ -523,8 +524,8 @@ static void derive(struct sim *s, struct sim_vm *vm, struct sim_vm_derived *d)
     }
     if (vm->snaps) /* snapshot volumes take room too */
         for (int i = 0; i < vm->node->nst; i++)
-            d->st_used[i] =
-                sim_bytes_add(d->st_used[i], vmops_snap_storage(vm, vm->node->st[i].id));
+            d->st_used[i] = sim_bytes_add(
+                d->st_used[i], vmops_snap_storage(vm->conf, vm->snaps, vm->node->st[i].id, false));
 }
 
 const struct sim_vm_derived *sim_vm_derive(struct sim *s, struct sim_vm *vm)
@@ -589,6 +590,10 @@ void sim_node_agg(struct sim *s)
                 n->agg.st_used[i] =
                     sim_bytes_add(n->agg.st_used[i], sim_volume_size(s, json_string_value(val)));
         }
+        if (ct->snaps) /* volumes only its snapshots still hold */
+            for (int i = 0; i < n->nst; i++)
+                n->agg.st_used[i] = sim_bytes_add(
+                    n->agg.st_used[i], vmops_snap_storage(ct->conf, ct->snaps, n->st[i].id, true));
     }
     for (struct sim_vm *v = s->vms; v; v = v->next) {
         if (v->gone)
@@ -950,6 +955,10 @@ static void state_ct(struct buf *b, const struct sim_ct *ct)
     sj_json(b, ct->pending_delete);
     sj_lit(b, ",\"flock_exclusive\":");
     sj_int(b, ct->fl.exclusive);
+    if (ct->snaps && json_object_size(ct->snaps)) {
+        sj_lit(b, ",\"snapshots\":");
+        sj_json(b, ct->snaps);
+    }
     buf_addc(b, '}');
 }
 
@@ -1214,6 +1223,9 @@ static void load_ct(struct sim *s, json_t *jc)
         if (json_is_string(d))
             json_array_append(ct->pending_delete, d);
     }
+    json_t *snaps = json_object_get(jc, "snapshots");
+    if (json_is_object(snaps) && json_object_size(snaps))
+        ct->snaps = json_deep_copy(snaps);
     const char *power = json_string_value(json_object_get(jc, "power"));
     ct->running = power && strcmp(power, "running") == 0;
     ct->started = sim_now(s);

@@ -1,8 +1,10 @@
 /* vmops: the snapshot model and the tasks qmsnapshot, qmdelsnapshot,
- * qmrollback and qmtemplate, in the steps of pve-guest-common's
- * AbstractConfig (snapshot_create, snapshot_delete, snapshot_rollback) and
- * qemu-server's template worker, with their texts. Migration steps are in
- * h_migrate.c; this file dispatches to them. */
+ * qmrollback (and the containers' vzsnapshot, vzdelsnapshot, vzrollback,
+ * the same AbstractConfig code with pve-container's hooks) and qmtemplate,
+ * in the steps of pve-guest-common's AbstractConfig (snapshot_create,
+ * snapshot_delete, snapshot_rollback) and qemu-server's template worker,
+ * with their texts. Migration steps are in h_migrate.c; this file
+ * dispatches to them. */
 #include "sim/vmops.h"
 #include "common/util.h"
 #include "common/xalloc.h"
@@ -44,6 +46,44 @@ json_t *vmops_snap_find(const struct sim_vm *vm, const char *name)
     return vm->snaps && name ? json_object_get(vm->snaps, name) : NULL;
 }
 
+json_t **vmops_guest_conf(struct vmops_guest g)
+{
+    return g.vm ? &g.vm->conf : &g.ct->conf;
+}
+
+json_t **vmops_guest_snaps(struct vmops_guest g)
+{
+    return g.vm ? &g.vm->snaps : &g.ct->snaps;
+}
+
+json_t *vmops_guest_snap(struct vmops_guest g, const char *name)
+{
+    json_t *snaps = *vmops_guest_snaps(g);
+    return snaps && name ? json_object_get(snaps, name) : NULL;
+}
+
+static struct sim_node *guest_node(struct vmops_guest g)
+{
+    return g.vm ? g.vm->node : g.ct->node;
+}
+
+static bool guest_running(struct vmops_guest g)
+{
+    return g.vm ? g.vm->power != VM_STOPPED : g.ct->running;
+}
+
+/* guest_type: the word of check_lock's "... is locked (...)" */
+static const char *guest_type(struct vmops_guest g)
+{
+    return g.vm ? "VM" : "CT";
+}
+
+/* A key of the config that holds a volume (unusedN included). */
+static bool guest_volume_key(bool ct, const char *k)
+{
+    return ct ? sim_ct_volume_key(k) : vmops_is_volume_key(k);
+}
+
 bool vmops_drive_can_snapshot(struct sim_node *n, const char *drive)
 {
     char *sid = sim_disk_storage(drive);
@@ -73,13 +113,13 @@ static bool volid_eq(const char *a, const char *b)
     return la == lb && strncmp(a, b, la) == 0;
 }
 
-static bool conf_has_volid(json_t *conf, const char *volid)
+static bool conf_has_volid(json_t *conf, const char *volid, bool ct)
 {
     const char *k;
     json_t *v;
     json_object_foreach(conf, k, v)
     {
-        if (vmops_is_volume_key(k) && json_is_string(v) && volid_eq(json_string_value(v), volid))
+        if (guest_volume_key(ct, k) && json_is_string(v) && volid_eq(json_string_value(v), volid))
             return true;
     }
     return false;
@@ -91,15 +131,15 @@ static bool on_storage(const char *drive, const char *storage)
     return strncmp(drive, storage, n) == 0 && drive[n] == ':';
 }
 
-int64_t vmops_snap_storage(const struct sim_vm *vm, const char *storage)
+int64_t vmops_snap_storage(json_t *conf, json_t *snaps, const char *storage, bool ct)
 {
-    if (!vm->snaps)
+    if (!snaps)
         return 0;
     int64_t used = 0;
     json_t *seen = json_object();
     const char *name;
     json_t *snap;
-    json_object_foreach(vm->snaps, name, snap)
+    json_object_foreach(snaps, name, snap)
     {
         const char *vs = json_string_value(json_object_get(snap, "vmstate"));
         if (vs && on_storage(vs, storage))
@@ -109,8 +149,8 @@ int64_t vmops_snap_storage(const struct sim_vm *vm, const char *storage)
         json_object_foreach(snap, k, v)
         {
             const char *d = json_string_value(v);
-            if (!d || !vmops_is_volume_key(k) || !on_storage(d, storage) || vmops_is_cdrom(d) ||
-                conf_has_volid(vm->conf, d))
+            if (!d || !guest_volume_key(ct, k) || !on_storage(d, storage) || vmops_is_cdrom(d) ||
+                conf_has_volid(conf, d, ct))
                 continue;
             char *key = xstrndup(d, strcspn(d, ","));
             if (!json_object_get(seen, key)) {
@@ -174,9 +214,9 @@ struct sim_task *vmops_task(struct sim_call *c, const char *type, int vmid, enum
     return t;
 }
 
-static const char *lock_of(struct sim_vm *vm)
+static const char *lock_of(struct vmops_guest g)
 {
-    return json_string_value(json_object_get(vm->conf, "lock"));
+    return json_string_value(json_object_get(*vmops_guest_conf(g), "lock"));
 }
 
 static const char *arg_str(struct sim_task *t, const char *k)
@@ -194,38 +234,75 @@ static bool arg_true(struct sim_task *t, const char *k)
     return json_is_string(v) && strcmp(json_string_value(v), "1") == 0;
 }
 
-static bool is_template(struct sim_vm *vm)
+static bool is_template(struct vmops_guest g)
 {
-    json_t *v = json_object_get(vm->conf, "template");
+    json_t *v = json_object_get(*vmops_guest_conf(g), "template");
     return json_is_true(v) || json_integer_value(v) != 0;
 }
 
-/* Run `fn` under the VM's flock, the way lock_config does: wait up to 10 s
- * from the phase's start. Returns 1 when it ran, 0 to keep waiting, -1 when
- * the task ended (lock timeout, VM gone). */
-static int under_flock(struct sim *s, struct sim_task *t, double now,
-                       void (*fn)(struct sim *, struct sim_task *, struct sim_vm *, double))
+/* A container's snapshot tasks are the vz* kinds. */
+static bool ct_task(const struct sim_task *t)
 {
-    struct sim_vm *vm = sim_vm_find(s, t->node, t->vmid);
-    if (!vm) {
-        char *m = qemu_noconf_msg(t->node, t->vmid);
-        sim_task_finish(s, t, m);
-        free(m);
+    return t->kind == TK_VZSNAPSHOT || t->kind == TK_VZDELSNAPSHOT || t->kind == TK_VZROLLBACK ||
+           t->kind == TK_VZTEMPLATE;
+}
+
+/* The task's guest, or NULL members and the task failed with load_config's
+ * "Configuration file ... does not exist". */
+static struct vmops_guest task_guest(struct sim *s, struct sim_task *t)
+{
+    struct vmops_guest g = {0};
+    if (ct_task(t))
+        g.ct = sim_ct_find(s, t->node, t->vmid);
+    else
+        g.vm = sim_vm_find(s, t->node, t->vmid);
+    if (g.vm || g.ct)
+        return g;
+    char *m = ct_task(t) ? xasprintf("Configuration file 'nodes/%s/lxc/%d.conf' does not exist",
+                                     t->node->name, t->vmid)
+                         : qemu_noconf_msg(t->node, t->vmid);
+    sim_task_finish(s, t, m);
+    free(m);
+    return g;
+}
+
+static bool guest_flock_try(struct vmops_guest g)
+{
+    return g.vm ? sim_flock_try(g.vm, true) : sim_ct_flock_try(g.ct);
+}
+
+static void guest_flock_release(struct sim *s, struct vmops_guest g)
+{
+    if (g.vm)
+        sim_flock_release(s, g.vm, true);
+    else
+        sim_ct_flock_release(s, g.ct);
+}
+
+typedef void (*guest_fn)(struct sim *, struct sim_task *, struct vmops_guest, double);
+
+/* Run `fn` under the guest's flock, the way lock_config does: wait up to
+ * 10 s from the phase's start. Returns 1 when it ran, 0 to keep waiting, -1
+ * when the task ended (lock timeout, guest gone). */
+static int under_flock(struct sim *s, struct sim_task *t, double now, guest_fn fn)
+{
+    struct vmops_guest g = task_guest(s, t);
+    if (!g.vm && !g.ct)
         return -1;
-    }
     if (t->deadline == 0)
         t->deadline = now + LOCK_TIMEOUT;
-    if (!sim_flock_try(vm, true)) {
+    if (!guest_flock_try(g)) {
         if (now < t->deadline)
             return 0;
         char lf[96], msg[160];
-        snprintf(msg, sizeof msg, "can't lock file '%s' - got timeout", sim_lockfile(t->vmid, lf));
+        snprintf(msg, sizeof msg, "can't lock file '%s' - got timeout",
+                 g.vm ? sim_lockfile(t->vmid, lf) : sim_ct_lockfile(t->vmid, lf));
         sim_task_finish(s, t, msg);
         return -1;
     }
     t->deadline = 0;
-    fn(s, t, vm, now);
-    sim_flock_release(s, vm, true);
+    fn(s, t, g, now);
+    guest_flock_release(s, g);
     s->dirty = true;
     return t->running ? 1 : -1;
 }
@@ -282,8 +359,11 @@ bool vmops_vol_in_snapshot(const struct sim_vm *vm, const char *volname)
     return false;
 }
 
-/* Every disk (not CD-ROM) of a config: calls fn(key, drive). */
-static int each_disk(json_t *conf, void (*fn)(void *, const char *, const char *), void *ctx)
+/* Every volume of a config the snapshot code iterates (foreach_volume): a
+ * VM's disks but CD-ROMs; a container's rootfs and mount points but bind
+ * mounts and devices (their "volume" is a path). Calls fn(key, drive). */
+static int each_disk(bool ct, json_t *conf, void (*fn)(void *, const char *, const char *),
+                     void *ctx)
 {
     int n = 0;
     const char *k;
@@ -291,7 +371,8 @@ static int each_disk(json_t *conf, void (*fn)(void *, const char *, const char *
     json_object_foreach(conf, k, v)
     {
         const char *d = json_string_value(v);
-        if (!d || !vmops_is_volume_key(k) || strncmp(k, "unused", 6) == 0 || vmops_is_cdrom(d))
+        if (!d || !guest_volume_key(ct, k) || strncmp(k, "unused", 6) == 0 ||
+            (ct ? d[0] == '/' : vmops_is_cdrom(d)))
             continue;
         if (fn)
             fn(ctx, k, d);
@@ -300,7 +381,7 @@ static int each_disk(json_t *conf, void (*fn)(void *, const char *, const char *
     return n;
 }
 
-/* ---- qmsnapshot ------------------------------------------------------------ */
+/* ---- qmsnapshot, vzsnapshot ------------------------------------------------ */
 
 /* Keys a snapshot does not copy from the config (__snapshot_copy_config). */
 static bool snap_meta_key(const char *k)
@@ -318,6 +399,7 @@ struct snaplog {
     struct sim_node *n;
     const char *snap;
     const char *what; /* "create", "delete", "rollback" */
+    bool ct;
 };
 
 static void log_disk(void *ctx, const char *k, const char *d)
@@ -327,7 +409,8 @@ static void log_disk(void *ctx, const char *k, const char *d)
     vmops_vol_name(d, vn, sizeof vn);
     bool thin = is_lvmthin(l->n, d);
     if (strcmp(l->what, "create") == 0) {
-        sim_task_log(l->t, "snapshotting 'drive-%s' (%.*s)", k, (int)strcspn(d, ","), d);
+        if (!l->ct) /* qemu-server's own line; pve-container prints none */
+            sim_task_log(l->t, "snapshotting 'drive-%s' (%.*s)", k, (int)strcspn(d, ","), d);
         if (thin)
             sim_task_log(l->t, "  Logical volume \"snap_%s_%s\" created.", vn, l->snap);
     } else if (strcmp(l->what, "delete") == 0 && thin) {
@@ -338,15 +421,20 @@ static void log_disk(void *ctx, const char *k, const char *d)
     }
 }
 
-static bool all_can_snapshot(struct sim_vm *vm)
+/* has_feature('snapshot'): every volume's storage can snapshot it. A
+ * container's bind mount or device is no volume of a storage: it has no
+ * such feature (volume_has_feature answers undef for a path). */
+static bool all_can_snapshot(struct vmops_guest g)
 {
     const char *k;
     json_t *v;
-    json_object_foreach(vm->conf, k, v)
+    json_object_foreach(*vmops_guest_conf(g), k, v)
     {
         const char *d = json_string_value(v);
-        if (d && vmops_is_volume_key(k) && strncmp(k, "unused", 6) != 0 && !vmops_is_cdrom(d) &&
-            !vmops_drive_can_snapshot(vm->node, d))
+        if (!d || !guest_volume_key(g.ct, k) || strncmp(k, "unused", 6) == 0)
+            continue;
+        if (g.ct ? d[0] == '/' || !vmops_drive_can_snapshot(g.ct->node, d)
+                 : !vmops_is_cdrom(d) && !vmops_drive_can_snapshot(g.vm->node, d))
             return false;
     }
     return true;
@@ -382,36 +470,70 @@ static void vmstate_storage(struct sim_vm *vm, char *out, size_t n)
     snprintf(out, n, "%s", t ? t->id : "local");
 }
 
-static void snapshot_prepare(struct sim *s, struct sim_task *t, struct sim_vm *vm, double now)
+/* __snapshot_save_vmstate (qemu-server only): the RAM state volume; the
+ * bytes to write. */
+static double save_vmstate(struct sim_task *t, struct sim_vm *vm, json_t *snap, const char *name)
+{
+    char sid[64];
+    vmstate_storage(vm, sid, sizeof sid);
+    json_object_set_new(snap, "vmstate", json_sprintf("%s:vm-%d-state-%s", sid, vm->vmid, name));
+    json_object_set_new(snap, "runningmachine", json_string("pc-i440fx-9.0+pve0"));
+    json_object_set_new(snap, "runningcpu",
+                        json_string("kvm64,enforce,+kvm_pv_eoi,+kvm_pv_unhalt,+lahf_lm,+sep"));
+    sim_task_log(t, "saving VM state and RAM using storage '%s'", sid);
+    return (double)sim_vm_maxmem(vm) / 2; /* what a guest typically has dirtied */
+}
+
+/* __snapshot_prepare: a snapshot that names the new one as its parent
+ * loses that reference. */
+static void drop_bogus_parents(struct sim_task *t, json_t *snaps, const char *name)
+{
+    const char *sn;
+    json_t *snap;
+    json_object_foreach(snaps, sn, snap)
+    {
+        const char *p = json_string_value(json_object_get(snap, "parent"));
+        if (p && strcmp(p, name) == 0) {
+            sim_task_log(t,
+                         "deleting parent '%s' reference from '%s' to avoid bogus snapshot cycle.",
+                         p, sn);
+            json_object_del(snap, "parent");
+        }
+    }
+}
+
+static void snapshot_prepare(struct sim *s, struct sim_task *t, struct vmops_guest g, double now)
 {
     const char *name = arg_str(t, "snapname");
-    if (is_template(vm)) {
+    json_t *conf = *vmops_guest_conf(g), **snaps = vmops_guest_snaps(g);
+    struct sim_node *node = guest_node(g);
+    if (is_template(g)) {
         sim_task_finish(s, t, "you can't take a snapshot if it's a template");
         return;
     }
-    if (lock_of(vm)) {
-        char msg[96];
-        snprintf(msg, sizeof msg, "VM is locked (%s)", lock_of(vm));
+    char msg[160];
+    if (lock_of(g)) {
+        snprintf(msg, sizeof msg, "%s is locked (%s)", guest_type(g), lock_of(g));
         sim_task_finish(s, t, msg);
         return;
     }
-    if (vmops_snap_find(vm, name)) {
-        char msg[128];
+    if (vmops_guest_snap(g, name)) {
         snprintf(msg, sizeof msg, "snapshot name '%s' already used", name);
         sim_task_finish(s, t, msg);
         return;
     }
-    if (!all_can_snapshot(vm)) {
+    if (!all_can_snapshot(g)) {
         sim_task_finish(s, t, "snapshot feature is not available");
         return;
     }
-    json_object_set_new(vm->conf, "lock", json_string("snapshot"));
-    if (!vm->snaps)
-        vm->snaps = json_object();
+    json_object_set_new(conf, "lock", json_string("snapshot"));
+    if (!*snaps)
+        *snaps = json_object();
+    drop_bogus_parents(t, *snaps, name);
     json_t *snap = json_object();
     const char *k;
     json_t *v;
-    json_object_foreach(vm->conf, k, v)
+    json_object_foreach(conf, k, v)
     {
         if (!snap_meta_key(k))
             json_object_set(snap, k, v);
@@ -421,37 +543,27 @@ static void snapshot_prepare(struct sim *s, struct sim_task *t, struct sim_vm *v
     const char *desc = arg_str(t, "description");
     if (desc && *desc)
         json_object_set_new(snap, "description", json_string(desc));
-    bool running = vm->power != VM_STOPPED;
     double ram = 0;
-    if (running && arg_true(t, "vmstate")) {
-        char sid[64];
-        vmstate_storage(vm, sid, sizeof sid);
-        json_object_set_new(snap, "vmstate",
-                            json_sprintf("%s:vm-%d-state-%s", sid, vm->vmid, name));
-        json_object_set_new(snap, "runningmachine", json_string("pc-i440fx-9.0+pve0"));
-        json_object_set_new(snap, "runningcpu",
-                            json_string("kvm64,enforce,+kvm_pv_eoi,+kvm_pv_unhalt,+lahf_lm,+sep"));
-        sim_task_log(t, "saving VM state and RAM using storage '%s'", sid);
-        ram = (double)sim_vm_maxmem(vm) / 2; /* what a guest typically has dirtied */
-    }
-    json_object_set_new(vm->snaps, name, snap);
-    struct snaplog l = {t, vm->node, name, "create"};
-    int ndisks = each_disk(vm->conf, NULL, NULL);
+    if (g.vm && guest_running(g) && arg_true(t, "vmstate"))
+        ram = save_vmstate(t, g.vm, snap, name);
+    json_object_set_new(*snaps, name, snap);
+    struct snaplog l = {t, node, name, "create", g.ct != NULL};
+    int ndisks = each_disk(g.ct, conf, NULL, NULL);
     t->bytes_total = ram;
-    t->dur = 0.3 + 0.2 * ndisks + ram / vm->node->bandwidth;
+    t->dur = 0.3 + 0.2 * ndisks + ram / node->bandwidth;
     t->t0 = now;
     t->phase = P_WORK;
     if (ram > 0)
         sim_task_log(t, "completed saving the VM state in %ds, saved %.2f GiB",
-                     (int)(ram / vm->node->bandwidth) + 1, ram / (1024.0 * MiB));
-    each_disk(vm->conf, log_disk, &l);
+                     (int)(ram / node->bandwidth) + 1, ram / (1024.0 * MiB));
+    each_disk(g.ct, conf, log_disk, &l);
 }
 
-static void snapshot_commit(struct sim *s, struct sim_task *t, struct sim_vm *vm, double now)
+static void snapshot_commit(struct sim *s, struct sim_task *t, struct vmops_guest g, double now)
 {
     (void)now;
     const char *name = arg_str(t, "snapname");
-    json_t *snap = vmops_snap_find(vm, name);
+    json_t *conf = *vmops_guest_conf(g), *snap = vmops_guest_snap(g, name);
     if (t->fault_exit) {
         sim_task_log(t, "snapshot create failed: starting cleanup");
         /* PVE's cleanup is a forced delete, which can fail in turn: the
@@ -459,12 +571,12 @@ static void snapshot_commit(struct sim *s, struct sim_task *t, struct sim_vm *vm
         if (snap && t->fault_keep)
             sim_task_log(t, "could not remove disk snapshot: cleanup failed");
         else if (snap)
-            json_object_del(vm->snaps, name);
-        json_object_del(vm->conf, "lock");
+            json_object_del(*vmops_guest_snaps(g), name);
+        json_object_del(conf, "lock");
         sim_task_finish(s, t, t->fault_exit);
         return;
     }
-    const char *lk = lock_of(vm);
+    const char *lk = lock_of(g);
     if (!lk || strcmp(lk, "snapshot") != 0) {
         sim_task_finish(s, t, "missing snapshot lock");
         return;
@@ -476,36 +588,36 @@ static void snapshot_commit(struct sim *s, struct sim_task *t, struct sim_vm *vm
         return;
     }
     json_object_del(snap, "snapstate");
-    json_object_del(vm->conf, "lock");
-    json_object_set_new(vm->conf, "parent", json_string(name));
+    json_object_del(conf, "lock");
+    json_object_set_new(conf, "parent", json_string(name));
     sim_task_finish(s, t, "OK");
 }
 
-/* ---- qmdelsnapshot -------------------------------------------------------- */
+/* ---- qmdelsnapshot, vzdelsnapshot -------------------------------------------- */
 
-static void delete_prepare(struct sim *s, struct sim_task *t, struct sim_vm *vm, double now)
+static void delete_prepare(struct sim *s, struct sim_task *t, struct vmops_guest g, double now)
 {
     const char *name = arg_str(t, "snapname");
-    json_t *snap = vmops_snap_find(vm, name);
+    json_t *conf = *vmops_guest_conf(g), *snap = vmops_guest_snap(g, name);
     char msg[128];
     if (!snap) {
         snprintf(msg, sizeof msg, "snapshot '%s' does not exist", name);
         sim_task_finish(s, t, msg);
         return;
     }
-    if (lock_of(vm)) {
-        snprintf(msg, sizeof msg, "VM is locked (%s)", lock_of(vm));
+    if (lock_of(g)) {
+        snprintf(msg, sizeof msg, "%s is locked (%s)", guest_type(g), lock_of(g));
         sim_task_finish(s, t, msg);
         return;
     }
-    json_object_set_new(vm->conf, "lock", json_string("snapshot-delete"));
-    if (is_template(vm)) { /* the lock stays, as it does in PVE */
+    json_object_set_new(conf, "lock", json_string("snapshot-delete"));
+    if (is_template(g)) { /* the lock stays, as it does in PVE */
         sim_task_finish(s, t, "you can't delete a snapshot if vm is a template");
         return;
     }
     json_object_set_new(snap, "snapstate", json_string("delete"));
-    struct snaplog l = {t, vm->node, name, "delete"};
-    int ndisks = each_disk(snap, log_disk, &l);
+    struct snaplog l = {t, guest_node(g), name, "delete", g.ct != NULL};
+    int ndisks = each_disk(g.ct, snap, log_disk, &l);
     t->dur = 0.3 + 0.2 * ndisks + (json_object_get(snap, "vmstate") ? 0.2 : 0);
     t->t0 = now;
     t->phase = P_WORK;
@@ -523,19 +635,20 @@ static void unlink_parent(json_t *conf, const char *name, json_t *new_parent)
         json_object_del(conf, "parent");
 }
 
-static void delete_commit(struct sim *s, struct sim_task *t, struct sim_vm *vm, double now)
+static void delete_commit(struct sim *s, struct sim_task *t, struct vmops_guest g, double now)
 {
     (void)now;
     const char *name = arg_str(t, "snapname");
-    json_t *snap = vmops_snap_find(vm, name);
+    json_t *conf = *vmops_guest_conf(g), *snaps = *vmops_guest_snaps(g);
+    json_t *snap = vmops_guest_snap(g, name);
     if (t->fault_exit) {
         if (snap)
             json_object_del(snap, "snapstate");
-        json_object_del(vm->conf, "lock");
+        json_object_del(conf, "lock");
         sim_task_finish(s, t, t->fault_exit);
         return;
     }
-    const char *lk = lock_of(vm);
+    const char *lk = lock_of(g);
     if (!lk || strcmp(lk, "snapshot-delete") != 0) {
         sim_task_finish(s, t, "encountered invalid lock, expected 'snapshot-delete'");
         return;
@@ -547,28 +660,40 @@ static void delete_commit(struct sim *s, struct sim_task *t, struct sim_vm *vm, 
         return;
     }
     json_t *np = json_incref(json_object_get(snap, "parent"));
-    unlink_parent(vm->conf, name, np);
+    unlink_parent(conf, name, np);
     const char *k;
     json_t *v;
-    json_object_foreach(vm->snaps, k, v)
+    json_object_foreach(snaps, k, v)
     {
         if (strcmp(k, name) != 0)
             unlink_parent(v, name, np);
     }
     json_decref(np);
-    json_object_del(vm->snaps, name);
-    json_object_del(vm->conf, "lock");
+    json_object_del(snaps, name);
+    json_object_del(conf, "lock");
     sim_task_finish(s, t, "OK");
 }
 
-/* ---- qmrollback ------------------------------------------------------------ */
+/* ---- qmrollback, vzrollback ---------------------------------------------------- */
 
-static void rollback_prepare(struct sim *s, struct sim_task *t, struct sim_vm *vm, double now)
+/* __snapshot_rollback_vm_stop: qemu-server stops the VM (5 s timeout),
+ * pve-container kills the container (vm_stop($vmid, 1)). */
+static void rollback_stop(struct vmops_guest g)
+{
+    if (g.vm && g.vm->power != VM_STOPPED) {
+        g.vm->power = VM_STOPPED;
+        qemu_apply_pending(g.vm);
+    } else if (g.ct) {
+        g.ct->running = false;
+    }
+}
+
+static void rollback_prepare(struct sim *s, struct sim_task *t, struct vmops_guest g, double now)
 {
     const char *name = arg_str(t, "snapname");
-    json_t *snap = vmops_snap_find(vm, name);
+    json_t *snap = vmops_guest_snap(g, name);
     char msg[160];
-    if (is_template(vm)) {
+    if (is_template(g)) {
         sim_task_finish(s, t, "you can't rollback if vm is a template");
         return;
     }
@@ -583,28 +708,97 @@ static void rollback_prepare(struct sim *s, struct sim_task *t, struct sim_vm *v
         sim_task_finish(s, t, msg);
         return;
     }
-    if (lock_of(vm)) {
-        snprintf(msg, sizeof msg, "VM is locked (%s)", lock_of(vm));
+    if (lock_of(g)) {
+        snprintf(msg, sizeof msg, "%s is locked (%s)", guest_type(g), lock_of(g));
         sim_task_finish(s, t, msg);
         return;
     }
-    if (vm->power != VM_STOPPED) { /* vm_stop with a 5 s timeout */
-        vm->power = VM_STOPPED;
-        qemu_apply_pending(vm);
-    }
-    json_object_set_new(vm->conf, "lock", json_string("rollback"));
-    struct snaplog l = {t, vm->node, name, "rollback"};
-    int ndisks = each_disk(snap, log_disk, &l);
+    rollback_stop(g);
+    json_object_set_new(*vmops_guest_conf(g), "lock", json_string("rollback"));
+    struct snaplog l = {t, guest_node(g), name, "rollback", g.ct != NULL};
+    int ndisks = each_disk(g.ct, snap, log_disk, &l);
     t->dur = 0.5 + 0.3 * ndisks;
     t->t0 = now;
     t->phase = P_WORK;
 }
 
-static void rollback_commit(struct sim *s, struct sim_task *t, struct sim_vm *vm, double now)
+struct unused_scan {
+    json_t *snap;
+    json_t *conf;
+    bool ct;
+    bool found;
+    const char *volid;
+};
+
+static void match_volid(void *ctx, const char *k, const char *d)
+{
+    (void)k;
+    struct unused_scan *u = ctx;
+    u->found = u->found || volid_eq(d, u->volid);
+}
+
+/* add_unused_volume: unusedN at the lowest free N, unless already there. */
+static void add_unused(json_t *conf, const char *volid)
+{
+    size_t vl = strcspn(volid, ",");
+    int free_n = -1;
+    for (int i = 255; i >= 0; i--) {
+        char key[24];
+        snprintf(key, sizeof key, "unused%d", i);
+        const char *u = json_string_value(json_object_get(conf, key));
+        if (u && volid_eq(u, volid))
+            return;
+        if (!u)
+            free_n = i;
+    }
+    if (free_n >= 0) {
+        char key[24];
+        snprintf(key, sizeof key, "unused%d", free_n);
+        json_object_set_new(conf, key, json_stringn(volid, vl));
+    }
+}
+
+static void unused_if_not_in_snap(void *ctx, const char *k, const char *d)
+{
+    (void)k;
+    struct unused_scan *u = ctx;
+    struct unused_scan probe = {.volid = d};
+    each_disk(u->ct, u->snap, match_volid, &probe);
+    if (!probe.found)
+        add_unused(u->conf, d);
+}
+
+/* The new config: the snapshot's (__snapshot_apply_config), keeping the
+ * description and unused volumes, the current volumes the snapshot does
+ * not have among them (__snapshot_rollback_get_unused). */
+static json_t *rollback_conf(struct vmops_guest g, json_t *snap, const char *name)
+{
+    json_t *old = *vmops_guest_conf(g);
+    struct unused_scan u = {.snap = snap, .conf = old, .ct = g.ct != NULL};
+    each_disk(g.ct, old, unused_if_not_in_snap, &u);
+    json_t *conf = json_object();
+    const char *k;
+    json_t *v;
+    json_object_foreach(old, k, v)
+    {
+        if (strcmp(k, "description") == 0 ||
+            (strncmp(k, "unused", 6) == 0 && isdigit((unsigned char)k[6])))
+            json_object_set(conf, k, v);
+    }
+    json_object_foreach(snap, k, v)
+    {
+        if (!snap_meta_key(k) && strcmp(k, "runningmachine") != 0 && strcmp(k, "runningcpu") != 0)
+            json_object_set(conf, k, v);
+    }
+    json_object_set_new(conf, "parent", json_string(name));
+    return conf;
+}
+
+static void rollback_commit(struct sim *s, struct sim_task *t, struct vmops_guest g, double now)
 {
     const char *name = arg_str(t, "snapname");
-    json_t *snap = vmops_snap_find(vm, name);
-    const char *lk = lock_of(vm);
+    json_t *snap = vmops_guest_snap(g, name);
+    const char *lk = lock_of(g);
     if (!lk || strcmp(lk, "rollback") != 0) {
         sim_task_finish(s, t, "got wrong lock");
         return;
@@ -619,46 +813,50 @@ static void rollback_commit(struct sim *s, struct sim_task *t, struct sim_vm *vm
         sim_task_finish(s, t, t->fault_exit);
         return;
     }
-    /* the new config: the snapshot's, keeping description and unused disks */
-    json_t *conf = json_object();
-    const char *k;
-    json_t *v;
-    json_object_foreach(vm->conf, k, v)
-    {
-        if (strcmp(k, "description") == 0 ||
-            (strncmp(k, "unused", 6) == 0 && isdigit((unsigned char)k[6])))
-            json_object_set(conf, k, v);
-    }
-    json_object_foreach(snap, k, v)
-    {
-        if (!snap_meta_key(k) && strcmp(k, "runningmachine") != 0 && strcmp(k, "runningcpu") != 0)
-            json_object_set(conf, k, v);
-    }
-    json_object_set_new(conf, "parent", json_string(name));
-    json_decref(vm->conf);
-    vm->conf = conf;
-    json_object_clear(vm->pending);
-    json_array_clear(vm->pending_delete);
-    if (json_object_get(snap, "vmstate") || arg_true(t, "start")) {
-        vm->power = VM_RUNNING; /* from the saved RAM state, or started as asked */
-        vm->started = now;
+    json_t *conf = rollback_conf(g, snap, name), **cur = vmops_guest_conf(g);
+    json_decref(*cur);
+    *cur = conf;
+    json_object_clear(g.vm ? g.vm->pending : g.ct->pending);
+    json_array_clear(g.vm ? g.vm->pending_delete : g.ct->pending_delete);
+    if (g.vm && (json_object_get(snap, "vmstate") || arg_true(t, "start"))) {
+        g.vm->power = VM_RUNNING; /* from the saved RAM state, or started as asked */
+        g.vm->started = now;
     }
     sim_task_finish(s, t, "OK");
+    /* pve-container's rollback calls the start API: a vzstart task of its own */
+    if (g.ct && arg_true(t, "start"))
+        lxc_start_task(s, g.ct->node, g.ct->vmid, t->user, now);
 }
 
 /* ---- qmtemplate -------------------------------------------------------------- */
 
-char *vmops_template_refusal(struct sim_vm *vm, const char *disk)
+char *vmops_template_refusal(struct vmops_guest g, const char *disk)
 {
-    if (lock_of(vm))
-        return xasprintf("VM is locked (%s)", lock_of(vm));
-    if (vm->snaps && json_object_size(vm->snaps) > 0)
-        return xstrdup("unable to create template, because VM contains snapshots");
-    if (is_template(vm) && !disk)
+    const char *type = guest_type(g);
+    json_t *snaps = *vmops_guest_snaps(g);
+    if (lock_of(g))
+        return xasprintf("%s is locked (%s)", type, lock_of(g));
+    if (snaps && json_object_size(snaps) > 0)
+        return xasprintf("unable to create template, because %s contains snapshots", type);
+    if (is_template(g) && !disk)
         return xstrdup("you can't convert a template to a template");
-    if (vm->power != VM_STOPPED)
-        return xstrdup("you can't convert a VM to template if VM is running");
+    if (guest_running(g))
+        return g.vm ? xstrdup("you can't convert a VM to template if VM is running")
+                    : xstrdup("you can't convert a CT to template if the CT is running");
     return NULL;
+}
+
+/* volume_has_feature('template'): the storages whose plugin offers it for
+ * a current volume (LVM's thick volumes have none; a container's bind
+ * mount is no storage volume). */
+static bool can_template(struct sim_node *n, const char *d)
+{
+    if (d[0] == '/')
+        return false;
+    char *sid = sim_disk_storage(d);
+    struct sim_storage *st = sid ? sim_storage_find(n, sid) : NULL;
+    free(sid);
+    return st && strcmp(st->type, "lvm") != 0;
 }
 
 /* vdisk_create_base: "vm-<id>-disk-N" becomes "base-<id>-disk-N"; on
@@ -690,16 +888,38 @@ static json_t *base_drive(struct sim_task *t, struct sim_node *n, const char *d)
     return r;
 }
 
-static void template_step(struct sim *s, struct sim_task *t, struct sim_vm *vm, double now)
+/* pve-container's template_create: every mount point's storage must
+ * offer the feature, checked before any volume is renamed. */
+static bool ct_template_refused(struct sim *s, struct sim_task *t, struct sim_ct *ct)
 {
+    const char *k;
+    json_t *v;
+    json_object_foreach(ct->conf, k, v)
+    {
+        const char *d = json_string_value(v);
+        if (!d || !sim_ct_volume_key(k) || strncmp(k, "unused", 6) == 0 ||
+            can_template(ct->node, d))
+            continue;
+        char msg[512];
+        snprintf(msg, sizeof msg, "Template feature is not available for '%.*s'",
+                 (int)strcspn(d, ","), d);
+        sim_task_finish(s, t, msg);
+        return true;
+    }
+    return false;
+}
+
+static void template_step(struct sim *s, struct sim_task *t, struct vmops_guest g, double now)
+{
+    json_t *conf = *vmops_guest_conf(g);
     if (t->phase == P_PREP) {
-        char *why = vmops_template_refusal(vm, arg_str(t, "disk"));
+        char *why = vmops_template_refusal(g, arg_str(t, "disk"));
         if (why) {
             sim_task_finish(s, t, why);
             free(why);
             return;
         }
-        t->dur = 0.3 + 0.3 * each_disk(vm->conf, NULL, NULL);
+        t->dur = 0.3 + 0.3 * each_disk(g.ct, conf, NULL, NULL);
         t->t0 = now;
         t->phase = P_WORK;
         return;
@@ -708,27 +928,27 @@ static void template_step(struct sim *s, struct sim_task *t, struct sim_vm *vm, 
         sim_task_finish(s, t, t->fault_exit);
         return;
     }
-    json_object_set_new(vm->conf, "template", json_integer(1));
+    if (g.ct && ct_template_refused(s, t, g.ct))
+        return;
     const char *disk = arg_str(t, "disk");
     const char *k;
     json_t *v;
     void *tmp;
-    json_object_foreach_safe(vm->conf, tmp, k, v)
+    json_object_foreach_safe(conf, tmp, k, v)
     {
         const char *d = json_string_value(v);
-        if (!d || !vmops_is_volume_key(k) || strncmp(k, "unused", 6) == 0 || vmops_is_cdrom(d) ||
-            (disk && strcmp(disk, k) != 0))
+        if (!d || !guest_volume_key(g.ct, k) || strncmp(k, "unused", 6) == 0 ||
+            (g.ct ? d[0] == '/' : vmops_is_cdrom(d)) || (disk && strcmp(disk, k) != 0))
             continue;
-        json_object_set_new(vm->conf, k, base_drive(t, vm->node, d));
+        json_object_set_new(conf, k, base_drive(t, guest_node(g), d));
     }
+    json_object_set_new(conf, "template", json_integer(1));
     sim_task_finish(s, t, "OK");
 }
 
 /* ---- dispatch ------------------------------------------------------------------ */
 
-static void two_phase(struct sim *s, struct sim_task *t, double now,
-                      void (*prep)(struct sim *, struct sim_task *, struct sim_vm *, double),
-                      void (*commit)(struct sim *, struct sim_task *, struct sim_vm *, double))
+static void two_phase(struct sim *s, struct sim_task *t, double now, guest_fn prep, guest_fn commit)
 {
     if (!forked(t, now))
         return;
@@ -748,15 +968,19 @@ void vmops_step(struct sim *s, struct sim_task *t, double now)
 {
     switch (t->kind) {
     case TK_SNAPSHOT:
+    case TK_VZSNAPSHOT:
         two_phase(s, t, now, snapshot_prepare, snapshot_commit);
         break;
     case TK_DELSNAPSHOT:
+    case TK_VZDELSNAPSHOT:
         two_phase(s, t, now, delete_prepare, delete_commit);
         break;
     case TK_ROLLBACK:
+    case TK_VZROLLBACK:
         two_phase(s, t, now, rollback_prepare, rollback_commit);
         break;
     case TK_TEMPLATE:
+    case TK_VZTEMPLATE:
         /* the whole worker runs under lock_config */
         if (!forked(t, now))
             return;

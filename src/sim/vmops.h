@@ -15,8 +15,9 @@
 
 #include "sim/sim.h"
 
-/* Step a TK_SNAPSHOT, TK_DELSNAPSHOT, TK_ROLLBACK, TK_TEMPLATE, TK_MIGRATE
- * or TK_HAMIGRATE task (engine.c calls it). */
+/* Step a TK_SNAPSHOT, TK_DELSNAPSHOT, TK_ROLLBACK, TK_TEMPLATE, TK_MIGRATE,
+ * TK_HAMIGRATE task, or a container's TK_VZSNAPSHOT, TK_VZDELSNAPSHOT,
+ * TK_VZROLLBACK, TK_VZTEMPLATE (engine.c calls it). */
 void vmops_step(struct sim *s, struct sim_task *t, double now);
 /* The qmigrate and hamigrate steps (h_migrate.c). */
 void vmops_step_migrate(struct sim *s, struct sim_task *t, double now);
@@ -35,12 +36,25 @@ bool vmops_vol_in_snapshot(const struct sim_vm *vm, const char *volname);
 void vmops_origin_clone(struct sim *s, const struct sim_vm *src, const char *src_drive,
                         struct sim_vm *dst, const char *dst_drive);
 
+/* The guest a snapshot works on, as pve-guest-common's AbstractConfig sees
+ * its $class: a VM (qemu-server, guest_type "VM") or a container
+ * (pve-container, "CT"). Exactly one of the two is set. */
+struct vmops_guest {
+    struct sim_vm *vm;
+    struct sim_ct *ct;
+};
+json_t **vmops_guest_conf(struct vmops_guest g);
+json_t **vmops_guest_snaps(struct vmops_guest g); /* *: NULL until the first snapshot */
+/* The snapshot `name` of the guest (borrowed) or NULL. */
+json_t *vmops_guest_snap(struct vmops_guest g, const char *name);
+
 /* The snapshot sections of the VM's config file ("[name]\nkey: value..."),
  * appended to `b` (for the config digest). */
 void vmops_snap_text(const struct sim_vm *vm, struct buf *b);
-/* Bytes the VM's snapshots hold on `storage` beyond its current disks: RAM
- * state volumes, and volumes that only snapshots still reference. */
-int64_t vmops_snap_storage(const struct sim_vm *vm, const char *storage);
+/* Bytes a guest's snapshots hold on `storage` beyond its current volumes
+ * (conf): RAM state volumes, and volumes that only snapshots still
+ * reference. ct: a container's config (rootfs, mpN) rather than a VM's. */
+int64_t vmops_snap_storage(json_t *conf, json_t *snaps, const char *storage, bool ct);
 /* The snapshot `name` (borrowed) or NULL. */
 json_t *vmops_snap_find(const struct sim_vm *vm, const char *name);
 /* Does the storage of `drive` offer snapshots (lvmthin, zfspool, rbd, qcow2
@@ -53,7 +67,7 @@ bool vmops_is_cdrom(const char *drive);
 
 /* Why the VM cannot become a template (the template API's load_and_check),
  * or NULL. Caller frees. */
-char *vmops_template_refusal(struct sim_vm *vm, const char *disk);
+char *vmops_template_refusal(struct vmops_guest g, const char *disk);
 
 /* A new task for the call's node and VM, its UPID as the call's result
  * (the request's parameters copied to t->args). */

@@ -55,8 +55,10 @@ def containers_are_listed_and_inspected():
             conf = s.data("GET", "/nodes/sv1/lxc/200/config")
             assert conf["hostname"] == "proxy1" and conf["rootfs"] == "local-lvm:vm-200-disk-0,size=8G", conf
             assert conf["memory"] == 1024 and len(conf["digest"]) == 40 and conf["net0"].startswith("name=eth0,")
+            # no snapshots: "current" alone, with the digest and check_running
             assert s.data("GET", "/nodes/sv1/lxc/200/snapshot") == [
-                {"name": "current", "description": "You are here!"}]
+                {"name": "current", "description": "You are here!", "running": 1,
+                 "digest": conf["digest"]}]
             # through another node's port: proxied to the container's node
             assert s.data("GET", "/nodes/sv1/lxc/200/config", port=s.ports["sv2"])["hostname"] == "proxy1"
             # wrong node, missing CT, a qemu path on a CT id
