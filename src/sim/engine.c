@@ -892,6 +892,7 @@ static void step(struct sim *s, struct sim_task *t, double now, double share)
     case TK_VZSHUTDOWN:
     case TK_VZREBOOT:
     case TK_VZDESTROY:
+    case TK_VZRESIZE:
         lxc_task_step(s, t, now);
         break;
     case TK_GENERIC:

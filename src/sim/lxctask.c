@@ -38,13 +38,18 @@ static struct sim_ct *task_ct(struct sim *s, struct sim_task *t)
 }
 
 /* End the task, giving the flock back first (the worker exits). */
-static void finish(struct sim *s, struct sim_task *t, const char *status)
+void lxc_task_finish(struct sim *s, struct sim_task *t, const char *status)
 {
     struct sim_ct *ct = task_ct(s, t);
     if (ct && t->locked_dst)
         sim_ct_flock_release(s, ct);
     t->locked_dst = false;
     sim_task_finish(s, t, status);
+}
+
+static void finish(struct sim *s, struct sim_task *t, const char *status)
+{
+    lxc_task_finish(s, t, status);
 }
 
 static void fail(struct sim *s, struct sim_task *t, const char *fmt, ...)
@@ -80,9 +85,7 @@ static double arg_num(struct sim_task *t, const char *name, double dflt)
     return dflt;
 }
 
-/* fork, then lock_config. 0: not yet; 1: just locked (the caller checks
- * the config); 2: working. */
-static int phases(struct sim *s, struct sim_task *t, double now)
+int lxc_task_phases(struct sim *s, struct sim_task *t, double now)
 {
     if (t->phase == PH_FORK) {
         if (now - t->t0 < FORK_DELAY)
@@ -142,7 +145,7 @@ static void power_off(struct sim *s, struct sim_ct *ct)
 
 static void step_start(struct sim *s, struct sim_task *t, double now)
 {
-    int g = phases(s, t, now);
+    int g = lxc_task_phases(s, t, now);
     struct sim_ct *ct = task_ct(s, t);
     if (g == 1) {
         if (json_integer_value(json_object_get(ct->conf, "template")))
@@ -163,7 +166,7 @@ static void step_start(struct sim *s, struct sim_task *t, double now)
 
 static void step_stop(struct sim *s, struct sim_task *t, double now)
 {
-    int g = phases(s, t, now);
+    int g = lxc_task_phases(s, t, now);
     struct sim_ct *ct = task_ct(s, t);
     if (g == 1) {
         if (locked(s, t, ct, true))
@@ -210,7 +213,7 @@ static void shutdown_checks(struct sim *s, struct sim_task *t, struct sim_ct *ct
 
 static void step_shutdown(struct sim *s, struct sim_task *t, double now)
 {
-    int g = phases(s, t, now);
+    int g = lxc_task_phases(s, t, now);
     struct sim_ct *ct = task_ct(s, t);
     if (g == 1) {
         shutdown_checks(s, t, ct);
@@ -272,7 +275,7 @@ static void log_volumes(struct sim_task *t, struct sim_ct *ct, const char *what)
 
 static void step_destroy(struct sim *s, struct sim_task *t, double now)
 {
-    int g = phases(s, t, now);
+    int g = lxc_task_phases(s, t, now);
     struct sim_ct *ct = task_ct(s, t);
     if (g == 1) {
         if (json_integer_value(json_object_get(ct->conf, "protection"))) {
@@ -324,7 +327,7 @@ static size_t new_disk(const char *vol)
 /* The mount point's options after the new volume, as print_ct_mountpoint
  * writes them: keys sorted, size= the allocated one (a size= given is
  * replaced). */
-static char *mp_options(const char *opts, const char *size)
+char *lxc_mp_options(const char *opts, const char *size)
 {
     json_t *kv = json_array();
     char *dup = xstrdup(opts), *save = NULL;
@@ -378,7 +381,7 @@ static bool create_disks(struct sim_task *t, json_t *conf, char **why)
             snprintf(sid, sizeof sid, "%.*s", (int)sl, vol);
             struct sim_storage *st = sim_storage_find(t->node, sid);
             char *size = sim_fmt_size((int64_t)mib * (int64_t)MiB_D);
-            char *opts = mp_options(vol + strcspn(vol, ","), size);
+            char *opts = lxc_mp_options(vol + strcspn(vol, ","), size);
             if (st && strcmp(st->type, "dir") == 0)
                 json_object_set_new(
                     conf, k,
@@ -475,7 +478,7 @@ struct sim_task *lxc_start_task(struct sim *s, struct sim_node *n, int vmid, con
 
 static void step_create(struct sim *s, struct sim_task *t, double now)
 {
-    int g = phases(s, t, now);
+    int g = lxc_task_phases(s, t, now);
     struct sim_ct *ct = task_ct(s, t);
     if (g == 1) {
         create_work(s, t, ct);
@@ -510,6 +513,9 @@ void lxc_task_step(struct sim *s, struct sim_task *t, double now)
         break;
     case TK_VZDESTROY:
         step_destroy(s, t, now);
+        break;
+    case TK_VZRESIZE:
+        lxc_step_resize(s, t, now);
         break;
     default:
         break;

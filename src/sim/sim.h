@@ -203,6 +203,8 @@ enum task_kind {
     TK_VZDELSNAPSHOT,
     TK_VZROLLBACK,
     TK_VZTEMPLATE,
+    /* h_lxcvol.c: resize */
+    TK_VZRESIZE,
 };
 
 struct sim_task {
@@ -513,6 +515,17 @@ void sim_ct_apply_pending(struct sim_ct *ct);
 /* Step a container task (TK_VZ*), and interrupt one (DELETE .../tasks). */
 void lxc_task_step(struct sim *s, struct sim_task *t, double now);
 void lxc_task_stop(struct sim *s, struct sim_task *t);
+/* A container worker's first steps (lxctask.c): fork, then lock_config
+ * (10 s, "can't lock file ... - got timeout"). 0: not yet; 1: just locked
+ * (the caller checks the config); 2: working. */
+int lxc_task_phases(struct sim *s, struct sim_task *t, double now);
+/* End a container task, giving back the flock its worker holds. */
+void lxc_task_finish(struct sim *s, struct sim_task *t, const char *status);
+/* A mount point's options after its volume (opts: ",k=v,..." or ""), as
+ * print_ct_mountpoint writes them: keys sorted, size= this one. Caller frees. */
+char *lxc_mp_options(const char *opts, const char *size);
+/* h_lxcvol.c: the resize worker. */
+void lxc_step_resize(struct sim *s, struct sim_task *t, double now);
 /* A vzstart task for the container, as a worker that calls the start API
  * starts one (create's and rollback's `start`). */
 struct sim_task *lxc_start_task(struct sim *s, struct sim_node *n, int vmid, const char *user,
@@ -641,6 +654,7 @@ extern const struct sim_route sim_routes_agent[];     /* h_agent.c */
 extern const struct sim_route sim_routes_lxc[];       /* h_lxc.c */
 extern const struct sim_route sim_routes_inventory[]; /* h_inventory.c */
 extern const struct sim_route sim_routes_movedisk[];  /* h_movedisk.c */
+extern const struct sim_route sim_routes_lxcvol[];    /* h_lxcvol.c */
 
 /* h_qemu.c: one VM of GET /nodes/{node}/qemu as JSON text into b (the
  * list and /cluster/resources stream their answers); now: sim_now(). */

@@ -245,4 +245,47 @@ def template():
                      "Configuration file 'nodes/sv1/lxc/999.conf' does not exist")
 
 
+@case
+def resize():
+    """PUT .../resize: grow only, +N or absolute, checked before the fork
+    and again by the `resize` worker under the flock (API2/LXC.pm resize_vm)."""
+    with Sim(nodes=None, fleet=FLEET) as s:
+        px = client(s)
+        ct = make_ct(px, 260, mp0="local-lvm:1,mp=/srv,backup=1")
+        lvm = px.nodes("sv1").storage("local-lvm")
+        used = lvm.status.get()["used"]
+        upid = ct.resize.put(disk="rootfs", size="+2G")
+        assert ":resize:260:root@pam:" in upid, upid
+        task_ok(px, upid)
+        assert ct.config.get()["rootfs"] == "local-lvm:vm-260-disk-0,size=6G"
+        lines = log(px, upid)
+        assert ("  Size of logical volume pve/vm-260-disk-0 changed from 4.00 GiB (1024 extents)"
+                " to 6.00 GiB (1536 extents).") in lines, lines
+        # absolute, on a mount point: its other options stay, sorted
+        task_ok(px, ct.resize.put(disk="mp0", size="1536M"))
+        assert ct.config.get()["mp0"] == "local-lvm:vm-260-disk-1,backup=1,mp=/srv,size=1536M"
+        expect_error(lambda: ct.resize.put(disk="rootfs", size="5G"), 500,
+                     "unable to shrink disk size")
+        expect_error(lambda: ct.resize.put(disk="rootfs", size="6G"), 500,
+                     "disk is already at specified size")
+        expect_error(lambda: ct.resize.put(disk="rootfs", size="+1G", digest="0" * 40), 500,
+                     "detected modified configuration - file changed by other user? Try again.")
+        r = s.api("PUT", "/nodes/sv1/lxc/260/resize", data={"disk": "mp3", "size": "+1G"})
+        assert r.status_code == 500 and r.json()["message"] == "format error\n", r.text
+        assert r.json()["errors"] == {"volume": "property is missing and it is not optional",
+                                      "mp": "property is missing and it is not optional"}, r.text
+        ct.config.put(mp1="/srv/host,mp=/host")
+        expect_error(lambda: ct.resize.put(disk="mp1", size="+1G"), 500,
+                     "unable to parse volume ID '/srv/host'")
+        expect400(s.api("PUT", "/nodes/sv1/lxc/260/resize", data={"disk": "rootfs", "size": "-1G"}),
+                  {"size": "value does not match the regex pattern"})
+        # the storage counts the new sizes
+        assert lvm.status.get()["used"] - used == (2 << 30) + (512 << 20)
+        ct.config.put(lock="backup")
+        expect_error(lambda: ct.resize.put(disk="rootfs", size="+1G"), 500,
+                     "CT is locked (backup)")
+        expect_error(lambda: px.nodes("sv1").lxc(999).resize.put(disk="rootfs", size="1G"), 500,
+                     "Configuration file 'nodes/sv1/lxc/999.conf' does not exist")
+
+
 finish()
