@@ -893,6 +893,7 @@ static void step(struct sim *s, struct sim_task *t, double now, double share)
     case TK_VZREBOOT:
     case TK_VZDESTROY:
     case TK_VZRESIZE:
+    case TK_VZCLONE:
         lxc_task_step(s, t, now);
         break;
     case TK_GENERIC:

@@ -517,6 +517,9 @@ void lxc_task_step(struct sim *s, struct sim_task *t, double now)
     case TK_VZRESIZE:
         lxc_step_resize(s, t, now);
         break;
+    case TK_VZCLONE:
+        lxc_step_clone(s, t, now);
+        break;
     default:
         break;
     }
@@ -527,6 +530,10 @@ void lxc_task_step(struct sim *s, struct sim_task *t, double now)
 void lxc_task_stop(struct sim *s, struct sim_task *t)
 {
     struct sim_ct *ct = task_ct(s, t);
+    if (t->kind == TK_VZCLONE) {
+        lxc_clone_stop(s, t);
+        return;
+    }
     if (t->kind == TK_VZCREATE && ct) {
         create_fail(s, t, ct, "received interrupt");
         return;

@@ -203,8 +203,9 @@ enum task_kind {
     TK_VZDELSNAPSHOT,
     TK_VZROLLBACK,
     TK_VZTEMPLATE,
-    /* h_lxcvol.c: resize */
+    /* h_lxcvol.c: resize, clone */
     TK_VZRESIZE,
+    TK_VZCLONE,
 };
 
 struct sim_task {
@@ -526,6 +527,9 @@ void lxc_task_finish(struct sim *s, struct sim_task *t, const char *status);
 char *lxc_mp_options(const char *opts, const char *size);
 /* h_lxcvol.c: the resize worker. */
 void lxc_step_resize(struct sim *s, struct sim_task *t, double now);
+/* ... the vzclone worker, and its end on SIGTERM. */
+void lxc_step_clone(struct sim *s, struct sim_task *t, double now);
+void lxc_clone_stop(struct sim *s, struct sim_task *t);
 /* A vzstart task for the container, as a worker that calls the start API
  * starts one (create's and rollback's `start`). */
 struct sim_task *lxc_start_task(struct sim *s, struct sim_node *n, int vmid, const char *user,

@@ -288,4 +288,96 @@ def resize():
                      "Configuration file 'nodes/sv1/lxc/999.conf' does not exist")
 
 
+@case
+def clone():
+    """POST .../clone (API2/LXC.pm clone_vm): linked from a template by
+    default, full otherwise; the source's `disk` lock and the new
+    container's `create` lock while the vzclone worker runs; PVE's
+    refusals before the fork leave neither lock nor new config behind."""
+    fleet = {"nodes": [dict(FLEET["nodes"][0]), {"name": "sv2"}]}
+    with Sim(nodes=None, fleet=fleet) as s:
+        px = client(s)
+        node = px.nodes("sv1")
+        px.pools.post(poolid="web")
+        tpl = make_ct(px, 270, mp0="local-lvm:1,mp=/srv", net0="name=eth0,bridge=vmbr0,ip=dhcp")
+        assert tpl.template.post() is None
+        wait_for(lambda: tpl.config.get().get("template") == 1, 10, what="template 270")
+        # linked, the default from a template
+        upid = tpl.clone.post(newid=271, hostname="web1", pool="web", description="a clone")
+        assert ":vzclone:270:root@pam:" in upid, upid
+        task_ok(px, upid)
+        lines = log(px, upid)
+        assert lines[0] == "creating a clone of container 270 with ID 271", lines
+        assert "create linked clone of mount point rootfs (local-lvm:base-270-disk-0)" in lines
+        src, new = tpl.config.get(), node.lxc(271).config.get()
+        assert new["rootfs"] == "local-lvm:vm-271-disk-0,size=4G", new
+        assert new["mp0"] == "local-lvm:vm-271-disk-1,mp=/srv,size=1G", new
+        assert new["hostname"] == "web1" and new["description"] == "a clone", new
+        assert "template" not in new and "lock" not in new and "lock" not in src, (src, new)
+        assert new["net0"] != src["net0"] and new["net0"].split("hwaddr=")[0] == \
+            src["net0"].split("hwaddr=")[0], (src["net0"], new["net0"])
+        assert [p for p in px.pools.get() if p["poolid"] == "web"]
+        assert any(m["vmid"] == 271 for m in px.pools("web").get()["members"])
+        # full, to another storage; a full clone of a container that is no template
+        task_ok(px, tpl.clone.post(newid=272, full=1, storage="local"))
+        assert node.lxc(272).config.get()["rootfs"] == "local:272/vm-272-disk-0.raw,size=4G"
+        ct = node.lxc(271)
+        upid = ct.clone.post(newid=273)
+        task_ok(px, upid)
+        assert "create full clone of mountpoint rootfs (local-lvm:vm-271-disk-0)" in log(px, upid)
+        assert node.lxc(273).config.get()["hostname"] == "web1"
+
+        def refused(src, why, newid=279, **kw):
+            expect_error(lambda: src.clone.post(newid=newid, **kw), 500, why)
+            assert "lock" not in src.config.get(), src.config.get()
+            assert all(c["vmid"] != newid for c in node.lxc.get())
+        # the keys in sorted order: mp0's volume first
+        refused(ct, "Linked clone feature for 'local-lvm:vm-271-disk-1' is not available", full=0)
+        refused(tpl, "parameter 'storage' not allowed for linked clones", storage="local-lvm")
+        refused(tpl, "snapshot 'nope' does not exist", snapname="nope")
+        expect_error(lambda: tpl.clone.post(newid=271), 500, "CT 271 already exists on node 'sv1'")
+        assert "lock" not in tpl.config.get() and "lock" not in node.lxc(271).config.get()
+        refused(tpl, "can't clone CT to node 'sv2' (CT uses local storage)", target="sv2")
+        refused(tpl, "no such cluster node 'nope'", target="nope")
+        refused(tpl, "can't clone to non-shared storage 'local-lvm'", target="sv2",
+                storage="local-lvm", full=1)
+        expect_error(lambda: tpl.clone.post(newid=279, pool="nope"), 403,
+                     "Permission check failed (pool 'nope' does not exist)")
+        task_ok(px, ct.status.start.post())
+        refused(ct, "Full clone of a running container is only possible from a snapshot")
+        task_ok(px, ct.snapshot.post(snapname="snap1"))
+        task_ok(px, ct.clone.post(newid=274, snapname="snap1"))
+        new = node.lxc(274).config.get()
+        assert new["rootfs"] == "local-lvm:vm-274-disk-0,size=4G" and "parent" not in new, new
+        bind = make_ct(px, 275)
+        bind.config.put(mp0="/srv/data,mp=/data")
+        refused(bind, "unable to clone mountpoint 'mp0' (type bind)")
+        bind.config.put(lock="backup")
+        expect_error(lambda: bind.clone.post(newid=279), 500, "CT is locked (backup)")
+        expect_error(lambda: node.lxc(999).clone.post(newid=279), 500,
+                     "Configuration file 'nodes/sv1/lxc/999.conf' does not exist")
+
+
+@case
+def clone_locks_and_interrupt():
+    """While a full clone copies, the source holds `lock: disk` and the new
+    container `lock: create`; stopping the task removes the new container
+    and the source's lock ("clone failed: interrupted by signal")."""
+    with Sim(nodes=None, fleet=FLEET, time_scale=0.2) as s:
+        px = client(s)
+        node = px.nodes("sv1")
+        src = make_ct(px, 280, rootfs="local-lvm:8")
+        upid = src.clone.post(newid=281)
+        assert src.config.get()["lock"] == "disk"
+        assert node.lxc(281).config.get()["lock"] == "create"
+        expect_error(lambda: node.lxc.delete(280), 500, "CT is locked (disk)")
+        wait_for(lambda: any("create full clone" in ln for ln in log(px, upid)), 5,
+                 what="the copy")
+        node.tasks(upid).delete()
+        st = wait_task(px, upid)
+        assert st["exitstatus"] == "clone failed: interrupted by signal", st
+        assert "lock" not in src.config.get()
+        assert all(c["vmid"] != 281 for c in node.lxc.get())
+
+
 finish()
