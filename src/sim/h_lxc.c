@@ -97,6 +97,17 @@ static void h_config(struct sim_call *c)
     free(dg);
 }
 
+/* GET pending (vm_pending), as for VMs. */
+static void h_pending(struct sim_call *c)
+{
+    struct sim_ct *ct = load_ct(c);
+    if (!ct)
+        return;
+    char *dg = sim_ct_digest(ct);
+    c->data = sim_pending_array(ct->conf, ct->pending, ct->pending_delete, dg);
+    free(dg);
+}
+
 /* ---- config values -------------------------------------------------------- */
 
 /* The schema of option k in this method's parameters (net0: "net[n]"). */
@@ -666,5 +677,6 @@ const struct sim_route sim_routes_lxc[] = {
     {"POST", "/nodes/{node}/lxc/{vmid}/status/reboot", h_reboot},
     {"GET", "/nodes/{node}/lxc/{vmid}/config", h_config},
     {"PUT", "/nodes/{node}/lxc/{vmid}/config", h_config_put},
+    {"GET", "/nodes/{node}/lxc/{vmid}/pending", h_pending},
     {NULL, NULL, NULL},
 };

@@ -683,33 +683,17 @@ static void h_pending(struct sim_call *c)
     struct sim_vm *vm = load_vm(c);
     if (!vm)
         return;
-    c->data = json_array();
-    const char *k;
-    json_t *v;
-    json_object_foreach(vm->conf, k, v)
+    char *dg = sim_vm_digest(vm);
+    c->data = sim_pending_array(vm->conf, vm->pending, vm->pending_delete, dg);
+    free(dg);
+    size_t i;
+    json_t *e;
+    json_array_foreach(c->data, i, e)
     {
-        json_t *e = json_pack("{s:s,s:O}", "key", k, "value", v);
-        json_t *p = json_object_get(vm->pending, k);
-        if (p)
-            json_object_set(e, "pending", p);
-        if (strcmp(k, "cipassword") == 0) {
+        if (strcmp(json_string_value(json_object_get(e, "key")), "cipassword") == 0) {
             mask_password(e, "value", true, "**********");
             mask_password(e, "pending", true, "********** ");
         }
-        size_t i;
-        json_t *d;
-        json_array_foreach(vm->pending_delete, i, d) if (strcmp(json_string_value(d), k) == 0)
-            json_object_set_new(e, "delete", json_integer(1));
-        json_array_append_new(c->data, e);
-    }
-    json_object_foreach(vm->pending, k, v)
-    {
-        if (json_object_get(vm->conf, k))
-            continue;
-        json_t *e = json_pack("{s:s,s:O}", "key", k, "pending", v);
-        if (strcmp(k, "cipassword") == 0)
-            mask_password(e, "pending", true, "********** ");
-        json_array_append_new(c->data, e);
     }
 }
 

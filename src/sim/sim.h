@@ -424,6 +424,13 @@ struct sim_vm *sim_vm_new(struct sim *s, struct sim_node *n, int vmid);
 void sim_vm_unlink(struct sim *s, struct sim_vm *vm);
 /* Config digest: SHA-1 hex of the config as a PVE config file. */
 char *sim_vm_digest(const struct sim_vm *vm);
+/* GET .../pending's answer (config_with_pending_array, pve-guest-common
+ * GuestHelpers.pm): per config key its value, pending value and `delete`
+ * 1 when a pending delete names it; the digest as a key, as load_config
+ * gives it; then the keys only pending, then the pending deletes of keys
+ * the config lacks. */
+json_t *sim_pending_array(json_t *conf, json_t *pending, json_t *pending_delete,
+                          const char *digest);
 /* Bytes of a disk config value "local-lvm:vm-100-disk-0,size=32G". */
 int64_t sim_disk_size(const char *drive);
 /* Bytes of the volume a drive names as its storage has it: size=, else

@@ -226,6 +226,47 @@ char *sim_vm_digest(const struct sim_vm *vm)
     return hex_encode(md, mdlen);
 }
 
+static bool in_array(json_t *a, const char *k)
+{
+    size_t i;
+    json_t *d;
+    json_array_foreach(a, i, d) if (strcmp(json_string_value(d), k) == 0) return true;
+    return false;
+}
+
+json_t *sim_pending_array(json_t *conf, json_t *pending, json_t *pending_delete, const char *digest)
+{
+    json_t *r = json_array();
+    const char *k;
+    json_t *v;
+    json_object_foreach(conf, k, v)
+    {
+        json_t *e = json_pack("{s:s,s:O}", "key", k, "value", v);
+        json_t *p = json_object_get(pending, k);
+        if (p)
+            json_object_set(e, "pending", p);
+        if (in_array(pending_delete, k))
+            json_object_set_new(e, "delete", json_integer(1));
+        json_array_append_new(r, e);
+    }
+    /* load_config's digest is one of the config's keys */
+    json_array_append_new(r, json_pack("{s:s,s:s}", "key", "digest", "value", digest));
+    json_object_foreach(pending, k, v)
+    {
+        if (!json_object_get(conf, k))
+            json_array_append_new(r, json_pack("{s:s,s:O}", "key", k, "pending", v));
+    }
+    size_t i;
+    json_t *d;
+    json_array_foreach(pending_delete, i, d)
+    {
+        const char *dk = json_string_value(d);
+        if (!json_object_get(conf, dk))
+            json_array_append_new(r, json_pack("{s:s,s:i}", "key", dk, "delete", 1));
+    }
+    return r;
+}
+
 bool sim_parse_size(const char *s, int64_t *bytes)
 {
     if (!s || !*s)

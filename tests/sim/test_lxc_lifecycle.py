@@ -379,4 +379,34 @@ def new_volumes_as_create_disks_writes_them():
         assert all(c["vmid"] != 411 for c in node.lxc.get())
 
 
+@case
+def pending():
+    """GET .../pending (vm_pending: config_with_pending_array) lists every
+    key with its value, its pending value and `delete`, the digest among
+    them."""
+    with Sim() as s:
+        px = client(s)
+        node = px.nodes("sv1")
+        task_ok(px, node.lxc.post(vmid=420, ostemplate=TEMPLATE, rootfs="local-lvm:4",
+                                  cores=4, ostype="debian", searchdomain="example.com"))
+        task_ok(px, node.lxc(420).status.start.post())
+        node.lxc(420).config.put(ostype="ubuntu", delete="searchdomain", tags="new")
+        pend = node.lxc(420).pending.get()
+        byk = {e["key"]: e for e in pend}
+        assert len(byk) == len(pend), pend
+        assert byk["ostype"] == {"key": "ostype", "value": "debian", "pending": "ubuntu"}, byk
+        assert byk["tags"] == {"key": "tags", "value": "new"}, byk  # hot: applied at once
+        assert byk["searchdomain"] == {"key": "searchdomain", "value": "example.com",
+                                       "delete": 1}, byk
+        assert byk["cores"] == {"key": "cores", "value": 4}, byk
+        assert byk["digest"] == {"key": "digest",
+                                 "value": node.lxc(420).config.get()["digest"]}, byk
+        # a key only pending
+        node.lxc(420).config.put(mp0="local-lvm:vm-420-disk-1,mp=/srv,size=1G")
+        assert {e["key"]: e for e in node.lxc(420).pending.get()}["mp0"] == {
+            "key": "mp0", "pending": "local-lvm:vm-420-disk-1,mp=/srv,size=1G"}
+        expect_error(lambda: node.lxc(999).pending.get(), 500,
+                     "Configuration file 'nodes/sv1/lxc/999.conf' does not exist")
+
+
 finish()
