@@ -409,6 +409,23 @@ bool sim_ct_volume_key(const char *k)
     return strcmp(k, "rootfs") == 0 || (d && k[d] && strspn(k + d, "0123456789") == strlen(k + d));
 }
 
+/* vmstatus' cpus: cores || cpulimit, else 0 (the host's). */
+static double ct_cores(const struct sim_ct *ct)
+{
+    double cores = json_number_value(json_object_get(ct->conf, "cores"));
+    if (cores <= 0)
+        cores = json_number_value(json_object_get(ct->conf, "cpulimit"));
+    return cores;
+}
+
+int sim_ct_busy_cpus(const struct sim_ct *ct)
+{
+    if (!ct->running || ct->node->state == NODE_OFFLINE)
+        return 0;
+    double cores = ct_cores(ct);
+    return cores > 0 ? (int)ceil(cores) : ct->node->cpus;
+}
+
 /* pve-container's vmstatus: name is the hostname (or "CT<vmid>"), cpus the
  * cores (or the host's), sizes in bytes; PVE 9 adds pressure stall averages
  * for running containers. */
@@ -418,9 +435,7 @@ json_t *sim_ct_list_entry(struct sim *s, struct sim_ct *ct)
     /* vmstatus' fallbacks, seen while a create has written nothing but
      * its lock: cores || cpulimit || the node's, memory || 512, a rootfs
      * without size (or none) 4 GiB */
-    double cores = json_number_value(json_object_get(ct->conf, "cores"));
-    if (cores <= 0)
-        cores = json_number_value(json_object_get(ct->conf, "cpulimit"));
+    double cores = ct_cores(ct);
     int64_t maxmem = conf_mib(ct, "memory", 0);
     if (maxmem == 0)
         maxmem = 512 * MiB;

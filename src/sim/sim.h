@@ -76,7 +76,7 @@ struct sim_node {
     struct {      /* state.c: sim_node_agg's cache */
         uint64_t gen;
         int64_t mem_used;                  /* host + running (or starting) VMs, bytes */
-        int busy_cpus;                     /* vCPUs of running VMs */
+        int busy_cpus;                     /* vCPUs of running VMs, CPUs of running containers */
         int64_t st_used[SIM_MAX_STORAGES]; /* a shared storage's: the whole pool's */
         bool pooled[SIM_MAX_STORAGES];
     } agg;
@@ -500,6 +500,10 @@ void sim_pool_add_vm(struct sim *s, const char *pool, int vmid);
 json_t *sim_ct_list_entry(struct sim *s, struct sim_ct *ct);
 /* The memory a container uses on its host (its entry's `mem`): 0 when stopped. */
 int64_t sim_ct_mem(const struct sim_ct *ct);
+/* The CPUs a running container keeps busy on its node, as a running VM
+ * its vCPUs (the node's `cpu`): its cores, cpulimit rounded up, or all the
+ * host's when it has neither (it may use them all); 0 when stopped. */
+int sim_ct_busy_cpus(const struct sim_ct *ct);
 /* Is k a container config key naming a volume (rootfs, mpN, unusedN)? */
 bool sim_ct_volume_key(const char *k);
 /* A new container (empty config, stopped) linked into the world. */

@@ -620,6 +620,7 @@ void sim_node_agg(struct sim *s)
     for (struct sim_ct *ct = s->cts; ct; ct = ct->next) {
         struct sim_node *n = ct->node;
         n->agg.mem_used = sim_bytes_add(n->agg.mem_used, sim_ct_mem(ct));
+        n->agg.busy_cpus += sim_ct_busy_cpus(ct);
         const char *k;
         json_t *val;
         json_object_foreach(ct->conf, k, val)

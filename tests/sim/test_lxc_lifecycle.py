@@ -409,4 +409,31 @@ def pending():
                      "Configuration file 'nodes/sv1/lxc/999.conf' does not exist")
 
 
+@case
+def cpu_load():
+    """A running container keeps CPUs busy on its node as a running VM its
+    vCPUs (the node's `cpu`, 0.01 + 0.05 * busy / cpus): its cores, its
+    cpulimit rounded up, or all the host's without either."""
+    fleet = {"nodes": [{"name": "sv1", "cpus": 16, "memory_gb": 64}]}
+    with Sim(nodes=None, fleet=fleet) as s:
+        px = client(s)
+        node = px.nodes("sv1")
+
+        def cpu():
+            return node.status.get()["cpu"]
+        task_ok(px, node.lxc.post(vmid=430, ostemplate=TEMPLATE, rootfs="local-lvm:4", cores=4))
+        task_ok(px, node.lxc.post(vmid=431, ostemplate=TEMPLATE, rootfs="local-lvm:4",
+                                  cpulimit=1.5))
+        idle = cpu()
+        task_ok(px, node.lxc(430).status.start.post())
+        assert abs(cpu() - (idle + 0.05 * 4 / 16)) < 1e-9, cpu()
+        listed = [n for n in px.nodes.get() if n["node"] == "sv1"][0]["cpu"]
+        assert abs(listed - (idle + 0.05 * 4 / 16)) < 1e-9, listed
+        task_ok(px, node.lxc(431).status.start.post())
+        assert abs(cpu() - (idle + 0.05 * 6 / 16)) < 1e-9, cpu()
+        task_ok(px, node.lxc(430).status.stop.post())
+        task_ok(px, node.lxc(431).status.stop.post())
+        assert abs(cpu() - idle) < 1e-9
+
+
 finish()
