@@ -894,6 +894,8 @@ static void step(struct sim *s, struct sim_task *t, double now, double share)
     case TK_VZDESTROY:
     case TK_VZRESIZE:
     case TK_VZCLONE:
+    case TK_VZSUSPEND:
+    case TK_VZRESUME:
         lxc_task_step(s, t, now);
         break;
     case TK_GENERIC:

@@ -467,6 +467,27 @@ static void h_reboot(struct sim_call *c)
     ct_task(c, vmid, "vzreboot", TK_VZREBOOT);
 }
 
+/* suspend and resume ("experimental" in PVE): lxc-checkpoint in a worker. */
+static void h_suspend(struct sim_call *c)
+{
+    int vmid = (int)call_int(c, "vmid", 0);
+    if (!ct_running(c)) {
+        call_fail(c, 500, "CT %d not running", vmid);
+        return;
+    }
+    ct_task(c, vmid, "vzsuspend", TK_VZSUSPEND);
+}
+
+static void h_resume(struct sim_call *c)
+{
+    int vmid = (int)call_int(c, "vmid", 0);
+    if (ct_running(c)) {
+        call_fail(c, 500, "CT %d already running", vmid);
+        return;
+    }
+    ct_task(c, vmid, "vzresume", TK_VZRESUME);
+}
+
 /* ---- destroy -------------------------------------------------------------- */
 
 static void h_destroy(struct sim_call *c)
@@ -675,6 +696,8 @@ const struct sim_route sim_routes_lxc[] = {
     {"POST", "/nodes/{node}/lxc/{vmid}/status/stop", h_stop},
     {"POST", "/nodes/{node}/lxc/{vmid}/status/shutdown", h_shutdown},
     {"POST", "/nodes/{node}/lxc/{vmid}/status/reboot", h_reboot},
+    {"POST", "/nodes/{node}/lxc/{vmid}/status/suspend", h_suspend},
+    {"POST", "/nodes/{node}/lxc/{vmid}/status/resume", h_resume},
     {"GET", "/nodes/{node}/lxc/{vmid}/config", h_config},
     {"PUT", "/nodes/{node}/lxc/{vmid}/config", h_config_put},
     {"GET", "/nodes/{node}/lxc/{vmid}/pending", h_pending},

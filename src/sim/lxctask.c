@@ -22,6 +22,7 @@
 #define SHUTDOWN_TIME 2.0 /* the container's init halting in order */
 #define EXTRACT_TIME 3.0  /* unpacking the template into the rootfs */
 #define DESTROY_TIME 0.5
+#define CHECKPOINT_TIME 1.5 /* CRIU dumping or restoring the processes */
 
 #define MiB_D 1048576.0
 
@@ -131,6 +132,7 @@ static void power_on(struct sim *s, struct sim_ct *ct, double now)
 {
     sim_ct_apply_pending(ct); /* vm_start applies pending changes */
     ct->running = true;
+    ct->checkpointed = false; /* a fresh start: the dump is not restored */
     ct->started = now;
     s->dirty = true;
 }
@@ -247,6 +249,66 @@ static void step_shutdown(struct sim *s, struct sim_task *t, double now)
         t->t0 = now;
         t->dur = START_TIME;
         return;
+    }
+    ok(s, t);
+}
+
+/* ---- suspend, resume -------------------------------------------------------- *
+ * `lxc-checkpoint -s` dumps the container's processes to /var/lib/vz/dump
+ * and stops it; `lxc-checkpoint -r` restores them. Either fails, as
+ * run_command reports it, when there is nothing to dump or restore. */
+
+static void checkpoint_failed(struct sim *s, struct sim_task *t, const char *how)
+{
+    fail(s, t, "command 'lxc-checkpoint -n %d %s -D /var/lib/vz/dump' failed: exit code 1", t->vmid,
+         how);
+}
+
+static void step_suspend(struct sim *s, struct sim_task *t, double now)
+{
+    int g = lxc_task_phases(s, t, now);
+    struct sim_ct *ct = task_ct(s, t);
+    if (g == 1) { /* under lock_config: check_lock, then the checkpoint */
+        if (locked(s, t, ct, false))
+            return;
+        if (!ct->running)
+            checkpoint_failed(s, t, "-s");
+        t->dur = CHECKPOINT_TIME;
+        return;
+    }
+    if (g == 0 || now - t->t0 < t->dur)
+        return;
+    if (!t->fault_exit) {
+        power_off(s, ct);
+        ct->checkpointed = true;
+    }
+    ok(s, t);
+}
+
+/* The resume worker takes no lock and reads no config: only the restore
+ * can fail. */
+static void step_resume(struct sim *s, struct sim_task *t, double now)
+{
+    if (t->phase == PH_FORK) {
+        if (now - t->t0 < FORK_DELAY)
+            return;
+        t->phase = PH_WORK;
+        t->t0 = now;
+        t->dur = CHECKPOINT_TIME;
+        return;
+    }
+    if (now - t->t0 < t->dur)
+        return;
+    struct sim_ct *ct = task_ct(s, t);
+    if (!ct || ct->running || !ct->checkpointed) {
+        checkpoint_failed(s, t, "-r --foreground");
+        return;
+    }
+    if (!t->fault_exit) {
+        ct->running = true;
+        ct->started = now;
+        ct->checkpointed = false;
+        s->dirty = true;
     }
     ok(s, t);
 }
@@ -513,6 +575,12 @@ void lxc_task_step(struct sim *s, struct sim_task *t, double now)
         break;
     case TK_VZDESTROY:
         step_destroy(s, t, now);
+        break;
+    case TK_VZSUSPEND:
+        step_suspend(s, t, now);
+        break;
+    case TK_VZRESUME:
+        step_resume(s, t, now);
         break;
     case TK_VZRESIZE:
         lxc_step_resize(s, t, now);

@@ -164,6 +164,7 @@ struct sim_ct {
     double started;      /* sim_now() at start */
     struct sim_flock fl; /* /run/lock/lxc/pve-config-<vmid>.lock */
     json_t *snaps;       /* snapshots, as a VM's (vmops.h), NULL if none */
+    bool checkpointed;   /* suspended: lxc-checkpoint dumped it, resume restores it */
     struct sim_ct *next;
 };
 
@@ -206,6 +207,9 @@ enum task_kind {
     /* h_lxcvol.c: resize, clone */
     TK_VZRESIZE,
     TK_VZCLONE,
+    /* lxctask.c: status/suspend, status/resume */
+    TK_VZSUSPEND,
+    TK_VZRESUME,
 };
 
 struct sim_task {

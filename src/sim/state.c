@@ -997,6 +997,8 @@ static void state_ct(struct buf *b, const struct sim_ct *ct)
     sj_json(b, ct->pending_delete);
     sj_lit(b, ",\"flock_exclusive\":");
     sj_int(b, ct->fl.exclusive);
+    if (ct->checkpointed)
+        sj_lit(b, ",\"checkpointed\":true");
     if (ct->snaps && json_object_size(ct->snaps)) {
         sj_lit(b, ",\"snapshots\":");
         sj_json(b, ct->snaps);
@@ -1270,6 +1272,7 @@ static void load_ct(struct sim *s, json_t *jc)
         ct->snaps = json_deep_copy(snaps);
     const char *power = json_string_value(json_object_get(jc, "power"));
     ct->running = power && strcmp(power, "running") == 0;
+    ct->checkpointed = !ct->running && json_is_true(json_object_get(jc, "checkpointed"));
     ct->started = sim_now(s);
 }
 

@@ -436,4 +436,36 @@ def cpu_load():
         assert abs(cpu() - idle) < 1e-9
 
 
+@case
+def suspend_resume():
+    """status/suspend and status/resume (Status.pm vm_suspend, vm_resume):
+    the running checks before the fork; vzsuspend checks the lock under the
+    flock and leaves the container stopped, dumped by lxc-checkpoint;
+    vzresume restores it, and fails as run_command does with no dump."""
+    with Sim() as s:
+        px = client(s)
+        node = px.nodes("sv1")
+        task_ok(px, node.lxc.post(vmid=440, ostemplate=TEMPLATE, rootfs="local-lvm:4"))
+        ct = node.lxc(440)
+        expect_error(lambda: ct.status.suspend.post(), 500, "CT 440 not running")
+        st = wait_task(px, ct.status.resume.post())
+        assert st["exitstatus"] == ("command 'lxc-checkpoint -n 440 -r --foreground -D "
+                                    "/var/lib/vz/dump' failed: exit code 1"), st
+        task_ok(px, ct.status.start.post())
+        expect_error(lambda: ct.status.resume.post(), 500, "CT 440 already running")
+        upid = ct.status.suspend.post()
+        assert ":vzsuspend:440:root@pam:" in upid, upid
+        task_ok(px, upid)
+        assert ct.status.current.get()["status"] == "stopped"
+        assert [c for c in s.state()["containers"] if c["vmid"] == 440][0]["checkpointed"]
+        upid = ct.status.resume.post()
+        assert ":vzresume:440:" in upid, upid
+        task_ok(px, upid)
+        assert ct.status.current.get()["status"] == "running"
+        ct.config.put(lock="backup")
+        st = wait_task(px, ct.status.suspend.post())
+        assert st["exitstatus"] == "CT is locked (backup)", st
+        assert ct.status.current.get()["status"] == "running"
+
+
 finish()
