@@ -12,6 +12,7 @@ import tempfile
 from lib.cases import case, finish
 from lib.env import PASSWORD
 from lib.sim import Sim
+from lib.wait import wait_for
 
 TEMPLATE = "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst"
 
@@ -76,6 +77,61 @@ def container_life_cycle():
         # this module restarts with a shutdown and a start
         for ty in ("vzcreate", "vzstart", "vzshutdown", "vzdestroy"):
             assert ty in types, types
+        assert s.ctl("GET", "/rejections") == [], s.ctl("GET", "/rejections")
+        assert s.ctl("GET", "/violations") == [], s.ctl("GET", "/violations")
+
+
+@case
+def clones_and_snapshots():
+    """The `proxmox` module's container clone (linked from a template, full
+    to a storage) and `proxmox_snap` on a container: with `unbind`, the
+    module takes a bind mount (which cannot be snapshotted) out of the
+    config around the snapshot and puts it back; rollback and removal."""
+    with Sim(time_scale=0.01) as s, tempfile.TemporaryDirectory() as home:
+        api = {"api_host": "127.0.0.1:%d" % s.entry, "api_user": "root@pam",
+               "api_password": PASSWORD, "validate_certs": False, "timeout": 20}
+        for vmid in (240, 243):
+            st = s.wait_task("sv1", s.data("POST", "/nodes/sv1/lxc", data=dict(
+                vmid=vmid, ostemplate=TEMPLATE, rootfs="local-lvm:4", hostname="ct%d" % vmid)))
+            assert st["exitstatus"] == "OK", st
+        # a bind mount: root@pam only (a token is not root)
+        r = s.api("PUT", "/nodes/sv1/lxc/243/config", data={"mp0": "/srv/data,mp=/data"},
+                  auth=s.login())
+        assert r.status_code == 200, r.text
+        assert s.data("POST", "/nodes/sv1/lxc/240/template") is None
+        wait_for(lambda: s.data("GET", "/nodes/sv1/lxc/240/config").get("template") == 1, 10,
+                 what="template 240")
+        mod, snap = "community.general.proxmox", "community.general.proxmox_snap"
+        steps = [
+            ("linked", mod, dict(api, node="sv1", vmid=241, clone=240, clone_type="linked",
+                                 hostname="linked1")),
+            ("full", mod, dict(api, node="sv1", vmid=242, clone=240, clone_type="full",
+                               storage="local-lvm", hostname="full1")),
+            ("snapshot", snap, dict(api, vmid=243, snapname="pre_upgrade", unbind=True,
+                                    description="before", state="present")),
+            ("snapshot again", snap, dict(api, vmid=243, snapname="pre_upgrade",
+                                          state="present")),
+            ("rollback", snap, dict(api, vmid=243, snapname="pre_upgrade", state="rollback")),
+            ("remove", snap, dict(api, vmid=243, snapname="pre_upgrade", state="absent")),
+        ]
+        res = play(s, home, [{"name": n, m: a} for n, m, a in steps])
+        changed = {n: res[n].get("changed") for n, _, _ in steps}
+        assert changed == {"linked": True, "full": True, "snapshot": True,
+                           "snapshot again": False, "rollback": True, "remove": True}, (changed, res)
+        linked = s.data("GET", "/nodes/sv1/lxc/241/config")
+        assert linked["rootfs"] == "local-lvm:vm-241-disk-0,size=4G", linked
+        assert linked["hostname"] == "linked1" and "template" not in linked, linked
+        assert s.data("GET", "/nodes/sv1/lxc/242/config")["hostname"] == "full1"
+        conf = s.data("GET", "/nodes/sv1/lxc/243/config")
+        # the snapshot was taken with the bind mount unbound: the rollback to
+        # it leaves it out, as on PVE
+        assert "mp0" not in conf and "parent" not in conf, conf
+        types = sorted(t["type"] for t in s.data("GET", "/nodes/sv1/tasks", params={"vmid": 243})
+                       if t["type"] != "vzcreate")
+        assert types == ["vzdelsnapshot", "vzrollback", "vzsnapshot"], types
+        clones = [t for t in s.data("GET", "/nodes/sv1/tasks", params={"vmid": 240})
+                  if t["type"] == "vzclone"]
+        assert len(clones) == 2 and all(t["status"] == "OK" for t in clones), clones
         assert s.ctl("GET", "/rejections") == [], s.ctl("GET", "/rejections")
         assert s.ctl("GET", "/violations") == [], s.ctl("GET", "/violations")
 
