@@ -530,6 +530,17 @@ static void place_mp(void *ctx, const char *k, const char *vol)
     json_object_set_new(w->dst->conf, k, new_volume(w->t, vol, w->idx++, w->full));
 }
 
+/* copy_volume's rate: the node's storage bandwidth, or `bwlimit` (KiB/s)
+ * when lower (get_bandwidth_limit gives the call's own limit). */
+static double clone_bw(struct sim_task *t)
+{
+    json_t *v = json_object_get(t->args, "bwlimit");
+    double lim = json_is_number(v)   ? json_number_value(v)
+                 : json_is_string(v) ? atof(json_string_value(v))
+                                     : 0;
+    return lim > 0 && lim * 1024 < t->node->bandwidth ? lim * 1024 : t->node->bandwidth;
+}
+
 static void clone_start(struct sim *s, struct sim_task *t, double now)
 {
     sim_task_log(t, "creating a clone of container %d with ID %d", t->vmid, t->newid);
@@ -538,7 +549,7 @@ static void clone_start(struct sim *s, struct sim_task *t, double now)
     each_mp(t, log_mp, &w);
     double bytes = w.bytes;
     t->bytes_total = full ? bytes : 0;
-    t->dur = full ? 1.0 + bytes / t->node->bandwidth : LINK_TIME;
+    t->dur = full ? 1.0 + bytes / clone_bw(t) : LINK_TIME;
     t->phase = 1;
     t->t0 = now;
 }

@@ -5,6 +5,8 @@ a vzstart task of its own), the snapshot and rollback locks, `parent`, the
 snapshot's config, the reserved names, "snapshot feature is not available"
 where a volume's storage cannot snapshot; vztemplate (base- volumes, the
 answer null)."""
+import time
+
 import proxmoxer
 
 from lib.cases import case, finish
@@ -361,18 +363,22 @@ def clone():
 @case
 def clone_locks_and_interrupt():
     """While a full clone copies, the source holds `lock: disk` and the new
-    container `lock: create`; stopping the task removes the new container
-    and the source's lock ("clone failed: interrupted by signal")."""
+    container `lock: create`, for as long as the copy takes at `bwlimit`;
+    stopping the task removes the new container and the source's lock
+    ("clone failed: interrupted by signal")."""
     with Sim(nodes=None, fleet=FLEET, time_scale=0.2) as s:
         px = client(s)
         node = px.nodes("sv1")
         src = make_ct(px, 280, rootfs="local-lvm:8")
-        upid = src.clone.post(newid=281)
+        # 8 GiB at bwlimit 100 MiB/s: 82 s; at the node's 500 MiB/s it would be 17
+        upid = src.clone.post(newid=281, bwlimit=102400)
         assert src.config.get()["lock"] == "disk"
         assert node.lxc(281).config.get()["lock"] == "create"
         expect_error(lambda: node.lxc.delete(280), 500, "CT is locked (disk)")
         wait_for(lambda: any("create full clone" in ln for ln in log(px, upid)), 5,
                  what="the copy")
+        time.sleep(4.0)  # 20 simulated seconds
+        assert node.tasks(upid).status.get()["status"] == "running"
         node.tasks(upid).delete()
         st = wait_task(px, upid)
         assert st["exitstatus"] == "clone failed: interrupted by signal", st
