@@ -478,9 +478,10 @@ static bool fault_apply(struct sim *s, struct sim_fault *f, struct sim_call *c, 
 static sim_handler route_find(const char *verb, const char *path)
 {
     static const struct sim_route *const tables[] = {
-        sim_routes_nodes, sim_routes_cluster,   sim_routes_qemu,     sim_routes_power,
-        sim_routes_tasks, sim_routes_vmops,     sim_routes_migrate,  sim_routes_agent,
-        sim_routes_lxc,   sim_routes_inventory, sim_routes_movedisk, sim_routes_lxcvol};
+        sim_routes_nodes,     sim_routes_cluster,   sim_routes_qemu,     sim_routes_power,
+        sim_routes_tasks,     sim_routes_vmops,     sim_routes_migrate,  sim_routes_agent,
+        sim_routes_lxc,       sim_routes_inventory, sim_routes_movedisk, sim_routes_lxcvol,
+        sim_routes_lxcmigrate};
     for (size_t t = 0; t < sizeof tables / sizeof *tables; t++)
         for (const struct sim_route *r = tables[t]; r->verb; r++)
             if (strcmp(r->verb, verb) == 0 && strcmp(r->path, path) == 0)

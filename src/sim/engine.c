@@ -896,6 +896,7 @@ static void step(struct sim *s, struct sim_task *t, double now, double share)
     case TK_VZCLONE:
     case TK_VZSUSPEND:
     case TK_VZRESUME:
+    case TK_VZMIGRATE:
         lxc_task_step(s, t, now);
         break;
     case TK_GENERIC:

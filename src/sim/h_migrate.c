@@ -41,7 +41,7 @@ static bool storage_id_ok(const char *id)
 
 /* Parse "src:dst,..." / "dst" / "1" into {"identity":true, "default":..,
  * "entries":{..}}; NULL with *err on a bad map. */
-static json_t *parse_idmap(const char *spec, char **err)
+json_t *sim_parse_idmap(const char *spec, char **err)
 {
     json_t *map = json_object(), *entries = json_object();
     json_object_set_new(map, "entries", entries);
@@ -94,7 +94,7 @@ static json_t *parse_idmap(const char *spec, char **err)
 }
 
 /* map_id: the target storage of `sid` under the map (NULL map: itself). */
-static const char *map_id(json_t *map, const char *sid)
+const char *sim_map_id(json_t *map, const char *sid)
 {
     if (!map || json_object_get(map, "identity"))
         return sid;
@@ -284,7 +284,7 @@ static bool storage_checks(struct sim_call *c, struct sim_vm *vm, struct sim_nod
     const char *ts = call_str(c, "targetstorage");
     char *err = NULL;
     if (ts) {
-        json_t *map = parse_idmap(ts, &err);
+        json_t *map = sim_parse_idmap(ts, &err);
         if (!map) {
             call_param_fail(c, "targetstorage", "failed to parse storage map: %s", err);
             free(err);
@@ -358,9 +358,7 @@ const struct sim_route sim_routes_migrate[] = {
 /* ---- the qmigrate task -------------------------------------------------------- */
 
 /* Log lines of AbstractMigrate: "<local time> [ERROR: ]message". */
-static void mlog(struct sim_task *t, bool error, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void mlog(struct sim_task *t, bool error, const char *fmt, ...)
+void sim_mig_log(struct sim_task *t, bool error, const char *fmt, ...)
 {
     char msg[900], ts[32];
     va_list ap;
@@ -392,14 +390,14 @@ static void abort_migration(struct sim *s, struct sim_task *t, bool cleanup, con
 {
     struct sim_vm *vm = mig_vm(s, t);
     if (cleanup) {
-        mlog(t, true, "%s", err);
-        mlog(t, false, "aborting phase 1 - cleanup resources");
+        sim_mig_log(t, true, "%s", err);
+        sim_mig_log(t, false, "aborting phase 1 - cleanup resources");
         if (vm)
             json_object_del(vm->conf, "lock");
     }
     int d = (int)(sim_now(s) - t->bytes_done);
-    mlog(t, true, "migration aborted (duration %02d:%02d:%02d): %s", d / 3600, d / 60 % 60, d % 60,
-         err);
+    sim_mig_log(t, true, "migration aborted (duration %02d:%02d:%02d): %s", d / 3600, d / 60 % 60,
+                d % 60, err);
     release(s, t, vm);
     s->dirty = true;
     sim_task_finish(s, t, "migration aborted");
@@ -424,7 +422,7 @@ static json_t *task_map(struct sim_task *t)
 {
     const char *ts = targ(t, "targetstorage");
     char *err = NULL;
-    json_t *m = ts ? parse_idmap(ts, &err) : NULL;
+    json_t *m = ts ? sim_parse_idmap(ts, &err) : NULL;
     free(err);
     return m;
 }
@@ -452,7 +450,7 @@ static bool prepare(struct sim *s, struct sim_task *t, struct sim_vm *vm, struct
                 err = xasprintf("can't migrate VM which uses local devices: %s", buf_str(&b));
                 buf_release(&b);
             } else {
-                mlog(t, false, "migrating VM which uses local devices");
+                sim_mig_log(t, false, "migrating VM which uses local devices");
             }
         }
         json_decref(res);
@@ -466,7 +464,7 @@ static bool prepare(struct sim *s, struct sim_task *t, struct sim_vm *vm, struct
         char *sid = d && !err && vmops_is_volume_key(k) ? sim_disk_storage(d) : NULL;
         if (!sid)
             continue;
-        const char *tsid = storage_shared(vm->node, d) ? sid : map_id(map, sid);
+        const char *tsid = storage_shared(vm->node, d) ? sid : sim_map_id(map, sid);
         err = storage_unavailable(s, tsid, target);
         struct sim_storage *st = err ? NULL : sim_storage_find(target, tsid);
         if (st && !strstr(st->content, "images"))
@@ -545,7 +543,7 @@ static void scan_volume(struct scan *sc, const char *k, const char *d)
         return;
     bool cloudinit = strstr(d, "-cloudinit") != NULL;
     if (vmops_is_cdrom(d) && !cloudinit) {
-        mlog(t, false, "can't migrate local disk '%.*s': local cdrom image", vl, d);
+        sim_mig_log(t, false, "can't migrate local disk '%.*s': local cdrom image", vl, d);
         sc->errors = true;
         return;
     }
@@ -567,15 +565,15 @@ static void scan_volume(struct scan *sc, const char *k, const char *d)
     if (!why && sc->running && !cloudinit && !targ_true(t, "with-local-disks"))
         why = "can't live migrate attached local disks without with-local-disks option";
     if (why) {
-        mlog(t, false, "can't migrate local disk '%.*s': %s", vl, d, why);
+        sim_mig_log(t, false, "can't migrate local disk '%.*s': %s", vl, d, why);
         sc->errors = true;
         return;
     }
     if (cloudinit)
-        mlog(t, false, "found generated disk '%.*s' (in current VM config)", vl, d);
+        sim_mig_log(t, false, "found generated disk '%.*s' (in current VM config)", vl, d);
     else
-        mlog(t, false, "found local disk '%.*s' (%s)", vl, d,
-             strncmp(k, "unused", 6) == 0 ? "unused" : "attached");
+        sim_mig_log(t, false, "found local disk '%.*s' (%s)", vl, d,
+                    strncmp(k, "unused", 6) == 0 ? "unused" : "attached");
     sc->bytes += (double)sim_disk_size(d);
     /* a linked clone on local storage cannot leave its base */
     const char *colon = strchr(d, ':');
@@ -590,8 +588,8 @@ static void scan_volume(struct scan *sc, const char *k, const char *d)
 static bool phase1(struct sim *s, struct sim_task *t, struct sim_vm *vm, struct sim_node *target,
                    double now)
 {
-    mlog(t, false, "starting migration of VM %d to node '%s' (10.10.10.%d)", vm->vmid, target->name,
-         target->idx + 1);
+    sim_mig_log(t, false, "starting migration of VM %d to node '%s' (10.10.10.%d)", vm->vmid,
+                target->name, target->idx + 1);
     json_object_set_new(vm->conf, "lock", json_string("migrate"));
     struct scan sc = {s, t, vm, vm->power != VM_STOPPED, false, 0, NULL};
     const char *k;
@@ -615,9 +613,9 @@ static bool phase1(struct sim *s, struct sim_task *t, struct sim_vm *vm, struct 
     t->t0 = now;
     json_object_set_new(t->args, "_mem", json_real(mem));
     if (sc.bytes > 0 && !sc.running)
-        mlog(t, false, "copying local disk images");
+        sim_mig_log(t, false, "copying local disk images");
     if (sc.running && sc.bytes > 0)
-        mlog(t, false, "starting storage migration");
+        sim_mig_log(t, false, "starting storage migration");
     return true;
 }
 
@@ -649,10 +647,10 @@ static void map_volumes(struct sim_task *t, struct sim_vm *vm)
     {
         const char *d = json_string_value(v);
         char *sid = d && vmops_is_volume_key(k) ? sim_disk_storage(d) : NULL;
-        if (sid && !storage_shared(vm->node, d) && strcmp(map_id(map, sid), sid) != 0) {
-            const char *nsid = map_id(map, sid);
-            mlog(t, false, "volume '%.*s' is '%s%.*s' on the target", (int)strcspn(d, ","), d, nsid,
-                 (int)strcspn(d + strlen(sid), ","), d + strlen(sid));
+        if (sid && !storage_shared(vm->node, d) && strcmp(sim_map_id(map, sid), sid) != 0) {
+            const char *nsid = sim_map_id(map, sid);
+            sim_mig_log(t, false, "volume '%.*s' is '%s%.*s' on the target", (int)strcspn(d, ","),
+                        d, nsid, (int)strcspn(d + strlen(sid), ","), d + strlen(sid));
             json_object_set_new(vm->conf, k, json_sprintf("%s%s", nsid, d + strlen(sid)));
         }
         free(sid);
@@ -665,13 +663,13 @@ static void finish_migration(struct sim *s, struct sim_task *t, struct sim_vm *v
 {
     double mem = json_real_value(json_object_get(t->args, "_mem"));
     if (mem > 0) {
-        mlog(t, false, "average migration speed: %.1f MiB/s - downtime 42 ms",
-             link_bw(vm->node, target) / (1024 * 1024));
-        mlog(t, false, "migration status: completed");
+        sim_mig_log(t, false, "average migration speed: %.1f MiB/s - downtime 42 ms",
+                    link_bw(vm->node, target) / (1024 * 1024));
+        sim_mig_log(t, false, "migration status: completed");
     }
     if (t->fault_exit) { /* an injected failure: phase 1's cleanup, the rule's exit status */
-        mlog(t, true, "%s", t->fault_exit);
-        mlog(t, false, "aborting phase 1 - cleanup resources");
+        sim_mig_log(t, true, "%s", t->fault_exit);
+        sim_mig_log(t, false, "aborting phase 1 - cleanup resources");
         json_object_del(vm->conf, "lock");
         release(s, t, vm);
         s->dirty = true;
@@ -684,8 +682,8 @@ static void finish_migration(struct sim *s, struct sim_task *t, struct sim_vm *v
     vm->node = target; /* the config moves to the target node */
     s->dirty = true;
     int d = (int)(now - t->bytes_done);
-    mlog(t, false, "migration finished successfully (duration %02d:%02d:%02d)", d / 3600,
-         d / 60 % 60, d % 60);
+    sim_mig_log(t, false, "migration finished successfully (duration %02d:%02d:%02d)", d / 3600,
+                d / 60 % 60, d % 60);
     sim_task_finish(s, t, "OK");
 }
 
@@ -700,8 +698,8 @@ static void copy_progress(struct sim *s, struct sim_task *t, struct sim_vm *vm,
     int p0 = total > 0 ? (int)(t->deadline * 10 / total) : 10,
         p1 = total > 0 ? (int)(done * 10 / total) : 10;
     if (p1 > p0 && p1 <= 10 && total > 0)
-        mlog(t, false, "transferred %.1f GiB of %.1f GiB (%d.00%%)", done / 1073741824.0,
-             total / 1073741824.0, p1 * 10);
+        sim_mig_log(t, false, "transferred %.1f GiB of %.1f GiB (%d.00%%)", done / 1073741824.0,
+                    total / 1073741824.0, p1 * 10);
     t->deadline = done; /* bytes reported so far */
     if (done >= total && now - t->t0 >= total / bw + t->dur)
         finish_migration(s, t, vm, target, now);

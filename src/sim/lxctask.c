@@ -582,6 +582,9 @@ void lxc_task_step(struct sim *s, struct sim_task *t, double now)
     case TK_VZRESUME:
         step_resume(s, t, now);
         break;
+    case TK_VZMIGRATE:
+        lxc_step_migrate(s, t, now);
+        break;
     case TK_VZRESIZE:
         lxc_step_resize(s, t, now);
         break;
@@ -600,6 +603,10 @@ void lxc_task_stop(struct sim *s, struct sim_task *t)
     struct sim_ct *ct = task_ct(s, t);
     if (t->kind == TK_VZCLONE) {
         lxc_clone_stop(s, t);
+        return;
+    }
+    if (t->kind == TK_VZMIGRATE) {
+        lxc_migrate_stop(s, t);
         return;
     }
     if (t->kind == TK_VZCREATE && ct) {

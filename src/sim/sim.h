@@ -210,6 +210,8 @@ enum task_kind {
     /* lxctask.c: status/suspend, status/resume */
     TK_VZSUSPEND,
     TK_VZRESUME,
+    /* h_lxcmigrate.c */
+    TK_VZMIGRATE,
 };
 
 struct sim_task {
@@ -545,6 +547,9 @@ void lxc_step_resize(struct sim *s, struct sim_task *t, double now);
 /* ... the vzclone worker, and its end on SIGTERM. */
 void lxc_step_clone(struct sim *s, struct sim_task *t, double now);
 void lxc_clone_stop(struct sim *s, struct sim_task *t);
+/* h_lxcmigrate.c: the vzmigrate worker, and its end on SIGTERM. */
+void lxc_step_migrate(struct sim *s, struct sim_task *t, double now);
+void lxc_migrate_stop(struct sim *s, struct sim_task *t);
 /* A vzstart task for the container, as a worker that calls the start API
  * starts one (create's and rollback's `start`). */
 struct sim_task *lxc_start_task(struct sim *s, struct sim_node *n, int vmid, const char *user,
@@ -662,18 +667,19 @@ struct sim_route {
     const char *path;
     sim_handler fn;
 };
-extern const struct sim_route sim_routes_nodes[];     /* h_nodes.c */
-extern const struct sim_route sim_routes_cluster[];   /* h_cluster.c */
-extern const struct sim_route sim_routes_qemu[];      /* h_qemu.c */
-extern const struct sim_route sim_routes_power[];     /* h_power.c */
-extern const struct sim_route sim_routes_tasks[];     /* h_tasks.c */
-extern const struct sim_route sim_routes_vmops[];     /* h_snapshot.c: snapshots, template */
-extern const struct sim_route sim_routes_migrate[];   /* h_migrate.c */
-extern const struct sim_route sim_routes_agent[];     /* h_agent.c */
-extern const struct sim_route sim_routes_lxc[];       /* h_lxc.c */
-extern const struct sim_route sim_routes_inventory[]; /* h_inventory.c */
-extern const struct sim_route sim_routes_movedisk[];  /* h_movedisk.c */
-extern const struct sim_route sim_routes_lxcvol[];    /* h_lxcvol.c */
+extern const struct sim_route sim_routes_nodes[];      /* h_nodes.c */
+extern const struct sim_route sim_routes_cluster[];    /* h_cluster.c */
+extern const struct sim_route sim_routes_qemu[];       /* h_qemu.c */
+extern const struct sim_route sim_routes_power[];      /* h_power.c */
+extern const struct sim_route sim_routes_tasks[];      /* h_tasks.c */
+extern const struct sim_route sim_routes_vmops[];      /* h_snapshot.c: snapshots, template */
+extern const struct sim_route sim_routes_migrate[];    /* h_migrate.c */
+extern const struct sim_route sim_routes_agent[];      /* h_agent.c */
+extern const struct sim_route sim_routes_lxc[];        /* h_lxc.c */
+extern const struct sim_route sim_routes_inventory[];  /* h_inventory.c */
+extern const struct sim_route sim_routes_movedisk[];   /* h_movedisk.c */
+extern const struct sim_route sim_routes_lxcvol[];     /* h_lxcvol.c */
+extern const struct sim_route sim_routes_lxcmigrate[]; /* h_lxcmigrate.c */
 
 /* h_qemu.c: one VM of GET /nodes/{node}/qemu as JSON text into b (the
  * list and /cluster/resources stream their answers); now: sim_now(). */

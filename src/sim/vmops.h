@@ -22,6 +22,16 @@ void vmops_step(struct sim *s, struct sim_task *t, double now);
 /* The qmigrate and hamigrate steps (h_migrate.c). */
 void vmops_step_migrate(struct sim *s, struct sim_task *t, double now);
 
+/* h_migrate.c, for a container's migration too (h_lxcmigrate.c):
+ * AbstractMigrate's log line ("<local time> [ERROR: ]message"); a storage
+ * map ("src:dst,...", "dst", "1": PVE::JSONSchema::parse_idmap) as
+ * {"identity", "default", "entries"}, NULL with *err; the storage a map
+ * sends sid to (map_id; a NULL map: sid). */
+void sim_mig_log(struct sim_task *t, bool error, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+json_t *sim_parse_idmap(const char *spec, char **err);
+const char *sim_map_id(json_t *map, const char *sid);
+
 /* The qmmove step of a disk reassignment (h_movedisk.c). */
 void vmops_step_movedisk(struct sim *s, struct sim_task *t, double now);
 /* The volume name of a drive without storage and base ("vm-100-disk-0"). */
