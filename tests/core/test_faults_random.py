@@ -137,6 +137,8 @@ KEEP_LOG = os.environ.get("FAULT_KEEP_LOG") == "1"  # keep proxd's log of a seed
 # database per seed) or SQLite
 INSTANCES = int(os.environ.get("FAULT_INSTANCES", "1"))
 KILLS = {int(s) for s in os.environ.get("FAULT_KILL_SEEDS", "88").split(",") if s}
+# seeds whose database is cut off now and then while the jobs run (Outage)
+OUTAGES = {int(s) for s in os.environ.get("FAULT_OUTAGE_SEEDS", "88").split(",") if s}
 # seeds logged in with root@pam's password (tickets) instead of the token
 PASSWORD_SEEDS = {int(s) for s in os.environ.get("FAULT_PASSWORD_SEEDS", "111").split(",") if s}
 TICKET_SIM_S = 4  # pvesim's ticket lifetime (real seconds)
@@ -159,17 +161,20 @@ class Api:
 
     def call(self, method, path, body=None, key=None):
         """The call, asked again while proxd does not answer (killed, and
-        not yet started again): for up to 40 s. key: an Idempotency-Key."""
+        not yet started again) or its database does not (503 unavailable:
+        nothing was done): for up to 40 s. key: an Idempotency-Key."""
         h = dict(self.h, **({"Idempotency-Key": key} if key else {}))
         end = time.monotonic() + 40
         while True:
             try:
-                return requests.request(method, self.base + path, json=body, headers=h,
-                                        timeout=30)
+                r = requests.request(method, self.base + path, json=body, headers=h, timeout=30)
+                if r.status_code != 503 or '"unavailable"' not in r.text \
+                        or time.monotonic() > end:
+                    return r
             except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError):
                 if time.monotonic() > end:
                     raise AssertionError("proxd does not answer %s %s" % (method, path))
-                time.sleep(0.2)
+            time.sleep(0.2)
 
     def wait_job(self, job, deadline):
         end = time.monotonic() + deadline
@@ -217,6 +222,56 @@ class Killer(threading.Thread):
                 with self.lock:
                     self.problems.append("proxd ended by itself (log run %d)" % d.n)
                 d.start()
+
+
+class Outage(threading.Thread):
+    """Cuts the seed's database off every 3 to 10 s for 0.5 to 6 s, until
+    halted: PostgreSQL refuses new connections to it and ends those it has
+    (ALLOW_CONNECTIONS false, pg_terminate_backend), as a server that
+    restarts or fails over does; a SQLite file has its lock held by
+    another process (BEGIN EXCLUSIVE: readers go on, writers wait out their
+    busy timeout and fail). proxd's jobs wait at their checkpoints, its API
+    answers 503 unavailable (the client asks again), and nothing may be
+    lost, doubled or left held for it."""
+
+    def __init__(self, db, rng):
+        super().__init__(daemon=True)
+        self.db, self.rng = db, rng
+        self.halt = threading.Event()
+        self.outages, self.held_s, self.conn = 0, 0.0, None
+
+    def cut(self):
+        if "://" in self.db:
+            name = self.db.rsplit("/", 1)[1]
+            db_query(PG_URL, "ALTER DATABASE %s WITH ALLOW_CONNECTIONS false" % name)
+            db_query(PG_URL, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                             " WHERE datname = '%s'" % name)
+        else:
+            import sqlite3
+            self.conn = sqlite3.connect(self.db, timeout=30, isolation_level=None)
+            self.conn.execute("BEGIN EXCLUSIVE")
+
+    def restore(self):
+        if "://" in self.db:
+            db_query(PG_URL, "ALTER DATABASE %s WITH ALLOW_CONNECTIONS true"
+                     % self.db.rsplit("/", 1)[1])
+        elif self.conn:
+            self.conn.execute("COMMIT")
+            self.conn.close()
+            self.conn = None
+
+    def run(self):
+        while not self.halt.wait(self.rng.uniform(3.0, 10.0)):
+            self.cut()
+            t = time.monotonic()
+            self.outages += 1
+            time.sleep(self.rng.uniform(0.5, 6.0))  # out in full, even when halted meanwhile
+            self.restore()
+            self.held_s += time.monotonic() - t
+
+    def stop(self):
+        self.halt.set()
+        self.join()
 
 
 # What makes sense from a recorded power state (proxd refuses the rest at
@@ -290,7 +345,7 @@ def run_seed(seed):
     problems = []
     lock = threading.Lock()
     t0 = time.monotonic()
-    killer = None
+    killer = outage = None
     try:
         token = proxd("token", "create", "--config", conf, "--owner", "ci", "--role",
                       "user").stdout.strip()
@@ -320,10 +375,13 @@ def run_seed(seed):
 
         killer = Killer(daemons, random.Random(seed * 7 + 1), problems, lock) \
             if seed in KILLS else None
+        outage = Outage(db, random.Random(seed * 11 + 3)) if seed in OUTAGES else None
         if CREATE:
             faults_on()
             if killer:
                 killer.start()
+            if outage:
+                outage.start()
         if sampler:
             sampler.start()
         vms = []
@@ -357,6 +415,8 @@ def run_seed(seed):
             faults_on()
             if killer:
                 killer.start()
+            if outage:
+                outage.start()
 
         def worker(vmid, wrng):
             api = apis[vmid % INSTANCES]
@@ -435,6 +495,11 @@ def run_seed(seed):
             t.start()
         for t in threads:
             t.join()
+        if outage:
+            outage.stop()
+            stats["outages"], stats["outage_s"] = outage.outages, round(outage.held_s, 1)
+            if outage.outages < 1:  # else the seed proved nothing about outages
+                problems.append("no database outage came while the jobs ran")
         if killer:
             killer.stop()
             stats["kills"] = killer.kills
@@ -482,6 +547,8 @@ def run_seed(seed):
         stats["strays"] = sum(json.loads(r[0]).get("reason") == "stray" for r in db_query(
             db, "SELECT request FROM jobs WHERE kind = 'snap-delete'"))
     except Exception:
+        if outage and outage.is_alive():
+            outage.stop()
         if killer and killer.is_alive():
             killer.halt.set()
             killer.join()
