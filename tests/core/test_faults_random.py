@@ -85,7 +85,8 @@ seed), FAULT_REPORT (a file the per-seed figures are appended to),
 FAULT_KEEP_LOG (1: keep proxd's log of every seed in
 $TMPDIR/proxd-faults-seed-N.log, not only of a seed that failed),
 FAULT_KILL_SEEDS (the seeds during which proxd is also killed, below),
-FAULT_PASSWORD_SEEDS (the seeds logged in with a password, above).
+FAULT_PASSWORD_SEEDS (the seeds logged in with a password, above),
+FAULT_OUTAGE_SEEDS (the seeds whose database is cut off now and then, below).
 
 Kills (the seeds of FAULT_KILL_SEEDS, default 88, one of the default seeds):
 while the creations and the jobs run under the faults, a proxd instance
@@ -99,6 +100,15 @@ the connection drops: it asks again, a creation with the same
 Idempotency-Key (one VM, not two). Every invariant above must hold as
 without kills, and proxd must never end by itself (a kill that finds it
 gone is an error).
+
+Database outages (the seeds of FAULT_OUTAGE_SEEDS, default 88, the kill
+seed, so that kills and outages meet): while the jobs run, the seed's
+database is cut off every 3 to 10 s for 0.5 to 6 s (Outage: PostgreSQL
+refuses the database's connections and ends those it had; a SQLite file's
+lock is held by the test). proxd's jobs wait at their checkpoints and go on
+once it is back; its API answers 503 unavailable meanwhile, which the client
+asks again. Every invariant holds as without them, and proxd never ends by
+itself.
 """
 import json
 import os

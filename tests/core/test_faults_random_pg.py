@@ -6,7 +6,8 @@ pvesim's state and the database (every job ends; no VMID, address or
 room left held; no VM leaked, doubled or recorded wrong). Seeds 55 (local
 storage), 66 (the shared pool) and 99 (local storage, one instance or the
 other killed with SIGKILL every 1 to 4 s and started again while the other
-goes on); 55 logs in with the password (tickets, as FAULT_PASSWORD_SEEDS
+goes on, and the database cut off now and then: both instances lose it
+at once, as in a failover); 55 logs in with the password (tickets, as FAULT_PASSWORD_SEEDS
 says in test_faults_random), so each instance renews and logs in on its
 own under the faults; FAULT_* as in test_faults_random."""
 import os
@@ -18,4 +19,5 @@ os.environ.setdefault("FAULT_SEEDS", "55,66,99")
 os.environ.setdefault("FAULT_KILL_SEEDS", "99")
 os.environ.setdefault("FAULT_SHARED_SEEDS", "66")
 os.environ.setdefault("FAULT_PASSWORD_SEEDS", "55")
+os.environ.setdefault("FAULT_OUTAGE_SEEDS", "99")
 rerun_script(os.path.join(os.path.dirname(os.path.abspath(__file__)), "test_faults_random.py"), 1)
