@@ -125,18 +125,61 @@ struct world {
     struct core *k;
 };
 
-static int open_world(struct world *w, const char *path, bool with_fleet)
+/* A database that may answer if asked again: a PostgreSQL server that
+ * cannot be reached (still starting at boot, restarting, failing over) or
+ * a SQLite file whose lock another process holds. A bad URL, a file that
+ * cannot be opened or made, a schema this proxd does not know: no. */
+static bool store_may_come(const char *url, const struct store_error *se)
+{
+    if (se->code != STORE_E_DB)
+        return false;
+    return strncmp(url, "postgres", 8) == 0 || strstr(se->message, "database is locked") ||
+           strstr(se->message, "busy");
+}
+
+/* The daemon waits for such a database, asking again with a pause that
+ * grows to 10 s, instead of exiting: a service manager would start it
+ * again and again, then give up (systemd's start limit), and a proxd that
+ * another instance's killer or an operator started during an outage would
+ * be gone when it ends. SIGTERM or SIGINT ends the wait (sigs: the
+ * daemon's blocked set). Returns the store, or NULL (said). */
+static store *store_open_waiting(const char *url, const sigset_t *sigs, bool *stopped)
+{
+    char shown[512];
+    url_redact(url, shown, sizeof shown);
+    struct store_error se;
+    long pause = 1000;
+    for (int tries = 1;; tries++) {
+        store *st = store_open(url, &se);
+        if (st || !sigs || !store_may_come(url, &se)) {
+            if (!st)
+                fprintf(stderr, "proxd: database %s: %s\n", shown, se.message);
+            return st;
+        }
+        log_warn("proxd", "database %s does not answer (try %d): %s; asking again in %ld s", shown,
+                 tries, se.message, pause / 1000);
+        struct timespec ts = {.tv_sec = pause / 1000, .tv_nsec = 0};
+        int sig = sigtimedwait(sigs, NULL, &ts);
+        if (sig == SIGTERM || sig == SIGINT) {
+            log_info("proxd", "stopped while waiting for the database");
+            *stopped = true;
+            return NULL;
+        }
+        pause = pause * 2 > 10000 ? 10000 : pause * 2;
+    }
+}
+
+/* sigs: the daemon's (open_world_daemon), whose database may be waited for;
+ * NULL: a one-off command, which says a database that does not answer and
+ * ends. */
+static int open_world_sigs(struct world *w, const char *path, bool with_fleet, const sigset_t *sigs,
+                           bool *stopped)
 {
     memset(w, 0, sizeof *w);
     if (!(w->cfg = load(path)))
         return 1;
-    struct store_error se;
-    if (!(w->st = store_open(w->cfg->database, &se))) {
-        char shown[512];
-        url_redact(w->cfg->database, shown, sizeof shown);
-        fprintf(stderr, "proxd: database %s: %s\n", shown, se.message);
+    if (!(w->st = store_open_waiting(w->cfg->database, sigs, stopped)))
         return 1;
-    }
     if (with_fleet) {
         char err[512];
         if (!(w->fl = fleet_new(w->cfg, err, sizeof err))) {
@@ -149,6 +192,12 @@ static int open_world(struct world *w, const char *path, bool with_fleet)
     if (w->fl)
         w->k = core_new(w->cfg, w->st, w->fl, inst);
     return 0;
+}
+
+static int open_world(struct world *w, const char *path, bool with_fleet)
+{
+    bool stopped = false;
+    return open_world_sigs(w, path, with_fleet, NULL, &stopped);
 }
 
 /* A world for a one-off command that decides placement or VMIDs (create,
@@ -276,9 +325,12 @@ static int run_daemon(const char *path)
     sigaddset(&sigs, SIGUSR1); /* the stop watch's: its stop ended */
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     sigdelset(&sigs, SIGUSR1);
-    int rc = open_world(&w, path, true);
-    if (rc)
+    bool stopped = false;
+    int rc = open_world_sigs(&w, path, true, &sigs, &stopped);
+    if (rc) {
+        rc = stopped ? 0 : rc;
         goto out;
+    }
     int lvl = log_level_parse(w.cfg->log_level[0] ? w.cfg->log_level : "info");
     log_set_level(lvl < 0 ? LOG_INFO : (enum log_level)lvl);
     log_set_format(strcmp(w.cfg->log_format, "json") == 0 ? LOG_FMT_JSON : LOG_FMT_TEXT);

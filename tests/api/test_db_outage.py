@@ -5,7 +5,8 @@ backup). proxd rides it out: its jobs wait at their next checkpoint, calling
 nothing, and go on once the database answers; the API answers 503 meanwhile
 (PostgreSQL: /readyz says the database is down; SQLite: a write is refused
 after its busy timeout, reads go on). Checked after: proxd never died and
-stops cleanly, every creation ended done with one VM each (none twice, none
+stops cleanly (and a proxd started during the PostgreSQL outage waited for
+the database, then ran: it used to exit at once, 1), every creation ended done with one VM each (none twice, none
 leaked), no VMID left reserved, every capacity reservation settled, the
 event log tells every change once.
 
@@ -26,7 +27,7 @@ import requests
 from lib import db, eventcheck
 from lib.cases import case, finish
 from lib.pg import PrivatePG
-from lib.proxd import Proxd
+from lib.proxd import Proxd, wait_answer
 from lib.sim import Sim
 from lib.wait import wait_for
 
@@ -58,21 +59,27 @@ def writes_refused(px, token):
     return True
 
 
-def ride_out(px, sim, cut, restore, down):
+def ride_out(px, sim, cut, restore, down, late=None):
     """Creations under way, the database cut for OUTAGE_S while clones run,
     then restored: everything checked (the module's docstring); down(px,
-    token) says the API saw the outage."""
+    token) says the API saw the outage; late: a second proxd on the same
+    database, started during the outage (it waits for the database, then
+    runs)."""
     token = px.token("ops", "admin")
     px.start()
     try:
         jobs = start_creations(px, token)
         assert sim.running_tasks(wait_ms=20000)["running"] > 0, "no clone ran"
         cut()
+        if late:
+            late.spawn()
         t_end = time.monotonic() + OUTAGE_S
         try:
             seen_down = False
             while time.monotonic() < t_end:
                 assert px.alive(), "proxd died in the outage:\n" + px.tail()
+                assert not late or late.alive(), \
+                    "proxd started in the outage ended:\n" + late.tail()
                 seen_down = seen_down or down(px, token)
                 time.sleep(0.5)
             assert seen_down, "the API never saw the database out of reach"
@@ -85,6 +92,9 @@ def ride_out(px, sim, cut, restore, down):
             except Exception:  # the database coming back
                 return None
             return rows if all(r[1] in ("done", "failed") for r in rows) else None
+        if late:  # it waited for the database, and answers once it is back
+            assert late.logs_contain("does not answer (try 1)"), late.tail()
+            wait_answer(late.base + "/readyz", deadline=30)
         rows = wait_for(ended, 90, 0.5, "every job to end after the outage")
         assert px.alive(), "proxd died:\n" + px.tail()
         assert sorted(r[0] for r in rows) == sorted(jobs), rows
@@ -106,6 +116,8 @@ def ride_out(px, sim, cut, restore, down):
               flush=True)
     finally:
         px.stop()  # exit 0, no sanitizer report
+        if late:
+            late.stop()
 
 
 def postgresql_gone_longer_than_a_lease():
@@ -113,7 +125,8 @@ def postgresql_gone_longer_than_a_lease():
     try:
         with Sim(time_scale=0.05) as sim:
             px = Proxd(sim, database=pg.url)
-            ride_out(px, sim, pg.halt, pg.resume, readyz_says_down)
+            late = Proxd(sim, database=pg.url)
+            ride_out(px, sim, pg.halt, pg.resume, readyz_says_down, late)
     finally:
         pg.stop()
 
