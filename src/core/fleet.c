@@ -20,7 +20,11 @@
 /* A read answered with an error (pveproxy's 500 while pmxcfs restarts, say)
  * says the world answers: the last inventory is kept until this many such
  * reads in a row; one failure must not take a whole cluster out of
- * placement. No answer at all, or refused credentials, mean down at once. */
+ * placement. A refused login (401) is such an answer too: with a password,
+ * one refusal (a realm briefly away) failed the read and every creation
+ * placed in the 5 s after it ("down: authentication failure"); credentials
+ * that stay refused are down at the third read. No answer at all, a 403 or
+ * a TLS trust failure mean down at once. */
 #define ANSWERED_ERRORS_MAX 3
 
 /* What the core put on a node since the inventory last looked: counted on
@@ -568,8 +572,7 @@ static void apply_world(struct fleet *f, struct refresh_job *j, int64_t now)
         if (w->backoff > BACKOFF_MAX_MS)
             w->backoff = BACKOFF_MAX_MS;
         w->next_try = now + w->backoff;
-        bool answered = j->rc != PVE_E_NETWORK && j->rc != PVE_E_AUTH &&
-                        j->rc != PVE_E_PERMISSION && j->rc != PVE_E_TLS;
+        bool answered = j->rc != PVE_E_NETWORK && j->rc != PVE_E_PERMISSION && j->rc != PVE_E_TLS;
         if (answered && w->good && ++w->errors < ANSWERED_ERRORS_MAX) {
             log_warn("fleet",
                      "world %s: inventory read failed: %s (its last inventory is kept; "
