@@ -169,7 +169,7 @@ static store *store_open_waiting(const char *url, const sigset_t *sigs, bool *st
     }
 }
 
-/* sigs: the daemon's (open_world_daemon), whose database may be waited for;
+/* sigs: the daemon's (run_daemon's), whose database may be waited for;
  * NULL: a one-off command, which says a database that does not answer and
  * ends. */
 static int open_world_sigs(struct world *w, const char *path, bool with_fleet, const sigset_t *sigs,
