@@ -305,6 +305,27 @@ static int tell_behind(db_conn *c, const struct job_rec *j, struct store_error *
     return rc;
 }
 
+/* A reservation its job still held in flight when it ended: its own
+ * release or settlement did not get written (the database out of reach
+ * then; the job's end waits for it, those writes do not). It no longer
+ * counts (SQL_CAP_SUM counts in-flight ones of unfinished jobs only): gone
+ * with the job's end, it is not left in the table for ever. */
+static const char SQL_JOB_END_CAPACITY[] =
+    "DELETE FROM capacity WHERE job = ?1 AND settled_at IS NULL";
+
+static int end_capacity(db_conn *c, const struct job_rec *j, struct store_error *err)
+{
+    db_stmt *st = NULL;
+    int rc = db_prepare(c, SQL_JOB_END_CAPACITY, &st, err);
+    if (rc)
+        return rc;
+    DB_BIND_FIELD(st, 1, j->id);
+    bool row = false;
+    rc = db_step(st, &row, err, "ending a job's reservation");
+    db_done(st);
+    return rc;
+}
+
 static int checkpoint_fn(db_conn *c, void *ctx, struct store_error *err)
 {
     struct checkpoint_ctx *k = ctx;
@@ -312,7 +333,8 @@ static int checkpoint_fn(db_conn *c, void *ctx, struct store_error *err)
     int rc = k->j->state == JOB_FAILED ? job_old_state(c, k->j, &old, err) : STORE_OK;
     if (rc || (rc = job_update_in(c, k->j, err)))
         return rc;
-    if (job_state_final(k->j->state) && (rc = tell_behind(c, k->j, err)))
+    if (job_state_final(k->j->state) &&
+        ((rc = tell_behind(c, k->j, err)) || (rc = end_capacity(c, k->j, err))))
         return rc;
     if (k->event && (rc = store_event_add_in(c, k->j->id, FIELD_LEN(k->j->id), k->j->step,
                                              FIELD_LEN(k->j->step), k->j->progress, k->event, err)))

@@ -2278,10 +2278,20 @@ static void test_capacity(void **state)
     OK(store_reserved_on(f->s, "pve2", NULL, NULL, 0, &mem, &disk, &e_));
     assert_int_equal(mem, 500);
     assert_int_equal(disk, 5);
-    /* A finished job's forgotten reservation no longer counts. */
+    /* A finished job's forgotten reservation no longer counts, and is gone
+     * with its end (not left in the table); a settled one stays */
+    job_add(f->s, "c4", "create", 0, 0);
+    OK(store_reserve_capacity(f->s, "c4", "pve2", 700, 7, NULL, &e_));
+    OK(store_settle_capacity(f->s, "c4", &e_));
+    job_finish(f->s, "c4");
     job_finish(f->s, "c2");
-    OK(store_reserved_on(f->s, "pve2", NULL, NULL, 0, &mem, &disk, &e_));
+    OK(store_reserved_on(f->s, "pve2", NULL, NULL, wall_ms() + 1, &mem, &disk, &e_));
     assert_int_equal(mem, 0);
+    int rows = 0, settled = 0;
+    db_query2(f->url, "SELECT count(*), count(settled_at) FROM capacity WHERE node = 'pve2'", &rows,
+              &settled);
+    assert_int_equal(rows, 1); /* c4's, settled; c2's gone */
+    assert_int_equal(settled, 1);
     OK(store_reserved_on(f->s, "nowhere", NULL, NULL, 0, &mem, &disk, &e_));
     assert_int_equal(mem, 0);
     EXPECT(STORE_E_INVALID, store_reserve_capacity(f->s, "c1", "pve1", -1, 0, NULL, &e));
