@@ -85,6 +85,21 @@ void sim_tasks_clear(struct sim *s)
     s->ntasks_running = 0;
 }
 
+const char *sim_task_arg(const struct sim_task *t, const char *k)
+{
+    return json_string_value(json_object_get(t->args, k));
+}
+
+bool sim_task_arg_true(const struct sim_task *t, const char *k)
+{
+    json_t *v = json_object_get(t->args, k);
+    if (json_is_boolean(v))
+        return json_is_true(v);
+    if (json_is_integer(v))
+        return json_integer_value(v) != 0;
+    return json_is_string(v) && strcmp(json_string_value(v), "1") == 0;
+}
+
 struct sim_task *sim_task_new(struct sim *s, struct sim_node *n, const char *type, const char *id,
                               const char *user, enum task_kind kind)
 {

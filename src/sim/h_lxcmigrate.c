@@ -24,21 +24,6 @@
 
 enum { L_FORK = 0, L_LOCK, L_SHUTDOWN, L_COPY };
 
-static const char *marg(struct sim_task *t, const char *k)
-{
-    return json_string_value(json_object_get(t->args, k));
-}
-
-static bool marg_true(struct sim_task *t, const char *k)
-{
-    json_t *v = json_object_get(t->args, k);
-    if (json_is_boolean(v))
-        return json_is_true(v);
-    if (json_is_integer(v))
-        return json_integer_value(v) != 0;
-    return json_is_string(v) && strcmp(json_string_value(v), "1") == 0;
-}
-
 static struct sim_storage *storage_of(struct sim_node *n, const char *vol)
 {
     char *sid = sim_disk_storage(vol);
@@ -146,7 +131,7 @@ const struct sim_route sim_routes_lxcmigrate[] = {
 
 static json_t *task_map(struct sim_task *t)
 {
-    const char *ts = marg(t, "target-storage");
+    const char *ts = sim_task_arg(t, "target-storage");
     char *err = NULL;
     json_t *m = ts && *ts ? sim_parse_idmap(ts, &err) : NULL;
     free(err);
@@ -219,7 +204,7 @@ static bool prepare(struct sim *s, struct sim_task *t, struct sim_ct *ct, struct
     const char *lk = sim_ct_lock(ct);
     if (lk)
         err = xasprintf("CT is locked (%s)", lk);
-    else if (ct->running && marg_true(t, "online"))
+    else if (ct->running && sim_task_arg_true(t, "online"))
         err = xstrdup("lxc live migration is currently not implemented");
     else
         err = prepare_mountpoints(s, t, ct, target);
@@ -312,7 +297,7 @@ static void phase1_failed(struct sim *s, struct sim_task *t, struct sim_ct *ct, 
     sim_mig_log(t, false, "aborting phase 1 - cleanup resources");
     sim_mig_log(t, false, "start final cleanup");
     json_object_del(ct->conf, "lock");
-    if (marg_true(t, "_was_running")) {
+    if (sim_task_arg_true(t, "_was_running")) {
         sim_mig_log(t, false, "start container on source node");
         ct->running = true;
         ct->started = sim_now(s);
@@ -378,7 +363,7 @@ static void finish(struct sim *s, struct sim_task *t, struct sim_ct *ct, struct 
     ct->node = target; /* move_config_to_node */
     sim_mig_log(t, false, "start final cleanup");
     json_object_del(ct->conf, "lock");
-    if (marg_true(t, "_was_running")) {
+    if (sim_task_arg_true(t, "_was_running")) {
         sim_mig_log(t, false, "start container on target node");
         ct->running = true;
         ct->started = now;
@@ -435,7 +420,7 @@ static void step_lock(struct sim *s, struct sim_task *t, struct sim_ct *ct, stru
 
 void lxc_step_migrate(struct sim *s, struct sim_task *t, double now)
 {
-    struct sim_node *target = sim_node_find(s, marg(t, "target"));
+    struct sim_node *target = sim_node_find(s, sim_task_arg(t, "target"));
     struct sim_ct *ct = sim_ct_find(s, t->node, t->vmid);
     switch (t->phase) {
     case L_FORK:

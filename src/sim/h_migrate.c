@@ -403,24 +403,9 @@ static void abort_migration(struct sim *s, struct sim_task *t, bool cleanup, con
     sim_task_finish(s, t, "migration aborted");
 }
 
-static const char *targ(struct sim_task *t, const char *k)
-{
-    return json_string_value(json_object_get(t->args, k));
-}
-
-static bool targ_true(struct sim_task *t, const char *k)
-{
-    json_t *v = json_object_get(t->args, k);
-    if (json_is_boolean(v))
-        return json_is_true(v);
-    if (json_is_integer(v))
-        return json_integer_value(v) != 0;
-    return json_is_string(v) && strcmp(json_string_value(v), "1") == 0;
-}
-
 static json_t *task_map(struct sim_task *t)
 {
-    const char *ts = targ(t, "targetstorage");
+    const char *ts = sim_task_arg(t, "targetstorage");
     char *err = NULL;
     json_t *m = ts ? sim_parse_idmap(ts, &err) : NULL;
     free(err);
@@ -435,13 +420,13 @@ static bool prepare(struct sim *s, struct sim_task *t, struct sim_vm *vm, struct
     char *err = NULL;
     if (lk)
         err = xasprintf("VM is locked (%s)", lk);
-    else if (running && !targ_true(t, "online"))
+    else if (running && !sim_task_arg_true(t, "online"))
         err = xstrdup("can't migrate running VM without --online");
     if (!err) {
         json_t *res = json_array();
         local_resources(vm, res);
         if (json_array_size(res)) {
-            if (running || !targ_true(t, "force")) {
+            if (running || !sim_task_arg_true(t, "force")) {
                 struct buf b = BUF_INIT(BUF_UNLIMITED);
                 size_t i;
                 json_t *r;
@@ -562,7 +547,7 @@ static void scan_volume(struct scan *sc, const char *k, const char *d)
     }
     if (!why && base_in_use(sc->s, sc->vm, d))
         why = "referenced by linked clone(s)";
-    if (!why && sc->running && !cloudinit && !targ_true(t, "with-local-disks"))
+    if (!why && sc->running && !cloudinit && !sim_task_arg_true(t, "with-local-disks"))
         why = "can't live migrate attached local disks without with-local-disks option";
     if (why) {
         sim_mig_log(t, false, "can't migrate local disk '%.*s': %s", vl, d, why);
@@ -722,19 +707,20 @@ void sim_ha_migrate(struct sim *s, struct sim_vm *vm, const char *target, double
 
 void vmops_step_migrate(struct sim *s, struct sim_task *t, double now)
 {
-    struct sim_node *target = sim_node_find(s, targ(t, "target"));
+    struct sim_node *target = sim_node_find(s, sim_task_arg(t, "target"));
     struct sim_vm *vm = mig_vm(s, t);
     if (t->kind == TK_HAMIGRATE) {
         if (now - t->t0 < 0.3)
             return;
         /* the worker runs `ha-manager migrate vm:N TARGET` (no log line of its own) */
-        sim_task_log(t, "Requesting HA migration for VM %d to node %s", t->vmid, targ(t, "target"));
+        sim_task_log(t, "Requesting HA migration for VM %d to node %s", t->vmid,
+                     sim_task_arg(t, "target"));
         if (vm && !t->fault_exit && vm->ha && strcmp(vm->ha_state, "error") == 0) {
             /* API2::HA::Resources::check_service_state refuses it */
             sim_task_log(t, "service 'vm:%d' in error state, must be disabled and fixed first",
                          vm->vmid);
             char *m = xasprintf("command 'ha-manager migrate vm:%d %s' failed: exit code 255",
-                                vm->vmid, targ(t, "target"));
+                                vm->vmid, sim_task_arg(t, "target"));
             sim_task_finish(s, t, m);
             free(m);
             return;

@@ -569,6 +569,12 @@ void sim_flock_release(struct sim *s, struct sim_vm *vm, bool exclusive);
 struct sim_task *sim_task_new(struct sim *s, struct sim_node *n, const char *type, const char *id,
                               const char *user, enum task_kind kind);
 void sim_task_log(struct sim_task *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* A worker's argument as its handler kept it (t->args, the call's
+ * parameters): the string, or NULL when absent or not a string. */
+const char *sim_task_arg(const struct sim_task *t, const char *k);
+/* A boolean argument read as PVE's API takes it (true, a nonzero integer or
+ * "1", as call_bool); false when absent. */
+bool sim_task_arg_true(const struct sim_task *t, const char *k);
 /* Is the VM HA-managed as PVE's API sees it (PVE::HA::Config::vm_is_ha_managed:
  * a resource in state "ignored" is not)? */
 bool sim_vm_ha_managed(const struct sim_vm *vm);

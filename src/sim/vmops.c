@@ -219,21 +219,6 @@ static const char *lock_of(struct vmops_guest g)
     return json_string_value(json_object_get(*vmops_guest_conf(g), "lock"));
 }
 
-static const char *arg_str(struct sim_task *t, const char *k)
-{
-    return json_string_value(json_object_get(t->args, k));
-}
-
-static bool arg_true(struct sim_task *t, const char *k)
-{
-    json_t *v = json_object_get(t->args, k);
-    if (json_is_boolean(v))
-        return json_is_true(v);
-    if (json_is_integer(v))
-        return json_integer_value(v) != 0;
-    return json_is_string(v) && strcmp(json_string_value(v), "1") == 0;
-}
-
 static bool is_template(struct vmops_guest g)
 {
     json_t *v = json_object_get(*vmops_guest_conf(g), "template");
@@ -504,7 +489,7 @@ static void drop_bogus_parents(struct sim_task *t, json_t *snaps, const char *na
 
 static void snapshot_prepare(struct sim *s, struct sim_task *t, struct vmops_guest g, double now)
 {
-    const char *name = arg_str(t, "snapname");
+    const char *name = sim_task_arg(t, "snapname");
     json_t *conf = *vmops_guest_conf(g), **snaps = vmops_guest_snaps(g);
     struct sim_node *node = guest_node(g);
     if (is_template(g)) {
@@ -540,11 +525,11 @@ static void snapshot_prepare(struct sim *s, struct sim_task *t, struct vmops_gue
     }
     json_object_set_new(snap, "snapstate", json_string("prepare"));
     json_object_set_new(snap, "snaptime", json_integer(wall_s()));
-    const char *desc = arg_str(t, "description");
+    const char *desc = sim_task_arg(t, "description");
     if (desc && *desc)
         json_object_set_new(snap, "description", json_string(desc));
     double ram = 0;
-    if (g.vm && guest_running(g) && arg_true(t, "vmstate"))
+    if (g.vm && guest_running(g) && sim_task_arg_true(t, "vmstate"))
         ram = save_vmstate(t, g.vm, snap, name);
     json_object_set_new(*snaps, name, snap);
     struct snaplog l = {t, node, name, "create", g.ct != NULL};
@@ -562,7 +547,7 @@ static void snapshot_prepare(struct sim *s, struct sim_task *t, struct vmops_gue
 static void snapshot_commit(struct sim *s, struct sim_task *t, struct vmops_guest g, double now)
 {
     (void)now;
-    const char *name = arg_str(t, "snapname");
+    const char *name = sim_task_arg(t, "snapname");
     json_t *conf = *vmops_guest_conf(g), *snap = vmops_guest_snap(g, name);
     if (t->fault_exit) {
         sim_task_log(t, "snapshot create failed: starting cleanup");
@@ -597,7 +582,7 @@ static void snapshot_commit(struct sim *s, struct sim_task *t, struct vmops_gues
 
 static void delete_prepare(struct sim *s, struct sim_task *t, struct vmops_guest g, double now)
 {
-    const char *name = arg_str(t, "snapname");
+    const char *name = sim_task_arg(t, "snapname");
     json_t *conf = *vmops_guest_conf(g), *snap = vmops_guest_snap(g, name);
     char msg[128];
     if (!snap) {
@@ -638,7 +623,7 @@ static void unlink_parent(json_t *conf, const char *name, json_t *new_parent)
 static void delete_commit(struct sim *s, struct sim_task *t, struct vmops_guest g, double now)
 {
     (void)now;
-    const char *name = arg_str(t, "snapname");
+    const char *name = sim_task_arg(t, "snapname");
     json_t *conf = *vmops_guest_conf(g), *snaps = *vmops_guest_snaps(g);
     json_t *snap = vmops_guest_snap(g, name);
     if (t->fault_exit) {
@@ -690,7 +675,7 @@ static void rollback_stop(struct vmops_guest g)
 
 static void rollback_prepare(struct sim *s, struct sim_task *t, struct vmops_guest g, double now)
 {
-    const char *name = arg_str(t, "snapname");
+    const char *name = sim_task_arg(t, "snapname");
     json_t *snap = vmops_guest_snap(g, name);
     char msg[160];
     if (is_template(g)) {
@@ -796,7 +781,7 @@ static json_t *rollback_conf(struct vmops_guest g, json_t *snap, const char *nam
 
 static void rollback_commit(struct sim *s, struct sim_task *t, struct vmops_guest g, double now)
 {
-    const char *name = arg_str(t, "snapname");
+    const char *name = sim_task_arg(t, "snapname");
     json_t *snap = vmops_guest_snap(g, name);
     const char *lk = lock_of(g);
     if (!lk || strcmp(lk, "rollback") != 0) {
@@ -818,13 +803,13 @@ static void rollback_commit(struct sim *s, struct sim_task *t, struct vmops_gues
     *cur = conf;
     json_object_clear(g.vm ? g.vm->pending : g.ct->pending);
     json_array_clear(g.vm ? g.vm->pending_delete : g.ct->pending_delete);
-    if (g.vm && (json_object_get(snap, "vmstate") || arg_true(t, "start"))) {
+    if (g.vm && (json_object_get(snap, "vmstate") || sim_task_arg_true(t, "start"))) {
         g.vm->power = VM_RUNNING; /* from the saved RAM state, or started as asked */
         g.vm->started = now;
     }
     sim_task_finish(s, t, "OK");
     /* pve-container's rollback calls the start API: a vzstart task of its own */
-    if (g.ct && arg_true(t, "start"))
+    if (g.ct && sim_task_arg_true(t, "start"))
         lxc_start_task(s, g.ct->node, g.ct->vmid, t->user, now);
 }
 
@@ -913,7 +898,7 @@ static void template_step(struct sim *s, struct sim_task *t, struct vmops_guest 
 {
     json_t *conf = *vmops_guest_conf(g);
     if (t->phase == P_PREP) {
-        char *why = vmops_template_refusal(g, arg_str(t, "disk"));
+        char *why = vmops_template_refusal(g, sim_task_arg(t, "disk"));
         if (why) {
             sim_task_finish(s, t, why);
             free(why);
@@ -930,7 +915,7 @@ static void template_step(struct sim *s, struct sim_task *t, struct vmops_guest 
     }
     if (g.ct && ct_template_refused(s, t, g.ct))
         return;
-    const char *disk = arg_str(t, "disk");
+    const char *disk = sim_task_arg(t, "disk");
     const char *k;
     json_t *v;
     void *tmp;
