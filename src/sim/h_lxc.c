@@ -17,8 +17,7 @@
 
 #define CONFIG_LOCK_TIMEOUT 10.0 /* lock_config */
 
-/* PVE::LXC::Config->load_config on the answering node. */
-static struct sim_ct *load_ct(struct sim_call *c)
+struct sim_ct *lxc_load_ct(struct sim_call *c)
 {
     int vmid = (int)call_int(c, "vmid", 0);
     struct sim_ct *ct = sim_ct_find(c->s, c->node, vmid);
@@ -28,8 +27,7 @@ static struct sim_ct *load_ct(struct sim_call *c)
     return ct;
 }
 
-/* A new task for the container, its UPID as the call's result. */
-static struct sim_task *ct_task(struct sim_call *c, int vmid, const char *type, enum task_kind kind)
+struct sim_task *lxc_call_task(struct sim_call *c, int vmid, const char *type, enum task_kind kind)
 {
     char id[16];
     snprintf(id, sizeof id, "%d", vmid);
@@ -52,7 +50,7 @@ static void h_list(struct sim_call *c)
 
 static void h_current(struct sim_call *c)
 {
-    struct sim_ct *ct = load_ct(c);
+    struct sim_ct *ct = lxc_load_ct(c);
     if (!ct)
         return;
     c->data = sim_ct_list_entry(c->s, ct);
@@ -71,7 +69,7 @@ static void h_config(struct sim_call *c)
         json_object_set_new(c->errors, "current", json_string(why));
         return;
     }
-    struct sim_ct *ct = load_ct(c);
+    struct sim_ct *ct = lxc_load_ct(c);
     if (!ct)
         return;
     char *dg = sim_ct_digest(ct);
@@ -100,7 +98,7 @@ static void h_config(struct sim_call *c)
 /* GET pending (vm_pending), as for VMs. */
 static void h_pending(struct sim_call *c)
 {
-    struct sim_ct *ct = load_ct(c);
+    struct sim_ct *ct = lxc_load_ct(c);
     if (!ct)
         return;
     char *dg = sim_ct_digest(ct);
@@ -400,7 +398,7 @@ static void h_create(struct sim_call *c)
      * worker writes the real one */
     struct sim_ct *ct = sim_ct_new(s, c->node, vmid);
     json_object_set_new(ct->conf, "lock", json_string("create"));
-    struct sim_task *t = ct_task(c, vmid, "vzcreate", TK_VZCREATE);
+    struct sim_task *t = lxc_call_task(c, vmid, "vzcreate", TK_VZCREATE);
     json_object_set_new(t->args, "_conf", conf);
     json_object_set_new(t->args, "_mps", mps);
     json_object_set_new(t->args, "_storage", json_string(storage));
@@ -432,7 +430,7 @@ static void h_start(struct sim_call *c)
         call_fail(c, 500, "CT %d already running", vmid);
         return;
     }
-    ct_task(c, vmid, "vzstart", TK_VZSTART);
+    lxc_call_task(c, vmid, "vzstart", TK_VZSTART);
 }
 
 static void h_stop(struct sim_call *c)
@@ -444,7 +442,7 @@ static void h_stop(struct sim_call *c)
         call_fail(c, 500, "CT %d not running", vmid);
         return;
     }
-    ct_task(c, vmid, "vzstop", TK_VZSTOP);
+    lxc_call_task(c, vmid, "vzstop", TK_VZSTOP);
 }
 
 static void h_shutdown(struct sim_call *c)
@@ -454,7 +452,7 @@ static void h_shutdown(struct sim_call *c)
         call_fail(c, 500, "CT %d not running", vmid);
         return;
     }
-    ct_task(c, vmid, "vzshutdown", TK_VZSHUTDOWN);
+    lxc_call_task(c, vmid, "vzshutdown", TK_VZSHUTDOWN);
 }
 
 static void h_reboot(struct sim_call *c)
@@ -464,7 +462,7 @@ static void h_reboot(struct sim_call *c)
         call_fail(c, 500, "VM %d not running", vmid);
         return;
     }
-    ct_task(c, vmid, "vzreboot", TK_VZREBOOT);
+    lxc_call_task(c, vmid, "vzreboot", TK_VZREBOOT);
 }
 
 /* suspend and resume ("experimental" in PVE): lxc-checkpoint in a worker. */
@@ -475,7 +473,7 @@ static void h_suspend(struct sim_call *c)
         call_fail(c, 500, "CT %d not running", vmid);
         return;
     }
-    ct_task(c, vmid, "vzsuspend", TK_VZSUSPEND);
+    lxc_call_task(c, vmid, "vzsuspend", TK_VZSUSPEND);
 }
 
 static void h_resume(struct sim_call *c)
@@ -485,14 +483,14 @@ static void h_resume(struct sim_call *c)
         call_fail(c, 500, "CT %d already running", vmid);
         return;
     }
-    ct_task(c, vmid, "vzresume", TK_VZRESUME);
+    lxc_call_task(c, vmid, "vzresume", TK_VZRESUME);
 }
 
 /* ---- destroy -------------------------------------------------------------- */
 
 static void h_destroy(struct sim_call *c)
 {
-    struct sim_ct *ct = load_ct(c);
+    struct sim_ct *ct = lxc_load_ct(c);
     if (!ct)
         return;
     if (json_integer_value(json_object_get(ct->conf, "protection"))) {
@@ -507,7 +505,7 @@ static void h_destroy(struct sim_call *c)
         call_fail(c, 500, "unable to destroy CT %d - container is running", ct->vmid);
         return;
     }
-    ct_task(c, ct->vmid, "vzdestroy", TK_VZDESTROY);
+    lxc_call_task(c, ct->vmid, "vzdestroy", TK_VZDESTROY);
 }
 
 /* ---- config --------------------------------------------------------------- */
@@ -659,7 +657,7 @@ static void h_config_put(struct sim_call *c)
         call_fail(c, 500, "no options specified");
         return;
     }
-    struct sim_ct *ct = load_ct(c);
+    struct sim_ct *ct = lxc_load_ct(c);
     if (!ct)
         return;
     if (!(ct = sim_ct_flock_wait(c->s, ct, CONFIG_LOCK_TIMEOUT))) {

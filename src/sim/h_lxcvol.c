@@ -81,32 +81,9 @@ static char *resize_check(struct sim *s, struct sim_ct *ct, json_t *args, int64_
     return NULL;
 }
 
-static struct sim_ct *load_ct(struct sim_call *c)
-{
-    int vmid = (int)call_int(c, "vmid", 0);
-    struct sim_ct *ct = sim_ct_find(c->s, c->node, vmid);
-    if (!ct)
-        call_fail(c, 500, "Configuration file 'nodes/%s/lxc/%d.conf' does not exist", c->node->name,
-                  vmid);
-    return ct;
-}
-
-static struct sim_task *ct_task(struct sim_call *c, int vmid, const char *type, enum task_kind kind)
-{
-    char id[16];
-    snprintf(id, sizeof id, "%d", vmid);
-    struct sim_task *t = sim_task_new(c->s, c->node, type, id, call_owner(c), kind);
-    t->vmid = vmid;
-    t->args = json_deep_copy(c->params);
-    if (c->task_fault_exit)
-        t->fault_exit = xstrdup(c->task_fault_exit);
-    c->data = json_string(t->upid);
-    return t;
-}
-
 static void h_resize(struct sim_call *c)
 {
-    struct sim_ct *ct = load_ct(c);
+    struct sim_ct *ct = lxc_load_ct(c);
     if (!ct)
         return;
     int64_t newsize;
@@ -121,7 +98,7 @@ static void h_resize(struct sim_call *c)
         free(why);
         return;
     }
-    ct_task(c, ct->vmid, "resize", TK_VZRESIZE);
+    lxc_call_task(c, ct->vmid, "resize", TK_VZRESIZE);
 }
 
 /* lvresize's lines for a volume on LVM ("pve" as on a default install). */
@@ -433,7 +410,7 @@ static void h_clone(struct sim_call *c)
     json_object_clear(dst->conf);
     json_object_update(dst->conf, p.conf);
     json_decref(p.conf);
-    struct sim_task *t = ct_task(c, src->vmid, "vzclone", TK_VZCLONE);
+    struct sim_task *t = lxc_call_task(c, src->vmid, "vzclone", TK_VZCLONE);
     t->newid = newid;
     json_object_set_new(t->args, "_mps", p.mps);
     json_object_set_new(t->args, "_full", json_boolean(p.full));

@@ -542,6 +542,15 @@ void lxc_task_finish(struct sim *s, struct sim_task *t, const char *status);
 /* A mount point's options after its volume (opts: ",k=v,..." or ""), as
  * print_ct_mountpoint writes them: keys sorted, size= this one. Caller frees. */
 char *lxc_mp_options(const char *opts, const char *size);
+/* h_lxc.c, for every container endpoint (h_lxc.c, h_lxcvol.c): the
+ * {vmid} parameter's container on the answering node
+ * (PVE::LXC::Config->load_config), or NULL with the call failed in PVE's
+ * text (500 "Configuration file ... does not exist"). */
+struct sim_ct *lxc_load_ct(struct sim_call *c);
+/* A new task of `kind` for container `vmid` on the answering node, the
+ * call's parameters as its arguments, the call's fault exit passed on, and
+ * its UPID as the call's result. */
+struct sim_task *lxc_call_task(struct sim_call *c, int vmid, const char *type, enum task_kind kind);
 /* h_lxcvol.c: the resize worker. */
 void lxc_step_resize(struct sim *s, struct sim_task *t, double now);
 /* ... the vzclone worker, and its end on SIGTERM. */
