@@ -544,6 +544,28 @@ static void snapshot_prepare(struct sim *s, struct sim_task *t, struct vmops_gue
     each_disk(g.ct, conf, log_disk, &l);
 }
 
+/* The commit half of a snapshot, delete or rollback. PVE lets the config's
+ * flock go while the disks work and reads the config again here, so it
+ * checks again that the config holds the lock its prepare half set (`wrong`
+ * is PVE's text for each) and that the snapshot is still there. False with
+ * the task finished when not. */
+static bool commit_check(struct sim *s, struct sim_task *t, struct vmops_guest g, const char *lock,
+                         const char *wrong, const char *name, const json_t *snap)
+{
+    const char *lk = lock_of(g);
+    if (!lk || strcmp(lk, lock) != 0) {
+        sim_task_finish(s, t, wrong);
+        return false;
+    }
+    if (!snap) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "snapshot '%s' does not exist", name);
+        sim_task_finish(s, t, msg);
+        return false;
+    }
+    return true;
+}
+
 static void snapshot_commit(struct sim *s, struct sim_task *t, struct vmops_guest g, double now)
 {
     (void)now;
@@ -561,17 +583,8 @@ static void snapshot_commit(struct sim *s, struct sim_task *t, struct vmops_gues
         sim_task_finish(s, t, t->fault_exit);
         return;
     }
-    const char *lk = lock_of(g);
-    if (!lk || strcmp(lk, "snapshot") != 0) {
-        sim_task_finish(s, t, "missing snapshot lock");
+    if (!commit_check(s, t, g, "snapshot", "missing snapshot lock", name, snap))
         return;
-    }
-    if (!snap) {
-        char msg[128];
-        snprintf(msg, sizeof msg, "snapshot '%s' does not exist", name);
-        sim_task_finish(s, t, msg);
-        return;
-    }
     json_object_del(snap, "snapstate");
     json_object_del(conf, "lock");
     json_object_set_new(conf, "parent", json_string(name));
@@ -633,17 +646,9 @@ static void delete_commit(struct sim *s, struct sim_task *t, struct vmops_guest 
         sim_task_finish(s, t, t->fault_exit);
         return;
     }
-    const char *lk = lock_of(g);
-    if (!lk || strcmp(lk, "snapshot-delete") != 0) {
-        sim_task_finish(s, t, "encountered invalid lock, expected 'snapshot-delete'");
+    if (!commit_check(s, t, g, "snapshot-delete",
+                      "encountered invalid lock, expected 'snapshot-delete'", name, snap))
         return;
-    }
-    if (!snap) {
-        char msg[128];
-        snprintf(msg, sizeof msg, "snapshot '%s' does not exist", name);
-        sim_task_finish(s, t, msg);
-        return;
-    }
     json_t *np = json_incref(json_object_get(snap, "parent"));
     unlink_parent(conf, name, np);
     const char *k;
@@ -783,17 +788,8 @@ static void rollback_commit(struct sim *s, struct sim_task *t, struct vmops_gues
 {
     const char *name = sim_task_arg(t, "snapname");
     json_t *snap = vmops_guest_snap(g, name);
-    const char *lk = lock_of(g);
-    if (!lk || strcmp(lk, "rollback") != 0) {
-        sim_task_finish(s, t, "got wrong lock");
+    if (!commit_check(s, t, g, "rollback", "got wrong lock", name, snap))
         return;
-    }
-    if (!snap) {
-        char msg[128];
-        snprintf(msg, sizeof msg, "snapshot '%s' does not exist", name);
-        sim_task_finish(s, t, msg);
-        return;
-    }
     if (t->fault_exit) { /* the lock stays, as after a failed rollback in PVE */
         sim_task_finish(s, t, t->fault_exit);
         return;
