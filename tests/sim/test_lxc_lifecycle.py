@@ -7,37 +7,14 @@ import json
 import os
 import tempfile
 
-import proxmoxer
-
 from lib.cases import case, finish
-from lib.env import PASSWORD
-from lib.pxm import expect_error
+from lib.pxm import client, expect_error, task_ok, wait_task
 from lib.sim import Sim, expect400
 from lib.wait import wait_for
 
 TEMPLATE = "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst"
 ED25519 = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKLvUisgGmPEnolX7BDaNtI/eDjLlJHK3zFxaGxyZU/q "
            "me@host")
-
-
-def client(s):
-    return proxmoxer.ProxmoxAPI(host="127.0.0.1", port=s.entry, user="root@pam",
-                                password=PASSWORD, verify_ssl=False)
-
-
-def wait_task(px, upid, deadline=20.0):
-    node = upid.split(":")[1]
-
-    def done():
-        st = px.nodes(node).tasks(upid).status.get()
-        return st if st["status"] == "stopped" else None
-    return wait_for(done, deadline, interval=0.02, what="task " + upid)
-
-
-def task_ok(px, upid):
-    st = wait_task(px, upid)
-    assert st["exitstatus"] == "OK", (st, px.nodes(st["node"]).tasks(upid).log.get())
-    return st
 
 
 def resource(px, vmid):

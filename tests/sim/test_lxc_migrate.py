@@ -3,29 +3,11 @@
 offline, and restart mode for a running container (no live migration of
 containers in PVE), local volumes copied and renamed by `target-storage`,
 and PVE's words for what stops it."""
-import proxmoxer
-
 from lib.cases import case, finish
-from lib.env import PASSWORD
-from lib.pxm import expect_error
+from lib.pxm import client, expect_error, wait_task
 from lib.sim import Sim, expect400
-from lib.wait import wait_for
 
 TEMPLATE = "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst"
-
-
-def client(s):
-    return proxmoxer.ProxmoxAPI(host="127.0.0.1", port=s.entry, user="root@pam",
-                                password=PASSWORD, verify_ssl=False)
-
-
-def wait_task(px, upid, deadline=20.0):
-    node = upid.split(":")[1]
-
-    def done():
-        st = px.nodes(node).tasks(upid).status.get()
-        return st if st["status"] == "stopped" else None
-    return wait_for(done, deadline, interval=0.02, what="task " + upid)
 
 
 def log(px, upid):

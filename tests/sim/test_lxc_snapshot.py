@@ -7,11 +7,8 @@ where a volume's storage cannot snapshot; vztemplate (base- volumes, the
 answer null)."""
 import time
 
-import proxmoxer
-
 from lib.cases import case, finish
-from lib.env import PASSWORD
-from lib.pxm import expect_error
+from lib.pxm import client, expect_error, task_ok, wait_task
 from lib.sim import Sim, expect400
 from lib.wait import wait_for
 
@@ -22,26 +19,6 @@ FLEET = {"nodes": [{"name": "sv1", "storages": [
     {"id": "local", "type": "dir", "content": "iso,vztmpl,backup,rootdir", "total_gb": 100},
     {"id": "local-lvm", "type": "lvmthin", "content": "images,rootdir", "total_gb": 1024},
     {"id": "thick", "type": "lvm", "content": "images,rootdir", "total_gb": 500}]}]}
-
-
-def client(s):
-    return proxmoxer.ProxmoxAPI(host="127.0.0.1", port=s.entry, user="root@pam",
-                                password=PASSWORD, verify_ssl=False)
-
-
-def wait_task(px, upid, deadline=20.0):
-    node = upid.split(":")[1]
-
-    def done():
-        st = px.nodes(node).tasks(upid).status.get()
-        return st if st["status"] == "stopped" else None
-    return wait_for(done, deadline, interval=0.02, what="task " + upid)
-
-
-def task_ok(px, upid):
-    st = wait_task(px, upid)
-    assert st["exitstatus"] == "OK", (st, px.nodes(st["node"]).tasks(upid).log.get())
-    return st
 
 
 def task_fails(px, upid, why):
