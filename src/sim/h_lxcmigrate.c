@@ -84,13 +84,9 @@ static void h_migrate(struct sim_call *c)
         call_fail(c, 500, "no such cluster node '%s'", tname);
         return;
     }
-    int vmid = (int)call_int(c, "vmid", 0);
-    struct sim_ct *ct = sim_ct_find(s, c->node, vmid);
-    if (!ct) {
-        call_fail(c, 500, "Configuration file 'nodes/%s/lxc/%d.conf' does not exist", c->node->name,
-                  vmid);
+    struct sim_ct *ct = lxc_load_ct(c);
+    if (!ct)
         return;
-    }
     if (ct->running && !call_bool(c, "online", false) && !call_bool(c, "restart", false)) {
         call_fail(c, 500, "can't migrate running container without --online or --restart");
         return;
@@ -112,14 +108,7 @@ static void h_migrate(struct sim_call *c)
             return;
         }
     }
-    char id[16];
-    snprintf(id, sizeof id, "%d", vmid);
-    struct sim_task *t = sim_task_new(s, c->node, "vzmigrate", id, call_owner(c), TK_VZMIGRATE);
-    t->vmid = vmid;
-    t->args = json_deep_copy(c->params);
-    if (c->task_fault_exit)
-        t->fault_exit = xstrdup(c->task_fault_exit);
-    c->data = json_string(t->upid);
+    lxc_call_task(c, ct->vmid, "vzmigrate", TK_VZMIGRATE);
 }
 
 const struct sim_route sim_routes_lxcmigrate[] = {

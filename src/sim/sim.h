@@ -542,8 +542,8 @@ void lxc_task_finish(struct sim *s, struct sim_task *t, const char *status);
 /* A mount point's options after its volume (opts: ",k=v,..." or ""), as
  * print_ct_mountpoint writes them: keys sorted, size= this one. Caller frees. */
 char *lxc_mp_options(const char *opts, const char *size);
-/* h_lxc.c, for every container endpoint (h_lxc.c, h_lxcvol.c): the
- * {vmid} parameter's container on the answering node
+/* h_lxc.c, for every container endpoint (h_lxc.c, h_lxcvol.c,
+ * h_lxcmigrate.c): the {vmid} parameter's container on the answering node
  * (PVE::LXC::Config->load_config), or NULL with the call failed in PVE's
  * text (500 "Configuration file ... does not exist"). */
 struct sim_ct *lxc_load_ct(struct sim_call *c);
