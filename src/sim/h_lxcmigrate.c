@@ -74,16 +74,9 @@ static char *map_storages_refused(struct sim *s, json_t *map, struct sim_node *t
 static void h_migrate(struct sim_call *c)
 {
     struct sim *s = c->s;
-    const char *tname = call_str(c, "target");
-    if (strcmp(tname, c->node->name) == 0) {
-        call_param_fail(c, "target", "target is local node.");
+    struct sim_node *target = sim_mig_target(c);
+    if (!target)
         return;
-    }
-    struct sim_node *target = s->o.standalone ? NULL : sim_node_find(s, tname);
-    if (!target) { /* check_node_exists */
-        call_fail(c, 500, "no such cluster node '%s'", tname);
-        return;
-    }
     struct sim_ct *ct = lxc_load_ct(c);
     if (!ct)
         return;

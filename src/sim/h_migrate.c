@@ -314,19 +314,24 @@ static bool storage_checks(struct sim_call *c, struct sim_vm *vm, struct sim_nod
     return true;
 }
 
-static void h_migrate(struct sim_call *c)
+struct sim_node *sim_mig_target(struct sim_call *c)
 {
-    struct sim *s = c->s;
     const char *tname = call_str(c, "target");
     if (strcmp(tname, c->node->name) == 0) {
         call_param_fail(c, "target", "target is local node.");
-        return;
+        return NULL;
     }
-    struct sim_node *target = s->o.standalone ? NULL : sim_node_find(s, tname);
-    if (!target) {
+    struct sim_node *target = c->s->o.standalone ? NULL : sim_node_find(c->s, tname);
+    if (!target) /* PVE::Cluster::check_node_exists */
         call_fail(c, 500, "no such cluster node '%s'", tname);
+    return target;
+}
+
+static void h_migrate(struct sim_call *c)
+{
+    struct sim_node *target = sim_mig_target(c);
+    if (!target)
         return;
-    }
     if (!root_only(c))
         return;
     struct sim_vm *vm = vmops_load(c);

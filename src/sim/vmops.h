@@ -31,6 +31,11 @@ void sim_mig_log(struct sim_task *t, bool error, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 json_t *sim_parse_idmap(const char *spec, char **err);
 const char *sim_map_id(json_t *map, const char *sid);
+/* The migration's `target` parameter as qemu-server's and pve-container's
+ * migrate_vm both check it: not the answering node (400), a node of the
+ * cluster (500 "no such cluster node"; none when standalone). NULL with the
+ * call failed. */
+struct sim_node *sim_mig_target(struct sim_call *c);
 
 /* The qmmove step of a disk reassignment (h_movedisk.c). */
 void vmops_step_movedisk(struct sim *s, struct sim_task *t, double now);
