@@ -32,18 +32,6 @@ static struct sim_storage *storage_of(struct sim_node *n, const char *vol)
     return st;
 }
 
-/* storage_check_enabled(sid, node): PVE's text, or NULL (caller frees). */
-static char *storage_unavailable(struct sim *s, const char *sid, struct sim_node *n)
-{
-    for (int i = 0; i < s->nnodes; i++)
-        if (sim_storage_find(&s->nodes[i], sid))
-            return sim_storage_find(n, sid) ? NULL
-                                            : xasprintf("storage '%s' is not available on node "
-                                                        "'%s'",
-                                                        sid, n->name);
-    return xasprintf("storage '%s' does not exist", sid);
-}
-
 /* ---- the request ------------------------------------------------------------ */
 
 /* $check_storage_access_migrate for the map's target storages. */
@@ -62,7 +50,7 @@ static char *map_storages_refused(struct sim *s, json_t *map, struct sim_node *t
         const char *sid = json_string_value(v);
         if (err || !sid)
             continue;
-        err = storage_unavailable(s, sid, target);
+        err = sim_mig_storage_unavailable(s, sid, target);
         struct sim_storage *st = err ? NULL : sim_storage_find(target, sid);
         if (st && !strstr(st->content, "rootdir"))
             err = xasprintf("storage '%s' does not support CT rootdirs", sid);
@@ -163,12 +151,12 @@ static char *prepare_mountpoints(struct sim *s, struct sim_task *t, struct sim_c
         char *sid = sim_disk_storage(vol);
         struct sim_storage *st = sid ? sim_storage_find(ct->node, sid) : NULL;
         if (!st)
-            err = storage_unavailable(s, sid ? sid : "", ct->node);
+            err = sim_mig_storage_unavailable(s, sid ? sid : "", ct->node);
         else if (!strstr(st->content, "rootdir"))
             err = xasprintf("content type 'rootdir' is not available on storage '%s'", sid);
         const char *tsid = st && st->shared ? sid : sim_map_id(map, sid);
         if (!err)
-            err = storage_unavailable(s, tsid, target);
+            err = sim_mig_storage_unavailable(s, tsid, target);
         struct sim_storage *tst = err ? NULL : sim_storage_find(target, tsid);
         if (tst && !strstr(tst->content, "rootdir"))
             err = xasprintf("%.*s: content type 'rootdir' is not available on storage '%s'",

@@ -117,8 +117,7 @@ static struct sim_storage *storage_anywhere(struct sim *s, const char *sid)
     return NULL;
 }
 
-/* storage_check_enabled(sid, node): PVE's text, or NULL. */
-static char *storage_unavailable(struct sim *s, const char *sid, struct sim_node *n)
+char *sim_mig_storage_unavailable(struct sim *s, const char *sid, struct sim_node *n)
 {
     if (!storage_anywhere(s, sid))
         return xasprintf("storage '%s' does not exist", sid);
@@ -148,9 +147,9 @@ static char *check_storage_availability(struct sim *s, struct sim_vm *vm, struct
         char *sid = sim_disk_storage(d);
         if (!sid)
             continue;
-        char *err = storage_unavailable(s, sid, NULL);
+        char *err = sim_mig_storage_unavailable(s, sid, NULL);
         if (!err)
-            err = storage_unavailable(s, sid, target);
+            err = sim_mig_storage_unavailable(s, sid, target);
         struct sim_storage *st = storage_anywhere(s, sid);
         if (!err && st && !strstr(st->content, "images"))
             err = xasprintf("%.*s: content type 'images' is not available on storage '%s'",
@@ -165,7 +164,7 @@ static char *check_storage_availability(struct sim *s, struct sim_vm *vm, struct
 /* check_storage_access_migrate for one target storage. */
 static char *check_target_storage(struct sim *s, const char *sid, struct sim_node *target)
 {
-    char *err = storage_unavailable(s, sid, target);
+    char *err = sim_mig_storage_unavailable(s, sid, target);
     if (err)
         return err;
     if (!strstr(sim_storage_find(target, sid)->content, "images"))
@@ -455,7 +454,7 @@ static bool prepare(struct sim *s, struct sim_task *t, struct sim_vm *vm, struct
         if (!sid)
             continue;
         const char *tsid = storage_shared(vm->node, d) ? sid : sim_map_id(map, sid);
-        err = storage_unavailable(s, tsid, target);
+        err = sim_mig_storage_unavailable(s, tsid, target);
         struct sim_storage *st = err ? NULL : sim_storage_find(target, tsid);
         if (st && !strstr(st->content, "images"))
             err = xasprintf("%.*s: content type 'images' is not available on storage '%s'",

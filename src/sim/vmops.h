@@ -36,6 +36,10 @@ const char *sim_map_id(json_t *map, const char *sid);
  * cluster (500 "no such cluster node"; none when standalone). NULL with the
  * call failed. */
 struct sim_node *sim_mig_target(struct sim_call *c);
+/* storage_check_enabled(sid, node), for a storage a migration reads or
+ * writes: PVE's text when sid is on no node ("does not exist") or not on
+ * `n` (a NULL n: any node will do), else NULL. Caller frees. */
+char *sim_mig_storage_unavailable(struct sim *s, const char *sid, struct sim_node *n);
 
 /* The qmmove step of a disk reassignment (h_movedisk.c). */
 void vmops_step_movedisk(struct sim *s, struct sim_task *t, double now);
