@@ -237,9 +237,7 @@ static bool mp_key(const char *k)
            (str_starts(k, "mp") && k[2] && strspn(k + 2, "0123456789") == strlen(k + 2));
 }
 
-/* PVE::Cluster::check_vmid_unused: the VMID space is the cluster's (a
- * standalone host's own). */
-static bool vmid_unused(struct sim_call *c, int vmid)
+bool lxc_vmid_unused(struct sim_call *c, int vmid)
 {
     struct sim_node *space = c->s->o.standalone ? c->node : NULL;
     struct sim_vm *vm = sim_vm_find(c->s, space, vmid);
@@ -371,7 +369,7 @@ static void h_create(struct sim_call *c)
         call_fail(c, 501, "pvesim does not simulate restoring a container from a backup");
         return;
     }
-    if (!vmid_unused(c, vmid) || !sshkeys_ok(c))
+    if (!lxc_vmid_unused(c, vmid) || !sshkeys_ok(c))
         return;
     const char *pool = call_str(c, "pool");
     if (pool && !sim_pool_exists(s, pool)) { /* check_pool_exist: a raise_perm_exc */

@@ -364,19 +364,6 @@ static struct sim_ct *lock_source(struct sim_call *c)
     return lk ? NULL : src;
 }
 
-/* create_and_lock_config($newid): the VMID free in its space. */
-static bool newid_free(struct sim_call *c, int newid)
-{
-    struct sim_node *space = c->s->o.standalone ? c->node : NULL;
-    struct sim_vm *vm = sim_vm_find(c->s, space, newid);
-    struct sim_ct *ct = vm ? NULL : sim_ct_find(c->s, space, newid);
-    if (!vm && !ct)
-        return true;
-    call_fail(c, 500, "%s %d already exists on node '%s'", vm ? "VM" : "CT", newid,
-              vm ? vm->node->name : ct->node->name);
-    return false;
-}
-
 static void h_clone(struct sim_call *c)
 {
     struct sim *s = c->s;
@@ -387,7 +374,7 @@ static void h_clone(struct sim_call *c)
     struct sim_ct *src = lock_source(c);
     if (!src)
         return;
-    if (!newid_free(c, newid)) {
+    if (!lxc_vmid_unused(c, newid)) { /* create_and_lock_config($newid) */
         json_object_del(src->conf, "lock");
         return;
     }

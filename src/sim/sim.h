@@ -551,6 +551,11 @@ struct sim_ct *lxc_load_ct(struct sim_call *c);
  * call's parameters as its arguments, the call's fault exit passed on, and
  * its UPID as the call's result. */
 struct sim_task *lxc_call_task(struct sim_call *c, int vmid, const char *type, enum task_kind kind);
+/* PVE::Cluster::check_vmid_unused for a new container (create, and clone's
+ * create_and_lock_config): the VMID space is the cluster's (a standalone
+ * host's own). False with the call failed in PVE's text when a VM or
+ * container has it. */
+bool lxc_vmid_unused(struct sim_call *c, int vmid);
 /* h_lxcvol.c: the resize worker. */
 void lxc_step_resize(struct sim *s, struct sim_task *t, double now);
 /* ... the vzclone worker, and its end on SIGTERM. */
