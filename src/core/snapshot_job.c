@@ -457,11 +457,26 @@ static void delete_steps(struct sctx *c)
 {
     const char *name = json_string_value(json_object_get(c->j->request, "name"));
     bool resumed = strcmp(c->j->step, "queued") != 0, force = false;
+    bool task_ok = false; /* this process's last delete task ended OK */
     struct pve_error e = {0}, last = {0};
     for (int t = 1;; t++) {
         struct snap_info *s = NULL;
         size_t n = 0;
         if (list(c, &s, &n, &e)) {
+            if (task_ok) {
+                /* PVE drops the snapshot's section from the config as the
+                 * task's last act (snapshot_delete): one that ended OK took
+                 * the snapshot away, and a read failing after it (a 401,
+                 * final) does not undo that. It ended failed: the randomized
+                 * fault test's seed 5172 (password, kills) found the snapshot
+                 * of a done creation gone, removed by a 'failed' deletion */
+                snap_cache_drop(c->k, c->v.vmid);
+                snap_end(c, true,
+                         "snapshot '%s' of VM %d deleted (its task ended OK; the list "
+                         "could not be read after it: %s)",
+                         name, c->v.vmid, e.message);
+                return;
+            }
             snap_end(c, false, "cannot read the snapshots of VM %d: %s", c->v.vmid, e.message);
             return;
         }
@@ -533,6 +548,7 @@ static void delete_steps(struct sctx *c)
             snap_end(c, false, "deleting snapshot '%s' refused: %s", name, e.message);
             return;
         }
+        task_ok = rc == 0;
         last = e;
     }
 }
