@@ -281,11 +281,25 @@ def a_postgresql_password_is_never_printed():
     assert url in text
     with open(conf, "w") as f:
         f.write(text)
-    for args in (["--config", conf], ["vms", "--config", conf], ["--check-config", conf]):
+    for args in (["vms", "--config", conf], ["--check-config", conf]):
         r = subprocess.run([PROXD] + args, capture_output=True, text=True, timeout=60)
         assert "Sup3rS3cretPw" not in r.stdout + r.stderr, (args, r.stdout + r.stderr)
-    r = subprocess.run([PROXD, "--config", conf], capture_output=True, text=True, timeout=60)
+    r = subprocess.run([PROXD, "vms", "--config", conf], capture_output=True, text=True, timeout=60)
     assert r.returncode != 0 and "127.0.0.1" in r.stderr, r.stderr
+    # the daemon waits for a server that does not answer, saying so, until
+    # a SIGTERM: neither says the password
+    log = os.path.join(px.dir, "pg-daemon.log")
+    with open(log, "wb") as out:
+        d = subprocess.Popen([PROXD, "--config", conf], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: "does not answer (try 2)" in open(log, errors="replace").read(), 30,
+                 0.1, "the daemon's second try")
+    finally:
+        d.terminate()
+        rc = d.wait(30)
+    text = open(log, errors="replace").read()
+    assert rc == 0 and "stopped while waiting for the database" in text, (rc, text)
+    assert "127.0.0.1" in text and "Sup3rS3cretPw" not in text, text
 
 
 def thread_switches(name):
