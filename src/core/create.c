@@ -45,6 +45,9 @@ struct ctx {
     const char *ssh_keys; /* borrowed from j->request */
     bool resumed;         /* the job was claimed mid-way: look before acting */
     bool clone_lost;      /* this attempt's clone request went out and its answer was lost */
+    bool clone_twice;     /* this attempt sent its clone request a second time (the first's
+                             answer lost, or sent before a crash) and the second started a
+                             clone: the first may still be served, whatever this one does */
     /* the boot disk as the post-clone config read showed it, so that the
      * resize step needs no second read (a Proxmox call saved per creation) */
     bool have_disk;
@@ -674,6 +677,7 @@ static int step_clone(struct ctx *c)
                              .full = 1};
     int tpl = config_template(c->cn, c->os);
     c->clone_lost = false;
+    c->clone_twice = false;
     c->have_disk = false; /* a new clone: an earlier attempt's end was not its */
     c->growing = false;
     int rc = pve_vm_clone(c->pc, c->j->node, tpl, &opts, c->j->upid, &e);
@@ -705,8 +709,11 @@ static int step_clone(struct ctx *c)
         c->clone_lost = e.maybe_sent || resent;
         return c->clone_lost ? -1 : -2; /* -1: a VM may exist, clean up */
     }
+    c->clone_twice = e.earlier_pending || resent;
     place_copy_begin(c->k->pl, c->j->id, mono_ms());
-    job_checkpoint(c->k, c->j, "wait_clone", 20, "cloning template %d (%s)", tpl, c->j->upid);
+    job_checkpoint(c->k, c->j, "wait_clone", 20, "cloning template %d (%s)%s", tpl, c->j->upid,
+                   c->clone_twice ? ", a request sent again (the one before may still be served)"
+                                  : "");
     return 0;
 }
 
@@ -1197,6 +1204,15 @@ static int step_cleanup(struct ctx *c)
             snprintf(e.message, sizeof e.message, "no clone task seen yet");
             return leave(c, LEFT_UNMADE, "its clone request may still be served", &e);
         }
+    }
+    /* Nothing left now, but the clone was asked for twice and the task
+     * waited on was the second's: the first may still be served, and make
+     * the VM now that nothing holds its VMID on this node. On a standalone
+     * host the next attempt under the same VMID then had a second VM of it
+     * here, which the reconciler took for another world's copy and kept. */
+    if (c->clone_twice) {
+        snprintf(e.message, sizeof e.message, "its clone was asked for twice");
+        return leave(c, LEFT_UNMADE, "the first clone request may still be served", &e);
     }
     fleet_vm_removed(c->k->fl, c->j->vmid, c->j->node);
     store_release_capacity(c->k->st, c->j->id, NULL);

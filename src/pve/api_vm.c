@@ -282,6 +282,7 @@ int pve_vm_clone(pve_client *c, const char *node, int vmid, const struct pve_clo
     struct pve_error local;
     if (!err)
         err = &local;
+    err->earlier_pending = false;
     if (opts->newid < 100)
         return invalid(err, "newid: a VM ID of at least 100 is required", NULL);
     if (vm_path(path, sizeof path, node, vmid, "/clone"))
@@ -298,12 +299,16 @@ int pve_vm_clone(pve_client *c, const char *node, int vmid, const struct pve_clo
             goto out;
         }
         rc = upid_call(c, "POST", path, params, PVE_CALL_ONCE, upid, err);
+        /* the first request may still be served (a busy node's queue): its
+         * VM may appear later, when the second was refused, and also when
+         * the second started a clone (refused then if this VM still stands,
+         * but made if it is gone: the attempt failed and was cleaned up) */
+        bool second_started = rc == 0;
         if (rc == PVE_E_EXISTS && pve_find_clone_task(c, node, vmid, opts->newid, t0, upid))
-            rc = 0;
-        /* the first request may still be served (a busy node's queue), even
-         * when the second was refused: its VM may appear later */
+            rc = 0; /* the first one's, found after all: nothing else to come */
         if (rc)
             err->maybe_sent = true;
+        err->earlier_pending = second_started;
     }
 out:
     json_decref(params);

@@ -106,6 +106,10 @@ struct pve_error {
                                   server may have acted on it (see PVE_CALL_ONCE) */
     bool closed;               /* ... and the server closed the connection without
                                   a (whole) answer: it was there, not hung or gone */
+    bool earlier_pending;      /* set on success too: the call sent its request a
+                                  second time (the first's answer lost, nothing of
+                                  it seen), and the first may still be served later
+                                  (pve_vm_clone) */
     char host[128];            /* the host that gave the final answer */
 };
 

@@ -151,7 +151,10 @@ struct pve_clone {
  * request was sent, the clone task is looked for on the node (a qmclone of
  * `vmid` whose log says "with ID <newid>") and adopted, so a retry never
  * makes a second VM; an "already exists" for newid that turns out to be this
- * very clone is recognised the same way. */
+ * very clone is recognised the same way. When the task is not found, the
+ * request is sent again: its success sets err->earlier_pending (the first
+ * request may still be served later, and make the VM anew once this clone's
+ * VM is gone). */
 int pve_vm_clone(pve_client *c, const char *node, int vmid, const struct pve_clone *opts,
                  char upid[PVE_UPID_MAX], struct pve_error *err);
 

@@ -12,7 +12,16 @@ fleet, and its records stay with their own VMs.
     refused: the attempt is left for the reconciler (its VM may still come)
     and the next attempt, on sv2, takes another VMID. It took the same one,
     the late clone made a second VM of it on sv1, and the reconciler moved
-    the record onto that copy, leaving the real VM unrecorded.
+    the record onto that copy, leaving the real VM unrecorded;
+  - a creation whose clone request on sv1 is answered by nothing (served
+    once the creation is done), and whose task is not found, so that the clone is
+    asked for again: the second clone fails, and the next attempt, on
+    sv2, takes another VMID (the first request may still be served). It
+    took the same one (nothing was left of the failed clone), the late
+    clone made a VM of it on sv1 carrying the job's marker, and the
+    reconciler kept that one for ever: another host's copy of a recorded
+    VMID while the record lived, the job's own finished VM once it was
+    gone (the fault test's seed 77 in a loaded CI run).
 """
 from lib.cases import case, finish
 from lib.db import query
@@ -110,6 +119,37 @@ def a_late_clone_does_not_share_the_next_attempts_vmid():
     reconcile()
     assert record(vmid) == [("sv2", "enabled")], record(vmid)
     assert [v for v in vms() if v[2] == "late"] == [(vmid, "sv2", "late")], vms()
+
+
+
+@case
+def a_clone_asked_twice_does_not_share_the_next_attempts_vmid():
+    before = set(v[0] for v in vms())
+    # sv1's clone: no answer, served when the test says so (once the
+    # creation is done); the task list has nothing of it then, so the clone
+    # is asked for again, and that one fails
+    sim.add_faults([{"kind": "late", "method": "POST", "path": r"/clone$", "node": "sv1",
+                     "delay_ms": 600000, "count": 1},
+                    {"kind": "task_error", "message": "injected: clone failed",
+                     "method": "POST", "path": r"/clone$", "node": "sv1", "count": 1}])
+    j = create("twice")
+    sim.clear_faults()
+    assert j["state"] == "done", j
+    vmid = j["vmid"]
+    assert record(vmid) == [("sv2", "enabled")], (record(vmid), j)
+    assert sim.release_late() == 1
+    sim.wait_late()
+    wait_for(lambda: not locked(), deadline=60, what="the late clone done")
+    # the late request was served, and made a VM (the test's premise)
+    late = [v for v in vms() if v[1] == "sv1" and v[0] not in before]
+    assert len(late) == 1 and late[0][2] == "twice", (late, vms())
+    assert late[0][0] != vmid, (late, j)
+    reconcile()
+    assert record(vmid) == [("sv2", "enabled")], record(vmid)
+    # the late VM was removed as a partial VM, and no VMID is twice
+    assert [v for v in vms() if v[2] == "twice"] == [(vmid, "sv2", "twice")], vms()
+    ids = [v[0] for v in vms()]
+    assert sorted(set(i for i in ids if ids.count(i) > 1) - before) == [], vms()
 
 
 shutdown(px, sim)

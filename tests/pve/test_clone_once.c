@@ -3,7 +3,10 @@
  * that meets "already exists" for someone else's VM reports PVE_E_EXISTS.
  * A write whose connection closes without an answer once it went out (a
  * reused one: curl would send it again by itself) fails as maybe sent,
- * sent once. */
+ * sent once. A clone whose answer is lost and whose task is not found (the
+ * request not served yet) is sent again, and says that the first may still
+ * be served (earlier_pending): its caller must not give the VMID to another
+ * host when this clone fails. */
 #include "pvetest.h"
 #include "pve/pve_api.h"
 
@@ -70,6 +73,7 @@ static void clone_sent_once(pve_client *c, int newid, const char *name, char upi
     if (pve_vm_clone(c, "sv1", 8000, &co, upid, &e))
         fail_msg("clone: %s", pve_strerror(&e, buf, sizeof buf));
     assert_non_null(strstr(upid, ":qmclone:8000:"));
+    assert_false(e.earlier_pending);
     assert_int_equal(count_calls("POST /nodes/{node}/qemu/{vmid}/clone") - before, 1);
 }
 
@@ -160,6 +164,30 @@ static void slow_worker_is_still_adopted(void **st)
     pid = pid0;
 }
 
+static void unseen_request_sent_again_is_pending(void **st)
+{
+    (void)st;
+    pve_client *c = client(5000);
+    struct pve_error e;
+    char buf[1024];
+    struct pve_version v;
+    assert_int_equal(pve_get_version(c, &v, &e), 0);
+    /* no answer now, served when released (after the second request) */
+    sim_post("/_sim/faults", "{\"method\":\"POST\",\"path\":\"/clone$\",\"kind\":\"late\","
+                             "\"delay_ms\":600000,\"count\":1}");
+    long before = count_calls("POST /nodes/{node}/qemu/{vmid}/clone");
+    char upid[PVE_UPID_MAX];
+    struct pve_clone co = {.newid = 703, .name = "twice", .full = 1};
+    if (pve_vm_clone(c, "sv1", 8000, &co, upid, &e))
+        fail_msg("clone: %s", pve_strerror(&e, buf, sizeof buf));
+    assert_true(e.earlier_pending);
+    assert_int_equal(count_calls("POST /nodes/{node}/qemu/{vmid}/clone") - before, 2);
+    struct pve_task t;
+    assert_int_equal(pve_task_wait(c, upid, 30000, NULL, NULL, &t, &e), 0);
+    sim_post("/_sim/late", "{}"); /* served now: refused, VM 703 stands */
+    pve_client_free(c);
+}
+
 static void someone_elses_vm_is_exists(void **st)
 {
     (void)st;
@@ -179,6 +207,7 @@ int main(void)
         cmocka_unit_test(lost_answer_is_adopted),
         cmocka_unit_test(dropped_write_is_sent_once),
         cmocka_unit_test(someone_elses_vm_is_exists),
+        cmocka_unit_test(unseen_request_sent_again_is_pending),
         cmocka_unit_test(slow_worker_is_still_adopted),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
