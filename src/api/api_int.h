@@ -152,6 +152,10 @@ int query_flag(struct req *rq, struct resp *rs, const char *name, bool *on);
 /* Parse a whole integer in [lo, hi] (query or path); -1 with a 400. */
 int parse_int_arg(struct resp *rs, const char *name, const char *s, int64_t lo, int64_t hi,
                   int64_t *out);
+/* A path's {vmid} as written in its canonical form: decimal digits, no
+ * sign, no leading zero, 100 to 999999999. `+1000` or `01000` name no VM
+ * (they reached VM 1000). */
+bool path_vmid_parse(const char *s, int *vmid);
 
 /* ---- routes ---- */
 void h_vms_create(struct req *rq, struct resp *rs);

@@ -651,6 +651,16 @@ int query_flag(struct req *rq, struct resp *rs, const char *name, bool *on)
     return 0;
 }
 
+bool path_vmid_parse(const char *s, int *vmid)
+{
+    int64_t v;
+    if (!s || s[0] < '1' || s[0] > '9' || strspn(s, "0123456789") != strlen(s) ||
+        !parse_i64(s, &v) || v < 100 || v > 999999999)
+        return false;
+    *vmid = (int)v;
+    return true;
+}
+
 int parse_int_arg(struct resp *rs, const char *name, const char *s, int64_t lo, int64_t hi,
                   int64_t *out)
 {

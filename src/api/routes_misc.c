@@ -3,6 +3,7 @@
 #include "api/api_int.h"
 
 #include "common/log.h"
+#include "core/validate.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -102,6 +103,11 @@ void h_quota(struct req *rq, struct resp *rs)
     if (check_query(rq, rs, allowed))
         return;
     const char *owner = query(rq, "owner");
+    char why[160];
+    if (owner && !validate_owner(owner, why, sizeof why)) {
+        resp_error(rs, HTTP_BAD_REQUEST, "invalid", "owner", "owner: %s", why);
+        return;
+    }
     if (!owner)
         owner = rq->who.owner;
     if (!rq->who.admin && strcmp(owner, rq->who.owner) != 0) {

@@ -26,15 +26,16 @@ json_t *cordon_json(struct api *a, const char *node)
                      nc.by_config ? "configuration" : "api", "cordon_configurations", configs);
 }
 
-/* Admins only; the node must be configured. */
+/* Admins only (a user's request is refused before its arguments are
+ * looked at, as the ippool routes do); the node must be configured. */
 static int node_target(struct req *rq, struct resp *rs, const char **node)
 {
-    if (check_query(rq, rs, NULL) || decode_body(rq, rs, NULL, 0, true, NULL))
-        return -1;
     if (!rq->who.admin) {
         resp_error(rs, HTTP_FORBIDDEN, "forbidden", NULL, "node maintenance is for administrators");
         return -1;
     }
+    if (check_query(rq, rs, NULL) || decode_body(rq, rs, NULL, 0, true, NULL))
+        return -1;
     *node = rq->params[0];
     if (!config_node(rq->api->cfg, *node)) {
         resp_error(rs, HTTP_NOT_FOUND, "not_found", NULL, "no node %s", *node);

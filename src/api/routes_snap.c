@@ -29,12 +29,10 @@ static void no_vm(struct resp *rs, const char *vmid)
 /* {vmid}, and for users a VM they own (anything else: 404). */
 static int snap_vmid(struct req *rq, struct resp *rs, int *vmid)
 {
-    int64_t v;
-    if (!parse_i64(rq->params[0], &v) || v < 100 || v > 999999999) {
+    if (!path_vmid_parse(rq->params[0], vmid)) {
         no_vm(rs, rq->params[0]);
         return -1;
     }
-    *vmid = (int)v;
     if (rq->who.admin)
         return 0;
     struct vm_rec r;

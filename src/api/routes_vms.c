@@ -32,12 +32,10 @@ static void not_found(struct resp *rs, const char *vmid)
 /* The path's {vmid}: a malformed one is no VM at all. */
 static int path_vmid(struct req *rq, struct resp *rs, int *vmid)
 {
-    int64_t v;
-    if (!parse_i64(rq->params[0], &v) || v < 100 || v > 999999999) {
+    if (!path_vmid_parse(rq->params[0], vmid)) {
         not_found(rs, rq->params[0]);
         return -1;
     }
-    *vmid = (int)v;
     return 0;
 }
 

@@ -888,7 +888,8 @@ def path_mutation():
                            "0x64", "9" * 63, "%00", "%2e%2e", "1000000000", "-0", "+99999",
                            "%0999999", "99999%20", "%%09%d" % VM_ADMIN, "%%0A%d" % VM_ALICE,
                            "%%0D%d" % VM_ADMIN, "%%0B%d" % VM_ALICE, "%d%%20" % VM_ADMIN,
-                           "%E0%A5%A7%E0%A5%A6%E0%A5%A6", "99999"])
+                           "%E0%A5%A7%E0%A5%A6%E0%A5%A6", "99999", "+%d" % VM_ADMIN,
+                           "%%2B%d" % VM_ALICE, "0%d" % VM_ADMIN])
     route = rng.choice([("DELETE", "/v1/vms/%s"), ("PATCH", "/v1/vms/%s"),
                         ("POST", "/v1/vms/%s/start"), ("POST", "/v1/vms/%s/shutdown"),
                         ("POST", "/v1/vms/%s/resize"), ("POST", "/v1/vms/%s/reinstall"),
@@ -1241,6 +1242,23 @@ def an_integer_with_a_leading_blank_is_refused():
         refused(send("DELETE", "/v1/ippools/lan/ranges/%s1" % blank, ADMIN), 400, "invalid", "id")
     # a sign is still fine ("+" in a query is a blank: %2B)
     assert send("GET", "/v1/vms?limit=%2B5", ADMIN).status == 200
+
+
+@case
+def a_path_vmid_is_written_one_way():
+    """A path's VM ID with a sign or a leading zero (+1000, %2B1000, 01000)
+    was VM 1000: DELETE /v1/vms/+1000 deleted it. Now no VM; and a user's
+    node maintenance is refused (403) before its body or query is read."""
+    for spelled in ("+%d" % VM_ADMIN, "%%2B%d" % VM_ADMIN, "0%d" % VM_ADMIN, "00%d" % VM_ADMIN):
+        refused(send("GET", "/v1/vms/%s" % spelled, ADMIN), 404, "not_found", None)
+        refused(send("GET", "/v1/vms/%s/snapshots" % spelled, ADMIN), 404, "not_found", None)
+        refused(send("DELETE", "/v1/vms/%s" % spelled, ADMIN), 404, "not_found", None)
+    assert send("GET", "/v1/vms/%d" % VM_ADMIN, ADMIN).status == 200
+    refused(send("GET", "/v1/quota?owner=%s" % ("x" * 300), ADMIN), 400, "invalid", "owner")
+    refused(send("GET", "/v1/quota?owner=a%20b", ADMIN), 400, "invalid", "owner")
+    for method, body in (("POST", b"{"), ("POST", jbody({"x": 1}))):
+        a = send(method, "/v1/nodes/sv1/cordon", ALICE, body=body)
+        assert a.status == 403 and a.json()["error"]["code"] == "forbidden", (a.status, a.body)
 
 
 @case
