@@ -33,6 +33,7 @@
 #define TRIES 4
 #define UNLOCK_WAIT_MS (30 * 1000L) /* cleanup's wait for a VM's lock to go */
 #define CLONE_STOP_MS (60 * 1000L)  /* a stopped clone's wait for its worker's end */
+#define PLACE_DB_WAIT_MS 1000L      /* a placement's pause while the store does not answer */
 
 struct ctx {
     struct core *k;
@@ -58,6 +59,9 @@ struct ctx {
     bool keep_vmid;       /* failing: the VMID is held by a leftover or is foreign */
     int npools;           /* the pools the VM has addresses from (the request's "ippools") */
     char cancel_step[32]; /* where the machine first saw a cancel ("": not yet) */
+    bool db_out;          /* the last placement found no node but the store did not answer
+                             for some: it waits for the store rather than fail the job */
+    int db_waits;         /* placements in a row that waited so */
     char pools[CFG_OS_POOLS][32];
 };
 
@@ -189,9 +193,10 @@ static int64_t disk_need(struct ctx *c, const struct cfg_node *cn)
     return need + CORE_CLOUDINIT_BYTES;
 }
 
-/* Could `node` take this VM at all (template, health)? Fills *v, or why. */
+/* Could `node` take this VM at all (template, health)? Fills *v, or why
+ * (*db: because the store did not answer). */
 static bool usable(struct ctx *c, const struct cfg_node *cn, struct node_view *v, char *why,
-                   size_t len)
+                   size_t len, bool *db)
 {
     if (!config_template(cn, c->os)) {
         snprintf(why, len, "no %s template", c->os);
@@ -200,6 +205,7 @@ static bool usable(struct ctx *c, const struct cfg_node *cn, struct node_view *v
     struct node_cordon nc;
     if (core_node_cordon_get(c->k, cn->name, &nc) != 0) { /* unknown is not "no" */
         snprintf(why, len, "whether it is cordoned cannot be read now");
+        *db = true;
         return false;
     }
     if (nc.cordoned) {
@@ -219,12 +225,14 @@ static bool usable(struct ctx *c, const struct cfg_node *cn, struct node_view *v
 
 /* Reserve room for this VM on `node` if it fits: the check against what
  * every other in-flight creation (of any proxd sharing the database) holds
- * and the reservation are one store transaction. Fills why when not. */
-static bool reserve_on(struct ctx *c, const struct cfg_node *cn, char *why, size_t len)
+ * and the reservation are one store transaction. Fills why when not (*db:
+ * because the store did not answer). */
+static bool reserve_on(struct ctx *c, const struct cfg_node *cn, char *why, size_t len, bool *db)
 {
     struct node_view v;
     const struct proxd_config *cfg = c->k->cfg;
-    if (!usable(c, cn, &v, why, len))
+    *db = false;
+    if (!usable(c, cn, &v, why, len, db))
         return false;
     /* on a shared storage the room is the pool's, and so is the count of
      * what other creations (through any of its nodes) hold */
@@ -244,6 +252,7 @@ static bool reserve_on(struct ctx *c, const struct cfg_node *cn, char *why, size
         snprintf(why, len, "not enough space on %s%.200s", cn->storage, detail);
     else if (rc)
         snprintf(why, len, "%.250s", se.message);
+    *db = rc == STORE_E_DB;
     return rc == 0;
 }
 
@@ -284,25 +293,48 @@ static int order(struct ctx *c, int *idx)
     return n;
 }
 
+/* The first node in placement order that takes the VM, its room
+ * reserved; the others tried are added to the attempts with why not. A
+ * node the store could not answer for (its cordon, its reservation) is
+ * added only when another node is chosen: when none is, c->db_out is set
+ * and nothing of those is kept, so that the placement can wait for the
+ * store and ask again. Failed for them, a creation placed during a
+ * database outage failed at once, every node "cordon cannot be read". */
 static const struct cfg_node *pick_node(struct ctx *c)
 {
     int idx[CFG_MAX_NODES];
     int n = order(c, idx);
     char why[256];
-    for (int i = 0; i < n; i++) {
+    struct unread {
+        const char *node;
+        char why[256];
+    } *unread = xcalloc((size_t)n + 1, sizeof *unread);
+    int nunread = 0;
+    const struct cfg_node *chosen = NULL;
+    for (int i = 0; i < n && !chosen; i++) {
         const struct cfg_node *cn = &c->k->cfg->nodes[idx[i]];
+        bool db = false;
         if (tried(c, cn->name))
             continue;
         /* the VM's addresses are on its pools' networks: only where they
          * all reach (so a failover keeps the addresses) */
         if (!cnet_reachable(c->k->cfg, c->pools, c->npools, cn, why, sizeof why) ||
-            !reserve_on(c, cn, why, sizeof why)) {
-            attempt(c, cn->name, why);
+            !reserve_on(c, cn, why, sizeof why, &db)) {
+            if (!db) {
+                attempt(c, cn->name, why);
+                continue;
+            }
+            unread[nunread].node = cn->name;
+            snprintf(unread[nunread++].why, sizeof unread->why, "%s", why);
             continue;
         }
-        return cn;
+        chosen = cn;
     }
-    return NULL;
+    c->db_out = !chosen && nunread > 0;
+    for (int i = 0; i < nunread && !c->db_out; i++)
+        attempt(c, unread[i].node, unread[i].why);
+    free(unread);
+    return chosen;
 }
 
 /* ---- outcomes ----------------------------------------------------------------- */
@@ -1369,11 +1401,21 @@ void create_run(struct core *k, struct job_rec *j)
             slot = false;
         }
         if (strcmp(s, "queued") == 0 || strcmp(s, "place") == 0) {
-            if (!place_job(&c)) {
-                finish_failed(&c);
-                break;
+            if (place_job(&c)) {
+                c.db_waits = 0;
+                continue;
             }
-            continue;
+            if (c.db_out) { /* as a checkpoint does: the store comes back */
+                if (c.db_waits++ % 30 == 0)
+                    log_warn("job",
+                             "job=%s vmid=%d placement waits for the database: no node could be "
+                             "judged (try %d)",
+                             j->id, j->vmid, c.db_waits);
+                sleep_ms(PLACE_DB_WAIT_MS);
+                continue;
+            }
+            finish_failed(&c);
+            break;
         }
         if ((strcmp(s, "clone") == 0 || strcmp(s, "wait_clone") == 0) && !slot) {
             if (!clone_slot_take(k, j->node, j->id))

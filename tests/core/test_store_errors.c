@@ -15,7 +15,10 @@
  *  - a reinstall is refused when its node's cordon cannot be read, and does
  *    not move the VM onto a node whose cordon cannot be read;
  *  - a drain does not migrate a VM onto a node whose cordon cannot be read;
- *  - a creation is not placed on a node whose cordon cannot be read. */
+ *  - a creation is not placed on a node whose cordon cannot be read;
+ *  - a creation that finds no node's cordon readable waits for the store,
+ *    and is placed once it answers (it failed at once, every node "cannot
+ *    be read": a creation placed during a database outage). */
 #include "core_harness.h"
 
 #include "common/util.h"
@@ -338,6 +341,42 @@ static void test_creation_skips_an_unknown_cordon(void **unused)
     ch_down(&e);
 }
 
+/* No node's cordon can be read (on the workers): the creation waits, not
+ * failed and nothing recorded against the nodes, then is placed once the
+ * reads answer. */
+static void test_creation_waits_while_no_cordon_can_be_read(void **unused)
+{
+    (void)unused;
+    struct ch_env e;
+    ch_up(&e, NULL);
+    static const char *const all[] = {"sv1", "sv2", "sv3", "sv4", "sv5", NULL};
+    arm_cordons(all, true);
+    struct vm_request rq;
+    struct core_error ce = {0};
+    char job[40], node[64];
+    int vmid = 0;
+    ch_request(&rq, "ubuntu", "no-cordon-read", 1, 1024, 10);
+    assert_int_equal(core_create(e.k, &rq, job, &vmid, &ce), 0);
+    vm_request_release(&rq);
+    /* three rounds over every node: it waits rather than ends */
+    int64_t end = mono_ms() + 30000;
+    while (atomic_load(&g_kv_failed) < 3 * CH_NNODES && mono_ms() < end)
+        sleep_ms(20);
+    assert_true(atomic_load(&g_kv_failed) >= 3 * CH_NNODES);
+    struct job_rec j;
+    assert_int_equal(store_job_get(e.st, job, &j, NULL), 0);
+    assert_int_not_equal(j.state, JOB_FAILED);
+    assert_int_not_equal(j.state, JOB_DONE);
+    job_rec_release(&j);
+    arm_cordons(NULL, false);
+    assert_int_equal(wait_job(&e, job, 60000, &j), JOB_DONE);
+    for (int i = 0; all[i]; i++)
+        assert_false(ch_attempted(&j, all[i], "cannot be read"));
+    job_rec_release(&j);
+    assert_non_null(vm_node(&e, vmid, node));
+    ch_down(&e);
+}
+
 /* A drain of the VM's node while no other node's cordon can be read: the
  * VM stays. It used to migrate onto one of them. */
 static void test_drain_does_not_move_onto_an_unknown_cordon(void **unused)
@@ -377,6 +416,7 @@ int main(void)
         cmocka_unit_test(test_reinstall_does_not_move_onto_an_unknown_cordon),
         cmocka_unit_test(test_drain_does_not_move_onto_an_unknown_cordon),
         cmocka_unit_test(test_creation_skips_an_unknown_cordon),
+        cmocka_unit_test(test_creation_waits_while_no_cordon_can_be_read),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
