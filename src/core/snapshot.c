@@ -311,6 +311,28 @@ int core_snap_rollback(struct core *k, int vmid, const char *owner, const char *
     return snap_named(k, vmid, owner, name, "snap-rollback", job_id, err);
 }
 
+/* A list job of this record that has not started yet: its answer will be
+ * as fresh as a new one's, so a caller asking again (?refresh=1 in a loop)
+ * gets it rather than one more job per call. Its id in job_id. */
+static bool queued_list(struct core *k, const struct vm_rec *v, char job_id[40])
+{
+    struct job_filter f = {.kind = "snap-list", .state = JOB_QUEUED, .vmid = v->vmid, .limit = 1};
+    struct job_rec *js = NULL;
+    size_t n = 0;
+    bool found = false;
+    if (store_job_list(k->st, &f, &js, &n, NULL, NULL) != 0)
+        return false; /* a new job, as before */
+    if (n == 1 &&
+        json_integer_value(json_object_get(js[0].request, "record")) == (json_int_t)v->id) {
+        snprintf(job_id, 40, "%s", js[0].id);
+        found = true;
+    }
+    for (size_t i = 0; i < n; i++)
+        job_rec_release(&js[i]);
+    free(js);
+    return found;
+}
+
 int core_snap_list(struct core *k, int vmid, const char *owner, bool refresh,
                    struct snap_info **out, size_t *n, int64_t *as_of, char job_id[40],
                    struct core_error *err)
@@ -327,7 +349,7 @@ int core_snap_list(struct core *k, int vmid, const char *owner, bool refresh,
         free(*out);
         *out = NULL;
         *n = 0;
-        if (!(rc = core_node_check(k, vmid, v.node, err)))
+        if (!(rc = core_node_check(k, vmid, v.node, err)) && !queued_list(k, &v, job_id))
             rc = snap_enqueue(k, &v, "snap-list", json_object(), job_id, err);
     }
     vm_rec_release(&v);

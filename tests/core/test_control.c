@@ -1684,6 +1684,37 @@ static void test_drift(void **unused)
  * polls, ha_wait, a lock's re-reads, a quarantine; the test used a fifth of
  * a core) and share nothing. Split by their length (seconds on the ASan
  * build: about 48 and 45), the longest first. */
+/* A snapshot list asked again (?refresh=1) while the VM's list job has
+ * not started (the VM's stop, held 3 s, is ahead of it): the caller gets
+ * that job, not one more per call (the API fuzzer queued one per request). */
+static void test_list_refresh_joins_the_queued_job(void **unused)
+{
+    (void)unused;
+    struct ch_env e;
+    ch_up(&e, NULL);
+    int vm = mk_vm(&e, "ls-1");
+    ch_sim(&e, "POST", "/_sim/faults",
+           "{\"method\":\"POST\",\"path\":\"/status/stop$\",\"kind\":\"delay\","
+           "\"delay_ms\":3000,\"count\":1}");
+    char stop[40], ids[3][40];
+    struct core_error ce = {0};
+    assert_int_equal(core_vm_action(e.k, vm, NULL, ACT_STOP, NULL, stop, &ce), CORE_OK);
+    for (int i = 0; i < 3; i++) {
+        struct snap_info *s = NULL;
+        size_t n = 0;
+        int64_t as_of = 0;
+        ids[i][0] = '\0';
+        assert_int_equal(core_snap_list(e.k, vm, NULL, true, &s, &n, &as_of, ids[i], &ce), CORE_OK);
+        free(s);
+        assert_true(ids[i][0] != '\0');
+    }
+    assert_string_equal(ids[0], ids[1]);
+    assert_string_equal(ids[1], ids[2]);
+    assert_int_equal(finish(&e, stop, NULL), JOB_DONE);
+    assert_int_equal(finish(&e, ids[0], NULL), JOB_DONE);
+    ch_down(&e);
+}
+
 int main(void)
 {
     log_set_level(LOG_ERROR);
@@ -1707,6 +1738,7 @@ int main(void)
         cmocka_unit_test(test_resources_pve9),
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_delete_across_migration),
+        cmocka_unit_test(test_list_refresh_joins_the_queued_job),
         cmocka_unit_test(test_moved),
         cmocka_unit_test(test_drift),
         cmocka_unit_test(test_drift_disk_back_to_a_snapshot),
