@@ -290,15 +290,15 @@ static void check_record(struct core *k, struct vm_rec *v, const struct fleet_vm
         }
         enum vm_state to = v->state == VMS_CREATING ? (fv ? VMS_ENABLED : VMS_FAILED)
                                                     : (fv ? VMS_ENABLED : VMS_DELETED);
-        log_warn("reconcile", "vmid=%d stuck in %s with no job: now %s", v->vmid,
-                 vm_state_name(v->state), vm_state_name(to));
         if (to == VMS_FAILED)
             snprintf(v->error, sizeof v->error, "its creation job ended without a result");
         v->state = to;
         if (fv)
             snprintf(v->node, sizeof v->node, "%s", fv->node);
         if (!save_if_unchanged(k, v, read_at, read_state))
-            return;
+            return; /* changed meanwhile, or not saved: said by save_if_unchanged */
+        log_warn("reconcile", "vmid=%d stuck in %s with no job: now %s", v->vmid,
+                 vm_state_name(read_state), vm_state_name(to));
         if (to == VMS_DELETED || to == VMS_FAILED)
             store_vmid_release(k->st, v->vmid, k->cfg->quarantine_s * 1000, NULL);
         rep->stuck++;
