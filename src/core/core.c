@@ -905,6 +905,51 @@ static void run_job(struct core *k, struct job_rec *j)
         control_run(k, j);
 }
 
+/* After a database outage, jobs whose lease ran out during it are not
+ * claimed for this long: their holders could not renew either, and renew
+ * within a second of the database's return (the leaser's pause after a
+ * failed renewal). Claimed at once, another instance took over a job whose
+ * runner was alive and working, which then had to end its process
+ * (api/test_db_outage, a loaded CI machine: PostgreSQL out 35 s, the
+ * lease 30 s). A renewal period, so that even a runner whose renewal was
+ * not due yet renews first. Queued jobs are claimed meanwhile. */
+#define CLAIM_SETTLE_MS (LEASE_MS / 3)
+
+/* What the claim loop and the leaser learn of the store: a success after
+ * failures opens the settling window. */
+static void db_seen(struct core *k, bool ok)
+{
+    pthread_mutex_lock(&k->mu);
+    if (!ok) {
+        k->db_failing = true;
+    } else if (k->db_failing) {
+        k->db_failing = false;
+        k->claim_expired_from = wall_ms() + CLAIM_SETTLE_MS;
+        log_info("job",
+                 "the database answers again: jobs whose lease ran out are left to their runners "
+                 "for %d s",
+                 CLAIM_SETTLE_MS / 1000);
+    }
+    pthread_mutex_unlock(&k->mu);
+}
+
+void core_db_was_out(struct core *k)
+{
+    pthread_mutex_lock(&k->mu);
+    k->db_failing = true; /* the first answer opens the window */
+    pthread_mutex_unlock(&k->mu);
+}
+
+/* A lease that ran out before this may be claimed (0: none may). */
+static int64_t claim_expired_before(struct core *k)
+{
+    pthread_mutex_lock(&k->mu);
+    int64_t now = wall_ms();
+    bool settling = k->db_failing || now < k->claim_expired_from;
+    pthread_mutex_unlock(&k->mu);
+    return settling ? 0 : now;
+}
+
 struct worker_arg {
     struct core *k;
     int slot;
@@ -928,8 +973,11 @@ static void *worker_main(void *arg)
         struct store_error se;
         /* no job before the inventory is read once: placement and locating
          * a VM need it (the keeper reads it first thing) */
-        int rc = fleet_ready(k->fl) ? store_job_claim(k->st, k->instance, LEASE_MS, &j, &se)
+        int rc = fleet_ready(k->fl) ? store_job_claim_at(k->st, k->instance, LEASE_MS,
+                                                         claim_expired_before(k), &j, &se)
                                     : STORE_E_NOTFOUND;
+        if (fleet_ready(k->fl))
+            db_seen(k, rc == STORE_OK || rc == STORE_E_NOTFOUND);
         if (rc == STORE_E_NOTFOUND || rc) {
             if (rc && rc != STORE_E_NOTFOUND)
                 log_error("job", "claiming a job failed: %s", se.message);
@@ -1093,6 +1141,8 @@ static void *leaser_main(void *arg)
             struct store_error se;
             int n = 0;
             bool failed = held && store_job_renew_owner(k->st, k->instance, LEASE_MS, &n, &se);
+            if (held)
+                db_seen(k, !failed);
             if (failed)
                 log_warn("job", "lease renewal of %d jobs failed: %s", held, se.message);
             else if (n < held) /* taken over, or finished since they were counted */

@@ -46,6 +46,11 @@ struct core *core_new(const struct proxd_config *cfg, store *st, struct fleet *f
                       const char *instance);
 /* Start the workers, the lease keeper and the inventory refresher. */
 int core_start(struct core *k);
+/* The store did not answer before this core started (proxd waited for its
+ * database): the leases that ran out meanwhile are left to their holders
+ * for a while, as after an outage the core sees itself (see
+ * CLAIM_SETTLE_MS in core.c). Before core_start. */
+void core_db_was_out(struct core *k);
 /* Stop taking jobs and wait for running steps to reach a checkpoint (a
  * task wait ends at once; a step in a Proxmox call waits for its answer,
  * up to the call's timeout and retries); whatever is left is resumed by

@@ -42,11 +42,15 @@ struct core {
     int idle;       /* under mu: idle workers waiting on cv (not the watcher) */
     /* The store's jobs watch has one user at a time: the watcher, or while
      * every worker runs a job the leaser (for cancels recorded elsewhere). */
-    bool leaser_watch; /* under mu: the leaser holds the watch */
-    bool watch_want;   /* under mu: a worker going idle asked the leaser for it */
-    int leaser_wake;   /* eventfd: hold (the last idle worker took a job), a worker
-                          that wants the watch, or stop wake the leaser */
-    uint64_t wakes;    /* core_wake calls: a worker whose look missed one looks again */
+    bool leaser_watch;          /* under mu: the leaser holds the watch */
+    bool db_failing;            /* under mu: the last claim or lease renewal met a store error */
+    int64_t claim_expired_from; /* under mu: wall ms from which leases that ran out are
+                                   claimed again (0: always); set when the store answers
+                                   after failing */
+    bool watch_want;            /* under mu: a worker going idle asked the leaser for it */
+    int leaser_wake;            /* eventfd: hold (the last idle worker took a job), a worker
+                                   that wants the watch, or stop wake the leaser */
+    uint64_t wakes;             /* core_wake calls: a worker whose look missed one looks again */
     pthread_t workers[CORE_MAX_WORKERS];
     int nworkers;              /* workers core_start makes (read by jobs: set before any starts) */
     int workers_up;            /* of them made: the ones core_stop joins */

@@ -143,7 +143,7 @@ static bool store_may_come(const char *url, const struct store_error *se)
  * another instance's killer or an operator started during an outage would
  * be gone when it ends. SIGTERM or SIGINT ends the wait (sigs: the
  * daemon's blocked set). Returns the store, or NULL (said). */
-static store *store_open_waiting(const char *url, const sigset_t *sigs, bool *stopped)
+static store *store_open_waiting(const char *url, const sigset_t *sigs, bool *stopped, bool *waited)
 {
     char shown[512];
     url_redact(url, shown, sizeof shown);
@@ -158,6 +158,7 @@ static store *store_open_waiting(const char *url, const sigset_t *sigs, bool *st
         }
         log_warn("proxd", "database %s does not answer (try %d): %s; asking again in %ld s", shown,
                  tries, se.message, pause / 1000);
+        *waited = true;
         struct timespec ts = {.tv_sec = pause / 1000, .tv_nsec = 0};
         int sig = sigtimedwait(sigs, NULL, &ts);
         if (sig == SIGTERM || sig == SIGINT) {
@@ -178,7 +179,8 @@ static int open_world_sigs(struct world *w, const char *path, bool with_fleet, c
     memset(w, 0, sizeof *w);
     if (!(w->cfg = load(path)))
         return 1;
-    if (!(w->st = store_open_waiting(w->cfg->database, sigs, stopped)))
+    bool waited = false;
+    if (!(w->st = store_open_waiting(w->cfg->database, sigs, stopped, &waited)))
         return 1;
     if (with_fleet) {
         char err[512];
@@ -191,6 +193,8 @@ static int open_world_sigs(struct world *w, const char *path, bool with_fleet, c
     instance_name(inst, sizeof inst);
     if (w->fl)
         w->k = core_new(w->cfg, w->st, w->fl, inst);
+    if (w->k && waited)
+        core_db_was_out(w->k);
     return 0;
 }
 

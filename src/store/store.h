@@ -320,6 +320,13 @@ int store_job_cancel(store *s, const char *id, const struct job_cancel_req *c, s
  * on one VM are serialised. STORE_E_NOTFOUND when there is none. */
 int store_job_claim(store *s, const char *owner, int64_t lease_ms, struct job_rec *out,
                     struct store_error *err);
+/* store_job_claim, taking a running job whose lease ran out only when it
+ * ran out before `expired_before` (unix ms; 0: none such, queued jobs
+ * only): after a database outage, leases that lapsed during it are their
+ * holders' to renew, not proof that they died. store_job_claim is this
+ * with now. */
+int store_job_claim_at(store *s, const char *owner, int64_t lease_ms, int64_t expired_before,
+                       struct job_rec *out, struct store_error *err);
 /* Extend the lease; STORE_E_CONFLICT if another owner took the job. */
 int store_job_renew(store *s, const char *id, const char *owner, int64_t lease_ms,
                     struct store_error *err);

@@ -482,6 +482,7 @@ static const char SQL_JOB_TAKE[] =
 struct job_claim_ctx {
     const char *owner;
     int64_t lease_ms;
+    int64_t expired_before; /* ?1 of JOB_PICK: a lease alive until then is alive */
     struct job_rec *out;
 };
 
@@ -495,7 +496,7 @@ static int job_claim_fn(db_conn *c, void *ctx, struct store_error *err)
     int rc = db_prepare(c, SQL_JOB_PICK, &pick, err);
     if (rc)
         return rc;
-    db_bind_i64(pick, 1, now);
+    db_bind_i64(pick, 1, cl->expired_before);
     bool found = false;
     rc = db_step(pick, &found, err, "picking a job");
     if (rc == STORE_OK && !found)
@@ -518,35 +519,47 @@ static int job_claim_fn(db_conn *c, void *ctx, struct store_error *err)
     return rc;
 }
 
+struct job_any_ctx {
+    int64_t expired_before;
+    bool found;
+};
+
 static int job_any_fn(db_conn *c, void *ctx, struct store_error *err)
 {
-    bool *found = ctx;
+    struct job_any_ctx *a = ctx;
     db_stmt *st = NULL;
     int rc = db_prepare(c, SQL_JOB_ANY, &st, err);
     if (rc)
         return rc;
-    db_bind_i64(st, 1, wall_ms());
-    rc = db_step(st, found, err, "looking for a claimable job");
+    db_bind_i64(st, 1, a->expired_before);
+    rc = db_step(st, &a->found, err, "looking for a claimable job");
     db_done(st);
+    return rc;
+}
+
+int store_job_claim_at(store *s, const char *owner, int64_t lease_ms, int64_t expired_before,
+                       struct job_rec *out, struct store_error *err)
+{
+    store_err_clear(err);
+    STORE_CHECK(s && owner && *owner && out, "store_job_claim: NULL or empty argument");
+    STORE_CHECK(lease_ms > 0, "lease of %lld ms is not positive", (long long)lease_ms);
+    STORE_CHECK(expired_before >= 0, "store_job_claim_at: negative time");
+    memset(out, 0, sizeof *out);
+    struct job_any_ctx any = {expired_before, false};
+    int rc = db_tx(s->db, DB_READ, job_any_fn, &any, err);
+    if (rc == STORE_OK && !any.found)
+        return store_fail(err, STORE_E_NOTFOUND, "no claimable job");
+    struct job_claim_ctx cl = {owner, lease_ms, expired_before, out};
+    rc = db_tx(s->db, DB_WRITE, job_claim_fn, &cl, err);
+    if (rc)
+        job_rec_release(out);
     return rc;
 }
 
 int store_job_claim(store *s, const char *owner, int64_t lease_ms, struct job_rec *out,
                     struct store_error *err)
 {
-    store_err_clear(err);
-    STORE_CHECK(s && owner && *owner && out, "store_job_claim: NULL or empty argument");
-    STORE_CHECK(lease_ms > 0, "lease of %lld ms is not positive", (long long)lease_ms);
-    memset(out, 0, sizeof *out);
-    bool any = false;
-    int rc = db_tx(s->db, DB_READ, job_any_fn, &any, err);
-    if (rc == STORE_OK && !any)
-        return store_fail(err, STORE_E_NOTFOUND, "no claimable job");
-    struct job_claim_ctx cl = {owner, lease_ms, out};
-    rc = db_tx(s->db, DB_WRITE, job_claim_fn, &cl, err);
-    if (rc)
-        job_rec_release(out);
-    return rc;
+    return store_job_claim_at(s, owner, lease_ms, wall_ms(), out, err);
 }
 
 static const char SQL_JOB_RENEW[] = "UPDATE jobs SET lease_until = ?3, updated_at = ?4"

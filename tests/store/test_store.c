@@ -1183,6 +1183,17 @@ static void test_job_claim_order_and_lease(void **state)
     claim_expect(f->s, "w1", 60000, "j2");
     claim_expect(f->s, "w2", 1, "j3"); /* a 1 ms lease */
     sleep_ms(5);
+    /* After a database outage (store_job_claim_at with 0, or a cutoff
+     * before the lease ran out) a lease that ran out is not taken: its
+     * holder could not renew it either. A queued job is. */
+    struct job_rec c;
+    EXPECT(STORE_E_NOTFOUND, store_job_claim_at(f->s, "w3", 60000, 0, &c, &e));
+    EXPECT(STORE_E_NOTFOUND, store_job_claim_at(f->s, "w3", 60000, wall_ms() - 60000, &c, &e));
+    job_add(f->s, "j5", "start", 0, t + 5);
+    OK(store_job_claim_at(f->s, "w3", 60000, 0, &c, &e_));
+    assert_string_equal(c.id, "j5");
+    job_rec_release(&c);
+    job_finish(f->s, "j5");
     /* j3's runner "died": its lease ran out, another worker takes it over. */
     claim_expect(f->s, "w3", 60000, "j3");
     claim_expect(f->s, "w1", 60000, NULL);
