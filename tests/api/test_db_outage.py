@@ -70,8 +70,9 @@ def ride_out(px, sim, cut, restore, down, late=None):
     try:
         started = sim.running_tasks()["started"]
         jobs = start_creations(px, token)
-        # every creation placed and cloning (a placement during the outage
-        # cannot read the nodes' cordons: it fails, clearly, as it must)
+        # every creation placed and cloning: the outage meets them at their
+        # checkpoints (a placement during it waits for the database too:
+        # core/test_store_errors)
         wait_for(lambda: sim.running_tasks()["started"] >= started + VMS, 60, 0.05,
                  "every creation's clone to start")
         cut()
@@ -99,6 +100,10 @@ def ride_out(px, sim, cut, restore, down, late=None):
         if late:  # it waited for the database, and answers once it is back
             assert late.logs_contain("does not answer (try 1)"), late.tail()
             wait_answer(late.base + "/readyz", deadline=30)
+            # and left the leases that ran out to their runner, which renews
+            # them (taken at once, the first proxd had to end its process)
+            wait_for(lambda: late.logs_contain("jobs whose lease ran out are left to their"),
+                     30, 0.2, "the second proxd to leave the lapsed leases alone a while")
         rows = wait_for(ended, 90, 0.5, "every job to end after the outage")
         assert px.alive(), "proxd died:\n" + px.tail()
         assert sorted(r[0] for r in rows) == sorted(jobs), rows
