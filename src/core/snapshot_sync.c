@@ -64,32 +64,86 @@ size_t snap_retention(const struct proxd_config *cfg, const struct snap_info *s,
  * failed: a call the job gave up on (its answer never came) that Proxmox
  * served after the job had looked and failed, as a busy pvedaemon does
  * with a request queued behind others. Nothing else removes it. */
-static bool made_by_a_failed_job(struct core *k, const struct snap_info *s)
+static bool made_by_a_failed_job(const struct job_brief *b)
 {
-    struct job_brief b;
-    return s->proxd && !s->state[0] && store_job_brief(k->st, s->job, &b, NULL) == 0 &&
-           b.state == JOB_FAILED && strcmp(b.kind, "snap-create") == 0;
+    return b->state == JOB_FAILED && strcmp(b->kind, "snap-create") == 0;
 }
 
-/* Queue the removal of the snapshots of failed jobs in s; the deletion
- * checks the marker again (a snapshot of that name made since is left). */
+/* The VM's snap-delete jobs that ended done, newest first (a bounded
+ * page), read once per VM and only when a snapshot needs them. */
+struct deletes {
+    bool read;
+    struct job_rec *j;
+    size_t n;
+};
+
+static void deletes_read(struct core *k, int vmid, struct deletes *d)
+{
+    if (d->read)
+        return;
+    d->read = true;
+    struct job_filter f = {.kind = "snap-delete", .state = JOB_DONE, .vmid = vmid, .limit = 100};
+    if (store_job_list(k->st, &f, &d->j, &d->n, NULL, NULL) != 0) {
+        d->j = NULL; /* unknown: none taken for one */
+        d->n = 0;
+    }
+}
+
+static void deletes_release(struct deletes *d)
+{
+    for (size_t i = 0; i < d->n; i++)
+        job_rec_release(&d->j[i]);
+    free(d->j);
+}
+
+/* A complete snapshot whose snap-create job ended done, but which a
+ * snap-delete of that name submitted after that job ended removed (its
+ * task ended well): made again since by a copy of the creation's call
+ * served late (a call sent before a crash whose answer never came, sent
+ * again by the resumed job, which made the snapshot the deletion
+ * removed). Nothing else makes a snapshot carrying that job's marker. */
+static bool made_again_after_its_deletion(struct core *k, int vmid, const struct snap_info *s,
+                                          const struct job_brief *b, struct deletes *d)
+{
+    if (b->state != JOB_DONE || strcmp(b->kind, "snap-create") != 0 || !b->finished_at)
+        return false;
+    deletes_read(k, vmid, d);
+    for (size_t i = 0; i < d->n; i++) {
+        const char *name = json_string_value(json_object_get(d->j[i].request, "name"));
+        if (name && strcmp(name, s->name) == 0 && d->j[i].created_at > b->finished_at)
+            return true;
+    }
+    return false;
+}
+
+/* Queue the removal of the snapshots in s that no job of proxd stands
+ * for (above); the deletion checks the marker again (a snapshot of that
+ * name made since is left). */
 static void remove_strays(struct sctx *c, const struct vm_rec *v, const struct snap_info *s,
                           size_t n, int *queued)
 {
+    struct deletes d = {0};
     for (size_t i = 0; i < n; i++) {
         char id[40];
-        if (!made_by_a_failed_job(c->k, &s[i]) ||
-            snap_enqueue(
-                c->k, v, "snap-delete",
-                json_pack("{s:s,s:s,s:s}", "name", s[i].name, "reason", "stray", "job", s[i].job),
-                id, NULL) != 0)
+        struct job_brief b;
+        if (!s[i].proxd || s[i].state[0] || store_job_brief(c->k->st, s[i].job, &b, NULL) != 0)
+            continue;
+        const char *why = made_by_a_failed_job(&b) ? "which failed"
+                          : made_again_after_its_deletion(c->k, v->vmid, &s[i], &b, &d)
+                              ? "and was deleted since"
+                              : NULL;
+        if (!why || snap_enqueue(c->k, v, "snap-delete",
+                                 json_pack("{s:s,s:s,s:s}", "name", s[i].name, "reason", "stray",
+                                           "job", s[i].job),
+                                 id, NULL) != 0)
             continue;
         (*queued)++;
         log_warn("snapshot",
-                 "vmid=%d snapshot '%s' was made by job %s, which failed (a call of it served "
-                 "late): removed (job %s)",
-                 v->vmid, s[i].name, s[i].job, id);
+                 "vmid=%d snapshot '%s' was made by job %s, %s (a call of it served late): "
+                 "removed (job %s)",
+                 v->vmid, s[i].name, s[i].job, why, id);
     }
+    deletes_release(&d);
 }
 
 static void sync_one(struct sctx *c, int vmid, int *queued)

@@ -935,11 +935,77 @@ def sync_removes_a_late_snapshot_of_a_failed_job():
     tmp.cleanup()
 
 
+def sync_removes_a_late_snapshot_made_after_its_deletion():
+    """The fault test's seed 9102 (kills, rate 0.2): a snap-create job's
+    first call got no answer (here it hangs past proxd's timeout, served
+    when the test says), the job saw no snapshot, called again and ended
+    done; a snap-delete of that snapshot ended done; then the first call
+    was served and made the snapshot again, with the done job's marker.
+    Taken for that job's snapshot, it stayed for ever. After
+    sync_snapshots it is gone, by a snap-delete job of reason "stray"."""
+    tmp = tempfile.TemporaryDirectory(prefix="proxd-faults-again-")
+    db = os.path.join(tmp.name, "proxd.db")
+    conf = os.path.join(tmp.name, "proxd.conf")
+    sim = Sim(time_scale=0.005)
+    d = None
+    try:
+        port = write_config(conf, db, sim.entry, ["reconcile_interval = 3600", "quarantine = 0"],
+                            proxmox_extra=["connect_timeout = 1", "timeout = 1"])
+        token = proxd("token", "create", "--config", conf, "--owner", "ci", "--role",
+                      "user").stdout.strip()
+        d = Daemon(conf, tmp.name).start()
+        api = Api("http://127.0.0.1:%d" % port, token)
+        wait_answer(api.base + "/readyz")
+        r = api.call("POST", "/v1/vms", {"os": "debian", "name": "again", "cores": 1,
+                                         "memory_mb": 512, "disk_gb": DISK_GB})
+        assert r.status_code == 202, (r.status_code, r.text)
+        vmid = r.json()["vmid"]
+        assert api.wait_job(r.json()["job"], JOB_BOUND_S)["state"] == "done"
+        sim.add_faults([{"kind": "late_hang", "method": "POST", "path": "/snapshot$",
+                         "count": 1, "delay_ms": 600000}])
+        r = api.call("POST", "/v1/vms/%d/snapshots" % vmid, {"name": "s1"})
+        assert r.status_code == 202, (r.status_code, r.text)
+        j = api.wait_job(r.json()["job"], JOB_BOUND_S)
+        assert j["state"] == "done", j
+        # (the hung call had the node marked down: asked again once it is up)
+        r = wait_for(lambda: (lambda r: r if r.status_code != 503 else None)(
+            api.call("DELETE", "/v1/vms/%d/snapshots/s1" % vmid)), 30, 0.2, "the node back")
+        assert r.status_code == 202, (r.status_code, r.text)
+        assert api.wait_job(r.json()["job"], JOB_BOUND_S)["state"] == "done"
+        assert sim.release_late() == 1
+        sim.wait_late()
+        d.stop()
+        snaps = [s for v in sim.state()["vms"] if v["vmid"] == vmid
+                 for s in (v.get("snapshots") or {})]
+        assert snaps == ["s1"], snaps  # the late call made it again
+        problems = []
+        check_snapshots(db, sim.state(), problems)
+        assert len(problems) == 1 and "s1 removed" in problems[0], problems
+        problems = []
+        sync_snapshots(d, port, db, problems)
+        check_snapshots(db, sim.state(), problems)
+        assert not problems, problems
+        dels = [(st, {k: v for k, v in json.loads(req).items() if k in ("name", "reason", "job")})
+                for st, req in db_query(
+                    db, "SELECT state, request FROM jobs WHERE kind = 'snap-delete'"
+                    " ORDER BY created_at")]
+        assert dels[-1] == ("done", {"name": "s1", "reason": "stray", "job": j["id"]}), dels
+    except Exception:
+        if d:
+            d.abort()
+        sim.stop(check_clean=False)
+        raise
+    sim.stop()
+    tmp.cleanup()
+
+
 def main():
     run_case("the_snapshot_check_sees_what_is_wrong", snapshot_check_sees_what_is_wrong)
     if not PG_URL:  # (the same on PostgreSQL: its time spared)
         run_case("the_snapshot_sync_removes_a_late_snapshot_of_a_failed_job",
                  sync_removes_a_late_snapshot_of_a_failed_job)
+        run_case("the_snapshot_sync_removes_a_late_snapshot_made_after_its_deletion",
+                 sync_removes_a_late_snapshot_made_after_its_deletion)
     all_stats = []
     for seed in SEEDS:
         holder = {}
