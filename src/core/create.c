@@ -1381,6 +1381,16 @@ void create_run(struct core *k, struct job_rec *j)
      * of: a second VM of it on another standalone host, a foreign VMID in
      * a cluster) */
     c.clone_lost = c.resumed && strcmp(j->step, "cleanup") == 0 && !j->upid[0];
+    /* likewise, a run resumed past its clone request cannot know whether
+     * that request was sent twice (its first answer lost): if the attempt
+     * fails, its VMID stays with a leftover (clone_twice) rather than go to
+     * the next node, where a late first request would make a second VM of
+     * it on another standalone host. A crash and a failure in one attempt:
+     * the cost is a VMID set aside until the reconciler's next pass. */
+    c.clone_twice =
+        c.resumed && (strcmp(j->step, "wait_clone") == 0 || strcmp(j->step, "configure") == 0 ||
+                      strcmp(j->step, "resize") == 0 || strcmp(j->step, "start") == 0 ||
+                      strcmp(j->step, "verify") == 0 || strcmp(j->step, "cleanup") == 0);
     if (j->node[0] && !enter_node(&c) && resume_unconfigured(&c) != 0)
         return;
     if (c.resumed && resume_move(&c) != 0)

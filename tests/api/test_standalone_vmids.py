@@ -21,7 +21,10 @@ fleet, and its records stay with their own VMs.
     clone made a VM of it on sv1 carrying the job's marker, and the
     reconciler kept that one for ever: another host's copy of a recorded
     VMID while the record lived, the job's own finished VM once it was
-    gone (the fault test's seed 77 in a loaded CI run).
+    gone (the fault test's seed 77 in a loaded CI run);
+  - likewise an attempt resumed after a kill during its clone, which then
+    fails: whether its clone was asked for twice before the kill is not
+    known, so its VMID stays with the reconciler.
 """
 from lib.cases import case, finish
 from lib.db import query
@@ -148,6 +151,36 @@ def a_clone_asked_twice_does_not_share_the_next_attempts_vmid():
     assert record(vmid) == [("sv2", "enabled")], record(vmid)
     # the late VM was removed as a partial VM, and no VMID is twice
     assert [v for v in vms() if v[2] == "twice"] == [(vmid, "sv2", "twice")], vms()
+    ids = [v[0] for v in vms()]
+    assert sorted(set(i for i in ids if ids.count(i) > 1) - before) == [], vms()
+
+
+
+@case
+def an_attempt_resumed_after_a_kill_leaves_its_vmid_when_it_fails():
+    """proxd killed while sv1's clone runs: the resumed run cannot know
+    whether the clone was asked for twice before the kill (the first
+    request may still come), so when the attempt then fails it leaves the
+    VMID for the reconciler and the next attempt takes another."""
+    before = set(v[0] for v in vms())
+    started = sim.running_tasks()["started"]
+    r = px.call("POST", "/v1/vms", ALICE, {"os": "debian", "name": "resumed", "cores": 1,
+                                           "memory_mb": 512, "disk_gb": 12}, want=202)
+    job, first = r.json()["job"], r.json()["vmid"]
+    # the clone (debian: some 4 s here) running on sv1, then the kill
+    wait_for(lambda: sim.running_tasks(wait_ms=200)["started"] > started, 30, 0,
+             "the clone to start")
+    px.kill()
+    # the resumed run's configure write refused on sv1: the attempt fails
+    sim.add_faults([{"kind": "error", "status": 500, "message": "injected: refused",
+                     "method": "PUT", "path": r"/config$", "node": "sv1", "count": 8}])
+    px.start()
+    j = px.wait_job(job, ALICE, deadline=120)
+    sim.clear_faults()
+    assert j["state"] == "done", j
+    assert j["vmid"] != first and record(j["vmid"]) == [("sv2", "enabled")], (first, j)
+    reconcile()
+    assert [v for v in vms() if v[2] == "resumed"] == [(j["vmid"], "sv2", "resumed")], vms()
     ids = [v[0] for v in vms()]
     assert sorted(set(i for i in ids if ids.count(i) > 1) - before) == [], vms()
 
