@@ -1381,16 +1381,20 @@ void create_run(struct core *k, struct job_rec *j)
      * of: a second VM of it on another standalone host, a foreign VMID in
      * a cluster) */
     c.clone_lost = c.resumed && strcmp(j->step, "cleanup") == 0 && !j->upid[0];
-    /* likewise, a run resumed past its clone request cannot know whether
-     * that request was sent twice (its first answer lost): if the attempt
-     * fails, its VMID stays with a leftover (clone_twice) rather than go to
-     * the next node, where a late first request would make a second VM of
-     * it on another standalone host. A crash and a failure in one attempt:
-     * the cost is a VMID set aside until the reconciler's next pass. */
-    c.clone_twice =
-        c.resumed && (strcmp(j->step, "wait_clone") == 0 || strcmp(j->step, "configure") == 0 ||
-                      strcmp(j->step, "resize") == 0 || strcmp(j->step, "start") == 0 ||
-                      strcmp(j->step, "verify") == 0 || strcmp(j->step, "cleanup") == 0);
+    /* likewise, a run resumed past its clone request on a standalone host
+     * cannot know whether that request was sent twice (its first answer
+     * lost): if the attempt fails, its VMID stays with a leftover
+     * (clone_twice) rather than go to the next host, where a late first
+     * request would make a second VM of it (each host its own VMID space).
+     * A crash and a failure in one attempt: the cost is a VMID set aside
+     * until the reconciler's next pass. In a cluster the VMID is the
+     * cluster's: the late request fails, or the next attempt's clone does
+     * and takes another VMID (core/test_crash: no leftover there). */
+    const struct cfg_node *at = j->node[0] ? config_node(k->cfg, j->node) : NULL;
+    c.clone_twice = c.resumed && at && !at->cluster[0] &&
+                    (strcmp(j->step, "wait_clone") == 0 || strcmp(j->step, "configure") == 0 ||
+                     strcmp(j->step, "resize") == 0 || strcmp(j->step, "start") == 0 ||
+                     strcmp(j->step, "verify") == 0 || strcmp(j->step, "cleanup") == 0);
     if (j->node[0] && !enter_node(&c) && resume_unconfigured(&c) != 0)
         return;
     if (c.resumed && resume_move(&c) != 0)
