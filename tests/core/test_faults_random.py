@@ -875,14 +875,11 @@ def snapshot_check_sees_what_is_wrong():
     tmp.cleanup()
 
 
-def sync_removes_a_late_snapshot_of_a_failed_job():
-    """What sync_snapshots is for, made on purpose: a snap-create job's
-    first call hangs past proxd's timeout (late_hang), the job sees no
-    snapshot, its second call's task fails and the job ends failed; the
-    first call, served late, then makes the snapshot with the failed job's
-    marker. check_snapshots reports it; after sync_snapshots it is gone, by
-    a snap-delete job of reason "stray", and nothing is reported."""
-    tmp = tempfile.TemporaryDirectory(prefix="proxd-faults-stray-")
+def on_one_vm(name, body):
+    """body(sim, d, api, port, db, vmid) on a pvesim and a proxd of their
+    own (proxd gives up on a call after 1 s, no reconciler pass of its
+    own), with one VM made: the snapshot sync's cases."""
+    tmp = tempfile.TemporaryDirectory(prefix="proxd-faults-%s-" % name)
     db = os.path.join(tmp.name, "proxd.db")
     conf = os.path.join(tmp.name, "proxd.conf")
     sim = Sim(time_scale=0.005)
@@ -895,11 +892,36 @@ def sync_removes_a_late_snapshot_of_a_failed_job():
         d = Daemon(conf, tmp.name).start()
         api = Api("http://127.0.0.1:%d" % port, token)
         wait_answer(api.base + "/readyz")
-        r = api.call("POST", "/v1/vms", {"os": "debian", "name": "stray", "cores": 1,
+        r = api.call("POST", "/v1/vms", {"os": "debian", "name": name, "cores": 1,
                                          "memory_mb": 512, "disk_gb": DISK_GB})
         assert r.status_code == 202, (r.status_code, r.text)
         vmid = r.json()["vmid"]
         assert api.wait_job(r.json()["job"], JOB_BOUND_S)["state"] == "done"
+        body(sim, d, api, port, db, vmid)
+    except Exception:
+        if d:
+            d.abort()
+        sim.stop(check_clean=False)
+        raise
+    sim.stop()
+    tmp.cleanup()
+
+
+def stray_deletions(db):
+    """The snap-delete jobs, oldest first: (state, {name, reason, job})."""
+    return [(st, {k: v for k, v in json.loads(req).items() if k in ("name", "reason", "job")})
+            for st, req in db_query(db, "SELECT state, request FROM jobs"
+                                        " WHERE kind = 'snap-delete' ORDER BY created_at")]
+
+
+def sync_removes_a_late_snapshot_of_a_failed_job():
+    """What sync_snapshots is for, made on purpose: a snap-create job's
+    first call hangs past proxd's timeout (late_hang), the job sees no
+    snapshot, its second call's task fails and the job ends failed; the
+    first call, served late, then makes the snapshot with the failed job's
+    marker. check_snapshots reports it; after sync_snapshots it is gone, by
+    a snap-delete job of reason "stray", and nothing is reported."""
+    def body(sim, d, api, port, db, vmid):
         # the first snapshot call served 2.5 s after it came (proxd gives
         # up after 1 s; the job fails about half a second later), the
         # second one's task failing
@@ -922,17 +944,9 @@ def sync_removes_a_late_snapshot_of_a_failed_job():
         sync_snapshots(d, port, db, problems)
         check_snapshots(db, sim.state(), problems)
         assert not problems, problems
-        dels = [(st, {k: v for k, v in json.loads(req).items() if k in ("name", "reason", "job")})
-                for st, req in db_query(
-                    db, "SELECT state, request FROM jobs WHERE kind = 'snap-delete'")]
+        dels = stray_deletions(db)
         assert dels == [("done", {"name": "s1", "reason": "stray", "job": j["id"]})], dels
-    except Exception:
-        if d:
-            d.abort()
-        sim.stop(check_clean=False)
-        raise
-    sim.stop()
-    tmp.cleanup()
+    on_one_vm("stray", body)
 
 
 def sync_removes_a_late_snapshot_made_after_its_deletion():
@@ -943,24 +957,7 @@ def sync_removes_a_late_snapshot_made_after_its_deletion():
     was served and made the snapshot again, with the done job's marker.
     Taken for that job's snapshot, it stayed for ever. After
     sync_snapshots it is gone, by a snap-delete job of reason "stray"."""
-    tmp = tempfile.TemporaryDirectory(prefix="proxd-faults-again-")
-    db = os.path.join(tmp.name, "proxd.db")
-    conf = os.path.join(tmp.name, "proxd.conf")
-    sim = Sim(time_scale=0.005)
-    d = None
-    try:
-        port = write_config(conf, db, sim.entry, ["reconcile_interval = 3600", "quarantine = 0"],
-                            proxmox_extra=["connect_timeout = 1", "timeout = 1"])
-        token = proxd("token", "create", "--config", conf, "--owner", "ci", "--role",
-                      "user").stdout.strip()
-        d = Daemon(conf, tmp.name).start()
-        api = Api("http://127.0.0.1:%d" % port, token)
-        wait_answer(api.base + "/readyz")
-        r = api.call("POST", "/v1/vms", {"os": "debian", "name": "again", "cores": 1,
-                                         "memory_mb": 512, "disk_gb": DISK_GB})
-        assert r.status_code == 202, (r.status_code, r.text)
-        vmid = r.json()["vmid"]
-        assert api.wait_job(r.json()["job"], JOB_BOUND_S)["state"] == "done"
+    def body(sim, d, api, port, db, vmid):
         sim.add_faults([{"kind": "late_hang", "method": "POST", "path": "/snapshot$",
                          "count": 1, "delay_ms": 600000}])
         r = api.call("POST", "/v1/vms/%d/snapshots" % vmid, {"name": "s1"})
@@ -985,18 +982,9 @@ def sync_removes_a_late_snapshot_made_after_its_deletion():
         sync_snapshots(d, port, db, problems)
         check_snapshots(db, sim.state(), problems)
         assert not problems, problems
-        dels = [(st, {k: v for k, v in json.loads(req).items() if k in ("name", "reason", "job")})
-                for st, req in db_query(
-                    db, "SELECT state, request FROM jobs WHERE kind = 'snap-delete'"
-                    " ORDER BY created_at")]
+        dels = stray_deletions(db)
         assert dels[-1] == ("done", {"name": "s1", "reason": "stray", "job": j["id"]}), dels
-    except Exception:
-        if d:
-            d.abort()
-        sim.stop(check_clean=False)
-        raise
-    sim.stop()
-    tmp.cleanup()
+    on_one_vm("again", body)
 
 
 def main():
