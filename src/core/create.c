@@ -1425,7 +1425,7 @@ void create_run(struct core *k, struct job_rec *j)
                              "job=%s vmid=%d placement waits for the database: no node could be "
                              "judged (try %d)",
                              j->id, j->vmid, c.db_waits);
-                sleep_ms(PLACE_DB_WAIT_MS);
+                core_nap(k, PLACE_DB_WAIT_MS); /* a stop ends it: resumed later */
                 continue;
             }
             finish_failed(&c);

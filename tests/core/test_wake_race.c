@@ -4,7 +4,7 @@
  * second (or, were it not the watcher, until the next job).
  *
  * The interleaving is made exact: this test is linked with
- * --wrap=store_job_claim (CMakeLists.txt); the wrapper, once armed, lets a
+ * --wrap=store_job_claim_at (CMakeLists.txt); the wrapper, once armed, lets a
  * look that found nothing return and, before it does, queues a creation
  * (as the API would) on the worker's own thread. The store's jobs watch
  * is taken away (--wrap=store_jobs_watch answers -1, as a watch that
@@ -19,8 +19,8 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
-int __real_store_job_claim(store *s, const char *owner, int64_t lease_ms, struct job_rec *out,
-                           struct store_error *err);
+int __real_store_job_claim_at(store *s, const char *owner, int64_t lease_ms, int64_t expired_before,
+                              struct job_rec *out, struct store_error *err);
 
 static struct ch_env *g_env;
 static atomic_bool g_armed;
@@ -35,10 +35,10 @@ int __wrap_store_jobs_watch(store *s)
     return -1;
 }
 
-int __wrap_store_job_claim(store *s, const char *owner, int64_t lease_ms, struct job_rec *out,
-                           struct store_error *err)
+int __wrap_store_job_claim_at(store *s, const char *owner, int64_t lease_ms, int64_t expired_before,
+                              struct job_rec *out, struct store_error *err)
 {
-    int rc = __real_store_job_claim(s, owner, lease_ms, out, err);
+    int rc = __real_store_job_claim_at(s, owner, lease_ms, expired_before, out, err);
     if (rc == STORE_OK && atomic_load(&g_queued_ms) && !atomic_load(&g_claimed_ms) &&
         strcmp(out->id, g_job) == 0)
         atomic_store(&g_claimed_ms, mono_ms());
