@@ -124,9 +124,11 @@ def ride_out(px, sim, cut, restore, down, late=None):
               % (px.db.split("/")[-1], log.count("cannot write step"), log.count("not run twice")),
               flush=True)
     finally:
-        px.stop()  # exit 0, no sanitizer report
-        if late:
-            late.stop()
+        try:
+            px.stop()  # exit 0, no sanitizer report
+        finally:
+            if late:  # stopped even when the first's stop failed (else left running)
+                late.stop()
 
 
 def postgresql_gone_longer_than_a_lease():
