@@ -3,6 +3,7 @@ the daemon (started with one log file per run, killed, stopped cleanly), and
 the admin command line (`proxd create|job|token ...`)."""
 import json
 import os
+import re
 import signal
 import subprocess
 import tempfile
@@ -115,9 +116,12 @@ def cluster_config(path, db, entry, proxd_extra=(), token=TOKEN, log_level="info
     return port
 
 
-def wait_answer(url, deadline=30, interval=0.1, timeout=1):
-    """Until GET url answers 200 (proxd's /readyz or /healthz)."""
+def wait_answer(url, deadline=30, interval=0.1, timeout=1, gone=None):
+    """Until GET url answers 200 (proxd's /readyz or /healthz). gone: a
+    check that the server has exited, which ends the wait at once."""
     def up():
+        if gone and gone():
+            raise AssertionError("the server exited while waiting for " + url)
         try:
             return requests.get(url, timeout=timeout).status_code == 200
         except requests.RequestException:
@@ -266,8 +270,26 @@ class Proxd(Daemon):
         return Daemon.start(self)
 
     def start(self):
-        self.spawn()
-        wait_answer(self.base + "/readyz")
+        """Start and wait until ready. Another program may take the port
+        between two runs of this proxd (or between free_port and the first):
+        the kernel hands a released port to other tests' outgoing
+        connections, and proxd exits "Address already in use" (a -j5 CI run
+        waited 30 s for its /readyz): then a new port, and start again."""
+        for attempt in range(5):
+            self.spawn()
+            try:
+                wait_answer(self.base + "/readyz", gone=lambda: not self.alive())
+                return self
+            except AssertionError:
+                if attempt == 4 or self.alive() or "Address already in use" not in self.log_text():
+                    raise
+            self.port = free_port()
+            self.base = "http://127.0.0.1:%d" % self.port
+            with open(self.conf) as f:
+                text = f.read()
+            with open(self.conf, "w") as f:
+                f.write(re.sub(r"(?m)^listen = 127\.0\.0\.1:\d+$",
+                               "listen = 127.0.0.1:%d" % self.port, text, count=1))
         return self
 
     def stop(self):
