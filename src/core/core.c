@@ -973,10 +973,11 @@ static void *worker_main(void *arg)
         struct store_error se;
         /* no job before the inventory is read once: placement and locating
          * a VM need it (the keeper reads it first thing) */
-        int rc = fleet_ready(k->fl) ? store_job_claim_at(k->st, k->instance, LEASE_MS,
-                                                         claim_expired_before(k), &j, &se)
-                                    : STORE_E_NOTFOUND;
-        if (fleet_ready(k->fl))
+        bool ready = fleet_ready(k->fl);
+        int rc = ready ? store_job_claim_at(k->st, k->instance, LEASE_MS, claim_expired_before(k),
+                                            &j, &se)
+                       : STORE_E_NOTFOUND;
+        if (ready)
             db_seen(k, rc == STORE_OK || rc == STORE_E_NOTFOUND);
         if (rc == STORE_E_NOTFOUND || rc) {
             if (rc && rc != STORE_E_NOTFOUND)

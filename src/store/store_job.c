@@ -320,8 +320,7 @@ static int end_capacity(db_conn *c, const struct job_rec *j, struct store_error 
     if (rc)
         return rc;
     DB_BIND_FIELD(st, 1, j->id);
-    bool row = false;
-    rc = db_step(st, &row, err, "ending a job's reservation");
+    rc = db_run(st, err, "ending a job's reservation");
     db_done(st);
     return rc;
 }
