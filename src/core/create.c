@@ -1364,6 +1364,15 @@ static int resume_unconfigured(struct ctx *c)
     return leave(c, w, "its node is no longer configured", &e) == 3 ? 0 : -1;
 }
 
+/* Does every configured node share node's VMID space (one cluster)? */
+static bool one_vmid_space(struct core *k, const char *node)
+{
+    for (int i = 0; i < k->cfg->nnodes; i++)
+        if (!fleet_same_world(k->fl, node, k->cfg->nodes[i].name))
+            return false;
+    return true;
+}
+
 void create_run(struct core *k, struct job_rec *j)
 {
     struct ctx c = {.k = k, .j = j};
@@ -1381,17 +1390,17 @@ void create_run(struct core *k, struct job_rec *j)
      * of: a second VM of it on another standalone host, a foreign VMID in
      * a cluster) */
     c.clone_lost = c.resumed && strcmp(j->step, "cleanup") == 0 && !j->upid[0];
-    /* likewise, a run resumed past its clone request on a standalone host
-     * cannot know whether that request was sent twice (its first answer
-     * lost): if the attempt fails, its VMID stays with a leftover
-     * (clone_twice) rather than go to the next host, where a late first
-     * request would make a second VM of it (each host its own VMID space).
-     * A crash and a failure in one attempt: the cost is a VMID set aside
-     * until the reconciler's next pass. In a cluster the VMID is the
-     * cluster's: the late request fails, or the next attempt's clone does
-     * and takes another VMID (core/test_crash: no leftover there). */
-    const struct cfg_node *at = j->node[0] ? config_node(k->cfg, j->node) : NULL;
-    c.clone_twice = c.resumed && at && !at->cluster[0] &&
+    /* likewise, a run resumed past its clone request cannot know whether
+     * that request was sent twice (its first answer lost): if the attempt
+     * fails, its VMID stays with a leftover (clone_twice) rather than go
+     * to a node of another VMID space (another standalone host, another
+     * cluster), where the late first request, served here, made a second
+     * VM of it. A crash and a failure in one attempt: the cost is a VMID
+     * set aside until the reconciler's next pass. When every node shares
+     * this one's VMID space (one cluster) the late request fails, or the
+     * next attempt's clone does and takes another VMID (core/test_crash:
+     * no leftover there). */
+    c.clone_twice = c.resumed && j->node[0] && !one_vmid_space(k, j->node) &&
                     (strcmp(j->step, "wait_clone") == 0 || strcmp(j->step, "configure") == 0 ||
                      strcmp(j->step, "resize") == 0 || strcmp(j->step, "start") == 0 ||
                      strcmp(j->step, "verify") == 0 || strcmp(j->step, "cleanup") == 0);

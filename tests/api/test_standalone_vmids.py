@@ -156,15 +156,11 @@ def a_clone_asked_twice_does_not_share_the_next_attempts_vmid():
 
 
 
-@case
-def an_attempt_resumed_after_a_kill_leaves_its_vmid_when_it_fails():
-    """proxd killed while sv1's clone runs: the resumed run cannot know
-    whether the clone was asked for twice before the kill (the first
-    request may still come), so when the attempt then fails it leaves the
-    VMID for the reconciler and the next attempt takes another."""
-    before = set(v[0] for v in vms())
+def resumed_attempt_fails(name):
+    """proxd killed while sv1's clone runs, the resumed run's configure
+    write on sv1 refused: the job (done on sv2), the VMID it had first."""
     started = sim.running_tasks()["started"]
-    r = px.call("POST", "/v1/vms", ALICE, {"os": "debian", "name": "resumed", "cores": 1,
+    r = px.call("POST", "/v1/vms", ALICE, {"os": "debian", "name": name, "cores": 1,
                                            "memory_mb": 512, "disk_gb": 12}, want=202)
     job, first = r.json()["job"], r.json()["vmid"]
     # the clone (debian: some 4 s here) running on sv1, then the kill
@@ -178,9 +174,46 @@ def an_attempt_resumed_after_a_kill_leaves_its_vmid_when_it_fails():
     j = px.wait_job(job, ALICE, deadline=120)
     sim.clear_faults()
     assert j["state"] == "done", j
+    return j, first
+
+
+@case
+def an_attempt_resumed_after_a_kill_leaves_its_vmid_when_it_fails():
+    """The resumed run cannot know whether the clone was asked for twice
+    before the kill (the first request may still come), so when the attempt
+    then fails it leaves the VMID for the reconciler and the next attempt
+    takes another."""
+    before = set(v[0] for v in vms())
+    j, first = resumed_attempt_fails("resumed")
     assert j["vmid"] != first and record(j["vmid"]) == [("sv2", "enabled")], (first, j)
     reconcile()
     assert [v for v in vms() if v[2] == "resumed"] == [(j["vmid"], "sv2", "resumed")], vms()
+    ids = [v[0] for v in vms()]
+    assert sorted(set(i for i in ids if ids.count(i) > 1) - before) == [], vms()
+
+
+@case
+def a_cluster_node_failing_over_to_a_host_leaves_its_vmid_too():
+    """Likewise in a mixed fleet: sv1 a cluster's node (a cluster of one
+    here), the other nodes standalone hosts. The cluster's VMID space is
+    not sv2's, so a late first request on sv1 would make a second VM of
+    the VMID the next attempt takes on sv2. It kept its VMID (the rule
+    was for standalone hosts only)."""
+    global px, ALICE
+    px.stop()
+    px = Proxd(sim, proxd_extra="placement = ordered\nreconcile_interval = 3600\n",
+               proxmox_extra="timeout = 3\n")
+    with open(px.conf) as f:
+        conf = f.read()
+    sv1 = "host = 127.0.0.1:%d\n" % sim.ports["sv1"]
+    assert conf.count(sv1) == 1, conf
+    with open(px.conf, "w") as f:
+        f.write(conf.replace(sv1, sv1 + "cluster = c1\n"))
+    ALICE = px.token("alice")  # this proxd's database
+    px.start()
+    before = set(v[0] for v in vms())
+    j, first = resumed_attempt_fails("mixed")
+    assert j["vmid"] != first and record(j["vmid"]) == [("sv2", "enabled")], (first, j)
     ids = [v[0] for v in vms()]
     assert sorted(set(i for i in ids if ids.count(i) > 1) - before) == [], vms()
 
