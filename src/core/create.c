@@ -1364,15 +1364,6 @@ static int resume_unconfigured(struct ctx *c)
     return leave(c, w, "its node is no longer configured", &e) == 3 ? 0 : -1;
 }
 
-/* Does every configured node share node's VMID space (one cluster)? */
-static bool one_vmid_space(struct core *k, const char *node)
-{
-    for (int i = 0; i < k->cfg->nnodes; i++)
-        if (!fleet_same_world(k->fl, node, k->cfg->nodes[i].name))
-            return false;
-    return true;
-}
-
 void create_run(struct core *k, struct job_rec *j)
 {
     struct ctx c = {.k = k, .j = j};
@@ -1400,7 +1391,7 @@ void create_run(struct core *k, struct job_rec *j)
      * this one's VMID space (one cluster) the late request fails, or the
      * next attempt's clone does and takes another VMID (core/test_crash:
      * no leftover there). */
-    c.clone_twice = c.resumed && j->node[0] && !one_vmid_space(k, j->node) &&
+    c.clone_twice = c.resumed && j->node[0] && !fleet_one_world(k->fl, j->node) &&
                     (strcmp(j->step, "wait_clone") == 0 || strcmp(j->step, "configure") == 0 ||
                      strcmp(j->step, "resize") == 0 || strcmp(j->step, "start") == 0 ||
                      strcmp(j->step, "verify") == 0 || strcmp(j->step, "cleanup") == 0);

@@ -918,6 +918,17 @@ bool fleet_same_world(struct fleet *f, const char *a, const char *b)
     return same;
 }
 
+bool fleet_one_world(struct fleet *f, const char *node)
+{
+    pthread_mutex_lock(&f->mu);
+    int ni = node_index(f, node);
+    bool one = ni >= 0 && ni < f->nnodes;
+    for (int i = 0; one && i < f->nnodes; i++)
+        one = in_world(f, i, ni);
+    pthread_mutex_unlock(&f->mu);
+    return one;
+}
+
 /* Record i of the table as the header's struct. Under f->mu. */
 static void vm_out(struct fleet *f, size_t i, struct fleet_vm *v)
 {

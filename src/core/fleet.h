@@ -151,6 +151,9 @@ int fleet_vm_node(struct fleet *f, int vmid, const char *near, char node[64]);
 
 /* Are nodes a and b (configured) in one world? */
 bool fleet_same_world(struct fleet *f, const char *a, const char *b);
+/* Is every configured node in the world of configured node `node` (one
+ * VMID space for the whole fleet: a single cluster, or a single host)? */
+bool fleet_one_world(struct fleet *f, const char *node);
 
 struct fleet_vm {
     int vmid;

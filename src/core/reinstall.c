@@ -436,10 +436,30 @@ static void release_tmp(struct rctx *c)
         store_settle_capacity(c->k->st, c->j->id, NULL);
     else
         store_release_capacity(c->k->st, c->j->id, NULL);
-    if (tmp_vmid(c)) {
-        store_vmid_release(c->k->st, tmp_vmid(c), c->k->cfg->quarantine_s * 1000, NULL);
-        fleet_vm_removed(c->k->fl, tmp_vmid(c), tmp_node(c));
+    if (!tmp_vmid(c))
+        return;
+    fleet_vm_removed(c->k->fl, tmp_vmid(c), tmp_node(c));
+    /* a clone request that may still be served makes the temporary VM
+     * later, after this job ended: released, its VMID went to another
+     * creation (on another standalone host: a second VM of it, kept by
+     * the reconciler as that one's copy). A leftover holds it until the
+     * reconciler's pass, which removes the late VM (its marker names this
+     * job) or finds none and releases the VMID. No room is held: the
+     * request may never be served. */
+    if (st_int(c, "tmp_twice")) {
+        struct store_error se;
+        log_info("job", "job=%s vmid=%d temporary VMID %d on %s left for the reconciler: %s",
+                 c->j->id, c->j->vmid, tmp_vmid(c), tmp_node(c),
+                 "a clone request to it may still be served");
+        if (store_leftover_add(c->k->st, tmp_vmid(c), tmp_node(c), c->j->id, STORE_LEFT_NO_ROOM,
+                               &se) == 0)
+            return;
+        log_error("job", "job=%s vmid=%d leftover %d not recorded (%s): VMID set aside", c->j->id,
+                  c->j->vmid, tmp_vmid(c), se.message);
+        store_vmid_mark_foreign(c->k->st, tmp_vmid(c), NULL);
+        return;
     }
+    store_vmid_release(c->k->st, tmp_vmid(c), c->k->cfg->quarantine_s * 1000, NULL);
 }
 
 /* ---- prepare ------------------------------------------------------------------------ */
@@ -812,6 +832,12 @@ static void step_clone(struct rctx *c)
     char m[128];
     marker(c, m, sizeof m);
     int tpl = (int)st_int(c, "template");
+    /* resumed after a crash: whether the run before sent its request twice
+     * is not known (tmp_twice is written with the next checkpoint). Where
+     * every node shares the temporary node's VMID space a late request
+     * fails against whatever holds the VMID by then */
+    if (c->resumed && !fleet_one_world(c->k->fl, tmp_node(c)))
+        st_set_int(c, "tmp_twice", 1);
     for (int n = 0;;) {
         if (c->resumed) {
             bool cloning;
@@ -842,6 +868,9 @@ static void step_clone(struct rctx *c)
                               .full = 1};
         c->j->upid[0] = '\0';
         int rc = pve_vm_clone(c->pc, tmp_node(c), tpl, &o, c->j->upid, &e);
+        /* a request that may still be served besides the one that counts */
+        if (e.earlier_pending || (rc && e.maybe_sent))
+            st_set_int(c, "tmp_twice", 1);
         if (rc == PVE_E_EXISTS) {
             /* ours when an earlier request of this step went through
              * unanswered and its task was not found (pve_vm_clone looks) */

@@ -26,6 +26,8 @@ fleet, and its records stay with their own VMs.
     fails: whether its clone was asked for twice before the kill is not
     known, so its VMID stays with the reconciler.
 """
+import json
+
 from lib.cases import case, finish
 from lib.db import query
 from lib.proxd import Proxd, run as proxd_cli, shutdown
@@ -154,6 +156,49 @@ def a_clone_asked_twice_does_not_share_the_next_attempts_vmid():
     ids = [v[0] for v in vms()]
     assert sorted(set(i for i in ids if ids.count(i) > 1) - before) == [], vms()
 
+
+
+@case
+def a_reinstalls_clone_asked_twice_keeps_its_vmid_for_the_reconciler():
+    """A reinstall's temporary clone asked for twice (the first request
+    unanswered, its task not found): when the reinstall ends, the temporary
+    VMID stays with a leftover until the reconciler's pass, which removes
+    the late temporary VM. It was released at once: the next creation, on
+    another host, took it, and the late first request then made a second
+    VM of it."""
+    before = set(v[0] for v in vms())
+    vmid = create("rebuilt")["vmid"]
+    (node, _), = record(vmid)
+    sim.add_faults([{"kind": "late", "method": "POST", "path": r"/clone$", "node": node,
+                     "delay_ms": 600000, "count": 1}])
+    r = px.call("POST", "/v1/vms/%d/reinstall" % vmid, ALICE, {"os": "debian"}, want=202)
+    j = px.wait_job(r.json()["job"], ALICE, deadline=120)
+    sim.clear_faults()
+    assert j["state"] == "done", j
+    (attempts,), = query(px.db, "SELECT attempts FROM jobs WHERE id = '%s'" % j["id"])
+    tmp = json.loads(attempts)[0]["tmp_vmid"]
+    assert query(px.db, "SELECT vmid, node FROM leftovers WHERE vmid = %d" % tmp) == \
+        [(tmp, node)], query(px.db, "SELECT * FROM leftovers")
+    # the next creation (of the temporary VMID's OS, on another host) takes another VMID
+    px.call("POST", "/v1/nodes/%s/cordon" % node, ADMIN, want=200)
+    try:
+        r = px.call("POST", "/v1/vms", ALICE, {"os": "debian" if tmp >= 4000 else "ubuntu",
+                                               "name": "next", "cores": 1, "memory_mb": 512,
+                                               "disk_gb": 12}, want=202)
+        nj = px.wait_job(r.json()["job"], ALICE, deadline=120)
+    finally:
+        px.call("POST", "/v1/nodes/%s/uncordon" % node, ADMIN, want=200)
+    assert nj["state"] == "done" and nj["vmid"] != tmp, (tmp, nj)
+    # the late request served: the temporary VM again (the test's premise)
+    assert sim.release_late() == 1
+    sim.wait_late()
+    wait_for(lambda: not locked(), deadline=60, what="the late clone done")
+    assert (tmp, node) in [(v[0], v[1]) for v in vms()], (tmp, vms())
+    reconcile()
+    assert (tmp, node) not in [(v[0], v[1]) for v in vms()], (tmp, vms())
+    assert query(px.db, "SELECT vmid FROM leftovers WHERE vmid = %d" % tmp) == []
+    ids = [v[0] for v in vms()]
+    assert sorted(set(i for i in ids if ids.count(i) > 1) - before) == [], vms()
 
 
 def resumed_attempt_fails(name):
