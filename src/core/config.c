@@ -134,6 +134,7 @@ static const struct key_def keys[] = {
     KSTR(S_PROXD, PC, "database", database, "sqlite:/var/lib/proxd/proxd.db", cfg_v_database, 0),
     {S_PROXD, "placement", K_PLACEMENT, offsetof(PC, placement), 0, "spread", 0, 0, NULL, 0, NULL},
     KNUM(S_PROXD, PC, "workers", workers, "0", 0, 256),
+    KNUM(S_PROXD, PC, "job_lease", job_lease_s, "30", 3, 3600),
     KNUM(S_PROXD, PC, "reconcile_interval", reconcile_interval_s, "60", 1, 86400),
     KNUM(S_PROXD, PC, "config_reads", config_reads, "20", 1, 1000),
     KNUM(S_PROXD, PC, "ha_wait", ha_wait_s, "120", 1, 3600),

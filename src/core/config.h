@@ -98,8 +98,9 @@ struct proxd_config {
     enum placement placement;
     char log_format[8]; /* text | json */
     char log_level[8];
-    char log_file[512];       /* "" = stderr; reopened on SIGHUP (log rotation) */
-    int workers;              /* job worker threads; 0 (default): sized from the clone slots */
+    char log_file[512]; /* "" = stderr; reopened on SIGHUP (log rotation) */
+    int workers;        /* job worker threads; 0 (default): sized from the clone slots */
+    int job_lease_s;    /* a job's lease: another instance takes a dead one's jobs after; 30 */
     int reconcile_interval_s; /* default 60 */
     int config_reads;         /* the config walk's VM config reads per second per world; 20 */
     int ha_wait_s; /* an HA-managed VM's start/stop: the wait for the HA manager to act; 120 */

@@ -498,7 +498,7 @@ static bool transient(int rc)
 static void read_pause(struct cctx *c, int n)
 {
     long ms = 250L << (n < 4 ? n - 1 : 3);
-    store_job_renew(c->k->st, c->j->id, c->k->instance, LEASE_MS, NULL);
+    store_job_renew(c->k->st, c->j->id, c->k->instance, LEASE_MS(c->k), NULL);
     sleep_ms(ms);
 }
 
@@ -642,7 +642,7 @@ static int settle(struct cctx *c, enum vm_action a, struct pve_vm_status *st, st
             return SETTLE_STOPPING;
         if (mono_ms() > end)
             return SETTLE_LATE;
-        store_job_renew(c->k->st, c->j->id, c->k->instance, LEASE_MS, NULL);
+        store_job_renew(c->k->st, c->j->id, c->k->instance, LEASE_MS(c->k), NULL);
         sleep_ms(pause);
     }
 }

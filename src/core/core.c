@@ -325,7 +325,7 @@ void job_checkpoint(struct core *k, struct job_rec *j, const char *step, int pro
         snprintf(j->step, sizeof j->step, "%s", step);
     if (progress >= 0)
         j->progress = progress;
-    j->lease_until = wall_ms() + LEASE_MS;
+    j->lease_until = wall_ms() + LEASE_MS(k);
     struct store_error se;
     /* the job row (what a restart resumes from) and its event in one
      * transaction: a job never ends without the event that says so */
@@ -913,7 +913,7 @@ static void run_job(struct core *k, struct job_rec *j)
  * (api/test_db_outage, a loaded CI machine: PostgreSQL out 35 s, the
  * lease 30 s). A renewal period, so that even a runner whose renewal was
  * not due yet renews first. Queued jobs are claimed meanwhile. */
-#define CLAIM_SETTLE_MS (LEASE_MS / 3)
+#define CLAIM_SETTLE_MS(k) (LEASE_MS(k) / 3)
 
 /* What the claim loop and the leaser learn of the store: a success after
  * failures opens the settling window. */
@@ -924,11 +924,11 @@ static void db_seen(struct core *k, bool ok)
         k->db_failing = true;
     } else if (k->db_failing) {
         k->db_failing = false;
-        k->claim_expired_from = wall_ms() + CLAIM_SETTLE_MS;
+        k->claim_expired_from = wall_ms() + CLAIM_SETTLE_MS(k);
         log_info("job",
                  "the database answers again: jobs whose lease ran out are left to their runners "
                  "for %d s",
-                 CLAIM_SETTLE_MS / 1000);
+                 (int)(CLAIM_SETTLE_MS(k) / 1000));
     }
     pthread_mutex_unlock(&k->mu);
 }
@@ -974,8 +974,8 @@ static void *worker_main(void *arg)
         /* no job before the inventory is read once: placement and locating
          * a VM need it (the keeper reads it first thing) */
         bool ready = fleet_ready(k->fl);
-        int rc = ready ? store_job_claim_at(k->st, k->instance, LEASE_MS, claim_expired_before(k),
-                                            &j, &se)
+        int rc = ready ? store_job_claim_at(k->st, k->instance, LEASE_MS(k),
+                                            claim_expired_before(k), &j, &se)
                        : STORE_E_NOTFOUND;
         if (ready)
             db_seen(k, rc == STORE_OK || rc == STORE_E_NOTFOUND);
@@ -1141,7 +1141,7 @@ static void *leaser_main(void *arg)
         if (mono_ms() >= renew_at) {
             struct store_error se;
             int n = 0;
-            bool failed = held && store_job_renew_owner(k->st, k->instance, LEASE_MS, &n, &se);
+            bool failed = held && store_job_renew_owner(k->st, k->instance, LEASE_MS(k), &n, &se);
             if (held)
                 db_seen(k, !failed);
             if (failed)
@@ -1152,7 +1152,7 @@ static void *leaser_main(void *arg)
              * it lapses. After a failure, a second: the database back
              * after an outage, the leases that ran out meanwhile are
              * renewed before another instance takes the jobs over */
-            renew_at = mono_ms() + (failed ? 1000 : LEASE_MS / 3);
+            renew_at = mono_ms() + (failed ? 1000 : LEASE_MS(k) / 3);
         }
         leaser_wait(k, watch, (long)(renew_at - mono_ms()));
         if (watch) {

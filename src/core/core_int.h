@@ -12,7 +12,10 @@
 #include "pve/pve_api.h"
 
 #define CORE_MAX_WORKERS 64
-#define LEASE_MS 30000
+/* A job's lease ([proxd] job_lease, in ms): a runner renews it every third
+ * of it; a dead runner's jobs are claimed by another instance once it ran
+ * out. */
+#define LEASE_MS(k) ((int64_t)(k)->cfg->job_lease_s * 1000)
 /* What a job says of a VM a failed rollback left locked (its VMID for %d):
  * snapshot jobs and the waits for a VM's lock (ctl_wait_unlocked) */
 #define UNLOCK_HINT                                                                                \

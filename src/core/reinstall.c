@@ -224,7 +224,7 @@ static bool transient(const struct pve_error *e)
 
 static void pause_n(struct rctx *c, int n)
 {
-    store_job_renew(c->k->st, c->j->id, c->k->instance, LEASE_MS, NULL);
+    store_job_renew(c->k->st, c->j->id, c->k->instance, LEASE_MS(c->k), NULL);
     sleep_ms(250L << (n < 4 ? n - 1 : 3)); /* 250 ms, 500 ms, 1 s, then 2 s */
 }
 
@@ -339,7 +339,7 @@ static int wait_unlocked(struct rctx *c, int vmid, struct pve_error *e)
             e->cls = PVE_E_TIMEOUT;
             return PVE_E_TIMEOUT;
         }
-        store_job_renew(c->k->st, c->j->id, c->k->instance, LEASE_MS, NULL);
+        store_job_renew(c->k->st, c->j->id, c->k->instance, LEASE_MS(c->k), NULL);
         sleep_ms(pause);
     }
 }

@@ -62,7 +62,7 @@ static bool transient(int rc)
 /* The pause before try n+1: 250 ms doubling to 4 s; the lease is renewed. */
 static void pause_n(struct sctx *c, int n)
 {
-    store_job_renew(c->k->st, c->j->id, c->k->instance, LEASE_MS, NULL);
+    store_job_renew(c->k->st, c->j->id, c->k->instance, LEASE_MS(c->k), NULL);
     sleep_ms(250L << (n < 5 ? n - 1 : 4));
 }
 
@@ -216,7 +216,7 @@ static bool await_unknown_task(struct sctx *c, const char *type, const char *loc
         if (core_stopping(c->k) || mono_ms() > end)
             return false;
         waited = true;
-        store_job_renew(c->k->st, c->j->id, c->k->instance, LEASE_MS, NULL);
+        store_job_renew(c->k->st, c->j->id, c->k->instance, LEASE_MS(c->k), NULL);
         sleep_ms(pause);
     }
 }

@@ -124,6 +124,7 @@ static void test_example(void **state)
     assert_string_equal(c->database, "sqlite:/var/lib/proxd/proxd.db");
     assert_int_equal(c->placement, PLACE_SPREAD);
     assert_int_equal(c->workers, 0);
+    assert_int_equal(c->job_lease_s, 30);
     assert_int_equal(c->reconcile_interval_s, 60);
     assert_int_equal(c->ha_wait_s, 120);
     assert_int_equal(c->events_keep_s, 604800);
@@ -423,6 +424,7 @@ static void test_defaults(void **state)
     assert_string_equal(c->log_format, "text");
     assert_string_equal(c->log_level, "info");
     assert_int_equal(c->workers, 0);
+    assert_int_equal(c->job_lease_s, 30);
     assert_int_equal(c->reconcile_interval_s, 60);
     assert_int_equal(c->ha_wait_s, 120);
     assert_false(c->delete_orphans);
@@ -586,6 +588,8 @@ static void test_bool_and_numbers(void **state)
     EXPECT_ERR(MIN "[proxd]\nconfig_reads = 0\n",
                ":10: [proxd] config_reads: 0 is out of bounds [1, 1000]");
     EXPECT_ERR(MIN "[proxd]\nha_wait = 0\n", ":10: [proxd] ha_wait: 0 is out of bounds [1, 3600]");
+    EXPECT_ERR(MIN "[proxd]\njob_lease = 2\n",
+               ":10: [proxd] job_lease: 2 is out of bounds [3, 3600]");
 }
 
 static void test_ranges(void **state)

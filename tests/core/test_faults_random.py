@@ -3,8 +3,11 @@ kind at random (500s, lock timeouts, 596s, failing tasks, delays, hangs,
 answers dropped after the call was served)
 while proxd runs mixed jobs on its VMs (start, shutdown, stop, pause,
 resume, reboot, update, resize, delete, and with FAULT_SNAPSHOTS=1, the
-default, snapshots made, removed and rolled back to) and, with
+default, snapshots made, removed and rolled back to; with
+FAULT_REINSTALLS=1, the default, reinstalls to the other OS) and, with
 FAULT_CREATE=1, creations (half of them with an address from an IP pool);
+a share of all those jobs (FAULT_CANCELS, 0.1) is cancelled 0 to 1.5 s
+after it was asked for, queued, running or ended by then;
 then the faults stop and the promises are checked against pvesim's state
 and proxd's database:
   - every job ended by itself (done or failed, with its terminal event)
@@ -155,6 +158,10 @@ TICKET_SIM_S = 4  # pvesim's ticket lifetime (real seconds)
 TICKET_LIFETIME_S = 5  # proxd's: longer, so that a ticket also expires under it
 TICKET_RENEW_S = 1
 SNAPS = os.environ.get("FAULT_SNAPSHOTS", "1") == "1"
+# reinstalls to the other OS (a temporary clone, a disk swap), a few per VM
+REINSTALLS = os.environ.get("FAULT_REINSTALLS", "1") == "1"
+# the share of jobs cancelled a moment (0 to 1.5 s) after they were asked for
+CANCELS = float(os.environ.get("FAULT_CANCELS", "0.1"))
 PG_URL = os.environ.get("PROXD_TEST_DB")
 JOB_BOUND_S = 120  # no job may take longer than this, faults or not
 READ_FAILURES = ("cannot find VM", "cannot verify the new size", "cannot read the config")
@@ -372,6 +379,18 @@ def run_seed(seed):
                 sim.add_faults(ticket_fault_rules(RATE / 10, min(0.5, 2 * RATE)))
             sim.add_faults(fault_rules(RATE))
 
+        def cancel_soon(api, job, crng):
+            """Cancel the job 0 to 1.5 s from now (drawn: CANCELS of the
+            calls): queued, running or ended, whichever it is by then."""
+            if crng.random() >= CANCELS:
+                return
+            time.sleep(crng.uniform(0, 1.5))
+            r = api.call("POST", "/v1/jobs/%s/cancel" % job)
+            with lock:
+                stats["cancels"] = stats.get("cancels", 0) + 1
+                if r.status_code not in (200, 202, 409):
+                    problems.append("cancel of job %s: %d %s" % (job, r.status_code, r.text))
+
         def note(job):
             with lock:
                 stats["jobs"] += 1
@@ -410,6 +429,15 @@ def run_seed(seed):
                 time.sleep(0.2)
             assert r.status_code == 202, (r.status_code, r.text)
             creations.append(r.json())
+        crng = random.Random(seed * 13 + 5)  # the creations' cancels (under faults only)
+        cancellers = [threading.Thread(target=cancel_soon, daemon=True,
+                                       args=(apis[i % INSTANCES], c["job"],
+                                             random.Random(crng.random())))
+                      for i, c in enumerate(creations) if CREATE]
+        for t in cancellers:
+            t.start()
+        for t in cancellers:
+            t.join()
         for c in creations:
             j = api.wait_job(c["job"], JOB_BOUND_S)
             note(j)
@@ -431,6 +459,8 @@ def run_seed(seed):
         def worker(vmid, wrng):
             api = apis[vmid % INSTANCES]
             srng = random.Random(seed * 1000 + vmid + 500)  # the snapshot jobs' draws
+            rrng = random.Random(seed * 1000 + vmid + 700)  # the reinstalls'
+            crng = random.Random(seed * 1000 + vmid + 900)  # the cancels'
             names = []  # the snapshots asked for, s1, s2, ...
             for _ in range(NOPS):
                 v = api.call("GET", "/v1/vms/%d" % vmid)
@@ -442,6 +472,8 @@ def run_seed(seed):
                 op = pick(wrng, v["power"])
                 if SNAPS and srng.random() < 0.2:
                     op = srng.choice(["snap", "snap", "snapdel", "rollback"]) if names else "snap"
+                if REINSTALLS and rrng.random() < 0.08:
+                    op = "reinstall"
                 if op == "snap":
                     names.append("s%d" % (len(names) + 1))
                     r = api.call("POST", "/v1/vms/%d/snapshots" % vmid, {"name": names[-1]})
@@ -453,6 +485,9 @@ def run_seed(seed):
                 elif op in ACTIONS:
                     r = api.call("POST", "/v1/vms/%d/%s" % (vmid, op),
                                  {"force": True} if op == "shutdown" else None)
+                elif op == "reinstall":
+                    r = api.call("POST", "/v1/vms/%d/reinstall" % vmid,
+                                 {"os": "debian" if v["os"] == "ubuntu" else "ubuntu"})
                 elif op == "update":
                     r = api.call("PATCH", "/v1/vms/%d" % vmid, {"cores": wrng.choice([1, 2, 3])})
                 elif op == "resize":
@@ -481,6 +516,7 @@ def run_seed(seed):
                     with lock:
                         problems.append("%s of VM %d: %d %s" % (op, vmid, r.status_code, r.text))
                     return
+                cancel_soon(api, r.json()["job"], crng)
                 j = api.wait_job(r.json()["job"], JOB_BOUND_S)
                 note(j)
                 if shared and "resize refused: not enough space on shared storage ceph" in \
