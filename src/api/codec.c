@@ -102,6 +102,25 @@ void resp_error(struct resp *rs, unsigned status, const char *code, const char *
     resp_error_node(rs, status, code, field, NULL, msg);
 }
 
+/* A body's field no route knows: named in details.field even when its
+ * name is "" (a JSON object may have that key; error_write takes "" for no
+ * field, as its other callers mean). */
+static void unknown_field(struct resp *rs, const char *name)
+{
+    struct buf b = BUF_INIT(1024);
+    char msg[768];
+    snprintf(msg, sizeof msg, "%s: unknown field", name[0] ? name : "\"\"");
+    static const char head[] = "{\"error\":{\"code\":\"unknown_field\",\"message\":";
+    static const char mid[] = ",\"details\":{\"field\":";
+    jsonw_raw(&b, head, sizeof head - 1);
+    jsonw_str(&b, msg, strlen(msg));
+    jsonw_raw(&b, mid, sizeof mid - 1);
+    jsonw_str(&b, name, strlen(name));
+    jsonw_raw(&b, "}}}", 3);
+    resp_json_text(rs, HTTP_BAD_REQUEST, &b);
+    buf_release(&b);
+}
+
 void resp_core_error(struct resp *rs, const struct core_error *ce)
 {
     const char *f = ce->field[0] ? ce->field : NULL;
@@ -462,7 +481,7 @@ int decode_object(struct resp *rs, json_t *o, const struct field *f, size_t n)
         while (i < n && strcmp(f[i].name, name) != 0)
             i++;
         if (i == n) {
-            resp_error(rs, HTTP_BAD_REQUEST, "unknown_field", name, "%s: unknown field", name);
+            unknown_field(rs, name);
             return -1;
         }
         if (json_is_null(v))
@@ -521,7 +540,7 @@ static int name_overflow(struct resp *rs, const char *body, size_t blen, const s
         while (i < n && strcmp(f[i].name, name) != 0)
             i++;
         if (i == n)
-            resp_error(rs, HTTP_BAD_REQUEST, "unknown_field", name, "%s: unknown field", name);
+            unknown_field(rs, name);
         else
             resp_error(rs, HTTP_BAD_REQUEST, "invalid", name,
                        "%s: a number past 64 bits is no value of it", name);

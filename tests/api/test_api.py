@@ -163,6 +163,7 @@ def job_view():
 def create_refusals_name_the_field():
     cases = [
         (spec(colour="red"), 400, "unknown_field", "colour"),
+        (spec(**{"": 1}), 400, "unknown_field", ""),
         (spec(cores="2"), 400, "invalid", "cores"),
         (spec(memory_mb=1.5), 400, "invalid", "memory_mb"),
         (spec(name=7), 400, "invalid", "name"),

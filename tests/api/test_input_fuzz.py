@@ -291,7 +291,7 @@ def check(i, rq, a):
         if rq.code and err["code"] != rq.code:
             problem(i, rq, "code %s, want %s" % (err["code"], rq.code), a)
         got = err["details"].get("field")
-        if rq.field and got != rq.field and not (
+        if rq.field is not None and got != rq.field and not (
                 rq.field.endswith(".") and (got == rq.field[:-1] or
                                             str(got).startswith(rq.field))):
             problem(i, rq, "details.field %r, want %r" % (err["details"].get("field"), rq.field),
@@ -753,7 +753,7 @@ def body_mutation(name, method, path, tok, body, fields, query, headers, on_acce
         return rq.refuse(f, {400})
     if kind == "extra":
         k = rng.choice(["bogus", "Name", "OS", "vmid", "id", "state", "node", "x" * 300,
-                        "\u00e9", "name ", "__proto__"])
+                        "\u00e9", "name ", "__proto__", ""])
         if k in (body or {}):
             k += "_"
         o = dict(body or {})
