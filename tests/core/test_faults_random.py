@@ -4,7 +4,9 @@ answers dropped after the call was served)
 while proxd runs mixed jobs on its VMs (start, shutdown, stop, pause,
 resume, reboot, update, resize, delete, and with FAULT_SNAPSHOTS=1, the
 default, snapshots made, removed and rolled back to; with
-FAULT_REINSTALLS=1, the default, reinstalls to the other OS) and, with
+FAULT_REINSTALLS=1, the default, reinstalls to the other OS; with
+FAULT_DRAINS=1, the default, one node drained meanwhile, its VMs migrating
+under the faults, then uncordoned) and, with
 FAULT_CREATE=1, creations (half of them with an address from an IP pool);
 a share of all those jobs (FAULT_CANCELS, 0.1) is cancelled 0 to 1.5 s
 after it was asked for, queued, running or ended by then;
@@ -160,6 +162,8 @@ TICKET_RENEW_S = 1
 SNAPS = os.environ.get("FAULT_SNAPSHOTS", "1") == "1"
 # reinstalls to the other OS (a temporary clone, a disk swap), a few per VM
 REINSTALLS = os.environ.get("FAULT_REINSTALLS", "1") == "1"
+# a node drained (its VMs migrated under the faults) while the jobs run, then uncordoned
+DRAINS = os.environ.get("FAULT_DRAINS", "1") == "1"
 # the share of jobs cancelled a moment (0 to 1.5 s) after they were asked for
 CANCELS = float(os.environ.get("FAULT_CANCELS", "0.1"))
 PG_URL = os.environ.get("PROXD_TEST_DB")
@@ -366,9 +370,12 @@ def run_seed(seed):
     try:
         token = proxd("token", "create", "--config", conf, "--owner", "ci", "--role",
                       "user").stdout.strip()
+        ops = proxd("token", "create", "--config", conf, "--owner", "ops", "--role",
+                    "admin").stdout.strip()
         for d in daemons:
             d.start()
         apis = [Api("http://127.0.0.1:%d" % port, token) for port in ports]
+        admins = [Api("http://127.0.0.1:%d" % port, ops) for port in ports]
         for a in apis:
             wait_answer(a.base + "/readyz")
         api = apis[0]
@@ -535,8 +542,43 @@ def run_seed(seed):
                 with lock:
                     problems.append("worker of VM %d: %s: %s" % (vmid, type(e).__name__, e))
 
+        def drainer(drng):
+            """A node drawn is drained a moment after the workers began (its
+            VMs migrate while their own jobs and the faults go on), then
+            uncordoned once the drain ended by itself, done or failed."""
+            time.sleep(drng.uniform(0.5, 3.0))
+            held = sorted(r[0] for r in db_query(
+                db, "SELECT DISTINCT node FROM vms WHERE state = 'enabled' AND node != ''"))
+            node = drng.choice(held or sim.node_names)  # one that holds VMs
+            a = admins[drng.randrange(INSTANCES)]
+            r = a.call("POST", "/v1/nodes/%s/drain" % node)
+            if r.status_code != 202:
+                with lock:
+                    problems.append("drain of %s: %d %s" % (node, r.status_code, r.text))
+            else:
+                j = a.wait_job(r.json()["job"], 2 * JOB_BOUND_S)
+                note(j)
+                res = j.get("result") or {}
+                with lock:
+                    stats["drained"] = "%s: %d moved, %d stayed" % (
+                        node, len(res.get("moved") or []), len(res.get("stayed") or []))
+            r = a.call("POST", "/v1/nodes/%s/uncordon" % node)
+            if r.status_code != 200:
+                with lock:
+                    problems.append("uncordon of %s: %d %s" % (node, r.status_code, r.text))
+
+        def drainer_guarded(drng):
+            try:
+                drainer(drng)
+            except Exception as e:  # noqa: BLE001
+                with lock:
+                    problems.append("drainer: %s: %s" % (type(e).__name__, e))
+
         threads = [threading.Thread(target=guarded, args=(vm, random.Random(seed * 1000 + vm)))
                    for vm in vms]
+        if DRAINS:
+            threads.append(threading.Thread(target=drainer_guarded,
+                                            args=(random.Random(seed * 17 + 9),)))
         for t in threads:
             t.start()
         for t in threads:
