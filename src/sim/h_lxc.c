@@ -613,34 +613,42 @@ static void drop_pending(struct sim_ct *ct, const char *k)
 }
 
 /* Write the change: at once when stopped, the hotpluggable part at once
- * when running and the rest pending. */
+ * when running and the rest pending. Deletions, then new values, each in
+ * sorted order as vmconfig_apply_pending takes them: a mount point's
+ * volume leaving it becomes unusedN (sim_ct_delete_key, sim_ct_set_key),
+ * an unusedN's deletion (hotplugged too) frees its volume. */
 static void update_conf(struct sim_call *c, struct sim_ct *ct, json_t *del, json_t *rev)
 {
     bool running = ct->running;
     size_t i;
     json_t *d;
     json_array_foreach(rev, i, d) drop_pending(ct, json_string_value(d));
-    json_array_foreach(del, i, d)
-    {
-        const char *k = json_string_value(d);
+    const char **names = sim_ct_sorted(del);
+    for (i = 0; names[i]; i++) {
+        const char *k = names[i];
         drop_pending(ct, k);
         if (!json_object_get(ct->conf, k))
             continue;
         if (!running || hotplug(k) || str_starts(k, "unused"))
-            json_object_del(ct->conf, k);
+            sim_ct_delete_key(c->s, ct, k);
         else
-            json_array_append(ct->pending_delete, d);
+            json_array_append_new(ct->pending_delete, json_string(k));
     }
-    const char *k;
-    json_t *v;
-    json_object_foreach(c->params, k, v)
-    {
+    free(names);
+    names = sim_ct_sorted(c->params);
+    for (i = 0; names[i]; i++) {
+        const char *k = names[i];
         if (!config_option(k))
             continue;
         drop_pending(ct, k);
-        json_t *val = conf_value(c, k, v);
-        json_object_set_new(!running || hotplug(k) ? ct->conf : ct->pending, k, val);
+        json_t *val = conf_value(c, k, json_object_get(c->params, k));
+        if (!running || hotplug(k))
+            sim_ct_set_key(c->s, ct, k, val);
+        else
+            json_object_set_new(ct->pending, k, val);
     }
+    free(names);
+    sim_ct_drop_reattached(ct);
     c->s->dirty = true;
 }
 

@@ -520,15 +520,8 @@ static void delete_key(struct sim *s, struct sim_vm *vm, const char *key)
             if (!json_object_get(vm->conf, uk))
                 break;
         }
-        int vl = (int)strcspn(d, ",");
-        if (sim_disk_size(d) > 0) { /* the storage keeps its size */
-            if (!s->vol_sizes)
-                s->vol_sizes = json_object();
-            char vol[160];
-            snprintf(vol, sizeof vol, "%.*s", vl, d);
-            json_object_set_new(s->vol_sizes, vol, json_integer(sim_disk_size(d)));
-        }
-        json_object_set_new(vm->conf, uk, json_sprintf("%.*s", vl, d));
+        vmops_keep_volume_size(s, d); /* the storage keeps its size */
+        json_object_set_new(vm->conf, uk, json_sprintf("%.*s", (int)strcspn(d, ","), d));
     } else if (d && str_starts(key, "unused")) {
         vmops_vol_name(d, vn, sizeof vn);
         if (!vmops_vol_in_snapshot(vm, vn)) { /* the volume goes */

@@ -6,6 +6,7 @@
 #include "common/util.h"
 #include "common/xalloc.h"
 #include "sim/sim.h"
+#include "sim/vmops.h"
 
 #include <errno.h>
 #include <math.h>
@@ -132,14 +133,119 @@ struct sim_ct *sim_ct_flock_wait(struct sim *s, struct sim_ct *ct, double timeou
     }
 }
 
-void sim_ct_apply_pending(struct sim_ct *ct)
+/* ---- mount points and their volumes ---------------------------------------- */
+
+static int cmp_name(const void *a, const void *b)
 {
-    size_t i;
-    json_t *d;
-    json_array_foreach(ct->pending_delete, i, d) json_object_del(ct->conf, json_string_value(d));
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+const char **sim_ct_sorted(json_t *j)
+{
+    size_t n = json_is_object(j) ? json_object_size(j) : json_array_size(j), i = 0, a;
+    const char **names = xcalloc(n + 1, sizeof *names);
+    const char *k;
+    json_t *v;
+    if (json_is_object(j)) {
+        json_object_foreach(j, k, v) names[i++] = k;
+    } else {
+        json_array_foreach(j, a, v) if (json_is_string(v)) names[i++] = json_string_value(v);
+    }
+    qsort(names, i, sizeof *names, cmp_name);
+    return names;
+}
+
+/* The volume ID of a mount point's value ("local-lvm:vm-100-disk-1" of
+ * "local-lvm:vm-100-disk-1,mp=/srv,size=8G"), as a new string; NULL for a
+ * bind or device mount, whose "volume" is a path (parse_volume's type). */
+static char *mp_volid(const char *v)
+{
+    return v && v[0] != '/' ? xstrndup(v, strcspn(v, ",")) : NULL;
+}
+
+/* is_volume_in_use($conf, $volid, 1, 1): a mount point of the config, of
+ * its pending values or of a snapshot names the volume. */
+static bool ct_volume_in_use(const struct sim_ct *ct, const char *volid)
+{
+    if (vmops_conf_uses_volume(true, ct->conf, volid) ||
+        vmops_conf_uses_volume(true, ct->pending, volid))
+        return true;
+    const char *name;
+    json_t *snap;
+    json_object_foreach(ct->snaps, name, snap)
+    {
+        if (vmops_conf_uses_volume(true, snap, volid))
+            return true;
+    }
+    return false;
+}
+
+/* A mount point's volume leaving it stays as unusedN (add_unused_volume),
+ * its size kept for the storage. PVE's is_volume_in_use check before that
+ * is handed the whole mpN value, which no volume ID equals: it never
+ * holds, and write_pct_config drops the unusedN again when another mount
+ * point still uses the volume (sim_ct_drop_reattached). */
+static void detach_volume(struct sim *s, struct sim_ct *ct, const char *k)
+{
+    const char *v = json_string_value(json_object_get(ct->conf, k));
+    char *volid = str_starts(k, "mp") ? mp_volid(v) : NULL;
+    if (!volid)
+        return;
+    vmops_keep_volume_size(s, v);
+    vmops_add_unused(ct->conf, volid);
+    free(volid);
+}
+
+void sim_ct_delete_key(struct sim *s, struct sim_ct *ct, const char *k)
+{
+    if (str_starts(k, "unused")) {
+        /* delete_mountpoint_volume: vdisk_free, the storage holds it no more */
+        char *volid = mp_volid(json_string_value(json_object_get(ct->conf, k)));
+        if (volid && s->vol_sizes && !ct_volume_in_use(ct, volid))
+            json_object_del(s->vol_sizes, volid);
+        free(volid);
+    } else {
+        detach_volume(s, ct, k);
+    }
+    json_object_del(ct->conf, k);
+}
+
+void sim_ct_set_key(struct sim *s, struct sim_ct *ct, const char *k, json_t *val)
+{
+    detach_volume(s, ct, k); /* apply_pending_mountpoint's `if (defined($old))` */
+    json_object_set_new(ct->conf, k, val);
+}
+
+void sim_ct_drop_reattached(struct sim_ct *ct)
+{
+    const char *k;
+    json_t *v;
+    void *tmp;
+    json_object_foreach_safe(ct->conf, tmp, k, v)
+    {
+        if (str_starts(k, "unused") && json_is_string(v) &&
+            vmops_conf_uses_volume(true, ct->conf, json_string_value(v)))
+            json_object_del(ct->conf, k);
+    }
+}
+
+/* vmconfig_apply_pending: the deletions, then the new values, each in
+ * sorted order (which decides the unusedN a detached volume takes); the
+ * config written (write_pct_config). */
+void sim_ct_apply_pending(struct sim *s, struct sim_ct *ct)
+{
+    const char **del = sim_ct_sorted(ct->pending_delete);
+    for (size_t i = 0; del[i]; i++)
+        sim_ct_delete_key(s, ct, del[i]);
+    free(del);
     json_array_clear(ct->pending_delete);
-    json_object_update(ct->conf, ct->pending);
+    const char **set = sim_ct_sorted(ct->pending);
+    for (size_t i = 0; set[i]; i++)
+        sim_ct_set_key(s, ct, set[i], json_incref(json_object_get(ct->pending, set[i])));
+    free(set);
     json_object_clear(ct->pending);
+    sim_ct_drop_reattached(ct);
+    s->dirty = true;
 }
 
 static const char *spec_str(json_t *spec, const char *key, const char *dflt)

@@ -130,7 +130,7 @@ static bool locked(struct sim *s, struct sim_task *t, struct sim_ct *ct, bool sk
 
 static void power_on(struct sim *s, struct sim_ct *ct, double now)
 {
-    sim_ct_apply_pending(ct); /* vm_start applies pending changes */
+    sim_ct_apply_pending(s, ct); /* vm_start applies pending changes */
     ct->running = true;
     ct->checkpointed = false; /* a fresh start: the dump is not restored */
     ct->started = now;
@@ -335,6 +335,24 @@ static void log_volumes(struct sim_task *t, struct sim_ct *ct, const char *what)
     }
 }
 
+/* destroy_lxc_container frees every volume, unusedN included: their sizes
+ * go from s->vol_sizes (as qemu_destroy's). */
+static void forget_volume_sizes(struct sim *s, struct sim_ct *ct)
+{
+    const char *k;
+    json_t *v;
+    json_object_foreach(ct->conf, k, v)
+    {
+        const char *vol = json_string_value(v);
+        char *volid = s->vol_sizes && sim_ct_volume_key(k) && vol && vol[0] != '/'
+                          ? xstrndup(vol, strcspn(vol, ","))
+                          : NULL;
+        if (volid)
+            json_object_del(s->vol_sizes, volid);
+        free(volid);
+    }
+}
+
 static void step_destroy(struct sim *s, struct sim_task *t, double now)
 {
     int g = lxc_task_phases(s, t, now);
@@ -363,6 +381,7 @@ static void step_destroy(struct sim *s, struct sim_task *t, double now)
         return;
     }
     log_volumes(t, ct, "successfully removed");
+    forget_volume_sizes(s, ct);
     if (arg_num(t, "purge", 0))
         sim_task_log(t, "purging CT %d from related configurations..", ct->vmid);
     t->locked_dst = false;

@@ -529,7 +529,22 @@ void sim_ct_flock_release(struct sim *s, struct sim_ct *ct);
  * waiting); the container, found again, or NULL (timeout or gone). */
 struct sim_ct *sim_ct_flock_wait(struct sim *s, struct sim_ct *ct, double timeout);
 /* Move pending values into the config (vmconfig_apply_pending, at start). */
-void sim_ct_apply_pending(struct sim_ct *ct);
+void sim_ct_apply_pending(struct sim *s, struct sim_ct *ct);
+/* A key out of the container's config as vmconfig_apply_pending deletes
+ * it: a volume mount point's volume stays as unusedN; an unusedN's volume
+ * goes (delete_mountpoint_volume) unless a mount point, pending value or
+ * snapshot still uses it. Call sim_ct_drop_reattached once done. */
+void sim_ct_delete_key(struct sim *s, struct sim_ct *ct, const char *k);
+/* Set key k to val (stolen), as vmconfig_apply_pending does: an mpN's old
+ * volume stays as unusedN (apply_pending_mountpoint). */
+void sim_ct_set_key(struct sim *s, struct sim_ct *ct, const char *k, json_t *val);
+/* write_pct_config: "remove 'unusedX' settings if the volume is still
+ * used" by rootfs or a mount point. */
+void sim_ct_drop_reattached(struct sim_ct *ct);
+/* The keys of an object or the strings of an array, sorted as Perl's
+ * `sort` (pve-container walks options so); NULL-ended, the strings
+ * borrowed, the array to free. */
+const char **sim_ct_sorted(json_t *j);
 /* Step a container task (TK_VZ*), and interrupt one (DELETE .../tasks). */
 void lxc_task_step(struct sim *s, struct sim_task *t, double now);
 void lxc_task_stop(struct sim *s, struct sim_task *t);

@@ -727,8 +727,7 @@ static void match_volid(void *ctx, const char *k, const char *d)
     u->found = u->found || volid_eq(d, u->volid);
 }
 
-/* add_unused_volume: unusedN at the lowest free N, unless already there. */
-static void add_unused(json_t *conf, const char *volid)
+void vmops_add_unused(json_t *conf, const char *volid)
 {
     size_t vl = strcspn(volid, ",");
     int free_n = -1;
@@ -755,7 +754,26 @@ static void unused_if_not_in_snap(void *ctx, const char *k, const char *d)
     struct unused_scan probe = {.volid = d};
     each_disk(u->ct, u->snap, match_volid, &probe);
     if (!probe.found)
-        add_unused(u->conf, d);
+        vmops_add_unused(u->conf, d);
+}
+
+bool vmops_conf_uses_volume(bool ct, json_t *conf, const char *volid)
+{
+    struct unused_scan u = {.volid = volid};
+    each_disk(ct, conf, match_volid, &u);
+    return u.found;
+}
+
+void vmops_keep_volume_size(struct sim *s, const char *drive)
+{
+    size_t vl = strcspn(drive, ",");
+    char vol[160];
+    if (sim_disk_size(drive) <= 0 || vl >= sizeof vol)
+        return;
+    snprintf(vol, sizeof vol, "%.*s", (int)vl, drive);
+    if (!s->vol_sizes)
+        s->vol_sizes = json_object();
+    json_object_set_new(s->vol_sizes, vol, json_integer(sim_disk_size(drive)));
 }
 
 /* The new config: the snapshot's (__snapshot_apply_config), keeping the

@@ -50,6 +50,17 @@ void vmops_vol_name(const char *drive, char *out, size_t n);
 bool vmops_boot_drop(struct sim_vm *vm, const char *disk);
 /* Is a volume of the VM referenced by one of its snapshots? */
 bool vmops_vol_in_snapshot(const struct sim_vm *vm, const char *volname);
+/* add_unused_volume (AbstractConfig): volid (its part before any ',') as
+ * unusedN at the lowest free N of 0..255, unless an unusedN holds it already. */
+void vmops_add_unused(json_t *conf, const char *volid);
+/* Does a volume of conf as foreach_volume walks it (a VM's disks but
+ * CD-ROMs, a container's rootfs and mpN but bind mounts and devices;
+ * unusedN not) name volid? conf may be a snapshot or the pending values. */
+bool vmops_conf_uses_volume(bool ct, json_t *conf, const char *volid);
+/* A drive detached from its guest: its volume keeps the size= of the drive
+ * on its storage (s->vol_sizes), for an unusedN line that names the volume
+ * only. */
+void vmops_keep_volume_size(struct sim *s, const char *drive);
 /* Record in dst->origin that dst's drive came from src's drive (a clone):
  * src's own origin of that volume, or the OS of the template src is. */
 void vmops_origin_clone(struct sim *s, const struct sim_vm *src, const char *src_drive,

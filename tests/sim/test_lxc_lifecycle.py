@@ -445,4 +445,143 @@ def suspend_resume():
         assert ct.status.current.get()["status"] == "running"
 
 
+GiB = 1 << 30
+# a node whose local-lvm holds nothing but the containers below
+UNUSED_FLEET = {"nodes": [{"name": "sv1", "cpus": 16, "memory_gb": 64}],
+                "containers": [
+                    {"vmid": 500, "node": "sv1", "hostname": "stopped",
+                     "mps": [{"disk_gb": 4}, {"disk_gb": 2}, {"disk_gb": 3}]},
+                    {"vmid": 501, "node": "sv1", "hostname": "running", "status": "running",
+                     "mps": [{"disk_gb": 4}, {"disk_gb": 2}]}]}
+
+
+def lvm_volumes(node, vmid):
+    """{volid: size} of the container's volumes on local-lvm, as its content lists them."""
+    return {v["volid"]: v["size"] for v in node.storage("local-lvm").content.get(vmid=vmid)}
+
+
+def lvm_used(node):
+    return node.storage("local-lvm").status.get()["used"]
+
+
+def unused(conf):
+    return {k: v for k, v in conf.items() if k.startswith("unused")}
+
+
+@case
+def mount_point_detached_to_unused():
+    """A volume mount point deleted from a stopped container, or set to
+    another volume, leaves its volume as unusedN (pve-container
+    LXC/Config.pm vmconfig_apply_pending, apply_pending_mountpoint:
+    add_unused_volume, the lowest free N, no duplicate; write_pct_config
+    drops an unusedN another mount point still uses): the storage still
+    holds it, its content lists it with its size. pvesim deleted the key,
+    and the volume vanished from the storage."""
+    with Sim(nodes=None, fleet=UNUSED_FLEET) as s:
+        px = client(s)
+        node = px.nodes("sv1")
+        ct = node.lxc(500)
+        disk = "local-lvm:vm-500-disk-%d".__mod__
+        used = lvm_used(node)
+        assert ct.config.put(delete="mp0") is None
+        conf = ct.config.get()
+        assert "mp0" not in conf and unused(conf) == {"unused0": disk(1)}, conf
+        assert lvm_volumes(node, 500)[disk(1)] == 4 * GiB, lvm_volumes(node, 500)
+        assert lvm_used(node) == used
+        # another volume for mp1: its old one takes the lowest free index
+        ct.config.put(mp1="local-lvm:vm-500-disk-7,mp=/mnt/new,size=1G")
+        conf = ct.config.get()
+        assert conf["mp1"] == "local-lvm:vm-500-disk-7,mp=/mnt/new,size=1G", conf
+        assert unused(conf) == {"unused0": disk(1), "unused1": disk(2)}, conf
+        assert lvm_volumes(node, 500)[disk(2)] == 2 * GiB
+        assert lvm_used(node) == used + 1 * GiB
+        # unused0 freed: the next detached volume takes index 0 again
+        ct.config.put(delete="unused0")
+        conf = ct.config.get()
+        assert unused(conf) == {"unused1": disk(2)}, conf
+        assert disk(1) not in lvm_volumes(node, 500)
+        assert lvm_used(node) == used + 1 * GiB - 4 * GiB
+        task_ok(px, node.qemu.post(vmid=600))  # a VM finds no such volume to attach
+        expect_error(lambda: node.qemu(600).config.put(scsi1=disk(1)), 500,
+                     "volume %s does not exist" % disk(1))
+        ct.config.put(delete="mp2")
+        assert unused(ct.config.get()) == {"unused0": disk(3), "unused1": disk(2)}
+        assert lvm_used(node) == used + 1 * GiB - 4 * GiB
+        # a volume two mount points name: not unused while one still has it, once
+        # when both go in one call (no duplicate)
+        ct.config.put(mp3="local-lvm:vm-500-disk-8,mp=/a,size=1G",
+                      mp4="local-lvm:vm-500-disk-8,mp=/b,size=1G")
+        ct.config.put(delete="mp3")
+        assert unused(ct.config.get()) == {"unused0": disk(3), "unused1": disk(2)}
+        ct.config.put(mp3="local-lvm:vm-500-disk-8,mp=/a,size=1G")
+        ct.config.put(delete="mp3,mp4")
+        conf = ct.config.get()
+        assert unused(conf) == {"unused0": disk(3), "unused1": disk(2),
+                                "unused2": disk(8)}, conf
+        # a bind mount has no volume to keep
+        ct.config.put(mp5="/srv/data,mp=/data")
+        ct.config.put(delete="mp5")
+        assert len(unused(ct.config.get())) == 3
+        # deletions in sorted order: mp1 first, its volume to the free unused3,
+        # then unused0..2; then every volume is gone but the rootfs
+        ct.config.put(delete="unused0,unused1,unused2,mp1")
+        assert unused(ct.config.get()) == {"unused3": disk(7)}
+        ct.config.put(delete="unused3")
+        conf = ct.config.get()
+        assert unused(conf) == {} and not any(k.startswith("mp") for k in conf), conf
+        assert list(lvm_volumes(node, 500)) == [disk(0)], lvm_volumes(node, 500)
+        assert lvm_used(node) == used - 9 * GiB
+
+
+@case
+def mount_point_detached_at_start():
+    """On a running container a mount point's deletion or new volume waits
+    for the next start (no hotplug of either); vm_start's
+    vmconfig_apply_pending then leaves the old volumes as unusedN. An
+    unusedN's deletion is hotplugged: its volume goes at once
+    (delete_mountpoint_volume), unless a snapshot still holds it."""
+    with Sim(nodes=None, fleet=UNUSED_FLEET) as s:
+        px = client(s)
+        node = px.nodes("sv1")
+        ct = node.lxc(501)
+        disk = "local-lvm:vm-501-disk-%d".__mod__
+        used = lvm_used(node)
+        ct.config.put(delete="mp0")
+        ct.config.put(mp1="local-lvm:vm-501-disk-5,mp=/mnt/new,size=1G")
+        pend = {e["key"]: e for e in ct.pending.get()}
+        assert pend["mp0"].get("delete") == 1, pend
+        assert pend["mp1"]["pending"] == "local-lvm:vm-501-disk-5,mp=/mnt/new,size=1G", pend
+        assert unused(ct.config.get(current=1)) == {}
+        task_ok(px, ct.status.stop.post())
+        task_ok(px, ct.status.start.post())
+        conf = ct.config.get()
+        assert "mp0" not in conf and conf["mp1"].startswith(disk(5) + ","), conf
+        assert unused(conf) == {"unused0": disk(1), "unused1": disk(2)}, conf
+        assert ct.pending.get() and not any("pending" in e or "delete" in e
+                                            for e in ct.pending.get())
+        vols = lvm_volumes(node, 501)
+        assert vols[disk(1)] == 4 * GiB and vols[disk(2)] == 2 * GiB, vols
+        assert lvm_used(node) == used + 1 * GiB
+        # an unusedN goes at once, running or not, and takes its volume along
+        ct.config.put(delete="unused1")
+        assert unused(ct.config.get(current=1)) == {"unused0": disk(1)}
+        assert disk(2) not in lvm_volumes(node, 501)
+        assert lvm_used(node) == used + 1 * GiB - 2 * GiB
+        # ... but a volume a snapshot holds stays on the storage
+        task_ok(px, ct.snapshot.post(snapname="keep"))
+        ct.config.put(delete="mp1")
+        task_ok(px, ct.status.stop.post())
+        task_ok(px, ct.status.start.post())
+        assert unused(ct.config.get()) == {"unused0": disk(1), "unused1": disk(5)}
+        ct.config.put(delete="unused1")
+        assert unused(ct.config.get()) == {"unused0": disk(1)}
+        assert lvm_used(node) == used + 1 * GiB - 2 * GiB
+        # the destroy frees unusedN volumes too: none left for a VM to attach
+        task_ok(px, ct.status.stop.post())
+        task_ok(px, node.lxc.delete(501))
+        task_ok(px, node.qemu.post(vmid=600))
+        expect_error(lambda: node.qemu(600).config.put(scsi1=disk(1)), 500,
+                     "volume %s does not exist" % disk(1))
+
+
 finish()
