@@ -912,8 +912,11 @@ static void run_job(struct core *k, struct job_rec *j)
  * runner was alive and working, which then had to end its process
  * (api/test_db_outage, a loaded CI machine: PostgreSQL out 35 s, the
  * lease 30 s). A renewal period, so that even a runner whose renewal was
- * not due yet renews first. Queued jobs are claimed meanwhile. */
-#define CLAIM_SETTLE_MS(k) (LEASE_MS(k) / 3)
+ * not due yet renews first, and never less than 5 s: with a short
+ * job_lease (3 s: a renewal period of 1 s) the window would end as the
+ * runners' renewals, a second after the database's return, were due, on
+ * a loaded machine after them. Queued jobs are claimed meanwhile. */
+#define CLAIM_SETTLE_MS(k) (LEASE_MS(k) / 3 > 5000 ? LEASE_MS(k) / 3 : 5000)
 
 /* What the claim loop and the leaser learn of the store: a success after
  * failures opens the settling window. */
