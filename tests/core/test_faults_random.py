@@ -164,6 +164,10 @@ SNAPS = os.environ.get("FAULT_SNAPSHOTS", "1") == "1"
 REINSTALLS = os.environ.get("FAULT_REINSTALLS", "1") == "1"
 # a node drained (its VMs migrated under the faults) while the jobs run, then uncordoned
 DRAINS = os.environ.get("FAULT_DRAINS", "1") == "1"
+# [proxd] job_lease (seconds; proxd's default when unset): a short one makes
+# the outages outlast the leases, whose runners must keep their jobs
+LEASE = ["job_lease = " + os.environ["FAULT_JOB_LEASE"]] if os.environ.get("FAULT_JOB_LEASE") \
+    else []
 # the share of jobs cancelled a moment (0 to 1.5 s) after they were asked for
 CANCELS = float(os.environ.get("FAULT_CANCELS", "0.1"))
 PG_URL = os.environ.get("PROXD_TEST_DB")
@@ -346,7 +350,7 @@ def run_seed(seed):
     for i in range(INSTANCES):
         c = conf if i == 0 else os.path.join(tmp.name, "proxd-%d.conf" % (i + 1))
         ports.append(write_config(c, db, sim.entry, ["reconcile_interval = 3600",
-                                                     "quarantine = 0"],
+                                                     "quarantine = 0"] + LEASE,
                                   proxmox_extra=["connect_timeout = 1", "timeout = 3"] + (
                                       ["ticket_lifetime = %d" % TICKET_LIFETIME_S,
                                        "ticket_renew = %d" % TICKET_RENEW_S] if password else []),
@@ -547,10 +551,12 @@ def run_seed(seed):
             VMs migrate while their own jobs and the faults go on), then
             uncordoned once the drain ended by itself, done or failed."""
             time.sleep(drng.uniform(0.5, 3.0))
-            held = sorted(r[0] for r in db_query(
-                db, "SELECT DISTINCT node FROM vms WHERE state = 'enabled' AND node != ''"))
-            node = drng.choice(held or sim.node_names)  # one that holds VMs
             a = admins[drng.randrange(INSTANCES)]
+            # one that holds VMs (asked of proxd, which rides out the outages)
+            r = a.call("GET", "/v1/vms?limit=1000")
+            held = sorted({v["node"] for v in r.json()["vms"] if v["state"] == "enabled" and
+                           v.get("node")}) if r.status_code == 200 else []
+            node = drng.choice(held or sim.node_names)
             r = a.call("POST", "/v1/nodes/%s/drain" % node)
             if r.status_code != 202:
                 with lock:
