@@ -1381,8 +1381,10 @@ void create_run(struct core *k, struct job_rec *j)
      * of: a second VM of it on another standalone host, a foreign VMID in
      * a cluster) */
     c.clone_lost = c.resumed && strcmp(j->step, "cleanup") == 0 && !j->upid[0];
-    /* likewise, a run resumed past its clone request cannot know whether
-     * that request was sent twice (its first answer lost): if the attempt
+    /* likewise, a run resumed at or past its clone request cannot know
+     * whether that request was sent twice (its first answer lost; killed
+     * before its wait_clone checkpoint, the clone it then finds and adopts
+     * may be the second's, as a clone it finds past it): if the attempt
      * fails, its VMID stays with a leftover (clone_twice) rather than go
      * to a node of another VMID space (another standalone host, another
      * cluster), where the late first request, served here, made a second
@@ -1392,9 +1394,10 @@ void create_run(struct core *k, struct job_rec *j)
      * next attempt's clone does and takes another VMID (core/test_crash:
      * no leftover there). */
     c.clone_twice = c.resumed && j->node[0] && !fleet_one_world(k->fl, j->node) &&
-                    (strcmp(j->step, "wait_clone") == 0 || strcmp(j->step, "configure") == 0 ||
-                     strcmp(j->step, "resize") == 0 || strcmp(j->step, "start") == 0 ||
-                     strcmp(j->step, "verify") == 0 || strcmp(j->step, "cleanup") == 0);
+                    (strcmp(j->step, "clone") == 0 || strcmp(j->step, "wait_clone") == 0 ||
+                     strcmp(j->step, "configure") == 0 || strcmp(j->step, "resize") == 0 ||
+                     strcmp(j->step, "start") == 0 || strcmp(j->step, "verify") == 0 ||
+                     strcmp(j->step, "cleanup") == 0);
     if (j->node[0] && !enter_node(&c) && resume_unconfigured(&c) != 0)
         return;
     if (c.resumed && resume_move(&c) != 0)
