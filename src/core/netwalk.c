@@ -45,6 +45,10 @@ struct netwalk {
     pthread_t thread;
     bool started;
     struct netconfirm *nc;
+    /* walk_mu: guests whose config Proxmox refused to show (403) in this
+     * walk and the last, and the first of this walk's, for the warning */
+    size_t denied, denied_last;
+    char denied_first[PVE_MSG_MAX + 96];
 };
 
 /* ---- pacing ------------------------------------------------------------ */
@@ -596,6 +600,35 @@ static int in_flight(struct core *k, const struct fleet_vm *fv)
     return rc == STORE_OK && strcmp(state, "reserved") == 0;
 }
 
+/* A guest's config refused (403: the token lacks VM.Audit on it): the
+ * addresses it uses stay unknown to the pools, which may hand them out.
+ * Counted per walk, told at its end (walk_denied). */
+static void note_denied(struct netwalk *w, const struct fleet_vm *fv, const char *kind,
+                        const struct pve_error *pe)
+{
+    if (pe->cls != PVE_E_PERMISSION)
+        return;
+    if (w->denied++ == 0)
+        snprintf(w->denied_first, sizeof w->denied_first, "%s %d on %s: %s", kind, fv->vmid,
+                 fv->node, pe->message);
+}
+
+/* Warned when the number of refused guests changes (not every walk: a
+ * token short of a privilege stays so until an operator acts). */
+static void walk_denied(struct netwalk *w)
+{
+    if (w->denied && w->denied != w->denied_last)
+        log_warn("netwalk",
+                 "%zu guest config(s) cannot be read, permission denied (the first, %s): the "
+                 "addresses they use are unknown to the IP pools, which may hand them out; give "
+                 "proxd's Proxmox user VM.Audit on them",
+                 w->denied, w->denied_first);
+    else if (!w->denied && w->denied_last)
+        log_info("netwalk", "every guest config can be read again");
+    w->denied_last = w->denied;
+    w->denied = 0;
+}
+
 /* Read one VM: its addresses into acc (per pool), the store, drift. false
  * when it could not be read, Proxmox's config or the store's rows (its
  * last addresses are kept, and nothing is concluded from what a failed
@@ -614,6 +647,7 @@ static bool walk_one(struct netwalk *w, const struct fleet_vm *fv, struct buf ac
          * since the inventory saw it; which, the next inventory tells, and
          * until then what the last walk saw on it stays */
         log_debug("netwalk", "vmid=%d config not read: %s", fv->vmid, pe.message);
+        note_denied(w, fv, "VM", &pe);
         return false;
     }
     struct seen s[NW_MAX_IFACES * 2];
@@ -651,6 +685,7 @@ static bool walk_ct(struct netwalk *w, const struct fleet_vm *fv, struct buf acc
     struct pve_error pe;
     if (pve_ct_config_get(pc, fv->node, fv->vmid, &conf, &pe)) {
         log_debug("netwalk", "container %d config not read: %s", fv->vmid, pe.message);
+        note_denied(w, fv, "container", &pe);
         return false;
     }
     struct seen s[NW_MAX_IFACES * 2];
@@ -768,6 +803,10 @@ static int walk(struct netwalk *w, bool paced)
             unread[nu++] = t[i].v.vmid;
     }
     bool complete = done == nt;
+    if (complete)
+        walk_denied(w);
+    else
+        w->denied = 0; /* a walk cut short tells nothing */
     if (complete) {
         qsort(unread, nu, sizeof *unread, cmp_int);
         carry_over(w, unread, nu, acc);

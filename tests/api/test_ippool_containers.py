@@ -9,7 +9,10 @@ containers' configs too (GET /nodes/{node}/lxc/{vmid}/config, their net0..31):
     next one; the address is marked foreign, noted with the container;
   - an admin asking for it is refused (409 `conflict` on addresses.lan);
   - a container on DHCP, or with an address outside every pool, claims
-    nothing: its neighbour address is handed out.
+    nothing: its neighbour address is handed out;
+  - a container whose config Proxmox refuses to show (403: the token lacks
+    VM.Audit on it) keeps its address unknown to the pool: proxd warns,
+    naming it and the privilege, once (it said so at debug level only).
 """
 from lib.cases import case, finish
 from lib.db import query
@@ -51,14 +54,19 @@ def row(px, addr):
     return rows[0] if rows else None
 
 
-@case
-def a_containers_address_is_not_handed_out():
-    sim = Sim(nodes=",".join(NODES), time_scale=0.05, fleet=FLEET)
+def setup(sim):
     px = Proxd(sim, proxd_extra="reconcile_interval = 3600\n", sections=POOL)
     with open(px.conf) as f:
         text = f.read()
     with open(px.conf, "w") as f:
         f.write(text.replace("[os ubuntu]\n", "[os ubuntu]\nippools = lan\n", 1))
+    return px
+
+
+@case
+def a_containers_address_is_not_handed_out():
+    sim = Sim(nodes=",".join(NODES), time_scale=0.05, fleet=FLEET)
+    px = setup(sim)
     try:
         admin = px.token("root", role="admin")
         px.start()
@@ -81,6 +89,28 @@ def a_containers_address_is_not_handed_out():
         assert r.status_code == 409 and "addresses.lan" in r.text, r.text
         # DHCP and an address outside the pools claim nothing
         assert row(px, "192.168.5.11") is None
+    finally:
+        if px.alive():
+            px.stop()
+        sim.stop()
+
+
+@case
+def a_container_whose_config_is_refused_is_warned_of():
+    sim = Sim(nodes=",".join(NODES), time_scale=0.05, fleet=FLEET)
+    px = setup(sim)
+    try:
+        sim.add_faults([{"kind": "error", "status": 403,
+                         "message": "Permission check failed (/vms/300, VM.Audit)",
+                         "method": "GET", "path": r"^/nodes/sv2/lxc/300/config$"}])
+        px.start()
+        # the walk at start-up: the other container's address is seen
+        wait_for(lambda: row(px, "10.20.0.12"), 30, 0.2, what="container 301's address")
+        want = ("1 guest config(s) cannot be read, permission denied (the first, container 300 "
+                "on sv2: Permission check failed (/vms/300, VM.Audit))")
+        wait_for(lambda: want in px.log_text(), 30, 0.2, what="the warning")
+        assert "level=warn" in [ln for ln in px.log_text().splitlines() if want in ln][0]
+        assert row(px, "10.20.0.10") is None  # what the warning warns of
     finally:
         if px.alive():
             px.stop()
