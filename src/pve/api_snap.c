@@ -6,6 +6,7 @@
 #include "common/xalloc.h"
 #include "pve/api_json.h"
 #include "pve/pve_api.h"
+#include "pve/pve_int.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -112,11 +113,19 @@ int pve_snap_delete(pve_client *c, const char *node, int vmid, const char *name,
     return task_call(c, "DELETE", path, p, upid, err);
 }
 
+/* A rollback whose answer is lost is answered by its qmrollback task: the
+ * caller sent it again, and a first request still queued on a busy node
+ * could be served after the job ended, rolling the VM back a second time
+ * over whatever was done to it since. */
 int pve_snap_rollback(pve_client *c, const char *node, int vmid, const char *name,
                       char upid[PVE_UPID_MAX], struct pve_error *err)
 {
     char path[256];
     if (snap_path(path, sizeof path, node, vmid, name, "/rollback"))
         return invalid(err, "bad node or snapshot name");
-    return task_call(c, "POST", path, json_object(), upid, err);
+    json_t *p = json_object();
+    upid[0] = '\0';
+    int rc = pve_once_call(c, "POST", path, p, node, "qmrollback", vmid, upid, err);
+    json_decref(p);
+    return rc;
 }

@@ -146,6 +146,14 @@ static int once_task_call(pve_client *c, const char *method, const char *path, j
     return rc;
 }
 
+int pve_once_call(pve_client *c, const char *method, const char *path, json_t *params,
+                  const char *node, const char *type, int vmid, char upid[PVE_UPID_MAX],
+                  struct pve_error *err)
+{
+    struct task_key k = {.types = {type}, .vmid = vmid};
+    return once_task_call(c, method, path, params, node, &k, upid, err);
+}
+
 int pve_vm_list(pve_client *c, const char *node, struct pve_vm **out, size_t *n,
                 struct pve_error *err)
 {

@@ -256,6 +256,13 @@ unsigned pve_short_flags(unsigned flags, const struct pve_guard *g);
 long pve_short_ms(const pve_client *c, unsigned shortf);
 /* The raw call with internal flags; *envelope receives the whole response
  * body (new reference) when not NULL. */
+/* api_vm.c: a request that starts a task of `type` on VM `vmid`, sent once
+ * (PVE_CALL_ONCE); when its answer is lost after it went out, the task it
+ * started, looked for on the node's list, is the answer (0, *upid set).
+ * params stay the caller's. */
+int pve_once_call(pve_client *c, const char *method, const char *path, json_t *params,
+                  const char *node, const char *type, int vmid, char upid[PVE_UPID_MAX],
+                  struct pve_error *err);
 int pve_call_int(pve_client *c, const char *method, const char *path, json_t *params,
                  unsigned flags, json_t **envelope, struct pve_error *err);
 /* The same under a look's guard (may be NULL): see struct pve_guard. */

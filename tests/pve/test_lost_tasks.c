@@ -208,6 +208,32 @@ static void lost_move_disk_is_its_qmmove(void **st)
     pve_client_free(c);
 }
 
+/* A rollback sent again after a lost answer was a second request that,
+ * when the first was still queued on a busy node, could roll the VM back
+ * once more after the job had ended. */
+static void lost_rollback_is_its_qmrollback(void **st)
+{
+    (void)st;
+    pve_client *c = client();
+    struct pve_error e;
+    char upid[PVE_UPID_MAX], buf[1024];
+    vm_clone(c, 730);
+    if (pve_snap_create(c, "sv1", 730, "s1", NULL, false, upid, &e))
+        fail_msg("snapshot: %s", pve_strerror(&e, buf, sizeof buf));
+    task_ok(c, upid);
+    const char *key = "POST /nodes/{node}/qemu/{vmid}/snapshot/{snapname}/rollback";
+    long before = count_calls(key);
+    drop_next(c, "POST", "/qemu/730/snapshot/s1/rollback$");
+    if (pve_snap_rollback(c, "sv1", 730, "s1", upid, &e))
+        fail_msg("a dropped rollback: %s", pve_strerror(&e, buf, sizeof buf));
+    dropped();
+    if (!strstr(upid, ":qmrollback:730:"))
+        fail_msg("%s is not the qmrollback task", upid);
+    assert_int_equal(count_calls(key) - before, 1);
+    task_ok(c, upid);
+    pve_client_free(c);
+}
+
 static void lost_ha_migration_is_its_hamigrate(void **st)
 {
     (void)st;
@@ -843,6 +869,7 @@ int main(void)
     pve_global_init();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(lost_move_disk_is_its_qmmove),
+        cmocka_unit_test(lost_rollback_is_its_qmrollback),
         cmocka_unit_test(lost_ha_migration_is_its_hamigrate),
         cmocka_unit_test(lost_ha_start_and_stop_are_their_ha_tasks),
         cmocka_unit_test(lost_config_write_with_digest_is_done),
