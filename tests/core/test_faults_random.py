@@ -91,7 +91,10 @@ FAULT_KEEP_LOG (1: keep proxd's log of every seed in
 $TMPDIR/proxd-faults-seed-N.log, not only of a seed that failed),
 FAULT_KILL_SEEDS (the seeds during which proxd is also killed, below),
 FAULT_PASSWORD_SEEDS (the seeds logged in with a password, above),
-FAULT_OUTAGE_SEEDS (the seeds whose database is cut off now and then, below).
+FAULT_OUTAGE_SEEDS (the seeds whose database is cut off now and then, below),
+FAULT_REINSTALLS, FAULT_DRAINS (1, the defaults: reinstalls, a drain; 0: none),
+FAULT_CANCELS (the share of jobs cancelled, 0.1), FAULT_JOB_LEASE ([proxd]
+job_lease in seconds; proxd's default when unset).
 
 Kills (the seeds of FAULT_KILL_SEEDS, default 88, one of the default seeds):
 while the creations and the jobs run under the faults, a proxd instance
