@@ -335,10 +335,6 @@ int core_vm_delete(struct core *k, int vmid, const char *owner, char job_id[40],
 /* ---- running the jobs ----------------------------------------------------------- */
 
 #define READ_TRIES 5
-/* A power call whose answer was lost is looked for this many more times
- * (pauses of 0.5 and 1 s after the first 0.25 s) before it is asked again:
- * a request queued on a busy node is served late */
-#define LATE_LOOKS 2
 static bool transient(int rc);
 static void read_pause(struct cctx *c, int n);
 

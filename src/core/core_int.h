@@ -12,6 +12,10 @@
 #include "pve/pve_api.h"
 
 #define CORE_MAX_WORKERS 64
+/* A call whose answer was lost (a power action, a rollback) is looked for
+ * this many more times, a pause apart, before it is asked again: a request
+ * queued on a busy node is served late */
+#define LATE_LOOKS 2
 /* A job's lease ([proxd] job_lease, in ms): a runner renews it every third
  * of it; a dead runner's jobs are claimed by another instance once it ran
  * out. */

@@ -637,17 +637,35 @@ static void rollback_steps(struct sctx *c)
             snap_end(c, false, "VM %d has no complete snapshot '%s'", c->v.vmid, name);
             return;
         }
-        /* a rollback made twice ends in the same state: lost answers and
-         * lock errors are retried */
+        /* lock errors and lost answers are retried; a lost answer is
+         * looked for first, after each of the next LATE_LOOKS + 1 pauses
+         * (a request a busy node queued is served late): sent again, a
+         * first one served after the job ended rolled the VM back once
+         * more, over what was done since */
+        int64_t since = wall_ms() / 1000;
+        int quiet = 0;
         for (int t = 1; t <= CALL_TRIES; t++) {
             if (t > 1)
                 pause_n(c, t - 1);
             if (core_stopping(c->k))
                 return;
+            if (t > 1 && e.maybe_sent &&
+                pve_snap_rollback_task(c->pc, c->v.node, c->v.vmid, since, c->j->upid)) {
+                memset(&e, 0, sizeof e);
+                rc = run_task(c, 0, &e);
+                if (rc == -1)
+                    return;
+                break;
+            }
+            if (quiet > 0) {
+                quiet--;
+                continue;
+            }
             job_checkpoint(c->k, c->j, "call", 20, "roll VM %d back to '%s'", c->v.vmid, name);
             if (cancelled(c, t))
                 return;
             c->j->upid[0] = '\0';
+            bool lost = e.maybe_sent;
             memset(&e, 0, sizeof e);
             rc = run_task(c, pve_snap_rollback(c->pc, c->v.node, c->v.vmid, name, c->j->upid, &e),
                           &e);
@@ -655,6 +673,9 @@ static void rollback_steps(struct sctx *c)
                 return;
             if (!rc || !transient(rc) || (e.upid[0] && rc != PVE_E_LOCK) || stuck_lock(&e))
                 break;
+            if (e.maybe_sent && !lost)
+                quiet = LATE_LOOKS;
+            e.maybe_sent = e.maybe_sent || lost; /* still looked for */
         }
     }
     bool locked = take_over(c);

@@ -129,3 +129,9 @@ int pve_snap_rollback(pve_client *c, const char *node, int vmid, const char *nam
     json_decref(p);
     return rc;
 }
+
+bool pve_snap_rollback_task(pve_client *c, const char *node, int vmid, int64_t since,
+                            char upid[PVE_UPID_MAX])
+{
+    return pve_task_of(c, node, "qmrollback", vmid, since * 1000, upid);
+}

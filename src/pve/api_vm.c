@@ -154,6 +154,13 @@ int pve_once_call(pve_client *c, const char *method, const char *path, json_t *p
     return once_task_call(c, method, path, params, node, &k, upid, err);
 }
 
+bool pve_task_of(pve_client *c, const char *node, const char *type, int vmid, int64_t since_ms,
+                 char upid[PVE_UPID_MAX])
+{
+    struct task_key k = {.types = {type}, .vmid = vmid};
+    return find_task(c, node, &k, since_ms, upid);
+}
+
 int pve_vm_list(pve_client *c, const char *node, struct pve_vm **out, size_t *n,
                 struct pve_error *err)
 {

@@ -435,7 +435,15 @@ int pve_snap_create(pve_client *c, const char *node, int vmid, const char *name,
  * fails (a half-made snapshot). */
 int pve_snap_delete(pve_client *c, const char *node, int vmid, const char *name, bool force,
                     char upid[PVE_UPID_MAX], struct pve_error *err);
+/* Sent once (PVE_CALL_ONCE); a lost answer is answered by the qmrollback
+ * task on the VM started since the call, when one is found. */
 int pve_snap_rollback(pve_client *c, const char *node, int vmid, const char *name,
                       char upid[PVE_UPID_MAX], struct pve_error *err);
+/* The qmrollback task on the VM started by this client's user since
+ * `since` (unix seconds on this host's clock) and not adopted before: a
+ * rollback whose answer was lost and that was served after
+ * pve_snap_rollback looked, looked for again before it is sent again. */
+bool pve_snap_rollback_task(pve_client *c, const char *node, int vmid, int64_t since,
+                            char upid[PVE_UPID_MAX]);
 
 #endif

@@ -263,6 +263,11 @@ long pve_short_ms(const pve_client *c, unsigned shortf);
 int pve_once_call(pve_client *c, const char *method, const char *path, json_t *params,
                   const char *node, const char *type, int vmid, char upid[PVE_UPID_MAX],
                   struct pve_error *err);
+/* api_vm.c: the newest task of `type` on VM `vmid` started by this
+ * client's user since since_ms (this host's clock) and not adopted before
+ * (find_task). */
+bool pve_task_of(pve_client *c, const char *node, const char *type, int vmid, int64_t since_ms,
+                 char upid[PVE_UPID_MAX]);
 int pve_call_int(pve_client *c, const char *method, const char *path, json_t *params,
                  unsigned flags, json_t **envelope, struct pve_error *err);
 /* The same under a look's guard (may be NULL): see struct pve_guard. */

@@ -348,5 +348,31 @@ def a_shutdown_or_reboot_served_around_the_look_runs_once():
     assert not failed, failed
 
 
+@case
+def a_rollback_served_around_the_look_runs_once():
+    """A snapshot rollback's connection closed at once, the call served 0.1
+    to 1.5 s later: the late task is found, by pve_snap_rollback's look or
+    by the job's looks after its pauses, and waited on: one qmrollback
+    each, the job done. It was sent again: a late first one, served after
+    the job ended, rolled the VM back once more over what was done since."""
+    vmid = created("late-rollback")["vmid"]
+    r = px.call("POST", "/v1/vms/%d/snapshots" % vmid, ALICE, {"name": "s1"})
+    assert r.status_code == 202, r.text
+    assert px.wait_job(r.json()["job"], ALICE, deadline=60)["state"] == "done"
+    for delay in (100, 300, 700, 1500):
+        wait_node_up(vmid)
+        before = len(tasks_of(vmid, "qmrollback"))
+        rule = sim.ctl("POST", "/faults", {
+            "kind": "late", "method": "POST", "delay_ms": delay, "count": 1,
+            "path": r"^/nodes/[^/]+/qemu/%d/snapshot/s1/rollback$" % vmid})["id"]
+        ev = done_through_rule(
+            px.call("POST", "/v1/vms/%d/snapshots/s1/rollback" % vmid, ALICE), rule)
+        sim.wait_late()
+        wait_for(lambda: all(t.get("status") for t in tasks_of(vmid, "qmrollback")), 30, 0.05,
+                 "the rollback tasks to end")
+        n = len(tasks_of(vmid, "qmrollback")) - before
+        assert n == 1, "rollback served %d ms late: %d tasks; %s" % (delay, n, ev)
+
+
 shutdown(px, sim)
 finish()
