@@ -644,12 +644,19 @@ static void rollback_steps(struct sctx *c)
          * more, over what was done since */
         int64_t since = wall_ms() / 1000;
         int quiet = 0;
+        /* resumed at the call: the run before may have sent it (its answer
+         * lost, or the kill before it was read): looked for first, since
+         * the job began */
+        if (strcmp(c->j->step, "call") == 0) {
+            e.maybe_sent = true;
+            since = c->j->created_at / 1000;
+        }
         for (int t = 1; t <= CALL_TRIES; t++) {
             if (t > 1)
                 pause_n(c, t - 1);
             if (core_stopping(c->k))
                 return;
-            if (t > 1 && e.maybe_sent &&
+            if (e.maybe_sent &&
                 pve_snap_rollback_task(c->pc, c->v.node, c->v.vmid, since, c->j->upid)) {
                 memset(&e, 0, sizeof e);
                 rc = run_task(c, 0, &e);

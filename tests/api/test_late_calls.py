@@ -374,5 +374,37 @@ def a_rollback_served_around_the_look_runs_once():
         assert n == 1, "rollback served %d ms late: %d tasks; %s" % (delay, n, ev)
 
 
+@case
+def a_rollback_resumed_at_its_call_finds_its_task():
+    """proxd killed while its rollback call waits for an answer that never
+    comes (pvesim served it at once): the resumed job looks for the
+    qmrollback task before it sends the call again, finds it and waits on
+    it: one rollback, the job done. It sent it again: a second rollback,
+    or a failure on the first's lock."""
+    vmid = created("late-rollback-2")["vmid"]
+    r = px.call("POST", "/v1/vms/%d/snapshots" % vmid, ALICE, {"name": "s1"})
+    assert r.status_code == 202, r.text
+    assert px.wait_job(r.json()["job"], ALICE, deadline=60)["state"] == "done"
+    wait_node_up(vmid)
+    before = len(tasks_of(vmid, "qmrollback"))
+    sim.add_faults([{"kind": "late_hang", "method": "POST", "delay_ms": 0, "count": 1,
+                     "path": r"^/nodes/[^/]+/qemu/%d/snapshot/s1/rollback$" % vmid}])
+    r = px.call("POST", "/v1/vms/%d/snapshots/s1/rollback" % vmid, ALICE)
+    assert r.status_code == 202, r.text
+    job = r.json()["job"]
+    wait_for(lambda: len(tasks_of(vmid, "qmrollback")) > before, 30, 0.05, "the rollback served")
+    step = query(px.db, "SELECT step FROM jobs WHERE id = ?", (job,))
+    assert step == [("call",)], step  # its answer not come (proxd waits 3 s)
+    px.kill()
+    sim.clear_faults()
+    px.start()
+    j = px.wait_job(job, ALICE, deadline=60)
+    assert j["state"] == "done", (j, events(job))
+    wait_for(lambda: all(t.get("status") for t in tasks_of(vmid, "qmrollback")), 30, 0.05,
+             "the rollback tasks to end")
+    n = len(tasks_of(vmid, "qmrollback")) - before
+    assert n == 1, "%d rollbacks; %s" % (n, events(job))
+
+
 shutdown(px, sim)
 finish()
