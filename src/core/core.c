@@ -311,6 +311,19 @@ void core_free(struct core *k)
 
 /* ---- checkpoints ------------------------------------------------------- */
 
+bool core_db_again(struct core *k, int rc, const struct store_error *se, int *tries,
+                   const char *job, const char *what)
+{
+    if (rc != STORE_E_DB || core_stopping(k))
+        return false;
+    if (*tries % 30 == 0)
+        log_error("job", "job=%s cannot %s (try %d, trying again): %s", job, what, *tries + 1,
+                  se->message);
+    sleep_ms(*tries < 20 ? 100 * (*tries + 1) : 2000);
+    (*tries)++;
+    return true;
+}
+
 void job_checkpoint(struct core *k, struct job_rec *j, const char *step, int progress,
                     const char *fmt, ...)
 {

@@ -16,6 +16,17 @@
  * this many more times, a pause apart, before it is asked again: a request
  * queued on a busy node is served late */
 #define LATE_LOOKS 2
+
+struct store_error;
+/* A job's store write failed with rc: when the database is out of reach
+ * (STORE_E_DB) and the core is not stopping, pause (100 ms growing to 2 s,
+ * as a checkpoint does; logged on the first try and every 30th) and say
+ * to write again. A write a job's outcome depends on (its record, what it
+ * gives back) waits so for the database rather than be lost: written
+ * once, a reinstall's record and the release of its temporary VMID were
+ * dropped during an outage while the job ended done. */
+bool core_db_again(struct core *k, int rc, const struct store_error *se, int *tries,
+                   const char *job, const char *what);
 /* A job's lease ([proxd] job_lease, in ms): a runner renews it every third
  * of it; a dead runner's jobs are claimed by another instance once it ran
  * out. */

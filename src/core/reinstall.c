@@ -257,28 +257,42 @@ static bool same_volume(const char *a, const char *b)
 
 /* Write the record (as save_vm does: only over the state just read, so a
  * DELETE that landed meanwhile is not written over). */
-static void save_rec_logged(struct rctx *c, struct store_event *ev)
+/* The record written (with its event, if any), waiting for a database out
+ * of reach (core_db_again). false when it was not written: the core stops
+ * meanwhile (the step runs again when the job resumes), or it failed
+ * otherwise (logged). */
+static bool save_rec_logged(struct rctx *c, struct store_event *ev)
 {
-    struct store_error se;
+    struct store_error se = {0};
     if (!c->have_rec) /* no record, or another VM's now: nothing of the job's to write */
-        return;
+        return true;
     snprintf(c->v.job, sizeof c->v.job, "%s", c->j->id);
-    for (int tries = 1; tries <= 5; tries++) {
+    int waits = 0;
+    for (int tries = 1; tries <= 5;) {
         struct vm_rec now;
-        if (store_vm_get_id(c->k->st, c->v.id, &now, &se))
+        int rc = store_vm_get_id(c->k->st, c->v.id, &now, &se);
+        if (rc && core_db_again(c->k, rc, &se, &waits, c->j->id, "read the VM's record"))
+            continue;
+        if (rc)
             break;
         enum vm_state read = now.state;
         c->v.state = now.state;
         if (now.state != VMS_ENABLED)
             snprintf(c->v.job, sizeof c->v.job, "%s", now.job);
         vm_rec_release(&now);
-        int rc = ev ? store_vm_update_logged(c->k->st, &c->v, read, ev, c->j->created_at, &se)
-                    : store_vm_update_if(c->k->st, &c->v, read, 0, &se);
+        rc = ev ? store_vm_update_logged(c->k->st, &c->v, read, ev, c->j->created_at, &se)
+                : store_vm_update_if(c->k->st, &c->v, read, 0, &se);
+        if (rc == 0)
+            return true;
+        if (core_db_again(c->k, rc, &se, &waits, c->j->id, "update the VM's record"))
+            continue;
         if (rc != STORE_E_CONFLICT)
-            return;
+            break;
+        tries++;
     }
     log_error("job", "job=%s vmid=%d cannot update the record: %s", c->j->id, c->v.vmid,
               se.message);
+    return false;
 }
 
 static void save_rec(struct rctx *c)
@@ -432,10 +446,12 @@ static void finish(struct rctx *c, bool ok, const char *fmt, ...)
  * keeps counting until an inventory shows the VM there. */
 static void release_tmp(struct rctx *c)
 {
-    if (st_int(c, "moved"))
-        store_settle_capacity(c->k->st, c->j->id, NULL);
-    else
-        store_release_capacity(c->k->st, c->j->id, NULL);
+    struct store_error se = {0};
+    int rc, waits = 0;
+    do
+        rc = st_int(c, "moved") ? store_settle_capacity(c->k->st, c->j->id, &se)
+                                : store_release_capacity(c->k->st, c->j->id, &se);
+    while (core_db_again(c->k, rc, &se, &waits, c->j->id, "give back the room"));
     if (!tmp_vmid(c))
         return;
     fleet_vm_removed(c->k->fl, tmp_vmid(c), tmp_node(c));
@@ -447,19 +463,23 @@ static void release_tmp(struct rctx *c)
      * job) or finds none and releases the VMID. No room is held: the
      * request may never be served. */
     if (st_int(c, "tmp_twice")) {
-        struct store_error se;
         log_info("job", "job=%s vmid=%d temporary VMID %d on %s left for the reconciler: %s",
                  c->j->id, c->j->vmid, tmp_vmid(c), tmp_node(c),
                  "a clone request to it may still be served");
-        if (store_leftover_add(c->k->st, tmp_vmid(c), tmp_node(c), c->j->id, STORE_LEFT_NO_ROOM,
-                               &se) == 0)
+        do
+            rc = store_leftover_add(c->k->st, tmp_vmid(c), tmp_node(c), c->j->id,
+                                    STORE_LEFT_NO_ROOM, &se);
+        while (core_db_again(c->k, rc, &se, &waits, c->j->id, "record the temporary VMID"));
+        if (rc == 0)
             return;
         log_error("job", "job=%s vmid=%d leftover %d not recorded (%s): VMID set aside", c->j->id,
                   c->j->vmid, tmp_vmid(c), se.message);
         store_vmid_mark_foreign(c->k->st, tmp_vmid(c), NULL);
         return;
     }
-    store_vmid_release(c->k->st, tmp_vmid(c), c->k->cfg->quarantine_s * 1000, NULL);
+    do
+        rc = store_vmid_release(c->k->st, tmp_vmid(c), c->k->cfg->quarantine_s * 1000, &se);
+    while (core_db_again(c->k, rc, &se, &waits, c->j->id, "release the temporary VMID"));
 }
 
 /* ---- prepare ------------------------------------------------------------------------ */
@@ -1549,8 +1569,10 @@ static void step_commit(struct rctx *c)
     snprintf(ev.job, sizeof ev.job, "%s", c->j->id);
     ev.data = json_pack("{s:s,s:s,s:s}", "name", c->v.name, "os", req_str(c, "os"), "from",
                         st_str(c, "old_os"));
-    save_rec_logged(c, &ev);
+    bool saved = save_rec_logged(c, &ev);
     store_event_release(&ev);
+    if (!saved && core_stopping(c->k))
+        return; /* the commit runs again when the job resumes */
     finish(c, true, "VM %d runs %s (was %s)%s", c->j->vmid, req_str(c, "os"), st_str(c, "old_os"),
            left);
 }

@@ -33,6 +33,9 @@
 
 int __real_store_vm_get(store *s, int vmid, struct vm_rec *out, struct store_error *err);
 int __real_store_kv_get(store *s, const char *name, struct store_kv *out, struct store_error *err);
+int __real_store_vmid_release(store *s, int vmid, int64_t quarantine_ms, struct store_error *err);
+int __real_store_vm_update_logged(store *s, const struct vm_rec *r, enum vm_state expected,
+                                  struct store_event *ev, int64_t since, struct store_error *err);
 
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
 static int g_vm_vmid; /* the record whose reads fail (on job workers) */
@@ -85,6 +88,25 @@ int __wrap_store_kv_get(store *s, const char *name, struct store_kv *out, struct
         return __real_store_kv_get(s, name, out, err);
     atomic_fetch_add(&g_kv_failed, 1);
     return injected(err, name);
+}
+
+/* The next writes of a reinstall's outcome that fail (on the job workers):
+ * VMID releases and logged record updates, each this many times. */
+static atomic_int g_release_left, g_update_left;
+
+int __wrap_store_vmid_release(store *s, int vmid, int64_t quarantine_ms, struct store_error *err)
+{
+    if (on_worker() && atomic_fetch_sub(&g_release_left, 1) > 0)
+        return injected(err, "the VMID's release");
+    return __real_store_vmid_release(s, vmid, quarantine_ms, err);
+}
+
+int __wrap_store_vm_update_logged(store *s, const struct vm_rec *r, enum vm_state expected,
+                                  struct store_event *ev, int64_t since, struct store_error *err)
+{
+    if (on_worker() && atomic_fetch_sub(&g_update_left, 1) > 0)
+        return injected(err, "the record's update");
+    return __real_store_vm_update_logged(s, r, expected, ev, since, err);
 }
 
 static void arm_vm(int vmid, int times)
@@ -315,6 +337,46 @@ static void test_reinstall_does_not_move_onto_an_unknown_cordon(void **unused)
     ch_down(&e);
 }
 
+/* The database out of reach as a reinstall commits: its record's update
+ * (with vm.reinstalled) and its temporary VMID's release fail three times
+ * each, then go through; the job ends done with both written. They were
+ * written once: the job ended done, the record still named the old OS and
+ * the temporary VMID stayed reserved for good (the PostgreSQL fault test,
+ * seed 12101, an outage during a commit). */
+static void test_reinstall_commit_waits_for_the_database(void **unused)
+{
+    (void)unused;
+    struct ch_env e;
+    ch_up(&e, NULL);
+    int vmid = make_vm(&e, "alice", "re-commit");
+    atomic_store(&g_release_left, 3);
+    atomic_store(&g_update_left, 3);
+    struct reinstall_request r = {.os = "debian"};
+    char job[40];
+    struct core_error ce = {0};
+    assert_int_equal(core_vm_reinstall(e.k, vmid, "alice", &r, job, &ce), 0);
+    struct job_rec j;
+    enum job_state st = wait_job(&e, job, 120000, &j);
+    int left_r = atomic_load(&g_release_left), left_u = atomic_load(&g_update_left);
+    atomic_store(&g_release_left, 0);
+    atomic_store(&g_update_left, 0);
+    if (st != JOB_DONE)
+        fail_msg("the reinstall ended %d: %s", st, j.error);
+    int tmp = (int)json_integer_value(json_object_get(json_array_get(j.attempts, 0), "tmp_vmid"));
+    assert_true(tmp > 0);
+    char state[16] = "";
+    int rc = store_vmid_state(e.st, tmp, state, NULL);
+    if (rc == 0 && strcmp(state, "reserved") == 0)
+        fail_msg("temporary VMID %d left reserved", tmp);
+    struct vm_rec v;
+    assert_int_equal(store_vm_get(e.st, vmid, &v, NULL), 0);
+    assert_string_equal(v.os, "debian");
+    vm_rec_release(&v);
+    assert_true(left_r <= 0 && left_u <= 0); /* every injected failure was met */
+    job_rec_release(&j);
+    ch_down(&e);
+}
+
 /* A creation while sv1's cordon (ordered placement's first) cannot be read:
  * placed on sv2, sv1 passed over saying why. It was placed on sv1, which an
  * operator may have cordoned to empty it. */
@@ -414,6 +476,7 @@ int main(void)
         cmocka_unit_test(test_owner_limit_with_an_unread_record_refuses),
         cmocka_unit_test(test_reinstall_refused_when_the_cordon_is_unknown),
         cmocka_unit_test(test_reinstall_does_not_move_onto_an_unknown_cordon),
+        cmocka_unit_test(test_reinstall_commit_waits_for_the_database),
         cmocka_unit_test(test_drain_does_not_move_onto_an_unknown_cordon),
         cmocka_unit_test(test_creation_skips_an_unknown_cordon),
         cmocka_unit_test(test_creation_waits_while_no_cordon_can_be_read),
