@@ -463,8 +463,9 @@ static bool clone_running(struct core *k, const struct leftover *l)
  * that the leftover's job made: the record's last job, or the creation
  * whose VMID (the job's) is the record's. Its VM is then that record's, a
  * customer's or one a creation works on, never to be removed, and its VMID
- * the record's, never to be released. 1 stale, 0 not, -1 when the
- * database cannot tell now (next pass). */
+ * the record's, never to be released. Not while that job runs: it settles
+ * the leftover itself. 1 stale, 0 not, -1 when the database cannot tell
+ * now or the job runs (next pass). */
 static int stale_unknown(const struct leftover *l, const char *what, const char *why)
 {
     log_warn("reconcile", "vmid=%d node=%s leftover of job %s: %s cannot be read (%s): next pass",
@@ -499,15 +500,22 @@ static int leftover_stale(struct core *k, const struct leftover *l)
     }
     if (strcmp(node, l->node) != 0)
         return 0;
-    if (strcmp(job, l->job) == 0)
-        return 1;
     struct job_brief b;
     rc = store_job_brief(k->st, l->job, &b, &se);
-    if (rc == STORE_E_NOTFOUND)
-        return 0;
-    if (rc)
+    if (rc && rc != STORE_E_NOTFOUND)
         return stale_unknown(l, "its job", se.message);
-    return strcmp(b.kind, "create") == 0 && b.vmid == l->vmid;
+    bool made =
+        strcmp(job, l->job) == 0 || (rc == 0 && strcmp(b.kind, "create") == 0 && b.vmid == l->vmid);
+    if (made && rc == 0 && (b.state == JOB_QUEUED || b.state == JOB_RUNNING)) {
+        /* the job has not ended: it may still be at the cleanup that left
+         * the leftover (a runner killed before its move off the VMID, the
+         * job resumed after this pass), or go on under the VMID. Either
+         * way the job settles it; the leftover waits for its end */
+        log_debug("reconcile", "vmid=%d node=%s leftover of job %s: the job runs, next pass",
+                  l->vmid, l->node, l->job);
+        return -1;
+    }
+    return made;
 }
 
 /* One leftover: removed, proven never made, stale, or left for the next

@@ -59,9 +59,11 @@ def record(vmid):
                  % vmid)
 
 
-def locked():
-    """VMs whose config is locked (a clone under way)"""
-    return [v["vmid"] for v in sim.state()["vms"] if (v.get("conf") or {}).get("lock")]
+def tasks_done(what):
+    """Wait until no task runs on pvesim (a clone served, late or not, has
+    its task from then on; its VM appears, locked, only after the task's
+    fork and lock: "no VM locked" holds before that too)."""
+    wait_for(lambda: sim.running_tasks()["running"] == 0, deadline=60, what=what)
 
 
 def reconcile():
@@ -86,7 +88,7 @@ def a_record_stays_with_its_own_vm():
     tpl = [v["vmid"] for v in sim.state()["vms"] if v["node"] == "sv1" and v["vmid"] >= 8000][0]
     upid = sim.data("POST", "/nodes/sv1/qemu/%d/clone" % tpl, port=sim.ports["sv1"],
                     data={"newid": str(vmid), "name": "operators"})
-    wait_for(lambda: not locked(), deadline=60, what="the operator's clone done (%s)" % upid)
+    tasks_done("the operator's clone done (%s)" % upid)
     sim.data("POST", "/nodes/sv1/qemu/%d/status/start" % vmid, port=sim.ports["sv1"])
     wait_for(lambda: [v["power"] for v in sim.state()["vms"]
                       if v["vmid"] == vmid and v["node"] == "sv1"] == ["running"],
@@ -113,7 +115,7 @@ def a_late_clone_does_not_share_the_next_attempts_vmid():
     j = create("late")
     sim.clear_faults()
     sim.wait_late()
-    wait_for(lambda: not locked(), deadline=60, what="the late clone done")
+    tasks_done("the late clone done")
     assert j["state"] == "done", j
     vmid = j["vmid"]
     assert record(vmid) == [("sv2", "enabled")], (record(vmid), j)
@@ -144,7 +146,7 @@ def a_clone_asked_twice_does_not_share_the_next_attempts_vmid():
     assert record(vmid) == [("sv2", "enabled")], (record(vmid), j)
     assert sim.release_late() == 1
     sim.wait_late()
-    wait_for(lambda: not locked(), deadline=60, what="the late clone done")
+    tasks_done("the late clone done")
     # the late request was served, and made a VM (the test's premise)
     late = [v for v in vms() if v[1] == "sv1" and v[0] not in before]
     assert len(late) == 1 and late[0][2] == "twice", (late, vms())
@@ -192,7 +194,7 @@ def a_reinstalls_clone_asked_twice_keeps_its_vmid_for_the_reconciler():
     # the late request served: the temporary VM again (the test's premise)
     assert sim.release_late() == 1
     sim.wait_late()
-    wait_for(lambda: not locked(), deadline=60, what="the late clone done")
+    tasks_done("the late clone done")
     assert (tmp, node) in [(v[0], v[1]) for v in vms()], (tmp, vms())
     reconcile()
     assert (tmp, node) not in [(v[0], v[1]) for v in vms()], (tmp, vms())

@@ -436,6 +436,13 @@ def resumed_before_a_move_off_a_leftover_does_not_keep_its_vmid():
         sim.ctl("POST", "/faults", {"method": "POST",
                                     "path": r"^/nodes/(?!sv1/)[^/]+/qemu/\d+/clone$",
                                     "kind": "delay", "delay_ms": 5000})
+        # a reconcile pass before the job is resumed (a restarted daemon's
+        # first pass may run before its runner claims the job) leaves the
+        # leftover to the job: its live record is the job's own, made
+        # before the cleanup, not a creation that went on under the VMID
+        proxd("reconcile", "--config", conf)
+        assert db_query(db, "SELECT vmid, node FROM leftovers") == [(vmid, "sv1")], \
+            db_query(db, "SELECT vmid, node, job FROM leftovers")
         d.start()
         # the VM stays locked until the daemon has resumed the job (claimed
         # from the dead owner) and taken it off the VMID, or, without the
