@@ -255,12 +255,11 @@ static bool same_volume(const char *a, const char *b)
 
 /* ---- the record ------------------------------------------------------------------ */
 
-/* Write the record (as save_vm does: only over the state just read, so a
- * DELETE that landed meanwhile is not written over). */
-/* The record written (with its event, if any), waiting for a database out
- * of reach (core_db_again). false when it was not written: the core stops
- * meanwhile (the step runs again when the job resumes), or it failed
- * otherwise (logged). */
+/* Write the record, with its event if any (as save_vm does: only over the
+ * state just read, so a DELETE that landed meanwhile is not written over),
+ * waiting for a database out of reach (core_db_again). false when it was
+ * not written: the core stops meanwhile (the step runs again when the job
+ * resumes), or it failed otherwise (logged). */
 static bool save_rec_logged(struct rctx *c, struct store_event *ev)
 {
     struct store_error se = {0};
