@@ -10,7 +10,6 @@ a VM made through one is shut down, grown and deleted through the other;
 both stop cleanly and never log a secret.
 """
 import concurrent.futures
-import signal
 import time
 
 import requests
@@ -107,13 +106,13 @@ def power(i, vm, action):
     """The action through instance i, run there (the other is SIGSTOPped);
     its job, ended."""
     other = PX[1 - i]
-    other.proc.send_signal(signal.SIGSTOP)
+    other.freeze()
     try:
         r = call(i, "POST", "/v1/vms/%d/%s" % (vm, action))
         assert r.status_code == 202, r.text
         return wait_job(r.json()["job"], via=i)
     finally:
-        other.proc.send_signal(signal.SIGCONT)
+        other.thaw()
 
 
 def upid_time(upid):

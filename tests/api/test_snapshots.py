@@ -23,7 +23,6 @@ import json
 import os
 import random
 import re
-import signal
 import subprocess
 import time
 
@@ -441,7 +440,7 @@ def an_instances_stale_lists_do_not_pass_the_owner_limit():
     try:
         for n, vm in enumerate(vms + vms):
             live, asleep = apis[n % 2], daemons[1 - n % 2]
-            asleep.proc.send_signal(signal.SIGSTOP)
+            asleep.freeze()
             try:
                 r = live.call("POST", "/v1/vms/%d/snapshots" % vm, hana, {"name": "h%d" % n})
                 if r.status_code == 409:
@@ -451,7 +450,7 @@ def an_instances_stale_lists_do_not_pass_the_owner_limit():
                 j = live.job(hana, r.json()["job"])
                 results.append("done" if j["state"] == "done" else j["error"])
             finally:
-                asleep.proc.send_signal(signal.SIGCONT)
+                asleep.thaw()
         total = sum(len(pve_snaps(sim, v)) for v in vms)
         assert total == 5, (total, results)
         assert results[:5] == ["done"] * 5 and "limit" in results[5], results

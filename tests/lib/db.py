@@ -139,3 +139,27 @@ def wait_step(db, job, aim, deadline=60):
                 (aim == "migrating" and step == "migrate" and upid):
             return step
         time.sleep(0.002)
+
+
+def no_write_open(db):
+    """True when no other client holds a write transaction open on db at
+    this instant: SQLite's write lock is free (BEGIN IMMEDIATE succeeds at
+    once), or no other PostgreSQL session is inside a transaction or a
+    statement. A test freezing a daemon checks this after the freeze, so the
+    frozen daemon cannot be holding what the awake one needs."""
+    if "://" in db:
+        busy = _psql(db, "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
+                         "AND datname = current_database() AND backend_type = 'client backend' "
+                         "AND state <> 'idle'")
+        return busy[0][0] == 0
+    c = sqlite3.connect(db, timeout=0, isolation_level=None)
+    try:
+        c.execute("BEGIN IMMEDIATE")
+        c.execute("ROLLBACK")
+        return True
+    except sqlite3.OperationalError as e:
+        if "locked" not in str(e) and "busy" not in str(e):
+            raise
+        return False
+    finally:
+        c.close()

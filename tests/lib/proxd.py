@@ -11,6 +11,7 @@ import tempfile
 import requests
 
 from .cases import scratch
+from .db import no_write_open
 from .env import PROXD, TOKEN
 from .ports import free_port
 from .wait import wait_for
@@ -292,6 +293,27 @@ class Proxd(Daemon):
                                "listen = 127.0.0.1:%d" % self.port, text, count=1))
         return self
 
+    def freeze(self, deadline=30):
+        """SIGSTOP, at an instant when it holds no database write open: a
+        daemon frozen inside a transaction would hold SQLite's write lock
+        (or PostgreSQL's row locks) and the awake instance's next write
+        would wait on it until the store gives up (a 503 seen in CI). Each
+        try waits until every thread is stopped, checks, and thaws again
+        when a write is open. thaw() undoes it."""
+        def frozen_clear():
+            self.proc.send_signal(signal.SIGSTOP)
+            wait_for(lambda: all_stopped(self.proc.pid), deadline=10, interval=0.002,
+                     what="proxd's threads stopped")
+            if no_write_open(self.db):
+                return True
+            self.thaw()
+            return False
+        wait_for(frozen_clear, deadline=deadline, interval=0.02,
+                 what="proxd frozen with no database write open")
+
+    def thaw(self):
+        self.proc.send_signal(signal.SIGCONT)
+
     def stop(self):
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -301,6 +323,20 @@ class Proxd(Daemon):
         assert "ERROR: AddressSanitizer" not in out and "runtime error" not in out, out[-6000:]
         leaked = [sec[:6] + "..." for sec in self.secrets if sec and sec in out]
         assert not leaked, "secrets in proxd's log: %s" % leaked
+
+
+def all_stopped(pid):
+    """Every thread of pid in the stopped state (T): SIGSTOP's delivery is
+    asynchronous, a thread on another core runs on for a moment."""
+    for t in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/stat" % (pid, t)) as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:  # the thread ended meanwhile
+            continue
+        if state not in ("T", "t", "Z", "X"):
+            return False
+    return True
 
 
 def shutdown(px, sim):
