@@ -966,6 +966,22 @@ static int64_t claim_expired_before(struct core *k)
     return settling ? 0 : now;
 }
 
+/* A job's store operations wait out a database outage (the store's
+ * patience): a stop ends the wait at once. */
+struct worker_wait {
+    struct core *k;
+    const char *job;
+};
+
+static bool worker_waits(void *ctx, int tries, const struct store_error *err)
+{
+    struct worker_wait *w = ctx;
+    if (tries % 30 == 0)
+        log_error("job", "job=%s waits for the database (try %d): %s", w->job, tries + 1,
+                  err->message);
+    return !core_nap(w->k, tries < 20 ? 100 * (tries + 1) : 2000);
+}
+
 struct worker_arg {
     struct core *k;
     int slot;
@@ -1041,7 +1057,13 @@ static void *worker_main(void *arg)
         }
         log_info("job", "job=%s kind=%s vmid=%d claimed at step %s by %s", j.id, j.kind, j.vmid,
                  j.step, k->instance);
+        /* the job's writes wait out a database outage (only a stop ends
+         * the wait): dropped, they would leave a VMID reserved, a room
+         * held, a leftover unrecorded */
+        struct worker_wait ww = {k, j.id};
+        store_thread_patience(worker_waits, &ww);
         run_job(k, &j);
+        store_thread_patience(NULL, NULL);
         hold(k, slot, NULL);
         job_rec_release(&j);
     }

@@ -175,10 +175,30 @@ const char *db_name(const db *d)
 
 /* ---- transactions ------------------------------------------------------- */
 
-int db_tx(db *d, enum db_mode mode, db_fn fn, void *ctx, struct store_error *err)
+/* The calling thread's patience (store_thread_patience). */
+static __thread struct {
+    store_wait_fn wait;
+    void *ctx;
+} patience;
+
+void store_thread_patience(store_wait_fn wait, void *ctx)
+{
+    patience.wait = wait;
+    patience.ctx = ctx;
+}
+
+/* db_tx's tries, bounded. *unreachable: the failure says the database is
+ * out of reach (no connection, or none made ready, or the transaction
+ * could not begin; or conflicts, a lock held, until the budget ran out),
+ * so nothing of the transaction was kept and running it later is safe.
+ * Not so for an error of a statement (corrupt data, I/O) nor of COMMIT,
+ * whose outcome may be unknown (a connection lost during it). */
+static int tx_tries(db *d, enum db_mode mode, db_fn fn, void *ctx, struct store_error *err,
+                    bool *unreachable)
 {
     db_conn *c = NULL;
     int rc = conn_get(d, &c, err);
+    *unreachable = rc == STORE_E_DB;
     if (rc)
         return rc;
     int64_t t0 = mono_ms();
@@ -188,6 +208,7 @@ int db_tx(db *d, enum db_mode mode, db_fn fn, void *ctx, struct store_error *err
         rc = d->drv->conn_ready(c, err);
         if (rc == STORE_OK)
             rc = d->drv->begin(c, mode, err);
+        *unreachable = rc == STORE_E_DB;
         if (rc == STORE_OK)
             rc = fn(c, ctx, err);
         if (rc == STORE_OK && mode == DB_WRITE)
@@ -197,7 +218,7 @@ int db_tx(db *d, enum db_mode mode, db_fn fn, void *ctx, struct store_error *err
         c->notify = false;
         if (rc != STORE_OK)
             d->drv->rollback(c); /* keeps the first error's message */
-        if (rc == STORE_OK && err && attempt > 1) {
+        if (rc == STORE_OK && attempt > 1) {
             err->code = STORE_OK; /* forget the message of the failed try */
             err->message[0] = '\0';
         }
@@ -208,11 +229,25 @@ int db_tx(db *d, enum db_mode mode, db_fn fn, void *ctx, struct store_error *err
             break;
         sleep_ms(pause);
     }
-    char first[sizeof err->message] = "";
-    if (err)
-        snprintf(first, sizeof first, "%s", err->message);
+    *unreachable = true;
+    char first[sizeof err->message];
+    snprintf(first, sizeof first, "%s", err->message);
     return store_fail(err, STORE_E_DB, "transaction failed after %d attempts in %lld ms: %s",
                       attempt, (long long)(mono_ms() - t0), first);
+}
+
+int db_tx(db *d, enum db_mode mode, db_fn fn, void *ctx, struct store_error *err)
+{
+    struct store_error own;
+    if (!err)
+        err = &own; /* the wait is told the failure */
+    for (int tries = 0;; tries++) {
+        bool unreachable;
+        int rc = tx_tries(d, mode, fn, ctx, err, &unreachable);
+        if (rc != STORE_E_DB || !unreachable || !patience.wait ||
+            !patience.wait(patience.ctx, tries, err))
+            return rc;
+    }
 }
 
 static char *sql_dialect(const struct db_driver *drv, const char *sql);

@@ -68,6 +68,21 @@ void store_close(store *s);
  * parameters renamed); the caller frees it. For tests and diagnostics. */
 char *store_sql_text(store *s, const char *sql);
 
+/* Patience, for the calling thread from now on (a job worker's, while it
+ * runs a job). An operation that finds the database out of reach
+ * (STORE_E_DB: no connection, the transaction cannot begin, or a lock held
+ * past the retries' budget) calls wait(ctx, tries, err) (tries: 0, 1, ...
+ * for this operation; err: the failure) and runs again when it returns
+ * true, after it waited as it chose, instead of returning the error: a
+ * job's writes are made once the database answers, not dropped in an
+ * outage (many are fire-and-forget). wait returns false to give up (a
+ * stopping daemon): the error is returned. Returned at once as before: a
+ * statement's own error (corrupt data, I/O) and a failed COMMIT (its
+ * outcome may be unknown). wait NULL: no patience, the default. wait must
+ * not call the store. Any thread; it applies to every store handle. */
+typedef bool (*store_wait_fn)(void *ctx, int tries, const struct store_error *err);
+void store_thread_patience(store_wait_fn wait, void *ctx);
+
 /* ---- VM records -------------------------------------------------------- */
 
 enum vm_state {
