@@ -840,6 +840,12 @@ static void watch_wait(struct core *k)
         if (store_job_next_lease_end(k->st, k->instance, &at, NULL) == STORE_OK && at > 0 &&
             at - now + 1 < ms)
             ms = at - now + 1 > 1 ? (long)(at - now + 1) : 1;
+        /* and when the settling window ends (leases that ran out in it) */
+        pthread_mutex_lock(&k->mu);
+        at = k->claim_expired_from;
+        pthread_mutex_unlock(&k->mu);
+        if (at > now && at - now + 1 < ms)
+            ms = (long)(at - now + 1);
     }
     struct pollfd p[3] = {{.fd = fd, .events = POLLIN},
                           {.fd = k->watch_wake, .events = POLLIN},
@@ -956,14 +962,16 @@ void core_db_was_out(struct core *k)
     pthread_mutex_unlock(&k->mu);
 }
 
-/* A lease that ran out before this may be claimed (0: none may). */
+/* A lease that ran out before this may be claimed. While settling, 1:
+ * only the leases given up by store_job_expire_owner (lease_until 0: a
+ * runner known dead) are. */
 static int64_t claim_expired_before(struct core *k)
 {
     pthread_mutex_lock(&k->mu);
     int64_t now = wall_ms();
     bool settling = k->db_failing || now < k->claim_expired_from;
     pthread_mutex_unlock(&k->mu);
-    return settling ? 0 : now;
+    return settling ? 1 : now;
 }
 
 /* A job's store operations wait out a database outage (the store's
@@ -1281,6 +1289,16 @@ int core_start(struct core *k)
         log_error("node", "%s", ce.message);
         return -1;
     }
+    /* A process just started cannot know whether the database was out
+     * of reach a moment ago: leases that ran out then are left to their
+     * runners for the settling window, as after an outage it saw itself
+     * (a proxd started just after one took over a job whose runner, alive,
+     * was about to renew, and that runner had to end its process: the
+     * PostgreSQL fault test, seed 14102). A known dead runner's jobs
+     * (adopt_dead_local_jobs) are claimed at once all the same. */
+    pthread_mutex_lock(&k->mu);
+    k->claim_expired_from = wall_ms() + CLAIM_SETTLE_MS(k);
+    pthread_mutex_unlock(&k->mu);
     adopt_dead_local_jobs(k);
     core_addr_sweep(k);
     int n = k->cfg->workers;

@@ -63,8 +63,8 @@ struct core {
     bool leaser_watch;          /* under mu: the leaser holds the watch */
     bool db_failing;            /* under mu: the last claim or lease renewal met a store error */
     int64_t claim_expired_from; /* under mu: wall ms from which leases that ran out are
-                                   claimed again (0: always); set when the store answers
-                                   after failing */
+                                   claimed again (0: always); set at the start and when the
+                                   store answers after failing */
     bool watch_want;            /* under mu: a worker going idle asked the leaser for it */
     int leaser_wake;            /* eventfd: hold (the last idle worker took a job), a worker
                                    that wants the watch, or stop wake the leaser */

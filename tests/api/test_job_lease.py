@@ -7,12 +7,14 @@ clone under way), A is killed (SIGKILL: nothing given back), and B, which
 was running all along, takes the job over once its lease ran out (within
 a few seconds, not 30) and finishes it: one VM, the job done, its events
 saying it was resumed. B claims nothing of a live A meanwhile: a job of A
-still running is renewed every second (a third of the lease).
+still running is renewed every second (a third of the lease). And an
+instance just started leaves a lease that ran out to its runner for the
+settling window: the runner may have been unable to renew a moment ago.
 """
 import time
 
 from lib.cases import case, finish
-from lib.db import query
+from lib.db import execute, query
 from lib.proxd import Proxd, shutdown
 from lib.sim import Sim
 from lib.wait import wait_for
@@ -60,6 +62,51 @@ def a_dead_instances_job_moves_after_its_lease():
     mine = [v for v in sim.state()["vms"] if (v.get("conf") or {}).get("name") == "leased"]
     assert [v["vmid"] for v in mine] == [j["vmid"]], mine
     print("B took the job %.1f s after A was killed (lease %d s)" % (took, LEASE_S))
+
+
+@case
+def a_new_instance_leaves_a_lapsed_lease_to_its_live_runner():
+    """B runs a creation and cannot renew its lease for a while (frozen, as
+    a runner is while its database is out of reach), and the lease runs
+    out; C starts then. C leaves the job to B for the settling window
+    (5 s here): B, alive again, renews and finishes it. C used to claim it
+    at once: B's next write was refused and B ended its process (SIGABRT;
+    the PostgreSQL fault test, seed 14102: an instance started just after
+    an outage)."""
+    r = b.call("POST", "/v1/vms", ALICE, {"os": "debian", "name": "lapsed", "cores": 1,
+                                          "memory_mb": 512, "disk_gb": 12}, want=202)
+    job = r.json()["job"]
+    wait_for(lambda: runner(job)[1] == "wait_clone", deadline=30, interval=0.05,
+             what="the clone under way on B")
+    assert runner(job)[0].endswith(owned_by(b)), runner(job)
+    c = Proxd(sim, share=a, proxd_extra=EXTRA)
+    c.secrets += a.secrets
+    b.freeze()
+    try:
+        try:
+            execute(a.db, "UPDATE jobs SET lease_until = %d WHERE id = '%s'"
+                    % (int(time.time() * 1000) - 1000, job))
+            c.start()
+            # an observation window, not a wait on a condition: C, started
+            # with the job's lease run out, must not take it (it used to at
+            # once)
+            end = time.monotonic() + 1.5
+            while time.monotonic() < end:
+                assert runner(job)[0].endswith(owned_by(b)), runner(job)
+                time.sleep(0.1)
+        finally:
+            b.thaw()
+        j = b.wait_job(job, ALICE, deadline=120)
+        assert j["state"] == "done", j
+        assert runner(job)[0].endswith(owned_by(b)), runner(job)
+        assert b.alive(), "B ended:\n" + b.tail()
+        assert "claimed at step" not in "".join(
+            line for line in c.log_text().splitlines(True) if job in line), c.tail()
+        mine = [v for v in sim.state()["vms"] if (v.get("conf") or {}).get("name") == "lapsed"]
+        assert [v["vmid"] for v in mine] == [j["vmid"]], mine
+    finally:
+        if c.alive():
+            c.stop()
 
 
 try:
