@@ -309,7 +309,9 @@ def snapshot_waits_for_a_running_control_job():
         assert r2.status_code == 202, r2.text
         ctl, snap = r1.json()["job"], r2.json()["job"]
         seen_running = False
+        end = time.monotonic() + 60
         while True:
+            assert time.monotonic() < end, "the snapshot job did not end in 60 s"
             # the snapshot job first: when it has left the queue, the control
             # job (read after it) must have ended
             s = api.call("GET", "/v1/jobs/" + snap, FRANK).json()
