@@ -37,14 +37,20 @@ def owned_by(px):
     return ":%d" % px.proc.pid
 
 
-@case
-def a_dead_instances_job_moves_after_its_lease():
-    r = a.call("POST", "/v1/vms", ALICE, {"os": "debian", "name": "leased", "cores": 1,
-                                          "memory_mb": 512, "disk_gb": 12}, want=202)
+def cloning_on(px, name):
+    """A creation asked of px, once its clone is under way there: its job."""
+    r = px.call("POST", "/v1/vms", ALICE, {"os": "debian", "name": name, "cores": 1,
+                                           "memory_mb": 512, "disk_gb": 12}, want=202)
     job = r.json()["job"]
     wait_for(lambda: runner(job)[1] == "wait_clone", deadline=30, interval=0.05,
-             what="the clone under way on A")
-    assert runner(job)[0].endswith(owned_by(a)), runner(job)
+             what="the clone under way")
+    assert runner(job)[0].endswith(owned_by(px)), runner(job)
+    return job
+
+
+@case
+def a_dead_instances_job_moves_after_its_lease():
+    job = cloning_on(a, "leased")
     b.start()  # after A's claim: B has nothing to claim but what A leaves
     # A alive: its lease is renewed, B does not take the job (two leases' time)
     end = time.monotonic() + 2 * LEASE_S
@@ -73,12 +79,7 @@ def a_new_instance_leaves_a_lapsed_lease_to_its_live_runner():
     at once: B's next write was refused and B ended its process (SIGABRT;
     the PostgreSQL fault test, seed 14102: an instance started just after
     an outage)."""
-    r = b.call("POST", "/v1/vms", ALICE, {"os": "debian", "name": "lapsed", "cores": 1,
-                                          "memory_mb": 512, "disk_gb": 12}, want=202)
-    job = r.json()["job"]
-    wait_for(lambda: runner(job)[1] == "wait_clone", deadline=30, interval=0.05,
-             what="the clone under way on B")
-    assert runner(job)[0].endswith(owned_by(b)), runner(job)
+    job = cloning_on(b, "lapsed")
     c = Proxd(sim, share=a, proxd_extra=EXTRA)
     c.secrets += a.secrets
     b.freeze()
