@@ -578,13 +578,6 @@ int ctl_locate(struct cctx *c, struct pve_vm_status *st, struct pve_error *e)
     return PVE_E_NOTFOUND;
 }
 
-static const char *power_of(const struct pve_vm_status *st)
-{
-    if (strcmp(st->status, "running") == 0 && strcmp(st->qmpstatus, "paused") == 0)
-        return "paused";
-    return strcmp(st->status, "running") == 0 ? "running" : "stopped";
-}
-
 /* Has the action reached its goal? (resumed jobs and drift) */
 static bool reached(enum vm_action a, const char *power, bool started_reboot)
 {
@@ -632,7 +625,7 @@ static int settle(struct cctx *c, enum vm_action a, struct pve_vm_status *st, st
     int64_t end = mono_ms() + settle_ms(c, a);
     for (long pause = 50;; pause = pause < 1000 ? pause * 2 : 1000) {
         int rc = ctl_locate(c, st, e);
-        if (rc || !st->ha_managed || reached(a, power_of(st), true))
+        if (rc || !st->ha_managed || reached(a, core_power_of(st), true))
             return rc;
         if (core_stopping(c->k))
             return SETTLE_STOPPING;
@@ -652,7 +645,7 @@ static void settle_late_msg(const struct cctx *c, enum vm_action a, const struct
     snprintf(buf, len,
              "VM %d is still %s %ld s after the HA manager was asked to %s it (HA state '%s'); "
              "see ha-manager status",
-             c->v.vmid, power_of(st), settle_ms(c, a) / 1000, verbs[a],
+             c->v.vmid, core_power_of(st), settle_ms(c, a) / 1000, verbs[a],
              st->ha_state[0] ? st->ha_state : "?");
 }
 
@@ -723,9 +716,9 @@ static int power_call(struct cctx *c, enum vm_action a, const struct pve_power_o
             return 0;
         }
         if (a != ACT_REBOOT && ctl_read_status(c, &st, &e2) == 0 &&
-            reached(a, power_of(&st), false)) {
+            reached(a, core_power_of(&st), false)) {
             *reached_now = true;
-            snprintf(c->v.power, sizeof c->v.power, "%s", power_of(&st));
+            snprintf(c->v.power, sizeof c->v.power, "%s", core_power_of(&st));
             return 0;
         }
         if (!quiet)
@@ -753,7 +746,7 @@ static void run_power(struct cctx *c, enum vm_action a)
              * where the action left it. The record's power is read again
              * if the VM can be found on a node proxd manages. */
             if (ctl_locate(c, &st, &e) == 0) {
-                snprintf(c->v.power, sizeof c->v.power, "%s", power_of(&st));
+                snprintf(c->v.power, sizeof c->v.power, "%s", core_power_of(&st));
                 ctl_save_vm(c);
             }
             ctl_job_fail(c,
@@ -773,9 +766,9 @@ static void run_power(struct cctx *c, enum vm_action a)
     }
     /* a step interrupted after its call may already have done the work */
     bool resumed = strcmp(c->j->step, "call") == 0;
-    if (reached(a, power_of(&st), resumed && a == ACT_REBOOT && rebooted_since_call(c, &st)) ||
-        (resumed && a != ACT_REBOOT && reached(a, power_of(&st), false))) {
-        snprintf(c->v.power, sizeof c->v.power, "%s", power_of(&st));
+    if (reached(a, core_power_of(&st), resumed && a == ACT_REBOOT && rebooted_since_call(c, &st)) ||
+        (resumed && a != ACT_REBOOT && reached(a, core_power_of(&st), false))) {
+        snprintf(c->v.power, sizeof c->v.power, "%s", core_power_of(&st));
         ctl_save_vm(c);
         ctl_job_done(c, "VM %d is %s", c->v.vmid, c->v.power);
         return;
@@ -794,9 +787,9 @@ static void run_power(struct cctx *c, enum vm_action a)
      * resumed by Proxmox, so it is left to Proxmox. */
     const char *why = (resumed && a == ACT_REBOOT) || strcmp(st.lock, "suspended") == 0
                           ? NULL
-                          : action_refusal(a, power_of(&st), po.force_stop);
+                          : action_refusal(a, core_power_of(&st), po.force_stop);
     if (why) {
-        snprintf(c->v.power, sizeof c->v.power, "%s", power_of(&st));
+        snprintf(c->v.power, sizeof c->v.power, "%s", core_power_of(&st));
         ctl_save_vm(c);
         ctl_job_fail(c, "cannot %s VM %d: it is %s on Proxmox (%s)", vm_action_name(a), c->v.vmid,
                      c->v.power, why);
@@ -826,7 +819,7 @@ done:
         ctl_job_fail(c, "%s failed: %s", vm_action_name(a), e.message);
         /* the record follows what Proxmox says, whatever happened */
         if (ctl_locate(c, &st, &e) == 0) {
-            snprintf(c->v.power, sizeof c->v.power, "%s", power_of(&st));
+            snprintf(c->v.power, sizeof c->v.power, "%s", core_power_of(&st));
             ctl_save_vm(c);
         }
         return;
@@ -843,13 +836,13 @@ done:
          * it: not done. The record says what Proxmox says */
         char late[sizeof c->j->error];
         settle_late_msg(c, a, &st, late, sizeof late);
-        snprintf(c->v.power, sizeof c->v.power, "%s", power_of(&st));
+        snprintf(c->v.power, sizeof c->v.power, "%s", core_power_of(&st));
         ctl_save_vm(c);
         ctl_job_fail(c, "%s", late);
         return;
     }
     if (rc == 0) {
-        snprintf(c->v.power, sizeof c->v.power, "%s", power_of(&st));
+        snprintf(c->v.power, sizeof c->v.power, "%s", core_power_of(&st));
         ctl_save_vm(c);
         ctl_job_done(c, "VM %d is %s", c->v.vmid, c->v.power);
         if (a == ACT_START || a == ACT_REBOOT) /* off this job: it is done */
@@ -1360,10 +1353,10 @@ static void delete_steps(struct cctx *c)
             return; /* resumed: the VM is looked at (and stopped) again */
         if (rc == SETTLE_LATE) {
             settle_late_msg(c, ACT_STOP, &st, e.message, sizeof e.message);
-            snprintf(c->v.power, sizeof c->v.power, "%s", power_of(&st));
+            snprintf(c->v.power, sizeof c->v.power, "%s", core_power_of(&st));
         } else if (rc == 0 && strcmp(st.status, "stopped") != 0) {
             snprintf(e.message, sizeof e.message, "it is still %s", st.status);
-            snprintf(c->v.power, sizeof c->v.power, "%s", power_of(&st));
+            snprintf(c->v.power, sizeof c->v.power, "%s", core_power_of(&st));
         }
         if (rc || strcmp(st.status, "stopped") != 0) {
             if (rc == SETTLE_LATE || !core_stopping(c->k)) /* else resumed */

@@ -311,6 +311,13 @@ void core_free(struct core *k)
 
 /* ---- checkpoints ------------------------------------------------------- */
 
+const char *core_power_of(const struct pve_vm_status *st)
+{
+    if (strcmp(st->status, "running") != 0)
+        return "stopped";
+    return strcmp(st->qmpstatus, "paused") == 0 ? "paused" : "running";
+}
+
 bool core_db_again(struct core *k, int rc, const struct store_error *se, int *tries,
                    const char *job, const char *what)
 {

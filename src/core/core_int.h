@@ -27,6 +27,10 @@ struct store_error;
  * dropped during an outage while the job ended done. */
 bool core_db_again(struct core *k, int rc, const struct store_error *se, int *tries,
                    const char *job, const char *what);
+/* A VM's power as a record tells it, from its status: "paused" (status
+ * running, qmpstatus paused: PVE's status alone says "running" for a
+ * paused VM), "running" or "stopped". */
+const char *core_power_of(const struct pve_vm_status *st);
 /* A job's lease ([proxd] job_lease, in ms): a runner renews it every third
  * of it; a dead runner's jobs are claimed by another instance once it ran
  * out. */

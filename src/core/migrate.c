@@ -180,18 +180,11 @@ static void passed_over(struct cctx *c, char *out, size_t len)
         snprintf(out, len, "it has no other node");
 }
 
-static const char *power_of(const struct pve_vm_status *st)
-{
-    if (strcmp(st->status, "running") == 0 && strcmp(st->qmpstatus, "paused") == 0)
-        return "paused";
-    return strcmp(st->status, "running") == 0 ? "running" : "stopped";
-}
-
 /* The VM is off the source: its record names its node (ctl_locate moved
  * it) and power; the reservation counts on until the inventory shows it. */
 static void finish_moved(struct cctx *c, const struct pve_vm_status *st, const char *from)
 {
-    snprintf(c->v.power, sizeof c->v.power, "%s", power_of(st));
+    snprintf(c->v.power, sizeof c->v.power, "%s", core_power_of(st));
     ctl_save_vm(c);
     store_settle_capacity(c->k->st, c->j->id, NULL);
     fleet_vm_added(c->k->fl, c->v.vmid, c->v.node);

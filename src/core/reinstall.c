@@ -1670,7 +1670,8 @@ static void step_abort(struct rctx *c)
     }
     struct pve_vm_status s;
     if (read_status(c, c->j->vmid, &s, &e) == 0) {
-        snprintf(c->v.power, sizeof c->v.power, "%s", s.status);
+        /* a paused VM's status is "running" (its qmpstatus says paused) */
+        snprintf(c->v.power, sizeof c->v.power, "%s", core_power_of(&s));
         save_rec(c);
     }
     char where[160] = "";

@@ -578,10 +578,7 @@ static bool take_over(struct sctx *c)
     if (store_vm_get_id(c->k->st, c->v.id, &now, NULL) == 0) {
         if (now.state == VMS_ENABLED) {
             if (have_st)
-                snprintf(now.power, sizeof now.power, "%s",
-                         strcmp(st.status, "running") != 0     ? "stopped"
-                         : strcmp(st.qmpstatus, "paused") == 0 ? "paused"
-                                                               : "running");
+                snprintf(now.power, sizeof now.power, "%s", core_power_of(&st));
             else
                 snprintf(now.power, sizeof now.power, "unknown");
             if (have_cfg) {

@@ -381,6 +381,30 @@ def waits_for_the_vms_other_job():
     assert look(vmid)["os"] == "debian"
 
 
+@case
+def a_paused_vms_failed_reinstall_records_it_paused():
+    """A reinstall of a paused VM whose clone fails ends without touching
+    the VM: its record says paused still. The abort wrote PVE's `status`,
+    which is "running" for a paused VM (its qmpstatus says paused), and
+    the record said running (the PostgreSQL fault test, seeds 14108 and
+    14109)."""
+    vmid = create("ri-paused")
+    r = px.call("POST", "/v1/vms/%d/pause" % vmid, ALICE)
+    assert r.status_code == 202, r.text
+    assert px.wait_job(r.json()["job"], ALICE)["state"] == "done"
+    assert sim.vm_view(vmid)["power"] == "paused"
+    sim.ctl("POST", "/faults", {"method": "POST", "path": r"^/nodes/[^/]+/qemu/\d+/clone$",
+                                "kind": "task_error", "count": 1, "message": "clone broken"})
+    try:
+        j = reinstall(vmid, {"os": "debian"}, want="failed")
+    finally:
+        sim.ctl("DELETE", "/faults")
+    assert "keeps ubuntu" in j["error"], j
+    assert sim.vm_view(vmid)["power"] == "paused"
+    rec = px.call("GET", "/v1/vms/%d" % vmid, ALICE).json()
+    assert rec["power"] == "paused", rec
+
+
 try:
     finish()
 finally:
