@@ -528,11 +528,13 @@ int ctl_read_config(struct cctx *c, struct pve_vm_config *cfg, struct pve_error 
     return rc;
 }
 
-/* Find the VM: where the record says, else where the (refreshed) inventory
- * sees it. Returns 0, PVE_E_NOTFOUND when it is gone, or another error. */
-int ctl_locate(struct cctx *c, struct pve_vm_status *st, struct pve_error *e)
+/* One look for the VM (ctl_locate). *stale: it is not where the record
+ * says and the inventory could not be read afresh (the last one read may
+ * be older than a migration): PVE_E_NETWORK, worth another look. */
+static int locate_once(struct cctx *c, struct pve_vm_status *st, struct pve_error *e, bool *stale)
 {
     struct core *k = c->k;
+    *stale = false;
     for (int round = 0; round < 2; round++) {
         c->pc = c->v.node[0] ? fleet_client(k->fl, c->v.node) : NULL;
         if (c->pc) {
@@ -552,17 +554,20 @@ int ctl_locate(struct cctx *c, struct pve_vm_status *st, struct pve_error *e)
         int64_t t0 = wall_ms();
         fleet_refresh(k->fl, true);
         char node[64];
-        if (fleet_vm_node(k->fl, c->v.vmid, c->v.node, node) != 0) {
-            /* absent from an inventory its world did not answer now (the
-             * last one read, older than a migration) is not gone */
-            if (c->v.node[0] && config_node(k->cfg, c->v.node) &&
-                !fleet_node_fresh(k->fl, c->v.node, t0)) {
-                snprintf(e->message, sizeof e->message,
-                         "VM %d is not on %s and the inventory of its nodes cannot be read now",
-                         c->v.vmid, c->v.node);
-                e->cls = PVE_E_NETWORK;
-                return PVE_E_NETWORK;
-            }
+        bool found = fleet_vm_node(k->fl, c->v.vmid, c->v.node, node) == 0;
+        /* absent from an inventory its world did not answer now, or still
+         * on the node it is not on in that one: not gone, only not seen
+         * yet (a migration the last inventory read is older than) */
+        if ((!found || strcmp(node, c->v.node) == 0) && c->v.node[0] &&
+            config_node(k->cfg, c->v.node) && !fleet_node_fresh(k->fl, c->v.node, t0)) {
+            snprintf(e->message, sizeof e->message,
+                     "VM %d is not on %s and the inventory of its nodes cannot be read now",
+                     c->v.vmid, c->v.node);
+            e->cls = PVE_E_NETWORK;
+            *stale = true;
+            return PVE_E_NETWORK;
+        }
+        if (!found) {
             snprintf(e->message, sizeof e->message, "VM %d is on no node", c->v.vmid);
             e->cls = PVE_E_NOTFOUND;
             return PVE_E_NOTFOUND;
@@ -576,6 +581,26 @@ int ctl_locate(struct cctx *c, struct pve_vm_status *st, struct pve_error *e)
         }
     }
     return PVE_E_NOTFOUND;
+}
+
+/* Find the VM: where the record says, else where the (refreshed) inventory
+ * sees it. Returns 0, PVE_E_NOTFOUND when it is gone, or another error. A
+ * VM not where the record says while the inventory cannot be read is
+ * looked for again, as a read is (READ_TRIES): a migration's end met by a
+ * failed inventory read failed the job "on no node" (the fault test, seed
+ * 14007: a drain's move, then an update of the VM). */
+int ctl_locate(struct cctx *c, struct pve_vm_status *st, struct pve_error *e)
+{
+    int rc = 0;
+    bool stale = false;
+    for (int n = 1; n <= READ_TRIES; n++) {
+        if (n > 1)
+            read_pause(c, n - 1);
+        rc = locate_once(c, st, e, &stale);
+        if (!stale || core_stopping(c->k))
+            break;
+    }
+    return rc;
 }
 
 /* Has the action reached its goal? (resumed jobs and drift) */

@@ -1422,6 +1422,30 @@ static void test_moved(void **unused)
     down(&e);
 }
 
+/* Moved while the inventory cannot be read: the VM is not where its record
+ * says, and the last inventory (older than the move) says the same. It is
+ * looked for again until an inventory is read, not taken for gone (a drain's
+ * move and an update after it failed "on no node": fault test seed 14007). */
+static void test_moved_while_the_inventory_fails(void **unused)
+{
+    (void)unused;
+    struct ch_env e;
+    up(&e, NULL);
+    int a = mk_vm(&e, "mv-stale");
+    sim(e.port, "POST", "/_sim/faults",
+        "{\"kind\": \"error\", \"method\": \"GET\", \"path\": \"^/cluster/resources\","
+        " \"status\": 500, \"message\": \"injected: inventory\", \"count\": 2}");
+    char path[64];
+    snprintf(path, sizeof path, "/_sim/vms/%d", a);
+    sim(e.port, "POST", path, "{\"node\": \"sv3\"}");
+    act_ok(&e, a, ACT_STOP, NULL, "stopped");
+    struct vm_rec v = live(&e, a);
+    assert_string_equal(v.node, "sv3");
+    vm_rec_release(&v);
+    sim(e.port, "DELETE", "/_sim/faults", NULL);
+    down(&e);
+}
+
 /* A VM proxd made, its record marked lost (deleted outside proxd, or moved
  * out of sight to a node proxd does not manage), then back under its VMID
  * (restored from a backup, moved back): its description still names its
@@ -1740,6 +1764,7 @@ int main(void)
         cmocka_unit_test(test_delete_across_migration),
         cmocka_unit_test(test_list_refresh_joins_the_queued_job),
         cmocka_unit_test(test_moved),
+        cmocka_unit_test(test_moved_while_the_inventory_fails),
         cmocka_unit_test(test_drift),
         cmocka_unit_test(test_drift_disk_back_to_a_snapshot),
         cmocka_unit_test(test_lost_comes_back),
