@@ -1380,6 +1380,19 @@ static void test_delete_across_migration(void **unused)
 
 /* ---- 6: moved behind proxd's back -------------------------------------------------- */
 
+/* VM vmid moved to sv3 behind proxd's back, then stopped: the stop finds it
+ * there, and its record names sv3. */
+static void stop_moved_to_sv3(struct ch_env *e, int vmid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/_sim/vms/%d", vmid);
+    sim(e->port, "POST", path, "{\"node\": \"sv3\"}");
+    act_ok(e, vmid, ACT_STOP, NULL, "stopped");
+    struct vm_rec v = live(e, vmid);
+    assert_string_equal(v.node, "sv3");
+    vm_rec_release(&v);
+}
+
 static void test_moved(void **unused)
 {
     (void)unused;
@@ -1388,19 +1401,15 @@ static void test_moved(void **unused)
     int a = mk_vm(&e, "mv-1");
     int b = mk_vm(&e, "mv-2");
     char path[64];
-    snprintf(path, sizeof path, "/_sim/vms/%d", a);
-    sim(e.port, "POST", path, "{\"node\": \"sv3\"}");
-
     /* controlled where it is now */
-    act_ok(&e, a, ACT_STOP, NULL, "stopped");
-    struct vm_rec v = live(&e, a);
-    assert_string_equal(v.node, "sv3");
-    vm_rec_release(&v);
+    stop_moved_to_sv3(&e, a);
+    struct vm_rec v;
     assert_string_equal(sim_vm(e.port, a).node, "sv3");
     resize_ok(&e, a, 25);
     act_ok(&e, a, ACT_START, NULL, "running");
 
     /* moved again, then deleted there */
+    snprintf(path, sizeof path, "/_sim/vms/%d", a);
     sim(e.port, "POST", path, "{\"node\": \"sv2\"}");
     char job[40];
     do_delete(&e, a, job);
@@ -1435,13 +1444,7 @@ static void test_moved_while_the_inventory_fails(void **unused)
     sim(e.port, "POST", "/_sim/faults",
         "{\"kind\": \"error\", \"method\": \"GET\", \"path\": \"^/cluster/resources\","
         " \"status\": 500, \"message\": \"injected: inventory\", \"count\": 2}");
-    char path[64];
-    snprintf(path, sizeof path, "/_sim/vms/%d", a);
-    sim(e.port, "POST", path, "{\"node\": \"sv3\"}");
-    act_ok(&e, a, ACT_STOP, NULL, "stopped");
-    struct vm_rec v = live(&e, a);
-    assert_string_equal(v.node, "sv3");
-    vm_rec_release(&v);
+    stop_moved_to_sv3(&e, a);
     sim(e.port, "DELETE", "/_sim/faults", NULL);
     down(&e);
 }
