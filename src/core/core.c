@@ -318,6 +318,15 @@ const char *core_power_of(const struct pve_vm_status *st)
     return strcmp(st->qmpstatus, "paused") == 0 ? "paused" : "running";
 }
 
+/* The pause before a store operation a job needs runs again after the
+ * database was out of reach, the tries-th time (0, 1, ...): 100 ms growing
+ * to 2 s. One pacing for the checkpoint, core_db_again and the store's
+ * patience (worker_waits). */
+static long db_pause_ms(int tries)
+{
+    return tries < 20 ? 100L * (tries + 1) : 2000;
+}
+
 bool core_db_again(struct core *k, int rc, const struct store_error *se, int *tries,
                    const char *job, const char *what)
 {
@@ -326,7 +335,7 @@ bool core_db_again(struct core *k, int rc, const struct store_error *se, int *tr
     if (*tries % 30 == 0)
         log_error("job", "job=%s cannot %s (try %d, trying again): %s", job, what, *tries + 1,
                   se->message);
-    sleep_ms(*tries < 20 ? 100 * (*tries + 1) : 2000);
+    sleep_ms(db_pause_ms(*tries));
     (*tries)++;
     return true;
 }
@@ -372,7 +381,7 @@ void job_checkpoint(struct core *k, struct job_rec *j, const char *step, int pro
         if (tries < 10 || tries % 30 == 0)
             log_error("job", "job=%s cannot write step %s (try %d, trying again): %s", j->id,
                       j->step, tries + 1, se.message);
-        sleep_ms(tries < 20 ? 100 * (tries + 1) : 2000);
+        sleep_ms(db_pause_ms(tries));
     }
     if (msg[0]) {
         log_info("job", "job=%s kind=%s vmid=%d node=%s step=%s %s", j->id, j->kind, j->vmid,
@@ -994,7 +1003,7 @@ static bool worker_waits(void *ctx, int tries, const struct store_error *err)
     if (tries % 30 == 0)
         log_error("job", "job=%s waits for the database (try %d): %s", w->job, tries + 1,
                   err->message);
-    return !core_nap(w->k, tries < 20 ? 100 * (tries + 1) : 2000);
+    return !core_nap(w->k, db_pause_ms(tries));
 }
 
 struct worker_arg {
