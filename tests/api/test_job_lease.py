@@ -87,13 +87,18 @@ def a_new_instance_leaves_a_lapsed_lease_to_its_live_runner():
         try:
             execute(a.db, "UPDATE jobs SET lease_until = %d WHERE id = '%s'"
                     % (int(time.time() * 1000) - 1000, job))
+            started = time.monotonic()
             c.start()
             # an observation window, not a wait on a condition: C, started
             # with the job's lease run out, must not take it (it used to at
-            # once)
-            end = time.monotonic() + 1.5
-            while time.monotonic() < end:
+            # once). B thawed by 3.5 s after C's start began, so that B (which
+            # renews every second) renews within C's window of 5 s however
+            # slowly C came up
+            end = min(time.monotonic() + 1.5, started + 3.5)
+            while True:
                 assert runner(job)[0].endswith(owned_by(b)), runner(job)
+                if time.monotonic() >= end:
+                    break
                 time.sleep(0.1)
         finally:
             b.thaw()

@@ -98,9 +98,9 @@ job_lease in seconds; proxd's default when unset).
 
 Kills (the seeds of FAULT_KILL_SEEDS, default 88, one of the default seeds):
 while the creations and the jobs run under the faults, a proxd instance
-(one drawn from the seed) is killed with SIGKILL every 1 to 4 s and started
-again up to half a second later, so kills land in the steps of the jobs
-running then, and in their calls to a Proxmox that is failing meanwhile: a call
+(one drawn from the seed) is killed with SIGKILL every 1 to 4 s (the first
+time after 0.5 to 2 s) and started again up to half a second later, so kills
+land in the steps of the jobs running then, and in their calls to a Proxmox that is failing meanwhile: a call
 answered late to a dead process, a task started by a process that is gone,
 a clean-up cut in two. The restarted instance takes its dead predecessor's
 jobs over (same host, pid gone). The client acts as a real one does when
@@ -217,7 +217,7 @@ class Api:
 
 class Killer(threading.Thread):
     """Kills one of the proxd instances (drawn) with SIGKILL every 1 to 4 s
-    and starts it again up to 0.5 s later, until halted; an instance found
+    (the first time after 0.5 to 2 s) and starts it again up to 0.5 s later, until halted; an instance found
     ended by itself is a problem (and is started again)."""
 
     def __init__(self, daemons, rng, problems, lock):
@@ -227,7 +227,11 @@ class Killer(threading.Thread):
         self.kills = 0
 
     def run(self):
-        while not self.halt.wait(self.rng.uniform(1.0, 4.0)):
+        # the first soon (0.5 to 2 s), as the outages' first: a fast
+        # machine's jobs may all end before a later one
+        pause = self.rng.uniform(0.5, 2.0)
+        while not self.halt.wait(pause):
+            pause = self.rng.uniform(1.0, 4.0)
             d = self.daemons[self.rng.randrange(len(self.daemons))]
             try:
                 d.kill()
@@ -1015,11 +1019,10 @@ def sync_removes_a_late_snapshot_of_a_failed_job():
     marker. check_snapshots reports it; after sync_snapshots it is gone, by
     a snap-delete job of reason "stray", and nothing is reported."""
     def body(sim, d, api, port, db, vmid):
-        # the first snapshot call served 2.5 s after it came (proxd gives
-        # up after 1 s; the job fails about half a second later), the
-        # second one's task failing
+        # the first snapshot call served once the job failed (proxd gives
+        # up on it after 1 s), the second one's task failing
         sim.add_faults([{"kind": "late_hang", "method": "POST", "path": "/snapshot$",
-                         "count": 1, "delay_ms": 2500},
+                         "count": 1, "delay_ms": 600000},
                         {"kind": "task_error", "method": "POST", "path": "/snapshot$",
                          "count": 1, "message": "injected fault"}])
         r = api.call("POST", "/v1/vms/%d/snapshots" % vmid, {"name": "s1"})
@@ -1027,6 +1030,7 @@ def sync_removes_a_late_snapshot_of_a_failed_job():
         j = api.wait_job(r.json()["job"], JOB_BOUND_S)
         pending = sim.ctl("GET", "/calls").get("late_pending")
         assert j["state"] == "failed" and pending == 1, (j, pending)
+        assert sim.release_late() == 1
         sim.wait_late()
         d.stop()
         problems = []

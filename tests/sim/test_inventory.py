@@ -232,8 +232,10 @@ def cluster_resources_lag_behind_pvestatd():
     of pvestatd's last report, as PVE reads them from the RRD cache; a VM no
     report has seen yet is listed with status "unknown" and the live fields
     (lock, tags, pool, hastate) only; the VM list and the per-VM endpoints
-    are live. 300 PVE s at 0.01: a report every 3 real seconds."""
-    with fleet_sim(9, extra=["--pvestatd-cycle", "300"]) as s:
+    are live. 600 PVE s at 0.01: a report every 6 real seconds (the checks
+    between two reports take a few calls and tasks: room for a loaded
+    machine)."""
+    with fleet_sim(9, extra=["--pvestatd-cycle", "600"]) as s:
         def res(vmid):
             got = [e for e in s.data("GET", "/cluster/resources", params={"type": "vm"}) if e["vmid"] == vmid]
             return got[0] if got else None
