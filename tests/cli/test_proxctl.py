@@ -315,7 +315,7 @@ def run_cases():
         assert j["state"] == "failed" and j["cancel"]["by"] == "ops", j
         # a stop whose call went out finishes: exit 1, said so
         sim.add_faults([{"kind": "delay", "path": r"/qemu/4000/status/start$", "method": "POST",
-                         "delay_ms": 2000, "count": 1}])
+                         "delay_ms": 5000, "count": 1}])  # (the cancel comes meanwhile)
         r = ctl("--json", "vm", "start", "4000", "--no-wait")
         assert r.returncode == 0, r.stderr
         job = json.loads(r.stdout)["job"]
