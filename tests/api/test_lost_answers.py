@@ -56,12 +56,14 @@ from lib.wait import wait_for
 
 # At time scale 0.2. The cases whose clone's answer is lost need the clone
 # to run for a few seconds (the lost answer comes while it runs, and proxd
-# asks again before it ends): they clone the debian template, 10 GiB (about
-# 4 s), as every reinstall does. The ubuntu template is 1 GiB (0.5 s): the
+# asks again before it ends): they clone the debian template, 14 GiB (about
+# 5.6 s: what proxd does between its call's 3 s timeout and its look at the
+# task that finds the clone under way has 2.6 s, room for a loaded
+# machine), as every reinstall does. The ubuntu template is 1 GiB (0.5 s): the
 # other creations' clones are not what they look at, and the VMs are still
 # grown to 12 GiB.
 FLEET = {"nodes": [{"name": "sv%d" % i} for i in range(1, 6)],
-         "templates": [{"os": "ubuntu", "disk_gb": 1}, {"os": "debian", "disk_gb": 10},
+         "templates": [{"os": "ubuntu", "disk_gb": 1}, {"os": "debian", "disk_gb": 14},
                        {"os": "centos", "disk_gb": 16},
                        {"os": "windows", "disk_gb": 40, "memory_mb": 4096}]}
 sim = Sim(time_scale=0.2, fleet=FLEET)
@@ -125,7 +127,7 @@ def temps():
 @case
 def a_creation_waits_for_its_own_clone():
     before = lose_the_answer()
-    job = post_vm("lost-1", os="debian")  # a clone of 4 s
+    job = post_vm("lost-1", os="debian")  # a clone of 5.6 s
     second_ask_then_heal(before)
     j = px.wait_job(job, ALICE, deadline=120)
     assert j["state"] == "done", j
@@ -145,7 +147,7 @@ def a_clone_that_exists_is_read_again_before_it_is_taken_for_a_strangers():
     before = lose_the_answer()
     sim.add_faults([{"kind": "error", "method": "GET", "path": r"^/nodes/[^/]+/qemu/\d+/config$",
                      "status": 500, "message": "injected: config", "count": 2}])
-    job = post_vm("lost-unread", os="debian")  # a clone of 4 s
+    job = post_vm("lost-unread", os="debian")  # a clone of 5.6 s
     try:
         j = px.wait_job(job, ALICE, deadline=120)
         hits = [f.get("hits", 0) for f in sim.ctl("GET", "/faults")]
@@ -157,7 +159,7 @@ def a_clone_that_exists_is_read_again_before_it_is_taken_for_a_strangers():
     assert named("lost-unread") == [j["vmid"]], named("lost-unread")
     ev = events(job)
     # taken for its own clone: still under way, or (a loaded machine, the
-    # config's two failed reads retried past the clone's 4 s) already ended
+    # config's two failed reads retried past the clone's 5.6 s) already ended
     assert any(m.startswith("the clone exists already") for m in ev), ev
     foreign = query(px.db, "SELECT vmid FROM vmid_alloc WHERE state = 'foreign'")
     assert foreign == [], foreign
