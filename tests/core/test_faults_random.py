@@ -20,8 +20,9 @@ and proxd's database:
     config, no address twice, none left reserved;
   - no VMID held by two live records, no record stuck creating or deleting,
     none marked lost (nothing is deleted behind proxd's back here);
-  - after a reconcile pass, every record's power (paused included), node and
-    disk match Proxmox;
+  - after a reconcile pass, every record's power (paused included), node,
+    disk, cores and memory (a change pending in Proxmox counted) match
+    Proxmox;
   - no VMID left reserved, no capacity reservation left unsettled (every
     job has ended: each gave back what it held);
   - the event log tells every committed change exactly once
@@ -929,6 +930,24 @@ def check(db, state, problems):
         size = [p.split("=")[1] for p in scsi.split(",") if p.startswith("size=")]
         if size and size[0].endswith("G") and int(size[0][:-1]) != disk:
             problems.append("VM %d recorded %d GiB has %s" % (vmid, disk, size[0]))
+    check_sizes(db, on_nodes, problems)
+
+
+def check_sizes(db, on_nodes, problems):
+    """Every live record's cores and memory are the VM's: its pending
+    value when Proxmox holds one (applied at the next start), else its
+    config's."""
+    for vmid, cores, mem in db_query(db, "SELECT vmid, cores, memory_mb FROM vms"
+                                         " WHERE state = 'enabled'"):
+        v = on_nodes.get(vmid)
+        if not v:
+            continue
+        conf, pend = v.get("conf") or {}, v.get("pending") or {}
+        has = (int(pend.get("cores", conf.get("cores", 1))),
+               int(pend.get("memory", conf.get("memory", 512))))
+        if has != (cores, mem):
+            problems.append("VM %d recorded %d cores, %d MiB has %d cores, %d MiB%s" % (
+                vmid, cores, mem, has[0], has[1], " (pending)" if pend else ""))
 
 
 def snapshot_check_sees_what_is_wrong():
