@@ -337,6 +337,7 @@ int core_vm_delete(struct core *k, int vmid, const char *owner, char job_id[40],
 #define READ_TRIES 5
 static bool transient(int rc);
 static void read_pause(struct cctx *c, int n);
+static json_t *pending_of(struct cctx *c, struct pve_error *e);
 
 /* Wait for a task, up to deadline_ms. A failed poll of its status (no exit
  * status came back) is not the task's failure: it is polled again, up to
@@ -753,6 +754,30 @@ static int power_call(struct cctx *c, enum vm_action a, const struct pve_power_o
     return rc;
 }
 
+/* A VM that a stop or shutdown through the API ended has its pending
+ * changes applied (PVE's vm_stop_cleanup); one that stopped by itself (a
+ * shutdown from inside, a crash) keeps them. The record's pending changes
+ * are read again from Proxmox when its stop leaves the VM stopped: kept
+ * from the update, they said "applies at the next reboot" of a change
+ * made, and kept the reconciler from taking the VM's sizes. Unread, they
+ * stay (the next start clears them). */
+static void pending_if_stopped(struct cctx *c, const struct pve_vm_status *st)
+{
+    if (!c->v.pending || strcmp(st->status, "stopped") != 0)
+        return;
+    struct pve_error e = {0};
+    json_t *p = pending_of(c, &e);
+    if (!p) {
+        log_warn("job", "job=%s vmid=%d pending changes not read after the stop: %s", c->j->id,
+                 c->v.vmid, e.message);
+        return;
+    }
+    json_decref(c->v.pending);
+    c->v.pending = json_object_size(p) ? p : NULL;
+    if (!c->v.pending)
+        json_decref(p);
+}
+
 static void run_power(struct cctx *c, enum vm_action a)
 {
     struct pve_error e = {0};
@@ -794,6 +819,7 @@ static void run_power(struct cctx *c, enum vm_action a)
     if (reached(a, core_power_of(&st), resumed && a == ACT_REBOOT && rebooted_since_call(c, &st)) ||
         (resumed && a != ACT_REBOOT && reached(a, core_power_of(&st), false))) {
         snprintf(c->v.power, sizeof c->v.power, "%s", core_power_of(&st));
+        pending_if_stopped(c, &st);
         ctl_save_vm(c);
         ctl_job_done(c, "VM %d is %s", c->v.vmid, c->v.power);
         return;
@@ -868,6 +894,7 @@ done:
     }
     if (rc == 0) {
         snprintf(c->v.power, sizeof c->v.power, "%s", core_power_of(&st));
+        pending_if_stopped(c, &st);
         ctl_save_vm(c);
         ctl_job_done(c, "VM %d is %s", c->v.vmid, c->v.power);
         if (a == ACT_START || a == ACT_REBOOT) /* off this job: it is done */

@@ -1558,6 +1558,10 @@ static void step_commit(struct rctx *c)
     if (gb > c->v.disk_gb)
         c->v.disk_gb = gb;
     snprintf(c->v.power, sizeof c->v.power, "running");
+    /* its start (and the stop before, when it ran) applied the changes
+     * an update left pending */
+    json_decref(c->v.pending);
+    c->v.pending = NULL;
     c->v.error[0] = '\0';
     /* the record's change and vm.reinstalled in one transaction (logged
      * once: a commit resumed after a crash writes the record again) */

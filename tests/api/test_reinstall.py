@@ -405,6 +405,24 @@ def a_paused_vms_failed_reinstall_records_it_paused():
     assert rec["power"] == "paused", rec
 
 
+@case
+def a_change_pending_before_a_reinstall_is_applied_by_it():
+    """An update made while the VM runs is pending until its next start;
+    the reinstall's stop and start apply it: the record says no change is
+    pending any more (it kept the update's pending change)."""
+    vmid = create("ri-pending")
+    r = px.call("PATCH", "/v1/vms/%d" % vmid, ALICE, {"cores": 2})
+    assert r.status_code == 202, r.text
+    assert px.wait_job(r.json()["job"], ALICE)["state"] == "done"
+    rec = px.call("GET", "/v1/vms/%d" % vmid, ALICE).json()
+    assert rec["pending"] == {"cores": "2"}, rec
+    reinstall(vmid, {"os": "debian"}, want="done")
+    v = sim.vm(vmid)
+    assert not v.get("pending") and int(v["conf"]["cores"]) == 2, v
+    rec = px.call("GET", "/v1/vms/%d" % vmid, ALICE).json()
+    assert rec["pending"] == {} and rec["cores"] == 2, rec
+
+
 try:
     finish()
 finally:

@@ -1224,13 +1224,24 @@ static void run_resources(int version)
     assert_string_equal(ce.field, "disk_gb");
     assert_string_equal(job, "untouched");
 
-    /* stopped: applied at once */
+    /* pending while it runs, applied by the stop (PVE's vm_stop_cleanup):
+     * the record says no change is pending any more */
+    update_ok(&e, vm, 3, 0, true);
     act_ok(&e, vm, ACT_STOP, NULL, "stopped");
-    update_ok(&e, vm, 3, 0, false);
-    assert_int_equal(sim_vm(e.port, vm).cores, 3);
-    update_ok(&e, vm, 0, 3072, false);
+    v = live(&e, vm);
+    assert_null(v.pending);
+    assert_int_equal(v.cores, 3);
+    vm_rec_release(&v);
     s = sim_vm(e.port, vm);
     assert_int_equal(s.cores, 3);
+    assert_int_equal(s.pending_cores, -1); /* none */
+
+    /* stopped: applied at once */
+    update_ok(&e, vm, 2, 0, false);
+    assert_int_equal(sim_vm(e.port, vm).cores, 2);
+    update_ok(&e, vm, 0, 3072, false);
+    s = sim_vm(e.port, vm);
+    assert_int_equal(s.cores, 2);
     assert_int_equal(s.memory, 3072);
     resize_ok(&e, vm, 32);
     act_ok(&e, vm, ACT_START, NULL, "running");

@@ -937,12 +937,16 @@ def check_sizes(db, on_nodes, problems):
     """Every live record's cores and memory are the VM's: its pending
     value when Proxmox holds one (applied at the next start), else its
     config's."""
-    for vmid, cores, mem in db_query(db, "SELECT vmid, cores, memory_mb FROM vms"
-                                         " WHERE state = 'enabled'"):
+    for vmid, cores, mem, rpend in db_query(db, "SELECT vmid, cores, memory_mb, pending FROM vms"
+                                                " WHERE state = 'enabled'"):
         v = on_nodes.get(vmid)
         if not v:
             continue
         conf, pend = v.get("conf") or {}, v.get("pending") or {}
+        rpend = json.loads(rpend) if rpend else {}
+        if bool(rpend) != bool(pend):
+            problems.append("VM %d recorded with changes pending %s has pending %s" % (
+                vmid, rpend, pend))
         has = (int(pend.get("cores", conf.get("cores", 1))),
                int(pend.get("memory", conf.get("memory", 512))))
         if has != (cores, mem):
