@@ -3,7 +3,8 @@
  * At start and every reconcile_interval, with a freshly refreshed inventory:
  *  - VMs moved by HA (or by hand) get their new node;
  *  - power states, cores, memory and disk sizes changed outside proxd are
- *    taken over;
+ *    taken over; changes recorded pending that a stop or start outside
+ *    proxd applied are cleared (pending_applied);
  *  - VMs deleted outside proxd are marked "lost" (only when the world that
  *    held them answered this round: an unreachable node is not a deletion);
  *  - records stuck in "creating" or "deleting" with no job left to finish
@@ -158,6 +159,33 @@ static const char *running_or_paused(struct core *k, const struct vm_rec *v,
     return strcmp(st.qmpstatus, "paused") == 0 ? "paused" : "running";
 }
 
+/* Changes recorded pending that Proxmox may have applied since: the
+ * inventory says the VM is stopped (a stop through the API, the GUI's or
+ * an operator's, applies them: PVE's vm_stop_cleanup; a shutdown from
+ * inside or a crash does not), or shows the sizes the record says while
+ * it runs (a start outside proxd applied them: the inventory's are the
+ * config's current values, the old ones while the change is pending).
+ * Proxmox's own list says: true when it was read and holds none. Read
+ * only then, not for every VM with a change waiting for its reboot. */
+static bool pending_applied(struct core *k, const struct vm_rec *v, const struct fleet_vm *fv)
+{
+    if (!v->pending)
+        return false;
+    bool stopped = strcmp(fv->status, "stopped") == 0;
+    bool sizes = fv->maxcpu == v->cores && fv->maxmem / MiB == v->memory_mb;
+    if (!stopped && !(strcmp(fv->status, "running") == 0 && sizes))
+        return false;
+    pve_client *pc = fleet_client(k->fl, fv->node);
+    struct pve_pending *p = NULL;
+    size_t n = 0;
+    struct pve_error e;
+    if (!pc || !fleet_node_up(k->fl, fv->node) ||
+        pve_vm_pending(pc, fv->node, fv->vmid, &p, &n, &e))
+        return false;
+    free(p);
+    return n == 0;
+}
+
 /* Write a repaired record only if nobody changed it since we read it: jobs
  * run concurrently with the reconciler and their writes win. The check is
  * in the write (store_vm_update_if), so it holds against a DELETE or a job
@@ -212,6 +240,13 @@ static void take_over(struct core *k, struct vm_rec *v, const struct fleet_vm *f
                  v->node, v->power, p);
         snprintf(v->power, sizeof v->power, "%s", p);
         rep->power++;
+        changed = true;
+    }
+    if (pending_applied(k, v, fv)) {
+        log_info("reconcile", "vmid=%d node=%s its pending changes were applied (stopped)", v->vmid,
+                 v->node);
+        json_decref(v->pending);
+        v->pending = NULL;
         changed = true;
     }
     int64_t mem = fv->maxmem / MiB, disk = fv->maxdisk / GiB;

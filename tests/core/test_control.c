@@ -1717,6 +1717,62 @@ static void test_drift(void **unused)
     down(&e);
 }
 
+static bool no_pending(void *arg)
+{
+    struct power_wait *w = arg;
+    struct simvm s = sim_vm(w->port, w->vmid);
+    return s.exists && strcmp(s.power, "running") == 0 && s.pending_cores == -1;
+}
+
+/* Changes recorded pending that Proxmox applied outside proxd: a stop
+ * through the API (PVE's vm_stop_cleanup) and a reboot through it (its
+ * start). The reconciler reads the VMs' pending lists (stopped, or
+ * running with the sizes the record says) and clears the records'; a VM
+ * whose change still waits for its reboot keeps it. */
+static void test_pending_applied_outside(void **unused)
+{
+    (void)unused;
+    struct ch_env e;
+    up(&e, NULL);
+    int stopped = mk_vm(&e, "pa-stopped");
+    int rebooted = mk_vm(&e, "pa-rebooted");
+    int waiting = mk_vm(&e, "pa-waiting");
+    update_ok(&e, stopped, 3, 0, true);
+    update_ok(&e, rebooted, 3, 0, true);
+    update_ok(&e, waiting, 3, 0, true);
+    /* (the inventory's stats may be judged: see test_drift) */
+    ch_sql(&e, "UPDATE vms SET updated_at = updated_at - 60000");
+    char path[96];
+    snprintf(path, sizeof path, "/nodes/sv1/qemu/%d/status/stop", stopped);
+    json_decref(pve(e.port, "POST", path, NULL));
+    wait_sim_power(e.port, stopped, "stopped");
+    snprintf(path, sizeof path, "/nodes/sv1/qemu/%d/status/reboot", rebooted);
+    json_decref(pve(e.port, "POST", path, NULL));
+    struct power_wait w = {e.port, rebooted, NULL};
+    if (!h_wait(no_pending, &w, 10000))
+        fail_msg("VM %d's reboot did not apply its pending change", rebooted);
+    assert_int_equal(sim_vm(e.port, waiting).pending_cores, 3);
+
+    struct reconcile_report rep;
+    assert_int_equal(core_reconcile(e.k, &rep), 0);
+    struct vm_rec v = live(&e, stopped);
+    assert_null(v.pending);
+    assert_string_equal(v.power, "stopped");
+    assert_int_equal(v.cores, 3);
+    vm_rec_release(&v);
+    v = live(&e, rebooted);
+    assert_null(v.pending);
+    assert_int_equal(v.cores, 3);
+    vm_rec_release(&v);
+    v = live(&e, waiting);
+    if (!v.pending || !json_object_get(v.pending, "cores"))
+        fail_msg("VM %d: its pending change was taken for applied", waiting);
+    assert_int_equal(v.cores, 3);
+    vm_rec_release(&v);
+    assert_int_equal(rep.resized, 0);
+    down(&e);
+}
+
 /* The cases run in two processes at once, each on pvesims, directories
  * (and PostgreSQL schemas) of its own: they are mostly waits (a task's
  * polls, ha_wait, a lock's re-reads, a quarantine; the test used a fifth of
@@ -1780,6 +1836,7 @@ int main(void)
         cmocka_unit_test(test_moved),
         cmocka_unit_test(test_moved_while_the_inventory_fails),
         cmocka_unit_test(test_drift),
+        cmocka_unit_test(test_pending_applied_outside),
         cmocka_unit_test(test_drift_disk_back_to_a_snapshot),
         cmocka_unit_test(test_lost_comes_back),
         cmocka_unit_test(test_stale_inventory),
