@@ -22,7 +22,7 @@ and proxd's database:
     none marked lost (nothing is deleted behind proxd's back here);
   - after a reconcile pass, every record's power (paused included), node,
     disk, cores and memory (a change pending in Proxmox counted) match
-    Proxmox;
+    Proxmox, and a record says changes are pending when Proxmox holds some;
   - no VMID left reserved, no capacity reservation left unsettled (every
     job has ended: each gave back what it held);
   - the event log tells every committed change exactly once
