@@ -871,6 +871,7 @@ done:
         /* the record follows what Proxmox says, whatever happened */
         if (ctl_locate(c, &st, &e) == 0) {
             snprintf(c->v.power, sizeof c->v.power, "%s", core_power_of(&st));
+            pending_if_stopped(c, &st);
             ctl_save_vm(c);
         }
         return;
