@@ -243,8 +243,8 @@ static void take_over(struct core *k, struct vm_rec *v, const struct fleet_vm *f
         changed = true;
     }
     if (pending_applied(k, v, fv)) {
-        log_info("reconcile", "vmid=%d node=%s its pending changes were applied (stopped)", v->vmid,
-                 v->node);
+        log_info("reconcile", "vmid=%d node=%s its pending changes were applied outside proxd",
+                 v->vmid, v->node);
         json_decref(v->pending);
         v->pending = NULL;
         changed = true;
