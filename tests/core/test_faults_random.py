@@ -22,7 +22,8 @@ and proxd's database:
     none marked lost (nothing is deleted behind proxd's back here);
   - after a reconcile pass, every record's power (paused included), node,
     disk, cores and memory (a change pending in Proxmox counted) match
-    Proxmox, and a record says changes are pending when Proxmox holds some;
+    Proxmox, a record says changes are pending when Proxmox holds some,
+    and its OS is the one its boot disk was cloned from;
   - no VMID left reserved, no capacity reservation left unsettled (every
     job has ended: each gave back what it held);
   - the event log tells every committed change exactly once
@@ -135,7 +136,7 @@ from lib.env import PASSWORD
 from lib.faults import fault_rules, ticket_fault_rules
 from lib.fleet import GiB, PoolSampler, shared_pool_fleet
 from lib.proxd import cluster_config as write_config, Daemon, run as proxd, TEMPLATE_BASE, wait_answer
-from lib.sim import Sim
+from lib.sim import Sim, volume_name
 from lib.wait import wait_for
 
 SEEDS = [int(s) for s in os.environ.get("FAULT_SEEDS", "11,22,33,44,77,88,111").split(",")
@@ -936,13 +937,19 @@ def check(db, state, problems):
 def check_sizes(db, on_nodes, problems):
     """Every live record's cores and memory are the VM's: its pending
     value when Proxmox holds one (applied at the next start), else its
-    config's."""
-    for vmid, cores, mem, rpend in db_query(db, "SELECT vmid, cores, memory_mb, pending FROM vms"
-                                                " WHERE state = 'enabled'"):
+    config's; its pending changes are there when Proxmox holds some; its
+    OS is the one its boot disk was cloned from."""
+    for vmid, cores, mem, rpend, os_name in db_query(
+            db, "SELECT vmid, cores, memory_mb, pending, os FROM vms WHERE state = 'enabled'"):
         v = on_nodes.get(vmid)
         if not v:
             continue
         conf, pend = v.get("conf") or {}, v.get("pending") or {}
+        # the OS its boot disk was cloned from (a reinstall swaps the disk)
+        boot = volume_name(conf.get("scsi0", ""))
+        cloned = (v.get("origin") or {}).get(boot)
+        if cloned and cloned != os_name:
+            problems.append("VM %d recorded %s has a disk of %s" % (vmid, os_name, cloned))
         rpend = json.loads(rpend) if rpend else {}
         if bool(rpend) != bool(pend):
             problems.append("VM %d recorded with changes pending %s has pending %s" % (
