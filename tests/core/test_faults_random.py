@@ -102,9 +102,9 @@ Kills (the seeds of FAULT_KILL_SEEDS, default 88, one of the default seeds):
 while the creations and the jobs run under the faults, a proxd instance
 (one drawn from the seed) is killed with SIGKILL every 1 to 4 s (the first
 time after 0.5 to 2 s) and started again up to half a second later, so kills
-land in the steps of the jobs running then, and in their calls to a Proxmox that is failing meanwhile: a call
-answered late to a dead process, a task started by a process that is gone,
-a clean-up cut in two. The restarted instance takes its dead predecessor's
+land in the steps of the jobs running then, and in their calls to a Proxmox
+that is failing meanwhile: a call answered late to a dead process, a task
+started by a process that is gone, a clean-up cut in two. The restarted instance takes its dead predecessor's
 jobs over (same host, pid gone). The client acts as a real one does when
 the connection drops: it asks again, a creation with the same
 Idempotency-Key (one VM, not two). Every invariant above must hold as
@@ -219,8 +219,9 @@ class Api:
 
 class Killer(threading.Thread):
     """Kills one of the proxd instances (drawn) with SIGKILL every 1 to 4 s
-    (the first time after 0.5 to 2 s) and starts it again up to 0.5 s later, until halted; an instance found
-    ended by itself is a problem (and is started again)."""
+    (the first time after 0.5 to 2 s) and starts it again up to 0.5 s
+    later, until halted; an instance found ended by itself is a problem
+    (and is started again)."""
 
     def __init__(self, daemons, rng, problems, lock):
         super().__init__(daemon=True)
