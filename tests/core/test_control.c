@@ -1728,7 +1728,9 @@ static bool no_pending(void *arg)
  * through the API (PVE's vm_stop_cleanup) and a reboot through it (its
  * start). The reconciler reads the VMs' pending lists (stopped, or
  * running with the sizes the record says) and clears the records'; a VM
- * whose change still waits for its reboot keeps it. */
+ * whose change still waits for its reboot keeps it, and so does one that
+ * stopped from inside (a guest's shutdown, a crash: `qm cleanup` applies
+ * nothing). */
 static void test_pending_applied_outside(void **unused)
 {
     (void)unused;
@@ -1737,9 +1739,11 @@ static void test_pending_applied_outside(void **unused)
     int stopped = mk_vm(&e, "pa-stopped");
     int rebooted = mk_vm(&e, "pa-rebooted");
     int waiting = mk_vm(&e, "pa-waiting");
+    int crashed = mk_vm(&e, "pa-crashed");
     update_ok(&e, stopped, 3, 0, true);
     update_ok(&e, rebooted, 3, 0, true);
     update_ok(&e, waiting, 3, 0, true);
+    update_ok(&e, crashed, 3, 0, true);
     /* (the inventory's stats may be judged: see test_drift) */
     ch_sql(&e, "UPDATE vms SET updated_at = updated_at - 60000");
     char path[96];
@@ -1752,6 +1756,9 @@ static void test_pending_applied_outside(void **unused)
     if (!h_wait(no_pending, &w, 10000))
         fail_msg("VM %d's reboot did not apply its pending change", rebooted);
     assert_int_equal(sim_vm(e.port, waiting).pending_cores, 3);
+    snprintf(path, sizeof path, "/_sim/vms/%d", crashed); /* behind PVE's back */
+    sim(e.port, "POST", path, "{\"power\": \"stopped\"}");
+    assert_int_equal(sim_vm(e.port, crashed).pending_cores, 3);
 
     struct reconcile_report rep;
     assert_int_equal(core_reconcile(e.k, &rep), 0);
@@ -1764,10 +1771,16 @@ static void test_pending_applied_outside(void **unused)
     assert_null(v.pending);
     assert_int_equal(v.cores, 3);
     vm_rec_release(&v);
-    v = live(&e, waiting);
-    if (!v.pending || !json_object_get(v.pending, "cores"))
-        fail_msg("VM %d: its pending change was taken for applied", waiting);
-    assert_int_equal(v.cores, 3);
+    int kept[] = {waiting, crashed};
+    for (int i = 0; i < 2; i++) {
+        v = live(&e, kept[i]);
+        if (!v.pending || !json_object_get(v.pending, "cores"))
+            fail_msg("VM %d: its pending change was taken for applied", kept[i]);
+        assert_int_equal(v.cores, 3);
+        vm_rec_release(&v);
+    }
+    v = live(&e, crashed);
+    assert_string_equal(v.power, "stopped");
     vm_rec_release(&v);
     assert_int_equal(rep.resized, 0);
     down(&e);
