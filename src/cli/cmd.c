@@ -322,7 +322,7 @@ static int vm_show(struct cli *c, const char *vmid)
         json_t *p = json_object_get(v, "pending");
         if (json_object_size(p)) {
             char *s = json_dumps(p, JSON_COMPACT | JSON_SORT_KEYS);
-            printf("%-11s %s (applies at the next reboot)\n", "pending", s);
+            printf("%-11s %s (applies at the next reboot or stop)\n", "pending", s);
             free(s);
         }
     }
