@@ -339,6 +339,16 @@ static bool transient(int rc);
 static void read_pause(struct cctx *c, int n);
 static json_t *pending_of(struct cctx *c, struct pve_error *e);
 
+/* The record's pending changes become p (taken; an empty object or NULL:
+ * none). */
+static void pending_take(struct cctx *c, json_t *p)
+{
+    json_decref(c->v.pending);
+    c->v.pending = json_object_size(p) ? p : NULL;
+    if (!c->v.pending)
+        json_decref(p);
+}
+
 /* Wait for a task, up to deadline_ms. A failed poll of its status (no exit
  * status came back) is not the task's failure: it is polled again, up to
  * READ_TRIES times in a row. -1 when the core is stopping. */
@@ -772,10 +782,16 @@ static void pending_if_stopped(struct cctx *c, const struct pve_vm_status *st)
                  c->v.vmid, e.message);
         return;
     }
-    json_decref(c->v.pending);
-    c->v.pending = json_object_size(p) ? p : NULL;
-    if (!c->v.pending)
-        json_decref(p);
+    pending_take(c, p);
+}
+
+/* The record follows the VM's status after a power job: its power, and
+ * its pending changes when the job left it stopped; saved. */
+static void follow_status(struct cctx *c, const struct pve_vm_status *st)
+{
+    snprintf(c->v.power, sizeof c->v.power, "%s", core_power_of(st));
+    pending_if_stopped(c, st);
+    ctl_save_vm(c);
 }
 
 static void run_power(struct cctx *c, enum vm_action a)
@@ -818,9 +834,7 @@ static void run_power(struct cctx *c, enum vm_action a)
     bool resumed = strcmp(c->j->step, "call") == 0;
     if (reached(a, core_power_of(&st), resumed && a == ACT_REBOOT && rebooted_since_call(c, &st)) ||
         (resumed && a != ACT_REBOOT && reached(a, core_power_of(&st), false))) {
-        snprintf(c->v.power, sizeof c->v.power, "%s", core_power_of(&st));
-        pending_if_stopped(c, &st);
-        ctl_save_vm(c);
+        follow_status(c, &st);
         ctl_job_done(c, "VM %d is %s", c->v.vmid, c->v.power);
         return;
     }
@@ -869,16 +883,12 @@ done:
     if (rc) {
         ctl_job_fail(c, "%s failed: %s", vm_action_name(a), e.message);
         /* the record follows what Proxmox says, whatever happened */
-        if (ctl_locate(c, &st, &e) == 0) {
-            snprintf(c->v.power, sizeof c->v.power, "%s", core_power_of(&st));
-            pending_if_stopped(c, &st);
-            ctl_save_vm(c);
-        }
+        if (ctl_locate(c, &st, &e) == 0)
+            follow_status(c, &st);
         return;
     }
     if (a == ACT_REBOOT || a == ACT_START) {
-        json_decref(c->v.pending); /* pending changes apply at (re)start */
-        c->v.pending = NULL;
+        pending_take(c, NULL); /* pending changes apply at (re)start */
     }
     rc = settle(c, a, &st, &e);
     if (rc == SETTLE_STOPPING || (rc > 0 && core_stopping(c->k)))
@@ -894,9 +904,7 @@ done:
         return;
     }
     if (rc == 0) {
-        snprintf(c->v.power, sizeof c->v.power, "%s", core_power_of(&st));
-        pending_if_stopped(c, &st);
-        ctl_save_vm(c);
+        follow_status(c, &st);
         ctl_job_done(c, "VM %d is %s", c->v.vmid, c->v.power);
         if (a == ACT_START || a == ACT_REBOOT) /* off this job: it is done */
             core_net_confirm(c->k, c->v.id);
@@ -999,10 +1007,7 @@ static void run_update(struct cctx *c)
         c->v.cores = cores;
     if (mem)
         c->v.memory_mb = mem;
-    json_decref(c->v.pending);
-    c->v.pending = json_object_size(pend) ? pend : NULL;
-    if (!c->v.pending)
-        json_decref(pend);
+    pending_take(c, pend);
     ctl_save_vm(c);
     if (unread)
         ctl_job_done(c,
