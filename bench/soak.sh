@@ -12,7 +12,9 @@
 #     than four) proxd killed with SIGKILL every 1 to 4 s meanwhile
 #     (FAULT_KILL_SEEDS); the seeds of SOAK_PASSWORD_SEEDS (default the 3rd
 #     and 7th) log in with a password, short tickets and faults on
-#     /access/ticket (FAULT_PASSWORD_SEEDS), in both parts;
+#     /access/ticket (FAULT_PASSWORD_SEEDS), in both parts; the seeds of
+#     SOAK_NODE_SEEDS (default the 5th and 8th) have a node go off the
+#     network for 0.3 to 3 s every 2 to 6 s (FAULT_NODE_SEEDS), in both parts;
 #  3. (below) the crash test of VM operations;
 #  4. node drains (tests/api/test_drain.py) of SOAK_DRAIN_VMS VMs (200) with a
 #     kill -9 in the middle and seeded migrate faults, one run per seed of
@@ -43,12 +45,13 @@ SHARED=${SOAK_SHARED_SEEDS:-$(echo "$SEEDS" | tr ',' '\n' | tail -3 | paste -sd,
 STANDALONE=${SOAK_STANDALONE_SEEDS:-$(echo "$SEEDS" | tr ',' '\n' | head -2 | paste -sd,)}
 KILLS=${SOAK_KILL_SEEDS:-$(echo "$SEEDS" | tr ',' '\n' | sed -n 4,6p | paste -sd,)}
 PASSWORD=${SOAK_PASSWORD_SEEDS-$(echo "$SEEDS" | tr ',' '\n' | sed -n '3p;7p' | paste -sd,)}
+NODE_DOWNS=${SOAK_NODE_SEEDS-$(echo "$SEEDS" | tr ',' '\n' | sed -n '5p;8p' | paste -sd,)}
 OUT=bench/results/soak.txt
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 export PVESIM=$ROOT/build/pvesim BIN_DIR=$ROOT/build SCHEMA_DIR=$ROOT/build/share/pve-apidoc
 {
-  echo "proxd fault soak: seeds $SEEDS (on a shared pool: $SHARED; with a password: ${PASSWORD:-none}), $VMS VMs x $OPS jobs per seed, fault rate $RATE, release build"
+  echo "proxd fault soak: seeds $SEEDS (on a shared pool: $SHARED; with a password: ${PASSWORD:-none}; nodes going down: ${NODE_DOWNS:-none}), $VMS VMs x $OPS jobs per seed, fault rate $RATE, release build"
   echo "git $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(date -u '+%Y-%m-%d %H:%M:%S') UTC"
   echo "$(nproc) CPUs, load average at start $(cut -d' ' -f1 /proc/loadavg)"
 } | tee "$TMP/head"
@@ -59,7 +62,7 @@ for part in control create; do
   t0=$(date +%s.%N)
   FAULT_SEEDS=$SEEDS FAULT_VMS=$VMS FAULT_OPS=$OPS FAULT_RATE=$RATE FAULT_CREATE=$create \
     FAULT_SHARED_SEEDS=$SHARED FAULT_STANDALONE_SEEDS=$STANDALONE FAULT_KILL_SEEDS=$kills \
-    FAULT_PASSWORD_SEEDS=$PASSWORD \
+    FAULT_PASSWORD_SEEDS=$PASSWORD FAULT_NODE_SEEDS=$NODE_DOWNS \
     FAULT_REPORT="$TMP/$part.jsonl" PYTHONPATH=tests /usr/bin/python3 tests/core/test_faults_random.py \
     >"$TMP/$part.log" 2>&1
   rc=$?

@@ -965,6 +965,21 @@ static int update_config(struct cctx *c, const struct pve_config_set *want, stru
     return rc;
 }
 
+/* A write of the update failed: the VM may hold its change all the same,
+ * written by an earlier run of the job (its answer lost to a kill, or
+ * served after that run gave up), and then the change is made. True when
+ * the config, pending values counted, has the cores and memory asked. */
+static bool update_in_place(struct cctx *c, int cores, int64_t mem)
+{
+    struct pve_vm_config cfg;
+    struct pve_error e;
+    if (core_stopping(c->k) || ctl_read_config(c, &cfg, &e))
+        return false;
+    bool held = (!cores || cfg.cores == cores) && (!mem || cfg.memory_mb == mem);
+    pve_vm_config_release(&cfg);
+    return held;
+}
+
 static void run_update(struct cctx *c)
 {
     struct pve_error e = {0};
@@ -982,8 +997,14 @@ static void run_update(struct cctx *c)
         return;
     struct pve_config_set s = {.cores = cores, .memory_mb = mem};
     if (update_config(c, &s, &e)) {
-        ctl_job_fail(c, "update failed: %s", e.message);
-        return;
+        if (!update_in_place(c, cores, mem)) {
+            ctl_job_fail(c, "update failed: %s", e.message);
+            return;
+        }
+        log_info("job",
+                 "job=%s vmid=%d the write failed (%s), but the VM has the change (an "
+                 "earlier write of the job was served)",
+                 c->j->id, c->v.vmid, e.message);
     }
     json_t *pend = pending_of(c, &e);
     bool unread = pend == NULL;
@@ -1012,11 +1033,12 @@ static void run_update(struct cctx *c)
     if (unread)
         ctl_job_done(c,
                      "saved; whether it applied live could not be read (%s): recorded as pending "
-                     "until the next reboot",
+                     "until the next reboot or stop",
                      e.message);
     else
         ctl_job_done(c, "%s",
-                     c->v.pending ? "saved; applies at the next reboot (pending)" : "applied live");
+                     c->v.pending ? "saved; applies at the next reboot or stop (pending)"
+                                  : "applied live");
 }
 
 /* The boot disk's size in bytes (retried reads), or -1 with *e filled. */

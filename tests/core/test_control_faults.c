@@ -6,6 +6,8 @@
  *  - two DELETEs of one VM at once: exactly one gets a job;
  *  - a job's terminal state is never written without its terminal event;
  *  - a resize whose size check fails once is not reported failed;
+ *  - an update whose write is refused while the VM holds its change
+ *    already (an earlier run's write) is done;
  *  - a job queued for a VM whose record was replaced (the VMID given to
  *    another VM) does nothing.
  * A fault is placed on one call by holding the call before it (a "delay"
@@ -451,6 +453,59 @@ static void test_update_pending_unread(void **unused)
     ch_down(&e);
 }
 
+/* An update whose write is refused while the VM holds its change already:
+ * an earlier run of the job wrote it and was killed before it recorded
+ * it (the random fault test, seed 15103: the next run's write met a 500).
+ * The change is made (pending on a running VM), so the job is done and the
+ * record says so; reported failed, the record kept the old cores and no
+ * pending change while Proxmox held them for the next start. A write that
+ * fails on a VM without the change still fails the job. */
+static void test_update_written_before(void **unused)
+{
+    (void)unused;
+    struct ch_env e;
+    up(&e);
+    int vm = mk_vm(&e, "up-2"); /* 1 core, 1024 MiB, running */
+    struct vm_rec v = live(&e, vm);
+    char job[40], rule[256], node[64];
+    snprintf(node, sizeof node, "%s", v.node);
+    vm_rec_release(&v);
+    snprintf(rule, sizeof rule,
+             "{\"method\":\"PUT\",\"path\":\"/qemu/%d/config$\",\"kind\":\"error\","
+             "\"status\":500,\"message\":\"injected fault\"}",
+             vm);
+    struct core_error ce = {0};
+    struct job_rec j;
+    /* the refused write of a change the VM does not have: failed */
+    fault(&e, rule);
+    if (core_vm_update(e.k, vm, NULL, 2, 0, job, &ce))
+        fail_msg("update refused: %s", ce.message);
+    if (finish(&e, job, &j) != JOB_FAILED)
+        fail_msg("an update whose write was refused says it is done");
+    assert_non_null(strstr(j.error, "update failed: injected fault"));
+    job_rec_release(&j);
+    faults_off(&e);
+    /* the earlier run's write, served */
+    struct pve_config_set want = {.cores = 3, .memory_mb = 2048};
+    struct pve_error pe;
+    if (pve_vm_config_set(fleet_client(e.fl, node), node, vm, &want, &pe))
+        fail_msg("the earlier write: %s", pe.message);
+    fault(&e, rule);
+    if (core_vm_update(e.k, vm, NULL, 3, 2048, job, &ce))
+        fail_msg("update refused: %s", ce.message);
+    if (finish(&e, job, &j) != JOB_DONE)
+        fail_msg("the update's change is in Proxmox, the job says: %s", j.error);
+    job_rec_release(&j);
+    faults_off(&e);
+    v = live(&e, vm);
+    assert_int_equal(v.cores, 3);
+    assert_int_equal(v.memory_mb, 2048);
+    if (!v.pending || !json_object_get(v.pending, "cores") || !json_object_get(v.pending, "memory"))
+        fail_msg("the record says nothing is pending");
+    vm_rec_release(&v);
+    ch_down(&e);
+}
+
 /* ---- the record a job acts on ----------------------------------------------------- */
 
 /* A pause queued for alice's VM waits behind another job; meanwhile the
@@ -508,7 +563,7 @@ int main(void)
         cmocka_unit_test(test_power_reads),           cmocka_unit_test(test_delete_twice),
         cmocka_unit_test(test_delete_during_job),     cmocka_unit_test(test_terminal_event),
         cmocka_unit_test(test_resize_verify),         cmocka_unit_test(test_record_changed),
-        cmocka_unit_test(test_update_pending_unread),
+        cmocka_unit_test(test_update_pending_unread), cmocka_unit_test(test_update_written_before),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

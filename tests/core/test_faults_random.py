@@ -94,6 +94,7 @@ $TMPDIR/proxd-faults-seed-N.log, not only of a seed that failed),
 FAULT_KILL_SEEDS (the seeds during which proxd is also killed, below),
 FAULT_PASSWORD_SEEDS (the seeds logged in with a password, above),
 FAULT_OUTAGE_SEEDS (the seeds whose database is cut off now and then, below),
+FAULT_NODE_SEEDS (the seeds whose nodes go down now and then, below),
 FAULT_REINSTALLS, FAULT_DRAINS (1, the defaults: reinstalls, a drain; 0: none),
 FAULT_CANCELS (the share of jobs cancelled, 0.1), FAULT_JOB_LEASE ([proxd]
 job_lease in seconds; proxd's default when unset).
@@ -119,6 +120,13 @@ lock is held by the test). proxd's jobs wait at their checkpoints and go on
 once it is back; its API answers 503 unavailable meanwhile, which the client
 asks again. Every invariant holds as without them, and proxd never ends by
 itself.
+
+Dead nodes (the seeds of FAULT_NODE_SEEDS, none by default): while the jobs
+run, a node drawn goes off the network every 2 to 6 s for 0.3 to 3 s
+(NodeDowns: pvesim's offline, its connections refused, or blackhole, taken
+and never answered), and comes back. The jobs on it fail over, fail or wait
+as their step allows, the half-made VMs it kept are removed once it is back,
+and every invariant holds as without them.
 """
 import json
 import os
@@ -159,6 +167,8 @@ INSTANCES = int(os.environ.get("FAULT_INSTANCES", "1"))
 KILLS = {int(s) for s in os.environ.get("FAULT_KILL_SEEDS", "88").split(",") if s}
 # seeds whose database is cut off now and then while the jobs run (Outage)
 OUTAGES = {int(s) for s in os.environ.get("FAULT_OUTAGE_SEEDS", "88").split(",") if s}
+# seeds whose nodes go off the network now and then while the jobs run (NodeDowns)
+NODE_DOWNS = {int(s) for s in os.environ.get("FAULT_NODE_SEEDS", "").split(",") if s}
 # seeds logged in with root@pam's password (tickets) instead of the token
 PASSWORD_SEEDS = {int(s) for s in os.environ.get("FAULT_PASSWORD_SEEDS", "111").split(",") if s}
 TICKET_SIM_S = 4  # pvesim's ticket lifetime (real seconds)
@@ -315,6 +325,38 @@ class Outage(threading.Thread):
         self.join()
 
 
+class NodeDowns(threading.Thread):
+    """Takes a node (drawn) off the network every 2 to 6 s (the first time
+    after 0.5 to 2 s) for 0.3 to 3 s, until halted: offline (its pveproxy
+    refuses connections; in a cluster the entry answers 595 for it and the
+    inventory shows its VMs "unknown") or blackholed (connections taken,
+    nothing answered: in a cluster the entry's 596 after the proxy's
+    timeout, a standalone host's calls time out), then online again."""
+
+    def __init__(self, sim, rng):
+        super().__init__(daemon=True)
+        self.sim, self.rng = sim, rng
+        self.halt = threading.Event()
+        self.downs, self.down_s = 0, 0.0
+
+    def run(self):
+        pause = self.rng.uniform(0.5, 2.0)
+        while not self.halt.wait(pause):
+            node = self.rng.choice(self.sim.node_names)
+            how = self.rng.choice(["offline", "blackhole"])
+            self.sim.ctl("POST", "/nodes/" + node, {"state": how})
+            t = time.monotonic()
+            self.downs += 1
+            time.sleep(self.rng.uniform(0.3, 3.0))  # down in full, even when halted meanwhile
+            self.sim.ctl("POST", "/nodes/" + node, {"state": "online"})
+            self.down_s += time.monotonic() - t
+            pause = self.rng.uniform(2.0, 6.0)
+
+    def stop(self):
+        self.halt.set()
+        self.join()
+
+
 # What makes sense from a recorded power state (proxd refuses the rest at
 # once, without a job): mostly those, sometimes anything.
 SENSIBLE = {"running": ["shutdown", "stop", "pause", "reboot"],
@@ -386,7 +428,7 @@ def run_seed(seed):
     problems = []
     lock = threading.Lock()
     t0 = time.monotonic()
-    killer = outage = None
+    killer = outage = downs = None
     try:
         token = proxd("token", "create", "--config", conf, "--owner", "ci", "--role",
                       "user").stdout.strip()
@@ -432,12 +474,15 @@ def run_seed(seed):
         killer = Killer(daemons, random.Random(seed * 7 + 1), problems, lock) \
             if seed in KILLS else None
         outage = Outage(db, random.Random(seed * 11 + 3)) if seed in OUTAGES else None
-        if CREATE:
+        downs = NodeDowns(sim, random.Random(seed * 19 + 7)) if seed in NODE_DOWNS else None
+
+        def troubles_on():
             faults_on()
-            if killer:
-                killer.start()
-            if outage:
-                outage.start()
+            for t in (killer, outage, downs):
+                if t:
+                    t.start()
+        if CREATE:
+            troubles_on()
         if sampler:
             sampler.start()
         vms = []
@@ -477,17 +522,14 @@ def run_seed(seed):
         if not CREATE:  # only the shared pool may refuse some
             assert len(vms) + stats.get("pool_refused", 0) == NVMS, \
                 "creations failed without faults"
-            faults_on()
-            if killer:
-                killer.start()
-            if outage:
-                outage.start()
+            troubles_on()
 
         def worker(vmid, wrng):
             api = apis[vmid % INSTANCES]
             srng = random.Random(seed * 1000 + vmid + 500)  # the snapshot jobs' draws
             rrng = random.Random(seed * 1000 + vmid + 700)  # the reinstalls'
             crng = random.Random(seed * 1000 + vmid + 900)  # the cancels'
+            urng = random.Random(seed * 1000 + vmid + 1100)  # the updates' memory
             names = []  # the snapshots asked for, s1, s2, ...
             for _ in range(NOPS):
                 v = api.call("GET", "/v1/vms/%d" % vmid)
@@ -516,7 +558,12 @@ def run_seed(seed):
                     r = api.call("POST", "/v1/vms/%d/reinstall" % vmid,
                                  {"os": "debian" if v["os"] == "ubuntu" else "ubuntu"})
                 elif op == "update":
-                    r = api.call("PATCH", "/v1/vms/%d" % vmid, {"cores": wrng.choice([1, 2, 3])})
+                    body = {"cores": wrng.choice([1, 2, 3])}
+                    if urng.random() < 0.5:  # memory too, or memory alone
+                        body["memory_mb"] = urng.choice([512, 1024, 1536])
+                        if urng.random() < 0.3:
+                            del body["cores"]
+                    r = api.call("PATCH", "/v1/vms/%d" % vmid, body)
                 elif op == "resize":
                     r = api.call("POST", "/v1/vms/%d/resize" % vmid,
                                  {"disk_gb": v["disk_gb"] + wrng.choice([1, 2, 5])})
@@ -605,6 +652,11 @@ def run_seed(seed):
             t.start()
         for t in threads:
             t.join()
+        if downs:
+            downs.stop()
+            stats["node_downs"], stats["node_down_s"] = downs.downs, round(downs.down_s, 1)
+            if downs.downs < 1:  # else the seed proved nothing about dead nodes
+                problems.append("no node went down while the jobs ran")
         if outage:
             outage.stop()
             stats["outages"], stats["outage_s"] = outage.outages, round(outage.held_s, 1)
@@ -657,6 +709,8 @@ def run_seed(seed):
         stats["strays"] = sum(json.loads(r[0]).get("reason") == "stray" for r in db_query(
             db, "SELECT request FROM jobs WHERE kind = 'snap-delete'"))
     except Exception:
+        if downs and downs.is_alive():
+            downs.stop()
         if outage and outage.is_alive():
             outage.stop()
         if killer and killer.is_alive():
