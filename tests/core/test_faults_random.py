@@ -121,7 +121,7 @@ once it is back; its API answers 503 unavailable meanwhile, which the client
 asks again. Every invariant holds as without them, and proxd never ends by
 itself.
 
-Dead nodes (the seeds of FAULT_NODE_SEEDS, none by default): while the jobs
+Dead nodes (the seeds of FAULT_NODE_SEEDS, default 33): while the jobs
 run, a node drawn goes off the network every 2 to 6 s for 0.3 to 3 s
 (NodeDowns: pvesim's offline, its connections refused, or blackhole, taken
 and never answered), and comes back. The jobs on it fail over, fail or wait
@@ -168,7 +168,7 @@ KILLS = {int(s) for s in os.environ.get("FAULT_KILL_SEEDS", "88").split(",") if 
 # seeds whose database is cut off now and then while the jobs run (Outage)
 OUTAGES = {int(s) for s in os.environ.get("FAULT_OUTAGE_SEEDS", "88").split(",") if s}
 # seeds whose nodes go off the network now and then while the jobs run (NodeDowns)
-NODE_DOWNS = {int(s) for s in os.environ.get("FAULT_NODE_SEEDS", "").split(",") if s}
+NODE_DOWNS = {int(s) for s in os.environ.get("FAULT_NODE_SEEDS", "33").split(",") if s}
 # seeds logged in with root@pam's password (tickets) instead of the token
 PASSWORD_SEEDS = {int(s) for s in os.environ.get("FAULT_PASSWORD_SEEDS", "111").split(",") if s}
 TICKET_SIM_S = 4  # pvesim's ticket lifetime (real seconds)
