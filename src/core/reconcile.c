@@ -4,7 +4,8 @@
  *  - VMs moved by HA (or by hand) get their new node;
  *  - power states, cores, memory and disk sizes changed outside proxd are
  *    taken over; changes recorded pending that a stop or start outside
- *    proxd applied are cleared (pending_applied);
+ *    proxd applied are cleared (pending_applied), and those a failed
+ *    update's late write left pending are taken (pending_late);
  *  - VMs deleted outside proxd are marked "lost" (only when the world that
  *    held them answered this round: an unreachable node is not a deletion);
  *  - records stuck in "creating" or "deleting" with no job left to finish
@@ -102,12 +103,13 @@ static const char *power_of(const char *status)
  * record for the next pass. (A job that finished after we read the record
  * has changed it: save_if_unchanged then skips the repair.) kind: the
  * record's last job's; *ended: when it finished (unix ms, 0). */
-static int job_alive(struct core *k, const char *job, char kind[16], int64_t *ended)
+static int job_alive(struct core *k, const char *job, char kind[16], int64_t *ended, bool *failed)
 {
     struct job_brief j;
     struct store_error se = {0};
     kind[0] = '\0';
     *ended = 0;
+    *failed = false;
     if (!job[0])
         return 0;
     int rc = store_job_brief(k->st, job, &j, &se);
@@ -120,13 +122,15 @@ static int job_alive(struct core *k, const char *job, char kind[16], int64_t *en
     }
     snprintf(kind, 16, "%s", j.kind);
     *ended = j.finished_at;
+    *failed = j.state == JOB_FAILED;
     return j.state == JOB_QUEUED || j.state == JOB_RUNNING;
 }
 
 /* How long after a power job the VM's own status is read: a pause (or
  * resume) whose answer was lost may be served late, after the jobs that
  * followed it (core/test_faults_random seed 11: a pause served after a
- * resume and a reboot left the record "running" on a paused VM). */
+ * resume and a reboot left the record "running" on a paused VM). The
+ * same window after an update that failed: its write may land late too. */
 #define LATE_POWER_MS (10 * 60 * 1000)
 
 static bool recent_power_job(const char *kind, int64_t ended)
@@ -186,6 +190,63 @@ static bool pending_applied(struct core *k, const struct vm_rec *v, const struct
     return n == 0;
 }
 
+/* MiB from a pending memory value: "2048", or "current=2048" (PVE 8.1+). */
+static int64_t pending_mib(const char *s)
+{
+    return atoll(str_starts(s, "current=") ? s + 8 : s);
+}
+
+/* An update that failed may have changed the VM all the same: a write of
+ * it served after the job had given up on it (its answer lost, or sent by
+ * a run of the job that was killed). On a running VM the change waits in
+ * Proxmox's pending list, which the inventory does not show (its sizes
+ * are the current ones). Read for a running VM whose record's last job is
+ * an update that failed in the last LATE_POWER_MS: what Proxmox holds
+ * pending, when it is not what the record says, is taken (cores and
+ * memory as the values the VM gets at its next start). True when the
+ * record changed. */
+static bool pending_late(struct core *k, struct vm_rec *v, const struct fleet_vm *fv,
+                         bool late_update)
+{
+    if (!late_update || strcmp(fv->status, "running") != 0)
+        return false;
+    pve_client *pc = fleet_client(k->fl, fv->node);
+    struct pve_pending *p = NULL;
+    size_t n = 0;
+    struct pve_error e;
+    if (!pc || !fleet_node_up(k->fl, fv->node) ||
+        pve_vm_pending(pc, fv->node, fv->vmid, &p, &n, &e) || n == 0) {
+        free(p);
+        return false;
+    }
+    json_t *o = json_object();
+    int cores = 0;
+    int64_t mem = 0;
+    for (size_t i = 0; i < n; i++) {
+        json_object_set_new(o, p[i].key, p[i].del ? json_null() : json_string(p[i].pending));
+        if (!p[i].del && strcmp(p[i].key, "cores") == 0)
+            cores = atoi(p[i].pending);
+        if (!p[i].del && strcmp(p[i].key, "memory") == 0)
+            mem = pending_mib(p[i].pending);
+    }
+    free(p);
+    if (v->pending && json_equal(o, v->pending)) {
+        json_decref(o);
+        return false;
+    }
+    log_info("reconcile",
+             "vmid=%d node=%s holds pending changes its record lacks (a write of the failed "
+             "update served late): taken",
+             v->vmid, v->node);
+    json_decref(v->pending);
+    v->pending = o;
+    if (cores > 0)
+        v->cores = cores;
+    if (mem > 0)
+        v->memory_mb = mem;
+    return true;
+}
+
 /* Write a repaired record only if nobody changed it since we read it: jobs
  * run concurrently with the reconciler and their writes win. The check is
  * in the write (store_vm_update_if), so it holds against a DELETE or a job
@@ -207,7 +268,7 @@ static bool save_if_unchanged(struct core *k, struct vm_rec *v, int64_t read_at,
  * cannot predate the record's last change, see stats_lag); else only
  * the node, which the inventory has live, is. */
 static void take_over(struct core *k, struct vm_rec *v, const struct fleet_vm *fv,
-                      const char *last_kind, bool power_recent, bool stats,
+                      const char *last_kind, bool power_recent, bool late_update, bool stats,
                       struct reconcile_report *rep)
 {
     int64_t read_at = v->updated_at;
@@ -242,7 +303,10 @@ static void take_over(struct core *k, struct vm_rec *v, const struct fleet_vm *f
         rep->power++;
         changed = true;
     }
-    if (pending_applied(k, v, fv)) {
+    if (pending_late(k, v, fv, late_update)) {
+        rep->resized++;
+        changed = true;
+    } else if (pending_applied(k, v, fv)) {
         log_info("reconcile", "vmid=%d node=%s its pending changes were applied outside proxd",
                  v->vmid, v->node);
         json_decref(v->pending);
@@ -306,7 +370,8 @@ static void check_record(struct core *k, struct vm_rec *v, const struct fleet_vm
     const struct fleet_vm *fv = find_vm(k, vms, n, v->vmid, v->node);
     char last_kind[16];
     int64_t last_ended;
-    int alive = job_alive(k, v->job, last_kind, &last_ended);
+    bool last_failed;
+    int alive = job_alive(k, v->job, last_kind, &last_ended, &last_failed);
     if (alive < 0)
         return;
     bool busy = alive == 1;
@@ -365,7 +430,10 @@ static void check_record(struct core *k, struct vm_rec *v, const struct fleet_vm
                       "vmid=%d changed %lld ms before the inventory read: its stats may be older, "
                       "next pass",
                       v->vmid, (long long)(t0 - v->updated_at));
-        take_over(k, v, fv, last_kind, recent_power_job(last_kind, last_ended), stats, rep);
+        bool late_update = last_failed && strcmp(last_kind, "update") == 0 &&
+                           wall_ms() - last_ended < LATE_POWER_MS;
+        take_over(k, v, fv, last_kind, recent_power_job(last_kind, last_ended), late_update, stats,
+                  rep);
         return;
     }
     if (!fleet_node_fresh(k->fl, v->node, t0))

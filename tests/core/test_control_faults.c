@@ -7,7 +7,8 @@
  *  - a job's terminal state is never written without its terminal event;
  *  - a resize whose size check fails once is not reported failed;
  *  - an update whose write is refused while the VM holds its change
- *    already (an earlier run's write) is done;
+ *    already (an earlier run's write) is done; a failed update's write
+ *    served late is taken by the reconciler;
  *  - a job queued for a VM whose record was replaced (the VMID given to
  *    another VM) does nothing.
  * A fault is placed on one call by holding the call before it (a "delay"
@@ -459,7 +460,8 @@ static void test_update_pending_unread(void **unused)
  * The change is made (pending on a running VM), so the job is done and the
  * record says so; reported failed, the record kept the old cores and no
  * pending change while Proxmox held them for the next start. A write that
- * fails on a VM without the change still fails the job. */
+ * fails on a VM without the change still fails the job, and when it lands
+ * after all (served late), the reconciler takes the pending change. */
 static void test_update_written_before(void **unused)
 {
     (void)unused;
@@ -485,9 +487,21 @@ static void test_update_written_before(void **unused)
     assert_non_null(strstr(j.error, "update failed: injected fault"));
     job_rec_release(&j);
     faults_off(&e);
-    /* the earlier run's write, served */
-    struct pve_config_set want = {.cores = 3, .memory_mb = 2048};
+    /* its write served late, after the job failed: the reconciler takes the
+     * change Proxmox holds pending (the inventory shows the current cores) */
+    struct pve_config_set late = {.cores = 2};
     struct pve_error pe;
+    if (pve_vm_config_set(fleet_client(e.fl, node), node, vm, &late, &pe))
+        fail_msg("the late write: %s", pe.message);
+    struct reconcile_report rep;
+    assert_int_equal(core_reconcile(e.k, &rep), 0);
+    v = live(&e, vm);
+    if (v.cores != 2 || !v.pending || !json_object_get(v.pending, "cores"))
+        fail_msg("after a failed update's late write the record says %d cores, %s pending", v.cores,
+                 v.pending ? "something" : "nothing");
+    vm_rec_release(&v);
+    /* an earlier run's write, served */
+    struct pve_config_set want = {.cores = 3, .memory_mb = 2048};
     if (pve_vm_config_set(fleet_client(e.fl, node), node, vm, &want, &pe))
         fail_msg("the earlier write: %s", pe.message);
     fault(&e, rule);
