@@ -216,7 +216,8 @@ struct reconcile_report {
     int power;   /* power states taken over */
     int resized; /* cores, memory or disk taken over */
     int lost;    /* records whose VM was deleted outside proxd */
-    int stuck;   /* records driven out of a transient state */
+    int stuck;   /* records driven out of a transient state, or marked deleted
+                    when a failed delete's destroy was served late */
     int orphans; /* tagged VMs without a record and without a known creation */
     int orphans_deleted;
     int partial_removed;    /* half-made VMs of proxd's own creations removed */

@@ -8,6 +8,8 @@
  *    update's late write left pending are taken (pending_late);
  *  - VMs deleted outside proxd are marked "lost" (only when the world that
  *    held them answered this round: an unreachable node is not a deletion);
+ *    one gone within LATE_POWER_MS of its delete's failure, "deleted" (the
+ *    destroy was served late);
  *  - records stuck in "creating" or "deleting" with no job left to finish
  *    them are driven to a final state;
  *  - half-made VMs of proxd's own creations are removed: the leftovers a
@@ -438,14 +440,28 @@ static void check_record(struct core *k, struct vm_rec *v, const struct fleet_vm
     }
     if (!fleet_node_fresh(k->fl, v->node, t0))
         return; /* its node did not answer: not a deletion */
-    log_warn("reconcile", "vmid=%d node=%s is gone: deleted outside proxd, marked lost", v->vmid,
-             v->node);
-    v->state = VMS_LOST;
-    snprintf(v->power, sizeof v->power, "unknown");
+    if (last_failed && strcmp(last_kind, "delete") == 0 && wall_ms() - last_ended < LATE_POWER_MS) {
+        /* the destroy of a delete that failed, served after the job's
+         * looks (its answer lost): proxd's own deletion, not a loss */
+        log_warn("reconcile",
+                 "vmid=%d node=%s is gone after its delete failed (its destroy served late): "
+                 "marked deleted",
+                 v->vmid, v->node);
+        v->state = VMS_DELETED;
+        snprintf(v->power, sizeof v->power, "stopped");
+    } else {
+        log_warn("reconcile", "vmid=%d node=%s is gone: deleted outside proxd, marked lost",
+                 v->vmid, v->node);
+        v->state = VMS_LOST;
+        snprintf(v->power, sizeof v->power, "unknown");
+    }
     if (!save_if_unchanged(k, v, read_at, read_state))
         return;
     store_vmid_release(k->st, v->vmid, k->cfg->quarantine_s * 1000, NULL);
-    rep->lost++;
+    if (v->state == VMS_LOST)
+        rep->lost++;
+    else
+        rep->stuck++;
 }
 
 #define MARKER "proxd job "

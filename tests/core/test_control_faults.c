@@ -8,7 +8,8 @@
  *  - a resize whose size check fails once is not reported failed;
  *  - an update whose write is refused while the VM holds its change
  *    already (an earlier run's write) is done; a failed update's write
- *    served late is taken by the reconciler;
+ *    served late is taken by the reconciler, and a failed delete's destroy
+ *    served late makes the record deleted, not lost;
  *  - a job queued for a VM whose record was replaced (the VMID given to
  *    another VM) does nothing.
  * A fault is placed on one call by holding the call before it (a "delay"
@@ -520,6 +521,56 @@ static void test_update_written_before(void **unused)
     ch_down(&e);
 }
 
+/* A delete whose destroy failed, and whose destroy was then served after
+ * all (late, its answer lost): the VM is gone, and the reconciler marks
+ * the record deleted, as proxd's own deletion, not "lost" (deleted outside
+ * proxd). */
+static void test_delete_served_late(void **unused)
+{
+    (void)unused;
+    struct ch_env e;
+    up(&e);
+    int vm = mk_vm(&e, "dl-1");
+    struct vm_rec v = live(&e, vm);
+    char job[40], rule[256], node[64];
+    snprintf(node, sizeof node, "%s", v.node);
+    vm_rec_release(&v);
+    snprintf(rule, sizeof rule,
+             "{\"method\":\"DELETE\",\"path\":\"/qemu/%d$\",\"kind\":\"error\","
+             "\"status\":500,\"message\":\"injected fault\"}",
+             vm);
+    fault(&e, rule);
+    struct core_error ce = {0};
+    if (core_vm_delete(e.k, vm, NULL, job, &ce))
+        fail_msg("delete refused: %s", ce.message);
+    struct job_rec j;
+    if (finish(&e, job, &j) != JOB_FAILED)
+        fail_msg("a delete whose destroy was refused says it is done");
+    job_rec_release(&j);
+    faults_off(&e);
+    /* the destroy, served late */
+    pve_client *pc = fleet_client(e.fl, node);
+    struct pve_delete_opts d = {.purge = true, .destroy_unreferenced = true};
+    char upid[PVE_UPID_MAX];
+    struct pve_error pe;
+    struct pve_task t;
+    if (pve_vm_delete(pc, node, vm, &d, upid, &pe) ||
+        pve_task_wait(pc, upid, 20000, NULL, NULL, &t, &pe))
+        fail_msg("the late destroy: %s", pe.message);
+    struct reconcile_report rep;
+    assert_int_equal(core_reconcile(e.k, &rep), 0);
+    char sql[160];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM vms WHERE vmid = %d AND state = 'deleted'", vm);
+    if (ch_sql(&e, sql) != 1) {
+        snprintf(sql, sizeof sql, "SELECT count(*) FROM vms WHERE vmid = %d AND state = 'lost'",
+                 vm);
+        fail_msg("the record of a VM a failed delete's late destroy removed is not deleted (%s)",
+                 ch_sql(&e, sql) ? "lost" : "other");
+    }
+    assert_int_equal(rep.lost, 0);
+    ch_down(&e);
+}
+
 /* ---- the record a job acts on ----------------------------------------------------- */
 
 /* A pause queued for alice's VM waits behind another job; meanwhile the
@@ -578,6 +629,7 @@ int main(void)
         cmocka_unit_test(test_delete_during_job),     cmocka_unit_test(test_terminal_event),
         cmocka_unit_test(test_resize_verify),         cmocka_unit_test(test_record_changed),
         cmocka_unit_test(test_update_pending_unread), cmocka_unit_test(test_update_written_before),
+        cmocka_unit_test(test_delete_served_late),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
