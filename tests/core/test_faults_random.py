@@ -2,7 +2,8 @@
 kind at random (500s, lock timeouts, 596s, failing tasks, delays, hangs,
 answers dropped after the call was served)
 while proxd runs mixed jobs on its VMs (start, shutdown, stop, pause,
-resume, reboot, update, resize, delete, and with FAULT_SNAPSHOTS=1, the
+resume, reboot, update (cores, memory or both), resize, delete, and with
+FAULT_SNAPSHOTS=1, the
 default, snapshots made, removed and rolled back to; with
 FAULT_REINSTALLS=1, the default, reinstalls to the other OS; with
 FAULT_DRAINS=1, the default, one node drained meanwhile, its VMs migrating

@@ -6,8 +6,8 @@ pvesim's state and the database (every job ends; no VMID, address or
 room left held; no VM leaked, doubled or recorded wrong). Seeds 55 (local
 storage), 66 (the shared pool) and 99 (local storage, one instance or the
 other killed with SIGKILL every 1 to 4 s and started again while the other
-goes on, and the database cut off now and then: both instances lose it
-at once, as in a failover); 55 logs in with the password (tickets, as FAULT_PASSWORD_SEEDS
+goes on, the database cut off now and then: both instances lose it
+at once, as in a failover, and a node off the network now and then); 55 logs in with the password (tickets, as FAULT_PASSWORD_SEEDS
 says in test_faults_random), so each instance renews and logs in on its
 own under the faults; the jobs' leases last 5 s (job_lease), shorter than
 the longest outages; FAULT_* as in test_faults_random."""
@@ -21,6 +21,7 @@ os.environ.setdefault("FAULT_KILL_SEEDS", "99")
 os.environ.setdefault("FAULT_SHARED_SEEDS", "66")
 os.environ.setdefault("FAULT_PASSWORD_SEEDS", "55")
 os.environ.setdefault("FAULT_OUTAGE_SEEDS", "99")
+os.environ.setdefault("FAULT_NODE_SEEDS", "99")
 # leases of 5 s, which the outages (up to 6 s) outlast: the instances must
 # leave each other's live jobs alone when the database comes back
 os.environ.setdefault("FAULT_JOB_LEASE", "5")
