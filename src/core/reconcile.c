@@ -173,6 +173,20 @@ static const char *running_or_paused(struct core *k, const struct vm_rec *v,
  * config's current values, the old ones while the change is pending).
  * Proxmox's own list says: true when it was read and holds none. Read
  * only then, not for every VM with a change waiting for its reboot. */
+/* The VM's pending changes (*p owned by the caller: free), read only on
+ * a node that is up (else the keeper would wait out its timeout): true
+ * when read. */
+static bool read_pending(struct core *k, const struct fleet_vm *fv, struct pve_pending **p,
+                         size_t *n)
+{
+    pve_client *pc = fleet_client(k->fl, fv->node);
+    struct pve_error e;
+    *p = NULL;
+    *n = 0;
+    return pc && fleet_node_up(k->fl, fv->node) &&
+           pve_vm_pending(pc, fv->node, fv->vmid, p, n, &e) == 0;
+}
+
 static bool pending_applied(struct core *k, const struct vm_rec *v, const struct fleet_vm *fv)
 {
     if (!v->pending)
@@ -181,12 +195,9 @@ static bool pending_applied(struct core *k, const struct vm_rec *v, const struct
     bool sizes = fv->maxcpu == v->cores && fv->maxmem / MiB == v->memory_mb;
     if (!stopped && !(strcmp(fv->status, "running") == 0 && sizes))
         return false;
-    pve_client *pc = fleet_client(k->fl, fv->node);
-    struct pve_pending *p = NULL;
-    size_t n = 0;
-    struct pve_error e;
-    if (!pc || !fleet_node_up(k->fl, fv->node) ||
-        pve_vm_pending(pc, fv->node, fv->vmid, &p, &n, &e))
+    struct pve_pending *p;
+    size_t n;
+    if (!read_pending(k, fv, &p, &n))
         return false;
     free(p);
     return n == 0;
@@ -212,12 +223,9 @@ static bool pending_late(struct core *k, struct vm_rec *v, const struct fleet_vm
 {
     if (!late_update || strcmp(fv->status, "running") != 0)
         return false;
-    pve_client *pc = fleet_client(k->fl, fv->node);
-    struct pve_pending *p = NULL;
-    size_t n = 0;
-    struct pve_error e;
-    if (!pc || !fleet_node_up(k->fl, fv->node) ||
-        pve_vm_pending(pc, fv->node, fv->vmid, &p, &n, &e) || n == 0) {
+    struct pve_pending *p;
+    size_t n;
+    if (!read_pending(k, fv, &p, &n) || n == 0) {
         free(p);
         return false;
     }

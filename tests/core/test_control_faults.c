@@ -81,6 +81,14 @@ static struct vm_rec live(struct ch_env *e, int vmid)
     return v;
 }
 
+/* The node VM vmid's record names. */
+static void vm_node(struct ch_env *e, int vmid, char node[64])
+{
+    struct vm_rec v = live(e, vmid);
+    snprintf(node, 64, "%s", v.node);
+    vm_rec_release(&v);
+}
+
 struct step_wait {
     struct ch_env *e;
     const char *job, *step;
@@ -469,18 +477,13 @@ static void test_update_written_before(void **unused)
     struct ch_env e;
     up(&e);
     int vm = mk_vm(&e, "up-2"); /* 1 core, 1024 MiB, running */
-    struct vm_rec v = live(&e, vm);
-    char job[40], rule[256], node[64];
-    snprintf(node, sizeof node, "%s", v.node);
-    vm_rec_release(&v);
-    snprintf(rule, sizeof rule,
-             "{\"method\":\"PUT\",\"path\":\"/qemu/%d/config$\",\"kind\":\"error\","
-             "\"status\":500,\"message\":\"injected fault\"}",
-             vm);
+    char job[40], path[64], node[64];
+    vm_node(&e, vm, node);
+    snprintf(path, sizeof path, "/qemu/%d/config$", vm);
     struct core_error ce = {0};
     struct job_rec j;
     /* the refused write of a change the VM does not have: failed */
-    fault(&e, rule);
+    ch_fault(&e, "PUT", path, "error", "injected fault");
     if (core_vm_update(e.k, vm, NULL, 2, 0, job, &ce))
         fail_msg("update refused: %s", ce.message);
     if (finish(&e, job, &j) != JOB_FAILED)
@@ -496,7 +499,7 @@ static void test_update_written_before(void **unused)
         fail_msg("the late write: %s", pe.message);
     struct reconcile_report rep;
     assert_int_equal(core_reconcile(e.k, &rep), 0);
-    v = live(&e, vm);
+    struct vm_rec v = live(&e, vm);
     if (v.cores != 2 || !v.pending || !json_object_get(v.pending, "cores"))
         fail_msg("after a failed update's late write the record says %d cores, %s pending", v.cores,
                  v.pending ? "something" : "nothing");
@@ -505,7 +508,7 @@ static void test_update_written_before(void **unused)
     struct pve_config_set want = {.cores = 3, .memory_mb = 2048};
     if (pve_vm_config_set(fleet_client(e.fl, node), node, vm, &want, &pe))
         fail_msg("the earlier write: %s", pe.message);
-    fault(&e, rule);
+    ch_fault(&e, "PUT", path, "error", "injected fault");
     if (core_vm_update(e.k, vm, NULL, 3, 2048, job, &ce))
         fail_msg("update refused: %s", ce.message);
     if (finish(&e, job, &j) != JOB_DONE)
@@ -531,15 +534,10 @@ static void test_delete_served_late(void **unused)
     struct ch_env e;
     up(&e);
     int vm = mk_vm(&e, "dl-1");
-    struct vm_rec v = live(&e, vm);
-    char job[40], rule[256], node[64];
-    snprintf(node, sizeof node, "%s", v.node);
-    vm_rec_release(&v);
-    snprintf(rule, sizeof rule,
-             "{\"method\":\"DELETE\",\"path\":\"/qemu/%d$\",\"kind\":\"error\","
-             "\"status\":500,\"message\":\"injected fault\"}",
-             vm);
-    fault(&e, rule);
+    char job[40], path[64], node[64];
+    vm_node(&e, vm, node);
+    snprintf(path, sizeof path, "/qemu/%d$", vm);
+    ch_fault(&e, "DELETE", path, "error", "injected fault");
     struct core_error ce = {0};
     if (core_vm_delete(e.k, vm, NULL, job, &ce))
         fail_msg("delete refused: %s", ce.message);
