@@ -1195,6 +1195,10 @@ static void dispatch(struct sim *s, struct listener_ctx *lc, const struct http_r
     if (c.relay_fail)
         relay_answer(r, c.relay_fail);
 out:
+    if (fault_delay > 0) { /* a test may send it at once (POST /_sim/late) */
+        r->delay_cut = &s->delay_gen;
+        r->delay_gen = atomic_load(&s->delay_gen);
+    }
     r->delay_ms += fault_delay;
     call_release(&c);
     json_decref(params);

@@ -520,6 +520,7 @@ void sim_ctl_handle(struct sim *s, const struct http_req *req, struct http_resp 
         pthread_mutex_lock(&s->mu);
         int n = sim_late_release(s);
         pthread_mutex_unlock(&s->mu);
+        atomic_fetch_add(&s->delay_gen, 1); /* and the answers delays hold back */
         reply(r, 200, json_pack("{s:i}", "released", n));
     } else if (get && strcmp(p, "/violations") == 0) {
         pthread_mutex_lock(&s->mu);

@@ -28,6 +28,7 @@
 #ifndef SIM_HTTPD_H
 #define SIM_HTTPD_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -77,10 +78,14 @@ struct http_resp {
     int body_fd;
     bool close;    /* close the connection after this response */
     long delay_ms; /* wait this long before answering (PVE's 3 s 401 delay) */
-    bool hang;     /* never answer; hold the connection until the client leaves
-                      or the listener is switched back (a hung node) */
-    bool drop;     /* the request was served, but its answer is lost: close the
-                      connection without a byte (a proxy or link gone) */
+    /* a delay a test may cut short: the answer goes at once when *delay_cut
+     * no longer reads delay_gen (NULL: the delay runs out) */
+    const atomic_uint *delay_cut;
+    unsigned delay_gen;
+    bool hang; /* never answer; hold the connection until the client leaves
+                  or the listener is switched back (a hung node) */
+    bool drop; /* the request was served, but its answer is lost: close the
+                  connection without a byte (a proxy or link gone) */
 };
 
 /* Set status and reason (the reason is copied; only its first line is used,

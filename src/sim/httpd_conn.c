@@ -141,12 +141,14 @@ static int tls_handshake(struct conn *c, SSL_CTX *ctx)
 }
 
 /* Sleep ms, giving up early when the connection is stopped. */
-static bool nap(struct conn *c, long ms)
+static bool nap(struct conn *c, long ms, const struct http_resp *r)
 {
     int64_t end = mono_ms() + ms;
     for (;;) {
         if (atomic_load(&c->stop))
             return false;
+        if (r && r->delay_cut && atomic_load(r->delay_cut) != r->delay_gen)
+            return true; /* released */
         int64_t left = end - mono_ms();
         if (left <= 0)
             return true;
@@ -254,7 +256,7 @@ static bool handle(struct conn *c, struct rq *q, bool last)
     }
     if (r.drop)
         goto out; /* not kept: the caller closes it */
-    if (r.delay_ms > 0 && !nap(c, r.delay_ms))
+    if (r.delay_ms > 0 && !nap(c, r.delay_ms, &r))
         goto out;
     if (blackholed(c))
         goto out;

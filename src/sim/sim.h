@@ -18,6 +18,7 @@
 
 #include <jansson.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -385,6 +386,9 @@ struct sim {
      * them until their threads are done with the world */
     struct sim_late *late;
     int nlate;
+    /* answers a `delay` holds back go at once when this moves (POST
+     * /_sim/late); read without s->mu */
+    atomic_uint delay_gen;
     json_t *calls;      /* {"GET /nodes/{node}/qemu": n, ...} */
     json_t *node_calls; /* {"sv1": n, ...} */
     json_t *violations; /* results that failed --check-returns (bounded) */

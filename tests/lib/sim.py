@@ -259,9 +259,10 @@ class Sim:
 
     def release_late(self):
         """Serve the late calls still waiting now, not when their delay
-        runs out (POST /_sim/late): a test that has seen what had to come
-        first need not sleep out a delay long enough for a loaded machine.
-        How many; wait_late() then waits until they are served."""
+        runs out, and send the answers `delay` rules hold back now (POST
+        /_sim/late): a test that has seen what had to come first need not
+        sleep out a delay long enough for a loaded machine. How many late
+        calls; wait_late() then waits until they are served."""
         return self.ctl("POST", "/late")["released"]
 
     def wait_task(self, node, upid, deadline=30.0, port=None):

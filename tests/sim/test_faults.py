@@ -317,6 +317,38 @@ def late_calls_released_are_served_now():
 
 
 @case
+def delayed_answers_released_go_now():
+    """A `delay` serves the call at once and holds its answer back; POST
+    /_sim/late sends the answers held back then at once, not when their
+    delay runs out (a test that has seen what had to happen meanwhile)."""
+    import threading
+    with Sim(time_scale=0.01) as s:
+        clone_100(s)
+        cfg = "/nodes/sv1/qemu/100/config"
+        fault(s, method="PUT", path="^/nodes/sv1/qemu/100/config$", kind="delay",
+              delay_ms=600000, count=1)
+        got = {}
+
+        def put():
+            got["r"] = s.api("PUT", cfg, data={"cores": "3"}, timeout=120)
+        t = threading.Thread(target=put, daemon=True)
+        t.start()
+        # served at once: the change is there while its answer waits
+        wait_for(lambda: s.data("GET", cfg)["cores"] == 3, deadline=15, what="the write served")
+        assert t.is_alive() and "r" not in got
+        t0 = time.monotonic()
+        s.ctl("POST", "/late")
+        t.join(30)
+        assert not t.is_alive() and got["r"].status_code == 200, got
+        assert time.monotonic() - t0 < 30
+        # a delay that starts after the release is held back as usual
+        fault(s, path="^/version$", kind="delay", delay_ms=400, count=1)
+        t0 = time.monotonic()
+        assert s.api("GET", "/version").status_code == 200
+        assert time.monotonic() - t0 >= 0.4
+
+
+@case
 def late_digest_is_checked_when_served():
     """A late config write with a digest is checked against the config it
     finds when served: another write in between, it is refused."""
