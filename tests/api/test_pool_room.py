@@ -180,24 +180,25 @@ def a_resize_refused_by_its_job_holds_nothing():
     disk = px.call("GET", "/v1/vms/%d" % vmid, ALICE, want=200).json()["disk_gb"]
     # room for 12 GiB and a cloud-init drive: the resize's 4 GiB pass its
     # submission; a creation (10 GiB, the template's size) takes the room
-    # while the resize's job waits for the VM's config (pvesim delays its
-    # reads), so the job finds 2 GiB
+    # while the resize's job waits for the VM's config (pvesim holds its
+    # reads' answers until the creation has reserved), so the job finds 2 GiB
     set_pool(12 * GiB + 4 * MiB)
     sim.ctl("POST", "/faults", {"method": "GET", "path": r"^/nodes/sv\d/qemu/%d/config$" % vmid,
-                                "kind": "delay", "delay_ms": 2500})
+                                "kind": "delay", "delay_ms": 600000})
     try:
         r = px.call("POST", "/v1/vms/%d/resize" % vmid, ALICE, {"disk_gb": disk + 4})
         assert r.status_code == 202, r.text
         jc = create("taker", disk_gb=10)
-        wait_for(lambda: q("SELECT node FROM capacity WHERE job = '%s'" % jc), deadline=10,
+        wait_for(lambda: q("SELECT node FROM capacity WHERE job = '%s'" % jc), deadline=30,
                  interval=0.02, what="the creation's reservation")
         # the order this case is about: the creation reserved first
         assert not q("SELECT node FROM capacity WHERE job = '%s'" % r.json()["job"]), \
             "the resize's job reserved before the creation: pvesim's delay did not hold it"
-        jc = px.wait_job(jc, ALICE, deadline=120)
-        jr = px.wait_job(r.json()["job"], ALICE, deadline=120)
     finally:
-        sim.clear_faults()
+        sim.clear_faults()  # no read held back from now on,
+        sim.release_late()  # and the ones held go now
+    jc = px.wait_job(jc, ALICE, deadline=120)
+    jr = px.wait_job(r.json()["job"], ALICE, deadline=120)
     assert jc["state"] == "done", jc
     assert jr["state"] == "failed", jr
     assert "resize refused: not enough space on shared storage ceph" in jr["error"], jr
