@@ -978,16 +978,21 @@ void core_db_was_out(struct core *k)
     pthread_mutex_unlock(&k->mu);
 }
 
-/* A lease that ran out before this may be claimed. While settling, 1:
- * only the leases given up by store_job_expire_owner (lease_until 0: a
- * runner known dead) are. */
+/* A lease that ran out before this may be claimed: one that ran out
+ * within the settling window is still its runner's, whose renewal may be
+ * waiting for the database (SQLite's lock held by another process: not an
+ * error, a wait) and lands as the database lets go. Taken at once, two
+ * instances on one SQLite file whose lock was held 6 s took over each
+ * other's jobs as it was let go, and both ended their processes (the
+ * random fault test, seed 15602). While settling, 1: only the leases given
+ * up by store_job_expire_owner (lease_until 0: a runner known dead) are. */
 static int64_t claim_expired_before(struct core *k)
 {
     pthread_mutex_lock(&k->mu);
     int64_t now = wall_ms();
     bool settling = k->db_failing || now < k->claim_expired_from;
     pthread_mutex_unlock(&k->mu);
-    return settling ? 1 : now;
+    return settling ? 1 : now - CLAIM_SETTLE_MS(k);
 }
 
 /* A job's store operations wait out a database outage (the store's

@@ -338,8 +338,11 @@ int store_job_claim(store *s, const char *owner, int64_t lease_ms, struct job_re
 /* store_job_claim, taking a running job whose lease ran out only when it
  * ran out before `expired_before` (unix ms; 0: none such, queued jobs
  * only): after a database outage, leases that lapsed during it are their
- * holders' to renew, not proof that they died. store_job_claim is this
- * with now. */
+ * holders' to renew, not proof that they died. Nor are those a claim
+ * finds when its write began more than a second after the call (it
+ * waited for the database, as their holders did): then only queued jobs
+ * and leases given up (store_job_expire_owner) are taken. store_job_claim
+ * is this with now. */
 int store_job_claim_at(store *s, const char *owner, int64_t lease_ms, int64_t expired_before,
                        struct job_rec *out, struct store_error *err);
 /* Extend the lease; STORE_E_CONFLICT if another owner took the job. */

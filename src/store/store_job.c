@@ -478,10 +478,17 @@ static const char SQL_JOB_TAKE[] =
     "UPDATE jobs SET state = 'running', lease_owner = ?2, lease_until = ?3, updated_at = ?4"
     " WHERE id = ?1 RETURNING " JOB_COLS;
 
+/* A claim whose write began this long after it was asked waited for the
+ * database (SQLite's lock held by another process, a stalled server):
+ * the runners whose leases ran out meanwhile were waiting for it too, to
+ * renew them, so it takes none of those (store.h). */
+#define CLAIM_PROMPT_MS 1000
+
 struct job_claim_ctx {
     const char *owner;
     int64_t lease_ms;
     int64_t expired_before; /* ?1 of JOB_PICK: a lease alive until then is alive */
+    int64_t asked;          /* mono ms of the call */
     struct job_rec *out;
 };
 
@@ -495,7 +502,10 @@ static int job_claim_fn(db_conn *c, void *ctx, struct store_error *err)
     int rc = db_prepare(c, SQL_JOB_PICK, &pick, err);
     if (rc)
         return rc;
-    db_bind_i64(pick, 1, cl->expired_before);
+    /* 1: only the leases given up (lease_until 0), as while settling */
+    db_bind_i64(
+        pick, 1,
+        mono_ms() - cl->asked > CLAIM_PROMPT_MS && cl->expired_before > 1 ? 1 : cl->expired_before);
     bool found = false;
     rc = db_step(pick, &found, err, "picking a job");
     if (rc == STORE_OK && !found)
@@ -544,11 +554,12 @@ int store_job_claim_at(store *s, const char *owner, int64_t lease_ms, int64_t ex
     STORE_CHECK(lease_ms > 0, "lease of %lld ms is not positive", (long long)lease_ms);
     STORE_CHECK(expired_before >= 0, "store_job_claim_at: negative time");
     memset(out, 0, sizeof *out);
+    int64_t asked = mono_ms();
     struct job_any_ctx any = {expired_before, false};
     int rc = db_tx(s->db, DB_READ, job_any_fn, &any, err);
     if (rc == STORE_OK && !any.found)
         return store_fail(err, STORE_E_NOTFOUND, "no claimable job");
-    struct job_claim_ctx cl = {owner, lease_ms, expired_before, out};
+    struct job_claim_ctx cl = {owner, lease_ms, expired_before, asked, out};
     rc = db_tx(s->db, DB_WRITE, job_claim_fn, &cl, err);
     if (rc)
         job_rec_release(out);

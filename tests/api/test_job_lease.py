@@ -115,6 +115,54 @@ def a_new_instance_leaves_a_lapsed_lease_to_its_live_runner():
             c.stop()
 
 
+@case
+def a_running_instance_leaves_a_lease_just_run_out_to_its_runner():
+    """B runs a creation and cannot renew its lease for a while (frozen, as
+    a runner is while SQLite's lock is held by another process: its renewal
+    waits, and lands as the lock is let go), and the lease runs out; C has
+    been running for longer than its start's settling window. C leaves a
+    lease that ran out less than the settling window (5 s here) ago to its
+    runner: B, alive again, renews and finishes the job. C used to claim it
+    at once, and B ended its process (the random fault test, seed 15602:
+    two instances on one SQLite file took over each other's jobs as its
+    lock was let go)."""
+    c = Proxd(sim, share=a, proxd_extra=EXTRA)
+    c.secrets += a.secrets
+    c.start()
+    try:
+        # past C's start window: it claims lapsed leases by now
+        wait_for(lambda: c.logs_contain("running with"), deadline=30, interval=0.1,
+                 what="C up")
+        # the case needs C past its start's window (5 s from its start): a
+        # wait for time itself, the window's own measure
+        time.sleep(6.5)
+        job = cloning_on(b, "just-lapsed")
+        b.freeze()
+        try:
+            execute(a.db, "UPDATE jobs SET lease_until = %d WHERE id = '%s'"
+                    % (int(time.time() * 1000) - 500, job))
+            started = time.monotonic()
+            # an observation window, not a wait on a condition: C must not
+            # take the job while its lease ran out less than 5 s ago; B
+            # thawed 3 s after the lease ran out (0.5 s before the
+            # observation began), so that it renews (every second) within
+            # the window
+            while time.monotonic() < started + 2.5:
+                assert runner(job)[0].endswith(owned_by(b)), runner(job)
+                time.sleep(0.1)
+        finally:
+            b.thaw()
+        j = b.wait_job(job, ALICE, deadline=120)
+        assert j["state"] == "done", j
+        assert runner(job)[0].endswith(owned_by(b)), runner(job)
+        assert b.alive(), "B ended:\n" + b.tail()
+        assert "claimed at step" not in "".join(
+            line for line in c.log_text().splitlines(True) if job in line), c.tail()
+    finally:
+        if c.alive():
+            c.stop()
+
+
 try:
     if a.alive():  # a case that failed before the kill
         a.kill()

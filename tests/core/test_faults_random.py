@@ -719,9 +719,12 @@ def run_seed(seed):
             killer.join()
         if sampler and sampler.is_alive():
             sampler.stop()
-        for d in daemons:
+        for i, d in enumerate(daemons):
+            if d.proc is not None and not d.alive():  # a crash, or an exit of its own
+                print("  instance %d ended by itself: exit status %s" % (i + 1, d.proc.returncode))
             d.abort()
         sim.stop(check_clean=False)
+        print("  proxd's log: %s" % keep_logs(seed, daemons))
         raise
     stats["total_s"] = round(time.monotonic() - t0, 1)
     state = sim.state()
@@ -743,17 +746,24 @@ def run_seed(seed):
     # kills or not (VMIDs may come back here: quarantine = 0)
     problems.extend("events: " + p for p in eventcheck.problems(db, reuse_ok=True))
     if problems or KEEP_LOG:  # keep proxd's log for the post-mortem
-        keep = os.path.join(tempfile.gettempdir(), "proxd-faults-seed-%d.log" % seed)
-        with open(keep, "w") as out:
-            for i, d in enumerate(daemons):
-                for n in range(1, d.n + 1):
-                    if len(daemons) > 1:
-                        out.write("==== %s, run %d\n" % (
-                            "instance %d" % (i + 1) if i < INSTANCES else "the snapshot sync", n))
-                    out.write(d.log_text(n))
+        keep = keep_logs(seed, daemons)
         if problems:
             problems.append("proxd's log: %s" % keep)
     return stats, problems
+
+
+def keep_logs(seed, daemons):
+    """Every run of every instance's log, in one file kept after the seed's
+    directory is gone; its path."""
+    keep = os.path.join(tempfile.gettempdir(), "proxd-faults-seed-%d.log" % seed)
+    with open(keep, "w") as out:
+        for i, d in enumerate(daemons):
+            for n in range(1, d.n + 1):
+                if len(daemons) > 1:
+                    out.write("==== %s, run %d\n" % (
+                        "instance %d" % (i + 1) if i < INSTANCES else "the snapshot sync", n))
+                out.write(d.log_text(n))
+    return keep
 
 
 def check_tickets(daemons, stats, problems):

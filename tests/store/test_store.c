@@ -1254,6 +1254,51 @@ static int64_t lease_of(store *s, const char *id, char owner[64])
     return until;
 }
 
+struct lock_hold {
+    sqlite3 *db;
+    long ms;
+};
+
+static void *lock_release_after(void *arg)
+{
+    struct lock_hold *h = arg;
+    sleep_ms(h->ms); /* the fault: the lock held this long, as by a backup */
+    sqlite3_exec(h->db, "ROLLBACK", NULL, NULL, NULL);
+    return NULL;
+}
+
+/* A claim whose write waited for the database (SQLite's lock held 1.5 s by
+ * another connection) takes no lease that ran out: the runner holding it
+ * was waiting for the same lock to renew it (two instances on one SQLite
+ * file took over each other's jobs that way as a lock was let go, and
+ * both stopped). It takes a queued job; a prompt claim takes the lapsed
+ * lease as ever. */
+static void test_job_claim_after_a_wait_leaves_lapsed_leases(void **state)
+{
+    struct fx *f = *state;
+    if (g_bk != BK_SQLITE)
+        skip(); /* a database-wide write lock to hold */
+    int64_t t = wall_ms() - 10000;
+    job_add(f->s, "j1", "start", 501, t);
+    claim_expect(f->s, "w1", 1, "j1"); /* its lease runs out at once */
+    while (wall_ms() <= lease_of(f->s, "j1", NULL))
+        sleep_ms(1);
+    job_add(f->s, "j2", "start", 502, t + 1);
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(f->url + strlen("sqlite:"), &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    struct lock_hold h = {db, 1500};
+    pthread_t th;
+    pthread_create(&th, NULL, lock_release_after, &h);
+    claim_expect(f->s, "w2", 60000, "j2");
+    pthread_join(th, NULL);
+    sqlite3_close(db);
+    char owner[64];
+    lease_of(f->s, "j1", owner);
+    assert_string_equal(owner, "w1");
+    claim_expect(f->s, "w2", 60000, "j1");
+}
+
 /* One write renews every running job's lease an owner holds, and only
  * those: not another owner's, not one taken over from it, not a finished
  * or queued job, not one given up (expired on purpose). A lease that ran
@@ -4637,6 +4682,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_job_crud, setup, teardown),
         cmocka_unit_test_setup_teardown(test_job_claim_order_and_lease, setup, teardown),
         cmocka_unit_test_setup_teardown(test_job_claim_empty_look_writes_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_job_claim_after_a_wait_leaves_lapsed_leases, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_job_claim_per_vm, setup, teardown),
         cmocka_unit_test_setup_teardown(test_job_events, setup, teardown),
         cmocka_unit_test_setup_teardown(test_history_prune, setup, teardown),
