@@ -998,9 +998,8 @@ static void run_update(struct cctx *c)
     struct pve_config_set s = {.cores = cores, .memory_mb = mem};
     if (update_config(c, &s, &e)) {
         if (!update_in_place(c, cores, mem)) {
-            /* the record names the failed update: a write of it may still
-             * land (served late), and the reconciler looks (pending_late) */
-            ctl_save_vm(c);
+            /* a write of it may still land (served late): the reconciler
+             * looks for a while (reconcile.c, pending_late) */
             ctl_job_fail(c, "update failed: %s", e.message);
             return;
         }

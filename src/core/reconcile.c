@@ -213,8 +213,8 @@ static int64_t pending_mib(const char *s)
  * it served after the job had given up on it (its answer lost, or sent by
  * a run of the job that was killed). On a running VM the change waits in
  * Proxmox's pending list, which the inventory does not show (its sizes
- * are the current ones). Read for a running VM whose record's last job is
- * an update that failed in the last LATE_POWER_MS: what Proxmox holds
+ * are the current ones). Read for a running VM an update of which failed
+ * in the last LATE_POWER_MS (late_updates): what Proxmox holds
  * pending, when it is not what the record says, is taken (cores and
  * memory as the values the VM gets at its next start). True when the
  * record changed. */
@@ -374,8 +374,65 @@ static bool absence_known(struct core *k, const struct vm_rec *v, int64_t t0)
     return true;
 }
 
+/* Updates that failed in the last LATE_POWER_MS (the newest LATE_UPDATES
+ * of them): a write of one may land late, after the jobs that followed it
+ * (a start: the random fault test, seed 15610), so the record's last job
+ * need not be the update. */
+#define LATE_UPDATES 200
+
+struct late_update {
+    int vmid;
+    int64_t created_at; /* the job's: a VMID's earlier VM's update is not this one's */
+};
+
+static int cmp_late(const void *a, const void *b)
+{
+    int x = ((const struct late_update *)a)->vmid, y = ((const struct late_update *)b)->vmid;
+    return (x > y) - (x < y);
+}
+
+static struct late_update *late_updates(struct core *k, size_t *n)
+{
+    struct job_filter f = {.kind = "update", .state = JOB_FAILED, .limit = LATE_UPDATES};
+    struct job_rec *js = NULL;
+    size_t m = 0;
+    struct store_error se;
+    *n = 0;
+    if (store_job_list(k->st, &f, &js, &m, NULL, &se)) {
+        log_warn("reconcile", "cannot list the updates that failed: %s", se.message);
+        return NULL;
+    }
+    struct late_update *u = xcalloc(m + 1, sizeof *u);
+    int64_t since = wall_ms() - LATE_POWER_MS;
+    for (size_t i = 0; i < m; i++) {
+        if (js[i].finished_at > since)
+            u[(*n)++] = (struct late_update){js[i].vmid, js[i].created_at};
+        job_rec_release(&js[i]);
+    }
+    free(js);
+    qsort(u, *n, sizeof *u, cmp_late);
+    return u;
+}
+
+/* Did an update of this record's VM fail lately (late_updates)? */
+static bool update_failed_lately(const struct vm_rec *v, const struct late_update *u, size_t n)
+{
+    struct late_update key = {v->vmid, 0};
+    const struct late_update *hit = n ? bsearch(&key, u, n, sizeof *u, cmp_late) : NULL;
+    if (!hit)
+        return false;
+    /* bsearch finds one of the VMID's: any made for this record will do */
+    while (hit > u && hit[-1].vmid == v->vmid)
+        hit--;
+    for (; hit < u + n && hit->vmid == v->vmid; hit++)
+        if (hit->created_at >= v->created_at)
+            return true;
+    return false;
+}
+
 static void check_record(struct core *k, struct vm_rec *v, const struct fleet_vm *vms, size_t n,
-                         int64_t t0, struct reconcile_report *rep)
+                         int64_t t0, const struct late_update *lu, size_t nlu,
+                         struct reconcile_report *rep)
 {
     const struct fleet_vm *fv = find_vm(k, vms, n, v->vmid, v->node);
     char last_kind[16];
@@ -440,8 +497,7 @@ static void check_record(struct core *k, struct vm_rec *v, const struct fleet_vm
                       "vmid=%d changed %lld ms before the inventory read: its stats may be older, "
                       "next pass",
                       v->vmid, (long long)(t0 - v->updated_at));
-        bool late_update = last_failed && strcmp(last_kind, "update") == 0 &&
-                           wall_ms() - last_ended < LATE_POWER_MS;
+        bool late_update = update_failed_lately(v, lu, nlu);
         take_over(k, v, fv, last_kind, recent_power_job(last_kind, last_ended), late_update, stats,
                   rep);
         return;
@@ -1075,6 +1131,8 @@ int reconcile_pass(struct core *k, struct reconcile_report *rep, bool removals_n
     fleet_vms(k->fl, &vms, &n);
     qsort(vms, n, sizeof *vms, cmp_vmid);
     struct vm_filter f = {.state = -1, .limit = 500};
+    size_t nlu;
+    struct late_update *lu = late_updates(k, &nlu);
     struct live *lv = NULL;
     size_t nlv = 0, cap = 0;
     for (;;) {
@@ -1084,6 +1142,7 @@ int reconcile_pass(struct core *k, struct reconcile_report *rep, bool removals_n
         if (store_vm_list(k->st, &f, &recs, &m, &se)) {
             log_error("reconcile", "cannot list records: %s", se.message);
             free(lv);
+            free(lu);
             free(vms);
             return -1;
         }
@@ -1098,7 +1157,7 @@ int reconcile_pass(struct core *k, struct reconcile_report *rep, bool removals_n
                 snprintf(lv[nlv].node, sizeof lv[nlv].node, "%s", recs[i].node);
                 nlv++;
             }
-            check_record(k, &recs[i], vms, n, t0, rep);
+            check_record(k, &recs[i], vms, n, t0, lu, nlu, rep);
             f.after_id = recs[i].id;
             vm_rec_release(&recs[i]);
         }
@@ -1118,6 +1177,7 @@ int reconcile_pass(struct core *k, struct reconcile_report *rep, bool removals_n
         qsort(lv, nlv, sizeof *lv, cmp_live);
     check_orphans(k, vms, n, ls, nls, lv, nlv, removals_now, rep);
     free(lv);
+    free(lu);
     free(ls);
     /* after the leftovers: a VMID one marks foreign now waits for a later read */
     give_back_foreign(k, rep);

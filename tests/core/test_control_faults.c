@@ -491,8 +491,15 @@ static void test_update_written_before(void **unused)
     assert_non_null(strstr(j.error, "update failed: injected fault"));
     job_rec_release(&j);
     faults_off(&e);
-    /* its write served late, after the job failed: the reconciler takes the
-     * change Proxmox holds pending (the inventory shows the current cores) */
+    /* jobs after it (a pause, a resume), then its write served late: the
+     * reconciler takes the change Proxmox holds pending (the inventory
+     * shows the current cores) */
+    action(&e, vm, ACT_PAUSE, job);
+    assert_int_equal(finish(&e, job, &j), JOB_DONE);
+    job_rec_release(&j);
+    action(&e, vm, ACT_RESUME, job);
+    assert_int_equal(finish(&e, job, &j), JOB_DONE);
+    job_rec_release(&j);
     struct pve_config_set late = {.cores = 2};
     struct pve_error pe;
     if (pve_vm_config_set(fleet_client(e.fl, node), node, vm, &late, &pe))
