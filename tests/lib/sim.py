@@ -3,11 +3,13 @@ loopback ports, ready once it has printed its port map on stdout (one line
 per listener, then "fingerprint ..."), talked to with plain `requests`, and
 on a clean exit from `with Sim() as s:` checked for results that did not
 match the official schema (--check-returns)."""
+import atexit
 import json
 import os
 import re
 import ssl
 import subprocess
+import sys
 import tempfile
 import weakref
 
@@ -154,6 +156,7 @@ class Sim:
         self.entry (the cluster's or control port), self.fingerprint."""
         self.errlog = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=self.errlog, text=True)
+        atexit.register(self._at_exit, self.proc, self.errlog)
         self.ports = {}
         while True:
             line = self.proc.stdout.readline()
@@ -172,6 +175,21 @@ class Sim:
     def stderr(self):
         self.errlog.seek(0)
         return self.errlog.read().decode(errors="replace")
+
+    @staticmethod
+    def _at_exit(proc, errlog):
+        """A test that ended without stopping this pvesim (a failure at a
+        script's top level): one still running is stopped; one that died
+        on its own (not killed or stopped by the test) says why, its
+        stderr's end (a sanitizer's report) on the test's."""
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+            return
+        if proc.returncode not in (0, -9, -15):
+            errlog.seek(0)
+            tail = errlog.read().decode(errors="replace")[-4000:]
+            sys.stderr.write("pvesim had ended with %s:\n%s\n" % (proc.returncode, tail))
 
     def stop(self, check_clean=True, timeout=15):
         """SIGTERM; a pvesim that does not stop within timeout seconds is
