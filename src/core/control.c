@@ -931,9 +931,7 @@ static json_t *pending_of(struct cctx *c, struct pve_error *e)
             return NULL;
         read_pause(c, k);
     }
-    json_t *o = json_object();
-    for (size_t i = 0; i < n; i++)
-        json_object_set_new(o, p[i].key, p[i].del ? json_null() : json_string(p[i].pending));
+    json_t *o = core_pending_json(p, n);
     free(p);
     return o;
 }

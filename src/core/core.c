@@ -318,6 +318,14 @@ const char *core_power_of(const struct pve_vm_status *st)
     return strcmp(st->qmpstatus, "paused") == 0 ? "paused" : "running";
 }
 
+json_t *core_pending_json(const struct pve_pending *p, size_t n)
+{
+    json_t *o = json_object();
+    for (size_t i = 0; i < n; i++)
+        json_object_set_new(o, p[i].key, p[i].del ? json_null() : json_string(p[i].pending));
+    return o;
+}
+
 /* The pause before a store operation a job needs runs again after the
  * database was out of reach, the tries-th time (0, 1, ...): 100 ms growing
  * to 2 s. One pacing for the checkpoint, core_db_again and the store's

@@ -31,6 +31,9 @@ bool core_db_again(struct core *k, int rc, const struct store_error *se, int *tr
  * running, qmpstatus paused: PVE's status alone says "running" for a
  * paused VM), "running" or "stopped". */
 const char *core_power_of(const struct pve_vm_status *st);
+/* Proxmox's pending list as a record keeps it: {"cores": "4", "memory":
+ * "4096", "net1": null (a deletion)}; new, the caller's. */
+json_t *core_pending_json(const struct pve_pending *p, size_t n);
 /* A job's lease ([proxd] job_lease, in ms): a runner renews it every third
  * of it; a dead runner's jobs are claimed by another instance once it ran
  * out. */

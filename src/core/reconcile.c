@@ -8,7 +8,7 @@
  *    update's late write left pending are taken (pending_late);
  *  - VMs deleted outside proxd are marked "lost" (only when the world that
  *    held them answered this round: an unreachable node is not a deletion);
- *    one gone within LATE_POWER_MS of its delete's failure, "deleted" (the
+ *    one gone within LATE_MS of its delete's failure, "deleted" (the
  *    destroy was served late);
  *  - records stuck in "creating" or "deleting" with no job left to finish
  *    them are driven to a final state;
@@ -128,26 +128,28 @@ static int job_alive(struct core *k, const char *job, char kind[16], int64_t *en
     return j.state == JOB_QUEUED || j.state == JOB_RUNNING;
 }
 
-/* How long after a power job the VM's own status is read: a pause (or
- * resume) whose answer was lost may be served late, after the jobs that
- * followed it (core/test_faults_random seed 11: a pause served after a
- * resume and a reboot left the record "running" on a paused VM). The
- * same window after an update that failed: its write may land late too. */
-#define LATE_POWER_MS (10 * 60 * 1000)
+/* How long a call's late effect is looked for: after a power job the
+ * VM's own status is read (a pause, or resume, whose answer was lost may
+ * be served late, after the jobs that followed it: core/test_faults_random
+ * seed 11, a pause served after a resume and a reboot left the record
+ * "running" on a paused VM); after an update that failed, its pending
+ * changes (pending_late); after a delete that failed, a VM gone is
+ * deleted, not lost. */
+#define LATE_MS (10 * 60 * 1000)
 
 static bool recent_power_job(const char *kind, int64_t ended)
 {
     static const char *const power[] = {"start", "shutdown", "stop", "pause", "resume", "reboot"};
     for (size_t i = 0; i < sizeof power / sizeof *power; i++)
         if (strcmp(kind, power[i]) == 0)
-            return ended > 0 && wall_ms() - ended < LATE_POWER_MS;
+            return ended > 0 && wall_ms() - ended < LATE_MS;
     return false;
 }
 
 /* The inventory says "running" for a paused VM too: only the VM's own
  * status (qmpstatus) tells. It is read for the records where a pause is in
  * question (recorded paused, last touched by a pause or resume job, or by
- * any power job in the last LATE_POWER_MS), not for every running VM. */
+ * any power job in the last LATE_MS), not for every running VM. */
 static const char *running_or_paused(struct core *k, const struct vm_rec *v,
                                      const struct fleet_vm *fv, const char *last_kind,
                                      bool power_recent)
@@ -203,18 +205,12 @@ static bool pending_applied(struct core *k, const struct vm_rec *v, const struct
     return n == 0;
 }
 
-/* MiB from a pending memory value: "2048", or "current=2048" (PVE 8.1+). */
-static int64_t pending_mib(const char *s)
-{
-    return atoll(str_starts(s, "current=") ? s + 8 : s);
-}
-
 /* An update that failed may have changed the VM all the same: a write of
  * it served after the job had given up on it (its answer lost, or sent by
  * a run of the job that was killed). On a running VM the change waits in
  * Proxmox's pending list, which the inventory does not show (its sizes
  * are the current ones). Read for a running VM an update of which failed
- * in the last LATE_POWER_MS (late_updates): what Proxmox holds
+ * in the last LATE_MS (late_updates): what Proxmox holds
  * pending, when it is not what the record says, is taken (cores and
  * memory as the values the VM gets at its next start). True when the
  * record changed. */
@@ -229,15 +225,14 @@ static bool pending_late(struct core *k, struct vm_rec *v, const struct fleet_vm
         free(p);
         return false;
     }
-    json_t *o = json_object();
+    json_t *o = core_pending_json(p, n);
     int cores = 0;
     int64_t mem = 0;
     for (size_t i = 0; i < n; i++) {
-        json_object_set_new(o, p[i].key, p[i].del ? json_null() : json_string(p[i].pending));
         if (!p[i].del && strcmp(p[i].key, "cores") == 0)
             cores = atoi(p[i].pending);
         if (!p[i].del && strcmp(p[i].key, "memory") == 0)
-            mem = pending_mib(p[i].pending);
+            mem = pve_memory_mib(p[i].pending);
     }
     free(p);
     if (v->pending && json_equal(o, v->pending)) {
@@ -374,7 +369,7 @@ static bool absence_known(struct core *k, const struct vm_rec *v, int64_t t0)
     return true;
 }
 
-/* Updates that failed in the last LATE_POWER_MS (the newest LATE_UPDATES
+/* Updates that failed in the last LATE_MS (the newest LATE_UPDATES
  * of them): a write of one may land late, after the jobs that followed it
  * (a start: the random fault test, seed 15610), so the record's last job
  * need not be the update. */
@@ -403,7 +398,7 @@ static struct late_update *late_updates(struct core *k, size_t *n)
         return NULL;
     }
     struct late_update *u = xcalloc(m + 1, sizeof *u);
-    int64_t since = wall_ms() - LATE_POWER_MS;
+    int64_t since = wall_ms() - LATE_MS;
     for (size_t i = 0; i < m; i++) {
         if (js[i].finished_at > since)
             u[(*n)++] = (struct late_update){js[i].vmid, js[i].created_at};
@@ -504,7 +499,7 @@ static void check_record(struct core *k, struct vm_rec *v, const struct fleet_vm
     }
     if (!fleet_node_fresh(k->fl, v->node, t0))
         return; /* its node did not answer: not a deletion */
-    if (last_failed && strcmp(last_kind, "delete") == 0 && wall_ms() - last_ended < LATE_POWER_MS) {
+    if (last_failed && strcmp(last_kind, "delete") == 0 && wall_ms() - last_ended < LATE_MS) {
         /* the destroy of a delete that failed, served after the job's
          * looks (its answer lost): proxd's own deletion, not a loss */
         log_warn("reconcile",

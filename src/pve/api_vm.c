@@ -481,12 +481,9 @@ int pve_vm_config_get(pve_client *c, const char *node, int vmid, bool current,
     out->cores = (int)pj_int(d, "cores", 1);
     out->sockets = (int)pj_int(d, "sockets", 1);
     /* memory: an integer before PVE 8.1, "[current=]<MiB>" since */
-    json_t *m = json_object_get(d, "memory");
-    const char *ms = json_string_value(m);
-    if (ms && str_starts(ms, "current="))
-        out->memory_mb = atoll(ms + 8);
-    else
-        out->memory_mb = pj_int(d, "memory", 512);
+    const char *ms = json_string_value(json_object_get(d, "memory"));
+    out->memory_mb =
+        ms && str_starts(ms, "current=") ? pve_memory_mib(ms) : pj_int(d, "memory", 512);
     pj_str(out->name, sizeof out->name, d, "name");
     pj_str(out->lock, sizeof out->lock, d, "lock");
     pj_str(out->tags, sizeof out->tags, d, "tags");
@@ -858,6 +855,11 @@ int pve_vm_config_set_async(pve_client *c, const char *node, int vmid,
     int rc = config_write(c, node, vmid, path, params, upid, err);
     json_decref(params);
     return rc;
+}
+
+int64_t pve_memory_mib(const char *value)
+{
+    return atoll(str_starts(value, "current=") ? value + 8 : value);
 }
 
 int pve_vm_pending(pve_client *c, const char *node, int vmid, struct pve_pending **out, size_t *n,

@@ -272,6 +272,10 @@ int pve_vm_config_set_async(pve_client *c, const char *node, int vmid,
 int pve_vm_move_disk(pve_client *c, const char *node, int vmid, const char *disk, int target_vmid,
                      const char *target_disk, char upid[PVE_UPID_MAX], struct pve_error *err);
 
+/* MiB from a config's memory value as PVE writes it: "2048", or
+ * "[current=]2048" since PVE 8.1. */
+int64_t pve_memory_mib(const char *value);
+
 struct pve_pending {
     char key[64];
     char value[256];   /* current value, "" if none */
