@@ -14,7 +14,10 @@
 #     and 7th) log in with a password, short tickets and faults on
 #     /access/ticket (FAULT_PASSWORD_SEEDS), in both parts; the seeds of
 #     SOAK_NODE_SEEDS (default the 5th and 8th) have a node go off the
-#     network for 0.3 to 3 s every 2 to 6 s (FAULT_NODE_SEEDS), in both parts;
+#     network for 0.3 to 3 s every 2 to 6 s (FAULT_NODE_SEEDS), in both parts,
+#     and those of SOAK_HOSTS_SEEDS (default the 8th) reach their cluster
+#     through each member's own port instead of its entry (FAULT_HOSTS_SEEDS:
+#     a node down takes one of proxd's hosts with it);
 #  3. (below) the crash test of VM operations;
 #  4. node drains (tests/api/test_drain.py) of SOAK_DRAIN_VMS VMs (200) with a
 #     kill -9 in the middle and seeded migrate faults, one run per seed of
@@ -46,12 +49,13 @@ STANDALONE=${SOAK_STANDALONE_SEEDS:-$(echo "$SEEDS" | tr ',' '\n' | head -2 | pa
 KILLS=${SOAK_KILL_SEEDS:-$(echo "$SEEDS" | tr ',' '\n' | sed -n 4,6p | paste -sd,)}
 PASSWORD=${SOAK_PASSWORD_SEEDS-$(echo "$SEEDS" | tr ',' '\n' | sed -n '3p;7p' | paste -sd,)}
 NODE_DOWNS=${SOAK_NODE_SEEDS-$(echo "$SEEDS" | tr ',' '\n' | sed -n '5p;8p' | paste -sd,)}
+HOSTS=${SOAK_HOSTS_SEEDS-$(echo "$SEEDS" | tr ',' '\n' | sed -n '8p' | paste -sd,)}
 OUT=bench/results/soak.txt
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 export PVESIM=$ROOT/build/pvesim BIN_DIR=$ROOT/build SCHEMA_DIR=$ROOT/build/share/pve-apidoc
 {
-  echo "proxd fault soak: seeds $SEEDS (on a shared pool: $SHARED; with a password: ${PASSWORD:-none}; nodes going down: ${NODE_DOWNS:-none}), $VMS VMs x $OPS jobs per seed, fault rate $RATE, release build"
+  echo "proxd fault soak: seeds $SEEDS (on a shared pool: $SHARED; with a password: ${PASSWORD:-none}; nodes going down: ${NODE_DOWNS:-none}; through the members' hosts: ${HOSTS:-none}), $VMS VMs x $OPS jobs per seed, fault rate $RATE, release build"
   echo "git $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(date -u '+%Y-%m-%d %H:%M:%S') UTC"
   echo "$(nproc) CPUs, load average at start $(cut -d' ' -f1 /proc/loadavg)"
 } | tee "$TMP/head"
@@ -62,7 +66,7 @@ for part in control create; do
   t0=$(date +%s.%N)
   FAULT_SEEDS=$SEEDS FAULT_VMS=$VMS FAULT_OPS=$OPS FAULT_RATE=$RATE FAULT_CREATE=$create \
     FAULT_SHARED_SEEDS=$SHARED FAULT_STANDALONE_SEEDS=$STANDALONE FAULT_KILL_SEEDS=$kills \
-    FAULT_PASSWORD_SEEDS=$PASSWORD FAULT_NODE_SEEDS=$NODE_DOWNS \
+    FAULT_PASSWORD_SEEDS=$PASSWORD FAULT_NODE_SEEDS=$NODE_DOWNS FAULT_HOSTS_SEEDS=$HOSTS \
     FAULT_REPORT="$TMP/$part.jsonl" PYTHONPATH=tests /usr/bin/python3 tests/core/test_faults_random.py \
     >"$TMP/$part.log" 2>&1
   rc=$?
@@ -81,7 +85,8 @@ for r in rows:
     print("seed %(seed)d: %(jobs)d jobs (%(created)d of %(creations)d creations done), %(done)d done, "
           "%(failed)d failed; %(fault_hits)d of %(calls)d Proxmox calls faulted (%(frac).1f%%); "
           "longest job %(max_job_s).1f s; %(total_s).1f s; failures: %(failed_why)s" % r
-          + ("; %(node_downs)d node downs, %(node_down_s).1f s" % r if "node_downs" in r else ""))
+          + ("; %(node_downs)d node downs, %(node_down_s).1f s" % r if "node_downs" in r else "")
+          + ("; proxd left a host %(host_downs)d times" % r if "host_downs" in r else ""))
 tot = {k: sum(r[k] for r in rows) for k in ("jobs", "done", "failed", "fault_hits", "calls")}
 print("total: %(jobs)d jobs, %(done)d done, %(failed)d failed, %(fault_hits)d of %(calls)d calls faulted" % tot)
 PY

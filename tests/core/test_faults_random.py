@@ -57,6 +57,12 @@ hosts, each with its own VMID space, instead of one cluster: there too no
 VMID exists twice on the hosts (proxd's VMIDs are unique across its
 fleet), and every record is on its own VM's host.
 
+The seeds of FAULT_HOSTS_SEEDS (default 33) run on the cluster with each
+member's own pveproxy as proxd's endpoints (host = that node's port, the five
+in order) instead of the cluster's entry, which never goes down: a node
+that goes down (below) takes one of proxd's hosts with it, the calls it
+carried for the other nodes too, and proxd fails over to the next.
+
 The seeds of FAULT_PASSWORD_SEEDS (default 111) run proxd logged in with
 root@pam's password instead of its API token (the others keep the token),
 on tickets that pvesim takes for TICKET_SIM_S (4 s) and proxd for
@@ -87,7 +93,7 @@ FAULT_RATE (the fraction of calls that fail, over all kinds), FAULT_CREATE
 (1, the default: the VMs are created while the faults run too; 0: they are
 created before, and only the other jobs meet the faults), FAULT_SHARED_SEEDS
 (the seeds on a shared pool), FAULT_STANDALONE_SEEDS (the seeds on standalone
-hosts), FAULT_INSTANCES (proxd instances on the one database, the API calls
+hosts), FAULT_HOSTS_SEEDS (the seeds with the members' own hosts), FAULT_INSTANCES (proxd instances on the one database, the API calls
 spread over them), PROXD_TEST_DB (a PostgreSQL server's URL: a database per
 seed), FAULT_REPORT (a file the per-seed figures are appended to),
 FAULT_KEEP_LOG (1: keep proxd's log of every seed in
@@ -170,6 +176,16 @@ KILLS = {int(s) for s in os.environ.get("FAULT_KILL_SEEDS", "88").split(",") if 
 OUTAGES = {int(s) for s in os.environ.get("FAULT_OUTAGE_SEEDS", "88").split(",") if s}
 # seeds whose nodes go off the network now and then while the jobs run (NodeDowns)
 NODE_DOWNS = {int(s) for s in os.environ.get("FAULT_NODE_SEEDS", "33").split(",") if s}
+# seeds whose cluster is reached through each member's own port, not the entry
+HOSTS = {int(s) for s in os.environ.get("FAULT_HOSTS_SEEDS", "33").split(",") if s}
+
+
+def member_hosts(seed):
+    """Is the seed's cluster reached through its members' own ports? (A
+    standalone seed has no cluster; a shared pool's seed is never standalone.)"""
+    return seed in HOSTS and (seed in SHARED or seed not in STANDALONE)
+
+
 # seeds logged in with root@pam's password (tickets) instead of the token
 PASSWORD_SEEDS = {int(s) for s in os.environ.get("FAULT_PASSWORD_SEEDS", "111").split(",") if s}
 TICKET_SIM_S = 4  # pvesim's ticket lifetime (real seconds)
@@ -415,6 +431,7 @@ def run_seed(seed):
                                        "ticket_renew = %d" % TICKET_RENEW_S] if password else []),
                                   storage="ceph" if shared else "local-lvm",
                                   standalone=sim.ports if alone else None,
+                                  hosts=sim.ports if member_hosts(seed) else None,
                                   password=PASSWORD if password else None))
         with open(c, "a") as f:  # half the creations take an address from it
             f.write(POOL)
@@ -697,6 +714,9 @@ def run_seed(seed):
                 db, "SELECT id, kind, state, step FROM jobs WHERE state IN ('queued', 'running')"))
         for d in daemons:
             d.stop()
+        if member_hosts(seed):  # proxd's switches away from a member's host
+            stats["host_downs"] = sum(d.log_text(n).count(" down for ")
+                                      for d in daemons for n in range(1, d.n + 1))
         proxd("reconcile", "--config", conf)
         # the daemon's snapshot sync, over every VM, before the snapshots
         # are checked: it removes a failed job's snapshot that a call of
@@ -1196,13 +1216,14 @@ def main():
             holder["stats"] = stats
             print("seed %d: %s" % (seed, json.dumps(stats, sort_keys=True)), flush=True)
             assert not problems, "seed %d:\n  %s" % (seed, "\n  ".join(problems))
-        run_case("seed_%d%s%s%s%s%s%s" % (seed, "_with_creations" if CREATE else "",
-                                       "_shared_pool" if seed in SHARED else
-                                       "_standalone" if seed in STANDALONE else "",
-                                       "_%d_instances" % INSTANCES if INSTANCES > 1 else "",
-                                       "_with_kills" if seed in KILLS else "",
-                                       "_with_password" if seed in PASSWORD_SEEDS else "",
-                                       "_on_postgresql" if PG_URL else ""), one)
+        run_case("seed_%d%s%s%s%s%s%s%s" % (seed, "_with_creations" if CREATE else "",
+                                         "_shared_pool" if seed in SHARED else
+                                         "_standalone" if seed in STANDALONE else "",
+                                         "_member_hosts" if member_hosts(seed) else "",
+                                         "_%d_instances" % INSTANCES if INSTANCES > 1 else "",
+                                         "_with_kills" if seed in KILLS else "",
+                                         "_with_password" if seed in PASSWORD_SEEDS else "",
+                                         "_on_postgresql" if PG_URL else ""), one)
         if "stats" in holder:
             all_stats.append(holder["stats"])
     if REPORT and all_stats:

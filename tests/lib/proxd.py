@@ -1,11 +1,13 @@
 """A real proxd for black-box tests: its configuration in front of a pvesim,
 the daemon (started with one log file per run, killed, stopped cleanly), and
 the admin command line (`proxd create|job|token ...`)."""
+import atexit
 import json
 import os
 import re
 import signal
 import subprocess
+import sys
 import tempfile
 
 import requests
@@ -83,14 +85,17 @@ def api_config(port, entry, db, proxd_extra="", standalone=None, proxmox_extra="
 def cluster_config(path, db, entry, proxd_extra=(), token=TOKEN, log_level="info",
                    placement="spread", workers=8, proxmox_extra=("connect_timeout = 3",
                                                                  "timeout = 30"),
-                   storage="local-lvm", standalone=None, password=None):
+                   storage="local-lvm", standalone=None, password=None, hosts=None):
     """The crash tests' and benchmarks' configuration: five nodes of one
     cluster behind `entry`, all four OSes (a VMID range of 1000 each),
     proxd_extra/proxmox_extra lines appended to [proxd]/[proxmox]; placement
     or workers None: proxd's default; storage: the nodes' VM storage
     (_nodes); standalone: a standalone sim's {node: port} map, every node a
-    standalone host of its own; password: root@pam's password, logged in with
-    (tickets) instead of the token. Written to `path`; returns the API's port."""
+    standalone host of its own; hosts: a cluster sim's {node: port} map, each
+    member listing its own pveproxy (the cluster's endpoints are the five, in
+    order, and a node down takes one of them down) instead of the entry;
+    password: root@pam's password, logged in with (tickets) instead of the
+    token. Written to `path`; returns the API's port."""
     port = free_port()
     lines = ["[proxd]", "listen = 127.0.0.1:%d" % port, "database = %s" % _url(db)]
     if placement:
@@ -110,8 +115,8 @@ def cluster_config(path, db, entry, proxd_extra=(), token=TOKEN, log_level="info
                        lambda i, n: "host = 127.0.0.1:%d\n" % standalone[n], OSES, storage)
     else:
         text += _nodes(["sv%d" % (i + 1) for i in range(5)],
-                       lambda i, n: "host = 127.0.0.1:%d\ncluster = pvesim\n" % entry, OSES,
-                       storage)
+                       lambda i, n: "host = 127.0.0.1:%d\ncluster = pvesim\n" % (
+                           hosts[n] if hosts else entry), OSES, storage)
     with open(path, "w") as f:
         f.write(text)
     return port
@@ -163,7 +168,27 @@ class Daemon:
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen([PROXD, "--config", self.conf], stdout=out,
                                          stderr=subprocess.STDOUT)
+        atexit.register(self._at_exit, self.proc, self.log)
         return self
+
+    @staticmethod
+    def _at_exit(proc, log):
+        """A test that ended without stopping this run (a failure at a
+        script's top level): one still running is killed (a proxd left
+        behind ran on for minutes after a CI failure, beside later tests);
+        one that ended on its own (not killed, not stopped cleanly) says
+        so, its log's end on the test's stderr."""
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+            return
+        if proc.returncode not in (0, -signal.SIGKILL, -signal.SIGTERM):
+            try:
+                with open(log, errors="replace") as f:
+                    tail = f.read()[-4000:]
+            except OSError as e:  # its directory already removed
+                tail = str(e)
+            sys.stderr.write("proxd (%s) had ended with %s:\n%s\n" % (log, proc.returncode, tail))
 
     def kill(self):
         """SIGKILL; it is an error when proxd had already ended by itself."""
