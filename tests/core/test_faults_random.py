@@ -63,6 +63,16 @@ in order) instead of the cluster's entry, which never goes down: a node
 that goes down (below) takes one of proxd's hosts with it, the calls it
 carried for the other nodes too, and proxd fails over to the next.
 
+The seeds of FAULT_LAG_SEEDS (default 22) run on a pvesim that serves
+/cluster/resources' VM, node and storage figures as of its last pvestatd
+report (--pvestatd-cycle), one every LAG_CYCLE_S (1 s), as a real cluster
+does from its RRD cache every 10 s or so, and proxd with stats_lag LAG_S
+(2 s; the others serve them live, stats_lag 0); the final reconcile pass
+waits until a report has every change. The seeds of FAULT_RECONCILE_SEEDS
+(default 22 and 88) run the daemons' reconcile pass (and its snapshot sync) every
+RECONCILE_S (2 s) beside the jobs, as in production; the others once, as
+each daemon starts.
+
 The seeds of FAULT_PASSWORD_SEEDS (default 111) run proxd logged in with
 root@pam's password instead of its API token (the others keep the token),
 on tickets that pvesim takes for TICKET_SIM_S (4 s) and proxd for
@@ -93,7 +103,9 @@ FAULT_RATE (the fraction of calls that fail, over all kinds), FAULT_CREATE
 (1, the default: the VMs are created while the faults run too; 0: they are
 created before, and only the other jobs meet the faults), FAULT_SHARED_SEEDS
 (the seeds on a shared pool), FAULT_STANDALONE_SEEDS (the seeds on standalone
-hosts), FAULT_HOSTS_SEEDS (the seeds with the members' own hosts), FAULT_INSTANCES (proxd instances on the one database, the API calls
+hosts), FAULT_HOSTS_SEEDS (the seeds with the members' own hosts), FAULT_LAG_SEEDS (the
+seeds whose figures lag), FAULT_RECONCILE_SEEDS (the seeds reconciling as
+they go), FAULT_INSTANCES (proxd instances on the one database, the API calls
 spread over them), PROXD_TEST_DB (a PostgreSQL server's URL: a database per
 seed), FAULT_REPORT (a file the per-seed figures are appended to),
 FAULT_KEEP_LOG (1: keep proxd's log of every seed in
@@ -138,6 +150,7 @@ and every invariant holds as without them.
 import json
 import os
 import random
+import re
 import tempfile
 import threading
 import time
@@ -186,6 +199,18 @@ def member_hosts(seed):
     return seed in HOSTS and (seed in SHARED or seed not in STANDALONE)
 
 
+# seeds whose pvesim serves /cluster/resources' figures as of its last
+# pvestatd report, one every LAG_CYCLE_S (real seconds), as PVE does from its
+# RRD cache, with proxd's stats_lag (LAG_S) above it; the others serve them
+# live, stats_lag 0
+LAGS = {int(s) for s in os.environ.get("FAULT_LAG_SEEDS", "22").split(",") if s}
+LAG_CYCLE_S, LAG_S = 1.0, 2
+SIM_SCALE = 0.005  # pvesim's time scale: a PVE second lasts 5 ms here
+# seeds whose daemons run a reconcile pass every RECONCILE_S while the jobs
+# run (as in production, where it runs beside them); the others once, at
+# each start (reconcile_interval 3600)
+RECONCILES = {int(s) for s in os.environ.get("FAULT_RECONCILE_SEEDS", "22,88").split(",") if s}
+RECONCILE_S = 2
 # seeds logged in with root@pam's password (tickets) instead of the token
 PASSWORD_SEEDS = {int(s) for s in os.environ.get("FAULT_PASSWORD_SEEDS", "111").split(",") if s}
 TICKET_SIM_S = 4  # pvesim's ticket lifetime (real seconds)
@@ -416,16 +441,20 @@ def run_seed(seed):
     # the shared pool: the margin, about 75 % of the creations' disks and a
     # little for the resizes
     pool_gb = MARGIN_GB + NVMS * DISK_GB * 3 // 4 + 5
-    sim = Sim(time_scale=0.005, extra=["--seed", str(seed)] +
-              (["--ticket-lifetime", str(TICKET_SIM_S)] if password else []), standalone=alone,
+    lag = seed in LAGS
+    sim = Sim(time_scale=SIM_SCALE, extra=["--seed", str(seed)] +
+              (["--ticket-lifetime", str(TICKET_SIM_S)] if password else []) +
+              (["--pvestatd-cycle", str(int(LAG_CYCLE_S / SIM_SCALE))] if lag else []),
+              standalone=alone,
               fleet=shared_pool_fleet(["sv%d" % i for i in range(1, 6)], pool_gb)
               if shared else None)
     # a hung call costs the request timeout: keep it short
     ports, daemons = [], []
+    proxd_extra = ["reconcile_interval = %d" % (RECONCILE_S if seed in RECONCILES else 3600),
+                   "quarantine = 0"] + LEASE + (["stats_lag = %d" % LAG_S] if lag else [])
     for i in range(INSTANCES):
         c = conf if i == 0 else os.path.join(tmp.name, "proxd-%d.conf" % (i + 1))
-        ports.append(write_config(c, db, sim.entry, ["reconcile_interval = 3600",
-                                                     "quarantine = 0"] + LEASE,
+        ports.append(write_config(c, db, sim.entry, proxd_extra,
                                   proxmox_extra=["connect_timeout = 1", "timeout = 3"] + (
                                       ["ticket_lifetime = %d" % TICKET_LIFETIME_S,
                                        "ticket_renew = %d" % TICKET_RENEW_S] if password else []),
@@ -717,6 +746,11 @@ def run_seed(seed):
         if member_hosts(seed):  # proxd's switches away from a member's host
             stats["host_downs"] = sum(d.log_text(n).count(" down for ")
                                       for d in daemons for n in range(1, d.n + 1))
+        if lag:  # a record changed within stats_lag is left to a later pass:
+            # this pass comes once a report has every change (proxd is
+            # stopped, and the late calls were served) and the last one is
+            # that far behind
+            time.sleep(LAG_S + LAG_CYCLE_S)
         proxd("reconcile", "--config", conf)
         # the daemon's snapshot sync, over every VM, before the snapshots
         # are checked: it removes a failed job's snapshot that a call of
@@ -811,21 +845,21 @@ def check_tickets(daemons, stats, problems):
 def sync_snapshots(d, port, db, problems, deadline=30):
     """The daemon's snapshot sync over every enabled VM, every job ended
     (the others stopped): proxd's Daemon d, on the seed's configuration
-    (reconcile_interval 3600) with a pass a second and every VM in a
+    (reconcile_interval 3600, or RECONCILE_S) with a pass a second and every VM in a
     pass's batch, until the snap-sync jobs it ran (done) have read every
     enabled VM's list and every job they queued (the removals of failed
     jobs' snapshots, reason "stray") has ended. A pass that began after
     that, cut in two by the stop, is finished by proxd started again on
     the seed's configuration (whose first pass queues no sync, the next
-    an hour later). Not in time: a problem."""
+    an hour later, or RECONCILE_S). Not in time: a problem."""
     seed_conf = d.conf
     with open(seed_conf) as f:
         text = f.read()
-    assert "reconcile_interval = 3600" in text
+    sync_text, n = re.subn(r"(?m)^reconcile_interval = \d+$", "reconcile_interval = 1", text)
+    assert n == 1, text
     d.conf = seed_conf + ".sync"
     with open(d.conf, "w") as f:
-        f.write(text.replace("reconcile_interval = 3600", "reconcile_interval = 1")
-                + "\n[snapshots]\nsync_per_pass = 1000\n")
+        f.write(sync_text + "\n[snapshots]\nsync_per_pass = 1000\n")
     before = {r[0] for r in db_query(db, "SELECT id FROM jobs WHERE kind = 'snap-sync'")}
     active = "SELECT id, kind, state, step FROM jobs WHERE state IN ('queued', 'running')"
 
@@ -1216,14 +1250,16 @@ def main():
             holder["stats"] = stats
             print("seed %d: %s" % (seed, json.dumps(stats, sort_keys=True)), flush=True)
             assert not problems, "seed %d:\n  %s" % (seed, "\n  ".join(problems))
-        run_case("seed_%d%s%s%s%s%s%s%s" % (seed, "_with_creations" if CREATE else "",
-                                         "_shared_pool" if seed in SHARED else
-                                         "_standalone" if seed in STANDALONE else "",
-                                         "_member_hosts" if member_hosts(seed) else "",
-                                         "_%d_instances" % INSTANCES if INSTANCES > 1 else "",
-                                         "_with_kills" if seed in KILLS else "",
-                                         "_with_password" if seed in PASSWORD_SEEDS else "",
-                                         "_on_postgresql" if PG_URL else ""), one)
+        run_case("seed_%d%s%s%s%s%s%s%s%s%s" % (seed, "_with_creations" if CREATE else "",
+                                           "_shared_pool" if seed in SHARED else
+                                           "_standalone" if seed in STANDALONE else "",
+                                           "_member_hosts" if member_hosts(seed) else "",
+                                           "_lagging_stats" if seed in LAGS else "",
+                                           "_reconciling" if seed in RECONCILES else "",
+                                           "_%d_instances" % INSTANCES if INSTANCES > 1 else "",
+                                           "_with_kills" if seed in KILLS else "",
+                                           "_with_password" if seed in PASSWORD_SEEDS else "",
+                                           "_on_postgresql" if PG_URL else ""), one)
         if "stats" in holder:
             all_stats.append(holder["stats"])
     if REPORT and all_stats:
