@@ -57,6 +57,11 @@ hosts, each with its own VMID space, instead of one cluster: there too no
 VMID exists twice on the hosts (proxd's VMIDs are unique across its
 fleet), and every record is on its own VM's host.
 
+Of those, the seeds of FAULT_MIXED_SEEDS (default 77) make a mixed fleet:
+sv1 and sv3 are declared one-node clusters (c1, c3; a real standalone PVE
+host answers as a cluster of one), the other three standalone hosts, so
+creations fail over between clusters and hosts, each its own VMID space.
+
 The seeds of FAULT_HOSTS_SEEDS (default 33) run on the cluster with each
 member's own pveproxy as proxd's endpoints (host = that node's port, the five
 in order) instead of the cluster's entry, which never goes down: a node
@@ -72,6 +77,12 @@ waits until a report has every change. The seeds of FAULT_RECONCILE_SEEDS
 (default 22 and 88) run the daemons' reconcile pass (and its snapshot sync) every
 RECONCILE_S (2 s) beside the jobs, as in production; the others once, as
 each daemon starts.
+
+The seeds of FAULT_CLOCK_SEEDS (default 77 and 88) run with every node's
+clock off the host's, each by up to CLOCK_OFF_S (10 minutes) either way,
+drawn (pvesim's clock_offset_s: its tasks' start and end times, as a node
+whose NTP is gone; proxd looks for the task of a call whose answer was
+lost by its start time), and every invariant holds as without them.
 
 The seeds of FAULT_PASSWORD_SEEDS (default 111) run proxd logged in with
 root@pam's password instead of its API token (the others keep the token),
@@ -105,7 +116,8 @@ created before, and only the other jobs meet the faults), FAULT_SHARED_SEEDS
 (the seeds on a shared pool), FAULT_STANDALONE_SEEDS (the seeds on standalone
 hosts), FAULT_HOSTS_SEEDS (the seeds with the members' own hosts), FAULT_LAG_SEEDS (the
 seeds whose figures lag), FAULT_RECONCILE_SEEDS (the seeds reconciling as
-they go), FAULT_INSTANCES (proxd instances on the one database, the API calls
+they go), FAULT_CLOCK_SEEDS (the seeds whose nodes' clocks are off), FAULT_MIXED_SEEDS (the
+standalone seeds with two one-node clusters), FAULT_INSTANCES (proxd instances on the one database, the API calls
 spread over them), PROXD_TEST_DB (a PostgreSQL server's URL: a database per
 seed), FAULT_REPORT (a file the per-seed figures are appended to),
 FAULT_KEEP_LOG (1: keep proxd's log of every seed in
@@ -211,6 +223,11 @@ SIM_SCALE = 0.005  # pvesim's time scale: a PVE second lasts 5 ms here
 # each start (reconcile_interval 3600)
 RECONCILES = {int(s) for s in os.environ.get("FAULT_RECONCILE_SEEDS", "22,88").split(",") if s}
 RECONCILE_S = 2
+# standalone seeds whose sv1 and sv3 are one-node clusters (a mixed fleet)
+MIXED = {int(s) for s in os.environ.get("FAULT_MIXED_SEEDS", "77").split(",") if s}
+# seeds whose nodes' clocks are off, each by up to CLOCK_OFF_S either way
+CLOCKS = {int(s) for s in os.environ.get("FAULT_CLOCK_SEEDS", "77,88").split(",") if s}
+CLOCK_OFF_S = 600
 # seeds logged in with root@pam's password (tickets) instead of the token
 PASSWORD_SEEDS = {int(s) for s in os.environ.get("FAULT_PASSWORD_SEEDS", "111").split(",") if s}
 TICKET_SIM_S = 4  # pvesim's ticket lifetime (real seconds)
@@ -448,6 +465,12 @@ def run_seed(seed):
               standalone=alone,
               fleet=shared_pool_fleet(["sv%d" % i for i in range(1, 6)], pool_gb)
               if shared else None)
+    clocks = {}
+    if seed in CLOCKS:  # NTP gone on every node: task times off the host's
+        crng = random.Random(seed * 23 + 5)
+        for n in sim.node_names:
+            clocks[n] = crng.randint(-CLOCK_OFF_S, CLOCK_OFF_S)
+            sim.ctl("POST", "/nodes/" + n, {"clock_offset_s": clocks[n]})
     # a hung call costs the request timeout: keep it short
     ports, daemons = [], []
     proxd_extra = ["reconcile_interval = %d" % (RECONCILE_S if seed in RECONCILES else 3600),
@@ -460,6 +483,8 @@ def run_seed(seed):
                                        "ticket_renew = %d" % TICKET_RENEW_S] if password else []),
                                   storage="ceph" if shared else "local-lvm",
                                   standalone=sim.ports if alone else None,
+                                  clusters={"sv1": "c1", "sv3": "c3"}
+                                  if alone and seed in MIXED else None,
                                   hosts=sim.ports if member_hosts(seed) else None,
                                   password=PASSWORD if password else None))
         with open(c, "a") as f:  # half the creations take an address from it
@@ -471,6 +496,8 @@ def run_seed(seed):
              "created": 0, "max_job_s": 0.0}
     if shared:
         stats.update(pool_gb=pool_gb, pool_refused=0)
+    if clocks:
+        stats["clock_offsets_s"] = clocks
     sampler = PoolSampler(sim) if shared else None
     problems = []
     lock = threading.Lock()
@@ -1250,12 +1277,15 @@ def main():
             holder["stats"] = stats
             print("seed %d: %s" % (seed, json.dumps(stats, sort_keys=True)), flush=True)
             assert not problems, "seed %d:\n  %s" % (seed, "\n  ".join(problems))
-        run_case("seed_%d%s%s%s%s%s%s%s%s%s" % (seed, "_with_creations" if CREATE else "",
+        run_case("seed_%d%s%s%s%s%s%s%s%s%s%s" % (seed, "_with_creations" if CREATE else "",
                                            "_shared_pool" if seed in SHARED else
-                                           "_standalone" if seed in STANDALONE else "",
+                                           "_standalone" if seed in STANDALONE and
+                                           seed not in MIXED else
+                                           "_mixed_fleet" if seed in STANDALONE else "",
                                            "_member_hosts" if member_hosts(seed) else "",
                                            "_lagging_stats" if seed in LAGS else "",
                                            "_reconciling" if seed in RECONCILES else "",
+                                           "_clocks_off" if seed in CLOCKS else "",
                                            "_%d_instances" % INSTANCES if INSTANCES > 1 else "",
                                            "_with_kills" if seed in KILLS else "",
                                            "_with_password" if seed in PASSWORD_SEEDS else "",

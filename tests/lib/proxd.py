@@ -85,13 +85,15 @@ def api_config(port, entry, db, proxd_extra="", standalone=None, proxmox_extra="
 def cluster_config(path, db, entry, proxd_extra=(), token=TOKEN, log_level="info",
                    placement="spread", workers=8, proxmox_extra=("connect_timeout = 3",
                                                                  "timeout = 30"),
-                   storage="local-lvm", standalone=None, password=None, hosts=None):
+                   storage="local-lvm", standalone=None, password=None, hosts=None,
+                   clusters=None):
     """The crash tests' and benchmarks' configuration: five nodes of one
     cluster behind `entry`, all four OSes (a VMID range of 1000 each),
     proxd_extra/proxmox_extra lines appended to [proxd]/[proxmox]; placement
     or workers None: proxd's default; storage: the nodes' VM storage
     (_nodes); standalone: a standalone sim's {node: port} map, every node a
-    standalone host of its own; hosts: a cluster sim's {node: port} map, each
+    standalone host of its own (clusters: {node: name} makes those hosts
+    one-node clusters, a mixed fleet); hosts: a cluster sim's {node: port} map, each
     member listing its own pveproxy (the cluster's endpoints are the five, in
     order, and a node down takes one of them down) instead of the entry;
     password: root@pam's password, logged in with (tickets) instead of the
@@ -112,7 +114,9 @@ def cluster_config(path, db, entry, proxd_extra=(), token=TOKEN, log_level="info
     text = "\n".join(lines) + "\n"
     if standalone:
         text += _nodes(["sv%d" % (i + 1) for i in range(5)],
-                       lambda i, n: "host = 127.0.0.1:%d\n" % standalone[n], OSES, storage)
+                       lambda i, n: "host = 127.0.0.1:%d\n%s" % (
+                           standalone[n], "cluster = %s\n" % clusters[n]
+                           if clusters and n in clusters else ""), OSES, storage)
     else:
         text += _nodes(["sv%d" % (i + 1) for i in range(5)],
                        lambda i, n: "host = 127.0.0.1:%d\ncluster = pvesim\n" % (
