@@ -194,6 +194,23 @@ void h_ippool_get(struct req *rq, struct resp *rs)
     resp_json(rs, HTTP_OK, o);
 }
 
+/* The row of key in pool p (state "" when there is none). */
+static int row_of(store *st, const struct cfg_ippool *p, const char *key, struct store_addr *out,
+                  struct store_error *se)
+{
+    char before[IPPOOL_KEYLEN];
+    ippool_view_key_before(key, before);
+    struct store_addr *rows = NULL;
+    size_t n = 0;
+    memset(out, 0, sizeof *out);
+    if (store_addr_list(st, p->name, NULL, before, 1, &rows, &n, se))
+        return -1;
+    if (n && strcmp(rows[0].addr, key) == 0)
+        *out = rows[0];
+    free(rows);
+    return 0;
+}
+
 /* An address of pool p from the request (field): its key; -1 with a 400. */
 static int parse_addr(struct resp *rs, const struct cfg_ippool *p, const char *field, const char *s,
                       struct ippool_addr *a, char key[IPPOOL_KEYLEN])
@@ -300,8 +317,18 @@ void h_ippool_hold(struct req *rq, struct resp *rs)
     struct store_error se;
     int rc = store_addr_hold(rq->api->st, p->name, key, text, &se);
     if (rc == STORE_E_CONFLICT) {
-        resp_error(rs, HTTP_CONFLICT, "address_in_use", "address", "address: %s is in use (%s)",
-                   address, se.message);
+        /* who has it, in the caller's terms (the store's message names the
+         * address by its internal key) */
+        struct store_addr r;
+        if (row_of(rq->api->st, p, key, &r, &se) == 0 &&
+            (strcmp(r.state, "used") == 0 || strcmp(r.state, "reserved") == 0))
+            resp_error(rs, HTTP_CONFLICT, "address_in_use", "address",
+                       "address: %s is in use (%s by vmid %d): it cannot be held while that VM "
+                       "has it",
+                       address, r.state, r.vmid);
+        else
+            resp_error(rs, HTTP_CONFLICT, "address_in_use", "address", "address: %s is in use",
+                       address);
         return;
     }
     if (rc) {
@@ -311,23 +338,6 @@ void h_ippool_hold(struct req *rq, struct resp *rs)
     resp_json(rs, HTTP_CREATED,
               json_pack("{s:s,s:s,s:s,s:s}", "pool", p->name, "address", address, "state", "held",
                         "note", text));
-}
-
-/* The row of key in pool p (state "" when there is none). */
-static int row_of(store *st, const struct cfg_ippool *p, const char *key, struct store_addr *out,
-                  struct store_error *se)
-{
-    char before[IPPOOL_KEYLEN];
-    ippool_view_key_before(key, before);
-    struct store_addr *rows = NULL;
-    size_t n = 0;
-    memset(out, 0, sizeof *out);
-    if (store_addr_list(st, p->name, NULL, before, 1, &rows, &n, se))
-        return -1;
-    if (n && strcmp(rows[0].addr, key) == 0)
-        *out = rows[0];
-    free(rows);
-    return 0;
 }
 
 /* A DELETE takes no body (or {}): one it ignored would be taken however
