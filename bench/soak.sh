@@ -25,7 +25,9 @@
 #     those of SOAK_CLOCK_SEEDS (default the 1st, 5th and 10th) have their
 #     nodes' clocks off by up to 10 minutes (FAULT_CLOCK_SEEDS), and of the
 #     standalone ones, those of SOAK_MIXED_SEEDS (default the 2nd) declare
-#     two hosts one-node clusters, a mixed fleet (FAULT_MIXED_SEEDS);
+#     two hosts one-node clusters, a mixed fleet (FAULT_MIXED_SEEDS); during
+#     those of SOAK_HOLD_SEEDS (default the 3rd and 6th) an admin holds and
+#     drops addresses of the creations' pool (FAULT_HOLD_SEEDS);
 #  3. (below) the crash test of VM operations;
 #  4. node drains (tests/api/test_drain.py) of SOAK_DRAIN_VMS VMs (200) with a
 #     kill -9 in the middle and seeded migrate faults, one run per seed of
@@ -60,6 +62,7 @@ NODE_DOWNS=${SOAK_NODE_SEEDS-$(echo "$SEEDS" | tr ',' '\n' | sed -n '5p;8p' | pa
 HOSTS=${SOAK_HOSTS_SEEDS-$(echo "$SEEDS" | tr ',' '\n' | sed -n '8p' | paste -sd,)}
 LAGS=${SOAK_LAG_SEEDS-$(echo "$SEEDS" | tr ',' '\n' | sed -n '4p;9p' | paste -sd,)}
 CLOCKS=${SOAK_CLOCK_SEEDS-$(echo "$SEEDS" | tr ',' '\n' | sed -n '1p;5p;10p' | paste -sd,)}
+HOLDS=${SOAK_HOLD_SEEDS-$(echo "$SEEDS" | tr ',' '\n' | sed -n '3p;6p' | paste -sd,)}
 MIXED=${SOAK_MIXED_SEEDS-$(echo "$SEEDS" | tr ',' '\n' | sed -n '2p' | paste -sd,)}
 RECONCILES=${SOAK_RECONCILE_SEEDS-$(echo "$SEEDS" | tr ',' '\n' | sed -n '4p;6p;9p' | paste -sd,)}
 OUT=bench/results/soak.txt
@@ -67,7 +70,7 @@ TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 export PVESIM=$ROOT/build/pvesim BIN_DIR=$ROOT/build SCHEMA_DIR=$ROOT/build/share/pve-apidoc
 {
-  echo "proxd fault soak: seeds $SEEDS (on a shared pool: $SHARED; with a password: ${PASSWORD:-none}; nodes going down: ${NODE_DOWNS:-none}; through the members' hosts: ${HOSTS:-none}; lagging figures: ${LAGS:-none}; reconciling as they go: ${RECONCILES:-none}; clocks off: ${CLOCKS:-none}; a mixed fleet: ${MIXED:-none}), $VMS VMs x $OPS jobs per seed, fault rate $RATE, release build"
+  echo "proxd fault soak: seeds $SEEDS (on a shared pool: $SHARED; with a password: ${PASSWORD:-none}; nodes going down: ${NODE_DOWNS:-none}; through the members' hosts: ${HOSTS:-none}; lagging figures: ${LAGS:-none}; reconciling as they go: ${RECONCILES:-none}; clocks off: ${CLOCKS:-none}; a mixed fleet: ${MIXED:-none}; address holds: ${HOLDS:-none}), $VMS VMs x $OPS jobs per seed, fault rate $RATE, release build"
   echo "git $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(date -u '+%Y-%m-%d %H:%M:%S') UTC"
   echo "$(nproc) CPUs, load average at start $(cut -d' ' -f1 /proc/loadavg)"
 } | tee "$TMP/head"
@@ -80,7 +83,7 @@ for part in control create; do
     FAULT_SHARED_SEEDS=$SHARED FAULT_STANDALONE_SEEDS=$STANDALONE FAULT_KILL_SEEDS=$kills \
     FAULT_PASSWORD_SEEDS=$PASSWORD FAULT_NODE_SEEDS=$NODE_DOWNS FAULT_HOSTS_SEEDS=$HOSTS \
     FAULT_LAG_SEEDS=$LAGS FAULT_RECONCILE_SEEDS=$RECONCILES FAULT_CLOCK_SEEDS=$CLOCKS \
-    FAULT_MIXED_SEEDS=$MIXED \
+    FAULT_MIXED_SEEDS=$MIXED FAULT_HOLD_SEEDS=$HOLDS \
     FAULT_REPORT="$TMP/$part.jsonl" PYTHONPATH=tests /usr/bin/python3 tests/core/test_faults_random.py \
     >"$TMP/$part.log" 2>&1
   rc=$?

@@ -84,6 +84,13 @@ drawn (pvesim's clock_offset_s: its tasks' start and end times, as a node
 whose NTP is gone; proxd looks for the task of a call whose answer was
 lost by its start time), and every invariant holds as without them.
 
+The seeds of FAULT_HOLD_SEEDS (default 11 and 88) have an admin hold
+addresses of the creations' pool and let them go while the jobs run
+(Holds, through the instances in turn): a hold is taken (201) or refused
+because a VM uses the address or a creation reserved it (409
+address_in_use), some are refused so, and at the end every address it
+holds is held in the store and in no VM's config.
+
 The seeds of FAULT_PASSWORD_SEEDS (default 111) run proxd logged in with
 root@pam's password instead of its API token (the others keep the token),
 on tickets that pvesim takes for TICKET_SIM_S (4 s) and proxd for
@@ -117,7 +124,8 @@ created before, and only the other jobs meet the faults), FAULT_SHARED_SEEDS
 hosts), FAULT_HOSTS_SEEDS (the seeds with the members' own hosts), FAULT_LAG_SEEDS (the
 seeds whose figures lag), FAULT_RECONCILE_SEEDS (the seeds reconciling as
 they go), FAULT_CLOCK_SEEDS (the seeds whose nodes' clocks are off), FAULT_MIXED_SEEDS (the
-standalone seeds with two one-node clusters), FAULT_INSTANCES (proxd instances on the one database, the API calls
+standalone seeds with two one-node clusters), FAULT_HOLD_SEEDS (the seeds with
+an admin holding addresses), FAULT_INSTANCES (proxd instances on the one database, the API calls
 spread over them), PROXD_TEST_DB (a PostgreSQL server's URL: a database per
 seed), FAULT_REPORT (a file the per-seed figures are appended to),
 FAULT_KEEP_LOG (1: keep proxd's log of every seed in
@@ -228,6 +236,10 @@ MIXED = {int(s) for s in os.environ.get("FAULT_MIXED_SEEDS", "77").split(",") if
 # seeds whose nodes' clocks are off, each by up to CLOCK_OFF_S either way
 CLOCKS = {int(s) for s in os.environ.get("FAULT_CLOCK_SEEDS", "77,88").split(",") if s}
 CLOCK_OFF_S = 600
+# seeds during which an admin holds addresses of the creations' pool and
+# lets them go (Holds)
+HOLDS = {int(s) for s in os.environ.get("FAULT_HOLD_SEEDS", "11,88").split(",") if s}
+HOLDS_MAX = 6
 # seeds logged in with root@pam's password (tickets) instead of the token
 PASSWORD_SEEDS = {int(s) for s in os.environ.get("FAULT_PASSWORD_SEEDS", "111").split(",") if s}
 TICKET_SIM_S = 4  # pvesim's ticket lifetime (real seconds)
@@ -384,6 +396,57 @@ class Outage(threading.Thread):
         self.join()
 
 
+class Holds(threading.Thread):
+    """An admin holding addresses of the creations' pool and letting them
+    go, every 0.2 to 1 s until halted, through the instances in turn: a hold
+    of an address drawn from the pool's first ones, which the creations
+    take too (201 held, or 409 address_in_use: a VM uses it or a creation
+    reserved it), or the drop of one it holds (204; 404 when a kill cut the
+    answer of a drop that was made), at most HOLDS_MAX held at once. Any
+    other answer is a problem. `held`: what it holds at the end."""
+
+    def __init__(self, admins, rng, problems, lock):
+        super().__init__(daemon=True)
+        self.admins, self.rng, self.problems, self.lock = admins, rng, problems, lock
+        self.halt = threading.Event()
+        self.held, self.made, self.refused, self.dropped = set(), 0, 0, 0
+
+    def one(self, api):
+        if self.held and (len(self.held) >= HOLDS_MAX or self.rng.random() < 0.4):
+            a = self.rng.choice(sorted(self.held))
+            r = api.call("DELETE", "/v1/ippools/flt/addresses/" + a)
+            if r.status_code in (204, 404):
+                self.held.discard(a)
+                self.dropped += 1
+                return
+        else:
+            a = "10.50.0.%d" % self.rng.randint(2, 16)
+            r = api.call("POST", "/v1/ippools/flt/addresses", {"address": a, "note": "test"})
+            if r.status_code == 201:
+                self.held.add(a)
+                self.made += 1
+                return
+            if r.status_code == 409 and r.json()["error"]["code"] == "address_in_use":
+                self.refused += 1
+                return
+        with self.lock:
+            self.problems.append("holds: %s %s: %s" % (r.request.method, r.url, r.text[:200]))
+
+    def run(self):
+        n = 0
+        while not self.halt.wait(self.rng.uniform(0.2, 1.0)):
+            try:
+                self.one(self.admins[n % len(self.admins)])
+            except Exception as e:  # noqa: BLE001
+                with self.lock:
+                    self.problems.append("holds: %s: %s" % (type(e).__name__, e))
+            n += 1
+
+    def stop(self):
+        self.halt.set()
+        self.join()
+
+
 class NodeDowns(threading.Thread):
     """Takes a node (drawn) off the network every 2 to 6 s (the first time
     after 0.5 to 2 s) for 0.3 to 3 s, until halted: offline (its pveproxy
@@ -502,7 +565,7 @@ def run_seed(seed):
     problems = []
     lock = threading.Lock()
     t0 = time.monotonic()
-    killer = outage = downs = None
+    killer = outage = downs = holds = None
     try:
         token = proxd("token", "create", "--config", conf, "--owner", "ci", "--role",
                       "user").stdout.strip()
@@ -549,10 +612,12 @@ def run_seed(seed):
             if seed in KILLS else None
         outage = Outage(db, random.Random(seed * 11 + 3)) if seed in OUTAGES else None
         downs = NodeDowns(sim, random.Random(seed * 19 + 7)) if seed in NODE_DOWNS else None
+        holds = Holds(admins, random.Random(seed * 29 + 11), problems, lock) \
+            if seed in HOLDS else None
 
         def troubles_on():
             faults_on()
-            for t in (killer, outage, downs):
+            for t in (killer, outage, downs, holds):
                 if t:
                     t.start()
         if CREATE:
@@ -726,6 +791,12 @@ def run_seed(seed):
             t.start()
         for t in threads:
             t.join()
+        if holds:
+            holds.stop()
+            stats["holds"] = "%d held, %d refused, %d dropped" % (holds.made, holds.refused,
+                                                                  holds.dropped)
+            if holds.refused < 1:  # else no hold met a creation's address
+                problems.append("no hold was refused for an address in use")
         if downs:
             downs.stop()
             stats["node_downs"], stats["node_down_s"] = downs.downs, round(downs.down_s, 1)
@@ -793,6 +864,8 @@ def run_seed(seed):
     except Exception:
         if downs and downs.is_alive():
             downs.stop()
+        if holds and holds.is_alive():
+            holds.stop()
         if outage and outage.is_alive():
             outage.stop()
         if killer and killer.is_alive():
@@ -821,6 +894,8 @@ def run_seed(seed):
     durs = db_query(db, "SELECT finished_at - created_at FROM jobs WHERE finished_at > 0")
     stats["max_job_s"] = round(max([r[0] for r in durs] or [0]) / 1000.0, 1)
     check(db, state, problems)
+    if holds:
+        check_holds(db, state, holds.held, problems)
     if password:
         check_tickets(daemons, stats, problems)
     # the event log tells every committed change exactly once, faults and
@@ -961,6 +1036,19 @@ def check_addresses(db, state, problems):
             if ip in seen:
                 problems.append("VMs %d and %d both have %s" % (seen[ip], vmid, ip))
             seen[ip] = vmid
+
+
+def check_holds(db, state, held, problems):
+    """Every address the admin holds is held in the store and in no VM's
+    config (a creation that had reserved it was refused the hold)."""
+    rows = dict(db_query(db, "SELECT addr, state FROM addr_alloc WHERE pool = 'flt'"))
+    for a in sorted(held):
+        key = "4%032x" % int.from_bytes(bytes(int(x) for x in a.split(".")), "big")
+        if rows.get(key) != "held":
+            problems.append("held address %s is %s in the store" % (a, rows.get(key)))
+        for v in state["vms"]:
+            if (v.get("conf") or {}).get("ipconfig0", "").startswith("ip=%s/" % a):
+                problems.append("VM %d has held address %s" % (v["vmid"], a))
 
 
 def check_snapshots(db, state, problems):
@@ -1277,7 +1365,7 @@ def main():
             holder["stats"] = stats
             print("seed %d: %s" % (seed, json.dumps(stats, sort_keys=True)), flush=True)
             assert not problems, "seed %d:\n  %s" % (seed, "\n  ".join(problems))
-        run_case("seed_%d%s%s%s%s%s%s%s%s%s%s" % (seed, "_with_creations" if CREATE else "",
+        run_case("seed_%d%s%s%s%s%s%s%s%s%s%s%s" % (seed, "_with_creations" if CREATE else "",
                                            "_shared_pool" if seed in SHARED else
                                            "_standalone" if seed in STANDALONE and
                                            seed not in MIXED else
@@ -1286,6 +1374,7 @@ def main():
                                            "_lagging_stats" if seed in LAGS else "",
                                            "_reconciling" if seed in RECONCILES else "",
                                            "_clocks_off" if seed in CLOCKS else "",
+                                           "_address_holds" if seed in HOLDS else "",
                                            "_%d_instances" % INSTANCES if INSTANCES > 1 else "",
                                            "_with_kills" if seed in KILLS else "",
                                            "_with_password" if seed in PASSWORD_SEEDS else "",
