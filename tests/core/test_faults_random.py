@@ -400,7 +400,8 @@ class Holds(threading.Thread):
     """An admin holding addresses of the creations' pool and letting them
     go, every 0.2 to 1 s until halted, through the instances in turn: a hold
     of an address drawn from the pool's first ones, which the creations
-    take too (201 held, or 409 address_in_use: a VM uses it or a creation
+    take too, or (half of the holds) one the admin's list shows used by a
+    VM (201 held, or 409 address_in_use: a VM uses it or a creation
     reserved it), or the drop of one it holds (204; 404 when a kill cut the
     answer of a drop that was made), at most HOLDS_MAX held at once. Any
     other answer is a problem. `held`: what it holds at the end."""
@@ -421,6 +422,14 @@ class Holds(threading.Thread):
                 return
         else:
             a = "10.50.0.%d" % self.rng.randint(2, 16)
+            if self.rng.random() < 0.5:  # one a VM uses now, as the admin lists them
+                r = api.call("GET", "/v1/ippools/flt/addresses?state=used")
+                if r.status_code != 200:
+                    with self.lock:
+                        self.problems.append("holds: GET %s: %s" % (r.url, r.text[:200]))
+                    return
+                used = [x["address"] for x in r.json()["addresses"]]
+                a = self.rng.choice(used) if used else a
             r = api.call("POST", "/v1/ippools/flt/addresses", {"address": a, "note": "test"})
             if r.status_code == 201:
                 self.held.add(a)
