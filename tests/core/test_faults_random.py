@@ -1049,7 +1049,7 @@ def check_addresses(db, state, problems):
 
 def check_holds(db, state, held, problems):
     """Every address the admin holds is held in the store and in no VM's
-    config (a creation that had reserved it was refused the hold)."""
+    config (a hold of one a creation had reserved was refused)."""
     rows = dict(db_query(db, "SELECT addr, state FROM addr_alloc WHERE pool = 'flt'"))
     for a in sorted(held):
         key = "4%032x" % int.from_bytes(bytes(int(x) for x in a.split(".")), "big")
