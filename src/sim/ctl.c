@@ -342,12 +342,15 @@ static void vm_set(struct sim *s, int vmid, const struct http_req *req, struct h
         }
         if ((v = json_object_get(b, "acpi")))
             vm->acpi = json_is_true(v);
-        if (dst) /* a migration behind the clients' back (HA, an operator) */
+        if (dst) { /* a migration behind the clients' back (HA, an operator) */
             vm->node = dst;
+            sim_history_moved(s, vm);
+        }
         if (power) {
-            vm->power = strcmp(power, "running") == 0  ? VM_RUNNING
-                        : strcmp(power, "paused") == 0 ? VM_PAUSED
-                                                       : VM_STOPPED;
+            sim_vm_set_power(s, vm,
+                             strcmp(power, "running") == 0  ? VM_RUNNING
+                             : strcmp(power, "paused") == 0 ? VM_PAUSED
+                                                            : VM_STOPPED);
             vm->started = sim_now(s);
         }
         json_t *conf = json_object_get(b, "conf");
@@ -516,6 +519,11 @@ void sim_ctl_handle(struct sim *s, const struct http_req *req, struct http_resp 
         reply(r, 200, json_object());
     } else if (get && strcmp(p, "/tasks") == 0) {
         tasks_get(s, req, r);
+    } else if (get && strcmp(p, "/history") == 0) {
+        pthread_mutex_lock(&s->mu);
+        json_t *h = sim_history_json(s);
+        pthread_mutex_unlock(&s->mu);
+        reply(r, 200, h);
     } else if (post && strcmp(p, "/late") == 0) {
         pthread_mutex_lock(&s->mu);
         int n = sim_late_release(s);

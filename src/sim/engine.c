@@ -555,7 +555,7 @@ static void step_start(struct sim *s, struct sim_task *t, double now)
     vm->starting = false;
     if (!t->fault_exit) {
         qemu_apply_pending(vm);
-        vm->power = VM_RUNNING;
+        sim_vm_set_power(s, vm, VM_RUNNING);
         vm->started = now;
         s->dirty = true;
     }
@@ -564,7 +564,7 @@ static void step_start(struct sim *s, struct sim_task *t, double now)
 
 static void do_stop(struct sim *s, struct sim_vm *vm)
 {
-    vm->power = VM_STOPPED;
+    sim_vm_set_power(s, vm, VM_STOPPED);
     qemu_apply_pending(vm);
     s->dirty = true;
 }
@@ -635,7 +635,7 @@ static void step_shutdown(struct sim *s, struct sim_task *t, double now)
     /* reboot: start again, pending changes applied */
     if (now - t->t0 >= 1.5) {
         qemu_apply_pending(vm);
-        vm->power = VM_RUNNING;
+        sim_vm_set_power(s, vm, VM_RUNNING);
         vm->started = now;
         task_ok(s, t);
     }
@@ -663,16 +663,16 @@ static void step_simple_power(struct sim *s, struct sim_task *t, double now)
         return;
     if (!t->fault_exit) {
         if (t->kind == TK_SUSPEND) {
-            vm->power = VM_PAUSED;
+            sim_vm_set_power(s, vm, VM_PAUSED);
         } else if (t->kind == TK_RESUME && vm->power == VM_STOPPED) {
             /* suspended to disk: resume starts it from the saved state */
             json_object_del(vm->conf, "lock");
             json_object_del(vm->conf, "vmstate");
             qemu_apply_pending(vm);
-            vm->power = VM_RUNNING;
+            sim_vm_set_power(s, vm, VM_RUNNING);
             vm->started = now;
         } else if (t->kind == TK_RESUME) {
-            vm->power = VM_RUNNING;
+            sim_vm_set_power(s, vm, VM_RUNNING);
         }
         s->dirty = true;
     }

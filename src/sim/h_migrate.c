@@ -669,6 +669,7 @@ static void finish_migration(struct sim *s, struct sim_task *t, struct sim_vm *v
     release(s, t, vm);
     json_object_del(vm->conf, "lock");
     vm->node = target; /* the config moves to the target node */
+    sim_history_moved(s, vm);
     s->dirty = true;
     int d = (int)(now - t->bytes_done);
     sim_mig_log(t, false, "migration finished successfully (duration %02d:%02d:%02d)", d / 3600,

@@ -396,6 +396,7 @@ static int setup_tls(struct sim *s, char **err)
 /* Free the world, so that leak checkers see a clean exit. */
 static void sim_free(struct sim *s)
 {
+    sim_history_free(s);
     while (s->vms)
         sim_vm_unlink(s, s->vms);
     sim_cts_free(s);

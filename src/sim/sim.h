@@ -122,6 +122,7 @@ struct sim_flock {
 
 struct sim_vm {
     int vmid;
+    uint64_t uid; /* history.c: this VM among all that had its VMID */
     struct sim_node *node;
     json_t *conf;           /* the config as GET config returns it (without digest) */
     json_t *pending;        /* pending values (object), may be empty */
@@ -314,6 +315,22 @@ struct sim_rrd_node {
     int64_t st_total[SIM_MAX_STORAGES], st_used[SIM_MAX_STORAGES];
 };
 
+/* history.c: the VMs' power and node changes, newest SIM_HISTORY_MAX */
+#define SIM_HISTORY_MAX 65536
+struct sim_hist_entry {
+    int64_t ms; /* wall clock */
+    uint64_t uid;
+    int vmid;
+    short node;        /* index into s->nodes */
+    signed char power; /* enum vm_power from then on; -1: the VM went */
+};
+struct sim_history {
+    struct sim_hist_entry *ring; /* NULL until the first entry */
+    size_t first, n;
+    uint64_t dropped, uids;
+    bool off; /* the world is being freed */
+};
+
 struct sim {
     pthread_mutex_t mu;
     pthread_cond_t cv; /* broadcast whenever a lock is released or a task ends */
@@ -401,6 +418,7 @@ struct sim {
     bool stopping;
     pthread_t engine;
     int64_t vm_seq; /* for MAC addresses, UUIDs */
+    struct sim_history history;
 };
 
 /* Byte figures summed over a node's guests (memory in use, a storage's
@@ -432,6 +450,17 @@ struct sim_vm *sim_vm_find(struct sim *s, struct sim_node *n, int vmid);
 bool sim_vmid_used(struct sim *s, struct sim_node *n, int vmid);
 struct sim_vm *sim_vm_new(struct sim *s, struct sim_node *n, int vmid);
 void sim_vm_unlink(struct sim *s, struct sim_vm *vm);
+/* --- history (history.c), under s->mu --------------------------------- */
+/* A VM's power changes only through this, so that the history has it */
+void sim_vm_set_power(struct sim *s, struct sim_vm *vm, enum vm_power p);
+void sim_history_made(struct sim *s, struct sim_vm *vm); /* gives it its uid */
+void sim_history_gone(struct sim *s, const struct sim_vm *vm);
+void sim_history_moved(struct sim *s, const struct sim_vm *vm); /* its node changed */
+/* {"history": [[ms, uid, vmid, node, power or "gone"], ...] oldest first,
+ * "dropped": entries the ring let go} (new reference) */
+json_t *sim_history_json(const struct sim *s);
+/* Frees the ring; nothing is recorded from then on (the world's end) */
+void sim_history_free(struct sim *s);
 /* Config digest: SHA-1 hex of the config as a PVE config file. */
 char *sim_vm_digest(const struct sim_vm *vm);
 /* GET .../pending's answer (config_with_pending_array, pve-guest-common

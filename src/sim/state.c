@@ -128,6 +128,7 @@ struct sim_vm *sim_vm_new(struct sim *s, struct sim_node *n, int vmid)
     }
     s->dirty = true;
     s->gen++;
+    sim_history_made(s, v);
     return v;
 }
 
@@ -139,6 +140,7 @@ void sim_vm_unlink(struct sim *s, struct sim_vm *vm)
         s->vms = vm->next;
     else
         return; /* not linked */
+    sim_history_gone(s, vm);
     if (vm->next)
         vm->next->prev = vm->prev;
     for (struct sim_vm **pp = &s->vm_index[vm_bucket(s, vm->vmid)]; *pp; pp = &(*pp)->hnext)
@@ -1225,7 +1227,7 @@ static void vm_rec_load(struct sim *s, struct vm_rec *r)
         json_array_extend(v->pending_delete, r->pending_delete);
     json_decref(r->pending);
     json_decref(r->pending_delete);
-    v->power = r->power;
+    sim_vm_set_power(s, v, r->power);
     v->ha = r->ha;
     snprintf(v->ha_state, sizeof v->ha_state, "%s", r->ha_state);
     snprintf(v->ha_request, sizeof v->ha_request, "%s", r->ha_request);

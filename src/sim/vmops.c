@@ -668,10 +668,10 @@ static void delete_commit(struct sim *s, struct sim_task *t, struct vmops_guest 
 
 /* __snapshot_rollback_vm_stop: qemu-server stops the VM (5 s timeout),
  * pve-container kills the container (vm_stop($vmid, 1)). */
-static void rollback_stop(struct vmops_guest g)
+static void rollback_stop(struct sim *s, struct vmops_guest g)
 {
     if (g.vm && g.vm->power != VM_STOPPED) {
-        g.vm->power = VM_STOPPED;
+        sim_vm_set_power(s, g.vm, VM_STOPPED);
         qemu_apply_pending(g.vm);
     } else if (g.ct) {
         g.ct->running = false;
@@ -703,7 +703,7 @@ static void rollback_prepare(struct sim *s, struct sim_task *t, struct vmops_gue
         sim_task_finish(s, t, msg);
         return;
     }
-    rollback_stop(g);
+    rollback_stop(s, g);
     json_object_set_new(*vmops_guest_conf(g), "lock", json_string("rollback"));
     struct snaplog l = {t, guest_node(g), name, "rollback", g.ct != NULL};
     int ndisks = each_disk(g.ct, snap, log_disk, &l);
@@ -818,7 +818,7 @@ static void rollback_commit(struct sim *s, struct sim_task *t, struct vmops_gues
     json_object_clear(g.vm ? g.vm->pending : g.ct->pending);
     json_array_clear(g.vm ? g.vm->pending_delete : g.ct->pending_delete);
     if (g.vm && (json_object_get(snap, "vmstate") || sim_task_arg_true(t, "start"))) {
-        g.vm->power = VM_RUNNING; /* from the saved RAM state, or started as asked */
+        sim_vm_set_power(s, g.vm, VM_RUNNING); /* from the saved RAM state, or started as asked */
         g.vm->started = now;
     }
     sim_task_finish(s, t, "OK");

@@ -29,6 +29,10 @@ and proxd's database:
     job has ended: each gave back what it held);
   - the event log tells every committed change exactly once
     (lib/eventcheck.py; a VMID that came back is passed over);
+  - every power or node change the reconciler took as made outside proxd
+    (an observed event) was so in pvesim at some moment between the VM's
+    event before it and it (check_observed, pvesim's GET /_sim/history):
+    none was read from figures older than the record;
   - no snapshot left half made or half removed, none made by a job that
     failed, no VM left locked by a snapshot job (a failed rollback's lock
     excepted: PVE leaves it for an operator); a done creation's snapshot
@@ -891,6 +895,7 @@ def run_seed(seed):
         raise
     stats["total_s"] = round(time.monotonic() - t0, 1)
     state = sim.state()
+    history = sim.ctl("GET", "/history")
     sim.stop()
     why = {}
     for (err,) in db_query(db, "SELECT error FROM jobs WHERE state = 'failed'"):
@@ -910,6 +915,7 @@ def run_seed(seed):
     # the event log tells every committed change exactly once, faults and
     # kills or not (VMIDs may come back here: quarantine = 0)
     problems.extend("events: " + p for p in eventcheck.problems(db, reuse_ok=True))
+    check_observed(db, history, problems)
     if problems or KEEP_LOG:  # keep proxd's log for the post-mortem
         keep = keep_logs(seed, daemons)
         if problems:
@@ -1045,6 +1051,53 @@ def check_addresses(db, state, problems):
             if ip in seen:
                 problems.append("VMs %d and %d both have %s" % (seen[ip], vmid, ip))
             seen[ip] = vmid
+
+
+def seen_between(timelines, lo, hi, field, want):
+    """Was some VM of the VMID (timelines: uid -> [(ms, node, power)],
+    oldest first) alive with `field` (1 node, 2 power) == want at some
+    moment of [lo, hi] (wall-clock ms)?"""
+    for tl in timelines.values():
+        at_lo = None
+        for e in tl:
+            if e[0] <= lo:
+                at_lo = e
+            elif e[0] <= hi and e[2] != "gone" and e[field] == want:
+                return True
+        if at_lo and at_lo[2] != "gone" and at_lo[field] == want:
+            return True
+    return False
+
+
+def check_observed(db, history, problems):
+    """What proxd's reconciler took as changed outside proxd (its observed
+    power and node events) was so in pvesim at some moment between the
+    VM's event before it and it (pvesim's history, the same wall clock):
+    the inventory it judges by may not be older than the record's last
+    change (a stop a job had just made, taken back to "running" from a
+    pvestatd report from before it, with stats_lag too short)."""
+    if history["dropped"]:  # the history no longer goes back to the start
+        return
+    by_vmid = {}
+    for ms, uid, vmid, node, power in history["history"]:
+        by_vmid.setdefault(vmid, {}).setdefault(uid, []).append((ms, node, power))
+    before = {}  # vmid -> the time of its last event so far
+    for e in eventcheck.load(db):
+        prev, before[e["vmid"]] = before.get(e["vmid"]), e["ts"]
+        if prev is None or not e["data"].get("observed"):
+            continue
+        if e["type"] in ("vm.started", "vm.stopped", "vm.paused"):
+            field, want = 2, e["data"]["vm"]["power"]
+        elif e["type"] == "vm.moved":
+            field, want = 1, e["data"]["vm"]["node"]
+        else:
+            continue
+        # (20 ms either way: the two clocks are one, their readings are not
+        # taken at the same instant as what they time)
+        if not seen_between(by_vmid.get(e["vmid"], {}), prev - 20, e["ts"] + 20, field, want):
+            problems.append("event %d %s of VM %d at %d: %s was not %s in pvesim since its "
+                            "event before at %d" % (e["id"], e["type"], e["vmid"], e["ts"],
+                                                    ("node", "power")[field - 1], want, prev))
 
 
 def check_holds(db, state, held, problems):

@@ -1,7 +1,8 @@
 """Topology: the cluster entry point and the node ports, nodes going offline
 or hanging (595/596), standalone hosts with their own VMID spaces, plain HTTP
 on the TLS port, --state-dir persistence, --fleet files, the /_sim/ call
-counters (and why connections were closed) and reset, and the PVE 7/8 behaviour switches."""
+counters (and why connections were closed) and reset, the PVE 7/8 behaviour
+switches, and the VMs' power and node history."""
 import json
 import os
 import socket
@@ -430,6 +431,36 @@ def pve_version_7():
         r = s.api("GET", "/version", data="x=1")
         assert r.status_code == 501 and r.reason == "Unexpected content for method 'GET'"
         assert r.content == b"", r.content
+
+
+@case
+def history_tells_each_vms_power_and_node_by_the_clock():
+    """GET /_sim/history: every VM's creation, power changes, moves and end,
+    oldest first, with the host's wall-clock ms: [ms, uid, vmid, node,
+    power or "gone"]; a VMID made again is another VM (another uid)."""
+    with Sim(nodes="sv1,sv2") as s:
+        t0 = int(time.time() * 1000)
+        clone(s, "sv1", 8000, 301)
+        for what in ("start", "suspend", "resume", "stop"):
+            upid = s.data("POST", "/nodes/sv1/qemu/301/status/" + what)
+            assert s.wait_task("sv1", upid)["exitstatus"] == "OK"
+        upid = s.data("POST", "/nodes/sv1/qemu/301/migrate", data={"target": "sv2"})
+        assert s.wait_task("sv1", upid)["exitstatus"] == "OK"
+        upid = s.data("DELETE", "/nodes/sv2/qemu/301")
+        assert s.wait_task("sv2", upid)["exitstatus"] == "OK"
+        clone(s, "sv2", 8010, 301)
+        t1 = int(time.time() * 1000)
+        h = s.ctl("GET", "/history")
+        assert h["dropped"] == 0, h["dropped"]
+        mine = [e for e in h["history"] if e[2] == 301]
+        assert [e[3:] for e in mine] == [
+            ["sv1", "stopped"], ["sv1", "running"], ["sv1", "paused"], ["sv1", "running"],
+            ["sv1", "stopped"], ["sv2", "stopped"], ["sv2", "gone"], ["sv2", "stopped"]], mine
+        assert len({e[1] for e in mine[:7]}) == 1 and mine[7][1] != mine[0][1], mine
+        ms = [e[0] for e in mine]
+        assert ms == sorted(ms) and t0 <= ms[0] and ms[-1] <= t1, (t0, ms, t1)
+        # the templates were made at the start, before any of it
+        assert all(e[0] <= t0 for e in h["history"] if e[2] == 8000), h["history"][:4]
 
 
 finish()
