@@ -30,8 +30,9 @@ and proxd's database:
   - the event log tells every committed change exactly once
     (lib/eventcheck.py; a VMID that came back is passed over);
   - every power or node change the reconciler took as made outside proxd
-    (an observed event) was so in pvesim at some moment between the VM's
-    event before it and it (check_observed, pvesim's GET /_sim/history):
+    (an observed event), and every VM it found gone (an observed vm.lost or
+    vm.deleted), was so in pvesim at some moment between the VM's event
+    before it and it (check_observed, pvesim's GET /_sim/history):
     none was read from figures older than the record;
   - no snapshot left half made or half removed, none made by a job that
     failed, no VM left locked by a snapshot job (a failed rollback's lock
@@ -1069,10 +1070,28 @@ def seen_between(timelines, lo, hi, field, want):
     return False
 
 
+def gone_between(timelines, node, lo, hi):
+    """Was no VM of the VMID alive on `node` at some moment of [lo, hi]?"""
+    moments = [lo] + sorted(e[0] for tl in timelines.values() for e in tl if lo < e[0] <= hi)
+    for x in moments:
+        alive = False
+        for tl in timelines.values():
+            now = None
+            for e in tl:
+                if e[0] > x:
+                    break
+                now = e
+            alive = alive or (now is not None and now[2] != "gone" and now[1] == node)
+        if not alive:
+            return True
+    return False
+
+
 def check_observed(db, history, problems):
     """What proxd's reconciler took as changed outside proxd (its observed
-    power and node events) was so in pvesim at some moment between the
-    VM's event before it and it (pvesim's history, the same wall clock):
+    power and node events, and a VM it found gone) was so in pvesim at some
+    moment between the VM's event before it and it (pvesim's history, the
+    same wall clock):
     the inventory it judges by may not be older than the record's last
     change (a stop a job had just made, taken back to "running" from a
     pvestatd report from before it, with stats_lag too short)."""
@@ -1090,6 +1109,12 @@ def check_observed(db, history, problems):
             field, want = 2, e["data"]["vm"]["power"]
         elif e["type"] == "vm.moved":
             field, want = 1, e["data"]["vm"]["node"]
+        elif e["type"] in ("vm.lost", "vm.deleted"):  # the VM gone from its node
+            if not gone_between(by_vmid.get(e["vmid"], {}), e["node"], prev - 20, e["ts"] + 20):
+                problems.append("event %d %s of VM %d at %d: it was on %s in pvesim all along "
+                                "since its event before at %d" % (e["id"], e["type"], e["vmid"],
+                                                                  e["ts"], e["node"], prev))
+            continue
         else:
             continue
         # (20 ms either way: the two clocks are one, their readings are not
