@@ -103,7 +103,8 @@ for r in rows:
           "%(failed)d failed; %(fault_hits)d of %(calls)d Proxmox calls faulted (%(frac).1f%%); "
           "longest job %(max_job_s).1f s; %(total_s).1f s; failures: %(failed_why)s" % r
           + ("; %(node_downs)d node downs, %(node_down_s).1f s" % r if "node_downs" in r else "")
-          + ("; proxd left a host %(host_downs)d times" % r if "host_downs" in r else ""))
+          + ("; proxd left a host %(host_downs)d times" % r if "host_downs" in r else "")
+          + ("; address holds: %(holds)s" % r if "holds" in r else ""))
 tot = {k: sum(r[k] for r in rows) for k in ("jobs", "done", "failed", "fault_hits", "calls")}
 print("total: %(jobs)d jobs, %(done)d done, %(failed)d failed, %(fault_hits)d of %(calls)d calls faulted" % tot)
 PY
