@@ -211,6 +211,17 @@ static int row_of(store *st, const struct cfg_ippool *p, const char *key, struct
     return 0;
 }
 
+/* Who has a used or reserved address, in the caller's terms: a VM by its
+ * VMID, or the creation that reserved it (its VMID is not bound to the
+ * row until it is used) by its job. */
+static void holder_text(const struct store_addr *r, char *out, size_t n)
+{
+    if (strcmp(r->state, "reserved") == 0 && r->vmid == 0)
+        snprintf(out, n, "reserved by job %s, a creation under way", r->job);
+    else
+        snprintf(out, n, "%s by vmid %d", r->state, r->vmid);
+}
+
 /* An address of pool p from the request (field): its key; -1 with a 400. */
 static int parse_addr(struct resp *rs, const struct cfg_ippool *p, const char *field, const char *s,
                       struct ippool_addr *a, char key[IPPOOL_KEYLEN])
@@ -320,15 +331,17 @@ void h_ippool_hold(struct req *rq, struct resp *rs)
         /* who has it, in the caller's terms (the store's message names the
          * address by its internal key) */
         struct store_addr r;
+        char who[120];
         if (row_of(rq->api->st, p, key, &r, &se) == 0 &&
-            (strcmp(r.state, "used") == 0 || strcmp(r.state, "reserved") == 0))
+            (strcmp(r.state, "used") == 0 || strcmp(r.state, "reserved") == 0)) {
+            holder_text(&r, who, sizeof who);
             resp_error(rs, HTTP_CONFLICT, "address_in_use", "address",
-                       "address: %s is in use (%s by vmid %d): it cannot be held while that VM "
-                       "has it",
-                       address, r.state, r.vmid);
-        else
+                       "address: %s is in use (%s): it cannot be held while that VM has it",
+                       address, who);
+        } else {
             resp_error(rs, HTTP_CONFLICT, "address_in_use", "address", "address: %s is in use",
                        address);
+        }
         return;
     }
     if (rc) {
@@ -365,13 +378,16 @@ void h_ippool_unhold(struct req *rq, struct resp *rs)
             resp_store_error(rs, &se);
             return;
         }
-        if (strcmp(r.state, "used") == 0 || strcmp(r.state, "reserved") == 0)
+        char who[120];
+        if (strcmp(r.state, "used") == 0 || strcmp(r.state, "reserved") == 0) {
+            holder_text(&r, who, sizeof who);
             resp_error(rs, HTTP_CONFLICT, "address_in_use", "address",
-                       "address: %s is %s by vmid %d, not held: delete the VM to release it",
-                       rq->params[1], r.state, r.vmid);
-        else
+                       "address: %s is %s, not held: delete the VM to release it", rq->params[1],
+                       who);
+        } else {
             resp_error(rs, HTTP_NOT_FOUND, "not_found", "address", "address: %s is not held",
                        rq->params[1]);
+        }
         return;
     }
     if (rc) {

@@ -173,8 +173,21 @@ def holds():
         "unknown_field", "x")
     err(call("POST", "/v1/ippools/nope/addresses", ADMIN, {"address": "10.9.0.61"}), 404,
         "not_found", "name")
-    err(call("DELETE", "/v1/ippools/lan/addresses/10.9.0.50", ADMIN), 409, "address_in_use",
-        "address")
+    e = err(call("DELETE", "/v1/ippools/lan/addresses/10.9.0.50", ADMIN), 409, "address_in_use",
+            "address")
+    assert e["message"] == ("address: 10.9.0.50 is used by vmid %d, not held: delete the VM to "
+                            "release it" % A1[1]), e
+    # an address a creation under way reserved: its VMID is not on the row yet, its job is
+    sql("INSERT INTO addr_alloc (addr, pool, state, job, vm_id, vmid, until, note, updated_at)"
+        " VALUES (?, 'lan', 'reserved', 'job-under-way', 0, 0, 0, '', 0)", (key("10.9.0.62"),))
+    e = err(call("POST", "/v1/ippools/lan/addresses", ADMIN, {"address": "10.9.0.62"}), 409,
+            "address_in_use", "address")
+    assert e["message"] == ("address: 10.9.0.62 is in use (reserved by job job-under-way, a "
+                            "creation under way): it cannot be held while that VM has it"), e
+    e = err(call("DELETE", "/v1/ippools/lan/addresses/10.9.0.62", ADMIN), 409, "address_in_use",
+            "address")
+    assert "reserved by job job-under-way, a creation under way, not held" in e["message"], e
+    sql("DELETE FROM addr_alloc WHERE addr = ?", (key("10.9.0.62"),))
     r = call("DELETE", "/v1/ippools/lan/addresses/10.9.0.60", ADMIN)
     assert r.status_code == 204, r.text
     err(call("DELETE", "/v1/ippools/lan/addresses/10.9.0.60", ADMIN), 404, "not_found",
