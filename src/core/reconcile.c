@@ -167,14 +167,6 @@ static const char *running_or_paused(struct core *k, const struct vm_rec *v,
     return strcmp(st.qmpstatus, "paused") == 0 ? "paused" : "running";
 }
 
-/* Changes recorded pending that Proxmox may have applied since: the
- * inventory says the VM is stopped (a stop through the API, the GUI's or
- * an operator's, applies them: PVE's vm_stop_cleanup; a shutdown from
- * inside or a crash does not), or shows the sizes the record says while
- * it runs (a start outside proxd applied them: the inventory's are the
- * config's current values, the old ones while the change is pending).
- * Proxmox's own list says: true when it was read and holds none. Read
- * only then, not for every VM with a change waiting for its reboot. */
 /* The VM's pending changes (*p owned by the caller: free), read only on
  * a node that is up (else the keeper would wait out its timeout): true
  * when read. */
@@ -189,6 +181,14 @@ static bool read_pending(struct core *k, const struct fleet_vm *fv, struct pve_p
            pve_vm_pending(pc, fv->node, fv->vmid, p, n, &e) == 0;
 }
 
+/* Changes recorded pending that Proxmox may have applied since: the
+ * inventory says the VM is stopped (a stop through the API, the GUI's or
+ * an operator's, applies them: PVE's vm_stop_cleanup; a shutdown from
+ * inside or a crash does not), or shows the sizes the record says while
+ * it runs (a start outside proxd applied them: the inventory's are the
+ * config's current values, the old ones while the change is pending).
+ * Proxmox's own list says: true when it was read and holds none. Read
+ * only then, not for every VM with a change waiting for its reboot. */
 static bool pending_applied(struct core *k, const struct vm_rec *v, const struct fleet_vm *fv)
 {
     if (!v->pending)

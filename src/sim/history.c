@@ -55,19 +55,16 @@ void sim_vm_set_power(struct sim *s, struct sim_vm *vm, enum vm_power p)
     record(s, vm, p);
 }
 
-static const char *power_text(int p)
-{
-    return p < 0 ? "gone" : p == VM_RUNNING ? "running" : p == VM_PAUSED ? "paused" : "stopped";
-}
-
 json_t *sim_history_json(const struct sim *s)
 {
     const struct sim_history *h = &s->history;
     json_t *a = json_array();
     for (size_t i = 0; i < h->n; i++) {
         const struct sim_hist_entry *e = &h->ring[(h->first + i) % SIM_HISTORY_MAX];
-        json_array_append_new(a, json_pack("[I,I,i,s,s]", (json_int_t)e->ms, (json_int_t)e->uid,
-                                           e->vmid, s->nodes[e->node].name, power_text(e->power)));
+        json_array_append_new(
+            a, json_pack("[I,I,i,s,s]", (json_int_t)e->ms, (json_int_t)e->uid, e->vmid,
+                         s->nodes[e->node].name,
+                         e->power < 0 ? "gone" : sim_power_name((enum vm_power)e->power)));
     }
     return json_pack("{s:o,s:I}", "history", a, "dropped", (json_int_t)h->dropped);
 }

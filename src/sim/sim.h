@@ -450,6 +450,8 @@ struct sim_vm *sim_vm_find(struct sim *s, struct sim_node *n, int vmid);
 bool sim_vmid_used(struct sim *s, struct sim_node *n, int vmid);
 struct sim_vm *sim_vm_new(struct sim *s, struct sim_node *n, int vmid);
 void sim_vm_unlink(struct sim *s, struct sim_vm *vm);
+/* "running", "paused" or "stopped", as the state and PVE's status say */
+const char *sim_power_name(enum vm_power p);
 /* --- history (history.c), under s->mu --------------------------------- */
 /* A VM's power changes only through this, so that the history has it */
 void sim_vm_set_power(struct sim *s, struct sim_vm *vm, enum vm_power p);

@@ -935,7 +935,7 @@ int sim_build_fleet(struct sim *s, char **err)
 
 /* ---- JSON state ---------------------------------------------------- */
 
-static const char *power_name(enum vm_power p)
+const char *sim_power_name(enum vm_power p)
 {
     return p == VM_RUNNING ? "running" : p == VM_PAUSED ? "paused" : "stopped";
 }
@@ -953,7 +953,7 @@ static void state_vm(struct buf *b, const struct sim_vm *v)
     sj_lit(b, ",\"node\":");
     sj_str(b, v->node->name);
     sj_lit(b, ",\"power\":");
-    sj_str(b, power_name(v->power));
+    sj_str(b, sim_power_name(v->power));
     sj_lit(b, ",\"conf\":");
     sj_json(b, v->conf);
     sj_lit(b, ",\"pending\":");
