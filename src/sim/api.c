@@ -946,8 +946,10 @@ static void late_serve(struct sim *s, struct sim_late *l)
     if (write)
         sim_world_begin(s);
     fn(&c);
-    if (write)
+    if (write) {
         sim_world_end(s);
+        sim_history_sizes_params(s, c.params);
+    }
     log_info("sim", "late %s %s served: %d %s", l->verb, l->path, c.status ? c.status : 200,
              c.message ? c.message : "");
     call_release(&c);
@@ -1187,8 +1189,10 @@ static void dispatch(struct sim *s, struct listener_ctx *lc, const struct http_r
     if (write)
         sim_world_begin(s);
     fn(&c);
-    if (write)
+    if (write) {
         sim_world_end(s);
+        sim_history_sizes_params(s, c.params);
+    }
     finish(s, &c, r);
     pthread_mutex_unlock(&s->mu);
     check_raw(s, &c, r);

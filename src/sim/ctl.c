@@ -370,6 +370,7 @@ static void vm_set(struct sim *s, int vmid, const struct http_req *req, struct h
         }
         s->dirty = true;
         sim_world_touch(s); /* its config, node or power changed: derived values are stale */
+        sim_history_sizes(s, vm);
         reply(r, 200, json_pack("{s:i,s:s}", "vmid", vmid, "node", vm->node->name));
     }
     pthread_mutex_unlock(&s->mu);

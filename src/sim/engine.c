@@ -966,7 +966,12 @@ void sim_advance(struct sim *s)
             stepping = true;
         }
         double share = copying[t->node->idx] ? t->node->bandwidth * dt / copying[t->node->idx] : 0;
+        int phase = t->phase;
         step(s, t, now, share);
+        if (t->phase != phase || !t->running) { /* tasks change VMs as a phase ends */
+            sim_history_sizes_of(s, t->vmid);
+            sim_history_sizes_of(s, t->newid);
+        }
     }
     if (stepping)
         sim_world_end(s);

@@ -1,16 +1,51 @@
-/* The VMs' power and node history (GET /_sim/history): when each VM was
- * made, changed power, moved and went, by the host's wall clock. A test
- * checks what a client said of a VM (proxd's "changed outside proxd")
- * against what was true then. The newest SIM_HISTORY_MAX entries are kept
- * in a ring, allocated at the first one. Everything under s->mu. */
+/* The VMs' power, node and size history (GET /_sim/history): when each
+ * VM was made, changed power, moved, changed sizes and went, by the host's
+ * wall clock; every entry has the VM's sizes then. A test checks what a
+ * client said of a VM (proxd's "changed outside proxd") against what was
+ * true then. The newest SIM_HISTORY_MAX entries are kept in a ring,
+ * allocated at the first one. Everything under s->mu. */
 #include <jansson.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "common/util.h"
 #include "common/xalloc.h"
 #include "sim/sim.h"
 
-static void record(struct sim *s, const struct sim_vm *vm, int power)
+/* A size value of a config or pending list: an integer or a string
+ * ("2048", memory's "current=2048") */
+static int64_t size_value(json_t *v)
+{
+    if (json_is_integer(v))
+        return json_integer_value(v);
+    const char *p = json_string_value(v);
+    if (!p)
+        return 0;
+    if (str_starts(p, "current="))
+        p += 8;
+    return atoll(p);
+}
+
+/* As sim_vm_derive tells them to the inventory (without its cache: the
+ * world may be changing) */
+static void sizes_of(const struct sim_vm *vm, struct sim_hist_sizes *z)
+{
+    const char *boot = sim_vm_bootdisk(vm);
+    z->cores = sim_vm_cpus(vm);
+    z->memory_mib = sim_vm_maxmem(vm) / (1024 * 1024);
+    z->disk = boot ? sim_disk_size(json_string_value(json_object_get(vm->conf, boot))) : 0;
+    z->pending_cores = (int)size_value(json_object_get(vm->pending, "cores"));
+    z->pending_memory_mib = size_value(json_object_get(vm->pending, "memory"));
+}
+
+static bool sizes_equal(const struct sim_hist_sizes *a, const struct sim_hist_sizes *b)
+{
+    return a->cores == b->cores && a->pending_cores == b->pending_cores &&
+           a->memory_mib == b->memory_mib && a->pending_memory_mib == b->pending_memory_mib &&
+           a->disk == b->disk;
+}
+
+static void record(struct sim *s, struct sim_vm *vm, int power)
 {
     struct sim_history *h = &s->history;
     if (h->off)
@@ -29,6 +64,8 @@ static void record(struct sim *s, const struct sim_vm *vm, int power)
     e->vmid = vm->vmid;
     e->node = (short)(vm->node - s->nodes);
     e->power = (signed char)power;
+    sizes_of(vm, &e->z);
+    vm->hist_z = e->z;
 }
 
 void sim_history_made(struct sim *s, struct sim_vm *vm)
@@ -37,12 +74,12 @@ void sim_history_made(struct sim *s, struct sim_vm *vm)
     record(s, vm, vm->power);
 }
 
-void sim_history_gone(struct sim *s, const struct sim_vm *vm)
+void sim_history_gone(struct sim *s, struct sim_vm *vm)
 {
     record(s, vm, -1);
 }
 
-void sim_history_moved(struct sim *s, const struct sim_vm *vm)
+void sim_history_moved(struct sim *s, struct sim_vm *vm)
 {
     record(s, vm, vm->power);
 }
@@ -55,6 +92,38 @@ void sim_vm_set_power(struct sim *s, struct sim_vm *vm, enum vm_power p)
     record(s, vm, p);
 }
 
+void sim_history_sizes(struct sim *s, struct sim_vm *vm)
+{
+    if (!vm || vm->gone)
+        return;
+    struct sim_hist_sizes z;
+    sizes_of(vm, &z);
+    if (!sizes_equal(&z, &vm->hist_z))
+        record(s, vm, vm->power);
+}
+
+void sim_history_sizes_of(struct sim *s, int vmid)
+{
+    if (vmid > 0)
+        sim_history_sizes(s, sim_vm_find(s, NULL, vmid));
+}
+
+void sim_history_sizes_params(struct sim *s, json_t *params)
+{
+    const char *keys[] = {"vmid", "newid"};
+    for (size_t i = 0; i < 2; i++) {
+        json_t *v = json_object_get(params, keys[i]);
+        sim_history_sizes_of(s,
+                             json_is_integer(v) ? (int)json_integer_value(v) : (int)size_value(v));
+    }
+}
+
+void sim_history_sizes_all(struct sim *s)
+{
+    for (struct sim_vm *v = s->vms; v; v = v->next)
+        sim_history_sizes(s, v);
+}
+
 json_t *sim_history_json(const struct sim *s)
 {
     const struct sim_history *h = &s->history;
@@ -62,9 +131,11 @@ json_t *sim_history_json(const struct sim *s)
     for (size_t i = 0; i < h->n; i++) {
         const struct sim_hist_entry *e = &h->ring[(h->first + i) % SIM_HISTORY_MAX];
         json_array_append_new(
-            a, json_pack("[I,I,i,s,s]", (json_int_t)e->ms, (json_int_t)e->uid, e->vmid,
+            a, json_pack("[I,I,i,s,s,i,I,I,i,I]", (json_int_t)e->ms, (json_int_t)e->uid, e->vmid,
                          s->nodes[e->node].name,
-                         e->power < 0 ? "gone" : sim_power_name((enum vm_power)e->power)));
+                         e->power < 0 ? "gone" : sim_power_name((enum vm_power)e->power),
+                         e->z.cores, (json_int_t)e->z.memory_mib, (json_int_t)e->z.disk,
+                         e->z.pending_cores, (json_int_t)e->z.pending_memory_mib));
     }
     return json_pack("{s:o,s:I}", "history", a, "dropped", (json_int_t)h->dropped);
 }

@@ -120,9 +120,18 @@ struct sim_flock {
     bool exclusive;
 };
 
+/* history.c: a VM's sizes as the inventory tells them (maxcpu, maxmem, maxdisk: its
+ * boot disk), and the cores and memory its pending list holds (0: none) */
+struct sim_hist_sizes {
+    int cores, pending_cores;
+    int64_t memory_mib, pending_memory_mib;
+    int64_t disk; /* bytes */
+};
+
 struct sim_vm {
     int vmid;
-    uint64_t uid; /* history.c: this VM among all that had its VMID */
+    uint64_t uid;                 /* history.c: this VM among all that had its VMID */
+    struct sim_hist_sizes hist_z; /* history.c: its sizes as last recorded */
     struct sim_node *node;
     json_t *conf;           /* the config as GET config returns it (without digest) */
     json_t *pending;        /* pending values (object), may be empty */
@@ -315,7 +324,7 @@ struct sim_rrd_node {
     int64_t st_total[SIM_MAX_STORAGES], st_used[SIM_MAX_STORAGES];
 };
 
-/* history.c: the VMs' power and node changes, newest SIM_HISTORY_MAX */
+/* history.c: the VMs' power, node and size changes, newest SIM_HISTORY_MAX */
 #define SIM_HISTORY_MAX 65536
 struct sim_hist_entry {
     int64_t ms; /* wall clock */
@@ -323,6 +332,7 @@ struct sim_hist_entry {
     int vmid;
     short node;        /* index into s->nodes */
     signed char power; /* enum vm_power from then on; -1: the VM went */
+    struct sim_hist_sizes z;
 };
 struct sim_history {
     struct sim_hist_entry *ring; /* NULL until the first entry */
@@ -456,9 +466,19 @@ const char *sim_power_name(enum vm_power p);
 /* A VM's power changes only through this, so that the history has it */
 void sim_vm_set_power(struct sim *s, struct sim_vm *vm, enum vm_power p);
 void sim_history_made(struct sim *s, struct sim_vm *vm); /* gives it its uid */
-void sim_history_gone(struct sim *s, const struct sim_vm *vm);
-void sim_history_moved(struct sim *s, const struct sim_vm *vm); /* its node changed */
-/* {"history": [[ms, uid, vmid, node, power or "gone"], ...] oldest first,
+void sim_history_gone(struct sim *s, struct sim_vm *vm);
+void sim_history_moved(struct sim *s, struct sim_vm *vm); /* its node changed */
+/* Sizes are not hooked where each config changes (dozens of places): they
+ * are compared with the last recorded after every change that may touch
+ * them, and recorded when they differ. After a write call (the VMs its
+ * params name: vmid, newid), a task's step (its vmid, newid), a control
+ * edit (the VM), a fleet built or loaded (every VM). */
+void sim_history_sizes(struct sim *s, struct sim_vm *vm); /* vm may be NULL */
+void sim_history_sizes_of(struct sim *s, int vmid);       /* a VM's, if one has it */
+void sim_history_sizes_params(struct sim *s, json_t *params);
+void sim_history_sizes_all(struct sim *s);
+/* {"history": [[ms, uid, vmid, node, power or "gone", cores, memory MiB,
+ * disk bytes, pending cores, pending memory MiB], ...] oldest first,
  * "dropped": entries the ring let go} (new reference) */
 json_t *sim_history_json(const struct sim *s);
 /* Frees the ring; nothing is recorded from then on (the world's end) */

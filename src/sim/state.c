@@ -930,6 +930,7 @@ int sim_build_fleet(struct sim *s, char **err)
                 continue;
             make_template(s, &s->nodes[i], t);
         }
+    sim_history_sizes_all(s);
     return 0;
 }
 
@@ -1536,6 +1537,7 @@ int sim_state_load(struct sim *s, const char *path, char **err)
             p = skip_ws(p + 1, end);
     }
     sim_world_touch(s);
+    sim_history_sizes_all(s);
     rc = 0;
 out:
     unslurp(text, len);

@@ -29,11 +29,13 @@ and proxd's database:
     job has ended: each gave back what it held);
   - the event log tells every committed change exactly once
     (lib/eventcheck.py; a VMID that came back is passed over);
-  - every power or node change the reconciler took as made outside proxd
-    (an observed event), and every VM it found gone (an observed vm.lost or
+  - every power, node or size change the reconciler took as made outside
+    proxd (an observed event: vm.started/stopped/paused, vm.moved,
+    vm.drift), and every VM it found gone (an observed vm.lost or
     vm.deleted), was so in pvesim at some moment between the VM's event
     before it and it (check_observed, pvesim's GET /_sim/history):
-    none was read from figures older than the record;
+    none was read from figures older than the record (the seed's report
+    counts them: `observed`);
   - no snapshot left half made or half removed, none made by a job that
     failed, no VM left locked by a snapshot job (a failed rollback's lock
     excepted: PVE leaves it for an operator); a done creation's snapshot
@@ -916,7 +918,9 @@ def run_seed(seed):
     # the event log tells every committed change exactly once, faults and
     # kills or not (VMIDs may come back here: quarantine = 0)
     problems.extend("events: " + p for p in eventcheck.problems(db, reuse_ok=True))
-    check_observed(db, history, problems)
+    observed = {}
+    check_observed(db, history, problems, observed)
+    stats["observed"] = ", ".join("%s %d" % kv for kv in sorted(observed.items()))
     if problems or KEEP_LOG:  # keep proxd's log for the post-mortem
         keep = keep_logs(seed, daemons)
         if problems:
@@ -1054,20 +1058,31 @@ def check_addresses(db, state, problems):
             seen[ip] = vmid
 
 
-def seen_between(timelines, lo, hi, field, want):
-    """Was some VM of the VMID (timelines: uid -> [(ms, node, power)],
-    oldest first) alive with `field` (1 node, 2 power) == want at some
-    moment of [lo, hi] (wall-clock ms)?"""
+def seen_between(timelines, lo, hi, holds):
+    """Was some VM of the VMID (timelines: uid -> [(ms, node, power, sizes)],
+    oldest first) alive with holds(entry) at some moment of [lo, hi]
+    (wall-clock ms)?"""
     for tl in timelines.values():
         at_lo = None
         for e in tl:
             if e[0] <= lo:
                 at_lo = e
-            elif e[0] <= hi and e[2] != "gone" and e[field] == want:
+            elif e[0] <= hi and e[2] != "gone" and holds(e):
                 return True
-        if at_lo and at_lo[2] != "gone" and at_lo[field] == want:
+        if at_lo and at_lo[2] != "gone" and holds(at_lo):
             return True
     return False
+
+
+# what a drift's size ("vm" after it) may have been read from, in pvesim's
+# sizes [cores, memory MiB, disk bytes, pending cores, pending memory MiB]:
+# the inventory's (the disk in whole GiB, rounded up when it shrank) or, for
+# a failed update's write served late, the pending list's
+SIZE_SEEN = {
+    "cores": lambda z, v: v in (z[0], z[3]),
+    "memory_mb": lambda z, v: v in (z[1], z[4]),
+    "disk_gb": lambda z, v: v in (z[2] // GiB, -(-z[2] // GiB)),
+}
 
 
 def gone_between(timelines, node, lo, hi):
@@ -1087,30 +1102,52 @@ def gone_between(timelines, node, lo, hi):
     return False
 
 
-def check_observed(db, history, problems):
+def check_observed(db, history, problems, counts):
     """What proxd's reconciler took as changed outside proxd (its observed
     power and node events, and a VM it found gone) was so in pvesim at some
     moment between the VM's event before it and it (pvesim's history, the
     same wall clock):
     the inventory it judges by may not be older than the record's last
     change (a stop a job had just made, taken back to "running" from a
-    pvestatd report from before it, with stats_lag too short)."""
+    pvestatd report from before it, with stats_lag too short). So with the
+    sizes of a drift (vm.drift): each it changed, as the inventory or the
+    VM's pending list had it. counts: how many of each were checked."""
     if history["dropped"]:  # the history no longer goes back to the start
         return
     by_vmid = {}
-    for ms, uid, vmid, node, power in history["history"]:
-        by_vmid.setdefault(vmid, {}).setdefault(uid, []).append((ms, node, power))
-    before = {}  # vmid -> the time of its last event so far
+    for ms, uid, vmid, node, power, *sizes in history["history"]:
+        by_vmid.setdefault(vmid, {}).setdefault(uid, []).append((ms, node, power, sizes))
+    before = {}  # vmid -> (the time of its last write's event so far, that write)
     for e in eventcheck.load(db):
-        prev, before[e["vmid"]] = before.get(e["vmid"]), e["ts"]
+        # one write the store tells under two types (vm.stopped and
+        # vm.drift) is one change: its second event's window is the first's
+        write = (e["ts"], e["data"].get("changes"), e["data"].get("vm"))
+        last = before.get(e["vmid"])
+        if last and last[1] == write:
+            prev = last[2]
+        else:
+            prev = last[0] if last else None
+            before[e["vmid"]] = (e["ts"], write, prev)
         if prev is None or not e["data"].get("observed"):
             continue
+        tl = by_vmid.get(e["vmid"], {})
         if e["type"] in ("vm.started", "vm.stopped", "vm.paused"):
             field, want = 2, e["data"]["vm"]["power"]
         elif e["type"] == "vm.moved":
             field, want = 1, e["data"]["vm"]["node"]
+        elif e["type"] == "vm.drift":
+            for f in sorted(set(SIZE_SEEN) & set(e["data"]["changes"])):
+                want = e["data"]["vm"][f]
+                if not seen_between(tl, prev - 20, e["ts"] + 20,
+                                    lambda h: SIZE_SEEN[f](h[3], want)):
+                    problems.append("event %d vm.drift of VM %d at %d: %s was not %d in pvesim "
+                                    "since its event before at %d" % (
+                                        e["id"], e["vmid"], e["ts"], f, want, prev))
+            counts["sizes"] = counts.get("sizes", 0) + 1
+            continue
         elif e["type"] in ("vm.lost", "vm.deleted"):  # the VM gone from its node
-            if not gone_between(by_vmid.get(e["vmid"], {}), e["node"], prev - 20, e["ts"] + 20):
+            counts["gone"] = counts.get("gone", 0) + 1
+            if not gone_between(tl, e["node"], prev - 20, e["ts"] + 20):
                 problems.append("event %d %s of VM %d at %d: it was on %s in pvesim all along "
                                 "since its event before at %d" % (e["id"], e["type"], e["vmid"],
                                                                   e["ts"], e["node"], prev))
@@ -1119,10 +1156,12 @@ def check_observed(db, history, problems):
             continue
         # (20 ms either way: the two clocks are one, their readings are not
         # taken at the same instant as what they time)
-        if not seen_between(by_vmid.get(e["vmid"], {}), prev - 20, e["ts"] + 20, field, want):
+        what = ("node", "power")[field - 1]
+        counts[what] = counts.get(what, 0) + 1
+        if not seen_between(tl, prev - 20, e["ts"] + 20, lambda h: h[field] == want):
             problems.append("event %d %s of VM %d at %d: %s was not %s in pvesim since its "
                             "event before at %d" % (e["id"], e["type"], e["vmid"], e["ts"],
-                                                    ("node", "power")[field - 1], want, prev))
+                                                    what, want, prev))
 
 
 def check_holds(db, state, held, problems):

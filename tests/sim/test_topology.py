@@ -437,7 +437,8 @@ def pve_version_7():
 def history_tells_each_vms_power_and_node_by_the_clock():
     """GET /_sim/history: every VM's creation, power changes, moves and end,
     oldest first, with the host's wall-clock ms: [ms, uid, vmid, node,
-    power or "gone"]; a VMID made again is another VM (another uid)."""
+    power or "gone", sizes...]; a VMID made again is another VM (another
+    uid). A clone is made empty and gets its config as the clone ends."""
     with Sim(nodes="sv1,sv2") as s:
         t0 = int(time.time() * 1000)
         clone(s, "sv1", 8000, 301)
@@ -453,14 +454,49 @@ def history_tells_each_vms_power_and_node_by_the_clock():
         h = s.ctl("GET", "/history")
         assert h["dropped"] == 0, h["dropped"]
         mine = [e for e in h["history"] if e[2] == 301]
-        assert [e[3:] for e in mine] == [
-            ["sv1", "stopped"], ["sv1", "running"], ["sv1", "paused"], ["sv1", "running"],
-            ["sv1", "stopped"], ["sv2", "stopped"], ["sv2", "gone"], ["sv2", "stopped"]], mine
-        assert len({e[1] for e in mine[:7]}) == 1 and mine[7][1] != mine[0][1], mine
+        assert [e[3:5] for e in mine] == [
+            ["sv1", "stopped"], ["sv1", "stopped"], ["sv1", "running"], ["sv1", "paused"],
+            ["sv1", "running"], ["sv1", "stopped"], ["sv2", "stopped"], ["sv2", "gone"],
+            ["sv2", "stopped"], ["sv2", "stopped"]], mine
+        # made empty, then the template's sizes (2 cores, 2048 MiB, 10 GiB)
+        assert mine[0][5:] == [1, 512, 0, 0, 0] and mine[1][5:] == [2, 2048, 10 << 30, 0, 0]
+        assert len({e[1] for e in mine[:8]}) == 1 and mine[8][1] != mine[0][1], mine
         ms = [e[0] for e in mine]
         assert ms == sorted(ms) and t0 <= ms[0] and ms[-1] <= t1, (t0, ms, t1)
         # the templates were made at the start, before any of it
         assert all(e[0] <= t0 for e in h["history"] if e[2] == 8000), h["history"][:4]
+
+
+@case
+def history_tells_each_vms_sizes_by_the_clock():
+    """Every entry of GET /_sim/history has the VM's sizes then, as the
+    inventory tells them (cores, memory MiB, boot disk bytes) and what its
+    pending list holds (cores, memory MiB; 0: none); a change of them is
+    an entry: a config write, a resize, a change left pending while it
+    runs and applied by a stop, an edit through the control API."""
+    with Sim(nodes="sv1") as s:
+        clone(s, "sv1", 8000, 302)
+        s.data("PUT", "/nodes/sv1/qemu/302/config", data={"cores": 3, "memory": 3072})
+        upid = s.data("PUT", "/nodes/sv1/qemu/302/resize", data={"disk": "scsi0", "size": "+2G"})
+        if upid:  # a task on PVE 8 and later
+            assert s.wait_task("sv1", upid)["exitstatus"] == "OK"
+        upid = s.data("POST", "/nodes/sv1/qemu/302/status/start")
+        assert s.wait_task("sv1", upid)["exitstatus"] == "OK"
+        s.data("PUT", "/nodes/sv1/qemu/302/config", data={"cores": 4, "memory": 4096})
+        s.data("PUT", "/nodes/sv1/qemu/302/config", data={"description": "sizes unchanged"})
+        upid = s.data("POST", "/nodes/sv1/qemu/302/status/stop")
+        assert s.wait_task("sv1", upid)["exitstatus"] == "OK"
+        s.ctl("POST", "/vms/302", {"conf": {"cores": 1}})
+        h = s.ctl("GET", "/history")
+        mine = [e[4:] for e in h["history"] if e[2] == 302]
+        g12 = 12 << 30
+        # (the stop changes the power first, then applies what was pending)
+        assert mine == [
+            ["stopped", 1, 512, 0, 0, 0], ["stopped", 2, 2048, 10 << 30, 0, 0],
+            ["stopped", 3, 3072, 10 << 30, 0, 0], ["stopped", 3, 3072, g12, 0, 0],
+            ["running", 3, 3072, g12, 0, 0], ["running", 3, 3072, g12, 4, 4096],
+            ["stopped", 3, 3072, g12, 4, 4096], ["stopped", 4, 4096, g12, 0, 0],
+            ["stopped", 1, 4096, g12, 0, 0]], mine
 
 
 finish()
