@@ -1294,19 +1294,24 @@ static void adopt_dead_local_jobs(struct core *k)
                  se.message);
     if (store_job_lease_owners(k->st, owners, 64, &n, NULL))
         return;
-    const char *colon = strrchr(k->instance, ':');
-    size_t hl = colon ? (size_t)(colon - k->instance) : 0;
     for (size_t i = 0; i < n; i++) {
-        const char *oc = strrchr(owners[i], ':');
-        if (!colon || !oc || (size_t)(oc - owners[i]) != hl ||
-            strncmp(owners[i], k->instance, hl) != 0 || strcmp(owners[i], k->instance) == 0)
-            continue;
-        long pid = atol(oc + 1);
-        if (pid > 0 && (kill((pid_t)pid, 0) == 0 || errno == EPERM))
-            continue; /* still alive: a second proxd on this host */
+        if (!core_instance_gone(k, owners[i]))
+            continue; /* another host's, or a second proxd on this host */
         log_info("job", "taking over the jobs of %s, which is gone", owners[i]);
         store_job_expire_owner(k->st, owners[i], NULL);
     }
+}
+
+bool core_instance_gone(const struct core *k, const char *owner)
+{
+    const char *colon = strrchr(k->instance, ':');
+    const char *oc = strrchr(owner, ':');
+    size_t hl = colon ? (size_t)(colon - k->instance) : 0;
+    if (!colon || !oc || (size_t)(oc - owner) != hl || strncmp(owner, k->instance, hl) != 0 ||
+        strcmp(owner, k->instance) == 0)
+        return false;
+    long pid = atol(oc + 1);
+    return pid > 0 && !(kill((pid_t)pid, 0) == 0 || errno == EPERM);
 }
 
 int core_start(struct core *k)

@@ -108,6 +108,11 @@ struct core {
 /* store_addr_sweep with the core's quarantine times, logged: at start-up
  * and once per reconcile pass. */
 void core_addr_sweep(struct core *k);
+/* Is `owner` (a lease holder's name, host:pid) an earlier proxd of this
+ * host that is gone: same host, another name, and no process of its pid?
+ * (A pid reused since by another process counts as alive: its lease is
+ * then waited out.) */
+bool core_instance_gone(const struct core *k, const char *owner);
 
 /* A removal the reconciler hands to the cleaner thread. */
 struct clean_item {

@@ -1,7 +1,8 @@
 /* webhook: delivery of the event log to [webhook NAME] receivers (see
  * events.h). One thread per webhook:
  *   1. hold the webhook's lease in the store (store_webhook_claim); while
- *      another instance holds it, look again every second;
+ *      another instance holds it, look again every second (an earlier
+ *      proxd of this host that is gone, killed say, is taken over at once);
  *   2. read the events after the cursor, a page at a time; those of types
  *      the webhook does not want are passed over (the cursor moves);
  *   3. post each wanted event, signed, and move the cursor after a 2xx;
@@ -97,6 +98,17 @@ static bool keep_lease(struct hook *h)
     struct store_error se;
     struct webhook_cursor cur;
     int rc = store_webhook_claim(h->k->st, h->cfg->name, h->k->instance, h->lease_ms, &cur, &se);
+    if (rc == STORE_E_CONFLICT && core_instance_gone(h->k, cur.lease_owner)) {
+        /* its holder died (killed; restarted as this process): it posts
+         * nothing any more, so its lease need not be waited out (the
+         * default's is over two minutes). Released only while it still
+         * holds it: of two instances that saw it, one takes it. */
+        log_info("webhook", "webhook %s: taking over from %s, which is gone", h->cfg->name,
+                 cur.lease_owner);
+        if (store_webhook_release(h->k->st, h->cfg->name, cur.lease_owner, NULL) == STORE_OK)
+            rc =
+                store_webhook_claim(h->k->st, h->cfg->name, h->k->instance, h->lease_ms, &cur, &se);
+    }
     bool held = rc == STORE_OK;
     if (held) {
         h->lease_until = now + h->lease_ms;

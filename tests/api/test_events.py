@@ -418,6 +418,49 @@ def two_instances_deliver_each_event_once_between_them():
         r2.down()
 
 
+@case
+def a_holder_killed_is_taken_over_by_its_restart_at_once():
+    """The delivering proxd killed (no stop: its lease stays in the store)
+    and started again, a new process of the same host: it takes the
+    webhook over at once, not when the dead one's lease runs out (30 s
+    here; over two minutes with the defaults), and goes on from the
+    stored cursor."""
+    r4 = Receiver().up()
+    hook = ("reconcile_interval = 3600\n\n[webhook back]\nurl = %s\nsecret = %s\n"
+            "timeout = 2\nretry_max = 1\n" % (r4.url, SECRET))
+    a = Proxd(sim, database=os.environ.get("PROXD_TEST_DB3"), proxd_extra=hook)
+    admin = a.token("ops", "admin")
+    a.start()
+    try:
+        wait_for(lambda: holder(a, "back"), deadline=30, what="a holder")
+
+        def told(node, what):
+            r = a.call("POST", "/v1/nodes/%s/%s" % (node, what), admin)
+            assert r.status_code == 200, r.text
+            evs = a.call("GET", "/v1/events?limit=1000", admin).json()["events"]
+            return max(e["id"] for e in evs if e["type"] == "node." + what + "ed")
+
+        def delivered(eid):
+            return any(json.loads(p["body"])["id"] == eid and p["answered"]
+                       for p in r4.snapshot())
+        eid = told("sv4", "cordon")
+        wait_for(lambda: delivered(eid), deadline=30, what="the first event delivered")
+        a.kill()
+        a.start()
+        t0 = time.monotonic()
+        eid = told("sv4", "uncordon")
+        wait_for(lambda: delivered(eid), deadline=10, interval=0.1,
+                 what="the event after the restart delivered before the 30 s lease ran out")
+        took = time.monotonic() - t0
+        assert holder(a, "back")
+        assert a.logs_contain("which is gone"), a.tail()
+        print("    delivered %.1f s after the restart" % took, flush=True)
+    finally:
+        if a.alive():
+            a.stop()
+        r4.down()
+
+
 @case_full_on_pg
 def a_post_in_flight_does_not_hold_up_a_stop():
     """A receiver that reads a post and does not answer (a hung endpoint)
