@@ -48,6 +48,14 @@ and proxd's database:
     that sync is what removes it (a removal of reason "stray"; the case
     the_snapshot_sync_removes_a_late_snapshot_of_a_failed_job makes one on
     purpose). One it leaves is reported all the same.
+  - with FAULT_HOOKS=1, the default, every instance has a webhook of
+    every event to a receiver that answers a drawn 15 % of posts 500 and
+    3 % after proxd's 1 s timeout: once the jobs ended, every event of
+    the log so far is taken at least once; every post is an event of the
+    log, signed, its body the same each time; and in order: a post of
+    event N comes only after every event before N was taken (check_webhook,
+    itself checked against planted faults first). Kills, outages and two
+    instances meet its lease and cursor here (the seed's report: `webhook`).
 
 The seeds of FAULT_SHARED_SEEDS (default 44) run on a fleet whose nodes keep
 their VMs on one shared storage (Ceph: a pool every node reports whole,
@@ -141,7 +149,8 @@ FAULT_KILL_SEEDS (the seeds during which proxd is also killed, below),
 FAULT_PASSWORD_SEEDS (the seeds logged in with a password, above),
 FAULT_OUTAGE_SEEDS (the seeds whose database is cut off now and then, below),
 FAULT_NODE_SEEDS (the seeds whose nodes go down now and then, below),
-FAULT_REINSTALLS, FAULT_DRAINS (1, the defaults: reinstalls, a drain; 0: none),
+FAULT_REINSTALLS, FAULT_DRAINS, FAULT_HOOKS (1, the defaults: reinstalls, a drain,
+the webhook; 0: none),
 FAULT_CANCELS (the share of jobs cancelled, 0.1), FAULT_JOB_LEASE ([proxd]
 job_lease in seconds; proxd's default when unset).
 
@@ -186,10 +195,11 @@ import requests
 
 from lib import eventcheck
 from lib.cases import finish, run_case
-from lib.db import query as db_query
+from lib.db import execute as db_execute, query as db_query
 from lib.env import PASSWORD
 from lib.faults import fault_rules, ticket_fault_rules
 from lib.fleet import GiB, PoolSampler, shared_pool_fleet
+from lib.hookrecv import Receiver, verify
 from lib.proxd import cluster_config as write_config, Daemon, run as proxd, TEMPLATE_BASE, wait_answer
 from lib.sim import Sim, volume_name
 from lib.wait import wait_for
@@ -263,6 +273,10 @@ LEASE = ["job_lease = " + os.environ["FAULT_JOB_LEASE"]] if os.environ.get("FAUL
     else []
 # the share of jobs cancelled a moment (0 to 1.5 s) after they were asked for
 CANCELS = float(os.environ.get("FAULT_CANCELS", "0.1"))
+# a webhook of every event to a receiver that answers a share 500 and a
+# share after proxd's timeout (1 s)
+HOOKS = os.environ.get("FAULT_HOOKS", "1") == "1"
+HOOK_FAIL, HOOK_SLOW, HOOK_SECRET = 0.15, 0.03, "faults-webhook-secret"
 PG_URL = os.environ.get("PROXD_TEST_DB")
 JOB_BOUND_S = 120  # no job may take longer than this, faults or not
 READ_FAILURES = ("cannot find VM", "cannot verify the new size", "cannot read the config")
@@ -552,6 +566,10 @@ def run_seed(seed):
             sim.ctl("POST", "/nodes/" + n, {"clock_offset_s": clocks[n]})
     # a hung call costs the request timeout: keep it short
     ports, daemons = [], []
+    recv = Receiver().flaky(random.Random(seed * 31 + 13), HOOK_FAIL, HOOK_SLOW).up() \
+        if HOOKS else None
+    if recv:
+        recv.delay = 1.5
     proxd_extra = ["reconcile_interval = %d" % (RECONCILE_S if seed in RECONCILES else 3600),
                    "quarantine = 0"] + LEASE + (["stats_lag = %d" % LAG_S] if lag else [])
     for i in range(INSTANCES):
@@ -568,6 +586,9 @@ def run_seed(seed):
                                   password=PASSWORD if password else None))
         with open(c, "a") as f:  # half the creations take an address from it
             f.write(POOL)
+            if recv:
+                f.write("\n[webhook flt]\nurl = %s\nsecret = %s\ntimeout = 1\nretry_max = 1\n"
+                        % (recv.url, HOOK_SECRET))
         logs = tmp.name if i == 0 else os.path.join(tmp.name, "i%d" % (i + 1))
         os.makedirs(logs, exist_ok=True)
         daemons.append(Daemon(c, logs))
@@ -587,6 +608,9 @@ def run_seed(seed):
                       "user").stdout.strip()
         ops = proxd("token", "create", "--config", conf, "--owner", "ops", "--role",
                     "admin").stdout.strip()
+        if recv:  # the webhook from the first event on (a new one starts at the log's end)
+            db_execute(db, "INSERT INTO webhook_cursor (name, after, updated_at) "
+                           "VALUES ('flt', 0, 0)")
         for d in daemons:
             d.start()
         apis = [Api("http://127.0.0.1:%d" % port, token) for port in ports]
@@ -855,6 +879,13 @@ def run_seed(seed):
         except AssertionError:
             problems.append("jobs still unfinished: %s" % db_query(
                 db, "SELECT id, kind, state, step FROM jobs WHERE state IN ('queued', 'running')"))
+        if recv:  # every event so far delivered, while every instance runs
+            hook_last = db_query(db, "SELECT coalesce(max(id), 0) FROM events")[0][0]
+            try:
+                wait_for(lambda: hook_all_in(db, recv, hook_last), 60, 0.2,
+                         "every event delivered to the webhook")
+            except AssertionError:
+                pass  # check_webhook says which
         for d in daemons:
             d.stop()
         if member_hosts(seed):  # proxd's switches away from a member's host
@@ -894,6 +925,8 @@ def run_seed(seed):
                 print("  instance %d ended by itself: exit status %s" % (i + 1, d.proc.returncode))
             d.abort()
         sim.stop(check_clean=False)
+        if recv:
+            recv.down()
         print("  proxd's log: %s" % keep_logs(seed, daemons))
         raise
     stats["total_s"] = round(time.monotonic() - t0, 1)
@@ -920,6 +953,9 @@ def run_seed(seed):
     problems.extend("events: " + p for p in eventcheck.problems(db, reuse_ok=True))
     observed = {}
     check_observed(db, history, problems, observed)
+    if recv:
+        recv.down()
+        check_webhook(db, recv, hook_last, stats, problems)
     stats["observed"] = ", ".join("%s %d" % kv for kv in sorted(observed.items()))
     if problems or KEEP_LOG:  # keep proxd's log for the post-mortem
         keep = keep_logs(seed, daemons)
@@ -1162,6 +1198,55 @@ def check_observed(db, history, problems, counts):
             problems.append("event %d %s of VM %d at %d: %s was not %s in pvesim since its "
                             "event before at %d" % (e["id"], e["type"], e["vmid"], e["ts"],
                                                     what, want, prev))
+
+
+def hook_all_in(db, recv, last):
+    """Has every event up to `last` been answered 2xx by the receiver?"""
+    got = {json.loads(p["body"])["id"] for p in recv.snapshot() if p["answered"]}
+    return all(i in got for (i,) in db_query(db, "SELECT id FROM events WHERE id <= %d" % last))
+
+
+def check_webhook(db, recv, last, stats, problems):
+    """The webhook against the event log, whatever the kills, outages and
+    the receiver's 500s and late answers: every event up to `last` (the
+    log's end once the jobs had ended) taken at least once; every post an
+    event of the log, signed, its headers and body the same each time it
+    is posted; in order: a post of event N comes only after every event
+    before N was taken (posted again after a kill or a timeout: the same
+    or an earlier one)."""
+    log = {i: (t, vmid) for i, t, vmid in db_query(
+        db, "SELECT id, type, vmid FROM events WHERE id <= %d" % last)}
+    posts = sorted(recv.snapshot(), key=lambda p: p["t"])
+    bodies, taken, before = {}, set(), sorted(log)
+    nbad = 0
+    for p in posts:
+        e = json.loads(p["body"])
+        i = e["id"]
+        if not verify(HOOK_SECRET, p["signature"], p["body"]):
+            problems.append("webhook: post of event %d badly signed" % i)
+        if p["delivery"] != "flt-%d" % i or p["event"] != e["type"]:
+            problems.append("webhook: post of event %d with headers %s, %s" % (
+                i, p["delivery"], p["event"]))
+        if bodies.setdefault(i, p["body"]) != p["body"]:
+            problems.append("webhook: event %d posted with two bodies" % i)
+        if i <= last:
+            if log.get(i) != (e["type"], e.get("vmid") or 0):
+                problems.append("webhook: event %d posted as %s of VM %s, the log has %s" % (
+                    i, e["type"], e.get("vmid"), log.get(i)))
+            missing = [b for b in before if b < i and b not in taken]
+            if missing and nbad < 5:
+                nbad += 1
+                problems.append("webhook: event %d posted before %s were taken" % (
+                    i, missing[:5]))
+        if p["answered"]:
+            taken.add(i)
+        while before and before[0] in taken:  # the oldest not yet taken first
+            before.pop(0)
+    lost = sorted(set(log) - taken)
+    if lost:
+        problems.append("webhook: %d events never taken: %s" % (len(lost), lost[:10]))
+    stats["webhook"] = "%d events, %d posts, %d not taken at once" % (
+        len(log), len(posts), sum(1 for p in posts if not p["answered"]))
 
 
 def check_holds(db, state, held, problems):
@@ -1477,8 +1562,56 @@ def sync_removes_a_late_snapshot_made_after_its_deletion():
     on_one_vm("again", body)
 
 
+def webhook_check_sees_what_is_wrong():
+    """check_webhook on a made-up log and receiver: events 1 to 4 taken in
+    order (one post of 2 refused and made again), nothing; each fault
+    planted, reported."""
+    import hashlib
+    import hmac
+    import sqlite3
+    tmp = tempfile.TemporaryDirectory(prefix="proxd-hookcheck-")
+    db = os.path.join(tmp.name, "e.db")
+    c = sqlite3.connect(db)
+    with c:
+        c.execute("CREATE TABLE events (id INTEGER, type TEXT, vmid INTEGER)")
+        for row in ((1, "vm.created", 100), (2, "vm.started", 100), (3, "node.down", 0),
+                    (4, "vm.stopped", 100)):
+            c.execute("INSERT INTO events VALUES (?, ?, ?)", row)
+    c.close()
+
+    def post(i, typ, vmid, answered=True, secret=HOOK_SECRET, delivery=None, extra=None):
+        body = json.dumps(dict({"id": i, "type": typ, "vmid": vmid}, **(extra or {}))).encode()
+        sig = hmac.new(secret.encode(), b"7." + body, hashlib.sha256).hexdigest()
+        return {"delivery": delivery or "flt-%d" % i, "event": typ, "body": body,
+                "signature": "t=7,v1=" + sig, "answered": answered}
+
+    class Fake:
+        def __init__(self, posts):
+            self.posts = posts
+
+        def snapshot(self):
+            return [dict(p, t=n) for n, p in enumerate(self.posts)]
+    p1, p2, p3, p4 = (post(1, "vm.created", 100), post(2, "vm.started", 100),
+                      post(3, "node.down", None), post(4, "vm.stopped", 100))
+    good = [p1, dict(p2, answered=False), p2, p3, p4]
+    cases = [(good, 0),
+             ([p1, p2, p4], 2),  # 3 never taken, 4 posted before it
+             ([p1, p3, p2, p4], 1),  # 3 before 2 was taken
+             ([p1, p2, p3, p4, p2], 0),  # 2 again after a kill: in order
+             ([p1, post(2, "vm.started", 100, secret="another-secret-xxxx"), p3, p4], 1),
+             ([p1, p2, post(2, "vm.started", 100, extra={"x": 1}), p3, p4], 1),  # 2 bodies
+             ([p1, p2, post(3, "node.up", None), p4], 1),  # not the log's event 3
+             ([p1, post(2, "vm.started", 100, delivery="flt-9"), p3, p4], 1)]
+    for posts, want in cases:
+        problems, stats = [], {}
+        check_webhook(db, Fake(posts), 4, stats, problems)
+        assert len(problems) == want, (want, problems, [json.loads(p["body"])["id"]
+                                                         for p in posts])
+
+
 def main():
     run_case("the_snapshot_check_sees_what_is_wrong", snapshot_check_sees_what_is_wrong)
+    run_case("the_webhook_check_sees_what_is_wrong", webhook_check_sees_what_is_wrong)
     if not PG_URL:  # (the same on PostgreSQL: its time spared)
         run_case("the_snapshot_sync_removes_a_late_snapshot_of_a_failed_job",
                  sync_removes_a_late_snapshot_of_a_failed_job)

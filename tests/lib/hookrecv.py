@@ -1,7 +1,9 @@
 """A webhook receiver for tests: a small HTTP server on 127.0.0.1 that
 records every post proxd makes (headers, body, whether it answered), checks
 nothing itself, and can be down (not listening), slow (answers after a
-delay, for the first `slow_count` posts) or up. `concurrent_max` is the most
+delay, for the first `slow_count` posts) or up; flaky(rng, fail, slow)
+makes it answer a drawn share of posts 500 and another share late (after
+`delay`). `concurrent_max` is the most
 posts it had in flight at once (one deliverer at a time means 1); each post
 records when it was read ("t") and answered ("end"), for overlaps."""
 import hashlib
@@ -39,6 +41,12 @@ class Receiver:
         self.slow_count = 0
         self.status = 200
         self.server = None
+        self.chaos = None  # (rng, fail share, slow share): flaky()
+
+    def flaky(self, rng, fail, slow):
+        """Each post drawn: answered 500 (fail), late (slow), else 200."""
+        self.chaos = (rng, fail, slow)
+        return self
 
     def _handler(self):
         rc = self
@@ -59,6 +67,11 @@ class Receiver:
                     if slow:
                         rc.slow_count -= 1
                     status = rc.status
+                    if rc.chaos:
+                        draw = rc.chaos[0].random()
+                        if draw < rc.chaos[1]:
+                            status = 500
+                        slow = slow or rc.chaos[1] <= draw < rc.chaos[1] + rc.chaos[2]
                     rec = {"delivery": self.headers.get("Proxd-Delivery"),
                            "event": self.headers.get("Proxd-Event"),
                            "signature": self.headers.get("Proxd-Signature", ""),
