@@ -948,7 +948,7 @@ static void late_serve(struct sim *s, struct sim_late *l)
     fn(&c);
     if (write) {
         sim_world_end(s);
-        sim_history_sizes_params(s, c.params);
+        sim_history_sizes_params(s, c.node, c.params);
     }
     log_info("sim", "late %s %s served: %d %s", l->verb, l->path, c.status ? c.status : 200,
              c.message ? c.message : "");
@@ -1191,7 +1191,7 @@ static void dispatch(struct sim *s, struct listener_ctx *lc, const struct http_r
     fn(&c);
     if (write) {
         sim_world_end(s);
-        sim_history_sizes_params(s, c.params);
+        sim_history_sizes_params(s, c.node, c.params);
     }
     finish(s, &c, r);
     pthread_mutex_unlock(&s->mu);

@@ -969,8 +969,8 @@ void sim_advance(struct sim *s)
         int phase = t->phase;
         step(s, t, now, share);
         if (t->phase != phase || !t->running) { /* tasks change VMs as a phase ends */
-            sim_history_sizes_of(s, t->vmid);
-            sim_history_sizes_of(s, t->newid);
+            sim_history_sizes_of(s, t->node, t->vmid);
+            sim_history_sizes_of(s, t->node, t->newid);
         }
     }
     if (stepping)

@@ -102,18 +102,20 @@ void sim_history_sizes(struct sim *s, struct sim_vm *vm)
         record(s, vm, vm->power);
 }
 
-void sim_history_sizes_of(struct sim *s, int vmid)
+void sim_history_sizes_of(struct sim *s, struct sim_node *n, int vmid)
 {
+    /* a cluster's VMIDs are one space (a clone may land on another node);
+     * each standalone host has its own */
     if (vmid > 0)
-        sim_history_sizes(s, sim_vm_find(s, NULL, vmid));
+        sim_history_sizes(s, sim_vm_find(s, s->o.standalone ? n : NULL, vmid));
 }
 
-void sim_history_sizes_params(struct sim *s, json_t *params)
+void sim_history_sizes_params(struct sim *s, struct sim_node *n, json_t *params)
 {
     const char *keys[] = {"vmid", "newid"};
     for (size_t i = 0; i < 2; i++) {
         json_t *v = json_object_get(params, keys[i]);
-        sim_history_sizes_of(s,
+        sim_history_sizes_of(s, n,
                              json_is_integer(v) ? (int)json_integer_value(v) : (int)size_value(v));
     }
 }

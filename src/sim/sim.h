@@ -474,8 +474,9 @@ void sim_history_moved(struct sim *s, struct sim_vm *vm); /* its node changed */
  * params name: vmid, newid), a task's step (its vmid, newid), a control
  * edit (the VM), a fleet built or loaded (every VM). */
 void sim_history_sizes(struct sim *s, struct sim_vm *vm); /* vm may be NULL */
-void sim_history_sizes_of(struct sim *s, int vmid);       /* a VM's, if one has it */
-void sim_history_sizes_params(struct sim *s, json_t *params);
+/* the VM of vmid (on n, a standalone host; a cluster's anywhere), if any */
+void sim_history_sizes_of(struct sim *s, struct sim_node *n, int vmid);
+void sim_history_sizes_params(struct sim *s, struct sim_node *n, json_t *params);
 void sim_history_sizes_all(struct sim *s);
 /* {"history": [[ms, uid, vmid, node, power or "gone", cores, memory MiB,
  * disk bytes, pending cores, pending memory MiB], ...] oldest first,
