@@ -330,6 +330,7 @@ class Killer(threading.Thread):
         self.daemons, self.rng, self.problems, self.lock = daemons, rng, problems, lock
         self.halt = threading.Event()
         self.kills = 0
+        self.kill_times = []  # time.monotonic() of each kill
 
     def run(self):
         # the first soon (0.5 to 2 s), as the outages' first: a fast
@@ -339,6 +340,7 @@ class Killer(threading.Thread):
             pause = self.rng.uniform(1.0, 4.0)
             d = self.daemons[self.rng.randrange(len(self.daemons))]
             try:
+                self.kill_times.append(time.monotonic())
                 d.kill()
                 self.kills += 1
             except AssertionError as e:
@@ -886,6 +888,7 @@ def run_seed(seed):
                          "every event delivered to the webhook")
             except AssertionError:
                 pass  # check_webhook says which
+            hook_end = time.monotonic()  # (then the daemons stop, giving up posts)
         for d in daemons:
             d.stop()
         if member_hosts(seed):  # proxd's switches away from a member's host
@@ -955,7 +958,8 @@ def run_seed(seed):
     check_observed(db, history, problems, observed)
     if recv:
         recv.down()
-        check_webhook(db, recv, hook_last, stats, problems)
+        check_webhook(db, recv, hook_last, stats, problems, hook_end,
+                      killer.kill_times if killer else [])
     stats["observed"] = ", ".join("%s %d" % kv for kv in sorted(observed.items()))
     if problems or KEEP_LOG:  # keep proxd's log for the post-mortem
         keep = keep_logs(seed, daemons)
@@ -1206,14 +1210,17 @@ def hook_all_in(db, recv, last):
     return all(i in got for (i,) in db_query(db, "SELECT id FROM events WHERE id <= %d" % last))
 
 
-def check_webhook(db, recv, last, stats, problems):
+def check_webhook(db, recv, last, stats, problems, end=None, kills=()):
     """The webhook against the event log, whatever the kills, outages and
     the receiver's 500s and late answers: every event up to `last` (the
     log's end once the jobs had ended) taken at least once; every post an
     event of the log, signed, its headers and body the same each time it
     is posted; in order: a post of event N comes only after every event
     before N was taken (posted again after a kill or a timeout: the same
-    or an earlier one)."""
+    or an earlier one); one instance posting at a time (its lease): no two
+    posts in flight at once before `end` (when the daemons began to stop),
+    but for one its sender had given up on (proxd's 1 s timeout) or
+    killed (a kill between the two)."""
     log = {i: (t, vmid) for i, t, vmid in db_query(
         db, "SELECT id, type, vmid FROM events WHERE id <= %d" % last)}
     posts = sorted(recv.snapshot(), key=lambda p: p["t"])
@@ -1242,6 +1249,11 @@ def check_webhook(db, recv, last, stats, problems):
             taken.add(i)
         while before and before[0] in taken:  # the oldest not yet taken first
             before.pop(0)
+    both = [(a, b) for a, b in recv.overlaps(gave_up=1.0)
+            if (end is None or b["t"] < end) and not any(a["t"] <= k <= b["t"] for k in kills)]
+    for a, b in both[:5]:
+        problems.append("webhook: posts of events %s and %s in flight at once (%.3f s apart)" % (
+            json.loads(a["body"])["id"], json.loads(b["body"])["id"], b["t"] - a["t"]))
     lost = sorted(set(log) - taken)
     if lost:
         problems.append("webhook: %d events never taken: %s" % (len(lost), lost[:10]))
@@ -1585,12 +1597,11 @@ def webhook_check_sees_what_is_wrong():
         return {"delivery": delivery or "flt-%d" % i, "event": typ, "body": body,
                 "signature": "t=7,v1=" + sig, "answered": answered}
 
-    class Fake:
+    class Fake(Receiver):  # posts 0.3 s apart, each answered in 0.1 s
         def __init__(self, posts):
-            self.posts = posts
-
-        def snapshot(self):
-            return [dict(p, t=n) for n, p in enumerate(self.posts)]
+            super().__init__(port=1)
+            self.posts = [dict(p, t=0.3 * n, end=0.3 * n + p.get("took", 0.1)) for n, p in
+                          enumerate(posts)]
     p1, p2, p3, p4 = (post(1, "vm.created", 100), post(2, "vm.started", 100),
                       post(3, "node.down", None), post(4, "vm.stopped", 100))
     good = [p1, dict(p2, answered=False), p2, p3, p4]
@@ -1601,12 +1612,18 @@ def webhook_check_sees_what_is_wrong():
              ([p1, post(2, "vm.started", 100, secret="another-secret-xxxx"), p3, p4], 1),
              ([p1, p2, post(2, "vm.started", 100, extra={"x": 1}), p3, p4], 1),  # 2 bodies
              ([p1, p2, post(3, "node.up", None), p4], 1),  # not the log's event 3
-             ([p1, post(2, "vm.started", 100, delivery="flt-9"), p3, p4], 1)]
+             ([p1, post(2, "vm.started", 100, delivery="flt-9"), p3, p4], 1),
+             # 2 answered 0.5 s after it was read: in flight with 3 (a
+             # second holder), unless a kill came between the two
+             ([p1, dict(p2, took=0.5), p3, p4], 1)]
     for posts, want in cases:
         problems, stats = [], {}
         check_webhook(db, Fake(posts), 4, stats, problems)
         assert len(problems) == want, (want, problems, [json.loads(p["body"])["id"]
                                                          for p in posts])
+    problems = []
+    check_webhook(db, Fake([p1, dict(p2, took=0.5), p3, p4]), 4, {}, problems, kills=[0.45])
+    assert not problems, problems
 
 
 def main():
