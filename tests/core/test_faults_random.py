@@ -52,8 +52,10 @@ and proxd's database:
     every event to a receiver that answers a drawn 15 % of posts 500 and
     3 % after proxd's 1 s timeout: once the jobs ended, every event of
     the log so far is taken at least once; every post is an event of the
-    log, signed, its body the same each time; and in order: a post of
-    event N comes only after every event before N was taken (check_webhook,
+    log, signed, its body the same each time; in order: a post of event N
+    comes only after every event before N was taken; and one instance
+    posts at a time (no two posts in flight at once, but for one proxd
+    gave up on after its timeout or a kill cut) (check_webhook,
     itself checked against planted faults first). Kills, outages and two
     instances meet its lease and cursor here (the seed's report: `webhook`).
 
