@@ -28,7 +28,8 @@
 #     two hosts one-node clusters, a mixed fleet (FAULT_MIXED_SEEDS); during
 #     those of SOAK_HOLD_SEEDS (default the 3rd and 6th) an admin holds and
 #     drops addresses of the creations' pool (FAULT_HOLD_SEEDS); every seed
-#     has the webhook to a flaky receiver (FAULT_HOOKS);
+#     has the webhook to a flaky receiver (FAULT_HOOKS) and a client of the
+#     event stream (FAULT_STREAMS);
 #  3. (below) the crash test of VM operations;
 #  4. node drains (tests/api/test_drain.py) of SOAK_DRAIN_VMS VMs (200) with a
 #     kill -9 in the middle and seeded migrate faults, one run per seed of
@@ -107,6 +108,7 @@ for r in rows:
           + ("; proxd left a host %(host_downs)d times" % r if "host_downs" in r else "")
           + ("; address holds: %(holds)s" % r if "holds" in r else "")
           + ("; webhook: %(webhook)s" % r if "webhook" in r else "")
+          + ("; event stream: %(stream)s" % r if "stream" in r else "")
           + ("; reconciler's observed changes checked: %(observed)s" % r if r.get("observed") else ""))
 tot = {k: sum(r[k] for r in rows) for k in ("jobs", "done", "failed", "fault_hits", "calls")}
 print("total: %(jobs)d jobs, %(done)d done, %(failed)d failed, %(fault_hits)d of %(calls)d calls faulted" % tot)

@@ -48,6 +48,13 @@ and proxd's database:
     that sync is what removes it (a removal of reason "stray"; the case
     the_snapshot_sync_removes_a_late_snapshot_of_a_failed_job makes one on
     purpose). One it leaves is reported all the same.
+  - with FAULT_STREAMS=1, the default, an admin's client follows the
+    event stream (GET /v1/events/stream) from the start, through the
+    instances in turn, connecting again with Last-Event-ID whenever its
+    connection ends (a kill, an outage): once the jobs ended, it was sent
+    every event of the log so far, each once, in id order, as the log has
+    them (check_stream, itself checked against planted faults first; the
+    seed's report: `stream`, with its connections);
   - with FAULT_HOOKS=1, the default, every instance has a webhook of
     every event to a receiver that answers a drawn 15 % of posts 500 and
     3 % after proxd's 1 s timeout: once the jobs ended, every event of
@@ -151,8 +158,8 @@ FAULT_KILL_SEEDS (the seeds during which proxd is also killed, below),
 FAULT_PASSWORD_SEEDS (the seeds logged in with a password, above),
 FAULT_OUTAGE_SEEDS (the seeds whose database is cut off now and then, below),
 FAULT_NODE_SEEDS (the seeds whose nodes go down now and then, below),
-FAULT_REINSTALLS, FAULT_DRAINS, FAULT_HOOKS (1, the defaults: reinstalls, a drain,
-the webhook; 0: none),
+FAULT_REINSTALLS, FAULT_DRAINS, FAULT_HOOKS, FAULT_STREAMS (1, the defaults:
+reinstalls, a drain, the webhook, the stream's follower; 0: none),
 FAULT_CANCELS (the share of jobs cancelled, 0.1), FAULT_JOB_LEASE ([proxd]
 job_lease in seconds; proxd's default when unset).
 
@@ -278,6 +285,8 @@ CANCELS = float(os.environ.get("FAULT_CANCELS", "0.1"))
 # a webhook of every event to a receiver that answers a share 500 and a
 # share after proxd's timeout (1 s)
 HOOKS = os.environ.get("FAULT_HOOKS", "1") == "1"
+# a client following the event stream through the instances
+STREAMS = os.environ.get("FAULT_STREAMS", "1") == "1"
 HOOK_FAIL, HOOK_SLOW, HOOK_SECRET = 0.15, 0.03, "faults-webhook-secret"
 PG_URL = os.environ.get("PROXD_TEST_DB")
 JOB_BOUND_S = 120  # no job may take longer than this, faults or not
@@ -419,6 +428,78 @@ class Outage(threading.Thread):
     def stop(self):
         self.halt.set()
         self.join()
+
+
+class Follower(threading.Thread):
+    """A client of the event stream (GET /v1/events/stream, an admin's:
+    every event) through the instances in turn: when its connection ends
+    (a kill, a database outage, an error answer) it connects again to the
+    next instance with Last-Event-ID, the last id it saw, as an SSE client
+    does. `seen`: (id, type, vmid) of every event it was sent, in order."""
+
+    def __init__(self, admins):
+        super().__init__(daemon=True)
+        self.admins = admins
+        self.halt = threading.Event()
+        self.seen, self.connects = [], 0
+        self.resp = None
+
+    def run(self):
+        n = 0
+        while not self.halt.is_set():
+            a = self.admins[n % len(self.admins)]
+            n += 1
+            h = dict(a.h, **({"Last-Event-ID": str(self.seen[-1][0])} if self.seen else {}))
+            try:
+                self.resp = requests.get(a.base + "/v1/events/stream", headers=h, stream=True,
+                                         timeout=(2, 20))
+                if self.resp.status_code != 200:
+                    self.resp.close()
+                    self.halt.wait(0.2)
+                    continue
+                self.connects += 1
+                ev = {}
+                for line in self.resp.iter_lines(decode_unicode=True):
+                    if self.halt.is_set():
+                        break
+                    if line.startswith("id: "):
+                        ev["id"] = int(line[4:])
+                    elif line.startswith("data: "):
+                        ev["data"] = json.loads(line[6:])
+                    elif not line and "id" in ev:
+                        self.seen.append((ev["id"], ev["data"]["type"],
+                                          ev["data"].get("vmid") or 0))
+                        ev = {}
+            except (requests.RequestException, ValueError, AttributeError):
+                pass  # (AttributeError: the connection closed under iter_lines by stop)
+            self.halt.wait(0.1)
+
+    def stop(self):
+        self.halt.set()
+        if self.resp is not None:
+            self.resp.close()
+        self.join(30)
+
+
+def check_stream(db, follower, last, stats, problems):
+    """The event stream against the log, through kills, outages and
+    reconnections with Last-Event-ID: the events it sent up to `last` are
+    the log's, each once, in id order, none missing."""
+    log = {i: (t, vmid) for i, t, vmid in db_query(
+        db, "SELECT id, type, vmid FROM events WHERE id <= %d" % last)}
+    seen = [e for e in follower.seen if e[0] <= last]
+    ids = [e[0] for e in seen]
+    back = [(a, b) for a, b in zip(ids, ids[1:]) if b <= a]
+    if back:
+        problems.append("event stream: ids not increasing: %s" % back[:5])
+    for i, t, vmid in seen:
+        if log.get(i) != (t, vmid):
+            problems.append("event stream: event %d sent as %s of VM %d, the log has %s" % (
+                i, t, vmid, log.get(i)))
+    missing = sorted(set(log) - set(ids))
+    if missing:
+        problems.append("event stream: %d events never sent: %s" % (len(missing), missing[:10]))
+    stats["stream"] = "%d events, %d connections" % (len(seen), follower.connects)
 
 
 class Holds(threading.Thread):
@@ -606,7 +687,7 @@ def run_seed(seed):
     problems = []
     lock = threading.Lock()
     t0 = time.monotonic()
-    killer = outage = downs = holds = None
+    killer = outage = downs = holds = follower = None
     try:
         token = proxd("token", "create", "--config", conf, "--owner", "ci", "--role",
                       "user").stdout.strip()
@@ -658,6 +739,9 @@ def run_seed(seed):
         downs = NodeDowns(sim, random.Random(seed * 19 + 7)) if seed in NODE_DOWNS else None
         holds = Holds(admins, random.Random(seed * 29 + 11), problems, lock) \
             if seed in HOLDS else None
+        follower = Follower(admins) if STREAMS else None
+        if follower:
+            follower.start()
 
         def troubles_on():
             faults_on()
@@ -891,6 +975,14 @@ def run_seed(seed):
             except AssertionError:
                 pass  # check_webhook says which
             hook_end = time.monotonic()  # (then the daemons stop, giving up posts)
+        if follower:  # the stream has sent every event so far
+            stream_last = db_query(db, "SELECT coalesce(max(id), 0) FROM events")[0][0]
+            try:
+                wait_for(lambda: follower.seen and follower.seen[-1][0] >= stream_last, 30, 0.2,
+                         "the event stream to send every event")
+            except AssertionError:
+                pass  # check_stream says which
+            follower.stop()
         for d in daemons:
             d.stop()
         if member_hosts(seed):  # proxd's switches away from a member's host
@@ -932,6 +1024,8 @@ def run_seed(seed):
         sim.stop(check_clean=False)
         if recv:
             recv.down()
+        if follower and follower.is_alive():
+            follower.stop()
         print("  proxd's log: %s" % keep_logs(seed, daemons))
         raise
     stats["total_s"] = round(time.monotonic() - t0, 1)
@@ -958,6 +1052,8 @@ def run_seed(seed):
     problems.extend("events: " + p for p in eventcheck.problems(db, reuse_ok=True))
     observed = {}
     check_observed(db, history, problems, observed)
+    if follower:
+        check_stream(db, follower, stream_last, stats, problems)
     if recv:
         recv.down()
         check_webhook(db, recv, hook_last, stats, problems, hook_end,
@@ -1628,9 +1724,38 @@ def webhook_check_sees_what_is_wrong():
     assert not problems, problems
 
 
+def stream_check_sees_what_is_wrong():
+    """check_stream on a made-up log: the events 1, 2, 4 (3 rolled back)
+    sent in order, nothing; each fault planted, reported."""
+    import sqlite3
+    tmp = tempfile.TemporaryDirectory(prefix="proxd-streamcheck-")
+    db = os.path.join(tmp.name, "e.db")
+    c = sqlite3.connect(db)
+    with c:
+        c.execute("CREATE TABLE events (id INTEGER, type TEXT, vmid INTEGER)")
+        for row in ((1, "vm.created", 100), (2, "node.down", 0), (4, "vm.stopped", 100)):
+            c.execute("INSERT INTO events VALUES (?, ?, ?)", row)
+    c.close()
+
+    class Fake:
+        connects = 1
+
+        def __init__(self, seen):
+            self.seen = seen
+    e1, e2, e4 = (1, "vm.created", 100), (2, "node.down", 0), (4, "vm.stopped", 100)
+    cases = [([e1, e2, e4], 0), ([e1, e2, e4, (5, "vm.started", 100)], 0),  # 5: after last
+             ([e1, e4], 1), ([e1, e2, e2, e4], 1), ([e2, e1, e4], 1),
+             ([e1, (2, "node.up", 0), e4], 1), ([e1, e2, (3, "vm.paused", 100), e4], 1)]
+    for seen, want in cases:
+        problems = []
+        check_stream(db, Fake(seen), 4, {}, problems)
+        assert len(problems) == want, (want, problems, seen)
+
+
 def main():
     run_case("the_snapshot_check_sees_what_is_wrong", snapshot_check_sees_what_is_wrong)
     run_case("the_webhook_check_sees_what_is_wrong", webhook_check_sees_what_is_wrong)
+    run_case("the_stream_check_sees_what_is_wrong", stream_check_sees_what_is_wrong)
     if not PG_URL:  # (the same on PostgreSQL: its time spared)
         run_case("the_snapshot_sync_removes_a_late_snapshot_of_a_failed_job",
                  sync_removes_a_late_snapshot_of_a_failed_job)
