@@ -459,8 +459,7 @@ static bool fault_apply(struct sim *s, struct sim_fault *f, struct sim_call *c, 
         json_t *id = json_object_get(c->params, "newid");
         if (!id || strcmp(c->verb, "POST") != 0 || !strstr(c->path, "/clone"))
             id = json_object_get(c->params, "vmid");
-        int vmid = json_is_integer(id) ? (int)json_integer_value(id)
-                                       : atoi(json_string_value(id) ? json_string_value(id) : "0");
+        int vmid = (int)sim_json_int(id, 0);
         char lf[96];
         char *m = xasprintf("can't lock file '%s' - got timeout", sim_lockfile(vmid, lf));
         render_error(s, r, 500, m, NULL);

@@ -6,36 +6,20 @@
  * allocated at the first one. Everything under s->mu. */
 #include <jansson.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include "common/util.h"
 #include "common/xalloc.h"
 #include "sim/sim.h"
 
-/* A size value of a config or pending list: an integer or a string
- * ("2048", memory's "current=2048") */
-static int64_t size_value(json_t *v)
-{
-    if (json_is_integer(v))
-        return json_integer_value(v);
-    const char *p = json_string_value(v);
-    if (!p)
-        return 0;
-    if (str_starts(p, "current="))
-        p += 8;
-    return atoll(p);
-}
-
 /* As sim_vm_derive tells them to the inventory (without its cache: the
  * world may be changing) */
 static void sizes_of(const struct sim_vm *vm, struct sim_hist_sizes *z)
 {
-    const char *boot = sim_vm_bootdisk(vm);
     z->cores = sim_vm_cpus(vm);
     z->memory_mib = sim_vm_maxmem(vm) / (1024 * 1024);
-    z->disk = boot ? sim_disk_size(json_string_value(json_object_get(vm->conf, boot))) : 0;
-    z->pending_cores = (int)size_value(json_object_get(vm->pending, "cores"));
-    z->pending_memory_mib = size_value(json_object_get(vm->pending, "memory"));
+    z->disk = sim_vm_maxdisk(vm);
+    z->pending_cores = (int)sim_json_int(json_object_get(vm->pending, "cores"), 0);
+    z->pending_memory_mib = sim_memory_mib(json_object_get(vm->pending, "memory"), 0);
 }
 
 static bool sizes_equal(const struct sim_hist_sizes *a, const struct sim_hist_sizes *b)
@@ -45,7 +29,9 @@ static bool sizes_equal(const struct sim_hist_sizes *a, const struct sim_hist_si
            a->disk == b->disk;
 }
 
-static void record(struct sim *s, struct sim_vm *vm, int power)
+/* An entry for vm; z: its sizes when the caller read them, else NULL */
+static void record_sized(struct sim *s, struct sim_vm *vm, int power,
+                         const struct sim_hist_sizes *z)
 {
     struct sim_history *h = &s->history;
     if (h->off)
@@ -64,8 +50,16 @@ static void record(struct sim *s, struct sim_vm *vm, int power)
     e->vmid = vm->vmid;
     e->node = (short)(vm->node - s->nodes);
     e->power = (signed char)power;
-    sizes_of(vm, &e->z);
+    if (z)
+        e->z = *z;
+    else
+        sizes_of(vm, &e->z);
     vm->hist_z = e->z;
+}
+
+static void record(struct sim *s, struct sim_vm *vm, int power)
+{
+    record_sized(s, vm, power, NULL);
 }
 
 void sim_history_made(struct sim *s, struct sim_vm *vm)
@@ -99,7 +93,7 @@ void sim_history_sizes(struct sim *s, struct sim_vm *vm)
     struct sim_hist_sizes z;
     sizes_of(vm, &z);
     if (!sizes_equal(&z, &vm->hist_z))
-        record(s, vm, vm->power);
+        record_sized(s, vm, vm->power, &z);
 }
 
 void sim_history_sizes_of(struct sim *s, struct sim_node *n, int vmid)
@@ -115,8 +109,7 @@ void sim_history_sizes_params(struct sim *s, struct sim_node *n, json_t *params)
     const char *keys[] = {"vmid", "newid"};
     for (size_t i = 0; i < 2; i++) {
         json_t *v = json_object_get(params, keys[i]);
-        sim_history_sizes_of(s, n,
-                             json_is_integer(v) ? (int)json_integer_value(v) : (int)size_value(v));
+        sim_history_sizes_of(s, n, (int)sim_json_int(v, 0));
     }
 }
 

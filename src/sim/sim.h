@@ -516,6 +516,12 @@ void sim_world_begin(struct sim *s);
 void sim_world_end(struct sim *s);
 void sim_world_touch(struct sim *s);
 int64_t sim_vm_maxmem(const struct sim_vm *vm); /* bytes */
+/* A parameter or config value that is an integer or a string of one
+ * (42, "42"); dflt when absent or of another type */
+int64_t sim_json_int(json_t *v, int64_t dflt);
+/* A memory value in MiB: as sim_json_int, or "current=2048" */
+int64_t sim_memory_mib(json_t *m, int64_t dflt);
+int64_t sim_vm_maxdisk(const struct sim_vm *vm); /* bytes: its boot disk's size= */
 int sim_vm_cpus(const struct sim_vm *vm);
 char *sim_fmt_size(int64_t bytes);                  /* "32G", "512M", ... caller frees */
 bool sim_parse_size(const char *s, int64_t *bytes); /* "32G", "+10G"->10G, "1024" */

@@ -438,19 +438,30 @@ struct sim_storage *sim_storage_find(struct sim_node *n, const char *id)
     return NULL;
 }
 
+int64_t sim_json_int(json_t *v, int64_t dflt)
+{
+    if (json_is_integer(v))
+        return json_integer_value(v);
+    return json_is_string(v) ? atoll(json_string_value(v)) : dflt;
+}
+
+int64_t sim_memory_mib(json_t *m, int64_t dflt)
+{
+    const char *p = json_string_value(m);
+    if (p && str_starts(p, "current="))
+        return atoll(p + 8);
+    return sim_json_int(m, dflt);
+}
+
 int64_t sim_vm_maxmem(const struct sim_vm *vm)
 {
-    json_t *m = json_object_get(vm->conf, "memory");
-    int64_t mb = 512;
-    if (json_is_integer(m))
-        mb = json_integer_value(m);
-    else if (json_is_string(m)) {
-        const char *p = json_string_value(m);
-        if (str_starts(p, "current="))
-            p += 8;
-        mb = atoll(p);
-    }
-    return mb * MiB;
+    return sim_memory_mib(json_object_get(vm->conf, "memory"), 512) * MiB;
+}
+
+int64_t sim_vm_maxdisk(const struct sim_vm *vm)
+{
+    const char *boot = sim_vm_bootdisk(vm);
+    return boot ? sim_disk_size(json_string_value(json_object_get(vm->conf, boot))) : 0;
 }
 
 int sim_vm_cpus(const struct sim_vm *vm)
@@ -538,10 +549,9 @@ static void derive_text(struct sim_vm *vm, struct sim_vm_derived *d)
 static void derive(struct sim *s, struct sim_vm *vm, struct sim_vm_derived *d)
 {
     json_t *c = vm->conf;
-    const char *boot = sim_vm_bootdisk(vm);
     d->maxmem = sim_vm_maxmem(vm);
     d->cpus = sim_vm_cpus(vm);
-    d->maxdisk = boot ? sim_disk_size(json_string_value(json_object_get(c, boot))) : 0;
+    d->maxdisk = sim_vm_maxdisk(vm);
     json_t *t = json_object_get(c, "template");
     d->template = json_is_true(t) || json_integer_value(t) != 0 ||
                   (json_is_string(t) && strcmp(json_string_value(t), "1") == 0);
