@@ -48,6 +48,7 @@ static const struct route ROUTES[] = {
     {{"POST", "/v1/jobs/{id}/cancel"}, h_job_cancel, true, false},
     {{"GET", "/v1/events"}, h_events, true, false},
     {{"GET", "/v1/events/stream"}, h_events_stream, true, false},
+    {{"GET", "/v1/webhooks"}, h_webhooks, true, false},
     {{"GET", "/v1/nodes"}, h_nodes, true, false},
     {{"POST", "/v1/nodes/{node}/cordon"}, h_node_cordon, true, false},
     {{"POST", "/v1/nodes/{node}/uncordon"}, h_node_uncordon, true, false},

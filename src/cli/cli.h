@@ -100,8 +100,11 @@ int cmd_os(struct cli *c, int argc, char **argv);
 int cmd_events(struct cli *c, int argc, char **argv); /* cmd_events.c */
 /* vm snapshot ... (cmd_snap.c): argv[0] is list|create|delete|rollback. */
 int cmd_snapshot(struct cli *c, int argc, char **argv);
-/* status [--hours N] (cmd_status.c): what needs attention; exit 1 if anything. */
+/* status [--hours N] [--webhook-age S] (cmd_status.c): what needs
+ * attention; exit 1 if anything. */
 int cmd_status(struct cli *c, int argc, char **argv);
+/* webhook list (cmd_webhook.c): argv[0] is list. */
+int cmd_webhook(struct cli *c, int argc, char **argv);
 /* ippool list|show|hold|unhold|add-range (cmd_ippool.c). */
 int cmd_ippool(struct cli *c, int argc, char **argv);
 

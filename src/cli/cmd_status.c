@@ -1,13 +1,14 @@
 /* cmd_status: proxctl status — what needs an operator's attention, in one
  * look: proxd's readiness, the nodes down or not yet known (and those
  * cordoned), the jobs running, queued and failed in the last hours, the VMID
- * ranges and address pools close to full, the VMs lost. Each problem is an
+ * ranges and address pools close to full, the VMs lost, the webhooks whose
+ * events wait longer than --webhook-age seconds. Each problem is an
  * "attention" line; the exit code is 1 when there is one (a cron job or a
  * monitor can page on it) and 0 when there is none. A section the token may
  * not read (a user's: the pools' figures) is left out, not an error.
  *
- * It only reads the API (GET), as `node list`, `job list`, `os list` and
- * `ippool list` do, and says nothing they do not: it puts them side by side
+ * It only reads the API (GET), as `node list`, `job list`, `os list`,
+ * `ippool list` and `webhook list` do, and says nothing they do not: it puts them side by side
  * and picks out what is wrong. */
 #include "cli/cli.h"
 
@@ -24,6 +25,7 @@
 #define POOL_FREE_PCT 10.0 /* a pool with less free than this of its size */
 #define LIST_MAX 10000     /* jobs or VMs read per list at the most */
 #define FAILED_SHOWN 5     /* failed jobs listed by name in the text */
+#define HOOK_AGE_S 300     /* a webhook's event waiting longer than this */
 
 struct report {
     json_t *r;         /* the whole report (--json prints it) */
@@ -254,6 +256,42 @@ static void check_lost(struct cli *c, struct report *rp, json_t *sum)
     json_decref(all);
 }
 
+/* A webhook of this instance's configuration whose oldest waiting event
+ * is older than age_s: its receiver is down or refuses, or no instance
+ * delivers it. (A cursor no instance's configuration has any more waits
+ * for ever: listed by `webhook list`, not an attention line.) */
+static void check_webhooks(struct cli *c, struct report *rp, json_t *sum, int64_t age_s)
+{
+    json_t *ans = NULL;
+    if (cli_call(c, "GET", "/v1/webhooks", NULL, &ans) != 200) {
+        json_decref(ans); /* a user's token: not its business */
+        return;
+    }
+    json_t *late = json_array();
+    size_t i;
+    json_t *w;
+    json_array_foreach(json_object_get(ans, "webhooks"), i, w)
+    {
+        double oldest = json_number_value(json_object_get(w, "oldest_waiting_s"));
+        if (!json_is_true(json_object_get(w, "configured")) || cli_num(w, "behind") == 0 ||
+            oldest <= (double)age_s)
+            continue;
+        json_array_append_new(late,
+                              json_pack("{s:s,s:I,s:f}", "webhook", cli_str(w, "name"), "behind",
+                                        cli_num(w, "behind"), "oldest_waiting_s", oldest));
+        const char *err = json_string_value(json_object_get(w, "last_error"));
+        char why[400] = "no instance delivers it";
+        if (*cli_str(w, "holder") != '-')
+            snprintf(why, sizeof why, "held by %s; last failure %s: %.200s",
+                     cli_str(w, "holder"), cli_str(w, "last_error_at"), err && *err ? err : "none");
+        attention(rp, "webhook %s: %lld event%s waiting, the oldest for %.0f s (%s)",
+                  cli_str(w, "name"), cli_num(w, "behind"), cli_num(w, "behind") == 1 ? "" : "s",
+                  oldest, why);
+    }
+    json_object_set_new(sum, "webhooks_late", late);
+    json_decref(ans);
+}
+
 static void print_text(const struct cli *c, json_t *r)
 {
     json_t *n = json_object_get(r, "nodes"), *j = json_object_get(r, "jobs");
@@ -306,18 +344,22 @@ static void print_text(const struct cli *c, json_t *r)
 
 int cmd_status(struct cli *c, int argc, char **argv)
 {
-    static const struct option o[] = {{"hours", 1, 0, 'h'}, {0, 0, 0, 0}};
-    int64_t hours = 1;
+    static const struct option o[] = {
+        {"hours", 1, 0, 'h'}, {"webhook-age", 1, 0, 'w'}, {0, 0, 0, 0}};
+    int64_t hours = 1, hook_age = HOOK_AGE_S;
     int opt;
+    bool ok = true;
     optind = 1;
-    while ((opt = getopt_long(argc, argv, "", o, NULL)) != -1) {
-        if (opt != 'h' || !cli_int("--hours", optarg, 1, 24 * 30, &hours)) {
-            fprintf(stderr, "usage: proxctl status [--hours N]\n");
-            return EXIT_USAGE;
-        }
+    while (ok && (opt = getopt_long(argc, argv, "", o, NULL)) != -1) {
+        if (opt == 'h')
+            ok = cli_int("--hours", optarg, 1, 24 * 30, &hours);
+        else if (opt == 'w')
+            ok = cli_int("--webhook-age", optarg, 0, 86400 * 30, &hook_age);
+        else
+            ok = false;
     }
-    if (optind < argc) {
-        fprintf(stderr, "usage: proxctl status [--hours N]\n");
+    if (!ok || optind < argc) {
+        fprintf(stderr, "usage: proxctl status [--hours N] [--webhook-age SECONDS]\n");
         return EXIT_USAGE;
     }
     struct report rp = {.r = json_object(), .attention = json_array()};
@@ -332,6 +374,7 @@ int cmd_status(struct cli *c, int argc, char **argv)
     check_ranges(c, &rp, rp.r);
     check_pools(c, &rp, rp.r);
     check_lost(c, &rp, rp.r);
+    check_webhooks(c, &rp, rp.r, hook_age);
     json_object_set_new(rp.r, "attention", rp.attention);
     if (!cli_json_out(c, rp.r))
         print_text(c, rp.r);

@@ -32,7 +32,9 @@ static void usage(FILE *f)
                "  ippool hold NAME ADDRESS [--note TEXT] | ippool unhold NAME ADDRESS\n"
                "  ippool add-range NAME FIRST-LAST [--reserved]\n"
                "  events [--after ID] [--type TYPE] [--follow]\n"
-               "  status [--hours N]          what needs attention (exit 1 when anything does)\n"
+               "  webhook list                each webhook's delivery: holder, waiting, failures\n"
+               "  status [--hours N] [--webhook-age S]\n"
+               "                              what needs attention (exit 1 when anything does)\n"
                "environment: PROXD_URL, PROXD_TOKEN, PROXCTL_CONFIG\n"
                "exit codes: 0 ok, 1 operation failed, 2 bad input, 3 not found, 4 not authorised,\n"
                "            5 server or network error, 6 conflict or quota\n");
@@ -154,6 +156,8 @@ int main(int argc, char **argv)
         rc = cmd_os(&c, argc - i - 1, argv + i + 1);
     else if (strcmp(cmd, "ippool") == 0)
         rc = cmd_ippool(&c, argc - i - 1, argv + i + 1);
+    else if (strcmp(cmd, "webhook") == 0)
+        rc = cmd_webhook(&c, argc - i - 1, argv + i + 1);
     else if (strcmp(cmd, "status") == 0)
         rc = cmd_status(&c, argc - i, argv + i); /* argv[0]: "status", for getopt */
     else if (strcmp(cmd, "events") == 0)

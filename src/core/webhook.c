@@ -20,6 +20,7 @@
 
 #include "common/buf.h"
 #include "common/hmac.h"
+#include "common/jsonw.h"
 #include "common/log.h"
 #include "common/mem.h"
 #include "common/util.h"
@@ -175,6 +176,10 @@ static bool post_once(struct hook *h, const struct store_event *e, const char *b
         snprintf(why, sizeof why, "HTTP %ld", status);
     log_info("webhook", "webhook %s: event %lld (%s) not delivered: %s", h->cfg->name,
              (long long)e->id, e->type, why);
+    /* in the store, for an operator asking any instance (GET /v1/webhooks);
+     * not written, it is only not told */
+    jsonw_utf8_scrub(why, strlen(why));
+    store_webhook_failed(h->k->st, h->cfg->name, h->k->instance, why, NULL);
     return false;
 }
 

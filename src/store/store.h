@@ -1071,6 +1071,26 @@ int store_webhook_advance(store *s, const char *name, const char *owner, int64_t
                           int64_t lease_ms, int delivered, int dropped, struct store_error *err);
 /* Give the lease up (at stop), so that another instance takes over now. */
 int store_webhook_release(store *s, const char *name, const char *owner, struct store_error *err);
+/* Record that a post of webhook `name` failed (why: UTF-8, under 256
+ * bytes; at now), only while owner holds its lease (else
+ * STORE_E_CONFLICT): what an operator asking any instance is told
+ * (store_webhook_list). */
+int store_webhook_failed(store *s, const char *name, const char *owner, const char *why,
+                         struct store_error *err);
+
+#define STORE_WEBHOOK_BEHIND_MAX 100000 /* events counted behind a cursor at most */
+struct webhook_status {
+    struct webhook_cursor c;
+    char last_error[256];  /* the last failed post's reason, "" never */
+    int64_t last_error_at; /* unix ms, 0: never */
+    int64_t updated_at;    /* the row's last change (claim, move, failure) */
+    /* events logged after the cursor, of every type (counted up to
+     * STORE_WEBHOOK_BEHIND_MAX), and the first one's time (0: none) */
+    int64_t behind, oldest_ts;
+};
+/* Every webhook cursor, by name, with what waits behind it; one read.
+ * free(*out). */
+int store_webhook_list(store *s, struct webhook_status **out, size_t *n, struct store_error *err);
 
 /* ---- statistics (metrics) ------------------------------------------------------ */
 

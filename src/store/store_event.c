@@ -547,3 +547,84 @@ int store_webhook_release(store *s, const char *name, const char *owner, struct 
     struct cursor_ctx k = {name, owner, -1, 0, 0, 0, NULL};
     return db_tx(s->db, DB_WRITE, advance_fn, &k, err);
 }
+
+static const char SQL_CURSOR_FAILED[] =
+    "UPDATE webhook_cursor SET last_error = ?3, last_error_at = ?4, updated_at = ?4"
+    " WHERE name = ?1 AND lease_owner = ?2";
+
+struct failed_ctx {
+    const char *name, *owner, *why;
+};
+
+static int failed_fn(db_conn *c, void *ctx, struct store_error *err)
+{
+    struct failed_ctx *k = ctx;
+    db_stmt *st = NULL;
+    int rc = db_prepare(c, SQL_CURSOR_FAILED, &st, err);
+    if (rc)
+        return rc;
+    db_bind_text(st, 1, k->name);
+    db_bind_text(st, 2, k->owner);
+    db_bind_text(st, 3, k->why);
+    db_bind_i64(st, 4, wall_ms());
+    rc = db_run(st, err, "recording a webhook's failure");
+    bool none = rc == STORE_OK && db_changes(st) == 0;
+    db_done(st);
+    if (none)
+        rc = store_fail(err, STORE_E_CONFLICT, "webhook '%s' is not leased by '%s'", k->name,
+                        k->owner);
+    return rc;
+}
+
+int store_webhook_failed(store *s, const char *name, const char *owner, const char *why,
+                         struct store_error *err)
+{
+    store_err_clear(err);
+    STORE_CHECK(s && name && owner && why, "store_webhook_failed: NULL argument");
+    STORE_CHECK(strlen(why) < sizeof((struct webhook_status *)0)->last_error,
+                "a webhook's failure text is longer than %zu bytes",
+                sizeof((struct webhook_status *)0)->last_error - 1);
+    struct failed_ctx k = {name, owner, why};
+    return db_tx(s->db, DB_WRITE, failed_fn, &k, err);
+}
+
+/* One statement, so the cursor and what is behind it are of one moment.
+ * The count stops at a bound: a cursor left behind for days (a webhook
+ * removed from the configuration) must not make each look a scan of the
+ * whole log. */
+#define STR_(x) #x
+#define STR(x) STR_(x)
+static const char SQL_CURSOR_LIST[] =
+    "SELECT " CURSOR_COLS ", last_error, last_error_at, updated_at,"
+    " (SELECT count(*) FROM (SELECT 1 FROM events e WHERE e.id > w.after"
+    "   LIMIT " STR(STORE_WEBHOOK_BEHIND_MAX) ") t),"
+                                              " coalesce((SELECT e.ts FROM events e WHERE e.id > "
+                                              "w.after ORDER BY e.id LIMIT 1), 0)"
+                                              " FROM webhook_cursor w ORDER BY name";
+
+static int row_to_status(db_stmt *st, void *elem, struct store_error *err)
+{
+    (void)err;
+    struct webhook_status *w = elem;
+    DB_COL_FIELD(st, 0, w->c.name);
+    w->c.after = db_col_i64(st, 1);
+    DB_COL_FIELD(st, 2, w->c.lease_owner);
+    w->c.lease_until = db_col_i64(st, 3);
+    w->c.delivered = db_col_i64(st, 4);
+    w->c.dropped = db_col_i64(st, 5);
+    DB_COL_FIELD(st, 6, w->last_error);
+    w->last_error_at = db_col_i64(st, 7);
+    w->updated_at = db_col_i64(st, 8);
+    w->behind = db_col_i64(st, 9);
+    w->oldest_ts = db_col_i64(st, 10);
+    return STORE_OK;
+}
+
+int store_webhook_list(store *s, struct webhook_status **out, size_t *n, struct store_error *err)
+{
+    store_err_clear(err);
+    STORE_CHECK(s && out && n, "store_webhook_list: NULL argument");
+    const struct store_read r = {
+        SQL_CURSOR_LIST, "listing webhook cursors", NULL, NULL, sizeof **out, row_to_status};
+    return store_read_all(s, &r, (void **)out, n, err);
+}

@@ -273,11 +273,17 @@ static const char SCHEMA_14_LEFT_ROOM[] =
     "ALTER TABLE leftovers ADD COLUMN held_at {I64} NOT NULL DEFAULT 0;"
     "ALTER TABLE leftovers ADD COLUMN pending {I64} NOT NULL DEFAULT 0;";
 
+/* Version 15: a webhook's last failed post (store_webhook_failed), so that
+ * any instance can tell why its events wait (GET /v1/webhooks). */
+static const char SCHEMA_15_HOOK_ERROR[] =
+    "ALTER TABLE webhook_cursor ADD COLUMN last_error TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE webhook_cursor ADD COLUMN last_error_at {I64} NOT NULL DEFAULT 0;";
+
 /* Migration i brings the schema from version SCHEMA_FIRST + i - 1 to
  * SCHEMA_FIRST + i; MIGRATIONS[0] makes a new database. */
-static const char *const MIGRATIONS[] = {SCHEMA_7,        SCHEMA_8_ADDR,      SCHEMA_9_EVENTS,
-                                         SCHEMA_10_JOBS,  SCHEMA_11_POOL,     SCHEMA_12_CANCEL,
-                                         SCHEMA_13_TASKS, SCHEMA_14_LEFT_ROOM};
+static const char *const MIGRATIONS[] = {
+    SCHEMA_7,         SCHEMA_8_ADDR,   SCHEMA_9_EVENTS,     SCHEMA_10_JOBS,      SCHEMA_11_POOL,
+    SCHEMA_12_CANCEL, SCHEMA_13_TASKS, SCHEMA_14_LEFT_ROOM, SCHEMA_15_HOOK_ERROR};
 #define NMIGRATIONS ((int)(sizeof MIGRATIONS / sizeof MIGRATIONS[0]))
 #define SCHEMA_LAST (SCHEMA_FIRST + NMIGRATIONS - 1)
 

@@ -276,6 +276,32 @@ def metric(name):
     return None
 
 
+def ctl(*args):
+    return subprocess.run([PROXCTL, "--server", px.base, "--token", ADMIN] + list(args),
+                          capture_output=True, text=True, timeout=30)
+
+
+def webhook_row():
+    r = call("GET", "/v1/webhooks", ADMIN)
+    assert r.status_code == 200, r.text
+    rows = r.json()["webhooks"]
+    assert [w["name"] for w in rows] == ["audit"], rows
+    return rows[0]
+
+
+def told_late(age):
+    """The webhook's row, once proxctl status --webhook-age AGE tells it."""
+    def line():
+        r = ctl("--json", "status", "--webhook-age", str(age))
+        got = [a for a in json.loads(r.stdout)["attention"] if a.startswith("webhook audit:")]
+        return got and r.returncode == 1 and got[0]
+    text = wait_for(line, deadline=30, interval=0.2, what="proxctl status tells the webhook")
+    row = webhook_row()
+    assert "events waiting" in text or "event waiting" in text, text
+    assert "held by " + row["holder"] in text and row["last_error"][:40] in text, text
+    return row
+
+
 @case_full_on_pg
 def webhook_gets_everything_through_down_slow_up():
     # down since start: proxd retries with backoff
@@ -283,6 +309,20 @@ def webhook_gets_everything_through_down_slow_up():
              what="retries while the receiver is down")
     assert metric("proxd_webhook_delivered_total") == 0
     assert metric("proxd_webhook_queue_age_seconds") > 0
+    # any instance tells it from the store, and proxctl status says so
+    down = told_late(age=0)
+    assert down["behind"] >= 1 and down["oldest_waiting_s"] > 0, down
+    assert down["held"] and down["holder"], down
+    assert down["last_error"] and down["last_error_at"], down
+    assert down["url"] == recv.url and down["events"] == "vm.*, job.failed", down
+    assert down["delivered"] == 0, down
+    assert call("GET", "/v1/webhooks", BOB).status_code == 403
+    assert call("GET", "/v1/webhooks?x=1", ADMIN).status_code == 400
+    lst = ctl("webhook", "list")
+    assert lst.returncode == 0 and "audit" in lst.stdout and "last failure" in lst.stdout, lst
+    late = ctl("status", "--webhook-age", "3600")  # not that old: not told
+    assert "webhook audit" not in late.stdout, late.stdout
+    assert ctl("status", "--webhook-age", "x").returncode == 2
     # slow: the first answers come after proxd's 1 s timeout
     recv.delay, recv.slow_count = 1.5, 3
     recv.up()
@@ -323,6 +363,13 @@ def webhook_gets_everything_through_down_slow_up():
     wait_for(lambda: metric("proxd_webhook_delivered_total") >= len(want), deadline=10,
              interval=0.1, what="every delivery counted")
     assert metric("proxd_webhook_retried_total") >= 5
+    wait_for(lambda: webhook_row()["behind"] == 0, deadline=10, interval=0.1,
+             what="nothing waiting behind the webhook's cursor")
+    up = webhook_row()
+    assert up["delivered"] >= len(want) and up["oldest_waiting_at"] is None, up
+    r = ctl("status", "--webhook-age", "0")
+    assert "webhook audit" not in r.stdout, r.stdout
+
 
 
 def holder(inst, name):

@@ -646,6 +646,7 @@ LISTS = {
                                                      ["2", "yes", "TRUE", "-1"]),
                                          "job": (["00000000-0000-0000-0000-000000000000"],
                                                  [])},
+    "/v1/webhooks": {},  # none: an unknown one is refused
 }
 
 
@@ -956,9 +957,10 @@ def other_path_mutation():
 def list_mutation():
     path = rng.choice(list(LISTS))
     params = LISTS[path]
-    admin_only = path.startswith("/v1/ippools") or "snapshots" in path
+    admin_only = path.startswith(("/v1/ippools", "/v1/webhooks")) or "snapshots" in path
     tok = ADMIN if admin_only or rng.random() < 0.5 else ALICE
-    kind = rng.choice(["valid", "bad", "bad", "unknown", "encoding", "repeat", "empty"])
+    kind = rng.choice(["valid", "bad", "bad", "unknown", "encoding", "repeat", "empty"]
+                      if params else ["valid", "unknown"])
     args = []
     # a user may name only itself as a job list's owner (else 400 naming owner)
     names = [k for k in params if not (path == "/v1/jobs" and k == "owner" and tok == ALICE)]

@@ -1061,6 +1061,7 @@ def run_seed(seed):
         recv.down()
         check_webhook(db, recv, hook_last, stats, problems, hook_end,
                       killer.kill_times if killer else [])
+        check_webhook_counts(db, recv, problems)
     stats["observed"] = ", ".join("%s %d" % kv for kv in sorted(observed.items()))
     if problems or KEEP_LOG:  # keep proxd's log for the post-mortem
         keep = keep_logs(seed, daemons)
@@ -1360,6 +1361,26 @@ def check_webhook(db, recv, last, stats, problems, end=None, kills=()):
         problems.append("webhook: %d events never taken: %s" % (len(lost), lost[:10]))
     stats["webhook"] = "%d events, %d posts, %d not taken at once" % (
         len(log), len(posts), sum(1 for p in posts if not p["answered"]))
+
+
+def check_webhook_counts(db, recv, problems):
+    """The webhook's row in the store (what GET /v1/webhooks and proxctl
+    status tell) agrees with the log: each event up to its cursor counted
+    once, delivered (none is dropped: max_age is a day), whatever kills,
+    lost leases and posts made twice; a failed post's reason recorded."""
+    rows = db_query(db, "SELECT after, delivered, dropped, last_error FROM webhook_cursor"
+                        " WHERE name = 'flt'")
+    if not rows:
+        problems.append("webhook: no cursor row")
+        return
+    after, delivered, dropped, last_error = rows[0]
+    upto = db_query(db, "SELECT count(*) FROM events WHERE id <= %d" % after)[0][0]
+    if (delivered, dropped) != (upto, 0):
+        problems.append("webhook: cursor at event %d counts %d delivered and %d dropped; the log "
+                        "has %d events up to it" % (after, delivered, dropped, upto))
+    failed = sum(1 for p in recv.snapshot() if not p["answered"])
+    if failed >= 3 and not last_error:
+        problems.append("webhook: %d posts failed, no failure recorded" % failed)
 
 
 def check_holds(db, state, held, problems):

@@ -222,7 +222,7 @@ static int teardown(void **state)
 
 /* The schema version store_schema.c's MIGRATIONS ends at (the unified list
  * starts at 7: a new database records 7 and each later step). */
-#define SCHEMA_LAST 14
+#define SCHEMA_LAST 15
 
 static void test_open_bad_urls(void **state)
 {
@@ -2090,6 +2090,36 @@ static void test_event_log_jobs_nodes(void **state)
     assert_int_equal(c.delivered, 1);
     assert_int_equal(c.dropped, 1);
     assert_string_equal(c.lease_owner, "B");
+
+    /* a failure is told only by the holder; the list counts what waits */
+    EXPECT(STORE_E_CONFLICT, store_webhook_failed(f->s, "h", "A", "HTTP 500", &e));
+    OK(store_webhook_failed(f->s, "h", "B", "HTTP 502", &e_));
+    char longer[300];
+    memset(longer, 'x', sizeof longer - 1);
+    longer[sizeof longer - 1] = '\0';
+    EXPECT(STORE_E_INVALID, store_webhook_failed(f->s, "h", "B", longer, &e));
+    OK(store_webhook_claim(f->s, "g", "A", 30000, &c, &e_)); /* at the log's end */
+    OK(store_webhook_advance(f->s, "h", "B", last - 1, 30000, 0, 0, &e_)); /* never back */
+    struct store_event ev = {0};
+    snprintf(ev.type, sizeof ev.type, "test.tick");
+    OK(store_event_append(f->s, &ev, &e_));
+    struct webhook_status *w = NULL;
+    size_t nw = 0;
+    OK(store_webhook_list(f->s, &w, &nw, &e_));
+    assert_int_equal(nw, 2);
+    assert_string_equal(w[0].c.name, "g"); /* by name */
+    assert_int_equal(w[0].behind, 1);
+    assert_true(w[0].oldest_ts > 0);
+    assert_string_equal(w[0].last_error, "");
+    assert_int_equal(w[0].last_error_at, 0);
+    assert_string_equal(w[1].c.name, "h");
+    assert_int_equal(w[1].c.after, last + 5);
+    assert_int_equal(w[1].behind, 0); /* its cursor is past the log's end */
+    assert_int_equal(w[1].oldest_ts, 0);
+    assert_string_equal(w[1].last_error, "HTTP 502");
+    assert_true(w[1].last_error_at > 0 && w[1].updated_at >= w[1].last_error_at);
+    assert_string_equal(w[1].c.lease_owner, "B");
+    free(w);
 }
 
 /* Readers paging with `after` never skip an event: ids are commit-ordered

@@ -1,0 +1,78 @@
+/* routes_webhooks: GET /v1/webhooks (admins): each webhook's delivery as
+ * the store has it, so that any instance tells the same: its cursor, the
+ * events waiting behind it and the oldest one's age, the totals, the
+ * instance delivering it (the lease) and the last failed post. A cursor
+ * of a webhook this instance's configuration lacks (removed, or another
+ * instance's) is listed with configured false. */
+#include "api/api_int.h"
+
+#include "common/util.h"
+#include "core/events.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const struct cfg_webhook *configured(const struct proxd_config *cfg, const char *name)
+{
+    for (int i = 0; i < cfg->nwebhooks; i++)
+        if (strcmp(cfg->webhooks[i].name, name) == 0)
+            return &cfg->webhooks[i];
+    return NULL;
+}
+
+static json_t *hook_json(const struct webhook_status *w, const struct cfg_webhook *c, int64_t now)
+{
+    bool held = w->c.lease_owner[0] && w->c.lease_until > now;
+    json_t *o = json_pack(
+        "{s:s, s:b, s:I, s:I, s:o, s:f, s:I, s:I, s:s, s:b, s:o, s:s, s:o, s:o}", "name", w->c.name,
+        "configured", c != NULL, "after", (json_int_t)w->c.after, "behind", (json_int_t)w->behind,
+        "oldest_waiting_at", json_time(w->oldest_ts), "oldest_waiting_s",
+        w->oldest_ts ? (double)(now - w->oldest_ts) / 1000.0 : 0.0, "delivered",
+        (json_int_t)w->c.delivered, "dropped", (json_int_t)w->c.dropped, "holder",
+        held ? w->c.lease_owner : "", "held", held, "lease_until",
+        json_time(held ? w->c.lease_until : 0), "last_error", w->last_error, "last_error_at",
+        json_time(w->last_error_at), "updated_at", json_time(w->updated_at));
+    if (c) {
+        json_object_set_new(o, "url", json_string(c->url));
+        json_object_set_new(o, "events", json_string(c->events));
+        json_object_set_new(o, "max_age_s", json_integer(c->max_age_s));
+    }
+    return o;
+}
+
+void h_webhooks(struct req *rq, struct resp *rs)
+{
+    static const char *const allowed[] = {NULL};
+    if (!rq->who.admin) {
+        resp_error(rs, HTTP_FORBIDDEN, "forbidden", NULL, "only admins read webhooks");
+        return;
+    }
+    if (check_query(rq, rs, allowed))
+        return;
+    const struct proxd_config *cfg = rq->api->cfg;
+    struct webhook_status *v = NULL;
+    size_t n = 0;
+    struct store_error se;
+    if (store_webhook_list(rq->api->st, &v, &n, &se)) {
+        resp_store_error(rs, &se);
+        return;
+    }
+    int64_t now = wall_ms();
+    json_t *arr = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(arr, hook_json(&v[i], configured(cfg, v[i].c.name), now));
+    /* configured, not claimed yet (its thread's first look is under way) */
+    for (int i = 0; i < cfg->nwebhooks; i++) {
+        bool seen = false;
+        for (size_t j = 0; j < n && !seen; j++)
+            seen = strcmp(v[j].c.name, cfg->webhooks[i].name) == 0;
+        if (!seen) {
+            struct webhook_status w = {0};
+            snprintf(w.c.name, sizeof w.c.name, "%s", cfg->webhooks[i].name);
+            json_array_append_new(arr, hook_json(&w, &cfg->webhooks[i], now));
+        }
+    }
+    free(v);
+    resp_json(rs, HTTP_OK, json_pack("{s:o}", "webhooks", arr));
+}

@@ -1,0 +1,52 @@
+/* cmd_webhook: proxctl webhook list: each webhook's delivery as the store
+ * has it (GET /v1/webhooks, admins): who delivers it, the events waiting
+ * and the oldest one's age, the totals and the last failed post. */
+#include "cli/cli.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static int usage(void)
+{
+    fprintf(stderr, "usage: proxctl webhook list\n");
+    return EXIT_USAGE;
+}
+
+static void print_row(json_t *w)
+{
+    const char *err = json_string_value(json_object_get(w, "last_error"));
+    printf("%-16.16s %-24.24s %8lld %10.0f %10lld %8lld  %s%s\n", cli_str(w, "name"),
+           cli_str(w, "holder"), cli_num(w, "behind"),
+           json_number_value(json_object_get(w, "oldest_waiting_s")), cli_num(w, "delivered"),
+           cli_num(w, "dropped"), cli_str(w, "last_error_at"),
+           json_is_true(json_object_get(w, "configured")) ? "" : " (not configured here)");
+    if (err && *err)
+        printf("%-16s last failure: %.200s\n", "", err);
+}
+
+static int hook_list(struct cli *c)
+{
+    json_t *ans = NULL;
+    int rc = cli_request(c, "GET", "/v1/webhooks", NULL, 200, &ans);
+    if (rc != EXIT_OK || cli_json_out(c, ans)) {
+        json_decref(ans);
+        return rc;
+    }
+    json_t *arr = json_object_get(ans, "webhooks");
+    printf("%-16s %-24s %8s %10s %10s %8s  %s\n", "NAME", "HOLDER", "WAITING", "OLDEST(s)",
+           "DELIVERED", "DROPPED", "LAST FAILURE");
+    size_t i;
+    json_t *w;
+    json_array_foreach(arr, i, w) print_row(w);
+    if (!json_array_size(arr))
+        printf("(no webhooks)\n");
+    json_decref(ans);
+    return EXIT_OK;
+}
+
+int cmd_webhook(struct cli *c, int argc, char **argv)
+{
+    if (argc == 1 && strcmp(argv[0], "list") == 0)
+        return hook_list(c);
+    return usage();
+}
