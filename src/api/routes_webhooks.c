@@ -3,9 +3,14 @@
  * events waiting behind it and the oldest one's age, the totals, the
  * instance delivering it (the lease) and the last failed post. A cursor
  * of a webhook this instance's configuration lacks (removed, or another
- * instance's) is listed with configured false. */
+ * instance's) is listed with configured false.
+ * POST /v1/webhooks/{name}/seek {"after": ID} (admins): move its cursor,
+ * back to post events again (a receiver that lost them), forward to pass
+ * over some (one its receiver refuses for ever holds up every later one
+ * until max_age). */
 #include "api/api_int.h"
 
+#include "common/log.h"
 #include "common/util.h"
 #include "core/events.h"
 
@@ -75,4 +80,45 @@ void h_webhooks(struct req *rq, struct resp *rs)
     }
     free(v);
     resp_json(rs, HTTP_OK, json_pack("{s:o}", "webhooks", arr));
+}
+
+void h_webhook_seek(struct req *rq, struct resp *rs)
+{
+    static const char *const allowed[] = {NULL};
+    if (!rq->who.admin) {
+        resp_error(rs, HTTP_FORBIDDEN, "forbidden", NULL, "only admins move webhooks");
+        return;
+    }
+    if (check_query(rq, rs, allowed))
+        return;
+    int64_t after = 0;
+    bool has = false;
+    const struct field f[] = {{"after", FT_INT, &after, 0, &has}};
+    if (decode_body(rq, rs, f, 1, false, NULL))
+        return;
+    if (!has || after < 0) {
+        resp_error(rs, HTTP_BAD_REQUEST, "invalid", "after",
+                   "after: required, an event id (0: from the log's start)");
+        return;
+    }
+    struct webhook_cursor was;
+    struct store_error se;
+    int rc = store_webhook_seek(rq->api->st, rq->params[0], after, &was, &se);
+    if (rc == STORE_E_NOTFOUND) {
+        resp_error(rs, HTTP_NOT_FOUND, "not_found", "name", "name: no webhook '%s'", rq->params[0]);
+        return;
+    }
+    if (rc == STORE_E_INVALID) {
+        resp_error(rs, HTTP_BAD_REQUEST, "invalid", "after", "%s", se.message);
+        return;
+    }
+    if (rc) {
+        resp_store_error(rs, &se);
+        return;
+    }
+    log_info("api", "webhook %s: cursor moved from %lld to %lld by %s", rq->params[0],
+             (long long)was.after, (long long)after, rq->who.owner);
+    resp_json(rs, HTTP_OK,
+              json_pack("{s:s, s:I, s:I}", "name", rq->params[0], "after", (json_int_t)after, "was",
+                        (json_int_t)was.after));
 }

@@ -1,14 +1,18 @@
 /* cmd_webhook: proxctl webhook list: each webhook's delivery as the store
  * has it (GET /v1/webhooks, admins): who delivers it, the events waiting
- * and the oldest one's age, the totals and the last failed post. */
+ * and the oldest one's age, the totals and the last failed post.
+ * proxctl webhook seek NAME --after ID: move its cursor (back: post again;
+ * forward: pass over). */
 #include "cli/cli.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: proxctl webhook list\n");
+    fprintf(stderr, "usage: proxctl webhook list\n"
+                    "       proxctl webhook seek NAME --after ID\n");
     return EXIT_USAGE;
 }
 
@@ -44,9 +48,33 @@ static int hook_list(struct cli *c)
     return EXIT_OK;
 }
 
+static int hook_seek(struct cli *c, const char *name, const char *after_s)
+{
+    int64_t after;
+    if (!*name || strlen(name) > 32 || strpbrk(name, "/?#% ")) {
+        fprintf(stderr, "proxctl: NAME: '%.40s' is not a webhook's name\n", name);
+        return EXIT_USAGE;
+    }
+    if (!cli_int("--after", after_s, 0, INT64_MAX, &after))
+        return EXIT_USAGE;
+    char path[96];
+    snprintf(path, sizeof path, "/v1/webhooks/%s/seek", name);
+    json_t *ans = NULL, *body = json_pack("{s:I}", "after", (json_int_t)after);
+    int rc = cli_request(c, "POST", path, body, 200, &ans);
+    json_decref(body);
+    if (rc == EXIT_OK && !cli_json_out(c, ans))
+        printf("webhook %s: cursor moved from %lld to %lld; its events after %lld are posted "
+               "next\n",
+               name, cli_num(ans, "was"), cli_num(ans, "after"), cli_num(ans, "after"));
+    json_decref(ans);
+    return rc;
+}
+
 int cmd_webhook(struct cli *c, int argc, char **argv)
 {
     if (argc == 1 && strcmp(argv[0], "list") == 0)
         return hook_list(c);
+    if (argc == 4 && strcmp(argv[0], "seek") == 0 && strcmp(argv[2], "--after") == 0)
+        return hook_seek(c, argv[1], argv[3]);
     return usage();
 }

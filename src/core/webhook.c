@@ -15,7 +15,11 @@
  * design (its timeout is shorter), so two instances do not post at once.
  * If a lease is lost anyway (a hung store), the next claim fails and the
  * thread goes back to step 1: the new holder posts from the stored cursor,
- * the same ids again. */
+ * the same ids again.
+ * An admin's seek (store_webhook_seek: skip a poison event, post events
+ * again) moves the cursor and ends the lease: the holder learns it at its
+ * next cursor move or failed post, or within a second when idle, and
+ * claims again from the new cursor. */
 #include "core/events.h"
 
 #include "common/buf.h"
@@ -35,6 +39,7 @@
 #define PAGE 100
 #define IDLE_MS 250        /* nothing to send: look again */
 #define NOT_HOLDER_MS 1000 /* another instance delivers */
+#define LOOK_MS 1000       /* idle: how often the stored row is read (look_at_row) */
 #define BACKOFF_MIN_MS 500
 #define LEASE_MIN_MS 30000
 #define LEASE_SLACK_MS 5000 /* a store write, a late wake-up */
@@ -45,7 +50,8 @@ struct hook {
     pthread_t th;
     bool started;
     int64_t lease_ms, lease_until;
-    int64_t after; /* the cursor, as stored, while this instance holds the lease */
+    int64_t after;     /* the cursor, as stored, while this instance holds the lease */
+    int64_t looked_at; /* wall ms of the last idle look at the stored row */
     atomic_uint_fast64_t delivered, retried, dropped;
     atomic_int_fast64_t oldest_ts; /* ts of the event waiting first, 0: none */
     atomic_bool holder;
@@ -122,6 +128,14 @@ static bool keep_lease(struct hook *h)
     return held;
 }
 
+/* This instance no longer holds the lease (another took it, or an admin
+ * moved the cursor): the next round claims it again and reads the cursor. */
+static void lease_lost(struct hook *h)
+{
+    atomic_store(&h->holder, false);
+    h->lease_until = 0;
+}
+
 static bool advance(struct hook *h, int64_t after, int delivered, int dropped)
 {
     struct store_error se;
@@ -130,8 +144,7 @@ static bool advance(struct hook *h, int64_t after, int delivered, int dropped)
     if (rc) {
         log_warn("webhook", "webhook %s: cursor not moved to %lld: %s", h->cfg->name,
                  (long long)after, se.message);
-        atomic_store(&h->holder, false);
-        h->lease_until = 0;
+        lease_lost(h);
         return false;
     }
     h->lease_until = wall_ms() + h->lease_ms;
@@ -149,8 +162,9 @@ static int post_give_up(void *ud)
     return core_stopping(ud);
 }
 
-/* One post of e; true on a 2xx. */
-static bool post_once(struct hook *h, const struct store_event *e, const char *body, size_t len)
+/* One post of e: 1 on a 2xx, 0 when it failed, -1 when it failed and the
+ * lease turned out to be gone (its failure could not be told). */
+static int post_once(struct hook *h, const struct store_event *e, const char *body, size_t len)
 {
     struct webhooks *w = h->k->wh;
     char sig[96], hsig[128], hid[128], htype[80];
@@ -171,16 +185,22 @@ static bool post_once(struct hook *h, const struct store_event *e, const char *b
     char why[256] = "";
     int rc = w->tr.post(w->tr.ctx, &p, &status, why, sizeof why);
     if (rc == 0 && status >= 200 && status < 300)
-        return true;
+        return 1;
     if (rc == 0)
         snprintf(why, sizeof why, "HTTP %ld", status);
     log_info("webhook", "webhook %s: event %lld (%s) not delivered: %s", h->cfg->name,
              (long long)e->id, e->type, why);
     /* in the store, for an operator asking any instance (GET /v1/webhooks);
-     * not written, it is only not told */
+     * not written, it is only not told. Refused when the lease is gone: an
+     * admin moved the cursor past this event (or back), so it is not
+     * posted again from here. */
     jsonw_utf8_scrub(why, strlen(why));
-    store_webhook_failed(h->k->st, h->cfg->name, h->k->instance, why, NULL);
-    return false;
+    if (store_webhook_failed(h->k->st, h->cfg->name, h->k->instance, why, NULL) ==
+        STORE_E_CONFLICT) {
+        lease_lost(h);
+        return -1;
+    }
+    return 0;
 }
 
 /* Deliver e until it is taken or dropped; false when the thread must stop
@@ -210,11 +230,14 @@ static bool deliver(struct hook *h, const struct store_event *e)
             ok = true;           /* another holder delivered it meanwhile */
             break;
         }
-        if (post_once(h, e, body, len)) {
+        int posted = post_once(h, e, body, len);
+        if (posted > 0) {
             atomic_fetch_add(&h->delivered, 1);
             ok = advance(h, e->id, 1, 0);
             break;
         }
+        if (posted < 0)
+            break;
         atomic_fetch_add(&h->retried, 1);
         if (core_nap(h->k, backoff))
             break;
@@ -223,6 +246,29 @@ static bool deliver(struct hook *h, const struct store_event *e)
     }
     free(body);
     return ok;
+}
+
+/* With nothing to send, a look at the stored row now and then: an admin
+ * who moved the cursor back (to post events again) ended the lease, which
+ * a busy holder learns at its next write but an idle one would learn only
+ * when renewing it (up to half the lease later). */
+static void look_at_row(struct hook *h)
+{
+    int64_t now = wall_ms();
+    if (now - h->looked_at < LOOK_MS)
+        return;
+    h->looked_at = now;
+    struct webhook_cursor cur;
+    if (store_webhook_get(h->k->st, h->cfg->name, &cur, NULL) != STORE_OK)
+        return; /* the next claim tells */
+    if (strcmp(cur.lease_owner, h->k->instance) == 0 && cur.lease_until > 0 &&
+        cur.after == h->after)
+        return;
+    log_info("webhook",
+             "webhook %s: the stored cursor (%lld, lease '%s') is not this instance's: "
+             "reading it again",
+             h->cfg->name, (long long)cur.after, cur.lease_owner);
+    lease_lost(h);
 }
 
 /* One page after the cursor; the pause before the next look. */
@@ -240,6 +286,8 @@ static long round_once(struct hook *h)
         log_warn("webhook", "webhook %s: reading events: %s", h->cfg->name, se.message);
         return NOT_HOLDER_MS;
     }
+    if (n == 0)
+        look_at_row(h);
     int64_t skipped_to = 0;
     bool go_on = true;
     atomic_store(&h->oldest_ts, 0);

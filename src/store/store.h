@@ -1078,6 +1078,18 @@ int store_webhook_release(store *s, const char *name, const char *owner, struct 
 int store_webhook_failed(store *s, const char *name, const char *owner, const char *why,
                          struct store_error *err);
 
+/* Move webhook `name`'s cursor to `after` (back: the events after it are
+ * posted again; forward: those up to it are passed over) and end whoever's
+ * lease, so that its holder's next store write (a cursor move, a failure
+ * told) fails and it reads the cursor anew. STORE_E_NOTFOUND without such
+ * a cursor; STORE_E_INVALID (field "after") when after is past the log's
+ * last event. *was gets the row as it was. */
+int store_webhook_seek(store *s, const char *name, int64_t after, struct webhook_cursor *was,
+                       struct store_error *err);
+/* The row of webhook `name` (STORE_E_NOTFOUND without one). */
+int store_webhook_get(store *s, const char *name, struct webhook_cursor *out,
+                      struct store_error *err);
+
 #define STORE_WEBHOOK_BEHIND_MAX 100000 /* events counted behind a cursor at most */
 struct webhook_status {
     struct webhook_cursor c;

@@ -588,6 +588,71 @@ int store_webhook_failed(store *s, const char *name, const char *owner, const ch
     return db_tx(s->db, DB_WRITE, failed_fn, &k, err);
 }
 
+static const char SQL_CURSOR_SEEK[] =
+    "UPDATE webhook_cursor SET after = ?2, lease_owner = '', lease_until = 0, updated_at = ?3"
+    " WHERE name = ?1";
+static const char SQL_LOG_END[] = "SELECT coalesce(max(id), 0) FROM events";
+
+static int seek_fn(db_conn *c, void *ctx, struct store_error *err)
+{
+    struct cursor_ctx *k = ctx;
+    int rc = cursor_get(c, k->name, k->out, err);
+    db_stmt *st = NULL;
+    if (rc || (rc = db_prepare(c, SQL_LOG_END, &st, err)))
+        return rc;
+    bool row = false;
+    rc = db_step(st, &row, err, "reading the event log's end");
+    int64_t end = row ? db_col_i64(st, 0) : 0;
+    db_done(st);
+    if (rc == STORE_OK && k->after > end) {
+        rc = store_fail(err, STORE_E_INVALID,
+                        "after: %lld is past the event log's last event (%lld)",
+                        (long long)k->after, (long long)end);
+        if (err)
+            snprintf(err->field, sizeof err->field, "after");
+    }
+    if (rc || (rc = db_prepare(c, SQL_CURSOR_SEEK, &st, err)))
+        return rc;
+    db_bind_text(st, 1, k->name);
+    db_bind_i64(st, 2, k->after);
+    db_bind_i64(st, 3, wall_ms());
+    rc = db_run(st, err, "moving a webhook cursor");
+    db_done(st);
+    return rc;
+}
+
+int store_webhook_seek(store *s, const char *name, int64_t after, struct webhook_cursor *was,
+                       struct store_error *err)
+{
+    store_err_clear(err);
+    STORE_CHECK(s && name && was, "store_webhook_seek: NULL argument");
+    STORE_CHECK(after >= 0, "after %lld must not be negative", (long long)after);
+    memset(was, 0, sizeof *was);
+    struct cursor_ctx k = {.name = name, .after = after, .out = was};
+    return db_tx(s->db, DB_WRITE, seek_fn, &k, err);
+}
+
+struct get_ctx {
+    const char *name;
+    struct webhook_cursor *out;
+};
+
+static int get_fn(db_conn *c, void *ctx, struct store_error *err)
+{
+    struct get_ctx *k = ctx;
+    return cursor_get(c, k->name, k->out, err);
+}
+
+int store_webhook_get(store *s, const char *name, struct webhook_cursor *out,
+                      struct store_error *err)
+{
+    store_err_clear(err);
+    STORE_CHECK(s && name && out, "store_webhook_get: NULL argument");
+    memset(out, 0, sizeof *out);
+    struct get_ctx k = {name, out};
+    return db_tx(s->db, DB_READ, get_fn, &k, err);
+}
+
 /* One statement, so the cursor and what is behind it are of one moment.
  * The count stops at a bound: a cursor left behind for days (a webhook
  * removed from the configuration) must not make each look a scan of the

@@ -3,7 +3,7 @@ records every post proxd makes (headers, body, whether it answered), checks
 nothing itself, and can be down (not listening), slow (answers after a
 delay, for the first `slow_count` posts) or up; flaky(rng, fail, slow)
 makes it answer a drawn share of posts 500 and another share late (after
-`delay`). `concurrent_max` is the most
+`delay`); `refuse` answers 400 to the events it picks. `concurrent_max` is the most
 posts it had in flight at once (one deliverer at a time means 1); each post
 records when it was read ("t") and answered ("end"), for overlaps."""
 import hashlib
@@ -42,6 +42,7 @@ class Receiver:
         self.status = 200
         self.server = None
         self.chaos = None  # (rng, fail share, slow share): flaky()
+        self.refuse = None  # event (parsed body) -> True: answered 400, every time
 
     def flaky(self, rng, fail, slow):
         """Each post drawn: answered 500 (fail), late (slow), else 200."""
@@ -72,6 +73,8 @@ class Receiver:
                         if draw < rc.chaos[1]:
                             status = 500
                         slow = slow or rc.chaos[1] <= draw < rc.chaos[1] + rc.chaos[2]
+                    if rc.refuse and rc.refuse(json.loads(body)):
+                        status = 400
                     rec = {"delivery": self.headers.get("Proxd-Delivery"),
                            "event": self.headers.get("Proxd-Event"),
                            "signature": self.headers.get("Proxd-Signature", ""),

@@ -2120,6 +2120,31 @@ static void test_event_log_jobs_nodes(void **state)
     assert_true(w[1].last_error_at > 0 && w[1].updated_at >= w[1].last_error_at);
     assert_string_equal(w[1].c.lease_owner, "B");
     free(w);
+
+    /* a seek moves the cursor either way and ends the lease: the holder's
+     * next write fails, its next claim reads the new cursor */
+    int64_t end = 0;
+    OK(store_event_last_id(f->s, &end, &e_));
+    struct webhook_cursor was;
+    EXPECT(STORE_E_NOTFOUND, store_webhook_seek(f->s, "nope", 0, &was, &e));
+    EXPECT(STORE_E_INVALID, store_webhook_seek(f->s, "h", end + 1, &was, &e));
+    assert_string_equal(e.field, "after");
+    EXPECT(STORE_E_INVALID, store_webhook_seek(f->s, "h", -1, &was, &e));
+    OK(store_webhook_seek(f->s, "h", 1, &was, &e_)); /* back */
+    assert_int_equal(was.after, last + 5);
+    assert_string_equal(was.lease_owner, "B");
+    EXPECT(STORE_E_CONFLICT, store_webhook_advance(f->s, "h", "B", end, 30000, 1, 0, &e));
+    EXPECT(STORE_E_CONFLICT, store_webhook_failed(f->s, "h", "B", "HTTP 400", &e));
+    OK(store_webhook_get(f->s, "h", &c, &e_));
+    assert_int_equal(c.after, 1);
+    assert_int_equal(c.lease_until, 0);
+    OK(store_webhook_claim(f->s, "h", "A", 30000, &c, &e_)); /* anyone may take it */
+    assert_int_equal(c.after, 1);
+    OK(store_webhook_seek(f->s, "h", end, &was, &e_)); /* forward, to the log's end */
+    assert_int_equal(was.after, 1);
+    OK(store_webhook_claim(f->s, "h", "B", 30000, &c, &e_));
+    assert_int_equal(c.after, end);
+    EXPECT(STORE_E_NOTFOUND, store_webhook_get(f->s, "nope", &c, &e));
 }
 
 /* Readers paging with `after` never skip an event: ids are commit-ordered
