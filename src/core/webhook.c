@@ -91,7 +91,8 @@ void core_set_webhook_transport(struct core *k, const struct webhook_transport *
 
 /* Renew the lease unless what is left of it covers the next post and the
  * longest pause after it (half of it at least); false when another holds
- * it. (Renewed at half only, a holder waiting out a down receiver with
+ * it, or when the renewal found the cursor moved (the caller's page is
+ * stale: it starts a new round). (Renewed at half only, a holder waiting out a down receiver with
  * retry_max pauses let it lapse: half left, then a post timing out and a
  * pause took more.) */
 static bool keep_lease(struct hook *h)
@@ -116,8 +117,14 @@ static bool keep_lease(struct hook *h)
             rc =
                 store_webhook_claim(h->k->st, h->cfg->name, h->k->instance, h->lease_ms, &cur, &se);
     }
-    bool held = rc == STORE_OK;
+    bool held = rc == STORE_OK, moved = false;
     if (held) {
+        /* the cursor moved under this holder (an admin's seek back, or
+         * another instance delivered while this one's lease had lapsed):
+         * the page under way was read after the old cursor, so it is not
+         * gone on with (posting its next event and moving the cursor there
+         * would pass over what lies between); the next round reads anew */
+        moved = atomic_load(&h->holder) && cur.after != h->after;
         h->lease_until = now + h->lease_ms;
         h->after = cur.after;
     } else if (rc != STORE_E_CONFLICT)
@@ -125,7 +132,7 @@ static bool keep_lease(struct hook *h)
     if (atomic_exchange(&h->holder, held) != held)
         log_info("webhook", "webhook %s: %s", h->cfg->name,
                  held ? "delivering from this instance" : "delivered by another instance");
-    return held;
+    return held && !moved;
 }
 
 /* This instance no longer holds the lease (another took it, or an admin

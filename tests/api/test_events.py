@@ -13,6 +13,7 @@ PROXD_TEST_DB=postgresql://... runs it on PostgreSQL (test_events_pg.py): in
 `make test` the cases where the database orders or shares the work (the
 commit-ordered ids of a VM's life, two instances and one webhook lease), the
 rest in the full run (`make test-full`)."""
+import calendar
 import json
 import os
 import time
@@ -372,6 +373,11 @@ def webhook_gets_everything_through_down_slow_up():
 
 
 
+def ts(text):
+    """proxd's time ("2026-12-07T14:16:25.766Z") in unix seconds."""
+    return calendar.timegm(time.strptime(text[:19], "%Y-%m-%dT%H:%M:%S")) + float(text[19:-1] or 0)
+
+
 def taken(ids):
     got = {json.loads(p["body"])["id"] for p in recv.snapshot() if p["answered"]}
     return got >= set(ids)
@@ -578,6 +584,66 @@ def a_holder_killed_is_taken_over_by_its_restart_at_once():
         if a.alive():
             a.stop()
         r4.down()
+
+
+@case_full_on_pg
+def a_seek_back_while_a_holder_waits_to_post_again_is_not_passed_over():
+    """The holder waits between posts of a refused event (8-10 s pauses:
+    timeout and retry_max 10) when an admin moves the cursor back and the
+    receiver takes the event again. The holder's renewal of its lease,
+    before its next post, reads the moved cursor: it starts over from it,
+    posting every event after it again, in order; it does not post the
+    event it was on and move the cursor there, passing over those between."""
+    r5 = Receiver().up()
+    hook = ("reconcile_interval = 3600\n\n[webhook back2]\nurl = %s\nsecret = %s\n"
+            "timeout = 10\nretry_max = 10\n" % (r5.url, SECRET))
+    b = Proxd(sim, database=os.environ.get("PROXD_TEST_DB3"), proxd_extra=hook)
+    admin = b.token("ops", "admin")
+    b.start()
+    try:
+        wait_for(lambda: holder(b, "back2"), deadline=30, what="a holder")
+
+        def tell(node, what):
+            r = b.call("POST", "/v1/nodes/%s/%s" % (node, what), admin)
+            assert r.status_code == 200, r.text
+            evs = b.call("GET", "/v1/events?limit=1000", admin).json()["events"]
+            return max(e["id"] for e in evs if e["type"] == "node." + what + "ed")
+
+        def posts_of(eid):
+            return [p for p in r5.snapshot() if json.loads(p["body"])["id"] == eid]
+        base = tell("sv1", "cordon")
+        mid = [tell("sv2", "cordon"), tell("sv1", "uncordon")]
+        wait_for(lambda: all(p["answered"] for i in [base] + mid for p in posts_of(i)[-1:])
+                 and all(posts_of(i) for i in [base] + mid), deadline=30, interval=0.1,
+                 what="the first events delivered")
+        r5.refuse = lambda e: e["type"] == "node.uncordoned" and e["node"] == "sv2"
+        bad = tell("sv2", "uncordon")
+        # its 5th post is followed by an 8 s pause, after which the holder
+        # renews its lease (more than 5 s since it did: the lease is 30 s,
+        # a post and a pause need 25)
+        wait_for(lambda: len(posts_of(bad)) >= 5, deadline=30, interval=0.05,
+                 what="the refused event posted 5 times")
+        seen5 = time.time()
+
+        def told_5th():  # its failure written (the 4th's was 4 s before)
+            r = b.call("GET", "/v1/webhooks", admin).json()["webhooks"][0]
+            return r["last_error_at"] and ts(r["last_error_at"]) > seen5 - 1.0
+        wait_for(told_5th, deadline=5, interval=0.02, what="the 5th refusal told")
+        assert len(posts_of(bad)) == 5  # in the 8 s pause
+        r5.refuse = None
+        before = len(r5.snapshot())
+        log = b.call("GET", "/v1/events?limit=1000", admin).json()["events"]
+        between = [e["id"] for e in log if base < e["id"] <= bad]
+        assert between[-1] == bad and set(mid) <= set(between), (between, mid)
+        r = b.call("POST", "/v1/webhooks/back2/seek", admin, {"after": base})
+        assert r.status_code == 200 and r.json()["was"] == between[-2], r.text
+        wait_for(lambda: any(p["answered"] for p in posts_of(bad)), deadline=30, interval=0.1,
+                 what="the refused event taken")
+        again = [json.loads(p["body"])["id"] for p in r5.snapshot()[before:]]
+        assert again[:len(between)] == between, (again, between)
+    finally:
+        b.stop()
+        r5.down()
 
 
 @case_full_on_pg
