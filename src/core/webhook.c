@@ -17,9 +17,11 @@
  * thread goes back to step 1: the new holder posts from the stored cursor,
  * the same ids again.
  * An admin's seek (store_webhook_seek: skip a poison event, post events
- * again) moves the cursor and ends the lease: the holder learns it at its
- * next cursor move or failed post, or within a second when idle, and
- * claims again from the new cursor. */
+ * again) moves the cursor and counts a seek in the row (gen), leaving the
+ * lease to its holder (no other instance posts while one of its posts may
+ * be in flight): the holder learns it when its next cursor move or
+ * failure fails, when renewing its lease, or within a second when idle,
+ * and goes on from the new cursor. */
 #include "core/events.h"
 
 #include "common/buf.h"
@@ -51,6 +53,7 @@ struct hook {
     bool started;
     int64_t lease_ms, lease_until;
     int64_t after;     /* the cursor, as stored, while this instance holds the lease */
+    int64_t gen;       /* the row's seek count, read with it */
     int64_t looked_at; /* wall ms of the last idle look at the stored row */
     atomic_uint_fast64_t delivered, retried, dropped;
     atomic_int_fast64_t oldest_ts; /* ts of the event waiting first, 0: none */
@@ -124,9 +127,10 @@ static bool keep_lease(struct hook *h)
          * the page under way was read after the old cursor, so it is not
          * gone on with (posting its next event and moving the cursor there
          * would pass over what lies between); the next round reads anew */
-        moved = atomic_load(&h->holder) && cur.after != h->after;
+        moved = atomic_load(&h->holder) && (cur.after != h->after || cur.gen != h->gen);
         h->lease_until = now + h->lease_ms;
         h->after = cur.after;
+        h->gen = cur.gen;
     } else if (rc != STORE_E_CONFLICT)
         log_warn("webhook", "webhook %s: cannot take its lease: %s", h->cfg->name, se.message);
     if (atomic_exchange(&h->holder, held) != held)
@@ -146,8 +150,8 @@ static void lease_lost(struct hook *h)
 static bool advance(struct hook *h, int64_t after, int delivered, int dropped)
 {
     struct store_error se;
-    int rc = store_webhook_advance(h->k->st, h->cfg->name, h->k->instance, after, h->lease_ms,
-                                   delivered, dropped, &se);
+    int rc = store_webhook_advance(h->k->st, h->cfg->name, h->k->instance, h->gen, after,
+                                   h->lease_ms, delivered, dropped, &se);
     if (rc) {
         log_warn("webhook", "webhook %s: cursor not moved to %lld: %s", h->cfg->name,
                  (long long)after, se.message);
@@ -202,7 +206,7 @@ static int post_once(struct hook *h, const struct store_event *e, const char *bo
      * admin moved the cursor past this event (or back), so it is not
      * posted again from here. */
     jsonw_utf8_scrub(why, strlen(why));
-    if (store_webhook_failed(h->k->st, h->cfg->name, h->k->instance, why, NULL) ==
+    if (store_webhook_failed(h->k->st, h->cfg->name, h->k->instance, h->gen, why, NULL) ==
         STORE_E_CONFLICT) {
         lease_lost(h);
         return -1;
@@ -256,9 +260,9 @@ static bool deliver(struct hook *h, const struct store_event *e)
 }
 
 /* With nothing to send, a look at the stored row now and then: an admin
- * who moved the cursor back (to post events again) ended the lease, which
- * a busy holder learns at its next write but an idle one would learn only
- * when renewing it (up to half the lease later). */
+ * who moved the cursor back (to post events again) counted a seek, which a
+ * busy holder learns at its next write but an idle one would learn only
+ * when renewing its lease (up to half the lease later). */
 static void look_at_row(struct hook *h)
 {
     int64_t now = wall_ms();
@@ -269,7 +273,7 @@ static void look_at_row(struct hook *h)
     if (store_webhook_get(h->k->st, h->cfg->name, &cur, NULL) != STORE_OK)
         return; /* the next claim tells */
     if (strcmp(cur.lease_owner, h->k->instance) == 0 && cur.lease_until > 0 &&
-        cur.after == h->after)
+        cur.after == h->after && cur.gen == h->gen)
         return;
     log_info("webhook",
              "webhook %s: the stored cursor (%lld, lease '%s') is not this instance's: "

@@ -1058,6 +1058,9 @@ struct webhook_cursor {
     char lease_owner[64];
     int64_t lease_until; /* unix ms */
     int64_t delivered, dropped;
+    /* counts the seeks: a holder's cursor moves and failures name the one
+     * it read, so that after a seek they fail and it reads the row anew */
+    int64_t gen;
 };
 /* Take or renew the lease on webhook `name` for owner until now+lease_ms.
  * A webhook seen for the first time starts after the last event logged
@@ -1066,24 +1069,26 @@ struct webhook_cursor {
 int store_webhook_claim(store *s, const char *name, const char *owner, int64_t lease_ms,
                         struct webhook_cursor *out, struct store_error *err);
 /* Move the cursor to `after` (never back), counting delivered/dropped, and
- * renew the lease, only while owner holds it (else STORE_E_CONFLICT). */
-int store_webhook_advance(store *s, const char *name, const char *owner, int64_t after,
+ * renew the lease, only while owner holds it and no seek came since the
+ * row's `gen` it read (else STORE_E_CONFLICT). */
+int store_webhook_advance(store *s, const char *name, const char *owner, int64_t gen, int64_t after,
                           int64_t lease_ms, int delivered, int dropped, struct store_error *err);
 /* Give the lease up (at stop), so that another instance takes over now. */
 int store_webhook_release(store *s, const char *name, const char *owner, struct store_error *err);
 /* Record that a post of webhook `name` failed (why: UTF-8, under 256
- * bytes; at now), only while owner holds its lease (else
- * STORE_E_CONFLICT): what an operator asking any instance is told
- * (store_webhook_list). */
-int store_webhook_failed(store *s, const char *name, const char *owner, const char *why,
-                         struct store_error *err);
+ * bytes; at now), only while owner holds its lease and no seek came since
+ * `gen` (else STORE_E_CONFLICT): what an operator asking any instance is
+ * told (store_webhook_list). */
+int store_webhook_failed(store *s, const char *name, const char *owner, int64_t gen,
+                         const char *why, struct store_error *err);
 
 /* Move webhook `name`'s cursor to `after` (back: the events after it are
- * posted again; forward: those up to it are passed over) and end whoever's
- * lease, so that its holder's next store write (a cursor move, a failure
- * told) fails and it reads the cursor anew. STORE_E_NOTFOUND without such
- * a cursor; STORE_E_INVALID (field "after") when after is past the log's
- * last event. *was gets the row as it was. */
+ * posted again; forward: those up to it are passed over) and count a seek
+ * (gen), so that its holder's next store write (a cursor move, a failure
+ * told) fails and it reads the row anew. The lease stays the holder's: no
+ * other instance starts posting while its post may be in flight.
+ * STORE_E_NOTFOUND without such a cursor; STORE_E_INVALID (field "after")
+ * when after is past the log's last event. *was gets the row as it was. */
 int store_webhook_seek(store *s, const char *name, int64_t after, struct webhook_cursor *was,
                        struct store_error *err);
 /* The row of webhook `name` (STORE_E_NOTFOUND without one). */

@@ -414,7 +414,7 @@ int store_node_health_set(store *s, const char *node, bool up, const char *why, 
 
 /* ---- webhook cursors ---------------------------------------------------------------- */
 
-#define CURSOR_COLS "name, after, lease_owner, lease_until, delivered, dropped"
+#define CURSOR_COLS "name, after, lease_owner, lease_until, delivered, dropped, gen"
 static const char SQL_CURSOR_NEW[] =
     "INSERT INTO webhook_cursor (name, after, updated_at)"
     " SELECT CAST(?1 AS TEXT), coalesce(max(id), 0), ?2 FROM events"
@@ -427,7 +427,7 @@ static const char SQL_CURSOR_GET[] = "SELECT " CURSOR_COLS " FROM webhook_cursor
 
 struct cursor_ctx {
     const char *name, *owner;
-    int64_t lease_ms, after;
+    int64_t lease_ms, after, gen;
     int delivered, dropped;
     struct webhook_cursor *out;
 };
@@ -451,6 +451,7 @@ static int cursor_get(db_conn *c, const char *name, struct webhook_cursor *out,
         out->lease_until = db_col_i64(st, 3);
         out->delivered = db_col_i64(st, 4);
         out->dropped = db_col_i64(st, 5);
+        out->gen = db_col_i64(st, 6);
     }
     db_done(st);
     return rc;
@@ -499,7 +500,7 @@ int store_webhook_claim(store *s, const char *name, const char *owner, int64_t l
 static const char SQL_CURSOR_ADVANCE[] =
     "UPDATE webhook_cursor SET after = CASE WHEN after > ?3 THEN after ELSE ?3 END,"
     " lease_until = ?4, delivered = delivered + ?5, dropped = dropped + ?6, updated_at = ?7"
-    " WHERE name = ?1 AND lease_owner = ?2";
+    " WHERE name = ?1 AND lease_owner = ?2 AND gen = ?8";
 static const char SQL_CURSOR_RELEASE[] =
     "UPDATE webhook_cursor SET lease_until = 0 WHERE name = ?1 AND lease_owner = ?2";
 
@@ -520,23 +521,25 @@ static int advance_fn(db_conn *c, void *ctx, struct store_error *err)
         db_bind_i64(st, 5, k->delivered);
         db_bind_i64(st, 6, k->dropped);
         db_bind_i64(st, 7, now);
+        db_bind_i64(st, 8, k->gen);
     }
     rc = db_run(st, err, "moving a webhook cursor");
     bool none = rc == STORE_OK && db_changes(st) == 0;
     db_done(st);
     if (none)
-        rc = store_fail(err, STORE_E_CONFLICT, "webhook '%s' is not leased by '%s'", k->name,
+        rc = store_fail(err, STORE_E_CONFLICT,
+                        "webhook '%s' is not leased by '%s' or its cursor was moved", k->name,
                         k->owner);
     return rc;
 }
 
-int store_webhook_advance(store *s, const char *name, const char *owner, int64_t after,
+int store_webhook_advance(store *s, const char *name, const char *owner, int64_t gen, int64_t after,
                           int64_t lease_ms, int delivered, int dropped, struct store_error *err)
 {
     store_err_clear(err);
     STORE_CHECK(s && name && owner, "store_webhook_advance: NULL argument");
     STORE_CHECK(lease_ms > 0, "lease_ms %lld must be positive", (long long)lease_ms);
-    struct cursor_ctx k = {name, owner, lease_ms, after, delivered, dropped, NULL};
+    struct cursor_ctx k = {name, owner, lease_ms, after, gen, delivered, dropped, NULL};
     return db_tx(s->db, DB_WRITE, advance_fn, &k, err);
 }
 
@@ -544,16 +547,17 @@ int store_webhook_release(store *s, const char *name, const char *owner, struct 
 {
     store_err_clear(err);
     STORE_CHECK(s && name && owner, "store_webhook_release: NULL argument");
-    struct cursor_ctx k = {name, owner, -1, 0, 0, 0, NULL};
+    struct cursor_ctx k = {name, owner, -1, 0, 0, 0, 0, NULL};
     return db_tx(s->db, DB_WRITE, advance_fn, &k, err);
 }
 
 static const char SQL_CURSOR_FAILED[] =
     "UPDATE webhook_cursor SET last_error = ?3, last_error_at = ?4, updated_at = ?4"
-    " WHERE name = ?1 AND lease_owner = ?2";
+    " WHERE name = ?1 AND lease_owner = ?2 AND gen = ?5";
 
 struct failed_ctx {
     const char *name, *owner, *why;
+    int64_t gen;
 };
 
 static int failed_fn(db_conn *c, void *ctx, struct store_error *err)
@@ -567,30 +571,31 @@ static int failed_fn(db_conn *c, void *ctx, struct store_error *err)
     db_bind_text(st, 2, k->owner);
     db_bind_text(st, 3, k->why);
     db_bind_i64(st, 4, wall_ms());
+    db_bind_i64(st, 5, k->gen);
     rc = db_run(st, err, "recording a webhook's failure");
     bool none = rc == STORE_OK && db_changes(st) == 0;
     db_done(st);
     if (none)
-        rc = store_fail(err, STORE_E_CONFLICT, "webhook '%s' is not leased by '%s'", k->name,
+        rc = store_fail(err, STORE_E_CONFLICT,
+                        "webhook '%s' is not leased by '%s' or its cursor was moved", k->name,
                         k->owner);
     return rc;
 }
 
-int store_webhook_failed(store *s, const char *name, const char *owner, const char *why,
-                         struct store_error *err)
+int store_webhook_failed(store *s, const char *name, const char *owner, int64_t gen,
+                         const char *why, struct store_error *err)
 {
     store_err_clear(err);
     STORE_CHECK(s && name && owner && why, "store_webhook_failed: NULL argument");
     STORE_CHECK(strlen(why) < sizeof((struct webhook_status *)0)->last_error,
                 "a webhook's failure text is longer than %zu bytes",
                 sizeof((struct webhook_status *)0)->last_error - 1);
-    struct failed_ctx k = {name, owner, why};
+    struct failed_ctx k = {name, owner, why, gen};
     return db_tx(s->db, DB_WRITE, failed_fn, &k, err);
 }
 
 static const char SQL_CURSOR_SEEK[] =
-    "UPDATE webhook_cursor SET after = ?2, lease_owner = '', lease_until = 0, updated_at = ?3"
-    " WHERE name = ?1";
+    "UPDATE webhook_cursor SET after = ?2, gen = gen + 1, updated_at = ?3 WHERE name = ?1";
 static const char SQL_LOG_END[] = "SELECT coalesce(max(id), 0) FROM events";
 
 static int seek_fn(db_conn *c, void *ctx, struct store_error *err)
@@ -677,11 +682,12 @@ static int row_to_status(db_stmt *st, void *elem, struct store_error *err)
     w->c.lease_until = db_col_i64(st, 3);
     w->c.delivered = db_col_i64(st, 4);
     w->c.dropped = db_col_i64(st, 5);
-    DB_COL_FIELD(st, 6, w->last_error);
-    w->last_error_at = db_col_i64(st, 7);
-    w->updated_at = db_col_i64(st, 8);
-    w->behind = db_col_i64(st, 9);
-    w->oldest_ts = db_col_i64(st, 10);
+    w->c.gen = db_col_i64(st, 6);
+    DB_COL_FIELD(st, 7, w->last_error);
+    w->last_error_at = db_col_i64(st, 8);
+    w->updated_at = db_col_i64(st, 9);
+    w->behind = db_col_i64(st, 10);
+    w->oldest_ts = db_col_i64(st, 11);
     return STORE_OK;
 }
 

@@ -115,6 +115,14 @@ because a VM uses the address or a creation reserved it (409
 address_in_use), some are refused so, and at the end every address it
 holds is held in the store and in no VM's config.
 
+The seeds of FAULT_SEEK_SEEDS (default 33 and 88) have an admin move the
+webhook's cursor back every 1 to 3 s (Seeks, through the instances in
+turn): after each seek back to X from `was`, every event in (X, was] is
+posted again and taken; the cursor's delivered count is the events up to
+it plus those each seek put behind it again (exact when every seek's answer
+was read); the webhook's checks above hold all the same (one instance
+posting at a time: a seek leaves the lease to its holder).
+
 The seeds of FAULT_PASSWORD_SEEDS (default 111) run proxd logged in with
 root@pam's password instead of its API token (the others keep the token),
 on tickets that pvesim takes for TICKET_SIM_S (4 s) and proxd for
@@ -149,7 +157,8 @@ hosts), FAULT_HOSTS_SEEDS (the seeds with the members' own hosts), FAULT_LAG_SEE
 seeds whose figures lag), FAULT_RECONCILE_SEEDS (the seeds reconciling as
 they go), FAULT_CLOCK_SEEDS (the seeds whose nodes' clocks are off), FAULT_MIXED_SEEDS (the
 standalone seeds with two one-node clusters), FAULT_HOLD_SEEDS (the seeds with
-an admin holding addresses), FAULT_INSTANCES (proxd instances on the one database, the API calls
+an admin holding addresses), FAULT_SEEK_SEEDS (the seeds with an admin moving
+the webhook's cursor back), FAULT_INSTANCES (proxd instances on the one database, the API calls
 spread over them), PROXD_TEST_DB (a PostgreSQL server's URL: a database per
 seed), FAULT_REPORT (a file the per-seed figures are appended to),
 FAULT_KEEP_LOG (1: keep proxd's log of every seed in
@@ -266,6 +275,9 @@ CLOCK_OFF_S = 600
 # lets them go (Holds)
 HOLDS = {int(s) for s in os.environ.get("FAULT_HOLD_SEEDS", "11,88").split(",") if s}
 HOLDS_MAX = 6
+# seeds during which an admin moves the webhook's cursor back now and then
+# (Seeks: its events are posted again)
+SEEKS = {int(s) for s in os.environ.get("FAULT_SEEK_SEEDS", "33,88").split(",") if s}
 # seeds logged in with root@pam's password (tickets) instead of the token
 PASSWORD_SEEDS = {int(s) for s in os.environ.get("FAULT_PASSWORD_SEEDS", "111").split(",") if s}
 TICKET_SIM_S = 4  # pvesim's ticket lifetime (real seconds)
@@ -563,6 +575,57 @@ class Holds(threading.Thread):
         self.join()
 
 
+class Seeks(threading.Thread):
+    """An admin moving the webhook's cursor back, every 1 to 3 s until
+    halted, through the instances in turn: to 1 to 8 events behind where
+    GET /v1/webhooks shows it, so that the events after it are posted again
+    (POST /v1/webhooks/flt/seek). `moves`: (monotonic time it was sent,
+    after, was) of each seek answered 200; `unknown`: seeks whose answer a
+    kill or an outage cut (made or not). Any other answer is a problem."""
+
+    def __init__(self, admins, rng, problems, lock):
+        super().__init__(daemon=True)
+        self.admins, self.rng, self.problems, self.lock = admins, rng, problems, lock
+        self.halt = threading.Event()
+        self.moves, self.unknown = [], 0
+
+    def one(self, api):
+        try:
+            r = requests.get(api.base + "/v1/webhooks", headers=api.h, timeout=10)
+        except requests.RequestException:
+            return  # killed: the next instance
+        if r.status_code != 200:
+            return
+        row = [w for w in r.json()["webhooks"] if w["name"] == "flt"]
+        if not row or row[0]["after"] < 1:
+            return
+        to = max(0, row[0]["after"] - self.rng.randint(1, 8))
+        t0 = time.monotonic()
+        try:
+            r = requests.post(api.base + "/v1/webhooks/flt/seek", json={"after": to},
+                              headers=api.h, timeout=10)
+        except requests.RequestException:
+            self.unknown += 1
+            return
+        if r.status_code == 200:
+            self.moves.append((t0, to, r.json()["was"]))
+        elif r.status_code == 503:
+            self.unknown += 1  # the database's answer lost: made or not
+        else:
+            with self.lock:
+                self.problems.append("seeks: POST %s: %s" % (r.url, r.text[:200]))
+
+    def run(self):
+        n = 0
+        while not self.halt.wait(self.rng.uniform(1.0, 3.0)):
+            self.one(self.admins[n % len(self.admins)])
+            n += 1
+
+    def stop(self):
+        self.halt.set()
+        self.join()
+
+
 class NodeDowns(threading.Thread):
     """Takes a node (drawn) off the network every 2 to 6 s (the first time
     after 0.5 to 2 s) for 0.3 to 3 s, until halted: offline (its pveproxy
@@ -688,7 +751,7 @@ def run_seed(seed):
     problems = []
     lock = threading.Lock()
     t0 = time.monotonic()
-    killer = outage = downs = holds = follower = None
+    killer = outage = downs = holds = follower = seeks = None
     try:
         token = proxd("token", "create", "--config", conf, "--owner", "ci", "--role",
                       "user").stdout.strip()
@@ -740,13 +803,15 @@ def run_seed(seed):
         downs = NodeDowns(sim, random.Random(seed * 19 + 7)) if seed in NODE_DOWNS else None
         holds = Holds(admins, random.Random(seed * 29 + 11), problems, lock) \
             if seed in HOLDS else None
+        seeks = Seeks(admins, random.Random(seed * 31 + 13), problems, lock) \
+            if recv and seed in SEEKS else None
         follower = Follower(admins) if STREAMS else None
         if follower:
             follower.start()
 
         def troubles_on():
             faults_on()
-            for t in (killer, outage, downs, holds):
+            for t in (killer, outage, downs, holds, seeks):
                 if t:
                     t.start()
         if CREATE:
@@ -920,6 +985,9 @@ def run_seed(seed):
             t.start()
         for t in threads:
             t.join()
+        if seeks:
+            seeks.stop()
+            stats["seeks"] = "%d moved back, %d unknown" % (len(seeks.moves), seeks.unknown)
         if holds:
             holds.stop()
             stats["holds"] = "%d held, %d refused, %d dropped" % (holds.made, holds.refused,
@@ -972,8 +1040,11 @@ def run_seed(seed):
             t_hook = time.monotonic()
             hook_last = db_query(db, "SELECT coalesce(max(id), 0) FROM events")[0][0]
             try:
-                wait_for(lambda: hook_all_in(db, recv, hook_last), 60, 0.2,
-                         "every event delivered to the webhook")
+                # (and the cursor there: posts made again after a seek back
+                # are through)
+                wait_for(lambda: hook_all_in(db, recv, hook_last) and db_query(
+                    db, "SELECT after FROM webhook_cursor WHERE name = 'flt'")[0][0] >= hook_last,
+                    60, 0.2, "every event delivered to the webhook")
             except AssertionError:
                 pass  # check_webhook says which
             hook_end = time.monotonic()  # (then the daemons stop, giving up posts)
@@ -1013,6 +1084,8 @@ def run_seed(seed):
             downs.stop()
         if holds and holds.is_alive():
             holds.stop()
+        if seeks and seeks.is_alive():
+            seeks.stop()
         if outage and outage.is_alive():
             outage.stop()
         if killer and killer.is_alive():
@@ -1061,7 +1134,7 @@ def run_seed(seed):
         recv.down()
         check_webhook(db, recv, hook_last, stats, problems, hook_end,
                       killer.kill_times if killer else [])
-        check_webhook_counts(db, recv, problems)
+        check_webhook_counts(db, recv, problems, seeks)
     stats["observed"] = ", ".join("%s %d" % kv for kv in sorted(observed.items()))
     if problems or KEEP_LOG:  # keep proxd's log for the post-mortem
         keep = keep_logs(seed, daemons)
@@ -1363,21 +1436,38 @@ def check_webhook(db, recv, last, stats, problems, end=None, kills=()):
         len(log), len(posts), sum(1 for p in posts if not p["answered"]))
 
 
-def check_webhook_counts(db, recv, problems):
+def check_webhook_counts(db, recv, problems, seeks=None):
     """The webhook's row in the store (what GET /v1/webhooks and proxctl
     status tell) agrees with the log: each event up to its cursor counted
     once, delivered (none is dropped: max_age is a day), whatever kills,
-    lost leases and posts made twice; a failed post's reason recorded."""
+    lost leases and posts made twice, and once more for each seek back that
+    it lies behind (exactly when every seek's answer was read; at least,
+    when one was cut); a failed post's reason recorded. After each seek
+    back (after X, from was), every event in (X, was] was posted again and
+    taken."""
     rows = db_query(db, "SELECT after, delivered, dropped, last_error FROM webhook_cursor"
                         " WHERE name = 'flt'")
     if not rows:
         problems.append("webhook: no cursor row")
         return
     after, delivered, dropped, last_error = rows[0]
-    upto = db_query(db, "SELECT count(*) FROM events WHERE id <= %d" % after)[0][0]
-    if (delivered, dropped) != (upto, 0):
+    ids = [i for (i,) in db_query(db, "SELECT id FROM events ORDER BY id")]
+    upto = sum(1 for i in ids if i <= after)
+    again = 0
+    posts = recv.snapshot()
+    for t0, x, was in (seeks.moves if seeks else []):
+        back = [i for i in ids if x < i <= was]
+        again += len(back)
+        taken = {json.loads(p["body"])["id"] for p in posts if p["answered"] and p["t"] >= t0}
+        missed = [i for i in back if i not in taken]
+        if missed:
+            problems.append("webhook: seek back to %d (from %d): events %s not posted again" % (
+                x, was, missed[:10]))
+    exact = not seeks or not seeks.unknown
+    if dropped != 0 or (delivered != upto + again if exact else delivered < upto + again):
         problems.append("webhook: cursor at event %d counts %d delivered and %d dropped; the log "
-                        "has %d events up to it" % (after, delivered, dropped, upto))
+                        "has %d events up to it, %d more posted again after seeks" % (
+                            after, delivered, dropped, upto, again))
     failed = sum(1 for p in recv.snapshot() if not p["answered"])
     if failed >= 3 and not last_error:
         problems.append("webhook: %d posts failed, no failure recorded" % failed)
@@ -1746,6 +1836,38 @@ def webhook_check_sees_what_is_wrong():
     problems = []
     check_webhook(db, Fake([p1, dict(p2, took=0.5), p3, p4]), 4, {}, problems, kills=[0.45])
     assert not problems, problems
+
+    # check_webhook_counts: the cursor's row against the log and the seeks
+    # back (posts 0.3 s apart: p2 again at 1.2 s, p3 again at 1.5 s)
+    c = sqlite3.connect(db)
+    with c:
+        c.execute("CREATE TABLE webhook_cursor (name TEXT, after INTEGER, delivered INTEGER,"
+                  " dropped INTEGER, last_error TEXT)")
+    c.close()
+
+    class Moves:
+        def __init__(self, moves, unknown=0):
+            self.moves, self.unknown = moves, unknown
+    replayed = [p1, p2, p3, p4, p2, p3, p4]
+    for row, posts, seeks, want in [
+            ((4, 4, 0, ""), [p1, p2, p3, p4], None, 0),
+            ((4, 3, 0, ""), [p1, p2, p3, p4], None, 1),  # one not counted
+            ((4, 4, 1, ""), [p1, p2, p3, p4], None, 1),  # dropped
+            ((4, 7, 0, ""), replayed, Moves([(1.1, 1, 4)]), 0),  # 2-4 again after 1.1 s
+            ((4, 6, 0, ""), replayed, Moves([(1.1, 1, 4)]), 1),  # counted short
+            ((4, 6, 0, ""), replayed, Moves([(1.1, 1, 4)], unknown=1), 1),  # even so
+            ((4, 8, 0, ""), replayed, Moves([(1.1, 1, 4)], unknown=1), 0),  # one more: cut
+            ((4, 7, 0, ""), replayed, Moves([(1.3, 1, 4)]), 1),  # 2 not posted after it
+            ((4, 4, 0, ""), [p1, dict(p2, answered=False), p2, dict(p3, answered=False),
+                             dict(p3, answered=False), p3, p4], None, 1)]:  # failures untold
+        c = sqlite3.connect(db)
+        with c:
+            c.execute("DELETE FROM webhook_cursor")
+            c.execute("INSERT INTO webhook_cursor VALUES ('flt', ?, ?, ?, ?)", row)
+        c.close()
+        problems = []
+        check_webhook_counts(db, Fake(posts), problems, seeks)
+        assert len(problems) == want, (row, seeks and seeks.moves, problems)
 
 
 def stream_check_sees_what_is_wrong():

@@ -22,6 +22,7 @@ os.environ.setdefault("FAULT_SHARED_SEEDS", "66")
 os.environ.setdefault("FAULT_PASSWORD_SEEDS", "55")
 os.environ.setdefault("FAULT_OUTAGE_SEEDS", "99")
 os.environ.setdefault("FAULT_NODE_SEEDS", "99")
+os.environ.setdefault("FAULT_SEEK_SEEDS", "99")
 # leases of 5 s, which the outages (up to 6 s) outlast: the instances must
 # leave each other's live jobs alone when the database comes back
 os.environ.setdefault("FAULT_JOB_LEASE", "5")

@@ -2081,9 +2081,9 @@ static void test_event_log_jobs_nodes(void **state)
     OK(store_webhook_claim(f->s, "h", "A", 30000, &c, &e_));
     assert_int_equal(c.after, last); /* a new webhook starts at the end */
     EXPECT(STORE_E_CONFLICT, store_webhook_claim(f->s, "h", "B", 30000, &c, &e));
-    EXPECT(STORE_E_CONFLICT, store_webhook_advance(f->s, "h", "B", last + 5, 30000, 1, 0, &e));
-    OK(store_webhook_advance(f->s, "h", "A", last + 5, 30000, 1, 0, &e_));
-    OK(store_webhook_advance(f->s, "h", "A", last + 2, 30000, 0, 1, &e_));
+    EXPECT(STORE_E_CONFLICT, store_webhook_advance(f->s, "h", "B", 0, last + 5, 30000, 1, 0, &e));
+    OK(store_webhook_advance(f->s, "h", "A", 0, last + 5, 30000, 1, 0, &e_));
+    OK(store_webhook_advance(f->s, "h", "A", 0, last + 2, 30000, 0, 1, &e_));
     OK(store_webhook_release(f->s, "h", "A", &e_));
     OK(store_webhook_claim(f->s, "h", "B", 30000, &c, &e_));
     assert_int_equal(c.after, last + 5);
@@ -2092,14 +2092,14 @@ static void test_event_log_jobs_nodes(void **state)
     assert_string_equal(c.lease_owner, "B");
 
     /* a failure is told only by the holder; the list counts what waits */
-    EXPECT(STORE_E_CONFLICT, store_webhook_failed(f->s, "h", "A", "HTTP 500", &e));
-    OK(store_webhook_failed(f->s, "h", "B", "HTTP 502", &e_));
+    EXPECT(STORE_E_CONFLICT, store_webhook_failed(f->s, "h", "A", 0, "HTTP 500", &e));
+    OK(store_webhook_failed(f->s, "h", "B", 0, "HTTP 502", &e_));
     char longer[300];
     memset(longer, 'x', sizeof longer - 1);
     longer[sizeof longer - 1] = '\0';
-    EXPECT(STORE_E_INVALID, store_webhook_failed(f->s, "h", "B", longer, &e));
-    OK(store_webhook_claim(f->s, "g", "A", 30000, &c, &e_)); /* at the log's end */
-    OK(store_webhook_advance(f->s, "h", "B", last - 1, 30000, 0, 0, &e_)); /* never back */
+    EXPECT(STORE_E_INVALID, store_webhook_failed(f->s, "h", "B", 0, longer, &e));
+    OK(store_webhook_claim(f->s, "g", "A", 30000, &c, &e_));                  /* at the log's end */
+    OK(store_webhook_advance(f->s, "h", "B", 0, last - 1, 30000, 0, 0, &e_)); /* never back */
     struct store_event ev = {0};
     snprintf(ev.type, sizeof ev.type, "test.tick");
     OK(store_event_append(f->s, &ev, &e_));
@@ -2121,8 +2121,9 @@ static void test_event_log_jobs_nodes(void **state)
     assert_string_equal(w[1].c.lease_owner, "B");
     free(w);
 
-    /* a seek moves the cursor either way and ends the lease: the holder's
-     * next write fails, its next claim reads the new cursor */
+    /* a seek moves the cursor either way and counts itself: the holder's
+     * next write naming the count it read fails, its next claim reads the
+     * new cursor; the lease stays its own */
     int64_t end = 0;
     OK(store_event_last_id(f->s, &end, &e_));
     struct webhook_cursor was;
@@ -2133,17 +2134,24 @@ static void test_event_log_jobs_nodes(void **state)
     OK(store_webhook_seek(f->s, "h", 1, &was, &e_)); /* back */
     assert_int_equal(was.after, last + 5);
     assert_string_equal(was.lease_owner, "B");
-    EXPECT(STORE_E_CONFLICT, store_webhook_advance(f->s, "h", "B", end, 30000, 1, 0, &e));
-    EXPECT(STORE_E_CONFLICT, store_webhook_failed(f->s, "h", "B", "HTTP 400", &e));
+    assert_int_equal(was.gen, 0);
+    EXPECT(STORE_E_CONFLICT, store_webhook_advance(f->s, "h", "B", 0, end, 30000, 1, 0, &e));
+    EXPECT(STORE_E_CONFLICT, store_webhook_failed(f->s, "h", "B", 0, "HTTP 400", &e));
     OK(store_webhook_get(f->s, "h", &c, &e_));
     assert_int_equal(c.after, 1);
-    assert_int_equal(c.lease_until, 0);
-    OK(store_webhook_claim(f->s, "h", "A", 30000, &c, &e_)); /* anyone may take it */
+    assert_int_equal(c.gen, 1);
+    assert_string_equal(c.lease_owner, "B");
+    assert_true(c.lease_until > 0);
+    EXPECT(STORE_E_CONFLICT, store_webhook_claim(f->s, "h", "A", 30000, &c, &e)); /* B's */
+    OK(store_webhook_claim(f->s, "h", "B", 30000, &c, &e_));
     assert_int_equal(c.after, 1);
+    OK(store_webhook_advance(f->s, "h", "B", c.gen, 2, 30000, 1, 0, &e_));
     OK(store_webhook_seek(f->s, "h", end, &was, &e_)); /* forward, to the log's end */
-    assert_int_equal(was.after, 1);
+    assert_int_equal(was.after, 2);
     OK(store_webhook_claim(f->s, "h", "B", 30000, &c, &e_));
     assert_int_equal(c.after, end);
+    assert_int_equal(c.gen, 2);
+    OK(store_webhook_failed(f->s, "h", "B", 2, "HTTP 400", &e_));
     EXPECT(STORE_E_NOTFOUND, store_webhook_get(f->s, "nope", &c, &e));
 }
 
