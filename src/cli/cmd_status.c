@@ -282,8 +282,8 @@ static void check_webhooks(struct cli *c, struct report *rp, json_t *sum, int64_
         const char *err = json_string_value(json_object_get(w, "last_error"));
         char why[400] = "no instance delivers it";
         if (*cli_str(w, "holder") != '-')
-            snprintf(why, sizeof why, "held by %s; last failure %s: %.200s",
-                     cli_str(w, "holder"), cli_str(w, "last_error_at"), err && *err ? err : "none");
+            snprintf(why, sizeof why, "held by %s; last failure %s: %.200s", cli_str(w, "holder"),
+                     cli_str(w, "last_error_at"), err && *err ? err : "none");
         attention(rp, "webhook %s: %lld event%s waiting, the oldest for %.0f s (%s)",
                   cli_str(w, "name"), cli_num(w, "behind"), cli_num(w, "behind") == 1 ? "" : "s",
                   oldest, why);
