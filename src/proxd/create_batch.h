@@ -8,14 +8,12 @@
  *
  * All or nothing on validation: every line is read, decoded and checked
  * (the fields, as core_create_check; an idempotency key used before for a
- * different request, by an earlier run or an earlier line) before any is submitted, and every bad line is
- * reported with its number and field; then nothing is submitted. After
- * that each line is its own creation, in its own transaction: a refusal
- * at submission (quota, no VMID or address left) is reported for its line
- * and the others go on. An idempotency key is scoped to the line's owner
- * (what that owner's token would send through the API): a line whose key
- * was used before for the same request answers the first job again and
- * makes nothing.
+ * different request, by an earlier run or an earlier line) before any is submitted, and every bad
+ * line is reported with its number and field; then nothing is submitted. After that each line is
+ * its own creation, in its own transaction: a refusal at submission (quota, no VMID or address
+ * left) is reported for its line and the others go on. An idempotency key is scoped to the line's
+ * owner (what that owner's token would send through the API): a line whose key was used before for
+ * the same request answers the first job again and makes nothing.
  *
  * Output: one line per request on stdout, as text or, with json, one JSON
  * object per line ({"line","job","vmid"[,"replayed"]} or {"line","error":
