@@ -46,14 +46,20 @@ static json_t *hook_json(const struct webhook_status *w, const struct cfg_webhoo
     return o;
 }
 
-void h_webhooks(struct req *rq, struct resp *rs)
+/* Both routes: an admin's, with no query; false with the error answered. */
+static bool admin_call(struct req *rq, struct resp *rs)
 {
     static const char *const allowed[] = {NULL};
     if (!rq->who.admin) {
-        resp_error(rs, HTTP_FORBIDDEN, "forbidden", NULL, "only admins read webhooks");
-        return;
+        resp_error(rs, HTTP_FORBIDDEN, "forbidden", NULL, "only admins manage webhooks");
+        return false;
     }
-    if (check_query(rq, rs, allowed))
+    return check_query(rq, rs, allowed) == 0;
+}
+
+void h_webhooks(struct req *rq, struct resp *rs)
+{
+    if (!admin_call(rq, rs))
         return;
     const struct proxd_config *cfg = rq->api->cfg;
     struct webhook_status *v = NULL;
@@ -84,12 +90,7 @@ void h_webhooks(struct req *rq, struct resp *rs)
 
 void h_webhook_seek(struct req *rq, struct resp *rs)
 {
-    static const char *const allowed[] = {NULL};
-    if (!rq->who.admin) {
-        resp_error(rs, HTTP_FORBIDDEN, "forbidden", NULL, "only admins move webhooks");
-        return;
-    }
-    if (check_query(rq, rs, allowed))
+    if (!admin_call(rq, rs))
         return;
     int64_t after = 0;
     bool has = false;

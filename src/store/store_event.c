@@ -504,6 +504,20 @@ static const char SQL_CURSOR_ADVANCE[] =
 static const char SQL_CURSOR_RELEASE[] =
     "UPDATE webhook_cursor SET lease_until = 0 WHERE name = ?1 AND lease_owner = ?2";
 
+/* Run st, a write only the webhook's holder may make (its row matched by
+ * owner, and by the seek count it read): none matched is a conflict. */
+static int run_as_holder(db_stmt *st, const char *name, const char *owner, const char *what,
+                         struct store_error *err)
+{
+    int rc = db_run(st, err, what);
+    bool none = rc == STORE_OK && db_changes(st) == 0;
+    db_done(st);
+    if (none)
+        rc = store_fail(err, STORE_E_CONFLICT,
+                        "webhook '%s' is not leased by '%s' or its cursor was moved", name, owner);
+    return rc;
+}
+
 static int advance_fn(db_conn *c, void *ctx, struct store_error *err)
 {
     struct cursor_ctx *k = ctx;
@@ -523,14 +537,7 @@ static int advance_fn(db_conn *c, void *ctx, struct store_error *err)
         db_bind_i64(st, 7, now);
         db_bind_i64(st, 8, k->gen);
     }
-    rc = db_run(st, err, "moving a webhook cursor");
-    bool none = rc == STORE_OK && db_changes(st) == 0;
-    db_done(st);
-    if (none)
-        rc = store_fail(err, STORE_E_CONFLICT,
-                        "webhook '%s' is not leased by '%s' or its cursor was moved", k->name,
-                        k->owner);
-    return rc;
+    return run_as_holder(st, k->name, k->owner, "moving a webhook cursor", err);
 }
 
 int store_webhook_advance(store *s, const char *name, const char *owner, int64_t gen, int64_t after,
@@ -572,14 +579,7 @@ static int failed_fn(db_conn *c, void *ctx, struct store_error *err)
     db_bind_text(st, 3, k->why);
     db_bind_i64(st, 4, wall_ms());
     db_bind_i64(st, 5, k->gen);
-    rc = db_run(st, err, "recording a webhook's failure");
-    bool none = rc == STORE_OK && db_changes(st) == 0;
-    db_done(st);
-    if (none)
-        rc = store_fail(err, STORE_E_CONFLICT,
-                        "webhook '%s' is not leased by '%s' or its cursor was moved", k->name,
-                        k->owner);
-    return rc;
+    return run_as_holder(st, k->name, k->owner, "recording a webhook's failure", err);
 }
 
 int store_webhook_failed(store *s, const char *name, const char *owner, int64_t gen,

@@ -455,6 +455,30 @@ def holder(inst, name):
     return ("proxd_webhook_holder{webhook=\"%s\"} 1" % name) in text
 
 
+def hook_instance(name, recv, timeout, retry_max):
+    """A proxd of its own (database PROXD_TEST_DB3) with [webhook NAME] to
+    recv, started and holding the webhook: (proxd, an admin's token)."""
+    hook = ("reconcile_interval = 3600\n\n[webhook %s]\nurl = %s\nsecret = %s\n"
+            "timeout = %d\nretry_max = %d\n" % (name, recv.url, SECRET, timeout, retry_max))
+    inst = Proxd(sim, database=os.environ.get("PROXD_TEST_DB3"), proxd_extra=hook)
+    admin = inst.token("ops", "admin")
+    inst.start()
+    try:
+        wait_for(lambda: holder(inst, name), deadline=30, what="a holder")
+    except AssertionError:
+        inst.stop()
+        raise
+    return inst, admin
+
+
+def tell(inst, admin, node, what):
+    """Cordon or uncordon node; the id of the event that tells it."""
+    r = inst.call("POST", "/v1/nodes/%s/%s" % (node, what), admin)
+    assert r.status_code == 200, r.text
+    evs = inst.call("GET", "/v1/events?limit=1000", admin).json()["events"]
+    return max(e["id"] for e in evs if e["type"] == "node." + what + "ed")
+
+
 @case
 def two_instances_deliver_each_event_once_between_them():
     """Two proxd on one database, one webhook: one delivers at a time; the
@@ -551,19 +575,10 @@ def a_holder_killed_is_taken_over_by_its_restart_at_once():
     here; over two minutes with the defaults), and goes on from the
     stored cursor."""
     r4 = Receiver().up()
-    hook = ("reconcile_interval = 3600\n\n[webhook back]\nurl = %s\nsecret = %s\n"
-            "timeout = 2\nretry_max = 1\n" % (r4.url, SECRET))
-    a = Proxd(sim, database=os.environ.get("PROXD_TEST_DB3"), proxd_extra=hook)
-    admin = a.token("ops", "admin")
-    a.start()
+    a, admin = hook_instance("back", r4, timeout=2, retry_max=1)
     try:
-        wait_for(lambda: holder(a, "back"), deadline=30, what="a holder")
-
         def told(node, what):
-            r = a.call("POST", "/v1/nodes/%s/%s" % (node, what), admin)
-            assert r.status_code == 200, r.text
-            evs = a.call("GET", "/v1/events?limit=1000", admin).json()["events"]
-            return max(e["id"] for e in evs if e["type"] == "node." + what + "ed")
+            return tell(a, admin, node, what)
 
         def delivered(eid):
             return any(json.loads(p["body"])["id"] == eid and p["answered"]
@@ -595,29 +610,17 @@ def a_seek_back_while_a_holder_waits_to_post_again_is_not_passed_over():
     posting every event after it again, in order; it does not post the
     event it was on and move the cursor there, passing over those between."""
     r5 = Receiver().up()
-    hook = ("reconcile_interval = 3600\n\n[webhook back2]\nurl = %s\nsecret = %s\n"
-            "timeout = 10\nretry_max = 10\n" % (r5.url, SECRET))
-    b = Proxd(sim, database=os.environ.get("PROXD_TEST_DB3"), proxd_extra=hook)
-    admin = b.token("ops", "admin")
-    b.start()
+    b, admin = hook_instance("back2", r5, timeout=10, retry_max=10)
     try:
-        wait_for(lambda: holder(b, "back2"), deadline=30, what="a holder")
-
-        def tell(node, what):
-            r = b.call("POST", "/v1/nodes/%s/%s" % (node, what), admin)
-            assert r.status_code == 200, r.text
-            evs = b.call("GET", "/v1/events?limit=1000", admin).json()["events"]
-            return max(e["id"] for e in evs if e["type"] == "node." + what + "ed")
-
         def posts_of(eid):
             return [p for p in r5.snapshot() if json.loads(p["body"])["id"] == eid]
-        base = tell("sv1", "cordon")
-        mid = [tell("sv2", "cordon"), tell("sv1", "uncordon")]
+        base = tell(b, admin, "sv1", "cordon")
+        mid = [tell(b, admin, "sv2", "cordon"), tell(b, admin, "sv1", "uncordon")]
         wait_for(lambda: all(p["answered"] for i in [base] + mid for p in posts_of(i)[-1:])
                  and all(posts_of(i) for i in [base] + mid), deadline=30, interval=0.1,
                  what="the first events delivered")
         r5.refuse = lambda e: e["type"] == "node.uncordoned" and e["node"] == "sv2"
-        bad = tell("sv2", "uncordon")
+        bad = tell(b, admin, "sv2", "uncordon")
         # its 5th post is followed by an 8 s pause, after which the holder
         # renews its lease (more than 5 s since it did: the lease is 30 s,
         # a post and a pause need 25)
