@@ -43,6 +43,7 @@ static json_t *hook_json(const struct webhook_status *w, const struct cfg_webhoo
         json_object_set_new(o, "events", json_string(c->events));
         json_object_set_new(o, "max_age_s", json_integer(c->max_age_s));
     }
+    json_object_set_new(o, "last_dropped_at", json_time(w->last_dropped_at));
     return o;
 }
 

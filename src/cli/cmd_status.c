@@ -258,9 +258,11 @@ static void check_lost(struct cli *c, struct report *rp, json_t *sum)
 
 /* A webhook of this instance's configuration whose oldest waiting event
  * is older than age_s: its receiver is down or refuses, or no instance
- * delivers it. (A cursor no instance's configuration has any more waits
- * for ever: listed by `webhook list`, not an attention line.) */
-static void check_webhooks(struct cli *c, struct report *rp, json_t *sum, int64_t age_s)
+ * delivers it; or that dropped an event (undelivered after its max_age) in
+ * the last `hours`: its receiver will never have it. (A cursor no
+ * instance's configuration has any more waits for ever: listed by
+ * `webhook list`, not an attention line.) */
+static void check_webhooks(struct cli *c, struct report *rp, json_t *sum, int64_t age_s, int hours)
 {
     json_t *ans = NULL;
     if (cli_call(c, "GET", "/v1/webhooks", NULL, &ans) != 200) {
@@ -272,6 +274,13 @@ static void check_webhooks(struct cli *c, struct report *rp, json_t *sum, int64_
     json_t *w;
     json_array_foreach(json_object_get(ans, "webhooks"), i, w)
     {
+        int64_t dropped_at = api_time_s(json_string_value(json_object_get(w, "last_dropped_at")));
+        if (json_is_true(json_object_get(w, "configured")) && dropped_at >= 0 &&
+            dropped_at >= (int64_t)time(NULL) - hours * 3600L)
+            attention(rp,
+                      "webhook %s dropped events undelivered after max_age (%lld in all, the "
+                      "last at %s): its receiver will not get them",
+                      cli_str(w, "name"), cli_num(w, "dropped"), cli_str(w, "last_dropped_at"));
         double oldest = json_number_value(json_object_get(w, "oldest_waiting_s"));
         if (!json_is_true(json_object_get(w, "configured")) || cli_num(w, "behind") == 0 ||
             oldest <= (double)age_s)
@@ -374,7 +383,7 @@ int cmd_status(struct cli *c, int argc, char **argv)
     check_ranges(c, &rp, rp.r);
     check_pools(c, &rp, rp.r);
     check_lost(c, &rp, rp.r);
-    check_webhooks(c, &rp, rp.r, hook_age);
+    check_webhooks(c, &rp, rp.r, hook_age, (int)hours);
     json_object_set_new(rp.r, "attention", rp.attention);
     if (!cli_json_out(c, rp.r))
         print_text(c, rp.r);

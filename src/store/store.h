@@ -1098,9 +1098,10 @@ int store_webhook_get(store *s, const char *name, struct webhook_cursor *out,
 #define STORE_WEBHOOK_BEHIND_MAX 100000 /* events counted behind a cursor at most */
 struct webhook_status {
     struct webhook_cursor c;
-    char last_error[256];  /* the last failed post's reason, "" never */
-    int64_t last_error_at; /* unix ms, 0: never */
-    int64_t updated_at;    /* the row's last change (claim, move, failure) */
+    char last_error[256];    /* the last failed post's reason, "" never */
+    int64_t last_error_at;   /* unix ms, 0: never */
+    int64_t last_dropped_at; /* when an event was last dropped (max_age), 0: never */
+    int64_t updated_at;      /* the row's last change (claim, move, failure) */
     /* events logged after the cursor, of every type (counted up to
      * STORE_WEBHOOK_BEHIND_MAX), and the first one's time (0: none) */
     int64_t behind, oldest_ts;

@@ -499,7 +499,8 @@ int store_webhook_claim(store *s, const char *name, const char *owner, int64_t l
 
 static const char SQL_CURSOR_ADVANCE[] =
     "UPDATE webhook_cursor SET after = CASE WHEN after > ?3 THEN after ELSE ?3 END,"
-    " lease_until = ?4, delivered = delivered + ?5, dropped = dropped + ?6, updated_at = ?7"
+    " lease_until = ?4, delivered = delivered + ?5, dropped = dropped + ?6, updated_at = ?7,"
+    " last_dropped_at = CASE WHEN ?6 > 0 THEN ?7 ELSE last_dropped_at END"
     " WHERE name = ?1 AND lease_owner = ?2 AND gen = ?8";
 static const char SQL_CURSOR_RELEASE[] =
     "UPDATE webhook_cursor SET lease_until = 0 WHERE name = ?1 AND lease_owner = ?2";
@@ -665,7 +666,7 @@ int store_webhook_get(store *s, const char *name, struct webhook_cursor *out,
 #define STR_(x) #x
 #define STR(x) STR_(x)
 static const char SQL_CURSOR_LIST[] =
-    "SELECT " CURSOR_COLS ", last_error, last_error_at, updated_at,"
+    "SELECT " CURSOR_COLS ", last_error, last_error_at, updated_at, last_dropped_at,"
     " (SELECT count(*) FROM (SELECT 1 FROM events e WHERE e.id > w.after"
     "   LIMIT " STR(STORE_WEBHOOK_BEHIND_MAX) ") t),"
                                               " coalesce((SELECT e.ts FROM events e WHERE e.id > "
@@ -686,8 +687,9 @@ static int row_to_status(db_stmt *st, void *elem, struct store_error *err)
     DB_COL_FIELD(st, 7, w->last_error);
     w->last_error_at = db_col_i64(st, 8);
     w->updated_at = db_col_i64(st, 9);
-    w->behind = db_col_i64(st, 10);
-    w->oldest_ts = db_col_i64(st, 11);
+    w->last_dropped_at = db_col_i64(st, 10);
+    w->behind = db_col_i64(st, 11);
+    w->oldest_ts = db_col_i64(st, 12);
     return STORE_OK;
 }
 

@@ -273,14 +273,16 @@ static const char SCHEMA_14_LEFT_ROOM[] =
     "ALTER TABLE leftovers ADD COLUMN held_at {I64} NOT NULL DEFAULT 0;"
     "ALTER TABLE leftovers ADD COLUMN pending {I64} NOT NULL DEFAULT 0;";
 
-/* Version 15: a webhook's last failed post (store_webhook_failed), so that
- * any instance can tell why its events wait (GET /v1/webhooks), and the
+/* Version 15: a webhook's last failed post (store_webhook_failed) and last
+ * dropped event, so that any instance can tell why its events wait or were
+ * lost (GET /v1/webhooks), and the
  * count of its cursor's seeks (store_webhook_seek), which the holder's
  * writes name. */
 static const char SCHEMA_15_HOOK_ERROR[] =
     "ALTER TABLE webhook_cursor ADD COLUMN last_error TEXT NOT NULL DEFAULT '';"
     "ALTER TABLE webhook_cursor ADD COLUMN last_error_at {I64} NOT NULL DEFAULT 0;"
-    "ALTER TABLE webhook_cursor ADD COLUMN gen {I64} NOT NULL DEFAULT 0;";
+    "ALTER TABLE webhook_cursor ADD COLUMN gen {I64} NOT NULL DEFAULT 0;"
+    "ALTER TABLE webhook_cursor ADD COLUMN last_dropped_at {I64} NOT NULL DEFAULT 0;";
 
 /* Migration i brings the schema from version SCHEMA_FIRST + i - 1 to
  * SCHEMA_FIRST + i; MIGRATIONS[0] makes a new database. */

@@ -455,11 +455,13 @@ def holder(inst, name):
     return ("proxd_webhook_holder{webhook=\"%s\"} 1" % name) in text
 
 
-def hook_instance(name, recv, timeout, retry_max):
+def hook_instance(name, recv, timeout, retry_max, extra=""):
     """A proxd of its own (database PROXD_TEST_DB3) with [webhook NAME] to
-    recv, started and holding the webhook: (proxd, an admin's token)."""
+    recv (and `extra` lines), started and holding the webhook: (proxd, an
+    admin's token)."""
     hook = ("reconcile_interval = 3600\n\n[webhook %s]\nurl = %s\nsecret = %s\n"
-            "timeout = %d\nretry_max = %d\n" % (name, recv.url, SECRET, timeout, retry_max))
+            "timeout = %d\nretry_max = %d\n%s" % (name, recv.url, SECRET, timeout, retry_max,
+                                                  extra))
     inst = Proxd(sim, database=os.environ.get("PROXD_TEST_DB3"), proxd_extra=hook)
     admin = inst.token("ops", "admin")
     inst.start()
@@ -647,6 +649,41 @@ def a_seek_back_while_a_holder_waits_to_post_again_is_not_passed_over():
     finally:
         b.stop()
         r5.down()
+
+
+@case_full_on_pg
+def a_dropped_event_is_told_by_proxctl_status():
+    """An event its receiver refuses until max_age (2 s) is dropped, the
+    next one delivered; the drop is counted in the store with its time, and
+    proxctl status makes it an attention line for --hours."""
+    r6 = Receiver().up()
+    c, admin = hook_instance("drops", r6, timeout=1, retry_max=1, extra="max_age = 2\n")
+    try:
+        r6.refuse = lambda e: e["type"] == "node.cordoned" and e["node"] == "sv3"
+        bad = tell(c, admin, "sv3", "cordon")
+
+        def row():
+            return c.call("GET", "/v1/webhooks", admin).json()["webhooks"][0]
+        wait_for(lambda: row()["dropped"] == 1, deadline=30, interval=0.1,
+                 what="the refused event dropped after max_age")
+        nxt = tell(c, admin, "sv3", "uncordon")  # (logged together, it would go too)
+        wait_for(lambda: any(json.loads(p["body"])["id"] == nxt and p["answered"]
+                             for p in r6.snapshot()), deadline=30, interval=0.1,
+                 what="the event after the dropped one delivered")
+        got = wait_for(lambda: (lambda w: w["after"] == nxt and w)(row()), deadline=10,
+                       interval=0.05, what="the cursor after the event delivered")
+        assert got["dropped"] == 1 and got["last_dropped_at"], got
+        assert not any(json.loads(p["body"])["id"] == bad and p["answered"]
+                       for p in r6.snapshot())
+        r = subprocess.run([PROXCTL, "--server", c.base, "--token", admin, "--json", "status"],
+                           capture_output=True, text=True, timeout=30)
+        lines = [a for a in json.loads(r.stdout)["attention"] if a.startswith("webhook drops")]
+        assert r.returncode == 1 and len(lines) == 1 and "dropped events" in lines[0] \
+            and "1 in all" in lines[0], r.stdout
+        assert c.logs_contain("dropped: undelivered after max_age"), c.tail()
+    finally:
+        c.stop()
+        r6.down()
 
 
 @case_full_on_pg

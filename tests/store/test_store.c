@@ -2112,6 +2112,8 @@ static void test_event_log_jobs_nodes(void **state)
     assert_true(w[0].oldest_ts > 0);
     assert_string_equal(w[0].last_error, "");
     assert_int_equal(w[0].last_error_at, 0);
+    assert_int_equal(w[0].last_dropped_at, 0);
+    assert_true(w[1].last_dropped_at > 0); /* its advance with a drop */
     assert_string_equal(w[1].c.name, "h");
     assert_int_equal(w[1].c.after, last + 5);
     assert_int_equal(w[1].behind, 0); /* its cursor is past the log's end */
