@@ -174,6 +174,7 @@ void h_events(struct req *rq, struct resp *rs);
 void h_events_stream(struct req *rq, struct resp *rs);
 void h_webhooks(struct req *rq, struct resp *rs);
 void h_webhook_seek(struct req *rq, struct resp *rs);
+void h_webhook_forget(struct req *rq, struct resp *rs);
 
 /* The event log's query (routes_events.c) and its stream (sse.c): events
  * after `after`, of `type` ("" any), of the caller's VMs only with own_only. */

@@ -50,6 +50,7 @@ static const struct route ROUTES[] = {
     {{"GET", "/v1/events/stream"}, h_events_stream, true, false},
     {{"GET", "/v1/webhooks"}, h_webhooks, true, false},
     {{"POST", "/v1/webhooks/{name}/seek"}, h_webhook_seek, true, false},
+    {{"DELETE", "/v1/webhooks/{name}"}, h_webhook_forget, true, false},
     {{"GET", "/v1/nodes"}, h_nodes, true, false},
     {{"POST", "/v1/nodes/{node}/cordon"}, h_node_cordon, true, false},
     {{"POST", "/v1/nodes/{node}/uncordon"}, h_node_uncordon, true, false},

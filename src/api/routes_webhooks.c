@@ -7,7 +7,10 @@
  * POST /v1/webhooks/{name}/seek {"after": ID} (admins): move its cursor,
  * back to post events again (a receiver that lost them), forward to pass
  * over some (one its receiver refuses for ever holds up every later one
- * until max_age). */
+ * until max_age).
+ * DELETE /v1/webhooks/{name} (admins): forget the cursor of a webhook no
+ * instance has any more (409 while one holds its lease, or when this
+ * instance's configuration has it: its thread would make it again). */
 #include "api/api_int.h"
 
 #include "common/log.h"
@@ -123,4 +126,38 @@ void h_webhook_seek(struct req *rq, struct resp *rs)
     resp_json(rs, HTTP_OK,
               json_pack("{s:s, s:I, s:I}", "name", rq->params[0], "after", (json_int_t)after, "was",
                         (json_int_t)was.after));
+}
+
+void h_webhook_forget(struct req *rq, struct resp *rs)
+{
+    if (!admin_call(rq, rs))
+        return;
+    const char *name = rq->params[0];
+    if (configured(rq->api->cfg, name)) {
+        resp_error(rs, HTTP_CONFLICT, "conflict", "name",
+                   "name: webhook '%s' is in this instance's configuration: remove it there "
+                   "(and from every instance's) first",
+                   name);
+        return;
+    }
+    struct webhook_cursor held;
+    struct store_error se;
+    int rc = store_webhook_forget(rq->api->st, name, &held, &se);
+    if (rc == STORE_E_NOTFOUND) {
+        resp_error(rs, HTTP_NOT_FOUND, "not_found", "name", "name: no webhook '%s'", name);
+        return;
+    }
+    if (rc == STORE_E_CONFLICT) {
+        resp_error(rs, HTTP_CONFLICT, "conflict", "name",
+                   "name: webhook '%s' is delivered by instance %s: remove it from that "
+                   "instance's configuration first",
+                   name, held.lease_owner);
+        return;
+    }
+    if (rc) {
+        resp_store_error(rs, &se);
+        return;
+    }
+    log_info("api", "webhook %s: cursor forgotten by %s", name, rq->who.owner);
+    rs->status = HTTP_NO_CONTENT;
 }

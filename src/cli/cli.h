@@ -103,7 +103,7 @@ int cmd_snapshot(struct cli *c, int argc, char **argv);
 /* status [--hours N] [--webhook-age S] (cmd_status.c): what needs
  * attention; exit 1 if anything. */
 int cmd_status(struct cli *c, int argc, char **argv);
-/* webhook list|seek (cmd_webhook.c): argv[0] is list or seek. */
+/* webhook list|seek|forget (cmd_webhook.c): argv[0] is the subcommand. */
 int cmd_webhook(struct cli *c, int argc, char **argv);
 /* ippool list|show|hold|unhold|add-range (cmd_ippool.c). */
 int cmd_ippool(struct cli *c, int argc, char **argv);

@@ -2,7 +2,8 @@
  * has it (GET /v1/webhooks, admins): who delivers it, the events waiting
  * and the oldest one's age, the totals and the last failed post.
  * proxctl webhook seek NAME --after ID: move its cursor (back: post again;
- * forward: pass over). */
+ * forward: pass over). proxctl webhook forget NAME: drop the cursor of a
+ * webhook no instance has any more. */
 #include "cli/cli.h"
 
 #include <stdint.h>
@@ -12,7 +13,8 @@
 static int usage(void)
 {
     fprintf(stderr, "usage: proxctl webhook list\n"
-                    "       proxctl webhook seek NAME --after ID\n");
+                    "       proxctl webhook seek NAME --after ID\n"
+                    "       proxctl webhook forget NAME\n");
     return EXIT_USAGE;
 }
 
@@ -48,13 +50,33 @@ static int hook_list(struct cli *c)
     return EXIT_OK;
 }
 
+static bool name_ok(const char *name)
+{
+    if (*name && strlen(name) <= 32 && !strpbrk(name, "/?#% "))
+        return true;
+    fprintf(stderr, "proxctl: NAME: '%.40s' is not a webhook's name\n", name);
+    return false;
+}
+
+static int hook_forget(struct cli *c, const char *name)
+{
+    if (!name_ok(name))
+        return EXIT_USAGE;
+    char path[96];
+    snprintf(path, sizeof path, "/v1/webhooks/%s", name);
+    json_t *ans = NULL;
+    int rc = cli_request(c, "DELETE", path, NULL, 204, &ans);
+    json_decref(ans);
+    if (rc == EXIT_OK && !c->json)
+        printf("webhook %s: cursor forgotten\n", name);
+    return rc;
+}
+
 static int hook_seek(struct cli *c, const char *name, const char *after_s)
 {
     int64_t after;
-    if (!*name || strlen(name) > 32 || strpbrk(name, "/?#% ")) {
-        fprintf(stderr, "proxctl: NAME: '%.40s' is not a webhook's name\n", name);
+    if (!name_ok(name))
         return EXIT_USAGE;
-    }
     if (!cli_int("--after", after_s, 0, INT64_MAX, &after))
         return EXIT_USAGE;
     char path[96];
@@ -76,5 +98,7 @@ int cmd_webhook(struct cli *c, int argc, char **argv)
         return hook_list(c);
     if (argc == 4 && strcmp(argv[0], "seek") == 0 && strcmp(argv[2], "--after") == 0)
         return hook_seek(c, argv[1], argv[3]);
+    if (argc == 2 && strcmp(argv[0], "forget") == 0)
+        return hook_forget(c, argv[1]);
     return usage();
 }

@@ -34,6 +34,7 @@ static void usage(FILE *f)
                "  events [--after ID] [--type TYPE] [--follow]\n"
                "  webhook list                each webhook's delivery: holder, waiting, failures\n"
                "  webhook seek NAME --after ID   post again after ID, or pass over up to it\n"
+               "  webhook forget NAME         drop the cursor of a webhook no instance has\n"
                "  status [--hours N] [--webhook-age S]\n"
                "                              what needs attention (exit 1 when anything does)\n"
                "environment: PROXD_URL, PROXD_TOKEN, PROXCTL_CONFIG\n"

@@ -1091,6 +1091,12 @@ int store_webhook_failed(store *s, const char *name, const char *owner, int64_t 
  * when after is past the log's last event. *was gets the row as it was. */
 int store_webhook_seek(store *s, const char *name, int64_t after, struct webhook_cursor *was,
                        struct store_error *err);
+/* Forget webhook `name`'s cursor (a webhook no instance has any more),
+ * unless an instance holds its lease (STORE_E_CONFLICT, *held gets the
+ * row): configured again later, it starts at the log's end.
+ * STORE_E_NOTFOUND without such a cursor. */
+int store_webhook_forget(store *s, const char *name, struct webhook_cursor *held,
+                         struct store_error *err);
 /* The row of webhook `name` (STORE_E_NOTFOUND without one). */
 int store_webhook_get(store *s, const char *name, struct webhook_cursor *out,
                       struct store_error *err);

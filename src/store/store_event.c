@@ -643,6 +643,37 @@ struct get_ctx {
     struct webhook_cursor *out;
 };
 
+static const char SQL_CURSOR_FORGET[] =
+    "DELETE FROM webhook_cursor WHERE name = ?1 AND (lease_owner = '' OR lease_until < ?2)";
+
+static int forget_fn(db_conn *c, void *ctx, struct store_error *err)
+{
+    struct get_ctx *k = ctx;
+    db_stmt *st = NULL;
+    int rc = db_prepare(c, SQL_CURSOR_FORGET, &st, err);
+    if (rc)
+        return rc;
+    db_bind_text(st, 1, k->name);
+    db_bind_i64(st, 2, wall_ms());
+    rc = db_run(st, err, "forgetting a webhook cursor");
+    bool none = rc == STORE_OK && db_changes(st) == 0;
+    db_done(st);
+    if (none && (rc = cursor_get(c, k->name, k->out, err)) == STORE_OK)
+        rc = store_fail(err, STORE_E_CONFLICT, "webhook '%s' is delivered by '%s'", k->name,
+                        k->out->lease_owner);
+    return rc;
+}
+
+int store_webhook_forget(store *s, const char *name, struct webhook_cursor *held,
+                         struct store_error *err)
+{
+    store_err_clear(err);
+    STORE_CHECK(s && name && held, "store_webhook_forget: NULL argument");
+    memset(held, 0, sizeof *held);
+    struct get_ctx k = {name, held};
+    return db_tx(s->db, DB_WRITE, forget_fn, &k, err);
+}
+
 static int get_fn(db_conn *c, void *ctx, struct store_error *err)
 {
     struct get_ctx *k = ctx;

@@ -473,6 +473,14 @@ def hook_instance(name, recv, timeout, retry_max, extra=""):
     return inst, admin
 
 
+def hook_row(inst, admin, name):
+    """GET /v1/webhooks' row of webhook `name` (cases of one database leave
+    their cursors to the next)."""
+    r = inst.call("GET", "/v1/webhooks", admin)
+    assert r.status_code == 200, r.text
+    return [w for w in r.json()["webhooks"] if w["name"] == name][0]
+
+
 def tell(inst, admin, node, what):
     """Cordon or uncordon node; the id of the event that tells it."""
     r = inst.call("POST", "/v1/nodes/%s/%s" % (node, what), admin)
@@ -631,7 +639,7 @@ def a_seek_back_while_a_holder_waits_to_post_again_is_not_passed_over():
         seen5 = time.time()
 
         def told_5th():  # its failure written (the 4th's was 4 s before)
-            r = b.call("GET", "/v1/webhooks", admin).json()["webhooks"][0]
+            r = hook_row(b, admin, "back2")
             return r["last_error_at"] and ts(r["last_error_at"]) > seen5 - 1.0
         wait_for(told_5th, deadline=5, interval=0.02, what="the 5th refusal told")
         assert len(posts_of(bad)) == 5  # in the 8 s pause
@@ -663,7 +671,7 @@ def a_dropped_event_is_told_by_proxctl_status():
         bad = tell(c, admin, "sv3", "cordon")
 
         def row():
-            return c.call("GET", "/v1/webhooks", admin).json()["webhooks"][0]
+            return hook_row(c, admin, "drops")
         wait_for(lambda: row()["dropped"] == 1, deadline=30, interval=0.1,
                  what="the refused event dropped after max_age")
         nxt = tell(c, admin, "sv3", "uncordon")  # (logged together, it would go too)
@@ -684,6 +692,40 @@ def a_dropped_event_is_told_by_proxctl_status():
     finally:
         c.stop()
         r6.down()
+
+
+@case_full_on_pg
+def a_webhook_no_instance_has_is_forgotten():
+    """A webhook's cursor stays after it left the configuration (listed,
+    configured false); forgetting it is refused while an instance holds it
+    or has it configured, and done once none does."""
+    r7 = Receiver().up()
+    a, admin = hook_instance("gone", r7, timeout=1, retry_max=1)
+    b = Proxd(sim, share=a, proxd_extra="reconcile_interval = 3600\n")
+    b.start()
+    try:
+        def names(inst):
+            r = inst.call("GET", "/v1/webhooks", admin)
+            assert r.status_code == 200, r.text
+            return {w["name"]: w["configured"] for w in r.json()["webhooks"]}
+        assert names(b)["gone"] is False and names(a)["gone"] is True
+        for inst, why in ((a, "configuration"), (b, "delivered by instance")):
+            r = inst.call("DELETE", "/v1/webhooks/gone", admin)
+            assert r.status_code == 409 and why in r.text, r.text
+            assert r.json()["error"]["details"]["field"] == "name", r.text
+        a.stop()  # (releases its lease)
+        forget = [PROXCTL, "--server", b.base, "--token", admin, "webhook", "forget", "gone"]
+        r = subprocess.run(forget, capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0 and "forgotten" in r.stdout, r
+        assert "gone" not in names(b)
+        r = subprocess.run(forget, capture_output=True, text=True, timeout=30)
+        assert r.returncode == 3, r  # not found
+        assert b.call("DELETE", "/v1/webhooks/gone", admin).status_code == 404
+    finally:
+        if a.alive():
+            a.stop()
+        b.stop()
+        r7.down()
 
 
 @case_full_on_pg

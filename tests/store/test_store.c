@@ -2155,6 +2155,14 @@ static void test_event_log_jobs_nodes(void **state)
     assert_int_equal(c.gen, 2);
     OK(store_webhook_failed(f->s, "h", "B", 2, "HTTP 400", &e_));
     EXPECT(STORE_E_NOTFOUND, store_webhook_get(f->s, "nope", &c, &e));
+
+    /* forgotten only once no instance holds it */
+    EXPECT(STORE_E_CONFLICT, store_webhook_forget(f->s, "h", &was, &e));
+    assert_string_equal(was.lease_owner, "B");
+    OK(store_webhook_release(f->s, "h", "B", &e_));
+    OK(store_webhook_forget(f->s, "h", &was, &e_));
+    EXPECT(STORE_E_NOTFOUND, store_webhook_forget(f->s, "h", &was, &e));
+    EXPECT(STORE_E_NOTFOUND, store_webhook_get(f->s, "h", &c, &e));
 }
 
 /* Readers paging with `after` never skip an event: ids are commit-ordered
