@@ -1088,7 +1088,8 @@ int store_webhook_failed(store *s, const char *name, const char *owner, int64_t 
  * told) fails and it reads the row anew. The lease stays the holder's: no
  * other instance starts posting while its post may be in flight.
  * STORE_E_NOTFOUND without such a cursor; STORE_E_INVALID (field "after")
- * when after is past the log's last event. *was gets the row as it was. */
+ * when after is past the log's last event. *was gets the row as it was
+ * (its cursor as this seek found it; its gen already counting the seek). */
 int store_webhook_seek(store *s, const char *name, int64_t after, struct webhook_cursor *was,
                        struct store_error *err);
 /* Forget webhook `name`'s cursor (a webhook no instance has any more),

@@ -595,16 +595,28 @@ int store_webhook_failed(store *s, const char *name, const char *owner, int64_t 
     return db_tx(s->db, DB_WRITE, failed_fn, &k, err);
 }
 
-static const char SQL_CURSOR_SEEK[] =
-    "UPDATE webhook_cursor SET after = ?2, gen = gen + 1, updated_at = ?3 WHERE name = ?1";
+/* The seek count first: on PostgreSQL that UPDATE takes the row's lock
+ * (waiting for a holder's cursor move under way), so the row read after it
+ * is the cursor as it now is. Read first, a move committed between the
+ * read and the write went untold ("moved from 34" when it was 35). */
+static const char SQL_CURSOR_SEEK_GEN[] =
+    "UPDATE webhook_cursor SET gen = gen + 1, updated_at = ?2 WHERE name = ?1";
+static const char SQL_CURSOR_SEEK[] = "UPDATE webhook_cursor SET after = ?2 WHERE name = ?1";
 static const char SQL_LOG_END[] = "SELECT coalesce(max(id), 0) FROM events";
 
 static int seek_fn(db_conn *c, void *ctx, struct store_error *err)
 {
     struct cursor_ctx *k = ctx;
-    int rc = cursor_get(c, k->name, k->out, err);
     db_stmt *st = NULL;
-    if (rc || (rc = db_prepare(c, SQL_LOG_END, &st, err)))
+    int rc = db_prepare(c, SQL_CURSOR_SEEK_GEN, &st, err);
+    if (rc)
+        return rc;
+    db_bind_text(st, 1, k->name);
+    db_bind_i64(st, 2, wall_ms());
+    rc = db_run(st, err, "counting a webhook's seek");
+    db_done(st);
+    if (rc || (rc = cursor_get(c, k->name, k->out, err)) ||
+        (rc = db_prepare(c, SQL_LOG_END, &st, err)))
         return rc;
     bool row = false;
     rc = db_step(st, &row, err, "reading the event log's end");
@@ -621,7 +633,6 @@ static int seek_fn(db_conn *c, void *ctx, struct store_error *err)
         return rc;
     db_bind_text(st, 1, k->name);
     db_bind_i64(st, 2, k->after);
-    db_bind_i64(st, 3, wall_ms());
     rc = db_run(st, err, "moving a webhook cursor");
     db_done(st);
     return rc;

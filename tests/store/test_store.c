@@ -2136,7 +2136,7 @@ static void test_event_log_jobs_nodes(void **state)
     OK(store_webhook_seek(f->s, "h", 1, &was, &e_)); /* back */
     assert_int_equal(was.after, last + 5);
     assert_string_equal(was.lease_owner, "B");
-    assert_int_equal(was.gen, 0);
+    assert_int_equal(was.gen, 1); /* counting this seek */
     EXPECT(STORE_E_CONFLICT, store_webhook_advance(f->s, "h", "B", 0, end, 30000, 1, 0, &e));
     EXPECT(STORE_E_CONFLICT, store_webhook_failed(f->s, "h", "B", 0, "HTTP 400", &e));
     OK(store_webhook_get(f->s, "h", &c, &e_));
@@ -2163,6 +2163,57 @@ static void test_event_log_jobs_nodes(void **state)
     OK(store_webhook_forget(f->s, "h", &was, &e_));
     EXPECT(STORE_E_NOTFOUND, store_webhook_forget(f->s, "h", &was, &e));
     EXPECT(STORE_E_NOTFOUND, store_webhook_get(f->s, "h", &c, &e));
+}
+
+/* A seek tells the cursor as it was when it moved it: on PostgreSQL a
+ * holder's cursor move under way (its row locked, not yet committed) is
+ * waited for, not read past ("was 3" when the move made it 4). */
+static void *hold_cursor_main(void *arg)
+{
+    PGconn *c = PQconnectdb(arg);
+    PGresult *r =
+        PQexec(c, "BEGIN; UPDATE webhook_cursor SET after = after + 1 WHERE name = 'race';"
+                  " SELECT pg_sleep(1); COMMIT");
+    PQclear(r);
+    PQfinish(c);
+    return NULL;
+}
+
+static void test_webhook_seek_waits_for_a_move(void **state)
+{
+    struct fx *f = *state;
+    if (g_bk != BK_PG)
+        skip(); /* SQLite: one writer at a time, nothing to wait for */
+    for (int i = 0; i < 3; i++) {
+        struct store_event ev = {0};
+        snprintf(ev.type, sizeof ev.type, "test.tick");
+        OK(store_event_append(f->s, &ev, &e_));
+    }
+    struct webhook_cursor c, was;
+    OK(store_webhook_claim(f->s, "race", "A", 30000, &c, &e_));
+    int64_t before = c.after;
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, hold_cursor_main, (void *)f->url), 0);
+    /* until the move holds the row (its transaction asleep) */
+    int64_t end = mono_ms() + 10000;
+    for (;;) {
+        struct buf out = BUF_INIT(BUF_UNLIMITED);
+        db_rows(f->url,
+                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active'"
+                " AND query LIKE '%pg_sleep(1)%' AND pid <> pg_backend_pid()",
+                &out);
+        bool asleep = strcmp(buf_str(&out), "1\n") == 0;
+        buf_release(&out);
+        if (asleep)
+            break;
+        assert_true(mono_ms() < end);
+        sleep_ms(10);
+    }
+    OK(store_webhook_seek(f->s, "race", 0, &was, &e_));
+    pthread_join(th, NULL);
+    assert_int_equal(was.after, before + 1);
+    OK(store_webhook_get(f->s, "race", &c, &e_));
+    assert_int_equal(c.after, 0);
 }
 
 /* Readers paging with `after` never skip an event: ids are commit-ordered
@@ -4746,6 +4797,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_event_log_vm, setup, teardown),
         cmocka_unit_test_setup_teardown(test_event_log_with_record, setup, teardown),
         cmocka_unit_test_setup_teardown(test_event_log_jobs_nodes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_webhook_seek_waits_for_a_move, setup, teardown),
         cmocka_unit_test_setup_teardown(test_event_ids_commit_ordered, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vm_live_unique, setup, teardown),
         cmocka_unit_test_setup_teardown(test_write_lock_let_go, setup, teardown),
