@@ -50,7 +50,7 @@ static json_t *hook_json(const struct webhook_status *w, const struct cfg_webhoo
     return o;
 }
 
-/* Both routes: an admin's, with no query; false with the error answered. */
+/* Every route here: an admin's, with no query; false with the error answered. */
 static bool admin_call(struct req *rq, struct resp *rs)
 {
     static const char *const allowed[] = {NULL};

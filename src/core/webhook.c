@@ -95,9 +95,9 @@ void core_set_webhook_transport(struct core *k, const struct webhook_transport *
 /* Renew the lease unless what is left of it covers the next post and the
  * longest pause after it (half of it at least); false when another holds
  * it, or when the renewal found the cursor moved (the caller's page is
- * stale: it starts a new round). (Renewed at half only, a holder waiting out a down receiver with
- * retry_max pauses let it lapse: half left, then a post timing out and a
- * pause took more.) */
+ * stale: it starts a new round). (Renewed at half only, a holder waiting
+ * out a down receiver with retry_max pauses let it lapse: half left, then
+ * a post timing out and a pause took more.) */
 static bool keep_lease(struct hook *h)
 {
     int64_t now = wall_ms();
@@ -276,9 +276,9 @@ static void look_at_row(struct hook *h)
         cur.after == h->after && cur.gen == h->gen)
         return;
     log_info("webhook",
-             "webhook %s: the stored cursor (%lld, lease '%s') is not this instance's: "
-             "reading it again",
-             h->cfg->name, (long long)cur.after, cur.lease_owner);
+             "webhook %s: the stored cursor (%lld, seek %lld, lease '%s') is not as this "
+             "instance read it: reading it again",
+             h->cfg->name, (long long)cur.after, (long long)cur.gen, cur.lease_owner);
     lease_lost(h);
 }
 
