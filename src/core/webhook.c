@@ -54,6 +54,7 @@ struct hook {
     int64_t lease_ms, lease_until;
     int64_t after;     /* the cursor, as stored, while this instance holds the lease */
     int64_t gen;       /* the row's seek count, read with it */
+    int64_t seek_at;   /* and its last seek's time */
     int64_t looked_at; /* wall ms of the last idle look at the stored row */
     atomic_uint_fast64_t delivered, retried, dropped;
     atomic_int_fast64_t oldest_ts; /* ts of the event waiting first, 0: none */
@@ -131,6 +132,7 @@ static bool keep_lease(struct hook *h)
         h->lease_until = now + h->lease_ms;
         h->after = cur.after;
         h->gen = cur.gen;
+        h->seek_at = cur.seek_at;
     } else if (rc != STORE_E_CONFLICT)
         log_warn("webhook", "webhook %s: cannot take its lease: %s", h->cfg->name, se.message);
     if (atomic_exchange(&h->holder, held) != held)
@@ -225,7 +227,10 @@ static bool deliver(struct hook *h, const struct store_event *e)
     int64_t backoff = BACKOFF_MIN_MS;
     bool ok = false;
     for (;;) {
-        if (wall_ms() - e->ts > h->cfg->max_age_s * 1000) {
+        /* an event a seek put behind the cursor again (an admin wants it
+         * posted again) is as old as the seek */
+        int64_t since = e->ts > h->seek_at ? e->ts : h->seek_at;
+        if (wall_ms() - since > h->cfg->max_age_s * 1000) {
             atomic_fetch_add(&h->dropped, 1);
             log_warn("webhook",
                      "webhook %s: event %lld (%s, vmid %d) dropped: undelivered after "

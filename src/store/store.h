@@ -1061,6 +1061,9 @@ struct webhook_cursor {
     /* counts the seeks: a holder's cursor moves and failures name the one
      * it read, so that after a seek they fail and it reads the row anew */
     int64_t gen;
+    /* when the last seek was (unix ms, 0: none): an event it put behind the
+     * cursor again gets its max_age from then, not from its own time */
+    int64_t seek_at;
 };
 /* Take or renew the lease on webhook `name` for owner until now+lease_ms.
  * A webhook seen for the first time starts after the last event logged

@@ -414,7 +414,7 @@ int store_node_health_set(store *s, const char *node, bool up, const char *why, 
 
 /* ---- webhook cursors ---------------------------------------------------------------- */
 
-#define CURSOR_COLS "name, after, lease_owner, lease_until, delivered, dropped, gen"
+#define CURSOR_COLS "name, after, lease_owner, lease_until, delivered, dropped, gen, seek_at"
 static const char SQL_CURSOR_NEW[] =
     "INSERT INTO webhook_cursor (name, after, updated_at)"
     " SELECT CAST(?1 AS TEXT), coalesce(max(id), 0), ?2 FROM events"
@@ -452,6 +452,7 @@ static int cursor_get(db_conn *c, const char *name, struct webhook_cursor *out,
         out->delivered = db_col_i64(st, 4);
         out->dropped = db_col_i64(st, 5);
         out->gen = db_col_i64(st, 6);
+        out->seek_at = db_col_i64(st, 7);
     }
     db_done(st);
     return rc;
@@ -600,7 +601,7 @@ int store_webhook_failed(store *s, const char *name, const char *owner, int64_t 
  * is the cursor as it now is. Read first, a move committed between the
  * read and the write went untold ("moved from 34" when it was 35). */
 static const char SQL_CURSOR_SEEK_GEN[] =
-    "UPDATE webhook_cursor SET gen = gen + 1, updated_at = ?2 WHERE name = ?1";
+    "UPDATE webhook_cursor SET gen = gen + 1, seek_at = ?2, updated_at = ?2 WHERE name = ?1";
 static const char SQL_CURSOR_SEEK[] = "UPDATE webhook_cursor SET after = ?2 WHERE name = ?1";
 static const char SQL_LOG_END[] = "SELECT coalesce(max(id), 0) FROM events";
 
@@ -726,12 +727,13 @@ static int row_to_status(db_stmt *st, void *elem, struct store_error *err)
     w->c.delivered = db_col_i64(st, 4);
     w->c.dropped = db_col_i64(st, 5);
     w->c.gen = db_col_i64(st, 6);
-    DB_COL_FIELD(st, 7, w->last_error);
-    w->last_error_at = db_col_i64(st, 8);
-    w->updated_at = db_col_i64(st, 9);
-    w->last_dropped_at = db_col_i64(st, 10);
-    w->behind = db_col_i64(st, 11);
-    w->oldest_ts = db_col_i64(st, 12);
+    w->c.seek_at = db_col_i64(st, 7);
+    DB_COL_FIELD(st, 8, w->last_error);
+    w->last_error_at = db_col_i64(st, 9);
+    w->updated_at = db_col_i64(st, 10);
+    w->last_dropped_at = db_col_i64(st, 11);
+    w->behind = db_col_i64(st, 12);
+    w->oldest_ts = db_col_i64(st, 13);
     return STORE_OK;
 }
 

@@ -277,12 +277,13 @@ static const char SCHEMA_14_LEFT_ROOM[] =
  * dropped event, so that any instance can tell why its events wait or were
  * lost (GET /v1/webhooks), and the
  * count of its cursor's seeks (store_webhook_seek), which the holder's
- * writes name. */
+ * writes name, with the last one's time. */
 static const char SCHEMA_15_HOOK_ERROR[] =
     "ALTER TABLE webhook_cursor ADD COLUMN last_error TEXT NOT NULL DEFAULT '';"
     "ALTER TABLE webhook_cursor ADD COLUMN last_error_at {I64} NOT NULL DEFAULT 0;"
     "ALTER TABLE webhook_cursor ADD COLUMN gen {I64} NOT NULL DEFAULT 0;"
-    "ALTER TABLE webhook_cursor ADD COLUMN last_dropped_at {I64} NOT NULL DEFAULT 0;";
+    "ALTER TABLE webhook_cursor ADD COLUMN last_dropped_at {I64} NOT NULL DEFAULT 0;"
+    "ALTER TABLE webhook_cursor ADD COLUMN seek_at {I64} NOT NULL DEFAULT 0;";
 
 /* Migration i brings the schema from version SCHEMA_FIRST + i - 1 to
  * SCHEMA_FIRST + i; MIGRATIONS[0] makes a new database. */

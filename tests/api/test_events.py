@@ -663,7 +663,8 @@ def a_seek_back_while_a_holder_waits_to_post_again_is_not_passed_over():
 def a_dropped_event_is_told_by_proxctl_status():
     """An event its receiver refuses until max_age (2 s) is dropped, the
     next one delivered; the drop is counted in the store with its time, and
-    proxctl status makes it an attention line for --hours."""
+    proxctl status makes it an attention line for --hours. A seek back
+    then has it posted (its max_age counted from the seek)."""
     r6 = Receiver().up()
     c, admin = hook_instance("drops", r6, timeout=1, retry_max=1, extra="max_age = 2\n")
     try:
@@ -689,6 +690,17 @@ def a_dropped_event_is_told_by_proxctl_status():
         assert r.returncode == 1 and len(lines) == 1 and "dropped events" in lines[0] \
             and "1 in all" in lines[0], r.stdout
         assert c.logs_contain("dropped: undelivered after max_age"), c.tail()
+        # the receiver takes it now: a seek back has it posted again, though
+        # it is older than max_age (its age counts from the seek)
+        r6.refuse = None
+        r = c.call("POST", "/v1/webhooks/drops/seek", admin, {"after": bad - 1})
+        assert r.status_code == 200, r.text
+        wait_for(lambda: any(json.loads(p["body"])["id"] == bad and p["answered"]
+                             for p in r6.snapshot()), deadline=30, interval=0.1,
+                 what="the dropped event posted again after the seek")
+        got = wait_for(lambda: (lambda w: w["after"] == nxt and w)(row()), deadline=10,
+                       interval=0.05, what="the cursor back at the end")
+        assert got["dropped"] == 1, got  # not dropped again
     finally:
         c.stop()
         r6.down()

@@ -2098,7 +2098,8 @@ static void test_event_log_jobs_nodes(void **state)
     memset(longer, 'x', sizeof longer - 1);
     longer[sizeof longer - 1] = '\0';
     EXPECT(STORE_E_INVALID, store_webhook_failed(f->s, "h", "B", 0, longer, &e));
-    OK(store_webhook_claim(f->s, "g", "A", 30000, &c, &e_));                  /* at the log's end */
+    OK(store_webhook_claim(f->s, "g", "A", 30000, &c, &e_)); /* at the log's end */
+    assert_int_equal(c.seek_at, 0);
     OK(store_webhook_advance(f->s, "h", "B", 0, last - 1, 30000, 0, 0, &e_)); /* never back */
     struct store_event ev = {0};
     snprintf(ev.type, sizeof ev.type, "test.tick");
@@ -2137,6 +2138,7 @@ static void test_event_log_jobs_nodes(void **state)
     assert_int_equal(was.after, last + 5);
     assert_string_equal(was.lease_owner, "B");
     assert_int_equal(was.gen, 1); /* counting this seek */
+    assert_true(was.seek_at > 0);
     EXPECT(STORE_E_CONFLICT, store_webhook_advance(f->s, "h", "B", 0, end, 30000, 1, 0, &e));
     EXPECT(STORE_E_CONFLICT, store_webhook_failed(f->s, "h", "B", 0, "HTTP 400", &e));
     OK(store_webhook_get(f->s, "h", &c, &e_));
