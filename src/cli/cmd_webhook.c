@@ -21,8 +21,8 @@ static int usage(void)
 static void print_row(json_t *w)
 {
     const char *err = json_string_value(json_object_get(w, "last_error"));
-    printf("%-16.16s %-24.24s %8lld %10.0f %10lld %8lld  %s%s\n", cli_str(w, "name"),
-           cli_str(w, "holder"), cli_num(w, "behind"),
+    printf("%-16.16s %-24.24s %10lld %8lld %10.0f %10lld %8lld  %s%s\n", cli_str(w, "name"),
+           cli_str(w, "holder"), cli_num(w, "after"), cli_num(w, "behind"),
            json_number_value(json_object_get(w, "oldest_waiting_s")), cli_num(w, "delivered"),
            cli_num(w, "dropped"), cli_str(w, "last_error_at"),
            json_is_true(json_object_get(w, "configured")) ? "" : " (not configured here)");
@@ -39,8 +39,8 @@ static int hook_list(struct cli *c)
         return rc;
     }
     json_t *arr = json_object_get(ans, "webhooks");
-    printf("%-16s %-24s %8s %10s %10s %8s  %s\n", "NAME", "HOLDER", "WAITING", "OLDEST(s)",
-           "DELIVERED", "DROPPED", "LAST FAILURE");
+    printf("%-16s %-24s %10s %8s %10s %10s %8s  %s\n", "NAME", "HOLDER", "CURSOR", "WAITING",
+           "OLDEST(s)", "DELIVERED", "DROPPED", "LAST FAILURE");
     size_t i;
     json_t *w;
     json_array_foreach(arr, i, w) print_row(w);

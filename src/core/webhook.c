@@ -19,9 +19,10 @@
  * An admin's seek (store_webhook_seek: skip a poison event, post events
  * again) moves the cursor and counts a seek in the row (gen), leaving the
  * lease to its holder (no other instance posts while one of its posts may
- * be in flight): the holder learns it when its next cursor move or
- * failure fails, when renewing its lease, or within a second when idle,
- * and goes on from the new cursor. */
+ * be in flight): the holder learns it within a second when idle or
+ * pausing between tries (it reads its row), else when its next cursor
+ * move or failure fails or its lease's renewal reads the row, and goes on
+ * from the new cursor. */
 #include "core/events.h"
 
 #include "common/buf.h"
@@ -216,6 +217,57 @@ static int post_once(struct hook *h, const struct store_event *e, const char *bo
     return 0;
 }
 
+/* Is the stored row still as this holder read it? When not (an admin's
+ * seek, or another instance took the lease), the lease is dropped here and
+ * the next round claims it again and reads the row. A failed read says
+ * nothing: the next claim or write tells. */
+static bool row_moved(struct hook *h)
+{
+    struct webhook_cursor cur;
+    if (store_webhook_get(h->k->st, h->cfg->name, &cur, NULL) != STORE_OK)
+        return false;
+    if (strcmp(cur.lease_owner, h->k->instance) == 0 && cur.lease_until > 0 &&
+        cur.after == h->after && cur.gen == h->gen)
+        return false;
+    log_info("webhook",
+             "webhook %s: the stored cursor (%lld, seek %lld, lease '%s') is not as this "
+             "instance read it: reading it again",
+             h->cfg->name, (long long)cur.after, (long long)cur.gen, cur.lease_owner);
+    lease_lost(h);
+    return true;
+}
+
+/* With nothing to send, a look at the stored row now and then: an admin
+ * who moved the cursor back (to post events again) counted a seek, which a
+ * busy holder learns at its next write but an idle one would learn only
+ * when renewing its lease (up to half the lease later). */
+static void look_at_row(struct hook *h)
+{
+    int64_t now = wall_ms();
+    if (now - h->looked_at < LOOK_MS)
+        return;
+    h->looked_at = now;
+    row_moved(h);
+}
+
+/* The pause before a failed post is tried again, in slices of LOOK_MS
+ * with a look at the row between: a seek (past the event under way, back,
+ * or to the cursor itself: "try again now") is acted on within a second,
+ * not after a pause of up to retry_max. 1: proxd stops; -1: the row moved
+ * (the lease dropped); 0: paused out. */
+static int pause_watching(struct hook *h, int64_t ms)
+{
+    while (ms > 0) {
+        int64_t slice = ms < LOOK_MS ? ms : LOOK_MS;
+        if (core_nap(h->k, slice))
+            return 1;
+        ms -= slice;
+        if (ms > 0 && row_moved(h))
+            return -1;
+    }
+    return 0;
+}
+
 /* Deliver e until it is taken or dropped; false when the thread must stop
  * or lost its lease (the event was not handled). */
 static bool deliver(struct hook *h, const struct store_event *e)
@@ -255,36 +307,13 @@ static bool deliver(struct hook *h, const struct store_event *e)
         if (posted < 0)
             break;
         atomic_fetch_add(&h->retried, 1);
-        if (core_nap(h->k, backoff))
+        if (pause_watching(h, backoff))
             break;
         int64_t max = h->cfg->retry_max_s * 1000L;
         backoff = backoff * 2 > max ? max : backoff * 2;
     }
     free(body);
     return ok;
-}
-
-/* With nothing to send, a look at the stored row now and then: an admin
- * who moved the cursor back (to post events again) counted a seek, which a
- * busy holder learns at its next write but an idle one would learn only
- * when renewing its lease (up to half the lease later). */
-static void look_at_row(struct hook *h)
-{
-    int64_t now = wall_ms();
-    if (now - h->looked_at < LOOK_MS)
-        return;
-    h->looked_at = now;
-    struct webhook_cursor cur;
-    if (store_webhook_get(h->k->st, h->cfg->name, &cur, NULL) != STORE_OK)
-        return; /* the next claim tells */
-    if (strcmp(cur.lease_owner, h->k->instance) == 0 && cur.lease_until > 0 &&
-        cur.after == h->after && cur.gen == h->gen)
-        return;
-    log_info("webhook",
-             "webhook %s: the stored cursor (%lld, seek %lld, lease '%s') is not as this "
-             "instance read it: reading it again",
-             h->cfg->name, (long long)cur.after, (long long)cur.gen, cur.lease_owner);
-    lease_lost(h);
 }
 
 /* One page after the cursor; the pause before the next look. */
