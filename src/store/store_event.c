@@ -703,18 +703,20 @@ int store_webhook_get(store *s, const char *name, struct webhook_cursor *out,
 }
 
 /* One statement, so the cursor and what is behind it are of one moment.
- * The count stops at a bound: a cursor left behind for days (a webhook
- * removed from the configuration) must not make each look a scan of the
- * whole log. */
-#define STR_(x) #x
-#define STR(x) STR_(x)
+ * The count stops at a bound (?1, STORE_WEBHOOK_BEHIND_MAX): a cursor left
+ * behind for days (a webhook removed from the configuration) must not make
+ * each look a scan of the whole log. */
 static const char SQL_CURSOR_LIST[] =
     "SELECT " CURSOR_COLS ", last_error, last_error_at, updated_at, last_dropped_at,"
-    " (SELECT count(*) FROM (SELECT 1 FROM events e WHERE e.id > w.after"
-    "   LIMIT " STR(STORE_WEBHOOK_BEHIND_MAX) ") t),"
-                                              " coalesce((SELECT e.ts FROM events e WHERE e.id > "
-                                              "w.after ORDER BY e.id LIMIT 1), 0)"
-                                              " FROM webhook_cursor w ORDER BY name";
+    " (SELECT count(*) FROM (SELECT 1 FROM events e WHERE e.id > w.after LIMIT ?1) t),"
+    " coalesce((SELECT e.ts FROM events e WHERE e.id > w.after ORDER BY e.id LIMIT 1), 0)"
+    " FROM webhook_cursor w ORDER BY name";
+
+static void bind_behind_max(db_stmt *st, const void *arg)
+{
+    (void)arg;
+    db_bind_i64(st, 1, STORE_WEBHOOK_BEHIND_MAX);
+}
 
 static int row_to_status(db_stmt *st, void *elem, struct store_error *err)
 {
@@ -741,7 +743,8 @@ int store_webhook_list(store *s, struct webhook_status **out, size_t *n, struct 
 {
     store_err_clear(err);
     STORE_CHECK(s && out && n, "store_webhook_list: NULL argument");
-    const struct store_read r = {
-        SQL_CURSOR_LIST, "listing webhook cursors", NULL, NULL, sizeof **out, row_to_status};
+    const struct store_read r = {SQL_CURSOR_LIST, "listing webhook cursors",
+                                 bind_behind_max, NULL,
+                                 sizeof **out,    row_to_status};
     return store_read_all(s, &r, (void **)out, n, err);
 }

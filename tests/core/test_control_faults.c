@@ -36,6 +36,17 @@ static void fault(struct ch_env *e, const char *json)
     ch_sim(e, "POST", "/_sim/faults", json);
 }
 
+/* The next `count` status reads of VM vmid fail (PVE's 500). */
+static void fail_status_reads(struct ch_env *e, int vmid, int count)
+{
+    char rule[256];
+    snprintf(rule, sizeof rule,
+             "{\"method\":\"GET\",\"path\":\"/qemu/%d/status/current$\",\"kind\":\"error\","
+             "\"count\":%d}",
+             vmid, count);
+    fault(e, rule);
+}
+
 static void faults_off(struct ch_env *e)
 {
     ch_sim(e, "DELETE", "/_sim/faults", NULL);
@@ -141,11 +152,7 @@ static void test_power_reads(void **unused)
     fault(&e, rule);
     action(&e, vm, ACT_PAUSE, job);
     wait_step(&e, job, "call");
-    snprintf(rule, sizeof rule,
-             "{\"method\":\"GET\",\"path\":\"/qemu/%d/status/current$\",\"kind\":\"error\","
-             "\"count\":12}",
-             vm);
-    fault(&e, rule);
+    fail_status_reads(&e, vm, 12);
     if (finish(&e, job, &j) != JOB_DONE)
         fail_msg("pause: %s", j.error);
     job_rec_release(&j);
@@ -170,11 +177,7 @@ static void test_power_reads(void **unused)
     assert_int_equal(rep.power, 1);
 
     /* one failed read before the call does not fail the job */
-    snprintf(rule, sizeof rule,
-             "{\"method\":\"GET\",\"path\":\"/qemu/%d/status/current$\",\"kind\":\"error\","
-             "\"count\":1}",
-             vm);
-    fault(&e, rule);
+    fail_status_reads(&e, vm, 1);
     action(&e, vm, ACT_RESUME, job);
     if (finish(&e, job, &j) != JOB_DONE)
         fail_msg("resume after one failed read: %s", j.error);
@@ -207,13 +210,9 @@ static void test_read_outage(void **unused)
     struct ch_env e;
     up(&e);
     int vm = mk_vm(&e, "ro-1");
-    char job[40], rule[512], pw[16];
+    char job[40], pw[16];
     struct job_rec j;
-    snprintf(rule, sizeof rule,
-             "{\"method\":\"GET\",\"path\":\"/qemu/%d/status/current$\",\"kind\":\"error\","
-             "\"count\":1000}",
-             vm);
-    fault(&e, rule);
+    fail_status_reads(&e, vm, 1000);
     int64_t t0 = mono_ms();
     action(&e, vm, ACT_STOP, job);
     sleep_ms(5000);
