@@ -9,12 +9,14 @@ and records the source's name, size and sha256 in OUTDIR/SOURCES.md.
 The result is still an apidoc document (an array of path nodes with `path`
 and `info` per verb), so pvesim's loader reads it and a full apidoc file
 alike. Kept: what routing, parameter verification and `returns` checks use
-(paths, verbs, name, protected, proxyto, allowtoken; in schemas type,
+(paths, verbs, name, protected, proxyto, allowtoken; permissions: its
+`check` expression and `user`, which pvesim evaluates; in schemas type,
 optional, enum, pattern, format, minimum/maximum, minLength/maxLength,
 properties, items, additionalProperties, requires, alias, default_key,
 keyAlias, oneOf, instance-types, type-property, ...). Dropped: prose
 (description, verbose_description, format_description, typetext, title),
-presentation (renderer, links, text, leaf), permissions and `default`
+presentation (renderer, links, text, leaf), the permissions' `description`
+and `default`
 (documentation only: PVE does not inject defaults). The tree is flattened
 to one node per line, in the source's order. Python 3 standard library only.
 """
@@ -25,7 +27,18 @@ import sys
 
 DROP = {"description", "verbose_description", "format_description", "typetext", "title",
         "renderer", "links", "default"}
-INFO_KEEP = ("method", "name", "protected", "proxyto", "allowtoken", "parameters", "returns")
+INFO_KEEP = ("method", "name", "protected", "proxyto", "allowtoken", "permissions", "parameters",
+             "returns")
+PERM_KEEP = ("check", "user")
+
+
+def keep(k, v):
+    """One kept member of a method's info."""
+    if k in ("parameters", "returns"):
+        return strip(v)
+    if k == "permissions":
+        return {p: v[p] for p in PERM_KEEP if p in v}
+    return v
 
 
 def strip(v):
@@ -46,8 +59,7 @@ def flatten(nodes, out):
         node = {"path": n["path"]}
         info = n.get("info")
         if info is not None:
-            node["info"] = {verb: {k: strip(m[k]) if k in ("parameters", "returns") else m[k]
-                                   for k in INFO_KEEP if k in m}
+            node["info"] = {verb: {k: keep(k, m[k]) for k in INFO_KEEP if k in m}
                             for verb, m in info.items()}
         out.append(node)
         flatten(n.get("children", []), out)

@@ -37,6 +37,7 @@ struct schema_method {
     bool allowtoken;
     json_t *parameters;
     json_t *returns;
+    json_t *permissions; /* {"check": [...], "user": "all"}, or NULL */
 };
 
 /* One path segment in the routing trie. */
@@ -947,6 +948,9 @@ static void add_method(schema *s, struct route *r, const char *path, const char 
     m->allowtoken = at ? ptrue(at) : true; /* PVE's default is 1 */
     m->parameters = json_object_get(info, "parameters");
     m->returns = json_object_get(info, "returns");
+    m->permissions = json_object_get(info, "permissions");
+    if (!json_is_object(m->permissions))
+        m->permissions = NULL;
     if (s->nmethods == s->cap) {
         s->cap = s->cap ? s->cap * 2 : 256;
         s->methods = xrealloc(s->methods, s->cap * sizeof(*s->methods));
@@ -1116,4 +1120,9 @@ json_t *schema_method_parameters(const schema_method *m)
 json_t *schema_method_returns(const schema_method *m)
 {
     return m->returns;
+}
+
+json_t *schema_method_permissions(const schema_method *m)
+{
+    return m->permissions;
 }

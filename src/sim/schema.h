@@ -51,6 +51,10 @@ const char *schema_method_proxyto(const schema_method *m);
 /* Borrowed `parameters` and `returns` schema objects (may be NULL). */
 json_t *schema_method_parameters(const schema_method *m);
 json_t *schema_method_returns(const schema_method *m);
+/* Borrowed `permissions` object ({"check": expression, "user": "all" or
+ * "world"}; its description is not kept), or NULL when the method has none
+ * (then only root@pam may call it). */
+json_t *schema_method_permissions(const schema_method *m);
 
 /* Verify request parameters as PVE's JSONSchema validate() does.
  * `params` is a JSON object whose values are strings (from form/query
