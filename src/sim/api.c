@@ -477,10 +477,10 @@ static bool fault_apply(struct sim *s, struct sim_fault *f, struct sim_call *c, 
 static sim_handler route_find(const char *verb, const char *path)
 {
     static const struct sim_route *const tables[] = {
-        sim_routes_nodes,     sim_routes_cluster,   sim_routes_qemu,     sim_routes_power,
-        sim_routes_tasks,     sim_routes_vmops,     sim_routes_migrate,  sim_routes_agent,
-        sim_routes_lxc,       sim_routes_inventory, sim_routes_movedisk, sim_routes_lxcvol,
-        sim_routes_lxcmigrate};
+        sim_routes_nodes,      sim_routes_cluster,   sim_routes_qemu,     sim_routes_power,
+        sim_routes_tasks,      sim_routes_vmops,     sim_routes_migrate,  sim_routes_agent,
+        sim_routes_lxc,        sim_routes_inventory, sim_routes_movedisk, sim_routes_lxcvol,
+        sim_routes_lxcmigrate, sim_routes_access};
     for (size_t t = 0; t < sizeof tables / sizeof *tables; t++)
         for (const struct sim_route *r = tables[t]; r->verb; r++)
             if (strcmp(r->verb, verb) == 0 && strcmp(r->path, path) == 0)
@@ -1166,6 +1166,14 @@ static void dispatch(struct sim *s, struct listener_ctx *lc, const struct http_r
     sim_advance(s);
     const char *pt = schema_method_proxyto(c.m);
     count_call(s, req->method, schema_method_path(c.m), pt ? call_str(&c, pt) : NULL);
+    /* rest_handler checks the privileges before it proxies or verifies */
+    char *why = NULL;
+    if (!sim_perm_api_check(&c, params, &why)) {
+        pthread_mutex_unlock(&s->mu);
+        render_error(s, r, 403, why, NULL);
+        free(why);
+        goto out;
+    }
     if (!proxy(s, &c, r) || !verify(s, &c, r, is_json)) {
         pthread_mutex_unlock(&s->mu);
         goto out;

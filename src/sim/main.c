@@ -10,6 +10,7 @@
 #include "common/util.h"
 #include "common/xalloc.h"
 #include "sim/auth.h"
+#include "sim/perm.h"
 #include "sim/sim.h"
 
 #include <getopt.h>
@@ -52,6 +53,13 @@ static void usage(FILE *f)
                "  --standalone            every node is its own PVE host on its own port\n"
                "  --password PW           password of root@pam (ticket login)\n"
                "  --token ID=SECRET       an API token, e.g. 'root@pam!ci=<uuid>' (repeatable)\n"
+               "  --token-privsep ID      that token has privilege separation: its own ACL\n"
+               "                          entries, intersected with its user's (repeatable)\n"
+               "  --acl PATH:UGID:ROLE[,ROLE...][:nopropagate]\n"
+               "                          an ACL entry for a user or token id (repeatable);\n"
+               "                          without any (and none set through PUT /access/acl)\n"
+               "                          every user and token may do everything (open mode)\n"
+               "  --role NAME:PRIV[,PRIV...]  a custom role (repeatable)\n"
                "  --pve-version 7|8|9     behaviour and schema to serve (default 9: 9.1.3;\n"
                "                          8: 8.4.2; 7: 8.4.2 schema with PVE 7.4 behaviour)\n"
                "  --schema FILE           an apidoc JSON (full or compact) instead of the\n"
@@ -171,6 +179,9 @@ static int parse_args(struct sim *s, int argc, char **argv)
         O_SEED,
         O_PVESTATD,
         O_LOGLEVEL,
+        O_ACL,
+        O_ROLE,
+        O_PRIVSEP,
         O_HELP
     };
     static const struct option opts[] = {{"listen", 1, 0, O_LISTEN},
@@ -179,6 +190,9 @@ static int parse_args(struct sim *s, int argc, char **argv)
                                          {"standalone", 0, 0, O_STANDALONE},
                                          {"password", 1, 0, O_PASSWORD},
                                          {"token", 1, 0, O_TOKEN},
+                                         {"token-privsep", 1, 0, O_PRIVSEP},
+                                         {"acl", 1, 0, O_ACL},
+                                         {"role", 1, 0, O_ROLE},
                                          {"pve-version", 1, 0, O_VERSION},
                                          {"schema", 1, 0, O_SCHEMA},
                                          {"time-scale", 1, 0, O_SCALE},
@@ -226,6 +240,21 @@ static int parse_args(struct sim *s, int argc, char **argv)
             }
             o->tokens[o->ntokens++] = optarg;
             break;
+        case O_ACL:
+        case O_ROLE:
+        case O_PRIVSEP: {
+            char **arr = c == O_ACL ? o->acls : c == O_ROLE ? o->roles : o->privsep;
+            int *n = c == O_ACL ? &o->nacls : c == O_ROLE ? &o->nroles : &o->nprivsep;
+            if (*n >= SIM_MAX_ACL_OPTS) {
+                fprintf(stderr, "pvesim: at most %d --%s options\n", SIM_MAX_ACL_OPTS,
+                        c == O_ACL    ? "acl"
+                        : c == O_ROLE ? "role"
+                                      : "token-privsep");
+                return -1;
+            }
+            arr[(*n)++] = optarg;
+            break;
+        }
         case O_VERSION:
             if (!parse_int(optarg, 7, 9, &o->pve_version)) {
                 fprintf(stderr, "pvesim: --pve-version must be 7, 8 or 9\n");
@@ -421,12 +450,41 @@ static void sim_free(struct sim *s)
     json_decref(s->rejections);
     schema_free(s->sch);
     auth_free(s->auth);
+    perm_free(s->perm);
     free(s->cert_pem);
     free(s->key_pem);
     free(s->fingerprint);
     for (int i = 0; i < s->nlctx; i++)
         free(s->lctx[i]);
     free(s);
+}
+
+/* Roles and ACLs (perm.h) from --token, --token-privsep, --role, --acl:
+ * one world for a cluster, one per standalone host, each given them all. */
+static int setup_perm(struct sim *s, char **err)
+{
+    struct sim_opts *o = &s->o;
+    s->perm = perm_new(o->pve_version, o->standalone ? s->nnodes : 1);
+    for (int i = 0; i < o->ntokens; i++) {
+        const char *eq = strchr(o->tokens[i], '=');
+        if (!eq || !memchr(o->tokens[i], '!', (size_t)(eq - o->tokens[i])))
+            continue; /* malformed: setup_auth warns */
+        char *id = xstrndup(o->tokens[i], (size_t)(eq - o->tokens[i]));
+        perm_add_token(s->perm, id, false);
+        free(id);
+    }
+    for (int i = 0; i < o->nprivsep; i++)
+        if (perm_set_privsep(s->perm, o->privsep[i])) {
+            *err = xasprintf("--token-privsep %s: no --token has that id", o->privsep[i]);
+            return -1;
+        }
+    for (int i = 0; i < o->nroles; i++)
+        if (perm_opt_role(s->perm, o->roles[i], err))
+            return -1;
+    for (int i = 0; i < o->nacls; i++)
+        if (perm_opt_acl(s->perm, o->acls[i], err))
+            return -1;
+    return 0;
 }
 
 static int setup_auth(struct sim *s, char **err)
@@ -519,7 +577,7 @@ int main(int argc, char **argv)
         goto out;
     }
     free(sp);
-    if (sim_build_fleet(s, &err))
+    if (sim_build_fleet(s, &err) || setup_perm(s, &err))
         goto fail;
     struct keys_job kj = {.s = s};
     pthread_t kt;

@@ -31,6 +31,7 @@
 #define SIM_MAX_STORAGES 8
 #define SIM_MAX_TEMPLATES 16
 #define SIM_MAX_TOKENS 16
+#define SIM_MAX_ACL_OPTS 64 /* --acl, --role, --token-privsep options each */
 /* A node's finished tasks are listed from its task archive: PVE appends
  * "UPID ENDTIME STATUS" lines to /var/log/pve/tasks/index and renames it to
  * index.1 once it passes 50,000 bytes (about 500 to 1,000 tasks); the task
@@ -286,6 +287,9 @@ struct sim_opts {
     char *password;
     char *tokens[SIM_MAX_TOKENS];
     int ntokens;
+    /* access control (perm.h): --acl, --role, --token-privsep */
+    char *acls[SIM_MAX_ACL_OPTS], *roles[SIM_MAX_ACL_OPTS], *privsep[SIM_MAX_ACL_OPTS];
+    int nacls, nroles, nprivsep;
     bool standalone;
     int pve_version; /* 7, 8 or 9 */
     double time_scale;
@@ -355,6 +359,10 @@ struct sim {
     httpd *http;
     char *cert_pem, *key_pem, *fingerprint;
     struct auth *auth;
+    /* perm.h: roles and ACLs, one world for a cluster, one per standalone
+     * host (each its own /etc/pve/user.cfg); not reset by /_sim/reset and
+     * not in the state file */
+    struct sim_perm *perm;
     struct sim_node nodes[SIM_MAX_NODES];
     int nnodes;
     struct sim_template tpl[SIM_MAX_TEMPLATES];
@@ -777,6 +785,27 @@ extern const struct sim_route sim_routes_inventory[];  /* h_inventory.c */
 extern const struct sim_route sim_routes_movedisk[];   /* h_movedisk.c */
 extern const struct sim_route sim_routes_lxcvol[];     /* h_lxcvol.c */
 extern const struct sim_route sim_routes_lxcmigrate[]; /* h_lxcmigrate.c */
+extern const struct sim_route sim_routes_access[];     /* h_access.c */
+
+/* --- privileges (h_access.c over perm.h), with s->mu held -------------- */
+/* The access-control world of node n: 0 in a cluster, the host's index
+ * when standalone. */
+int sim_perm_world(const struct sim *s, const struct sim_node *n);
+/* The call's world has no ACL entry: everyone may do everything. */
+bool call_perm_open(const struct sim_call *c);
+/* Does the caller hold priv on path (always in open mode)? */
+bool call_can(struct sim_call *c, const char *path, const char *priv);
+bool call_can_vm(struct sim_call *c, int vmid, const char *priv); /* on /vms/<vmid> */
+/* Does the caller see everything: open mode, root@pam, or a root@pam
+ * token without privilege separation (shared cached answers are theirs)? */
+bool call_unrestricted(const struct sim_call *c);
+/* Fail the call as RPCEnvironment's check does: 403 "Permission check
+ * failed (path, privs)". */
+void call_perm_fail(struct sim_call *c, const char *path, const char *privs);
+/* The method's schema permissions for this call, on the parameters as
+ * received (before verification): true, or false with *why (the 403's
+ * reason; the caller frees). */
+bool sim_perm_api_check(struct sim_call *c, json_t *params, char **why);
 
 /* h_qemu.c: one VM of GET /nodes/{node}/qemu as JSON text into b (the
  * list and /cluster/resources stream their answers); now: sim_now(). */
