@@ -558,3 +558,65 @@ const struct sim_route sim_routes_access[] = {
     {"GET", "/access/roles/{roleid}", h_role_read},
     {NULL, NULL, NULL},
 };
+
+/* ---- checks inside handlers ------------------------------------------------ */
+
+bool call_vm_allocate(struct sim_call *c, int vmid, const char *pool)
+{
+    if (pool) {
+        char path[160];
+        snprintf(path, sizeof path, "/pool/%s", pool);
+        if (call_can(c, path, "VM.Allocate"))
+            return true;
+    }
+    if (call_can_vm(c, vmid, "VM.Allocate"))
+        return true;
+    char path[32];
+    snprintf(path, sizeof path, "/vms/%d", vmid);
+    call_perm_fail(c, path, "VM.Allocate");
+    return false;
+}
+
+bool call_storage_space(struct sim_call *c, const char *sid, size_t len)
+{
+    char path[96];
+    snprintf(path, sizeof path, "/storage/%.*s", (int)(len < 64 ? len : 64), sid);
+    if (call_can(c, path, "Datastore.AllocateSpace"))
+        return true;
+    call_perm_fail(c, path, "Datastore.AllocateSpace");
+    return false;
+}
+
+bool call_storage_new_volumes(struct sim_call *c, const char *const *keys_prefix)
+{
+    if (call_perm_open(c))
+        return true;
+    const char *k;
+    json_t *v;
+    json_object_foreach(c->params, k, v)
+    {
+        bool disk = false;
+        for (int i = 0; keys_prefix[i] && !disk; i++) {
+            size_t pl = strlen(keys_prefix[i]);
+            disk = strncmp(k, keys_prefix[i], pl) == 0 &&
+                   (k[pl] == 0 ? strcmp(keys_prefix[i], "rootfs") == 0 ||
+                                     strcmp(keys_prefix[i], "efidisk0") == 0 ||
+                                     strcmp(keys_prefix[i], "tpmstate0") == 0
+                               : strspn(k + pl, "0123456789") == strlen(k + pl));
+        }
+        const char *sv = json_string_value(v);
+        if (!disk || !sv || strstr(sv, "media=cdrom"))
+            continue;
+        /* a new volume: "[STORAGE:]SIZE" (check_storage_access); existing
+         * volumes (check_volume_access) are not checked */
+        size_t vl = strcspn(sv, ",");
+        const char *colon = memchr(sv, ':', vl);
+        const char *size = colon ? colon + 1 : sv;
+        size_t sl = vl - (size_t)(size - sv);
+        if (!colon || sl == 0 || strspn(size, "0123456789.") != sl)
+            continue;
+        if (!call_storage_space(c, sv, (size_t)(colon - sv)))
+            return false;
+    }
+    return true;
+}

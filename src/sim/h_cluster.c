@@ -65,8 +65,20 @@ static bool vm_stats(struct sim *s, struct sim_vm *v, const struct sim_vm_derive
     return true;
 }
 
-static void res_qemu(struct buf *b, struct sim *s, struct sim_vm *v, double now)
+/* Pool.Audit on the pool, for its name on a guest's entry (always when
+ * the caller is unrestricted) */
+static bool pool_shown(struct sim_call *c, const char *pool)
 {
+    if (call_unrestricted(c))
+        return true;
+    char path[160];
+    snprintf(path, sizeof path, "/pool/%s", pool);
+    return call_can(c, path, "Pool.Audit");
+}
+
+static void res_qemu(struct buf *b, struct sim_call *c, struct sim_vm *v, double now)
+{
+    struct sim *s = c->s;
     const struct sim_vm_derived *d = sim_vm_derive(s, v);
     struct vm_stats st;
     bool seen = vm_stats(s, v, d, now, &st);
@@ -125,16 +137,22 @@ static void res_qemu(struct buf *b, struct sim *s, struct sim_vm *v, double now)
     }
     sj_commit(b, p0, p);
     const char *pool = json_object_size(s->pools) ? sim_pool_of(s, v->vmid) : NULL;
-    if (pool) {
+    if (pool && pool_shown(c, pool)) {
         sj_lit(b, ",\"pool\":");
         sj_str(b, pool);
     }
     buf_addc(b, '}');
 }
 
-static void res_node(struct buf *b, struct sim *s, struct sim_node *n, double now)
+/* audit: Sys.Audit on /nodes/<node>; without it the entry has no stats
+ * (extract_node_stats' exclude_stats) */
+static void res_node(struct buf *b, struct sim *s, struct sim_node *n, double now, bool audit)
 {
     json_t *e = sim_node_entry(s, n, false, now);
+    static const char *const stats[] = {"uptime", "cpu",    "mem",    "disk",
+                                        "maxcpu", "maxmem", "maxdisk"};
+    for (size_t i = 0; !audit && i < sizeof stats / sizeof *stats; i++)
+        json_object_del(e, stats[i]);
     json_object_set_new(e, "cgroup-mode", json_integer(2));
     sj_json(b, e);
     json_decref(e);
@@ -173,7 +191,7 @@ static bool res_cached(struct sim_call *c, const char *type, double now)
     for (int i = 0; i < SIM_RES_VARIANTS; i++)
         if (strcmp(type ? type : "", variants[i]) == 0)
             k = i;
-    if (k < 0 || s->changing)
+    if (k < 0 || s->changing || !call_unrestricted(c)) /* a restricted view: its own */
         return false;
     struct sim_res_cache *rc = &s->res_cache[k];
     int node = s->o.standalone && c->node ? c->node->idx : -1;
@@ -203,21 +221,28 @@ static void h_resources(struct sim_call *c)
     buf_space(b, vms ? s->nvms * 340 + 4096 : 4096);
     buf_addc(b, '[');
 #define SEP() (first ? (void)(first = false) : (void)buf_addc(b, ','))
+    bool all = call_unrestricted(c);
     if (vms)
         for (struct sim_vm *v = s->vms; v; v = v->next)
-            if (!v->gone && visible(c, v->node)) {
+            if (!v->gone && visible(c, v->node) && (all || call_can_vm(c, v->vmid, "VM.Audit"))) {
                 SEP();
-                res_qemu(b, s, v, now);
+                res_qemu(b, c, v, now);
             }
     for (int i = 0; i < s->nnodes; i++) {
         struct sim_node *n = &s->nodes[i];
         if (!visible(c, n))
             continue;
         if (nodes) {
+            char path[96];
+            snprintf(path, sizeof path, "/nodes/%s", n->name);
             SEP();
-            res_node(b, s, n, now);
+            res_node(b, s, n, now, all || call_can(c, path, "Sys.Audit"));
         }
         for (int j = 0; storages && j < n->nst; j++) {
+            char path[96];
+            snprintf(path, sizeof path, "/storage/%s", n->st[j].id);
+            if (!all && !call_can(c, path, "Datastore.Audit"))
+                continue;
             SEP();
             res_storage(b, s, n, &n->st[j]);
         }

@@ -300,6 +300,10 @@ static void h_pools(struct sim_call *c)
             ids[j - 1] = t;
         }
     for (size_t i = 0; i < n; i++) {
+        char path[160];
+        snprintf(path, sizeof path, "/pool/%s", ids[i]);
+        if (!call_can(c, path, "Pool.Audit")) /* the pools the caller may audit */
+            continue;
         json_t *e = json_pack("{s:s}", "poolid", ids[i]);
         json_t *comment = json_object_get(json_object_get(c->s->pools, ids[i]), "comment");
         if (comment)
@@ -354,6 +358,13 @@ static void h_pool_create(struct sim_call *c)
 
 /* Containers (with type "vm" or none), `pool` on every guest entry already
  * listed, and one entry per pool (no type filter only; Cluster.pm). */
+static bool pool_audit(struct sim_call *c, const char *pool)
+{
+    char path[160];
+    snprintf(path, sizeof path, "/pool/%s", pool);
+    return call_can(c, path, "Pool.Audit");
+}
+
 void sim_resources_extra(struct sim_call *c, const char *type)
 {
     struct sim *s = c->s;
@@ -369,14 +380,21 @@ void sim_resources_extra(struct sim_call *c, const char *type)
     }
     if (!type || strcmp(type, "vm") == 0)
         for (struct sim_ct *ct = s->cts; ct; ct = ct->next)
-            if (visible(c, ct->node))
-                json_array_append_new(c->data, ct_resource(s, ct));
+            if (visible(c, ct->node) && call_can_vm(c, ct->vmid, "VM.Audit")) {
+                json_t *ce = ct_resource(s, ct);
+                const char *pool = json_string_value(json_object_get(ce, "pool"));
+                if (pool && !pool_audit(c, pool))
+                    json_object_del(ce, "pool");
+                json_array_append_new(c->data, ce);
+            }
     if (type)
         return;
     const char *id;
     json_t *p;
     json_object_foreach(s->pools, id, p)
     {
+        if (!pool_audit(c, id))
+            continue;
         json_t *pe = json_pack("{s:s,s:s,s:s}", "id", "", "type", "pool", "pool", id);
         json_object_set_new(pe, "id", json_sprintf("/pool/%s", id));
         json_array_append_new(c->data, pe);

@@ -44,7 +44,7 @@ static void h_list(struct sim_call *c)
 {
     c->data = json_array();
     for (struct sim_ct *ct = c->s->cts; ct; ct = ct->next)
-        if (ct->node == c->node)
+        if (ct->node == c->node && call_can_vm(c, ct->vmid, "VM.Audit"))
             json_array_append_new(c->data, sim_ct_list_entry(c->s, ct));
 }
 
@@ -376,6 +376,13 @@ static void h_create(struct sim_call *c)
         call_fail(c, 403, "Permission check failed (pool '%s' does not exist)", pool);
         return;
     }
+    /* check_vm_perm, then the storages of the volumes it makes */
+    static const char *const mps_keys[] = {"rootfs", "mp", NULL};
+    if (!call_vm_allocate(c, vmid, pool) ||
+        (call_str(c, "storage") &&
+         !call_storage_space(c, call_str(c, "storage"), strlen(call_str(c, "storage")))) ||
+        !call_storage_new_volumes(c, mps_keys))
+        return;
     const char *storage = call_str(c, "storage") ? call_str(c, "storage") : "local";
     json_t *mps = json_object();
     if (!ostemplate_ok(c, call_str(c, "ostemplate")) || !create_volumes(c, storage, mps)) {

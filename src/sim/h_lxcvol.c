@@ -328,6 +328,8 @@ static bool clone_args_ok(struct sim_call *c, const char **target)
     const char *storage = call_str(c, "storage");
     if (!storage)
         return true;
+    if (!call_storage_space(c, storage, strlen(storage)))
+        return false;
     struct sim_storage *st = sim_storage_find(c->node, storage);
     if (!st || (tn && !sim_storage_find(tn, storage))) { /* storage_check_enabled */
         call_fail(c, 500, "storage '%s' does not exist", storage);

@@ -207,8 +207,9 @@ static void h_list(struct sim_call *c)
     bool first = true;
     c->raw_set = true;
     buf_addc(&c->raw, '[');
+    bool all = call_unrestricted(c);
     for (struct sim_vm *v = s->vms; v; v = v->next) {
-        if (v->gone || v->node != c->node)
+        if (v->gone || v->node != c->node || (!all && !call_can_vm(c, v->vmid, "VM.Audit")))
             continue;
         if (!first)
             buf_addc(&c->raw, ',');
@@ -824,11 +825,23 @@ static bool pool_ok(struct sim_call *c)
     return false;
 }
 
+/* The disk parameters that may ask for a new volume (check_storage_access) */
+static const char *const qemu_disk_prefixes[] = {"ide",      "sata",      "scsi", "virtio",
+                                                 "efidisk0", "tpmstate0", NULL};
+
 static void h_create(struct sim_call *c)
 {
-    if (!pool_ok(c) || !check_sshkeys(c))
+    if (!pool_ok(c))
         return;
     int vmid = (int)call_int(c, "vmid", 0);
+    /* check_vm_perm, then the storages of the volumes it makes (the
+     * per-option privileges of check_vm_modify_config_perm are not
+     * modelled) */
+    const char *storage = call_str(c, "storage");
+    if (!call_vm_allocate(c, vmid, call_str(c, "pool")) ||
+        (storage && !call_storage_space(c, storage, strlen(storage))) ||
+        !call_storage_new_volumes(c, qemu_disk_prefixes) || !check_sshkeys(c))
+        return;
     struct sim_node *space = c->s->o.standalone ? c->node : NULL;
     struct sim_vm *other = sim_vm_find(c->s, space, vmid);
     struct sim_ct *ct = other ? NULL : sim_ct_find(c->s, space, vmid);
@@ -866,6 +879,21 @@ static bool clone_checks(struct sim_call *c, struct sim_vm **src_out, bool *full
         call_fail(c, 500, "unable to find configuration file for VM %d on node '%s'", vmid,
                   c->node->name);
         return false;
+    }
+    /* check_storage_access_clone: space on each disk's target storage */
+    const char *tst = call_str(c, "storage");
+    json_t *cfrom = call_str(c, "snapname") ? vmops_snap_find(src, call_str(c, "snapname")) : NULL;
+    const char *dk;
+    json_t *dv;
+    json_object_foreach(cfrom ? cfrom : src->conf, dk, dv)
+    {
+        const char *sv = json_string_value(dv);
+        if (!sv || !is_disk(dk) || strstr(sv, "media=cdrom") || strncmp(sv, "none", 4) == 0 ||
+            !strchr(sv, ':') || (size_t)(strchr(sv, ':') - sv) > strcspn(sv, ","))
+            continue;
+        if (tst ? !call_storage_space(c, tst, strlen(tst))
+                : !call_storage_space(c, sv, (size_t)(strchr(sv, ':') - sv)))
+            return false;
     }
     const char *target = call_str(c, "target");
     if (target && !sim_node_find(s, target)) {

@@ -33,6 +33,45 @@ static bool upid_parses(const char *u)
     return true;
 }
 
+/* $check_task_user: a task is its user's, and a token's task its token's
+ * too (a token sees only its own tasks; a user, its tokens' as well).
+ * upid_user: the UPID's user field ("user@realm" or "user@realm!token"). */
+static bool own_task(struct sim_call *c, const char *upid_user, size_t n)
+{
+    const char *me = call_owner(c);
+    if (strlen(me) == n && strncmp(me, upid_user, n) == 0)
+        return true;
+    const char *bang = memchr(upid_user, '!', n);
+    return bang && strlen(me) == (size_t)(bang - upid_user) &&
+           strncmp(me, upid_user, (size_t)(bang - upid_user)) == 0;
+}
+
+/* The UPID's user field (the 8th); the UPID parses (upid_parses) */
+static const char *upid_user(const char *upid, size_t *n)
+{
+    const char *p = upid;
+    for (int i = 0; i < 7; i++)
+        p = strchr(p, ':') + 1;
+    *n = strcspn(p, ":");
+    return p;
+}
+
+/* Sys.Audit (DELETE: Sys.Modify) on /nodes/<node> for a task not the
+ * caller's; false with the call failed (403) */
+static bool task_access(struct sim_call *c, const char *upid, const char *priv)
+{
+    size_t n;
+    const char *u = upid_user(upid, &n);
+    if (own_task(c, u, n))
+        return true;
+    char path[96];
+    snprintf(path, sizeof path, "/nodes/%s", c->node->name);
+    if (call_can(c, path, priv))
+        return true;
+    call_perm_fail(c, path, priv);
+    return false;
+}
+
 static struct sim_task *find(struct sim_call *c)
 {
     const char *upid = call_str(c, "upid");
@@ -45,6 +84,8 @@ static struct sim_task *find(struct sim_call *c)
         call_param_fail(c, "upid", "no such task");
         return NULL;
     }
+    if (!task_access(c, upid, strcmp(c->verb, "DELETE") == 0 ? "Sys.Modify" : "Sys.Audit"))
+        return NULL;
     return t;
 }
 
@@ -85,6 +126,8 @@ static void h_log(struct sim_call *c)
         call_param_fail(c, "upid", "unable to parse worker upid");
         return;
     }
+    if (!task_access(c, upid, "Sys.Audit")) /* before the file is looked for */
+        return;
     struct sim_task *t = sim_task_find(c->s, upid);
     c->data = json_array();
     if (!t || t->node != c->node) {
@@ -149,9 +192,13 @@ static void h_list(struct sim_call *c)
 {
     int64_t start = call_int(c, "start", 0), limit = call_int(c, "limit", 50);
     int64_t total = 0;
+    char path[96];
+    snprintf(path, sizeof path, "/nodes/%s", c->node->name);
+    bool auditor = call_can(c, path, "Sys.Audit");
     c->data = json_array();
     for (struct sim_task *t = c->s->tasks; t; t = t->next) {
-        if (t->node != c->node || (!t->running && !sim_task_archived(t)) || !filter(c, t))
+        if (t->node != c->node || (!t->running && !sim_task_archived(t)) || !filter(c, t) ||
+            (!auditor && !own_task(c, t->user, strlen(t->user))))
             continue;
         if (total >= start && (int64_t)json_array_size(c->data) < limit) {
             json_t *e = task_entry(t, false);

@@ -802,6 +802,16 @@ bool call_unrestricted(const struct sim_call *c);
 /* Fail the call as RPCEnvironment's check does: 403 "Permission check
  * failed (path, privs)". */
 void call_perm_fail(struct sim_call *c, const char *path, const char *privs);
+/* check_vm_perm: VM.Allocate on /pool/<pool> (pool may be NULL) or else
+ * on /vms/<vmid>; false with the call failed (403). */
+bool call_vm_allocate(struct sim_call *c, int vmid, const char *pool);
+/* Datastore.AllocateSpace on /storage/<sid> (its first len bytes); false
+ * with the call failed (403). */
+bool call_storage_space(struct sim_call *c, const char *sid, size_t len);
+/* ... for each new volume ("STORAGE:SIZE") a disk parameter asks for; the
+ * disk keys: these prefixes followed by digits (or "rootfs", "efidisk0",
+ * "tpmstate0" alone), the list NULL-ended. */
+bool call_storage_new_volumes(struct sim_call *c, const char *const *keys_prefix);
 /* The method's schema permissions for this call, on the parameters as
  * received (before verification): true, or false with *why (the 403's
  * reason; the caller frees). */
