@@ -526,8 +526,25 @@ static void h_role_create(struct sim_call *c)
                         "cannot use role ID starting with the (case-insensitive) 'PVE' namespace");
         return;
     }
+    /* the schema's pve-priv-list knows the privileges of both releases;
+     * PVE's, those of the release it is */
+    const char *privs = call_str(c, "privs");
+    json_t *pl = json_array();
+    schema_split_list(privs ? privs : "", strlen(privs ? privs : ""), pl);
+    size_t i;
+    json_t *v;
+    json_array_foreach(pl, i, v)
+    {
+        if (!perm_priv_bit(c->s->perm, json_string_value(v))) {
+            call_param_fail(c, "privs", "invalid format - invalid privilege '%s'\n",
+                            json_string_value(v));
+            json_decref(pl);
+            return;
+        }
+    }
+    json_decref(pl);
     char *err = NULL;
-    if (perm_role_add(c->s->perm, call_world(c), role, call_str(c, "privs"), &err)) {
+    if (perm_role_add(c->s->perm, call_world(c), role, privs, &err)) {
         call_fail(c, 500, "create role failed: %s", err);
         free(err);
         return;

@@ -1,0 +1,371 @@
+"""Privileges as Proxmox VE checks them (pve-access-control RPCEnvironment,
+AccessControl): built-in and custom roles, ACL entries on paths for users
+and API tokens (propagation, the more specific path winning, NoAccess, pool
+roles), privilege-separated tokens, the schema's check before proxying and
+parameter verification, the in-code checks (/cluster/resources and the guest
+lists filtered, storage space on clone and create, others' tasks), the
+access API (/access/acl, /access/roles, /access/permissions), the 8.x and
+9.x role tables, and "open" mode: without any ACL entry every user and
+token may do everything, as before."""
+import proxmoxer
+
+from lib.cases import case, finish
+from lib.env import PASSWORD, TOKEN_ID
+from lib.pxm import expect_error
+from lib.sim import Sim
+
+BOB = "bob@pve!auto"
+BOB_SECRET = "0b0b0b0b-1111-4222-8333-444455556666"
+VM_USER_9 = {"VM.Config.CDROM", "VM.Config.Cloudinit", "VM.Console", "VM.Backup",
+             "VM.GuestAgent.FileRead", "VM.GuestAgent.FileSystemMgmt", "VM.GuestAgent.FileWrite",
+             "VM.PowerMgmt", "VM.Audit", "VM.GuestAgent.Audit"}
+VM_ADMIN_9 = VM_USER_9 | {"VM.Config.Disk", "VM.Config.CPU", "VM.Config.Memory",
+                          "VM.Config.Network", "VM.Config.HWType", "VM.Config.Options",
+                          "VM.Allocate", "VM.Clone", "VM.GuestAgent.Unrestricted", "VM.Migrate",
+                          "VM.Replicate", "VM.Snapshot", "VM.Snapshot.Rollback"}
+DEFAULT_PATHS = {"/", "/access", "/access/groups", "/nodes", "/pool", "/sdn", "/storage", "/vms"}
+
+
+def bob_sim(acls=(), privsep=True, extra=(), **kw):
+    """A pvesim with bob's token (privilege-separated unless told) and these
+    --acl entries."""
+    args = ["--token", "%s=%s" % (BOB, BOB_SECRET)]
+    if privsep:
+        args += ["--token-privsep", BOB]
+    for a in acls:
+        args += ["--acl", a]
+    return Sim(nodes=kw.pop("nodes", "sv1,sv2"), extra=args + list(extra), **kw)
+
+
+def as_bob(s, method, path, **kw):
+    return s.api(method, path, auth=None,
+                 headers={"Authorization": "PVEAPIToken=%s=%s" % (BOB, BOB_SECRET)}, **kw)
+
+
+def bob_data(s, method, path, **kw):
+    r = as_bob(s, method, path, **kw)
+    assert r.status_code == 200, (method, path, r.status_code, r.reason, r.text)
+    return r.json()["data"]
+
+
+def denied(r, what):
+    """A 403 of RPCEnvironment's check: 'Permission check failed (what)'."""
+    reason = "Permission check failed (%s)" % what if what else "Permission check failed"
+    assert r.status_code == 403 and r.reason == reason, (r.status_code, r.reason, reason)
+    assert r.json() == {"data": None, "message": reason + "\n"}, r.text
+
+
+def template(s):
+    """A template VM: (vmid, node)."""
+    vms = s.data("GET", "/cluster/resources", params={"type": "vm"})
+    t = sorted((v for v in vms if v.get("template")), key=lambda v: v["vmid"])[0]
+    return t["vmid"], t["node"]
+
+
+def clone(s, newid, **extra):
+    """Clone the first template as root's token (no privilege separation);
+    the new VM's node."""
+    vmid, node = template(s)
+    upid = s.data("POST", "/nodes/%s/qemu/%d/clone" % (node, vmid),
+                  data=dict({"newid": newid}, **extra))
+    assert s.wait_task(node, upid)["exitstatus"] == "OK"
+    return node
+
+
+@case
+def open_mode():
+    """No ACL entry: bob's token (no ACL of its own) may do everything;
+    GET /access/permissions answers as root@pam's; no entry listed."""
+    with bob_sim(privsep=True) as s:
+        vmid, node = template(s)
+        assert bob_data(s, "GET", "/access/acl") == []
+        perms = bob_data(s, "GET", "/access/permissions")
+        assert set(perms) == DEFAULT_PATHS, perms
+        assert perms["/"] == perms["/vms"] and "Permissions.Modify" in perms["/"], perms
+        assert set(perms["/"].values()) == {1}
+        root = s.data("GET", "/access/permissions", auth=s.login())
+        assert root == perms, (root, perms)
+        one = bob_data(s, "GET", "/access/permissions", params={"path": "/vms/4242"})
+        assert one == {"/vms/4242": perms["/"]}, one
+        upid = bob_data(s, "POST", "/nodes/%s/qemu/%d/clone" % (node, vmid), data={"newid": 300})
+        assert s.wait_task(node, upid)["exitstatus"] == "OK"
+        vms = bob_data(s, "GET", "/cluster/resources", params={"type": "vm"})
+        assert {v["vmid"] for v in vms} == {v["vmid"] for v in s.data(
+            "GET", "/cluster/resources", params={"type": "vm"})}
+        upid = bob_data(s, "DELETE", "/nodes/%s/qemu/300" % node)
+        assert s.wait_task(node, upid)["exitstatus"] == "OK"
+
+
+@case
+def privsep_vm_user():
+    """bob may administer VMs, his privilege-separated token only use them
+    (PVEVMUser on /vms): clone and destroy are refused with PVE's words,
+    before the parameters are verified; a start goes through."""
+    with bob_sim(["/vms:bob@pve:PVEVMAdmin", "/storage:bob@pve:PVEDatastoreUser",
+                  "/vms:%s:PVEVMUser" % BOB]) as s:
+        node = clone(s, 200)
+        tpl, tnode = template(s)
+        r = as_bob(s, "POST", "/nodes/%s/qemu/%d/clone" % (tnode, tpl), data={"newid": 201})
+        denied(r, "/vms/%d, VM.Clone" % tpl)
+        # the check comes before parameter verification (a bad newid) and
+        # before proxying (any node name)
+        r = as_bob(s, "POST", "/nodes/%s/qemu/%d/clone" % (tnode, tpl), data={"newid": "x"})
+        denied(r, "/vms/%d, VM.Clone" % tpl)
+        denied(as_bob(s, "DELETE", "/nodes/%s/qemu/200" % node), "/vms/200, VM.Allocate")
+        denied(as_bob(s, "DELETE", "/nodes/nosuchnode/qemu/200"), "/vms/200, VM.Allocate")
+        denied(as_bob(s, "POST", "/nodes/%s/qemu/200/snapshot" % node, data={"snapname": "a"}),
+               "/vms/200, VM.Snapshot")
+        upid = bob_data(s, "POST", "/nodes/%s/qemu/200/status/start" % node)
+        st = bob_data(s, "GET", "/nodes/%s/tasks/%s/status" % (node, upid))  # its own task
+        assert st["tokenid"] == "auto", st
+        assert s.wait_task(node, upid)["exitstatus"] == "OK"
+        # root's tasks: Sys.Audit on the node, which the token lacks
+        root_task = [t["upid"] for t in s.data("GET", "/nodes/%s/tasks" % node)
+                     if not t["user"].startswith("bob")][0]
+        denied(as_bob(s, "GET", "/nodes/%s/tasks/%s/status" % (node, root_task)),
+               "/nodes/%s, Sys.Audit" % node)
+        denied(as_bob(s, "GET", "/nodes/%s/tasks/%s/log" % (node, root_task)),
+               "/nodes/%s, Sys.Audit" % node)
+        assert [t["upid"] for t in bob_data(s, "GET", "/nodes/%s/tasks" % node)] == [upid]
+        # Sys.Audit on / is the check of /cluster/status
+        denied(as_bob(s, "GET", "/cluster/status"), "/, Sys.Audit")
+        # nextid: any user
+        assert bob_data(s, "GET", "/cluster/nextid")
+        # more rights for the token: its user's are the bound
+        r = s.api("PUT", "/access/acl", data={"path": "/vms/200", "tokens": BOB,
+                                             "roles": "PVEVMAdmin"})
+        assert r.status_code == 200, r.text
+        assert set(bob_data(s, "GET", "/access/permissions",
+                            params={"path": "/vms/200"})["/vms/200"]) == VM_ADMIN_9
+
+
+@case
+def resources_hidden():
+    """/cluster/resources and the node's VM list show the VMs the caller
+    may audit; storages need Datastore.Audit; nodes without Sys.Audit come
+    without their figures."""
+    with bob_sim(["/:bob@pve:PVEAdmin", "/vms/200:%s:PVEVMUser" % BOB]) as s:
+        node = clone(s, 200)
+        clone(s, 201)
+        vms = bob_data(s, "GET", "/cluster/resources", params={"type": "vm"})
+        assert [v["vmid"] for v in vms] == [200], vms
+        allres = bob_data(s, "GET", "/cluster/resources")
+        assert not [e for e in allres if e["type"] == "storage"], allres
+        nodes = [e for e in allres if e["type"] == "node"]
+        assert len(nodes) == 2 and all("maxmem" not in n and n["status"] == "online"
+                                       for n in nodes), nodes
+        assert [v["vmid"] for v in bob_data(s, "GET", "/nodes/%s/qemu" % node)] == [200]
+        denied(as_bob(s, "GET", "/nodes/%s/qemu/201/status/current" % node),
+               "/vms/201, VM.Audit")
+        # root's view is whole, and stays so after the token's
+        full = s.data("GET", "/cluster/resources", params={"type": "vm"})
+        assert {200, 201} <= {v["vmid"] for v in full}, full
+        assert [v["vmid"] for v in bob_data(s, "GET", "/cluster/resources",
+                                            params={"type": "vm"})] == [200]
+
+
+@case
+def acl_grant_revoke():
+    """PUT /access/acl while pvesim runs: the next call sees it."""
+    with bob_sim(["/vms:bob@pve:PVEVMAdmin"]) as s:
+        node = clone(s, 200)
+        path = "/nodes/%s/qemu/200/status/current" % node
+        denied(as_bob(s, "GET", path), "/vms/200, VM.Audit")
+        # the token cannot give itself the role
+        denied(as_bob(s, "PUT", "/access/acl", data={"path": "/vms/200", "tokens": BOB,
+                                                   "roles": "PVEVMUser"}),
+               "/vms/200, Permissions.Modify|VM.Allocate")
+        ticket = s.login()
+        r = s.api("PUT", "/access/acl", auth=ticket,
+                  data={"path": "/vms/200", "tokens": BOB, "roles": "PVEVMUser"})
+        assert r.status_code == 200 and r.json() == {"data": None}, r.text
+        assert bob_data(s, "GET", path)["vmid"] == 200
+        acl = s.data("GET", "/access/acl")
+        assert {"path": "/vms/200", "type": "token", "ugid": BOB, "roleid": "PVEVMUser",
+                "propagate": 1} in acl, acl
+        r = s.api("PUT", "/access/acl", data={"path": "/vms/200", "tokens": BOB,
+                                             "roles": "PVEVMUser", "delete": 1})
+        assert r.status_code == 200, r.text
+        denied(as_bob(s, "GET", path), "/vms/200, VM.Audit")
+        assert len(s.data("GET", "/access/acl")) == 1
+        # PVE's refusals
+        r = s.api("PUT", "/access/acl", data={"path": "/vms", "roles": "PVEVMUser"})
+        assert r.status_code == 400 and r.json()["errors"] == {
+            k: "either 'users', 'groups' or 'tokens' is required."
+            for k in ("users", "groups", "tokens")}, r.text
+        r = s.api("PUT", "/access/acl", data={"path": "/vms", "roles": "Nope", "users": "bob@pve"})
+        assert r.status_code == 500 and r.reason == "ACL update failed: role 'Nope' does not exist"
+        r = s.api("PUT", "/access/acl", data={"path": "/vms", "roles": "PVEVMUser",
+                                             "tokens": "bob@pve!other"})
+        assert r.reason == "ACL update failed: no such token 'other' for user 'bob@pve'", r.reason
+        r = s.api("PUT", "/access/acl", data={"path": "/nowhere", "roles": "PVEVMUser",
+                                             "users": "bob@pve"})
+        assert r.status_code == 400 and r.json()["errors"] == {
+            "path": "invalid ACL path '/nowhere'"}, r.text
+
+
+@case
+def effective_permissions():
+    """GET /access/permissions: the default paths and the ACL's, empty ones
+    left out, the propagate flags, the more specific path winning (NoAccess
+    on one VM under PVEVMAdmin on /vms); a token without privilege
+    separation has its user's privileges."""
+    with bob_sim(["/vms:bob@pve:PVEVMAdmin", "/vms/9000:bob@pve:NoAccess",
+                  "/nodes/sv1:bob@pve:PVEAuditor:nopropagate"], privsep=False) as s:
+        perms = bob_data(s, "GET", "/access/permissions")
+        assert set(perms) == {"/vms", "/nodes/sv1"}, perms
+        assert perms["/vms"] == {p: 1 for p in VM_ADMIN_9}, perms
+        assert perms["/nodes/sv1"]["Sys.Audit"] == 0 and perms["/nodes/sv1"]["VM.Audit"] == 0
+        assert bob_data(s, "GET", "/access/permissions", params={"path": "/vms/9000"}) == {
+            "/vms/9000": {}}
+        assert bob_data(s, "GET", "/access/permissions", params={"path": "/vms/123"}) == {
+            "/vms/123": perms["/vms"]}
+        assert bob_data(s, "GET", "/access/permissions", params={"path": "/nodes/sv1/x"}) == {
+            "/nodes/sv1/x": {}}
+        # the token's are its user's, as root sees them
+        assert s.data("GET", "/access/permissions", params={"userid": "bob@pve"}) == perms
+        assert s.data("GET", "/access/permissions", params={"userid": BOB}) == perms
+        # another user's (or the token's own user's) need Sys.Audit on /access
+        denied(as_bob(s, "GET", "/access/permissions", params={"userid": "bob@pve"}),
+               "/access, Sys.Audit")
+        # NoAccess at work: bob's token cannot see VM 9000's status
+        vmid, node = template(s)
+        st = as_bob(s, "GET", "/nodes/%s/qemu/%d/status/current" % (node, vmid))
+        assert st.status_code == 200, st.text
+        r = as_bob(s, "GET", "/nodes/sv1/qemu/9000/status/current")
+        denied(r, "/vms/9000, VM.Audit")
+        # root@pam by ticket has everything, everywhere
+        root = s.data("GET", "/access/permissions", auth=s.login())
+        assert set(root) == DEFAULT_PATHS | {"/vms/9000", "/nodes/sv1"}, root
+        assert "Permissions.Modify" in root["/"] and "VM.Monitor" not in root["/"]
+        assert set(root["/vms/9000"].values()) == {1}
+
+
+@case
+def privsep_intersection():
+    """A privilege-separated token has what both its ACL and its user's
+    give; propagation needs both."""
+    with bob_sim(["/vms:bob@pve:PVEVMUser", "/:%s:PVEAdmin" % BOB]) as s:
+        perms = bob_data(s, "GET", "/access/permissions")
+        assert set(perms) == {"/vms"}, perms
+        assert perms["/vms"] == {p: 1 for p in VM_USER_9}, perms
+
+
+@case
+def role_tables():
+    """8.x and 9.x roles differ as pve-access-control's tables do:
+    VM.Monitor (8.x) against the VM.GuestAgent.* privileges and
+    VM.Replicate (9.x); the agent's check follows the schema served."""
+    for version in (8, 9):
+        with bob_sim(["/vms:bob@pve:PVEVMAdmin", "/vms:%s:PVEVMUser" % BOB],
+                     pve_version=version) as s:
+            admin = set(s.data("GET", "/access/roles/PVEVMAdmin"))
+            user = set(s.data("GET", "/access/roles/PVEVMUser"))
+            roles = {r["roleid"]: r for r in s.data("GET", "/access/roles")}
+            for name in ("Administrator", "NoAccess", "PVEAdmin", "PVEAuditor", "PVEVMAdmin",
+                         "PVEVMUser", "PVEDatastoreAdmin", "PVEDatastoreUser", "PVEPoolAdmin",
+                         "PVEPoolUser", "PVESysAdmin", "PVEUserAdmin", "PVETemplateUser",
+                         "PVESDNUser", "PVESDNAdmin", "PVEMappingAdmin", "PVEMappingUser"):
+                assert roles[name]["special"] == 1, name
+            assert roles["NoAccess"]["privs"] == ""
+            assert roles["PVETemplateUser"]["privs"] == "VM.Audit,VM.Clone"
+            assert "Mapping.Modify" not in roles["PVEAdmin"]["privs"]
+            assert "Permissions.Modify" not in roles["PVEAdmin"]["privs"]
+            assert "PVESysUser" not in roles and "PVEUserUser" not in roles
+            if version == 8:
+                assert "VM.Monitor" in admin and "VM.Replicate" not in admin, admin
+                assert not [p for p in admin if p.startswith("VM.GuestAgent")], admin
+                assert user == VM_USER_9 - {"VM.GuestAgent.FileRead", "VM.GuestAgent.FileSystemMgmt",
+                                            "VM.GuestAgent.FileWrite", "VM.GuestAgent.Audit"}
+            else:
+                assert admin == VM_ADMIN_9 and user == VM_USER_9, (admin, user)
+            r = s.api("POST", "/access/roles", data={"roleid": "Mon", "privs": "VM.Monitor"})
+            if version == 8:
+                assert r.status_code == 200, r.text
+            else:
+                assert r.status_code == 400 and r.json()["errors"] == {
+                    "privs": "invalid format - invalid privilege 'VM.Monitor'\n"}, r.text
+            node = clone(s, 200)
+            r = as_bob(s, "POST", "/nodes/%s/qemu/200/agent/ping" % node)
+            if version == 8:
+                denied(r, "/vms/200, VM.Monitor")
+            else:
+                assert r.status_code != 403, r.text
+
+
+@case
+def custom_roles_and_pools():
+    """--role and POST /access/roles; a role on a pool reaches the pool's
+    VMs; VM.Allocate on the pool lets a clone into it; an `any` check
+    lists its privileges."""
+    with bob_sim(["/:bob@pve:PVEAdmin", "/vms:%s:Starter" % BOB,
+                  "/vms/%d:%s:PVETemplateUser" % (8000, BOB),
+                  "/storage:%s:PVEDatastoreUser" % BOB],
+                 extra=["--role", "Starter:VM.PowerMgmt,VM.Audit"]) as s:
+        assert s.data("GET", "/access/roles/Starter") == {"VM.PowerMgmt": 1, "VM.Audit": 1}
+        node = clone(s, 200)
+        bob_data(s, "POST", "/nodes/%s/qemu/200/status/start" % node)
+        r = as_bob(s, "PUT", "/nodes/%s/qemu/200/config" % node, data={"cores": 2})
+        denied(r, "/vms/200, VM.Config.Disk|VM.Config.CDROM|VM.Config.CPU|VM.Config.Memory|"
+                  "VM.Config.Network|VM.Config.HWType|VM.Config.Options|VM.Config.Cloudinit")
+        r = s.api("POST", "/access/roles", data={"roleid": "Configurer",
+                                                "privs": "VM.Config.CPU,VM.Audit"})
+        assert r.status_code == 200, r.text
+        r = s.api("POST", "/access/roles", data={"roleid": "PVEMine", "privs": "VM.Audit"})
+        assert r.status_code == 400 and r.json()["errors"] == {
+            "roleid": "cannot use role ID starting with the (case-insensitive) 'PVE' namespace"}
+        s.data("PUT", "/access/acl", data={"path": "/vms/200", "tokens": BOB,
+                                           "roles": "Configurer"})
+        r = as_bob(s, "PUT", "/nodes/%s/qemu/200/config" % node, data={"cores": 2})
+        assert r.status_code == 200, r.text
+        # pools
+        s.data("POST", "/pools", data={"poolid": "p1"})
+        vms = s.data("GET", "/cluster/resources", params={"type": "vm"})
+        tpl = [v for v in vms if v["vmid"] == 8000]  # the fleet's first template
+        assert tpl and tpl[0]["template"] == 1, vms
+        if tpl:
+            tnode = tpl[0]["node"]
+            r = as_bob(s, "POST", "/nodes/%s/qemu/8000/clone" % tnode, data={"newid": 300})
+            denied(r, None)  # VM.Allocate neither on /vms/300 nor (no pool) on /pool/...
+            s.data("PUT", "/access/acl", data={"path": "/pool/p1", "tokens": BOB,
+                                               "roles": "PVEVMAdmin"})
+            upid = bob_data(s, "POST", "/nodes/%s/qemu/8000/clone" % tnode,
+                            data={"newid": 300, "pool": "p1"})
+            assert s.wait_task(tnode, upid)["exitstatus"] == "OK"
+            # the pool's role reaches its VM (not propagated)
+            p = bob_data(s, "GET", "/access/permissions", params={"path": "/vms/300"})["/vms/300"]
+            assert p.get("VM.Allocate") == 0 and p.get("VM.PowerMgmt") == 1, p
+            upid = bob_data(s, "DELETE", "/nodes/%s/qemu/300" % tnode)
+            assert s.wait_task(tnode, upid)["exitstatus"] == "OK"
+
+
+@case
+def standalone_hosts():
+    """Standalone hosts have one user.cfg each: an ACL set on one leaves
+    the other open."""
+    with bob_sim([], standalone=True) as s:
+        p1, p2 = s.ports["sv1"], s.ports["sv2"]
+        r = s.api("PUT", "/access/acl", port=p1,
+                  data={"path": "/vms", "users": "bob@pve", "roles": "PVEVMUser"})
+        assert r.status_code == 200, r.text
+        denied(as_bob(s, "GET", "/cluster/status", port=p1), "/, Sys.Audit")
+        assert as_bob(s, "GET", "/cluster/status", port=p2).status_code == 200
+        assert s.data("GET", "/access/acl", port=p2) == []
+        assert len(s.data("GET", "/access/acl", port=p1)) == 1
+
+
+@case
+def through_proxmoxer():
+    """proxmoxer with a privilege-separated token sees PVE's 403."""
+    with bob_sim(["/vms:bob@pve:PVEVMAdmin", "/vms:%s:PVEVMUser" % BOB]) as s:
+        tpl, node = template(s)
+        px = proxmoxer.ProxmoxAPI(host="127.0.0.1", port=s.entry, user="bob@pve",
+                                  token_name="auto", token_value=BOB_SECRET, verify_ssl=False)
+        expect_error(lambda: px.nodes(node).qemu(tpl).clone.post(newid=400), 403,
+                     "Permission check failed (/vms/%d, VM.Clone)" % tpl)
+        perms = px.access.permissions.get(path="/vms")
+        assert set(perms["/vms"]) == VM_USER_9, perms
+        assert TOKEN_ID and PASSWORD  # root's credentials stay the Sim's
+
+
+finish()
