@@ -69,7 +69,10 @@ def to_full(nodes):
     for n in nodes:
         full = {"path": n["path"], "text": n["path"].rsplit("/", 1)[-1], "leaf": 1}
         if "info" in n:
-            full["info"] = {verb: dict(dress(m), description="What it does.", permissions={"user": "all"})
+            full["info"] = {verb: dict(dress(m), description="What it does.",
+                                       **({"permissions": dict(m["permissions"],
+                                                               description="Who may call it.")}
+                                          if "permissions" in m else {}))
                             for verb, m in n["info"].items()}
         byp[n["path"]] = full
         parent = byp.get(n["path"].rsplit("/", 1)[0])
@@ -92,12 +95,16 @@ def committed_files_are_compact_and_complete():
             assert set(n) <= {"path", "info"}, n.keys()
             for verb, m in n.get("info", {}).items():
                 assert set(m) <= {"method", "name", "protected", "proxyto", "allowtoken",
-                                  "parameters", "returns"}, (n["path"], verb, m.keys())
+                                  "permissions", "parameters", "returns"}, (n["path"], verb, m.keys())
+                # the permissions pvesim evaluates: the check and `user`, no prose
+                assert set(m.get("permissions", {})) <= {"check", "user"}, (n["path"], verb)
                 prose_in(m, n["path"] + " " + verb, found)
         assert found == [], found[:5]
         # names are not prose: a parameter called `description` stays
         cfg = next(n for n in nodes if n["path"] == "/nodes/{node}/qemu/{vmid}/config")
         assert "description" in cfg["info"]["PUT"]["parameters"]["properties"]
+        clone = next(n for n in nodes if n["path"] == "/nodes/{node}/qemu/{vmid}/clone")
+        assert clone["info"]["POST"]["permissions"]["check"][0] == "and", clone
         assert "| pve-%s.schema.json | %s | pve-docs-%s.apidoc.json |" % (v, v, v) in notes
         size = os.path.getsize(os.path.join(DATA, "pve-%s.schema.json" % v))
         assert size < 1024 * 1024, size  # a quarter of the source; stays reviewable
