@@ -83,6 +83,18 @@ static void nodes(struct api *a, struct mtext *b)
         mtext_printf(b, "proxd_node_reserved_memory_bytes{node=\"%s\"} %lld\n", c->nodes[i].name,
                      (long long)mem);
     }
+    help(b, "proxd_node_privileges_missing", "gauge",
+         "Privileges proxd needs on the node that its Proxmox credentials lack (last check; "
+         "-1: not checked yet).");
+    for (int i = 0; i < c->nnodes; i++) {
+        struct core_access ca;
+        long long n = -1;
+        if (core_node_access(a->k, c->nodes[i].name, &ca) == 0) {
+            n = ca.checked_at ? (long long)ca.nmissing : -1;
+            free(ca.missing);
+        }
+        mtext_printf(b, "proxd_node_privileges_missing{node=\"%s\"} %lld\n", c->nodes[i].name, n);
+    }
 }
 
 static void ranges(struct api *a, struct mtext *b)

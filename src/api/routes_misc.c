@@ -6,12 +6,30 @@
 #include "core/validate.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define MIB (1024 * 1024LL)
 #define GIB (1024 * MIB)
 
-static json_t *node_json(struct api *a, const struct cfg_node *cn)
+/* {"checked_at", "missing": [{"privilege", "path", "for"}], "error"}: what
+ * the last check of the Proxmox credentials found on the node (access.h). */
+static json_t *access_json(struct api *a, const char *node)
+{
+    struct core_access ca;
+    if (core_node_access(a->k, node, &ca))
+        return json_null();
+    json_t *miss = json_array();
+    for (size_t i = 0; i < ca.nmissing; i++)
+        json_array_append_new(miss,
+                              json_pack("{s:s,s:s,s:s}", "privilege", ca.missing[i].privs, "path",
+                                        ca.missing[i].path, "for", ca.missing[i].what));
+    free(ca.missing);
+    return json_pack("{s:o,s:o,s:o}", "checked_at", json_time(ca.checked_at), "missing", miss,
+                     "error", ca.error[0] ? json_string(ca.error) : json_null());
+}
+
+static json_t *node_json(struct api *a, const struct cfg_node *cn, bool admin)
 {
     struct node_view v;
     memset(&v, 0, sizeof v);
@@ -44,6 +62,8 @@ static json_t *node_json(struct api *a, const struct cfg_node *cn)
     json_object_set_new(o, "refreshed_at", json_time(v.refreshed_at));
     json_object_set_new(o, "last_error", v.last_error[0] ? json_string(v.last_error) : json_null());
     json_object_set_new(o, "probe_at", json_time(v.retry_at));
+    if (admin)
+        json_object_set_new(o, "privileges", access_json(a, cn->name));
     return o;
 }
 
@@ -53,7 +73,7 @@ void h_nodes(struct req *rq, struct resp *rs)
         return;
     json_t *arr = json_array();
     for (int i = 0; i < rq->api->cfg->nnodes; i++)
-        json_array_append_new(arr, node_json(rq->api, &rq->api->cfg->nodes[i]));
+        json_array_append_new(arr, node_json(rq->api, &rq->api->cfg->nodes[i], rq->who.admin));
     resp_json(rs, HTTP_OK, json_pack("{s:o}", "nodes", arr));
 }
 

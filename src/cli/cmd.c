@@ -557,6 +557,12 @@ int cmd_node(struct cli *c, int argc, char **argv)
         if (strcmp(cli_str(n, "health"), "down") == 0 && why)
             printf("%-8s why: %s%s%s%s\n", "", why, at ? " (asked again at " : "", at ? at : "",
                    at ? ")" : "");
+        /* what proxd's Proxmox credentials lack there (admins see it) */
+        size_t k;
+        json_t *m;
+        json_array_foreach(json_object_get(json_object_get(n, "privileges"), "missing"), k, m)
+            printf("%-8s lacks: %s on %s (%s)\n", "", cli_str(m, "privilege"), cli_str(m, "path"),
+                   cli_str(m, "for"));
     }
     json_decref(ans);
     return EXIT_OK;

@@ -83,6 +83,37 @@ static bool check_ready(struct cli *c, struct report *rp)
 
 /* The nodes; an exit code when the token cannot read them (said), which
  * no other section can then either. */
+/* A node's privileges (GET /v1/nodes, admins): one line naming the first
+ * few that the Proxmox credentials lack; a check that failed on a node that
+ * is up. */
+static void privileges_attention(struct report *rp, const char *name, const char *health,
+                                 json_t *pv)
+{
+    json_t *miss = json_object_get(pv, "missing");
+    size_t n = json_array_size(miss);
+    if (n) {
+        char list[512] = "";
+        size_t len = 0, shown = 0;
+        for (; shown < n && shown < 3; shown++) {
+            json_t *m = json_array_get(miss, shown);
+            int w = snprintf(list + len, sizeof list - len, "%s%s on %s", shown ? ", " : "",
+                             cli_str(m, "privilege"), cli_str(m, "path"));
+            if (w < 0 || (size_t)w >= sizeof list - len)
+                break;
+            len += (size_t)w;
+        }
+        char more[64] = "";
+        if (shown < n)
+            snprintf(more, sizeof more, " and %zu more", n - shown);
+        attention(rp, "node %s: the Proxmox credentials lack %s%s (proxctl node list)", name, list,
+                  more);
+        return;
+    }
+    const char *err = json_string_value(json_object_get(pv, "error"));
+    if (err && strcmp(health, "up") == 0)
+        attention(rp, "node %s: its privileges could not be read: %s", name, err);
+}
+
 static int check_nodes(struct cli *c, struct report *rp, json_t *sum)
 {
     json_t *ans = NULL;
@@ -110,6 +141,7 @@ static int check_nodes(struct cli *c, struct report *rp, json_t *sum)
             unknown++;
             attention(rp, "node %s: health %s (not read yet)", name, h);
         }
+        privileges_attention(rp, name, h, json_object_get(n, "privileges"));
         if (json_is_true(json_object_get(n, "cordoned"))) {
             cordoned++;
             json_array_append_new(

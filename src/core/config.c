@@ -162,6 +162,7 @@ static const struct key_def keys[] = {
     KNUM(S_PROXMOX, PC, "connect_timeout", connect_timeout_s, "3", 1, 300),
     KNUM(S_PROXMOX, PC, "timeout", timeout_s, "30", 1, 3600),
     KNUM(S_PROXMOX, PC, "probe_interval", probe_interval_s, "10", 0, 3600),
+    KNUM(S_PROXMOX, PC, "privilege_check", privilege_check_s, "600", 0, 86400),
     KNUM(S_PROXMOX, PC, "ticket_lifetime", ticket_lifetime_s, "7200", 2, 86400),
     KNUM(S_PROXMOX, PC, "ticket_renew", ticket_renew_s, "0", 0, 86400),
     KBOOL(S_PROXMOX, PC, "json_bodies", json_bodies, "no"),

@@ -129,6 +129,8 @@ struct proxd_config {
     int connect_timeout_s; /* default 3 */
     int timeout_s;         /* default 30 */
     int probe_interval_s;  /* each up node is probed this often (0: never); default 10 */
+    int privilege_check_s; /* the credentials' privileges are read this often (0: never);
+                              default 600 (access.c) */
     int ticket_lifetime_s; /* with user/password: how long a ticket serves, default 7200 */
     int ticket_renew_s;    /* renew tickets this old; default 0: half the lifetime */
     bool json_bodies;

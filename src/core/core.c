@@ -5,6 +5,7 @@
 #include "common/xalloc.h"
 #include "core/core_int.h"
 #include "core/create_net.h"
+#include "core/access.h"
 #include "core/netwalk.h"
 #include "core/snapshot.h"
 
@@ -265,6 +266,7 @@ struct core *core_new(const struct proxd_config *cfg, store *st, struct fleet *f
     k->naddrq = cnet_quarantine(cfg, k->addrq);
     store_addr_policy(st, k->addrq, k->naddrq);
     k->nw = netwalk_new(k);
+    k->access = access_new(k);
     return k;
 }
 
@@ -306,6 +308,7 @@ void core_free(struct core *k)
     place_free(k->pl);
     snap_cache_free(k);
     netwalk_free(k->nw);
+    access_free(k->access);
     free(k);
 }
 
@@ -1367,7 +1370,7 @@ int core_start(struct core *k)
     if (mem_thread_start(&k->leaser, leaser_main, k) != 0)
         goto fail;
     k->leaser_up = true;
-    if (netwalk_start(k->nw) != 0 || events_start(k) != 0)
+    if (netwalk_start(k->nw) != 0 || events_start(k) != 0 || access_start(k->access) != 0)
         goto fail;
     k->started = true;
     return 0;
@@ -1409,6 +1412,7 @@ void core_stop(struct core *k)
     events_stop(k);
     reconcile_cleaner_stop(k);
     netwalk_stop(k->nw);
+    access_stop(k->access);
     fleet_probe_stop(k->fl);
     /* the jobs we were running stopped at a checkpoint: let the next proxd
      * (or another instance) take them at once instead of after the lease */

@@ -216,6 +216,8 @@ struct reconcile_report {
     int power;   /* power states taken over */
     int resized; /* cores, memory or disk taken over */
     int lost;    /* records whose VM was deleted outside proxd */
+    int hidden;  /* records whose VM the inventory lacks but Proxmox refuses proxd a look at
+                    (403: its credentials lack VM.Audit there): left alone, not judged gone */
     int stuck;   /* records driven out of a transient state, or marked deleted
                     when a failed delete's destroy was served late */
     int orphans; /* tagged VMs without a record and without a known creation */
@@ -226,6 +228,25 @@ struct reconcile_report {
     int foreign_released;   /* foreign VMIDs no world shows any more, given back */
 };
 int core_reconcile(struct core *k, struct reconcile_report *rep);
+
+/* ---- the Proxmox credentials' privileges (access.c) ---------------------- */
+
+/* A privilege proxd's work needs on node `node` that its credentials lack
+ * there. */
+struct access_missing {
+    char privs[96]; /* "VM.Clone", or "A|B": any one of them would do */
+    char path[96];  /* "/vms/9000" */
+    char what[96];  /* what fails without it: "creations of ubuntu (its template)" */
+};
+struct core_access {
+    int64_t checked_at;             /* unix ms of the last whole read; 0: none yet */
+    char error[256];                /* why the last read was not whole ("" when it was) */
+    struct access_missing *missing; /* as of checked_at; caller frees */
+    size_t nmissing;
+};
+/* What the last check found on configured node `node`: 0, or -1 when no
+ * node has that name. */
+int core_node_access(struct core *k, const char *node, struct core_access *out);
 
 /* ---- addresses in VM configs (netwalk.c: the config walk, the agent) ---- */
 

@@ -99,6 +99,7 @@ struct core {
     struct store_addr_quarantine addrq[CFG_MAX_POOLS + 1];
     size_t naddrq;
     struct netwalk *nw;          /* netwalk.c: the config walk and agent confirmation */
+    struct access *access;       /* access.c: the credentials' privileges per node */
     struct evkeeper *evk;        /* events.c: node health edges, retention */
     struct core_waiter *waiters; /* under mu: task waits to wake when their node fails or
                                     their job is cancelled */

@@ -425,6 +425,54 @@ static bool update_failed_lately(const struct vm_rec *v, const struct late_updat
     return false;
 }
 
+/* May the inventory's lack of record v's VM be taken for its absence?
+ * /cluster/resources lists only the VMs the credentials may audit
+ * (VM.Audit on /vms/<id>, a pool's, an inherited role's): a token that lacks
+ * it, or an ACL that hides one VM, makes VMs look deleted, and a record
+ * judged by that would be marked lost (a customer's live VM) or deleted
+ * (a VM left behind). So the VM's own status is read on its node first:
+ * "does not exist" is gone; a 403 is hidden (counted; the first of a pass
+ * said); the VM there, or any other failure: not gone, next pass. One read
+ * per VM that looks gone (a deletion outside proxd is rare); after
+ * HIDDEN_READS refusals in a pass the rest are taken as hidden unread (a
+ * token without VM.Audit hides every VM: a pass must not read them all). */
+#define HIDDEN_READS 20
+static bool gone_for_sure(struct core *k, const struct vm_rec *v, const char *node,
+                          struct reconcile_report *rep)
+{
+    pve_client *pc = node[0] ? fleet_client(k->fl, node) : NULL;
+    if (!pc)
+        return true; /* not a node of the fleet's: its world's absence is all there is */
+    if (rep->hidden >= HIDDEN_READS) {
+        rep->hidden++;
+        return false;
+    }
+    struct pve_vm_status st;
+    struct pve_error e = {0};
+    int rc = pve_vm_status(pc, node, v->vmid, &st, &e);
+    if (rc == PVE_E_NOTFOUND)
+        return true;
+    char buf[PVE_MSG_MAX + 64];
+    if (rc == PVE_E_PERMISSION) {
+        if (rep->hidden++ == 0)
+            log_warn("reconcile",
+                     "vmid=%d node=%s is not in the inventory and Proxmox refuses proxd a look at "
+                     "it (%s): not judged gone; do proxd's credentials lack VM.Audit? (GET "
+                     "/v1/nodes, privileges)",
+                     v->vmid, node, pve_strerror(&e, buf, sizeof buf));
+        else
+            log_debug("reconcile", "vmid=%d node=%s hidden from proxd too", v->vmid, node);
+    } else if (rc == 0) {
+        log_warn("reconcile", "vmid=%d node=%s is not in the inventory but is there (%s): not gone",
+                 v->vmid, node, st.status);
+    } else {
+        log_info("reconcile",
+                 "vmid=%d node=%s is not in the inventory; its status read failed (%s): next pass",
+                 v->vmid, node, pve_strerror(&e, buf, sizeof buf));
+    }
+    return false;
+}
+
 static void check_record(struct core *k, struct vm_rec *v, const struct fleet_vm *vms, size_t n,
                          int64_t t0, const struct late_update *lu, size_t nlu,
                          struct reconcile_report *rep)
@@ -450,6 +498,8 @@ static void check_record(struct core *k, struct vm_rec *v, const struct fleet_vm
                      vm_state_name(v->state));
             return;
         }
+        if (!fv && !gone_for_sure(k, v, v->node, rep))
+            return;
         enum vm_state to = v->state == VMS_CREATING ? (fv ? VMS_ENABLED : VMS_FAILED)
                                                     : (fv ? VMS_ENABLED : VMS_DELETED);
         if (to == VMS_FAILED)
@@ -499,6 +549,8 @@ static void check_record(struct core *k, struct vm_rec *v, const struct fleet_vm
     }
     if (!fleet_node_fresh(k->fl, v->node, t0))
         return; /* its node did not answer: not a deletion */
+    if (!gone_for_sure(k, v, v->node, rep))
+        return;
     if (last_failed && strcmp(last_kind, "delete") == 0 && wall_ms() - last_ended < LATE_MS) {
         /* the destroy of a delete that failed, served after the job's
          * looks (its answer lost): proxd's own deletion, not a loss */
@@ -1178,15 +1230,15 @@ int reconcile_pass(struct core *k, struct reconcile_report *rep, bool removals_n
     give_back_foreign(k, rep);
     core_addr_sweep(k);
     free(vms);
-    if (rep->moved || rep->power || rep->resized || rep->lost || rep->stuck || rep->orphans ||
-        rep->partial_removed || rep->unmanaged || rep->foreign_released)
+    if (rep->moved || rep->power || rep->resized || rep->lost || rep->hidden || rep->stuck ||
+        rep->orphans || rep->partial_removed || rep->unmanaged || rep->foreign_released)
         log_info("reconcile",
-                 "done: %d moved, %d power, %d resized, %d lost, %d stuck, %d partial VMs "
-                 "removed, %d orphans (%d deleted), %d leftovers on unconfigured nodes (%d "
-                 "released), %d foreign VMIDs given back",
-                 rep->moved, rep->power, rep->resized, rep->lost, rep->stuck, rep->partial_removed,
-                 rep->orphans, rep->orphans_deleted, rep->unmanaged, rep->unmanaged_released,
-                 rep->foreign_released);
+                 "done: %d moved, %d power, %d resized, %d lost, %d hidden from proxd, %d stuck, "
+                 "%d partial VMs removed, %d orphans (%d deleted), %d leftovers on unconfigured "
+                 "nodes (%d released), %d foreign VMIDs given back",
+                 rep->moved, rep->power, rep->resized, rep->lost, rep->hidden, rep->stuck,
+                 rep->partial_removed, rep->orphans, rep->orphans_deleted, rep->unmanaged,
+                 rep->unmanaged_released, rep->foreign_released);
     return 0;
 }
 

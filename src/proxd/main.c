@@ -886,11 +886,12 @@ int main(int argc, char **argv)
                 fprintf(stderr, "proxd: the config walk could not read every VM\n");
                 rc = 1; /* a pass that did not see everything is not a clean one */
             }
-            printf("{\"moved\":%d,\"power\":%d,\"resized\":%d,\"lost\":%d,\"stuck\":%d,"
-                   "\"partial_removed\":%d,\"orphans\":%d,\"orphans_deleted\":%d,"
+            printf("{\"moved\":%d,\"power\":%d,\"resized\":%d,\"lost\":%d,\"hidden\":%d,"
+                   "\"stuck\":%d,\"partial_removed\":%d,\"orphans\":%d,\"orphans_deleted\":%d,"
                    "\"unmanaged\":%d,\"unmanaged_released\":%d,\"foreign_released\":%d}\n",
-                   r.moved, r.power, r.resized, r.lost, r.stuck, r.partial_removed, r.orphans,
-                   r.orphans_deleted, r.unmanaged, r.unmanaged_released, r.foreign_released);
+                   r.moved, r.power, r.resized, r.lost, r.hidden, r.stuck, r.partial_removed,
+                   r.orphans, r.orphans_deleted, r.unmanaged, r.unmanaged_released,
+                   r.foreign_released);
         }
         close_world(&w);
         return rc;

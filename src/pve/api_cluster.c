@@ -94,6 +94,52 @@ int pve_get_version(pve_client *c, struct pve_version *out, struct pve_error *er
     return 0;
 }
 
+static int priv_cmp(const void *a, const void *b)
+{
+    return strcmp(((const struct pve_priv *)a)->name, ((const struct pve_priv *)b)->name);
+}
+
+int pve_permissions(pve_client *c, const char *path, struct pve_priv **out, size_t *n,
+                    struct pve_error *err)
+{
+    *out = NULL;
+    *n = 0;
+    if (!path || path[0] != '/' || strlen(path) > 64)
+        return bad_shape(err, "ACL path");
+    json_t *d, *params = json_pack("{s:s}", "path", path);
+    int rc = get_object(c, "/access/permissions", params, &d, err);
+    json_decref(params);
+    if (rc)
+        return rc;
+    /* {path: {priv: 0|1}}; {} when nothing is held there */
+    json_t *privs = json_object_get(d, path);
+    if (privs && !json_is_object(privs)) {
+        json_decref(d);
+        return bad_shape(err, "/access/permissions");
+    }
+    size_t cnt = privs ? json_object_size(privs) : 0;
+    if (cnt > PVE_PRIVS_MAX)
+        cnt = PVE_PRIVS_MAX;
+    struct pve_priv *v = cnt ? xcalloc(cnt, sizeof *v) : NULL;
+    size_t k = 0;
+    const char *name;
+    json_t *flag;
+    json_object_foreach(privs, name, flag)
+    {
+        if (k == cnt)
+            break;
+        snprintf(v[k].name, sizeof v[k].name, "%s", name);
+        v[k].propagate = json_is_true(flag) || (json_is_integer(flag) && json_integer_value(flag));
+        k++;
+    }
+    if (k > 1)
+        qsort(v, k, sizeof *v, priv_cmp);
+    json_decref(d);
+    *out = v;
+    *n = k;
+    return 0;
+}
+
 int pve_nodes(pve_client *c, struct pve_node **out, size_t *n, struct pve_error *err)
 {
     json_t *a, *e;

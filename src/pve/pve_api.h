@@ -27,6 +27,20 @@ int pve_get_version(pve_client *c, struct pve_version *out, struct pve_error *er
 /* The node's clock (GET /nodes/{node}/time): unix seconds. */
 int pve_node_time(pve_client *c, const char *node, int64_t *now, struct pve_error *err);
 
+/* What the credentials proxd calls with may do on ACL path `path` ("/vms/9000",
+ * "/storage/local-lvm"): GET /access/permissions?path=. PVE computes it (roles,
+ * inheritance, a token's privilege separation, pools), so no ACL logic is
+ * copied here. *out: the privileges held there, sorted by name, at most
+ * PVE_PRIVS_MAX (caller frees; NULL with *n 0 when none). path: at most 64
+ * bytes (PVE's own bound for the parameter), else PVE_E_INVALID. */
+#define PVE_PRIVS_MAX 256
+struct pve_priv {
+    char name[48];  /* "VM.Clone" */
+    bool propagate; /* held on the path's descendants too */
+};
+int pve_permissions(pve_client *c, const char *path, struct pve_priv **out, size_t *n,
+                    struct pve_error *err);
+
 struct pve_node {
     char name[64];
     bool online;

@@ -16,6 +16,7 @@
 
 #include "common/buf.h"
 #include "common/xalloc.h"
+#include "core/access.h"
 #include "core/config.h"
 
 static char tmpdir[] = "/tmp/proxd-config-XXXXXX";
@@ -263,6 +264,60 @@ static void test_ippools(void **state)
     assert_int_equal(o->npools, 2);
     assert_ptr_equal(&c->pools[o->pools[0]], lan);
     assert_ptr_equal(&c->pools[o->pools[1]], lan6);
+    config_free(c);
+}
+
+/* What proxd's credentials must hold per node (access.c): derived from the
+ * node's templates, its OS ranges, its storage and the pools reaching it. */
+static bool has_need(const struct access_need *v, size_t n, const char *privs, const char *path,
+                     const char *what)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(v[i].privs, privs) == 0 && strcmp(v[i].path, path) == 0)
+            return what == NULL || strstr(v[i].what, what) != NULL;
+    return false;
+}
+
+static void test_access_needs(void **state)
+{
+    (void)state;
+    struct proxd_config *c = load_ok(POOLS);
+    assert_int_equal(c->privilege_check_s, 600);
+    struct access_need v[64];
+    size_t n = access_needs(c, 0, v, 64); /* sv1: lan and lan6 (vmbr1, VLAN 42) */
+    assert_true(n <= 64);
+    assert_true(has_need(v, n, "Sys.Audit", "/nodes/sv1", "node status"));
+    assert_true(has_need(v, n, "Datastore.Audit|Datastore.AllocateSpace", "/storage/local-lvm",
+                         "storage status"));
+    assert_true(has_need(v, n, "Datastore.AllocateSpace", "/storage/local-lvm", "creations"));
+    assert_true(has_need(v, n, "VM.Clone", "/vms/8000", "creations of ubuntu"));
+    assert_true(has_need(v, n, "VM.Allocate", "/vms/1000", "creations and deletions of ubuntu"));
+    assert_true(has_need(v, n, "VM.Audit", "/vms/1000", "seeing ubuntu VMs"));
+    assert_true(has_need(v, n, "VM.PowerMgmt", "/vms/1000", NULL));
+    assert_true(has_need(v, n, "VM.Snapshot", "/vms/1000", NULL));
+    assert_true(has_need(v, n, "VM.Migrate", "/vms/1000", NULL));
+    assert_true(has_need(v, n, "VM.Config.Network", "/vms/1000", "addresses"));
+    assert_true(has_need(v, n, "VM.Monitor|VM.GuestAgent.Audit|VM.GuestAgent.Unrestricted",
+                         "/vms/1000", "guest agent"));
+    /* one bridge and VLAN for both pools: asked once */
+    assert_true(has_need(v, n, "SDN.Use", "/sdn/zones/localnetwork/vmbr1/42", "pool lan"));
+    assert_false(has_need(v, n, "SDN.Use", "/sdn/zones/localnetwork/vmbr0", NULL));
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = i + 1; j < n; j++)
+            assert_false(strcmp(v[i].privs, v[j].privs) == 0 && strcmp(v[i].path, v[j].path) == 0);
+    n = access_needs(c, 1, v, 64); /* sv2: dmz (vmbr0, untagged) and lan6 */
+    assert_true(has_need(v, n, "VM.Clone", "/vms/8010", NULL));
+    assert_true(has_need(v, n, "SDN.Use", "/sdn/zones/localnetwork/vmbr0", "pool dmz"));
+    assert_true(has_need(v, n, "SDN.Use", "/sdn/zones/localnetwork/vmbr1/42", "pool lan6"));
+    assert_false(has_need(v, n, "VM.Clone", "/vms/8000", NULL));
+    /* no room: counted all the same, none written past max */
+    assert_int_equal(access_needs(c, 1, v, 3), n);
+    config_free(c);
+    /* no pool: no address privileges */
+    c = load_ok(MIN);
+    n = access_needs(c, 0, v, 64);
+    assert_true(has_need(v, n, "VM.Clone", "/vms/8000", NULL));
+    assert_false(has_need(v, n, "VM.Config.Network", "/vms/1000", NULL));
     config_free(c);
 }
 
@@ -842,7 +897,7 @@ int main(void)
         cmocka_unit_test(test_all_errors),    cmocka_unit_test(test_many_errors),
         cmocka_unit_test(test_errbuf),        cmocka_unit_test(test_ippools),
         cmocka_unit_test(test_ippool_errors), cmocka_unit_test(test_events_webhooks),
-        cmocka_unit_test(test_node_state),
+        cmocka_unit_test(test_node_state),    cmocka_unit_test(test_access_needs),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

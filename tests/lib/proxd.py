@@ -57,7 +57,7 @@ def live_stats(proxd_extra):
 
 
 def api_config(port, entry, db, proxd_extra="", standalone=None, proxmox_extra="", sections="",
-               storage="local-lvm"):
+               storage="local-lvm", token=TOKEN):
     """The API tests' configuration (quotas for bob, dave, erin): standalone,
     the sim's {node: port} map, every node its own host; else five nodes of
     one cluster behind `entry`; storage: the nodes' VM storage (_nodes).
@@ -78,7 +78,7 @@ def api_config(port, entry, db, proxd_extra="", standalone=None, proxmox_extra="
             "[quota bob]\nvms = 1\ncores = 2\nmemory_mb = 4096\ndisk_gb = 40\n"
             "[quota dave]\nvms = 3\ncores = 0\nmemory_mb = 0\ndisk_gb = 0\n"
             "[quota erin]\nvms = 0\ncores = 6\nmemory_mb = 0\ndisk_gb = 0\n%s"
-            % (port, _url(db), live_stats(proxd_extra), proxd_extra, TOKEN, proxmox_extra, nodes,
+            % (port, _url(db), live_stats(proxd_extra), proxd_extra, token, proxmox_extra, nodes,
                sections))
 
 
@@ -242,13 +242,14 @@ class Proxd(Daemon):
     also asserts a log free of sanitizer reports and of every secret."""
 
     def __init__(self, sim, share=None, proxd_extra="", database=None, proxmox_extra="",
-                 sections="", storage="local-lvm"):
+                 sections="", storage="local-lvm", pve_token=TOKEN):
         """share: another Proxd whose database this instance uses too;
         proxd_extra, proxmox_extra: lines for the [proxd] and [proxmox]
         sections; sections: more sections ([ippool ...]) at the end;
         database: a store URL (postgresql://...) instead of a
         SQLite file of its own; storage: the nodes' VM storage, one for
-        all or {node: storage}. A standalone sim gives one host per node."""
+        all or {node: storage}; pve_token: the Proxmox API token proxd calls
+        with (ID=SECRET). A standalone sim gives one host per node."""
         self.dir = scratch(tempfile.mkdtemp(prefix="proxd-api-"))
         super().__init__(os.path.join(self.dir, "proxd.conf"), self.dir)
         self.port = free_port()
@@ -257,10 +258,10 @@ class Proxd(Daemon):
             f.write(api_config(self.port, sim.entry, self.db, proxd_extra,
                                standalone=sim.ports if sim.standalone else None,
                                proxmox_extra=proxmox_extra, sections=sections,
-                               storage=storage))
+                               storage=storage, token=pve_token))
         self.base = "http://127.0.0.1:%d" % self.port
         # never to appear in the log: the Proxmox token's secret, every API token
-        self.secrets = [TOKEN.split("=", 1)[1]]
+        self.secrets = [pve_token.split("=", 1)[1]]
 
     def cli(self, *args, check=True):
         r = run(*args, check=False)
