@@ -594,6 +594,13 @@ bool call_vm_allocate(struct sim_call *c, int vmid, const char *pool)
     return false;
 }
 
+bool call_storage_visible(struct sim_call *c, const char *sid)
+{
+    char path[96];
+    snprintf(path, sizeof path, "/storage/%.64s", sid);
+    return call_can(c, path, "Datastore.Audit") || call_can(c, path, "Datastore.AllocateSpace");
+}
+
 bool call_storage_space(struct sim_call *c, const char *sid, size_t len)
 {
     char path[96];

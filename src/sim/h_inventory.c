@@ -89,7 +89,7 @@ static void h_storage_index(struct sim_call *c)
     c->data = json_array();
     json_object_foreach(ids, id, v)
     {
-        json_t *e = storage_cfg_entry(c, id);
+        json_t *e = call_storage_visible(c, id) ? storage_cfg_entry(c, id) : NULL;
         if (e && (!type || strcmp(type, json_string_value(json_object_get(e, "type"))) == 0))
             json_array_append_new(c->data, e);
         else

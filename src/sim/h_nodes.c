@@ -149,10 +149,20 @@ json_t *sim_node_entry(struct sim *s, struct sim_node *n, bool with_fp, double n
 static void h_nodes(struct sim_call *c)
 {
     c->data = json_array();
-    for (int i = 0; i < c->s->nnodes; i++)
-        if (visible(c, &c->s->nodes[i]))
-            json_array_append_new(c->data,
-                                  sim_node_entry(c->s, &c->s->nodes[i], true, sim_now(c->s)));
+    for (int i = 0; i < c->s->nnodes; i++) {
+        if (!visible(c, &c->s->nodes[i]))
+            continue;
+        json_t *e = sim_node_entry(c->s, &c->s->nodes[i], true, sim_now(c->s));
+        char path[96];
+        snprintf(path, sizeof path, "/nodes/%s", c->s->nodes[i].name);
+        if (!call_can(c, path, "Sys.Audit")) { /* extract_node_stats' exclude_stats */
+            static const char *const stats[] = {"uptime", "cpu",    "mem",    "disk",
+                                                "maxcpu", "maxmem", "maxdisk"};
+            for (size_t k = 0; k < sizeof stats / sizeof *stats; k++)
+                json_object_del(e, stats[k]);
+        }
+        json_array_append_new(c->data, e);
+    }
 }
 
 static void h_node_status(struct sim_call *c)
@@ -238,7 +248,7 @@ static void h_storage_list(struct sim_call *c)
         struct sim_storage *st = &n->st[i];
         if ((only && strcmp(only, st->id) != 0) || !content_match(st->content, content))
             continue;
-        if (call_str(c, "target") && !st->shared)
+        if ((call_str(c, "target") && !st->shared) || !call_storage_visible(c, st->id))
             continue;
         json_t *e = sim_storage_entry(c->s, n, st, true);
         json_object_set_new(e, "storage", json_string(st->id));

@@ -805,6 +805,9 @@ void call_perm_fail(struct sim_call *c, const char *path, const char *privs);
 /* check_vm_perm: VM.Allocate on /pool/<pool> (pool may be NULL) or else
  * on /vms/<vmid>; false with the call failed (403). */
 bool call_vm_allocate(struct sim_call *c, int vmid, const char *pool);
+/* Datastore.Audit or Datastore.AllocateSpace on /storage/<sid>: the
+ * storage lists show it */
+bool call_storage_visible(struct sim_call *c, const char *sid);
 /* Datastore.AllocateSpace on /storage/<sid> (its first len bytes); false
  * with the call failed (403). */
 bool call_storage_space(struct sim_call *c, const char *sid, size_t len);

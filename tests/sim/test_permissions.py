@@ -155,6 +155,16 @@ def resources_hidden():
         assert len(nodes) == 2 and all("maxmem" not in n and n["status"] == "online"
                                        for n in nodes), nodes
         assert [v["vmid"] for v in bob_data(s, "GET", "/nodes/%s/qemu" % node)] == [200]
+        assert all("maxmem" not in n for n in bob_data(s, "GET", "/nodes")), "Sys.Audit"
+        assert all("maxmem" in n for n in s.data("GET", "/nodes"))
+        # the storage lists: Datastore.Audit or Datastore.AllocateSpace
+        assert bob_data(s, "GET", "/nodes/%s/storage" % node) == []
+        assert bob_data(s, "GET", "/storage") == []
+        s.data("PUT", "/access/acl", data={"path": "/storage/local-lvm", "tokens": BOB,
+                                           "roles": "PVEDatastoreUser"})
+        assert [e["storage"] for e in bob_data(s, "GET", "/nodes/%s/storage" % node)] == [
+            "local-lvm"]
+        assert [e["storage"] for e in bob_data(s, "GET", "/storage")] == ["local-lvm"]
         denied(as_bob(s, "GET", "/nodes/%s/qemu/201/status/current" % node),
                "/vms/201, VM.Audit")
         # root's view is whole, and stays so after the token's
