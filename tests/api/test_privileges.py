@@ -21,47 +21,27 @@ and --token-privsep; PUT /access/acl at run time).
 """
 import json
 import os
-import re
 import subprocess
 
 from lib.cases import case, finish
 from lib.env import PROXCTL
+from lib.privs import SVC, SVC_ID, documented_privs, role_sim_args
 from lib.proxd import Proxd, shutdown, OSES, TEMPLATE_BASE
 from lib.sim import Sim
 from lib.wait import wait_for
 
-SVC_ID = "proxd@pve!svc"
-SVC_SECRET = "5f0c8a3e-7d21-4c55-9e0b-2b7a61d4c9f3"
-SVC = SVC_ID + "=" + SVC_SECRET
 NODES = ["sv%d" % i for i in range(1, 6)]
 POOL = ("[ippool lan]\ncidr = 10.20.0.0/24\ngateway = 10.20.0.1\n"
         "ranges = 10.20.0.10-10.20.0.200\nbridge = vmbr0\n")
 EXTRA = "reconcile_interval = 3600\n"
 EVERY_SECOND = "privilege_check = 1\n"  # [proxmox]
-
-
-def documented_privs():
-    """The privileges of the role docs/operator-guide.md tells operators to
-    make (`pveum role add ProxdProvisioner --privs "..."`), PVE 9's line."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    with open(os.path.join(here, "..", "..", "docs", "operator-guide.md")) as f:
-        text = f.read()
-    m = re.search(r'pveum role add ProxdProvisioner --privs "([^"]+)"', text)
-    assert m, "the operator guide's pveum role add line"
-    return m.group(1).split()
-
-
 PRIVS = documented_privs()
 
 
 def restricted_sim(privs):
     """A pvesim whose token proxd@pve!svc is privilege-separated: its user
     may do everything, the token holds role Proxd (privs) on /."""
-    return Sim(time_scale=0.02, extra=[
-        "--token", SVC, "--token-privsep", SVC_ID,
-        "--role", "Proxd:" + ",".join(privs),
-        "--acl", "/:proxd@pve:Administrator",
-        "--acl", "/:%s:Proxd" % SVC_ID])
+    return Sim(time_scale=0.02, extra=role_sim_args(privs))
 
 
 def nodes(px, token):
