@@ -558,11 +558,15 @@ int cmd_node(struct cli *c, int argc, char **argv)
             printf("%-8s why: %s%s%s%s\n", "", why, at ? " (asked again at " : "", at ? at : "",
                    at ? ")" : "");
         /* what proxd's Proxmox credentials lack there (admins see it) */
+        json_t *pv = json_object_get(n, "privileges");
         size_t k;
         json_t *m;
-        json_array_foreach(json_object_get(json_object_get(n, "privileges"), "missing"), k, m)
+        json_array_foreach(json_object_get(pv, "missing"), k, m)
             printf("%-8s lacks: %s on %s (%s)\n", "", cli_str(m, "privilege"), cli_str(m, "path"),
                    cli_str(m, "for"));
+        const char *perr = json_string_value(json_object_get(pv, "error"));
+        if (perr)
+            printf("%-8s privileges not read: %s\n", "", perr);
     }
     json_decref(ans);
     return EXIT_OK;
