@@ -143,6 +143,15 @@ in proxd's log. Its figures count the logins and renewals sent
 ("logins": pvesim's "POST /access/ticket") and those proxd logged as
 done ("logged_in", "renewed") and failed ("renew_failed").
 
+The seeds of FAULT_ROLE_SEEDS (default 22 and 88; not a password seed) run
+proxd with a privilege-separated token that holds only the role the
+operator guide documents (lib.privs: its `pveum role add` line), on a
+pvesim that checks privileges as PVE does: every path the faults send proxd
+down (clean-ups, failovers, drains, reinstalls, the reconciler's and the
+snapshot sync's reads) must be allowed by it: no job fails for a privilege
+(a 403: the faults inject none), proxd's check of its privileges finds
+none missing, and the reconciler never meets a VM hidden from the token.
+
 Seeded and repeatable: FAULT_SEEDS (comma-separated) picks the runs; each
 seed drives both the job mix here and pvesim's fault draws (--seed). The
 interleaving of threads still varies a little from run to run.
@@ -165,6 +174,7 @@ FAULT_KEEP_LOG (1: keep proxd's log of every seed in
 $TMPDIR/proxd-faults-seed-N.log, not only of a seed that failed),
 FAULT_KILL_SEEDS (the seeds during which proxd is also killed, below),
 FAULT_PASSWORD_SEEDS (the seeds logged in with a password, above),
+FAULT_ROLE_SEEDS (the seeds with the documented role's token, above),
 FAULT_OUTAGE_SEEDS (the seeds whose database is cut off now and then, below),
 FAULT_NODE_SEEDS (the seeds whose nodes go down now and then, below),
 FAULT_REINSTALLS, FAULT_DRAINS, FAULT_HOOKS, FAULT_STREAMS (1, the defaults:
@@ -214,10 +224,11 @@ import requests
 from lib import eventcheck
 from lib.cases import finish, run_case
 from lib.db import execute as db_execute, query as db_query
-from lib.env import PASSWORD
+from lib.env import PASSWORD, TOKEN
 from lib.faults import fault_rules, ticket_fault_rules
 from lib.fleet import GiB, PoolSampler, shared_pool_fleet
 from lib.hookrecv import Receiver, verify
+from lib.privs import SVC, role_sim_args
 from lib.proxd import cluster_config as write_config, Daemon, run as proxd, TEMPLATE_BASE, wait_answer
 from lib.sim import Sim, volume_name
 from lib.wait import wait_for
@@ -280,6 +291,10 @@ HOLDS_MAX = 6
 SEEKS = {int(s) for s in os.environ.get("FAULT_SEEK_SEEDS", "33,88").split(",") if s}
 # seeds logged in with root@pam's password (tickets) instead of the token
 PASSWORD_SEEDS = {int(s) for s in os.environ.get("FAULT_PASSWORD_SEEDS", "111").split(",") if s}
+# seeds whose proxd calls with a privilege-separated token holding only the
+# role the operator guide documents (lib.privs), on a pvesim that checks
+# privileges as PVE does (a password seed keeps root@pam)
+ROLE_SEEDS = {int(s) for s in os.environ.get("FAULT_ROLE_SEEDS", "22,88").split(",") if s}
 TICKET_SIM_S = 4  # pvesim's ticket lifetime (real seconds)
 TICKET_LIFETIME_S = 5  # proxd's: longer, so that a ticket also expires under it
 TICKET_RENEW_S = 1
@@ -697,12 +712,14 @@ def run_seed(seed):
     shared = seed in SHARED
     alone = seed in STANDALONE and not shared
     password = seed in PASSWORD_SEEDS
+    role = seed in ROLE_SEEDS and not password
     # the shared pool: the margin, about 75 % of the creations' disks and a
     # little for the resizes
     pool_gb = MARGIN_GB + NVMS * DISK_GB * 3 // 4 + 5
     lag = seed in LAGS
     sim = Sim(time_scale=SIM_SCALE, extra=["--seed", str(seed)] +
               (["--ticket-lifetime", str(TICKET_SIM_S)] if password else []) +
+              (role_sim_args() if role else []) +
               (["--pvestatd-cycle", str(int(LAG_CYCLE_S / SIM_SCALE))] if lag else []),
               standalone=alone,
               fleet=shared_pool_fleet(["sv%d" % i for i in range(1, 6)], pool_gb)
@@ -732,7 +749,8 @@ def run_seed(seed):
                                   clusters={"sv1": "c1", "sv3": "c3"}
                                   if alone and seed in MIXED else None,
                                   hosts=sim.ports if member_hosts(seed) else None,
-                                  password=PASSWORD if password else None))
+                                  password=PASSWORD if password else None,
+                                  token=SVC if role else TOKEN))
         with open(c, "a") as f:  # half the creations take an address from it
             f.write(POOL)
             if recv:
@@ -1123,6 +1141,8 @@ def run_seed(seed):
         check_holds(db, state, holds.held, problems)
     if password:
         check_tickets(daemons, stats, problems)
+    if role:
+        check_role(db, daemons, problems)
     # the event log tells every committed change exactly once, faults and
     # kills or not (VMIDs may come back here: quarantine = 0)
     problems.extend("events: " + p for p in eventcheck.problems(db, reuse_ok=True))
@@ -1155,6 +1175,24 @@ def keep_logs(seed, daemons):
                         "instance %d" % (i + 1) if i < INSTANCES else "the snapshot sync", n))
                 out.write(d.log_text(n))
     return keep
+
+
+def check_role(db, daemons, problems):
+    """A role seed's: the documented role is enough for every path proxd
+    took under the faults (cleanups, failovers, drains, reinstalls, the
+    reconciler's reads): no job failed for a privilege (the faults inject no
+    403), the privilege check found nothing missing, and the reconciler never
+    met a VM hidden from the token."""
+    for (err,) in db_query(db, "SELECT error FROM jobs WHERE state = 'failed'"):
+        if "Permission check failed" in err or "403" in err:
+            problems.append("role: a job failed for a privilege: %s" % err[:300])
+    for d in daemons:
+        for n in range(1, d.n + 1):
+            text = d.log_text(n)
+            for what in ("the Proxmox credentials lack", "refuses proxd a look"):
+                i = text.find(what)
+                if i >= 0:
+                    problems.append("role: proxd's log says %r" % text[max(0, i - 100):i + 300])
 
 
 def check_tickets(daemons, stats, problems):
@@ -1928,7 +1966,8 @@ def main():
                                            "_address_holds" if seed in HOLDS else "",
                                            "_%d_instances" % INSTANCES if INSTANCES > 1 else "",
                                            "_with_kills" if seed in KILLS else "",
-                                           "_with_password" if seed in PASSWORD_SEEDS else "",
+                                           "_with_password" if seed in PASSWORD_SEEDS else
+                                           "_with_the_role" if seed in ROLE_SEEDS else "",
                                            "_on_postgresql" if PG_URL else ""), one)
         if "stats" in holder:
             all_stats.append(holder["stats"])

@@ -9,7 +9,8 @@ other killed with SIGKILL every 1 to 4 s and started again while the other
 goes on, the database cut off now and then: both instances lose it
 at once, as in a failover, and a node off the network now and then); 55 logs in with the password (tickets, as FAULT_PASSWORD_SEEDS
 says in test_faults_random), so each instance renews and logs in on its
-own under the faults; the jobs' leases last 5 s (job_lease), shorter than
+own under the faults; 66 calls with a privilege-separated token holding
+only the operator guide's role (FAULT_ROLE_SEEDS); the jobs' leases last 5 s (job_lease), shorter than
 the longest outages; FAULT_* as in test_faults_random."""
 import os
 
@@ -23,6 +24,7 @@ os.environ.setdefault("FAULT_PASSWORD_SEEDS", "55")
 os.environ.setdefault("FAULT_OUTAGE_SEEDS", "99")
 os.environ.setdefault("FAULT_NODE_SEEDS", "99")
 os.environ.setdefault("FAULT_SEEK_SEEDS", "99")
+os.environ.setdefault("FAULT_ROLE_SEEDS", "66")
 # leases of 5 s, which the outages (up to 6 s) outlast: the instances must
 # leave each other's live jobs alone when the database comes back
 os.environ.setdefault("FAULT_JOB_LEASE", "5")
