@@ -29,7 +29,10 @@
 #     those of SOAK_HOLD_SEEDS (default the 3rd and 6th) an admin holds and
 #     drops addresses of the creations' pool (FAULT_HOLD_SEEDS), and during
 #     those of SOAK_SEEK_SEEDS (default the 4th and 7th) an admin moves the
-#     webhook's cursor back now and then (FAULT_SEEK_SEEDS); every seed
+#     webhook's cursor back now and then (FAULT_SEEK_SEEDS); those of
+#     SOAK_ROLE_SEEDS (default the 2nd and 6th) call with a privilege-separated
+#     token holding only the operator guide's role (FAULT_ROLE_SEEDS, unless a
+#     password seed); every seed
 #     has the webhook to a flaky receiver (FAULT_HOOKS) and a client of the
 #     event stream (FAULT_STREAMS);
 #  3. (below) the crash test of VM operations;
@@ -68,6 +71,7 @@ LAGS=${SOAK_LAG_SEEDS-$(echo "$SEEDS" | tr ',' '\n' | sed -n '4p;9p' | paste -sd
 CLOCKS=${SOAK_CLOCK_SEEDS-$(echo "$SEEDS" | tr ',' '\n' | sed -n '1p;5p;10p' | paste -sd,)}
 HOLDS=${SOAK_HOLD_SEEDS-$(echo "$SEEDS" | tr ',' '\n' | sed -n '3p;6p' | paste -sd,)}
 SEEKS=${SOAK_SEEK_SEEDS-$(echo "$SEEDS" | tr ',' '\n' | sed -n '4p;7p' | paste -sd,)}
+ROLES=${SOAK_ROLE_SEEDS-$(echo "$SEEDS" | tr ',' '\n' | sed -n '2p;6p' | paste -sd,)}
 MIXED=${SOAK_MIXED_SEEDS-$(echo "$SEEDS" | tr ',' '\n' | sed -n '2p' | paste -sd,)}
 RECONCILES=${SOAK_RECONCILE_SEEDS-$(echo "$SEEDS" | tr ',' '\n' | sed -n '4p;6p;9p' | paste -sd,)}
 OUT=bench/results/soak.txt
@@ -75,7 +79,7 @@ TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 export PVESIM=$ROOT/build/pvesim BIN_DIR=$ROOT/build SCHEMA_DIR=$ROOT/build/share/pve-apidoc
 {
-  echo "proxd fault soak: seeds $SEEDS (on a shared pool: $SHARED; with a password: ${PASSWORD:-none}; nodes going down: ${NODE_DOWNS:-none}; through the members' hosts: ${HOSTS:-none}; lagging figures: ${LAGS:-none}; reconciling as they go: ${RECONCILES:-none}; clocks off: ${CLOCKS:-none}; a mixed fleet: ${MIXED:-none}; address holds: ${HOLDS:-none}; webhook seeks: ${SEEKS:-none}), $VMS VMs x $OPS jobs per seed, fault rate $RATE, release build"
+  echo "proxd fault soak: seeds $SEEDS (on a shared pool: $SHARED; with a password: ${PASSWORD:-none}; nodes going down: ${NODE_DOWNS:-none}; through the members' hosts: ${HOSTS:-none}; lagging figures: ${LAGS:-none}; reconciling as they go: ${RECONCILES:-none}; clocks off: ${CLOCKS:-none}; a mixed fleet: ${MIXED:-none}; address holds: ${HOLDS:-none}; webhook seeks: ${SEEKS:-none}; the documented role: ${ROLES:-none}), $VMS VMs x $OPS jobs per seed, fault rate $RATE, release build"
   echo "git $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(date -u '+%Y-%m-%d %H:%M:%S') UTC"
   echo "$(nproc) CPUs, load average at start $(cut -d' ' -f1 /proc/loadavg)"
 } | tee "$TMP/head"
@@ -88,7 +92,7 @@ for part in control create; do
     FAULT_SHARED_SEEDS=$SHARED FAULT_STANDALONE_SEEDS=$STANDALONE FAULT_KILL_SEEDS=$kills \
     FAULT_PASSWORD_SEEDS=$PASSWORD FAULT_NODE_SEEDS=$NODE_DOWNS FAULT_HOSTS_SEEDS=$HOSTS \
     FAULT_LAG_SEEDS=$LAGS FAULT_RECONCILE_SEEDS=$RECONCILES FAULT_CLOCK_SEEDS=$CLOCKS \
-    FAULT_MIXED_SEEDS=$MIXED FAULT_HOLD_SEEDS=$HOLDS FAULT_SEEK_SEEDS=$SEEKS \
+    FAULT_MIXED_SEEDS=$MIXED FAULT_HOLD_SEEDS=$HOLDS FAULT_SEEK_SEEDS=$SEEKS FAULT_ROLE_SEEDS=$ROLES \
     FAULT_REPORT="$TMP/$part.jsonl" PYTHONPATH=tests /usr/bin/python3 tests/core/test_faults_random.py \
     >"$TMP/$part.log" 2>&1
   rc=$?
