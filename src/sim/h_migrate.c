@@ -162,11 +162,21 @@ static char *check_storage_availability(struct sim *s, struct sim_vm *vm, struct
 }
 
 /* check_storage_access_migrate for one target storage. */
-static char *check_target_storage(struct sim *s, const char *sid, struct sim_node *target)
+/* $check_storage_access_migrate: enabled on the target, Datastore.AllocateSpace
+ * (*status 403), images content */
+static char *check_target_storage(struct sim_call *c, const char *sid, struct sim_node *target,
+                                  int *status)
 {
+    struct sim *s = c->s;
     char *err = sim_mig_storage_unavailable(s, sid, target);
     if (err)
         return err;
+    char path[96];
+    snprintf(path, sizeof path, "/storage/%.64s", sid);
+    if (!call_can(c, path, "Datastore.AllocateSpace")) {
+        *status = 403;
+        return xasprintf("Permission check failed (%s, Datastore.AllocateSpace)", path);
+    }
     if (!strstr(sim_storage_find(target, sid)->content, "images"))
         return xasprintf("storage '%s' does not support vm images", sid);
     return NULL;
@@ -282,6 +292,7 @@ static bool storage_checks(struct sim_call *c, struct sim_vm *vm, struct sim_nod
 {
     const char *ts = call_str(c, "targetstorage");
     char *err = NULL;
+    int status = 500;
     if (ts) {
         json_t *map = sim_parse_idmap(ts, &err);
         if (!map) {
@@ -289,16 +300,21 @@ static bool storage_checks(struct sim_call *c, struct sim_vm *vm, struct sim_nod
             free(err);
             return false;
         }
+        /* a mapping other than the identity moves the disks */
+        if (!json_object_get(map, "identity") && !call_can_vm(c, vm->vmid, "VM.Config.Disk")) {
+            status = 403;
+            err = xasprintf("Permission check failed (/vms/%d, VM.Config.Disk)", vm->vmid);
+        }
         const char *src;
         json_t *dst;
         json_object_foreach(json_object_get(map, "entries"), src, dst)
         {
             if (!err)
-                err = check_target_storage(c->s, json_string_value(dst), target);
+                err = check_target_storage(c, json_string_value(dst), target, &status);
         }
         const char *def = json_string_value(json_object_get(map, "default"));
         if (!err && def)
-            err = check_target_storage(c->s, def, target);
+            err = check_target_storage(c, def, target, &status);
         if (!err && json_object_get(map, "identity"))
             err = check_storage_availability(c->s, vm, target);
         json_decref(map);
@@ -306,7 +322,7 @@ static bool storage_checks(struct sim_call *c, struct sim_vm *vm, struct sim_nod
         err = check_storage_availability(c->s, vm, target);
     }
     if (err) {
-        call_fail(c, 500, "%s", err);
+        call_fail(c, status, "%s", err);
         free(err);
         return false;
     }

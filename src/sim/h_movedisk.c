@@ -131,7 +131,15 @@ static void h_move_disk(struct sim_call *c)
         return;
     }
     if (!target) {
-        call_fail(c, 501, "pvesim: moving a disk to another storage is not simulated");
+        if (call_storage_space(c, storage, strlen(storage)))
+            call_fail(c, 501, "pvesim: moving a disk to another storage is not simulated");
+        return;
+    }
+    /* check_vm_perm on the target VM (the source's: the schema's check) */
+    if (!c->is_root && !call_can_vm(c, target, "VM.Config.Disk")) {
+        char path[32];
+        snprintf(path, sizeof path, "/vms/%d", target);
+        call_perm_fail(c, path, "VM.Config.Disk");
         return;
     }
     if (target == vmid) {
@@ -145,6 +153,13 @@ static void h_move_disk(struct sim_call *c)
         free(why);
         return;
     }
+    /* Datastore.AllocateSpace on the storage of the volume reassigned */
+    struct sim_vm *src = sim_vm_find(c->s, c->s->o.standalone ? c->node : NULL, vmid);
+    char *sid = sim_disk_storage(json_string_value(json_object_get(src->conf, disk)));
+    bool space = !sid || call_storage_space(c, sid, strlen(sid));
+    free(sid);
+    if (!space)
+        return;
     char id[48];
     snprintf(id, sizeof id, "%d-%s>%d-%s", vmid, disk, target, tdisk);
     struct sim_task *t = sim_task_new(c->s, c->node, "qmmove", id, call_owner(c), TK_MOVEDISK);

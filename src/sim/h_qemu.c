@@ -310,6 +310,9 @@ static struct sim_vm *config_checks(struct sim_call *c)
             goto out;
         }
     }
+    /* the per-option privileges, the drives' storages, the bridges */
+    if (!qemu_perm_update(c, (int)call_int(c, "vmid", 0), del))
+        goto out;
     if (!(vm = load_vm(c)))
         goto out;
     const char *digest = call_str(c, "digest");
@@ -703,10 +706,16 @@ static void h_config_put(struct sim_call *c)
     }
     vm = sim_vm_find(c->s, c->node, vm->vmid);
     char *err = NULL;
-    if (qemu_apply_config(c->s, vm, c->params, &err))
+    json_t *del = split_list(call_str(c, "delete"));
+    char *denied = qemu_perm_update_worker(c, vm, del);
+    json_decref(del);
+    if (denied)
+        call_fail(c, str_starts(denied, "Permission check failed") ? 403 : 500, "%s", denied);
+    else if (qemu_apply_config(c->s, vm, c->params, &err))
         call_fail(c, 500, "%s", err);
     else
         c->data = json_null();
+    free(denied);
     free(err);
     sim_flock_release(c->s, vm, true);
 }
@@ -716,7 +725,14 @@ static void h_config_post(struct sim_call *c)
     struct sim_vm *vm = config_checks(c);
     if (!vm)
         return;
-    start_task(c, "qmconfig", vm->vmid, TK_CONFIG);
+    json_t *del = split_list(call_str(c, "delete"));
+    char *denied = qemu_perm_update_worker(c, vm, del);
+    json_decref(del);
+    struct sim_task *t = start_task(c, "qmconfig", vm->vmid, TK_CONFIG);
+    if (denied) { /* the worker dies with it, nothing written */
+        free(t->fault_exit);
+        t->fault_exit = denied;
+    }
 }
 
 /* ---- resize ------------------------------------------------------------- */
@@ -825,22 +841,17 @@ static bool pool_ok(struct sim_call *c)
     return false;
 }
 
-/* The disk parameters that may ask for a new volume (check_storage_access) */
-static const char *const qemu_disk_prefixes[] = {"ide",      "sata",      "scsi", "virtio",
-                                                 "efidisk0", "tpmstate0", NULL};
-
 static void h_create(struct sim_call *c)
 {
     if (!pool_ok(c))
         return;
     int vmid = (int)call_int(c, "vmid", 0);
-    /* check_vm_perm, then the storages of the volumes it makes (the
-     * per-option privileges of check_vm_modify_config_perm are not
-     * modelled) */
+    /* the default storage, check_vm_perm, then the drives' storages and
+     * volumes, each option's privilege, the devices, the bridges */
     const char *storage = call_str(c, "storage");
-    if (!call_vm_allocate(c, vmid, call_str(c, "pool")) ||
-        (storage && !call_storage_space(c, storage, strlen(storage))) ||
-        !call_storage_new_volumes(c, qemu_disk_prefixes) || !check_sshkeys(c))
+    if ((storage && !call_storage_space(c, storage, strlen(storage))) ||
+        !call_vm_allocate(c, vmid, call_str(c, "pool")) ||
+        !qemu_perm_create(c, vmid, call_str(c, "pool"), storage) || !check_sshkeys(c))
         return;
     struct sim_node *space = c->s->o.standalone ? c->node : NULL;
     struct sim_vm *other = sim_vm_find(c->s, space, vmid);
@@ -854,6 +865,11 @@ static void h_create(struct sim_call *c)
     vm->fl.exclusive = true;
     json_object_set_new(vm->conf, "lock", json_string("create"));
     struct sim_task *t = start_task(c, "qmcreate", vmid, TK_CREATE);
+    char *denied = qemu_perm_create_worker(c, vmid);
+    if (denied) { /* "unable to create VM <vmid> - ..." */
+        free(t->fault_exit);
+        t->fault_exit = denied;
+    }
     /* the full config is written by the worker; prepare it now, keep it hidden */
     struct sim_vm tmp = *vm;
     tmp.conf = json_object();

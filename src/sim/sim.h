@@ -815,6 +815,21 @@ bool call_storage_space(struct sim_call *c, const char *sid, size_t len);
  * disk keys: these prefixes followed by digits (or "rootfs", "efidisk0",
  * "tpmstate0" alone), the list NULL-ended. */
 bool call_storage_new_volumes(struct sim_call *c, const char *const *keys_prefix);
+/* qemu-server's per-option checks (h_qemuperm.c): true, or false with
+ * the call failed (403, or 500 for "only root can set ..."). At create,
+ * after VM.Allocate: the drives' storages and volumes, each option's
+ * privilege (on the pool or the VM), serial/usb/hostpci by value, the
+ * network devices' bridges (SDN.Use). */
+bool qemu_perm_create(struct sim_call *c, int vmid, const char *pool, const char *storage);
+/* ... the create worker's (tags): NULL, or the error its task ends with
+ * (the caller frees) */
+char *qemu_perm_create_worker(struct sim_call *c, int vmid);
+/* A config change before its worker: the options deleted (del, an array
+ * of keys) and written, the drives' storages and volumes, the bridges */
+bool qemu_perm_update(struct sim_call *c, int vmid, json_t *del);
+/* ... its worker's, on the values replaced or deleted (drives, serial,
+ * usb, hostpci, tags, old bridges): NULL or the error (the caller frees) */
+char *qemu_perm_update_worker(struct sim_call *c, struct sim_vm *vm, json_t *del);
 /* The method's schema permissions for this call, on the parameters as
  * received (before verification): true, or false with *why (the 403's
  * reason; the caller frees). */

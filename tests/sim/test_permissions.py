@@ -5,14 +5,17 @@ roles), privilege-separated tokens, the schema's check before proxying and
 parameter verification, the in-code checks (/cluster/resources and the guest
 lists filtered, storage space on clone and create, others' tasks), the
 access API (/access/acl, /access/roles, /access/permissions), the 8.x and
-9.x role tables, and "open" mode: without any ACL entry every user and
-token may do everything, as before."""
+9.x role tables, qemu-server's per-option checks of a config change and a
+create (each option's VM.Config.* privilege, root-only options, SDN.Use on
+a network device's bridge, the drives' storages and volumes), a disk
+reassigned to another VM, a migration's target storages, and "open" mode:
+without any ACL entry every user and token may do everything, as before."""
 import proxmoxer
 
 from lib.cases import case, finish
 from lib.env import PASSWORD, TOKEN_ID
 from lib.pxm import expect_error
-from lib.sim import Sim
+from lib.sim import Sim, expect500
 
 BOB = "bob@pve!auto"
 BOB_SECRET = "0b0b0b0b-1111-4222-8333-444455556666"
@@ -347,6 +350,180 @@ def custom_roles_and_pools():
             assert p.get("VM.Allocate") == 0 and p.get("VM.PowerMgmt") == 1, p
             upid = bob_data(s, "DELETE", "/nodes/%s/qemu/300" % tnode)
             assert s.wait_task(tnode, upid)["exitstatus"] == "OK"
+
+
+def config(s, node, vmid, method="PUT", **data):
+    return as_bob(s, method, "/nodes/%s/qemu/%d/config" % (node, vmid), data=data)
+
+
+NO_MEMORY = sorted(VM_ADMIN_9 - {"VM.Config.Memory"})
+
+
+@case
+def config_option_privileges():
+    """A config change needs each option's privilege, as qemu-server's
+    check_vm_modify_config_perm asks it, for the options written and those
+    deleted, before the worker (POST answers the 403 too)."""
+    with bob_sim(["/:bob@pve:Administrator", "/vms:%s:NoMemory" % BOB,
+                  "/storage:%s:PVEDatastoreUser" % BOB],
+                 extra=["--role", "NoMemory:" + ",".join(NO_MEMORY)]) as s:
+        node = clone(s, 200)
+        denied(config(s, node, 200, memory=1024), "/vms/200, VM.Config.Memory")
+        denied(config(s, node, 200, method="POST", memory=1024), "/vms/200, VM.Config.Memory")
+        denied(config(s, node, 200, delete="memory"), "/vms/200, VM.Config.Memory")
+        denied(config(s, node, 200, balloon=512, cores=2), "/vms/200, VM.Config.Memory")
+        r = config(s, node, 200, cores=2)
+        assert r.status_code == 200, r.text
+        assert s.data("GET", "/nodes/%s/qemu/200/config" % node)["cores"] == 2
+        upid = bob_data(s, "POST", "/nodes/%s/qemu/200/config" % node,
+                        data={"name": "renamed", "delete": "description"})
+        assert s.wait_task(node, upid)["exitstatus"] == "OK"
+        # startup changes the host's behaviour: Sys.Modify on / too
+        denied(config(s, node, 200, startup="order=1"), "/, Sys.Modify")
+        # an option only root may set: refused with every VM privilege
+        s.data("PUT", "/access/acl", data={"path": "/vms/200", "tokens": BOB,
+                                           "roles": "Administrator"})
+        expect500(config(s, node, 200, args="-no-reboot"), "only root can set 'args' config")
+        expect500(config(s, node, 200, delete="args"), "only root can set 'args' config")
+        # so for root@pam's token (its user is the token, not root@pam)
+        expect500(s.api("PUT", "/nodes/%s/qemu/200/config" % node, data={"args": "-no-reboot"}),
+                  "only root can set 'args' config")
+        # root@pam may
+        root = s.login()
+        r = s.api("PUT", "/nodes/%s/qemu/200/config" % node, auth=root,
+                  data={"args": "-no-reboot"})
+        assert r.status_code == 200, r.text
+        assert s.data("GET", "/nodes/%s/qemu/200/config" % node)["args"] == "-no-reboot"
+
+
+@case
+def config_network_privileges():
+    """ipconfigN: VM.Config.Cloudinit or VM.Config.Network; netN:
+    VM.Config.Network and SDN.Use on its bridge (or VLAN) in zone
+    localnetwork, the value replaced's too."""
+    with bob_sim(["/:bob@pve:Administrator", "/vms:%s:NetOnly" % BOB],
+                 extra=["--role", "NetOnly:VM.Config.Network,VM.Audit"]) as s:
+        node = clone(s, 200)
+        r = config(s, node, 200, ipconfig0="ip=dhcp")
+        assert r.status_code == 200, r.text
+        r = config(s, node, 200, nameserver="192.0.2.53")
+        assert r.status_code == 200, r.text
+        denied(config(s, node, 200, cores=2), "/vms/200, VM.Config.CPU")
+        denied(config(s, node, 200, net1="virtio,bridge=vmbr0"),
+               "/sdn/zones/localnetwork/vmbr0, SDN.Use")
+        denied(config(s, node, 200, net1="virtio,bridge=vmbr0,tag=10"),
+               "/sdn/zones/localnetwork/vmbr0/10, SDN.Use")
+        s.data("PUT", "/access/acl", data={"path": "/sdn/zones/localnetwork/vmbr0/10",
+                                           "tokens": BOB, "roles": "PVESDNUser"})
+        r = config(s, node, 200, net1="virtio,bridge=vmbr0,tag=10")
+        assert r.status_code == 200, r.text
+        denied(config(s, node, 200, net1="virtio,bridge=vmbr0"),
+               "/sdn/zones/localnetwork/vmbr0, SDN.Use")
+        # the old value's bridge is checked by the worker: net0 on vmbr0
+        s.data("PUT", "/access/acl", data={"path": "/sdn/zones/localnetwork/vmbr1",
+                                           "tokens": BOB, "roles": "PVESDNUser"})
+        assert "bridge=vmbr0" in s.data("GET", "/nodes/%s/qemu/200/config" % node)["net0"]
+        denied(config(s, node, 200, net0="virtio,bridge=vmbr1"),
+               "/sdn/zones/localnetwork/vmbr0, SDN.Use")
+        upid = bob_data(s, "POST", "/nodes/%s/qemu/200/config" % node,
+                        data={"net0": "virtio,bridge=vmbr1"})
+        st = s.wait_task(node, upid)
+        assert st["exitstatus"] == "Permission check failed (/sdn/zones/localnetwork/vmbr0, " \
+            "SDN.Use)", st
+        assert "bridge=vmbr0" in s.data("GET", "/nodes/%s/qemu/200/config" % node)["net0"]
+        # with SDN.Use on the whole bridge
+        s.data("PUT", "/access/acl", data={"path": "/sdn/zones/localnetwork/vmbr0",
+                                           "tokens": BOB, "roles": "PVESDNUser"})
+        r = config(s, node, 200, net0="virtio,bridge=vmbr1")
+        assert r.status_code == 200, r.text
+
+
+@case
+def config_drive_privileges():
+    """Drives: the worker asks VM.Config.Disk for a disk, VM.Config.CDROM
+    for a CD-ROM; a new volume Datastore.AllocateSpace on its storage;
+    another VM's volume Datastore.Audit and that VM's VM.Config.Disk."""
+    with bob_sim(["/:bob@pve:Administrator", "/vms:%s:CdOnly" % BOB],
+                 extra=["--role", "CdOnly:VM.Config.CDROM,VM.Audit"]) as s:
+        node = clone(s, 200)
+        clone(s, 201)
+        r = config(s, node, 200, ide3="none,media=cdrom")
+        assert r.status_code == 200, r.text
+        # ide2 holds the cloud-init drive: VM.Config.Cloudinit and .CDROM
+        denied(config(s, node, 200, ide2="none,media=cdrom"), "/vms/200, VM.Config.Cloudinit")
+        denied(config(s, node, 200, scsi5="local-lvm:1"),
+               "/storage/local-lvm, Datastore.AllocateSpace")
+        s.data("PUT", "/access/acl", data={"path": "/storage", "tokens": BOB,
+                                           "roles": "PVEDatastoreUser"})
+        denied(config(s, node, 200, scsi5="local-lvm:1"), "/vms/200, VM.Config.Disk")
+        conf201 = s.data("GET", "/nodes/%s/qemu/201/config" % node)
+        other = [v for k, v in conf201.items() if k.startswith("scsi") and "vm-201-" in v]
+        assert other, conf201
+        # PVEDatastoreUser holds Datastore.Audit; VM.Config.Disk on 201 lacks
+        denied(config(s, node, 200, scsi6=other[0].split(",")[0]), "/vms/201, VM.Config.Disk")
+
+@case
+def create_option_privileges():
+    """A create checks its options as a config change does (VM.Allocate
+    first); root@pam skips the per-option checks; tags are the worker's."""
+    with bob_sim(["/:bob@pve:Administrator", "/vms:%s:Maker" % BOB,
+                  "/storage:%s:PVEDatastoreUser" % BOB],
+                 extra=["--role", "Maker:VM.Allocate,VM.Config.CPU,VM.Audit"]) as s:
+        node = s.data("GET", "/nodes")[0]["node"]
+        url = "/nodes/%s/qemu" % node
+        denied(as_bob(s, "POST", url, data={"vmid": 300, "memory": 1024}),
+               "/vms/300, VM.Config.Memory")
+        expect500(as_bob(s, "POST", url, data={"vmid": 300, "lock": "backup"}),
+                  "only root can set 'lock' config")
+        upid = bob_data(s, "POST", url, data={"vmid": 300, "cores": 2, "tags": "a"})
+        st = s.wait_task(node, upid)
+        assert st["exitstatus"] == "unable to create VM 300 - Permission check failed " \
+            "(/vms/300, VM.Config.Options)", st
+        upid = bob_data(s, "POST", url, data={"vmid": 300, "cores": 2, "scsi0": "local-lvm:1"})
+        assert s.wait_task(node, upid)["exitstatus"] == "OK"
+        root = s.login()
+        r = s.api("POST", url, auth=root, data={"vmid": 301, "args": "-no-reboot",
+                                               "memory": 1024})
+        assert r.status_code == 200, r.text
+        assert s.wait_task(node, r.json()["data"])["exitstatus"] == "OK"
+
+
+@case
+def move_disk_and_migrate_privileges():
+    """A disk reassigned to another VM needs VM.Config.Disk on that VM too
+    and Datastore.AllocateSpace on the volume's storage; a migration with
+    targetstorage Datastore.AllocateSpace on each target storage and, unless
+    the mapping is the identity, VM.Config.Disk."""
+    with bob_sim(["/:bob@pve:Administrator", "/vms/200:%s:PVEVMAdmin" % BOB,
+                  "/vms/201:%s:PVEVMUser" % BOB, "/vms/202:%s:Mover" % BOB],
+                 extra=["--role", "Mover:VM.Migrate,VM.Audit"]) as s:
+        node = clone(s, 200)
+        clone(s, 201)
+        clone(s, 202)
+        other = "sv2" if node == "sv1" else "sv1"
+        assert s.data("PUT", "/nodes/%s/qemu/200/config" % node,
+                      data={"delete": "scsi0"}) is None
+        url = "/nodes/%s/qemu/200/move_disk" % node
+        move = {"disk": "unused0", "target-vmid": 201, "target-disk": "scsi5"}
+        denied(as_bob(s, "POST", url, data=move), "/vms/201, VM.Config.Disk")
+        s.data("PUT", "/access/acl", data={"path": "/vms/201", "tokens": BOB,
+                                           "roles": "PVEVMAdmin"})
+        denied(as_bob(s, "POST", url, data=move), "/storage/local-lvm, Datastore.AllocateSpace")
+        url = "/nodes/%s/qemu/%%d/migrate" % node
+        denied(as_bob(s, "POST", url % 201, data={"target": other, "targetstorage": "local-lvm"}),
+               "/storage/local-lvm, Datastore.AllocateSpace")
+        denied(as_bob(s, "POST", url % 202, data={"target": other, "targetstorage": "local-lvm"}),
+               "/vms/202, VM.Config.Disk")
+        s.data("PUT", "/access/acl", data={"path": "/storage", "tokens": BOB,
+                                           "roles": "PVEDatastoreUser"})
+        upid = bob_data(s, "POST", "/nodes/%s/qemu/200/move_disk" % node, data=move)
+        st = s.wait_task(node, upid)
+        assert st["exitstatus"] == "OK", st
+        assert s.data("GET", "/nodes/%s/qemu/201/config" % node)["scsi5"].startswith(
+            "local-lvm:vm-201-disk-"), "reassigned"
+        upid = bob_data(s, "POST", url % 201, data={"target": other, "targetstorage": "local-lvm"})
+        assert ":qmigrate:201:" in upid, upid  # granted (a linked clone: its task fails)
+        s.wait_task(node, upid)
 
 
 @case
