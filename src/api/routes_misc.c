@@ -103,9 +103,9 @@ void h_os(struct req *rq, struct resp *rs)
             if (config_template(&c->nodes[n], c->os[i].name))
                 json_array_append_new(nodes, json_string(c->nodes[n].name));
         json_array_append_new(
-            arr, json_pack("{s:s,s:o,s:o}", "name", c->os[i].name, "range",
+            arr, json_pack("{s:s,s:o,s:o,s:s}", "name", c->os[i].name, "range",
                            range_json(rq->api->st, c->os[i].range_lo, c->os[i].range_hi), "nodes",
-                           nodes));
+                           nodes, "clone", c->os[i].clone));
     }
     json_t *out = json_pack("{s:o}", "os", arr);
     if (c->fallback_lo)

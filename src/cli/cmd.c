@@ -583,7 +583,8 @@ int cmd_os(struct cli *c, int argc, char **argv)
     if (rc != EXIT_OK)
         return rc;
     if (!cli_json_out(c, ans)) {
-        printf("%-10s %-13s %9s %11s %s\n", "OS", "RANGE", "USED", "QUARANTINED", "NODES");
+        printf("%-10s %-13s %9s %11s %-6s %s\n", "OS", "RANGE", "USED", "QUARANTINED", "CLONE",
+               "NODES");
         size_t i;
         json_t *o;
         json_array_foreach(items(ans, "os"), i, o)
@@ -601,8 +602,9 @@ int cmd_os(struct cli *c, int argc, char **argv)
             json_t *nn;
             json_array_foreach(json_object_get(o, "nodes"), k, nn)
                 buf_printf(&nodes, "%s%s", k ? "," : "", json_string_value(nn));
-            printf("%-10s %-13s %9s %11lld %s\n", cli_str(o, "name"), range, used, q,
-                   buf_str(&nodes));
+            const char *clone = cli_str(o, "clone"); /* "" from a proxd without it */
+            printf("%-10s %-13s %9s %11lld %-6s %s\n", cli_str(o, "name"), range, used, q,
+                   clone[0] ? clone : "full", buf_str(&nodes));
             buf_release(&nodes);
         }
     }

@@ -182,6 +182,7 @@ static const struct key_def keys[] = {
 
     KRANGE(S_OS, OS, "vmid_range", range_lo, range_hi, NULL, F_REQUIRED),
     KSTR(S_OS, OS, "ippools", pools_raw, NULL, NULL, 0),
+    KSTR(S_OS, OS, "clone", clone, "full", cfg_v_clone, 0),
 
     {S_NODE, "host", K_HOSTS, offsetof(NODE, hosts), 0, NULL, 0, 0, NULL, F_REQUIRED, NULL},
     KSTR(S_NODE, NODE, "cluster", cluster, NULL, cfg_v_cluster, 0),
@@ -1178,6 +1179,12 @@ const struct cfg_os *config_os(const struct proxd_config *c, const char *name)
         if (strcmp(c->os[i].name, name) == 0)
             return &c->os[i];
     return NULL;
+}
+
+bool config_clone_linked(const struct proxd_config *c, const char *os)
+{
+    const struct cfg_os *o = config_os(c, os);
+    return o && strcmp(o->clone, "linked") == 0;
 }
 
 const struct cfg_node *config_node(const struct proxd_config *c, const char *name)

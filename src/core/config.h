@@ -37,6 +37,7 @@ struct cfg_os {
     int pools[CFG_OS_POOLS];
     int npools;
     char pools_raw[80]; /* as written, resolved after the whole file is read */
+    char clone[8];      /* clone = full | linked: how creations copy the template */
 };
 
 struct cfg_template {
@@ -179,6 +180,8 @@ struct proxd_config *config_load_all(const char *path, char **errs);
 void config_free(struct proxd_config *c);
 
 const struct cfg_os *config_os(const struct proxd_config *c, const char *name);
+/* Does OS `os` clone its template linked ([os] clone = linked)? */
+bool config_clone_linked(const struct proxd_config *c, const char *os);
 const struct cfg_node *config_node(const struct proxd_config *c, const char *name);
 /* The template VMID of `os` on `node`, or 0 when the node has none. */
 int config_template(const struct cfg_node *n, const char *os);

@@ -27,6 +27,7 @@ bool cfg_parse_hostport(const char *v, int port, char *out, size_t outlen, char 
 bool cfg_v_listen(const char *v, char *why, size_t n);
 bool cfg_v_database(const char *v, char *why, size_t n);
 bool cfg_v_log_format(const char *v, char *why, size_t n);
+bool cfg_v_clone(const char *v, char *why, size_t n);
 bool cfg_v_log_level(const char *v, char *why, size_t n);
 bool cfg_v_tag(const char *v, char *why, size_t n);
 bool cfg_v_drift(const char *v, char *why, size_t n);

@@ -143,6 +143,14 @@ bool cfg_v_log_format(const char *v, char *why, size_t n)
     return false;
 }
 
+bool cfg_v_clone(const char *v, char *why, size_t n)
+{
+    if (strcmp(v, "full") == 0 || strcmp(v, "linked") == 0)
+        return true;
+    snprintf(why, n, "'%s': expected full or linked", v);
+    return false;
+}
+
 bool cfg_v_log_level(const char *v, char *why, size_t n)
 {
     if (log_level_parse(v) >= 0)

@@ -257,9 +257,13 @@ static bool reserve_on(struct ctx *c, const struct cfg_node *cn, char *why, size
 }
 
 /* Bytes a clone copies on the node: the template's disk (the request's
- * size when the template is not in the inventory yet). */
+ * size when the template is not in the inventory yet); none for a linked
+ * clone (a thin volume on the template's: placement then goes by free
+ * memory among nodes with no copy queued). */
 static int64_t copy_bytes(struct ctx *c, const struct cfg_node *cn)
 {
+    if (config_clone_linked(c->k->cfg, c->os))
+        return 0;
     struct fleet_vm t;
     if (fleet_vm_find(c->k->fl, cn->name, config_template(cn, c->os), &t) == 0 && t.maxdisk > 0)
         return t.maxdisk;
@@ -702,11 +706,15 @@ static int step_clone(struct ctx *c)
         c->resumed = false;
         resent = true;
     }
+    /* [os] clone = linked: a thin copy on the template's own storage (no
+     * storage parameter: PVE refuses one for linked clones), seconds instead
+     * of a full copy's minutes */
+    bool linked = config_clone_linked(c->k->cfg, c->os);
     struct pve_clone opts = {.newid = c->j->vmid,
                              .name = c->name,
                              .description = m,
-                             .storage = c->cn->storage,
-                             .full = 1};
+                             .storage = linked ? NULL : c->cn->storage,
+                             .full = linked ? 0 : 1};
     int tpl = config_template(c->cn, c->os);
     c->clone_lost = false;
     c->clone_twice = false;
@@ -742,8 +750,10 @@ static int step_clone(struct ctx *c)
         return c->clone_lost ? -1 : -2; /* -1: a VM may exist, clean up */
     }
     c->clone_twice = e.earlier_pending || resent;
-    place_copy_begin(c->k->pl, c->j->id, mono_ms());
-    job_checkpoint(c->k, c->j, "wait_clone", 20, "cloning template %d (%s)%s", tpl, c->j->upid,
+    if (!linked) /* a linked clone moves no data: no sample of the node's bandwidth */
+        place_copy_begin(c->k->pl, c->j->id, mono_ms());
+    job_checkpoint(c->k, c->j, "wait_clone", 20, "cloning template %d (%s%s)%s", tpl,
+                   linked ? "linked, " : "", c->j->upid,
                    c->clone_twice ? ", a request sent again (the one before may still be served)"
                                   : "");
     return 0;

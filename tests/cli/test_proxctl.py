@@ -237,9 +237,9 @@ def run_cases():
                 "(1000, 'quarantine', %d, %d)" % ((time.time() + 3600) * 1000, time.time() * 1000))
         try:
             rows = ctl("os", "list").stdout.splitlines()
-            assert rows[0].split() == ["OS", "RANGE", "USED", "QUARANTINED", "NODES"], rows
+            assert rows[0].split() == ["OS", "RANGE", "USED", "QUARANTINED", "CLONE", "NODES"], rows
             ubuntu = [x.split() for x in rows if x.split()[0] == "ubuntu"]
-            assert ubuntu and ubuntu[0][1:4] == ["1000-1999", "0/1000", "1"], rows
+            assert ubuntu and ubuntu[0][1:5] == ["1000-1999", "0/1000", "1", "full"], rows
             debian = [x.split() for x in rows if x.split()[0] == "debian"]
             assert debian and debian[0][1:4] == ["4000-4009", "1/10", "0"], rows
             r = json.loads(ctl("--json", "os", "list").stdout)

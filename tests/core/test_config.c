@@ -321,6 +321,23 @@ static void test_access_needs(void **state)
     config_free(c);
 }
 
+/* [os] clone: full by default, linked, nothing else. */
+static void test_os_clone(void **state)
+{
+    (void)state;
+    struct proxd_config *c = load_ok(MIN);
+    assert_string_equal(config_os(c, "ubuntu")->clone, "full");
+    assert_false(config_clone_linked(c, "ubuntu"));
+    assert_false(config_clone_linked(c, "nosuch"));
+    config_free(c);
+    c = load_ok(MIN "[os debian]\nvmid_range = 2000-2999\nclone = linked\n");
+    assert_true(config_clone_linked(c, "debian"));
+    assert_false(config_clone_linked(c, "ubuntu"));
+    config_free(c);
+    assert_null(load_text(MIN "[os debian]\nvmid_range = 2000-2999\nclone = thin\n"));
+    assert_non_null(strstr(err, ":11: [os debian] clone: 'thin': expected full or linked"));
+}
+
 /* [node] state and [limits] drain_parallel (node maintenance). */
 static void test_node_state(void **state)
 {
@@ -898,6 +915,7 @@ int main(void)
         cmocka_unit_test(test_errbuf),        cmocka_unit_test(test_ippools),
         cmocka_unit_test(test_ippool_errors), cmocka_unit_test(test_events_webhooks),
         cmocka_unit_test(test_node_state),    cmocka_unit_test(test_access_needs),
+        cmocka_unit_test(test_os_clone),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

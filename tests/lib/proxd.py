@@ -57,7 +57,7 @@ def live_stats(proxd_extra):
 
 
 def api_config(port, entry, db, proxd_extra="", standalone=None, proxmox_extra="", sections="",
-               storage="local-lvm", token=TOKEN):
+               storage="local-lvm", token=TOKEN, os_extra=None):
     """The API tests' configuration (quotas for bob, dave, erin): standalone,
     the sim's {node: port} map, every node its own host; else five nodes of
     one cluster behind `entry`; storage: the nodes' VM storage (_nodes).
@@ -73,12 +73,13 @@ def api_config(port, entry, db, proxd_extra="", standalone=None, proxmox_extra="
     return ("[proxd]\nlisten = 127.0.0.1:%d\ndatabase = %s\nworkers = 8\nquarantine = 0\n"
             "log_level = debug\n%s%s\n"
             "[proxmox]\ntoken = %s\nverify_tls = no\n%s\n"
-            "[os ubuntu]\nvmid_range = 1000-1999\n[os debian]\nvmid_range = 4000-4009\n\n%s"
+            "[os ubuntu]\nvmid_range = 1000-1999\n%s[os debian]\nvmid_range = 4000-4009\n%s\n%s"
             "[quota default]\nvms = 100\ncores = 0\nmemory_mb = 0\ndisk_gb = 0\n"
             "[quota bob]\nvms = 1\ncores = 2\nmemory_mb = 4096\ndisk_gb = 40\n"
             "[quota dave]\nvms = 3\ncores = 0\nmemory_mb = 0\ndisk_gb = 0\n"
             "[quota erin]\nvms = 0\ncores = 6\nmemory_mb = 0\ndisk_gb = 0\n%s"
-            % (port, _url(db), live_stats(proxd_extra), proxd_extra, token, proxmox_extra, nodes,
+            % (port, _url(db), live_stats(proxd_extra), proxd_extra, token, proxmox_extra,
+               (os_extra or {}).get("ubuntu", ""), (os_extra or {}).get("debian", ""), nodes,
                sections))
 
 
@@ -242,14 +243,15 @@ class Proxd(Daemon):
     also asserts a log free of sanitizer reports and of every secret."""
 
     def __init__(self, sim, share=None, proxd_extra="", database=None, proxmox_extra="",
-                 sections="", storage="local-lvm", pve_token=TOKEN):
+                 sections="", storage="local-lvm", pve_token=TOKEN, os_extra=None):
         """share: another Proxd whose database this instance uses too;
         proxd_extra, proxmox_extra: lines for the [proxd] and [proxmox]
         sections; sections: more sections ([ippool ...]) at the end;
         database: a store URL (postgresql://...) instead of a
         SQLite file of its own; storage: the nodes' VM storage, one for
         all or {node: storage}; pve_token: the Proxmox API token proxd calls
-        with (ID=SECRET). A standalone sim gives one host per node."""
+        with (ID=SECRET); os_extra: {os: lines} for the [os ubuntu] and
+        [os debian] sections. A standalone sim gives one host per node."""
         self.dir = scratch(tempfile.mkdtemp(prefix="proxd-api-"))
         super().__init__(os.path.join(self.dir, "proxd.conf"), self.dir)
         self.port = free_port()
@@ -258,7 +260,7 @@ class Proxd(Daemon):
             f.write(api_config(self.port, sim.entry, self.db, proxd_extra,
                                standalone=sim.ports if sim.standalone else None,
                                proxmox_extra=proxmox_extra, sections=sections,
-                               storage=storage, token=pve_token))
+                               storage=storage, token=pve_token, os_extra=os_extra))
         self.base = "http://127.0.0.1:%d" % self.port
         # never to appear in the log: the Proxmox token's secret, every API token
         self.secrets = [pve_token.split("=", 1)[1]]

@@ -1,0 +1,151 @@
+"""Linked clones ([os NAME] clone = linked): a creation copies nothing,
+its disk a thin volume on the template's storage over the template's base
+volume, as PVE's `full=0` makes it; the rest of the VM's life as a full
+clone's, but for what PVE refuses a linked clone on local storage:
+  - the creation is done with `local-lvm:base-<tpl>-disk-0/vm-<id>-disk-0`
+    grown to the size asked, its clone task says "linked", and it ends while
+    a full clone of the same template (the other OS, started at once beside
+    it) is still copying;
+  - resize, snapshot, rollback, stop and start, delete: done as for any VM;
+  - a drain of its node: it stays, saying why (PVE: "can't migrate ... as
+    it's a clone of ..."), the full clone beside it moves;
+  - a reinstall: done, the disk now a full copy of the new OS's template,
+    the linked volume gone;
+  - clone = thin is refused at check-config, naming the key.
+"""
+import os
+import subprocess
+import time
+
+from lib.cases import case, finish
+from lib.env import PROXD
+from lib.proxd import Proxd, shutdown, TEMPLATE_BASE
+from lib.sim import Sim
+from lib.wait import wait_for
+
+# slow enough that a full clone of the 10 GiB template takes seconds
+sim = Sim(time_scale=0.2)
+px = Proxd(sim, proxd_extra="placement = ordered\nreconcile_interval = 3600\n",
+           os_extra={"ubuntu": "clone = linked\n"})
+ADMIN = px.token("ops", "admin")
+px.start()
+
+
+def create(name, os_name="ubuntu", disk_gb=12):
+    r = px.call("POST", "/v1/vms", ADMIN, {"os": os_name, "name": name, "cores": 1,
+                                           "memory_mb": 512, "disk_gb": disk_gb})
+    assert r.status_code == 202, r.text
+    return r.json()["job"]
+
+
+def job(method, path, body=None, deadline=120):
+    r = px.call(method, path, ADMIN, body if body is not None else {})
+    assert r.status_code == 202, (path, r.text)
+    j = px.wait_job(r.json()["job"], ADMIN, deadline=deadline)
+    return j
+
+
+def boot_disk(vmid):
+    return sim.vm(vmid)["conf"]["scsi0"]
+
+
+def clone_log(vmid):
+    for t in sim.state()["tasks"]:
+        if t["type"] == "qmclone" and "with ID %d" % vmid in " ".join(t["log"]):
+            return t["log"]
+    return []
+
+
+LINKED = {}
+
+
+@case
+def a_linked_clone_is_made_while_a_full_one_copies():
+    full_job = create("full-1", "debian")
+    t0 = time.monotonic()
+    j = px.wait_job(create("linked-1"), ADMIN, deadline=120)
+    took = time.monotonic() - t0
+    assert j["state"] == "done", j
+    vmid = j["vmid"]
+    LINKED["vmid"], LINKED["node"] = vmid, sim.vm(vmid)["node"]
+    tpl = TEMPLATE_BASE  # sv1's ubuntu template: placement is ordered
+    assert LINKED["node"] == "sv1", sim.vm(vmid)
+    disk = boot_disk(vmid)
+    assert disk.startswith("local-lvm:base-%d-disk-0/vm-%d-disk-" % (tpl, vmid)), disk
+    assert "size=12G" in disk, disk
+    assert any("create linked clone of drive" in line for line in clone_log(vmid)), \
+        clone_log(vmid)
+    # the full clone of debian's 10 GiB template, started first, is still at it
+    full = px.call("GET", "/v1/jobs/" + full_job, ADMIN).json()
+    assert full["state"] in ("queued", "running"), (took, full)
+    fj = px.wait_job(full_job, ADMIN, deadline=240)
+    assert fj["state"] == "done", fj
+    LINKED["full"] = fj["vmid"]
+    assert "base-" not in boot_disk(fj["vmid"]), boot_disk(fj["vmid"])
+
+
+@case
+def a_linked_clone_lives_as_any_vm():
+    vmid = LINKED["vmid"]
+    v = "/v1/vms/%d" % vmid
+    for method, path, body in (("POST", v + "/resize", {"disk_gb": 16}),
+                               ("POST", v + "/snapshots", {"name": "s1"}),
+                               ("POST", v + "/stop", None),
+                               ("POST", v + "/snapshots/s1/rollback", None),
+                               ("DELETE", v + "/snapshots/s1", None),
+                               ("POST", v + "/start", None)):
+        j = job(method, path, body)
+        assert j["state"] == "done", (path, j)
+    assert "size=16G" in boot_disk(vmid), boot_disk(vmid)
+    assert sim.vm(vmid)["power"] == "running", sim.vm(vmid)
+
+
+@case
+def a_drain_leaves_a_linked_clone_on_local_storage_saying_why():
+    vmid, full = LINKED["vmid"], LINKED["full"]
+    node = LINKED["node"]
+    assert sim.vm(full)["node"] == node, (sim.vm(full), node)
+    j = job("POST", "/v1/nodes/%s/drain" % node, deadline=240)
+    try:
+        assert j["state"] == "done", j
+        stayed = {s["vmid"]: s["reason"] for s in j["result"]["stayed"]}
+        moved = {m["vmid"] for m in j["result"]["moved"]}
+        assert vmid in stayed and "clone of" in stayed[vmid], j["result"]
+        assert full in moved, j["result"]
+        assert sim.vm(vmid)["node"] == node and sim.vm(full)["node"] != node
+    finally:
+        r = px.call("POST", "/v1/nodes/%s/uncordon" % node, ADMIN, {})
+        assert r.status_code == 200, r.text
+
+
+@case
+def a_reinstall_makes_the_disk_a_full_copy():
+    vmid = LINKED["vmid"]
+    j = job("POST", "/v1/vms/%d/reinstall" % vmid, {"os": "debian"}, deadline=240)
+    assert j["state"] == "done", j
+    disk = boot_disk(vmid)
+    assert "base-" not in disk and "size=16G" in disk, disk
+    conf = sim.vm(vmid)["conf"]
+    assert not [k for k, d in conf.items() if isinstance(d, str) and "base-%d" % TEMPLATE_BASE
+                in d], conf
+    for v in (vmid, LINKED["full"]):
+        assert job("DELETE", "/v1/vms/%d" % v)["state"] == "done"
+    wait_for(lambda: not [x for x in sim.state()["vms"] if x["vmid"] < TEMPLATE_BASE],
+             deadline=30, what="nothing left")
+
+
+@case
+def clone_thin_is_refused_naming_the_key():
+    conf = os.path.join(px.dir, "bad.conf")
+    with open(px.conf) as f:
+        text = f.read()
+    with open(conf, "w") as f:
+        f.write(text.replace("clone = linked", "clone = thin"))
+    r = subprocess.run([PROXD, "--check-config", conf], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode != 0, r
+    assert "[os ubuntu] clone: 'thin': expected full or linked" in r.stderr, r.stderr
+
+
+shutdown(px, sim)
+finish()
