@@ -5,6 +5,7 @@
  * `pool` parameter of clone and create. */
 #include "common/util.h"
 #include "common/xalloc.h"
+#include "sim/perm.h"
 #include "sim/sim.h"
 #include "sim/vmops.h"
 
@@ -449,19 +450,7 @@ int sim_fleet_extras(struct sim *s, json_t *fleet, const char *path, char **err)
 
 const char *sim_pool_of(struct sim *s, int vmid)
 {
-    const char *id;
-    json_t *p;
-    json_object_foreach(s->pools, id, p)
-    {
-        size_t i;
-        json_t *v;
-        json_array_foreach(json_object_get(p, "vms"), i, v)
-        {
-            if (json_integer_value(v) == vmid)
-                return id;
-        }
-    }
-    return NULL;
+    return perm_pool_of(s->pools, vmid);
 }
 
 bool sim_pool_exists(struct sim *s, const char *pool)

@@ -564,8 +564,7 @@ static const struct role *role_find(const struct world *w, const char *name)
     return NULL;
 }
 
-/* The pool vmid is in, if any (pvesim's pools) */
-static const char *pool_of(json_t *pools, long long vmid)
+const char *perm_pool_of(json_t *pools, long long vmid)
 {
     const char *id;
     json_t *p;
@@ -596,7 +595,7 @@ static perm_set own_privs(const struct sim_perm *p, const struct world *w, json_
         snprintf(num, sizeof num, "%.*s", (int)(c.len[1] < 20 ? c.len[1] : 20), c.s[1]);
         char *end;
         long long vmid = strtoll(num, &end, 10);
-        const char *pool = *end ? NULL : pool_of(pools, vmid);
+        const char *pool = *end ? NULL : perm_pool_of(pools, vmid);
         if (pool) {
             char *pp = xasprintf("/pool/%s", pool);
             struct hits ph = {0};

@@ -74,6 +74,9 @@ perm_set perm_all(const struct sim_perm *p);
 char *perm_normalize_path(const char *path);
 /* PVE's check_path: a path an ACL entry may name. */
 bool perm_check_path(const char *path);
+/* The pool (an id of pvesim's pools object: {id: {"vms": [vmid...]}}) that
+ * vmid is in, borrowed from pools; NULL when none. */
+const char *perm_pool_of(json_t *pools, long long vmid);
 
 /* --- the access API (h_access.c) ------------------------------------- */
 /* GET /access/acl: every entry as {path, type, ugid, roleid, propagate}. */
