@@ -152,6 +152,12 @@ snapshot sync's reads) must be allowed by it: no job fails for a privilege
 (a 403: the faults inject none), proxd's check of its privileges finds
 none missing, and the reconciler never meets a VM hidden from the token.
 
+The seeds of FAULT_LINKED_SEEDS (default 11 and 77) make their debian VMs
+linked clones ([os] clone = linked): thin volumes over the templates' base
+volumes, which a drain leaves on their node (PVE refuses to migrate a
+linked clone off local storage) and a reinstall turns into full copies;
+every invariant holds as for full clones.
+
 Seeded and repeatable: FAULT_SEEDS (comma-separated) picks the runs; each
 seed drives both the job mix here and pvesim's fault draws (--seed). The
 interleaving of threads still varies a little from run to run.
@@ -175,6 +181,7 @@ $TMPDIR/proxd-faults-seed-N.log, not only of a seed that failed),
 FAULT_KILL_SEEDS (the seeds during which proxd is also killed, below),
 FAULT_PASSWORD_SEEDS (the seeds logged in with a password, above),
 FAULT_ROLE_SEEDS (the seeds with the documented role's token, above),
+FAULT_LINKED_SEEDS (the seeds whose debian VMs are linked clones, above),
 FAULT_OUTAGE_SEEDS (the seeds whose database is cut off now and then, below),
 FAULT_NODE_SEEDS (the seeds whose nodes go down now and then, below),
 FAULT_REINSTALLS, FAULT_DRAINS, FAULT_HOOKS, FAULT_STREAMS (1, the defaults:
@@ -295,6 +302,8 @@ PASSWORD_SEEDS = {int(s) for s in os.environ.get("FAULT_PASSWORD_SEEDS", "111").
 # role the operator guide documents (lib.privs), on a pvesim that checks
 # privileges as PVE does (a password seed keeps root@pam)
 ROLE_SEEDS = {int(s) for s in os.environ.get("FAULT_ROLE_SEEDS", "22,88").split(",") if s}
+# seeds whose debian VMs are linked clones ([os] clone = linked)
+LINKED = {int(s) for s in os.environ.get("FAULT_LINKED_SEEDS", "11,77").split(",") if s}
 TICKET_SIM_S = 4  # pvesim's ticket lifetime (real seconds)
 TICKET_LIFETIME_S = 5  # proxd's: longer, so that a ticket also expires under it
 TICKET_RENEW_S = 1
@@ -750,7 +759,8 @@ def run_seed(seed):
                                   if alone and seed in MIXED else None,
                                   hosts=sim.ports if member_hosts(seed) else None,
                                   password=PASSWORD if password else None,
-                                  token=SVC if role else TOKEN))
+                                  token=SVC if role else TOKEN,
+                                  linked=("debian",) if seed in LINKED else ()))
         with open(c, "a") as f:  # half the creations take an address from it
             f.write(POOL)
             if recv:
@@ -1954,7 +1964,7 @@ def main():
             holder["stats"] = stats
             print("seed %d: %s" % (seed, json.dumps(stats, sort_keys=True)), flush=True)
             assert not problems, "seed %d:\n  %s" % (seed, "\n  ".join(problems))
-        run_case("seed_%d%s%s%s%s%s%s%s%s%s%s%s" % (seed, "_with_creations" if CREATE else "",
+        run_case("seed_%d%s%s%s%s%s%s%s%s%s%s%s%s" % (seed, "_with_creations" if CREATE else "",
                                            "_shared_pool" if seed in SHARED else
                                            "_standalone" if seed in STANDALONE and
                                            seed not in MIXED else
@@ -1968,6 +1978,7 @@ def main():
                                            "_with_kills" if seed in KILLS else "",
                                            "_with_password" if seed in PASSWORD_SEEDS else
                                            "_with_the_role" if seed in ROLE_SEEDS else "",
+                                           "_linked_debian" if seed in LINKED else "",
                                            "_on_postgresql" if PG_URL else ""), one)
         if "stats" in holder:
             all_stats.append(holder["stats"])

@@ -87,7 +87,7 @@ def cluster_config(path, db, entry, proxd_extra=(), token=TOKEN, log_level="info
                    placement="spread", workers=8, proxmox_extra=("connect_timeout = 3",
                                                                  "timeout = 30"),
                    storage="local-lvm", standalone=None, password=None, hosts=None,
-                   clusters=None):
+                   clusters=None, linked=()):
     """The crash tests' and benchmarks' configuration: five nodes of one
     cluster behind `entry`, all four OSes (a VMID range of 1000 each),
     proxd_extra/proxmox_extra lines appended to [proxd]/[proxmox]; placement
@@ -98,7 +98,8 @@ def cluster_config(path, db, entry, proxd_extra=(), token=TOKEN, log_level="info
     member listing its own pveproxy (the cluster's endpoints are the five, in
     order, and a node down takes one of them down) instead of the entry;
     password: root@pam's password, logged in with (tickets) instead of the
-    token. Written to `path`; returns the API's port."""
+    token; linked: the OSes whose creations are linked clones ([os] clone =
+    linked). Written to `path`; returns the API's port."""
     port = free_port()
     lines = ["[proxd]", "listen = 127.0.0.1:%d" % port, "database = %s" % _url(db)]
     if placement:
@@ -111,7 +112,8 @@ def cluster_config(path, db, entry, proxd_extra=(), token=TOKEN, log_level="info
     lines += ["", "[proxmox]"] + creds + ["verify_tls = no"] + list(proxmox_extra) + [""]
     for k, os_name in enumerate(["ubuntu", "centos", "windows", "debian"]):
         lines += ["[os %s]" % os_name,
-                  "vmid_range = %d-%d" % (1000 * (k + 1), 1000 * (k + 1) + 999), ""]
+                  "vmid_range = %d-%d" % (1000 * (k + 1), 1000 * (k + 1) + 999)] + (
+                      ["clone = linked"] if os_name in linked else []) + [""]
     text = "\n".join(lines) + "\n"
     if standalone:
         text += _nodes(["sv%d" % (i + 1) for i in range(5)],
