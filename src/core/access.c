@@ -14,7 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define NEEDS_MAX 256
 #define RETRY_MS 30000 /* a node whose check could not be made */
 
 struct node_access {
@@ -257,10 +256,9 @@ static bool check_node(struct access *a, struct pass *ps, int i)
         node_result(a, i, NULL, 0, "not read: the node is down");
         return false;
     }
-    struct access_need *nd = xcalloc(NEEDS_MAX, sizeof *nd);
-    size_t n = access_needs(k->cfg, i, nd, NEEDS_MAX);
-    if (n > NEEDS_MAX)
-        n = NEEDS_MAX;
+    size_t max = access_needs(k->cfg, i, NULL, 0); /* a bound: 32 OSes make hundreds */
+    struct access_need *nd = xcalloc(max ? max : 1, sizeof *nd);
+    size_t n = access_needs(k->cfg, i, nd, max);
     struct access_missing *m = xcalloc(n ? n : 1, sizeof *m);
     size_t nm = 0;
     const char *error = "";

@@ -42,7 +42,9 @@ struct access_need {
 };
 
 /* The needs of cfg->nodes[node], each (privs, path) once, at most max into
- * out; returns how many there are. Pure (tests). */
+ * out (NULL with max 0: only counted); returns how many there are when out
+ * had room for them all, else a bound (repeats past max are counted too).
+ * Pure (tests). */
 size_t access_needs(const struct proxd_config *cfg, int node, struct access_need *out, size_t max);
 
 struct access *access_new(struct core *k);

@@ -310,8 +310,9 @@ static void test_access_needs(void **state)
     assert_true(has_need(v, n, "SDN.Use", "/sdn/zones/localnetwork/vmbr0", "pool dmz"));
     assert_true(has_need(v, n, "SDN.Use", "/sdn/zones/localnetwork/vmbr1/42", "pool lan6"));
     assert_false(has_need(v, n, "VM.Clone", "/vms/8000", NULL));
-    /* no room: counted all the same, none written past max */
-    assert_int_equal(access_needs(c, 1, v, 3), n);
+    /* no room: a bound (repeats counted too), none written past max */
+    assert_true(access_needs(c, 1, v, 3) >= n);
+    assert_true(access_needs(c, 0, NULL, 0) >= access_needs(c, 0, v, 64));
     config_free(c);
     /* no pool: no address privileges */
     c = load_ok(MIN);
