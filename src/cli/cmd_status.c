@@ -81,8 +81,6 @@ static bool check_ready(struct cli *c, struct report *rp)
     return true;
 }
 
-/* The nodes; an exit code when the token cannot read them (said), which
- * no other section can then either. */
 /* A node's privileges (GET /v1/nodes, admins): one line naming the first
  * few that the Proxmox credentials lack; a node that is up whose
  * privileges were never read whole (a read that failed after a whole one is
@@ -116,6 +114,8 @@ static void privileges_attention(struct report *rp, const char *name, const char
         attention(rp, "node %s: its privileges could not be read: %s", name, err);
 }
 
+/* The nodes; an exit code when the token cannot read them (said), which
+ * no other section can then either. */
 static int check_nodes(struct cli *c, struct report *rp, json_t *sum)
 {
     json_t *ans = NULL;

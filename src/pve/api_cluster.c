@@ -104,7 +104,7 @@ int pve_permissions(pve_client *c, const char *path, struct pve_priv **out, size
 {
     *out = NULL;
     *n = 0;
-    if (!path || path[0] != '/' || strlen(path) > 64)
+    if (!path || path[0] != '/' || strlen(path) > PVE_ACL_PATH_MAX)
         return bad_shape(err, "ACL path");
     json_t *d, *params = json_pack("{s:s}", "path", path);
     int rc = get_object(c, "/access/permissions", params, &d, err);

@@ -31,9 +31,10 @@ int pve_node_time(pve_client *c, const char *node, int64_t *now, struct pve_erro
  * "/storage/local-lvm"): GET /access/permissions?path=. PVE computes it (roles,
  * inheritance, a token's privilege separation, pools), so no ACL logic is
  * copied here. *out: the privileges held there, sorted by name, at most
- * PVE_PRIVS_MAX (caller frees; NULL with *n 0 when none). path: at most 64
- * bytes (PVE's own bound for the parameter), else PVE_E_INVALID. */
+ * PVE_PRIVS_MAX (caller frees; NULL with *n 0 when none). path: at most
+ * PVE_ACL_PATH_MAX bytes (ours: PVE's schema sets none), else PVE_E_INVALID. */
 #define PVE_PRIVS_MAX 256
+#define PVE_ACL_PATH_MAX 255
 struct pve_priv {
     char name[48];  /* "VM.Clone" */
     bool propagate; /* held on the path's descendants too */
