@@ -516,13 +516,17 @@ static bool in_snapshots(struct sim_vm *vm, const char *volid)
     return false;
 }
 
-/* Is this template's base volume used by a linked clone? */
+/* Is this template's base volume used by a linked clone? (A linked
+ * clone's own volume, base-T-disk-0/vm-N-disk-0, is no base: PVE's
+ * parse_volname says so, and its migration fails as a clone's.) */
 static bool base_in_use(struct sim *s, struct sim_vm *vm, const char *volid)
 {
     const char *colon = strchr(volid, ':');
     if (!colon || strncmp(colon + 1, "base-", 5) != 0)
         return false;
     size_t l = strcspn(colon + 1, ",/");
+    if (colon[1 + l] == '/')
+        return false;
     for (struct sim_vm *o = s->vms; o; o = o->next) {
         if (o == vm || o->gone || o->node != vm->node)
             continue;

@@ -9,6 +9,9 @@ clone's, but for what PVE refuses a linked clone on local storage:
   - resize, snapshot, rollback, stop and start, delete: done as for any VM;
   - a drain of its node: it stays, saying why (PVE: "can't migrate ... as
     it's a clone of ..."), the full clone beside it moves;
+  - a reinstall that must move it to another node (its own without room):
+    failed at the migration PVE refuses, the VM running on its node with
+    its disk, no temporary VM left;
   - a reinstall: done, the disk now a full copy of the new OS's template,
     the linked volume gone;
   - clone = thin is refused at check-config, naming the key.
@@ -116,6 +119,49 @@ def a_drain_leaves_a_linked_clone_on_local_storage_saying_why():
     finally:
         r = px.call("POST", "/v1/nodes/%s/uncordon" % node, ADMIN, {})
         assert r.status_code == 200, r.text
+
+
+def storage_gb(node):
+    st = [x for n in sim.state()["nodes"] if n["name"] == node
+          for x in n["storages"] if x["id"] == "local-lvm"][0]
+    return st["total"] // 2**30, st["used"] // 2**30
+
+
+def available_gb(node):
+    return [n for n in px.call("GET", "/v1/nodes", ADMIN).json()["nodes"]
+            if n["name"] == node][0]["disk_gb"]["available"]
+
+
+@case
+def a_reinstall_that_must_move_it_fails_at_the_migration_leaving_it_be():
+    """Its node without room for a second disk: the reinstall's temporary VM
+    goes to another node and the VM would follow it offline, which PVE
+    refuses for a linked clone on local storage: the job fails, the VM runs
+    on its node with its disk, no temporary VM is left."""
+    j = px.wait_job(create("linked-2"), ADMIN, deadline=120)
+    assert j["state"] == "done", j
+    vmid = j["vmid"]
+    node = sim.vm(vmid)["node"]
+    before = dict(sim.vm(vmid)["conf"])
+    total, used = storage_gb(node)
+    sim.ctl("POST", "/nodes/" + node, {"storage_gb": {"local-lvm": used + 5}})
+    try:
+        wait_for(lambda: available_gb(node) <= 6, deadline=30, interval=0.1,
+                 what="proxd to see %s full" % node)
+        r = job("POST", "/v1/vms/%d/reinstall" % vmid, {"os": "debian"}, deadline=240)
+        assert r["state"] == "failed", r
+        assert "clone of" in r["error"], r["error"]
+        wait_for(lambda: sim.vm(vmid)["power"] == "running", deadline=30,
+                 what="the VM running again")
+        after = sim.vm(vmid)
+        assert after["node"] == node and after["conf"]["scsi0"] == before["scsi0"], after
+        assert not [v["vmid"] for v in sim.state()["vms"]
+                    if "reinstall of VM" in (v["conf"].get("description") or "")], "temporary VM"
+    finally:
+        sim.ctl("POST", "/nodes/" + node, {"storage_gb": {"local-lvm": total}})
+        wait_for(lambda: available_gb(node) > 100, deadline=30, interval=0.1,
+                 what="proxd to see %s's room back" % node)
+    assert job("DELETE", "/v1/vms/%d" % vmid)["state"] == "done"
 
 
 @case
