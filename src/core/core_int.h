@@ -237,6 +237,9 @@ int core_quota_check(struct core *k, const char *owner, int dvms, int dcores, in
 struct disk_placement {
     int64_t local, shared;
     int nlocal, nshared;
+    /* the first local volume that is a linked clone's (STORAGE:base-T-disk-N/...):
+     * Proxmox does not migrate it ("" when none) */
+    char linked[256];
 };
 int core_disk_placement(pve_client *pc, const char *node, int vmid, const struct pve_vm_config *cfg,
                         struct disk_placement *out, struct pve_error *e);

@@ -513,8 +513,12 @@ static int64_t moving_bytes(struct rctx *c, const struct pve_vm_config *cfg)
 {
     struct disk_placement dp;
     struct pve_error e = {0};
-    if (core_disk_placement(c->pc, c->cn->name, c->j->vmid, cfg, &dp, &e) == 0)
+    if (core_disk_placement(c->pc, c->cn->name, c->j->vmid, cfg, &dp, &e) == 0) {
+        /* a linked clone on local storage cannot follow a temporary VM made
+         * elsewhere: told before anything is stopped (reserve_elsewhere) */
+        st_set_str(c, "old_linked", dp.linked);
         return dp.local;
+    }
     log_warn("job", "job=%s vmid=%d its disks cannot be sized on %s (%s): it cannot move", c->j->id,
              c->j->vmid, c->cn->name, e.message);
     return -1;
@@ -587,6 +591,15 @@ static int reserve_elsewhere(struct rctx *c, char *why, size_t len)
         add_why(why, len,
                 "; it cannot move to another node: the sizes of its disks cannot be "
                 "read");
+        return -1;
+    }
+    const char *linked = st_str(c, "old_linked");
+    if (linked && linked[0]) {
+        free(pools);
+        add_why(why, len,
+                "; it cannot move to another node: its disk %.200s is a linked clone on "
+                "local storage, which Proxmox does not migrate",
+                linked);
         return -1;
     }
     for (int i = 0; i < cfg->nnodes; i++) {

@@ -66,6 +66,9 @@ int core_disk_placement(pve_client *pc, const char *node, int vmid, const struct
         } else {
             out->local += size;
             out->nlocal++;
+            const char *base = strstr(v[i].volid, ":base-");
+            if (!out->linked[0] && base && strchr(base, '/'))
+                snprintf(out->linked, sizeof out->linked, "%s", v[i].volid);
         }
     }
     free(st);

@@ -10,8 +10,8 @@ clone's, but for what PVE refuses a linked clone on local storage:
   - a drain of its node: it stays, saying why (PVE: "can't migrate ... as
     it's a clone of ..."), the full clone beside it moves;
   - a reinstall that must move it to another node (its own without room):
-    failed at the migration PVE refuses, the VM running on its node with
-    its disk, no temporary VM left;
+    failed before anything is done (PVE does not migrate a linked clone off
+    local storage), the VM never stopped, no temporary VM;
   - a reinstall: done, the disk now a full copy of the new OS's template,
     the linked volume gone;
   - clone = thin is refused at check-config, naming the key.
@@ -133,11 +133,12 @@ def available_gb(node):
 
 
 @case
-def a_reinstall_that_must_move_it_fails_at_the_migration_leaving_it_be():
+def a_reinstall_that_must_move_it_is_refused_before_anything_is_done():
     """Its node without room for a second disk: the reinstall's temporary VM
-    goes to another node and the VM would follow it offline, which PVE
-    refuses for a linked clone on local storage: the job fails, the VM runs
-    on its node with its disk, no temporary VM is left."""
+    would go to another node and the VM follow it offline, which PVE refuses
+    for a linked clone on local storage: the job fails before anything is
+    done, saying so; the VM never stopped (the first version stopped it,
+    failed at the migration, and started it again)."""
     j = px.wait_job(create("linked-2"), ADMIN, deadline=120)
     assert j["state"] == "done", j
     vmid = j["vmid"]
@@ -150,10 +151,13 @@ def a_reinstall_that_must_move_it_fails_at_the_migration_leaving_it_be():
                  what="proxd to see %s full" % node)
         r = job("POST", "/v1/vms/%d/reinstall" % vmid, {"os": "debian"}, deadline=240)
         assert r["state"] == "failed", r
-        assert "clone of" in r["error"], r["error"]
-        wait_for(lambda: sim.vm(vmid)["power"] == "running", deadline=30,
-                 what="the VM running again")
+        assert "is a linked clone on local storage, which Proxmox does not migrate" in \
+            r["error"] and "nothing was changed" in r["error"], r["error"]
+        stops = [t for t in sim.state()["tasks"]
+                 if t["type"] in ("qmstop", "qmshutdown") and t["id"] == str(vmid)]
+        assert stops == [], stops
         after = sim.vm(vmid)
+        assert after["power"] == "running", after
         assert after["node"] == node and after["conf"]["scsi0"] == before["scsi0"], after
         assert not [v["vmid"] for v in sim.state()["vms"]
                     if "reinstall of VM" in (v["conf"].get("description") or "")], "temporary VM"
