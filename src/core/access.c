@@ -120,6 +120,8 @@ size_t access_needs(const struct proxd_config *cfg, int node, struct access_need
         if (os)
             vm_needs(&o, tp->os, os->range_lo, nets);
     }
+    if (cfg->fallback_lo > 0 && cn->ntemplates) /* VMIDs for an OS whose range is full */
+        vm_needs(&o, "fallback-range", cfg->fallback_lo, nets);
     for (int i = 0; i < cfg->npools; i++) {
         const struct cfg_ippool *pl = &cfg->pools[i];
         if (!pl->on_node[node])

@@ -6,8 +6,9 @@
  * "403 Permission check failed (/vms/9000, VM.Clone)", and a token without
  * VM.Audit sees no VMs at all in /cluster/resources. So a thread reads, for
  * every path proxd's work touches on each node (the node, its storage, each
- * template, the first VMID of each OS's range, the bridges of the address
- * pools reaching it), what the credentials hold there (GET
+ * template, the first VMID of each OS's range and of the fallback range, the
+ * bridges of the address pools reaching it), what the credentials hold
+ * there (GET
  * /access/permissions?path=P: PVE itself computes roles, inheritance,
  * privilege separation and pools), once after the fleet's first read and
  * then every [proxmox] privilege_check seconds (600; 0: never), and

@@ -302,6 +302,8 @@ static void test_access_needs(void **state)
     /* one bridge and VLAN for both pools: asked once */
     assert_true(has_need(v, n, "SDN.Use", "/sdn/zones/localnetwork/vmbr1/42", "pool lan"));
     assert_false(has_need(v, n, "SDN.Use", "/sdn/zones/localnetwork/vmbr0", NULL));
+    /* the fallback range (default 9000-9999): its first VMID too */
+    assert_true(has_need(v, n, "VM.Allocate", "/vms/9000", "fallback-range"));
     for (size_t i = 0; i < n; i++)
         for (size_t j = i + 1; j < n; j++)
             assert_false(strcmp(v[i].privs, v[j].privs) == 0 && strcmp(v[i].path, v[j].path) == 0);
