@@ -636,6 +636,22 @@ static void adopt_clone(struct ctx *c, struct pve_vm_config *cfg, const char *wh
                     cloning, what);
 }
 
+/* A linked clone's disk lands on its template's storage, whatever the
+ * node's `storage`, where placement counted its room: said when they
+ * differ, so that an operator sets the node's storage to the template's. */
+static void linked_storage_check(struct ctx *c, const char *volume)
+{
+    size_t n = strcspn(volume, ":");
+    if (!config_clone_linked(c->k->cfg, c->os) || !volume[n] ||
+        (strlen(c->cn->storage) == n && strncmp(volume, c->cn->storage, n) == 0))
+        return;
+    log_warn("job",
+             "job=%s vmid=%d node=%s: the linked clone's disk %s is on storage %.*s, not the "
+             "node's storage %s, where its room was counted: set [node %s] storage to the "
+             "template's",
+             c->j->id, c->j->vmid, c->j->node, volume, (int)n, volume, c->cn->storage, c->cn->name);
+}
+
 /* Wait until the VM's config lock is gone (other clients see a clone's lock
  * outlive its task on busy nodes); remember the boot disk on the way. A
  * read that fails transiently is made again (TRIES in a row). */
@@ -658,6 +674,8 @@ static int wait_unlocked(struct ctx *c, long deadline_ms, struct pve_error *err)
         char cfg_lock[32];
         snprintf(cfg_lock, sizeof cfg_lock, "%s", cfg.lock);
         c->have_disk = !locked;
+        if (!locked)
+            linked_storage_check(c, cfg.bootdisk_volume);
         snprintf(c->disk, sizeof c->disk, "%s", cfg.bootdisk[0] ? cfg.bootdisk : "scsi0");
         snprintf(c->digest, sizeof c->digest, "%s", locked ? "" : cfg.digest);
         c->disk_size = cfg.bootdisk_size;

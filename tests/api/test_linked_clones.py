@@ -14,7 +14,9 @@ clone's, but for what PVE refuses a linked clone on local storage:
     local storage), the VM never stopped, no temporary VM;
   - a reinstall: done, the disk now a full copy of the new OS's template,
     the linked volume gone;
-  - clone = thin is refused at check-config, naming the key.
+  - clone = thin is refused at check-config, naming the key;
+  - a node whose storage is not its template's: the job says the linked
+    clone's disk is elsewhere than where its room was counted.
 """
 import os
 import subprocess
@@ -195,6 +197,31 @@ def clone_thin_is_refused_naming_the_key():
                        timeout=30)
     assert r.returncode != 0, r
     assert "[os ubuntu] clone: 'thin': expected full or linked" in r.stderr, r.stderr
+
+
+@case
+def a_node_storage_other_than_the_templates_is_told():
+    """A linked clone lands on its template's storage (local-lvm here), not
+    on the node's configured one (local): its room was counted there, so
+    the job says so."""
+    px.stop()
+    px2 = Proxd(sim, proxd_extra="placement = ordered\nreconcile_interval = 3600\n",
+                os_extra={"ubuntu": "clone = linked\n"}, storage={"sv1": "local"})
+    admin = px2.token("ops", "admin")
+    px2.start()
+    try:
+        r = px2.call("POST", "/v1/vms", admin, {"os": "ubuntu", "name": "elsewhere", "cores": 1,
+                                                 "memory_mb": 512, "disk_gb": 12})
+        assert r.status_code == 202, r.text
+        j = px2.wait_job(r.json()["job"], admin, deadline=120)
+        assert j["state"] == "done" and sim.vm(j["vmid"])["node"] == "sv1", j
+        want = ("the linked clone's disk local-lvm:base-%d-disk-0/vm-%d-disk-0 is on storage "
+                "local-lvm, not the node's storage local" % (TEMPLATE_BASE, j["vmid"]))
+        wait_for(lambda: want in px2.log_text(), deadline=10, what="the warning")
+        r = px2.call("DELETE", "/v1/vms/%d" % j["vmid"], admin, {})
+        assert r.status_code == 202 and px2.wait_job(r.json()["job"], admin)["state"] == "done"
+    finally:
+        px2.stop()
 
 
 shutdown(px, sim)
