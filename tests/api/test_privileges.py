@@ -15,6 +15,7 @@ and --token-privsep; PUT /access/acl at run time).
     from docs/operator-guide.md) is enough for every job proxd runs:
     creation with an address, resize, stop, start, snapshot, rollback,
     reinstall, deletion, all done on a pvesim that enforces it;
+  - PVE 7 (no SDN.Use yet) is not asked for SDN.Use;
   - a check that cannot be read (GET /access/permissions answered 500) is
     told as such (the node's "error"; proxctl status while no read was ever
     whole, proxctl node list always) and read again after 30 s, here after
@@ -244,6 +245,24 @@ def a_vm_hidden_from_the_token_is_not_marked_lost_and_a_deleted_one_is():
         assert r.status_code == 200, r.text
         j = job(px, admin, "POST", "/v1/vms/%d/stop" % a["vmid"])
         assert j["state"] == "done", j
+    finally:
+        shutdown(px, sim)
+
+
+@case
+def pve_7_is_not_asked_for_sdn_use():
+    """SDN.Use exists from PVE 8 on (PVE 7 checks no bridge): on a 7, the
+    documented role without it (and with VM.Monitor, 7's agent privilege)
+    leaves nothing missing, pools and all."""
+    privs = [p for p in PRIVS if p not in ("SDN.Use", "VM.GuestAgent.Audit")] + ["VM.Monitor"]
+    sim = Sim(time_scale=0.02, pve_version=7, extra=role_sim_args(privs))
+    px = Proxd(sim, proxd_extra=EXTRA, proxmox_extra=EVERY_SECOND, pve_token=SVC,
+               sections=POOL)
+    admin = px.token("ops", "admin")
+    try:
+        px.start()
+        ns = checked(px, admin)
+        assert all(n["privileges"]["missing"] == [] for n in ns.values()), ns
     finally:
         shutdown(px, sim)
 
