@@ -62,6 +62,13 @@ def checked(px, token):
     return wait_for(all_read, deadline=60, interval=0.2, what="every node's privileges read")
 
 
+def nothing_missing(px, token):
+    """Every node read whole, nothing missing; the nodes."""
+    ns = checked(px, token)
+    assert all(n["privileges"]["missing"] == [] for n in ns.values()), ns
+    return ns
+
+
 def ctl(px, token, *args):
     e = dict(os.environ, PROXD_URL=px.base, PROXD_TOKEN=token)
     e.pop("PROXCTL_CONFIG", None)
@@ -107,8 +114,7 @@ def a_pvesim_without_acls_leaves_nothing_missing():
     admin = px.token("ops", "admin")
     try:
         px.start()
-        ns = checked(px, admin)
-        assert all(n["privileges"]["missing"] == [] for n in ns.values()), ns
+        nothing_missing(px, admin)
         rc, rep = status(px, admin)
         assert not [a for a in rep["attention"] if "credentials" in a], rep
         # a user's token sees no privileges
@@ -174,8 +180,7 @@ def the_documented_role_is_enough_for_every_job():
     admin = px.token("ops", "admin")
     try:
         px.start()
-        ns = checked(px, admin)
-        assert all(n["privileges"]["missing"] == [] for n in ns.values()), ns
+        nothing_missing(px, admin)
         j = create(px, admin, "every-job", ssh_keys=["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB"
                                                      "l0f6sYz0qU7v5G3c0jv0m9e3ZJm2W3Jm7rU8cY0sTL"
                                                      " ops@example"])
@@ -261,8 +266,7 @@ def pve_7_is_not_asked_for_sdn_use():
     admin = px.token("ops", "admin")
     try:
         px.start()
-        ns = checked(px, admin)
-        assert all(n["privileges"]["missing"] == [] for n in ns.values()), ns
+        nothing_missing(px, admin)
     finally:
         shutdown(px, sim)
 
