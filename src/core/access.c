@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define RETRY_MS 30000 /* a node whose check could not be made */
 
@@ -25,11 +26,17 @@ struct node_access {
 
 struct access {
     struct core *k;
-    pthread_mutex_t mu; /* nodes[] */
+    pthread_mutex_t mu; /* nodes[], poked */
+    pthread_cond_t cv;  /* a poke, or the stop */
+    bool poked;
     struct node_access nodes[CFG_MAX_NODES];
     pthread_t thread;
     bool started;
 };
+
+/* A job refused for a privilege asks for a check this soon after the last
+ * one at the earliest (a burst of refusals makes one check). */
+#define POKE_MIN_MS 10000
 
 /* ---- what proxd needs ---------------------------------------------------- */
 
@@ -331,13 +338,36 @@ static void *access_main(void *arg)
         if (core_nap(k, 200))
             return NULL;
     do {
-        int64_t every = 1000LL * k->cfg->privilege_check_s;
+        int64_t every = 1000LL * k->cfg->privilege_check_s, last = mono_ms();
         if (!check_all(a) && every > RETRY_MS)
             every = RETRY_MS;
-        if (core_nap(k, every))
-            break;
+        pthread_mutex_lock(&a->mu);
+        a->poked = false;
+        for (;;) {
+            int64_t now = mono_ms(), due = last + every;
+            if (a->poked && last + POKE_MIN_MS < due)
+                due = last + POKE_MIN_MS;
+            if (now >= due || core_stopping(k))
+                break;
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            int64_t ns = ts.tv_nsec + (due - now) * 1000000LL;
+            ts.tv_sec += ns / 1000000000LL;
+            ts.tv_nsec = ns % 1000000000LL;
+            pthread_cond_timedwait(&a->cv, &a->mu, &ts);
+        }
+        pthread_mutex_unlock(&a->mu);
     } while (!core_stopping(k));
     return NULL;
+}
+
+void core_access_poke(struct core *k)
+{
+    struct access *a = k->access;
+    pthread_mutex_lock(&a->mu);
+    a->poked = true;
+    pthread_cond_broadcast(&a->cv);
+    pthread_mutex_unlock(&a->mu);
 }
 
 /* ---- life and views ------------------------------------------------------ */
@@ -347,6 +377,7 @@ struct access *access_new(struct core *k)
     struct access *a = xcalloc(1, sizeof *a);
     a->k = k;
     pthread_mutex_init(&a->mu, NULL);
+    pthread_cond_init(&a->cv, NULL);
     return a;
 }
 
@@ -356,6 +387,7 @@ void access_free(struct access *a)
         return;
     for (int i = 0; i < CFG_MAX_NODES; i++)
         free(a->nodes[i].missing);
+    pthread_cond_destroy(&a->cv);
     pthread_mutex_destroy(&a->mu);
     free(a);
 }
@@ -374,6 +406,9 @@ void access_stop(struct access *a)
 {
     if (!a->started)
         return;
+    pthread_mutex_lock(&a->mu); /* k->stopping is set: its wait ends */
+    pthread_cond_broadcast(&a->cv);
+    pthread_mutex_unlock(&a->mu);
     pthread_join(a->thread, NULL);
     a->started = false;
 }

@@ -15,7 +15,9 @@
  * compares it with what proxd needs (access_needs). What is missing is
  * logged when it changes and shown per node (core_node_access: GET
  * /v1/nodes, proxctl status, the metrics). A node whose check could not be
- * made (down, or the call refused) is checked again after 30 s.
+ * made (down, or the call refused) is checked again after 30 s; a job that
+ * failed for a privilege (Proxmox's 403) asks for a check at once
+ * (core_access_poke), 10 s after the last at the earliest.
  *
  * The first VMID of a range stands for the range: roles given on /vms, on
  * /pool/..., or on each VMID of the range read alike there; one given on
@@ -54,5 +56,7 @@ void access_free(struct access *a); /* after access_stop */
  * k->stopping is set (core_stop). */
 int access_start(struct access *a);
 void access_stop(struct access *a);
+/* A job was refused for a privilege: check soon (any thread). */
+void core_access_poke(struct core *k);
 
 #endif

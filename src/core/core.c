@@ -949,6 +949,10 @@ static void run_job(struct core *k, struct job_rec *j)
         reinstall_run(k, j);
     else
         control_run(k, j);
+    /* refused for a privilege: the token changed, or was always short; the
+     * operator hears what it lacks now rather than at the next check */
+    if (j->state == JOB_FAILED && strstr(j->error, "Permission check failed"))
+        core_access_poke(k);
 }
 
 /* After a database outage, jobs whose lease ran out during it are not

@@ -15,6 +15,8 @@ and --token-privsep; PUT /access/acl at run time).
     from docs/operator-guide.md) is enough for every job proxd runs:
     creation with an address, resize, stop, start, snapshot, rollback,
     reinstall, deletion, all done on a pvesim that enforces it;
+  - a job refused for a privilege (403) brings the next check forward
+    (within seconds of it, privilege_check at its 600 s default);
   - PVE 7 (no SDN.Use yet) is not asked for SDN.Use;
   - a check that cannot be read (GET /access/permissions answered 500) is
     told as such (the node's "error"; proxctl status while no read was ever
@@ -250,6 +252,36 @@ def a_vm_hidden_from_the_token_is_not_marked_lost_and_a_deleted_one_is():
         assert r.status_code == 200, r.text
         j = job(px, admin, "POST", "/v1/vms/%d/stop" % a["vmid"])
         assert j["state"] == "done", j
+    finally:
+        shutdown(px, sim)
+
+
+@case
+def a_job_refused_for_a_privilege_brings_the_check_forward():
+    """privilege_check at its default (600 s): after the check at start the
+    token loses VM.PowerMgmt (PUT /access/acl); a stop is refused with
+    Proxmox's 403, and within seconds, not ten minutes, the check tells
+    what is missing (the old code said nothing until its next interval)."""
+    no_power = [p for p in PRIVS if p != "VM.PowerMgmt"]
+    sim = Sim(time_scale=0.02, extra=role_sim_args(PRIVS) +
+              ["--role", "ProxdNoPower:" + ",".join(no_power)])
+    px = Proxd(sim, proxd_extra=EXTRA, pve_token=SVC)
+    admin = px.token("ops", "admin")
+    try:
+        px.start()
+        nothing_missing(px, admin)
+        j = create(px, admin, "loses-power")
+        assert j["state"] == "done", j
+        for body in ({"path": "/", "roles": "Proxd", "tokens": SVC_ID, "delete": 1},
+                     {"path": "/", "roles": "ProxdNoPower", "tokens": SVC_ID}):
+            r = sim.api("PUT", "/access/acl", data=body)
+            assert r.status_code == 200, r.text
+        r = px.call("POST", "/v1/vms/%d/stop" % j["vmid"], admin, {})
+        assert r.status_code == 202, r.text
+        stop = px.wait_job(r.json()["job"], admin, deadline=60)
+        assert stop["state"] == "failed" and "Permission check failed" in stop["error"], stop
+        wait_for(lambda: "the Proxmox credentials lack VM.PowerMgmt on /vms/1000" in
+                 px.log_text(), deadline=30, interval=0.2, what="the check brought forward")
     finally:
         shutdown(px, sim)
 
