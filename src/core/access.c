@@ -13,7 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #define RETRY_MS 30000 /* a node whose check could not be made */
 
@@ -60,14 +59,6 @@ static void need(struct needs *o, const char *privs, const char *path, const cha
     va_start(ap, what);
     vsnprintf(d->what, sizeof d->what, what, ap);
     va_end(ap);
-}
-
-static const struct cfg_os *os_named(const struct proxd_config *cfg, const char *name)
-{
-    for (int i = 0; i < cfg->nos; i++)
-        if (strcmp(cfg->os[i].name, name) == 0)
-            return &cfg->os[i];
-    return NULL;
 }
 
 /* The privileges each step of a job checks (PVE 8.4 and 9.1, qemu-server's
@@ -123,7 +114,7 @@ size_t access_needs(const struct proxd_config *cfg, int node, struct access_need
         snprintf(p, sizeof p, "/vms/%d", tp->vmid);
         need(&o, "VM.Clone", p, "creations of %s (its template)", tp->os);
         need(&o, "VM.Audit", p, "creations of %s (its template's config)", tp->os);
-        const struct cfg_os *os = os_named(cfg, tp->os);
+        const struct cfg_os *os = config_os(cfg, tp->os);
         if (os)
             vm_needs(&o, tp->os, os->range_lo, nets);
     }
@@ -349,11 +340,7 @@ static void *access_main(void *arg)
                 due = last + POKE_MIN_MS;
             if (now >= due || core_stopping(k))
                 break;
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            int64_t ns = ts.tv_nsec + (due - now) * 1000000LL;
-            ts.tv_sec += ns / 1000000000LL;
-            ts.tv_nsec = ns % 1000000000LL;
+            struct timespec ts = deadline_in_ms(due - now);
             pthread_cond_timedwait(&a->cv, &a->mu, &ts);
         }
         pthread_mutex_unlock(&a->mu);
@@ -377,7 +364,7 @@ struct access *access_new(struct core *k)
     struct access *a = xcalloc(1, sizeof *a);
     a->k = k;
     pthread_mutex_init(&a->mu, NULL);
-    pthread_cond_init(&a->cv, NULL);
+    cond_init_mono(&a->cv);
     return a;
 }
 
@@ -416,12 +403,11 @@ void access_stop(struct access *a)
 int core_node_access(struct core *k, const char *node, struct core_access *out)
 {
     memset(out, 0, sizeof *out);
-    int i = 0;
-    while (i < k->cfg->nnodes && strcmp(k->cfg->nodes[i].name, node) != 0)
-        i++;
-    if (i == k->cfg->nnodes)
+    const struct cfg_node *cn = config_node(k->cfg, node);
+    if (!cn)
         return -1;
     struct access *a = k->access;
+    long i = cn - k->cfg->nodes;
     pthread_mutex_lock(&a->mu);
     const struct node_access *na = &a->nodes[i];
     out->checked_at = na->checked_at;

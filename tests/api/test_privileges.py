@@ -64,6 +64,13 @@ def checked(px, token):
     return wait_for(all_read, deadline=60, interval=0.2, what="every node's privileges read")
 
 
+def daemon(sim, proxd_extra=EXTRA, proxmox_extra=EVERY_SECOND, **kw):
+    """A Proxd on sim (not started; its privileges read every second unless
+    told) and an admin token for it."""
+    px = Proxd(sim, proxd_extra=proxd_extra, proxmox_extra=proxmox_extra, **kw)
+    return px, px.token("ops", "admin")
+
+
 def nothing_missing(px, token):
     """Every node read whole, nothing missing; the nodes."""
     ns = checked(px, token)
@@ -112,8 +119,7 @@ def job(px, token, method, path, body=None):
 @case
 def a_pvesim_without_acls_leaves_nothing_missing():
     sim = Sim(time_scale=0.02)
-    px = Proxd(sim, proxd_extra=EXTRA, proxmox_extra=EVERY_SECOND)
-    admin = px.token("ops", "admin")
+    px, admin = daemon(sim)
     try:
         px.start()
         nothing_missing(px, admin)
@@ -130,8 +136,7 @@ def a_pvesim_without_acls_leaves_nothing_missing():
 def a_token_without_vm_clone_is_told_on_every_node_until_granted():
     short = [p for p in PRIVS if p != "VM.Clone"]
     sim = restricted_sim(short)
-    px = Proxd(sim, proxd_extra=EXTRA, proxmox_extra=EVERY_SECOND, pve_token=SVC)
-    admin = px.token("ops", "admin")
+    px, admin = daemon(sim, pve_token=SVC)
     try:
         px.start()
         ns = checked(px, admin)
@@ -177,9 +182,7 @@ def a_token_without_vm_clone_is_told_on_every_node_until_granted():
 @case
 def the_documented_role_is_enough_for_every_job():
     sim = restricted_sim(PRIVS)
-    px = Proxd(sim, proxd_extra=EXTRA, proxmox_extra=EVERY_SECOND, pve_token=SVC,
-               sections=POOL)
-    admin = px.token("ops", "admin")
+    px, admin = daemon(sim, pve_token=SVC, sections=POOL)
     try:
         px.start()
         nothing_missing(px, admin)
@@ -210,9 +213,7 @@ def a_vm_hidden_from_the_token_is_not_marked_lost_and_a_deleted_one_is():
     VMID back); the check tells VM.Audit missing there. A VM deleted behind
     proxd's back is still marked lost."""
     sim = restricted_sim(PRIVS)
-    px = Proxd(sim, proxd_extra="reconcile_interval = 1\n", proxmox_extra=EVERY_SECOND,
-               pve_token=SVC)
-    admin = px.token("ops", "admin")
+    px, admin = daemon(sim, proxd_extra="reconcile_interval = 1\n", pve_token=SVC)
     try:
         px.start()
         checked(px, admin)
@@ -265,8 +266,7 @@ def a_job_refused_for_a_privilege_brings_the_check_forward():
     no_power = [p for p in PRIVS if p != "VM.PowerMgmt"]
     sim = Sim(time_scale=0.02, extra=role_sim_args(PRIVS) +
               ["--role", "ProxdNoPower:" + ",".join(no_power)])
-    px = Proxd(sim, proxd_extra=EXTRA, pve_token=SVC)
-    admin = px.token("ops", "admin")
+    px, admin = daemon(sim, pve_token=SVC, proxmox_extra="")
     try:
         px.start()
         nothing_missing(px, admin)
@@ -293,9 +293,7 @@ def pve_7_is_not_asked_for_sdn_use():
     leaves nothing missing, pools and all."""
     privs = [p for p in PRIVS if p not in ("SDN.Use", "VM.GuestAgent.Audit")] + ["VM.Monitor"]
     sim = Sim(time_scale=0.02, pve_version=7, extra=role_sim_args(privs))
-    px = Proxd(sim, proxd_extra=EXTRA, proxmox_extra=EVERY_SECOND, pve_token=SVC,
-               sections=POOL)
-    admin = px.token("ops", "admin")
+    px, admin = daemon(sim, pve_token=SVC, sections=POOL)
     try:
         px.start()
         nothing_missing(px, admin)
@@ -309,8 +307,7 @@ def a_check_that_cannot_be_read_is_told_and_read_again():
     then failing: that finding stands, node list shows the error, status
     does not page on it. Read again once Proxmox answers."""
     sim = Sim(time_scale=0.02)
-    px = Proxd(sim, proxd_extra=EXTRA, proxmox_extra=EVERY_SECOND)
-    admin = px.token("ops", "admin")
+    px, admin = daemon(sim)
     refuse = [{"kind": "error", "status": 500, "message": "injected: refused", "method": "GET",
                "path": r"^/access/permissions$"}]
 
