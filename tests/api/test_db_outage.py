@@ -30,7 +30,7 @@ import requests
 from lib import db, eventcheck
 from lib.cases import case, finish
 from lib.pg import PrivatePG
-from lib.proxd import Proxd, wait_answer
+from lib.proxd import Proxd
 from lib.sim import Sim
 from lib.wait import wait_for
 
@@ -121,7 +121,7 @@ def ride_out(px, sim, cut, restore, down, late=None):
             restore()
         if late:  # it waited for the database, and answers once it is back
             assert late.logs_contain("does not answer (try 1)"), late.tail()
-            wait_answer(late.base + "/readyz", deadline=30)
+            late.wait_ready()  # (a new port if its own was taken while it waited)
             # and left the leases that ran out to their runner, which renews
             # them (taken at once, the first proxd had to end its process)
             wait_for(lambda: late.logs_contain("jobs whose lease ran out are left to their"),

@@ -305,13 +305,19 @@ class Proxd(Daemon):
         return Daemon.start(self)
 
     def start(self):
-        """Start and wait until ready. Another program may take the port
-        between two runs of this proxd (or between free_port and the first):
-        the kernel hands a released port to other tests' outgoing
-        connections, and proxd exits "Address already in use" (a -j5 CI run
-        waited 30 s for its /readyz): then a new port, and start again."""
+        """Start and wait until ready (wait_ready)."""
+        self.spawn()
+        return self.wait_ready()
+
+    def wait_ready(self):
+        """Wait until the spawned proxd is ready. Another program may take
+        the port between two runs of this proxd (or between free_port and
+        the first, or while a proxd started in a database outage waits for
+        the database before it listens): the kernel hands a released port to
+        other tests' outgoing connections, and proxd exits "Address already
+        in use" (a -j5 CI run waited 30 s for its /readyz): then a new port,
+        and start again."""
         for attempt in range(5):
-            self.spawn()
             try:
                 wait_answer(self.base + "/readyz", gone=lambda: not self.alive())
                 return self
@@ -325,6 +331,7 @@ class Proxd(Daemon):
             with open(self.conf, "w") as f:
                 f.write(re.sub(r"(?m)^listen = 127\.0\.0\.1:\d+$",
                                "listen = 127.0.0.1:%d" % self.port, text, count=1))
+            self.spawn()
         return self
 
     def freeze(self, deadline=30):
