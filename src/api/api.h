@@ -21,14 +21,38 @@ struct api;
 struct webhook_transport;
 void api_webhook_transport(struct webhook_transport *out);
 
-/* Start serving on cfg->listen. The core, store and fleet are borrowed and
- * must outlive the server. NULL with a message in err on failure. */
+/* A socket listening on cfg->listen (port: the one bound, for port 0),
+ * the caller's to close after the servers that borrow it have stopped;
+ * -1 with err naming the address and the reason (in use, not resolved).
+ * proxd listens before it opens its database: a port another program
+ * holds is told at once, not after a database outage. */
+int api_listen(const struct proxd_config *cfg, int *port, char *err, size_t errlen);
+
+/* Start serving on listen_fd (api_listen's, borrowed: it must outlive the
+ * server). The core, store and fleet are borrowed and must outlive the
+ * server. NULL with a message in err on failure. */
 struct api *api_start(const struct proxd_config *cfg, struct core *k, store *st, struct fleet *fl,
-                      char *err, size_t errlen);
+                      int listen_fd, char *err, size_t errlen);
 /* Resume every parked stream, stop the server and free it. */
 void api_stop(struct api *a);
 /* The port actually bound (useful with port 0). */
 int api_port(const struct api *a);
+
+/* While proxd opens its database, and waits for it when it does not
+ * answer at start: every request on listen_fd (borrowed) is answered
+ * without it, by the loop thread: GET /healthz 200 (the process is alive and will serve),
+ * /readyz 503 saying the wait, anything else 503 `starting` with
+ * Retry-After, naming the wait's tries and start (the database's own
+ * error, which names its server, is for the log only). api_wait_stop
+ * ends it before api_start takes listen_fd over; connections waiting in
+ * the socket's backlog meanwhile are served by the new server.
+ * Threads: start, tried and stop from one thread. */
+struct api_wait;
+struct api_wait *api_wait_start(const struct proxd_config *cfg, int listen_fd, char *err,
+                                size_t errlen);
+/* So many tries to open the database have failed so far. */
+void api_wait_tried(struct api_wait *w, int tries);
+void api_wait_stop(struct api_wait *w);
 
 /* One creation request as POST /v1/vms takes it in its body (o: an object
  * of its fields), decoded and checked as the route does for an admin, with

@@ -250,6 +250,14 @@ static bool busy(struct http_server *s)
     return false;
 }
 
+/* The listening socket let go: closed, unless borrowed (listen_fd). */
+static void unlisten(struct http_server *s)
+{
+    if (s->lfd >= 0 && s->o.addr)
+        close(s->lfd);
+    s->lfd = -1;
+}
+
 static void *loop_main(void *arg)
 {
     mem_thread_name("http-loop");
@@ -279,8 +287,7 @@ static void *loop_main(void *arg)
         pthread_mutex_unlock(&s->mu);
         if (stopping && listening) {
             epoll_ctl(s->ep, EPOLL_CTL_DEL, s->lfd, NULL);
-            close(s->lfd);
-            s->lfd = -1;
+            unlisten(s);
             s->accept_paused_until = 0;
             listening = false;
             for (struct conn *c = s->conns, *next; c; c = next) {
@@ -342,27 +349,46 @@ static void *worker_main(void *arg)
 
 /* ---- start and stop ----------------------------------------------------------------------- */
 
-static int listen_on(struct http_server *s, char *err, size_t errlen)
+static int bound_port(int fd)
 {
-    const struct sockaddr *sa = s->o.addr;
-    s->lfd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (s->lfd < 0)
-        goto fail;
-    int one = 1;
-    setsockopt(s->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (sa->sa_family == AF_INET6) /* "[::]:port" takes IPv6 only, as before */
-        setsockopt(s->lfd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-    if (bind(s->lfd, sa, s->o.addrlen) != 0 || listen(s->lfd, 1024) != 0)
-        goto fail;
     struct sockaddr_storage got;
     socklen_t gl = sizeof got;
-    if (getsockname(s->lfd, (struct sockaddr *)&got, &gl) == 0)
-        s->port = ntohs(got.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&got)->sin6_port
-                                                  : ((struct sockaddr_in *)&got)->sin_port);
-    return 0;
+    if (getsockname(fd, (struct sockaddr *)&got, &gl) != 0)
+        return 0;
+    return ntohs(got.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&got)->sin6_port
+                                           : ((struct sockaddr_in *)&got)->sin_port);
+}
+
+int http_listen(const struct sockaddr *sa, socklen_t len, int *port, char *err, size_t errlen)
+{
+    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        goto fail;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (sa->sa_family == AF_INET6) /* "[::]:port" takes IPv6 only, as before */
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    if (bind(fd, sa, len) != 0 || listen(fd, 1024) != 0)
+        goto fail;
+    if (port)
+        *port = bound_port(fd);
+    return fd;
 fail:
     snprintf(err, errlen, "%s", strerror(errno));
+    if (fd >= 0)
+        close(fd);
     return -1;
+}
+
+static int listen_on(struct http_server *s, char *err, size_t errlen)
+{
+    if (!s->o.addr) {
+        s->lfd = s->o.listen_fd;
+        s->port = bound_port(s->lfd);
+        return 0;
+    }
+    s->lfd = http_listen(s->o.addr, s->o.addrlen, &s->port, err, errlen);
+    return s->lfd < 0 ? -1 : 0;
 }
 
 struct http_server *http_server_start(const struct http_options *opts, char *err, size_t errlen)
@@ -439,8 +465,7 @@ void http_server_stop(struct http_server *s, int64_t drain_ms)
             s->ips[i] = e->next;
             free(e);
         }
-    if (s->lfd >= 0)
-        close(s->lfd);
+    unlisten(s);
     if (s->ep >= 0)
         close(s->ep);
     if (s->evfd >= 0)

@@ -77,8 +77,13 @@ struct http_req;
 struct http_stream;
 
 struct http_options {
-    const struct sockaddr *addr; /* where to listen (IPv4 or IPv6) */
+    const struct sockaddr *addr; /* where to listen (IPv4 or IPv6); NULL: listen_fd */
     socklen_t addrlen;
+    /* With addr NULL: a socket listening already (http_listen), borrowed:
+     * the server accepts on it and stops accepting at its stop, but never
+     * closes it, so that another server may take it over (connections
+     * waiting in its backlog meanwhile are kept). */
+    int listen_fd;
     unsigned conn_limit, per_ip_limit, workers;
     int idle_timeout_s, header_timeout_s;
     size_t body_max;
@@ -98,6 +103,10 @@ struct http_options {
                         const char *msg);
     void *cls;
 };
+
+/* A non-blocking socket bound to sa and listening, for opts.listen_fd;
+ * -1 with the reason in err (the address in use). */
+int http_listen(const struct sockaddr *sa, socklen_t len, int *port, char *err, size_t errlen);
 
 /* Listen and start the threads. NULL with a message in err on failure
  * (address in use, no threads). */

@@ -177,13 +177,24 @@ static unsigned pool_size(void)
     return n < 2 ? 2 : n > POOL_MAX ? POOL_MAX : (unsigned)n;
 }
 
-struct api *api_start(const struct proxd_config *cfg, struct core *k, store *st, struct fleet *fl,
-                      char *err, size_t errlen)
+int api_listen(const struct proxd_config *cfg, int *port, char *err, size_t errlen)
 {
     struct sockaddr_storage ss;
     memset(&ss, 0, sizeof ss);
     if (resolve(cfg->listen, &ss, err, errlen))
-        return NULL;
+        return -1;
+    char herr[160];
+    socklen_t len =
+        ss.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    int fd = http_listen((struct sockaddr *)&ss, len, port, herr, sizeof herr);
+    if (fd < 0)
+        snprintf(err, errlen, "listen %s: %s", cfg->listen, herr);
+    return fd;
+}
+
+struct api *api_start(const struct proxd_config *cfg, struct core *k, store *st, struct fleet *fl,
+                      int listen_fd, char *err, size_t errlen)
+{
     struct api *a = xcalloc(1, sizeof *a);
     a->cfg = cfg;
     a->k = k;
@@ -198,9 +209,7 @@ struct api *api_start(const struct proxd_config *cfg, struct core *k, store *st,
     raise_nofile();
     a->hub = sse_hub_new(a);
     struct http_options o = {
-        .addr = (struct sockaddr *)&ss,
-        .addrlen =
-            ss.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in),
+        .listen_fd = listen_fd,
         .conn_limit = CONN_LIMIT,
         .per_ip_limit = PER_IP_LIMIT,
         .workers = pool_size(),

@@ -143,7 +143,17 @@ static bool store_may_come(const char *url, const struct store_error *se)
  * another instance's killer or an operator started during an outage would
  * be gone when it ends. SIGTERM or SIGINT ends the wait (sigs: the
  * daemon's blocked set). Returns the store, or NULL (said). */
-static store *store_open_waiting(const char *url, const sigset_t *sigs, bool *stopped, bool *waited)
+struct db_wait {
+    const sigset_t *sigs; /* NULL: a one-off command, which does not wait */
+    bool stopped;         /* a signal ended the wait */
+    bool waited;          /* the database was asked more than once */
+    /* NULL, or called after each try that failed (the daemon's answers
+     * meanwhile: api_wait) */
+    void (*tried)(void *cls, int tries);
+    void *cls;
+};
+
+static store *store_open_waiting(const char *url, struct db_wait *dw)
 {
     char shown[512];
     url_redact(url, shown, sizeof shown);
@@ -151,36 +161,32 @@ static store *store_open_waiting(const char *url, const sigset_t *sigs, bool *st
     long pause = 1000;
     for (int tries = 1;; tries++) {
         store *st = store_open(url, &se);
-        if (st || !sigs || !store_may_come(url, &se)) {
+        if (st || !dw->sigs || !store_may_come(url, &se)) {
             if (!st)
                 fprintf(stderr, "proxd: database %s: %s\n", shown, se.message);
             return st;
         }
         log_warn("proxd", "database %s does not answer (try %d): %s; asking again in %ld s", shown,
                  tries, se.message, pause / 1000);
-        *waited = true;
+        dw->waited = true;
+        if (dw->tried)
+            dw->tried(dw->cls, tries);
         struct timespec ts = {.tv_sec = pause / 1000, .tv_nsec = 0};
-        int sig = sigtimedwait(sigs, NULL, &ts);
+        int sig = sigtimedwait(dw->sigs, NULL, &ts);
         if (sig == SIGTERM || sig == SIGINT) {
             log_info("proxd", "stopped while waiting for the database");
-            *stopped = true;
+            dw->stopped = true;
             return NULL;
         }
         pause = pause * 2 > 10000 ? 10000 : pause * 2;
     }
 }
 
-/* sigs: the daemon's (run_daemon's), whose database may be waited for;
- * NULL: a one-off command, which says a database that does not answer and
- * ends. */
-static int open_world_sigs(struct world *w, const char *path, bool with_fleet, const sigset_t *sigs,
-                           bool *stopped)
+/* The rest of a world whose configuration w->cfg is loaded: the store
+ * (waited for as dw says), the fleet (with_fleet) and the core. */
+static int open_world_rest(struct world *w, bool with_fleet, struct db_wait *dw)
 {
-    memset(w, 0, sizeof *w);
-    if (!(w->cfg = load(path)))
-        return 1;
-    bool waited = false;
-    if (!(w->st = store_open_waiting(w->cfg->database, sigs, stopped, &waited)))
+    if (!(w->st = store_open_waiting(w->cfg->database, dw)))
         return 1;
     if (with_fleet) {
         char err[512];
@@ -193,15 +199,20 @@ static int open_world_sigs(struct world *w, const char *path, bool with_fleet, c
     instance_name(inst, sizeof inst);
     if (w->fl)
         w->k = core_new(w->cfg, w->st, w->fl, inst);
-    if (w->k && waited)
+    if (w->k && dw->waited)
         core_db_was_out(w->k);
     return 0;
 }
 
+/* A one-off command's world: a database that does not answer is said and
+ * the command ends. */
 static int open_world(struct world *w, const char *path, bool with_fleet)
 {
-    bool stopped = false;
-    return open_world_sigs(w, path, with_fleet, NULL, &stopped);
+    memset(w, 0, sizeof *w);
+    if (!(w->cfg = load(path)))
+        return 1;
+    struct db_wait dw = {0};
+    return open_world_rest(w, with_fleet, &dw);
 }
 
 /* A world for a one-off command that decides placement or VMIDs (create,
@@ -315,9 +326,29 @@ static void stop_watch_end(struct stop_watch *s, pthread_t t)
     pthread_join(t, NULL);
 }
 
+#ifdef HAVE_API
+static void early_api_tried(void *cls, int tries)
+{
+    api_wait_tried(cls, tries);
+}
+#endif
+
+/* The log as the configuration says: before the database is opened, so
+ * that a wait for it is in the log file. */
+static int set_up_log(const struct proxd_config *cfg)
+{
+    int lvl = log_level_parse(cfg->log_level[0] ? cfg->log_level : "info");
+    log_set_level(lvl < 0 ? LOG_INFO : (enum log_level)lvl);
+    log_set_format(strcmp(cfg->log_format, "json") == 0 ? LOG_FMT_JSON : LOG_FMT_TEXT);
+    return cfg->log_file[0] ? open_log(cfg->log_file) : 0;
+}
+
 static int run_daemon(const char *path)
 {
     struct world w;
+    memset(&w, 0, sizeof w);
+    int rc = 1;
+    int listen_fd = -1;
     /* SIGTERM, SIGINT and SIGHUP come to the sigwait below: blocked here,
      * before any thread starts, so that every thread inherits the mask and
      * the main thread sleeps until one comes (no wake-ups to look) */
@@ -329,17 +360,29 @@ static int run_daemon(const char *path)
     sigaddset(&sigs, SIGUSR1); /* the stop watch's: its stop ended */
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     sigdelset(&sigs, SIGUSR1);
-    bool stopped = false;
-    int rc = open_world_sigs(&w, path, true, &sigs, &stopped);
-    if (rc) {
-        rc = stopped ? 0 : rc;
+    if (!(w.cfg = load(path)) || set_up_log(w.cfg))
+        goto out;
+    struct db_wait dw = {.sigs = &sigs};
+#ifdef HAVE_API
+    char aerr[512];
+    if ((listen_fd = api_listen(w.cfg, NULL, aerr, sizeof aerr)) < 0) {
+        fprintf(stderr, "proxd: %s\n", aerr);
         goto out;
     }
-    int lvl = log_level_parse(w.cfg->log_level[0] ? w.cfg->log_level : "info");
-    log_set_level(lvl < 0 ? LOG_INFO : (enum log_level)lvl);
-    log_set_format(strcmp(w.cfg->log_format, "json") == 0 ? LOG_FMT_JSON : LOG_FMT_TEXT);
-    if (w.cfg->log_file[0] && open_log(w.cfg->log_file)) {
-        rc = 1;
+    /* answered from the start: the first try alone may take a while (a
+     * PostgreSQL connect timeout, SQLite's busy timeout) */
+    struct api_wait *early = api_wait_start(w.cfg, listen_fd, aerr, sizeof aerr);
+    if (!early)
+        log_warn("proxd", "%s: the port answers once the database does", aerr);
+    dw.tried = early_api_tried;
+    dw.cls = early;
+#endif
+    rc = open_world_rest(&w, true, &dw);
+#ifdef HAVE_API
+    api_wait_stop(early); /* the socket's backlog waits for api_start */
+#endif
+    if (rc) {
+        rc = dw.stopped ? 0 : rc;
         goto out;
     }
 #ifdef HAVE_API
@@ -353,8 +396,7 @@ static int run_daemon(const char *path)
         goto out;
     }
 #ifdef HAVE_API
-    char aerr[512];
-    struct api *api = api_start(w.cfg, w.k, w.st, w.fl, aerr, sizeof aerr);
+    struct api *api = api_start(w.cfg, w.k, w.st, w.fl, listen_fd, aerr, sizeof aerr);
     if (!api) {
         fprintf(stderr, "proxd: %s\n", aerr);
         core_stop(w.k);
@@ -377,12 +419,16 @@ static int run_daemon(const char *path)
     pthread_t swt;
     bool watched = stop_watch_start(&sw, &swt);
 #ifdef HAVE_API
-    api_stop(api); /* first: no request may reach a stopping core */
+    api_stop(api);    /* first: no request may reach a stopping core */
+    close(listen_fd); /* refused from now on, not left waiting in the backlog */
+    listen_fd = -1;
 #endif
     core_stop(w.k);
     if (watched)
         stop_watch_end(&sw, swt);
 out:
+    if (listen_fd >= 0)
+        close(listen_fd);
     close_world(&w);
     return rc;
 }

@@ -1,0 +1,139 @@
+/* wait: what proxd answers while it waits for its database at start.
+ *
+ * Before, proxd listened only once its database answered: during a
+ * PostgreSQL outage at boot its port refused connections, so a load
+ * balancer, `proxctl status` and an operator's curl all said "connection
+ * refused", as if proxd were not running at all, and a port another
+ * program had taken was told only when the outage ended. Now the port is
+ * bound first (api_listen) and this small server answers on it until the
+ * real one takes the socket over. It needs nothing of proxd's world: every
+ * answer is made on the HTTP loop thread from what is stored here. */
+#include "api/api.h"
+#include "api/api_int.h"
+#include "api/http.h"
+
+#include "common/jsonw.h"
+#include "common/util.h"
+#include "common/xalloc.h"
+
+#include <jansson.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Its few requests are answered inline: one worker is the least the
+ * server starts. */
+#define WAIT_CONN_LIMIT 256
+#define WAIT_PER_IP_LIMIT 64
+#define WAIT_RETRY_AFTER "5"
+#define WAIT_DRAIN_MS 1000
+
+struct api_wait {
+    struct http_server *http;
+    int64_t since_ms; /* the wait's start (wall clock, for the message) */
+    atomic_int tries; /* the database asked so many times */
+    int nodes;        /* configured, for /readyz's shape */
+};
+
+static void wait_text(struct api_wait *w, char *out, size_t len)
+{
+    char since[JSONW_TIME_MAX + 1];
+    jsonw_fmt_time(since, w->since_ms);
+    int tries = atomic_load(&w->tries);
+    if (tries == 0)
+        snprintf(out, len, "proxd is starting: it is opening its database (since %s)", since);
+    else
+        snprintf(out, len,
+                 "proxd is starting: its database does not answer yet (%d failed tr%s since %s; "
+                 "the detail is in proxd's log); it serves once the database answers",
+                 tries, tries == 1 ? "y" : "ies", since);
+}
+
+static void answer(struct http_req *rq, unsigned status, char *body)
+{
+    http_add_header(rq, "Cache-Control", "no-store");
+    if (status == HTTP_SERVICE_UNAVAILABLE)
+        http_add_header(rq, "Retry-After", WAIT_RETRY_AFTER);
+    http_respond(rq, status, "application/json", body, strlen(body));
+}
+
+static void on_request(void *cls, struct http_req *rq)
+{
+    struct api_wait *w = cls;
+    const char *method = http_req_method(rq), *path = http_req_path(rq);
+    bool get = strcmp(method, "GET") == 0;
+    char msg[320];
+    wait_text(w, msg, sizeof msg);
+    if (get && strcmp(path, "/healthz") == 0) {
+        answer(rq, HTTP_OK, xstrdup("{\"status\":\"ok\"}"));
+        return;
+    }
+    if (get && strcmp(path, "/readyz") == 0) {
+        json_t *o = json_pack("{s:s,s:b,s:s,s:i,s:i}", "status", "not_ready", "database", 0,
+                              "database_error", msg, "nodes_up", 0, "nodes", w->nodes);
+        char *text = json_dumps(o, JSON_COMPACT);
+        json_decref(o);
+        answer(rq, HTTP_SERVICE_UNAVAILABLE, text ? text : xstrdup("{}"));
+        return;
+    }
+    answer(rq, HTTP_SERVICE_UNAVAILABLE, error_json_text("starting", NULL, NULL, msg));
+}
+
+static bool runs_inline(void *cls, const struct http_req *rq)
+{
+    (void)cls;
+    (void)rq;
+    return true;
+}
+
+static char *refusal_body(void *cls, unsigned status, const char *code, const char *field,
+                          const char *msg)
+{
+    (void)cls;
+    (void)status;
+    return error_json_text(code, field, NULL, msg);
+}
+
+struct api_wait *api_wait_start(const struct proxd_config *cfg, int listen_fd, char *err,
+                                size_t errlen)
+{
+    struct api_wait *w = xcalloc(1, sizeof *w);
+    w->since_ms = wall_ms();
+    w->nodes = cfg->nnodes;
+    struct http_options o = {
+        .listen_fd = listen_fd,
+        .conn_limit = WAIT_CONN_LIMIT,
+        .per_ip_limit = WAIT_PER_IP_LIMIT,
+        .workers = 1,
+        .idle_timeout_s = cfg->idle_timeout_s,
+        .header_timeout_s = cfg->header_timeout_s > 0 ? cfg->header_timeout_s : 10,
+        .body_max = API_BODY_MAX,
+        .handler = on_request,
+        .runs_inline = runs_inline,
+        .error_body = refusal_body,
+        .cls = w,
+    };
+    char herr[160];
+    if (!(w->http = http_server_start(&o, herr, sizeof herr))) {
+        snprintf(err, errlen, "listen %s: cannot start the HTTP server: %s", cfg->listen, herr);
+        free(w);
+        return NULL;
+    }
+    return w;
+}
+
+void api_wait_tried(struct api_wait *w, int tries)
+{
+    if (w)
+        atomic_store(&w->tries, tries);
+}
+
+void api_wait_stop(struct api_wait *w)
+{
+    if (!w)
+        return;
+    http_server_stop(w->http, WAIT_DRAIN_MS);
+    free(w);
+}
