@@ -429,6 +429,13 @@ void migrate_run(struct cctx *c)
     struct disk_placement dp;
     if (placement(c, from, &dp))
         return;
+    if (dp.linked[0]) { /* PVE refuses it at its scan, whatever the target */
+        give_up(c,
+                "VM %d stays: its disk %.200s is a linked clone on local storage of %s, which "
+                "Proxmox does not migrate",
+                dp.linked, from);
+        return;
+    }
     const struct cfg_node *tn = pick_target(c, src, &dp);
     if (!tn) {
         char why[700];

@@ -7,8 +7,9 @@ clone's, but for what PVE refuses a linked clone on local storage:
     a full clone of the same template (the other OS, started at once beside
     it) is still copying;
   - resize, snapshot, rollback, stop and start, delete: done as for any VM;
-  - a drain of its node: it stays, saying why (PVE: "can't migrate ... as
-    it's a clone of ..."), the full clone beside it moves;
+  - a drain of its node: it stays, saying why (a linked clone on local
+    storage), no migration asked of Proxmox (which refuses it: "can't
+    migrate ... as it's a clone of ..."), the full clone beside it moves;
   - a reinstall that must move it to another node (its own without room):
     failed before anything is done (PVE does not migrate a linked clone off
     local storage), the VM never stopped, no temporary VM;
@@ -115,8 +116,13 @@ def a_drain_leaves_a_linked_clone_on_local_storage_saying_why():
         assert j["state"] == "done", j
         stayed = {s["vmid"]: s["reason"] for s in j["result"]["stayed"]}
         moved = {m["vmid"] for m in j["result"]["moved"]}
-        assert vmid in stayed and "clone of" in stayed[vmid], j["result"]
+        assert vmid in stayed and "is a linked clone on local storage of %s, which Proxmox " \
+            "does not migrate" % node in stayed[vmid], j["result"]
         assert full in moved, j["result"]
+        # told before any migration was asked (it used to ask, and PVE refused)
+        migrations = sim.data("GET", "/nodes/%s/tasks" % node,
+                              params={"vmid": vmid, "typefilter": "qmigrate", "limit": 500})
+        assert not migrations, migrations
         assert sim.vm(vmid)["node"] == node and sim.vm(full)["node"] != node
     finally:
         r = px.call("POST", "/v1/nodes/%s/uncordon" % node, ADMIN, {})
