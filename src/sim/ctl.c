@@ -6,6 +6,7 @@
 #include "common/util.h"
 #include "common/xalloc.h"
 #include "sim/guestnet.h"
+#include "sim/perm.h"
 #include "sim/sim.h"
 
 #include <errno.h>
@@ -377,6 +378,22 @@ static void vm_set(struct sim *s, int vmid, const struct http_req *req, struct h
     json_decref(b);
 }
 
+/* Access control back to what the flags made at start: the ACL and roles
+ * the API changed are gone, as the VMs it made are (and no longer in the
+ * state file, so that a restart starts from the flags too). */
+static void reset_perm(struct sim *s)
+{
+    char *err = NULL;
+    struct sim_perm *p = sim_perm_setup(s, &err);
+    if (!p) { /* the same flags passed at start: not expected */
+        log_error("sim", "reset: %s", err);
+        free(err);
+        return;
+    }
+    perm_free(s->perm);
+    s->perm = p;
+}
+
 static void reset(struct sim *s, struct http_resp *r)
 {
     pthread_mutex_lock(&s->mu);
@@ -399,6 +416,7 @@ static void reset(struct sim *s, struct http_resp *r)
         log_error("sim", "reset: %s", err);
         free(err);
     }
+    reset_perm(s);
     for (int i = 0; i < n && i < s->nnodes; i++) {
         s->nodes[i].listener = saved[i].listener;
         s->nodes[i].port = saved[i].port;

@@ -34,6 +34,35 @@ static int call_world(const struct sim_call *c)
     return sim_perm_world(c->s, c->local ? c->local : c->node);
 }
 
+struct sim_perm *sim_perm_setup(const struct sim *s, char **err)
+{
+    const struct sim_opts *o = &s->o;
+    struct sim_perm *p = perm_new(o->pve_version, o->standalone ? s->nnodes : 1);
+    for (int i = 0; i < o->ntokens; i++) {
+        const char *eq = strchr(o->tokens[i], '=');
+        if (!eq || !memchr(o->tokens[i], '!', (size_t)(eq - o->tokens[i])))
+            continue; /* malformed: setup_auth warns */
+        char *id = xstrndup(o->tokens[i], (size_t)(eq - o->tokens[i]));
+        perm_add_token(p, id, false);
+        free(id);
+    }
+    for (int i = 0; i < o->nprivsep; i++)
+        if (perm_set_privsep(p, o->privsep[i])) {
+            *err = xasprintf("--token-privsep %s: no --token has that id", o->privsep[i]);
+            goto fail;
+        }
+    for (int i = 0; i < o->nroles; i++)
+        if (perm_opt_role(p, o->roles[i], err))
+            goto fail;
+    for (int i = 0; i < o->nacls; i++)
+        if (perm_opt_acl(p, o->acls[i], err))
+            goto fail;
+    return p;
+fail:
+    perm_free(p);
+    return NULL;
+}
+
 bool call_perm_open(const struct sim_call *c)
 {
     return perm_open(c->s->perm, call_world(c));
@@ -267,6 +296,14 @@ void call_perm_fail(struct sim_call *c, const char *path, const char *privs)
     call_fail(c, 403, "Permission check failed (%s, %s)", path, privs);
 }
 
+/* The API changed world w's ACL or roles: the state file keeps them from
+ * now on (PVE writes user.cfg), so the world must be saved. */
+static void api_changed(struct sim_call *c, int w)
+{
+    perm_touch(c->s->perm, w);
+    c->s->dirty = true;
+}
+
 /* ---- GET /access/permissions ---------------------------------------------- */
 
 static int str_cmp(const void *a, const void *b)
@@ -482,6 +519,7 @@ static void h_acl_update(struct sim_call *c)
             }
         }
     }
+    api_changed(c, w);
     json_array_foreach(rl, i, v)
     {
         for (int pass = 0; pass < 2; pass++) {
@@ -549,6 +587,7 @@ static void h_role_create(struct sim_call *c)
         free(err);
         return;
     }
+    api_changed(c, call_world(c));
     c->data = json_null();
 }
 

@@ -67,7 +67,9 @@ static void usage(FILE *f)
                "  --time-scale F          real seconds per simulated second (default 1)\n"
                "  --auth-delay SECONDS    delay of 401 answers (default 3)\n"
                "  --ticket-lifetime SECS  ticket validity (default 7200)\n"
-               "  --state-dir DIR         keep the state in DIR/state.json across restarts\n"
+               "  --state-dir DIR         keep the state in DIR/state.json across restarts;\n"
+               "                          once the ACL or roles were changed through the API,\n"
+               "                          the saved ones, not --acl and --role, hold there\n"
                "  --tls-cert FILE --tls-key FILE   serve this certificate (PEM)\n"
                "  --ticket-key FILE       sign tickets with this RSA private key (PEM, 2048 to\n"
                "                          4096 bits; default: one made at start)\n"
@@ -459,34 +461,6 @@ static void sim_free(struct sim *s)
     free(s);
 }
 
-/* Roles and ACLs (perm.h) from --token, --token-privsep, --role, --acl:
- * one world for a cluster, one per standalone host, each given them all. */
-static int setup_perm(struct sim *s, char **err)
-{
-    struct sim_opts *o = &s->o;
-    s->perm = perm_new(o->pve_version, o->standalone ? s->nnodes : 1);
-    for (int i = 0; i < o->ntokens; i++) {
-        const char *eq = strchr(o->tokens[i], '=');
-        if (!eq || !memchr(o->tokens[i], '!', (size_t)(eq - o->tokens[i])))
-            continue; /* malformed: setup_auth warns */
-        char *id = xstrndup(o->tokens[i], (size_t)(eq - o->tokens[i]));
-        perm_add_token(s->perm, id, false);
-        free(id);
-    }
-    for (int i = 0; i < o->nprivsep; i++)
-        if (perm_set_privsep(s->perm, o->privsep[i])) {
-            *err = xasprintf("--token-privsep %s: no --token has that id", o->privsep[i]);
-            return -1;
-        }
-    for (int i = 0; i < o->nroles; i++)
-        if (perm_opt_role(s->perm, o->roles[i], err))
-            return -1;
-    for (int i = 0; i < o->nacls; i++)
-        if (perm_opt_acl(s->perm, o->acls[i], err))
-            return -1;
-    return 0;
-}
-
 static int setup_auth(struct sim *s, char **err)
 {
     char *pem = NULL;
@@ -577,7 +551,7 @@ int main(int argc, char **argv)
         goto out;
     }
     free(sp);
-    if (sim_build_fleet(s, &err) || setup_perm(s, &err))
+    if (sim_build_fleet(s, &err) || !(s->perm = sim_perm_setup(s, &err)))
         goto fail;
     struct keys_job kj = {.s = s};
     pthread_t kt;

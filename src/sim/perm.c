@@ -14,6 +14,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "common/log.h"
 #include "common/xalloc.h"
 
 #define PERM_MAX_ACL 4096  /* ACL entries per world */
@@ -160,6 +161,9 @@ struct world {
     int nroles;
     struct acl_entry *acl;
     int nacl;
+    /* changed through the API (or loaded from a state file that was): from
+     * then on the state file, not the flags, is what a restart starts from */
+    bool kept;
 };
 
 struct tok {
@@ -267,16 +271,23 @@ struct sim_perm *perm_new(int pve_version, int nworlds)
     return p;
 }
 
+static void acl_clear(struct world *w)
+{
+    for (int j = 0; j < w->nacl; j++) {
+        free(w->acl[j].path);
+        free(w->acl[j].ugid);
+    }
+    free(w->acl);
+    w->acl = NULL;
+    w->nacl = 0;
+}
+
 void perm_free(struct sim_perm *p)
 {
     if (!p)
         return;
     for (int i = 0; i < p->nworlds; i++) {
-        for (int j = 0; j < p->w[i].nacl; j++) {
-            free(p->w[i].acl[j].path);
-            free(p->w[i].acl[j].ugid);
-        }
-        free(p->w[i].acl);
+        acl_clear(&p->w[i]);
         free(p->w[i].roles);
     }
     free(p->w);
@@ -955,4 +966,126 @@ out:
     free(path);
     free(copy);
     return rc;
+}
+
+/* ---- the state file ------------------------------------------------------ */
+
+int perm_nworlds(const struct sim_perm *p)
+{
+    return p->nworlds;
+}
+
+void perm_touch(struct sim_perm *p, int w)
+{
+    if (w >= 0 && w < p->nworlds)
+        p->w[w].kept = true;
+}
+
+json_t *perm_world_state(const struct sim_perm *p, int w)
+{
+    if (w < 0 || w >= p->nworlds || !p->w[w].kept)
+        return NULL;
+    json_t *all = perm_roles_list(p, w), *custom = json_array(), *r;
+    size_t i;
+    json_array_foreach(all, i, r)
+    {
+        if (json_integer_value(json_object_get(r, "special")))
+            continue; /* the release's own: made at every start */
+        json_object_del(r, "special");
+        json_array_append(custom, r);
+    }
+    json_decref(all);
+    return json_pack("{s:o,s:o}", "roles", custom, "acl", perm_acl_list(p, w));
+}
+
+/* Custom roles out: built-in ones stay, as every start makes them. */
+static void roles_clear_custom(struct world *w)
+{
+    int k = 0;
+    for (int i = 0; i < w->nroles; i++)
+        if (w->roles[i].special)
+            w->roles[k++] = w->roles[i];
+    w->nroles = k;
+}
+
+/* A saved role's privileges: those the served release knows (a state saved
+ * under another --pve-version may name others: dropped, not the role). */
+static perm_set privs_known(const struct sim_perm *p, const char *role, const char *list)
+{
+    perm_set set = 0;
+    for (const char *q = list; *q;) {
+        size_t l = strcspn(q, ",");
+        char name[PERM_NAME_MAX];
+        snprintf(name, sizeof name, "%.*s", (int)(l < sizeof name ? l : sizeof name - 1), q);
+        perm_set bit = perm_priv_bit(p, name);
+        if (!bit && l)
+            log_warn("sim", "state: role '%s': privilege '%s' left out (not in this release)", role,
+                     name);
+        set |= bit;
+        q += l + (q[l] == ',');
+    }
+    return set;
+}
+
+static void load_role(struct sim_perm *p, struct world *w, json_t *r)
+{
+    const char *name = json_string_value(json_object_get(r, "roleid"));
+    const char *privs = json_string_value(json_object_get(r, "privs"));
+    if (!name || !*name || strlen(name) >= PERM_NAME_MAX || role_find(w, name) ||
+        w->nroles >= PERM_MAX_ROLES) {
+        log_warn("sim", "state: role '%s' left out", name ? name : "");
+        return;
+    }
+    role_put(w, name, privs_known(p, name, privs ? privs : ""), false);
+}
+
+/* A saved entry's propagate: 1 or 0 as GET /access/acl has it (a boolean
+ * too); absent, PVE's default: it propagates */
+static bool saved_propagate(json_t *e)
+{
+    json_t *v = json_object_get(e, "propagate");
+    if (json_is_boolean(v))
+        return json_is_true(v);
+    return !json_is_integer(v) || json_integer_value(v) != 0;
+}
+
+/* One saved ACL entry, checked as an --acl is (a token no --token gives now
+ * cannot be named: PVE drops a deleted token's entries too). */
+static void load_entry(struct sim_perm *p, int w, json_t *e)
+{
+    const char *path = json_string_value(json_object_get(e, "path"));
+    const char *ugid = json_string_value(json_object_get(e, "ugid"));
+    const char *role = json_string_value(json_object_get(e, "roleid"));
+    const char *type = json_string_value(json_object_get(e, "type"));
+    bool token = type && strcmp(type, "token") == 0;
+    bool user = type && strcmp(type, "user") == 0; /* no group exists */
+    char *norm = perm_normalize_path(path);
+    const char *at = ugid ? strchr(ugid, '@') : NULL;
+    char *err = NULL;
+    if (!norm || !perm_check_path(norm) || !(token || user) || !role || !at || at == ugid ||
+        strlen(ugid) >= PERM_ID_MAX || (token && !tok_find(p, ugid)) ||
+        perm_acl_set(p, w, norm, token, ugid, role, saved_propagate(e), false, &err)) {
+        log_warn("sim", "state: ACL entry %s:%s:%s left out%s%s", path ? path : "?",
+                 ugid ? ugid : "?", role ? role : "?", err ? ": " : "", err ? err : "");
+        free(err);
+        free(norm);
+        return;
+    }
+    if (!token)
+        user_add(p, ugid, strlen(ugid)); /* PUT /access/acl may name the user again */
+    free(norm);
+}
+
+void perm_world_load(struct sim_perm *p, int w, json_t *saved)
+{
+    if (w < 0 || w >= p->nworlds || !json_is_object(saved))
+        return;
+    struct world *wd = &p->w[w];
+    acl_clear(wd);
+    roles_clear_custom(wd);
+    size_t i;
+    json_t *v;
+    json_array_foreach(json_object_get(saved, "roles"), i, v) load_role(p, wd, v);
+    json_array_foreach(json_object_get(saved, "acl"), i, v) load_entry(p, w, v);
+    wd->kept = true;
 }

@@ -98,4 +98,20 @@ int perm_role_add(struct sim_perm *p, int w, const char *role, const char *privs
 /* Is the user known (root@pam, a token's user, one an --acl names)? */
 bool perm_user_known(const struct sim_perm *p, const char *userid);
 
+/* --- the state file (state.c) ------------------------------------------ */
+/* How many worlds there are. */
+int perm_nworlds(const struct sim_perm *p);
+/* The API changed world w's ACL or roles: from now on the state file keeps
+ * them (as /etc/pve/user.cfg would), and a restart starts from them. */
+void perm_touch(struct sim_perm *p, int w);
+/* World w's ACL and custom roles as the state file keeps them, a new
+ * {"roles": [{roleid, privs}], "acl": [GET /access/acl's entries]}; NULL
+ * when the API never changed them (the flags make them at every start). */
+json_t *perm_world_state(const struct sim_perm *p, int w);
+/* World w's ACL and custom roles replaced by saved ones (perm_world_state's
+ * form), as the flags made them at start; what this start cannot hold (a
+ * token no --token gives, a role that does not exist, a privilege of
+ * another release) is left out and logged. The world is then kept. */
+void perm_world_load(struct sim_perm *p, int w, json_t *saved);
+
 #endif

@@ -360,8 +360,8 @@ struct sim {
     char *cert_pem, *key_pem, *fingerprint;
     struct auth *auth;
     /* perm.h: roles and ACLs, one world for a cluster, one per standalone
-     * host (each its own /etc/pve/user.cfg); not reset by /_sim/reset and
-     * not in the state file */
+     * host (each its own /etc/pve/user.cfg); made from the flags again by
+     * /_sim/reset; in the state file once the API changed them */
     struct sim_perm *perm;
     struct sim_node nodes[SIM_MAX_NODES];
     int nnodes;
@@ -791,6 +791,10 @@ extern const struct sim_route sim_routes_access[];     /* h_access.c */
 /* The access-control world of node n: 0 in a cluster, the host's index
  * when standalone. */
 int sim_perm_world(const struct sim *s, const struct sim_node *n);
+/* Roles and ACLs as the flags make them (--token, --token-privsep, --role,
+ * --acl): one world for a cluster, one per standalone host, each given them
+ * all; at start and at /_sim/reset. NULL with *err (the caller frees). */
+struct sim_perm *sim_perm_setup(const struct sim *s, char **err);
 /* The call's world has no ACL entry: everyone may do everything. */
 bool call_perm_open(const struct sim_call *c);
 /* Does the caller hold priv on path (always in open mode)? */

@@ -2,6 +2,7 @@
  * locks — and its JSON form for /_sim/state and --state-dir. */
 #include "sim/sim.h"
 #include "sim/guestnet.h"
+#include "sim/perm.h"
 #include "sim/vmops.h"
 #include "common/log.h"
 #include "common/util.h"
@@ -1044,6 +1045,33 @@ static void state_task(struct buf *b, const struct sim_task *t)
     buf_addc(b, '}');
 }
 
+/* The name of an access-control world in the state file: "cluster", or the
+ * standalone host's node name (an index would move with --nodes). */
+static const char *world_name(struct sim *s, int w)
+{
+    return s->o.standalone ? s->nodes[w].name : "cluster";
+}
+
+/* "access": the worlds whose ACL or roles the API changed (perm.h), each
+ * {"world", "roles", "acl"}; left out when there is none, so that a state
+ * file without it means "as the flags say" (and older files read as that). */
+static void state_access(struct sim *s, struct buf *b)
+{
+    json_t *a = json_array();
+    for (int w = 0; w < perm_nworlds(s->perm); w++) {
+        json_t *ws = perm_world_state(s->perm, w);
+        if (!ws)
+            continue;
+        json_object_set_new(ws, "world", json_string(world_name(s, w)));
+        json_array_append_new(a, ws);
+    }
+    if (json_array_size(a)) {
+        sj_lit(b, ",\n\"access\":");
+        sj_json(b, a);
+    }
+    json_decref(a);
+}
+
 /* Hand what b holds to f once it is big (f NULL: keep it all in b). */
 static void state_flush(struct buf *b, FILE *f, size_t above)
 {
@@ -1117,6 +1145,7 @@ void sim_state_write(struct sim *s, struct buf *b, FILE *f)
     }
     sj_lit(b, "],\n\"pools\":");
     sj_json(b, s->pools);
+    state_access(s, b);
     sj_lit(b, ",\n\"tasks\":[");
     int kept = 0;
     for (struct sim_task *t = s->tasks; t && kept < 2000; t = t->next, kept++) {
@@ -1323,6 +1352,29 @@ static void load_pools(struct sim *s, json_t *pools)
     }
 }
 
+/* The saved access-control worlds over those the flags made: a world of the
+ * file that this start has not (another mode, a host gone) is left out. */
+static void load_access(struct sim *s, json_t *a)
+{
+    size_t i;
+    json_t *ws;
+    json_array_foreach(a, i, ws)
+    {
+        const char *name = json_string_value(json_object_get(ws, "world"));
+        int w = -1;
+        if (name && !s->o.standalone && strcmp(name, "cluster") == 0)
+            w = 0;
+        else if (name && s->o.standalone && sim_node_find(s, name))
+            w = sim_node_find(s, name)->idx;
+        if (w < 0) {
+            log_warn("sim", "state: access control of '%s' left out: no such %s", name ? name : "?",
+                     s->o.standalone ? "host" : "cluster");
+            continue;
+        }
+        perm_world_load(s->perm, w, ws);
+    }
+}
+
 static const char *skip_ws(const char *p, const char *end)
 {
     while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t'))
@@ -1515,6 +1567,7 @@ int sim_state_load(struct sim *s, const char *path, char **err)
         bool nodes = json_is_string(k) && strcmp(json_string_value(k), "nodes") == 0;
         bool cts = json_is_string(k) && strcmp(json_string_value(k), "containers") == 0;
         bool pools = json_is_string(k) && strcmp(json_string_value(k), "pools") == 0;
+        bool access = json_is_string(k) && strcmp(json_string_value(k), "access") == 0;
         bool is_key = json_is_string(k);
         json_decref(k);
         p = skip_ws(p, end);
@@ -1540,6 +1593,9 @@ int sim_state_load(struct sim *s, const char *path, char **err)
                 load_cts(s, v);
             if (pools && json_is_object(v))
                 load_pools(s, v);
+            /* a state file without it: the flags' ACL and roles hold */
+            if (access && json_is_array(v))
+                load_access(s, v);
             json_decref(v);
         }
         p = skip_ws(p, end);

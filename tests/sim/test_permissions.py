@@ -9,7 +9,13 @@ access API (/access/acl, /access/roles, /access/permissions), the 8.x and
 create (each option's VM.Config.* privilege, root-only options, SDN.Use on
 a network device's bridge, the drives' storages and volumes), a disk
 reassigned to another VM, a migration's target storages, and "open" mode:
-without any ACL entry every user and token may do everything, as before."""
+without any ACL entry every user and token may do everything, as before.
+The ACL and roles the API changed are kept by --state-dir (over the flags,
+as PVE's user.cfg) and undone by /_sim/reset."""
+import json
+import os
+import tempfile
+
 import proxmoxer
 
 from lib.cases import case, finish
@@ -553,6 +559,172 @@ def through_proxmoxer():
         perms = px.access.permissions.get(path="/vms")
         assert set(perms["/vms"]) == VM_USER_9, perms
         assert TOKEN_ID and PASSWORD  # root's credentials stay the Sim's
+
+
+def access_view(s):
+    """What the access API answers, as root and as bob's token: the ACL, the
+    roles, the token's effective permissions (and on one path)."""
+    return {"acl": s.data("GET", "/access/acl"),
+            "roles": s.data("GET", "/access/roles"),
+            "bob": bob_data(s, "GET", "/access/permissions"),
+            "bob_vms": bob_data(s, "GET", "/access/permissions", params={"path": "/vms/4242"}),
+            "root_view": s.data("GET", "/access/permissions", params={"userid": BOB})}
+
+
+def saved_state(d):
+    with open(os.path.join(d, "state.json")) as f:
+        return json.load(f)
+
+
+@case
+def access_kept_across_restart():
+    """--state-dir keeps what PUT /access/acl and POST /access/roles did, as
+    PVE's user.cfg does: after a restart the ACL, the roles and the token's
+    permissions answer as before, and a call the ACL refuses is still
+    refused; an entry the flags gave and the API removed stays removed, the
+    saved ACL holding over --acl and --role (a later start with other flags
+    included) once the API changed it."""
+    flags = ["/vms:bob@pve:PVEVMAdmin", "/storage:bob@pve:PVEDatastoreUser",
+             "/:bob@pve:PVEAuditor", "/vms:%s:PVEVMUser" % BOB]
+    with tempfile.TemporaryDirectory() as d:
+        with bob_sim(flags, state_dir=d) as s:
+            tpl, tnode = template(s)
+            r = s.api("POST", "/access/roles", data={"roleid": "Starter",
+                                                    "privs": "VM.PowerMgmt,VM.Audit"})
+            assert r.status_code == 200, r.text
+            s.data("PUT", "/access/acl", data={"path": "/vms/%d" % tpl, "tokens": BOB,
+                                               "roles": "Starter", "propagate": 0})
+            s.data("PUT", "/access/acl", data={"path": "/vms", "tokens": BOB,
+                                               "roles": "PVEVMUser", "delete": 1})
+            s.data("PUT", "/access/acl", data={"path": "/", "users": "bob@pve",
+                                               "roles": "PVEAuditor", "delete": 1})
+            before = access_view(s)
+            assert {"roleid": "Starter", "privs": "VM.Audit,VM.PowerMgmt", "special": 0} in \
+                before["roles"], before["roles"]
+            assert set(before["bob"]) == {"/vms/%d" % tpl}, before["bob"]
+            assert before["bob"]["/vms/%d" % tpl] == {"VM.Audit": 0, "VM.PowerMgmt": 0}
+            assert before["bob_vms"] == {"/vms/4242": {}}, before["bob_vms"]
+            refused = "/vms/%d, VM.Clone" % tpl
+            denied(as_bob(s, "POST", "/nodes/%s/qemu/%d/clone" % (tnode, tpl),
+                          data={"newid": 300}), refused)
+            s.stop()
+            saved = saved_state(d)
+            s.start()
+            after = access_view(s)
+            assert after == before, (after, before)
+            assert [w["world"] for w in saved["access"]] == ["cluster"], saved.get("access")
+            denied(as_bob(s, "POST", "/nodes/%s/qemu/%d/clone" % (tnode, tpl),
+                          data={"newid": 300}), refused)
+            assert s.data("GET", "/access/roles/Starter") == {"VM.PowerMgmt": 1, "VM.Audit": 1}
+            # the restarted ACL takes changes and keeps them in turn
+            s.data("PUT", "/access/acl", data={"path": "/vms/%d" % tpl, "tokens": BOB,
+                                               "roles": "PVEVMAdmin"})
+            assert bob_data(s, "GET", "/access/permissions", params={
+                "path": "/vms/%d" % tpl})["/vms/%d" % tpl]["VM.Clone"] == 1
+            s.data("PUT", "/access/acl", data={"path": "/vms/%d" % tpl, "tokens": BOB,
+                                               "roles": "PVEVMAdmin", "delete": 1})
+        # other flags on the same state: the saved ACL and roles hold
+        with bob_sim(["/:bob@pve:Administrator", "/:%s:Administrator" % BOB], state_dir=d,
+                     extra=["--role", "Other:VM.Audit"]) as s:
+            assert access_view(s) == before
+            r = s.api("GET", "/access/roles/Other")
+            assert r.status_code == 500 and r.reason == "role 'Other' does not exist", r.reason
+
+
+@case
+def access_reset_to_flags():
+    """/_sim/reset brings the ACL and roles back to what the flags made (the
+    API's changes gone, as the VMs it made are), and so does a restart after
+    it: the state file no longer holds them."""
+    flags = ["/vms:bob@pve:PVEVMAdmin", "/vms:%s:PVEVMUser" % BOB]
+    with tempfile.TemporaryDirectory() as d:
+        with bob_sim(flags, state_dir=d, extra=["--role", "Flagged:VM.Audit"]) as s:
+            start = access_view(s)
+            s.data("POST", "/access/roles", data={"roleid": "Starter", "privs": "VM.PowerMgmt"})
+            s.data("PUT", "/access/acl", data={"path": "/vms", "tokens": BOB,
+                                               "roles": "PVEVMUser", "delete": 1})
+            s.data("PUT", "/access/acl", data={"path": "/vms/4242", "tokens": BOB,
+                                               "roles": "Starter"})
+            assert access_view(s) != start
+            assert s.ctl("POST", "/reset") == {"reset": True}
+            assert access_view(s) == start
+            r = s.api("GET", "/access/roles/Starter")
+            assert r.status_code == 500 and r.reason == "role 'Starter' does not exist", r.reason
+            assert s.data("GET", "/access/roles/Flagged") == {"VM.Audit": 1}
+            s.stop()
+            assert "access" not in saved_state(d)
+            s.start()
+            assert access_view(s) == start
+        # open mode comes back too: an ACL set through the API on a pvesim
+        # without --acl is gone after a reset
+        with bob_sim([]) as s:
+            s.data("PUT", "/access/acl", data={"path": "/vms", "users": "bob@pve",
+                                               "roles": "PVEVMUser"})
+            denied(as_bob(s, "GET", "/cluster/status"), "/, Sys.Audit")
+            s.ctl("POST", "/reset")
+            assert s.data("GET", "/access/acl") == []
+            assert as_bob(s, "GET", "/cluster/status").status_code == 200
+
+
+@case
+def access_old_state_file():
+    """A state file from before the access state was kept (no "access"
+    member) still loads: the VMs as saved, the ACL and roles as the flags
+    make them; so does one whose saved entries this start cannot hold (a
+    token no --token gives, a role that does not exist): those are left
+    out, the rest kept."""
+    flags = ["/vms:bob@pve:PVEVMAdmin", "/vms:%s:PVEVMUser" % BOB]
+    with tempfile.TemporaryDirectory() as d:
+        with bob_sim(flags, state_dir=d) as s:
+            start = access_view(s)
+            clone(s, 200)
+            s.data("POST", "/access/roles", data={"roleid": "Starter", "privs": "VM.PowerMgmt"})
+            s.data("PUT", "/access/acl", data={"path": "/vms/200", "tokens": BOB,
+                                               "roles": "Starter"})
+        saved = saved_state(d)
+        assert "access" in saved, list(saved)
+        old = dict(saved)
+        del old["access"]
+        with open(os.path.join(d, "state.json"), "w") as f:
+            json.dump(old, f)
+        with bob_sim(flags, state_dir=d) as s:
+            assert s.vm(200) is not None
+            assert access_view(s) == start
+        # saved entries that do not fit this start
+        world = saved["access"][0]
+        world["acl"] += [
+            {"path": "/vms/200", "type": "token", "ugid": "carol@pve!gone", "roleid": "Starter",
+             "propagate": 1},
+            {"path": "/vms/200", "type": "user", "ugid": "bob@pve", "roleid": "Nope",
+             "propagate": 1}]
+        with open(os.path.join(d, "state.json"), "w") as f:
+            json.dump(saved, f)
+        with bob_sim(flags, state_dir=d) as s:
+            acl = s.data("GET", "/access/acl")
+            assert {e["ugid"] for e in acl} == {"bob@pve", BOB}, acl
+            assert {"path": "/vms/200", "type": "token", "ugid": BOB, "roleid": "Starter",
+                    "propagate": 1} in acl, acl
+            assert "carol@pve!gone" in s.stderr() and "'Nope' does not exist" in s.stderr()
+
+
+@case
+def access_kept_standalone():
+    """Standalone hosts keep their own ACL each: the one set on sv1 comes
+    back on sv1; sv2, never changed, stays as the flags make it (open)."""
+    with tempfile.TemporaryDirectory() as d:
+        with bob_sim([], standalone=True, state_dir=d) as s:
+            p1 = s.ports["sv1"]
+            s.data("PUT", "/access/acl", port=p1,
+                   data={"path": "/vms", "users": "bob@pve", "roles": "PVEVMUser"})
+            s.stop()
+            saved = saved_state(d)
+            s.start()
+            p1, p2 = s.ports["sv1"], s.ports["sv2"]
+            denied(as_bob(s, "GET", "/cluster/status", port=p1), "/, Sys.Audit")
+            assert as_bob(s, "GET", "/cluster/status", port=p2).status_code == 200
+            assert s.data("GET", "/access/acl", port=p2) == []
+            assert len(s.data("GET", "/access/acl", port=p1)) == 1
+            assert [w["world"] for w in saved["access"]] == ["sv1"], saved.get("access")
 
 
 finish()
