@@ -62,15 +62,17 @@ demo: build
 # fleet scale (all report their targets, never fail the build); results also
 # in bench/results/create.txt, api.txt, idle_conns.txt and sim.txt; then the
 # CPU of one Proxmox call back to back and spaced out (callcost.txt), the
+# cost of a job claim with many jobs queued (claim.txt), the
 # instructions per creation at real speed and fast (instr.txt), and one
 # reconciler pass over 10,000 VMs (reconcile.txt, appended).
 bench: build
-	@cmake --build build/.release -j $(JOBS) --target bench_callcost bench_wakecost -- --no-print-directory -s
+	@cmake --build build/.release -j $(JOBS) --target bench_callcost bench_wakecost bench_claimcost -- --no-print-directory -s
 	@/usr/bin/python3 bench/bench_create.py
 	@bash bench/bench_api.sh || echo "bench_api.sh did not complete (see above)"
 	@/usr/bin/python3 bench/bench_idle_conns.py || echo "bench_idle_conns.py did not complete (see above)"
 	@/usr/bin/python3 bench/bench_sim.py || echo "bench_sim.py did not complete (see above)"
 	@/usr/bin/python3 bench/bench_callcost.py || echo "bench_callcost.py did not complete (see above)"
+	@/usr/bin/python3 bench/bench_claim.py || echo "bench_claim.py did not complete (see above)"
 	@/usr/bin/python3 bench/bench_instr.py || echo "bench_instr.py did not complete (see above)"
 	@/usr/bin/python3 bench/bench_reconcile.py || echo "bench_reconcile.py did not complete (see above)"
 

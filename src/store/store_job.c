@@ -441,7 +441,7 @@ int store_job_brief(store *s, const char *id, struct job_brief *out, struct stor
 
 /* ---- claims and leases ---------------------------------------------------------- */
 
-/* The oldest claimable job: queued, or running with an expired lease. A job
+/* The claimable jobs: queued, or running with an expired lease. A job
  * with a VMID is skipped while another unfinished job of that VMID holds a
  * live lease or is older: a VM's jobs run one at a time, in creation order
  * (ties on created_at: insertion order, seq). On PostgreSQL the row is
@@ -453,8 +453,7 @@ int store_job_brief(store *s, const char *id, struct job_brief *out, struct stor
  * so two of them running at once, in two instances, could both pass the
  * count. {ACTIVE} expands to the
  * list the partial indexes name, so the planner can use them. */
-#define JOB_PICK                                                                                   \
-    "SELECT j.id FROM jobs j"                                                                      \
+#define JOB_CLAIMABLE                                                                              \
     " WHERE j.state IN {ACTIVE} AND (j.state = 'queued' OR j.lease_until < ?1)"                    \
     " AND (j.vmid = 0 OR NOT EXISTS (SELECT 1 FROM jobs k"                                         \
     "   WHERE k.vmid = j.vmid AND k.state IN {ACTIVE} AND k.id <> j.id"                            \
@@ -466,14 +465,26 @@ int store_job_brief(store *s, const char *id, struct job_brief *out, struct stor
     "   AND k.id <> j.id"                                                                          \
     "   AND ((k.state = 'running' AND k.lease_until >= ?1)"                                        \
     "        OR k.created_at < j.created_at"                                                       \
-    "        OR (k.created_at = j.created_at AND k.seq < j.seq))))"                                \
-    " ORDER BY j.created_at, j.seq LIMIT 1"
+    "        OR (k.created_at = j.created_at AND k.seq < j.seq))))"
+/* Which claimable job first. A job whose runner died (its lease ran out)
+ * before any queued one: it may hold Proxmox resources half-way. Then the
+ * owners take turns: the job of the owner with the fewest jobs running
+ * now (live leases, every instance's), the oldest first among equals. A
+ * customer who queues 500 creations at once no longer makes every other
+ * customer's one creation wait behind all 500 (FIFO did: hours on a busy
+ * fleet); each other owner's job is claimed at the next free worker. */
+#define JOB_PICK                                                                                   \
+    "WITH busy AS (SELECT owner, count(*) AS n FROM jobs"                                          \
+    " WHERE state IN {ACTIVE} AND state = 'running' AND lease_until >= ?1 GROUP BY owner)"         \
+    " SELECT j.id FROM jobs j LEFT JOIN busy b ON b.owner = j.owner" JOB_CLAIMABLE                 \
+    " ORDER BY CASE WHEN j.state = 'running' THEN 0 ELSE 1 END, COALESCE(b.n, 0),"                 \
+    " j.created_at, j.seq LIMIT 1"
 static const char SQL_JOB_PICK[] = JOB_PICK "{CLAIM_LOCK}";
 /* The same question in a read transaction, asked first: a look that finds
  * nothing (an idle worker's, once a second) then takes no write lock and
  * writes nothing; a job that turns claimable just after it is found by the
  * next look, as one queued just after a claim would be. */
-static const char SQL_JOB_ANY[] = JOB_PICK;
+static const char SQL_JOB_ANY[] = "SELECT j.id FROM jobs j" JOB_CLAIMABLE " LIMIT 1";
 static const char SQL_JOB_TAKE[] =
     "UPDATE jobs SET state = 'running', lease_owner = ?2, lease_until = ?3, updated_at = ?4"
     " WHERE id = ?1 RETURNING " JOB_COLS;

@@ -804,17 +804,23 @@ static void test_vm_scan_filters(void **state)
 
 /* ---- jobs --------------------------------------------------------------- */
 
-static void job_add(store *s, const char *id, const char *kind, int vmid, int64_t created)
+static void job_add_of(store *s, const char *owner, const char *id, const char *kind, int vmid,
+                       int64_t created)
 {
     struct job_rec j = {0};
     snprintf(j.id, sizeof j.id, "%s", id);
     snprintf(j.kind, sizeof j.kind, "%s", kind);
-    snprintf(j.owner, sizeof j.owner, "alice");
+    snprintf(j.owner, sizeof j.owner, "%s", owner);
     j.vmid = vmid;
     j.created_at = created;
     j.request = json_pack("{s:s}", "name", id);
     OK(store_job_insert(s, &j, &e_));
     job_rec_release(&j);
+}
+
+static void job_add(store *s, const char *id, const char *kind, int vmid, int64_t created)
+{
+    job_add_of(s, "alice", id, kind, vmid, created);
 }
 
 /* Whether the store's jobs watch turns readable within ms. */
@@ -1214,6 +1220,38 @@ static void test_job_claim_order_and_lease(void **state)
 
     job_finish(f->s, "j1");
     EXPECT(STORE_E_CONFLICT, store_job_renew(f->s, "j1", "w1", 60000, &e));
+}
+
+/* The owners take turns: the claimable job of the owner with the fewest
+ * jobs running goes first (the oldest among equals), so that one owner's
+ * burst does not make every other owner wait behind all of it; a job whose
+ * runner died goes before any queued one. Plain FIFO claimed a1, a2, a3
+ * before b1. */
+static void test_job_claim_owners_take_turns(void **state)
+{
+    struct fx *f = *state;
+    int64_t t = wall_ms() - 10000;
+    job_add_of(f->s, "alice", "a1", "create", 0, t + 1);
+    job_add_of(f->s, "alice", "a2", "create", 0, t + 2);
+    job_add_of(f->s, "alice", "a3", "create", 0, t + 3);
+    job_add_of(f->s, "alice", "a4", "create", 0, t + 4);
+    job_add_of(f->s, "bob", "b1", "create", 0, t + 5);
+    job_add_of(f->s, "carol", "c1", "create", 0, t + 6);
+    claim_expect(f->s, "w1", 60000, "a1"); /* nobody runs anything: the oldest */
+    claim_expect(f->s, "w2", 60000, "b1"); /* alice runs one, bob none */
+    claim_expect(f->s, "w1", 60000, "c1");
+    claim_expect(f->s, "w2", 60000, "a2"); /* one each: the oldest */
+    job_finish(f->s, "b1");
+    job_add_of(f->s, "bob", "b2", "create", 0, t + 7);
+    claim_expect(f->s, "w1", 60000, "b2"); /* alice runs two, bob none */
+    /* a job whose runner died is taken over first, its owner however busy */
+    claim_expect(f->s, "w3", 1, "a3");
+    sleep_ms(5);
+    job_add_of(f->s, "dave", "d1", "create", 0, t + 8);
+    claim_expect(f->s, "w1", 60000, "a3");
+    claim_expect(f->s, "w1", 60000, "d1");
+    claim_expect(f->s, "w1", 60000, "a4");
+    claim_expect(f->s, "w1", 60000, NULL);
 }
 
 /* A look that finds nothing claimable (an idle worker's, once a second)
@@ -4808,6 +4846,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_state_lists_match_indexes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_job_crud, setup, teardown),
         cmocka_unit_test_setup_teardown(test_job_claim_order_and_lease, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_job_claim_owners_take_turns, setup, teardown),
         cmocka_unit_test_setup_teardown(test_job_claim_empty_look_writes_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_job_claim_after_a_wait_leaves_lapsed_leases, setup,
                                         teardown),
