@@ -1,5 +1,6 @@
 /* h_tasks: task list, status, log and stop (pve-api.md §7). The node in the
- * path must be the node named in the UPID, as on a real cluster. */
+ * path must be the node named in the UPID, as on a real cluster. Also the
+ * cluster-wide list of recent tasks, GET /cluster/tasks. */
 #include "common/util.h"
 #include "common/xalloc.h"
 #include "sim/sim.h"
@@ -215,10 +216,175 @@ static void h_list(struct sim_call *c)
     c->extra = json_pack("{s:I}", "total", (json_int_t)total);
 }
 
+/* ---- GET /cluster/tasks ---------------------------------------------------
+ * pve-manager PVE/API2/Cluster.pm `tasks`: PVE::Cluster::get_tasklist (pve-cluster
+ * src/PVE/Cluster.pm) appends, node by node, the task list each node of the
+ * nodelist last broadcast into pmxcfs's status store. A node broadcasts it
+ * whenever a worker starts or ends (pve-common RESTEnvironment.pm fork_worker,
+ * $log_task_result) and every 10 s from pvestatd (update_status): what
+ * active_workers returns, the list in /var/log/pve/tasks/active. */
+
+/* active_workers: the running tasks and, up to 25 entries in all, the finished
+ * ones ($MAX_FINISHED) */
+#define CLUSTER_TASKS_MAX 25
+/* broadcast_tasklist drops the last entries while the list's JSON is 32 KiB
+ * or more (pmxcfs's status limit) */
+#define CLUSTER_TASKS_BYTES (32 * 1024)
+
+/* One node's share: its running tasks (newest first, as s->tasks holds them)
+ * and its newest finished ones by start time */
+struct node_share {
+    struct sim_task **run;
+    size_t nrun, cap;
+    struct sim_task *fin[CLUSTER_TASKS_MAX];
+    int nfin;
+};
+
+/* Keep t if it is among the CLUSTER_TASKS_MAX latest started: active_workers
+ * sorts the finished by starttime, newest first (on a tie, the one seen
+ * first: the newer) */
+static void share_finished(struct node_share *ns, struct sim_task *t)
+{
+    int i = ns->nfin;
+    if (i == CLUSTER_TASKS_MAX && ns->fin[i - 1]->starttime >= t->starttime)
+        return;
+    if (i == CLUSTER_TASKS_MAX)
+        i--;
+    for (; i > 0 && ns->fin[i - 1]->starttime < t->starttime; i--)
+        ns->fin[i] = ns->fin[i - 1];
+    ns->fin[i] = t;
+    if (ns->nfin < CLUSTER_TASKS_MAX)
+        ns->nfin++;
+}
+
+/* One walk over every task, shared out to the nodes (a fleet's archive holds
+ * many thousands). Tasks forgotten with the archive are not listed. */
+static struct node_share *share_tasks(struct sim *s)
+{
+    struct node_share *sh = xcalloc((size_t)s->nnodes, sizeof *sh);
+    for (struct sim_task *t = s->tasks; t; t = t->next) {
+        struct node_share *ns = &sh[t->node->idx];
+        if (!t->running) {
+            if (sim_task_archived(t))
+                share_finished(ns, t);
+            continue;
+        }
+        if (ns->nrun == ns->cap) {
+            ns->cap = ns->cap ? 2 * ns->cap : 16;
+            ns->run = xrealloc(ns->run, ns->cap * sizeof *ns->run);
+        }
+        ns->run[ns->nrun++] = t;
+    }
+    return sh;
+}
+
+/* A task as the active file gives it back and pvestatd broadcasts it
+ * (INotify.pm read_active_workers, active_workers' $check_task): the UPID's
+ * fields without pstart (always deleted) and pid (deleted once it ended);
+ * "saved" as the file's regex reads it, a string: "0" while the task runs,
+ * "1" once its line is in the archive; endtime and status once it ended.
+ * (For a moment after a start or an end PVE's list differs: a new UPID has no
+ * saved yet, an end's broadcast carries saved 1 as a number; the next read of
+ * the file, at the next start, end or pvestatd cycle, gives the form here.) */
+static json_t *broadcast_entry(const struct sim_task *t)
+{
+    json_t *e =
+        json_pack("{s:s,s:s,s:I,s:s,s:s,s:s}", "upid", t->upid, "node", t->node->name, "starttime",
+                  (json_int_t)t->starttime, "type", t->type, "id", t->id, "user", t->user);
+    if (t->running) {
+        json_object_set_new(e, "pid", json_integer(t->pid));
+        json_object_set_new(e, "saved", json_string("0"));
+        return e;
+    }
+    json_object_set_new(e, "saved", json_string("1"));
+    json_object_set_new(e, "endtime", json_integer(t->endtime));
+    json_object_set_new(e, "status", json_string(t->exitstatus));
+    return e;
+}
+
+static size_t entry_bytes(const json_t *e)
+{
+    return json_dumpb(e, NULL, 0, JSON_COMPACT);
+}
+
+/* The node's broadcast list: active_workers' order (the running first, in
+ * the order they started, as the active file appends them; then the finished,
+ * newest started first), cut to 25 unless more run, then to 32 KiB. Not kept:
+ * PVE's active file forgets a finished task pushed out while many ran, and it
+ * does not come back when they end; here the 25 newest are chosen afresh. */
+static json_t *node_broadcast(const struct node_share *ns)
+{
+    json_t *list = json_array();
+    size_t bytes = 2; /* "[]" */
+    for (size_t i = ns->nrun; i-- > 0;)
+        json_array_append_new(list, broadcast_entry(ns->run[i]));
+    int nfin = CLUSTER_TASKS_MAX - (int)ns->nrun;
+    for (int i = 0; i < nfin && i < ns->nfin; i++)
+        json_array_append_new(list, broadcast_entry(ns->fin[i]));
+    for (size_t i = 0; i < json_array_size(list); i++)
+        bytes += entry_bytes(json_array_get(list, i)) + (i > 0);
+    while (bytes >= CLUSTER_TASKS_BYTES) {
+        size_t last = json_array_size(list) - 1;
+        bytes -= entry_bytes(json_array_get(list, last)) + (last > 0);
+        json_array_remove(list, last);
+    }
+    return list;
+}
+
+/* The API's part: a token's task gets user and tokenid apart, and without
+ * Sys.Audit on / the caller sees the tasks whose user is the caller. The
+ * caller is the token id for a token (PVE/HTTPServer.pm: "the token-ID is the
+ * user"), compared with the user part: a token without Sys.Audit on / sees
+ * none, not even its own; a user sees its own and its tokens'. */
+static void cluster_add(struct sim_call *c, json_t *out, json_t *e, bool all)
+{
+    const char *user = json_string_value(json_object_get(e, "user"));
+    const char *bang = strchr(user, '!');
+    if (bang) {
+        json_object_set_new(e, "tokenid", json_string(bang + 1));
+        json_object_set_new(e, "user", json_stringn(user, (size_t)(bang - user)));
+        user = json_string_value(json_object_get(e, "user"));
+    }
+    if (all || strcmp(user, call_owner(c)) == 0)
+        json_array_append(out, e);
+}
+
+/* Every node of the cluster is listed, offline and blackholed ones too:
+ * pmxcfs keeps a node's last broadcast when it leaves the membership
+ * (status.c dfsm_confchg only marks it offline). PVE's list of such a node is
+ * frozen as of its going away; pvesim keeps no record of that moment, and
+ * lists what the node runs and ran now (a task that ended while its node was
+ * away shows ended here, running in PVE). A standalone host's nodelist is
+ * itself (get_nodelist). The nodes come in fleet order (PVE's: Perl's hash
+ * order, any). */
+static void h_cluster_tasks(struct sim_call *c)
+{
+    struct sim *s = c->s;
+    bool all = call_can(c, "/", "Sys.Audit");
+    struct node_share *sh = share_tasks(s);
+    c->data = json_array();
+    for (int i = 0; i < s->nnodes; i++) {
+        if (s->o.standalone && &s->nodes[i] != c->node)
+            continue;
+        json_t *list = node_broadcast(&sh[i]);
+        size_t k;
+        json_t *e;
+        json_array_foreach(list, k, e)
+        {
+            cluster_add(c, c->data, e, all);
+        }
+        json_decref(list);
+    }
+    for (int i = 0; i < s->nnodes; i++)
+        free(sh[i].run);
+    free(sh);
+}
+
 const struct sim_route sim_routes_tasks[] = {
     {"GET", "/nodes/{node}/tasks", h_list},
     {"GET", "/nodes/{node}/tasks/{upid}/status", h_status},
     {"GET", "/nodes/{node}/tasks/{upid}/log", h_log},
     {"DELETE", "/nodes/{node}/tasks/{upid}", h_stop_task},
+    {"GET", "/cluster/tasks", h_cluster_tasks},
     {NULL, NULL, NULL},
 };
