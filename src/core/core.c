@@ -937,6 +937,24 @@ static bool hold_claimed(struct core *k, int slot, const char *id)
     return true;
 }
 
+/* Did Proxmox refuse the job, or one of its attempts (a creation that
+ * failed over from a node and was done on another), for a privilege? */
+static bool refused_for_privilege(const struct job_rec *j)
+{
+    static const char refusal[] = "Permission check failed";
+    if (j->state == JOB_FAILED && strstr(j->error, refusal))
+        return true;
+    size_t i;
+    json_t *a;
+    json_array_foreach(j->attempts, i, a)
+    {
+        const char *e = json_string_value(json_object_get(a, "error"));
+        if (e && strstr(e, refusal))
+            return true;
+    }
+    return false;
+}
+
 static void run_job(struct core *k, struct job_rec *j)
 {
     if (strcmp(j->kind, "create") == 0)
@@ -950,8 +968,9 @@ static void run_job(struct core *k, struct job_rec *j)
     else
         control_run(k, j);
     /* refused for a privilege: the token changed, or was always short; the
-     * operator hears what it lacks now rather than at the next check */
-    if (j->state == JOB_FAILED && strstr(j->error, "Permission check failed"))
+     * operator hears what it lacks now rather than at the next check, also
+     * when another node did the work */
+    if (refused_for_privilege(j))
         core_access_poke(k);
 }
 

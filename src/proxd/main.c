@@ -137,12 +137,6 @@ static bool store_may_come(const char *url, const struct store_error *se)
            strstr(se->message, "busy");
 }
 
-/* The daemon waits for such a database, asking again with a pause that
- * grows to 10 s, instead of exiting: a service manager would start it
- * again and again, then give up (systemd's start limit), and a proxd that
- * another instance's killer or an operator started during an outage would
- * be gone when it ends. SIGTERM or SIGINT ends the wait (sigs: the
- * daemon's blocked set). Returns the store, or NULL (said). */
 struct db_wait {
     const sigset_t *sigs; /* NULL: a one-off command, which does not wait */
     bool stopped;         /* a signal ended the wait */
@@ -153,6 +147,12 @@ struct db_wait {
     void *cls;
 };
 
+/* The daemon waits for such a database, asking again with a pause that
+ * grows to 10 s, instead of exiting: a service manager would start it
+ * again and again, then give up (systemd's start limit), and a proxd that
+ * another instance's killer or an operator started during an outage would
+ * be gone when it ends. SIGTERM or SIGINT ends the wait (sigs: the
+ * daemon's blocked set). Returns the store, or NULL (said). */
 static store *store_open_waiting(const char *url, struct db_wait *dw)
 {
     char shown[512];

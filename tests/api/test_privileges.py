@@ -17,6 +17,8 @@ and --token-privsep; PUT /access/acl at run time).
     reinstall, deletion, all done on a pvesim that enforces it;
   - a job refused for a privilege (403) brings the next check forward
     (within seconds of it, privilege_check at its 600 s default);
+  - a creation refused on one node for a privilege and done on another
+    brings the check forward too;
   - PVE 7 (no SDN.Use yet) is not asked for SDN.Use;
   - a check that cannot be read (GET /access/permissions answered 500) is
     told as such (the node's "error"; proxctl status while no read was ever
@@ -281,6 +283,35 @@ def a_job_refused_for_a_privilege_brings_the_check_forward():
         stop = px.wait_job(r.json()["job"], admin, deadline=60)
         assert stop["state"] == "failed" and "Permission check failed" in stop["error"], stop
         wait_for(lambda: "the Proxmox credentials lack VM.PowerMgmt on /vms/1000" in
+                 px.log_text(), deadline=30, interval=0.2, what="the check brought forward")
+    finally:
+        shutdown(px, sim)
+
+
+@case
+def a_creation_done_after_a_refusal_on_one_node_brings_the_check_forward_too():
+    """The token loses VM.Clone on sv1's template only (a role without it
+    on /vms/8000): a creation tries sv1 first (placement ordered), is
+    refused there, fails over and is done on sv2; the check still comes
+    forward and tells it within seconds (the old code brought it forward
+    only for a job that ended failed: not within 30 s)."""
+    no_clone = [p for p in PRIVS if p != "VM.Clone"]
+    sim = Sim(time_scale=0.02, extra=role_sim_args(PRIVS) +
+              ["--role", "ProxdNoClone:" + ",".join(no_clone)])
+    px, admin = daemon(sim, proxd_extra=EXTRA + "placement = ordered\n", pve_token=SVC,
+                       proxmox_extra="")
+    try:
+        px.start()
+        nothing_missing(px, admin)
+        tpl = TEMPLATE_BASE + OSES.index("ubuntu")  # sv1's
+        r = sim.api("PUT", "/access/acl", data={"path": "/vms/%d" % tpl,
+                                                "roles": "ProxdNoClone", "tokens": SVC_ID})
+        assert r.status_code == 200, r.text
+        j = create(px, admin, "fails-over")
+        assert j["state"] == "done" and j["node"] != "sv1", j
+        assert any(a["node"] == "sv1" and "Permission check failed" in a["error"]
+                   for a in j["attempts"]), j["attempts"]
+        wait_for(lambda: "the Proxmox credentials lack VM.Clone on /vms/%d" % tpl in
                  px.log_text(), deadline=30, interval=0.2, what="the check brought forward")
     finally:
         shutdown(px, sim)
