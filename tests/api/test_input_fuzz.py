@@ -926,7 +926,20 @@ def path_mutation():
 
 
 def other_path_mutation():
-    kind = rng.choice(["job", "node", "pool", "address", "range", "snap"])
+    kind = rng.choice(["job", "node", "pool", "address", "range", "snap", "webhook"])
+    if kind == "webhook":
+        # forget: the configured one ("fz", also spelled "%66z") is refused
+        # naming it, another is none to forget, a user may not
+        bad = rng.choice(["fz", "%66z", "nope", "FZ", "fz%20", "x" * 63, "%2e%2e", "fz%00"])
+        tok = rng.choice([ADMIN, ADMIN, ALICE])
+        rq = Req("path", "webhook:" + bad, "DELETE", "/v1/webhooks/" + bad, tok)
+        if "%00" in bad:
+            return rq.refuse("path", {400})
+        if tok == ALICE:
+            return rq.refuse(None, {403}, "forbidden")
+        if bad in ("fz", "%66z"):
+            return rq.refuse("name", {409}, "conflict")
+        return rq.refuse("name", {404}, "not_found")
     if kind == "job":
         bad = rng.choice(["x", "0", "-1", "zzzz", "a" * 63, "%20", "..", "'", FIX_JOB + "0",
                           FIX_JOB.upper().replace("-", "")])
