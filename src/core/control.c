@@ -1352,23 +1352,29 @@ static bool vmid_used_unmanaged(struct cctx *c, char world[64])
     return false;
 }
 
+/* Where the VM to delete is. Resumed after its destroy was sent (killed
+ * in its call or wait): the VM may be gone already. A locate that cannot
+ * tell now (the node's inventory not read) is asked again before the
+ * delete fails: failed, the record went back to enabled, and the VM the
+ * destroy removed was marked lost. */
+static int delete_locate(struct cctx *c, struct pve_vm_status *st, struct pve_error *e)
+{
+    int rc = ctl_locate(c, st, e);
+    for (int n = 1; transient(rc) && strcmp(c->j->step, "destroy") == 0 && n <= 2 * READ_TRIES &&
+                    !core_stopping(c->k);
+         n++) {
+        read_pause(c, n);
+        rc = ctl_locate(c, st, e);
+    }
+    return rc;
+}
+
 static void delete_steps(struct cctx *c)
 {
     struct pve_error e = {0};
     struct pve_vm_status st;
     char upid[PVE_UPID_MAX] = "";
-    int rc = ctl_locate(c, &st, &e);
-    /* resumed after its destroy was sent (killed in its call or wait): the
-     * VM may be gone already. A locate that cannot tell now (the node's
-     * inventory not read) is asked again before the delete fails: failed,
-     * the record went back to enabled, and the VM the destroy removed was
-     * marked lost */
-    for (int n = 1; transient(rc) && strcmp(c->j->step, "destroy") == 0 && n <= 2 * READ_TRIES &&
-                    !core_stopping(c->k);
-         n++) {
-        read_pause(c, n);
-        rc = ctl_locate(c, &st, &e);
-    }
+    int rc = delete_locate(c, &st, &e);
     if (rc == PVE_E_NOTFOUND && c->v.node[0] && !config_node(c->k->cfg, c->v.node)) {
         /* its node was taken out of the configuration (or the VM moved by
          * hand to a node proxd does not manage): if a cluster proxd manages
@@ -1403,7 +1409,19 @@ static void delete_steps(struct cctx *c)
         return;
     }
     struct pve_vm_config cfg;
-    if (ctl_read_config(c, &cfg, &e)) {
+    rc = ctl_read_config(c, &cfg, &e);
+    if (rc == PVE_E_NOTFOUND) {
+        /* gone since it was found: a destroy sent before a crash and served
+         * late (the delete then failed "does not exist", the record went
+         * back to enabled), or a migration away: looked for once more */
+        if ((rc = delete_locate(c, &st, &e)) == PVE_E_NOTFOUND) {
+            mark_deleted(c, " (it was gone already)");
+            return;
+        }
+        if (rc == 0)
+            rc = ctl_read_config(c, &cfg, &e);
+    }
+    if (rc) {
         ctl_job_fail(c, "cannot read the config: %s", e.message);
         return;
     }
