@@ -9,6 +9,8 @@ once (late), and served after proxd looked for the task they would start
     pause and the destroy made again, found done, or waited for while the
     late one holds its lock; the delete ends done (it failed "destroy
     failed: Operation timed out" while the late destroy removed the VM);
+  - a VM destroyed by another client between a delete's look and its
+    config read: the delete ends done (it failed "cannot read the config");
   - a drain's migration likewise (it failed "VM N stays: migration to ...
     refused", the drain counting it as stayed, while the late migration
     moved it);
@@ -153,6 +155,33 @@ def a_destroy_served_after_its_timeout_ends_done():
     ev = done_through_the_fault(px.call("DELETE", "/v1/vms/%d" % vmid, ALICE))
     sim.wait_late()
     assert sim.vm(vmid) is None, ev
+    state = query(px.db, "SELECT state FROM vms WHERE vmid = %d ORDER BY id DESC LIMIT 1" % vmid)
+    assert state == [("deleted",)], (state, ev)
+
+
+@case
+def a_vm_gone_between_the_deletes_look_and_its_config_read_is_deleted():
+    """The delete finds the VM, then its config read hangs (timed out at
+    3 s, read again) while the VM is stopped and destroyed by another
+    client (as a destroy sent before a crash and served late does): the
+    read again says "does not exist", the delete looks once more, finds the
+    VM on no node, and ends done, the record deleted (it failed "cannot read
+    the config: ... does not exist", the record enabled again: random fault
+    test seed 23003)."""
+    vmid = created("gone-mid-delete")["vmid"]
+    wait_node_up(vmid)
+    node = sim.vm(vmid)["node"]
+    path = r"^/nodes/[^/]+/qemu/%d/config$" % vmid
+    sim.add_faults([{"kind": "hang", "method": "GET", "path": path, "count": 1}])
+    r = px.call("DELETE", "/v1/vms/%d" % vmid, ALICE)
+    assert r.status_code == 202, r.text
+    wait_for(lambda: [f["hits"] for f in sim.ctl("GET", "/faults")] == [1], 60, 0.02,
+             "the delete's config read")
+    for method, p in (("POST", "/nodes/%s/qemu/%d/status/stop" % (node, vmid)),
+                      ("DELETE", "/nodes/%s/qemu/%d" % (node, vmid))):
+        sim.wait_task(node, sim.data(method, p))
+    assert sim.vm(vmid) is None
+    ev = done_through_the_fault(r)
     state = query(px.db, "SELECT state FROM vms WHERE vmid = %d ORDER BY id DESC LIMIT 1" % vmid)
     assert state == [("deleted",)], (state, ev)
 
