@@ -933,6 +933,41 @@ static int verb_index(const char *verb)
     return -1;
 }
 
+/* The methods whose PVE source declares `parameters => { additionalProperties
+ * => 0 }` and no `properties` hash at all. JSONSchema.pm's check_prop checks
+ * an object against its properties only `if ($schema->{properties} ||
+ * $schema->{additionalProperties})`: an empty `properties => {}` is a true
+ * hash reference, so a method declaring it refuses every parameter ("property
+ * is not defined in schema ..."), while one without it takes any. The apidoc
+ * (RESTHandler's api_clone_schema copies `properties` member by member) drops
+ * an empty hash, so both read `{"additionalProperties":0}` there. Every other
+ * such method of 8.4 and 9.1 declares `properties => {}` (GET /version,
+ * /cluster/tasks, /cluster/status, /nodes, ...), as the sources of both
+ * (stable-bookworm and master) show: it gets it back at load, so that it
+ * refuses unknown parameters as PVE does, from a compact or a full apidoc. */
+static const struct {
+    const char *verb, *path;
+} no_properties[] = {
+    {"GET", "/access/ticket"},            /* access-control API2/AccessControl.pm get_ticket */
+    {"GET", "/cluster/firewall"},         /* firewall API2/Firewall/Cluster.pm index */
+    {"GET", "/cluster/firewall/options"}, /* ... get_options */
+    {"GET", "/cluster/firewall/macros"},  /* ... get_macros */
+    /* manager API2/Cluster/Notifications.pm get_matcher_field_values */
+    {"GET", "/cluster/notifications/matcher-field-values"},
+    {"PUT", "/cluster/sdn"}, /* network API2/Network/SDN.pm reload (8.x; 9.x declares some) */
+};
+
+/* Gives a method's parameters the empty `properties` its apidoc dropped. */
+static void restore_properties(const char *path, const char *verb, json_t *params)
+{
+    if (!json_is_object(params) || json_object_get(params, "properties"))
+        return;
+    for (size_t i = 0; i < sizeof(no_properties) / sizeof(no_properties[0]); i++)
+        if (strcmp(no_properties[i].verb, verb) == 0 && strcmp(no_properties[i].path, path) == 0)
+            return;
+    json_object_set_new(params, "properties", json_object());
+}
+
 static void add_method(schema *s, struct route *r, const char *path, const char *verb, json_t *info)
 {
     int vi = verb_index(verb);
@@ -947,6 +982,7 @@ static void add_method(schema *s, struct route *r, const char *path, const char 
     m->is_protected = ptrue(json_object_get(info, "protected"));
     m->allowtoken = at ? ptrue(at) : true; /* PVE's default is 1 */
     m->parameters = json_object_get(info, "parameters");
+    restore_properties(path, m->verb, m->parameters);
     m->returns = json_object_get(info, "returns");
     m->permissions = json_object_get(info, "permissions");
     if (!json_is_object(m->permissions))
