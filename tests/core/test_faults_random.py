@@ -340,15 +340,18 @@ class Api:
 
     def call(self, method, path, body=None, key=None):
         """The call, asked again while proxd does not answer (killed, and
-        not yet started again) or its database does not (503 unavailable:
-        nothing was done): for up to 40 s. key: an Idempotency-Key."""
+        not yet started again), is starting (503 starting: its port answers
+        while it opens its database) or its database does not answer (503
+        unavailable): nothing was done; for up to 40 s. key: an
+        Idempotency-Key."""
         h = dict(self.h, **({"Idempotency-Key": key} if key else {}))
         end = time.monotonic() + 40
         while True:
             try:
                 r = requests.request(method, self.base + path, json=body, headers=h, timeout=30)
-                if r.status_code != 503 or '"unavailable"' not in r.text \
-                        or time.monotonic() > end:
+                again = r.status_code == 503 and ('"unavailable"' in r.text or
+                                                  '"starting"' in r.text)
+                if not again or time.monotonic() > end:
                     return r
             except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError):
                 if time.monotonic() > end:
