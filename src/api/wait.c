@@ -1,4 +1,5 @@
-/* wait: what proxd answers while it waits for its database at start.
+/* wait: what proxd answers while it opens its database at start, and
+ * waits for it when it does not answer.
  *
  * Before, proxd listened only once its database answered: during a
  * PostgreSQL outage at boot its port refused connections, so a load
@@ -32,7 +33,7 @@
 struct api_wait {
     struct http_server *http;
     int64_t since_ms; /* the wait's start (wall clock, for the message) */
-    atomic_int tries; /* the database asked so many times */
+    atomic_int tries; /* tries to open the database that failed so far */
     int nodes;        /* configured, for /readyz's shape */
 };
 
