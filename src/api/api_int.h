@@ -86,6 +86,12 @@ void resp_error_pool(struct resp *rs, unsigned status, const char *code, const c
 /* The error text of every refusal that proxd sends outside a handler
  * (the HTTP server's own, http.h): a whole JSON document, NUL-terminated. */
 char *error_json_text(const char *code, const char *field, const char *node, const char *msg);
+/* The HTTP server on listen_fd (borrowed) with the configuration's
+ * timeouts and API_BODY_MAX; o gives the rest (limits, workers, the
+ * callbacks). NULL with err naming cfg->listen on failure. Both of proxd's
+ * servers (server.c's, wait.c's) start so. */
+struct http_server *api_http_start(const struct proxd_config *cfg, int listen_fd,
+                                   struct http_options *o, char *err, size_t errlen);
 void resp_json(struct resp *rs, unsigned status, json_t *body);
 /* A JSON answer already written as text (jsonw.h): takes b's contents. */
 void resp_json_text(struct resp *rs, unsigned status, struct buf *b);

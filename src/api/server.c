@@ -192,6 +192,20 @@ int api_listen(const struct proxd_config *cfg, int *port, char *err, size_t errl
     return fd;
 }
 
+struct http_server *api_http_start(const struct proxd_config *cfg, int listen_fd,
+                                   struct http_options *o, char *err, size_t errlen)
+{
+    o->listen_fd = listen_fd;
+    o->idle_timeout_s = cfg->idle_timeout_s;
+    o->header_timeout_s = cfg->header_timeout_s > 0 ? cfg->header_timeout_s : 10;
+    o->body_max = API_BODY_MAX;
+    char herr[160];
+    struct http_server *s = http_server_start(o, herr, sizeof herr);
+    if (!s)
+        snprintf(err, errlen, "listen %s: cannot start the HTTP server: %s", cfg->listen, herr);
+    return s;
+}
+
 struct api *api_start(const struct proxd_config *cfg, struct core *k, store *st, struct fleet *fl,
                       int listen_fd, char *err, size_t errlen)
 {
@@ -209,24 +223,16 @@ struct api *api_start(const struct proxd_config *cfg, struct core *k, store *st,
     raise_nofile();
     a->hub = sse_hub_new(a);
     struct http_options o = {
-        .listen_fd = listen_fd,
         .conn_limit = CONN_LIMIT,
         .per_ip_limit = PER_IP_LIMIT,
         .workers = pool_size(),
-        .idle_timeout_s = cfg->idle_timeout_s,
-        .header_timeout_s = cfg->header_timeout_s > 0 ? cfg->header_timeout_s : 10,
-        .body_max = API_BODY_MAX,
         .handler = on_request,
         .runs_inline = runs_inline,
         .error_body = refusal_body,
         .cls = a,
     };
-    char herr[160];
-    a->http = http_server_start(&o, herr, sizeof herr);
-    if (!a->http) {
-        snprintf(err, errlen, "listen %s: cannot start the HTTP server: %s", cfg->listen, herr);
+    if (!(a->http = api_http_start(cfg, listen_fd, &o, err, errlen)))
         goto fail;
-    }
     a->port = http_server_port(a->http);
     log_info("api", "listening on %s (port %d, %u threads)", cfg->listen, a->port, pool_size());
     return a;

@@ -103,21 +103,15 @@ struct api_wait *api_wait_start(const struct proxd_config *cfg, int listen_fd, c
     w->since_ms = wall_ms();
     w->nodes = cfg->nnodes;
     struct http_options o = {
-        .listen_fd = listen_fd,
         .conn_limit = WAIT_CONN_LIMIT,
         .per_ip_limit = WAIT_PER_IP_LIMIT,
         .workers = 1,
-        .idle_timeout_s = cfg->idle_timeout_s,
-        .header_timeout_s = cfg->header_timeout_s > 0 ? cfg->header_timeout_s : 10,
-        .body_max = API_BODY_MAX,
         .handler = on_request,
         .runs_inline = runs_inline,
         .error_body = refusal_body,
         .cls = w,
     };
-    char herr[160];
-    if (!(w->http = http_server_start(&o, herr, sizeof herr))) {
-        snprintf(err, errlen, "listen %s: cannot start the HTTP server: %s", cfg->listen, herr);
+    if (!(w->http = api_http_start(cfg, listen_fd, &o, err, errlen))) {
         free(w);
         return NULL;
     }
