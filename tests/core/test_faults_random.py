@@ -8,7 +8,9 @@ default, snapshots made, removed and rolled back to; with
 FAULT_REINSTALLS=1, the default, reinstalls to the other OS; with
 FAULT_DRAINS=1, the default, one node drained meanwhile, its VMs migrating
 under the faults, then uncordoned) and, with
-FAULT_CREATE=1, creations (half of them with an address from an IP pool);
+FAULT_CREATE=1, creations (half of them with an address from an IP pool;
+two customers, ci and cj, every third VM cj's, whose jobs take turns for
+the workers);
 a share of all those jobs (FAULT_CANCELS, 0.1) is cancelled 0 to 1.5 s
 after it was asked for, queued, running or ended by then;
 then the faults stop and the promises are checked against pvesim's state
@@ -786,6 +788,10 @@ def run_seed(seed):
     try:
         token = proxd("token", "create", "--config", conf, "--owner", "ci", "--role",
                       "user").stdout.strip()
+        # a second customer, whose creations take turns with ci's for the
+        # workers (every third VM is theirs)
+        token2 = proxd("token", "create", "--config", conf, "--owner", "cj", "--role",
+                       "user").stdout.strip()
         ops = proxd("token", "create", "--config", conf, "--owner", "ops", "--role",
                     "admin").stdout.strip()
         if recv:  # the webhook from the first event on (a new one starts at the log's end)
@@ -794,10 +800,15 @@ def run_seed(seed):
         for d in daemons:
             d.start()
         apis = [Api("http://127.0.0.1:%d" % port, token) for port in ports]
+        apis_cj = [Api("http://127.0.0.1:%d" % port, token2) for port in ports]
+
+        def owner_apis(i):
+            """the i-th creation's owner's clients: ci's, every third cj's"""
+            return apis_cj if i % 3 == 2 else apis
+        vm_apis = {}  # vmid -> its owner's clients
         admins = [Api("http://127.0.0.1:%d" % port, ops) for port in ports]
         for a in apis:
             wait_answer(a.base + "/readyz")
-        api = apis[0]
 
         def faults_on():
             sim.ctl("DELETE", "/calls")
@@ -859,23 +870,25 @@ def run_seed(seed):
                 body["ippools"] = ["flt"]
             end = time.monotonic() + 30
             while True:  # 503 while proxd reads the inventory first, or a node is down
-                r = apis[i % INSTANCES].call("POST", "/v1/vms", body, key="f%d-%02d" % (seed, i))
+                r = owner_apis(i)[i % INSTANCES].call("POST", "/v1/vms", body,
+                                                      key="f%d-%02d" % (seed, i))
                 if r.status_code != 503 or time.monotonic() > end:
                     break
                 time.sleep(0.2)
             assert r.status_code == 202, (r.status_code, r.text)
             creations.append(r.json())
+            vm_apis[r.json()["vmid"]] = owner_apis(i)
         crng = random.Random(seed * 13 + 5)  # the creations' cancels (under faults only)
         cancellers = [threading.Thread(target=cancel_soon, daemon=True,
-                                       args=(apis[i % INSTANCES], c["job"],
+                                       args=(owner_apis(i)[i % INSTANCES], c["job"],
                                              random.Random(crng.random())))
                       for i, c in enumerate(creations) if CREATE]
         for t in cancellers:
             t.start()
         for t in cancellers:
             t.join()
-        for c in creations:
-            j = api.wait_job(c["job"], JOB_BOUND_S)
+        for i, c in enumerate(creations):
+            j = owner_apis(i)[0].wait_job(c["job"], JOB_BOUND_S)
             note(j)
             stats["creations"] += 1
             if j["state"] == "done":
@@ -889,7 +902,7 @@ def run_seed(seed):
             troubles_on()
 
         def worker(vmid, wrng):
-            api = apis[vmid % INSTANCES]
+            api = vm_apis[vmid][vmid % INSTANCES]
             srng = random.Random(seed * 1000 + vmid + 500)  # the snapshot jobs' draws
             rrng = random.Random(seed * 1000 + vmid + 700)  # the reinstalls'
             crng = random.Random(seed * 1000 + vmid + 900)  # the cancels'
