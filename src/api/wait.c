@@ -78,7 +78,11 @@ static void on_request(void *cls, struct http_req *rq)
         answer(rq, HTTP_SERVICE_UNAVAILABLE, text ? text : xstrdup("{}"));
         return;
     }
-    answer(rq, HTTP_SERVICE_UNAVAILABLE, error_json_text("starting", NULL, NULL, msg));
+    /* "starting" while the database opens (clients such as proxctl ask
+     * again a moment later); "unavailable", as for a database gone while
+     * proxd runs, once it did not answer (they tell it at once) */
+    const char *code = atomic_load(&w->tries) ? "unavailable" : "starting";
+    answer(rq, HTTP_SERVICE_UNAVAILABLE, error_json_text(code, NULL, NULL, msg));
 }
 
 static bool runs_inline(void *cls, const struct http_req *rq)

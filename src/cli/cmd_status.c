@@ -30,6 +30,7 @@
 struct report {
     json_t *r;         /* the whole report (--json prints it) */
     json_t *attention; /* its "attention" array: one line per problem */
+    bool db_down;      /* /readyz: the database does not answer */
 };
 
 static void attention(struct report *rp, const char *fmt, ...)
@@ -68,7 +69,7 @@ static bool check_ready(struct cli *c, struct report *rp)
     bool ready = st == 200;
     json_object_set_new(rp->r, "ready", json_boolean(ready));
     if (!ready) {
-        if (json_is_false(json_object_get(ans, "database")))
+        if ((rp->db_down = json_is_false(json_object_get(ans, "database"))))
             attention(rp, "proxd is not ready: its database does not answer (%s)",
                       cli_str(ans, "database_error"));
         else if (st == 503)
@@ -408,16 +409,25 @@ int cmd_status(struct cli *c, int argc, char **argv)
     struct report rp = {.r = json_object(), .attention = json_array()};
     json_object_set_new(rp.r, "server", json_string(c->server));
     int rc = EXIT_SERVER;
-    if (!check_ready(c, &rp) || (rc = check_nodes(c, &rp, rp.r)) != EXIT_OK) {
+    if (!check_ready(c, &rp)) {
         json_decref(rp.r);
         json_decref(rp.attention);
         return rc;
     }
-    check_jobs(c, &rp, rp.r, (int)hours);
-    check_ranges(c, &rp, rp.r);
-    check_pools(c, &rp, rp.r);
-    check_lost(c, &rp, rp.r);
-    check_webhooks(c, &rp, rp.r, hook_age, (int)hours);
+    /* without its database proxd answers nothing else (503): the report is
+     * that line, at once, rather than the first section's failure */
+    if (!rp.db_down && (rc = check_nodes(c, &rp, rp.r)) != EXIT_OK) {
+        json_decref(rp.r);
+        json_decref(rp.attention);
+        return rc;
+    }
+    if (!rp.db_down) {
+        check_jobs(c, &rp, rp.r, (int)hours);
+        check_ranges(c, &rp, rp.r);
+        check_pools(c, &rp, rp.r);
+        check_lost(c, &rp, rp.r);
+        check_webhooks(c, &rp, rp.r, hook_age, (int)hours);
+    }
     json_object_set_new(rp.r, "attention", rp.attention);
     if (!cli_json_out(c, rp.r))
         print_text(c, rp.r);

@@ -20,8 +20,10 @@ word), and every job of the instance with it.
 The three cases run at once (each its own pvesim, proxd and database):
 each mostly waits out its outage."""
 import json
+import os
 import re
 import sqlite3
+import subprocess
 import threading
 import time
 
@@ -29,6 +31,7 @@ import requests
 
 from lib import db, eventcheck
 from lib.cases import case, finish
+from lib.env import PROXCTL
 from lib.pg import PrivatePG
 from lib.proxd import Proxd
 from lib.sim import Sim
@@ -49,8 +52,18 @@ def start_creations(px, token):
 
 
 def readyz_says_down(px, token):
+    """/readyz says the database is down; the first time, proxctl status
+    reports it as its attention line, exit 1 (it failed on its nodes'
+    section, exit 5)."""
     r = requests.get(px.base + "/readyz", timeout=30)
-    return r.status_code == 503 and r.json()["database"] is False
+    down = r.status_code == 503 and r.json()["database"] is False
+    if down and not getattr(px, "status_seen", False):
+        st = subprocess.run([PROXCTL, "status"], capture_output=True, text=True, timeout=60,
+                            env=dict(os.environ, PROXD_URL=px.base, PROXD_TOKEN=token))
+        px.status_seen = True
+        assert st.returncode == 1 and \
+            "proxd is not ready: its database does not answer" in st.stdout, st
+    return down
 
 
 def writes_refused(px, token):

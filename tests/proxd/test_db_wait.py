@@ -3,9 +3,10 @@ whose write lock another process holds; a PostgreSQL server down is the
 same wait, api/test_db_outage). proxd listens before it opens the
 database, so:
   - while it waits, its port answers: /healthz 200 (alive), /readyz 503
-    saying the wait, every other request 503 `starting` with Retry-After,
-    naming the tries and their start, and `proxctl status` tells it (it
-    used to be "connection refused", as if proxd were not running);
+    saying the wait, every other request 503 `unavailable` with
+    Retry-After, naming the tries and their start, and `proxctl status`
+    tells it in its report (it used to be "connection refused", as if proxd
+    were not running);
   - the wait is in the configured log file (the log was set up only once
     the database answered: the file held nothing of it);
   - once the database answers, the same port serves the API;
@@ -90,13 +91,23 @@ def while_it_waits_its_port_says_so_and_then_serves():
                             timeout=5)
                 assert r.status_code == 503, (method, path, r.status_code, r.text)
                 err = r.json()["error"]
-                assert err["code"] == "starting", (path, err)
+                # "unavailable" as for a database gone while proxd runs
+                # (not "starting", which proxctl asks again for 15 s)
+                assert err["code"] == "unavailable", (path, err)
                 assert "its database does not answer yet (" in err["message"], err
                 assert r.headers.get("Retry-After") == "5", r.headers
+            env = dict(os.environ, PROXD_URL=px.base, PROXD_TOKEN=px.admin)
             st = subprocess.run([PROXCTL, "status"], capture_output=True, text=True, timeout=30,
-                                env=dict(os.environ, PROXD_URL=px.base, PROXD_TOKEN=px.admin))
-            out = st.stdout + st.stderr
-            assert st.returncode != 0 and "does not answer yet" in out, (st.returncode, out)
+                                env=env)
+            # the report, its attention line the wait (it used to fail on the
+            # nodes' section after 15 s of asking again, exit 5)
+            assert st.returncode == 1, (st.returncode, st.stdout, st.stderr)
+            assert "NOT READY" in st.stdout and "proxd is not ready: its database does not " \
+                "answer (proxd is starting: its database does not answer yet" in st.stdout, \
+                st.stdout
+            st = subprocess.run([PROXCTL, "vm", "list"], capture_output=True, text=True,
+                                timeout=30, env=env)
+            assert st.returncode != 0 and "does not answer yet" in st.stderr, st
             # the wait is in the configured log file, not only on stderr
             wait_for(lambda: "does not answer (try 1)" in open(px.file_log).read(), 20, 0.2,
                      "the wait in the log file")
