@@ -664,6 +664,50 @@ def a_seek_back_while_a_holder_waits_to_post_again_is_not_passed_over():
 
 
 @case_full_on_pg
+def a_seek_to_its_own_cursor_posts_again_now():
+    """'Try again now' (proxctl webhook seek NAME --after CURSOR, the cursor
+    it has): the holder, in an 8 s pause between posts of a refused event,
+    posts it again within a second or two of the seek, once the receiver
+    takes it, rather than at the pause's end; the cursor stays (the answer's
+    `was` and `after` the same), and nothing before the event is posted
+    again."""
+    r6 = Receiver().up()
+    b, admin = hook_instance("now", r6, timeout=10, retry_max=10)
+    try:
+        def posts_of(eid):
+            return [p for p in r6.snapshot() if json.loads(p["body"])["id"] == eid]
+        first = tell(b, admin, "sv3", "cordon")
+        wait_for(lambda: any(p["answered"] for p in posts_of(first)), deadline=30,
+                 interval=0.1, what="the first event delivered")
+        r6.refuse = lambda e: e["type"] == "node.uncordoned" and e["node"] == "sv3"
+        bad = tell(b, admin, "sv3", "uncordon")
+        wait_for(lambda: len(posts_of(bad)) >= 5, deadline=30, interval=0.05,
+                 what="the refused event posted 5 times")
+        seen5 = time.time()
+
+        def told_5th():
+            r = hook_row(b, admin, "now")
+            return r["last_error_at"] and ts(r["last_error_at"]) > seen5 - 1.0
+        wait_for(told_5th, deadline=5, interval=0.02, what="the 5th refusal told")
+        assert len(posts_of(bad)) == 5  # in the 8 s pause
+        r6.refuse = None
+        before = len(r6.snapshot())
+        cursor = hook_row(b, admin, "now")["after"]
+        assert first <= cursor < bad, (first, cursor, bad)
+        r = b.call("POST", "/v1/webhooks/now/seek", admin, {"after": cursor})
+        assert r.status_code == 200 and r.json()["was"] == cursor == r.json()["after"], r.text
+        t0 = time.monotonic()
+        wait_for(lambda: any(p["answered"] for p in posts_of(bad)), deadline=5, interval=0.05,
+                 what="the refused event taken before the 8 s pause ran out")
+        print("    posted again %.1f s into an 8 s pause" % (time.monotonic() - t0))
+        again = [json.loads(p["body"])["id"] for p in r6.snapshot()[before:]]
+        assert again and again[0] == bad and all(i >= bad for i in again), (again, bad)
+    finally:
+        b.stop()
+        r6.down()
+
+
+@case_full_on_pg
 def a_dropped_event_is_told_by_proxctl_status():
     """An event its receiver refuses until max_age (2 s) is dropped, the
     next one delivered; the drop is counted in the store with its time, and
