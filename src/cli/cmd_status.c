@@ -171,6 +171,44 @@ static json_t *jobs_of(struct cli *c, const char *state)
     return all;
 }
 
+#define OWNERS_SHOWN 3 /* owners of queued jobs named in the text */
+
+static int by_count_desc(const void *a, const void *b)
+{
+    json_int_t x = json_integer_value(json_object_get(*(json_t *const *)a, "queued"));
+    json_int_t y = json_integer_value(json_object_get(*(json_t *const *)b, "queued"));
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/* Whose jobs are queued, most first: [{"owner", "queued"}]. A long queue
+ * at 3 a.m. is one customer's batch or everyone's slowness; the owners
+ * take turns for the workers, so a burst does not hold up the others, but
+ * it is the first thing to know. */
+static json_t *queued_by_owner(json_t *queued)
+{
+    json_t *counts = json_object();
+    size_t i;
+    json_t *j;
+    json_array_foreach(queued, i, j)
+    {
+        const char *o = cli_str(j, "owner");
+        json_object_set_new(counts, o,
+                            json_integer(json_integer_value(json_object_get(counts, o)) + 1));
+    }
+    size_t n = json_object_size(counts), k = 0;
+    json_t **rows = calloc(n ? n : 1, sizeof *rows);
+    const char *o;
+    json_t *v;
+    json_object_foreach(counts, o, v) rows[k++] = json_pack("{s:s,s:O}", "owner", o, "queued", v);
+    qsort(rows, n, sizeof *rows, by_count_desc);
+    json_t *out = json_array();
+    for (k = 0; k < n; k++)
+        json_array_append_new(out, rows[k]);
+    free(rows);
+    json_decref(counts);
+    return out;
+}
+
 static void check_jobs(struct cli *c, struct report *rp, json_t *sum, int hours)
 {
     json_t *run = jobs_of(c, "running"), *queued = jobs_of(c, "queued");
@@ -211,6 +249,7 @@ static void check_jobs(struct cli *c, struct report *rp, json_t *sum, int hours)
                            recent, "cancelled", cancelled);
     if (quiet)
         json_object_set(js, "quiet_longest", quiet);
+    json_object_set_new(js, "queued_by_owner", queued_by_owner(queued));
     json_object_set_new(sum, "jobs", js);
     if (json_array_size(recent))
         attention(rp, "%zu job%s failed in the last %d h (proxctl job list --state failed)",
@@ -352,9 +391,21 @@ static void print_text(const struct cli *c, json_t *r)
     }
     if (j) {
         json_t *f = json_object_get(j, "failed");
-        printf("jobs:      %lld running, %lld queued, %zu failed in the last %lld h",
-               cli_num(j, "running"), cli_num(j, "queued"), json_array_size(f),
-               cli_num(j, "hours"));
+        printf("jobs:      %lld running, %lld queued", cli_num(j, "running"), cli_num(j, "queued"));
+        json_t *by = json_object_get(j, "queued_by_owner");
+        size_t k;
+        json_t *o;
+        json_array_foreach(by, k, o)
+        {
+            if (k == OWNERS_SHOWN) {
+                printf(", %zu more", json_array_size(by) - OWNERS_SHOWN);
+                break;
+            }
+            const char *who = cli_str(o, "owner"); /* "": proxd's own (a snapshot sync) */
+            printf("%s%s %lld", k ? ", " : " (", who[0] ? who : "proxd", cli_num(o, "queued"));
+        }
+        printf("%s, %zu failed in the last %lld h", json_array_size(by) ? ")" : "",
+               json_array_size(f), cli_num(j, "hours"));
         if (cli_num(j, "cancelled"))
             printf(" (and %lld cancelled)", cli_num(j, "cancelled"));
         printf("\n");

@@ -4,10 +4,16 @@ workers, alice queues eight creations, then carol one: carol's job is the
 next one claimed when a worker frees (alice runs two, carol none), before
 alice's third. Plain FIFO (the old claim order) ran all of alice's first;
 on a busy fleet with hundreds queued, that was a customer's "create my
-server" waiting for hours behind another customer's batch."""
+server" waiting for hours behind another customer's batch. proxctl status
+names whose jobs are queued, most first."""
+import json
+import os
+import re
+import subprocess
 import time
 
 from lib.cases import case, finish
+from lib.env import PROXCTL
 from lib.proxd import Proxd
 from lib.sim import Sim
 from lib.wait import wait_for
@@ -37,6 +43,21 @@ def another_owner_does_not_wait_behind_a_burst():
         try:
             jobs = [create(px, alice, "a%d" % i) for i in range(ALICE_JOBS)]
             jobs.append(create(px, carol, "c0"))
+            # proxctl status names whose jobs are queued, most first (alice's
+            # six are queued for seconds: each creation's clone takes one)
+            st = subprocess.run([PROXCTL, "--json", "status"], capture_output=True, text=True,
+                                timeout=60, env=dict(os.environ, PROXD_URL=px.base,
+                                                     PROXD_TOKEN=admin))
+            js = json.loads(st.stdout)["jobs"]
+            by = js["queued_by_owner"]
+            assert by and by[0]["owner"] == "alice" and by[0]["queued"] >= 1, js
+            assert sum(o["queued"] for o in by) == js["queued"], js
+            assert [o["queued"] for o in by] == sorted((o["queued"] for o in by), reverse=True)
+            text = subprocess.run([PROXCTL, "status"], capture_output=True, text=True, timeout=60,
+                                  env=dict(os.environ, PROXD_URL=px.base, PROXD_TOKEN=admin))
+            print("    " + [ln for ln in text.stdout.splitlines() if ln.startswith("jobs:")][0])
+            assert re.search(r"jobs: +\d+ running, \d+ queued \((alice \d+|carol \d+, alice \d+)",
+                             text.stdout), text.stdout
             left_queue = {}  # job -> when it was first seen not queued
 
             def watch():
