@@ -375,6 +375,24 @@ static void check_webhooks(struct cli *c, struct report *rp, json_t *sum, int64_
     json_decref(ans);
 }
 
+/* " (alice 6, carol 1, 2 more)", or nothing when none is queued. */
+static void print_queued_owners(json_t *by)
+{
+    size_t k;
+    json_t *o;
+    json_array_foreach(by, k, o)
+    {
+        if (k == OWNERS_SHOWN) {
+            printf(", %zu more", json_array_size(by) - OWNERS_SHOWN);
+            break;
+        }
+        const char *who = cli_str(o, "owner"); /* "": proxd's own (a snapshot sync) */
+        printf("%s%s %lld", k ? ", " : " (", who[0] ? who : "proxd", cli_num(o, "queued"));
+    }
+    if (json_array_size(by))
+        printf(")");
+}
+
 static void print_text(const struct cli *c, json_t *r)
 {
     json_t *n = json_object_get(r, "nodes"), *j = json_object_get(r, "jobs");
@@ -392,20 +410,8 @@ static void print_text(const struct cli *c, json_t *r)
     if (j) {
         json_t *f = json_object_get(j, "failed");
         printf("jobs:      %lld running, %lld queued", cli_num(j, "running"), cli_num(j, "queued"));
-        json_t *by = json_object_get(j, "queued_by_owner");
-        size_t k;
-        json_t *o;
-        json_array_foreach(by, k, o)
-        {
-            if (k == OWNERS_SHOWN) {
-                printf(", %zu more", json_array_size(by) - OWNERS_SHOWN);
-                break;
-            }
-            const char *who = cli_str(o, "owner"); /* "": proxd's own (a snapshot sync) */
-            printf("%s%s %lld", k ? ", " : " (", who[0] ? who : "proxd", cli_num(o, "queued"));
-        }
-        printf("%s, %zu failed in the last %lld h", json_array_size(by) ? ")" : "",
-               json_array_size(f), cli_num(j, "hours"));
+        print_queued_owners(json_object_get(j, "queued_by_owner"));
+        printf(", %zu failed in the last %lld h", json_array_size(f), cli_num(j, "hours"));
         if (cli_num(j, "cancelled"))
             printf(" (and %lld cancelled)", cli_num(j, "cancelled"));
         printf("\n");
@@ -437,6 +443,21 @@ static void print_text(const struct cli *c, json_t *r)
     json_array_foreach(a, i, e) printf("  - %s\n", json_string_value(e));
 }
 
+/* Every section after readiness; an exit code when the nodes cannot be
+ * read (said), which no other section can then either. */
+static int check_sections(struct cli *c, struct report *rp, int hours, int64_t hook_age)
+{
+    int rc = check_nodes(c, rp, rp->r);
+    if (rc != EXIT_OK)
+        return rc;
+    check_jobs(c, rp, rp->r, hours);
+    check_ranges(c, rp, rp->r);
+    check_pools(c, rp, rp->r);
+    check_lost(c, rp, rp->r);
+    check_webhooks(c, rp, rp->r, hook_age, hours);
+    return EXIT_OK;
+}
+
 int cmd_status(struct cli *c, int argc, char **argv)
 {
     static const struct option o[] = {
@@ -460,29 +481,18 @@ int cmd_status(struct cli *c, int argc, char **argv)
     struct report rp = {.r = json_object(), .attention = json_array()};
     json_object_set_new(rp.r, "server", json_string(c->server));
     int rc = EXIT_SERVER;
-    if (!check_ready(c, &rp)) {
-        json_decref(rp.r);
-        json_decref(rp.attention);
-        return rc;
-    }
+    if (!check_ready(c, &rp))
+        goto out;
     /* without its database proxd answers nothing else (503): the report is
      * that line, at once, rather than the first section's failure */
-    if (!rp.db_down && (rc = check_nodes(c, &rp, rp.r)) != EXIT_OK) {
-        json_decref(rp.r);
-        json_decref(rp.attention);
-        return rc;
-    }
-    if (!rp.db_down) {
-        check_jobs(c, &rp, rp.r, (int)hours);
-        check_ranges(c, &rp, rp.r);
-        check_pools(c, &rp, rp.r);
-        check_lost(c, &rp, rp.r);
-        check_webhooks(c, &rp, rp.r, hook_age, (int)hours);
-    }
-    json_object_set_new(rp.r, "attention", rp.attention);
+    if (!rp.db_down && (rc = check_sections(c, &rp, (int)hours, hook_age)) != EXIT_OK)
+        goto out;
+    json_object_set(rp.r, "attention", rp.attention);
     if (!cli_json_out(c, rp.r))
         print_text(c, rp.r);
     rc = json_array_size(rp.attention) ? EXIT_FAILED : EXIT_OK;
+out:
     json_decref(rp.r);
+    json_decref(rp.attention);
     return rc;
 }

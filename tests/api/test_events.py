@@ -611,6 +611,26 @@ def a_holder_killed_is_taken_over_by_its_restart_at_once():
         r4.down()
 
 
+def posts_of(recv, eid):
+    """recv's posts of event eid"""
+    return [p for p in recv.snapshot() if json.loads(p["body"])["id"] == eid]
+
+
+def into_the_pause(inst, admin, name, recv, bad):
+    """Until the refused event bad was posted to recv 5 times and its 5th
+    failure written: the holder is then in the 8 s pause that follows
+    (timeout and retry_max 10)."""
+    wait_for(lambda: len(posts_of(recv, bad)) >= 5, deadline=30, interval=0.05,
+             what="the refused event posted 5 times")
+    seen5 = time.time()
+
+    def told_5th():  # its failure written (the 4th's was 4 s before)
+        r = hook_row(inst, admin, name)
+        return r["last_error_at"] and ts(r["last_error_at"]) > seen5 - 1.0
+    wait_for(told_5th, deadline=5, interval=0.02, what="the 5th refusal told")
+    assert len(posts_of(recv, bad)) == 5  # in the 8 s pause
+
+
 @case_full_on_pg
 def a_seek_back_while_a_holder_waits_to_post_again_is_not_passed_over():
     """The holder waits between posts of a refused event (8-10 s pauses:
@@ -624,27 +644,17 @@ def a_seek_back_while_a_holder_waits_to_post_again_is_not_passed_over():
     r5 = Receiver().up()
     b, admin = hook_instance("back2", r5, timeout=10, retry_max=10)
     try:
-        def posts_of(eid):
-            return [p for p in r5.snapshot() if json.loads(p["body"])["id"] == eid]
         base = tell(b, admin, "sv1", "cordon")
         mid = [tell(b, admin, "sv2", "cordon"), tell(b, admin, "sv1", "uncordon")]
-        wait_for(lambda: all(p["answered"] for i in [base] + mid for p in posts_of(i)[-1:])
-                 and all(posts_of(i) for i in [base] + mid), deadline=30, interval=0.1,
+        wait_for(lambda: all(p["answered"] for i in [base] + mid for p in posts_of(r5, i)[-1:])
+                 and all(posts_of(r5, i) for i in [base] + mid), deadline=30, interval=0.1,
                  what="the first events delivered")
         r5.refuse = lambda e: e["type"] == "node.uncordoned" and e["node"] == "sv2"
         bad = tell(b, admin, "sv2", "uncordon")
-        # its 5th post is followed by an 8 s pause, after which the holder
-        # renews its lease (more than 5 s since it did: the lease is 30 s,
-        # a post and a pause need 25)
-        wait_for(lambda: len(posts_of(bad)) >= 5, deadline=30, interval=0.05,
-                 what="the refused event posted 5 times")
-        seen5 = time.time()
-
-        def told_5th():  # its failure written (the 4th's was 4 s before)
-            r = hook_row(b, admin, "back2")
-            return r["last_error_at"] and ts(r["last_error_at"]) > seen5 - 1.0
-        wait_for(told_5th, deadline=5, interval=0.02, what="the 5th refusal told")
-        assert len(posts_of(bad)) == 5  # in the 8 s pause
+        # (its 8 s pause after the 5th post ends with the holder renewing
+        # its lease: more than 5 s since it did, the lease is 30 s, a post
+        # and a pause need 25)
+        into_the_pause(b, admin, "back2", r5, bad)
         r5.refuse = None
         before = len(r5.snapshot())
         log = b.call("GET", "/v1/events?limit=1000", admin).json()["events"]
@@ -653,7 +663,7 @@ def a_seek_back_while_a_holder_waits_to_post_again_is_not_passed_over():
         r = b.call("POST", "/v1/webhooks/back2/seek", admin, {"after": base})
         assert r.status_code == 200 and r.json()["was"] == between[-2], r.text
         t0 = time.monotonic()
-        wait_for(lambda: any(p["answered"] for p in posts_of(bad)), deadline=5, interval=0.05,
+        wait_for(lambda: any(p["answered"] for p in posts_of(r5, bad)), deadline=5, interval=0.05,
                  what="the refused event taken before the 8 s pause ran out")
         print("    posted again %.1f s into an 8 s pause" % (time.monotonic() - t0))
         again = [json.loads(p["body"])["id"] for p in r5.snapshot()[before:]]
@@ -674,22 +684,12 @@ def a_seek_to_its_own_cursor_posts_again_now():
     r6 = Receiver().up()
     b, admin = hook_instance("now", r6, timeout=10, retry_max=10)
     try:
-        def posts_of(eid):
-            return [p for p in r6.snapshot() if json.loads(p["body"])["id"] == eid]
         first = tell(b, admin, "sv3", "cordon")
-        wait_for(lambda: any(p["answered"] for p in posts_of(first)), deadline=30,
+        wait_for(lambda: any(p["answered"] for p in posts_of(r6, first)), deadline=30,
                  interval=0.1, what="the first event delivered")
         r6.refuse = lambda e: e["type"] == "node.uncordoned" and e["node"] == "sv3"
         bad = tell(b, admin, "sv3", "uncordon")
-        wait_for(lambda: len(posts_of(bad)) >= 5, deadline=30, interval=0.05,
-                 what="the refused event posted 5 times")
-        seen5 = time.time()
-
-        def told_5th():
-            r = hook_row(b, admin, "now")
-            return r["last_error_at"] and ts(r["last_error_at"]) > seen5 - 1.0
-        wait_for(told_5th, deadline=5, interval=0.02, what="the 5th refusal told")
-        assert len(posts_of(bad)) == 5  # in the 8 s pause
+        into_the_pause(b, admin, "now", r6, bad)
         r6.refuse = None
         before = len(r6.snapshot())
         cursor = hook_row(b, admin, "now")["after"]
@@ -697,7 +697,7 @@ def a_seek_to_its_own_cursor_posts_again_now():
         r = b.call("POST", "/v1/webhooks/now/seek", admin, {"after": cursor})
         assert r.status_code == 200 and r.json()["was"] == cursor == r.json()["after"], r.text
         t0 = time.monotonic()
-        wait_for(lambda: any(p["answered"] for p in posts_of(bad)), deadline=5, interval=0.05,
+        wait_for(lambda: any(p["answered"] for p in posts_of(r6, bad)), deadline=5, interval=0.05,
                  what="the refused event taken before the 8 s pause ran out")
         print("    posted again %.1f s into an 8 s pause" % (time.monotonic() - t0))
         again = [json.loads(p["body"])["id"] for p in r6.snapshot()[before:]]
