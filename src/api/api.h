@@ -39,14 +39,18 @@ void api_stop(struct api *a);
 int api_port(const struct api *a);
 
 /* While proxd opens its database, and waits for it when it does not
- * answer at start: every request on listen_fd (borrowed) is answered
- * without it, by the loop thread: GET /healthz 200 (the process is alive and will serve),
- * /readyz 503 saying the wait, anything else 503 `starting` with
- * Retry-After, naming the wait's tries and start (the database's own
- * error, which names its server, is for the log only). api_wait_stop
- * ends it before api_start takes listen_fd over; connections waiting in
- * the socket's backlog meanwhile are served by the new server.
- * Threads: start, tried and stop from one thread. */
+ * answer at start: once the open has taken 2 s or a try has failed
+ * (before, connections wait in listen_fd's backlog: a healthy open is not
+ * told to anyone), every request on listen_fd (borrowed) is answered
+ * without it, by the loop thread: GET /healthz 200 (the process is alive
+ * and will serve), /readyz 503 saying the wait, anything else 503
+ * `unavailable` (`starting` before a try failed) with Retry-After, naming
+ * the wait's tries and start (the database's own error, which names its
+ * server, is for the log only). api_wait_stop ends it before api_start
+ * takes listen_fd over; connections waiting in the socket's backlog
+ * meanwhile are served by the new server. NULL (err says) when its
+ * thread cannot start. Threads: start, tried and stop from one thread;
+ * the server runs on its own. */
 struct api_wait;
 struct api_wait *api_wait_start(const struct proxd_config *cfg, int listen_fd, char *err,
                                 size_t errlen);

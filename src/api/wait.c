@@ -8,16 +8,27 @@
  * program had taken was told only when the outage ended. Now the port is
  * bound first (api_listen) and this small server answers on it until the
  * real one takes the socket over. It needs nothing of proxd's world: every
- * answer is made on the HTTP loop thread from what is stored here. */
+ * answer is made on the HTTP loop thread from what is stored here.
+ *
+ * It answers only once the database is slow (WAIT_GRACE_MS) or has failed
+ * a try: a healthy database opens in milliseconds, and a client connecting
+ * then is better held in the socket's backlog and served by the real
+ * server than told 503 (a restart under load gave every request of those
+ * milliseconds a `starting`, an error to a client that does not ask
+ * again). */
 #include "api/api.h"
 #include "api/api_int.h"
 #include "api/http.h"
 
 #include "common/jsonw.h"
+#include "common/log.h"
+#include "common/mem.h"
 #include "common/util.h"
 #include "common/xalloc.h"
 
+#include <errno.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,12 +40,22 @@
 #define WAIT_PER_IP_LIMIT 64
 #define WAIT_RETRY_AFTER "5"
 #define WAIT_DRAIN_MS 1000
+/* Held in the backlog this long at most: well under a client's usual 5 to
+ * 30 s timeout, well over a healthy open (SQLite: a few ms; PostgreSQL: a
+ * connect and a schema look) */
+#define WAIT_GRACE_MS 2000
 
 struct api_wait {
-    struct http_server *http;
-    int64_t since_ms; /* the wait's start (wall clock, for the message) */
-    atomic_int tries; /* tries to open the database that failed so far */
-    int nodes;        /* configured, for /readyz's shape */
+    const struct proxd_config *cfg; /* borrowed, for the server's start */
+    int listen_fd;                  /* borrowed */
+    int64_t since_ms;               /* the wait's start (wall clock, for the message) */
+    atomic_int tries;               /* tries to open the database that failed so far */
+    int nodes;                      /* configured, for /readyz's shape */
+    pthread_t starter;              /* starts the server after the grace or a failed try */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool stopping;            /* under mu: api_wait_stop was called */
+    struct http_server *http; /* under mu: NULL until started */
 };
 
 static void wait_text(struct api_wait *w, char *out, size_t len)
@@ -100,22 +121,48 @@ static char *refusal_body(void *cls, unsigned status, const char *code, const ch
     return error_json_text(code, field, NULL, msg);
 }
 
+/* The starter thread: the server is started at the grace's end or at the
+ * first failed try, whichever comes first, unless the wait ended before. */
+static void *starter_main(void *arg)
+{
+    struct api_wait *w = arg;
+    struct timespec until = deadline_in_ms(WAIT_GRACE_MS);
+    pthread_mutex_lock(&w->mu);
+    while (!w->stopping && atomic_load(&w->tries) == 0)
+        if (pthread_cond_timedwait(&w->cv, &w->mu, &until) == ETIMEDOUT)
+            break;
+    if (!w->stopping) {
+        struct http_options o = {
+            .conn_limit = WAIT_CONN_LIMIT,
+            .per_ip_limit = WAIT_PER_IP_LIMIT,
+            .workers = 1,
+            .handler = on_request,
+            .runs_inline = runs_inline,
+            .error_body = refusal_body,
+            .cls = w,
+        };
+        char err[256];
+        if (!(w->http = api_http_start(w->cfg, w->listen_fd, &o, err, sizeof err)))
+            log_warn("proxd", "%s: the port answers once the database does", err);
+    }
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
 struct api_wait *api_wait_start(const struct proxd_config *cfg, int listen_fd, char *err,
                                 size_t errlen)
 {
     struct api_wait *w = xcalloc(1, sizeof *w);
+    w->cfg = cfg;
+    w->listen_fd = listen_fd;
     w->since_ms = wall_ms();
     w->nodes = cfg->nnodes;
-    struct http_options o = {
-        .conn_limit = WAIT_CONN_LIMIT,
-        .per_ip_limit = WAIT_PER_IP_LIMIT,
-        .workers = 1,
-        .handler = on_request,
-        .runs_inline = runs_inline,
-        .error_body = refusal_body,
-        .cls = w,
-    };
-    if (!(w->http = api_http_start(cfg, listen_fd, &o, err, errlen))) {
+    pthread_mutex_init(&w->mu, NULL);
+    cond_init_mono(&w->cv);
+    if (mem_thread_start(&w->starter, starter_main, w) != 0) {
+        snprintf(err, errlen, "cannot start a thread");
+        pthread_cond_destroy(&w->cv);
+        pthread_mutex_destroy(&w->mu);
         free(w);
         return NULL;
     }
@@ -124,14 +171,26 @@ struct api_wait *api_wait_start(const struct proxd_config *cfg, int listen_fd, c
 
 void api_wait_tried(struct api_wait *w, int tries)
 {
-    if (w)
-        atomic_store(&w->tries, tries);
+    if (!w)
+        return;
+    pthread_mutex_lock(&w->mu);
+    atomic_store(&w->tries, tries);
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
 }
 
 void api_wait_stop(struct api_wait *w)
 {
     if (!w)
         return;
-    http_server_stop(w->http, WAIT_DRAIN_MS);
+    pthread_mutex_lock(&w->mu);
+    w->stopping = true;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    pthread_join(w->starter, NULL);
+    if (w->http)
+        http_server_stop(w->http, WAIT_DRAIN_MS);
+    pthread_cond_destroy(&w->cv);
+    pthread_mutex_destroy(&w->mu);
     free(w);
 }

@@ -369,8 +369,9 @@ static int run_daemon(const char *path)
         fprintf(stderr, "proxd: %s\n", aerr);
         goto out;
     }
-    /* answered from the start: the first try alone may take a while (a
-     * PostgreSQL connect timeout, SQLite's busy timeout) */
+    /* answered once the database is slow or has failed a try: the first
+     * try alone may take a while (a PostgreSQL connect timeout, SQLite's
+     * busy timeout); until then connections wait in the backlog */
     struct api_wait *early = api_wait_start(w.cfg, listen_fd, aerr, sizeof aerr);
     if (!early)
         log_warn("proxd", "%s: the port answers once the database does", aerr);
