@@ -100,6 +100,7 @@ install: build
 	install -m 644 docs/proxd.conf.example docs/openapi.yaml README.md $(DESTDIR)$(PREFIX)/share/doc/proxd/ 2>/dev/null || \
 	  install -m 644 docs/proxd.conf.example README.md $(DESTDIR)$(PREFIX)/share/doc/proxd/
 	sed 's#/usr/local#$(PREFIX)#g' dist/proxd.service > $(DESTDIR)$(PREFIX)/lib/systemd/system/proxd.service
+	install -m 644 dist/proxd.socket $(DESTDIR)$(PREFIX)/lib/systemd/system/
 
 clean:
 	rm -rf build

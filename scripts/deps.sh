@@ -5,7 +5,7 @@
 # Called by make (demo, test, all); needs root (or sudo) when something is missing.
 set -eu
 PKGS="build-essential cmake pkg-config libssl-dev libcurl4-openssl-dev libjansson-dev libyajl-dev
-libpcre2-dev libhttp-parser-dev libsqlite3-dev libpq-dev libsodium-dev libinih-dev libcrypt-dev
+libpcre2-dev libhttp-parser-dev libsqlite3-dev libpq-dev libsodium-dev libinih-dev libcrypt-dev libsystemd-dev
 libcmocka-dev postgresql python3 python3-proxmoxer python3-requests openssl ca-certificates valgrind
 openssh-client util-linux curl ansible packer"
 missing=""

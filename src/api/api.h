@@ -38,6 +38,9 @@ void api_stop(struct api *a);
 /* The port actually bound (useful with port 0). */
 int api_port(const struct api *a);
 
+/* A listening socket's address as "host:port" ("[v6]:port"). */
+void api_sock_text(int fd, char *out, size_t len);
+
 /* While proxd opens its database, and waits for it when it does not
  * answer at start: once the open has taken 2 s or a try has failed
  * (before, connections wait in listen_fd's backlog: a healthy open is not

@@ -177,6 +177,20 @@ static unsigned pool_size(void)
     return n < 2 ? 2 : n > POOL_MAX ? POOL_MAX : (unsigned)n;
 }
 
+void api_sock_text(int fd, char *out, size_t len)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    char host[INET6_ADDRSTRLEN + 1], port[8];
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) != 0 ||
+        getnameinfo((struct sockaddr *)&ss, sl, host, sizeof host, port, sizeof port,
+                    NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
+        snprintf(out, len, "socket %d", fd);
+        return;
+    }
+    snprintf(out, len, ss.ss_family == AF_INET6 ? "[%s]:%s" : "%s:%s", host, port);
+}
+
 int api_listen(const struct proxd_config *cfg, int *port, char *err, size_t errlen)
 {
     struct sockaddr_storage ss;
@@ -234,7 +248,9 @@ struct api *api_start(const struct proxd_config *cfg, struct core *k, store *st,
     if (!(a->http = api_http_start(cfg, listen_fd, &o, err, errlen)))
         goto fail;
     a->port = http_server_port(a->http);
-    log_info("api", "listening on %s (port %d, %u threads)", cfg->listen, a->port, pool_size());
+    char addr[96];
+    api_sock_text(listen_fd, addr, sizeof addr);
+    log_info("api", "listening on %s (%u threads)", addr, pool_size());
     return a;
 fail:
     api_stop(a);

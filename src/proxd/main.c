@@ -29,6 +29,7 @@
 #include "core/core.h"
 #include "core/events.h"
 #include "proxd/create_batch.h"
+#include "proxd/svc.h"
 #include "pve/pve.h"
 #ifdef HAVE_API
 #include "api/api.h"
@@ -326,10 +327,44 @@ static void stop_watch_end(struct stop_watch *s, pthread_t t)
     pthread_join(t, NULL);
 }
 
-#ifdef HAVE_API
-static void early_api_tried(void *cls, int tries)
+/* A start timeout extended this much at each failed try: past the pause
+ * before the next (10 s at most) and a PostgreSQL connect that hangs */
+#define START_EXTEND_MS 120000
+
+/* After each try to open the database that failed: the early server's
+ * answers and systemd's status say so, and the start may go on. */
+static void daemon_tried(void *cls, int tries)
 {
+#ifdef HAVE_API
     api_wait_tried(cls, tries);
+#else
+    (void)cls;
+#endif
+    char status[96];
+    snprintf(status, sizeof status, "waiting for the database: %d failed tr%s (see the log)", tries,
+             tries == 1 ? "y" : "ies");
+    svc_starting(status, START_EXTEND_MS);
+}
+
+#ifdef HAVE_API
+/* The socket systemd passed (proxd.socket: it keeps the port while proxd
+ * restarts), else `listen` bound now; -1 said. */
+static int daemon_listen(const struct proxd_config *cfg)
+{
+    char err[512], addr[96];
+    int fd = svc_listen_fd(err, sizeof err);
+    if (fd == SVC_NO_SOCKET && (fd = api_listen(cfg, NULL, err, sizeof err)) >= 0)
+        return fd;
+    if (fd < 0) {
+        fprintf(stderr, "proxd: %s\n", err);
+        return -1;
+    }
+    api_sock_text(fd, addr, sizeof addr);
+    log_info("proxd",
+             "listening on the socket systemd passed, %s (the configuration's listen, %s, "
+             "is not used)",
+             addr, cfg->listen);
+    return fd;
 }
 #endif
 
@@ -362,20 +397,17 @@ static int run_daemon(const char *path)
     sigdelset(&sigs, SIGUSR1);
     if (!(w.cfg = load(path)) || set_up_log(w.cfg))
         goto out;
-    struct db_wait dw = {.sigs = &sigs};
+    struct db_wait dw = {.sigs = &sigs, .tried = daemon_tried};
 #ifdef HAVE_API
     char aerr[512];
-    if ((listen_fd = api_listen(w.cfg, NULL, aerr, sizeof aerr)) < 0) {
-        fprintf(stderr, "proxd: %s\n", aerr);
+    if ((listen_fd = daemon_listen(w.cfg)) < 0)
         goto out;
-    }
     /* answered once the database is slow or has failed a try: the first
      * try alone may take a while (a PostgreSQL connect timeout, SQLite's
      * busy timeout); until then connections wait in the backlog */
     struct api_wait *early = api_wait_start(w.cfg, listen_fd, aerr, sizeof aerr);
     if (!early)
         log_warn("proxd", "%s: the port answers once the database does", aerr);
-    dw.tried = early_api_tried;
     dw.cls = early;
 #endif
     rc = open_world_rest(&w, true, &dw);
@@ -408,6 +440,9 @@ static int run_daemon(const char *path)
     char shown[512];
     url_redact(w.cfg->database, shown, sizeof shown);
     log_info("proxd", "running with %d nodes, database %s", w.cfg->nnodes, shown);
+    char status[640];
+    snprintf(status, sizeof status, "running with %d nodes, database %s", w.cfg->nnodes, shown);
+    svc_ready(status);
     for (;;) {
         int sig = 0;
         if (sigwait(&sigs, &sig) != 0 || sig != SIGHUP)
@@ -416,12 +451,15 @@ static int run_daemon(const char *path)
             log_info("proxd", "log file reopened");
     }
     log_info("proxd", "stopping: no new jobs; running steps reach their checkpoint");
+    svc_stopping("stopping: no new jobs; running steps reach their checkpoint");
     struct stop_watch sw = {.k = w.k};
     pthread_t swt;
     bool watched = stop_watch_start(&sw, &swt);
 #ifdef HAVE_API
-    api_stop(api);    /* first: no request may reach a stopping core */
-    close(listen_fd); /* refused from now on, not left waiting in the backlog */
+    api_stop(api); /* first: no request may reach a stopping core */
+    /* refused from now on, not left waiting in the backlog; systemd's
+     * socket (proxd.socket) stays open: those wait for the next start */
+    close(listen_fd);
     listen_fd = -1;
 #endif
     core_stop(w.k);
