@@ -1,7 +1,9 @@
 /* h_access: privilege checks in the request path and the access-control
  * API: GET/PUT /access/acl, GET/POST /access/roles, GET
- * /access/roles/{roleid}, GET /access/permissions (pve-access-control
- * API2/ACL.pm, API2/Role.pm, API2/AccessControl.pm `permissions`).
+ * /access/roles/{roleid}, GET/POST /access/groups, GET/PUT/DELETE
+ * /access/groups/{groupid}, GET /access/permissions (pve-access-control
+ * API2/ACL.pm, API2/Role.pm, API2/Group.pm, API2/AccessControl.pm
+ * `permissions`).
  *
  * The method's schema `permissions` is evaluated as RPCEnvironment's
  * check_api2_permissions and exec_api2_perm_check do, after authentication
@@ -53,6 +55,9 @@ struct sim_perm *sim_perm_setup(const struct sim *s, char **err)
         }
     for (int i = 0; i < o->nroles; i++)
         if (perm_opt_role(p, o->roles[i], err))
+            goto fail;
+    for (int i = 0; i < o->ngroups; i++)
+        if (perm_opt_group(p, o->groups[i], err))
             goto fail;
     for (int i = 0; i < o->nacls; i++)
         if (perm_opt_acl(p, o->acls[i], err))
@@ -487,13 +492,16 @@ static void h_acl_update(struct sim_call *c)
                 goto out;
             }
         }
-        if (json_array_size(gl)) { /* no group exists in pvesim */
-            call_fail(c, 500, "ACL update failed: group '%s' does not exist",
-                      json_string_value(json_array_get(gl, 0)));
-            goto out;
-        }
         size_t j;
         json_t *u;
+        json_array_foreach(gl, j, u)
+        {
+            if (!perm_group_exists(s->perm, w, json_string_value(u))) {
+                call_fail(c, 500, "ACL update failed: group '%s' does not exist",
+                          json_string_value(u));
+                goto out;
+            }
+        }
         json_array_foreach(ul, j, u)
         {
             if (!perm_user_known(s->perm, json_string_value(u))) {
@@ -522,13 +530,14 @@ static void h_acl_update(struct sim_call *c)
     api_changed(c, w);
     json_array_foreach(rl, i, v)
     {
-        for (int pass = 0; pass < 2; pass++) {
+        static const enum perm_ug types[] = {PERM_GROUP, PERM_USER, PERM_TOKEN};
+        for (int pass = 0; pass < 3; pass++) {
             size_t j;
             json_t *u;
-            json_array_foreach(pass ? tl : ul, j, u)
+            json_array_foreach(pass == 0 ? gl : pass == 1 ? ul : tl, j, u)
             {
                 char *err = NULL;
-                if (perm_acl_set(s->perm, w, path, pass == 1, json_string_value(u),
+                if (perm_acl_set(s->perm, w, path, types[pass], json_string_value(u),
                                  json_string_value(v), propagate, del, &err)) {
                     call_fail(c, 500, "ACL update failed: %s", err);
                     free(err);
@@ -605,6 +614,89 @@ static void h_role_read(struct sim_call *c)
             json_object_set_new(c->data, perm_priv_name(i), json_integer(1));
 }
 
+/* ---- /access/groups ------------------------------------------------------- */
+
+/* The groups on whose /access/groups/<group> the caller has User.Modify,
+ * Sys.Audit or Group.Allocate */
+static void h_groups(struct sim_call *c)
+{
+    static const char *const privs[] = {"User.Modify", "Sys.Audit", "Group.Allocate"};
+    json_t *all = perm_groups_list(c->s->perm, call_world(c));
+    c->data = json_array();
+    size_t i;
+    json_t *e;
+    json_array_foreach(all, i, e)
+    {
+        char *path =
+            xasprintf("/access/groups/%s", json_string_value(json_object_get(e, "groupid")));
+        bool any = false;
+        for (size_t k = 0; k < sizeof privs / sizeof *privs && !any; k++)
+            any = call_can(c, path, privs[k]);
+        if (any)
+            json_array_append(c->data, e);
+        free(path);
+    }
+    json_decref(all);
+}
+
+static const char *groupid(struct sim_call *c)
+{
+    const char *g = call_str(c, "groupid");
+    return g ? g : "";
+}
+
+static void h_group_create(struct sim_call *c)
+{
+    char *err = NULL;
+    int w = call_world(c);
+    if (perm_group_add(c->s->perm, w, groupid(c), call_str(c, "comment"), &err)) {
+        call_fail(c, 500, "create group failed: %s", err);
+        free(err);
+        return;
+    }
+    api_changed(c, w);
+    c->data = json_null();
+}
+
+static void h_group_read(struct sim_call *c)
+{
+    c->data = perm_group_get(c->s->perm, call_world(c), groupid(c));
+    if (!c->data)
+        call_fail(c, 500, "group '%s' does not exist", groupid(c));
+}
+
+/* PUT /access/groups/{groupid}: the comment when given ("" removes it) */
+static void h_group_update(struct sim_call *c)
+{
+    char *err = NULL;
+    int w = call_world(c);
+    const char *g = groupid(c), *comment = call_str(c, "comment");
+    if (comment ? perm_group_set_comment(c->s->perm, w, g, comment, &err) != 0
+                : !perm_group_exists(c->s->perm, w, g)) {
+        call_fail(c, 500, "update group failed: group '%s' does not exist", g);
+        free(err);
+        return;
+    }
+    api_changed(c, w);
+    c->data = json_null();
+}
+
+/* DELETE /access/groups/{groupid}: the group, its members and its ACL
+ * entries (delete_group_acl) */
+static void h_group_delete(struct sim_call *c)
+{
+    char *err = NULL;
+    int w = call_world(c);
+    if (perm_group_del(c->s->perm, w, groupid(c), &err)) {
+        call_fail(c, 500, "delete group failed: %s", err);
+        free(err);
+        return;
+    }
+    api_changed(c, w);
+    sim_world_touch(c->s);
+    c->data = json_null();
+}
+
 const struct sim_route sim_routes_access[] = {
     {"GET", "/access/permissions", h_permissions},
     {"GET", "/access/acl", h_acl_read},
@@ -612,6 +704,11 @@ const struct sim_route sim_routes_access[] = {
     {"GET", "/access/roles", h_roles},
     {"POST", "/access/roles", h_role_create},
     {"GET", "/access/roles/{roleid}", h_role_read},
+    {"GET", "/access/groups", h_groups},
+    {"POST", "/access/groups", h_group_create},
+    {"GET", "/access/groups/{groupid}", h_group_read},
+    {"PUT", "/access/groups/{groupid}", h_group_update},
+    {"DELETE", "/access/groups/{groupid}", h_group_delete},
     {NULL, NULL, NULL},
 };
 

@@ -56,10 +56,12 @@ static void usage(FILE *f)
                "  --token-privsep ID      that token has privilege separation: its own ACL\n"
                "                          entries, intersected with its user's (repeatable)\n"
                "  --acl PATH:UGID:ROLE[,ROLE...][:nopropagate]\n"
-               "                          an ACL entry for a user or token id (repeatable);\n"
-               "                          without any (and none set through PUT /access/acl)\n"
-               "                          every user and token may do everything (open mode)\n"
+               "                          an ACL entry for a user, token id or @group\n"
+               "                          (repeatable); without any (and none set through\n"
+               "                          PUT /access/acl) every user and token may do\n"
+               "                          everything (open mode)\n"
                "  --role NAME:PRIV[,PRIV...]  a custom role (repeatable)\n"
+               "  --group NAME[:USER[,USER...]]  a group and its members (repeatable)\n"
                "  --pve-version 7|8|9     behaviour and schema to serve (default 9: 9.1.3;\n"
                "                          8: 8.4.2; 7: 8.4.2 schema with PVE 7.4 behaviour)\n"
                "  --schema FILE           an apidoc JSON (full or compact) instead of the\n"
@@ -68,8 +70,9 @@ static void usage(FILE *f)
                "  --auth-delay SECONDS    delay of 401 answers (default 3)\n"
                "  --ticket-lifetime SECS  ticket validity (default 7200)\n"
                "  --state-dir DIR         keep the state in DIR/state.json across restarts;\n"
-               "                          once the ACL or roles were changed through the API,\n"
-               "                          the saved ones, not --acl and --role, hold there\n"
+               "                          once the ACL, roles or groups were changed through\n"
+               "                          the API, the saved ones, not --acl, --role and\n"
+               "                          --group, hold there\n"
                "  --tls-cert FILE --tls-key FILE   serve this certificate (PEM)\n"
                "  --ticket-key FILE       sign tickets with this RSA private key (PEM, 2048 to\n"
                "                          4096 bits; default: one made at start)\n"
@@ -183,6 +186,7 @@ static int parse_args(struct sim *s, int argc, char **argv)
         O_LOGLEVEL,
         O_ACL,
         O_ROLE,
+        O_GROUP,
         O_PRIVSEP,
         O_HELP
     };
@@ -195,6 +199,7 @@ static int parse_args(struct sim *s, int argc, char **argv)
                                          {"token-privsep", 1, 0, O_PRIVSEP},
                                          {"acl", 1, 0, O_ACL},
                                          {"role", 1, 0, O_ROLE},
+                                         {"group", 1, 0, O_GROUP},
                                          {"pve-version", 1, 0, O_VERSION},
                                          {"schema", 1, 0, O_SCHEMA},
                                          {"time-scale", 1, 0, O_SCALE},
@@ -244,14 +249,22 @@ static int parse_args(struct sim *s, int argc, char **argv)
             break;
         case O_ACL:
         case O_ROLE:
+        case O_GROUP:
         case O_PRIVSEP: {
-            char **arr = c == O_ACL ? o->acls : c == O_ROLE ? o->roles : o->privsep;
-            int *n = c == O_ACL ? &o->nacls : c == O_ROLE ? &o->nroles : &o->nprivsep;
+            char **arr = c == O_ACL     ? o->acls
+                         : c == O_ROLE  ? o->roles
+                         : c == O_GROUP ? o->groups
+                                        : o->privsep;
+            int *n = c == O_ACL     ? &o->nacls
+                     : c == O_ROLE  ? &o->nroles
+                     : c == O_GROUP ? &o->ngroups
+                                    : &o->nprivsep;
             if (*n >= SIM_MAX_ACL_OPTS) {
                 fprintf(stderr, "pvesim: at most %d --%s options\n", SIM_MAX_ACL_OPTS,
-                        c == O_ACL    ? "acl"
-                        : c == O_ROLE ? "role"
-                                      : "token-privsep");
+                        c == O_ACL     ? "acl"
+                        : c == O_ROLE  ? "role"
+                        : c == O_GROUP ? "group"
+                                       : "token-privsep");
                 return -1;
             }
             arr[(*n)++] = optarg;

@@ -21,9 +21,10 @@
 #define PERM_MAX_ROLES 256 /* roles per world, built-in ones included */
 #define PERM_MAX_TOKENS 64
 #define PERM_MAX_USERS 256
-#define PERM_NAME_MAX 64  /* role names */
-#define PERM_ID_MAX 128   /* user and token ids */
-#define PERM_PATH_MAX 256 /* ACL paths */
+#define PERM_NAME_MAX 64    /* role names */
+#define PERM_ID_MAX 128     /* user and token ids */
+#define PERM_PATH_MAX 256   /* ACL paths */
+#define PERM_MAX_GROUPS 256 /* groups per world */
 
 enum level { L_ROOT, L_ADMIN, L_USER, L_AUDIT };
 enum { R8 = 1, R9 = 2, RALL = R8 | R9 };
@@ -150,10 +151,18 @@ struct role {
 
 struct acl_entry {
     char *path; /* normalized */
-    char *ugid;
-    bool token;
+    char *ugid; /* a group's without its '@' */
+    enum perm_ug type;
     char role[PERM_NAME_MAX];
     bool prop;
+};
+
+/* a group of user.cfg: its members are users, each at most once */
+struct group {
+    char name[PERM_NAME_MAX];
+    char *comment; /* NULL: none */
+    char **members;
+    int nmembers;
 };
 
 struct world {
@@ -161,6 +170,8 @@ struct world {
     int nroles;
     struct acl_entry *acl;
     int nacl;
+    struct group *groups;
+    int ngroups;
     /* changed through the API (or loaded from a state file that was): from
      * then on the state file, not the flags, is what a restart starts from */
     bool kept;
@@ -282,12 +293,30 @@ static void acl_clear(struct world *w)
     w->nacl = 0;
 }
 
+static void group_free(struct group *g)
+{
+    for (int i = 0; i < g->nmembers; i++)
+        free(g->members[i]);
+    free(g->members);
+    free(g->comment);
+}
+
+static void groups_clear(struct world *w)
+{
+    for (int i = 0; i < w->ngroups; i++)
+        group_free(&w->groups[i]);
+    free(w->groups);
+    w->groups = NULL;
+    w->ngroups = 0;
+}
+
 void perm_free(struct sim_perm *p)
 {
     if (!p)
         return;
     for (int i = 0; i < p->nworlds; i++) {
         acl_clear(&p->w[i]);
+        groups_clear(&p->w[i]);
         free(p->w[i].roles);
     }
     free(p->w);
@@ -537,26 +566,57 @@ static bool entry_on(const struct acl_entry *e, const struct comps *c, int *dept
     return true;
 }
 
-/* The roles of id on path: those of the deepest level of the path whose
- * entries for id count (a parent's when they propagate), as `roles` ends
- * up with after overwriting its set at each such level. */
+static const struct group *group_find(const struct world *w, const char *name)
+{
+    for (int i = 0; i < w->ngroups; i++)
+        if (strcmp(w->groups[i].name, name) == 0)
+            return &w->groups[i];
+    return NULL;
+}
+
+static bool group_has(const struct group *g, const char *user)
+{
+    for (int i = 0; g && i < g->nmembers; i++)
+        if (strcmp(g->members[i], user) == 0)
+            return true;
+    return false;
+}
+
+/* Does entry e name id, a token's only as itself, a user's as itself or
+ * through a group of which it is a member? *group: through a group. */
+static bool entry_names(const struct world *w, const struct acl_entry *e, const char *id,
+                        bool token, bool *group)
+{
+    *group = e->type == PERM_GROUP;
+    if (e->type == PERM_GROUP)
+        return !token && group_has(group_find(w, e->ugid), id);
+    return (e->type == PERM_TOKEN) == token && strcmp(e->ugid, id) == 0;
+}
+
+/* The roles of id on path, as `roles` walks "/", "/a", "/a/b", ...: at
+ * each level the entries that count (all on the path itself, a parent's
+ * when they propagate) overwrite the set, the id's own entries there
+ * (a token's, or a user's) and else its groups' (a user's own always
+ * override its groups'); what the deepest such level gave is left. */
 static void roles_of(const struct world *w, const char *id, const char *path, struct hits *out)
 {
     struct comps c;
     split_path(path, &c);
     bool token = strchr(id, '!') != NULL;
-    int best = -1;
+    int own = -1, grp = -1; /* the deepest level with the id's own entries, its groups' */
     for (int pass = 0; pass < 2; pass++)
         for (int i = 0; i < w->nacl; i++) {
             const struct acl_entry *e = &w->acl[i];
             int d;
-            if (e->token != token || strcmp(e->ugid, id) != 0 || !entry_on(e, &c, &d))
+            bool group;
+            if (!entry_names(w, e, id, token, &group) || !entry_on(e, &c, &d) ||
+                (d != c.n && !e->prop))
                 continue;
-            if (d != c.n && !e->prop)
-                continue;
-            if (pass == 0 && d > best)
-                best = d;
-            else if (pass == 1 && d == best)
+            if (pass == 0 && group && d > grp)
+                grp = d;
+            else if (pass == 0 && !group && d > own)
+                own = d;
+            else if (pass == 1 && (group ? grp > own && d == grp : own >= grp && d == own))
                 hits_add(out, e->role, e->prop);
         }
     const struct hit *na = hits_get(out, "NoAccess");
@@ -689,6 +749,27 @@ bool perm_open(const struct sim_perm *p, int w)
 
 /* ---- ACL entries ----------------------------------------------------- */
 
+static const char *const ug_names[] = {
+    [PERM_USER] = "user", [PERM_GROUP] = "group", [PERM_TOKEN] = "token"};
+
+/* Every entry of this type and ugid out, as delete_group_acl does. How
+ * many there were. */
+static int acl_remove(struct world *w, enum perm_ug type, const char *ugid)
+{
+    int k = 0, n = w->nacl;
+    for (int i = 0; i < n; i++) {
+        struct acl_entry *e = &w->acl[i];
+        if (e->type == type && strcmp(e->ugid, ugid) == 0) {
+            free(e->path);
+            free(e->ugid);
+            continue;
+        }
+        w->acl[k++] = *e;
+    }
+    w->nacl = k;
+    return n - k;
+}
+
 /* iterate_acl_tree's order: depth first, children sorted by name */
 static int path_cmp(const char *a, const char *b)
 {
@@ -712,13 +793,13 @@ static int entry_cmp(const void *x, const void *y)
     int r = path_cmp(a->path, b->path);
     if (r)
         return r;
-    if (a->token != b->token) /* users, then tokens (groups between them: none) */
-        return a->token ? 1 : -1;
+    if (a->type != b->type) /* users, groups, tokens */
+        return a->type < b->type ? -1 : 1;
     r = strcmp(a->ugid, b->ugid);
     return r ? r : strcmp(a->role, b->role);
 }
 
-int perm_acl_set(struct sim_perm *p, int w, const char *path, bool token, const char *ugid,
+int perm_acl_set(struct sim_perm *p, int w, const char *path, enum perm_ug type, const char *ugid,
                  const char *role, bool propagate, bool del, char **err)
 {
     struct world *wd = &p->w[w];
@@ -728,7 +809,7 @@ int perm_acl_set(struct sim_perm *p, int w, const char *path, bool token, const 
     }
     for (int i = 0; i < wd->nacl; i++) {
         struct acl_entry *e = &wd->acl[i];
-        if (e->token != token || strcmp(e->path, path) || strcmp(e->ugid, ugid) ||
+        if (e->type != type || strcmp(e->path, path) || strcmp(e->ugid, ugid) ||
             strcmp(e->role, role))
             continue;
         if (del) {
@@ -750,7 +831,7 @@ int perm_acl_set(struct sim_perm *p, int w, const char *path, bool token, const 
     struct acl_entry *e = &wd->acl[wd->nacl++];
     e->path = xstrdup(path);
     e->ugid = xstrdup(ugid);
-    e->token = token;
+    e->type = type;
     snprintf(e->role, sizeof e->role, "%s", role);
     e->prop = propagate;
 out:
@@ -765,8 +846,8 @@ json_t *perm_acl_list(const struct sim_perm *p, int w)
     for (int i = 0; i < wd->nacl; i++) {
         const struct acl_entry *e = &wd->acl[i];
         json_array_append_new(a, json_pack("{s:s,s:s,s:s,s:s,s:i}", "path", e->path, "type",
-                                           e->token ? "token" : "user", "ugid", e->ugid, "roleid",
-                                           e->role, "propagate", e->prop ? 1 : 0));
+                                           ug_names[e->type], "ugid", e->ugid, "roleid", e->role,
+                                           "propagate", e->prop ? 1 : 0));
     }
     return a;
 }
@@ -886,6 +967,129 @@ int perm_role_add(struct sim_perm *p, int w, const char *role, const char *privs
     return 0;
 }
 
+/* ---- groups ----------------------------------------------------------- */
+
+static int group_cmp(const void *x, const void *y)
+{
+    return strcmp(((const struct group *)x)->name, ((const struct group *)y)->name);
+}
+
+static int str_cmp(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* PVE keeps a comment only when Perl finds it true ("" and "0" are not) */
+static char *comment_dup(const char *comment)
+{
+    return comment && *comment && strcmp(comment, "0") ? xstrdup(comment) : NULL;
+}
+
+static void group_member_add(struct group *g, const char *user)
+{
+    if (group_has(g, user) || g->nmembers >= PERM_MAX_USERS)
+        return;
+    g->members = xrealloc(g->members, (size_t)(g->nmembers + 1) * sizeof *g->members);
+    g->members[g->nmembers++] = xstrdup(user);
+    qsort(g->members, (size_t)g->nmembers, sizeof *g->members, str_cmp);
+}
+
+bool perm_group_exists(const struct sim_perm *p, int w, const char *group)
+{
+    return group_find(&p->w[w], group) != NULL;
+}
+
+static void group_entry(const struct group *g, json_t *o)
+{
+    if (g->comment)
+        json_object_set_new(o, "comment", json_string(g->comment));
+}
+
+json_t *perm_groups_list(const struct sim_perm *p, int w)
+{
+    const struct world *wd = &p->w[w];
+    json_t *a = json_array();
+    for (int i = 0; i < wd->ngroups; i++) {
+        const struct group *g = &wd->groups[i];
+        size_t len = 1;
+        for (int m = 0; m < g->nmembers; m++)
+            len += strlen(g->members[m]) + 1;
+        char *users = xmalloc(len), *o = users;
+        *o = 0;
+        for (int m = 0; m < g->nmembers; m++)
+            o += sprintf(o, "%s%s", m ? "," : "", g->members[m]);
+        json_t *e = json_pack("{s:s,s:s}", "groupid", g->name, "users", users);
+        free(users);
+        group_entry(g, e);
+        json_array_append_new(a, e);
+    }
+    return a;
+}
+
+json_t *perm_group_get(const struct sim_perm *p, int w, const char *group)
+{
+    const struct group *g = group_find(&p->w[w], group);
+    if (!g)
+        return NULL;
+    json_t *members = json_array();
+    for (int m = 0; m < g->nmembers; m++)
+        json_array_append_new(members, json_string(g->members[m]));
+    json_t *o = json_pack("{s:o}", "members", members);
+    group_entry(g, o);
+    return o;
+}
+
+int perm_group_add(struct sim_perm *p, int w, const char *group, const char *comment, char **err)
+{
+    struct world *wd = &p->w[w];
+    if (group_find(wd, group)) {
+        *err = xasprintf("group '%s' already exists", group);
+        return -1;
+    }
+    if (strlen(group) >= PERM_NAME_MAX || wd->ngroups >= PERM_MAX_GROUPS) {
+        *err =
+            xasprintf("group '%.*s' cannot be kept (pvesim keeps %d groups of up to %d characters)",
+                      PERM_NAME_MAX, group, PERM_MAX_GROUPS, PERM_NAME_MAX - 1);
+        return -1;
+    }
+    wd->groups = xrealloc(wd->groups, (size_t)(wd->ngroups + 1) * sizeof *wd->groups);
+    struct group *g = &wd->groups[wd->ngroups++];
+    memset(g, 0, sizeof *g);
+    snprintf(g->name, sizeof g->name, "%s", group);
+    g->comment = comment_dup(comment);
+    qsort(wd->groups, (size_t)wd->ngroups, sizeof *wd->groups, group_cmp);
+    return 0;
+}
+
+int perm_group_set_comment(struct sim_perm *p, int w, const char *group, const char *comment,
+                           char **err)
+{
+    struct group *g = (struct group *)group_find(&p->w[w], group);
+    if (!g) {
+        *err = xasprintf("group '%s' does not exist", group);
+        return -1;
+    }
+    free(g->comment);
+    g->comment = comment_dup(comment);
+    return 0;
+}
+
+int perm_group_del(struct sim_perm *p, int w, const char *group, char **err)
+{
+    struct world *wd = &p->w[w];
+    const struct group *g = group_find(wd, group);
+    if (!g) {
+        *err = xasprintf("group '%s' does not exist", group);
+        return -1;
+    }
+    acl_remove(wd, PERM_GROUP, group);
+    int i = (int)(g - wd->groups);
+    group_free(&wd->groups[i]);
+    memmove(&wd->groups[i], &wd->groups[i + 1], (size_t)(wd->ngroups - i - 1) * sizeof *wd->groups);
+    wd->ngroups--;
+    return 0;
+}
+
 /* ---- start-up options ----------------------------------------------------- */
 
 int perm_opt_role(struct sim_perm *p, const char *spec, char **err)
@@ -917,6 +1121,57 @@ int perm_opt_role(struct sim_perm *p, const char *spec, char **err)
     return 0;
 }
 
+/* A user id a group may have as a member: user@realm, no token's */
+static bool member_ok(const char *u, size_t n)
+{
+    const char *at = memchr(u, '@', n);
+    return n > 0 && n < PERM_ID_MAX && at && at != u && at + 1 < u + n && !memchr(u, '!', n) &&
+           !memchr(u, ':', n) && !memchr(u, ' ', n);
+}
+
+int perm_opt_group(struct sim_perm *p, const char *spec, char **err)
+{
+    const char *colon = strchr(spec, ':');
+    size_t nl = colon ? (size_t)(colon - spec) : strlen(spec);
+    if (!name_chars(spec, nl, true) || nl >= PERM_NAME_MAX) {
+        *err = xasprintf("--group '%s': expected NAME[:USER[,USER...]], NAME of letters, digits, "
+                         "'.', '-', '_'",
+                         spec);
+        return -1;
+    }
+    char name[PERM_NAME_MAX];
+    snprintf(name, sizeof name, "%.*s", (int)nl, spec);
+    for (const char *q = colon ? colon + 1 : ""; *q;) {
+        size_t l = strcspn(q, ",");
+        if (l && !member_ok(q, l)) {
+            *err = xasprintf("--group '%s': '%.*s' is no user id (user@realm)", spec, (int)l, q);
+            return -1;
+        }
+        q += l + (q[l] == ',');
+    }
+    for (int i = 0; i < p->nworlds; i++) {
+        struct world *wd = &p->w[i];
+        char *e = NULL;
+        if (!group_find(wd, name) && perm_group_add(p, i, name, NULL, &e)) {
+            *err = xasprintf("--group '%s': %s", spec, e);
+            free(e);
+            return -1;
+        }
+        struct group *g = (struct group *)group_find(wd, name);
+        for (const char *q = colon ? colon + 1 : ""; *q;) {
+            size_t l = strcspn(q, ",");
+            if (l) {
+                char *u = xstrndup(q, l);
+                group_member_add(g, u);
+                user_add(p, u, l);
+                free(u);
+            }
+            q += l + (q[l] == ',');
+        }
+    }
+    return 0;
+}
+
 int perm_opt_acl(struct sim_perm *p, const char *spec, char **err)
 {
     char *copy = xstrdup(spec), *parts[5] = {0};
@@ -935,26 +1190,31 @@ int perm_opt_acl(struct sim_perm *p, const char *spec, char **err)
         goto out;
     }
     const char *ugid = parts[1];
-    bool token = strchr(ugid, '!') != NULL;
+    enum perm_ug type = ugid[0] == '@' ? PERM_GROUP : strchr(ugid, '!') ? PERM_TOKEN : PERM_USER;
     const char *at = strchr(ugid, '@');
-    if (strlen(ugid) >= PERM_ID_MAX || !at || at == ugid) {
-        *err = xasprintf("--acl '%s': '%s' is no user id (user@realm) or token id "
-                         "(user@realm!name)",
+    if (type == PERM_GROUP) {
+        if (!group_find(&p->w[0], ++ugid)) {
+            *err = xasprintf("--acl '%s': no --group '%s'", spec, ugid);
+            goto out;
+        }
+    } else if (strlen(ugid) >= PERM_ID_MAX || !at || at == ugid) {
+        *err = xasprintf("--acl '%s': '%s' is no user id (user@realm), token id "
+                         "(user@realm!name) or group (@name)",
                          spec, ugid);
         goto out;
     }
-    if (token && !tok_find(p, ugid)) {
+    if (type == PERM_TOKEN && !tok_find(p, ugid)) {
         *err = xasprintf("--acl '%s': no --token '%s'", spec, ugid);
         goto out;
     }
-    if (!token)
+    if (type == PERM_USER)
         user_add(p, ugid, strlen(ugid));
     for (char *q = parts[2], *role; (role = strsep(&q, ",")) != NULL;) {
         if (!*role)
             continue;
         for (int i = 0; i < p->nworlds; i++) {
             char *e = NULL;
-            if (perm_acl_set(p, i, path, token, ugid, role, n == 3, false, &e)) {
+            if (perm_acl_set(p, i, path, type, ugid, role, n == 3, false, &e)) {
                 *err = xasprintf("--acl '%s': %s", spec, e);
                 free(e);
                 goto out;
@@ -995,7 +1255,15 @@ json_t *perm_world_state(const struct sim_perm *p, int w)
         json_array_append(custom, r);
     }
     json_decref(all);
-    return json_pack("{s:o,s:o}", "roles", custom, "acl", perm_acl_list(p, w));
+    json_t *groups = json_array();
+    const struct world *wd = &p->w[w];
+    for (int g = 0; g < wd->ngroups; g++) {
+        json_t *e = perm_group_get(p, w, wd->groups[g].name);
+        json_object_set_new(e, "groupid", json_string(wd->groups[g].name));
+        json_array_append_new(groups, e);
+    }
+    return json_pack("{s:o,s:o,s:o}", "roles", custom, "groups", groups, "acl",
+                     perm_acl_list(p, w));
 }
 
 /* Custom roles out: built-in ones stay, as every start makes them. */
@@ -1049,8 +1317,36 @@ static bool saved_propagate(json_t *e)
     return !json_is_integer(v) || json_integer_value(v) != 0;
 }
 
+/* One saved group: its name checked as --group's, its members as users */
+static void load_group(struct sim_perm *p, int w, json_t *g)
+{
+    const char *name = json_string_value(json_object_get(g, "groupid"));
+    char *err = NULL;
+    if (!name || !name_chars(name, strlen(name), true) ||
+        perm_group_add(p, w, name, json_string_value(json_object_get(g, "comment")), &err)) {
+        log_warn("sim", "state: group '%s' left out%s%s", name ? name : "?", err ? ": " : "",
+                 err ? err : "");
+        free(err);
+        return;
+    }
+    struct group *gr = (struct group *)group_find(&p->w[w], name);
+    size_t i;
+    json_t *m;
+    json_array_foreach(json_object_get(g, "members"), i, m)
+    {
+        const char *u = json_string_value(m);
+        if (!u || !member_ok(u, strlen(u))) {
+            log_warn("sim", "state: group '%s': member '%s' left out", name, u ? u : "?");
+            continue;
+        }
+        group_member_add(gr, u);
+        user_add(p, u, strlen(u));
+    }
+}
+
 /* One saved ACL entry, checked as an --acl is (a token no --token gives now
- * cannot be named: PVE drops a deleted token's entries too). */
+ * cannot be named: PVE drops a deleted token's entries too; nor a group
+ * that is not there). */
 static void load_entry(struct sim_perm *p, int w, json_t *e)
 {
     const char *path = json_string_value(json_object_get(e, "path"));
@@ -1058,20 +1354,27 @@ static void load_entry(struct sim_perm *p, int w, json_t *e)
     const char *role = json_string_value(json_object_get(e, "roleid"));
     const char *type = json_string_value(json_object_get(e, "type"));
     bool token = type && strcmp(type, "token") == 0;
-    bool user = type && strcmp(type, "user") == 0; /* no group exists */
+    bool user = type && strcmp(type, "user") == 0;
+    bool group = type && strcmp(type, "group") == 0;
     char *norm = perm_normalize_path(path);
     const char *at = ugid ? strchr(ugid, '@') : NULL;
     char *err = NULL;
-    if (!norm || !perm_check_path(norm) || !(token || user) || !role || !at || at == ugid ||
-        strlen(ugid) >= PERM_ID_MAX || (token && !tok_find(p, ugid)) ||
-        perm_acl_set(p, w, norm, token, ugid, role, saved_propagate(e), false, &err)) {
+    bool id_ok = group ? ugid && group_find(&p->w[w], ugid)
+                       : (token || user) && at && at != ugid && strlen(ugid) < PERM_ID_MAX &&
+                             (!token || tok_find(p, ugid));
+    if (!norm || !perm_check_path(norm) || !id_ok || !role ||
+        perm_acl_set(p, w, norm,
+                     group   ? PERM_GROUP
+                     : token ? PERM_TOKEN
+                             : PERM_USER,
+                     ugid, role, saved_propagate(e), false, &err)) {
         log_warn("sim", "state: ACL entry %s:%s:%s left out%s%s", path ? path : "?",
                  ugid ? ugid : "?", role ? role : "?", err ? ": " : "", err ? err : "");
         free(err);
         free(norm);
         return;
     }
-    if (!token)
+    if (user)
         user_add(p, ugid, strlen(ugid)); /* PUT /access/acl may name the user again */
     free(norm);
 }
@@ -1086,6 +1389,12 @@ void perm_world_load(struct sim_perm *p, int w, json_t *saved)
     size_t i;
     json_t *v;
     json_array_foreach(json_object_get(saved, "roles"), i, v) load_role(p, wd, v);
+    /* a state file from before groups were kept: the flags' groups hold */
+    json_t *groups = json_object_get(saved, "groups");
+    if (json_is_array(groups)) {
+        groups_clear(wd);
+        json_array_foreach(groups, i, v) load_group(p, w, v);
+    }
     json_array_foreach(json_object_get(saved, "acl"), i, v) load_entry(p, w, v);
     wd->kept = true;
 }

@@ -31,7 +31,7 @@
 #define SIM_MAX_STORAGES 8
 #define SIM_MAX_TEMPLATES 16
 #define SIM_MAX_TOKENS 16
-#define SIM_MAX_ACL_OPTS 64 /* --acl, --role, --token-privsep options each */
+#define SIM_MAX_ACL_OPTS 64 /* --acl, --role, --group, --token-privsep options each */
 /* A node's finished tasks are listed from its task archive: PVE appends
  * "UPID ENDTIME STATUS" lines to /var/log/pve/tasks/index and renames it to
  * index.1 once it passes 50,000 bytes (about 500 to 1,000 tasks); the task
@@ -287,9 +287,10 @@ struct sim_opts {
     char *password;
     char *tokens[SIM_MAX_TOKENS];
     int ntokens;
-    /* access control (perm.h): --acl, --role, --token-privsep */
-    char *acls[SIM_MAX_ACL_OPTS], *roles[SIM_MAX_ACL_OPTS], *privsep[SIM_MAX_ACL_OPTS];
-    int nacls, nroles, nprivsep;
+    /* access control (perm.h): --acl, --role, --group, --token-privsep */
+    char *acls[SIM_MAX_ACL_OPTS], *roles[SIM_MAX_ACL_OPTS], *groups[SIM_MAX_ACL_OPTS],
+        *privsep[SIM_MAX_ACL_OPTS];
+    int nacls, nroles, ngroups, nprivsep;
     bool standalone;
     int pve_version; /* 7, 8 or 9 */
     double time_scale;
@@ -791,8 +792,8 @@ extern const struct sim_route sim_routes_access[];     /* h_access.c */
 /* The access-control world of node n: 0 in a cluster, the host's index
  * when standalone. */
 int sim_perm_world(const struct sim *s, const struct sim_node *n);
-/* Roles and ACLs as the flags make them (--token, --token-privsep, --role,
- * --acl): one world for a cluster, one per standalone host, each given them
+/* Roles, groups and ACLs as the flags make them (--token, --token-privsep,
+ * --role, --group, --acl): one world for a cluster, one per standalone host, each given them
  * all; at start and at /_sim/reset. NULL with *err (the caller frees). */
 struct sim_perm *sim_perm_setup(const struct sim *s, char **err);
 /* The call's world has no ACL entry: everyone may do everything. */

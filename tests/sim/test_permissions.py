@@ -18,57 +18,18 @@ import tempfile
 
 import proxmoxer
 
+from accesslib import (BOB, BOB_SECRET, VM_USER_9, as_bob, bob_data, bob_sim, denied,
+                       saved_state, template)
 from lib.cases import case, finish
 from lib.env import PASSWORD, TOKEN_ID
 from lib.pxm import expect_error
-from lib.sim import Sim, expect500
+from lib.sim import expect500
 
-BOB = "bob@pve!auto"
-BOB_SECRET = "0b0b0b0b-1111-4222-8333-444455556666"
-VM_USER_9 = {"VM.Config.CDROM", "VM.Config.Cloudinit", "VM.Console", "VM.Backup",
-             "VM.GuestAgent.FileRead", "VM.GuestAgent.FileSystemMgmt", "VM.GuestAgent.FileWrite",
-             "VM.PowerMgmt", "VM.Audit", "VM.GuestAgent.Audit"}
 VM_ADMIN_9 = VM_USER_9 | {"VM.Config.Disk", "VM.Config.CPU", "VM.Config.Memory",
                           "VM.Config.Network", "VM.Config.HWType", "VM.Config.Options",
                           "VM.Allocate", "VM.Clone", "VM.GuestAgent.Unrestricted", "VM.Migrate",
                           "VM.Replicate", "VM.Snapshot", "VM.Snapshot.Rollback"}
 DEFAULT_PATHS = {"/", "/access", "/access/groups", "/nodes", "/pool", "/sdn", "/storage", "/vms"}
-
-
-def bob_sim(acls=(), privsep=True, extra=(), **kw):
-    """A pvesim with bob's token (privilege-separated unless told) and these
-    --acl entries."""
-    args = ["--token", "%s=%s" % (BOB, BOB_SECRET)]
-    if privsep:
-        args += ["--token-privsep", BOB]
-    for a in acls:
-        args += ["--acl", a]
-    return Sim(nodes=kw.pop("nodes", "sv1,sv2"), extra=args + list(extra), **kw)
-
-
-def as_bob(s, method, path, **kw):
-    return s.api(method, path, auth=None,
-                 headers={"Authorization": "PVEAPIToken=%s=%s" % (BOB, BOB_SECRET)}, **kw)
-
-
-def bob_data(s, method, path, **kw):
-    r = as_bob(s, method, path, **kw)
-    assert r.status_code == 200, (method, path, r.status_code, r.reason, r.text)
-    return r.json()["data"]
-
-
-def denied(r, what):
-    """A 403 of RPCEnvironment's check: 'Permission check failed (what)'."""
-    reason = "Permission check failed (%s)" % what if what else "Permission check failed"
-    assert r.status_code == 403 and r.reason == reason, (r.status_code, r.reason, reason)
-    assert r.json() == {"data": None, "message": reason + "\n"}, r.text
-
-
-def template(s):
-    """A template VM: (vmid, node)."""
-    vms = s.data("GET", "/cluster/resources", params={"type": "vm"})
-    t = sorted((v for v in vms if v.get("template")), key=lambda v: v["vmid"])[0]
-    return t["vmid"], t["node"]
 
 
 def clone(s, newid, **extra):
@@ -569,11 +530,6 @@ def access_view(s):
             "bob": bob_data(s, "GET", "/access/permissions"),
             "bob_vms": bob_data(s, "GET", "/access/permissions", params={"path": "/vms/4242"}),
             "root_view": s.data("GET", "/access/permissions", params={"userid": BOB})}
-
-
-def saved_state(d):
-    with open(os.path.join(d, "state.json")) as f:
-        return json.load(f)
 
 
 @case
