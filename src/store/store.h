@@ -1119,6 +1119,15 @@ struct webhook_status {
 /* Every webhook cursor, by name, with what waits behind it; one read.
  * free(*out). */
 int store_webhook_list(store *s, struct webhook_status **out, size_t *n, struct store_error *err);
+/* The events after `after`, in id order, at most STORE_WEBHOOK_BEHIND_MAX:
+ * their id, time and type only (a webhook of some types counts those it
+ * wants among them, as its poster matches them). One read; free(*out). */
+struct event_head {
+    int64_t id, ts;
+    char type[STORE_EVENT_TYPE];
+};
+int store_event_heads_after(store *s, int64_t after, struct event_head **out, size_t *n,
+                            struct store_error *err);
 
 /* ---- statistics (metrics) ------------------------------------------------------ */
 

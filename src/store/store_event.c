@@ -748,3 +748,33 @@ int store_webhook_list(store *s, struct webhook_status **out, size_t *n, struct 
                                  sizeof **out,    row_to_status};
     return store_read_all(s, &r, (void **)out, n, err);
 }
+
+static const char SQL_EVENT_HEADS[] =
+    "SELECT id, ts, type FROM events WHERE id > ?1 ORDER BY id LIMIT ?2";
+
+static void bind_heads(db_stmt *st, const void *arg)
+{
+    db_bind_i64(st, 1, *(const int64_t *)arg);
+    db_bind_i64(st, 2, STORE_WEBHOOK_BEHIND_MAX);
+}
+
+static int row_to_head(db_stmt *st, void *elem, struct store_error *err)
+{
+    (void)err;
+    struct event_head *h = elem;
+    h->id = db_col_i64(st, 0);
+    h->ts = db_col_i64(st, 1);
+    DB_COL_FIELD(st, 2, h->type);
+    return STORE_OK;
+}
+
+int store_event_heads_after(store *s, int64_t after, struct event_head **out, size_t *n,
+                            struct store_error *err)
+{
+    store_err_clear(err);
+    STORE_CHECK(s && out && n, "store_event_heads_after: NULL argument");
+    const struct store_read r = {SQL_EVENT_HEADS, "listing the events after a cursor",
+                                 bind_heads,      &after,
+                                 sizeof **out,    row_to_head};
+    return store_read_all(s, &r, (void **)out, n, err);
+}

@@ -755,6 +755,37 @@ def a_dropped_event_is_told_by_proxctl_status():
 
 
 @case_full_on_pg
+def a_webhook_of_some_types_counts_the_events_it_wants():
+    """What waits behind a webhook's cursor (GET /v1/webhooks' behind and
+    oldest_waiting_at, proxctl status's line) is what it wants: the events
+    of other types are passed over, not waited for. It counted every type:
+    a webhook of node.cordoned held up by its receiver showed the log's
+    count."""
+    r6 = Receiver().up()
+    c, admin = hook_instance("few", r6, timeout=1, retry_max=1,
+                             extra="events = node.cordoned\n")
+    try:
+        r6.refuse = lambda e: True
+        bad = tell(c, admin, "sv3", "cordon")
+        for node, what in (("sv3", "uncordon"), ("sv4", "cordon"), ("sv4", "uncordon")):
+            last = tell(c, admin, node, what)
+        evs = c.call("GET", "/v1/events?after=%d&limit=1000" % (bad - 1), admin).json()["events"]
+        wanted = [e for e in evs if e["type"] == "node.cordoned"]
+        assert len(wanted) == 2 and len(evs) >= 4 and evs[-1]["id"] >= last, evs
+        row = wait_for(lambda: (lambda w: w["after"] < bad and w["behind"] == 2 and w)(
+            hook_row(c, admin, "few")), deadline=10, interval=0.1,
+            what="two events waiting behind the webhook")
+        assert row["oldest_waiting_at"] == wanted[0]["time"], (row, wanted)
+        r = subprocess.run([PROXCTL, "--server", c.base, "--token", admin, "--json", "status",
+                            "--webhook-age", "0"], capture_output=True, text=True, timeout=30)
+        lines = [a for a in json.loads(r.stdout)["attention"] if a.startswith("webhook few")]
+        assert len(lines) == 1 and "2 events waiting" in lines[0], r.stdout
+    finally:
+        c.stop()
+        r6.down()
+
+
+@case_full_on_pg
 def a_webhook_no_instance_has_is_forgotten():
     """A webhook's cursor stays after it left the configuration (listed,
     configured false); forgetting it is refused while an instance holds it
