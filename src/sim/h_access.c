@@ -1,5 +1,5 @@
 /* h_access: privilege checks in the request path and the access-control
- * API: GET/PUT /access/acl, GET/POST /access/roles, GET
+ * API: GET/PUT /access/acl, GET/POST /access/roles, GET/PUT/DELETE
  * /access/roles/{roleid}, GET/POST /access/groups, GET/PUT/DELETE
  * /access/groups/{groupid}, GET /access/permissions (pve-access-control
  * API2/ACL.pm, API2/Role.pm, API2/Group.pm, API2/AccessControl.pm
@@ -563,6 +563,28 @@ static void h_roles(struct sim_call *c)
     c->data = perm_roles_list(c->s->perm, call_world(c));
 }
 
+/* The schema's pve-priv-list knows the privileges of both releases; PVE's,
+ * those of the release it is: false when privs names another's (answered). */
+static bool privs_of_release(struct sim_call *c, const char *privs)
+{
+    json_t *pl = json_array();
+    schema_split_list(privs ? privs : "", strlen(privs ? privs : ""), pl);
+    bool ok = true;
+    size_t i;
+    json_t *v;
+    json_array_foreach(pl, i, v)
+    {
+        if (!perm_priv_bit(c->s->perm, json_string_value(v))) {
+            call_param_fail(c, "privs", "invalid format - invalid privilege '%s'\n",
+                            json_string_value(v));
+            ok = false;
+            break;
+        }
+    }
+    json_decref(pl);
+    return ok;
+}
+
 static void h_role_create(struct sim_call *c)
 {
     const char *role = call_str(c, "roleid");
@@ -573,23 +595,9 @@ static void h_role_create(struct sim_call *c)
                         "cannot use role ID starting with the (case-insensitive) 'PVE' namespace");
         return;
     }
-    /* the schema's pve-priv-list knows the privileges of both releases;
-     * PVE's, those of the release it is */
     const char *privs = call_str(c, "privs");
-    json_t *pl = json_array();
-    schema_split_list(privs ? privs : "", strlen(privs ? privs : ""), pl);
-    size_t i;
-    json_t *v;
-    json_array_foreach(pl, i, v)
-    {
-        if (!perm_priv_bit(c->s->perm, json_string_value(v))) {
-            call_param_fail(c, "privs", "invalid format - invalid privilege '%s'\n",
-                            json_string_value(v));
-            json_decref(pl);
-            return;
-        }
-    }
-    json_decref(pl);
+    if (!privs_of_release(c, privs))
+        return;
     char *err = NULL;
     if (perm_role_add(c->s->perm, call_world(c), role, privs, &err)) {
         call_fail(c, 500, "create role failed: %s", err);
@@ -612,6 +620,55 @@ static void h_role_read(struct sim_call *c)
     for (int i = 0; perm_priv_name(i); i++)
         if (privs & ((perm_set)1 << i))
             json_object_set_new(c->data, perm_priv_name(i), json_integer(1));
+}
+
+/* PUT /access/roles/{roleid}: the built-in roles are refused before the
+ * config is locked (no "update role failed: "); without append the
+ * privileges are replaced (none given: the role is left without any) */
+static void h_role_update(struct sim_call *c)
+{
+    const char *role = call_str(c, "roleid"), *privs = call_str(c, "privs");
+    if (!role)
+        role = "";
+    if (!privs_of_release(c, privs))
+        return;
+    int w = call_world(c);
+    if (perm_role_special(c->s->perm, w, role)) {
+        call_fail(c, 500, "auto-generated role '%s' cannot be modified", role);
+        return;
+    }
+    char *err = NULL;
+    if (perm_role_update(c->s->perm, w, role, privs, call_bool(c, "append", false), &err)) {
+        call_fail(c, 500, "update role failed: %s", err);
+        free(err);
+        return;
+    }
+    api_changed(c, w);
+    sim_world_touch(c->s);
+    c->data = json_null();
+}
+
+/* DELETE /access/roles/{roleid}: the role's ACL entries go with it, as PVE
+ * reads user.cfg again without the entries naming a role it lacks */
+static void h_role_delete(struct sim_call *c)
+{
+    const char *role = call_str(c, "roleid");
+    if (!role)
+        role = "";
+    int w = call_world(c);
+    if (perm_role_special(c->s->perm, w, role)) {
+        call_fail(c, 500, "auto-generated role '%s' cannot be deleted", role);
+        return;
+    }
+    char *err = NULL;
+    if (perm_role_del(c->s->perm, w, role, &err)) {
+        call_fail(c, 500, "delete role failed: %s", err);
+        free(err);
+        return;
+    }
+    api_changed(c, w);
+    sim_world_touch(c->s);
+    c->data = json_null();
 }
 
 /* ---- /access/groups ------------------------------------------------------- */
@@ -704,6 +761,8 @@ const struct sim_route sim_routes_access[] = {
     {"GET", "/access/roles", h_roles},
     {"POST", "/access/roles", h_role_create},
     {"GET", "/access/roles/{roleid}", h_role_read},
+    {"PUT", "/access/roles/{roleid}", h_role_update},
+    {"DELETE", "/access/roles/{roleid}", h_role_delete},
     {"GET", "/access/groups", h_groups},
     {"POST", "/access/groups", h_group_create},
     {"GET", "/access/groups/{groupid}", h_group_read},

@@ -752,14 +752,16 @@ bool perm_open(const struct sim_perm *p, int w)
 static const char *const ug_names[] = {
     [PERM_USER] = "user", [PERM_GROUP] = "group", [PERM_TOKEN] = "token"};
 
-/* Every entry of this type and ugid out, as delete_group_acl does. How
- * many there were. */
-static int acl_remove(struct world *w, enum perm_ug type, const char *ugid)
+/* Every entry of this type and ugid (NULL: any) and role (NULL: any) out,
+ * as delete_group_acl does (and a role's entries go when user.cfg is read
+ * again after the role was deleted). How many there were. */
+static int acl_remove(struct world *w, enum perm_ug type, const char *ugid, const char *role)
 {
     int k = 0, n = w->nacl;
     for (int i = 0; i < n; i++) {
         struct acl_entry *e = &w->acl[i];
-        if (e->type == type && strcmp(e->ugid, ugid) == 0) {
+        if ((!ugid || (e->type == type && strcmp(e->ugid, ugid) == 0)) &&
+            (!role || strcmp(e->role, role) == 0)) {
             free(e->path);
             free(e->ugid);
             continue;
@@ -967,6 +969,42 @@ int perm_role_add(struct sim_perm *p, int w, const char *role, const char *privs
     return 0;
 }
 
+int perm_role_update(struct sim_perm *p, int w, const char *role, const char *privs, bool append,
+                     char **err)
+{
+    struct role *r = (struct role *)role_find(&p->w[w], role);
+    if (!r) {
+        *err = xasprintf("role '%s' does not exist", role);
+        return -1;
+    }
+    perm_set set;
+    if (privs_parse(p, privs, &set, err))
+        return -1;
+    r->privs = append ? r->privs | set : set;
+    return 0;
+}
+
+int perm_role_del(struct sim_perm *p, int w, const char *role, char **err)
+{
+    struct world *wd = &p->w[w];
+    const struct role *r = role_find(wd, role);
+    if (!r) {
+        *err = xasprintf("role '%s' does not exist", role);
+        return -1;
+    }
+    int i = (int)(r - wd->roles);
+    memmove(&wd->roles[i], &wd->roles[i + 1], (size_t)(wd->nroles - i - 1) * sizeof *wd->roles);
+    wd->nroles--;
+    acl_remove(wd, PERM_USER, NULL, role);
+    return 0;
+}
+
+bool perm_role_special(const struct sim_perm *p, int w, const char *role)
+{
+    const struct role *r = role_find(&p->w[w], role);
+    return r && r->special;
+}
+
 /* ---- groups ----------------------------------------------------------- */
 
 static int group_cmp(const void *x, const void *y)
@@ -1082,7 +1120,7 @@ int perm_group_del(struct sim_perm *p, int w, const char *group, char **err)
         *err = xasprintf("group '%s' does not exist", group);
         return -1;
     }
-    acl_remove(wd, PERM_GROUP, group);
+    acl_remove(wd, PERM_GROUP, group, NULL);
     int i = (int)(g - wd->groups);
     group_free(&wd->groups[i]);
     memmove(&wd->groups[i], &wd->groups[i + 1], (size_t)(wd->ngroups - i - 1) * sizeof *wd->groups);

@@ -104,6 +104,16 @@ json_t *perm_roles_list(const struct sim_perm *p, int w);
 /* POST /access/roles: 0, or -1 with *err (PVE's text, without newline):
  * "role 'X' already exists", "invalid privilege 'Y'". */
 int perm_role_add(struct sim_perm *p, int w, const char *role, const char *privs, char **err);
+/* Is the role one of the release's own (role_is_special)? */
+bool perm_role_special(const struct sim_perm *p, int w, const char *role);
+/* PUT /access/roles/{roleid}: the role's privileges become privs (with
+ * append: privs are added). DELETE: the role goes, and every ACL entry
+ * naming it (PVE reads user.cfg without them). 0, or -1 with *err: "role
+ * 'X' does not exist", "invalid privilege 'Y'". Built-in roles are the
+ * caller's to refuse. */
+int perm_role_update(struct sim_perm *p, int w, const char *role, const char *privs, bool append,
+                     char **err);
+int perm_role_del(struct sim_perm *p, int w, const char *role, char **err);
 /* Groups (API2/Group.pm): GET /access/groups' entries {groupid, users,
  * comment?}, sorted; one group's {members, comment?} (NULL when there is
  * none of that name); POST (-1 with *err "group 'X' already exists"), the

@@ -1,13 +1,15 @@
-"""Groups as Proxmox VE has them (pve-access-control API2/Group.pm,
-AccessControl `roles`): --group makes a group
+"""Groups and role changes as Proxmox VE has them (pve-access-control
+API2/Group.pm, API2/Role.pm, AccessControl `roles`): --group makes a group
 and its members, ACL entries name groups (--acl PATH:@GROUP:ROLE, PUT
 /access/acl groups=, GET /access/acl's type "group"); a member has its
 groups' roles, its own entries overriding its groups' on the same level,
 the deepest level winning, propagation and NoAccess as for a user's own; a
 privilege-separated token has them only as far as its own entries reach.
 GET/POST /access/groups, GET/PUT/DELETE /access/groups/{groupid} (deleting
-a group takes its ACL entries and members). --state-dir keeps the groups
-as the API left them, /_sim/reset brings back the flags'."""
+a group takes its ACL entries and members); PUT/DELETE
+/access/roles/{roleid} (built-in roles refused, a deleted role's entries
+gone). --state-dir keeps the groups and the roles as the API left them,
+/_sim/reset brings back the flags'."""
 import json
 import os
 import tempfile
@@ -175,29 +177,90 @@ def groups_per_standalone_host():
         assert s.data("GET", "/access/acl", port=p1) == []
 
 
+@case
+def role_update_and_delete():
+    """PUT /access/roles/{roleid} replaces a role's privileges (append=1
+    adds them; none given leaves it without any) and the next call sees
+    it, for user and group entries alike; DELETE removes the role and every
+    ACL entry naming it. Built-in roles are refused, so is an unknown role;
+    both need Sys.Modify on /access."""
+    with bob_sim(["/vms:bob@pve:Starter", "/nodes:@devs:Starter", "/storage:bob@pve:PVEAuditor"],
+                 privsep=False,
+                 extra=["--role", "Starter:VM.Audit", "--group", "devs:bob@pve"]) as s:
+        path, vmpath = status_path(s)
+        bob_data(s, "GET", path)
+        assert s.data("PUT", "/access/roles/Starter", data={"privs": "VM.Config.Options"}) is None
+        assert s.data("GET", "/access/roles/Starter") == {"VM.Config.Options": 1}
+        denied(as_bob(s, "GET", path), vmpath + ", VM.Audit")
+        s.data("PUT", "/access/roles/Starter", data={"privs": "VM.Audit,Sys.Audit", "append": 1})
+        assert s.data("GET", "/access/roles/Starter") == {
+            "VM.Config.Options": 1, "VM.Audit": 1, "Sys.Audit": 1}
+        assert bob_data(s, "GET", path)["status"] == "stopped"
+        assert bob_data(s, "GET", "/nodes/sv1/status")["uptime"] >= 0  # devs' Starter
+        assert {"roleid": "Starter", "privs": "Sys.Audit,VM.Audit,VM.Config.Options",
+                "special": 0} in s.data("GET", "/access/roles")
+        expect400(s.api("PUT", "/access/roles/Starter", data={"append": 1}),
+                  {"privs": "missing property - 'append' requires this property"})
+        expect400(s.api("PUT", "/access/roles/Starter", data={"privs": "VM.Monitor"}),
+                  {"privs": "invalid format - invalid privilege 'VM.Monitor'\n"})
+        # refusals
+        for role in ("PVEVMUser", "Administrator", "NoAccess"):
+            expect500(s.api("PUT", "/access/roles/" + role, data={"privs": "VM.Audit"}),
+                      "auto-generated role '%s' cannot be modified" % role)
+            expect500(s.api("DELETE", "/access/roles/" + role),
+                      "auto-generated role '%s' cannot be deleted" % role)
+        expect500(s.api("PUT", "/access/roles/Nope", data={"privs": "VM.Audit"}),
+                  "update role failed: role 'Nope' does not exist")
+        expect500(s.api("DELETE", "/access/roles/Nope"),
+                  "delete role failed: role 'Nope' does not exist")
+        denied(as_bob(s, "PUT", "/access/roles/Starter", data={"privs": "VM.Audit"}),
+               "/access, Sys.Modify")
+        denied(as_bob(s, "DELETE", "/access/roles/Starter"), "/access, Sys.Modify")
+        # none given: the role is left without privileges
+        s.data("PUT", "/access/roles/Starter")
+        assert s.data("GET", "/access/roles/Starter") == {}
+        denied(as_bob(s, "GET", path), vmpath + ", VM.Audit")
+        s.data("PUT", "/access/roles/Starter", data={"privs": "VM.Audit"})
+        bob_data(s, "GET", path)
+        # deleted: its entries (bob's, devs') go with it
+        assert s.data("DELETE", "/access/roles/Starter") is None
+        expect500(s.api("GET", "/access/roles/Starter"), "role 'Starter' does not exist")
+        assert [(e["path"], e["roleid"]) for e in s.data("GET", "/access/acl")] == [
+            ("/storage", "PVEAuditor")]
+        denied(as_bob(s, "GET", path), vmpath + ", VM.Audit")
+        # made again, it reaches nobody
+        s.data("POST", "/access/roles", data={"roleid": "Starter", "privs": "VM.Audit"})
+        denied(as_bob(s, "GET", path), vmpath + ", VM.Audit")
+
+
 FLAGS = ["/vms:@devs:PVEVMUser", "/nodes:@ops:PVEAuditor", "/storage:bob@pve:Starter",
-         "/vms:%s:PVEVMUser" % BOB]
-GROUP_FLAGS = ["--role", "Starter:VM.Audit", "--group", "devs:bob@pve", "--group", "ops:bob@pve"]
+         "/sdn:bob@pve:Old", "/vms:%s:PVEVMUser" % BOB]
+GROUP_FLAGS = ["--role", "Starter:VM.Audit", "--role", "Old:SDN.Audit",
+               "--group", "devs:bob@pve", "--group", "ops:bob@pve"]
 
 
 def change_access(s):
-    """Through the API: ops deleted, qa made (with a comment and an entry)."""
+    """Through the API: ops deleted, qa made (with a comment and an entry);
+    Starter changed, Old deleted (and its entry), New made."""
     s.data("DELETE", "/access/groups/ops")
     s.data("POST", "/access/groups", data={"groupid": "qa", "comment": "quality"})
     s.data("PUT", "/access/acl", data={"path": "/pool", "groups": "qa", "roles": "PVEPoolUser"})
+    s.data("PUT", "/access/roles/Starter", data={"privs": "Datastore.Audit"})
+    s.data("DELETE", "/access/roles/Old")
+    s.data("POST", "/access/roles", data={"roleid": "New", "privs": "VM.Audit"})
 
 
 @case
 def groups_kept_across_restart():
-    """--state-dir keeps the groups, their members, comments and entries as
-    the API left them (one deleted, one made): a restart answers as before,
-    over the flags; so does a start with other flags."""
+    """--state-dir keeps the groups, their members and entries, and the
+    roles as the API left them (changed, deleted, made): a restart answers
+    as before, over the flags; so does a start with other flags."""
     with tempfile.TemporaryDirectory() as d:
         with bob_sim(FLAGS, state_dir=d, extra=GROUP_FLAGS) as s:
             change_access(s)
             before = group_view(s)
             assert [g["groupid"] for g in before["groups"]] == ["devs", "qa"], before["groups"]
-            assert "/nodes" not in before["bob"], before["bob"]
+            assert "/nodes" not in before["bob"] and "/sdn" not in before["bob"], before["bob"]
             assert set(before["bob"]["/vms"]) == VM_USER_9
             s.stop()
             saved = saved_state(d)
@@ -207,6 +270,8 @@ def groups_kept_across_restart():
             world = saved["access"][0]
             assert world["groups"] == [{"groupid": "devs", "members": ["bob@pve"]},
                                        {"groupid": "qa", "members": [], "comment": "quality"}]
+            assert {r["roleid"]: r["privs"] for r in world["roles"]} == {
+                "New": "VM.Audit", "Starter": "Datastore.Audit"}
             denied(as_bob(s, "GET", "/nodes/sv1/status"), "/nodes/sv1, Sys.Audit")
         with bob_sim(["/:bob@pve:Administrator"], state_dir=d,
                      extra=["--group", "ops:bob@pve", "--role", "Other:VM.Audit"]) as s:
@@ -215,8 +280,8 @@ def groups_kept_across_restart():
 
 @case
 def groups_reset_to_flags():
-    """/_sim/reset brings back the flags' groups, members and entries, and
-    so does a restart after it."""
+    """/_sim/reset brings back the flags' groups, members, entries and
+    roles, and so does a restart after it."""
     with tempfile.TemporaryDirectory() as d:
         with bob_sim(FLAGS, state_dir=d, extra=GROUP_FLAGS) as s:
             start = group_view(s)
@@ -259,7 +324,7 @@ def old_state_without_groups():
 
 @case
 def groups_through_proxmoxer():
-    """proxmoxer drives the group methods and sees PVE's errors."""
+    """proxmoxer drives the group and role methods and sees PVE's errors."""
     with bob_sim(["/:bob@pve:PVEAuditor"], extra=["--group", "devs:bob@pve"]) as s:
         px = client(s)
         px.access.groups.post(groupid="qa", comment="quality")
@@ -269,6 +334,13 @@ def groups_through_proxmoxer():
         assert [g.get("comment") for g in px.access.groups.get()] == [None, "q"]
         px.access.groups("qa").delete()
         expect_error(lambda: px.access.groups("qa").get(), 500, "group 'qa' does not exist")
+        px.access.roles.post(roleid="R", privs="VM.Audit")
+        px.access.roles("R").put(privs="VM.PowerMgmt", append=1)
+        assert px.access.roles("R").get() == {"VM.Audit": 1, "VM.PowerMgmt": 1}
+        expect_error(lambda: px.access.roles("PVEVMUser").delete(), 500,
+                     "auto-generated role 'PVEVMUser' cannot be deleted")
+        px.access.roles("R").delete()
+        expect_error(lambda: px.access.roles("R").get(), 500, "role 'R' does not exist")
 
 
 finish()
