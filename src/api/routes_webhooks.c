@@ -136,7 +136,7 @@ void h_webhook_seek(struct req *rq, struct resp *rs)
     }
     struct webhook_cursor was;
     struct store_error se;
-    int rc = store_webhook_seek(rq->api->st, rq->params[0], after, &was, &se);
+    int rc = store_webhook_seek(rq->api->st, rq->params[0], after, rq->who.owner, &was, &se);
     if (rc == STORE_E_NOTFOUND) {
         resp_error(rs, HTTP_NOT_FOUND, "not_found", "name", "name: no webhook '%s'", rq->params[0]);
         return;
@@ -170,7 +170,7 @@ void h_webhook_forget(struct req *rq, struct resp *rs)
     }
     struct webhook_cursor held;
     struct store_error se;
-    int rc = store_webhook_forget(rq->api->st, name, &held, &se);
+    int rc = store_webhook_forget(rq->api->st, name, rq->who.owner, &held, &se);
     if (rc == STORE_E_NOTFOUND) {
         resp_error(rs, HTTP_NOT_FOUND, "not_found", "name", "name: no webhook '%s'", name);
         return;

@@ -10,6 +10,8 @@
  * the change inside the change's own store transaction:
  * EV_NODE_CORDONED, EV_NODE_UNCORDONED (store_kv_write_logged),
  * EV_VM_REINSTALLED (store_vm_update_logged, with the record's new OS);
+ * STORE_EV_WEBHOOK_MOVED and STORE_EV_WEBHOOK_FORGOTTEN by the store's seek
+ * and forget of a webhook cursor;
  * vm.moved for a move a job makes is logged by the record write that
  * changes its node.
  *

@@ -1092,15 +1092,21 @@ int store_webhook_failed(store *s, const char *name, const char *owner, int64_t 
  * other instance starts posting while its post may be in flight.
  * STORE_E_NOTFOUND without such a cursor; STORE_E_INVALID (field "after")
  * when after is past the log's last event. *was gets the row as it was
- * (its cursor as this seek found it; its gen already counting the seek). */
-int store_webhook_seek(store *s, const char *name, int64_t after, struct webhook_cursor *was,
-                       struct store_error *err);
+ * (its cursor as this seek found it; its gen already counting the seek).
+ * `by`: who asks, for the event. */
+int store_webhook_seek(store *s, const char *name, int64_t after, const char *by,
+                       struct webhook_cursor *was, struct store_error *err);
 /* Forget webhook `name`'s cursor (a webhook no instance has any more),
  * unless an instance holds its lease (STORE_E_CONFLICT, *held gets the
  * row): configured again later, it starts at the log's end.
  * STORE_E_NOTFOUND without such a cursor. */
-int store_webhook_forget(store *s, const char *name, struct webhook_cursor *held,
+int store_webhook_forget(store *s, const char *name, const char *by, struct webhook_cursor *held,
                          struct store_error *err);
+/* A seek and a forget are told in the event log in their own transaction
+ * (owner "", data: "webhook", "by" (who asked); a seek's "from" and "to"):
+ * who replayed a receiver's events, or passed over some, is on record. */
+#define STORE_EV_WEBHOOK_MOVED "webhook.cursor_moved"
+#define STORE_EV_WEBHOOK_FORGOTTEN "webhook.forgotten"
 /* The row of webhook `name` (STORE_E_NOTFOUND without one). */
 int store_webhook_get(store *s, const char *name, struct webhook_cursor *out,
                       struct store_error *err);

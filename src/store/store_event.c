@@ -426,7 +426,7 @@ static const char SQL_CURSOR_TAKE[] =
 static const char SQL_CURSOR_GET[] = "SELECT " CURSOR_COLS " FROM webhook_cursor WHERE name = ?1";
 
 struct cursor_ctx {
-    const char *name, *owner;
+    const char *name, *owner, *by;
     int64_t lease_ms, after, gen;
     int delivered, dropped;
     struct webhook_cursor *out;
@@ -548,7 +548,7 @@ int store_webhook_advance(store *s, const char *name, const char *owner, int64_t
     store_err_clear(err);
     STORE_CHECK(s && name && owner, "store_webhook_advance: NULL argument");
     STORE_CHECK(lease_ms > 0, "lease_ms %lld must be positive", (long long)lease_ms);
-    struct cursor_ctx k = {name, owner, lease_ms, after, gen, delivered, dropped, NULL};
+    struct cursor_ctx k = {name, owner, NULL, lease_ms, after, gen, delivered, dropped, NULL};
     return db_tx(s->db, DB_WRITE, advance_fn, &k, err);
 }
 
@@ -556,7 +556,7 @@ int store_webhook_release(store *s, const char *name, const char *owner, struct 
 {
     store_err_clear(err);
     STORE_CHECK(s && name && owner, "store_webhook_release: NULL argument");
-    struct cursor_ctx k = {name, owner, -1, 0, 0, 0, 0, NULL};
+    struct cursor_ctx k = {name, owner, NULL, -1, 0, 0, 0, 0, NULL};
     return db_tx(s->db, DB_WRITE, advance_fn, &k, err);
 }
 
@@ -594,6 +594,20 @@ int store_webhook_failed(store *s, const char *name, const char *owner, int64_t 
                 sizeof((struct webhook_status *)0)->last_error - 1);
     struct failed_ctx k = {name, owner, why, gen};
     return db_tx(s->db, DB_WRITE, failed_fn, &k, err);
+}
+
+/* An admin's change of a webhook's cursor, in the event log (data taken). */
+static int log_webhook(db_conn *c, const char *type, const char *by, json_t *data,
+                       struct store_error *err)
+{
+    struct store_event e;
+    memset(&e, 0, sizeof e);
+    snprintf(e.type, sizeof e.type, "%s", type);
+    json_object_set_new(data, "by", json_string(by));
+    e.data = data;
+    int rc = store_log_add_in(c, &e, err);
+    json_decref(data);
+    return rc;
 }
 
 /* The seek count first: on PostgreSQL that UPDATE takes the row's lock
@@ -636,22 +650,27 @@ static int seek_fn(db_conn *c, void *ctx, struct store_error *err)
     db_bind_i64(st, 2, k->after);
     rc = db_run(st, err, "moving a webhook cursor");
     db_done(st);
+    if (rc == STORE_OK)
+        rc = log_webhook(c, STORE_EV_WEBHOOK_MOVED, k->by,
+                         json_pack("{s:s,s:I,s:I}", "webhook", k->name, "from",
+                                   (json_int_t)k->out->after, "to", (json_int_t)k->after),
+                         err);
     return rc;
 }
 
-int store_webhook_seek(store *s, const char *name, int64_t after, struct webhook_cursor *was,
-                       struct store_error *err)
+int store_webhook_seek(store *s, const char *name, int64_t after, const char *by,
+                       struct webhook_cursor *was, struct store_error *err)
 {
     store_err_clear(err);
-    STORE_CHECK(s && name && was, "store_webhook_seek: NULL argument");
+    STORE_CHECK(s && name && by && was, "store_webhook_seek: NULL argument");
     STORE_CHECK(after >= 0, "after %lld must not be negative", (long long)after);
     memset(was, 0, sizeof *was);
-    struct cursor_ctx k = {.name = name, .after = after, .out = was};
+    struct cursor_ctx k = {.name = name, .by = by, .after = after, .out = was};
     return db_tx(s->db, DB_WRITE, seek_fn, &k, err);
 }
 
 struct get_ctx {
-    const char *name;
+    const char *name, *by;
     struct webhook_cursor *out;
 };
 
@@ -673,16 +692,19 @@ static int forget_fn(db_conn *c, void *ctx, struct store_error *err)
     if (none && (rc = cursor_get(c, k->name, k->out, err)) == STORE_OK)
         rc = store_fail(err, STORE_E_CONFLICT, "webhook '%s' is delivered by '%s'", k->name,
                         k->out->lease_owner);
+    if (rc == STORE_OK)
+        rc = log_webhook(c, STORE_EV_WEBHOOK_FORGOTTEN, k->by,
+                         json_pack("{s:s}", "webhook", k->name), err);
     return rc;
 }
 
-int store_webhook_forget(store *s, const char *name, struct webhook_cursor *held,
+int store_webhook_forget(store *s, const char *name, const char *by, struct webhook_cursor *held,
                          struct store_error *err)
 {
     store_err_clear(err);
-    STORE_CHECK(s && name && held, "store_webhook_forget: NULL argument");
+    STORE_CHECK(s && name && by && held, "store_webhook_forget: NULL argument");
     memset(held, 0, sizeof *held);
-    struct get_ctx k = {name, held};
+    struct get_ctx k = {name, by, held};
     return db_tx(s->db, DB_WRITE, forget_fn, &k, err);
 }
 
@@ -698,7 +720,7 @@ int store_webhook_get(store *s, const char *name, struct webhook_cursor *out,
     store_err_clear(err);
     STORE_CHECK(s && name && out, "store_webhook_get: NULL argument");
     memset(out, 0, sizeof *out);
-    struct get_ctx k = {name, out};
+    struct get_ctx k = {name, NULL, out};
     return db_tx(s->db, DB_READ, get_fn, &k, err);
 }
 

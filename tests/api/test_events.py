@@ -743,11 +743,18 @@ def a_dropped_event_is_told_by_proxctl_status():
         r6.refuse = None
         r = c.call("POST", "/v1/webhooks/drops/seek", admin, {"after": bad - 1})
         assert r.status_code == 200, r.text
+        # on record: who moved the cursor, from where to where
+        moved = [e for e in c.call("GET", "/v1/events?type=webhook.cursor_moved&limit=1000",
+                                   admin).json()["events"] if e["data"]["webhook"] == "drops"]
+        assert [m["data"] for m in moved] == [
+            {"webhook": "drops", "from": r.json()["was"], "to": bad - 1, "by": "ops"}], moved
+        assert moved[0]["owner"] is None or moved[0]["owner"] == "", moved
         wait_for(lambda: any(json.loads(p["body"])["id"] == bad and p["answered"]
                              for p in r6.snapshot()), deadline=30, interval=0.1,
                  what="the dropped event posted again after the seek")
-        got = wait_for(lambda: (lambda w: w["after"] == nxt and w)(row()), deadline=10,
-                       interval=0.05, what="the cursor back at the end")
+        # (the seek's own event, logged after it, is posted too)
+        got = wait_for(lambda: (lambda w: w["after"] == moved[0]["id"] and w)(row()),
+                       deadline=10, interval=0.05, what="the cursor back at the end")
         assert got["dropped"] == 1, got  # not dropped again
     finally:
         c.stop()
@@ -812,6 +819,10 @@ def a_webhook_no_instance_has_is_forgotten():
         r = subprocess.run(forget, capture_output=True, text=True, timeout=30)
         assert r.returncode == 3, r  # not found
         assert b.call("DELETE", "/v1/webhooks/gone", admin).status_code == 404
+        # on record, once (the refused forgets told nothing)
+        told = [e for e in b.call("GET", "/v1/events?type=webhook.forgotten&limit=1000",
+                                  admin).json()["events"] if e["data"]["webhook"] == "gone"]
+        assert len(told) == 1 and told[0]["data"]["by"] == "ops", told
     finally:
         if a.alive():
             a.stop()

@@ -2078,6 +2078,28 @@ static void test_event_log_with_record(void **state)
     store_event_release(&ev);
 }
 
+/* The only event after id `after` is an admin's webhook change of `type`
+ * for webhook `name` by "ops" (a seek's from and to, when from >= 0). */
+static void webhook_event_is(store *s, int64_t after, const char *type, const char *name,
+                             int64_t from, int64_t to)
+{
+    struct event_filter ef = {.after = after, .limit = 10};
+    struct store_event *ev = NULL;
+    size_t n = 0;
+    OK(store_event_list(s, &ef, &ev, &n, &e_));
+    assert_int_equal(n, 1);
+    assert_string_equal(ev[0].type, type);
+    assert_string_equal(ev[0].owner, "");
+    assert_string_equal(json_string_value(json_object_get(ev[0].data, "webhook")), name);
+    assert_string_equal(json_string_value(json_object_get(ev[0].data, "by")), "ops");
+    if (from >= 0) {
+        assert_int_equal(json_integer_value(json_object_get(ev[0].data, "from")), from);
+        assert_int_equal(json_integer_value(json_object_get(ev[0].data, "to")), to);
+    }
+    store_event_release(&ev[0]);
+    free(ev);
+}
+
 static void test_event_log_jobs_nodes(void **state)
 {
     struct fx *f = *state;
@@ -2168,12 +2190,14 @@ static void test_event_log_jobs_nodes(void **state)
     int64_t end = 0;
     OK(store_event_last_id(f->s, &end, &e_));
     struct webhook_cursor was;
-    EXPECT(STORE_E_NOTFOUND, store_webhook_seek(f->s, "nope", 0, &was, &e));
-    EXPECT(STORE_E_INVALID, store_webhook_seek(f->s, "h", end + 1, &was, &e));
+    EXPECT(STORE_E_NOTFOUND, store_webhook_seek(f->s, "nope", 0, "ops", &was, &e));
+    EXPECT(STORE_E_INVALID, store_webhook_seek(f->s, "h", end + 1, "ops", &was, &e));
     assert_string_equal(e.field, "after");
-    EXPECT(STORE_E_INVALID, store_webhook_seek(f->s, "h", -1, &was, &e));
-    OK(store_webhook_seek(f->s, "h", 1, &was, &e_)); /* back */
+    EXPECT(STORE_E_INVALID, store_webhook_seek(f->s, "h", -1, "ops", &was, &e));
+    OK(store_webhook_seek(f->s, "h", 1, "ops", &was, &e_)); /* back */
     assert_int_equal(was.after, last + 5);
+    /* told in the log, once: the refused seeks told nothing */
+    webhook_event_is(f->s, end, "webhook.cursor_moved", "h", last + 5, 1);
     assert_string_equal(was.lease_owner, "B");
     assert_int_equal(was.gen, 1); /* counting this seek */
     assert_true(was.seek_at > 0);
@@ -2188,7 +2212,7 @@ static void test_event_log_jobs_nodes(void **state)
     OK(store_webhook_claim(f->s, "h", "B", 30000, &c, &e_));
     assert_int_equal(c.after, 1);
     OK(store_webhook_advance(f->s, "h", "B", c.gen, 2, 30000, 1, 0, &e_));
-    OK(store_webhook_seek(f->s, "h", end, &was, &e_)); /* forward, to the log's end */
+    OK(store_webhook_seek(f->s, "h", end, "ops", &was, &e_)); /* forward, to the log's end */
     assert_int_equal(was.after, 2);
     OK(store_webhook_claim(f->s, "h", "B", 30000, &c, &e_));
     assert_int_equal(c.after, end);
@@ -2197,11 +2221,13 @@ static void test_event_log_jobs_nodes(void **state)
     EXPECT(STORE_E_NOTFOUND, store_webhook_get(f->s, "nope", &c, &e));
 
     /* forgotten only once no instance holds it */
-    EXPECT(STORE_E_CONFLICT, store_webhook_forget(f->s, "h", &was, &e));
+    EXPECT(STORE_E_CONFLICT, store_webhook_forget(f->s, "h", "ops", &was, &e));
     assert_string_equal(was.lease_owner, "B");
     OK(store_webhook_release(f->s, "h", "B", &e_));
-    OK(store_webhook_forget(f->s, "h", &was, &e_));
-    EXPECT(STORE_E_NOTFOUND, store_webhook_forget(f->s, "h", &was, &e));
+    OK(store_event_last_id(f->s, &end, &e_));
+    OK(store_webhook_forget(f->s, "h", "ops", &was, &e_));
+    webhook_event_is(f->s, end, "webhook.forgotten", "h", -1, -1);
+    EXPECT(STORE_E_NOTFOUND, store_webhook_forget(f->s, "h", "ops", &was, &e));
     EXPECT(STORE_E_NOTFOUND, store_webhook_get(f->s, "h", &c, &e));
 }
 
@@ -2249,7 +2275,7 @@ static void test_webhook_seek_waits_for_a_move(void **state)
         assert_true(mono_ms() < end);
         sleep_ms(10);
     }
-    OK(store_webhook_seek(f->s, "race", 0, &was, &e_));
+    OK(store_webhook_seek(f->s, "race", 0, "ops", &was, &e_));
     pthread_join(th, NULL);
     assert_int_equal(was.after, before + 1);
     OK(store_webhook_get(f->s, "race", &c, &e_));
