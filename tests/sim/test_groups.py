@@ -12,11 +12,13 @@ gone). --state-dir keeps the groups and the roles as the API left them,
 /_sim/reset brings back the flags'."""
 import json
 import os
+import subprocess
 import tempfile
 
 from accesslib import (BOB, VM_USER_9, as_bob, bob_data, bob_sim, denied, saved_state,
                        template)
 from lib.cases import case, finish
+from lib.env import PVESIM
 from lib.pxm import client, expect_error
 from lib.sim import expect400, expect500
 
@@ -231,6 +233,22 @@ def role_update_and_delete():
         # made again, it reaches nobody
         s.data("POST", "/access/roles", data={"roleid": "Starter", "privs": "VM.Audit"})
         denied(as_bob(s, "GET", path), vmpath + ", VM.Audit")
+
+
+@case
+def group_flags_refused():
+    """--group and an --acl naming a group are checked as --acl and --role
+    are: pvesim does not start, and says which flag and why."""
+    for args, said in (
+            (["--group", "bad/name"], "--group 'bad/name': expected NAME[:USER[,USER...]]"),
+            (["--group", "devs:bob"], "--group 'devs:bob': 'bob' is no user id (user@realm)"),
+            (["--group", "devs:bob@pve!t"],
+             "--group 'devs:bob@pve!t': 'bob@pve!t' is no user id (user@realm)"),
+            (["--acl", "/vms:@devs:PVEVMUser"], "--acl '/vms:@devs:PVEVMUser': no --group 'devs'")):
+        r = subprocess.run([PVESIM, "--listen", "127.0.0.1:0", "--nodes", "sv1"] + args,
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode != 0 and r.stderr.startswith("pvesim: " + said), (args, r.stderr)
+        assert r.stdout == "", (args, r.stdout)
 
 
 FLAGS = ["/vms:@devs:PVEVMUser", "/nodes:@ops:PVEAuditor", "/storage:bob@pve:Starter",
