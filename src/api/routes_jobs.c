@@ -32,12 +32,38 @@ int job_visible(struct req *rq, struct resp *rs, const char *id, struct job_rec 
     return 0;
 }
 
+/* A done job that started its VM: is its guest up? (core/guestwatch.h)
+ * "waiting" until its outcome is written; NULL for other jobs, or when
+ * the outcome cannot be read (the job is answered without it). */
+static json_t *guest_json(struct req *rq, const struct job_rec *j)
+{
+    static const char *const kinds[] = {"create", "start", "reboot", "reinstall"};
+    bool starts = false;
+    for (size_t i = 0; i < sizeof kinds / sizeof *kinds; i++)
+        starts = starts || strcmp(j->kind, kinds[i]) == 0;
+    if (j->state != JOB_DONE || !starts)
+        return NULL;
+    struct guest_check g;
+    struct store_error se;
+    int rc = store_guest_get(rq->api->st, j->id, &g, &se);
+    if (rc == STORE_E_NOTFOUND)
+        return json_pack("{s:s}", "state", "waiting");
+    if (rc)
+        return NULL;
+    return json_pack("{s:s,s:o,s:s}", "state", guest_state_name(g.state), "at", json_time(g.at),
+                     "detail", g.detail);
+}
+
 void h_job_get(struct req *rq, struct resp *rs)
 {
     struct job_rec j;
     if (check_query(rq, rs, NULL) || job_visible(rq, rs, rq->params[0], &j))
         return;
-    resp_json(rs, HTTP_OK, job_to_json(&j));
+    json_t *o = job_to_json(&j);
+    json_t *guest = guest_json(rq, &j);
+    if (guest)
+        json_object_set_new(o, "guest", guest);
+    resp_json(rs, HTTP_OK, o);
     job_rec_release(&j);
 }
 

@@ -139,6 +139,7 @@ static const struct key_def keys[] = {
     KNUM(S_PROXD, PC, "config_reads", config_reads, "20", 1, 1000),
     KNUM(S_PROXD, PC, "ha_wait", ha_wait_s, "120", 1, 3600),
     KNUM(S_PROXD, PC, "stats_lag", stats_lag_s, "15", 0, 300),
+    KNUM(S_PROXD, PC, "guest_wait", guest_wait_s, "300", 0, 86400),
     KSTR(S_PROXD, PC, "network_drift", network_drift, "report", cfg_v_drift, 0),
     KNUM(S_PROXD, PC, "idle_timeout", idle_timeout_s, "60", 1, 3600),
     KNUM(S_PROXD, PC, "header_timeout", header_timeout_s, "10", 1, 3600),

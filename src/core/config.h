@@ -110,6 +110,10 @@ struct proxd_config {
      * this much longer, the reconciler judges no record changed this long
      * before a read; 15 (0: a Proxmox, or pvesim, that serves them live) */
     int stats_lag_s;
+    /* after a creation, start, reboot or reinstall, how long its guest agent
+     * is asked before the guest is told silent (guestwatch.h); 300 (0: no
+     * checks) */
+    int guest_wait_s;
     char network_drift[8];    /* report | restore | adopt (a pool VM's net0/ipconfig0 changed) */
     int idle_timeout_s;       /* API connections idle this long are closed; default 60 */
     int header_timeout_s;     /* a request's line and headers must arrive within this; default 10 */

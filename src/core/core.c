@@ -6,6 +6,7 @@
 #include "core/core_int.h"
 #include "core/create_net.h"
 #include "core/access.h"
+#include "core/guestwatch.h"
 #include "core/netwalk.h"
 #include "core/snapshot.h"
 
@@ -267,6 +268,7 @@ struct core *core_new(const struct proxd_config *cfg, store *st, struct fleet *f
     store_addr_policy(st, k->addrq, k->naddrq);
     k->nw = netwalk_new(k);
     k->access = access_new(k);
+    k->gw = guestwatch_new(k);
     return k;
 }
 
@@ -309,6 +311,7 @@ void core_free(struct core *k)
     snap_cache_free(k);
     netwalk_free(k->nw);
     access_free(k->access);
+    guestwatch_free(k->gw);
     free(k);
 }
 
@@ -1393,7 +1396,8 @@ int core_start(struct core *k)
     if (mem_thread_start(&k->leaser, leaser_main, k) != 0)
         goto fail;
     k->leaser_up = true;
-    if (netwalk_start(k->nw) != 0 || events_start(k) != 0 || access_start(k->access) != 0)
+    if (netwalk_start(k->nw) != 0 || events_start(k) != 0 || access_start(k->access) != 0 ||
+        guestwatch_start(k->gw) != 0)
         goto fail;
     k->started = true;
     return 0;
@@ -1436,6 +1440,7 @@ void core_stop(struct core *k)
     reconcile_cleaner_stop(k);
     netwalk_stop(k->nw);
     access_stop(k->access);
+    guestwatch_stop(k->gw);
     fleet_probe_stop(k->fl);
     /* the jobs we were running stopped at a checkpoint: let the next proxd
      * (or another instance) take them at once instead of after the lease */

@@ -100,6 +100,7 @@ struct core {
     size_t naddrq;
     struct netwalk *nw;          /* netwalk.c: the config walk and agent confirmation */
     struct access *access;       /* access.c: the credentials' privileges per node */
+    struct guestwatch *gw;       /* guestwatch.c: is the guest up after a start */
     struct evkeeper *evk;        /* events.c: node health edges, retention */
     struct core_waiter *waiters; /* under mu: task waits to wake when their node fails or
                                     their job is cancelled */

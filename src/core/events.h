@@ -10,6 +10,8 @@
  * the change inside the change's own store transaction:
  * EV_NODE_CORDONED, EV_NODE_UNCORDONED (store_kv_write_logged),
  * EV_VM_REINSTALLED (store_vm_update_logged, with the record's new OS);
+ * EV_VM_GUEST_READY and EV_VM_GUEST_SILENT (store_guest_close, with the
+ * guest check's outcome: guestwatch.h);
  * STORE_EV_WEBHOOK_MOVED and STORE_EV_WEBHOOK_FORGOTTEN by the store's seek
  * and forget of a webhook cursor;
  * vm.moved for a move a job makes is logged by the record write that
@@ -42,6 +44,8 @@ struct core;
 #define EV_NODE_UNCORDONED "node.uncordoned"
 #define EV_VM_REINSTALLED "vm.reinstalled"
 #define EV_VM_MOVED "vm.moved"
+#define EV_VM_GUEST_READY "vm.guest_ready"   /* guestwatch.h */
+#define EV_VM_GUEST_SILENT "vm.guest_silent" /* guestwatch.h */
 
 /* {"id", "type", "time" (RFC 3339 UTC, ms), "owner", "vmid", "node", "job",
  * "data"}: a new reference. */

@@ -85,3 +85,16 @@ out:
     buf_release(&raw);
     return rc;
 }
+
+int pve_agent_ping(pve_client *c, const char *node, int vmid, struct pve_error *err)
+{
+    char path[256];
+    if (pve_path(path, sizeof path, "/nodes/%s/qemu/%d/agent/ping", node, vmid))
+        return agent_err(err, PVE_E_INVALID, "bad node name");
+    /* asked again by the caller's schedule, not by the client's retries */
+    struct buf raw;
+    int rc = pve_call_raw(c, "POST", path, NULL, PVE_CALL_NORETRY, &raw, err);
+    if (rc == 0)
+        buf_release(&raw);
+    return rc;
+}

@@ -392,6 +392,11 @@ int pve_agent_interfaces(pve_client *c, const char *node, int vmid, struct pve_a
                          int max, int *n, struct pve_error *err);
 /* The error is the agent not answering yet (booting, disabled, paused). */
 bool pve_agent_not_running(const struct pve_error *e);
+/* POST .../agent/ping: 0 when the guest's agent answered; its errors as
+ * pve_agent_interfaces' ("QEMU guest agent is not running" while the guest
+ * boots, "No QEMU guest agent configured"). Not retried: the caller asks
+ * again on its own schedule. */
+int pve_agent_ping(pve_client *c, const char *node, int vmid, struct pve_error *err);
 
 struct pve_delete_opts {
     bool purge;                /* also from HA, replication, backup jobs */

@@ -1135,6 +1135,38 @@ struct event_head {
 int store_event_heads_after(store *s, int64_t after, struct event_head **out, size_t *n,
                             struct store_error *err);
 
+/* ---- guest checks ---------------------------------------------------------------
+ * A creation, start, reboot or reinstall that is done has started its VM;
+ * whether its guest came up is told by the QEMU guest agent
+ * (core/guestwatch.c). Each such job gets one outcome, written once: of
+ * several instances, or a proxd restarted half-way, the first write wins,
+ * and its event is logged in the same transaction, so a job has one
+ * vm.guest_ready or vm.guest_silent event, or none (skipped). */
+enum guest_state { GUEST_WAITING = 0, GUEST_READY, GUEST_SILENT, GUEST_SKIPPED };
+const char *guest_state_name(enum guest_state g);
+struct guest_check {
+    char job[40];
+    char kind[16];
+    int vmid;
+    char owner[64];
+    int64_t finished_at; /* the job's end (unix ms) */
+    enum guest_state state;
+    int64_t at; /* the outcome's time (0 while waiting) */
+    char detail[256];
+};
+/* The done jobs of those kinds that ended after `since` (unix ms) and have
+ * no outcome yet, the oldest first, at most max. free(*out). */
+int store_guest_pending(store *s, int64_t since, size_t max, struct guest_check **out, size_t *n,
+                        struct store_error *err);
+/* Write job's outcome (READY, SILENT or SKIPPED; detail: UTF-8, cut to
+ * 255 bytes) and, with ev (its type, owner, vmid, node, data), log ev in
+ * the same transaction. STORE_E_CONFLICT when the job has an outcome
+ * already (nothing written or logged); STORE_E_NOTFOUND without the job. */
+int store_guest_close(store *s, const char *job, enum guest_state state, const char *detail,
+                      struct store_event *ev, struct store_error *err);
+/* The outcome of job: STORE_E_NOTFOUND when it has none (yet). */
+int store_guest_get(store *s, const char *job, struct guest_check *out, struct store_error *err);
+
 /* ---- statistics (metrics) ------------------------------------------------------ */
 
 #define STORE_DURATION_BUCKETS 7

@@ -285,11 +285,28 @@ static const char SCHEMA_15_HOOK_ERROR[] =
     "ALTER TABLE webhook_cursor ADD COLUMN last_dropped_at {I64} NOT NULL DEFAULT 0;"
     "ALTER TABLE webhook_cursor ADD COLUMN seek_at {I64} NOT NULL DEFAULT 0;";
 
+/* Version 16: the outcome of each guest check (store_guest.c): a done
+ * creation, start, reboot or reinstall has one row once its guest agent
+ * answered, or did not, written with its event; those done before are
+ * marked skipped. */
+static const char SCHEMA_16_GUEST[] =
+    "CREATE TABLE guest_checks ("
+    "  job TEXT PRIMARY KEY REFERENCES jobs (id) ON DELETE CASCADE,"
+    "  state TEXT NOT NULL CHECK (state IN ('ready', 'silent', 'skipped')),"
+    "  at {I64} NOT NULL,"
+    "  detail TEXT NOT NULL DEFAULT ''"
+    "){STRICT};"
+    /* the jobs of a database that had no checks are not asked about now,
+     * days later: their guests came up long since, or never will */
+    "INSERT INTO guest_checks (job, state, at, detail)"
+    "  SELECT id, 'skipped', finished_at, 'done before proxd checked guests' FROM jobs"
+    "  WHERE state = 'done' AND kind IN ('create', 'start', 'reboot', 'reinstall');";
+
 /* Migration i brings the schema from version SCHEMA_FIRST + i - 1 to
  * SCHEMA_FIRST + i; MIGRATIONS[0] makes a new database. */
 static const char *const MIGRATIONS[] = {
-    SCHEMA_7,         SCHEMA_8_ADDR,   SCHEMA_9_EVENTS,     SCHEMA_10_JOBS,      SCHEMA_11_POOL,
-    SCHEMA_12_CANCEL, SCHEMA_13_TASKS, SCHEMA_14_LEFT_ROOM, SCHEMA_15_HOOK_ERROR};
+    SCHEMA_7,         SCHEMA_8_ADDR,   SCHEMA_9_EVENTS,     SCHEMA_10_JOBS,       SCHEMA_11_POOL,
+    SCHEMA_12_CANCEL, SCHEMA_13_TASKS, SCHEMA_14_LEFT_ROOM, SCHEMA_15_HOOK_ERROR, SCHEMA_16_GUEST};
 #define NMIGRATIONS ((int)(sizeof MIGRATIONS / sizeof MIGRATIONS[0]))
 #define SCHEMA_LAST (SCHEMA_FIRST + NMIGRATIONS - 1)
 

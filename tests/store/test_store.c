@@ -222,7 +222,7 @@ static int teardown(void **state)
 
 /* The schema version store_schema.c's MIGRATIONS ends at (the unified list
  * starts at 7: a new database records 7 and each later step). */
-#define SCHEMA_LAST 15
+#define SCHEMA_LAST 16
 
 static void test_open_bad_urls(void **state)
 {
@@ -421,6 +421,11 @@ static void test_migrate_old_format(void **state)
     assert_int_equal(j.finished_at, T0 + 5010);
     assert_string_equal(json_string_value(json_object_get(j.request, "os")), "debian12");
     job_rec_release(&j);
+    /* a creation done before guest checks is not asked about now */
+    struct guest_check gc;
+    OK(store_guest_get(s, "job-done", &gc, &e_));
+    assert_int_equal(gc.state, GUEST_SKIPPED);
+    assert_int_equal(gc.at, T0 + 5010);
     struct job_event *ev = NULL;
     OK(store_job_events(s, "job-done", 0, &ev, &n, &e_));
     assert_int_equal(n, 2);
@@ -1252,6 +1257,75 @@ static void test_job_claim_owners_take_turns(void **state)
     claim_expect(f->s, "w1", 60000, "d1");
     claim_expect(f->s, "w1", 60000, "a4");
     claim_expect(f->s, "w1", 60000, NULL);
+}
+
+/* Guest checks: the done jobs that started a VM wait for one outcome,
+ * written once with its event (a second writer, another instance or a
+ * restarted one, writes and logs nothing). */
+static void test_guest_checks(void **state)
+{
+    struct fx *f = *state;
+    struct store_error e;
+    int64_t t = wall_ms() - 10000;
+    job_add(f->s, "g1", "create", 601, t + 1);
+    job_add(f->s, "g2", "stop", 602, t + 2);
+    job_add(f->s, "g3", "reboot", 603, t + 3);
+    job_add(f->s, "g4", "start", 604, t + 4); /* queued: not done */
+    job_finish(f->s, "g1");
+    sleep_ms(3);
+    job_finish(f->s, "g2");
+    job_finish(f->s, "g3");
+    struct guest_check *g = NULL;
+    size_t n = 0;
+    OK(store_guest_pending(f->s, 0, 10, &g, &n, &e_));
+    assert_int_equal(n, 2); /* not the stop, not the queued start */
+    assert_string_equal(g[0].job, "g1");
+    assert_string_equal(g[0].kind, "create");
+    assert_string_equal(g[0].owner, "alice");
+    assert_int_equal(g[0].vmid, 601);
+    assert_true(g[0].finished_at > 0 && g[1].finished_at > g[0].finished_at);
+    assert_string_equal(g[1].job, "g3");
+    int64_t since = g[1].finished_at;
+    free(g);
+    OK(store_guest_pending(f->s, since, 10, &g, &n, &e_)); /* ended after `since` only */
+    assert_int_equal(n, 0);
+    free(g);
+    struct guest_check c;
+    EXPECT(STORE_E_NOTFOUND, store_guest_get(f->s, "g1", &c, &e));
+    int64_t last = 0;
+    OK(store_event_last_id(f->s, &last, &e_));
+    struct store_event ev = {.vmid = 601};
+    snprintf(ev.type, sizeof ev.type, "vm.guest_ready");
+    snprintf(ev.owner, sizeof ev.owner, "alice");
+    snprintf(ev.job, sizeof ev.job, "g1");
+    OK(store_guest_close(f->s, "g1", GUEST_READY, "", &ev, &e_));
+    snprintf(ev.type, sizeof ev.type, "vm.guest_silent");
+    EXPECT(STORE_E_CONFLICT, store_guest_close(f->s, "g1", GUEST_SILENT, "late", &ev, &e));
+    struct event_filter ef = {.after = last, .limit = 10};
+    struct store_event *evs = NULL;
+    size_t nev = 0;
+    OK(store_event_list(f->s, &ef, &evs, &nev, &e_));
+    assert_int_equal(nev, 1); /* the first outcome's, once */
+    assert_string_equal(evs[0].type, "vm.guest_ready");
+    assert_string_equal(evs[0].job, "g1");
+    assert_int_equal(evs[0].vmid, 601);
+    store_event_release(&evs[0]);
+    free(evs);
+    OK(store_guest_get(f->s, "g1", &c, &e_));
+    assert_int_equal(c.state, GUEST_READY);
+    assert_string_equal(c.kind, "create");
+    assert_true(c.at > 0);
+    OK(store_guest_close(f->s, "g3", GUEST_SKIPPED, "the VM was not left running", NULL, &e_));
+    OK(store_guest_get(f->s, "g3", &c, &e_));
+    assert_int_equal(c.state, GUEST_SKIPPED);
+    assert_string_equal(c.detail, "the VM was not left running");
+    OK(store_event_last_id(f->s, &since, &e_));
+    assert_int_equal(since, last + 1); /* a skip logs nothing */
+    OK(store_guest_pending(f->s, 0, 10, &g, &n, &e_));
+    assert_int_equal(n, 0);
+    free(g);
+    EXPECT(STORE_E_NOTFOUND, store_guest_close(f->s, "nope", GUEST_READY, "", NULL, &e));
+    EXPECT(STORE_E_INVALID, store_guest_close(f->s, "g2", GUEST_WAITING, "", NULL, &e));
 }
 
 /* A look that finds nothing claimable (an idle worker's, once a second)
@@ -4873,6 +4947,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_job_crud, setup, teardown),
         cmocka_unit_test_setup_teardown(test_job_claim_order_and_lease, setup, teardown),
         cmocka_unit_test_setup_teardown(test_job_claim_owners_take_turns, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_guest_checks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_job_claim_empty_look_writes_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_job_claim_after_a_wait_leaves_lapsed_leases, setup,
                                         teardown),

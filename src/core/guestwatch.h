@@ -1,0 +1,32 @@
+/* guestwatch: is the guest up after a job started its VM? (store.h "guest
+ * checks")
+ *
+ * A creation, start, reboot or reinstall that is done has started its VM,
+ * which says nothing of its guest: a hosting platform tells its customer
+ * "your server is ready" when the guest has booted. One thread asks the
+ * VM's QEMU guest agent (agent/ping) every 2 s, from the job's end for
+ * [proxd] guest_wait seconds, and writes the job's outcome with its event:
+ * vm.guest_ready when the agent answered, vm.guest_silent when it did not
+ * within guest_wait, has none configured, may not be asked, or the VM
+ * stopped (the reason in data.reason). The outcome is in the store, so a
+ * proxd killed half-way, or another instance, goes on with the checks
+ * left, and a job has one such event (store_guest_close). A VM the job did
+ * not leave running (a reinstall of a stopped VM), or whose record is
+ * gone, is skipped without an event, and so is every job while guest_wait
+ * is 0. Internal to src/core; start and stop from the core's thread. */
+#ifndef CORE_GUESTWATCH_H
+#define CORE_GUESTWATCH_H
+
+struct core;
+struct guestwatch;
+
+#define GUESTWATCH_EVERY_MS 2000 /* a pending guest's agent is asked this often */
+#define GUESTWATCH_LOOK_MS 1000  /* the store's pending list is read this often */
+#define GUESTWATCH_BATCH 256     /* checks looked at per round (the oldest) */
+
+struct guestwatch *guestwatch_new(struct core *k);
+void guestwatch_free(struct guestwatch *w);
+int guestwatch_start(struct guestwatch *w);
+void guestwatch_stop(struct guestwatch *w); /* after k->stopping */
+
+#endif
