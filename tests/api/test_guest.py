@@ -14,6 +14,7 @@ ended, whether the guest ever booted or not.
     and two instances on one database tell it once between them."""
 import signal
 
+from lib import eventcheck
 from lib.cases import case, finish
 from lib.proxd import OSES, TEMPLATE_BASE, Proxd
 from lib.sim import Sim
@@ -152,6 +153,7 @@ def a_restart_and_a_second_instance_tell_it_once():
             evs = b.call("GET", "/v1/events?type=vm.guest_silent&limit=1000",
                          alice).json()["events"]
             assert sorted(e["job"] for e in evs) == sorted(jobs), evs
+            assert not eventcheck.problems(a.db), eventcheck.problems(a.db)
         finally:
             if b:
                 b.stop()

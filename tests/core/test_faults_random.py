@@ -30,7 +30,9 @@ and proxd's database:
   - no VMID left reserved, no capacity reservation left unsettled (every
     job has ended: each gave back what it held);
   - the event log tells every committed change exactly once
-    (lib/eventcheck.py; a VMID that came back is passed over);
+    (lib/eventcheck.py; a VMID that came back is passed over), and a
+    guest check's event (guest_wait 4 s) names a done start of its VM,
+    once at most;
   - every power, node or size change the reconciler took as made outside
     proxd (an observed event: vm.started/stopped/paused, vm.moved,
     vm.drift), and every VM it found gone (an observed vm.lost or
@@ -245,6 +247,10 @@ from lib.wait import wait_for
 SEEDS = [int(s) for s in os.environ.get("FAULT_SEEDS", "11,22,33,44,77,88,111").split(",")
          if s]
 NVMS = int(os.environ.get("FAULT_VMS", "10"))
+# the guest checks' wait (proxd's default is 300 s): outcomes come within a
+# run, under the faults (the agent's pings fail too), and lib/eventcheck
+# checks their events
+GUEST_WAIT_S = 4
 NOPS = int(os.environ.get("FAULT_OPS", "10"))
 RATE = float(os.environ.get("FAULT_RATE", "0.07"))
 CREATE = os.environ.get("FAULT_CREATE", "1") == "1"
@@ -751,7 +757,8 @@ def run_seed(seed):
     if recv:
         recv.delay = 1.5
     proxd_extra = ["reconcile_interval = %d" % (RECONCILE_S if seed in RECONCILES else 3600),
-                   "quarantine = 0"] + LEASE + (["stats_lag = %d" % LAG_S] if lag else [])
+                   "quarantine = 0", "guest_wait = %d" % GUEST_WAIT_S] + LEASE + (
+                       ["stats_lag = %d" % LAG_S] if lag else [])
     for i in range(INSTANCES):
         c = conf if i == 0 else os.path.join(tmp.name, "proxd-%d.conf" % (i + 1))
         ports.append(write_config(c, db, sim.entry, proxd_extra,

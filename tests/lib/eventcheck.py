@@ -8,6 +8,8 @@ back (lib.db), after the run:
     vm.creation_failed and no vm.created; a deleted record one vm.deleted,
     a lost one vm.lost, and no other record has either;
   - each failed job has one job.failed naming it, a done job none;
+  - a guest check's event (vm.guest_ready, vm.guest_silent) names a done
+    creation, start, reboot or reinstall of its VMID, one at most per job;
   - per VM, each event carries the record after it ("vm") and what it
     changed ("changes": from, to): for each field (power, node, cores,
     memory_mb, disk_gb) the value before an event (its "from", or its "vm"
@@ -108,6 +110,7 @@ def problems(db, reuse_ok=False):
                     bad.append("VM %d %s: last event left %r, the record holds %r" % (
                         vmid, f, prev[f], r[f]))
     jobs = {r[0]: r[1] for r in query(db, "SELECT id, state FROM jobs")}
+    bad += guest_problems(db, evs)
     told = {}
     for e in evs:
         if e["type"] == "job.failed":
@@ -116,6 +119,26 @@ def problems(db, reuse_ok=False):
         n = told.get(jid, 0)
         if n != (1 if state == "failed" else 0):
             bad.append("job %s (%s): %d job.failed events" % (jid, state, n))
+    return bad
+
+
+GUEST_KINDS = ("create", "start", "reboot", "reinstall")
+
+
+def guest_problems(db, evs):
+    """The guest checks' events against the jobs they name."""
+    bad = []
+    jobs = {r[0]: r[1:] for r in query(db, "SELECT id, state, kind, vmid FROM jobs")}
+    seen = {}
+    for e in evs:
+        if e["type"] not in ("vm.guest_ready", "vm.guest_silent"):
+            continue
+        seen[e["job"]] = seen.get(e["job"], 0) + 1
+        j = jobs.get(e["job"])
+        if j is None or j[0] != "done" or j[1] not in GUEST_KINDS or j[2] != e["vmid"]:
+            bad.append("event %d (%s) names job %s (%s), not a done start of VM %d" % (
+                e["id"], e["type"], e["job"], j, e["vmid"]))
+    bad += ["job %s: %d guest events" % (jid, n) for jid, n in seen.items() if n > 1]
     return bad
 
 
