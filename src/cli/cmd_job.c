@@ -99,6 +99,14 @@ static int job_show(struct cli *c, const char *id)
         const char *e = json_string_value(json_object_get(j, "error"));
         if (e && *e)
             printf("error     %s\n", e);
+        json_t *g = json_object_get(j, "guest");
+        if (json_is_object(g)) { /* a done start: is the guest up? */
+            const char *d = json_string_value(json_object_get(g, "detail"));
+            printf("guest     %s%s%s%s%s\n", cli_str(g, "state"),
+                   json_is_string(json_object_get(g, "at")) ? " at " : "",
+                   json_is_string(json_object_get(g, "at")) ? cli_str(g, "at") : "",
+                   d && *d ? ": " : "", d && *d ? d : "");
+        }
         size_t i;
         json_t *a;
         json_array_foreach(json_object_get(j, "attempts"), i, a)

@@ -12,10 +12,13 @@ ended, whether the guest ever booted or not.
   - an agent that never answers (agent disabled): silent after guest_wait;
   - a proxd killed while it waits: its restart tells the outcome, once,
     and two instances on one database tell it once between them."""
+import os
 import signal
+import subprocess
 
 from lib import eventcheck
 from lib.cases import case, finish
+from lib.env import PROXCTL
 from lib.proxd import OSES, TEMPLATE_BASE, Proxd
 from lib.sim import Sim
 from lib.wait import wait_for
@@ -68,6 +71,10 @@ def a_guest_is_told_ready_after_a_creation_and_a_reboot():
             e = evs[0]
             assert e["vmid"] == vmid and e["owner"] == "alice" and e["node"], e
             assert e["data"]["kind"] == "create" and e["data"]["after_s"] >= 0, e
+            shown = subprocess.run([PROXCTL, "job", "show", j["id"]], capture_output=True,
+                                   text=True, timeout=30,
+                                   env=dict(os.environ, PROXD_URL=px.base, PROXD_TOKEN=alice))
+            assert "\nguest     ready at %s\n" % g["at"] in shown.stdout, shown
             # a stop has no check; a start and a reboot each have one
             for action in ("stop", "start", "reboot"):
                 r = px.call("POST", "/v1/vms/%d/%s" % (vmid, action), alice)
