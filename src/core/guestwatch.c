@@ -17,12 +17,22 @@
  * (its commit, another instance's clock a little behind ours) */
 #define LOOK_BACK_MS (10 * 60 * 1000)
 
+/* A ping slower than this (or one that got no answer) leaves the node's
+ * other guests for the next round: a node that hangs costs a round one
+ * call's timeout, not one per VM on it, and the other nodes' guests are
+ * not told silent for the wait */
+#define SLOW_PING_MS 2000
+#define SLOW_NODES_MAX 64
+
 /* What this process knows of a pending check between two looks. */
 struct entry {
     char job[40];
     int64_t next;   /* mono ms of the next ask */
     char last[200]; /* why the agent has not answered yet */
     bool seen;      /* still pending at the last look */
+    bool asked;     /* this process asked (or looked at) it once: a check
+                     * past its wait that a restarted proxd finds is asked
+                     * once before it is told silent */
 };
 
 struct guestwatch {
@@ -32,7 +42,23 @@ struct guestwatch {
     int64_t since; /* the pending list's read: jobs ended after this (unix ms) */
     struct entry *e;
     size_t n;
+    char slow[SLOW_NODES_MAX][64]; /* this round's nodes not asked again */
+    int nslow;
 };
+
+static bool is_slow(const struct guestwatch *w, const char *node)
+{
+    for (int i = 0; i < w->nslow; i++)
+        if (strcmp(w->slow[i], node) == 0)
+            return true;
+    return false;
+}
+
+static void mark_slow(struct guestwatch *w, const char *node)
+{
+    if (w->nslow < SLOW_NODES_MAX && !is_slow(w, node))
+        snprintf(w->slow[w->nslow++], sizeof w->slow[0], "%s", node);
+}
 
 struct guestwatch *guestwatch_new(struct core *k)
 {
@@ -144,11 +170,21 @@ static void look_one(struct guestwatch *w, const struct guest_check *g)
     pve_client *pc = fleet_client(k->fl, r.node);
     if (strcmp(r.power, "paused") == 0) {
         snprintf(e->last, sizeof e->last, "the VM is paused");
+        e->asked = true; /* as good as an answer: its agent does not run */
     } else if (!pc || !fleet_node_up(k->fl, r.node)) {
         snprintf(e->last, sizeof e->last, "node %s is down", r.node);
+        e->asked = true;
+    } else if (is_slow(w, r.node)) {
+        snprintf(e->last, sizeof e->last, "node %s was slow to answer", r.node);
+        e->next = 0; /* asked first thing next round */
+        goto out;
     } else {
         struct pve_error pe;
+        int64_t t0 = mono_ms();
         int prc = pve_agent_ping(pc, r.node, r.vmid, &pe);
+        e->asked = true;
+        if (prc == PVE_E_NETWORK || prc == PVE_E_TIMEOUT || mono_ms() - t0 > SLOW_PING_MS)
+            mark_slow(w, r.node);
         const char *final = prc ? final_refusal(prc, &pe) : NULL;
         if (prc == 0) {
             close_check(w, g, r.node, GUEST_READY, "");
@@ -162,7 +198,9 @@ static void look_one(struct guestwatch *w, const struct guest_check *g)
         snprintf(e->last, sizeof e->last, "%.190s", pe.message);
     }
 later:
-    if (wall_ms() > g->finished_at + (int64_t)k->cfg->guest_wait_s * 1000) {
+    /* a check this process has not asked yet (a restart found it past its
+     * wait, its node down or slow since) is asked before it is told silent */
+    if (e->asked && wall_ms() > g->finished_at + (int64_t)k->cfg->guest_wait_s * 1000) {
         snprintf(detail, sizeof detail, "the guest agent did not answer within %d s (last: %s)",
                  k->cfg->guest_wait_s, e->last);
         close_check(w, g, src ? "" : r.node, GUEST_SILENT, detail);
@@ -186,6 +224,7 @@ static void look(struct guestwatch *w)
     }
     for (size_t i = 0; i < w->n; i++)
         w->e[i].seen = false;
+    w->nslow = 0;
     for (size_t i = 0; i < n && !core_stopping(w->k); i++)
         look_one(w, &g[i]);
     /* what is not pending any more (an outcome written, by us or another
@@ -206,7 +245,8 @@ static void *watch_main(void *arg)
     mem_thread_name("guestwatch");
     struct guestwatch *w = arg;
     while (!core_nap(w->k, GUESTWATCH_LOOK_MS))
-        look(w);
+        if (fleet_ready(w->k->fl)) /* a node is down only once it was read */
+            look(w);
     return NULL;
 }
 

@@ -13,7 +13,13 @@
  * left, and a job has one such event (store_guest_close). A VM the job did
  * not leave running (a reinstall of a stopped VM), or whose record is
  * gone, is skipped without an event, and so is every job while guest_wait
- * is 0. Internal to src/core; start and stop from the core's thread. */
+ * is 0. A paused VM, a node down, a failed call are "not yet"; a node whose
+ * ping got no answer or was slow is not asked again in that round (its
+ * other guests wait for the next, the other nodes' are asked); a check
+ * this process never asked (one a restart found past its wait) is asked
+ * once before it is told silent. Every instance asks the pending checks
+ * (the oldest GUESTWATCH_BATCH) after the fleet's first read. Internal to
+ * src/core; start and stop from the core's thread. */
 #ifndef CORE_GUESTWATCH_H
 #define CORE_GUESTWATCH_H
 

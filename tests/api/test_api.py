@@ -481,7 +481,10 @@ def job_list_filters_pages_and_isolation():
     assert kinds[:7] == ["start", "shutdown", "reboot", "resume", "pause", "start", "stop"], kinds
     assert kinds[-1] == "create", kinds
     assert all(j["vmid"] == vmid for j in mine), mine
-    assert mine[0] == call("GET", "/v1/jobs/" + mine[0]["id"], ALICE).json()
+    # the list's job is the job (GET /v1/jobs/{id} adds a done start's guest)
+    one = call("GET", "/v1/jobs/" + mine[0]["id"], ALICE).json()
+    assert one.pop("guest")["state"] in ("waiting", "ready"), one
+    assert mine[0] == one
     # pages of 2 give the same list, none twice
     paged, q = [], "?vmid=%d&limit=2" % vmid
     while True:

@@ -75,7 +75,10 @@ def record(px, vmid):
 
 
 def events(px, vmid):
-    return [t for (t,) in query(px.db, "SELECT type FROM events WHERE vmid = %d ORDER BY id" % vmid)]
+    """The VM's record events (a guest check's, vm.guest_*, tells no
+    change of the record: left out)."""
+    return [t for (t,) in query(px.db, "SELECT type FROM events WHERE vmid = %d ORDER BY id"
+                                % vmid) if not t.startswith("vm.guest_")]
 
 
 def reconcile(px, after=None):
