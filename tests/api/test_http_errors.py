@@ -13,6 +13,7 @@ import time
 from lib.cases import case, finish
 from lib.proxd import Proxd, shutdown
 from lib.sim import Sim
+from lib.sock import recv_to_close
 from lib.wait import wait_for
 
 
@@ -198,12 +199,7 @@ def keep_alive_pipelining_head_and_http10():
     assert json.loads(b)["error"]["details"]["field"] == "bogus", b
     # Connection: close is honoured
     s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    got = b""
-    while True:
-        chunk = s.recv(4096)
-        if not chunk:
-            break
-        got += chunk
+    got = recv_to_close(s)
     assert got.startswith(b"HTTP/1.1 200") and b"connection: close" in got.lower(), got
     s.close()
     # HTTP/1.0 without keep-alive: answered, then closed

@@ -29,6 +29,7 @@ from lib.cases import case, finish
 from lib.env import PROXCTL
 from lib.proxd import Proxd
 from lib.sim import Sim
+from lib.sock import recv_to_close
 from lib.wait import wait_for
 
 import requests
@@ -207,12 +208,7 @@ def a_request_during_a_quick_open_waits_and_is_served():
                 release(lock)
                 held = False
                 s.settimeout(20)
-                data = b""
-                while True:
-                    chunk = s.recv(65536)
-                    if not chunk:
-                        break
-                    data += chunk
+                data = recv_to_close(s)
             finally:
                 s.close()
             head = data.split(b"\r\n", 1)[0]

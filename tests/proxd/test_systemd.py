@@ -19,12 +19,12 @@ import os
 import socket
 import sqlite3
 import subprocess
-import time
 
 from lib.cases import case, finish
 from lib.env import PROXD
 from lib.proxd import Proxd
 from lib.sim import Sim
+from lib.sock import recv_to_close
 from lib.wait import wait_for
 
 import requests
@@ -156,13 +156,7 @@ def a_restart_on_the_socket_systemd_holds_refuses_nothing():
                            "Connection: close\r\n\r\n" % admin).encode())
                 launch(px, {}, listen=sock)
                 c.settimeout(30)
-                data = b""
-                start = time.monotonic()
-                while time.monotonic() - start < 30:
-                    chunk = c.recv(65536)
-                    if not chunk:
-                        break
-                    data += chunk
+                data = recv_to_close(c)
             finally:
                 c.close()
             assert data.startswith(b"HTTP/1.1 200"), data[:300]
