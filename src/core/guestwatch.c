@@ -205,7 +205,8 @@ later:
                  k->cfg->guest_wait_s, e->last);
         close_check(w, g, src ? "" : r.node, GUEST_SILENT, detail);
     } else {
-        e->next = mono_ms() + GUESTWATCH_EVERY_MS;
+        int64_t every = GUESTWATCH_EVERY_MS + (wall_ms() - g->finished_at) / 4;
+        e->next = mono_ms() + (every < GUESTWATCH_EVERY_MAX_MS ? every : GUESTWATCH_EVERY_MAX_MS);
     }
 out:
     if (src == STORE_OK)

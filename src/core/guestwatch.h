@@ -4,7 +4,8 @@
  * A creation, start, reboot or reinstall that is done has started its VM,
  * which says nothing of its guest: a hosting platform tells its customer
  * "your server is ready" when the guest has booted. One thread asks the
- * VM's QEMU guest agent (agent/ping) every 2 s, from the job's end for
+ * VM's QEMU guest agent (agent/ping) from the job's end, every 2 s and
+ * less often as the wait grows (below), for
  * [proxd] guest_wait seconds, and writes the job's outcome with its event:
  * vm.guest_ready when the agent answered, vm.guest_silent when it did not
  * within guest_wait, has none configured, may not be asked, or the VM
@@ -26,9 +27,15 @@
 struct core;
 struct guestwatch;
 
-#define GUESTWATCH_EVERY_MS 2000 /* a pending guest's agent is asked this often */
-#define GUESTWATCH_LOOK_MS 1000  /* the store's pending list is read this often */
-#define GUESTWATCH_BATCH 256     /* checks looked at per round (the oldest) */
+/* A pending guest's agent is asked 2 s after the last ask, plus a quarter
+ * of the time since the job's end, at most 10 s apart: a guest that boots
+ * in 15 s is asked 6 times, not 9, one that takes minutes every 10 s, and
+ * its answer is told at most 2 s and a quarter of its boot time late
+ * (issue 17's rule for task polls: back off across the whole wait) */
+#define GUESTWATCH_EVERY_MS 2000
+#define GUESTWATCH_EVERY_MAX_MS 10000
+#define GUESTWATCH_LOOK_MS 1000 /* the store's pending list is read this often */
+#define GUESTWATCH_BATCH 256    /* checks looked at per round (the oldest) */
 
 struct guestwatch *guestwatch_new(struct core *k);
 void guestwatch_free(struct guestwatch *w);
