@@ -28,6 +28,7 @@ struct cli {
     bool json;            /* --json: print the API's JSON */
     bool tty;             /* stdout is a terminal: progress bars */
     bool quiet;           /* --no-wait: return after queuing */
+    bool wait_guest;      /* --wait-guest: after the job, wait for its guest check */
     void *curl;           /* the one libcurl handle of every call: its connection is kept alive */
     const char *idem_key; /* when set: the Idempotency-Key header of the calls */
     bool hush_net;        /* a network error is not printed: said once, the call is repeated */

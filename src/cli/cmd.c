@@ -23,22 +23,25 @@ static json_t *items(json_t *ans, const char *key)
 
 static int usage_vm(void)
 {
-    fprintf(stderr, "usage: proxctl vm create --from FILE|-\n"
-                    "       proxctl vm create --os OS --name NAME [--cores N] [--memory SIZE] "
-                    "[--disk SIZE]\n"
-                    "                         [--ssh-key FILE]... [--owner WHO] [--no-wait]\n"
-                    "       proxctl vm list [--owner WHO] [--state S] [--node N] [--os OS]\n"
-                    "       proxctl vm show VMID\n"
-                    "       proxctl vm start|stop|pause|resume|reboot|delete VMID [--no-wait]\n"
-                    "       proxctl vm shutdown VMID [--timeout S] [--force] [--no-wait]\n"
-                    "       proxctl vm set VMID [--cores N] [--memory SIZE] [--no-wait]\n"
-                    "       proxctl vm resize VMID --disk SIZE [--no-wait]\n"
-                    "       proxctl vm reinstall VMID --os OS [--ssh-key FILE]... "
-                    "[--password-file FILE|-] [--no-wait]\n"
-                    "       proxctl vm snapshot list VMID [--refresh]\n"
-                    "       proxctl vm snapshot create VMID NAME [--description TEXT] [--ram]\n"
-                    "       proxctl vm snapshot delete|rollback VMID NAME [--no-wait]\n"
-                    "SIZE: 2G, 512M, 40G (memory defaults to MiB, disk to GiB)\n");
+    fprintf(stderr,
+            "usage: proxctl vm create --from FILE|-\n"
+            "       proxctl vm create --os OS --name NAME [--cores N] [--memory SIZE] "
+            "[--disk SIZE]\n"
+            "                         [--ssh-key FILE]... [--owner WHO] [--no-wait|--wait-guest]\n"
+            "       proxctl vm list [--owner WHO] [--state S] [--node N] [--os OS]\n"
+            "       proxctl vm show VMID\n"
+            "       proxctl vm start|stop|pause|resume|reboot|delete VMID [--no-wait]\n"
+            "       proxctl vm start|reboot VMID --wait-guest\n"
+            "       proxctl vm shutdown VMID [--timeout S] [--force] [--no-wait]\n"
+            "       proxctl vm set VMID [--cores N] [--memory SIZE] [--no-wait]\n"
+            "       proxctl vm resize VMID --disk SIZE [--no-wait]\n"
+            "       proxctl vm reinstall VMID --os OS [--ssh-key FILE]... "
+            "[--password-file FILE|-]\n"
+            "                         [--no-wait|--wait-guest]\n"
+            "       proxctl vm snapshot list VMID [--refresh]\n"
+            "       proxctl vm snapshot create VMID NAME [--description TEXT] [--ram]\n"
+            "       proxctl vm snapshot delete|rollback VMID NAME [--no-wait]\n"
+            "SIZE: 2G, 512M, 40G (memory defaults to MiB, disk to GiB)\n");
     return EXIT_USAGE;
 }
 
@@ -63,13 +66,24 @@ static char *read_key(const char *path)
     return buf_take(&b);
 }
 
+/* --no-wait returns when the job is queued: nothing to wait for after. */
+static bool wait_flags_ok(const struct cli *c)
+{
+    if (c->quiet && c->wait_guest) {
+        fprintf(stderr, "proxctl: --no-wait and --wait-guest: one or the other\n");
+        return false;
+    }
+    return true;
+}
+
 static int vm_create(struct cli *c, int argc, char **argv)
 {
     static const struct option o[] = {{"os", 1, 0, 'o'},    {"name", 1, 0, 'n'},
                                       {"cores", 1, 0, 'c'}, {"memory", 1, 0, 'm'},
                                       {"disk", 1, 0, 'd'},  {"ssh-key", 1, 0, 'k'},
                                       {"owner", 1, 0, 'u'}, {"no-wait", 0, 0, 'W'},
-                                      {"from", 1, 0, 'F'},  {0, 0, 0, 0}};
+                                      {"from", 1, 0, 'F'},  {"wait-guest", 0, 0, 'G'},
+                                      {0, 0, 0, 0}};
     json_t *body = json_object(), *keys = json_array();
     int opt, rc = EXIT_USAGE;
     int64_t v;
@@ -81,6 +95,9 @@ static int vm_create(struct cli *c, int argc, char **argv)
         switch (opt) {
         case 'F':
             from = optarg;
+            break;
+        case 'G':
+            c->wait_guest = true;
             break;
         case 'o':
             json_object_set_new(body, "os", json_string(optarg));
@@ -133,6 +150,8 @@ static int vm_create(struct cli *c, int argc, char **argv)
                         "other option with it\n");
         goto out;
     }
+    if (!wait_flags_ok(c))
+        goto out;
     if (from) {
         rc = cmd_create_from(c, from);
         goto out;
@@ -349,9 +368,10 @@ static const char *one_vmid(int argc, char **argv)
 
 static int vm_op(struct cli *c, const char *op, int argc, char **argv)
 {
-    static const struct option o[] = {
-        {"timeout", 1, 0, 't'}, {"force", 0, 0, 'f'},   {"cores", 1, 0, 'c'}, {"memory", 1, 0, 'm'},
-        {"disk", 1, 0, 'd'},    {"no-wait", 0, 0, 'W'}, {0, 0, 0, 0}};
+    static const struct option o[] = {{"timeout", 1, 0, 't'},    {"force", 0, 0, 'f'},
+                                      {"cores", 1, 0, 'c'},      {"memory", 1, 0, 'm'},
+                                      {"disk", 1, 0, 'd'},       {"no-wait", 0, 0, 'W'},
+                                      {"wait-guest", 0, 0, 'G'}, {0, 0, 0, 0}};
     json_t *body = json_object();
     int opt, rc = EXIT_USAGE;
     int64_t v;
@@ -374,6 +394,14 @@ static int vm_op(struct cli *c, const char *op, int argc, char **argv)
         case 'W':
             c->quiet = true;
             break;
+        case 'G':
+            if (strcmp(op, "start") != 0 && strcmp(op, "reboot") != 0) {
+                fprintf(stderr, "proxctl: --wait-guest is for vm create, start, reboot and "
+                                "reinstall\n");
+                goto out;
+            }
+            c->wait_guest = true;
+            break;
         case 'm':
             if (!cli_size_mb(optarg, &v)) {
                 fprintf(stderr, "proxctl: --memory: '%s' is not a size like 4G\n", optarg);
@@ -394,7 +422,7 @@ static int vm_op(struct cli *c, const char *op, int argc, char **argv)
         }
     }
     const char *vmid = one_vmid(argc, argv);
-    if (!vmid)
+    if (!vmid || !wait_flags_ok(c))
         goto out;
     char path[128];
     const char *method = "POST";
@@ -420,11 +448,9 @@ out:
  * where other users' `ps` would show it. */
 static int vm_reinstall(struct cli *c, int argc, char **argv)
 {
-    static const struct option o[] = {{"os", 1, 0, 'o'},
-                                      {"ssh-key", 1, 0, 'k'},
-                                      {"password-file", 1, 0, 'p'},
-                                      {"no-wait", 0, 0, 'W'},
-                                      {0, 0, 0, 0}};
+    static const struct option o[] = {
+        {"os", 1, 0, 'o'},      {"ssh-key", 1, 0, 'k'},    {"password-file", 1, 0, 'p'},
+        {"no-wait", 0, 0, 'W'}, {"wait-guest", 0, 0, 'G'}, {0, 0, 0, 0}};
     json_t *body = json_object(), *keys = json_array();
     int opt, rc = EXIT_USAGE;
     optind = 1;
@@ -433,6 +459,9 @@ static int vm_reinstall(struct cli *c, int argc, char **argv)
         switch (opt) {
         case 'o':
             json_object_set_new(body, "os", json_string(optarg));
+            break;
+        case 'G':
+            c->wait_guest = true;
             break;
         case 'W':
             c->quiet = true;
@@ -457,7 +486,7 @@ static int vm_reinstall(struct cli *c, int argc, char **argv)
         }
     }
     const char *vmid = one_vmid(argc, argv);
-    if (!vmid)
+    if (!vmid || !wait_flags_ok(c))
         goto out;
     if (!json_object_get(body, "os")) {
         fprintf(stderr, "proxctl: vm reinstall: --os is required\n");

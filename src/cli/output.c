@@ -229,6 +229,45 @@ int cli_follow_job(struct cli *c, const char *job)
     return rc;
 }
 
+/* --wait-guest: the job is done; ask it until its guest check has an
+ * outcome (proxd's guest_wait bounds the wait): EXIT_OK when the guest's
+ * agent answered, EXIT_FAILED when it did not or the check was skipped
+ * (said on stderr). With --json, only the exit code and stderr tell. */
+static int wait_guest(struct cli *c, const char *job, const char *vm)
+{
+    char path[128];
+    snprintf(path, sizeof path, "/v1/jobs/%s", job);
+    for (bool told = false;; told = true) {
+        json_t *j = NULL;
+        long st = cli_call(c, "GET", path, NULL, &j);
+        if (st != 200) {
+            int rc = cli_fail(st, j);
+            json_decref(j);
+            return rc;
+        }
+        json_t *g = json_object_get(j, "guest");
+        const char *state = json_string_value(json_object_get(g, "state"));
+        const char *detail = json_string_value(json_object_get(g, "detail"));
+        int rc = EXIT_FAILED;
+        if (!state)
+            fprintf(stderr, "proxctl: job %s has no guest check (a proxd without them?)\n", job);
+        else if (strcmp(state, "ready") == 0 && !c->json)
+            printf("guest of VM %s is ready (%s)\n", vm, cli_str(g, "at"));
+        else if (strcmp(state, "ready") != 0 && strcmp(state, "waiting") != 0)
+            fprintf(stderr, "proxctl: guest of VM %s is %s: %s\n", vm, state,
+                    detail && *detail ? detail : "(no reason given)");
+        if (state && strcmp(state, "ready") == 0)
+            rc = EXIT_OK;
+        bool waiting = state && strcmp(state, "waiting") == 0;
+        json_decref(j);
+        if (!waiting)
+            return rc;
+        if (!told && c->tty && !c->json)
+            printf("waiting for the guest of VM %s to answer...\n", vm);
+        sleep_ms(1000);
+    }
+}
+
 int cli_accepted(struct cli *c, long st, json_t *ans, const char *vmid)
 {
     if (st != 202 && st != 200) {
@@ -269,5 +308,7 @@ int cli_accepted(struct cli *c, long st, json_t *ans, const char *vmid)
                    cli_str(v, "node"));
         json_decref(v);
     }
+    if (rc == EXIT_OK && c->wait_guest)
+        rc = wait_guest(c, id, vm);
     return rc;
 }

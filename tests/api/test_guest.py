@@ -75,6 +75,14 @@ def a_guest_is_told_ready_after_a_creation_and_a_reboot():
                                    text=True, timeout=30,
                                    env=dict(os.environ, PROXD_URL=px.base, PROXD_TOKEN=alice))
             assert "\nguest     ready at %s\n" % g["at"] in shown.stdout, shown
+            # proxctl waits for the guest of a reboot it asks for
+            env = dict(os.environ, PROXD_URL=px.base, PROXD_TOKEN=alice)
+            r = subprocess.run([PROXCTL, "vm", "reboot", str(vmid), "--wait-guest"],
+                               capture_output=True, text=True, timeout=120, env=env)
+            assert r.returncode == 0 and "guest of VM %d is ready (" % vmid in r.stdout, r
+            r = subprocess.run([PROXCTL, "vm", "stop", str(vmid), "--wait-guest"],
+                               capture_output=True, text=True, timeout=60, env=env)
+            assert r.returncode == 2 and "--wait-guest is for vm create, start" in r.stderr, r
             # a stop has no check; a start and a reboot each have one
             for action in ("stop", "start", "reboot"):
                 r = px.call("POST", "/v1/vms/%d/%s" % (vmid, action), alice)
@@ -92,7 +100,7 @@ def a_guest_is_told_ready_after_a_creation_and_a_reboot():
             # one event per job, for every job that started the VM
             all_evs = px.call("GET", "/v1/events?type=vm.guest_ready&limit=1000",
                               alice).json()["events"]
-            assert len(all_evs) == 3 and len({x["job"] for x in all_evs}) == 3, all_evs
+            assert len(all_evs) == 4 and len({x["job"] for x in all_evs}) == 4, all_evs
             assert px.logs_contain("guest ready after"), px.tail()
         finally:
             px.stop()
@@ -124,6 +132,13 @@ def an_agent_that_never_answers_is_told_silent_after_guest_wait():
         alice = px.token("alice")
         px.start()
         try:
+            # proxctl's --wait-guest tells the silence and exits 1
+            r = subprocess.run([PROXCTL, "vm", "create", "--os", "ubuntu", "--name", "g3w",
+                                "--cores", "1", "--memory", "512", "--disk", "12G",
+                                "--wait-guest"], capture_output=True, text=True, timeout=120,
+                               env=dict(os.environ, PROXD_URL=px.base, PROXD_TOKEN=alice))
+            assert r.returncode == 1 and "is silent: the guest agent did not answer within 2 s" \
+                in r.stderr, r
             j = create(px, alice, "g3")
             g, evs = outcome(px, alice, j["id"], deadline=20)
             assert g["state"] == "silent", g
