@@ -564,6 +564,28 @@ out:
 
 /* ---- one VM ------------------------------------------------------------------------ */
 
+/* ,"guest":{...} put inside the record that ends b: a running (or
+ * paused) VM's last start's guest check (core/guestwatch.h), so that a
+ * panel shows "booting" or "ready"; nothing for a stopped VM, one never
+ * started by a job, or when the read fails. */
+static int vm_add_guest(struct req *rq, struct buf *b, const struct vm_rec *v)
+{
+    struct guest_check g;
+    if ((strcmp(v->power, "running") != 0 && strcmp(v->power, "paused") != 0) ||
+        store_guest_last(rq->api->st, v->vmid, &g, NULL) != STORE_OK)
+        return BUF_OK;
+    if (b->len == 0 || b->data[b->len - 1] != '}')
+        return BUF_TOOBIG;
+    json_t *o = json_pack("{s:s,s:s,s:s,s:o,s:s}", "state", guest_state_name(g.state), "job", g.job,
+                          "kind", g.kind, "at", json_time(g.at), "detail", g.detail);
+    char *text = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    buf_truncate(b, b->len - 1);
+    int rc = buf_adds(b, ",\"guest\":") || buf_adds(b, text) || buf_addc(b, '}');
+    free(text);
+    return rc ? BUF_TOOBIG : BUF_OK;
+}
+
 static void vm_answer(struct req *rq, struct resp *rs, const struct vm_rec *v)
 {
     struct buf b = BUF_INIT(API_ANSWER_MAX);
@@ -572,7 +594,8 @@ static void vm_answer(struct req *rq, struct resp *rs, const struct vm_rec *v)
     char drift[256];
     bool dr = has_net && core_net_drift(rq->api->k, v->id, drift, sizeof drift);
     if (vm_write_json(&b, v, rq->api->fl) ||
-        vm_add_net(&b, b.len, has_net ? &net : NULL, rq->api->cfg, dr ? drift : NULL))
+        vm_add_net(&b, b.len, has_net ? &net : NULL, rq->api->cfg, dr ? drift : NULL) ||
+        vm_add_guest(rq, &b, v))
         resp_error(rs, HTTP_INTERNAL_SERVER_ERROR, "internal", NULL,
                    "the answer would pass %d bytes", API_ANSWER_MAX);
     else

@@ -335,6 +335,12 @@ static int vm_show(struct cli *c, const char *vmid)
                 printf("%-11s %lld\n", keys[i], (long long)json_number_value(x));
         }
         net_show(v);
+        json_t *g = json_object_get(v, "guest");
+        if (json_is_object(g)) { /* a running VM's last start: is its guest up? */
+            const char *d = json_string_value(json_object_get(g, "detail"));
+            printf("%-11s %s (%s job %s)%s%s\n", "guest", cli_str(g, "state"), cli_str(g, "kind"),
+                   cli_str(g, "job"), d && *d ? ": " : "", d && *d ? d : "");
+        }
         if (strcmp(cli_str(v, "node_status"), "down") == 0)
             printf("note        its node is down: power and state are as last known, and\n"
                    "            actions are refused until the node answers again\n");

@@ -1166,6 +1166,10 @@ int store_guest_close(store *s, const char *job, enum guest_state state, const c
                       struct store_event *ev, struct store_error *err);
 /* The outcome of job: STORE_E_NOTFOUND when it has none (yet). */
 int store_guest_get(store *s, const char *job, struct guest_check *out, struct store_error *err);
+/* The check of VMID vmid's last done job of those kinds (state
+ * GUEST_WAITING while it has no outcome): STORE_E_NOTFOUND when there is
+ * none. One indexed read. */
+int store_guest_last(store *s, int vmid, struct guest_check *out, struct store_error *err);
 
 /* ---- statistics (metrics) ------------------------------------------------------ */
 

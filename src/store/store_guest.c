@@ -127,6 +127,16 @@ int store_guest_close(store *s, const char *job, enum guest_state state, const c
     return db_tx(s->db, DB_WRITE, close_fn, &k, err);
 }
 
+/* A row of SQL_GUEST_GET's or SQL_GUEST_LAST's columns (no outcome yet:
+ * GUEST_WAITING). */
+static void row_to_check(db_stmt *st, struct guest_check *out)
+{
+    row_to_pending(st, out, NULL);
+    out->state = state_of(db_col_text(st, 5));
+    out->at = db_col_i64(st, 6);
+    DB_COL_FIELD(st, 7, out->detail);
+}
+
 static const char SQL_GUEST_GET[] =
     "SELECT j.id, j.kind, j.vmid, j.owner, j.finished_at, g.state, g.at, g.detail"
     " FROM guest_checks g JOIN jobs j ON j.id = g.job WHERE g.job = ?1";
@@ -148,12 +158,8 @@ static int get_fn(db_conn *c, void *ctx, struct store_error *err)
     rc = db_step(st, &row, err, "reading a guest check");
     if (rc == STORE_OK && !row)
         rc = store_fail(err, STORE_E_NOTFOUND, "job %s has no guest check outcome", k->job);
-    if (rc == STORE_OK) {
-        row_to_pending(st, k->out, err);
-        k->out->state = state_of(db_col_text(st, 5));
-        k->out->at = db_col_i64(st, 6);
-        DB_COL_FIELD(st, 7, k->out->detail);
-    }
+    if (rc == STORE_OK)
+        row_to_check(st, k->out);
     db_done(st);
     return rc;
 }
@@ -165,4 +171,42 @@ int store_guest_get(store *s, const char *job, struct guest_check *out, struct s
     memset(out, 0, sizeof *out);
     struct get_ctx k = {job, out};
     return db_tx(s->db, DB_READ, get_fn, &k, err);
+}
+
+static const char SQL_GUEST_LAST[] =
+    "SELECT j.id, j.kind, j.vmid, j.owner, j.finished_at, g.state, g.at, g.detail"
+    " FROM jobs j LEFT JOIN guest_checks g ON g.job = j.id"
+    " WHERE j.vmid = ?1 AND j.state = 'done' AND j.kind IN " GUEST_KINDS
+    " ORDER BY j.finished_at DESC LIMIT 1";
+
+struct last_ctx {
+    int vmid;
+    struct guest_check *out;
+};
+
+static int last_fn(db_conn *c, void *ctx, struct store_error *err)
+{
+    struct last_ctx *k = ctx;
+    db_stmt *st = NULL;
+    int rc = db_prepare(c, SQL_GUEST_LAST, &st, err);
+    if (rc)
+        return rc;
+    db_bind_i64(st, 1, k->vmid);
+    bool row = false;
+    rc = db_step(st, &row, err, "reading a VM's last guest check");
+    if (rc == STORE_OK && !row)
+        rc = store_fail(err, STORE_E_NOTFOUND, "VM %d has no done start", k->vmid);
+    if (rc == STORE_OK)
+        row_to_check(st, k->out);
+    db_done(st);
+    return rc;
+}
+
+int store_guest_last(store *s, int vmid, struct guest_check *out, struct store_error *err)
+{
+    store_err_clear(err);
+    STORE_CHECK(s && out, "store_guest_last: NULL argument");
+    memset(out, 0, sizeof *out);
+    struct last_ctx k = {vmid, out};
+    return db_tx(s->db, DB_READ, last_fn, &k, err);
 }

@@ -300,7 +300,9 @@ static const char SCHEMA_16_GUEST[] =
      * days later: their guests came up long since, or never will */
     "INSERT INTO guest_checks (job, state, at, detail)"
     "  SELECT id, 'skipped', finished_at, 'done before proxd checked guests' FROM jobs"
-    "  WHERE state = 'done' AND kind IN ('create', 'start', 'reboot', 'reinstall');";
+    "  WHERE state = 'done' AND kind IN ('create', 'start', 'reboot', 'reinstall');"
+    /* a VM's last start, which GET /v1/vms/{vmid} shows the guest of */
+    "CREATE INDEX jobs_vmid_done ON jobs (vmid, finished_at) WHERE state = 'done';";
 
 /* Migration i brings the schema from version SCHEMA_FIRST + i - 1 to
  * SCHEMA_FIRST + i; MIGRATIONS[0] makes a new database. */

@@ -71,10 +71,18 @@ def a_guest_is_told_ready_after_a_creation_and_a_reboot():
             e = evs[0]
             assert e["vmid"] == vmid and e["owner"] == "alice" and e["node"], e
             assert e["data"]["kind"] == "create" and e["data"]["after_s"] >= 0, e
+            # the VM shows its last start's guest while it runs
+            v = px.call("GET", "/v1/vms/%d" % vmid, alice).json()
+            assert v["guest"] == {"state": "ready", "job": j["id"], "kind": "create",
+                                  "at": g["at"], "detail": ""}, v
             shown = subprocess.run([PROXCTL, "job", "show", j["id"]], capture_output=True,
                                    text=True, timeout=30,
                                    env=dict(os.environ, PROXD_URL=px.base, PROXD_TOKEN=alice))
             assert "\nguest     ready at %s\n" % g["at"] in shown.stdout, shown
+            shown = subprocess.run([PROXCTL, "vm", "show", str(vmid)], capture_output=True,
+                                   text=True, timeout=30,
+                                   env=dict(os.environ, PROXD_URL=px.base, PROXD_TOKEN=alice))
+            assert "\nguest       ready (create job %s)\n" % j["id"] in shown.stdout, shown
             # proxctl waits for the guest of a reboot it asks for
             env = dict(os.environ, PROXD_URL=px.base, PROXD_TOKEN=alice)
             r = subprocess.run([PROXCTL, "vm", "reboot", str(vmid), "--wait-guest"],
@@ -92,11 +100,15 @@ def a_guest_is_told_ready_after_a_creation_and_a_reboot():
                 if action == "stop":
                     got = px.call("GET", "/v1/jobs/" + done["id"], alice).json()
                     assert "guest" not in got, got
+                    v = px.call("GET", "/v1/vms/%d" % vmid, alice).json()
+                    assert "guest" not in v, v  # stopped: nothing to tell
                     continue
                 g, evs = outcome(px, alice, done["id"])
                 assert g["state"] == "ready", (action, g)
                 assert [x["type"] for x in evs] == ["vm.guest_ready"], evs
                 assert evs[0]["data"]["kind"] == action, evs
+                v = px.call("GET", "/v1/vms/%d" % vmid, alice).json()
+                assert v["guest"]["job"] == done["id"] and v["guest"]["state"] == "ready", v
             # one event per job, for every job that started the VM
             all_evs = px.call("GET", "/v1/events?type=vm.guest_ready&limit=1000",
                               alice).json()["events"]

@@ -1324,6 +1324,19 @@ static void test_guest_checks(void **state)
     OK(store_guest_pending(f->s, 0, 10, &g, &n, &e_));
     assert_int_equal(n, 0);
     free(g);
+    /* a VM's last done start, with its outcome or waiting */
+    OK(store_guest_last(f->s, 601, &c, &e_));
+    assert_string_equal(c.job, "g1");
+    assert_int_equal(c.state, GUEST_READY);
+    OK(store_guest_last(f->s, 603, &c, &e_));
+    assert_int_equal(c.state, GUEST_SKIPPED);
+    EXPECT(STORE_E_NOTFOUND, store_guest_last(f->s, 604, &c, &e)); /* queued only */
+    EXPECT(STORE_E_NOTFOUND, store_guest_last(f->s, 602, &c, &e)); /* a stop */
+    job_add(f->s, "g5", "start", 601, t + 5);
+    job_finish(f->s, "g5");
+    OK(store_guest_last(f->s, 601, &c, &e_));
+    assert_string_equal(c.job, "g5"); /* the last one */
+    assert_int_equal(c.state, GUEST_WAITING);
     EXPECT(STORE_E_NOTFOUND, store_guest_close(f->s, "nope", GUEST_READY, "", NULL, &e));
     EXPECT(STORE_E_INVALID, store_guest_close(f->s, "g2", GUEST_WAITING, "", NULL, &e));
 }
