@@ -140,24 +140,36 @@ static void row_to_check(db_stmt *st, struct guest_check *out)
 static const char SQL_GUEST_GET[] =
     "SELECT j.id, j.kind, j.vmid, j.owner, j.finished_at, g.state, g.at, g.detail"
     " FROM guest_checks g JOIN jobs j ON j.id = g.job WHERE g.job = ?1";
+static const char SQL_GUEST_LAST[] =
+    "SELECT j.id, j.kind, j.vmid, j.owner, j.finished_at, g.state, g.at, g.detail"
+    " FROM jobs j LEFT JOIN guest_checks g ON g.job = j.id"
+    " WHERE j.vmid = ?1 AND j.state = 'done' AND j.kind IN " GUEST_KINDS
+    " ORDER BY j.finished_at DESC LIMIT 1";
 
-struct get_ctx {
+/* One check read: a job's outcome (job) or a VM's last start's (vmid). */
+struct one_ctx {
     const char *job;
+    int vmid;
     struct guest_check *out;
 };
 
-static int get_fn(db_conn *c, void *ctx, struct store_error *err)
+static int one_fn(db_conn *c, void *ctx, struct store_error *err)
 {
-    struct get_ctx *k = ctx;
+    struct one_ctx *k = ctx;
     db_stmt *st = NULL;
-    int rc = db_prepare(c, SQL_GUEST_GET, &st, err);
+    int rc = db_prepare(c, k->job ? SQL_GUEST_GET : SQL_GUEST_LAST, &st, err);
     if (rc)
         return rc;
-    db_bind_text(st, 1, k->job);
+    if (k->job)
+        db_bind_text(st, 1, k->job);
+    else
+        db_bind_i64(st, 1, k->vmid);
     bool row = false;
     rc = db_step(st, &row, err, "reading a guest check");
-    if (rc == STORE_OK && !row)
+    if (rc == STORE_OK && !row && k->job)
         rc = store_fail(err, STORE_E_NOTFOUND, "job %s has no guest check outcome", k->job);
+    else if (rc == STORE_OK && !row)
+        rc = store_fail(err, STORE_E_NOTFOUND, "VM %d has no done start", k->vmid);
     if (rc == STORE_OK)
         row_to_check(st, k->out);
     db_done(st);
@@ -169,37 +181,8 @@ int store_guest_get(store *s, const char *job, struct guest_check *out, struct s
     store_err_clear(err);
     STORE_CHECK(s && job && out, "store_guest_get: NULL argument");
     memset(out, 0, sizeof *out);
-    struct get_ctx k = {job, out};
-    return db_tx(s->db, DB_READ, get_fn, &k, err);
-}
-
-static const char SQL_GUEST_LAST[] =
-    "SELECT j.id, j.kind, j.vmid, j.owner, j.finished_at, g.state, g.at, g.detail"
-    " FROM jobs j LEFT JOIN guest_checks g ON g.job = j.id"
-    " WHERE j.vmid = ?1 AND j.state = 'done' AND j.kind IN " GUEST_KINDS
-    " ORDER BY j.finished_at DESC LIMIT 1";
-
-struct last_ctx {
-    int vmid;
-    struct guest_check *out;
-};
-
-static int last_fn(db_conn *c, void *ctx, struct store_error *err)
-{
-    struct last_ctx *k = ctx;
-    db_stmt *st = NULL;
-    int rc = db_prepare(c, SQL_GUEST_LAST, &st, err);
-    if (rc)
-        return rc;
-    db_bind_i64(st, 1, k->vmid);
-    bool row = false;
-    rc = db_step(st, &row, err, "reading a VM's last guest check");
-    if (rc == STORE_OK && !row)
-        rc = store_fail(err, STORE_E_NOTFOUND, "VM %d has no done start", k->vmid);
-    if (rc == STORE_OK)
-        row_to_check(st, k->out);
-    db_done(st);
-    return rc;
+    struct one_ctx k = {job, 0, out};
+    return db_tx(s->db, DB_READ, one_fn, &k, err);
 }
 
 int store_guest_last(store *s, int vmid, struct guest_check *out, struct store_error *err)
@@ -207,6 +190,6 @@ int store_guest_last(store *s, int vmid, struct guest_check *out, struct store_e
     store_err_clear(err);
     STORE_CHECK(s && out, "store_guest_last: NULL argument");
     memset(out, 0, sizeof *out);
-    struct last_ctx k = {vmid, out};
-    return db_tx(s->db, DB_READ, last_fn, &k, err);
+    struct one_ctx k = {NULL, vmid, out};
+    return db_tx(s->db, DB_READ, one_fn, &k, err);
 }
