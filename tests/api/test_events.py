@@ -98,7 +98,9 @@ def a_vms_life_is_told_once_each():
     job(ALICE, call("PATCH", "/v1/vms/%d" % vmid, ALICE, {"cores": 2}))
     job(ALICE, call("POST", "/v1/vms/%d/resize" % vmid, ALICE, {"disk_gb": 20}))
     job(ALICE, call("DELETE", "/v1/vms/%d" % vmid, ALICE))
-    evs = of_vm(events(ADMIN, START), vmid)
+    # the record's changes (a guest check's events, vm.guest_*, come when
+    # the guest answers: api/test_guest)
+    evs = [e for e in of_vm(events(ADMIN, START), vmid) if not e["type"].startswith("vm.guest_")]
     types = [e["type"] for e in evs]
     assert types == ["vm.created", "vm.stopped", "vm.started", "vm.paused", "vm.started",
                      "vm.updated", "vm.resized", "vm.deleted"], types
