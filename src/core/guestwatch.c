@@ -39,7 +39,11 @@ struct guestwatch {
     struct core *k;
     pthread_t thread;
     bool up;
-    int64_t since; /* the pending list's read: jobs ended after this (unix ms) */
+    pthread_mutex_t mu;
+    pthread_cond_t cv; /* a poke, or stop */
+    bool poked, stop;  /* under mu */
+    bool pending;      /* the last look found checks pending (the thread's own) */
+    int64_t since;     /* the pending list's read: jobs ended after this (unix ms) */
     struct entry *e;
     size_t n;
     char slow[SLOW_NODES_MAX][64]; /* this round's nodes not asked again */
@@ -65,6 +69,8 @@ struct guestwatch *guestwatch_new(struct core *k)
     struct guestwatch *w = xcalloc(1, sizeof *w);
     w->k = k;
     w->e = xcalloc(GUESTWATCH_BATCH, sizeof *w->e);
+    pthread_mutex_init(&w->mu, NULL);
+    cond_init_mono(&w->cv);
     return w;
 }
 
@@ -72,6 +78,8 @@ void guestwatch_free(struct guestwatch *w)
 {
     if (!w)
         return;
+    pthread_mutex_destroy(&w->mu);
+    pthread_cond_destroy(&w->cv);
     free(w->e);
     free(w);
 }
@@ -238,21 +246,51 @@ static void look(struct guestwatch *w)
     /* the next read starts at the oldest still pending, or a little before
      * now: the index walks only the jobs ended since */
     w->since = n ? g[0].finished_at - 1 : now - LOOK_BACK_MS;
+    w->pending = n > 0;
     free(g);
 }
 
+/* Looks every second while checks are pending; else it sleeps until a job
+ * of this process that may start a VM ends (guestwatch_poke), or
+ * GUESTWATCH_IDLE_MS for another instance's: an idle daemon does not read
+ * the store every second (api/test_idle_cost). */
 static void *watch_main(void *arg)
 {
     mem_thread_name("guestwatch");
     struct guestwatch *w = arg;
-    while (!core_nap(w->k, GUESTWATCH_LOOK_MS))
+    pthread_mutex_lock(&w->mu);
+    while (!w->stop) {
+        if (!w->poked) {
+            struct timespec ts =
+                deadline_in_ms(w->pending ? GUESTWATCH_LOOK_MS : GUESTWATCH_IDLE_MS);
+            pthread_cond_timedwait(&w->cv, &w->mu, &ts);
+            if (w->stop)
+                break;
+        }
+        w->poked = false;
+        pthread_mutex_unlock(&w->mu);
         if (fleet_ready(w->k->fl)) /* a node is down only once it was read */
             look(w);
+        else
+            w->pending = true; /* looked at again in a second */
+        pthread_mutex_lock(&w->mu);
+    }
+    pthread_mutex_unlock(&w->mu);
     return NULL;
+}
+
+void guestwatch_poke(struct guestwatch *w)
+{
+    pthread_mutex_lock(&w->mu);
+    w->poked = true;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
 }
 
 int guestwatch_start(struct guestwatch *w)
 {
+    w->pending = true; /* a first look at once: checks left by a stop */
+    w->poked = true;
     if (mem_thread_start(&w->thread, watch_main, w) != 0)
         return -1;
     w->up = true;
@@ -263,6 +301,10 @@ void guestwatch_stop(struct guestwatch *w)
 {
     if (!w || !w->up)
         return;
+    pthread_mutex_lock(&w->mu);
+    w->stop = true;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
     pthread_join(w->thread, NULL);
     w->up = false;
 }

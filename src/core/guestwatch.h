@@ -34,12 +34,18 @@ struct guestwatch;
  * (issue 17's rule for task polls: back off across the whole wait) */
 #define GUESTWATCH_EVERY_MS 2000
 #define GUESTWATCH_EVERY_MAX_MS 10000
-#define GUESTWATCH_LOOK_MS 1000 /* the store's pending list is read this often */
-#define GUESTWATCH_BATCH 256    /* checks looked at per round (the oldest) */
+/* The store's pending list is read every GUESTWATCH_LOOK_MS while checks
+ * are pending, else every GUESTWATCH_IDLE_MS (another instance's jobs) and
+ * when a job of this process that may start a VM ends (guestwatch_poke). */
+#define GUESTWATCH_LOOK_MS 1000
+#define GUESTWATCH_IDLE_MS 30000
+#define GUESTWATCH_BATCH 256 /* checks looked at per round (the oldest) */
 
 struct guestwatch *guestwatch_new(struct core *k);
 void guestwatch_free(struct guestwatch *w);
 int guestwatch_start(struct guestwatch *w);
 void guestwatch_stop(struct guestwatch *w); /* after k->stopping */
+/* A job that may have started a VM ended: look now (any thread). */
+void guestwatch_poke(struct guestwatch *w);
 
 #endif
