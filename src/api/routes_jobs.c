@@ -37,11 +37,7 @@ int job_visible(struct req *rq, struct resp *rs, const char *id, struct job_rec 
  * the outcome cannot be read (the job is answered without it). */
 static json_t *guest_json(struct req *rq, const struct job_rec *j)
 {
-    static const char *const kinds[] = {"create", "start", "reboot", "reinstall"};
-    bool starts = false;
-    for (size_t i = 0; i < sizeof kinds / sizeof *kinds; i++)
-        starts = starts || strcmp(j->kind, kinds[i]) == 0;
-    if (j->state != JOB_DONE || !starts)
+    if (j->state != JOB_DONE || !guest_kind(j->kind))
         return NULL;
     struct guest_check g;
     struct store_error se;

@@ -975,10 +975,8 @@ static void run_job(struct core *k, struct job_rec *j)
      * when another node did the work */
     if (refused_for_privilege(j))
         core_access_poke(k);
-    static const char *const starts[] = {"create", "start", "reboot", "reinstall"};
-    for (size_t i = 0; i < sizeof starts / sizeof *starts; i++)
-        if (strcmp(j->kind, starts[i]) == 0 && k->gw)
-            guestwatch_poke(k->gw); /* its guest check, if it is done */
+    if (guest_kind(j->kind) && k->gw)
+        guestwatch_poke(k->gw); /* its guest check, if it is done */
 }
 
 /* After a database outage, jobs whose lease ran out during it are not

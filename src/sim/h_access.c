@@ -421,11 +421,6 @@ static void h_acl_read(struct sim_call *c)
     json_decref(all);
 }
 
-struct acl_op {
-    bool token;
-    const char *ugid; /* borrowed from the split lists */
-};
-
 static void h_acl_update(struct sim_call *c)
 {
     struct sim *s = c->s;

@@ -1144,6 +1144,8 @@ int store_event_heads_after(store *s, int64_t after, struct event_head **out, si
  * vm.guest_ready or vm.guest_silent event, or none (skipped). */
 enum guest_state { GUEST_WAITING = 0, GUEST_READY, GUEST_SILENT, GUEST_SKIPPED };
 const char *guest_state_name(enum guest_state g);
+/* Is a done job of this kind one that started its VM, and so checked? */
+bool guest_kind(const char *kind);
 struct guest_check {
     char job[40];
     char kind[16];

@@ -26,8 +26,18 @@ static enum guest_state state_of(const char *s)
     return GUEST_WAITING;
 }
 
-/* The kinds that leave their VM started when done. */
+/* The kinds that leave their VM started when done: the SQL list and the
+ * C one say the same. */
 #define GUEST_KINDS "('create', 'start', 'reboot', 'reinstall')"
+static const char *const guest_kinds[] = {"create", "start", "reboot", "reinstall"};
+
+bool guest_kind(const char *kind)
+{
+    for (size_t i = 0; i < sizeof guest_kinds / sizeof *guest_kinds; i++)
+        if (strcmp(kind, guest_kinds[i]) == 0)
+            return true;
+    return false;
+}
 
 static const char SQL_GUEST_PENDING[] =
     "SELECT j.id, j.kind, j.vmid, j.owner, j.finished_at FROM jobs j"
